@@ -1,0 +1,182 @@
+//! The error type shared by the core contracts.
+//!
+//! Every variant names the file, field or executor it is about and, where there
+//! is one, what to do about it. Messages are lowercase fragments that read well
+//! after "failed to ...". [`Error::failure`] classifies an error for callers that
+//! retry: a [`Failure::System`] may succeed elsewhere, a [`Failure::Build`] will not.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, classified so that callers can decide to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failure {
+    /// The build itself failed (a make step exited non-zero): retrying elsewhere
+    /// gives the same failure.
+    Build,
+    /// The machinery around the build failed (machine unreachable, disk full,
+    /// helper missing, connection dropped): a retry may succeed.
+    System,
+    /// The input was wrong (bad metadata, bad arguments, a result root that
+    /// does not validate): fix the input.
+    Input,
+    /// The work was cancelled.
+    Cancelled,
+}
+
+/// One problem found in a result root by [`crate::result_root::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file or directory the problem is about.
+    pub path: PathBuf,
+    /// The promotion.scm field involved, if any (for example `artifacts.world.probe`).
+    pub field: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The core error type.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An S-expression file could not be read as an S-expression.
+    #[error("{}:{line}:{column}: syntax error: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A metadata field is missing, mistyped or has a value that is not allowed.
+    #[error("{}: field `{field}`{}: {message}", path.display(), line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    InvalidMetadata {
+        path: PathBuf,
+        field: String,
+        line: Option<usize>,
+        message: String,
+    },
+    /// A metadata file declares a format version this fruix does not read.
+    #[error("{}: unsupported format-version {version}; this fruix reads format-version {supported} (upgrade fruix, or regenerate the file)", path.display())]
+    UnsupportedFormatVersion {
+        path: PathBuf,
+        version: i64,
+        supported: i64,
+    },
+    /// A tree contains something that cannot be part of a store object.
+    #[error("{}: {kind} is not allowed in an artifact tree (only directories, regular files and symlinks are); remove it from the tree", path.display())]
+    UnsupportedFileType { path: PathBuf, kind: &'static str },
+    /// A path inside a tree or root escapes it (absolute, `..`, or through a symlink).
+    #[error("{}: {message}", path.display())]
+    UnsafePath { path: PathBuf, message: String },
+    /// A tree's signature does not match the one declared for it.
+    #[error("{}: tree signature mismatch: declared {expected}, computed {actual}; the tree changed after it was signed (or in transit): rebuild it", path.display())]
+    SignatureMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    /// A result root failed validation; every problem found is listed.
+    #[error("{}: not a valid result root:\n{}", root.display(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    InvalidResultRoot { root: PathBuf, problems: Vec<Problem> },
+    /// A file or directory already exists where fruix would create one.
+    #[error("{}: already exists; {hint}", path.display())]
+    AlreadyExists { path: PathBuf, hint: String },
+    /// A file or directory that must exist does not.
+    #[error("{}: not found; {hint}", path.display())]
+    NotFound { path: PathBuf, hint: String },
+    /// An I/O operation on a named path failed.
+    #[error("failed to {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// No executor is registered under this name.
+    #[error("unknown executor `{name}`; available executors: {}", available.join(", "))]
+    UnknownExecutor {
+        name: String,
+        available: Vec<String>,
+    },
+    /// Two executors were registered under one name.
+    #[error("executor `{name}` is registered twice: by {first} and by {second}; rename one of them")]
+    DuplicateExecutor {
+        name: String,
+        first: String,
+        second: String,
+    },
+    /// An executor's configuration was rejected.
+    #[error("executor `{executor}`: invalid configuration: {message}")]
+    InvalidConfig { executor: String, message: String },
+    /// The build request is not acceptable.
+    #[error("invalid build request: {message}")]
+    InvalidRequest { message: String },
+    /// A build step failed. `tail` holds its last log lines.
+    #[error("build step `{step}` failed{}{}", status.as_ref().map(|s| format!(" ({s})")).unwrap_or_default(), log.as_ref().map(|l| format!("; full log: {}", l.display())).unwrap_or_default())]
+    Build {
+        step: String,
+        status: Option<String>,
+        log: Option<PathBuf>,
+        tail: Vec<String>,
+    },
+    /// The machinery around the build failed; retrying may help.
+    #[error("system failure: {message}")]
+    System { message: String },
+    /// The work was cancelled (Ctrl-C, SIGTERM, or a caller's token).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// An [`Error::Io`] for `action` on `path`.
+    pub fn io(action: &'static str, path: impl AsRef<Path>, source: io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// A [`Error::System`] with `message`.
+    pub fn system(message: impl Into<String>) -> Self {
+        Error::System {
+            message: message.into(),
+        }
+    }
+
+    /// Classifies this error for retry decisions and exit statuses.
+    pub fn failure(&self) -> Failure {
+        match self {
+            Error::Build { .. } => Failure::Build,
+            Error::System { .. } | Error::Io { .. } => Failure::System,
+            Error::Cancelled => Failure::Cancelled,
+            _ => Failure::Input,
+        }
+    }
+}
+
+/// Extension for `io::Result` that attaches the action and path.
+pub trait IoContext<T> {
+    /// Maps the error into [`Error::Io`] naming `action` and `path`.
+    fn with_path(self, action: &'static str, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn with_path(self, action: &'static str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(action, path, e))
+    }
+}

@@ -1,0 +1,26 @@
+//! Fruix core contracts.
+//!
+//! Every Fruix executor, whatever it is, ends with the same *normalized result
+//! root* ([`result_root`]) carrying `promotion.scm` ([`promotion`]); artifact
+//! trees are identified by a content signature over an mtree(5) manifest
+//! ([`manifest`]); and executors implement one small trait ([`executor`]) and are
+//! found by name in a registry fed by `inventory`. The promotion pipeline
+//! (`fruix-promote`) and the executors (`fruix-executors`) build on these.
+//!
+//! This crate has no CLI and no SSH: errors are typed ([`Error`]), and each
+//! names the file or field it is about.
+
+pub mod error;
+pub mod executor;
+pub mod fsutil;
+pub mod manifest;
+pub mod promotion;
+pub mod result_root;
+pub mod run_id;
+pub mod sexp;
+
+pub use error::{Error, Failure, Problem, Result};
+pub use executor::{BuildRequest, Event, EventSink, Executor, Registry, RunContext};
+pub use manifest::TreeSignature;
+pub use promotion::PromotionMetadata;
+pub use result_root::ResultRoot;

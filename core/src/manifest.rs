@@ -1,0 +1,671 @@
+//! Tree manifests in mtree(5) format and the tree-content signature.
+//!
+//! A tree is walked without ever following a symlink. Its entries are
+//! directories, regular files (size, SHA-256, mode) and symlinks (target kept
+//! verbatim, absolute and dangling targets included). Device nodes, FIFOs and
+//! sockets are refused with the path named. Hard links are recorded as files.
+//! Names are bytes: non-UTF-8 names, spaces and newlines are encoded the way
+//! mtree(8) encodes them (`\ooo` octal escapes).
+//!
+//! Entries come in *path order*: component by component, bytewise (a directory's
+//! children, sorted by name, follow it directly). Parents therefore precede their
+//! children, so the stock `mtree -f MANIFEST -p TREE` (FreeBSD's, or Debian's
+//! mtree-netbsd) checks a tree against a fruix manifest.
+//!
+//! Modes are canonical: files are `0444`, or `0555` when any execute bit is set;
+//! directories are `0555`; setuid, setgid and sticky bits are kept on top.
+//! The signature (`sha256:` + the SHA-256 of the canonical manifest text)
+//! therefore depends on content, names, types, symlink targets and mode bits,
+//! never on timestamps, owners, inode numbers or directory read order.
+//!
+//! Hashing runs on every core (rayon) over bounded batches of entries, so memory
+//! stays flat however large the tree.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+
+/// The first line of every fruix manifest.
+pub const MANIFEST_HEADER: &str = "#mtree v2.0\n";
+
+/// Setuid, setgid and sticky bits: kept in signatures, stripped in the store.
+pub const SPECIAL_BITS: u32 = 0o7000;
+
+/// A tree-content signature: `sha256:` followed by 64 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TreeSignature(String);
+
+impl TreeSignature {
+    /// The signature of manifest text hashed into `hasher`.
+    pub fn from_hasher(hasher: Sha256) -> Self {
+        TreeSignature(format!("sha256:{}", hex::encode(hasher.finalize())))
+    }
+
+    /// The textual form, `sha256:<hex>`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TreeSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for TreeSignature {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("{s:?} is not a tree signature; expected sha256:<64 lowercase hex digits>"))?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(format!("{s:?} is not a tree signature; expected sha256:<64 lowercase hex digits>"));
+        }
+        Ok(TreeSignature(s.to_string()))
+    }
+}
+
+impl TryFrom<String> for TreeSignature {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<TreeSignature> for String {
+    fn from(s: TreeSignature) -> String {
+        s.0
+    }
+}
+
+/// What an entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Directory,
+    File { size: u64, sha256: [u8; 32] },
+    Symlink { target: Vec<u8> },
+}
+
+/// One manifest entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path relative to the tree root, as bytes; empty for the root itself.
+    pub path: Vec<u8>,
+    /// Canonical mode (see the module docs); 0 for symlinks.
+    pub mode: u32,
+    pub kind: EntryKind,
+}
+
+/// Which modes a rendered manifest states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modes {
+    /// Canonical modes with setuid/setgid/sticky bits: the signed form.
+    Canonical,
+    /// Modes as they are in the store, special bits stripped: the form `mtree` checks.
+    Store,
+}
+
+impl Entry {
+    /// The path in manifest form: `.` for the root, `./a/b` otherwise, mtree-encoded.
+    pub fn manifest_path(&self) -> String {
+        let mut out = String::from(".");
+        if !self.path.is_empty() {
+            out.push('/');
+            encode_into(&self.path, &mut out);
+        }
+        out
+    }
+
+    /// Appends the entry's manifest line (with newline) to `out`.
+    pub fn render(&self, modes: Modes, out: &mut String) {
+        use std::fmt::Write as _;
+        out.push_str(&self.manifest_path());
+        let mode = match modes {
+            Modes::Canonical => self.mode,
+            Modes::Store => self.mode & !SPECIAL_BITS,
+        };
+        match &self.kind {
+            EntryKind::Directory => {
+                let _ = write!(out, " type=dir mode={mode:04o}");
+            }
+            EntryKind::File { size, sha256 } => {
+                let _ = write!(out, " type=file mode={mode:04o} size={size} sha256digest={}", hex::encode(sha256));
+            }
+            EntryKind::Symlink { target } => {
+                out.push_str(" type=link link=");
+                encode_into(target, out);
+            }
+        }
+        out.push('\n');
+    }
+
+    /// The entry's kind as a word (`dir`, `file`, `link`).
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            EntryKind::Directory => "dir",
+            EntryKind::File { .. } => "file",
+            EntryKind::Symlink { .. } => "link",
+        }
+    }
+
+    /// The file size, 0 for directories and symlinks.
+    pub fn size(&self) -> u64 {
+        match self.kind {
+            EntryKind::File { size, .. } => size,
+            _ => 0,
+        }
+    }
+}
+
+/// Canonical mode of a directory or file with `st_mode` `raw`.
+pub fn canonical_mode(is_dir: bool, raw: u32) -> u32 {
+    let special = raw & SPECIAL_BITS;
+    if is_dir || raw & 0o111 != 0 {
+        0o555 | special
+    } else {
+        0o444 | special
+    }
+}
+
+fn is_plain(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) && !b"\\#*?[]".contains(&b)
+}
+
+/// Encodes bytes as mtree(8) does (`strsvis` with `VIS_OCTAL`): anything that is
+/// not a plain printable character becomes a `\ooo` octal escape.
+pub fn encode_into(bytes: &[u8], out: &mut String) {
+    for &b in bytes {
+        if is_plain(b) {
+            out.push(b as char);
+        } else {
+            out.push('\\');
+            out.push(char::from(b'0' + (b >> 6)));
+            out.push(char::from(b'0' + ((b >> 3) & 7)));
+            out.push(char::from(b'0' + (b & 7)));
+        }
+    }
+}
+
+/// Decodes an mtree-encoded word (octal and C-style escapes).
+pub fn decode(word: &str) -> std::result::Result<Vec<u8>, String> {
+    let bytes = word.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let rest = &bytes[i + 1..];
+        match rest.first() {
+            Some(d) if (b'0'..=b'7').contains(d) => {
+                let digits: Vec<u8> = rest.iter().take(3).take_while(|c| (b'0'..=b'7').contains(c)).copied().collect();
+                let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
+                out.push(u8::try_from(value).map_err(|_| format!("bad octal escape in {word:?}"))?);
+                i += 1 + digits.len();
+            }
+            Some(b'n') => {
+                out.push(b'\n');
+                i += 2;
+            }
+            Some(b't') => {
+                out.push(b'\t');
+                i += 2;
+            }
+            Some(b's') => {
+                out.push(b' ');
+                i += 2;
+            }
+            Some(&c) => {
+                out.push(c);
+                i += 2;
+            }
+            None => return Err(format!("dangling backslash in {word:?}")),
+        }
+    }
+    Ok(out)
+}
+
+/// Orders two relative paths the way manifests are sorted: component by
+/// component, bytewise (so `a/b` comes before `a-b`).
+pub fn path_order(a: &[u8], b: &[u8]) -> Ordering {
+    let key = |c: &u8| if *c == b'/' { 0 } else { *c };
+    a.iter().map(key).cmp(b.iter().map(key))
+}
+
+/// Counters a walk updates as it hashes, for progress displays.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl Progress {
+    fn add(&self, bytes: u64) {
+        self.files.fetch_add(1, AtomicOrdering::Relaxed);
+        self.bytes.fetch_add(bytes, AtomicOrdering::Relaxed);
+    }
+}
+
+/// An entry as walked, with where it is on disk and what `lstat` said.
+#[derive(Debug)]
+pub struct Walked {
+    pub entry: Entry,
+    pub full_path: PathBuf,
+    pub metadata: fs::Metadata,
+}
+
+/// Options for [`walk`].
+#[derive(Default)]
+pub struct WalkOptions<'a> {
+    /// Names at the top of the tree to leave out (store object metadata files).
+    pub skip_top_level: &'a [&'a str],
+    /// Counters to update while hashing.
+    pub progress: Option<&'a Progress>,
+    /// Compute file digests (true) or leave them zero (structure-only walks).
+    pub skip_digests: bool,
+}
+
+const BATCH_ENTRIES: usize = 2048;
+const BATCH_BYTES: u64 = 128 << 20;
+
+/// Walks `root` in path order, hashing files in parallel, and calls `visit`
+/// for every entry in order. Never follows a symlink.
+pub fn walk(root: &Path, options: &WalkOptions<'_>, mut visit: impl FnMut(&Walked) -> Result<()>) -> Result<()> {
+    let root_meta = fs::symlink_metadata(root).with_path("inspect", root)?;
+    if !root_meta.is_dir() {
+        return Err(Error::UnsafePath {
+            path: root.to_path_buf(),
+            message: "is not a directory (a tree root must be a real directory, not a symlink)".into(),
+        });
+    }
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))
+        .into_iter()
+        .filter_entry(|e| {
+            !(e.depth() == 1
+                && options
+                    .skip_top_level
+                    .iter()
+                    .any(|n| e.file_name().as_bytes() == n.as_bytes()))
+        });
+    let mut batch: Vec<Walked> = Vec::with_capacity(BATCH_ENTRIES);
+    let mut batch_bytes = 0u64;
+    for item in walker {
+        let item = item.map_err(|e| walk_error(root, e))?;
+        let metadata = item.metadata().map_err(|e| walk_error(root, e))?;
+        let full_path = item.path().to_path_buf();
+        let relative = item.path().strip_prefix(root).expect("walked paths are under the root");
+        let entry = entry_from_metadata(relative.as_os_str().as_bytes(), &full_path, &metadata)?;
+        batch_bytes += entry.size();
+        batch.push(Walked {
+            entry,
+            full_path,
+            metadata,
+        });
+        if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
+            flush_batch(&mut batch, options, &mut visit)?;
+            batch_bytes = 0;
+        }
+    }
+    flush_batch(&mut batch, options, &mut visit)
+}
+
+fn walk_error(root: &Path, e: walkdir::Error) -> Error {
+    let path = e.path().unwrap_or(root).to_path_buf();
+    if e.loop_ancestor().is_some() {
+        return Error::UnsafePath {
+            path,
+            message: "filesystem loop".into(),
+        };
+    }
+    let io = e.into_io_error().unwrap_or_else(|| io::Error::other("walk failed"));
+    Error::io("read", path, io)
+}
+
+fn entry_from_metadata(relative: &[u8], full: &Path, meta: &fs::Metadata) -> Result<Entry> {
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        EntryKind::Directory
+    } else if ft.is_file() {
+        EntryKind::File {
+            size: meta.len(),
+            sha256: [0; 32],
+        }
+    } else if ft.is_symlink() {
+        let target = fs::read_link(full).with_path("read symlink", full)?;
+        EntryKind::Symlink {
+            target: target.as_os_str().as_bytes().to_vec(),
+        }
+    } else {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else {
+            "a character device"
+        };
+        return Err(Error::UnsupportedFileType {
+            path: full.to_path_buf(),
+            kind,
+        });
+    };
+    let mode = match kind {
+        EntryKind::Symlink { .. } => 0,
+        _ => canonical_mode(ft.is_dir(), meta.mode()),
+    };
+    Ok(Entry {
+        path: relative.to_vec(),
+        mode,
+        kind,
+    })
+}
+
+fn flush_batch(
+    batch: &mut Vec<Walked>,
+    options: &WalkOptions<'_>,
+    visit: &mut impl FnMut(&Walked) -> Result<()>,
+) -> Result<()> {
+    if !options.skip_digests {
+        batch.par_iter_mut().try_for_each(|w| {
+            if let EntryKind::File { sha256, size } = &mut w.entry.kind {
+                *sha256 = hash_file(&w.full_path, &w.metadata)?;
+                if let Some(p) = options.progress {
+                    p.add(*size);
+                }
+            }
+            Ok::<(), Error>(())
+        })?;
+    }
+    for w in batch.drain(..) {
+        visit(&w)?;
+    }
+    Ok(())
+}
+
+/// Opens a regular file for reading without following a symlink, and checks it
+/// is still the file `expected` described.
+pub fn open_regular(path: &Path, expected: &fs::Metadata) -> Result<File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .with_path("open", path)?;
+    let now = file.metadata().with_path("inspect", path)?;
+    if !now.is_file() || now.ino() != expected.ino() || now.dev() != expected.dev() {
+        return Err(Error::UnsafePath {
+            path: path.to_path_buf(),
+            message: "was replaced while being read; make sure nothing writes to the tree during promotion".into(),
+        });
+    }
+    Ok(file)
+}
+
+thread_local! {
+    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 << 10]);
+}
+
+/// SHA-256 of a regular file, read without following symlinks.
+pub fn hash_file(path: &Path, expected: &fs::Metadata) -> Result<[u8; 32]> {
+    let mut file = open_regular(path, expected)?;
+    let mut hasher = Sha256::new();
+    BUFFER.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read", path, e)),
+            };
+            hasher.update(&buf[..n]);
+        }
+        Ok(())
+    })?;
+    Ok(hasher.finalize().into())
+}
+
+/// Accumulates manifest lines: hashes the canonical form into the signature
+/// and optionally writes one of the forms to an output.
+pub struct ManifestBuilder {
+    hasher: Sha256,
+    line: String,
+    stored: Option<(Modes, String)>,
+}
+
+impl ManifestBuilder {
+    /// A builder that only computes the signature.
+    pub fn new() -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(MANIFEST_HEADER.as_bytes());
+        ManifestBuilder {
+            hasher,
+            line: String::new(),
+            stored: None,
+        }
+    }
+
+    /// A builder that also keeps the manifest text in `modes` form.
+    pub fn keeping(modes: Modes) -> Self {
+        let mut builder = Self::new();
+        builder.stored = Some((modes, MANIFEST_HEADER.to_string()));
+        builder
+    }
+
+    /// Adds one entry (entries must come in path order).
+    pub fn add(&mut self, entry: &Entry) {
+        self.line.clear();
+        entry.render(Modes::Canonical, &mut self.line);
+        self.hasher.update(self.line.as_bytes());
+        if let Some((modes, text)) = &mut self.stored {
+            entry.render(*modes, text);
+        }
+    }
+
+    /// The signature, and the kept text if any.
+    pub fn finish(self) -> (TreeSignature, Option<String>) {
+        (TreeSignature::from_hasher(self.hasher), self.stored.map(|(_, t)| t))
+    }
+}
+
+impl Default for ManifestBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The signature of the tree at `root`.
+pub fn tree_signature(root: &Path) -> Result<TreeSignature> {
+    let mut builder = ManifestBuilder::new();
+    walk(root, &WalkOptions::default(), |w| {
+        builder.add(&w.entry);
+        Ok(())
+    })?;
+    Ok(builder.finish().0)
+}
+
+/// Writes the canonical manifest of `root` to `out` and returns its signature.
+pub fn write_manifest(root: &Path, out: &mut impl Write) -> Result<TreeSignature> {
+    let mut builder = ManifestBuilder::new();
+    let mut line = String::new();
+    out.write_all(MANIFEST_HEADER.as_bytes()).with_path("write manifest of", root)?;
+    walk(root, &WalkOptions::default(), |w| {
+        builder.add(&w.entry);
+        line.clear();
+        w.entry.render(Modes::Canonical, &mut line);
+        out.write_all(line.as_bytes()).with_path("write manifest of", root)
+    })?;
+    Ok(builder.finish().0)
+}
+
+/// Parses one manifest line (as written by [`Entry::render`]).
+pub fn parse_line(line: &str) -> std::result::Result<Entry, String> {
+    let mut words = line.split_ascii_whitespace();
+    let name = words.next().ok_or("empty line")?;
+    let path = if name == "." {
+        Vec::new()
+    } else {
+        let rest = name.strip_prefix("./").ok_or_else(|| format!("path {name:?} does not start with ./"))?;
+        decode(rest)?
+    };
+    let (mut kind, mut mode, mut size, mut digest, mut link) = (None, 0u32, None, None, None);
+    for word in words {
+        let (key, value) = word.split_once('=').ok_or_else(|| format!("{word:?} is not key=value"))?;
+        match key {
+            "type" => kind = Some(value.to_string()),
+            "mode" => mode = u32::from_str_radix(value, 8).map_err(|_| format!("bad mode {value:?}"))?,
+            "size" => size = Some(value.parse::<u64>().map_err(|_| format!("bad size {value:?}"))?),
+            "sha256digest" | "sha256" => {
+                let mut d = [0u8; 32];
+                hex::decode_to_slice(value, &mut d).map_err(|_| format!("bad sha256digest {value:?}"))?;
+                digest = Some(d);
+            }
+            "link" => link = Some(decode(value)?),
+            other => return Err(format!("unknown keyword {other:?}")),
+        }
+    }
+    let kind = match kind.as_deref() {
+        Some("dir") => EntryKind::Directory,
+        Some("file") => EntryKind::File {
+            size: size.ok_or("file without size")?,
+            sha256: digest.ok_or("file without sha256digest")?,
+        },
+        Some("link") => EntryKind::Symlink {
+            target: link.ok_or("link without link=")?,
+        },
+        other => return Err(format!("unsupported type {other:?}")),
+    };
+    Ok(Entry { path, mode, kind })
+}
+
+/// Reads a manifest file into entries (comments and blank lines skipped).
+pub fn read_manifest(path: &Path) -> Result<Vec<Entry>> {
+    let text = fs::read_to_string(path).with_path("read", path)?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| {
+            parse_line(l).map_err(|message| Error::InvalidMetadata {
+                path: path.to_path_buf(),
+                field: "manifest".into(),
+                line: Some(i + 1),
+                message,
+            })
+        })
+        .collect()
+}
+
+/// How one path differs between an expected and an actual manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "change", rename_all = "lowercase")]
+pub enum Difference {
+    /// Present in both, with different attributes (`what`: type, size, sha256, mode, link).
+    Modified { path: String, what: Vec<String> },
+    /// Expected but absent.
+    Missing { path: String },
+    /// Present but not expected.
+    Extra { path: String },
+}
+
+impl Difference {
+    /// The manifest path the difference is about.
+    pub fn path(&self) -> &str {
+        match self {
+            Difference::Modified { path, .. } | Difference::Missing { path } | Difference::Extra { path } => path,
+        }
+    }
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Difference::Modified { path, what } => write!(f, "modified: {path} ({})", what.join(", ")),
+            Difference::Missing { path } => write!(f, "missing: {path}"),
+            Difference::Extra { path } => write!(f, "extra: {path}"),
+        }
+    }
+}
+
+/// What differs between two entries for the same path, as words.
+pub fn entry_changes(expected: &Entry, actual: &Entry, modes: Modes) -> Vec<String> {
+    let mut what = Vec::new();
+    let mask = if modes == Modes::Store { !SPECIAL_BITS } else { !0 };
+    match (&expected.kind, &actual.kind) {
+        (EntryKind::File { size: s1, sha256: d1 }, EntryKind::File { size: s2, sha256: d2 }) => {
+            if s1 != s2 {
+                what.push(format!("size {s1} -> {s2}"));
+            }
+            if d1 != d2 {
+                what.push("sha256".to_string());
+            }
+        }
+        (EntryKind::Symlink { target: t1 }, EntryKind::Symlink { target: t2 }) => {
+            if t1 != t2 {
+                what.push("link".to_string());
+            }
+        }
+        (EntryKind::Directory, EntryKind::Directory) => {}
+        _ => what.push(format!("type {} -> {}", expected.type_name(), actual.type_name())),
+    }
+    if expected.mode & mask != actual.mode & mask {
+        what.push(format!("mode {:04o} -> {:04o}", expected.mode & mask, actual.mode & mask));
+    }
+    what
+}
+
+/// Merges two path-ordered entry sequences and lists their differences.
+pub fn diff_entries<'a>(
+    expected: impl IntoIterator<Item = &'a Entry>,
+    actual: impl IntoIterator<Item = &'a Entry>,
+    modes: Modes,
+) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let mut e = expected.into_iter().peekable();
+    let mut a = actual.into_iter().peekable();
+    loop {
+        let order = match (e.peek(), a.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(x), Some(y)) => path_order(&x.path, &y.path),
+        };
+        match order {
+            Ordering::Less => {
+                let x = e.next().expect("peeked");
+                out.push(Difference::Missing { path: x.manifest_path() });
+            }
+            Ordering::Greater => {
+                let y = a.next().expect("peeked");
+                out.push(Difference::Extra { path: y.manifest_path() });
+            }
+            Ordering::Equal => {
+                let (x, y) = (e.next().expect("peeked"), a.next().expect("peeked"));
+                let what = entry_changes(x, y, modes);
+                if !what.is_empty() {
+                    out.push(Difference::Modified {
+                        path: x.manifest_path(),
+                        what,
+                    });
+                }
+            }
+        }
+    }
+    out
+}

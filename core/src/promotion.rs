@@ -1,0 +1,340 @@
+//! `promotion.scm`: the metadata every result root carries (format version 1).
+//!
+//! An executor writes it at the top of its result root; the promotion pipeline
+//! reads it back. Reading is strict: syntax errors name line and column, a
+//! missing or mistyped field names the field, an unknown `format-version` is
+//! refused by number, and artifact paths that are absolute or contain `..` are
+//! refused. [`PromotionMetadata::to_scheme`] writes text that Guile's `read`
+//! accepts.
+
+use std::path::{Component, Path};
+
+use lexpr::Value;
+
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::TreeSignature;
+use crate::sexp::{self, field, string_field, Record, Writer};
+
+/// The `format-version` this fruix reads and writes.
+pub const FORMAT_VERSION: i64 = 1;
+
+/// The file name of the metadata inside a result root.
+pub const PROMOTION_FILE: &str = "promotion.scm";
+
+/// The head symbol of a promotion record.
+pub const PROMOTION_HEAD: &str = "fruix-native-build-promotion";
+
+/// The FreeBSD base set: each artifact with the probe files that may stand for it.
+///
+/// A base artifact's declared probe must be one of these (world's probe is
+/// `bin/sh`, never `usr/bin/sh`). Other artifact names (`lib32`, `debug`, ...)
+/// may declare any probe.
+pub const BASE_ARTIFACTS: [(&str, &[&str]); 4] = [
+    ("world", &["bin/sh"]),
+    ("kernel", &["boot/kernel/kernel"]),
+    ("headers", &["usr/include/sys/param.h"]),
+    ("bootloader", &["boot/loader", "boot/loader.efi"]),
+];
+
+/// The probes allowed for a base artifact, or `None` for other artifact names.
+pub fn base_probes(artifact: &str) -> Option<&'static [&'static str]> {
+    BASE_ARTIFACTS
+        .iter()
+        .find(|(name, _)| *name == artifact)
+        .map(|(_, probes)| *probes)
+}
+
+/// The FreeBSD base being built.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FreebsdBase {
+    pub name: String,
+    pub version: String,
+    pub branch: String,
+    pub target: String,
+    pub target_arch: String,
+}
+
+/// The source tree the build used, as a store path (plus its commit when known).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceStore {
+    pub path: String,
+    pub commit: Option<String>,
+}
+
+/// How the build ran. `jobs` does not enter artifact identities.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BuildPolicy {
+    pub jobs: u32,
+    pub kernconf: String,
+    pub make_flags: Vec<String>,
+    pub source_date_epoch: Option<i64>,
+}
+
+/// One artifact of a result root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactEntry {
+    /// Artifact name: `world`, `kernel`, `headers`, `bootloader`, or another.
+    pub name: String,
+    /// Path of the artifact tree, relative to the result root (`artifacts/world`).
+    pub path: String,
+    /// A file that must exist in the tree, relative to the artifact tree.
+    pub probe: String,
+    /// The tree signature computed where the artifact was built, if known.
+    pub tree_signature: Option<TreeSignature>,
+}
+
+/// The contents of `promotion.scm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotionMetadata {
+    pub executor: String,
+    pub executor_version: String,
+    pub run_id: String,
+    pub guest_host_name: String,
+    pub closure_path: Option<String>,
+    pub development_profile_path: Option<String>,
+    pub freebsd_base: FreebsdBase,
+    pub source_store: SourceStore,
+    pub build_policy: BuildPolicy,
+    pub artifacts: Vec<ArtifactEntry>,
+}
+
+/// Checks a name used inside store file names (executor, version, artifact, run id).
+pub fn check_name(what: &str, value: &str) -> std::result::Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && !value.starts_with(['.', '-'])
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {value:?} is not usable in a store name: use 1 to 64 characters from A-Z a-z 0-9 . _ + -, not starting with . or -"
+        ))
+    }
+}
+
+/// Checks that `path` is relative, normal, and stays inside its root lexically:
+/// not absolute, no `..`, no `.` or empty components.
+pub fn check_relative_path(path: &str) -> std::result::Result<(), String> {
+    if path.is_empty() {
+        return Err("is empty; give a path relative to the root".into());
+    }
+    if path.starts_with('/') {
+        return Err(format!("{path:?} is absolute; give a path relative to the root"));
+    }
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(_) => {}
+            Component::ParentDir => {
+                return Err(format!("{path:?} contains `..` and could escape the root; give a path inside it"))
+            }
+            _ => return Err(format!("{path:?} is not a normal relative path (no `.`, `//` or trailing `/`)")),
+        }
+    }
+    if path.contains("//") || path.ends_with('/') || path.split('/').any(|c| c == ".") {
+        return Err(format!("{path:?} is not a normal relative path (no `.`, `//` or trailing `/`)"));
+    }
+    Ok(())
+}
+
+impl PromotionMetadata {
+    /// Reads and checks `path`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_path("read", path)?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text`; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        sexp::read_record(path, text, PROMOTION_HEAD, |r| {
+            let version = r.integer("format-version")?;
+            if version != FORMAT_VERSION {
+                return Err(Error::UnsupportedFormatVersion {
+                    path: path.to_path_buf(),
+                    version,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            let metadata = PromotionMetadata {
+                executor: named(r, "executor")?,
+                executor_version: r.string("executor-version")?,
+                run_id: named(r, "run-id")?,
+                guest_host_name: r.string("guest-host-name")?,
+                closure_path: r.opt_string("closure-path")?,
+                development_profile_path: r.opt_string("development-profile-path")?,
+                freebsd_base: read_base(r.record("freebsd-base")?)?,
+                source_store: read_source(r.record("source-store")?)?,
+                build_policy: read_policy(r.record("build-policy")?)?,
+                artifacts: read_artifacts(r)?,
+            };
+            Ok(metadata)
+        })
+    }
+
+    /// The artifact entry named `name`.
+    pub fn artifact(&self, name: &str) -> Option<&ArtifactEntry> {
+        self.artifacts.iter().find(|a| a.name == name)
+    }
+
+    /// Renders the metadata as `promotion.scm` text.
+    pub fn to_scheme(&self) -> String {
+        let mut w = Writer::new(PROMOTION_HEAD);
+        w.field(field("format-version", [Value::from(FORMAT_VERSION)]));
+        w.field(string_field("executor", &self.executor));
+        w.field(string_field("executor-version", &self.executor_version));
+        w.field(string_field("run-id", &self.run_id));
+        w.field(string_field("guest-host-name", &self.guest_host_name));
+        if let Some(p) = &self.closure_path {
+            w.field(string_field("closure-path", p));
+        }
+        if let Some(p) = &self.development_profile_path {
+            w.field(string_field("development-profile-path", p));
+        }
+        w.field(base_value(&self.freebsd_base));
+        w.field(source_value(&self.source_store));
+        w.field(policy_value(&self.build_policy));
+        w.list_field("artifacts", self.artifacts.iter().map(artifact_value));
+        w.finish()
+    }
+
+    /// Writes `promotion.scm` into `result_root`, atomically (write, fsync, rename).
+    pub fn write_to(&self, result_root: &Path) -> Result<()> {
+        crate::fsutil::write_atomic(&result_root.join(PROMOTION_FILE), self.to_scheme().as_bytes())
+    }
+}
+
+fn named(r: &mut Record<'_>, field: &str) -> Result<String> {
+    let value = r.string(field)?;
+    check_name(field, &value).map_err(|m| r.error(field, None, m))?;
+    Ok(value)
+}
+
+fn read_base(mut r: Record<'_>) -> Result<FreebsdBase> {
+    let base = FreebsdBase {
+        name: r.string("name")?,
+        version: r.string("version")?,
+        branch: r.string("branch")?,
+        target: r.string("target")?,
+        target_arch: r.string("target-arch")?,
+    };
+    check_name("version", &base.version).map_err(|m| r.error("version", None, m))?;
+    r.finish()?;
+    Ok(base)
+}
+
+fn read_source(mut r: Record<'_>) -> Result<SourceStore> {
+    let path = r.string("path")?;
+    if !path.starts_with('/') {
+        return Err(r.error("path", None, format!("{path:?} is not absolute; give the source store path")));
+    }
+    let commit = r.opt_string("commit")?;
+    r.finish()?;
+    Ok(SourceStore { path, commit })
+}
+
+fn read_policy(mut r: Record<'_>) -> Result<BuildPolicy> {
+    let jobs = r.integer("jobs")?;
+    let jobs = u32::try_from(jobs)
+        .ok()
+        .filter(|j| *j >= 1)
+        .ok_or_else(|| r.error("jobs", None, format!("{jobs} is not a positive job count")))?;
+    let policy = BuildPolicy {
+        jobs,
+        kernconf: r.string("kernconf")?,
+        make_flags: r.strings("make-flags")?.unwrap_or_default(),
+        source_date_epoch: r.opt_integer("source-date-epoch")?,
+    };
+    r.finish()?;
+    Ok(policy)
+}
+
+fn read_artifacts(r: &mut Record<'_>) -> Result<Vec<ArtifactEntry>> {
+    let mut children = r.children("artifacts", "artifact")?;
+    if children.is_empty() {
+        return Err(r.error("artifacts", None, "lists no artifact; a result root has at least one"));
+    }
+    let mut artifacts: Vec<ArtifactEntry> = Vec::new();
+    for child in &mut children {
+        let name = child.name("name")?;
+        check_name("artifact name", &name).map_err(|m| child.error("name", None, m))?;
+        if artifacts.iter().any(|a| a.name == name) {
+            return Err(child.error("name", None, format!("artifact {name} is listed twice")));
+        }
+        let path = child.string("path")?;
+        check_relative_path(&path).map_err(|m| child.error("path", None, m))?;
+        let probe = child.string("probe")?;
+        check_relative_path(&probe).map_err(|m| child.error("probe", None, m))?;
+        let tree_signature = match child.opt_string("tree-signature")? {
+            None => None,
+            Some(s) => Some(s.parse().map_err(|m: String| child.error("tree-signature", None, m))?),
+        };
+        artifacts.push(ArtifactEntry {
+            name,
+            path,
+            probe,
+            tree_signature,
+        });
+    }
+    for child in children {
+        child.finish()?;
+    }
+    Ok(artifacts)
+}
+
+/// `(freebsd-base (name ..) ...)`.
+pub fn base_value(b: &FreebsdBase) -> Value {
+    field(
+        "freebsd-base",
+        [
+            string_field("name", &b.name),
+            string_field("version", &b.version),
+            string_field("branch", &b.branch),
+            string_field("target", &b.target),
+            string_field("target-arch", &b.target_arch),
+        ],
+    )
+}
+
+/// `(source-store (path ..) [(commit ..)])`.
+pub fn source_value(s: &SourceStore) -> Value {
+    let mut items = vec![string_field("path", &s.path)];
+    if let Some(c) = &s.commit {
+        items.push(string_field("commit", c));
+    }
+    field("source-store", items)
+}
+
+/// `(build-policy (jobs N) (kernconf ..) ...)`; `with_jobs` false leaves `jobs` out
+/// (as in artifact identities).
+pub fn policy_value_with(p: &BuildPolicy, with_jobs: bool) -> Value {
+    let mut items = Vec::new();
+    if with_jobs {
+        items.push(field("jobs", [Value::from(u64::from(p.jobs))]));
+    }
+    items.push(string_field("kernconf", &p.kernconf));
+    if !p.make_flags.is_empty() {
+        items.push(field("make-flags", p.make_flags.iter().map(|f| Value::string(f.as_str()))));
+    }
+    if let Some(e) = p.source_date_epoch {
+        items.push(field("source-date-epoch", [Value::from(e)]));
+    }
+    field("build-policy", items)
+}
+
+fn policy_value(p: &BuildPolicy) -> Value {
+    policy_value_with(p, true)
+}
+
+fn artifact_value(a: &ArtifactEntry) -> Value {
+    let mut items = vec![
+        field("name", [Value::symbol(a.name.as_str())]),
+        string_field("path", &a.path),
+        string_field("probe", &a.probe),
+    ];
+    if let Some(sig) = &a.tree_signature {
+        items.push(string_field("tree-signature", sig.as_str()));
+    }
+    field("artifact", items)
+}

@@ -1,0 +1,241 @@
+//! The normalized result root every executor ends with, and its validator.
+//!
+//! ```text
+//! RESULT_ROOT/promotion.scm          the run's metadata
+//! RESULT_ROOT/artifacts/world/       installed world (probe bin/sh)
+//! RESULT_ROOT/artifacts/kernel/      boot/kernel/... (probe boot/kernel/kernel)
+//! RESULT_ROOT/artifacts/headers/     usr/include/... (probe usr/include/sys/param.h)
+//! RESULT_ROOT/artifacts/bootloader/  boot/loader, boot/loader.efi, ...
+//! RESULT_ROOT/logs/                  build logs (optional)
+//! ```
+//!
+//! [`validate`] checks a result root and reports every problem it finds, each
+//! naming the file or field. It never follows a symlink: an artifact path that
+//! resolves outside the root through one is refused. A root that still carries
+//! the [`INCOMPLETE_MARKER`] (an interrupted or failed run) never validates.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Problem, Result};
+use crate::fsutil::resolve_beneath;
+use crate::promotion::{base_probes, PromotionMetadata, PROMOTION_FILE};
+
+/// Marker file present in a result root while its run is unfinished.
+pub const INCOMPLETE_MARKER: &str = ".fruix-incomplete";
+
+/// A result root that passed [`validate`].
+#[derive(Debug, Clone)]
+pub struct ResultRoot {
+    root: PathBuf,
+    metadata: PromotionMetadata,
+}
+
+impl ResultRoot {
+    /// The result root directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Its `promotion.scm`.
+    pub fn metadata(&self) -> &PromotionMetadata {
+        &self.metadata
+    }
+
+    /// The directory of artifact `name`.
+    pub fn artifact_dir(&self, name: &str) -> Option<PathBuf> {
+        self.metadata.artifact(name).map(|a| self.root.join(&a.path))
+    }
+}
+
+/// Validates the result root at `root`; on failure the error lists every problem.
+pub fn validate(root: &Path) -> Result<ResultRoot> {
+    validate_with(root, false)
+}
+
+/// Like [`validate`]; `allow_incomplete` ignores the [`INCOMPLETE_MARKER`]
+/// (used by the executor runner just before it removes the marker).
+pub fn validate_with(root: &Path, allow_incomplete: bool) -> Result<ResultRoot> {
+    let (metadata, problems) = check(root, allow_incomplete);
+    match metadata {
+        Some(metadata) if problems.is_empty() => Ok(ResultRoot {
+            root: root.to_path_buf(),
+            metadata,
+        }),
+        _ => Err(Error::InvalidResultRoot {
+            root: root.to_path_buf(),
+            problems,
+        }),
+    }
+}
+
+fn problem(path: impl Into<PathBuf>, field: Option<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.into(),
+        field,
+        message: message.into(),
+    }
+}
+
+fn problem_from_error(e: Error) -> Problem {
+    match e {
+        Error::InvalidMetadata {
+            path,
+            field,
+            line,
+            message,
+        } => problem(
+            path,
+            Some(field),
+            match line {
+                Some(l) => format!("(line {l}) {message}"),
+                None => message,
+            },
+        ),
+        Error::Syntax {
+            path,
+            line,
+            column,
+            message,
+        } => problem(path, None, format!("syntax error at line {line}, column {column}: {message}")),
+        Error::UnsupportedFormatVersion {
+            path,
+            version,
+            supported,
+        } => problem(
+            path,
+            Some("format-version".into()),
+            format!("unsupported format-version {version}; this fruix reads format-version {supported}"),
+        ),
+        Error::UnsafePath { path, message } => problem(path, None, message),
+        Error::NotFound { path, .. } => problem(path, None, "does not exist"),
+        other => problem(PathBuf::new(), None, other.to_string()),
+    }
+}
+
+/// Checks everything and returns the metadata (when readable) with all problems.
+pub fn check(root: &Path, allow_incomplete: bool) -> (Option<PromotionMetadata>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    match fs::symlink_metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            problems.push(problem(root, None, "is not a directory (a symlink or file cannot be a result root)"));
+            return (None, problems);
+        }
+        Err(e) => {
+            problems.push(problem(root, None, format!("cannot be read: {e}")));
+            return (None, problems);
+        }
+    }
+    if !allow_incomplete && root.join(INCOMPLETE_MARKER).symlink_metadata().is_ok() {
+        problems.push(problem(
+            root.join(INCOMPLETE_MARKER),
+            None,
+            "the run that wrote this result root did not finish (interrupted or failed); it cannot be promoted: build again",
+        ));
+    }
+    let metadata = match resolve_beneath(root, PROMOTION_FILE) {
+        Ok(path) if path.is_file() => match PromotionMetadata::read(&path) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                problems.push(problem_from_error(e));
+                None
+            }
+        },
+        Ok(path) => {
+            problems.push(problem(path, None, "is not a regular file"));
+            None
+        }
+        Err(e) => {
+            problems.push(match e {
+                Error::NotFound { path, .. } => problem(path, None, "is missing; every result root has a promotion.scm"),
+                e => problem_from_error(e),
+            });
+            None
+        }
+    };
+    if let Some(m) = &metadata {
+        check_artifacts(root, m, &mut problems);
+    }
+    (metadata, problems)
+}
+
+fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Problem>) {
+    for a in &m.artifacts {
+        let field = |sub: &str| Some(format!("artifacts.{}.{sub}", a.name));
+        if let Some(other) = m
+            .artifacts
+            .iter()
+            .find(|o| o.name != a.name && a.path.starts_with(&format!("{}/", o.path)))
+        {
+            problems.push(problem(
+                root.join(&a.path),
+                field("path"),
+                format!("lies inside artifact {}'s tree; artifact trees must not nest", other.name),
+            ));
+            continue;
+        }
+        let dir = match resolve_beneath(root, &a.path) {
+            Ok(dir) if dir.is_dir() => dir,
+            Ok(dir) => {
+                problems.push(problem(dir, field("path"), "is not a directory"));
+                continue;
+            }
+            Err(e) => {
+                let mut p = problem_from_error(e);
+                p.field = field("path");
+                if p.message == "does not exist" {
+                    p.message = format!("artifact {} is missing: its tree does not exist", a.name);
+                }
+                problems.push(p);
+                continue;
+            }
+        };
+        if let Some(allowed) = base_probes(&a.name) {
+            if !allowed.contains(&a.probe.as_str()) {
+                problems.push(problem(
+                    root.join(PROMOTION_FILE),
+                    field("probe"),
+                    format!(
+                        "{:?} is not a probe of the {} artifact; use {}",
+                        a.probe,
+                        a.name,
+                        allowed.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(" or ")
+                    ),
+                ));
+                continue;
+            }
+        }
+        match resolve_beneath(&dir, &a.probe) {
+            Ok(probe) if probe.is_file() => {}
+            Ok(probe) => problems.push(problem(probe, field("probe"), "probe is not a regular file")),
+            Err(e) => {
+                let mut p = problem_from_error(e);
+                p.field = field("probe");
+                if p.message == "does not exist" {
+                    p.message = format!("probe file of artifact {} is missing", a.name);
+                }
+                problems.push(p);
+            }
+        }
+    }
+    check_undeclared(root, m, problems);
+}
+
+/// Directories under `artifacts/` that promotion.scm does not declare.
+fn check_undeclared(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Problem>) {
+    let dir = root.join("artifacts");
+    let Ok(entries) = fs::read_dir(&dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let relative = format!("artifacts/{}", String::from_utf8_lossy(name.as_bytes()));
+        if !m.artifacts.iter().any(|a| a.path == relative || a.path.starts_with(&format!("{relative}/"))) {
+            problems.push(problem(
+                entry.path(),
+                Some("artifacts".into()),
+                "is not declared in promotion.scm; declare it as an artifact or remove it",
+            ));
+        }
+    }
+}
