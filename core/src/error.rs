@@ -91,7 +91,10 @@ pub enum Error {
     },
     /// A result root failed validation; every problem found is listed.
     #[error("{}: not a valid result root:\n{}", root.display(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    InvalidResultRoot { root: PathBuf, problems: Vec<Problem> },
+    InvalidResultRoot {
+        root: PathBuf,
+        problems: Vec<Problem>,
+    },
     /// A file or directory already exists where fruix would create one.
     #[error("{}: already exists; {hint}", path.display())]
     AlreadyExists { path: PathBuf, hint: String },
@@ -113,7 +116,9 @@ pub enum Error {
         available: Vec<String>,
     },
     /// Two executors were registered under one name.
-    #[error("executor `{name}` is registered twice: by {first} and by {second}; rename one of them")]
+    #[error(
+        "executor `{name}` is registered twice: by {first} and by {second}; rename one of them"
+    )]
     DuplicateExecutor {
         name: String,
         first: String,

@@ -61,7 +61,10 @@ impl BuildRequest {
             return Err(invalid("jobs must be at least 1".into()));
         }
         if self.policy.kernconf.is_empty() || self.policy.kernconf.contains(['/', ' ']) {
-            return Err(invalid(format!("kernconf {:?} is not a kernel configuration name", self.policy.kernconf)));
+            return Err(invalid(format!(
+                "kernconf {:?} is not a kernel configuration name",
+                self.policy.kernconf
+            )));
         }
         Ok(())
     }
@@ -90,11 +93,23 @@ pub enum Event {
     /// A stage (`buildworld`, `import`, `collect`, ...) started.
     StageStarted { stage: String },
     /// One line of output of the current stage.
-    Log { stage: String, stream: Stream, line: String },
+    Log {
+        stage: String,
+        stream: Stream,
+        line: String,
+    },
     /// Progress within a stage (`done` of `total` units, e.g. bytes).
-    Progress { stage: String, done: u64, total: Option<u64> },
+    Progress {
+        stage: String,
+        done: u64,
+        total: Option<u64>,
+    },
     /// A stage ended.
-    StageFinished { stage: String, ok: bool, elapsed_ms: u64 },
+    StageFinished {
+        stage: String,
+        ok: bool,
+        elapsed_ms: u64,
+    },
     /// Something worth telling that did not stop the run (a failed cleanup).
     Warning { message: String },
 }
@@ -256,14 +271,22 @@ pub async fn run_executor(
     };
     let outcome = run_cancellable(executor.as_ref(), &ctx).await;
     if let Err(e) = executor.cleanup(&ctx).await {
-        ctx.events.warn(format!("cleanup of executor {} failed: {e}", executor.name()));
+        ctx.events.warn(format!(
+            "cleanup of executor {} failed: {e}",
+            executor.name()
+        ));
     }
     outcome?;
     if ctx.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
     let root = result_root::validate_with(result_root, true)?;
-    check_agreement(executor.as_ref(), &ctx.request, root.metadata(), result_root)?;
+    check_agreement(
+        executor.as_ref(),
+        &ctx.request,
+        root.metadata(),
+        result_root,
+    )?;
     let marker = result_root.join(INCOMPLETE_MARKER);
     std::fs::remove_file(&marker).with_path("remove unfinished marker", &marker)?;
     crate::fsutil::sync_dir(result_root)?;
@@ -290,19 +313,26 @@ fn prepare_result_root(root: &Path) -> Result<()> {
         std::fs::create_dir_all(parent).with_path("create parent of result root", parent)?;
     }
     // An empty directory made by run id allocation is fine; anything else is not.
-    let existing_empty = std::fs::read_dir(root).map(|mut d| d.next().is_none()).unwrap_or(false);
+    let existing_empty = std::fs::read_dir(root)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false);
     if !existing_empty {
         std::fs::create_dir(root).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
                 path: root.to_path_buf(),
-                hint: "a result root is never overwritten; choose another --result-root or remove it".into(),
+                hint:
+                    "a result root is never overwritten; choose another --result-root or remove it"
+                        .into(),
             },
             _ => Error::io("create result root", root, e),
         })?;
     }
     let marker = root.join(INCOMPLETE_MARKER);
-    std::fs::write(&marker, b"this run has not finished; this result root cannot be promoted\n")
-        .with_path("write unfinished marker", &marker)
+    std::fs::write(
+        &marker,
+        b"this run has not finished; this result root cannot be promoted\n",
+    )
+    .with_path("write unfinished marker", &marker)
 }
 
 /// Checks that `promotion.scm` agrees with the request and the executor.
@@ -317,22 +347,40 @@ pub fn check_agreement(
         path: path.clone(),
         field: field.to_string(),
         line: None,
-        message: format!("says {found}, but the request was {expected}; the executor wrote wrong metadata"),
+        message: format!(
+            "says {found}, but the request was {expected}; the executor wrote wrong metadata"
+        ),
     };
     if m.executor != executor.name() {
-        return Err(mismatch("executor", m.executor.clone(), executor.name().to_string()));
+        return Err(mismatch(
+            "executor",
+            m.executor.clone(),
+            executor.name().to_string(),
+        ));
     }
     if m.run_id != request.run_id {
         return Err(mismatch("run-id", m.run_id.clone(), request.run_id.clone()));
     }
     if m.freebsd_base != request.freebsd_base {
-        return Err(mismatch("freebsd-base", format!("{:?}", m.freebsd_base), format!("{:?}", request.freebsd_base)));
+        return Err(mismatch(
+            "freebsd-base",
+            format!("{:?}", m.freebsd_base),
+            format!("{:?}", request.freebsd_base),
+        ));
     }
     if m.build_policy != request.policy {
-        return Err(mismatch("build-policy", format!("{:?}", m.build_policy), format!("{:?}", request.policy)));
+        return Err(mismatch(
+            "build-policy",
+            format!("{:?}", m.build_policy),
+            format!("{:?}", request.policy),
+        ));
     }
     if m.source_store.path != request.source.path {
-        return Err(mismatch("source-store.path", m.source_store.path.clone(), request.source.path.clone()));
+        return Err(mismatch(
+            "source-store.path",
+            m.source_store.path.clone(),
+            request.source.path.clone(),
+        ));
     }
     if let Some(missing) = request.artifacts.iter().find(|a| m.artifact(a).is_none()) {
         return Err(Error::InvalidMetadata {
@@ -467,10 +515,12 @@ impl Registry {
 
     /// The entry named `name`, or an error listing the known names.
     pub fn get(&self, name: &str) -> Result<&RegistryEntry> {
-        self.entries.get(name).ok_or_else(|| Error::UnknownExecutor {
-            name: name.to_string(),
-            available: self.names(),
-        })
+        self.entries
+            .get(name)
+            .ok_or_else(|| Error::UnknownExecutor {
+                name: name.to_string(),
+                available: self.names(),
+            })
     }
 
     /// Makes executor `name` from `config`.
@@ -491,7 +541,10 @@ impl Registry {
 
 /// Deserializes an executor's config object into its config struct, naming the
 /// executor in errors (unknown keys are refused by `deny_unknown_fields`).
-pub fn parse_config<T: serde::de::DeserializeOwned>(executor: &str, config: serde_json::Value) -> Result<T> {
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    executor: &str,
+    config: serde_json::Value,
+) -> Result<T> {
     let config = if config.is_null() {
         serde_json::Value::Object(Default::default())
     } else {
@@ -501,4 +554,252 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(executor: &str, config: serd
         executor: executor.to_string(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::write_sample_result_root;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// What the in-tree test executor does when run.
+    #[derive(Debug, Clone, Copy, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    enum Behaviour {
+        Succeed,
+        FailBuild,
+        Hang,
+        WrongRunId,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TestConfig {
+        behaviour: Behaviour,
+    }
+
+    static CLEANUPS: AtomicUsize = AtomicUsize::new(0);
+
+    #[derive(Debug)]
+    struct TestExecutor {
+        behaviour: Behaviour,
+    }
+
+    #[async_trait]
+    impl Executor for TestExecutor {
+        fn name(&self) -> &str {
+            "core-test"
+        }
+        fn version(&self) -> &str {
+            "0.0.1"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        async fn run(&self, ctx: &RunContext) -> Result<()> {
+            ctx.events
+                .stage("build", async {
+                    ctx.events.log("build", Stream::Stdout, "building");
+                    match self.behaviour {
+                        Behaviour::Succeed | Behaviour::WrongRunId => {
+                            let run_id = match self.behaviour {
+                                Behaviour::WrongRunId => "19700101T000000Z",
+                                _ => ctx.request.run_id.as_str(),
+                            };
+                            let mut m = write_sample_result_root(
+                                &ctx.result_root,
+                                "core-test",
+                                run_id,
+                                true,
+                            )?;
+                            m.build_policy = ctx.request.policy.clone();
+                            m.freebsd_base = ctx.request.freebsd_base.clone();
+                            m.write_to(&ctx.result_root)
+                        }
+                        Behaviour::FailBuild => Err(Error::Build {
+                            step: "buildworld".into(),
+                            status: Some("exit status 2".into()),
+                            log: None,
+                            tail: vec!["error".into()],
+                        }),
+                        Behaviour::Hang => {
+                            ctx.cancel.cancelled().await;
+                            Err(Error::Cancelled)
+                        }
+                    }
+                })
+                .await
+        }
+        async fn cleanup(&self, _ctx: &RunContext) -> Result<()> {
+            CLEANUPS.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn test_factory(config: serde_json::Value) -> Result<Arc<dyn Executor>> {
+        let config: TestConfig = parse_config("core-test", config)?;
+        Ok(Arc::new(TestExecutor {
+            behaviour: config.behaviour,
+        }))
+    }
+
+    inventory::submit! {
+        ExecutorRegistration {
+            name: "core-test",
+            description: "in-tree test executor of fruix-core",
+            version: "0.0.1",
+            origin: "fruix-core tests",
+            kind: ExecutorKind::BuiltIn,
+            config_keys: &[ConfigKey { name: "behaviour", description: "succeed, fail-build, hang or wrong-run-id" }],
+            factory: test_factory,
+        }
+    }
+
+    fn request() -> BuildRequest {
+        let m = crate::testing::sample_metadata("core-test", "20260405T213444Z");
+        BuildRequest {
+            run_id: m.run_id,
+            freebsd_base: m.freebsd_base,
+            source: m.source_store,
+            policy: m.build_policy,
+            artifacts: base_artifacts(),
+        }
+    }
+
+    fn executor(behaviour: &str) -> Arc<dyn Executor> {
+        Registry::compiled()
+            .unwrap()
+            .create("core-test", serde_json::json!({ "behaviour": behaviour }))
+            .unwrap()
+    }
+
+    async fn run(
+        behaviour: &str,
+        cancel: CancellationToken,
+    ) -> (Result<ResultRoot>, Vec<Event>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (events, mut rx) = EventSink::channel();
+        let result = run_executor(
+            executor(behaviour),
+            request(),
+            &dir.path().join("root"),
+            events,
+            cancel,
+        )
+        .await;
+        let mut seen = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            seen.push(e);
+        }
+        (result, seen, dir)
+    }
+
+    #[test]
+    fn inventory_registration_is_found_by_name() {
+        let registry = Registry::compiled().unwrap();
+        let entry = registry.get("core-test").unwrap();
+        assert_eq!(entry.description, "in-tree test executor of fruix-core");
+        assert_eq!(executor("succeed").name(), "core-test");
+    }
+
+    #[test]
+    fn unknown_name_lists_the_registered_ones() {
+        let err = Registry::compiled().unwrap().get("jial").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown executor `jial`; available executors: core-test"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_config_key_is_refused() {
+        let err = Registry::compiled()
+            .unwrap()
+            .create(
+                "core-test",
+                serde_json::json!({ "behaviour": "succeed", "colour": "red" }),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_name_names_both_sources() {
+        let mut registry = Registry::compiled().unwrap();
+        let mut twin = registry.get("core-test").unwrap().clone();
+        twin.origin = "/etc/fruix/executors.scm".into();
+        twin.kind = ExecutorKind::External;
+        let err = registry.add(twin).unwrap_err().to_string();
+        assert!(
+            err.contains("fruix-core tests (built-in)")
+                && err.contains("/etc/fruix/executors.scm (external)"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn successful_run_validates_and_clears_the_marker() {
+        let (result, events, dir) = run("succeed", CancellationToken::new()).await;
+        let root = result.unwrap();
+        assert!(!dir.path().join("root").join(INCOMPLETE_MARKER).exists());
+        assert_eq!(root.metadata().run_id, "20260405T213444Z");
+        assert!(matches!(&events[0], Event::StageStarted { stage } if stage == "build"));
+        assert!(matches!(&events[1], Event::Log { line, .. } if line == "building"));
+        assert!(matches!(&events[2], Event::StageFinished { ok: true, .. }));
+    }
+
+    #[tokio::test]
+    async fn build_failure_keeps_the_marker_and_runs_cleanup() {
+        let before = CLEANUPS.load(Ordering::SeqCst);
+        let (result, _, dir) = run("fail-build", CancellationToken::new()).await;
+        let err = result.unwrap_err();
+        assert_eq!(err.failure(), crate::Failure::Build);
+        assert!(dir.path().join("root").join(INCOMPLETE_MARKER).exists());
+        assert!(CLEANUPS.load(Ordering::SeqCst) > before);
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_the_run_and_runs_cleanup() {
+        let before = CLEANUPS.load(Ordering::SeqCst);
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            trigger.cancel();
+        });
+        let (result, _, dir) = run("hang", cancel).await;
+        assert!(matches!(result, Err(Error::Cancelled)));
+        assert!(dir.path().join("root").join(INCOMPLETE_MARKER).exists());
+        assert!(CLEANUPS.load(Ordering::SeqCst) > before);
+    }
+
+    #[tokio::test]
+    async fn metadata_disagreeing_with_the_request_is_refused() {
+        let (result, _, _dir) = run("wrong-run-id", CancellationToken::new()).await;
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains("run-id") && err.contains("19700101T000000Z"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn existing_result_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("keep"), b"x").unwrap();
+        let err = run_executor(
+            executor("succeed"),
+            request(),
+            &root,
+            EventSink::discard(),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+        assert!(root.join("keep").exists());
+    }
 }

@@ -18,6 +18,8 @@ pub mod promotion;
 pub mod result_root;
 pub mod run_id;
 pub mod sexp;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Error, Failure, Problem, Result};
 pub use executor::{BuildRequest, Event, EventSink, Executor, Registry, RunContext};

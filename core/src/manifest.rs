@@ -43,7 +43,9 @@ pub const MANIFEST_HEADER: &str = "#mtree v2.0\n";
 pub const SPECIAL_BITS: u32 = 0o7000;
 
 /// A tree-content signature: `sha256:` followed by 64 lowercase hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct TreeSignature(String);
 
@@ -68,11 +70,17 @@ impl fmt::Display for TreeSignature {
 impl FromStr for TreeSignature {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let hex = s
-            .strip_prefix("sha256:")
-            .ok_or_else(|| format!("{s:?} is not a tree signature; expected sha256:<64 lowercase hex digits>"))?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(format!("{s:?} is not a tree signature; expected sha256:<64 lowercase hex digits>"));
+        let hex = s.strip_prefix("sha256:").ok_or_else(|| {
+            format!("{s:?} is not a tree signature; expected sha256:<64 lowercase hex digits>")
+        })?;
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(format!(
+                "{s:?} is not a tree signature; expected sha256:<64 lowercase hex digits>"
+            ));
         }
         Ok(TreeSignature(s.to_string()))
     }
@@ -142,7 +150,11 @@ impl Entry {
                 let _ = write!(out, " type=dir mode={mode:04o}");
             }
             EntryKind::File { size, sha256 } => {
-                let _ = write!(out, " type=file mode={mode:04o} size={size} sha256digest={}", hex::encode(sha256));
+                let _ = write!(
+                    out,
+                    " type=file mode={mode:04o} size={size} sha256digest={}",
+                    hex::encode(sha256)
+                );
             }
             EntryKind::Symlink { target } => {
                 out.push_str(" type=link link=");
@@ -213,7 +225,12 @@ pub fn decode(word: &str) -> std::result::Result<Vec<u8>, String> {
         let rest = &bytes[i + 1..];
         match rest.first() {
             Some(d) if (b'0'..=b'7').contains(d) => {
-                let digits: Vec<u8> = rest.iter().take(3).take_while(|c| (b'0'..=b'7').contains(c)).copied().collect();
+                let digits: Vec<u8> = rest
+                    .iter()
+                    .take(3)
+                    .take_while(|c| (b'0'..=b'7').contains(c))
+                    .copied()
+                    .collect();
                 let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
                 out.push(u8::try_from(value).map_err(|_| format!("bad octal escape in {word:?}"))?);
                 i += 1 + digits.len();
@@ -285,12 +302,17 @@ const BATCH_BYTES: u64 = 128 << 20;
 
 /// Walks `root` in path order, hashing files in parallel, and calls `visit`
 /// for every entry in order. Never follows a symlink.
-pub fn walk(root: &Path, options: &WalkOptions<'_>, mut visit: impl FnMut(&Walked) -> Result<()>) -> Result<()> {
+pub fn walk(
+    root: &Path,
+    options: &WalkOptions<'_>,
+    mut visit: impl FnMut(&Walked) -> Result<()>,
+) -> Result<()> {
     let root_meta = fs::symlink_metadata(root).with_path("inspect", root)?;
     if !root_meta.is_dir() {
         return Err(Error::UnsafePath {
             path: root.to_path_buf(),
-            message: "is not a directory (a tree root must be a real directory, not a symlink)".into(),
+            message: "is not a directory (a tree root must be a real directory, not a symlink)"
+                .into(),
         });
     }
     let walker = walkdir::WalkDir::new(root)
@@ -310,7 +332,10 @@ pub fn walk(root: &Path, options: &WalkOptions<'_>, mut visit: impl FnMut(&Walke
         let item = item.map_err(|e| walk_error(root, e))?;
         let metadata = item.metadata().map_err(|e| walk_error(root, e))?;
         let full_path = item.path().to_path_buf();
-        let relative = item.path().strip_prefix(root).expect("walked paths are under the root");
+        let relative = item
+            .path()
+            .strip_prefix(root)
+            .expect("walked paths are under the root");
         let entry = entry_from_metadata(relative.as_os_str().as_bytes(), &full_path, &metadata)?;
         batch_bytes += entry.size();
         batch.push(Walked {
@@ -334,7 +359,9 @@ fn walk_error(root: &Path, e: walkdir::Error) -> Error {
             message: "filesystem loop".into(),
         };
     }
-    let io = e.into_io_error().unwrap_or_else(|| io::Error::other("walk failed"));
+    let io = e
+        .into_io_error()
+        .unwrap_or_else(|| io::Error::other("walk failed"));
     Error::io("read", path, io)
 }
 
@@ -481,7 +508,10 @@ impl ManifestBuilder {
 
     /// The signature, and the kept text if any.
     pub fn finish(self) -> (TreeSignature, Option<String>) {
-        (TreeSignature::from_hasher(self.hasher), self.stored.map(|(_, t)| t))
+        (
+            TreeSignature::from_hasher(self.hasher),
+            self.stored.map(|(_, t)| t),
+        )
     }
 }
 
@@ -505,12 +535,14 @@ pub fn tree_signature(root: &Path) -> Result<TreeSignature> {
 pub fn write_manifest(root: &Path, out: &mut impl Write) -> Result<TreeSignature> {
     let mut builder = ManifestBuilder::new();
     let mut line = String::new();
-    out.write_all(MANIFEST_HEADER.as_bytes()).with_path("write manifest of", root)?;
+    out.write_all(MANIFEST_HEADER.as_bytes())
+        .with_path("write manifest of", root)?;
     walk(root, &WalkOptions::default(), |w| {
         builder.add(&w.entry);
         line.clear();
         w.entry.render(Modes::Canonical, &mut line);
-        out.write_all(line.as_bytes()).with_path("write manifest of", root)
+        out.write_all(line.as_bytes())
+            .with_path("write manifest of", root)
     })?;
     Ok(builder.finish().0)
 }
@@ -522,19 +554,32 @@ pub fn parse_line(line: &str) -> std::result::Result<Entry, String> {
     let path = if name == "." {
         Vec::new()
     } else {
-        let rest = name.strip_prefix("./").ok_or_else(|| format!("path {name:?} does not start with ./"))?;
+        let rest = name
+            .strip_prefix("./")
+            .ok_or_else(|| format!("path {name:?} does not start with ./"))?;
         decode(rest)?
     };
     let (mut kind, mut mode, mut size, mut digest, mut link) = (None, 0u32, None, None, None);
     for word in words {
-        let (key, value) = word.split_once('=').ok_or_else(|| format!("{word:?} is not key=value"))?;
+        let (key, value) = word
+            .split_once('=')
+            .ok_or_else(|| format!("{word:?} is not key=value"))?;
         match key {
             "type" => kind = Some(value.to_string()),
-            "mode" => mode = u32::from_str_radix(value, 8).map_err(|_| format!("bad mode {value:?}"))?,
-            "size" => size = Some(value.parse::<u64>().map_err(|_| format!("bad size {value:?}"))?),
+            "mode" => {
+                mode = u32::from_str_radix(value, 8).map_err(|_| format!("bad mode {value:?}"))?
+            }
+            "size" => {
+                size = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| format!("bad size {value:?}"))?,
+                )
+            }
             "sha256digest" | "sha256" => {
                 let mut d = [0u8; 32];
-                hex::decode_to_slice(value, &mut d).map_err(|_| format!("bad sha256digest {value:?}"))?;
+                hex::decode_to_slice(value, &mut d)
+                    .map_err(|_| format!("bad sha256digest {value:?}"))?;
                 digest = Some(d);
             }
             "link" => link = Some(decode(value)?),
@@ -588,7 +633,9 @@ impl Difference {
     /// The manifest path the difference is about.
     pub fn path(&self) -> &str {
         match self {
-            Difference::Modified { path, .. } | Difference::Missing { path } | Difference::Extra { path } => path,
+            Difference::Modified { path, .. }
+            | Difference::Missing { path }
+            | Difference::Extra { path } => path,
         }
     }
 }
@@ -596,7 +643,9 @@ impl Difference {
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Difference::Modified { path, what } => write!(f, "modified: {path} ({})", what.join(", ")),
+            Difference::Modified { path, what } => {
+                write!(f, "modified: {path} ({})", what.join(", "))
+            }
             Difference::Missing { path } => write!(f, "missing: {path}"),
             Difference::Extra { path } => write!(f, "extra: {path}"),
         }
@@ -606,9 +655,22 @@ impl fmt::Display for Difference {
 /// What differs between two entries for the same path, as words.
 pub fn entry_changes(expected: &Entry, actual: &Entry, modes: Modes) -> Vec<String> {
     let mut what = Vec::new();
-    let mask = if modes == Modes::Store { !SPECIAL_BITS } else { !0 };
+    let mask = if modes == Modes::Store {
+        !SPECIAL_BITS
+    } else {
+        !0
+    };
     match (&expected.kind, &actual.kind) {
-        (EntryKind::File { size: s1, sha256: d1 }, EntryKind::File { size: s2, sha256: d2 }) => {
+        (
+            EntryKind::File {
+                size: s1,
+                sha256: d1,
+            },
+            EntryKind::File {
+                size: s2,
+                sha256: d2,
+            },
+        ) => {
             if s1 != s2 {
                 what.push(format!("size {s1} -> {s2}"));
             }
@@ -622,10 +684,18 @@ pub fn entry_changes(expected: &Entry, actual: &Entry, modes: Modes) -> Vec<Stri
             }
         }
         (EntryKind::Directory, EntryKind::Directory) => {}
-        _ => what.push(format!("type {} -> {}", expected.type_name(), actual.type_name())),
+        _ => what.push(format!(
+            "type {} -> {}",
+            expected.type_name(),
+            actual.type_name()
+        )),
     }
     if expected.mode & mask != actual.mode & mask {
-        what.push(format!("mode {:04o} -> {:04o}", expected.mode & mask, actual.mode & mask));
+        what.push(format!(
+            "mode {:04o} -> {:04o}",
+            expected.mode & mask,
+            actual.mode & mask
+        ));
     }
     what
 }
@@ -649,11 +719,15 @@ pub fn diff_entries<'a>(
         match order {
             Ordering::Less => {
                 let x = e.next().expect("peeked");
-                out.push(Difference::Missing { path: x.manifest_path() });
+                out.push(Difference::Missing {
+                    path: x.manifest_path(),
+                });
             }
             Ordering::Greater => {
                 let y = a.next().expect("peeked");
-                out.push(Difference::Extra { path: y.manifest_path() });
+                out.push(Difference::Extra {
+                    path: y.manifest_path(),
+                });
             }
             Ordering::Equal => {
                 let (x, y) = (e.next().expect("peeked"), a.next().expect("peeked"));
@@ -668,4 +742,224 @@ pub fn diff_entries<'a>(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn make_tree(root: &Path, reversed: bool) {
+        let mut files: Vec<(&str, &[u8], u32)> = vec![
+            ("bin/sh", b"#!shell\n", 0o755),
+            ("bin/cat", b"cat", 0o700),
+            ("etc/motd", b"welcome\n", 0o644),
+            ("usr/bin/su", b"su", 0o4755),
+            ("a b/new\nline", b"spaces", 0o600),
+            ("a-b", b"dash", 0o644),
+        ];
+        if reversed {
+            files.reverse();
+        }
+        for (path, content, mode) in files {
+            let p = root.join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, content).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        }
+        fs::create_dir_all(root.join("a")).unwrap();
+        let odd = root.join(OsStr::from_bytes(b"a/\xff\xfe-latin1"));
+        fs::write(odd, b"bytes").unwrap();
+        symlink("/usr/share/zoneinfo/UTC", root.join("etc/localtime")).unwrap();
+        symlink("../../bin/sh", root.join("usr/bin/sh-link")).unwrap();
+    }
+
+    fn signature(root: &Path) -> TreeSignature {
+        tree_signature(root).unwrap()
+    }
+
+    fn set_mtime_everywhere(root: &Path, secs: i64) {
+        for e in walkdir::WalkDir::new(root) {
+            let e = e.unwrap();
+            let path = std::ffi::CString::new(e.path().as_os_str().as_bytes()).unwrap();
+            let times = [libc::timespec {
+                tv_sec: secs,
+                tv_nsec: 0,
+            }; 2];
+            // SAFETY: valid NUL-terminated path and a two-element times array.
+            let rc = unsafe {
+                libc::utimensat(
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            assert_eq!(rc, 0);
+        }
+    }
+
+    #[test]
+    fn signature_ignores_creation_order_and_timestamps() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        make_tree(a.path(), false);
+        make_tree(b.path(), true);
+        set_mtime_everywhere(b.path(), 1_000_000);
+        assert_eq!(signature(a.path()), signature(b.path()));
+    }
+
+    #[test]
+    fn signature_changes_with_content_name_link_and_exec_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        make_tree(root, false);
+        let base = signature(root);
+
+        fs::write(root.join("etc/motd"), b"welcomE\n").unwrap();
+        let byte = signature(root);
+        assert_ne!(byte, base, "a changed byte must change the signature");
+        fs::write(root.join("etc/motd"), b"welcome\n").unwrap();
+        assert_eq!(signature(root), base);
+
+        fs::rename(root.join("etc/motd"), root.join("etc/motD")).unwrap();
+        assert_ne!(
+            signature(root),
+            base,
+            "a renamed file must change the signature"
+        );
+        fs::rename(root.join("etc/motD"), root.join("etc/motd")).unwrap();
+
+        fs::remove_file(root.join("etc/localtime")).unwrap();
+        symlink("/usr/share/zoneinfo/CET", root.join("etc/localtime")).unwrap();
+        assert_ne!(
+            signature(root),
+            base,
+            "a new symlink target must change the signature"
+        );
+        fs::remove_file(root.join("etc/localtime")).unwrap();
+        symlink("/usr/share/zoneinfo/UTC", root.join("etc/localtime")).unwrap();
+        assert_eq!(signature(root), base);
+
+        fs::set_permissions(root.join("etc/motd"), fs::Permissions::from_mode(0o744)).unwrap();
+        assert_ne!(
+            signature(root),
+            base,
+            "an exec bit must change the signature"
+        );
+        fs::set_permissions(root.join("etc/motd"), fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            signature(root),
+            base,
+            "read/write bits beyond canonical modes do not count"
+        );
+
+        fs::set_permissions(root.join("usr/bin/su"), fs::Permissions::from_mode(0o755)).unwrap();
+        assert_ne!(
+            signature(root),
+            base,
+            "a setuid bit must change the signature"
+        );
+    }
+
+    #[test]
+    fn fifo_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("dev")).unwrap();
+        let fifo = dir.path().join("dev/pipe");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        match tree_signature(dir.path()) {
+            Err(Error::UnsupportedFileType { path, kind }) => {
+                assert_eq!(path, fifo);
+                assert_eq!(kind, "a FIFO");
+            }
+            other => panic!("expected UnsupportedFileType, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn symlinked_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        symlink("/etc", dir.path().join("root")).unwrap();
+        assert!(matches!(
+            tree_signature(&dir.path().join("root")),
+            Err(Error::UnsafePath { .. })
+        ));
+    }
+
+    #[test]
+    fn manifest_lines_parse_back_and_are_in_path_order() {
+        let dir = tempfile::tempdir().unwrap();
+        make_tree(dir.path(), false);
+        let mut text = Vec::new();
+        let sig = write_manifest(dir.path(), &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let mut hasher = Sha256::new();
+        hasher.update(text.as_bytes());
+        assert_eq!(
+            TreeSignature::from_hasher(hasher),
+            sig,
+            "signature is the SHA-256 of the manifest text"
+        );
+        let entries: Vec<Entry> = text
+            .lines()
+            .skip(1)
+            .map(|l| parse_line(l).unwrap())
+            .collect();
+        assert!(entries
+            .windows(2)
+            .all(|w| path_order(&w[0].path, &w[1].path) == Ordering::Less));
+        let names: Vec<String> = entries.iter().map(Entry::manifest_path).collect();
+        assert!(
+            names.contains(&"./a/\\377\\376-latin1".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"./a\\040b/new\\012line".to_string()),
+            "{names:?}"
+        );
+        let su = entries.iter().find(|e| e.path == b"usr/bin/su").unwrap();
+        assert_eq!(su.mode, 0o4555);
+        // "a/..." sorts before "a-b" although '-' < '/' bytewise.
+        let a = names.iter().position(|n| n == "./a").unwrap();
+        let ab = names.iter().position(|n| n == "./a-b").unwrap();
+        assert!(a < ab);
+    }
+
+    #[test]
+    fn encode_and_decode_are_inverse() {
+        let raw: Vec<u8> = (0u8..=255).collect();
+        let mut s = String::new();
+        encode_into(&raw, &mut s);
+        assert!(!s.contains([' ', '\n', '#', '*', '?', '[']));
+        assert_eq!(decode(&s).unwrap(), raw);
+    }
+
+    #[test]
+    fn diff_lists_modified_missing_and_extra() {
+        let file = |p: &str, byte: u8| Entry {
+            path: p.as_bytes().to_vec(),
+            mode: 0o444,
+            kind: EntryKind::File {
+                size: 1,
+                sha256: [byte; 32],
+            },
+        };
+        let expected = [file("a", 1), file("b", 2), file("c", 3)];
+        let actual = [file("a", 1), file("b", 9), file("d", 4)];
+        let diff = diff_entries(&expected, &actual, Modes::Canonical);
+        assert_eq!(
+            diff,
+            vec![
+                Difference::Modified {
+                    path: "./b".into(),
+                    what: vec!["sha256".into()]
+                },
+                Difference::Missing { path: "./c".into() },
+                Difference::Extra { path: "./d".into() },
+            ]
+        );
+    }
 }

@@ -122,19 +122,29 @@ pub fn check_relative_path(path: &str) -> std::result::Result<(), String> {
         return Err("is empty; give a path relative to the root".into());
     }
     if path.starts_with('/') {
-        return Err(format!("{path:?} is absolute; give a path relative to the root"));
+        return Err(format!(
+            "{path:?} is absolute; give a path relative to the root"
+        ));
     }
     for component in Path::new(path).components() {
         match component {
             Component::Normal(_) => {}
             Component::ParentDir => {
-                return Err(format!("{path:?} contains `..` and could escape the root; give a path inside it"))
+                return Err(format!(
+                    "{path:?} contains `..` and could escape the root; give a path inside it"
+                ))
             }
-            _ => return Err(format!("{path:?} is not a normal relative path (no `.`, `//` or trailing `/`)")),
+            _ => {
+                return Err(format!(
+                    "{path:?} is not a normal relative path (no `.`, `//` or trailing `/`)"
+                ))
+            }
         }
     }
     if path.contains("//") || path.ends_with('/') || path.split('/').any(|c| c == ".") {
-        return Err(format!("{path:?} is not a normal relative path (no `.`, `//` or trailing `/`)"));
+        return Err(format!(
+            "{path:?} is not a normal relative path (no `.`, `//` or trailing `/`)"
+        ));
     }
     Ok(())
 }
@@ -201,7 +211,10 @@ impl PromotionMetadata {
 
     /// Writes `promotion.scm` into `result_root`, atomically (write, fsync, rename).
     pub fn write_to(&self, result_root: &Path) -> Result<()> {
-        crate::fsutil::write_atomic(&result_root.join(PROMOTION_FILE), self.to_scheme().as_bytes())
+        crate::fsutil::write_atomic(
+            &result_root.join(PROMOTION_FILE),
+            self.to_scheme().as_bytes(),
+        )
     }
 }
 
@@ -227,7 +240,11 @@ fn read_base(mut r: Record<'_>) -> Result<FreebsdBase> {
 fn read_source(mut r: Record<'_>) -> Result<SourceStore> {
     let path = r.string("path")?;
     if !path.starts_with('/') {
-        return Err(r.error("path", None, format!("{path:?} is not absolute; give the source store path")));
+        return Err(r.error(
+            "path",
+            None,
+            format!("{path:?} is not absolute; give the source store path"),
+        ));
     }
     let commit = r.opt_string("commit")?;
     r.finish()?;
@@ -253,7 +270,11 @@ fn read_policy(mut r: Record<'_>) -> Result<BuildPolicy> {
 fn read_artifacts(r: &mut Record<'_>) -> Result<Vec<ArtifactEntry>> {
     let mut children = r.children("artifacts", "artifact")?;
     if children.is_empty() {
-        return Err(r.error("artifacts", None, "lists no artifact; a result root has at least one"));
+        return Err(r.error(
+            "artifacts",
+            None,
+            "lists no artifact; a result root has at least one",
+        ));
     }
     let mut artifacts: Vec<ArtifactEntry> = Vec::new();
     for child in &mut children {
@@ -268,7 +289,10 @@ fn read_artifacts(r: &mut Record<'_>) -> Result<Vec<ArtifactEntry>> {
         check_relative_path(&probe).map_err(|m| child.error("probe", None, m))?;
         let tree_signature = match child.opt_string("tree-signature")? {
             None => None,
-            Some(s) => Some(s.parse().map_err(|m: String| child.error("tree-signature", None, m))?),
+            Some(s) => Some(
+                s.parse()
+                    .map_err(|m: String| child.error("tree-signature", None, m))?,
+            ),
         };
         artifacts.push(ArtifactEntry {
             name,
@@ -315,7 +339,10 @@ pub fn policy_value_with(p: &BuildPolicy, with_jobs: bool) -> Value {
     }
     items.push(string_field("kernconf", &p.kernconf));
     if !p.make_flags.is_empty() {
-        items.push(field("make-flags", p.make_flags.iter().map(|f| Value::string(f.as_str()))));
+        items.push(field(
+            "make-flags",
+            p.make_flags.iter().map(|f| Value::string(f.as_str())),
+        ));
     }
     if let Some(e) = p.source_date_epoch {
         items.push(field("source-date-epoch", [Value::from(e)]));
@@ -337,4 +364,200 @@ fn artifact_value(a: &ArtifactEntry) -> Value {
         items.push(string_field("tree-signature", sig.as_str()));
     }
     field("artifact", items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A promotion record for tests, in the Fruix reports' shape.
+    pub(crate) fn sample() -> PromotionMetadata {
+        PromotionMetadata {
+            executor: "guest-self-hosted".into(),
+            executor_version: "0.1.0".into(),
+            run_id: "20260405T213444Z".into(),
+            guest_host_name: "builder-1".into(),
+            closure_path: Some("/frx/store/abc-fruix-builder-closure".into()),
+            development_profile_path: None,
+            freebsd_base: FreebsdBase {
+                name: "FreeBSD".into(),
+                version: "15.0-STABLE".into(),
+                branch: "stable/15".into(),
+                target: "amd64".into(),
+                target_arch: "amd64".into(),
+            },
+            source_store: SourceStore {
+                path: "/frx/store/12d7704362e95afc2697db63f168b878e082b372-freebsd-source-default"
+                    .into(),
+                commit: Some("0123abc".into()),
+            },
+            build_policy: BuildPolicy {
+                jobs: 8,
+                kernconf: "GENERIC".into(),
+                make_flags: vec!["-DNO_ROOT".into(), "WITH_REPRODUCIBLE_BUILD=yes".into()],
+                source_date_epoch: Some(1_775_420_084),
+            },
+            artifacts: BASE_ARTIFACTS
+                .iter()
+                .map(|(name, probes)| ArtifactEntry {
+                    name: name.to_string(),
+                    path: format!("artifacts/{name}"),
+                    probe: probes[0].to_string(),
+                    tree_signature: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn parse(text: &str) -> Result<PromotionMetadata> {
+        PromotionMetadata::parse(Path::new("promotion.scm"), text)
+    }
+
+    fn field_error(text: &str) -> (String, String) {
+        match parse(text) {
+            Err(Error::InvalidMetadata { field, message, .. }) => (field, message),
+            other => panic!("expected InvalidMetadata, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_every_field() {
+        let mut m = sample();
+        m.artifacts[0].tree_signature =
+            Some(format!("sha256:{}", "ab".repeat(32)).parse().unwrap());
+        m.guest_host_name = "host \"quoted\" \\ é\nnewline".into();
+        let text = m.to_scheme();
+        assert_eq!(parse(&text).unwrap(), m);
+    }
+
+    #[test]
+    fn reads_the_documented_example_with_comments() {
+        let text = r#"(fruix-native-build-promotion
+  (format-version 1)
+  (executor "guest-self-hosted")
+  (executor-version "0.1.0")
+  (run-id "20260405T213444Z")
+  (guest-host-name "builder-1")                       ; host name of the machine that built
+  (freebsd-base (name "FreeBSD") (version "15.0-STABLE") (branch "stable/15")
+                (target "amd64") (target-arch "amd64"))
+  (source-store (path "/frx/store/12d7704362e95afc2697db63f168b878e082b372-freebsd-source-default"))
+  (build-policy (jobs 8) (kernconf "GENERIC"))
+  (artifacts
+    (artifact (name world) (path "artifacts/world") (probe "bin/sh"))
+    (artifact (name bootloader) (path "artifacts/bootloader") (probe "boot/loader.efi"))))"#;
+        let m = parse(text).unwrap();
+        assert_eq!(m.artifacts.len(), 2);
+        assert_eq!(m.build_policy.make_flags, Vec::<String>::new());
+        assert_eq!(m.source_store.commit, None);
+        assert_eq!(m.artifact("bootloader").unwrap().probe, "boot/loader.efi");
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let text = sample().to_scheme().replace("(run-id", "(run-id )(");
+        let text = text.trim_end().trim_end_matches(')').to_string();
+        match parse(&text) {
+            Err(Error::Syntax { line, column, .. }) => {
+                assert!(line > 1 && column > 0, "{line}:{column}")
+            }
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+        match parse("(fruix-native-build-promotion\n  (format-version 1)\n  (executor \"x)") {
+            Err(e @ Error::Syntax { .. }) => {
+                assert!(e.to_string().contains("promotion.scm:3:"), "{e}")
+            }
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let text = sample()
+            .to_scheme()
+            .replace("  (executor-version \"0.1.0\")\n", "");
+        let (field, message) = field_error(&text);
+        assert_eq!(field, "executor-version");
+        assert!(message.contains("missing"), "{message}");
+    }
+
+    #[test]
+    fn mistyped_field_is_named() {
+        let text = sample().to_scheme().replace("(jobs 8)", "(jobs \"eight\")");
+        let (field, message) = field_error(&text);
+        assert_eq!(field, "build-policy.jobs");
+        assert!(message.contains("expected an integer"), "{message}");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text = sample()
+            .to_scheme()
+            .replace("(kernconf", "(kernelconf \"X\") (kernconf");
+        let (field, message) = field_error(&text);
+        assert_eq!(field, "build-policy.kernelconf");
+        assert!(message.contains("unknown field"), "{message}");
+    }
+
+    #[test]
+    fn unknown_format_version_is_refused_by_number() {
+        let text = sample()
+            .to_scheme()
+            .replace("(format-version 1)", "(format-version 7)");
+        match parse(&text) {
+            Err(e @ Error::UnsupportedFormatVersion { version: 7, .. }) => {
+                assert!(e.to_string().contains("format-version 7"), "{e}")
+            }
+            other => panic!("expected UnsupportedFormatVersion, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn absolute_artifact_path_is_refused() {
+        let text = sample()
+            .to_scheme()
+            .replace("\"artifacts/world\"", "\"/etc\"");
+        let (field, message) = field_error(&text);
+        assert_eq!(field, "artifacts[0].path");
+        assert!(message.contains("absolute"), "{message}");
+    }
+
+    #[test]
+    fn dotdot_artifact_path_is_refused() {
+        let text = sample()
+            .to_scheme()
+            .replace("\"artifacts/kernel\"", "\"artifacts/../../kernel\"");
+        let (field, message) = field_error(&text);
+        assert_eq!(field, "artifacts[1].path");
+        assert!(message.contains(".."), "{message}");
+    }
+
+    #[test]
+    fn malformed_tree_signature_is_refused() {
+        let text = sample().to_scheme().replace(
+            "(probe \"bin/sh\")",
+            "(probe \"bin/sh\") (tree-signature \"md5:abc\")",
+        );
+        let (field, message) = field_error(&text);
+        assert_eq!(field, "artifacts[0].tree-signature");
+        assert!(message.contains("sha256:"), "{message}");
+    }
+
+    #[test]
+    fn duplicate_artifact_is_refused() {
+        let text = sample()
+            .to_scheme()
+            .replace("(name kernel)", "(name world)");
+        let (field, message) = field_error(&text);
+        assert_eq!(field, "artifacts[1].name");
+        assert!(message.contains("twice"), "{message}");
+    }
+
+    #[test]
+    fn unsafe_store_names_are_refused() {
+        let text = sample()
+            .to_scheme()
+            .replace("(executor \"guest-self-hosted\")", "(executor \"a/../b\")");
+        let (field, _) = field_error(&text);
+        assert_eq!(field, "executor");
+    }
 }

@@ -45,7 +45,9 @@ impl ResultRoot {
 
     /// The directory of artifact `name`.
     pub fn artifact_dir(&self, name: &str) -> Option<PathBuf> {
-        self.metadata.artifact(name).map(|a| self.root.join(&a.path))
+        self.metadata
+            .artifact(name)
+            .map(|a| self.root.join(&a.path))
     }
 }
 
@@ -98,7 +100,11 @@ fn problem_from_error(e: Error) -> Problem {
             line,
             column,
             message,
-        } => problem(path, None, format!("syntax error at line {line}, column {column}: {message}")),
+        } => problem(
+            path,
+            None,
+            format!("syntax error at line {line}, column {column}: {message}"),
+        ),
         Error::UnsupportedFormatVersion {
             path,
             version,
@@ -106,7 +112,9 @@ fn problem_from_error(e: Error) -> Problem {
         } => problem(
             path,
             Some("format-version".into()),
-            format!("unsupported format-version {version}; this fruix reads format-version {supported}"),
+            format!(
+                "unsupported format-version {version}; this fruix reads format-version {supported}"
+            ),
         ),
         Error::UnsafePath { path, message } => problem(path, None, message),
         Error::NotFound { path, .. } => problem(path, None, "does not exist"),
@@ -120,7 +128,11 @@ pub fn check(root: &Path, allow_incomplete: bool) -> (Option<PromotionMetadata>,
     match fs::symlink_metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
-            problems.push(problem(root, None, "is not a directory (a symlink or file cannot be a result root)"));
+            problems.push(problem(
+                root,
+                None,
+                "is not a directory (a symlink or file cannot be a result root)",
+            ));
             return (None, problems);
         }
         Err(e) => {
@@ -149,7 +161,11 @@ pub fn check(root: &Path, allow_incomplete: bool) -> (Option<PromotionMetadata>,
         }
         Err(e) => {
             problems.push(match e {
-                Error::NotFound { path, .. } => problem(path, None, "is missing; every result root has a promotion.scm"),
+                Error::NotFound { path, .. } => problem(
+                    path,
+                    None,
+                    "is missing; every result root has a promotion.scm",
+                ),
                 e => problem_from_error(e),
             });
             None
@@ -172,7 +188,10 @@ fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Proble
             problems.push(problem(
                 root.join(&a.path),
                 field("path"),
-                format!("lies inside artifact {}'s tree; artifact trees must not nest", other.name),
+                format!(
+                    "lies inside artifact {}'s tree; artifact trees must not nest",
+                    other.name
+                ),
             ));
             continue;
         }
@@ -201,7 +220,11 @@ fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Proble
                         "{:?} is not a probe of the {} artifact; use {}",
                         a.probe,
                         a.name,
-                        allowed.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(" or ")
+                        allowed
+                            .iter()
+                            .map(|p| format!("{p:?}"))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
                     ),
                 ));
                 continue;
@@ -209,7 +232,11 @@ fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Proble
         }
         match resolve_beneath(&dir, &a.probe) {
             Ok(probe) if probe.is_file() => {}
-            Ok(probe) => problems.push(problem(probe, field("probe"), "probe is not a regular file")),
+            Ok(probe) => problems.push(problem(
+                probe,
+                field("probe"),
+                "probe is not a regular file",
+            )),
             Err(e) => {
                 let mut p = problem_from_error(e);
                 p.field = field("probe");
@@ -226,16 +253,132 @@ fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Proble
 /// Directories under `artifacts/` that promotion.scm does not declare.
 fn check_undeclared(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Problem>) {
     let dir = root.join("artifacts");
-    let Ok(entries) = fs::read_dir(&dir) else { return };
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let relative = format!("artifacts/{}", String::from_utf8_lossy(name.as_bytes()));
-        if !m.artifacts.iter().any(|a| a.path == relative || a.path.starts_with(&format!("{relative}/"))) {
+        if !m
+            .artifacts
+            .iter()
+            .any(|a| a.path == relative || a.path.starts_with(&format!("{relative}/")))
+        {
             problems.push(problem(
                 entry.path(),
                 Some("artifacts".into()),
                 "is not declared in promotion.scm; declare it as an artifact or remove it",
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::write_sample_result_root;
+    use std::os::unix::fs::symlink;
+
+    fn sample() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        write_sample_result_root(dir.path(), "local", "20260405T213444Z", false).unwrap();
+        dir
+    }
+
+    fn problems(root: &Path) -> Vec<Problem> {
+        match validate(root) {
+            Err(Error::InvalidResultRoot { problems, .. }) => problems,
+            other => panic!("expected InvalidResultRoot, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sample_root_validates() {
+        let dir = sample();
+        let root = validate(dir.path()).unwrap();
+        assert_eq!(root.metadata().artifacts.len(), 4);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let dir = sample();
+        fs::remove_file(dir.path().join("artifacts/world/bin/sh")).unwrap();
+        fs::remove_dir_all(dir.path().join("artifacts/headers")).unwrap();
+        fs::create_dir(dir.path().join("artifacts/lib32")).unwrap();
+        let found = problems(dir.path());
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(found
+            .iter()
+            .any(|p| p.path.ends_with("artifacts/world/bin/sh") && p.message.contains("probe")));
+        assert!(found
+            .iter()
+            .any(|p| p.path.ends_with("artifacts/headers") && p.message.contains("missing")));
+        assert!(found
+            .iter()
+            .any(|p| p.path.ends_with("artifacts/lib32") && p.message.contains("not declared")));
+    }
+
+    #[test]
+    fn artifact_through_symlink_out_of_root_is_refused() {
+        let dir = sample();
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir_all(outside.path().join("boot/kernel")).unwrap();
+        fs::write(outside.path().join("boot/kernel/kernel"), b"k").unwrap();
+        fs::remove_dir_all(dir.path().join("artifacts/kernel")).unwrap();
+        symlink(outside.path(), dir.path().join("artifacts/kernel")).unwrap();
+        let found = problems(dir.path());
+        assert!(
+            found
+                .iter()
+                .any(|p| p.path.ends_with("artifacts/kernel") && p.message.contains("symlink")),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn world_probe_must_be_bin_sh() {
+        let dir = sample();
+        let mut m = PromotionMetadata::read(&dir.path().join(PROMOTION_FILE)).unwrap();
+        m.artifacts[0].probe = "usr/bin/sh".into();
+        m.write_to(dir.path()).unwrap();
+        let found = problems(dir.path());
+        assert!(
+            found
+                .iter()
+                .any(|p| p.field.as_deref() == Some("artifacts.world.probe")),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn unfinished_marker_blocks_validation() {
+        let dir = sample();
+        fs::write(dir.path().join(INCOMPLETE_MARKER), b"").unwrap();
+        let found = problems(dir.path());
+        assert!(found[0].message.contains("did not finish"), "{found:#?}");
+        assert!(validate_with(dir.path(), true).is_ok());
+    }
+
+    #[test]
+    fn malformed_promotion_is_a_problem_naming_the_line() {
+        let dir = sample();
+        fs::write(
+            dir.path().join(PROMOTION_FILE),
+            "(fruix-native-build-promotion\n (format-version 1)\n (run-id",
+        )
+        .unwrap();
+        let found = problems(dir.path());
+        assert!(found[0].message.contains("line 3"), "{found:#?}");
+    }
+
+    #[test]
+    fn missing_promotion_is_a_problem() {
+        let dir = sample();
+        fs::remove_file(dir.path().join(PROMOTION_FILE)).unwrap();
+        let found = problems(dir.path());
+        assert!(
+            found[0].path.ends_with(PROMOTION_FILE) && found[0].message.contains("missing"),
+            "{found:#?}"
+        );
     }
 }

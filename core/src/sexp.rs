@@ -96,18 +96,29 @@ impl<'a> Record<'a> {
             message,
         };
         let mut items = datum.list_iter().ok_or_else(|| {
-            invalid(line, format!("expected a list ({head} ...), found {}", datum.value()))
+            invalid(
+                line,
+                format!("expected a list ({head} ...), found {}", datum.value()),
+            )
         })?;
         match items.next() {
             Some(h) if h.value().as_symbol() == Some(head) => {}
-            Some(h) => return Err(invalid(line, format!("expected ({head} ...), found ({} ...)", h.value()))),
+            Some(h) => {
+                return Err(invalid(
+                    line,
+                    format!("expected ({head} ...), found ({} ...)", h.value()),
+                ))
+            }
             None => return Err(invalid(line, format!("expected ({head} ...), found ()"))),
         }
         let mut fields = Vec::new();
         for item in items {
             let item_line = item.span().start().line();
             let mut parts = item.list_iter().ok_or_else(|| {
-                invalid(item_line, format!("expected a (field value...) list, found {}", item.value()))
+                invalid(
+                    item_line,
+                    format!("expected a (field value...) list, found {}", item.value()),
+                )
             })?;
             let field = parts
                 .next()
@@ -115,7 +126,10 @@ impl<'a> Record<'a> {
                 .ok_or_else(|| {
                     invalid(
                         item_line,
-                        format!("expected a (field value...) list starting with a symbol, found {}", item.value()),
+                        format!(
+                            "expected a (field value...) list starting with a symbol, found {}",
+                            item.value()
+                        ),
                     )
                 })?;
             fields.push(Field {
@@ -163,7 +177,11 @@ impl<'a> Record<'a> {
     fn take(&mut self, field: &str) -> Result<Option<Field<'a>>> {
         let mut taken = self.take_all(field);
         if taken.len() > 1 {
-            return Err(self.error(field, Some(taken[1].line), "given more than once; give it once"));
+            return Err(self.error(
+                field,
+                Some(taken[1].line),
+                "given more than once; give it once",
+            ));
         }
         Ok(taken.pop())
     }
@@ -177,7 +195,11 @@ impl<'a> Record<'a> {
         match f.values.as_slice() {
             [v] => Ok(*v),
             [] => Err(self.error(&f.name, Some(f.line), "has no value; expected exactly one")),
-            _ => Err(self.error(&f.name, Some(f.line), "has several values; expected exactly one")),
+            _ => Err(self.error(
+                &f.name,
+                Some(f.line),
+                "has several values; expected exactly one",
+            )),
         }
     }
 
@@ -189,7 +211,11 @@ impl<'a> Record<'a> {
         convert: impl FnOnce(&Value) -> Option<T>,
     ) -> Result<T> {
         convert(value.value()).ok_or_else(|| {
-            self.error(&f.name, Some(f.line), format!("expected {expected}, found {}", value.value()))
+            self.error(
+                &f.name,
+                Some(f.line),
+                format!("expected {expected}, found {}", value.value()),
+            )
         })
     }
 
@@ -322,7 +348,11 @@ impl<'a> Record<'a> {
     /// Refuses fields that no accessor consumed.
     pub fn finish(self) -> Result<()> {
         match self.fields.first() {
-            Some(f) => Err(self.error(&f.name, Some(f.line), "unknown field; remove it or check its spelling")),
+            Some(f) => Err(self.error(
+                &f.name,
+                Some(f.line),
+                "unknown field; remove it or check its spelling",
+            )),
             None => Ok(()),
         }
     }
@@ -363,17 +393,24 @@ impl Writer {
     /// Adds one field on its own line.
     pub fn field(&mut self, value: Value) -> &mut Self {
         self.text.push_str("\n  ");
-        self.text.push_str(&lexpr::to_string(&value).expect("printing a value to a string cannot fail"));
+        self.text
+            .push_str(&lexpr::to_string(&value).expect("printing a value to a string cannot fail"));
         self
     }
 
     /// Adds a field whose children each take their own line: `(name\n    child...)`.
-    pub fn list_field(&mut self, name: &str, children: impl IntoIterator<Item = Value>) -> &mut Self {
+    pub fn list_field(
+        &mut self,
+        name: &str,
+        children: impl IntoIterator<Item = Value>,
+    ) -> &mut Self {
         self.text.push_str("\n  (");
         self.text.push_str(name);
         for child in children {
             self.text.push_str("\n    ");
-            self.text.push_str(&lexpr::to_string(&child).expect("printing a value to a string cannot fail"));
+            self.text.push_str(
+                &lexpr::to_string(&child).expect("printing a value to a string cannot fail"),
+            );
         }
         self.text.push(')');
         self

@@ -1,0 +1,127 @@
+//! Test support for executors and the promotion pipeline (feature `testing`).
+//!
+//! [`write_sample_result_root`] writes a small but realistic normalized result
+//! root (the four base artifacts, a setuid file, absolute and relative
+//! symlinks, exec bits) so that tests of promotion and import do not need a
+//! build.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use crate::error::{IoContext, Result};
+use crate::manifest::tree_signature;
+use crate::promotion::{
+    ArtifactEntry, BuildPolicy, FreebsdBase, PromotionMetadata, SourceStore, BASE_ARTIFACTS,
+};
+
+/// The metadata of [`write_sample_result_root`] (without signatures).
+pub fn sample_metadata(executor: &str, run_id: &str) -> PromotionMetadata {
+    PromotionMetadata {
+        executor: executor.into(),
+        executor_version: "0.1.0".into(),
+        run_id: run_id.into(),
+        guest_host_name: "builder-1".into(),
+        closure_path: None,
+        development_profile_path: None,
+        freebsd_base: FreebsdBase {
+            name: "FreeBSD".into(),
+            version: "15.0-STABLE".into(),
+            branch: "stable/15".into(),
+            target: "amd64".into(),
+            target_arch: "amd64".into(),
+        },
+        source_store: SourceStore {
+            path: "/frx/store/12d7704362e95afc2697db63f168b878e082b372-freebsd-source-default"
+                .into(),
+            commit: None,
+        },
+        build_policy: BuildPolicy {
+            jobs: 2,
+            kernconf: "GENERIC".into(),
+            make_flags: vec!["-DNO_ROOT".into()],
+            source_date_epoch: Some(1_775_420_084),
+        },
+        artifacts: BASE_ARTIFACTS
+            .iter()
+            .map(|(name, probes)| ArtifactEntry {
+                name: name.to_string(),
+                path: format!("artifacts/{name}"),
+                probe: probes[0].to_string(),
+                tree_signature: None,
+            })
+            .collect(),
+    }
+}
+
+fn file(root: &Path, path: &str, content: &[u8], mode: u32) -> Result<()> {
+    let p = root.join(path);
+    let parent = p.parent().expect("file paths have a parent");
+    fs::create_dir_all(parent).with_path("create", parent)?;
+    fs::write(&p, content).with_path("write", &p)?;
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).with_path("chmod", &p)
+}
+
+/// Writes a valid result root at `root` (which must not exist or be empty) and
+/// returns its metadata, with tree signatures when `sign` is true.
+pub fn write_sample_result_root(
+    root: &Path,
+    executor: &str,
+    run_id: &str,
+    sign: bool,
+) -> Result<PromotionMetadata> {
+    let world = root.join("artifacts/world");
+    file(&world, "bin/sh", b"\x7fELF sample shell\n", 0o555)?;
+    file(&world, "usr/bin/su", b"\x7fELF sample su\n", 0o4555)?;
+    file(&world, "etc/motd", b"FreeBSD 15.0-STABLE\n", 0o644)?;
+    file(
+        &world,
+        "usr/include/sys/param.h",
+        b"#define __FreeBSD_version 1500000\n",
+        0o444,
+    )?;
+    file(&world, "boot/loader", b"loader\n", 0o555)?;
+    symlink("/usr/share/zoneinfo/UTC", world.join("etc/localtime")).with_path("symlink", &world)?;
+    symlink("su", world.join("usr/bin/su-link")).with_path("symlink", &world)?;
+    fs::create_dir_all(world.join("var/tmp")).with_path("create", &world)?;
+    fs::set_permissions(world.join("var/tmp"), fs::Permissions::from_mode(0o1777))
+        .with_path("chmod", &world)?;
+    let kernel = root.join("artifacts/kernel");
+    file(
+        &kernel,
+        "boot/kernel/kernel",
+        b"\x7fELF sample kernel\n",
+        0o555,
+    )?;
+    file(&kernel, "boot/kernel/if_em.ko", b"\x7fELF module\n", 0o555)?;
+    let headers = root.join("artifacts/headers");
+    file(
+        &headers,
+        "usr/include/sys/param.h",
+        b"#define __FreeBSD_version 1500000\n",
+        0o444,
+    )?;
+    file(
+        &headers,
+        "usr/include/stdio.h",
+        b"int printf(const char *, ...);\n",
+        0o444,
+    )?;
+    let bootloader = root.join("artifacts/bootloader");
+    file(&bootloader, "boot/loader", b"loader\n", 0o555)?;
+    file(&bootloader, "boot/loader.efi", b"MZ loader.efi\n", 0o555)?;
+    file(
+        root,
+        "logs/buildworld.log",
+        b">>> World build started\n",
+        0o644,
+    )?;
+    let mut metadata = sample_metadata(executor, run_id);
+    if sign {
+        for a in &mut metadata.artifacts {
+            a.tree_signature = Some(tree_signature(&root.join(&a.path))?);
+        }
+    }
+    metadata.write_to(root)?;
+    Ok(metadata)
+}
