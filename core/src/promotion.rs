@@ -224,7 +224,8 @@ fn named(r: &mut Record<'_>, field: &str) -> Result<String> {
     Ok(value)
 }
 
-fn read_base(mut r: Record<'_>) -> Result<FreebsdBase> {
+/// Reads a `(freebsd-base ...)` record.
+pub fn read_base(mut r: Record<'_>) -> Result<FreebsdBase> {
     let base = FreebsdBase {
         name: r.string("name")?,
         version: r.string("version")?,
@@ -237,7 +238,8 @@ fn read_base(mut r: Record<'_>) -> Result<FreebsdBase> {
     Ok(base)
 }
 
-fn read_source(mut r: Record<'_>) -> Result<SourceStore> {
+/// Reads a `(source-store ...)` record.
+pub fn read_source(mut r: Record<'_>) -> Result<SourceStore> {
     let path = r.string("path")?;
     if !path.starts_with('/') {
         return Err(r.error(
@@ -251,7 +253,23 @@ fn read_source(mut r: Record<'_>) -> Result<SourceStore> {
     Ok(SourceStore { path, commit })
 }
 
-fn read_policy(mut r: Record<'_>) -> Result<BuildPolicy> {
+fn read_policy(r: Record<'_>) -> Result<BuildPolicy> {
+    read_policy_with(r, true)
+}
+
+/// Reads a `(build-policy ...)` record; `jobs` is required when `with_jobs`,
+/// and must be absent otherwise (artifact identities leave it out; it reads as 0).
+pub fn read_policy_with(mut r: Record<'_>, with_jobs: bool) -> Result<BuildPolicy> {
+    if !with_jobs {
+        let policy = BuildPolicy {
+            jobs: 0,
+            kernconf: r.string("kernconf")?,
+            make_flags: r.strings("make-flags")?.unwrap_or_default(),
+            source_date_epoch: r.opt_integer("source-date-epoch")?,
+        };
+        r.finish()?;
+        return Ok(policy);
+    }
     let jobs = r.integer("jobs")?;
     let jobs = u32::try_from(jobs)
         .ok()
@@ -354,7 +372,8 @@ fn policy_value(p: &BuildPolicy) -> Value {
     policy_value_with(p, true)
 }
 
-fn artifact_value(a: &ArtifactEntry) -> Value {
+/// `(artifact (name ..) (path ..) (probe ..) [(tree-signature ..)])`.
+pub fn artifact_value(a: &ArtifactEntry) -> Value {
     let mut items = vec![
         field("name", [Value::symbol(a.name.as_str())]),
         string_field("path", &a.path),

@@ -1,0 +1,44 @@
+//! Errors of the promotion pipeline and the store.
+
+use std::path::PathBuf;
+
+use fruix_core::manifest::Difference;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while promoting or checking the store.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A core contract was not met (bad result root, bad metadata, I/O...).
+    #[error(transparent)]
+    Core(#[from] fruix_core::Error),
+    /// An existing store object no longer matches its manifest.
+    #[error("{}: store object is corrupt ({} difference(s): {}); run `fruix store verify`, then remove the object (chmod -R u+w it first) and promote again", object.display(), differences.len(), differences.iter().take(5).map(|d| d.to_string()).collect::<Vec<_>>().join("; "))]
+    Corrupt {
+        object: PathBuf,
+        differences: Vec<Difference>,
+    },
+    /// A store object's metadata is unreadable or inconsistent with its name.
+    #[error("{}: store object is inconsistent: {message}", object.display())]
+    Inconsistent { object: PathBuf, message: String },
+    /// The store directory cannot be written.
+    #[error("store {} is not writable: {source}; choose another --store or fix its permissions", store.display())]
+    StoreNotWritable {
+        store: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Classifies the error (see [`fruix_core::Failure`]).
+    pub fn failure(&self) -> fruix_core::Failure {
+        match self {
+            Error::Core(e) => e.failure(),
+            Error::StoreNotWritable { .. } => fruix_core::Failure::System,
+            Error::Corrupt { .. } | Error::Inconsistent { .. } => fruix_core::Failure::System,
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Tests of the promotion pipeline and the store against sample result roots.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use fruix_core::manifest::Difference;
+use fruix_core::testing::write_sample_result_root;
+use fruix_promote::store::disk_usage;
+use fruix_promote::verify::{list_store, object_paths, verify_object};
+use fruix_promote::{promote_native_build_result, Error, PromoteOptions, PromotionReport, Store};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn root(&self, name: &str, executor: &str, run_id: &str) -> PathBuf {
+        let root = self.dir.path().join(name);
+        write_sample_result_root(&root, executor, run_id, true).unwrap();
+        root
+    }
+    fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+    fn promote(&self, root: &Path) -> Result<PromotionReport, Error> {
+        let store = Store::open(&self.store_dir()).unwrap();
+        promote_native_build_result(root, &store, &PromoteOptions::default())
+    }
+    /// Every path in the store with its mode and size, to compare snapshots.
+    fn snapshot(&self) -> Vec<(PathBuf, u32, u64)> {
+        let mut out: Vec<_> = walkdir_list(&self.store_dir());
+        out.retain(|(p, _, _)| !p.to_string_lossy().contains("/.locks/") && !p.ends_with(".lock"));
+        out
+    }
+}
+
+fn walkdir_list(dir: &Path) -> Vec<(PathBuf, u32, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            out.push((e.path(), m.mode(), m.len()));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn make_writable(path: &Path) {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn summary_names_every_store_path_and_probe_hash() {
+    let f = Fixture::new();
+    let report = f
+        .promote(&f.root("r1", "local", "20260405T213444Z"))
+        .unwrap();
+    assert_eq!(report.run_id, "20260405T213444Z");
+    assert_eq!(report.artifacts.len(), 4);
+    let world = &report.artifacts["world"];
+    let name = world.store_path.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        name.len(),
+        40 + "-fruix-native-world-15.0-STABLE-local".len(),
+        "{name}"
+    );
+    assert!(
+        name.ends_with("-fruix-native-world-15.0-STABLE-local"),
+        "{name}"
+    );
+    assert!(name[..40].bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(report
+        .result_store
+        .to_string_lossy()
+        .ends_with("-fruix-native-build-result-15.0-STABLE-local"));
+    let kv = report.to_key_values();
+    assert!(kv.contains(&format!("world_store={}\n", world.store_path.display())));
+    assert!(kv.contains("artifact_store_count=4\n"));
+    let kernel_sha = hex_sha256(b"\x7fELF sample kernel\n");
+    assert_eq!(report.sha_kernel.as_deref(), Some(kernel_sha.as_str()));
+    assert!(kv.contains(&format!("sha_kernel={kernel_sha}\n")));
+    assert!(report.artifacts.values().all(|a| a.new));
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn objects_are_read_only_timestamped_and_without_setuid() {
+    let f = Fixture::new();
+    let report = f
+        .promote(&f.root("r1", "local", "20260405T213444Z"))
+        .unwrap();
+    let world = &report.artifacts["world"].store_path;
+    for (path, mode, _) in walkdir_list(world) {
+        let m = path.symlink_metadata().unwrap();
+        if !m.file_type().is_symlink() {
+            assert_eq!(
+                mode & 0o7222,
+                0,
+                "{} is writable or special: {mode:o}",
+                path.display()
+            );
+            assert_eq!(m.mtime(), 1, "{}", path.display());
+        }
+    }
+    let su = world.join("usr/bin/su").metadata().unwrap();
+    assert_eq!(su.mode() & 0o7777, 0o555);
+    let metadata = fs::read_to_string(world.join(".fruix-native-build-object.scm")).unwrap();
+    assert!(
+        metadata.contains("(mode \"./usr/bin/su\" \"4555\")"),
+        "{metadata}"
+    );
+    assert!(
+        metadata.contains("(mode \"./var/tmp\" \"1555\")"),
+        "{metadata}"
+    );
+    assert!(
+        !metadata.contains("run-id") && !metadata.contains("jobs"),
+        "{metadata}"
+    );
+    let bundle = &report.result_store;
+    let link = fs::read_link(bundle.join("artifacts/world")).unwrap();
+    assert_eq!(&link, world);
+    let references = fs::read_to_string(bundle.join(".references")).unwrap();
+    let mut expected: Vec<String> = report
+        .artifacts
+        .values()
+        .map(|a| a.store_path.display().to_string())
+        .collect();
+    expected
+        .push("/frx/store/12d7704362e95afc2697db63f168b878e082b372-freebsd-source-default".into());
+    expected.sort();
+    assert_eq!(
+        references,
+        expected
+            .iter()
+            .map(|p| format!("{p}\n"))
+            .collect::<String>()
+    );
+}
+
+#[test]
+fn promoting_again_is_idempotent() {
+    let f = Fixture::new();
+    let root = f.root("r1", "local", "20260405T213444Z");
+    let first = f.promote(&root).unwrap();
+    let snapshot = f.snapshot();
+    let second = f.promote(&root).unwrap();
+    assert_eq!(first.result_store, second.result_store);
+    for (name, a) in &first.artifacts {
+        assert_eq!(a.store_path, second.artifacts[name].store_path);
+        assert!(!second.artifacts[name].new);
+    }
+    assert!(!second.result_new);
+    assert_eq!(f.snapshot(), snapshot);
+}
+
+#[test]
+fn identical_content_shares_artifacts_but_not_bundles() {
+    let f = Fixture::new();
+    let a = f
+        .promote(&f.root("r1", "local", "20260405T213444Z"))
+        .unwrap();
+    let b = f
+        .promote(&f.root("r2", "local", "20260405T213445Z"))
+        .unwrap();
+    assert_ne!(a.result_store, b.result_store);
+    for (name, x) in &a.artifacts {
+        assert_eq!(x.store_path, b.artifacts[name].store_path, "{name}");
+    }
+}
+
+#[test]
+fn identical_files_are_stored_once() {
+    let f = Fixture::new();
+    let big = vec![7u8; 4 << 20];
+    let r1 = f.root("r1", "local", "20260405T213444Z");
+    let r2 = f.root("r2", "other-executor", "20260405T213445Z");
+    for root in [&r1, &r2] {
+        fs::write(root.join("artifacts/world/usr/big.bin"), &big).unwrap();
+        let mut m = fruix_core::PromotionMetadata::read(&root.join("promotion.scm")).unwrap();
+        m.artifacts[0].tree_signature = None;
+        m.write_to(root).unwrap();
+    }
+    f.promote(&r1).unwrap();
+    let before = disk_usage(&f.store_dir());
+    let second = f.promote(&r2).unwrap();
+    let added = disk_usage(&f.store_dir()) - before;
+    assert!(
+        second.artifacts["world"].new,
+        "another executor is another artifact object"
+    );
+    assert!(
+        added < 200 << 10,
+        "second world cost {added} bytes; its 4 MiB file must be shared"
+    );
+}
+
+#[test]
+fn declared_signature_mismatch_changes_nothing() {
+    let f = Fixture::new();
+    let root = f.root("r1", "local", "20260405T213444Z");
+    f.promote(&f.root("r0", "local", "20260405T213443Z"))
+        .unwrap();
+    let snapshot = f.snapshot();
+    fs::write(
+        root.join("artifacts/kernel/boot/kernel/kernel"),
+        b"tampered",
+    )
+    .unwrap();
+    let err = f.promote(&root).unwrap_err().to_string();
+    assert!(
+        err.contains("tree signature mismatch") && err.contains("artifacts/kernel"),
+        "{err}"
+    );
+    assert_eq!(f.snapshot(), snapshot);
+}
+
+#[test]
+fn fifo_in_an_artifact_changes_nothing() {
+    let f = Fixture::new();
+    let root = f.root("r1", "local", "20260405T213444Z");
+    let fifo = root.join("artifacts/world/etc/initctl");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let err = f.promote(&root).unwrap_err().to_string();
+    assert!(err.contains("etc/initctl") && err.contains("FIFO"), "{err}");
+    let objects = object_paths(&Store::open(&f.store_dir()).unwrap()).unwrap();
+    assert!(objects.is_empty(), "{objects:?}");
+}
+
+#[test]
+fn reserved_names_are_refused() {
+    let f = Fixture::new();
+    let root = f.root("r1", "local", "20260405T213444Z");
+    fs::write(root.join("artifacts/headers/.references"), b"/etc\n").unwrap();
+    let mut m = fruix_core::PromotionMetadata::read(&root.join("promotion.scm")).unwrap();
+    m.artifacts[2].tree_signature = None;
+    m.write_to(&root).unwrap();
+    let err = f.promote(&root).unwrap_err().to_string();
+    assert!(err.contains("reserved"), "{err}");
+}
+
+#[test]
+fn verify_reports_changed_removed_and_added_files() {
+    let f = Fixture::new();
+    let report = f
+        .promote(&f.root("r1", "local", "20260405T213444Z"))
+        .unwrap();
+    let world = report.artifacts["world"].store_path.clone();
+    assert!(verify_object(&world, None).ok);
+    make_writable(&world.join("etc"));
+    make_writable(&world.join("bin"));
+    // A changed byte (content rewritten, then the timestamp put back).
+    let motd = world.join("etc/motd");
+    fs::set_permissions(&motd, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&motd, b"FreeBSD 15.0-STABLx\n").unwrap();
+    fs::set_permissions(&motd, fs::Permissions::from_mode(0o444)).unwrap();
+    fruix_promote::store::set_mtime(&motd).unwrap();
+    fs::remove_file(world.join("bin/sh")).unwrap();
+    fs::write(world.join("etc/extra"), b"x").unwrap();
+    let v = verify_object(&world, None);
+    assert!(!v.ok);
+    let paths: Vec<String> = v.differences.iter().map(|d| d.to_string()).collect();
+    assert!(
+        v.differences.contains(&Difference::Missing {
+            path: "./bin/sh".into()
+        }),
+        "{paths:?}"
+    );
+    assert!(
+        v.differences.contains(&Difference::Extra {
+            path: "./etc/extra".into()
+        }),
+        "{paths:?}"
+    );
+    assert!(
+        v.differences
+            .iter()
+            .any(|d| matches!(d, Difference::Modified { path, what } if path == "./etc/motd" && what.contains(&"sha256".to_string()))),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn corrupt_existing_object_is_never_reused() {
+    let f = Fixture::new();
+    let root = f.root("r1", "local", "20260405T213444Z");
+    let report = f.promote(&root).unwrap();
+    let kernel = report.artifacts["kernel"].store_path.clone();
+    make_writable(&kernel.join("boot/kernel"));
+    fs::remove_file(kernel.join("boot/kernel/if_em.ko")).unwrap();
+    match f.promote(&root) {
+        Err(Error::Corrupt {
+            object,
+            differences,
+        }) => {
+            assert_eq!(object, kernel);
+            assert_eq!(
+                differences,
+                vec![Difference::Missing {
+                    path: "./boot/kernel/if_em.ko".into()
+                }]
+            );
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn concurrent_promotions_agree() {
+    let f = Fixture::new();
+    let root = f.root("r1", "local", "20260405T213444Z");
+    let store_dir = f.store_dir();
+    let reports: Vec<PromotionReport> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let store = Store::open(&store_dir).unwrap();
+                    promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(reports
+        .windows(2)
+        .all(|w| w[0].result_store == w[1].result_store));
+    assert_eq!(reports.iter().filter(|r| r.result_new).count(), 1);
+    let store = Store::open(&store_dir).unwrap();
+    for object in object_paths(&store).unwrap() {
+        assert!(verify_object(&object, None).ok, "{}", object.display());
+    }
+    assert_eq!(list_store(&store).unwrap().len(), 5);
+}
+
+#[test]
+fn store_list_names_artifact_version_executor_and_size() {
+    let f = Fixture::new();
+    f.promote(&f.root("r1", "guest-self-hosted", "20260405T213444Z"))
+        .unwrap();
+    let listed = list_store(&Store::open(&f.store_dir()).unwrap()).unwrap();
+    let kernel = listed.iter().find(|o| o.artifact == "kernel").unwrap();
+    assert_eq!(kernel.version, "15.0-STABLE");
+    assert_eq!(kernel.executor, "guest-self-hosted");
+    assert_eq!(kernel.size, 19 + 12);
+    let result = listed.iter().find(|o| o.kind == "result").unwrap();
+    assert_eq!(
+        (result.version.as_str(), result.executor.as_str()),
+        ("15.0-STABLE", "guest-self-hosted")
+    );
+}
+
+#[test]
+fn unwritable_store_is_a_clear_error() {
+    let f = Fixture::new();
+    let ro = f.dir.path().join("ro");
+    fs::create_dir(&ro).unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+    if unsafe { libc::geteuid() } == 0 {
+        // Root ignores permission bits; a file where the store should be still fails.
+        fs::write(f.dir.path().join("file"), b"").unwrap();
+        let err = Store::open(&f.dir.path().join("file/store"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not writable"), "{err}");
+    } else {
+        let err = Store::open(&ro.join("store")).unwrap_err().to_string();
+        assert!(err.contains("not writable"), "{err}");
+    }
+}
