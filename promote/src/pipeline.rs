@@ -52,6 +52,9 @@ pub struct PromotionReport {
     /// True when the bundle was created by this promotion.
     pub result_new: bool,
     pub artifacts: BTreeMap<String, ArtifactReport>,
+    /// Artifact names in the order of `promotion.scm`.
+    #[serde(skip)]
+    pub order: Vec<String>,
     /// SHA-256 of `boot/kernel/kernel`, `boot/loader` (or `boot/loader.efi`)
     /// and `usr/include/sys/param.h`, when those artifacts are present.
     pub sha_kernel: Option<String>,
@@ -67,8 +70,11 @@ impl PromotionReport {
             self.run_id,
             self.result_store.display()
         );
-        for (name, a) in &self.artifacts {
-            out.push_str(&format!("{name}_store={}\n", a.store_path.display()));
+        for name in &self.order {
+            out.push_str(&format!(
+                "{name}_store={}\n",
+                self.artifacts[name].store_path.display()
+            ));
         }
         out.push_str(&format!("artifact_store_count={}\n", self.artifacts.len()));
         for (key, value) in [
@@ -227,6 +233,7 @@ pub fn promote_validated(
         sha_kernel: probe("kernel", &["boot/kernel/kernel"]),
         sha_loader: probe("bootloader", &["boot/loader", "boot/loader.efi"]),
         sha_param: probe("headers", &["usr/include/sys/param.h"]),
+        order: m.artifacts.iter().map(|a| a.name.clone()).collect(),
         artifacts,
     })
 }

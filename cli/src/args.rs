@@ -1,0 +1,185 @@
+//! Command-line arguments of `fruix`, as parsed by clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit statuses, printed at the end of `fruix --help`.
+pub const EXIT_STATUSES: &str = "\
+Exit statuses:
+  0    success
+  1    build failure (a build step failed; its name, last log lines and log path are printed)
+  2    invalid input or usage (bad arguments, unknown executor, missing source, existing result root)
+  3    system failure (machine unreachable, disk full, helper missing, store not writable)
+  4    promotion or validation failure (invalid result root, signature mismatch, corrupt store object)
+  130  cancelled (Ctrl-C or SIGTERM)";
+
+/// Fruix: native FreeBSD base builds through pluggable executors, promoted into
+/// an immutable, content-identified store.
+#[derive(Debug, Parser)]
+#[command(name = "fruix", version, after_help = EXIT_STATUSES, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build FreeBSD base (world, kernel, headers, bootloader) with an executor and promote the result.
+    Build(Box<BuildArgs>),
+    /// Native-build result roots: promote them into the store.
+    #[command(name = "native-build", subcommand)]
+    NativeBuild(NativeBuildCommand),
+    /// Inspect the store: verify objects, list them.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// The executors this fruix knows.
+    #[command(subcommand)]
+    Executors(ExecutorsCommand),
+}
+
+/// How much to print.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct OutputArgs {
+    /// Print the summary as one JSON object instead of key=value lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing but the summary (no progress, no stage lines).
+    #[arg(long, short, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Stream every build log line.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StoreArg {
+    /// The store directory.
+    #[arg(long, value_name = "DIR", env = "FRUIX_STORE", default_value = fruix_promote::store::DEFAULT_STORE)]
+    pub store: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The executor to run (see `fruix executors list`).
+    #[arg(long, value_name = "NAME")]
+    pub executor: String,
+    /// The FreeBSD source tree (answering buildworld, buildkernel, installworld, installkernel).
+    #[arg(long, value_name = "DIR")]
+    pub source: PathBuf,
+    /// The source's commit, recorded in the metadata.
+    #[arg(long, value_name = "COMMIT")]
+    pub source_commit: Option<String>,
+    /// Kernel configuration.
+    #[arg(long, value_name = "K", default_value = "GENERIC")]
+    pub kernconf: String,
+    /// TARGET_ARCH to build for.
+    #[arg(long, value_name = "A", default_value = "amd64")]
+    pub target_arch: String,
+    /// TARGET to build for (default: derived from --target-arch).
+    #[arg(long, value_name = "T")]
+    pub target: Option<String>,
+    /// Parallel make jobs (default: the number of CPUs).
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<u32>,
+    /// Extra make argument, repeatable (e.g. -DNO_ROOT, WITH_REPRODUCIBLE_BUILD=yes).
+    #[arg(long = "make-flag", value_name = "F", allow_hyphen_values = true)]
+    pub make_flags: Vec<String>,
+    /// SOURCE_DATE_EPOCH for the build (default: $SOURCE_DATE_EPOCH, if set).
+    #[arg(long, value_name = "SECONDS", env = "SOURCE_DATE_EPOCH")]
+    pub source_date_epoch: Option<i64>,
+    /// FreeBSD version, e.g. 15.0-STABLE (default: read from the source's sys/conf/newvers.sh).
+    #[arg(long, value_name = "VERSION")]
+    pub freebsd_version: Option<String>,
+    /// FreeBSD branch, e.g. stable/15 (default: derived from the version).
+    #[arg(long, value_name = "BRANCH")]
+    pub freebsd_branch: Option<String>,
+    /// Where to write the result root (default: STATE_DIR/native-builds/RUN_ID). Must not exist.
+    #[arg(long, value_name = "DIR")]
+    pub result_root: Option<PathBuf>,
+    /// Fruix state directory.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "FRUIX_STATE_DIR",
+        default_value = "/var/lib/fruix"
+    )]
+    pub state_dir: PathBuf,
+    /// Executor configuration, repeatable (see `fruix executors describe NAME`).
+    #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Stop after the result root is built and validated; do not promote.
+    #[arg(long)]
+    pub no_promote: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NativeBuildCommand {
+    /// Validate a result root and promote it into the store.
+    Promote(PromoteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The result root (promotion.scm + artifacts/).
+    #[arg(value_name = "RESULT_ROOT")]
+    pub result_root: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Re-hash objects and compare them with their manifests and signatures.
+    Verify(VerifyArgs),
+    /// List the store's objects with artifact, version, executor and size.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Objects to verify (default: every object in the store).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print only problems.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print the list as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutorsCommand {
+    /// Name, version, kind and description of every executor.
+    List {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An executor's configuration keys and capabilities.
+    Describe {
+        /// The executor's name.
+        name: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,309 @@
+//! `fruix build`: run an executor, validate its result root, promote it.
+
+use std::path::{Path, PathBuf};
+
+use fruix_core::executor::{base_artifacts, run_executor, BuildRequest, EventSink, Registry};
+use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
+use fruix_core::run_id::{allocate_run_dir, format_run_id};
+use fruix_core::Error as CoreError;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::BuildArgs;
+use crate::commands::promote::{print_report, promote_with_progress};
+use crate::display::show_events;
+use crate::exit::{self, CliError, CliResult, Status};
+
+/// Validated `fruix build` arguments, ready to construct the request.
+struct BuildPlan {
+    request: BuildRequest,
+    result_root: PathBuf,
+}
+
+pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
+    let executor = registry
+        .create(&args.executor, config_object(&args.config)?)
+        .map_err(|e| CliError::new(exit::before_run(&e), e))?;
+    let plan = plan(&args)?;
+    let cancel = CancellationToken::new();
+    watch_signals(cancel.clone());
+    let (events, rx) = EventSink::channel();
+    let printer = tokio::spawn(show_events(rx, args.output));
+    let outcome = run_executor(
+        executor,
+        plan.request.clone(),
+        &plan.result_root,
+        events,
+        cancel.clone(),
+    )
+    .await;
+    let _ = printer.await;
+    let root = match outcome {
+        Ok(root) => root,
+        Err(e) => return Err(run_error(e)),
+    };
+    if args.no_promote {
+        if args.output.json {
+            println!(
+                "{}",
+                serde_json::json!({ "run_id": plan.request.run_id, "result_root": root.path() })
+            );
+        } else {
+            println!(
+                "run_id={}\nresult_root={}",
+                plan.request.run_id,
+                root.path().display()
+            );
+        }
+        return Ok(Status::Success);
+    }
+    let store_dir = args.store.store.clone();
+    let output = args.output;
+    let report =
+        tokio::task::spawn_blocking(move || promote_with_progress(&root, &store_dir, &output))
+            .await
+            .map_err(|e| CliError::new(Status::SystemFailure, e))??;
+    print_report(&report, &args.output);
+    Ok(Status::Success)
+}
+
+/// Maps a failed run to its status, printing a build failure's log tail.
+fn run_error(e: CoreError) -> CliError {
+    if let CoreError::Build { tail, .. } = &e {
+        if !tail.is_empty() {
+            eprintln!("--- last {} log lines ---", tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+            eprintln!("---");
+        }
+    }
+    let status = match e.failure() {
+        fruix_core::Failure::Input => Status::PromotionFailure,
+        _ => exit::before_run(&e),
+    };
+    CliError::new(status, e)
+}
+
+fn watch_signals(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("fruix: cancelling: stopping the build and cleaning up");
+        cancel.cancel();
+    });
+}
+
+/// Parses `KEY=VALUE` executor configuration into a JSON object. Values that
+/// read as JSON numbers or booleans stay typed; everything else is a string.
+fn config_object(pairs: &[String]) -> CliResult<serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| CliError::usage(format!("--config {pair:?}: expected KEY=VALUE")))?;
+        let value = match serde_json::from_str::<serde_json::Value>(value) {
+            Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v,
+            _ => serde_json::Value::String(value.to_string()),
+        };
+        map.insert(key.replace('-', "_"), value);
+    }
+    Ok(serde_json::Value::Object(map))
+}
+
+fn plan(args: &BuildArgs) -> CliResult<BuildPlan> {
+    let source = check_source(&args.source)?;
+    let (name, version) = match &args.freebsd_version {
+        Some(v) => ("FreeBSD".to_string(), v.clone()),
+        None => read_newvers(&source)?,
+    };
+    let branch = args
+        .freebsd_branch
+        .clone()
+        .unwrap_or_else(|| branch_of(&version));
+    let target = args
+        .target
+        .clone()
+        .unwrap_or_else(|| target_of(&args.target_arch).to_string());
+    let jobs = match args.jobs {
+        Some(0) => return Err(CliError::usage("--jobs must be at least 1")),
+        Some(j) => j,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+    };
+    let (run_id, result_root) = match &args.result_root {
+        Some(root) => {
+            if root.symlink_metadata().is_ok() {
+                return Err(CliError::usage(format!(
+                    "result root {} already exists; a result root is never overwritten: choose another --result-root or remove it",
+                    root.display()
+                )));
+            }
+            (format_run_id(std::time::SystemTime::now()), root.clone())
+        }
+        None => allocate_run_dir(&args.state_dir.join("native-builds"))
+            .map_err(|e| CliError::new(exit::before_run(&e), e))?,
+    };
+    let request = BuildRequest {
+        run_id,
+        freebsd_base: FreebsdBase {
+            name,
+            version,
+            branch,
+            target,
+            target_arch: args.target_arch.clone(),
+        },
+        source: SourceStore {
+            path: source.to_string_lossy().into_owned(),
+            commit: args.source_commit.clone(),
+        },
+        policy: BuildPolicy {
+            jobs,
+            kernconf: args.kernconf.clone(),
+            make_flags: args.make_flags.clone(),
+            source_date_epoch: args.source_date_epoch,
+        },
+        artifacts: base_artifacts(),
+    };
+    request
+        .check()
+        .map_err(|e| CliError::new(Status::Usage, e))?;
+    Ok(BuildPlan {
+        request,
+        result_root,
+    })
+}
+
+/// The source must be a directory with a top-level Makefile that knows buildworld.
+fn check_source(source: &Path) -> CliResult<PathBuf> {
+    let dir = std::fs::canonicalize(source).map_err(|e| {
+        CliError::usage(format!(
+            "source {}: {e}; give an existing FreeBSD source tree",
+            source.display()
+        ))
+    })?;
+    if !dir.is_dir() {
+        return Err(CliError::usage(format!(
+            "source {} is not a directory",
+            dir.display()
+        )));
+    }
+    let makefile = ["Makefile", "makefile", "BSDmakefile"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "source {} has no Makefile: it answers none of buildworld, buildkernel, installworld, installkernel",
+                dir.display()
+            ))
+        })?;
+    let text = std::fs::read_to_string(&makefile).unwrap_or_default();
+    if !text.contains("buildworld") {
+        return Err(CliError::usage(format!(
+            "{} does not mention buildworld: {} does not look like a FreeBSD source tree",
+            makefile.display(),
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// TYPE, REVISION and BRANCH from `sys/conf/newvers.sh`, as (name, "REVISION-BRANCH").
+fn read_newvers(source: &Path) -> CliResult<(String, String)> {
+    let path = source.join("sys/conf/newvers.sh");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        CliError::usage(format!(
+            "cannot tell the FreeBSD version of {}: {}: {e}; pass --freebsd-version",
+            source.display(),
+            path.display()
+        ))
+    })?;
+    let var = |name: &str| {
+        text.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+        })
+    };
+    match (var("REVISION"), var("BRANCH")) {
+        (Some(revision), Some(branch)) => Ok((
+            var("TYPE").unwrap_or_else(|| "FreeBSD".into()),
+            format!("{revision}-{branch}"),
+        )),
+        _ => Err(CliError::usage(format!(
+            "{}: no REVISION= and BRANCH= lines; pass --freebsd-version",
+            path.display()
+        ))),
+    }
+}
+
+/// The source branch a version usually comes from: 15.0-STABLE -> stable/15,
+/// 15.0-CURRENT -> main, 14.2-RELEASE -> releng/14.2.
+fn branch_of(version: &str) -> String {
+    let (revision, kind) = version.split_once('-').unwrap_or((version, ""));
+    let major = revision.split('.').next().unwrap_or(revision);
+    match kind {
+        "STABLE" => format!("stable/{major}"),
+        "CURRENT" => "main".into(),
+        k if k.starts_with("RELEASE") || k.starts_with("BETA") || k.starts_with("RC") => {
+            format!("releng/{revision}")
+        }
+        _ => kind.to_lowercase(),
+    }
+}
+
+/// FreeBSD's TARGET for a TARGET_ARCH.
+fn target_of(arch: &str) -> &str {
+    match arch {
+        "aarch64" => "arm64",
+        "armv6" | "armv7" => "arm",
+        a if a.starts_with("powerpc") => "powerpc",
+        a if a.starts_with("riscv") => "riscv",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branches_follow_freebsd_naming() {
+        assert_eq!(branch_of("15.0-STABLE"), "stable/15");
+        assert_eq!(branch_of("15.0-CURRENT"), "main");
+        assert_eq!(branch_of("14.2-RELEASE-p1"), "releng/14.2");
+    }
+
+    #[test]
+    fn targets_follow_freebsd_naming() {
+        assert_eq!(target_of("amd64"), "amd64");
+        assert_eq!(target_of("aarch64"), "arm64");
+        assert_eq!(target_of("powerpc64le"), "powerpc");
+    }
+
+    #[test]
+    fn config_values_keep_numbers_and_booleans() {
+        let v = config_object(&[
+            "make=bmake".into(),
+            "keep-work=true".into(),
+            "jobs=3".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({ "make": "bmake", "keep_work": true, "jobs": 3 })
+        );
+        assert!(config_object(&["novalue".into()]).is_err());
+    }
+}
