@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs fruix's whole test suite on a Debian machine, as root: installs the
+# system packages the tests use (real guile, mtree, nix-hash, sshd, bmake),
+# then checks formatting and lints, and runs every test.
+#
+# Tests that need one of these tools fail with a message naming it when it is
+# missing; nothing is skipped silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(guile-3.0 mtree-netbsd nix-bin openssh-server openssh-client bmake gcc make)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked --no-fail-fast

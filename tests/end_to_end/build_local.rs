@@ -1,0 +1,260 @@
+//! `fruix build --executor local` on the miniature FreeBSD tree, end to end.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{fixture_source, fruix, key_values, require_tool, run, run_ok};
+
+struct Build {
+    dir: tempfile::TempDir,
+}
+
+impl Build {
+    fn new() -> Self {
+        require_tool("bmake", "bmake");
+        require_tool("cc", "gcc");
+        Build {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+    fn command(&self, name: &str, extra: &[&str]) -> Command {
+        let mut cmd = fruix();
+        cmd.args(["build", "--executor", "local", "--source"])
+            .arg(fixture_source())
+            .arg("--store")
+            .arg(self.store())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .arg("--result-root")
+            .arg(self.dir.path().join(name))
+            .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"])
+            .args(extra);
+        if !extra.contains(&"--jobs") {
+            cmd.args(["--jobs", "2"]);
+        }
+        cmd
+    }
+    fn json(&self, name: &str, extra: &[&str]) -> serde_json::Value {
+        let mut cmd = self.command(name, extra);
+        cmd.arg("--json");
+        serde_json::from_str(&run_ok(&mut cmd)).unwrap()
+    }
+}
+
+fn signature(report: &serde_json::Value, artifact: &str) -> String {
+    report["artifacts"][artifact]["tree_signature"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn store_path(report: &serde_json::Value, artifact: &str) -> PathBuf {
+    PathBuf::from(
+        report["artifacts"][artifact]["store_path"]
+            .as_str()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn local_build_promotes_the_four_artifacts() {
+    let b = Build::new();
+    let kv = key_values(&run_ok(&mut b.command("r1", &[])));
+    assert_eq!(kv["artifact_store_count"], "4");
+    assert!(
+        kv["world_store"].ends_with("-fruix-native-world-15.0-STABLE-local"),
+        "{kv:?}"
+    );
+    for (artifact, probe) in [
+        ("world", "bin/sh"),
+        ("world", "METALOG"),
+        ("kernel", "boot/kernel/kernel"),
+        ("headers", "usr/include/sys/param.h"),
+        ("bootloader", "boot/loader"),
+        ("bootloader", "boot/loader.efi"),
+    ] {
+        let p = Path::new(&kv[&format!("{artifact}_store")]).join(probe);
+        assert!(p.is_file(), "{} missing", p.display());
+    }
+    let bootloader = Path::new(&kv["bootloader_store"]);
+    assert!(
+        !bootloader.join("boot/kernel").exists(),
+        "the bootloader never holds boot/kernel"
+    );
+    let kernel_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(Path::new(&kv["kernel_store"]).join("boot/kernel/kernel")).unwrap(),
+        ))
+    };
+    assert_eq!(kv["sha_kernel"], kernel_sha);
+    run_ok(
+        fruix()
+            .args(["store", "verify", "--quiet", "--store"])
+            .arg(b.store()),
+    );
+    let logs = b.dir.path().join("r1/logs");
+    for step in ["buildworld", "buildkernel", "installworld", "installkernel"] {
+        assert!(
+            logs.join(format!("{step}.log")).is_file(),
+            "log of {step} missing"
+        );
+    }
+}
+
+#[test]
+fn same_inputs_give_the_same_artifacts_and_kernconf_changes_only_the_kernel() {
+    let b = Build::new();
+    let first = b.json("r1", &[]);
+    let second = b.json("r2", &["--jobs", "1"]);
+    for artifact in ["world", "kernel", "headers", "bootloader"] {
+        assert_eq!(
+            store_path(&first, artifact),
+            store_path(&second, artifact),
+            "{artifact}"
+        );
+        assert_eq!(second["artifacts"][artifact]["new"], false);
+    }
+    assert_ne!(
+        first["result_store"], second["result_store"],
+        "each run has its own bundle"
+    );
+    let minimal = b.json("r3", &["--kernconf", "MINIMAL"]);
+    assert_ne!(signature(&minimal, "kernel"), signature(&first, "kernel"));
+    assert_eq!(signature(&minimal, "world"), signature(&first, "world"));
+    assert_eq!(signature(&minimal, "headers"), signature(&first, "headers"));
+}
+
+#[test]
+fn failing_step_is_a_build_failure_naming_the_step() {
+    let b = Build::new();
+    let out = run(&mut b.command("r1", &["--make-flag", "FAIL_STEP=buildkernel"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("build step `buildkernel` failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("deliberate failure"),
+        "the log tail is printed: {stderr}"
+    );
+    let log = b.dir.path().join("r1/logs/buildkernel.log");
+    assert!(
+        stderr.contains(&log.display().to_string()),
+        "the log path is printed: {stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    assert!(
+        !b.store().exists()
+            || std::fs::read_dir(b.store())
+                .unwrap()
+                .flatten()
+                .all(|e| e.file_name().to_string_lossy().starts_with('.'))
+    );
+    let promote = run(fruix()
+        .args(["native-build", "promote", "--store"])
+        .arg(b.store())
+        .arg(b.dir.path().join("r1")));
+    assert_eq!(
+        promote.status.code(),
+        Some(4),
+        "a failed run's root can never be promoted"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_runs() {
+    let b = Build::new();
+    let out = run(fruix()
+        .args(["build", "--executor", "jail-typo", "--source"])
+        .arg(fixture_source()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown executor `jail-typo`") && stderr.contains("local"),
+        "{stderr}"
+    );
+
+    let out = run(fruix()
+        .args(["build", "--executor", "local", "--source"])
+        .arg(b.dir.path().join("nope")));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+
+    std::fs::create_dir(b.dir.path().join("exists")).unwrap();
+    let out = run(&mut b.command("exists", &[]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("already exists"), "{stderr}");
+}
+
+/// Processes whose environment mentions `needle` (the run's private paths).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&environ).contains(needle)
+            || String::from_utf8_lossy(&cmdline).contains(needle)
+        {
+            found.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
+#[test]
+fn sigint_mid_build_stops_make_and_leaves_nothing_promotable() {
+    let b = Build::new();
+    let mut child = b
+        .command("r1", &["--jobs", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines.next().expect("fruix printed its stages").unwrap();
+        if line.contains("==> buildworld") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: sending a signal to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let needle = b.dir.path().display().to_string();
+    let left = processes_mentioning(&needle);
+    assert!(left.is_empty(), "processes still running: {left:?}");
+    let root = b.dir.path().join("r1");
+    assert!(
+        !root.exists() || root.join(".fruix-incomplete").exists(),
+        "an interrupted root stays marked"
+    );
+    let promote = run(fruix()
+        .args(["native-build", "promote", "--store"])
+        .arg(b.store())
+        .arg(&root));
+    assert_ne!(
+        promote.status.code(),
+        Some(0),
+        "an interrupted root cannot be promoted"
+    );
+}

@@ -1,0 +1,15 @@
+//! End-to-end tests of fruix against the real tools: Guile reads fruix's
+//! S-expressions, Debian's `mtree` checks its manifests, `nix-hash` agrees
+//! with its tree signatures, `bmake` and `cc` build the miniature FreeBSD
+//! tree, and the `fruix` binary runs as users run it.
+//!
+//! A missing tool fails the test that needs it, naming the package to install
+//! (`scripts/test.sh` installs them all).
+
+mod util;
+
+mod build_local;
+mod guile;
+mod mtree;
+mod nix_hash;
+mod promote_cli;

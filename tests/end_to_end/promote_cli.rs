@@ -1,0 +1,275 @@
+//! `fruix native-build promote` and `fruix store verify|list` as users run them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use fruix_core::testing::write_sample_result_root;
+use fruix_core::PromotionMetadata;
+
+use crate::util::{fruix, key_values, run, run_ok, snapshot};
+
+fn promote(root: &Path, store: &Path, extra: &[&str]) -> std::process::Output {
+    run(fruix()
+        .args(["native-build", "promote", "--store"])
+        .arg(store)
+        .args(extra)
+        .arg(root))
+}
+
+fn sample(dir: &Path, name: &str) -> PathBuf {
+    let root = dir.join(name);
+    write_sample_result_root(&root, "guest-self-hosted", "20260405T213444Z", true).unwrap();
+    root
+}
+
+#[test]
+fn summary_and_json_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample(dir.path(), "root");
+    let store = dir.path().join("store");
+    let kv = key_values(&run_ok(
+        fruix()
+            .args(["native-build", "promote", "--store"])
+            .arg(&store)
+            .arg(&root),
+    ));
+    let keys: Vec<&str> = kv.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "artifact_store_count",
+            "bootloader_store",
+            "headers_store",
+            "kernel_store",
+            "result_store",
+            "run_id",
+            "sha_kernel",
+            "sha_loader",
+            "sha_param",
+            "world_store"
+        ]
+    );
+    assert!(
+        kv["result_store"].ends_with("-fruix-native-build-result-15.0-STABLE-guest-self-hosted")
+    );
+    assert!(kv["world_store"].starts_with(&store.canonicalize().unwrap().display().to_string()));
+    let json: serde_json::Value = serde_json::from_str(&run_ok(
+        fruix()
+            .args(["native-build", "promote", "--json", "--store"])
+            .arg(&store)
+            .arg(&root),
+    ))
+    .unwrap();
+    assert_eq!(json["run_id"], "20260405T213444Z");
+    assert_eq!(json["result_store"], kv["result_store"].as_str());
+    for name in ["world", "kernel", "headers", "bootloader"] {
+        let a = &json["artifacts"][name];
+        assert_eq!(a["store_path"], kv[&format!("{name}_store")].as_str());
+        assert!(a["tree_signature"].as_str().unwrap().starts_with("sha256:"));
+        assert_eq!(a["new"], false, "second promotion finds {name} present");
+    }
+    assert_eq!(json["sha_kernel"], kv["sha_kernel"].as_str());
+}
+
+/// Each bad input exits 4, names the culprit, and leaves the store as it was.
+#[test]
+fn bad_inputs_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    run_ok(
+        fruix()
+            .args(["native-build", "promote", "--quiet", "--store"])
+            .arg(&store)
+            .arg(sample(dir.path(), "good")),
+    );
+    let before = snapshot(&store);
+    type Breaker = (&'static str, fn(&Path), &'static str);
+    let cases: [Breaker; 7] = [
+        (
+            "malformed promotion.scm",
+            |r| {
+                fs::write(
+                    r.join("promotion.scm"),
+                    "(fruix-native-build-promotion\n (format-version 1\n",
+                )
+                .unwrap()
+            },
+            "promotion.scm",
+        ),
+        (
+            "missing probe",
+            |r| fs::remove_file(r.join("artifacts/kernel/boot/kernel/kernel")).unwrap(),
+            "boot/kernel/kernel",
+        ),
+        (
+            "missing artifact",
+            |r| fs::remove_dir_all(r.join("artifacts/headers")).unwrap(),
+            "artifacts/headers",
+        ),
+        (
+            "artifact path escaping the root",
+            |r| {
+                let text = fs::read_to_string(r.join("promotion.scm"))
+                    .unwrap()
+                    .replace("\"artifacts/world\"", "\"../../etc\"");
+                fs::write(r.join("promotion.scm"), text).unwrap();
+            },
+            "..",
+        ),
+        (
+            "artifact reached through a symlink loop",
+            |r| {
+                fs::remove_dir_all(r.join("artifacts/bootloader")).unwrap();
+                std::os::unix::fs::symlink("bootloader", r.join("artifacts/bootloader")).unwrap();
+            },
+            "artifacts/bootloader",
+        ),
+        (
+            "tree changed after signing",
+            |r| fs::write(r.join("artifacts/world/etc/motd"), "changed").unwrap(),
+            "tree signature mismatch",
+        ),
+        (
+            "device-like file (FIFO)",
+            |r| {
+                let p =
+                    std::ffi::CString::new(r.join("artifacts/world/etc/fifo").to_str().unwrap())
+                        .unwrap();
+                // SAFETY: valid NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o644) }, 0);
+                let mut m = PromotionMetadata::read(&r.join("promotion.scm")).unwrap();
+                m.artifacts[0].tree_signature = None;
+                m.write_to(r).unwrap();
+            },
+            "etc/fifo",
+        ),
+    ];
+    for (i, (what, breaker, expected)) in cases.into_iter().enumerate() {
+        let root = sample(dir.path(), &format!("bad{i}"));
+        breaker(&root);
+        let out = promote(&root, &store, &["--quiet"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{what}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{what}: message should name {expected:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{what}: no summary on failure");
+        assert_eq!(snapshot(&store), before, "{what}: store changed");
+    }
+}
+
+#[test]
+fn store_verify_exits_non_zero_on_corruption_and_list_shows_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let kv = key_values(&run_ok(
+        fruix()
+            .args(["native-build", "promote", "--quiet", "--store"])
+            .arg(&store)
+            .arg(sample(dir.path(), "r")),
+    ));
+    run_ok(fruix().args(["store", "verify", "--store"]).arg(&store));
+    let list: serde_json::Value = serde_json::from_str(&run_ok(
+        fruix()
+            .args(["store", "list", "--json", "--store"])
+            .arg(&store),
+    ))
+    .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 5);
+    let kernel = Path::new(&kv["kernel_store"]);
+    fs::set_permissions(
+        kernel.join("boot/kernel"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    fs::write(kernel.join("boot/kernel/extra.ko"), b"x").unwrap();
+    let out = run(fruix()
+        .args(["store", "verify", "--json", "--store"])
+        .arg(&store));
+    assert_eq!(out.status.code(), Some(4));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["corrupt"], 1);
+    let bad = report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["ok"] == false)
+        .unwrap();
+    assert_eq!(bad["path"], kv["kernel_store"].as_str());
+    assert_eq!(bad["differences"][0]["change"], "extra");
+    assert_eq!(bad["differences"][0]["path"], "./boot/kernel/extra.ko");
+}
+
+/// A result root big enough that promotion takes a while.
+fn big_root(dir: &Path) -> PathBuf {
+    let root = dir.join("big");
+    write_sample_result_root(&root, "local", "20260405T213444Z", false).unwrap();
+    for i in 0..1500 {
+        let p = root.join(format!(
+            "artifacts/world/usr/share/data/{:02}/file{i}",
+            i % 40
+        ));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, vec![(i % 251) as u8; 20_000 + (i * 37) % 50_000]).unwrap();
+    }
+    root
+}
+
+#[test]
+fn promotion_killed_at_any_point_leaves_no_partial_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = big_root(dir.path());
+    let store = dir.path().join("store");
+    for delay_ms in [0u64, 5, 20, 50, 100, 200, 400] {
+        let mut child = fruix()
+            .args(["native-build", "promote", "--quiet", "--store"])
+            .arg(&store)
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        if store.exists() {
+            // Every visible object is complete: verify finds nothing wrong.
+            let out = run(fruix()
+                .args(["store", "verify", "--quiet", "--store"])
+                .arg(&store));
+            assert!(
+                out.status.success(),
+                "after SIGKILL at {delay_ms} ms: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let kv = key_values(&run_ok(
+        fruix()
+            .args(["native-build", "promote", "--store"])
+            .arg(&store)
+            .arg(&root),
+    ));
+    assert_eq!(kv["artifact_store_count"], "4");
+    run_ok(
+        fruix()
+            .args(["store", "verify", "--quiet", "--store"])
+            .arg(&store),
+    );
+    let leftovers: Vec<_> = fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporaries left: {leftovers:?}");
+    let pool_leftovers = fs::read_dir(store.join(".links"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .count();
+    assert_eq!(pool_leftovers, 0);
+}
