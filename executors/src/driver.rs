@@ -20,17 +20,17 @@
 //! 3. Runs one make invocation per step, each as a stage named after its
 //!    target, with the source directory as working directory:
 //!
-//!    | step            | arguments                    | needed by                   |
-//!    |-----------------|------------------------------|-----------------------------|
-//!    | `buildworld`    | `-jJOBS`                     | every artifact              |
-//!    | `buildkernel`   | `-jJOBS`                     | `kernel`                    |
-//!    | `installworld`  | `DESTDIR=WORK/world`         | `world` `headers` `bootloader` |
-//!    | `distribution`  | `DESTDIR=WORK/world`         | `world`                     |
-//!    | `installkernel` | `DESTDIR=WORK/kernel`        | `kernel`                    |
+//!    | step            | arguments             | needed by                      |
+//!    |-----------------|-----------------------|--------------------------------|
+//!    | `buildworld`    | `-jJOBS`              | every artifact                 |
+//!    | `buildkernel`   | `-jJOBS`              | `kernel`                       |
+//!    | `installworld`  | `DESTDIR=WORK/world`  | `world` `headers` `bootloader` |
+//!    | `distribution`  | `DESTDIR=WORK/world`  | `world`                        |
+//!    | `installkernel` | `DESTDIR=WORK/kernel` | `kernel`                       |
 //!
 //!    A step runs only when a requested artifact needs it. `distribution` is
-//!    part of the FreeBSD contract (every `src/` tree since FreeBSD 2 has it),
-//!    so it is not probed for: a tree without it fails that step.
+//!    part of FreeBSD's documented build contract (build(7)), so it is not
+//!    probed for: a tree without it fails that step.
 //!    Every step gets `KERNCONF=`, `TARGET=`, `TARGET_ARCH=`,
 //!    `SOURCE_DATE_EPOCH=` (when the policy has one), then the policy's
 //!    `make-flags` verbatim, last, so they can override the driver's

@@ -225,6 +225,10 @@ impl ProcessGroup {
     /// Terminates the group: `SIGTERM`, then `SIGKILL` after [`TERM_GRACE`];
     /// reaps the leader.
     async fn stop(&mut self, leader: &mut Child) {
+        if !self.armed {
+            // The leader exited and its group is already gone.
+            return;
+        }
         self.signal(libc::SIGTERM);
         let deadline = Instant::now() + TERM_GRACE;
         let exited = tokio::time::timeout_at(deadline, leader.wait())
@@ -306,7 +310,10 @@ fn spawn_error(program: &str, e: std::io::Error) -> Error {
             "make program `{program}` was not found (not in PATH, or no such file); install BSD make \
              (`make` on FreeBSD, the `bmake` package elsewhere) or set the executor's `make` configuration key"
         )),
-        _ => Error::system(format!("cannot start make program `{program}`: {e}")),
+        _ => Error::system(format!(
+            "cannot start make program `{program}`: {e}; check that it is an executable BSD make, \
+             or set the executor's `make` configuration key"
+        )),
     }
 }
 
@@ -404,7 +411,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ctx, _rx) = context(dir.path());
         let log = dir.path().join("s.log");
-        let script = "for i in $(seq 1 30); do echo out$i; done; echo oops >&2; exit 2";
+        // Pipes are read as data arrives: pause so that the order is certain.
+        let script = "for i in $(seq 1 30); do echo out$i; done; sleep 0.3; echo oops >&2; exit 2";
         let Err(Error::Build {
             step,
             status,
@@ -454,6 +462,25 @@ mod tests {
             "the step waited for its leftover"
         );
         assert!(group_is_gone(pgid));
+    }
+
+    #[tokio::test]
+    async fn dropping_a_running_step_kills_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _rx) = context(dir.path());
+        let running = run_recording_group("sleep 600 & sleep 600", &ctx, dir.path());
+        let dropped = tokio::time::timeout(Duration::from_millis(300), running).await;
+        assert!(dropped.is_err(), "the step cannot have finished");
+        let pgid = std::fs::read_to_string(dir.path().join("pgid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + KILL_GRACE;
+        while !group_is_gone(pgid) && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+        assert!(group_is_gone(pgid), "group {pgid} survived the drop");
     }
 
     #[tokio::test]

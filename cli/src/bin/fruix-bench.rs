@@ -1,0 +1,247 @@
+//! `fruix-bench`: measures promotion and verification against their peers.
+//!
+//! Generates a FreeBSD-base-sized result root (about 26,000 files and 0.9 GB
+//! over the four artifacts, with a realistic size mix, symlinks, exec and
+//! setuid bits), then runs side by side, on the same filesystem:
+//! `fruix native-build promote` into an empty store, the same promote again,
+//! `fruix store verify`, `cp -a` of the same tree and `nix-hash --type sha256`
+//! of it. It prints each time, the peak memory of each fruix run, and the
+//! ratios the targets are stated in. It is a benchmark, never a test.
+//!
+//! Usage: `cargo build --release && target/release/fruix-bench [--dir DIR] [--scale F]`
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fruix_core::promotion::{ArtifactEntry, BuildPolicy, FreebsdBase, PromotionMetadata, SourceStore};
+
+/// A small deterministic generator (xorshift64*), so every run measures the same tree.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// A size drawn from a log-uniform range, like the files of a base system.
+    fn size(&mut self, min: u64, max: u64) -> u64 {
+        let (lo, hi) = ((min as f64).ln(), (max as f64).ln());
+        let u = (self.next() % 1_000_000) as f64 / 1_000_000.0;
+        (lo + u * (hi - lo)).exp() as u64
+    }
+}
+
+struct Spec {
+    artifact: &'static str,
+    dirs: &'static [&'static str],
+    files: usize,
+    min: u64,
+    max: u64,
+    exec: bool,
+}
+
+const SPECS: [Spec; 4] = [
+    Spec {
+        artifact: "world",
+        dirs: &["bin", "sbin", "usr/bin", "usr/sbin", "lib", "usr/lib", "usr/share/man/man1", "usr/share/locale", "etc", "usr/libexec"],
+        files: 21_000,
+        min: 200,
+        max: 1_200_000,
+        exec: true,
+    },
+    Spec {
+        artifact: "kernel",
+        dirs: &["boot/kernel"],
+        files: 900,
+        min: 8_000,
+        max: 900_000,
+        exec: true,
+    },
+    Spec {
+        artifact: "headers",
+        dirs: &["usr/include", "usr/include/sys", "usr/include/net", "usr/include/machine", "usr/include/netinet"],
+        files: 3_900,
+        min: 300,
+        max: 60_000,
+        exec: false,
+    },
+    Spec {
+        artifact: "bootloader",
+        dirs: &["boot", "boot/defaults", "boot/lua", "boot/efi"],
+        files: 120,
+        min: 500,
+        max: 600_000,
+        exec: false,
+    },
+];
+
+fn generate(root: &Path, scale: f64) -> (u64, u64) {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut buffer = vec![0u8; 1 << 20];
+    for spec in &SPECS {
+        let base = root.join("artifacts").join(spec.artifact);
+        let count = (spec.files as f64 * scale) as usize;
+        for i in 0..count {
+            let dir = base.join(spec.dirs[i % spec.dirs.len()]).join(format!("d{}", i % 97));
+            fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("f{i}"));
+            let size = rng.size(spec.min, spec.max);
+            let mut left = size as usize;
+            let mut out = Vec::with_capacity(left);
+            while left > 0 {
+                let n = left.min(buffer.len());
+                for chunk in buffer[..n].chunks_mut(8) {
+                    let v = rng.next().to_le_bytes();
+                    chunk.copy_from_slice(&v[..chunk.len()]);
+                }
+                out.extend_from_slice(&buffer[..n]);
+                left -= n;
+            }
+            fs::write(&path, &out).unwrap();
+            let mode = if spec.exec && i % 3 == 0 { if i % 997 == 0 { 0o4555 } else { 0o555 } } else { 0o444 };
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            if i % 15 == 0 {
+                symlink(format!("f{i}"), dir.join(format!("link{i}"))).unwrap();
+            }
+            files += 1;
+            bytes += size;
+        }
+    }
+    // The probe files and a 30 MB kernel, as in a real base.
+    let probes = [
+        ("world", "bin/sh", 160_000u64),
+        ("kernel", "boot/kernel/kernel", 30_000_000),
+        ("headers", "usr/include/sys/param.h", 13_000),
+        ("bootloader", "boot/loader", 500_000),
+    ];
+    for (artifact, probe, size) in probes {
+        let p = root.join("artifacts").join(artifact).join(probe);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let content: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_mul(31) ^ (rng.next() as u8)).collect();
+        fs::write(&p, content).unwrap();
+        files += 1;
+        bytes += size;
+    }
+    let metadata = PromotionMetadata {
+        executor: "local".into(),
+        executor_version: env!("CARGO_PKG_VERSION").into(),
+        run_id: "20260405T213444Z".into(),
+        guest_host_name: "bench".into(),
+        closure_path: None,
+        development_profile_path: None,
+        freebsd_base: FreebsdBase {
+            name: "FreeBSD".into(),
+            version: "15.0-STABLE".into(),
+            branch: "stable/15".into(),
+            target: "amd64".into(),
+            target_arch: "amd64".into(),
+        },
+        source_store: SourceStore {
+            path: "/usr/src".into(),
+            commit: None,
+        },
+        build_policy: BuildPolicy {
+            jobs: 2,
+            kernconf: "GENERIC".into(),
+            make_flags: vec![],
+            source_date_epoch: None,
+        },
+        artifacts: probes
+            .iter()
+            .map(|(artifact, probe, _)| ArtifactEntry {
+                name: artifact.to_string(),
+                path: format!("artifacts/{artifact}"),
+                probe: probe.to_string(),
+                tree_signature: None,
+            })
+            .collect(),
+    };
+    metadata.write_to(root).unwrap();
+    (files, bytes)
+}
+
+/// Runs `cmd`, returning wall time and peak resident memory of the child (KiB).
+fn measure(label: &str, cmd: &mut Command) -> (Duration, u64) {
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{label}: cannot run {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child with valid out-pointers.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = started.elapsed();
+    assert_eq!(rc, pid, "{label}: wait4 failed");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{label}: {cmd:?} failed");
+    std::mem::forget(child.stdin.take());
+    (elapsed, usage.ru_maxrss as u64)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut dir, mut scale) = (std::env::temp_dir().join("fruix-bench"), 1.0f64);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dir" => dir = PathBuf::from(args.next().expect("--dir DIR")),
+            "--scale" => scale = args.next().expect("--scale F").parse().expect("--scale takes a number"),
+            "--help" | "-h" => {
+                println!("usage: fruix-bench [--dir DIR] [--scale F]\n\nDIR (default $TMPDIR/fruix-bench) is emptied first; F scales the file count (1.0: about 26,000 files, 0.9 GB).");
+                return;
+            }
+            other => panic!("unknown argument {other:?}; see --help"),
+        }
+    }
+    let fruix = std::env::current_exe().unwrap().with_file_name("fruix");
+    assert!(fruix.is_file(), "{} not found: build it first (cargo build --release)", fruix.display());
+    if dir.exists() {
+        fruix_promote::store::remove_tree(&dir);
+    }
+    let root = dir.join("result-root");
+    let store = dir.join("store");
+    let copy = dir.join("copy");
+    fs::create_dir_all(&root).unwrap();
+    let (files, bytes) = generate(&root, scale);
+    println!("tree: {files} files, {:.2} GB, in {}", bytes as f64 / 1e9, dir.display());
+    // Warm the page cache once so that every contender reads from memory.
+    let _ = Command::new("cat").arg(root.join("promotion.scm")).output();
+    let (t_nix, _) = measure("nix-hash", Command::new("nix-hash").args(["--type", "sha256"]).arg(root.join("artifacts")).stdout(std::process::Stdio::null()));
+    let (t_cp, _) = measure("cp -a", Command::new("cp").arg("-a").arg(&root).arg(&copy));
+    let (t_fresh, m_fresh) = measure(
+        "promote (empty store)",
+        Command::new(&fruix).args(["native-build", "promote", "--quiet", "--store"]).arg(&store).arg(&root).stdout(std::process::Stdio::null()),
+    );
+    let (t_again, m_again) = measure(
+        "promote (already present)",
+        Command::new(&fruix).args(["native-build", "promote", "--quiet", "--store"]).arg(&store).arg(&root).stdout(std::process::Stdio::null()),
+    );
+    let (t_verify, m_verify) = measure(
+        "store verify",
+        Command::new(&fruix).args(["store", "verify", "--quiet", "--store"]).arg(&store).stdout(std::process::Stdio::null()),
+    );
+    let (t_nix2, _) = measure("nix-hash (again)", Command::new("nix-hash").args(["--type", "sha256"]).arg(root.join("artifacts")).stdout(std::process::Stdio::null()));
+    let t_nix = t_nix.min(t_nix2);
+    let s = |d: Duration| d.as_secs_f64();
+    println!("{:<28} {:>9} {:>12}", "command", "seconds", "peak MiB");
+    println!("{:<28} {:>9.2} {:>12}", "cp -a", s(t_cp), "-");
+    println!("{:<28} {:>9.2} {:>12}", "nix-hash --type sha256", s(t_nix), "-");
+    for (label, t, m) in [("promote (empty store)", t_fresh, m_fresh), ("promote (already present)", t_again, m_again), ("store verify", t_verify, m_verify)] {
+        println!("{label:<28} {:>9.2} {:>12.1}", s(t), m as f64 / 1024.0);
+    }
+    println!();
+    let check = |ok: bool| if ok { "ok" } else { "MISSED" };
+    let r_fresh = s(t_fresh) / s(t_cp);
+    let r_again = s(t_again) / s(t_nix);
+    let r_verify = s(t_verify) / s(t_nix);
+    let peak = m_fresh.max(m_again).max(m_verify) as f64 / 1024.0;
+    println!("ratio promote/cp -a          {r_fresh:.2}  (target <= 1.30: {})", check(r_fresh <= 1.3));
+    println!("ratio re-promote/nix-hash    {r_again:.2}  (target <= 0.80: {})", check(r_again <= 0.8));
+    println!("ratio verify/nix-hash        {r_verify:.2}  (target <= 0.80: {})", check(r_verify <= 0.8));
+    println!("peak memory                  {peak:.1} MiB (target < 150: {})", check(peak < 150.0));
+    fruix_promote::store::remove_tree(&dir);
+}
