@@ -297,8 +297,8 @@ pub struct WalkOptions<'a> {
     pub skip_digests: bool,
 }
 
-const BATCH_ENTRIES: usize = 2048;
-const BATCH_BYTES: u64 = 128 << 20;
+const BATCH_ENTRIES: usize = 16 * 1024;
+const BATCH_BYTES: u64 = 1 << 30;
 
 /// Walks `root` in path order, hashing files in parallel, and calls `visit`
 /// for every entry in order. Never follows a symlink.
@@ -446,7 +446,7 @@ pub fn open_regular(path: &Path, expected: &fs::Metadata) -> Result<File> {
 }
 
 thread_local! {
-    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 << 10]);
+    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 << 10]);
 }
 
 /// SHA-256 of a regular file, read without following symlinks.
