@@ -13,3 +13,4 @@ mod guile;
 mod mtree;
 mod nix_hash;
 mod promote_cli;
+mod readme;
