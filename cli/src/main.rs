@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&error) {
                 return Status::Success.into();
             }
-            eprintln!("fruix: error: {error:#}");
+            eprintln!("fruix: error: {error}");
             status.into()
         }
     }

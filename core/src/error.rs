@@ -102,7 +102,7 @@ pub enum Error {
     #[error("{}: not found; {hint}", path.display())]
     NotFound { path: PathBuf, hint: String },
     /// An I/O operation on a named path failed.
-    #[error("failed to {action} {}: {source}", path.display())]
+    #[error("failed to {action} {}: {source}{}", path.display(), io_hint(source))]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -171,6 +171,16 @@ impl Error {
             Error::Cancelled => Failure::Cancelled,
             _ => Failure::Input,
         }
+    }
+}
+
+/// What to do about common I/O failures, appended to their messages.
+fn io_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => "; free space on that filesystem and try again",
+        Some(libc::EACCES) | Some(libc::EPERM) => "; check the permissions, or run as a user who may access it",
+        Some(libc::EROFS) => "; the filesystem is read-only: choose a writable location",
+        _ => "",
     }
 }
 
