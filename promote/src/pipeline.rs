@@ -15,10 +15,13 @@ use lexpr::Value;
 
 use fruix_core::error::IoContext;
 use fruix_core::manifest::{self, EntryKind, ManifestBuilder, Progress, WalkOptions, Walked};
-use fruix_core::promotion::{base_value, policy_value_with, source_value, PromotionMetadata};
+use fruix_core::promotion::{
+    base_value, policy_value_with, source_value, ArtifactEntry, PromotionMetadata,
+};
 use fruix_core::result_root::{self, ResultRoot};
 use fruix_core::sexp::{field, string_field, Writer};
 use fruix_core::TreeSignature;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::object::{
@@ -146,6 +149,78 @@ fn walk_artifact(dir: &Path, probe: &str, progress: Option<&Progress>) -> Result
     })
 }
 
+/// Walks and hashes one artifact tree and checks it may become a store object.
+fn check_artifact(dir: &Path, a: &ArtifactEntry, progress: Option<&Progress>) -> Result<Walk> {
+    let walk = walk_artifact(dir, &a.probe, progress)?;
+    if let Some(declared) = &a.tree_signature {
+        if *declared != walk.signature {
+            return Err(fruix_core::Error::SignatureMismatch {
+                path: dir.to_path_buf(),
+                expected: declared.to_string(),
+                actual: walk.signature.to_string(),
+            }
+            .into());
+        }
+    }
+    if let Some(reserved) = has_reserved_name(&walk.walked) {
+        return Err(fruix_core::Error::UnsafePath {
+            path: reserved.full_path.clone(),
+            message: "uses a name reserved for store object metadata; rename or remove it".into(),
+        }
+        .into());
+    }
+    Ok(walk)
+}
+
+/// Finds (checked) or creates the store object of one walked artifact, under its lock.
+fn promote_artifact(
+    store: &Store,
+    m: &PromotionMetadata,
+    a: &ArtifactEntry,
+    walk: Walk,
+) -> Result<ArtifactReport> {
+    let entries: Vec<_> = walk.walked.iter().map(|w| w.entry.clone()).collect();
+    let identity = ObjectIdentity {
+        artifact: a.name.clone(),
+        executor: m.executor.clone(),
+        freebsd_base: m.freebsd_base.clone(),
+        source_store: m.source_store.clone(),
+        build_policy: m.build_policy.clone(),
+        tree_signature: walk.signature.clone(),
+        stripped_modes: stripped_modes(&entries),
+    };
+    let name = identity.store_name();
+    let references = references_text(store_references(&[&m.source_store.path]));
+    let _lock = store.lock_object(&name)?;
+    let path = store.path().join(&name);
+    let new = if path.symlink_metadata().is_ok() {
+        let (_, differences) = check_object(&path, false, None)?;
+        if !differences.is_empty() {
+            return Err(Error::Corrupt {
+                object: path,
+                differences,
+            });
+        }
+        false
+    } else {
+        build_artifact_object(
+            store,
+            &name,
+            &walk.walked,
+            &identity.to_scheme(),
+            &references,
+        )?;
+        true
+    };
+    Ok(ArtifactReport {
+        store_path: path,
+        tree_signature: walk.signature,
+        new,
+        probe: a.probe.clone(),
+        probe_sha256: walk.probe_sha256,
+    })
+}
+
 /// Promotes an already validated result root.
 pub fn promote_validated(
     root: &ResultRoot,
@@ -153,72 +228,20 @@ pub fn promote_validated(
     options: &PromoteOptions<'_>,
 ) -> Result<PromotionReport> {
     let m = root.metadata();
-    // Check every artifact before the store changes at all.
-    let mut walks = Vec::new();
-    for a in &m.artifacts {
-        let dir = root.path().join(&a.path);
-        let walk = walk_artifact(&dir, &a.probe, options.progress)?;
-        if let Some(declared) = &a.tree_signature {
-            if *declared != walk.signature {
-                return Err(fruix_core::Error::SignatureMismatch {
-                    path: dir,
-                    expected: declared.to_string(),
-                    actual: walk.signature.to_string(),
-                }
-                .into());
-            }
-        }
-        if let Some(reserved) = has_reserved_name(&walk.walked) {
-            return Err(fruix_core::Error::UnsafePath {
-                path: reserved.full_path.clone(),
-                message: "uses a name reserved for store object metadata; rename or remove it"
-                    .into(),
-            }
-            .into());
-        }
-        walks.push(walk);
-    }
-    let mut artifacts = BTreeMap::new();
-    for (a, walk) in m.artifacts.iter().zip(walks) {
-        let entries: Vec<_> = walk.walked.iter().map(|w| w.entry.clone()).collect();
-        let identity = ObjectIdentity {
-            artifact: a.name.clone(),
-            executor: m.executor.clone(),
-            freebsd_base: m.freebsd_base.clone(),
-            source_store: m.source_store.clone(),
-            build_policy: m.build_policy.clone(),
-            tree_signature: walk.signature.clone(),
-            stripped_modes: stripped_modes(&entries),
-        };
-        let name = identity.store_name();
-        let metadata = identity.to_scheme();
-        let references = references_text(store_references(&[&m.source_store.path]));
-        let _lock = store.lock_object(&name)?;
-        let path = store.path().join(&name);
-        let new = if path.symlink_metadata().is_ok() {
-            let (_, differences) = check_object(&path, false, None)?;
-            if !differences.is_empty() {
-                return Err(Error::Corrupt {
-                    object: path,
-                    differences,
-                });
-            }
-            false
-        } else {
-            build_artifact_object(store, &name, &walk.walked, &metadata, &references)?;
-            true
-        };
-        artifacts.insert(
-            a.name.clone(),
-            ArtifactReport {
-                store_path: path,
-                tree_signature: walk.signature,
-                new,
-                probe: a.probe.clone(),
-                probe_sha256: walk.probe_sha256,
-            },
-        );
-    }
+    // Check every artifact before the store changes at all. Artifacts are
+    // walked concurrently so that one tree's directory scan overlaps another's
+    // hashing.
+    let walks = m
+        .artifacts
+        .par_iter()
+        .map(|a| check_artifact(&root.path().join(&a.path), a, options.progress))
+        .collect::<Result<Vec<_>>>()?;
+    let artifacts = m
+        .artifacts
+        .par_iter()
+        .zip(walks)
+        .map(|(a, walk)| promote_artifact(store, m, a, walk).map(|report| (a.name.clone(), report)))
+        .collect::<Result<BTreeMap<_, _>>>()?;
     let (result_store, result_new) = publish_bundle(store, m, &artifacts)?;
     let probe = |artifact: &str, probes: &[&str]| {
         artifacts

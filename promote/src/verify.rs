@@ -65,6 +65,15 @@ pub fn verify_object(object: &Path, progress: Option<&Progress>) -> ObjectVerifi
     }
 }
 
+/// Verifies several objects concurrently (see [`verify_object`]), in order.
+pub fn verify_objects(objects: &[PathBuf], progress: Option<&Progress>) -> Vec<ObjectVerification> {
+    use rayon::prelude::*;
+    objects
+        .par_iter()
+        .map(|o| verify_object(o, progress))
+        .collect()
+}
+
 /// Checks a result bundle: metadata hash matches the name, `artifacts/*`
 /// symlinks point at the declared store paths, which exist.
 pub fn check_bundle(bundle: &Path) -> Result<()> {

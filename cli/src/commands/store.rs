@@ -1,10 +1,10 @@
 //! `fruix store verify` and `fruix store list`.
 
 use fruix_core::manifest::Progress;
-use fruix_promote::verify::{list_store, object_paths, verify_object};
+use fruix_promote::verify::{list_store, object_paths, verify_objects};
 use fruix_promote::Store;
 
-use crate::args::{ListArgs, StoreCommand, VerifyArgs};
+use crate::args::{ListArgs, OutputArgs, StoreCommand, VerifyArgs};
 use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, CliError, CliResult, Status};
 
@@ -23,21 +23,12 @@ fn verify(args: VerifyArgs) -> CliResult {
         args.paths.clone()
     };
     let progress = Progress::default();
-    let mode = if args.quiet || args.json {
-        Mode::Quiet
-    } else {
-        Mode::from_output(&crate::args::OutputArgs {
-            json: false,
-            quiet: false,
-            verbose: false,
-        })
-    };
-    let results: Vec<_> = with_progress(mode, "verify", &progress, || {
-        paths
-            .iter()
-            .map(|p| verify_object(p, Some(&progress)))
-            .collect()
+    let mode = Mode::from_output(&OutputArgs {
+        json: args.json,
+        quiet: args.quiet || args.json,
+        verbose: false,
     });
+    let results = with_progress(mode, "verify", &progress, || verify_objects(&paths, Some(&progress)));
     let corrupt = results.iter().filter(|r| !r.ok).count();
     if args.json {
         println!(
