@@ -92,38 +92,13 @@ pub fn check_bundle(bundle: &Path) -> Result<()> {
             "its metadata does not hash to its name".into(),
         ));
     }
-    let declared: Vec<(String, String)> =
-        sexp::read_record(&meta_path, &text, crate::pipeline::RESULT_HEAD, |r| {
-            let children = r.children("artifacts", "artifact")?;
-            let mut out = Vec::new();
-            for mut c in children {
-                let artifact = c.name("name")?;
-                let store_path = c.string("store-path")?;
-                let _ = (
-                    c.string("tree-signature")?,
-                    c.string("probe")?,
-                    c.opt_string("probe-sha256")?,
-                );
-                c.finish()?;
-                out.push((artifact, store_path));
-            }
-            for field in [
-                "format-version",
-                "executor",
-                "executor-version",
-                "run-id",
-                "guest-host-name",
-                "closure-path",
-                "development-profile-path",
-                "freebsd-base",
-                "source-store",
-                "build-policy",
-            ] {
-                r.raw(field)?;
-            }
-            Ok(out)
-        })?;
-    for (artifact, store_path) in declared {
+    let declared = read_bundle_text(&meta_path, &text)?;
+    for BundleArtifact {
+        name: artifact,
+        store_path,
+        ..
+    } in declared.artifacts
+    {
         let link = bundle.join("artifacts").join(&artifact);
         let target = fs::read_link(&link).with_path("read symlink", &link)?;
         if target != Path::new(&store_path) {
@@ -141,6 +116,66 @@ pub fn check_bundle(bundle: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What a result bundle says about one artifact.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BundleArtifact {
+    pub name: String,
+    pub store_path: String,
+    pub tree_signature: String,
+}
+
+/// The parts of a result bundle's metadata that tools look at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BundleSummary {
+    pub executor: String,
+    pub version: String,
+    pub run_id: String,
+    pub artifacts: Vec<BundleArtifact>,
+}
+
+/// Reads a result bundle's `.fruix-native-build-result.scm`.
+pub fn read_bundle(bundle: &Path) -> Result<BundleSummary> {
+    let path = bundle.join(RESULT_METADATA_FILE);
+    let text = fs::read_to_string(&path).with_path("read", &path)?;
+    read_bundle_text(&path, &text)
+}
+
+fn read_bundle_text(path: &Path, text: &str) -> Result<BundleSummary> {
+    let summary = sexp::read_record(path, text, crate::pipeline::RESULT_HEAD, |r| {
+        let mut artifacts = Vec::new();
+        for mut c in r.children("artifacts", "artifact")? {
+            artifacts.push(BundleArtifact {
+                name: c.name("name")?,
+                store_path: c.string("store-path")?,
+                tree_signature: c.string("tree-signature")?,
+            });
+            c.string("probe")?;
+            c.opt_string("probe-sha256")?;
+            c.finish()?;
+        }
+        let version = fruix_core::promotion::read_base(r.record("freebsd-base")?)?.version;
+        let summary = BundleSummary {
+            executor: r.string("executor")?,
+            version,
+            run_id: r.string("run-id")?,
+            artifacts,
+        };
+        for field in [
+            "format-version",
+            "executor-version",
+            "guest-host-name",
+            "closure-path",
+            "development-profile-path",
+            "source-store",
+            "build-policy",
+        ] {
+            r.raw(field)?;
+        }
+        Ok(summary)
+    })?;
+    Ok(summary)
+}
+
 /// One line of `fruix store list`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ListedObject {
@@ -151,7 +186,7 @@ pub struct ListedObject {
     pub artifact: String,
     pub version: String,
     pub executor: String,
-    /// Total size of the object's files in bytes (as in its manifest).
+    /// Total size of the artifact's files in bytes (as in its manifest); 0 for bundles.
     pub size: u64,
 }
 
@@ -160,24 +195,14 @@ pub fn list_store(store: &Store) -> Result<Vec<ListedObject>> {
     object_paths(store)?
         .into_iter()
         .map(|path| {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            // <hash>-fruix-native-<artifact>-<version>-<executor> or ...-build-result-...
-            let rest = name
-                .get(41..)
-                .and_then(|r| r.strip_prefix("fruix-native-"))
-                .unwrap_or("");
             if path.join(RESULT_METADATA_FILE).is_file() {
-                let (version, executor) =
-                    split_version_executor(rest.strip_prefix("build-result-").unwrap_or(""));
+                let bundle = read_bundle(&path)?;
                 return Ok(ListedObject {
                     path,
                     kind: "result",
                     artifact: "result".into(),
-                    version,
-                    executor,
+                    version: bundle.version,
+                    executor: bundle.executor,
                     size: 0,
                 });
             }
@@ -199,18 +224,4 @@ pub fn list_store(store: &Store) -> Result<Vec<ListedObject>> {
             })
         })
         .collect()
-}
-
-fn split_version_executor(rest: &str) -> (String, String) {
-    // Versions look like 15.0-STABLE: the executor is what follows the version's
-    // own dash-separated parts; split at the first dash after a dash-free word
-    // that is followed by an uppercase word.
-    let parts: Vec<&str> = rest.split('-').collect();
-    match parts
-        .iter()
-        .position(|p| p.chars().next().is_some_and(|c| c.is_ascii_lowercase()))
-    {
-        Some(i) if i > 0 => (parts[..i].join("-"), parts[i..].join("-")),
-        _ => (rest.to_string(), String::new()),
-    }
 }
