@@ -389,43 +389,14 @@ pub fn artifact_value(a: &ArtifactEntry) -> Value {
 mod tests {
     use super::*;
 
-    /// A promotion record for tests, in the Fruix reports' shape.
-    pub(crate) fn sample() -> PromotionMetadata {
-        PromotionMetadata {
-            executor: "guest-self-hosted".into(),
-            executor_version: "0.1.0".into(),
-            run_id: "20260405T213444Z".into(),
-            guest_host_name: "builder-1".into(),
-            closure_path: Some("/frx/store/abc-fruix-builder-closure".into()),
-            development_profile_path: None,
-            freebsd_base: FreebsdBase {
-                name: "FreeBSD".into(),
-                version: "15.0-STABLE".into(),
-                branch: "stable/15".into(),
-                target: "amd64".into(),
-                target_arch: "amd64".into(),
-            },
-            source_store: SourceStore {
-                path: "/frx/store/12d7704362e95afc2697db63f168b878e082b372-freebsd-source-default"
-                    .into(),
-                commit: Some("0123abc".into()),
-            },
-            build_policy: BuildPolicy {
-                jobs: 8,
-                kernconf: "GENERIC".into(),
-                make_flags: vec!["-DNO_ROOT".into(), "WITH_REPRODUCIBLE_BUILD=yes".into()],
-                source_date_epoch: Some(1_775_420_084),
-            },
-            artifacts: BASE_ARTIFACTS
-                .iter()
-                .map(|(name, probes)| ArtifactEntry {
-                    name: name.to_string(),
-                    path: format!("artifacts/{name}"),
-                    probe: probes[0].to_string(),
-                    tree_signature: None,
-                })
-                .collect(),
-        }
+    /// The testing sample with every optional field set, in the reports' shape.
+    fn sample() -> PromotionMetadata {
+        let mut m = crate::testing::sample_metadata("guest-self-hosted", "20260405T213444Z");
+        m.closure_path = Some("/frx/store/abc-fruix-builder-closure".into());
+        m.source_store.commit = Some("0123abc".into());
+        m.build_policy.jobs = 8;
+        m.build_policy.make_flags.push("WITH_REPRODUCIBLE_BUILD=yes".into());
+        m
     }
 
     fn parse(text: &str) -> Result<PromotionMetadata> {
