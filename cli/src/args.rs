@@ -12,6 +12,8 @@ Exit statuses:
   2    invalid input or usage (bad arguments, unknown executor, missing source, existing result root)
   3    system failure (machine unreachable, disk full, helper missing, store not writable)
   4    promotion or validation failure (invalid result root, signature mismatch, corrupt store object)
+  5    matrix: a cell did not pass (build failure, system failure, or cancelled by fail-fast)
+  6    matrix: every cell passed, but cells that must agree gave different artifacts (divergence)
   130  cancelled (Ctrl-C or SIGTERM)";
 
 /// Fruix: native FreeBSD base builds through pluggable executors, promoted into
@@ -21,6 +23,10 @@ Exit statuses:
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Also read external executors from FILE (repeatable), after
+    /// /etc/fruix/executors.scm and $XDG_CONFIG_HOME/fruix/executors.scm.
+    #[arg(long = "executors-file", value_name = "FILE", global = true)]
+    pub executors_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +42,9 @@ pub enum Command {
     /// The executors this fruix knows.
     #[command(subcommand)]
     Executors(ExecutorsCommand),
+    /// Build matrices: one build across executors, configurations and machines, checked for agreement.
+    #[command(subcommand)]
+    Matrix(MatrixCommand),
 }
 
 /// How much to print.
@@ -114,13 +123,66 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_promote: bool,
     #[command(flatten)]
+    pub guest: GuestArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// The guest of the SSH executors (host-initiated, guest-self-hosted); each
+/// flag sets the executor configuration key of the same name.
+#[derive(Debug, Args, Default)]
+pub struct GuestArgs {
+    /// The guest to build in, as USER@HOST[:PORT].
+    #[arg(long, value_name = "USER@HOST[:PORT]")]
+    pub guest: Option<String>,
+    /// Private key file for the guest (default: ssh-agent, then ~/.ssh/id_*).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// OpenSSH known_hosts file checked for the guest's host key (default ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// The guest's state directory (default /var/lib/fruix).
+    #[arg(long, value_name = "DIR")]
+    pub guest_state_dir: Option<String>,
+    /// The guest's fruix, for guest-self-hosted (default: fruix on the guest's PATH).
+    #[arg(long, value_name = "PATH")]
+    pub guest_helper: Option<String>,
+    /// A machines file (fruix-machines ...) naming the guests.
+    #[arg(long, value_name = "FILE", requires = "machine")]
+    pub machines: Option<PathBuf>,
+    /// The machine of --machines to build on.
+    #[arg(long, value_name = "NAME", requires = "machines")]
+    pub machine: Option<String>,
+    /// Record an unknown guest host key in known_hosts instead of refusing it.
+    #[arg(long)]
+    pub accept_new_host_key: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum NativeBuildCommand {
     /// Validate a result root and promote it into the store.
     Promote(PromoteArgs),
+    /// Guest side of the guest-self-hosted executor: build a JSON request here, print the result root.
+    #[command(name = "self-hosted")]
+    SelfHosted(SelfHostedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SelfHostedArgs {
+    /// The build request (JSON); default: read it from stdin.
+    #[arg(long, value_name = "FILE")]
+    pub request: Option<PathBuf>,
+    /// Fruix state directory; the result root is STATE_DIR/native-builds/RUN_ID.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "FRUIX_STATE_DIR",
+        default_value = "/var/lib/fruix"
+    )]
+    pub state_dir: PathBuf,
+    /// The make program (default: make on FreeBSD, bmake elsewhere).
+    #[arg(long, value_name = "MAKE")]
+    pub make: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -182,4 +244,63 @@ pub enum ExecutorsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MatrixCommand {
+    /// Print the cells of a matrix file, where each may run, and which must agree; runs nothing.
+    Plan(MatrixPlanArgs),
+    /// Run every cell concurrently, promote each passed cell, and check agreement.
+    Run(Box<MatrixRunArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct MatrixPlanArgs {
+    /// The matrix file (fruix-matrix ...).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The machines file (default: the matrix file's machines-file).
+    #[arg(long, value_name = "FILE")]
+    pub machines: Option<PathBuf>,
+    /// Print the cells as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A tool that compares differing files in depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiffTool {
+    Diffoscope,
+}
+
+#[derive(Debug, Args)]
+pub struct MatrixRunArgs {
+    /// The matrix file (fruix-matrix ...).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Where to write report.json, junit.xml and the cell logs (default: STATE_DIR/matrix/RUN_ID).
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+    /// Fruix state directory; result roots go to STATE_DIR/native-builds.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "FRUIX_STATE_DIR",
+        default_value = "/var/lib/fruix"
+    )]
+    pub state_dir: PathBuf,
+    /// At most N cells at once (overrides the file's max-parallel).
+    #[arg(long, value_name = "N")]
+    pub max_parallel: Option<u32>,
+    /// The machines file (default: the matrix file's machines-file).
+    #[arg(long, value_name = "FILE")]
+    pub machines: Option<PathBuf>,
+    /// Compare the first differing files of diverging artifacts with this tool.
+    #[arg(long, value_name = "TOOL", value_enum)]
+    pub diff: Option<DiffTool>,
+    /// Print nothing but the table (no live view).
+    #[arg(long, short)]
+    pub quiet: bool,
 }

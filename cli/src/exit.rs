@@ -12,6 +12,10 @@ pub enum Status {
     Usage = 2,
     SystemFailure = 3,
     PromotionFailure = 4,
+    /// A matrix cell did not pass.
+    MatrixFailure = 5,
+    /// Matrix cells that must agree gave different artifacts.
+    Divergence = 6,
     Cancelled = 130,
 }
 

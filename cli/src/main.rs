@@ -9,17 +9,22 @@ mod args;
 mod commands;
 mod display;
 mod exit;
+mod matrix;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use fruix_core::executor::Registry;
+use fruix_executors::external::file::register_files;
 
-use args::{Cli, Command, NativeBuildCommand};
+use args::{Cli, Command, MatrixCommand, NativeBuildCommand};
 use exit::{CliError, Status};
 
 fn main() -> ExitCode {
     fruix_executors::link();
+    #[cfg(feature = "jail")]
+    fruix_executor_jail::link();
     let cli = Cli::parse();
     match run(cli) {
         Ok(status) => status.into(),
@@ -40,14 +45,19 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
         .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-fn registry() -> Result<Registry, CliError> {
-    Registry::compiled().map_err(|e| CliError::new(Status::Usage, e))
+/// The compiled-in executors plus the external ones of the default executors
+/// files and of `--executors-file`.
+fn registry(executors_files: &[PathBuf]) -> Result<Registry, CliError> {
+    let mut registry = Registry::compiled().map_err(|e| CliError::new(Status::Usage, e))?;
+    register_files(&mut registry, executors_files)
+        .map_err(|e| CliError::new(exit::before_run(&e), e))?;
+    Ok(registry)
 }
 
 fn run(cli: Cli) -> Result<Status, CliError> {
     match cli.command {
         Command::Build(args) => {
-            let registry = registry()?;
+            let registry = registry(&cli.executors_files)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -55,7 +65,27 @@ fn run(cli: Cli) -> Result<Status, CliError> {
             runtime.block_on(commands::build::run(*args, &registry))
         }
         Command::NativeBuild(NativeBuildCommand::Promote(args)) => commands::promote::run(args),
+        Command::NativeBuild(NativeBuildCommand::SelfHosted(args)) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::new(Status::SystemFailure, e))?;
+            runtime.block_on(commands::self_hosted::run(args))
+        }
         Command::Store(command) => commands::store::run(command),
-        Command::Executors(command) => commands::executors::run(command, &registry()?),
+        Command::Executors(command) => {
+            commands::executors::run(command, &registry(&cli.executors_files)?)
+        }
+        Command::Matrix(MatrixCommand::Plan(args)) => {
+            commands::matrix::plan(args, &registry(&cli.executors_files)?)
+        }
+        Command::Matrix(MatrixCommand::Run(args)) => {
+            let registry = registry(&cli.executors_files)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::new(Status::SystemFailure, e))?;
+            runtime.block_on(commands::matrix::run(*args, registry))
+        }
     }
 }

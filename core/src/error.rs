@@ -178,7 +178,9 @@ impl Error {
 fn io_hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => "; free space on that filesystem and try again",
-        Some(libc::EACCES) | Some(libc::EPERM) => "; check the permissions, or run as a user who may access it",
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            "; check the permissions, or run as a user who may access it"
+        }
         Some(libc::EROFS) => "; the filesystem is read-only: choose a writable location",
         _ => "",
     }

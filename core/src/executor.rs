@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+
+/// The cancellation token of [`RunContext::cancel`], re-exported so that
+/// executor crates need not depend on `tokio-util` to name it.
+pub use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, IoContext, Result};
 use crate::promotion::{check_name, BuildPolicy, FreebsdBase, PromotionMetadata, SourceStore};
@@ -419,6 +422,23 @@ pub struct ConfigKey {
     pub description: &'static str,
 }
 
+/// A configuration key as the registry lists it (owned, so that executors
+/// added at run time, like external ones, can declare theirs).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigKeyEntry {
+    pub name: String,
+    pub description: String,
+}
+
+impl From<&ConfigKey> for ConfigKeyEntry {
+    fn from(key: &ConfigKey) -> Self {
+        ConfigKeyEntry {
+            name: key.name.to_string(),
+            description: key.description.to_string(),
+        }
+    }
+}
+
 /// Makes an executor from its configuration (a JSON object; each executor
 /// deserializes it into its own config struct with unknown keys refused).
 pub type Factory = Arc<dyn Fn(serde_json::Value) -> Result<Arc<dyn Executor>> + Send + Sync>;
@@ -460,7 +480,7 @@ pub struct RegistryEntry {
     pub version: String,
     pub origin: String,
     pub kind: ExecutorKind,
-    pub config_keys: Vec<ConfigKey>,
+    pub config_keys: Vec<ConfigKeyEntry>,
     pub factory: Factory,
 }
 
@@ -493,7 +513,7 @@ impl Registry {
                 version: r.version.to_string(),
                 origin: r.origin.to_string(),
                 kind: r.kind,
-                config_keys: r.config_keys.to_vec(),
+                config_keys: r.config_keys.iter().map(ConfigKeyEntry::from).collect(),
                 factory: Arc::new(factory),
             })?;
         }

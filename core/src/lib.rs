@@ -10,10 +10,14 @@
 //! This crate has no CLI and no SSH: errors are typed ([`Error`]), and each
 //! names the file or field it is about.
 
+pub mod collect;
 pub mod error;
 pub mod executor;
 pub mod fsutil;
+pub mod machines;
 pub mod manifest;
+pub mod matrix;
+pub mod process;
 pub mod promotion;
 pub mod result_root;
 pub mod run_id;

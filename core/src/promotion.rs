@@ -395,7 +395,9 @@ mod tests {
         m.closure_path = Some("/frx/store/abc-fruix-builder-closure".into());
         m.source_store.commit = Some("0123abc".into());
         m.build_policy.jobs = 8;
-        m.build_policy.make_flags.push("WITH_REPRODUCIBLE_BUILD=yes".into());
+        m.build_policy
+            .make_flags
+            .push("WITH_REPRODUCIBLE_BUILD=yes".into());
         m
     }
 

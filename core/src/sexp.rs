@@ -340,6 +340,12 @@ impl<'a> Record<'a> {
             .map(|f| (f.line, f.values.iter().map(|v| v.value().clone()).collect())))
     }
 
+    /// The line of `field`, when it is present and not yet consumed: for
+    /// errors about a value that read well but is not allowed.
+    pub fn field_line(&self, field: &str) -> Option<usize> {
+        self.fields.iter().find(|f| f.name == field).map(|f| f.line)
+    }
+
     /// The line this record starts on.
     pub fn line(&self) -> usize {
         self.line

@@ -71,10 +71,11 @@ mod tree;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use fruix_core::collect::{host_name, probe_for};
 use fruix_core::error::IoContext;
 use fruix_core::executor::{BuildRequest, RunContext};
 use fruix_core::manifest::tree_signature;
-use fruix_core::promotion::{base_probes, ArtifactEntry, FreebsdBase, PromotionMetadata};
+use fruix_core::promotion::{ArtifactEntry, FreebsdBase, PromotionMetadata};
 use fruix_core::{Error, Result};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -107,6 +108,19 @@ pub struct Driver {
     pub work_dir: PathBuf,
 }
 
+/// One make invocation of a build, as data (see [`Driver::plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedStep {
+    /// The make target, also the stage name (`buildworld`, ...).
+    pub target: &'static str,
+    /// make's arguments, in order.
+    pub args: Vec<String>,
+    /// Environment variables to set.
+    pub env_set: Vec<(String, String)>,
+    /// Environment variables to remove.
+    pub env_removed: Vec<&'static str>,
+}
+
 /// The artifacts the driver can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Artifact {
@@ -135,11 +149,11 @@ impl Artifact {
 }
 
 /// `DESTDIR` of `installworld` and `distribution`, inside the work directory.
-const WORLD_DESTDIR: &str = "world";
+pub const WORLD_DESTDIR: &str = "world";
 /// `DESTDIR` of `installkernel`, inside the work directory.
-const KERNEL_DESTDIR: &str = "kernel";
+pub const KERNEL_DESTDIR: &str = "kernel";
 /// `MAKEOBJDIRPREFIX`, inside the work directory.
-const OBJ_DIR: &str = "obj";
+pub const OBJ_DIR: &str = "obj";
 
 /// One make invocation.
 struct Step {
@@ -262,6 +276,39 @@ impl Driver {
             None => command.env_remove("SOURCE_DATE_EPOCH"),
         };
         command
+    }
+
+    /// The make steps `request` needs, in order, as data: what an executor
+    /// that drives make in a guest over SSH runs there, so that it builds
+    /// exactly as this driver does. Checks the request as [`Driver::run`] does.
+    pub fn plan(&self, request: &BuildRequest) -> Result<Vec<PlannedStep>> {
+        let artifacts = requested_artifacts(&request.artifacts)?;
+        check_target(&request.freebsd_base)?;
+        let mut env_set: Vec<(String, String)> = HOST_CONFIG_VARS
+            .iter()
+            .map(|v| (v.to_string(), "/dev/null".to_string()))
+            .collect();
+        let obj = self.work_dir.join(OBJ_DIR).to_string_lossy().into_owned();
+        env_set.push(("MAKEOBJDIRPREFIX".into(), obj));
+        let mut env_removed: Vec<&'static str> = ENV_REMOVED.to_vec();
+        match request.policy.source_date_epoch {
+            Some(epoch) => env_set.push(("SOURCE_DATE_EPOCH".into(), epoch.to_string())),
+            None => env_removed.push("SOURCE_DATE_EPOCH"),
+        }
+        Ok(STEPS
+            .iter()
+            .filter(|s| s.needed_by.iter().any(|a| artifacts.contains(a)))
+            .map(|step| PlannedStep {
+                target: step.target,
+                args: self
+                    .make_args(request, step)
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
+                env_set: env_set.clone(),
+                env_removed: env_removed.clone(),
+            })
+            .collect())
     }
 
     /// The command-line arguments of `step`.
@@ -493,34 +540,6 @@ fn collect(work: &Path, result_root: &Path, artifacts: &[Artifact]) -> Result<()
     Ok(())
 }
 
-/// The probe of artifact `name` in `dir`: the first allowed probe that is a
-/// regular file there, else the first allowed one (validation then reports it
-/// missing).
-fn probe_for(name: &str, dir: &Path) -> String {
-    let probes = base_probes(name).unwrap_or_default();
-    probes
-        .iter()
-        .find(|p| dir.join(p).symlink_metadata().is_ok_and(|m| m.is_file()))
-        .or(probes.first())
-        .map(|p| p.to_string())
-        .unwrap_or_default()
-}
-
-/// This machine's host name.
-fn host_name() -> Result<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for writes of its length.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return Err(Error::system(format!(
-            "cannot read this machine's host name: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,21 +676,5 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with("20260405T213444Z-"));
-    }
-
-    #[test]
-    fn bootloader_probe_prefers_loader_then_loader_efi() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("boot")).unwrap();
-        assert_eq!(probe_for("bootloader", dir.path()), "boot/loader");
-        std::fs::write(dir.path().join("boot/loader.efi"), "").unwrap();
-        assert_eq!(probe_for("bootloader", dir.path()), "boot/loader.efi");
-        std::fs::write(dir.path().join("boot/loader"), "").unwrap();
-        assert_eq!(probe_for("bootloader", dir.path()), "boot/loader");
-    }
-
-    #[test]
-    fn host_name_is_not_empty() {
-        assert!(!host_name().unwrap().is_empty());
     }
 }

@@ -10,6 +10,17 @@
 //!
 //! [`local`] is the `local` executor: the driver on this machine.
 //!
+//! [`guest`] holds the two SSH executors, `host-initiated` (the host drives
+//! the driver's make steps in a guest) and `guest-self-hosted` (the guest's
+//! own fruix runs the driver). They share the transport in [`ssh`] (russh:
+//! known_hosts checking, key and agent authentication, remote commands whose
+//! cancellation stops the remote process tree) and the import in [`import`]
+//! (one tar stream into a staging directory, extracted as untrusted input,
+//! re-hashed against the guest's signatures, moved into place when complete).
+//!
+//! [`external`] runs executors declared in executors files: commands for
+//! the stages prepare, build, collect and cleanup, written in any language.
+//!
 //! Executors are registered with `inventory` and found by name through
 //! [`fruix_core::Registry::compiled`]. A binary that only names this crate in
 //! `Cargo.toml` may have the registrations discarded by the linker; calling
@@ -19,7 +30,11 @@
 //! core's error type, so this crate adds none of its own.
 
 pub mod driver;
+pub mod external;
+pub mod guest;
+pub mod import;
 pub mod local;
+pub mod ssh;
 
 /// Makes sure this crate, and with it its executor registrations, is linked
 /// into the calling binary. Does nothing at run time.

@@ -16,6 +16,7 @@ use fruix_core::executor::{base_artifacts, run_executor, BuildRequest, Event, Ev
 use fruix_core::manifest::tree_signature;
 use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
 use fruix_core::result_root::INCOMPLETE_MARKER;
+use fruix_core::testing::conformance::{Case, Suite};
 use fruix_core::{Error, ResultRoot, TreeSignature};
 use fruix_executors::driver::default_make;
 use fruix_executors::local::LocalConfig;
@@ -540,4 +541,30 @@ async fn a_source_tree_without_makefile_is_refused_naming_it() {
         "{e}"
     );
     assert!(run.stages().is_empty());
+}
+
+#[tokio::test]
+async fn the_local_executor_passes_the_conformance_suite() {
+    require_make();
+    let dir = tempfile::tempdir().unwrap();
+    let local = |config: LocalConfig| -> Arc<dyn fruix_core::Executor> {
+        Arc::new(config.build().unwrap())
+    };
+    // The local executor's "machine" is this one: a make program that cannot
+    // be started is its unreachable machine.
+    let unreachable = LocalConfig {
+        make: Some("fruix-no-such-make".into()),
+        work_dir: None,
+    };
+    Suite {
+        success: Case::new(local(LocalConfig::default()), base_request(&["-DNO_ROOT"])),
+        build_failure: Case::new(
+            local(LocalConfig::default()),
+            base_request(&["FAIL_STEP=buildworld"]),
+        ),
+        system_failure: Case::new(local(unreachable), base_request(&[])),
+        cancellation: Case::new(local(LocalConfig::default()), base_request(&[])),
+    }
+    .run(dir.path())
+    .await;
 }

@@ -32,8 +32,8 @@ use fruix_core::TreeSignature;
 
 use crate::error::{Error, Result};
 use crate::store::{
-    is_reserved, set_mode, set_mtime, Store, MANIFEST_FILE, OBJECT_METADATA_FILE, REFERENCES_FILE,
-    RESERVED_NAMES, STORE_MTIME,
+    is_reserved, set_mode, set_mtime, Store, TempObject, MANIFEST_FILE, OBJECT_METADATA_FILE,
+    REFERENCES_FILE, RESERVED_NAMES, STORE_MTIME,
 };
 
 /// Head symbol of an artifact object's metadata.
@@ -255,15 +255,16 @@ pub fn stripped_modes(entries: &[Entry]) -> Vec<(String, u32)> {
         .collect()
 }
 
-/// Builds artifact object `name` from the walked tree and publishes it.
-/// The caller holds the object's lock and has checked it does not exist.
+/// Builds artifact object `name` from the walked tree in a temporary
+/// directory, ready for [`Store::publish`]. The caller holds the object's lock
+/// and has checked it does not exist.
 pub fn build_artifact_object(
     store: &Store,
     name: &str,
     walked: &[Walked],
     metadata: &str,
     references: &str,
-) -> Result<PathBuf> {
+) -> Result<TempObject> {
     let temp = store.temp_dir(name)?;
     let pooled: Vec<Option<PathBuf>> = walked
         .par_iter()
@@ -314,7 +315,7 @@ pub fn build_artifact_object(
             EntryKind::File { .. } => {}
         }
     }
-    store.publish(temp, name)
+    Ok(temp)
 }
 
 fn link_from_pool(pooled: &Path, target: &Path) -> Result<()> {

@@ -28,7 +28,7 @@ use crate::object::{
     build_artifact_object, check_object, has_reserved_name, object_hash, references_text,
     store_name, stripped_modes, ObjectIdentity,
 };
-use crate::store::{set_mode, set_mtime, Store, REFERENCES_FILE, RESULT_METADATA_FILE};
+use crate::store::{set_mode, set_mtime, Store, TempObject, REFERENCES_FILE, RESULT_METADATA_FILE};
 
 /// Head symbol of a result bundle's metadata.
 pub const RESULT_HEAD: &str = "fruix-native-build-result";
@@ -172,13 +172,20 @@ fn check_artifact(dir: &Path, a: &ArtifactEntry, progress: Option<&Progress>) ->
     Ok(walk)
 }
 
-/// Finds (checked) or creates the store object of one walked artifact, under its lock.
-fn promote_artifact(
+/// One artifact's planned store object.
+struct Planned {
+    report: ArtifactReport,
+    name: String,
+    metadata: String,
+    walked: Vec<Walked>,
+}
+
+fn plan_artifact(
     store: &Store,
     m: &PromotionMetadata,
     a: &ArtifactEntry,
     walk: Walk,
-) -> Result<ArtifactReport> {
+) -> (String, Planned) {
     let entries: Vec<_> = walk.walked.iter().map(|w| w.entry.clone()).collect();
     let identity = ObjectIdentity {
         artifact: a.name.clone(),
@@ -190,35 +197,49 @@ fn promote_artifact(
         stripped_modes: stripped_modes(&entries),
     };
     let name = identity.store_name();
-    let references = references_text(store_references(&[&m.source_store.path]));
-    let _lock = store.lock_object(&name)?;
-    let path = store.path().join(&name);
-    let new = if path.symlink_metadata().is_ok() {
-        let (_, differences) = check_object(&path, false, None)?;
+    let report = ArtifactReport {
+        store_path: store.path().join(&name),
+        tree_signature: walk.signature,
+        new: false,
+        probe: a.probe.clone(),
+        probe_sha256: walk.probe_sha256,
+    };
+    let planned = Planned {
+        report,
+        name,
+        metadata: identity.to_scheme(),
+        walked: walk.walked,
+    };
+    (a.name.clone(), planned)
+}
+
+/// Checks an existing object (never silently reusing a corrupt one), or
+/// builds the object in a temporary directory. The caller holds its lock.
+fn prepare_artifact(
+    store: &Store,
+    references: &str,
+    planned: &mut Planned,
+) -> Result<Option<(TempObject, String)>> {
+    let path = &planned.report.store_path;
+    if path.symlink_metadata().is_ok() {
+        let (_, differences) = check_object(path, false, None)?;
         if !differences.is_empty() {
             return Err(Error::Corrupt {
-                object: path,
+                object: path.clone(),
                 differences,
             });
         }
-        false
-    } else {
-        build_artifact_object(
-            store,
-            &name,
-            &walk.walked,
-            &identity.to_scheme(),
-            &references,
-        )?;
-        true
-    };
-    Ok(ArtifactReport {
-        store_path: path,
-        tree_signature: walk.signature,
-        new,
-        probe: a.probe.clone(),
-        probe_sha256: walk.probe_sha256,
-    })
+        return Ok(None);
+    }
+    planned.report.new = true;
+    let temp = build_artifact_object(
+        store,
+        &planned.name,
+        &planned.walked,
+        &planned.metadata,
+        references,
+    )?;
+    Ok(Some((temp, planned.name.clone())))
 }
 
 /// Promotes an already validated result root.
@@ -236,13 +257,43 @@ pub fn promote_validated(
         .par_iter()
         .map(|a| check_artifact(&root.path().join(&a.path), a, options.progress))
         .collect::<Result<Vec<_>>>()?;
-    let artifacts = m
+    let mut planned: BTreeMap<String, Planned> = m
         .artifacts
-        .par_iter()
+        .iter()
         .zip(walks)
-        .map(|(a, walk)| promote_artifact(store, m, a, walk).map(|report| (a.name.clone(), report)))
-        .collect::<Result<BTreeMap<_, _>>>()?;
-    let (result_store, result_new) = publish_bundle(store, m, &artifacts)?;
+        .map(|(a, walk)| plan_artifact(store, m, a, walk))
+        .collect();
+    let reports: BTreeMap<String, ArtifactReport> = planned
+        .iter()
+        .map(|(n, p)| (n.clone(), p.report.clone()))
+        .collect();
+    let bundle = plan_bundle(m, &reports);
+    // Every lock, in one global order (no deadlock between promotions), is
+    // held until every new object is published together.
+    let mut names: Vec<&str> = planned.values().map(|p| p.name.as_str()).collect();
+    names.push(&bundle.name);
+    names.sort_unstable();
+    names.dedup();
+    let _locks = names
+        .iter()
+        .map(|n| store.lock_object(n))
+        .collect::<Result<Vec<_>>>()?;
+    let references = references_text(store_references(&[&m.source_store.path]));
+    let mut temps = planned
+        .par_iter_mut()
+        .map(|(_, p)| prepare_artifact(store, &references, p))
+        .collect::<Result<Vec<_>>>()?;
+    let result_new = match prepare_bundle(store, &bundle, &reports)? {
+        Some(temp) => {
+            temps.push(Some(temp));
+            true
+        }
+        None => false,
+    };
+    store.publish(temps.into_iter().flatten().collect())?;
+    let result_store = store.path().join(&bundle.name);
+    let artifacts: BTreeMap<String, ArtifactReport> =
+        planned.into_iter().map(|(n, p)| (n, p.report)).collect();
     let probe = |artifact: &str, probes: &[&str]| {
         artifacts
             .get(artifact)
@@ -316,11 +367,17 @@ pub fn bundle_text(m: &PromotionMetadata, artifacts: &BTreeMap<String, ArtifactR
     w.finish()
 }
 
-fn publish_bundle(
-    store: &Store,
+/// The run's result bundle, planned.
+struct PlannedBundle {
+    name: String,
+    text: String,
+    references: String,
+}
+
+fn plan_bundle(
     m: &PromotionMetadata,
     artifacts: &BTreeMap<String, ArtifactReport>,
-) -> Result<(PathBuf, bool)> {
+) -> PlannedBundle {
     let text = bundle_text(m, artifacts);
     let name = store_name(
         &object_hash(&text),
@@ -337,14 +394,26 @@ fn publish_bundle(
         m.closure_path.as_deref().unwrap_or(""),
         m.development_profile_path.as_deref().unwrap_or(""),
     ]));
-    let references = references_text(referenced);
-    let _lock = store.lock_object(&name)?;
-    let path = store.path().join(&name);
+    PlannedBundle {
+        name,
+        text,
+        references: references_text(referenced),
+    }
+}
+
+/// Checks an existing bundle, or builds it in a temporary directory. The
+/// caller holds its lock.
+fn prepare_bundle(
+    store: &Store,
+    bundle: &PlannedBundle,
+    artifacts: &BTreeMap<String, ArtifactReport>,
+) -> Result<Option<(TempObject, String)>> {
+    let path = store.path().join(&bundle.name);
     if path.symlink_metadata().is_ok() {
         crate::verify::check_bundle(&path)?;
-        return Ok((path, false));
+        return Ok(None);
     }
-    let temp = store.temp_dir(&name)?;
+    let temp = store.temp_dir(&bundle.name)?;
     let dir = temp.path();
     let links = dir.join("artifacts");
     std::fs::create_dir(&links).with_path("create", &links)?;
@@ -356,13 +425,13 @@ fn publish_bundle(
     set_mode(&links, 0o555)?;
     set_mtime(&links)?;
     for (file, content) in [
-        (RESULT_METADATA_FILE, text.as_str()),
-        (REFERENCES_FILE, references.as_str()),
+        (RESULT_METADATA_FILE, bundle.text.as_str()),
+        (REFERENCES_FILE, bundle.references.as_str()),
     ] {
         let p = dir.join(file);
         std::fs::write(&p, content).with_path("write", &p)?;
         set_mode(&p, 0o444)?;
         set_mtime(&p)?;
     }
-    Ok((store.publish(temp, &name)?, true))
+    Ok(Some((temp, bundle.name.clone())))
 }

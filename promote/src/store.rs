@@ -166,23 +166,31 @@ impl Store {
         result.map(|()| pooled)
     }
 
-    /// Publishes a finished temporary object as `name`: read-only root,
-    /// fixed timestamp, flushed to disk, renamed into place.
-    pub fn publish(&self, mut temp: TempObject, name: &str) -> Result<PathBuf> {
-        let path = temp.path.take().expect("temporary object is live");
-        let target = self.root.join(name);
-        let result = (|| {
-            set_mode(&path, 0o555)?;
-            set_mtime(&path)?;
-            sync_filesystem(&self.root)?;
-            fs::rename(&path, &target).with_path("rename into place", &target)?;
-            fruix_core::fsutil::sync_dir(&self.root)?;
-            Ok(target)
-        })();
-        if result.is_err() {
-            remove_tree(&path);
+    /// Publishes finished temporary objects under their names, all or none
+    /// failing together: each root is made read-only with a fixed timestamp,
+    /// everything is flushed to disk once, then each is renamed into place.
+    /// The caller holds every object's lock.
+    pub fn publish(&self, temps: Vec<(TempObject, String)>) -> Result<Vec<PathBuf>> {
+        for (temp, _) in &temps {
+            set_mode(temp.path(), 0o555)?;
+            set_mtime(temp.path())?;
         }
-        result
+        if temps.is_empty() {
+            return Ok(Vec::new());
+        }
+        sync_filesystem(&self.root)?;
+        let mut published = Vec::new();
+        for (mut temp, name) in temps {
+            let path = temp.path.take().expect("temporary object is live");
+            let target = self.root.join(&name);
+            if let Err(e) = fs::rename(&path, &target) {
+                remove_tree(&path);
+                return Err(fruix_core::Error::io("rename into place", &target, e).into());
+            }
+            published.push(target);
+        }
+        fruix_core::fsutil::sync_dir(&self.root)?;
+        Ok(published)
     }
 }
 

@@ -9,8 +9,16 @@
 mod util;
 
 mod build_local;
+mod executors_external;
+mod executors_plugin;
 mod guile;
+mod matrix;
+mod matrix_ssh;
 mod mtree;
 mod nix_hash;
 mod promote_cli;
 mod readme;
+mod ssh_build;
+mod ssh_host_keys;
+mod ssh_import;
+mod sshd;

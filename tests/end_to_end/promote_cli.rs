@@ -295,15 +295,31 @@ fn concurrent_promote_processes_end_with_one_correct_store() {
         .into_iter()
         .map(|c| {
             let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             serde_json::from_slice(&out.stdout).unwrap()
         })
         .collect();
-    assert!(reports.windows(2).all(|w| w[0]["result_store"] == w[1]["result_store"]));
-    assert!(reports.windows(2).all(|w| w[0]["artifacts"]["world"]["store_path"] == w[1]["artifacts"]["world"]["store_path"]));
-    let created = reports.iter().filter(|r| r["artifacts"]["world"]["new"] == true).count();
+    assert!(reports
+        .windows(2)
+        .all(|w| w[0]["result_store"] == w[1]["result_store"]));
+    assert!(reports
+        .windows(2)
+        .all(|w| w[0]["artifacts"]["world"]["store_path"]
+            == w[1]["artifacts"]["world"]["store_path"]));
+    let created = reports
+        .iter()
+        .filter(|r| r["artifacts"]["world"]["new"] == true)
+        .count();
     assert_eq!(created, 1, "exactly one process creates the world object");
-    run_ok(fruix().args(["store", "verify", "--quiet", "--store"]).arg(&store));
+    run_ok(
+        fruix()
+            .args(["store", "verify", "--quiet", "--store"])
+            .arg(&store),
+    );
 }
 
 /// A small tmpfs, unmounted on drop.
@@ -314,7 +330,9 @@ struct SmallFilesystem {
 impl SmallFilesystem {
     fn mount(path: PathBuf, size: &str) -> Self {
         fs::create_dir_all(&path).unwrap();
-        let out = run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&path));
+        let out = run(std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path));
         assert!(
             out.status.success(),
             "this test mounts a small tmpfs to fill the disk and needs root (run scripts/test.sh as root): {}",
@@ -326,7 +344,9 @@ impl SmallFilesystem {
 
 impl Drop for SmallFilesystem {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.path).status();
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
     }
 }
 
@@ -336,13 +356,21 @@ fn disk_full_midway_removes_temporaries_and_publishes_nothing() {
     let root = dir.path().join("root");
     write_sample_result_root(&root, "local", "20260405T213444Z", false).unwrap();
     for i in 0..8u8 {
-        fs::write(root.join(format!("artifacts/world/usr/blob{i}")), vec![i; 1 << 20]).unwrap();
+        fs::write(
+            root.join(format!("artifacts/world/usr/blob{i}")),
+            vec![i; 1 << 20],
+        )
+        .unwrap();
     }
     let small = SmallFilesystem::mount(dir.path().join("small"), "4m");
     let store = small.path.join("store");
     let out = promote(&root, &store, &["--quiet"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "disk full is a system failure: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "disk full is a system failure: {stderr}"
+    );
     assert!(stderr.contains("No space left on device"), "{stderr}");
     let visible: Vec<_> = fs::read_dir(&store)
         .unwrap()
@@ -350,7 +378,10 @@ fn disk_full_midway_removes_temporaries_and_publishes_nothing() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.') || n.starts_with(".tmp-"))
         .collect();
-    assert!(visible.is_empty(), "no object and no temporary may remain: {visible:?}");
+    assert!(
+        visible.is_empty(),
+        "no object and no temporary may remain: {visible:?}"
+    );
     let pool_temps = fs::read_dir(store.join(".links"))
         .unwrap()
         .flatten()

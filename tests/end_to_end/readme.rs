@@ -6,8 +6,13 @@ use crate::util::{fruix, key_values, require_tool, run_ok};
 
 /// The shell line in the fenced block after `marker` in README.md.
 fn readme_command(marker: &str) -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
-    let after = readme.split(marker).nth(1).unwrap_or_else(|| panic!("README.md has no {marker}"));
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let after = readme
+        .split(marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("README.md has no {marker}"));
     after
         .lines()
         .skip_while(|l| !l.starts_with("```"))
@@ -28,12 +33,18 @@ fn readme_main_command_builds_the_fixture_into_frx_store() {
     // Run it from a directory shaped like a fresh clone, so that ./frx-store lands there.
     let clone = tempfile::tempdir().unwrap();
     std::fs::create_dir(clone.path().join("tests")).unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").canonicalize().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .canonicalize()
+        .unwrap();
     std::os::unix::fs::symlink(fixtures, clone.path().join("tests/fixtures")).unwrap();
     let kv = key_values(&run_ok(fruix().args(&args).current_dir(clone.path())));
     let store = clone.path().join("frx-store").canonicalize().unwrap();
     for artifact in ["world", "kernel", "headers", "bootloader"] {
-        assert!(Path::new(&kv[&format!("{artifact}_store")]).starts_with(&store), "{kv:?}");
+        assert!(
+            Path::new(&kv[&format!("{artifact}_store")]).starts_with(&store),
+            "{kv:?}"
+        );
     }
     assert!(readme_command("<!-- test-command -->").contains("scripts/test.sh"));
 }

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fruix_core::promotion::{ArtifactEntry, BuildPolicy, FreebsdBase, PromotionMetadata, SourceStore};
+use fruix_core::promotion::{
+    ArtifactEntry, BuildPolicy, FreebsdBase, PromotionMetadata, SourceStore,
+};
 
 /// A small deterministic generator (xorshift64*), so every run measures the same tree.
 struct Rng(u64);
@@ -48,7 +50,18 @@ struct Spec {
 const SPECS: [Spec; 4] = [
     Spec {
         artifact: "world",
-        dirs: &["bin", "sbin", "usr/bin", "usr/sbin", "lib", "usr/lib", "usr/share/man/man1", "usr/share/locale", "etc", "usr/libexec"],
+        dirs: &[
+            "bin",
+            "sbin",
+            "usr/bin",
+            "usr/sbin",
+            "lib",
+            "usr/lib",
+            "usr/share/man/man1",
+            "usr/share/locale",
+            "etc",
+            "usr/libexec",
+        ],
         files: 21_000,
         min: 200,
         max: 250_000,
@@ -64,7 +77,13 @@ const SPECS: [Spec; 4] = [
     },
     Spec {
         artifact: "headers",
-        dirs: &["usr/include", "usr/include/sys", "usr/include/net", "usr/include/machine", "usr/include/netinet"],
+        dirs: &[
+            "usr/include",
+            "usr/include/sys",
+            "usr/include/net",
+            "usr/include/machine",
+            "usr/include/netinet",
+        ],
         files: 3_900,
         min: 300,
         max: 60_000,
@@ -88,7 +107,9 @@ fn generate(root: &Path, scale: f64) -> (u64, u64) {
         let base = root.join("artifacts").join(spec.artifact);
         let count = (spec.files as f64 * scale) as usize;
         for i in 0..count {
-            let dir = base.join(spec.dirs[i % spec.dirs.len()]).join(format!("d{}", i % 97));
+            let dir = base
+                .join(spec.dirs[i % spec.dirs.len()])
+                .join(format!("d{}", i % 97));
             fs::create_dir_all(&dir).unwrap();
             let path = dir.join(format!("f{i}"));
             let size = rng.size(spec.min, spec.max);
@@ -104,7 +125,15 @@ fn generate(root: &Path, scale: f64) -> (u64, u64) {
                 left -= n;
             }
             fs::write(&path, &out).unwrap();
-            let mode = if spec.exec && i % 3 == 0 { if i % 997 == 0 { 0o4555 } else { 0o555 } } else { 0o444 };
+            let mode = if spec.exec && i % 3 == 0 {
+                if i % 997 == 0 {
+                    0o4555
+                } else {
+                    0o555
+                }
+            } else {
+                0o444
+            };
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
             if i % 15 == 0 {
                 symlink(format!("f{i}"), dir.join(format!("link{i}"))).unwrap();
@@ -123,7 +152,9 @@ fn generate(root: &Path, scale: f64) -> (u64, u64) {
     for (artifact, probe, size) in probes {
         let p = root.join("artifacts").join(artifact).join(probe);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
-        let content: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_mul(31) ^ (rng.next() as u8)).collect();
+        let content: Vec<u8> = (0..size)
+            .map(|i| (i as u8).wrapping_mul(31) ^ (rng.next() as u8))
+            .collect();
         fs::write(&p, content).unwrap();
         files += 1;
         bytes += size;
@@ -167,9 +198,13 @@ fn generate(root: &Path, scale: f64) -> (u64, u64) {
 }
 
 /// Runs `cmd`, returning wall time and peak resident memory of the child (KiB).
+// The child is reaped by wait4 (for its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn measure(label: &str, cmd: &mut Command) -> (Duration, u64) {
     let started = Instant::now();
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{label}: cannot run {cmd:?}: {e}"));
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{label}: cannot run {cmd:?}: {e}"));
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
@@ -178,8 +213,10 @@ fn measure(label: &str, cmd: &mut Command) -> (Duration, u64) {
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let elapsed = started.elapsed();
     assert_eq!(rc, pid, "{label}: wait4 failed");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{label}: {cmd:?} failed");
-    std::mem::forget(child.stdin.take());
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{label}: {cmd:?} failed"
+    );
     (elapsed, usage.ru_maxrss as u64)
 }
 
@@ -190,7 +227,13 @@ fn main() {
         match arg.as_str() {
             "--dir" => dir = PathBuf::from(args.next().expect("--dir DIR")),
             "--keep" => keep = true,
-            "--scale" => scale = args.next().expect("--scale F").parse().expect("--scale takes a number"),
+            "--scale" => {
+                scale = args
+                    .next()
+                    .expect("--scale F")
+                    .parse()
+                    .expect("--scale takes a number")
+            }
             "--help" | "-h" => {
                 println!("usage: fruix-bench [--dir DIR] [--scale F] [--keep]\n\nDIR (default $TMPDIR/fruix-bench) is emptied first and removed at the end unless --keep is given;\nF scales the file count (1.0: about 26,000 files, 0.9 GB).");
                 return;
@@ -199,7 +242,11 @@ fn main() {
         }
     }
     let fruix = std::env::current_exe().unwrap().with_file_name("fruix");
-    assert!(fruix.is_file(), "{} not found: build it first (cargo build --release)", fruix.display());
+    assert!(
+        fruix.is_file(),
+        "{} not found: build it first (cargo build --release)",
+        fruix.display()
+    );
     if dir.exists() {
         fruix_promote::store::remove_tree(&dir);
     }
@@ -208,30 +255,66 @@ fn main() {
     let copy = dir.join("copy");
     fs::create_dir_all(&root).unwrap();
     let (files, bytes) = generate(&root, scale);
-    println!("tree: {files} files, {:.2} GB, in {}", bytes as f64 / 1e9, dir.display());
+    println!(
+        "tree: {files} files, {:.2} GB, in {}",
+        bytes as f64 / 1e9,
+        dir.display()
+    );
     // Warm the page cache once so that every contender reads from memory.
     let _ = Command::new("cat").arg(root.join("promotion.scm")).output();
-    let (t_nix, _) = measure("nix-hash", Command::new("nix-hash").args(["--type", "sha256"]).arg(root.join("artifacts")).stdout(std::process::Stdio::null()));
+    let (t_nix, _) = measure(
+        "nix-hash",
+        Command::new("nix-hash")
+            .args(["--type", "sha256"])
+            .arg(root.join("artifacts"))
+            .stdout(std::process::Stdio::null()),
+    );
     let (t_cp, _) = measure("cp -a", Command::new("cp").arg("-a").arg(&root).arg(&copy));
     let (t_fresh, m_fresh) = measure(
         "promote (empty store)",
-        Command::new(&fruix).args(["native-build", "promote", "--quiet", "--store"]).arg(&store).arg(&root).stdout(std::process::Stdio::null()),
+        Command::new(&fruix)
+            .args(["native-build", "promote", "--quiet", "--store"])
+            .arg(&store)
+            .arg(&root)
+            .stdout(std::process::Stdio::null()),
     );
     let (t_again, m_again) = measure(
         "promote (already present)",
-        Command::new(&fruix).args(["native-build", "promote", "--quiet", "--store"]).arg(&store).arg(&root).stdout(std::process::Stdio::null()),
+        Command::new(&fruix)
+            .args(["native-build", "promote", "--quiet", "--store"])
+            .arg(&store)
+            .arg(&root)
+            .stdout(std::process::Stdio::null()),
     );
     let (t_verify, m_verify) = measure(
         "store verify",
-        Command::new(&fruix).args(["store", "verify", "--quiet", "--store"]).arg(&store).stdout(std::process::Stdio::null()),
+        Command::new(&fruix)
+            .args(["store", "verify", "--quiet", "--store"])
+            .arg(&store)
+            .stdout(std::process::Stdio::null()),
     );
-    let (t_nix2, _) = measure("nix-hash (again)", Command::new("nix-hash").args(["--type", "sha256"]).arg(root.join("artifacts")).stdout(std::process::Stdio::null()));
+    let (t_nix2, _) = measure(
+        "nix-hash (again)",
+        Command::new("nix-hash")
+            .args(["--type", "sha256"])
+            .arg(root.join("artifacts"))
+            .stdout(std::process::Stdio::null()),
+    );
     let t_nix = t_nix.min(t_nix2);
     let s = |d: Duration| d.as_secs_f64();
     println!("{:<28} {:>9} {:>12}", "command", "seconds", "peak MiB");
     println!("{:<28} {:>9.2} {:>12}", "cp -a", s(t_cp), "-");
-    println!("{:<28} {:>9.2} {:>12}", "nix-hash --type sha256", s(t_nix), "-");
-    for (label, t, m) in [("promote (empty store)", t_fresh, m_fresh), ("promote (already present)", t_again, m_again), ("store verify", t_verify, m_verify)] {
+    println!(
+        "{:<28} {:>9.2} {:>12}",
+        "nix-hash --type sha256",
+        s(t_nix),
+        "-"
+    );
+    for (label, t, m) in [
+        ("promote (empty store)", t_fresh, m_fresh),
+        ("promote (already present)", t_again, m_again),
+        ("store verify", t_verify, m_verify),
+    ] {
         println!("{label:<28} {:>9.2} {:>12.1}", s(t), m as f64 / 1024.0);
     }
     println!();
@@ -240,10 +323,22 @@ fn main() {
     let r_again = s(t_again) / s(t_nix);
     let r_verify = s(t_verify) / s(t_nix);
     let peak = m_fresh.max(m_again).max(m_verify) as f64 / 1024.0;
-    println!("ratio promote/cp -a          {r_fresh:.2}  (target <= 1.30: {})", check(r_fresh <= 1.3));
-    println!("ratio re-promote/nix-hash    {r_again:.2}  (target <= 0.80: {})", check(r_again <= 0.8));
-    println!("ratio verify/nix-hash        {r_verify:.2}  (target <= 0.80: {})", check(r_verify <= 0.8));
-    println!("peak memory                  {peak:.1} MiB (target < 150: {})", check(peak < 150.0));
+    println!(
+        "ratio promote/cp -a          {r_fresh:.2}  (target <= 1.30: {})",
+        check(r_fresh <= 1.3)
+    );
+    println!(
+        "ratio re-promote/nix-hash    {r_again:.2}  (target <= 0.80: {})",
+        check(r_again <= 0.8)
+    );
+    println!(
+        "ratio verify/nix-hash        {r_verify:.2}  (target <= 0.80: {})",
+        check(r_verify <= 0.8)
+    );
+    println!(
+        "peak memory                  {peak:.1} MiB (target < 150: {})",
+        check(peak < 150.0)
+    );
     if !keep {
         fruix_promote::store::remove_tree(&dir);
     }

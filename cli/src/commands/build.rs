@@ -8,7 +8,7 @@ use fruix_core::run_id::{allocate_run_dir, format_run_id};
 use fruix_core::Error as CoreError;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::BuildArgs;
+use crate::args::{BuildArgs, GuestArgs};
 use crate::commands::promote::{print_report, promote_with_progress};
 use crate::display::show_events;
 use crate::exit::{self, CliError, CliResult, Status};
@@ -20,10 +20,11 @@ struct BuildPlan {
 }
 
 pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
+    let config = with_guest_flags(config_object(&args.config)?, &args.guest)?;
     let executor = registry
-        .create(&args.executor, config_object(&args.config)?)
+        .create(&args.executor, config)
         .map_err(|e| CliError::new(exit::before_run(&e), e))?;
-    let plan = plan(&args)?;
+    let plan = plan(&args, executor.capabilities().remote)?;
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
     let (events, rx) = EventSink::channel();
@@ -67,7 +68,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
 }
 
 /// Maps a failed run to its status, printing a build failure's log tail.
-fn run_error(e: CoreError) -> CliError {
+pub(crate) fn run_error(e: CoreError) -> CliError {
     if let CoreError::Build { tail, .. } = &e {
         if !tail.is_empty() {
             eprintln!("--- last {} log lines ---", tail.len());
@@ -84,7 +85,7 @@ fn run_error(e: CoreError) -> CliError {
     CliError::new(status, e)
 }
 
-fn watch_signals(cancel: CancellationToken) {
+pub(crate) fn watch_signals(cancel: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (
@@ -119,8 +120,65 @@ fn config_object(pairs: &[String]) -> CliResult<serde_json::Value> {
     Ok(serde_json::Value::Object(map))
 }
 
-fn plan(args: &BuildArgs) -> CliResult<BuildPlan> {
-    let source = check_source(&args.source)?;
+/// Adds the guest flags (`--guest`, `--identity`, ...) to the executor
+/// configuration under their key names; a key also given with `--config`
+/// and a different value is a usage error.
+fn with_guest_flags(
+    mut config: serde_json::Value,
+    guest: &GuestArgs,
+) -> CliResult<serde_json::Value> {
+    use serde_json::Value;
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| Value::from(p.to_string_lossy()));
+    let flags = [
+        ("guest", guest.guest.clone().map(Value::from)),
+        ("identity", path(&guest.identity)),
+        ("known_hosts", path(&guest.known_hosts)),
+        (
+            "guest_state_dir",
+            guest.guest_state_dir.clone().map(Value::from),
+        ),
+        ("guest_helper", guest.guest_helper.clone().map(Value::from)),
+        ("machines", path(&guest.machines)),
+        ("machine", guest.machine.clone().map(Value::from)),
+        (
+            "accept_new_host_key",
+            guest.accept_new_host_key.then_some(Value::Bool(true)),
+        ),
+    ];
+    let map = config
+        .as_object_mut()
+        .expect("config_object returns an object");
+    for (key, value) in flags {
+        let Some(value) = value else { continue };
+        match map.get(key) {
+            Some(given) if *given != value => {
+                return Err(CliError::usage(format!(
+                    "--{} {value} conflicts with --config {key}={given}; give it once",
+                    key.replace('_', "-")
+                )))
+            }
+            _ => {
+                map.insert(key.to_string(), value);
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// `remote`: the executor builds on another machine, so the source is a path
+/// there; it is only checked here when this machine has it too.
+fn plan(args: &BuildArgs, remote: bool) -> CliResult<BuildPlan> {
+    let source = if remote && !args.source.exists() {
+        if !args.source.is_absolute() {
+            return Err(CliError::usage(format!(
+                "source {}: give the absolute path of the source tree in the guest",
+                args.source.display()
+            )));
+        }
+        args.source.clone()
+    } else {
+        check_source(&args.source)?
+    };
     let (name, version) = match &args.freebsd_version {
         Some(v) => ("FreeBSD".to_string(), v.clone()),
         None => read_newvers(&source)?,
@@ -184,7 +242,7 @@ fn plan(args: &BuildArgs) -> CliResult<BuildPlan> {
 }
 
 /// The source must be a directory with a top-level Makefile that knows buildworld.
-fn check_source(source: &Path) -> CliResult<PathBuf> {
+pub(crate) fn check_source(source: &Path) -> CliResult<PathBuf> {
     let dir = std::fs::canonicalize(source).map_err(|e| {
         CliError::usage(format!(
             "source {}: {e}; give an existing FreeBSD source tree",
@@ -219,7 +277,7 @@ fn check_source(source: &Path) -> CliResult<PathBuf> {
 }
 
 /// TYPE, REVISION and BRANCH from `sys/conf/newvers.sh`, as (name, "REVISION-BRANCH").
-fn read_newvers(source: &Path) -> CliResult<(String, String)> {
+pub(crate) fn read_newvers(source: &Path) -> CliResult<(String, String)> {
     let path = source.join("sys/conf/newvers.sh");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         CliError::usage(format!(
@@ -250,7 +308,7 @@ fn read_newvers(source: &Path) -> CliResult<(String, String)> {
 
 /// The source branch a version usually comes from: 15.0-STABLE -> stable/15,
 /// 15.0-CURRENT -> main, 14.2-RELEASE -> releng/14.2.
-fn branch_of(version: &str) -> String {
+pub(crate) fn branch_of(version: &str) -> String {
     let (revision, kind) = version.split_once('-').unwrap_or((version, ""));
     let major = revision.split('.').next().unwrap_or(revision);
     match kind {
@@ -264,7 +322,7 @@ fn branch_of(version: &str) -> String {
 }
 
 /// FreeBSD's TARGET for a TARGET_ARCH.
-fn target_of(arch: &str) -> &str {
+pub(crate) fn target_of(arch: &str) -> &str {
     match arch {
         "aarch64" => "arm64",
         "armv6" | "armv7" => "arm",
@@ -305,5 +363,28 @@ mod tests {
             serde_json::json!({ "make": "bmake", "keep_work": true, "jobs": 3 })
         );
         assert!(config_object(&["novalue".into()]).is_err());
+    }
+
+    #[test]
+    fn guest_flags_become_config_keys_and_conflicts_are_refused() {
+        let guest = GuestArgs {
+            guest: Some("root@127.0.0.1:2222".into()),
+            known_hosts: Some("/k".into()),
+            accept_new_host_key: true,
+            ..Default::default()
+        };
+        let v = with_guest_flags(
+            config_object(&["guest=root@127.0.0.1:2222".into()]).unwrap(),
+            &guest,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({ "guest": "root@127.0.0.1:2222", "known_hosts": "/k", "accept_new_host_key": true })
+        );
+        let e = with_guest_flags(config_object(&["guest=other@h".into()]).unwrap(), &guest)
+            .unwrap_err();
+        assert_eq!(e.status, Status::Usage);
+        assert!(e.error.to_string().contains("conflicts"), "{}", e.error);
     }
 }

@@ -1,6 +1,8 @@
-//! `fruix executors list|describe`.
+//! `fruix executors list|describe`: every executor this fruix knows, built-in,
+//! plugin (compiled in through a cargo feature) or external (from executors
+//! files), with its configuration keys and capabilities.
 
-use fruix_core::executor::Registry;
+use fruix_core::executor::{Registry, RegistryEntry};
 
 use crate::args::ExecutorsCommand;
 use crate::exit::{self, CliError, CliResult, Status};
@@ -8,22 +10,37 @@ use crate::exit::{self, CliError, CliResult, Status};
 pub fn run(command: ExecutorsCommand, registry: &Registry) -> CliResult {
     match command {
         ExecutorsCommand::List { json } => {
-            let rows: Vec<_> = registry
-                .entries()
-                .map(|e| serde_json::json!({ "name": e.name, "version": e.version, "kind": e.kind, "description": e.description }))
-                .collect();
             if json {
+                let rows: Vec<_> = registry
+                    .entries()
+                    .map(|e| serde_json::json!({ "name": e.name, "version": e.version, "kind": e.kind, "origin": e.origin, "description": e.description }))
+                    .collect();
                 println!("{}", serde_json::Value::Array(rows));
-            } else {
-                for e in registry.entries() {
-                    println!(
-                        "{:<20} {:<8} {:<9} {}",
-                        e.name,
-                        e.version,
-                        e.kind.to_string(),
-                        e.description
-                    );
-                }
+                return Ok(Status::Success);
+            }
+            let width = |column: fn(&RegistryEntry) -> String, title: &str| {
+                registry
+                    .entries()
+                    .map(|e| column(e).len())
+                    .chain([title.len()])
+                    .max()
+                    .unwrap_or_default()
+            };
+            let name_width = width(|e| e.name.clone(), "NAME");
+            let version_width = width(|e| e.version.clone(), "VERSION");
+            let kind_width = width(|e| e.kind.to_string(), "KIND");
+            println!(
+                "{:<name_width$}  {:<version_width$}  {:<kind_width$}  DESCRIPTION",
+                "NAME", "VERSION", "KIND"
+            );
+            for e in registry.entries() {
+                println!(
+                    "{:<name_width$}  {:<version_width$}  {:<kind_width$}  {}",
+                    e.name,
+                    e.version,
+                    e.kind.to_string(),
+                    e.description
+                );
             }
             Ok(Status::Success)
         }

@@ -2,5 +2,7 @@
 
 pub mod build;
 pub mod executors;
+pub mod matrix;
 pub mod promote;
+pub mod self_hosted;
 pub mod store;

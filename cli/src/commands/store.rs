@@ -28,7 +28,9 @@ fn verify(args: VerifyArgs) -> CliResult {
         quiet: args.quiet || args.json,
         verbose: false,
     });
-    let results = with_progress(mode, "verify", &progress, || verify_objects(&paths, Some(&progress)));
+    let results = with_progress(mode, "verify", &progress, || {
+        verify_objects(&paths, Some(&progress))
+    });
     let corrupt = results.iter().filter(|r| !r.ok).count();
     if args.json {
         println!(

@@ -4,6 +4,11 @@
 //! root (the four base artifacts, a setuid file, absolute and relative
 //! symlinks, exec bits) so that tests of promotion and import do not need a
 //! build.
+//!
+//! [`conformance`] is the executor contract suite every executor runs
+//! against itself.
+
+pub mod conformance;
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};

@@ -1,0 +1,270 @@
+//! `fruix-bench-import`: measures fruix's import of a guest result root over
+//! SSH against OpenSSH's `ssh HOST tar -cf - ROOT | tar -xf -`.
+//!
+//! Generates a FreeBSD-base-sized result root (about 26,000 files and 0.9 GB,
+//! log-uniform sizes, symlinks, exec bits), starts Debian's `sshd` on
+//! 127.0.0.1 and a free port with generated keys (all inside the work
+//! directory), then in one run: fruix's import (russh exec channel, tar
+//! stream, safe extraction into a staging directory, moved into place) and
+//! the OpenSSH client pipe into an empty directory, each twice, best time
+//! kept. Prints both times and the ratio (target: at most 1.3). A benchmark,
+//! never a test.
+//!
+//! sshd sets `SHLVL=1` for its sessions so that a bash login shell skips
+//! `~/.bashrc`: the account's shell setup is the same cost for both sides
+//! but is not what is measured.
+//!
+//! Usage: `cargo build --release && target/release/fruix-bench-import [--dir DIR] [--scale F]`
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fruix_core::executor::{EventSink, RunContext};
+use fruix_executors::import;
+use fruix_executors::ssh::{HostKeyPolicy, SshOptions, SshSession, SshTarget};
+
+/// xorshift64*, so every run measures the same tree.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn size(&mut self, min: u64, max: u64) -> u64 {
+        let (lo, hi) = ((min as f64).ln(), (max as f64).ln());
+        let u = (self.next() % 1_000_000) as f64 / 1_000_000.0;
+        (lo + u * (hi - lo)).exp() as u64
+    }
+}
+
+/// (artifact, directories, files, min size, max size)
+const SPECS: [(&str, &[&str], usize, u64, u64); 4] = [
+    (
+        "world",
+        &[
+            "bin",
+            "sbin",
+            "usr/bin",
+            "usr/lib",
+            "usr/share/man/man1",
+            "etc",
+        ],
+        21_000,
+        200,
+        250_000,
+    ),
+    ("kernel", &["boot/kernel"], 900, 8_000, 900_000),
+    (
+        "headers",
+        &["usr/include", "usr/include/sys", "usr/include/net"],
+        3_900,
+        300,
+        60_000,
+    ),
+    ("bootloader", &["boot", "boot/lua"], 120, 500, 600_000),
+];
+
+fn generate(root: &Path, scale: f64) -> (u64, u64) {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for (artifact, dirs, count, min, max) in SPECS {
+        let base = root.join("artifacts").join(artifact);
+        for i in 0..(count as f64 * scale) as usize {
+            let dir = base.join(dirs[i % dirs.len()]).join(format!("d{}", i % 97));
+            fs::create_dir_all(&dir).unwrap();
+            let size = rng.size(min, max) as usize;
+            let mut data = Vec::with_capacity(size + 8);
+            while data.len() < size {
+                data.extend_from_slice(&rng.next().to_le_bytes());
+            }
+            data.truncate(size);
+            let path = dir.join(format!("f{i}"));
+            fs::write(&path, &data).unwrap();
+            let mode = if i % 3 == 0 { 0o555 } else { 0o444 };
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            if i % 15 == 0 {
+                symlink(format!("f{i}"), dir.join(format!("link{i}"))).unwrap();
+            }
+            files += 1;
+            bytes += size as u64;
+        }
+    }
+    (files, bytes)
+}
+
+fn run_ok(cmd: &mut Command) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed: {status}");
+}
+
+/// Starts sshd on a free port with keys in `dir`; returns it and its port.
+fn start_sshd(dir: &Path) -> (Child, u16) {
+    for key in ["host_ed25519", "id_ed25519"] {
+        let _ = fs::remove_file(dir.join(key));
+        let _ = fs::remove_file(dir.join(format!("{key}.pub")));
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(key)),
+        );
+    }
+    fs::copy(dir.join("id_ed25519.pub"), dir.join("authorized_keys")).unwrap();
+    fs::create_dir_all("/run/sshd").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = dir.display();
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    fs::write(
+        dir.join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+             PermitRootLogin prohibit-password\nAllowUsers {user}\nLogLevel ERROR\nSetEnv SHLVL=1\n"
+        ),
+    )
+    .unwrap();
+    let host_key = fs::read_to_string(dir.join("host_ed25519.pub")).unwrap();
+    let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
+    fs::write(
+        dir.join("known_hosts"),
+        format!("[127.0.0.1]:{port} {}\n", host_key.join(" ")),
+    )
+    .unwrap();
+    let mut child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(dir.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start /usr/sbin/sshd (Debian package openssh-server)");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (child, port);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("sshd did not start");
+}
+
+fn fresh(dir: &Path) -> PathBuf {
+    if dir.exists() {
+        run_ok(Command::new("rm").arg("-rf").arg(dir));
+    }
+    fs::create_dir_all(dir).unwrap();
+    dir.to_path_buf()
+}
+
+async fn fruix_import(options: &SshOptions, root: &Path, dest: &Path) -> Duration {
+    let request = serde_json::from_value(serde_json::json!({
+        "run_id": "bench", "freebsd_base": {"name": "FreeBSD", "version": "15.0", "branch": "main", "target": "amd64", "target_arch": "amd64"},
+        "source": {"path": "/usr/src", "commit": null},
+        "policy": {"jobs": 1, "kernconf": "GENERIC", "make_flags": [], "source_date_epoch": null},
+        "artifacts": ["world"],
+    }))
+    .unwrap();
+    let ctx = RunContext {
+        request,
+        result_root: dest.to_path_buf(),
+        events: EventSink::discard(),
+        cancel: Default::default(),
+    };
+    let started = Instant::now();
+    let session = SshSession::connect(options, &ctx.events).await.unwrap();
+    let staged = import::fetch(&session, &root.display().to_string(), &ctx)
+        .await
+        .unwrap();
+    staged.place(dest).unwrap();
+    session.disconnect().await;
+    started.elapsed()
+}
+
+fn openssh_pipe(dir: &Path, port: u16, root: &Path, dest: &Path) -> Duration {
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let script = format!(
+        "ssh -q -i {d}/id_ed25519 -o UserKnownHostsFile={d}/known_hosts -o BatchMode=yes -p {port} {user}@127.0.0.1 tar -C {root} -cf - . | tar -xf - -C {dest}",
+        d = dir.display(),
+        root = root.display(),
+        dest = dest.display()
+    );
+    let started = Instant::now();
+    run_ok(Command::new("sh").args(["-c", &script]));
+    started.elapsed()
+}
+
+fn main() {
+    let mut dir = PathBuf::from("/var/tmp/fruix-bench-import");
+    let mut scale = 1.0;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dir" => dir = PathBuf::from(args.next().expect("--dir DIR")),
+            "--scale" => scale = args.next().expect("--scale F").parse().expect("a number"),
+            other => panic!(
+                "unknown argument {other}; usage: fruix-bench-import [--dir DIR] [--scale F]"
+            ),
+        }
+    }
+    let work = fresh(&dir);
+    let root = work.join("guest-root");
+    let (files, bytes) = generate(&root, scale);
+    println!("result root: {files} files, {:.2} GB", bytes as f64 / 1e9);
+    let keys = fresh(&work.join("ssh"));
+    let (mut sshd, port) = start_sshd(&keys);
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let options = SshOptions {
+        target: SshTarget {
+            user,
+            host: "127.0.0.1".into(),
+            port,
+        },
+        identity: Some(keys.join("id_ed25519")),
+        passphrase_env: None,
+        host_keys: HostKeyPolicy::known_hosts(Some(keys.join("known_hosts")), false),
+        connect_timeout: Duration::from_secs(30),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut best_fruix, mut best_ssh) = (Duration::MAX, Duration::MAX);
+    for round in 1..=2 {
+        let dest = fresh(&work.join("fruix-dest")).join("root");
+        fs::create_dir(&dest).unwrap();
+        let t = runtime.block_on(fruix_import(&options, &root, &dest));
+        println!(
+            "round {round}: fruix import          {:>7.2}s",
+            t.as_secs_f64()
+        );
+        best_fruix = best_fruix.min(t);
+        let dest = fresh(&work.join("ssh-dest"));
+        let t = openssh_pipe(&keys, port, &root, &dest);
+        println!(
+            "round {round}: ssh tar | tar -xf     {:>7.2}s",
+            t.as_secs_f64()
+        );
+        best_ssh = best_ssh.min(t);
+    }
+    let _ = sshd.kill();
+    let _ = sshd.wait();
+    let ratio = best_fruix.as_secs_f64() / best_ssh.as_secs_f64();
+    println!(
+        "best: fruix {:.2}s, openssh {:.2}s, ratio {ratio:.2}x (target <= 1.30x) {}",
+        best_fruix.as_secs_f64(),
+        best_ssh.as_secs_f64(),
+        if ratio <= 1.3 { "OK" } else { "OVER TARGET" }
+    );
+    let _ = fs::remove_dir_all(&work);
+}

@@ -1,0 +1,157 @@
+//! `fruix-bench-matrix`: measures the matrix runner's scheduling overhead.
+//!
+//! Runs `fruix matrix run` on a matrix of 16 trivially fast cells over two
+//! machines (2 parallel-builds slots each, `max-parallel 4`). The cells use
+//! `bench-null`, an external executor declared `(remote #t)` with the
+//! `machines` and `machine` configuration keys, so the scheduler places its
+//! cells on the pool exactly as it places `host-initiated` ones; its build
+//! script only writes the four probe files (it never connects to the
+//! machines). Each cell is still run through `run_executor`, validated,
+//! signed and promoted into a fresh store.
+//!
+//! Overhead per cell = (wall time of the whole `fruix matrix run`, minus the
+//! cells' own time spread over the 4 slots) / 16, where a cell's own time is
+//! its attempt's recorded duration (the executor's run). The wall time
+//! includes process start, reading the files, promotion and the reports.
+//! Target: under 50 ms per cell. It is a benchmark, never a test.
+//!
+//! Usage: `cargo build --release && target/release/fruix-bench-matrix [--cells N] [--keep]`
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// Slots: 2 machines x 2 parallel builds, and max-parallel.
+const SLOTS: f64 = 4.0;
+
+const BUILD_SCRIPT: &str = r#"#!/bin/sh
+# bench-null: the four base artifacts, one probe file each.
+set -eu
+a=$FRUIX_RESULT_ROOT/artifacts
+mkdir -p "$a/world/bin" "$a/kernel/boot/kernel" "$a/headers/usr/include/sys" "$a/bootloader/boot"
+echo sh > "$a/world/bin/sh"
+echo kernel > "$a/kernel/boot/kernel/kernel"
+echo param > "$a/headers/usr/include/sys/param.h"
+echo loader > "$a/bootloader/boot/loader"
+"#;
+
+fn write(path: &Path, text: &str) {
+    fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let keep = args.iter().any(|a| a == "--keep");
+    let cells: usize = args
+        .iter()
+        .position(|a| a == "--cells")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse().expect("--cells takes a number"))
+        .unwrap_or(16);
+    let dir = std::env::temp_dir().join(format!("fruix-bench-matrix-{}", std::process::id()));
+    let d = dir.as_path();
+    fs::create_dir_all(d.join("src")).unwrap();
+    write(&d.join("src/Makefile"), "buildworld:\n");
+    write(&d.join("build.sh"), BUILD_SCRIPT);
+    fs::set_permissions(d.join("build.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    write(
+        &d.join("executors.scm"),
+        r#"(fruix-executors
+  (format-version 1)
+  (executor
+    (name "bench-null")
+    (version "1.0.0")
+    (description "writes four probe files (matrix benchmark)")
+    (remote #t)
+    (config-key (name "machines") (description "the machines file"))
+    (config-key (name "machine") (description "the machine"))
+    (build (command "./build.sh") (timeout 60))))
+"#,
+    );
+    write(
+        &d.join("machines.scm"),
+        r#"(fruix-machines
+  (machine (name "bench-1") (host "127.0.0.1") (port 9) (user "root") (parallel-builds 2) (speed 1.0))
+  (machine (name "bench-2") (host "127.0.0.1") (port 9) (user "root") (parallel-builds 2) (speed 2.0)))
+"#,
+    );
+    let flags: Vec<String> = (1..=cells).map(|i| format!("\"CELL={i}\"")).collect();
+    write(
+        &d.join("matrix.scm"),
+        &format!(
+            r#"(fruix-matrix
+  (format-version 1)
+  (source "src")
+  (freebsd-version "15.0-STABLE")
+  (machines-file "machines.scm")
+  (axes (executor "bench-null") (make-flag {}))
+  (jobs 1)
+  (source-date-epoch 1775420084)
+  (max-parallel 4))
+"#,
+            flags.join(" ")
+        ),
+    );
+    let fruix = std::env::current_exe().unwrap().with_file_name("fruix");
+    let started = Instant::now();
+    let out = Command::new(&fruix)
+        .arg("--executors-file")
+        .arg(d.join("executors.scm"))
+        .args(["matrix", "run", "--quiet"])
+        .arg(d.join("matrix.scm"))
+        .arg("--store")
+        .arg(d.join("store"))
+        .arg("--state-dir")
+        .arg(d.join("state"))
+        .arg("--report-dir")
+        .arg(d.join("report"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", fruix.display()));
+    let wall = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "fruix matrix run failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("report/report.json")).unwrap()).unwrap();
+    let mut own = 0.0;
+    let mut per_machine = std::collections::BTreeMap::<String, usize>::new();
+    for c in report["cells"].as_array().unwrap() {
+        for a in c["attempts"].as_array().unwrap() {
+            own += a["finished_at"].as_f64().unwrap() - a["started_at"].as_f64().unwrap();
+            *per_machine
+                .entry(a["machine"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    let n = cells as f64;
+    let overhead = (wall - own / SLOTS) / n;
+    println!("cells                      {cells}");
+    println!("cells per machine          {per_machine:?}");
+    println!("wall time                  {:.3} s", wall);
+    println!(
+        "cells' own time (sum)      {:.3} s ({:.1} ms per cell)",
+        own,
+        own / n * 1000.0
+    );
+    println!(
+        "overhead per cell          {:.1} ms (target < 50 ms)",
+        overhead * 1000.0
+    );
+    if keep {
+        println!("kept {}", dir.display());
+    } else {
+        // The store is read-only: make it writable before removing it.
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("u+w")
+            .arg(&dir)
+            .status();
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,92 @@
+//! What `fruix matrix run` shows while cells run: on a terminal, one live
+//! line per running cell (cell, machine, stage, elapsed time, last log line);
+//! otherwise one line when a cell starts and one when it ends. Everything
+//! goes to stderr.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fruix_core::executor::Event;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::display::Mode;
+
+/// The live view of a matrix run.
+pub struct Live {
+    mode: Mode,
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, (ProgressBar, String)>>,
+}
+
+impl Live {
+    pub fn new(mode: Mode) -> Live {
+        Live {
+            mode,
+            multi: MultiProgress::new(),
+            bars: Mutex::default(),
+        }
+    }
+
+    /// Cell `id` starts attempt `attempt` on `machine`.
+    pub fn started(&self, id: &str, machine: &str, attempt: u32) {
+        let retry = if attempt > 1 {
+            format!(" (attempt {attempt})")
+        } else {
+            String::new()
+        };
+        match self.mode {
+            Mode::Quiet => {}
+            Mode::Plain => eprintln!("==> {id}: started on {machine}{retry}"),
+            Mode::Terminal => {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {prefix:.bold} [{elapsed}] {wide_msg}")
+                        .expect("static template is valid"),
+                );
+                bar.set_prefix(format!("{id} @{machine}{retry}"));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.bars
+                    .lock()
+                    .expect("live view lock")
+                    .insert(id.to_string(), (bar, String::new()));
+            }
+        }
+    }
+
+    /// An event of cell `id`'s running attempt.
+    pub fn event(&self, id: &str, event: &Event) {
+        if self.mode != Mode::Terminal {
+            return;
+        }
+        let mut bars = self.bars.lock().expect("live view lock");
+        let Some((bar, stage)) = bars.get_mut(id) else {
+            return;
+        };
+        match event {
+            Event::StageStarted { stage: s } => {
+                *stage = s.clone();
+                bar.set_message(s.clone());
+            }
+            Event::Log { line, .. } => bar.set_message(format!("{stage}: {line}")),
+            _ => {}
+        }
+    }
+
+    /// Cell `id`'s attempt or the cell itself ended: its live line goes, and
+    /// `line`, when given, says how.
+    pub fn finished(&self, id: &str, line: Option<&str>) {
+        if let Some((bar, _)) = self.bars.lock().expect("live view lock").remove(id) {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+        let Some(line) = line else { return };
+        match self.mode {
+            Mode::Quiet => {}
+            Mode::Plain => eprintln!("==> {id}: {line}"),
+            Mode::Terminal => {
+                let _ = self.multi.println(format!("==> {id}: {line}"));
+            }
+        }
+    }
+}

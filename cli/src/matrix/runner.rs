@@ -1,0 +1,461 @@
+//! The matrix loop: starts what the dispatcher allows, waits for whatever
+//! ends first, retries, promotes, cancels.
+//!
+//! The loop knows nothing of executors: it drives a [`CellRunner`] (the real
+//! one builds with executors and promotes into the store; tests use fakes),
+//! and the scheduling decisions are [`fruix_core::matrix::schedule`]'s.
+//!
+//! - Every attempt gets a child of one cancellation token. Fail-fast
+//!   cancels it (running cells stop, waiting ones are cancelled); Ctrl-C
+//!   cancels its parent, with the same effect. Either way the loop waits for
+//!   every running cell to finish its cleanup before it returns, so that
+//!   the reports say what finished.
+//! - An attempt's slot is held from its start to its end; promotion of a
+//!   built cell runs after the slot is freed. An attempt that ends with a
+//!   system failure on a machine asks [`CellRunner::reachable`]; a machine
+//!   that no longer accepts connections is set aside.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fruix_core::matrix::schedule::{AttemptOutcome, Dispatcher, Placement, Start, Step, Verdict};
+use fruix_core::Failure;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A boxed future, as the runner's methods return them.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Why an attempt or a promotion failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellError {
+    pub failure: Failure,
+    pub message: String,
+}
+
+/// A cell's final status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CellStatus {
+    Passed,
+    /// The build failed, or gave a result that does not validate or promote:
+    /// retrying will not help.
+    BuildFailure,
+    /// Machines, connections, disks or helpers failed, on every attempt.
+    SystemFailure,
+    /// Stopped by fail-fast or Ctrl-C, or never started.
+    Cancelled,
+}
+
+impl CellStatus {
+    fn of(failure: Failure) -> CellStatus {
+        match failure {
+            Failure::System => CellStatus::SystemFailure,
+            Failure::Cancelled => CellStatus::Cancelled,
+            Failure::Build | Failure::Input => CellStatus::BuildFailure,
+        }
+    }
+
+    /// The status as reports write it (`build-failure`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellStatus::Passed => "passed",
+            CellStatus::BuildFailure => "build-failure",
+            CellStatus::SystemFailure => "system-failure",
+            CellStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One promoted artifact.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PromotedArtifact {
+    pub store_path: PathBuf,
+    pub tree_signature: String,
+}
+
+/// What promotion of a cell made.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Promoted {
+    pub result_store: PathBuf,
+    pub artifacts: std::collections::BTreeMap<String, PromotedArtifact>,
+}
+
+/// One attempt of a cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    /// The machine's name, or `local`.
+    pub machine: String,
+    pub started: SystemTime,
+    pub finished: SystemTime,
+    pub status: CellStatus,
+    pub error: Option<String>,
+}
+
+/// Everything the loop learned about a cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellRecord {
+    pub status: CellStatus,
+    pub attempts: Vec<AttemptRecord>,
+    pub promoted: Option<Promoted>,
+    /// Why the cell failed, when it did.
+    pub error: Option<String>,
+    /// When the cell ended (promotion included).
+    pub finished: Option<SystemTime>,
+}
+
+impl Default for CellRecord {
+    fn default() -> Self {
+        CellRecord {
+            status: CellStatus::Cancelled,
+            attempts: Vec::new(),
+            promoted: None,
+            error: Some("never started".into()),
+            finished: None,
+        }
+    }
+}
+
+/// One attempt to run, with its cancellation token.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub start: Start,
+    pub cancel: CancellationToken,
+}
+
+/// What runs a cell's attempts and promotes its result.
+pub trait CellRunner: Send + Sync + 'static {
+    /// What a successful build leaves for promotion (a result root).
+    type Built: Send + 'static;
+    /// Runs one attempt.
+    fn build(&self, job: Job) -> BoxFuture<Result<Self::Built, CellError>>;
+    /// Promotes what `build` made for `cell`.
+    fn promote(&self, cell: usize, built: Self::Built) -> BoxFuture<Result<Promoted, CellError>>;
+    /// Whether `machine` still accepts connections.
+    fn reachable(&self, machine: &str) -> BoxFuture<bool>;
+    /// Called when a cell is finished, with its record (for the live view).
+    fn cell_done(&self, _cell: usize, _record: &CellRecord) {}
+}
+
+enum Done<B> {
+    Built {
+        start: Start,
+        started: SystemTime,
+        result: Result<B, CellError>,
+        unreachable: bool,
+    },
+    Promoted {
+        cell: usize,
+        result: Result<Promoted, CellError>,
+    },
+}
+
+/// What a matrix run gives: one record per cell, and the machines set aside
+/// (with why).
+pub type RunOutcome = (Vec<CellRecord>, Vec<(String, String)>);
+
+/// Runs every cell of `dispatcher` through `runner`. Cancelling `cancel`
+/// (Ctrl-C) stops the matrix as fail-fast does; the loop still waits for
+/// running cells to end.
+pub async fn run_cells<R: CellRunner>(
+    runner: Arc<R>,
+    mut dispatcher: Dispatcher,
+    cells: usize,
+    cancel: CancellationToken,
+) -> RunOutcome {
+    let attempts_token = cancel.child_token();
+    let mut records = vec![CellRecord::default(); cells];
+    let mut tasks: JoinSet<Done<R::Built>> = JoinSet::new();
+    let mut cancelled_seen = false;
+    loop {
+        if cancel.is_cancelled() && !cancelled_seen {
+            cancelled_seen = true;
+            dispatcher.stop();
+        }
+        for step in dispatcher.dispatch() {
+            match step {
+                Step::Start(start) => {
+                    let job = Job {
+                        start: start.clone(),
+                        cancel: attempts_token.child_token(),
+                    };
+                    let runner = runner.clone();
+                    tasks.spawn(async move {
+                        let started = SystemTime::now();
+                        let result = runner.build(job).await;
+                        let unreachable = match (&result, &start.placement) {
+                            (Err(e), Placement::Machine(m)) if e.failure == Failure::System => {
+                                !runner.reachable(m).await
+                            }
+                            _ => false,
+                        };
+                        Done::Built {
+                            start,
+                            started,
+                            result,
+                            unreachable,
+                        }
+                    });
+                }
+                Step::Fail { cell, reason } => {
+                    let record = &mut records[cell];
+                    record.status = CellStatus::SystemFailure;
+                    record.error = Some(format!("cannot run: {reason}"));
+                    record.finished = Some(SystemTime::now());
+                    runner.cell_done(cell, record);
+                }
+            }
+        }
+        if dispatcher.stopped() {
+            attempts_token.cancel();
+            dispatcher.stop();
+        }
+        if tasks.is_empty() && dispatcher.is_drained() {
+            break;
+        }
+        let done = tokio::select! {
+            joined = tasks.join_next(), if !tasks.is_empty() => match joined {
+                Some(Ok(done)) => done,
+                Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+                None => continue,
+            },
+            () = cancel.cancelled(), if !cancelled_seen => continue,
+        };
+        match done {
+            Done::Built {
+                start,
+                started,
+                result,
+                unreachable,
+            } => {
+                let outcome = match &result {
+                    Ok(_) => AttemptOutcome::Passed,
+                    Err(e) => AttemptOutcome::Failed {
+                        failure: e.failure,
+                        machine_unreachable: unreachable,
+                    },
+                };
+                let verdict = dispatcher.finished(&start, outcome);
+                let record = &mut records[start.cell];
+                record.attempts.push(AttemptRecord {
+                    attempt: start.attempt,
+                    machine: start.placement.name().to_string(),
+                    started,
+                    finished: SystemTime::now(),
+                    status: match &result {
+                        Ok(_) => CellStatus::Passed,
+                        Err(e) => CellStatus::of(e.failure),
+                    },
+                    error: result.as_ref().err().map(|e| e.message.clone()),
+                });
+                match (result, verdict) {
+                    (Ok(built), _) => {
+                        let runner = runner.clone();
+                        let cell = start.cell;
+                        tasks.spawn(async move {
+                            let result = runner.promote(cell, built).await;
+                            Done::Promoted { cell, result }
+                        });
+                    }
+                    (Err(_), Verdict::Retry) => {}
+                    (Err(e), Verdict::Done) => {
+                        record.status = CellStatus::of(e.failure);
+                        record.error = Some(e.message);
+                        record.finished = Some(SystemTime::now());
+                        runner.cell_done(start.cell, record);
+                    }
+                }
+            }
+            Done::Promoted { cell, result } => {
+                let record = &mut records[cell];
+                match result {
+                    Ok(promoted) => {
+                        record.status = CellStatus::Passed;
+                        record.error = None;
+                        record.promoted = Some(promoted);
+                    }
+                    Err(e) => {
+                        record.status = CellStatus::of(e.failure);
+                        record.error = Some(format!("promotion failed: {}", e.message));
+                    }
+                }
+                record.finished = Some(SystemTime::now());
+                runner.cell_done(cell, record);
+            }
+        }
+    }
+    (records, dispatcher.pool().set_aside_machines())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fruix_core::machines::Machines;
+    use fruix_core::matrix::schedule::{Need, Pool};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A fake pool: `down` machines fail every attempt with a system failure
+    /// and refuse connections; cells in `failing` fail their build; every
+    /// build takes 20 ms, or waits for cancellation when `hang`.
+    struct Fake {
+        down: Vec<String>,
+        failing: Vec<usize>,
+        hang: bool,
+        /// Running now, and the most ever running at once.
+        running: Arc<Mutex<(u32, u32)>>,
+    }
+
+    impl CellRunner for Fake {
+        type Built = ();
+        fn build(&self, job: Job) -> BoxFuture<Result<(), CellError>> {
+            let down = self.down.contains(&job.start.placement.name().to_string());
+            let fails = self.failing.contains(&job.start.cell);
+            let hang = self.hang && job.start.cell > 0;
+            {
+                let mut r = self.running.lock().unwrap();
+                r.0 += 1;
+                r.1 = r.1.max(r.0);
+            }
+            let running = self.running.clone();
+            Box::pin(async move {
+                let result = if hang {
+                    job.cancel.cancelled().await;
+                    Err(CellError {
+                        failure: Failure::Cancelled,
+                        message: "cancelled".into(),
+                    })
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    match (down, fails) {
+                        (true, _) => Err(CellError {
+                            failure: Failure::System,
+                            message: "connection refused".into(),
+                        }),
+                        (_, true) => Err(CellError {
+                            failure: Failure::Build,
+                            message: "build step `buildworld` failed".into(),
+                        }),
+                        _ => Ok(()),
+                    }
+                };
+                running.lock().unwrap().0 -= 1;
+                result
+            })
+        }
+        fn promote(&self, _cell: usize, _built: ()) -> BoxFuture<Result<Promoted, CellError>> {
+            Box::pin(async { Ok(Promoted::default()) })
+        }
+        fn reachable(&self, machine: &str) -> BoxFuture<bool> {
+            let up = !self.down.contains(&machine.to_string());
+            Box::pin(async move { up })
+        }
+    }
+
+    fn dispatcher(cells: usize, max_parallel: Option<u32>, fail_fast: bool) -> Dispatcher {
+        let machines = Machines::parse(
+            std::path::Path::new("m.scm"),
+            r#"(fruix-machines
+  (machine (name "a") (host "h1") (user "u") (parallel-builds 2) (speed 2.0))
+  (machine (name "b") (host "h2") (user "u") (parallel-builds 2)))"#,
+        )
+        .unwrap();
+        let need = Need {
+            remote: true,
+            target_arch: "amd64".into(),
+            pinned: None,
+        };
+        Dispatcher::new(
+            Pool::new(&machines.machines, 1, max_parallel),
+            vec![need; cells],
+            1,
+            fail_fast,
+        )
+    }
+
+    fn fake(down: &[&str], failing: &[usize], hang: bool) -> Arc<Fake> {
+        Arc::new(Fake {
+            down: down.iter().map(|s| s.to_string()).collect(),
+            failing: failing.to_vec(),
+            hang,
+            running: Arc::new(Mutex::new((0, 0))),
+        })
+    }
+
+    #[tokio::test]
+    async fn cells_of_a_down_machine_are_retried_on_the_other_one() {
+        let runner = fake(&["a"], &[], false);
+        let (records, set_aside) = run_cells(
+            runner.clone(),
+            dispatcher(6, Some(3), false),
+            6,
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(set_aside.len(), 1, "{set_aside:?}");
+        assert!(
+            records.iter().all(|r| r.status == CellStatus::Passed),
+            "{records:?}"
+        );
+        let on_a: usize = records
+            .iter()
+            .flat_map(|r| &r.attempts)
+            .filter(|a| a.machine == "a")
+            .count();
+        assert!(
+            (1..=2).contains(&on_a),
+            "a is set aside after its first failures: {on_a}"
+        );
+        for r in records.iter().filter(|r| r.attempts.len() == 2) {
+            assert_eq!(
+                (
+                    r.attempts[0].machine.as_str(),
+                    r.attempts[1].machine.as_str()
+                ),
+                ("a", "b")
+            );
+        }
+        assert!(runner.running.lock().unwrap().1 <= 3, "max-parallel 3");
+    }
+
+    #[tokio::test]
+    async fn fail_fast_cancels_running_and_waiting_cells() {
+        let runner = fake(&[], &[0], true);
+        let (records, _) = run_cells(
+            runner,
+            dispatcher(6, Some(2), true),
+            6,
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(records[0].status, CellStatus::BuildFailure);
+        assert!(
+            records[1..]
+                .iter()
+                .all(|r| r.status == CellStatus::Cancelled),
+            "{records:?}"
+        );
+        assert_eq!(records[1].attempts.len(), 1, "cell 1 ran and was stopped");
+        assert!(records[5].attempts.is_empty(), "cell 5 never started");
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_everything_and_still_returns_records() {
+        let runner = fake(&[], &[], true);
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            trigger.cancel();
+        });
+        let (records, _) = run_cells(runner, dispatcher(6, None, false), 6, cancel).await;
+        assert_eq!(records[0].status, CellStatus::Passed);
+        assert!(records[1..]
+            .iter()
+            .all(|r| r.status == CellStatus::Cancelled));
+    }
+}

@@ -1,0 +1,309 @@
+//! The machines file: the build machines (guests) fruix may reach over SSH.
+//!
+//! ```scheme
+//! (fruix-machines
+//!   (machine (name "builder-1") (host "127.0.0.1") (port 2222) (user "root")
+//!            (private-key "/root/.ssh/id_ed25519")
+//!            (host-key "ssh-ed25519 AAAA...")        ; pinned; replaces known_hosts
+//!            (systems "amd64") (parallel-builds 2) (speed 1.0)
+//!            (state-dir "/var/lib/fruix") (helper "/usr/local/bin/fruix")))
+//! ```
+//!
+//! # Contract
+//!
+//! - `name`, `host` and `user` are required; everything else is optional:
+//!   `port` defaults to 22, `parallel-builds` to 1, `speed` to 1.0, `systems`
+//!   to none (any); `private-key`, `host-key`, `state-dir` and `helper` are
+//!   left to the caller's defaults when absent.
+//! - Reading is strict, like every fruix S-expression file: unknown or
+//!   repeated fields, mistyped values, a port outside 1..=65535, a
+//!   non-positive `parallel-builds` or `speed`, relative `private-key` or
+//!   `state-dir` paths and two machines with one name are refused, each error
+//!   naming the field (`machine[1].port`) and its line.
+//! - [`Machines::get`] finds a machine by name or names the known ones.
+//!
+//! The SSH executors read it for `--machines FILE --machine NAME`; the matrix
+//! scheduler reads it to spread builds over machines.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::sexp::{self, Record};
+
+/// The head symbol of a machines file.
+pub const MACHINES_HEAD: &str = "fruix-machines";
+
+/// One build machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// The private key to authenticate with (absolute path on this machine).
+    pub private_key: Option<PathBuf>,
+    /// The machine's pinned host key (`ssh-ed25519 AAAA...`); when given it is
+    /// the only key accepted, and known_hosts is not consulted.
+    pub host_key: Option<String>,
+    /// The `TARGET_ARCH`es it builds; empty means any.
+    pub systems: Vec<String>,
+    pub parallel_builds: u32,
+    pub speed: f64,
+    /// Its fruix state directory.
+    pub state_dir: Option<String>,
+    /// Its fruix helper (a path, or a name on its `PATH`).
+    pub helper: Option<String>,
+    /// The line the machine's record starts on.
+    pub line: usize,
+}
+
+/// The contents of a machines file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machines {
+    pub path: PathBuf,
+    pub machines: Vec<Machine>,
+}
+
+impl Machines {
+    /// Reads and checks the machines file at `path`.
+    pub fn read(path: &Path) -> Result<Machines> {
+        let text = std::fs::read_to_string(path).with_path("read machines file", path)?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text`; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Machines> {
+        let machines = sexp::read_record(path, text, MACHINES_HEAD, |r| {
+            let mut machines: Vec<Machine> = Vec::new();
+            for record in r.repeated("machine")? {
+                let machine = read_machine(record)?;
+                if let Some(first) = machines.iter().find(|m| m.name == machine.name) {
+                    return Err(Error::InvalidMetadata {
+                        path: path.to_path_buf(),
+                        field: "machine.name".into(),
+                        line: Some(machine.line),
+                        message: format!(
+                            "machine {:?} is defined twice (first on line {}); give each machine its own name",
+                            machine.name, first.line
+                        ),
+                    });
+                }
+                machines.push(machine);
+            }
+            Ok(machines)
+        })?;
+        Ok(Machines {
+            path: path.to_path_buf(),
+            machines,
+        })
+    }
+
+    /// The machine named `name`, or an error naming the known ones.
+    pub fn get(&self, name: &str) -> Result<&Machine> {
+        self.machines
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| Error::NotFound {
+                path: self.path.clone(),
+                hint: format!(
+                    "no machine named {name:?}; the file defines: {}",
+                    if self.machines.is_empty() {
+                        "none".to_string()
+                    } else {
+                        self.machines
+                            .iter()
+                            .map(|m| m.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            })
+    }
+}
+
+fn read_machine(mut r: Record<'_>) -> Result<Machine> {
+    let line = r.line();
+    let name = r.string("name")?;
+    if name.is_empty() {
+        return Err(r.error("name", None, "is empty; name the machine"));
+    }
+    let host = r.string("host")?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(r.error(
+            "host",
+            None,
+            format!("{host:?} is not a host name or address"),
+        ));
+    }
+    let port = match r.opt_integer("port")? {
+        None => 22,
+        Some(p) => u16::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| r.error("port", None, format!("{p} is not a TCP port (1 to 65535)")))?,
+    };
+    let user = r.string("user")?;
+    if user.is_empty() || user.contains(['@', ' ', ':']) {
+        return Err(r.error("user", None, format!("{user:?} is not a user name")));
+    }
+    let private_key = absolute(&mut r, "private-key")?.map(PathBuf::from);
+    let host_key = r.opt_string("host-key")?;
+    if let Some(key) = &host_key {
+        if key.split_whitespace().count() < 2 {
+            return Err(r.error(
+                "host-key",
+                None,
+                format!("{key:?} is not a public key; give it as in known_hosts: \"ssh-ed25519 AAAA...\""),
+            ));
+        }
+    }
+    let systems = r.strings("systems")?.unwrap_or_default();
+    let parallel_builds = match r.opt_integer("parallel-builds")? {
+        None => 1,
+        Some(n) => u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+            r.error(
+                "parallel-builds",
+                None,
+                format!("{n} is not a positive count"),
+            )
+        })?,
+    };
+    let speed = r.opt_number("speed")?.unwrap_or(1.0);
+    if !(speed.is_finite() && speed > 0.0) {
+        return Err(r.error("speed", None, format!("{speed} is not a positive number")));
+    }
+    let state_dir = absolute(&mut r, "state-dir")?;
+    let helper = r.opt_string("helper")?;
+    r.finish()?;
+    Ok(Machine {
+        name,
+        host,
+        port,
+        user,
+        private_key,
+        host_key,
+        systems,
+        parallel_builds,
+        speed,
+        state_dir,
+        helper,
+        line,
+    })
+}
+
+fn absolute(r: &mut Record<'_>, field: &str) -> Result<Option<String>> {
+    let value = r.opt_string(field)?;
+    match value {
+        Some(v) if !v.starts_with('/') => Err(r.error(
+            field,
+            None,
+            format!("{v:?} is relative; give an absolute path"),
+        )),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"(fruix-machines
+  (machine (name "builder-1") (host "127.0.0.1") (port 2222) (user "root")
+           (private-key "/root/.ssh/id_ed25519")
+           (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ")        ; pinned
+           (systems "amd64") (parallel-builds 2) (speed 1.0)
+           (state-dir "/var/lib/fruix") (helper "/usr/local/bin/fruix"))
+  (machine (name "builder-2") (host "builder-2.example") (user "fruix")))"#;
+
+    fn parse(text: &str) -> Result<Machines> {
+        Machines::parse(Path::new("machines.scm"), text)
+    }
+
+    fn field_error(text: &str) -> (String, Option<usize>, String) {
+        match parse(text) {
+            Err(Error::InvalidMetadata {
+                field,
+                line,
+                message,
+                ..
+            }) => (field, line, message),
+            other => panic!("expected InvalidMetadata, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_the_documented_example_with_defaults() {
+        let m = parse(EXAMPLE).unwrap();
+        assert_eq!(m.machines.len(), 2);
+        let b1 = m.get("builder-1").unwrap();
+        assert_eq!(
+            (b1.host.as_str(), b1.port, b1.user.as_str()),
+            ("127.0.0.1", 2222, "root")
+        );
+        assert_eq!(
+            b1.private_key.as_deref(),
+            Some(Path::new("/root/.ssh/id_ed25519"))
+        );
+        assert!(b1.host_key.as_deref().unwrap().starts_with("ssh-ed25519 "));
+        assert_eq!(b1.systems, ["amd64"]);
+        assert_eq!((b1.parallel_builds, b1.speed), (2, 1.0));
+        assert_eq!(b1.state_dir.as_deref(), Some("/var/lib/fruix"));
+        assert_eq!(b1.helper.as_deref(), Some("/usr/local/bin/fruix"));
+        let b2 = m.get("builder-2").unwrap();
+        assert_eq!((b2.port, b2.parallel_builds, b2.speed), (22, 1, 1.0));
+        assert_eq!((b2.private_key.clone(), b2.state_dir.clone()), (None, None));
+        assert_eq!(b2.line, 7);
+    }
+
+    #[test]
+    fn unknown_machine_names_the_known_ones() {
+        let e = parse(EXAMPLE)
+            .unwrap()
+            .get("builder-3")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("builder-3") && e.contains("builder-1, builder-2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn errors_name_field_and_line() {
+        let (field, line, message) = field_error(&EXAMPLE.replace("(port 2222)", "(port 70000)"));
+        assert_eq!((field.as_str(), line), ("machine[0].port", Some(2)));
+        assert!(message.contains("70000"), "{message}");
+        let (field, line, _) = field_error(&EXAMPLE.replace("(user \"fruix\")", "(usr \"fruix\")"));
+        assert_eq!(field, "machine[1].user");
+        assert_eq!(line, Some(7));
+        let (field, _, message) =
+            field_error(&EXAMPLE.replace("(speed 1.0)", "(speed 1.0) (colour 1)"));
+        assert_eq!(field, "machine[0].colour");
+        assert!(message.contains("unknown field"), "{message}");
+        let (field, _, message) =
+            field_error(&EXAMPLE.replace("\"/var/lib/fruix\"", "\"var/lib/fruix\""));
+        assert_eq!(field, "machine[0].state-dir");
+        assert!(message.contains("relative"), "{message}");
+        let (field, _, _) =
+            field_error(&EXAMPLE.replace("(parallel-builds 2)", "(parallel-builds 0)"));
+        assert_eq!(field, "machine[0].parallel-builds");
+        let (field, _, _) = field_error(&EXAMPLE.replace("(port 2222)", "(port \"2222\")"));
+        assert_eq!(field, "machine[0].port");
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let (field, line, message) = field_error(&EXAMPLE.replace("builder-2", "builder-1"));
+        assert_eq!((field.as_str(), line), ("machine.name", Some(7)));
+        assert!(
+            message.contains("twice") && message.contains("line 2"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn other_heads_are_refused() {
+        assert!(parse("(fruix-executors)").is_err());
+        assert_eq!(parse("(fruix-machines)").unwrap().machines, []);
+    }
+}

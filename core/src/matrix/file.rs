@@ -1,0 +1,589 @@
+//! The matrix file: what a matrix builds, along which axes, and how.
+//!
+//! ```scheme
+//! (fruix-matrix
+//!   (format-version 1)
+//!   (source "fixtures/freebsd-src-mini")       ; relative to the matrix file
+//!   (machines-file "machines.scm")             ; for remote executors; relative to the matrix file
+//!   (axes (executor "local" "host-initiated" "guest-self-hosted")
+//!         (kernconf "GENERIC" "MINIMAL"))
+//!   (exclude ((executor "local") (kernconf "MINIMAL")))
+//!   (include ((executor "guest-self-hosted") (kernconf "GENERIC") (machine "builder-2")))
+//!   (max-parallel 4)
+//!   (fail-fast #f)
+//!   (retries 1))
+//! ```
+//!
+//! # Contract
+//!
+//! - `format-version` (1) and `source` are required. Relative paths
+//!   (`source`, `machines-file`) are relative to the matrix file's directory.
+//! - Axes are `executor`, `kernconf`, `target-arch`, `make-flag` and
+//!   `machine` (which pins a cell to a machine of the machines file). Each
+//!   axis lists one or more distinct strings. `exclude` and `include` hold
+//!   entries, each a list of `(axis "value")` pairs.
+//! - Optional fields and their defaults: `max-parallel` (unlimited),
+//!   `local-slots` (1: local cells running at once), `fail-fast` (`#t`, as in
+//!   GitHub Actions), `retries` (1: extra attempts after a system failure),
+//!   `agree-across` (`"executor" "machine"`: cells differing only along these
+//!   axes must give the same artifacts), `make-flags` (given to every cell,
+//!   before its `make-flag`), `jobs` (the number of CPUs),
+//!   `source-date-epoch`, `source-commit`, `freebsd-version`,
+//!   `freebsd-branch`, `remote-source` (the source's absolute path on the
+//!   build machines; default: `source`), and `config`, executor
+//!   configuration per executor: `(config (local (make "bmake")))`.
+//! - Reading is strict: unknown or repeated fields, mistyped values, unknown
+//!   axes and repeated axis values are refused, each error naming the field
+//!   and its line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use lexpr::Value;
+
+use crate::error::{Error, IoContext, Result};
+use crate::sexp::{self, Record};
+
+/// The head symbol of a matrix file.
+pub const MATRIX_HEAD: &str = "fruix-matrix";
+
+/// The `format-version` this fruix reads.
+pub const FORMAT_VERSION: i64 = 1;
+
+/// A matrix axis: what a cell may vary in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Axis {
+    Executor,
+    Kernconf,
+    TargetArch,
+    MakeFlag,
+    Machine,
+}
+
+impl Axis {
+    /// Every axis, in the order cells are expanded and named.
+    pub const ALL: [Axis; 5] = [
+        Axis::Executor,
+        Axis::Kernconf,
+        Axis::TargetArch,
+        Axis::MakeFlag,
+        Axis::Machine,
+    ];
+
+    /// The axis's name in matrix files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Axis::Executor => "executor",
+            Axis::Kernconf => "kernconf",
+            Axis::TargetArch => "target-arch",
+            Axis::MakeFlag => "make-flag",
+            Axis::Machine => "machine",
+        }
+    }
+
+    /// The axis named `name`.
+    pub fn from_name(name: &str) -> Option<Axis> {
+        Axis::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    fn known() -> String {
+        Axis::ALL.map(Axis::name).join(", ")
+    }
+}
+
+/// An `exclude` or `include` entry: axis values, in the order given.
+pub type MatrixEntry = Vec<(Axis, String)>;
+
+/// The contents of a matrix file, with paths resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixFile {
+    /// The matrix file itself.
+    pub path: PathBuf,
+    /// The source tree on this machine.
+    pub source: PathBuf,
+    /// The source's path on the build machines, when it differs.
+    pub remote_source: Option<String>,
+    pub source_commit: Option<String>,
+    pub machines_file: Option<PathBuf>,
+    /// The axes given, in [`Axis::ALL`] order, each with its values.
+    pub axes: Vec<(Axis, Vec<String>)>,
+    pub exclude: Vec<MatrixEntry>,
+    pub include: Vec<MatrixEntry>,
+    pub max_parallel: Option<u32>,
+    pub local_slots: u32,
+    pub fail_fast: bool,
+    pub retries: u32,
+    pub agree_across: Vec<Axis>,
+    /// Make flags every cell gets, before its own `make-flag`.
+    pub make_flags: Vec<String>,
+    pub jobs: Option<u32>,
+    pub source_date_epoch: Option<i64>,
+    pub freebsd_version: Option<String>,
+    pub freebsd_branch: Option<String>,
+    /// Executor configuration by executor name (JSON objects).
+    pub config: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+}
+
+impl MatrixFile {
+    /// Reads and checks the matrix file at `path`.
+    pub fn read(path: &Path) -> Result<MatrixFile> {
+        let text = std::fs::read_to_string(path).with_path("read matrix file", path)?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text`, the contents of `path` (which relative paths are
+    /// resolved against).
+    pub fn parse(path: &Path, text: &str) -> Result<MatrixFile> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        sexp::read_record(path, text, MATRIX_HEAD, |r| {
+            let version = r.integer("format-version")?;
+            if version != FORMAT_VERSION {
+                return Err(Error::UnsupportedFormatVersion {
+                    path: path.to_path_buf(),
+                    version,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            let source = dir.join(non_empty(r, "source")?);
+            let line = r.field_line("remote-source");
+            let remote_source = r.opt_string("remote-source")?;
+            if let Some(s) = &remote_source {
+                if !s.starts_with('/') {
+                    return Err(r.error(
+                        "remote-source",
+                        line,
+                        format!("{s:?} is relative; give the absolute path on the build machines"),
+                    ));
+                }
+            }
+            let source_commit = r.opt_string("source-commit")?;
+            let machines_file = r.opt_string("machines-file")?.map(|m| dir.join(m));
+            let axes = read_axes(r)?;
+            let exclude = read_entries(r, "exclude")?;
+            let include = read_entries(r, "include")?;
+            let max_parallel = positive(r, "max-parallel")?;
+            let local_slots = positive(r, "local-slots")?.unwrap_or(1);
+            let fail_fast = r.opt_bool("fail-fast")?.unwrap_or(true);
+            let retries = count(r, "retries", false)?.unwrap_or(1);
+            let agree_across = read_agree_across(r)?;
+            let make_flags = r.strings("make-flags")?.unwrap_or_default();
+            let jobs = positive(r, "jobs")?;
+            let source_date_epoch = r.opt_integer("source-date-epoch")?;
+            let freebsd_version = r.opt_string("freebsd-version")?;
+            let freebsd_branch = r.opt_string("freebsd-branch")?;
+            let config = read_config(r)?;
+            Ok(MatrixFile {
+                path: path.to_path_buf(),
+                source,
+                remote_source,
+                source_commit,
+                machines_file,
+                axes,
+                exclude,
+                include,
+                max_parallel,
+                local_slots,
+                fail_fast,
+                retries,
+                agree_across,
+                make_flags,
+                jobs,
+                source_date_epoch,
+                freebsd_version,
+                freebsd_branch,
+                config,
+            })
+        })
+    }
+}
+
+fn non_empty(r: &mut Record<'_>, field: &str) -> Result<String> {
+    let line = r.field_line(field);
+    let value = r.string(field)?;
+    if value.is_empty() {
+        return Err(r.error(field, line, "is empty"));
+    }
+    Ok(value)
+}
+
+/// An optional integer field that must fit `T` (and be positive when
+/// `positive`), else an error naming its line.
+fn count<T: TryFrom<i64> + PartialOrd + Default>(
+    r: &mut Record<'_>,
+    field: &str,
+    positive: bool,
+) -> Result<Option<T>> {
+    let line = r.field_line(field);
+    match r.opt_integer(field)? {
+        None => Ok(None),
+        Some(n) => T::try_from(n)
+            .ok()
+            .filter(|v| !positive || *v > T::default())
+            .map(Some)
+            .ok_or_else(|| {
+                let what = if positive {
+                    "a positive count"
+                } else {
+                    "a count (0 or more)"
+                };
+                r.error(field, line, format!("{n} is not {what}"))
+            }),
+    }
+}
+
+fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
+    count(r, field, true)
+}
+
+/// Checks one axis value; `field` names it in errors.
+fn check_value(axis: Axis, value: &str) -> std::result::Result<(), String> {
+    let bad = match axis {
+        _ if value.is_empty() => true,
+        Axis::Kernconf | Axis::Executor | Axis::TargetArch | Axis::Machine => {
+            value.contains(['/', ' ', '\t', '\n'])
+        }
+        Axis::MakeFlag => false,
+    };
+    if bad {
+        Err(format!("{value:?} is not a valid {}", axis.name()))
+    } else {
+        Ok(())
+    }
+}
+
+fn read_axes(r: &mut Record<'_>) -> Result<Vec<(Axis, Vec<String>)>> {
+    let Some(mut axes) = r.opt_record("axes")? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for axis in Axis::ALL {
+        let line = axes.field_line(axis.name());
+        let Some(values) = axes.strings(axis.name())? else {
+            continue;
+        };
+        if values.is_empty() {
+            return Err(axes.error(axis.name(), line, "lists no value; give at least one"));
+        }
+        for (i, v) in values.iter().enumerate() {
+            check_value(axis, v).map_err(|m| axes.error(axis.name(), line, m))?;
+            if values[..i].contains(v) {
+                return Err(axes.error(
+                    axis.name(),
+                    line,
+                    format!("lists {v:?} twice; give each value once"),
+                ));
+            }
+        }
+        out.push((axis, values));
+    }
+    axes.finish().map_err(|e| match e {
+        Error::InvalidMetadata {
+            path,
+            field,
+            line,
+            message,
+        } => Error::InvalidMetadata {
+            path,
+            field,
+            line,
+            message: format!("{message}; the axes are {}", Axis::known()),
+        },
+        other => other,
+    })?;
+    Ok(out)
+}
+
+/// Reads `(field ((axis "value") ...) ...)`.
+fn read_entries(r: &mut Record<'_>, field: &str) -> Result<Vec<MatrixEntry>> {
+    let Some((line, entries)) = r.raw(field)? else {
+        return Ok(Vec::new());
+    };
+    let error = |i: usize, message: String| r.error(&format!("{field}[{i}]"), Some(line), message);
+    let mut out = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let pairs = entry.list_iter().ok_or_else(|| {
+            error(
+                i,
+                format!("expected a list of (axis \"value\") pairs, found {entry}"),
+            )
+        })?;
+        let mut values: MatrixEntry = Vec::new();
+        for pair in pairs {
+            let (axis, value) = read_pair(pair).map_err(|m| error(i, m))?;
+            if values.iter().any(|(a, _)| *a == axis) {
+                return Err(error(i, format!("gives {} twice", axis.name())));
+            }
+            check_value(axis, &value).map_err(|m| error(i, m))?;
+            values.push((axis, value));
+        }
+        if values.is_empty() {
+            return Err(error(
+                i,
+                "is empty; give at least one (axis \"value\")".into(),
+            ));
+        }
+        out.push(values);
+    }
+    Ok(out)
+}
+
+fn read_pair(pair: &Value) -> std::result::Result<(Axis, String), String> {
+    let items: Vec<&Value> = pair.list_iter().map(Iterator::collect).unwrap_or_default();
+    match items.as_slice() {
+        [name, value] => {
+            let name = name
+                .as_symbol()
+                .ok_or_else(|| format!("expected (axis \"value\"), found {pair}"))?;
+            let axis = Axis::from_name(name)
+                .ok_or_else(|| format!("unknown axis {name:?}; the axes are {}", Axis::known()))?;
+            let value = value
+                .as_str()
+                .ok_or_else(|| format!("{name}: expected a string, found {value}"))?;
+            Ok((axis, value.to_string()))
+        }
+        _ => Err(format!("expected (axis \"value\"), found {pair}")),
+    }
+}
+
+fn read_agree_across(r: &mut Record<'_>) -> Result<Vec<Axis>> {
+    let line = r.field_line("agree-across");
+    let Some(names) = r.strings("agree-across")? else {
+        return Ok(vec![Axis::Executor, Axis::Machine]);
+    };
+    names
+        .iter()
+        .map(|n| {
+            Axis::from_name(n).ok_or_else(|| {
+                r.error(
+                    "agree-across",
+                    line,
+                    format!("unknown axis {n:?}; the axes are {}", Axis::known()),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Reads `(config (EXECUTOR (key value) ...) ...)`; keys keep their
+/// spelling with `-` turned into `_`, values become JSON.
+fn read_config(
+    r: &mut Record<'_>,
+) -> Result<BTreeMap<String, serde_json::Map<String, serde_json::Value>>> {
+    let Some((line, executors)) = r.raw("config")? else {
+        return Ok(BTreeMap::new());
+    };
+    let mut out = BTreeMap::new();
+    for executor in &executors {
+        let items: Vec<&Value> = executor
+            .list_iter()
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        let Some(name) = items
+            .first()
+            .and_then(|v| v.as_symbol().or_else(|| v.as_str()))
+        else {
+            return Err(r.error(
+                "config",
+                Some(line),
+                format!("expected (EXECUTOR (key value) ...), found {executor}"),
+            ));
+        };
+        let field = format!("config.{name}");
+        if out.contains_key(name) {
+            return Err(r.error(&field, Some(line), "given more than once; give it once"));
+        }
+        let mut map = serde_json::Map::new();
+        for item in &items[1..] {
+            let (key, value) = config_pair(item).map_err(|m| r.error(&field, Some(line), m))?;
+            if map.insert(key.clone(), value).is_some() {
+                return Err(r.error(&field, Some(line), format!("gives {key} twice")));
+            }
+        }
+        out.insert(name.to_string(), map);
+    }
+    Ok(out)
+}
+
+fn config_pair(item: &Value) -> std::result::Result<(String, serde_json::Value), String> {
+    let parts: Vec<&Value> = item.list_iter().map(Iterator::collect).unwrap_or_default();
+    let [key, value] = parts.as_slice() else {
+        return Err(format!("expected (key value), found {item}"));
+    };
+    let key = key
+        .as_symbol()
+        .ok_or_else(|| format!("expected (key value) with a symbol key, found {item}"))?
+        .replace('-', "_");
+    let value = match value {
+        Value::String(s) => serde_json::Value::from(s.to_string()),
+        Value::Bool(b) => serde_json::Value::from(*b),
+        v => match (v.as_i64(), v.as_f64()) {
+            (Some(i), _) => serde_json::Value::from(i),
+            (None, Some(f)) => serde_json::Value::from(f),
+            _ => {
+                return Err(format!(
+                    "{key}: expected a string, number or #t/#f, found {value}"
+                ))
+            }
+        },
+    };
+    Ok((key, value))
+}
+
+/// The issue's example matrix file, shared by the matrix tests.
+#[cfg(test)]
+pub(crate) const EXAMPLE: &str = r#"(fruix-matrix
+  (format-version 1)
+  (source "fixtures/freebsd-src-mini")       ; relative to the matrix file
+  (machines-file "machines.scm")
+  (axes (executor "local" "host-initiated" "guest-self-hosted")
+        (kernconf "GENERIC" "MINIMAL"))
+  (exclude ((executor "local") (kernconf "MINIMAL")))
+  (include ((executor "guest-self-hosted") (kernconf "GENERIC") (machine "builder-2")))
+  (max-parallel 4)
+  (fail-fast #f)
+  (retries 1))"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<MatrixFile> {
+        MatrixFile::parse(Path::new("/ci/matrix.scm"), text)
+    }
+
+    fn field_error(text: &str) -> (String, Option<usize>, String) {
+        match parse(text) {
+            Err(Error::InvalidMetadata {
+                field,
+                line,
+                message,
+                ..
+            }) => (field, line, message),
+            other => panic!("expected InvalidMetadata, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_the_issue_example() {
+        let m = parse(EXAMPLE).unwrap();
+        assert_eq!(m.source, Path::new("/ci/fixtures/freebsd-src-mini"));
+        assert_eq!(
+            m.machines_file.as_deref(),
+            Some(Path::new("/ci/machines.scm"))
+        );
+        assert_eq!(
+            m.axes,
+            [
+                (
+                    Axis::Executor,
+                    vec![
+                        "local".into(),
+                        "host-initiated".into(),
+                        "guest-self-hosted".into()
+                    ]
+                ),
+                (Axis::Kernconf, vec!["GENERIC".into(), "MINIMAL".into()]),
+            ]
+        );
+        assert_eq!(
+            m.exclude,
+            [vec![
+                (Axis::Executor, "local".into()),
+                (Axis::Kernconf, "MINIMAL".into())
+            ]]
+        );
+        assert_eq!(m.include[0][2], (Axis::Machine, "builder-2".to_string()));
+        assert_eq!(
+            (m.max_parallel, m.fail_fast, m.retries),
+            (Some(4), false, 1)
+        );
+        assert_eq!(m.local_slots, 1);
+        assert_eq!(m.agree_across, [Axis::Executor, Axis::Machine]);
+    }
+
+    #[test]
+    fn defaults_follow_github_actions() {
+        let m = parse(r#"(fruix-matrix (format-version 1) (source "/src"))"#).unwrap();
+        assert_eq!(m.source, Path::new("/src"));
+        assert!(m.fail_fast);
+        assert_eq!((m.max_parallel, m.retries, m.jobs), (None, 1, None));
+        assert!(m.axes.is_empty() && m.include.is_empty());
+    }
+
+    #[test]
+    fn reads_config_and_optional_fields() {
+        let m = parse(
+            r#"(fruix-matrix (format-version 1) (source "s")
+  (make-flags "-DNO_ROOT") (jobs 2) (source-date-epoch 1775420084) (local-slots 3)
+  (agree-across "executor") (remote-source "/usr/src")
+  (config (local (make "bmake")) (guest-self-hosted (connect-timeout-secs 5) (accept_new_host_key #t))))"#,
+        )
+        .unwrap();
+        assert_eq!(m.make_flags, ["-DNO_ROOT"]);
+        assert_eq!(
+            (m.jobs, m.source_date_epoch, m.local_slots),
+            (Some(2), Some(1775420084), 3)
+        );
+        assert_eq!(m.agree_across, [Axis::Executor]);
+        assert_eq!(m.remote_source.as_deref(), Some("/usr/src"));
+        assert_eq!(m.config["local"]["make"], "bmake");
+        assert_eq!(m.config["guest-self-hosted"]["connect_timeout_secs"], 5);
+        assert_eq!(m.config["guest-self-hosted"]["accept_new_host_key"], true);
+    }
+
+    #[test]
+    fn errors_name_field_and_line() {
+        let (field, line, message) =
+            field_error(&EXAMPLE.replace("(max-parallel 4)", "(max-parallel 0)"));
+        assert_eq!((field.as_str(), line), ("max-parallel", Some(9)));
+        assert!(message.contains("positive"), "{message}");
+        let (field, line, message) = field_error(&EXAMPLE.replace(
+            "(kernconf \"GENERIC\" \"MINIMAL\")",
+            "(kernconf \"GENERIC\" \"GENERIC\")",
+        ));
+        assert_eq!((field.as_str(), line), ("axes.kernconf", Some(6)));
+        assert!(message.contains("twice"), "{message}");
+        let (field, line, message) = field_error(
+            &EXAMPLE.replace("(kernconf \"GENERIC\" \"MINIMAL\")", "(kernel \"GENERIC\")"),
+        );
+        assert_eq!((field.as_str(), line), ("axes.kernel", Some(6)));
+        assert!(
+            message.contains("the axes are executor, kernconf"),
+            "{message}"
+        );
+        let (field, line, message) = field_error(&EXAMPLE.replace(
+            "((executor \"local\") (kernconf \"MINIMAL\"))",
+            "((executor \"local\") (colour \"red\"))",
+        ));
+        assert_eq!((field.as_str(), line), ("exclude[0]", Some(7)));
+        assert!(message.contains("unknown axis \"colour\""), "{message}");
+        let (field, _, message) =
+            field_error(&EXAMPLE.replace("(machine \"builder-2\")", "(machine builder-2)"));
+        assert_eq!(field, "include[0]");
+        assert!(message.contains("expected a string"), "{message}");
+        let (field, line, _) =
+            field_error(&EXAMPLE.replace("(retries 1)", "(retries 1) (retry 2)"));
+        assert_eq!((field.as_str(), line), ("retry", Some(11)));
+        let (field, _, _) = field_error(&EXAMPLE.replace("(fail-fast #f)", "(fail-fast \"no\")"));
+        assert_eq!(field, "fail-fast");
+        let (field, _, _) =
+            field_error(&EXAMPLE.replace("(source \"fixtures/freebsd-src-mini\")", ""));
+        assert_eq!(field, "source");
+        let (field, _, message) = field_error(&EXAMPLE.replace(
+            "(kernconf \"GENERIC\" \"MINIMAL\")",
+            "(kernconf \"GEN ERIC\")",
+        ));
+        assert_eq!(field, "axes.kernconf");
+        assert!(message.contains("not a valid kernconf"), "{message}");
+    }
+
+    #[test]
+    fn unknown_format_version_is_refused() {
+        let e = parse(&EXAMPLE.replace("(format-version 1)", "(format-version 2)")).unwrap_err();
+        assert!(
+            e.to_string().contains("unsupported format-version 2"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,604 @@
+//! Runs one command of a build (a make step, an external executor's stage,
+//! a jail's command) as its own process group, with its output streamed line
+//! by line to the run's events and to a log file.
+//!
+//! Every executor that starts processes uses this, so that cancellation,
+//! time limits and leftover processes are handled once.
+//!
+//! # Contract
+//!
+//! - The child runs in a new process group (its pid is the group id), stdin is
+//!   `/dev/null`, stdout and stderr are pipes. Every line, of either stream,
+//!   in the order it arrives, goes to the events as [`Event::Log`] with the
+//!   step's stage and stream, and to the step's log file.
+//! - When the child exits, any process it left in its group is killed, and the
+//!   remaining output is read to its end: [`Ending::Exited`].
+//! - On cancellation, or when the step's time limit passes, the whole group
+//!   gets `SIGTERM`; if it is not gone within the grace period
+//!   ([`TERM_GRACE`] unless configured), `SIGKILL`. The child is reaped and
+//!   [`Ending::Cancelled`] or [`Ending::TimedOut`] returned once no process of
+//!   the group is left alive (or [`KILL_GRACE`] after `SIGKILL`, for processes
+//!   stuck in the kernel).
+//! - If the future is dropped before the group is known to be gone, the group
+//!   gets `SIGKILL` (the child is then reaped by tokio in the background).
+//! - A program that cannot be started is [`Error::System`] naming it, with the
+//!   caller's hint on what to do.
+//!
+//! [`run_build_step`] maps the ending the way a make step wants it: a non-zero
+//! exit is [`Error::Build`] with the last [`TAIL_LINES`] lines.
+//!
+//! [`Event::Log`]: crate::executor::Event::Log
+
+use std::collections::VecDeque;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, IoContext, Result};
+use crate::executor::{EventSink, RunContext, Stream};
+
+/// How many last lines of output a failed step reports.
+pub const TAIL_LINES: usize = 20;
+
+/// How long a stopped step's process group gets to exit after `SIGTERM`.
+pub const TERM_GRACE: Duration = Duration::from_secs(5);
+
+/// How long to wait for a process group to vanish after `SIGKILL`.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// How often to look whether a process group is gone.
+const POLL: Duration = Duration::from_millis(20);
+
+/// One command to run: where its output goes and what stops it.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    /// The stage its log lines belong to (`buildworld`, `build`, ...).
+    pub stage: &'a str,
+    /// The log file (created, or truncated).
+    pub log: &'a Path,
+    pub events: &'a EventSink,
+    /// Stops the step when cancelled.
+    pub cancel: &'a CancellationToken,
+    /// Stops the step when it runs longer.
+    pub timeout: Option<Duration>,
+    /// Time between `SIGTERM` and `SIGKILL` when the step is stopped.
+    pub term_grace: Duration,
+    /// What to do when the program cannot be started (install it, or which
+    /// configuration key names it).
+    pub hint: &'a str,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The program exited (or was killed by a signal) by itself.
+    Exited(ExitStatus),
+    /// It ran past its time limit and its process group was stopped.
+    TimedOut(Duration),
+    /// It was cancelled and its process group was stopped.
+    Cancelled,
+}
+
+/// What [`run_step`] reports: how the step ended and its last output lines.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub ending: Ending,
+    /// The last [`TAIL_LINES`] lines of output, both streams, in order.
+    pub tail: Vec<String>,
+}
+
+/// Runs `command` as `step` (see the module docs).
+pub async fn run_step(mut command: Command, step: &Step<'_>) -> Result<Finished> {
+    let program = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut log = StepLog::create(step).await?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| spawn_error(&program, step.hint, e))?;
+    let mut group = ProcessGroup::of(&child)?;
+    let ending = pump(&mut child, &mut group, &mut log, step).await;
+    let flushed = log.flush().await;
+    let ending = ending?;
+    flushed?;
+    Ok(Finished {
+        ending,
+        tail: log.tail.into(),
+    })
+}
+
+/// Runs a build step of `ctx`'s run: a non-zero exit is [`Error::Build`]
+/// (step, status, log path, last lines), cancellation [`Error::Cancelled`].
+pub async fn run_build_step(
+    command: Command,
+    stage: &str,
+    log: &Path,
+    ctx: &RunContext,
+    hint: &str,
+) -> Result<()> {
+    let step = Step {
+        stage,
+        log,
+        events: &ctx.events,
+        cancel: &ctx.cancel,
+        timeout: None,
+        term_grace: TERM_GRACE,
+        hint,
+    };
+    let finished = run_step(command, &step).await?;
+    match finished.ending {
+        Ending::Cancelled => Err(Error::Cancelled),
+        Ending::Exited(status) if status.success() => Ok(()),
+        Ending::Exited(status) => Err(Error::Build {
+            step: stage.to_string(),
+            status: Some(describe_status(status)),
+            log: Some(log.to_path_buf()),
+            tail: finished.tail,
+        }),
+        Ending::TimedOut(limit) => Err(Error::system(format!(
+            "step {stage} ran longer than {}s and was stopped",
+            limit.as_secs()
+        ))),
+    }
+}
+
+/// Copies the child's output to `log` until both pipes end and the child and
+/// its group are gone, or until the step is stopped.
+async fn pump(
+    child: &mut Child,
+    group: &mut ProcessGroup,
+    log: &mut StepLog<'_>,
+    step: &Step<'_>,
+) -> Result<Ending> {
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
+    // Partial lines survive a `select!` that picks another branch: read_until
+    // keeps what it read in the buffer and continues on the next call.
+    let (mut out_line, mut err_line) = (Vec::new(), Vec::new());
+    let (mut out_open, mut err_open) = (true, true);
+    let mut status = None;
+    let deadline = step.timeout.map(|t| Instant::now() + t);
+    let expired = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
+    while out_open || err_open || status.is_none() {
+        tokio::select! {
+            read = stdout.read_until(b'\n', &mut out_line), if out_open => {
+                out_open = log.take(read, Stream::Stdout, &mut out_line).await?;
+            }
+            read = stderr.read_until(b'\n', &mut err_line), if err_open => {
+                err_open = log.take(read, Stream::Stderr, &mut err_line).await?;
+            }
+            exited = child.wait(), if status.is_none() => {
+                status = Some(exited.map_err(|e| Error::system(format!("cannot wait for step {}: {e}", step.stage)))?);
+                // Whatever the step left behind holds our pipes open.
+                group.kill_remaining().await;
+            }
+            () = step.cancel.cancelled() => {
+                group.stop(child, step.term_grace).await;
+                return Ok(Ending::Cancelled);
+            }
+            () = &mut expired => {
+                group.stop(child, step.term_grace).await;
+                return Ok(Ending::TimedOut(step.timeout.unwrap_or_default()));
+            }
+        }
+    }
+    Ok(Ending::Exited(
+        status.expect("the loop ends once the child exited"),
+    ))
+}
+
+/// A step's log: the file, the events, and the last lines.
+struct StepLog<'a> {
+    step: &'a Step<'a>,
+    file: BufWriter<tokio::fs::File>,
+    tail: VecDeque<String>,
+}
+
+impl<'a> StepLog<'a> {
+    async fn create(step: &'a Step<'a>) -> Result<StepLog<'a>> {
+        let file = tokio::fs::File::create(step.log)
+            .await
+            .with_path("create log file", step.log)?;
+        Ok(StepLog {
+            step,
+            file: BufWriter::new(file),
+            tail: VecDeque::with_capacity(TAIL_LINES),
+        })
+    }
+
+    /// Handles the result of one `read_until` into `buf`: logs the line it
+    /// completed, if any. Returns whether the stream is still open.
+    async fn take(
+        &mut self,
+        read: std::io::Result<usize>,
+        stream: Stream,
+        buf: &mut Vec<u8>,
+    ) -> Result<bool> {
+        let n = read.map_err(|e| {
+            Error::system(format!(
+                "cannot read the output of step {}: {e}",
+                self.step.stage
+            ))
+        })?;
+        if !buf.is_empty() {
+            self.line(stream, buf).await?;
+            buf.clear();
+        }
+        Ok(n > 0)
+    }
+
+    async fn line(&mut self, stream: Stream, bytes: &[u8]) -> Result<()> {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim_end_matches(['\n', '\r']);
+        self.file
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .with_path("write log file", self.step.log)?;
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(text.to_string());
+        self.step.events.log(self.step.stage, stream, text);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        self.file
+            .flush()
+            .await
+            .with_path("write log file", self.step.log)
+    }
+}
+
+/// The process group of a step; sends `SIGKILL` to it when dropped before it
+/// is known to be gone.
+struct ProcessGroup {
+    pgid: libc::pid_t,
+    armed: bool,
+}
+
+impl ProcessGroup {
+    fn of(child: &Child) -> Result<ProcessGroup> {
+        let pid = child
+            .id()
+            .and_then(|id| libc::pid_t::try_from(id).ok())
+            .ok_or_else(|| Error::system("a step exited before its process id could be read"))?;
+        Ok(ProcessGroup {
+            pgid: pid,
+            armed: true,
+        })
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: killpg has no memory-safety preconditions. A group that is
+        // already gone gives ESRCH, which is what we want anyway.
+        unsafe { libc::killpg(self.pgid, signal) };
+    }
+
+    /// After the leader exited: kills what it left behind.
+    async fn kill_remaining(&mut self) {
+        if !group_is_gone(self.pgid) {
+            self.signal(libc::SIGKILL);
+            self.wait_gone(Instant::now() + KILL_GRACE).await;
+        }
+        self.armed = false;
+    }
+
+    /// Terminates the group: `SIGTERM`, then `SIGKILL` after `grace`; reaps
+    /// the leader.
+    async fn stop(&mut self, leader: &mut Child, grace: Duration) {
+        if !self.armed {
+            // The leader exited and its group is already gone.
+            return;
+        }
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        let exited = tokio::time::timeout_at(deadline, leader.wait())
+            .await
+            .is_ok();
+        if !(exited && self.wait_gone(deadline).await) {
+            self.signal(libc::SIGKILL);
+            let _ = leader.wait().await;
+            self.wait_gone(Instant::now() + KILL_GRACE).await;
+        }
+        self.armed = false;
+    }
+
+    /// Waits until no process of the group is alive, or `deadline`; returns
+    /// whether the group is gone.
+    async fn wait_gone(&self, deadline: Instant) -> bool {
+        loop {
+            if group_is_gone(self.pgid) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if self.armed {
+            self.signal(libc::SIGKILL);
+        }
+    }
+}
+
+/// Whether no live process is left in group `pgid`.
+///
+/// On Linux the process table is read: exited processes stay group members
+/// until reaped, and an init that does not reap orphans (as in some
+/// containers) would keep `kill(-pgid, 0)` succeeding for ever. Elsewhere
+/// (FreeBSD's init reaps promptly) `kill(-pgid, 0)` answers.
+pub fn group_is_gone(pgid: libc::pid_t) -> bool {
+    #[cfg(target_os = "linux")]
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        return !procs.flatten().any(|p| {
+            p.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                && is_live_member(&p.path().join("stat"), pgid)
+        });
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::killpg(pgid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Whether `/proc/PID/stat` describes a live (not zombie) process of `pgid`.
+#[cfg(target_os = "linux")]
+fn is_live_member(stat: &Path, pgid: libc::pid_t) -> bool {
+    let Ok(text) = std::fs::read_to_string(stat) else {
+        return false;
+    };
+    // "pid (comm) state ppid pgrp ...": comm may contain anything, so
+    // parse from the last ')'.
+    let mut fields = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace();
+    let state = fields.next();
+    let pgrp = fields.nth(1).and_then(|p| p.parse::<libc::pid_t>().ok());
+    pgrp == Some(pgid) && !matches!(state, Some("Z" | "X" | "x"))
+}
+
+fn spawn_error(program: &str, hint: &str, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => Error::system(format!(
+            "program `{program}` was not found (not in PATH, or no such file); {hint}"
+        )),
+        _ => Error::system(format!("cannot start program `{program}`: {e}; {hint}")),
+    }
+}
+
+/// `exit status N` or `killed by signal S`.
+pub fn describe_status(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::{BuildRequest, Event};
+    use std::process::Command as StdCommand;
+
+    #[test]
+    fn statuses_are_described_for_people() {
+        let exit = StdCommand::new("sh")
+            .args(["-c", "exit 3"])
+            .status()
+            .unwrap();
+        assert_eq!(describe_status(exit), "exit status 3");
+        let killed = StdCommand::new("sh")
+            .args(["-c", "kill -9 $$"])
+            .status()
+            .unwrap();
+        assert_eq!(describe_status(killed), "killed by signal 9");
+    }
+
+    #[test]
+    fn a_missing_program_names_itself_and_the_hint() {
+        let e = spawn_error(
+            "bmake",
+            "set the executor's `make` configuration key",
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        );
+        let text = e.to_string();
+        assert!(matches!(e, Error::System { .. }));
+        assert!(
+            text.contains("`bmake` was not found") && text.contains("`make` configuration key"),
+            "{text}"
+        );
+    }
+
+    fn context(root: &Path) -> (RunContext, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = EventSink::channel();
+        let request: BuildRequest = serde_json::from_value(serde_json::json!({
+            "run_id": "r1",
+            "freebsd_base": {"name": "FreeBSD", "version": "15.0", "branch": "main", "target": "amd64", "target_arch": "amd64"},
+            "source": {"path": "/usr/src", "commit": null},
+            "policy": {"jobs": 1, "kernconf": "GENERIC", "make_flags": [], "source_date_epoch": null},
+            "artifacts": ["world"],
+        }))
+        .unwrap();
+        let ctx = RunContext {
+            request,
+            result_root: root.to_path_buf(),
+            events,
+            cancel: Default::default(),
+        };
+        (ctx, rx)
+    }
+
+    fn shell(script: &str) -> Command {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        command
+    }
+
+    #[tokio::test]
+    async fn output_without_final_newline_and_invalid_utf8_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, mut rx) = context(dir.path());
+        let log = dir.path().join("s.log");
+        run_build_step(shell(r"printf 'a\n\377b\nlast'"), "s", &log, &ctx, "")
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "a\n\u{fffd}b\nlast\n"
+        );
+        let mut lines = Vec::new();
+        while let Ok(Event::Log { line, .. }) = rx.try_recv() {
+            lines.push(line);
+        }
+        assert_eq!(lines, ["a", "\u{fffd}b", "last"]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_step_reports_its_last_lines_of_both_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _rx) = context(dir.path());
+        let log = dir.path().join("s.log");
+        // Pipes are read as data arrives: pause so that the order is certain.
+        let script = "for i in $(seq 1 30); do echo out$i; done; sleep 0.3; echo oops >&2; exit 2";
+        let Err(Error::Build {
+            step,
+            status,
+            log: path,
+            tail,
+        }) = run_build_step(shell(script), "s", &log, &ctx, "").await
+        else {
+            panic!("expected a build error");
+        };
+        assert_eq!(
+            (step.as_str(), status.as_deref(), path.as_deref()),
+            ("s", Some("exit status 2"), Some(log.as_path()))
+        );
+        assert_eq!(tail.len(), TAIL_LINES);
+        assert_eq!(tail.last().map(String::as_str), Some("oops"));
+        assert_eq!(tail.first().map(String::as_str), Some("out12"));
+    }
+
+    /// Runs `script` as a step whose shell writes its pid (the group id) to a
+    /// file first; returns the step's ending and the group id.
+    async fn run_recording_group(
+        script: &str,
+        ctx: &RunContext,
+        dir: &Path,
+        timeout: Option<Duration>,
+    ) -> (Result<Finished>, libc::pid_t) {
+        let pid_file = dir.join("pgid");
+        let script = format!("echo $$ > {}; {script}", pid_file.display());
+        let log = dir.join("s.log");
+        let step = Step {
+            stage: "s",
+            log: &log,
+            events: &ctx.events,
+            cancel: &ctx.cancel,
+            timeout,
+            term_grace: TERM_GRACE,
+            hint: "",
+        };
+        let result = run_step(shell(&script), &step).await;
+        let pgid = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        (result, pgid)
+    }
+
+    #[tokio::test]
+    async fn processes_left_behind_by_a_step_are_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _rx) = context(dir.path());
+        let started = std::time::Instant::now();
+        let (result, pgid) =
+            run_recording_group("sleep 600 & echo started", &ctx, dir.path(), None).await;
+        assert!(matches!(result.unwrap().ending, Ending::Exited(s) if s.success()));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the step waited for its leftover"
+        );
+        assert!(group_is_gone(pgid));
+    }
+
+    #[tokio::test]
+    async fn dropping_a_running_step_kills_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _rx) = context(dir.path());
+        let running = run_recording_group("sleep 600 & sleep 600", &ctx, dir.path(), None);
+        let dropped = tokio::time::timeout(Duration::from_millis(300), running).await;
+        assert!(dropped.is_err(), "the step cannot have finished");
+        let pgid = std::fs::read_to_string(dir.path().join("pgid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + KILL_GRACE;
+        while !group_is_gone(pgid) && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+        assert!(group_is_gone(pgid), "group {pgid} survived the drop");
+    }
+
+    #[tokio::test]
+    async fn cancelling_kills_a_group_that_ignores_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _rx) = context(dir.path());
+        let cancel = ctx.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cancel.cancel();
+        });
+        let started = std::time::Instant::now();
+        let script = "trap '' TERM; sleep 600 & sleep 600 & echo go; wait";
+        let (result, pgid) = run_recording_group(script, &ctx, dir.path(), None).await;
+        assert_eq!(result.unwrap().ending, Ending::Cancelled);
+        assert!(started.elapsed() < TERM_GRACE + KILL_GRACE + Duration::from_secs(2));
+        assert!(group_is_gone(pgid));
+    }
+
+    #[tokio::test]
+    async fn a_step_past_its_time_limit_is_stopped_with_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _rx) = context(dir.path());
+        let started = std::time::Instant::now();
+        let limit = Duration::from_millis(300);
+        let (result, pgid) =
+            run_recording_group("sleep 600 & echo go; wait", &ctx, dir.path(), Some(limit)).await;
+        let finished = result.unwrap();
+        assert_eq!(finished.ending, Ending::TimedOut(limit));
+        assert_eq!(finished.tail, ["go"]);
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(group_is_gone(pgid));
+    }
+}

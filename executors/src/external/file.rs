@@ -1,0 +1,498 @@
+//! Executors files: S-expression files declaring external executors, where
+//! fruix looks for them, and how their entries join the registry.
+//!
+//! ```scheme
+//! (fruix-executors
+//!   (format-version 1)
+//!   (executor
+//!     (name "bhyve-vm")
+//!     (version "1.2.0")
+//!     (description "builds in a throw-away bhyve VM")
+//!     (build-failure-exit-code 1)     ; optional, default 1
+//!     (system-failure-exit-code 2)    ; optional, default 2
+//!     (term-grace 5)                  ; optional, seconds between SIGTERM and SIGKILL
+//!     (remote #t)                     ; optional capability, default #f
+//!     (target-arches "amd64" "aarch64") ; optional capability, default any
+//!     (config-key (name "vm_image") (description "the VM image to boot"))
+//!     (prepare (command "prepare.sh") (timeout 600))
+//!     (build (command "build.sh" "--verbose") (timeout 14400))
+//!     (collect (command "collect.sh") (timeout 1800))
+//!     (cleanup (command "cleanup.sh") (timeout 300))))
+//! ```
+//!
+//! `build` is required; `prepare`, `collect` and `cleanup` are optional.
+//! A command's program is looked up in `PATH` when it is a bare name, taken
+//! as is when absolute, and relative to the executors file's directory
+//! otherwise (`scripts/build.sh`, `./build.sh`). Timeouts are seconds
+//! (integer or decimal); the defaults are in [`DEFAULT_TIMEOUTS`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fruix_core::error::IoContext;
+use fruix_core::executor::{Capabilities, ConfigKeyEntry, ExecutorKind, Registry, RegistryEntry};
+use fruix_core::promotion::check_name;
+use fruix_core::sexp::{read_record, Record};
+use fruix_core::{Error, Result};
+
+use super::ExternalExecutor;
+
+/// The head symbol of an executors file.
+pub const EXECUTORS_HEAD: &str = "fruix-executors";
+
+/// The `format-version` this fruix reads.
+pub const FORMAT_VERSION: i64 = 1;
+
+/// The system-wide executors file, read when it exists.
+pub const SYSTEM_EXECUTORS_FILE: &str = "/etc/fruix/executors.scm";
+
+/// Default timeouts of prepare, build, collect and cleanup.
+pub const DEFAULT_TIMEOUTS: [(Stage, Duration); 4] = [
+    (Stage::Prepare, Duration::from_secs(3600)),
+    (Stage::Build, Duration::from_secs(48 * 3600)),
+    (Stage::Collect, Duration::from_secs(3600)),
+    (Stage::Cleanup, Duration::from_secs(600)),
+];
+
+/// The stages of an external executor, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Prepare,
+    Build,
+    Collect,
+    Cleanup,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [Stage::Prepare, Stage::Build, Stage::Collect, Stage::Cleanup];
+
+    /// The stage's name: its field in the executors file, its event stage,
+    /// its log file (`logs/NAME.log`) and `FRUIX_STAGE`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Prepare => "prepare",
+            Stage::Build => "build",
+            Stage::Collect => "collect",
+            Stage::Cleanup => "cleanup",
+        }
+    }
+
+    fn default_timeout(self) -> Duration {
+        DEFAULT_TIMEOUTS
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map(|(_, t)| *t)
+            .expect("every stage has a default timeout")
+    }
+}
+
+/// One stage's command and time limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageCommand {
+    /// Program (resolved as described in the module docs) and arguments.
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// One external executor, as declared in an executors file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalSpec {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// `FILE:LINE` of the declaration, named when two executors clash.
+    pub origin: String,
+    /// The directory of the executors file (`FRUIX_EXECUTOR_DIR`).
+    pub dir: PathBuf,
+    pub build_failure_exit_code: i32,
+    pub system_failure_exit_code: i32,
+    pub term_grace: Duration,
+    pub capabilities: Capabilities,
+    pub config_keys: Vec<ConfigKeyEntry>,
+    pub prepare: Option<StageCommand>,
+    pub build: StageCommand,
+    pub collect: Option<StageCommand>,
+    pub cleanup: Option<StageCommand>,
+}
+
+impl ExternalSpec {
+    /// The command of `stage`, if the executor has one.
+    pub fn stage(&self, stage: Stage) -> Option<&StageCommand> {
+        match stage {
+            Stage::Prepare => self.prepare.as_ref(),
+            Stage::Build => Some(&self.build),
+            Stage::Collect => self.collect.as_ref(),
+            Stage::Cleanup => self.cleanup.as_ref(),
+        }
+    }
+}
+
+/// The executors files read when present, in order: [`SYSTEM_EXECUTORS_FILE`],
+/// then `$XDG_CONFIG_HOME/fruix/executors.scm` (`$HOME/.config` when
+/// `XDG_CONFIG_HOME` is unset or empty).
+pub fn default_files() -> Vec<PathBuf> {
+    let mut files = vec![PathBuf::from(SYSTEM_EXECUTORS_FILE)];
+    let config_home = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config")));
+    if let Some(dir) = config_home {
+        files.push(dir.join("fruix/executors.scm"));
+    }
+    files
+}
+
+/// Reads the default executors files that exist, then every file of
+/// `explicit` (which must exist), and adds their executors to `registry`.
+/// A name registered twice is an error naming both declarations.
+pub fn register_files(registry: &mut Registry, explicit: &[PathBuf]) -> Result<()> {
+    let defaults = default_files().into_iter().filter(|f| f.is_file());
+    for file in defaults.chain(explicit.iter().cloned()) {
+        for spec in read_file(&file)? {
+            registry.add(entry(spec))?;
+        }
+    }
+    Ok(())
+}
+
+/// The registry entry of an external executor.
+pub fn entry(spec: ExternalSpec) -> RegistryEntry {
+    let spec = Arc::new(spec);
+    let factory_spec = spec.clone();
+    RegistryEntry {
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        version: spec.version.clone(),
+        origin: spec.origin.clone(),
+        kind: ExecutorKind::External,
+        config_keys: spec.config_keys.clone(),
+        factory: Arc::new(move |config| {
+            Ok(Arc::new(ExternalExecutor::new(factory_spec.clone(), config)?) as _)
+        }),
+    }
+}
+
+/// Reads the executors declared in `path`.
+pub fn read_file(path: &Path) -> Result<Vec<ExternalSpec>> {
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound {
+            path: path.to_path_buf(),
+            hint: "give the path of an executors file (see `Adding an executor` in the README)"
+                .into(),
+        },
+        _ => Error::io("read executors file", path, e),
+    })?;
+    parse(path, &text)
+}
+
+/// Parses the text of executors file `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Vec<ExternalSpec>> {
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let dir =
+        std::fs::canonicalize(&dir).with_path("resolve the directory of executors file", &dir)?;
+    read_record(path, text, EXECUTORS_HEAD, |r| {
+        let version = r.integer("format-version")?;
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedFormatVersion {
+                path: path.to_path_buf(),
+                version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        r.repeated("executor")?
+            .into_iter()
+            .map(|e| read_executor(e, path, &dir))
+            .collect()
+    })
+}
+
+fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalSpec> {
+    let origin = format!("{}:{}", path.display(), r.line());
+    let name = r.string("name")?;
+    check_name("executor name", &name).map_err(|m| r.error("name", None, m))?;
+    let version = r.string("version")?;
+    check_name("executor version", &version).map_err(|m| r.error("version", None, m))?;
+    let description = r.string("description")?;
+    let build_failure_exit_code = exit_code(&mut r, "build-failure-exit-code", 1)?;
+    let system_failure_exit_code = exit_code(&mut r, "system-failure-exit-code", 2)?;
+    if build_failure_exit_code == system_failure_exit_code {
+        return Err(r.error(
+            "system-failure-exit-code",
+            None,
+            format!("equals build-failure-exit-code ({build_failure_exit_code}); give two different statuses"),
+        ));
+    }
+    let term_grace = match r.opt_number("term-grace")? {
+        None => fruix_core::process::TERM_GRACE,
+        Some(s) => seconds(&r, "term-grace", s)?,
+    };
+    let capabilities = Capabilities {
+        remote: r.opt_bool("remote")?.unwrap_or(false),
+        signs_at_build_site: false,
+        cancellable: true,
+        target_arches: r.strings("target-arches")?.unwrap_or_default(),
+    };
+    let mut config_keys = Vec::new();
+    for mut key in r.repeated("config-key")? {
+        let name = key.string("name")?;
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(key.error(
+                "name",
+                None,
+                format!("{name:?} is not a configuration key name: use a-z, 0-9 and _"),
+            ));
+        }
+        let description = key.string("description")?;
+        key.finish()?;
+        config_keys.push(ConfigKeyEntry { name, description });
+    }
+    let mut stage = |stage: Stage| -> Result<Option<StageCommand>> {
+        let Some(mut s) = r.opt_record(stage.name())? else {
+            return Ok(None);
+        };
+        let mut argv = s.strings("command")?.unwrap_or_default();
+        let Some(program) = argv.first_mut() else {
+            return Err(s.error(
+                "command",
+                None,
+                "missing or empty; give the program to run and its arguments",
+            ));
+        };
+        if program.contains('/') && !program.starts_with('/') {
+            *program = dir.join(&*program).to_string_lossy().into_owned();
+        }
+        let timeout = match s.opt_number("timeout")? {
+            None => stage.default_timeout(),
+            Some(t) => seconds(&s, "timeout", t)?,
+        };
+        s.finish()?;
+        Ok(Some(StageCommand { argv, timeout }))
+    };
+    let prepare = stage(Stage::Prepare)?;
+    let build = stage(Stage::Build)?;
+    let collect = stage(Stage::Collect)?;
+    let cleanup = stage(Stage::Cleanup)?;
+    let build = build.ok_or_else(|| {
+        r.error(
+            "build",
+            None,
+            "missing; an external executor needs at least a build command",
+        )
+    })?;
+    r.finish()?;
+    Ok(ExternalSpec {
+        name,
+        version,
+        description,
+        origin,
+        dir: dir.to_path_buf(),
+        build_failure_exit_code,
+        system_failure_exit_code,
+        term_grace,
+        capabilities,
+        config_keys,
+        prepare,
+        build,
+        collect,
+        cleanup,
+    })
+}
+
+fn exit_code(r: &mut Record<'_>, field: &str, default: i32) -> Result<i32> {
+    match r.opt_integer(field)? {
+        None => Ok(default),
+        Some(code @ 1..=255) => Ok(code as i32),
+        Some(code) => Err(r.error(
+            field,
+            None,
+            format!("{code} is not a failure exit status; give 1 to 255"),
+        )),
+    }
+}
+
+fn seconds(r: &Record<'_>, field: &str, value: f64) -> Result<Duration> {
+    if value.is_finite() && value > 0.0 && value < 1e9 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(r.error(
+            field,
+            None,
+            format!("{value} is not a number of seconds greater than 0"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"(fruix-executors
+  (format-version 1)
+  (executor
+    (name "vm")
+    (version "1.2.0")
+    (description "builds in a VM")
+    (system-failure-exit-code 75)
+    (term-grace 1.5)
+    (remote #t)
+    (target-arches "amd64")
+    (config-key (name "vm_image") (description "the image"))
+    (prepare (command "scripts/prepare.sh" "a b") (timeout 10))
+    (build (command "/usr/local/bin/vm-build"))
+    (cleanup (command "sh" "-c" "true") (timeout 0.5)))
+  (executor
+    (name "minimal")
+    (version "1")
+    (description "only a build")
+    (build (command "./b.sh"))))
+"#;
+
+    fn parse_text(text: &str) -> Result<Vec<ExternalSpec>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("executors.scm");
+        parse(&path, text)
+    }
+
+    #[test]
+    fn a_full_file_is_read_with_defaults_and_resolved_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("executors.scm");
+        let specs = parse(&path, FULL).unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let vm = &specs[0];
+        assert_eq!((vm.name.as_str(), vm.version.as_str()), ("vm", "1.2.0"));
+        assert_eq!(vm.origin, format!("{}:3", path.display()));
+        assert_eq!(
+            (vm.build_failure_exit_code, vm.system_failure_exit_code),
+            (1, 75)
+        );
+        assert_eq!(vm.term_grace, Duration::from_millis(1500));
+        assert!(vm.capabilities.remote && vm.capabilities.cancellable);
+        assert_eq!(vm.capabilities.target_arches, ["amd64"]);
+        assert_eq!(vm.config_keys[0].name, "vm_image");
+        let prepare = vm.prepare.as_ref().unwrap();
+        assert_eq!(
+            prepare.argv,
+            [base.join("scripts/prepare.sh").to_str().unwrap(), "a b"]
+        );
+        assert_eq!(prepare.timeout, Duration::from_secs(10));
+        assert_eq!(vm.build.argv, ["/usr/local/bin/vm-build"]);
+        assert_eq!(vm.build.timeout, Stage::Build.default_timeout());
+        assert!(vm.collect.is_none());
+        assert_eq!(vm.cleanup.as_ref().unwrap().argv, ["sh", "-c", "true"]);
+        let minimal = &specs[1];
+        assert_eq!(minimal.build.argv, [base.join("./b.sh").to_str().unwrap()]);
+        assert_eq!(
+            (
+                minimal.build_failure_exit_code,
+                minimal.system_failure_exit_code
+            ),
+            (1, 2)
+        );
+    }
+
+    #[test]
+    fn mistakes_are_refused_naming_field_and_line() {
+        let cases = [
+            (
+                FULL.replace("(format-version 1)", "(format-version 2)"),
+                "unsupported format-version 2",
+            ),
+            (
+                FULL.replace("(build (command \"./b.sh\"))", ""),
+                "field `executor[1].build` (line 15): missing",
+            ),
+            (
+                FULL.replace("(timeout 10)", "(timeout 0)"),
+                "not a number of seconds",
+            ),
+            (
+                FULL.replace(
+                    "(system-failure-exit-code 75)",
+                    "(system-failure-exit-code 1)",
+                ),
+                "give two different statuses",
+            ),
+            (
+                FULL.replace(
+                    "(system-failure-exit-code 75)",
+                    "(system-failure-exit-code 0)",
+                ),
+                "not a failure exit status",
+            ),
+            (
+                FULL.replace("(name \"vm\")", "(name \"v m\")"),
+                "not usable in a store name",
+            ),
+            (
+                FULL.replace("(remote #t)", "(remote #t) (colour \"red\")"),
+                "`executor[0].colour` (line 9): unknown field",
+            ),
+            (
+                FULL.replace("(command \"/usr/local/bin/vm-build\")", "(command)"),
+                "missing or empty",
+            ),
+            (
+                FULL.replace("(name \"vm_image\")", "(name \"VM-Image\")"),
+                "not a configuration key name",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = parse_text(&text).unwrap_err().to_string();
+            assert!(e.contains(expected), "expected {expected:?} in: {e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_named() {
+        let e = read_file(Path::new("/nonexistent/executors.scm")).unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
+        assert!(e.to_string().contains("/nonexistent/executors.scm"), "{e}");
+    }
+
+    #[test]
+    fn two_executors_with_one_name_name_both_declarations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("executors.scm");
+        std::fs::write(&path, FULL.replace("(name \"minimal\")", "(name \"vm\")")).unwrap();
+        let mut registry = Registry::default();
+        let e = register_files(&mut registry, std::slice::from_ref(&path))
+            .unwrap_err()
+            .to_string();
+        let file = path.display();
+        assert!(
+            e.contains(&format!("executor `vm` is registered twice: by {file}:3 (external) and by {file}:15 (external)")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_external_executor_shadowing_a_built_in_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("executors.scm");
+        std::fs::write(
+            &path,
+            FULL.replace("(name \"minimal\")", "(name \"local\")"),
+        )
+        .unwrap();
+        crate::link();
+        let mut registry = Registry::compiled().unwrap();
+        let e = register_files(&mut registry, &[path])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "executor `local` is registered twice: by fruix-executors (built-in) and by"
+            ) && e.contains("executors.scm:15 (external)"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,724 @@
+//! External executors: executors written as commands, in any language,
+//! declared in an executors file ([`file`]) and run stage by stage, in the
+//! model of GitLab Runner's custom executor.
+//!
+//! # Contract
+//!
+//! - A run creates the work directory `RESULT_ROOT.work` (next to the result
+//!   root; a stale one is removed first), writes the request there as JSON
+//!   (`request.json`), then runs the executor's `prepare`, `build` and
+//!   `collect` commands in that order, each as an event stage of its name,
+//!   with the work directory as current directory, stdin `/dev/null`, its
+//!   output streamed to the events and to `logs/STAGE.log` of the result
+//!   root, in its own process group ([`fruix_core::process`]).
+//! - Every stage gets this process's environment plus the variables listed in
+//!   [`ENVIRONMENT`] (the build request, paths, statuses) and one
+//!   `FRUIX_CONFIG_KEY` per configuration value (`--config key=value`; only
+//!   the keys the executor declares are accepted).
+//! - A stage's exit status decides: 0 goes on; the executor's build-failure
+//!   status (default 1) is a build failure ([`Error::Build`], exit status 1
+//!   of `fruix build`); its system-failure status (default 2), any other
+//!   status, or death by a signal is a system failure ([`Error::System`],
+//!   exit status 3). A stage that runs past its timeout, or a cancelled run,
+//!   has its process group stopped: `SIGTERM`, then `SIGKILL` after the
+//!   executor's `term-grace`; a timeout is a system failure naming it.
+//! - After `collect`, when the result root has no `promotion.scm`, fruix
+//!   writes it (stage `sign`) from the request and the trees found at
+//!   `artifacts/NAME` for every requested artifact, with tree signatures
+//!   ([`fruix_core::collect::write_promotion`]). What is at `FRUIX_RESULT_ROOT`
+//!   is then validated like any executor's output by
+//!   [`fruix_core::executor::run_executor`].
+//! - [`Executor::cleanup`] runs the `cleanup` command once per run, whatever
+//!   happened (success, failure, timeout, cancellation), with `FRUIX_OUTCOME`
+//!   telling what did; it cannot be cancelled, but has its own timeout. Then
+//!   the work directory is removed. A failing cleanup is reported as a warning
+//!   by the runner and never hides the build's result.
+
+pub mod file;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use fruix_core::collect::{host_name, write_promotion, Builder};
+use fruix_core::error::IoContext;
+use fruix_core::executor::{Capabilities, Executor, RunContext};
+use fruix_core::process::{describe_status, run_step, Ending, Finished, Step};
+use fruix_core::promotion::PROMOTION_FILE;
+use fruix_core::{Error, Failure, Result};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use crate::driver::{remove_work_dir, work_dir_for};
+
+pub use file::{ExternalSpec, Stage, StageCommand};
+
+/// The variables every stage gets, with what they hold (the README lists
+/// them from here).
+pub const ENVIRONMENT: [(&str, &str); 24] = [
+    ("FRUIX_STAGE", "the stage running: prepare, build, collect or cleanup"),
+    ("FRUIX_EXECUTOR", "the executor's name"),
+    ("FRUIX_EXECUTOR_VERSION", "the executor's version"),
+    ("FRUIX_EXECUTOR_DIR", "the directory of the executors file that declares it"),
+    ("FRUIX_RUN_ID", "the run id, e.g. 20260405T213444Z"),
+    ("FRUIX_RESULT_ROOT", "absolute path of the result root to fill (exists; holds logs/ and the unfinished marker)"),
+    ("FRUIX_WORK_DIR", "absolute path of a scratch directory for this run (the current directory; removed after cleanup)"),
+    ("FRUIX_REQUEST_FILE", "the full build request as JSON (run_id, freebsd_base, source, policy, artifacts)"),
+    ("FRUIX_SOURCE_STORE", "the source tree (store path) to build"),
+    ("FRUIX_SOURCE_COMMIT", "the source's commit, or empty"),
+    ("FRUIX_FREEBSD_NAME", "FreeBSD"),
+    ("FRUIX_FREEBSD_VERSION", "e.g. 15.0-STABLE"),
+    ("FRUIX_FREEBSD_BRANCH", "e.g. stable/15"),
+    ("FRUIX_TARGET", "make's TARGET, e.g. amd64"),
+    ("FRUIX_TARGET_ARCH", "make's TARGET_ARCH, e.g. amd64"),
+    ("FRUIX_KERNCONF", "the kernel configuration, e.g. GENERIC"),
+    ("FRUIX_JOBS", "parallel make jobs"),
+    ("FRUIX_MAKE_FLAGS", "extra make arguments, separated by single spaces (none contains white space)"),
+    ("FRUIX_SOURCE_DATE_EPOCH", "SOURCE_DATE_EPOCH for the build, or empty"),
+    ("FRUIX_ARTIFACTS", "the requested artifacts, separated by spaces: collect puts each at FRUIX_RESULT_ROOT/artifacts/NAME"),
+    ("FRUIX_BUILD_FAILURE_EXIT_CODE", "the exit status that reports a build failure"),
+    ("FRUIX_SYSTEM_FAILURE_EXIT_CODE", "the exit status that reports a system failure"),
+    ("FRUIX_OUTCOME", "cleanup only: success, build-failure, system-failure, timeout, cancelled or invalid"),
+    ("FRUIX_CONFIG_KEY", "one per configuration value given with --config key=value (KEY upper-cased)"),
+];
+
+/// How a run ended, for cleanup's `FRUIX_OUTCOME`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Success,
+    BuildFailure,
+    SystemFailure,
+    Timeout,
+    Cancelled,
+    Invalid,
+}
+
+impl Outcome {
+    fn of(result: &Result<()>) -> Outcome {
+        match result.as_ref().map_err(Error::failure) {
+            Ok(()) => Outcome::Success,
+            Err(Failure::Build) => Outcome::BuildFailure,
+            Err(Failure::System) => Outcome::SystemFailure,
+            Err(Failure::Cancelled) => Outcome::Cancelled,
+            Err(Failure::Input) => Outcome::Invalid,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::BuildFailure => "build-failure",
+            Outcome::SystemFailure => "system-failure",
+            Outcome::Timeout => "timeout",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Invalid => "invalid",
+        }
+    }
+}
+
+/// An executor declared in an executors file.
+#[derive(Debug)]
+pub struct ExternalExecutor {
+    spec: Arc<ExternalSpec>,
+    /// `FRUIX_CONFIG_*` variables from the configuration.
+    config: Vec<(String, String)>,
+    /// How each run ended, by result root, until its cleanup.
+    outcomes: Mutex<HashMap<PathBuf, Outcome>>,
+}
+
+impl ExternalExecutor {
+    /// Makes the executor of `spec` with `config`, a JSON object of the
+    /// declared configuration keys (strings, numbers or booleans).
+    pub fn new(spec: Arc<ExternalSpec>, config: serde_json::Value) -> Result<ExternalExecutor> {
+        let invalid = |message: String| Error::InvalidConfig {
+            executor: spec.name.clone(),
+            message,
+        };
+        let object = match config {
+            serde_json::Value::Null => Default::default(),
+            serde_json::Value::Object(o) => o,
+            other => return Err(invalid(format!("expected an object of keys, got {other}"))),
+        };
+        let mut vars = Vec::with_capacity(object.len());
+        for (key, value) in object {
+            if !spec.config_keys.iter().any(|k| k.name == key) {
+                let known: Vec<_> = spec.config_keys.iter().map(|k| k.name.as_str()).collect();
+                return Err(invalid(format!(
+                    "unknown key `{key}`; this executor declares: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+            let value = match value {
+                serde_json::Value::String(s) => s,
+                v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string(),
+                other => {
+                    return Err(invalid(format!(
+                        "`{key}` must be a string, number or boolean, got {other}"
+                    )))
+                }
+            };
+            vars.push((format!("FRUIX_CONFIG_{}", key.to_ascii_uppercase()), value));
+        }
+        Ok(ExternalExecutor {
+            spec,
+            config: vars,
+            outcomes: Mutex::default(),
+        })
+    }
+
+    /// The declaration this executor runs.
+    pub fn spec(&self) -> &ExternalSpec {
+        &self.spec
+    }
+
+    /// The work directory of `ctx`'s run.
+    fn work_dir(&self, ctx: &RunContext) -> Result<PathBuf> {
+        work_dir_for(&ctx.result_root, &ctx.request.run_id, None)
+    }
+
+    /// The environment of every stage of `ctx`'s run (see [`ENVIRONMENT`]).
+    pub fn environment(&self, ctx: &RunContext, work: &Path) -> Result<Vec<(String, String)>> {
+        let root = std::fs::canonicalize(&ctx.result_root)
+            .with_path("resolve result root", &ctx.result_root)?;
+        let r = &ctx.request;
+        let spec = &self.spec;
+        let text = |p: &Path| p.to_string_lossy().into_owned();
+        let mut env: Vec<(String, String)> = [
+            ("FRUIX_EXECUTOR", spec.name.clone()),
+            ("FRUIX_EXECUTOR_VERSION", spec.version.clone()),
+            ("FRUIX_EXECUTOR_DIR", text(&spec.dir)),
+            ("FRUIX_RUN_ID", r.run_id.clone()),
+            ("FRUIX_RESULT_ROOT", text(&root)),
+            ("FRUIX_WORK_DIR", text(work)),
+            ("FRUIX_REQUEST_FILE", text(&work.join(REQUEST_FILE))),
+            ("FRUIX_SOURCE_STORE", r.source.path.clone()),
+            (
+                "FRUIX_SOURCE_COMMIT",
+                r.source.commit.clone().unwrap_or_default(),
+            ),
+            ("FRUIX_FREEBSD_NAME", r.freebsd_base.name.clone()),
+            ("FRUIX_FREEBSD_VERSION", r.freebsd_base.version.clone()),
+            ("FRUIX_FREEBSD_BRANCH", r.freebsd_base.branch.clone()),
+            ("FRUIX_TARGET", r.freebsd_base.target.clone()),
+            ("FRUIX_TARGET_ARCH", r.freebsd_base.target_arch.clone()),
+            ("FRUIX_KERNCONF", r.policy.kernconf.clone()),
+            ("FRUIX_JOBS", r.policy.jobs.to_string()),
+            ("FRUIX_MAKE_FLAGS", r.policy.make_flags.join(" ")),
+            (
+                "FRUIX_SOURCE_DATE_EPOCH",
+                r.policy
+                    .source_date_epoch
+                    .map(|e| e.to_string())
+                    .unwrap_or_default(),
+            ),
+            ("FRUIX_ARTIFACTS", r.artifacts.join(" ")),
+            (
+                "FRUIX_BUILD_FAILURE_EXIT_CODE",
+                spec.build_failure_exit_code.to_string(),
+            ),
+            (
+                "FRUIX_SYSTEM_FAILURE_EXIT_CODE",
+                spec.system_failure_exit_code.to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        env.extend(self.config.iter().cloned());
+        Ok(env)
+    }
+
+    /// Runs `stage` (when the executor has a command for it) as an event
+    /// stage, stopped by `cancel` or its timeout.
+    async fn run_stage(
+        &self,
+        stage: Stage,
+        ctx: &RunContext,
+        work: &Path,
+        env: &[(String, String)],
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let Some(command) = self.spec.stage(stage) else {
+            return Ok(());
+        };
+        let name = stage.name();
+        let log = ctx.logs_dir()?.join(format!("{name}.log"));
+        let mut process = Command::new(&command.argv[0]);
+        process
+            .args(&command.argv[1..])
+            .current_dir(work)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("FRUIX_STAGE", name);
+        let hint = format!(
+            "check the {name} command of executor `{}` ({})",
+            self.spec.name, self.spec.origin
+        );
+        let step = Step {
+            stage: name,
+            log: &log,
+            events: &ctx.events,
+            cancel,
+            timeout: Some(command.timeout),
+            term_grace: self.spec.term_grace,
+            hint: &hint,
+        };
+        ctx.events
+            .stage(name, async {
+                let finished = run_step(process, &step).await?;
+                self.judge(stage, finished, &log, ctx)
+            })
+            .await
+    }
+
+    /// Maps how a stage ended to the run's result (see the module docs).
+    fn judge(&self, stage: Stage, finished: Finished, log: &Path, ctx: &RunContext) -> Result<()> {
+        let spec = &self.spec;
+        let what = format!("external executor `{}`: stage {}", spec.name, stage.name());
+        let last = finished
+            .tail
+            .last()
+            .map(|l| format!("; last output: {l}"))
+            .unwrap_or_default();
+        let full_log = format!("; full log: {}", log.display());
+        match finished.ending {
+            Ending::Cancelled => Err(Error::Cancelled),
+            Ending::Exited(status) if status.success() => Ok(()),
+            Ending::Exited(status) if status.code() == Some(spec.build_failure_exit_code) => {
+                Err(Error::Build {
+                    step: stage.name().to_string(),
+                    status: Some(describe_status(status)),
+                    log: Some(log.to_path_buf()),
+                    tail: finished.tail,
+                })
+            }
+            Ending::Exited(status) if status.code() == Some(spec.system_failure_exit_code) => {
+                Err(Error::system(format!(
+                    "{what} reported a system failure ({}){last}{full_log}",
+                    describe_status(status)
+                )))
+            }
+            Ending::Exited(status) => Err(Error::system(format!(
+                "{what} failed with {}, which is neither its build-failure status ({}) nor its system-failure status ({}), so it counts as a system failure{last}{full_log}",
+                describe_status(status),
+                spec.build_failure_exit_code,
+                spec.system_failure_exit_code
+            ))),
+            Ending::TimedOut(limit) => {
+                self.record(ctx, Outcome::Timeout);
+                Err(Error::system(format!(
+                    "{what} timed out after {}s; its process group was stopped (SIGTERM, then SIGKILL after {}s){last}{full_log}",
+                    limit.as_secs_f64(),
+                    spec.term_grace.as_secs_f64()
+                )))
+            }
+        }
+    }
+
+    /// Records how `ctx`'s run ended, unless already known (a timeout).
+    fn record(&self, ctx: &RunContext, outcome: Outcome) {
+        self.outcomes
+            .lock()
+            .expect("not poisoned")
+            .entry(ctx.result_root.clone())
+            .or_insert(outcome);
+    }
+
+    async fn run_stages(&self, ctx: &RunContext) -> Result<()> {
+        if let Some(flag) = ctx
+            .request
+            .policy
+            .make_flags
+            .iter()
+            .find(|f| f.contains(char::is_whitespace) || f.is_empty())
+        {
+            return Err(Error::InvalidRequest {
+                message: format!(
+                    "make flag {flag:?} is empty or contains white space, which FRUIX_MAKE_FLAGS cannot carry to external executor `{}`",
+                    self.spec.name
+                ),
+            });
+        }
+        let work = self.work_dir(ctx)?;
+        remove_work_dir(&work).await?;
+        std::fs::create_dir_all(&work).with_path("create work directory", &work)?;
+        let request = work.join(REQUEST_FILE);
+        let json = serde_json::to_vec_pretty(&ctx.request)
+            .map_err(|e| Error::system(format!("cannot encode the request as JSON: {e}")))?;
+        std::fs::write(&request, json).with_path("write request file", &request)?;
+        let env = self.environment(ctx, &work)?;
+        for stage in [Stage::Prepare, Stage::Build, Stage::Collect] {
+            self.run_stage(stage, ctx, &work, &env, &ctx.cancel).await?;
+        }
+        if !ctx.result_root.join(PROMOTION_FILE).exists() {
+            ctx.events.stage("sign", self.sign(ctx)).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `promotion.scm` from the request and the collected artifacts.
+    async fn sign(&self, ctx: &RunContext) -> Result<()> {
+        let (root, request) = (ctx.result_root.clone(), ctx.request.clone());
+        let (name, version) = (self.spec.name.clone(), self.spec.version.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let host = host_name()?;
+            let builder = Builder {
+                executor: &name,
+                executor_version: &version,
+                host_name: &host,
+            };
+            write_promotion(&root, &request, builder).map(drop)
+        });
+        tokio::select! {
+            joined = task => joined.map_err(|e| Error::system(format!("signing the collected artifacts did not finish: {e}")))?,
+            () = ctx.cancel.cancelled() => Err(Error::Cancelled),
+        }
+    }
+}
+
+/// The name of the request file in the work directory.
+pub const REQUEST_FILE: &str = "request.json";
+
+#[async_trait]
+impl Executor for ExternalExecutor {
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn version(&self) -> &str {
+        &self.spec.version
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.spec.capabilities.clone()
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Result<()> {
+        let result = self.run_stages(ctx).await;
+        self.record(ctx, Outcome::of(&result));
+        result
+    }
+
+    async fn cleanup(&self, ctx: &RunContext) -> Result<()> {
+        let outcome = self
+            .outcomes
+            .lock()
+            .expect("not poisoned")
+            .remove(&ctx.result_root)
+            .unwrap_or(if ctx.cancel.is_cancelled() {
+                Outcome::Cancelled
+            } else {
+                Outcome::SystemFailure
+            });
+        let work = self.work_dir(ctx)?;
+        let ran = async {
+            std::fs::create_dir_all(&work).with_path("create work directory", &work)?;
+            let mut env = self.environment(ctx, &work)?;
+            env.push(("FRUIX_OUTCOME".into(), outcome.name().into()));
+            // Cleanup is not cancellable: it is what runs after a cancel.
+            let never = CancellationToken::new();
+            self.run_stage(Stage::Cleanup, ctx, &work, &env, &never)
+                .await
+        }
+        .await;
+        let removed = remove_work_dir(&work).await;
+        ran.and(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fruix_core::executor::{run_executor, BuildRequest, Event, EventSink};
+    use fruix_core::testing::sample_metadata;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    /// Writes `scripts` (name, body) as executable sh scripts and an
+    /// executors file declaring executor `t` with `stages` (extra fields).
+    fn executor(dir: &Path, stages: &str, scripts: &[(&str, &str)]) -> Arc<dyn Executor> {
+        for (name, body) in scripts {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let text = format!(
+            "(fruix-executors (format-version 1)\n (executor (name \"t\") (version \"0.1\") (description \"test\")\n  (config-key (name \"marker\") (description \"cleanup marker\"))\n  {stages}))"
+        );
+        let path = dir.join("executors.scm");
+        std::fs::write(&path, text).unwrap();
+        let spec = file::read_file(&path).unwrap().remove(0);
+        let marker = dir.join("marker");
+        Arc::new(
+            ExternalExecutor::new(
+                Arc::new(spec),
+                serde_json::json!({ "marker": marker.to_str().unwrap() }),
+            )
+            .unwrap(),
+        )
+    }
+
+    const CLEANUP: &str = r#"(cleanup (command "./cleanup.sh"))"#;
+    const CLEANUP_SH: (&str, &str) = (
+        "cleanup.sh",
+        r#"echo "$FRUIX_OUTCOME" >> "$FRUIX_CONFIG_MARKER""#,
+    );
+
+    fn request() -> BuildRequest {
+        let m = sample_metadata("t", "20260405T213444Z");
+        BuildRequest {
+            run_id: m.run_id,
+            freebsd_base: m.freebsd_base,
+            source: m.source_store,
+            policy: m.build_policy,
+            artifacts: vec!["headers".into()],
+        }
+    }
+
+    async fn run(
+        executor: Arc<dyn Executor>,
+        dir: &Path,
+        cancel: CancellationToken,
+    ) -> (Result<fruix_core::ResultRoot>, Vec<Event>) {
+        let (sink, mut rx) = EventSink::channel();
+        let result = run_executor(executor, request(), &dir.join("root"), sink, cancel).await;
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e);
+        }
+        (result, events)
+    }
+
+    fn marker(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("marker")).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn stages_get_the_request_and_fruix_signs_what_collect_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = r#"env | grep '^FRUIX_' | sort > "$FRUIX_WORK_DIR/env"; cp "$FRUIX_WORK_DIR/env" "$FRUIX_RESULT_ROOT/logs/env.txt""#;
+        let collect = r#"mkdir -p "$FRUIX_RESULT_ROOT/artifacts/headers/usr/include/sys" && echo '#define X 1' > "$FRUIX_RESULT_ROOT/artifacts/headers/usr/include/sys/param.h""#;
+        let stages = format!(
+            r#"(build (command "./build.sh")) (collect (command "./collect.sh")) {CLEANUP}"#
+        );
+        let ex = executor(
+            dir.path(),
+            &stages,
+            &[("build.sh", build), ("collect.sh", collect), CLEANUP_SH],
+        );
+        let (result, events) = run(ex, dir.path(), CancellationToken::new()).await;
+        let root = result.unwrap();
+        let m = root.metadata();
+        assert_eq!(
+            (m.executor.as_str(), m.executor_version.as_str()),
+            ("t", "0.1")
+        );
+        assert!(m.artifacts[0].tree_signature.is_some());
+        let env = std::fs::read_to_string(root.path().join("logs/env.txt")).unwrap();
+        let root_path = dir.path().canonicalize().unwrap().join("root");
+        for expected in [
+            "FRUIX_STAGE=build".to_string(),
+            "FRUIX_RUN_ID=20260405T213444Z".into(),
+            format!("FRUIX_RESULT_ROOT={}", root_path.display()),
+            format!("FRUIX_WORK_DIR={}.work", root_path.display()),
+            "FRUIX_KERNCONF=GENERIC".into(),
+            "FRUIX_TARGET_ARCH=amd64".into(),
+            "FRUIX_JOBS=2".into(),
+            "FRUIX_MAKE_FLAGS=-DNO_ROOT".into(),
+            "FRUIX_SOURCE_DATE_EPOCH=1775420084".into(),
+            "FRUIX_ARTIFACTS=headers".into(),
+            "FRUIX_BUILD_FAILURE_EXIT_CODE=1".into(),
+            "FRUIX_SYSTEM_FAILURE_EXIT_CODE=2".into(),
+            format!(
+                "FRUIX_CONFIG_MARKER={}",
+                dir.path().join("marker").display()
+            ),
+        ] {
+            assert!(
+                env.lines().any(|l| l == expected),
+                "{expected} missing from:\n{env}"
+            );
+        }
+        let stages: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::StageStarted { stage } => Some(stage.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stages, ["build", "collect", "sign", "cleanup"]);
+        assert_eq!(marker(dir.path()), "success\n");
+        assert!(
+            !dir.path().join("root.work").exists(),
+            "the work directory is removed"
+        );
+    }
+
+    #[tokio::test]
+    async fn exit_statuses_tell_build_from_system_failures() {
+        for (code, expected_failure, outcome) in [
+            (1, Failure::Build, "build-failure"),
+            (2, Failure::System, "system-failure"),
+            (9, Failure::System, "system-failure"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let stages = format!(r#"(build (command "./build.sh")) {CLEANUP}"#);
+            let body = format!("echo step one; echo broken >&2; exit {code}");
+            let ex = executor(dir.path(), &stages, &[("build.sh", &body), CLEANUP_SH]);
+            let (result, _) = run(ex, dir.path(), CancellationToken::new()).await;
+            let e = result.unwrap_err();
+            assert_eq!(e.failure(), expected_failure, "exit {code}: {e}");
+            assert_eq!(marker(dir.path()), format!("{outcome}\n"));
+            if code == 9 {
+                assert!(
+                    e.to_string().contains(
+                        "neither its build-failure status (1) nor its system-failure status (2)"
+                    ),
+                    "{e}"
+                );
+            }
+            if let Error::Build { step, tail, .. } = &e {
+                assert_eq!(
+                    (step.as_str(), tail.as_slice()),
+                    (
+                        "build",
+                        ["step one".to_string(), "broken".to_string()].as_slice()
+                    )
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stage_past_its_timeout_is_stopped_and_cleanup_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let stages = format!(r#"(build (command "./build.sh") (timeout 0.5)) {CLEANUP}"#);
+        let ex = executor(
+            dir.path(),
+            &stages,
+            &[("build.sh", "echo working; sleep 600"), CLEANUP_SH],
+        );
+        let started = Instant::now();
+        let (result, _) = run(ex, dir.path(), CancellationToken::new()).await;
+        let e = result.unwrap_err();
+        assert_eq!(e.failure(), Failure::System);
+        assert!(
+            e.to_string().contains("stage build timed out after 0.5s"),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(marker(dir.path()), "timeout\n");
+    }
+
+    #[tokio::test]
+    async fn a_failing_cleanup_is_a_warning_that_keeps_the_build_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let stages = r#"(build (command "./build.sh")) (cleanup (command "./cleanup.sh"))"#;
+        let ex = executor(
+            dir.path(),
+            stages,
+            &[("build.sh", "exit 1"), ("cleanup.sh", "exit 2")],
+        );
+        let (result, events) = run(ex, dir.path(), CancellationToken::new()).await;
+        assert_eq!(result.unwrap_err().failure(), Failure::Build);
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Warning { message } if message.contains("stage cleanup reported a system failure"))),
+            "{events:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_the_stage_and_cleanup_still_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let stages = format!(r#"(build (command "./build.sh")) {CLEANUP}"#);
+        let ex = executor(
+            dir.path(),
+            &stages,
+            &[("build.sh", "sleep 600"), CLEANUP_SH],
+        );
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            trigger.cancel();
+        });
+        let (result, _) = run(ex, dir.path(), cancel).await;
+        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        assert_eq!(marker(dir.path()), "cancelled\n");
+    }
+
+    #[tokio::test]
+    async fn unknown_configuration_keys_are_refused_naming_the_declared_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("executors.scm");
+        std::fs::write(&path, r#"(fruix-executors (format-version 1) (executor (name "t") (version "1") (description "d") (config-key (name "image") (description "i")) (build (command "true"))))"#).unwrap();
+        let spec = Arc::new(file::read_file(&path).unwrap().remove(0));
+        let e = ExternalExecutor::new(spec.clone(), serde_json::json!({"imag": "x"})).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown key `imag`; this executor declares: image"),
+            "{e}"
+        );
+        let e = ExternalExecutor::new(spec, serde_json::json!({"image": ["x"]})).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("must be a string, number or boolean"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_documented_variable_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let ex = ExternalExecutor::new(
+            Arc::new(
+                file::parse(
+                    &dir.path().join("executors.scm"),
+                    r#"(fruix-executors (format-version 1) (executor (name "t") (version "1") (description "d") (build (command "true"))))"#,
+                )
+                .unwrap()
+                .remove(0),
+            ),
+            serde_json::Value::Null,
+        )
+        .unwrap();
+        let ctx = RunContext {
+            request: request(),
+            result_root: dir.path().to_path_buf(),
+            events: EventSink::discard(),
+            cancel: CancellationToken::new(),
+        };
+        let env = ex.environment(&ctx, dir.path()).unwrap();
+        // Set per stage, per cleanup, and per configuration value.
+        let elsewhere = ["FRUIX_STAGE", "FRUIX_OUTCOME", "FRUIX_CONFIG_KEY"];
+        for (name, _) in ENVIRONMENT.iter().filter(|(n, _)| !elsewhere.contains(n)) {
+            assert!(env.iter().any(|(k, _)| k == name), "{name} is not set");
+        }
+        assert_eq!(env.len(), ENVIRONMENT.len() - elsewhere.len());
+    }
+
+    #[tokio::test]
+    async fn make_flags_with_white_space_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ex = executor(dir.path(), r#"(build (command "true"))"#, &[]);
+        let mut bad = request();
+        bad.policy.make_flags = vec!["CFLAGS=-O2 -g".into()];
+        let result = run_executor(
+            ex,
+            bad,
+            &dir.path().join("root"),
+            EventSink::discard(),
+            CancellationToken::new(),
+        )
+        .await;
+        let e = result.unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidRequest { .. }) && e.to_string().contains("CFLAGS=-O2 -g"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,409 @@
+//! The SSH transport of the guest executors (russh): connecting with host key
+//! checking, authenticating, and running remote commands.
+//!
+//! # Contract
+//!
+//! - [`SshSession::connect`] opens one connection within
+//!   [`SshOptions::connect_timeout`] (TCP, key exchange and authentication
+//!   together) and keeps it alive with SSH keepalives
+//!   ([`KEEPALIVE_INTERVAL`], [`KEEPALIVE_MAX`] unanswered ones drop it).
+//! - The guest's host key is checked before anything is sent
+//!   ([`host_key`]): against a pinned key when one is configured, else
+//!   against an OpenSSH `known_hosts` file (hashed entries and `[host]:port`
+//!   forms). An unknown host is refused with the key's `SHA256:` fingerprint
+//!   and the exact line to add, unless `accept_new_host_key` is set: then the
+//!   key is appended to the file (OpenSSH's `StrictHostKeyChecking=accept-new`).
+//!   A changed key is always refused, with a warning that says so.
+//! - Authentication uses the configured private key file (ed25519, ECDSA or
+//!   RSA; an encrypted key's passphrase is read from the environment variable
+//!   named by `passphrase_env`), else every key of a running ssh-agent
+//!   (`SSH_AUTH_SOCK`), else the user's default keys (`~/.ssh/id_ed25519`,
+//!   `id_ecdsa`, `id_rsa`). Refusal names the user, host and keys tried.
+//! - Remote commands ([`remote`]) stream stdout and stderr as lines and return
+//!   the exit status or signal; cancelling one stops its whole remote session
+//!   (every process the command started), not only the channel.
+//! - Every failure here is [`Error::System`]: the machine, the network or its
+//!   SSH setup is at fault, not the build. A connection that drops is
+//!   reported as such ([`is_connection_lost`] tells callers that may retry).
+
+pub mod host_key;
+pub mod remote;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fruix_core::executor::EventSink;
+use fruix_core::{Error, Result};
+use russh::client;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
+
+pub use self::host_key::{HostKeyPolicy, HostKeyVerifier};
+pub use self::remote::{RemoteExit, RemoteOutput};
+
+/// How often a silent connection is probed.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// How many unanswered keepalives drop the connection.
+pub const KEEPALIVE_MAX: usize = 4;
+
+/// The default connection timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where to connect: `user@host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl SshTarget {
+    /// Parses `user@host[:port]` (IPv6 addresses in brackets: `user@[::1]:22`).
+    pub fn parse(text: &str) -> std::result::Result<SshTarget, String> {
+        let bad = |why: &str| format!("{text:?} is not user@host[:port]: {why}");
+        let (user, rest) = text.split_once('@').ok_or_else(|| bad("no user@"))?;
+        if user.is_empty() || user.contains(['@', ':', ' ', '/']) {
+            return Err(bad("bad user name"));
+        }
+        let (host, port) = if let Some(rest) = rest.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            match after {
+                "" => (host, None),
+                p => (
+                    host,
+                    Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?),
+                ),
+            }
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h, Some(p)),
+                _ => (rest, None),
+            }
+        };
+        if host.is_empty() || host.contains(['@', ' ', '/']) {
+            return Err(bad("bad host"));
+        }
+        let port = match port {
+            None => 22,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad("port is not 1 to 65535"))?,
+        };
+        Ok(SshTarget {
+            user: user.to_string(),
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for SshTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
+        } else {
+            write!(f, "{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
+}
+
+/// Everything needed to open a session.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    pub target: SshTarget,
+    /// The private key file; `None` uses the agent, then the default keys.
+    pub identity: Option<PathBuf>,
+    /// The environment variable holding the identity's passphrase.
+    pub passphrase_env: Option<String>,
+    pub host_keys: HostKeyPolicy,
+    pub connect_timeout: Duration,
+}
+
+/// One authenticated SSH connection. Cheap to share: channels are opened
+/// concurrently on it.
+pub struct SshSession {
+    handle: client::Handle<HostKeyVerifier>,
+    target: SshTarget,
+}
+
+impl fmt::Debug for SshSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshSession")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `e` says the connection was lost (worth a retry on a new one).
+pub fn is_connection_lost(e: &Error) -> bool {
+    matches!(e, Error::System { message } if message.contains(CONNECTION_LOST))
+}
+
+const CONNECTION_LOST: &str = "connection lost";
+
+/// An [`Error::System`] for a connection to `target` that failed or dropped.
+pub(crate) fn lost(target: &SshTarget, what: impl fmt::Display) -> Error {
+    Error::system(format!(
+        "{CONNECTION_LOST} to {target} ({what}); check that the machine is up and sshd is running, then retry"
+    ))
+}
+
+impl SshSession {
+    /// Connects, checks the host key and authenticates (see the module docs).
+    pub async fn connect(options: &SshOptions, events: &EventSink) -> Result<Arc<SshSession>> {
+        let target = &options.target;
+        match tokio::time::timeout(options.connect_timeout, Self::open(options, events)).await {
+            Ok(result) => result.map(Arc::new),
+            Err(_) => Err(Error::system(format!(
+                "cannot connect to {target}: no answer within {}s; check the address and port, and that the machine is up",
+                options.connect_timeout.as_secs()
+            ))),
+        }
+    }
+
+    async fn open(options: &SshOptions, events: &EventSink) -> Result<SshSession> {
+        let target = options.target.clone();
+        let config = Arc::new(client::Config {
+            keepalive_interval: Some(KEEPALIVE_INTERVAL),
+            keepalive_max: KEEPALIVE_MAX,
+            inactivity_timeout: None,
+            nodelay: true,
+            window_size: 16 << 20,
+            ..Default::default()
+        });
+        let verdict = Arc::new(Mutex::new(None));
+        let verifier = HostKeyVerifier {
+            host: target.host.clone(),
+            port: target.port,
+            policy: options.host_keys.clone(),
+            verdict: verdict.clone(),
+            events: events.clone(),
+        };
+        let address = (target.host.as_str(), target.port);
+        let connected = client::connect(config, address, verifier).await;
+        let mut handle = match connected {
+            Ok(handle) => handle,
+            Err(e) => {
+                if let Some(refusal) = verdict.lock().expect("verdict lock").take() {
+                    return Err(refusal);
+                }
+                return Err(Error::system(format!(
+                    "cannot connect to {target}: {e}; check the address and port, and that sshd is running there"
+                )));
+            }
+        };
+        let tried = authenticate(&mut handle, options).await?;
+        if !tried.0 {
+            return Err(Error::system(format!(
+                "{target} refused authentication as user {} with {}; add the public key to ~{}/.ssh/authorized_keys on the guest, or give the right key with --identity",
+                target.user,
+                if tried.1.is_empty() { "no key (none configured, no ssh-agent, no default key)".to_string() } else { tried.1.join(", ") },
+                target.user
+            )));
+        }
+        Ok(SshSession { handle, target })
+    }
+
+    /// The machine this session is connected to.
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    /// Opens a session channel (for one remote command).
+    pub(crate) async fn channel(&self) -> Result<russh::Channel<client::Msg>> {
+        self.handle
+            .channel_open_session()
+            .await
+            .map_err(|e| lost(&self.target, e))
+    }
+
+    /// Closes the connection politely.
+    pub async fn disconnect(&self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+/// Tries the configured identity, else the agent, else the default keys.
+/// Returns whether one was accepted and descriptions of those tried.
+async fn authenticate(
+    handle: &mut client::Handle<HostKeyVerifier>,
+    options: &SshOptions,
+) -> Result<(bool, Vec<String>)> {
+    let user = options.target.user.clone();
+    let mut tried = Vec::new();
+    let rsa_hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .map_err(|e| lost(&options.target, e))?
+        .flatten();
+    if let Some(path) = &options.identity {
+        let key = load_identity(path, options.passphrase_env.as_deref())?;
+        tried.push(describe_key(path, &key));
+        return Ok((try_key(handle, &user, key, rsa_hash, options).await?, tried));
+    }
+    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        if let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await {
+            let identities = agent.request_identities().await.unwrap_or_default();
+            for identity in identities {
+                let key = identity.public_key().into_owned();
+                tried.push(format!(
+                    "ssh-agent key {}",
+                    key.fingerprint(HashAlg::Sha256)
+                ));
+                let hash = if key.algorithm().is_rsa() {
+                    rsa_hash
+                } else {
+                    None
+                };
+                let accepted = handle
+                    .authenticate_publickey_with(user.clone(), key, hash, &mut agent)
+                    .await;
+                if accepted.is_ok_and(|r| r.success()) {
+                    return Ok((true, tried));
+                }
+            }
+        }
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+        let Some(path) = home.as_ref().map(|h| h.join(".ssh").join(name)) else {
+            break;
+        };
+        if !path.is_file() {
+            continue;
+        }
+        let Ok(key) = load_identity(&path, options.passphrase_env.as_deref()) else {
+            continue;
+        };
+        tried.push(describe_key(&path, &key));
+        if try_key(handle, &user, key, rsa_hash, options).await? {
+            return Ok((true, tried));
+        }
+    }
+    Ok((false, tried))
+}
+
+async fn try_key(
+    handle: &mut client::Handle<HostKeyVerifier>,
+    user: &str,
+    key: PrivateKey,
+    rsa_hash: Option<HashAlg>,
+    options: &SshOptions,
+) -> Result<bool> {
+    let key = PrivateKeyWithHashAlg::new(Arc::new(key), rsa_hash);
+    handle
+        .authenticate_publickey(user, key)
+        .await
+        .map(|r| r.success())
+        .map_err(|e| lost(&options.target, e))
+}
+
+fn describe_key(path: &Path, key: &PrivateKey) -> String {
+    format!(
+        "key {} ({} {})",
+        path.display(),
+        key.algorithm(),
+        key.public_key().fingerprint(HashAlg::Sha256)
+    )
+}
+
+/// Loads a private key file, decrypting it with the passphrase in `env`.
+pub fn load_identity(path: &Path, passphrase_env: Option<&str>) -> Result<PrivateKey> {
+    let passphrase = passphrase_env.and_then(|v| std::env::var(v).ok());
+    russh::keys::load_secret_key(path, passphrase.as_deref()).map_err(|e| {
+        let hint = match (&e, passphrase_env) {
+            (russh::keys::Error::KeyIsEncrypted, Some(var)) => format!(
+                "it is encrypted and environment variable {var} does not hold its passphrase"
+            ),
+            (russh::keys::Error::KeyIsEncrypted, None) => "it is encrypted; put its passphrase in an environment variable and name it with the `passphrase_env` configuration key".to_string(),
+            (russh::keys::Error::IO(io), _) => io.to_string(),
+            _ => format!("{e}; give an OpenSSH or PEM ed25519, ECDSA or RSA private key"),
+        };
+        Error::system(format!("cannot use identity {}: {hint}", path.display()))
+    })
+}
+
+/// Quotes `s` for a POSIX shell (and for csh): one single-quoted word.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_with_and_without_port() {
+        let t = SshTarget::parse("root@127.0.0.1:2222").unwrap();
+        assert_eq!(
+            (t.user.as_str(), t.host.as_str(), t.port),
+            ("root", "127.0.0.1", 2222)
+        );
+        assert_eq!(SshTarget::parse("fruix@builder").unwrap().port, 22);
+        let v6 = SshTarget::parse("root@[::1]:2200").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 2200));
+        assert_eq!(v6.to_string(), "root@[::1]:2200");
+        for bad in [
+            "builder",
+            "@host",
+            "root@",
+            "root@host:0",
+            "root@host:x",
+            "root@[::1",
+        ] {
+            assert!(SshTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shell_quoting_survives_quotes() {
+        assert_eq!(shell_quote("/var/lib/fruix"), "/var/lib/fruix");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("printf %s {}", shell_quote("x'$(y) \"z\"\n")),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"x'$(y) \"z\"\n");
+    }
+
+    #[test]
+    fn encrypted_identity_without_passphrase_says_how_to_give_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id");
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "secret", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen (Debian package openssh-client) is needed");
+        assert!(status.success());
+        let e = load_identity(&key, None).unwrap_err().to_string();
+        assert!(
+            e.contains("encrypted") && e.contains("passphrase_env"),
+            "{e}"
+        );
+        std::env::set_var("FRUIX_TEST_PASSPHRASE_UNIT", "secret");
+        load_identity(&key, Some("FRUIX_TEST_PASSPHRASE_UNIT")).unwrap();
+        let e = load_identity(&key, Some("FRUIX_TEST_NO_SUCH_VAR"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FRUIX_TEST_NO_SUCH_VAR"), "{e}");
+    }
+}

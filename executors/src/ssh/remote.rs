@@ -1,0 +1,286 @@
+//! Remote commands over an [`SshSession`]: output streamed as lines, exit
+//! status or signal returned, and cancellation that stops the whole remote
+//! process tree.
+//!
+//! # Contract
+//!
+//! - A command is a POSIX `sh` script. It runs as `exec /bin/sh -c SCRIPT`
+//!   under the user's login shell, so it works whatever that shell is (`sh`
+//!   on FreeBSD, `csh` for some users, `bash` on Debian).
+//! - sshd starts every exec channel in a new session (`setsid`), so the
+//!   script's shell leads a session holding every process the command
+//!   starts, whatever process groups make creates inside it. Before running
+//!   the script the shell prints its pid (the session id) on stderr as
+//!   `fruix-session PID`; that line is consumed, never shown.
+//! - On cancellation a second channel runs a POSIX kill loop over that
+//!   session (`ps -A -o pid= -o sid= -o stat=`): `SIGTERM` to every live
+//!   member each second for [`TERM_SECONDS`] seconds, then `SIGKILL`, until
+//!   none is left (at most [`KILL_SECONDS`] seconds). The call returns once
+//!   the loop ended and the channel closed: no process of the command is left.
+//! - The channel closing without an exit status (connection lost) is an
+//!   [`Error::System`] that [`super::is_connection_lost`] recognises.
+
+use fruix_core::executor::Stream;
+use fruix_core::{Error, Result};
+use russh::ChannelMsg;
+use tokio_util::sync::CancellationToken;
+
+use super::{lost, shell_quote, SshSession};
+
+/// Seconds of `SIGTERM` before `SIGKILL` when a remote command is cancelled.
+pub const TERM_SECONDS: u32 = 5;
+
+/// Seconds after which the kill loop gives up.
+pub const KILL_SECONDS: u32 = 12;
+
+const SESSION_PREFIX: &str = "fruix-session ";
+
+/// How a remote command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteExit {
+    Code(u32),
+    Signal(String),
+}
+
+impl RemoteExit {
+    /// Exit status 0.
+    pub fn success(&self) -> bool {
+        *self == RemoteExit::Code(0)
+    }
+
+    /// `exit status N` or `killed by signal S`, as local steps say it.
+    pub fn describe(&self) -> String {
+        match self {
+            RemoteExit::Code(c) => format!("exit status {c}"),
+            RemoteExit::Signal(s) => format!("killed by signal {s}"),
+        }
+    }
+}
+
+/// A finished command's status and output.
+#[derive(Debug, Clone)]
+pub struct RemoteOutput {
+    pub exit: RemoteExit,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl RemoteOutput {
+    /// stdout as text, trimmed.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).trim().to_string()
+    }
+
+    /// stderr as text, trimmed.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim().to_string()
+    }
+}
+
+/// The command line sent for `script`: runs it under `/bin/sh`, after
+/// printing the session id.
+pub fn wrap(script: &str) -> String {
+    let inner = format!("printf '{SESSION_PREFIX}%s\\n' \"$$\" >&2\n{script}");
+    format!("exec /bin/sh -c {}", shell_quote(&inner))
+}
+
+/// The POSIX kill loop over session `sid` (see the module docs).
+pub fn kill_session_script(sid: u32) -> String {
+    format!(
+        r#"s={sid}; n=0
+while :; do
+  pids=$(ps -A -o pid= -o sid= -o stat= | awk -v s="$s" '$2 == s && $3 !~ /^Z/ {{ print $1 }}')
+  [ -n "$pids" ] || exit 0
+  if [ "$n" -lt {TERM_SECONDS} ]; then sig=TERM; else sig=KILL; fi
+  kill -s "$sig" $pids 2>/dev/null
+  n=$((n + 1))
+  [ "$n" -le {KILL_SECONDS} ] || exit 1
+  sleep 1
+done"#
+    )
+}
+
+/// Splits channel data into lines for one stream.
+#[derive(Default)]
+struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8])) {
+        self.partial.extend_from_slice(data);
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            emit(&line[..end]);
+        }
+    }
+
+    fn finish(&mut self, mut emit: impl FnMut(&[u8])) {
+        if !self.partial.is_empty() {
+            emit(&std::mem::take(&mut self.partial));
+        }
+    }
+}
+
+impl SshSession {
+    /// Runs `script` to its end, feeding it `stdin`, and returns its output.
+    pub async fn output(&self, script: &str, stdin: Option<&[u8]>) -> Result<RemoteOutput> {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let exit = self
+            .stream(script, stdin, &CancellationToken::new(), |stream, line| {
+                let out = match stream {
+                    Stream::Stdout => &mut stdout,
+                    Stream::Stderr => &mut stderr,
+                };
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+            })
+            .await?
+            .expect("an uncancellable command is never cancelled");
+        Ok(RemoteOutput {
+            exit,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Runs `script`, feeding it `stdin`, calling `on_line` for every line of
+    /// its stdout and stderr as they arrive. `None` when `cancel` fired (the
+    /// remote session is then stopped, see the module docs).
+    pub async fn stream(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        cancel: &CancellationToken,
+        mut on_line: impl FnMut(Stream, &str) + Send,
+    ) -> Result<Option<RemoteExit>> {
+        let mut channel = self.channel().await?;
+        channel
+            .exec(true, wrap(script))
+            .await
+            .map_err(|e| lost(self.target(), e))?;
+        if let Some(input) = stdin {
+            channel
+                .data(input)
+                .await
+                .map_err(|e| lost(self.target(), e))?;
+        }
+        channel.eof().await.map_err(|e| lost(self.target(), e))?;
+        let (mut out, mut err) = (Lines::default(), Lines::default());
+        let mut session: Option<u32> = None;
+        let mut exit = None;
+        let mut emit = |stream: Stream, line: &[u8], session: &mut Option<u32>| {
+            let text = String::from_utf8_lossy(line);
+            let text = text.trim_end_matches('\r');
+            if stream == Stream::Stderr && session.is_none() {
+                if let Some(pid) = text.strip_prefix(SESSION_PREFIX) {
+                    *session = pid.trim().parse().ok();
+                    return;
+                }
+            }
+            on_line(stream, text);
+        };
+        loop {
+            let msg = tokio::select! {
+                msg = channel.wait() => msg,
+                () = cancel.cancelled() => {
+                    if let Some(sid) = session {
+                        self.kill_session(sid).await;
+                    }
+                    let _ = channel.close().await;
+                    return Ok(None);
+                }
+            };
+            match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    out.push(&data, |l| emit(Stream::Stdout, l, &mut session))
+                }
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    err.push(&data, |l| emit(Stream::Stderr, l, &mut session))
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => {
+                    exit = Some(RemoteExit::Code(exit_status))
+                }
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                    exit = Some(RemoteExit::Signal(signal_label(&signal_name)))
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        out.finish(|l| emit(Stream::Stdout, l, &mut session));
+        err.finish(|l| emit(Stream::Stderr, l, &mut session));
+        match exit {
+            Some(exit) => Ok(Some(exit)),
+            None => Err(lost(
+                self.target(),
+                "the remote command ended without an exit status",
+            )),
+        }
+    }
+
+    /// Stops every process of remote session `sid`; waits for the kill loop.
+    pub async fn kill_session(&self, sid: u32) {
+        let script = kill_session_script(sid);
+        let killed = async {
+            let mut channel = self.channel().await?;
+            channel
+                .exec(true, format!("exec /bin/sh -c {}", shell_quote(&script)))
+                .await
+                .map_err(|e| lost(self.target(), e))?;
+            while channel.wait().await.is_some() {}
+            Ok::<(), Error>(())
+        };
+        let limit = std::time::Duration::from_secs(u64::from(KILL_SECONDS) + 2);
+        let _ = tokio::time::timeout(limit, killed).await;
+    }
+}
+
+fn signal_label(sig: &russh::Sig) -> String {
+    match sig {
+        russh::Sig::Custom(name) => name.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_across_chunks_and_flushed_at_the_end() {
+        let mut lines = Lines::default();
+        let mut seen = Vec::new();
+        lines.push(b"a\nb", |l| seen.push(l.to_vec()));
+        lines.push(b"c\n\nd", |l| seen.push(l.to_vec()));
+        lines.finish(|l| seen.push(l.to_vec()));
+        assert_eq!(
+            seen,
+            [b"a".to_vec(), b"bc".to_vec(), b"".to_vec(), b"d".to_vec()]
+        );
+    }
+
+    #[test]
+    fn wrapped_script_prints_its_session_first_under_any_shell() {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &wrap("echo 'it''s'; echo err >&2; exit 3")])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"its\n");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.starts_with(SESSION_PREFIX) && stderr.ends_with("\nerr\n"),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn kill_loop_is_valid_sh_and_ends_for_a_gone_session() {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &kill_session_script(999_999_999)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}

@@ -1,0 +1,568 @@
+//! `fruix-executor-jail`: the `jail` executor, an example Fruix executor
+//! plugin written as a third party would write one. It depends only on
+//! `fruix-core`'s public API and registers itself with `inventory`; the
+//! `fruix` command links it in through its `jail` cargo feature.
+//!
+//! # What it does
+//!
+//! With `runner = "jail"` (the default) it builds FreeBSD base inside a
+//! throw-away FreeBSD jail ([`plan`] lists every command):
+//!
+//! 1. mounts the source tree read-only (nullfs) and the run's work directory
+//!    (`RESULT_ROOT.work`) read-write into the jail root, each at its own path;
+//! 2. creates a persistent jail (`jail -c name=... path=JAIL_ROOT
+//!    host.hostname=... mount.devfs ip4=disable ip6=disable persist`);
+//! 3. runs the make steps of FreeBSD's build (`buildworld`, `buildkernel`,
+//!    `installworld`, `distribution`, `installkernel`, as needed by the
+//!    requested artifacts) with `jexec NAME env -i ... make -C SOURCE ...`,
+//!    each as an event stage in its own process group;
+//! 4. slices the install trees into the result root's artifacts
+//!    ([`collect`]) and writes `promotion.scm` with tree signatures, the
+//!    jail's name as host name.
+//!
+//! [`Executor::cleanup`] undoes what the run set up, in reverse (`jail -r`,
+//! `umount`, `umount`), then removes the work directory.
+//!
+//! With `runner = "direct"` the same make invocations run on the host with
+//! no jail: no isolation at all. It exists for machines without jails
+//! (Linux CI) and is what fruix's tests run end to end; the jail commands
+//! are checked there as recorded command lines, not run.
+//!
+//! # Configuration
+//!
+//! `runner` (`jail` or `direct`), `jail_root` (the jail's root directory, a
+//! FreeBSD userland with `usr/bin/make`; default [`DEFAULT_JAIL_ROOT`]) and
+//! `make` (default `make`, or `bmake` for a direct runner off FreeBSD).
+
+pub mod collect;
+pub mod plan;
+pub mod runner;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use fruix_core::collect::{host_name, write_promotion, Builder};
+use fruix_core::error::IoContext;
+use fruix_core::executor::{
+    parse_config, CancellationToken, Capabilities, ConfigKey, Executor, ExecutorKind,
+    ExecutorRegistration, RunContext,
+};
+use fruix_core::process::{describe_status, Ending, Finished, Step, TERM_GRACE};
+use fruix_core::{Error, Result};
+
+use crate::plan::{Invocation, Jail, Layout, Purpose};
+use crate::runner::{CommandRunner, SystemRunner};
+
+/// The registered name.
+pub const NAME: &str = "jail";
+
+/// The executor version recorded in `promotion.scm`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The jail root used when none is configured.
+pub const DEFAULT_JAIL_ROOT: &str = "/usr/local/fruix/jails/builder";
+
+/// Where the build runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerKind {
+    /// Inside a FreeBSD jail.
+    #[default]
+    Jail,
+    /// On the host, with no isolation (for machines without jails).
+    Direct,
+}
+
+/// Configuration of the `jail` executor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailConfig {
+    pub runner: Option<RunnerKind>,
+    /// The jail's root directory (absolute).
+    pub jail_root: Option<PathBuf>,
+    /// The make program.
+    pub make: Option<String>,
+}
+
+impl JailConfig {
+    /// Checks the configuration and makes the executor with the real runner.
+    pub fn build(self) -> Result<JailExecutor> {
+        self.build_with(Arc::new(SystemRunner))
+    }
+
+    /// Like [`JailConfig::build`], running commands through `runner`.
+    pub fn build_with(self, runner: Arc<dyn CommandRunner>) -> Result<JailExecutor> {
+        let invalid = |message: String| Error::InvalidConfig {
+            executor: NAME.to_string(),
+            message,
+        };
+        let kind = self.runner.unwrap_or_default();
+        let jail_root =
+            match (kind, self.jail_root) {
+                (RunnerKind::Direct, Some(_)) => return Err(invalid(
+                    "`jail_root` is only used with runner=jail; leave it out with runner=direct"
+                        .into(),
+                )),
+                (RunnerKind::Direct, None) => None,
+                (RunnerKind::Jail, Some(root)) if !root.is_absolute() => {
+                    return Err(invalid(format!(
+                        "`jail_root` {} is relative; give the absolute root directory of the jail",
+                        root.display()
+                    )))
+                }
+                (RunnerKind::Jail, root) => {
+                    Some(root.unwrap_or_else(|| PathBuf::from(DEFAULT_JAIL_ROOT)))
+                }
+            };
+        let make = match self.make {
+            Some(m) if m.trim().is_empty() => {
+                return Err(invalid(
+                    "`make` is empty; name a make program or leave the key out".into(),
+                ))
+            }
+            Some(m) => m,
+            None if kind == RunnerKind::Direct && !cfg!(target_os = "freebsd") => "bmake".into(),
+            None => "make".into(),
+        };
+        Ok(JailExecutor {
+            runner,
+            jail_root,
+            make,
+            acquired: Mutex::default(),
+        })
+    }
+}
+
+/// Builds FreeBSD base in a jail (or directly, see the crate docs).
+#[derive(Debug)]
+pub struct JailExecutor {
+    runner: Arc<dyn CommandRunner>,
+    /// `None` with the direct runner.
+    jail_root: Option<PathBuf>,
+    make: String,
+    /// Undo commands of what each run set up, by result root, in setup order.
+    acquired: Mutex<HashMap<PathBuf, Vec<Invocation>>>,
+}
+
+impl JailExecutor {
+    /// The layout of `ctx`'s run: jail, make, source, work directory.
+    fn layout(&self, ctx: &RunContext) -> Result<Layout> {
+        let source = PathBuf::from(&ctx.request.source.path);
+        if !source.is_absolute() {
+            return Err(Error::InvalidRequest {
+                message: format!(
+                    "source path {} is relative; give the absolute path of the source tree",
+                    source.display()
+                ),
+            });
+        }
+        let root = std::fs::canonicalize(&ctx.result_root)
+            .with_path("resolve result root", &ctx.result_root)?;
+        let mut work = root.clone().into_os_string();
+        work.push(".work");
+        Ok(Layout {
+            jail: self.jail_root.as_ref().map(|jail_root| Jail {
+                name: plan::jail_name(&ctx.request.run_id, &root),
+                root: jail_root.clone(),
+            }),
+            make: self.make.clone(),
+            source,
+            work: work.into(),
+        })
+    }
+
+    /// Runs `invocation` as an event stage, logging to `logs/STAGE.log`.
+    async fn exec(
+        &self,
+        invocation: &Invocation,
+        ctx: &RunContext,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let log = ctx.logs_dir()?.join(format!("{}.log", invocation.stage));
+        let hint = match invocation.purpose {
+            Purpose::Setup => {
+                "jails need FreeBSD's jail(8), mount_nullfs(8) and root; elsewhere configure runner=direct"
+            }
+            Purpose::Build => "install the make program or set the executor's `make` configuration key",
+        };
+        let step = Step {
+            stage: &invocation.stage,
+            log: &log,
+            events: &ctx.events,
+            cancel,
+            timeout: None,
+            term_grace: TERM_GRACE,
+            hint,
+        };
+        ctx.events
+            .stage(&invocation.stage, async {
+                let finished = self.runner.run(invocation, &step).await?;
+                judge(invocation, finished, &log)
+            })
+            .await
+    }
+
+    async fn build(&self, ctx: &RunContext) -> Result<()> {
+        check_artifacts(&ctx.request.artifacts)?;
+        let layout = self.layout(ctx)?;
+        if let Some(jail) = &layout.jail {
+            check_jail_root(&jail.root)?;
+        }
+        collect::remove_tree(&layout.work)?;
+        for sub in ["obj", "world", "kernel"] {
+            let dir = layout.work.join(sub);
+            std::fs::create_dir_all(&dir).with_path("create work directory", &dir)?;
+        }
+        if let Some(jail) = &layout.jail {
+            for path in [&layout.source, &layout.work] {
+                let point = jail.inside(path);
+                std::fs::create_dir_all(&point).with_path("create mount point", &point)?;
+            }
+        }
+        for (up, down) in plan::setup(&layout) {
+            self.exec(&up, ctx, &ctx.cancel).await?;
+            self.acquired
+                .lock()
+                .expect("not poisoned")
+                .entry(ctx.result_root.clone())
+                .or_default()
+                .push(down);
+        }
+        for step in plan::make_steps(&layout, &ctx.request) {
+            self.exec(&step, ctx, &ctx.cancel).await?;
+        }
+        let host = match &layout.jail {
+            Some(jail) => jail.name.clone(),
+            None => host_name()?,
+        };
+        let (work, root, request) = (
+            layout.work.clone(),
+            ctx.result_root.clone(),
+            ctx.request.clone(),
+        );
+        ctx.events
+            .stage(
+                "collect",
+                blocking(ctx, move || {
+                    collect::collect(&work, &root, &request.artifacts)
+                }),
+            )
+            .await?;
+        let (root, request) = (ctx.result_root.clone(), ctx.request.clone());
+        ctx.events
+            .stage(
+                "sign",
+                blocking(ctx, move || {
+                    let builder = Builder {
+                        executor: NAME,
+                        executor_version: VERSION,
+                        host_name: &host,
+                    };
+                    write_promotion(&root, &request, builder).map(drop)
+                }),
+            )
+            .await
+    }
+}
+
+#[async_trait]
+impl Executor for JailExecutor {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn version(&self) -> &str {
+        VERSION
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            remote: false,
+            signs_at_build_site: true,
+            cancellable: true,
+            target_arches: Vec::new(),
+        }
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Result<()> {
+        self.build(ctx).await
+    }
+
+    async fn cleanup(&self, ctx: &RunContext) -> Result<()> {
+        let undo = self
+            .acquired
+            .lock()
+            .expect("not poisoned")
+            .remove(&ctx.result_root)
+            .unwrap_or_default();
+        // Cleanup is what runs after a cancel: it is not cancellable itself.
+        let never = CancellationToken::new();
+        let mut first_error = None;
+        for invocation in undo.iter().rev() {
+            if let Err(e) = self.exec(invocation, ctx, &never).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            // The work directory may still be mounted in the jail: keep it.
+            return Err(e);
+        }
+        let work = self.layout(ctx)?.work;
+        tokio::task::spawn_blocking(move || collect::remove_tree(&work))
+            .await
+            .map_err(|e| {
+                Error::system(format!("removing the work directory did not finish: {e}"))
+            })?
+    }
+}
+
+/// Maps how a command ended to the run's result: a failed make step is a
+/// build failure, a failed setup command a system failure.
+fn judge(invocation: &Invocation, finished: Finished, log: &Path) -> Result<()> {
+    match finished.ending {
+        Ending::Cancelled => Err(Error::Cancelled),
+        Ending::Exited(status) if status.success() => Ok(()),
+        Ending::Exited(status) => match invocation.purpose {
+            Purpose::Build => Err(Error::Build {
+                step: invocation.stage.clone(),
+                status: Some(describe_status(status)),
+                log: Some(log.to_path_buf()),
+                tail: finished.tail,
+            }),
+            Purpose::Setup => Err(Error::system(format!(
+                "jail command `{}` failed with {}{}; full log: {}",
+                invocation.line(),
+                describe_status(status),
+                finished
+                    .tail
+                    .last()
+                    .map(|l| format!(": {l}"))
+                    .unwrap_or_default(),
+                log.display()
+            ))),
+        },
+        Ending::TimedOut(limit) => Err(Error::system(format!(
+            "`{}` ran longer than {}s",
+            invocation.line(),
+            limit.as_secs()
+        ))),
+    }
+}
+
+/// Runs blocking `work` off the async threads, stopping the wait on cancel.
+async fn blocking(
+    ctx: &RunContext,
+    work: impl FnOnce() -> Result<()> + Send + 'static,
+) -> Result<()> {
+    let task = tokio::task::spawn_blocking(work);
+    tokio::select! {
+        joined = task => joined.map_err(|e| Error::system(format!("a file-system task did not finish: {e}")))?,
+        () = ctx.cancel.cancelled() => Err(Error::Cancelled),
+    }
+}
+
+fn check_artifacts(artifacts: &[String]) -> Result<()> {
+    const KNOWN: [&str; 4] = ["world", "kernel", "headers", "bootloader"];
+    match artifacts.iter().find(|a| !KNOWN.contains(&a.as_str())) {
+        Some(unknown) => Err(Error::InvalidRequest {
+            message: format!(
+                "unknown artifact `{unknown}`; the jail executor produces {}",
+                KNOWN.join(", ")
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_jail_root(root: &Path) -> Result<()> {
+    if root.join("usr/bin/make").is_file() {
+        return Ok(());
+    }
+    Err(Error::system(format!(
+        "jail root {} has no usr/bin/make; give a FreeBSD userland as `jail_root` (e.g. made with `bsdinstall jail {}`), or configure runner=direct",
+        root.display(),
+        root.display()
+    )))
+}
+
+fn factory(config: serde_json::Value) -> Result<Arc<dyn Executor>> {
+    let config: JailConfig = parse_config(NAME, config)?;
+    Ok(Arc::new(config.build()?))
+}
+
+inventory::submit! {
+    ExecutorRegistration {
+        name: NAME,
+        description: "builds FreeBSD base inside a throw-away FreeBSD jail (plugin example)",
+        version: VERSION,
+        origin: env!("CARGO_PKG_NAME"),
+        kind: ExecutorKind::Plugin,
+        config_keys: &[
+            ConfigKey {
+                name: "runner",
+                description: "jail (default): build inside a jail; direct: run the same make steps on the host, without isolation (machines without jails)",
+            },
+            ConfigKey {
+                name: "jail_root",
+                description: "absolute root directory of the jail, a FreeBSD userland with usr/bin/make (default /usr/local/fruix/jails/builder)",
+            },
+            ConfigKey {
+                name: "make",
+                description: "the make program (default make; bmake for runner=direct off FreeBSD)",
+            },
+        ],
+        factory,
+    }
+}
+
+/// Makes sure this crate, and with it its executor registration, is linked
+/// into the calling binary. Does nothing at run time.
+pub fn link() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::fake::Recording;
+    use fruix_core::executor::{run_executor, EventSink};
+    use fruix_core::{Failure, Registry};
+    use serde_json::json;
+
+    /// A jail root that passes the check, a result root path, and the
+    /// recording runner's executor.
+    struct Setup {
+        dir: tempfile::TempDir,
+        runner: Arc<Recording>,
+    }
+
+    impl Setup {
+        fn new(failing: &[&str]) -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            let make = dir.path().join("jail/usr/bin/make");
+            std::fs::create_dir_all(make.parent().unwrap()).unwrap();
+            std::fs::write(&make, "").unwrap();
+            Setup {
+                dir,
+                runner: Arc::new(Recording::failing(failing)),
+            }
+        }
+
+        async fn run(&self) -> Result<fruix_core::ResultRoot> {
+            let config = JailConfig {
+                jail_root: Some(self.dir.path().join("jail")),
+                ..JailConfig::default()
+            };
+            let executor = config.build_with(self.runner.clone()).unwrap();
+            let request = crate::plan::tests::request(&["world", "kernel"], None);
+            run_executor(
+                Arc::new(executor),
+                request,
+                &self.dir.path().join("result"),
+                EventSink::discard(),
+                CancellationToken::new(),
+            )
+            .await
+        }
+
+        fn expected(&self) -> (String, String, String) {
+            let base = self.dir.path().canonicalize().unwrap();
+            let name = plan::jail_name("20260405T213444Z", &base.join("result"));
+            let jail = self.dir.path().join("jail");
+            let work = format!("{}/result.work", base.display());
+            (name, jail.display().to_string(), work)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_make_step_is_a_build_failure_and_cleanup_undoes_the_jail() {
+        let s = Setup::new(&["buildkernel"]);
+        let e = s.run().await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Build { step, .. } if step == "buildkernel"),
+            "{e}"
+        );
+        let (name, jail, work) = s.expected();
+        let jexec = format!(
+            "/usr/sbin/jexec {name} /usr/bin/env -i PATH=/sbin:/bin:/usr/sbin:/usr/bin MAKEOBJDIRPREFIX={work}/obj \
+             SRCCONF=/dev/null SRC_ENV_CONF=/dev/null __MAKE_CONF=/dev/null make -C /usr/src"
+        );
+        let expected = [
+            format!("/sbin/mount -t nullfs -o ro /usr/src {jail}/usr/src"),
+            format!("/sbin/mount -t nullfs {work} {jail}{work}"),
+            format!(
+                "/usr/sbin/jail -c name={name} path={jail} host.hostname={name} mount.devfs ip4=disable ip6=disable persist"
+            ),
+            format!("{jexec} -j8 buildworld KERNCONF=GENERIC TARGET=arm64 TARGET_ARCH=aarch64 -DNO_ROOT"),
+            format!("{jexec} -j8 buildkernel KERNCONF=GENERIC TARGET=arm64 TARGET_ARCH=aarch64 -DNO_ROOT"),
+            format!("/usr/sbin/jail -r {name}"),
+            format!("/sbin/umount {jail}{work}"),
+            format!("/sbin/umount {jail}/usr/src"),
+        ];
+        assert_eq!(s.runner.lines(), expected);
+        assert!(
+            !Path::new(&work).exists(),
+            "cleanup removed the work directory"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_mount_is_a_system_failure_and_only_what_was_set_up_is_undone() {
+        let s = Setup::new(&["mount-work"]);
+        let e = s.run().await.unwrap_err();
+        assert_eq!(e.failure(), Failure::System, "{e}");
+        assert!(
+            e.to_string()
+                .contains("jail command `/sbin/mount -t nullfs"),
+            "{e}"
+        );
+        let lines = s.runner.lines();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[2].starts_with("/sbin/umount ") && lines[2].ends_with("/jail/usr/src"));
+    }
+
+    #[tokio::test]
+    async fn a_jail_root_without_make_is_a_system_failure_before_anything_runs() {
+        let s = Setup::new(&[]);
+        std::fs::remove_file(s.dir.path().join("jail/usr/bin/make")).unwrap();
+        let e = s.run().await.unwrap_err();
+        assert_eq!(e.failure(), Failure::System);
+        assert!(e.to_string().contains("has no usr/bin/make"), "{e}");
+        assert!(s.runner.lines().is_empty());
+    }
+
+    #[test]
+    fn is_registered_as_a_plugin_with_its_keys() {
+        link();
+        let registry = Registry::compiled().unwrap();
+        let entry = registry.get(NAME).unwrap();
+        assert_eq!(entry.kind, ExecutorKind::Plugin);
+        assert_eq!(entry.origin, "fruix-executor-jail");
+        let keys: Vec<_> = entry.config_keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(keys, ["runner", "jail_root", "make"]);
+        let executor = registry.create(NAME, serde_json::Value::Null).unwrap();
+        assert_eq!((executor.name(), executor.version()), (NAME, VERSION));
+        registry.create(NAME, json!({"runner": "direct"})).unwrap();
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_with_the_reason() {
+        let registry = Registry::compiled().unwrap();
+        for (config, expected) in [
+            (json!({"runner": "vm"}), "unknown variant `vm`"),
+            (
+                json!({"jail_root": "jails/b"}),
+                "`jail_root` jails/b is relative",
+            ),
+            (
+                json!({"runner": "direct", "jail_root": "/j"}),
+                "only used with runner=jail",
+            ),
+            (json!({"make": " "}), "`make` is empty"),
+            (json!({"jails": 1}), "unknown field `jails`"),
+        ] {
+            let e = registry.create(NAME, config).unwrap_err();
+            assert!(e.to_string().contains(expected), "{e}");
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! The commands a jail build runs, as data: what to set up (mounts, the
+//! jail), the make steps, and what to tear down. Nothing here runs anything,
+//! so the exact commands can be checked on any machine.
+//!
+//! The source tree and the work directory are mounted into the jail at their
+//! own paths (`JAIL_ROOT/SOURCE`, read-only, and `JAIL_ROOT/WORK`,
+//! read-write, both nullfs), so every path in the make steps is the same
+//! inside the jail and out, and the direct runner runs the very same make
+//! invocations on the host.
+
+use std::path::{Path, PathBuf};
+
+use fruix_core::executor::BuildRequest;
+
+/// `jail(8)`, `jexec(8)`, `mount(8)`, `umount(8)` and `env(1)` on FreeBSD.
+pub const JAIL: &str = "/usr/sbin/jail";
+pub const JEXEC: &str = "/usr/sbin/jexec";
+pub const MOUNT: &str = "/sbin/mount";
+pub const UMOUNT: &str = "/sbin/umount";
+pub const ENV: &str = "/usr/bin/env";
+
+/// `PATH` of the make steps inside the jail.
+pub const JAIL_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin";
+
+/// Variables removed from a direct make step's environment: make state
+/// inherited from a make that started fruix, and variables that would
+/// redirect the build.
+pub const ENV_REMOVED: [&str; 5] = ["MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOBJDIR", "DESTDIR"];
+
+/// What a command is for, which decides what its failure means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Mounting, creating or removing the jail: failure is a system failure.
+    Setup,
+    /// A make step: failure is a build failure.
+    Build,
+}
+
+/// One command: its stage (which also names its log), program, arguments
+/// and environment changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub stage: String,
+    pub purpose: Purpose,
+    pub argv: Vec<String>,
+    /// Set in the command's environment (direct make steps).
+    pub env: Vec<(String, String)>,
+    /// Removed from the command's environment (direct make steps).
+    pub env_remove: Vec<String>,
+}
+
+impl Invocation {
+    fn setup(stage: &str, argv: &[&str]) -> Invocation {
+        Invocation {
+            stage: stage.to_string(),
+            purpose: Purpose::Setup,
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
+            env_remove: Vec::new(),
+        }
+    }
+
+    /// The command line, for messages and tests.
+    pub fn line(&self) -> String {
+        self.argv.join(" ")
+    }
+}
+
+/// Where and how one run builds.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The jail's name (and host name); `None` runs directly on the host.
+    pub jail: Option<Jail>,
+    /// The make program (inside the jail, or on the host).
+    pub make: String,
+    pub source: PathBuf,
+    /// Objects in `obj/`, install trees in `world/` and `kernel/`.
+    pub work: PathBuf,
+}
+
+/// The jail of a run.
+#[derive(Debug, Clone)]
+pub struct Jail {
+    pub name: String,
+    /// The jail's root directory: a FreeBSD userland.
+    pub root: PathBuf,
+}
+
+impl Jail {
+    /// Where `path` of the host appears under the jail root.
+    pub fn inside(&self, path: &Path) -> PathBuf {
+        self.root.join(path.strip_prefix("/").unwrap_or(path))
+    }
+}
+
+/// A make step: target, whether it runs in parallel, its `DESTDIR` in the
+/// work directory, and the artifacts that need it.
+pub struct MakeStep {
+    pub target: &'static str,
+    pub parallel: bool,
+    pub destdir: Option<&'static str>,
+    pub needed_by: &'static [&'static str],
+}
+
+/// FreeBSD's build, as fruix's build driver runs it (build(7)).
+pub const MAKE_STEPS: [MakeStep; 5] = [
+    MakeStep {
+        target: "buildworld",
+        parallel: true,
+        destdir: None,
+        needed_by: &["world", "kernel", "headers", "bootloader"],
+    },
+    MakeStep {
+        target: "buildkernel",
+        parallel: true,
+        destdir: None,
+        needed_by: &["kernel"],
+    },
+    MakeStep {
+        target: "installworld",
+        parallel: false,
+        destdir: Some("world"),
+        needed_by: &["world", "headers", "bootloader"],
+    },
+    MakeStep {
+        target: "distribution",
+        parallel: false,
+        destdir: Some("world"),
+        needed_by: &["world"],
+    },
+    MakeStep {
+        target: "installkernel",
+        parallel: false,
+        destdir: Some("kernel"),
+        needed_by: &["kernel"],
+    },
+];
+
+/// The setup commands, each with the command that undoes it: mount the
+/// source read-only, mount the work directory, create the jail.
+pub fn setup(layout: &Layout) -> Vec<(Invocation, Invocation)> {
+    let Some(jail) = &layout.jail else {
+        return Vec::new();
+    };
+    let text = |p: &Path| p.to_string_lossy().into_owned();
+    let (source, work) = (text(&layout.source), text(&layout.work));
+    let (source_in, work_in) = (
+        text(&jail.inside(&layout.source)),
+        text(&jail.inside(&layout.work)),
+    );
+    let path = format!("path={}", jail.root.display());
+    let name = format!("name={}", jail.name);
+    let host = format!("host.hostname={}", jail.name);
+    vec![
+        (
+            Invocation::setup(
+                "mount-source",
+                &[MOUNT, "-t", "nullfs", "-o", "ro", &source, &source_in],
+            ),
+            Invocation::setup("unmount-source", &[UMOUNT, &source_in]),
+        ),
+        (
+            Invocation::setup("mount-work", &[MOUNT, "-t", "nullfs", &work, &work_in]),
+            Invocation::setup("unmount-work", &[UMOUNT, &work_in]),
+        ),
+        (
+            Invocation::setup(
+                "create-jail",
+                &[
+                    JAIL,
+                    "-c",
+                    &name,
+                    &path,
+                    &host,
+                    "mount.devfs",
+                    "ip4=disable",
+                    "ip6=disable",
+                    "persist",
+                ],
+            ),
+            Invocation::setup("remove-jail", &[JAIL, "-r", &jail.name]),
+        ),
+    ]
+}
+
+/// The make steps the requested artifacts need, in order.
+pub fn make_steps(layout: &Layout, request: &BuildRequest) -> Vec<Invocation> {
+    MAKE_STEPS
+        .iter()
+        .filter(|s| {
+            s.needed_by
+                .iter()
+                .any(|a| request.artifacts.iter().any(|r| r == a))
+        })
+        .map(|s| make_step(layout, request, s))
+        .collect()
+}
+
+fn make_step(layout: &Layout, request: &BuildRequest, step: &MakeStep) -> Invocation {
+    let policy = &request.policy;
+    let base = &request.freebsd_base;
+    let mut env = vec![
+        (
+            "MAKEOBJDIRPREFIX".to_string(),
+            layout.work.join("obj").to_string_lossy().into_owned(),
+        ),
+        ("SRCCONF".into(), "/dev/null".into()),
+        ("SRC_ENV_CONF".into(), "/dev/null".into()),
+        ("__MAKE_CONF".into(), "/dev/null".into()),
+    ];
+    if let Some(epoch) = policy.source_date_epoch {
+        env.push(("SOURCE_DATE_EPOCH".into(), epoch.to_string()));
+    }
+    let mut make = vec![
+        layout.make.clone(),
+        "-C".into(),
+        layout.source.to_string_lossy().into_owned(),
+    ];
+    if step.parallel {
+        make.push(format!("-j{}", policy.jobs));
+    }
+    make.push(step.target.into());
+    make.push(format!("KERNCONF={}", policy.kernconf));
+    make.push(format!("TARGET={}", base.target));
+    make.push(format!("TARGET_ARCH={}", base.target_arch));
+    if let Some(epoch) = policy.source_date_epoch {
+        make.push(format!("SOURCE_DATE_EPOCH={epoch}"));
+    }
+    if let Some(destdir) = step.destdir {
+        make.push(format!("DESTDIR={}", layout.work.join(destdir).display()));
+    }
+    make.extend(policy.make_flags.iter().cloned());
+    match &layout.jail {
+        // Inside the jail the environment is built from nothing.
+        Some(jail) => {
+            let mut argv = vec![
+                JEXEC.to_string(),
+                jail.name.clone(),
+                ENV.into(),
+                "-i".into(),
+                format!("PATH={JAIL_PATH}"),
+            ];
+            argv.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+            argv.extend(make);
+            Invocation {
+                stage: step.target.into(),
+                purpose: Purpose::Build,
+                argv,
+                env: Vec::new(),
+                env_remove: Vec::new(),
+            }
+        }
+        None => {
+            let mut env_remove: Vec<String> = ENV_REMOVED.iter().map(|v| v.to_string()).collect();
+            if policy.source_date_epoch.is_none() {
+                env_remove.push("SOURCE_DATE_EPOCH".into());
+            }
+            Invocation {
+                stage: step.target.into(),
+                purpose: Purpose::Build,
+                argv: make,
+                env,
+                env_remove,
+            }
+        }
+    }
+}
+
+/// A jail name for the run of `run_id` into `result_root`: `fruix-RUNID-HASH`
+/// (HASH: FNV-1a of the result root's path, so that two runs never share a
+/// name). Jail names may not contain dots, so none are used.
+pub fn jail_name(run_id: &str, result_root: &Path) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in result_root.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let run_id: String = run_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("fruix-{run_id}-{:08x}", hash as u32)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
+
+    pub(crate) fn request(artifacts: &[&str], epoch: Option<i64>) -> BuildRequest {
+        BuildRequest {
+            run_id: "20260405T213444Z".into(),
+            freebsd_base: FreebsdBase {
+                name: "FreeBSD".into(),
+                version: "15.0-STABLE".into(),
+                branch: "stable/15".into(),
+                target: "arm64".into(),
+                target_arch: "aarch64".into(),
+            },
+            source: SourceStore {
+                path: "/usr/src".into(),
+                commit: None,
+            },
+            policy: BuildPolicy {
+                jobs: 8,
+                kernconf: "GENERIC".into(),
+                make_flags: vec!["-DNO_ROOT".into()],
+                source_date_epoch: epoch,
+            },
+            artifacts: artifacts.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    fn jailed() -> Layout {
+        Layout {
+            jail: Some(Jail {
+                name: "fruix-20260405T213444Z-0badf00d".into(),
+                root: "/jails/builder".into(),
+            }),
+            make: "make".into(),
+            source: "/usr/src".into(),
+            work: "/var/fruix/r1.work".into(),
+        }
+    }
+
+    fn lines(invocations: &[Invocation]) -> Vec<String> {
+        invocations.iter().map(Invocation::line).collect()
+    }
+
+    #[test]
+    fn setup_mounts_the_source_read_only_and_creates_a_persistent_jail() {
+        let (up, down): (Vec<_>, Vec<_>) = setup(&jailed()).into_iter().unzip();
+        assert_eq!(
+            lines(&up),
+            [
+                "/sbin/mount -t nullfs -o ro /usr/src /jails/builder/usr/src",
+                "/sbin/mount -t nullfs /var/fruix/r1.work /jails/builder/var/fruix/r1.work",
+                "/usr/sbin/jail -c name=fruix-20260405T213444Z-0badf00d path=/jails/builder \
+                 host.hostname=fruix-20260405T213444Z-0badf00d mount.devfs ip4=disable ip6=disable persist",
+            ]
+        );
+        assert_eq!(
+            lines(&down),
+            [
+                "/sbin/umount /jails/builder/usr/src",
+                "/sbin/umount /jails/builder/var/fruix/r1.work",
+                "/usr/sbin/jail -r fruix-20260405T213444Z-0badf00d",
+            ]
+        );
+        assert!(up.iter().chain(&down).all(|i| i.purpose == Purpose::Setup));
+    }
+
+    #[test]
+    fn make_steps_run_in_the_jail_with_a_clean_environment() {
+        let steps = make_steps(
+            &jailed(),
+            &request(&["world", "kernel"], Some(1_775_420_084)),
+        );
+        assert_eq!(
+            lines(&steps[0..1]),
+            ["/usr/sbin/jexec fruix-20260405T213444Z-0badf00d /usr/bin/env -i \
+              PATH=/sbin:/bin:/usr/sbin:/usr/bin MAKEOBJDIRPREFIX=/var/fruix/r1.work/obj \
+              SRCCONF=/dev/null SRC_ENV_CONF=/dev/null __MAKE_CONF=/dev/null SOURCE_DATE_EPOCH=1775420084 \
+              make -C /usr/src -j8 buildworld KERNCONF=GENERIC TARGET=arm64 TARGET_ARCH=aarch64 \
+              SOURCE_DATE_EPOCH=1775420084 -DNO_ROOT"]
+        );
+        let stages: Vec<_> = steps.iter().map(|s| s.stage.as_str()).collect();
+        assert_eq!(
+            stages,
+            [
+                "buildworld",
+                "buildkernel",
+                "installworld",
+                "distribution",
+                "installkernel"
+            ]
+        );
+        assert!(steps[4].line().ends_with(
+            "make -C /usr/src installkernel KERNCONF=GENERIC TARGET=arm64 TARGET_ARCH=aarch64 \
+             SOURCE_DATE_EPOCH=1775420084 DESTDIR=/var/fruix/r1.work/kernel -DNO_ROOT"
+        ));
+        assert!(steps
+            .iter()
+            .all(|s| s.purpose == Purpose::Build && s.env.is_empty()));
+    }
+
+    #[test]
+    fn direct_steps_are_the_same_make_invocations_on_the_host() {
+        let mut layout = jailed();
+        layout.jail = None;
+        layout.make = "bmake".into();
+        let steps = make_steps(&layout, &request(&["headers"], None));
+        assert_eq!(
+            lines(&steps),
+            [
+                "bmake -C /usr/src -j8 buildworld KERNCONF=GENERIC TARGET=arm64 TARGET_ARCH=aarch64 -DNO_ROOT",
+                "bmake -C /usr/src installworld KERNCONF=GENERIC TARGET=arm64 TARGET_ARCH=aarch64 \
+                 DESTDIR=/var/fruix/r1.work/world -DNO_ROOT",
+            ]
+        );
+        assert!(steps[0]
+            .env
+            .contains(&("MAKEOBJDIRPREFIX".into(), "/var/fruix/r1.work/obj".into())));
+        assert!(steps[0]
+            .env_remove
+            .contains(&"SOURCE_DATE_EPOCH".to_string()));
+        assert!(steps[0].env_remove.contains(&"MAKEFLAGS".to_string()));
+        assert!(setup(&layout).is_empty());
+    }
+
+    #[test]
+    fn jail_names_are_unique_per_result_root_and_dot_free() {
+        let a = jail_name(
+            "20260405T213444Z",
+            Path::new("/var/lib/fruix/native-builds/a"),
+        );
+        let b = jail_name(
+            "20260405T213444Z",
+            Path::new("/var/lib/fruix/native-builds/b"),
+        );
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("fruix-20260405T213444Z-") && !a.contains('.'),
+            "{a}"
+        );
+        assert_eq!(
+            jail_name("1.2", Path::new("/x")),
+            jail_name("1.2", Path::new("/x"))
+        );
+        assert!(!jail_name("1.2", Path::new("/x")).contains('.'));
+    }
+}

@@ -1,0 +1,79 @@
+//! The example compiled plugin, `jail` (crate fruix-executor-jail, linked
+//! into `fruix` by its default `jail` feature), through `fruix build`.
+//!
+//! Jails need FreeBSD and root: here the plugin runs its direct runner (the
+//! same make steps on the host, no jail) to build the miniature tree and
+//! promote it. Its jail commands are checked by the crate's unit tests.
+
+use crate::executors_external::ExecutorBuild;
+use crate::util::{key_values, run, run_ok};
+
+#[test]
+fn jail_plugin_builds_and_promotes_the_miniature_tree() {
+    let b = ExecutorBuild::new("jail");
+    let kv = key_values(&run_ok(
+        &mut b.command("r1", &["--config", "runner=direct"]),
+    ));
+    assert_eq!(kv["artifact_store_count"], "4", "{kv:?}");
+    for (artifact, probe) in [
+        ("world", "bin/sh"),
+        ("kernel", "boot/kernel/kernel"),
+        ("headers", "usr/include/sys/param.h"),
+        ("bootloader", "boot/loader"),
+    ] {
+        let store = &kv[&format!("{artifact}_store")];
+        assert!(
+            store.ends_with(&format!("-fruix-native-{artifact}-15.0-STABLE-jail")),
+            "{store}"
+        );
+        assert!(
+            std::path::Path::new(store).join(probe).is_file(),
+            "{store} has {probe}"
+        );
+    }
+    let promotion = std::fs::read_to_string(b.root("r1/promotion.scm")).unwrap();
+    assert!(promotion.contains("(executor \"jail\")"), "{promotion}");
+    for step in [
+        "buildworld",
+        "buildkernel",
+        "installworld",
+        "distribution",
+        "installkernel",
+    ] {
+        assert!(
+            b.root(&format!("r1/logs/{step}.log")).is_file(),
+            "log of {step}"
+        );
+    }
+    assert!(
+        !b.root("r1.work").exists(),
+        "cleanup removed the work directory"
+    );
+    run_ok(
+        b.fruix()
+            .args(["store", "verify", "--quiet", "--store"])
+            .arg(b.store()),
+    );
+}
+
+#[test]
+fn jail_plugin_without_a_jail_userland_is_a_system_failure_naming_the_fix() {
+    let b = ExecutorBuild::new("jail");
+    let empty = b.dir.path().join("empty-jail");
+    std::fs::create_dir(&empty).unwrap();
+    let root = format!("jail_root={}", empty.display());
+    let out = run(&mut b.command("r1", &["--config", &root]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("has no usr/bin/make") && err.contains("runner=direct"),
+        "{err}"
+    );
+    let out = run(&mut b.command("r2", &["--config", "runner=vm"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("executor `jail`: invalid configuration: unknown variant `vm`"),
+        "{err}"
+    );
+}

@@ -1,0 +1,453 @@
+//! `fruix matrix` end to end with executors that build on this host: the
+//! built-in `local` and the external `mini-sh` (POSIX sh scripts, from
+//! tests/fixtures/external), over the miniature FreeBSD tree, with real
+//! bmake, cc, promotion, and the JUnit report checked by `xmllint` against
+//! the Jenkins JUnit schema.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::util::{fixture_source, fruix, require_tool, run};
+
+/// The exit statuses of `fruix matrix run`.
+pub const CELL_FAILURES: i32 = 5;
+pub const DIVERGENCE: i32 = 6;
+
+/// A matrix run in a temporary directory.
+pub struct Matrix {
+    pub dir: tempfile::TempDir,
+}
+
+impl Matrix {
+    /// A matrix whose file holds `body` after the common fields (source,
+    /// -DNO_ROOT, jobs, source-date-epoch).
+    pub fn new(body: &str) -> Matrix {
+        require_tool("bmake", "bmake");
+        require_tool("cc", "gcc");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("matrix.scm"),
+            format!(
+                "(fruix-matrix\n  (format-version 1)\n  (source {:?})\n  (make-flags \"-DNO_ROOT\")\n  (jobs 1)\n  (source-date-epoch 1775420084)\n{body})\n",
+                fixture_source().display().to_string()
+            ),
+        )
+        .unwrap();
+        Matrix { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `fruix matrix run` with the external executors of the fixtures.
+    pub fn command(&self, extra: &[&str]) -> Command {
+        self.command_reporting_to("report", extra)
+    }
+
+    /// [`Matrix::command`] with the reports in directory `report`.
+    pub fn command_reporting_to(&self, report: &str, extra: &[&str]) -> Command {
+        let mut cmd = fruix();
+        cmd.arg("--executors-file")
+            .arg(external_executors())
+            .args(["matrix", "run"])
+            .arg(self.path("matrix.scm"))
+            .arg("--store")
+            .arg(self.path("store"))
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .arg("--report-dir")
+            .arg(self.path(report))
+            .args(extra);
+        cmd
+    }
+
+    pub fn run(&self, extra: &[&str]) -> Output {
+        run(&mut self.command(extra))
+    }
+
+    pub fn report(&self) -> Value {
+        let text = std::fs::read_to_string(self.path("report/report.json"))
+            .expect("the run wrote report.json");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Checks junit.xml against the Jenkins JUnit schema and returns it.
+    pub fn junit(&self) -> String {
+        let xml = self.path("report/junit.xml");
+        validate_junit(&xml);
+        std::fs::read_to_string(xml).unwrap()
+    }
+}
+
+/// The executors file of the external executor fixtures.
+pub fn external_executors() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/external/executors.scm")
+}
+
+/// Validates `xml` with `xmllint --schema` against the Jenkins JUnit schema.
+pub fn validate_junit(xml: &Path) {
+    require_tool("xmllint", "libxml2-utils");
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/jenkins-junit.xsd");
+    let out = run(Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(schema)
+        .arg(xml));
+    assert!(
+        out.status.success(),
+        "{} does not validate against the Jenkins JUnit schema:\n{}\n{}",
+        xml.display(),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(xml).unwrap_or_default()
+    );
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The cell of `report` with id `id`.
+pub fn cell<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no cell {id} in {report:#}"))
+}
+
+/// The most attempts running at once, per machine ("local" included) and in
+/// all, from the recorded start and end times.
+pub fn peak_concurrency(report: &Value) -> (usize, std::collections::BTreeMap<String, usize>) {
+    let mut points: Vec<(f64, i32, String)> = Vec::new();
+    for c in report["cells"].as_array().unwrap() {
+        for a in c["attempts"].as_array().unwrap() {
+            let machine = a["machine"].as_str().unwrap().to_string();
+            points.push((a["started_at"].as_f64().unwrap(), 1, machine.clone()));
+            points.push((a["finished_at"].as_f64().unwrap(), -1, machine));
+        }
+    }
+    // Ends before starts at the same instant.
+    points.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut peak) = (0i32, 0i32);
+    let mut per: std::collections::BTreeMap<String, (i32, i32)> = Default::default();
+    for (_, delta, machine) in points {
+        now += delta;
+        peak = peak.max(now);
+        let m = per.entry(machine).or_default();
+        m.0 += delta;
+        m.1 = m.1.max(m.0);
+    }
+    (
+        peak as usize,
+        per.into_iter().map(|(k, (_, p))| (k, p as usize)).collect(),
+    )
+}
+
+#[test]
+fn local_and_external_executors_agree_over_two_kernconfs() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local" "mini-sh") (kernconf "GENERIC" "MINIMAL"))
+  (local-slots 4)
+  (max-parallel 2)"#,
+    );
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = m.report();
+    let ids: Vec<&str> = report["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "local-GENERIC",
+            "local-MINIMAL",
+            "mini-sh-GENERIC",
+            "mini-sh-MINIMAL"
+        ]
+    );
+    for id in ids {
+        let c = cell(&report, id);
+        assert_eq!(c["status"], "passed", "{c:#}");
+        assert_eq!(c["machine"], "local");
+        assert!(c["duration_s"].as_f64().unwrap() > 0.0);
+        assert!(Path::new(c["result_store"].as_str().unwrap()).is_dir());
+        assert!(Path::new(c["log"].as_str().unwrap()).is_file());
+        for artifact in ["world", "kernel", "headers", "bootloader"] {
+            let a = &c["artifacts"][artifact];
+            assert!(
+                Path::new(a["store_path"].as_str().unwrap()).is_dir(),
+                "{c:#}"
+            );
+            assert!(a["tree_signature"].as_str().unwrap().starts_with("sha256:"));
+        }
+    }
+    // 2 groups (one per kernconf) x 4 artifacts, all agreeing.
+    let agreement = report["agreement"].as_array().unwrap();
+    assert_eq!(agreement.len(), 8, "{report:#}");
+    assert!(agreement
+        .iter()
+        .all(|a| a["agree"] == true && a["differences"] == serde_json::json!([])));
+    assert_eq!(
+        agreement[0]["cells"],
+        serde_json::json!(["local-GENERIC", "mini-sh-GENERIC"])
+    );
+    // max-parallel 2 held, and was used.
+    let (peak, _) = peak_concurrency(&report);
+    assert_eq!(peak, 2, "{report:#}");
+    let junit = m.junit();
+    assert_eq!(junit.matches("<testcase name=\"").count(), 4 + 8);
+    assert!(junit.contains("<testcase name=\"mini-sh-MINIMAL\" classname=\"fruix.matrix.mini-sh\""));
+    assert!(!junit.contains("<failure") && !junit.contains("<error"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("CELL") && stdout.contains("mini-sh-GENERIC") && stdout.contains("passed"),
+        "{stdout}"
+    );
+}
+
+/// A `diffoscope` stand-in that records what it was asked to compare.
+fn fake_diffoscope(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("diffoscope");
+    std::fs::write(&script, "#!/bin/sh\necho \"compared $1 $2\"\nexit 1\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn nondeterminism_is_reported_as_divergence_naming_the_file() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local" "mini-sh") (make-flag "NONDETERMINISTIC=yes"))
+  (local-slots 2)"#,
+    );
+    let bin = fake_diffoscope(m.dir.path());
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = run(m.command(&["--diff", "diffoscope"]).env("PATH", &path));
+    assert_eq!(out.status.code(), Some(DIVERGENCE), "{}", describe(&out));
+    let report = m.report();
+    let agreement = report["agreement"].as_array().unwrap();
+    let world = agreement.iter().find(|a| a["artifact"] == "world").unwrap();
+    assert_eq!(world["agree"], false);
+    let differences = world["differences"].as_array().unwrap();
+    assert_eq!(differences.len(), 1, "{world:#}");
+    let d = &differences[0];
+    assert_eq!(d["path"], "./usr/share/misc/build-stamp");
+    assert_eq!(d["change"], "modified");
+    assert_eq!(d["cells"], serde_json::json!(["local", "mini-sh"]));
+    assert_ne!(d["first"]["sha256"], d["second"]["sha256"]);
+    assert_eq!(d["first"]["mode"], "0444");
+    assert!(d["first"]["size"].as_u64().is_some());
+    let kernel = agreement
+        .iter()
+        .find(|a| a["artifact"] == "kernel")
+        .unwrap();
+    assert_eq!(kernel["agree"], true, "only the world is non-deterministic");
+    // diffoscope ran on the differing file of both store objects.
+    let diffoscope = &world["diffoscope"][0];
+    assert_eq!(diffoscope["status"], "differences found");
+    let output = std::fs::read_to_string(diffoscope["output"].as_str().unwrap()).unwrap();
+    assert!(
+        output.starts_with("compared /")
+            && output.matches("usr/share/misc/build-stamp").count() == 2,
+        "{output}"
+    );
+    let junit = m.junit();
+    assert!(junit.contains("type=\"divergence\""), "{junit}");
+    assert!(junit.contains("./usr/share/misc/build-stamp"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("DIVERGENCE: world") && stdout.contains("build-stamp"),
+        "{stdout}"
+    );
+
+    // Without diffoscope installed, the run says so and still lists the file.
+    let again = run(m
+        .command_reporting_to("report2", &["--diff", "diffoscope"])
+        .env("PATH", "/usr/bin:/bin"));
+    assert_eq!(
+        again.status.code(),
+        Some(DIVERGENCE),
+        "{}",
+        describe(&again)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("diffoscope is not installed"));
+}
+
+#[test]
+fn fail_fast_stops_the_matrix_and_failures_carry_the_log_tail() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local") (make-flag "FAIL_STEP=buildworld" "FAIL_STEP=none-yet"))
+  (include ((executor "mini-sh-system-failure")))
+  (fail-fast #t)
+  (local-slots 1)"#,
+    );
+    // FAIL_STEP=none-yet is refused by the fixture's Makefile (a build
+    // failure too); with fail-fast and one slot it never starts.
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(CELL_FAILURES), "{}", describe(&out));
+    let report = m.report();
+    let failed = cell(&report, "local-FAIL_STEP_buildworld");
+    assert_eq!(failed["status"], "build-failure");
+    assert!(
+        failed["error"].as_str().unwrap().contains("buildworld"),
+        "{failed:#}"
+    );
+    for id in ["local-FAIL_STEP_none-yet", "mini-sh-system-failure"] {
+        let c = cell(&report, id);
+        assert_eq!(c["status"], "cancelled", "{c:#}");
+        assert_eq!(c["attempts"], serde_json::json!([]));
+    }
+    let junit = m.junit();
+    assert!(junit.contains("<failure type=\"build-failure\""), "{junit}");
+    assert!(
+        junit.contains("deliberate failure"),
+        "the failure carries the log tail: {junit}"
+    );
+    assert_eq!(junit.matches("<skipped>").count(), 2);
+}
+
+#[test]
+fn system_failures_are_retried_and_reported_as_errors() {
+    let m = Matrix::new(
+        r#"  (axes (executor "mini-sh-system-failure"))
+  (retries 2)"#,
+    );
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(CELL_FAILURES), "{}", describe(&out));
+    let report = m.report();
+    let c = cell(&report, "mini-sh-system-failure");
+    assert_eq!(c["status"], "system-failure");
+    assert_eq!(c["attempts"].as_array().unwrap().len(), 3, "{c:#}");
+    let junit = m.junit();
+    assert!(junit.contains("<error type=\"system-failure\""), "{junit}");
+}
+
+#[test]
+fn matrix_file_errors_are_refused_before_anything_runs() {
+    let m = Matrix::new(r#"  (axes (executor "local") (kernconf "GENERIC" "GENERIC"))"#);
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("axes.kernconf") && stderr.contains("(line 7)") && stderr.contains("twice"),
+        "{stderr}"
+    );
+    assert!(!m.path("store").exists() && !m.path("report").exists());
+
+    let m = Matrix::new(r#"  (axes (executor "lokal"))"#);
+    let stderr = String::from_utf8_lossy(&m.run(&[]).stderr).into_owned();
+    assert!(
+        stderr.contains("unknown executor `lokal`") && stderr.contains("local"),
+        "{stderr}"
+    );
+
+    let m = Matrix::new(r#"  (axes (executor "host-initiated"))"#);
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("machines file"),
+        "{}",
+        describe(&out)
+    );
+
+    let m = Matrix::new(
+        r#"  (axes (executor "local")) (include ((executor "local") (machine "builder-1")))"#,
+    );
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("builds on this host"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn plan_lists_cells_and_agreement_groups_without_running() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local" "mini-sh") (kernconf "GENERIC" "MINIMAL"))
+  (exclude ((executor "local") (kernconf "MINIMAL")))"#,
+    );
+    let out = run(fruix()
+        .arg("--executors-file")
+        .arg(external_executors())
+        .args(["matrix", "plan", "--json"])
+        .arg(m.path("matrix.scm")));
+    assert!(out.status.success(), "{}", describe(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = plan["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["local-GENERIC", "mini-sh-GENERIC", "mini-sh-MINIMAL"]);
+    assert_eq!(
+        plan["must_agree"],
+        serde_json::json!([["local-GENERIC", "mini-sh-GENERIC"]])
+    );
+    assert_eq!(plan["fail_fast"], true);
+    assert!(!m.path("state").exists());
+}
+
+#[test]
+fn ctrl_c_cancels_every_cell_and_still_writes_the_reports() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local") (kernconf "GENERIC" "MINIMAL"))
+  (local-slots 2)"#,
+    );
+    let child = m
+        .command(&[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until both cells build, then interrupt.
+    let building = |id: &str| {
+        std::fs::read_to_string(m.path(&format!("report/logs/{id}.log")))
+            .is_ok_and(|log| log.contains("==> buildworld"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(building("local-GENERIC") && building("local-MINIMAL")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cells never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    let report = m.report();
+    assert_eq!(report["cancelled"], true);
+    for id in ["local-GENERIC", "local-MINIMAL"] {
+        let c = cell(&report, id);
+        assert_eq!(c["status"], "cancelled", "{c:#}");
+        assert_eq!(c["attempts"].as_array().unwrap().len(), 1);
+    }
+    m.junit();
+    // Cleanup ran: only the two result roots are left, both unfinished.
+    let roots: Vec<PathBuf> = std::fs::read_dir(m.path("state/native-builds"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(roots.len(), 2, "{roots:?}");
+    assert!(
+        roots.iter().all(|r| r.join(".fruix-incomplete").exists()),
+        "{roots:?}"
+    );
+}

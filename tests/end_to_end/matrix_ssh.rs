@@ -1,0 +1,187 @@
+//! Mixed-mode matrices: `local`, `host-initiated` and `guest-self-hosted`
+//! over two loopback `sshd` machines, with real builds, promotion, the
+//! agreement check, a machine stopped mid-run, and slot limits checked from
+//! the recorded start and end times.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::matrix::{cell, describe, peak_concurrency, Matrix, DIVERGENCE};
+use crate::sshd::Sshd;
+
+/// A machines file entry for `sshd` named `name`.
+fn machine(sshd: &Sshd, name: &str, speed: f64, slots: u32) -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    format!(
+        "  (machine (name {name:?}) (host \"127.0.0.1\") (port {}) (user {user:?})\n           (private-key {:?}) (host-key {:?})\n           (parallel-builds {slots}) (speed {speed:.1}) (state-dir {:?}) (helper {:?}))\n",
+        sshd.port,
+        sshd.identity().display().to_string(),
+        sshd.host_key(),
+        sshd.state_dir().display().to_string(),
+        env!("CARGO_BIN_EXE_fruix"),
+    )
+}
+
+/// Two sshd machines (m1 faster), their machines file, and a matrix.
+fn setup(body: &str, slots: u32) -> (Matrix, Sshd, Sshd) {
+    let (m1, m2) = (Sshd::start(), Sshd::start());
+    let m = Matrix::new(&format!("  (machines-file \"machines.scm\")\n{body}"));
+    std::fs::write(
+        m.path("machines.scm"),
+        format!(
+            "(fruix-machines\n{}{})\n",
+            machine(&m1, "m1", 2.0, slots),
+            machine(&m2, "m2", 1.0, slots)
+        ),
+    )
+    .unwrap();
+    (m, m1, m2)
+}
+
+/// Checks that no machine ran more attempts at once than `slots`, and that
+/// no more than `max_parallel` ran in all.
+fn assert_slots_held(report: &serde_json::Value, slots: usize, local: usize, max_parallel: usize) {
+    let (peak, per_machine) = peak_concurrency(report);
+    assert!(
+        peak <= max_parallel,
+        "{peak} > max-parallel {max_parallel}: {report:#}"
+    );
+    for (machine, n) in per_machine {
+        let limit = if machine == "local" { local } else { slots };
+        assert!(
+            n <= limit,
+            "{machine} ran {n} at once (slots {limit}): {report:#}"
+        );
+    }
+}
+
+#[test]
+fn three_executors_on_two_machines_agree_over_two_kernconfs() {
+    let (m, _m1, _m2) = setup(
+        r#"  (axes (executor "local" "host-initiated" "guest-self-hosted") (kernconf "GENERIC" "MINIMAL"))
+  (max-parallel 3)
+  (fail-fast #f)"#,
+        1,
+    );
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = m.report();
+    assert_eq!(report["cells"].as_array().unwrap().len(), 6);
+    for executor in ["local", "host-initiated", "guest-self-hosted"] {
+        for kernconf in ["GENERIC", "MINIMAL"] {
+            let c = cell(&report, &format!("{executor}-{kernconf}"));
+            assert_eq!(c["status"], "passed", "{c:#}");
+            let machine = c["machine"].as_str().unwrap();
+            if executor == "local" {
+                assert_eq!(machine, "local");
+            } else {
+                assert!(["m1", "m2"].contains(&machine), "{c:#}");
+            }
+            let world = Path::new(c["artifacts"]["world"]["store_path"].as_str().unwrap());
+            assert!(
+                world.to_string_lossy().ends_with(&format!("-{executor}")),
+                "{c:#}"
+            );
+        }
+    }
+    let agreement = report["agreement"].as_array().unwrap();
+    assert_eq!(agreement.len(), 8, "2 kernconfs x 4 artifacts: {report:#}");
+    for a in agreement {
+        assert_eq!(a["agree"], true, "{a:#}");
+        assert_eq!(a["cells"].as_array().unwrap().len(), 3);
+    }
+    assert_slots_held(&report, 1, 1, 3);
+    let junit = m.junit();
+    assert!(junit.contains("classname=\"fruix.matrix.guest-self-hosted\""));
+}
+
+#[test]
+fn nondeterminism_diverges_between_executors() {
+    let (m, _m1, _m2) = setup(
+        r#"  (axes (executor "local" "host-initiated" "guest-self-hosted") (make-flag "NONDETERMINISTIC=yes"))
+  (max-parallel 3)
+  (fail-fast #f)"#,
+        2,
+    );
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(DIVERGENCE), "{}", describe(&out));
+    let report = m.report();
+    let world = report["agreement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["artifact"] == "world")
+        .unwrap();
+    assert_eq!(world["agree"], false);
+    let differences = world["differences"].as_array().unwrap();
+    assert_eq!(
+        differences.len(),
+        2,
+        "local against each other executor: {world:#}"
+    );
+    for d in differences {
+        assert_eq!(d["path"], "./usr/share/misc/build-stamp", "{d:#}");
+        assert_eq!(d["cells"][0], "local");
+    }
+    assert_slots_held(&report, 2, 1, 3);
+    assert!(m.junit().contains("type=\"divergence\""));
+}
+
+#[test]
+fn cells_of_a_machine_stopped_mid_run_are_retried_on_the_other() {
+    let (m, mut m1, _m2) = setup(
+        r#"  (axes (executor "host-initiated" "guest-self-hosted") (kernconf "GENERIC" "MINIMAL"))
+  (max-parallel 2)
+  (retries 1)
+  (fail-fast #f)"#,
+        1,
+    );
+    let child = m
+        .command(&[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until a cell builds on m1 (the faster machine gets the first
+    // cell), then stop m1's sshd and everything it runs.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let building_on_m1 = || {
+        std::fs::read_dir(m.path("report/logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let log = std::fs::read_to_string(e.path()).unwrap_or_default();
+                log.contains("attempt 1 on m1")
+                    && (log.contains("==> buildworld") || log.contains("==> guest-build"))
+            })
+    };
+    while !building_on_m1() {
+        assert!(Instant::now() < deadline, "no cell started on m1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    m1.kill();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = m.report();
+    let set_aside = report["machines_set_aside"].as_array().unwrap();
+    assert_eq!(set_aside.len(), 1, "{report:#}");
+    assert_eq!(set_aside[0]["machine"], "m1");
+    let cells = report["cells"].as_array().unwrap();
+    assert!(cells.iter().all(|c| c["status"] == "passed"), "{report:#}");
+    let retried: Vec<&serde_json::Value> = cells
+        .iter()
+        .filter(|c| c["attempts"].as_array().unwrap().len() == 2)
+        .collect();
+    assert!(!retried.is_empty(), "{report:#}");
+    for c in retried {
+        let attempts = c["attempts"].as_array().unwrap();
+        assert_eq!(attempts[0]["machine"], "m1");
+        assert_eq!(attempts[0]["status"], "system-failure");
+        assert_eq!(attempts[1]["machine"], "m2");
+        assert_eq!(c["machine"], "m2");
+    }
+    assert_slots_held(&report, 1, 1, 2);
+    m.junit();
+}

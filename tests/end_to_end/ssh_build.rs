@@ -1,0 +1,165 @@
+//! Both SSH executors against a real sshd, end to end: build in the guest,
+//! import, promote; and Ctrl-C during a guest build.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::sshd::{guest_build, processes_mentioning, Sshd};
+use crate::util::{fixture_source, fruix, run, run_ok};
+
+fn signatures(report: &serde_json::Value) -> Vec<(String, String)> {
+    ["world", "kernel", "headers", "bootloader"]
+        .iter()
+        .map(|a| {
+            (
+                a.to_string(),
+                report["artifacts"][a]["tree_signature"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no signature for {a}: {report}"))
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn both_guest_executors_build_import_promote_and_agree_on_signatures() {
+    let sshd = Sshd::start();
+    sshd.trust();
+    let host = tempfile::tempdir().unwrap();
+    let mut reports = Vec::new();
+    for executor in ["host-initiated", "guest-self-hosted"] {
+        let mut cmd = guest_build(&sshd, executor, host.path(), executor);
+        cmd.arg("--json");
+        let report: serde_json::Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+        let root = host.path().join(executor);
+        let promotion = std::fs::read_to_string(root.join("promotion.scm")).unwrap();
+        assert!(
+            promotion.contains(&format!("(executor \"{executor}\")")),
+            "{promotion}"
+        );
+        assert!(
+            promotion.contains("(tree-signature \"sha256:"),
+            "{promotion}"
+        );
+        assert!(!root.join(".fruix-incomplete").exists());
+        // The guest's result root stays in its state directory.
+        assert!(
+            std::fs::read_dir(sshd.state_dir().join("native-builds"))
+                .unwrap()
+                .flatten()
+                .any(|e| e.path().join("artifacts/world/bin/sh").is_file()),
+            "no guest result root in the guest state directory"
+        );
+        // su keeps its setuid bit through the import (it is signed).
+        let world =
+            std::path::Path::new(report["artifacts"]["world"]["store_path"].as_str().unwrap());
+        assert!(world.join("usr/bin/su").is_file());
+        reports.push(report);
+    }
+    assert_eq!(
+        signatures(&reports[0]),
+        signatures(&reports[1]),
+        "host-initiated and guest-self-hosted give the same tree signatures"
+    );
+    let local: serde_json::Value = serde_json::from_str(&run_ok(
+        fruix()
+            .args(["build", "--executor", "local", "--source"])
+            .arg(fixture_source())
+            .arg("--store")
+            .arg(host.path().join("store"))
+            .arg("--result-root")
+            .arg(host.path().join("local"))
+            .args([
+                "--source-date-epoch",
+                "1775420084",
+                "--make-flag=-DNO_ROOT",
+                "--json",
+            ]),
+    ))
+    .unwrap();
+    assert_eq!(
+        signatures(&local),
+        signatures(&reports[0]),
+        "the guest executors agree with the local one"
+    );
+    let logs = host.path().join("host-initiated/logs");
+    for step in ["buildworld", "buildkernel", "installworld", "installkernel"] {
+        assert!(
+            logs.join(format!("{step}.log")).is_file(),
+            "{step}.log missing"
+        );
+    }
+    assert!(host
+        .path()
+        .join("guest-self-hosted/logs/buildworld.log")
+        .is_file());
+    run_ok(
+        fruix()
+            .args(["store", "verify", "--quiet", "--store"])
+            .arg(host.path().join("store")),
+    );
+    // Nothing is left in staging next to the result roots.
+    let leftovers: Vec<_> = std::fs::read_dir(host.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".import-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn interrupt_mid_build(executor: &str) {
+    let sshd = Sshd::start();
+    sshd.trust();
+    let host = tempfile::tempdir().unwrap();
+    let mut child = guest_build(&sshd, executor, host.path(), "r1")
+        .args(["--jobs", "1", "--verbose"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let needle = sshd.state_dir().display().to_string();
+    let started = Instant::now();
+    loop {
+        let line = lines.next().expect("fruix printed its stages").unwrap();
+        // With --verbose, guest-self-hosted shows the guest's stage lines too.
+        if line.contains("==> buildworld") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no buildworld");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !processes_mentioning(&needle).is_empty(),
+        "the guest build is running"
+    );
+    // SAFETY: sending a signal to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let stopped = Instant::now();
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(stopped.elapsed() < Duration::from_secs(30));
+    let left = processes_mentioning(&needle);
+    assert!(
+        left.is_empty(),
+        "processes still running in the guest: {left:?}"
+    );
+    let promote = run(fruix()
+        .args(["native-build", "promote", "--store"])
+        .arg(host.path().join("store"))
+        .arg(host.path().join("r1")));
+    assert_ne!(promote.status.code(), Some(0));
+}
+
+#[test]
+fn ctrl_c_during_a_host_initiated_build_leaves_no_make_in_the_guest() {
+    interrupt_mid_build("host-initiated");
+}
+
+#[test]
+fn ctrl_c_during_a_self_hosted_build_leaves_no_make_in_the_guest() {
+    interrupt_mid_build("guest-self-hosted");
+}

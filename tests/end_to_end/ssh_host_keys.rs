@@ -1,0 +1,188 @@
+//! Host key checking and authentication of the SSH executors against a
+//! real sshd. A source path the guest does not have stops each run right
+//! after the connection is made, so these tests build nothing.
+
+use std::process::Command;
+
+use crate::sshd::{guest_build, keygen, Sshd};
+use crate::util::run;
+
+const MISSING_SOURCE: &str = "/nonexistent/fruix-test-source";
+
+/// A build whose source is missing in the guest: it connects, then stops.
+/// `identity` replaces the accepted user key.
+fn probe_as(
+    sshd: &Sshd,
+    host: &std::path::Path,
+    identity: Option<&std::path::Path>,
+    extra: &[&str],
+) -> (Option<i32>, String) {
+    let cmd: Command = guest_build(sshd, "host-initiated", host, "r");
+    let mut fixed = Command::new(cmd.get_program());
+    let mut replace: Option<String> = None;
+    for a in cmd.get_args().map(|a| a.to_string_lossy().into_owned()) {
+        fixed.arg(replace.take().unwrap_or_else(|| a.clone()));
+        replace = match a.as_str() {
+            "--source" => Some(MISSING_SOURCE.to_string()),
+            "--identity" => identity.map(|p| p.display().to_string()),
+            _ => None,
+        };
+    }
+    fixed.args(["--freebsd-version", "15.0-STABLE"]).args(extra);
+    let out = run(&mut fixed);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn probe(sshd: &Sshd, host: &std::path::Path, extra: &[&str]) -> (Option<i32>, String) {
+    probe_as(sshd, host, None, extra)
+}
+
+#[test]
+fn missing_source_in_the_guest_is_named() {
+    let sshd = Sshd::start();
+    sshd.trust();
+    let host = tempfile::tempdir().unwrap();
+    let (code, stderr) = probe(&sshd, host.path(), &[]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(MISSING_SOURCE) && stderr.contains("does not exist in the guest"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_host_key_is_refused_then_accepted_with_accept_new_host_key() {
+    let sshd = Sshd::start();
+    let host = tempfile::tempdir().unwrap();
+    let (code, stderr) = probe(&sshd, host.path(), &[]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("is not known") && stderr.contains("SHA256:"),
+        "{stderr}"
+    );
+    let line = format!("[127.0.0.1]:{} {}", sshd.port, sshd.host_key());
+    assert!(
+        stderr.contains(&line),
+        "the line to add is printed: {stderr}"
+    );
+    assert!(std::fs::read_to_string(sshd.known_hosts())
+        .unwrap()
+        .is_empty());
+
+    let host = tempfile::tempdir().unwrap();
+    let (_, stderr) = probe(&sshd, host.path(), &["--accept-new-host-key"]);
+    assert!(
+        stderr.contains("does not exist in the guest"),
+        "it connected: {stderr}"
+    );
+    let known = std::fs::read_to_string(sshd.known_hosts()).unwrap();
+    assert!(known.contains(&line), "{known}");
+    let host = tempfile::tempdir().unwrap();
+    let (_, stderr) = probe(&sshd, host.path(), &[]);
+    assert!(
+        stderr.contains("does not exist in the guest"),
+        "now known: {stderr}"
+    );
+}
+
+#[test]
+fn hashed_known_hosts_entries_are_honoured() {
+    let sshd = Sshd::start();
+    sshd.trust();
+    let out = run(Command::new("ssh-keygen")
+        .args(["-q", "-H", "-f"])
+        .arg(sshd.known_hosts()));
+    assert!(out.status.success());
+    assert!(std::fs::read_to_string(sshd.known_hosts())
+        .unwrap()
+        .starts_with("|1|"));
+    let host = tempfile::tempdir().unwrap();
+    let (_, stderr) = probe(&sshd, host.path(), &[]);
+    assert!(stderr.contains("does not exist in the guest"), "{stderr}");
+}
+
+#[test]
+fn changed_host_key_is_refused_even_with_accept_new_host_key() {
+    let mut sshd = Sshd::start();
+    sshd.trust();
+    sshd.restart_with_new_host_key();
+    for extra in [&[][..], &["--accept-new-host-key"][..]] {
+        let host = tempfile::tempdir().unwrap();
+        let (code, stderr) = probe(&sshd, host.path(), extra);
+        assert_eq!(code, Some(3), "{stderr}");
+        assert!(
+            stderr.contains("HAS CHANGED") && stderr.contains("man in the middle"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("line 1 of"), "{stderr}");
+    }
+}
+
+#[test]
+fn wrong_user_key_is_refused_with_a_clear_message() {
+    let sshd = Sshd::start();
+    sshd.trust();
+    let other = sshd.dir.path().join("other_key");
+    keygen(&other);
+    let host = tempfile::tempdir().unwrap();
+    let (code, stderr) = probe_as(&sshd, host.path(), Some(&other), &[]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("refused authentication as user")
+            && stderr.contains(&other.display().to_string())
+            && stderr.contains("authorized_keys"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn machines_file_with_a_pinned_host_key_replaces_known_hosts() {
+    let sshd = Sshd::start();
+    let host = tempfile::tempdir().unwrap();
+    let machines = host.path().join("machines.scm");
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    std::fs::write(
+        &machines,
+        format!(
+            "(fruix-machines\n  (machine (name \"builder-1\") (host \"127.0.0.1\") (port {}) (user \"{user}\")\n    (private-key \"{}\") (host-key \"{}\") (state-dir \"{}\")))\n",
+            sshd.port,
+            sshd.identity().display(),
+            sshd.host_key(),
+            sshd.state_dir().display()
+        ),
+    )
+    .unwrap();
+    let out = run(crate::util::fruix()
+        .args([
+            "build",
+            "--executor",
+            "host-initiated",
+            "--source",
+            MISSING_SOURCE,
+        ])
+        .args(["--freebsd-version", "15.0-STABLE", "--machines"])
+        .arg(&machines)
+        .args(["--machine", "builder-1", "--result-root"])
+        .arg(host.path().join("r")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not exist in the guest"),
+        "it connected: {stderr}"
+    );
+    let out = run(crate::util::fruix()
+        .args([
+            "build",
+            "--executor",
+            "host-initiated",
+            "--source",
+            MISSING_SOURCE,
+        ])
+        .args(["--freebsd-version", "15.0-STABLE", "--machines"])
+        .arg(&machines)
+        .args(["--machine", "builder-9"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("builder-1"));
+}

@@ -1,0 +1,277 @@
+//! The import of guest result roots is safe against what a guest may send:
+//! a dropped connection, a tree changed after it was signed, and hostile
+//! archives. The guest helper here is the real fruix wrapped by a script
+//! that tampers with the result root it built, and the guest's `tar` can be
+//! swapped for one that sends a crafted archive.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::sshd::{guest_build, script, tampering_helper, Sshd};
+use crate::util::{run, snapshot};
+
+/// A guest build with `helper` as the guest's fruix; returns status and stderr.
+fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> (Option<i32>, String) {
+    let cmd = guest_build(sshd, "guest-self-hosted", host, "r1");
+    let mut fixed = std::process::Command::new(cmd.get_program());
+    let mut replace = false;
+    for a in cmd.get_args() {
+        if replace {
+            fixed.arg(helper);
+        } else {
+            fixed.arg(a);
+        }
+        replace = a == "--guest-helper";
+    }
+    let out = run(&mut fixed);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// No staging directory is left next to the result root, and the result
+/// root (if any) cannot be promoted.
+fn nothing_partial(host: &Path) {
+    let leftovers: Vec<_> = std::fs::read_dir(host)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".import-"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    let root = host.join("r1");
+    assert!(
+        !root.exists() || root.join(".fruix-incomplete").exists(),
+        "a failed import leaves the result root marked unfinished"
+    );
+    assert!(!root.join("artifacts").exists(), "nothing was moved in");
+}
+
+#[test]
+fn tree_changed_in_the_guest_after_signing_is_refused() {
+    let sshd = Sshd::start();
+    sshd.trust();
+    let host = tempfile::tempdir().unwrap();
+    let helper = tampering_helper(
+        sshd.dir.path(),
+        "chmod u+w \"$ROOT/artifacts/world/bin/sh\"; echo tampered >> \"$ROOT/artifacts/world/bin/sh\"",
+    );
+    let (code, stderr) = build_with(&sshd, host.path(), &helper);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("tree signature mismatch"), "{stderr}");
+    assert!(stderr.contains("artifacts/world"), "{stderr}");
+    nothing_partial(host.path());
+    assert!(!host.path().join("store").exists() || snapshot(&host.path().join("store")).is_empty());
+}
+
+#[test]
+fn setuid_file_outside_the_signed_trees_is_neutralised_and_inside_is_refused() {
+    let sshd = Sshd::start();
+    sshd.trust();
+    let host = tempfile::tempdir().unwrap();
+    let helper = tampering_helper(
+        sshd.dir.path(),
+        "cp /bin/true \"$ROOT/logs/evil\"; chmod 4755 \"$ROOT/logs/evil\"",
+    );
+    let (code, stderr) = build_with(&sshd, host.path(), &helper);
+    assert_eq!(code, Some(0), "{stderr}");
+    let evil = host.path().join("r1/logs/evil").metadata().unwrap();
+    assert_eq!(
+        evil.permissions().mode() & 0o7777,
+        0o755,
+        "setuid bit stripped"
+    );
+    let su = host
+        .path()
+        .join("r1/artifacts/world/usr/bin/su")
+        .metadata()
+        .unwrap();
+    assert_eq!(
+        su.permissions().mode() & 0o7000,
+        0o4000,
+        "signed setuid bit restored"
+    );
+
+    let host = tempfile::tempdir().unwrap();
+    let helper = tampering_helper(
+        sshd.dir.path(),
+        "cp /bin/true \"$ROOT/artifacts/world/bin/evil\"; chmod 4755 \"$ROOT/artifacts/world/bin/evil\"",
+    );
+    let (code, stderr) = build_with(&sshd, host.path(), &helper);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("tree signature mismatch"), "{stderr}");
+    nothing_partial(host.path());
+}
+
+/// One raw tar entry: name, type, mode, content, link target.
+type RawEntry<'a> = (&'a str, tar::EntryType, u32, &'a [u8], Option<&'a str>);
+
+/// A tar archive with raw entry names (`..` and absolute ones included).
+fn hostile_archive(entries: &[RawEntry<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, mode, data, link) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_entry_type(*kind);
+        h.set_mode(*mode);
+        h.set_size(data.len() as u64);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn hostile_archives_are_refused_and_nothing_outside_staging_is_touched() {
+    use tar::EntryType as T;
+    let sshd = Sshd::start_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin");
+    sshd.trust();
+    // The guest's tar sends .hostile.tar instead of the tree when there is one.
+    script(
+        &sshd.dir.path().join("bin/tar"),
+        "#!/bin/sh\nif [ -f ./.hostile.tar ]; then exec cat ./.hostile.tar; fi\nexec /usr/bin/tar \"$@\"\n",
+    );
+    let passwd = std::fs::read("/etc/passwd").unwrap();
+    let canary = format!("fruix-escaped-canary-{}", std::process::id());
+    let dotdot = format!("../../{canary}");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "symlink to /etc/passwd used as a directory",
+            hostile_archive(&[
+                ("./artifacts/", T::Directory, 0o755, b"", None),
+                ("./artifacts/p", T::Symlink, 0o777, b"", Some("/etc/passwd")),
+                ("./artifacts/p/x", T::Regular, 0o644, b"owned", None),
+            ]),
+            "used as a directory",
+        ),
+        (
+            "`..` entry",
+            hostile_archive(&[(dotdot.as_str(), T::Regular, 0o644, b"escaped", None)]),
+            "`..`",
+        ),
+        (
+            "FIFO",
+            hostile_archive(&[("./artifacts/fifo", T::Fifo, 0o644, b"", None)]),
+            "FIFO",
+        ),
+        (
+            "setuid file in an unsigned tree",
+            hostile_archive(&[
+                (
+                    "./promotion.scm",
+                    T::Regular,
+                    0o644,
+                    b"(fruix-native-build-promotion)",
+                    None,
+                ),
+                (
+                    "./artifacts/world/bin/evil",
+                    T::Regular,
+                    0o4755,
+                    b"#!/bin/sh\n",
+                    None,
+                ),
+            ]),
+            "promotion.scm",
+        ),
+    ];
+    for (what, archive, expected) in cases {
+        let host = tempfile::tempdir().unwrap();
+        let archive_path = sshd.dir.path().join("hostile.tar");
+        std::fs::write(&archive_path, archive).unwrap();
+        let helper = tampering_helper(
+            sshd.dir.path(),
+            &format!("cp {} \"$ROOT/.hostile.tar\"", archive_path.display()),
+        );
+        let (code, stderr) = build_with(&sshd, host.path(), &helper);
+        assert!(code != Some(0), "{what}: accepted: {stderr}");
+        assert!(stderr.contains(expected), "{what}: {stderr}");
+        nothing_partial(host.path());
+        assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd, "{what}");
+        for dir in [host.path(), host.path().parent().unwrap(), Path::new("/")] {
+            assert!(
+                !dir.join(&canary).exists(),
+                "{what}: {canary} escaped into {}",
+                dir.display()
+            );
+        }
+        let setuid: Vec<_> = walk_setuid(host.path());
+        assert!(
+            setuid.is_empty(),
+            "{what}: setuid files created: {setuid:?}"
+        );
+    }
+}
+
+fn walk_setuid(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.permissions().mode() & 0o6000 != 0 {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn sshd_killed_during_import_is_a_system_failure_leaving_nothing() {
+    let mut sshd = Sshd::start();
+    sshd.trust();
+    let host = tempfile::tempdir().unwrap();
+    // A large result root, so that the import is still running when sshd dies.
+    let helper = tampering_helper(
+        sshd.dir.path(),
+        "dd if=/dev/zero of=\"$ROOT/logs/big\" bs=1048576 count=600 2>/dev/null",
+    );
+    let cmd = guest_build(&sshd, "guest-self-hosted", host.path(), "r1");
+    let mut fixed = std::process::Command::new(cmd.get_program());
+    let mut replace = false;
+    for a in cmd.get_args() {
+        fixed.arg(if replace { helper.as_os_str() } else { a });
+        replace = a == "--guest-helper";
+    }
+    let mut child = fixed
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("==> import") {
+            break;
+        }
+    }
+    // Let some data arrive, then kill sshd and every connection it serves.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let store_before = snapshot(&host.path().join("store"));
+    sshd.kill();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    let stderr = format!("{}\n{}", seen.join("\n"), rest.join("\n"));
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("connection lost") || stderr.contains("cannot connect"),
+        "{stderr}"
+    );
+    nothing_partial(host.path());
+    assert_eq!(
+        snapshot(&host.path().join("store")),
+        store_before,
+        "store unchanged"
+    );
+}
