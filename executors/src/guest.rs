@@ -365,10 +365,11 @@ impl GuestExecutor {
             shell_quote(&self.state_dir)
         );
         let (mut stdout, mut tail) = (Vec::new(), Tail::default());
-        let exit = ctx
-            .events
+        // The helper's exit is judged inside the stage, so that a failed
+        // guest build ends its stage as failed.
+        ctx.events
             .stage("guest-build", async {
-                session
+                let exit = session
                     .stream(&script, Some(&request), &ctx.cancel, |stream, line| {
                         if stream == Stream::Stdout {
                             stdout.push(line.to_string());
@@ -376,13 +377,14 @@ impl GuestExecutor {
                         tail.push(line);
                         ctx.events.log("guest-build", stream, line);
                     })
-                    .await
+                    .await?
+                    .ok_or(Error::Cancelled)?;
+                if !exit.success() {
+                    return Err(helper_failure(&exit, std::mem::take(&mut tail)));
+                }
+                Ok(())
             })
-            .await?
-            .ok_or(Error::Cancelled)?;
-        if !exit.success() {
-            return Err(helper_failure(&exit, tail));
-        }
+            .await?;
         let expected = self.guest_root(&ctx.request.run_id);
         if stdout.last().map(String::as_str) != Some(expected.as_str()) {
             return Err(Error::system(format!(

@@ -19,6 +19,7 @@ mod nix_hash;
 mod promote_cli;
 mod readme;
 mod ssh_build;
+mod ssh_conformance;
 mod ssh_host_keys;
 mod ssh_import;
 mod sshd;
