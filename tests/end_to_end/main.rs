@@ -18,6 +18,7 @@ mod mtree;
 mod nix_hash;
 mod promote_cli;
 mod readme;
+mod ssh_auth;
 mod ssh_build;
 mod ssh_conformance;
 mod ssh_host_keys;

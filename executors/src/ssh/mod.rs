@@ -324,6 +324,10 @@ pub fn load_identity(path: &Path, passphrase_env: Option<&str>) -> Result<Privat
             ),
             (russh::keys::Error::KeyIsEncrypted, None) => "it is encrypted; put its passphrase in an environment variable and name it with the `passphrase_env` configuration key".to_string(),
             (russh::keys::Error::IO(io), _) => io.to_string(),
+            // A wrong passphrase shows up as a failed decryption.
+            (_, Some(var)) if passphrase.is_some() => format!(
+                "{e}: is the passphrase in environment variable {var} the key's? (an OpenSSH or PEM ed25519, ECDSA or RSA private key is expected)"
+            ),
             _ => format!("{e}; give an OpenSSH or PEM ed25519, ECDSA or RSA private key"),
         };
         Error::system(format!("cannot use identity {}: {hint}", path.display()))
