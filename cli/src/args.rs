@@ -8,12 +8,12 @@ use clap::{Args, Parser, Subcommand};
 pub const EXIT_STATUSES: &str = "\
 Exit statuses:
   0    success
-  1    build failure (a build step failed; its name, last log lines and log path are printed)
-  2    invalid input or usage (bad arguments, unknown executor, missing source, existing result root)
-  3    system failure (machine unreachable, disk full, helper missing, store not writable)
-  4    promotion or validation failure (invalid result root, signature mismatch, corrupt store object)
-  5    matrix: a cell did not pass (build failure, system failure, or cancelled by fail-fast)
-  6    matrix: every cell passed, but cells that must agree gave different artifacts (divergence)
+  1    build failure: a build step failed (its name, last log lines and log path are printed)
+  2    invalid input or usage: bad arguments, unknown executor, missing source, existing root
+  3    system failure: machine unreachable, disk full, helper missing, store not writable
+  4    promotion or validation failure: invalid root, signature mismatch, corrupt object
+  5    matrix: a cell did not pass (build or system failure, or cancelled by fail-fast)
+  6    matrix: every cell passed, but cells that must agree diverged
   130  cancelled (Ctrl-C or SIGTERM)";
 
 /// Fruix: native FreeBSD base builds through pluggable executors, promoted into
