@@ -17,7 +17,6 @@
 //! Usage: `cargo build --release && target/release/fruix-bench-import [--dir DIR] [--scale F]`
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,77 +25,8 @@ use fruix_core::executor::{EventSink, RunContext};
 use fruix_executors::import;
 use fruix_executors::ssh::{HostKeyPolicy, SshOptions, SshSession, SshTarget};
 
-/// xorshift64*, so every run measures the same tree.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn size(&mut self, min: u64, max: u64) -> u64 {
-        let (lo, hi) = ((min as f64).ln(), (max as f64).ln());
-        let u = (self.next() % 1_000_000) as f64 / 1_000_000.0;
-        (lo + u * (hi - lo)).exp() as u64
-    }
-}
-
-/// (artifact, directories, files, min size, max size)
-const SPECS: [(&str, &[&str], usize, u64, u64); 4] = [
-    (
-        "world",
-        &[
-            "bin",
-            "sbin",
-            "usr/bin",
-            "usr/lib",
-            "usr/share/man/man1",
-            "etc",
-        ],
-        21_000,
-        200,
-        250_000,
-    ),
-    ("kernel", &["boot/kernel"], 900, 8_000, 900_000),
-    (
-        "headers",
-        &["usr/include", "usr/include/sys", "usr/include/net"],
-        3_900,
-        300,
-        60_000,
-    ),
-    ("bootloader", &["boot", "boot/lua"], 120, 500, 600_000),
-];
-
-fn generate(root: &Path, scale: f64) -> (u64, u64) {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let (mut files, mut bytes) = (0u64, 0u64);
-    for (artifact, dirs, count, min, max) in SPECS {
-        let base = root.join("artifacts").join(artifact);
-        for i in 0..(count as f64 * scale) as usize {
-            let dir = base.join(dirs[i % dirs.len()]).join(format!("d{}", i % 97));
-            fs::create_dir_all(&dir).unwrap();
-            let size = rng.size(min, max) as usize;
-            let mut data = Vec::with_capacity(size + 8);
-            while data.len() < size {
-                data.extend_from_slice(&rng.next().to_le_bytes());
-            }
-            data.truncate(size);
-            let path = dir.join(format!("f{i}"));
-            fs::write(&path, &data).unwrap();
-            let mode = if i % 3 == 0 { 0o555 } else { 0o444 };
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-            if i % 15 == 0 {
-                symlink(format!("f{i}"), dir.join(format!("link{i}"))).unwrap();
-            }
-            files += 1;
-            bytes += size as u64;
-        }
-    }
-    (files, bytes)
-}
+#[path = "../bench/tree.rs"]
+mod tree;
 
 fn run_ok(cmd: &mut Command) {
     let status = cmd
@@ -219,7 +149,7 @@ fn main() {
     }
     let work = fresh(&dir);
     let root = work.join("guest-root");
-    let (files, bytes) = generate(&root, scale);
+    let (files, bytes) = tree::generate(&root, scale);
     println!("result root: {files} files, {:.2} GB", bytes as f64 / 1e9);
     let keys = fresh(&work.join("ssh"));
     let (mut sshd, port) = start_sshd(&keys);

@@ -1,0 +1,198 @@
+//! The benchmark tree shared by `fruix-bench` and `fruix-bench-import`: a
+//! deterministic result root the size of a FreeBSD base (about 26,000 files
+//! and 0.9 GB over four artifacts, with a realistic size mix, symlinks, exec
+//! and setuid bits).
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use fruix_core::promotion::{
+    ArtifactEntry, BuildPolicy, FreebsdBase, PromotionMetadata, SourceStore,
+};
+
+/// Each artifact's probe file and its size (a 30 MB kernel, as in a real base).
+const PROBES: [(&str, &str, u64); 4] = [
+    ("world", "bin/sh", 160_000),
+    ("kernel", "boot/kernel/kernel", 30_000_000),
+    ("headers", "usr/include/sys/param.h", 13_000),
+    ("bootloader", "boot/loader", 500_000),
+];
+
+/// A small deterministic generator (xorshift64*), so every run measures the same tree.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// A size drawn from a log-uniform range, like the files of a base system.
+    pub fn size(&mut self, min: u64, max: u64) -> u64 {
+        let (lo, hi) = ((min as f64).ln(), (max as f64).ln());
+        let u = (self.next() % 1_000_000) as f64 / 1_000_000.0;
+        (lo + u * (hi - lo)).exp() as u64
+    }
+}
+
+struct Spec {
+    artifact: &'static str,
+    dirs: &'static [&'static str],
+    files: usize,
+    min: u64,
+    max: u64,
+    exec: bool,
+}
+
+const SPECS: [Spec; 4] = [
+    Spec {
+        artifact: "world",
+        dirs: &[
+            "bin",
+            "sbin",
+            "usr/bin",
+            "usr/sbin",
+            "lib",
+            "usr/lib",
+            "usr/share/man/man1",
+            "usr/share/locale",
+            "etc",
+            "usr/libexec",
+        ],
+        files: 21_000,
+        min: 200,
+        max: 250_000,
+        exec: true,
+    },
+    Spec {
+        artifact: "kernel",
+        dirs: &["boot/kernel"],
+        files: 900,
+        min: 8_000,
+        max: 400_000,
+        exec: true,
+    },
+    Spec {
+        artifact: "headers",
+        dirs: &[
+            "usr/include",
+            "usr/include/sys",
+            "usr/include/net",
+            "usr/include/machine",
+            "usr/include/netinet",
+        ],
+        files: 3_900,
+        min: 300,
+        max: 60_000,
+        exec: false,
+    },
+    Spec {
+        artifact: "bootloader",
+        dirs: &["boot", "boot/defaults", "boot/lua", "boot/efi"],
+        files: 120,
+        min: 500,
+        max: 600_000,
+        exec: false,
+    },
+];
+
+/// Generates the four artifact trees under `root/artifacts`; returns files and bytes.
+pub fn generate(root: &Path, scale: f64) -> (u64, u64) {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut buffer = vec![0u8; 1 << 20];
+    for spec in &SPECS {
+        let base = root.join("artifacts").join(spec.artifact);
+        let count = (spec.files as f64 * scale) as usize;
+        for i in 0..count {
+            let dir = base
+                .join(spec.dirs[i % spec.dirs.len()])
+                .join(format!("d{}", i % 97));
+            fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("f{i}"));
+            let size = rng.size(spec.min, spec.max);
+            let mut left = size as usize;
+            let mut out = Vec::with_capacity(left);
+            while left > 0 {
+                let n = left.min(buffer.len());
+                for chunk in buffer[..n].chunks_mut(8) {
+                    let v = rng.next().to_le_bytes();
+                    chunk.copy_from_slice(&v[..chunk.len()]);
+                }
+                out.extend_from_slice(&buffer[..n]);
+                left -= n;
+            }
+            fs::write(&path, &out).unwrap();
+            let mode = if spec.exec && i % 3 == 0 {
+                if i % 997 == 0 {
+                    0o4555
+                } else {
+                    0o555
+                }
+            } else {
+                0o444
+            };
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            if i % 15 == 0 {
+                symlink(format!("f{i}"), dir.join(format!("link{i}"))).unwrap();
+            }
+            files += 1;
+            bytes += size;
+        }
+    }
+    // The probe files and a 30 MB kernel, as in a real base.
+    for (artifact, probe, size) in PROBES {
+        let p = root.join("artifacts").join(artifact).join(probe);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let content: Vec<u8> = (0..size)
+            .map(|i| (i as u8).wrapping_mul(31) ^ (rng.next() as u8))
+            .collect();
+        fs::write(&p, content).unwrap();
+        files += 1;
+        bytes += size;
+    }
+    (files, bytes)
+}
+
+/// Writes the generated root's `promotion.scm` (no signatures: promotion computes them).
+#[allow(dead_code)] // fruix-bench-import transfers the trees only.
+pub fn write_promotion(root: &Path) {
+    let probes = PROBES;
+    let metadata = PromotionMetadata {
+        executor: "local".into(),
+        executor_version: env!("CARGO_PKG_VERSION").into(),
+        run_id: "20260405T213444Z".into(),
+        guest_host_name: "bench".into(),
+        closure_path: None,
+        development_profile_path: None,
+        freebsd_base: FreebsdBase {
+            name: "FreeBSD".into(),
+            version: "15.0-STABLE".into(),
+            branch: "stable/15".into(),
+            target: "amd64".into(),
+            target_arch: "amd64".into(),
+        },
+        source_store: SourceStore {
+            path: "/usr/src".into(),
+            commit: None,
+        },
+        build_policy: BuildPolicy {
+            jobs: 2,
+            kernconf: "GENERIC".into(),
+            make_flags: vec![],
+            source_date_epoch: None,
+        },
+        artifacts: probes
+            .iter()
+            .map(|(artifact, probe, _)| ArtifactEntry {
+                name: artifact.to_string(),
+                path: format!("artifacts/{artifact}"),
+                probe: probe.to_string(),
+                tree_signature: None,
+            })
+            .collect(),
+    };
+    metadata.write_to(root).unwrap();
+}
