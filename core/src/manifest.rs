@@ -297,8 +297,8 @@ pub struct WalkOptions<'a> {
     pub skip_digests: bool,
 }
 
-const BATCH_ENTRIES: usize = 16 * 1024;
-const BATCH_BYTES: u64 = 1 << 30;
+const BATCH_ENTRIES: usize = 2048;
+const BATCH_BYTES: u64 = 128 << 20;
 
 /// Walks `root` in path order, hashing files in parallel, and calls `visit`
 /// for every entry in order. Never follows a symlink.
@@ -315,7 +315,7 @@ pub fn walk(
                 .into(),
         });
     }
-    let walker = walkdir::WalkDir::new(root)
+    let mut walker = walkdir::WalkDir::new(root)
         .follow_links(false)
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))
         .into_iter()
@@ -326,9 +326,30 @@ pub fn walk(
                     .iter()
                     .any(|n| e.file_name().as_bytes() == n.as_bytes()))
         });
-    let mut batch: Vec<Walked> = Vec::with_capacity(BATCH_ENTRIES);
+    // Walking the next batch (directory reads and lstat, one thread) overlaps
+    // with hashing the current one (every core).
+    let mut current = next_batch(root, &mut walker)?;
+    while !current.is_empty() {
+        let (hashed, next) = rayon::join(
+            || hash_batch(current, options),
+            || next_batch(root, &mut walker),
+        );
+        for w in hashed? {
+            visit(&w)?;
+        }
+        current = next?;
+    }
+    Ok(())
+}
+
+/// The next entries of the walk, up to a batch's worth of entries or bytes.
+fn next_batch(
+    root: &Path,
+    walker: &mut impl Iterator<Item = walkdir::Result<walkdir::DirEntry>>,
+) -> Result<Vec<Walked>> {
+    let mut batch = Vec::with_capacity(BATCH_ENTRIES);
     let mut batch_bytes = 0u64;
-    for item in walker {
+    for item in walker.by_ref() {
         let item = item.map_err(|e| walk_error(root, e))?;
         let metadata = item.metadata().map_err(|e| walk_error(root, e))?;
         let full_path = item.path().to_path_buf();
@@ -344,11 +365,10 @@ pub fn walk(
             metadata,
         });
         if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
-            flush_batch(&mut batch, options, &mut visit)?;
-            batch_bytes = 0;
+            break;
         }
     }
-    flush_batch(&mut batch, options, &mut visit)
+    Ok(batch)
 }
 
 fn walk_error(root: &Path, e: walkdir::Error) -> Error {
@@ -405,11 +425,8 @@ fn entry_from_metadata(relative: &[u8], full: &Path, meta: &fs::Metadata) -> Res
     })
 }
 
-fn flush_batch(
-    batch: &mut Vec<Walked>,
-    options: &WalkOptions<'_>,
-    visit: &mut impl FnMut(&Walked) -> Result<()>,
-) -> Result<()> {
+/// Fills in the digests of a batch's files, on every core.
+fn hash_batch(mut batch: Vec<Walked>, options: &WalkOptions<'_>) -> Result<Vec<Walked>> {
     if !options.skip_digests {
         batch.par_iter_mut().try_for_each(|w| {
             if let EntryKind::File { sha256, size } = &mut w.entry.kind {
@@ -421,10 +438,7 @@ fn flush_batch(
             Ok::<(), Error>(())
         })?;
     }
-    for w in batch.drain(..) {
-        visit(&w)?;
-    }
-    Ok(())
+    Ok(batch)
 }
 
 /// Opens a regular file for reading without following a symlink, and checks it

@@ -245,6 +245,7 @@ fn copy_into_pool(walked: &Walked, tmp: &Path, store_mode: u32) -> Result<()> {
         }
         .into());
     }
+    start_writeback(&out);
     out.set_permissions(fs::Permissions::from_mode(store_mode))
         .with_path("set mode of", tmp)?;
     let times = [libc::timespec {
@@ -256,6 +257,19 @@ fn copy_into_pool(walked: &Walked, tmp: &Path, store_mode: u32) -> Result<()> {
         return Err(fruix_core::Error::io("set time of", tmp, io::Error::last_os_error()).into());
     }
     Ok(())
+}
+
+/// Starts writing a new pool file to disk now, so that the flush before
+/// publishing (see [`Store::publish`]) overlaps with the copying of other files.
+fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: sync_file_range on a valid, owned descriptor; failure only means
+    // the data is written at the final flush instead.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }
 
 fn c_path(path: &Path) -> CString {

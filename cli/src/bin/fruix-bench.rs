@@ -22,6 +22,9 @@ mod tree;
 // The child is reaped by wait4 (for its rusage), not by `Child::wait`.
 #[allow(clippy::zombie_processes)]
 fn measure(label: &str, cmd: &mut Command) -> (Duration, u64) {
+    // Start every contender from a clean page cache state: no other
+    // command's dirty data left to flush on its time.
+    let _ = Command::new("sync").status();
     let started = Instant::now();
     let child = cmd
         .spawn()
