@@ -389,3 +389,38 @@ fn disk_full_midway_removes_temporaries_and_publishes_nothing() {
         .count();
     assert_eq!(pool_temps, 0);
 }
+
+#[test]
+fn unreadable_file_is_named_and_changes_nothing() {
+    // Root reads every file whatever its mode, so the promotion runs as `nobody`.
+    let setpriv = crate::util::require_tool("setpriv", "util-linux");
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample(dir.path(), "root");
+    let secret = root.join("artifacts/world/etc/motd");
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    for d in [dir.path().to_path_buf(), root.clone()] {
+        fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let store = dir.path().join("store");
+    fs::create_dir(&store).unwrap();
+    fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = run(std::process::Command::new(setpriv)
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_fruix"))
+        .args(["native-build", "promote", "--quiet", "--store"])
+        .arg(&store)
+        .arg(&root));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("etc/motd") && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("check the permissions"), "{stderr}");
+    let objects: Vec<_> = fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(objects.is_empty(), "{objects:?}");
+}
