@@ -22,6 +22,7 @@ pub mod promotion;
 pub mod result_root;
 pub mod run_id;
 pub mod sexp;
+pub mod special_modes;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

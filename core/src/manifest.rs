@@ -295,6 +295,9 @@ pub struct WalkOptions<'a> {
     pub progress: Option<&'a Progress>,
     /// Compute file digests (true) or leave them zero (structure-only walks).
     pub skip_digests: bool,
+    /// Setuid/setgid/sticky bits recorded for entries (by path relative to
+    /// the root) instead of carried on disk; see [`crate::special_modes`].
+    pub extra_modes: Option<&'a std::collections::HashMap<Vec<u8>, u32>>,
 }
 
 const BATCH_ENTRIES: usize = 2048;
@@ -328,11 +331,11 @@ pub fn walk(
         });
     // Walking the next batch (directory reads and lstat, one thread) overlaps
     // with hashing the current one (every core).
-    let mut current = next_batch(root, &mut walker)?;
+    let mut current = next_batch(root, options, &mut walker)?;
     while !current.is_empty() {
         let (hashed, next) = rayon::join(
             || hash_batch(current, options),
-            || next_batch(root, &mut walker),
+            || next_batch(root, options, &mut walker),
         );
         for w in hashed? {
             visit(&w)?;
@@ -345,6 +348,7 @@ pub fn walk(
 /// The next entries of the walk, up to a batch's worth of entries or bytes.
 fn next_batch(
     root: &Path,
+    options: &WalkOptions<'_>,
     walker: &mut impl Iterator<Item = walkdir::Result<walkdir::DirEntry>>,
 ) -> Result<Vec<Walked>> {
     let mut batch = Vec::with_capacity(BATCH_ENTRIES);
@@ -357,7 +361,13 @@ fn next_batch(
             .path()
             .strip_prefix(root)
             .expect("walked paths are under the root");
-        let entry = entry_from_metadata(relative.as_os_str().as_bytes(), &full_path, &metadata)?;
+        let mut entry =
+            entry_from_metadata(relative.as_os_str().as_bytes(), &full_path, &metadata)?;
+        if let Some(bits) = options.extra_modes.and_then(|m| m.get(&entry.path)) {
+            if !matches!(entry.kind, EntryKind::Symlink { .. }) {
+                entry.mode |= bits & SPECIAL_BITS;
+            }
+        }
         batch_bytes += entry.size();
         batch.push(Walked {
             entry,

@@ -28,11 +28,13 @@
 //! special bits, which signatures cover) and compares it with the signature
 //! the guest wrote in `promotion.scm`; a mismatch (corruption in transit, or
 //! a tree changed in the guest after it was signed) is
-//! [`Error::SignatureMismatch`]. [`Staged::place`] finally restores the
-//! recorded special bits *only* inside artifact trees whose signature was
-//! checked or computed (anything else, `logs/` for instance, stays
-//! neutralised), then moves every top-level entry into the result root,
-//! which must not already hold it.
+//! [`Error::SignatureMismatch`]. [`Staged::place`] finally moves every
+//! top-level entry into the result root, which must not already hold it, and
+//! records the special bits found inside artifact trees whose signature was
+//! checked or computed in the result root's `.fruix-special-modes` (see
+//! [`fruix_core::special_modes`]): the bits are never put back on disk, and
+//! promotion adds them to the signed modes. Bits found anywhere else (`logs/`,
+//! for instance) are dropped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -47,6 +49,7 @@ use fruix_core::executor::{Event, RunContext};
 use fruix_core::manifest::{walk, ManifestBuilder, WalkOptions, SPECIAL_BITS};
 use fruix_core::promotion::{PromotionMetadata, PROMOTION_FILE};
 use fruix_core::result_root::INCOMPLETE_MARKER;
+use fruix_core::special_modes::{self, SpecialModes};
 use fruix_core::{Error, Result, TreeSignature};
 use russh::ChannelMsg;
 
@@ -526,14 +529,18 @@ impl Staged {
         self.signed.push(PathBuf::from(relative));
     }
 
-    /// Restores special bits inside signed artifact trees, then moves every
-    /// top-level entry into `result_root`; the staging directory goes away.
+    /// Moves every top-level entry into `result_root` (the staging directory
+    /// goes away) and records the special bits found inside signed artifact
+    /// trees in the result root's
+    /// [`SPECIAL_MODES_FILE`](fruix_core::special_modes::SPECIAL_MODES_FILE): they are never put
+    /// back on disk, but they stay part of the trees' signatures.
     pub fn place(self, result_root: &Path) -> Result<()> {
-        for (relative, bits) in &self.special_modes {
-            if self.signed.iter().any(|s| relative.starts_with(s)) {
-                restore_bits(&self.path().join(relative), *bits)?;
-            }
-        }
+        let recorded: SpecialModes = self
+            .special_modes
+            .iter()
+            .filter(|(relative, _)| self.signed.iter().any(|s| relative.starts_with(s)))
+            .map(|(relative, bits)| (relative.as_os_str().as_bytes().to_vec(), *bits))
+            .collect();
         let entries = fs::read_dir(self.path()).with_path("read", self.path())?;
         for entry in entries {
             let entry = entry.with_path("read", self.path())?;
@@ -546,30 +553,9 @@ impl Staged {
             }
             fs::rename(entry.path(), &to).with_path("move into the result root", &to)?;
         }
+        special_modes::write(result_root, &recorded)?;
         fruix_core::fsutil::sync_dir(result_root)
     }
-}
-
-/// Adds `bits` to the mode of the file or directory at `path`, without
-/// following a symlink.
-fn restore_bits(path: &Path, bits: u32) -> Result<()> {
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
-        // A symlink has no mode bits to restore.
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(()),
-        Err(e) => return Err(Error::io("open", path, e)),
-    };
-    let mode = file
-        .metadata()
-        .with_path("inspect", path)?
-        .permissions()
-        .mode();
-    file.set_permissions(fs::Permissions::from_mode((mode & 0o777) | bits))
-        .with_path("set mode of", path)
 }
 
 #[cfg(test)]

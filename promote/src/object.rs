@@ -347,6 +347,7 @@ pub fn walk_object(
             skip_top_level: &RESERVED_NAMES,
             progress,
             skip_digests: !digests,
+            extra_modes: None,
         },
         |w| {
             use std::os::unix::fs::MetadataExt;

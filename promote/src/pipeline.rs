@@ -7,7 +7,7 @@
 //! Then the same for the run's result bundle. Nothing in the store changes
 //! before the input has been fully checked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +20,7 @@ use fruix_core::promotion::{
 };
 use fruix_core::result_root::{self, ResultRoot};
 use fruix_core::sexp::{field, string_field, Writer};
+use fruix_core::special_modes::{self, SpecialModes};
 use fruix_core::TreeSignature;
 use rayon::prelude::*;
 
@@ -116,13 +117,19 @@ struct Walk {
     probe_sha256: Option<String>,
 }
 
-fn walk_artifact(dir: &Path, probe: &str, progress: Option<&Progress>) -> Result<Walk> {
+fn walk_artifact(
+    dir: &Path,
+    probe: &str,
+    extra_modes: &HashMap<Vec<u8>, u32>,
+    progress: Option<&Progress>,
+) -> Result<Walk> {
     let mut walked = Vec::new();
     let mut builder = ManifestBuilder::new();
     manifest::walk(
         dir,
         &WalkOptions {
             progress,
+            extra_modes: Some(extra_modes),
             ..WalkOptions::default()
         },
         |w| {
@@ -150,8 +157,18 @@ fn walk_artifact(dir: &Path, probe: &str, progress: Option<&Progress>) -> Result
 }
 
 /// Walks and hashes one artifact tree and checks it may become a store object.
-fn check_artifact(dir: &Path, a: &ArtifactEntry, progress: Option<&Progress>) -> Result<Walk> {
-    let walk = walk_artifact(dir, &a.probe, progress)?;
+fn check_artifact(
+    dir: &Path,
+    a: &ArtifactEntry,
+    special: &SpecialModes,
+    progress: Option<&Progress>,
+) -> Result<Walk> {
+    let walk = walk_artifact(
+        dir,
+        &a.probe,
+        &special_modes::for_artifact(special, &a.path),
+        progress,
+    )?;
     if let Some(declared) = &a.tree_signature {
         if *declared != walk.signature {
             return Err(fruix_core::Error::SignatureMismatch {
@@ -249,13 +266,15 @@ pub fn promote_validated(
     options: &PromoteOptions<'_>,
 ) -> Result<PromotionReport> {
     let m = root.metadata();
+    // Special bits an import recorded instead of creating them on disk.
+    let special = special_modes::read(root.path())?;
     // Check every artifact before the store changes at all. Artifacts are
     // walked concurrently so that one tree's directory scan overlaps another's
     // hashing.
     let walks = m
         .artifacts
         .par_iter()
-        .map(|a| check_artifact(&root.path().join(&a.path), a, options.progress))
+        .map(|a| check_artifact(&root.path().join(&a.path), a, &special, options.progress))
         .collect::<Result<Vec<_>>>()?;
     let mut planned: BTreeMap<String, Planned> = m
         .artifacts

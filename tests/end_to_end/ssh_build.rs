@@ -52,7 +52,8 @@ fn both_guest_executors_build_import_promote_and_agree_on_signatures() {
                 .any(|e| e.path().join("artifacts/world/bin/sh").is_file()),
             "no guest result root in the guest state directory"
         );
-        // su keeps its setuid bit through the import (it is signed).
+        // su's setuid bit is recorded, not created on the host, and the store
+        // records it as stripped.
         let world =
             std::path::Path::new(report["artifacts"]["world"]["store_path"].as_str().unwrap());
         assert!(world.join("usr/bin/su").is_file());

@@ -68,7 +68,7 @@ fn tree_changed_in_the_guest_after_signing_is_refused() {
 }
 
 #[test]
-fn setuid_file_outside_the_signed_trees_is_neutralised_and_inside_is_refused() {
+fn setuid_bits_are_never_created_and_a_setuid_file_added_to_a_signed_tree_is_refused() {
     let sshd = Sshd::start();
     sshd.trust();
     let host = tempfile::tempdir().unwrap();
@@ -91,9 +91,15 @@ fn setuid_file_outside_the_signed_trees_is_neutralised_and_inside_is_refused() {
         .unwrap();
     assert_eq!(
         su.permissions().mode() & 0o7000,
-        0o4000,
-        "signed setuid bit restored"
+        0,
+        "no setuid file is created on the host, even in a signed tree"
     );
+    let recorded = std::fs::read_to_string(host.path().join("r1/.fruix-special-modes")).unwrap();
+    assert!(
+        recorded.contains("(\"artifacts/world/usr/bin/su\" \"4000\")"),
+        "the signed tree's setuid bit is recorded: {recorded}"
+    );
+    assert!(!recorded.contains("logs/evil"), "{recorded}");
 
     let host = tempfile::tempdir().unwrap();
     let helper = tampering_helper(

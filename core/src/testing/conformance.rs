@@ -49,9 +49,9 @@ use crate::error::{Error, Failure, Result};
 use crate::executor::{
     run_executor, BuildRequest, Capabilities, Event, EventSink, Executor, RunContext,
 };
-use crate::manifest::tree_signature;
 use crate::promotion::PromotionMetadata;
 use crate::result_root::{self, ResultRoot, INCOMPLETE_MARKER};
+use crate::special_modes::artifact_signature;
 
 /// How long a cancelled executor may take to return after cancellation.
 pub const CANCEL_BOUND: Duration = Duration::from_secs(10);
@@ -371,7 +371,7 @@ pub fn check_agreement(executor: &dyn Executor, request: &BuildRequest, root: &R
     );
     for a in &m.artifacts {
         if let Some(declared) = &a.tree_signature {
-            let actual = tree_signature(&root.path().join(&a.path)).unwrap_or_else(|e| {
+            let actual = artifact_signature(root.path(), &a.path).unwrap_or_else(|e| {
                 panic!("executor {name}: artifact {} cannot be signed: {e}", a.name)
             });
             assert_eq!(
