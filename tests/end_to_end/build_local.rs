@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fruix_core::testing::conformance::processes_mentioning;
+
 use crate::util::{fixture_source, fruix, key_values, require_tool, run, run_ok};
 
 struct Build {
@@ -194,28 +196,6 @@ fn bad_input_is_refused_before_anything_runs() {
     assert!(stderr.contains("already exists"), "{stderr}");
 }
 
-/// Processes whose environment mentions `needle` (the run's private paths).
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&environ).contains(needle)
-            || String::from_utf8_lossy(&cmdline).contains(needle)
-        {
-            found.push(format!(
-                "{pid}: {}",
-                String::from_utf8_lossy(&cmdline).replace('\0', " ")
-            ));
-        }
-    }
-    found
-}
-
 #[test]
 fn sigint_mid_build_stops_make_and_leaves_nothing_promotable() {
     let b = Build::new();
@@ -240,8 +220,7 @@ fn sigint_mid_build_stops_make_and_leaves_nothing_promotable() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert!(started.elapsed() < Duration::from_secs(20));
-    let needle = b.dir.path().display().to_string();
-    let left = processes_mentioning(&needle);
+    let left = processes_mentioning(b.dir.path());
     assert!(left.is_empty(), "processes still running: {left:?}");
     let root = b.dir.path().join("r1");
     assert!(

@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::sshd::{guest_build, processes_mentioning, Sshd};
+use fruix_core::testing::conformance::processes_mentioning;
+
+use crate::sshd::{guest_build, Sshd};
 use crate::util::{fixture_source, fruix, run, run_ok};
 
 fn signatures(report: &serde_json::Value) -> Vec<(String, String)> {
@@ -121,7 +123,7 @@ fn interrupt_mid_build(executor: &str) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let needle = sshd.state_dir().display().to_string();
+    let needle = sshd.state_dir();
     let started = Instant::now();
     loop {
         let line = lines.next().expect("fruix printed its stages").unwrap();
