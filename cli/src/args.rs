@@ -62,6 +62,18 @@ pub struct OutputArgs {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct StateDirArg {
+    /// Fruix state directory: result roots go to STATE_DIR/native-builds/RUN_ID.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "FRUIX_STATE_DIR",
+        default_value = "/var/lib/fruix"
+    )]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct StoreArg {
     /// The store directory.
     #[arg(long, value_name = "DIR", env = "FRUIX_STORE", default_value = fruix_promote::store::DEFAULT_STORE)]
@@ -106,14 +118,8 @@ pub struct BuildArgs {
     /// Where to write the result root (default: STATE_DIR/native-builds/RUN_ID). Must not exist.
     #[arg(long, value_name = "DIR")]
     pub result_root: Option<PathBuf>,
-    /// Fruix state directory.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "FRUIX_STATE_DIR",
-        default_value = "/var/lib/fruix"
-    )]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateDirArg,
     /// Executor configuration, repeatable (see `fruix executors describe NAME`).
     #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
     pub config: Vec<String>,
@@ -172,14 +178,8 @@ pub struct SelfHostedArgs {
     /// The build request (JSON); default: read it from stdin.
     #[arg(long, value_name = "FILE")]
     pub request: Option<PathBuf>,
-    /// Fruix state directory; the result root is STATE_DIR/native-builds/RUN_ID.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "FRUIX_STATE_DIR",
-        default_value = "/var/lib/fruix"
-    )]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateDirArg,
     /// The make program (default: make on FreeBSD, bmake elsewhere).
     #[arg(long, value_name = "MAKE")]
     pub make: Option<String>,
@@ -283,14 +283,8 @@ pub struct MatrixRunArgs {
     /// Where to write report.json, junit.xml and the cell logs (default: STATE_DIR/matrix/RUN_ID).
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
-    /// Fruix state directory; result roots go to STATE_DIR/native-builds.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "FRUIX_STATE_DIR",
-        default_value = "/var/lib/fruix"
-    )]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateDirArg,
     /// At most N cells at once (overrides the file's max-parallel).
     #[arg(long, value_name = "N")]
     pub max_parallel: Option<u32>,

@@ -208,7 +208,7 @@ fn plan(args: &BuildArgs, remote: bool) -> CliResult<BuildPlan> {
             }
             (format_run_id(std::time::SystemTime::now()), root.clone())
         }
-        None => allocate_run_dir(&args.state_dir.join("native-builds"))
+        None => allocate_run_dir(&args.state.state_dir.join("native-builds"))
             .map_err(|e| CliError::new(exit::before_run(&e), e))?,
     };
     let request = BuildRequest {

@@ -86,7 +86,7 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
     let report_dir = match &args.report_dir {
         Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
         None => {
-            allocate_run_dir(&args.state_dir.join("matrix"))
+            allocate_run_dir(&args.state.state_dir.join("matrix"))
                 .map_err(|e| CliError::new(exit::before_run(&e), e))?
                 .1
         }
@@ -113,7 +113,7 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
         plan: plan.clone(),
         registry,
         store,
-        state_dir: args.state_dir.clone(),
+        state_dir: args.state.state_dir.clone(),
         logs_dir,
         live: Arc::new(Live::new(mode)),
     });

@@ -36,7 +36,11 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
     };
     let request: BuildRequest = serde_json::from_str(&text)
         .map_err(|e| CliError::usage(format!("the build request is not valid JSON: {e}")))?;
-    let result_root = args.state_dir.join("native-builds").join(&request.run_id);
+    let result_root = args
+        .state
+        .state_dir
+        .join("native-builds")
+        .join(&request.run_id);
     let executor = Arc::new(InGuestBuild {
         make: args
             .make
