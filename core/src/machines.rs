@@ -220,15 +220,7 @@ mod tests {
     }
 
     fn field_error(text: &str) -> (String, Option<usize>, String) {
-        match parse(text) {
-            Err(Error::InvalidMetadata {
-                field,
-                line,
-                message,
-                ..
-            }) => (field, line, message),
-            other => panic!("expected InvalidMetadata, got {other:?}"),
-        }
+        crate::testing::invalid_metadata(parse(text))
     }
 
     #[test]

@@ -406,10 +406,8 @@ mod tests {
     }
 
     fn field_error(text: &str) -> (String, String) {
-        match parse(text) {
-            Err(Error::InvalidMetadata { field, message, .. }) => (field, message),
-            other => panic!("expected InvalidMetadata, got {other:?}"),
-        }
+        let (field, _, message) = crate::testing::invalid_metadata(parse(text));
+        (field, message)
     }
 
     #[test]

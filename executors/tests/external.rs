@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use fruix_core::executor::{base_artifacts, BuildRequest, Executor};
-use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
+use fruix_core::executor::{BuildRequest, Executor};
 use fruix_core::testing::conformance::{Case, Suite};
+use fruix_core::testing::fixture_request;
 use fruix_executors::driver::default_make;
 use fruix_executors::external::file::{entry, read_file};
 
@@ -53,27 +53,7 @@ fn external(name: &str) -> Arc<dyn Executor> {
 }
 
 fn request(make_flags: &[&str]) -> BuildRequest {
-    BuildRequest {
-        run_id: "20260405T213444Z".into(),
-        freebsd_base: FreebsdBase {
-            name: "FreeBSD".into(),
-            version: "15.0-STABLE".into(),
-            branch: "stable/15".into(),
-            target: "amd64".into(),
-            target_arch: "amd64".into(),
-        },
-        source: SourceStore {
-            path: fixtures().join("freebsd-src-mini").to_str().unwrap().into(),
-            commit: None,
-        },
-        policy: BuildPolicy {
-            jobs: 2,
-            kernconf: "GENERIC".into(),
-            make_flags: make_flags.iter().map(|f| f.to_string()).collect(),
-            source_date_epoch: Some(1_775_420_084),
-        },
-        artifacts: base_artifacts(),
-    }
+    fixture_request(&fixtures().join("freebsd-src-mini"), make_flags)
 }
 
 #[tokio::test]

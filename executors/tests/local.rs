@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use fruix_core::executor::{base_artifacts, run_executor, BuildRequest, Event, EventSink};
 use fruix_core::manifest::tree_signature;
-use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
 use fruix_core::result_root::INCOMPLETE_MARKER;
 use fruix_core::testing::conformance::{Case, Suite};
+use fruix_core::testing::fixture_request;
 use fruix_core::{Error, ResultRoot, TreeSignature};
 use fruix_executors::driver::default_make;
 use fruix_executors::local::LocalConfig;
@@ -42,27 +42,11 @@ fn require_make() {
 }
 
 fn request(make_flags: &[&str], kernconf: &str, artifacts: Vec<String>) -> BuildRequest {
-    BuildRequest {
-        run_id: RUN_ID.into(),
-        freebsd_base: FreebsdBase {
-            name: "FreeBSD".into(),
-            version: "15.0".into(),
-            branch: "stable/15".into(),
-            target: "amd64".into(),
-            target_arch: "amd64".into(),
-        },
-        source: SourceStore {
-            path: fixture().to_str().unwrap().into(),
-            commit: None,
-        },
-        policy: BuildPolicy {
-            jobs: 2,
-            kernconf: kernconf.into(),
-            make_flags: make_flags.iter().map(|f| f.to_string()).collect(),
-            source_date_epoch: Some(1_775_420_084),
-        },
-        artifacts,
-    }
+    let mut request = fixture_request(&fixture(), make_flags);
+    request.run_id = RUN_ID.into();
+    request.policy.kernconf = kernconf.into();
+    request.artifacts = artifacts;
+    request
 }
 
 fn base_request(make_flags: &[&str]) -> BuildRequest {

@@ -3,27 +3,18 @@
 
 use std::sync::Arc;
 
-use fruix_core::executor::{base_artifacts, BuildRequest, Executor, Registry};
+use fruix_core::executor::{BuildRequest, Executor, Registry};
 use fruix_core::testing::conformance::{Case, Suite};
-use fruix_core::testing::sample_metadata;
+use fruix_core::testing::fixture_request;
 
 use crate::sshd::Sshd;
 use crate::util::{fixture_source, require_tool};
 
 /// A request with its own run id (the guest keeps every run's result root).
 fn request(run_id: &str, make_flags: &[&str]) -> BuildRequest {
-    let m = sample_metadata("conformance", run_id);
-    let mut policy = m.build_policy;
-    policy.make_flags = make_flags.iter().map(|f| f.to_string()).collect();
     BuildRequest {
-        run_id: m.run_id,
-        freebsd_base: m.freebsd_base,
-        source: fruix_core::promotion::SourceStore {
-            path: fixture_source().display().to_string(),
-            commit: None,
-        },
-        policy,
-        artifacts: base_artifacts(),
+        run_id: run_id.into(),
+        ..fixture_request(&fixture_source(), make_flags)
     }
 }
 

@@ -67,6 +67,40 @@ fn file(root: &Path, path: &str, content: &[u8], mode: u32) -> Result<()> {
     fs::set_permissions(&p, fs::Permissions::from_mode(mode)).with_path("chmod", &p)
 }
 
+/// The field, line and message of an [`Error::InvalidMetadata`](crate::Error::InvalidMetadata);
+/// panics on any other outcome.
+pub fn invalid_metadata<T: std::fmt::Debug>(result: Result<T>) -> (String, Option<usize>, String) {
+    match result {
+        Err(crate::Error::InvalidMetadata {
+            field,
+            line,
+            message,
+            ..
+        }) => (field, line, message),
+        other => panic!("expected InvalidMetadata, got {other:?}"),
+    }
+}
+
+/// A request to build the four base artifacts of the source tree at `source`
+/// (the miniature FreeBSD tree in fruix's own tests) with `make_flags`, in
+/// the shape of [`sample_metadata`].
+pub fn fixture_request(source: &Path, make_flags: &[&str]) -> crate::executor::BuildRequest {
+    let m = sample_metadata("fixture", "20260405T213444Z");
+    crate::executor::BuildRequest {
+        run_id: m.run_id,
+        freebsd_base: m.freebsd_base,
+        source: SourceStore {
+            path: source.to_string_lossy().into_owned(),
+            commit: None,
+        },
+        policy: BuildPolicy {
+            make_flags: make_flags.iter().map(|f| f.to_string()).collect(),
+            ..m.build_policy
+        },
+        artifacts: crate::executor::base_artifacts(),
+    }
+}
+
 /// Writes a valid result root at `root` (which must not exist or be empty) and
 /// returns its metadata, with tree signatures when `sign` is true.
 pub fn write_sample_result_root(
