@@ -36,7 +36,7 @@ pub enum Command {
     /// Native-build result roots: promote them into the store.
     #[command(name = "native-build", subcommand)]
     NativeBuild(NativeBuildCommand),
-    /// Inspect the store: verify objects, list them.
+    /// Inspect the store: verify (and repair) objects and the pool, list objects.
     #[command(subcommand)]
     Store(StoreCommand),
     /// The executors this fruix knows.
@@ -206,9 +206,15 @@ pub enum StoreCommand {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Objects to verify (default: every object in the store).
+    /// Objects to verify (default: every object in the store). The pool is
+    /// verified in every case.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Remove what is corrupt: objects, pool entries, and the result bundles
+    /// that name a removed artifact object. Promote the affected result roots
+    /// again afterwards to recreate them.
+    #[arg(long)]
+    pub repair: bool,
     #[command(flatten)]
     pub store: StoreArg,
     /// Print the report as JSON.

@@ -70,6 +70,9 @@ pub fn promote(e: &fruix_promote::Error) -> Status {
     match e {
         fruix_promote::Error::Core(c) => promotion(c),
         fruix_promote::Error::StoreNotWritable { .. } => Status::SystemFailure,
+        fruix_promote::Error::NoStore { .. } | fruix_promote::Error::NotAStoreObject { .. } => {
+            Status::Usage
+        }
         _ => Status::PromotionFailure,
     }
 }

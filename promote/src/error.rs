@@ -15,7 +15,7 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] fruix_core::Error),
     /// An existing store object no longer matches its manifest.
-    #[error("{}: store object is corrupt ({} difference(s): {}); run `fruix store verify`, then remove the object (chmod -R u+w it first) and promote again", object.display(), differences.len(), differences.iter().take(5).map(|d| d.to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("{}: store object is corrupt ({} difference(s): {}); run `fruix store verify --repair`, then promote again", object.display(), differences.len(), differences.iter().take(5).map(|d| d.to_string()).collect::<Vec<_>>().join("; "))]
     Corrupt {
         object: PathBuf,
         differences: Vec<Difference>,
@@ -30,6 +30,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// There is no store directory where one was named.
+    #[error("no store at {}; check --store (or FRUIX_STORE)", path.display())]
+    NoStore { path: PathBuf },
+    /// A path given as a store object is not one.
+    #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-...); check the path", path.display(), store.display())]
+    NotAStoreObject { path: PathBuf, store: PathBuf },
 }
 
 impl Error {
@@ -39,6 +45,7 @@ impl Error {
             Error::Core(e) => e.failure(),
             Error::StoreNotWritable { .. } => fruix_core::Failure::System,
             Error::Corrupt { .. } | Error::Inconsistent { .. } => fruix_core::Failure::System,
+            Error::NoStore { .. } | Error::NotAStoreObject { .. } => fruix_core::Failure::Input,
         }
     }
 }

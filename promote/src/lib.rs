@@ -3,12 +3,19 @@
 //! Every executor's result root converges here:
 //! [`promote_native_build_result`] turns a validated result root into
 //! immutable, content-identified store objects, one per artifact plus a
-//! result bundle per run (see [`object`] for identities, [`store`] for the
-//! on-disk layout and atomicity, [`verify`] for checking and listing).
+//! result bundle per run. See [`pipeline`] for the one-pass promotion,
+//! [`pool`] for the `.links` content pool, [`object`] for identities,
+//! [`stage`] for building objects, [`bundle`] for result bundles, [`check`]
+//! for checking objects, [`store`] for the on-disk layout and atomicity, and
+//! [`verify`] for verifying, repairing and listing.
 
+pub mod bundle;
+pub mod check;
 pub mod error;
 pub mod object;
 pub mod pipeline;
+pub mod pool;
+pub mod stage;
 pub mod store;
 pub mod verify;
 

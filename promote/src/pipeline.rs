@@ -1,38 +1,41 @@
 //! The promotion pipeline: a validated result root into store objects.
 //!
-//! For each artifact: walk and hash the tree (in parallel), check the
-//! signature declared in `promotion.scm`, derive the object's identity, and
-//! under the object's lock either find it present (checked, never silently
-//! reused when corrupt) or build it from the `.links` pool and publish it.
-//! Then the same for the run's result bundle. Nothing in the store changes
-//! before the input has been fully checked.
+//! One pass: each artifact tree is read exactly once, through directory
+//! descriptors that never follow a symlink, and every file's bytes are hashed
+//! as they are written into the `.links` pool; the tree signature is computed
+//! from what was written, and checked against the signature declared in
+//! `promotion.scm`. Then the object's identity gives its name and, under the
+//! object's lock, it is either found present (checked, never silently reused
+//! when corrupt) or built from its manifest and the pool, and published.
+//! Then the same for the run's result bundle. No store object changes before
+//! every artifact has been read and checked, and a failure removes the pool
+//! entries the promotion created.
 
-use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::symlink;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use lexpr::Value;
-
-use fruix_core::error::IoContext;
-use fruix_core::manifest::{self, EntryKind, ManifestBuilder, Progress, WalkOptions, Walked};
-use fruix_core::promotion::{
-    base_value, policy_value_with, source_value, ArtifactEntry, PromotionMetadata,
-};
-use fruix_core::result_root::{self, ResultRoot};
-use fruix_core::sexp::{field, string_field, Writer};
-use fruix_core::special_modes::{self, SpecialModes};
-use fruix_core::TreeSignature;
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
-use crate::object::{
-    build_artifact_object, check_object, has_reserved_name, object_hash, references_text,
-    store_name, stripped_modes, ObjectIdentity,
+use fruix_core::error::IoContext;
+use fruix_core::manifest::{
+    open_beneath, open_dir, walk_fd, EntryKind, ManifestBuilder, Modes, OpenFile, Progress,
+    WalkOptions, SPECIAL_BITS,
 };
-use crate::store::{set_mode, set_mtime, Store, TempObject, REFERENCES_FILE, RESULT_METADATA_FILE};
+use fruix_core::promotion::{ArtifactEntry, PromotionMetadata};
+use fruix_core::result_root::{self, ResultRoot};
+use fruix_core::special_modes::{self, SpecialModes};
+use fruix_core::TreeSignature;
 
-/// Head symbol of a result bundle's metadata.
-pub const RESULT_HEAD: &str = "fruix-native-build-result";
+use crate::bundle::{plan_bundle, prepare_bundle, store_references};
+use crate::check::check_object;
+use crate::error::{Error, Result};
+use crate::object::{references_text, ObjectIdentity};
+use crate::stage::build_artifact_object;
+use crate::store::{Promotion, Store, TempObject, RESERVED_NAMES};
 
 /// What promotion created or found for one artifact.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -97,7 +100,7 @@ impl PromotionReport {
 /// Options for [`promote_native_build_result`].
 #[derive(Debug, Default)]
 pub struct PromoteOptions<'a> {
-    /// Counters updated while hashing and copying.
+    /// Counters updated while reading and copying.
     pub progress: Option<&'a Progress>,
 }
 
@@ -111,82 +114,96 @@ pub fn promote_native_build_result(
     promote_validated(&root, store, options)
 }
 
-struct Walk {
-    walked: Vec<Walked>,
+/// One artifact as read into the store's pool, its object not built yet.
+struct Ingested {
     signature: TreeSignature,
     probe_sha256: Option<String>,
+    /// Manifest paths whose special bits the store strips, with their modes.
+    stripped: Vec<(String, u32)>,
+    /// The tree's manifest lines in store modes, in the promotion's work directory.
+    manifest: PathBuf,
 }
 
-fn walk_artifact(
-    dir: &Path,
-    probe: &str,
-    extra_modes: &HashMap<Vec<u8>, u32>,
-    progress: Option<&Progress>,
-) -> Result<Walk> {
-    let mut walked = Vec::new();
-    let mut builder = ManifestBuilder::new();
-    manifest::walk(
-        dir,
-        &WalkOptions {
-            progress,
-            extra_modes: Some(extra_modes),
-            ..WalkOptions::default()
-        },
-        |w| {
-            builder.add(&w.entry);
-            walked.push(Walked {
-                entry: w.entry.clone(),
-                full_path: w.full_path.clone(),
-                metadata: w.metadata.clone(),
-            });
-            Ok(())
-        },
-    )?;
-    let probe_sha256 = walked
-        .iter()
-        .find(|w| w.entry.path == probe.as_bytes())
-        .and_then(|w| match &w.entry.kind {
-            EntryKind::File { sha256, .. } => Some(hex::encode(sha256)),
-            _ => None,
-        });
-    Ok(Walk {
-        walked,
-        signature: builder.finish().0,
-        probe_sha256,
-    })
-}
-
-/// Walks and hashes one artifact tree and checks it may become a store object.
-fn check_artifact(
-    dir: &Path,
+/// Reads artifact `a` of the result root once: every file is hashed while
+/// its bytes are written into the pool, the manifest is written to the work
+/// directory as it goes, and the tree signature is computed from what was
+/// written. The declared signature, if any, must match it.
+fn ingest_artifact(
+    promotion: &Promotion<'_>,
+    root: &ResultRoot,
+    index: usize,
     a: &ArtifactEntry,
     special: &SpecialModes,
     progress: Option<&Progress>,
-) -> Result<Walk> {
-    let walk = walk_artifact(
+) -> Result<Ingested> {
+    let root_dir = open_dir(root.path())?;
+    let dir = open_beneath(&root_dir, root.path(), &a.path)?;
+    let display = root.path().join(&a.path);
+    let extra = special_modes::for_artifact(special, &a.path);
+    let manifest = promotion.work_dir().join(format!("artifact-{index}.mtree"));
+    let mut out = BufWriter::with_capacity(
+        256 << 10,
+        File::create_new(&manifest).with_path("create", &manifest)?,
+    );
+    let pool = promotion.store().pool();
+    let read = |file: &mut OpenFile<'_>| {
+        pool.ingest(file, promotion.journal()).map_err(|e| match e {
+            Error::Core(c) => c,
+            other => fruix_core::Error::system(other.to_string()),
+        })
+    };
+    let mut builder = ManifestBuilder::new();
+    let (mut stripped, mut probe_sha256, mut line) = (Vec::new(), None, String::new());
+    walk_fd(
         dir,
-        &a.probe,
-        &special_modes::for_artifact(special, &a.path),
-        progress,
+        &display,
+        &WalkOptions {
+            progress,
+            extra_modes: Some(&extra),
+            read_file: Some(&read),
+            ..WalkOptions::default()
+        },
+        |w| {
+            let entry = &w.entry;
+            if RESERVED_NAMES.iter().any(|n| entry.path == n.as_bytes()) {
+                return Err(fruix_core::Error::UnsafePath {
+                    path: display.join(OsStr::from_bytes(&entry.path)),
+                    message: "uses a name reserved for store object metadata; rename or remove it"
+                        .into(),
+                });
+            }
+            builder.add(entry);
+            if entry.mode & SPECIAL_BITS != 0 {
+                stripped.push((entry.manifest_path(), entry.mode));
+            }
+            if let EntryKind::File { sha256, .. } = &entry.kind {
+                if entry.path == a.probe.as_bytes() {
+                    probe_sha256 = Some(hex::encode(sha256));
+                }
+            }
+            line.clear();
+            entry.render(Modes::Store, &mut line);
+            out.write_all(line.as_bytes()).with_path("write", &manifest)
+        },
     )?;
+    out.flush().with_path("write", &manifest)?;
+    let signature = builder.finish().0;
     if let Some(declared) = &a.tree_signature {
-        if *declared != walk.signature {
+        if *declared != signature {
             return Err(fruix_core::Error::SignatureMismatch {
-                path: dir.to_path_buf(),
+                path: display,
                 expected: declared.to_string(),
-                actual: walk.signature.to_string(),
+                actual: signature.to_string(),
             }
             .into());
         }
     }
-    if let Some(reserved) = has_reserved_name(&walk.walked) {
-        return Err(fruix_core::Error::UnsafePath {
-            path: reserved.full_path.clone(),
-            message: "uses a name reserved for store object metadata; rename or remove it".into(),
-        }
-        .into());
-    }
-    Ok(walk)
+    Ok(Ingested {
+        signature,
+        probe_sha256,
+        stripped,
+        manifest,
+    })
 }
 
 /// One artifact's planned store object.
@@ -194,38 +211,37 @@ struct Planned {
     report: ArtifactReport,
     name: String,
     metadata: String,
-    walked: Vec<Walked>,
+    manifest: PathBuf,
 }
 
 fn plan_artifact(
     store: &Store,
     m: &PromotionMetadata,
     a: &ArtifactEntry,
-    walk: Walk,
+    ingested: Ingested,
 ) -> (String, Planned) {
-    let entries: Vec<_> = walk.walked.iter().map(|w| w.entry.clone()).collect();
     let identity = ObjectIdentity {
         artifact: a.name.clone(),
         executor: m.executor.clone(),
         freebsd_base: m.freebsd_base.clone(),
         source_store: m.source_store.clone(),
         build_policy: m.build_policy.clone(),
-        tree_signature: walk.signature.clone(),
-        stripped_modes: stripped_modes(&entries),
+        tree_signature: ingested.signature.clone(),
+        stripped_modes: ingested.stripped,
     };
     let name = identity.store_name();
     let report = ArtifactReport {
         store_path: store.path().join(&name),
-        tree_signature: walk.signature,
+        tree_signature: ingested.signature,
         new: false,
         probe: a.probe.clone(),
-        probe_sha256: walk.probe_sha256,
+        probe_sha256: ingested.probe_sha256,
     };
     let planned = Planned {
         report,
         name,
         metadata: identity.to_scheme(),
-        walked: walk.walked,
+        manifest: ingested.manifest,
     };
     (a.name.clone(), planned)
 }
@@ -239,11 +255,11 @@ fn prepare_artifact(
 ) -> Result<Option<(TempObject, String)>> {
     let path = &planned.report.store_path;
     if path.symlink_metadata().is_ok() {
-        let (_, differences) = check_object(path, false, None)?;
-        if !differences.is_empty() {
+        let check = check_object(path, false, None)?;
+        if !check.is_intact() {
             return Err(Error::Corrupt {
                 object: path.clone(),
-                differences,
+                differences: check.differences,
             });
         }
         return Ok(None);
@@ -252,7 +268,7 @@ fn prepare_artifact(
     let temp = build_artifact_object(
         store,
         &planned.name,
-        &planned.walked,
+        &planned.manifest,
         &planned.metadata,
         references,
     )?;
@@ -260,6 +276,11 @@ fn prepare_artifact(
 }
 
 /// Promotes an already validated result root.
+///
+/// Every artifact is read once, into the pool, before the store's objects
+/// change at all; then, under every object's lock, objects that are new are
+/// built from their manifests and published together. A failure anywhere
+/// removes the pool entries this promotion created (see [`Promotion`]).
 pub fn promote_validated(
     root: &ResultRoot,
     store: &Store,
@@ -268,19 +289,20 @@ pub fn promote_validated(
     let m = root.metadata();
     // Special bits an import recorded instead of creating them on disk.
     let special = special_modes::read(root.path())?;
-    // Check every artifact before the store changes at all. Artifacts are
-    // walked concurrently so that one tree's directory scan overlaps another's
-    // hashing.
-    let walks = m
+    let promotion = store.begin()?;
+    // Artifacts are read concurrently so that one tree's directory listing
+    // overlaps another's reading.
+    let ingested = m
         .artifacts
         .par_iter()
-        .map(|a| check_artifact(&root.path().join(&a.path), a, &special, options.progress))
+        .enumerate()
+        .map(|(i, a)| ingest_artifact(&promotion, root, i, a, &special, options.progress))
         .collect::<Result<Vec<_>>>()?;
     let mut planned: BTreeMap<String, Planned> = m
         .artifacts
         .iter()
-        .zip(walks)
-        .map(|(a, walk)| plan_artifact(store, m, a, walk))
+        .zip(ingested)
+        .map(|(a, ingested)| plan_artifact(store, m, a, ingested))
         .collect();
     let reports: BTreeMap<String, ArtifactReport> = planned
         .iter()
@@ -302,6 +324,7 @@ pub fn promote_validated(
         .par_iter_mut()
         .map(|(_, p)| prepare_artifact(store, &references, p))
         .collect::<Result<Vec<_>>>()?;
+    let some_existed = temps.iter().any(Option::is_none);
     let result_new = match prepare_bundle(store, &bundle, &reports)? {
         Some(temp) => {
             temps.push(Some(temp));
@@ -310,6 +333,7 @@ pub fn promote_validated(
         None => false,
     };
     store.publish(temps.into_iter().flatten().collect())?;
+    promotion.succeed(some_existed);
     let result_store = store.path().join(&bundle.name);
     let artifacts: BTreeMap<String, ArtifactReport> =
         planned.into_iter().map(|(n, p)| (n, p.report)).collect();
@@ -329,128 +353,4 @@ pub fn promote_validated(
         order: m.artifacts.iter().map(|a| a.name.clone()).collect(),
         artifacts,
     })
-}
-
-/// The store paths among `candidates` (see [`is_store_path`]).
-fn store_references(candidates: &[&str]) -> Vec<String> {
-    candidates
-        .iter()
-        .filter(|p| is_store_path(p))
-        .map(|p| p.to_string())
-        .collect()
-}
-
-/// Whether `path` names a store object: an absolute path whose last component
-/// starts with 40 hex digits and a dash.
-pub fn is_store_path(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or("");
-    path.starts_with('/')
-        && name.len() > 41
-        && name.as_bytes()[40] == b'-'
-        && name[..40].bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// The bundle's metadata text.
-pub fn bundle_text(m: &PromotionMetadata, artifacts: &BTreeMap<String, ArtifactReport>) -> String {
-    let mut w = Writer::new(RESULT_HEAD);
-    w.field(field("format-version", [Value::from(1)]));
-    w.field(string_field("executor", &m.executor));
-    w.field(string_field("executor-version", &m.executor_version));
-    w.field(string_field("run-id", &m.run_id));
-    w.field(string_field("guest-host-name", &m.guest_host_name));
-    if let Some(p) = &m.closure_path {
-        w.field(string_field("closure-path", p));
-    }
-    if let Some(p) = &m.development_profile_path {
-        w.field(string_field("development-profile-path", p));
-    }
-    w.field(base_value(&m.freebsd_base));
-    w.field(source_value(&m.source_store));
-    w.field(policy_value_with(&m.build_policy, true));
-    w.list_field(
-        "artifacts",
-        m.artifacts.iter().map(|a| {
-            let r = &artifacts[&a.name];
-            let mut items = vec![
-                field("name", [Value::symbol(a.name.as_str())]),
-                string_field("store-path", &r.store_path.to_string_lossy()),
-                string_field("tree-signature", r.tree_signature.as_str()),
-                string_field("probe", &a.probe),
-            ];
-            if let Some(sha) = &r.probe_sha256 {
-                items.push(string_field("probe-sha256", sha));
-            }
-            field("artifact", items)
-        }),
-    );
-    w.finish()
-}
-
-/// The run's result bundle, planned.
-struct PlannedBundle {
-    name: String,
-    text: String,
-    references: String,
-}
-
-fn plan_bundle(
-    m: &PromotionMetadata,
-    artifacts: &BTreeMap<String, ArtifactReport>,
-) -> PlannedBundle {
-    let text = bundle_text(m, artifacts);
-    let name = store_name(
-        &object_hash(&text),
-        "native-build-result",
-        &m.freebsd_base.version,
-        &m.executor,
-    );
-    let mut referenced: Vec<String> = artifacts
-        .values()
-        .map(|a| a.store_path.to_string_lossy().into_owned())
-        .collect();
-    referenced.extend(store_references(&[
-        m.source_store.path.as_str(),
-        m.closure_path.as_deref().unwrap_or(""),
-        m.development_profile_path.as_deref().unwrap_or(""),
-    ]));
-    PlannedBundle {
-        name,
-        text,
-        references: references_text(referenced),
-    }
-}
-
-/// Checks an existing bundle, or builds it in a temporary directory. The
-/// caller holds its lock.
-fn prepare_bundle(
-    store: &Store,
-    bundle: &PlannedBundle,
-    artifacts: &BTreeMap<String, ArtifactReport>,
-) -> Result<Option<(TempObject, String)>> {
-    let path = store.path().join(&bundle.name);
-    if path.symlink_metadata().is_ok() {
-        crate::verify::check_bundle(&path)?;
-        return Ok(None);
-    }
-    let temp = store.temp_dir(&bundle.name)?;
-    let dir = temp.path();
-    let links = dir.join("artifacts");
-    std::fs::create_dir(&links).with_path("create", &links)?;
-    for (artifact, report) in artifacts {
-        let link = links.join(artifact);
-        symlink(&report.store_path, &link).with_path("create symlink", &link)?;
-        set_mtime(&link)?;
-    }
-    set_mode(&links, 0o555)?;
-    set_mtime(&links)?;
-    for (file, content) in [
-        (RESULT_METADATA_FILE, bundle.text.as_str()),
-        (REFERENCES_FILE, bundle.references.as_str()),
-    ] {
-        let p = dir.join(file);
-        std::fs::write(&p, content).with_path("write", &p)?;
-        set_mode(&p, 0o444)?;
-        set_mtime(&p)?;
-    }
-    Ok(Some((temp, bundle.name.clone())))
 }

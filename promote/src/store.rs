@@ -6,38 +6,42 @@
 //! STORE/<hash>-fruix-native-build-result-<version>-<executor>/ result bundles
 //! STORE/.links/<sha256>-<r|x>   one inode per distinct file content and mode
 //! STORE/.locks/<object>.lock    per-object locks (flock)
-//! STORE/.tmp-<object>-<pid>-<n> objects being built (hidden, removed when stale)
-//! STORE/.lock                   shared by every promotion; exclusive to sweep temporaries
+//! STORE/.tmp-<what>-<pid>-<n>   objects being built and promotions' work
+//!                               directories (hidden, removed when stale)
+//! STORE/.lock                   shared by every process using the store;
+//!                               exclusive to sweep what dead ones left
 //! ```
 //!
 //! An object is built in a temporary directory inside the store, made
 //! read-only with fixed timestamps, flushed to disk, and renamed into place
 //! while its lock is held: it becomes visible complete or not at all.
+//!
+//! A promotion ([`Store::begin`]) keeps a work directory holding the journal
+//! of the pool entries it created ([`crate::pool::Journal`]). When it fails,
+//! those entries are removed unless an object links them; when it is killed,
+//! the next process that opens the store alone removes them and the work
+//! directory ([`Store::open`]).
 
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use fruix_core::error::IoContext;
-use fruix_core::manifest::{self, Entry, Walked, SPECIAL_BITS};
 
 use crate::error::{Error, Result};
+use crate::pool::{temp_name, Journal, Pool, LINKS_DIR, TEMP_PREFIX};
 
 /// Modification time of every store file, directory and symlink (as in Nix).
 pub const STORE_MTIME: i64 = 1;
 
-/// Name of the content pool directory.
-pub const LINKS_DIR: &str = ".links";
-
 /// The default store.
 pub const DEFAULT_STORE: &str = "/frx/store";
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Name of a promotion's journal inside its work directory.
+const JOURNAL_FILE: &str = "journal";
 
 /// An advisory lock (flock) released on drop.
 #[derive(Debug)]
@@ -65,18 +69,38 @@ fn flock(file: &File, path: &Path, operation: libc::c_int) -> Result<bool> {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
-    /// Shared lock held for the store's lifetime (blocks temp sweeps by others).
-    _shared: Lock,
+    pool: Pool,
+    /// `STORE/.lock`, held shared for the store's lifetime (blocks sweeps by
+    /// others while this process may have temporaries and pool entries in use).
+    lock: File,
+    /// The same within this process: promotions hold it shared, and
+    /// [`Store::exclusively`] takes it exclusively (flock cannot tell two
+    /// threads of one process apart).
+    active: std::sync::RwLock<()>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`, and removes temporaries
-    /// left by killed promotions when no other promotion is running.
+    /// Opens (creating if needed) the store at `root`, and removes what
+    /// killed processes left when no other process is using the store.
     pub fn open(root: &Path) -> Result<Store> {
         fs::create_dir_all(root).map_err(|source| Error::StoreNotWritable {
             store: root.to_path_buf(),
             source,
         })?;
+        Self::open_at(root)
+    }
+
+    /// Opens an existing store; a missing directory is [`Error::NoStore`].
+    pub fn open_existing(root: &Path) -> Result<Store> {
+        match fs::metadata(root) {
+            Ok(m) if m.is_dir() => Self::open_at(root),
+            _ => Err(Error::NoStore {
+                path: root.to_path_buf(),
+            }),
+        }
+    }
+
+    fn open_at(root: &Path) -> Result<Store> {
         let root = fs::canonicalize(root).with_path("resolve store", root)?;
         for dir in [LINKS_DIR, ".locks"] {
             let path = root.join(dir);
@@ -86,7 +110,7 @@ impl Store {
             })?;
         }
         let lock_path = root.join(".lock");
-        let file = fs::OpenOptions::new()
+        let lock = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
@@ -95,19 +119,55 @@ impl Store {
                 store: root.clone(),
                 source,
             })?;
-        if flock(&file, &lock_path, libc::LOCK_EX | libc::LOCK_NB)? {
-            sweep_temporaries(&root)?;
-        }
-        flock(&file, &lock_path, libc::LOCK_SH)?;
-        Ok(Store {
+        let pool = Pool::open(root.join(LINKS_DIR))?;
+        let store = Store {
             root,
-            _shared: Lock { _file: file },
-        })
+            pool,
+            lock,
+            active: std::sync::RwLock::new(()),
+        };
+        if flock(&store.lock, &lock_path, libc::LOCK_EX | libc::LOCK_NB)? {
+            store.sweep()?;
+        }
+        flock(&store.lock, &lock_path, libc::LOCK_SH)?;
+        Ok(store)
     }
 
     /// The store directory (absolute).
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// The content pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Runs `f` while holding the store exclusively (no other process uses
+    /// it), waiting for others when `wait`; without `wait`, returns `None`
+    /// when another process holds it. The shared hold is taken back after.
+    pub fn exclusively<T>(&self, wait: bool, f: impl FnOnce() -> T) -> Result<Option<T>> {
+        let _in_process = if wait {
+            self.active.write().unwrap_or_else(|e| e.into_inner())
+        } else {
+            match self.active.try_write() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            }
+        };
+        let path = self.root.join(".lock");
+        let operation = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        // Converting a flock is not atomic: when it fails, the shared hold
+        // may be gone too, so it is taken again in every case.
+        let got = flock(&self.lock, &path, operation)?;
+        let out = got.then(f);
+        flock(&self.lock, &path, libc::LOCK_SH)?;
+        Ok(out)
     }
 
     /// Locks object `name` exclusively, waiting for other promotions.
@@ -123,47 +183,28 @@ impl Store {
         Ok(Lock { _file: file })
     }
 
-    /// A fresh temporary directory for building object `name`.
+    /// A fresh temporary directory (mode 0700) for building object `name`.
     pub fn temp_dir(&self, name: &str) -> Result<TempObject> {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .root
-            .join(format!(".tmp-{name}-{}-{n}", std::process::id()));
-        fs::create_dir(&path).with_path("create temporary object", &path)?;
+        let path = self.root.join(temp_name(name));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_path("create temporary object", &path)?;
         Ok(TempObject { path: Some(path) })
     }
 
-    /// Makes sure the pool holds `source`'s content with `entry`'s store mode,
-    /// and returns the pool path. The source must still be the file that was
-    /// hashed (same inode, size, and change time), or the copy is refused.
-    pub fn pool_insert(&self, walked: &Walked) -> Result<PathBuf> {
-        let manifest::EntryKind::File { sha256, .. } = &walked.entry.kind else {
-            unreachable!("only files go to the pool");
-        };
-        let store_mode = walked.entry.mode & !SPECIAL_BITS;
-        let key = format!(
-            "{}-{}",
-            hex::encode(sha256),
-            if store_mode & 0o111 != 0 { 'x' } else { 'r' }
-        );
-        let pooled = self.root.join(LINKS_DIR).join(key);
-        if pooled.symlink_metadata().is_ok() {
-            return Ok(pooled);
-        }
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .root
-            .join(LINKS_DIR)
-            .join(format!(".tmp-{}-{n}", std::process::id()));
-        let result = copy_into_pool(walked, &tmp, store_mode).and_then(|()| {
-            match fs::hard_link(&tmp, &pooled) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-                Err(e) => Err(fruix_core::Error::io("add to the store pool", &pooled, e).into()),
-            }
-        });
-        let _ = fs::remove_file(&tmp);
-        result.map(|()| pooled)
+    /// Starts a promotion: its work directory and pool journal.
+    pub fn begin(&self) -> Result<Promotion<'_>> {
+        let active = Some(self.active.read().unwrap_or_else(|e| e.into_inner()));
+        let work = self.temp_dir("promote")?;
+        let journal = Journal::create(work.path().join(JOURNAL_FILE))?;
+        Ok(Promotion {
+            store: self,
+            active,
+            work,
+            journal,
+            succeeded: false,
+        })
     }
 
     /// Publishes finished temporary objects under their names, all or none
@@ -192,9 +233,102 @@ impl Store {
         fruix_core::fsutil::sync_dir(&self.root)?;
         Ok(published)
     }
+
+    /// Removes what dead processes left: temporary objects, pool temporaries,
+    /// and the pool entries of promotions that never finished (from their
+    /// journals), unless an object links them. The caller holds the store
+    /// exclusively.
+    fn sweep(&self) -> Result<()> {
+        for dir in [self.root.clone(), self.root.join(LINKS_DIR)] {
+            for entry in fs::read_dir(&dir).with_path("read", &dir)?.flatten() {
+                if !entry
+                    .file_name()
+                    .as_bytes()
+                    .starts_with(TEMP_PREFIX.as_bytes())
+                {
+                    continue;
+                }
+                let path = entry.path();
+                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    if let Ok(keys) = Journal::read(&path.join(JOURNAL_FILE)) {
+                        self.pool.remove_unlinked(&keys);
+                    }
+                    remove_tree(&path);
+                } else {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
-/// A temporary object directory, removed on drop unless published.
+/// One promotion's work in the store: a work directory for its temporary
+/// manifests and the journal of the pool entries it created. Dropped without
+/// [`Promotion::succeed`], it removes those entries unless an object links
+/// them (right away when no other process uses the store, otherwise at the
+/// next sweep).
+#[derive(Debug)]
+pub struct Promotion<'s> {
+    store: &'s Store,
+    /// Held while the promotion runs (see [`Store::exclusively`]).
+    active: Option<std::sync::RwLockReadGuard<'s, ()>>,
+    work: TempObject,
+    journal: Journal,
+    succeeded: bool,
+}
+
+impl<'s> Promotion<'s> {
+    /// The store promoted into.
+    pub fn store(&self) -> &'s Store {
+        self.store
+    }
+
+    /// The work directory.
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// The journal new pool entries are recorded in.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Marks the promotion as published. When `check_pool` (an artifact's
+    /// object already existed, so entries created for it may be unlinked),
+    /// the journal's unlinked entries are still removed.
+    pub fn succeed(mut self, check_pool: bool) {
+        self.succeeded = !check_pool;
+    }
+
+    fn remove_created_entries(&mut self) -> bool {
+        self.active.take();
+        let Ok(keys) = Journal::read(self.journal.path()) else {
+            return false;
+        };
+        if keys.is_empty() {
+            return true;
+        }
+        let pool = self.store.pool();
+        matches!(
+            self.store
+                .exclusively(false, || pool.remove_unlinked(&keys)),
+            Ok(Some(_))
+        )
+    }
+}
+
+impl Drop for Promotion<'_> {
+    fn drop(&mut self) {
+        if self.succeeded || self.remove_created_entries() {
+            return; // the work directory goes with `self.work`
+        }
+        // Another process uses the store: leave the journal for the next sweep.
+        self.work.path.take();
+    }
+}
+
+/// A temporary directory in the store, removed on drop unless published.
 #[derive(Debug)]
 pub struct TempObject {
     path: Option<PathBuf>,
@@ -215,87 +349,19 @@ impl Drop for TempObject {
     }
 }
 
-fn copy_into_pool(walked: &Walked, tmp: &Path, store_mode: u32) -> Result<()> {
-    let mut source = manifest::open_regular(&walked.full_path, &walked.metadata)?;
-    let mut out = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(tmp)
-        .with_path("create", tmp)?;
-    io::copy(&mut source, &mut out).map_err(|e| {
-        let path = if e.raw_os_error() == Some(libc::ENOSPC) {
-            tmp
-        } else {
-            &walked.full_path
-        };
-        fruix_core::Error::io("copy into the store", path, e)
-    })?;
-    let after = source.metadata().with_path("inspect", &walked.full_path)?;
-    let before = &walked.metadata;
-    if after.len() != before.len()
-        || after.ctime() != before.ctime()
-        || after.ctime_nsec() != before.ctime_nsec()
-    {
-        return Err(fruix_core::Error::UnsafePath {
-            path: walked.full_path.clone(),
-            message:
-                "changed while it was being promoted; make sure nothing writes to the result root"
-                    .into(),
-        }
-        .into());
-    }
-    start_writeback(&out);
-    out.set_permissions(fs::Permissions::from_mode(store_mode))
-        .with_path("set mode of", tmp)?;
-    let times = [libc::timespec {
-        tv_sec: STORE_MTIME as libc::time_t,
-        tv_nsec: 0,
-    }; 2];
-    // SAFETY: valid descriptor and a two-element times array.
-    if unsafe { libc::futimens(out.as_raw_fd(), times.as_ptr()) } != 0 {
-        return Err(fruix_core::Error::io("set time of", tmp, io::Error::last_os_error()).into());
-    }
-    Ok(())
-}
-
-/// Starts writing a new pool file to disk now, so that the flush before
-/// publishing (see [`Store::publish`]) overlaps with the copying of other files.
-fn start_writeback(file: &File) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: sync_file_range on a valid, owned descriptor; failure only means
-    // the data is written at the final flush instead.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = file;
-}
-
-fn c_path(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).expect("paths have no NUL byte")
+fn c_path(path: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(path.as_os_str().as_bytes()).expect("paths have no NUL byte")
 }
 
 /// Sets `path`'s (and, for symlinks, the link's own) times to [`STORE_MTIME`].
 pub fn set_mtime(path: &Path) -> Result<()> {
-    let times = [libc::timespec {
-        tv_sec: STORE_MTIME as libc::time_t,
-        tv_nsec: 0,
-    }; 2];
-    let c = c_path(path);
-    // SAFETY: valid NUL-terminated path and a two-element times array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(fruix_core::Error::io("set time of", path, io::Error::last_os_error()).into());
-    }
-    Ok(())
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        c_path(path).as_c_str(),
+        &crate::pool::store_times(),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| fruix_core::Error::io("set time of", path, e.into()).into())
 }
 
 /// Sets a directory's or file's permission bits.
@@ -326,7 +392,9 @@ pub fn sync_filesystem(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes a tree even when its directories are read-only. Best effort.
+/// Removes a tree even when its directories are read-only. Best effort; never
+/// follows a symlink (`walkdir` does not by default, and `remove_dir_all`
+/// removes links themselves).
 pub fn remove_tree(path: &Path) {
     for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
         if entry.file_type().is_dir() {
@@ -334,22 +402,6 @@ pub fn remove_tree(path: &Path) {
         }
     }
     let _ = fs::remove_dir_all(path);
-}
-
-fn sweep_temporaries(root: &Path) -> Result<()> {
-    for dir in [root.to_path_buf(), root.join(LINKS_DIR)] {
-        for entry in fs::read_dir(&dir).with_path("read", &dir)?.flatten() {
-            if entry.file_name().as_bytes().starts_with(b".tmp-") {
-                let path = entry.path();
-                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    remove_tree(&path);
-                } else {
-                    let _ = fs::remove_file(&path);
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Names at the top of an artifact object that are metadata, not artifact content.
@@ -362,11 +414,6 @@ pub const REFERENCES_FILE: &str = ".references";
 pub const RESULT_METADATA_FILE: &str = ".fruix-native-build-result.scm";
 /// Top-level names reserved in artifact objects.
 pub const RESERVED_NAMES: [&str; 3] = [OBJECT_METADATA_FILE, MANIFEST_FILE, REFERENCES_FILE];
-
-/// Whether `entry` is one of the reserved top-level names.
-pub fn is_reserved(entry: &Entry) -> bool {
-    RESERVED_NAMES.iter().any(|n| entry.path == n.as_bytes())
-}
 
 /// Bytes used on disk by `path` (blocks), counting each inode once.
 pub fn disk_usage(path: &Path) -> u64 {

@@ -1,16 +1,27 @@
-//! `fruix store verify` and `fruix store list`: checking and listing objects.
+//! `fruix store verify` and `fruix store list`: checking, repairing and
+//! listing the store.
+//!
+//! Verifying re-hashes every file of every object (or of the objects named)
+//! and every entry of the `.links` pool. Repairing removes what verification
+//! found corrupt: objects, pool entries, and the result bundles that name a
+//! removed artifact object. Promoting the same result roots again then
+//! recreates correct objects, because a pool entry only ever receives bytes
+//! hashed as they were written (see [`crate::pool`]).
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use fruix_core::error::IoContext;
-use fruix_core::manifest::{Difference, EntryKind, Progress};
-use fruix_core::sexp;
+use rayon::prelude::*;
 
+use fruix_core::error::IoContext;
+use fruix_core::manifest::{Difference, Progress};
+
+use crate::bundle::{check_bundle, read_bundle};
+use crate::check::{check_object, manifest_size, read_identity};
 use crate::error::{Error, Result};
-use crate::object::{check_object, object_hash, read_store_manifest};
-use crate::store::{Store, OBJECT_METADATA_FILE, RESULT_METADATA_FILE};
+use crate::pool::PoolProblem;
+use crate::store::{remove_tree, Store, RESULT_METADATA_FILE};
 
 /// The outcome of verifying one object.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -19,8 +30,10 @@ pub struct ObjectVerification {
     /// `artifact` or `result`.
     pub kind: &'static str,
     pub ok: bool,
-    /// Modified, missing and extra files.
+    /// Modified, missing and extra files (at most [`crate::check::MAX_DIFFERENCES`]).
     pub differences: Vec<Difference>,
+    /// Differences found beyond those listed.
+    pub more_differences: u64,
     /// Metadata problems (name, signature or links inconsistent).
     pub error: Option<String>,
 }
@@ -37,143 +50,150 @@ pub fn object_paths(store: &Store) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Whether `name` has the shape of a store object name: 40 lowercase hex
+/// digits, a dash, `fruix-` and more.
+pub fn is_object_name(name: &[u8]) -> bool {
+    name.len() > 47
+        && name[..40]
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && name[40..].starts_with(b"-fruix-")
+}
+
+/// Resolves `path` (as a user gave it) to a store object of `store`: a real
+/// directory directly in the store with an object's name. Anything else
+/// (`/etc`, a subdirectory of an object, a misspelt name) is
+/// [`Error::NotAStoreObject`].
+pub fn resolve_object(store: &Store, path: &Path) -> Result<PathBuf> {
+    let not_object = || Error::NotAStoreObject {
+        path: path.to_path_buf(),
+        store: store.path().to_path_buf(),
+    };
+    let name = path.file_name().ok_or_else(not_object)?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let parent = fs::canonicalize(parent).map_err(|_| not_object())?;
+    let object = parent.join(name);
+    let is_dir = fs::symlink_metadata(&object).is_ok_and(|m| m.is_dir());
+    if parent != store.path() || !is_object_name(name.as_bytes()) || !is_dir {
+        return Err(not_object());
+    }
+    Ok(object)
+}
+
 /// Verifies `object` fully: every file re-hashed and compared with the manifest,
 /// the manifest with the tree signature, the metadata with the object's name.
 pub fn verify_object(object: &Path, progress: Option<&Progress>) -> ObjectVerification {
     let is_bundle = object.join(RESULT_METADATA_FILE).symlink_metadata().is_ok();
     let kind = if is_bundle { "result" } else { "artifact" };
     let outcome = if is_bundle {
-        check_bundle(object).map(|()| Vec::new())
+        check_bundle(object).map(|()| (Vec::new(), 0))
     } else {
-        check_object(object, true, progress).map(|(_, d)| d)
+        check_object(object, true, progress).map(|c| (c.differences, c.more_differences))
     };
-    match outcome {
-        Ok(differences) => ObjectVerification {
-            path: object.to_path_buf(),
-            kind,
-            ok: differences.is_empty(),
-            differences,
-            error: None,
-        },
-        Err(e) => ObjectVerification {
-            path: object.to_path_buf(),
-            kind,
-            ok: false,
-            differences: Vec::new(),
-            error: Some(e.to_string()),
-        },
+    let (differences, more_differences, error) = match outcome {
+        Ok((d, more)) => (d, more, None),
+        Err(e) => (Vec::new(), 0, Some(e.to_string())),
+    };
+    ObjectVerification {
+        path: object.to_path_buf(),
+        kind,
+        ok: differences.is_empty() && more_differences == 0 && error.is_none(),
+        differences,
+        more_differences,
+        error,
     }
 }
 
 /// Verifies several objects concurrently (see [`verify_object`]), in order.
 pub fn verify_objects(objects: &[PathBuf], progress: Option<&Progress>) -> Vec<ObjectVerification> {
-    use rayon::prelude::*;
     objects
         .par_iter()
         .map(|o| verify_object(o, progress))
         .collect()
 }
 
-/// Checks a result bundle: metadata hash matches the name, `artifacts/*`
-/// symlinks point at the declared store paths, which exist.
-pub fn check_bundle(bundle: &Path) -> Result<()> {
-    let inconsistent = |message: String| Error::Inconsistent {
-        object: bundle.to_path_buf(),
-        message,
-    };
-    let meta_path = bundle.join(RESULT_METADATA_FILE);
-    let text = fs::read_to_string(&meta_path).with_path("read", &meta_path)?;
-    let name = bundle
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if !name.starts_with(&object_hash(&text)) {
-        return Err(inconsistent(
-            "its metadata does not hash to its name".into(),
-        ));
-    }
-    let declared = read_bundle_text(&meta_path, &text)?;
-    for BundleArtifact {
-        name: artifact,
-        store_path,
-        ..
-    } in declared.artifacts
-    {
-        let link = bundle.join("artifacts").join(&artifact);
-        let target = fs::read_link(&link).with_path("read symlink", &link)?;
-        if target != Path::new(&store_path) {
-            return Err(inconsistent(format!(
-                "artifacts/{artifact} points to {}, not {store_path}",
-                target.display()
-            )));
-        }
-        if !Path::new(&store_path).join(OBJECT_METADATA_FILE).is_file() {
-            return Err(inconsistent(format!(
-                "artifact object {store_path} is missing"
-            )));
-        }
-    }
-    Ok(())
+/// What verifying the pool found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PoolVerification {
+    /// Entries checked.
+    pub checked: usize,
+    /// Corrupt entries (and stray files), each with what is wrong.
+    pub corrupt: Vec<PoolProblem>,
 }
 
-/// What a result bundle says about one artifact.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct BundleArtifact {
-    pub name: String,
-    pub store_path: String,
-    pub tree_signature: String,
+/// Re-hashes every pool entry, concurrently.
+pub fn verify_pool(store: &Store, progress: Option<&Progress>) -> Result<PoolVerification> {
+    let pool = store.pool();
+    let names = pool.names()?;
+    let corrupt = names
+        .par_iter()
+        .filter_map(|name| match pool.check_entry(name) {
+            Ok(size) => {
+                if let Some(p) = progress {
+                    p.add(size);
+                }
+                None
+            }
+            Err(problem) => Some(problem),
+        })
+        .collect();
+    Ok(PoolVerification {
+        checked: names.len(),
+        corrupt,
+    })
 }
 
-/// The parts of a result bundle's metadata that tools look at.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct BundleSummary {
-    pub executor: String,
-    pub version: String,
-    pub run_id: String,
-    pub artifacts: Vec<BundleArtifact>,
+/// What [`repair`] removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Repair {
+    pub removed_objects: Vec<PathBuf>,
+    pub removed_pool_entries: Vec<PathBuf>,
+    /// Result bundles removed because they name a removed artifact object.
+    pub removed_bundles: Vec<PathBuf>,
 }
 
-/// Reads a result bundle's `.fruix-native-build-result.scm`.
-pub fn read_bundle(bundle: &Path) -> Result<BundleSummary> {
-    let path = bundle.join(RESULT_METADATA_FILE);
-    let text = fs::read_to_string(&path).with_path("read", &path)?;
-    read_bundle_text(&path, &text)
-}
-
-fn read_bundle_text(path: &Path, text: &str) -> Result<BundleSummary> {
-    let summary = sexp::read_record(path, text, crate::pipeline::RESULT_HEAD, |r| {
-        let mut artifacts = Vec::new();
-        for mut c in r.children("artifacts", "artifact")? {
-            artifacts.push(BundleArtifact {
-                name: c.name("name")?,
-                store_path: c.string("store-path")?,
-                tree_signature: c.string("tree-signature")?,
-            });
-            c.string("probe")?;
-            c.opt_string("probe-sha256")?;
-            c.finish()?;
-        }
-        let version = fruix_core::promotion::read_base(r.record("freebsd-base")?)?.version;
-        let summary = BundleSummary {
-            executor: r.string("executor")?,
-            version,
-            run_id: r.string("run-id")?,
-            artifacts,
-        };
-        for field in [
-            "format-version",
-            "executor-version",
-            "guest-host-name",
-            "closure-path",
-            "development-profile-path",
-            "source-store",
-            "build-policy",
-        ] {
-            r.raw(field)?;
-        }
-        Ok(summary)
-    })?;
-    Ok(summary)
+/// Removes the corrupt objects and pool entries found by a verification,
+/// then every result bundle whose artifact objects are not all present. Runs
+/// while no other process or promotion uses the store (it waits for them).
+pub fn repair(
+    store: &Store,
+    objects: &[ObjectVerification],
+    pool: &PoolVerification,
+) -> Result<Repair> {
+    store
+        .exclusively(true, || {
+            let mut repair = Repair::default();
+            for o in objects.iter().filter(|o| !o.ok) {
+                remove_tree(&o.path);
+                repair.removed_objects.push(o.path.clone());
+            }
+            for p in &pool.corrupt {
+                let name = p.path.file_name().map(|n| n.to_string_lossy().into_owned());
+                if let Some(name) = name {
+                    store.pool().remove(&name)?;
+                    repair.removed_pool_entries.push(p.path.clone());
+                }
+            }
+            for bundle in object_paths(store)? {
+                if bundle.join(RESULT_METADATA_FILE).symlink_metadata().is_err() {
+                    continue;
+                }
+                let complete = read_bundle(&bundle).is_ok_and(|b| {
+                    b.artifacts
+                        .iter()
+                        .all(|a| Path::new(&a.store_path).symlink_metadata().is_ok())
+                });
+                if !complete {
+                    remove_tree(&bundle);
+                    repair.removed_bundles.push(bundle);
+                }
+            }
+            Ok(repair)
+        })?
+        .expect("waited for the store")
 }
 
 /// One line of `fruix store list`.
@@ -195,7 +215,7 @@ pub fn list_store(store: &Store) -> Result<Vec<ListedObject>> {
     object_paths(store)?
         .into_iter()
         .map(|path| {
-            if path.join(RESULT_METADATA_FILE).is_file() {
+            if path.join(RESULT_METADATA_FILE).symlink_metadata().is_ok() {
                 let bundle = read_bundle(&path)?;
                 return Ok(ListedObject {
                     path,
@@ -206,14 +226,8 @@ pub fn list_store(store: &Store) -> Result<Vec<ListedObject>> {
                     size: 0,
                 });
             }
-            let identity = crate::object::ObjectIdentity::read(&path.join(OBJECT_METADATA_FILE))?;
-            let size = read_store_manifest(&path)?
-                .iter()
-                .map(|e| match e.kind {
-                    EntryKind::File { size, .. } => size,
-                    _ => 0,
-                })
-                .sum();
+            let identity = read_identity(&path)?;
+            let size = manifest_size(&path)?;
             Ok(ListedObject {
                 path,
                 kind: "artifact",

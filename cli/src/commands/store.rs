@@ -1,7 +1,9 @@
 //! `fruix store verify` and `fruix store list`.
 
 use fruix_core::manifest::Progress;
-use fruix_promote::verify::{list_store, object_paths, verify_objects};
+use fruix_promote::verify::{
+    list_store, object_paths, repair, resolve_object, verify_objects, verify_pool,
+};
 use fruix_promote::Store;
 
 use crate::args::{ListArgs, OutputArgs, StoreCommand, VerifyArgs};
@@ -16,11 +18,15 @@ pub fn run(command: StoreCommand) -> CliResult {
 }
 
 fn verify(args: VerifyArgs) -> CliResult {
-    let store = Store::open(&args.store.store).map_err(from_promote)?;
+    let store = Store::open_existing(&args.store.store).map_err(from_promote)?;
     let paths = if args.paths.is_empty() {
         object_paths(&store).map_err(from_promote)?
     } else {
-        args.paths.clone()
+        args.paths
+            .iter()
+            .map(|p| resolve_object(&store, p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(from_promote)?
     };
     let progress = Progress::default();
     let mode = Mode::from_output(&OutputArgs {
@@ -28,14 +34,29 @@ fn verify(args: VerifyArgs) -> CliResult {
         quiet: args.quiet || args.json,
         verbose: false,
     });
-    let results = with_progress(mode, "verify", &progress, || {
-        verify_objects(&paths, Some(&progress))
+    let (results, pool) = with_progress(mode, "verify", &progress, || {
+        (
+            verify_objects(&paths, Some(&progress)),
+            verify_pool(&store, Some(&progress)),
+        )
     });
+    let pool = pool.map_err(from_promote)?;
     let corrupt = results.iter().filter(|r| !r.ok).count();
+    let repaired = if args.repair && (corrupt > 0 || !pool.corrupt.is_empty()) {
+        Some(repair(&store, &results, &pool).map_err(from_promote)?)
+    } else {
+        None
+    };
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "objects": results, "checked": results.len(), "corrupt": corrupt })
+            serde_json::json!({
+                "objects": results,
+                "checked": results.len(),
+                "corrupt": corrupt,
+                "pool": { "checked": pool.checked, "corrupt": pool.corrupt },
+                "repair": repaired,
+            })
         );
     } else {
         for r in &results {
@@ -52,22 +73,54 @@ fn verify(args: VerifyArgs) -> CliResult {
             for d in &r.differences {
                 println!("  {d}");
             }
+            if r.more_differences > 0 {
+                println!("  ... and {} more difference(s)", r.more_differences);
+            }
+        }
+        for p in &pool.corrupt {
+            println!("CORRUPT {}", p.path.display());
+            println!("  {}", p.message);
         }
         if !args.quiet {
-            println!("{} object(s) checked, {corrupt} corrupt", results.len());
+            println!(
+                "{} object(s) checked, {corrupt} corrupt; {} pool entr{} checked, {} corrupt",
+                results.len(),
+                pool.checked,
+                if pool.checked == 1 { "y" } else { "ies" },
+                pool.corrupt.len()
+            );
+        }
+        if let Some(r) = &repaired {
+            for (what, paths) in [
+                ("object", &r.removed_objects),
+                ("pool entry", &r.removed_pool_entries),
+                ("result bundle", &r.removed_bundles),
+            ] {
+                for p in paths {
+                    println!("removed {what} {}", p.display());
+                }
+            }
         }
     }
-    if corrupt > 0 {
+    if repaired.is_some() {
+        eprintln!("fruix: removed what was corrupt; promote the affected result roots again (`fruix native-build promote RESULT_ROOT`) to recreate their objects");
+        return Ok(Status::Success);
+    }
+    if corrupt > 0 || !pool.corrupt.is_empty() {
         return Err(CliError::new(
             Status::PromotionFailure,
-            anyhow::anyhow!("{corrupt} corrupt store object(s); remove them (chmod -R u+w first) and promote again"),
+            anyhow::anyhow!(
+                "{corrupt} corrupt store object(s) and {} corrupt pool entr{}; run `fruix store verify --repair` to remove them, then promote the affected result roots again",
+                pool.corrupt.len(),
+                if pool.corrupt.len() == 1 { "y" } else { "ies" }
+            ),
         ));
     }
     Ok(Status::Success)
 }
 
 fn list(args: ListArgs) -> CliResult {
-    let store = Store::open(&args.store.store).map_err(from_promote)?;
+    let store = Store::open_existing(&args.store.store).map_err(from_promote)?;
     let objects = list_store(&store).map_err(from_promote)?;
     if args.json {
         println!(

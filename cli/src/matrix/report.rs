@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fruix_core::matrix::agreement::{compare, diff_manifests, FileDifference};
-use fruix_promote::object::read_store_manifest;
+use fruix_promote::check::read_store_manifest;
 
 use super::plan::MatrixPlan;
 use super::runner::{CellRecord, CellStatus, PromotedArtifact};

@@ -23,18 +23,20 @@
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
+
+mod walk;
+pub use walk::{
+    changed, hash_file, open_beneath, open_dir, stat, walk, walk_fd, with_buffer, FileDigest,
+    OpenFile, Progress, ReadFile, WalkOptions, Walked, MAX_DEPTH, MAX_PATH_BYTES, READ_BUFFER,
+};
 
 /// The first line of every fruix manifest.
 pub const MANIFEST_HEADER: &str = "#mtree v2.0\n";
@@ -262,235 +264,6 @@ pub fn decode(word: &str) -> std::result::Result<Vec<u8>, String> {
 pub fn path_order(a: &[u8], b: &[u8]) -> Ordering {
     let key = |c: &u8| if *c == b'/' { 0 } else { *c };
     a.iter().map(key).cmp(b.iter().map(key))
-}
-
-/// Counters a walk updates as it hashes, for progress displays.
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub files: AtomicU64,
-    pub bytes: AtomicU64,
-}
-
-impl Progress {
-    fn add(&self, bytes: u64) {
-        self.files.fetch_add(1, AtomicOrdering::Relaxed);
-        self.bytes.fetch_add(bytes, AtomicOrdering::Relaxed);
-    }
-}
-
-/// An entry as walked, with where it is on disk and what `lstat` said.
-#[derive(Debug)]
-pub struct Walked {
-    pub entry: Entry,
-    pub full_path: PathBuf,
-    pub metadata: fs::Metadata,
-}
-
-/// Options for [`walk`].
-#[derive(Default)]
-pub struct WalkOptions<'a> {
-    /// Names at the top of the tree to leave out (store object metadata files).
-    pub skip_top_level: &'a [&'a str],
-    /// Counters to update while hashing.
-    pub progress: Option<&'a Progress>,
-    /// Compute file digests (true) or leave them zero (structure-only walks).
-    pub skip_digests: bool,
-    /// Setuid/setgid/sticky bits recorded for entries (by path relative to
-    /// the root) instead of carried on disk; see [`crate::special_modes`].
-    pub extra_modes: Option<&'a std::collections::HashMap<Vec<u8>, u32>>,
-}
-
-const BATCH_ENTRIES: usize = 2048;
-const BATCH_BYTES: u64 = 128 << 20;
-
-/// Walks `root` in path order, hashing files in parallel, and calls `visit`
-/// for every entry in order. Never follows a symlink.
-pub fn walk(
-    root: &Path,
-    options: &WalkOptions<'_>,
-    mut visit: impl FnMut(&Walked) -> Result<()>,
-) -> Result<()> {
-    let root_meta = fs::symlink_metadata(root).with_path("inspect", root)?;
-    if !root_meta.is_dir() {
-        return Err(Error::UnsafePath {
-            path: root.to_path_buf(),
-            message: "is not a directory (a tree root must be a real directory, not a symlink)"
-                .into(),
-        });
-    }
-    let mut walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))
-        .into_iter()
-        .filter_entry(|e| {
-            !(e.depth() == 1
-                && options
-                    .skip_top_level
-                    .iter()
-                    .any(|n| e.file_name().as_bytes() == n.as_bytes()))
-        });
-    // Walking the next batch (directory reads and lstat, one thread) overlaps
-    // with hashing the current one (every core).
-    let mut current = next_batch(root, options, &mut walker)?;
-    while !current.is_empty() {
-        let (hashed, next) = rayon::join(
-            || hash_batch(current, options),
-            || next_batch(root, options, &mut walker),
-        );
-        for w in hashed? {
-            visit(&w)?;
-        }
-        current = next?;
-    }
-    Ok(())
-}
-
-/// The next entries of the walk, up to a batch's worth of entries or bytes.
-fn next_batch(
-    root: &Path,
-    options: &WalkOptions<'_>,
-    walker: &mut impl Iterator<Item = walkdir::Result<walkdir::DirEntry>>,
-) -> Result<Vec<Walked>> {
-    let mut batch = Vec::with_capacity(BATCH_ENTRIES);
-    let mut batch_bytes = 0u64;
-    for item in walker.by_ref() {
-        let item = item.map_err(|e| walk_error(root, e))?;
-        let metadata = item.metadata().map_err(|e| walk_error(root, e))?;
-        let full_path = item.path().to_path_buf();
-        let relative = item
-            .path()
-            .strip_prefix(root)
-            .expect("walked paths are under the root");
-        let mut entry =
-            entry_from_metadata(relative.as_os_str().as_bytes(), &full_path, &metadata)?;
-        if let Some(bits) = options.extra_modes.and_then(|m| m.get(&entry.path)) {
-            if !matches!(entry.kind, EntryKind::Symlink { .. }) {
-                entry.mode |= bits & SPECIAL_BITS;
-            }
-        }
-        batch_bytes += entry.size();
-        batch.push(Walked {
-            entry,
-            full_path,
-            metadata,
-        });
-        if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
-            break;
-        }
-    }
-    Ok(batch)
-}
-
-fn walk_error(root: &Path, e: walkdir::Error) -> Error {
-    let path = e.path().unwrap_or(root).to_path_buf();
-    if e.loop_ancestor().is_some() {
-        return Error::UnsafePath {
-            path,
-            message: "filesystem loop".into(),
-        };
-    }
-    let io = e
-        .into_io_error()
-        .unwrap_or_else(|| io::Error::other("walk failed"));
-    Error::io("read", path, io)
-}
-
-fn entry_from_metadata(relative: &[u8], full: &Path, meta: &fs::Metadata) -> Result<Entry> {
-    let ft = meta.file_type();
-    let kind = if ft.is_dir() {
-        EntryKind::Directory
-    } else if ft.is_file() {
-        EntryKind::File {
-            size: meta.len(),
-            sha256: [0; 32],
-        }
-    } else if ft.is_symlink() {
-        let target = fs::read_link(full).with_path("read symlink", full)?;
-        EntryKind::Symlink {
-            target: target.as_os_str().as_bytes().to_vec(),
-        }
-    } else {
-        let kind = if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_socket() {
-            "a socket"
-        } else if ft.is_block_device() {
-            "a block device"
-        } else {
-            "a character device"
-        };
-        return Err(Error::UnsupportedFileType {
-            path: full.to_path_buf(),
-            kind,
-        });
-    };
-    let mode = match kind {
-        EntryKind::Symlink { .. } => 0,
-        _ => canonical_mode(ft.is_dir(), meta.mode()),
-    };
-    Ok(Entry {
-        path: relative.to_vec(),
-        mode,
-        kind,
-    })
-}
-
-/// Fills in the digests of a batch's files, on every core.
-fn hash_batch(mut batch: Vec<Walked>, options: &WalkOptions<'_>) -> Result<Vec<Walked>> {
-    if !options.skip_digests {
-        batch.par_iter_mut().try_for_each(|w| {
-            if let EntryKind::File { sha256, size } = &mut w.entry.kind {
-                *sha256 = hash_file(&w.full_path, &w.metadata)?;
-                if let Some(p) = options.progress {
-                    p.add(*size);
-                }
-            }
-            Ok::<(), Error>(())
-        })?;
-    }
-    Ok(batch)
-}
-
-/// Opens a regular file for reading without following a symlink, and checks it
-/// is still the file `expected` described.
-pub fn open_regular(path: &Path, expected: &fs::Metadata) -> Result<File> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .with_path("open", path)?;
-    let now = file.metadata().with_path("inspect", path)?;
-    if !now.is_file() || now.ino() != expected.ino() || now.dev() != expected.dev() {
-        return Err(Error::UnsafePath {
-            path: path.to_path_buf(),
-            message: "was replaced while being read; make sure nothing writes to the tree during promotion".into(),
-        });
-    }
-    Ok(file)
-}
-
-thread_local! {
-    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 << 10]);
-}
-
-/// SHA-256 of a regular file, read without following symlinks.
-pub fn hash_file(path: &Path, expected: &fs::Metadata) -> Result<[u8; 32]> {
-    let mut file = open_regular(path, expected)?;
-    let mut hasher = Sha256::new();
-    BUFFER.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        loop {
-            let n = match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("read", path, e)),
-            };
-            hasher.update(&buf[..n]);
-        }
-        Ok(())
-    })?;
-    Ok(hasher.finalize().into())
 }
 
 /// Accumulates manifest lines: hashes the canonical form into the signature
@@ -772,6 +545,7 @@ pub fn diff_entries<'a>(
 mod tests {
     use super::*;
     use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn make_tree(root: &Path, reversed: bool) {

@@ -1,0 +1,621 @@
+//! Walking a tree through directory descriptors, in path order, without ever
+//! following a symlink.
+//!
+//! The root is opened with `O_NOFOLLOW | O_DIRECTORY`; every entry below it is
+//! opened relative to its parent directory's descriptor with `O_NOFOLLOW`
+//! (and `O_NONBLOCK`, so that a FIFO swapped in never blocks), and its type is
+//! checked with `fstat` on the descriptor that was opened. A name listed as a
+//! directory that is a symlink by the time it is opened fails the walk as
+//! changed: the walk never descends through a symlink, whatever happens to
+//! the tree while it runs.
+//!
+//! Each regular file is opened once and handed to a [`ReadFile`] callback,
+//! which reads it once: [`hash_file`] only hashes it; promotion hashes the
+//! bytes as it writes them into the store, so that what is stored is exactly
+//! what was hashed. A file is read up to the size it had when it was opened;
+//! one that grows meanwhile fails the walk as changed.
+//!
+//! Directories are listed completely, their names sorted bytewise, and walked
+//! depth first, which is path order (see [`super::path_order`]). Memory is
+//! bounded by the directories on the current path (one sorted list of names
+//! per level) and one batch of entries, never by the size of the tree. Files
+//! are read on every core (rayon), one bounded batch at a time, while the next
+//! batch is listed.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use sha2::{Digest, Sha256};
+
+use super::{canonical_mode, Entry, EntryKind, SPECIAL_BITS};
+use crate::error::{Error, Result};
+
+/// Deepest directory nesting a walk accepts below its root.
+pub const MAX_DEPTH: usize = 256;
+
+/// Longest path (bytes, relative to the root) and symlink target a walk accepts.
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Entries per batch handed to the readers.
+const BATCH_ENTRIES: usize = 1024;
+/// File bytes per batch.
+const BATCH_BYTES: u64 = 128 << 20;
+/// Directories opened per batch (each holds a descriptor until its files are read).
+const BATCH_DIRS: usize = 128;
+
+/// Size of the per-thread read buffer.
+pub const READ_BUFFER: usize = 256 << 10;
+
+/// Counters a walk updates as it reads, for progress displays.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl Progress {
+    /// Counts one file of `bytes` bytes.
+    pub fn add(&self, bytes: u64) {
+        self.files.fetch_add(1, AtomicOrdering::Relaxed);
+        self.bytes.fetch_add(bytes, AtomicOrdering::Relaxed);
+    }
+}
+
+/// An entry as walked.
+#[derive(Debug, Clone)]
+pub struct Walked {
+    pub entry: Entry,
+    /// Modification time of files and directories (seconds); 0 for symlinks.
+    pub mtime: i64,
+}
+
+/// A regular file the walk opened, handed to a [`ReadFile`].
+pub struct OpenFile<'a> {
+    /// Open for reading; its type was checked on this descriptor.
+    pub file: File,
+    /// Path relative to the tree root.
+    pub path: &'a [u8],
+    /// Size when it was opened; reading past it means the file grew.
+    pub size: u64,
+    /// Canonical mode (with recorded special bits).
+    pub mode: u32,
+    root: &'a Path,
+}
+
+impl OpenFile<'_> {
+    /// Where the file is, for messages.
+    pub fn full_path(&self) -> PathBuf {
+        self.root.join(OsStr::from_bytes(self.path))
+    }
+
+    /// Reads the next piece into `buf` (interrupted reads retried). `read_so_far`
+    /// is what was read before; a file longer than its size at open fails as
+    /// changed, so a file that keeps growing cannot keep the walk reading.
+    pub fn read_piece(&mut self, buf: &mut [u8], read_so_far: u64) -> Result<usize> {
+        loop {
+            match self.file.read(buf) {
+                Ok(n) if read_so_far + n as u64 > self.size => {
+                    return Err(changed(self.full_path(), "grew while it was being read"))
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read", self.full_path(), e)),
+            }
+        }
+    }
+}
+
+/// What reading a file found: the bytes read and their SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileDigest {
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+/// Reads one opened file once and returns the digest of what it read. Called
+/// on any thread.
+pub type ReadFile<'a> = dyn Fn(&mut OpenFile<'_>) -> Result<FileDigest> + Sync + 'a;
+
+thread_local! {
+    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_BUFFER]);
+}
+
+/// Runs `f` with this thread's read buffer.
+pub fn with_buffer<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    BUFFER.with(|b| f(&mut b.borrow_mut()))
+}
+
+/// The [`ReadFile`] that only hashes.
+pub fn hash_file(file: &mut OpenFile<'_>) -> Result<FileDigest> {
+    with_buffer(|buf| {
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        loop {
+            let n = file.read_piece(buf, size)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok(FileDigest {
+            size,
+            sha256: hasher.finalize().into(),
+        })
+    })
+}
+
+/// Options for [`walk`].
+#[derive(Default)]
+pub struct WalkOptions<'a> {
+    /// Names at the top of the tree to leave out (store object metadata files).
+    pub skip_top_level: &'a [&'a str],
+    /// Counters to update while reading.
+    pub progress: Option<&'a Progress>,
+    /// Leave file digests zero and never open files: a structural walk
+    /// (types, sizes, modes, times, symlink targets).
+    pub skip_digests: bool,
+    /// Setuid/setgid/sticky bits recorded for entries (by path relative to
+    /// the root) instead of carried on disk; see [`crate::special_modes`].
+    pub extra_modes: Option<&'a std::collections::HashMap<Vec<u8>, u32>>,
+    /// Reads each regular file; [`hash_file`] when `None`.
+    pub read_file: Option<&'a ReadFile<'a>>,
+}
+
+/// Walks the tree at `root` in path order and calls `visit` for every entry,
+/// in order, the root first (with an empty path). `root` itself must be a
+/// directory, not a symlink.
+pub fn walk(
+    root: &Path,
+    options: &WalkOptions<'_>,
+    visit: impl FnMut(&Walked) -> Result<()>,
+) -> Result<()> {
+    walk_fd(open_dir(root)?, root, options, visit)
+}
+
+/// Like [`walk`], for a directory already open (for example through
+/// [`open_beneath`]); `root` names it in messages.
+pub fn walk_fd(
+    dir: OwnedFd,
+    root: &Path,
+    options: &WalkOptions<'_>,
+    mut visit: impl FnMut(&Walked) -> Result<()>,
+) -> Result<()> {
+    let mut producer = Producer::start(dir, root, options)?;
+    let mut current = producer.next_batch()?;
+    while !current.is_empty() {
+        let (read, next) = rayon::join(
+            || read_batch(current, root, options),
+            || producer.next_batch(),
+        );
+        for w in read? {
+            visit(&w)?;
+        }
+        current = next?;
+    }
+    Ok(())
+}
+
+/// Opens directory `path` for walking, refusing a symlink.
+pub fn open_dir(path: &Path) -> Result<OwnedFd> {
+    rfs::open(path, dir_flags(), Mode::empty()).map_err(|e| open_dir_error(path, e))
+}
+
+/// Opens `relative` (slash-separated components) beneath the open directory
+/// `root`, one component at a time, each with `O_NOFOLLOW | O_DIRECTORY`: no
+/// symlink anywhere on the way is followed. `root_path` names `root` in messages.
+pub fn open_beneath(root: &OwnedFd, root_path: &Path, relative: &str) -> Result<OwnedFd> {
+    let mut path = root_path.to_path_buf();
+    let mut current: Option<OwnedFd> = None;
+    for component in relative.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        path.push(component);
+        if component == ".." {
+            return Err(Error::UnsafePath {
+                path,
+                message: "path leaves its root (`..`); give a path inside it".into(),
+            });
+        }
+        let parent = current.as_ref().unwrap_or(root);
+        let fd = rfs::openat(parent, component, dir_flags(), Mode::empty())
+            .map_err(|e| open_dir_error(&path, e))?;
+        current = Some(fd);
+    }
+    match current {
+        Some(fd) => Ok(fd),
+        None => rfs::openat(root, ".", dir_flags(), Mode::empty())
+            .map_err(|e| open_dir_error(root_path, e)),
+    }
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+fn open_dir_error(path: &Path, e: rustix::io::Errno) -> Error {
+    match e {
+        rustix::io::Errno::LOOP => Error::UnsafePath {
+            path: path.to_path_buf(),
+            message: "is a symlink; fruix never follows symlinks in a tree it reads".into(),
+        },
+        rustix::io::Errno::NOTDIR => Error::UnsafePath {
+            path: path.to_path_buf(),
+            message: match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    "is a symlink; fruix never follows symlinks in a tree it reads".into()
+                }
+                _ => "is not a directory".into(),
+            },
+        },
+        e => Error::io("open", path, e.into()),
+    }
+}
+
+/// The fields of a `stat` the walk uses, as fixed-width numbers (their C
+/// types differ between Linux and FreeBSD).
+#[allow(clippy::unnecessary_cast)]
+pub mod stat {
+    use rustix::fs::{FileType, Stat};
+
+    /// Permission and special bits.
+    pub fn mode(st: &Stat) -> u32 {
+        st.st_mode as u32 & 0o7777
+    }
+    /// The file type.
+    pub fn file_type(st: &Stat) -> FileType {
+        FileType::from_raw_mode(st.st_mode as _)
+    }
+    /// Size in bytes.
+    pub fn size(st: &Stat) -> u64 {
+        st.st_size as u64
+    }
+    /// Modification time, seconds.
+    pub fn mtime(st: &Stat) -> i64 {
+        st.st_mtime as i64
+    }
+    /// Hard link count.
+    pub fn nlink(st: &Stat) -> u64 {
+        st.st_nlink as u64
+    }
+}
+
+/// A failure because the tree changed under the walk.
+pub fn changed(path: PathBuf, what: &str) -> Error {
+    Error::UnsafePath {
+        path,
+        message: format!(
+            "{what}: the tree changed while fruix was reading it; make sure nothing writes to it, then try again"
+        ),
+    }
+}
+
+/// One directory being walked.
+struct Frame {
+    fd: Arc<OwnedFd>,
+    /// Path relative to the root ("" for the root).
+    path: Vec<u8>,
+    depth: usize,
+    names: std::vec::IntoIter<(CString, FileType)>,
+}
+
+/// An entry of a batch: complete, or a file still to be opened and read.
+enum Pending {
+    Ready(Walked),
+    File {
+        parent: Arc<OwnedFd>,
+        name: CString,
+        path: Vec<u8>,
+    },
+}
+
+/// Lists the tree depth first, one batch at a time (one thread).
+struct Producer<'a> {
+    root: &'a Path,
+    options: &'a WalkOptions<'a>,
+    stack: Vec<Frame>,
+    root_entry: Option<Walked>,
+}
+
+impl<'a> Producer<'a> {
+    fn start(dir: OwnedFd, root: &'a Path, options: &'a WalkOptions<'a>) -> Result<Self> {
+        let stat = rfs::fstat(&dir).map_err(|e| Error::io("inspect", root, e.into()))?;
+        let mut producer = Producer {
+            root,
+            options,
+            stack: Vec::new(),
+            root_entry: None,
+        };
+        let entry = producer.dir_entry(Vec::new(), &stat);
+        producer.push_dir(dir, Vec::new(), 0)?;
+        producer.root_entry = Some(entry);
+        Ok(producer)
+    }
+
+    fn full(&self, relative: &[u8]) -> PathBuf {
+        if relative.is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(OsStr::from_bytes(relative))
+        }
+    }
+
+    fn extra_bits(&self, path: &[u8]) -> u32 {
+        self.options
+            .extra_modes
+            .and_then(|m| m.get(path))
+            .map_or(0, |bits| bits & SPECIAL_BITS)
+    }
+
+    fn dir_entry(&self, path: Vec<u8>, st: &rfs::Stat) -> Walked {
+        let mode = canonical_mode(true, stat::mode(st)) | self.extra_bits(&path);
+        Walked {
+            entry: Entry {
+                path,
+                mode,
+                kind: EntryKind::Directory,
+            },
+            mtime: stat::mtime(st),
+        }
+    }
+
+    /// Lists directory `fd` and pushes it for walking.
+    fn push_dir(&mut self, fd: OwnedFd, path: Vec<u8>, depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(Error::UnsafePath {
+                path: self.full(&path),
+                message: format!(
+                    "is nested deeper than {MAX_DEPTH} directories below the root; fruix refuses deeper trees"
+                ),
+            });
+        }
+        let mut names = Vec::new();
+        let listing =
+            rfs::Dir::read_from(&fd).map_err(|e| Error::io("read", self.full(&path), e.into()))?;
+        for item in listing {
+            let item = item.map_err(|e| Error::io("read", self.full(&path), e.into()))?;
+            let name = item.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            if depth == 0
+                && self
+                    .options
+                    .skip_top_level
+                    .iter()
+                    .any(|n| n.as_bytes() == name.to_bytes())
+            {
+                continue;
+            }
+            names.push((name.to_owned(), item.file_type()));
+        }
+        names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        self.stack.push(Frame {
+            fd: Arc::new(fd),
+            path,
+            depth,
+            names: names.into_iter(),
+        });
+        Ok(())
+    }
+
+    /// The next batch of entries, in path order; empty at the end.
+    fn next_batch(&mut self) -> Result<Vec<Pending>> {
+        let mut batch = Vec::with_capacity(BATCH_ENTRIES);
+        if let Some(root) = self.root_entry.take() {
+            batch.push(Pending::Ready(root));
+        }
+        let (mut bytes, mut dirs) = (0u64, 0usize);
+        while batch.len() < BATCH_ENTRIES && bytes < BATCH_BYTES && dirs < BATCH_DIRS {
+            let Some(frame) = self.stack.last_mut() else {
+                break;
+            };
+            let Some((name, file_type)) = frame.names.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let (parent, depth) = (Arc::clone(&frame.fd), frame.depth);
+            let mut path = frame.path.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name.to_bytes());
+            if path.len() > MAX_PATH_BYTES {
+                return Err(Error::UnsafePath {
+                    path: self.full(&path),
+                    message: format!(
+                        "path is longer than {MAX_PATH_BYTES} bytes; fruix refuses longer paths"
+                    ),
+                });
+            }
+            match self.entry(&parent, name, file_type, path, depth)? {
+                Some(p @ Pending::File { .. }) => {
+                    batch.push(p);
+                }
+                Some(Pending::Ready(w)) => {
+                    if let EntryKind::File { size, .. } = w.entry.kind {
+                        bytes += size;
+                    }
+                    if matches!(w.entry.kind, EntryKind::Directory) {
+                        dirs += 1;
+                    }
+                    batch.push(Pending::Ready(w));
+                }
+                None => {}
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Handles one listed name. Directories are opened and pushed here.
+    fn entry(
+        &mut self,
+        parent: &Arc<OwnedFd>,
+        name: CString,
+        file_type: FileType,
+        path: Vec<u8>,
+        depth: usize,
+    ) -> Result<Option<Pending>> {
+        let file_type = match file_type {
+            FileType::Unknown => {
+                let stat = rfs::statat(&**parent, &name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| Error::io("inspect", self.full(&path), e.into()))?;
+                stat::file_type(&stat)
+            }
+            known => known,
+        };
+        match file_type {
+            FileType::Directory => {
+                let fd = rfs::openat(&**parent, &name, dir_flags(), Mode::empty()).map_err(
+                    |e| match e {
+                        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => changed(
+                            self.full(&path),
+                            "listed as a directory, it is no longer one",
+                        ),
+                        e => Error::io("open", self.full(&path), e.into()),
+                    },
+                )?;
+                let stat = rfs::fstat(&fd)
+                    .map_err(|e| Error::io("inspect", self.full(&path), e.into()))?;
+                let walked = self.dir_entry(path.clone(), &stat);
+                self.push_dir(fd, path, depth + 1)?;
+                Ok(Some(Pending::Ready(walked)))
+            }
+            FileType::Symlink => {
+                let target =
+                    rfs::readlinkat(&**parent, &name, Vec::new()).map_err(|e| match e {
+                        rustix::io::Errno::INVAL => {
+                            changed(self.full(&path), "listed as a symlink, it is no longer one")
+                        }
+                        e => Error::io("read symlink", self.full(&path), e.into()),
+                    })?;
+                let target = target.into_bytes();
+                if target.len() > MAX_PATH_BYTES {
+                    return Err(Error::UnsafePath {
+                        path: self.full(&path),
+                        message: format!("symlink target is longer than {MAX_PATH_BYTES} bytes"),
+                    });
+                }
+                Ok(Some(Pending::Ready(Walked {
+                    entry: Entry {
+                        path,
+                        mode: 0,
+                        kind: EntryKind::Symlink { target },
+                    },
+                    mtime: 0,
+                })))
+            }
+            FileType::RegularFile if self.options.skip_digests => {
+                let stat = rfs::statat(&**parent, &name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| Error::io("inspect", self.full(&path), e.into()))?;
+                if stat::file_type(&stat) != FileType::RegularFile {
+                    return Err(changed(
+                        self.full(&path),
+                        "listed as a file, it is no longer one",
+                    ));
+                }
+                let mode = canonical_mode(false, stat::mode(&stat)) | self.extra_bits(&path);
+                Ok(Some(Pending::Ready(Walked {
+                    entry: Entry {
+                        path,
+                        mode,
+                        kind: EntryKind::File {
+                            size: stat::size(&stat),
+                            sha256: [0; 32],
+                        },
+                    },
+                    mtime: stat::mtime(&stat),
+                })))
+            }
+            FileType::RegularFile => Ok(Some(Pending::File {
+                parent: Arc::clone(parent),
+                name,
+                path,
+            })),
+            other => Err(unsupported(self.full(&path), other)),
+        }
+    }
+}
+
+fn unsupported(path: PathBuf, file_type: FileType) -> Error {
+    let kind = match file_type {
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::BlockDevice => "a block device",
+        FileType::CharacterDevice => "a character device",
+        _ => "an unknown file type",
+    };
+    Error::UnsupportedFileType { path, kind }
+}
+
+/// Opens and reads a batch's files on every core; other entries pass through.
+fn read_batch(batch: Vec<Pending>, root: &Path, options: &WalkOptions<'_>) -> Result<Vec<Walked>> {
+    batch
+        .into_par_iter()
+        .map(|p| match p {
+            Pending::Ready(w) => Ok(w),
+            Pending::File { parent, name, path } => read_one(&parent, &name, path, root, options),
+        })
+        .collect()
+}
+
+fn read_one(
+    parent: &OwnedFd,
+    name: &CStr,
+    path: Vec<u8>,
+    root: &Path,
+    options: &WalkOptions<'_>,
+) -> Result<Walked> {
+    let full = || root.join(OsStr::from_bytes(&path));
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = rfs::openat(parent.as_fd(), name, flags, Mode::empty()).map_err(|e| match e {
+        rustix::io::Errno::LOOP => changed(full(), "listed as a file, it is now a symlink"),
+        e => Error::io("open", full(), e.into()),
+    })?;
+    let stat = rfs::fstat(&fd).map_err(|e| Error::io("inspect", full(), e.into()))?;
+    match stat::file_type(&stat) {
+        FileType::RegularFile => {}
+        FileType::Directory => {
+            return Err(changed(full(), "listed as a file, it is now a directory"))
+        }
+        other => return Err(unsupported(full(), other)),
+    }
+    let extra = options
+        .extra_modes
+        .and_then(|m| m.get(&path))
+        .map_or(0, |bits| bits & SPECIAL_BITS);
+    let mode = canonical_mode(false, stat::mode(&stat)) | extra;
+    let mut open = OpenFile {
+        file: File::from(fd),
+        path: &path,
+        size: stat::size(&stat),
+        mode,
+        root,
+    };
+    let digest = match options.read_file {
+        Some(read) => read(&mut open)?,
+        None => hash_file(&mut open)?,
+    };
+    drop(open);
+    if let Some(p) = options.progress {
+        p.add(digest.size);
+    }
+    Ok(Walked {
+        entry: Entry {
+            path,
+            mode,
+            kind: EntryKind::File {
+                size: digest.size,
+                sha256: digest.sha256,
+            },
+        },
+        mtime: stat::mtime(&stat),
+    })
+}

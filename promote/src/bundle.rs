@@ -1,0 +1,255 @@
+//! Result bundles: one per promotion, naming the run's artifact objects.
+//!
+//! A bundle `<hash>-fruix-native-build-result-<version>-<executor>` holds the
+//! whole promotion metadata (`.fruix-native-build-result.scm`, whose hash
+//! names it), `.references`, and `artifacts/<name>` symlinks to the artifact
+//! objects. This module writes, reads and checks bundles.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use lexpr::Value;
+
+use fruix_core::error::IoContext;
+use fruix_core::promotion::{base_value, policy_value_with, source_value, PromotionMetadata};
+use fruix_core::sexp::{self, field, string_field, Writer};
+
+use crate::check::read_object_file;
+use crate::error::{Error, Result};
+use crate::object::{object_hash, references_text, store_name};
+use crate::pipeline::ArtifactReport;
+use crate::store::{
+    set_mode, set_mtime, Store, TempObject, OBJECT_METADATA_FILE, REFERENCES_FILE,
+    RESULT_METADATA_FILE,
+};
+
+/// Head symbol of a result bundle's metadata.
+pub const RESULT_HEAD: &str = "fruix-native-build-result";
+
+/// The store paths among `candidates` (see [`is_store_path`]).
+pub(crate) fn store_references(candidates: &[&str]) -> Vec<String> {
+    candidates
+        .iter()
+        .filter(|p| is_store_path(p))
+        .map(|p| p.to_string())
+        .collect()
+}
+
+/// Whether `path` names a store object: an absolute path whose last component
+/// starts with 40 hex digits and a dash.
+pub fn is_store_path(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or("");
+    path.starts_with('/')
+        && name.len() > 41
+        && name.as_bytes()[40] == b'-'
+        && name[..40].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The bundle's metadata text.
+pub fn bundle_text(m: &PromotionMetadata, artifacts: &BTreeMap<String, ArtifactReport>) -> String {
+    let mut w = Writer::new(RESULT_HEAD);
+    w.field(field("format-version", [Value::from(1)]));
+    w.field(string_field("executor", &m.executor));
+    w.field(string_field("executor-version", &m.executor_version));
+    w.field(string_field("run-id", &m.run_id));
+    w.field(string_field("guest-host-name", &m.guest_host_name));
+    if let Some(p) = &m.closure_path {
+        w.field(string_field("closure-path", p));
+    }
+    if let Some(p) = &m.development_profile_path {
+        w.field(string_field("development-profile-path", p));
+    }
+    w.field(base_value(&m.freebsd_base));
+    w.field(source_value(&m.source_store));
+    w.field(policy_value_with(&m.build_policy, true));
+    w.list_field(
+        "artifacts",
+        m.artifacts.iter().map(|a| {
+            let r = &artifacts[&a.name];
+            let mut items = vec![
+                field("name", [Value::symbol(a.name.as_str())]),
+                string_field("store-path", &r.store_path.to_string_lossy()),
+                string_field("tree-signature", r.tree_signature.as_str()),
+                string_field("probe", &a.probe),
+            ];
+            if let Some(sha) = &r.probe_sha256 {
+                items.push(string_field("probe-sha256", sha));
+            }
+            field("artifact", items)
+        }),
+    );
+    w.finish()
+}
+
+/// The run's result bundle, planned.
+pub(crate) struct PlannedBundle {
+    pub(crate) name: String,
+    text: String,
+    references: String,
+}
+
+pub(crate) fn plan_bundle(
+    m: &PromotionMetadata,
+    artifacts: &BTreeMap<String, ArtifactReport>,
+) -> PlannedBundle {
+    let text = bundle_text(m, artifacts);
+    let name = store_name(
+        &object_hash(&text),
+        "native-build-result",
+        &m.freebsd_base.version,
+        &m.executor,
+    );
+    let mut referenced: Vec<String> = artifacts
+        .values()
+        .map(|a| a.store_path.to_string_lossy().into_owned())
+        .collect();
+    referenced.extend(store_references(&[
+        m.source_store.path.as_str(),
+        m.closure_path.as_deref().unwrap_or(""),
+        m.development_profile_path.as_deref().unwrap_or(""),
+    ]));
+    PlannedBundle {
+        name,
+        text,
+        references: references_text(referenced),
+    }
+}
+
+/// Checks an existing bundle, or builds it in a temporary directory. The
+/// caller holds its lock.
+pub(crate) fn prepare_bundle(
+    store: &Store,
+    bundle: &PlannedBundle,
+    artifacts: &BTreeMap<String, ArtifactReport>,
+) -> Result<Option<(TempObject, String)>> {
+    let path = store.path().join(&bundle.name);
+    if path.symlink_metadata().is_ok() {
+        check_bundle(&path)?;
+        return Ok(None);
+    }
+    let temp = store.temp_dir(&bundle.name)?;
+    let dir = temp.path();
+    let links = dir.join("artifacts");
+    std::fs::create_dir(&links).with_path("create", &links)?;
+    for (artifact, report) in artifacts {
+        let link = links.join(artifact);
+        symlink(&report.store_path, &link).with_path("create symlink", &link)?;
+        set_mtime(&link)?;
+    }
+    set_mode(&links, 0o555)?;
+    set_mtime(&links)?;
+    for (file, content) in [
+        (RESULT_METADATA_FILE, bundle.text.as_str()),
+        (REFERENCES_FILE, bundle.references.as_str()),
+    ] {
+        let p = dir.join(file);
+        std::fs::write(&p, content).with_path("write", &p)?;
+        set_mode(&p, 0o444)?;
+        set_mtime(&p)?;
+    }
+    Ok(Some((temp, bundle.name.clone())))
+}
+
+/// Checks a result bundle: metadata hash matches the name, `artifacts/*`
+/// symlinks point at the declared store paths, which exist.
+pub fn check_bundle(bundle: &Path) -> Result<()> {
+    let inconsistent = |message: String| Error::Inconsistent {
+        object: bundle.to_path_buf(),
+        message,
+    };
+    let meta_path = bundle.join(RESULT_METADATA_FILE);
+    let text = read_object_file(bundle, RESULT_METADATA_FILE)?;
+    let name = bundle
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !name.starts_with(&object_hash(&text)) {
+        return Err(inconsistent(
+            "its metadata does not hash to its name".into(),
+        ));
+    }
+    let declared = read_bundle_text(&meta_path, &text)?;
+    for BundleArtifact {
+        name: artifact,
+        store_path,
+        ..
+    } in declared.artifacts
+    {
+        let link = bundle.join("artifacts").join(&artifact);
+        let target = fs::read_link(&link).with_path("read symlink", &link)?;
+        if target != Path::new(&store_path) {
+            return Err(inconsistent(format!(
+                "artifacts/{artifact} points to {}, not {store_path}",
+                target.display()
+            )));
+        }
+        let object_metadata = Path::new(&store_path).join(OBJECT_METADATA_FILE);
+        if !fs::symlink_metadata(&object_metadata).is_ok_and(|m| m.is_file()) {
+            return Err(inconsistent(format!(
+                "artifact object {store_path} is missing"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a result bundle says about one artifact.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BundleArtifact {
+    pub name: String,
+    pub store_path: String,
+    pub tree_signature: String,
+}
+
+/// The parts of a result bundle's metadata that tools look at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BundleSummary {
+    pub executor: String,
+    pub version: String,
+    pub run_id: String,
+    pub artifacts: Vec<BundleArtifact>,
+}
+
+/// Reads a result bundle's `.fruix-native-build-result.scm`.
+pub fn read_bundle(bundle: &Path) -> Result<BundleSummary> {
+    let text = read_object_file(bundle, RESULT_METADATA_FILE)?;
+    read_bundle_text(&bundle.join(RESULT_METADATA_FILE), &text)
+}
+
+fn read_bundle_text(path: &Path, text: &str) -> Result<BundleSummary> {
+    let summary = sexp::read_record(path, text, RESULT_HEAD, |r| {
+        let mut artifacts = Vec::new();
+        for mut c in r.children("artifacts", "artifact")? {
+            artifacts.push(BundleArtifact {
+                name: c.name("name")?,
+                store_path: c.string("store-path")?,
+                tree_signature: c.string("tree-signature")?,
+            });
+            c.string("probe")?;
+            c.opt_string("probe-sha256")?;
+            c.finish()?;
+        }
+        let version = fruix_core::promotion::read_base(r.record("freebsd-base")?)?.version;
+        let summary = BundleSummary {
+            executor: r.string("executor")?,
+            version,
+            run_id: r.string("run-id")?,
+            artifacts,
+        };
+        for field in [
+            "format-version",
+            "executor-version",
+            "guest-host-name",
+            "closure-path",
+            "development-profile-path",
+            "source-store",
+            "build-policy",
+        ] {
+            r.raw(field)?;
+        }
+        Ok(summary)
+    })?;
+    Ok(summary)
+}

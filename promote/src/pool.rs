@@ -1,0 +1,450 @@
+//! The `.links` pool: one inode per distinct file content and exec bit.
+//!
+//! A pool entry is named `<sha256>-<r|x>`: the SHA-256 of its bytes and
+//! whether it is executable (`0555`) or not (`0444`). Store objects hard-link
+//! their files to pool entries, so identical files are stored once.
+//!
+//! Entries are written only by [`Pool::ingest`], which hashes the bytes it
+//! reads from a result root as it writes those same bytes into a temporary
+//! file, then links the temporary under the name the hash gives: an entry
+//! never receives bytes that were not hashed on their way in. A file already
+//! in the pool under that name is not written again. `fruix store verify`
+//! re-hashes every entry ([`Pool::check_entry`]), and `--repair` removes the
+//! corrupt ones.
+//!
+//! Every entry a promotion creates is first recorded in its [`Journal`], so
+//! that a promotion that fails (or is killed) can have its entries removed
+//! again, when no object links them ([`Pool::remove_unlinked`]).
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io::{self, BufRead, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use sha2::{Digest, Sha256};
+
+use fruix_core::error::IoContext;
+use fruix_core::manifest::{stat, with_buffer, FileDigest, OpenFile, SPECIAL_BITS};
+
+use crate::error::Result;
+use crate::store::STORE_MTIME;
+
+/// Name of the pool directory inside the store.
+pub const LINKS_DIR: &str = ".links";
+
+/// Prefix of temporary files and directories (swept when stale).
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh name for a temporary, unique in this process.
+pub fn temp_name(what: &str) -> String {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{TEMP_PREFIX}{what}-{}-{n}", std::process::id())
+}
+
+/// The pool key of content `sha256` stored with mode `store_mode`.
+pub fn key(sha256: &[u8; 32], store_mode: u32) -> String {
+    let kind = if store_mode & 0o111 != 0 { 'x' } else { 'r' };
+    format!("{}-{kind}", hex::encode(sha256))
+}
+
+/// The mode a pool entry named `key` must have, or `None` when `key` is not
+/// a pool entry name.
+pub fn key_mode(key: &str) -> Option<u32> {
+    let (hash, kind) = key.split_once('-')?;
+    if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    match kind {
+        "r" => Some(0o444),
+        "x" => Some(0o555),
+        _ => None,
+    }
+}
+
+/// The store's times for every file, directory and symlink.
+pub fn store_times() -> Timestamps {
+    let t = Timespec {
+        tv_sec: STORE_MTIME as _,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// The pool entries one promotion created, one name per line, appended
+/// before each entry is linked into the pool (so that a kill leaves nothing
+/// unrecorded).
+#[derive(Debug)]
+pub struct Journal {
+    file: File,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Creates the journal at `path`.
+    pub fn create(path: PathBuf) -> Result<Journal> {
+        let file = File::options()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .with_path("create", &path)?;
+        Ok(Journal { file, path })
+    }
+
+    fn record(&self, key: &str) -> Result<()> {
+        (&self.file)
+            .write_all(format!("{key}\n").as_bytes())
+            .with_path("write", &self.path)
+            .map_err(Into::into)
+    }
+
+    /// The names recorded in the journal at `path`.
+    pub fn read(path: &Path) -> Result<Vec<String>> {
+        let file = File::open(path).with_path("open", path)?;
+        let mut keys = Vec::new();
+        for line in io::BufReader::new(file).lines() {
+            let line = line.with_path("read", path)?;
+            if key_mode(&line).is_some() {
+                keys.push(line);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Where the journal is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What [`Pool::check_entry`] found wrong with an entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PoolProblem {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// The open pool directory.
+#[derive(Debug)]
+pub struct Pool {
+    dir: OwnedFd,
+    path: PathBuf,
+}
+
+impl Pool {
+    /// Opens the pool directory `path` (it must exist and be a real directory).
+    pub fn open(path: PathBuf) -> Result<Pool> {
+        let dir = fruix_core::manifest::open_dir(&path)?;
+        Ok(Pool { dir, path })
+    }
+
+    /// The pool directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn has(&self, key: &str) -> bool {
+        rfs::statat(&self.dir, key, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// Reads `file` once, hashing what it reads and writing the same bytes
+    /// into the pool unless the pool already holds that content, and returns
+    /// the digest. A new entry is recorded in `journal` before it is linked.
+    pub fn ingest(&self, file: &mut OpenFile<'_>, journal: &Journal) -> Result<FileDigest> {
+        let store_mode = file.mode & !SPECIAL_BITS;
+        with_buffer(|buf| {
+            let mut hasher = Sha256::new();
+            let mut temp: Option<PoolTemp<'_>> = None;
+            let (mut filled, mut size) = (0usize, 0u64);
+            loop {
+                if filled == buf.len() {
+                    match &mut temp {
+                        Some(t) => t.write(&buf[..filled])?,
+                        None => temp = Some(PoolTemp::create(self, &buf[..filled])?),
+                    }
+                    filled = 0;
+                }
+                let n = file.read_piece(&mut buf[filled..], size)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[filled..filled + n]);
+                filled += n;
+                size += n as u64;
+            }
+            let digest = FileDigest {
+                size,
+                sha256: hasher.finalize().into(),
+            };
+            let key = key(&digest.sha256, store_mode);
+            if self.has(&key) {
+                // Already pooled: a temporary written so far is dropped (removed).
+                return Ok(digest);
+            }
+            let temp = match temp {
+                Some(mut t) => {
+                    t.write(&buf[..filled])?;
+                    t
+                }
+                None => PoolTemp::create(self, &buf[..filled])?,
+            };
+            temp.publish(&key, store_mode, journal)?;
+            Ok(digest)
+        })
+    }
+
+    /// Links pool entry `key` as `name` in directory `parent` (`display` names
+    /// it in messages). When the pool inode has too many links, a private
+    /// copy is made instead.
+    pub fn link_into(
+        &self,
+        key: &str,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+        display: &Path,
+    ) -> Result<()> {
+        match rfs::linkat(&self.dir, key, parent, name, AtFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::MLINK) => self.copy_into(key, parent, name, display),
+            Err(rustix::io::Errno::NOENT) => Err(fruix_core::Error::NotFound {
+                path: self.path.join(key),
+                hint: "the store pool lost this entry while it was being used; promote again"
+                    .into(),
+            }
+            .into()),
+            Err(e) => {
+                Err(fruix_core::Error::io("link from the store pool", display, e.into()).into())
+            }
+        }
+    }
+
+    fn copy_into(
+        &self,
+        key: &str,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+        display: &Path,
+    ) -> Result<()> {
+        let mode = key_mode(key).expect("pool keys are valid");
+        let source = rfs::openat(
+            &self.dir,
+            key,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fruix_core::Error::io("open", self.path.join(key), e.into()))?;
+        let target = rfs::openat(
+            parent,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| fruix_core::Error::io("create", display, e.into()))?;
+        let (mut source, mut target) = (File::from(source), File::from(target));
+        io::copy(&mut source, &mut target).with_path("copy", display)?;
+        finish_file(target.as_fd(), mode, display)
+    }
+
+    /// Removes the entries among `keys` that no object links (link count 1).
+    /// The caller holds the store exclusively, so no promotion is about to
+    /// link them. Returns how many were removed.
+    pub fn remove_unlinked(&self, keys: &[String]) -> usize {
+        keys.iter()
+            .filter(|key| {
+                matches!(
+                    rfs::statat(&self.dir, key.as_str(), AtFlags::SYMLINK_NOFOLLOW),
+                    Ok(st) if stat::nlink(&st) == 1
+                ) && rfs::unlinkat(&self.dir, key.as_str(), AtFlags::empty()).is_ok()
+            })
+            .count()
+    }
+
+    /// Removes entry (or stray file) `name`.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        rfs::unlinkat(&self.dir, name, AtFlags::empty())
+            .map_err(|e| fruix_core::Error::io("remove", self.path.join(name), e.into()).into())
+    }
+
+    /// Every name in the pool, temporaries left out.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let listing = rfs::Dir::read_from(&self.dir)
+            .map_err(|e| fruix_core::Error::io("read", &self.path, e.into()))?;
+        let mut names = Vec::new();
+        for item in listing {
+            let item = item.map_err(|e| fruix_core::Error::io("read", &self.path, e.into()))?;
+            let name = item.file_name().to_string_lossy();
+            if name == "." || name == ".." || name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            names.push(name.into_owned());
+        }
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// Checks one pool entry: a well-formed name, a regular file with the
+    /// name's mode, and content that hashes to the name. Returns the size read.
+    pub fn check_entry(&self, name: &str) -> std::result::Result<u64, PoolProblem> {
+        let path = self.path.join(name);
+        let problem = |message: String| PoolProblem {
+            path: path.clone(),
+            message,
+        };
+        let mode = key_mode(name).ok_or_else(|| {
+            problem("is not a pool entry (its name is not <sha256>-<r|x>)".into())
+        })?;
+        let fd = rfs::openat(
+            &self.dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| problem(format!("cannot be opened: {}", io::Error::from(e))))?;
+        let st = rfs::fstat(&fd).map_err(|e| problem(io::Error::from(e).to_string()))?;
+        if stat::file_type(&st) != FileType::RegularFile {
+            return Err(problem("is not a regular file".into()));
+        }
+        if stat::mode(&st) != mode {
+            return Err(problem(format!(
+                "has mode {:04o}, not {mode:04o}",
+                stat::mode(&st)
+            )));
+        }
+        let mut file = File::from(fd);
+        let (digest, size) = with_buffer(|buf| {
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            loop {
+                match io::Read::read(&mut file, buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        hasher.update(&buf[..n]);
+                        size += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(problem(format!("cannot be read: {e}"))),
+                }
+            }
+            Ok((hex::encode(hasher.finalize()), size))
+        })?;
+        if !name.starts_with(&digest) {
+            return Err(problem(format!(
+                "content hashes to {digest}, not to its name: the file was changed after it entered the store"
+            )));
+        }
+        Ok(size)
+    }
+}
+
+/// A temporary file in the pool, removed unless published.
+struct PoolTemp<'p> {
+    pool: &'p Pool,
+    file: File,
+    name: String,
+}
+
+impl<'p> PoolTemp<'p> {
+    fn create(pool: &'p Pool, first: &[u8]) -> Result<PoolTemp<'p>> {
+        let name = temp_name("pool");
+        let fd = rfs::openat(
+            &pool.dir,
+            name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| fruix_core::Error::io("create", pool.path.join(&name), e.into()))?;
+        let mut temp = PoolTemp {
+            pool,
+            file: File::from(fd),
+            name,
+        };
+        temp.write(first)?;
+        Ok(temp)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .with_path("write into the store pool", self.pool.path.join(&self.name))
+            .map_err(Into::into)
+    }
+
+    /// Sets the store mode and time, records `key` in the journal and links
+    /// the temporary under it (an entry that appeared meanwhile is kept).
+    fn publish(self, key: &str, store_mode: u32, journal: &Journal) -> Result<()> {
+        let display = self.pool.path.join(&self.name);
+        finish_file(self.file.as_fd(), store_mode, &display)?;
+        start_writeback(&self.file);
+        journal.record(key)?;
+        match rfs::linkat(
+            &self.pool.dir,
+            self.name.as_str(),
+            &self.pool.dir,
+            key,
+            AtFlags::empty(),
+        ) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+            Err(e) => Err(fruix_core::Error::io(
+                "add to the store pool",
+                self.pool.path.join(key),
+                e.into(),
+            )
+            .into()),
+        }
+    }
+}
+
+impl Drop for PoolTemp<'_> {
+    fn drop(&mut self) {
+        let _ = rfs::unlinkat(&self.pool.dir, self.name.as_str(), AtFlags::empty());
+    }
+}
+
+/// Gives an open file its store mode and time.
+pub fn finish_file(fd: BorrowedFd<'_>, mode: u32, display: &Path) -> Result<()> {
+    rfs::fchmod(fd, Mode::from_raw_mode(mode as _))
+        .map_err(|e| fruix_core::Error::io("set mode of", display, e.into()))?;
+    rfs::futimens(fd, &store_times())
+        .map_err(|e| fruix_core::Error::io("set time of", display, e.into()))?;
+    Ok(())
+}
+
+/// Starts writing a new pool file to disk now, so that the flush before
+/// publishing overlaps with the copying of other files.
+fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: sync_file_range on a valid, owned descriptor; failure only
+        // means the data is written at the final flush instead.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_content_and_exec_bit() {
+        let sha = [0xab; 32];
+        assert_eq!(key(&sha, 0o444), format!("{}-r", "ab".repeat(32)));
+        assert_eq!(key(&sha, 0o555), format!("{}-x", "ab".repeat(32)));
+        assert_eq!(key_mode(&key(&sha, 0o555)), Some(0o555));
+        assert_eq!(key_mode(&key(&sha, 0o444)), Some(0o444));
+        for bad in ["", "x", &"AB".repeat(32), &format!("{}-y", "ab".repeat(32))] {
+            assert_eq!(key_mode(bad), None, "{bad}");
+        }
+    }
+}
