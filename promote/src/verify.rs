@@ -178,7 +178,11 @@ pub fn repair(
                 }
             }
             for bundle in object_paths(store)? {
-                if bundle.join(RESULT_METADATA_FILE).symlink_metadata().is_err() {
+                if bundle
+                    .join(RESULT_METADATA_FILE)
+                    .symlink_metadata()
+                    .is_err()
+                {
                     continue;
                 }
                 let complete = read_bundle(&bundle).is_ok_and(|b| {

@@ -376,8 +376,14 @@ impl<'a> Producer<'a> {
             });
         }
         let mut names = Vec::new();
-        let listing =
-            rfs::Dir::read_from(&fd).map_err(|e| Error::io("read", self.full(&path), e.into()))?;
+        // A duplicate shares the open directory (no second open): the listing
+        // reads through it, and children are opened relative to `fd`.
+        let listing = fd
+            .try_clone()
+            .map_err(|e| Error::io("read", self.full(&path), e))
+            .and_then(|dup| {
+                rfs::Dir::new(dup).map_err(|e| Error::io("read", self.full(&path), e.into()))
+            })?;
         for item in listing {
             let item = item.map_err(|e| Error::io("read", self.full(&path), e.into()))?;
             let name = item.file_name();

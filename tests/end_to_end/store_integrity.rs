@@ -1,0 +1,343 @@
+//! The store's promise under attack: every object holds exactly the content
+//! its identity names, whatever a hostile result root does while it is being
+//! promoted. Races are triggered deterministically (see [`crate::race`]), and
+//! after every attack `fruix store verify` passes on the whole store, pool
+//! included, and nothing outside the store changed.
+
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use fruix_core::testing::write_sample_result_root;
+
+use crate::race::{exchange, Gate, Inotify, SharedMapping};
+use crate::util::{fruix, key_values, run, run_ok, snapshot};
+
+/// A promote command. Four worker threads whatever the machine, so that a
+/// thread held by a gate never stops the others.
+fn promote(root: &Path, store: &Path) -> Command {
+    let mut cmd = fruix();
+    cmd.env("RAYON_NUM_THREADS", "4")
+        .args(["native-build", "promote", "--store"])
+        .arg(store)
+        .arg(root);
+    cmd
+}
+
+fn sample(dir: &Path, name: &str, sign: bool) -> PathBuf {
+    let root = dir.join(name);
+    write_sample_result_root(&root, "local", "20261130T000000Z", sign).unwrap();
+    root
+}
+
+fn verify_store(store: &Path) -> Output {
+    run(fruix()
+        .args(["store", "verify", "--quiet", "--store"])
+        .arg(store))
+}
+
+fn assert_store_verifies(store: &Path) {
+    let out = verify_store(store);
+    assert!(
+        out.status.success(),
+        "store verify failed after the attack:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Pool entries with their link counts.
+fn pool(store: &Path) -> Vec<(String, u64)> {
+    let mut out: Vec<_> = fs::read_dir(store.join(".links"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().nlink(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Temporaries anywhere in the store or its pool.
+fn temporaries(store: &Path) -> Vec<String> {
+    [store.to_path_buf(), store.join(".links")]
+        .iter()
+        .flat_map(|d| fs::read_dir(d).unwrap().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect()
+}
+
+/// Store objects (visible, non-hidden entries).
+fn objects(store: &Path) -> Vec<String> {
+    fs::read_dir(store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
+/// The hash-then-copy race: a file rewritten through a shared writable
+/// mapping (which changes neither its size nor its ctime) right after fruix
+/// read it. fruix reads each file once and stores the bytes it hashed.
+#[test]
+fn mapping_writer_after_read_cannot_change_what_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample(dir.path(), "root", true);
+    let store = dir.path().join("store");
+    let target = root.join("artifacts/world/bin/sh");
+    let original = fs::read(&target).unwrap();
+    let mut mapping = SharedMapping::new(&target);
+    let inotify = Arc::new(Inotify::new());
+    let wd = inotify.watch(&target, libc::IN_OPEN | libc::IN_CLOSE_NOWRITE);
+    let opens = Arc::new(AtomicUsize::new(0));
+    // usr/bin/su is read after bin/sh; its open is held until bin/sh has been
+    // closed and rewritten, so the rewrite lands while fruix is mid-promotion.
+    let (watcher, counted) = (Arc::clone(&inotify), Arc::clone(&opens));
+    let gate = Gate::new(&root.join("artifacts/world/usr/bin/su"), move |_pid| {
+        let seen = watcher.wait(|e| e.wd == wd && e.mask & libc::IN_CLOSE_NOWRITE != 0);
+        let n = seen.iter().filter(|e| e.mask & libc::IN_OPEN != 0).count();
+        counted.fetch_add(n, Ordering::SeqCst);
+        mapping.write(&vec![b'X'; original.len()]);
+    });
+    let out = run_ok(&mut promote(&root, &store));
+    let report = gate.finish();
+    assert!(report.attacked, "the gate never saw fruix open usr/bin/su");
+    assert_eq!(report.opens, 1, "fruix opened usr/bin/su once");
+    let later = inotify
+        .pending()
+        .iter()
+        .filter(|e| e.mask & libc::IN_OPEN != 0)
+        .count();
+    assert_eq!(
+        opens.load(Ordering::SeqCst) + later,
+        1,
+        "fruix opens each file of the result root exactly once"
+    );
+    assert_eq!(
+        fs::read(&target).unwrap(),
+        vec![b'X'; b"\x7fELF sample shell\n".len()],
+        "the attack rewrote the file in the result root"
+    );
+    let world = PathBuf::from(&key_values(&out)["world_store"]);
+    assert_eq!(
+        fs::read(world.join("bin/sh")).unwrap(),
+        b"\x7fELF sample shell\n",
+        "the store holds the bytes fruix hashed, not the rewrite"
+    );
+    assert_store_verifies(&store);
+}
+
+/// A directory swapped for a symlink (renameat2 RENAME_EXCHANGE) after its
+/// parent was listed and before fruix opens it: fruix refuses to descend,
+/// writes nothing outside the store and leaves nothing behind.
+#[test]
+fn directory_swapped_for_a_symlink_mid_walk_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample(dir.path(), "root", false);
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("keep"), b"outside the result root\n").unwrap();
+    let a = root.join("artifacts/world/a");
+    fs::create_dir_all(a.join("aaa")).unwrap();
+    fs::write(a.join("aaa/f"), b"first\n").unwrap();
+    fs::create_dir_all(a.join("sub/deeper")).unwrap();
+    fs::write(a.join("sub/deeper/file"), b"inside\n").unwrap();
+    symlink(&outside, a.join("sub-link")).unwrap();
+    let store = dir.path().join("store");
+    let outside_before = snapshot(&outside);
+    // `a` is listed (sub is a directory then); fruix opens a/aaa before a/sub,
+    // and that open is held until the names are exchanged.
+    let (sub, link) = (a.join("sub"), a.join("sub-link"));
+    let gate = Gate::new(&a.join("aaa"), move |_pid| exchange(&sub, &link));
+    let out = run(&mut promote(&root, &store));
+    let report = gate.finish();
+    assert!(report.attacked, "the gate never saw fruix open a/aaa");
+    assert_eq!(report.opens, 1, "fruix opened a/aaa once");
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("a/sub") && stderr.contains("changed while fruix was reading it"),
+        "{stderr}"
+    );
+    assert_eq!(
+        snapshot(&outside),
+        outside_before,
+        "nothing outside changed"
+    );
+    assert!(objects(&store).is_empty(), "{:?}", objects(&store));
+    assert!(
+        pool(&store).is_empty(),
+        "pool entries left: {:?}",
+        pool(&store)
+    );
+    assert!(temporaries(&store).is_empty(), "{:?}", temporaries(&store));
+    assert_store_verifies(&store);
+}
+
+/// `store verify` re-hashes the pool; `--repair` removes the corrupt object,
+/// its pool entry and the bundle naming it; promoting again recreates correct
+/// objects instead of hard-linking the corrupt pool file again.
+#[test]
+fn repair_removes_corrupt_pool_entries_and_promotion_recreates_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample(dir.path(), "root", true);
+    let store = dir.path().join("store");
+    let first = key_values(&run_ok(&mut promote(&root, &store)));
+    let world = PathBuf::from(&first["world_store"]);
+    let sh = world.join("bin/sh");
+    fs::set_permissions(&sh, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(&sh, b"\x7fELF trojan shell!\n").unwrap();
+    fs::set_permissions(&sh, fs::Permissions::from_mode(0o555)).unwrap();
+
+    let out = run(fruix()
+        .args(["store", "verify", "--json", "--store"])
+        .arg(&store));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["corrupt"], 1, "{report}");
+    assert_eq!(
+        report["pool"]["corrupt"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+
+    let out = run(fruix()
+        .args(["store", "verify", "--repair", "--json", "--store"])
+        .arg(&store));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let removed = |key: &str| report["repair"][key].as_array().unwrap().len();
+    assert_eq!(
+        (
+            removed("removed_objects"),
+            removed("removed_pool_entries"),
+            removed("removed_bundles")
+        ),
+        (1, 1, 1),
+        "{report}"
+    );
+    assert!(!world.exists());
+    assert!(!Path::new(&first["result_store"]).exists());
+    assert_store_verifies(&store);
+
+    let again = key_values(&run_ok(&mut promote(&root, &store)));
+    assert_eq!(again["world_store"], first["world_store"]);
+    assert_eq!(fs::read(&sh).unwrap(), b"\x7fELF sample shell\n");
+    assert_store_verifies(&store);
+}
+
+/// A promotion that fails after reading (declared signature mismatch) removes
+/// the pool entries it created.
+#[test]
+fn failed_promotion_removes_the_pool_entries_it_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample(dir.path(), "root", true);
+    fs::write(
+        root.join("artifacts/kernel/boot/kernel/extra.ko"),
+        b"unsigned\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let out = run(&mut promote(&root, &store));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tree signature mismatch"));
+    assert!(objects(&store).is_empty());
+    assert!(
+        pool(&store).is_empty(),
+        "pool entries left: {:?}",
+        pool(&store)
+    );
+    assert!(temporaries(&store).is_empty(), "{:?}", temporaries(&store));
+}
+
+/// `kill -9` in the middle of a promotion leaves pool entries nothing links;
+/// the next promotion removes them, with the killed one's work directory.
+#[test]
+fn leftovers_of_a_killed_promotion_are_removed_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample(dir.path(), "root", true);
+    let store = dir.path().join("store");
+    fs::create_dir_all(store.join(".links")).unwrap();
+    let inotify = Inotify::new();
+    let links = inotify.watch(&store.join(".links"), libc::IN_CREATE);
+    // Held in the open of usr/bin/su until another file has entered the pool;
+    // then killed.
+    let gate = Gate::new(&root.join("artifacts/world/usr/bin/su"), move |pid| {
+        inotify.wait(|e| e.wd == links && !e.name.starts_with(b".tmp-"));
+        // SAFETY: sending SIGKILL to the promotion we started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    });
+    let killed = promote(&root, &store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let report = gate.finish();
+    assert!(report.attacked);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed),
+        Some(libc::SIGKILL)
+    );
+    let orphans: Vec<_> = pool(&store).into_iter().filter(|(_, n)| *n == 1).collect();
+    assert!(
+        !orphans.is_empty(),
+        "the kill left no unlinked pool entry to clean up"
+    );
+    assert!(
+        !temporaries(&store).is_empty(),
+        "the kill left its work directory"
+    );
+
+    let other = dir.path().join("other");
+    write_sample_result_root(&other, "host-initiated", "20261130T000001Z", true).unwrap();
+    run_ok(&mut promote(&other, &store));
+    assert!(temporaries(&store).is_empty(), "{:?}", temporaries(&store));
+    let unlinked: Vec<_> = pool(&store).into_iter().filter(|(_, n)| *n < 2).collect();
+    assert!(
+        unlinked.is_empty(),
+        "unlinked pool entries left: {unlinked:?}"
+    );
+    assert_store_verifies(&store);
+}
+
+/// `store verify` on something that is not a store object, or on a missing
+/// store, is a usage error that names it, never "CORRUPT".
+#[test]
+fn verify_refuses_what_is_not_a_store_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample(dir.path(), "root", true);
+    let store = dir.path().join("store");
+    let world = PathBuf::from(&key_values(&run_ok(&mut promote(&root, &store)))["world_store"]);
+    let typo = world.with_file_name(format!("{}0", world.file_name().unwrap().to_string_lossy()));
+    for path in [Path::new("/etc"), &world.join("bin"), &typo, &root] {
+        let out = run(fruix()
+            .args(["store", "verify", "--store"])
+            .arg(&store)
+            .arg(path));
+        assert_eq!(out.status.code(), Some(2), "{}: {out:?}", path.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("not a store object"), "{stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("CORRUPT"));
+    }
+    let missing = dir.path().join("no-such-store");
+    let out = run(fruix().args(["store", "verify", "--store"]).arg(&missing));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no store at"));
+    assert!(!missing.exists(), "verify must not create a store");
+    // An object named through a relative path is one.
+    run_ok(
+        fruix()
+            .current_dir(&store)
+            .args(["store", "verify", "--store", "."])
+            .arg(world.file_name().unwrap()),
+    );
+}
