@@ -16,8 +16,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use fruix_core::manifest::{
-    entry_changes, open_dir, path_order, walk_fd, Difference, Entry, EntryKind, ManifestBuilder,
-    Modes, Progress, WalkOptions, Walked,
+    entry_changes, hash_file, open_dir, path_order, stat, walk_fd, Difference, Entry, EntryKind,
+    FileDigest, ManifestBuilder, Modes, OpenFile, Progress, WalkOptions, Walked,
 };
 
 use crate::error::{Error, Result};
@@ -71,11 +71,31 @@ pub fn read_identity(object: &Path) -> Result<ObjectIdentity> {
     ObjectIdentity::from_text(&object.join(OBJECT_METADATA_FILE), &text)
 }
 
-/// Checks `object` against its metadata and manifest. `full` re-hashes every
-/// file; otherwise types, sizes, modes, symlink targets and file timestamps
-/// are compared (a write to a file changes its timestamp). Inconsistent
-/// metadata is an error; differences are returned.
-pub fn check_object(object: &Path, full: bool, progress: Option<&Progress>) -> Result<ObjectCheck> {
+/// Digests of pool entries already verified, by inode (device, inode number):
+/// an object file that is a hard link to one of them need not be read again.
+pub type VerifiedInodes = HashMap<(u64, u64), [u8; 32]>;
+
+/// How deeply [`check_object`] checks.
+#[derive(Debug, Clone, Copy)]
+pub enum Depth<'a> {
+    /// Types, sizes, modes, symlink targets and file timestamps (a write to a
+    /// file changes its timestamp).
+    Structure,
+    /// Every file's content too: hashed, unless it is a hard link to a pool
+    /// entry in `verified`, whose digest is then used.
+    Content {
+        verified: Option<&'a VerifiedInodes>,
+    },
+}
+
+/// Checks `object` against its metadata and manifest, to `depth`.
+/// Inconsistent metadata is an error; differences are returned.
+pub fn check_object(
+    object: &Path,
+    depth: Depth<'_>,
+    progress: Option<&Progress>,
+) -> Result<ObjectCheck> {
+    let full = matches!(depth, Depth::Content { .. });
     let identity = read_identity(object)?;
     let name = object
         .file_name()
@@ -106,6 +126,23 @@ pub fn check_object(object: &Path, full: bool, progress: Option<&Progress>) -> R
     let metadata_dir = dir
         .try_clone()
         .map_err(|e| fruix_core::Error::io("open", object, e))?;
+    let verified = match depth {
+        Depth::Content { verified } => verified,
+        Depth::Structure => None,
+    };
+    let read = |file: &mut OpenFile<'_>| -> fruix_core::Result<FileDigest> {
+        let known = verified.and_then(|v| {
+            let st = rustix::fs::fstat(&file.file).ok()?;
+            v.get(&(stat::dev(&st), stat::ino(&st))).copied()
+        });
+        match known {
+            Some(sha256) => Ok(FileDigest {
+                size: file.size,
+                sha256,
+            }),
+            None => hash_file(file),
+        }
+    };
     walk_fd(
         dir,
         object,
@@ -113,6 +150,7 @@ pub fn check_object(object: &Path, full: bool, progress: Option<&Progress>) -> R
             skip_top_level: &RESERVED_NAMES,
             progress,
             skip_digests: !full,
+            read_file: Some(&read),
             ..WalkOptions::default()
         },
         |w| merge.actual(w),

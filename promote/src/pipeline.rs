@@ -31,7 +31,7 @@ use fruix_core::special_modes::{self, SpecialModes};
 use fruix_core::TreeSignature;
 
 use crate::bundle::{plan_bundle, prepare_bundle, store_references};
-use crate::check::check_object;
+use crate::check::{check_object, Depth};
 use crate::error::{Error, Result};
 use crate::object::{references_text, ObjectIdentity};
 use crate::stage::build_artifact_object;
@@ -255,7 +255,7 @@ fn prepare_artifact(
 ) -> Result<Option<(TempObject, String)>> {
     let path = &planned.report.store_path;
     if path.symlink_metadata().is_ok() {
-        let check = check_object(path, false, None)?;
+        let check = check_object(path, Depth::Structure, None)?;
         if !check.is_intact() {
             return Err(Error::Corrupt {
                 object: path.clone(),

@@ -131,6 +131,15 @@ pub struct PoolProblem {
     pub message: String,
 }
 
+/// A pool entry whose content hashes to its name.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedEntry {
+    pub size: u64,
+    /// Device and inode number: object files linked to the entry share them.
+    pub inode: (u64, u64),
+    pub sha256: [u8; 32],
+}
+
 /// The open pool directory.
 #[derive(Debug)]
 pub struct Pool {
@@ -290,8 +299,8 @@ impl Pool {
     }
 
     /// Checks one pool entry: a well-formed name, a regular file with the
-    /// name's mode, and content that hashes to the name. Returns the size read.
-    pub fn check_entry(&self, name: &str) -> std::result::Result<u64, PoolProblem> {
+    /// name's mode, and content that hashes to the name.
+    pub fn check_entry(&self, name: &str) -> std::result::Result<VerifiedEntry, PoolProblem> {
         let path = self.path.join(name);
         let problem = |message: String| PoolProblem {
             path: path.clone(),
@@ -318,7 +327,7 @@ impl Pool {
             )));
         }
         let mut file = File::from(fd);
-        let (digest, size) = with_buffer(|buf| {
+        let (sha256, size) = with_buffer(|buf| {
             let mut hasher = Sha256::new();
             let mut size = 0u64;
             loop {
@@ -332,14 +341,19 @@ impl Pool {
                     Err(e) => return Err(problem(format!("cannot be read: {e}"))),
                 }
             }
-            Ok((hex::encode(hasher.finalize()), size))
+            Ok((<[u8; 32]>::from(hasher.finalize()), size))
         })?;
+        let digest = hex::encode(sha256);
         if !name.starts_with(&digest) {
             return Err(problem(format!(
                 "content hashes to {digest}, not to its name: the file was changed after it entered the store"
             )));
         }
-        Ok(size)
+        Ok(VerifiedEntry {
+            size,
+            inode: (stat::dev(&st), stat::ino(&st)),
+            sha256,
+        })
     }
 }
 

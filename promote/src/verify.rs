@@ -15,10 +15,12 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use fruix_core::error::IoContext;
-use fruix_core::manifest::{Difference, Progress};
+use fruix_core::manifest::{Difference, EntryKind, Progress, SPECIAL_BITS};
 
 use crate::bundle::{check_bundle, read_bundle};
-use crate::check::{check_object, manifest_size, read_identity};
+use crate::check::{
+    check_object, manifest_size, read_identity, read_store_manifest, Depth, VerifiedInodes,
+};
 use crate::error::{Error, Result};
 use crate::pool::PoolProblem;
 use crate::store::{remove_tree, Store, RESULT_METADATA_FILE};
@@ -83,15 +85,21 @@ pub fn resolve_object(store: &Store, path: &Path) -> Result<PathBuf> {
     Ok(object)
 }
 
-/// Verifies `object` fully: every file re-hashed and compared with the manifest,
+/// Verifies `object` fully: every file's content compared with the manifest,
 /// the manifest with the tree signature, the metadata with the object's name.
-pub fn verify_object(object: &Path, progress: Option<&Progress>) -> ObjectVerification {
+/// Files that are hard links to pool entries in `verified` are not read again.
+pub fn verify_object(
+    object: &Path,
+    verified: Option<&VerifiedInodes>,
+    progress: Option<&Progress>,
+) -> ObjectVerification {
     let is_bundle = object.join(RESULT_METADATA_FILE).symlink_metadata().is_ok();
     let kind = if is_bundle { "result" } else { "artifact" };
     let outcome = if is_bundle {
         check_bundle(object).map(|()| (Vec::new(), 0))
     } else {
-        check_object(object, true, progress).map(|c| (c.differences, c.more_differences))
+        check_object(object, Depth::Content { verified }, progress)
+            .map(|c| (c.differences, c.more_differences))
     };
     let (differences, more_differences, error) = match outcome {
         Ok((d, more)) => (d, more, None),
@@ -108,10 +116,14 @@ pub fn verify_object(object: &Path, progress: Option<&Progress>) -> ObjectVerifi
 }
 
 /// Verifies several objects concurrently (see [`verify_object`]), in order.
-pub fn verify_objects(objects: &[PathBuf], progress: Option<&Progress>) -> Vec<ObjectVerification> {
+pub fn verify_objects(
+    objects: &[PathBuf],
+    verified: Option<&VerifiedInodes>,
+    progress: Option<&Progress>,
+) -> Vec<ObjectVerification> {
     objects
         .par_iter()
-        .map(|o| verify_object(o, progress))
+        .map(|o| verify_object(o, verified, progress))
         .collect()
 }
 
@@ -122,28 +134,61 @@ pub struct PoolVerification {
     pub checked: usize,
     /// Corrupt entries (and stray files), each with what is wrong.
     pub corrupt: Vec<PoolProblem>,
+    /// The sound entries' digests by inode, for [`verify_object`].
+    #[serde(skip)]
+    pub verified: VerifiedInodes,
 }
 
-/// Re-hashes every pool entry, concurrently.
-pub fn verify_pool(store: &Store, progress: Option<&Progress>) -> Result<PoolVerification> {
-    let pool = store.pool();
-    let names = pool.names()?;
-    let corrupt = names
-        .par_iter()
-        .filter_map(|name| match pool.check_entry(name) {
-            Ok(size) => {
-                if let Some(p) = progress {
-                    p.add(size);
+/// The pool entries the files of `objects` link to (objects whose manifest
+/// cannot be read are left to [`verify_object`] to report).
+pub fn pool_keys(objects: &[PathBuf]) -> Vec<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    for object in objects {
+        if let Ok(entries) = read_store_manifest(object) {
+            for e in entries {
+                if let EntryKind::File { sha256, .. } = e.kind {
+                    keys.insert(crate::pool::key(&sha256, e.mode & !SPECIAL_BITS));
                 }
-                None
             }
-            Err(problem) => Some(problem),
-        })
+        }
+    }
+    keys.into_iter().collect()
+}
+
+/// Re-hashes pool entries concurrently: `names`, or every entry when `None`.
+/// A named entry that is missing is not a problem here (its objects report it).
+pub fn verify_pool(
+    store: &Store,
+    names: Option<Vec<String>>,
+    progress: Option<&Progress>,
+) -> Result<PoolVerification> {
+    let pool = store.pool();
+    let (names, all) = match names {
+        Some(names) => (names, false),
+        None => (pool.names()?, true),
+    };
+    let checked: Vec<_> = names
+        .par_iter()
+        .map(|name| pool.check_entry(name))
         .collect();
-    Ok(PoolVerification {
-        checked: names.len(),
-        corrupt,
-    })
+    let mut verification = PoolVerification::default();
+    for (name, outcome) in names.iter().zip(checked) {
+        match outcome {
+            Ok(entry) => {
+                if let Some(p) = progress {
+                    p.add(entry.size);
+                }
+                verification.verified.insert(entry.inode, entry.sha256);
+                verification.checked += 1;
+            }
+            Err(_) if !all && store.pool().path().join(name).symlink_metadata().is_err() => {}
+            Err(problem) => {
+                verification.checked += 1;
+                verification.corrupt.push(problem);
+            }
+        }
+    }
+    Ok(verification)
 }
 
 /// What [`repair`] removed.

@@ -266,7 +266,7 @@ fn verify_reports_changed_removed_and_added_files() {
         .promote(&f.root("r1", "local", "20260405T213444Z"))
         .unwrap();
     let world = report.artifacts["world"].store_path.clone();
-    assert!(verify_object(&world, None).ok);
+    assert!(verify_object(&world, None, None).ok);
     make_writable(&world.join("etc"));
     make_writable(&world.join("bin"));
     // A changed byte (content rewritten, then the timestamp put back).
@@ -277,7 +277,7 @@ fn verify_reports_changed_removed_and_added_files() {
     fruix_promote::store::set_mtime(&motd).unwrap();
     fs::remove_file(world.join("bin/sh")).unwrap();
     fs::write(world.join("etc/extra"), b"x").unwrap();
-    let v = verify_object(&world, None);
+    let v = verify_object(&world, None, None);
     assert!(!v.ok);
     let paths: Vec<String> = v.differences.iter().map(|d| d.to_string()).collect();
     assert!(
@@ -347,7 +347,11 @@ fn concurrent_promotions_agree() {
     assert_eq!(reports.iter().filter(|r| r.result_new).count(), 1);
     let store = Store::open(&store_dir).unwrap();
     for object in object_paths(&store).unwrap() {
-        assert!(verify_object(&object, None).ok, "{}", object.display());
+        assert!(
+            verify_object(&object, None, None).ok,
+            "{}",
+            object.display()
+        );
     }
     assert_eq!(list_store(&store).unwrap().len(), 5);
 }

@@ -2,7 +2,7 @@
 
 use fruix_core::manifest::Progress;
 use fruix_promote::verify::{
-    list_store, object_paths, repair, resolve_object, verify_objects, verify_pool,
+    list_store, object_paths, pool_keys, repair, resolve_object, verify_objects, verify_pool,
 };
 use fruix_promote::Store;
 
@@ -34,13 +34,15 @@ fn verify(args: VerifyArgs) -> CliResult {
         quiet: args.quiet || args.json,
         verbose: false,
     });
+    // The pool first (every entry, or those the named objects link), then
+    // the objects, whose files linked to sound pool entries are not read again.
+    let keys = (!args.paths.is_empty()).then(|| pool_keys(&paths));
     let (results, pool) = with_progress(mode, "verify", &progress, || {
-        (
-            verify_objects(&paths, Some(&progress)),
-            verify_pool(&store, Some(&progress)),
-        )
-    });
-    let pool = pool.map_err(from_promote)?;
+        let pool = verify_pool(&store, keys, Some(&progress))?;
+        let results = verify_objects(&paths, Some(&pool.verified), Some(&progress));
+        Ok::<_, fruix_promote::Error>((results, pool))
+    })
+    .map_err(from_promote)?;
     let corrupt = results.iter().filter(|r| !r.ok).count();
     let repaired = if args.repair && (corrupt > 0 || !pool.corrupt.is_empty()) {
         Some(repair(&store, &results, &pool).map_err(from_promote)?)

@@ -284,6 +284,14 @@ pub mod stat {
     pub fn nlink(st: &Stat) -> u64 {
         st.st_nlink as u64
     }
+    /// Device.
+    pub fn dev(st: &Stat) -> u64 {
+        st.st_dev as u64
+    }
+    /// Inode number.
+    pub fn ino(st: &Stat) -> u64 {
+        st.st_ino as u64
+    }
 }
 
 /// A failure because the tree changed under the walk.
