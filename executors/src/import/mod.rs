@@ -4,8 +4,9 @@
 //!
 //! [`fetch`] transfers the guest result root as one stream (`tar -cf - .`
 //! run in it, over an exec channel) into a fresh staging directory next to
-//! the host result root (`.RUN-ID.import-XXXXXX` in its parent), extracting
-//! it with [`extract`] while it arrives. Extraction:
+//! the host result root (`.RUN-ID.import-XXXXXX` in its parent, created
+//! `0700` so that no other local user can reach into it), extracting it with
+//! [`extract`] while it arrives. Extraction:
 //!
 //! - refuses absolute paths and `..` components, device nodes, FIFOs and any
 //!   other entry type than directory, regular file, symlink and hard link;
@@ -17,12 +18,25 @@
 //!   a path that appears twice is refused;
 //! - never creates a setuid, setgid or sticky file or directory: those bits
 //!   are *neutralised* (stripped) and recorded in [`Staged::special_modes`];
-//! - never writes outside the staging directory, whatever the archive holds.
+//! - treats the guest's modes as data: group and world write are stripped,
+//!   so nothing gets more than `0755` (directories and executables) or
+//!   `0644` (other files) on the host ([`host_mode`]); directories keep
+//!   `0700` for their owner. Signatures only see whether a file is
+//!   executable (and the recorded special bits), so they do not change;
+//! - never writes outside the staging directory, whatever the archive holds;
+//! - stays within [`ImportLimits`] (total bytes, entries, path, name, link
+//!   and extended header lengths; see [`limits`] for the defaults and
+//!   configuration keys): going over one is [`Error::LimitExceeded`] naming
+//!   the cap's key and value, and costs no more than the cap allows. No work
+//!   grows faster than the archive: see [`extract`](mod@extract).
 //!
 //! A guest root that still carries the unfinished marker is refused. Any
 //! failure removes the staging directory: nothing partial is left. A
 //! connection that drops is [`Error::System`] recognised by
-//! [`crate::ssh::is_connection_lost`], so callers retry on a new connection.
+//! [`crate::ssh::is_connection_lost`], so callers retry on a new connection;
+//! a refused archive is never taken for a dropped connection. Of the remote
+//! `tar`'s stderr only the last lines are kept, each cut at the session's
+//! line cap.
 //!
 //! Then [`Staged::verify`] re-hashes every artifact tree (with the recorded
 //! special bits, which signatures cover) and compares it with the signature
@@ -36,45 +50,36 @@
 //! promotion adds them to the signed modes. Bits found anywhere else (`logs/`,
 //! for instance) are dropped.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod extract;
+pub mod limits;
+
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use fruix_core::error::IoContext;
 use fruix_core::executor::{Event, RunContext};
-use fruix_core::manifest::{walk, ManifestBuilder, WalkOptions, SPECIAL_BITS};
+use fruix_core::manifest::{walk, ManifestBuilder, WalkOptions};
 use fruix_core::promotion::{PromotionMetadata, PROMOTION_FILE};
 use fruix_core::result_root::INCOMPLETE_MARKER;
 use fruix_core::special_modes::{self, SpecialModes};
 use fruix_core::{Error, Result, TreeSignature};
 use russh::ChannelMsg;
 
+pub use self::extract::{extract, host_mode, HOST_MODE_MASK};
+pub use self::limits::{Cap, ImportLimits};
+use crate::bounded::{LineSplitter, Tail};
 use crate::ssh::{lost, shell_quote, SshSession};
 
 /// How many bytes between two progress events.
 const PROGRESS_EVERY: u64 = 16 << 20;
 
-/// What an archive entry was extracted as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Dir,
-    File,
-    Symlink,
-}
-
-/// Extracts a tar stream under the rules in the module docs.
-struct Extractor {
-    root: PathBuf,
-    entries: HashMap<PathBuf, Kind>,
-    /// Directories with their final permission bits, set at the end.
-    dirs: Vec<(PathBuf, u32)>,
-    special: BTreeMap<PathBuf, u32>,
-    buffer: Vec<u8>,
-}
+/// How many last lines of the remote `tar`'s stderr a failure reports.
+const STDERR_TAIL_LINES: usize = 20;
 
 /// A staged import: the extracted guest root, not yet in place.
 #[derive(Debug)]
@@ -85,258 +90,6 @@ pub struct Staged {
     pub special_modes: BTreeMap<PathBuf, u32>,
     /// Artifact trees (relative paths) whose bits may be restored.
     signed: Vec<PathBuf>,
-}
-
-/// Extracts the tar stream `reader` into `root` (an existing empty
-/// directory) and returns the special bits it neutralised.
-pub fn extract(reader: impl Read, root: &Path) -> Result<BTreeMap<PathBuf, u32>> {
-    let mut x = Extractor {
-        root: root.to_path_buf(),
-        entries: HashMap::new(),
-        dirs: Vec::new(),
-        special: BTreeMap::new(),
-        buffer: vec![0; 256 << 10],
-    };
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| bad_archive(root, e))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| bad_archive(root, e))?;
-        x.entry(&mut entry)?;
-    }
-    x.finish_dirs()?;
-    Ok(x.special)
-}
-
-fn bad_archive(root: &Path, e: io::Error) -> Error {
-    Error::system(format!(
-        "the guest's archive of its result root is unreadable ({e}) while extracting into {}",
-        root.display()
-    ))
-}
-
-fn unsafe_entry(path: &[u8], message: impl Into<String>) -> Error {
-    Error::UnsafePath {
-        path: PathBuf::from(OsStr::from_bytes(path)),
-        message: format!("guest archive entry refused: {}", message.into()),
-    }
-}
-
-/// A relative, normal path from archive bytes: `./` prefixes dropped,
-/// absolute paths and `..` refused. `None` for the root itself.
-fn normalize(raw: &[u8]) -> Result<Option<PathBuf>> {
-    if raw.starts_with(b"/") {
-        return Err(unsafe_entry(
-            raw,
-            "absolute path; a result root archive holds relative paths only",
-        ));
-    }
-    let mut out = PathBuf::new();
-    for component in Path::new(OsStr::from_bytes(raw)).components() {
-        match component {
-            Component::Normal(name) => out.push(name),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                return Err(unsafe_entry(
-                    raw,
-                    "`..` component; it could write outside the staging directory",
-                ))
-            }
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(unsafe_entry(raw, "absolute path"))
-            }
-        }
-    }
-    Ok((!out.as_os_str().is_empty()).then_some(out))
-}
-
-impl Extractor {
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let kind = entry.header().entry_type();
-        let raw = entry.path_bytes().into_owned();
-        if matches!(
-            kind,
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
-        ) {
-            return Ok(());
-        }
-        let mode = entry
-            .header()
-            .mode()
-            .map_err(|e| bad_archive(&self.root, e))?;
-        let Some(path) = normalize(&raw)? else {
-            return match kind {
-                tar::EntryType::Directory => Ok(()),
-                _ => Err(unsafe_entry(&raw, "the root itself is not a directory")),
-            };
-        };
-        match kind {
-            tar::EntryType::Directory => self.dir(&raw, path, mode),
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                self.file(&raw, path, mode, entry)
-            }
-            tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| unsafe_entry(&raw, "symlink without a target"))?
-                    .into_owned();
-                self.symlink(&raw, path, &target)
-            }
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| unsafe_entry(&raw, "hard link without a target"))?
-                    .into_owned();
-                self.hard_link(&raw, path, &target)
-            }
-            tar::EntryType::Fifo => Err(unsafe_entry(&raw, "a FIFO is not allowed in a result root")),
-            tar::EntryType::Char | tar::EntryType::Block => Err(unsafe_entry(
-                &raw,
-                "a device node is not allowed in a result root",
-            )),
-            other => Err(unsafe_entry(
-                &raw,
-                format!("entry type {other:?} is not allowed (only directories, regular files, symlinks and hard links)"),
-            )),
-        }
-    }
-
-    /// Makes sure every ancestor of `path` is a directory this extraction
-    /// created (creating missing ones); refuses anything else on the way.
-    fn parents(&mut self, raw: &[u8], path: &Path) -> Result<()> {
-        let mut prefix = PathBuf::new();
-        let parent = path.parent().unwrap_or(Path::new(""));
-        for component in parent.components() {
-            prefix.push(component);
-            match self.entries.get(&prefix) {
-                Some(Kind::Dir) => {}
-                Some(other) => {
-                    return Err(unsafe_entry(
-                        raw,
-                        format!(
-                            "{} is a {} in the archive but is used as a directory",
-                            prefix.display(),
-                            if *other == Kind::Symlink {
-                                "symlink"
-                            } else {
-                                "file"
-                            }
-                        ),
-                    ))
-                }
-                None => self.make_dir(&prefix, 0o755)?,
-            }
-        }
-        Ok(())
-    }
-
-    fn claim(&mut self, raw: &[u8], path: &Path, kind: Kind) -> Result<()> {
-        if self.entries.contains_key(path) {
-            return Err(unsafe_entry(raw, "appears twice in the archive"));
-        }
-        self.parents(raw, path)?;
-        self.entries.insert(path.to_path_buf(), kind);
-        Ok(())
-    }
-
-    fn note_special(&mut self, path: &Path, mode: u32) {
-        if mode & SPECIAL_BITS != 0 {
-            self.special.insert(path.to_path_buf(), mode & SPECIAL_BITS);
-        }
-    }
-
-    fn make_dir(&mut self, path: &Path, mode: u32) -> Result<()> {
-        let full = self.root.join(path);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&full)
-            .with_path("create directory", &full)?;
-        self.entries.insert(path.to_path_buf(), Kind::Dir);
-        self.dirs.push((path.to_path_buf(), mode & 0o777));
-        Ok(())
-    }
-
-    fn dir(&mut self, raw: &[u8], path: PathBuf, mode: u32) -> Result<()> {
-        self.note_special(&path, mode);
-        match self.entries.get(&path) {
-            // Created implicitly for an earlier entry: only the mode is new.
-            Some(Kind::Dir) => {
-                if let Some(d) = self.dirs.iter_mut().find(|(p, _)| *p == path) {
-                    d.1 = mode & 0o777;
-                }
-                Ok(())
-            }
-            Some(_) => Err(unsafe_entry(raw, "appears twice in the archive")),
-            None => {
-                self.parents(raw, &path)?;
-                self.make_dir(&path, mode)
-            }
-        }
-    }
-
-    fn file(&mut self, raw: &[u8], path: PathBuf, mode: u32, data: &mut impl Read) -> Result<()> {
-        self.claim(raw, &path, Kind::File)?;
-        self.note_special(&path, mode);
-        let full = self.root.join(&path);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&full)
-            .with_path("create", &full)?;
-        loop {
-            let n = match data.read(&mut self.buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(bad_archive(&self.root, e)),
-            };
-            file.write_all(&self.buffer[..n])
-                .with_path("write", &full)?;
-        }
-        file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
-            .with_path("set mode of", &full)
-    }
-
-    fn symlink(&mut self, raw: &[u8], path: PathBuf, target: &[u8]) -> Result<()> {
-        if target.is_empty() {
-            return Err(unsafe_entry(raw, "symlink with an empty target"));
-        }
-        self.claim(raw, &path, Kind::Symlink)?;
-        let full = self.root.join(&path);
-        std::os::unix::fs::symlink(OsStr::from_bytes(target), &full)
-            .with_path("create symlink", &full)
-    }
-
-    fn hard_link(&mut self, raw: &[u8], path: PathBuf, target: &[u8]) -> Result<()> {
-        let target =
-            normalize(target)?.ok_or_else(|| unsafe_entry(raw, "hard link to the root"))?;
-        if self.entries.get(&target) != Some(&Kind::File) {
-            return Err(unsafe_entry(
-                raw,
-                format!(
-                    "hard link to {}, which is not a regular file extracted before it",
-                    target.display()
-                ),
-            ));
-        }
-        self.claim(raw, &path, Kind::File)?;
-        let (from, to) = (self.root.join(&target), self.root.join(&path));
-        fs::hard_link(&from, &to).with_path("create hard link", &to)
-    }
-
-    /// Sets directory permissions, deepest first (so that read-only
-    /// directories do not stop the ones below them).
-    fn finish_dirs(&mut self) -> Result<()> {
-        self.dirs
-            .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
-        for (path, mode) in &self.dirs {
-            let full = self.root.join(path);
-            fs::set_permissions(&full, fs::Permissions::from_mode(*mode | 0o700))
-                .with_path("set mode of", &full)?;
-        }
-        Ok(())
-    }
 }
 
 /// Bridges channel data (async) to the extractor (a blocking thread).
@@ -360,19 +113,31 @@ impl Read for ChannelReader {
     }
 }
 
-/// Transfers and extracts the guest result root `remote_root` into a new
-/// staging directory next to `ctx.result_root` (see the module docs).
-pub async fn fetch(session: &SshSession, remote_root: &str, ctx: &RunContext) -> Result<Staged> {
-    let host_root = &ctx.result_root;
+/// Creates the staging directory of an import into `host_root`: next to it,
+/// `0700` whatever the umask.
+fn staging_dir(host_root: &Path) -> Result<tempfile::TempDir> {
     let parent = host_root.parent().unwrap_or(Path::new("."));
     let name = host_root
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let dir = tempfile::Builder::new()
+    tempfile::Builder::new()
         .prefix(&format!(".{name}.import-"))
+        .permissions(fs::Permissions::from_mode(0o700))
         .tempdir_in(parent)
-        .with_path("create staging directory in", parent)?;
+        .with_path("create staging directory in", parent)
+}
+
+/// Transfers and extracts the guest result root `remote_root` into a new
+/// staging directory next to `ctx.result_root`, within `limits` (see the
+/// module docs).
+pub async fn fetch(
+    session: &SshSession,
+    remote_root: &str,
+    ctx: &RunContext,
+    limits: &ImportLimits,
+) -> Result<Staged> {
+    let dir = staging_dir(&ctx.result_root)?;
     let mut channel = session.channel().await?;
     let script = format!("cd {} && exec tar -cf - .", shell_quote(remote_root));
     channel
@@ -381,6 +146,7 @@ pub async fn fetch(session: &SshSession, remote_root: &str, ctx: &RunContext) ->
         .map_err(|e| lost(session.target(), e))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
     let staging = dir.path().to_path_buf();
+    let limits = *limits;
     let extractor = tokio::task::spawn_blocking(move || {
         extract(
             ChannelReader {
@@ -388,10 +154,13 @@ pub async fn fetch(session: &SshSession, remote_root: &str, ctx: &RunContext) ->
                 current: bytes::Bytes::new(),
             },
             &staging,
+            &limits,
         )
     });
     let mut tx = Some(tx);
-    let (mut stderr, mut exit, mut received, mut reported) = (Vec::new(), None, 0u64, 0u64);
+    let mut stderr_lines = LineSplitter::new(session.max_line_bytes());
+    let mut stderr = Tail::new(STDERR_TAIL_LINES);
+    let (mut exit, mut received, mut reported) = (None, 0u64, 0u64);
     loop {
         let msg = tokio::select! {
             msg = channel.wait() => msg,
@@ -424,7 +193,9 @@ pub async fn fetch(session: &SshSession, remote_root: &str, ctx: &RunContext) ->
                     break;
                 }
             }
-            Some(ChannelMsg::ExtendedData { data, .. }) => stderr.extend_from_slice(&data),
+            Some(ChannelMsg::ExtendedData { data, .. }) => {
+                stderr_lines.push(&data, |l| stderr.push(&String::from_utf8_lossy(l)))
+            }
             Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(exit_status),
             Some(ChannelMsg::ExitSignal { .. }) => exit = Some(u32::MAX),
             Some(_) => {}
@@ -432,10 +203,24 @@ pub async fn fetch(session: &SshSession, remote_root: &str, ctx: &RunContext) ->
         }
     }
     drop(tx);
+    stderr_lines.finish(|l| stderr.push(&String::from_utf8_lossy(l)));
     let extracted = extractor
         .await
         .map_err(|e| Error::system(format!("the import's extraction thread failed: {e}")))?;
     let special_modes = match (extracted, exit) {
+        (
+            Err(Error::LimitExceeded {
+                detail, key, limit, ..
+            }),
+            _,
+        ) => {
+            return Err(Error::LimitExceeded {
+                input: format!("the import of {remote_root} from {}", session.target()),
+                detail,
+                key,
+                limit,
+            })
+        }
         (Err(e), _) if !matches!(e, Error::System { .. }) => return Err(e),
         (_, None) => {
             return Err(lost(
@@ -452,7 +237,7 @@ pub async fn fetch(session: &SshSession, remote_root: &str, ctx: &RunContext) ->
                 } else {
                     format!("exit status {code}")
                 },
-                String::from_utf8_lossy(&stderr).trim()
+                stderr.text()
             )))
         }
         (result, Some(_)) => result?,
@@ -561,161 +346,15 @@ impl Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
 
-    /// One raw tar entry: name, type, mode, content, link target.
-    type RawEntry<'a> = (&'a str, tar::EntryType, u32, &'a [u8], Option<&'a str>);
-
-    /// A tar archive built entry by entry, hostile ones included.
-    fn archive(entries: &[RawEntry<'_>]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (path, kind, mode, data, link) in entries {
-            let mut h = tar::Header::new_gnu();
-            // Write the name bytes directly: set_path refuses `..` and absolute paths.
-            let name = &mut h.as_old_mut().name;
-            name[..path.len()].copy_from_slice(path.as_bytes());
-            h.set_entry_type(*kind);
-            h.set_mode(*mode);
-            h.set_size(data.len() as u64);
-            if let Some(l) = link {
-                h.set_link_name(l).unwrap();
-            }
-            h.set_cksum();
-            b.append(&h, *data).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
-    use tar::EntryType as T;
-
-    fn run(entries: &[RawEntry<'_>]) -> (tempfile::TempDir, Result<BTreeMap<PathBuf, u32>>) {
+    #[test]
+    fn staging_is_created_0700_next_to_the_result_root() {
         let dir = tempfile::tempdir().unwrap();
-        let staging = dir.path().join("staging");
-        fs::create_dir(&staging).unwrap();
-        let result = extract(&archive(entries)[..], &staging);
-        (dir, result)
-    }
-
-    #[test]
-    fn a_normal_tree_is_extracted_with_modes_links_and_symlinks() {
-        let (dir, result) = run(&[
-            ("./", T::Directory, 0o755, b"", None),
-            ("./artifacts/world/bin/", T::Directory, 0o555, b"", None),
-            ("./artifacts/world/bin/sh", T::Regular, 0o555, b"#!", None),
-            (
-                "./artifacts/world/bin/[",
-                T::Symlink,
-                0o777,
-                b"",
-                Some("test"),
-            ),
-            (
-                "./artifacts/world/etc/localtime",
-                T::Symlink,
-                0o777,
-                b"",
-                Some("/usr/share/zoneinfo/UTC"),
-            ),
-            (
-                "./artifacts/world/bin/rsh",
-                T::Link,
-                0o555,
-                b"",
-                Some("./artifacts/world/bin/sh"),
-            ),
-        ]);
-        let special = result.unwrap();
-        assert!(special.is_empty());
-        let root = dir.path().join("staging/artifacts/world");
-        assert_eq!(fs::read(root.join("bin/sh")).unwrap(), b"#!");
-        assert_eq!(
-            root.join("bin/sh").metadata().unwrap().mode() & 0o7777,
-            0o555
-        );
-        assert_eq!(
-            fs::read_link(root.join("etc/localtime")).unwrap(),
-            Path::new("/usr/share/zoneinfo/UTC")
-        );
-        assert_eq!(
-            root.join("bin/rsh").metadata().unwrap().ino(),
-            root.join("bin/sh").metadata().unwrap().ino()
-        );
-    }
-
-    #[test]
-    fn setuid_bits_are_neutralised_and_recorded() {
-        let (dir, result) = run(&[
-            ("usr/bin/su", T::Regular, 0o4555, b"x", None),
-            ("tmp/", T::Directory, 0o1777, b"", None),
-        ]);
-        let special = result.unwrap();
-        assert_eq!(special.get(Path::new("usr/bin/su")), Some(&0o4000));
-        assert_eq!(special.get(Path::new("tmp")), Some(&0o1000));
-        let su = dir.path().join("staging/usr/bin/su").metadata().unwrap();
-        assert_eq!(su.mode() & 0o7777, 0o555);
-        assert_eq!(
-            dir.path().join("staging/tmp").metadata().unwrap().mode() & 0o7000,
-            0
-        );
-    }
-
-    fn refused(entries: &[RawEntry<'_>], expected: &str) {
-        let (dir, result) = run(entries);
-        let e = result.unwrap_err().to_string();
-        assert!(e.contains(expected), "{e}");
-        assert!(!dir.path().join("escaped").exists());
-        let outside: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(outside, ["staging"], "nothing is written next to staging");
-    }
-
-    #[test]
-    fn hostile_entries_are_refused_and_nothing_escapes() {
-        refused(&[("../escaped", T::Regular, 0o644, b"x", None)], "`..`");
-        refused(
-            &[("a/../../escaped", T::Regular, 0o644, b"x", None)],
-            "`..`",
-        );
-        refused(
-            &[("/tmp/escaped-fruix-test", T::Regular, 0o644, b"x", None)],
-            "absolute",
-        );
-        refused(&[("fifo", T::Fifo, 0o644, b"", None)], "FIFO");
-        refused(&[("null", T::Char, 0o644, b"", None)], "device");
-        refused(
-            &[
-                ("etc", T::Symlink, 0o777, b"", Some("..")),
-                ("etc/escaped", T::Regular, 0o644, b"x", None),
-            ],
-            "symlink in the archive but is used as a directory",
-        );
-        refused(
-            &[
-                ("f", T::Regular, 0o644, b"x", None),
-                ("f", T::Regular, 0o644, b"y", None),
-            ],
-            "twice",
-        );
-        refused(&[("l", T::Link, 0o644, b"", Some("../escaped"))], "`..`");
-        refused(
-            &[("l", T::Link, 0o644, b"", Some("missing"))],
-            "not a regular file extracted before",
-        );
-    }
-
-    #[test]
-    fn symlink_to_etc_passwd_used_as_a_directory_never_touches_it() {
-        let before = fs::read("/etc/passwd").unwrap();
-        refused(
-            &[
-                ("p", T::Symlink, 0o777, b"", Some("/etc/passwd")),
-                ("p/x", T::Regular, 0o644, b"x", None),
-            ],
-            "used as a directory",
-        );
-        assert_eq!(fs::read("/etc/passwd").unwrap(), before);
+        let staging = staging_dir(&dir.path().join("r1")).unwrap();
+        assert_eq!(staging.path().parent(), Some(dir.path()));
+        let name = staging.path().file_name().unwrap().to_string_lossy();
+        assert!(name.starts_with(".r1.import-"), "{name}");
+        let mode = staging.path().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o700);
     }
 }
