@@ -23,4 +23,5 @@ mod ssh_build;
 mod ssh_conformance;
 mod ssh_host_keys;
 mod ssh_import;
+mod ssh_import_limits;
 mod sshd;

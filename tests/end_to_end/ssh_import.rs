@@ -14,6 +14,16 @@ use crate::util::{run, snapshot};
 
 /// A guest build with `helper` as the guest's fruix; returns status and stderr.
 fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> (Option<i32>, String) {
+    build_with_config(sshd, host, helper, &[])
+}
+
+/// [`build_with`], with executor configuration `KEY=VALUE` pairs.
+pub fn build_with_config(
+    sshd: &Sshd,
+    host: &Path,
+    helper: &Path,
+    config: &[&str],
+) -> (Option<i32>, String) {
     let cmd = guest_build(sshd, "guest-self-hosted", host, "r1");
     let mut fixed = std::process::Command::new(cmd.get_program());
     let mut replace = false;
@@ -25,6 +35,9 @@ fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> (Option<i32>, String) 
         }
         replace = a == "--guest-helper";
     }
+    for pair in config {
+        fixed.args(["--config", pair]);
+    }
     let out = run(&mut fixed);
     (
         out.status.code(),
@@ -34,7 +47,7 @@ fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> (Option<i32>, String) 
 
 /// No staging directory is left next to the result root, and the result
 /// root (if any) cannot be promoted.
-fn nothing_partial(host: &Path) {
+pub fn nothing_partial(host: &Path) {
     let leftovers: Vec<_> = std::fs::read_dir(host)
         .unwrap()
         .flatten()
