@@ -5,7 +5,7 @@
 //! Extended headers (pax `x`, GNU long name and long link) are read here,
 //! each up to `import_max_header_bytes`, rather than by the tar crate, which
 //! would read any size into memory. Everything extracted is indexed in a
-//! [`Tree`] of names, so an entry costs one map probe per component of its
+//! tree of names, so an entry costs one map probe per component of its
 //! path whatever came before it: extraction is linear in the size of the
 //! archive, and a directory declared again and again costs each time what
 //! declaring it once does.

@@ -6,7 +6,7 @@
 //! run in it, over an exec channel) into a fresh staging directory next to
 //! the host result root (`.RUN-ID.import-XXXXXX` in its parent, created
 //! `0700` so that no other local user can reach into it), extracting it with
-//! [`extract`] while it arrives. Extraction:
+//! [`extract()`] while it arrives. Extraction:
 //!
 //! - refuses absolute paths and `..` components, device nodes, FIFOs and any
 //!   other entry type than directory, regular file, symlink and hard link;
