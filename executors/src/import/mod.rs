@@ -52,6 +52,7 @@
 
 pub mod extract;
 pub mod limits;
+mod tree;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
