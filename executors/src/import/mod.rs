@@ -162,6 +162,8 @@ pub async fn fetch(
     let mut stderr_lines = LineSplitter::new(session.max_line_bytes());
     let mut stderr = Tail::new(STDERR_TAIL_LINES);
     let (mut exit, mut received, mut reported) = (None, 0u64, 0u64);
+    // Whether the extractor stopped reading before the stream ended.
+    let mut extractor_stopped = false;
     loop {
         let msg = tokio::select! {
             msg = channel.wait() => msg,
@@ -189,6 +191,7 @@ pub async fn fetch(
                     None => false,
                 };
                 if !sent {
+                    extractor_stopped = true;
                     drop(tx.take());
                     let _ = channel.close().await;
                     break;
@@ -222,7 +225,8 @@ pub async fn fetch(
                 limit,
             })
         }
-        (Err(e), _) if !matches!(e, Error::System { .. }) => return Err(e),
+        // A refusal, or an archive unreadable before its end: not the connection's fault.
+        (Err(e), _) if extractor_stopped || !matches!(e, Error::System { .. }) => return Err(e),
         (_, None) => {
             return Err(lost(
                 session.target(),
