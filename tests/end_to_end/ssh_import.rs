@@ -237,7 +237,7 @@ fn hostile_archives_are_refused_and_nothing_outside_staging_is_touched() {
     }
 }
 
-/// A valid entry, a header block with a bad checksum, then 16 MB more: the
+/// A valid entry, a header block with a bad checksum, then 8 MB more: the
 /// extraction stops at the bad header while the guest is still sending.
 fn corrupt_then_more() -> Vec<u8> {
     let mut archive = hostile_archive(&[("./ok", tar::EntryType::Regular, 0o644, b"x", None)]);
