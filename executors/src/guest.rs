@@ -943,21 +943,21 @@ mod tests {
     #[test]
     fn import_caps_and_the_line_cap_are_configuration_keys_with_defaults() {
         let registry = Registry::compiled().unwrap();
-        let keys: Vec<_> = registry
-            .get("guest-self-hosted")
-            .unwrap()
-            .config_keys
-            .iter()
-            .map(|k| k.name.clone())
-            .collect();
-        for cap in Cap::ALL {
+        let keys = &registry.get("guest-self-hosted").unwrap().config_keys;
+        // What `fruix executors describe` shows names each key's default.
+        let described = |name: &str, default: u64| {
+            let key = keys.iter().find(|k| k.name == name);
+            let key = key.unwrap_or_else(|| panic!("{name} is not a configuration key"));
             assert!(
-                keys.iter().any(|k| k == cap.key()),
-                "{} in {keys:?}",
-                cap.key()
+                key.description.contains(&format!("(default {default}")),
+                "{name}: {}",
+                key.description
             );
+        };
+        for cap in Cap::ALL {
+            described(cap.key(), ImportLimits::default().get(cap));
         }
-        assert!(keys.iter().any(|k| k == crate::bounded::LINE_CAP_KEY));
+        described(crate::bounded::LINE_CAP_KEY, DEFAULT_MAX_LINE_BYTES as u64);
 
         let e = GuestConfig {
             guest: Some("a@b".into()),
