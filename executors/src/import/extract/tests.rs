@@ -277,50 +277,48 @@ fn long_path(len: usize) -> String {
     path
 }
 
+/// An archive of one regular file (content `x`) at `path`, or a symlink to
+/// `link`, after pax records `pax`; the builder writes long names and link
+/// targets as GNU long name and long link entries.
+fn one_entry(pax: &[(&str, &[u8])], path: &str, link: Option<&str>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions(pax.iter().copied()).unwrap();
+    match link {
+        None => b.append_data(&mut header(T::Regular, 0o644, 1), path, &b"x"[..]),
+        Some(target) => b.append_link(&mut header(T::Symlink, 0o777, 0), path, target),
+    }
+    .unwrap();
+    b.into_inner().unwrap()
+}
+
 #[test]
 fn an_over_long_name_is_refused_by_the_path_cap() {
     let limits = ImportLimits::default();
     let path = long_path(4096);
-    let mut b = tar::Builder::new(Vec::new());
-    b.append_data(&mut header(T::Regular, 0o644, 1), &path, &b"x"[..])
-        .unwrap();
-    let (dir, result) = run_bytes(&b.into_inner().unwrap()[..], &limits);
+    let (dir, result) = run_bytes(&one_entry(&[], &path, None)[..], &limits);
     let text = over(result, Cap::PathBytes, &limits);
     assert!(text.contains("has a path of 4096 bytes"), "{text}");
     assert!(text.len() < 600, "the name is not printed whole: {text}");
     nothing_outside_staging(&dir);
 
-    // A path just under the cap is fine.
+    // A long path under the cap is fine.
     let path = long_path(4000);
-    let mut b = tar::Builder::new(Vec::new());
-    b.append_data(&mut header(T::Regular, 0o644, 1), &path, &b"x"[..])
-        .unwrap();
-    let (dir, result) = run_bytes(&b.into_inner().unwrap()[..], &limits);
+    let (dir, result) = run_bytes(&one_entry(&[], &path, None)[..], &limits);
     result.unwrap();
-    assert_eq!(
-        fs::read(dir.path().join("staging").join(&path)).unwrap(),
-        b"x"
-    );
+    let extracted = dir.path().join("staging").join(&path);
+    assert_eq!(fs::read(extracted).unwrap(), b"x");
 }
 
 #[test]
 fn a_pax_path_counts_against_the_same_caps() {
     let limits = ImportLimits::default();
-    let mut b = tar::Builder::new(Vec::new());
     let path = long_path(4500);
-    b.append_pax_extensions([("path", path.as_bytes())])
-        .unwrap();
-    b.append_data(&mut header(T::Regular, 0o644, 1), "short", &b"x"[..])
-        .unwrap();
-    let (_dir, result) = run_bytes(&b.into_inner().unwrap()[..], &limits);
+    let archive = one_entry(&[("path", path.as_bytes())], "short", None);
+    let (_dir, result) = run_bytes(&archive[..], &limits);
     over(result, Cap::PathBytes, &limits);
 
-    let mut b = tar::Builder::new(Vec::new());
-    b.append_pax_extensions([("path", b"from/pax".as_slice())])
-        .unwrap();
-    b.append_data(&mut header(T::Regular, 0o644, 1), "short", &b"x"[..])
-        .unwrap();
-    let (dir, result) = run_bytes(&b.into_inner().unwrap()[..], &limits);
+    let archive = one_entry(&[("path", b"from/pax")], "short", None);
+    let (dir, result) = run_bytes(&archive[..], &limits);
     result.unwrap();
     assert!(dir.path().join("staging/from/pax").is_file());
     assert!(!dir.path().join("staging/short").exists());
@@ -330,10 +328,7 @@ fn a_pax_path_counts_against_the_same_caps() {
 fn an_over_long_component_is_refused_by_the_name_cap() {
     let limits = ImportLimits::default();
     let path = format!("dir/{}", "n".repeat(256));
-    let mut b = tar::Builder::new(Vec::new());
-    b.append_data(&mut header(T::Regular, 0o644, 1), &path, &b"x"[..])
-        .unwrap();
-    let (_dir, result) = run_bytes(&b.into_inner().unwrap()[..], &limits);
+    let (_dir, result) = run_bytes(&one_entry(&[], &path, None)[..], &limits);
     let text = over(result, Cap::NameBytes, &limits);
     assert!(text.contains("name component of 256 bytes"), "{text}");
 }
@@ -342,24 +337,16 @@ fn an_over_long_component_is_refused_by_the_name_cap() {
 fn an_over_long_link_target_is_refused_by_the_link_cap() {
     let limits = ImportLimits::default();
     let target = long_path(4096);
-    let mut b = tar::Builder::new(Vec::new());
-    b.append_link(&mut header(T::Symlink, 0o777, 0), "l", &target)
-        .unwrap();
-    let (dir, result) = run_bytes(&b.into_inner().unwrap()[..], &limits);
+    let (dir, result) = run_bytes(&one_entry(&[], "l", Some(&target))[..], &limits);
     let text = over(result, Cap::LinkBytes, &limits);
     assert!(text.contains("link target of 4096 bytes"), "{text}");
     assert!(!dir.path().join("staging/l").exists());
 
     let target = long_path(4095);
-    let mut b = tar::Builder::new(Vec::new());
-    b.append_link(&mut header(T::Symlink, 0o777, 0), "l", &target)
-        .unwrap();
-    let (dir, result) = run_bytes(&b.into_inner().unwrap()[..], &limits);
+    let (dir, result) = run_bytes(&one_entry(&[], "l", Some(&target))[..], &limits);
     result.unwrap();
-    assert_eq!(
-        fs::read_link(dir.path().join("staging/l")).unwrap(),
-        Path::new(&target)
-    );
+    let link = fs::read_link(dir.path().join("staging/l")).unwrap();
+    assert_eq!(link, Path::new(&target));
 }
 
 #[test]
@@ -380,34 +367,24 @@ fn an_extended_header_over_its_cap_is_refused_before_it_is_read() {
 
 #[test]
 fn malformed_extended_headers_are_refused() {
-    // A pax size that the header does not agree with.
-    let mut b = tar::Builder::new(Vec::new());
-    b.append_pax_extensions([("size", b"2".as_slice())])
-        .unwrap();
-    b.append_data(&mut header(T::Regular, 0o644, 1), "f", &b"x"[..])
-        .unwrap();
-    let (_dir, result) = run_bytes(&b.into_inner().unwrap()[..], &ImportLimits::default());
-    let e = result.unwrap_err().to_string();
-    assert!(
-        e.contains("pax size \"2\" differs from its header's size 1"),
-        "{e}"
-    );
-
-    // A NUL byte inside a name.
-    let mut b = tar::Builder::new(Vec::new());
-    b.append_pax_extensions([("path", b"a\0b".as_slice())])
-        .unwrap();
-    b.append_data(&mut header(T::Regular, 0o644, 1), "f", &b"x"[..])
-        .unwrap();
-    let (_dir, result) = run_bytes(&b.into_inner().unwrap()[..], &ImportLimits::default());
-    let e = result.unwrap_err().to_string();
-    assert!(e.contains("NUL"), "{e}");
+    let limits = ImportLimits::default();
+    for (pax, expected) in [
+        (
+            ("size", b"2".as_slice()),
+            "pax size \"2\" differs from its header's size 1",
+        ),
+        (("path", b"a\0b".as_slice()), "a NUL byte in a path"),
+    ] {
+        let (_dir, result) = run_bytes(&one_entry(&[pax], "f", None)[..], &limits);
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains(expected), "{e}");
+    }
 
     // An extended header with nothing after it.
     let mut b = tar::Builder::new(Vec::new());
     b.append_pax_extensions([("path", b"a".as_slice())])
         .unwrap();
-    let (_dir, result) = run_bytes(&b.into_inner().unwrap()[..], &ImportLimits::default());
+    let (_dir, result) = run_bytes(&b.into_inner().unwrap()[..], &limits);
     let e = result.unwrap_err().to_string();
     assert!(e.contains("describes no entry"), "{e}");
 }
