@@ -144,6 +144,15 @@ pub enum Error {
     /// The work was cancelled (Ctrl-C, SIGTERM, or a caller's token).
     #[error("cancelled")]
     Cancelled,
+    /// Untrusted input (a guest's archive, say) went over a cap. `key` is the
+    /// configuration key that sets the cap, `limit` its value.
+    #[error("{input}: {detail}, over the cap {key} = {limit}; it is refused (if this is expected, raise the executor configuration key `{key}`)")]
+    LimitExceeded {
+        input: String,
+        detail: String,
+        key: &'static str,
+        limit: u64,
+    },
 }
 
 impl Error {

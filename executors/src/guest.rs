@@ -49,11 +49,12 @@ use fruix_core::result_root::INCOMPLETE_MARKER;
 use fruix_core::{Error, Result};
 use tokio::io::AsyncWriteExt;
 
+use crate::bounded::Tail;
 use crate::driver::{self, Driver, KERNEL_DESTDIR, OBJ_DIR, WORLD_DESTDIR};
-use crate::import::{self, Staged};
+use crate::import::{self, Cap, ImportLimits, Staged};
 use crate::ssh::{
     is_connection_lost, shell_quote, HostKeyPolicy, RemoteExit, SshOptions, SshSession, SshTarget,
-    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_LINE_BYTES,
 };
 
 /// The executor version recorded in `promotion.scm`.
@@ -120,6 +121,17 @@ pub struct GuestConfig {
     /// The make program in the guest (host-initiated; default: bmake if the
     /// guest has it, else make).
     pub make: Option<String>,
+    /// The import's caps ([`crate::import::limits`]); each defaults to
+    /// [`ImportLimits::default`].
+    pub import_max_bytes: Option<u64>,
+    pub import_max_entries: Option<u64>,
+    pub import_max_path_bytes: Option<u64>,
+    pub import_max_name_bytes: Option<u64>,
+    pub import_max_link_bytes: Option<u64>,
+    pub import_max_header_bytes: Option<u64>,
+    /// Cap on one line of remote output (default
+    /// [`DEFAULT_MAX_LINE_BYTES`]).
+    pub output_max_line_bytes: Option<u64>,
 }
 
 /// The configuration keys, for `fruix executors describe`.
@@ -170,6 +182,34 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         name: "make",
         description:
             "make program in the guest, for host-initiated (default: bmake if present, else make)",
+    },
+    ConfigKey {
+        name: "import_max_bytes",
+        description: "cap on the bytes of the import's tar stream (default 68719476736, 64 GiB)",
+    },
+    ConfigKey {
+        name: "import_max_entries",
+        description: "cap on the import's archive entries, directories it creates included (default 10000000)",
+    },
+    ConfigKey {
+        name: "import_max_path_bytes",
+        description: "cap on the bytes of one imported path (default 4095: PATH_MAX less its NUL)",
+    },
+    ConfigKey {
+        name: "import_max_name_bytes",
+        description: "cap on the bytes of one component of an imported path (default 255, NAME_MAX)",
+    },
+    ConfigKey {
+        name: "import_max_link_bytes",
+        description: "cap on the bytes of an imported symlink target or hard link name (default 4095)",
+    },
+    ConfigKey {
+        name: "import_max_header_bytes",
+        description: "cap on one extended tar header (pax, GNU long name or link) of the import (default 1048576, 1 MiB)",
+    },
+    ConfigKey {
+        name: "output_max_line_bytes",
+        description: "longer lines of guest output are cut, saying so (default 1048576, 1 MiB)",
     },
 ];
 
@@ -238,6 +278,26 @@ impl GuestConfig {
                 return Err(invalid(format!("`{key}` is empty")));
             }
         }
+        let mut limits = ImportLimits::default();
+        for (cap, value) in Cap::ALL.into_iter().zip([
+            self.import_max_bytes,
+            self.import_max_entries,
+            self.import_max_path_bytes,
+            self.import_max_name_bytes,
+            self.import_max_link_bytes,
+            self.import_max_header_bytes,
+        ]) {
+            match value {
+                Some(0) => return Err(invalid(format!("`{}` must be at least 1", cap.key()))),
+                Some(v) => limits.set(cap, v),
+                None => {}
+            }
+        }
+        let max_line_bytes = match self.output_max_line_bytes {
+            Some(0) => return Err(invalid("`output_max_line_bytes` must be at least 1".into())),
+            Some(v) => usize::try_from(v).unwrap_or(usize::MAX),
+            None => DEFAULT_MAX_LINE_BYTES,
+        };
         Ok(GuestExecutor {
             mode,
             ssh: SshOptions {
@@ -246,10 +306,12 @@ impl GuestConfig {
                 passphrase_env: self.passphrase_env,
                 host_keys,
                 connect_timeout,
+                max_line_bytes,
             },
             state_dir: state_dir.trim_end_matches('/').to_string(),
             helper,
             make: self.make,
+            limits,
             state: Mutex::default(),
         })
     }
@@ -271,6 +333,7 @@ pub struct GuestExecutor {
     state_dir: String,
     helper: String,
     make: Option<String>,
+    limits: ImportLimits,
     state: Mutex<RunState>,
 }
 
@@ -323,7 +386,7 @@ impl GuestExecutor {
         let remote = self.guest_root(&ctx.request.run_id);
         let mut attempt = 1;
         loop {
-            match import::fetch(&session, &remote, ctx).await {
+            match import::fetch(&session, &remote, ctx, &self.limits).await {
                 Err(e) if is_connection_lost(&e) && attempt < IMPORT_ATTEMPTS => {
                     ctx.events.warn(format!(
                         "import attempt {attempt} of {IMPORT_ATTEMPTS} failed: {e}; retrying"
@@ -364,7 +427,8 @@ impl GuestExecutor {
             "exec {helper} native-build self-hosted --state-dir {}",
             shell_quote(&self.state_dir)
         );
-        let (mut stdout, mut tail) = (Vec::new(), Tail::default());
+        // Only the last line of stdout (the result root) is used.
+        let (mut last_stdout, mut tail) = (None::<String>, Tail::new(TAIL_LINES));
         // The helper's exit is judged inside the stage, so that a failed
         // guest build ends its stage as failed.
         ctx.events
@@ -372,7 +436,7 @@ impl GuestExecutor {
                 let exit = session
                     .stream(&script, Some(&request), &ctx.cancel, |stream, line| {
                         if stream == Stream::Stdout {
-                            stdout.push(line.to_string());
+                            last_stdout = Some(line.to_string());
                         }
                         tail.push(line);
                         ctx.events.log("guest-build", stream, line);
@@ -386,10 +450,10 @@ impl GuestExecutor {
             })
             .await?;
         let expected = self.guest_root(&ctx.request.run_id);
-        if stdout.last().map(String::as_str) != Some(expected.as_str()) {
+        if last_stdout.as_deref() != Some(expected.as_str()) {
             return Err(Error::system(format!(
                 "the guest helper reported result root {:?}, expected {expected}; is the helper a matching fruix?",
-                stdout.last().cloned().unwrap_or_default()
+                last_stdout.unwrap_or_default()
             )));
         }
         let staged = ctx
@@ -520,7 +584,7 @@ impl GuestExecutor {
         use fruix_core::error::IoContext;
         let file = std::fs::File::create(log_path).with_path("create log file", log_path)?;
         let mut log = std::io::BufWriter::new(file);
-        let mut tail = Tail::default();
+        let mut tail = Tail::new(TAIL_LINES);
         let mut write_error = None;
         let exit = session
             .stream(script, None, &ctx.cancel, |stream, line| {
@@ -547,31 +611,16 @@ impl GuestExecutor {
                 step: stage.to_string(),
                 status: Some(exit.describe()),
                 log: Some(log_path.to_path_buf()),
-                tail: tail.lines.into(),
+                tail: tail.into_lines(),
             }),
         }
-    }
-}
-
-/// The last lines of a remote command's output.
-#[derive(Debug, Default)]
-struct Tail {
-    lines: std::collections::VecDeque<String>,
-}
-
-impl Tail {
-    fn push(&mut self, line: &str) {
-        if self.lines.len() == TAIL_LINES {
-            self.lines.pop_front();
-        }
-        self.lines.push_back(line.to_string());
     }
 }
 
 /// The error for a helper that exited non-zero: its exit statuses are
 /// fruix's (1 build failure, 3 system failure, 130 cancelled, else input).
 fn helper_failure(exit: &RemoteExit, tail: Tail) -> Error {
-    let tail: Vec<String> = tail.lines.into();
+    let tail = tail.into_lines();
     let step = tail.iter().rev().find_map(|l| {
         l.split("build step `")
             .nth(1)?
@@ -874,6 +923,14 @@ mod tests {
                 json!({"guest": "a@b", "connect_timeout_secs": 0}),
                 "at least 1",
             ),
+            (
+                json!({"guest": "a@b", "import_max_entries": 0}),
+                "`import_max_entries` must be at least 1",
+            ),
+            (
+                json!({"guest": "a@b", "output_max_line_bytes": 0}),
+                "`output_max_line_bytes` must be at least 1",
+            ),
         ] {
             let e = registry
                 .create("host-initiated", config)
@@ -881,6 +938,51 @@ mod tests {
                 .to_string();
             assert!(e.contains(expected), "{e}");
         }
+    }
+
+    #[test]
+    fn import_caps_and_the_line_cap_are_configuration_keys_with_defaults() {
+        let registry = Registry::compiled().unwrap();
+        let keys = &registry.get("guest-self-hosted").unwrap().config_keys;
+        // What `fruix executors describe` shows names each key's default.
+        let described = |name: &str, default: u64| {
+            let key = keys.iter().find(|k| k.name == name);
+            let key = key.unwrap_or_else(|| panic!("{name} is not a configuration key"));
+            assert!(
+                key.description.contains(&format!("(default {default}")),
+                "{name}: {}",
+                key.description
+            );
+        };
+        for cap in Cap::ALL {
+            described(cap.key(), ImportLimits::default().get(cap));
+        }
+        described(crate::bounded::LINE_CAP_KEY, DEFAULT_MAX_LINE_BYTES as u64);
+
+        let e = GuestConfig {
+            guest: Some("a@b".into()),
+            ..Default::default()
+        }
+        .build(Mode::SelfHosted)
+        .unwrap();
+        assert_eq!(e.limits, ImportLimits::default());
+        assert_eq!(e.ssh.max_line_bytes, DEFAULT_MAX_LINE_BYTES);
+
+        let config = json!({"guest": "a@b", "import_max_bytes": 1024, "import_max_entries": 7,
+            "import_max_path_bytes": 6, "import_max_name_bytes": 5, "import_max_link_bytes": 4,
+            "import_max_header_bytes": 3, "output_max_line_bytes": 2});
+        let config: GuestConfig = parse_config("guest-self-hosted", config).unwrap();
+        let e = config.build(Mode::SelfHosted).unwrap();
+        let expected = ImportLimits {
+            max_bytes: 1024,
+            max_entries: 7,
+            max_path_bytes: 6,
+            max_name_bytes: 5,
+            max_link_bytes: 4,
+            max_header_bytes: 3,
+        };
+        assert_eq!(e.limits, expected);
+        assert_eq!(e.ssh.max_line_bytes, 2);
     }
 
     #[test]

@@ -15,8 +15,10 @@
 //! own fruix runs the driver). They share the transport in [`ssh`] (russh:
 //! known_hosts checking, key and agent authentication, remote commands whose
 //! cancellation stops the remote process tree) and the import in [`import`]
-//! (one tar stream into a staging directory, extracted as untrusted input,
-//! re-hashed against the guest's signatures, moved into place when complete).
+//! (one tar stream into a staging directory, extracted as untrusted input
+//! within caps, re-hashed against the guest's signatures, moved into place
+//! when complete). Guest output is bounded everywhere: [`bounded`] cuts long
+//! lines and keeps only the tails of output.
 //!
 //! [`external`] runs executors declared in executors files: commands for
 //! the stages prepare, build, collect and cleanup, written in any language.
@@ -29,6 +31,7 @@
 //! Errors are [`fruix_core::Error`]: the executor contract is expressed in the
 //! core's error type, so this crate adds none of its own.
 
+pub mod bounded;
 pub mod driver;
 pub mod external;
 pub mod guest;

@@ -24,5 +24,6 @@ mod ssh_build;
 mod ssh_conformance;
 mod ssh_host_keys;
 mod ssh_import;
+mod ssh_import_limits;
 mod sshd;
 mod store_integrity;

@@ -14,6 +14,16 @@ use crate::util::{run, snapshot};
 
 /// A guest build with `helper` as the guest's fruix; returns status and stderr.
 fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> (Option<i32>, String) {
+    build_with_config(sshd, host, helper, &[])
+}
+
+/// [`build_with`], with executor configuration `KEY=VALUE` pairs.
+pub fn build_with_config(
+    sshd: &Sshd,
+    host: &Path,
+    helper: &Path,
+    config: &[&str],
+) -> (Option<i32>, String) {
     let cmd = guest_build(sshd, "guest-self-hosted", host, "r1");
     let mut fixed = std::process::Command::new(cmd.get_program());
     let mut replace = false;
@@ -25,6 +35,9 @@ fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> (Option<i32>, String) 
         }
         replace = a == "--guest-helper";
     }
+    for pair in config {
+        fixed.args(["--config", pair]);
+    }
     let out = run(&mut fixed);
     (
         out.status.code(),
@@ -34,7 +47,7 @@ fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> (Option<i32>, String) 
 
 /// No staging directory is left next to the result root, and the result
 /// root (if any) cannot be promoted.
-fn nothing_partial(host: &Path) {
+pub fn nothing_partial(host: &Path) {
     let leftovers: Vec<_> = std::fs::read_dir(host)
         .unwrap()
         .flatten()
@@ -186,6 +199,11 @@ fn hostile_archives_are_refused_and_nothing_outside_staging_is_touched() {
             ]),
             "promotion.scm",
         ),
+        (
+            "a corrupt header with more data after it",
+            corrupt_then_more(),
+            "archive header checksum mismatch",
+        ),
     ];
     for (what, archive, expected) in cases {
         let host = tempfile::tempdir().unwrap();
@@ -198,6 +216,10 @@ fn hostile_archives_are_refused_and_nothing_outside_staging_is_touched() {
         let (code, stderr) = build_with(&sshd, host.path(), &helper);
         assert!(code != Some(0), "{what}: accepted: {stderr}");
         assert!(stderr.contains(expected), "{what}: {stderr}");
+        assert!(
+            !stderr.contains("import attempt"),
+            "{what}: a refused archive is not retried as a dropped connection: {stderr}"
+        );
         nothing_partial(host.path());
         assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd, "{what}");
         for dir in [host.path(), host.path().parent().unwrap(), Path::new("/")] {
@@ -213,6 +235,18 @@ fn hostile_archives_are_refused_and_nothing_outside_staging_is_touched() {
             "{what}: setuid files created: {setuid:?}"
         );
     }
+}
+
+/// A valid entry, a header block with a bad checksum, then 8 MB more: the
+/// extraction stops at the bad header while the guest is still sending.
+fn corrupt_then_more() -> Vec<u8> {
+    let mut archive = hostile_archive(&[("./ok", tar::EntryType::Regular, 0o644, b"x", None)]);
+    archive.truncate(archive.len() - 1024);
+    let mut bad = [b'x'; 512];
+    bad[148..156].copy_from_slice(b"0000000\0");
+    archive.extend_from_slice(&bad);
+    archive.resize(archive.len() + (8 << 20), 0);
+    archive
 }
 
 fn walk_setuid(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -113,9 +113,14 @@ async fn fruix_import(options: &SshOptions, root: &Path, dest: &Path) -> Duratio
     };
     let started = Instant::now();
     let session = SshSession::connect(options, &ctx.events).await.unwrap();
-    let staged = import::fetch(&session, &root.display().to_string(), &ctx)
-        .await
-        .unwrap();
+    let staged = import::fetch(
+        &session,
+        &root.display().to_string(),
+        &ctx,
+        &import::ImportLimits::default(),
+    )
+    .await
+    .unwrap();
     staged.place(dest).unwrap();
     session.disconnect().await;
     started.elapsed()
@@ -164,6 +169,7 @@ fn main() {
         passphrase_env: None,
         host_keys: HostKeyPolicy::known_hosts(Some(keys.join("known_hosts")), false),
         connect_timeout: Duration::from_secs(30),
+        max_line_bytes: fruix_executors::ssh::DEFAULT_MAX_LINE_BYTES,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

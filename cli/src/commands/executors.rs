@@ -67,8 +67,10 @@ pub fn run(command: ExecutorsCommand, registry: &Registry) -> CliResult {
             if entry.config_keys.is_empty() {
                 println!("  (none)");
             }
+            let width = entry.config_keys.iter().map(|k| k.name.len()).max();
+            let width = width.unwrap_or_default();
             for key in &entry.config_keys {
-                println!("  {:<16} {}", key.name, key.description);
+                println!("  {:<width$} {}", key.name, key.description);
             }
             if let Some(c) = capabilities {
                 println!("capabilities:");

@@ -19,9 +19,10 @@
 //!   named by `passphrase_env`), else every key of a running ssh-agent
 //!   (`SSH_AUTH_SOCK`), else the user's default keys (`~/.ssh/id_ed25519`,
 //!   `id_ecdsa`, `id_rsa`). Refusal names the user, host and keys tried.
-//! - Remote commands ([`remote`]) stream stdout and stderr as lines and return
-//!   the exit status or signal; cancelling one stops its whole remote session
-//!   (every process the command started), not only the channel.
+//! - Remote commands ([`remote`]) stream stdout and stderr as lines (each cut
+//!   at [`SshOptions::max_line_bytes`]) and return the exit status or signal;
+//!   cancelling one stops its whole remote session (every process the command
+//!   started), not only the channel.
 //! - Every failure here is [`Error::System`]: the machine, the network or its
 //!   SSH setup is at fault, not the build. A connection that drops is
 //!   reported as such ([`is_connection_lost`] tells callers that may retry).
@@ -50,6 +51,9 @@ pub const KEEPALIVE_MAX: usize = 4;
 
 /// The default connection timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default cap on one line of a remote command's output (1 MiB).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
 /// Where to connect: `user@host[:port]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +125,8 @@ pub struct SshOptions {
     pub passphrase_env: Option<String>,
     pub host_keys: HostKeyPolicy,
     pub connect_timeout: Duration,
+    /// Longer lines of remote output are cut (see [`remote`]).
+    pub max_line_bytes: usize,
 }
 
 /// One authenticated SSH connection. Cheap to share: channels are opened
@@ -128,6 +134,7 @@ pub struct SshOptions {
 pub struct SshSession {
     handle: client::Handle<HostKeyVerifier>,
     target: SshTarget,
+    max_line_bytes: usize,
 }
 
 impl fmt::Debug for SshSession {
@@ -205,12 +212,21 @@ impl SshSession {
                 target.user
             )));
         }
-        Ok(SshSession { handle, target })
+        Ok(SshSession {
+            handle,
+            target,
+            max_line_bytes: options.max_line_bytes,
+        })
     }
 
     /// The machine this session is connected to.
     pub fn target(&self) -> &SshTarget {
         &self.target
+    }
+
+    /// The cap on one line of remote output.
+    pub fn max_line_bytes(&self) -> usize {
+        self.max_line_bytes
     }
 
     /// Opens a session channel (for one remote command).

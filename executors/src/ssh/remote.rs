@@ -19,6 +19,11 @@
 //!   the loop ended and the channel closed: no process of the command is left.
 //! - The channel closing without an exit status (connection lost) is an
 //!   [`Error::System`] that [`super::is_connection_lost`] recognises.
+//! - Output is untrusted: a line longer than the session's cap
+//!   ([`super::SshOptions::max_line_bytes`], configuration key
+//!   `output_max_line_bytes`) is cut, saying so ([`crate::bounded`]), and
+//!   [`SshSession::output`] keeps only the last [`OUTPUT_TAIL_LINES`] lines of
+//!   each stream: no command's output is held whole in memory.
 
 use fruix_core::executor::Stream;
 use fruix_core::{Error, Result};
@@ -26,12 +31,16 @@ use russh::ChannelMsg;
 use tokio_util::sync::CancellationToken;
 
 use super::{lost, shell_quote, SshSession};
+use crate::bounded::{LineSplitter, Tail};
 
 /// Seconds of `SIGTERM` before `SIGKILL` when a remote command is cancelled.
 pub const TERM_SECONDS: u32 = 5;
 
 /// Seconds after which the kill loop gives up.
 pub const KILL_SECONDS: u32 = 12;
+
+/// How many last lines of each stream [`SshSession::output`] keeps.
+pub const OUTPUT_TAIL_LINES: usize = 20;
 
 const SESSION_PREFIX: &str = "fruix-session ";
 
@@ -57,23 +66,23 @@ impl RemoteExit {
     }
 }
 
-/// A finished command's status and output.
+/// A finished command's status and the tails of its output.
 #[derive(Debug, Clone)]
 pub struct RemoteOutput {
     pub exit: RemoteExit,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
+    pub stdout: Tail,
+    pub stderr: Tail,
 }
 
 impl RemoteOutput {
-    /// stdout as text, trimmed.
+    /// The tail of stdout as text, trimmed.
     pub fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).trim().to_string()
+        self.stdout.text()
     }
 
-    /// stderr as text, trimmed.
+    /// The tail of stderr as text, trimmed.
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).trim().to_string()
+        self.stderr.text()
     }
 }
 
@@ -100,41 +109,21 @@ done"#
     )
 }
 
-/// Splits channel data into lines for one stream.
-#[derive(Default)]
-struct Lines {
-    partial: Vec<u8>,
-}
-
-impl Lines {
-    fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8])) {
-        self.partial.extend_from_slice(data);
-        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            emit(&line[..end]);
-        }
-    }
-
-    fn finish(&mut self, mut emit: impl FnMut(&[u8])) {
-        if !self.partial.is_empty() {
-            emit(&std::mem::take(&mut self.partial));
-        }
-    }
-}
-
 impl SshSession {
-    /// Runs `script` to its end, feeding it `stdin`, and returns its output.
+    /// Runs `script` to its end, feeding it `stdin`, and returns the last
+    /// [`OUTPUT_TAIL_LINES`] lines of its stdout and of its stderr.
     pub async fn output(&self, script: &str, stdin: Option<&[u8]>) -> Result<RemoteOutput> {
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (mut stdout, mut stderr) = (Tail::new(OUTPUT_TAIL_LINES), Tail::new(OUTPUT_TAIL_LINES));
         let exit = self
-            .stream(script, stdin, &CancellationToken::new(), |stream, line| {
-                let out = match stream {
-                    Stream::Stdout => &mut stdout,
-                    Stream::Stderr => &mut stderr,
-                };
-                out.extend_from_slice(line.as_bytes());
-                out.push(b'\n');
-            })
+            .stream(
+                script,
+                stdin,
+                &CancellationToken::new(),
+                |stream, line| match stream {
+                    Stream::Stdout => stdout.push(line),
+                    Stream::Stderr => stderr.push(line),
+                },
+            )
             .await?
             .expect("an uncancellable command is never cancelled");
         Ok(RemoteOutput {
@@ -166,7 +155,10 @@ impl SshSession {
                 .map_err(|e| lost(self.target(), e))?;
         }
         channel.eof().await.map_err(|e| lost(self.target(), e))?;
-        let (mut out, mut err) = (Lines::default(), Lines::default());
+        let (mut out, mut err) = (
+            LineSplitter::new(self.max_line_bytes),
+            LineSplitter::new(self.max_line_bytes),
+        );
         let mut session: Option<u32> = None;
         let mut exit = None;
         let mut emit = |stream: Stream, line: &[u8], session: &mut Option<u32>| {
@@ -246,19 +238,6 @@ fn signal_label(sig: &russh::Sig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_are_split_across_chunks_and_flushed_at_the_end() {
-        let mut lines = Lines::default();
-        let mut seen = Vec::new();
-        lines.push(b"a\nb", |l| seen.push(l.to_vec()));
-        lines.push(b"c\n\nd", |l| seen.push(l.to_vec()));
-        lines.finish(|l| seen.push(l.to_vec()));
-        assert_eq!(
-            seen,
-            [b"a".to_vec(), b"bc".to_vec(), b"".to_vec(), b"d".to_vec()]
-        );
-    }
 
     #[test]
     fn wrapped_script_prints_its_session_first_under_any_shell() {

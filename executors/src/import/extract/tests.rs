@@ -1,0 +1,499 @@
+//! Unit tests of the extraction: crafted tar streams, hostile ones included.
+
+use super::*;
+use std::os::unix::fs::MetadataExt;
+
+/// One raw tar entry: name, type, mode, content, link target.
+type RawEntry<'a> = (&'a str, tar::EntryType, u32, &'a [u8], Option<&'a str>);
+
+/// A tar archive built entry by entry, hostile ones included.
+fn archive(entries: &[RawEntry<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, mode, data, link) in entries {
+        let mut h = tar::Header::new_gnu();
+        // Write the name bytes directly: set_path refuses `..` and absolute paths.
+        let name = &mut h.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_entry_type(*kind);
+        h.set_mode(*mode);
+        h.set_size(data.len() as u64);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// A GNU header of `kind`, `mode` and `size`, for the builder's
+/// `append_data` and `append_link` (which write long names as GNU long
+/// name and long link entries).
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h
+}
+
+use tar::EntryType as T;
+
+fn run(entries: &[RawEntry<'_>]) -> (tempfile::TempDir, Result<BTreeMap<PathBuf, u32>>) {
+    run_bytes(&archive(entries)[..], &ImportLimits::default())
+}
+
+/// Extracts `tar` into `staging` in a new directory, within `limits`.
+fn run_bytes(
+    tar: impl Read,
+    limits: &ImportLimits,
+) -> (tempfile::TempDir, Result<BTreeMap<PathBuf, u32>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    fs::DirBuilder::new().mode(0o700).create(&staging).unwrap();
+    let result = extract(tar, &staging, limits);
+    (dir, result)
+}
+
+fn mode_of(path: &Path) -> u32 {
+    path.symlink_metadata().unwrap().mode() & 0o7777
+}
+
+#[test]
+fn a_normal_tree_is_extracted_with_modes_links_and_symlinks() {
+    let (dir, result) = run(&[
+        ("./", T::Directory, 0o755, b"", None),
+        ("./artifacts/world/bin/", T::Directory, 0o555, b"", None),
+        ("./artifacts/world/bin/sh", T::Regular, 0o555, b"#!", None),
+        (
+            "./artifacts/world/bin/[",
+            T::Symlink,
+            0o777,
+            b"",
+            Some("test"),
+        ),
+        (
+            "./artifacts/world/etc/localtime",
+            T::Symlink,
+            0o777,
+            b"",
+            Some("/usr/share/zoneinfo/UTC"),
+        ),
+        (
+            "./artifacts/world/bin/rsh",
+            T::Link,
+            0o555,
+            b"",
+            Some("./artifacts/world/bin/sh"),
+        ),
+    ]);
+    let special = result.unwrap();
+    assert!(special.is_empty());
+    let root = dir.path().join("staging/artifacts/world");
+    assert_eq!(fs::read(root.join("bin/sh")).unwrap(), b"#!");
+    assert_eq!(mode_of(&root.join("bin/sh")), 0o555);
+    assert_eq!(
+        fs::read_link(root.join("etc/localtime")).unwrap(),
+        Path::new("/usr/share/zoneinfo/UTC")
+    );
+    assert_eq!(
+        root.join("bin/rsh").metadata().unwrap().ino(),
+        root.join("bin/sh").metadata().unwrap().ino()
+    );
+}
+
+#[test]
+fn setuid_bits_are_neutralised_and_recorded() {
+    let (dir, result) = run(&[
+        ("usr/bin/su", T::Regular, 0o4555, b"x", None),
+        ("tmp/", T::Directory, 0o1777, b"", None),
+    ]);
+    let special = result.unwrap();
+    assert_eq!(special.get(Path::new("usr/bin/su")), Some(&0o4000));
+    assert_eq!(special.get(Path::new("tmp")), Some(&0o1000));
+    assert_eq!(mode_of(&dir.path().join("staging/usr/bin/su")), 0o555);
+    assert_eq!(mode_of(&dir.path().join("staging/tmp")), 0o755);
+}
+
+#[test]
+fn guest_modes_never_give_group_or_world_write_on_the_host() {
+    let (dir, result) = run(&[
+        ("./", T::Directory, 0o777, b"", None),
+        ("open/", T::Directory, 0o777, b"", None),
+        ("open/all", T::Regular, 0o777, b"x", None),
+        ("open/rw", T::Regular, 0o666, b"x", None),
+        ("open/group", T::Regular, 0o664, b"x", None),
+        ("open/private", T::Regular, 0o640, b"x", None),
+        ("open/setuid", T::Regular, 0o4777, b"x", None),
+        ("closed/", T::Directory, 0o555, b"", None),
+        ("closed/mail/", T::Directory, 0o775, b"", None),
+        ("implicit/below/file", T::Regular, 0o644, b"x", None),
+    ]);
+    let special = result.unwrap();
+    let staging = dir.path().join("staging");
+    assert_eq!(mode_of(&staging), 0o700, "the staging root keeps its mode");
+    for (path, mode) in [
+        ("open", 0o755),
+        ("open/all", 0o755),
+        ("open/rw", 0o644),
+        ("open/group", 0o644),
+        ("open/private", 0o640),
+        ("open/setuid", 0o755),
+        ("closed", 0o755),
+        ("closed/mail", 0o755),
+        ("implicit", 0o755),
+        ("implicit/below", 0o755),
+        ("implicit/below/file", 0o644),
+    ] {
+        assert_eq!(mode_of(&staging.join(path)), mode, "{path}");
+    }
+    assert_eq!(special.get(Path::new("open/setuid")), Some(&0o4000));
+}
+
+#[test]
+fn host_modes_strip_group_and_world_write() {
+    assert_eq!(host_mode(false, 0o666), 0o644);
+    assert_eq!(host_mode(false, 0o777), 0o755);
+    assert_eq!(host_mode(false, 0o4777), 0o755);
+    assert_eq!(host_mode(false, 0o444), 0o444);
+    assert_eq!(host_mode(true, 0o777), 0o755);
+    assert_eq!(host_mode(true, 0o1777), 0o755);
+    assert_eq!(host_mode(true, 0o500), 0o700);
+}
+
+fn refused(entries: &[RawEntry<'_>], expected: &str) {
+    let (dir, result) = run(entries);
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains(expected), "{e}");
+    nothing_outside_staging(&dir);
+}
+
+fn nothing_outside_staging(dir: &tempfile::TempDir) {
+    let outside: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(outside, ["staging"], "nothing is written next to staging");
+}
+
+#[test]
+fn hostile_entries_are_refused_and_nothing_escapes() {
+    refused(&[("../escaped", T::Regular, 0o644, b"x", None)], "`..`");
+    refused(
+        &[("a/../../escaped", T::Regular, 0o644, b"x", None)],
+        "`..`",
+    );
+    refused(
+        &[("/tmp/escaped-fruix-test", T::Regular, 0o644, b"x", None)],
+        "absolute",
+    );
+    refused(&[("fifo", T::Fifo, 0o644, b"", None)], "FIFO");
+    refused(&[("null", T::Char, 0o644, b"", None)], "device");
+    refused(
+        &[
+            ("etc", T::Symlink, 0o777, b"", Some("..")),
+            ("etc/escaped", T::Regular, 0o644, b"x", None),
+        ],
+        "etc is a symlink in the archive but is used as a directory",
+    );
+    refused(
+        &[
+            ("f", T::Regular, 0o644, b"x", None),
+            ("f", T::Regular, 0o644, b"y", None),
+        ],
+        "twice",
+    );
+    refused(
+        &[
+            ("d/", T::Directory, 0o755, b"", None),
+            ("d", T::Regular, 0o644, b"y", None),
+        ],
+        "twice",
+    );
+    refused(
+        &[
+            ("f", T::Regular, 0o644, b"x", None),
+            ("f/", T::Directory, 0o755, b"", None),
+        ],
+        "twice",
+    );
+    refused(&[("l", T::Link, 0o644, b"", Some("../escaped"))], "`..`");
+    refused(
+        &[("l", T::Link, 0o644, b"", Some("missing"))],
+        "not a regular file extracted before",
+    );
+    refused(
+        &[
+            ("s", T::Symlink, 0o777, b"", Some("/etc")),
+            ("l", T::Link, 0o644, b"", Some("s/passwd")),
+        ],
+        "not a regular file extracted before",
+    );
+}
+
+#[test]
+fn symlink_to_etc_passwd_used_as_a_directory_never_touches_it() {
+    let before = fs::read("/etc/passwd").unwrap();
+    refused(
+        &[
+            ("p", T::Symlink, 0o777, b"", Some("/etc/passwd")),
+            ("p/x", T::Regular, 0o644, b"x", None),
+        ],
+        "used as a directory",
+    );
+    assert_eq!(fs::read("/etc/passwd").unwrap(), before);
+}
+
+/// Asserts that `result` went over `cap` of `limits`, typed.
+fn over(result: Result<BTreeMap<PathBuf, u32>>, cap: Cap, limits: &ImportLimits) -> String {
+    let e = result.unwrap_err();
+    match &e {
+        Error::LimitExceeded { key, limit, .. } => {
+            assert_eq!((*key, *limit), (cap.key(), limits.get(cap)), "{e}");
+        }
+        other => panic!("expected the {} cap, got {other:?}", cap.key()),
+    }
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("over the cap {} = {}", cap.key(), limits.get(cap))),
+        "{text}"
+    );
+    text
+}
+
+/// A path of `len` bytes in components of 200 bytes.
+fn long_path(len: usize) -> String {
+    let mut path = String::new();
+    while path.len() < len {
+        let left = len - path.len();
+        if left > 201 {
+            path.push_str(&"d".repeat(200));
+            path.push('/');
+        } else {
+            path.push_str(&"f".repeat(left));
+        }
+    }
+    path
+}
+
+/// An archive of one regular file (content `x`) at `path`, or a symlink to
+/// `link`, after pax records `pax`; the builder writes long names and link
+/// targets as GNU long name and long link entries.
+fn one_entry(pax: &[(&str, &[u8])], path: &str, link: Option<&str>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions(pax.iter().copied()).unwrap();
+    match link {
+        None => b.append_data(&mut header(T::Regular, 0o644, 1), path, &b"x"[..]),
+        Some(target) => b.append_link(&mut header(T::Symlink, 0o777, 0), path, target),
+    }
+    .unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn an_over_long_name_is_refused_by_the_path_cap() {
+    let limits = ImportLimits::default();
+    let path = long_path(4096);
+    let (dir, result) = run_bytes(&one_entry(&[], &path, None)[..], &limits);
+    let text = over(result, Cap::PathBytes, &limits);
+    assert!(text.contains("has a path of 4096 bytes"), "{text}");
+    assert!(text.len() < 600, "the name is not printed whole: {text}");
+    nothing_outside_staging(&dir);
+
+    // A long path under the cap is fine.
+    let path = long_path(4000);
+    let (dir, result) = run_bytes(&one_entry(&[], &path, None)[..], &limits);
+    result.unwrap();
+    let extracted = dir.path().join("staging").join(&path);
+    assert_eq!(fs::read(extracted).unwrap(), b"x");
+}
+
+#[test]
+fn a_pax_path_counts_against_the_same_caps() {
+    let limits = ImportLimits::default();
+    let path = long_path(4500);
+    let archive = one_entry(&[("path", path.as_bytes())], "short", None);
+    let (_dir, result) = run_bytes(&archive[..], &limits);
+    over(result, Cap::PathBytes, &limits);
+
+    let archive = one_entry(&[("path", b"from/pax")], "short", None);
+    let (dir, result) = run_bytes(&archive[..], &limits);
+    result.unwrap();
+    assert!(dir.path().join("staging/from/pax").is_file());
+    assert!(!dir.path().join("staging/short").exists());
+}
+
+#[test]
+fn an_over_long_component_is_refused_by_the_name_cap() {
+    let limits = ImportLimits::default();
+    let path = format!("dir/{}", "n".repeat(256));
+    let (_dir, result) = run_bytes(&one_entry(&[], &path, None)[..], &limits);
+    let text = over(result, Cap::NameBytes, &limits);
+    assert!(text.contains("name component of 256 bytes"), "{text}");
+}
+
+#[test]
+fn an_over_long_link_target_is_refused_by_the_link_cap() {
+    let limits = ImportLimits::default();
+    let target = long_path(4096);
+    let (dir, result) = run_bytes(&one_entry(&[], "l", Some(&target))[..], &limits);
+    let text = over(result, Cap::LinkBytes, &limits);
+    assert!(text.contains("link target of 4096 bytes"), "{text}");
+    assert!(!dir.path().join("staging/l").exists());
+
+    let target = long_path(4095);
+    let (dir, result) = run_bytes(&one_entry(&[], "l", Some(&target))[..], &limits);
+    result.unwrap();
+    let link = fs::read_link(dir.path().join("staging/l")).unwrap();
+    assert_eq!(link, Path::new(&target));
+}
+
+#[test]
+fn an_extended_header_over_its_cap_is_refused_before_it_is_read() {
+    let limits = ImportLimits {
+        max_header_bytes: 4096,
+        ..ImportLimits::default()
+    };
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = header(T::GNULongName, 0o644, 1 << 20);
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_cksum();
+    b.append(&h, io::repeat(b'a').take(1 << 20)).unwrap();
+    let (_dir, result) = run_bytes(&b.into_inner().unwrap()[..], &limits);
+    let text = over(result, Cap::HeaderBytes, &limits);
+    assert!(text.contains("a GNU long name of 1048576 bytes"), "{text}");
+}
+
+#[test]
+fn malformed_extended_headers_are_refused() {
+    let limits = ImportLimits::default();
+    for (pax, expected) in [
+        (
+            ("size", b"2".as_slice()),
+            "pax size \"2\" differs from its header's size 1",
+        ),
+        (("path", b"a\0b".as_slice()), "a NUL byte in a path"),
+    ] {
+        let (_dir, result) = run_bytes(&one_entry(&[pax], "f", None)[..], &limits);
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains(expected), "{e}");
+    }
+
+    // An extended header with nothing after it.
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("path", b"a".as_slice())])
+        .unwrap();
+    let (_dir, result) = run_bytes(&b.into_inner().unwrap()[..], &limits);
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains("describes no entry"), "{e}");
+}
+
+#[test]
+fn too_many_entries_are_refused_by_the_entry_cap() {
+    let limits = ImportLimits {
+        max_entries: 10,
+        ..ImportLimits::default()
+    };
+    let names: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+    let entries: Vec<RawEntry<'_>> = names
+        .iter()
+        .map(|n| (n.as_str(), T::Regular, 0o644, &b"x"[..], None))
+        .collect();
+    let (_dir, result) = run_bytes(&archive(&entries)[..], &limits);
+    result.unwrap();
+    let mut eleven = entries.clone();
+    eleven.push(("one-more", T::Regular, 0o644, b"x", None));
+    let (_dir, result) = run_bytes(&archive(&eleven)[..], &limits);
+    let text = over(result, Cap::Entries, &limits);
+    assert!(text.contains("more than 10 entries"), "{text}");
+
+    // Directories created for an entry the archive did not declare count too.
+    let (dir, result) = run_bytes(
+        &archive(&[("a/b/c/d/e/f/g/h/i/j/k", T::Regular, 0o644, b"x", None)])[..],
+        &limits,
+    );
+    over(result, Cap::Entries, &limits);
+    assert!(!dir.path().join("staging/a/b/c/d/e/f/g/h/i/j").exists());
+}
+
+#[test]
+fn too_many_bytes_are_refused_by_the_byte_cap_and_no_more_is_written() {
+    let limits = ImportLimits {
+        max_bytes: 64 << 10,
+        ..ImportLimits::default()
+    };
+    let big = vec![b'x'; 1 << 20];
+    let (dir, result) = run_bytes(
+        &archive(&[("big", T::Regular, 0o644, &big, None)])[..],
+        &limits,
+    );
+    let text = over(result, Cap::Bytes, &limits);
+    assert!(text.contains("longer than 65536 bytes"), "{text}");
+    let written = dir.path().join("staging/big").metadata().unwrap().len();
+    assert!(written <= 64 << 10, "{written} bytes written");
+
+    // An archive of exactly the cap passes.
+    let tar = archive(&[("small", T::Regular, 0o644, b"x", None)]);
+    let limits = ImportLimits {
+        max_bytes: tar.len() as u64,
+        ..ImportLimits::default()
+    };
+    let (_dir, result) = run_bytes(&tar[..], &limits);
+    result.unwrap();
+}
+
+/// A tar stream of `count` copies of one header block, then the end of
+/// the archive, generated as it is read.
+struct Repeated {
+    block: [u8; 512],
+    count: usize,
+    pos: usize,
+}
+
+impl Read for Repeated {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (index, offset) = (self.pos / 512, self.pos % 512);
+        let block = match index {
+            i if i < self.count => &self.block,
+            i if i < self.count + 2 => &[0; 512],
+            _ => return Ok(0),
+        };
+        let n = buf.len().min(512 - offset);
+        buf[..n].copy_from_slice(&block[offset..offset + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Each re-declaration is one map probe per component (it used to be a
+/// scan of every directory extracted so far); the last one's mode wins.
+#[test]
+fn a_directory_declared_200000_times_is_extracted_once() {
+    let mut entries = Vec::new();
+    let names: Vec<String> = (0..100).map(|i| format!("d{i}/")).collect();
+    for name in &names {
+        entries.push((name.as_str(), T::Directory, 0o500, &b""[..], None));
+    }
+    let mut tar = archive(&entries);
+    // Without its end-of-archive blocks, so that the re-declarations follow.
+    tar.truncate(tar.len() - 1024);
+    let mut h = header(T::Directory, 0o777, 0);
+    h.set_path("d99/").unwrap();
+    h.set_cksum();
+    let mut block = [0u8; 512];
+    block.copy_from_slice(h.as_bytes());
+    let stream = (&tar[..]).chain(Repeated {
+        block,
+        count: 200_000,
+        pos: 0,
+    });
+    let (dir, result) = run_bytes(stream, &ImportLimits::default());
+    result.unwrap();
+    assert_eq!(mode_of(&dir.path().join("staging/d98")), 0o700);
+    assert_eq!(mode_of(&dir.path().join("staging/d99")), 0o755);
+    assert_eq!(
+        fs::read_dir(dir.path().join("staging")).unwrap().count(),
+        100
+    );
+}
