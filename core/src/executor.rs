@@ -320,7 +320,12 @@ fn prepare_result_root(root: &Path) -> Result<()> {
         .map(|mut d| d.next().is_none())
         .unwrap_or(false);
     if !existing_empty {
-        std::fs::create_dir(root).map_err(|e| match e.kind() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(root)
+            .map_err(|e| {
+                match e.kind() {
             std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
                 path: root.to_path_buf(),
                 hint:
@@ -328,8 +333,13 @@ fn prepare_result_root(root: &Path) -> Result<()> {
                         .into(),
             },
             _ => Error::io("create result root", root, e),
-        })?;
+        }
+            })?;
     }
+    // Only this user may change the root before it is promoted, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+        .with_path("set mode of", root)?;
     let marker = root.join(INCOMPLETE_MARKER);
     std::fs::write(
         &marker,
@@ -821,5 +831,21 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
         assert!(root.join("keep").exists());
+    }
+
+    #[test]
+    fn result_root_is_private_to_its_user_whatever_it_was_created_with() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["made-by-run-id-allocation", "new"] {
+            let root = dir.path().join(name);
+            if name != "new" {
+                std::fs::create_dir(&root).unwrap();
+                std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+            }
+            prepare_result_root(&root).unwrap();
+            let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{name}");
+        }
     }
 }
