@@ -276,14 +276,18 @@ impl ExternalExecutor {
     }
 
     /// Maps how a stage ended to the run's result (see the module docs).
+    /// System failures quote the last [`QUOTED_LINES`] lines of output.
     fn judge(&self, stage: Stage, finished: Finished, log: &Path, ctx: &RunContext) -> Result<()> {
         let spec = &self.spec;
         let what = format!("external executor `{}`: stage {}", spec.name, stage.name());
-        let last = finished
-            .tail
-            .last()
-            .map(|l| format!("; last output: {l}"))
-            .unwrap_or_default();
+        // stdout and stderr are read from two pipes, so their relative order
+        // is not defined: quote the last few lines, not just the last one.
+        let quoted = &finished.tail[finished.tail.len().saturating_sub(QUOTED_LINES)..];
+        let last = if quoted.is_empty() {
+            String::new()
+        } else {
+            format!("; last output: {}", quoted.join(" | "))
+        };
         let full_log = format!("; full log: {}", log.display());
         match finished.ending {
             Ending::Cancelled => Err(Error::Cancelled),
@@ -382,6 +386,9 @@ impl ExternalExecutor {
 
 /// The name of the request file in the work directory.
 pub const REQUEST_FILE: &str = "request.json";
+
+/// How many last output lines a system failure's message quotes.
+const QUOTED_LINES: usize = 5;
 
 #[async_trait]
 impl Executor for ExternalExecutor {
