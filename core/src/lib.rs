@@ -12,6 +12,7 @@
 
 pub mod collect;
 pub mod error;
+pub mod escape;
 pub mod executor;
 pub mod fsutil;
 pub mod machines;
