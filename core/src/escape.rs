@@ -148,8 +148,14 @@ mod tests {
     #[test]
     fn ansi_escape_sequences_are_octal() {
         assert_eq!(text("\x1b[31mred").to_string(), "\\033[31mred");
-        assert_eq!(text("\x7f\u{85}\u{9b}").to_string(), "\\177\\302\\205\\302\\233");
-        assert_eq!(text("\u{202e}txt.exe").to_string(), "\\342\\200\\256txt.exe");
+        assert_eq!(
+            text("\x7f\u{85}\u{9b}").to_string(),
+            "\\177\\302\\205\\302\\233"
+        );
+        assert_eq!(
+            text("\u{202e}txt.exe").to_string(),
+            "\\342\\200\\256txt.exe"
+        );
     }
 
     #[test]
@@ -177,12 +183,21 @@ mod tests {
         let shown = text(&value).to_string();
         assert!(shown.starts_with(&"x".repeat(MAX_SHOWN_BYTES)), "{shown}");
         assert!(
-            shown.ends_with(&format!("…[{} more bytes cut]", 100 * 1024 - MAX_SHOWN_BYTES)),
+            shown.ends_with(&format!(
+                "…[{} more bytes cut]",
+                100 * 1024 - MAX_SHOWN_BYTES
+            )),
             "{}",
             &shown[MAX_SHOWN_BYTES..]
         );
-        assert_eq!(shown.len(), MAX_SHOWN_BYTES + "…[101376 more bytes cut]".len());
-        assert_eq!(text("short").cut_at(3).to_string(), "sho…[2 more bytes cut]");
+        assert_eq!(
+            shown.len(),
+            MAX_SHOWN_BYTES + "…[101376 more bytes cut]".len()
+        );
+        assert_eq!(
+            text("short").cut_at(3).to_string(),
+            "sho…[2 more bytes cut]"
+        );
     }
 
     #[test]
@@ -190,7 +205,10 @@ mod tests {
         // "é" is two bytes; a cut after 3 bytes keeps "aé" whole or drops the é.
         assert_eq!(text("aéé").cut_at(2).to_string(), "a…[4 more bytes cut]");
         assert_eq!(text("aéé").cut_at(3).to_string(), "aé…[2 more bytes cut]");
-        assert_eq!(bytes(b"a\xff\xff").cut_at(2).to_string(), "a\\377…[1 more bytes cut]");
+        assert_eq!(
+            bytes(b"a\xff\xff").cut_at(2).to_string(),
+            "a\\377…[1 more bytes cut]"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod special_modes;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use error::{Error, Failure, Problem, Result};
+pub use error::{Error, Failure, MetadataFileProblem, Problem, Result};
 pub use executor::{BuildRequest, Event, EventSink, Executor, Registry, RunContext};
 pub use manifest::TreeSignature;
 pub use promotion::PromotionMetadata;

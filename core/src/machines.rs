@@ -27,7 +27,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::sexp::{self, Record};
 
 /// The head symbol of a machines file.
@@ -67,7 +67,7 @@ pub struct Machines {
 impl Machines {
     /// Reads and checks the machines file at `path`.
     pub fn read(path: &Path) -> Result<Machines> {
-        let text = std::fs::read_to_string(path).with_path("read machines file", path)?;
+        let text = crate::fsutil::read_metadata_file(path)?;
         Self::parse(path, &text)
     }
 

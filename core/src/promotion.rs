@@ -11,7 +11,7 @@ use std::path::{Component, Path};
 
 use lexpr::Value;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::manifest::TreeSignature;
 use crate::sexp::{self, field, string_field, Record, Writer};
 
@@ -152,7 +152,7 @@ pub fn check_relative_path(path: &str) -> std::result::Result<(), String> {
 impl PromotionMetadata {
     /// Reads and checks `path`.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_path("read", path)?;
+        let text = crate::fsutil::read_metadata_file(path)?;
         Self::parse(path, &text)
     }
 
@@ -415,7 +415,7 @@ mod tests {
         let mut m = sample();
         m.artifacts[0].tree_signature =
             Some(format!("sha256:{}", "ab".repeat(32)).parse().unwrap());
-        m.guest_host_name = "host \"quoted\" \\ é\nnewline".into();
+        m.guest_host_name = "host \"quoted\" \\ é".into();
         let text = m.to_scheme();
         assert_eq!(parse(&text).unwrap(), m);
     }
@@ -540,6 +540,32 @@ mod tests {
         let (field, message) = field_error(&text);
         assert_eq!(field, "artifacts[1].name");
         assert!(message.contains("twice"), "{message}");
+    }
+
+    /// Issue 10, class 8: a newline in `source-store` `path` added a line to
+    /// the store's `.references`.
+    #[test]
+    fn control_characters_in_strings_are_refused_naming_field_and_line() {
+        let text = sample().to_scheme().replace(
+            "-freebsd-source-default\"",
+            "-freebsd-source-default\n/frx/store/forged\"",
+        );
+        let (field, line, message) = crate::testing::invalid_metadata(parse(&text));
+        assert_eq!((field.as_str(), line), ("source-store.path", Some(9)));
+        assert!(message.contains("control character `\\n`"), "{message}");
+        let text = sample()
+            .to_scheme()
+            .replace("(kernconf \"GENERIC\")", "(kernconf \"\u{1b}[31mGENERIC\")");
+        let (field, _, message) = crate::testing::invalid_metadata(parse(&text));
+        assert_eq!(field, "build-policy.kernconf");
+        assert!(message.contains("`\\033` (U+001B)"), "{message}");
+        let text = sample().to_scheme().replace(
+            "(make-flags \"-DNO_ROOT\"",
+            "(make-flags \"-DNO_ROOT\\x85;\"",
+        );
+        let (field, _, message) = crate::testing::invalid_metadata(parse(&text));
+        assert_eq!(field, "build-policy.make-flags");
+        assert!(message.contains("U+0085"), "{message}");
     }
 
     #[test]

@@ -41,8 +41,8 @@ use std::path::{Path, PathBuf};
 
 use lexpr::Value;
 
-use crate::error::{Error, IoContext, Result};
-use crate::sexp::{self, Record};
+use crate::error::{Error, Result};
+use crate::sexp::{self, shown, Record};
 
 /// The head symbol of a matrix file.
 pub const MATRIX_HEAD: &str = "fruix-matrix";
@@ -128,7 +128,7 @@ pub struct MatrixFile {
 impl MatrixFile {
     /// Reads and checks the matrix file at `path`.
     pub fn read(path: &Path) -> Result<MatrixFile> {
-        let text = std::fs::read_to_string(path).with_path("read matrix file", path)?;
+        let text = crate::fsutil::read_metadata_file(path)?;
         Self::parse(path, &text)
     }
 
@@ -305,7 +305,10 @@ fn read_entries(r: &mut Record<'_>, field: &str) -> Result<Vec<MatrixEntry>> {
         let pairs = entry.list_iter().ok_or_else(|| {
             error(
                 i,
-                format!("expected a list of (axis \"value\") pairs, found {entry}"),
+                format!(
+                    "expected a list of (axis \"value\") pairs, found {}",
+                    shown(entry)
+                ),
             )
         })?;
         let mut values: MatrixEntry = Vec::new();
@@ -334,15 +337,15 @@ fn read_pair(pair: &Value) -> std::result::Result<(Axis, String), String> {
         [name, value] => {
             let name = name
                 .as_symbol()
-                .ok_or_else(|| format!("expected (axis \"value\"), found {pair}"))?;
+                .ok_or_else(|| format!("expected (axis \"value\"), found {}", shown(pair)))?;
             let axis = Axis::from_name(name)
                 .ok_or_else(|| format!("unknown axis {name:?}; the axes are {}", Axis::known()))?;
             let value = value
                 .as_str()
-                .ok_or_else(|| format!("{name}: expected a string, found {value}"))?;
+                .ok_or_else(|| format!("{name}: expected a string, found {}", shown(value)))?;
             Ok((axis, value.to_string()))
         }
-        _ => Err(format!("expected (axis \"value\"), found {pair}")),
+        _ => Err(format!("expected (axis \"value\"), found {}", shown(pair))),
     }
 }
 
@@ -386,7 +389,10 @@ fn read_config(
             return Err(r.error(
                 "config",
                 Some(line),
-                format!("expected (EXECUTOR (key value) ...), found {executor}"),
+                format!(
+                    "expected (EXECUTOR (key value) ...), found {}",
+                    shown(executor)
+                ),
             ));
         };
         let field = format!("config.{name}");
@@ -408,11 +414,16 @@ fn read_config(
 fn config_pair(item: &Value) -> std::result::Result<(String, serde_json::Value), String> {
     let parts: Vec<&Value> = item.list_iter().map(Iterator::collect).unwrap_or_default();
     let [key, value] = parts.as_slice() else {
-        return Err(format!("expected (key value), found {item}"));
+        return Err(format!("expected (key value), found {}", shown(item)));
     };
     let key = key
         .as_symbol()
-        .ok_or_else(|| format!("expected (key value) with a symbol key, found {item}"))?
+        .ok_or_else(|| {
+            format!(
+                "expected (key value) with a symbol key, found {}",
+                shown(item)
+            )
+        })?
         .replace('-', "_");
     let value = match value {
         Value::String(s) => serde_json::Value::from(s.to_string()),
@@ -422,7 +433,8 @@ fn config_pair(item: &Value) -> std::result::Result<(String, serde_json::Value),
             (None, Some(f)) => serde_json::Value::from(f),
             _ => {
                 return Err(format!(
-                    "{key}: expected a string, number or #t/#f, found {value}"
+                    "{key}: expected a string, number or #t/#f, found {}",
+                    shown(value)
                 ))
             }
         },
