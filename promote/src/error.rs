@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use fruix_core::escape;
 use fruix_core::manifest::Difference;
 
 /// `Result` with [`Error`] as the default error type.
@@ -15,16 +16,19 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] fruix_core::Error),
     /// An existing store object no longer matches its manifest.
-    #[error("{}: store object is corrupt ({} difference(s): {}); run `fruix store verify`, then remove the object (chmod -R u+w it first) and promote again", object.display(), differences.len(), differences.iter().take(5).map(|d| d.to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("{}: store object is corrupt ({} difference(s): {}); run `fruix store verify`, then remove the object (chmod -R u+w it first) and promote again", escape::path(object), differences.len(), differences.iter().take(5).map(|d| escape::text(&d.to_string()).to_string()).collect::<Vec<_>>().join("; "))]
     Corrupt {
         object: PathBuf,
         differences: Vec<Difference>,
     },
     /// A store object's metadata is unreadable or inconsistent with its name.
-    #[error("{}: store object is inconsistent: {message}", object.display())]
+    #[error("{}: store object is inconsistent: {message}", escape::path(object))]
     Inconsistent { object: PathBuf, message: String },
     /// The store directory cannot be written.
-    #[error("store {} is not writable: {source}; choose another --store or fix its permissions", store.display())]
+    #[error(
+        "store {} is not writable: {source}; choose another --store or fix its permissions",
+        escape::path(store)
+    )]
     StoreNotWritable {
         store: PathBuf,
         #[source]
