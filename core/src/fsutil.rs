@@ -86,7 +86,8 @@ pub fn resolve_beneath(root: &Path, relative: &str) -> Result<PathBuf> {
 /// not a regular file of at most [`MAX_METADATA_BYTES`].
 ///
 /// The file is opened with `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY` (and
-/// `O_CLOEXEC`), and its type is checked with `fstat` on that descriptor, so:
+/// `O_CLOEXEC`), and its type is checked with `fstat` on that descriptor
+/// (and before opening, with `lstat`, so that a device is not even opened):
 ///
 /// - a symlink is refused and never followed (nothing of its target is read);
 /// - a FIFO is refused at once instead of blocking, and a device is refused
@@ -109,6 +110,19 @@ pub fn read_optional_metadata_file(path: &Path) -> Result<Option<String>> {
         path: path.to_path_buf(),
         problem,
     };
+    // What lstat already shows is not a regular file is refused unopened:
+    // opening a device can have effects (and fails on `nodev` mounts). The
+    // fstat of the opened descriptor below stays the authority, for a file
+    // swapped in between.
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("inspect", path, e)),
+        Ok(meta) => {
+            if let Some(problem) = unless_regular(meta.file_type()) {
+                return Err(refused(problem));
+            }
+        }
+    }
     let opened = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -125,11 +139,8 @@ pub fn read_optional_metadata_file(path: &Path) -> Result<Option<String>> {
         Err(e) => return Err(Error::io("open", path, e)),
     };
     let meta = file.metadata().with_path("inspect", path)?;
-    let kind = meta.file_type();
-    if !kind.is_file() {
-        return Err(refused(MetadataFileProblem::NotRegular {
-            kind: file_type_name(kind),
-        }));
+    if let Some(problem) = unless_regular(meta.file_type()) {
+        return Err(refused(problem));
     }
     let too_large = MetadataFileProblem::TooLarge {
         limit: MAX_METADATA_BYTES,
@@ -151,6 +162,19 @@ pub fn read_optional_metadata_file(path: &Path) -> Result<Option<String>> {
     })
 }
 
+/// Why a file of type `kind` is not read as metadata, if it is not a regular file.
+fn unless_regular(kind: fs::FileType) -> Option<MetadataFileProblem> {
+    if kind.is_file() {
+        None
+    } else if kind.is_symlink() {
+        Some(MetadataFileProblem::Symlink)
+    } else {
+        Some(MetadataFileProblem::NotRegular {
+            kind: file_type_name(kind),
+        })
+    }
+}
+
 fn is_symlink(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
@@ -159,8 +183,6 @@ fn is_symlink(path: &Path) -> bool {
 fn file_type_name(kind: fs::FileType) -> &'static str {
     if kind.is_dir() {
         "directory"
-    } else if kind.is_symlink() {
-        "symlink"
     } else if kind.is_fifo() {
         "FIFO"
     } else if kind.is_char_device() {
@@ -169,8 +191,6 @@ fn file_type_name(kind: fs::FileType) -> &'static str {
         "block device"
     } else if kind.is_socket() {
         "socket"
-    } else if kind.is_file() {
-        "regular file"
     } else {
         "file of unknown type"
     }
