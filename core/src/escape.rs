@@ -35,6 +35,8 @@ pub const MAX_SHOWN_BYTES: usize = 1024;
 pub struct Escaped<'a> {
     bytes: &'a [u8],
     limit: usize,
+    /// Printed between double quotes, with `"` escaped as `\"`.
+    quoted: bool,
 }
 
 /// `path`, escaped (its bytes, not a lossy UTF-8 conversion).
@@ -57,6 +59,16 @@ pub fn bytes(b: &[u8]) -> Escaped<'_> {
     Escaped {
         bytes: b,
         limit: MAX_SHOWN_BYTES,
+        quoted: false,
+    }
+}
+
+/// `s`, escaped, between double quotes (`"a\"b"`): for values inside a
+/// sentence, where `{:?}` would neither cut them nor escape them as `vis` does.
+pub fn quoted(s: &str) -> Escaped<'_> {
+    Escaped {
+        quoted: true,
+        ..text(s)
     }
 }
 
@@ -70,10 +82,14 @@ impl Escaped<'_> {
 impl Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown = cut(self.bytes, self.limit);
+        if self.quoted {
+            f.write_char('"')?;
+        }
         for chunk in shown.utf8_chunks() {
             for c in chunk.valid().chars() {
                 match c {
                     '\\' => f.write_str("\\\\")?,
+                    '"' if self.quoted => f.write_str("\\\"")?,
                     '\n' => f.write_str("\\n")?,
                     '\t' => f.write_str("\\t")?,
                     '\r' => f.write_str("\\r")?,
@@ -82,6 +98,9 @@ impl Display for Escaped<'_> {
                 }
             }
             octal(f, chunk.invalid())?;
+        }
+        if self.quoted {
+            f.write_char('"')?;
         }
         let left_out = self.bytes.len() - shown.len();
         if left_out > 0 {
@@ -208,6 +227,15 @@ mod tests {
         assert_eq!(
             bytes(b"a\xff\xff").cut_at(2).to_string(),
             "a\\377…[1 more bytes cut]"
+        );
+    }
+
+    #[test]
+    fn quoted_values_escape_their_quotes() {
+        assert_eq!(quoted("a\"b\n").to_string(), "\"a\\\"b\\n\"");
+        assert_eq!(
+            quoted("abcdef").cut_at(2).to_string(),
+            "\"ab\"…[4 more bytes cut]"
         );
     }
 

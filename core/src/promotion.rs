@@ -12,6 +12,7 @@ use std::path::{Component, Path};
 use lexpr::Value;
 
 use crate::error::{Error, Result};
+use crate::escape;
 use crate::manifest::TreeSignature;
 use crate::sexp::{self, field, string_field, Record, Writer};
 
@@ -110,7 +111,8 @@ pub fn check_name(what: &str, value: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{what} {value:?} is not usable in a store name: use 1 to 64 characters from A-Z a-z 0-9 . _ + -, not starting with . or -"
+            "{what} {} is not usable in a store name: use 1 to 64 characters from A-Z a-z 0-9 . _ + -, not starting with . or -",
+            escape::quoted(value)
         ))
     }
 }
@@ -123,7 +125,8 @@ pub fn check_relative_path(path: &str) -> std::result::Result<(), String> {
     }
     if path.starts_with('/') {
         return Err(format!(
-            "{path:?} is absolute; give a path relative to the root"
+            "{} is absolute; give a path relative to the root",
+            escape::quoted(path)
         ));
     }
     for component in Path::new(path).components() {
@@ -131,22 +134,24 @@ pub fn check_relative_path(path: &str) -> std::result::Result<(), String> {
             Component::Normal(_) => {}
             Component::ParentDir => {
                 return Err(format!(
-                    "{path:?} contains `..` and could escape the root; give a path inside it"
+                    "{} contains `..` and could escape the root; give a path inside it",
+                    escape::quoted(path)
                 ))
             }
-            _ => {
-                return Err(format!(
-                    "{path:?} is not a normal relative path (no `.`, `//` or trailing `/`)"
-                ))
-            }
+            _ => return Err(not_normal(path)),
         }
     }
     if path.contains("//") || path.ends_with('/') || path.split('/').any(|c| c == ".") {
-        return Err(format!(
-            "{path:?} is not a normal relative path (no `.`, `//` or trailing `/`)"
-        ));
+        return Err(not_normal(path));
     }
     Ok(())
+}
+
+fn not_normal(path: &str) -> String {
+    format!(
+        "{} is not a normal relative path (no `.`, `//` or trailing `/`)",
+        escape::quoted(path)
+    )
 }
 
 impl PromotionMetadata {
@@ -245,7 +250,10 @@ pub fn read_source(mut r: Record<'_>) -> Result<SourceStore> {
         return Err(r.error(
             "path",
             None,
-            format!("{path:?} is not absolute; give the source store path"),
+            format!(
+                "{} is not absolute; give the source store path",
+                escape::quoted(&path)
+            ),
         ));
     }
     let commit = r.opt_string("commit")?;

@@ -19,6 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Problem, Result};
+use crate::escape;
 use crate::fsutil::resolve_beneath;
 use crate::promotion::{base_probes, PromotionMetadata, PROMOTION_FILE};
 
@@ -216,8 +217,8 @@ fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Proble
                     root.join(PROMOTION_FILE),
                     field("probe"),
                     format!(
-                        "{:?} is not a probe of the {} artifact; use {}",
-                        a.probe,
+                        "{} is not a probe of the {} artifact; use {}",
+                        escape::quoted(&a.probe),
                         a.name,
                         allowed
                             .iter()

@@ -24,6 +24,7 @@ use std::path::Path;
 use lexpr::Value;
 
 use crate::error::{Error, Result};
+use crate::escape;
 use crate::fsutil::read_optional_metadata_file;
 use crate::manifest::{
     decode, encode_into, walk, ManifestBuilder, TreeSignature, WalkOptions, SPECIAL_BITS,
@@ -99,7 +100,10 @@ pub fn read(result_root: &Path) -> Result<SpecialModes> {
                     r.error(
                         "modes",
                         Some(line),
-                        format!("{b:?} is not a set of setuid/setgid/sticky bits in octal"),
+                        format!(
+                            "{} is not a set of setuid/setgid/sticky bits in octal",
+                            escape::quoted(b)
+                        ),
                     )
                 })?;
             modes.insert(

@@ -42,6 +42,7 @@ use std::path::{Path, PathBuf};
 use lexpr::Value;
 
 use crate::error::{Error, Result};
+use crate::escape;
 use crate::sexp::{self, shown, Record};
 
 /// The head symbol of a matrix file.
@@ -153,7 +154,10 @@ impl MatrixFile {
                     return Err(r.error(
                         "remote-source",
                         line,
-                        format!("{s:?} is relative; give the absolute path on the build machines"),
+                        format!(
+                            "{} is relative; give the absolute path on the build machines",
+                            escape::quoted(s)
+                        ),
                     ));
                 }
             }
@@ -246,7 +250,11 @@ fn check_value(axis: Axis, value: &str) -> std::result::Result<(), String> {
         Axis::MakeFlag => false,
     };
     if bad {
-        Err(format!("{value:?} is not a valid {}", axis.name()))
+        Err(format!(
+            "{} is not a valid {}",
+            escape::quoted(value),
+            axis.name()
+        ))
     } else {
         Ok(())
     }
@@ -271,7 +279,7 @@ fn read_axes(r: &mut Record<'_>) -> Result<Vec<(Axis, Vec<String>)>> {
                 return Err(axes.error(
                     axis.name(),
                     line,
-                    format!("lists {v:?} twice; give each value once"),
+                    format!("lists {} twice; give each value once", escape::quoted(v)),
                 ));
             }
         }
@@ -338,8 +346,13 @@ fn read_pair(pair: &Value) -> std::result::Result<(Axis, String), String> {
             let name = name
                 .as_symbol()
                 .ok_or_else(|| format!("expected (axis \"value\"), found {}", shown(pair)))?;
-            let axis = Axis::from_name(name)
-                .ok_or_else(|| format!("unknown axis {name:?}; the axes are {}", Axis::known()))?;
+            let axis = Axis::from_name(name).ok_or_else(|| {
+                format!(
+                    "unknown axis {}; the axes are {}",
+                    escape::quoted(name),
+                    Axis::known()
+                )
+            })?;
             let value = value
                 .as_str()
                 .ok_or_else(|| format!("{name}: expected a string, found {}", shown(value)))?;
@@ -361,7 +374,11 @@ fn read_agree_across(r: &mut Record<'_>) -> Result<Vec<Axis>> {
                 r.error(
                     "agree-across",
                     line,
-                    format!("unknown axis {n:?}; the axes are {}", Axis::known()),
+                    format!(
+                        "unknown axis {}; the axes are {}",
+                        escape::quoted(n),
+                        Axis::known()
+                    ),
                 )
             })
         })

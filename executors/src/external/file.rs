@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fruix_core::error::IoContext;
+use fruix_core::escape;
 use fruix_core::executor::{Capabilities, ConfigKeyEntry, ExecutorKind, Registry, RegistryEntry};
 use fruix_core::fsutil::read_metadata_file;
 use fruix_core::promotion::check_name;
@@ -250,7 +251,10 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
             return Err(key.error(
                 "name",
                 None,
-                format!("{name:?} is not a configuration key name: use a-z, 0-9 and _"),
+                format!(
+                    "{} is not a configuration key name: use a-z, 0-9 and _",
+                    escape::quoted(&name)
+                ),
             ));
         }
         let description = key.string("description")?;
