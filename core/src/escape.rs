@@ -130,7 +130,7 @@ pub fn terminal(s: &str) -> String {
 }
 
 /// Control characters (C0, DEL, C1) and bidirectional-text controls.
-pub fn is_unsafe(c: char) -> bool {
+fn is_unsafe(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
