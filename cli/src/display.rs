@@ -1,11 +1,14 @@
 //! What `fruix` shows while it works: live stage display on a terminal,
 //! plain stage lines otherwise, every log line with `--verbose`, nothing with
 //! `--quiet`. Everything goes to stderr; stdout carries only the summary.
+//! Log lines and warnings come from builds (possibly a hostile guest), so
+//! their control characters are escaped before they reach the terminal.
 
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use fruix_core::escape;
 use fruix_core::executor::Event;
 use fruix_core::manifest::Progress;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
@@ -61,13 +64,14 @@ pub async fn show_events(mut rx: UnboundedReceiver<Event>, output: OutputArgs) {
             }
             (Event::StageStarted { stage }, Mode::Plain) => eprintln!("==> {stage}"),
             (Event::Log { line, .. }, _) => {
+                let line = escape::terminal(line);
                 if output.verbose {
                     match &bar {
                         Some(b) => b.println(line),
                         None => eprintln!("{line}"),
                     }
                 } else if let Some(b) = &bar {
-                    b.set_message(line.clone());
+                    b.set_message(line);
                 }
             }
             (Event::Progress { done, total, .. }, _) => {
@@ -93,10 +97,13 @@ pub async fn show_events(mut rx: UnboundedReceiver<Event>, output: OutputArgs) {
                     None => eprintln!("{line}"),
                 }
             }
-            (Event::Warning { message }, _) => match &bar {
-                Some(b) => b.println(format!("warning: {message}")),
-                None => eprintln!("warning: {message}"),
-            },
+            (Event::Warning { message }, _) => {
+                let line = format!("warning: {}", escape::terminal(message));
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
         }
     }
     if let Some(b) = bar {

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use fruix_core::escape;
 use fruix_core::executor::Registry;
 use fruix_executors::external::file::register_files;
 
@@ -32,7 +33,10 @@ fn main() -> ExitCode {
             if is_broken_pipe(&error) {
                 return Status::Success.into();
             }
-            eprintln!("fruix: error: {error}");
+            // Error messages escape the untrusted values they embed; this
+            // keeps any control character that slipped through off the
+            // terminal, leaving the messages' own line breaks.
+            eprintln!("fruix: error: {}", escape::terminal(&error.to_string()));
             status.into()
         }
     }

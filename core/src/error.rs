@@ -8,6 +8,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::escape;
+
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -41,11 +43,48 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.path.display())?;
+        write!(f, "{}", escape::path(&self.path))?;
         if let Some(field) = &self.field {
-            write!(f, ": field `{field}`")?;
+            write!(f, ": field `{}`", escape::text(field))?;
         }
         write!(f, ": {}", self.message)
+    }
+}
+
+/// Why a metadata file was refused before its contents were read as metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataFileProblem {
+    /// The file is a symlink (never followed).
+    Symlink,
+    /// The file is a directory, FIFO, device or socket (`kind` says which).
+    NotRegular { kind: &'static str },
+    /// The file holds more than `limit` bytes.
+    TooLarge { limit: usize },
+    /// The byte at `offset` is not part of valid UTF-8.
+    NotUtf8 { offset: usize },
+}
+
+impl std::fmt::Display for MetadataFileProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetadataFileProblem::Symlink => write!(
+                f,
+                "is a symlink; fruix never follows symlinks in metadata: replace it with the file itself"
+            ),
+            MetadataFileProblem::NotRegular { kind } => write!(
+                f,
+                "is a {kind}, not a regular file; metadata files are regular files: replace it"
+            ),
+            MetadataFileProblem::TooLarge { limit } => write!(
+                f,
+                "is larger than {limit} bytes ({} KiB), the limit for a metadata file; fruix never writes one that large: check where it came from",
+                limit / 1024
+            ),
+            MetadataFileProblem::NotUtf8 { offset } => write!(
+                f,
+                "is not UTF-8 text (invalid byte at offset {offset}); metadata files are UTF-8: check where it came from"
+            ),
+        }
     }
 }
 
@@ -54,7 +93,7 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An S-expression file could not be read as an S-expression.
-    #[error("{}:{line}:{column}: syntax error: {message}", path.display())]
+    #[error("{}:{line}:{column}: syntax error: {message}", escape::path(path))]
     Syntax {
         path: PathBuf,
         line: usize,
@@ -62,7 +101,7 @@ pub enum Error {
         message: String,
     },
     /// A metadata field is missing, mistyped or has a value that is not allowed.
-    #[error("{}: field `{field}`{}: {message}", path.display(), line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    #[error("{}: field `{}`{}: {message}", escape::path(path), escape::text(field), line.map(|l| format!(" (line {l})")).unwrap_or_default())]
     InvalidMetadata {
         path: PathBuf,
         field: String,
@@ -70,39 +109,51 @@ pub enum Error {
         message: String,
     },
     /// A metadata file declares a format version this fruix does not read.
-    #[error("{}: unsupported format-version {version}; this fruix reads format-version {supported} (upgrade fruix, or regenerate the file)", path.display())]
+    #[error("{}: unsupported format-version {version}; this fruix reads format-version {supported} (upgrade fruix, or regenerate the file)", escape::path(path))]
     UnsupportedFormatVersion {
         path: PathBuf,
         version: i64,
         supported: i64,
     },
     /// A tree contains something that cannot be part of a store object.
-    #[error("{}: {kind} is not allowed in an artifact tree (only directories, regular files and symlinks are); remove it from the tree", path.display())]
+    #[error("{}: {kind} is not allowed in an artifact tree (only directories, regular files and symlinks are); remove it from the tree", escape::path(path))]
     UnsupportedFileType { path: PathBuf, kind: &'static str },
+    /// A metadata file is not a regular file of UTF-8 text within
+    /// [`MAX_METADATA_BYTES`](crate::fsutil::MAX_METADATA_BYTES); nothing of
+    /// it was shown, and nothing behind a symlink or a device was read.
+    #[error("{}: {problem}", escape::path(path))]
+    MetadataFile {
+        path: PathBuf,
+        problem: MetadataFileProblem,
+    },
     /// A path inside a tree or root escapes it (absolute, `..`, or through a symlink).
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {message}", escape::path(path))]
     UnsafePath { path: PathBuf, message: String },
     /// A tree's signature does not match the one declared for it.
-    #[error("{}: tree signature mismatch: declared {expected}, computed {actual}; the tree changed after it was signed (or in transit): rebuild it", path.display())]
+    #[error("{}: tree signature mismatch: declared {expected}, computed {actual}; the tree changed after it was signed (or in transit): rebuild it", escape::path(path))]
     SignatureMismatch {
         path: PathBuf,
         expected: String,
         actual: String,
     },
     /// A result root failed validation; every problem found is listed.
-    #[error("{}: not a valid result root:\n{}", root.display(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{}: not a valid result root:\n{}", escape::path(root), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     InvalidResultRoot {
         root: PathBuf,
         problems: Vec<Problem>,
     },
     /// A file or directory already exists where fruix would create one.
-    #[error("{}: already exists; {hint}", path.display())]
+    #[error("{}: already exists; {hint}", escape::path(path))]
     AlreadyExists { path: PathBuf, hint: String },
     /// A file or directory that must exist does not.
-    #[error("{}: not found; {hint}", path.display())]
+    #[error("{}: not found; {hint}", escape::path(path))]
     NotFound { path: PathBuf, hint: String },
     /// An I/O operation on a named path failed.
-    #[error("failed to {action} {}: {source}{}", path.display(), io_hint(source))]
+    #[error(
+        "failed to {action} {}: {source}{}",
+        escape::path(path),
+        io_hint(source)
+    )]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -110,14 +161,17 @@ pub enum Error {
         source: io::Error,
     },
     /// No executor is registered under this name.
-    #[error("unknown executor `{name}`; available executors: {}", available.join(", "))]
+    #[error("unknown executor `{}`; available executors: {}", escape::text(name), available.join(", "))]
     UnknownExecutor {
         name: String,
         available: Vec<String>,
     },
     /// Two executors were registered under one name.
     #[error(
-        "executor `{name}` is registered twice: by {first} and by {second}; rename one of them"
+        "executor `{}` is registered twice: by {} and by {}; rename one of them",
+        escape::text(name),
+        escape::text(first),
+        escape::text(second)
     )]
     DuplicateExecutor {
         name: String,
@@ -125,13 +179,16 @@ pub enum Error {
         second: String,
     },
     /// An executor's configuration was rejected.
-    #[error("executor `{executor}`: invalid configuration: {message}")]
+    #[error(
+        "executor `{}`: invalid configuration: {message}",
+        escape::text(executor)
+    )]
     InvalidConfig { executor: String, message: String },
     /// The build request is not acceptable.
     #[error("invalid build request: {message}")]
     InvalidRequest { message: String },
     /// A build step failed. `tail` holds its last log lines.
-    #[error("build step `{step}` failed{}{}", status.as_ref().map(|s| format!(" ({s})")).unwrap_or_default(), log.as_ref().map(|l| format!("; full log: {}", l.display())).unwrap_or_default())]
+    #[error("build step `{}` failed{}{}", escape::text(step), status.as_ref().map(|s| format!(" ({s})")).unwrap_or_default(), log.as_ref().map(|l| format!("; full log: {}", escape::path(l))).unwrap_or_default())]
     Build {
         step: String,
         status: Option<String>,

@@ -12,6 +12,7 @@
 
 pub mod collect;
 pub mod error;
+pub mod escape;
 pub mod executor;
 pub mod fsutil;
 pub mod machines;
@@ -26,7 +27,7 @@ pub mod special_modes;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use error::{Error, Failure, Problem, Result};
+pub use error::{Error, Failure, MetadataFileProblem, Problem, Result};
 pub use executor::{BuildRequest, Event, EventSink, Executor, Registry, RunContext};
 pub use manifest::TreeSignature;
 pub use promotion::PromotionMetadata;

@@ -27,7 +27,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::escape;
 use crate::sexp::{self, Record};
 
 /// The head symbol of a machines file.
@@ -67,7 +68,7 @@ pub struct Machines {
 impl Machines {
     /// Reads and checks the machines file at `path`.
     pub fn read(path: &Path) -> Result<Machines> {
-        let text = std::fs::read_to_string(path).with_path("read machines file", path)?;
+        let text = crate::fsutil::read_metadata_file(path)?;
         Self::parse(path, &text)
     }
 
@@ -83,8 +84,8 @@ impl Machines {
                         field: "machine.name".into(),
                         line: Some(machine.line),
                         message: format!(
-                            "machine {:?} is defined twice (first on line {}); give each machine its own name",
-                            machine.name, first.line
+                            "machine {} is defined twice (first on line {}); give each machine its own name",
+                            escape::quoted(&machine.name), first.line
                         ),
                     });
                 }
@@ -106,7 +107,8 @@ impl Machines {
             .ok_or_else(|| Error::NotFound {
                 path: self.path.clone(),
                 hint: format!(
-                    "no machine named {name:?}; the file defines: {}",
+                    "no machine named {}; the file defines: {}",
+                    escape::quoted(name),
                     if self.machines.is_empty() {
                         "none".to_string()
                     } else {
@@ -132,7 +134,7 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
         return Err(r.error(
             "host",
             None,
-            format!("{host:?} is not a host name or address"),
+            format!("{} is not a host name or address", escape::quoted(&host)),
         ));
     }
     let port = match r.opt_integer("port")? {
@@ -144,7 +146,11 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
     };
     let user = r.string("user")?;
     if user.is_empty() || user.contains(['@', ' ', ':']) {
-        return Err(r.error("user", None, format!("{user:?} is not a user name")));
+        return Err(r.error(
+            "user",
+            None,
+            format!("{} is not a user name", escape::quoted(&user)),
+        ));
     }
     let private_key = absolute(&mut r, "private-key")?.map(PathBuf::from);
     let host_key = r.opt_string("host-key")?;
@@ -153,7 +159,10 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
             return Err(r.error(
                 "host-key",
                 None,
-                format!("{key:?} is not a public key; give it as in known_hosts: \"ssh-ed25519 AAAA...\""),
+                format!(
+                    "{} is not a public key; give it as in known_hosts: \"ssh-ed25519 AAAA...\"",
+                    escape::quoted(key)
+                ),
             ));
         }
     }
@@ -197,7 +206,7 @@ fn absolute(r: &mut Record<'_>, field: &str) -> Result<Option<String>> {
         Some(v) if !v.starts_with('/') => Err(r.error(
             field,
             None,
-            format!("{v:?} is relative; give an absolute path"),
+            format!("{} is relative; give an absolute path", escape::quoted(&v)),
         )),
         other => Ok(other),
     }

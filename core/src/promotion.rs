@@ -11,7 +11,8 @@ use std::path::{Component, Path};
 
 use lexpr::Value;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::escape;
 use crate::manifest::TreeSignature;
 use crate::sexp::{self, field, string_field, Record, Writer};
 
@@ -110,7 +111,8 @@ pub fn check_name(what: &str, value: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{what} {value:?} is not usable in a store name: use 1 to 64 characters from A-Z a-z 0-9 . _ + -, not starting with . or -"
+            "{what} {} is not usable in a store name: use 1 to 64 characters from A-Z a-z 0-9 . _ + -, not starting with . or -",
+            escape::quoted(value)
         ))
     }
 }
@@ -123,7 +125,8 @@ pub fn check_relative_path(path: &str) -> std::result::Result<(), String> {
     }
     if path.starts_with('/') {
         return Err(format!(
-            "{path:?} is absolute; give a path relative to the root"
+            "{} is absolute; give a path relative to the root",
+            escape::quoted(path)
         ));
     }
     for component in Path::new(path).components() {
@@ -131,28 +134,30 @@ pub fn check_relative_path(path: &str) -> std::result::Result<(), String> {
             Component::Normal(_) => {}
             Component::ParentDir => {
                 return Err(format!(
-                    "{path:?} contains `..` and could escape the root; give a path inside it"
+                    "{} contains `..` and could escape the root; give a path inside it",
+                    escape::quoted(path)
                 ))
             }
-            _ => {
-                return Err(format!(
-                    "{path:?} is not a normal relative path (no `.`, `//` or trailing `/`)"
-                ))
-            }
+            _ => return Err(not_normal(path)),
         }
     }
     if path.contains("//") || path.ends_with('/') || path.split('/').any(|c| c == ".") {
-        return Err(format!(
-            "{path:?} is not a normal relative path (no `.`, `//` or trailing `/`)"
-        ));
+        return Err(not_normal(path));
     }
     Ok(())
+}
+
+fn not_normal(path: &str) -> String {
+    format!(
+        "{} is not a normal relative path (no `.`, `//` or trailing `/`)",
+        escape::quoted(path)
+    )
 }
 
 impl PromotionMetadata {
     /// Reads and checks `path`.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_path("read", path)?;
+        let text = crate::fsutil::read_metadata_file(path)?;
         Self::parse(path, &text)
     }
 
@@ -245,7 +250,10 @@ pub fn read_source(mut r: Record<'_>) -> Result<SourceStore> {
         return Err(r.error(
             "path",
             None,
-            format!("{path:?} is not absolute; give the source store path"),
+            format!(
+                "{} is not absolute; give the source store path",
+                escape::quoted(&path)
+            ),
         ));
     }
     let commit = r.opt_string("commit")?;
@@ -415,7 +423,7 @@ mod tests {
         let mut m = sample();
         m.artifacts[0].tree_signature =
             Some(format!("sha256:{}", "ab".repeat(32)).parse().unwrap());
-        m.guest_host_name = "host \"quoted\" \\ é\nnewline".into();
+        m.guest_host_name = "host \"quoted\" \\ é".into();
         let text = m.to_scheme();
         assert_eq!(parse(&text).unwrap(), m);
     }
@@ -540,6 +548,32 @@ mod tests {
         let (field, message) = field_error(&text);
         assert_eq!(field, "artifacts[1].name");
         assert!(message.contains("twice"), "{message}");
+    }
+
+    /// Issue 10, class 8: a newline in `source-store` `path` added a line to
+    /// the store's `.references`.
+    #[test]
+    fn control_characters_in_strings_are_refused_naming_field_and_line() {
+        let text = sample().to_scheme().replace(
+            "-freebsd-source-default\"",
+            "-freebsd-source-default\n/frx/store/forged\"",
+        );
+        let (field, line, message) = crate::testing::invalid_metadata(parse(&text));
+        assert_eq!((field.as_str(), line), ("source-store.path", Some(9)));
+        assert!(message.contains("control character `\\n`"), "{message}");
+        let text = sample()
+            .to_scheme()
+            .replace("(kernconf \"GENERIC\")", "(kernconf \"\u{1b}[31mGENERIC\")");
+        let (field, _, message) = crate::testing::invalid_metadata(parse(&text));
+        assert_eq!(field, "build-policy.kernconf");
+        assert!(message.contains("`\\033` (U+001B)"), "{message}");
+        let text = sample().to_scheme().replace(
+            "(make-flags \"-DNO_ROOT\"",
+            "(make-flags \"-DNO_ROOT\\x85;\"",
+        );
+        let (field, _, message) = crate::testing::invalid_metadata(parse(&text));
+        assert_eq!(field, "build-policy.make-flags");
+        assert!(message.contains("U+0085"), "{message}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Problem, Result};
+use crate::escape;
 use crate::fsutil::resolve_beneath;
 use crate::promotion::{base_probes, PromotionMetadata, PROMOTION_FILE};
 
@@ -117,6 +118,7 @@ fn problem_from_error(e: Error) -> Problem {
             ),
         ),
         Error::UnsafePath { path, message } => problem(path, None, message),
+        Error::MetadataFile { path, problem: p } => problem(path, None, p.to_string()),
         Error::NotFound { path, .. } => problem(path, None, "does not exist"),
         other => problem(PathBuf::new(), None, other.to_string()),
     }
@@ -147,18 +149,16 @@ pub fn check(root: &Path, allow_incomplete: bool) -> (Option<PromotionMetadata>,
             "the run that wrote this result root did not finish (interrupted or failed); it cannot be promoted: build again",
         ));
     }
+    // The read itself refuses anything but a regular file (a FIFO, a device,
+    // a symlink swapped in after this check) and a file over the size cap.
     let metadata = match resolve_beneath(root, PROMOTION_FILE) {
-        Ok(path) if path.is_file() => match PromotionMetadata::read(&path) {
+        Ok(path) => match PromotionMetadata::read(&path) {
             Ok(m) => Some(m),
             Err(e) => {
                 problems.push(problem_from_error(e));
                 None
             }
         },
-        Ok(path) => {
-            problems.push(problem(path, None, "is not a regular file"));
-            None
-        }
         Err(e) => {
             problems.push(match e {
                 Error::NotFound { path, .. } => problem(
@@ -217,8 +217,8 @@ fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Proble
                     root.join(PROMOTION_FILE),
                     field("probe"),
                     format!(
-                        "{:?} is not a probe of the {} artifact; use {}",
-                        a.probe,
+                        "{} is not a probe of the {} artifact; use {}",
+                        escape::quoted(&a.probe),
                         a.name,
                         allowed
                             .iter()

@@ -5,24 +5,61 @@
 //! one with line numbers in every error, refusing unknown and duplicate fields.
 //! [`Writer`] prints records one field per line so that Guile's `read`, the
 //! Fruix reports and a human all read them alike.
+//!
+//! Metadata may come from a hostile guest, so reading is bounded: a text is
+//! at most [`MAX_METADATA_BYTES`] long, and a linear pre-scan (`sexp/scan.rs`)
+//! refuses nesting deeper than [`MAX_DEPTH`] and more than [`MAX_DATA`] data
+//! before lexpr (which recurses) parses anything. Strings and symbols may not
+//! hold control characters (U+0000–U+001F, U+007F–U+009F), except for the
+//! newlines and tabs that [`Record::multiline_strings`] allows. Values echoed
+//! in messages are escaped and cut ([`crate::escape`]).
+
+mod controls;
+mod scan;
 
 use std::path::{Path, PathBuf};
 
 use lexpr::datum::Ref;
 use lexpr::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, MetadataFileProblem, Result};
+use crate::escape;
+use crate::fsutil::MAX_METADATA_BYTES;
+use controls::{first_control_inside, Controls};
+
+pub use scan::{MAX_DATA, MAX_DEPTH};
+
+/// How many bytes of a value from the file a message shows.
+const SHOWN_BYTES: usize = 80;
+
+/// `value` as a message shows it: printed, escaped and cut.
+pub fn shown(value: &Value) -> String {
+    escape::text(&value.to_string())
+        .cut_at(SHOWN_BYTES)
+        .to_string()
+}
 
 /// Parses `text` (the contents of `path`) as exactly one S-expression record
 /// whose head symbol is `head`, and calls `read` on it.
 ///
 /// The datum is kept alive for the call so that field errors carry line numbers.
+/// The text is bounded first (see the module documentation): no input makes
+/// the reader recurse without bound.
 pub fn read_record<T>(
     path: &Path,
     text: &str,
     head: &str,
     read: impl FnOnce(&mut Record<'_>) -> Result<T>,
 ) -> Result<T> {
+    if text.len() > MAX_METADATA_BYTES {
+        return Err(Error::MetadataFile {
+            path: path.to_path_buf(),
+            problem: MetadataFileProblem::TooLarge {
+                limit: MAX_METADATA_BYTES,
+            },
+        });
+    }
+    scan::check(path, text)?;
     let mut parser = lexpr::Parser::from_str(text);
     let datum = match parser.next_datum() {
         Ok(Some(datum)) => datum,
@@ -98,7 +135,10 @@ impl<'a> Record<'a> {
         let mut items = datum.list_iter().ok_or_else(|| {
             invalid(
                 line,
-                format!("expected a list ({head} ...), found {}", datum.value()),
+                format!(
+                    "expected a list ({head} ...), found {}",
+                    shown(datum.value())
+                ),
             )
         })?;
         match items.next() {
@@ -106,7 +146,7 @@ impl<'a> Record<'a> {
             Some(h) => {
                 return Err(invalid(
                     line,
-                    format!("expected ({head} ...), found ({} ...)", h.value()),
+                    format!("expected ({head} ...), found ({} ...)", shown(h.value())),
                 ))
             }
             None => return Err(invalid(line, format!("expected ({head} ...), found ()"))),
@@ -117,7 +157,10 @@ impl<'a> Record<'a> {
             let mut parts = item.list_iter().ok_or_else(|| {
                 invalid(
                     item_line,
-                    format!("expected a (field value...) list, found {}", item.value()),
+                    format!(
+                        "expected a (field value...) list, found {}",
+                        shown(item.value())
+                    ),
                 )
             })?;
             let field = parts
@@ -128,7 +171,7 @@ impl<'a> Record<'a> {
                         item_line,
                         format!(
                             "expected a (field value...) list starting with a symbol, found {}",
-                            item.value()
+                            shown(item.value())
                         ),
                     )
                 })?;
@@ -203,20 +246,32 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// Converts one value of `f`; a string or symbol must hold no control
+    /// character but those `controls` allows.
     fn convert<T>(
         &self,
         f: &Field<'a>,
         value: Ref<'a>,
         expected: &str,
+        controls: Controls,
         convert: impl FnOnce(&Value) -> Option<T>,
     ) -> Result<T> {
-        convert(value.value()).ok_or_else(|| {
+        let converted = convert(value.value()).ok_or_else(|| {
             self.error(
                 &f.name,
                 Some(f.line),
-                format!("expected {expected}, found {}", value.value()),
+                format!("expected {expected}, found {}", shown(value.value())),
             )
-        })
+        })?;
+        let text = value.value().as_str().or_else(|| value.value().as_symbol());
+        match text.and_then(|t| controls.first_refused(t)) {
+            Some(c) => Err(self.error(
+                &f.name,
+                Some(value.span().start().line()),
+                controls.message(c),
+            )),
+            None => Ok(converted),
+        }
     }
 
     fn opt_single<T>(
@@ -229,7 +284,8 @@ impl<'a> Record<'a> {
             None => Ok(None),
             Some(f) => {
                 let value = self.single(&f)?;
-                self.convert(&f, value, expected, convert).map(Some)
+                self.convert(&f, value, expected, Controls::Refused, convert)
+                    .map(Some)
             }
         }
     }
@@ -242,7 +298,7 @@ impl<'a> Record<'a> {
     ) -> Result<T> {
         let f = self.required(field)?;
         let value = self.single(&f)?;
-        self.convert(&f, value, expected, convert)
+        self.convert(&f, value, expected, Controls::Refused, convert)
     }
 
     /// A required field holding one string.
@@ -286,12 +342,27 @@ impl<'a> Record<'a> {
 
     /// An optional field holding zero or more strings (`(make-flags "a" "b")`).
     pub fn strings(&mut self, field: &str) -> Result<Option<Vec<String>>> {
+        self.strings_with(field, Controls::Refused)
+    }
+
+    /// Like [`Record::strings`], for commands and scripts: the strings may
+    /// hold newlines and tabs (`(command "sh" "-c" "a\nb")`), but no other
+    /// control character. Use it only where a value is meant to span lines.
+    pub fn multiline_strings(&mut self, field: &str) -> Result<Option<Vec<String>>> {
+        self.strings_with(field, Controls::NewlineAndTab)
+    }
+
+    fn strings_with(&mut self, field: &str, controls: Controls) -> Result<Option<Vec<String>>> {
         match self.take(field)? {
             None => Ok(None),
             Some(f) => f
                 .values
                 .iter()
-                .map(|v| self.convert(&f, *v, "a string", |v| v.as_str().map(str::to_string)))
+                .map(|v| {
+                    self.convert(&f, *v, "a string", controls, |v| {
+                        v.as_str().map(str::to_string)
+                    })
+                })
                 .collect::<Result<Vec<_>>>()
                 .map(Some),
         }
@@ -333,11 +404,25 @@ impl<'a> Record<'a> {
     }
 
     /// The raw values of an optional field, with its line, for readers with
-    /// their own shapes.
+    /// their own shapes. No string, symbol or character inside them may be
+    /// or hold a control character.
     pub fn raw(&mut self, field: &str) -> Result<Option<(usize, Vec<Value>)>> {
-        Ok(self
-            .take(field)?
-            .map(|f| (f.line, f.values.iter().map(|v| v.value().clone()).collect())))
+        let Some(f) = self.take(field)? else {
+            return Ok(None);
+        };
+        for value in &f.values {
+            if let Some(c) = first_control_inside(value.value()) {
+                return Err(self.error(
+                    &f.name,
+                    Some(value.span().start().line()),
+                    Controls::Refused.message(c),
+                ));
+            }
+        }
+        Ok(Some((
+            f.line,
+            f.values.iter().map(|v| v.value().clone()).collect(),
+        )))
     }
 
     /// The line of `field`, when it is present and not yet consumed: for
@@ -426,5 +511,76 @@ impl Writer {
     pub fn finish(mut self) -> String {
         self.text.push_str(")\n");
         self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read<T>(text: &str, read: impl FnOnce(&mut Record<'_>) -> Result<T>) -> Result<T> {
+        read_record(Path::new("m.scm"), text, "fruix-x", read)
+    }
+
+    fn invalid<T: std::fmt::Debug>(result: Result<T>) -> (String, Option<usize>, String) {
+        crate::testing::invalid_metadata(result)
+    }
+
+    /// Issue 10, class 4: 20,000 quote prefixes overflowed the stack (exit 134).
+    #[test]
+    fn deep_nesting_is_a_syntax_error_not_a_crash() {
+        for text in [
+            format!("(fruix-x\n (a {}x))", "'".repeat(20_000)),
+            format!("(fruix-x\n (a {}x))", "`".repeat(20_000)),
+            format!("(fruix-x\n (a {}", "(".repeat(100_000)),
+            format!("(fruix-x)\n{}x", "'".repeat(20_000)),
+        ] {
+            match read(&text, |_| Ok(())) {
+                Err(e @ Error::Syntax { line: 2, .. }) => {
+                    assert!(e.to_string().starts_with("m.scm:2:"), "{e}")
+                }
+                other => panic!("expected a syntax error on line 2, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_inside_a_string_is_just_a_string() {
+        let deep = format!("{}{}", "(".repeat(100_000), "'".repeat(20_000));
+        let text = format!("(fruix-x (a \"{deep}\"))");
+        assert_eq!(read(&text, |r| r.string("a")).unwrap(), deep);
+    }
+
+    #[test]
+    fn a_text_over_the_size_cap_is_refused_before_parsing() {
+        let text = format!("(fruix-x (a \"{}\"))", "x".repeat(MAX_METADATA_BYTES));
+        match read(&text, |r| r.string("a")) {
+            Err(Error::MetadataFile {
+                problem: MetadataFileProblem::TooLarge { .. },
+                ..
+            }) => {}
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+
+    /// The largest record the pre-scan lets through is read, cloned and
+    /// freed within half of the 2 MiB stack of a Rust thread.
+    #[test]
+    fn the_largest_accepted_record_fits_a_thread_stack() {
+        let text = format!("(fruix-x (a {}))", "b ".repeat(MAX_DATA - 4));
+        let reader = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || read(&text, |r| Ok(r.raw("a")?.map(|(_, v)| v.len()))))
+            .unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), Some(MAX_DATA - 4));
+    }
+
+    #[test]
+    fn values_echoed_in_messages_are_escaped_and_cut() {
+        let text = format!("(fruix-x (a b{}))", "c".repeat(500));
+        let (_, _, message) = invalid(read(&text, |r| r.string("a")));
+        assert!(message.contains("…[") && message.len() < 250, "{message}");
+        let (_, _, message) = invalid(read("(fruix-x (a #\\esc))", |r| r.string("a")));
+        assert!(!message.contains('\u{1b}'), "{message:?}");
     }
 }

@@ -24,10 +24,12 @@ use std::path::Path;
 use lexpr::Value;
 
 use crate::error::{Error, Result};
+use crate::escape;
+use crate::fsutil::read_optional_metadata_file;
 use crate::manifest::{
     decode, encode_into, walk, ManifestBuilder, TreeSignature, WalkOptions, SPECIAL_BITS,
 };
-use crate::sexp::{self, field, Writer};
+use crate::sexp::{self, field, shown, Writer};
 
 /// The file name, at the top of a result root.
 pub const SPECIAL_MODES_FILE: &str = ".fruix-special-modes";
@@ -59,12 +61,13 @@ pub fn write(result_root: &Path, modes: &SpecialModes) -> Result<()> {
 }
 
 /// Reads the recorded bits of `result_root` (none when the file is absent).
+///
+/// The file must be a regular file (never a symlink, FIFO or device) within
+/// the metadata size cap; see [`read_optional_metadata_file`].
 pub fn read(result_root: &Path) -> Result<SpecialModes> {
     let path = result_root.join(SPECIAL_MODES_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SpecialModes::new()),
-        Err(e) => return Err(Error::io("read", &path, e)),
+    let Some(text) = read_optional_metadata_file(&path)? else {
+        return Ok(SpecialModes::new());
     };
     sexp::read_record(&path, &text, HEAD, |r| {
         let version = r.integer("format-version")?;
@@ -87,7 +90,7 @@ pub fn read(result_root: &Path) -> Result<SpecialModes> {
                 r.error(
                     "modes",
                     Some(line),
-                    format!("expected (\"PATH\" \"BITS\"), found {value}"),
+                    format!("expected (\"PATH\" \"BITS\"), found {}", shown(&value)),
                 )
             })?;
             let bits = u32::from_str_radix(b, 8)
@@ -97,7 +100,10 @@ pub fn read(result_root: &Path) -> Result<SpecialModes> {
                     r.error(
                         "modes",
                         Some(line),
-                        format!("{b:?} is not a set of setuid/setgid/sticky bits in octal"),
+                        format!(
+                            "{} is not a set of setuid/setgid/sticky bits in octal",
+                            escape::quoted(b)
+                        ),
                     )
                 })?;
             modes.insert(

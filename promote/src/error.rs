@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use fruix_core::escape;
 use fruix_core::manifest::Difference;
 
 /// `Result` with [`Error`] as the default error type.
@@ -15,26 +16,29 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] fruix_core::Error),
     /// An existing store object no longer matches its manifest.
-    #[error("{}: store object is corrupt ({} difference(s): {}); run `fruix store verify --repair`, then promote again", object.display(), differences.len(), differences.iter().take(5).map(|d| d.to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("{}: store object is corrupt ({} difference(s): {}); run `fruix store verify --repair`, then promote again", escape::path(object), differences.len(), differences.iter().take(5).map(|d| escape::text(&d.to_string()).to_string()).collect::<Vec<_>>().join("; "))]
     Corrupt {
         object: PathBuf,
         differences: Vec<Difference>,
     },
     /// A store object's metadata is unreadable or inconsistent with its name.
-    #[error("{}: store object is inconsistent: {message}", object.display())]
+    #[error("{}: store object is inconsistent: {message}", escape::path(object))]
     Inconsistent { object: PathBuf, message: String },
     /// The store directory cannot be written.
-    #[error("store {} is not writable: {source}; choose another --store or fix its permissions", store.display())]
+    #[error(
+        "store {} is not writable: {source}; choose another --store or fix its permissions",
+        escape::path(store)
+    )]
     StoreNotWritable {
         store: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// There is no store directory where one was named.
-    #[error("no store at {}; check --store (or FRUIX_STORE)", path.display())]
+    #[error("no store at {}; check --store (or FRUIX_STORE)", escape::path(path))]
     NoStore { path: PathBuf },
     /// A path given as a store object is not one.
-    #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-...); check the path", path.display(), store.display())]
+    #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-...); check the path", escape::path(path), escape::path(store))]
     NotAStoreObject { path: PathBuf, store: PathBuf },
 }
 

@@ -12,6 +12,7 @@ mod build_local;
 mod executors_external;
 mod executors_plugin;
 mod guile;
+mod hostile_metadata;
 mod matrix;
 mod matrix_ssh;
 mod mtree;

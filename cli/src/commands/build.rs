@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use fruix_core::escape;
 use fruix_core::executor::{base_artifacts, run_executor, BuildRequest, EventSink, Registry};
 use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
 use fruix_core::run_id::{allocate_run_dir, format_run_id};
@@ -73,7 +74,7 @@ pub(crate) fn run_error(e: CoreError) -> CliError {
         if !tail.is_empty() {
             eprintln!("--- last {} log lines ---", tail.len());
             for line in tail {
-                eprintln!("{line}");
+                eprintln!("{}", escape::terminal(line));
             }
             eprintln!("---");
         }

@@ -1,5 +1,6 @@
 //! `fruix store verify` and `fruix store list`.
 
+use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_promote::verify::{
     list_store, object_paths, pool_keys, repair, resolve_object, verify_objects, verify_pool,
@@ -64,11 +65,11 @@ fn verify(args: VerifyArgs) -> CliResult {
         for r in &results {
             if r.ok {
                 if !args.quiet {
-                    println!("ok {}", r.path.display());
+                    println!("ok {}", escape::path(&r.path));
                 }
                 continue;
             }
-            println!("CORRUPT {}", r.path.display());
+            println!("CORRUPT {}", escape::path(&r.path));
             if let Some(e) = &r.error {
                 println!("  {e}");
             }
@@ -80,8 +81,8 @@ fn verify(args: VerifyArgs) -> CliResult {
             }
         }
         for p in &pool.corrupt {
-            println!("CORRUPT {}", p.path.display());
-            println!("  {}", p.message);
+            println!("CORRUPT {}", escape::path(&p.path));
+            println!("  {}", escape::text(&p.message));
         }
         if !args.quiet {
             println!(
@@ -99,7 +100,7 @@ fn verify(args: VerifyArgs) -> CliResult {
                 ("result bundle", &r.removed_bundles),
             ] {
                 for p in paths {
-                    println!("removed {what} {}", p.display());
+                    println!("removed {what} {}", escape::path(p));
                 }
             }
         }
@@ -138,7 +139,7 @@ fn list(args: ListArgs) -> CliResult {
             o.version,
             o.executor,
             o.size,
-            o.path.display()
+            escape::path(&o.path)
         );
     }
     Ok(Status::Success)

@@ -23,14 +23,13 @@
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 
 mod walk;
 pub use walk::{
@@ -397,23 +396,6 @@ pub fn parse_line(line: &str) -> std::result::Result<Entry, String> {
     Ok(Entry { path, mode, kind })
 }
 
-/// Reads a manifest file into entries (comments and blank lines skipped).
-pub fn read_manifest(path: &Path) -> Result<Vec<Entry>> {
-    let text = fs::read_to_string(path).with_path("read", path)?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-        .map(|(i, l)| {
-            parse_line(l).map_err(|message| Error::InvalidMetadata {
-                path: path.to_path_buf(),
-                field: "manifest".into(),
-                line: Some(i + 1),
-                message,
-            })
-        })
-        .collect()
-}
-
 /// How one path differs between an expected and an actual manifest.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "change", rename_all = "lowercase")]
@@ -544,7 +526,9 @@ pub fn diff_entries<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
     use std::ffi::OsStr;
+    use std::fs;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{symlink, PermissionsExt};
 

@@ -41,8 +41,9 @@ use std::path::{Path, PathBuf};
 
 use lexpr::Value;
 
-use crate::error::{Error, IoContext, Result};
-use crate::sexp::{self, Record};
+use crate::error::{Error, Result};
+use crate::escape;
+use crate::sexp::{self, shown, Record};
 
 /// The head symbol of a matrix file.
 pub const MATRIX_HEAD: &str = "fruix-matrix";
@@ -128,7 +129,7 @@ pub struct MatrixFile {
 impl MatrixFile {
     /// Reads and checks the matrix file at `path`.
     pub fn read(path: &Path) -> Result<MatrixFile> {
-        let text = std::fs::read_to_string(path).with_path("read matrix file", path)?;
+        let text = crate::fsutil::read_metadata_file(path)?;
         Self::parse(path, &text)
     }
 
@@ -153,7 +154,10 @@ impl MatrixFile {
                     return Err(r.error(
                         "remote-source",
                         line,
-                        format!("{s:?} is relative; give the absolute path on the build machines"),
+                        format!(
+                            "{} is relative; give the absolute path on the build machines",
+                            escape::quoted(s)
+                        ),
                     ));
                 }
             }
@@ -246,7 +250,11 @@ fn check_value(axis: Axis, value: &str) -> std::result::Result<(), String> {
         Axis::MakeFlag => false,
     };
     if bad {
-        Err(format!("{value:?} is not a valid {}", axis.name()))
+        Err(format!(
+            "{} is not a valid {}",
+            escape::quoted(value),
+            axis.name()
+        ))
     } else {
         Ok(())
     }
@@ -271,7 +279,7 @@ fn read_axes(r: &mut Record<'_>) -> Result<Vec<(Axis, Vec<String>)>> {
                 return Err(axes.error(
                     axis.name(),
                     line,
-                    format!("lists {v:?} twice; give each value once"),
+                    format!("lists {} twice; give each value once", escape::quoted(v)),
                 ));
             }
         }
@@ -305,7 +313,10 @@ fn read_entries(r: &mut Record<'_>, field: &str) -> Result<Vec<MatrixEntry>> {
         let pairs = entry.list_iter().ok_or_else(|| {
             error(
                 i,
-                format!("expected a list of (axis \"value\") pairs, found {entry}"),
+                format!(
+                    "expected a list of (axis \"value\") pairs, found {}",
+                    shown(entry)
+                ),
             )
         })?;
         let mut values: MatrixEntry = Vec::new();
@@ -334,15 +345,20 @@ fn read_pair(pair: &Value) -> std::result::Result<(Axis, String), String> {
         [name, value] => {
             let name = name
                 .as_symbol()
-                .ok_or_else(|| format!("expected (axis \"value\"), found {pair}"))?;
-            let axis = Axis::from_name(name)
-                .ok_or_else(|| format!("unknown axis {name:?}; the axes are {}", Axis::known()))?;
+                .ok_or_else(|| format!("expected (axis \"value\"), found {}", shown(pair)))?;
+            let axis = Axis::from_name(name).ok_or_else(|| {
+                format!(
+                    "unknown axis {}; the axes are {}",
+                    escape::quoted(name),
+                    Axis::known()
+                )
+            })?;
             let value = value
                 .as_str()
-                .ok_or_else(|| format!("{name}: expected a string, found {value}"))?;
+                .ok_or_else(|| format!("{name}: expected a string, found {}", shown(value)))?;
             Ok((axis, value.to_string()))
         }
-        _ => Err(format!("expected (axis \"value\"), found {pair}")),
+        _ => Err(format!("expected (axis \"value\"), found {}", shown(pair))),
     }
 }
 
@@ -358,7 +374,11 @@ fn read_agree_across(r: &mut Record<'_>) -> Result<Vec<Axis>> {
                 r.error(
                     "agree-across",
                     line,
-                    format!("unknown axis {n:?}; the axes are {}", Axis::known()),
+                    format!(
+                        "unknown axis {}; the axes are {}",
+                        escape::quoted(n),
+                        Axis::known()
+                    ),
                 )
             })
         })
@@ -386,7 +406,10 @@ fn read_config(
             return Err(r.error(
                 "config",
                 Some(line),
-                format!("expected (EXECUTOR (key value) ...), found {executor}"),
+                format!(
+                    "expected (EXECUTOR (key value) ...), found {}",
+                    shown(executor)
+                ),
             ));
         };
         let field = format!("config.{name}");
@@ -408,11 +431,16 @@ fn read_config(
 fn config_pair(item: &Value) -> std::result::Result<(String, serde_json::Value), String> {
     let parts: Vec<&Value> = item.list_iter().map(Iterator::collect).unwrap_or_default();
     let [key, value] = parts.as_slice() else {
-        return Err(format!("expected (key value), found {item}"));
+        return Err(format!("expected (key value), found {}", shown(item)));
     };
     let key = key
         .as_symbol()
-        .ok_or_else(|| format!("expected (key value) with a symbol key, found {item}"))?
+        .ok_or_else(|| {
+            format!(
+                "expected (key value) with a symbol key, found {}",
+                shown(item)
+            )
+        })?
         .replace('-', "_");
     let value = match value {
         Value::String(s) => serde_json::Value::from(s.to_string()),
@@ -422,7 +450,8 @@ fn config_pair(item: &Value) -> std::result::Result<(String, serde_json::Value),
             (None, Some(f)) => serde_json::Value::from(f),
             _ => {
                 return Err(format!(
-                    "{key}: expected a string, number or #t/#f, found {value}"
+                    "{key}: expected a string, number or #t/#f, found {}",
+                    shown(value)
                 ))
             }
         },

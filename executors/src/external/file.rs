@@ -25,13 +25,17 @@
 //! as is when absolute, and relative to the executors file's directory
 //! otherwise (`scripts/build.sh`, `./build.sh`). Timeouts are seconds
 //! (integer or decimal); the defaults are in [`DEFAULT_TIMEOUTS`].
+//! Command arguments may hold newlines and tabs (for `"sh" "-c"` scripts);
+//! no other string in the file may hold a control character.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fruix_core::error::IoContext;
+use fruix_core::escape;
 use fruix_core::executor::{Capabilities, ConfigKeyEntry, ExecutorKind, Registry, RegistryEntry};
+use fruix_core::fsutil::read_metadata_file;
 use fruix_core::promotion::check_name;
 use fruix_core::sexp::{read_record, Record};
 use fruix_core::{Error, Result};
@@ -175,13 +179,13 @@ pub fn entry(spec: ExternalSpec) -> RegistryEntry {
 
 /// Reads the executors declared in `path`.
 pub fn read_file(path: &Path) -> Result<Vec<ExternalSpec>> {
-    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound {
-            path: path.to_path_buf(),
+    let text = read_metadata_file(path).map_err(|e| match e {
+        Error::NotFound { path, .. } => Error::NotFound {
+            path,
             hint: "give the path of an executors file (see `Adding an executor` in the README)"
                 .into(),
         },
-        _ => Error::io("read executors file", path, e),
+        e => e,
     })?;
     parse(path, &text)
 }
@@ -247,7 +251,10 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
             return Err(key.error(
                 "name",
                 None,
-                format!("{name:?} is not a configuration key name: use a-z, 0-9 and _"),
+                format!(
+                    "{} is not a configuration key name: use a-z, 0-9 and _",
+                    escape::quoted(&name)
+                ),
             ));
         }
         let description = key.string("description")?;
@@ -258,7 +265,8 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
         let Some(mut s) = r.opt_record(stage.name())? else {
             return Ok(None);
         };
-        let mut argv = s.strings("command")?.unwrap_or_default();
+        // Arguments may be scripts (`"sh" "-c" "..."`) spanning lines.
+        let mut argv = s.multiline_strings("command")?.unwrap_or_default();
         let Some(program) = argv.first_mut() else {
             return Err(s.error(
                 "command",

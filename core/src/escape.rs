@@ -1,0 +1,249 @@
+//! Safe printing of untrusted strings: paths and values from result roots,
+//! guests and metadata files, escaped the way `vis(3)` and `ls -b` do it.
+//!
+//! A file name or a metadata value can hold a newline (forging an output
+//! line), an ANSI escape sequence (recolouring or rewriting the terminal) or
+//! bytes that are not UTF-8. Every error message and output line that embeds
+//! such a value prints it through one of the wrappers here:
+//!
+//! - printable characters are kept as they are (UTF-8 included);
+//! - a backslash is doubled, so that every escape below is unambiguous;
+//! - `\n`, `\t` and `\r` become those C escapes;
+//! - every other control character (U+0000–U+001F, DEL, the C1 controls
+//!   U+0080–U+009F), the bidirectional-text controls (U+202A–U+202E,
+//!   U+2066–U+2069, which reorder what a terminal shows) and each byte that
+//!   is not UTF-8 become `\ooo`, the octal value of each of their bytes;
+//! - more than [`MAX_SHOWN_BYTES`] bytes of input are cut at a character
+//!   boundary, and the output says how many bytes were left out.
+//!
+//! ```
+//! use fruix_core::escape;
+//! assert_eq!(escape::text("a\nb\x1b[31m\\").to_string(), "a\\nb\\033[31m\\\\");
+//! assert_eq!(escape::bytes(b"\xff").to_string(), "\\377");
+//! ```
+
+use std::ffi::OsStr;
+use std::fmt::{self, Display, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// How many bytes of a value are shown before the rest is cut.
+pub const MAX_SHOWN_BYTES: usize = 1024;
+
+/// A value to print escaped; see the module documentation for the rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a> {
+    bytes: &'a [u8],
+    limit: usize,
+    /// Printed between double quotes, with `"` escaped as `\"`.
+    quoted: bool,
+}
+
+/// `path`, escaped (its bytes, not a lossy UTF-8 conversion).
+pub fn path(path: &Path) -> Escaped<'_> {
+    bytes(path.as_os_str().as_bytes())
+}
+
+/// `s`, escaped.
+pub fn os_str(s: &OsStr) -> Escaped<'_> {
+    bytes(s.as_bytes())
+}
+
+/// `s`, escaped.
+pub fn text(s: &str) -> Escaped<'_> {
+    bytes(s.as_bytes())
+}
+
+/// `b`, escaped; bytes that are not UTF-8 print as `\ooo`.
+pub fn bytes(b: &[u8]) -> Escaped<'_> {
+    Escaped {
+        bytes: b,
+        limit: MAX_SHOWN_BYTES,
+        quoted: false,
+    }
+}
+
+/// `s`, escaped, between double quotes (`"a\"b"`): for values inside a
+/// sentence, where `{:?}` would neither cut them nor escape them as `vis` does.
+pub fn quoted(s: &str) -> Escaped<'_> {
+    Escaped {
+        quoted: true,
+        ..text(s)
+    }
+}
+
+impl Escaped<'_> {
+    /// Shows at most `limit` bytes of the value (instead of [`MAX_SHOWN_BYTES`]).
+    pub fn cut_at(self, limit: usize) -> Self {
+        Escaped { limit, ..self }
+    }
+}
+
+impl Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = cut(self.bytes, self.limit);
+        if self.quoted {
+            f.write_char('"')?;
+        }
+        for chunk in shown.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                match c {
+                    '\\' => f.write_str("\\\\")?,
+                    '"' if self.quoted => f.write_str("\\\"")?,
+                    '\n' => f.write_str("\\n")?,
+                    '\t' => f.write_str("\\t")?,
+                    '\r' => f.write_str("\\r")?,
+                    c if is_unsafe(c) => octal(f, c.encode_utf8(&mut [0; 4]).as_bytes())?,
+                    c => f.write_char(c)?,
+                }
+            }
+            octal(f, chunk.invalid())?;
+        }
+        if self.quoted {
+            f.write_char('"')?;
+        }
+        let left_out = self.bytes.len() - shown.len();
+        if left_out > 0 {
+            write!(f, "…[{left_out} more bytes cut]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes text that is already formatted (an error message whose values are
+/// escaped) safe for a terminal: control characters other than newline and
+/// tab become `\ooo`; everything else, backslashes included, stays.
+///
+/// This is the last line of defence in front of a terminal, for text that
+/// keeps structural newlines (such as a list of problems).
+pub fn terminal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if is_unsafe(c) && c != '\n' && c != '\t' {
+            octal(&mut out, c.encode_utf8(&mut [0; 4]).as_bytes())
+                .expect("writing to a String cannot fail");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Control characters (C0, DEL, C1) and bidirectional-text controls.
+fn is_unsafe(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The longest prefix of `b` of at most `limit` bytes that does not split a
+/// UTF-8 character (each byte that is not UTF-8 counts as one character).
+fn cut(b: &[u8], limit: usize) -> &[u8] {
+    if b.len() <= limit {
+        return b;
+    }
+    let mut end = 0;
+    for chunk in b.utf8_chunks() {
+        let lengths = chunk.valid().chars().map(char::len_utf8);
+        for len in lengths.chain(chunk.invalid().iter().map(|_| 1)) {
+            if end + len > limit {
+                return &b[..end];
+            }
+            end += len;
+        }
+    }
+    &b[..end]
+}
+
+fn octal(out: &mut impl Write, bytes: &[u8]) -> fmt::Result {
+    for b in bytes {
+        write!(out, "\\{b:03o}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_escape_sequences_are_octal() {
+        assert_eq!(text("\x1b[31mred").to_string(), "\\033[31mred");
+        assert_eq!(
+            text("\x7f\u{85}\u{9b}").to_string(),
+            "\\177\\302\\205\\302\\233"
+        );
+        assert_eq!(
+            text("\u{202e}txt.exe").to_string(),
+            "\\342\\200\\256txt.exe"
+        );
+    }
+
+    #[test]
+    fn newline_tab_return_and_backslash_are_c_escapes() {
+        assert_eq!(text("a\nb\tc\rd\\e").to_string(), "a\\nb\\tc\\rd\\\\e");
+        assert_eq!(text("\0").to_string(), "\\000");
+    }
+
+    #[test]
+    fn printable_unicode_is_kept() {
+        assert_eq!(text("héllo wörld ✓").to_string(), "héllo wörld ✓");
+    }
+
+    #[test]
+    fn invalid_utf8_bytes_are_octal() {
+        assert_eq!(bytes(b"a\xffb\xc3").to_string(), "a\\377b\\303");
+        let p = Path::new(OsStr::from_bytes(b"/tmp/x\xfe\n"));
+        assert_eq!(path(p).to_string(), "/tmp/x\\376\\n");
+        assert_eq!(os_str(p.as_os_str()).to_string(), "/tmp/x\\376\\n");
+    }
+
+    #[test]
+    fn long_values_are_cut_and_say_so() {
+        let value = "x".repeat(100 * 1024);
+        let shown = text(&value).to_string();
+        assert!(shown.starts_with(&"x".repeat(MAX_SHOWN_BYTES)), "{shown}");
+        assert!(
+            shown.ends_with(&format!(
+                "…[{} more bytes cut]",
+                100 * 1024 - MAX_SHOWN_BYTES
+            )),
+            "{}",
+            &shown[MAX_SHOWN_BYTES..]
+        );
+        assert_eq!(
+            shown.len(),
+            MAX_SHOWN_BYTES + "…[101376 more bytes cut]".len()
+        );
+        assert_eq!(
+            text("short").cut_at(3).to_string(),
+            "sho…[2 more bytes cut]"
+        );
+    }
+
+    #[test]
+    fn a_cut_never_splits_a_character() {
+        // "é" is two bytes; a cut after 3 bytes keeps "aé" whole or drops the é.
+        assert_eq!(text("aéé").cut_at(2).to_string(), "a…[4 more bytes cut]");
+        assert_eq!(text("aéé").cut_at(3).to_string(), "aé…[2 more bytes cut]");
+        assert_eq!(
+            bytes(b"a\xff\xff").cut_at(2).to_string(),
+            "a\\377…[1 more bytes cut]"
+        );
+    }
+
+    #[test]
+    fn quoted_values_escape_their_quotes() {
+        assert_eq!(quoted("a\"b\n").to_string(), "\"a\\\"b\\n\"");
+        assert_eq!(
+            quoted("abcdef").cut_at(2).to_string(),
+            "\"ab\"…[4 more bytes cut]"
+        );
+    }
+
+    #[test]
+    fn terminal_keeps_layout_and_backslashes() {
+        assert_eq!(
+            terminal("line 1\n\tline 2 \\n\x1b[2J\u{9b}"),
+            "line 1\n\tline 2 \\n\\033[2J\\302\\233"
+        );
+    }
+}
