@@ -91,9 +91,10 @@ pub(crate) struct PlannedBundle {
 }
 
 pub(crate) fn plan_bundle(
+    store: &Store,
     m: &PromotionMetadata,
     artifacts: &BTreeMap<String, ArtifactReport>,
-) -> PlannedBundle {
+) -> Result<PlannedBundle> {
     let text = bundle_text(m, artifacts);
     let name = store_name(
         &object_hash(&text),
@@ -101,6 +102,8 @@ pub(crate) fn plan_bundle(
         &m.freebsd_base.version,
         &m.executor,
     );
+    // Never write metadata this fruix could not read back.
+    read_bundle_text(&store.path().join(&name).join(RESULT_METADATA_FILE), &text)?;
     let mut referenced: Vec<String> = artifacts
         .values()
         .map(|a| a.store_path.to_string_lossy().into_owned())
@@ -110,11 +113,11 @@ pub(crate) fn plan_bundle(
         m.closure_path.as_deref().unwrap_or(""),
         m.development_profile_path.as_deref().unwrap_or(""),
     ]));
-    PlannedBundle {
+    Ok(PlannedBundle {
         name,
         text,
         references: references_text(referenced),
-    }
+    })
 }
 
 /// Checks an existing bundle, or builds it in a temporary directory. The

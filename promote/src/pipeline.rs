@@ -219,7 +219,7 @@ fn plan_artifact(
     m: &PromotionMetadata,
     a: &ArtifactEntry,
     ingested: Ingested,
-) -> (String, Planned) {
+) -> Result<(String, Planned)> {
     let identity = ObjectIdentity {
         artifact: a.name.clone(),
         executor: m.executor.clone(),
@@ -230,6 +230,10 @@ fn plan_artifact(
         stripped_modes: ingested.stripped,
     };
     let name = identity.store_name();
+    let metadata = identity.to_scheme();
+    // Never write metadata this fruix could not read back (its reader caps
+    // the data a file may hold: thousands of setuid files would pass it).
+    ObjectIdentity::from_text(&store.path().join(&name), &metadata)?;
     let report = ArtifactReport {
         store_path: store.path().join(&name),
         tree_signature: ingested.signature,
@@ -240,10 +244,10 @@ fn plan_artifact(
     let planned = Planned {
         report,
         name,
-        metadata: identity.to_scheme(),
+        metadata,
         manifest: ingested.manifest,
     };
-    (a.name.clone(), planned)
+    Ok((a.name.clone(), planned))
 }
 
 /// Checks an existing object (never silently reusing a corrupt one), or
@@ -303,12 +307,12 @@ pub fn promote_validated(
         .iter()
         .zip(ingested)
         .map(|(a, ingested)| plan_artifact(store, m, a, ingested))
-        .collect();
+        .collect::<Result<_>>()?;
     let reports: BTreeMap<String, ArtifactReport> = planned
         .iter()
         .map(|(n, p)| (n.clone(), p.report.clone()))
         .collect();
-    let bundle = plan_bundle(m, &reports);
+    let bundle = plan_bundle(store, m, &reports)?;
     // Every lock, in one global order (no deadlock between promotions), is
     // held until every new object is published together.
     let mut names: Vec<&str> = planned.values().map(|p| p.name.as_str()).collect();

@@ -247,6 +247,30 @@ fn fifo_in_an_artifact_changes_nothing() {
     assert!(objects.is_empty(), "{objects:?}");
 }
 
+/// Regression: thousands of setuid files made an object identity that the
+/// metadata reader (capped at 4096 data) then refused: fruix wrote an object
+/// it could not read back. Now the promotion is refused and changes nothing.
+#[test]
+fn identity_fruix_could_not_read_back_is_never_written() {
+    let f = Fixture::new();
+    let root = f.root("r1", "local", "20260405T213444Z");
+    let bin = root.join("artifacts/world/sbin");
+    fs::create_dir_all(&bin).unwrap();
+    for i in 0..1500 {
+        let p = bin.join(format!("suid-{i}"));
+        fs::write(&p, b"x").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o4555)).unwrap();
+    }
+    let mut m = fruix_core::PromotionMetadata::read(&root.join("promotion.scm")).unwrap();
+    m.artifacts[0].tree_signature = None;
+    m.write_to(&root).unwrap();
+    Store::open(&f.store_dir()).unwrap();
+    let snapshot = f.snapshot();
+    let err = f.promote(&root).unwrap_err().to_string();
+    assert!(err.contains("4096"), "{err}");
+    assert_eq!(f.snapshot(), snapshot);
+}
+
 #[test]
 fn reserved_names_are_refused() {
     let f = Fixture::new();
