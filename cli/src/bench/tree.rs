@@ -1,9 +1,10 @@
 //! The benchmark tree shared by `fruix-bench` and `fruix-bench-import`: a
 //! deterministic result root the size of a FreeBSD base (about 26,000 files
 //! and 0.9 GB over four artifacts, with a realistic size mix, symlinks, exec
-//! and setuid bits).
+//! and setuid bits), and a tree of many small files for `fruix-bench --files`.
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
@@ -98,9 +99,16 @@ const SPECS: [Spec; 4] = [
     },
 ];
 
+/// The generators' seed, so every run measures the same tree.
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Files per directory of the small-files tree: promotion memory must be
+/// bounded by the largest directory, so no directory holds more than this.
+const FILES_PER_DIR: u64 = 1000;
+
 /// Generates the four artifact trees under `root/artifacts`; returns files and bytes.
 pub fn generate(root: &Path, scale: f64) -> (u64, u64) {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng(SEED);
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut buffer = vec![0u8; 1 << 20];
     for spec in &SPECS {
@@ -111,20 +119,7 @@ pub fn generate(root: &Path, scale: f64) -> (u64, u64) {
                 .join(spec.dirs[i % spec.dirs.len()])
                 .join(format!("d{}", i % 97));
             fs::create_dir_all(&dir).unwrap();
-            let path = dir.join(format!("f{i}"));
             let size = rng.size(spec.min, spec.max);
-            let mut left = size as usize;
-            let mut out = Vec::with_capacity(left);
-            while left > 0 {
-                let n = left.min(buffer.len());
-                for chunk in buffer[..n].chunks_mut(8) {
-                    let v = rng.next().to_le_bytes();
-                    chunk.copy_from_slice(&v[..chunk.len()]);
-                }
-                out.extend_from_slice(&buffer[..n]);
-                left -= n;
-            }
-            fs::write(&path, &out).unwrap();
             let mode = if spec.exec && i % 3 == 0 {
                 if i % 997 == 0 {
                     0o4555
@@ -134,7 +129,13 @@ pub fn generate(root: &Path, scale: f64) -> (u64, u64) {
             } else {
                 0o444
             };
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            write_random(
+                &dir.join(format!("f{i}")),
+                size,
+                mode,
+                &mut rng,
+                &mut buffer,
+            );
             if i % 15 == 0 {
                 symlink(format!("f{i}"), dir.join(format!("link{i}"))).unwrap();
             }
@@ -142,18 +143,62 @@ pub fn generate(root: &Path, scale: f64) -> (u64, u64) {
             bytes += size;
         }
     }
-    // The probe files and a 30 MB kernel, as in a real base.
-    for (artifact, probe, size) in PROBES {
-        let p = root.join("artifacts").join(artifact).join(probe);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        let content: Vec<u8> = (0..size)
-            .map(|i| (i as u8).wrapping_mul(31) ^ (rng.next() as u8))
-            .collect();
-        fs::write(&p, content).unwrap();
-        files += 1;
+    let (probe_files, probe_bytes) = write_probes(root, &mut rng, &mut buffer);
+    (files + probe_files, bytes + probe_bytes)
+}
+
+/// Generates `count` small files (16 bytes to 4 KiB of distinct random
+/// content) under the world artifact, `FILES_PER_DIR` to a directory, and the
+/// four probes; returns files and bytes.
+#[allow(dead_code)] // fruix-bench-import transfers the base tree only.
+pub fn generate_small_files(root: &Path, count: u64) -> (u64, u64) {
+    let mut rng = Rng(SEED);
+    let mut buffer = vec![0u8; 1 << 20];
+    let base = root.join("artifacts/world/usr/share/small");
+    let mut bytes = 0;
+    for i in 0..count {
+        let dir = base.join(format!("d{}", i / FILES_PER_DIR));
+        if i % FILES_PER_DIR == 0 {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        let size = rng.size(16, 4096);
+        write_random(
+            &dir.join(format!("f{i}")),
+            size,
+            0o444,
+            &mut rng,
+            &mut buffer,
+        );
         bytes += size;
     }
-    (files, bytes)
+    let (probe_files, probe_bytes) = write_probes(root, &mut rng, &mut buffer);
+    (count + probe_files, bytes + probe_bytes)
+}
+
+/// Writes the probe files (a 30 MB kernel, as in a real base); returns files and bytes.
+fn write_probes(root: &Path, rng: &mut Rng, buffer: &mut [u8]) -> (u64, u64) {
+    for (artifact, probe, size) in PROBES {
+        let path = root.join("artifacts").join(artifact).join(probe);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_random(&path, size, 0o644, rng, buffer);
+    }
+    (PROBES.len() as u64, PROBES.iter().map(|p| p.2).sum())
+}
+
+/// Writes `size` random bytes to a new file at `path` with `mode`, `buffer` at a time.
+fn write_random(path: &Path, size: u64, mode: u32, rng: &mut Rng, buffer: &mut [u8]) {
+    let mut file = fs::File::create(path).unwrap();
+    let mut left = size as usize;
+    while left > 0 {
+        let n = left.min(buffer.len());
+        for chunk in buffer[..n].chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next().to_le_bytes()[..chunk.len()]);
+        }
+        file.write_all(&buffer[..n]).unwrap();
+        left -= n;
+    }
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .unwrap();
 }
 
 /// Writes the generated root's `promotion.scm` (no signatures: promotion computes them).
