@@ -268,7 +268,8 @@ fn leftovers_of_a_killed_promotion_are_removed_by_the_next() {
     let store = dir.path().join("store");
     fs::create_dir_all(store.join(".links")).unwrap();
     let inotify = Inotify::new();
-    let links = inotify.watch(&store.join(".links"), libc::IN_CREATE);
+    // A pool entry gets its name by a rename (IN_MOVED_TO).
+    let links = inotify.watch(&store.join(".links"), libc::IN_MOVED_TO | libc::IN_CREATE);
     // Held in the open of usr/bin/su until another file has entered the pool;
     // then killed.
     let gate = Gate::new(&root.join("artifacts/world/usr/bin/su"), move |pid| {
