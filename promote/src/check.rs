@@ -9,19 +9,25 @@
 //! against their manifest lines.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
 use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use fruix_core::manifest::{
-    entry_changes, hash_file, open_dir, path_order, stat, walk_fd, Difference, Entry, EntryKind,
-    FileDigest, ManifestBuilder, Modes, OpenFile, Progress, WalkOptions, Walked,
+    entry_changes, open_dir, open_file_beneath, path_order, walk_fd, with_buffer, Difference,
+    Entry, EntryKind, ManifestBuilder, Modes, Progress, WalkOptions, Walked, SPECIAL_BITS,
 };
 
 use crate::error::{Error, Result};
 use crate::object::ObjectIdentity;
+use crate::pool::{key, Pool};
 use crate::stage::{read_small_at, ManifestLines};
 use crate::store::{MANIFEST_FILE, OBJECT_METADATA_FILE, RESERVED_NAMES, STORE_MTIME};
 
@@ -71,9 +77,14 @@ pub fn read_identity(object: &Path) -> Result<ObjectIdentity> {
     ObjectIdentity::from_text(&object.join(OBJECT_METADATA_FILE), &text)
 }
 
-/// Digests of pool entries already verified, by inode (device, inode number):
-/// an object file that is a hard link to one of them need not be read again.
-pub type VerifiedInodes = HashMap<(u64, u64), [u8; 32]>;
+/// The pool as verified just before: object files that are hard links to
+/// its sound entries need not be read again.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedPool<'a> {
+    pub pool: &'a Pool,
+    /// Names of the entries found corrupt.
+    pub corrupt: &'a HashSet<String>,
+}
 
 /// How deeply [`check_object`] checks.
 #[derive(Debug, Clone, Copy)]
@@ -81,11 +92,10 @@ pub enum Depth<'a> {
     /// Types, sizes, modes, symlink targets and file timestamps (a write to a
     /// file changes its timestamp).
     Structure,
-    /// Every file's content too: hashed, unless it is a hard link to a pool
-    /// entry in `verified`, whose digest is then used.
-    Content {
-        verified: Option<&'a VerifiedInodes>,
-    },
+    /// Every file's content too. With a verified pool, a file that is the
+    /// very inode of the sound pool entry its manifest line names has that
+    /// content and is not read; any other file is hashed.
+    Content { pool: Option<VerifiedPool<'a>> },
 }
 
 /// Checks `object` against its metadata and manifest, to `depth`.
@@ -95,7 +105,6 @@ pub fn check_object(
     depth: Depth<'_>,
     progress: Option<&Progress>,
 ) -> Result<ObjectCheck> {
-    let full = matches!(depth, Depth::Content { .. });
     let identity = read_identity(object)?;
     let name = object
         .file_name()
@@ -111,46 +120,37 @@ pub fn check_object(
             identity.store_name()
         )));
     }
+    let dir = open_dir(object)?;
+    let object_dir = dir
+        .try_clone()
+        .map_err(|e| fruix_core::Error::io("open", object, e))?;
+    let (hash_while_walking, pool) = match depth {
+        Depth::Structure => (false, None),
+        Depth::Content { pool: None } => (true, None),
+        Depth::Content { pool: Some(p) } => (false, Some(p)),
+    };
     let mut merge = Merge {
         expected: ManifestLines::open(&object.join(MANIFEST_FILE))?,
         stripped: identity.stripped_modes.iter().cloned().collect(),
         signature: ManifestBuilder::new(),
         metadata_lines: Vec::new(),
         pending: None,
-        full,
+        compare_content: hash_while_walking || pool.is_some(),
+        pool,
+        object,
+        object_dir: &object_dir,
+        progress,
         differences: Vec::new(),
         more: 0,
     };
     merge.pending = merge.next_expected()?;
-    let dir = open_dir(object)?;
-    let metadata_dir = dir
-        .try_clone()
-        .map_err(|e| fruix_core::Error::io("open", object, e))?;
-    let verified = match depth {
-        Depth::Content { verified } => verified,
-        Depth::Structure => None,
-    };
-    let read = |file: &mut OpenFile<'_>| -> fruix_core::Result<FileDigest> {
-        let known = verified.and_then(|v| {
-            let st = rustix::fs::fstat(&file.file).ok()?;
-            v.get(&(stat::dev(&st), stat::ino(&st))).copied()
-        });
-        match known {
-            Some(sha256) => Ok(FileDigest {
-                size: file.size,
-                sha256,
-            }),
-            None => hash_file(file),
-        }
-    };
     walk_fd(
         dir,
         object,
         &WalkOptions {
             skip_top_level: &RESERVED_NAMES,
-            progress,
-            skip_digests: !full,
-            read_file: Some(&read),
+            progress: progress.filter(|_| hash_while_walking),
+            skip_digests: !hash_while_walking,
             ..WalkOptions::default()
         },
         |w| merge.actual(w),
@@ -170,7 +170,7 @@ pub fn check_object(
     for entry in std::mem::take(&mut merge.metadata_lines) {
         let name = String::from_utf8_lossy(&entry.path).into_owned();
         let bytes = read_small_at(
-            metadata_dir.as_fd(),
+            object_dir.as_fd(),
             &name,
             &object.join(&name),
             MAX_OBJECT_METADATA,
@@ -198,19 +198,25 @@ pub fn check_object(
 }
 
 /// The merge of an object's walked tree with its stored manifest.
-struct Merge {
+struct Merge<'a> {
     expected: ManifestLines,
     stripped: HashMap<String, u32>,
     signature: ManifestBuilder,
     /// Manifest lines of `.references` and the identity file, checked after the walk.
     metadata_lines: Vec<Entry>,
     pending: Option<Entry>,
-    full: bool,
+    /// Whether file digests are compared (else only structure).
+    compare_content: bool,
+    /// When set, the walk is structural and contents are settled here.
+    pool: Option<VerifiedPool<'a>>,
+    object: &'a Path,
+    object_dir: &'a OwnedFd,
+    progress: Option<&'a Progress>,
     differences: Vec<Difference>,
     more: u64,
 }
 
-impl Merge {
+impl Merge<'_> {
     fn push(&mut self, d: Difference) {
         if self.differences.len() < crate::check::MAX_DIFFERENCES {
             self.differences.push(d);
@@ -238,6 +244,39 @@ impl Merge {
         Ok(None)
     }
 
+    /// With a verified pool, the digest of walked file `w` whose manifest
+    /// line is `expected`: the expected one when `w` is the sound pool
+    /// entry's own inode, else the hash of its content (read through
+    /// directory descriptors).
+    fn settle_content(&self, expected: &Entry, w: &Walked) -> Result<Option<Entry>> {
+        let (Some(p), EntryKind::File { sha256: want, .. }, EntryKind::File { size, .. }) =
+            (self.pool, &expected.kind, &w.entry.kind)
+        else {
+            return Ok(None);
+        };
+        let key = key(want, expected.mode & !SPECIAL_BITS);
+        let linked = !p.corrupt.contains(&key) && p.pool.inode_of(&key) == Some(w.inode);
+        let sha256 = if linked {
+            *want
+        } else {
+            let mut file = open_file_beneath(self.object_dir, self.object, &w.entry.path)?;
+            hash_reader(
+                &mut file,
+                &self.object.join(OsStr::from_bytes(&w.entry.path)),
+            )?
+        };
+        if let Some(progress) = self.progress {
+            progress.add(*size);
+        }
+        Ok(Some(Entry {
+            kind: EntryKind::File {
+                size: *size,
+                sha256,
+            },
+            ..w.entry.clone()
+        }))
+    }
+
     fn actual(&mut self, w: &Walked) -> fruix_core::Result<()> {
         self.actual_entry(w).map_err(|e| match e {
             Error::Core(c) => c,
@@ -263,7 +302,15 @@ impl Merge {
                 }
                 Ordering::Equal => {
                     let mut expected = expected;
-                    if !self.full {
+                    let settled;
+                    let actual = match self.settle_content(&expected, w)? {
+                        Some(entry) => {
+                            settled = entry;
+                            &settled
+                        }
+                        None => actual,
+                    };
+                    if !self.compare_content {
                         if let EntryKind::File { sha256, .. } = &mut expected.kind {
                             *sha256 = [0; 32];
                         }
@@ -317,4 +364,19 @@ pub fn manifest_size(object: &Path) -> Result<u64> {
         }
     }
     Ok(size)
+}
+
+/// The SHA-256 of everything `file` holds (`display` names it in messages).
+fn hash_reader(file: &mut File, display: &Path) -> Result<[u8; 32]> {
+    with_buffer(|buf| {
+        let mut hasher = Sha256::new();
+        loop {
+            match file.read(buf) {
+                Ok(0) => return Ok(hasher.finalize().into()),
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(fruix_core::Error::io("read", display, e).into()),
+            }
+        }
+    })
 }

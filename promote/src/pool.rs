@@ -132,15 +132,6 @@ pub struct PoolProblem {
     pub message: String,
 }
 
-/// A pool entry whose content hashes to its name.
-#[derive(Debug, Clone, Copy)]
-pub struct VerifiedEntry {
-    pub size: u64,
-    /// Device and inode number: object files linked to the entry share them.
-    pub inode: (u64, u64),
-    pub sha256: [u8; 32],
-}
-
 /// The open pool directory.
 #[derive(Debug)]
 pub struct Pool {
@@ -158,6 +149,12 @@ impl Pool {
     /// The pool directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Device and inode number of entry `key`, if it exists.
+    pub fn inode_of(&self, key: &str) -> Option<(u64, u64)> {
+        let st = rfs::statat(&self.dir, key, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        Some((stat::dev(&st), stat::ino(&st)))
     }
 
     fn has(&self, key: &str) -> bool {
@@ -282,11 +279,13 @@ impl Pool {
             .map_err(|e| fruix_core::Error::io("remove", self.path.join(name), e.into()).into())
     }
 
-    /// Every name in the pool, temporaries left out.
-    pub fn names(&self) -> Result<Vec<String>> {
+    /// Calls `f` with the pool's names (temporaries left out), `chunk` at a
+    /// time, in directory order: memory does not grow with the pool.
+    pub fn for_each_chunk(&self, chunk: usize, mut f: impl FnMut(&[String])) -> Result<()> {
+        // A fresh open of the directory: listings never share a position.
         let listing = rfs::Dir::read_from(&self.dir)
             .map_err(|e| fruix_core::Error::io("read", &self.path, e.into()))?;
-        let mut names = Vec::new();
+        let mut names = Vec::with_capacity(chunk);
         for item in listing {
             let item = item.map_err(|e| fruix_core::Error::io("read", &self.path, e.into()))?;
             let name = item.file_name().to_string_lossy();
@@ -294,14 +293,20 @@ impl Pool {
                 continue;
             }
             names.push(name.into_owned());
+            if names.len() == chunk {
+                f(&names);
+                names.clear();
+            }
         }
-        names.sort_unstable();
-        Ok(names)
+        if !names.is_empty() {
+            f(&names);
+        }
+        Ok(())
     }
 
     /// Checks one pool entry: a well-formed name, a regular file with the
-    /// name's mode, and content that hashes to the name.
-    pub fn check_entry(&self, name: &str) -> std::result::Result<VerifiedEntry, PoolProblem> {
+    /// name's mode, and content that hashes to the name. Returns its size.
+    pub fn check_entry(&self, name: &str) -> std::result::Result<u64, PoolProblem> {
         let path = self.path.join(name);
         let problem = |message: String| PoolProblem {
             path: path.clone(),
@@ -350,11 +355,7 @@ impl Pool {
                 "content hashes to {digest}, not to its name: the file was changed after it entered the store"
             )));
         }
-        Ok(VerifiedEntry {
-            size,
-            inode: (stat::dev(&st), stat::ino(&st)),
-            sha256,
-        })
+        Ok(size)
     }
 }
 

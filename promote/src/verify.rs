@@ -8,6 +8,7 @@
 //! recreates correct objects, because a pool entry only ever receives bytes
 //! hashed as they were written (see [`crate::pool`]).
 
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use fruix_core::manifest::{Difference, EntryKind, Progress, SPECIAL_BITS};
 
 use crate::bundle::{check_bundle, read_bundle};
 use crate::check::{
-    check_object, manifest_size, read_identity, read_store_manifest, Depth, VerifiedInodes,
+    check_object, manifest_size, read_identity, read_store_manifest, Depth, VerifiedPool,
 };
 use crate::error::{Error, Result};
 use crate::pool::PoolProblem;
@@ -87,10 +88,10 @@ pub fn resolve_object(store: &Store, path: &Path) -> Result<PathBuf> {
 
 /// Verifies `object` fully: every file's content compared with the manifest,
 /// the manifest with the tree signature, the metadata with the object's name.
-/// Files that are hard links to pool entries in `verified` are not read again.
+/// With a verified `pool`, files that are its sound entries are not read again.
 pub fn verify_object(
     object: &Path,
-    verified: Option<&VerifiedInodes>,
+    pool: Option<VerifiedPool<'_>>,
     progress: Option<&Progress>,
 ) -> ObjectVerification {
     let is_bundle = object.join(RESULT_METADATA_FILE).symlink_metadata().is_ok();
@@ -98,7 +99,7 @@ pub fn verify_object(
     let outcome = if is_bundle {
         check_bundle(object).map(|()| (Vec::new(), 0))
     } else {
-        check_object(object, Depth::Content { verified }, progress)
+        check_object(object, Depth::Content { pool }, progress)
             .map(|c| (c.differences, c.more_differences))
     };
     let (differences, more_differences, error) = match outcome {
@@ -118,12 +119,12 @@ pub fn verify_object(
 /// Verifies several objects concurrently (see [`verify_object`]), in order.
 pub fn verify_objects(
     objects: &[PathBuf],
-    verified: Option<&VerifiedInodes>,
+    pool: Option<VerifiedPool<'_>>,
     progress: Option<&Progress>,
 ) -> Vec<ObjectVerification> {
     objects
         .par_iter()
-        .map(|o| verify_object(o, verified, progress))
+        .map(|o| verify_object(o, pool, progress))
         .collect()
 }
 
@@ -134,9 +135,39 @@ pub struct PoolVerification {
     pub checked: usize,
     /// Corrupt entries (and stray files), each with what is wrong.
     pub corrupt: Vec<PoolProblem>,
-    /// The sound entries' digests by inode, for [`verify_object`].
+    /// The names of the corrupt entries.
     #[serde(skip)]
-    pub verified: VerifiedInodes,
+    pub corrupt_names: HashSet<String>,
+}
+
+impl PoolVerification {
+    /// The pool as verified, for [`verify_object`].
+    pub fn verified<'a>(&'a self, store: &'a Store) -> VerifiedPool<'a> {
+        VerifiedPool {
+            pool: store.pool(),
+            corrupt: &self.corrupt_names,
+        }
+    }
+
+    fn add(
+        &mut self,
+        name: &str,
+        outcome: std::result::Result<u64, PoolProblem>,
+        progress: Option<&Progress>,
+    ) {
+        self.checked += 1;
+        match outcome {
+            Ok(size) => {
+                if let Some(p) = progress {
+                    p.add(size);
+                }
+            }
+            Err(problem) => {
+                self.corrupt_names.insert(name.to_string());
+                self.corrupt.push(problem);
+            }
+        }
+    }
 }
 
 /// The pool entries the files of `objects` link to (objects whose manifest
@@ -155,6 +186,10 @@ pub fn pool_keys(objects: &[PathBuf]) -> Vec<String> {
     keys.into_iter().collect()
 }
 
+/// Entries re-hashed together; the pool is listed a chunk at a time, so
+/// memory does not grow with it.
+const POOL_CHUNK: usize = 4096;
+
 /// Re-hashes pool entries concurrently: `names`, or every entry when `None`.
 /// A named entry that is missing is not a problem here (its objects report it).
 pub fn verify_pool(
@@ -163,30 +198,24 @@ pub fn verify_pool(
     progress: Option<&Progress>,
 ) -> Result<PoolVerification> {
     let pool = store.pool();
-    let (names, all) = match names {
-        Some(names) => (names, false),
-        None => (pool.names()?, true),
-    };
-    let checked: Vec<_> = names
-        .par_iter()
-        .map(|name| pool.check_entry(name))
-        .collect();
     let mut verification = PoolVerification::default();
-    for (name, outcome) in names.iter().zip(checked) {
-        match outcome {
-            Ok(entry) => {
-                if let Some(p) = progress {
-                    p.add(entry.size);
-                }
-                verification.verified.insert(entry.inode, entry.sha256);
-                verification.checked += 1;
+    let check = |chunk: &[String], all: bool, v: &mut PoolVerification| {
+        let outcomes: Vec<_> = chunk
+            .par_iter()
+            .map(|name| pool.check_entry(name))
+            .collect();
+        for (name, outcome) in chunk.iter().zip(outcomes) {
+            if !all && outcome.is_err() && pool.inode_of(name).is_none() {
+                continue;
             }
-            Err(_) if !all && store.pool().path().join(name).symlink_metadata().is_err() => {}
-            Err(problem) => {
-                verification.checked += 1;
-                verification.corrupt.push(problem);
-            }
+            v.add(name, outcome, progress);
         }
+    };
+    match names {
+        Some(names) => names
+            .chunks(POOL_CHUNK)
+            .for_each(|c| check(c, false, &mut verification)),
+        None => pool.for_each_chunk(POOL_CHUNK, |c| check(c, true, &mut verification))?,
     }
     Ok(verification)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use fruix_core::manifest::Difference;
 use fruix_core::testing::write_sample_result_root;
 use fruix_promote::store::disk_usage;
-use fruix_promote::verify::{list_store, object_paths, verify_object};
+use fruix_promote::verify::{list_store, object_paths, verify_object, verify_pool};
 use fruix_promote::{promote_native_build_result, Error, PromoteOptions, PromotionReport, Store};
 
 struct Fixture {
@@ -321,6 +321,73 @@ fn verify_reports_changed_removed_and_added_files() {
             .iter()
             .any(|d| matches!(d, Difference::Modified { path, what } if path == "./etc/motd" && what.contains(&"sha256".to_string()))),
         "{paths:?}"
+    );
+    // Regression: an extra file was reported both as extra and as modified.
+    assert_eq!(
+        v.differences
+            .iter()
+            .filter(|d| d.path() == "./etc/extra")
+            .count(),
+        1,
+        "{paths:?}"
+    );
+}
+
+/// With the pool verified first, an object file is trusted without reading it
+/// only when it is the very inode of the sound pool entry its manifest line
+/// names: a file linked to another entry, or a private copy, is checked.
+#[test]
+fn verify_with_the_pool_checks_files_that_are_not_their_own_pool_entry() {
+    let f = Fixture::new();
+    let report = f
+        .promote(&f.root("r1", "local", "20260405T213444Z"))
+        .unwrap();
+    let store = Store::open(&f.store_dir()).unwrap();
+    let world = report.artifacts["world"].store_path.clone();
+    let verify = |store: &Store| {
+        let pool = verify_pool(store, None, None).unwrap();
+        assert!(pool.corrupt.is_empty(), "{:?}", pool.corrupt);
+        verify_object(&world, Some(pool.verified(store)), None)
+    };
+    assert!(verify(&store).ok);
+    make_writable(&world.join("bin"));
+    let sh = world.join("bin/sh");
+    let original = fs::read(&sh).unwrap();
+    // A private copy with the right content is fine.
+    fs::remove_file(&sh).unwrap();
+    fs::write(&sh, &original).unwrap();
+    fs::set_permissions(&sh, fs::Permissions::from_mode(0o555)).unwrap();
+    fruix_promote::store::set_mtime(&sh).unwrap();
+    assert!(verify(&store).ok);
+    // A private copy with other bytes (same size, timestamp put back) is not.
+    fs::set_permissions(&sh, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(&sh, vec![b'Z'; original.len()]).unwrap();
+    fs::set_permissions(&sh, fs::Permissions::from_mode(0o555)).unwrap();
+    fruix_promote::store::set_mtime(&sh).unwrap();
+    let v = verify(&store);
+    assert!(
+        v.differences.iter().any(|d| matches!(d, Difference::Modified { path, what } if path == "./bin/sh" && what.contains(&"sha256".to_string()))),
+        "{:?}",
+        v.differences
+    );
+    // Nor is a hard link to another sound pool entry of the same mode and size.
+    fs::remove_file(&sh).unwrap();
+    let other = b"\x7fELF other shell!\n";
+    assert_eq!(other.len(), original.len());
+    let key = format!("{}-x", hex_sha256(other));
+    fs::write(store.pool().path().join(&key), other).unwrap();
+    fs::set_permissions(
+        store.pool().path().join(&key),
+        fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+    fs::hard_link(store.pool().path().join(&key), &sh).unwrap();
+    fruix_promote::store::set_mtime(&sh).unwrap();
+    let v = verify(&store);
+    assert!(
+        v.differences.iter().any(|d| matches!(d, Difference::Modified { path, what } if path == "./bin/sh" && what.contains(&"sha256".to_string()))),
+        "{:?}",
+        v.differences
     );
 }
 

@@ -40,7 +40,7 @@ fn verify(args: VerifyArgs) -> CliResult {
     let keys = (!args.paths.is_empty()).then(|| pool_keys(&paths));
     let (results, pool) = with_progress(mode, "verify", &progress, || {
         let pool = verify_pool(&store, keys, Some(&progress))?;
-        let results = verify_objects(&paths, Some(&pool.verified), Some(&progress));
+        let results = verify_objects(&paths, Some(pool.verified(&store)), Some(&progress));
         Ok::<_, fruix_promote::Error>((results, pool))
     })
     .map_err(from_promote)?;

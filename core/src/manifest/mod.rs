@@ -33,8 +33,9 @@ use crate::error::{IoContext, Result};
 
 mod walk;
 pub use walk::{
-    changed, hash_file, open_beneath, open_dir, stat, walk, walk_fd, with_buffer, FileDigest,
-    OpenFile, Progress, ReadFile, WalkOptions, Walked, MAX_DEPTH, MAX_PATH_BYTES, READ_BUFFER,
+    changed, hash_file, open_beneath, open_dir, open_file_beneath, stat, walk, walk_fd,
+    with_buffer, FileDigest, OpenFile, Progress, ReadFile, WalkOptions, Walked, MAX_DEPTH,
+    MAX_PATH_BYTES, READ_BUFFER,
 };
 
 /// The first line of every fruix manifest.

@@ -75,6 +75,8 @@ pub struct Walked {
     pub entry: Entry,
     /// Modification time of files and directories (seconds); 0 for symlinks.
     pub mtime: i64,
+    /// Device and inode number of files and directories; 0s for symlinks.
+    pub inode: (u64, u64),
 }
 
 /// A regular file the walk opened, handed to a [`ReadFile`].
@@ -235,6 +237,39 @@ pub fn open_beneath(root: &OwnedFd, root_path: &Path, relative: &str) -> Result<
     }
 }
 
+/// Opens regular file `relative` beneath the open directory `root`, no
+/// symlink followed on the way, its type checked on the descriptor.
+/// `root_path` names `root` in messages.
+pub fn open_file_beneath(root: &OwnedFd, root_path: &Path, relative: &[u8]) -> Result<File> {
+    let full = root_path.join(OsStr::from_bytes(relative));
+    let (parent, name) = match relative.iter().rposition(|b| *b == b'/') {
+        Some(i) => (
+            Some(open_beneath(
+                root,
+                root_path,
+                &String::from_utf8_lossy(&relative[..i]),
+            )?),
+            &relative[i + 1..],
+        ),
+        None => (None, relative),
+    };
+    let fd = rfs::openat(
+        parent.as_ref().unwrap_or(root),
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open", &full, e.into()))?;
+    let st = rfs::fstat(&fd).map_err(|e| Error::io("inspect", &full, e.into()))?;
+    if stat::file_type(&st) != FileType::RegularFile {
+        return Err(Error::UnsafePath {
+            path: full,
+            message: "is not a regular file".into(),
+        });
+    }
+    Ok(File::from(fd))
+}
+
 fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
@@ -370,6 +405,7 @@ impl<'a> Producer<'a> {
                 kind: EntryKind::Directory,
             },
             mtime: stat::mtime(st),
+            inode: (stat::dev(st), stat::ino(st)),
         }
     }
 
@@ -523,6 +559,7 @@ impl<'a> Producer<'a> {
                         kind: EntryKind::Symlink { target },
                     },
                     mtime: 0,
+                    inode: (0, 0),
                 })))
             }
             FileType::RegularFile if self.options.skip_digests => {
@@ -545,6 +582,7 @@ impl<'a> Producer<'a> {
                         },
                     },
                     mtime: stat::mtime(&stat),
+                    inode: (stat::dev(&stat), stat::ino(&stat)),
                 })))
             }
             FileType::RegularFile => Ok(Some(Pending::File {
@@ -631,5 +669,6 @@ fn read_one(
             },
         },
         mtime: stat::mtime(&stat),
+        inode: (stat::dev(&stat), stat::ino(&stat)),
     })
 }
