@@ -4,22 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Exit statuses, printed at the end of `fruix --help`.
-pub const EXIT_STATUSES: &str = "\
-Exit statuses:
-  0    success
-  1    build failure: a build step failed (its name, last log lines and log path are printed)
-  2    invalid input or usage: bad arguments, unknown executor, missing source, existing root
-  3    system failure: machine unreachable, disk full, helper missing, store not writable
-  4    promotion or validation failure: invalid root, signature mismatch, corrupt object
-  5    matrix: a cell did not pass (build or system failure, or cancelled by fail-fast)
-  6    matrix: every cell passed, but cells that must agree diverged
-  130  cancelled (Ctrl-C or SIGTERM)";
-
 /// Fruix: native FreeBSD base builds through pluggable executors, promoted into
 /// an immutable, content-identified store.
 #[derive(Debug, Parser)]
-#[command(name = "fruix", version, after_help = EXIT_STATUSES, propagate_version = true)]
+#[command(name = "fruix", version, after_help = fruix_core::ExitStatus::help_table(), propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -210,6 +210,18 @@ pub enum Error {
         key: &'static str,
         limit: u64,
     },
+    /// A connection to a machine could not be kept (or made): a retry on a
+    /// new connection may succeed.
+    #[error("system failure: connection lost to {} ({}); check that the machine is up and sshd is running, then retry", escape::text(target), escape::text(detail))]
+    ConnectionLost { target: String, detail: String },
+    /// Something did not finish or answer within its time limit. `detail`
+    /// says what was done about it and what to do.
+    #[error("system failure: {what} timed out after {}s{detail}", limit.as_secs_f64())]
+    Timeout {
+        what: String,
+        limit: std::time::Duration,
+        detail: String,
+    },
 }
 
 impl Error {
@@ -233,9 +245,26 @@ impl Error {
     pub fn failure(&self) -> Failure {
         match self {
             Error::Build { .. } => Failure::Build,
-            Error::System { .. } | Error::Io { .. } => Failure::System,
+            Error::System { .. }
+            | Error::Io { .. }
+            | Error::ConnectionLost { .. }
+            | Error::Timeout { .. } => Failure::System,
             Error::Cancelled => Failure::Cancelled,
-            _ => Failure::Input,
+            Error::Syntax { .. }
+            | Error::InvalidMetadata { .. }
+            | Error::UnsupportedFormatVersion { .. }
+            | Error::UnsupportedFileType { .. }
+            | Error::MetadataFile { .. }
+            | Error::UnsafePath { .. }
+            | Error::SignatureMismatch { .. }
+            | Error::InvalidResultRoot { .. }
+            | Error::AlreadyExists { .. }
+            | Error::NotFound { .. }
+            | Error::UnknownExecutor { .. }
+            | Error::DuplicateExecutor { .. }
+            | Error::InvalidConfig { .. }
+            | Error::InvalidRequest { .. }
+            | Error::LimitExceeded { .. } => Failure::Input,
         }
     }
 }

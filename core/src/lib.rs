@@ -14,6 +14,7 @@ pub mod collect;
 pub mod error;
 pub mod escape;
 pub mod executor;
+pub mod exit_status;
 pub mod fsutil;
 pub mod machines;
 pub mod manifest;
@@ -29,6 +30,7 @@ pub mod testing;
 
 pub use error::{Error, Failure, MetadataFileProblem, Problem, Result};
 pub use executor::{BuildRequest, Event, EventSink, Executor, Registry, RunContext};
+pub use exit_status::ExitStatus;
 pub use manifest::TreeSignature;
 pub use promotion::PromotionMetadata;
 pub use result_root::ResultRoot;

@@ -43,6 +43,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// The exit status a command ends with on this error.
+    pub fn exit_status(&self) -> fruix_core::ExitStatus {
+        use fruix_core::ExitStatus;
+        match self {
+            Error::Core(e) => ExitStatus::of_failure(e.failure(), ExitStatus::PromotionFailure),
+            Error::StoreNotWritable { .. } => ExitStatus::SystemFailure,
+            Error::NoStore { .. } | Error::NotAStoreObject { .. } => ExitStatus::Usage,
+            Error::Corrupt { .. } | Error::Inconsistent { .. } => ExitStatus::PromotionFailure,
+        }
+    }
+
     /// Classifies the error (see [`fruix_core::Failure`]).
     pub fn failure(&self) -> fruix_core::Failure {
         match self {

@@ -48,3 +48,35 @@ fn readme_main_command_builds_the_fixture_into_frx_store() {
     }
     assert!(readme_command("<!-- test-command -->").contains("scripts/test.sh"));
 }
+
+/// The README's exit-status table and `fruix --help` both say exactly what
+/// the one list in the code says.
+#[test]
+fn exit_statuses_in_readme_and_help_match_the_code() {
+    use fruix_core::ExitStatus;
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let section = readme
+        .split("\n## Exit statuses\n")
+        .nth(1)
+        .expect("README.md has an Exit statuses section");
+    let rows: Vec<(u8, String)> = section
+        .lines()
+        .take_while(|l| !l.starts_with("## "))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            Some((cells.first()?.parse().ok()?, cells.get(1)?.to_string()))
+        })
+        .collect();
+    let expected: Vec<(u8, String)> = ExitStatus::ALL
+        .iter()
+        .map(|s| (s.code(), s.meaning().to_string()))
+        .collect();
+    assert_eq!(rows, expected);
+    let help = run_ok(fruix().arg("--help"));
+    assert!(
+        help.contains(&ExitStatus::help_table()),
+        "--help does not end with the exit-status table:\n{help}"
+    );
+}

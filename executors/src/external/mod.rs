@@ -314,11 +314,14 @@ impl ExternalExecutor {
             ))),
             Ending::TimedOut(limit) => {
                 self.record(ctx, Outcome::Timeout);
-                Err(Error::system(format!(
-                    "{what} timed out after {}s; its process group was stopped (SIGTERM, then SIGKILL after {}s){last}{full_log}",
-                    limit.as_secs_f64(),
-                    spec.term_grace.as_secs_f64()
-                )))
+                Err(Error::Timeout {
+                    what,
+                    limit,
+                    detail: format!(
+                        "; its process group was stopped (SIGTERM, then SIGKILL after {}s){last}{full_log}",
+                        spec.term_grace.as_secs_f64()
+                    ),
+                })
             }
         }
     }

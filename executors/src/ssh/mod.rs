@@ -145,18 +145,17 @@ impl fmt::Debug for SshSession {
     }
 }
 
-/// Whether `e` says the connection was lost (worth a retry on a new one).
+/// Whether `e` is a lost connection (worth a retry on a new one).
 pub fn is_connection_lost(e: &Error) -> bool {
-    matches!(e, Error::System { message } if message.contains(CONNECTION_LOST))
+    matches!(e, Error::ConnectionLost { .. })
 }
 
-const CONNECTION_LOST: &str = "connection lost";
-
-/// An [`Error::System`] for a connection to `target` that failed or dropped.
+/// An [`Error::ConnectionLost`] for a connection to `target` that failed or dropped.
 pub(crate) fn lost(target: &SshTarget, what: impl fmt::Display) -> Error {
-    Error::system(format!(
-        "{CONNECTION_LOST} to {target} ({what}); check that the machine is up and sshd is running, then retry"
-    ))
+    Error::ConnectionLost {
+        target: target.to_string(),
+        detail: what.to_string(),
+    }
 }
 
 impl SshSession {
@@ -165,10 +164,11 @@ impl SshSession {
         let target = &options.target;
         match tokio::time::timeout(options.connect_timeout, Self::open(options, events)).await {
             Ok(result) => result.map(Arc::new),
-            Err(_) => Err(Error::system(format!(
-                "cannot connect to {target}: no answer within {}s; check the address and port, and that the machine is up",
-                options.connect_timeout.as_secs()
-            ))),
+            Err(_) => Err(Error::Timeout {
+                what: format!("connecting to {target}"),
+                limit: options.connect_timeout,
+                detail: "; check the address and port, and that the machine is up".into(),
+            }),
         }
     }
 

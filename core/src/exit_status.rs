@@ -1,0 +1,116 @@
+//! The exit statuses of every fruix command: one table, from which the CLI
+//! exits, `fruix --help` prints its list, and the README's table is checked.
+
+use crate::error::Failure;
+
+/// How a fruix command ended. The numbers are part of fruix's interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitStatus {
+    Success,
+    BuildFailure,
+    Usage,
+    SystemFailure,
+    PromotionFailure,
+    /// A matrix cell did not pass.
+    MatrixFailure,
+    /// Matrix cells that must agree gave different artifacts.
+    Divergence,
+    Cancelled,
+}
+
+impl ExitStatus {
+    /// Every status, in the order of their numbers.
+    pub const ALL: [ExitStatus; 8] = [
+        ExitStatus::Success,
+        ExitStatus::BuildFailure,
+        ExitStatus::Usage,
+        ExitStatus::SystemFailure,
+        ExitStatus::PromotionFailure,
+        ExitStatus::MatrixFailure,
+        ExitStatus::Divergence,
+        ExitStatus::Cancelled,
+    ];
+
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::BuildFailure => 1,
+            ExitStatus::Usage => 2,
+            ExitStatus::SystemFailure => 3,
+            ExitStatus::PromotionFailure => 4,
+            ExitStatus::MatrixFailure => 5,
+            ExitStatus::Divergence => 6,
+            ExitStatus::Cancelled => 130,
+        }
+    }
+
+    /// What the status means, as `fruix --help` and the README say it.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ExitStatus::Success => "success",
+            ExitStatus::BuildFailure => {
+                "build failure: a build step failed (its name, last log lines and log path are printed)"
+            }
+            ExitStatus::Usage => {
+                "invalid input or usage: bad arguments, unknown executor, missing source, not a store object"
+            }
+            ExitStatus::SystemFailure => {
+                "system failure: machine unreachable, connection lost, timeout, disk full, store not writable"
+            }
+            ExitStatus::PromotionFailure => {
+                "promotion or validation failure: invalid root, signature mismatch, over a cap, corrupt object"
+            }
+            ExitStatus::MatrixFailure => {
+                "matrix: a cell did not pass (build or system failure, or cancelled by fail-fast)"
+            }
+            ExitStatus::Divergence => "matrix: every cell passed, but cells that must agree diverged",
+            ExitStatus::Cancelled => "cancelled (Ctrl-C or SIGTERM)",
+        }
+    }
+
+    /// The status of a failure; `input` is what bad input means where it
+    /// happened (usage before a build, a promotion failure when promoting).
+    pub fn of_failure(failure: Failure, input: ExitStatus) -> ExitStatus {
+        match failure {
+            Failure::Build => ExitStatus::BuildFailure,
+            Failure::System => ExitStatus::SystemFailure,
+            Failure::Cancelled => ExitStatus::Cancelled,
+            Failure::Input => input,
+        }
+    }
+
+    /// The list `fruix --help` ends with.
+    pub fn help_table() -> String {
+        let mut out = String::from("Exit statuses:");
+        for status in Self::ALL {
+            out.push_str(&format!("\n  {:<4} {}", status.code(), status.meaning()));
+        }
+        out
+    }
+}
+
+impl From<ExitStatus> for std::process::ExitCode {
+    fn from(s: ExitStatus) -> Self {
+        std::process::ExitCode::from(s.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_and_in_order() {
+        let codes: Vec<u8> = ExitStatus::ALL.iter().map(|s| s.code()).collect();
+        assert!(codes.windows(2).all(|w| w[0] < w[1]), "{codes:?}");
+    }
+
+    #[test]
+    fn help_lines_fit_100_columns() {
+        for line in ExitStatus::help_table().lines() {
+            assert!(line.len() <= 100, "{} columns: {line}", line.len());
+        }
+    }
+}
