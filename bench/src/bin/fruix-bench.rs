@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
-#[path = "../bench/tree.rs"]
+#[path = "../tree.rs"]
 mod tree;
 
 const HELP: &str = "\

@@ -25,7 +25,7 @@ use fruix_core::executor::{EventSink, RunContext};
 use fruix_executors::import;
 use fruix_executors::ssh::{HostKeyPolicy, SshOptions, SshSession, SshTarget};
 
-#[path = "../bench/tree.rs"]
+#[path = "../tree.rs"]
 mod tree;
 
 fn run_ok(cmd: &mut Command) {
