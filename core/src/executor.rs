@@ -794,11 +794,24 @@ mod tests {
         let before = CLEANUPS.load(Ordering::SeqCst);
         let cancel = CancellationToken::new();
         let trigger = cancel.clone();
+        let dir = tempfile::tempdir().unwrap();
+        let (events, mut rx) = EventSink::channel();
+        // Cancelled once the build is under way (its first log line), not after a delay.
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            trigger.cancel();
+            while let Some(event) = rx.recv().await {
+                if matches!(event, Event::Log { .. }) {
+                    trigger.cancel();
+                }
+            }
         });
-        let (result, _, dir) = run("hang", cancel).await;
+        let result = run_executor(
+            executor("hang"),
+            request(),
+            &dir.path().join("root"),
+            events,
+            cancel,
+        )
+        .await;
         assert!(matches!(result, Err(Error::Cancelled)));
         assert!(dir.path().join("root").join(INCOMPLETE_MARKER).exists());
         assert!(CLEANUPS.load(Ordering::SeqCst) > before);

@@ -554,10 +554,25 @@ mod tests {
     #[tokio::test]
     async fn dropping_a_running_step_kills_its_group() {
         let dir = tempfile::tempdir().unwrap();
-        let (ctx, _rx) = context(dir.path());
-        let running = run_recording_group("sleep 600 & sleep 600", &ctx, dir.path(), None);
-        let dropped = tokio::time::timeout(Duration::from_millis(300), running).await;
-        assert!(dropped.is_err(), "the step cannot have finished");
+        let (ctx, mut rx) = context(dir.path());
+        let running = run_recording_group(
+            "sleep 600 & sleep 600 & echo go; wait",
+            &ctx,
+            dir.path(),
+            None,
+        );
+        // Dropped once the group is set up (it says "go"), not after a delay.
+        let said_go = async {
+            while let Some(event) = rx.recv().await {
+                if matches!(&event, Event::Log { line, .. } if line == "go") {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = running => panic!("the step cannot have finished"),
+            () = said_go => {}
+        }
         let pgid = std::fs::read_to_string(dir.path().join("pgid"))
             .unwrap()
             .trim()
@@ -573,11 +588,15 @@ mod tests {
     #[tokio::test]
     async fn cancelling_kills_a_group_that_ignores_sigterm() {
         let dir = tempfile::tempdir().unwrap();
-        let (ctx, _rx) = context(dir.path());
+        let (ctx, mut rx) = context(dir.path());
         let cancel = ctx.cancel.clone();
+        // Cancelled once the group is set up (it says "go"), not after a delay.
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            cancel.cancel();
+            while let Some(event) = rx.recv().await {
+                if matches!(&event, Event::Log { line, .. } if line == "go") {
+                    cancel.cancel();
+                }
+            }
         });
         let started = std::time::Instant::now();
         let script = "trap '' TERM; sleep 600 & sleep 600 & echo go; wait";

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use fruix_core::testing::conformance::processes_mentioning;
 
-use crate::util::{fixture_source, fruix, key_values, require_tool, run, run_ok};
+use crate::util::{fixture_source, fruix, key_values, require_tool, run, run_ok, wait_until};
 
 struct Build {
     dir: tempfile::TempDir,
@@ -213,7 +213,9 @@ fn sigint_mid_build_stops_make_and_leaves_nothing_promotable() {
             break;
         }
     }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the build's make runs", || {
+        !processes_mentioning(b.dir.path()).is_empty()
+    });
     // SAFETY: sending a signal to our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let started = Instant::now();

@@ -53,8 +53,8 @@ fn signature_and_nix_hash_agree_on_what_changes_a_tree() {
 
     // Same tree, other creation order, other timestamps and write bits: both unchanged.
     let b = dir.path().join("b");
-    std::thread::sleep(std::time::Duration::from_millis(20));
     tree(&b, true);
+    set_times(&b, 1_000_000);
     fs::set_permissions(b.join("etc/motd"), fs::Permissions::from_mode(0o600)).unwrap();
     let same = both(&b);
     assert_eq!(
@@ -98,5 +98,31 @@ fn signature_and_nix_hash_agree_on_what_changes_a_tree() {
         assert_ne!(fruix, base.1, "fruix must see {what}");
         undo(&a);
         assert_eq!(both(&a), base, "undoing {what} restores both hashes");
+    }
+}
+
+/// Sets the times of everything under `root` (symlinks themselves included).
+fn set_times(root: &Path, seconds: i64) {
+    use std::os::unix::ffi::OsStrExt;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.symlink_metadata().unwrap().is_dir() {
+            stack.extend(fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        }
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let times = [libc::timespec {
+            tv_sec: seconds,
+            tv_nsec: 0,
+        }; 2];
+        // SAFETY: a valid NUL-terminated path and a two-element times array.
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(rc, 0, "utimensat {}", p.display());
     }
 }

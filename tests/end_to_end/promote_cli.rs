@@ -3,7 +3,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use fruix_core::testing::write_sample_result_root;
 use fruix_core::PromotionMetadata;
@@ -218,12 +217,36 @@ fn big_root(dir: &Path) -> PathBuf {
     root
 }
 
+/// Where in a promotion [`promotion_killed_at_any_point_leaves_no_partial_object`]
+/// kills it: right away, or when inotify reports the store reaching a stage.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    Start,
+    FirstPoolEntry,
+    FirstTemporaryObject,
+    FirstPublishedObject,
+}
+
 #[test]
 fn promotion_killed_at_any_point_leaves_no_partial_object() {
+    use crate::race::Inotify;
     let dir = tempfile::tempdir().unwrap();
     let root = big_root(dir.path());
-    let store = dir.path().join("store");
-    for delay_ms in [0u64, 5, 20, 50, 100, 200, 400] {
+    let mut last_store = None;
+    for (n, at) in [
+        KillAt::Start,
+        KillAt::FirstPoolEntry,
+        KillAt::FirstTemporaryObject,
+        KillAt::FirstPublishedObject,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let store = dir.path().join(format!("store-{n}"));
+        fs::create_dir_all(store.join(".links")).unwrap();
+        let inotify = Inotify::new();
+        let store_wd = inotify.watch(&store, libc::IN_CREATE | libc::IN_MOVED_TO);
+        let links_wd = inotify.watch(&store.join(".links"), libc::IN_MOVED_TO);
         let mut child = fruix()
             .args(["native-build", "promote", "--quiet", "--store"])
             .arg(&store)
@@ -232,22 +255,37 @@ fn promotion_killed_at_any_point_leaves_no_partial_object() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
-        if store.exists() {
-            // Every visible object is complete: verify finds nothing wrong.
-            let out = run(fruix()
-                .args(["store", "verify", "--quiet", "--store"])
-                .arg(&store));
-            assert!(
-                out.status.success(),
-                "after SIGKILL at {delay_ms} ms: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let reached = |e: &crate::race::Event| match at {
+            KillAt::Start => true,
+            KillAt::FirstPoolEntry => e.wd == links_wd,
+            KillAt::FirstTemporaryObject => {
+                e.wd == store_wd
+                    && e.mask & libc::IN_CREATE != 0
+                    && e.name.starts_with(b".tmp-")
+                    && !e.name.starts_with(b".tmp-promote-")
+            }
+            KillAt::FirstPublishedObject => {
+                e.wd == store_wd && e.mask & libc::IN_MOVED_TO != 0 && !e.name.starts_with(b".")
+            }
+        };
+        if !matches!(at, KillAt::Start) {
+            inotify.wait(reached);
         }
+        child.kill().unwrap();
+        let _ = child.wait();
+        // Every visible object is complete: verify finds nothing wrong.
+        let out = run(fruix()
+            .args(["store", "verify", "--quiet", "--store"])
+            .arg(&store));
+        assert!(
+            out.status.success(),
+            "after SIGKILL at {at:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last_store = Some(store);
     }
+    let store = last_store.unwrap();
     let kv = key_values(&run_ok(
         fruix()
             .args(["native-build", "promote", "--store"])
@@ -266,12 +304,20 @@ fn promotion_killed_at_any_point_leaves_no_partial_object() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "temporaries left: {leftovers:?}");
-    let pool_leftovers = fs::read_dir(store.join(".links"))
+    let pool_leftovers: Vec<_> = fs::read_dir(store.join(".links"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
-        .count();
-    assert_eq!(pool_leftovers, 0);
+        .filter(|e| {
+            use std::os::unix::fs::MetadataExt;
+            e.file_name().to_string_lossy().starts_with(".tmp-")
+                || e.metadata().unwrap().nlink() < 2
+        })
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        pool_leftovers.is_empty(),
+        "pool temporaries or unlinked entries left: {pool_leftovers:?}"
+    );
 }
 
 #[test]

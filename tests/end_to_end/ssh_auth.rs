@@ -142,12 +142,7 @@ fn ssh_agent_keys_authenticate() {
         .spawn()
         .unwrap();
     let agent = Agent { child, socket };
-    for _ in 0..100 {
-        if agent.socket.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    crate::util::wait_until("ssh-agent listens", || agent.socket.exists());
     run_ok(
         Command::new(require_tool("ssh-add", "openssh-client"))
             .arg(&key)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fruix_core::testing::conformance::processes_mentioning;
 
 use crate::sshd::{guest_build, Sshd};
-use crate::util::{fixture_source, fruix, run, run_ok};
+use crate::util::{fixture_source, fruix, run, run_ok, wait_until};
 
 fn signatures(report: &serde_json::Value) -> Vec<(String, String)> {
     ["world", "kernel", "headers", "bootloader"]
@@ -133,11 +133,9 @@ fn interrupt_mid_build(executor: &str) {
         }
         assert!(started.elapsed() < Duration::from_secs(60), "no buildworld");
     }
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        !processes_mentioning(&needle).is_empty(),
-        "the guest build is running"
-    );
+    wait_until("the guest build runs", || {
+        !processes_mentioning(&needle).is_empty()
+    });
     // SAFETY: sending a signal to our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let stopped = Instant::now();

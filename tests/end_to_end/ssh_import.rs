@@ -296,8 +296,15 @@ fn sshd_killed_during_import_is_a_system_failure_leaving_nothing() {
             break;
         }
     }
-    // Let some data arrive, then kill sshd and every connection it serves.
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Once data has arrived (the staging directory holds something), kill
+    // sshd and every connection it serves.
+    let staging_has_data = || {
+        std::fs::read_dir(host.path()).unwrap().flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with(".r1.import-")
+                && std::fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_some())
+        })
+    };
+    crate::util::wait_until("the import has received data", staging_has_data);
     let store_before = snapshot(&host.path().join("store"));
     sshd.kill();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();

@@ -649,15 +649,20 @@ mod tests {
         let ex = executor(
             dir.path(),
             &stages,
-            &[("build.sh", "sleep 600"), CLEANUP_SH],
+            &[("build.sh", "echo started; sleep 600"), CLEANUP_SH],
         );
         let cancel = CancellationToken::new();
         let trigger = cancel.clone();
+        let (sink, mut rx) = EventSink::channel();
+        // Cancelled once the stage runs (its first output line), not after a delay.
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            trigger.cancel();
+            while let Some(event) = rx.recv().await {
+                if matches!(&event, Event::Log { line, .. } if line == "started") {
+                    trigger.cancel();
+                }
+            }
         });
-        let (result, _) = run(ex, dir.path(), cancel).await;
+        let result = run_executor(ex, request(), &dir.path().join("root"), sink, cancel).await;
         assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
         assert_eq!(marker(dir.path()), "cancelled\n");
     }
