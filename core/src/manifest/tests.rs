@@ -1,0 +1,220 @@
+//! Tests of manifests, signatures, mtree encoding and diffs.
+use super::*;
+use crate::Error;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, PermissionsExt};
+
+fn make_tree(root: &Path, reversed: bool) {
+    let mut files: Vec<(&str, &[u8], u32)> = vec![
+        ("bin/sh", b"#!shell\n", 0o755),
+        ("bin/cat", b"cat", 0o700),
+        ("etc/motd", b"welcome\n", 0o644),
+        ("usr/bin/su", b"su", 0o4755),
+        ("a b/new\nline", b"spaces", 0o600),
+        ("a-b", b"dash", 0o644),
+    ];
+    if reversed {
+        files.reverse();
+    }
+    for (path, content, mode) in files {
+        let p = root.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fs::create_dir_all(root.join("a")).unwrap();
+    let odd = root.join(OsStr::from_bytes(b"a/\xff\xfe-latin1"));
+    fs::write(odd, b"bytes").unwrap();
+    symlink("/usr/share/zoneinfo/UTC", root.join("etc/localtime")).unwrap();
+    symlink("../../bin/sh", root.join("usr/bin/sh-link")).unwrap();
+}
+
+fn signature(root: &Path) -> TreeSignature {
+    tree_signature(root).unwrap()
+}
+
+fn set_mtime_everywhere(root: &Path, secs: i64) {
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        let path = std::ffi::CString::new(e.path().as_os_str().as_bytes()).unwrap();
+        let times = [libc::timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        }; 2];
+        // SAFETY: valid NUL-terminated path and a two-element times array.
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(rc, 0);
+    }
+}
+
+#[test]
+fn signature_ignores_creation_order_and_timestamps() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_tree(a.path(), false);
+    make_tree(b.path(), true);
+    set_mtime_everywhere(b.path(), 1_000_000);
+    assert_eq!(signature(a.path()), signature(b.path()));
+}
+
+#[test]
+fn signature_changes_with_content_name_link_and_exec_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    make_tree(root, false);
+    let base = signature(root);
+
+    fs::write(root.join("etc/motd"), b"welcomE\n").unwrap();
+    let byte = signature(root);
+    assert_ne!(byte, base, "a changed byte must change the signature");
+    fs::write(root.join("etc/motd"), b"welcome\n").unwrap();
+    assert_eq!(signature(root), base);
+
+    fs::rename(root.join("etc/motd"), root.join("etc/motD")).unwrap();
+    assert_ne!(
+        signature(root),
+        base,
+        "a renamed file must change the signature"
+    );
+    fs::rename(root.join("etc/motD"), root.join("etc/motd")).unwrap();
+
+    fs::remove_file(root.join("etc/localtime")).unwrap();
+    symlink("/usr/share/zoneinfo/CET", root.join("etc/localtime")).unwrap();
+    assert_ne!(
+        signature(root),
+        base,
+        "a new symlink target must change the signature"
+    );
+    fs::remove_file(root.join("etc/localtime")).unwrap();
+    symlink("/usr/share/zoneinfo/UTC", root.join("etc/localtime")).unwrap();
+    assert_eq!(signature(root), base);
+
+    fs::set_permissions(root.join("etc/motd"), fs::Permissions::from_mode(0o744)).unwrap();
+    assert_ne!(
+        signature(root),
+        base,
+        "an exec bit must change the signature"
+    );
+    fs::set_permissions(root.join("etc/motd"), fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(
+        signature(root),
+        base,
+        "read/write bits beyond canonical modes do not count"
+    );
+
+    fs::set_permissions(root.join("usr/bin/su"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_ne!(
+        signature(root),
+        base,
+        "a setuid bit must change the signature"
+    );
+}
+
+#[test]
+fn fifo_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("dev")).unwrap();
+    let fifo = dir.path().join("dev/pipe");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    match tree_signature(dir.path()) {
+        Err(Error::UnsupportedFileType { path, kind }) => {
+            assert_eq!(path, fifo);
+            assert_eq!(kind, "a FIFO");
+        }
+        other => panic!("expected UnsupportedFileType, got {other:?}"),
+    }
+}
+
+#[test]
+fn symlinked_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    symlink("/etc", dir.path().join("root")).unwrap();
+    assert!(matches!(
+        tree_signature(&dir.path().join("root")),
+        Err(Error::UnsafePath { .. })
+    ));
+}
+
+#[test]
+fn manifest_lines_parse_back_and_are_in_path_order() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path(), false);
+    let mut text = Vec::new();
+    let sig = write_manifest(dir.path(), &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let mut hasher = Sha256::new();
+    hasher.update(text.as_bytes());
+    assert_eq!(
+        TreeSignature::from_hasher(hasher),
+        sig,
+        "signature is the SHA-256 of the manifest text"
+    );
+    let entries: Vec<Entry> = text
+        .lines()
+        .skip(1)
+        .map(|l| parse_line(l).unwrap())
+        .collect();
+    assert!(entries
+        .windows(2)
+        .all(|w| path_order(&w[0].path, &w[1].path) == Ordering::Less));
+    let names: Vec<String> = entries.iter().map(Entry::manifest_path).collect();
+    assert!(
+        names.contains(&"./a/\\377\\376-latin1".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"./a\\040b/new\\012line".to_string()),
+        "{names:?}"
+    );
+    let su = entries.iter().find(|e| e.path == b"usr/bin/su").unwrap();
+    assert_eq!(su.mode, 0o4555);
+    // "a/..." sorts before "a-b" although '-' < '/' bytewise.
+    let a = names.iter().position(|n| n == "./a").unwrap();
+    let ab = names.iter().position(|n| n == "./a-b").unwrap();
+    assert!(a < ab);
+}
+
+#[test]
+fn encode_and_decode_are_inverse() {
+    let raw: Vec<u8> = (0u8..=255).collect();
+    let mut s = String::new();
+    encode_into(&raw, &mut s);
+    assert!(!s.contains([' ', '\n', '#', '*', '?', '[']));
+    assert_eq!(decode(&s).unwrap(), raw);
+}
+
+#[test]
+fn diff_lists_modified_missing_and_extra() {
+    let file = |p: &str, byte: u8| Entry {
+        path: p.as_bytes().to_vec(),
+        mode: 0o444,
+        kind: EntryKind::File {
+            size: 1,
+            sha256: [byte; 32],
+        },
+    };
+    let expected = [file("a", 1), file("b", 2), file("c", 3)];
+    let actual = [file("a", 1), file("b", 9), file("d", 4)];
+    let diff = diff_entries(&expected, &actual, Modes::Canonical);
+    assert_eq!(
+        diff,
+        vec![
+            Difference::Modified {
+                path: "./b".into(),
+                what: vec!["sha256".into()]
+            },
+            Difference::Missing { path: "./c".into() },
+            Difference::Extra { path: "./d".into() },
+        ]
+    );
+}

@@ -1,0 +1,216 @@
+//! Tests of process groups, timeouts, cancellation and output capture.
+use super::*;
+use crate::executor::{BuildRequest, Event};
+use std::process::Command as StdCommand;
+
+#[test]
+fn statuses_are_described_for_people() {
+    let exit = StdCommand::new("sh")
+        .args(["-c", "exit 3"])
+        .status()
+        .unwrap();
+    assert_eq!(describe_status(exit), "exit status 3");
+    let killed = StdCommand::new("sh")
+        .args(["-c", "kill -9 $$"])
+        .status()
+        .unwrap();
+    assert_eq!(describe_status(killed), "killed by signal 9");
+}
+
+#[test]
+fn a_missing_program_names_itself_and_the_hint() {
+    let e = spawn_error(
+        "bmake",
+        "set the executor's `make` configuration key",
+        std::io::Error::from(std::io::ErrorKind::NotFound),
+    );
+    let text = e.to_string();
+    assert!(matches!(e, Error::System { .. }));
+    assert!(
+        text.contains("`bmake` was not found") && text.contains("`make` configuration key"),
+        "{text}"
+    );
+}
+
+fn context(root: &Path) -> (RunContext, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+    let (events, rx) = EventSink::channel();
+    let request: BuildRequest = serde_json::from_value(serde_json::json!({
+        "run_id": "r1",
+        "freebsd_base": {"name": "FreeBSD", "version": "15.0", "branch": "main", "target": "amd64", "target_arch": "amd64"},
+        "source": {"path": "/usr/src", "commit": null},
+        "policy": {"jobs": 1, "kernconf": "GENERIC", "make_flags": [], "source_date_epoch": null},
+        "artifacts": ["world"],
+    }))
+    .unwrap();
+    let ctx = RunContext {
+        request,
+        result_root: root.to_path_buf(),
+        events,
+        cancel: Default::default(),
+    };
+    (ctx, rx)
+}
+
+fn shell(script: &str) -> Command {
+    let mut command = Command::new("sh");
+    command.args(["-c", script]);
+    command
+}
+
+#[tokio::test]
+async fn output_without_final_newline_and_invalid_utf8_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut rx) = context(dir.path());
+    let log = dir.path().join("s.log");
+    run_build_step(shell(r"printf 'a\n\377b\nlast'"), "s", &log, &ctx, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "a\n\u{fffd}b\nlast\n"
+    );
+    let mut lines = Vec::new();
+    while let Ok(Event::Log { line, .. }) = rx.try_recv() {
+        lines.push(line);
+    }
+    assert_eq!(lines, ["a", "\u{fffd}b", "last"]);
+}
+
+#[tokio::test]
+async fn a_failing_step_reports_its_last_lines_of_both_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, _rx) = context(dir.path());
+    let log = dir.path().join("s.log");
+    // Pipes are read as data arrives: pause so that the order is certain.
+    let script = "for i in $(seq 1 30); do echo out$i; done; sleep 0.3; echo oops >&2; exit 2";
+    let Err(Error::Build {
+        step,
+        status,
+        log: path,
+        tail,
+    }) = run_build_step(shell(script), "s", &log, &ctx, "").await
+    else {
+        panic!("expected a build error");
+    };
+    assert_eq!(
+        (step.as_str(), status.as_deref(), path.as_deref()),
+        ("s", Some("exit status 2"), Some(log.as_path()))
+    );
+    assert_eq!(tail.len(), TAIL_LINES);
+    assert_eq!(tail.last().map(String::as_str), Some("oops"));
+    assert_eq!(tail.first().map(String::as_str), Some("out12"));
+}
+
+/// Runs `script` as a step whose shell writes its pid (the group id) to a
+/// file first; returns the step's ending and the group id.
+async fn run_recording_group(
+    script: &str,
+    ctx: &RunContext,
+    dir: &Path,
+    timeout: Option<Duration>,
+) -> (Result<Finished>, libc::pid_t) {
+    let pid_file = dir.join("pgid");
+    let script = format!("echo $$ > {}; {script}", pid_file.display());
+    let log = dir.join("s.log");
+    let step = Step {
+        stage: "s",
+        log: &log,
+        events: &ctx.events,
+        cancel: &ctx.cancel,
+        timeout,
+        term_grace: TERM_GRACE,
+        hint: "",
+    };
+    let result = run_step(shell(&script), &step).await;
+    let pgid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (result, pgid)
+}
+
+#[tokio::test]
+async fn processes_left_behind_by_a_step_are_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, _rx) = context(dir.path());
+    let started = std::time::Instant::now();
+    let (result, pgid) =
+        run_recording_group("sleep 600 & echo started", &ctx, dir.path(), None).await;
+    assert!(matches!(result.unwrap().ending, Ending::Exited(s) if s.success()));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the step waited for its leftover"
+    );
+    assert!(group_is_gone(pgid));
+}
+
+#[tokio::test]
+async fn dropping_a_running_step_kills_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut rx) = context(dir.path());
+    let running = run_recording_group(
+        "sleep 600 & sleep 600 & echo go; wait",
+        &ctx,
+        dir.path(),
+        None,
+    );
+    // Dropped once the group is set up (it says "go"), not after a delay.
+    let said_go = async {
+        while let Some(event) = rx.recv().await {
+            if matches!(&event, Event::Log { line, .. } if line == "go") {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = running => panic!("the step cannot have finished"),
+        () = said_go => {}
+    }
+    let pgid = std::fs::read_to_string(dir.path().join("pgid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + KILL_GRACE;
+    while !group_is_gone(pgid) && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(group_is_gone(pgid), "group {pgid} survived the drop");
+}
+
+#[tokio::test]
+async fn cancelling_kills_a_group_that_ignores_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut rx) = context(dir.path());
+    let cancel = ctx.cancel.clone();
+    // Cancelled once the group is set up (it says "go"), not after a delay.
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if matches!(&event, Event::Log { line, .. } if line == "go") {
+                cancel.cancel();
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let script = "trap '' TERM; sleep 600 & sleep 600 & echo go; wait";
+    let (result, pgid) = run_recording_group(script, &ctx, dir.path(), None).await;
+    assert_eq!(result.unwrap().ending, Ending::Cancelled);
+    assert!(started.elapsed() < TERM_GRACE + KILL_GRACE + Duration::from_secs(2));
+    assert!(group_is_gone(pgid));
+}
+
+#[tokio::test]
+async fn a_step_past_its_time_limit_is_stopped_with_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, _rx) = context(dir.path());
+    let started = std::time::Instant::now();
+    let limit = Duration::from_millis(300);
+    let (result, pgid) =
+        run_recording_group("sleep 600 & echo go; wait", &ctx, dir.path(), Some(limit)).await;
+    let finished = result.unwrap();
+    assert_eq!(finished.ending, Ending::TimedOut(limit));
+    assert_eq!(finished.tail, ["go"]);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(group_is_gone(pgid));
+}
