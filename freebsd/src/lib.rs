@@ -11,7 +11,7 @@
 //!   the slicing of the install trees. A plan is data; nothing here runs
 //!   make.
 //! - [`work`]: the work directory (object tree and `DESTDIR`s).
-//! - [`slice`]: which installed paths become `world`, `kernel`, `headers`
+//! - [`slice`](mod@slice): which installed paths become `world`, `kernel`, `headers`
 //!   and `bootloader`, applied in process with [`tree`] (moves and copies
 //!   that keep modes, owners, hard links and symlinks), or rendered by [`sh`]
 //!   as a POSIX sh script for a machine that has only sh, make, cc, tar and

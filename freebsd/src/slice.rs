@@ -47,8 +47,6 @@ pub enum Pick {
 /// placed under their own names into a directory of the result root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slice {
-    /// The artifact the entries become part of.
-    pub artifact: Artifact,
     /// The source directory, relative to the work directory (empty: the
     /// work directory itself).
     pub from: String,
@@ -83,7 +81,6 @@ impl Slicing {
         let mut slices = Vec::new();
         if wants(Artifact::Headers) {
             slices.push(Slice {
-                artifact: Artifact::Headers,
                 from: format!("{WORLD_DESTDIR}/usr"),
                 pick: Pick::Entry {
                     name: "include",
@@ -95,7 +92,6 @@ impl Slicing {
         }
         if wants(Artifact::Bootloader) {
             slices.push(Slice {
-                artifact: Artifact::Bootloader,
                 from: format!("{WORLD_DESTDIR}/boot"),
                 pick: Pick::EntriesExcept { prefix: "kernel" },
                 into: into(Artifact::Bootloader, "boot"),
@@ -104,7 +100,6 @@ impl Slicing {
         }
         if wants(Artifact::Kernel) {
             slices.push(Slice {
-                artifact: Artifact::Kernel,
                 from: format!("{KERNEL_DESTDIR}/boot"),
                 pick: Pick::Entry {
                     name: "kernel",
@@ -114,7 +109,6 @@ impl Slicing {
                 transfer: Transfer::Move,
             });
             slices.push(Slice {
-                artifact: Artifact::Kernel,
                 from: KERNEL_DESTDIR.to_string(),
                 pick: Pick::Entry {
                     name: "METALOG",
@@ -126,7 +120,6 @@ impl Slicing {
         }
         if wants(Artifact::World) {
             slices.push(Slice {
-                artifact: Artifact::World,
                 from: String::new(),
                 pick: Pick::Entry {
                     name: WORLD_DESTDIR,
@@ -136,10 +129,6 @@ impl Slicing {
                 transfer: Transfer::Move,
             });
         }
-        debug_assert!(
-            slices.iter().all(|s| s.into.starts_with(ARTIFACTS_DIR)),
-            "every slice lands in {ARTIFACTS_DIR}/"
-        );
         Slicing { slices }
     }
 
