@@ -1,20 +1,20 @@
 //! The built-in Fruix executors and the FreeBSD build driver they share.
 //!
-//! [`driver`] runs a native FreeBSD base build with make (`buildworld`,
-//! `buildkernel`, `installworld`, `distribution`, `installkernel`), streams
-//! every step's output as events and into `logs/<step>.log`, slices the
-//! installed trees into the artifacts of a normalized result root, signs them
-//! and writes `promotion.scm`. It is the one place that knows the FreeBSD build
-//! contract; every executor that runs make runs it (on this machine, or later
-//! inside a FreeBSD guest).
+//! The FreeBSD build contract (make steps and their variables, artifact
+//! slicing, probes, `promotion.scm`) lives in `fruix-freebsd`; the executors
+//! here render it. [`driver`] runs its plan on this machine: every make step
+//! as its own stage, its output streamed as events and into
+//! `logs/<step>.log`, then the slicing of the installed trees into the
+//! artifacts of a normalized result root, signed into `promotion.scm`.
 //!
 //! [`local`] is the `local` executor: the driver on this machine.
 //!
 //! [`guest`] holds the two SSH executors, `host-initiated` (the host drives
-//! the driver's make steps in a guest) and `guest-self-hosted` (the guest's
-//! own fruix runs the driver). They share the transport in [`ssh`] (russh:
-//! known_hosts checking, key and agent authentication, remote commands whose
-//! cancellation stops the remote process tree) and the import in [`import`]
+//! the plan's make steps in a guest, rendered as POSIX sh) and
+//! `guest-self-hosted` (the guest's own fruix runs the driver). They share
+//! the transport in [`ssh`] (russh: known_hosts checking, key and agent
+//! authentication, remote commands whose cancellation stops the remote
+//! process tree) and the import in [`import`]
 //! (one tar stream into a staging directory, extracted as untrusted input
 //! within caps, re-hashed against the guest's signatures, moved into place
 //! when complete). Guest output is bounded everywhere: [`bounded`] cuts long

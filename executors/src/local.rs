@@ -5,7 +5,7 @@
 //! - The source tree is `request.source.path`, read in place; it must be an
 //!   absolute path.
 //! - Objects and install trees go to the run's work directory
-//!   ([`crate::driver::work_dir_for`]): next to the result root, or under the
+//!   ([`fruix_freebsd::work::work_dir_for`]): next to the result root, or under the
 //!   configured `work_dir`. [`Executor::cleanup`] removes it, whatever the run
 //!   did.
 //! - Configuration (JSON object; unknown keys are refused):
@@ -26,6 +26,8 @@ use fruix_core::executor::{
     parse_config, Capabilities, ConfigKey, Executor, ExecutorKind, ExecutorRegistration, RunContext,
 };
 use fruix_core::{Error, Result};
+use fruix_freebsd::work::work_dir_for;
+use fruix_freebsd::Layout;
 
 use crate::driver::{self, Driver};
 
@@ -84,7 +86,7 @@ pub struct LocalExecutor {
 
 impl LocalExecutor {
     fn work_dir(&self, ctx: &RunContext) -> Result<PathBuf> {
-        driver::work_dir_for(
+        work_dir_for(
             &ctx.result_root,
             &ctx.request.run_id,
             self.work_dir.as_deref(),
@@ -125,9 +127,11 @@ impl Executor for LocalExecutor {
         let driver = Driver {
             executor: NAME.to_string(),
             executor_version: VERSION.to_string(),
-            make: self.make.clone(),
-            source_dir,
-            work_dir: self.work_dir(ctx)?,
+            layout: Layout {
+                make: self.make.clone(),
+                source_dir,
+                work_dir: self.work_dir(ctx)?,
+            },
         };
         driver.run(ctx).await.map(drop)
     }

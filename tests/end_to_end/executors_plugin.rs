@@ -77,3 +77,23 @@ fn jail_plugin_without_a_jail_userland_is_a_system_failure_naming_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn jail_plugin_and_local_render_one_plan_and_agree_on_signatures() {
+    let signatures = |executor: &str, extra: &[&str]| {
+        let b = ExecutorBuild::new(executor);
+        let mut cmd = b.command("r1", extra);
+        cmd.arg("--json");
+        let report: serde_json::Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+        ["world", "kernel", "headers", "bootloader"].map(|a| {
+            let signature = report["artifacts"][a]["tree_signature"].as_str();
+            let signature = signature.unwrap_or_else(|| panic!("{executor}: no {a}: {report}"));
+            (a, signature.to_string())
+        })
+    };
+    assert_eq!(
+        signatures("jail", &["--config", "runner=direct"]),
+        signatures("local", &[]),
+        "the jail plugin slices the installed trees as the local executor does"
+    );
+}

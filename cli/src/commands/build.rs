@@ -7,6 +7,8 @@ use fruix_core::executor::{base_artifacts, run_executor, BuildRequest, EventSink
 use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
 use fruix_core::run_id::{allocate_run_dir, format_run_id};
 use fruix_core::Error as CoreError;
+use fruix_freebsd::source::check_source_tree;
+pub(crate) use fruix_freebsd::source::{branch_of, target_of};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{BuildArgs, GuestArgs};
@@ -242,7 +244,8 @@ fn plan(args: &BuildArgs, remote: bool) -> CliResult<BuildPlan> {
     })
 }
 
-/// The source must be a directory with a top-level Makefile that knows buildworld.
+/// The source tree, canonical, if it is a FreeBSD source tree
+/// ([`fruix_freebsd::source::check_source_tree`]).
 pub(crate) fn check_source(source: &Path) -> CliResult<PathBuf> {
     let dir = std::fs::canonicalize(source).map_err(|e| {
         CliError::usage(format!(
@@ -250,106 +253,24 @@ pub(crate) fn check_source(source: &Path) -> CliResult<PathBuf> {
             source.display()
         ))
     })?;
-    if !dir.is_dir() {
-        return Err(CliError::usage(format!(
-            "source {} is not a directory",
-            dir.display()
-        )));
-    }
-    let makefile = ["Makefile", "makefile", "BSDmakefile"]
-        .iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            CliError::usage(format!(
-                "source {} has no Makefile: it answers none of buildworld, buildkernel, installworld, installkernel",
-                dir.display()
-            ))
-        })?;
-    let text = std::fs::read_to_string(&makefile).unwrap_or_default();
-    if !text.contains("buildworld") {
-        return Err(CliError::usage(format!(
-            "{} does not mention buildworld: {} does not look like a FreeBSD source tree",
-            makefile.display(),
-            dir.display()
-        )));
-    }
+    check_source_tree(&dir).map_err(|e| CliError::new(Status::Usage, e))?;
     Ok(dir)
 }
 
-/// TYPE, REVISION and BRANCH from `sys/conf/newvers.sh`, as (name, "REVISION-BRANCH").
+/// The FreeBSD name and version the source's `sys/conf/newvers.sh` declares.
 pub(crate) fn read_newvers(source: &Path) -> CliResult<(String, String)> {
-    let path = source.join("sys/conf/newvers.sh");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let newvers = fruix_freebsd::source::read_newvers(source).map_err(|e| {
         CliError::usage(format!(
-            "cannot tell the FreeBSD version of {}: {}: {e}; pass --freebsd-version",
-            source.display(),
-            path.display()
+            "cannot tell the FreeBSD version of {}: {e}; pass --freebsd-version",
+            source.display()
         ))
     })?;
-    let var = |name: &str| {
-        text.lines().find_map(|l| {
-            l.trim()
-                .strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix('='))
-                .map(|v| v.trim().trim_matches('"').to_string())
-        })
-    };
-    match (var("REVISION"), var("BRANCH")) {
-        (Some(revision), Some(branch)) => Ok((
-            var("TYPE").unwrap_or_else(|| "FreeBSD".into()),
-            format!("{revision}-{branch}"),
-        )),
-        _ => Err(CliError::usage(format!(
-            "{}: no REVISION= and BRANCH= lines; pass --freebsd-version",
-            path.display()
-        ))),
-    }
-}
-
-/// The source branch a version usually comes from: 15.0-STABLE -> stable/15,
-/// 15.0-CURRENT -> main, 14.2-RELEASE -> releng/14.2.
-pub(crate) fn branch_of(version: &str) -> String {
-    let (revision, kind) = version.split_once('-').unwrap_or((version, ""));
-    let major = revision.split('.').next().unwrap_or(revision);
-    match kind {
-        "STABLE" => format!("stable/{major}"),
-        "CURRENT" => "main".into(),
-        k if k.starts_with("RELEASE") || k.starts_with("BETA") || k.starts_with("RC") => {
-            format!("releng/{revision}")
-        }
-        _ => kind.to_lowercase(),
-    }
-}
-
-/// FreeBSD's TARGET for a TARGET_ARCH.
-pub(crate) fn target_of(arch: &str) -> &str {
-    match arch {
-        "aarch64" => "arm64",
-        "armv6" | "armv7" => "arm",
-        a if a.starts_with("powerpc") => "powerpc",
-        a if a.starts_with("riscv") => "riscv",
-        other => other,
-    }
+    Ok((newvers.name, newvers.version))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn branches_follow_freebsd_naming() {
-        assert_eq!(branch_of("15.0-STABLE"), "stable/15");
-        assert_eq!(branch_of("15.0-CURRENT"), "main");
-        assert_eq!(branch_of("14.2-RELEASE-p1"), "releng/14.2");
-    }
-
-    #[test]
-    fn targets_follow_freebsd_naming() {
-        assert_eq!(target_of("amd64"), "amd64");
-        assert_eq!(target_of("aarch64"), "arm64");
-        assert_eq!(target_of("powerpc64le"), "powerpc");
-    }
 
     #[test]
     fn config_values_keep_numbers_and_booleans() {

@@ -25,7 +25,7 @@
 //! - After `collect`, when the result root has no `promotion.scm`, fruix
 //!   writes it (stage `sign`) from the request and the trees found at
 //!   `artifacts/NAME` for every requested artifact, with tree signatures
-//!   ([`fruix_core::collect::write_promotion`]). What is at `FRUIX_RESULT_ROOT`
+//!   ([`fruix_freebsd::promotion::write_promotion`]). What is at `FRUIX_RESULT_ROOT`
 //!   is then validated like any executor's output by
 //!   [`fruix_core::executor::run_executor`].
 //! - [`Executor::cleanup`] runs the `cleanup` command once per run, whatever
@@ -41,16 +41,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use fruix_core::collect::{host_name, write_promotion, Builder};
+use fruix_core::collect::host_name;
 use fruix_core::error::IoContext;
 use fruix_core::executor::{Capabilities, Executor, RunContext};
 use fruix_core::process::{describe_status, run_step, Ending, Finished, Step};
 use fruix_core::promotion::PROMOTION_FILE;
 use fruix_core::{Error, Failure, Result};
+use fruix_freebsd::promotion::{write_promotion, Builder};
+use fruix_freebsd::work::work_dir_for;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::{remove_work_dir, work_dir_for};
+use crate::driver::remove_work_dir;
 
 pub use file::{ExternalSpec, Stage, StageCommand};
 

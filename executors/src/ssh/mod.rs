@@ -350,16 +350,8 @@ pub fn load_identity(path: &Path, passphrase_env: Option<&str>) -> Result<Privat
     })
 }
 
-/// Quotes `s` for a POSIX shell (and for csh): one single-quoted word.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
+/// Quotes `s` for a POSIX shell (and for csh): one word.
+pub use fruix_freebsd::sh::quote as shell_quote;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,9 @@
 //! `fruix-executor-jail`: the `jail` executor, an example Fruix executor
-//! plugin written as a third party would write one. It depends only on
-//! `fruix-core`'s public API and registers itself with `inventory`; the
-//! `fruix` command links it in through its `jail` cargo feature.
+//! plugin written as a third party would write one. Of fruix it depends only
+//! on `fruix-core` (the executor contract) and `fruix-freebsd` (the FreeBSD
+//! build contract: make steps, slicing, probes, `promotion.scm`), and it
+//! registers itself with `inventory`; the `fruix` command links it in
+//! through its `jail` cargo feature.
 //!
 //! # What it does
 //!
@@ -12,12 +14,13 @@
 //!    (`RESULT_ROOT.work`) read-write into the jail root, each at its own path;
 //! 2. creates a persistent jail (`jail -c name=... path=JAIL_ROOT
 //!    host.hostname=... mount.devfs ip4=disable ip6=disable persist`);
-//! 3. runs the make steps of FreeBSD's build (`buildworld`, `buildkernel`,
-//!    `installworld`, `distribution`, `installkernel`, as needed by the
-//!    requested artifacts) with `jexec NAME env -i ... make -C SOURCE ...`,
-//!    each as an event stage in its own process group;
-//! 4. slices the install trees into the result root's artifacts
-//!    ([`collect`]) and writes `promotion.scm` with tree signatures, the
+//! 3. runs the make steps of the `fruix-freebsd` plan (`buildworld`,
+//!    `buildkernel`, `installworld`, `distribution`, `installkernel`, as
+//!    needed by the requested artifacts) with
+//!    `jexec NAME env -i ... make -C SOURCE ...`, each as an event stage in
+//!    its own process group;
+//! 4. slices the install trees into the result root's artifacts with the
+//!    plan's slicing, and writes `promotion.scm` with tree signatures, the
 //!    jail's name as host name.
 //!
 //! [`Executor::cleanup`] undoes what the run set up, in reverse (`jail -r`,
@@ -34,7 +37,6 @@
 //! FreeBSD userland with `usr/bin/make`; default [`DEFAULT_JAIL_ROOT`]) and
 //! `make` (default `make`, or `bmake` for a direct runner off FreeBSD).
 
-pub mod collect;
 pub mod plan;
 pub mod runner;
 
@@ -43,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use fruix_core::collect::{host_name, write_promotion, Builder};
+use fruix_core::collect::host_name;
 use fruix_core::error::IoContext;
 use fruix_core::executor::{
     parse_config, CancellationToken, Capabilities, ConfigKey, Executor, ExecutorKind,
@@ -51,6 +53,10 @@ use fruix_core::executor::{
 };
 use fruix_core::process::{describe_status, Ending, Finished, Step, TERM_GRACE};
 use fruix_core::{Error, Result};
+use fruix_freebsd::promotion::{write_promotion, Builder};
+use fruix_freebsd::tree::remove_tree;
+use fruix_freebsd::work::{prepare_work_dir, work_dir_for};
+use fruix_freebsd::BuildPlan;
 
 use crate::plan::{Invocation, Jail, Layout, Purpose};
 use crate::runner::{CommandRunner, SystemRunner};
@@ -160,16 +166,16 @@ impl JailExecutor {
         }
         let root = std::fs::canonicalize(&ctx.result_root)
             .with_path("resolve result root", &ctx.result_root)?;
-        let mut work = root.clone().into_os_string();
-        work.push(".work");
         Ok(Layout {
             jail: self.jail_root.as_ref().map(|jail_root| Jail {
                 name: plan::jail_name(&ctx.request.run_id, &root),
                 root: jail_root.clone(),
             }),
-            make: self.make.clone(),
-            source,
-            work: work.into(),
+            build: fruix_freebsd::Layout {
+                make: self.make.clone(),
+                source_dir: source,
+                work_dir: work_dir_for(&root, &ctx.request.run_id, None)?,
+            },
         })
     }
 
@@ -205,18 +211,14 @@ impl JailExecutor {
     }
 
     async fn build(&self, ctx: &RunContext) -> Result<()> {
-        check_artifacts(&ctx.request.artifacts)?;
         let layout = self.layout(ctx)?;
+        let plan = BuildPlan::new(&ctx.request, &layout.build)?;
         if let Some(jail) = &layout.jail {
             check_jail_root(&jail.root)?;
         }
-        collect::remove_tree(&layout.work)?;
-        for sub in ["obj", "world", "kernel"] {
-            let dir = layout.work.join(sub);
-            std::fs::create_dir_all(&dir).with_path("create work directory", &dir)?;
-        }
+        prepare_work_dir(&layout.build.work_dir)?;
         if let Some(jail) = &layout.jail {
-            for path in [&layout.source, &layout.work] {
+            for path in [&layout.build.source_dir, &layout.build.work_dir] {
                 let point = jail.inside(path);
                 std::fs::create_dir_all(&point).with_path("create mount point", &point)?;
             }
@@ -230,24 +232,22 @@ impl JailExecutor {
                 .or_default()
                 .push(down);
         }
-        for step in plan::make_steps(&layout, &ctx.request) {
+        for step in plan::make_steps(layout.jail.as_ref(), &plan) {
             self.exec(&step, ctx, &ctx.cancel).await?;
         }
         let host = match &layout.jail {
             Some(jail) => jail.name.clone(),
             None => host_name()?,
         };
-        let (work, root, request) = (
-            layout.work.clone(),
+        let (work, root, slicing) = (
+            layout.build.work_dir.clone(),
             ctx.result_root.clone(),
-            ctx.request.clone(),
+            plan.slicing,
         );
         ctx.events
             .stage(
                 "collect",
-                blocking(ctx, move || {
-                    collect::collect(&work, &root, &request.artifacts)
-                }),
+                blocking(ctx, move || slicing.apply(&work, &root)),
             )
             .await?;
         let (root, request) = (ctx.result_root.clone(), ctx.request.clone());
@@ -309,8 +309,8 @@ impl Executor for JailExecutor {
             // The work directory may still be mounted in the jail: keep it.
             return Err(e);
         }
-        let work = self.layout(ctx)?.work;
-        tokio::task::spawn_blocking(move || collect::remove_tree(&work))
+        let work = self.layout(ctx)?.build.work_dir;
+        tokio::task::spawn_blocking(move || remove_tree(&work))
             .await
             .map_err(|e| {
                 Error::system(format!("removing the work directory did not finish: {e}"))
@@ -360,19 +360,6 @@ async fn blocking(
     tokio::select! {
         joined = task => joined.map_err(|e| Error::system(format!("a file-system task did not finish: {e}")))?,
         () = ctx.cancel.cancelled() => Err(Error::Cancelled),
-    }
-}
-
-fn check_artifacts(artifacts: &[String]) -> Result<()> {
-    const KNOWN: [&str; 4] = ["world", "kernel", "headers", "bootloader"];
-    match artifacts.iter().find(|a| !KNOWN.contains(&a.as_str())) {
-        Some(unknown) => Err(Error::InvalidRequest {
-            message: format!(
-                "unknown artifact `{unknown}`; the jail executor produces {}",
-                KNOWN.join(", ")
-            ),
-        }),
-        None => Ok(()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The commands a jail build runs, as data: what to set up (mounts, the
-//! jail), the make steps, and what to tear down. Nothing here runs anything,
-//! so the exact commands can be checked on any machine.
+//! jail), the make steps of the `fruix-freebsd` plan rendered for the jail
+//! (or for the host), and what to tear down. Nothing here runs anything, so
+//! the exact commands can be checked on any machine.
 //!
 //! The source tree and the work directory are mounted into the jail at their
 //! own paths (`JAIL_ROOT/SOURCE`, read-only, and `JAIL_ROOT/WORK`,
@@ -10,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fruix_core::executor::BuildRequest;
+use fruix_freebsd::{BuildPlan, MakeStep};
 
 /// `jail(8)`, `jexec(8)`, `mount(8)`, `umount(8)` and `env(1)` on FreeBSD.
 pub const JAIL: &str = "/usr/sbin/jail";
@@ -21,11 +22,6 @@ pub const ENV: &str = "/usr/bin/env";
 
 /// `PATH` of the make steps inside the jail.
 pub const JAIL_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin";
-
-/// Variables removed from a direct make step's environment: make state
-/// inherited from a make that started fruix, and variables that would
-/// redirect the build.
-pub const ENV_REMOVED: [&str; 5] = ["MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOBJDIR", "DESTDIR"];
 
 /// What a command is for, which decides what its failure means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,11 +67,9 @@ impl Invocation {
 pub struct Layout {
     /// The jail's name (and host name); `None` runs directly on the host.
     pub jail: Option<Jail>,
-    /// The make program (inside the jail, or on the host).
-    pub make: String,
-    pub source: PathBuf,
-    /// Objects in `obj/`, install trees in `world/` and `kernel/`.
-    pub work: PathBuf,
+    /// The make program (inside the jail, or on the host), the source tree
+    /// and the work directory, at the same paths inside the jail and out.
+    pub build: fruix_freebsd::Layout,
 }
 
 /// The jail of a run.
@@ -93,49 +87,6 @@ impl Jail {
     }
 }
 
-/// A make step: target, whether it runs in parallel, its `DESTDIR` in the
-/// work directory, and the artifacts that need it.
-pub struct MakeStep {
-    pub target: &'static str,
-    pub parallel: bool,
-    pub destdir: Option<&'static str>,
-    pub needed_by: &'static [&'static str],
-}
-
-/// FreeBSD's build, as fruix's build driver runs it (build(7)).
-pub const MAKE_STEPS: [MakeStep; 5] = [
-    MakeStep {
-        target: "buildworld",
-        parallel: true,
-        destdir: None,
-        needed_by: &["world", "kernel", "headers", "bootloader"],
-    },
-    MakeStep {
-        target: "buildkernel",
-        parallel: true,
-        destdir: None,
-        needed_by: &["kernel"],
-    },
-    MakeStep {
-        target: "installworld",
-        parallel: false,
-        destdir: Some("world"),
-        needed_by: &["world", "headers", "bootloader"],
-    },
-    MakeStep {
-        target: "distribution",
-        parallel: false,
-        destdir: Some("world"),
-        needed_by: &["world"],
-    },
-    MakeStep {
-        target: "installkernel",
-        parallel: false,
-        destdir: Some("kernel"),
-        needed_by: &["kernel"],
-    },
-];
-
 /// The setup commands, each with the command that undoes it: mount the
 /// source read-only, mount the work directory, create the jail.
 pub fn setup(layout: &Layout) -> Vec<(Invocation, Invocation)> {
@@ -143,11 +94,9 @@ pub fn setup(layout: &Layout) -> Vec<(Invocation, Invocation)> {
         return Vec::new();
     };
     let text = |p: &Path| p.to_string_lossy().into_owned();
-    let (source, work) = (text(&layout.source), text(&layout.work));
-    let (source_in, work_in) = (
-        text(&jail.inside(&layout.source)),
-        text(&jail.inside(&layout.work)),
-    );
+    let (source, work) = (&layout.build.source_dir, &layout.build.work_dir);
+    let (source_in, work_in) = (text(&jail.inside(source)), text(&jail.inside(work)));
+    let (source, work) = (text(source), text(work));
     let path = format!("path={}", jail.root.display());
     let name = format!("name={}", jail.name);
     let host = format!("host.hostname={}", jail.name);
@@ -183,55 +132,24 @@ pub fn setup(layout: &Layout) -> Vec<(Invocation, Invocation)> {
     ]
 }
 
-/// The make steps the requested artifacts need, in order.
-pub fn make_steps(layout: &Layout, request: &BuildRequest) -> Vec<Invocation> {
-    MAKE_STEPS
+/// The plan's make steps as commands: in `jail` with an environment built
+/// from nothing, or on the host with the step's environment changes.
+pub fn make_steps(jail: Option<&Jail>, plan: &BuildPlan) -> Vec<Invocation> {
+    plan.steps
         .iter()
-        .filter(|s| {
-            s.needed_by
-                .iter()
-                .any(|a| request.artifacts.iter().any(|r| r == a))
-        })
-        .map(|s| make_step(layout, request, s))
+        .map(|step| make_step(jail, step))
         .collect()
 }
 
-fn make_step(layout: &Layout, request: &BuildRequest, step: &MakeStep) -> Invocation {
-    let policy = &request.policy;
-    let base = &request.freebsd_base;
-    let mut env = vec![
-        (
-            "MAKEOBJDIRPREFIX".to_string(),
-            layout.work.join("obj").to_string_lossy().into_owned(),
-        ),
-        ("SRCCONF".into(), "/dev/null".into()),
-        ("SRC_ENV_CONF".into(), "/dev/null".into()),
-        ("__MAKE_CONF".into(), "/dev/null".into()),
-    ];
-    if let Some(epoch) = policy.source_date_epoch {
-        env.push(("SOURCE_DATE_EPOCH".into(), epoch.to_string()));
-    }
+fn make_step(jail: Option<&Jail>, step: &MakeStep) -> Invocation {
     let mut make = vec![
-        layout.make.clone(),
+        step.program.clone(),
         "-C".into(),
-        layout.source.to_string_lossy().into_owned(),
+        step.working_dir.to_string_lossy().into_owned(),
     ];
-    if step.parallel {
-        make.push(format!("-j{}", policy.jobs));
-    }
-    make.push(step.target.into());
-    make.push(format!("KERNCONF={}", policy.kernconf));
-    make.push(format!("TARGET={}", base.target));
-    make.push(format!("TARGET_ARCH={}", base.target_arch));
-    if let Some(epoch) = policy.source_date_epoch {
-        make.push(format!("SOURCE_DATE_EPOCH={epoch}"));
-    }
-    if let Some(destdir) = step.destdir {
-        make.push(format!("DESTDIR={}", layout.work.join(destdir).display()));
-    }
-    make.extend(policy.make_flags.iter().cloned());
-    match &layout.jail {
-        // Inside the jail the environment is built from nothing.
+    make.extend(step.args_text());
+    let env = step.env_text().into_iter().map(|(k, v)| (k.to_string(), v));
+    let (argv, env, env_remove) = match jail {
         Some(jail) => {
             let mut argv = vec![
                 JEXEC.to_string(),
@@ -240,29 +158,21 @@ fn make_step(layout: &Layout, request: &BuildRequest, step: &MakeStep) -> Invoca
                 "-i".into(),
                 format!("PATH={JAIL_PATH}"),
             ];
-            argv.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+            argv.extend(env.map(|(k, v)| format!("{k}={v}")));
             argv.extend(make);
-            Invocation {
-                stage: step.target.into(),
-                purpose: Purpose::Build,
-                argv,
-                env: Vec::new(),
-                env_remove: Vec::new(),
-            }
+            (argv, Vec::new(), Vec::new())
         }
         None => {
-            let mut env_remove: Vec<String> = ENV_REMOVED.iter().map(|v| v.to_string()).collect();
-            if policy.source_date_epoch.is_none() {
-                env_remove.push("SOURCE_DATE_EPOCH".into());
-            }
-            Invocation {
-                stage: step.target.into(),
-                purpose: Purpose::Build,
-                argv: make,
-                env,
-                env_remove,
-            }
+            let removed = step.env_removed.iter().map(|v| v.to_string()).collect();
+            (make, env.collect(), removed)
         }
+    };
+    Invocation {
+        stage: step.target.into(),
+        purpose: Purpose::Build,
+        argv,
+        env,
+        env_remove,
     }
 }
 
@@ -291,6 +201,7 @@ pub fn jail_name(run_id: &str, result_root: &Path) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use fruix_core::executor::BuildRequest;
     use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
 
     pub(crate) fn request(artifacts: &[&str], epoch: Option<i64>) -> BuildRequest {
@@ -323,10 +234,18 @@ pub(crate) mod tests {
                 name: "fruix-20260405T213444Z-0badf00d".into(),
                 root: "/jails/builder".into(),
             }),
-            make: "make".into(),
-            source: "/usr/src".into(),
-            work: "/var/fruix/r1.work".into(),
+            build: fruix_freebsd::Layout {
+                make: "make".into(),
+                source_dir: "/usr/src".into(),
+                work_dir: "/var/fruix/r1.work".into(),
+            },
         }
+    }
+
+    /// The make steps of `request` in `layout`.
+    fn steps_of(layout: &Layout, request: &BuildRequest) -> Vec<Invocation> {
+        let plan = BuildPlan::new(request, &layout.build).unwrap();
+        make_steps(layout.jail.as_ref(), &plan)
     }
 
     fn lines(invocations: &[Invocation]) -> Vec<String> {
@@ -358,7 +277,7 @@ pub(crate) mod tests {
 
     #[test]
     fn make_steps_run_in_the_jail_with_a_clean_environment() {
-        let steps = make_steps(
+        let steps = steps_of(
             &jailed(),
             &request(&["world", "kernel"], Some(1_775_420_084)),
         );
@@ -394,8 +313,8 @@ pub(crate) mod tests {
     fn direct_steps_are_the_same_make_invocations_on_the_host() {
         let mut layout = jailed();
         layout.jail = None;
-        layout.make = "bmake".into();
-        let steps = make_steps(&layout, &request(&["headers"], None));
+        layout.build.make = "bmake".into();
+        let steps = steps_of(&layout, &request(&["headers"], None));
         assert_eq!(
             lines(&steps),
             [

@@ -21,9 +21,12 @@ use std::path::{Path, PathBuf};
 use fruix_core::error::IoContext;
 use fruix_core::{Error, Result};
 
+/// The hint of a missing installed entry: the build did not install it.
+pub const NOT_INSTALLED_HINT: &str = "the build did not install it; see the install step's log";
+
 /// How [`place`] gets a tree to its destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Transfer {
+pub enum Transfer {
     /// Rename; copy when renaming is not possible (another filesystem, a
     /// read-only parent directory). The source is gone or irrelevant after.
     Move,
@@ -33,11 +36,11 @@ pub(super) enum Transfer {
 
 /// Puts the entry (tree, file or symlink) at `src` at `dst`, creating the
 /// parents of `dst`. `dst` must not exist.
-pub(super) fn place(src: &Path, dst: &Path, transfer: Transfer) -> Result<()> {
+pub fn place(src: &Path, dst: &Path, transfer: Transfer) -> Result<()> {
     if src.symlink_metadata().is_err() {
         return Err(Error::NotFound {
             path: src.to_path_buf(),
-            hint: "the build did not install it; see the install step's log".into(),
+            hint: NOT_INSTALLED_HINT.into(),
         });
     }
     if let Some(parent) = dst.parent() {
@@ -50,7 +53,7 @@ pub(super) fn place(src: &Path, dst: &Path, transfer: Transfer) -> Result<()> {
 }
 
 /// The names in directory `dir`, sorted bytewise.
-pub(super) fn entries(dir: &Path) -> Result<Vec<OsString>> {
+pub fn entries(dir: &Path) -> Result<Vec<OsString>> {
     let mut names = fs::read_dir(dir)
         .with_path("read directory", dir)?
         .map(|e| e.map(|e| e.file_name()))
@@ -61,7 +64,7 @@ pub(super) fn entries(dir: &Path) -> Result<Vec<OsString>> {
 }
 
 /// Copies the entry at `src` to `dst` under the rules of the module docs.
-pub(super) fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     let mut copier = Copier {
         // SAFETY: geteuid has no preconditions and cannot fail.
         as_root: unsafe { libc::geteuid() } == 0,
@@ -120,7 +123,7 @@ impl Copier {
 /// Removes `dir` and everything in it; a missing `dir` is fine. When a plain
 /// removal fails, makes every directory writable (and, on FreeBSD, clears
 /// file flags such as `schg`) and tries again.
-pub(super) fn remove_tree(dir: &Path) -> Result<()> {
+pub fn remove_tree(dir: &Path) -> Result<()> {
     match fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             make_removable(dir);

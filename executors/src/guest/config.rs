@@ -1,0 +1,363 @@
+//! The configuration both guest executors share: which guest (directly or
+//! from a machines file), how to reach and trust it, where its state lives,
+//! and the caps on what comes back from it.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fruix_core::executor::ConfigKey;
+use fruix_core::machines::Machines;
+use fruix_core::{Error, Result};
+
+use super::{GuestExecutor, Mode};
+use crate::import::{Cap, ImportLimits};
+use crate::ssh::{
+    HostKeyPolicy, SshOptions, SshTarget, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_LINE_BYTES,
+};
+
+/// The guest state directory when none is configured.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/fruix";
+
+/// The guest helper when none is configured (looked up in the guest's PATH).
+pub const DEFAULT_HELPER: &str = "fruix";
+
+/// Configuration of both guest executors (JSON object; unknown keys are
+/// refused). Either `guest` or `machines` with `machine` names the guest.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    /// `user@host[:port]`.
+    pub guest: Option<String>,
+    /// Private key file.
+    pub identity: Option<PathBuf>,
+    /// OpenSSH known_hosts file (default `~/.ssh/known_hosts`).
+    pub known_hosts: Option<PathBuf>,
+    /// Record an unknown host key instead of refusing it.
+    #[serde(default)]
+    pub accept_new_host_key: bool,
+    /// The guest's state directory (absolute, in the guest).
+    pub guest_state_dir: Option<String>,
+    /// The guest's fruix (guest-self-hosted).
+    pub guest_helper: Option<String>,
+    /// A machines file.
+    pub machines: Option<PathBuf>,
+    /// The machine of the machines file.
+    pub machine: Option<String>,
+    /// Environment variable holding the identity's passphrase.
+    pub passphrase_env: Option<String>,
+    /// Seconds to connect and authenticate.
+    pub connect_timeout_secs: Option<u64>,
+    /// The make program in the guest (host-initiated; default: bmake if the
+    /// guest has it, else make).
+    pub make: Option<String>,
+    /// The import's caps ([`crate::import::limits`]); each defaults to
+    /// [`ImportLimits::default`].
+    pub import_max_bytes: Option<u64>,
+    pub import_max_entries: Option<u64>,
+    pub import_max_path_bytes: Option<u64>,
+    pub import_max_name_bytes: Option<u64>,
+    pub import_max_link_bytes: Option<u64>,
+    pub import_max_header_bytes: Option<u64>,
+    /// Cap on one line of remote output (default
+    /// [`DEFAULT_MAX_LINE_BYTES`]).
+    pub output_max_line_bytes: Option<u64>,
+}
+
+/// The configuration keys, for `fruix executors describe`.
+pub const CONFIG_KEYS: &[ConfigKey] = &[
+    ConfigKey {
+        name: "guest",
+        description: "the guest as user@host[:port] (or use machines + machine)",
+    },
+    ConfigKey {
+        name: "identity",
+        description:
+            "private key file (ed25519, ECDSA or RSA; default: ssh-agent, then ~/.ssh/id_*)",
+    },
+    ConfigKey {
+        name: "known_hosts",
+        description: "OpenSSH known_hosts file (default ~/.ssh/known_hosts)",
+    },
+    ConfigKey {
+        name: "accept_new_host_key",
+        description:
+            "record an unknown host key instead of refusing it (a changed key is always refused)",
+    },
+    ConfigKey {
+        name: "guest_state_dir",
+        description: "the guest's state directory (default /var/lib/fruix)",
+    },
+    ConfigKey {
+        name: "guest_helper",
+        description: "the guest's fruix, for guest-self-hosted (default fruix on the guest's PATH)",
+    },
+    ConfigKey {
+        name: "machines",
+        description: "a machines file (fruix-machines ...)",
+    },
+    ConfigKey {
+        name: "machine",
+        description: "the machine of the machines file to build on",
+    },
+    ConfigKey {
+        name: "passphrase_env",
+        description: "environment variable holding the identity's passphrase",
+    },
+    ConfigKey {
+        name: "connect_timeout_secs",
+        description: "seconds to connect and authenticate (default 30)",
+    },
+    ConfigKey {
+        name: "make",
+        description:
+            "make program in the guest, for host-initiated (default: bmake if present, else make)",
+    },
+    ConfigKey {
+        name: "import_max_bytes",
+        description: "cap on the bytes of the import's tar stream (default 68719476736, 64 GiB)",
+    },
+    ConfigKey {
+        name: "import_max_entries",
+        description: "cap on the import's archive entries, directories it creates included (default 10000000)",
+    },
+    ConfigKey {
+        name: "import_max_path_bytes",
+        description: "cap on the bytes of one imported path (default 4095: PATH_MAX less its NUL)",
+    },
+    ConfigKey {
+        name: "import_max_name_bytes",
+        description: "cap on the bytes of one component of an imported path (default 255, NAME_MAX)",
+    },
+    ConfigKey {
+        name: "import_max_link_bytes",
+        description: "cap on the bytes of an imported symlink target or hard link name (default 4095)",
+    },
+    ConfigKey {
+        name: "import_max_header_bytes",
+        description: "cap on one extended tar header (pax, GNU long name or link) of the import (default 1048576, 1 MiB)",
+    },
+    ConfigKey {
+        name: "output_max_line_bytes",
+        description: "longer lines of guest output are cut, saying so (default 1048576, 1 MiB)",
+    },
+];
+
+impl GuestConfig {
+    /// Checks the configuration and makes the executor of `mode`.
+    pub fn build(self, mode: Mode) -> Result<GuestExecutor> {
+        let invalid = |message: String| Error::InvalidConfig {
+            executor: mode.name().to_string(),
+            message,
+        };
+        let (target, machine) = match (&self.guest, &self.machines, &self.machine) {
+            (Some(guest), None, None) => (SshTarget::parse(guest).map_err(invalid)?, None),
+            (None, Some(file), Some(name)) => {
+                let machines = Machines::read(file)?;
+                let m = machines.get(name)?.clone();
+                let target = SshTarget {
+                    user: m.user.clone(),
+                    host: m.host.clone(),
+                    port: m.port,
+                };
+                (target, Some(m))
+            }
+            (None, Some(_), None) => {
+                return Err(invalid("`machines` is given without `machine`; name the machine to build on".into()))
+            }
+            (None, None, Some(_)) => {
+                return Err(invalid("`machine` is given without `machines`; give the machines file".into()))
+            }
+            (Some(_), _, _) => {
+                return Err(invalid("give either `guest` or `machines` with `machine`, not both".into()))
+            }
+            (None, None, None) => {
+                return Err(invalid("no guest: give `guest` (user@host[:port], --guest) or `machines` and `machine` (--machines, --machine)".into()))
+            }
+        };
+        let identity = self
+            .identity
+            .or_else(|| machine.as_ref().and_then(|m| m.private_key.clone()));
+        let host_keys = match machine.as_ref().and_then(|m| m.host_key.clone()) {
+            Some(pinned) => HostKeyPolicy::Pinned(pinned),
+            None => HostKeyPolicy::known_hosts(self.known_hosts, self.accept_new_host_key),
+        };
+        let state_dir = self
+            .guest_state_dir
+            .or_else(|| machine.as_ref().and_then(|m| m.state_dir.clone()))
+            .unwrap_or_else(|| DEFAULT_STATE_DIR.to_string());
+        if !state_dir.starts_with('/') {
+            return Err(invalid(format!(
+                "`guest_state_dir` {state_dir} is relative; give an absolute directory in the guest"
+            )));
+        }
+        let helper = self
+            .guest_helper
+            .or_else(|| machine.as_ref().and_then(|m| m.helper.clone()))
+            .unwrap_or_else(|| DEFAULT_HELPER.to_string());
+        let connect_timeout = match self.connect_timeout_secs {
+            Some(0) => return Err(invalid("`connect_timeout_secs` must be at least 1".into())),
+            Some(s) => Duration::from_secs(s),
+            None => DEFAULT_CONNECT_TIMEOUT,
+        };
+        for (key, value) in [
+            ("guest_helper", Some(&helper)),
+            ("make", self.make.as_ref()),
+        ] {
+            if value.is_some_and(|v| v.trim().is_empty()) {
+                return Err(invalid(format!("`{key}` is empty")));
+            }
+        }
+        let mut limits = ImportLimits::default();
+        for (cap, value) in Cap::ALL.into_iter().zip([
+            self.import_max_bytes,
+            self.import_max_entries,
+            self.import_max_path_bytes,
+            self.import_max_name_bytes,
+            self.import_max_link_bytes,
+            self.import_max_header_bytes,
+        ]) {
+            match value {
+                Some(0) => return Err(invalid(format!("`{}` must be at least 1", cap.key()))),
+                Some(v) => limits.set(cap, v),
+                None => {}
+            }
+        }
+        let max_line_bytes = match self.output_max_line_bytes {
+            Some(0) => return Err(invalid("`output_max_line_bytes` must be at least 1".into())),
+            Some(v) => usize::try_from(v).unwrap_or(usize::MAX),
+            None => DEFAULT_MAX_LINE_BYTES,
+        };
+        Ok(GuestExecutor {
+            mode,
+            ssh: SshOptions {
+                target,
+                identity,
+                passphrase_env: self.passphrase_env,
+                host_keys,
+                connect_timeout,
+                max_line_bytes,
+            },
+            state_dir: state_dir.trim_end_matches('/').to_string(),
+            helper,
+            make: self.make,
+            limits,
+            state: Mutex::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fruix_core::executor::parse_config;
+    use fruix_core::Registry;
+    use serde_json::json;
+
+    #[test]
+    fn bad_configuration_names_the_problem() {
+        let registry = Registry::compiled().unwrap();
+        for (config, expected) in [
+            (json!({}), "no guest"),
+            (json!({"guest": "nouser"}), "user@host"),
+            (
+                json!({"guest": "a@b", "colour": 1}),
+                "unknown field `colour`",
+            ),
+            (
+                json!({"guest": "a@b", "guest_state_dir": "var"}),
+                "relative",
+            ),
+            (json!({"machines": "/m.scm"}), "without `machine`"),
+            (json!({"guest": "a@b", "machine": "x"}), "not both"),
+            (
+                json!({"guest": "a@b", "connect_timeout_secs": 0}),
+                "at least 1",
+            ),
+            (
+                json!({"guest": "a@b", "import_max_entries": 0}),
+                "`import_max_entries` must be at least 1",
+            ),
+            (
+                json!({"guest": "a@b", "output_max_line_bytes": 0}),
+                "`output_max_line_bytes` must be at least 1",
+            ),
+        ] {
+            let e = registry
+                .create("host-initiated", config)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{e}");
+        }
+    }
+
+    #[test]
+    fn import_caps_and_the_line_cap_are_configuration_keys_with_defaults() {
+        let registry = Registry::compiled().unwrap();
+        let keys = &registry.get("guest-self-hosted").unwrap().config_keys;
+        // What `fruix executors describe` shows names each key's default.
+        let described = |name: &str, default: u64| {
+            let key = keys.iter().find(|k| k.name == name);
+            let key = key.unwrap_or_else(|| panic!("{name} is not a configuration key"));
+            assert!(
+                key.description.contains(&format!("(default {default}")),
+                "{name}: {}",
+                key.description
+            );
+        };
+        for cap in Cap::ALL {
+            described(cap.key(), ImportLimits::default().get(cap));
+        }
+        described(crate::bounded::LINE_CAP_KEY, DEFAULT_MAX_LINE_BYTES as u64);
+
+        let e = GuestConfig {
+            guest: Some("a@b".into()),
+            ..Default::default()
+        }
+        .build(Mode::SelfHosted)
+        .unwrap();
+        assert_eq!(e.limits, ImportLimits::default());
+        assert_eq!(e.ssh.max_line_bytes, DEFAULT_MAX_LINE_BYTES);
+
+        let config = json!({"guest": "a@b", "import_max_bytes": 1024, "import_max_entries": 7,
+            "import_max_path_bytes": 6, "import_max_name_bytes": 5, "import_max_link_bytes": 4,
+            "import_max_header_bytes": 3, "output_max_line_bytes": 2});
+        let config: GuestConfig = parse_config("guest-self-hosted", config).unwrap();
+        let e = config.build(Mode::SelfHosted).unwrap();
+        let expected = ImportLimits {
+            max_bytes: 1024,
+            max_entries: 7,
+            max_path_bytes: 6,
+            max_name_bytes: 5,
+            max_link_bytes: 4,
+            max_header_bytes: 3,
+        };
+        assert_eq!(e.limits, expected);
+        assert_eq!(e.ssh.max_line_bytes, 2);
+    }
+
+    #[test]
+    fn machines_file_supplies_target_key_state_dir_and_helper() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("machines.scm");
+        std::fs::write(
+            &file,
+            r#"(fruix-machines (machine (name "b1") (host "10.0.0.5") (port 2200) (user "fruix")
+                 (private-key "/k") (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ")
+                 (state-dir "/srv/fruix/") (helper "/usr/local/bin/fruix")))"#,
+        )
+        .unwrap();
+        let e = GuestConfig {
+            machines: Some(file),
+            machine: Some("b1".into()),
+            ..Default::default()
+        }
+        .build(Mode::SelfHosted)
+        .unwrap();
+        assert_eq!(e.ssh.target.to_string(), "fruix@10.0.0.5:2200");
+        assert_eq!(e.ssh.identity.as_deref(), Some(std::path::Path::new("/k")));
+        assert!(matches!(e.ssh.host_keys, HostKeyPolicy::Pinned(_)));
+        assert_eq!(e.guest_root("r1"), "/srv/fruix/native-builds/r1");
+        assert_eq!(e.helper, "/usr/local/bin/fruix");
+    }
+}

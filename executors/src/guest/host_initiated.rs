@@ -1,0 +1,179 @@
+//! `host-initiated`: the host drives the build in the guest over SSH, one
+//! remote command per make step, rendering the plan of `fruix-freebsd` as
+//! POSIX sh ([`fruix_freebsd::sh`]): it needs only sh, make, cc, tar and cp
+//! there. The host signs the imported trees.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fruix_core::error::IoContext;
+use fruix_core::executor::RunContext;
+use fruix_core::promotion::ArtifactEntry;
+use fruix_core::result_root::INCOMPLETE_MARKER;
+use fruix_core::{Error, Result};
+use fruix_freebsd::probe::{choose_probe, probe_in};
+use fruix_freebsd::promotion::{promotion_metadata, Builder};
+use fruix_freebsd::slice::ARTIFACTS_DIR;
+use fruix_freebsd::{sh, BuildPlan, Layout};
+use tokio::io::AsyncWriteExt;
+
+use super::{GuestExecutor, Mode, TAIL_LINES, VERSION};
+use crate::bounded::Tail;
+use crate::ssh::SshSession;
+
+impl GuestExecutor {
+    pub(super) async fn run_host_initiated(
+        &self,
+        session: Arc<SshSession>,
+        ctx: &RunContext,
+    ) -> Result<()> {
+        let request = &ctx.request;
+        let root = self.guest_root(&request.run_id);
+        let work = format!("{root}.work");
+        let make = match &self.make {
+            Some(m) => m.clone(),
+            None => {
+                self.check(
+                    &session,
+                    "find make (install bmake, or set the `make` configuration key)",
+                    "command -v bmake || command -v make",
+                )
+                .await?
+            }
+        };
+        let layout = Layout {
+            make,
+            source_dir: PathBuf::from(&request.source.path),
+            work_dir: PathBuf::from(&work),
+        };
+        let plan = BuildPlan::new(request, &layout)?;
+        let q_root = sh::quote(&root);
+        let prepare = format!(
+            "set -e\nmkdir -p {parent}\nif [ -e {q_root} ]; then echo \"guest result root {root} already exists\" >&2; exit 1; fi\nmkdir {q_root}\n: > {q_root}/{INCOMPLETE_MARKER}\n{work_dir}uname -n",
+            parent = sh::quote(&format!("{}/native-builds", self.state_dir)),
+            work_dir = sh::prepare_work_dir_script(&work),
+        );
+        let host_name = self
+            .check(&session, "prepare the guest result root", &prepare)
+            .await?;
+        self.state.lock().expect("state lock").guest_work = Some(work.clone());
+        let logs = ctx.logs_dir()?;
+        for step in &plan.steps {
+            let log_path = logs.join(format!("{}.log", step.target));
+            let script = sh::step_script(step);
+            ctx.events
+                .stage(
+                    step.target,
+                    self.remote_step(&session, step.target, &script, &log_path, ctx),
+                )
+                .await?;
+        }
+        let collect = format!(
+            "{}{}",
+            sh::slicing_script(&plan.slicing, &work, &root),
+            sh::probe_listing_script(&plan.artifacts, &root)
+        );
+        let listed_probes = ctx
+            .events
+            .stage("collect", async {
+                self.check(&session, "collect the artifacts in the guest", &collect)
+                    .await
+            })
+            .await?;
+        let artifacts = plan
+            .artifacts
+            .iter()
+            .map(|artifact| {
+                let name = artifact.name();
+                ArtifactEntry {
+                    name: name.to_string(),
+                    path: format!("{ARTIFACTS_DIR}/{name}"),
+                    probe: choose_probe(name, |p| {
+                        listed_probes.lines().any(|l| l == format!("{name}/{p}"))
+                    }),
+                    tree_signature: None,
+                }
+            })
+            .collect();
+        let builder = Builder {
+            executor: Mode::HostInitiated.name(),
+            executor_version: VERSION,
+            host_name: &host_name,
+        };
+        let mut metadata = promotion_metadata(request, builder, artifacts);
+        let finish = format!(
+            "set -e\ncat > {q_root}/promotion.scm\nrm -f {q_root}/{INCOMPLETE_MARKER}\nrm -rf {}",
+            sh::quote(&work)
+        );
+        let out = session
+            .output(&finish, Some(metadata.to_scheme().as_bytes()))
+            .await?;
+        if !out.exit.success() {
+            return Err(Error::system(format!(
+                "cannot write promotion.scm in the guest: {}",
+                out.stderr_text()
+            )));
+        }
+        self.state.lock().expect("state lock").guest_work = None;
+        let mut staged = ctx
+            .events
+            .stage("import", self.import(session.clone(), ctx))
+            .await?;
+        ctx.events
+            .stage("sign", async {
+                // The guest's output is untrusted: probes and signatures
+                // come from the imported trees.
+                for a in &mut metadata.artifacts {
+                    a.probe = probe_in(&a.name, &staged.path().join(&a.path));
+                    a.tree_signature = Some(staged.signature(&a.path)?);
+                    staged.signed_here(&a.path);
+                }
+                metadata.write_to(staged.path())
+            })
+            .await?;
+        staged.place(&ctx.result_root)
+    }
+
+    /// Runs one make step in the guest, streaming to events and `log_path`.
+    async fn remote_step(
+        &self,
+        session: &SshSession,
+        stage: &str,
+        script: &str,
+        log_path: &Path,
+        ctx: &RunContext,
+    ) -> Result<()> {
+        let file = std::fs::File::create(log_path).with_path("create log file", log_path)?;
+        let mut log = std::io::BufWriter::new(file);
+        let mut tail = Tail::new(TAIL_LINES);
+        let mut write_error = None;
+        let exit = session
+            .stream(script, None, &ctx.cancel, |stream, line| {
+                if let Err(e) = writeln!(log, "{line}") {
+                    write_error.get_or_insert(e);
+                }
+                tail.push(line);
+                ctx.events.log(stage, stream, line);
+            })
+            .await?;
+        let mut file = tokio::fs::File::from_std(
+            log.into_inner()
+                .map_err(|e| Error::io("write log file", log_path, e.into_error()))?,
+        );
+        file.flush().await.with_path("write log file", log_path)?;
+        if let Some(e) = write_error {
+            return Err(Error::io("write log file", log_path, e));
+        }
+        match exit {
+            None => Err(Error::Cancelled),
+            Some(exit) if exit.success() => Ok(()),
+            Some(exit) => Err(Error::Build {
+                step: stage.to_string(),
+                status: Some(exit.describe()),
+                log: Some(log_path.to_path_buf()),
+                tail: tail.into_lines(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The two guest executors: `host-initiated` (the host drives each make step
+//! in the guest over SSH) and `guest-self-hosted` (the guest's own `fruix`
+//! runs the build driver; the host starts it and imports the result).
+//!
+//! # Contract
+//!
+//! Both take the same configuration ([`GuestConfig`], in `config.rs`) naming the guest,
+//! connect to it over SSH ([`crate::ssh`]), check that the request's source
+//! store path exists there (the error names it), build into the guest's
+//! state directory, `STATE/native-builds/RUN-ID/`, and import that result
+//! root into the host's ([`crate::import`], retried up to
+//! [`IMPORT_ATTEMPTS`] times on a dropped connection). Both end with the
+//! same normalized result root, and for the same source and policy the same
+//! tree signatures, as the `local` executor.
+//!
+//! - `guest-self-hosted` first runs `HELPER --version` in the guest and
+//!   refuses a missing helper, or one older than [`MIN_HELPER_VERSION`], with
+//!   a message saying what to install. Then it runs
+//!   `HELPER native-build self-hosted --state-dir STATE` with the request as
+//!   JSON on stdin, streams its output live as stage `guest-build`, and
+//!   imports the root the helper printed. The guest signs every artifact;
+//!   the import refuses a tree whose signature does not match.
+//! - `host-initiated` needs only make, cc, tar, cp and a POSIX sh in the
+//!   guest. It creates the guest result root (marked unfinished) and a work
+//!   directory next to it, runs the plan of `fruix-freebsd`
+//!   ([`fruix_freebsd::BuildPlan`], rendered as sh by [`fruix_freebsd::sh`])
+//!   step by step, each as its own stage, logged to the host's
+//!   `logs/STEP.log`, slices the install trees into `artifacts/` with the
+//!   rendered slicing (the same slices as the driver's, with `tar` and
+//!   `mv`), writes the guest's `promotion.scm`, clears the marker, removes
+//!   the work directory, imports, then chooses the probes and computes the
+//!   tree signatures on the host and writes the host's `promotion.scm`
+//!   (executor `host-initiated`, the guest's host name).
+//! - Cancellation stops the remote command's whole process tree
+//!   ([`crate::ssh::remote`]); cleanup removes a host-initiated work
+//!   directory left in the guest.
+//!
+//! The code follows these seams: `config.rs` (the configuration),
+//! `self_hosted.rs` and `host_initiated.rs` (the two ways of running), and
+//! `in_guest.rs` (the build the guest's helper runs).
+
+mod config;
+mod host_initiated;
+mod in_guest;
+mod self_hosted;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fruix_core::executor::{
+    parse_config, Capabilities, Executor, ExecutorKind, ExecutorRegistration, RunContext,
+};
+use fruix_core::{Error, Result};
+
+pub use self::config::{GuestConfig, CONFIG_KEYS, DEFAULT_HELPER, DEFAULT_STATE_DIR};
+pub use self::in_guest::InGuestBuild;
+pub use self::self_hosted::MIN_HELPER_VERSION;
+use crate::import::{self, ImportLimits, Staged};
+use crate::ssh::{is_connection_lost, shell_quote, SshOptions, SshSession};
+
+/// The executor version recorded in `promotion.scm`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How many times an import is tried when the connection drops.
+pub const IMPORT_ATTEMPTS: u32 = 3;
+
+/// How many last log lines a failed guest step reports.
+const TAIL_LINES: usize = 20;
+
+/// Which of the two guest executors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    HostInitiated,
+    SelfHosted,
+}
+
+impl Mode {
+    /// The registered name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::HostInitiated => "host-initiated",
+            Mode::SelfHosted => "guest-self-hosted",
+        }
+    }
+}
+
+/// What cleanup must undo.
+#[derive(Debug, Default)]
+struct RunState {
+    session: Option<Arc<SshSession>>,
+    /// A host-initiated work directory still in the guest.
+    guest_work: Option<String>,
+}
+
+/// Builds in a guest over SSH; see the module docs.
+#[derive(Debug)]
+pub struct GuestExecutor {
+    mode: Mode,
+    ssh: SshOptions,
+    state_dir: String,
+    helper: String,
+    make: Option<String>,
+    limits: ImportLimits,
+    state: Mutex<RunState>,
+}
+
+impl GuestExecutor {
+    /// The guest result root of run `run_id`.
+    pub fn guest_root(&self, run_id: &str) -> String {
+        format!("{}/native-builds/{run_id}", self.state_dir)
+    }
+
+    async fn connect(&self, ctx: &RunContext) -> Result<Arc<SshSession>> {
+        let session = SshSession::connect(&self.ssh, &ctx.events).await?;
+        self.state.lock().expect("state lock").session = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Runs a small script; a non-zero exit is a system failure saying `what`.
+    async fn check(&self, session: &SshSession, what: &str, script: &str) -> Result<String> {
+        let out = session.output(script, None).await?;
+        if out.exit.success() {
+            Ok(out.stdout_text())
+        } else {
+            Err(Error::system(format!(
+                "cannot {what} on {} ({}): {}",
+                session.target(),
+                out.exit.describe(),
+                out.stderr_text()
+            )))
+        }
+    }
+
+    async fn check_source(&self, session: &SshSession, ctx: &RunContext) -> Result<()> {
+        let source = &ctx.request.source.path;
+        let out = session
+            .output(&format!("test -d {}", shell_quote(source)), None)
+            .await?;
+        if out.exit.success() {
+            return Ok(());
+        }
+        Err(Error::NotFound {
+            path: PathBuf::from(source),
+            hint: format!(
+                "the declared source store path does not exist in the guest {}; copy the source there (same path) or give the guest's path with --source",
+                session.target()
+            ),
+        })
+    }
+
+    /// Imports the guest root, reconnecting on a dropped connection.
+    async fn import(&self, mut session: Arc<SshSession>, ctx: &RunContext) -> Result<Staged> {
+        let remote = self.guest_root(&ctx.request.run_id);
+        let mut attempt = 1;
+        loop {
+            match import::fetch(&session, &remote, ctx, &self.limits).await {
+                Err(e) if is_connection_lost(&e) && attempt < IMPORT_ATTEMPTS => {
+                    ctx.events.warn(format!(
+                        "import attempt {attempt} of {IMPORT_ATTEMPTS} failed: {e}; retrying"
+                    ));
+                    tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                    attempt += 1;
+                    session = match self.connect(ctx).await {
+                        Ok(s) => s,
+                        Err(e) if attempt < IMPORT_ATTEMPTS => {
+                            ctx.events.warn(format!("cannot reconnect: {e}"));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for GuestExecutor {
+    fn name(&self) -> &str {
+        self.mode.name()
+    }
+
+    fn version(&self) -> &str {
+        VERSION
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            remote: true,
+            signs_at_build_site: self.mode == Mode::SelfHosted,
+            cancellable: true,
+            target_arches: Vec::new(),
+        }
+    }
+
+    async fn run(&self, ctx: &RunContext) -> Result<()> {
+        let session = ctx.events.stage("connect", self.connect(ctx)).await?;
+        self.check_source(&session, ctx).await?;
+        match self.mode {
+            Mode::SelfHosted => self.run_self_hosted(session, ctx).await,
+            Mode::HostInitiated => self.run_host_initiated(session, ctx).await,
+        }
+    }
+
+    async fn cleanup(&self, ctx: &RunContext) -> Result<()> {
+        let (session, work) = {
+            let mut state = self.state.lock().expect("state lock");
+            (state.session.take(), state.guest_work.take())
+        };
+        if let Some(work) = work {
+            let session = match session.clone() {
+                Some(s) => s,
+                None => SshSession::connect(&self.ssh, &ctx.events).await?,
+            };
+            let removed = session
+                .output(&format!("rm -rf {}", shell_quote(&work)), None)
+                .await;
+            if !removed.is_ok_and(|o| o.exit.success()) {
+                // The connection may be gone: try once on a new one.
+                let fresh = SshSession::connect(&self.ssh, &ctx.events).await?;
+                self.check(
+                    &fresh,
+                    "remove the guest work directory",
+                    &format!("rm -rf {}", shell_quote(&work)),
+                )
+                .await?;
+                fresh.disconnect().await;
+            }
+        }
+        if let Some(session) = session {
+            session.disconnect().await;
+        }
+        Ok(())
+    }
+}
+
+fn host_initiated_factory(config: serde_json::Value) -> Result<Arc<dyn Executor>> {
+    let config: GuestConfig = parse_config(Mode::HostInitiated.name(), config)?;
+    Ok(Arc::new(config.build(Mode::HostInitiated)?))
+}
+
+fn self_hosted_factory(config: serde_json::Value) -> Result<Arc<dyn Executor>> {
+    let config: GuestConfig = parse_config(Mode::SelfHosted.name(), config)?;
+    Ok(Arc::new(config.build(Mode::SelfHosted)?))
+}
+
+inventory::submit! {
+    ExecutorRegistration {
+        name: "host-initiated",
+        description: "drives each make step in a guest over SSH, then imports the result root",
+        version: VERSION,
+        origin: env!("CARGO_PKG_NAME"),
+        kind: ExecutorKind::BuiltIn,
+        config_keys: CONFIG_KEYS,
+        factory: host_initiated_factory,
+    }
+}
+
+inventory::submit! {
+    ExecutorRegistration {
+        name: "guest-self-hosted",
+        description: "runs fruix's build driver inside a guest (its own fruix), then imports the result root over SSH",
+        version: VERSION,
+        origin: env!("CARGO_PKG_NAME"),
+        kind: ExecutorKind::BuiltIn,
+        config_keys: CONFIG_KEYS,
+        factory: self_hosted_factory,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fruix_core::Registry;
+    use serde_json::json;
+
+    #[test]
+    fn both_are_registered_with_the_same_keys() {
+        let registry = Registry::compiled().unwrap();
+        for mode in [Mode::HostInitiated, Mode::SelfHosted] {
+            let entry = registry.get(mode.name()).unwrap();
+            assert_eq!(entry.config_keys.len(), CONFIG_KEYS.len());
+            let e = registry
+                .create(mode.name(), json!({"guest": "root@127.0.0.1:2222"}))
+                .unwrap();
+            assert_eq!(e.name(), mode.name());
+            assert!(e.capabilities().remote);
+        }
+    }
+}

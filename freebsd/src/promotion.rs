@@ -1,0 +1,145 @@
+//! Writing `promotion.scm` for a finished build: probes, tree signatures, and
+//! metadata taken from the request.
+//!
+//! Executors that lay out `artifacts/<name>/` themselves (the build driver,
+//! the jail plugin, external executors whose `collect` wrote no
+//! `promotion.scm`) use [`write_promotion`], so that the metadata always
+//! agrees with the request.
+
+use std::path::Path;
+
+use fruix_core::executor::BuildRequest;
+use fruix_core::manifest::tree_signature;
+use fruix_core::promotion::{base_probes, ArtifactEntry, PromotionMetadata};
+use fruix_core::{Error, Result};
+
+use crate::probe::probe_in;
+
+/// Who built the artifacts, as recorded in `promotion.scm`.
+#[derive(Debug, Clone, Copy)]
+pub struct Builder<'a> {
+    pub executor: &'a str,
+    pub executor_version: &'a str,
+    /// The host name of the machine (or jail, or guest) that built.
+    pub host_name: &'a str,
+}
+
+/// The metadata of `request` built by `builder`, listing `artifacts`.
+pub fn promotion_metadata(
+    request: &BuildRequest,
+    builder: Builder<'_>,
+    artifacts: Vec<ArtifactEntry>,
+) -> PromotionMetadata {
+    PromotionMetadata {
+        executor: builder.executor.to_string(),
+        executor_version: builder.executor_version.to_string(),
+        run_id: request.run_id.clone(),
+        guest_host_name: builder.host_name.to_string(),
+        closure_path: None,
+        development_profile_path: None,
+        freebsd_base: request.freebsd_base.clone(),
+        source_store: request.source.clone(),
+        build_policy: request.policy.clone(),
+        artifacts,
+    }
+}
+
+/// Signs `root/artifacts/<name>` for every artifact `request` asks for and
+/// writes `root/promotion.scm` from the request, returning the metadata.
+///
+/// Blocking (it hashes every file); call it from a blocking task. A
+/// requested artifact that is not a base artifact has no probe to choose and
+/// is refused: its executor must write `promotion.scm` itself.
+pub fn write_promotion(
+    root: &Path,
+    request: &BuildRequest,
+    builder: Builder<'_>,
+) -> Result<PromotionMetadata> {
+    let mut artifacts = Vec::with_capacity(request.artifacts.len());
+    for name in &request.artifacts {
+        if base_probes(name).is_none() {
+            return Err(Error::InvalidRequest {
+                message: format!(
+                    "artifact `{name}` is not a base artifact, so fruix cannot choose its probe; the executor must write promotion.scm itself"
+                ),
+            });
+        }
+        let path = format!("artifacts/{name}");
+        let dir = root.join(&path);
+        if !dir.is_dir() {
+            return Err(Error::NotFound {
+                path: dir,
+                hint: format!("the executor did not collect the requested artifact `{name}`"),
+            });
+        }
+        artifacts.push(ArtifactEntry {
+            name: name.clone(),
+            probe: probe_in(name, &dir),
+            tree_signature: Some(tree_signature(&dir)?),
+            path,
+        });
+    }
+    let metadata = promotion_metadata(request, builder, artifacts);
+    metadata.write_to(root)?;
+    Ok(metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fruix_core::executor::base_artifacts;
+    use fruix_core::result_root::validate;
+    use fruix_core::testing::{sample_metadata, write_sample_result_root};
+
+    fn request(artifacts: Vec<String>) -> BuildRequest {
+        let m = sample_metadata("x", "20260405T213444Z");
+        BuildRequest {
+            run_id: m.run_id,
+            freebsd_base: m.freebsd_base,
+            source: m.source_store,
+            policy: m.build_policy,
+            artifacts,
+        }
+    }
+
+    const BUILDER: Builder<'static> = Builder {
+        executor: "ext",
+        executor_version: "2.1",
+        host_name: "builder-9",
+    };
+
+    #[test]
+    fn written_metadata_validates_and_follows_the_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        write_sample_result_root(&root, "x", "19700101T000000Z", false).unwrap();
+        std::fs::remove_file(root.join("promotion.scm")).unwrap();
+        let m = write_promotion(&root, &request(base_artifacts()), BUILDER).unwrap();
+        let validated = validate(&root).unwrap();
+        assert_eq!(validated.metadata(), &m);
+        assert_eq!(
+            (m.executor.as_str(), m.run_id.as_str()),
+            ("ext", "20260405T213444Z")
+        );
+        assert_eq!(m.guest_host_name, "builder-9");
+        assert!(m.artifacts.iter().all(|a| a.tree_signature.is_some()));
+    }
+
+    #[test]
+    fn a_missing_artifact_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = write_promotion(dir.path(), &request(vec!["kernel".into()]), BUILDER).unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("did not collect the requested artifact `kernel`"),
+            "{e}"
+        );
+        let e = write_promotion(dir.path(), &request(vec!["lib32".into()]), BUILDER).unwrap_err();
+        assert!(matches!(e, Error::InvalidRequest { .. }), "{e}");
+        assert!(
+            e.to_string().contains("must write promotion.scm itself"),
+            "{e}"
+        );
+    }
+}

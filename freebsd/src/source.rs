@@ -1,0 +1,191 @@
+//! Source checks: what makes a directory a FreeBSD source tree, what its
+//! `sys/conf/newvers.sh` says about the version, and FreeBSD's names for
+//! branches and targets.
+
+use std::path::{Path, PathBuf};
+
+use fruix_core::error::IoContext;
+use fruix_core::{Error, Result};
+
+/// Makefile names BSD make looks for, in its order.
+pub const MAKEFILES: [&str; 3] = ["BSDmakefile", "makefile", "Makefile"];
+
+/// Where the version of a FreeBSD source tree is declared.
+pub const NEWVERS: &str = "sys/conf/newvers.sh";
+
+/// Checks that `dir` is a FreeBSD source tree: a directory whose makefile
+/// (the first of [`MAKEFILES`] there) mentions `buildworld`. Anything else
+/// is [`Error::InvalidRequest`] naming the directory.
+pub fn check_source_tree(dir: &Path) -> Result<()> {
+    let invalid = |message: String| Error::InvalidRequest { message };
+    if !dir.is_dir() {
+        return Err(invalid(format!(
+            "source directory {} does not exist or is not a directory; give the path of a FreeBSD source tree",
+            dir.display()
+        )));
+    }
+    let makefile = find_makefile(dir).ok_or_else(|| {
+        invalid(format!(
+            "source directory {} has no {}; it is not a FreeBSD source tree",
+            dir.display(),
+            MAKEFILES.join(", ")
+        ))
+    })?;
+    let text = std::fs::read(&makefile).with_path("read", &makefile)?;
+    if !text
+        .windows(b"buildworld".len())
+        .any(|w| w == b"buildworld")
+    {
+        return Err(invalid(format!(
+            "{} does not mention buildworld: {} is not a FreeBSD source tree",
+            makefile.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The makefile BSD make reads in `dir`, if any.
+fn find_makefile(dir: &Path) -> Option<PathBuf> {
+    MAKEFILES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|path| path.is_file())
+}
+
+/// What `sys/conf/newvers.sh` declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Newvers {
+    /// `TYPE` (`FreeBSD` when the file has none).
+    pub name: String,
+    /// `REVISION-BRANCH`, for example `15.0-STABLE`.
+    pub version: String,
+}
+
+/// Reads `TYPE`, `REVISION` and `BRANCH` from the source tree's
+/// [`NEWVERS`]. A file without `REVISION=` and `BRANCH=` lines is
+/// [`Error::InvalidMetadata`] naming the missing field.
+pub fn read_newvers(source: &Path) -> Result<Newvers> {
+    let path = source.join(NEWVERS);
+    let text = std::fs::read_to_string(&path).with_path("read", &path)?;
+    let var = |name: &str| {
+        text.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+        })
+    };
+    let required = |name: &str| {
+        var(name).ok_or_else(|| Error::InvalidMetadata {
+            path: path.clone(),
+            field: name.to_string(),
+            line: None,
+            message: format!("no {name}= line; give the FreeBSD version explicitly"),
+        })
+    };
+    let (revision, branch) = (required("REVISION")?, required("BRANCH")?);
+    Ok(Newvers {
+        name: var("TYPE").unwrap_or_else(|| "FreeBSD".into()),
+        version: format!("{revision}-{branch}"),
+    })
+}
+
+/// The source branch a version usually comes from: 15.0-STABLE -> stable/15,
+/// 15.0-CURRENT -> main, 14.2-RELEASE -> releng/14.2.
+pub fn branch_of(version: &str) -> String {
+    let (revision, kind) = version.split_once('-').unwrap_or((version, ""));
+    let major = revision.split('.').next().unwrap_or(revision);
+    match kind {
+        "STABLE" => format!("stable/{major}"),
+        "CURRENT" => "main".into(),
+        k if k.starts_with("RELEASE") || k.starts_with("BETA") || k.starts_with("RC") => {
+            format!("releng/{revision}")
+        }
+        _ => kind.to_lowercase(),
+    }
+}
+
+/// FreeBSD's `TARGET` for a `TARGET_ARCH`.
+pub fn target_of(arch: &str) -> &str {
+    match arch {
+        "aarch64" => "arm64",
+        "armv6" | "armv7" => "arm",
+        a if a.starts_with("powerpc") => "powerpc",
+        a if a.starts_with("riscv") => "riscv",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_tree_needs_a_makefile_that_knows_buildworld() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = check_source_tree(&dir.path().join("missing")).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidRequest { .. }) && e.to_string().contains("does not exist"),
+            "{e}"
+        );
+        let e = check_source_tree(dir.path()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        assert!(
+            text.contains("has no BSDmakefile, makefile, Makefile"),
+            "{text}"
+        );
+        std::fs::write(dir.path().join("Makefile"), "all:\n").unwrap();
+        let e = check_source_tree(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("does not mention buildworld"), "{e}");
+        std::fs::write(dir.path().join("BSDmakefile"), "buildworld:\n").unwrap();
+        check_source_tree(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn newvers_gives_type_revision_and_branch() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("sys/conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        let e = read_newvers(dir.path()).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+        std::fs::write(
+            conf.join("newvers.sh"),
+            "TYPE=\"FreeBSD\"\nREVISION=\"15.0\"\n",
+        )
+        .unwrap();
+        let e = read_newvers(dir.path()).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidMetadata { field, .. } if field == "BRANCH"),
+            "{e}"
+        );
+        std::fs::write(
+            conf.join("newvers.sh"),
+            "# comment\nREVISION=\"15.0\"\n  BRANCH=\"STABLE\"\n",
+        )
+        .unwrap();
+        let newvers = read_newvers(dir.path()).unwrap();
+        assert_eq!(
+            newvers,
+            Newvers {
+                name: "FreeBSD".into(),
+                version: "15.0-STABLE".into()
+            }
+        );
+    }
+
+    #[test]
+    fn branches_follow_freebsd_naming() {
+        assert_eq!(branch_of("15.0-STABLE"), "stable/15");
+        assert_eq!(branch_of("15.0-CURRENT"), "main");
+        assert_eq!(branch_of("14.2-RELEASE-p1"), "releng/14.2");
+    }
+
+    #[test]
+    fn targets_follow_freebsd_naming() {
+        assert_eq!(target_of("amd64"), "amd64");
+        assert_eq!(target_of("aarch64"), "arm64");
+        assert_eq!(target_of("powerpc64le"), "powerpc");
+    }
+}
