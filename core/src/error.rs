@@ -14,7 +14,7 @@ use crate::escape;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, classified so that callers can decide to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Failure {
     /// The build itself failed (a make step exited non-zero): retrying elsewhere

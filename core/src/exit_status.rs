@@ -46,6 +46,11 @@ impl ExitStatus {
         }
     }
 
+    /// The status with exit code `code`, if it is one of fruix's.
+    pub fn from_code(code: u32) -> Option<ExitStatus> {
+        Self::ALL.into_iter().find(|s| u32::from(s.code()) == code)
+    }
+
     /// What the status means, as `fruix --help` and the README say it.
     pub fn meaning(self) -> &'static str {
         match self {

@@ -164,3 +164,50 @@ fn ctrl_c_during_a_host_initiated_build_leaves_no_make_in_the_guest() {
 fn ctrl_c_during_a_self_hosted_build_leaves_no_make_in_the_guest() {
     interrupt_mid_build("guest-self-hosted");
 }
+
+/// Regression: the host found a guest's failed build step by parsing
+/// "build step `...`" out of the helper's prose. Now the helper speaks JSON
+/// Lines: prose on its stdout is a protocol error (a system failure), and a
+/// failure is what the helper's outcome line says, typed.
+#[test]
+fn the_host_reads_the_helper_protocol_never_its_prose() {
+    let sshd = Sshd::start();
+    sshd.trust();
+    let fruix_bin = env!("CARGO_BIN_EXE_fruix");
+    let cases = [
+        (
+            "prose",
+            "echo 'build step `buildworld` failed'; exit 1".to_string(),
+            3,
+            "broke its protocol",
+        ),
+        (
+            "a typed build failure",
+            r#"echo '{"v":1,"outcome":{"result":"failed","failure":"build","step":"buildkernel","status":"exit status 2","tail":["cc: error"],"message":"x"}}'; exit 1"#.to_string(),
+            1,
+            "build step `buildkernel` failed (in the guest: exit status 2)",
+        ),
+        (
+            "another protocol version",
+            r#"echo '{"v":2,"outcome":{"result":"succeeded","result_root":"/x"}}'"#.to_string(),
+            3,
+            "protocol version 2",
+        ),
+    ];
+    for (what, body, status, expected) in cases {
+        let helper = sshd
+            .dir
+            .path()
+            .join(format!("helper-{}", what.replace(' ', "-")));
+        crate::sshd::script(
+            &helper,
+            &format!(
+                "#!/bin/sh\nif [ \"$1\" = --version ]; then exec {fruix_bin} --version; fi\ncat >/dev/null\n{body}\n"
+            ),
+        );
+        let host = tempfile::tempdir().unwrap();
+        let (code, stderr) = crate::ssh_import::build_with(&sshd, host.path(), &helper);
+        assert_eq!(code, Some(status), "{what}: {stderr}");
+        assert!(stderr.contains(expected), "{what}: {stderr}");
+    }
+}

@@ -13,7 +13,7 @@ use crate::sshd::{guest_build, script, tampering_helper, Sshd};
 use crate::util::{run, snapshot};
 
 /// A guest build with `helper` as the guest's fruix; returns status and stderr.
-fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> (Option<i32>, String) {
+pub fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> (Option<i32>, String) {
     build_with_config(sshd, host, helper, &[])
 }
 

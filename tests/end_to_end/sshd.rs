@@ -266,14 +266,15 @@ pub fn script(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// A guest helper that runs the real fruix, then `after` (a sh snippet with
-/// `$ROOT` set to the result root it built), then reports the root.
+/// A guest helper that runs the real fruix, keeps its last protocol line
+/// (the outcome), runs `after` (a sh snippet with `$ROOT` set to the result
+/// root it built), then passes the outcome on.
 pub fn tampering_helper(dir: &Path, after: &str) -> PathBuf {
     let path = dir.join("tampering-fruix");
     script(
         &path,
         &format!(
-            "#!/bin/sh\nset -e\nif [ \"$1\" = --version ]; then exec {fruix} --version; fi\nROOT=$({fruix} \"$@\" | tail -n 1)\n{after}\nprintf '%s\\n' \"$ROOT\"\n",
+            "#!/bin/sh\nset -e\nif [ \"$1\" = --version ]; then exec {fruix} --version; fi\nOUTCOME=$({fruix} \"$@\" | tail -n 1)\nROOT=$(printf '%s' \"$OUTCOME\" | sed -n 's/.*\"result_root\":\"\\([^\"]*\\)\".*/\\1/p')\n{after}\nprintf '%s\\n' \"$OUTCOME\"\n",
             fruix = env!("CARGO_BIN_EXE_fruix")
         ),
     );

@@ -4,38 +4,37 @@
 //! Reads a build request (JSON, as `fruix_core::executor::BuildRequest`
 //! serializes) from stdin or `--request FILE`, runs the build driver on this
 //! machine into `STATE_DIR/native-builds/RUN-ID/` through the core runner
-//! (unfinished marker, cleanup, validation), signs every artifact, and
-//! prints the result root's path as the last line of stdout. Stages and every
-//! log line go to stderr as they happen, so the host streams them live.
-//! Exit statuses are fruix's usual ones; SIGINT and SIGTERM cancel the build
-//! and stop make's whole process group.
+//! (unfinished marker, cleanup, validation) and signs every artifact. It
+//! speaks the guest helper protocol on stdout
+//! ([`fruix_executors::guest::protocol`]): one JSON line per event as it
+//! happens, so the host streams them live, then one outcome line with the
+//! result root or the typed failure. Exit statuses are fruix's usual ones;
+//! SIGINT and SIGTERM cancel the build and stop make's whole process group.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::Arc;
 
 use fruix_core::executor::{run_executor, BuildRequest, EventSink};
+use fruix_core::Error;
+use fruix_executors::guest::protocol::{Body, Message, Outcome};
 use fruix_executors::guest::InGuestBuild;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{OutputArgs, SelfHostedArgs};
+use crate::args::SelfHostedArgs;
 use crate::commands::build::{run_error, watch_signals};
-use crate::display::show_events;
 use crate::exit::{CliError, CliResult, Status};
 
 pub async fn run(args: SelfHostedArgs) -> CliResult {
-    let text = match &args.request {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| CliError::usage(format!("cannot read request {}: {e}", path.display())))?,
-        None => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|e| CliError::usage(format!("cannot read the request on stdin: {e}")))?;
-            text
+    let request = match read_request(&args) {
+        Ok(request) => request,
+        Err(message) => {
+            let refused = Err(Error::InvalidRequest {
+                message: message.clone(),
+            });
+            say(&Body::Outcome(Outcome::of(&refused)));
+            return Err(CliError::usage(message));
         }
     };
-    let request: BuildRequest = serde_json::from_str(&text)
-        .map_err(|e| CliError::usage(format!("the build request is not valid JSON: {e}")))?;
     let result_root = args
         .state
         .state_dir
@@ -48,16 +47,40 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
     });
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
-    let (events, rx) = EventSink::channel();
-    let output = OutputArgs {
-        json: false,
-        quiet: false,
-        verbose: true,
-    };
-    let printer = tokio::spawn(show_events(rx, output));
-    let outcome = run_executor(executor, request, &result_root, events, cancel).await;
-    let _ = printer.await;
-    let root = outcome.map_err(run_error)?;
-    println!("{}", root.path().display());
+    let (events, mut rx) = EventSink::channel();
+    let speaker = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            say(&Body::Event(event));
+        }
+    });
+    let outcome = run_executor(executor, request, &result_root, events, cancel)
+        .await
+        .map(|root| root.path().to_string_lossy().into_owned());
+    let _ = speaker.await;
+    say(&Body::Outcome(Outcome::of(&outcome)));
+    outcome.map_err(run_error)?;
     Ok(Status::Success)
+}
+
+/// Prints one protocol message on stdout.
+fn say(body: &Body) {
+    let line = Message::new(body.clone()).to_line();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// The build request, from `--request FILE` or stdin.
+fn read_request(args: &SelfHostedArgs) -> Result<BuildRequest, String> {
+    let text = match &args.request {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read request {}: {e}", path.display()))?,
+        None => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| format!("cannot read the request on stdin: {e}"))?;
+            text
+        }
+    };
+    serde_json::from_str(&text).map_err(|e| format!("the build request is not valid JSON: {e}"))
 }

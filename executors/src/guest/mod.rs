@@ -42,6 +42,7 @@
 mod config;
 mod host_initiated;
 mod in_guest;
+pub mod protocol;
 mod self_hosted;
 
 use std::path::PathBuf;

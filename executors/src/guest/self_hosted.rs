@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
-use fruix_core::executor::{RunContext, Stream};
-use fruix_core::{Error, Result};
+use fruix_core::executor::{Event, RunContext, Stream};
+use fruix_core::{escape, Error, ExitStatus, Result};
 
+use super::protocol::{Body, Message, Outcome, VERSION};
 use super::{GuestExecutor, TAIL_LINES};
 use crate::bounded::Tail;
 use crate::ssh::{shell_quote, RemoteExit, SshSession, SshTarget};
@@ -40,33 +41,28 @@ impl GuestExecutor {
             "exec {helper} native-build self-hosted --state-dir {}",
             shell_quote(&self.state_dir)
         );
-        // Only the last line of stdout (the result root) is used.
-        let (mut last_stdout, mut tail) = (None::<String>, Tail::new(TAIL_LINES));
-        // The helper's exit is judged inside the stage, so that a failed
-        // guest build ends its stage as failed.
-        ctx.events
+        // The helper's stdout is the protocol (JSON Lines, see
+        // [`super::protocol`]); its stderr is shown as log lines. Its exit is
+        // judged inside the stage, so that a failed guest build ends its
+        // stage as failed.
+        let result_root = ctx
+            .events
             .stage("guest-build", async {
+                let mut listener = Listener::new(ctx);
                 let exit = session
                     .stream(&script, Some(&request), &ctx.cancel, |stream, line| {
-                        if stream == Stream::Stdout {
-                            last_stdout = Some(line.to_string());
-                        }
-                        tail.push(line);
-                        ctx.events.log("guest-build", stream, line);
+                        listener.line(stream, line)
                     })
                     .await?
                     .ok_or(Error::Cancelled)?;
-                if !exit.success() {
-                    return Err(helper_failure(&exit, std::mem::take(&mut tail)));
-                }
-                Ok(())
+                listener.finish(&exit)
             })
             .await?;
         let expected = self.guest_root(&ctx.request.run_id);
-        if last_stdout.as_deref() != Some(expected.as_str()) {
+        if result_root != expected {
             return Err(Error::system(format!(
-                "the guest helper reported result root {:?}, expected {expected}; is the helper a matching fruix?",
-                last_stdout.unwrap_or_default()
+                "the guest helper reported result root {}, expected {expected}; is the helper a matching fruix?",
+                escape::quoted(&result_root)
             )));
         }
         let staged = ctx
@@ -81,35 +77,106 @@ impl GuestExecutor {
     }
 }
 
-/// The error for a helper that exited non-zero: its exit statuses are
-/// fruix's (1 build failure, 3 system failure, 130 cancelled, else input).
-fn helper_failure(exit: &RemoteExit, tail: Tail) -> Error {
-    let tail = tail.into_lines();
-    let step = tail.iter().rev().find_map(|l| {
-        l.split("build step `")
-            .nth(1)?
-            .split('`')
-            .next()
-            .map(str::to_string)
-    });
-    let last = tail.last().cloned().unwrap_or_default();
-    match exit {
-        RemoteExit::Code(1) => Error::Build {
-            step: step.unwrap_or_else(|| "guest-build".into()),
-            status: Some(format!("in the guest: {}", exit.describe())),
-            log: None,
-            tail,
-        },
-        RemoteExit::Code(130) => Error::Cancelled,
-        RemoteExit::Code(2) => Error::InvalidRequest {
-            message: format!("the guest helper refused the request: {last}"),
-        },
-        _ => Error::system(format!(
-            "the guest helper failed ({}): {last}",
-            exit.describe()
-        )),
+/// Follows the helper's output: protocol messages on stdout, log lines on stderr.
+struct Listener<'a> {
+    ctx: &'a RunContext,
+    outcome: Option<Outcome>,
+    /// The first stdout line that was not a protocol message.
+    broken: Option<String>,
+    stderr: Tail,
+}
+
+impl<'a> Listener<'a> {
+    fn new(ctx: &'a RunContext) -> Self {
+        Listener {
+            ctx,
+            outcome: None,
+            broken: None,
+            stderr: Tail::new(TAIL_LINES),
+        }
+    }
+
+    fn line(&mut self, stream: Stream, line: &str) {
+        let events = &self.ctx.events;
+        if stream == Stream::Stderr {
+            self.stderr.push(line);
+            events.log(STAGE, stream, line);
+            return;
+        }
+        match Message::parse(line).map(|m| m.body) {
+            Ok(Body::Event(event)) => match event {
+                Event::Log { stream, line, .. } => events.log(STAGE, stream, &line),
+                Event::StageStarted { stage } => {
+                    events.log(STAGE, Stream::Stderr, format!("==> {stage}"))
+                }
+                Event::StageFinished {
+                    stage,
+                    ok,
+                    elapsed_ms,
+                } => events.log(
+                    STAGE,
+                    Stream::Stderr,
+                    format!(
+                        "==> {stage} {} in {:.1}s",
+                        if ok { "done" } else { "FAILED" },
+                        elapsed_ms as f64 / 1000.0
+                    ),
+                ),
+                Event::Warning { message } => events.emit(Event::Warning {
+                    message: format!("in the guest: {message}"),
+                }),
+                Event::Progress { .. } => {}
+            },
+            Ok(Body::Outcome(outcome)) => self.outcome = Some(outcome),
+            Err(problem) => {
+                self.broken.get_or_insert(problem);
+            }
+        }
+    }
+
+    /// The result root the helper reported, or the error its outcome (or,
+    /// without one, its exit status) stands for.
+    fn finish(self, exit: &RemoteExit) -> Result<String> {
+        if let Some(problem) = self.broken {
+            return Err(Error::system(format!(
+                "the guest helper broke its protocol (protocol {VERSION}): {problem}"
+            )));
+        }
+        if let Some(outcome) = self.outcome {
+            return outcome.into_result();
+        }
+        // No outcome line: the helper's exit status (fruix's table) says what
+        // kind of failure it was.
+        let tail = self.stderr.into_lines();
+        let status = match exit {
+            RemoteExit::Code(code) => ExitStatus::from_code(*code),
+            _ => None,
+        };
+        Err(match status {
+            Some(ExitStatus::Cancelled) => Error::Cancelled,
+            Some(ExitStatus::BuildFailure) => Error::Build {
+                step: STAGE.into(),
+                status: Some(format!("in the guest: {}", exit.describe())),
+                log: None,
+                tail,
+            },
+            Some(ExitStatus::Usage) => Error::InvalidRequest {
+                message: format!(
+                    "the guest helper refused the request: {}",
+                    escape::text(tail.last().map_or("", String::as_str))
+                ),
+            },
+            _ => Error::system(format!(
+                "the guest helper ended ({}) without saying how its build ended; its last output: {}",
+                exit.describe(),
+                escape::text(&tail.join(" | "))
+            )),
+        })
     }
 }
+
+/// The stage the guest's build runs in, on the host.
+const STAGE: &str = "guest-build";
 
 /// Checks the output of `HELPER --version` (`fruix X.Y.Z`).
 fn check_helper_version(

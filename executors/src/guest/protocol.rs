@@ -1,0 +1,233 @@
+//! What the guest helper (`fruix native-build self-hosted`) tells the host:
+//! a versioned, machine-readable protocol on its stdout, one JSON object per
+//! line (JSON Lines).
+//!
+//! ```text
+//! {"v":1,"event":{"event":"stage-started","stage":"buildworld"}}
+//! {"v":1,"event":{"event":"log","stage":"buildworld","stream":"stdout","line":">>> World build started"}}
+//! ...
+//! {"v":1,"outcome":{"result":"succeeded","result_root":"/var/lib/fruix/native-builds/R"}}
+//! ```
+//!
+//! While it runs, the helper sends its [`Event`]s; at the end exactly one
+//! [`Outcome`]. A failure says its kind ([`Failure`]) and, for a build
+//! failure, the step, its status and its last log lines, so the host
+//! deserialises what happened and never parses prose. The helper's stderr is
+//! not part of the protocol (the host shows it as log lines). A line that is
+//! not a message of [`VERSION`] is a protocol error.
+
+use fruix_core::executor::Event;
+use fruix_core::{escape, Error, Failure};
+
+/// The protocol version this fruix speaks.
+pub const VERSION: u32 = 1;
+
+/// One line of the helper's stdout.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Message {
+    /// The protocol version ([`VERSION`]).
+    pub v: u32,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// What a message carries.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Body {
+    /// Something that happened in the guest's build.
+    Event(Event),
+    /// How the helper's run ended: the last message.
+    Outcome(Outcome),
+}
+
+/// How the helper's run ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The result root, finished and signed, is at `result_root` in the guest.
+    Succeeded { result_root: String },
+    /// The run failed.
+    Failed {
+        failure: Failure,
+        /// The failed build step (build failures).
+        step: Option<String>,
+        /// How the step ended (`exit status 2`).
+        status: Option<String>,
+        /// The step's last log lines.
+        tail: Vec<String>,
+        /// The error as the helper would print it.
+        message: String,
+    },
+}
+
+impl Message {
+    /// A message of this version.
+    pub fn new(body: Body) -> Message {
+        Message { v: VERSION, body }
+    }
+
+    /// The message as one line of JSON (no newline).
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("protocol messages serialize")
+    }
+
+    /// Parses one line, refusing anything but a message of [`VERSION`].
+    pub fn parse(line: &str) -> Result<Message, String> {
+        let message: Message = serde_json::from_str(line).map_err(|e| {
+            format!(
+                "not a protocol message ({e}): {}",
+                escape::text(line).cut_at(200)
+            )
+        })?;
+        if message.v != VERSION {
+            return Err(format!(
+                "protocol version {} (this fruix speaks {VERSION}); install the same fruix in the guest",
+                message.v
+            ));
+        }
+        Ok(message)
+    }
+}
+
+impl Outcome {
+    /// The outcome of a helper run that ended with `result`.
+    pub fn of(result: &Result<String, Error>) -> Outcome {
+        match result {
+            Ok(root) => Outcome::Succeeded {
+                result_root: root.clone(),
+            },
+            Err(e) => {
+                let (step, status, tail) = match e {
+                    Error::Build {
+                        step, status, tail, ..
+                    } => (Some(step.clone()), status.clone(), tail.clone()),
+                    _ => (None, None, Vec::new()),
+                };
+                Outcome::Failed {
+                    failure: e.failure(),
+                    step,
+                    status,
+                    tail,
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+
+    /// The host's error for a failed outcome, or the result root of a
+    /// successful one. Guest text is escaped where the error's display does
+    /// not escape it itself.
+    pub fn into_result(self) -> Result<String, Error> {
+        let guest = |text: &str| escape::text(text).to_string();
+        let (failure, step, status, tail, message) = match self {
+            Outcome::Succeeded { result_root } => return Ok(result_root),
+            Outcome::Failed {
+                failure,
+                step,
+                status,
+                tail,
+                message,
+            } => (failure, step, status, tail, message),
+        };
+        Err(match failure {
+            Failure::Build => Error::Build {
+                step: step.unwrap_or_else(|| "guest-build".into()),
+                status: Some(format!(
+                    "in the guest: {}",
+                    status.as_deref().map_or_else(|| "failed".into(), guest)
+                )),
+                log: None,
+                // Printed through the terminal escaping, as every log line is.
+                tail,
+            },
+            Failure::Cancelled => Error::Cancelled,
+            Failure::Input => Error::InvalidRequest {
+                message: format!("the guest helper refused the request: {}", guest(&message)),
+            },
+            Failure::System => {
+                Error::system(format!("the guest helper failed: {}", guest(&message)))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fruix_core::executor::Stream;
+
+    #[test]
+    fn messages_round_trip_as_one_line_each() {
+        let messages = [
+            Message::new(Body::Event(Event::Log {
+                stage: "buildworld".into(),
+                stream: Stream::Stdout,
+                line: "a \"quoted\"\nline".into(),
+            })),
+            Message::new(Body::Outcome(Outcome::Succeeded {
+                result_root: "/var/lib/fruix/native-builds/r1".into(),
+            })),
+            Message::new(Body::Outcome(Outcome::of(&Err(Error::Build {
+                step: "buildkernel".into(),
+                status: Some("exit status 2".into()),
+                log: None,
+                tail: vec!["cc: error".into()],
+            })))),
+        ];
+        for m in messages {
+            let line = m.to_line();
+            assert!(!line.contains('\n'), "{line}");
+            assert_eq!(Message::parse(&line).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn each_failure_kind_becomes_its_typed_error() {
+        let failed = |failure| Outcome::Failed {
+            failure,
+            step: Some("buildworld".into()),
+            status: Some("exit status 2".into()),
+            tail: vec!["\u{1b}[31mred".into()],
+            message: "boom".into(),
+        };
+        match failed(Failure::Build).into_result() {
+            Err(Error::Build {
+                step, status, tail, ..
+            }) => {
+                assert_eq!(step, "buildworld");
+                assert_eq!(status.as_deref(), Some("in the guest: exit status 2"));
+                assert_eq!(
+                    tail,
+                    ["\u{1b}[31mred"],
+                    "escaped when printed, like every log line"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            failed(Failure::Cancelled).into_result(),
+            Err(Error::Cancelled)
+        ));
+        assert!(matches!(
+            failed(Failure::Input).into_result(),
+            Err(Error::InvalidRequest { .. })
+        ));
+        assert_eq!(
+            failed(Failure::System).into_result().unwrap_err().failure(),
+            Failure::System
+        );
+    }
+
+    #[test]
+    fn other_versions_and_prose_are_refused() {
+        assert!(
+            Message::parse(r#"{"v":2,"outcome":{"result":"succeeded","result_root":"/r"}}"#)
+                .unwrap_err()
+                .contains("protocol version 2")
+        );
+        assert!(Message::parse("build step `buildworld` failed")
+            .unwrap_err()
+            .contains("not a protocol message"));
+    }
+}
