@@ -211,3 +211,40 @@ fn the_host_reads_the_helper_protocol_never_its_prose() {
         assert!(stderr.contains(expected), "{what}: {stderr}");
     }
 }
+
+/// Regression: a remote command cancelled before its session id line had been
+/// read was left running in the guest (the kill loop needs the id). Cancelled
+/// even before it starts, it is stopped now: nothing is left.
+#[test]
+fn a_remote_command_cancelled_as_it_starts_leaves_nothing_running() {
+    use fruix_core::executor::EventSink;
+    use fruix_executors::ssh::{HostKeyPolicy, SshOptions, SshSession, SshTarget};
+    let sshd = Sshd::start();
+    sshd.trust();
+    let marker = sshd.dir.path().join("cancelled-as-it-starts");
+    let options = SshOptions {
+        target: SshTarget::parse(&sshd.guest()).unwrap(),
+        identity: Some(sshd.identity()),
+        passphrase_env: None,
+        host_keys: HostKeyPolicy::known_hosts(Some(sshd.known_hosts()), false),
+        connect_timeout: Duration::from_secs(30),
+        max_line_bytes: fruix_executors::ssh::DEFAULT_MAX_LINE_BYTES,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ended = runtime.block_on(async {
+        let session = SshSession::connect(&options, &EventSink::discard())
+            .await
+            .unwrap();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        cancel.cancel();
+        // The shell's command line names the marker; it waits for its sleep.
+        let script = format!("exec sh -c 'sleep 600 & wait' {}", marker.display());
+        session.stream(&script, None, &cancel, |_, _| {}).await
+    });
+    assert!(matches!(ended, Ok(None)), "{ended:?}");
+    let left = processes_mentioning(&marker);
+    assert!(left.is_empty(), "still running in the guest: {left:?}");
+}

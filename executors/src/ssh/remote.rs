@@ -17,8 +17,10 @@
 //!   member each second for [`TERM_SECONDS`] seconds, then `SIGKILL`, until
 //!   none is left (at most [`KILL_SECONDS`] seconds). The call returns once
 //!   the loop ended and the channel closed: no process of the command is left.
+//!   A cancel that comes before the session id line was read waits for that
+//!   line (briefly), so a command cancelled as it starts is stopped too.
 //! - The channel closing without an exit status (connection lost) is an
-//!   [`Error::System`] that [`super::is_connection_lost`] recognises.
+//!   [`Error::ConnectionLost`], which [`super::is_connection_lost`] recognises.
 //! - Output is untrusted: a line longer than the session's cap
 //!   ([`super::SshOptions::max_line_bytes`], configuration key
 //!   `output_max_line_bytes`) is cut, saying so ([`crate::bounded`]), and
@@ -38,6 +40,9 @@ pub const TERM_SECONDS: u32 = 5;
 
 /// Seconds after which the kill loop gives up.
 pub const KILL_SECONDS: u32 = 12;
+
+/// How long a cancelled command may take to say its session id.
+const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many last lines of each stream [`SshSession::output`] keeps.
 pub const OUTPUT_TAIL_LINES: usize = 20;
@@ -172,13 +177,26 @@ impl SshSession {
             }
             on_line(stream, text);
         };
+        // Once cancelled, the session is stopped as soon as its id is known:
+        // a cancel that comes before the id line was read waits for it (up
+        // to SESSION_WAIT), rather than leaving the command running.
+        let mut cancelled_at: Option<tokio::time::Instant> = None;
         loop {
+            if cancelled_at.is_some() {
+                if let Some(sid) = session {
+                    self.kill_session(sid).await;
+                    let _ = channel.close().await;
+                    return Ok(None);
+                }
+            }
+            let give_up = cancelled_at.map(|t| t + SESSION_WAIT);
             let msg = tokio::select! {
                 msg = channel.wait() => msg,
-                () = cancel.cancelled() => {
-                    if let Some(sid) = session {
-                        self.kill_session(sid).await;
-                    }
+                () = cancel.cancelled(), if cancelled_at.is_none() => {
+                    cancelled_at = Some(tokio::time::Instant::now());
+                    continue;
+                }
+                () = tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)), if give_up.is_some() => {
                     let _ = channel.close().await;
                     return Ok(None);
                 }
@@ -202,6 +220,9 @@ impl SshSession {
         }
         out.finish(|l| emit(Stream::Stdout, l, &mut session));
         err.finish(|l| emit(Stream::Stderr, l, &mut session));
+        if cancelled_at.is_some() {
+            return Ok(None);
+        }
         match exit {
             Some(exit) => Ok(Some(exit)),
             None => Err(lost(
