@@ -47,3 +47,8 @@ pub type CliResult<T = Status> = Result<T, CliError>;
 pub fn from_promote(e: fruix_promote::Error) -> CliError {
     CliError::new(promote(&e), e)
 }
+
+/// Wraps a matrix-crate error with its status.
+pub fn from_matrix(e: fruix_matrix::Error) -> CliError {
+    CliError::new(e.exit_status(), e)
+}

@@ -9,7 +9,7 @@ mod args;
 mod commands;
 mod display;
 mod exit;
-mod matrix;
+mod live;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

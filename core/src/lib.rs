@@ -18,7 +18,6 @@ pub mod exit_status;
 pub mod fsutil;
 pub mod machines;
 pub mod manifest;
-pub mod matrix;
 pub mod process;
 pub mod promotion;
 pub mod result_root;

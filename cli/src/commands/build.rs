@@ -1,20 +1,19 @@
 //! `fruix build`: run an executor, validate its result root, promote it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use fruix_core::escape;
-use fruix_core::executor::{base_artifacts, run_executor, BuildRequest, EventSink, Registry};
-use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
+use fruix_core::executor::{run_executor, BuildRequest, EventSink, Registry};
+use fruix_core::promotion::{BuildPolicy, SourceStore};
 use fruix_core::run_id::{allocate_run_dir, format_run_id};
 use fruix_core::Error as CoreError;
-use fruix_freebsd::source::check_source_tree;
-pub(crate) use fruix_freebsd::source::{branch_of, target_of};
+use fruix_matrix::request::{check_source, default_jobs, freebsd_base, with_arch, BuildOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{BuildArgs, GuestArgs};
 use crate::commands::promote::{print_report, promote_with_progress};
 use crate::display::show_events;
-use crate::exit::{self, CliError, CliResult, Status};
+use crate::exit::{self, from_matrix, CliError, CliResult, Status};
 
 /// Validated `fruix build` arguments, ready to construct the request.
 struct BuildPlan {
@@ -180,26 +179,18 @@ fn plan(args: &BuildArgs, remote: bool) -> CliResult<BuildPlan> {
         }
         args.source.clone()
     } else {
-        check_source(&args.source)?
+        check_source(&args.source).map_err(from_matrix)?
     };
-    let (name, version) = match &args.freebsd_version {
-        Some(v) => ("FreeBSD".to_string(), v.clone()),
-        None => read_newvers(&source)?,
-    };
-    let branch = args
-        .freebsd_branch
-        .clone()
-        .unwrap_or_else(|| branch_of(&version));
-    let target = args
-        .target
-        .clone()
-        .unwrap_or_else(|| target_of(&args.target_arch).to_string());
+    let base = freebsd_base(
+        &source,
+        args.freebsd_version.as_deref(),
+        args.freebsd_branch.as_deref(),
+    )
+    .map_err(from_matrix)?;
     let jobs = match args.jobs {
         Some(0) => return Err(CliError::usage("--jobs must be at least 1")),
         Some(j) => j,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
+        None => default_jobs(),
     };
     let (run_id, result_root) = match &args.result_root {
         Some(root) => {
@@ -214,15 +205,8 @@ fn plan(args: &BuildArgs, remote: bool) -> CliResult<BuildPlan> {
         None => allocate_run_dir(&args.state.state_dir.join("native-builds"))
             .map_err(|e| CliError::new(exit::before_run(&e), e))?,
     };
-    let request = BuildRequest {
-        run_id,
-        freebsd_base: FreebsdBase {
-            name,
-            version,
-            branch,
-            target,
-            target_arch: args.target_arch.clone(),
-        },
+    let request = BuildOptions {
+        freebsd_base: with_arch(&base, &args.target_arch, args.target.as_deref()),
         source: SourceStore {
             path: source.to_string_lossy().into_owned(),
             commit: args.source_commit.clone(),
@@ -233,8 +217,8 @@ fn plan(args: &BuildArgs, remote: bool) -> CliResult<BuildPlan> {
             make_flags: args.make_flags.clone(),
             source_date_epoch: args.source_date_epoch,
         },
-        artifacts: base_artifacts(),
-    };
+    }
+    .request(run_id);
     request
         .check()
         .map_err(|e| CliError::new(Status::Usage, e))?;
@@ -242,30 +226,6 @@ fn plan(args: &BuildArgs, remote: bool) -> CliResult<BuildPlan> {
         request,
         result_root,
     })
-}
-
-/// The source tree, canonical, if it is a FreeBSD source tree
-/// ([`fruix_freebsd::source::check_source_tree`]).
-pub(crate) fn check_source(source: &Path) -> CliResult<PathBuf> {
-    let dir = std::fs::canonicalize(source).map_err(|e| {
-        CliError::usage(format!(
-            "source {}: {e}; give an existing FreeBSD source tree",
-            source.display()
-        ))
-    })?;
-    check_source_tree(&dir).map_err(|e| CliError::new(Status::Usage, e))?;
-    Ok(dir)
-}
-
-/// The FreeBSD name and version the source's `sys/conf/newvers.sh` declares.
-pub(crate) fn read_newvers(source: &Path) -> CliResult<(String, String)> {
-    let newvers = fruix_freebsd::source::read_newvers(source).map_err(|e| {
-        CliError::usage(format!(
-            "cannot tell the FreeBSD version of {}: {e}; pass --freebsd-version",
-            source.display()
-        ))
-    })?;
-    Ok((newvers.name, newvers.version))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! The loop knows nothing of executors: it drives a [`CellRunner`] (the real
 //! one builds with executors and promotes into the store; tests use fakes),
-//! and the scheduling decisions are [`fruix_core::matrix::schedule`]'s.
+//! and the scheduling decisions are [`crate::schedule`]'s.
 //!
 //! - Every attempt gets a child of one cancellation token. Fail-fast
 //!   cancels it (running cells stop, waiting ones are cancelled); Ctrl-C
@@ -21,10 +21,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use fruix_core::matrix::schedule::{AttemptOutcome, Dispatcher, Placement, Start, Step, Verdict};
 use fruix_core::Failure;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::schedule::{AttemptOutcome, Dispatcher, Placement, Start, Step, Verdict};
 
 /// A boxed future, as the runner's methods return them.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -34,6 +35,19 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub struct CellError {
     pub failure: Failure,
     pub message: String,
+}
+
+/// The message, then the kind of failure: `... (system failure)`.
+impl std::fmt::Display for CellError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.failure {
+            Failure::Build => "build failure",
+            Failure::System => "system failure",
+            Failure::Input => "invalid result",
+            Failure::Cancelled => "cancelled",
+        };
+        write!(f, "{} ({kind})", self.message)
+    }
 }
 
 /// A cell's final status.
@@ -106,6 +120,17 @@ pub struct CellRecord {
     pub error: Option<String>,
     /// When the cell ended (promotion included).
     pub finished: Option<SystemTime>,
+}
+
+impl CellRecord {
+    /// The status, and the error when the cell failed: `passed`,
+    /// `build-failure: build step ...`.
+    pub fn summary(&self) -> String {
+        match &self.error {
+            None => self.status.as_str().to_string(),
+            Some(e) => format!("{}: {e}", self.status.as_str()),
+        }
+    }
 }
 
 impl Default for CellRecord {
@@ -294,20 +319,29 @@ pub async fn run_cells<R: CellRunner>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fruix_core::machines::Machines;
-    use fruix_core::matrix::schedule::{Need, Pool};
-    use std::sync::Mutex;
-    use std::time::Duration;
+    use crate::schedule::fixtures::machines;
+    use crate::schedule::{Need, Pool};
+    use tokio::sync::watch;
+
+    /// What the fake builds are doing.
+    #[derive(Debug, Clone, Copy, Default)]
+    struct Counts {
+        running: u32,
+        /// The most builds ever running at once.
+        peak: u32,
+        /// Builds waiting for cancellation.
+        hanging: u32,
+    }
 
     /// A fake pool: `down` machines fail every attempt with a system failure
-    /// and refuse connections; cells in `failing` fail their build; every
-    /// build takes 20 ms, or waits for cancellation when `hang`.
+    /// and refuse connections; cells in `failing` fail their build; with
+    /// `hang`, every cell but the first waits for cancellation. Nothing
+    /// sleeps: a build ends at its first await, or when cancelled.
     struct Fake {
         down: Vec<String>,
         failing: Vec<usize>,
         hang: bool,
-        /// Running now, and the most ever running at once.
-        running: Arc<Mutex<(u32, u32)>>,
+        counts: watch::Sender<Counts>,
     }
 
     impl CellRunner for Fake {
@@ -316,12 +350,12 @@ mod tests {
             let down = self.down.contains(&job.start.placement.name().to_string());
             let fails = self.failing.contains(&job.start.cell);
             let hang = self.hang && job.start.cell > 0;
-            {
-                let mut r = self.running.lock().unwrap();
-                r.0 += 1;
-                r.1 = r.1.max(r.0);
-            }
-            let running = self.running.clone();
+            self.counts.send_modify(|c| {
+                c.running += 1;
+                c.peak = c.peak.max(c.running);
+                c.hanging += u32::from(hang);
+            });
+            let counts = self.counts.clone();
             Box::pin(async move {
                 let result = if hang {
                     job.cancel.cancelled().await;
@@ -330,7 +364,8 @@ mod tests {
                         message: "cancelled".into(),
                     })
                 } else {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // Let the other builds start before this one ends.
+                    tokio::task::yield_now().await;
                     match (down, fails) {
                         (true, _) => Err(CellError {
                             failure: Failure::System,
@@ -343,7 +378,10 @@ mod tests {
                         _ => Ok(()),
                     }
                 };
-                running.lock().unwrap().0 -= 1;
+                counts.send_modify(|c| {
+                    c.running -= 1;
+                    c.hanging -= u32::from(hang);
+                });
                 result
             })
         }
@@ -356,21 +394,20 @@ mod tests {
         }
     }
 
+    /// Cells on machines a (2 slots, faster) and b (2 slots).
     fn dispatcher(cells: usize, max_parallel: Option<u32>, fail_fast: bool) -> Dispatcher {
-        let machines = Machines::parse(
-            std::path::Path::new("m.scm"),
+        let machines = machines(
             r#"(fruix-machines
   (machine (name "a") (host "h1") (user "u") (parallel-builds 2) (speed 2.0))
   (machine (name "b") (host "h2") (user "u") (parallel-builds 2)))"#,
-        )
-        .unwrap();
+        );
         let need = Need {
             remote: true,
             target_arch: "amd64".into(),
             pinned: None,
         };
         Dispatcher::new(
-            Pool::new(&machines.machines, 1, max_parallel),
+            Pool::new(&machines, 1, max_parallel),
             vec![need; cells],
             1,
             fail_fast,
@@ -382,7 +419,7 @@ mod tests {
             down: down.iter().map(|s| s.to_string()).collect(),
             failing: failing.to_vec(),
             hang,
-            running: Arc::new(Mutex::new((0, 0))),
+            counts: watch::Sender::new(Counts::default()),
         })
     }
 
@@ -397,29 +434,26 @@ mod tests {
         )
         .await;
         assert_eq!(set_aside.len(), 1, "{set_aside:?}");
+        assert_eq!(set_aside[0].0, "a");
         assert!(
             records.iter().all(|r| r.status == CellStatus::Passed),
             "{records:?}"
         );
-        let on_a: usize = records
+        let attempts: Vec<Vec<&str>> = records
             .iter()
-            .flat_map(|r| &r.attempts)
-            .filter(|a| a.machine == "a")
-            .count();
+            .map(|r| r.attempts.iter().map(|a| a.machine.as_str()).collect())
+            .collect();
+        let on_a = attempts.iter().flatten().filter(|m| **m == "a").count();
         assert!(
             (1..=2).contains(&on_a),
-            "a is set aside after its first failures: {on_a}"
+            "a is set aside after its first failures: {attempts:?}"
         );
-        for r in records.iter().filter(|r| r.attempts.len() == 2) {
-            assert_eq!(
-                (
-                    r.attempts[0].machine.as_str(),
-                    r.attempts[1].machine.as_str()
-                ),
-                ("a", "b")
-            );
-        }
-        assert!(runner.running.lock().unwrap().1 <= 3, "max-parallel 3");
+        let retried = attempts.iter().filter(|a| **a == ["a", "b"]).count();
+        assert_eq!(
+            retried, on_a,
+            "every cell that failed on a passed on b: {attempts:?}"
+        );
+        assert!(runner.counts.borrow().peak <= 3, "max-parallel 3");
     }
 
     #[tokio::test]
@@ -448,14 +482,20 @@ mod tests {
         let runner = fake(&[], &[], true);
         let cancel = CancellationToken::new();
         let trigger = cancel.clone();
+        let mut counts = runner.counts.subscribe();
+        // Cancel once cell 0 passed and its slot went to cell 4: cells 1 to 4
+        // hang, cell 5 waits.
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            counts.wait_for(|c| c.hanging == 4).await.unwrap();
             trigger.cancel();
         });
         let (records, _) = run_cells(runner, dispatcher(6, None, false), 6, cancel).await;
         assert_eq!(records[0].status, CellStatus::Passed);
-        assert!(records[1..]
-            .iter()
-            .all(|r| r.status == CellStatus::Cancelled));
+        for r in &records[1..=4] {
+            assert_eq!(r.status, CellStatus::Cancelled, "{r:?}");
+            assert_eq!(r.attempts.len(), 1, "{r:?}");
+        }
+        assert_eq!(records[5].status, CellStatus::Cancelled);
+        assert!(records[5].attempts.is_empty(), "cell 5 never started");
     }
 }

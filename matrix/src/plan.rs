@@ -2,22 +2,23 @@
 //! on the pool, their build requests and executor configurations.
 //!
 //! Everything that can be refused before a build starts is refused here
-//! (exit status 2): an unreadable matrix or machines file, a missing source,
-//! an unknown executor, bad executor configuration, a pinned machine that is
-//! not in the machines file, remote cells without a machines file.
+//! (as [`Error`]s of [`Failure::Input`](fruix_core::Failure::Input), or the
+//! core's own class): an unreadable matrix or machines file, a missing
+//! source, an unknown executor, bad executor configuration, a pinned machine
+//! that is not in the machines file, remote cells without a machines file.
 
 use std::path::{Path, PathBuf};
 
-use fruix_core::executor::{base_artifacts, BuildRequest, Registry};
+use fruix_core::executor::{BuildRequest, Registry};
 use fruix_core::machines::Machines;
-use fruix_core::matrix::agreement;
-use fruix_core::matrix::expand::{cells, Cell};
-use fruix_core::matrix::file::MatrixFile;
-use fruix_core::matrix::schedule::{Dispatcher, Need, Placement, Pool};
 use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
 
-use crate::commands::build::{branch_of, check_source, read_newvers, target_of};
-use crate::exit::{self, CliError, CliResult};
+use crate::agreement;
+use crate::expand::{cells, Cell};
+use crate::file::MatrixFile;
+use crate::request::{check_source, default_jobs, freebsd_base, with_arch, BuildOptions};
+use crate::schedule::{Decision, Dispatcher, Need, Placement, Pool};
+use crate::{Error, Result};
 
 /// Configuration keys through which the scheduler gives an executor its
 /// machine: an executor declaring both runs its cells on the pool.
@@ -45,63 +46,51 @@ impl MatrixPlan {
         machines: Option<&Path>,
         max_parallel: Option<u32>,
         registry: &Registry,
-    ) -> CliResult<MatrixPlan> {
-        let before_run = |e: fruix_core::Error| CliError::new(exit::before_run(&e), e);
-        let mut file = MatrixFile::read(path).map_err(before_run)?;
+    ) -> Result<MatrixPlan> {
+        let mut file = MatrixFile::read(path)?;
         if let Some(max) = max_parallel {
             if max == 0 {
-                return Err(CliError::usage("--max-parallel must be at least 1"));
+                return Err(Error::InvalidOption {
+                    option: "--max-parallel",
+                    message: "must be at least 1".into(),
+                });
             }
             file.max_parallel = Some(max);
         }
-        let cells = cells(&file).map_err(before_run)?;
+        let cells = cells(&file)?;
         let remote = cells
             .iter()
             .map(|c| {
-                let entry = registry.get(&c.executor).map_err(before_run)?;
+                let entry = registry.get(&c.executor)?;
                 Ok(MACHINE_KEYS
                     .iter()
                     .all(|k| entry.config_keys.iter().any(|e| e.name == *k)))
             })
-            .collect::<CliResult<Vec<bool>>>()?;
+            .collect::<Result<Vec<bool>>>()?;
         let machines_file = machines
             .map(Path::to_path_buf)
             .or_else(|| file.machines_file.clone());
         let machines = match machines_file {
             Some(p) => {
                 let p = std::path::absolute(&p)
-                    .map_err(|e| CliError::usage(format!("machines file {}: {e}", p.display())))?;
-                Some(Machines::read(&p).map_err(before_run)?)
+                    .map_err(|source| Error::MachinesPath { path: p, source })?;
+                Some(Machines::read(&p)?)
             }
             None => None,
         };
         let source = check_source(&file.source)?;
-        let (name, version) = match &file.freebsd_version {
-            Some(v) => ("FreeBSD".to_string(), v.clone()),
-            None => read_newvers(&source)?,
-        };
-        let branch = file
-            .freebsd_branch
-            .clone()
-            .unwrap_or_else(|| branch_of(&version));
-        let jobs = file.jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1)
-        });
+        let freebsd_base = freebsd_base(
+            &source,
+            file.freebsd_version.as_deref(),
+            file.freebsd_branch.as_deref(),
+        )?;
         let plan = MatrixPlan {
             cells,
             remote,
             machines,
             source,
-            freebsd_base: FreebsdBase {
-                name,
-                version,
-                branch,
-                target: String::new(),
-                target_arch: String::new(),
-            },
-            jobs,
+            freebsd_base,
+            jobs: file.jobs.unwrap_or_else(default_jobs),
             file,
         };
         plan.check(registry)?;
@@ -109,57 +98,67 @@ impl MatrixPlan {
     }
 
     /// Checks every cell's placement, request and configuration.
-    fn check(&self, registry: &Registry) -> CliResult<()> {
+    fn check(&self, registry: &Registry) -> Result<()> {
         for (executor, config) in &self.file.config {
             if let Some(key) = MACHINE_KEYS.iter().find(|k| config.contains_key(**k)) {
-                return Err(CliError::usage(format!(
-                    "{}: config.{executor}: `{key}` is set by the matrix scheduler for each cell; remove it",
-                    self.file.path.display()
-                )));
+                return Err(Error::SchedulerKey {
+                    matrix: self.file.path.clone(),
+                    executor: executor.clone(),
+                    key,
+                });
             }
         }
-        let pool = self.pool();
         for (i, cell) in self.cells.iter().enumerate() {
-            let placement = if self.remote[i] {
-                let Some(machines) = &self.machines else {
-                    return Err(CliError::usage(format!(
-                        "cell {}: executor {} builds on machines of a machines file; give machines-file in {} or --machines",
-                        cell.id,
-                        cell.executor,
-                        self.file.path.display()
-                    )));
-                };
-                if let Some(m) = &cell.machine {
-                    machines
-                        .get(m)
-                        .map_err(|e| CliError::usage(format!("cell {}: {e}", cell.id)))?;
-                }
-                match pool.decide(&self.need(i), &[]) {
-                    fruix_core::matrix::schedule::Decision::Run(p) => p,
-                    fruix_core::matrix::schedule::Decision::Never(reason) => {
-                        return Err(CliError::usage(format!("cell {}: {reason}", cell.id)))
-                    }
-                    fruix_core::matrix::schedule::Decision::Wait => {
-                        unreachable!("an empty pool has free slots")
-                    }
-                }
-            } else {
-                if let Some(m) = &cell.machine {
-                    return Err(CliError::usage(format!(
-                        "cell {}: pins machine {m:?}, but executor {} builds on this host",
-                        cell.id, cell.executor
-                    )));
-                }
-                Placement::Local
+            let placement = self.first_placement(i)?;
+            let setup = |source| Error::CellSetup {
+                cell: cell.id.clone(),
+                source,
             };
             registry
                 .create(&cell.executor, self.executor_config(i, &placement))
-                .map_err(|e| CliError::usage(format!("cell {}: {e}", cell.id)))?;
+                .map_err(setup)?;
             self.request(i, "20260101T000000Z".into())
                 .check()
-                .map_err(|e| CliError::usage(format!("cell {}: {e}", cell.id)))?;
+                .map_err(setup)?;
         }
         Ok(())
+    }
+
+    /// Where cell `i` would run in an empty pool, or why it never can.
+    fn first_placement(&self, i: usize) -> Result<Placement> {
+        let cell = &self.cells[i];
+        if !self.remote[i] {
+            return match &cell.machine {
+                Some(m) => Err(Error::cell(
+                    &cell.id,
+                    format!(
+                        "pins machine {m:?}, but executor {} builds on this host",
+                        cell.executor
+                    ),
+                )),
+                None => Ok(Placement::Local),
+            };
+        }
+        let Some(machines) = &self.machines else {
+            return Err(Error::cell(
+                &cell.id,
+                format!(
+                    "executor {} builds on machines of a machines file; give machines-file in {} or --machines",
+                    cell.executor,
+                    self.file.path.display()
+                ),
+            ));
+        };
+        if let Some(m) = &cell.machine {
+            machines
+                .get(m)
+                .map_err(|e| Error::cell(&cell.id, e.to_string()))?;
+        }
+        match self.pool().decide(&self.need(i), &[]) {
+            Decision::Run(p) => Ok(p),
+            Decision::Never(reason) => Err(Error::cell(&cell.id, reason)),
+            Decision::Wait => unreachable!("an empty pool has free slots"),
+        }
     }
 
     /// What cell `i` needs from the pool.
@@ -212,18 +211,18 @@ impl MatrixPlan {
 
     /// The build request of cell `i` with run id `run_id`.
     pub fn request(&self, i: usize, run_id: String) -> BuildRequest {
+        self.build_options(i).request(run_id)
+    }
+
+    /// What cell `i` builds, and how.
+    pub fn build_options(&self, i: usize) -> BuildOptions {
         let cell = &self.cells[i];
         let source = match (&self.file.remote_source, self.remote[i]) {
             (Some(remote), true) => remote.clone(),
             _ => self.source.to_string_lossy().into_owned(),
         };
-        BuildRequest {
-            run_id,
-            freebsd_base: FreebsdBase {
-                target: target_of(&cell.target_arch).to_string(),
-                target_arch: cell.target_arch.clone(),
-                ..self.freebsd_base.clone()
-            },
+        BuildOptions {
+            freebsd_base: with_arch(&self.freebsd_base, &cell.target_arch, None),
             source: SourceStore {
                 path: source,
                 commit: self.file.source_commit.clone(),
@@ -240,7 +239,6 @@ impl MatrixPlan {
                     .collect(),
                 source_date_epoch: self.file.source_date_epoch,
             },
-            artifacts: base_artifacts(),
         }
     }
 

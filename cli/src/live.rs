@@ -8,6 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use fruix_core::executor::Event;
+use fruix_matrix::cell::Observer;
+use fruix_matrix::runner::CellRecord;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::display::Mode;
@@ -28,8 +30,26 @@ impl Live {
         }
     }
 
-    /// Cell `id` starts attempt `attempt` on `machine`.
-    pub fn started(&self, id: &str, machine: &str, attempt: u32) {
+    /// Cell `id`'s attempt or the cell itself ended: its live line goes, and
+    /// `line`, when given, says how.
+    fn finished(&self, id: &str, line: Option<&str>) {
+        if let Some((bar, _)) = self.bars.lock().expect("live view lock").remove(id) {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+        let Some(line) = line else { return };
+        match self.mode {
+            Mode::Quiet => {}
+            Mode::Plain => eprintln!("==> {id}: {line}"),
+            Mode::Terminal => {
+                let _ = self.multi.println(format!("==> {id}: {line}"));
+            }
+        }
+    }
+}
+
+impl Observer for Live {
+    fn attempt_started(&self, id: &str, machine: &str, attempt: u32) {
         let retry = if attempt > 1 {
             format!(" (attempt {attempt})")
         } else {
@@ -54,8 +74,7 @@ impl Live {
         }
     }
 
-    /// An event of cell `id`'s running attempt.
-    pub fn event(&self, id: &str, event: &Event) {
+    fn event(&self, id: &str, event: &Event) {
         if self.mode != Mode::Terminal {
             return;
         }
@@ -73,20 +92,11 @@ impl Live {
         }
     }
 
-    /// Cell `id`'s attempt or the cell itself ended: its live line goes, and
-    /// `line`, when given, says how.
-    pub fn finished(&self, id: &str, line: Option<&str>) {
-        if let Some((bar, _)) = self.bars.lock().expect("live view lock").remove(id) {
-            bar.finish_and_clear();
-            self.multi.remove(&bar);
-        }
-        let Some(line) = line else { return };
-        match self.mode {
-            Mode::Quiet => {}
-            Mode::Plain => eprintln!("==> {id}: {line}"),
-            Mode::Terminal => {
-                let _ = self.multi.println(format!("==> {id}: {line}"));
-            }
-        }
+    fn attempt_ended(&self, cell: &str, failure: Option<&str>) {
+        self.finished(cell, failure);
+    }
+
+    fn cell_finished(&self, cell: &str, record: &CellRecord) {
+        self.finished(cell, Some(&record.summary()));
     }
 }

@@ -14,9 +14,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{Error, Result};
+use fruix_core::Error;
 
-use super::file::{Axis, MatrixFile};
+use crate::axis::Axis;
+use crate::file::MatrixFile;
+use crate::Result;
 
 /// One cell of a matrix: one build.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -106,12 +108,12 @@ pub fn expand<K: Ord + Clone>(
 pub fn cells(file: &MatrixFile) -> Result<Vec<Cell>> {
     let combinations = expand(&file.axes, &file.exclude, &file.include);
     if combinations.is_empty() {
-        return Err(Error::InvalidMetadata {
+        return Err(crate::Error::Core(Error::InvalidMetadata {
             path: file.path.clone(),
             field: "axes".into(),
             line: None,
             message: "the matrix has no cells: give axes, or include entries, and check that exclude leaves some".into(),
-        });
+        }));
     }
     let mut cells = combinations
         .iter()
@@ -135,7 +137,7 @@ pub fn cells(file: &MatrixFile) -> Result<Vec<Cell>> {
                 machine: get(Axis::Machine),
             })
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<std::result::Result<Vec<_>, Error>>()?;
     assign_ids(&mut cells);
     Ok(cells)
 }
@@ -277,7 +279,7 @@ mod tests {
 
     #[test]
     fn the_issue_example_pins_one_cell_and_names_cells_by_what_varies() {
-        let cells = matrix(crate::matrix::file::EXAMPLE).unwrap();
+        let cells = matrix(crate::file::EXAMPLE).unwrap();
         let ids: Vec<&str> = cells.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(
             ids,

@@ -10,10 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::manifest::{diff_entries, Difference, Entry, EntryKind, Modes};
+use fruix_core::manifest::{diff_entries, Difference, Entry, EntryKind, Modes};
 
-use super::expand::Cell;
-use super::file::Axis;
+use crate::axis::Axis;
+use crate::expand::Cell;
 
 /// Groups of cells (indexes, in matrix order) that must agree: cells equal
 /// along every axis not in `across`. Groups of one cell are left out.
@@ -166,8 +166,8 @@ pub fn diff_manifests(first: &[Entry], second: &[Entry]) -> Vec<FileDifference> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::expand::cells;
-    use crate::matrix::file::MatrixFile;
+    use crate::expand::cells;
+    use crate::file::MatrixFile;
     use std::path::Path;
 
     fn matrix(text: &str) -> Vec<Cell> {
@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn cells_agree_across_executors_and_machines_by_default() {
-        let cells = matrix(crate::matrix::file::EXAMPLE);
+        let cells = matrix(crate::file::EXAMPLE);
         // local-GENERIC, host-initiated-GENERIC, host-initiated-MINIMAL,
         // guest-self-hosted-GENERIC-builder-2, guest-self-hosted-MINIMAL
         assert_eq!(

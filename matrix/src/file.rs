@@ -41,60 +41,20 @@ use std::path::{Path, PathBuf};
 
 use lexpr::Value;
 
-use crate::error::{Error, Result};
-use crate::escape;
-use crate::sexp::{self, shown, Record};
+use fruix_core::sexp::{self, shown, Record};
+use fruix_core::{escape, Error};
+
+use crate::axis::{check_value, Axis, MatrixEntry};
+
+/// What the readers of this module return: core metadata errors, which
+/// [`crate::Error::Core`] wraps.
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The head symbol of a matrix file.
 pub const MATRIX_HEAD: &str = "fruix-matrix";
 
 /// The `format-version` this fruix reads.
 pub const FORMAT_VERSION: i64 = 1;
-
-/// A matrix axis: what a cell may vary in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Axis {
-    Executor,
-    Kernconf,
-    TargetArch,
-    MakeFlag,
-    Machine,
-}
-
-impl Axis {
-    /// Every axis, in the order cells are expanded and named.
-    pub const ALL: [Axis; 5] = [
-        Axis::Executor,
-        Axis::Kernconf,
-        Axis::TargetArch,
-        Axis::MakeFlag,
-        Axis::Machine,
-    ];
-
-    /// The axis's name in matrix files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Axis::Executor => "executor",
-            Axis::Kernconf => "kernconf",
-            Axis::TargetArch => "target-arch",
-            Axis::MakeFlag => "make-flag",
-            Axis::Machine => "machine",
-        }
-    }
-
-    /// The axis named `name`.
-    pub fn from_name(name: &str) -> Option<Axis> {
-        Axis::ALL.into_iter().find(|a| a.name() == name)
-    }
-
-    fn known() -> String {
-        Axis::ALL.map(Axis::name).join(", ")
-    }
-}
-
-/// An `exclude` or `include` entry: axis values, in the order given.
-pub type MatrixEntry = Vec<(Axis, String)>;
 
 /// The contents of a matrix file, with paths resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,14 +88,18 @@ pub struct MatrixFile {
 
 impl MatrixFile {
     /// Reads and checks the matrix file at `path`.
-    pub fn read(path: &Path) -> Result<MatrixFile> {
-        let text = crate::fsutil::read_metadata_file(path)?;
+    pub fn read(path: &Path) -> crate::Result<MatrixFile> {
+        let text = fruix_core::fsutil::read_metadata_file(path)?;
         Self::parse(path, &text)
     }
 
     /// Parses `text`, the contents of `path` (which relative paths are
     /// resolved against).
-    pub fn parse(path: &Path, text: &str) -> Result<MatrixFile> {
+    pub fn parse(path: &Path, text: &str) -> crate::Result<MatrixFile> {
+        Ok(Self::parse_record(path, text)?)
+    }
+
+    fn parse_record(path: &Path, text: &str) -> Result<MatrixFile> {
         let dir = path.parent().unwrap_or(Path::new("."));
         sexp::read_record(path, text, MATRIX_HEAD, |r| {
             let version = r.integer("format-version")?;
@@ -238,26 +202,6 @@ fn count<T: TryFrom<i64> + PartialOrd + Default>(
 
 fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
     count(r, field, true)
-}
-
-/// Checks one axis value; `field` names it in errors.
-fn check_value(axis: Axis, value: &str) -> std::result::Result<(), String> {
-    let bad = match axis {
-        _ if value.is_empty() => true,
-        Axis::Kernconf | Axis::Executor | Axis::TargetArch | Axis::Machine => {
-            value.contains(['/', ' ', '\t', '\n'])
-        }
-        Axis::MakeFlag => false,
-    };
-    if bad {
-        Err(format!(
-            "{} is not a valid {}",
-            escape::quoted(value),
-            axis.name()
-        ))
-    } else {
-        Ok(())
-    }
 }
 
 fn read_axes(r: &mut Record<'_>) -> Result<Vec<(Axis, Vec<String>)>> {
@@ -478,11 +422,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<MatrixFile> {
-        MatrixFile::parse(Path::new("/ci/matrix.scm"), text)
+        MatrixFile::parse_record(Path::new("/ci/matrix.scm"), text)
     }
 
     fn field_error(text: &str) -> (String, Option<usize>, String) {
-        crate::testing::invalid_metadata(parse(text))
+        fruix_core::testing::invalid_metadata(parse(text))
     }
 
     #[test]

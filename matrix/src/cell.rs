@@ -1,0 +1,249 @@
+//! The real [`CellRunner`]: each attempt runs the cell's executor through
+//! `run_executor` into a fresh result root (`STATE_DIR/native-builds/RUN_ID`),
+//! writes the attempt's events to the cell's log file
+//! (`REPORT_DIR/logs/CELL.log`, attempts one after another), and a passed
+//! cell is promoted into the store. An [`Observer`] hears of every attempt
+//! and event, for a live view.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fruix_core::executor::{run_executor, Event, EventSink, Registry};
+use fruix_core::result_root::ResultRoot;
+use fruix_core::run_id::allocate_run_dir;
+use fruix_core::{Error, Failure};
+use fruix_promote::{promote_validated, PromoteOptions, Store};
+
+use crate::plan::MatrixPlan;
+use crate::runner::{
+    BoxFuture, CellError, CellRecord, CellRunner, Job, Promoted, PromotedArtifact,
+};
+
+/// How long a reachability probe of a machine may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a matrix run tells while it runs, cell by cell (the CLI's live
+/// view). Cells are named by their ids.
+pub trait Observer: Send + Sync {
+    /// Cell `cell` starts attempt `attempt` on `machine` (a machine of the
+    /// machines file, or `local`).
+    fn attempt_started(&self, cell: &str, machine: &str, attempt: u32);
+    /// An event of cell `cell`'s running attempt.
+    fn event(&self, cell: &str, event: &Event);
+    /// Cell `cell`'s attempt ended; `failure`, when it failed, says how
+    /// (`attempt 1 on m1: ... (system failure)`).
+    fn attempt_ended(&self, cell: &str, failure: Option<&str>);
+    /// Cell `cell` is finished (promotion included).
+    fn cell_finished(&self, cell: &str, record: &CellRecord);
+}
+
+/// Runs cells with executors and promotes them.
+pub struct ExecutorRunner {
+    pub plan: Arc<MatrixPlan>,
+    pub registry: Registry,
+    pub store: Arc<Store>,
+    pub state_dir: PathBuf,
+    pub logs_dir: PathBuf,
+    pub observer: Arc<dyn Observer>,
+}
+
+impl ExecutorRunner {
+    /// The log file of cell `i`.
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.logs_dir.join(format!("{}.log", self.plan.cells[i].id))
+    }
+}
+
+fn system(message: impl Into<String>) -> CellError {
+    CellError {
+        failure: Failure::System,
+        message: message.into(),
+    }
+}
+
+/// The error of a failed attempt, with a build failure's last log lines.
+fn cell_error(e: &Error) -> CellError {
+    CellError {
+        failure: e.failure(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `event` to a cell's log file (progress is not logged).
+fn log_event(log: &mut impl Write, event: &Event) {
+    let line = match event {
+        Event::StageStarted { stage } => format!("==> {stage}"),
+        Event::Log { line, .. } => line.clone(),
+        Event::Progress { .. } => return,
+        Event::StageFinished {
+            stage,
+            ok,
+            elapsed_ms,
+        } => format!(
+            "==> {stage} {} in {:.1}s",
+            if *ok { "done" } else { "FAILED" },
+            *elapsed_ms as f64 / 1000.0
+        ),
+        Event::Warning { message } => format!("warning: {message}"),
+    };
+    let _ = writeln!(log, "{line}");
+}
+
+/// One attempt of a cell, its log file open.
+struct Attempt {
+    plan: Arc<MatrixPlan>,
+    registry: Registry,
+    state_dir: PathBuf,
+    observer: Arc<dyn Observer>,
+    job: Job,
+    id: String,
+    machine: String,
+}
+
+impl Attempt {
+    /// Runs the cell's executor into a fresh result root, logging its
+    /// events to `log` and telling the observer.
+    async fn run(&self, log: &mut std::fs::File) -> Result<ResultRoot, CellError> {
+        let i = self.job.start.cell;
+        let config = self.plan.executor_config(i, &self.job.start.placement);
+        let executor = self
+            .registry
+            .create(&self.plan.cells[i].executor, config)
+            .map_err(|e| cell_error(&e))?;
+        let (run_id, root) =
+            allocate_run_dir(&self.state_dir.join("native-builds")).map_err(|e| cell_error(&e))?;
+        let _ = writeln!(
+            log,
+            "=== {}: attempt {} on {}: run id {run_id}, result root {}",
+            self.id,
+            self.job.start.attempt,
+            self.machine,
+            root.display()
+        );
+        let (events, mut rx) = EventSink::channel();
+        let request = self.plan.request(i, run_id);
+        let run = run_executor(executor, request, &root, events, self.job.cancel.clone());
+        tokio::pin!(run);
+        // Drain events while the executor runs; the channel closes when it
+        // returns.
+        let result = loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(event) => {
+                        self.observer.event(&self.id, &event);
+                        log_event(log, &event);
+                    }
+                    None => break (&mut run).await,
+                },
+                result = &mut run => {
+                    while let Ok(event) = rx.try_recv() {
+                        log_event(log, &event);
+                    }
+                    break result;
+                }
+            }
+        };
+        result.map_err(|e| {
+            if let Error::Build { tail, .. } = &e {
+                let _ = writeln!(log, "--- last {} log lines ---", tail.len());
+                for line in tail {
+                    let _ = writeln!(log, "{line}");
+                }
+            }
+            cell_error(&e)
+        })
+    }
+}
+
+impl CellRunner for ExecutorRunner {
+    type Built = ResultRoot;
+
+    fn build(&self, job: Job) -> BoxFuture<Result<ResultRoot, CellError>> {
+        let log_path = self.log_path(job.start.cell);
+        let attempt = Attempt {
+            plan: self.plan.clone(),
+            registry: self.registry.clone(),
+            state_dir: self.state_dir.clone(),
+            observer: self.observer.clone(),
+            id: self.plan.cells[job.start.cell].id.clone(),
+            machine: job.start.placement.name().to_string(),
+            job,
+        };
+        Box::pin(async move {
+            let (id, n) = (&attempt.id, attempt.job.start.attempt);
+            attempt.observer.attempt_started(id, &attempt.machine, n);
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(|e| system(format!("cannot open log {}: {e}", log_path.display())))?;
+            let outcome = attempt.run(&mut log).await;
+            let ending = match &outcome {
+                Ok(_) => "built".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let _ = writeln!(log, "=== {id}: attempt {n}: {ending}");
+            let line = format!("attempt {n} on {}: {ending}", attempt.machine);
+            attempt
+                .observer
+                .attempt_ended(id, outcome.is_err().then_some(line.as_str()));
+            outcome
+        })
+    }
+
+    fn promote(&self, _cell: usize, root: ResultRoot) -> BoxFuture<Result<Promoted, CellError>> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                promote_validated(&root, &store, &PromoteOptions::default())
+            })
+            .await
+            .map_err(|e| system(format!("promotion task failed: {e}")))?
+            .map(|report| Promoted {
+                result_store: report.result_store,
+                artifacts: report
+                    .artifacts
+                    .into_iter()
+                    .map(|(name, a)| {
+                        (
+                            name,
+                            PromotedArtifact {
+                                store_path: a.store_path,
+                                tree_signature: a.tree_signature.to_string(),
+                            },
+                        )
+                    })
+                    .collect(),
+            })
+            .map_err(|e| CellError {
+                failure: e.failure(),
+                message: e.to_string(),
+            })
+        })
+    }
+
+    fn reachable(&self, machine: &str) -> BoxFuture<bool> {
+        let address = self
+            .plan
+            .machines
+            .as_ref()
+            .and_then(|m| m.get(machine).ok())
+            .map(|m| (m.host.clone(), m.port));
+        Box::pin(async move {
+            let Some(address) = address else {
+                return false;
+            };
+            matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(address)).await,
+                Ok(Ok(_))
+            )
+        })
+    }
+
+    fn cell_done(&self, cell: usize, record: &CellRecord) {
+        self.observer
+            .cell_finished(&self.plan.cells[cell].id, record);
+    }
+}

@@ -1,0 +1,56 @@
+//! Fruix build matrices: one FreeBSD base build across several executors,
+//! configurations and build machines at once, every passed cell promoted,
+//! and a check that the execution modes agree.
+//!
+//! `fruix matrix plan` and `fruix matrix run` are thin edges over this
+//! crate. From file to report:
+//!
+//! - [`file`] reads a matrix file (`(fruix-matrix ...)`) strictly: every
+//!   error names its field and line. [`axis`] lists what cells vary in.
+//! - [`expand`] turns axes, `exclude` and `include` into cells with GitHub
+//!   Actions' semantics (exclude first, then include), and gives each cell a
+//!   readable, unique id.
+//! - [`plan`] checks a matrix against this fruix before anything runs
+//!   (executors, their configuration, machines, the source) and makes each
+//!   cell's build request through [`request`], which `fruix build` shares.
+//! - [`schedule`] decides where and when each cell runs: per-machine
+//!   parallel-builds slots, fastest free machine first, machines set aside
+//!   after they fail to connect, a global `max-parallel`, a slot limit for
+//!   local cells, retries of system failures on another machine, and
+//!   fail-fast. It is pure: a whole run can be simulated.
+//! - [`runner`] is the concurrent loop over a [`runner::CellRunner`] (with
+//!   Ctrl-C and fail-fast cancellation); [`cell`] is the real runner, which
+//!   builds each attempt with its executor (found through the registry) and
+//!   promotes a built cell into the store, telling an [`cell::Observer`].
+//! - [`agreement`] groups the cells that must agree and lists the files in
+//!   which two artifacts differ; [`report`] writes `report.json`,
+//!   `junit.xml` and the table.
+//! - [`run`] ties these together for one run.
+//!
+//! ```
+//! use fruix_matrix::{expand::cells, file::MatrixFile};
+//! let text = r#"(fruix-matrix (format-version 1) (source "src")
+//!   (axes (executor "local" "host-initiated") (kernconf "GENERIC" "MINIMAL"))
+//!   (exclude ((executor "local") (kernconf "MINIMAL"))))"#;
+//! let file = MatrixFile::parse(std::path::Path::new("/ci/matrix.scm"), text).unwrap();
+//! let ids: Vec<String> = cells(&file).unwrap().into_iter().map(|c| c.id).collect();
+//! assert_eq!(ids, ["local-GENERIC", "host-initiated-GENERIC", "host-initiated-MINIMAL"]);
+//! ```
+
+pub mod agreement;
+pub mod axis;
+pub mod cell;
+pub mod error;
+pub mod expand;
+pub mod file;
+pub mod plan;
+pub mod report;
+pub mod request;
+pub mod run;
+pub mod runner;
+pub mod schedule;
+
+pub use error::{Error, Result};
+pub use plan::MatrixPlan;
+pub use report::{Outcome, Report};
+pub use run::{create_report_dir, run, Finished, RunSettings};

@@ -1,0 +1,309 @@
+//! `junit.xml`: the matrix as JUnit XML (built with `quick-junit`), in the
+//! dialect of the Jenkins JUnit schema, which GitLab, Jenkins and GitHub
+//! test reporters read.
+//!
+//! One test suite holds one test case per cell (`classname`
+//! `fruix.matrix.EXECUTOR`): a build failure is a `<failure>`, a system
+//! failure an `<error>`, a cancelled cell `<skipped>`; failures carry the
+//! error and the cell log's last lines, and `<system-out>` names the
+//! machine, the result bundle and the log. A second suite holds one test
+//! case per agreement check, failing on divergence with the differing files.
+//!
+//! The Jenkins schema allows no attribute on `<skipped>` (the reason is its
+//! text) and no `skipped` on `<testsuites>`; quick-junit 0.6 writes neither,
+//! and the cell suite gets its `skipped` count as an extra attribute.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
+
+use super::{AgreementReport, CellReport, Report};
+use crate::runner::CellStatus;
+
+/// How many of a cell log's last lines a failure carries.
+pub const TAIL_LINES: usize = 30;
+
+/// `text` without the characters XML 1.0 never allows and quick-junit
+/// keeps (U+FFFE, U+FFFF), which become U+FFFD; quick-junit itself drops
+/// control characters and ANSI escapes.
+fn xml_text(text: &str) -> String {
+    text.replace(['\u{fffe}', '\u{ffff}'], "\u{fffd}")
+}
+
+/// The last `n` lines of the file at `path` (empty when unreadable).
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A failed cell's failure or error: its error, then its log's last lines.
+fn non_success(c: &CellReport, kind: NonSuccessKind, ty: &str) -> TestCaseStatus {
+    let error = c.error.as_deref().unwrap_or_default();
+    let body = format!(
+        "{error}\n--- last lines of {} ---\n{}",
+        c.log.display(),
+        tail(&c.log, TAIL_LINES)
+    );
+    let mut status = TestCaseStatus::non_success(kind);
+    status
+        .set_type(ty)
+        .set_message(xml_text(error))
+        .set_description(xml_text(&body));
+    status
+}
+
+fn cell_case(c: &CellReport) -> TestCase {
+    let status = match c.status {
+        CellStatus::Passed => TestCaseStatus::success(),
+        CellStatus::Cancelled => {
+            let mut status = TestCaseStatus::skipped();
+            status.set_description(xml_text(c.error.as_deref().unwrap_or_default()));
+            status
+        }
+        CellStatus::SystemFailure => non_success(c, NonSuccessKind::Error, "system-failure"),
+        CellStatus::BuildFailure => non_success(c, NonSuccessKind::Failure, "build-failure"),
+    };
+    let mut system_out = format!(
+        "machine: {}\nattempts: {}\nlog: {}\n",
+        c.machine.as_deref().unwrap_or("-"),
+        c.attempts.len(),
+        c.log.display()
+    );
+    if let Some(result) = &c.result_store {
+        let _ = writeln!(system_out, "result_store: {}", result.display());
+    }
+    for (name, a) in &c.artifacts {
+        let _ = writeln!(
+            system_out,
+            "{name}: {} {}",
+            a.store_path.display(),
+            a.tree_signature
+        );
+    }
+    let mut case = TestCase::new(&c.id, status);
+    case.set_classname(format!("fruix.matrix.{}", c.executor))
+        .set_time(Duration::from_secs_f64(c.duration_s))
+        .set_system_out(xml_text(&system_out));
+    case
+}
+
+fn agreement_case(a: &AgreementReport) -> TestCase {
+    let status = if a.agree {
+        TestCaseStatus::success()
+    } else {
+        let mut body = String::new();
+        for (cell, sig) in &a.signatures {
+            let _ = writeln!(body, "{cell}: {}", sig.as_deref().unwrap_or("(missing)"));
+        }
+        for d in &a.differences {
+            let _ = writeln!(
+                body,
+                "{} vs {}: {} {}",
+                d.cells[0], d.cells[1], d.difference.change, d.difference.path
+            );
+        }
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+        status
+            .set_type("divergence")
+            .set_message(format!(
+                "{} differs between cells that must agree",
+                a.artifact
+            ))
+            .set_description(xml_text(&body));
+        status
+    };
+    let mut case = TestCase::new(
+        format!("{} agrees across {}", a.artifact, a.cells.join(", ")),
+        status,
+    );
+    case.set_classname("fruix.matrix.agreement");
+    case
+}
+
+/// A suite started at `timestamp` on `hostname`, with `cases`; `skipped`
+/// is written as an attribute, as the Jenkins schema knows it.
+fn suite(
+    name: &str,
+    cases: impl IntoIterator<Item = TestCase>,
+    timestamp: chrono::DateTime<chrono::FixedOffset>,
+    hostname: &str,
+) -> TestSuite {
+    let mut suite = TestSuite::new(name);
+    suite.add_test_cases(cases);
+    suite.set_timestamp(timestamp);
+    let skipped = suite
+        .test_cases
+        .iter()
+        .filter(|c| matches!(c.status, TestCaseStatus::Skipped { .. }))
+        .count();
+    suite
+        .extra
+        .insert("skipped".into(), skipped.to_string().into());
+    suite
+        .extra
+        .insert("hostname".into(), xml_text(hostname).into());
+    suite
+}
+
+/// The JUnit report of `report`; `hostname` names this host.
+pub fn junit(report: &Report, hostname: &str) -> quick_junit::Report {
+    let started = std::time::UNIX_EPOCH + Duration::from_secs_f64(report.started_at);
+    let timestamp = chrono::DateTime::<chrono::Utc>::from(started).fixed_offset();
+    let duration = Duration::from_secs_f64(report.duration_s);
+    let mut cells = suite(
+        "fruix matrix cells",
+        report.cells.iter().map(cell_case),
+        timestamp,
+        hostname,
+    );
+    cells.set_time(duration);
+    let agreement = suite(
+        "fruix matrix agreement",
+        report.agreement.iter().map(agreement_case),
+        timestamp,
+        hostname,
+    );
+    let mut junit = quick_junit::Report::new(xml_text(&format!(
+        "fruix matrix {}",
+        report.matrix.display()
+    )));
+    junit.set_time(duration).add_test_suites([cells, agreement]);
+    junit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        std::fs::write(&log, "1\n2\n3\n4\n").unwrap();
+        assert_eq!(tail(&log, 2), "3\n4");
+        assert_eq!(tail(&dir.path().join("none"), 2), "");
+    }
+
+    /// The report's XML, and the report read back from it.
+    fn round_trip(report: &Report) -> (String, quick_junit::Report) {
+        let xml = junit(report, "builder<1>").to_string().unwrap();
+        let back = quick_junit::Report::deserialize_from_str(&xml)
+            .unwrap_or_else(|e| panic!("{e}:\n{xml}"));
+        (xml, back)
+    }
+
+    #[test]
+    fn each_cell_status_maps_to_its_junit_element() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = fixtures::report(dir.path());
+        let (xml, back) = round_trip(&report);
+        assert_eq!((back.tests, back.failures, back.errors), (6, 2, 1), "{xml}");
+        let [cells, agreement] = back.test_suites.as_slice() else {
+            panic!("two suites: {xml}");
+        };
+        assert_eq!(cells.name.as_str(), "fruix matrix cells");
+        assert_eq!(cells.extra["skipped"].as_str(), "1");
+        assert_eq!(cells.extra["hostname"].as_str(), "builder<1>");
+        let case = |name: &str| {
+            cells
+                .test_cases
+                .iter()
+                .find(|c| c.name.as_str() == name)
+                .unwrap_or_else(|| panic!("no case {name}: {xml}"))
+        };
+        let passed = case("local-GENERIC");
+        assert!(matches!(passed.status, TestCaseStatus::Success { .. }));
+        assert_eq!(
+            passed.classname.as_ref().map(|c| c.as_str()),
+            Some("fruix.matrix.local")
+        );
+        assert_eq!(passed.time, Some(Duration::from_millis(2500)));
+        let out = passed.system_out.as_ref().unwrap().as_str();
+        assert!(
+            out.contains("machine: local\nattempts: 1\n")
+                && out.contains("world: /store/aaa-world sha256:w1"),
+            "{out}"
+        );
+        let TestCaseStatus::NonSuccess {
+            kind,
+            message,
+            ty,
+            description,
+            ..
+        } = &case("local-MINIMAL").status
+        else {
+            panic!("the build failure is a failure: {xml}");
+        };
+        assert_eq!(*kind, NonSuccessKind::Failure);
+        assert_eq!(ty.as_ref().unwrap().as_str(), "build-failure");
+        assert_eq!(
+            message.as_ref().unwrap().as_str(),
+            "build step `buildworld` failed"
+        );
+        let description = description.as_ref().unwrap().as_str();
+        assert!(
+            description.contains("--- last lines of ")
+                && description.ends_with("line 31\nline 32\nerror: deliberate failure"),
+            "the failure carries the log's last {TAIL_LINES} lines: {description}"
+        );
+        assert!(!description.contains("line 3\n"), "{description}");
+        assert!(matches!(
+            &case("remote-GENERIC").status,
+            TestCaseStatus::NonSuccess { kind: NonSuccessKind::Error, ty: Some(t), .. } if t.as_str() == "system-failure"
+        ));
+        assert!(matches!(
+            &case("remote-MINIMAL").status,
+            TestCaseStatus::Skipped { description: Some(d), .. } if d.as_str() == "never started"
+        ));
+        assert!(xml.contains("<skipped>never started</skipped>"), "{xml}");
+        assert_eq!(agreement.test_cases.len(), 2);
+        let diverged = &agreement.test_cases[1];
+        assert_eq!(
+            diverged.name.as_str(),
+            "world agrees across local-GENERIC, remote-GENERIC"
+        );
+        let TestCaseStatus::NonSuccess {
+            ty, description, ..
+        } = &diverged.status
+        else {
+            panic!("a divergence is a failure: {xml}");
+        };
+        assert_eq!(ty.as_ref().unwrap().as_str(), "divergence");
+        let description = description.as_ref().unwrap().as_str();
+        assert!(
+            description.contains("remote-GENERIC: sha256:w2")
+                && description.contains("local-GENERIC vs remote-GENERIC: modified ./stamp"),
+            "{description}"
+        );
+    }
+
+    #[test]
+    fn the_xml_keeps_to_the_jenkins_schema_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (xml, _) = round_trip(&fixtures::report(dir.path()));
+        let testsuites = xml.lines().find(|l| l.contains("<testsuites")).unwrap();
+        assert!(!testsuites.contains("skipped="), "{testsuites}");
+        assert!(!testsuites.contains("timestamp="), "{testsuites}");
+        assert!(testsuites.contains("time=\"61.250\""), "{testsuites}");
+        assert!(!xml.contains("<skipped message"), "{xml}");
+    }
+
+    #[test]
+    fn control_characters_and_noncharacters_never_reach_the_xml() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut report = fixtures::report(dir.path());
+        report.cells[1].error = Some("\u{1b}[31mred\u{1b}[0m \u{7} \u{fffe} <&>\"".into());
+        let (xml, back) = round_trip(&report);
+        assert!(!xml.contains(['\u{1b}', '\u{7}', '\u{fffe}']), "{xml:?}");
+        let TestCaseStatus::NonSuccess { message, .. } = &back.test_suites[0].test_cases[1].status
+        else {
+            panic!("{xml}");
+        };
+        assert_eq!(message.as_ref().unwrap().as_str(), "red  \u{fffd} <&>\"");
+    }
+}

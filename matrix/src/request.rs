@@ -1,0 +1,183 @@
+//! From build options to a [`BuildRequest`]: the source tree checked, its
+//! FreeBSD version and branch, the TARGET of a TARGET_ARCH, the default job
+//! count. `fruix build` and every matrix cell build their requests here; the
+//! FreeBSD rules themselves are [`fruix_freebsd::source`]'s.
+//!
+//! ```
+//! use fruix_matrix::request::{branch_of, target_of};
+//! assert_eq!(branch_of("14.2-RELEASE"), "releng/14.2");
+//! assert_eq!(target_of("aarch64"), "arm64");
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use fruix_core::executor::{base_artifacts, BuildRequest};
+use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
+use fruix_freebsd::source::check_source_tree;
+pub use fruix_freebsd::source::{branch_of, target_of};
+
+use crate::{Error, Result};
+
+/// What a build request is made of, but for its run id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildOptions {
+    /// The FreeBSD base, with `target` and `target_arch` set ([`with_arch`]).
+    pub freebsd_base: FreebsdBase,
+    pub source: SourceStore,
+    pub policy: BuildPolicy,
+}
+
+impl BuildOptions {
+    /// The request for run `run_id`, building the four base artifacts.
+    pub fn request(&self, run_id: String) -> BuildRequest {
+        BuildRequest {
+            run_id,
+            freebsd_base: self.freebsd_base.clone(),
+            source: self.source.clone(),
+            policy: self.policy.clone(),
+            artifacts: base_artifacts(),
+        }
+    }
+}
+
+/// The FreeBSD base built from the source tree at `source`: its name and
+/// version from `version` or `sys/conf/newvers.sh`, its branch from
+/// `branch` or the version. `target` and `target_arch` are left empty, to
+/// be set per build by [`with_arch`].
+pub fn freebsd_base(
+    source: &Path,
+    version: Option<&str>,
+    branch: Option<&str>,
+) -> Result<FreebsdBase> {
+    let (name, version) = match version {
+        Some(v) => ("FreeBSD".to_string(), v.to_string()),
+        None => read_newvers(source)?,
+    };
+    let branch = branch.map_or_else(|| branch_of(&version), str::to_string);
+    Ok(FreebsdBase {
+        name,
+        version,
+        branch,
+        target: String::new(),
+        target_arch: String::new(),
+    })
+}
+
+/// `base` for `target_arch`, with `target` or else the TARGET of that arch.
+pub fn with_arch(base: &FreebsdBase, target_arch: &str, target: Option<&str>) -> FreebsdBase {
+    FreebsdBase {
+        target: target.unwrap_or_else(|| target_of(target_arch)).to_string(),
+        target_arch: target_arch.to_string(),
+        ..base.clone()
+    }
+}
+
+/// The number of make jobs when none is given: the number of CPUs.
+pub fn default_jobs() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+/// The canonical path of `source`, if it is a FreeBSD source tree
+/// ([`check_source_tree`]).
+pub fn check_source(source: &Path) -> Result<PathBuf> {
+    let invalid = |path: &Path, message: String| Error::InvalidSource {
+        path: path.to_path_buf(),
+        message,
+    };
+    let dir = std::fs::canonicalize(source).map_err(|e| {
+        invalid(
+            source,
+            format!(
+                "source {}: {e}; give an existing FreeBSD source tree",
+                source.display()
+            ),
+        )
+    })?;
+    check_source_tree(&dir).map_err(|e| invalid(&dir, e.to_string()))?;
+    Ok(dir)
+}
+
+/// The FreeBSD name and version (`REVISION-BRANCH`) the source's
+/// `sys/conf/newvers.sh` declares.
+pub fn read_newvers(source: &Path) -> Result<(String, String)> {
+    let newvers =
+        fruix_freebsd::source::read_newvers(source).map_err(|e| Error::UnknownVersion {
+            path: source.to_path_buf(),
+            message: format!(
+                "cannot tell the FreeBSD version of {}: {e}; pass --freebsd-version",
+                source.display()
+            ),
+        })?;
+    Ok((newvers.name, newvers.version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(makefile: &str, newvers: Option<&str>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Makefile"), makefile).unwrap();
+        if let Some(newvers) = newvers {
+            std::fs::create_dir_all(dir.path().join("sys/conf")).unwrap();
+            std::fs::write(dir.path().join("sys/conf/newvers.sh"), newvers).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn the_version_comes_from_newvers_unless_given() {
+        let src = tree(
+            "buildworld:\n",
+            Some("TYPE=\"FreeBSD\"\nREVISION=\"15.0\"\nBRANCH=\"STABLE\"\n"),
+        );
+        let base = freebsd_base(src.path(), None, None).unwrap();
+        assert_eq!(
+            (
+                base.name.as_str(),
+                base.version.as_str(),
+                base.branch.as_str()
+            ),
+            ("FreeBSD", "15.0-STABLE", "stable/15")
+        );
+        let base = freebsd_base(src.path(), Some("14.2-RELEASE"), Some("mine")).unwrap();
+        assert_eq!(
+            (base.version.as_str(), base.branch.as_str()),
+            ("14.2-RELEASE", "mine")
+        );
+        let arm = with_arch(&base, "aarch64", None);
+        assert_eq!(
+            (arm.target.as_str(), arm.target_arch.as_str()),
+            ("arm64", "aarch64")
+        );
+        assert_eq!(with_arch(&base, "aarch64", Some("x")).target, "x");
+        let bare = tree("buildworld:\n", None);
+        let e = freebsd_base(bare.path(), None, None).unwrap_err();
+        assert!(matches!(e, Error::UnknownVersion { .. }), "{e:?}");
+        assert!(e.to_string().contains("pass --freebsd-version"), "{e}");
+    }
+
+    #[test]
+    fn a_source_must_be_a_tree_that_knows_buildworld() {
+        let src = tree("buildworld:\n", None);
+        assert_eq!(
+            check_source(src.path()).unwrap(),
+            src.path().canonicalize().unwrap()
+        );
+        let other = tree("all:\n", None);
+        let e = check_source(other.path()).unwrap_err();
+        assert!(e.to_string().contains("does not mention buildworld"), "{e}");
+        let e = check_source(&src.path().join("missing")).unwrap_err();
+        assert!(matches!(e, Error::InvalidSource { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("give an existing FreeBSD source tree"),
+            "{e}"
+        );
+        let e = check_source(&src.path().join("Makefile")).unwrap_err();
+        assert!(matches!(e, Error::InvalidSource { .. }), "{e:?}");
+        assert!(e.to_string().contains("is not a directory"), "{e}");
+    }
+}

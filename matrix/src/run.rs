@@ -1,0 +1,112 @@
+//! A whole matrix run: the report directory, every cell run and promoted,
+//! the agreement checked, `report.json` and `junit.xml` written.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fruix_core::executor::Registry;
+use fruix_core::run_id::allocate_run_dir;
+use fruix_promote::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::cell::{ExecutorRunner, Observer};
+use crate::plan::MatrixPlan;
+use crate::report::{agreement, cell_reports, unix, Report, SetAside};
+use crate::runner::run_cells;
+use crate::{Error, Result};
+
+/// Where a run works and what it builds with.
+pub struct RunSettings {
+    pub registry: Registry,
+    /// The store passed cells are promoted into.
+    pub store: Arc<Store>,
+    /// Result roots go to `STATE_DIR/native-builds/RUN_ID`.
+    pub state_dir: PathBuf,
+    /// From [`create_report_dir`].
+    pub report_dir: PathBuf,
+    /// Compare the first differing files of diverging artifacts with
+    /// diffoscope.
+    pub diffoscope: bool,
+}
+
+/// A finished run: its report, and where it was written.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub report: Report,
+    pub report_json: PathBuf,
+    pub junit_xml: PathBuf,
+}
+
+/// Creates the report directory, `report_dir` or else a new
+/// `STATE_DIR/matrix/RUN_ID`, with its `logs/`; returns its absolute path.
+pub fn create_report_dir(report_dir: Option<&Path>, state_dir: &Path) -> Result<PathBuf> {
+    let dir = match report_dir {
+        Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        None => allocate_run_dir(&state_dir.join("matrix"))?.1,
+    };
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|source| Error::Report {
+        action: "create report directory",
+        path: logs,
+        source,
+    })?;
+    Ok(dir)
+}
+
+/// Runs every cell of `plan` (see [`crate::runner`]), compares the
+/// artifacts of the cells that must agree, and writes the reports.
+/// Cancelling `cancel` (Ctrl-C) stops the matrix; the reports are still
+/// written for what finished.
+pub async fn run(
+    plan: Arc<MatrixPlan>,
+    settings: RunSettings,
+    observer: Arc<dyn Observer>,
+    cancel: CancellationToken,
+) -> Result<Finished> {
+    let runner = Arc::new(ExecutorRunner {
+        plan: plan.clone(),
+        registry: settings.registry,
+        store: settings.store,
+        state_dir: settings.state_dir,
+        logs_dir: settings.report_dir.join("logs"),
+        observer,
+    });
+    for i in 0..plan.cells.len() {
+        let _ = std::fs::remove_file(runner.log_path(i));
+    }
+    let started = SystemTime::now();
+    let (records, set_aside) = run_cells(
+        runner.clone(),
+        plan.dispatcher(),
+        plan.cells.len(),
+        cancel.clone(),
+    )
+    .await;
+    let cells = cell_reports(&plan.cells, &records, |i| runner.log_path(i));
+    let agreement = agreement(
+        &plan.agreement_groups(),
+        &cells,
+        settings.diffoscope,
+        &settings.report_dir,
+    );
+    let report = Report {
+        matrix: std::path::absolute(&plan.file.path).unwrap_or(plan.file.path.clone()),
+        started_at: unix(started),
+        duration_s: started.elapsed().unwrap_or_default().as_secs_f64(),
+        max_parallel: plan.file.max_parallel,
+        cancelled: cancel.is_cancelled(),
+        cells,
+        agreement,
+        machines_set_aside: set_aside
+            .into_iter()
+            .map(|(machine, reason)| SetAside { machine, reason })
+            .collect(),
+    };
+    let (report_json, junit_xml) = report.write(&settings.report_dir)?;
+    Ok(Finished {
+        report,
+        report_json,
+        junit_xml,
+    })
+}

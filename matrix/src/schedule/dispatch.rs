@@ -1,0 +1,349 @@
+//! The scheduling state of one matrix run: what starts, what is retried,
+//! what fail-fast stops (see the policy in [`super`]).
+
+use std::collections::VecDeque;
+
+use fruix_core::Failure;
+
+use super::pool::{Decision, Need, Placement, Pool};
+
+/// One attempt to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// The cell's index in the matrix.
+    pub cell: usize,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub placement: Placement,
+}
+
+/// What [`Dispatcher::dispatch`] says about a cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Start(Start),
+    /// The cell cannot run anywhere; it failed as a system failure.
+    Fail {
+        cell: usize,
+        reason: String,
+    },
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Passed,
+    Failed {
+        failure: Failure,
+        /// The attempt's machine no longer accepts connections.
+        machine_unreachable: bool,
+    },
+}
+
+/// What happens to a cell after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The cell is finished (passed, or failed for good).
+    Done,
+    /// The cell is queued for another attempt.
+    Retry,
+}
+
+#[derive(Debug, Clone)]
+struct Waiting {
+    cell: usize,
+    attempt: u32,
+}
+
+/// The scheduling state of one matrix run (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    pool: Pool,
+    needs: Vec<Need>,
+    /// The machines each cell failed on.
+    tried: Vec<Vec<String>>,
+    queue: VecDeque<Waiting>,
+    retries: u32,
+    fail_fast: bool,
+    stopped: bool,
+}
+
+impl Dispatcher {
+    /// A dispatcher for cells with `needs` (index = cell), all waiting.
+    pub fn new(pool: Pool, needs: Vec<Need>, retries: u32, fail_fast: bool) -> Dispatcher {
+        let queue = (0..needs.len())
+            .map(|cell| Waiting { cell, attempt: 1 })
+            .collect();
+        Dispatcher {
+            pool,
+            tried: vec![Vec::new(); needs.len()],
+            needs,
+            queue,
+            retries,
+            fail_fast,
+            stopped: false,
+        }
+    }
+
+    /// Everything that can start now (slots taken), and the cells that can
+    /// never run (removed, and with fail-fast stopping the matrix).
+    pub fn dispatch(&mut self) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut kept = VecDeque::new();
+        while let Some(w) = self.queue.pop_front() {
+            if self.stopped {
+                kept.push_back(w);
+                continue;
+            }
+            match self.pool.decide(&self.needs[w.cell], &self.tried[w.cell]) {
+                Decision::Run(placement) => {
+                    self.pool.acquire(&placement);
+                    steps.push(Step::Start(Start {
+                        cell: w.cell,
+                        attempt: w.attempt,
+                        placement,
+                    }));
+                }
+                Decision::Wait => kept.push_back(w),
+                Decision::Never(reason) => {
+                    self.stopped |= self.fail_fast;
+                    steps.push(Step::Fail {
+                        cell: w.cell,
+                        reason,
+                    });
+                }
+            }
+        }
+        self.queue = kept;
+        steps
+    }
+
+    /// Records how `start` ended and frees its slot.
+    pub fn finished(&mut self, start: &Start, outcome: AttemptOutcome) -> Verdict {
+        self.pool.release(&start.placement);
+        let AttemptOutcome::Failed {
+            failure,
+            machine_unreachable,
+        } = outcome
+        else {
+            return Verdict::Done;
+        };
+        if let (true, Placement::Machine(name)) = (machine_unreachable, &start.placement) {
+            self.pool.set_aside(
+                name,
+                format!(
+                    "unreachable after attempt {} of cell {}",
+                    start.attempt, start.cell
+                ),
+            );
+        }
+        if failure == Failure::System && start.attempt <= self.retries && !self.stopped {
+            if let Placement::Machine(name) = &start.placement {
+                self.tried[start.cell].push(name.clone());
+            }
+            // Retries go first: they have waited longest.
+            self.queue.push_front(Waiting {
+                cell: start.cell,
+                attempt: start.attempt + 1,
+            });
+            return Verdict::Retry;
+        }
+        if failure != Failure::Cancelled {
+            self.stopped |= self.fail_fast;
+        }
+        Verdict::Done
+    }
+
+    /// Whether fail-fast stopped the matrix.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Stops the matrix: nothing more starts. Returns the cells that were
+    /// still waiting (they are cancelled).
+    pub fn stop(&mut self) -> Vec<usize> {
+        self.stopped = true;
+        self.queue.drain(..).map(|w| w.cell).collect()
+    }
+
+    /// Whether no cell waits any more.
+    pub fn is_drained(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The pool's state (for reports).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::fixtures::{local, pool, remote};
+
+    /// The attempts (with their tick), each cell's final outcome, and the
+    /// cells cancelled by fail-fast.
+    type Simulation = (Vec<(u32, Start)>, Vec<Option<AttemptOutcome>>, Vec<usize>);
+
+    /// Runs a whole matrix against a fake pool in which `down` machines
+    /// fail every attempt with a system failure and are unreachable.
+    /// Every attempt takes one tick. Returns the attempts and final results.
+    fn simulate(
+        needs: Vec<Need>,
+        retries: u32,
+        fail_fast: bool,
+        max_parallel: Option<u32>,
+        result: impl Fn(usize, &Placement) -> AttemptOutcome,
+    ) -> Simulation {
+        let mut d = Dispatcher::new(pool(max_parallel), needs.clone(), retries, fail_fast);
+        let mut attempts = Vec::new();
+        let mut finals = vec![None; needs.len()];
+        let mut cancelled = Vec::new();
+        for tick in 0.. {
+            let mut running = Vec::new();
+            for step in d.dispatch() {
+                match step {
+                    Step::Start(s) => running.push(s),
+                    Step::Fail { cell, .. } => {
+                        finals[cell] = Some(AttemptOutcome::Failed {
+                            failure: Failure::System,
+                            machine_unreachable: false,
+                        })
+                    }
+                }
+            }
+            assert!(
+                max_parallel.is_none_or(|m| running.len() as u32 <= m),
+                "tick {tick}: {} running",
+                running.len()
+            );
+            for s in &running {
+                let outcome = result(s.cell, &s.placement);
+                attempts.push((tick, s.clone()));
+                if d.finished(s, outcome) == Verdict::Done {
+                    finals[s.cell] = Some(outcome);
+                }
+            }
+            if d.stopped() {
+                cancelled.extend(d.stop());
+            }
+            if d.is_drained() {
+                break;
+            }
+            assert!(tick < 100, "the matrix never finishes");
+        }
+        (attempts, finals, cancelled)
+    }
+
+    fn down(machine: &'static str) -> impl Fn(usize, &Placement) -> AttemptOutcome {
+        move |_, p| match p {
+            Placement::Machine(m) if m == machine => AttemptOutcome::Failed {
+                failure: Failure::System,
+                machine_unreachable: true,
+            },
+            _ => AttemptOutcome::Passed,
+        }
+    }
+
+    #[test]
+    fn cells_of_an_unreachable_machine_are_retried_elsewhere() {
+        let (attempts, finals, _) = simulate(vec![remote(); 4], 1, false, None, down("fast"));
+        assert!(
+            finals.iter().all(|f| *f == Some(AttemptOutcome::Passed)),
+            "{finals:?}"
+        );
+        let on_fast: Vec<_> = attempts
+            .iter()
+            .filter(|(_, s)| s.placement.name() == "fast")
+            .collect();
+        assert_eq!(
+            on_fast.len(),
+            1,
+            "fast is set aside after its first failure"
+        );
+        let retried = &on_fast[0].1;
+        let retry = attempts
+            .iter()
+            .find(|(_, s)| s.cell == retried.cell && s.attempt == 2)
+            .unwrap();
+        assert_eq!(retry.1.placement.name(), "slow");
+    }
+
+    #[test]
+    fn retries_are_bounded_and_build_failures_are_not_retried() {
+        let failing = |failure| {
+            move |_: usize, _: &Placement| AttemptOutcome::Failed {
+                failure,
+                machine_unreachable: false,
+            }
+        };
+        let (attempts, _, _) = simulate(vec![remote()], 2, false, None, failing(Failure::System));
+        let machines: Vec<&str> = attempts.iter().map(|(_, s)| s.placement.name()).collect();
+        assert_eq!(
+            machines,
+            ["fast", "slow", "fast"],
+            "avoids tried machines while it can"
+        );
+        let (attempts, _, _) = simulate(vec![remote()], 2, false, None, failing(Failure::Build));
+        assert_eq!(attempts.len(), 1);
+    }
+
+    #[test]
+    fn a_cell_no_machine_can_take_fails_as_a_system_failure() {
+        let pinned = Need {
+            pinned: Some("fast".into()),
+            ..remote()
+        };
+        let (attempts, finals, _) = simulate(vec![pinned], 3, false, None, down("fast"));
+        assert_eq!(
+            attempts.len(),
+            1,
+            "fast is set aside; the pinned cell cannot move"
+        );
+        assert!(matches!(
+            finals[0],
+            Some(AttemptOutcome::Failed {
+                failure: Failure::System,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn fail_fast_cancels_waiting_cells() {
+        let build_fails_first = |cell: usize, _: &Placement| {
+            if cell == 0 {
+                AttemptOutcome::Failed {
+                    failure: Failure::Build,
+                    machine_unreachable: false,
+                }
+            } else {
+                AttemptOutcome::Passed
+            }
+        };
+        let (attempts, _, cancelled) = simulate(vec![local(); 4], 1, true, None, build_fails_first);
+        assert_eq!(attempts.len(), 1, "one local slot: only cell 0 ran");
+        assert_eq!(cancelled, [1, 2, 3]);
+        let (attempts, _, cancelled) =
+            simulate(vec![local(); 4], 1, false, None, build_fails_first);
+        assert_eq!((attempts.len(), cancelled.len()), (4, 0));
+    }
+
+    #[test]
+    fn max_parallel_caps_a_mixed_matrix_and_waiting_cells_do_not_block_others() {
+        let needs = vec![local(), local(), remote(), remote(), remote()];
+        let (attempts, finals, _) =
+            simulate(needs, 0, false, Some(3), |_, _| AttemptOutcome::Passed);
+        assert!(finals.iter().all(Option::is_some));
+        let first: Vec<usize> = attempts
+            .iter()
+            .filter(|(t, _)| *t == 0)
+            .map(|(_, s)| s.cell)
+            .collect();
+        assert_eq!(
+            first,
+            [0, 2, 3],
+            "cell 1 waits for the local slot; remote cells go on"
+        );
+    }
+}

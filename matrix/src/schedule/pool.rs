@@ -1,0 +1,282 @@
+//! The slots of this host and of the machines, and where one cell can run
+//! now (see the policy in [`super`]).
+
+use fruix_core::machines::Machine;
+
+/// Where one attempt of a cell runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Placement {
+    /// On this host.
+    Local,
+    /// On the named machine of the machines file.
+    Machine(String),
+}
+
+impl Placement {
+    /// The machine's name, or `local`.
+    pub fn name(&self) -> &str {
+        match self {
+            Placement::Local => "local",
+            Placement::Machine(name) => name,
+        }
+    }
+}
+
+/// What a cell needs from the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need {
+    /// Runs on a machine of the pool (its executor takes `machines` and
+    /// `machine`), rather than on this host.
+    pub remote: bool,
+    pub target_arch: String,
+    /// The machine the cell is pinned to.
+    pub pinned: Option<String>,
+}
+
+/// The decision for one waiting cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Run(Placement),
+    /// No slot is free now; one may be later.
+    Wait,
+    /// No machine can ever take the cell; the message says why.
+    Never(String),
+}
+
+#[derive(Debug, Clone)]
+struct MachineSlots {
+    name: String,
+    speed: f64,
+    capacity: u32,
+    systems: Vec<String>,
+    busy: u32,
+    set_aside: Option<String>,
+}
+
+/// The slots of this host and of the machines, and what runs in them.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    machines: Vec<MachineSlots>,
+    local_capacity: u32,
+    local_busy: u32,
+    /// `None`: unlimited.
+    max_parallel: Option<u32>,
+}
+
+impl Pool {
+    /// A pool of `machines` (in file order), `local_slots` for local cells,
+    /// and at most `max_parallel` cells at once.
+    pub fn new(machines: &[Machine], local_slots: u32, max_parallel: Option<u32>) -> Pool {
+        Pool {
+            machines: machines
+                .iter()
+                .map(|m| MachineSlots {
+                    name: m.name.clone(),
+                    speed: m.speed,
+                    capacity: m.parallel_builds,
+                    systems: m.systems.clone(),
+                    busy: 0,
+                    set_aside: None,
+                })
+                .collect(),
+            local_capacity: local_slots,
+            local_busy: 0,
+            max_parallel,
+        }
+    }
+
+    /// How many cells run now.
+    pub fn running(&self) -> u32 {
+        self.local_busy + self.machines.iter().map(|m| m.busy).sum::<u32>()
+    }
+
+    /// Where a cell with `need` that already failed on `tried` can run now.
+    pub fn decide(&self, need: &Need, tried: &[String]) -> Decision {
+        if !need.remote {
+            return if self.local_busy < self.local_capacity && self.has_room() {
+                Decision::Run(Placement::Local)
+            } else {
+                Decision::Wait
+            };
+        }
+        let eligible: Vec<&MachineSlots> = self
+            .machines
+            .iter()
+            .filter(|m| need.pinned.as_ref().is_none_or(|p| *p == m.name))
+            .filter(|m| m.systems.is_empty() || m.systems.contains(&need.target_arch))
+            .collect();
+        if eligible.is_empty() {
+            return Decision::Never(match &need.pinned {
+                Some(p) => format!("machine {p:?}, which the cell is pinned to, is not in the machines file or does not build {}", need.target_arch),
+                None => format!("no machine in the machines file builds {}", need.target_arch),
+            });
+        }
+        let usable: Vec<&MachineSlots> = eligible
+            .iter()
+            .copied()
+            .filter(|m| m.set_aside.is_none())
+            .collect();
+        if usable.is_empty() {
+            let reasons: Vec<String> = eligible
+                .iter()
+                .map(|m| format!("{} ({})", m.name, m.set_aside.as_deref().unwrap_or("")))
+                .collect();
+            return Decision::Never(format!(
+                "every machine that could build it was set aside: {}",
+                reasons.join("; ")
+            ));
+        }
+        let untried: Vec<&MachineSlots> = usable
+            .iter()
+            .copied()
+            .filter(|m| !tried.contains(&m.name))
+            .collect();
+        let candidates = if untried.is_empty() { usable } else { untried };
+        if !self.has_room() {
+            return Decision::Wait;
+        }
+        candidates
+            .into_iter()
+            .enumerate()
+            .filter(|(_, m)| m.busy < m.capacity)
+            .max_by(|(i, a), (j, b)| {
+                a.speed
+                    .total_cmp(&b.speed)
+                    .then(b.busy.cmp(&a.busy))
+                    .then(j.cmp(i))
+            })
+            .map(|(_, m)| Decision::Run(Placement::Machine(m.name.clone())))
+            .unwrap_or(Decision::Wait)
+    }
+
+    fn has_room(&self) -> bool {
+        self.max_parallel.is_none_or(|max| self.running() < max)
+    }
+
+    fn slots(&mut self, placement: &Placement) -> (&mut u32, u32) {
+        match placement {
+            Placement::Local => (&mut self.local_busy, self.local_capacity),
+            Placement::Machine(name) => {
+                let m = self
+                    .machines
+                    .iter_mut()
+                    .find(|m| m.name == *name)
+                    .expect("placements name machines of the pool");
+                (&mut m.busy, m.capacity)
+            }
+        }
+    }
+
+    /// Takes a slot at `placement` (as decided by [`Pool::decide`]).
+    pub fn acquire(&mut self, placement: &Placement) {
+        let (busy, capacity) = self.slots(placement);
+        assert!(*busy < capacity, "no free slot at {}", placement.name());
+        *busy += 1;
+    }
+
+    /// Frees a slot taken by [`Pool::acquire`].
+    pub fn release(&mut self, placement: &Placement) {
+        let (busy, _) = self.slots(placement);
+        *busy -= 1;
+    }
+
+    /// Sets machine `name` aside for the rest of the run.
+    pub fn set_aside(&mut self, name: &str, reason: impl Into<String>) {
+        if let Some(m) = self.machines.iter_mut().find(|m| m.name == name) {
+            m.set_aside.get_or_insert(reason.into());
+        }
+    }
+
+    /// The machines set aside, with why.
+    pub fn set_aside_machines(&self) -> Vec<(String, String)> {
+        self.machines
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), m.set_aside.clone()?)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::fixtures::{local, machines, pool, remote};
+
+    fn on(name: &str) -> Decision {
+        Decision::Run(Placement::Machine(name.into()))
+    }
+
+    #[test]
+    fn fastest_free_machine_first_then_slots_are_respected() {
+        let mut p = pool(None);
+        assert_eq!(p.decide(&remote(), &[]), on("fast"));
+        p.acquire(&Placement::Machine("fast".into()));
+        assert_eq!(p.decide(&remote(), &[]), on("slow"));
+        p.acquire(&Placement::Machine("slow".into()));
+        assert_eq!(p.decide(&remote(), &[]), on("slow"));
+        p.acquire(&Placement::Machine("slow".into()));
+        assert_eq!(p.decide(&remote(), &[]), Decision::Wait);
+        p.release(&Placement::Machine("fast".into()));
+        assert_eq!(p.decide(&remote(), &[]), on("fast"));
+    }
+
+    #[test]
+    fn systems_and_pins_restrict_machines() {
+        let p = pool(None);
+        let arm = Need {
+            target_arch: "aarch64".into(),
+            ..remote()
+        };
+        assert_eq!(p.decide(&arm, &[]), on("arm"));
+        let riscv = Need {
+            target_arch: "riscv64".into(),
+            ..remote()
+        };
+        assert_eq!(p.decide(&riscv, &[]), on("fast"), "no systems: builds any");
+        let only_arm = Pool::new(
+            &machines(
+                r#"(fruix-machines (machine (name "arm") (host "h3") (user "root") (systems "aarch64")))"#,
+            ),
+            1,
+            None,
+        );
+        assert!(
+            matches!(only_arm.decide(&riscv, &[]), Decision::Never(m) if m.contains("builds riscv64"))
+        );
+        let pinned = Need {
+            pinned: Some("slow".into()),
+            ..remote()
+        };
+        assert_eq!(p.decide(&pinned, &[]), on("slow"));
+        let unknown = Need {
+            pinned: Some("nowhere".into()),
+            ..remote()
+        };
+        assert!(matches!(p.decide(&unknown, &[]), Decision::Never(m) if m.contains("\"nowhere\"")));
+    }
+
+    #[test]
+    fn max_parallel_and_local_slots_hold() {
+        let mut p = pool(Some(2));
+        assert_eq!(p.decide(&local(), &[]), Decision::Run(Placement::Local));
+        p.acquire(&Placement::Local);
+        assert_eq!(p.decide(&local(), &[]), Decision::Wait, "one local slot");
+        p.acquire(&Placement::Machine("fast".into()));
+        assert_eq!(p.decide(&remote(), &[]), Decision::Wait, "max-parallel 2");
+    }
+
+    #[test]
+    fn set_aside_machines_are_never_chosen_and_retries_avoid_tried_machines() {
+        let mut p = pool(None);
+        assert_eq!(p.decide(&remote(), &["fast".into()]), on("slow"));
+        p.set_aside("slow", "connection refused");
+        assert_eq!(
+            p.decide(&remote(), &["fast".into()]),
+            on("fast"),
+            "back to a tried one"
+        );
+        p.set_aside("fast", "connection refused");
+        assert!(
+            matches!(p.decide(&remote(), &[]), Decision::Never(m) if m.contains("set aside") && m.contains("slow (connection refused)"))
+        );
+    }
+}
