@@ -256,3 +256,266 @@ impl MatrixPlan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fruix_core::executor::{
+        Capabilities, ConfigKeyEntry, Executor, ExecutorKind, RegistryEntry, RunContext,
+    };
+    use fruix_core::Failure;
+
+    use super::*;
+    use crate::schedule::Step;
+
+    /// An executor that is never run.
+    #[derive(Debug)]
+    struct Idle;
+
+    #[async_trait::async_trait]
+    impl Executor for Idle {
+        fn name(&self) -> &str {
+            "idle"
+        }
+        fn version(&self) -> &str {
+            "0"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        async fn run(&self, _ctx: &RunContext) -> fruix_core::Result<()> {
+            unreachable!("plans run nothing")
+        }
+        async fn cleanup(&self, _ctx: &RunContext) -> fruix_core::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `local` (key `make`) and `remote` (keys `machines` and `machine`,
+    /// so its cells run on the pool); both refuse a configuration key `bad`.
+    fn registry() -> Registry {
+        let mut registry = Registry::default();
+        for (name, keys) in [
+            ("local", &["make"][..]),
+            ("remote", &["machines", "machine"]),
+        ] {
+            registry
+                .add(RegistryEntry {
+                    name: name.into(),
+                    description: String::new(),
+                    version: "0".into(),
+                    origin: "tests".into(),
+                    kind: ExecutorKind::BuiltIn,
+                    config_keys: keys
+                        .iter()
+                        .map(|k| ConfigKeyEntry {
+                            name: k.to_string(),
+                            description: String::new(),
+                        })
+                        .collect(),
+                    factory: Arc::new(move |config: serde_json::Value| match config.get("bad") {
+                        Some(_) => Err(fruix_core::Error::InvalidConfig {
+                            executor: name.into(),
+                            message: "unknown key `bad`".into(),
+                        }),
+                        None => Ok(Arc::new(Idle) as Arc<dyn Executor>),
+                    }),
+                })
+                .unwrap();
+        }
+        registry
+    }
+
+    /// A directory with a FreeBSD-looking `src/`, `machines.scm` (m1:
+    /// amd64 only, 2 slots, faster; m2) and `matrix.scm` holding `body`.
+    fn setup(body: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sys/conf")).unwrap();
+        std::fs::write(src.join("Makefile"), "buildworld:\n").unwrap();
+        std::fs::write(
+            src.join("sys/conf/newvers.sh"),
+            "REVISION=\"15.0\"\nBRANCH=\"STABLE\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("machines.scm"),
+            r#"(fruix-machines
+  (machine (name "m1") (host "h1") (user "u") (systems "amd64") (parallel-builds 2) (speed 2.0))
+  (machine (name "m2") (host "h2") (user "u")))"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("matrix.scm"),
+            format!("(fruix-matrix (format-version 1) (source \"src\")\n{body})"),
+        )
+        .unwrap();
+        dir
+    }
+
+    fn load(body: &str, max_parallel: Option<u32>) -> Result<MatrixPlan> {
+        let dir = setup(body);
+        MatrixPlan::load(
+            &dir.path().join("matrix.scm"),
+            None,
+            max_parallel,
+            &registry(),
+        )
+    }
+
+    const MIXED: &str = r#"(machines-file "machines.scm")
+  (axes (executor "local" "remote") (kernconf "GENERIC" "MINIMAL"))
+  (include ((executor "remote") (kernconf "GENERIC") (machine "m2")))
+  (make-flags "-DNO_ROOT") (jobs 3) (remote-source "/usr/src")
+  (config (remote (timeout 5)))"#;
+
+    #[test]
+    fn executors_with_machine_keys_run_on_the_pool() {
+        let dir = setup(MIXED);
+        let plan =
+            MatrixPlan::load(&dir.path().join("matrix.scm"), None, None, &registry()).unwrap();
+        let ids: Vec<&str> = plan.cells.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "local-GENERIC",
+                "local-MINIMAL",
+                "remote-GENERIC-m2",
+                "remote-MINIMAL"
+            ]
+        );
+        assert_eq!(plan.remote, [false, false, true, true]);
+        let runs_on: Vec<String> = (0..4).map(|i| plan.placement_text(i)).collect();
+        assert_eq!(runs_on, ["this host", "this host", "machine m2", "pool"]);
+        assert_eq!(plan.need(2).pinned.as_deref(), Some("m2"));
+        assert_eq!(plan.agreement_groups(), [vec![0, 2], vec![1, 3]]);
+        // One local slot; the unpinned remote cell goes to the faster m1.
+        let started: Vec<(usize, String)> = plan
+            .dispatcher()
+            .dispatch()
+            .into_iter()
+            .map(|step| match step {
+                Step::Start(s) => (s.cell, s.placement.name().to_string()),
+                Step::Fail { cell, reason } => panic!("cell {cell} failed: {reason}"),
+            })
+            .collect();
+        assert_eq!(
+            started,
+            [(0, "local".into()), (2, "m2".into()), (3, "m1".into())]
+        );
+        let machines = dir.path().join("machines.scm");
+        assert_eq!(
+            plan.executor_config(3, &Placement::Machine("m1".into())),
+            serde_json::json!({ "timeout": 5, "machines": machines, "machine": "m1" })
+        );
+        assert_eq!(
+            plan.executor_config(0, &Placement::Local),
+            serde_json::json!({})
+        );
+    }
+
+    #[test]
+    fn requests_follow_the_cell_and_where_it_builds() {
+        let plan = load(MIXED, None).unwrap();
+        let remote = plan.request(3, "r1".into());
+        assert_eq!(remote.run_id, "r1");
+        assert_eq!(remote.source.path, "/usr/src", "remote-source on the pool");
+        assert_eq!(remote.policy.kernconf, "MINIMAL");
+        assert_eq!(remote.policy.jobs, 3);
+        assert_eq!(remote.policy.make_flags, ["-DNO_ROOT"]);
+        let base = &remote.freebsd_base;
+        assert_eq!(
+            (
+                base.version.as_str(),
+                base.branch.as_str(),
+                base.target.as_str()
+            ),
+            ("15.0-STABLE", "stable/15", "amd64")
+        );
+        let local = plan.request(0, "r2".into());
+        assert_eq!(local.source.path, plan.source.to_string_lossy());
+        assert!(plan.source.is_absolute() && plan.source.ends_with("src"));
+        let flagged = load(
+            r#"(axes (executor "local") (make-flag "A=1" "B=2") (target-arch "aarch64")) (make-flags "-DNO_ROOT")"#,
+            None,
+        )
+        .unwrap();
+        let request = flagged.request(1, "r".into());
+        assert_eq!(
+            request.policy.make_flags,
+            ["-DNO_ROOT", "B=2"],
+            "the matrix's, then the cell's"
+        );
+        assert_eq!(request.freebsd_base.target, "arm64");
+    }
+
+    #[test]
+    fn max_parallel_given_by_the_caller_overrides_the_file() {
+        let body = r#"(axes (executor "local")) (max-parallel 2)"#;
+        assert_eq!(load(body, None).unwrap().file.max_parallel, Some(2));
+        assert_eq!(load(body, Some(5)).unwrap().file.max_parallel, Some(5));
+        let e = load(body, Some(0)).unwrap_err();
+        assert_eq!(e.to_string(), "--max-parallel must be at least 1");
+        assert_eq!(e.failure(), Failure::Input);
+    }
+
+    /// The error of loading `body`, checked to be the caller's fault.
+    fn refused(body: &str) -> Error {
+        let e = load(body, None).unwrap_err();
+        assert_eq!(e.failure(), Failure::Input, "{e:?}");
+        e
+    }
+
+    #[test]
+    fn what_cannot_run_is_refused_before_anything_runs() {
+        let e = refused(r#"(axes (executor "remote"))"#);
+        assert!(
+            matches!(&e, Error::InvalidCell { cell, .. } if cell == "remote"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("give machines-file in"), "{e}");
+        let e =
+            refused(r#"(axes (executor "local")) (include ((executor "local") (machine "m1")))"#);
+        assert!(
+            e.to_string()
+                .contains("but executor local builds on this host"),
+            "{e}"
+        );
+        let e =
+            refused(r#"(machines-file "machines.scm") (axes (executor "remote") (machine "m9"))"#);
+        assert!(e.to_string().starts_with("cell remote: "), "{e}");
+        assert!(e.to_string().contains("m9"), "{e}");
+        let e = refused(
+            r#"(machines-file "machines.scm") (axes (executor "remote") (target-arch "riscv64") (machine "m1"))"#,
+        );
+        assert!(e.to_string().contains("does not build riscv64"), "{e}");
+        let e = refused(r#"(axes (executor "local")) (config (local (machine "m1")))"#);
+        assert!(
+            matches!(&e, Error::SchedulerKey { key: "machine", .. }),
+            "{e:?}"
+        );
+        let e = refused(r#"(axes (executor "local")) (config (local (bad 1)))"#);
+        assert!(
+            matches!(&e, Error::CellSetup { cell, .. } if cell == "local"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("unknown key `bad`"), "{e}");
+        let e = refused(r#"(axes (executor "lokal"))"#);
+        assert!(e.to_string().contains("unknown executor `lokal`"), "{e}");
+        let e = refused(r#"(axes (executor "local")) (jobs 1) (jobs 2)"#);
+        assert!(
+            matches!(&e, Error::Core(fruix_core::Error::InvalidMetadata { field, .. }) if field == "jobs"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_source_is_refused() {
+        let dir = setup(r#"(axes (executor "local"))"#);
+        std::fs::remove_dir_all(dir.path().join("src")).unwrap();
+        let e =
+            MatrixPlan::load(&dir.path().join("matrix.scm"), None, None, &registry()).unwrap_err();
+        assert!(matches!(e, Error::InvalidSource { .. }), "{e:?}");
+    }
+}

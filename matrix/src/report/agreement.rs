@@ -186,3 +186,149 @@ fn run_diffoscope(first: &Path, second: &Path, output: &Path) -> String {
         Err(e) => format!("cannot run diffoscope: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use fruix_core::manifest::{Entry, EntryKind, Modes, MANIFEST_HEADER};
+    use fruix_promote::store::MANIFEST_FILE;
+    use sha2::Digest;
+
+    use super::*;
+    use crate::report::fixtures::cell;
+    use crate::runner::PromotedArtifact;
+
+    fn entry(path: &str, kind: EntryKind, mode: u32) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            mode,
+            kind,
+        }
+    }
+
+    fn file(path: &str, content: &[u8]) -> Entry {
+        let kind = EntryKind::File {
+            size: content.len() as u64,
+            sha256: sha2::Sha256::digest(content).into(),
+        };
+        entry(path, kind, 0o444)
+    }
+
+    /// A store object under `dir` whose manifest lists the root directory
+    /// and `files`.
+    fn object(dir: &Path, name: &str, files: &[Entry]) -> PathBuf {
+        let object = dir.join(name);
+        std::fs::create_dir(&object).unwrap();
+        let mut manifest = MANIFEST_HEADER.to_string();
+        entry("", EntryKind::Directory, 0o555).render(Modes::Store, &mut manifest);
+        for f in files {
+            f.render(Modes::Store, &mut manifest);
+        }
+        std::fs::write(object.join(MANIFEST_FILE), manifest).unwrap();
+        object
+    }
+
+    /// A passed cell with `artifacts`: (name, store object, signature).
+    fn passed(dir: &Path, id: &str, artifacts: &[(&str, &Path, &str)]) -> CellReport {
+        let mut c = cell(id, CellStatus::Passed, dir);
+        for (name, store_path, signature) in artifacts {
+            c.artifacts.insert(
+                name.to_string(),
+                PromotedArtifact {
+                    store_path: store_path.to_path_buf(),
+                    tree_signature: signature.to_string(),
+                },
+            );
+        }
+        c
+    }
+
+    #[test]
+    fn diverging_artifacts_list_their_differing_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let world1 = object(d, "w1", &[file("bin/sh", b"sh"), file("stamp", b"one")]);
+        let world2 = object(d, "w2", &[file("bin/sh", b"sh"), file("stamp", b"three")]);
+        let kernel = object(d, "k", &[file("kernel", b"k")]);
+        let mut failed = passed(d, "mini-MINIMAL", &[("world", &world2, "sha256:w3")]);
+        failed.status = CellStatus::BuildFailure;
+        let cells = [
+            passed(
+                d,
+                "local-GENERIC",
+                &[
+                    ("kernel", &kernel, "sha256:k"),
+                    ("world", &world1, "sha256:w1"),
+                ],
+            ),
+            passed(
+                d,
+                "remote-GENERIC",
+                &[
+                    ("kernel", &kernel, "sha256:k"),
+                    ("world", &world2, "sha256:w2"),
+                ],
+            ),
+            failed,
+        ];
+        let out = agreement(&[vec![0, 1, 2]], &cells, false, d);
+        let artifacts: Vec<(&str, bool)> =
+            out.iter().map(|a| (a.artifact.as_str(), a.agree)).collect();
+        assert_eq!(artifacts, [("kernel", true), ("world", false)]);
+        let world = &out[1];
+        assert_eq!(
+            world.cells,
+            ["local-GENERIC", "remote-GENERIC"],
+            "failed cells are left out"
+        );
+        assert_eq!(
+            world.signatures["remote-GENERIC"].as_deref(),
+            Some("sha256:w2")
+        );
+        let paths: Vec<(&str, &str)> = world
+            .differences
+            .iter()
+            .map(|d| (d.difference.path.as_str(), d.difference.change))
+            .collect();
+        assert_eq!(paths, [("./stamp", "modified")]);
+        assert_eq!(
+            world.differences[0].cells,
+            ["local-GENERIC", "remote-GENERIC"]
+        );
+        assert!(world.diffoscope.is_empty(), "diffoscope was not asked for");
+        assert!(out[0].differences.is_empty());
+    }
+
+    #[test]
+    fn a_missing_artifact_diverges_and_an_unreadable_manifest_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let gone = d.join("gone");
+        let cells = [
+            passed(
+                d,
+                "local-GENERIC",
+                &[("kernel", &gone, "sha256:k1"), ("world", &gone, "sha256:w")],
+            ),
+            passed(d, "remote-GENERIC", &[("kernel", &gone, "sha256:k2")]),
+        ];
+        let out = agreement(&[vec![0, 1]], &cells, false, d);
+        let (kernel, world) = (&out[0], &out[1]);
+        assert!(!world.agree, "an artifact one cell lacks is a divergence");
+        assert_eq!(world.signatures["remote-GENERIC"], None);
+        assert!(world.differences.is_empty() && world.diffoscope.is_empty());
+        assert!(!kernel.agree);
+        assert_eq!(kernel.diffoscope.len(), 1, "{kernel:?}");
+        assert!(
+            kernel.diffoscope[0]
+                .status
+                .starts_with("cannot read the manifests to compare"),
+            "{kernel:?}"
+        );
+        assert!(
+            agreement(&[vec![0]], &cells, false, d).is_empty(),
+            "one cell compares with none"
+        );
+    }
+}

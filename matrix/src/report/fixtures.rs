@@ -19,7 +19,8 @@ fn attempt(machine: &str, status: CellStatus, error: Option<&str>) -> AttemptRep
     }
 }
 
-fn cell(id: &str, status: CellStatus, logs: &Path) -> CellReport {
+/// A cell `EXECUTOR-KERNCONF` with `status` and nothing else.
+pub fn cell(id: &str, status: CellStatus, logs: &Path) -> CellReport {
     let (executor, kernconf) = id.split_once('-').unwrap();
     CellReport {
         id: id.into(),

@@ -73,8 +73,7 @@ impl Report {
         std::fs::write(&json, json_text).map_err(|e| write_error(&json, e))?;
         let xml_text = junit::junit(self, &hostname)
             .to_string()
-            .map_err(|e| write_error(&xml, std::io::Error::other(e)))?
-            + "\n";
+            .map_err(|e| write_error(&xml, std::io::Error::other(e)))?;
         std::fs::write(&xml, xml_text).map_err(|e| write_error(&xml, e))?;
         Ok((json, xml))
     }
@@ -216,4 +215,152 @@ pub fn cell_reports(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::expand::cells;
+    use crate::file::MatrixFile;
+    use crate::runner::{AttemptRecord, Promoted};
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn cell_reports_follow_the_records() {
+        let file = MatrixFile::parse(
+            Path::new("/ci/matrix.scm"),
+            r#"(fruix-matrix (format-version 1) (source "s")
+  (axes (executor "remote")) (include ((executor "pinned") (machine "m2"))))"#,
+        )
+        .unwrap();
+        let cells = cells(&file).unwrap();
+        let attempt = |n, machine: &str, status| AttemptRecord {
+            attempt: n,
+            machine: machine.into(),
+            started: at(100 * u64::from(n)),
+            finished: at(100 * u64::from(n) + 10),
+            status,
+            error: (status != CellStatus::Passed).then(|| "connection lost".into()),
+        };
+        let promoted = Promoted {
+            result_store: "/store/r".into(),
+            artifacts: BTreeMap::from([(
+                "world".to_string(),
+                PromotedArtifact {
+                    store_path: "/store/w".into(),
+                    tree_signature: "sha256:w".into(),
+                },
+            )]),
+        };
+        let records = [
+            CellRecord {
+                status: CellStatus::Passed,
+                attempts: vec![
+                    attempt(1, "m1", CellStatus::SystemFailure),
+                    attempt(2, "m2", CellStatus::Passed),
+                ],
+                promoted: Some(promoted),
+                error: None,
+                finished: Some(at(215)),
+            },
+            CellRecord::default(),
+        ];
+        let reports = cell_reports(&cells, &records, |i| format!("/logs/{i}.log").into());
+        let (retried, never) = (&reports[0], &reports[1]);
+        assert_eq!(retried.id, "remote");
+        assert_eq!(retried.machine.as_deref(), Some("m2"), "the last attempt's");
+        assert_eq!(retried.duration_s, 115.0, "from the first start to the end");
+        assert_eq!(
+            (retried.started_at, retried.finished_at),
+            (Some(100.0), Some(215.0))
+        );
+        assert_eq!(
+            retried.attempts[0].error.as_deref(),
+            Some("connection lost")
+        );
+        assert_eq!(retried.attempts[1].started_at, 200.0);
+        assert_eq!(retried.result_store.as_deref(), Some(Path::new("/store/r")));
+        assert_eq!(retried.artifacts["world"].tree_signature, "sha256:w");
+        assert_eq!(retried.log, Path::new("/logs/0.log"));
+        assert_eq!(never.status, CellStatus::Cancelled);
+        assert_eq!(never.machine.as_deref(), Some("m2"), "the pinned machine");
+        assert_eq!((never.duration_s, never.started_at), (0.0, None));
+        assert_eq!(never.error.as_deref(), Some("never started"));
+    }
+
+    #[test]
+    fn cancellation_then_failed_cells_then_divergence_decide_the_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut report = fixtures::report(dir.path());
+        assert_eq!(report.outcome(), Outcome::CellsFailed);
+        report.cancelled = true;
+        assert_eq!(report.outcome(), Outcome::Cancelled);
+        report.cancelled = false;
+        report.cells.retain(|c| c.status == CellStatus::Passed);
+        assert_eq!(report.outcome(), Outcome::Diverged);
+        report.agreement.retain(|a| a.agree);
+        assert_eq!(report.outcome(), Outcome::Passed);
+    }
+
+    #[test]
+    fn report_json_carries_cells_agreement_and_machines_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = fixtures::report(dir.path());
+        let (json, xml) = report.write(dir.path()).unwrap();
+        assert_eq!(
+            (json.file_name(), xml.file_name()),
+            (Some("report.json".as_ref()), Some("junit.xml".as_ref()))
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["matrix"], "/ci/matrix.scm");
+        assert_eq!(v["max_parallel"], 4);
+        assert_eq!(v["cancelled"], false);
+        let failed = &v["cells"][1];
+        assert_eq!(failed["status"], "build-failure");
+        assert_eq!(failed["make_flag"], serde_json::Value::Null);
+        assert_eq!(
+            failed["attempts"][0]["error"],
+            "build step `buildworld` failed"
+        );
+        assert_eq!(
+            v["cells"][0]["artifacts"]["world"]["tree_signature"],
+            "sha256:w1"
+        );
+        let world = &v["agreement"][1];
+        assert_eq!(world["agree"], false);
+        assert_eq!(world["signatures"]["remote-GENERIC"], "sha256:w2");
+        let d = &world["differences"][0];
+        assert_eq!(
+            d["cells"],
+            serde_json::json!(["local-GENERIC", "remote-GENERIC"])
+        );
+        assert_eq!(
+            (d["path"].as_str(), d["change"].as_str()),
+            (Some("./stamp"), Some("modified"))
+        );
+        assert_eq!(
+            (d["first"]["type"].as_str(), d["first"]["size"].as_u64()),
+            (Some("file"), Some(3))
+        );
+        assert_eq!(v["machines_set_aside"][0]["machine"], "m1");
+        let junit = std::fs::read_to_string(&xml).unwrap();
+        assert!(junit.ends_with("</testsuites>\n"), "{junit:?}");
+    }
+
+    #[test]
+    fn an_unwritable_report_directory_is_a_system_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = fixtures::report(dir.path());
+        let e = report.write(&dir.path().join("missing")).unwrap_err();
+        assert!(matches!(e, Error::Report { .. }), "{e:?}");
+        assert_eq!(e.failure(), fruix_core::Failure::System);
+        assert!(e.to_string().starts_with("cannot write "), "{e}");
+    }
 }

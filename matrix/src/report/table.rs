@@ -96,3 +96,36 @@ pub fn table(report: &Report) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures;
+
+    #[test]
+    fn the_table_has_a_row_per_cell_then_errors_agreement_and_machines() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = table(&fixtures::report(dir.path()));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..5],
+            [
+                "CELL            MACHINE  STATUS                       TIME",
+                "local-GENERIC   local    passed                       2.5s",
+                "local-MINIMAL   local    build-failure                2.5s",
+                "remote-GENERIC  m1       system-failure (2 attempts)  2.5s",
+                "remote-MINIMAL  -        cancelled                    0.0s",
+            ]
+        );
+        assert_eq!(lines[5], "local-MINIMAL: build step `buildworld` failed");
+        assert!(lines[6].starts_with("  log: /") && lines[6].ends_with("local-MINIMAL.log"));
+        assert!(text.contains("agreement: kernel: local-GENERIC, remote-GENERIC agree\n"));
+        assert!(
+            text.contains(
+                "DIVERGENCE: world: local-GENERIC=sha256:w1 remote-GENERIC=sha256:w2\n  local-GENERIC vs remote-GENERIC: modified ./stamp\n"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("machine m1 set aside: unreachable after attempt 2 of cell 2\n"));
+    }
+}
