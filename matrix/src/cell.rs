@@ -63,7 +63,7 @@ fn system(message: impl Into<String>) -> CellError {
     }
 }
 
-/// The error of a failed attempt, with a build failure's last log lines.
+/// A failed attempt's error: its class and message.
 fn cell_error(e: &Error) -> CellError {
     CellError {
         failure: e.failure(),
