@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use fruix_core::escape;
 use fruix_core::executor::Event;
 use fruix_matrix::cell::Observer;
 use fruix_matrix::runner::CellRecord;
@@ -38,6 +39,7 @@ impl Live {
             self.multi.remove(&bar);
         }
         let Some(line) = line else { return };
+        let line = escape::terminal(line);
         match self.mode {
             Mode::Quiet => {}
             Mode::Plain => eprintln!("==> {id}: {line}"),
@@ -84,10 +86,12 @@ impl Observer for Live {
         };
         match event {
             Event::StageStarted { stage: s } => {
-                *stage = s.clone();
-                bar.set_message(s.clone());
+                *stage = escape::terminal(s);
+                bar.set_message(stage.clone());
             }
-            Event::Log { line, .. } => bar.set_message(format!("{stage}: {line}")),
+            Event::Log { line, .. } => {
+                bar.set_message(format!("{stage}: {}", escape::terminal(line)))
+            }
             _ => {}
         }
     }
