@@ -33,3 +33,7 @@ pub use exit_status::ExitStatus;
 pub use manifest::TreeSignature;
 pub use promotion::PromotionMetadata;
 pub use result_root::ResultRoot;
+
+/// Re-exported for [`register_executor!`], so that executor crates need not
+/// depend on `inventory` themselves.
+pub use inventory;

@@ -6,14 +6,14 @@
 //!   absolute path.
 //! - Objects and install trees go to the run's work directory
 //!   ([`fruix_freebsd::work::work_dir_for`]): next to the result root, or under the
-//!   configured `work_dir`. [`Executor::cleanup`] removes it, whatever the run
+//!   configured `work_dir`. The run's cleanup removes it, whatever the run
 //!   did.
 //! - Configuration (JSON object; unknown keys are refused):
 //!   `make` (the make program, default [`crate::driver::default_make`]) and
 //!   `work_dir` (an absolute directory for work directories).
 //!
 //! ```
-//! let executor = fruix_executors::local::LocalConfig::default().build().unwrap();
+//! let executor = fruix_executors::local::LocalConfig::default().executor().unwrap();
 //! # use fruix_core::Executor;
 //! assert_eq!(executor.name(), "local");
 //! ```
@@ -22,9 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fruix_core::executor::{
-    parse_config, Capabilities, ConfigKey, Executor, ExecutorKind, ExecutorRegistration, RunContext,
-};
+use fruix_core::executor::{Capabilities, Executor, ExecutorConfig, Run, RunContext};
 use fruix_core::{Error, Result};
 use fruix_freebsd::work::work_dir_for;
 use fruix_freebsd::Layout;
@@ -38,18 +36,40 @@ pub const NAME: &str = "local";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Configuration of the `local` executor.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalConfig {
-    /// The make program (a name looked up in `PATH`, or a path).
+    /// the make program to run (default: make on FreeBSD, bmake elsewhere)
     pub make: Option<String>,
-    /// The directory under which each run gets its work directory; absolute.
+    /// absolute directory for each run's object and install trees (default:
+    /// next to the result root)
     pub work_dir: Option<PathBuf>,
 }
 
+impl ExecutorConfig for LocalConfig {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = "builds FreeBSD base on this machine with make";
+
+    fn capabilities() -> Capabilities {
+        Capabilities {
+            remote: false,
+            signs_at_build_site: true,
+            cancellable: true,
+            // FreeBSD's build cross-builds to any TARGET/TARGET_ARCH.
+            target_arches: Vec::new(),
+        }
+    }
+
+    fn build(self) -> Result<Arc<dyn Executor>> {
+        Ok(Arc::new(self.executor()?))
+    }
+}
+
+fruix_core::register_executor!(LocalConfig);
+
 impl LocalConfig {
     /// Checks the configuration and makes the executor.
-    pub fn build(self) -> Result<LocalExecutor> {
+    pub fn executor(self) -> Result<LocalExecutor> {
         let invalid = |message: String| Error::InvalidConfig {
             executor: NAME.to_string(),
             message,
@@ -94,7 +114,6 @@ impl LocalExecutor {
     }
 }
 
-#[async_trait]
 impl Executor for LocalExecutor {
     fn name(&self) -> &str {
         NAME
@@ -105,16 +124,23 @@ impl Executor for LocalExecutor {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            remote: false,
-            signs_at_build_site: true,
-            cancellable: true,
-            // FreeBSD's build cross-builds to any TARGET/TARGET_ARCH.
-            target_arches: Vec::new(),
-        }
+        LocalConfig::capabilities()
     }
 
-    async fn run(&self, ctx: &RunContext) -> Result<()> {
+    fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
+        Box::new(LocalRun { executor: self })
+    }
+}
+
+/// One run of [`LocalExecutor`]: its work directory is derived from the
+/// run's result root, so the run needs no state of its own.
+struct LocalRun<'a> {
+    executor: &'a LocalExecutor,
+}
+
+#[async_trait]
+impl Run for LocalRun<'_> {
+    async fn build(&mut self, ctx: &RunContext) -> Result<()> {
         let source_dir = PathBuf::from(&ctx.request.source.path);
         if !source_dir.is_absolute() {
             return Err(Error::InvalidRequest {
@@ -128,48 +154,23 @@ impl Executor for LocalExecutor {
             executor: NAME.to_string(),
             executor_version: VERSION.to_string(),
             layout: Layout {
-                make: self.make.clone(),
+                make: self.executor.make.clone(),
                 source_dir,
-                work_dir: self.work_dir(ctx)?,
+                work_dir: self.executor.work_dir(ctx)?,
             },
         };
         driver.run(ctx).await.map(drop)
     }
 
-    async fn cleanup(&self, ctx: &RunContext) -> Result<()> {
-        driver::remove_work_dir(&self.work_dir(ctx)?).await
-    }
-}
-
-fn factory(config: serde_json::Value) -> Result<Arc<dyn Executor>> {
-    let config: LocalConfig = parse_config(NAME, config)?;
-    Ok(Arc::new(config.build()?))
-}
-
-inventory::submit! {
-    ExecutorRegistration {
-        name: NAME,
-        description: "builds FreeBSD base on this machine with make",
-        version: VERSION,
-        origin: env!("CARGO_PKG_NAME"),
-        kind: ExecutorKind::BuiltIn,
-        config_keys: &[
-            ConfigKey {
-                name: "make",
-                description: "the make program to run (default: make on FreeBSD, bmake elsewhere)",
-            },
-            ConfigKey {
-                name: "work_dir",
-                description: "absolute directory for each run's object and install trees (default: next to the result root)",
-            },
-        ],
-        factory,
+    async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
+        driver::remove_work_dir(&self.executor.work_dir(ctx)?).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fruix_core::executor::ExecutorKind;
     use fruix_core::Registry;
     use serde_json::json;
 
@@ -186,6 +187,11 @@ mod tests {
         let caps = executor.capabilities();
         assert!(!caps.remote && caps.signs_at_build_site && caps.cancellable);
         registry.create(NAME, serde_json::Value::Null).unwrap();
+        // Keys and capabilities are known without a configuration.
+        let keys: Vec<&str> = entry.config_keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(keys, ["make", "work_dir"]);
+        assert!(entry.config_keys.iter().all(|k| !k.description.is_empty()));
+        assert_eq!(entry.capabilities, caps);
     }
 
     #[test]
@@ -204,7 +210,7 @@ mod tests {
 
     #[test]
     fn default_make_is_bsd_make() {
-        let executor = LocalConfig::default().build().unwrap();
+        let executor = LocalConfig::default().executor().unwrap();
         assert_eq!(executor.make, driver::default_make());
     }
 }

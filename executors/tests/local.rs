@@ -112,7 +112,7 @@ async fn run_watched(
 ) -> Run {
     require_make();
     let root = dir.join("result");
-    let executor = Arc::new(config.build().unwrap());
+    let executor = Arc::new(config.executor().unwrap());
     let (sink, mut rx) = EventSink::channel();
     let collector = tokio::spawn(async move {
         let mut events = Vec::new();
@@ -532,7 +532,7 @@ async fn the_local_executor_passes_the_conformance_suite() {
     require_make();
     let dir = tempfile::tempdir().unwrap();
     let local = |config: LocalConfig| -> Arc<dyn fruix_core::Executor> {
-        Arc::new(config.build().unwrap())
+        Arc::new(config.executor().unwrap())
     };
     // The local executor's "machine" is this one: a make program that cannot
     // be started is its unreachable machine.

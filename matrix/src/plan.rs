@@ -58,14 +58,11 @@ impl MatrixPlan {
             file.max_parallel = Some(max);
         }
         let cells = cells(&file)?;
+        // An executor that builds elsewhere says so in its capabilities;
+        // its cells run on the pool.
         let remote = cells
             .iter()
-            .map(|c| {
-                let entry = registry.get(&c.executor)?;
-                Ok(MACHINE_KEYS
-                    .iter()
-                    .all(|k| entry.config_keys.iter().any(|e| e.name == *k)))
-            })
+            .map(|c| Ok(registry.get(&c.executor)?.capabilities.remote))
             .collect::<Result<Vec<bool>>>()?;
         let machines_file = machines
             .map(Path::to_path_buf)
@@ -262,7 +259,7 @@ mod tests {
     use std::sync::Arc;
 
     use fruix_core::executor::{
-        Capabilities, ConfigKeyEntry, Executor, ExecutorKind, RegistryEntry, RunContext,
+        Capabilities, ConfigKey, Executor, ExecutorKind, RegistryEntry, Run, RunContext,
     };
     use fruix_core::Failure;
 
@@ -273,7 +270,6 @@ mod tests {
     #[derive(Debug)]
     struct Idle;
 
-    #[async_trait::async_trait]
     impl Executor for Idle {
         fn name(&self) -> &str {
             "idle"
@@ -284,16 +280,14 @@ mod tests {
         fn capabilities(&self) -> Capabilities {
             Capabilities::default()
         }
-        async fn run(&self, _ctx: &RunContext) -> fruix_core::Result<()> {
+        fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
             unreachable!("plans run nothing")
-        }
-        async fn cleanup(&self, _ctx: &RunContext) -> fruix_core::Result<()> {
-            Ok(())
         }
     }
 
-    /// `local` (key `make`) and `remote` (keys `machines` and `machine`,
-    /// so its cells run on the pool); both refuse a configuration key `bad`.
+    /// `local` (key `make`) and `remote` (keys `machines` and `machine`, and
+    /// the remote capability, so its cells run on the pool); both refuse a
+    /// configuration key `bad`.
     fn registry() -> Registry {
         let mut registry = Registry::default();
         for (name, keys) in [
@@ -307,9 +301,13 @@ mod tests {
                     version: "0".into(),
                     origin: "tests".into(),
                     kind: ExecutorKind::BuiltIn,
+                    capabilities: Capabilities {
+                        remote: name == "remote",
+                        ..Capabilities::default()
+                    },
                     config_keys: keys
                         .iter()
-                        .map(|k| ConfigKeyEntry {
+                        .map(|k| ConfigKey {
                             name: k.to_string(),
                             description: String::new(),
                         })

@@ -394,7 +394,7 @@ fn list_and_describe_show_every_kind_of_executor() {
         .iter()
         .map(|k| k["name"].as_str().unwrap())
         .collect();
-    assert_eq!(keys, ["runner", "jail_root", "make"]);
+    assert_eq!(keys, ["jail_root", "make", "runner"]);
     assert_eq!(jail["capabilities"]["cancellable"], true);
 
     let out = run(b

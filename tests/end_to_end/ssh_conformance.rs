@@ -26,14 +26,16 @@ fn closed_port() -> u16 {
 
 fn executor(name: &str, sshd: &Sshd, guest: Option<String>) -> Arc<dyn Executor> {
     fruix_executors::link();
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "guest": guest.unwrap_or_else(|| sshd.guest()),
         "identity": sshd.identity(),
         "known_hosts": sshd.known_hosts(),
         "guest_state_dir": sshd.state_dir(),
-        "guest_helper": env!("CARGO_BIN_EXE_fruix"),
         "connect_timeout_secs": 5,
     });
+    if name == "guest-self-hosted" {
+        config["guest_helper"] = env!("CARGO_BIN_EXE_fruix").into();
+    }
     Registry::compiled().unwrap().create(name, config).unwrap()
 }
 

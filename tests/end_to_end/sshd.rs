@@ -220,9 +220,11 @@ pub fn guest_build(sshd: &Sshd, executor: &str, host: &Path, name: &str) -> Comm
         .arg("--known-hosts")
         .arg(sshd.known_hosts())
         .arg("--guest-state-dir")
-        .arg(sshd.state_dir())
-        .arg("--guest-helper")
-        .arg(env!("CARGO_BIN_EXE_fruix"));
+        .arg(sshd.state_dir());
+    // Only guest-self-hosted has a helper (host-initiated refuses the key).
+    if executor == "guest-self-hosted" {
+        cmd.arg("--guest-helper").arg(env!("CARGO_BIN_EXE_fruix"));
+    }
     cmd
 }
 

@@ -48,16 +48,15 @@ pub fn run(command: ExecutorsCommand, registry: &Registry) -> CliResult {
             let entry = registry
                 .get(&name)
                 .map_err(|e| CliError::new(exit::before_run(&e), e))?;
-            let capabilities = (entry.factory)(serde_json::Value::Null)
-                .map(|e| e.capabilities())
-                .ok();
+            // Known without a configuration (see `ExecutorConfig`).
+            let c = &entry.capabilities;
             if json {
                 println!(
                     "{}",
                     serde_json::json!({
                         "name": entry.name, "version": entry.version, "kind": entry.kind,
                         "origin": entry.origin, "description": entry.description,
-                        "config_keys": entry.config_keys, "capabilities": capabilities,
+                        "config_keys": entry.config_keys, "capabilities": c,
                     })
                 );
                 return Ok(Status::Success);
@@ -72,18 +71,16 @@ pub fn run(command: ExecutorsCommand, registry: &Registry) -> CliResult {
             for key in &entry.config_keys {
                 println!("  {:<width$} {}", key.name, key.description);
             }
-            if let Some(c) = capabilities {
-                println!("capabilities:");
-                println!("  remote:              {}", c.remote);
-                println!("  signs at build site: {}", c.signs_at_build_site);
-                println!("  cancellable:         {}", c.cancellable);
-                let arches = if c.target_arches.is_empty() {
-                    "any".to_string()
-                } else {
-                    c.target_arches.join(", ")
-                };
-                println!("  target arches:       {arches}");
-            }
+            println!("capabilities:");
+            println!("  remote:              {}", c.remote);
+            println!("  signs at build site: {}", c.signs_at_build_site);
+            println!("  cancellable:         {}", c.cancellable);
+            let arches = if c.target_arches.is_empty() {
+                "any".to_string()
+            } else {
+                c.target_arches.join(", ")
+            };
+            println!("  target arches:       {arches}");
             Ok(Status::Success)
         }
     }

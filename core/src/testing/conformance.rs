@@ -23,7 +23,7 @@
 //! ```
 //!
 //! Every case runs through [`run_executor`] with the executor wrapped in an
-//! [`ObservedExecutor`], which counts `run` and `cleanup` calls. The checks:
+//! [`ObservedExecutor`], which counts `build` and `cleanup` calls. The checks:
 //!
 //! - success: the result root passes the validator (marker removed), and
 //!   `promotion.scm` agrees with the request and the executor
@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Failure, Result};
 use crate::executor::{
-    run_executor, BuildRequest, Capabilities, Event, EventSink, Executor, RunContext,
+    run_executor, BuildRequest, Capabilities, Event, EventSink, Executor, Run, RunContext,
 };
 use crate::promotion::PromotionMetadata;
 use crate::result_root::{self, ResultRoot, INCOMPLETE_MARKER};
@@ -99,7 +99,7 @@ impl Suite {
     }
 }
 
-/// Wraps an executor and counts its `run` and `cleanup` calls.
+/// Wraps an executor and counts its runs' `build` and `cleanup` calls.
 #[derive(Debug)]
 pub struct ObservedExecutor {
     inner: Arc<dyn Executor>,
@@ -120,7 +120,7 @@ impl ObservedExecutor {
         }
     }
 
-    /// How many times `run` was called.
+    /// How many times a run's `build` was called.
     pub fn runs(&self) -> usize {
         self.runs.load(Ordering::SeqCst)
     }
@@ -145,7 +145,6 @@ impl Drop for Running<'_> {
     }
 }
 
-#[async_trait]
 impl Executor for ObservedExecutor {
     fn name(&self) -> &str {
         self.inner.name()
@@ -159,17 +158,35 @@ impl Executor for ObservedExecutor {
         self.inner.capabilities()
     }
 
-    async fn run(&self, ctx: &RunContext) -> Result<()> {
-        self.runs.fetch_add(1, Ordering::SeqCst);
-        self.running.store(true, Ordering::SeqCst);
-        let _running = Running(&self.running);
-        self.inner.run(ctx).await
+    fn start(&self, ctx: &RunContext) -> Box<dyn Run + '_> {
+        Box::new(ObservedRun {
+            observer: self,
+            inner: self.inner.start(ctx),
+        })
+    }
+}
+
+/// A run of an [`ObservedExecutor`], counting its calls.
+struct ObservedRun<'a> {
+    observer: &'a ObservedExecutor,
+    inner: Box<dyn Run + 'a>,
+}
+
+#[async_trait]
+impl Run for ObservedRun<'_> {
+    async fn build(&mut self, ctx: &RunContext) -> Result<()> {
+        let o = self.observer;
+        o.runs.fetch_add(1, Ordering::SeqCst);
+        o.running.store(true, Ordering::SeqCst);
+        let _running = Running(&o.running);
+        self.inner.build(ctx).await
     }
 
-    async fn cleanup(&self, ctx: &RunContext) -> Result<()> {
-        self.cleanups.fetch_add(1, Ordering::SeqCst);
-        if self.running.load(Ordering::SeqCst) {
-            self.cleanup_while_running.store(true, Ordering::SeqCst);
+    async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
+        let o = self.observer;
+        o.cleanups.fetch_add(1, Ordering::SeqCst);
+        if o.running.load(Ordering::SeqCst) {
+            o.cleanup_while_running.store(true, Ordering::SeqCst);
         }
         self.inner.cleanup(ctx).await
     }
@@ -584,7 +601,6 @@ mod tests {
     #[derive(Debug)]
     struct Sloppy;
 
-    #[async_trait]
     impl Executor for Sloppy {
         fn name(&self) -> &str {
             "sloppy"
@@ -595,12 +611,21 @@ mod tests {
         fn capabilities(&self) -> Capabilities {
             Capabilities::default()
         }
-        async fn run(&self, ctx: &RunContext) -> Result<()> {
+        fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
+            Box::new(SloppyRun)
+        }
+    }
+
+    struct SloppyRun;
+
+    #[async_trait]
+    impl Run for SloppyRun {
+        async fn build(&mut self, ctx: &RunContext) -> Result<()> {
             ctx.events
                 .log("build", crate::executor::Stream::Stderr, "make: error 2");
             Err(Error::system("make failed"))
         }
-        async fn cleanup(&self, _ctx: &RunContext) -> Result<()> {
+        async fn cleanup(self: Box<Self>, _ctx: &RunContext) -> Result<()> {
             Ok(())
         }
     }

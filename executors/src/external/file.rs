@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use fruix_core::error::IoContext;
 use fruix_core::escape;
-use fruix_core::executor::{Capabilities, ConfigKeyEntry, ExecutorKind, Registry, RegistryEntry};
+use fruix_core::executor::{Capabilities, ConfigKey, ExecutorKind, Registry, RegistryEntry};
 use fruix_core::fsutil::read_metadata_file;
 use fruix_core::promotion::check_name;
 use fruix_core::sexp::{read_record, Record};
@@ -113,7 +113,7 @@ pub struct ExternalSpec {
     pub system_failure_exit_code: i32,
     pub term_grace: Duration,
     pub capabilities: Capabilities,
-    pub config_keys: Vec<ConfigKeyEntry>,
+    pub config_keys: Vec<ConfigKey>,
     pub prepare: Option<StageCommand>,
     pub build: StageCommand,
     pub collect: Option<StageCommand>,
@@ -170,6 +170,7 @@ pub fn entry(spec: ExternalSpec) -> RegistryEntry {
         version: spec.version.clone(),
         origin: spec.origin.clone(),
         kind: ExecutorKind::External,
+        capabilities: spec.capabilities.clone(),
         config_keys: spec.config_keys.clone(),
         factory: Arc::new(move |config| {
             Ok(Arc::new(ExternalExecutor::new(factory_spec.clone(), config)?) as _)
@@ -259,7 +260,7 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
         }
         let description = key.string("description")?;
         key.finish()?;
-        config_keys.push(ConfigKeyEntry { name, description });
+        config_keys.push(ConfigKey { name, description });
     }
     let mut stage = |stage: Stage| -> Result<Option<StageCommand>> {
         let Some(mut s) = r.opt_record(stage.name())? else {

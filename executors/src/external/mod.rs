@@ -28,7 +28,7 @@
 //!   ([`fruix_freebsd::promotion::write_promotion`]). What is at `FRUIX_RESULT_ROOT`
 //!   is then validated like any executor's output by
 //!   [`fruix_core::executor::run_executor`].
-//! - [`Executor::cleanup`] runs the `cleanup` command once per run, whatever
+//! - A run's cleanup ([`fruix_core::executor::Run::cleanup`]) runs the `cleanup` command once per run, whatever
 //!   happened (success, failure, timeout, cancellation), with `FRUIX_OUTCOME`
 //!   telling what did; it cannot be cancelled, but has its own timeout. Then
 //!   the work directory is removed. A failing cleanup is reported as a warning
@@ -36,14 +36,13 @@
 
 pub mod file;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use fruix_core::collect::host_name;
 use fruix_core::error::IoContext;
-use fruix_core::executor::{Capabilities, Executor, RunContext};
+use fruix_core::executor::{Capabilities, Executor, Run, RunContext};
 use fruix_core::process::{describe_status, run_step, Ending, Finished, Step};
 use fruix_core::promotion::PROMOTION_FILE;
 use fruix_core::{Error, Failure, Result};
@@ -98,6 +97,9 @@ enum Outcome {
 
 impl Outcome {
     fn of(result: &Result<()>) -> Outcome {
+        if let Err(Error::Timeout { .. }) = result {
+            return Outcome::Timeout;
+        }
         match result.as_ref().map_err(Error::failure) {
             Ok(()) => Outcome::Success,
             Err(Failure::Build) => Outcome::BuildFailure,
@@ -125,8 +127,6 @@ pub struct ExternalExecutor {
     spec: Arc<ExternalSpec>,
     /// `FRUIX_CONFIG_*` variables from the configuration.
     config: Vec<(String, String)>,
-    /// How each run ended, by result root, until its cleanup.
-    outcomes: Mutex<HashMap<PathBuf, Outcome>>,
 }
 
 impl ExternalExecutor {
@@ -166,11 +166,7 @@ impl ExternalExecutor {
             };
             vars.push((format!("FRUIX_CONFIG_{}", key.to_ascii_uppercase()), value));
         }
-        Ok(ExternalExecutor {
-            spec,
-            config: vars,
-            outcomes: Mutex::default(),
-        })
+        Ok(ExternalExecutor { spec, config: vars })
     }
 
     /// The declaration this executor runs.
@@ -272,14 +268,14 @@ impl ExternalExecutor {
         ctx.events
             .stage(name, async {
                 let finished = run_step(process, &step).await?;
-                self.judge(stage, finished, &log, ctx)
+                self.judge(stage, finished, &log)
             })
             .await
     }
 
     /// Maps how a stage ended to the run's result (see the module docs).
     /// System failures quote the last [`QUOTED_LINES`] lines of output.
-    fn judge(&self, stage: Stage, finished: Finished, log: &Path, ctx: &RunContext) -> Result<()> {
+    fn judge(&self, stage: Stage, finished: Finished, log: &Path) -> Result<()> {
         let spec = &self.spec;
         let what = format!("external executor `{}`: stage {}", spec.name, stage.name());
         // stdout and stderr are read from two pipes, so their relative order
@@ -315,7 +311,6 @@ impl ExternalExecutor {
                 spec.system_failure_exit_code
             ))),
             Ending::TimedOut(limit) => {
-                self.record(ctx, Outcome::Timeout);
                 Err(Error::Timeout {
                     what,
                     limit,
@@ -329,14 +324,6 @@ impl ExternalExecutor {
     }
 
     /// Records how `ctx`'s run ended, unless already known (a timeout).
-    fn record(&self, ctx: &RunContext, outcome: Outcome) {
-        self.outcomes
-            .lock()
-            .expect("not poisoned")
-            .entry(ctx.result_root.clone())
-            .or_insert(outcome);
-    }
-
     async fn run_stages(&self, ctx: &RunContext) -> Result<()> {
         if let Some(flag) = ctx
             .request
@@ -395,7 +382,6 @@ pub const REQUEST_FILE: &str = "request.json";
 /// How many last output lines a system failure's message quotes.
 const QUOTED_LINES: usize = 5;
 
-#[async_trait]
 impl Executor for ExternalExecutor {
     fn name(&self) -> &str {
         &self.spec.name
@@ -409,31 +395,46 @@ impl Executor for ExternalExecutor {
         self.spec.capabilities.clone()
     }
 
-    async fn run(&self, ctx: &RunContext) -> Result<()> {
-        let result = self.run_stages(ctx).await;
-        self.record(ctx, Outcome::of(&result));
+    fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
+        Box::new(ExternalRun {
+            executor: self,
+            outcome: None,
+        })
+    }
+}
+
+/// One run of an external executor: how its stages ended, for its cleanup
+/// stage (`FRUIX_OUTCOME`).
+struct ExternalRun<'a> {
+    executor: &'a ExternalExecutor,
+    outcome: Option<Outcome>,
+}
+
+#[async_trait]
+impl Run for ExternalRun<'_> {
+    async fn build(&mut self, ctx: &RunContext) -> Result<()> {
+        let result = self.executor.run_stages(ctx).await;
+        self.outcome = Some(Outcome::of(&result));
         result
     }
 
-    async fn cleanup(&self, ctx: &RunContext) -> Result<()> {
-        let outcome = self
-            .outcomes
-            .lock()
-            .expect("not poisoned")
-            .remove(&ctx.result_root)
-            .unwrap_or(if ctx.cancel.is_cancelled() {
-                Outcome::Cancelled
-            } else {
-                Outcome::SystemFailure
-            });
-        let work = self.work_dir(ctx)?;
+    async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
+        let executor = self.executor;
+        // A build dropped at the cancel grace never said how it ended.
+        let outcome = self.outcome.unwrap_or(if ctx.cancel.is_cancelled() {
+            Outcome::Cancelled
+        } else {
+            Outcome::SystemFailure
+        });
+        let work = executor.work_dir(ctx)?;
         let ran = async {
             std::fs::create_dir_all(&work).with_path("create work directory", &work)?;
-            let mut env = self.environment(ctx, &work)?;
+            let mut env = executor.environment(ctx, &work)?;
             env.push(("FRUIX_OUTCOME".into(), outcome.name().into()));
             // Cleanup is not cancellable: it is what runs after a cancel.
             let never = CancellationToken::new();
-            self.run_stage(Stage::Cleanup, ctx, &work, &env, &never)
+            executor
+                .run_stage(Stage::Cleanup, ctx, &work, &env, &never)
                 .await
         }
         .await;

@@ -3,10 +3,11 @@
 //! and the caps on what comes back from it.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use fruix_core::executor::ConfigKey;
+use std::sync::Arc;
+
+use fruix_core::executor::{config_keys, Capabilities, ConfigKey, Executor, ExecutorConfig};
 use fruix_core::machines::Machines;
 use fruix_core::{Error, Result};
 
@@ -24,124 +25,118 @@ pub const DEFAULT_HELPER: &str = "fruix";
 
 /// Configuration of both guest executors (JSON object; unknown keys are
 /// refused). Either `guest` or `machines` with `machine` names the guest.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+/// Each field's doc comment is the description `fruix executors describe`
+/// shows for its key.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuestConfig {
-    /// `user@host[:port]`.
+    /// the guest as user@host[:port] (or use machines + machine)
     pub guest: Option<String>,
-    /// Private key file.
+    /// private key file (ed25519, ECDSA or RSA; default: ssh-agent, then
+    /// ~/.ssh/id_*)
     pub identity: Option<PathBuf>,
-    /// OpenSSH known_hosts file (default `~/.ssh/known_hosts`).
+    /// OpenSSH known_hosts file (default ~/.ssh/known_hosts)
     pub known_hosts: Option<PathBuf>,
-    /// Record an unknown host key instead of refusing it.
+    /// record an unknown host key instead of refusing it (a changed key is
+    /// always refused)
     #[serde(default)]
     pub accept_new_host_key: bool,
-    /// The guest's state directory (absolute, in the guest).
+    /// the guest's state directory (default /var/lib/fruix)
     pub guest_state_dir: Option<String>,
-    /// The guest's fruix (guest-self-hosted).
+    /// the guest's fruix, for guest-self-hosted (default fruix on the
+    /// guest's PATH)
     pub guest_helper: Option<String>,
-    /// A machines file.
+    /// a machines file (fruix-machines ...)
     pub machines: Option<PathBuf>,
-    /// The machine of the machines file.
+    /// the machine of the machines file to build on
     pub machine: Option<String>,
-    /// Environment variable holding the identity's passphrase.
+    /// environment variable holding the identity's passphrase
     pub passphrase_env: Option<String>,
-    /// Seconds to connect and authenticate.
+    /// seconds to connect and authenticate (default 30)
     pub connect_timeout_secs: Option<u64>,
-    /// The make program in the guest (host-initiated; default: bmake if the
-    /// guest has it, else make).
+    /// make program in the guest, for host-initiated (default: bmake if
+    /// present, else make)
     pub make: Option<String>,
-    /// The import's caps ([`crate::import::limits`]); each defaults to
-    /// [`ImportLimits::default`].
+    /// cap on the bytes of the import's tar stream (default 68719476736,
+    /// 64 GiB)
     pub import_max_bytes: Option<u64>,
+    /// cap on the import's archive entries, directories it creates included
+    /// (default 10000000)
     pub import_max_entries: Option<u64>,
+    /// cap on the bytes of one imported path (default 4095: PATH_MAX less
+    /// its NUL)
     pub import_max_path_bytes: Option<u64>,
+    /// cap on the bytes of one component of an imported path (default 255,
+    /// NAME_MAX)
     pub import_max_name_bytes: Option<u64>,
+    /// cap on the bytes of an imported symlink target or hard link name
+    /// (default 4095)
     pub import_max_link_bytes: Option<u64>,
+    /// cap on one extended tar header (pax, GNU long name or link) of the
+    /// import (default 1048576, 1 MiB)
     pub import_max_header_bytes: Option<u64>,
-    /// Cap on one line of remote output (default
-    /// [`DEFAULT_MAX_LINE_BYTES`]).
+    /// longer lines of guest output are cut, saying so (default 1048576,
+    /// 1 MiB)
     pub output_max_line_bytes: Option<u64>,
 }
 
-/// The configuration keys, for `fruix executors describe`.
-pub const CONFIG_KEYS: &[ConfigKey] = &[
-    ConfigKey {
-        name: "guest",
-        description: "the guest as user@host[:port] (or use machines + machine)",
-    },
-    ConfigKey {
-        name: "identity",
-        description:
-            "private key file (ed25519, ECDSA or RSA; default: ssh-agent, then ~/.ssh/id_*)",
-    },
-    ConfigKey {
-        name: "known_hosts",
-        description: "OpenSSH known_hosts file (default ~/.ssh/known_hosts)",
-    },
-    ConfigKey {
-        name: "accept_new_host_key",
-        description:
-            "record an unknown host key instead of refusing it (a changed key is always refused)",
-    },
-    ConfigKey {
-        name: "guest_state_dir",
-        description: "the guest's state directory (default /var/lib/fruix)",
-    },
-    ConfigKey {
-        name: "guest_helper",
-        description: "the guest's fruix, for guest-self-hosted (default fruix on the guest's PATH)",
-    },
-    ConfigKey {
-        name: "machines",
-        description: "a machines file (fruix-machines ...)",
-    },
-    ConfigKey {
-        name: "machine",
-        description: "the machine of the machines file to build on",
-    },
-    ConfigKey {
-        name: "passphrase_env",
-        description: "environment variable holding the identity's passphrase",
-    },
-    ConfigKey {
-        name: "connect_timeout_secs",
-        description: "seconds to connect and authenticate (default 30)",
-    },
-    ConfigKey {
-        name: "make",
-        description:
-            "make program in the guest, for host-initiated (default: bmake if present, else make)",
-    },
-    ConfigKey {
-        name: "import_max_bytes",
-        description: "cap on the bytes of the import's tar stream (default 68719476736, 64 GiB)",
-    },
-    ConfigKey {
-        name: "import_max_entries",
-        description: "cap on the import's archive entries, directories it creates included (default 10000000)",
-    },
-    ConfigKey {
-        name: "import_max_path_bytes",
-        description: "cap on the bytes of one imported path (default 4095: PATH_MAX less its NUL)",
-    },
-    ConfigKey {
-        name: "import_max_name_bytes",
-        description: "cap on the bytes of one component of an imported path (default 255, NAME_MAX)",
-    },
-    ConfigKey {
-        name: "import_max_link_bytes",
-        description: "cap on the bytes of an imported symlink target or hard link name (default 4095)",
-    },
-    ConfigKey {
-        name: "import_max_header_bytes",
-        description: "cap on one extended tar header (pax, GNU long name or link) of the import (default 1048576, 1 MiB)",
-    },
-    ConfigKey {
-        name: "output_max_line_bytes",
-        description: "longer lines of guest output are cut, saying so (default 1048576, 1 MiB)",
-    },
-];
+/// Configuration of `host-initiated`: the shared guest keys but
+/// `guest_helper`, which only `guest-self-hosted` uses.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct HostInitiatedConfig(pub GuestConfig);
+
+/// Configuration of `guest-self-hosted`: the shared guest keys but `make`,
+/// which only `host-initiated` uses (the helper runs its own make).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct SelfHostedConfig(pub GuestConfig);
+
+/// The keys of [`GuestConfig`] but `left_out`.
+fn keys_but(left_out: &str) -> Vec<ConfigKey> {
+    let mut keys = config_keys::<GuestConfig>();
+    keys.retain(|k| k.name != left_out);
+    keys
+}
+
+impl ExecutorConfig for HostInitiatedConfig {
+    const NAME: &'static str = "host-initiated";
+    const DESCRIPTION: &'static str =
+        "drives each make step in a guest over SSH, then imports the result root";
+
+    fn capabilities() -> Capabilities {
+        Mode::HostInitiated.capabilities()
+    }
+
+    fn keys() -> Vec<ConfigKey> {
+        keys_but("guest_helper")
+    }
+
+    fn build(self) -> Result<Arc<dyn Executor>> {
+        Ok(Arc::new(self.0.build(Mode::HostInitiated)?))
+    }
+}
+
+impl ExecutorConfig for SelfHostedConfig {
+    const NAME: &'static str = "guest-self-hosted";
+    const DESCRIPTION: &'static str =
+        "runs fruix's build driver inside a guest (its own fruix), then imports the result root over SSH";
+
+    fn capabilities() -> Capabilities {
+        Mode::SelfHosted.capabilities()
+    }
+
+    fn keys() -> Vec<ConfigKey> {
+        keys_but("make")
+    }
+
+    fn build(self) -> Result<Arc<dyn Executor>> {
+        Ok(Arc::new(self.0.build(Mode::SelfHosted)?))
+    }
+}
+
+fruix_core::register_executor!(HostInitiatedConfig);
+fruix_core::register_executor!(SelfHostedConfig);
 
 impl GuestConfig {
     /// Checks the configuration and makes the executor of `mode`.
@@ -150,6 +145,18 @@ impl GuestConfig {
             executor: mode.name().to_string(),
             message,
         };
+        let foreign = match mode {
+            Mode::HostInitiated => ("guest_helper", self.guest_helper.is_some()),
+            Mode::SelfHosted => ("make", self.make.is_some()),
+        };
+        if foreign.1 {
+            return Err(invalid(format!(
+                "`{}` is not a key of {}; see `fruix executors describe {}`",
+                foreign.0,
+                mode.name(),
+                mode.name()
+            )));
+        }
         let (target, machine) = match (&self.guest, &self.machines, &self.machine) {
             (Some(guest), None, None) => (SshTarget::parse(guest).map_err(invalid)?, None),
             (None, Some(file), Some(name)) => {
@@ -242,7 +249,6 @@ impl GuestConfig {
             helper,
             make: self.make,
             limits,
-            state: Mutex::default(),
         })
     }
 }

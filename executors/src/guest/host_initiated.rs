@@ -18,28 +18,29 @@ use fruix_freebsd::slice::ARTIFACTS_DIR;
 use fruix_freebsd::{sh, BuildPlan, Layout};
 use tokio::io::AsyncWriteExt;
 
-use super::{GuestExecutor, Mode, TAIL_LINES, VERSION};
+use super::{GuestRun, Mode, TAIL_LINES, VERSION};
 use crate::bounded::Tail;
 use crate::ssh::SshSession;
 
-impl GuestExecutor {
+impl GuestRun<'_> {
     pub(super) async fn run_host_initiated(
-        &self,
+        &mut self,
         session: Arc<SshSession>,
         ctx: &RunContext,
     ) -> Result<()> {
         let request = &ctx.request;
-        let root = self.guest_root(&request.run_id);
+        let root = self.executor.guest_root(&request.run_id);
         let work = format!("{root}.work");
-        let make = match &self.make {
+        let make = match &self.executor.make {
             Some(m) => m.clone(),
             None => {
-                self.check(
-                    &session,
-                    "find make (install bmake, or set the `make` configuration key)",
-                    "command -v bmake || command -v make",
-                )
-                .await?
+                self.executor
+                    .check(
+                        &session,
+                        "find make (install bmake, or set the `make` configuration key)",
+                        "command -v bmake || command -v make",
+                    )
+                    .await?
             }
         };
         let layout = Layout {
@@ -51,13 +52,14 @@ impl GuestExecutor {
         let q_root = sh::quote(&root);
         let prepare = format!(
             "set -e\nmkdir -p {parent}\nif [ -e {q_root} ]; then echo \"guest result root {root} already exists\" >&2; exit 1; fi\nmkdir {q_root}\n: > {q_root}/{INCOMPLETE_MARKER}\n{work_dir}uname -n",
-            parent = sh::quote(&format!("{}/native-builds", self.state_dir)),
+            parent = sh::quote(&format!("{}/native-builds", self.executor.state_dir)),
             work_dir = sh::prepare_work_dir_script(&work),
         );
         let host_name = self
+            .executor
             .check(&session, "prepare the guest result root", &prepare)
             .await?;
-        self.state.lock().expect("state lock").guest_work = Some(work.clone());
+        self.guest_work = Some(work.clone());
         let logs = ctx.logs_dir()?;
         for step in &plan.steps {
             let log_path = logs.join(format!("{}.log", step.target));
@@ -77,7 +79,8 @@ impl GuestExecutor {
         let listed_probes = ctx
             .events
             .stage("collect", async {
-                self.check(&session, "collect the artifacts in the guest", &collect)
+                self.executor
+                    .check(&session, "collect the artifacts in the guest", &collect)
                     .await
             })
             .await?;
@@ -115,7 +118,7 @@ impl GuestExecutor {
                 out.stderr_text()
             )));
         }
-        self.state.lock().expect("state lock").guest_work = None;
+        self.guest_work = None;
         let mut staged = ctx
             .events
             .stage("import", self.import(session.clone(), ctx))

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use fruix_core::executor::{Capabilities, Executor, RunContext};
+use fruix_core::executor::{Capabilities, Executor, Run, RunContext};
 use fruix_core::Result;
 use fruix_freebsd::work::work_dir_for;
 use fruix_freebsd::Layout;
@@ -20,7 +20,6 @@ pub struct InGuestBuild {
     pub make: String,
 }
 
-#[async_trait]
 impl Executor for InGuestBuild {
     fn name(&self) -> &str {
         Mode::SelfHosted.name()
@@ -39,12 +38,24 @@ impl Executor for InGuestBuild {
         }
     }
 
-    async fn run(&self, ctx: &RunContext) -> Result<()> {
+    fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
+        Box::new(InGuestRun { build: self })
+    }
+}
+
+/// One in-guest build: its work directory follows from the result root.
+struct InGuestRun<'a> {
+    build: &'a InGuestBuild,
+}
+
+#[async_trait]
+impl Run for InGuestRun<'_> {
+    async fn build(&mut self, ctx: &RunContext) -> Result<()> {
         let driver = Driver {
             executor: Mode::SelfHosted.name().to_string(),
             executor_version: VERSION.to_string(),
             layout: Layout {
-                make: self.make.clone(),
+                make: self.build.make.clone(),
                 source_dir: PathBuf::from(&ctx.request.source.path),
                 work_dir: work_dir_for(&ctx.result_root, &ctx.request.run_id, None)?,
             },
@@ -52,7 +63,7 @@ impl Executor for InGuestBuild {
         driver.run(ctx).await.map(drop)
     }
 
-    async fn cleanup(&self, ctx: &RunContext) -> Result<()> {
+    async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
         let work = work_dir_for(&ctx.result_root, &ctx.request.run_id, None)?;
         remove_work_dir(&work).await
     }

@@ -46,16 +46,16 @@ pub mod protocol;
 mod self_hosted;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fruix_core::executor::{
-    parse_config, Capabilities, Executor, ExecutorKind, ExecutorRegistration, RunContext,
-};
+use fruix_core::executor::{Capabilities, Executor, Run, RunContext};
 use fruix_core::{Error, Result};
 
-pub use self::config::{GuestConfig, CONFIG_KEYS, DEFAULT_HELPER, DEFAULT_STATE_DIR};
+pub use self::config::{
+    GuestConfig, HostInitiatedConfig, SelfHostedConfig, DEFAULT_HELPER, DEFAULT_STATE_DIR,
+};
 pub use self::in_guest::InGuestBuild;
 pub use self::self_hosted::MIN_HELPER_VERSION;
 use crate::import::{self, ImportLimits, Staged};
@@ -85,14 +85,16 @@ impl Mode {
             Mode::SelfHosted => "guest-self-hosted",
         }
     }
-}
 
-/// What cleanup must undo.
-#[derive(Debug, Default)]
-struct RunState {
-    session: Option<Arc<SshSession>>,
-    /// A host-initiated work directory still in the guest.
-    guest_work: Option<String>,
+    /// What the executor of this mode can do.
+    pub fn capabilities(self) -> Capabilities {
+        Capabilities {
+            remote: true,
+            signs_at_build_site: self == Mode::SelfHosted,
+            cancellable: true,
+            target_arches: Vec::new(),
+        }
+    }
 }
 
 /// Builds in a guest over SSH; see the module docs.
@@ -104,19 +106,12 @@ pub struct GuestExecutor {
     helper: String,
     make: Option<String>,
     limits: ImportLimits,
-    state: Mutex<RunState>,
 }
 
 impl GuestExecutor {
     /// The guest result root of run `run_id`.
     pub fn guest_root(&self, run_id: &str) -> String {
         format!("{}/native-builds/{run_id}", self.state_dir)
-    }
-
-    async fn connect(&self, ctx: &RunContext) -> Result<Arc<SshSession>> {
-        let session = SshSession::connect(&self.ssh, &ctx.events).await?;
-        self.state.lock().expect("state lock").session = Some(session.clone());
-        Ok(session)
     }
 
     /// Runs a small script; a non-zero exit is a system failure saying `what`.
@@ -150,13 +145,52 @@ impl GuestExecutor {
             ),
         })
     }
+}
+
+impl Executor for GuestExecutor {
+    fn name(&self) -> &str {
+        self.mode.name()
+    }
+
+    fn version(&self) -> &str {
+        VERSION
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.mode.capabilities()
+    }
+
+    fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
+        Box::new(GuestRun {
+            executor: self,
+            session: None,
+            guest_work: None,
+        })
+    }
+}
+
+/// One run of a guest executor; it owns what cleanup must undo.
+pub(super) struct GuestRun<'a> {
+    executor: &'a GuestExecutor,
+    /// The connection, once made.
+    session: Option<Arc<SshSession>>,
+    /// A host-initiated work directory still in the guest.
+    guest_work: Option<String>,
+}
+
+impl GuestRun<'_> {
+    async fn connect(&mut self, ctx: &RunContext) -> Result<Arc<SshSession>> {
+        let session = SshSession::connect(&self.executor.ssh, &ctx.events).await?;
+        self.session = Some(session.clone());
+        Ok(session)
+    }
 
     /// Imports the guest root, reconnecting on a dropped connection.
-    async fn import(&self, mut session: Arc<SshSession>, ctx: &RunContext) -> Result<Staged> {
-        let remote = self.guest_root(&ctx.request.run_id);
+    async fn import(&mut self, mut session: Arc<SshSession>, ctx: &RunContext) -> Result<Staged> {
+        let remote = self.executor.guest_root(&ctx.request.run_id);
         let mut attempt = 1;
         loop {
-            match import::fetch(&session, &remote, ctx, &self.limits).await {
+            match import::fetch(&session, &remote, ctx, &self.executor.limits).await {
                 Err(e) if is_connection_lost(&e) && attempt < IMPORT_ATTEMPTS => {
                     ctx.events.warn(format!(
                         "import attempt {attempt} of {IMPORT_ATTEMPTS} failed: {e}; retrying"
@@ -179,96 +213,43 @@ impl GuestExecutor {
 }
 
 #[async_trait]
-impl Executor for GuestExecutor {
-    fn name(&self) -> &str {
-        self.mode.name()
-    }
-
-    fn version(&self) -> &str {
-        VERSION
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            remote: true,
-            signs_at_build_site: self.mode == Mode::SelfHosted,
-            cancellable: true,
-            target_arches: Vec::new(),
-        }
-    }
-
-    async fn run(&self, ctx: &RunContext) -> Result<()> {
+impl Run for GuestRun<'_> {
+    async fn build(&mut self, ctx: &RunContext) -> Result<()> {
         let session = ctx.events.stage("connect", self.connect(ctx)).await?;
-        self.check_source(&session, ctx).await?;
-        match self.mode {
+        self.executor.check_source(&session, ctx).await?;
+        match self.executor.mode {
             Mode::SelfHosted => self.run_self_hosted(session, ctx).await,
             Mode::HostInitiated => self.run_host_initiated(session, ctx).await,
         }
     }
 
-    async fn cleanup(&self, ctx: &RunContext) -> Result<()> {
-        let (session, work) = {
-            let mut state = self.state.lock().expect("state lock");
-            (state.session.take(), state.guest_work.take())
-        };
-        if let Some(work) = work {
-            let session = match session.clone() {
+    async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
+        let ssh = &self.executor.ssh;
+        if let Some(work) = &self.guest_work {
+            let session = match self.session.clone() {
                 Some(s) => s,
-                None => SshSession::connect(&self.ssh, &ctx.events).await?,
+                None => SshSession::connect(ssh, &ctx.events).await?,
             };
             let removed = session
-                .output(&format!("rm -rf {}", shell_quote(&work)), None)
+                .output(&format!("rm -rf {}", shell_quote(work)), None)
                 .await;
             if !removed.is_ok_and(|o| o.exit.success()) {
                 // The connection may be gone: try once on a new one.
-                let fresh = SshSession::connect(&self.ssh, &ctx.events).await?;
-                self.check(
-                    &fresh,
-                    "remove the guest work directory",
-                    &format!("rm -rf {}", shell_quote(&work)),
-                )
-                .await?;
+                let fresh = SshSession::connect(ssh, &ctx.events).await?;
+                self.executor
+                    .check(
+                        &fresh,
+                        "remove the guest work directory",
+                        &format!("rm -rf {}", shell_quote(work)),
+                    )
+                    .await?;
                 fresh.disconnect().await;
             }
         }
-        if let Some(session) = session {
+        if let Some(session) = self.session {
             session.disconnect().await;
         }
         Ok(())
-    }
-}
-
-fn host_initiated_factory(config: serde_json::Value) -> Result<Arc<dyn Executor>> {
-    let config: GuestConfig = parse_config(Mode::HostInitiated.name(), config)?;
-    Ok(Arc::new(config.build(Mode::HostInitiated)?))
-}
-
-fn self_hosted_factory(config: serde_json::Value) -> Result<Arc<dyn Executor>> {
-    let config: GuestConfig = parse_config(Mode::SelfHosted.name(), config)?;
-    Ok(Arc::new(config.build(Mode::SelfHosted)?))
-}
-
-inventory::submit! {
-    ExecutorRegistration {
-        name: "host-initiated",
-        description: "drives each make step in a guest over SSH, then imports the result root",
-        version: VERSION,
-        origin: env!("CARGO_PKG_NAME"),
-        kind: ExecutorKind::BuiltIn,
-        config_keys: CONFIG_KEYS,
-        factory: host_initiated_factory,
-    }
-}
-
-inventory::submit! {
-    ExecutorRegistration {
-        name: "guest-self-hosted",
-        description: "runs fruix's build driver inside a guest (its own fruix), then imports the result root over SSH",
-        version: VERSION,
-        origin: env!("CARGO_PKG_NAME"),
-        kind: ExecutorKind::BuiltIn,
-        config_keys: CONFIG_KEYS,
-        factory: self_hosted_factory,
     }
 }
 
@@ -279,11 +260,25 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn both_are_registered_with_the_same_keys() {
+    fn both_are_registered_with_their_own_keys_and_capabilities() {
         let registry = Registry::compiled().unwrap();
-        for mode in [Mode::HostInitiated, Mode::SelfHosted] {
+        for (mode, own, foreign) in [
+            (Mode::HostInitiated, "make", "guest_helper"),
+            (Mode::SelfHosted, "guest_helper", "make"),
+        ] {
             let entry = registry.get(mode.name()).unwrap();
-            assert_eq!(entry.config_keys.len(), CONFIG_KEYS.len());
+            let has = |key: &str| entry.config_keys.iter().any(|k| k.name == key);
+            assert!(
+                has("guest") && has("import_max_bytes") && has(own),
+                "{mode:?}"
+            );
+            assert!(!has(foreign), "{mode:?} lists {foreign}");
+            assert_eq!(entry.capabilities, mode.capabilities());
+            assert!(registry
+                .create(mode.name(), json!({"guest": "a@b", foreign: "x"}))
+                .unwrap_err()
+                .to_string()
+                .contains(&format!("`{foreign}` is not a key of {}", mode.name())));
             let e = registry
                 .create(mode.name(), json!({"guest": "root@127.0.0.1:2222"}))
                 .unwrap();

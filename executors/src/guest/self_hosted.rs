@@ -9,25 +9,25 @@ use fruix_core::executor::{Event, RunContext, Stream};
 use fruix_core::{escape, Error, ExitStatus, Result};
 
 use super::protocol::{Body, Message, Outcome, VERSION};
-use super::{GuestExecutor, TAIL_LINES};
+use super::{GuestRun, TAIL_LINES};
 use crate::bounded::Tail;
 use crate::ssh::{shell_quote, RemoteExit, SshSession, SshTarget};
 
 /// The oldest guest helper `guest-self-hosted` works with.
 pub const MIN_HELPER_VERSION: &str = "0.1.0";
 
-impl GuestExecutor {
+impl GuestRun<'_> {
     pub(super) async fn run_self_hosted(
-        &self,
+        &mut self,
         session: Arc<SshSession>,
         ctx: &RunContext,
     ) -> Result<()> {
-        let helper = shell_quote(&self.helper);
+        let helper = shell_quote(&self.executor.helper);
         ctx.events
             .stage("helper", async {
                 let out = session.output(&format!("{helper} --version"), None).await?;
                 check_helper_version(
-                    &self.helper,
+                    &self.executor.helper,
                     session.target(),
                     &out.exit,
                     &out.stdout_text(),
@@ -39,7 +39,7 @@ impl GuestExecutor {
             .map_err(|e| Error::system(format!("cannot encode the build request: {e}")))?;
         let script = format!(
             "exec {helper} native-build self-hosted --state-dir {}",
-            shell_quote(&self.state_dir)
+            shell_quote(&self.executor.state_dir)
         );
         // The helper's stdout is the protocol (JSON Lines, see
         // [`super::protocol`]); its stderr is shown as log lines. Its exit is
@@ -58,7 +58,7 @@ impl GuestExecutor {
                 listener.finish(&exit)
             })
             .await?;
-        let expected = self.guest_root(&ctx.request.run_id);
+        let expected = self.executor.guest_root(&ctx.request.run_id);
         if result_root != expected {
             return Err(Error::system(format!(
                 "the guest helper reported result root {}, expected {expected}; is the helper a matching fruix?",

@@ -2,8 +2,8 @@
 //! plugin written as a third party would write one. Of fruix it depends only
 //! on `fruix-core` (the executor contract) and `fruix-freebsd` (the FreeBSD
 //! build contract: make steps, slicing, probes, `promotion.scm`), and it
-//! registers itself with `inventory`; the `fruix` command links it in
-//! through its `jail` cargo feature.
+//! registers itself in one line (`fruix_core::register_executor!`); the
+//! `fruix` command links it in through its `jail` cargo feature.
 //!
 //! # What it does
 //!
@@ -23,7 +23,7 @@
 //!    plan's slicing, and writes `promotion.scm` with tree signatures, the
 //!    jail's name as host name.
 //!
-//! [`Executor::cleanup`] undoes what the run set up, in reverse (`jail -r`,
+//! The run's cleanup undoes what it set up, in reverse (`jail -r`,
 //! `umount`, `umount`), then removes the work directory.
 //!
 //! With `runner = "direct"` the same make invocations run on the host with
@@ -40,16 +40,14 @@
 pub mod plan;
 pub mod runner;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use fruix_core::collect::host_name;
 use fruix_core::error::IoContext;
 use fruix_core::executor::{
-    parse_config, CancellationToken, Capabilities, ConfigKey, Executor, ExecutorKind,
-    ExecutorRegistration, RunContext,
+    CancellationToken, Capabilities, Executor, ExecutorConfig, ExecutorKind, Run, RunContext,
 };
 use fruix_core::process::{describe_status, Ending, Finished, Step, TERM_GRACE};
 use fruix_core::{Error, Result};
@@ -71,7 +69,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const DEFAULT_JAIL_ROOT: &str = "/usr/local/fruix/jails/builder";
 
 /// Where the build runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunnerKind {
     /// Inside a FreeBSD jail.
@@ -82,22 +80,42 @@ pub enum RunnerKind {
 }
 
 /// Configuration of the `jail` executor.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JailConfig {
+    /// jail (default): build inside a jail; direct: run the same make steps
+    /// on the host, without isolation (machines without jails)
     pub runner: Option<RunnerKind>,
-    /// The jail's root directory (absolute).
+    /// absolute root directory of the jail, a FreeBSD userland with
+    /// usr/bin/make (default /usr/local/fruix/jails/builder)
     pub jail_root: Option<PathBuf>,
-    /// The make program.
+    /// the make program (default make; bmake for runner=direct off FreeBSD)
     pub make: Option<String>,
 }
 
-impl JailConfig {
-    /// Checks the configuration and makes the executor with the real runner.
-    pub fn build(self) -> Result<JailExecutor> {
-        self.build_with(Arc::new(SystemRunner))
+impl ExecutorConfig for JailConfig {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str =
+        "builds FreeBSD base inside a throw-away FreeBSD jail (plugin example)";
+    const KIND: ExecutorKind = ExecutorKind::Plugin;
+
+    fn capabilities() -> Capabilities {
+        Capabilities {
+            remote: false,
+            signs_at_build_site: true,
+            cancellable: true,
+            target_arches: Vec::new(),
+        }
     }
 
+    fn build(self) -> Result<Arc<dyn Executor>> {
+        Ok(Arc::new(self.build_with(Arc::new(SystemRunner))?))
+    }
+}
+
+fruix_core::register_executor!(JailConfig);
+
+impl JailConfig {
     /// Like [`JailConfig::build`], running commands through `runner`.
     pub fn build_with(self, runner: Arc<dyn CommandRunner>) -> Result<JailExecutor> {
         let invalid = |message: String| Error::InvalidConfig {
@@ -136,7 +154,6 @@ impl JailConfig {
             runner,
             jail_root,
             make,
-            acquired: Mutex::default(),
         })
     }
 }
@@ -148,8 +165,6 @@ pub struct JailExecutor {
     /// `None` with the direct runner.
     jail_root: Option<PathBuf>,
     make: String,
-    /// Undo commands of what each run set up, by result root, in setup order.
-    acquired: Mutex<HashMap<PathBuf, Vec<Invocation>>>,
 }
 
 impl JailExecutor {
@@ -210,7 +225,9 @@ impl JailExecutor {
             .await
     }
 
-    async fn build(&self, ctx: &RunContext) -> Result<()> {
+    /// Builds; the undo command of everything set up goes to `acquired`,
+    /// in setup order.
+    async fn build(&self, ctx: &RunContext, acquired: &mut Vec<Invocation>) -> Result<()> {
         let layout = self.layout(ctx)?;
         let plan = BuildPlan::new(&ctx.request, &layout.build)?;
         if let Some(jail) = &layout.jail {
@@ -225,12 +242,7 @@ impl JailExecutor {
         }
         for (up, down) in plan::setup(&layout) {
             self.exec(&up, ctx, &ctx.cancel).await?;
-            self.acquired
-                .lock()
-                .expect("not poisoned")
-                .entry(ctx.result_root.clone())
-                .or_default()
-                .push(down);
+            acquired.push(down);
         }
         for step in plan::make_steps(layout.jail.as_ref(), &plan) {
             self.exec(&step, ctx, &ctx.cancel).await?;
@@ -267,7 +279,6 @@ impl JailExecutor {
     }
 }
 
-#[async_trait]
 impl Executor for JailExecutor {
     fn name(&self) -> &str {
         NAME
@@ -278,30 +289,37 @@ impl Executor for JailExecutor {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            remote: false,
-            signs_at_build_site: true,
-            cancellable: true,
-            target_arches: Vec::new(),
-        }
+        JailConfig::capabilities()
     }
 
-    async fn run(&self, ctx: &RunContext) -> Result<()> {
-        self.build(ctx).await
+    fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
+        Box::new(JailRun {
+            executor: self,
+            acquired: Vec::new(),
+        })
+    }
+}
+
+/// One run of the jail executor: the undo commands of what it set up.
+struct JailRun<'a> {
+    executor: &'a JailExecutor,
+    /// In setup order.
+    acquired: Vec<Invocation>,
+}
+
+#[async_trait]
+impl Run for JailRun<'_> {
+    async fn build(&mut self, ctx: &RunContext) -> Result<()> {
+        self.executor.build(ctx, &mut self.acquired).await
     }
 
-    async fn cleanup(&self, ctx: &RunContext) -> Result<()> {
-        let undo = self
-            .acquired
-            .lock()
-            .expect("not poisoned")
-            .remove(&ctx.result_root)
-            .unwrap_or_default();
+    async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
+        let executor = self.executor;
         // Cleanup is what runs after a cancel: it is not cancellable itself.
         let never = CancellationToken::new();
         let mut first_error = None;
-        for invocation in undo.iter().rev() {
-            if let Err(e) = self.exec(invocation, ctx, &never).await {
+        for invocation in self.acquired.iter().rev() {
+            if let Err(e) = executor.exec(invocation, ctx, &never).await {
                 first_error.get_or_insert(e);
             }
         }
@@ -309,7 +327,7 @@ impl Executor for JailExecutor {
             // The work directory may still be mounted in the jail: keep it.
             return Err(e);
         }
-        let work = self.layout(ctx)?.build.work_dir;
+        let work = executor.layout(ctx)?.build.work_dir;
         tokio::task::spawn_blocking(move || remove_tree(&work))
             .await
             .map_err(|e| {
@@ -374,39 +392,15 @@ fn check_jail_root(root: &Path) -> Result<()> {
     )))
 }
 
-fn factory(config: serde_json::Value) -> Result<Arc<dyn Executor>> {
-    let config: JailConfig = parse_config(NAME, config)?;
-    Ok(Arc::new(config.build()?))
-}
-
-inventory::submit! {
-    ExecutorRegistration {
-        name: NAME,
-        description: "builds FreeBSD base inside a throw-away FreeBSD jail (plugin example)",
-        version: VERSION,
-        origin: env!("CARGO_PKG_NAME"),
-        kind: ExecutorKind::Plugin,
-        config_keys: &[
-            ConfigKey {
-                name: "runner",
-                description: "jail (default): build inside a jail; direct: run the same make steps on the host, without isolation (machines without jails)",
-            },
-            ConfigKey {
-                name: "jail_root",
-                description: "absolute root directory of the jail, a FreeBSD userland with usr/bin/make (default /usr/local/fruix/jails/builder)",
-            },
-            ConfigKey {
-                name: "make",
-                description: "the make program (default make; bmake for runner=direct off FreeBSD)",
-            },
-        ],
-        factory,
-    }
-}
-
 /// Makes sure this crate, and with it its executor registration, is linked
 /// into the calling binary. Does nothing at run time.
 pub fn link() {}
+
+/// The README's Rust examples, compiled and run as doctests of this crate
+/// (the example plugin has every dependency they use).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;
 
 #[cfg(test)]
 mod tests {
@@ -526,7 +520,7 @@ mod tests {
         assert_eq!(entry.kind, ExecutorKind::Plugin);
         assert_eq!(entry.origin, "fruix-executor-jail");
         let keys: Vec<_> = entry.config_keys.iter().map(|k| k.name.as_str()).collect();
-        assert_eq!(keys, ["runner", "jail_root", "make"]);
+        assert_eq!(keys, ["jail_root", "make", "runner"]);
         let executor = registry.create(NAME, serde_json::Value::Null).unwrap();
         assert_eq!((executor.name(), executor.version()), (NAME, VERSION));
         registry.create(NAME, json!({"runner": "direct"})).unwrap();

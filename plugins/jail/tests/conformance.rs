@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use fruix_core::executor::ExecutorConfig;
 use fruix_core::executor::{BuildRequest, Executor};
 use fruix_core::testing::conformance::{Case, Suite};
 use fruix_core::testing::fixture_request;
@@ -44,7 +45,7 @@ fn direct(make: Option<&str>) -> Arc<dyn Executor> {
         jail_root: None,
         make: make.map(str::to_string),
     };
-    Arc::new(config.build().unwrap())
+    config.build().unwrap()
 }
 
 #[tokio::test]

@@ -1,0 +1,139 @@
+//! The `Executor` trait, build requests, run events, and the runner that
+//! wraps every executor with the same guarantees.
+//!
+//! An executor is one way of running a native FreeBSD base build: on this
+//! machine, in a guest over SSH, in a jail, through an external script. Every
+//! executor ends with the same normalized result root (see
+//! [`crate::result_root`]). Callers never call an executor directly: they call
+//! [`run_executor`], which
+//!
+//! 1. refuses a result root that already exists, creates it and marks it
+//!    unfinished ([`crate::result_root::INCOMPLETE_MARKER`]);
+//! 2. starts a run ([`Executor::start`]): a handle ([`Run`]) that owns the
+//!    run's state, and runs its [`Run::build`], passing cancellation through
+//!    the context;
+//! 3. always finishes it with [`Run::cleanup`], after success, failure or
+//!    cancellation (a cleanup failure is reported as an event, never hiding
+//!    the run's result);
+//! 4. validates the result root and checks that its `promotion.scm` agrees with
+//!    the request, and only then removes the unfinished marker.
+//!
+//! So what reaches the caller is a result root that passed the validator, and a
+//! failed or cancelled run leaves a root that can never be promoted.
+//!
+//! Executors are registered by name ([`registry`]): each has a typed
+//! configuration ([`ExecutorConfig`]) whose keys are derived from the struct,
+//! and capabilities known without a configuration. The code follows these
+//! seams: [`request`] (what to build), [`events`] (what happens), `runner.rs`
+//! (the guarantees above) and [`registry`].
+
+use std::fmt;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+/// The cancellation token of [`RunContext::cancel`], re-exported so that
+/// executor crates need not depend on `tokio-util` to name it.
+pub use tokio_util::sync::CancellationToken;
+
+use crate::error::{IoContext, Result};
+
+pub mod events;
+pub mod registry;
+pub mod request;
+mod runner;
+
+pub use events::{Event, EventSink, Stream};
+pub use registry::{
+    config_keys, parse_config, ConfigKey, ExecutorConfig, ExecutorKind, ExecutorRegistration,
+    Registry, RegistryEntry,
+};
+pub use request::{base_artifacts, BuildRequest};
+pub use runner::{check_agreement, run_executor, CANCEL_GRACE};
+
+/// What an executor can do, declared up front so callers can check it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    /// Builds on another machine (needs a guest or machines file).
+    pub remote: bool,
+    /// Computes tree signatures where it builds, so transfer is verified.
+    pub signs_at_build_site: bool,
+    /// Stops the build's whole process tree on cancellation.
+    pub cancellable: bool,
+    /// Target architectures it can build; empty means any.
+    pub target_arches: Vec<String>,
+}
+
+/// Everything an executor gets for one run.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub request: BuildRequest,
+    /// The result root to fill: it exists, is empty but for the unfinished
+    /// marker, and is on this machine.
+    pub result_root: PathBuf,
+    pub events: EventSink,
+    /// Cancelled on Ctrl-C, SIGTERM, fail-fast, or by the caller. Executors stop
+    /// their work (the whole process tree) and return [`Error::Cancelled`].
+    pub cancel: CancellationToken,
+}
+
+impl RunContext {
+    /// The `logs/` directory of the result root (created on first use).
+    pub fn logs_dir(&self) -> Result<PathBuf> {
+        let dir = self.result_root.join("logs");
+        std::fs::create_dir_all(&dir).with_path("create logs directory", &dir)?;
+        Ok(dir)
+    }
+}
+
+/// One way of running a native FreeBSD base build.
+///
+/// # Contract
+///
+/// - [`Executor::start`] makes the handle of one run ([`Run`]), which owns
+///   whatever the run acquires: two runs of one executor never share state.
+/// - [`Run::build`] builds what `ctx.request` asks for and leaves a
+///   normalized result root at `ctx.result_root`: `promotion.scm` (naming this
+///   executor's [`name`](Executor::name) and [`version`](Executor::version), the
+///   request's run id, base, source and policy, and every requested artifact)
+///   and `artifacts/<name>/` trees. It may write `logs/`.
+/// - It reports stages and log lines through `ctx.events`, each stage's start
+///   before its logs before its end.
+/// - A failing build step returns [`Error::Build`] (step, status, last log
+///   lines, log path); trouble with machines, connections, disks or helpers
+///   returns [`Error::System`] or [`Error::Io`]; cancellation (`ctx.cancel`)
+///   stops all work it started and returns [`Error::Cancelled`] promptly.
+/// - [`Run::cleanup`] releases what the run acquired (connections, jails,
+///   VMs, temporary files). It is called exactly once per run, whatever
+///   `build` returned, including when it was cancelled or never got far.
+///
+/// Executors do not validate their own output, create the result root, or
+/// handle the unfinished marker: [`run_executor`] does that for all of them.
+#[async_trait]
+pub trait Executor: fmt::Debug + Send + Sync {
+    /// The registered name (`local`, `host-initiated`, ...).
+    fn name(&self) -> &str;
+
+    /// The executor's version, recorded as `executor-version`.
+    fn version(&self) -> &str;
+
+    /// What this executor can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Starts one run: its handle, owning the run's state. Acquiring
+    /// anything belongs in [`Run::build`], so that cleanup always follows.
+    fn start(&self, ctx: &RunContext) -> Box<dyn Run + '_>;
+}
+
+/// One run of an executor, from [`Executor::start`]; see the contract there.
+#[async_trait]
+pub trait Run: Send {
+    /// Runs the build and fills the result root.
+    async fn build(&mut self, ctx: &RunContext) -> Result<()>;
+
+    /// Releases what the run acquired; called once per run, always.
+    async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! The registry of executors: compiled-in registrations (through `inventory`)
+//! and executors added at run time, found by name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use super::{Capabilities, Executor};
+use crate::error::{Error, Result};
+
+/// Whether an executor is compiled in, a plugin, or an external command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutorKind {
+    BuiltIn,
+    Plugin,
+    External,
+}
+
+impl fmt::Display for ExecutorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExecutorKind::BuiltIn => "built-in",
+            ExecutorKind::Plugin => "plugin",
+            ExecutorKind::External => "external",
+        })
+    }
+}
+
+/// One configuration key an executor accepts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigKey {
+    pub name: String,
+    pub description: String,
+}
+
+/// An executor's configuration, typed: deserialised from the JSON object of
+/// `--config KEY=VALUE` pairs (or a matrix file), unknown keys refused. The
+/// keys an executor lists come from this struct ([`config_keys`]: names and
+/// doc comments), never from a hand-written list, and its name, description
+/// and capabilities are known without a configuration.
+///
+/// Register one with [`register_executor!`](crate::register_executor) in one line.
+pub trait ExecutorConfig: serde::de::DeserializeOwned + schemars::JsonSchema + Sized {
+    /// The registered name (`local`, `jail`, ...).
+    const NAME: &'static str;
+    /// One line for `fruix executors list`.
+    const DESCRIPTION: &'static str;
+    /// Built-in, or a plugin crate.
+    const KIND: ExecutorKind = ExecutorKind::BuiltIn;
+
+    /// What every executor of this kind can do, known without a configuration.
+    fn capabilities() -> Capabilities;
+
+    /// The keys `fruix executors describe` lists: every field of the struct
+    /// ([`config_keys`]) unless an executor leaves some out.
+    fn keys() -> Vec<ConfigKey> {
+        config_keys::<Self>()
+    }
+
+    /// Checks the configuration and makes the executor.
+    fn build(self) -> Result<Arc<dyn Executor>>;
+}
+
+/// The keys of configuration `C`: its fields as serde names them, each with
+/// its doc comment, sorted by name.
+pub fn config_keys<C: schemars::JsonSchema>() -> Vec<ConfigKey> {
+    let schema = schemars::schema_for!(C).to_value();
+    let root = match schema.get("$ref").and_then(|r| r.as_str()) {
+        Some(reference) => reference
+            .strip_prefix("#/$defs/")
+            .and_then(|name| schema.get("$defs")?.get(name))
+            .unwrap_or(&schema),
+        None => &schema,
+    };
+    let mut keys: Vec<ConfigKey> = root
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .into_iter()
+        .flatten()
+        .map(|(name, property)| ConfigKey {
+            name: name.clone(),
+            description: property
+                .get("description")
+                .and_then(|d| d.as_str())
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+        .collect();
+    keys.sort_by(|a, b| a.name.cmp(&b.name));
+    keys
+}
+
+fn factory<C: ExecutorConfig>(config: serde_json::Value) -> Result<Arc<dyn Executor>> {
+    parse_config::<C>(C::NAME, config)?.build()
+}
+
+/// A compiled-in registration, submitted with `inventory` by
+/// [`register_executor!`](crate::register_executor).
+pub struct ExecutorRegistration {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub version: &'static str,
+    /// Who registered it (a crate name), named when two registrations clash.
+    pub origin: &'static str,
+    pub kind: ExecutorKind,
+    pub capabilities: fn() -> Capabilities,
+    pub config_keys: fn() -> Vec<ConfigKey>,
+    pub factory: fn(serde_json::Value) -> Result<Arc<dyn Executor>>,
+}
+
+impl ExecutorRegistration {
+    /// The registration of configuration `C`, made by crate `origin` at `version`.
+    pub const fn of<C: ExecutorConfig>(origin: &'static str, version: &'static str) -> Self {
+        ExecutorRegistration {
+            name: C::NAME,
+            description: C::DESCRIPTION,
+            version,
+            origin,
+            kind: C::KIND,
+            capabilities: C::capabilities,
+            config_keys: C::keys,
+            factory: factory::<C>,
+        }
+    }
+}
+
+inventory::collect!(ExecutorRegistration);
+
+/// Registers the executor configured by `$config` (an [`ExecutorConfig`]),
+/// with the calling crate's name and version:
+///
+/// ```ignore
+/// fruix_core::register_executor!(JailConfig);
+/// ```
+#[macro_export]
+macro_rules! register_executor {
+    ($config:ty) => {
+        $crate::inventory::submit! {
+            $crate::executor::ExecutorRegistration::of::<$config>(
+                env!("CARGO_PKG_NAME"),
+                env!("CARGO_PKG_VERSION"),
+            )
+        }
+    };
+}
+
+/// Makes an executor from its configuration (a JSON object).
+pub type Factory = Arc<dyn Fn(serde_json::Value) -> Result<Arc<dyn Executor>> + Send + Sync>;
+
+/// A registry entry: a compiled registration or one added at run time
+/// (external executors).
+#[derive(Clone)]
+pub struct RegistryEntry {
+    pub name: String,
+    pub description: String,
+    pub version: String,
+    pub origin: String,
+    pub kind: ExecutorKind,
+    /// Known without a configuration.
+    pub capabilities: Capabilities,
+    pub config_keys: Vec<ConfigKey>,
+    pub factory: Factory,
+}
+
+impl fmt::Debug for RegistryEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryEntry")
+            .field("name", &self.name)
+            .field("origin", &self.origin)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The executors known to this process, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    entries: BTreeMap<String, RegistryEntry>,
+}
+
+impl Registry {
+    /// Every executor registered through `inventory`; two registrations with
+    /// one name are an error naming both.
+    pub fn compiled() -> Result<Registry> {
+        let mut registry = Registry::default();
+        for r in inventory::iter::<ExecutorRegistration> {
+            let factory = r.factory;
+            registry.add(RegistryEntry {
+                name: r.name.to_string(),
+                description: r.description.to_string(),
+                version: r.version.to_string(),
+                origin: r.origin.to_string(),
+                kind: r.kind,
+                capabilities: (r.capabilities)(),
+                config_keys: (r.config_keys)(),
+                factory: Arc::new(factory),
+            })?;
+        }
+        Ok(registry)
+    }
+
+    /// Adds an entry; a name already present is an error naming both origins.
+    pub fn add(&mut self, entry: RegistryEntry) -> Result<()> {
+        if let Some(existing) = self.entries.get(&entry.name) {
+            return Err(Error::DuplicateExecutor {
+                name: entry.name.clone(),
+                first: format!("{} ({})", existing.origin, existing.kind),
+                second: format!("{} ({})", entry.origin, entry.kind),
+            });
+        }
+        self.entries.insert(entry.name.clone(), entry);
+        Ok(())
+    }
+
+    /// The entry named `name`, or an error listing the known names.
+    pub fn get(&self, name: &str) -> Result<&RegistryEntry> {
+        self.entries
+            .get(name)
+            .ok_or_else(|| Error::UnknownExecutor {
+                name: name.to_string(),
+                available: self.names(),
+            })
+    }
+
+    /// Makes executor `name` from `config`.
+    pub fn create(&self, name: &str, config: serde_json::Value) -> Result<Arc<dyn Executor>> {
+        (self.get(name)?.factory)(config)
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
+
+    /// All entries, sorted by name.
+    pub fn entries(&self) -> impl Iterator<Item = &RegistryEntry> {
+        self.entries.values()
+    }
+}
+
+/// Deserializes an executor's config object into its config struct, naming the
+/// executor in errors (unknown keys are refused by `deny_unknown_fields`).
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    executor: &str,
+    config: serde_json::Value,
+) -> Result<T> {
+    let config = if config.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        config
+    };
+    serde_json::from_value(config).map_err(|e| Error::InvalidConfig {
+        executor: executor.to_string(),
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,50 @@
+//! What to build: the build request every executor gets.
+
+use crate::error::{Error, Result};
+use crate::promotion::{check_name, BuildPolicy, FreebsdBase, SourceStore};
+
+/// What to build. Carries everything `promotion.scm` needs from the caller.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BuildRequest {
+    /// The run id (a UTC timestamp like `20260405T213444Z`).
+    pub run_id: String,
+    pub freebsd_base: FreebsdBase,
+    /// The source tree, as a path on the machine that builds.
+    pub source: SourceStore,
+    pub policy: BuildPolicy,
+    /// The artifacts requested, in order (usually the base four).
+    pub artifacts: Vec<String>,
+}
+
+impl BuildRequest {
+    /// Checks the request's names and values before anything runs.
+    pub fn check(&self) -> Result<()> {
+        let invalid = |message: String| Error::InvalidRequest { message };
+        check_name("run id", &self.run_id).map_err(invalid)?;
+        check_name("FreeBSD version", &self.freebsd_base.version).map_err(invalid)?;
+        if self.artifacts.is_empty() {
+            return Err(invalid("no artifact requested".into()));
+        }
+        for a in &self.artifacts {
+            check_name("artifact name", a).map_err(invalid)?;
+        }
+        if self.policy.jobs == 0 {
+            return Err(invalid("jobs must be at least 1".into()));
+        }
+        if self.policy.kernconf.is_empty() || self.policy.kernconf.contains(['/', ' ']) {
+            return Err(invalid(format!(
+                "kernconf {:?} is not a kernel configuration name",
+                self.policy.kernconf
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The four artifacts of the FreeBSD base set, in their usual order.
+pub fn base_artifacts() -> Vec<String> {
+    crate::promotion::BASE_ARTIFACTS
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect()
+}

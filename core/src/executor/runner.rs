@@ -1,0 +1,167 @@
+//! The runner that wraps every executor with the same guarantees (see the
+//! module docs of [`crate::executor`]).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{BuildRequest, EventSink, Executor, Run, RunContext};
+use crate::error::{Error, IoContext, Result};
+use crate::promotion::PromotionMetadata;
+use crate::result_root::{self, ResultRoot, INCOMPLETE_MARKER};
+use tokio_util::sync::CancellationToken;
+
+/// How long a cancelled executor gets to stop by itself before its run is dropped.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(15);
+
+/// Runs `executor` for `request` into `result_root` with the guarantees listed
+/// in the module docs, and returns the validated result root.
+pub async fn run_executor(
+    executor: Arc<dyn Executor>,
+    request: BuildRequest,
+    result_root: &Path,
+    events: EventSink,
+    cancel: CancellationToken,
+) -> Result<ResultRoot> {
+    request.check()?;
+    prepare_result_root(result_root)?;
+    let ctx = RunContext {
+        request,
+        result_root: result_root.to_path_buf(),
+        events,
+        cancel,
+    };
+    let mut run = executor.start(&ctx);
+    let outcome = build_cancellable(run.as_mut(), &ctx).await;
+    if let Err(e) = run.cleanup(&ctx).await {
+        ctx.events.warn(format!(
+            "cleanup of executor {} failed: {e}",
+            executor.name()
+        ));
+    }
+    outcome?;
+    if ctx.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let root = result_root::validate_with(result_root, true)?;
+    check_agreement(
+        executor.as_ref(),
+        &ctx.request,
+        root.metadata(),
+        result_root,
+    )?;
+    let marker = result_root.join(INCOMPLETE_MARKER);
+    std::fs::remove_file(&marker).with_path("remove unfinished marker", &marker)?;
+    crate::fsutil::sync_dir(result_root)?;
+    Ok(root)
+}
+
+async fn build_cancellable(run: &mut (dyn Run + '_), ctx: &RunContext) -> Result<()> {
+    let build = run.build(ctx);
+    tokio::pin!(build);
+    tokio::select! {
+        result = &mut build => result,
+        () = ctx.cancel.cancelled() => {
+            // Give the executor time to stop its process tree by itself.
+            match tokio::time::timeout(CANCEL_GRACE, &mut build).await {
+                Ok(Err(e)) if !matches!(e, Error::Cancelled) => Err(e),
+                _ => Err(Error::Cancelled),
+            }
+        }
+    }
+}
+
+pub(super) fn prepare_result_root(root: &Path) -> Result<()> {
+    if let Some(parent) = root.parent() {
+        std::fs::create_dir_all(parent).with_path("create parent of result root", parent)?;
+    }
+    // An empty directory made by run id allocation is fine; anything else is not.
+    let existing_empty = std::fs::read_dir(root)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false);
+    if !existing_empty {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(root)
+            .map_err(|e| {
+                match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
+                path: root.to_path_buf(),
+                hint:
+                    "a result root is never overwritten; choose another --result-root or remove it"
+                        .into(),
+            },
+            _ => Error::io("create result root", root, e),
+        }
+            })?;
+    }
+    // Only this user may change the root before it is promoted, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+        .with_path("set mode of", root)?;
+    let marker = root.join(INCOMPLETE_MARKER);
+    std::fs::write(
+        &marker,
+        b"this run has not finished; this result root cannot be promoted\n",
+    )
+    .with_path("write unfinished marker", &marker)
+}
+
+/// Checks that `promotion.scm` agrees with the request and the executor.
+pub fn check_agreement(
+    executor: &dyn Executor,
+    request: &BuildRequest,
+    m: &PromotionMetadata,
+    root: &Path,
+) -> Result<()> {
+    let path = root.join(crate::promotion::PROMOTION_FILE);
+    let mismatch = |field: &str, found: String, expected: String| Error::InvalidMetadata {
+        path: path.clone(),
+        field: field.to_string(),
+        line: None,
+        message: format!(
+            "says {found}, but the request was {expected}; the executor wrote wrong metadata"
+        ),
+    };
+    if m.executor != executor.name() {
+        return Err(mismatch(
+            "executor",
+            m.executor.clone(),
+            executor.name().to_string(),
+        ));
+    }
+    if m.run_id != request.run_id {
+        return Err(mismatch("run-id", m.run_id.clone(), request.run_id.clone()));
+    }
+    if m.freebsd_base != request.freebsd_base {
+        return Err(mismatch(
+            "freebsd-base",
+            format!("{:?}", m.freebsd_base),
+            format!("{:?}", request.freebsd_base),
+        ));
+    }
+    if m.build_policy != request.policy {
+        return Err(mismatch(
+            "build-policy",
+            format!("{:?}", m.build_policy),
+            format!("{:?}", request.policy),
+        ));
+    }
+    if m.source_store.path != request.source.path {
+        return Err(mismatch(
+            "source-store.path",
+            m.source_store.path.clone(),
+            request.source.path.clone(),
+        ));
+    }
+    if let Some(missing) = request.artifacts.iter().find(|a| m.artifact(a).is_none()) {
+        return Err(Error::InvalidMetadata {
+            path,
+            field: "artifacts".into(),
+            line: None,
+            message: format!("requested artifact {missing} is not in the result root"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! Tests of the runner and the registry, with an in-tree test executor.
+use super::runner::prepare_result_root;
+use super::*;
+use crate::error::Error;
+use crate::result_root::{ResultRoot, INCOMPLETE_MARKER};
+use crate::testing::write_sample_result_root;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// What the in-tree test executor does when run.
+#[derive(Debug, Clone, Copy, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum Behaviour {
+    Succeed,
+    FailBuild,
+    Hang,
+    WrongRunId,
+}
+
+/// Configuration of the in-tree test executor.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct TestConfig {
+    /// succeed, fail-build, hang or wrong-run-id
+    behaviour: Behaviour,
+}
+
+impl ExecutorConfig for TestConfig {
+    const NAME: &'static str = "core-test";
+    const DESCRIPTION: &'static str = "in-tree test executor of fruix-core";
+
+    fn capabilities() -> Capabilities {
+        Capabilities {
+            cancellable: true,
+            ..Capabilities::default()
+        }
+    }
+
+    fn build(self) -> Result<Arc<dyn Executor>> {
+        Ok(Arc::new(TestExecutor {
+            behaviour: self.behaviour,
+        }))
+    }
+}
+
+crate::register_executor!(TestConfig);
+
+static CLEANUPS: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Debug)]
+struct TestExecutor {
+    behaviour: Behaviour,
+}
+
+impl Executor for TestExecutor {
+    fn name(&self) -> &str {
+        TestConfig::NAME
+    }
+    fn version(&self) -> &str {
+        "0.0.1"
+    }
+    fn capabilities(&self) -> Capabilities {
+        TestConfig::capabilities()
+    }
+    fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
+        Box::new(TestRun {
+            behaviour: self.behaviour,
+        })
+    }
+}
+
+/// One run of the test executor.
+struct TestRun {
+    behaviour: Behaviour,
+}
+
+#[async_trait]
+impl Run for TestRun {
+    async fn build(&mut self, ctx: &RunContext) -> Result<()> {
+        ctx.events
+            .stage("build", async {
+                ctx.events.log("build", Stream::Stdout, "building");
+                match self.behaviour {
+                    Behaviour::Succeed | Behaviour::WrongRunId => {
+                        let run_id = match self.behaviour {
+                            Behaviour::WrongRunId => "19700101T000000Z",
+                            _ => ctx.request.run_id.as_str(),
+                        };
+                        let mut m =
+                            write_sample_result_root(&ctx.result_root, "core-test", run_id, true)?;
+                        m.build_policy = ctx.request.policy.clone();
+                        m.freebsd_base = ctx.request.freebsd_base.clone();
+                        m.write_to(&ctx.result_root)
+                    }
+                    Behaviour::FailBuild => Err(Error::Build {
+                        step: "buildworld".into(),
+                        status: Some("exit status 2".into()),
+                        log: None,
+                        tail: vec!["error".into()],
+                    }),
+                    Behaviour::Hang => {
+                        ctx.cancel.cancelled().await;
+                        Err(Error::Cancelled)
+                    }
+                }
+            })
+            .await
+    }
+    async fn cleanup(self: Box<Self>, _ctx: &RunContext) -> Result<()> {
+        CLEANUPS.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn request() -> BuildRequest {
+    let m = crate::testing::sample_metadata("core-test", "20260405T213444Z");
+    BuildRequest {
+        run_id: m.run_id,
+        freebsd_base: m.freebsd_base,
+        source: m.source_store,
+        policy: m.build_policy,
+        artifacts: base_artifacts(),
+    }
+}
+
+fn executor(behaviour: &str) -> Arc<dyn Executor> {
+    Registry::compiled()
+        .unwrap()
+        .create("core-test", serde_json::json!({ "behaviour": behaviour }))
+        .unwrap()
+}
+
+async fn run(
+    behaviour: &str,
+    cancel: CancellationToken,
+) -> (Result<ResultRoot>, Vec<Event>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, mut rx) = EventSink::channel();
+    let result = run_executor(
+        executor(behaviour),
+        request(),
+        &dir.path().join("root"),
+        events,
+        cancel,
+    )
+    .await;
+    let mut seen = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        seen.push(e);
+    }
+    (result, seen, dir)
+}
+
+#[test]
+fn inventory_registration_is_found_by_name() {
+    let registry = Registry::compiled().unwrap();
+    let entry = registry.get("core-test").unwrap();
+    assert_eq!(entry.description, "in-tree test executor of fruix-core");
+    assert_eq!(executor("succeed").name(), "core-test");
+}
+
+#[test]
+fn keys_and_capabilities_come_from_the_typed_config_without_one() {
+    let registry = Registry::compiled().unwrap();
+    let entry = registry.get("core-test").unwrap();
+    assert_eq!(
+        entry.config_keys,
+        [ConfigKey {
+            name: "behaviour".into(),
+            description: "succeed, fail-build, hang or wrong-run-id".into(),
+        }]
+    );
+    assert!(entry.capabilities.cancellable);
+    assert_eq!(entry.version, env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn unknown_name_lists_the_registered_ones() {
+    let err = Registry::compiled().unwrap().get("jial").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown executor `jial`; available executors: core-test"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_config_key_is_refused() {
+    let err = Registry::compiled()
+        .unwrap()
+        .create(
+            "core-test",
+            serde_json::json!({ "behaviour": "succeed", "colour": "red" }),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown field `colour`"), "{err}");
+}
+
+#[test]
+fn duplicate_name_names_both_sources() {
+    let mut registry = Registry::compiled().unwrap();
+    let mut twin = registry.get("core-test").unwrap().clone();
+    twin.origin = "/etc/fruix/executors.scm".into();
+    twin.kind = ExecutorKind::External;
+    let err = registry.add(twin).unwrap_err().to_string();
+    assert!(
+        err.contains("fruix-core (built-in)")
+            && err.contains("/etc/fruix/executors.scm (external)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn successful_run_validates_and_clears_the_marker() {
+    let (result, events, dir) = run("succeed", CancellationToken::new()).await;
+    let root = result.unwrap();
+    assert!(!dir.path().join("root").join(INCOMPLETE_MARKER).exists());
+    assert_eq!(root.metadata().run_id, "20260405T213444Z");
+    assert!(matches!(&events[0], Event::StageStarted { stage } if stage == "build"));
+    assert!(matches!(&events[1], Event::Log { line, .. } if line == "building"));
+    assert!(matches!(&events[2], Event::StageFinished { ok: true, .. }));
+}
+
+#[tokio::test]
+async fn build_failure_keeps_the_marker_and_runs_cleanup() {
+    let before = CLEANUPS.load(Ordering::SeqCst);
+    let (result, _, dir) = run("fail-build", CancellationToken::new()).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.failure(), crate::Failure::Build);
+    assert!(dir.path().join("root").join(INCOMPLETE_MARKER).exists());
+    assert!(CLEANUPS.load(Ordering::SeqCst) > before);
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_run_and_runs_cleanup() {
+    let before = CLEANUPS.load(Ordering::SeqCst);
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let (events, mut rx) = EventSink::channel();
+    // Cancelled once the build is under way (its first log line), not after a delay.
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if matches!(event, Event::Log { .. }) {
+                trigger.cancel();
+            }
+        }
+    });
+    let result = run_executor(
+        executor("hang"),
+        request(),
+        &dir.path().join("root"),
+        events,
+        cancel,
+    )
+    .await;
+    assert!(matches!(result, Err(Error::Cancelled)));
+    assert!(dir.path().join("root").join(INCOMPLETE_MARKER).exists());
+    assert!(CLEANUPS.load(Ordering::SeqCst) > before);
+}
+
+#[tokio::test]
+async fn metadata_disagreeing_with_the_request_is_refused() {
+    let (result, _, _dir) = run("wrong-run-id", CancellationToken::new()).await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("run-id") && err.contains("19700101T000000Z"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn existing_result_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("keep"), b"x").unwrap();
+    let err = run_executor(
+        executor("succeed"),
+        request(),
+        &root,
+        EventSink::discard(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+    assert!(root.join("keep").exists());
+}
+
+#[test]
+fn result_root_is_private_to_its_user_whatever_it_was_created_with() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["made-by-run-id-allocation", "new"] {
+        let root = dir.path().join(name);
+        if name != "new" {
+            std::fs::create_dir(&root).unwrap();
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        prepare_result_root(&root).unwrap();
+        let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{name}");
+    }
+}
