@@ -30,6 +30,25 @@ pub enum Failure {
     Cancelled,
 }
 
+/// The log of a failed step or command: its file, if one was written, and
+/// its last lines, stdout and stderr merged in the order they arrived.
+/// Printers show the tail (escaped) after the error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogRef {
+    pub path: Option<PathBuf>,
+    pub tail: Vec<String>,
+}
+
+impl LogRef {
+    /// `; full log: PATH`, or nothing without a file.
+    pub fn file_note(&self) -> String {
+        self.path
+            .as_ref()
+            .map(|p| format!("; full log: {}", escape::path(p)))
+            .unwrap_or_default()
+    }
+}
+
 /// One problem found in a result root by [`crate::result_root::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -187,17 +206,20 @@ pub enum Error {
     /// The build request is not acceptable.
     #[error("invalid build request: {message}")]
     InvalidRequest { message: String },
-    /// A build step failed. `tail` holds its last log lines.
-    #[error("build step `{}` failed{}{}", escape::text(step), status.as_ref().map(|s| format!(" ({s})")).unwrap_or_default(), log.as_ref().map(|l| format!("; full log: {}", escape::path(l))).unwrap_or_default())]
+    /// A build step failed; `log` has its last lines (and its log file).
+    #[error("build step `{}` failed{}{}", escape::text(step), status.as_ref().map(|s| format!(" ({})", escape::text(s))).unwrap_or_default(), log.file_note())]
     Build {
         step: String,
         status: Option<String>,
-        log: Option<PathBuf>,
-        tail: Vec<String>,
+        log: LogRef,
     },
-    /// The machinery around the build failed; retrying may help.
-    #[error("system failure: {message}")]
-    System { message: String },
+    /// The machinery around the build failed; retrying may help. `log`
+    /// has the last lines of the command that failed, when one did.
+    #[error("system failure: {message}{}", log.as_ref().map(LogRef::file_note).unwrap_or_default())]
+    System {
+        message: String,
+        log: Option<LogRef>,
+    },
     /// The work was cancelled (Ctrl-C, SIGTERM, or a caller's token).
     #[error("cancelled")]
     Cancelled,
@@ -216,11 +238,12 @@ pub enum Error {
     ConnectionLost { target: String, detail: String },
     /// Something did not finish or answer within its time limit. `detail`
     /// says what was done about it and what to do.
-    #[error("system failure: {what} timed out after {}s{detail}", limit.as_secs_f64())]
+    #[error("system failure: {what} timed out after {}s{detail}{}", limit.as_secs_f64(), log.as_ref().map(LogRef::file_note).unwrap_or_default())]
     Timeout {
         what: String,
         limit: std::time::Duration,
         detail: String,
+        log: Option<LogRef>,
     },
 }
 
@@ -238,6 +261,16 @@ impl Error {
     pub fn system(message: impl Into<String>) -> Self {
         Error::System {
             message: message.into(),
+            log: None,
+        }
+    }
+
+    /// The log of the step or command that failed, if the error has one.
+    pub fn log(&self) -> Option<&LogRef> {
+        match self {
+            Error::Build { log, .. } => Some(log),
+            Error::System { log, .. } | Error::Timeout { log, .. } => log.as_ref(),
+            _ => None,
         }
     }
 

@@ -27,7 +27,7 @@ pub mod special_modes;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use error::{Error, Failure, MetadataFileProblem, Problem, Result};
+pub use error::{Error, Failure, LogRef, MetadataFileProblem, Problem, Result};
 pub use executor::{BuildRequest, Event, EventSink, Executor, Registry, RunContext};
 pub use exit_status::ExitStatus;
 pub use manifest::TreeSignature;

@@ -93,6 +93,16 @@ pub struct Finished {
     pub tail: Vec<String>,
 }
 
+impl Finished {
+    /// The step's log: the file at `path` and these last lines.
+    pub fn log_ref(&self, path: &Path) -> crate::error::LogRef {
+        crate::error::LogRef {
+            path: Some(path.to_path_buf()),
+            tail: self.tail.clone(),
+        }
+    }
+}
+
 /// Runs `command` as `step` (see the module docs).
 pub async fn run_step(mut command: Command, step: &Step<'_>) -> Result<Finished> {
     let program = command
@@ -145,13 +155,14 @@ pub async fn run_build_step(
         Ending::Exited(status) => Err(Error::Build {
             step: stage.to_string(),
             status: Some(describe_status(status)),
-            log: Some(log.to_path_buf()),
-            tail: finished.tail,
+            log: finished.log_ref(log),
         }),
-        Ending::TimedOut(limit) => Err(Error::system(format!(
-            "step {stage} ran longer than {}s and was stopped",
-            limit.as_secs()
-        ))),
+        Ending::TimedOut(limit) => Err(Error::Timeout {
+            what: format!("step {stage}"),
+            limit,
+            detail: "; it was stopped".into(),
+            log: Some(finished.log_ref(log)),
+        }),
     }
 }
 

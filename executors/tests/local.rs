@@ -17,7 +17,7 @@ use fruix_core::manifest::tree_signature;
 use fruix_core::result_root::INCOMPLETE_MARKER;
 use fruix_core::testing::conformance::{Case, Suite};
 use fruix_core::testing::fixture_request;
-use fruix_core::{Error, ResultRoot, TreeSignature};
+use fruix_core::{Error, LogRef, ResultRoot, TreeSignature};
 use fruix_executors::driver::default_make;
 use fruix_executors::local::LocalConfig;
 use tokio_util::sync::CancellationToken;
@@ -349,8 +349,7 @@ async fn a_failing_buildkernel_is_a_build_error_with_its_log_and_tail() {
     let Err(Error::Build {
         step,
         status,
-        log,
-        tail,
+        log: LogRef { path: log, tail },
     }) = &run.result
     else {
         panic!(

@@ -146,7 +146,7 @@ impl Attempt {
             }
         };
         result.map_err(|e| {
-            if let Error::Build { tail, .. } = &e {
+            if let Some(tail) = e.log().map(|l| &l.tail).filter(|t| !t.is_empty()) {
                 let _ = writeln!(log, "--- last {} log lines ---", tail.len());
                 for line in tail {
                     let _ = writeln!(log, "{line}");

@@ -60,7 +60,7 @@ pub enum Error {
     CellSetup {
         cell: String,
         #[source]
-        source: fruix_core::Error,
+        source: Box<fruix_core::Error>,
     },
     /// The report directory or a report file cannot be written.
     #[error("cannot {action} {}: {source}", path.display())]

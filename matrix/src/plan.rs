@@ -107,9 +107,9 @@ impl MatrixPlan {
         }
         for (i, cell) in self.cells.iter().enumerate() {
             let placement = self.first_placement(i)?;
-            let setup = |source| Error::CellSetup {
+            let setup = |source: fruix_core::Error| Error::CellSetup {
                 cell: cell.id.clone(),
-                source,
+                source: Box::new(source),
             };
             registry
                 .create(&cell.executor, self.executor_config(i, &placement))

@@ -69,16 +69,15 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     Ok(Status::Success)
 }
 
-/// Maps a failed run to its status, printing a build failure's log tail.
+/// Maps a failed run to its status, printing the log tail of a failed step
+/// or command (build or system failure alike).
 pub(crate) fn run_error(e: CoreError) -> CliError {
-    if let CoreError::Build { tail, .. } = &e {
-        if !tail.is_empty() {
-            eprintln!("--- last {} log lines ---", tail.len());
-            for line in tail {
-                eprintln!("{}", escape::terminal(line));
-            }
-            eprintln!("---");
+    if let Some(tail) = e.log().map(|l| &l.tail).filter(|t| !t.is_empty()) {
+        eprintln!("--- last {} log lines ---", tail.len());
+        for line in tail {
+            eprintln!("{}", escape::terminal(line));
         }
+        eprintln!("---");
     }
     let status = match e.failure() {
         fruix_core::Failure::Input => Status::PromotionFailure,

@@ -95,8 +95,10 @@ impl Run for TestRun {
                     Behaviour::FailBuild => Err(Error::Build {
                         step: "buildworld".into(),
                         status: Some("exit status 2".into()),
-                        log: None,
-                        tail: vec!["error".into()],
+                        log: crate::error::LogRef {
+                            path: None,
+                            tail: vec!["error".into()],
+                        },
                     }),
                     Behaviour::Hang => {
                         ctx.cancel.cancelled().await;

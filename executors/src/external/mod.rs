@@ -274,19 +274,12 @@ impl ExternalExecutor {
     }
 
     /// Maps how a stage ended to the run's result (see the module docs).
-    /// System failures quote the last [`QUOTED_LINES`] lines of output.
     fn judge(&self, stage: Stage, finished: Finished, log: &Path) -> Result<()> {
         let spec = &self.spec;
         let what = format!("external executor `{}`: stage {}", spec.name, stage.name());
-        // stdout and stderr are read from two pipes, so their relative order
-        // is not defined: quote the last few lines, not just the last one.
-        let quoted = &finished.tail[finished.tail.len().saturating_sub(QUOTED_LINES)..];
-        let last = if quoted.is_empty() {
-            String::new()
-        } else {
-            format!("; last output: {}", quoted.join(" | "))
-        };
-        let full_log = format!("; full log: {}", log.display());
+        // The log (file and last lines, in arrival order) goes with the
+        // error, typed: printers show its tail.
+        let log_ref = finished.log_ref(log);
         match finished.ending {
             Ending::Cancelled => Err(Error::Cancelled),
             Ending::Exited(status) if status.success() => Ok(()),
@@ -294,32 +287,36 @@ impl ExternalExecutor {
                 Err(Error::Build {
                     step: stage.name().to_string(),
                     status: Some(describe_status(status)),
-                    log: Some(log.to_path_buf()),
-                    tail: finished.tail,
+                    log: log_ref,
                 })
             }
             Ending::Exited(status) if status.code() == Some(spec.system_failure_exit_code) => {
-                Err(Error::system(format!(
-                    "{what} reported a system failure ({}){last}{full_log}",
-                    describe_status(status)
-                )))
-            }
-            Ending::Exited(status) => Err(Error::system(format!(
-                "{what} failed with {}, which is neither its build-failure status ({}) nor its system-failure status ({}), so it counts as a system failure{last}{full_log}",
-                describe_status(status),
-                spec.build_failure_exit_code,
-                spec.system_failure_exit_code
-            ))),
-            Ending::TimedOut(limit) => {
-                Err(Error::Timeout {
-                    what,
-                    limit,
-                    detail: format!(
-                        "; its process group was stopped (SIGTERM, then SIGKILL after {}s){last}{full_log}",
-                        spec.term_grace.as_secs_f64()
+                Err(Error::System {
+                    message: format!(
+                        "{what} reported a system failure ({})",
+                        describe_status(status)
                     ),
+                    log: Some(log_ref),
                 })
             }
+            Ending::Exited(status) => Err(Error::System {
+                message: format!(
+                    "{what} failed with {}, which is neither its build-failure status ({}) nor its system-failure status ({}), so it counts as a system failure",
+                    describe_status(status),
+                    spec.build_failure_exit_code,
+                    spec.system_failure_exit_code
+                ),
+                log: Some(log_ref),
+            }),
+            Ending::TimedOut(limit) => Err(Error::Timeout {
+                what,
+                limit,
+                detail: format!(
+                    "; its process group was stopped (SIGTERM, then SIGKILL after {}s)",
+                    spec.term_grace.as_secs_f64()
+                ),
+                log: Some(log_ref),
+            }),
         }
     }
 
@@ -378,9 +375,6 @@ impl ExternalExecutor {
 
 /// The name of the request file in the work directory.
 pub const REQUEST_FILE: &str = "request.json";
-
-/// How many last output lines a system failure's message quotes.
-const QUOTED_LINES: usize = 5;
 
 impl Executor for ExternalExecutor {
     fn name(&self) -> &str {

@@ -126,10 +126,25 @@ async fn stages_get_the_request_and_fruix_signs_what_collect_left() {
 
 #[tokio::test]
 async fn exit_statuses_tell_build_from_system_failures() {
-    for (code, expected_failure, outcome) in [
-        (1, Failure::Build, "build-failure"),
-        (2, Failure::System, "system-failure"),
-        (9, Failure::System, "system-failure"),
+    for (code, expected_failure, outcome, says) in [
+        (
+            1,
+            Failure::Build,
+            "build-failure",
+            "build step `build` failed (exit status 1)",
+        ),
+        (
+            2,
+            Failure::System,
+            "system-failure",
+            "stage build reported a system failure (exit status 2)",
+        ),
+        (
+            9,
+            Failure::System,
+            "system-failure",
+            "neither its build-failure status (1) nor its system-failure status (2)",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let stages = format!(r#"(build (command "./build.sh")) {CLEANUP}"#);
@@ -139,24 +154,18 @@ async fn exit_statuses_tell_build_from_system_failures() {
         let e = result.unwrap_err();
         assert_eq!(e.failure(), expected_failure, "exit {code}: {e}");
         assert_eq!(marker(dir.path()), format!("{outcome}\n"));
-        if code == 9 {
-            assert!(
-                e.to_string().contains(
-                    "neither its build-failure status (1) nor its system-failure status (2)"
-                ),
-                "{e}"
-            );
-        }
-        if let Error::Build { step, tail, .. } = &e {
-            // Lines from stdout and stderr arrive through two pipes: their
-            // relative order is not defined, only that both are kept.
-            let mut tail = tail.clone();
-            tail.sort();
-            assert_eq!(
-                (step.as_str(), tail),
-                ("build", vec!["broken".to_string(), "step one".to_string()])
-            );
-        }
+        assert!(e.to_string().contains(says), "exit {code}: {e}");
+        // Every failed stage carries its log. Lines from stdout and stderr
+        // arrive through two pipes: their relative order is not defined,
+        // only that both are kept.
+        let log = e.log().expect("a failed stage carries its log");
+        let mut tail = log.tail.clone();
+        tail.sort();
+        assert_eq!(tail, ["broken", "step one"], "exit {code}");
+        assert!(
+            log.path.as_ref().is_some_and(|p| p.is_file()),
+            "exit {code}"
+        );
     }
 }
 

@@ -11,7 +11,7 @@ use fruix_core::error::IoContext;
 use fruix_core::executor::RunContext;
 use fruix_core::promotion::ArtifactEntry;
 use fruix_core::result_root::INCOMPLETE_MARKER;
-use fruix_core::{Error, Result};
+use fruix_core::{Error, LogRef, Result};
 use fruix_freebsd::probe::{choose_probe, probe_in};
 use fruix_freebsd::promotion::{promotion_metadata, Builder};
 use fruix_freebsd::slice::ARTIFACTS_DIR;
@@ -174,8 +174,10 @@ impl GuestRun<'_> {
             Some(exit) => Err(Error::Build {
                 step: stage.to_string(),
                 status: Some(exit.describe()),
-                log: Some(log_path.to_path_buf()),
-                tail: tail.into_lines(),
+                log: LogRef {
+                    path: Some(log_path.to_path_buf()),
+                    tail: tail.into_lines(),
+                },
             }),
         }
     }

@@ -17,7 +17,7 @@
 //! not a message of [`VERSION`] is a protocol error.
 
 use fruix_core::executor::Event;
-use fruix_core::{escape, Error, Failure};
+use fruix_core::{escape, Error, Failure, LogRef};
 
 /// The protocol version this fruix speaks.
 pub const VERSION: u32 = 1;
@@ -98,12 +98,11 @@ impl Outcome {
                 result_root: root.clone(),
             },
             Err(e) => {
-                let (step, status, tail) = match e {
-                    Error::Build {
-                        step, status, tail, ..
-                    } => (Some(step.clone()), status.clone(), tail.clone()),
-                    _ => (None, None, Vec::new()),
+                let (step, status) = match e {
+                    Error::Build { step, status, .. } => (Some(step.clone()), status.clone()),
+                    _ => (None, None),
                 };
+                let tail = e.log().map(|l| l.tail.clone()).unwrap_or_default();
                 Outcome::Failed {
                     failure: e.failure(),
                     step,
@@ -137,17 +136,17 @@ impl Outcome {
                     "in the guest: {}",
                     status.as_deref().map_or_else(|| "failed".into(), guest)
                 )),
-                log: None,
                 // Printed through the terminal escaping, as every log line is.
-                tail,
+                log: LogRef { path: None, tail },
             },
             Failure::Cancelled => Error::Cancelled,
             Failure::Input => Error::InvalidRequest {
                 message: format!("the guest helper refused the request: {}", guest(&message)),
             },
-            Failure::System => {
-                Error::system(format!("the guest helper failed: {}", guest(&message)))
-            }
+            Failure::System => Error::System {
+                message: format!("the guest helper failed: {}", guest(&message)),
+                log: (!tail.is_empty()).then_some(LogRef { path: None, tail }),
+            },
         })
     }
 }
@@ -171,8 +170,10 @@ mod tests {
             Message::new(Body::Outcome(Outcome::of(&Err(Error::Build {
                 step: "buildkernel".into(),
                 status: Some("exit status 2".into()),
-                log: None,
-                tail: vec!["cc: error".into()],
+                log: LogRef {
+                    path: None,
+                    tail: vec!["cc: error".into()],
+                },
             })))),
         ];
         for m in messages {
@@ -193,7 +194,9 @@ mod tests {
         };
         match failed(Failure::Build).into_result() {
             Err(Error::Build {
-                step, status, tail, ..
+                step,
+                status,
+                log: LogRef { tail, .. },
             }) => {
                 assert_eq!(step, "buildworld");
                 assert_eq!(status.as_deref(), Some("in the guest: exit status 2"));

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use fruix_core::executor::{Event, RunContext, Stream};
-use fruix_core::{escape, Error, ExitStatus, Result};
+use fruix_core::{escape, Error, ExitStatus, LogRef, Result};
 
 use super::protocol::{Body, Message, Outcome, VERSION};
 use super::{GuestRun, TAIL_LINES};
@@ -157,8 +157,7 @@ impl<'a> Listener<'a> {
             Some(ExitStatus::BuildFailure) => Error::Build {
                 step: STAGE.into(),
                 status: Some(format!("in the guest: {}", exit.describe())),
-                log: None,
-                tail,
+                log: LogRef { path: None, tail },
             },
             Some(ExitStatus::Usage) => Error::InvalidRequest {
                 message: format!(

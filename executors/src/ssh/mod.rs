@@ -168,6 +168,7 @@ impl SshSession {
                 what: format!("connecting to {target}"),
                 limit: options.connect_timeout,
                 detail: "; check the address and port, and that the machine is up".into(),
+                log: None,
             }),
         }
     }

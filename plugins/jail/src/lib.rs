@@ -339,6 +339,7 @@ impl Run for JailRun<'_> {
 /// Maps how a command ended to the run's result: a failed make step is a
 /// build failure, a failed setup command a system failure.
 fn judge(invocation: &Invocation, finished: Finished, log: &Path) -> Result<()> {
+    let log_ref = finished.log_ref(log);
     match finished.ending {
         Ending::Cancelled => Err(Error::Cancelled),
         Ending::Exited(status) if status.success() => Ok(()),
@@ -346,26 +347,23 @@ fn judge(invocation: &Invocation, finished: Finished, log: &Path) -> Result<()> 
             Purpose::Build => Err(Error::Build {
                 step: invocation.stage.clone(),
                 status: Some(describe_status(status)),
-                log: Some(log.to_path_buf()),
-                tail: finished.tail,
+                log: log_ref,
             }),
-            Purpose::Setup => Err(Error::system(format!(
-                "jail command `{}` failed with {}{}; full log: {}",
-                invocation.line(),
-                describe_status(status),
-                finished
-                    .tail
-                    .last()
-                    .map(|l| format!(": {l}"))
-                    .unwrap_or_default(),
-                log.display()
-            ))),
+            Purpose::Setup => Err(Error::System {
+                message: format!(
+                    "jail command `{}` failed with {}",
+                    invocation.line(),
+                    describe_status(status)
+                ),
+                log: Some(log_ref),
+            }),
         },
-        Ending::TimedOut(limit) => Err(Error::system(format!(
-            "`{}` ran longer than {}s",
-            invocation.line(),
-            limit.as_secs()
-        ))),
+        Ending::TimedOut(limit) => Err(Error::Timeout {
+            what: format!("`{}`", invocation.line()),
+            limit,
+            detail: String::new(),
+            log: Some(log_ref),
+        }),
     }
 }
 
