@@ -49,20 +49,30 @@ pub struct Lock {
     _file: File,
 }
 
-fn flock(file: &File, path: &Path, operation: libc::c_int) -> Result<bool> {
-    loop {
-        // SAFETY: flock on a valid, owned descriptor.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) if operation & libc::LOCK_NB != 0 => return Ok(false),
-            _ => return Err(fruix_core::Error::io("lock", path, e).into()),
-        }
-    }
+/// How [`flock`] locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LockMode {
+    Shared,
+    Exclusive,
+    /// Exclusive if no one else holds the file, without waiting.
+    TryExclusive,
+}
+
+/// Locks `file` (std's `File::lock` family, flock(2) on Unix); `false` when
+/// [`LockMode::TryExclusive`] found it held.
+fn flock(file: &File, path: &Path, mode: LockMode) -> Result<bool> {
+    let locked = match mode {
+        LockMode::Shared => file.lock_shared(),
+        LockMode::Exclusive => file.lock(),
+        LockMode::TryExclusive => match file.try_lock() {
+            Ok(()) => Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        },
+    };
+    locked
+        .map(|()| true)
+        .map_err(|e| fruix_core::Error::io("lock", path, e).into())
 }
 
 /// An open store directory.
@@ -126,10 +136,10 @@ impl Store {
             lock,
             active: std::sync::RwLock::new(()),
         };
-        if flock(&store.lock, &lock_path, libc::LOCK_EX | libc::LOCK_NB)? {
+        if flock(&store.lock, &lock_path, LockMode::TryExclusive)? {
             store.sweep()?;
         }
-        flock(&store.lock, &lock_path, libc::LOCK_SH)?;
+        flock(&store.lock, &lock_path, LockMode::Shared)?;
         Ok(store)
     }
 
@@ -157,16 +167,16 @@ impl Store {
             }
         };
         let path = self.root.join(".lock");
-        let operation = if wait {
-            libc::LOCK_EX
+        let mode = if wait {
+            LockMode::Exclusive
         } else {
-            libc::LOCK_EX | libc::LOCK_NB
+            LockMode::TryExclusive
         };
         // Converting a flock is not atomic: when it fails, the shared hold
         // may be gone too, so it is taken again in every case.
-        let got = flock(&self.lock, &path, operation)?;
+        let got = flock(&self.lock, &path, mode)?;
         let out = got.then(f);
-        flock(&self.lock, &path, libc::LOCK_SH)?;
+        flock(&self.lock, &path, LockMode::Shared)?;
         Ok(out)
     }
 
@@ -179,7 +189,7 @@ impl Store {
             .write(true)
             .open(&path)
             .with_path("create lock", &path)?;
-        flock(&file, &path, libc::LOCK_EX)?;
+        flock(&file, &path, LockMode::Exclusive)?;
         Ok(Lock { _file: file })
     }
 
