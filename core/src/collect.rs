@@ -8,17 +8,16 @@ use crate::error::{Error, Result};
 
 /// This machine's host name.
 pub fn host_name() -> Result<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for writes of its length.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return Err(Error::system(format!(
-            "cannot read this machine's host name: {}",
-            std::io::Error::last_os_error()
-        )));
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        return Err(Error::system(
+            "this machine has no host name (uname says none); set one",
+        ));
     }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+    Ok(name)
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@
 //!
 //! [`Event::Log`]: crate::executor::Event::Log
 
+use rustix::process::{Pid, Signal};
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -299,16 +300,17 @@ impl ProcessGroup {
         })
     }
 
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: killpg has no memory-safety preconditions. A group that is
-        // already gone gives ESRCH, which is what we want anyway.
-        unsafe { libc::killpg(self.pgid, signal) };
+    fn signal(&self, signal: Signal) {
+        // A group that is already gone gives ESRCH, which is what we want anyway.
+        if let Some(pgid) = Pid::from_raw(self.pgid) {
+            let _ = rustix::process::kill_process_group(pgid, signal);
+        }
     }
 
     /// After the leader exited: kills what it left behind.
     async fn kill_remaining(&mut self) {
         if !group_is_gone(self.pgid) {
-            self.signal(libc::SIGKILL);
+            self.signal(Signal::KILL);
             self.wait_gone(Instant::now() + KILL_GRACE).await;
         }
         self.armed = false;
@@ -321,13 +323,13 @@ impl ProcessGroup {
             // The leader exited and its group is already gone.
             return;
         }
-        self.signal(libc::SIGTERM);
+        self.signal(Signal::TERM);
         let deadline = Instant::now() + grace;
         let exited = tokio::time::timeout_at(deadline, leader.wait())
             .await
             .is_ok();
         if !(exited && self.wait_gone(deadline).await) {
-            self.signal(libc::SIGKILL);
+            self.signal(Signal::KILL);
             let _ = leader.wait().await;
             self.wait_gone(Instant::now() + KILL_GRACE).await;
         }
@@ -352,7 +354,7 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if self.armed {
-            self.signal(libc::SIGKILL);
+            self.signal(Signal::KILL);
         }
     }
 }
@@ -373,9 +375,10 @@ pub fn group_is_gone(pgid: libc::pid_t) -> bool {
                 && is_live_member(&p.path().join("stat"), pgid)
         });
     }
-    // SAFETY: signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::killpg(pgid, 0) };
-    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    // Signal 0 only checks for existence and permission.
+    Pid::from_raw(pgid).is_none_or(|pgid| {
+        rustix::process::test_kill_process_group(pgid) == Err(rustix::io::Errno::SRCH)
+    })
 }
 
 /// Whether `/proc/PID/stat` describes a live (not zombie) process of `pgid`.

@@ -66,8 +66,7 @@ pub fn entries(dir: &Path) -> Result<Vec<OsString>> {
 /// Copies the entry at `src` to `dst` under the rules of the module docs.
 fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     let mut copier = Copier {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        as_root: unsafe { libc::geteuid() } == 0,
+        as_root: rustix::process::geteuid().is_root(),
         links: HashMap::new(),
     };
     copier.copy(src, dst)

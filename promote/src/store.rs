@@ -23,8 +23,6 @@
 //! directory ([`Store::open`]).
 
 use std::fs::{self, File};
-use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -385,19 +383,11 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
 pub fn sync_filesystem(root: &Path) -> Result<()> {
     let dir = File::open(root).with_path("open", root)?;
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: syncfs on a valid, owned descriptor.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(
-                fruix_core::Error::io("flush to disk", root, io::Error::last_os_error()).into(),
-            );
-        }
-    }
+    rustix::fs::syncfs(&dir).map_err(|e| fruix_core::Error::io("flush to disk", root, e.into()))?;
     #[cfg(not(target_os = "linux"))]
     {
         let _ = dir;
-        // SAFETY: sync(2) has no preconditions.
-        unsafe { libc::sync() };
+        rustix::fs::sync();
     }
     Ok(())
 }
