@@ -111,11 +111,13 @@ impl MatrixPlan {
                 cell: cell.id.clone(),
                 source: Box::new(source),
             };
-            registry
+            let executor = registry
                 .create(&cell.executor, self.executor_config(i, &placement))
                 .map_err(setup)?;
-            self.request(i, "20260101T000000Z".into())
+            let request = self.request(i, "20260101T000000Z".into());
+            request
                 .check()
+                .and_then(|()| executor.check_request(&request))
                 .map_err(setup)?;
         }
         Ok(())

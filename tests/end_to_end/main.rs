@@ -9,6 +9,7 @@
 mod util;
 
 mod build_local;
+mod cli_defects;
 mod executors_external;
 mod executors_plugin;
 mod guile;

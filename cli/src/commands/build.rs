@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 
 use fruix_core::escape;
-use fruix_core::executor::{run_executor, BuildRequest, EventSink, Registry};
+use fruix_core::executor::{run_executor, BuildRequest, EventSink, Executor, Registry};
 use fruix_core::promotion::{BuildPolicy, SourceStore};
 use fruix_core::run_id::{allocate_run_dir, format_run_id};
 use fruix_core::Error as CoreError;
 use fruix_matrix::request::{check_source, default_jobs, freebsd_base, with_arch, BuildOptions};
+use fruix_promote::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{BuildArgs, GuestArgs};
@@ -26,7 +27,22 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     let executor = registry
         .create(&args.executor, config)
         .map_err(|e| CliError::new(exit::before_run(&e), e))?;
-    let plan = plan(&args, executor.capabilities().remote)?;
+    // Everything is checked before anything is created: the request, what
+    // the executor can build, and the store it will be promoted into.
+    let options = checked_options(&args, executor.as_ref())?;
+    let store = if args.no_promote {
+        None
+    } else {
+        Some(Store::open(&args.store.store).map_err(|e| {
+            CliError::new(
+                e.exit_status(),
+                anyhow::anyhow!(
+                    "{e}; nothing was built: the store must be writable before a build starts"
+                ),
+            )
+        })?)
+    };
+    let plan = allocate(&args, options)?;
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
     let (events, rx) = EventSink::channel();
@@ -44,7 +60,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         Ok(root) => root,
         Err(e) => return Err(run_error(e)),
     };
-    if args.no_promote {
+    let Some(store) = store else {
         if args.output.json {
             println!(
                 "{}",
@@ -58,13 +74,21 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             );
         }
         return Ok(Status::Success);
-    }
-    let store_dir = args.store.store.clone();
+    };
     let output = args.output;
-    let report =
-        tokio::task::spawn_blocking(move || promote_with_progress(&root, &store_dir, &output))
-            .await
-            .map_err(|e| CliError::new(Status::SystemFailure, e))??;
+    let kept = root.path().to_path_buf();
+    let report = tokio::task::spawn_blocking(move || promote_with_progress(&root, &store, &output))
+        .await
+        .map_err(|e| CliError::new(Status::SystemFailure, e))?
+        .map_err(|e| {
+            let hint = format!(
+                "the result root {} was kept; promote it later with: fruix native-build promote --store {} {}",
+                escape::path(&kept),
+                escape::path(&args.store.store),
+                escape::path(&kept)
+            );
+            CliError::new(e.status, anyhow::anyhow!("{}; {hint}", e.error))
+        })?;
     print_report(&report, &args.output);
     Ok(Status::Success)
 }
@@ -79,8 +103,11 @@ pub(crate) fn run_error(e: CoreError) -> CliError {
         }
         eprintln!("---");
     }
-    let status = match e.failure() {
-        fruix_core::Failure::Input => Status::PromotionFailure,
+    // A request an executor refuses is the caller's input (2); other bad
+    // input met during a run is a result root that does not validate (4).
+    let status = match (&e, e.failure()) {
+        (CoreError::InvalidRequest { .. } | CoreError::InvalidConfig { .. }, _) => Status::Usage,
+        (_, fruix_core::Failure::Input) => Status::PromotionFailure,
         _ => exit::before_run(&e),
     };
     CliError::new(status, e)
@@ -168,7 +195,10 @@ fn with_guest_flags(
 
 /// `remote`: the executor builds on another machine, so the source is a path
 /// there; it is only checked here when this machine has it too.
-fn plan(args: &BuildArgs, remote: bool) -> CliResult<BuildPlan> {
+/// The build options of `args`, checked (with a provisional run id) against
+/// the request rules and what `executor` can build.
+fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<BuildOptions> {
+    let remote = executor.capabilities().remote;
     let source = if remote && !args.source.exists() {
         if !args.source.is_absolute() {
             return Err(CliError::usage(format!(
@@ -191,20 +221,7 @@ fn plan(args: &BuildArgs, remote: bool) -> CliResult<BuildPlan> {
         Some(j) => j,
         None => default_jobs(),
     };
-    let (run_id, result_root) = match &args.result_root {
-        Some(root) => {
-            if root.symlink_metadata().is_ok() {
-                return Err(CliError::usage(format!(
-                    "result root {} already exists; a result root is never overwritten: choose another --result-root or remove it",
-                    root.display()
-                )));
-            }
-            (format_run_id(std::time::SystemTime::now()), root.clone())
-        }
-        None => allocate_run_dir(&args.state.state_dir.join("native-builds"))
-            .map_err(|e| CliError::new(exit::before_run(&e), e))?,
-    };
-    let request = BuildOptions {
+    let options = BuildOptions {
         freebsd_base: with_arch(&base, &args.target_arch, args.target.as_deref()),
         source: SourceStore {
             path: source.to_string_lossy().into_owned(),
@@ -216,13 +233,35 @@ fn plan(args: &BuildArgs, remote: bool) -> CliResult<BuildPlan> {
             make_flags: args.make_flags.clone(),
             source_date_epoch: args.source_date_epoch,
         },
+    };
+    if let Some(root) = args
+        .result_root
+        .as_ref()
+        .filter(|r| r.symlink_metadata().is_ok())
+    {
+        return Err(CliError::usage(format!(
+            "result root {} already exists; a result root is never overwritten: choose another --result-root or remove it",
+            escape::path(root)
+        )));
     }
-    .request(run_id);
-    request
+    // Checked with a provisional run id, before the run's directory exists.
+    let provisional = options.request(format_run_id(std::time::SystemTime::now()));
+    provisional
         .check()
+        .and_then(|()| executor.check_request(&provisional))
         .map_err(|e| CliError::new(Status::Usage, e))?;
+    Ok(options)
+}
+
+/// The run's id and result root (a new run directory, or `--result-root`).
+fn allocate(args: &BuildArgs, options: BuildOptions) -> CliResult<BuildPlan> {
+    let (run_id, result_root) = match &args.result_root {
+        Some(root) => (format_run_id(std::time::SystemTime::now()), root.clone()),
+        None => allocate_run_dir(&args.state.state_dir.join("native-builds"))
+            .map_err(|e| CliError::new(exit::before_run(&e), e))?,
+    };
     Ok(BuildPlan {
-        request,
+        request: options.request(run_id),
         result_root,
     })
 }

@@ -1,7 +1,5 @@
 //! `fruix native-build promote`: validate a result root and promote it.
 
-use std::path::Path;
-
 use fruix_core::manifest::Progress;
 use fruix_core::result_root::{self, ResultRoot};
 use fruix_promote::{promote_validated, PromoteOptions, PromotionReport, Store};
@@ -13,25 +11,25 @@ use crate::exit::{self, from_promote, CliError, CliResult, Status};
 pub fn run(args: PromoteArgs) -> CliResult {
     let root = result_root::validate(&args.result_root)
         .map_err(|e| CliError::new(exit::promotion(&e), e))?;
-    let report = promote_with_progress(&root, &args.store.store, &args.output)?;
+    let store = Store::open(&args.store.store).map_err(from_promote)?;
+    let report = promote_with_progress(&root, &store, &args.output)?;
     print_report(&report, &args.output);
     Ok(Status::Success)
 }
 
-/// Promotes a validated root into the store at `store_dir`, with a progress
+/// Promotes a validated root into `store`, with a progress
 /// display on a terminal.
 pub fn promote_with_progress(
     root: &ResultRoot,
-    store_dir: &Path,
+    store: &Store,
     output: &OutputArgs,
 ) -> CliResult<PromotionReport> {
-    let store = Store::open(store_dir).map_err(from_promote)?;
     let progress = Progress::default();
     let options = PromoteOptions {
         progress: Some(&progress),
     };
     with_progress(Mode::from_output(output), "promote", &progress, || {
-        promote_validated(root, &store, &options)
+        promote_validated(root, store, &options)
     })
     .map_err(from_promote)
 }

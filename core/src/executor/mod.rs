@@ -64,6 +64,13 @@ pub struct Capabilities {
     pub target_arches: Vec<String>,
 }
 
+impl Capabilities {
+    /// Whether target architecture `arch` can be built.
+    pub fn builds_arch(&self, arch: &str) -> bool {
+        self.target_arches.is_empty() || self.target_arches.iter().any(|a| a == arch)
+    }
+}
+
 /// Everything an executor gets for one run.
 #[derive(Debug, Clone)]
 pub struct RunContext {
@@ -120,9 +127,35 @@ pub trait Executor: fmt::Debug + Send + Sync {
     /// What this executor can do.
     fn capabilities(&self) -> Capabilities;
 
+    /// Refuses a request this executor cannot build, before anything is
+    /// created for it (the runner and every caller check it first). The
+    /// default refuses a target architecture outside
+    /// [`Capabilities::target_arches`]; an executor with more constraints
+    /// adds them, calling [`check_target_arch`].
+    fn check_request(&self, request: &BuildRequest) -> Result<()> {
+        check_target_arch(self, request)
+    }
+
     /// Starts one run: its handle, owning the run's state. Acquiring
     /// anything belongs in [`Run::build`], so that cleanup always follows.
     fn start(&self, ctx: &RunContext) -> Box<dyn Run + '_>;
+}
+
+/// Refuses `request` when `executor` does not build its target architecture.
+pub fn check_target_arch<E: Executor + ?Sized>(executor: &E, request: &BuildRequest) -> Result<()> {
+    let arch = &request.freebsd_base.target_arch;
+    let capabilities = executor.capabilities();
+    if capabilities.builds_arch(arch) {
+        return Ok(());
+    }
+    Err(crate::error::Error::InvalidRequest {
+        message: format!(
+            "executor `{}` builds for {}, not {}; choose another executor or --target-arch",
+            executor.name(),
+            capabilities.target_arches.join(", "),
+            crate::escape::quoted(arch)
+        ),
+    })
 }
 
 /// One run of an executor, from [`Executor::start`]; see the contract there.

@@ -22,6 +22,8 @@ impl BuildRequest {
         let invalid = |message: String| Error::InvalidRequest { message };
         check_name("run id", &self.run_id).map_err(invalid)?;
         check_name("FreeBSD version", &self.freebsd_base.version).map_err(invalid)?;
+        check_name("target", &self.freebsd_base.target).map_err(invalid)?;
+        check_name("target architecture", &self.freebsd_base.target_arch).map_err(invalid)?;
         if self.artifacts.is_empty() {
             return Err(invalid("no artifact requested".into()));
         }

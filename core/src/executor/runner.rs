@@ -24,6 +24,7 @@ pub async fn run_executor(
     cancel: CancellationToken,
 ) -> Result<ResultRoot> {
     request.check()?;
+    executor.check_request(&request)?;
     prepare_result_root(result_root)?;
     let ctx = RunContext {
         request,

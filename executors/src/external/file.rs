@@ -193,10 +193,11 @@ pub fn read_file(path: &Path) -> Result<Vec<ExternalSpec>> {
 
 /// Parses the text of executors file `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Vec<ExternalSpec>> {
-    let dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    // A bare file name (`executors.scm`) has the empty path as its parent.
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let dir =
         std::fs::canonicalize(&dir).with_path("resolve the directory of executors file", &dir)?;
     read_record(path, text, EXECUTORS_HEAD, |r| {

@@ -42,7 +42,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fruix_core::collect::host_name;
 use fruix_core::error::IoContext;
-use fruix_core::executor::{Capabilities, Executor, Run, RunContext};
+use fruix_core::executor::{
+    check_target_arch, BuildRequest, Capabilities, Executor, Run, RunContext,
+};
 use fruix_core::process::{describe_status, run_step, Ending, Finished, Step};
 use fruix_core::promotion::PROMOTION_FILE;
 use fruix_core::{Error, Failure, Result};
@@ -322,20 +324,6 @@ impl ExternalExecutor {
 
     /// Records how `ctx`'s run ended, unless already known (a timeout).
     async fn run_stages(&self, ctx: &RunContext) -> Result<()> {
-        if let Some(flag) = ctx
-            .request
-            .policy
-            .make_flags
-            .iter()
-            .find(|f| f.contains(char::is_whitespace) || f.is_empty())
-        {
-            return Err(Error::InvalidRequest {
-                message: format!(
-                    "make flag {flag:?} is empty or contains white space, which FRUIX_MAKE_FLAGS cannot carry to external executor `{}`",
-                    self.spec.name
-                ),
-            });
-        }
         let work = self.work_dir(ctx)?;
         remove_work_dir(&work).await?;
         std::fs::create_dir_all(&work).with_path("create work directory", &work)?;
@@ -387,6 +375,25 @@ impl Executor for ExternalExecutor {
 
     fn capabilities(&self) -> Capabilities {
         self.spec.capabilities.clone()
+    }
+
+    fn check_request(&self, request: &BuildRequest) -> Result<()> {
+        check_target_arch(self, request)?;
+        match request
+            .policy
+            .make_flags
+            .iter()
+            .find(|f| f.contains(char::is_whitespace) || f.is_empty())
+        {
+            Some(flag) => Err(Error::InvalidRequest {
+                message: format!(
+                    "make flag {} is empty or contains white space, which FRUIX_MAKE_FLAGS cannot carry to external executor `{}`",
+                    fruix_core::escape::quoted(flag),
+                    self.spec.name
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {

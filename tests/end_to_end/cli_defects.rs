@@ -1,0 +1,162 @@
+//! Regression tests for the defects a new user met in their first hour
+//! (the command-line issue): each refused request exits with the status the
+//! table says, and creates nothing.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::{fixture_source, fruix, run};
+
+/// Everything under `dir`, to prove a refused command created nothing.
+fn listing(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// An executors file with one executor that builds for amd64 and aarch64 only.
+fn arch_bound_executors(dir: &Path) -> PathBuf {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/external")
+        .canonicalize()
+        .unwrap();
+    let file = dir.join("executors.scm");
+    std::fs::write(
+        &file,
+        format!(
+            r#"(fruix-executors
+  (format-version 1)
+  (executor
+    (name "arch-bound")
+    (version "1.0.0")
+    (description "builds for amd64 and aarch64 only")
+    (target-arches "amd64" "aarch64")
+    (build (command "{}/build.sh"))))
+"#,
+            fixtures.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn a_bare_executors_file_name_is_read_from_the_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    arch_bound_executors(dir.path());
+    let out = run(fruix().current_dir(dir.path()).args([
+        "--executors-file",
+        "executors.scm",
+        "executors",
+        "list",
+    ]));
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("arch-bound"));
+}
+
+/// Each request here is refused with exit status 2 before anything exists:
+/// no run directory, no result root, no store.
+#[test]
+fn refused_requests_exit_2_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = arch_bound_executors(dir.path());
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let cases: [(&str, &[&str]); 5] = [
+        (
+            "a target architecture the executor does not build",
+            &["--executor", "arch-bound", "--target-arch", "i386"],
+        ),
+        (
+            "a make flag with a space, for an external executor",
+            &["--executor", "arch-bound", "--make-flag", "CFLAGS=-O2 -g"],
+        ),
+        (
+            "a target architecture that is not a name",
+            &["--executor", "local", "--target-arch", "am d64"],
+        ),
+        (
+            "a kernel configuration that is a path",
+            &["--executor", "local", "--kernconf", "../../etc"],
+        ),
+        ("zero jobs", &["--executor", "local", "--jobs", "0"]),
+    ];
+    for (what, args) in cases {
+        let out = run(fruix()
+            .arg("--executors-file")
+            .arg(&file)
+            .arg("build")
+            .args(args)
+            .arg("--source")
+            .arg(fixture_source())
+            .arg("--store")
+            .arg(work.join("store"))
+            .arg("--state-dir")
+            .arg(work.join("state")));
+        assert_eq!(out.status.code(), Some(2), "{what}: {out:?}");
+        assert_eq!(
+            listing(&work),
+            Vec::<PathBuf>::new(),
+            "{what} created something"
+        );
+    }
+}
+
+#[test]
+fn matrix_plan_refuses_a_cell_its_executor_cannot_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = arch_bound_executors(dir.path());
+    let matrix = dir.path().join("matrix.scm");
+    std::fs::write(
+        &matrix,
+        format!(
+            r#"(fruix-matrix
+  (format-version 1)
+  (source "{}")
+  (axes (executor "arch-bound") (target-arch "amd64" "i386")))
+"#,
+            fixture_source().display()
+        ),
+    )
+    .unwrap();
+    let out = run(fruix()
+        .arg("--executors-file")
+        .arg(&file)
+        .args(["matrix", "plan"])
+        .arg(&matrix));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("builds for amd64, aarch64, not \"i386\""),
+        "{stderr}"
+    );
+}
+
+/// An unwritable store is found before the build, and nothing is built; a
+/// promotion that fails after a build says how to promote the kept root.
+#[test]
+fn an_unwritable_store_is_refused_before_anything_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, b"a file where the store would be").unwrap();
+    let state = dir.path().join("state");
+    let out = run(fruix()
+        .args(["build", "--executor", "local", "--source"])
+        .arg(fixture_source())
+        .arg("--store")
+        .arg(blocker.join("store"))
+        .arg("--state-dir")
+        .arg(&state));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nothing was built"), "{stderr}");
+    assert!(!state.exists(), "a run directory was created");
+}
