@@ -96,11 +96,17 @@ fn syntax_error(path: &Path, e: &lexpr::parse::Error) -> Error {
         .location()
         .map(|l| (l.line(), l.column()))
         .unwrap_or((0, 0));
+    // lexpr's message ends with the location, which the error states already.
+    let message = e.to_string();
+    let message = match message.rsplit_once(" at line ") {
+        Some((what, _)) => what.to_string(),
+        None => message,
+    };
     Error::Syntax {
         path: path.to_path_buf(),
         line,
         column,
-        message: e.to_string(),
+        message,
     }
 }
 
@@ -114,6 +120,9 @@ pub struct Record<'a> {
     name: String,
     line: usize,
     fields: Vec<Field<'a>>,
+    /// Every field name asked for so far: the names this record knows, for
+    /// suggesting one in place of an unknown field.
+    asked: Vec<String>,
 }
 
 struct Field<'a> {
@@ -187,6 +196,7 @@ impl<'a> Record<'a> {
             name: name.to_string(),
             line,
             fields,
+            asked: Vec::new(),
         })
     }
 
@@ -210,6 +220,7 @@ impl<'a> Record<'a> {
 
     /// Removes and returns every occurrence of `field`.
     fn take_all(&mut self, field: &str) -> Vec<Field<'a>> {
+        self.asked.push(field.to_string());
         let (taken, kept) = std::mem::take(&mut self.fields)
             .into_iter()
             .partition(|f| f.name == field);
@@ -230,8 +241,21 @@ impl<'a> Record<'a> {
     }
 
     fn required(&mut self, field: &str) -> Result<Field<'a>> {
-        self.take(field)?
-            .ok_or_else(|| self.error(field, None, "missing; this field is required"))
+        match self.take(field)? {
+            Some(f) => Ok(f),
+            // A misspelling of it, still unclaimed, is the likelier mistake:
+            // name it at its line.
+            None => Err(
+                match self.fields.iter().find(|f| is_close(&f.name, field)) {
+                    Some(typo) => self.error(
+                        &typo.name,
+                        Some(typo.line),
+                        format!("unknown field; did you mean `{field}`?"),
+                    ),
+                    None => self.error(field, None, "missing; this field is required"),
+                },
+            ),
+        }
     }
 
     fn single(&self, f: &Field<'a>) -> Result<Ref<'a>> {
@@ -438,15 +462,21 @@ impl<'a> Record<'a> {
 
     /// Refuses fields that no accessor consumed.
     pub fn finish(self) -> Result<()> {
-        match self.fields.first() {
-            Some(f) => Err(self.error(
-                &f.name,
-                Some(f.line),
-                "unknown field; remove it or check its spelling",
-            )),
-            None => Ok(()),
-        }
+        let Some(f) = self.fields.first() else {
+            return Ok(());
+        };
+        let message = match self.asked.iter().find(|known| is_close(&f.name, known)) {
+            Some(known) => format!("unknown field; did you mean `{known}`?"),
+            None => "unknown field; remove it or check its spelling".to_string(),
+        };
+        Err(self.error(&f.name, Some(f.line), message))
     }
+}
+
+/// Whether `a` is probably a misspelling of `b` (a small edit distance for
+/// their length).
+pub fn is_close(a: &str, b: &str) -> bool {
+    a != b && strsim::damerau_levenshtein(a, b) <= (b.len() / 4).clamp(1, 3)
 }
 
 /// Builds a `(name values...)` field value.
@@ -582,5 +612,26 @@ mod tests {
         assert!(message.contains("…[") && message.len() < 250, "{message}");
         let (_, _, message) = invalid(read("(fruix-x (a #\\esc))", |r| r.string("a")));
         assert!(!message.contains('\u{1b}'), "{message:?}");
+    }
+
+    /// Regression: `(guest-hostname ...)` was reported as `guest-host-name`
+    /// missing, at the record's first line.
+    #[test]
+    fn a_misspelt_field_is_named_at_its_line_with_the_known_one() {
+        let text = "(fruix-x\n  (run-id \"r\")\n  (guest-hostname \"h\"))";
+        let (field, line, message) = invalid(read(text, |r| {
+            r.string("run-id")?;
+            r.string("guest-host-name")
+        }));
+        assert_eq!((field.as_str(), line), ("guest-hostname", Some(3)));
+        assert_eq!(message, "unknown field; did you mean `guest-host-name`?");
+        // An optional field misspelt is found at the end, with the suggestion.
+        let text = "(fruix-x\n  (run-id \"r\")\n  (comit \"c\"))";
+        let (field, line, message) = invalid(read(text, |r| {
+            r.string("run-id")?;
+            r.opt_string("commit")
+        }));
+        assert_eq!((field.as_str(), line), ("comit", Some(3)));
+        assert_eq!(message, "unknown field; did you mean `commit`?");
     }
 }

@@ -160,3 +160,34 @@ fn an_unwritable_store_is_refused_before_anything_is_built() {
     assert!(stderr.contains("nothing was built"), "{stderr}");
     assert!(!state.exists(), "a run directory was created");
 }
+
+/// Regression: a misspelt required field (`format-versoin`) was reported as
+/// the right field missing, at the wrong line; and an unclosed parenthesis
+/// was reported at the end of the file, its location said twice.
+#[test]
+fn misspelt_fields_and_unclosed_lists_are_named_where_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let matrix = dir.path().join("matrix.scm");
+    let cases = [
+        (
+            "(fruix-matrix\n  (format-versoin 1)\n  (axes (executor \"local\")))\n",
+            "matrix.scm: field `format-versoin` (line 2): unknown field; did you mean `format-version`?",
+        ),
+        (
+            "(fruix-matrix\n  (format-version 1)\n  (axes (executor \"local\")\n",
+            "matrix.scm:3:2: syntax error: this parenthesis is never closed; add its `)`",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&matrix, text).unwrap();
+        let out = run(fruix().args(["matrix", "plan"]).arg(&matrix));
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+        assert_eq!(
+            stderr.matches("line").count(),
+            usize::from(expected.contains("line")),
+            "{stderr}"
+        );
+    }
+}

@@ -53,11 +53,10 @@ pub fn check(path: &Path, text: &str) -> Result<()> {
         open: Vec::new(),
         data: 0,
     };
-    let scanned = scanner.run();
-    scanned.map_err(|(pos, message)| Error::Syntax {
+    scanner.run().map_err(|(at, message)| Error::Syntax {
         path: path.to_path_buf(),
-        line: scanner.line,
-        column: pos - scanner.line_start,
+        line: at.line,
+        column: at.column,
         message,
     })
 }
@@ -66,12 +65,20 @@ pub fn check(path: &Path, text: &str) -> Result<()> {
 /// a quote prefix waiting for its datum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Level {
-    List,
+    /// Opened at this position.
+    List(Position),
     Quote,
 }
 
+/// A place in the text: 1-based line, 0-based column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    line: usize,
+    column: usize,
+}
+
 /// Where the scan stopped, and why.
-type Refusal = (usize, String);
+type Refusal = (Position, String);
 
 struct Scanner<'a> {
     text: &'a str,
@@ -97,7 +104,7 @@ impl Scanner<'_> {
                     self.complete();
                 }
                 b'(' | b'[' => {
-                    self.open(Level::List)?;
+                    self.open(Level::List(self.at(self.pos)))?;
                     self.bump(1);
                 }
                 b')' | b']' => {
@@ -122,7 +129,27 @@ impl Scanner<'_> {
                 }
             }
         }
-        Ok(())
+        // Point at the innermost parenthesis left open (the one a missing
+        // `)` most likely belongs to), not at the end of the file.
+        match self.open.iter().rev().find_map(|l| match l {
+            Level::List(at) => Some(*at),
+            Level::Quote => None,
+        }) {
+            Some(at) => Err((
+                at,
+                "this parenthesis is never closed; add its `)`".to_string(),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The position of byte `pos`, on the line the scan has reached (refusals
+    /// are about it: atoms hold no line break).
+    fn at(&self, pos: usize) -> Position {
+        Position {
+            line: self.line,
+            column: pos - self.line_start,
+        }
     }
 
     fn peek(&self, ahead: usize) -> Option<u8> {
@@ -145,7 +172,7 @@ impl Scanner<'_> {
         self.data += 1;
         if self.data > MAX_DATA {
             return Err((
-                self.pos,
+                self.at(self.pos),
                 format!("the file holds more than {MAX_DATA} data (atoms, strings, lists and quote prefixes); fruix metadata is far smaller: check where it came from"),
             ));
         }
@@ -157,7 +184,7 @@ impl Scanner<'_> {
         self.datum()?;
         if self.open.len() == MAX_DEPTH {
             return Err((
-                self.pos,
+                self.at(self.pos),
                 format!("nested more than {MAX_DEPTH} levels deep (lists and quote prefixes each count); fruix metadata nests a few levels: check where it came from"),
             ));
         }
@@ -211,7 +238,7 @@ impl Scanner<'_> {
     fn hash(&mut self) -> std::result::Result<(), Refusal> {
         match self.peek(1) {
             Some(b'(') => {
-                self.open(Level::List)?;
+                self.open(Level::List(self.at(self.pos)))?;
                 self.bump(2);
             }
             Some(b'\\') => {
@@ -234,7 +261,7 @@ impl Scanner<'_> {
                 let atom = &self.text[start..self.pos];
                 if atom != "#t" && atom != "#f" {
                     return Err((
-                        start,
+                        self.at(start),
                         format!(
                             "`{}` is not supported; fruix metadata uses #t and #f",
                             escape::text(atom).cut_at(SHOWN_BYTES)
@@ -298,7 +325,7 @@ impl Scanner<'_> {
         if self.pos == start {
             let c = self.text[start..].chars().next().unwrap_or('\0');
             return Err((
-                start,
+                self.at(start),
                 format!(
                     "unexpected character `{}` (U+{:04X}); outside strings, metadata uses parentheses, identifiers, numbers, #t and #f",
                     escape::text(c.encode_utf8(&mut [0; 4])),
@@ -316,7 +343,7 @@ impl Scanner<'_> {
             Some(_) => {
                 let c = self.text[self.pos..].chars().next().unwrap_or('\0');
                 Err((
-                    self.pos,
+                    self.at(self.pos),
                     format!(
                         "unexpected `{}` right after `{}`; separate items with a space",
                         escape::text(c.encode_utf8(&mut [0; 4])),
@@ -339,7 +366,7 @@ impl Scanner<'_> {
             return Ok(());
         }
         Err((
-            start,
+            self.at(start),
             format!(
                 "`{}` is not a number; write decimal numbers such as 12, -3 or 1.5e3",
                 escape::bytes(atom).cut_at(SHOWN_BYTES)
@@ -491,5 +518,15 @@ mod tests {
         let (_, column, message) = refusal("(a \u{1b}[31m)");
         assert_eq!(column, 3);
         assert!(message.contains("`\\033` (U+001B)"), "{message}");
+    }
+
+    /// Regression: an unclosed list was reported at the end of the file, and
+    /// the message repeated its location.
+    #[test]
+    fn an_unclosed_parenthesis_is_named_where_it_opens() {
+        let text = "(fruix-matrix\n  (format-version 1)\n  (axes (executor \"local\")\n";
+        let (line, column, message) = refusal(text);
+        assert_eq!((line, column), (3, 2), "{message}");
+        assert_eq!(message, "this parenthesis is never closed; add its `)`");
     }
 }
