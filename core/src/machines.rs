@@ -274,9 +274,11 @@ mod tests {
         let (field, line, message) = field_error(&EXAMPLE.replace("(port 2222)", "(port 70000)"));
         assert_eq!((field.as_str(), line), ("machine[0].port", Some(2)));
         assert!(message.contains("70000"), "{message}");
-        let (field, line, _) = field_error(&EXAMPLE.replace("(user \"fruix\")", "(usr \"fruix\")"));
-        assert_eq!(field, "machine[1].user");
-        assert_eq!(line, Some(7));
+        // A misspelt field is named at its line, with the field it resembles.
+        let (field, line, message) =
+            field_error(&EXAMPLE.replace("(user \"fruix\")", "(usr \"fruix\")"));
+        assert_eq!((field.as_str(), line), ("machine[1].usr", Some(7)));
+        assert_eq!(message, "unknown field; did you mean `user`?");
         let (field, _, message) =
             field_error(&EXAMPLE.replace("(speed 1.0)", "(speed 1.0) (colour 1)"));
         assert_eq!(field, "machine[0].colour");
