@@ -245,6 +245,14 @@ pub enum Error {
         detail: String,
         log: Option<LogRef>,
     },
+    /// A machines file has no machine of that name.
+    #[error("{}: defines no machine named {}; it defines: {}{}", escape::path(path), escape::quoted(name), if known.is_empty() { "none".to_string() } else { known.join(", ") }, suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
+    UnknownMachine {
+        path: PathBuf,
+        name: String,
+        known: Vec<String>,
+        suggestion: Option<String>,
+    },
 }
 
 impl Error {
@@ -297,7 +305,8 @@ impl Error {
             | Error::DuplicateExecutor { .. }
             | Error::InvalidConfig { .. }
             | Error::InvalidRequest { .. }
-            | Error::LimitExceeded { .. } => Failure::Input,
+            | Error::LimitExceeded { .. }
+            | Error::UnknownMachine { .. } => Failure::Input,
         }
     }
 }

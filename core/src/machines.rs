@@ -104,21 +104,15 @@ impl Machines {
         self.machines
             .iter()
             .find(|m| m.name == name)
-            .ok_or_else(|| Error::NotFound {
+            .ok_or_else(|| Error::UnknownMachine {
                 path: self.path.clone(),
-                hint: format!(
-                    "no machine named {}; the file defines: {}",
-                    escape::quoted(name),
-                    if self.machines.is_empty() {
-                        "none".to_string()
-                    } else {
-                        self.machines
-                            .iter()
-                            .map(|m| m.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                ),
+                name: name.to_string(),
+                known: self.machines.iter().map(|m| m.name.clone()).collect(),
+                suggestion: self
+                    .machines
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .find(|known| crate::sexp::is_close(name, known)),
             })
     }
 }

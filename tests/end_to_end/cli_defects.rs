@@ -191,3 +191,32 @@ fn misspelt_fields_and_unclosed_lists_are_named_where_they_are() {
         );
     }
 }
+
+/// Regression: a matrix pinning a machine its machines file does not define
+/// said "not found", which reads like a missing file.
+#[test]
+fn an_undefined_machine_is_named_with_the_ones_the_file_defines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("machines.scm"),
+        "(fruix-machines\n  (machine (name \"builder-1\") (host \"127.0.0.1\") (user \"root\")))\n",
+    )
+    .unwrap();
+    let matrix = dir.path().join("matrix.scm");
+    std::fs::write(
+        &matrix,
+        format!(
+            "(fruix-matrix\n  (format-version 1)\n  (source \"{}\")\n  (machines-file \"machines.scm\")\n  (axes (executor \"host-initiated\"))\n  (include ((executor \"host-initiated\") (machine \"builder-2\"))))\n",
+            fixture_source().display()
+        ),
+    )
+    .unwrap();
+    let out = run(fruix().args(["matrix", "plan"]).arg(&matrix));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("defines no machine named \"builder-2\"; it defines: builder-1 (did you mean builder-1?)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not found"), "{stderr}");
+}
