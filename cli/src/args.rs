@@ -13,7 +13,8 @@ pub struct Cli {
     pub command: Command,
     /// Also read external executors from FILE (repeatable), after
     /// /etc/fruix/executors.scm and $XDG_CONFIG_HOME/fruix/executors.scm.
-    #[arg(long = "executors-file", value_name = "FILE", global = true)]
+    /// For the commands that use executors: build, executors, matrix.
+    #[arg(long = "executors-file", value_name = "FILE")]
     pub executors_files: Vec<PathBuf>,
 }
 
@@ -33,6 +34,27 @@ pub enum Command {
     /// Build matrices: one build across executors, configurations and machines, checked for agreement.
     #[command(subcommand)]
     Matrix(MatrixCommand),
+}
+
+/// How much a promotion prints (no build log: promote runs no build).
+#[derive(Debug, Args, Clone, Copy)]
+pub struct SummaryArgs {
+    /// Print the summary as one JSON object instead of key=value lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing but the summary (no progress).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl From<SummaryArgs> for OutputArgs {
+    fn from(s: SummaryArgs) -> OutputArgs {
+        OutputArgs {
+            json: s.json,
+            quiet: s.quiet,
+            verbose: false,
+        }
+    }
 }
 
 /// How much to print.
@@ -88,8 +110,8 @@ pub struct BuildArgs {
     /// TARGET to build for (default: derived from --target-arch).
     #[arg(long, value_name = "T")]
     pub target: Option<String>,
-    /// Parallel make jobs (default: the number of CPUs).
-    #[arg(long, short, value_name = "N")]
+    /// Parallel make jobs, at least 1 (default: the number of CPUs).
+    #[arg(long, short, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub jobs: Option<u32>,
     /// Extra make argument, repeatable (e.g. -DNO_ROOT, WITH_REPRODUCIBLE_BUILD=yes).
     #[arg(long = "make-flag", value_name = "F", allow_hyphen_values = true)]
@@ -181,7 +203,7 @@ pub struct PromoteArgs {
     #[command(flatten)]
     pub store: StoreArg,
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub output: SummaryArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -59,6 +59,15 @@ fn registry(executors_files: &[PathBuf]) -> Result<Registry, CliError> {
 }
 
 fn run(cli: Cli) -> Result<Status, CliError> {
+    let uses_executors = matches!(
+        cli.command,
+        Command::Build(_) | Command::Executors(_) | Command::Matrix(_)
+    );
+    if !uses_executors && !cli.executors_files.is_empty() {
+        return Err(CliError::usage(
+            "--executors-file is for the commands that use executors: build, executors and matrix",
+        ));
+    }
     match cli.command {
         Command::Build(args) => {
             let registry = registry(&cli.executors_files)?;

@@ -180,10 +180,12 @@ pub enum Error {
         source: io::Error,
     },
     /// No executor is registered under this name.
-    #[error("unknown executor `{}`; available executors: {}", escape::text(name), available.join(", "))]
+    #[error("unknown executor `{}`; {}available executors: {}", escape::text(name), suggestion.as_ref().map(|s| format!("did you mean `{s}`? ")).unwrap_or_default(), available.join(", "))]
     UnknownExecutor {
         name: String,
         available: Vec<String>,
+        /// The available name `name` is probably a misspelling of.
+        suggestion: Option<String>,
     },
     /// Two executors were registered under one name.
     #[error(

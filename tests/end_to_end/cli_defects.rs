@@ -220,3 +220,40 @@ fn an_undefined_machine_is_named_with_the_ones_the_file_defines() {
     );
     assert!(!stderr.contains("not found"), "{stderr}");
 }
+
+/// Subcommands offer only the flags they use, and say what a bad value must be.
+#[test]
+fn help_offers_only_what_a_command_uses() {
+    let help = |args: &[&str]| {
+        let out = run(fruix().args(args).arg("--help"));
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!help(&["native-build", "promote"]).contains("--verbose"));
+    assert!(!help(&["store", "verify"]).contains("--executors-file"));
+    let out = run(fruix().args(["--executors-file", "x.scm", "store", "list"]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("build, executors and matrix"));
+    for jobs in ["0", "99999999999"] {
+        let out = run(fruix().args([
+            "build",
+            "--executor",
+            "local",
+            "--source",
+            ".",
+            "--jobs",
+            jobs,
+        ]));
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is not in 1..=4096"),
+            "{out:?}"
+        );
+    }
+    let out = run(fruix().args(["build", "--executor", "locl", "--source", "."]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did you mean `local`?"),
+        "{out:?}"
+    );
+}

@@ -216,11 +216,7 @@ fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<Build
         args.freebsd_branch.as_deref(),
     )
     .map_err(from_matrix)?;
-    let jobs = match args.jobs {
-        Some(0) => return Err(CliError::usage("--jobs must be at least 1")),
-        Some(j) => j,
-        None => default_jobs(),
-    };
+    let jobs = args.jobs.unwrap_or_else(default_jobs);
     let options = BuildOptions {
         freebsd_base: with_arch(&base, &args.target_arch, args.target.as_deref()),
         source: SourceStore {

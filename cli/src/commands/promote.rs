@@ -12,8 +12,9 @@ pub fn run(args: PromoteArgs) -> CliResult {
     let root = result_root::validate(&args.result_root)
         .map_err(|e| CliError::new(exit::promotion(&e), e))?;
     let store = Store::open(&args.store.store).map_err(from_promote)?;
-    let report = promote_with_progress(&root, &store, &args.output)?;
-    print_report(&report, &args.output);
+    let output = args.output.into();
+    let report = promote_with_progress(&root, &store, &output)?;
+    print_report(&report, &output);
     Ok(Status::Success)
 }
 

@@ -222,6 +222,10 @@ impl Registry {
             .ok_or_else(|| Error::UnknownExecutor {
                 name: name.to_string(),
                 available: self.names(),
+                suggestion: self
+                    .names()
+                    .into_iter()
+                    .find(|known| crate::sexp::is_close(name, known)),
             })
     }
 
