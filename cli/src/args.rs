@@ -11,11 +11,18 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub executors: ExecutorsFiles,
+}
+
+/// `--executors-file`, given before the command or after it; only the
+/// commands that use executors (build, executors, matrix) take it.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ExecutorsFiles {
     /// Also read external executors from FILE (repeatable), after
     /// /etc/fruix/executors.scm and $XDG_CONFIG_HOME/fruix/executors.scm.
-    /// For the commands that use executors: build, executors, matrix.
     #[arg(long = "executors-file", value_name = "FILE")]
-    pub executors_files: Vec<PathBuf>,
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +102,8 @@ pub struct BuildArgs {
     /// The executor to run (see `fruix executors list`).
     #[arg(long, value_name = "NAME")]
     pub executor: String,
+    #[command(flatten)]
+    pub executors: ExecutorsFiles,
     /// The FreeBSD source tree (answering buildworld, buildkernel, installworld, installkernel).
     #[arg(long, value_name = "DIR")]
     pub source: PathBuf,
@@ -251,6 +260,8 @@ pub enum ExecutorsCommand {
         /// Print the list as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        executors: ExecutorsFiles,
     },
     /// An executor's configuration keys and capabilities.
     Describe {
@@ -259,6 +270,8 @@ pub enum ExecutorsCommand {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        executors: ExecutorsFiles,
     },
 }
 
@@ -275,6 +288,8 @@ pub struct MatrixPlanArgs {
     /// The matrix file (fruix-matrix ...).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    #[command(flatten)]
+    pub executors: ExecutorsFiles,
     /// The machines file (default: the matrix file's machines-file).
     #[arg(long, value_name = "FILE")]
     pub machines: Option<PathBuf>,
@@ -294,6 +309,8 @@ pub struct MatrixRunArgs {
     /// The matrix file (fruix-matrix ...).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    #[command(flatten)]
+    pub executors: ExecutorsFiles,
     #[command(flatten)]
     pub store: StoreArg,
     /// Where to write report.json, junit.xml and the cell logs (default: STATE_DIR/matrix/RUN_ID).

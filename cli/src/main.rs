@@ -19,7 +19,7 @@ use fruix_core::escape;
 use fruix_core::executor::Registry;
 use fruix_executors::external::file::register_files;
 
-use args::{Cli, Command, MatrixCommand, NativeBuildCommand};
+use args::{Cli, Command, ExecutorsCommand, MatrixCommand, NativeBuildCommand};
 use exit::{CliError, Status};
 
 fn main() -> ExitCode {
@@ -59,46 +59,50 @@ fn registry(executors_files: &[PathBuf]) -> Result<Registry, CliError> {
 }
 
 fn run(cli: Cli) -> Result<Status, CliError> {
-    let uses_executors = matches!(
-        cli.command,
-        Command::Build(_) | Command::Executors(_) | Command::Matrix(_)
-    );
-    if !uses_executors && !cli.executors_files.is_empty() {
-        return Err(CliError::usage(
-            "--executors-file is for the commands that use executors: build, executors and matrix",
-        ));
+    // `--executors-file` before the command, plus those after it.
+    let mut files = cli.executors.files;
+    match &cli.command {
+        Command::Build(args) => files.extend(args.executors.files.iter().cloned()),
+        Command::Executors(
+            ExecutorsCommand::List { executors, .. } | ExecutorsCommand::Describe { executors, .. },
+        ) => files.extend(executors.files.iter().cloned()),
+        Command::Matrix(MatrixCommand::Plan(args)) => {
+            files.extend(args.executors.files.iter().cloned())
+        }
+        Command::Matrix(MatrixCommand::Run(args)) => {
+            files.extend(args.executors.files.iter().cloned())
+        }
+        Command::NativeBuild(_) | Command::Store(_) if !files.is_empty() => {
+            return Err(CliError::usage(
+                "--executors-file is for the commands that use executors: build, executors and matrix",
+            ))
+        }
+        Command::NativeBuild(_) | Command::Store(_) => {}
     }
     match cli.command {
         Command::Build(args) => {
-            let registry = registry(&cli.executors_files)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| CliError::new(Status::SystemFailure, e))?;
-            runtime.block_on(commands::build::run(*args, &registry))
+            let registry = registry(&files)?;
+            runtime()?.block_on(commands::build::run(*args, &registry))
         }
         Command::NativeBuild(NativeBuildCommand::Promote(args)) => commands::promote::run(args),
         Command::NativeBuild(NativeBuildCommand::SelfHosted(args)) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| CliError::new(Status::SystemFailure, e))?;
-            runtime.block_on(commands::self_hosted::run(args))
+            runtime()?.block_on(commands::self_hosted::run(args))
         }
         Command::Store(command) => commands::store::run(command),
-        Command::Executors(command) => {
-            commands::executors::run(command, &registry(&cli.executors_files)?)
-        }
+        Command::Executors(command) => commands::executors::run(command, &registry(&files)?),
         Command::Matrix(MatrixCommand::Plan(args)) => {
-            commands::matrix::plan(args, &registry(&cli.executors_files)?)
+            commands::matrix::plan(args, &registry(&files)?)
         }
         Command::Matrix(MatrixCommand::Run(args)) => {
-            let registry = registry(&cli.executors_files)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| CliError::new(Status::SystemFailure, e))?;
-            runtime.block_on(commands::matrix::run(*args, registry))
+            let registry = registry(&files)?;
+            runtime()?.block_on(commands::matrix::run(*args, registry))
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(Status::SystemFailure, e))
 }

@@ -406,7 +406,7 @@ fn list_and_describe_show_every_kind_of_executor() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("unknown executor `mini-shh`; available executors:")
+        err.contains("unknown executor `mini-shh`; did you mean `mini-sh`? available executors:")
             && err.contains("jail")
             && err.contains("local")
             && err.contains("mini-sh-hang"),

@@ -9,7 +9,7 @@ use crate::exit::{self, CliError, CliResult, Status};
 
 pub fn run(command: ExecutorsCommand, registry: &Registry) -> CliResult {
     match command {
-        ExecutorsCommand::List { json } => {
+        ExecutorsCommand::List { json, .. } => {
             if json {
                 let rows: Vec<_> = registry
                     .entries()
@@ -44,7 +44,7 @@ pub fn run(command: ExecutorsCommand, registry: &Registry) -> CliResult {
             }
             Ok(Status::Success)
         }
-        ExecutorsCommand::Describe { name, json } => {
+        ExecutorsCommand::Describe { name, json, .. } => {
             let entry = registry
                 .get(&name)
                 .map_err(|e| CliError::new(exit::before_run(&e), e))?;
