@@ -102,14 +102,7 @@ impl MatrixFile {
     fn parse_record(path: &Path, text: &str) -> Result<MatrixFile> {
         let dir = path.parent().unwrap_or(Path::new("."));
         sexp::read_record(path, text, MATRIX_HEAD, |r| {
-            let version = r.integer("format-version")?;
-            if version != FORMAT_VERSION {
-                return Err(Error::UnsupportedFormatVersion {
-                    path: path.to_path_buf(),
-                    version,
-                    supported: FORMAT_VERSION,
-                });
-            }
+            r.format_version(FORMAT_VERSION)?;
             let source = dir.join(non_empty(r, "source")?);
             let line = r.field_line("remote-source");
             let remote_source = r.opt_string("remote-source")?;

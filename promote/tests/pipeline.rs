@@ -238,9 +238,7 @@ fn fifo_in_an_artifact_changes_nothing() {
     let f = Fixture::new();
     let root = f.root("r1", "local", "20260405T213444Z");
     let fifo = root.join("artifacts/world/etc/initctl");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    fruix_core::testing::mkfifo(&fifo).unwrap();
     let err = f.promote(&root).unwrap_err().to_string();
     assert!(err.contains("etc/initctl") && err.contains("FIFO"), "{err}");
     let objects = object_paths(&Store::open(&f.store_dir()).unwrap()).unwrap();

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use fruix_core::testing::write_sample_result_root;
+use fruix_core::testing::{mkfifo, write_sample_result_root};
 use fruix_core::PromotionMetadata;
 
 use crate::util::{fruix, run_ok, snapshot};
@@ -59,17 +59,40 @@ fn promote(root: &Path, store: &Path) -> Output {
     )
 }
 
-/// A store already holding the sample's objects, and its snapshot.
-fn populated_store(dir: &Path) -> (PathBuf, Vec<String>) {
-    let store = dir.join("store");
-    run_ok(
-        fruix()
-            .args(["native-build", "promote", "--quiet", "--store"])
-            .arg(&store)
-            .arg(sample(dir, "good")),
-    );
-    let before = snapshot(&store);
-    (store, before)
+/// A temporary directory with a store already holding the sample's
+/// objects, which every attack must leave as it was.
+struct PopulatedStore {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    before: Vec<String>,
+}
+
+impl PopulatedStore {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        run_ok(
+            fruix()
+                .args(["native-build", "promote", "--quiet", "--store"])
+                .arg(&store)
+                .arg(sample(dir.path(), "good")),
+        );
+        let before = snapshot(&store);
+        PopulatedStore { dir, store, before }
+    }
+
+    /// A new signed sample result root named `name`.
+    fn sample(&self, name: &str) -> PathBuf {
+        sample(self.dir.path(), name)
+    }
+
+    /// Promotes `root`, checks that it is [`refused`] with every one of
+    /// `expected` and that the store did not change, and returns stderr.
+    fn refuses(&self, what: &str, root: &Path, expected: &[&str]) -> String {
+        let stderr = refused(what, &promote(root, &self.store), expected);
+        assert_eq!(snapshot(&self.store), self.before, "{what}: store changed");
+        stderr
+    }
 }
 
 /// Checks that `out` is a refusal with exit status 4 whose stderr contains
@@ -115,17 +138,6 @@ fn assert_no_object_and_no_staging(store: &Path) {
 
 fn c_path(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap()
-}
-
-fn mkfifo(path: &Path) {
-    // SAFETY: `c_path` gives a valid NUL-terminated path.
-    let status = unsafe { libc::mkfifo(c_path(path).as_ptr(), 0o644) };
-    assert_eq!(
-        status,
-        0,
-        "mkfifo {path:?}: {}",
-        std::io::Error::last_os_error()
-    );
 }
 
 /// Replaces the value of `guest-host-name` in `root`'s promotion.scm with
@@ -177,59 +189,50 @@ fn deeply_nested_promotion_scm_is_refused_not_a_crash() {
 /// an error then printed part of the file it points to.
 #[test]
 fn special_modes_symlink_is_refused_without_showing_its_target() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, before) = populated_store(dir.path());
-    let secret = dir.path().join("secret.scm");
+    let s = PopulatedStore::new();
+    let secret = s.dir.path().join("secret.scm");
     fs::write(
         &secret,
         "(fruix-special-modes (format-version 1) (modes SECRET-MARKER-51d0))\n",
     )
     .unwrap();
-    let root = sample(dir.path(), "root");
+    let root = s.sample("root");
     std::os::unix::fs::symlink(&secret, root.join(".fruix-special-modes")).unwrap();
-    let out = promote(&root, &store);
-    refused(
+    // `refused` checks that stdout is empty.
+    let stderr = s.refuses(
         "special modes as a symlink",
-        &out,
+        &root,
         &[
             ".fruix-special-modes",
             "is a symlink; fruix never follows symlinks in metadata",
         ],
     );
-    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
-        assert!(
-            !String::from_utf8_lossy(bytes).contains("SECRET-MARKER"),
-            "{stream} shows the symlink's target: {}",
-            String::from_utf8_lossy(bytes)
-        );
-    }
-    assert_eq!(snapshot(&store), before, "store changed");
+    assert!(
+        !stderr.contains("SECRET-MARKER"),
+        "stderr shows the symlink's target: {stderr}"
+    );
 }
 
 /// Issue 10, class 5: `.fruix-special-modes` as a FIFO hung forever.
 #[test]
 fn special_modes_fifo_is_refused_promptly() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, before) = populated_store(dir.path());
-    let root = sample(dir.path(), "root");
-    mkfifo(&root.join(".fruix-special-modes"));
-    let out = promote(&root, &store);
-    refused(
+    let s = PopulatedStore::new();
+    let root = s.sample("root");
+    mkfifo(&root.join(".fruix-special-modes")).unwrap();
+    s.refuses(
         "special modes as a FIFO",
-        &out,
+        &root,
         &[".fruix-special-modes", "is a FIFO, not a regular file"],
     );
-    assert_eq!(snapshot(&store), before, "store changed");
 }
 
 /// Issue 10, class 5: `/dev/zero` as promotion.scm ate memory until killed;
 /// a 2 MiB file was read whole.
 #[test]
 fn promotion_scm_device_or_oversized_is_refused_without_reading() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, before) = populated_store(dir.path());
+    let s = PopulatedStore::new();
 
-    let root = sample(dir.path(), "device");
+    let root = s.sample("device");
     let path = root.join("promotion.scm");
     fs::remove_file(&path).unwrap();
     // SAFETY: valid NUL-terminated path; 1,5 is /dev/zero's device number.
@@ -246,35 +249,30 @@ fn promotion_scm_device_or_oversized_is_refused_without_reading() {
         "this test makes a device node and needs root (run scripts/test.sh as root): {}",
         std::io::Error::last_os_error()
     );
-    let out = promote(&root, &store);
-    refused(
+    s.refuses(
         "promotion.scm as a character device",
-        &out,
+        &root,
         &["promotion.scm", "is a character device, not a regular file"],
     );
-    assert_eq!(snapshot(&store), before, "store changed");
 
-    let root = sample(dir.path(), "oversized");
+    let root = s.sample("oversized");
     let path = root.join("promotion.scm");
     let mut text = fs::read_to_string(&path).unwrap();
     text.push_str(&format!(";{}\n", "x".repeat(2 << 20)));
     fs::write(&path, text).unwrap();
-    let out = promote(&root, &store);
-    refused(
+    s.refuses(
         "a 2 MiB promotion.scm",
-        &out,
+        &root,
         &["promotion.scm", "is larger than 1048576 bytes"],
     );
-    assert_eq!(snapshot(&store), before, "store changed");
 }
 
 /// Issue 10, class 8: a newline inside `source-store` `path` added a line
 /// to the store's `.references`.
 #[test]
 fn newline_in_source_store_path_is_refused_naming_field_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, before) = populated_store(dir.path());
-    let root = sample(dir.path(), "root");
+    let s = PopulatedStore::new();
+    let root = s.sample("root");
     let mut m = PromotionMetadata::read(&root.join("promotion.scm")).unwrap();
     m.source_store
         .path
@@ -285,9 +283,9 @@ fn newline_in_source_store_path_is_refused_naming_field_and_line() {
         .lines()
         .position(|l| l.contains("(source-store"))
         .unwrap();
-    let stderr = refused(
+    let stderr = s.refuses(
         "newline in source-store path",
-        &promote(&root, &store),
+        &root,
         &[
             "promotion.scm",
             "source-store.path",
@@ -296,32 +294,28 @@ fn newline_in_source_store_path_is_refused_naming_field_and_line() {
         ],
     );
     assert!(!stderr.contains("\n/frx/store/forged"), "{stderr}");
-    assert_eq!(snapshot(&store), before, "store changed");
 }
 
 /// Issue 10, class 8: file names with newlines or ANSI escapes were echoed
 /// raw, so a hostile name could forge output lines.
 #[test]
 fn hostile_file_name_is_escaped_in_the_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, before) = populated_store(dir.path());
-    let root = sample(dir.path(), "root");
+    let s = PopulatedStore::new();
+    let root = s.sample("root");
     let name = std::ffi::OsStr::from_bytes(b"evil\nfruix: forged line \x1b[31mred");
-    mkfifo(&root.join("artifacts/world/etc").join(name));
+    mkfifo(&root.join("artifacts/world/etc").join(name)).unwrap();
     // Unsigned, so that promotion reaches the file instead of the mismatch.
     let mut m = PromotionMetadata::read(&root.join("promotion.scm")).unwrap();
     m.artifacts[0].tree_signature = None;
     m.write_to(&root).unwrap();
-    let out = promote(&root, &store);
-    let stderr = refused(
+    let stderr = s.refuses(
         "FIFO with a hostile name",
-        &out,
+        &root,
         &["etc/evil\\nfruix: forged line \\033[31mred"],
     );
-    assert!(!out.stderr.contains(&0x1b), "raw ESC in stderr: {stderr:?}");
+    assert!(!stderr.contains('\x1b'), "raw ESC in stderr: {stderr:?}");
     assert!(
         !stderr.lines().any(|l| l.starts_with("fruix: forged line")),
         "the name forged an output line: {stderr:?}"
     );
-    assert_eq!(snapshot(&store), before, "store changed");
 }

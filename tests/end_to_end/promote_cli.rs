@@ -133,11 +133,7 @@ fn bad_inputs_change_nothing() {
         (
             "device-like file (FIFO)",
             |r| {
-                let p =
-                    std::ffi::CString::new(r.join("artifacts/world/etc/fifo").to_str().unwrap())
-                        .unwrap();
-                // SAFETY: valid NUL-terminated path.
-                assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o644) }, 0);
+                fruix_core::testing::mkfifo(&r.join("artifacts/world/etc/fifo")).unwrap();
                 let mut m = PromotionMetadata::read(&r.join("promotion.scm")).unwrap();
                 m.artifacts[0].tree_signature = None;
                 m.write_to(r).unwrap();

@@ -218,18 +218,15 @@ fn the_host_reads_the_helper_protocol_never_its_prose() {
 #[test]
 fn a_remote_command_cancelled_as_it_starts_leaves_nothing_running() {
     use fruix_core::executor::EventSink;
-    use fruix_executors::ssh::{HostKeyPolicy, SshOptions, SshSession, SshTarget};
+    use fruix_executors::ssh::{SshOptions, SshSession, SshTarget};
     let sshd = Sshd::start();
     sshd.trust();
     let marker = sshd.dir.path().join("cancelled-as-it-starts");
-    let options = SshOptions {
-        target: SshTarget::parse(&sshd.guest()).unwrap(),
-        identity: Some(sshd.identity()),
-        passphrase_env: None,
-        host_keys: HostKeyPolicy::known_hosts(Some(sshd.known_hosts()), false),
-        connect_timeout: Duration::from_secs(30),
-        max_line_bytes: fruix_executors::ssh::DEFAULT_MAX_LINE_BYTES,
-    };
+    let options = SshOptions::with_key(
+        SshTarget::parse(&sshd.guest()).unwrap(),
+        sshd.identity(),
+        sshd.known_hosts(),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -59,6 +59,52 @@ pub fn sample_metadata(executor: &str, run_id: &str) -> PromotionMetadata {
     }
 }
 
+/// Writes each `(path, content, mode)` of `files` below `root`, in order,
+/// creating parent directories.
+pub fn write_files(root: &Path, files: &[(&str, &[u8], u32)]) -> Result<()> {
+    for (path, content, mode) in files {
+        file(root, path, content, *mode)?;
+    }
+    Ok(())
+}
+
+/// Sets the access and modification times of `root` and of everything
+/// below it (symlinks themselves, not their targets) to `seconds` after the
+/// epoch.
+pub fn set_times(root: &Path, seconds: i64) -> Result<()> {
+    let time = rustix::fs::Timespec {
+        tv_sec: seconds,
+        tv_nsec: 0,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: time,
+        last_modification: time,
+    };
+    for entry in walkdir::WalkDir::new(root) {
+        let entry = entry
+            .map_err(std::io::Error::from)
+            .with_path("walk", root)?;
+        let path = entry.path();
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            path,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(std::io::Error::from)
+        .with_path("set the times of", path)?;
+    }
+    Ok(())
+}
+
+/// Makes a FIFO (mode 0644) at `path`: a special file fruix must refuse
+/// without blocking on it.
+pub fn mkfifo(path: &Path) -> Result<()> {
+    rustix::fs::mkfifoat(rustix::fs::CWD, path, rustix::fs::Mode::from(0o644))
+        .map_err(std::io::Error::from)
+        .with_path("make a FIFO at", path)
+}
+
 fn file(root: &Path, path: &str, content: &[u8], mode: u32) -> Result<()> {
     let p = root.join(path);
     let parent = p.parent().expect("file paths have a parent");
@@ -98,6 +144,21 @@ pub fn fixture_request(source: &Path, make_flags: &[&str]) -> crate::executor::B
             ..m.build_policy
         },
         artifacts: crate::executor::base_artifacts(),
+    }
+}
+
+/// A context for running `request` into `result_root`, sending events to
+/// `events`, not cancelled.
+pub fn run_context(
+    request: crate::executor::BuildRequest,
+    result_root: &Path,
+    events: crate::executor::EventSink,
+) -> crate::executor::RunContext {
+    crate::executor::RunContext {
+        request,
+        result_root: result_root.to_path_buf(),
+        events,
+        cancel: Default::default(),
     }
 }
 

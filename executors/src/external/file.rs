@@ -200,14 +200,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<ExternalSpec>> {
     let dir =
         std::fs::canonicalize(&dir).with_path("resolve the directory of executors file", &dir)?;
     read_record(path, text, EXECUTORS_HEAD, |r| {
-        let version = r.integer("format-version")?;
-        if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedFormatVersion {
-                path: path.to_path_buf(),
-                version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        r.format_version(FORMAT_VERSION)?;
         r.repeated("executor")?
             .into_iter()
             .map(|e| read_executor(e, path, &dir))

@@ -69,9 +69,7 @@ fn sloppy_case() -> Case {
 }
 
 #[tokio::test]
-#[should_panic(
-    expected = "executor sloppy: a failing build must be reported as a build failure"
-)]
+#[should_panic(expected = "executor sloppy: a failing build must be reported as a build failure")]
 async fn a_build_failure_reported_as_a_system_failure_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     build_failure_is_a_build_failure(&sloppy_case(), &dir.path().join("r")).await;
