@@ -6,114 +6,12 @@
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::path::Path;
 
-use fruix_core::testing::{mkfifo, write_sample_result_root};
+use fruix_core::testing::mkfifo;
 use fruix_core::PromotionMetadata;
 
-use crate::util::{fruix, run_ok, snapshot};
-
-/// Every case finishes well within this; a hang fails the test instead of
-/// blocking the suite.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A signed sample result root at `dir/name`.
-fn sample(dir: &Path, name: &str) -> PathBuf {
-    let root = dir.join(name);
-    write_sample_result_root(&root, "guest-self-hosted", "20260405T213444Z", true).unwrap();
-    root
-}
-
-/// Runs `cmd` to completion, killing it and failing when it outlives
-/// [`DEADLINE`].
-fn run_with_deadline(cmd: &mut Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.expect("waiting for fruix"),
-        Err(_) => {
-            // SAFETY: `pid` is our child, still running (it has not been waited for).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish within {DEADLINE:?}: it hangs");
-        }
-    }
-}
-
-/// Promotes `root` into `store`, quietly, with the deadline.
-fn promote(root: &Path, store: &Path) -> Output {
-    run_with_deadline(
-        fruix()
-            .args(["native-build", "promote", "--quiet", "--store"])
-            .arg(store)
-            .arg(root),
-    )
-}
-
-/// A temporary directory with a store already holding the sample's
-/// objects, which every attack must leave as it was.
-struct PopulatedStore {
-    dir: tempfile::TempDir,
-    store: PathBuf,
-    before: Vec<String>,
-}
-
-impl PopulatedStore {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        run_ok(
-            fruix()
-                .args(["native-build", "promote", "--quiet", "--store"])
-                .arg(&store)
-                .arg(sample(dir.path(), "good")),
-        );
-        let before = snapshot(&store);
-        PopulatedStore { dir, store, before }
-    }
-
-    /// A new signed sample result root named `name`.
-    fn sample(&self, name: &str) -> PathBuf {
-        sample(self.dir.path(), name)
-    }
-
-    /// Promotes `root`, checks that it is [`refused`] with every one of
-    /// `expected` and that the store did not change, and returns stderr.
-    fn refuses(&self, what: &str, root: &Path, expected: &[&str]) -> String {
-        let stderr = refused(what, &promote(root, &self.store), expected);
-        assert_eq!(snapshot(&self.store), self.before, "{what}: store changed");
-        stderr
-    }
-}
-
-/// Checks that `out` is a refusal with exit status 4 whose stderr contains
-/// every one of `expected`, and returns stderr.
-fn refused(what: &str, out: &Output, expected: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{what}: expected exit status 4 (refused input), got {}: {stderr}",
-        out.status
-    );
-    for e in expected {
-        assert!(
-            stderr.contains(e),
-            "{what}: stderr should contain {e:?}: {stderr}"
-        );
-    }
-    assert!(out.stdout.is_empty(), "{what}: no summary on failure");
-    stderr
-}
+use crate::util::{promote_refused, sample_root, PopulatedStore};
 
 /// The store holds no object and no temporary (staging) directory.
 fn assert_no_object_and_no_staging(store: &Path) {
@@ -167,13 +65,13 @@ fn deeply_nested_promotion_scm_is_refused_not_a_crash() {
         ("100,000 open parentheses", "(".repeat(100_000)),
     ];
     for (i, (what, value)) in cases.iter().enumerate() {
-        let root = sample(dir.path(), &format!("deep{i}"));
+        let root = sample_root(dir.path(), &format!("deep{i}"));
         let line = with_guest_host_name(&root, value);
         let store = dir.path().join(format!("store{i}"));
-        let out = promote(&root, &store);
-        let stderr = refused(
+        let stderr = promote_refused(
             what,
-            &out,
+            &store,
+            &root,
             &[
                 "promotion.scm",
                 &format!("line {line}"),

@@ -42,8 +42,7 @@ fn probe(sshd: &Sshd, host: &std::path::Path, extra: &[&str]) -> (Option<i32>, S
 
 #[test]
 fn missing_source_in_the_guest_is_named() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let host = tempfile::tempdir().unwrap();
     let (code, stderr) = probe(&sshd, host.path(), &[]);
     assert_ne!(code, Some(0), "{stderr}");
@@ -90,8 +89,7 @@ fn unknown_host_key_is_refused_then_accepted_with_accept_new_host_key() {
 
 #[test]
 fn hashed_known_hosts_entries_are_honoured() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let out = run(Command::new("ssh-keygen")
         .args(["-q", "-H", "-f"])
         .arg(sshd.known_hosts()));
@@ -106,8 +104,7 @@ fn hashed_known_hosts_entries_are_honoured() {
 
 #[test]
 fn changed_host_key_is_refused_even_with_accept_new_host_key() {
-    let mut sshd = Sshd::start();
-    sshd.trust();
+    let mut sshd = Sshd::trusted();
     sshd.restart_with_new_host_key();
     for extra in [&[][..], &["--accept-new-host-key"][..]] {
         let host = tempfile::tempdir().unwrap();
@@ -123,8 +120,7 @@ fn changed_host_key_is_refused_even_with_accept_new_host_key() {
 
 #[test]
 fn wrong_user_key_is_refused_with_a_clear_message() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let other = sshd.dir.path().join("other_key");
     keygen(&other);
     let host = tempfile::tempdir().unwrap();
@@ -155,34 +151,27 @@ fn machines_file_with_a_pinned_host_key_replaces_known_hosts() {
         ),
     )
     .unwrap();
-    let out = run(crate::util::fruix()
-        .args([
-            "build",
-            "--executor",
-            "host-initiated",
-            "--source",
-            MISSING_SOURCE,
-        ])
-        .args(["--freebsd-version", "15.0-STABLE", "--machines"])
-        .arg(&machines)
-        .args(["--machine", "builder-1", "--result-root"])
+    let out = run(build_on(&machines, "builder-1")
+        .arg("--result-root")
         .arg(host.path().join("r")));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("does not exist in the guest"),
         "it connected: {stderr}"
     );
-    let out = run(crate::util::fruix()
-        .args([
-            "build",
-            "--executor",
-            "host-initiated",
-            "--source",
-            MISSING_SOURCE,
-        ])
-        .args(["--freebsd-version", "15.0-STABLE", "--machines"])
-        .arg(&machines)
-        .args(["--machine", "builder-9"]));
+    let out = run(&mut build_on(&machines, "builder-9"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("builder-1"));
+}
+
+/// A host-initiated build on `machine` of the machines file `machines`,
+/// from a source the guest does not have.
+fn build_on(machines: &std::path::Path, machine: &str) -> Command {
+    let mut cmd = crate::util::fruix();
+    cmd.args(["build", "--executor", "host-initiated", "--source"])
+        .arg(MISSING_SOURCE)
+        .args(["--freebsd-version", "15.0-STABLE", "--machines"])
+        .arg(machines)
+        .args(["--machine", machine]);
+    cmd
 }

@@ -20,6 +20,39 @@ use crate::promotion::{
     ArtifactEntry, BuildPolicy, FreebsdBase, PromotionMetadata, SourceStore, BASE_ARTIFACTS,
 };
 
+/// One raw tar entry: name, type, mode, content, link target.
+pub type RawEntry<'a> = (&'a str, tar::EntryType, u32, &'a [u8], Option<&'a str>);
+
+/// A tar archive built entry by entry with the names as given, hostile ones
+/// (`..`, absolute) included: what a guest may send to an import.
+pub fn raw_archive(entries: &[RawEntry<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, mode, data, link) in entries {
+        let mut h = tar::Header::new_gnu();
+        // Write the name bytes directly: set_path refuses `..` and absolute paths.
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_entry_type(*kind);
+        h.set_mode(*mode);
+        h.set_size(data.len() as u64);
+        if let Some(l) = link {
+            h.set_link_name(l).expect("a link name tar can hold");
+        }
+        h.set_cksum();
+        b.append(&h, *data).expect("appending to a Vec cannot fail");
+    }
+    b.into_inner().expect("finishing a Vec cannot fail")
+}
+
+/// The make steps of a build of the four base artifacts, in the order they
+/// run, each logged to `logs/STEP.log`.
+pub const BASE_STEPS: [&str; 5] = [
+    "buildworld",
+    "buildkernel",
+    "installworld",
+    "distribution",
+    "installkernel",
+];
+
 /// The metadata of [`write_sample_result_root`] (without signatures).
 pub fn sample_metadata(executor: &str, run_id: &str) -> PromotionMetadata {
     PromotionMetadata {
