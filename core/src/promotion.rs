@@ -469,8 +469,7 @@ mod tests {
     /// (issue 10, class 8): control characters are among the mistakes.
     #[test]
     fn mistakes_are_refused_naming_field_and_line() {
-        let sample = sample().to_scheme();
-        let cases = [
+        let mistakes = [
             // (replace, with, field, line, part of the message)
             (
                 "  (executor-version \"0.1.0\")\n",
@@ -550,17 +549,7 @@ mod tests {
                 "U+0085",
             ),
         ];
-        for (from, to, field, line, message) in cases {
-            let text = sample.replace(from, to);
-            assert_ne!(text, sample, "the sample holds {from:?}");
-            let (got_field, got_line, got) = crate::testing::invalid_metadata(parse(&text));
-            assert_eq!(
-                (got_field.as_str(), got_line),
-                (field, Some(line)),
-                "{to:?}: {got}"
-            );
-            assert!(got.contains(message), "{to:?}: {got}");
-        }
+        crate::testing::assert_mistakes_refused(&sample().to_scheme(), parse, &mistakes);
     }
 
     #[test]

@@ -108,6 +108,11 @@ async fn run_local(dir: &Path, config: LocalConfig, request: BuildRequest) -> Ru
     run_watched(dir, config, request, CancellationToken::new(), |_| {}).await
 }
 
+/// [`run_local`] with the default configuration.
+async fn run_default(dir: &Path, request: BuildRequest) -> Run {
+    run_local(dir, LocalConfig::default(), request).await
+}
+
 /// Runs the executor, calling `watch` on every event as it arrives.
 async fn run_watched(
     dir: &Path,
@@ -166,12 +171,7 @@ fn assert_events_in_order(events: &[Event]) {
 #[tokio::test]
 async fn a_full_build_validates_with_four_signed_artifacts_and_ordered_events() {
     let dir = tempfile::tempdir().unwrap();
-    let run = run_local(
-        dir.path(),
-        LocalConfig::default(),
-        base_request(&["-DNO_ROOT"]),
-    )
-    .await;
+    let run = run_default(dir.path(), base_request(&["-DNO_ROOT"])).await;
     let root = run.ok();
     let m = root.metadata();
     assert_eq!((m.executor.as_str(), m.run_id.as_str()), ("local", RUN_ID));
@@ -256,7 +256,7 @@ async fn the_same_inputs_give_the_same_signatures_wherever_the_objects_go() {
         work_dir: Some(work.path().to_path_buf()),
     };
     let (first, second) = tokio::join!(
-        run_local(a.path(), LocalConfig::default(), base_request(&[])),
+        run_default(a.path(), base_request(&[])),
         run_local(b.path(), elsewhere, base_request(&[])),
     );
     assert_eq!(first.signatures(), second.signatures());
@@ -271,16 +271,8 @@ async fn the_same_inputs_give_the_same_signatures_wherever_the_objects_go() {
 async fn kernconf_minimal_changes_the_kernel_and_nothing_else() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (generic, minimal) = tokio::join!(
-        run_local(
-            a.path(),
-            LocalConfig::default(),
-            request(&[], "GENERIC", base_artifacts())
-        ),
-        run_local(
-            b.path(),
-            LocalConfig::default(),
-            request(&[], "MINIMAL", base_artifacts())
-        ),
+        run_default(a.path(), request(&[], "GENERIC", base_artifacts())),
+        run_default(b.path(), request(&[], "MINIMAL", base_artifacts())),
     );
     let (generic, minimal) = (generic.signatures(), minimal.signatures());
     assert_ne!(generic["kernel"], minimal["kernel"]);
@@ -295,12 +287,7 @@ async fn kernconf_minimal_changes_the_kernel_and_nothing_else() {
 #[tokio::test]
 async fn only_the_requested_artifacts_are_built_and_produced() {
     let dir = tempfile::tempdir().unwrap();
-    let run = run_local(
-        dir.path(),
-        LocalConfig::default(),
-        wanting(&["kernel", "headers"]),
-    )
-    .await;
+    let run = run_default(dir.path(), wanting(&["kernel", "headers"])).await;
     let names: Vec<_> = run
         .ok()
         .metadata()
@@ -331,12 +318,7 @@ async fn only_the_requested_artifacts_are_built_and_produced() {
 #[tokio::test]
 async fn a_failing_buildkernel_is_a_build_error_with_its_log_and_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let run = run_local(
-        dir.path(),
-        LocalConfig::default(),
-        base_request(&["FAIL_STEP=buildkernel"]),
-    )
-    .await;
+    let run = run_default(dir.path(), base_request(&["FAIL_STEP=buildkernel"])).await;
     let Err(Error::Build {
         step,
         status,
@@ -485,12 +467,7 @@ async fn a_missing_make_program_is_a_system_error_naming_it() {
 #[tokio::test]
 async fn an_unknown_artifact_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let run = run_local(
-        dir.path(),
-        LocalConfig::default(),
-        wanting(&["world", "lib32"]),
-    )
-    .await;
+    let run = run_default(dir.path(), wanting(&["world", "lib32"])).await;
     let Err(e @ Error::InvalidRequest { .. }) = &run.result else {
         panic!("expected an invalid request, got {:?}", run.result.err());
     };
@@ -506,7 +483,7 @@ async fn a_source_tree_without_makefile_is_refused_naming_it() {
     std::fs::create_dir(&empty).unwrap();
     let mut bad = base_request(&[]);
     bad.source.path = empty.to_str().unwrap().into();
-    let run = run_local(dir.path(), LocalConfig::default(), bad).await;
+    let run = run_default(dir.path(), bad).await;
     let Err(e @ Error::InvalidRequest { .. }) = &run.result else {
         panic!("expected an invalid request, got {:?}", run.result.err());
     };

@@ -160,6 +160,32 @@ pub fn invalid_metadata<T: std::fmt::Debug>(result: Result<T>) -> (String, Optio
     }
 }
 
+/// One mistake in a metadata file: `(replace, with, field, line, message)`.
+/// Replacing `replace` with `with` in a valid text must make the reader
+/// refuse it as [`Error::InvalidMetadata`](crate::Error::InvalidMetadata)
+/// naming `field` on `line`, with `message` in its message.
+pub type Mistake<'a> = (&'a str, &'a str, &'a str, usize, &'a str);
+
+/// Checks that `read` refuses each of `mistakes` made in `valid` as the
+/// mistake says.
+pub fn assert_mistakes_refused<T: std::fmt::Debug>(
+    valid: &str,
+    read: impl Fn(&str) -> Result<T>,
+    mistakes: &[Mistake<'_>],
+) {
+    for (replace, with, field, line, message) in mistakes {
+        let text = valid.replace(replace, with);
+        assert_ne!(text, valid, "the valid text holds {replace:?}");
+        let (got_field, got_line, got) = invalid_metadata(read(&text));
+        assert_eq!(
+            (got_field.as_str(), got_line),
+            (*field, Some(*line)),
+            "{with:?}: {got}"
+        );
+        assert!(got.contains(message), "{with:?}: {got}");
+    }
+}
+
 /// A request to build the four base artifacts of the source tree at `source`
 /// (the miniature FreeBSD tree in fruix's own tests) with `make_flags`, in
 /// the shape of [`sample_metadata`].

@@ -176,27 +176,24 @@ fn hostile_entries_are_refused_and_nothing_escapes() {
         ],
         "etc is a symlink in the archive but is used as a directory",
     );
-    refused(
-        &[
+    // One name twice, as files or as a file and a directory.
+    let twice: [[RawEntry<'_>; 2]; 3] = [
+        [
             ("f", T::Regular, 0o644, b"x", None),
             ("f", T::Regular, 0o644, b"y", None),
         ],
-        "twice",
-    );
-    refused(
-        &[
+        [
             ("d/", T::Directory, 0o755, b"", None),
             ("d", T::Regular, 0o644, b"y", None),
         ],
-        "twice",
-    );
-    refused(
-        &[
+        [
             ("f", T::Regular, 0o644, b"x", None),
             ("f/", T::Directory, 0o755, b"", None),
         ],
-        "twice",
-    );
+    ];
+    for entries in twice {
+        refused(&entries, "twice");
+    }
     refused(&[("l", T::Link, 0o644, b"", Some("../escaped"))], "`..`");
     refused(
         &[("l", T::Link, 0o644, b"", Some("missing"))],
