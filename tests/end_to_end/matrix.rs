@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use serde_json::Value;
 
 use crate::util::{
-    fixture_source, fruix, require_tool, run, store_and_state, strings_of, wait_until,
+    failed_with, fixture_source, fruix, require_tool, run, store_and_state, strings_of, wait_until,
 };
 
 /// The exit statuses of `fruix matrix run`.
@@ -360,42 +360,29 @@ fn system_failures_are_retried_and_reported_as_errors() {
 
 #[test]
 fn matrix_file_errors_are_refused_before_anything_runs() {
-    let m = Matrix::new(r#"  (axes (executor "local") (kernconf "GENERIC" "GENERIC"))"#);
-    let out = m.run(&[]);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("axes.kernconf") && stderr.contains("(line 7)") && stderr.contains("twice"),
-        "{stderr}"
-    );
-    assert!(!m.path("store").exists() && !m.path("report").exists());
-
-    let m = Matrix::new(r#"  (axes (executor "lokal"))"#);
-    let stderr = String::from_utf8_lossy(&m.run(&[]).stderr).into_owned();
-    assert!(
-        stderr.contains("unknown executor `lokal`") && stderr.contains("local"),
-        "{stderr}"
-    );
-
-    let m = Matrix::new(r#"  (axes (executor "host-initiated"))"#);
-    let out = m.run(&[]);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("machines file"),
-        "{}",
-        describe(&out)
-    );
-
-    let m = Matrix::new(
-        r#"  (axes (executor "local")) (include ((executor "local") (machine "builder-1")))"#,
-    );
-    let out = m.run(&[]);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("builds on this host"),
-        "{}",
-        describe(&out)
-    );
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            r#"  (axes (executor "local") (kernconf "GENERIC" "GENERIC"))"#,
+            &["axes.kernconf", "(line 7)", "twice"],
+        ),
+        (
+            r#"  (axes (executor "lokal"))"#,
+            &["unknown executor `lokal`", "local"],
+        ),
+        (
+            r#"  (axes (executor "host-initiated"))"#,
+            &["machines file"],
+        ),
+        (
+            r#"  (axes (executor "local")) (include ((executor "local") (machine "builder-1")))"#,
+            &["builds on this host"],
+        ),
+    ];
+    for (body, expected) in cases {
+        let m = Matrix::new(body);
+        failed_with(body, &m.run(&[]), 2, expected);
+        assert!(!m.path("store").exists() && !m.path("report").exists());
+    }
 }
 
 #[test]

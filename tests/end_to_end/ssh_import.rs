@@ -27,18 +27,16 @@ fn build_with_helper(sshd: &Sshd, host: &Path, helper: &Path) -> Command {
     fixed
 }
 
-/// A guest build with `helper` as the guest's fruix; returns status and stderr.
-pub fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> (Option<i32>, String) {
+/// A build's exit status and stderr.
+pub type Outcome = (Option<i32>, String);
+
+/// A guest build with `helper` as the guest's fruix.
+pub fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> Outcome {
     build_with_config(sshd, host, helper, &[])
 }
 
 /// [`build_with`], with executor configuration `KEY=VALUE` pairs.
-pub fn build_with_config(
-    sshd: &Sshd,
-    host: &Path,
-    helper: &Path,
-    config: &[&str],
-) -> (Option<i32>, String) {
+pub fn build_with_config(sshd: &Sshd, host: &Path, helper: &Path, config: &[&str]) -> Outcome {
     let mut cmd = build_with_helper(sshd, host, helper);
     for pair in config {
         cmd.args(["--config", pair]);
@@ -52,13 +50,8 @@ pub fn build_with_config(
 
 /// A guest-self-hosted build into `host` by a guest helper that runs
 /// `after` on the result root it built ([`tampering_helper`]), with
-/// executor configuration `config`; returns status and stderr.
-pub fn tampered_build(
-    sshd: &Sshd,
-    host: &Path,
-    after: &str,
-    config: &[&str],
-) -> (Option<i32>, String) {
+/// executor configuration `config`.
+pub fn tampered_build(sshd: &Sshd, host: &Path, after: &str, config: &[&str]) -> Outcome {
     let helper = tampering_helper(sshd.dir.path(), after);
     build_with_config(sshd, host, &helper, config)
 }
