@@ -9,15 +9,16 @@ use crate::util::run;
 
 const MISSING_SOURCE: &str = "/nonexistent/fruix-test-source";
 
-/// A build whose source is missing in the guest: it connects, then stops.
-/// `identity` replaces the accepted user key.
+/// A build, with its host state in a new directory, whose source is missing
+/// in the guest: it connects, then stops. `identity` replaces the accepted
+/// user key.
 fn probe_as(
     sshd: &Sshd,
-    host: &std::path::Path,
     identity: Option<&std::path::Path>,
     extra: &[&str],
 ) -> (Option<i32>, String) {
-    let cmd: Command = guest_build(sshd, "host-initiated", host, "r");
+    let host = tempfile::tempdir().unwrap();
+    let cmd: Command = guest_build(sshd, "host-initiated", host.path(), "r");
     let mut fixed = Command::new(cmd.get_program());
     let mut replace: Option<String> = None;
     for a in cmd.get_args().map(|a| a.to_string_lossy().into_owned()) {
@@ -36,15 +37,14 @@ fn probe_as(
     )
 }
 
-fn probe(sshd: &Sshd, host: &std::path::Path, extra: &[&str]) -> (Option<i32>, String) {
-    probe_as(sshd, host, None, extra)
+fn probe(sshd: &Sshd, extra: &[&str]) -> (Option<i32>, String) {
+    probe_as(sshd, None, extra)
 }
 
 #[test]
 fn missing_source_in_the_guest_is_named() {
     let sshd = Sshd::trusted();
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = probe(&sshd, host.path(), &[]);
+    let (code, stderr) = probe(&sshd, &[]);
     assert_ne!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains(MISSING_SOURCE) && stderr.contains("does not exist in the guest"),
@@ -55,8 +55,7 @@ fn missing_source_in_the_guest_is_named() {
 #[test]
 fn unknown_host_key_is_refused_then_accepted_with_accept_new_host_key() {
     let sshd = Sshd::start();
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = probe(&sshd, host.path(), &[]);
+    let (code, stderr) = probe(&sshd, &[]);
     assert_eq!(code, Some(3), "{stderr}");
     assert!(
         stderr.contains("is not known") && stderr.contains("SHA256:"),
@@ -71,16 +70,14 @@ fn unknown_host_key_is_refused_then_accepted_with_accept_new_host_key() {
         .unwrap()
         .is_empty());
 
-    let host = tempfile::tempdir().unwrap();
-    let (_, stderr) = probe(&sshd, host.path(), &["--accept-new-host-key"]);
+    let (_, stderr) = probe(&sshd, &["--accept-new-host-key"]);
     assert!(
         stderr.contains("does not exist in the guest"),
         "it connected: {stderr}"
     );
     let known = std::fs::read_to_string(sshd.known_hosts()).unwrap();
     assert!(known.contains(&line), "{known}");
-    let host = tempfile::tempdir().unwrap();
-    let (_, stderr) = probe(&sshd, host.path(), &[]);
+    let (_, stderr) = probe(&sshd, &[]);
     assert!(
         stderr.contains("does not exist in the guest"),
         "now known: {stderr}"
@@ -97,8 +94,7 @@ fn hashed_known_hosts_entries_are_honoured() {
     assert!(std::fs::read_to_string(sshd.known_hosts())
         .unwrap()
         .starts_with("|1|"));
-    let host = tempfile::tempdir().unwrap();
-    let (_, stderr) = probe(&sshd, host.path(), &[]);
+    let (_, stderr) = probe(&sshd, &[]);
     assert!(stderr.contains("does not exist in the guest"), "{stderr}");
 }
 
@@ -107,8 +103,7 @@ fn changed_host_key_is_refused_even_with_accept_new_host_key() {
     let mut sshd = Sshd::trusted();
     sshd.restart_with_new_host_key();
     for extra in [&[][..], &["--accept-new-host-key"][..]] {
-        let host = tempfile::tempdir().unwrap();
-        let (code, stderr) = probe(&sshd, host.path(), extra);
+        let (code, stderr) = probe(&sshd, extra);
         assert_eq!(code, Some(3), "{stderr}");
         assert!(
             stderr.contains("HAS CHANGED") && stderr.contains("man in the middle"),
@@ -123,8 +118,7 @@ fn wrong_user_key_is_refused_with_a_clear_message() {
     let sshd = Sshd::trusted();
     let other = sshd.dir.path().join("other_key");
     keygen(&other);
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = probe_as(&sshd, host.path(), Some(&other), &[]);
+    let (code, stderr) = probe_as(&sshd, Some(&other), &[]);
     assert_eq!(code, Some(3), "{stderr}");
     assert!(
         stderr.contains("refused authentication as user")
