@@ -8,9 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use fruix_core::promotion::{
-    ArtifactEntry, BuildPolicy, FreebsdBase, PromotionMetadata, SourceStore,
-};
+use fruix_core::testing::sample_metadata;
 
 /// Each artifact's probe file and its size (a 30 MB kernel, as in a real base).
 const PROBES: [(&str, &str, u64); 4] = [
@@ -201,43 +199,21 @@ fn write_random(path: &Path, size: u64, mode: u32, rng: &mut Rng, buffer: &mut [
         .unwrap();
 }
 
-/// Writes the generated root's `promotion.scm` (no signatures: promotion computes them).
+/// Writes the generated root's `promotion.scm`: the sample metadata of
+/// fruix's tests, whose artifacts and probes are those of [`PROBES`] (no
+/// signatures: promotion computes them).
 #[allow(dead_code)] // fruix-bench-import transfers the trees only.
 pub fn write_promotion(root: &Path) {
-    let probes = PROBES;
-    let metadata = PromotionMetadata {
-        executor: "local".into(),
-        executor_version: env!("CARGO_PKG_VERSION").into(),
-        run_id: "20260405T213444Z".into(),
-        guest_host_name: "bench".into(),
-        closure_path: None,
-        development_profile_path: None,
-        freebsd_base: FreebsdBase {
-            name: "FreeBSD".into(),
-            version: "15.0-STABLE".into(),
-            branch: "stable/15".into(),
-            target: "amd64".into(),
-            target_arch: "amd64".into(),
-        },
-        source_store: SourceStore {
-            path: "/usr/src".into(),
-            commit: None,
-        },
-        build_policy: BuildPolicy {
-            jobs: 2,
-            kernconf: "GENERIC".into(),
-            make_flags: vec![],
-            source_date_epoch: None,
-        },
-        artifacts: probes
-            .iter()
-            .map(|(artifact, probe, _)| ArtifactEntry {
-                name: artifact.to_string(),
-                path: format!("artifacts/{artifact}"),
-                probe: probe.to_string(),
-                tree_signature: None,
-            })
-            .collect(),
-    };
+    let metadata = sample_metadata("local", "20260405T213444Z");
+    let declared: Vec<_> = metadata
+        .artifacts
+        .iter()
+        .map(|a| (a.name.as_str(), a.probe.as_str()))
+        .collect();
+    let generated: Vec<_> = PROBES.iter().map(|(a, probe, _)| (*a, *probe)).collect();
+    assert_eq!(
+        declared, generated,
+        "the sample declares the generated probes"
+    );
     metadata.write_to(root).unwrap();
 }

@@ -243,9 +243,7 @@ mod tests {
     fn a_fifo_is_refused_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("m.scm");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: `c` is a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        crate::testing::mkfifo(&fifo).unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || tx.send(refusal(&fifo)));
         let (problem, message) = rx

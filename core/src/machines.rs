@@ -265,27 +265,46 @@ mod tests {
 
     #[test]
     fn errors_name_field_and_line() {
-        let (field, line, message) = field_error(&EXAMPLE.replace("(port 2222)", "(port 70000)"));
-        assert_eq!((field.as_str(), line), ("machine[0].port", Some(2)));
-        assert!(message.contains("70000"), "{message}");
-        // A misspelt field is named at its line, with the field it resembles.
-        let (field, line, message) =
-            field_error(&EXAMPLE.replace("(user \"fruix\")", "(usr \"fruix\")"));
-        assert_eq!((field.as_str(), line), ("machine[1].usr", Some(7)));
-        assert_eq!(message, "unknown field; did you mean `user`?");
-        let (field, _, message) =
-            field_error(&EXAMPLE.replace("(speed 1.0)", "(speed 1.0) (colour 1)"));
-        assert_eq!(field, "machine[0].colour");
-        assert!(message.contains("unknown field"), "{message}");
-        let (field, _, message) =
-            field_error(&EXAMPLE.replace("\"/var/lib/fruix\"", "\"var/lib/fruix\""));
-        assert_eq!(field, "machine[0].state-dir");
-        assert!(message.contains("relative"), "{message}");
-        let (field, _, _) =
-            field_error(&EXAMPLE.replace("(parallel-builds 2)", "(parallel-builds 0)"));
-        assert_eq!(field, "machine[0].parallel-builds");
-        let (field, _, _) = field_error(&EXAMPLE.replace("(port 2222)", "(port \"2222\")"));
-        assert_eq!(field, "machine[0].port");
+        let mistakes = [
+            // (replace, with, field, line, part of the message)
+            ("(port 2222)", "(port 70000)", "machine[0].port", 2, "70000"),
+            (
+                "(user \"fruix\")",
+                "(usr \"fruix\")",
+                "machine[1].usr",
+                7,
+                "unknown field; did you mean `user`?",
+            ),
+            (
+                "(speed 1.0)",
+                "(speed 1.0) (colour 1)",
+                "machine[0].colour",
+                5,
+                "unknown field",
+            ),
+            (
+                "\"/var/lib/fruix\"",
+                "\"var/lib/fruix\"",
+                "machine[0].state-dir",
+                2,
+                "relative",
+            ),
+            (
+                "(parallel-builds 2)",
+                "(parallel-builds 0)",
+                "machine[0].parallel-builds",
+                2,
+                "not a positive count",
+            ),
+            (
+                "(port 2222)",
+                "(port \"2222\")",
+                "machine[0].port",
+                2,
+                "expected an integer",
+            ),
+        ];
+        crate::testing::assert_mistakes_refused(EXAMPLE, parse, &mistakes);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 use super::*;
 use crate::error::LogRef;
 use crate::executor::{BuildRequest, Event};
+use crate::testing::{fixture_request, run_context};
 use std::process::Command as StdCommand;
 
 #[test]
@@ -35,21 +36,11 @@ fn a_missing_program_names_itself_and_the_hint() {
 
 fn context(root: &Path) -> (RunContext, tokio::sync::mpsc::UnboundedReceiver<Event>) {
     let (events, rx) = EventSink::channel();
-    let request: BuildRequest = serde_json::from_value(serde_json::json!({
-        "run_id": "r1",
-        "freebsd_base": {"name": "FreeBSD", "version": "15.0", "branch": "main", "target": "amd64", "target_arch": "amd64"},
-        "source": {"path": "/usr/src", "commit": null},
-        "policy": {"jobs": 1, "kernconf": "GENERIC", "make_flags": [], "source_date_epoch": null},
-        "artifacts": ["world"],
-    }))
-    .unwrap();
-    let ctx = RunContext {
-        request,
-        result_root: root.to_path_buf(),
-        events,
-        cancel: Default::default(),
+    let request = BuildRequest {
+        artifacts: vec!["world".into()],
+        ..fixture_request(Path::new("/usr/src"), &[])
     };
-    (ctx, rx)
+    (run_context(request, root, events), rx)
 }
 
 fn shell(script: &str) -> Command {

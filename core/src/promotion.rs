@@ -11,7 +11,7 @@ use std::path::{Component, Path};
 
 use lexpr::Value;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::escape;
 use crate::manifest::TreeSignature;
 use crate::sexp::{self, field, string_field, Record, Writer};
@@ -164,14 +164,7 @@ impl PromotionMetadata {
     /// Parses `text`; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
         sexp::read_record(path, text, PROMOTION_HEAD, |r| {
-            let version = r.integer("format-version")?;
-            if version != FORMAT_VERSION {
-                return Err(Error::UnsupportedFormatVersion {
-                    path: path.to_path_buf(),
-                    version,
-                    supported: FORMAT_VERSION,
-                });
-            }
+            r.format_version(FORMAT_VERSION)?;
             let metadata = PromotionMetadata {
                 executor: named(r, "executor")?,
                 executor_version: r.string("executor-version")?,
@@ -197,6 +190,15 @@ impl PromotionMetadata {
     pub fn to_scheme(&self) -> String {
         let mut w = Writer::new(PROMOTION_HEAD);
         w.field(field("format-version", [Value::from(FORMAT_VERSION)]));
+        self.write_run_fields(&mut w);
+        w.list_field("artifacts", self.artifacts.iter().map(artifact_value));
+        w.finish()
+    }
+
+    /// Writes the fields that describe the run, `executor` through
+    /// `build-policy`: `promotion.scm` and a result bundle both hold them,
+    /// each followed by its own `artifacts`.
+    pub fn write_run_fields(&self, w: &mut Writer) {
         w.field(string_field("executor", &self.executor));
         w.field(string_field("executor-version", &self.executor_version));
         w.field(string_field("run-id", &self.run_id));
@@ -210,8 +212,6 @@ impl PromotionMetadata {
         w.field(base_value(&self.freebsd_base));
         w.field(source_value(&self.source_store));
         w.field(policy_value(&self.build_policy));
-        w.list_field("artifacts", self.artifacts.iter().map(artifact_value));
-        w.finish()
     }
 
     /// Writes `promotion.scm` into `result_root`, atomically (write, fsync, rename).
@@ -396,6 +396,7 @@ pub fn artifact_value(a: &ArtifactEntry) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
 
     /// The testing sample with every optional field set, in the reports' shape.
     fn sample() -> PromotionMetadata {
@@ -411,11 +412,6 @@ mod tests {
 
     fn parse(text: &str) -> Result<PromotionMetadata> {
         PromotionMetadata::parse(Path::new("promotion.scm"), text)
-    }
-
-    fn field_error(text: &str) -> (String, String) {
-        let (field, _, message) = crate::testing::invalid_metadata(parse(text));
-        (field, message)
     }
 
     #[test]
@@ -468,32 +464,92 @@ mod tests {
         }
     }
 
+    /// Each mistake is refused naming its field and line. A newline in
+    /// `source-store` `path` once added a line to the store's `.references`
+    /// (issue 10, class 8): control characters are among the mistakes.
     #[test]
-    fn missing_field_is_named() {
-        let text = sample()
-            .to_scheme()
-            .replace("  (executor-version \"0.1.0\")\n", "");
-        let (field, message) = field_error(&text);
-        assert_eq!(field, "executor-version");
-        assert!(message.contains("missing"), "{message}");
-    }
-
-    #[test]
-    fn mistyped_field_is_named() {
-        let text = sample().to_scheme().replace("(jobs 8)", "(jobs \"eight\")");
-        let (field, message) = field_error(&text);
-        assert_eq!(field, "build-policy.jobs");
-        assert!(message.contains("expected an integer"), "{message}");
-    }
-
-    #[test]
-    fn unknown_field_is_named() {
-        let text = sample()
-            .to_scheme()
-            .replace("(kernconf", "(kernelconf \"X\") (kernconf");
-        let (field, message) = field_error(&text);
-        assert_eq!(field, "build-policy.kernelconf");
-        assert!(message.contains("unknown field"), "{message}");
+    fn mistakes_are_refused_naming_field_and_line() {
+        let mistakes = [
+            // (replace, with, field, line, part of the message)
+            (
+                "  (executor-version \"0.1.0\")\n",
+                "",
+                "executor-version",
+                1,
+                "missing",
+            ),
+            (
+                "(jobs 8)",
+                "(jobs \"eight\")",
+                "build-policy.jobs",
+                10,
+                "expected an integer",
+            ),
+            (
+                "(kernconf",
+                "(kernelconf \"X\") (kernconf",
+                "build-policy.kernelconf",
+                10,
+                "unknown field",
+            ),
+            (
+                "\"artifacts/world\"",
+                "\"/etc\"",
+                "artifacts[0].path",
+                12,
+                "absolute",
+            ),
+            (
+                "\"artifacts/kernel\"",
+                "\"artifacts/../../kernel\"",
+                "artifacts[1].path",
+                13,
+                "..",
+            ),
+            (
+                "(probe \"bin/sh\")",
+                "(probe \"bin/sh\") (tree-signature \"md5:abc\")",
+                "artifacts[0].tree-signature",
+                12,
+                "sha256:",
+            ),
+            (
+                "(name kernel)",
+                "(name world)",
+                "artifacts[1].name",
+                13,
+                "twice",
+            ),
+            (
+                "(executor \"guest-self-hosted\")",
+                "(executor \"a/../b\")",
+                "executor",
+                1,
+                "not usable in a store name",
+            ),
+            (
+                "-freebsd-source-default\"",
+                "-freebsd-source-default\n/frx/store/forged\"",
+                "source-store.path",
+                9,
+                "control character `\\n`",
+            ),
+            (
+                "(kernconf \"GENERIC\")",
+                "(kernconf \"\u{1b}[31mGENERIC\")",
+                "build-policy.kernconf",
+                10,
+                "`\\033` (U+001B)",
+            ),
+            (
+                "(make-flags \"-DNO_ROOT\"",
+                "(make-flags \"-DNO_ROOT\\x85;\"",
+                "build-policy.make-flags",
+                10,
+                "U+0085",
+            ),
+        ];
+        crate::testing::assert_mistakes_refused(&sample().to_scheme(), parse, &mistakes);
     }
 
     #[test]
@@ -507,81 +563,5 @@ mod tests {
             }
             other => panic!("expected UnsupportedFormatVersion, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn absolute_artifact_path_is_refused() {
-        let text = sample()
-            .to_scheme()
-            .replace("\"artifacts/world\"", "\"/etc\"");
-        let (field, message) = field_error(&text);
-        assert_eq!(field, "artifacts[0].path");
-        assert!(message.contains("absolute"), "{message}");
-    }
-
-    #[test]
-    fn dotdot_artifact_path_is_refused() {
-        let text = sample()
-            .to_scheme()
-            .replace("\"artifacts/kernel\"", "\"artifacts/../../kernel\"");
-        let (field, message) = field_error(&text);
-        assert_eq!(field, "artifacts[1].path");
-        assert!(message.contains(".."), "{message}");
-    }
-
-    #[test]
-    fn malformed_tree_signature_is_refused() {
-        let text = sample().to_scheme().replace(
-            "(probe \"bin/sh\")",
-            "(probe \"bin/sh\") (tree-signature \"md5:abc\")",
-        );
-        let (field, message) = field_error(&text);
-        assert_eq!(field, "artifacts[0].tree-signature");
-        assert!(message.contains("sha256:"), "{message}");
-    }
-
-    #[test]
-    fn duplicate_artifact_is_refused() {
-        let text = sample()
-            .to_scheme()
-            .replace("(name kernel)", "(name world)");
-        let (field, message) = field_error(&text);
-        assert_eq!(field, "artifacts[1].name");
-        assert!(message.contains("twice"), "{message}");
-    }
-
-    /// Issue 10, class 8: a newline in `source-store` `path` added a line to
-    /// the store's `.references`.
-    #[test]
-    fn control_characters_in_strings_are_refused_naming_field_and_line() {
-        let text = sample().to_scheme().replace(
-            "-freebsd-source-default\"",
-            "-freebsd-source-default\n/frx/store/forged\"",
-        );
-        let (field, line, message) = crate::testing::invalid_metadata(parse(&text));
-        assert_eq!((field.as_str(), line), ("source-store.path", Some(9)));
-        assert!(message.contains("control character `\\n`"), "{message}");
-        let text = sample()
-            .to_scheme()
-            .replace("(kernconf \"GENERIC\")", "(kernconf \"\u{1b}[31mGENERIC\")");
-        let (field, _, message) = crate::testing::invalid_metadata(parse(&text));
-        assert_eq!(field, "build-policy.kernconf");
-        assert!(message.contains("`\\033` (U+001B)"), "{message}");
-        let text = sample().to_scheme().replace(
-            "(make-flags \"-DNO_ROOT\"",
-            "(make-flags \"-DNO_ROOT\\x85;\"",
-        );
-        let (field, _, message) = crate::testing::invalid_metadata(parse(&text));
-        assert_eq!(field, "build-policy.make-flags");
-        assert!(message.contains("U+0085"), "{message}");
-    }
-
-    #[test]
-    fn unsafe_store_names_are_refused() {
-        let text = sample()
-            .to_scheme()
-            .replace("(executor \"guest-self-hosted\")", "(executor \"a/../b\")");
-        let (field, _) = field_error(&text);
-        assert_eq!(field, "executor");
     }
 }

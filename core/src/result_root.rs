@@ -124,6 +124,18 @@ fn problem_from_error(e: Error) -> Problem {
     }
 }
 
+/// The problem of an artifact path that did not resolve, for `field`: a
+/// path that does not exist is `missing`.
+fn unresolved(e: Error, field: Option<String>, missing: String) -> Problem {
+    match e {
+        Error::NotFound { path, .. } => problem(path, field, missing),
+        e => Problem {
+            field,
+            ..problem_from_error(e)
+        },
+    }
+}
+
 /// Checks everything and returns the metadata (when readable) with all problems.
 pub fn check(root: &Path, allow_incomplete: bool) -> (Option<PromotionMetadata>, Vec<Problem>) {
     let mut problems = Vec::new();
@@ -202,12 +214,8 @@ fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Proble
                 continue;
             }
             Err(e) => {
-                let mut p = problem_from_error(e);
-                p.field = field("path");
-                if p.message == "does not exist" {
-                    p.message = format!("artifact {} is missing: its tree does not exist", a.name);
-                }
-                problems.push(p);
+                let missing = format!("artifact {} is missing: its tree does not exist", a.name);
+                problems.push(unresolved(e, field("path"), missing));
                 continue;
             }
         };
@@ -238,12 +246,8 @@ fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Proble
                 "probe is not a regular file",
             )),
             Err(e) => {
-                let mut p = problem_from_error(e);
-                p.field = field("probe");
-                if p.message == "does not exist" {
-                    p.message = format!("probe file of artifact {} is missing", a.name);
-                }
-                problems.push(p);
+                let missing = format!("probe file of artifact {} is missing", a.name);
+                problems.push(unresolved(e, field("probe"), missing));
             }
         }
     }

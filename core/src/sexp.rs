@@ -141,15 +141,15 @@ impl<'a> Record<'a> {
             line: Some(line),
             message,
         };
-        let mut items = datum.list_iter().ok_or_else(|| {
-            invalid(
-                line,
-                format!(
-                    "expected a list ({head} ...), found {}",
-                    shown(datum.value())
-                ),
-            )
-        })?;
+        let list = |d: Ref<'a>, line: usize, expected: &str| {
+            d.list_iter().ok_or_else(|| {
+                invalid(
+                    line,
+                    format!("expected {expected}, found {}", shown(d.value())),
+                )
+            })
+        };
+        let mut items = list(datum, line, &format!("a list ({head} ...)"))?;
         match items.next() {
             Some(h) if h.value().as_symbol() == Some(head) => {}
             Some(h) => {
@@ -163,15 +163,7 @@ impl<'a> Record<'a> {
         let mut fields = Vec::new();
         for item in items {
             let item_line = item.span().start().line();
-            let mut parts = item.list_iter().ok_or_else(|| {
-                invalid(
-                    item_line,
-                    format!(
-                        "expected a (field value...) list, found {}",
-                        shown(item.value())
-                    ),
-                )
-            })?;
+            let mut parts = list(item, item_line, "a (field value...) list")?;
             let field = parts
                 .next()
                 .and_then(|p| p.value().as_symbol().map(str::to_string))
@@ -342,6 +334,20 @@ impl<'a> Record<'a> {
             Value::String(s) => Some(s.to_string()),
             _ => None,
         })
+    }
+
+    /// The required `format-version` field, refused by number unless it is
+    /// `supported`.
+    pub fn format_version(&mut self, supported: i64) -> Result<()> {
+        let version = self.integer("format-version")?;
+        if version != supported {
+            return Err(Error::UnsupportedFormatVersion {
+                path: self.path.clone(),
+                version,
+                supported,
+            });
+        }
+        Ok(())
     }
 
     /// A required field holding one integer.
@@ -547,13 +553,15 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::invalid_metadata as invalid;
 
-    fn read<T>(text: &str, read: impl FnOnce(&mut Record<'_>) -> Result<T>) -> Result<T> {
+    /// Reads `text`, an `(fruix-x ...)` record, with `read` (for these
+    /// tests and those of the submodules).
+    pub(super) fn read<T>(
+        text: &str,
+        read: impl FnOnce(&mut Record<'_>) -> Result<T>,
+    ) -> Result<T> {
         read_record(Path::new("m.scm"), text, "fruix-x", read)
-    }
-
-    fn invalid<T: std::fmt::Debug>(result: Result<T>) -> (String, Option<usize>, String) {
-        crate::testing::invalid_metadata(result)
     }
 
     /// Issue 10, class 4: 20,000 quote prefixes overflowed the stack (exit 134).

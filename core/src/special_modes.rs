@@ -23,7 +23,7 @@ use std::path::Path;
 
 use lexpr::Value;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::escape;
 use crate::fsutil::read_optional_metadata_file;
 use crate::manifest::{
@@ -70,14 +70,7 @@ pub fn read(result_root: &Path) -> Result<SpecialModes> {
         return Ok(SpecialModes::new());
     };
     sexp::read_record(&path, &text, HEAD, |r| {
-        let version = r.integer("format-version")?;
-        if version != 1 {
-            return Err(Error::UnsupportedFormatVersion {
-                path: path.clone(),
-                version,
-                supported: 1,
-            });
-        }
+        r.format_version(1)?;
         let mut modes = SpecialModes::new();
         let (line, values) = r.raw("modes")?.unwrap_or_default();
         for value in values {

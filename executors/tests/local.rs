@@ -16,7 +16,7 @@ use fruix_core::executor::{base_artifacts, run_executor, BuildRequest, Event, Ev
 use fruix_core::manifest::tree_signature;
 use fruix_core::result_root::INCOMPLETE_MARKER;
 use fruix_core::testing::conformance::{Case, Suite};
-use fruix_core::testing::fixture_request;
+use fruix_core::testing::{fixture_request, BASE_STEPS};
 use fruix_core::{Error, LogRef, ResultRoot, TreeSignature};
 use fruix_executors::driver::default_make;
 use fruix_executors::local::LocalConfig;
@@ -47,6 +47,12 @@ fn request(make_flags: &[&str], kernconf: &str, artifacts: Vec<String>) -> Build
     request.policy.kernconf = kernconf.into();
     request.artifacts = artifacts;
     request
+}
+
+/// A request for `artifacts` only.
+fn wanting(artifacts: &[&str]) -> BuildRequest {
+    let artifacts = artifacts.iter().map(|a| a.to_string()).collect();
+    request(&[], "GENERIC", artifacts)
 }
 
 fn base_request(make_flags: &[&str]) -> BuildRequest {
@@ -100,6 +106,11 @@ impl Run {
 
 async fn run_local(dir: &Path, config: LocalConfig, request: BuildRequest) -> Run {
     run_watched(dir, config, request, CancellationToken::new(), |_| {}).await
+}
+
+/// [`run_local`] with the default configuration.
+async fn run_default(dir: &Path, request: BuildRequest) -> Run {
+    run_local(dir, LocalConfig::default(), request).await
 }
 
 /// Runs the executor, calling `watch` on every event as it arrives.
@@ -160,12 +171,7 @@ fn assert_events_in_order(events: &[Event]) {
 #[tokio::test]
 async fn a_full_build_validates_with_four_signed_artifacts_and_ordered_events() {
     let dir = tempfile::tempdir().unwrap();
-    let run = run_local(
-        dir.path(),
-        LocalConfig::default(),
-        base_request(&["-DNO_ROOT"]),
-    )
-    .await;
+    let run = run_default(dir.path(), base_request(&["-DNO_ROOT"])).await;
     let root = run.ok();
     let m = root.metadata();
     assert_eq!((m.executor.as_str(), m.run_id.as_str()), ("local", RUN_ID));
@@ -223,28 +229,14 @@ async fn a_full_build_validates_with_four_signed_artifacts_and_ordered_events() 
 
     assert_eq!(
         run.stages(),
-        [
-            "buildworld",
-            "buildkernel",
-            "installworld",
-            "distribution",
-            "installkernel",
-            "collect",
-            "sign"
-        ]
+        [&BASE_STEPS[..], &["collect", "sign"]].concat()
     );
     assert_events_in_order(&run.events);
     assert!(run
         .events
         .iter()
         .any(|e| matches!(e, Event::Log { stage, .. } if stage == "buildworld")));
-    for step in [
-        "buildworld",
-        "buildkernel",
-        "installworld",
-        "distribution",
-        "installkernel",
-    ] {
+    for step in BASE_STEPS {
         let log = std::fs::read_to_string(run.root.join(format!("logs/{step}.log"))).unwrap();
         assert!(log.contains(">>>"), "logs/{step}.log has the step's output");
     }
@@ -264,7 +256,7 @@ async fn the_same_inputs_give_the_same_signatures_wherever_the_objects_go() {
         work_dir: Some(work.path().to_path_buf()),
     };
     let (first, second) = tokio::join!(
-        run_local(a.path(), LocalConfig::default(), base_request(&[])),
+        run_default(a.path(), base_request(&[])),
         run_local(b.path(), elsewhere, base_request(&[])),
     );
     assert_eq!(first.signatures(), second.signatures());
@@ -279,16 +271,8 @@ async fn the_same_inputs_give_the_same_signatures_wherever_the_objects_go() {
 async fn kernconf_minimal_changes_the_kernel_and_nothing_else() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (generic, minimal) = tokio::join!(
-        run_local(
-            a.path(),
-            LocalConfig::default(),
-            request(&[], "GENERIC", base_artifacts())
-        ),
-        run_local(
-            b.path(),
-            LocalConfig::default(),
-            request(&[], "MINIMAL", base_artifacts())
-        ),
+        run_default(a.path(), request(&[], "GENERIC", base_artifacts())),
+        run_default(b.path(), request(&[], "MINIMAL", base_artifacts())),
     );
     let (generic, minimal) = (generic.signatures(), minimal.signatures());
     assert_ne!(generic["kernel"], minimal["kernel"]);
@@ -303,13 +287,7 @@ async fn kernconf_minimal_changes_the_kernel_and_nothing_else() {
 #[tokio::test]
 async fn only_the_requested_artifacts_are_built_and_produced() {
     let dir = tempfile::tempdir().unwrap();
-    let wanted = vec!["kernel".to_string(), "headers".to_string()];
-    let run = run_local(
-        dir.path(),
-        LocalConfig::default(),
-        request(&[], "GENERIC", wanted),
-    )
-    .await;
+    let run = run_default(dir.path(), wanting(&["kernel", "headers"])).await;
     let names: Vec<_> = run
         .ok()
         .metadata()
@@ -340,12 +318,7 @@ async fn only_the_requested_artifacts_are_built_and_produced() {
 #[tokio::test]
 async fn a_failing_buildkernel_is_a_build_error_with_its_log_and_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let run = run_local(
-        dir.path(),
-        LocalConfig::default(),
-        base_request(&["FAIL_STEP=buildkernel"]),
-    )
-    .await;
+    let run = run_default(dir.path(), base_request(&["FAIL_STEP=buildkernel"])).await;
     let Err(Error::Build {
         step,
         status,
@@ -493,13 +466,7 @@ async fn a_missing_make_program_is_a_system_error_naming_it() {
 #[tokio::test]
 async fn an_unknown_artifact_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let wanted = vec!["world".to_string(), "lib32".to_string()];
-    let run = run_local(
-        dir.path(),
-        LocalConfig::default(),
-        request(&[], "GENERIC", wanted),
-    )
-    .await;
+    let run = run_default(dir.path(), wanting(&["world", "lib32"])).await;
     let Err(e @ Error::InvalidRequest { .. }) = &run.result else {
         panic!("expected an invalid request, got {:?}", run.result.err());
     };
@@ -515,7 +482,7 @@ async fn a_source_tree_without_makefile_is_refused_naming_it() {
     std::fs::create_dir(&empty).unwrap();
     let mut bad = base_request(&[]);
     bad.source.path = empty.to_str().unwrap().into();
-    let run = run_local(dir.path(), LocalConfig::default(), bad).await;
+    let run = run_default(dir.path(), bad).await;
     let Err(e @ Error::InvalidRequest { .. }) = &run.result else {
         panic!("expected an invalid request, got {:?}", run.result.err());
     };

@@ -102,14 +102,7 @@ impl MatrixFile {
     fn parse_record(path: &Path, text: &str) -> Result<MatrixFile> {
         let dir = path.parent().unwrap_or(Path::new("."));
         sexp::read_record(path, text, MATRIX_HEAD, |r| {
-            let version = r.integer("format-version")?;
-            if version != FORMAT_VERSION {
-                return Err(Error::UnsupportedFormatVersion {
-                    path: path.to_path_buf(),
-                    version,
-                    supported: FORMAT_VERSION,
-                });
-            }
+            r.format_version(FORMAT_VERSION)?;
             let source = dir.join(non_empty(r, "source")?);
             let line = r.field_line("remote-source");
             let remote_source = r.opt_string("remote-source")?;
@@ -425,10 +418,6 @@ mod tests {
         MatrixFile::parse_record(Path::new("/ci/matrix.scm"), text)
     }
 
-    fn field_error(text: &str) -> (String, Option<usize>, String) {
-        fruix_core::testing::invalid_metadata(parse(text))
-    }
-
     #[test]
     fn reads_the_issue_example() {
         let m = parse(EXAMPLE).unwrap();
@@ -499,48 +488,73 @@ mod tests {
 
     #[test]
     fn errors_name_field_and_line() {
-        let (field, line, message) =
-            field_error(&EXAMPLE.replace("(max-parallel 4)", "(max-parallel 0)"));
-        assert_eq!((field.as_str(), line), ("max-parallel", Some(9)));
-        assert!(message.contains("positive"), "{message}");
-        let (field, line, message) = field_error(&EXAMPLE.replace(
-            "(kernconf \"GENERIC\" \"MINIMAL\")",
-            "(kernconf \"GENERIC\" \"GENERIC\")",
-        ));
-        assert_eq!((field.as_str(), line), ("axes.kernconf", Some(6)));
-        assert!(message.contains("twice"), "{message}");
-        let (field, line, message) = field_error(
-            &EXAMPLE.replace("(kernconf \"GENERIC\" \"MINIMAL\")", "(kernel \"GENERIC\")"),
-        );
-        assert_eq!((field.as_str(), line), ("axes.kernel", Some(6)));
-        assert!(
-            message.contains("the axes are executor, kernconf"),
-            "{message}"
-        );
-        let (field, line, message) = field_error(&EXAMPLE.replace(
-            "((executor \"local\") (kernconf \"MINIMAL\"))",
-            "((executor \"local\") (colour \"red\"))",
-        ));
-        assert_eq!((field.as_str(), line), ("exclude[0]", Some(7)));
-        assert!(message.contains("unknown axis \"colour\""), "{message}");
-        let (field, _, message) =
-            field_error(&EXAMPLE.replace("(machine \"builder-2\")", "(machine builder-2)"));
-        assert_eq!(field, "include[0]");
-        assert!(message.contains("expected a string"), "{message}");
-        let (field, line, _) =
-            field_error(&EXAMPLE.replace("(retries 1)", "(retries 1) (retry 2)"));
-        assert_eq!((field.as_str(), line), ("retry", Some(11)));
-        let (field, _, _) = field_error(&EXAMPLE.replace("(fail-fast #f)", "(fail-fast \"no\")"));
-        assert_eq!(field, "fail-fast");
-        let (field, _, _) =
-            field_error(&EXAMPLE.replace("(source \"fixtures/freebsd-src-mini\")", ""));
-        assert_eq!(field, "source");
-        let (field, _, message) = field_error(&EXAMPLE.replace(
-            "(kernconf \"GENERIC\" \"MINIMAL\")",
-            "(kernconf \"GEN ERIC\")",
-        ));
-        assert_eq!(field, "axes.kernconf");
-        assert!(message.contains("not a valid kernconf"), "{message}");
+        let mistakes = [
+            // (replace, with, field, line, part of the message)
+            (
+                "(max-parallel 4)",
+                "(max-parallel 0)",
+                "max-parallel",
+                9,
+                "positive",
+            ),
+            (
+                "(kernconf \"GENERIC\" \"MINIMAL\")",
+                "(kernconf \"GENERIC\" \"GENERIC\")",
+                "axes.kernconf",
+                6,
+                "twice",
+            ),
+            (
+                "(kernconf \"GENERIC\" \"MINIMAL\")",
+                "(kernel \"GENERIC\")",
+                "axes.kernel",
+                6,
+                "the axes are executor, kernconf",
+            ),
+            (
+                "((executor \"local\") (kernconf \"MINIMAL\"))",
+                "((executor \"local\") (colour \"red\"))",
+                "exclude[0]",
+                7,
+                "unknown axis \"colour\"",
+            ),
+            (
+                "(machine \"builder-2\")",
+                "(machine builder-2)",
+                "include[0]",
+                8,
+                "expected a string",
+            ),
+            (
+                "(retries 1)",
+                "(retries 1) (retry 2)",
+                "retry",
+                11,
+                "unknown field",
+            ),
+            (
+                "(fail-fast #f)",
+                "(fail-fast \"no\")",
+                "fail-fast",
+                10,
+                "expected #t or #f",
+            ),
+            (
+                "(source \"fixtures/freebsd-src-mini\")",
+                "",
+                "source",
+                1,
+                "missing",
+            ),
+            (
+                "(kernconf \"GENERIC\" \"MINIMAL\")",
+                "(kernconf \"GEN ERIC\")",
+                "axes.kernconf",
+                6,
+                "not a valid kernconf",
+            ),
+        ];
+        fruix_core::testing::assert_mistakes_refused(EXAMPLE, parse, &mistakes);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::Path;
 use lexpr::Value;
 
 use fruix_core::error::IoContext;
-use fruix_core::promotion::{base_value, policy_value_with, source_value, PromotionMetadata};
+use fruix_core::promotion::PromotionMetadata;
 use fruix_core::sexp::{self, field, string_field, Writer};
 
 use crate::check::read_object_file;
@@ -51,19 +51,7 @@ pub fn is_store_path(path: &str) -> bool {
 pub fn bundle_text(m: &PromotionMetadata, artifacts: &BTreeMap<String, ArtifactReport>) -> String {
     let mut w = Writer::new(RESULT_HEAD);
     w.field(field("format-version", [Value::from(1)]));
-    w.field(string_field("executor", &m.executor));
-    w.field(string_field("executor-version", &m.executor_version));
-    w.field(string_field("run-id", &m.run_id));
-    w.field(string_field("guest-host-name", &m.guest_host_name));
-    if let Some(p) = &m.closure_path {
-        w.field(string_field("closure-path", p));
-    }
-    if let Some(p) = &m.development_profile_path {
-        w.field(string_field("development-profile-path", p));
-    }
-    w.field(base_value(&m.freebsd_base));
-    w.field(source_value(&m.source_store));
-    w.field(policy_value_with(&m.build_policy, true));
+    m.write_run_fields(&mut w);
     w.list_field(
         "artifacts",
         m.artifacts.iter().map(|a| {

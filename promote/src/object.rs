@@ -72,14 +72,7 @@ impl ObjectIdentity {
     /// Parses an object's metadata file `text` (read from `path`).
     pub fn from_text(path: &Path, text: &str) -> Result<ObjectIdentity> {
         let identity = sexp::read_record(path, text, OBJECT_HEAD, |r| {
-            let version = r.integer("format-version")?;
-            if version != 1 {
-                return Err(fruix_core::Error::UnsupportedFormatVersion {
-                    path: path.to_path_buf(),
-                    version,
-                    supported: 1,
-                });
-            }
+            r.format_version(1)?;
             let artifact = r.string("artifact")?;
             let executor = r.string("executor")?;
             let freebsd_base = read_base(r.record("freebsd-base")?)?;

@@ -25,6 +25,14 @@ impl Fixture {
         write_sample_result_root(&root, executor, run_id, true).unwrap();
         root
     }
+    /// The signed sample result root `r1` of the `local` executor.
+    fn sample(&self) -> PathBuf {
+        self.root("r1", "local", "20260405T213444Z")
+    }
+    /// Promotes a new [`Fixture::sample`], which must succeed.
+    fn promoted(&self) -> PromotionReport {
+        self.promote(&self.sample()).unwrap()
+    }
     fn store_dir(&self) -> PathBuf {
         self.dir.path().join("store")
     }
@@ -66,9 +74,7 @@ fn make_writable(path: &Path) {
 #[test]
 fn summary_names_every_store_path_and_probe_hash() {
     let f = Fixture::new();
-    let report = f
-        .promote(&f.root("r1", "local", "20260405T213444Z"))
-        .unwrap();
+    let report = f.promoted();
     assert_eq!(report.run_id, "20260405T213444Z");
     assert_eq!(report.artifacts.len(), 4);
     let world = &report.artifacts["world"];
@@ -104,9 +110,7 @@ fn hex_sha256(bytes: &[u8]) -> String {
 #[test]
 fn objects_are_read_only_timestamped_and_without_setuid() {
     let f = Fixture::new();
-    let report = f
-        .promote(&f.root("r1", "local", "20260405T213444Z"))
-        .unwrap();
+    let report = f.promoted();
     let world = &report.artifacts["world"].store_path;
     for (path, mode, _) in walkdir_list(world) {
         let m = path.symlink_metadata().unwrap();
@@ -159,7 +163,7 @@ fn objects_are_read_only_timestamped_and_without_setuid() {
 #[test]
 fn promoting_again_is_idempotent() {
     let f = Fixture::new();
-    let root = f.root("r1", "local", "20260405T213444Z");
+    let root = f.sample();
     let first = f.promote(&root).unwrap();
     let snapshot = f.snapshot();
     let second = f.promote(&root).unwrap();
@@ -175,9 +179,7 @@ fn promoting_again_is_idempotent() {
 #[test]
 fn identical_content_shares_artifacts_but_not_bundles() {
     let f = Fixture::new();
-    let a = f
-        .promote(&f.root("r1", "local", "20260405T213444Z"))
-        .unwrap();
+    let a = f.promoted();
     let b = f
         .promote(&f.root("r2", "local", "20260405T213445Z"))
         .unwrap();
@@ -191,7 +193,7 @@ fn identical_content_shares_artifacts_but_not_bundles() {
 fn identical_files_are_stored_once() {
     let f = Fixture::new();
     let big = vec![7u8; 4 << 20];
-    let r1 = f.root("r1", "local", "20260405T213444Z");
+    let r1 = f.sample();
     let r2 = f.root("r2", "other-executor", "20260405T213445Z");
     for root in [&r1, &r2] {
         fs::write(root.join("artifacts/world/usr/big.bin"), &big).unwrap();
@@ -216,7 +218,7 @@ fn identical_files_are_stored_once() {
 #[test]
 fn declared_signature_mismatch_changes_nothing() {
     let f = Fixture::new();
-    let root = f.root("r1", "local", "20260405T213444Z");
+    let root = f.sample();
     f.promote(&f.root("r0", "local", "20260405T213443Z"))
         .unwrap();
     let snapshot = f.snapshot();
@@ -236,11 +238,9 @@ fn declared_signature_mismatch_changes_nothing() {
 #[test]
 fn fifo_in_an_artifact_changes_nothing() {
     let f = Fixture::new();
-    let root = f.root("r1", "local", "20260405T213444Z");
+    let root = f.sample();
     let fifo = root.join("artifacts/world/etc/initctl");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    fruix_core::testing::mkfifo(&fifo).unwrap();
     let err = f.promote(&root).unwrap_err().to_string();
     assert!(err.contains("etc/initctl") && err.contains("FIFO"), "{err}");
     let objects = object_paths(&Store::open(&f.store_dir()).unwrap()).unwrap();
@@ -253,7 +253,7 @@ fn fifo_in_an_artifact_changes_nothing() {
 #[test]
 fn identity_fruix_could_not_read_back_is_never_written() {
     let f = Fixture::new();
-    let root = f.root("r1", "local", "20260405T213444Z");
+    let root = f.sample();
     let bin = root.join("artifacts/world/sbin");
     fs::create_dir_all(&bin).unwrap();
     for i in 0..1500 {
@@ -274,7 +274,7 @@ fn identity_fruix_could_not_read_back_is_never_written() {
 #[test]
 fn reserved_names_are_refused() {
     let f = Fixture::new();
-    let root = f.root("r1", "local", "20260405T213444Z");
+    let root = f.sample();
     fs::write(root.join("artifacts/headers/.references"), b"/etc\n").unwrap();
     let mut m = fruix_core::PromotionMetadata::read(&root.join("promotion.scm")).unwrap();
     m.artifacts[2].tree_signature = None;
@@ -286,9 +286,7 @@ fn reserved_names_are_refused() {
 #[test]
 fn verify_reports_changed_removed_and_added_files() {
     let f = Fixture::new();
-    let report = f
-        .promote(&f.root("r1", "local", "20260405T213444Z"))
-        .unwrap();
+    let report = f.promoted();
     let world = report.artifacts["world"].store_path.clone();
     assert!(verify_object(&world, None, None).ok);
     make_writable(&world.join("etc"));
@@ -339,15 +337,22 @@ fn verify_reports_changed_removed_and_added_files() {
 #[test]
 fn verify_with_the_pool_checks_files_that_are_not_their_own_pool_entry() {
     let f = Fixture::new();
-    let report = f
-        .promote(&f.root("r1", "local", "20260405T213444Z"))
-        .unwrap();
+    let report = f.promoted();
     let store = Store::open(&f.store_dir()).unwrap();
     let world = report.artifacts["world"].store_path.clone();
     let verify = |store: &Store| {
         let pool = verify_pool(store, None, None).unwrap();
         assert!(pool.corrupt.is_empty(), "{:?}", pool.corrupt);
         verify_object(&world, Some(pool.verified(store)), None)
+    };
+    // What verify says of a bin/sh whose content is not the object's.
+    let assert_sh_content_differs = || {
+        let v = verify(&store);
+        assert!(
+            v.differences.iter().any(|d| matches!(d, Difference::Modified { path, what } if path == "./bin/sh" && what.contains(&"sha256".to_string()))),
+            "{:?}",
+            v.differences
+        );
     };
     assert!(verify(&store).ok);
     make_writable(&world.join("bin"));
@@ -364,12 +369,7 @@ fn verify_with_the_pool_checks_files_that_are_not_their_own_pool_entry() {
     fs::write(&sh, vec![b'Z'; original.len()]).unwrap();
     fs::set_permissions(&sh, fs::Permissions::from_mode(0o555)).unwrap();
     fruix_promote::store::set_mtime(&sh).unwrap();
-    let v = verify(&store);
-    assert!(
-        v.differences.iter().any(|d| matches!(d, Difference::Modified { path, what } if path == "./bin/sh" && what.contains(&"sha256".to_string()))),
-        "{:?}",
-        v.differences
-    );
+    assert_sh_content_differs();
     // Nor is a hard link to another sound pool entry of the same mode and size.
     fs::remove_file(&sh).unwrap();
     let other = b"\x7fELF other shell!\n";
@@ -383,18 +383,13 @@ fn verify_with_the_pool_checks_files_that_are_not_their_own_pool_entry() {
     .unwrap();
     fs::hard_link(store.pool().path().join(&key), &sh).unwrap();
     fruix_promote::store::set_mtime(&sh).unwrap();
-    let v = verify(&store);
-    assert!(
-        v.differences.iter().any(|d| matches!(d, Difference::Modified { path, what } if path == "./bin/sh" && what.contains(&"sha256".to_string()))),
-        "{:?}",
-        v.differences
-    );
+    assert_sh_content_differs();
 }
 
 #[test]
 fn corrupt_existing_object_is_never_reused() {
     let f = Fixture::new();
-    let root = f.root("r1", "local", "20260405T213444Z");
+    let root = f.sample();
     let report = f.promote(&root).unwrap();
     let kernel = report.artifacts["kernel"].store_path.clone();
     make_writable(&kernel.join("boot/kernel"));
@@ -419,7 +414,7 @@ fn corrupt_existing_object_is_never_reused() {
 #[test]
 fn concurrent_promotions_agree() {
     let f = Fixture::new();
-    let root = f.root("r1", "local", "20260405T213444Z");
+    let root = f.sample();
     let store_dir = f.store_dir();
     let reports: Vec<PromotionReport> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)

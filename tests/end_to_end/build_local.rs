@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use fruix_core::testing::conformance::processes_mentioning;
 
-use crate::util::{fixture_source, fruix, key_values, require_tool, run, run_ok, wait_until};
+use crate::util::{
+    failed_with, fixture_build, fixture_source, fruix, key_values, promote_command, require_tool,
+    run, run_failing, run_ok, wait_until,
+};
 
 struct Build {
     dir: tempfile::TempDir,
@@ -25,17 +28,8 @@ impl Build {
         self.dir.path().join("store")
     }
     fn command(&self, name: &str, extra: &[&str]) -> Command {
-        let mut cmd = fruix();
-        cmd.args(["build", "--executor", "local", "--source"])
-            .arg(fixture_source())
-            .arg("--store")
-            .arg(self.store())
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
-            .arg("--result-root")
-            .arg(self.dir.path().join(name))
-            .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"])
-            .args(extra);
+        let mut cmd = fixture_build(fruix(), "local", self.dir.path(), name);
+        cmd.args(extra);
         if !extra.contains(&"--jobs") {
             cmd.args(["--jobs", "2"]);
         }
@@ -136,20 +130,16 @@ fn same_inputs_give_the_same_artifacts_and_kernconf_changes_only_the_kernel() {
 fn failing_step_is_a_build_failure_naming_the_step() {
     let b = Build::new();
     let out = run(&mut b.command("r1", &["--make-flag", "FAIL_STEP=buildkernel"]));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("build step `buildkernel` failed"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("deliberate failure"),
-        "the log tail is printed: {stderr}"
-    );
     let log = b.dir.path().join("r1/logs/buildkernel.log");
-    assert!(
-        stderr.contains(&log.display().to_string()),
-        "the log path is printed: {stderr}"
+    failed_with(
+        "a failing step (with its log tail and log path)",
+        &out,
+        1,
+        &[
+            "build step `buildkernel` failed",
+            "deliberate failure",
+            &log.display().to_string(),
+        ],
     );
     assert!(out.stdout.is_empty());
     assert!(
@@ -159,10 +149,11 @@ fn failing_step_is_a_build_failure_naming_the_step() {
                 .flatten()
                 .all(|e| e.file_name().to_string_lossy().starts_with('.'))
     );
-    let promote = run(fruix()
-        .args(["native-build", "promote", "--store"])
-        .arg(b.store())
-        .arg(b.dir.path().join("r1")));
+    let promote = run(&mut promote_command(
+        &b.store(),
+        &b.dir.path().join("r1"),
+        &[],
+    ));
     assert_eq!(
         promote.status.code(),
         Some(4),
@@ -173,27 +164,24 @@ fn failing_step_is_a_build_failure_naming_the_step() {
 #[test]
 fn bad_input_is_refused_before_anything_runs() {
     let b = Build::new();
-    let out = run(fruix()
-        .args(["build", "--executor", "jail-typo", "--source"])
-        .arg(fixture_source()));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("unknown executor `jail-typo`") && stderr.contains("local"),
-        "{stderr}"
+    run_failing(
+        fruix()
+            .args(["build", "--executor", "jail-typo", "--source"])
+            .arg(fixture_source()),
+        2,
+        &["unknown executor `jail-typo`", "local"],
     );
 
-    let out = run(fruix()
-        .args(["build", "--executor", "local", "--source"])
-        .arg(b.dir.path().join("nope")));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    run_failing(
+        fruix()
+            .args(["build", "--executor", "local", "--source"])
+            .arg(b.dir.path().join("nope")),
+        2,
+        &["nope"],
+    );
 
     std::fs::create_dir(b.dir.path().join("exists")).unwrap();
-    let out = run(&mut b.command("exists", &[]));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("already exists"), "{stderr}");
+    run_failing(&mut b.command("exists", &[]), 2, &["already exists"]);
 }
 
 #[test]
@@ -229,10 +217,7 @@ fn sigint_mid_build_stops_make_and_leaves_nothing_promotable() {
         !root.exists() || root.join(".fruix-incomplete").exists(),
         "an interrupted root stays marked"
     );
-    let promote = run(fruix()
-        .args(["native-build", "promote", "--store"])
-        .arg(b.store())
-        .arg(&root));
+    let promote = run(&mut promote_command(&b.store(), &root, &[]));
     assert_ne!(
         promote.status.code(),
         Some(0),

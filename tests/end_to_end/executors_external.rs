@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::util::{fixture_source, fruix, key_values, require_tool, run, run_ok};
+use crate::util::{
+    fixture_build, fixture_source, fruix, key_values, require_tool, run, run_failing, run_ok,
+    strings_of,
+};
 
 /// The fixture executors file.
 pub fn executors_file() -> PathBuf {
@@ -59,19 +62,9 @@ impl ExecutorBuild {
     /// `fruix build` of the fixture into result root `name`.
     pub fn command(&self, name: &str, extra: &[&str]) -> Command {
         let mut cmd = self.fruix();
-        cmd.arg("--executors-file")
-            .arg(executors_file())
-            .args(["build", "--executor", &self.executor, "--source"])
-            .arg(fixture_source())
-            .arg("--store")
-            .arg(self.store())
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
-            .arg("--result-root")
-            .arg(self.root(name))
-            .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"])
-            .args(["--jobs", "2"])
-            .args(extra);
+        cmd.arg("--executors-file").arg(executors_file());
+        let mut cmd = fixture_build(cmd, &self.executor, self.dir.path(), name);
+        cmd.args(["--jobs", "2"]).args(extra);
         cmd
     }
 
@@ -299,28 +292,25 @@ fn an_external_executor_named_like_a_built_in_is_an_error_naming_both() {
         vec!["executors", "list"],
         vec!["build", "--executor", "local", "--source", "/nonexistent"],
     ] {
-        let out = run(b.fruix().arg("--executors-file").arg(&file).args(&args));
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(
-            err.contains(&format!(
-                "executor `local` is registered twice: by fruix-executors (built-in) and by {}:2 (external); rename one of them",
-                file.display()
-            )),
-            "{err}"
+        let twice = format!(
+            "executor `local` is registered twice: by fruix-executors (built-in) and by {}:2 (external); rename one of them",
+            file.display()
+        );
+        run_failing(
+            b.fruix().arg("--executors-file").arg(&file).args(&args),
+            2,
+            &[&twice],
         );
     }
-    let out = run(b.fruix().args([
-        "--executors-file",
-        "/nonexistent/executors.scm",
-        "executors",
-        "list",
-    ]));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("/nonexistent/executors.scm: not found"),
-        "{}",
-        stderr(&out)
+    run_failing(
+        b.fruix().args([
+            "--executors-file",
+            "/nonexistent/executors.scm",
+            "executors",
+            "list",
+        ]),
+        2,
+        &["/nonexistent/executors.scm: not found"],
     );
 }
 
@@ -388,28 +378,24 @@ fn list_and_describe_show_every_kind_of_executor() {
     let jail: serde_json::Value = serde_json::from_str(&jail).unwrap();
     assert_eq!(jail["kind"], "plugin");
     assert_eq!(jail["origin"], "fruix-executor-jail");
-    let keys: Vec<_> = jail["config_keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(keys, ["jail_root", "make", "runner"]);
+    assert_eq!(
+        strings_of(&jail["config_keys"], "name"),
+        ["jail_root", "make", "runner"]
+    );
     assert_eq!(jail["capabilities"]["cancellable"], true);
 
-    let out = run(b
-        .fruix()
-        .arg("--executors-file")
-        .arg(executors_file())
-        .args(["build", "--executor", "mini-shh", "--source"])
-        .arg(fixture_source()));
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("unknown executor `mini-shh`; did you mean `mini-sh`? available executors:")
-            && err.contains("jail")
-            && err.contains("local")
-            && err.contains("mini-sh-hang"),
-        "{err}"
+    run_failing(
+        b.fruix()
+            .arg("--executors-file")
+            .arg(executors_file())
+            .args(["build", "--executor", "mini-shh", "--source"])
+            .arg(fixture_source()),
+        2,
+        &[
+            "unknown executor `mini-shh`; did you mean `mini-sh`? available executors:",
+            "jail",
+            "local",
+            "mini-sh-hang",
+        ],
     );
 }

@@ -5,8 +5,10 @@
 //! same make steps on the host, no jail) to build the miniature tree and
 //! promote it. Its jail commands are checked by the crate's unit tests.
 
+use fruix_core::testing::BASE_STEPS;
+
 use crate::executors_external::ExecutorBuild;
-use crate::util::{key_values, run, run_ok};
+use crate::util::{key_values, run_failing, run_ok};
 
 #[test]
 fn jail_plugin_builds_and_promotes_the_miniature_tree() {
@@ -33,13 +35,7 @@ fn jail_plugin_builds_and_promotes_the_miniature_tree() {
     }
     let promotion = std::fs::read_to_string(b.root("r1/promotion.scm")).unwrap();
     assert!(promotion.contains("(executor \"jail\")"), "{promotion}");
-    for step in [
-        "buildworld",
-        "buildkernel",
-        "installworld",
-        "distribution",
-        "installkernel",
-    ] {
+    for step in BASE_STEPS {
         assert!(
             b.root(&format!("r1/logs/{step}.log")).is_file(),
             "log of {step}"
@@ -62,19 +58,15 @@ fn jail_plugin_without_a_jail_userland_is_a_system_failure_naming_the_fix() {
     let empty = b.dir.path().join("empty-jail");
     std::fs::create_dir(&empty).unwrap();
     let root = format!("jail_root={}", empty.display());
-    let out = run(&mut b.command("r1", &["--config", &root]));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(
-        err.contains("has no usr/bin/make") && err.contains("runner=direct"),
-        "{err}"
+    run_failing(
+        &mut b.command("r1", &["--config", &root]),
+        3,
+        &["has no usr/bin/make", "runner=direct"],
     );
-    let out = run(&mut b.command("r2", &["--config", "runner=vm"]));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("executor `jail`: invalid configuration: unknown variant `vm`"),
-        "{err}"
+    run_failing(
+        &mut b.command("r2", &["--config", "runner=vm"]),
+        2,
+        &["executor `jail`: invalid configuration: unknown variant `vm`"],
     );
 }
 

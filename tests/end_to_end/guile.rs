@@ -5,13 +5,19 @@ use std::path::Path;
 use fruix_core::testing::write_sample_result_root;
 use fruix_core::PromotionMetadata;
 
-use crate::util::{fruix, require_tool, run, run_ok};
+use crate::util::{promote_command, require_tool, run, run_ok};
 
-/// Reads `file` with Guile's `read` and evaluates `expr` with the datum bound to `x`.
-fn guile_eval(file: &Path, expr: &str) -> String {
+/// Reads `file` with Guile's `read` and checks each `(expression,
+/// expected)` of `cases`: the expression, evaluated with the datum bound to
+/// `x`, `write`s as `expected`.
+fn assert_guile_reads(file: &Path, cases: &[(&str, &str)]) {
     require_tool("guile", "guile-3.0");
+    let writes: String = cases
+        .iter()
+        .map(|(expr, _)| format!(" (write {expr}) (newline)"))
+        .collect();
     let program = format!(
-        "(let ((x (call-with-input-file {:?} read))) (write {expr}) (newline))",
+        "(let ((x (call-with-input-file {:?} read))){writes})",
         file.to_str().unwrap()
     );
     let out = run(std::process::Command::new("guile").args(["--no-auto-compile", "-c", &program]));
@@ -21,7 +27,10 @@ fn guile_eval(file: &Path, expr: &str) -> String {
         file.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    let written = String::from_utf8(out.stdout).unwrap();
+    let written: Vec<&str> = written.lines().collect();
+    let expected: Vec<&str> = cases.iter().map(|(_, e)| *e).collect();
+    assert_eq!(written, expected, "{} read by Guile", file.display());
 }
 
 #[test]
@@ -36,33 +45,29 @@ fn guile_reads_promotion_scm() {
     m.closure_path = Some("/frx/store/abc-fruix-builder-closure".into());
     m.write_to(&root).unwrap();
     let file = root.join("promotion.scm");
-    assert_eq!(guile_eval(&file, "(car x)"), "fruix-native-build-promotion");
-    assert_eq!(
-        guile_eval(&file, "(cadr (assq 'guest-host-name (cdr x)))"),
-        "\"builder \\\"one\\\" \\\\ é\""
+    let world_signature = format!(
+        "{:?}",
+        m.artifacts[0].tree_signature.as_ref().unwrap().as_str()
     );
-    assert_eq!(
-        guile_eval(&file, "(cadr (assq 'format-version (cdr x)))"),
-        "1"
-    );
-    assert_eq!(
-        guile_eval(&file, "(length (cdr (assq 'artifacts (cdr x))))"),
-        "4"
-    );
-    assert_eq!(
-        guile_eval(
-            &file,
-            "(cdr (assq 'make-flags (cdr (assq 'build-policy (cdr x)))))"
-        ),
-        "(\"-DNO_ROOT\")"
-    );
-    let world_signature = m.artifacts[0].tree_signature.clone().unwrap();
-    assert_eq!(
-        guile_eval(
-            &file,
-            "(cadr (assq 'tree-signature (cdr (cadr (assq 'artifacts (cdr x))))))"
-        ),
-        format!("{:?}", world_signature.as_str())
+    assert_guile_reads(
+        &file,
+        &[
+            ("(car x)", "fruix-native-build-promotion"),
+            (
+                "(cadr (assq 'guest-host-name (cdr x)))",
+                "\"builder \\\"one\\\" \\\\ é\"",
+            ),
+            ("(cadr (assq 'format-version (cdr x)))", "1"),
+            ("(length (cdr (assq 'artifacts (cdr x))))", "4"),
+            (
+                "(cdr (assq 'make-flags (cdr (assq 'build-policy (cdr x)))))",
+                "(\"-DNO_ROOT\")",
+            ),
+            (
+                "(cadr (assq 'tree-signature (cdr (cadr (assq 'artifacts (cdr x))))))",
+                &world_signature,
+            ),
+        ],
     );
     assert_eq!(PromotionMetadata::read(&file).unwrap(), m);
 }
@@ -73,30 +78,30 @@ fn guile_reads_store_object_and_bundle_metadata() {
     let root = dir.path().join("root");
     write_sample_result_root(&root, "local", "20260405T213444Z", true).unwrap();
     let store = dir.path().join("store");
-    let out = run_ok(
-        fruix()
-            .args(["native-build", "promote", "--quiet", "--store"])
-            .arg(&store)
-            .arg(&root),
-    );
+    let out = run_ok(&mut promote_command(&store, &root, &["--quiet"]));
     let kv = crate::util::key_values(&out);
     let world = Path::new(&kv["world_store"]).join(".fruix-native-build-object.scm");
-    assert_eq!(guile_eval(&world, "(car x)"), "fruix-native-build-object");
-    assert_eq!(
-        guile_eval(&world, "(cadr (assq 'artifact (cdr x)))"),
-        "\"world\""
-    );
-    assert_eq!(
-        guile_eval(&world, "(cdr (assq 'stripped-modes (cdr x)))"),
-        "((mode \"./usr/bin/su\" \"4555\") (mode \"./var/tmp\" \"1555\"))"
+    assert_guile_reads(
+        &world,
+        &[
+            ("(car x)", "fruix-native-build-object"),
+            ("(cadr (assq 'artifact (cdr x)))", "\"world\""),
+            (
+                "(cdr (assq 'stripped-modes (cdr x)))",
+                "((mode \"./usr/bin/su\" \"4555\") (mode \"./var/tmp\" \"1555\"))",
+            ),
+        ],
     );
     let bundle = Path::new(&kv["result_store"]).join(".fruix-native-build-result.scm");
-    assert_eq!(guile_eval(&bundle, "(car x)"), "fruix-native-build-result");
-    assert_eq!(
-        guile_eval(
-            &bundle,
-            "(cadr (assq 'store-path (cdr (cadr (assq 'artifacts (cdr x))))))"
-        ),
-        format!("{:?}", kv["world_store"])
+    let world_store = format!("{:?}", kv["world_store"]);
+    assert_guile_reads(
+        &bundle,
+        &[
+            ("(car x)", "fruix-native-build-result"),
+            (
+                "(cadr (assq 'store-path (cdr (cadr (assq 'artifacts (cdr x))))))",
+                &world_store,
+            ),
+        ],
     );
 }

@@ -6,91 +6,12 @@
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::path::Path;
 
-use fruix_core::testing::write_sample_result_root;
+use fruix_core::testing::mkfifo;
 use fruix_core::PromotionMetadata;
 
-use crate::util::{fruix, run_ok, snapshot};
-
-/// Every case finishes well within this; a hang fails the test instead of
-/// blocking the suite.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A signed sample result root at `dir/name`.
-fn sample(dir: &Path, name: &str) -> PathBuf {
-    let root = dir.join(name);
-    write_sample_result_root(&root, "guest-self-hosted", "20260405T213444Z", true).unwrap();
-    root
-}
-
-/// Runs `cmd` to completion, killing it and failing when it outlives
-/// [`DEADLINE`].
-fn run_with_deadline(cmd: &mut Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.expect("waiting for fruix"),
-        Err(_) => {
-            // SAFETY: `pid` is our child, still running (it has not been waited for).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish within {DEADLINE:?}: it hangs");
-        }
-    }
-}
-
-/// Promotes `root` into `store`, quietly, with the deadline.
-fn promote(root: &Path, store: &Path) -> Output {
-    run_with_deadline(
-        fruix()
-            .args(["native-build", "promote", "--quiet", "--store"])
-            .arg(store)
-            .arg(root),
-    )
-}
-
-/// A store already holding the sample's objects, and its snapshot.
-fn populated_store(dir: &Path) -> (PathBuf, Vec<String>) {
-    let store = dir.join("store");
-    run_ok(
-        fruix()
-            .args(["native-build", "promote", "--quiet", "--store"])
-            .arg(&store)
-            .arg(sample(dir, "good")),
-    );
-    let before = snapshot(&store);
-    (store, before)
-}
-
-/// Checks that `out` is a refusal with exit status 4 whose stderr contains
-/// every one of `expected`, and returns stderr.
-fn refused(what: &str, out: &Output, expected: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{what}: expected exit status 4 (refused input), got {}: {stderr}",
-        out.status
-    );
-    for e in expected {
-        assert!(
-            stderr.contains(e),
-            "{what}: stderr should contain {e:?}: {stderr}"
-        );
-    }
-    assert!(out.stdout.is_empty(), "{what}: no summary on failure");
-    stderr
-}
+use crate::util::{promote_refused, sample_root, PopulatedStore};
 
 /// The store holds no object and no temporary (staging) directory.
 fn assert_no_object_and_no_staging(store: &Path) {
@@ -115,17 +36,6 @@ fn assert_no_object_and_no_staging(store: &Path) {
 
 fn c_path(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap()
-}
-
-fn mkfifo(path: &Path) {
-    // SAFETY: `c_path` gives a valid NUL-terminated path.
-    let status = unsafe { libc::mkfifo(c_path(path).as_ptr(), 0o644) };
-    assert_eq!(
-        status,
-        0,
-        "mkfifo {path:?}: {}",
-        std::io::Error::last_os_error()
-    );
 }
 
 /// Replaces the value of `guest-host-name` in `root`'s promotion.scm with
@@ -155,13 +65,13 @@ fn deeply_nested_promotion_scm_is_refused_not_a_crash() {
         ("100,000 open parentheses", "(".repeat(100_000)),
     ];
     for (i, (what, value)) in cases.iter().enumerate() {
-        let root = sample(dir.path(), &format!("deep{i}"));
+        let root = sample_root(dir.path(), &format!("deep{i}"));
         let line = with_guest_host_name(&root, value);
         let store = dir.path().join(format!("store{i}"));
-        let out = promote(&root, &store);
-        let stderr = refused(
+        let stderr = promote_refused(
             what,
-            &out,
+            &store,
+            &root,
             &[
                 "promotion.scm",
                 &format!("line {line}"),
@@ -177,59 +87,50 @@ fn deeply_nested_promotion_scm_is_refused_not_a_crash() {
 /// an error then printed part of the file it points to.
 #[test]
 fn special_modes_symlink_is_refused_without_showing_its_target() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, before) = populated_store(dir.path());
-    let secret = dir.path().join("secret.scm");
+    let s = PopulatedStore::new();
+    let secret = s.dir.path().join("secret.scm");
     fs::write(
         &secret,
         "(fruix-special-modes (format-version 1) (modes SECRET-MARKER-51d0))\n",
     )
     .unwrap();
-    let root = sample(dir.path(), "root");
+    let root = s.sample("root");
     std::os::unix::fs::symlink(&secret, root.join(".fruix-special-modes")).unwrap();
-    let out = promote(&root, &store);
-    refused(
+    // `refused` checks that stdout is empty.
+    let stderr = s.refuses(
         "special modes as a symlink",
-        &out,
+        &root,
         &[
             ".fruix-special-modes",
             "is a symlink; fruix never follows symlinks in metadata",
         ],
     );
-    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
-        assert!(
-            !String::from_utf8_lossy(bytes).contains("SECRET-MARKER"),
-            "{stream} shows the symlink's target: {}",
-            String::from_utf8_lossy(bytes)
-        );
-    }
-    assert_eq!(snapshot(&store), before, "store changed");
+    assert!(
+        !stderr.contains("SECRET-MARKER"),
+        "stderr shows the symlink's target: {stderr}"
+    );
 }
 
 /// Issue 10, class 5: `.fruix-special-modes` as a FIFO hung forever.
 #[test]
 fn special_modes_fifo_is_refused_promptly() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, before) = populated_store(dir.path());
-    let root = sample(dir.path(), "root");
-    mkfifo(&root.join(".fruix-special-modes"));
-    let out = promote(&root, &store);
-    refused(
+    let s = PopulatedStore::new();
+    let root = s.sample("root");
+    mkfifo(&root.join(".fruix-special-modes")).unwrap();
+    s.refuses(
         "special modes as a FIFO",
-        &out,
+        &root,
         &[".fruix-special-modes", "is a FIFO, not a regular file"],
     );
-    assert_eq!(snapshot(&store), before, "store changed");
 }
 
 /// Issue 10, class 5: `/dev/zero` as promotion.scm ate memory until killed;
 /// a 2 MiB file was read whole.
 #[test]
 fn promotion_scm_device_or_oversized_is_refused_without_reading() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, before) = populated_store(dir.path());
+    let s = PopulatedStore::new();
 
-    let root = sample(dir.path(), "device");
+    let root = s.sample("device");
     let path = root.join("promotion.scm");
     fs::remove_file(&path).unwrap();
     // SAFETY: valid NUL-terminated path; 1,5 is /dev/zero's device number.
@@ -246,35 +147,30 @@ fn promotion_scm_device_or_oversized_is_refused_without_reading() {
         "this test makes a device node and needs root (run scripts/test.sh as root): {}",
         std::io::Error::last_os_error()
     );
-    let out = promote(&root, &store);
-    refused(
+    s.refuses(
         "promotion.scm as a character device",
-        &out,
+        &root,
         &["promotion.scm", "is a character device, not a regular file"],
     );
-    assert_eq!(snapshot(&store), before, "store changed");
 
-    let root = sample(dir.path(), "oversized");
+    let root = s.sample("oversized");
     let path = root.join("promotion.scm");
     let mut text = fs::read_to_string(&path).unwrap();
     text.push_str(&format!(";{}\n", "x".repeat(2 << 20)));
     fs::write(&path, text).unwrap();
-    let out = promote(&root, &store);
-    refused(
+    s.refuses(
         "a 2 MiB promotion.scm",
-        &out,
+        &root,
         &["promotion.scm", "is larger than 1048576 bytes"],
     );
-    assert_eq!(snapshot(&store), before, "store changed");
 }
 
 /// Issue 10, class 8: a newline inside `source-store` `path` added a line
 /// to the store's `.references`.
 #[test]
 fn newline_in_source_store_path_is_refused_naming_field_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, before) = populated_store(dir.path());
-    let root = sample(dir.path(), "root");
+    let s = PopulatedStore::new();
+    let root = s.sample("root");
     let mut m = PromotionMetadata::read(&root.join("promotion.scm")).unwrap();
     m.source_store
         .path
@@ -285,9 +181,9 @@ fn newline_in_source_store_path_is_refused_naming_field_and_line() {
         .lines()
         .position(|l| l.contains("(source-store"))
         .unwrap();
-    let stderr = refused(
+    let stderr = s.refuses(
         "newline in source-store path",
-        &promote(&root, &store),
+        &root,
         &[
             "promotion.scm",
             "source-store.path",
@@ -296,32 +192,28 @@ fn newline_in_source_store_path_is_refused_naming_field_and_line() {
         ],
     );
     assert!(!stderr.contains("\n/frx/store/forged"), "{stderr}");
-    assert_eq!(snapshot(&store), before, "store changed");
 }
 
 /// Issue 10, class 8: file names with newlines or ANSI escapes were echoed
 /// raw, so a hostile name could forge output lines.
 #[test]
 fn hostile_file_name_is_escaped_in_the_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, before) = populated_store(dir.path());
-    let root = sample(dir.path(), "root");
+    let s = PopulatedStore::new();
+    let root = s.sample("root");
     let name = std::ffi::OsStr::from_bytes(b"evil\nfruix: forged line \x1b[31mred");
-    mkfifo(&root.join("artifacts/world/etc").join(name));
+    mkfifo(&root.join("artifacts/world/etc").join(name)).unwrap();
     // Unsigned, so that promotion reaches the file instead of the mismatch.
     let mut m = PromotionMetadata::read(&root.join("promotion.scm")).unwrap();
     m.artifacts[0].tree_signature = None;
     m.write_to(&root).unwrap();
-    let out = promote(&root, &store);
-    let stderr = refused(
+    let stderr = s.refuses(
         "FIFO with a hostile name",
-        &out,
+        &root,
         &["etc/evil\\nfruix: forged line \\033[31mred"],
     );
-    assert!(!out.stderr.contains(&0x1b), "raw ESC in stderr: {stderr:?}");
+    assert!(!stderr.contains('\x1b'), "raw ESC in stderr: {stderr:?}");
     assert!(
         !stderr.lines().any(|l| l.starts_with("fruix: forged line")),
         "the name forged an output line: {stderr:?}"
     );
-    assert_eq!(snapshot(&store), before, "store changed");
 }

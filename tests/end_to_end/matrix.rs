@@ -6,11 +6,13 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::util::{fixture_source, fruix, require_tool, run};
+use crate::util::{
+    failed_with, fixture_source, fruix, require_tool, run, store_and_state, strings_of, wait_until,
+};
 
 /// The exit statuses of `fruix matrix run`.
 pub const CELL_FAILURES: i32 = 5;
@@ -55,14 +57,20 @@ impl Matrix {
             .arg(external_executors())
             .args(["matrix", "run"])
             .arg(self.path("matrix.scm"))
-            .arg("--store")
-            .arg(self.path("store"))
-            .arg("--state-dir")
-            .arg(self.path("state"))
+            .args(store_and_state(self.dir.path()))
             .arg("--report-dir")
             .arg(self.path(report))
             .args(extra);
         cmd
+    }
+
+    /// Starts [`Matrix::command`], its stdout and stderr piped.
+    pub fn spawn(&self) -> Child {
+        self.command(&[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     pub fn run(&self, extra: &[&str]) -> Output {
@@ -173,12 +181,7 @@ fn local_and_external_executors_agree_over_two_kernconfs() {
     let out = m.run(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let report = m.report();
-    let ids: Vec<&str> = report["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
+    let ids = strings_of(&report["cells"], "id");
     assert_eq!(
         ids,
         [
@@ -357,42 +360,29 @@ fn system_failures_are_retried_and_reported_as_errors() {
 
 #[test]
 fn matrix_file_errors_are_refused_before_anything_runs() {
-    let m = Matrix::new(r#"  (axes (executor "local") (kernconf "GENERIC" "GENERIC"))"#);
-    let out = m.run(&[]);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("axes.kernconf") && stderr.contains("(line 7)") && stderr.contains("twice"),
-        "{stderr}"
-    );
-    assert!(!m.path("store").exists() && !m.path("report").exists());
-
-    let m = Matrix::new(r#"  (axes (executor "lokal"))"#);
-    let stderr = String::from_utf8_lossy(&m.run(&[]).stderr).into_owned();
-    assert!(
-        stderr.contains("unknown executor `lokal`") && stderr.contains("local"),
-        "{stderr}"
-    );
-
-    let m = Matrix::new(r#"  (axes (executor "host-initiated"))"#);
-    let out = m.run(&[]);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("machines file"),
-        "{}",
-        describe(&out)
-    );
-
-    let m = Matrix::new(
-        r#"  (axes (executor "local")) (include ((executor "local") (machine "builder-1")))"#,
-    );
-    let out = m.run(&[]);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("builds on this host"),
-        "{}",
-        describe(&out)
-    );
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            r#"  (axes (executor "local") (kernconf "GENERIC" "GENERIC"))"#,
+            &["axes.kernconf", "(line 7)", "twice"],
+        ),
+        (
+            r#"  (axes (executor "lokal"))"#,
+            &["unknown executor `lokal`", "local"],
+        ),
+        (
+            r#"  (axes (executor "host-initiated"))"#,
+            &["machines file"],
+        ),
+        (
+            r#"  (axes (executor "local")) (include ((executor "local") (machine "builder-1")))"#,
+            &["builds on this host"],
+        ),
+    ];
+    for (body, expected) in cases {
+        let m = Matrix::new(body);
+        failed_with(body, &m.run(&[]), 2, expected);
+        assert!(!m.path("store").exists() && !m.path("report").exists());
+    }
 }
 
 #[test]
@@ -408,13 +398,10 @@ fn plan_lists_cells_and_agreement_groups_without_running() {
         .arg(m.path("matrix.scm")));
     assert!(out.status.success(), "{}", describe(&out));
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<&str> = plan["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["local-GENERIC", "mini-sh-GENERIC", "mini-sh-MINIMAL"]);
+    assert_eq!(
+        strings_of(&plan["cells"], "id"),
+        ["local-GENERIC", "mini-sh-GENERIC", "mini-sh-MINIMAL"]
+    );
     assert_eq!(
         plan["must_agree"],
         serde_json::json!([["local-GENERIC", "mini-sh-GENERIC"]])
@@ -429,25 +416,15 @@ fn ctrl_c_cancels_every_cell_and_still_writes_the_reports() {
         r#"  (axes (executor "local") (kernconf "GENERIC" "MINIMAL"))
   (local-slots 2)"#,
     );
-    let child = m
-        .command(&[])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = m.spawn();
     // Wait until both cells build, then interrupt.
     let building = |id: &str| {
         std::fs::read_to_string(m.path(&format!("report/logs/{id}.log")))
             .is_ok_and(|log| log.contains("==> buildworld"))
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !(building("local-GENERIC") && building("local-MINIMAL")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cells never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until("both cells build", || {
+        building("local-GENERIC") && building("local-MINIMAL")
+    });
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));

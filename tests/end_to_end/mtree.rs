@@ -10,7 +10,7 @@ use std::process::Command;
 use fruix_core::manifest::write_manifest;
 use fruix_core::testing::write_sample_result_root;
 
-use crate::util::{fruix, key_values, require_tool, run, run_ok};
+use crate::util::{key_values, promote_command, require_tool, run, run_ok};
 
 fn mtree_check(manifest: &Path, tree: &Path) -> (bool, String) {
     require_tool("mtree", "mtree-netbsd");
@@ -80,12 +80,11 @@ fn mtree_verifies_a_store_object_with_its_own_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     write_sample_result_root(&root, "local", "20260405T213444Z", true).unwrap();
-    let kv = key_values(&run_ok(
-        fruix()
-            .args(["native-build", "promote", "--quiet", "--store"])
-            .arg(dir.path().join("store"))
-            .arg(&root),
-    ));
+    let kv = key_values(&run_ok(&mut promote_command(
+        &dir.path().join("store"),
+        &root,
+        &["--quiet"],
+    )));
     for artifact in ["world", "kernel", "headers", "bootloader"] {
         let object = Path::new(&kv[&format!("{artifact}_store")]);
         let (ok, text) = mtree_check(&object.join(".fruix-manifest.mtree"), object);

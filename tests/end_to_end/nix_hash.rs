@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use fruix_core::manifest::tree_signature;
+use fruix_core::testing::{set_times, write_files};
 
 use crate::util::{require_tool, run_ok};
 
@@ -27,20 +28,15 @@ fn both(tree: &Path) -> (String, String) {
 }
 
 fn tree(root: &Path, reversed: bool) {
-    let mut files = vec![
-        ("bin/sh", "shell", 0o755),
-        ("etc/motd", "hello", 0o644),
-        ("usr/lib/libc.so.7", "libc", 0o444),
+    let mut files: Vec<(&str, &[u8], u32)> = vec![
+        ("bin/sh", b"shell", 0o755),
+        ("etc/motd", b"hello", 0o644),
+        ("usr/lib/libc.so.7", b"libc", 0o444),
     ];
     if reversed {
         files.reverse();
     }
-    for (path, content, mode) in files {
-        let p = root.join(path);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, content).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
-    }
+    write_files(root, &files).unwrap();
     symlink("libc.so.7", root.join("usr/lib/libc.so")).unwrap();
 }
 
@@ -54,7 +50,7 @@ fn signature_and_nix_hash_agree_on_what_changes_a_tree() {
     // Same tree, other creation order, other timestamps and write bits: both unchanged.
     let b = dir.path().join("b");
     tree(&b, true);
-    set_times(&b, 1_000_000);
+    set_times(&b, 1_000_000).unwrap();
     fs::set_permissions(b.join("etc/motd"), fs::Permissions::from_mode(0o600)).unwrap();
     let same = both(&b);
     assert_eq!(
@@ -98,31 +94,5 @@ fn signature_and_nix_hash_agree_on_what_changes_a_tree() {
         assert_ne!(fruix, base.1, "fruix must see {what}");
         undo(&a);
         assert_eq!(both(&a), base, "undoing {what} restores both hashes");
-    }
-}
-
-/// Sets the times of everything under `root` (symlinks themselves included).
-fn set_times(root: &Path, seconds: i64) {
-    use std::os::unix::ffi::OsStrExt;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        if p.symlink_metadata().unwrap().is_dir() {
-            stack.extend(fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
-        }
-        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-        let times = [libc::timespec {
-            tv_sec: seconds,
-            tv_nsec: 0,
-        }; 2];
-        // SAFETY: a valid NUL-terminated path and a two-element times array.
-        let rc = unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                times.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        assert_eq!(rc, 0, "utimensat {}", p.display());
     }
 }

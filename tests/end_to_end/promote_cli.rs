@@ -7,33 +7,14 @@ use std::process::Stdio;
 use fruix_core::testing::write_sample_result_root;
 use fruix_core::PromotionMetadata;
 
-use crate::util::{fruix, key_values, run, run_ok, snapshot};
-
-fn promote(root: &Path, store: &Path, extra: &[&str]) -> std::process::Output {
-    run(fruix()
-        .args(["native-build", "promote", "--store"])
-        .arg(store)
-        .args(extra)
-        .arg(root))
-}
-
-fn sample(dir: &Path, name: &str) -> PathBuf {
-    let root = dir.join(name);
-    write_sample_result_root(&root, "guest-self-hosted", "20260405T213444Z", true).unwrap();
-    root
-}
+use crate::util::{fruix, key_values, promote_command, run, run_ok, sample_root, PopulatedStore};
 
 #[test]
 fn summary_and_json_agree() {
     let dir = tempfile::tempdir().unwrap();
-    let root = sample(dir.path(), "root");
+    let root = sample_root(dir.path(), "root");
     let store = dir.path().join("store");
-    let kv = key_values(&run_ok(
-        fruix()
-            .args(["native-build", "promote", "--store"])
-            .arg(&store)
-            .arg(&root),
-    ));
+    let kv = key_values(&run_ok(&mut promote_command(&store, &root, &[])));
     let keys: Vec<&str> = kv.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
@@ -54,13 +35,8 @@ fn summary_and_json_agree() {
         kv["result_store"].ends_with("-fruix-native-build-result-15.0-STABLE-guest-self-hosted")
     );
     assert!(kv["world_store"].starts_with(&store.canonicalize().unwrap().display().to_string()));
-    let json: serde_json::Value = serde_json::from_str(&run_ok(
-        fruix()
-            .args(["native-build", "promote", "--json", "--store"])
-            .arg(&store)
-            .arg(&root),
-    ))
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&run_ok(&mut promote_command(&store, &root, &["--json"]))).unwrap();
     assert_eq!(json["run_id"], "20260405T213444Z");
     assert_eq!(json["result_store"], kv["result_store"].as_str());
     for name in ["world", "kernel", "headers", "bootloader"] {
@@ -75,15 +51,7 @@ fn summary_and_json_agree() {
 /// Each bad input exits 4, names the culprit, and leaves the store as it was.
 #[test]
 fn bad_inputs_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    run_ok(
-        fruix()
-            .args(["native-build", "promote", "--quiet", "--store"])
-            .arg(&store)
-            .arg(sample(dir.path(), "good")),
-    );
-    let before = snapshot(&store);
+    let s = PopulatedStore::new();
     type Breaker = (&'static str, fn(&Path), &'static str);
     let cases: [Breaker; 7] = [
         (
@@ -133,11 +101,7 @@ fn bad_inputs_change_nothing() {
         (
             "device-like file (FIFO)",
             |r| {
-                let p =
-                    std::ffi::CString::new(r.join("artifacts/world/etc/fifo").to_str().unwrap())
-                        .unwrap();
-                // SAFETY: valid NUL-terminated path.
-                assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o644) }, 0);
+                fruix_core::testing::mkfifo(&r.join("artifacts/world/etc/fifo")).unwrap();
                 let mut m = PromotionMetadata::read(&r.join("promotion.scm")).unwrap();
                 m.artifacts[0].tree_signature = None;
                 m.write_to(r).unwrap();
@@ -146,17 +110,9 @@ fn bad_inputs_change_nothing() {
         ),
     ];
     for (i, (what, breaker, expected)) in cases.into_iter().enumerate() {
-        let root = sample(dir.path(), &format!("bad{i}"));
+        let root = s.sample(&format!("bad{i}"));
         breaker(&root);
-        let out = promote(&root, &store, &["--quiet"]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(4), "{what}: {stderr}");
-        assert!(
-            stderr.contains(expected),
-            "{what}: message should name {expected:?}: {stderr}"
-        );
-        assert!(out.stdout.is_empty(), "{what}: no summary on failure");
-        assert_eq!(snapshot(&store), before, "{what}: store changed");
+        s.refuses(what, &root, &[expected]);
     }
 }
 
@@ -164,12 +120,11 @@ fn bad_inputs_change_nothing() {
 fn store_verify_exits_non_zero_on_corruption_and_list_shows_objects() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let kv = key_values(&run_ok(
-        fruix()
-            .args(["native-build", "promote", "--quiet", "--store"])
-            .arg(&store)
-            .arg(sample(dir.path(), "r")),
-    ));
+    let kv = key_values(&run_ok(&mut promote_command(
+        &store,
+        &sample_root(dir.path(), "r"),
+        &["--quiet"],
+    )));
     run_ok(fruix().args(["store", "verify", "--store"]).arg(&store));
     let list: serde_json::Value = serde_json::from_str(&run_ok(
         fruix()
@@ -247,10 +202,7 @@ fn promotion_killed_at_any_point_leaves_no_partial_object() {
         let inotify = Inotify::new();
         let store_wd = inotify.watch(&store, libc::IN_CREATE | libc::IN_MOVED_TO);
         let links_wd = inotify.watch(&store.join(".links"), libc::IN_MOVED_TO);
-        let mut child = fruix()
-            .args(["native-build", "promote", "--quiet", "--store"])
-            .arg(&store)
-            .arg(&root)
+        let mut child = promote_command(&store, &root, &["--quiet"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -286,12 +238,7 @@ fn promotion_killed_at_any_point_leaves_no_partial_object() {
         last_store = Some(store);
     }
     let store = last_store.unwrap();
-    let kv = key_values(&run_ok(
-        fruix()
-            .args(["native-build", "promote", "--store"])
-            .arg(&store)
-            .arg(&root),
-    ));
+    let kv = key_values(&run_ok(&mut promote_command(&store, &root, &[])));
     assert_eq!(kv["artifact_store_count"], "4");
     run_ok(
         fruix()
@@ -327,10 +274,7 @@ fn concurrent_promote_processes_end_with_one_correct_store() {
     let store = dir.path().join("store");
     let children: Vec<_> = (0..3)
         .map(|_| {
-            fruix()
-                .args(["native-build", "promote", "--json", "--store"])
-                .arg(&store)
-                .arg(&root)
+            promote_command(&store, &root, &["--json"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -410,7 +354,7 @@ fn disk_full_midway_removes_temporaries_and_publishes_nothing() {
     }
     let small = SmallFilesystem::mount(dir.path().join("small"), "4m");
     let store = small.path.join("store");
-    let out = promote(&root, &store, &["--quiet"]);
+    let out = run(&mut promote_command(&store, &root, &["--quiet"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -441,7 +385,7 @@ fn unreadable_file_is_named_and_changes_nothing() {
     // Root reads every file whatever its mode, so the promotion runs as `nobody`.
     let setpriv = crate::util::require_tool("setpriv", "util-linux");
     let dir = tempfile::tempdir().unwrap();
-    let root = sample(dir.path(), "root");
+    let root = sample_root(dir.path(), "root");
     let secret = root.join("artifacts/world/etc/motd");
     fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     for d in [dir.path().to_path_buf(), root.clone()] {

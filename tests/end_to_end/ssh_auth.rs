@@ -54,11 +54,7 @@ fn build(
     .arg(host.join("state"))
     .arg("--result-root")
     .arg(host.join(name))
-    .args(["--guest", &sshd.guest()])
-    .arg("--known-hosts")
-    .arg(sshd.known_hosts())
-    .arg("--guest-state-dir")
-    .arg(sshd.state_dir())
+    .args(sshd.guest_options())
     .env_remove("SSH_AUTH_SOCK")
     .env("HOME", host);
     auth(&mut cmd);
@@ -75,8 +71,7 @@ fn assert_built(out: &std::process::Output, what: &str) {
 
 #[test]
 fn rsa_and_ecdsa_key_files_authenticate() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let host = tempfile::tempdir().unwrap();
     for kind in ["rsa", "ecdsa"] {
         let key = authorized_key(&sshd, kind, "");
@@ -89,8 +84,7 @@ fn rsa_and_ecdsa_key_files_authenticate() {
 
 #[test]
 fn encrypted_key_takes_its_passphrase_from_the_named_variable() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let host = tempfile::tempdir().unwrap();
     let key = authorized_key(&sshd, "ed25519", "correct horse");
     let out = build(&sshd, host.path(), "right", |c| {
@@ -129,8 +123,7 @@ impl Drop for Agent {
 
 #[test]
 fn ssh_agent_keys_authenticate() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let host = tempfile::tempdir().unwrap();
     let key = authorized_key(&sshd, "ed25519", "");
     let socket = host.path().join("agent.sock");

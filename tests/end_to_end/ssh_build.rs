@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fruix_core::testing::conformance::processes_mentioning;
 
 use crate::sshd::{guest_build, Sshd};
-use crate::util::{fixture_source, fruix, run, run_ok, wait_until};
+use crate::util::{fixture_source, fruix, promote_command, run, run_ok, wait_until};
 
 fn signatures(report: &serde_json::Value) -> Vec<(String, String)> {
     ["world", "kernel", "headers", "bootloader"]
@@ -27,8 +27,7 @@ fn signatures(report: &serde_json::Value) -> Vec<(String, String)> {
 
 #[test]
 fn both_guest_executors_build_import_promote_and_agree_on_signatures() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let host = tempfile::tempdir().unwrap();
     let mut reports = Vec::new();
     for executor in ["host-initiated", "guest-self-hosted"] {
@@ -113,8 +112,7 @@ fn both_guest_executors_build_import_promote_and_agree_on_signatures() {
 }
 
 fn interrupt_mid_build(executor: &str) {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let host = tempfile::tempdir().unwrap();
     let mut child = guest_build(&sshd, executor, host.path(), "r1")
         .args(["--jobs", "1", "--verbose"])
@@ -148,10 +146,11 @@ fn interrupt_mid_build(executor: &str) {
         left.is_empty(),
         "processes still running in the guest: {left:?}"
     );
-    let promote = run(fruix()
-        .args(["native-build", "promote", "--store"])
-        .arg(host.path().join("store"))
-        .arg(host.path().join("r1")));
+    let promote = run(&mut promote_command(
+        &host.path().join("store"),
+        &host.path().join("r1"),
+        &[],
+    ));
     assert_ne!(promote.status.code(), Some(0));
 }
 
@@ -171,8 +170,7 @@ fn ctrl_c_during_a_self_hosted_build_leaves_no_make_in_the_guest() {
 /// failure is what the helper's outcome line says, typed.
 #[test]
 fn the_host_reads_the_helper_protocol_never_its_prose() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let fruix_bin = env!("CARGO_BIN_EXE_fruix");
     let cases = [
         (
@@ -218,18 +216,14 @@ fn the_host_reads_the_helper_protocol_never_its_prose() {
 #[test]
 fn a_remote_command_cancelled_as_it_starts_leaves_nothing_running() {
     use fruix_core::executor::EventSink;
-    use fruix_executors::ssh::{HostKeyPolicy, SshOptions, SshSession, SshTarget};
-    let sshd = Sshd::start();
-    sshd.trust();
+    use fruix_executors::ssh::{SshOptions, SshSession, SshTarget};
+    let sshd = Sshd::trusted();
     let marker = sshd.dir.path().join("cancelled-as-it-starts");
-    let options = SshOptions {
-        target: SshTarget::parse(&sshd.guest()).unwrap(),
-        identity: Some(sshd.identity()),
-        passphrase_env: None,
-        host_keys: HostKeyPolicy::known_hosts(Some(sshd.known_hosts()), false),
-        connect_timeout: Duration::from_secs(30),
-        max_line_bytes: fruix_executors::ssh::DEFAULT_MAX_LINE_BYTES,
-    };
+    let options = SshOptions::with_key(
+        SshTarget::parse(&sshd.guest()).unwrap(),
+        sshd.identity(),
+        sshd.known_hosts(),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

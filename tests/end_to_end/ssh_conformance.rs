@@ -42,8 +42,7 @@ fn executor(name: &str, sshd: &Sshd, guest: Option<String>) -> Arc<dyn Executor>
 async fn conformance(name: &str) {
     require_tool("bmake", "bmake");
     require_tool("cc", "gcc");
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let dir = tempfile::tempdir().unwrap();
     let unreachable = Some(format!("root@127.0.0.1:{}", closed_port()));
     Suite {

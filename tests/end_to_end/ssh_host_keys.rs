@@ -9,15 +9,16 @@ use crate::util::run;
 
 const MISSING_SOURCE: &str = "/nonexistent/fruix-test-source";
 
-/// A build whose source is missing in the guest: it connects, then stops.
-/// `identity` replaces the accepted user key.
+/// A build, with its host state in a new directory, whose source is missing
+/// in the guest: it connects, then stops. `identity` replaces the accepted
+/// user key.
 fn probe_as(
     sshd: &Sshd,
-    host: &std::path::Path,
     identity: Option<&std::path::Path>,
     extra: &[&str],
 ) -> (Option<i32>, String) {
-    let cmd: Command = guest_build(sshd, "host-initiated", host, "r");
+    let host = tempfile::tempdir().unwrap();
+    let cmd: Command = guest_build(sshd, "host-initiated", host.path(), "r");
     let mut fixed = Command::new(cmd.get_program());
     let mut replace: Option<String> = None;
     for a in cmd.get_args().map(|a| a.to_string_lossy().into_owned()) {
@@ -36,16 +37,14 @@ fn probe_as(
     )
 }
 
-fn probe(sshd: &Sshd, host: &std::path::Path, extra: &[&str]) -> (Option<i32>, String) {
-    probe_as(sshd, host, None, extra)
+fn probe(sshd: &Sshd, extra: &[&str]) -> (Option<i32>, String) {
+    probe_as(sshd, None, extra)
 }
 
 #[test]
 fn missing_source_in_the_guest_is_named() {
-    let sshd = Sshd::start();
-    sshd.trust();
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = probe(&sshd, host.path(), &[]);
+    let sshd = Sshd::trusted();
+    let (code, stderr) = probe(&sshd, &[]);
     assert_ne!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains(MISSING_SOURCE) && stderr.contains("does not exist in the guest"),
@@ -56,8 +55,7 @@ fn missing_source_in_the_guest_is_named() {
 #[test]
 fn unknown_host_key_is_refused_then_accepted_with_accept_new_host_key() {
     let sshd = Sshd::start();
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = probe(&sshd, host.path(), &[]);
+    let (code, stderr) = probe(&sshd, &[]);
     assert_eq!(code, Some(3), "{stderr}");
     assert!(
         stderr.contains("is not known") && stderr.contains("SHA256:"),
@@ -72,16 +70,14 @@ fn unknown_host_key_is_refused_then_accepted_with_accept_new_host_key() {
         .unwrap()
         .is_empty());
 
-    let host = tempfile::tempdir().unwrap();
-    let (_, stderr) = probe(&sshd, host.path(), &["--accept-new-host-key"]);
+    let (_, stderr) = probe(&sshd, &["--accept-new-host-key"]);
     assert!(
         stderr.contains("does not exist in the guest"),
         "it connected: {stderr}"
     );
     let known = std::fs::read_to_string(sshd.known_hosts()).unwrap();
     assert!(known.contains(&line), "{known}");
-    let host = tempfile::tempdir().unwrap();
-    let (_, stderr) = probe(&sshd, host.path(), &[]);
+    let (_, stderr) = probe(&sshd, &[]);
     assert!(
         stderr.contains("does not exist in the guest"),
         "now known: {stderr}"
@@ -90,8 +86,7 @@ fn unknown_host_key_is_refused_then_accepted_with_accept_new_host_key() {
 
 #[test]
 fn hashed_known_hosts_entries_are_honoured() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let out = run(Command::new("ssh-keygen")
         .args(["-q", "-H", "-f"])
         .arg(sshd.known_hosts()));
@@ -99,19 +94,16 @@ fn hashed_known_hosts_entries_are_honoured() {
     assert!(std::fs::read_to_string(sshd.known_hosts())
         .unwrap()
         .starts_with("|1|"));
-    let host = tempfile::tempdir().unwrap();
-    let (_, stderr) = probe(&sshd, host.path(), &[]);
+    let (_, stderr) = probe(&sshd, &[]);
     assert!(stderr.contains("does not exist in the guest"), "{stderr}");
 }
 
 #[test]
 fn changed_host_key_is_refused_even_with_accept_new_host_key() {
-    let mut sshd = Sshd::start();
-    sshd.trust();
+    let mut sshd = Sshd::trusted();
     sshd.restart_with_new_host_key();
     for extra in [&[][..], &["--accept-new-host-key"][..]] {
-        let host = tempfile::tempdir().unwrap();
-        let (code, stderr) = probe(&sshd, host.path(), extra);
+        let (code, stderr) = probe(&sshd, extra);
         assert_eq!(code, Some(3), "{stderr}");
         assert!(
             stderr.contains("HAS CHANGED") && stderr.contains("man in the middle"),
@@ -123,12 +115,10 @@ fn changed_host_key_is_refused_even_with_accept_new_host_key() {
 
 #[test]
 fn wrong_user_key_is_refused_with_a_clear_message() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let other = sshd.dir.path().join("other_key");
     keygen(&other);
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = probe_as(&sshd, host.path(), Some(&other), &[]);
+    let (code, stderr) = probe_as(&sshd, Some(&other), &[]);
     assert_eq!(code, Some(3), "{stderr}");
     assert!(
         stderr.contains("refused authentication as user")
@@ -155,34 +145,27 @@ fn machines_file_with_a_pinned_host_key_replaces_known_hosts() {
         ),
     )
     .unwrap();
-    let out = run(crate::util::fruix()
-        .args([
-            "build",
-            "--executor",
-            "host-initiated",
-            "--source",
-            MISSING_SOURCE,
-        ])
-        .args(["--freebsd-version", "15.0-STABLE", "--machines"])
-        .arg(&machines)
-        .args(["--machine", "builder-1", "--result-root"])
+    let out = run(build_on(&machines, "builder-1")
+        .arg("--result-root")
         .arg(host.path().join("r")));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("does not exist in the guest"),
         "it connected: {stderr}"
     );
-    let out = run(crate::util::fruix()
-        .args([
-            "build",
-            "--executor",
-            "host-initiated",
-            "--source",
-            MISSING_SOURCE,
-        ])
-        .args(["--freebsd-version", "15.0-STABLE", "--machines"])
-        .arg(&machines)
-        .args(["--machine", "builder-9"]));
+    let out = run(&mut build_on(&machines, "builder-9"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("builder-1"));
+}
+
+/// A host-initiated build on `machine` of the machines file `machines`,
+/// from a source the guest does not have.
+fn build_on(machines: &std::path::Path, machine: &str) -> Command {
+    let mut cmd = crate::util::fruix();
+    cmd.args(["build", "--executor", "host-initiated", "--source"])
+        .arg(MISSING_SOURCE)
+        .args(["--freebsd-version", "15.0-STABLE", "--machines"])
+        .arg(machines)
+        .args(["--machine", machine]);
+    cmd
 }

@@ -7,42 +7,53 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
+
+use fruix_core::testing::raw_archive;
 
 use crate::sshd::{guest_build, script, tampering_helper, Sshd};
 use crate::util::{run, snapshot};
 
-/// A guest build with `helper` as the guest's fruix; returns status and stderr.
-pub fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> (Option<i32>, String) {
+/// A guest-self-hosted [`guest_build`] into result root `r1` under `host`,
+/// with `helper` as the guest's fruix.
+fn build_with_helper(sshd: &Sshd, host: &Path, helper: &Path) -> Command {
+    let cmd = guest_build(sshd, "guest-self-hosted", host, "r1");
+    let mut fixed = Command::new(cmd.get_program());
+    let mut replace = false;
+    for a in cmd.get_args() {
+        fixed.arg(if replace { helper.as_os_str() } else { a });
+        replace = a == "--guest-helper";
+    }
+    fixed
+}
+
+/// A build's exit status and stderr.
+pub type Outcome = (Option<i32>, String);
+
+/// A guest build with `helper` as the guest's fruix.
+pub fn build_with(sshd: &Sshd, host: &Path, helper: &Path) -> Outcome {
     build_with_config(sshd, host, helper, &[])
 }
 
 /// [`build_with`], with executor configuration `KEY=VALUE` pairs.
-pub fn build_with_config(
-    sshd: &Sshd,
-    host: &Path,
-    helper: &Path,
-    config: &[&str],
-) -> (Option<i32>, String) {
-    let cmd = guest_build(sshd, "guest-self-hosted", host, "r1");
-    let mut fixed = std::process::Command::new(cmd.get_program());
-    let mut replace = false;
-    for a in cmd.get_args() {
-        if replace {
-            fixed.arg(helper);
-        } else {
-            fixed.arg(a);
-        }
-        replace = a == "--guest-helper";
-    }
+pub fn build_with_config(sshd: &Sshd, host: &Path, helper: &Path, config: &[&str]) -> Outcome {
+    let mut cmd = build_with_helper(sshd, host, helper);
     for pair in config {
-        fixed.args(["--config", pair]);
+        cmd.args(["--config", pair]);
     }
-    let out = run(&mut fixed);
+    let out = run(&mut cmd);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A guest-self-hosted build into `host` by a guest helper that runs
+/// `after` on the result root it built ([`tampering_helper`]), with
+/// executor configuration `config`.
+pub fn tampered_build(sshd: &Sshd, host: &Path, after: &str, config: &[&str]) -> Outcome {
+    let helper = tampering_helper(sshd.dir.path(), after);
+    build_with_config(sshd, host, &helper, config)
 }
 
 /// No staging directory is left next to the result root, and the result
@@ -65,14 +76,9 @@ pub fn nothing_partial(host: &Path) {
 
 #[test]
 fn tree_changed_in_the_guest_after_signing_is_refused() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let host = tempfile::tempdir().unwrap();
-    let helper = tampering_helper(
-        sshd.dir.path(),
-        "chmod u+w \"$ROOT/artifacts/world/bin/sh\"; echo tampered >> \"$ROOT/artifacts/world/bin/sh\"",
-    );
-    let (code, stderr) = build_with(&sshd, host.path(), &helper);
+    let (code, stderr) = tampered_build(&sshd, host.path(), "chmod u+w \"$ROOT/artifacts/world/bin/sh\"; echo tampered >> \"$ROOT/artifacts/world/bin/sh\"", &[]);
     assert_eq!(code, Some(4), "{stderr}");
     assert!(stderr.contains("tree signature mismatch"), "{stderr}");
     assert!(stderr.contains("artifacts/world"), "{stderr}");
@@ -82,14 +88,14 @@ fn tree_changed_in_the_guest_after_signing_is_refused() {
 
 #[test]
 fn setuid_bits_are_never_created_and_a_setuid_file_added_to_a_signed_tree_is_refused() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let host = tempfile::tempdir().unwrap();
-    let helper = tampering_helper(
-        sshd.dir.path(),
+    let (code, stderr) = tampered_build(
+        &sshd,
+        host.path(),
         "cp /bin/true \"$ROOT/logs/evil\"; chmod 4755 \"$ROOT/logs/evil\"",
+        &[],
     );
-    let (code, stderr) = build_with(&sshd, host.path(), &helper);
     assert_eq!(code, Some(0), "{stderr}");
     let evil = host.path().join("r1/logs/evil").metadata().unwrap();
     assert_eq!(
@@ -115,42 +121,16 @@ fn setuid_bits_are_never_created_and_a_setuid_file_added_to_a_signed_tree_is_ref
     assert!(!recorded.contains("logs/evil"), "{recorded}");
 
     let host = tempfile::tempdir().unwrap();
-    let helper = tampering_helper(
-        sshd.dir.path(),
-        "cp /bin/true \"$ROOT/artifacts/world/bin/evil\"; chmod 4755 \"$ROOT/artifacts/world/bin/evil\"",
-    );
-    let (code, stderr) = build_with(&sshd, host.path(), &helper);
+    let (code, stderr) = tampered_build(&sshd, host.path(), "cp /bin/true \"$ROOT/artifacts/world/bin/evil\"; chmod 4755 \"$ROOT/artifacts/world/bin/evil\"", &[]);
     assert_eq!(code, Some(4), "{stderr}");
     assert!(stderr.contains("tree signature mismatch"), "{stderr}");
     nothing_partial(host.path());
 }
 
-/// One raw tar entry: name, type, mode, content, link target.
-type RawEntry<'a> = (&'a str, tar::EntryType, u32, &'a [u8], Option<&'a str>);
-
-/// A tar archive with raw entry names (`..` and absolute ones included).
-fn hostile_archive(entries: &[RawEntry<'_>]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, kind, mode, data, link) in entries {
-        let mut h = tar::Header::new_gnu();
-        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-        h.set_entry_type(*kind);
-        h.set_mode(*mode);
-        h.set_size(data.len() as u64);
-        if let Some(l) = link {
-            h.set_link_name(l).unwrap();
-        }
-        h.set_cksum();
-        b.append(&h, *data).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
 #[test]
 fn hostile_archives_are_refused_and_nothing_outside_staging_is_touched() {
     use tar::EntryType as T;
-    let sshd = Sshd::start_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin");
-    sshd.trust();
+    let sshd = Sshd::trusted_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin");
     // The guest's tar sends .hostile.tar instead of the tree when there is one.
     script(
         &sshd.dir.path().join("bin/tar"),
@@ -162,7 +142,7 @@ fn hostile_archives_are_refused_and_nothing_outside_staging_is_touched() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "symlink to /etc/passwd used as a directory",
-            hostile_archive(&[
+            raw_archive(&[
                 ("./artifacts/", T::Directory, 0o755, b"", None),
                 ("./artifacts/p", T::Symlink, 0o777, b"", Some("/etc/passwd")),
                 ("./artifacts/p/x", T::Regular, 0o644, b"owned", None),
@@ -171,17 +151,17 @@ fn hostile_archives_are_refused_and_nothing_outside_staging_is_touched() {
         ),
         (
             "`..` entry",
-            hostile_archive(&[(dotdot.as_str(), T::Regular, 0o644, b"escaped", None)]),
+            raw_archive(&[(dotdot.as_str(), T::Regular, 0o644, b"escaped", None)]),
             "`..`",
         ),
         (
             "FIFO",
-            hostile_archive(&[("./artifacts/fifo", T::Fifo, 0o644, b"", None)]),
+            raw_archive(&[("./artifacts/fifo", T::Fifo, 0o644, b"", None)]),
             "FIFO",
         ),
         (
             "setuid file in an unsigned tree",
-            hostile_archive(&[
+            raw_archive(&[
                 (
                     "./promotion.scm",
                     T::Regular,
@@ -209,11 +189,12 @@ fn hostile_archives_are_refused_and_nothing_outside_staging_is_touched() {
         let host = tempfile::tempdir().unwrap();
         let archive_path = sshd.dir.path().join("hostile.tar");
         std::fs::write(&archive_path, archive).unwrap();
-        let helper = tampering_helper(
-            sshd.dir.path(),
+        let (code, stderr) = tampered_build(
+            &sshd,
+            host.path(),
             &format!("cp {} \"$ROOT/.hostile.tar\"", archive_path.display()),
+            &[],
         );
-        let (code, stderr) = build_with(&sshd, host.path(), &helper);
         assert!(code != Some(0), "{what}: accepted: {stderr}");
         assert!(stderr.contains(expected), "{what}: {stderr}");
         assert!(
@@ -240,7 +221,7 @@ fn hostile_archives_are_refused_and_nothing_outside_staging_is_touched() {
 /// A valid entry, a header block with a bad checksum, then 8 MB more: the
 /// extraction stops at the bad header while the guest is still sending.
 fn corrupt_then_more() -> Vec<u8> {
-    let mut archive = hostile_archive(&[("./ok", tar::EntryType::Regular, 0o644, b"x", None)]);
+    let mut archive = raw_archive(&[("./ok", tar::EntryType::Regular, 0o644, b"x", None)]);
     archive.truncate(archive.len() - 1024);
     let mut bad = [b'x'; 512];
     bad[148..156].copy_from_slice(b"0000000\0");
@@ -267,22 +248,14 @@ fn walk_setuid(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn sshd_killed_during_import_is_a_system_failure_leaving_nothing() {
-    let mut sshd = Sshd::start();
-    sshd.trust();
+    let mut sshd = Sshd::trusted();
     let host = tempfile::tempdir().unwrap();
     // A large result root, so that the import is still running when sshd dies.
     let helper = tampering_helper(
         sshd.dir.path(),
         "dd if=/dev/zero of=\"$ROOT/logs/big\" bs=1048576 count=600 2>/dev/null",
     );
-    let cmd = guest_build(&sshd, "guest-self-hosted", host.path(), "r1");
-    let mut fixed = std::process::Command::new(cmd.get_program());
-    let mut replace = false;
-    for a in cmd.get_args() {
-        fixed.arg(if replace { helper.as_os_str() } else { a });
-        replace = a == "--guest-helper";
-    }
-    let mut child = fixed
+    let mut child = build_with_helper(&sshd, host.path(), &helper)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

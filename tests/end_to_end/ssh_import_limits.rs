@@ -6,21 +6,20 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::ssh_import::{build_with_config, nothing_partial};
-use crate::sshd::{script, tampering_helper, Sshd};
+use crate::ssh_import::{nothing_partial, tampered_build};
+use crate::sshd::{script, Sshd};
 use crate::util::snapshot;
 
 #[test]
 fn an_import_over_import_max_bytes_is_refused_and_leaves_nothing() {
-    let sshd = Sshd::start();
-    sshd.trust();
+    let sshd = Sshd::trusted();
     let host = tempfile::tempdir().unwrap();
-    let helper = tampering_helper(
-        sshd.dir.path(),
+    let (code, stderr) = tampered_build(
+        &sshd,
+        host.path(),
         "dd if=/dev/zero of=\"$ROOT/logs/big\" bs=1048576 count=4 2>/dev/null",
+        &["import_max_bytes=1048576"],
     );
-    let (code, stderr) =
-        build_with_config(&sshd, host.path(), &helper, &["import_max_bytes=1048576"]);
     assert_eq!(code, Some(4), "{stderr}");
     assert!(
         stderr.contains(
@@ -64,8 +63,7 @@ fn modes_under(dir: &Path) -> Vec<(String, u32)> {
 
 #[test]
 fn guest_modes_0777_and_0666_arrive_as_0755_and_0644_through_a_0700_staging() {
-    let sshd = Sshd::start_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin");
-    sshd.trust();
+    let sshd = Sshd::trusted_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin");
     let host = tempfile::tempdir().unwrap();
     // This machine is the guest: its tar, started by the import after the
     // host created the staging directory, records that directory's mode.
@@ -78,14 +76,11 @@ fn guest_modes_0777_and_0666_arrive_as_0755_and_0644_through_a_0700_staging() {
             recorded = recorded.display()
         ),
     );
-    let helper = tampering_helper(
-        sshd.dir.path(),
-        "chmod 0777 \"$ROOT\" \"$ROOT/logs\"\n\
+    let loosen = "chmod 0777 \"$ROOT\" \"$ROOT/logs\"\n\
          printf x > \"$ROOT/logs/open\"; chmod 0666 \"$ROOT/logs/open\"\n\
          cp /bin/true \"$ROOT/logs/run\"; chmod 0777 \"$ROOT/logs/run\"\n\
-         chmod -R go+w \"$ROOT/artifacts\"",
-    );
-    let (code, stderr) = build_with_config(&sshd, host.path(), &helper, &[]);
+         chmod -R go+w \"$ROOT/artifacts\"";
+    let (code, stderr) = tampered_build(&sshd, host.path(), loosen, &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(
         std::fs::read_to_string(&recorded).expect("the guest's tar ran during the import"),
@@ -129,8 +124,7 @@ const FIFTY_MB: usize = 50 << 20;
 
 #[test]
 fn fifty_megabytes_on_one_line_from_the_helper_or_tar_are_cut_and_say_so() {
-    let sshd = Sshd::start_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin");
-    sshd.trust();
+    let sshd = Sshd::trusted_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin");
     let cut = format!(
         "[line cut at 4096 bytes: {} more bytes dropped; the cap is output_max_line_bytes]",
         FIFTY_MB - 4096
@@ -138,12 +132,12 @@ fn fifty_megabytes_on_one_line_from_the_helper_or_tar_are_cut_and_say_so() {
 
     // The guest helper prints the line on stderr, then fails.
     let host = tempfile::tempdir().unwrap();
-    let helper = tampering_helper(
-        sshd.dir.path(),
+    let (code, stderr) = tampered_build(
+        &sshd,
+        host.path(),
         &format!("head -c {FIFTY_MB} /dev/zero | tr '\\0' x >&2\nexit 1"),
+        &["output_max_line_bytes=4096"],
     );
-    let (code, stderr) =
-        build_with_config(&sshd, host.path(), &helper, &["output_max_line_bytes=4096"]);
     assert_eq!(code, Some(1), "{}", end(&stderr));
     assert!(stderr.contains(&cut), "{}", end(&stderr));
     assert!(
@@ -161,9 +155,12 @@ fn fifty_megabytes_on_one_line_from_the_helper_or_tar_are_cut_and_say_so() {
         ),
     );
     let host = tempfile::tempdir().unwrap();
-    let helper = tampering_helper(sshd.dir.path(), ": > \"$ROOT/.noisy-tar\"");
-    let (code, stderr) =
-        build_with_config(&sshd, host.path(), &helper, &["output_max_line_bytes=4096"]);
+    let (code, stderr) = tampered_build(
+        &sshd,
+        host.path(),
+        ": > \"$ROOT/.noisy-tar\"",
+        &["output_max_line_bytes=4096"],
+    );
     assert_eq!(code, Some(3), "{}", end(&stderr));
     assert!(
         stderr.contains("tar of the guest result root"),

@@ -8,6 +8,7 @@
 //! [`Sshd::trust`]) and the guest state directory. The guest is this
 //! machine, as the current user. Missing tools fail the test loudly.
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{fixture_source, fruix, require_tool, run_ok};
+use crate::util::{fixture_build, fruix, require_tool, run_ok};
 
 pub struct Sshd {
     pub dir: tempfile::TempDir,
@@ -71,6 +72,18 @@ impl Sshd {
 
     pub fn start() -> Sshd {
         Sshd::start_with("")
+    }
+
+    /// [`Sshd::start_with`], then [`Sshd::trust`].
+    pub fn trusted_with(env: &str) -> Sshd {
+        let sshd = Sshd::start_with(env);
+        sshd.trust();
+        sshd
+    }
+
+    /// [`Sshd::start`], then [`Sshd::trust`].
+    pub fn trusted() -> Sshd {
+        Sshd::trusted_with("")
     }
 
     fn spawn(&mut self) {
@@ -151,6 +164,19 @@ impl Sshd {
         self.dir.path().join("guest-state")
     }
 
+    /// `--guest`, `--known-hosts` and `--guest-state-dir` of this server:
+    /// what every build in its guest is given (the key is the caller's).
+    pub fn guest_options(&self) -> [OsString; 6] {
+        [
+            "--guest".into(),
+            self.guest().into(),
+            "--known-hosts".into(),
+            self.known_hosts().into(),
+            "--guest-state-dir".into(),
+            self.state_dir().into(),
+        ]
+    }
+
     /// The host public key line, `ssh-ed25519 AAAA...`.
     pub fn host_key(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("host_ed25519.pub")).unwrap();
@@ -204,23 +230,10 @@ impl Drop for Sshd {
 pub fn guest_build(sshd: &Sshd, executor: &str, host: &Path, name: &str) -> Command {
     require_tool("bmake", "bmake");
     require_tool("cc", "gcc");
-    let mut cmd = fruix();
-    cmd.args(["build", "--executor", executor, "--source"])
-        .arg(fixture_source())
-        .arg("--store")
-        .arg(host.join("store"))
-        .arg("--state-dir")
-        .arg(host.join("state"))
-        .arg("--result-root")
-        .arg(host.join(name))
-        .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"])
-        .args(["--guest", &sshd.guest()])
+    let mut cmd = fixture_build(fruix(), executor, host, name);
+    cmd.args(sshd.guest_options())
         .arg("--identity")
-        .arg(sshd.identity())
-        .arg("--known-hosts")
-        .arg(sshd.known_hosts())
-        .arg("--guest-state-dir")
-        .arg(sshd.state_dir());
+        .arg(sshd.identity());
     // Only guest-self-hosted has a helper (host-initiated refuses the key).
     if executor == "guest-self-hosted" {
         cmd.arg("--guest-helper").arg(env!("CARGO_BIN_EXE_fruix"));

@@ -1,7 +1,12 @@
 //! Helpers shared by the end-to-end tests.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use fruix_core::testing::write_sample_result_root;
 
 /// Panics with a clear message when `tool` is not on PATH.
 pub fn require_tool(tool: &str, package: &str) -> PathBuf {
@@ -26,6 +31,154 @@ pub fn fixture_source() -> PathBuf {
         .join("../tests/fixtures/freebsd-src-mini")
         .canonicalize()
         .expect("tests/fixtures/freebsd-src-mini exists")
+}
+
+/// `--store DIR/store --state-dir DIR/state`: the store and state directory
+/// of a test's runs, both in `dir`.
+pub fn store_and_state(dir: &Path) -> [OsString; 4] {
+    [
+        "--store".into(),
+        dir.join("store").into(),
+        "--state-dir".into(),
+        dir.join("state").into(),
+    ]
+}
+
+/// `cmd` (`fruix`, with any global options) `build --executor EXECUTOR` of
+/// the miniature tree, with [`store_and_state`] and result root `name` in
+/// `dir`, and the tests' fixed SOURCE_DATE_EPOCH and `-DNO_ROOT`.
+pub fn fixture_build(mut cmd: Command, executor: &str, dir: &Path, name: &str) -> Command {
+    cmd.args(["build", "--executor", executor, "--source"])
+        .arg(fixture_source())
+        .args(store_and_state(dir))
+        .arg("--result-root")
+        .arg(dir.join(name))
+        .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"]);
+    cmd
+}
+
+/// `fruix native-build promote OPTIONS --store STORE ROOT`.
+pub fn promote_command(store: &Path, root: &Path, options: &[&str]) -> Command {
+    let mut cmd = fruix();
+    cmd.args(["native-build", "promote"])
+        .args(options)
+        .arg("--store")
+        .arg(store)
+        .arg(root);
+    cmd
+}
+
+/// Writes the sample result root of `fruix_core::testing` (executor
+/// guest-self-hosted, signed) at `dir/name`.
+pub fn sample_root(dir: &Path, name: &str) -> PathBuf {
+    let root = dir.join(name);
+    write_sample_result_root(&root, "guest-self-hosted", "20260405T213444Z", true).unwrap();
+    root
+}
+
+/// Runs `cmd` to completion, killing it and failing when it outlives
+/// `deadline`: a command that hangs fails its test instead of blocking
+/// the suite.
+pub fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(deadline) {
+        Ok(output) => output.expect("waiting for fruix"),
+        Err(_) => {
+            // SAFETY: `pid` is our child, still running (it has not been waited for).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{cmd:?} did not finish within {deadline:?}: it hangs");
+        }
+    }
+}
+
+/// Checks that `out` failed with exit status `status` and that its stderr
+/// holds each of `expected`; returns stderr. `what` names the case.
+pub fn failed_with(what: &str, out: &Output, status: i32, expected: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(status),
+        "{what}: expected exit status {status}, got {}: {stderr}",
+        out.status
+    );
+    for e in expected {
+        assert!(
+            stderr.contains(e),
+            "{what}: stderr should contain {e:?}: {stderr}"
+        );
+    }
+    stderr
+}
+
+/// Runs `cmd` and expects it to fail with exit status `status` and each of
+/// `expected` in its stderr ([`failed_with`]); returns stderr.
+pub fn run_failing(cmd: &mut Command, status: i32, expected: &[&str]) -> String {
+    failed_with(&format!("{cmd:?}"), &run(cmd), status, expected)
+}
+
+/// Promotes `root` into `store` and checks that it is refused as invalid
+/// input: exit status 4 within a minute (a hang fails the test), each of
+/// `expected` in stderr, and no summary on stdout. Returns stderr.
+pub fn promote_refused(what: &str, store: &Path, root: &Path, expected: &[&str]) -> String {
+    let mut promote = promote_command(store, root, &["--quiet"]);
+    let out = run_with_deadline(&mut promote, Duration::from_secs(60));
+    let stderr = failed_with(what, &out, 4, expected);
+    assert!(out.stdout.is_empty(), "{what}: no summary on failure");
+    stderr
+}
+
+/// A temporary directory with a store already holding the objects of
+/// [`sample_root`], which a refused promotion must leave as it was.
+pub struct PopulatedStore {
+    pub dir: tempfile::TempDir,
+    store: PathBuf,
+    before: Vec<String>,
+}
+
+impl PopulatedStore {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let good = sample_root(dir.path(), "good");
+        run_ok(&mut promote_command(&store, &good, &["--quiet"]));
+        let before = snapshot(&store);
+        PopulatedStore { dir, store, before }
+    }
+
+    /// A new [`sample_root`] named `name`.
+    pub fn sample(&self, name: &str) -> PathBuf {
+        sample_root(self.dir.path(), name)
+    }
+
+    /// Checks that promoting `root` is [`promote_refused`] and leaves the
+    /// store unchanged; returns stderr.
+    pub fn refuses(&self, what: &str, root: &Path, expected: &[&str]) -> String {
+        let stderr = promote_refused(what, &self.store, root, expected);
+        assert_eq!(snapshot(&self.store), self.before, "{what}: store changed");
+        stderr
+    }
+}
+
+/// The `key` string of each element of the JSON array `array`.
+pub fn strings_of<'a>(array: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    array
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {array}"))
+        .iter()
+        .map(|e| {
+            e[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string {key} in {e}"))
+        })
+        .collect()
 }
 
 /// Runs `cmd`, returning its output; panics when it cannot start.

@@ -21,9 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fruix_core::executor::{EventSink, RunContext};
+use fruix_core::executor::EventSink;
+use fruix_core::testing::{fixture_request, run_context};
 use fruix_executors::import;
-use fruix_executors::ssh::{HostKeyPolicy, SshOptions, SshSession, SshTarget};
+use fruix_executors::ssh::{SshOptions, SshSession, SshTarget};
 
 #[path = "../tree.rs"]
 mod tree;
@@ -98,19 +99,8 @@ fn fresh(dir: &Path) -> PathBuf {
 }
 
 async fn fruix_import(options: &SshOptions, root: &Path, dest: &Path) -> Duration {
-    let request = serde_json::from_value(serde_json::json!({
-        "run_id": "bench", "freebsd_base": {"name": "FreeBSD", "version": "15.0", "branch": "main", "target": "amd64", "target_arch": "amd64"},
-        "source": {"path": "/usr/src", "commit": null},
-        "policy": {"jobs": 1, "kernconf": "GENERIC", "make_flags": [], "source_date_epoch": null},
-        "artifacts": ["world"],
-    }))
-    .unwrap();
-    let ctx = RunContext {
-        request,
-        result_root: dest.to_path_buf(),
-        events: EventSink::discard(),
-        cancel: Default::default(),
-    };
+    let request = fixture_request(Path::new("/usr/src"), &[]);
+    let ctx = run_context(request, dest, EventSink::discard());
     let started = Instant::now();
     let session = SshSession::connect(options, &ctx.events).await.unwrap();
     let staged = import::fetch(
@@ -159,18 +149,12 @@ fn main() {
     let keys = fresh(&work.join("ssh"));
     let (mut sshd, port) = start_sshd(&keys);
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let options = SshOptions {
-        target: SshTarget {
-            user,
-            host: "127.0.0.1".into(),
-            port,
-        },
-        identity: Some(keys.join("id_ed25519")),
-        passphrase_env: None,
-        host_keys: HostKeyPolicy::known_hosts(Some(keys.join("known_hosts")), false),
-        connect_timeout: Duration::from_secs(30),
-        max_line_bytes: fruix_executors::ssh::DEFAULT_MAX_LINE_BYTES,
+    let target = SshTarget {
+        user,
+        host: "127.0.0.1".into(),
+        port,
     };
+    let options = SshOptions::with_key(target, keys.join("id_ed25519"), keys.join("known_hosts"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

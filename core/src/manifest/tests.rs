@@ -18,12 +18,7 @@ fn make_tree(root: &Path, reversed: bool) {
     if reversed {
         files.reverse();
     }
-    for (path, content, mode) in files {
-        let p = root.join(path);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, content).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
-    }
+    crate::testing::write_files(root, &files).unwrap();
     fs::create_dir_all(root.join("a")).unwrap();
     let odd = root.join(OsStr::from_bytes(b"a/\xff\xfe-latin1"));
     fs::write(odd, b"bytes").unwrap();
@@ -35,33 +30,12 @@ fn signature(root: &Path) -> TreeSignature {
     tree_signature(root).unwrap()
 }
 
-fn set_mtime_everywhere(root: &Path, secs: i64) {
-    for e in walkdir::WalkDir::new(root) {
-        let e = e.unwrap();
-        let path = std::ffi::CString::new(e.path().as_os_str().as_bytes()).unwrap();
-        let times = [libc::timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        }; 2];
-        // SAFETY: valid NUL-terminated path and a two-element times array.
-        let rc = unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                times.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        assert_eq!(rc, 0);
-    }
-}
-
 #[test]
 fn signature_ignores_creation_order_and_timestamps() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     make_tree(a.path(), false);
     make_tree(b.path(), true);
-    set_mtime_everywhere(b.path(), 1_000_000);
+    crate::testing::set_times(b.path(), 1_000_000).unwrap();
     assert_eq!(signature(a.path()), signature(b.path()));
 }
 
@@ -123,9 +97,7 @@ fn fifo_is_refused_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("dev")).unwrap();
     let fifo = dir.path().join("dev/pipe");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
-    // SAFETY: valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    crate::testing::mkfifo(&fifo).unwrap();
     match tree_signature(dir.path()) {
         Err(Error::UnsupportedFileType { path, kind }) => {
             assert_eq!(path, fifo);

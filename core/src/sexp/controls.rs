@@ -70,18 +70,10 @@ pub(super) fn first_control_inside(value: &Value) -> Option<char> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use crate::error::{Error, Result};
-    use crate::sexp::{read_record, Record};
-
-    fn read<T>(text: &str, read: impl FnOnce(&mut Record<'_>) -> Result<T>) -> Result<T> {
-        read_record(Path::new("m.scm"), text, "fruix-x", read)
-    }
-
-    fn invalid<T: std::fmt::Debug>(result: Result<T>) -> (String, Option<usize>, String) {
-        crate::testing::invalid_metadata(result)
-    }
+    use crate::sexp::tests::read;
+    use crate::sexp::Record;
+    use crate::testing::invalid_metadata as invalid;
 
     /// Issue 10, class 8: strings with control characters forged output
     /// and metadata lines.

@@ -20,6 +20,39 @@ use crate::promotion::{
     ArtifactEntry, BuildPolicy, FreebsdBase, PromotionMetadata, SourceStore, BASE_ARTIFACTS,
 };
 
+/// One raw tar entry: name, type, mode, content, link target.
+pub type RawEntry<'a> = (&'a str, tar::EntryType, u32, &'a [u8], Option<&'a str>);
+
+/// A tar archive built entry by entry with the names as given, hostile ones
+/// (`..`, absolute) included: what a guest may send to an import.
+pub fn raw_archive(entries: &[RawEntry<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, mode, data, link) in entries {
+        let mut h = tar::Header::new_gnu();
+        // Write the name bytes directly: set_path refuses `..` and absolute paths.
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_entry_type(*kind);
+        h.set_mode(*mode);
+        h.set_size(data.len() as u64);
+        if let Some(l) = link {
+            h.set_link_name(l).expect("a link name tar can hold");
+        }
+        h.set_cksum();
+        b.append(&h, *data).expect("appending to a Vec cannot fail");
+    }
+    b.into_inner().expect("finishing a Vec cannot fail")
+}
+
+/// The make steps of a build of the four base artifacts, in the order they
+/// run, each logged to `logs/STEP.log`.
+pub const BASE_STEPS: [&str; 5] = [
+    "buildworld",
+    "buildkernel",
+    "installworld",
+    "distribution",
+    "installkernel",
+];
+
 /// The metadata of [`write_sample_result_root`] (without signatures).
 pub fn sample_metadata(executor: &str, run_id: &str) -> PromotionMetadata {
     PromotionMetadata {
@@ -59,6 +92,52 @@ pub fn sample_metadata(executor: &str, run_id: &str) -> PromotionMetadata {
     }
 }
 
+/// Writes each `(path, content, mode)` of `files` below `root`, in order,
+/// creating parent directories.
+pub fn write_files(root: &Path, files: &[(&str, &[u8], u32)]) -> Result<()> {
+    for (path, content, mode) in files {
+        file(root, path, content, *mode)?;
+    }
+    Ok(())
+}
+
+/// Sets the access and modification times of `root` and of everything
+/// below it (symlinks themselves, not their targets) to `seconds` after the
+/// epoch.
+pub fn set_times(root: &Path, seconds: i64) -> Result<()> {
+    let time = rustix::fs::Timespec {
+        tv_sec: seconds,
+        tv_nsec: 0,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: time,
+        last_modification: time,
+    };
+    for entry in walkdir::WalkDir::new(root) {
+        let entry = entry
+            .map_err(std::io::Error::from)
+            .with_path("walk", root)?;
+        let path = entry.path();
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            path,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(std::io::Error::from)
+        .with_path("set the times of", path)?;
+    }
+    Ok(())
+}
+
+/// Makes a FIFO (mode 0644) at `path`: a special file fruix must refuse
+/// without blocking on it.
+pub fn mkfifo(path: &Path) -> Result<()> {
+    rustix::fs::mkfifoat(rustix::fs::CWD, path, rustix::fs::Mode::from(0o644))
+        .map_err(std::io::Error::from)
+        .with_path("make a FIFO at", path)
+}
+
 fn file(root: &Path, path: &str, content: &[u8], mode: u32) -> Result<()> {
     let p = root.join(path);
     let parent = p.parent().expect("file paths have a parent");
@@ -81,6 +160,32 @@ pub fn invalid_metadata<T: std::fmt::Debug>(result: Result<T>) -> (String, Optio
     }
 }
 
+/// One mistake in a metadata file: `(replace, with, field, line, message)`.
+/// Replacing `replace` with `with` in a valid text must make the reader
+/// refuse it as [`Error::InvalidMetadata`](crate::Error::InvalidMetadata)
+/// naming `field` on `line`, with `message` in its message.
+pub type Mistake<'a> = (&'a str, &'a str, &'a str, usize, &'a str);
+
+/// Checks that `read` refuses each of `mistakes` made in `valid` as the
+/// mistake says.
+pub fn assert_mistakes_refused<T: std::fmt::Debug>(
+    valid: &str,
+    read: impl Fn(&str) -> Result<T>,
+    mistakes: &[Mistake<'_>],
+) {
+    for (replace, with, field, line, message) in mistakes {
+        let text = valid.replace(replace, with);
+        assert_ne!(text, valid, "the valid text holds {replace:?}");
+        let (got_field, got_line, got) = invalid_metadata(read(&text));
+        assert_eq!(
+            (got_field.as_str(), got_line),
+            (*field, Some(*line)),
+            "{with:?}: {got}"
+        );
+        assert!(got.contains(message), "{with:?}: {got}");
+    }
+}
+
 /// A request to build the four base artifacts of the source tree at `source`
 /// (the miniature FreeBSD tree in fruix's own tests) with `make_flags`, in
 /// the shape of [`sample_metadata`].
@@ -98,6 +203,21 @@ pub fn fixture_request(source: &Path, make_flags: &[&str]) -> crate::executor::B
             ..m.build_policy
         },
         artifacts: crate::executor::base_artifacts(),
+    }
+}
+
+/// A context for running `request` into `result_root`, sending events to
+/// `events`, not cancelled.
+pub fn run_context(
+    request: crate::executor::BuildRequest,
+    result_root: &Path,
+    events: crate::executor::EventSink,
+) -> crate::executor::RunContext {
+    crate::executor::RunContext {
+        request,
+        result_root: result_root.to_path_buf(),
+        events,
+        cancel: Default::default(),
     }
 }
 

@@ -201,14 +201,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<ExternalSpec>> {
     let dir =
         std::fs::canonicalize(&dir).with_path("resolve the directory of executors file", &dir)?;
     read_record(path, text, EXECUTORS_HEAD, |r| {
-        let version = r.integer("format-version")?;
-        if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedFormatVersion {
-                path: path.to_path_buf(),
-                version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        r.format_version(FORMAT_VERSION)?;
         r.repeated("executor")?
             .into_iter()
             .map(|e| read_executor(e, path, &dir))
@@ -245,20 +238,7 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
     let mut config_keys = Vec::new();
     for mut key in r.repeated("config-key")? {
         let name = key.string("name")?;
-        let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !valid {
-            return Err(key.error(
-                "name",
-                None,
-                format!(
-                    "{} is not a configuration key name: use a-z, 0-9 and _",
-                    escape::quoted(&name)
-                ),
-            ));
-        }
+        check_key_name(&name).map_err(|m| key.error("name", None, m))?;
         let description = key.string("description")?;
         key.finish()?;
         config_keys.push(ConfigKey { name, description });
@@ -314,6 +294,22 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
         collect,
         cleanup,
     })
+}
+
+/// Checks a configuration key name: `a-z`, `0-9` and `_`, not empty.
+fn check_key_name(name: &str) -> std::result::Result<(), String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not a configuration key name: use a-z, 0-9 and _",
+            escape::quoted(name)
+        ))
+    }
 }
 
 fn exit_code(r: &mut Record<'_>, field: &str, default: i32) -> Result<i32> {
@@ -412,50 +408,52 @@ mod tests {
     #[test]
     fn mistakes_are_refused_naming_field_and_line() {
         let cases = [
+            // (replace, with, part of the message)
             (
-                FULL.replace("(format-version 1)", "(format-version 2)"),
+                "(format-version 1)",
+                "(format-version 2)",
                 "unsupported format-version 2",
             ),
             (
-                FULL.replace("(build (command \"./b.sh\"))", ""),
+                "(build (command \"./b.sh\"))",
+                "",
                 "field `executor[1].build` (line 15): missing",
             ),
+            ("(timeout 10)", "(timeout 0)", "not a number of seconds"),
             (
-                FULL.replace("(timeout 10)", "(timeout 0)"),
-                "not a number of seconds",
-            ),
-            (
-                FULL.replace(
-                    "(system-failure-exit-code 75)",
-                    "(system-failure-exit-code 1)",
-                ),
+                "(system-failure-exit-code 75)",
+                "(system-failure-exit-code 1)",
                 "give two different statuses",
             ),
             (
-                FULL.replace(
-                    "(system-failure-exit-code 75)",
-                    "(system-failure-exit-code 0)",
-                ),
+                "(system-failure-exit-code 75)",
+                "(system-failure-exit-code 0)",
                 "not a failure exit status",
             ),
             (
-                FULL.replace("(name \"vm\")", "(name \"v m\")"),
+                "(name \"vm\")",
+                "(name \"v m\")",
                 "not usable in a store name",
             ),
             (
-                FULL.replace("(remote #t)", "(remote #t) (colour \"red\")"),
+                "(remote #t)",
+                "(remote #t) (colour \"red\")",
                 "`executor[0].colour` (line 9): unknown field",
             ),
             (
-                FULL.replace("(command \"/usr/local/bin/vm-build\")", "(command)"),
+                "(command \"/usr/local/bin/vm-build\")",
+                "(command)",
                 "missing or empty",
             ),
             (
-                FULL.replace("(name \"vm_image\")", "(name \"VM-Image\")"),
+                "(name \"vm_image\")",
+                "(name \"VM-Image\")",
                 "not a configuration key name",
             ),
         ];
-        for (text, expected) in cases {
+        for (from, to, expected) in cases {
+            let text = FULL.replace(from, to);
+            assert_ne!(text, FULL, "FULL holds {from:?}");
             let e = parse_text(&text).unwrap_err().to_string();
             assert!(e.contains(expected), "expected {expected:?} in: {e}");
         }
@@ -468,11 +466,19 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent/executors.scm"), "{e}");
     }
 
-    #[test]
-    fn two_executors_with_one_name_name_both_declarations() {
+    /// Writes FULL with its second executor named `name` to a new
+    /// executors file.
+    fn full_file_with_second_named(name: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("executors.scm");
-        std::fs::write(&path, FULL.replace("(name \"minimal\")", "(name \"vm\")")).unwrap();
+        let text = FULL.replace("(name \"minimal\")", &format!("(name {name:?})"));
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn two_executors_with_one_name_name_both_declarations() {
+        let (_dir, path) = full_file_with_second_named("vm");
         let mut registry = Registry::default();
         let e = register_files(&mut registry, std::slice::from_ref(&path))
             .unwrap_err()
@@ -486,13 +492,7 @@ mod tests {
 
     #[test]
     fn an_external_executor_shadowing_a_built_in_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("executors.scm");
-        std::fs::write(
-            &path,
-            FULL.replace("(name \"minimal\")", "(name \"local\")"),
-        )
-        .unwrap();
+        let (_dir, path) = full_file_with_second_named("local");
         crate::link();
         let mut registry = Registry::compiled().unwrap();
         let e = register_files(&mut registry, &[path])

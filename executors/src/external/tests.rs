@@ -35,6 +35,14 @@ const CLEANUP_SH: (&str, &str) = (
     r#"echo "$FRUIX_OUTCOME" >> "$FRUIX_CONFIG_MARKER""#,
 );
 
+/// Executor `t` whose build (with `fields` after its command, such as a
+/// timeout) runs `body`, and whose cleanup appends FRUIX_OUTCOME to the
+/// marker.
+fn build_then_cleanup(dir: &Path, fields: &str, body: &str) -> Arc<dyn Executor> {
+    let stages = format!(r#"(build (command "./build.sh"){fields}) {CLEANUP}"#);
+    executor(dir, &stages, &[("build.sh", body), CLEANUP_SH])
+}
+
 fn request() -> BuildRequest {
     let m = sample_metadata("t", "20260405T213444Z");
     BuildRequest {
@@ -147,9 +155,8 @@ async fn exit_statuses_tell_build_from_system_failures() {
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let stages = format!(r#"(build (command "./build.sh")) {CLEANUP}"#);
         let body = format!("echo step one; echo broken >&2; exit {code}");
-        let ex = executor(dir.path(), &stages, &[("build.sh", &body), CLEANUP_SH]);
+        let ex = build_then_cleanup(dir.path(), "", &body);
         let (result, _) = run(ex, dir.path(), CancellationToken::new()).await;
         let e = result.unwrap_err();
         assert_eq!(e.failure(), expected_failure, "exit {code}: {e}");
@@ -172,12 +179,7 @@ async fn exit_statuses_tell_build_from_system_failures() {
 #[tokio::test]
 async fn a_stage_past_its_timeout_is_stopped_and_cleanup_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let stages = format!(r#"(build (command "./build.sh") (timeout 0.5)) {CLEANUP}"#);
-    let ex = executor(
-        dir.path(),
-        &stages,
-        &[("build.sh", "echo working; sleep 600"), CLEANUP_SH],
-    );
+    let ex = build_then_cleanup(dir.path(), " (timeout 0.5)", "echo working; sleep 600");
     let started = Instant::now();
     let (result, _) = run(ex, dir.path(), CancellationToken::new()).await;
     let e = result.unwrap_err();
@@ -210,12 +212,7 @@ async fn a_failing_cleanup_is_a_warning_that_keeps_the_build_result() {
 #[tokio::test]
 async fn cancellation_stops_the_stage_and_cleanup_still_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let stages = format!(r#"(build (command "./build.sh")) {CLEANUP}"#);
-    let ex = executor(
-        dir.path(),
-        &stages,
-        &[("build.sh", "echo started; sleep 600"), CLEANUP_SH],
-    );
+    let ex = build_then_cleanup(dir.path(), "", "echo started; sleep 600");
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     let (sink, mut rx) = EventSink::channel();

@@ -188,42 +188,51 @@ mod tests {
         russh::keys::parse_public_key_base64(b64).unwrap()
     }
 
-    #[test]
-    fn unknown_host_names_fingerprint_and_line_then_accept_new_records_it() {
+    /// A known_hosts file holding `text` (none when `None`), in a new
+    /// directory.
+    fn known_hosts(text: Option<&str>) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_hosts");
-        let v = verifier(HostKeyPolicy::known_hosts(Some(path.clone()), false));
-        let e = v.check(&key(KEY)).unwrap_err().to_string();
+        if let Some(text) = text {
+            std::fs::write(&path, text).unwrap();
+        }
+        (dir, path)
+    }
+
+    /// Checks KEY, as the host key of `[127.0.0.1]:2222`, against the
+    /// known_hosts file `path`.
+    fn check_key(path: &std::path::Path, accept_new: bool) -> fruix_core::Result<()> {
+        verifier(HostKeyPolicy::known_hosts(
+            Some(path.to_path_buf()),
+            accept_new,
+        ))
+        .check(&key(KEY))
+    }
+
+    #[test]
+    fn unknown_host_names_fingerprint_and_line_then_accept_new_records_it() {
+        let (_dir, path) = known_hosts(None);
+        let e = check_key(&path, false).unwrap_err().to_string();
         assert!(e.contains("is not known") && e.contains("SHA256:"), "{e}");
         assert!(
             e.contains(&format!("[127.0.0.1]:2222 ssh-ed25519 {KEY}")),
             "{e}"
         );
-        let v = verifier(HostKeyPolicy::known_hosts(Some(path.clone()), true));
-        v.check(&key(KEY)).unwrap();
+        check_key(&path, true).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             text.contains(&format!("[127.0.0.1]:2222 ssh-ed25519 {KEY}")),
             "{text}"
         );
-        verifier(HostKeyPolicy::known_hosts(Some(path), false))
-            .check(&key(KEY))
-            .unwrap();
+        check_key(&path, false).unwrap();
     }
 
     #[test]
     fn changed_key_is_refused_even_with_accept_new() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("known_hosts");
-        std::fs::write(
-            &path,
-            format!("# c\n[127.0.0.1]:2222 ssh-ed25519 {OTHER}\n"),
-        )
-        .unwrap();
-        let e = verifier(HostKeyPolicy::known_hosts(Some(path), true))
-            .check(&key(KEY))
-            .unwrap_err()
-            .to_string();
+        let (_dir, path) = known_hosts(Some(&format!(
+            "# c\n[127.0.0.1]:2222 ssh-ed25519 {OTHER}\n"
+        )));
+        let e = check_key(&path, true).unwrap_err().to_string();
         assert!(e.contains("HAS CHANGED") && e.contains("line 1"), "{e}");
         let e = verifier(HostKeyPolicy::Pinned(format!("ssh-ed25519 {OTHER}")))
             .check(&key(KEY))
@@ -237,9 +246,7 @@ mod tests {
 
     #[test]
     fn hashed_entries_match() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("known_hosts");
-        std::fs::write(&path, format!("[127.0.0.1]:2222 ssh-ed25519 {KEY}\n")).unwrap();
+        let (_dir, path) = known_hosts(Some(&format!("[127.0.0.1]:2222 ssh-ed25519 {KEY}\n")));
         let status = std::process::Command::new("ssh-keygen")
             .args(["-q", "-H", "-f"])
             .arg(&path)
@@ -248,8 +255,6 @@ mod tests {
         assert!(status.status.success());
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("|1|"), "{text}");
-        verifier(HostKeyPolicy::known_hosts(Some(path), false))
-            .check(&key(KEY))
-            .unwrap();
+        check_key(&path, false).unwrap();
     }
 }

@@ -129,6 +129,22 @@ pub struct SshOptions {
     pub max_line_bytes: usize,
 }
 
+impl SshOptions {
+    /// Options to reach `target` with the private key `identity` (without a
+    /// passphrase), checking the host key against `known_hosts` and refusing
+    /// an unknown one, with the default connect timeout and line cap.
+    pub fn with_key(target: SshTarget, identity: PathBuf, known_hosts: PathBuf) -> Self {
+        SshOptions {
+            target,
+            identity: Some(identity),
+            passphrase_env: None,
+            host_keys: HostKeyPolicy::known_hosts(Some(known_hosts), false),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+}
+
 /// One authenticated SSH connection. Cheap to share: channels are opened
 /// concurrently on it.
 pub struct SshSession {

@@ -3,28 +3,7 @@
 use super::*;
 use std::os::unix::fs::MetadataExt;
 
-/// One raw tar entry: name, type, mode, content, link target.
-type RawEntry<'a> = (&'a str, tar::EntryType, u32, &'a [u8], Option<&'a str>);
-
-/// A tar archive built entry by entry, hostile ones included.
-fn archive(entries: &[RawEntry<'_>]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, kind, mode, data, link) in entries {
-        let mut h = tar::Header::new_gnu();
-        // Write the name bytes directly: set_path refuses `..` and absolute paths.
-        let name = &mut h.as_old_mut().name;
-        name[..path.len()].copy_from_slice(path.as_bytes());
-        h.set_entry_type(*kind);
-        h.set_mode(*mode);
-        h.set_size(data.len() as u64);
-        if let Some(l) = link {
-            h.set_link_name(l).unwrap();
-        }
-        h.set_cksum();
-        b.append(&h, *data).unwrap();
-    }
-    b.into_inner().unwrap()
-}
+use fruix_core::testing::{raw_archive, RawEntry};
 
 /// A GNU header of `kind`, `mode` and `size`, for the builder's
 /// `append_data` and `append_link` (which write long names as GNU long
@@ -40,7 +19,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 use tar::EntryType as T;
 
 fn run(entries: &[RawEntry<'_>]) -> (tempfile::TempDir, Result<BTreeMap<PathBuf, u32>>) {
-    run_bytes(&archive(entries)[..], &ImportLimits::default())
+    run_bytes(&raw_archive(entries)[..], &ImportLimits::default())
 }
 
 /// Extracts `tar` into `staging` in a new directory, within `limits`.
@@ -197,27 +176,24 @@ fn hostile_entries_are_refused_and_nothing_escapes() {
         ],
         "etc is a symlink in the archive but is used as a directory",
     );
-    refused(
-        &[
+    // One name twice, as files or as a file and a directory.
+    let twice: [[RawEntry<'_>; 2]; 3] = [
+        [
             ("f", T::Regular, 0o644, b"x", None),
             ("f", T::Regular, 0o644, b"y", None),
         ],
-        "twice",
-    );
-    refused(
-        &[
+        [
             ("d/", T::Directory, 0o755, b"", None),
             ("d", T::Regular, 0o644, b"y", None),
         ],
-        "twice",
-    );
-    refused(
-        &[
+        [
             ("f", T::Regular, 0o644, b"x", None),
             ("f/", T::Directory, 0o755, b"", None),
         ],
-        "twice",
-    );
+    ];
+    for entries in twice {
+        refused(&entries, "twice");
+    }
     refused(&[("l", T::Link, 0o644, b"", Some("../escaped"))], "`..`");
     refused(
         &[("l", T::Link, 0o644, b"", Some("missing"))],
@@ -400,17 +376,17 @@ fn too_many_entries_are_refused_by_the_entry_cap() {
         .iter()
         .map(|n| (n.as_str(), T::Regular, 0o644, &b"x"[..], None))
         .collect();
-    let (_dir, result) = run_bytes(&archive(&entries)[..], &limits);
+    let (_dir, result) = run_bytes(&raw_archive(&entries)[..], &limits);
     result.unwrap();
     let mut eleven = entries.clone();
     eleven.push(("one-more", T::Regular, 0o644, b"x", None));
-    let (_dir, result) = run_bytes(&archive(&eleven)[..], &limits);
+    let (_dir, result) = run_bytes(&raw_archive(&eleven)[..], &limits);
     let text = over(result, Cap::Entries, &limits);
     assert!(text.contains("more than 10 entries"), "{text}");
 
     // Directories created for an entry the archive did not declare count too.
     let (dir, result) = run_bytes(
-        &archive(&[("a/b/c/d/e/f/g/h/i/j/k", T::Regular, 0o644, b"x", None)])[..],
+        &raw_archive(&[("a/b/c/d/e/f/g/h/i/j/k", T::Regular, 0o644, b"x", None)])[..],
         &limits,
     );
     over(result, Cap::Entries, &limits);
@@ -425,7 +401,7 @@ fn too_many_bytes_are_refused_by_the_byte_cap_and_no_more_is_written() {
     };
     let big = vec![b'x'; 1 << 20];
     let (dir, result) = run_bytes(
-        &archive(&[("big", T::Regular, 0o644, &big, None)])[..],
+        &raw_archive(&[("big", T::Regular, 0o644, &big, None)])[..],
         &limits,
     );
     let text = over(result, Cap::Bytes, &limits);
@@ -434,7 +410,7 @@ fn too_many_bytes_are_refused_by_the_byte_cap_and_no_more_is_written() {
     assert!(written <= 64 << 10, "{written} bytes written");
 
     // An archive of exactly the cap passes.
-    let tar = archive(&[("small", T::Regular, 0o644, b"x", None)]);
+    let tar = raw_archive(&[("small", T::Regular, 0o644, b"x", None)]);
     let limits = ImportLimits {
         max_bytes: tar.len() as u64,
         ..ImportLimits::default()
@@ -475,7 +451,7 @@ fn a_directory_declared_200000_times_is_extracted_once() {
     for name in &names {
         entries.push((name.as_str(), T::Directory, 0o500, &b""[..], None));
     }
-    let mut tar = archive(&entries);
+    let mut tar = raw_archive(&entries);
     // Without its end-of-archive blocks, so that the re-declarations follow.
     tar.truncate(tar.len() - 1024);
     let mut h = header(T::Directory, 0o777, 0);
