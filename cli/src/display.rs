@@ -4,15 +4,17 @@
 //! Log lines and warnings come from builds (possibly a hostile guest), so
 //! their control characters are escaped before they reach the terminal.
 
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use console::Term;
 use fruix_core::escape;
 use fruix_core::executor::Event;
 use fruix_core::manifest::Progress;
-use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
 
 use crate::args::OutputArgs;
 
@@ -38,8 +40,53 @@ impl Mode {
     }
 }
 
+/// Standard error as the live lines see it: two columns narrower than the
+/// terminal. A live line then never reaches the last column, so the
+/// terminal's echo of `^C` stays on the live line (which is cleared next)
+/// instead of wrapping below it and leaving the line stale.
+#[derive(Debug)]
+struct Narrowed(Term);
+
+impl TermLike for Narrowed {
+    fn width(&self) -> u16 {
+        self.0.size().1.saturating_sub(2).max(1)
+    }
+    fn height(&self) -> u16 {
+        self.0.size().0
+    }
+    fn move_cursor_up(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_up(n)
+    }
+    fn move_cursor_down(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_down(n)
+    }
+    fn move_cursor_right(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_right(n)
+    }
+    fn move_cursor_left(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_left(n)
+    }
+    fn write_line(&self, s: &str) -> io::Result<()> {
+        self.0.write_line(s)
+    }
+    fn write_str(&self, s: &str) -> io::Result<()> {
+        self.0.write_str(s)
+    }
+    fn clear_line(&self) -> io::Result<()> {
+        self.0.clear_line()
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Where live lines are drawn: standard error, [`Narrowed`].
+pub fn draw_target() -> ProgressDrawTarget {
+    ProgressDrawTarget::term_like_with_hz(Box::new(Narrowed(Term::stderr())), 20)
+}
+
 fn spinner() -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
+    let bar = ProgressBar::with_draw_target(None, draw_target());
     bar.set_style(
         ProgressStyle::with_template("{spinner} {prefix:.bold} [{elapsed}] {wide_msg}")
             .expect("static template is valid"),
@@ -48,11 +95,45 @@ fn spinner() -> ProgressBar {
     bar
 }
 
-/// Prints events until the channel closes.
-pub async fn show_events(mut rx: UnboundedReceiver<Event>, output: OutputArgs) {
+/// What is said when Ctrl-C or SIGTERM arrives.
+pub const CANCELLING: &str = "fruix: cancelling: stopping the build and cleaning up";
+
+/// Prints `line` above the live line when there is one (so the live line
+/// stays whole), on stderr otherwise.
+fn say(bar: &Option<ProgressBar>, line: String) {
+    match bar {
+        Some(b) => b.println(line),
+        None => eprintln!("{line}"),
+    }
+}
+
+/// Prints events until the channel closes. Once `cancel` fires, says so
+/// above the live line, and a stage that then fails is shown `cancelled`,
+/// not `FAILED`; the live line is cleared at the end, so no stale line (or
+/// the terminal's `^C`) stays on screen.
+pub async fn show_events(
+    mut rx: UnboundedReceiver<Event>,
+    output: OutputArgs,
+    cancel: CancellationToken,
+) {
     let mode = Mode::from_output(&output);
     let mut bar: Option<ProgressBar> = None;
-    while let Some(event) = rx.recv().await {
+    let mut told = false;
+    loop {
+        let event = tokio::select! {
+            event = rx.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            () = cancel.cancelled(), if !told => {
+                told = true;
+                say(&bar, CANCELLING.to_string());
+                if let Some(b) = &bar {
+                    b.set_message("cancelling");
+                }
+                continue;
+            }
+        };
         match (&event, mode) {
             (_, Mode::Quiet) => {}
             (Event::StageStarted { stage }, Mode::Terminal) => {
@@ -66,10 +147,7 @@ pub async fn show_events(mut rx: UnboundedReceiver<Event>, output: OutputArgs) {
             (Event::Log { line, .. }, _) => {
                 let line = escape::terminal(line);
                 if output.verbose {
-                    match &bar {
-                        Some(b) => b.println(line),
-                        None => eprintln!("{line}"),
-                    }
+                    say(&bar, line);
                 } else if let Some(b) = &bar {
                     b.set_message(line);
                 }
@@ -90,19 +168,16 @@ pub async fn show_events(mut rx: UnboundedReceiver<Event>, output: OutputArgs) {
                 },
                 _,
             ) => {
-                let word = if *ok { "done" } else { "FAILED" };
+                let word = match (ok, cancel.is_cancelled()) {
+                    (true, _) => "done",
+                    (false, true) => "cancelled",
+                    (false, false) => "FAILED",
+                };
                 let line = format!("==> {stage} {word} in {:.1}s", *elapsed_ms as f64 / 1000.0);
-                match &bar {
-                    Some(b) => b.println(line),
-                    None => eprintln!("{line}"),
-                }
+                say(&bar, line);
             }
             (Event::Warning { message }, _) => {
-                let line = format!("warning: {}", escape::terminal(message));
-                match &bar {
-                    Some(b) => b.println(line),
-                    None => eprintln!("{line}"),
-                }
+                say(&bar, format!("warning: {}", escape::terminal(message)));
             }
         }
     }

@@ -13,7 +13,7 @@ use fruix_matrix::cell::Observer;
 use fruix_matrix::runner::CellRecord;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::display::Mode;
+use crate::display::{Mode, CANCELLING};
 
 /// The live view of a matrix run.
 pub struct Live {
@@ -26,7 +26,7 @@ impl Live {
     pub fn new(mode: Mode) -> Live {
         Live {
             mode,
-            multi: MultiProgress::new(),
+            multi: MultiProgress::with_draw_target(crate::display::draw_target()),
             bars: Mutex::default(),
         }
     }
@@ -46,6 +46,23 @@ impl Live {
             Mode::Terminal => {
                 let _ = self.multi.println(format!("==> {id}: {line}"));
             }
+        }
+    }
+}
+
+impl Live {
+    /// Says that the run is being cancelled: above the live lines, whose
+    /// messages then say `cancelling`.
+    pub fn cancelling(&self) {
+        let bars = self.bars.lock().expect("live view lock");
+        for (bar, _) in bars.values() {
+            bar.set_message("cancelling");
+        }
+        match self.mode {
+            Mode::Terminal => {
+                let _ = self.multi.println(CANCELLING);
+            }
+            Mode::Plain | Mode::Quiet => eprintln!("{CANCELLING}"),
         }
     }
 }

@@ -44,7 +44,8 @@ impl std::fmt::Display for CellError {
             Failure::Build => "build failure",
             Failure::System => "system failure",
             Failure::Input => "invalid result",
-            Failure::Cancelled => "cancelled",
+            // A cancellation has no cause beyond itself: said once.
+            Failure::Cancelled => return f.write_str("cancelled"),
         };
         write!(f, "{} ({kind})", self.message)
     }
@@ -289,7 +290,8 @@ pub async fn run_cells<R: CellRunner>(
                     (Err(_), Verdict::Retry) => {}
                     (Err(e), Verdict::Done) => {
                         record.status = CellStatus::of(e.failure);
-                        record.error = Some(e.message);
+                        // A cancelled cell's status says all there is.
+                        record.error = (e.failure != Failure::Cancelled).then_some(e.message);
                         record.finished = Some(SystemTime::now());
                         runner.cell_done(start.cell, record);
                     }
@@ -318,6 +320,20 @@ pub async fn run_cells<R: CellRunner>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cancellation_is_said_once() {
+        let cancelled = CellError {
+            failure: Failure::Cancelled,
+            message: "cancelled".into(),
+        };
+        assert_eq!(cancelled.to_string(), "cancelled");
+        let lost = CellError {
+            failure: Failure::System,
+            message: "connection lost".into(),
+        };
+        assert_eq!(lost.to_string(), "connection lost (system failure)");
+    }
+
     use super::*;
     use crate::schedule::fixtures::machines;
     use crate::schedule::{Need, Pool};
@@ -475,6 +491,7 @@ mod tests {
         );
         assert_eq!(records[1].attempts.len(), 1, "cell 1 ran and was stopped");
         assert!(records[5].attempts.is_empty(), "cell 5 never started");
+        assert_eq!(records[5].summary(), "cancelled: never started");
     }
 
     #[tokio::test]
@@ -494,6 +511,7 @@ mod tests {
         for r in &records[1..=4] {
             assert_eq!(r.status, CellStatus::Cancelled, "{r:?}");
             assert_eq!(r.attempts.len(), 1, "{r:?}");
+            assert_eq!(r.summary(), "cancelled", "said once: {r:?}");
         }
         assert_eq!(records[5].status, CellStatus::Cancelled);
         assert!(records[5].attempts.is_empty(), "cell 5 never started");

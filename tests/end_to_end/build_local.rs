@@ -188,7 +188,7 @@ fn bad_input_is_refused_before_anything_runs() {
 fn sigint_mid_build_stops_make_and_leaves_nothing_promotable() {
     let b = Build::new();
     let mut child = b
-        .command("r1", &["--jobs", "1"])
+        .command("r1", &["--jobs", "1", "--make-flag=HOLD_BUILD=yes"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

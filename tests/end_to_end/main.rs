@@ -29,3 +29,4 @@ mod ssh_import;
 mod ssh_import_limits;
 mod sshd;
 mod store_integrity;
+mod terminal;

@@ -326,7 +326,16 @@ fn fail_fast_stops_the_matrix_and_failures_carry_the_log_tail() {
         let c = cell(&report, id);
         assert_eq!(c["status"], "cancelled", "{c:#}");
         assert_eq!(c["attempts"], serde_json::json!([]));
+        assert_eq!(c["log"], serde_json::Value::Null, "it has no log: {c:#}");
     }
+    // The table points only to logs that exist.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let logs: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("log: "))
+        .collect();
+    assert_eq!(logs.len(), 1, "{stdout}");
+    assert!(Path::new(logs[0]).is_file(), "{stdout}");
     let junit = m.junit();
     assert!(
         has_element(&junit, "failure", "type=\"build-failure\""),
@@ -413,24 +422,28 @@ fn plan_lists_cells_and_agreement_groups_without_running() {
 #[test]
 fn ctrl_c_cancels_every_cell_and_still_writes_the_reports() {
     let m = Matrix::new(
-        r#"  (axes (executor "local") (kernconf "GENERIC" "MINIMAL"))
+        r#"  (axes (executor "local") (kernconf "GENERIC" "MINIMAL") (make-flag "HOLD_BUILD=yes"))
   (local-slots 2)"#,
     );
     let child = m.spawn();
-    // Wait until both cells build, then interrupt.
-    let building = |id: &str| {
+    // Wait until both cells' builds wait to be interrupted, then interrupt.
+    let holding = |id: &str| {
         std::fs::read_to_string(m.path(&format!("report/logs/{id}.log")))
-            .is_ok_and(|log| log.contains("==> buildworld"))
+            .is_ok_and(|log| log.contains("HOLD_BUILD=yes: waiting to be interrupted"))
     };
-    wait_until("both cells build", || {
-        building("local-GENERIC") && building("local-MINIMAL")
-    });
+    let [generic, minimal] = ["local-GENERIC", "local-MINIMAL"];
+    wait_until("both cells build", || holding(generic) && holding(minimal));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("==> {generic}: cancelled")) && !stderr.contains("(cancelled)"),
+        "a cancellation is said once: {stderr}"
+    );
     let report = m.report();
     assert_eq!(report["cancelled"], true);
-    for id in ["local-GENERIC", "local-MINIMAL"] {
+    for id in [generic, minimal] {
         let c = cell(&report, id);
         assert_eq!(c["status"], "cancelled", "{c:#}");
         assert_eq!(c["attempts"].as_array().unwrap().len(), 1);

@@ -46,7 +46,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
     let (events, rx) = EventSink::channel();
-    let printer = tokio::spawn(show_events(rx, args.output));
+    let printer = tokio::spawn(show_events(rx, args.output, cancel.clone()));
     let outcome = run_executor(
         executor,
         plan.request.clone(),
@@ -113,6 +113,8 @@ pub(crate) fn run_error(e: CoreError) -> CliError {
     CliError::new(status, e)
 }
 
+/// Cancels `cancel` at the first SIGINT or SIGTERM. Saying so is left to
+/// the display, which knows where the live line is.
 pub(crate) fn watch_signals(cancel: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -126,7 +128,6 @@ pub(crate) fn watch_signals(cancel: CancellationToken) {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        eprintln!("fruix: cancelling: stopping the build and cleaning up");
         cancel.cancel();
     });
 }

@@ -101,7 +101,15 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
         report_dir,
         diffoscope,
     };
-    let finished = fruix_matrix::run(Arc::new(plan), settings, Arc::new(Live::new(mode)), cancel)
+    let live = Arc::new(Live::new(mode));
+    tokio::spawn({
+        let (live, cancel) = (live.clone(), cancel.clone());
+        async move {
+            cancel.cancelled().await;
+            live.cancelling();
+        }
+    });
+    let finished = fruix_matrix::run(Arc::new(plan), settings, live, cancel)
         .await
         .map_err(from_matrix)?;
     print!("{}", table(&finished.report));

@@ -36,7 +36,7 @@ pub fn cell(id: &str, status: CellStatus, logs: &Path) -> CellReport {
         attempts: Vec::new(),
         result_store: None,
         artifacts: BTreeMap::new(),
-        log: logs.join(format!("{id}.log")),
+        log: Some(logs.join(format!("{id}.log"))),
         error: None,
     }
 }
@@ -72,7 +72,7 @@ pub fn report(logs: &Path) -> Report {
             tree_signature: "sha256:w1".into(),
         },
     );
-    std::fs::write(&passed.log, "==> buildworld\n").unwrap();
+    std::fs::write(passed.log.as_ref().unwrap(), "==> buildworld\n").unwrap();
 
     let error = "build step `buildworld` failed";
     let mut failed = cell("local-MINIMAL", CellStatus::BuildFailure, logs);
@@ -81,7 +81,7 @@ pub fn report(logs: &Path) -> Report {
     failed.error = Some(error.into());
     let mut log: String = (1..=32).map(|n| format!("line {n}\n")).collect();
     log.push_str("error: deliberate failure\n");
-    std::fs::write(&failed.log, log).unwrap();
+    std::fs::write(failed.log.as_ref().unwrap(), log).unwrap();
 
     let error = "system failure: connection lost";
     let mut system = cell("remote-GENERIC", CellStatus::SystemFailure, logs);
@@ -97,6 +97,7 @@ pub fn report(logs: &Path) -> Report {
 
     let mut cancelled = cell("remote-MINIMAL", CellStatus::Cancelled, logs);
     cancelled.error = Some("never started".into());
+    cancelled.log = None;
     cancelled.started_at = None;
     cancelled.finished_at = None;
     cancelled.duration_s = 0.0;

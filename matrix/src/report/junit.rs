@@ -43,11 +43,14 @@ pub fn tail(path: &Path, n: usize) -> String {
 /// A failed cell's failure or error: its error, then its log's last lines.
 fn non_success(c: &CellReport, kind: NonSuccessKind, ty: &str) -> TestCaseStatus {
     let error = c.error.as_deref().unwrap_or_default();
-    let body = format!(
-        "{error}\n--- last lines of {} ---\n{}",
-        c.log.display(),
-        tail(&c.log, TAIL_LINES)
-    );
+    let body = match &c.log {
+        Some(log) => format!(
+            "{error}\n--- last lines of {} ---\n{}",
+            log.display(),
+            tail(log, TAIL_LINES)
+        ),
+        None => error.to_string(),
+    };
     let mut status = TestCaseStatus::non_success(kind);
     status
         .set_type(ty)
@@ -68,11 +71,13 @@ fn cell_case(c: &CellReport) -> TestCase {
         CellStatus::BuildFailure => non_success(c, NonSuccessKind::Failure, "build-failure"),
     };
     let mut system_out = format!(
-        "machine: {}\nattempts: {}\nlog: {}\n",
+        "machine: {}\nattempts: {}\n",
         c.machine.as_deref().unwrap_or("-"),
         c.attempts.len(),
-        c.log.display()
     );
+    if let Some(log) = &c.log {
+        let _ = writeln!(system_out, "log: {}", log.display());
+    }
     if let Some(result) = &c.result_store {
         let _ = writeln!(system_out, "result_store: {}", result.display());
     }

@@ -103,7 +103,9 @@ pub struct CellReport {
     pub attempts: Vec<AttemptReport>,
     pub result_store: Option<PathBuf>,
     pub artifacts: BTreeMap<String, PromotedArtifact>,
-    pub log: PathBuf,
+    /// The cell's log file; `null` for a cell that never started (it has
+    /// none).
+    pub log: Option<PathBuf>,
     pub error: Option<String>,
 }
 
@@ -210,7 +212,7 @@ pub fn cell_reports(
                     .collect(),
                 result_store: r.promoted.as_ref().map(|p| p.result_store.clone()),
                 artifacts: promoted.artifacts,
-                log: log(i),
+                log: (!r.attempts.is_empty()).then(|| log(i)),
                 error: r.error.clone(),
             }
         })
@@ -287,7 +289,8 @@ mod tests {
         assert_eq!(retried.attempts[1].started_at, 200.0);
         assert_eq!(retried.result_store.as_deref(), Some(Path::new("/store/r")));
         assert_eq!(retried.artifacts["world"].tree_signature, "sha256:w");
-        assert_eq!(retried.log, Path::new("/logs/0.log"));
+        assert_eq!(retried.log.as_deref(), Some(Path::new("/logs/0.log")));
+        assert_eq!(never.log, None, "a cell that never started has no log");
         assert_eq!(never.status, CellStatus::Cancelled);
         assert_eq!(never.machine.as_deref(), Some("m2"), "the pinned machine");
         assert_eq!((never.duration_s, never.started_at), (0.0, None));

@@ -50,11 +50,13 @@ pub fn table(report: &Report) -> String {
     }
     for c in report.cells.iter().filter(|c| c.error.is_some()) {
         out.push_str(&format!(
-            "{}: {}\n  log: {}\n",
+            "{}: {}\n",
             c.id,
-            c.error.as_deref().unwrap_or_default(),
-            c.log.display()
+            c.error.as_deref().unwrap_or_default()
         ));
+        if let Some(log) = &c.log {
+            out.push_str(&format!("  log: {}\n", log.display()));
+        }
     }
     for a in &report.agreement {
         if a.agree {
@@ -119,6 +121,14 @@ mod tests {
         );
         assert_eq!(lines[5], "local-MINIMAL: build step `buildworld` failed");
         assert!(lines[6].starts_with("  log: /") && lines[6].ends_with("local-MINIMAL.log"));
+        let never = lines
+            .iter()
+            .position(|l| *l == "remote-MINIMAL: never started")
+            .expect("the never-started cell's line");
+        assert!(
+            !lines[never + 1].contains("log:"),
+            "a cell that never started points to no log: {text}"
+        );
         assert!(text.contains("agreement: kernel: local-GENERIC, remote-GENERIC agree\n"));
         assert!(
             text.contains(

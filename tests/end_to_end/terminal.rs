@@ -1,0 +1,99 @@
+//! What a person sees on a real terminal: `fruix` runs in a tmux pane, keys
+//! are typed with `send-keys`, and the screen is read with `capture-pane`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{fixture_build, fruix, require_tool, run_ok, wait_until};
+
+/// A detached tmux session on a private server, killed when dropped.
+struct Pane {
+    socket: PathBuf,
+}
+
+impl Pane {
+    /// Starts `command` (a shell command line) in a 160×40 pane. When it
+    /// exits the pane says `exited STATUS` and stays open.
+    fn start(dir: &Path, command: &str) -> Pane {
+        require_tool("tmux", "tmux");
+        let pane = Pane {
+            socket: dir.join("tmux.sock"),
+        };
+        run_ok(pane.tmux().args([
+            "new-session",
+            "-d",
+            "-x",
+            "160",
+            "-y",
+            "40",
+            &format!("{command}; echo \"exited $?\"; exec cat"),
+        ]));
+        pane
+    }
+
+    fn tmux(&self) -> Command {
+        let mut cmd = Command::new("tmux");
+        cmd.arg("-f").arg("/dev/null").arg("-S").arg(&self.socket);
+        cmd
+    }
+
+    /// The screen, as a person sees it.
+    fn screen(&self) -> String {
+        run_ok(self.tmux().args(["capture-pane", "-p"]))
+    }
+
+    /// Waits until the screen shows `text`; returns the screen.
+    fn wait_for(&self, text: &str) -> String {
+        let mut screen = String::new();
+        wait_until(&format!("the screen shows {text:?}"), || {
+            screen = self.screen();
+            screen.contains(text)
+        });
+        screen
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = self.tmux().arg("kill-server").output();
+    }
+}
+
+/// Single-quotes `arg` for the shell.
+fn quote(arg: &std::ffi::OsStr) -> String {
+    format!("'{}'", arg.to_string_lossy().replace('\'', r"'\''"))
+}
+
+#[test]
+fn ctrl_c_on_a_terminal_clears_the_live_line_and_says_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut build = fixture_build(fruix(), "local", dir.path(), "root");
+    build.arg("--make-flag=HOLD_BUILD=yes");
+    let line: Vec<String> = std::iter::once(build.get_program())
+        .chain(build.get_args())
+        .map(quote)
+        .collect();
+    let pane = Pane::start(dir.path(), &line.join(" "));
+    pane.wait_for("waiting to be interrupted");
+    run_ok(pane.tmux().args(["send-keys", "C-c"]));
+    let screen = pane.wait_for("exited ");
+    assert!(screen.contains("exited 130"), "{screen}");
+    assert!(
+        screen.contains("==> buildworld cancelled in "),
+        "the stage says cancelled: {screen}"
+    );
+    assert!(!screen.contains("FAILED"), "{screen}");
+    assert_eq!(
+        screen.matches("fruix: cancelling").count(),
+        1,
+        "said once, on a line of its own: {screen}"
+    );
+    assert!(
+        !screen.contains("waiting to be interrupted"),
+        "the live line (with the last log line) is cleared: {screen}"
+    );
+    assert!(
+        screen.lines().all(|l| !l.contains("buildworld [")),
+        "no stale live line is left: {screen}"
+    );
+}
