@@ -80,20 +80,22 @@ pub struct OutputArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct StateDirArg {
-    /// Fruix state directory: result roots go to STATE_DIR/native-builds/RUN_ID.
+    /// Fruix state directory: result roots go to STATE_DIR/native-builds/RUN_ID
+    /// (default: /var/lib/fruix as root, else $XDG_DATA_HOME/fruix/state).
     #[arg(
         long,
         value_name = "DIR",
         env = "FRUIX_STATE_DIR",
-        default_value = "/var/lib/fruix"
+        default_value_os_t = crate::defaults::state_dir()
     )]
     pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct StoreArg {
-    /// The store directory.
-    #[arg(long, value_name = "DIR", env = "FRUIX_STORE", default_value = fruix_promote::store::DEFAULT_STORE)]
+    /// The store directory (default: /frx/store as root, else
+    /// $XDG_DATA_HOME/fruix/store).
+    #[arg(long, value_name = "DIR", env = "FRUIX_STORE", default_value_os_t = crate::defaults::store())]
     pub store: PathBuf,
 }
 

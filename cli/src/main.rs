@@ -7,6 +7,7 @@
 
 mod args;
 mod commands;
+mod defaults;
 mod display;
 mod exit;
 mod live;

@@ -257,3 +257,50 @@ fn help_offers_only_what_a_command_uses() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_user_other_than_root_gets_a_store_in_their_data_home() {
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::tempdir().unwrap();
+    let root = crate::util::sample_root(dir.path(), "root");
+    // A copy of fruix that the unprivileged user can reach.
+    let bin = dir.path().join("fruix");
+    std::fs::copy(env!("CARGO_BIN_EXE_fruix"), &bin).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // The result root stays root's (its owner is part of its signature);
+    // the user only needs to read it.
+    for path in [dir.path(), &data, &bin] {
+        std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let promote = |xdg: Option<&Path>| {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["native-build", "promote", "--json"])
+            .arg(&root)
+            .env_remove("FRUIX_STORE")
+            .env_remove("FRUIX_STATE_DIR")
+            .env_remove("XDG_DATA_HOME")
+            .env("HOME", dir.path())
+            .uid(NOBODY)
+            .gid(NOBODY);
+        if let Some(xdg) = xdg {
+            cmd.env("XDG_DATA_HOME", xdg);
+        }
+        let out = run(&mut cmd);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        PathBuf::from(report["result_store"].as_str().unwrap())
+    };
+    let bundle = promote(Some(&data));
+    assert!(bundle.starts_with(data.join("fruix/store")), "{bundle:?}");
+    let bundle = promote(None);
+    assert!(
+        bundle.starts_with(dir.path().join(".local/share/fruix/store")),
+        "without XDG_DATA_HOME, ~/.local/share: {bundle:?}"
+    );
+}

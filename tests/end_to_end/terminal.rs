@@ -97,3 +97,27 @@ fn ctrl_c_on_a_terminal_clears_the_live_line_and_says_cancelled() {
         "no stale live line is left: {screen}"
     );
 }
+
+#[test]
+fn a_command_names_its_store_first_on_a_terminal_and_only_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let line = [
+        quote(env!("CARGO_BIN_EXE_fruix").as_ref()),
+        "store list --store".into(),
+        quote(store.as_os_str()),
+    ];
+    let pane = Pane::start(dir.path(), &line.join(" "));
+    let screen = pane.wait_for("exited ");
+    assert_eq!(
+        screen.lines().next(),
+        Some(format!("fruix: store {}", store.display()).as_str()),
+        "{screen}"
+    );
+    assert!(screen.contains("exited 0"), "{screen}");
+    // Not on a terminal: nothing but the results.
+    let out = crate::util::run(fruix().args(["store", "list", "--store"]).arg(&store));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}

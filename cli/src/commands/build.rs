@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::{BuildArgs, GuestArgs};
 use crate::commands::promote::{print_report, promote_with_progress};
-use crate::display::show_events;
+use crate::defaults;
+use crate::display::{show_events, Mode};
 use crate::exit::{self, from_matrix, CliError, CliResult, Status};
 
 /// Validated `fruix build` arguments, ready to construct the request.
@@ -23,6 +24,13 @@ struct BuildPlan {
 }
 
 pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
+    defaults::announce(
+        Mode::from_output(&args.output),
+        (!args.no_promote).then_some(args.store.store.as_path()),
+        args.result_root
+            .is_none()
+            .then_some(args.state.state_dir.as_path()),
+    );
     let config = with_guest_flags(config_object(&args.config)?, &args.guest)?;
     let executor = registry
         .create(&args.executor, config)

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::{DiffTool, MatrixPlanArgs, MatrixRunArgs};
 use crate::commands::build::watch_signals;
+use crate::defaults;
 use crate::display::Mode;
 use crate::exit::{from_matrix, from_promote, CliResult, Status};
 use crate::live::Live;
@@ -78,13 +79,6 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
         &registry,
     )
     .map_err(from_matrix)?;
-    let store = Arc::new(Store::open(&args.store.store).map_err(from_promote)?);
-    let report_dir = create_report_dir(args.report_dir.as_deref(), &args.state.state_dir)
-        .map_err(from_matrix)?;
-    let diffoscope = args.diff == Some(DiffTool::Diffoscope);
-    if diffoscope && !diffoscope_installed() {
-        eprintln!("fruix: warning: {DIFFOSCOPE_MISSING}");
-    }
     let mode = if args.quiet {
         Mode::Quiet
     } else if std::io::stderr().is_terminal() {
@@ -92,6 +86,14 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
     } else {
         Mode::Plain
     };
+    defaults::announce(mode, Some(&args.store.store), Some(&args.state.state_dir));
+    let store = Arc::new(Store::open(&args.store.store).map_err(from_promote)?);
+    let report_dir = create_report_dir(args.report_dir.as_deref(), &args.state.state_dir)
+        .map_err(from_matrix)?;
+    let diffoscope = args.diff == Some(DiffTool::Diffoscope);
+    if diffoscope && !diffoscope_installed() {
+        eprintln!("fruix: warning: {DIFFOSCOPE_MISSING}");
+    }
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
     let settings = RunSettings {

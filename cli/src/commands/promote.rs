@@ -5,14 +5,16 @@ use fruix_core::result_root::{self, ResultRoot};
 use fruix_promote::{promote_validated, PromoteOptions, PromotionReport, Store};
 
 use crate::args::{OutputArgs, PromoteArgs};
+use crate::defaults;
 use crate::display::{with_progress, Mode};
 use crate::exit::{self, from_promote, CliError, CliResult, Status};
 
 pub fn run(args: PromoteArgs) -> CliResult {
+    let output = args.output.into();
+    defaults::announce(Mode::from_output(&output), Some(&args.store.store), None);
     let root = result_root::validate(&args.result_root)
         .map_err(|e| CliError::new(exit::promotion(&e), e))?;
     let store = Store::open(&args.store.store).map_err(from_promote)?;
-    let output = args.output.into();
     let report = promote_with_progress(&root, &store, &output)?;
     print_report(&report, &output);
     Ok(Status::Success)

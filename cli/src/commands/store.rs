@@ -8,6 +8,7 @@ use fruix_promote::verify::{
 use fruix_promote::Store;
 
 use crate::args::{ListArgs, OutputArgs, StoreCommand, VerifyArgs};
+use crate::defaults;
 use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, CliError, CliResult, Status};
 
@@ -19,6 +20,12 @@ pub fn run(command: StoreCommand) -> CliResult {
 }
 
 fn verify(args: VerifyArgs) -> CliResult {
+    let mode = Mode::from_output(&OutputArgs {
+        json: args.json,
+        quiet: args.quiet || args.json,
+        verbose: false,
+    });
+    defaults::announce(mode, Some(&args.store.store), None);
     let store = Store::open_existing(&args.store.store).map_err(from_promote)?;
     let paths = if args.paths.is_empty() {
         object_paths(&store).map_err(from_promote)?
@@ -30,11 +37,6 @@ fn verify(args: VerifyArgs) -> CliResult {
             .map_err(from_promote)?
     };
     let progress = Progress::default();
-    let mode = Mode::from_output(&OutputArgs {
-        json: args.json,
-        quiet: args.quiet || args.json,
-        verbose: false,
-    });
     // The pool first (every entry, or those the named objects link), then
     // the objects, whose files linked to sound pool entries are not read again.
     let keys = (!args.paths.is_empty()).then(|| pool_keys(&paths));
@@ -123,6 +125,12 @@ fn verify(args: VerifyArgs) -> CliResult {
 }
 
 fn list(args: ListArgs) -> CliResult {
+    let mode = Mode::from_output(&OutputArgs {
+        json: args.json,
+        quiet: args.json,
+        verbose: false,
+    });
+    defaults::announce(mode, Some(&args.store.store), None);
     let store = Store::open_existing(&args.store.store).map_err(from_promote)?;
     let objects = list_store(&store).map_err(from_promote)?;
     if args.json {
