@@ -332,4 +332,8 @@ pub struct MatrixRunArgs {
     /// Print nothing but the table (no live view).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Print the report (report.json's content, with the paths of
+    /// report.json and junit.xml) as one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -20,14 +20,23 @@ use fruix_core::escape;
 use fruix_core::executor::Registry;
 use fruix_executors::external::file::register_files;
 
-use args::{Cli, Command, ExecutorsCommand, MatrixCommand, NativeBuildCommand};
+use args::{Cli, Command, ExecutorsCommand, MatrixCommand, NativeBuildCommand, StoreCommand};
 use exit::{CliError, Status};
 
 fn main() -> ExitCode {
     fruix_executors::link();
     #[cfg(feature = "jail")]
     fruix_executor_jail::link();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            let _ = e.print();
+            print_json_error(Status::Usage, &e.render().to_string());
+            return Status::Usage.into();
+        }
+        Err(e) => e.exit(),
+    };
+    let json = wants_json(&cli.command);
     match run(cli) {
         Ok(status) => status.into(),
         Err(CliError { status, error }) => {
@@ -37,10 +46,47 @@ fn main() -> ExitCode {
             // Error messages escape the untrusted values they embed; this
             // keeps any control character that slipped through off the
             // terminal, leaving the messages' own line breaks.
-            eprintln!("fruix: error: {}", escape::terminal(&error.to_string()));
+            let message = escape::terminal(&error.to_string());
+            eprintln!("fruix: error: {message}");
+            if json {
+                print_json_error(status, &message);
+            }
             status.into()
         }
     }
+}
+
+/// Whether the command prints its results as JSON: its failure then does
+/// too.
+fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Build(args) => args.output.json,
+        Command::NativeBuild(NativeBuildCommand::Promote(args)) => args.output.json,
+        // The guest helper's stdout is its protocol, JSON already.
+        Command::NativeBuild(NativeBuildCommand::SelfHosted(_)) => false,
+        Command::Store(StoreCommand::Verify(args)) => args.json,
+        Command::Store(StoreCommand::List(args)) => args.json,
+        Command::Executors(
+            ExecutorsCommand::List { json, .. } | ExecutorsCommand::Describe { json, .. },
+        ) => *json,
+        Command::Matrix(MatrixCommand::Plan(args)) => args.json,
+        Command::Matrix(MatrixCommand::Run(args)) => args.json,
+    }
+}
+
+/// A failure under `--json`, on stdout:
+/// `{"error":{"kind":"usage","exit_status":2,"message":"..."}}`.
+fn print_json_error(status: Status, message: &str) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "error": {
+                "kind": status.name(),
+                "exit_status": status.code(),
+                "message": message.trim_end(),
+            }
+        })
+    );
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {

@@ -51,6 +51,20 @@ impl ExitStatus {
         Self::ALL.into_iter().find(|s| u32::from(s.code()) == code)
     }
 
+    /// The status's name, as `--json` failures give it (`kind`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitStatus::Success => "success",
+            ExitStatus::BuildFailure => "build-failure",
+            ExitStatus::Usage => "usage",
+            ExitStatus::SystemFailure => "system-failure",
+            ExitStatus::PromotionFailure => "promotion-failure",
+            ExitStatus::MatrixFailure => "matrix-failure",
+            ExitStatus::Divergence => "divergence",
+            ExitStatus::Cancelled => "cancelled",
+        }
+    }
+
     /// What the status means, as `fruix --help` and the README say it.
     pub fn meaning(self) -> &'static str {
         match self {

@@ -8,6 +8,7 @@
 
 mod util;
 
+mod bad_input;
 mod build_local;
 mod cli_defects;
 mod executors_external;

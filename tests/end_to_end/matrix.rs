@@ -354,9 +354,16 @@ fn system_failures_are_retried_and_reported_as_errors() {
         r#"  (axes (executor "mini-sh-system-failure"))
   (retries 2)"#,
     );
-    let out = m.run(&[]);
+    let out = m.run(&["--json"]);
     assert_eq!(out.status.code(), Some(CELL_FAILURES), "{}", describe(&out));
+    // With --json, stdout is the report, with where its files are.
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let report = m.report();
+    assert_eq!(printed["cells"], report["cells"]);
+    assert_eq!(
+        printed["report_json"].as_str(),
+        Some(m.path("report/report.json").to_str().unwrap())
+    );
     let c = cell(&report, "mini-sh-system-failure");
     assert_eq!(c["status"], "system-failure");
     assert_eq!(c["attempts"].as_array().unwrap().len(), 3, "{c:#}");

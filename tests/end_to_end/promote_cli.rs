@@ -46,6 +46,18 @@ fn summary_and_json_agree() {
         assert_eq!(a["new"], false, "second promotion finds {name} present");
     }
     assert_eq!(json["sha_kernel"], kv["sha_kernel"].as_str());
+    // Plain output says what was already there, on stderr.
+    let fresh = run(&mut promote_command(&dir.path().join("fresh"), &root, &[]));
+    assert_eq!(String::from_utf8_lossy(&fresh.stderr), "");
+    let again = run(&mut promote_command(&store, &root, &[]));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    for name in ["world", "kernel", "headers", "bootloader", "result bundle"] {
+        assert!(
+            stderr.contains(&format!("fruix: {name}: already in the store: ")),
+            "{stderr}"
+        );
+    }
+    assert_eq!(key_values(&String::from_utf8_lossy(&again.stdout)), kv);
 }
 
 /// Each bad input exits 4, names the culprit, and leaves the store as it was.

@@ -114,12 +114,19 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
     let finished = fruix_matrix::run(Arc::new(plan), settings, live, cancel)
         .await
         .map_err(from_matrix)?;
-    print!("{}", table(&finished.report));
-    println!(
-        "report={}\njunit={}",
-        finished.report_json.display(),
-        finished.junit_xml.display()
-    );
+    if args.json {
+        let mut report = serde_json::to_value(&finished.report).expect("reports serialize");
+        report["report_json"] = finished.report_json.to_string_lossy().into();
+        report["junit_xml"] = finished.junit_xml.to_string_lossy().into();
+        println!("{report}");
+    } else {
+        print!("{}", table(&finished.report));
+        println!(
+            "report={}\njunit={}",
+            finished.report_json.display(),
+            finished.junit_xml.display()
+        );
+    }
     Ok(match finished.report.outcome() {
         Outcome::Passed => Status::Success,
         Outcome::Cancelled => Status::Cancelled,

@@ -1,5 +1,6 @@
 //! `fruix native-build promote`: validate a result root and promote it.
 
+use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_core::result_root::{self, ResultRoot};
 use fruix_promote::{promote_validated, PromoteOptions, PromotionReport, Store};
@@ -37,14 +38,31 @@ pub fn promote_with_progress(
     .map_err(from_promote)
 }
 
-/// Prints the summary: key=value lines, or one JSON object with `--json`.
+/// Prints the summary: key=value lines, or one JSON object with `--json`
+/// (whose `new` fields say what was created). Plain output also says, on
+/// stderr, which objects were already in the store.
 pub fn print_report(report: &PromotionReport, output: &OutputArgs) {
     if output.json {
         println!(
             "{}",
             serde_json::to_string(report).expect("reports serialize")
         );
-    } else {
-        print!("{}", report.to_key_values());
+        return;
     }
+    if !output.quiet {
+        let existing = report
+            .order
+            .iter()
+            .map(|name| (name.as_str(), &report.artifacts[name]))
+            .filter(|(_, a)| !a.new)
+            .map(|(name, a)| (name, &a.store_path));
+        let bundle = (!report.result_new).then_some(("result bundle", &report.result_store));
+        for (what, path) in existing.chain(bundle) {
+            eprintln!(
+                "fruix: {what}: already in the store: {}",
+                escape::path(path)
+            );
+        }
+    }
+    print!("{}", report.to_key_values());
 }
