@@ -80,3 +80,132 @@ fn exit_statuses_in_readme_and_help_match_the_code() {
         "--help does not end with the exit-status table:\n{help}"
     );
 }
+
+/// A fenced block of README.md: its info string, its text, and the line
+/// of its opening fence.
+struct Block {
+    info: String,
+    text: String,
+    line: usize,
+}
+
+/// Every fenced block of README.md, indented ones included.
+fn readme_blocks() -> Vec<Block> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let mut blocks = Vec::new();
+    let mut open: Option<Block> = None;
+    for (i, line) in readme.lines().enumerate() {
+        let trimmed = line.trim_start();
+        match (&mut open, trimmed.strip_prefix("```")) {
+            (None, Some(info)) => {
+                open = Some(Block {
+                    info: info.trim().to_string(),
+                    text: String::new(),
+                    line: i + 1,
+                })
+            }
+            (Some(_), Some(_)) => blocks.extend(open.take()),
+            (Some(block), None) => {
+                block.text.push_str(trimmed);
+                block.text.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    assert!(open.is_none(), "README.md has an unclosed fence");
+    blocks
+}
+
+/// Lines of README.md that open a block run by its own test.
+const RUN_ELSEWHERE: [&str; 2] = ["<!-- main-command -->", "<!-- test-command -->"];
+
+#[test]
+fn every_runnable_readme_example_exits_as_the_readme_says() {
+    require_tool("bmake", "bmake");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let lines: Vec<&str> = readme.lines().collect();
+    // A directory shaped like a fresh clone, with the fruix under test first
+    // on PATH and a home of its own (so no default store is shared).
+    let clone = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(clone.path().join("tests")).unwrap();
+    std::fs::create_dir_all(clone.path().join("bin")).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .canonicalize()
+        .unwrap();
+    std::os::unix::fs::symlink(fixtures, clone.path().join("tests/fixtures")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fruix"), clone.path().join("bin/fruix"))
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        clone.path().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut ran = 0;
+    for block in readme_blocks() {
+        let mut words = block.info.split_whitespace();
+        if words.next() != Some("sh") {
+            continue;
+        }
+        let labels: Vec<&str> = words.collect();
+        if labels == ["illustrative"] {
+            continue;
+        }
+        let before = lines[..block.line - 1]
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .copied()
+            .unwrap_or_default();
+        if RUN_ELSEWHERE.contains(&before) {
+            continue;
+        }
+        let expected: i32 = match labels.as_slice() {
+            [] => 0,
+            [exit] => exit
+                .strip_prefix("exit=")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("README.md:{}: unknown label {exit:?}", block.line)),
+            _ => panic!("README.md:{}: unknown labels {labels:?}", block.line),
+        };
+        let out = crate::util::run(
+            std::process::Command::new("sh")
+                .args(["-e", "-c", &block.text])
+                .current_dir(clone.path())
+                .env("PATH", &path)
+                .env("HOME", clone.path())
+                .env_remove("XDG_DATA_HOME")
+                .env_remove("FRUIX_STORE")
+                .env_remove("FRUIX_STATE_DIR"),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "README.md:{}:\n{}\nstdout:\n{}\nstderr:\n{}",
+            block.line,
+            block.text,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ran += 1;
+    }
+    assert!(
+        ran >= 4,
+        "the README's runnable examples were found ({ran})"
+    );
+}
+
+#[test]
+fn every_readme_block_says_what_it_holds() {
+    for block in readme_blocks() {
+        assert!(
+            !block.info.is_empty(),
+            "README.md:{}: label the block (sh, sh illustrative, text, json, scheme, rust, toml)",
+            block.line
+        );
+    }
+}
