@@ -248,9 +248,23 @@ impl MatrixPlan {
 
     /// Where cell `i` may run, for `fruix matrix plan`.
     pub fn placement_text(&self, i: usize) -> String {
+        let arch = &self.cells[i].target_arch;
         match (&self.cells[i].machine, self.remote[i]) {
             (Some(m), _) => format!("machine {m}"),
-            (None, true) => "pool".into(),
+            (None, true) => {
+                let names: Vec<&str> = self
+                    .machines
+                    .iter()
+                    .flat_map(|m| &m.machines)
+                    .filter(|m| m.systems.is_empty() || m.systems.contains(arch))
+                    .map(|m| m.name.as_str())
+                    .collect();
+                match names.as_slice() {
+                    [] => format!("no machine (none in the machines file builds {arch})"),
+                    [one] => format!("machine {one}"),
+                    many => format!("machines {}", many.join(", ")),
+                }
+            }
             (None, false) => "this host".into(),
         }
     }
@@ -371,6 +385,18 @@ mod tests {
   (config (remote (timeout 5)))"#;
 
     #[test]
+    fn the_plan_names_the_machines_that_build_each_cells_arch() {
+        let plan = load(
+            r#"(machines-file "machines.scm") (remote-source "/usr/src")
+  (axes (executor "remote") (target-arch "amd64" "aarch64"))"#,
+            None,
+        )
+        .unwrap();
+        let runs_on: Vec<String> = (0..2).map(|i| plan.placement_text(i)).collect();
+        assert_eq!(runs_on, ["machines m1, m2", "machine m2"], "m1 builds amd64 only");
+    }
+
+    #[test]
     fn executors_with_machine_keys_run_on_the_pool() {
         let dir = setup(MIXED);
         let plan =
@@ -387,7 +413,10 @@ mod tests {
         );
         assert_eq!(plan.remote, [false, false, true, true]);
         let runs_on: Vec<String> = (0..4).map(|i| plan.placement_text(i)).collect();
-        assert_eq!(runs_on, ["this host", "this host", "machine m2", "pool"]);
+        assert_eq!(
+            runs_on,
+            ["this host", "this host", "machine m2", "machines m1, m2"]
+        );
         assert_eq!(plan.need(2).pinned.as_deref(), Some("m2"));
         assert_eq!(plan.agreement_groups(), [vec![0, 2], vec![1, 3]]);
         // One local slot; the unpinned remote cell goes to the faster m1.
