@@ -186,26 +186,64 @@ pub async fn show_events(
     }
 }
 
-/// Runs `work` while showing files and bytes from `progress` on a terminal.
+/// The live line of [`with_progress`] while the totals are unknown: files
+/// and bytes so far, and the rate.
+const COUNTING: &str =
+    "{spinner} {prefix:.bold} [{elapsed}] {bytes} ({binary_bytes_per_sec}) {wide_msg}";
+/// Once the totals are known: a bar, bytes of the total, rate and time left.
+const MEASURED: &str =
+    "{prefix:.bold} [{elapsed}] {wide_bar} {bytes}/{total_bytes} ({binary_bytes_per_sec}, {eta} left) {msg}";
+
+/// The message beside the bar: files so far, of how many when known.
+fn files_message(files: u64, total: Option<u64>) -> String {
+    match total {
+        Some(t) => format!("{files}/{t} files"),
+        None => format!("{files} files"),
+    }
+}
+
+/// Runs `work` while showing, on a terminal, the files and bytes `progress`
+/// counts, with their rate. `totals`, when given, measures what `work` will
+/// read (files, bytes) beside it; once known, the line becomes a bar with
+/// the time left.
 pub fn with_progress<T>(
     mode: Mode,
     label: &str,
     progress: &Progress,
+    totals: Option<&(dyn Fn() -> Option<(u64, u64)> + Sync)>,
     work: impl FnOnce() -> T,
 ) -> T {
     if mode != Mode::Terminal {
         return work();
     }
     let bar = spinner();
+    bar.set_style(ProgressStyle::with_template(COUNTING).expect("static template is valid"));
     bar.set_prefix(label.to_string());
+    let measured = std::sync::OnceLock::new();
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
+        if let Some(totals) = totals {
+            s.spawn(|| {
+                if let Some(t) = totals() {
+                    let _ = measured.set(t);
+                }
+            });
+        }
         s.spawn(|| {
+            let mut bar_shown = false;
             while !done.load(Ordering::Relaxed) {
-                bar.set_message(format!(
-                    "{} files, {}",
+                let total = measured.get().copied();
+                if let (Some((_, bytes)), false) = (total, bar_shown) {
+                    bar.set_length(bytes);
+                    bar.set_style(
+                        ProgressStyle::with_template(MEASURED).expect("static template is valid"),
+                    );
+                    bar_shown = true;
+                }
+                bar.set_position(progress.bytes.load(Ordering::Relaxed));
+                bar.set_message(files_message(
                     progress.files.load(Ordering::Relaxed),
-                    HumanBytes(progress.bytes.load(Ordering::Relaxed))
+                    total.map(|(files, _)| files),
                 ));
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -215,4 +253,18 @@ pub fn with_progress<T>(
         bar.finish_and_clear();
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_templates_are_valid_and_the_message_counts_files() {
+        for template in [COUNTING, MEASURED] {
+            ProgressStyle::with_template(template).unwrap();
+        }
+        assert_eq!(files_message(3, None), "3 files");
+        assert_eq!(files_message(3, Some(10)), "3/10 files");
+    }
 }

@@ -393,7 +393,11 @@ mod tests {
         )
         .unwrap();
         let runs_on: Vec<String> = (0..2).map(|i| plan.placement_text(i)).collect();
-        assert_eq!(runs_on, ["machines m1, m2", "machine m2"], "m1 builds amd64 only");
+        assert_eq!(
+            runs_on,
+            ["machines m1, m2", "machine m2"],
+            "m1 builds amd64 only"
+        );
     }
 
     #[test]

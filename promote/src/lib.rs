@@ -21,6 +21,7 @@ pub mod verify;
 
 pub use error::{Error, Result};
 pub use pipeline::{
-    promote_native_build_result, promote_validated, ArtifactReport, PromoteOptions, PromotionReport,
+    measure, promote_native_build_result, promote_validated, ArtifactReport, PromoteOptions,
+    PromotionReport,
 };
 pub use store::Store;

@@ -279,6 +279,30 @@ fn prepare_artifact(
     Ok(Some((temp, planned.name.clone())))
 }
 
+/// How many regular files a promotion of `root` will read, and their bytes:
+/// a structural walk of every artifact (no file is opened), so that a
+/// progress display can show a rate and an estimated time left. Only an
+/// estimate: what is promoted is what the one reading pass finds.
+pub fn measure(root: &ResultRoot) -> Result<(u64, u64)> {
+    let root_dir = open_dir(root.path())?;
+    let (mut files, mut bytes) = (0, 0);
+    for a in &root.metadata().artifacts {
+        let dir = open_beneath(&root_dir, root.path(), &a.path)?;
+        let options = WalkOptions {
+            skip_digests: true,
+            ..WalkOptions::default()
+        };
+        walk_fd(dir, &root.path().join(&a.path), &options, |w| {
+            if let EntryKind::File { size, .. } = &w.entry.kind {
+                files += 1;
+                bytes += size;
+            }
+            Ok(())
+        })?;
+    }
+    Ok((files, bytes))
+}
+
 /// Promotes an already validated result root.
 ///
 /// Every artifact is read once, into the pool, before the store's objects

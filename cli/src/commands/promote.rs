@@ -3,7 +3,7 @@
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_core::result_root::{self, ResultRoot};
-use fruix_promote::{promote_validated, PromoteOptions, PromotionReport, Store};
+use fruix_promote::{measure, promote_validated, PromoteOptions, PromotionReport, Store};
 
 use crate::args::{OutputArgs, PromoteArgs};
 use crate::defaults;
@@ -32,9 +32,16 @@ pub fn promote_with_progress(
     let options = PromoteOptions {
         progress: Some(&progress),
     };
-    with_progress(Mode::from_output(output), "promote", &progress, || {
-        promote_validated(root, store, &options)
-    })
+    // The totals are only for the display: a tree that cannot be measured
+    // is refused by the promotion itself.
+    let totals = || measure(root).ok();
+    with_progress(
+        Mode::from_output(output),
+        "promote",
+        &progress,
+        Some(&totals),
+        || promote_validated(root, store, &options),
+    )
     .map_err(from_promote)
 }
 

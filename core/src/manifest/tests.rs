@@ -190,3 +190,32 @@ fn diff_lists_modified_missing_and_extra() {
         ]
     );
 }
+
+#[test]
+fn progress_counts_every_file_and_byte_read() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path(), false);
+    // A file larger than one read buffer is counted piece by piece.
+    fs::write(dir.path().join("large"), vec![7u8; READ_BUFFER * 3 + 5]).unwrap();
+    let progress = Progress::default();
+    let mut expected = (0, 0);
+    let options = WalkOptions {
+        progress: Some(&progress),
+        ..WalkOptions::default()
+    };
+    walk(dir.path(), &options, |w| {
+        if let EntryKind::File { size, .. } = w.entry.kind {
+            expected = (expected.0 + 1, expected.1 + size);
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(expected.0, 8, "the tree's regular files");
+    assert_eq!(
+        (
+            progress.files.load(std::sync::atomic::Ordering::Relaxed),
+            progress.bytes.load(std::sync::atomic::Ordering::Relaxed)
+        ),
+        expected
+    );
+}

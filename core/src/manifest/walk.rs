@@ -70,6 +70,13 @@ impl Progress {
     }
 }
 
+/// Counts `n` bytes read on `progress`, if any.
+fn count_bytes(progress: Option<&Progress>, n: usize) {
+    if let Some(p) = progress {
+        p.bytes.fetch_add(n as u64, AtomicOrdering::Relaxed);
+    }
+}
+
 /// An entry as walked.
 #[derive(Debug, Clone)]
 pub struct Walked {
@@ -91,6 +98,8 @@ pub struct OpenFile<'a> {
     /// Canonical mode (with recorded special bits).
     pub mode: u32,
     root: &'a Path,
+    /// Counts bytes as they are read (a large file moves a display too).
+    progress: Option<&'a Progress>,
 }
 
 impl OpenFile<'_> {
@@ -108,7 +117,10 @@ impl OpenFile<'_> {
                 Ok(n) if read_so_far + n as u64 > self.size => {
                     return Err(changed(self.full_path(), "grew while it was being read"))
                 }
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    count_bytes(self.progress, n);
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::io("read", self.full_path(), e)),
             }
@@ -518,14 +530,16 @@ fn read_one(
         size: stat::size(&stat),
         mode,
         root,
+        progress: options.progress,
     };
     let digest = match options.read_file {
         Some(read) => read(&mut open)?,
         None => hash_file(&mut open)?,
     };
     drop(open);
+    // Its bytes were counted as they were read.
     if let Some(p) = options.progress {
-        p.add(digest.size);
+        p.files.fetch_add(1, AtomicOrdering::Relaxed);
     }
     Ok(Walked {
         entry: Entry {
