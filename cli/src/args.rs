@@ -41,6 +41,24 @@ pub enum Command {
     /// Build matrices: one build across executors, configurations and machines, checked for agreement.
     #[command(subcommand)]
     Matrix(MatrixCommand),
+    /// Print a shell completion script for fruix (e.g. `fruix completions bash > /etc/bash_completion.d/fruix`).
+    Completions(CompletionsArgs),
+    /// Write fruix's man pages: fruix(1) on stdout, or one page per command into --dir.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_name = "SHELL", value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write fruix.1 and a page per command (fruix-build.1, fruix-store-verify.1, ...) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// How much a promotion prints (no build log: promote runs no build).

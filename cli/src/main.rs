@@ -71,6 +71,7 @@ fn wants_json(command: &Command) -> bool {
         ) => *json,
         Command::Matrix(MatrixCommand::Plan(args)) => args.json,
         Command::Matrix(MatrixCommand::Run(args)) => args.json,
+        Command::Completions(_) | Command::Man(_) => false,
     }
 }
 
@@ -119,12 +120,15 @@ fn run(cli: Cli) -> Result<Status, CliError> {
         Command::Matrix(MatrixCommand::Run(args)) => {
             files.extend(args.executors.files.iter().cloned())
         }
-        Command::NativeBuild(_) | Command::Store(_) if !files.is_empty() => {
+        Command::NativeBuild(_) | Command::Store(_) | Command::Completions(_) | Command::Man(_)
+            if !files.is_empty() =>
+        {
             return Err(CliError::usage(
                 "--executors-file is for the commands that use executors: build, executors and matrix",
             ))
         }
-        Command::NativeBuild(_) | Command::Store(_) => {}
+        Command::NativeBuild(_) | Command::Store(_) | Command::Completions(_) | Command::Man(_) => {
+        }
     }
     match cli.command {
         Command::Build(args) => {
@@ -144,6 +148,8 @@ fn run(cli: Cli) -> Result<Status, CliError> {
             let registry = registry(&files)?;
             runtime()?.block_on(commands::matrix::run(*args, registry))
         }
+        Command::Completions(args) => commands::docs::completions(args),
+        Command::Man(args) => commands::docs::man(args),
     }
 }
 

@@ -11,6 +11,7 @@ mod util;
 mod bad_input;
 mod build_local;
 mod cli_defects;
+mod docs;
 mod executors_external;
 mod executors_plugin;
 mod guile;

@@ -1,6 +1,7 @@
 //! One module per `fruix` subcommand.
 
 pub mod build;
+pub mod docs;
 pub mod executors;
 pub mod matrix;
 pub mod promote;

@@ -1,0 +1,50 @@
+//! `fruix completions SHELL` and `fruix man`: shell completion scripts and
+//! man pages, generated from the same clap definitions as `--help`, so they
+//! can never disagree with it.
+
+use std::io::Write;
+use std::path::Path;
+
+use clap::CommandFactory;
+use fruix_core::escape;
+
+use crate::args::{Cli, CompletionsArgs, ManArgs};
+use crate::exit::{CliError, CliResult, Status};
+
+pub fn completions(args: CompletionsArgs) -> CliResult {
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(args.shell, &mut Cli::command(), "fruix", &mut out);
+    out.flush()
+        .map_err(|e| CliError::new(Status::SystemFailure, e))?;
+    Ok(Status::Success)
+}
+
+pub fn man(args: ManArgs) -> CliResult {
+    // As `clap_mangen::generate_to` does: `help` gets no page of its own.
+    let command = Cli::command().disable_help_subcommand(true);
+    match &args.dir {
+        None => {
+            let mut out = std::io::stdout().lock();
+            clap_mangen::Man::new(command)
+                .render(&mut out)
+                .and_then(|()| out.flush())
+                .map_err(|e| CliError::new(Status::SystemFailure, e))?;
+        }
+        Some(dir) => {
+            write_pages(command, dir).map_err(|e| {
+                CliError::new(
+                    Status::SystemFailure,
+                    anyhow::anyhow!("cannot write man pages into {}: {e}", escape::path(dir)),
+                )
+            })?;
+        }
+    }
+    Ok(Status::Success)
+}
+
+/// Writes the page of `command` and of each of its subcommands, recursively
+/// (`fruix.1`, `fruix-store.1`, `fruix-store-verify.1`, ...), into `dir`.
+fn write_pages(command: clap::Command, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(command, dir)
+}
