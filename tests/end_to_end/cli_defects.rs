@@ -161,6 +161,46 @@ fn an_unwritable_store_is_refused_before_anything_is_built() {
     assert!(!state.exists(), "a run directory was created");
 }
 
+/// A promotion that fails after a build (here the store's disk fills up)
+/// says that the result root was kept, and the exact command that promotes
+/// it later; that command works.
+#[test]
+fn a_promotion_failing_after_the_build_gives_the_command_to_promote_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = crate::util::SmallFilesystem::mount(dir.path().join("small"), "64k");
+    let store = small.path.join("store");
+    let root = dir.path().join("root");
+    let out = run(fruix()
+        .args(["build", "--executor", "local", "--source"])
+        .arg(fixture_source())
+        .arg("--store")
+        .arg(&store)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--result-root")
+        .arg(&root)
+        .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"]));
+    assert_eq!(out.status.code(), Some(3), "disk full: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let command = format!(
+        "fruix native-build promote --store {} {}",
+        store.display(),
+        root.display()
+    );
+    assert!(
+        stderr.contains(&format!(
+            "the result root {} was kept; promote it later with: {command}",
+            root.display()
+        )),
+        "{stderr}"
+    );
+    drop(small);
+    // The same command, once the store has room, promotes the kept root.
+    std::fs::create_dir_all(&store).unwrap();
+    let words: Vec<&str> = command.split(' ').skip(1).collect();
+    crate::util::run_ok(fruix().args(words));
+}
+
 /// Regression: a misspelt required field (`format-versoin`) was reported as
 /// the right field missing, at the wrong line; and an unclosed parenthesis
 /// was reported at the end of the file, its location said twice.
@@ -302,5 +342,59 @@ fn a_user_other_than_root_gets_a_store_in_their_data_home() {
     assert!(
         bundle.starts_with(dir.path().join(".local/share/fruix/store")),
         "without XDG_DATA_HOME, ~/.local/share: {bundle:?}"
+    );
+}
+
+/// Regression: the guest executors described themselves with
+/// `"capabilities": null`, and each listed the other's keys.
+#[test]
+fn guest_executors_describe_their_capabilities_and_only_their_keys() {
+    let describe = |name: &str| -> serde_json::Value {
+        let out = crate::util::run_ok(fruix().args(["executors", "describe", name, "--json"]));
+        serde_json::from_str(&out).unwrap()
+    };
+    let host = describe("host-initiated");
+    let guest = describe("guest-self-hosted");
+    for (d, own, other) in [
+        (&host, "make", "guest_helper"),
+        (&guest, "guest_helper", "make"),
+    ] {
+        assert_eq!(d["capabilities"]["remote"], true, "{d:#}");
+        let keys = crate::util::strings_of(&d["config_keys"], "name");
+        assert!(keys.contains(&own) && !keys.contains(&other), "{keys:?}");
+    }
+}
+
+/// Regression: the README's host-initiated example was refused before
+/// connecting, because `--source` (a path in the guest) was checked on the
+/// host. It is not; what the host cannot read from it, `--freebsd-version`,
+/// must be given, and the error says so.
+#[test]
+fn a_host_initiated_source_is_a_guest_path_not_checked_on_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = |extra: &[&str]| {
+        run(fruix()
+            .args(["build", "--executor", "host-initiated"])
+            .args(["--source", "/nonexistent-on-this-host/usr/src"])
+            .args(["--guest", "root@127.0.0.1:1", "--known-hosts", "/dev/null"])
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(extra))
+    };
+    let out = build(&[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass --freebsd-version"),
+        "{out:?}"
+    );
+    // With it, fruix goes on to connect (port 1: refused, a system failure).
+    let out = build(&["--freebsd-version", "15.0-STABLE"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot connect to root@127.0.0.1:1"),
+        "{stderr}"
     );
 }

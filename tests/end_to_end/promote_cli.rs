@@ -7,7 +7,9 @@ use std::process::Stdio;
 use fruix_core::testing::write_sample_result_root;
 use fruix_core::PromotionMetadata;
 
-use crate::util::{fruix, key_values, promote_command, run, run_ok, sample_root, PopulatedStore};
+use crate::util::{
+    fruix, key_values, promote_command, run, run_ok, sample_root, PopulatedStore, SmallFilesystem,
+};
 
 #[test]
 fn summary_and_json_agree() {
@@ -322,34 +324,6 @@ fn concurrent_promote_processes_end_with_one_correct_store() {
             .args(["store", "verify", "--quiet", "--store"])
             .arg(&store),
     );
-}
-
-/// A small tmpfs, unmounted on drop.
-struct SmallFilesystem {
-    path: PathBuf,
-}
-
-impl SmallFilesystem {
-    fn mount(path: PathBuf, size: &str) -> Self {
-        fs::create_dir_all(&path).unwrap();
-        let out = run(std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path));
-        assert!(
-            out.status.success(),
-            "this test mounts a small tmpfs to fill the disk and needs root (run scripts/test.sh as root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SmallFilesystem { path }
-    }
-}
-
-impl Drop for SmallFilesystem {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(&self.path)
-            .status();
-    }
 }
 
 #[test]

@@ -251,3 +251,29 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// A small tmpfs, unmounted on drop: a disk that fills up.
+pub struct SmallFilesystem {
+    pub path: PathBuf,
+}
+
+impl SmallFilesystem {
+    pub fn mount(path: PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        let out = run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path));
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill the disk and needs root (run scripts/test.sh as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallFilesystem { path }
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
