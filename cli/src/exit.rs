@@ -10,6 +10,9 @@ pub use fruix_core::ExitStatus as Status;
 pub struct CliError {
     pub status: Status,
     pub error: anyhow::Error,
+    /// The command already printed its result as JSON (a `store verify`
+    /// report that found corruption): `--json` adds no error object.
+    pub reported: bool,
 }
 
 impl CliError {
@@ -17,7 +20,14 @@ impl CliError {
         CliError {
             status,
             error: error.into(),
+            reported: false,
         }
+    }
+
+    /// Marks the error as already reported in the command's JSON result.
+    pub fn reported(mut self) -> Self {
+        self.reported = true;
+        self
     }
 
     /// A usage error with `message`.

@@ -39,7 +39,11 @@ fn main() -> ExitCode {
     let json = wants_json(&cli.command);
     match run(cli) {
         Ok(status) => status.into(),
-        Err(CliError { status, error }) => {
+        Err(CliError {
+            status,
+            error,
+            reported,
+        }) => {
             if is_broken_pipe(&error) {
                 return Status::Success.into();
             }
@@ -48,7 +52,7 @@ fn main() -> ExitCode {
             // terminal, leaving the messages' own line breaks.
             let message = escape::terminal(&error.to_string());
             eprintln!("fruix: error: {message}");
-            if json {
+            if json && !reported {
                 print_json_error(status, &message);
             }
             status.into()

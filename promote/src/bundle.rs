@@ -200,6 +200,7 @@ pub struct BundleSummary {
     pub executor: String,
     pub version: String,
     pub run_id: String,
+    pub kernconf: String,
     pub artifacts: Vec<BundleArtifact>,
 }
 
@@ -223,10 +224,13 @@ fn read_bundle_text(path: &Path, text: &str) -> Result<BundleSummary> {
             c.finish()?;
         }
         let version = fruix_core::promotion::read_base(r.record("freebsd-base")?)?.version;
+        let kernconf =
+            fruix_core::promotion::read_policy_with(r.record("build-policy")?, true)?.kernconf;
         let summary = BundleSummary {
             executor: r.string("executor")?,
             version,
             run_id: r.string("run-id")?,
+            kernconf,
             artifacts,
         };
         for field in [
@@ -236,7 +240,6 @@ fn read_bundle_text(path: &Path, text: &str) -> Result<BundleSummary> {
             "closure-path",
             "development-profile-path",
             "source-store",
-            "build-policy",
         ] {
             r.raw(field)?;
         }

@@ -37,6 +37,13 @@ pub enum Error {
     /// There is no store directory where one was named.
     #[error("no store at {}; check --store (or FRUIX_STORE)", escape::path(path))]
     NoStore { path: PathBuf },
+    /// The store's database failed (locked too long, disk full, corrupt).
+    #[error("store database {}: {source}", escape::path(path))]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     /// A path given as a store object is not one.
     #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-...); check the path", escape::path(path), escape::path(store))]
     NotAStoreObject { path: PathBuf, store: PathBuf },
@@ -48,7 +55,7 @@ impl Error {
         use fruix_core::ExitStatus;
         match self {
             Error::Core(e) => ExitStatus::of_failure(e.failure(), ExitStatus::PromotionFailure),
-            Error::StoreNotWritable { .. } => ExitStatus::SystemFailure,
+            Error::StoreNotWritable { .. } | Error::Database { .. } => ExitStatus::SystemFailure,
             Error::NoStore { .. } | Error::NotAStoreObject { .. } => ExitStatus::Usage,
             Error::Corrupt { .. } | Error::Inconsistent { .. } => ExitStatus::PromotionFailure,
         }
@@ -58,7 +65,7 @@ impl Error {
     pub fn failure(&self) -> fruix_core::Failure {
         match self {
             Error::Core(e) => e.failure(),
-            Error::StoreNotWritable { .. } => fruix_core::Failure::System,
+            Error::StoreNotWritable { .. } | Error::Database { .. } => fruix_core::Failure::System,
             Error::Corrupt { .. } | Error::Inconsistent { .. } => fruix_core::Failure::System,
             Error::NoStore { .. } | Error::NotAStoreObject { .. } => fruix_core::Failure::Input,
         }

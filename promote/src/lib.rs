@@ -11,10 +11,12 @@
 
 pub mod bundle;
 pub mod check;
+pub mod db;
 pub mod error;
 pub mod object;
 pub mod pipeline;
 pub mod pool;
+pub(crate) mod register;
 pub mod stage;
 pub mod store;
 pub mod verify;

@@ -32,10 +32,14 @@ use fruix_core::TreeSignature;
 
 use crate::bundle::{plan_bundle, prepare_bundle, store_references};
 use crate::check::{check_object, Depth};
+use crate::db::Registration;
 use crate::error::{Error, Result};
 use crate::object::{references_text, ObjectIdentity};
+use crate::register::{self, names_in_store, object_files_size};
 use crate::stage::build_artifact_object;
-use crate::store::{Promotion, Store, TempObject, RESERVED_NAMES};
+use crate::store::{
+    Promotion, Store, TempObject, REFERENCES_FILE, RESERVED_NAMES, RESULT_METADATA_FILE,
+};
 
 /// What promotion created or found for one artifact.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -122,6 +126,8 @@ struct Ingested {
     stripped: Vec<(String, u32)>,
     /// The tree's manifest lines in store modes, in the promotion's work directory.
     manifest: PathBuf,
+    /// The sizes of its files, added up.
+    size: u64,
 }
 
 /// Reads artifact `a` of the result root once: every file is hashed while
@@ -154,6 +160,7 @@ fn ingest_artifact(
     };
     let mut builder = ManifestBuilder::new();
     let (mut stripped, mut probe_sha256, mut line) = (Vec::new(), None, String::new());
+    let mut size = 0;
     walk_fd(
         dir,
         &display,
@@ -177,6 +184,7 @@ fn ingest_artifact(
                 stripped.push((entry.manifest_path(), entry.mode));
             }
             if let EntryKind::File { sha256, .. } = &entry.kind {
+                size += entry.size();
                 if entry.path == a.probe.as_bytes() {
                     probe_sha256 = Some(hex::encode(sha256));
                 }
@@ -203,6 +211,7 @@ fn ingest_artifact(
         probe_sha256,
         stripped,
         manifest,
+        size,
     })
 }
 
@@ -210,8 +219,10 @@ fn ingest_artifact(
 struct Planned {
     report: ArtifactReport,
     name: String,
+    identity: ObjectIdentity,
     metadata: String,
     manifest: PathBuf,
+    size: u64,
 }
 
 fn plan_artifact(
@@ -244,8 +255,10 @@ fn plan_artifact(
     let planned = Planned {
         report,
         name,
+        identity,
         metadata,
         manifest: ingested.manifest,
+        size: ingested.size,
     };
     Ok((a.name.clone(), planned))
 }
@@ -277,6 +290,18 @@ fn prepare_artifact(
         references,
     )?;
     Ok(Some((temp, planned.name.clone())))
+}
+
+/// Those of `names` that are registered (a source outside the store, or
+/// not registered, is not a reference the database can hold).
+fn registered_only(store: &Store, names: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for name in names {
+        if store.is_valid(name)? {
+            out.push(name.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// How many regular files a promotion of `root` will read, and their bytes:
@@ -361,6 +386,35 @@ pub fn promote_validated(
         None => false,
     };
     store.publish(temps.into_iter().flatten().collect())?;
+    // Valid once registered: every artifact (one that existed may have been
+    // published by a promotion killed before registering it), then the
+    // bundle, in one transaction, still under every object's lock.
+    let source_refs = names_in_store(store.path(), [m.source_store.path.as_str()]);
+    let mut registrations: Vec<Registration> = planned
+        .values()
+        .map(|p| {
+            let refs = registered_only(store, &source_refs)?;
+            Ok(register::artifact(
+                &p.name,
+                &p.identity,
+                p.size,
+                Some(&m.run_id),
+                refs,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mut bundle_refs: Vec<String> = planned.values().map(|p| p.name.clone()).collect();
+    bundle_refs.extend(registered_only(store, &source_refs)?);
+    registrations.push(register::bundle(
+        &bundle.name,
+        m,
+        object_files_size(
+            &store.path().join(&bundle.name),
+            &[RESULT_METADATA_FILE, REFERENCES_FILE],
+        ),
+        bundle_refs,
+    ));
+    store.db().register(&registrations)?;
     promotion.succeed(some_existed);
     let result_store = store.path().join(&bundle.name);
     let artifacts: BTreeMap<String, ArtifactReport> =

@@ -10,6 +10,10 @@
 //!                               directories (hidden, removed when stale)
 //! STORE/.lock                   shared by every process using the store;
 //!                               exclusive to sweep what dead ones left
+//! STORE/.fruix/db.sqlite        the registry of valid objects and their
+//!                               references (see [`crate::db`])
+//! STORE/.fruix/gc.lock          shared by promotions, exclusive to the
+//!                               garbage collector
 //! ```
 //!
 //! An object is built in a temporary directory inside the store, made
@@ -29,8 +33,13 @@ use std::path::{Path, PathBuf};
 
 use fruix_core::error::IoContext;
 
+use crate::db::{Database, META_DIR};
 use crate::error::{Error, Result};
 use crate::pool::{temp_name, Journal, Pool, LINKS_DIR, TEMP_PREFIX};
+use crate::register;
+
+/// The garbage collector's lock file in [`META_DIR`].
+pub const GC_LOCK_FILE: &str = "gc.lock";
 
 /// Modification time of every store file, directory and symlink (as in Nix).
 pub const STORE_MTIME: i64 = 1;
@@ -85,6 +94,8 @@ pub struct Store {
     /// [`Store::exclusively`] takes it exclusively (flock cannot tell two
     /// threads of one process apart).
     active: std::sync::RwLock<()>,
+    /// The registry of valid objects.
+    db: std::sync::Mutex<Database>,
 }
 
 impl Store {
@@ -128,11 +139,25 @@ impl Store {
                 source,
             })?;
         let pool = Pool::open(root.join(LINKS_DIR))?;
+        // A store written before the database is registered from its
+        // objects when the database is created.
+        let (db, _) = Database::open(&root, || register::scan(&root))?;
+        let gc_lock = root.join(META_DIR).join(GC_LOCK_FILE);
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&gc_lock)
+            .map_err(|source| Error::StoreNotWritable {
+                store: root.clone(),
+                source,
+            })?;
         let store = Store {
             root,
             pool,
             lock,
             active: std::sync::RwLock::new(()),
+            db: std::sync::Mutex::new(db),
         };
         if flock(&store.lock, &lock_path, LockMode::TryExclusive)? {
             store.sweep()?;
@@ -178,6 +203,36 @@ impl Store {
         Ok(out)
     }
 
+    /// The registry of valid objects (one connection per store, shared by
+    /// its threads).
+    pub fn db(&self) -> std::sync::MutexGuard<'_, Database> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether object `name` is valid: registered in the database.
+    pub fn is_valid(&self, name: &str) -> Result<bool> {
+        Ok(self.db().get(name)?.is_some())
+    }
+
+    /// Takes the garbage collector's lock: `exclusive` for a collection,
+    /// shared for a promotion (which then never overlaps a collection).
+    pub fn gc_lock(&self, exclusive: bool) -> Result<Lock> {
+        let path = self.root.join(META_DIR).join(GC_LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_path("create lock", &path)?;
+        let mode = if exclusive {
+            LockMode::Exclusive
+        } else {
+            LockMode::Shared
+        };
+        flock(&file, &path, mode)?;
+        Ok(Lock { _file: file })
+    }
+
     /// Locks object `name` exclusively, waiting for other promotions.
     pub fn lock_object(&self, name: &str) -> Result<Lock> {
         let path = self.root.join(".locks").join(format!("{name}.lock"));
@@ -201,13 +256,17 @@ impl Store {
         Ok(TempObject { path: Some(path) })
     }
 
-    /// Starts a promotion: its work directory and pool journal.
+    /// Starts a promotion: its work directory and pool journal, holding the
+    /// garbage collector's lock shared until it ends (a collection never
+    /// removes the pool entries or objects it is about to link).
     pub fn begin(&self) -> Result<Promotion<'_>> {
+        let gc = self.gc_lock(false)?;
         let active = Some(self.active.read().unwrap_or_else(|e| e.into_inner()));
         let work = self.temp_dir("promote")?;
         let journal = Journal::create(work.path().join(JOURNAL_FILE))?;
         Ok(Promotion {
             store: self,
+            _gc: gc,
             active,
             work,
             journal,
@@ -279,6 +338,8 @@ impl Store {
 #[derive(Debug)]
 pub struct Promotion<'s> {
     store: &'s Store,
+    /// The garbage collector's lock, shared.
+    _gc: Lock,
     /// Held while the promotion runs (see [`Store::exclusively`]).
     active: Option<std::sync::RwLockReadGuard<'s, ()>>,
     work: TempObject,

@@ -43,8 +43,13 @@ pub struct ObjectVerification {
 
 /// Every object directory in the store (hidden entries left out), sorted.
 pub fn object_paths(store: &Store) -> Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = fs::read_dir(store.path())
-        .with_path("read", store.path())?
+    object_paths_in(store.path())
+}
+
+/// [`object_paths`] of the store directory `store`.
+pub fn object_paths_in(store: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = fs::read_dir(store)
+        .with_path("read", store)?
         .flatten()
         .filter(|e| !e.file_name().as_bytes().starts_with(b"."))
         .map(|e| e.path())

@@ -209,7 +209,7 @@ pub fn key_values(text: &str) -> std::collections::BTreeMap<String, String> {
 }
 
 /// Every path under `dir` with its type, mode and size, sorted: a snapshot to
-/// prove that a failed command changed nothing. A store's locks and its
+/// prove that a failed command changed nothing. A store's locks, its registry and its
 /// (empty) pool directory are left out: opening a store creates them.
 pub fn snapshot(dir: &Path) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
@@ -221,7 +221,12 @@ pub fn snapshot(dir: &Path) -> Vec<String> {
         };
         for e in entries.flatten() {
             let m = e.path().symlink_metadata().unwrap();
-            if e.file_name() == ".locks" || e.file_name() == ".lock" {
+            // Opening a store creates its locks and its registry (whose
+            // files SQLite creates and removes as it works).
+            if [".locks", ".lock", ".fruix"]
+                .map(std::ffi::OsStr::new)
+                .contains(&e.file_name().as_os_str())
+            {
                 continue;
             }
             if m.is_dir() {

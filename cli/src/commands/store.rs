@@ -119,7 +119,7 @@ fn verify(args: VerifyArgs) -> CliResult {
                 pool.corrupt.len(),
                 if pool.corrupt.len() == 1 { "y" } else { "ies" }
             ),
-        ));
+        ).reported());
     }
     Ok(Status::Success)
 }

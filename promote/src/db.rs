@@ -1,0 +1,500 @@
+//! The store's registry: a SQLite database (`STORE/.fruix/db.sqlite`, WAL
+//! mode) of the valid objects and the references between them, in the
+//! spirit of Nix's `ValidPaths` and `Refs` tables.
+//!
+//! An object is valid when it is registered: a directory in the store that
+//! the database does not name (a promotion killed between publishing and
+//! registering) is invisible to queries and removed by the garbage
+//! collector. Registration happens right after an object is renamed into
+//! place, under the same locks, in one transaction per promotion.
+//!
+//! The schema is versioned (`PRAGMA user_version`) and migrates forward; a
+//! store written before the database existed is registered on first use by
+//! reading every object's metadata and `.references`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+/// The store's metadata directory, which holds the database and the GC
+/// lock.
+pub const META_DIR: &str = ".fruix";
+/// The database file in [`META_DIR`].
+pub const DB_FILE: &str = "db.sqlite";
+/// The schema this fruix writes.
+pub const SCHEMA_VERSION: i64 = 1;
+/// How long a writer waits for another process's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The schema, version by version: entry `i` migrates from `i` to `i + 1`.
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE objects (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    kind            TEXT NOT NULL CHECK (kind IN ('artifact', 'bundle', 'source')),
+    artifact        TEXT,
+    tree_signature  TEXT,
+    size            INTEGER NOT NULL,
+    registered_at   INTEGER NOT NULL,
+    executor        TEXT,
+    run_id          TEXT,
+    freebsd_version TEXT,
+    kernconf        TEXT
+);
+CREATE TABLE refs (
+    referrer  INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
+    reference INTEGER NOT NULL REFERENCES objects(id) ON DELETE RESTRICT,
+    PRIMARY KEY (referrer, reference)
+);
+CREATE INDEX refs_reference ON refs(reference);
+CREATE INDEX objects_run_id ON objects(run_id);
+"#];
+
+/// What kind of object a store path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// One artifact tree (world, kernel, headers, bootloader...).
+    Artifact,
+    /// A run's result bundle, naming its artifacts.
+    Bundle,
+    /// A FreeBSD source tree.
+    Source,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Artifact => "artifact",
+            Kind::Bundle => "bundle",
+            Kind::Source => "source",
+        }
+    }
+
+    fn parse(s: &str) -> Kind {
+        match s {
+            "bundle" => Kind::Bundle,
+            "source" => Kind::Source,
+            _ => Kind::Artifact,
+        }
+    }
+}
+
+/// One registered object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectRecord {
+    /// The object's name in the store (`<hash>-fruix-...`).
+    pub name: String,
+    pub kind: Kind,
+    /// The artifact's name (`world`...), for artifacts.
+    pub artifact: Option<String>,
+    pub tree_signature: Option<String>,
+    /// Bytes of content (the sum of its files' sizes).
+    pub size: u64,
+    /// When it was registered (Unix seconds).
+    pub registered_at: i64,
+    pub executor: Option<String>,
+    /// The run that first registered it.
+    pub run_id: Option<String>,
+    pub freebsd_version: Option<String>,
+    pub kernconf: Option<String>,
+}
+
+/// An object to register, with the names of the objects it references.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub record: ObjectRecord,
+    pub references: Vec<String>,
+}
+
+/// Which objects [`Database::list`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub kind: Option<Kind>,
+    pub artifact: Option<String>,
+    pub executor: Option<String>,
+    pub run_id: Option<String>,
+}
+
+/// An open store database.
+#[derive(Debug)]
+pub struct Database {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A database error, naming the file.
+fn db_error(path: &Path, e: rusqlite::Error) -> Error {
+    Error::Database {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+impl Database {
+    /// Opens (creating and migrating as needed) the database of the store
+    /// at `store`. When this call creates it, `existing` gives the objects
+    /// already in the store (written before the database existed), which
+    /// are registered in the same transaction: no other process ever sees
+    /// the database without them. Returns it and whether it was created.
+    pub fn open(
+        store: &Path,
+        existing: impl FnOnce() -> Result<Vec<Registration>>,
+    ) -> Result<(Database, bool)> {
+        let dir = store.join(META_DIR);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::StoreNotWritable {
+            store: store.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|e| db_error(&path, e))?;
+        let mut db = Database { conn, path };
+        let created = db.setup(existing)?;
+        Ok((db, created))
+    }
+
+    /// WAL mode, foreign keys, the busy timeout, and the schema migrated to
+    /// [`SCHEMA_VERSION`]; `true` when the schema was created here.
+    fn setup(&mut self, existing: impl FnOnce() -> Result<Vec<Registration>>) -> Result<bool> {
+        let path = self.path.clone();
+        let e = |e| db_error(&path, e);
+        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(e)?;
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(e)?;
+        self.conn
+            .pragma_update(None, "foreign_keys", true)
+            .map_err(e)?;
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(e)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(e)?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::Inconsistent {
+                object: path.clone(),
+                message: format!(
+                    "the database has schema version {version}, newer than this fruix's {SCHEMA_VERSION}; use a newer fruix"
+                ),
+            });
+        }
+        for migration in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(migration).map_err(e)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(e)?;
+        if version == 0 {
+            insert(&tx, &path, &existing()?)?;
+        }
+        tx.commit().map_err(e)?;
+        Ok(version == 0)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Registers `objects` in one transaction; an object already registered
+    /// keeps its record. A reference to an object that is neither
+    /// registered nor among `objects` is an error (nothing is registered).
+    pub fn register(&mut self, objects: &[Registration]) -> Result<()> {
+        let path = self.path.clone();
+        let e = |e| db_error(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        insert(&tx, &path, objects)?;
+        tx.commit().map_err(e)
+    }
+
+    /// The record of `name`, if it is registered.
+    pub fn get(&self, name: &str) -> Result<Option<ObjectRecord>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM objects WHERE name = ?1"),
+                [name],
+                record,
+            )
+            .optional()
+            .map_err(|e| db_error(&self.path, e))
+    }
+
+    /// Registered objects matching `filter`, by name.
+    pub fn list(&self, filter: &Filter) -> Result<Vec<ObjectRecord>> {
+        let e = |e| db_error(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM objects
+                 WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR artifact = ?2)
+                   AND (?3 IS NULL OR executor = ?3) AND (?4 IS NULL OR run_id = ?4)
+                 ORDER BY name"
+            ))
+            .map_err(e)?;
+        let rows = stmt
+            .query_map(
+                params![
+                    filter.kind.map(Kind::as_str),
+                    filter.artifact,
+                    filter.executor,
+                    filter.run_id
+                ],
+                record,
+            )
+            .map_err(e)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(e)
+    }
+
+    /// The names of the objects `name` references (`referrers`: that
+    /// reference it), sorted.
+    pub fn neighbours(&self, name: &str, referrers: bool) -> Result<Vec<String>> {
+        let sql = if referrers {
+            "SELECT a.name FROM refs JOIN objects a ON a.id = refs.referrer
+             JOIN objects b ON b.id = refs.reference WHERE b.name = ?1 ORDER BY a.name"
+        } else {
+            "SELECT b.name FROM refs JOIN objects a ON a.id = refs.referrer
+             JOIN objects b ON b.id = refs.reference WHERE a.name = ?1 ORDER BY b.name"
+        };
+        let e = |e| db_error(&self.path, e);
+        let mut stmt = self.conn.prepare_cached(sql).map_err(e)?;
+        let rows = stmt.query_map([name], |r| r.get(0)).map_err(e)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(e)
+    }
+
+    /// The closure of `names`: them and everything they reference,
+    /// transitively, sorted.
+    pub fn closure(&self, names: &[String]) -> Result<Vec<String>> {
+        let mut seen: std::collections::BTreeSet<String> = names.iter().cloned().collect();
+        let mut todo: Vec<String> = names.to_vec();
+        while let Some(name) = todo.pop() {
+            for reference in self.neighbours(&name, false)? {
+                if seen.insert(reference.clone()) {
+                    todo.push(reference);
+                }
+            }
+        }
+        Ok(seen.into_iter().collect())
+    }
+
+    /// Every registered name.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let e = |e| db_error(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM objects ORDER BY name")
+            .map_err(e)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(e)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(e)
+    }
+
+    /// Unregisters `names` in one transaction. Referrers go with what they
+    /// reference only when they are among `names` too: removing a still
+    /// referenced object is an error, and nothing is unregistered.
+    pub fn unregister(&mut self, names: &[String]) -> Result<()> {
+        let path = self.path.clone();
+        let e = |e| db_error(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        {
+            // Referrers first, so that no reference is left dangling.
+            let mut unlink = tx
+                .prepare_cached(
+                    "DELETE FROM refs WHERE referrer = (SELECT id FROM objects WHERE name = ?1)",
+                )
+                .map_err(e)?;
+            for name in names {
+                unlink.execute([name]).map_err(e)?;
+            }
+            let mut delete = tx
+                .prepare_cached("DELETE FROM objects WHERE name = ?1")
+                .map_err(e)?;
+            for name in names {
+                delete.execute([name]).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+}
+
+/// Registers `objects` inside `tx` (see [`Database::register`]).
+fn insert(tx: &rusqlite::Transaction<'_>, path: &Path, objects: &[Registration]) -> Result<()> {
+    let e = |e| db_error(path, e);
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO objects (name, kind, artifact, tree_signature, size,
+             registered_at, executor, run_id, freebsd_version, kernconf)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .map_err(e)?;
+    for o in objects {
+        let r = &o.record;
+        insert
+            .execute(params![
+                r.name,
+                r.kind.as_str(),
+                r.artifact,
+                r.tree_signature,
+                r.size as i64,
+                r.registered_at,
+                r.executor,
+                r.run_id,
+                r.freebsd_version,
+                r.kernconf
+            ])
+            .map_err(e)?;
+    }
+    let mut link = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO refs (referrer, reference)
+             SELECT a.id, b.id FROM objects a, objects b WHERE a.name = ?1 AND b.name = ?2",
+        )
+        .map_err(e)?;
+    for o in objects {
+        for reference in &o.references {
+            if link.execute(params![o.record.name, reference]).map_err(e)? == 0
+                && !registered(tx, reference).map_err(e)?
+            {
+                return Err(Error::Inconsistent {
+                    object: PathBuf::from(&o.record.name),
+                    message: format!("references {reference}, which is not registered"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is registered (inside `tx`).
+fn registered(tx: &rusqlite::Transaction<'_>, name: &str) -> rusqlite::Result<bool> {
+    tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM objects WHERE name = ?1)",
+        [name],
+        |r| r.get(0),
+    )
+}
+
+/// The columns [`record`] reads, in order.
+const COLUMNS: &str = "name, kind, artifact, tree_signature, size, registered_at, executor, run_id, freebsd_version, kernconf";
+
+fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRecord> {
+    Ok(ObjectRecord {
+        name: r.get(0)?,
+        kind: Kind::parse(&r.get::<_, String>(1)?),
+        artifact: r.get(2)?,
+        tree_signature: r.get(3)?,
+        size: r.get::<_, i64>(4)? as u64,
+        registered_at: r.get(5)?,
+        executor: r.get(6)?,
+        run_id: r.get(7)?,
+        freebsd_version: r.get(8)?,
+        kernconf: r.get(9)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(name: &str, kind: Kind, references: &[&str]) -> Registration {
+        Registration {
+            record: ObjectRecord {
+                name: name.into(),
+                kind,
+                artifact: (kind == Kind::Artifact).then(|| "world".into()),
+                tree_signature: None,
+                size: 10,
+                registered_at: 1,
+                executor: Some("local".into()),
+                run_id: Some("r1".into()),
+                freebsd_version: None,
+                kernconf: Some("GENERIC".into()),
+            },
+            references: references.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn references_are_queried_both_ways_and_closed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut db, created) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
+        assert!(created);
+        db.register(&[
+            object("src", Kind::Source, &[]),
+            object("world", Kind::Artifact, &["src"]),
+            object("bundle", Kind::Bundle, &["world"]),
+        ])
+        .unwrap();
+        assert_eq!(db.neighbours("bundle", false).unwrap(), ["world"]);
+        assert_eq!(db.neighbours("world", true).unwrap(), ["bundle"]);
+        assert_eq!(
+            db.closure(&["bundle".into()]).unwrap(),
+            ["bundle", "src", "world"]
+        );
+        let bundles = db
+            .list(&Filter {
+                kind: Some(Kind::Bundle),
+                ..Filter::default()
+            })
+            .unwrap();
+        assert_eq!(bundles.len(), 1);
+        assert_eq!(db.get("world").unwrap().unwrap().kind, Kind::Artifact);
+        // Reopened: not created again, the records kept.
+        drop(db);
+        let (db, created) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
+        assert!(!created);
+        assert_eq!(db.names().unwrap(), ["bundle", "src", "world"]);
+    }
+
+    #[test]
+    fn a_reference_to_an_unregistered_object_registers_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut db, _) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
+        let err = db
+            .register(&[object("bundle", Kind::Bundle, &["missing"])])
+            .unwrap_err();
+        assert!(matches!(err, Error::Inconsistent { .. }), "{err}");
+        assert!(db.names().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_referenced_object_is_not_unregistered_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut db, _) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
+        db.register(&[
+            object("world", Kind::Artifact, &[]),
+            object("bundle", Kind::Bundle, &["world"]),
+        ])
+        .unwrap();
+        assert!(matches!(
+            db.unregister(&["world".into()]).unwrap_err(),
+            Error::Database { .. }
+        ));
+        assert_eq!(db.names().unwrap(), ["bundle", "world"]);
+        db.unregister(&["world".into(), "bundle".into()]).unwrap();
+        assert!(db.names().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Database::open(dir.path(), || Ok(Vec::new())).unwrap());
+        let conn = Connection::open(dir.path().join(META_DIR).join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = Database::open(dir.path(), || Ok(Vec::new())).unwrap_err();
+        assert!(err.to_string().contains("use a newer fruix"), "{err}");
+    }
+}

@@ -1,0 +1,153 @@
+//! What the database records about each object: from a promotion as it
+//! publishes, or read back from the objects themselves (their metadata and
+//! `.references`) for a store written before the database existed.
+
+use std::path::Path;
+
+use fruix_core::promotion::PromotionMetadata;
+
+use crate::bundle::read_bundle;
+use crate::check::{manifest_size, read_identity, read_object_file};
+use crate::db::{Kind, ObjectRecord, Registration};
+use crate::error::Result;
+use crate::object::ObjectIdentity;
+use crate::store::{REFERENCES_FILE, RESULT_METADATA_FILE};
+use crate::verify::is_object_name;
+
+/// Now, in Unix seconds.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The names of the objects of the store at `store` among the absolute
+/// `paths` (a `.references` file's lines); paths elsewhere are left out.
+pub(crate) fn names_in_store<'a>(
+    store: &Path,
+    paths: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let p = Path::new(p);
+            let name = p.file_name()?.to_str()?;
+            (p.parent() == Some(store) && is_object_name(name.as_bytes())).then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// An artifact object's registration.
+pub(crate) fn artifact(
+    name: &str,
+    identity: &ObjectIdentity,
+    size: u64,
+    run_id: Option<&str>,
+    references: Vec<String>,
+) -> Registration {
+    Registration {
+        record: ObjectRecord {
+            name: name.to_string(),
+            kind: Kind::Artifact,
+            artifact: Some(identity.artifact.clone()),
+            tree_signature: Some(identity.tree_signature.to_string()),
+            size,
+            registered_at: now(),
+            executor: Some(identity.executor.clone()),
+            run_id: run_id.map(str::to_string),
+            freebsd_version: Some(identity.freebsd_base.version.clone()),
+            kernconf: Some(identity.build_policy.kernconf.clone()),
+        },
+        references,
+    }
+}
+
+/// A result bundle's registration.
+pub(crate) fn bundle(
+    name: &str,
+    m: &PromotionMetadata,
+    size: u64,
+    references: Vec<String>,
+) -> Registration {
+    Registration {
+        record: ObjectRecord {
+            name: name.to_string(),
+            kind: Kind::Bundle,
+            artifact: None,
+            tree_signature: None,
+            size,
+            registered_at: now(),
+            executor: Some(m.executor.clone()),
+            run_id: Some(m.run_id.clone()),
+            freebsd_version: Some(m.freebsd_base.version.clone()),
+            kernconf: Some(m.build_policy.kernconf.clone()),
+        },
+        references,
+    }
+}
+
+/// The registrations of the objects in the store at `store`, read from
+/// the objects (for a store written before the database). An object whose
+/// metadata cannot be read is left out: unregistered, it is not valid, and
+/// `store verify` and the garbage collector see it as such.
+pub(crate) fn scan(store: &Path) -> Result<Vec<Registration>> {
+    let mut out = Vec::new();
+    for path in crate::verify::object_paths_in(store)? {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Ok(registration) = read_registration(store, &path, name) {
+            out.push(registration);
+        }
+    }
+    // References to objects that are not there (or not readable) are
+    // dropped: they could not be registered.
+    let present: std::collections::HashSet<String> =
+        out.iter().map(|r| r.record.name.clone()).collect();
+    for r in &mut out {
+        r.references.retain(|n| present.contains(n));
+    }
+    Ok(out)
+}
+
+/// One object's registration, read from the object.
+fn read_registration(store: &Path, path: &Path, name: &str) -> Result<Registration> {
+    let references_text = read_object_file(path, REFERENCES_FILE)?;
+    let references = names_in_store(store, references_text.lines());
+    if path.join(RESULT_METADATA_FILE).symlink_metadata().is_ok() {
+        let b = read_bundle(path)?;
+        let size = object_files_size(path, &[RESULT_METADATA_FILE, REFERENCES_FILE]);
+        return Ok(Registration {
+            record: ObjectRecord {
+                name: name.to_string(),
+                kind: Kind::Bundle,
+                artifact: None,
+                tree_signature: None,
+                size,
+                registered_at: now(),
+                executor: Some(b.executor),
+                run_id: Some(b.run_id),
+                freebsd_version: Some(b.version),
+                kernconf: Some(b.kernconf),
+            },
+            references,
+        });
+    }
+    let identity = read_identity(path)?;
+    Ok(artifact(
+        name,
+        &identity,
+        manifest_size(path)?,
+        None,
+        references,
+    ))
+}
+
+/// The sizes of `files` at the top of `object`, added up.
+pub(crate) fn object_files_size(object: &Path, files: &[&str]) -> u64 {
+    files
+        .iter()
+        .filter_map(|f| object.join(f).symlink_metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
