@@ -68,8 +68,15 @@ fn wants_json(command: &Command) -> bool {
         Command::NativeBuild(NativeBuildCommand::Promote(args)) => args.output.json,
         // The guest helper's stdout is its protocol, JSON already.
         Command::NativeBuild(NativeBuildCommand::SelfHosted(_)) => false,
-        Command::Store(StoreCommand::Verify(args)) => args.json,
-        Command::Store(StoreCommand::List(args)) => args.json,
+        Command::Store(command) => match command {
+            StoreCommand::Verify(args) => args.json,
+            StoreCommand::List(args) => args.json,
+            StoreCommand::Info(args) => args.json,
+            StoreCommand::Query(args) => args.json,
+            StoreCommand::Roots(args) => args.json,
+            StoreCommand::Gc(args) => args.json,
+            StoreCommand::Delete(args) => args.json,
+        },
         Command::Executors(
             ExecutorsCommand::List { json, .. } | ExecutorsCommand::Describe { json, .. },
         ) => *json,

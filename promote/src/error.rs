@@ -44,6 +44,16 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// An object to delete is still referenced or rooted.
+    #[error(
+        "{}: still in use by {}; delete that first (or let `fruix store gc` decide)",
+        escape::path(object),
+        escape::text(by)
+    )]
+    StillReferenced { object: PathBuf, by: String },
+    /// A store object that is present but not registered (not valid).
+    #[error("{}: not a valid store object (it is not registered: a promotion was killed before it finished); `fruix store gc` removes it", escape::path(path))]
+    NotValid { path: PathBuf },
     /// A path given as a store object is not one.
     #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-...); check the path", escape::path(path), escape::path(store))]
     NotAStoreObject { path: PathBuf, store: PathBuf },
@@ -56,7 +66,10 @@ impl Error {
         match self {
             Error::Core(e) => ExitStatus::of_failure(e.failure(), ExitStatus::PromotionFailure),
             Error::StoreNotWritable { .. } | Error::Database { .. } => ExitStatus::SystemFailure,
-            Error::NoStore { .. } | Error::NotAStoreObject { .. } => ExitStatus::Usage,
+            Error::NoStore { .. }
+            | Error::NotAStoreObject { .. }
+            | Error::StillReferenced { .. }
+            | Error::NotValid { .. } => ExitStatus::Usage,
             Error::Corrupt { .. } | Error::Inconsistent { .. } => ExitStatus::PromotionFailure,
         }
     }
@@ -67,7 +80,10 @@ impl Error {
             Error::Core(e) => e.failure(),
             Error::StoreNotWritable { .. } | Error::Database { .. } => fruix_core::Failure::System,
             Error::Corrupt { .. } | Error::Inconsistent { .. } => fruix_core::Failure::System,
-            Error::NoStore { .. } | Error::NotAStoreObject { .. } => fruix_core::Failure::Input,
+            Error::NoStore { .. }
+            | Error::NotAStoreObject { .. }
+            | Error::StillReferenced { .. }
+            | Error::NotValid { .. } => fruix_core::Failure::Input,
         }
     }
 }

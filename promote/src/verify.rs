@@ -19,9 +19,7 @@ use fruix_core::error::IoContext;
 use fruix_core::manifest::{Difference, EntryKind, Progress, SPECIAL_BITS};
 
 use crate::bundle::{check_bundle, read_bundle};
-use crate::check::{
-    check_object, manifest_size, read_identity, read_store_manifest, Depth, VerifiedPool,
-};
+use crate::check::{check_object, read_store_manifest, Depth, VerifiedPool};
 use crate::error::{Error, Result};
 use crate::pool::PoolProblem;
 use crate::store::{remove_tree, Store, RESULT_METADATA_FILE};
@@ -232,6 +230,40 @@ pub struct Repair {
     pub removed_pool_entries: Vec<PathBuf>,
     /// Result bundles removed because they name a removed artifact object.
     pub removed_bundles: Vec<PathBuf>,
+    /// Registered objects that were missing, unregistered.
+    pub unregistered: Vec<PathBuf>,
+}
+
+/// Where the registry and the store's directories disagree.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RegistryCheck {
+    /// Registered objects whose directory is gone (an error).
+    pub missing: Vec<PathBuf>,
+    /// Directories that are not registered: not valid (a promotion killed
+    /// before registering, or a leftover); `store gc` removes them.
+    pub unregistered: Vec<PathBuf>,
+}
+
+/// Compares the registry with the store's object directories.
+pub fn check_registry(store: &Store) -> Result<RegistryCheck> {
+    let registered: HashSet<String> = store.db().names()?.into_iter().collect();
+    let present: HashSet<String> = object_paths(store)?
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let mut check = RegistryCheck {
+        missing: registered
+            .difference(&present)
+            .map(|n| store.path().join(n))
+            .collect(),
+        unregistered: present
+            .difference(&registered)
+            .map(|n| store.path().join(n))
+            .collect(),
+    };
+    check.missing.sort();
+    check.unregistered.sort();
+    Ok(check)
 }
 
 /// Removes the corrupt objects and pool entries found by a verification,
@@ -241,10 +273,14 @@ pub fn repair(
     store: &Store,
     objects: &[ObjectVerification],
     pool: &PoolVerification,
+    registry: &RegistryCheck,
 ) -> Result<Repair> {
     store
         .exclusively(true, || {
-            let mut repair = Repair::default();
+            let mut repair = Repair {
+                unregistered: registry.missing.clone(),
+                ..Repair::default()
+            };
             for o in objects.iter().filter(|o| !o.ok) {
                 remove_tree(&o.path);
                 repair.removed_objects.push(o.path.clone());
@@ -274,51 +310,16 @@ pub fn repair(
                     repair.removed_bundles.push(bundle);
                 }
             }
+            // The registry forgets everything removed, and what was missing.
+            let names: Vec<String> = repair
+                .removed_objects
+                .iter()
+                .chain(&repair.removed_bundles)
+                .chain(&repair.unregistered)
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            store.db().unregister(&names)?;
             Ok(repair)
         })?
         .expect("waited for the store")
-}
-
-/// One line of `fruix store list`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ListedObject {
-    pub path: PathBuf,
-    /// `artifact` or `result`.
-    pub kind: &'static str,
-    /// The artifact name (`world`...) or `result` for bundles.
-    pub artifact: String,
-    pub version: String,
-    pub executor: String,
-    /// Total size of the artifact's files in bytes (as in its manifest); 0 for bundles.
-    pub size: u64,
-}
-
-/// Lists the store's objects.
-pub fn list_store(store: &Store) -> Result<Vec<ListedObject>> {
-    object_paths(store)?
-        .into_iter()
-        .map(|path| {
-            if path.join(RESULT_METADATA_FILE).symlink_metadata().is_ok() {
-                let bundle = read_bundle(&path)?;
-                return Ok(ListedObject {
-                    path,
-                    kind: "result",
-                    artifact: "result".into(),
-                    version: bundle.version,
-                    executor: bundle.executor,
-                    size: 0,
-                });
-            }
-            let identity = read_identity(&path)?;
-            let size = manifest_size(&path)?;
-            Ok(ListedObject {
-                path,
-                kind: "artifact",
-                artifact: identity.artifact,
-                version: identity.freebsd_base.version,
-                executor: identity.executor,
-                size,
-            })
-        })
-        .collect()
 }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use fruix_core::manifest::Difference;
 use fruix_core::testing::write_sample_result_root;
+use fruix_promote::query::list_store;
 use fruix_promote::store::disk_usage;
-use fruix_promote::verify::{list_store, object_paths, verify_object, verify_pool};
+use fruix_promote::verify::{object_paths, verify_object, verify_pool};
 use fruix_promote::{promote_native_build_result, Error, PromoteOptions, PromotionReport, Store};
 
 struct Fixture {
@@ -439,23 +440,35 @@ fn concurrent_promotions_agree() {
             object.display()
         );
     }
-    assert_eq!(list_store(&store).unwrap().len(), 5);
+    assert_eq!(list_store(&store, &Default::default()).unwrap().len(), 5);
 }
 
 #[test]
-fn store_list_names_artifact_version_executor_and_size() {
+fn store_list_names_artifact_version_executor_kernconf_run_and_size() {
     let f = Fixture::new();
     f.promote(&f.root("r1", "guest-self-hosted", "20260405T213444Z"))
         .unwrap();
-    let listed = list_store(&Store::open(&f.store_dir()).unwrap()).unwrap();
-    let kernel = listed.iter().find(|o| o.artifact == "kernel").unwrap();
-    assert_eq!(kernel.version, "15.0-STABLE");
-    assert_eq!(kernel.executor, "guest-self-hosted");
-    assert_eq!(kernel.size, 19 + 12);
-    let result = listed.iter().find(|o| o.kind == "result").unwrap();
+    let listed = list_store(&Store::open(&f.store_dir()).unwrap(), &Default::default()).unwrap();
+    let kernel = listed
+        .iter()
+        .find(|o| o.record.artifact.as_deref() == Some("kernel"))
+        .unwrap();
+    let r = &kernel.record;
+    assert_eq!(r.freebsd_version.as_deref(), Some("15.0-STABLE"));
+    assert_eq!(r.executor.as_deref(), Some("guest-self-hosted"));
+    assert_eq!(r.kernconf.as_deref(), Some("GENERIC"));
+    assert_eq!(r.run_id.as_deref(), Some("20260405T213444Z"));
+    assert_eq!(r.size, 19 + 12);
+    let bundle = listed
+        .iter()
+        .find(|o| o.record.kind == fruix_promote::db::Kind::Bundle)
+        .unwrap();
     assert_eq!(
-        (result.version.as_str(), result.executor.as_str()),
-        ("15.0-STABLE", "guest-self-hosted")
+        (
+            bundle.record.freebsd_version.as_deref(),
+            bundle.record.executor.as_deref()
+        ),
+        (Some("15.0-STABLE"), Some("guest-self-hosted"))
     );
 }
 

@@ -318,6 +318,7 @@ fn a_user_other_than_root_gets_a_store_in_their_data_home() {
         let mut cmd = std::process::Command::new(&bin);
         cmd.args(["native-build", "promote", "--json"])
             .arg(&root)
+            .current_dir(dir.path())
             .env_remove("FRUIX_STORE")
             .env_remove("FRUIX_STATE_DIR")
             .env_remove("XDG_DATA_HOME")

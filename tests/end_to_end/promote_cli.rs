@@ -25,6 +25,7 @@ fn summary_and_json_agree() {
             "bootloader_store",
             "headers_store",
             "kernel_store",
+            "out_link",
             "result_store",
             "run_id",
             "sha_kernel",

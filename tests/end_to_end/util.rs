@@ -20,9 +20,15 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
     })
 }
 
-/// A `fruix` command.
+/// A `fruix` command, run from a scratch directory under the target
+/// directory (so that the `./result` links of builds and promotions land
+/// there, not in the source tree); a test that cares sets its own.
 pub fn fruix() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fruix"))
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fruix-cwd");
+    std::fs::create_dir_all(&scratch).expect("a scratch directory");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fruix"));
+    cmd.current_dir(scratch);
+    cmd
 }
 
 /// The miniature FreeBSD source tree.

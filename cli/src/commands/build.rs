@@ -12,7 +12,7 @@ use fruix_promote::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{BuildArgs, GuestArgs};
-use crate::commands::promote::{print_report, promote_with_progress};
+use crate::commands::promote::{check_out_link, link_result, print_report, promote_with_progress};
 use crate::defaults;
 use crate::display::{show_events, Mode};
 use crate::exit::{self, from_matrix, CliError, CliResult, Status};
@@ -27,8 +27,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     defaults::announce(
         Mode::from_output(&args.output),
         (!args.no_promote).then_some(args.store.store.as_path()),
-        args.result_root
-            .is_none()
+        (args.result_root.is_none() || !args.no_promote && !args.out_link.no_out_link)
             .then_some(args.state.state_dir.as_path()),
     );
     let config = with_guest_flags(config_object(&args.config)?, &args.guest)?;
@@ -38,6 +37,9 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     // Everything is checked before anything is created: the request, what
     // the executor can build, and the store it will be promoted into.
     let options = checked_options(&args, executor.as_ref())?;
+    if !args.no_promote {
+        check_out_link(&args.out_link)?;
+    }
     let store = if args.no_promote {
         None
     } else {
@@ -97,7 +99,8 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             );
             CliError::new(e.status, anyhow::anyhow!("{}; {hint}", e.error))
         })?;
-    print_report(&report, &args.output);
+    let link = link_result(&args.out_link, &args.state.state_dir, &report.result_store)?;
+    print_report(&report, link.as_deref(), &args.output);
     Ok(Status::Success)
 }
 

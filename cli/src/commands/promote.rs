@@ -5,20 +5,68 @@ use fruix_core::manifest::Progress;
 use fruix_core::result_root::{self, ResultRoot};
 use fruix_promote::{measure, promote_validated, PromoteOptions, PromotionReport, Store};
 
-use crate::args::{OutputArgs, PromoteArgs};
+use std::path::{Path, PathBuf};
+
+use fruix_promote::roots;
+
+use crate::args::{OutLinkArgs, OutputArgs, PromoteArgs};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
 use crate::exit::{self, from_promote, CliError, CliResult, Status};
 
 pub fn run(args: PromoteArgs) -> CliResult {
     let output = args.output.into();
-    defaults::announce(Mode::from_output(&output), Some(&args.store.store), None);
+    defaults::announce(
+        Mode::from_output(&output),
+        Some(&args.store.store),
+        (!args.out_link.no_out_link).then_some(args.state.state_dir.as_path()),
+    );
+    check_out_link(&args.out_link)?;
     let root = result_root::validate(&args.result_root)
         .map_err(|e| CliError::new(exit::promotion(&e), e))?;
     let store = Store::open(&args.store.store).map_err(from_promote)?;
     let report = promote_with_progress(&root, &store, &output)?;
-    print_report(&report, &output);
+    let link = link_result(&args.out_link, &args.state.state_dir, &report.result_store)?;
+    print_report(&report, link.as_deref(), &output);
     Ok(Status::Success)
+}
+
+/// Refuses, before anything is done, an out-link that could not be made:
+/// something other than a symlink is there.
+pub fn check_out_link(args: &OutLinkArgs) -> CliResult<()> {
+    if args.no_out_link {
+        return Ok(());
+    }
+    match args.out_link.symlink_metadata() {
+        Ok(m) if !m.file_type().is_symlink() => Err(CliError::usage(format!(
+            "--out-link {} exists and is not a symlink; choose another path, or give --no-out-link",
+            escape::path(&args.out_link)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Links the result bundle at the out-link (`./result` by default) and
+/// registers the link as an indirect root in `state_dir`; `None` with
+/// `--no-out-link`.
+pub fn link_result(
+    args: &OutLinkArgs,
+    state_dir: &Path,
+    bundle: &Path,
+) -> CliResult<Option<PathBuf>> {
+    if args.no_out_link {
+        return Ok(None);
+    }
+    roots::add_indirect(state_dir, &args.out_link, bundle)
+        .map(Some)
+        .map_err(|e| {
+            CliError::new(
+                e.exit_status(),
+                anyhow::anyhow!(
+                    "{e}; the objects were promoted, but no root keeps them: link one with `fruix native-build promote --out-link PATH`"
+                ),
+            )
+        })
 }
 
 /// Promotes a validated root into `store`, with a progress
@@ -45,15 +93,15 @@ pub fn promote_with_progress(
     .map_err(from_promote)
 }
 
-/// Prints the summary: key=value lines, or one JSON object with `--json`
-/// (whose `new` fields say what was created). Plain output also says, on
-/// stderr, which objects were already in the store.
-pub fn print_report(report: &PromotionReport, output: &OutputArgs) {
+/// Prints the summary: key=value lines (`out_link=` last, when a link was
+/// made), or one JSON object with `--json` (whose `new` fields say what
+/// was created). Plain output also says, on stderr, which objects were
+/// already in the store.
+pub fn print_report(report: &PromotionReport, out_link: Option<&Path>, output: &OutputArgs) {
     if output.json {
-        println!(
-            "{}",
-            serde_json::to_string(report).expect("reports serialize")
-        );
+        let mut value = serde_json::to_value(report).expect("reports serialize");
+        value["out_link"] = serde_json::json!(out_link);
+        println!("{value}");
         return;
     }
     if !output.quiet {
@@ -72,4 +120,7 @@ pub fn print_report(report: &PromotionReport, output: &OutputArgs) {
         }
     }
     print!("{}", report.to_key_values());
+    if let Some(link) = out_link {
+        println!("out_link={}", link.display());
+    }
 }

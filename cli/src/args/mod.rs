@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod store;
+pub use store::*;
+
 /// Fruix: native FreeBSD base builds through pluggable executors, promoted into
 /// an immutable, content-identified store.
 #[derive(Debug, Parser)]
@@ -109,6 +112,23 @@ pub struct StateDirArg {
     pub state_dir: PathBuf,
 }
 
+/// The `./result` link to a promoted bundle, registered as a root.
+#[derive(Debug, Args, Clone)]
+pub struct OutLinkArgs {
+    /// Where to link the result bundle (a garbage collector root as long as
+    /// the link exists).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "result",
+        conflicts_with = "no_out_link"
+    )]
+    pub out_link: PathBuf,
+    /// Make no link: the bundle is not a root, and `fruix store gc` may remove it.
+    #[arg(long)]
+    pub no_out_link: bool,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct StoreArg {
     /// The store directory (default: /frx/store as root, else
@@ -167,6 +187,8 @@ pub struct BuildArgs {
     /// Stop after the result root is built and validated; do not promote.
     #[arg(long)]
     pub no_promote: bool,
+    #[command(flatten)]
+    pub out_link: OutLinkArgs,
     #[command(flatten)]
     pub guest: GuestArgs,
     #[command(flatten)]
@@ -232,45 +254,11 @@ pub struct PromoteArgs {
     #[command(flatten)]
     pub store: StoreArg,
     #[command(flatten)]
+    pub state: StateDirArg,
+    #[command(flatten)]
+    pub out_link: OutLinkArgs,
+    #[command(flatten)]
     pub output: SummaryArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum StoreCommand {
-    /// Re-hash objects and compare them with their manifests and signatures.
-    Verify(VerifyArgs),
-    /// List the store's objects with artifact, version, executor and size.
-    List(ListArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct VerifyArgs {
-    /// Objects to verify (default: every object in the store). The pool is
-    /// verified in every case.
-    #[arg(value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
-    /// Remove what is corrupt: objects, pool entries, and the result bundles
-    /// that name a removed artifact object. Promote the affected result roots
-    /// again afterwards to recreate them.
-    #[arg(long)]
-    pub repair: bool,
-    #[command(flatten)]
-    pub store: StoreArg,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Print only problems.
-    #[arg(long, short)]
-    pub quiet: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ListArgs {
-    #[command(flatten)]
-    pub store: StoreArg,
-    /// Print the list as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

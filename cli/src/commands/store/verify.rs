@@ -1,25 +1,20 @@
-//! `fruix store verify` and `fruix store list`.
+//! `fruix store verify`: every object against its manifest, the pool
+//! entries by content, and the registry against the store's directories.
 
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_promote::verify::{
-    list_store, object_paths, pool_keys, repair, resolve_object, verify_objects, verify_pool,
+    check_registry, object_paths, pool_keys, repair, resolve_object, verify_objects, verify_pool,
+    RegistryCheck,
 };
 use fruix_promote::Store;
 
-use crate::args::{ListArgs, OutputArgs, StoreCommand, VerifyArgs};
+use crate::args::{OutputArgs, VerifyArgs};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, CliError, CliResult, Status};
 
-pub fn run(command: StoreCommand) -> CliResult {
-    match command {
-        StoreCommand::Verify(args) => verify(args),
-        StoreCommand::List(args) => list(args),
-    }
-}
-
-fn verify(args: VerifyArgs) -> CliResult {
+pub fn verify(args: VerifyArgs) -> CliResult {
     let mode = Mode::from_output(&OutputArgs {
         json: args.json,
         quiet: args.quiet || args.json,
@@ -27,8 +22,19 @@ fn verify(args: VerifyArgs) -> CliResult {
     });
     defaults::announce(mode, Some(&args.store.store), None);
     let store = Store::open_existing(&args.store.store).map_err(from_promote)?;
+    // The registry against the directories, when the whole store is checked.
+    let registry = if args.paths.is_empty() {
+        check_registry(&store).map_err(from_promote)?
+    } else {
+        RegistryCheck::default()
+    };
     let paths = if args.paths.is_empty() {
-        object_paths(&store).map_err(from_promote)?
+        // Unregistered directories are not valid objects: reported, not checked.
+        object_paths(&store)
+            .map_err(from_promote)?
+            .into_iter()
+            .filter(|p| !registry.unregistered.contains(p))
+            .collect()
     } else {
         args.paths
             .iter()
@@ -46,9 +52,9 @@ fn verify(args: VerifyArgs) -> CliResult {
         Ok::<_, fruix_promote::Error>((results, pool))
     })
     .map_err(from_promote)?;
-    let corrupt = results.iter().filter(|r| !r.ok).count();
+    let corrupt = results.iter().filter(|r| !r.ok).count() + registry.missing.len();
     let repaired = if args.repair && (corrupt > 0 || !pool.corrupt.is_empty()) {
-        Some(repair(&store, &results, &pool).map_err(from_promote)?)
+        Some(repair(&store, &results, &pool, &registry).map_err(from_promote)?)
     } else {
         None
     };
@@ -60,6 +66,8 @@ fn verify(args: VerifyArgs) -> CliResult {
                 "checked": results.len(),
                 "corrupt": corrupt,
                 "pool": { "checked": pool.checked, "corrupt": pool.corrupt },
+                "missing": registry.missing,
+                "unregistered": registry.unregistered,
                 "repair": repaired,
             })
         );
@@ -86,6 +94,16 @@ fn verify(args: VerifyArgs) -> CliResult {
             println!("CORRUPT {}", escape::path(&p.path));
             println!("  {}", escape::text(&p.message));
         }
+        for p in &registry.missing {
+            println!("MISSING {}", escape::path(p));
+            println!("  registered, but its directory is gone");
+        }
+        for p in &registry.unregistered {
+            if !args.quiet {
+                println!("unregistered {}", escape::path(p));
+                println!("  not a valid object (a promotion was killed before registering it); `fruix store gc` removes it");
+            }
+        }
         if !args.quiet {
             println!(
                 "{} object(s) checked, {corrupt} corrupt; {} pool entr{} checked, {} corrupt",
@@ -100,6 +118,7 @@ fn verify(args: VerifyArgs) -> CliResult {
                 ("object", &r.removed_objects),
                 ("pool entry", &r.removed_pool_entries),
                 ("result bundle", &r.removed_bundles),
+                ("missing object from the registry", &r.unregistered),
             ] {
                 for p in paths {
                     println!("removed {what} {}", escape::path(p));
@@ -115,40 +134,11 @@ fn verify(args: VerifyArgs) -> CliResult {
         return Err(CliError::new(
             Status::PromotionFailure,
             anyhow::anyhow!(
-                "{corrupt} corrupt store object(s) and {} corrupt pool entr{}; run `fruix store verify --repair` to remove them, then promote the affected result roots again",
+                "{corrupt} corrupt or missing store object(s) and {} corrupt pool entr{}; run `fruix store verify --repair` to remove them, then promote the affected result roots again",
                 pool.corrupt.len(),
                 if pool.corrupt.len() == 1 { "y" } else { "ies" }
             ),
         ).reported());
-    }
-    Ok(Status::Success)
-}
-
-fn list(args: ListArgs) -> CliResult {
-    let mode = Mode::from_output(&OutputArgs {
-        json: args.json,
-        quiet: args.json,
-        verbose: false,
-    });
-    defaults::announce(mode, Some(&args.store.store), None);
-    let store = Store::open_existing(&args.store.store).map_err(from_promote)?;
-    let objects = list_store(&store).map_err(from_promote)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&objects).expect("lists serialize")
-        );
-        return Ok(Status::Success);
-    }
-    for o in &objects {
-        println!(
-            "{:<10} {:<12} {:<18} {:>12}  {}",
-            o.artifact,
-            o.version,
-            o.executor,
-            o.size,
-            escape::path(&o.path)
-        );
     }
     Ok(Status::Success)
 }

@@ -1,0 +1,229 @@
+//! Arguments of `fruix store ...`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::{StateDirArg, StoreArg};
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Re-hash objects and compare them with their manifests and signatures; check the registry.
+    Verify(VerifyArgs),
+    /// List the valid objects: kind, artifact, version, executor, kernconf, run id, registration, size.
+    List(ListArgs),
+    /// Describe objects: kind, sizes (own and closure), signature, registration, build, references.
+    Info(InfoArgs),
+    /// Ask what an object references, what references it, its closure, or its roots.
+    Query(QueryArgs),
+    /// List the garbage collector's roots, and which are dead.
+    Roots(RootsArgs),
+    /// Remove every object no root keeps alive, unused pool entries, leftovers and old result roots.
+    Gc(GcArgs),
+    /// Remove objects that nothing references and no root keeps alive.
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Objects to verify (default: every object in the store). The pool is
+    /// verified in every case.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Remove what is corrupt: objects, pool entries, and the result bundles
+    /// that name a removed artifact object; unregister missing objects.
+    /// Promote the affected result roots again afterwards to recreate them.
+    #[arg(long)]
+    pub repair: bool,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print only problems.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The kinds of store object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KindArg {
+    Artifact,
+    Bundle,
+    Source,
+}
+
+impl From<KindArg> for fruix_promote::db::Kind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Artifact => fruix_promote::db::Kind::Artifact,
+            KindArg::Bundle => fruix_promote::db::Kind::Bundle,
+            KindArg::Source => fruix_promote::db::Kind::Source,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Only objects of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// Only this artifact (world, kernel, headers, bootloader...).
+    #[arg(long, value_name = "NAME")]
+    pub artifact: Option<String>,
+    /// Only objects built by this executor.
+    #[arg(long, value_name = "NAME")]
+    pub executor: Option<String>,
+    /// Only objects first registered by this run.
+    #[arg(long, value_name = "RUN_ID")]
+    pub run_id: Option<String>,
+    /// Print the list as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The objects.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print a JSON array, one object per path.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "question", required = true, multiple = false)]
+pub struct QuestionArgs {
+    /// The objects PATH references directly.
+    #[arg(long)]
+    pub references: bool,
+    /// The objects that reference PATH directly.
+    #[arg(long)]
+    pub referrers: bool,
+    /// PATH's closure: it and everything it references, transitively.
+    #[arg(long)]
+    pub requisites: bool,
+    /// The roots that keep PATH alive.
+    #[arg(long)]
+    pub roots: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub question: QuestionArgs,
+    /// The object asked about.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Print a JSON array of paths.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RootsArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Print the roots as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A size: bytes, or with a K, M, G or T suffix (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit
+        .trim_end_matches(['B', 'b', 'i'])
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{text:?} is not a size (e.g. 500M, 10G)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{text:?} is not a size (e.g. 500M, 10G)"))
+}
+
+/// A duration such as `7d`, `12h` or `30min`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration (e.g. 7d, 12h): {e}"))
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// List what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stop once about SIZE bytes of objects are freed (e.g. 500M, 10G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_freed: Option<u64>,
+    /// Keep promoted result roots in STATE_DIR/native-builds.
+    #[arg(long)]
+    pub keep_result_roots: bool,
+    /// Promoted result roots older than this are removed (e.g. 7d, 12h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
+    pub older_than: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print only the summary line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The objects to remove.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Print the removed paths as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("10K"), Ok(10 << 10));
+        assert_eq!(parse_size("3GiB"), Ok(3 << 30));
+        assert_eq!(parse_size("1t"), Ok(1 << 40));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("99999999999T").is_err(), "overflow");
+    }
+}

@@ -1,0 +1,68 @@
+//! `fruix store gc` and `fruix store delete`.
+
+use fruix_core::escape;
+use fruix_promote::gc::{collect, delete as delete_objects, GcOptions, GcReport};
+use fruix_promote::query::resolve_valid;
+use indicatif::HumanBytes;
+
+use super::{open, print_json, print_paths};
+use crate::args::{DeleteArgs, GcArgs};
+use crate::exit::{from_promote, CliResult, Status};
+
+pub fn gc(args: GcArgs) -> CliResult {
+    let store = open(&args.store.store, Some(&args.state.state_dir), args.json)?;
+    let options = GcOptions {
+        state_dir: args.state.state_dir.clone(),
+        dry_run: args.dry_run,
+        max_freed: args.max_freed,
+        keep_result_roots: args.keep_result_roots,
+        older_than: args.older_than,
+    };
+    let report = collect(&store, &options).map_err(from_promote)?;
+    if args.json {
+        print_json(&report);
+    } else {
+        print_report(&report, args.quiet);
+    }
+    Ok(Status::Success)
+}
+
+/// Every removed path (unless `quiet`), then one summary line.
+fn print_report(r: &GcReport, quiet: bool) {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    if !quiet {
+        for o in &r.objects {
+            println!("{verb} {}", escape::path(&o.path));
+        }
+        for p in &r.dead_roots {
+            println!("{verb} dead root {}", escape::path(p));
+        }
+        for p in &r.result_roots {
+            println!("{verb} result root {}", escape::path(p));
+        }
+    }
+    println!(
+        "{verb} {} object(s) ({}), {} pool entr{} ({} on disk), {} temporar{}; kept {} live object(s)",
+        r.objects.len(),
+        HumanBytes(r.object_bytes),
+        r.pool_entries,
+        if r.pool_entries == 1 { "y" } else { "ies" },
+        HumanBytes(r.pool_bytes),
+        r.temporaries,
+        if r.temporaries == 1 { "y" } else { "ies" },
+        r.kept
+    );
+}
+
+pub fn delete(args: DeleteArgs) -> CliResult {
+    let store = open(&args.store.store, Some(&args.state.state_dir), args.json)?;
+    let names = args
+        .paths
+        .iter()
+        .map(|p| resolve_valid(&store, p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(from_promote)?;
+    let removed = delete_objects(&store, &args.state.state_dir, &names).map_err(from_promote)?;
+    print_paths(&removed, args.json);
+    Ok(Status::Success)
+}

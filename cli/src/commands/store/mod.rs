@@ -1,0 +1,229 @@
+//! `fruix store ...`: verify, list, info, query, roots, gc and delete.
+
+mod gc;
+mod verify;
+
+use std::path::{Path, PathBuf};
+
+use fruix_core::escape;
+use fruix_promote::db::Filter;
+use fruix_promote::query::{info, list_store, query, resolve_valid, Question};
+use fruix_promote::roots;
+use fruix_promote::Store;
+use indicatif::HumanBytes;
+
+use crate::args::{InfoArgs, ListArgs, OutputArgs, QueryArgs, RootsArgs, StoreCommand};
+use crate::defaults;
+use crate::display::Mode;
+use crate::exit::{from_promote, CliResult, Status};
+
+pub fn run(command: StoreCommand) -> CliResult {
+    match command {
+        StoreCommand::Verify(args) => verify::verify(args),
+        StoreCommand::List(args) => list(args),
+        StoreCommand::Info(args) => show_info(args),
+        StoreCommand::Query(args) => ask(args),
+        StoreCommand::Roots(args) => show_roots(args),
+        StoreCommand::Gc(args) => gc::gc(args),
+        StoreCommand::Delete(args) => gc::delete(args),
+    }
+}
+
+/// Says which store (and state directory) is used, on a terminal, and
+/// opens the existing store.
+fn open(store: &Path, state_dir: Option<&Path>, json: bool) -> CliResult<Store> {
+    let mode = Mode::from_output(&OutputArgs {
+        json,
+        quiet: json,
+        verbose: false,
+    });
+    defaults::announce(mode, Some(store), state_dir);
+    Store::open_existing(store).map_err(from_promote)
+}
+
+/// Prints `value` as one line of JSON.
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("results serialize")
+    );
+}
+
+/// A registration time as RFC 3339 (UTC, seconds).
+fn registered(seconds: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn list(args: ListArgs) -> CliResult {
+    let store = open(&args.store.store, None, args.json)?;
+    let filter = Filter {
+        kind: args.kind.map(Into::into),
+        artifact: args.artifact,
+        executor: args.executor,
+        run_id: args.run_id,
+    };
+    let objects = list_store(&store, &filter).map_err(from_promote)?;
+    if args.json {
+        print_json(&objects);
+        return Ok(Status::Success);
+    }
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let header = [
+        "KIND",
+        "ARTIFACT",
+        "VERSION",
+        "EXECUTOR",
+        "KERNCONF",
+        "RUN-ID",
+        "REGISTERED",
+        "SIZE",
+        "PATH",
+    ]
+    .map(String::from);
+    let rows: Vec<[String; 9]> = objects
+        .iter()
+        .map(|o| {
+            let r = &o.record;
+            [
+                r.kind.as_str().to_string(),
+                dash(&r.artifact),
+                dash(&r.freebsd_version),
+                dash(&r.executor),
+                dash(&r.kernconf),
+                dash(&r.run_id),
+                registered(r.registered_at),
+                HumanBytes(r.size).to_string(),
+                escape::path(&o.path).to_string(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..9)
+        .map(|k| {
+            rows.iter()
+                .chain([&header])
+                .map(|r| r[k].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in [&header].into_iter().chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    Ok(Status::Success)
+}
+
+fn show_info(args: InfoArgs) -> CliResult {
+    let store = open(&args.store.store, None, args.json)?;
+    let mut infos = Vec::new();
+    for path in &args.paths {
+        let name = resolve_valid(&store, path).map_err(from_promote)?;
+        infos.push(info(&store, &name).map_err(from_promote)?);
+    }
+    if args.json {
+        print_json(&infos);
+        return Ok(Status::Success);
+    }
+    for (i, o) in infos.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let r = &o.record;
+        println!("{}", escape::path(&o.path));
+        let fields = [
+            ("kind", Some(r.kind.as_str().to_string())),
+            ("artifact", r.artifact.clone()),
+            (
+                "size",
+                Some(format!("{} ({} bytes)", HumanBytes(r.size), r.size)),
+            ),
+            (
+                "closure size",
+                Some(format!(
+                    "{} ({} bytes)",
+                    HumanBytes(o.closure_size),
+                    o.closure_size
+                )),
+            ),
+            ("tree signature", r.tree_signature.clone()),
+            ("registered", Some(registered(r.registered_at))),
+            ("executor", r.executor.clone()),
+            ("run id", r.run_id.clone()),
+            ("version", r.freebsd_version.clone()),
+            ("kernconf", r.kernconf.clone()),
+        ];
+        for (key, value) in fields {
+            if let Some(v) = value {
+                println!("  {key:<15} {}", escape::text(&v));
+            }
+        }
+        for reference in &o.references {
+            println!("  {:<15} {}", "references", escape::path(reference));
+        }
+    }
+    Ok(Status::Success)
+}
+
+fn ask(args: QueryArgs) -> CliResult {
+    let store = open(&args.store.store, Some(&args.state.state_dir), args.json)?;
+    let name = resolve_valid(&store, &args.path).map_err(from_promote)?;
+    let q = &args.question;
+    let question = match (q.references, q.referrers, q.requisites) {
+        (true, _, _) => Question::References,
+        (_, true, _) => Question::Referrers,
+        (_, _, true) => Question::Requisites,
+        _ => Question::Roots,
+    };
+    let answer = query(&store, &args.state.state_dir, &name, question).map_err(from_promote)?;
+    print_paths(&answer, args.json);
+    Ok(Status::Success)
+}
+
+/// Prints paths one per line, or as a JSON array.
+fn print_paths(paths: &[PathBuf], json: bool) {
+    if json {
+        print_json(&paths);
+    } else {
+        for p in paths {
+            println!("{}", escape::path(p));
+        }
+    }
+}
+
+fn show_roots(args: RootsArgs) -> CliResult {
+    let store = open(&args.store.store, Some(&args.state.state_dir), args.json)?;
+    let roots = roots::list(&args.state.state_dir, store.path()).map_err(from_promote)?;
+    if args.json {
+        let rows: Vec<serde_json::Value> = roots
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "link": r.link,
+                    "indirect": r.indirect,
+                    "target": r.target,
+                    "object": r.object.as_ref().map(|o| store.path().join(o)),
+                    "dead": r.is_dead(),
+                })
+            })
+            .collect();
+        print_json(&rows);
+        return Ok(Status::Success);
+    }
+    for r in &roots {
+        let how = if r.indirect { " (indirect)" } else { "" };
+        match &r.object {
+            Some(o) => println!(
+                "{}{how} -> {}",
+                escape::path(&r.link),
+                escape::path(&store.path().join(o))
+            ),
+            None => println!("{}{how}: dead", escape::path(&r.link)),
+        }
+    }
+    Ok(Status::Success)
+}

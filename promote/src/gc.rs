@@ -1,0 +1,362 @@
+//! Garbage collection and deletion of store objects.
+//!
+//! A collection holds the store's GC lock exclusively, so no promotion runs
+//! meanwhile (promotions hold it shared from their first pool entry to
+//! their registration): nothing a promotion is about to link or reference
+//! can go. Then:
+//!
+//! 1. the live objects are the closure of the roots (see [`crate::roots`])
+//!    through the registry's references;
+//! 2. every other registered object is dead, ordered referrers first (a
+//!    prefix of that order never leaves a reference dangling, which is how
+//!    `--max-freed` stops early), and directories the registry does not
+//!    name are garbage too;
+//! 3. the dead are unregistered in one transaction, then each directory is
+//!    renamed to a hidden temporary (it disappears at once) and removed;
+//! 4. pool entries no object links any more, temporaries of killed
+//!    promotions, dead indirect roots, and promoted result roots older than
+//!    a limit go too.
+//!
+//! Killed at any point, it leaves a store that `store verify` accepts:
+//! every registered object is whole, and what is left over (unregistered
+//! directories, hidden temporaries, unlinked pool entries) is garbage the
+//! next collection removes.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+
+use fruix_core::error::IoContext;
+
+use crate::db::{Kind, ObjectRecord};
+use crate::error::{Error, Result};
+use crate::pool::{temp_name, TEMP_PREFIX};
+use crate::roots::{self, Root};
+use crate::store::{remove_tree, Store};
+use crate::verify::object_paths;
+
+/// What a collection may do.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// The state directory holding `gcroots/` and `native-builds/`.
+    pub state_dir: PathBuf,
+    /// Only say what would go.
+    pub dry_run: bool,
+    /// Stop once this many bytes (estimated from the objects' sizes) are
+    /// freed.
+    pub max_freed: Option<u64>,
+    /// Keep promoted result roots in the state directory.
+    pub keep_result_roots: bool,
+    /// Promoted result roots older than this go (unless kept).
+    pub older_than: Duration,
+}
+
+/// One object a collection removed (or would remove).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Removed {
+    pub path: PathBuf,
+    /// `None` for a directory the registry did not name.
+    pub kind: Option<Kind>,
+    pub size: u64,
+}
+
+/// What a collection removed (or, with `dry_run`, would remove).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub objects: Vec<Removed>,
+    /// Bytes of the removed objects' content.
+    pub object_bytes: u64,
+    pub pool_entries: usize,
+    /// Bytes on disk of the removed pool entries.
+    pub pool_bytes: u64,
+    pub temporaries: usize,
+    pub dead_roots: Vec<PathBuf>,
+    pub result_roots: Vec<PathBuf>,
+    /// Live objects kept.
+    pub kept: usize,
+}
+
+/// The names the live roots keep alive (registered or not: an object a
+/// root names is never removed).
+fn rooted(roots: &[Root]) -> Vec<String> {
+    roots.iter().filter_map(|r| r.object.clone()).collect()
+}
+
+/// `dead` ordered so that every object comes before the objects it
+/// references (referrers first); ties by name.
+fn referrers_first(store: &Store, dead: &BTreeSet<String>) -> Result<Vec<String>> {
+    let db = store.db();
+    // How many dead referrers each dead object still waits for.
+    let mut waiting: BTreeMap<&str, usize> = dead.iter().map(|n| (n.as_str(), 0)).collect();
+    let mut references: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for name in dead {
+        let refs: Vec<String> = db
+            .neighbours(name, false)?
+            .into_iter()
+            .filter(|r| dead.contains(r))
+            .collect();
+        for r in &refs {
+            *waiting.get_mut(r.as_str()).expect("dead") += 1;
+        }
+        references.insert(name, refs);
+    }
+    let mut ready: BTreeSet<&str> = waiting
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(k, _)| *k)
+        .collect();
+    let mut out = Vec::with_capacity(dead.len());
+    while let Some(name) = ready.pop_first() {
+        out.push(name.to_string());
+        for r in &references[name] {
+            let n = waiting.get_mut(r.as_str()).expect("dead");
+            *n -= 1;
+            if *n == 0 {
+                ready.insert(dead.get(r).expect("dead").as_str());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes object directory `path`: renamed to a hidden temporary first,
+/// so it disappears at once, then removed.
+fn remove_object(store: &Store, path: &Path) -> Result<()> {
+    let name = path
+        .file_name()
+        .map_or("object".into(), |n| n.to_string_lossy());
+    let hidden = store.path().join(temp_name(&format!("gc-{name}")));
+    match fs::rename(path, &hidden) {
+        Ok(()) => {
+            remove_tree(&hidden);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(fruix_core::Error::io("remove", path, e).into()),
+    }
+}
+
+/// Removes the pool entries no object links (link count 1), and the pool's
+/// temporaries; returns how many entries and their bytes on disk.
+fn collect_pool(store: &Store, dry_run: bool) -> Result<(usize, u64, usize)> {
+    let path = store.pool().path();
+    let dir = rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+        .map_err(|e| fruix_core::Error::io("open", path, e.into()))?;
+    let (mut entries, mut bytes, mut temporaries) = (0, 0, 0);
+    let mut names = Vec::new();
+    store
+        .pool()
+        .for_each_chunk(4096, |chunk| names.extend_from_slice(chunk))?;
+    for name in names {
+        let Ok(st) = rfs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        if st.st_nlink == 1
+            && (dry_run || rfs::unlinkat(&dir, name.as_str(), AtFlags::empty()).is_ok())
+        {
+            entries += 1;
+            bytes += st.st_blocks as u64 * 512;
+        }
+    }
+    for entry in fs::read_dir(path).with_path("read", path)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            temporaries += 1;
+            if !dry_run {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok((entries, bytes, temporaries))
+}
+
+/// Collects garbage in `store` (see the module documentation).
+pub fn collect(store: &Store, options: &GcOptions) -> Result<GcReport> {
+    let _gc = store.gc_lock(true)?;
+    let roots = roots::list(&options.state_dir, store.path())?;
+    let mut report = GcReport {
+        dry_run: options.dry_run,
+        ..GcReport::default()
+    };
+    let live: HashSet<String> = store.db().closure(&rooted(&roots))?.into_iter().collect();
+    report.kept = live.len();
+    let records: BTreeMap<String, ObjectRecord> = store
+        .db()
+        .list(&Default::default())?
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    let dead: BTreeSet<String> = records
+        .keys()
+        .filter(|n| !live.contains(*n))
+        .cloned()
+        .collect();
+    let mut order = referrers_first(store, &dead)?;
+    if let Some(max) = options.max_freed {
+        let mut freed = 0;
+        let keep = order
+            .iter()
+            .take_while(|n| {
+                let go = freed < max;
+                freed += records[*n].size;
+                go
+            })
+            .count();
+        order.truncate(keep);
+    }
+    // Directories the registry does not name, never a rooted one.
+    let unregistered: Vec<PathBuf> = object_paths(store)?
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy())
+                .is_some_and(|n| !records.contains_key(n.as_ref()) && !live.contains(n.as_ref()))
+        })
+        .collect();
+    if !options.dry_run {
+        store.db().unregister(&order)?;
+    }
+    for name in &order {
+        let path = store.path().join(name);
+        if !options.dry_run {
+            remove_object(store, &path)?;
+        }
+        report.object_bytes += records[name].size;
+        report.objects.push(Removed {
+            path,
+            kind: Some(records[name].kind),
+            size: records[name].size,
+        });
+    }
+    let stop_early = options
+        .max_freed
+        .is_some_and(|max| report.object_bytes >= max);
+    if !stop_early {
+        for path in unregistered {
+            if !options.dry_run {
+                remove_object(store, &path)?;
+            }
+            report.objects.push(Removed {
+                path,
+                kind: None,
+                size: 0,
+            });
+        }
+        report.temporaries += collect_temporaries(store, options.dry_run)?;
+    }
+    let (entries, bytes, temporaries) = collect_pool(store, options.dry_run)?;
+    report.pool_entries = entries;
+    report.pool_bytes = bytes;
+    report.temporaries += temporaries;
+    for root in roots.iter().filter(|r| r.is_dead() && r.indirect) {
+        if let Some(entry) = &root.auto_entry {
+            if !options.dry_run {
+                let _ = fs::remove_file(entry);
+            }
+            report.dead_roots.push(root.link.clone());
+        }
+    }
+    if !options.keep_result_roots {
+        report.result_roots = collect_result_roots(store, options)?;
+    }
+    Ok(report)
+}
+
+/// Removes the store's hidden temporaries: under the exclusive GC lock no
+/// promotion runs, so every one was left by a killed process.
+fn collect_temporaries(store: &Store, dry_run: bool) -> Result<usize> {
+    let mut count = 0;
+    for entry in fs::read_dir(store.path())
+        .with_path("read", store.path())?
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            count += 1;
+            if !dry_run {
+                remove_tree(&entry.path());
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Removes the result roots in `STATE_DIR/native-builds/` whose run was
+/// promoted (a registered bundle has its run id) and that are older than
+/// `options.older_than`.
+fn collect_result_roots(store: &Store, options: &GcOptions) -> Result<Vec<PathBuf>> {
+    let dir = options.state_dir.join("native-builds");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let promoted: HashSet<String> = store
+        .db()
+        .list(&crate::db::Filter {
+            kind: Some(Kind::Bundle),
+            ..Default::default()
+        })?
+        .into_iter()
+        .filter_map(|r| r.run_id)
+        .collect();
+    let now = SystemTime::now();
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let run_id = entry.file_name().to_string_lossy().into_owned();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= options.older_than);
+        if promoted.contains(&run_id) && old && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if !options.dry_run {
+                remove_tree(&entry.path());
+            }
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Deletes the objects `names` (and nothing else): refused, with nothing
+/// deleted, when a root keeps one alive or an object not being deleted
+/// references one.
+pub fn delete(store: &Store, state_dir: &Path, names: &[String]) -> Result<Vec<PathBuf>> {
+    let _gc = store.gc_lock(true)?;
+    let roots = roots::list(state_dir, store.path())?;
+    let deleting: BTreeSet<String> = names.iter().cloned().collect();
+    for root in &roots {
+        let Some(object) = &root.object else { continue };
+        let closure = store.db().closure(std::slice::from_ref(object))?;
+        if let Some(kept) = closure.iter().find(|n| deleting.contains(*n)) {
+            return Err(Error::StillReferenced {
+                object: store.path().join(kept),
+                by: format!("the root {}", root.link.display()),
+            });
+        }
+    }
+    for name in &deleting {
+        if let Some(referrer) = store
+            .db()
+            .neighbours(name, true)?
+            .into_iter()
+            .find(|r| !deleting.contains(r))
+        {
+            return Err(Error::StillReferenced {
+                object: store.path().join(name),
+                by: store.path().join(referrer).display().to_string(),
+            });
+        }
+    }
+    let order = referrers_first(store, &deleting)?;
+    store.db().unregister(&order)?;
+    let mut out = Vec::new();
+    for name in order {
+        let path = store.path().join(&name);
+        remove_object(store, &path)?;
+        out.push(path);
+    }
+    collect_pool(store, false)?;
+    Ok(out)
+}

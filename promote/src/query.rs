@@ -1,0 +1,132 @@
+//! Questions about the registered objects: `store list`, `store info` and
+//! `store query`, answered from the registry (never by walking objects).
+
+use std::path::{Path, PathBuf};
+
+use crate::db::{Filter, ObjectRecord};
+use crate::error::{Error, Result};
+use crate::roots::{self, Root};
+use crate::store::Store;
+use crate::verify::resolve_object;
+
+/// One object, with its path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listed {
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub record: ObjectRecord,
+}
+
+/// The valid objects matching `filter`, by name.
+pub fn list_store(store: &Store, filter: &Filter) -> Result<Vec<Listed>> {
+    Ok(store
+        .db()
+        .list(filter)?
+        .into_iter()
+        .map(|record| Listed {
+            path: store.path().join(&record.name),
+            record,
+        })
+        .collect())
+}
+
+/// The name of the valid object `path` (as a user gave it) names: a store
+/// object ([`Error::NotAStoreObject`] otherwise) that is registered
+/// ([`Error::NotValid`] otherwise).
+pub fn resolve_valid(store: &Store, path: &Path) -> Result<String> {
+    let object = resolve_object(store, path)?;
+    let name = object
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if store.is_valid(&name)? {
+        Ok(name)
+    } else {
+        Err(Error::NotValid { path: object })
+    }
+}
+
+/// What `store info` says about one object, in the spirit of
+/// `nix path-info --json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Info {
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub record: ObjectRecord,
+    /// Its size and that of everything it references, transitively.
+    pub closure_size: u64,
+    pub references: Vec<PathBuf>,
+}
+
+/// [`Info`] of the valid object `name`.
+pub fn info(store: &Store, name: &str) -> Result<Info> {
+    let db = store.db();
+    let record = db.get(name)?.ok_or_else(|| Error::NotValid {
+        path: store.path().join(name),
+    })?;
+    let mut closure_size = 0;
+    for n in db.closure(&[name.to_string()])? {
+        closure_size += db.get(&n)?.map_or(0, |r| r.size);
+    }
+    let references = db
+        .neighbours(name, false)?
+        .into_iter()
+        .map(|n| store.path().join(n))
+        .collect();
+    Ok(Info {
+        path: store.path().join(name),
+        record,
+        closure_size,
+        references,
+    })
+}
+
+/// What `store query` asks about an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question {
+    /// The objects it references directly.
+    References,
+    /// The objects that reference it directly.
+    Referrers,
+    /// Its closure: it and everything it references, transitively.
+    Requisites,
+    /// The roots that keep it alive.
+    Roots,
+}
+
+/// The answer to `question` about the valid object `name`: store paths, or
+/// for [`Question::Roots`] the roots' links.
+pub fn query(
+    store: &Store,
+    state_dir: &Path,
+    name: &str,
+    question: Question,
+) -> Result<Vec<PathBuf>> {
+    let in_store = |names: Vec<String>| names.into_iter().map(|n| store.path().join(n)).collect();
+    Ok(match question {
+        Question::References => in_store(store.db().neighbours(name, false)?),
+        Question::Referrers => in_store(store.db().neighbours(name, true)?),
+        Question::Requisites => in_store(store.db().closure(&[name.to_string()])?),
+        Question::Roots => {
+            let mut out = Vec::new();
+            for root in roots::list(state_dir, store.path())? {
+                if keeps(store, &root, name)? {
+                    out.push(root.link);
+                }
+            }
+            out
+        }
+    })
+}
+
+/// Whether `root` keeps object `name` alive.
+fn keeps(store: &Store, root: &Root, name: &str) -> Result<bool> {
+    let Some(object) = &root.object else {
+        return Ok(false);
+    };
+    Ok(store
+        .db()
+        .closure(std::slice::from_ref(object))?
+        .iter()
+        .any(|n| n == name))
+}
