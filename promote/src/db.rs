@@ -51,6 +51,10 @@ CREATE TABLE refs (
 );
 CREATE INDEX refs_reference ON refs(reference);
 CREATE INDEX objects_run_id ON objects(run_id);
+CREATE TABLE promoted_runs (
+    run_id      TEXT PRIMARY KEY,
+    promoted_at INTEGER NOT NULL
+);
 "#];
 
 /// What kind of object a store path is.
@@ -163,9 +167,6 @@ impl Database {
         let e = |e| db_error(&path, e);
         self.conn.busy_timeout(BUSY_TIMEOUT).map_err(e)?;
         self.conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(e)?;
-        self.conn
             .pragma_update(None, "foreign_keys", true)
             .map_err(e)?;
         self.conn
@@ -189,13 +190,38 @@ impl Database {
         for migration in &MIGRATIONS[version as usize..] {
             tx.execute_batch(migration).map_err(e)?;
         }
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(e)?;
+        if version < SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(e)?;
+        }
         if version == 0 {
             insert(&tx, &path, &existing()?)?;
         }
         tx.commit().map_err(e)?;
+        self.wal()?;
         Ok(version == 0)
+    }
+
+    /// Switches to WAL mode (persistent: once one process has, every later
+    /// connection is). The switch needs the database to itself, and SQLite
+    /// does not wait for that, so a busy database is tried again.
+    fn wal(&self) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            let mode: rusqlite::Result<String> =
+                self.conn
+                    .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0));
+            match mode {
+                Ok(_) => return Ok(()),
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy && tries < 1000 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(err) => return Err(db_error(&self.path, err)),
+            }
+        }
     }
 
     /// The database file.
@@ -286,6 +312,17 @@ impl Database {
         Ok(seen.into_iter().collect())
     }
 
+    /// The runs whose result bundle was ever registered.
+    pub fn promoted_runs(&self) -> Result<std::collections::HashSet<String>> {
+        let e = |e| db_error(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT run_id FROM promoted_runs")
+            .map_err(e)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(e)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(e)
+    }
+
     /// Every registered name.
     pub fn names(&self) -> Result<Vec<String>> {
         let e = |e| db_error(&self.path, e);
@@ -354,6 +391,16 @@ fn insert(tx: &rusqlite::Transaction<'_>, path: &Path, objects: &[Registration])
                 r.kernconf
             ])
             .map_err(e)?;
+    }
+    // Runs whose bundle was registered stay known as promoted after the
+    // bundle is collected: their result roots may go.
+    let mut run = tx
+        .prepare_cached("INSERT OR IGNORE INTO promoted_runs (run_id, promoted_at) VALUES (?1, ?2)")
+        .map_err(e)?;
+    for r in objects.iter().map(|o| &o.record) {
+        if let (Kind::Bundle, Some(run_id)) = (r.kind, &r.run_id) {
+            run.execute(params![run_id, r.registered_at]).map_err(e)?;
+        }
     }
     let mut link = tx
         .prepare_cached(
@@ -484,6 +531,29 @@ mod tests {
         assert_eq!(db.names().unwrap(), ["bundle", "world"]);
         db.unregister(&["world".into(), "bundle".into()]).unwrap();
         assert!(db.names().unwrap().is_empty());
+    }
+
+    #[test]
+    fn processes_opening_a_new_store_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Database::open(&path, || Ok(Vec::new())).map(|(_, c)| c))
+            })
+            .collect();
+        let created: Vec<bool> = threads
+            .into_iter()
+            .map(|t| t.join().unwrap().unwrap())
+            .collect();
+        assert_eq!(created.iter().filter(|c| **c).count(), 1, "{created:?}");
+        let (db, _) = Database::open(&path, || Ok(Vec::new())).unwrap();
+        let mode: String = db
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
     }
 
     #[test]

@@ -189,6 +189,7 @@ pub fn collect(store: &Store, options: &GcOptions) -> Result<GcReport> {
         .into_iter()
         .map(|r| (r.name.clone(), r))
         .collect();
+    let promoted = store.db().promoted_runs()?;
     let dead: BTreeSet<String> = records
         .keys()
         .filter(|n| !live.contains(*n))
@@ -260,7 +261,7 @@ pub fn collect(store: &Store, options: &GcOptions) -> Result<GcReport> {
         }
     }
     if !options.keep_result_roots {
-        report.result_roots = collect_result_roots(store, options)?;
+        report.result_roots = collect_result_roots(&promoted, options)?;
     }
     Ok(report)
 }
@@ -284,22 +285,13 @@ fn collect_temporaries(store: &Store, dry_run: bool) -> Result<usize> {
 }
 
 /// Removes the result roots in `STATE_DIR/native-builds/` whose run was
-/// promoted (a registered bundle has its run id) and that are older than
+/// `promoted` (a bundle of the run was registered) and that are older than
 /// `options.older_than`.
-fn collect_result_roots(store: &Store, options: &GcOptions) -> Result<Vec<PathBuf>> {
+fn collect_result_roots(promoted: &HashSet<String>, options: &GcOptions) -> Result<Vec<PathBuf>> {
     let dir = options.state_dir.join("native-builds");
     let Ok(entries) = fs::read_dir(&dir) else {
         return Ok(Vec::new());
     };
-    let promoted: HashSet<String> = store
-        .db()
-        .list(&crate::db::Filter {
-            kind: Some(Kind::Bundle),
-            ..Default::default()
-        })?
-        .into_iter()
-        .filter_map(|r| r.run_id)
-        .collect();
     let now = SystemTime::now();
     let mut out = Vec::new();
     for entry in entries.flatten() {

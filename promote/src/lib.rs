@@ -26,7 +26,7 @@ pub mod verify;
 
 pub use error::{Error, Result};
 pub use pipeline::{
-    measure, promote_native_build_result, promote_validated, ArtifactReport, PromoteOptions,
-    PromotionReport,
+    measure, promote_native_build_result, promote_validated, ArtifactReport, OutLink,
+    PromoteOptions, PromotionReport,
 };
 pub use store::Store;

@@ -62,6 +62,8 @@ pub struct PromotionReport {
     pub result_store: PathBuf,
     /// True when the bundle was created by this promotion.
     pub result_new: bool,
+    /// The link to the bundle, a garbage collector root, when one was made.
+    pub out_link: Option<PathBuf>,
     pub artifacts: BTreeMap<String, ArtifactReport>,
     /// Artifact names in the order of `promotion.scm`.
     #[serde(skip)]
@@ -106,6 +108,16 @@ impl PromotionReport {
 pub struct PromoteOptions<'a> {
     /// Counters updated while reading and copying.
     pub progress: Option<&'a Progress>,
+    /// Where to link the result bundle, registered as an indirect root
+    /// before the promotion ends (a collection can never slip in between).
+    pub out_link: Option<OutLink<'a>>,
+}
+
+/// A link to the result bundle and the state directory whose roots name it.
+#[derive(Debug, Clone, Copy)]
+pub struct OutLink<'a> {
+    pub state_dir: &'a Path,
+    pub link: &'a Path,
 }
 
 /// Validates `result_root` and promotes it into `store`.
@@ -415,6 +427,16 @@ pub fn promote_validated(
         bundle_refs,
     ));
     store.db().register(&registrations)?;
+    // Still under the GC lock: the bundle is rooted before any collection
+    // can see it unrooted.
+    let out_link = match &options.out_link {
+        Some(o) => Some(crate::roots::add_indirect(
+            o.state_dir,
+            o.link,
+            &store.path().join(&bundle.name),
+        )?),
+        None => None,
+    };
     promotion.succeed(some_existed);
     let result_store = store.path().join(&bundle.name);
     let artifacts: BTreeMap<String, ArtifactReport> =
@@ -429,6 +451,7 @@ pub fn promote_validated(
         run_id: m.run_id.clone(),
         result_store,
         result_new,
+        out_link,
         sha_kernel: probe("kernel", &["boot/kernel/kernel"]),
         sha_loader: probe("bootloader", &["boot/loader", "boot/loader.efi"]),
         sha_param: probe("headers", &["usr/include/sys/param.h"]),

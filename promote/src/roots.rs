@@ -185,7 +185,7 @@ mod tests {
             .iter()
             .map(|r| (r.link.as_path(), r.indirect, r.object.as_deref()))
             .collect();
-        let mut expected = vec![
+        let mut expected = [
             (gcroots.join("elsewhere"), false, None),
             (gcroots.join("profiles/p"), false, Some(NAME)),
             (result.clone(), true, Some(NAME)),

@@ -31,4 +31,5 @@ mod ssh_import;
 mod ssh_import_limits;
 mod sshd;
 mod store_integrity;
+mod store_lifecycle;
 mod terminal;

@@ -12,7 +12,7 @@ use fruix_promote::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{BuildArgs, GuestArgs};
-use crate::commands::promote::{check_out_link, link_result, print_report, promote_with_progress};
+use crate::commands::promote::{check_out_link, out_link, print_report, promote_with_progress};
 use crate::defaults;
 use crate::display::{show_events, Mode};
 use crate::exit::{self, from_matrix, CliError, CliResult, Status};
@@ -87,7 +87,10 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     };
     let output = args.output;
     let kept = root.path().to_path_buf();
-    let report = tokio::task::spawn_blocking(move || promote_with_progress(&root, &store, &output))
+    let (link, state_dir) = (args.out_link.clone(), args.state.state_dir.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        promote_with_progress(&root, &store, &output, out_link(&link, &state_dir))
+    })
         .await
         .map_err(|e| CliError::new(Status::SystemFailure, e))?
         .map_err(|e| {
@@ -99,8 +102,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             );
             CliError::new(e.status, anyhow::anyhow!("{}; {hint}", e.error))
         })?;
-    let link = link_result(&args.out_link, &args.state.state_dir, &report.result_store)?;
-    print_report(&report, link.as_deref(), &args.output);
+    print_report(&report, &args.output);
     Ok(Status::Success)
 }
 

@@ -3,11 +3,9 @@
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_core::result_root::{self, ResultRoot};
-use fruix_promote::{measure, promote_validated, PromoteOptions, PromotionReport, Store};
+use fruix_promote::{measure, promote_validated, OutLink, PromoteOptions, PromotionReport, Store};
 
-use std::path::{Path, PathBuf};
-
-use fruix_promote::roots;
+use std::path::Path;
 
 use crate::args::{OutLinkArgs, OutputArgs, PromoteArgs};
 use crate::defaults;
@@ -25,9 +23,9 @@ pub fn run(args: PromoteArgs) -> CliResult {
     let root = result_root::validate(&args.result_root)
         .map_err(|e| CliError::new(exit::promotion(&e), e))?;
     let store = Store::open(&args.store.store).map_err(from_promote)?;
-    let report = promote_with_progress(&root, &store, &output)?;
-    let link = link_result(&args.out_link, &args.state.state_dir, &report.result_store)?;
-    print_report(&report, link.as_deref(), &output);
+    let out_link = out_link(&args.out_link, &args.state.state_dir);
+    let report = promote_with_progress(&root, &store, &output, out_link)?;
+    print_report(&report, &output);
     Ok(Status::Success)
 }
 
@@ -46,39 +44,27 @@ pub fn check_out_link(args: &OutLinkArgs) -> CliResult<()> {
     }
 }
 
-/// Links the result bundle at the out-link (`./result` by default) and
-/// registers the link as an indirect root in `state_dir`; `None` with
-/// `--no-out-link`.
-pub fn link_result(
-    args: &OutLinkArgs,
-    state_dir: &Path,
-    bundle: &Path,
-) -> CliResult<Option<PathBuf>> {
-    if args.no_out_link {
-        return Ok(None);
-    }
-    roots::add_indirect(state_dir, &args.out_link, bundle)
-        .map(Some)
-        .map_err(|e| {
-            CliError::new(
-                e.exit_status(),
-                anyhow::anyhow!(
-                    "{e}; the objects were promoted, but no root keeps them: link one with `fruix native-build promote --out-link PATH`"
-                ),
-            )
-        })
+/// The out-link of `args` (none with `--no-out-link`), rooted in
+/// `state_dir`.
+pub fn out_link<'a>(args: &'a OutLinkArgs, state_dir: &'a Path) -> Option<OutLink<'a>> {
+    (!args.no_out_link).then_some(OutLink {
+        state_dir,
+        link: &args.out_link,
+    })
 }
 
-/// Promotes a validated root into `store`, with a progress
-/// display on a terminal.
+/// Promotes a validated root into `store`, with a progress display on a
+/// terminal, linking the bundle at `out_link` (a root) when given.
 pub fn promote_with_progress(
     root: &ResultRoot,
     store: &Store,
     output: &OutputArgs,
+    out_link: Option<OutLink<'_>>,
 ) -> CliResult<PromotionReport> {
     let progress = Progress::default();
     let options = PromoteOptions {
         progress: Some(&progress),
+        out_link,
     };
     // The totals are only for the display: a tree that cannot be measured
     // is refused by the promotion itself.
@@ -97,11 +83,12 @@ pub fn promote_with_progress(
 /// made), or one JSON object with `--json` (whose `new` fields say what
 /// was created). Plain output also says, on stderr, which objects were
 /// already in the store.
-pub fn print_report(report: &PromotionReport, out_link: Option<&Path>, output: &OutputArgs) {
+pub fn print_report(report: &PromotionReport, output: &OutputArgs) {
     if output.json {
-        let mut value = serde_json::to_value(report).expect("reports serialize");
-        value["out_link"] = serde_json::json!(out_link);
-        println!("{value}");
+        println!(
+            "{}",
+            serde_json::to_string(report).expect("reports serialize")
+        );
         return;
     }
     if !output.quiet {
@@ -120,7 +107,7 @@ pub fn print_report(report: &PromotionReport, out_link: Option<&Path>, output: &
         }
     }
     print!("{}", report.to_key_values());
-    if let Some(link) = out_link {
+    if let Some(link) = &report.out_link {
         println!("out_link={}", link.display());
     }
 }

@@ -1,0 +1,491 @@
+//! The store's lifecycle as users run it: the registry, `./result` roots,
+//! `store gc` (also killed midway, and racing promotions), `store delete`,
+//! the queries, and a store written before the registry existed.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use fruix_core::testing::write_sample_result_root;
+use serde_json::Value;
+
+use crate::util::{fruix, run, run_ok, snapshot};
+
+/// A store and a state directory in a temporary directory.
+struct Lab {
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        Lab {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    /// An unsigned sample result root `name` by `executor`, run `run_id`;
+    /// `unique`, when given, is the content of one more file of its world
+    /// (a pool entry no other root shares).
+    fn root(&self, name: &str, executor: &str, run_id: &str, unique: Option<&str>) -> PathBuf {
+        let root = self.path(name);
+        write_sample_result_root(&root, executor, run_id, false).unwrap();
+        if let Some(content) = unique {
+            std::fs::write(root.join("artifacts/world/etc/unique"), content).unwrap();
+        }
+        root
+    }
+
+    /// `fruix store SUBCOMMAND --store STORE [--state-dir STATE] ARGS`: the
+    /// state directory for the subcommands that use roots.
+    fn store_command(&self, subcommand: &str, args: &[&str]) -> Command {
+        let mut cmd = fruix();
+        cmd.args(["store", subcommand, "--store"]).arg(self.store());
+        if ["query", "roots", "gc", "delete"].contains(&subcommand) {
+            cmd.arg("--state-dir").arg(self.path("state"));
+        }
+        cmd.args(args);
+        cmd
+    }
+
+    /// Promotes `root`, linking the bundle at `link` (a root) or not at all.
+    fn promote(&self, root: &Path, link: Option<&str>) -> Value {
+        let mut cmd = fruix();
+        cmd.args(["native-build", "promote", "--json", "--store"])
+            .arg(self.store())
+            .arg("--state-dir")
+            .arg(self.path("state"));
+        match link {
+            Some(l) => cmd.arg("--out-link").arg(self.path(l)),
+            None => cmd.arg("--no-out-link"),
+        };
+        serde_json::from_str(&run_ok(cmd.arg(root))).unwrap()
+    }
+
+    fn json(&self, subcommand: &str, args: &[&str]) -> Value {
+        let mut cmd = self.store_command(subcommand, args);
+        serde_json::from_str(&run_ok(cmd.arg("--json"))).unwrap()
+    }
+
+    /// The store's object directories.
+    fn objects(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.store())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Pool entries no object links.
+    fn orphaned_pool_entries(&self) -> usize {
+        std::fs::read_dir(self.store().join(".links"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.metadata().unwrap().nlink() == 1)
+            .count()
+    }
+
+    /// `store verify` passes.
+    fn verified(&self) {
+        run_ok(&mut self.store_command("verify", &["--quiet"]));
+    }
+}
+
+/// The store path of a promotion report's bundle and artifacts.
+fn closure_of(report: &Value) -> Vec<String> {
+    let mut paths = vec![report["result_store"].as_str().unwrap().to_string()];
+    for a in report["artifacts"].as_object().unwrap().values() {
+        paths.push(a["store_path"].as_str().unwrap().to_string());
+    }
+    paths.sort();
+    paths
+}
+
+fn name_of(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A rooted run (A), an unrooted run of the same artifacts (B) and an
+/// unrooted run of other artifacts with content of their own (C).
+fn three_runs(lab: &Lab) -> (Value, Value, Value) {
+    let a = lab.promote(
+        &lab.root("a", "local", "20260101T000000Z", None),
+        Some("result-a"),
+    );
+    let b = lab.promote(&lab.root("b", "local", "20260102T000000Z", None), None);
+    let c = lab.promote(
+        &lab.root("c", "jail", "20260103T000000Z", Some("only C has this")),
+        None,
+    );
+    (a, b, c)
+}
+
+#[test]
+fn gc_removes_exactly_the_unreachable_closure_and_orphaned_pool_entries() {
+    let lab = Lab::new();
+    let (a, b, c) = three_runs(&lab);
+    let rooted = closure_of(&a);
+    let before: Vec<Vec<String>> = rooted.iter().map(|p| snapshot(Path::new(p))).collect();
+    let mut dead: Vec<String> = closure_of(&c);
+    dead.push(b["result_store"].as_str().unwrap().to_string());
+    dead.sort();
+    let removed = |report: &Value| {
+        let mut paths: Vec<String> = report["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["path"].as_str().unwrap().to_string())
+            .collect();
+        paths.sort();
+        paths
+    };
+    // A dry run lists what would go, and removes nothing.
+    let objects = lab.objects();
+    let dry = lab.json("gc", &["--dry-run"]);
+    assert_eq!(removed(&dry), dead);
+    assert_eq!(lab.objects(), objects);
+    let report = lab.json("gc", &[]);
+    assert_eq!(removed(&report), dead);
+    assert_eq!(report["kept"], rooted.len());
+    assert_eq!(report["pool_entries"], 1, "C's own file: {report}");
+    assert_eq!(lab.orphaned_pool_entries(), 0);
+    let left: Vec<String> = rooted.iter().map(|p| name_of(p)).collect();
+    assert_eq!(lab.objects(), left);
+    let after: Vec<Vec<String>> = rooted.iter().map(|p| snapshot(Path::new(p))).collect();
+    assert_eq!(before, after, "the rooted closure is untouched");
+    lab.verified();
+    // Nothing more to collect.
+    let again = lab.json("gc", &[]);
+    assert_eq!(again["objects"], serde_json::json!([]));
+}
+
+#[test]
+fn result_links_are_roots_until_removed_then_dead_and_collected() {
+    let lab = Lab::new();
+    let (a, _, _) = three_runs(&lab);
+    let roots = lab.json("roots", &[]);
+    assert_eq!(roots.as_array().unwrap().len(), 1, "{roots}");
+    assert_eq!(roots[0]["link"], lab.path("result-a").to_str().unwrap());
+    assert_eq!(roots[0]["object"], a["result_store"]);
+    assert_eq!(roots[0]["dead"], false);
+    std::fs::remove_file(lab.path("result-a")).unwrap();
+    let roots = lab.json("roots", &[]);
+    assert_eq!(roots[0]["dead"], true, "{roots}");
+    let out = run_ok(&mut lab.store_command("roots", &[]));
+    assert!(out.contains("(indirect): dead"), "{out}");
+    let report = lab.json("gc", &[]);
+    assert_eq!(report["dead_roots"].as_array().unwrap().len(), 1);
+    assert!(lab.objects().is_empty(), "{:?}", lab.objects());
+    assert_eq!(lab.json("roots", &[]), serde_json::json!([]));
+    assert_eq!(lab.orphaned_pool_entries(), 0);
+    lab.verified();
+}
+
+#[test]
+fn queries_follow_the_bundle_to_artifacts_graph() {
+    let lab = Lab::new();
+    let (a, b, _) = three_runs(&lab);
+    let bundle = a["result_store"].as_str().unwrap();
+    let world = a["artifacts"]["world"]["store_path"].as_str().unwrap();
+    let paths = |v: Value| -> Vec<String> {
+        let mut p: Vec<String> = serde_json::from_value(v).unwrap();
+        p.sort();
+        p
+    };
+    let mut artifacts: Vec<String> = closure_of(&a);
+    artifacts.retain(|p| p != bundle);
+    assert_eq!(
+        paths(lab.json("query", &["--references", bundle])),
+        artifacts
+    );
+    let mut bundles = vec![
+        bundle.to_string(),
+        b["result_store"].as_str().unwrap().to_string(),
+    ];
+    bundles.sort();
+    assert_eq!(paths(lab.json("query", &["--referrers", world])), bundles);
+    assert_eq!(
+        paths(lab.json("query", &["--requisites", bundle])),
+        closure_of(&a)
+    );
+    assert_eq!(
+        paths(lab.json("query", &["--roots", world])),
+        [lab.path("result-a").to_str().unwrap()]
+    );
+    let info = lab.json("info", &[bundle, world]);
+    assert_eq!(info[0]["kind"], "bundle");
+    assert_eq!(info[1]["kind"], "artifact");
+    assert_eq!(info[1]["artifact"], "world");
+    assert_eq!(info[0]["run_id"], "20260101T000000Z");
+    let total: u64 = info[0]["size"].as_u64().unwrap()
+        + artifacts
+            .iter()
+            .map(|p| lab.json("info", &[p])[0]["size"].as_u64().unwrap())
+            .sum::<u64>();
+    assert_eq!(info[0]["closure_size"], total);
+    // list: a header, then one row per object; filters narrow it.
+    let list = run_ok(&mut lab.store_command("list", &[]));
+    let header: Vec<&str> = list.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "KIND",
+            "ARTIFACT",
+            "VERSION",
+            "EXECUTOR",
+            "KERNCONF",
+            "RUN-ID",
+            "REGISTERED",
+            "SIZE",
+            "PATH"
+        ]
+    );
+    assert_eq!(list.lines().count(), 1 + lab.objects().len());
+    let bundles_listed = lab.json("list", &["--kind", "bundle"]);
+    assert_eq!(bundles_listed.as_array().unwrap().len(), 3);
+    let jail_worlds = lab.json("list", &["--executor", "jail", "--artifact", "world"]);
+    assert_eq!(jail_worlds.as_array().unwrap().len(), 1, "{jail_worlds}");
+    let run_b = lab.json("list", &["--run-id", "20260102T000000Z"]);
+    assert_eq!(
+        run_b.as_array().unwrap().len(),
+        1,
+        "B added only its bundle"
+    );
+}
+
+#[test]
+fn delete_refuses_what_is_referenced_or_rooted_and_removes_the_rest() {
+    let lab = Lab::new();
+    let (a, b, _) = three_runs(&lab);
+    let world = a["artifacts"]["world"]["store_path"].as_str().unwrap();
+    let refused = |path: &str, says: &str| {
+        let out = run(&mut lab.store_command("delete", &[path]));
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+    };
+    refused(world, "still in use by");
+    refused(a["result_store"].as_str().unwrap(), "the root");
+    let objects = lab.objects();
+    assert_eq!(lab.objects(), objects, "a refusal removes nothing");
+    let gone = run_ok(&mut lab.store_command("delete", &[b["result_store"].as_str().unwrap()]));
+    assert_eq!(gone.trim(), b["result_store"].as_str().unwrap());
+    assert!(!Path::new(b["result_store"].as_str().unwrap()).exists());
+    lab.verified();
+}
+
+#[test]
+fn a_store_written_before_the_registry_is_registered_on_first_use() {
+    let lab = Lab::new();
+    let (a, b, c) = three_runs(&lab);
+    // The store as the release before the registry wrote it: the same
+    // objects, no `.fruix` directory.
+    std::fs::remove_dir_all(lab.store().join(".fruix")).unwrap();
+    let listed = lab.json("list", &[]);
+    let mut paths: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    let mut expected: Vec<String> = [closure_of(&a), closure_of(&c)].concat();
+    expected.push(b["result_store"].as_str().unwrap().to_string());
+    expected.sort();
+    assert_eq!(paths, expected);
+    let world = a["artifacts"]["world"]["store_path"].as_str().unwrap();
+    let referrers = lab.json("query", &["--referrers", world]);
+    assert_eq!(referrers.as_array().unwrap().len(), 2, "{referrers}");
+    let bundle = lab.json("info", &[a["result_store"].as_str().unwrap()]);
+    assert_eq!(bundle[0]["kernconf"], "GENERIC");
+    lab.verified();
+    // And collected as usual: A is still rooted.
+    lab.json("gc", &[]);
+    assert_eq!(lab.objects().len(), closure_of(&a).len());
+    lab.verified();
+}
+
+#[test]
+fn verify_reports_registered_objects_that_are_missing_and_repair_unregisters_them() {
+    let lab = Lab::new();
+    let (a, _, _) = three_runs(&lab);
+    let bundle = a["result_store"].as_str().unwrap();
+    // A registered bundle whose directory went away behind fruix's back.
+    // (Read-only directories: the tests run as root, as scripts/test.sh does.)
+    std::fs::remove_dir_all(bundle).unwrap();
+    let out = run(&mut lab.store_command("verify", &["--json"]));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["missing"], serde_json::json!([bundle]));
+    run_ok(&mut lab.store_command("verify", &["--repair", "--quiet"]));
+    lab.verified();
+    let out = run(&mut lab.store_command("info", &[bundle]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn an_unregistered_object_is_invisible_and_collected() {
+    let lab = Lab::new();
+    let (a, _, _) = three_runs(&lab);
+    // A promotion killed between publishing and registering leaves this.
+    let world = a["artifacts"]["world"]["store_path"].as_str().unwrap();
+    let copy = lab.store().join("f".repeat(40) + &name_of(world)[40..]);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(world)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = run(&mut lab.store_command("info", &[copy.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid store object"));
+    let verify = lab.json("verify", &[]);
+    assert_eq!(verify["unregistered"], serde_json::json!([copy]));
+    lab.json("gc", &[]);
+    assert!(!copy.exists());
+    lab.verified();
+}
+
+/// Where [`gc_killed_at_any_point_leaves_a_store_verify_accepts`] kills a
+/// collection: right away, or when inotify reports it reaching a stage.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    Start,
+    Unregistering,
+    FirstObjectHidden,
+    FirstPoolEntryRemoved,
+    ResultRootRemoved,
+}
+
+#[test]
+fn gc_killed_at_any_point_leaves_a_store_verify_accepts() {
+    use crate::race::Inotify;
+    for at in [
+        KillAt::Start,
+        KillAt::Unregistering,
+        KillAt::FirstObjectHidden,
+        KillAt::FirstPoolEntryRemoved,
+        KillAt::ResultRootRemoved,
+    ] {
+        let lab = Lab::new();
+        let (a, _, _) = three_runs(&lab);
+        for i in 0..8 {
+            let root = lab.root(
+                &format!("x{i}"),
+                "local",
+                "20260104T000000Z",
+                Some(&format!("x{i}")),
+            );
+            lab.promote(&root, None);
+        }
+        // A promoted result root, old enough to go.
+        let results = lab.path("state/native-builds/20260102T000000Z");
+        std::fs::create_dir_all(results.join("artifacts")).unwrap();
+        let inotify = Inotify::new();
+        let meta = inotify.watch(&lab.store().join(".fruix"), libc::IN_MODIFY);
+        let store = inotify.watch(&lab.store(), libc::IN_MOVED_TO);
+        let links = inotify.watch(&lab.store().join(".links"), libc::IN_DELETE);
+        let builds = inotify.watch(&lab.path("state/native-builds"), libc::IN_DELETE);
+        let mut child = lab
+            .store_command("gc", &["--quiet", "--older-than", "0s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let reached = |e: &crate::race::Event| match at {
+            KillAt::Start => true,
+            KillAt::Unregistering => e.wd == meta,
+            KillAt::FirstObjectHidden => e.wd == store && e.name.starts_with(b".tmp-gc-"),
+            KillAt::FirstPoolEntryRemoved => e.wd == links,
+            KillAt::ResultRootRemoved => e.wd == builds,
+        };
+        if !matches!(at, KillAt::Start) {
+            inotify.wait(reached);
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+        lab.verified();
+        // A second collection finishes the job; the rooted closure is whole.
+        lab.json("gc", &["--older-than", "0s"]);
+        let left: Vec<String> = closure_of(&a).iter().map(|p| name_of(p)).collect();
+        assert_eq!(lab.objects(), left, "after a kill at {at:?}");
+        assert_eq!(lab.orphaned_pool_entries(), 0, "after a kill at {at:?}");
+        assert!(!results.exists(), "after a kill at {at:?}");
+        let leftovers: Vec<String> = std::fs::read_dir(lab.store())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp-"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "after a kill at {at:?}: {leftovers:?}"
+        );
+        lab.verified();
+    }
+}
+
+#[test]
+fn promotions_racing_collections_never_lose_a_rooted_object() {
+    let lab = Lab::new();
+    let roots: Vec<PathBuf> = (0..12)
+        .map(|i| {
+            lab.root(
+                &format!("r{i}"),
+                "local",
+                &format!("202601{:02}T000000Z", i + 1),
+                Some(&format!("{i}")),
+            )
+        })
+        .collect();
+    // The store exists (a collection refuses a missing store).
+    lab.promote(
+        &lab.root("first", "local", "20251231T000000Z", None),
+        Some("result-first"),
+    );
+    for (i, root) in roots.iter().enumerate() {
+        let link = lab.path(&format!("result-{i}"));
+        let mut promote = fruix();
+        promote
+            .args(["native-build", "promote", "--quiet", "--store"])
+            .arg(lab.store())
+            .arg("--state-dir")
+            .arg(lab.path("state"))
+            .arg("--out-link")
+            .arg(&link)
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut gc = lab.store_command("gc", &["--quiet"]);
+        gc.stdout(Stdio::null()).stderr(Stdio::piped());
+        let (p, g) = (promote.spawn().unwrap(), gc.spawn().unwrap());
+        let p = p.wait_with_output().unwrap();
+        assert!(p.status.success(), "promotion {i}: {p:?}");
+        let g = g.wait_with_output().unwrap();
+        assert!(g.status.success(), "collection {i}: {g:?}");
+        // Every link made so far still leads to a whole bundle.
+        for j in 0..=i {
+            let bundle = std::fs::read_link(lab.path(&format!("result-{j}"))).unwrap();
+            assert!(
+                bundle.join("artifacts/world/bin/sh").exists(),
+                "round {i}: the bundle of result-{j} lost its world"
+            );
+        }
+    }
+    lab.verified();
+}
