@@ -150,24 +150,17 @@ mod tests {
         std::fs::create_dir_all(&conf).unwrap();
         let e = read_newvers(dir.path()).unwrap_err();
         assert!(matches!(e, Error::Io { .. }), "{e}");
-        std::fs::write(
-            conf.join("newvers.sh"),
-            "TYPE=\"FreeBSD\"\nREVISION=\"15.0\"\n",
-        )
-        .unwrap();
-        let e = read_newvers(dir.path()).unwrap_err();
+        let newvers = |text: &str| {
+            std::fs::write(conf.join("newvers.sh"), text).unwrap();
+            read_newvers(dir.path())
+        };
+        let e = newvers("TYPE=\"FreeBSD\"\nREVISION=\"15.0\"\n").unwrap_err();
         assert!(
             matches!(&e, Error::InvalidMetadata { field, .. } if field == "BRANCH"),
             "{e}"
         );
-        std::fs::write(
-            conf.join("newvers.sh"),
-            "# comment\nREVISION=\"15.0\"\n  BRANCH=\"STABLE\"\n",
-        )
-        .unwrap();
-        let newvers = read_newvers(dir.path()).unwrap();
         assert_eq!(
-            newvers,
+            newvers("# comment\nREVISION=\"15.0\"\n  BRANCH=\"STABLE\"\n").unwrap(),
             Newvers {
                 name: "FreeBSD".into(),
                 version: "15.0-STABLE".into()
