@@ -13,6 +13,21 @@ pub const MAKEFILES: [&str; 3] = ["BSDmakefile", "makefile", "Makefile"];
 /// Where the version of a FreeBSD source tree is declared.
 pub const NEWVERS: &str = "sys/conf/newvers.sh";
 
+/// The source tree `path` of a build request, which must be absolute: a
+/// relative one would name another tree in every working directory.
+pub fn absolute_source(path: &str) -> Result<PathBuf> {
+    let source = PathBuf::from(path);
+    if !source.is_absolute() {
+        return Err(Error::InvalidRequest {
+            message: format!(
+                "source path {} is relative; give the absolute path of the source tree",
+                source.display()
+            ),
+        });
+    }
+    Ok(source)
+}
+
 /// Checks that `dir` is a FreeBSD source tree: a directory whose makefile
 /// (the first of [`MAKEFILES`] there) mentions `buildworld`. Anything else
 /// is [`Error::InvalidRequest`] naming the directory.
