@@ -150,12 +150,7 @@ impl GuestConfig {
             (None, Some(file), Some(name)) => {
                 let machines = Machines::read(file)?;
                 let m = machines.get(name)?.clone();
-                let target = SshTarget {
-                    user: m.user.clone(),
-                    host: m.host.clone(),
-                    port: m.port,
-                };
-                (target, Some(m))
+                (m.target.clone(), Some(m))
             }
             (None, Some(_), None) => {
                 return Err(invalid("`machines` is given without `machine`; name the machine to build on".into()))
