@@ -209,6 +209,19 @@ mod tests {
         }
     }
 
+    /// Checks that `refused` is the problem `expected`, with a message that
+    /// says `says`; returns the message.
+    fn assert_refused(
+        refused: (MetadataFileProblem, String),
+        expected: MetadataFileProblem,
+        says: &str,
+    ) -> String {
+        let (problem, message) = refused;
+        assert_eq!(problem, expected, "{message}");
+        assert!(message.contains(says), "{message}");
+        message
+    }
+
     #[test]
     fn a_regular_file_is_read_and_an_absent_one_is_typed() {
         let dir = tempfile::tempdir().unwrap();
@@ -230,11 +243,10 @@ mod tests {
         fs::write(&secret, "SECRET-MARKER").unwrap();
         let link = dir.path().join("m.scm");
         std::os::unix::fs::symlink(&secret, &link).unwrap();
-        let (problem, message) = refusal(&link);
-        assert_eq!(problem, MetadataFileProblem::Symlink);
-        assert!(
-            message.contains("is a symlink; fruix never follows symlinks in metadata"),
-            "{message}"
+        let message = assert_refused(
+            refusal(&link),
+            MetadataFileProblem::Symlink,
+            "is a symlink; fruix never follows symlinks in metadata",
         );
         assert!(!message.contains("SECRET"), "{message}");
     }
@@ -246,30 +258,30 @@ mod tests {
         crate::testing::mkfifo(&fifo).unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || tx.send(refusal(&fifo)));
-        let (problem, message) = rx
+        let refused = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("reading a FIFO must not block");
-        assert_eq!(problem, MetadataFileProblem::NotRegular { kind: "FIFO" });
-        assert!(
-            message.contains("is a FIFO, not a regular file"),
-            "{message}"
+        assert_refused(
+            refused,
+            MetadataFileProblem::NotRegular { kind: "FIFO" },
+            "is a FIFO, not a regular file",
         );
     }
 
     #[test]
     fn devices_and_directories_are_refused() {
-        let (problem, _) = refusal(Path::new("/dev/zero"));
-        assert_eq!(
-            problem,
+        assert_refused(
+            refusal(Path::new("/dev/zero")),
             MetadataFileProblem::NotRegular {
-                kind: "character device"
-            }
+                kind: "character device",
+            },
+            "is a character device, not a regular file",
         );
         let dir = tempfile::tempdir().unwrap();
-        let (problem, _) = refusal(dir.path());
-        assert_eq!(
-            problem,
-            MetadataFileProblem::NotRegular { kind: "directory" }
+        assert_refused(
+            refusal(dir.path()),
+            MetadataFileProblem::NotRegular { kind: "directory" },
+            "is a directory, not a regular file",
         );
     }
 
@@ -280,14 +292,13 @@ mod tests {
         fs::write(&path, vec![b' '; MAX_METADATA_BYTES]).unwrap();
         assert_eq!(read_metadata_file(&path).unwrap().len(), MAX_METADATA_BYTES);
         fs::write(&path, vec![b' '; 2 * MAX_METADATA_BYTES]).unwrap();
-        let (problem, message) = refusal(&path);
-        assert_eq!(
-            problem,
+        assert_refused(
+            refusal(&path),
             MetadataFileProblem::TooLarge {
-                limit: MAX_METADATA_BYTES
-            }
+                limit: MAX_METADATA_BYTES,
+            },
+            "1048576 bytes (1024 KiB)",
         );
-        assert!(message.contains("1048576 bytes (1024 KiB)"), "{message}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod result_root;
 pub mod run_id;
 pub mod sexp;
 pub mod special_modes;
+pub mod ssh_target;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

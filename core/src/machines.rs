@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::escape;
 use crate::sexp::{self, Record};
+use crate::ssh_target::SshTarget;
 
 /// The head symbol of a machines file.
 pub const MACHINES_HEAD: &str = "fruix-machines";
@@ -38,9 +39,8 @@ pub const MACHINES_HEAD: &str = "fruix-machines";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
     pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub user: String,
+    /// Where its sshd listens, and the user to log in as.
+    pub target: SshTarget,
     /// The private key to authenticate with (absolute path on this machine).
     pub private_key: Option<PathBuf>,
     /// The machine's pinned host key (`ssh-ed25519 AAAA...`); when given it is
@@ -180,9 +180,7 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
     r.finish()?;
     Ok(Machine {
         name,
-        host,
-        port,
-        user,
+        target: SshTarget { user, host, port },
         private_key,
         host_key,
         systems,
@@ -232,7 +230,11 @@ mod tests {
         assert_eq!(m.machines.len(), 2);
         let b1 = m.get("builder-1").unwrap();
         assert_eq!(
-            (b1.host.as_str(), b1.port, b1.user.as_str()),
+            (
+                b1.target.host.as_str(),
+                b1.target.port,
+                b1.target.user.as_str()
+            ),
             ("127.0.0.1", 2222, "root")
         );
         assert_eq!(
@@ -245,7 +247,7 @@ mod tests {
         assert_eq!(b1.state_dir.as_deref(), Some("/var/lib/fruix"));
         assert_eq!(b1.helper.as_deref(), Some("/usr/local/bin/fruix"));
         let b2 = m.get("builder-2").unwrap();
-        assert_eq!((b2.port, b2.parallel_builds, b2.speed), (22, 1, 1.0));
+        assert_eq!((b2.target.port, b2.parallel_builds, b2.speed), (22, 1, 1.0));
         assert_eq!((b2.private_key.clone(), b2.state_dir.clone()), (None, None));
         assert_eq!(b2.line, 7);
     }

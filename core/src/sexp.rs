@@ -626,20 +626,22 @@ mod tests {
     /// missing, at the record's first line.
     #[test]
     fn a_misspelt_field_is_named_at_its_line_with_the_known_one() {
-        let text = "(fruix-x\n  (run-id \"r\")\n  (guest-hostname \"h\"))";
-        let (field, line, message) = invalid(read(text, |r| {
-            r.string("run-id")?;
-            r.string("guest-host-name")
-        }));
-        assert_eq!((field.as_str(), line), ("guest-hostname", Some(3)));
-        assert_eq!(message, "unknown field; did you mean `guest-host-name`?");
-        // An optional field misspelt is found at the end, with the suggestion.
-        let text = "(fruix-x\n  (run-id \"r\")\n  (comit \"c\"))";
-        let (field, line, message) = invalid(read(text, |r| {
-            r.string("run-id")?;
-            r.opt_string("commit")
-        }));
-        assert_eq!((field.as_str(), line), ("comit", Some(3)));
-        assert_eq!(message, "unknown field; did you mean `commit`?");
+        // A misspelt optional field is found at the end, with the suggestion.
+        for (misspelt, known, required) in [
+            ("guest-hostname", "guest-host-name", true),
+            ("comit", "commit", false),
+        ] {
+            let text = format!("(fruix-x\n  (run-id \"r\")\n  ({misspelt} \"h\"))");
+            let (field, line, message) = invalid(read(&text, |r| {
+                r.string("run-id")?;
+                if required {
+                    r.string(known).map(Some)
+                } else {
+                    r.opt_string(known)
+                }
+            }));
+            assert_eq!((field.as_str(), line), (misspelt, Some(3)));
+            assert_eq!(message, format!("unknown field; did you mean `{known}`?"));
+        }
     }
 }

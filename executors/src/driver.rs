@@ -39,13 +39,14 @@ mod step;
 
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
 use fruix_core::collect::host_name;
-use fruix_core::executor::RunContext;
+use fruix_core::executor::{Run, RunContext};
 use fruix_core::promotion::PromotionMetadata;
 use fruix_core::{Error, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
-use fruix_freebsd::source::check_source_tree;
-use fruix_freebsd::work::prepare_work_dir;
+use fruix_freebsd::source::{absolute_source, check_source_tree};
+use fruix_freebsd::work::{prepare_work_dir, work_dir_for};
 use fruix_freebsd::{tree, BuildPlan, Layout, MakeStep};
 use tokio_util::sync::CancellationToken;
 
@@ -115,6 +116,44 @@ impl Driver {
             ));
         }
         Ok(metadata)
+    }
+}
+
+/// One run of the build driver on this machine: the work directory follows
+/// from the run's result root (under `work_dir` when given), so the run
+/// needs no state of its own. Its cleanup removes the work directory.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverRun<'a> {
+    /// The executor name and version recorded in `promotion.scm`.
+    pub executor: &'static str,
+    pub executor_version: &'static str,
+    pub make: &'a str,
+    pub work_dir: Option<&'a Path>,
+}
+
+impl DriverRun<'_> {
+    fn work_dir(&self, ctx: &RunContext) -> Result<PathBuf> {
+        work_dir_for(&ctx.result_root, &ctx.request.run_id, self.work_dir)
+    }
+}
+
+#[async_trait]
+impl Run for DriverRun<'_> {
+    async fn build(&mut self, ctx: &RunContext) -> Result<()> {
+        let driver = Driver {
+            executor: self.executor.to_string(),
+            executor_version: self.executor_version.to_string(),
+            layout: Layout {
+                make: self.make.to_string(),
+                source_dir: absolute_source(&ctx.request.source.path)?,
+                work_dir: self.work_dir(ctx)?,
+            },
+        };
+        driver.run(ctx).await.map(drop)
+    }
+
+    async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
+        remove_work_dir(&self.work_dir(ctx)?).await
     }
 }
 

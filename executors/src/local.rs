@@ -21,13 +21,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use fruix_core::executor::{Capabilities, Executor, ExecutorConfig, Run, RunContext};
 use fruix_core::{Error, Result};
-use fruix_freebsd::work::work_dir_for;
-use fruix_freebsd::Layout;
 
-use crate::driver::{self, Driver};
+use crate::driver::{self, DriverRun};
 
 /// The registered name.
 pub const NAME: &str = "local";
@@ -51,13 +48,7 @@ impl ExecutorConfig for LocalConfig {
     const DESCRIPTION: &'static str = "builds FreeBSD base on this machine with make";
 
     fn capabilities() -> Capabilities {
-        Capabilities {
-            remote: false,
-            signs_at_build_site: true,
-            cancellable: true,
-            // FreeBSD's build cross-builds to any TARGET/TARGET_ARCH.
-            target_arches: Vec::new(),
-        }
+        Capabilities::local()
     }
 
     fn build(self) -> Result<Arc<dyn Executor>> {
@@ -104,16 +95,6 @@ pub struct LocalExecutor {
     work_dir: Option<PathBuf>,
 }
 
-impl LocalExecutor {
-    fn work_dir(&self, ctx: &RunContext) -> Result<PathBuf> {
-        work_dir_for(
-            &ctx.result_root,
-            &ctx.request.run_id,
-            self.work_dir.as_deref(),
-        )
-    }
-}
-
 impl Executor for LocalExecutor {
     fn name(&self) -> &str {
         NAME
@@ -128,42 +109,12 @@ impl Executor for LocalExecutor {
     }
 
     fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
-        Box::new(LocalRun { executor: self })
-    }
-}
-
-/// One run of [`LocalExecutor`]: its work directory is derived from the
-/// run's result root, so the run needs no state of its own.
-struct LocalRun<'a> {
-    executor: &'a LocalExecutor,
-}
-
-#[async_trait]
-impl Run for LocalRun<'_> {
-    async fn build(&mut self, ctx: &RunContext) -> Result<()> {
-        let source_dir = PathBuf::from(&ctx.request.source.path);
-        if !source_dir.is_absolute() {
-            return Err(Error::InvalidRequest {
-                message: format!(
-                    "source path {} is relative; give the absolute path of the source tree",
-                    source_dir.display()
-                ),
-            });
-        }
-        let driver = Driver {
-            executor: NAME.to_string(),
-            executor_version: VERSION.to_string(),
-            layout: Layout {
-                make: self.executor.make.clone(),
-                source_dir,
-                work_dir: self.executor.work_dir(ctx)?,
-            },
-        };
-        driver.run(ctx).await.map(drop)
-    }
-
-    async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
-        driver::remove_work_dir(&self.executor.work_dir(ctx)?).await
+        Box::new(DriverRun {
+            executor: NAME,
+            executor_version: VERSION,
+            make: &self.make,
+            work_dir: self.work_dir.as_deref(),
+        })
     }
 }
 

@@ -43,6 +43,24 @@ pub enum Pick {
     EntriesExcept { prefix: &'static str },
 }
 
+impl Pick {
+    /// The entry `name`, which must be there.
+    pub const fn required(name: &'static str) -> Pick {
+        Pick::Entry {
+            name,
+            required: true,
+        }
+    }
+
+    /// The entry `name`, when it is there.
+    pub const fn optional(name: &'static str) -> Pick {
+        Pick::Entry {
+            name,
+            required: false,
+        }
+    }
+}
+
 /// One step of the slicing: entries of a directory of the work directory,
 /// placed under their own names into a directory of the result root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,10 +100,7 @@ impl Slicing {
         if wants(Artifact::Headers) {
             slices.push(Slice {
                 from: format!("{WORLD_DESTDIR}/usr"),
-                pick: Pick::Entry {
-                    name: "include",
-                    required: true,
-                },
+                pick: Pick::required("include"),
                 into: into(Artifact::Headers, "usr"),
                 transfer: from_world,
             });
@@ -101,19 +116,13 @@ impl Slicing {
         if wants(Artifact::Kernel) {
             slices.push(Slice {
                 from: format!("{KERNEL_DESTDIR}/boot"),
-                pick: Pick::Entry {
-                    name: "kernel",
-                    required: true,
-                },
+                pick: Pick::required("kernel"),
                 into: into(Artifact::Kernel, "boot"),
                 transfer: Transfer::Move,
             });
             slices.push(Slice {
                 from: KERNEL_DESTDIR.to_string(),
-                pick: Pick::Entry {
-                    name: "METALOG",
-                    required: false,
-                },
+                pick: Pick::optional("METALOG"),
                 into: into(Artifact::Kernel, ""),
                 transfer: Transfer::Move,
             });
@@ -121,10 +130,7 @@ impl Slicing {
         if wants(Artifact::World) {
             slices.push(Slice {
                 from: String::new(),
-                pick: Pick::Entry {
-                    name: WORLD_DESTDIR,
-                    required: true,
-                },
+                pick: Pick::required(WORLD_DESTDIR),
                 into: ARTIFACTS_DIR.to_string(),
                 transfer: Transfer::Move,
             });

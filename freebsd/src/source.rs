@@ -13,6 +13,21 @@ pub const MAKEFILES: [&str; 3] = ["BSDmakefile", "makefile", "Makefile"];
 /// Where the version of a FreeBSD source tree is declared.
 pub const NEWVERS: &str = "sys/conf/newvers.sh";
 
+/// The source tree `path` of a build request, which must be absolute: a
+/// relative one would name another tree in every working directory.
+pub fn absolute_source(path: &str) -> Result<PathBuf> {
+    let source = PathBuf::from(path);
+    if !source.is_absolute() {
+        return Err(Error::InvalidRequest {
+            message: format!(
+                "source path {} is relative; give the absolute path of the source tree",
+                source.display()
+            ),
+        });
+    }
+    Ok(source)
+}
+
 /// Checks that `dir` is a FreeBSD source tree: a directory whose makefile
 /// (the first of [`MAKEFILES`] there) mentions `buildworld`. Anything else
 /// is [`Error::InvalidRequest`] naming the directory.
@@ -150,24 +165,17 @@ mod tests {
         std::fs::create_dir_all(&conf).unwrap();
         let e = read_newvers(dir.path()).unwrap_err();
         assert!(matches!(e, Error::Io { .. }), "{e}");
-        std::fs::write(
-            conf.join("newvers.sh"),
-            "TYPE=\"FreeBSD\"\nREVISION=\"15.0\"\n",
-        )
-        .unwrap();
-        let e = read_newvers(dir.path()).unwrap_err();
+        let newvers = |text: &str| {
+            std::fs::write(conf.join("newvers.sh"), text).unwrap();
+            read_newvers(dir.path())
+        };
+        let e = newvers("TYPE=\"FreeBSD\"\nREVISION=\"15.0\"\n").unwrap_err();
         assert!(
             matches!(&e, Error::InvalidMetadata { field, .. } if field == "BRANCH"),
             "{e}"
         );
-        std::fs::write(
-            conf.join("newvers.sh"),
-            "# comment\nREVISION=\"15.0\"\n  BRANCH=\"STABLE\"\n",
-        )
-        .unwrap();
-        let newvers = read_newvers(dir.path()).unwrap();
         assert_eq!(
-            newvers,
+            newvers("# comment\nREVISION=\"15.0\"\n  BRANCH=\"STABLE\"\n").unwrap(),
             Newvers {
                 name: "FreeBSD".into(),
                 version: "15.0-STABLE".into()

@@ -230,7 +230,7 @@ impl CellRunner for ExecutorRunner {
             .machines
             .as_ref()
             .and_then(|m| m.get(machine).ok())
-            .map(|m| (m.host.clone(), m.port));
+            .map(|m| (m.target.host.clone(), m.target.port));
         Box::pin(async move {
             let Some(address) = address else {
                 return false;

@@ -33,6 +33,15 @@ use fruix_core::manifest::{stat, with_buffer, FileDigest, OpenFile, SPECIAL_BITS
 use crate::error::Result;
 use crate::store::STORE_MTIME;
 
+/// Where [`Pool::link_into`] puts an entry: `name` in directory `parent`,
+/// with `display` naming it in messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    pub parent: BorrowedFd<'a>,
+    pub name: &'a CStr,
+    pub display: &'a Path,
+}
+
 /// Name of the pool directory inside the store.
 pub const LINKS_DIR: &str = ".links";
 
@@ -207,19 +216,12 @@ impl Pool {
         })
     }
 
-    /// Links pool entry `key` as `name` in directory `parent` (`display` names
-    /// it in messages). When the pool inode has too many links, a private
-    /// copy is made instead.
-    pub fn link_into(
-        &self,
-        key: &str,
-        parent: BorrowedFd<'_>,
-        name: &CStr,
-        display: &Path,
-    ) -> Result<()> {
-        match rfs::linkat(&self.dir, key, parent, name, AtFlags::empty()) {
+    /// Links pool entry `key` as `to.name` in directory `to.parent`. When the
+    /// pool inode has too many links, a private copy is made instead.
+    pub fn link_into(&self, key: &str, to: Destination<'_>) -> Result<()> {
+        match rfs::linkat(&self.dir, key, to.parent, to.name, AtFlags::empty()) {
             Ok(()) => Ok(()),
-            Err(rustix::io::Errno::MLINK) => self.copy_into(key, parent, name, display),
+            Err(rustix::io::Errno::MLINK) => self.copy_into(key, to),
             Err(rustix::io::Errno::NOENT) => Err(fruix_core::Error::NotFound {
                 path: self.path.join(key),
                 hint: "the store pool lost this entry while it was being used; promote again"
@@ -227,18 +229,12 @@ impl Pool {
             }
             .into()),
             Err(e) => {
-                Err(fruix_core::Error::io("link from the store pool", display, e.into()).into())
+                Err(fruix_core::Error::io("link from the store pool", to.display, e.into()).into())
             }
         }
     }
 
-    fn copy_into(
-        &self,
-        key: &str,
-        parent: BorrowedFd<'_>,
-        name: &CStr,
-        display: &Path,
-    ) -> Result<()> {
+    fn copy_into(&self, key: &str, to: Destination<'_>) -> Result<()> {
         let mode = key_mode(key).expect("pool keys are valid");
         let source = rfs::openat(
             &self.dir,
@@ -248,15 +244,15 @@ impl Pool {
         )
         .map_err(|e| fruix_core::Error::io("open", self.path.join(key), e.into()))?;
         let target = rfs::openat(
-            parent,
-            name,
+            to.parent,
+            to.name,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .map_err(|e| fruix_core::Error::io("create", display, e.into()))?;
+        .map_err(|e| fruix_core::Error::io("create", to.display, e.into()))?;
         let (mut source, mut target) = (File::from(source), File::from(target));
-        io::copy(&mut source, &mut target).with_path("copy", display)?;
-        finish_file(target.as_fd(), mode, display)
+        io::copy(&mut source, &mut target).with_path("copy", to.display)?;
+        finish_file(target.as_fd(), mode, to.display)
     }
 
     /// Removes the entries among `keys` that no object links (link count 1).

@@ -31,7 +31,7 @@ use fruix_core::manifest::{
 };
 
 use crate::error::Result;
-use crate::pool::{finish_file, key, store_times};
+use crate::pool::{finish_file, key, store_times, Destination};
 use crate::store::{Store, TempObject, MANIFEST_FILE, OBJECT_METADATA_FILE, REFERENCES_FILE};
 
 /// Longest manifest line read back (a 4096-byte path and link target, fully escaped).
@@ -255,7 +255,12 @@ impl Builder<'_> {
             }
             EntryKind::File { sha256, .. } => {
                 let key = key(sha256, entry.mode & !SPECIAL_BITS);
-                self.store.pool().link_into(&key, parent, &name, &display)?;
+                let to = Destination {
+                    parent,
+                    name: &name,
+                    display: &display,
+                };
+                self.store.pool().link_into(&key, to)?;
             }
             EntryKind::Symlink { target } => {
                 rfs::symlinkat(target.as_slice(), parent, &name)

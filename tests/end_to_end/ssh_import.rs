@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use fruix_core::testing::raw_archive;
+use tempfile::TempDir;
 
 use crate::sshd::{guest_build, script, tampering_helper, Sshd};
 use crate::util::{run, snapshot};
@@ -56,6 +57,13 @@ pub fn tampered_build(sshd: &Sshd, host: &Path, after: &str, config: &[&str]) ->
     build_with_config(sshd, host, &helper, config)
 }
 
+/// [`tampered_build`] into a fresh host directory, returned with the outcome.
+pub fn tampered_build_fresh(sshd: &Sshd, after: &str, config: &[&str]) -> (TempDir, Outcome) {
+    let host = tempfile::tempdir().unwrap();
+    let outcome = tampered_build(sshd, host.path(), after, config);
+    (host, outcome)
+}
+
 /// No staging directory is left next to the result root, and the result
 /// root (if any) cannot be promoted.
 pub fn nothing_partial(host: &Path) {
@@ -77,8 +85,7 @@ pub fn nothing_partial(host: &Path) {
 #[test]
 fn tree_changed_in_the_guest_after_signing_is_refused() {
     let sshd = Sshd::trusted();
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = tampered_build(&sshd, host.path(), "chmod u+w \"$ROOT/artifacts/world/bin/sh\"; echo tampered >> \"$ROOT/artifacts/world/bin/sh\"", &[]);
+    let (host, (code, stderr)) = tampered_build_fresh(&sshd, "chmod u+w \"$ROOT/artifacts/world/bin/sh\"; echo tampered >> \"$ROOT/artifacts/world/bin/sh\"", &[]);
     assert_eq!(code, Some(4), "{stderr}");
     assert!(stderr.contains("tree signature mismatch"), "{stderr}");
     assert!(stderr.contains("artifacts/world"), "{stderr}");
@@ -89,10 +96,8 @@ fn tree_changed_in_the_guest_after_signing_is_refused() {
 #[test]
 fn setuid_bits_are_never_created_and_a_setuid_file_added_to_a_signed_tree_is_refused() {
     let sshd = Sshd::trusted();
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = tampered_build(
+    let (host, (code, stderr)) = tampered_build_fresh(
         &sshd,
-        host.path(),
         "cp /bin/true \"$ROOT/logs/evil\"; chmod 4755 \"$ROOT/logs/evil\"",
         &[],
     );
@@ -120,8 +125,7 @@ fn setuid_bits_are_never_created_and_a_setuid_file_added_to_a_signed_tree_is_ref
     );
     assert!(!recorded.contains("logs/evil"), "{recorded}");
 
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = tampered_build(&sshd, host.path(), "cp /bin/true \"$ROOT/artifacts/world/bin/evil\"; chmod 4755 \"$ROOT/artifacts/world/bin/evil\"", &[]);
+    let (host, (code, stderr)) = tampered_build_fresh(&sshd, "cp /bin/true \"$ROOT/artifacts/world/bin/evil\"; chmod 4755 \"$ROOT/artifacts/world/bin/evil\"", &[]);
     assert_eq!(code, Some(4), "{stderr}");
     assert!(stderr.contains("tree signature mismatch"), "{stderr}");
     nothing_partial(host.path());

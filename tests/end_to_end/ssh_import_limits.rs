@@ -6,17 +6,15 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::ssh_import::{nothing_partial, tampered_build};
+use crate::ssh_import::{nothing_partial, tampered_build, tampered_build_fresh};
 use crate::sshd::{script, Sshd};
 use crate::util::snapshot;
 
 #[test]
 fn an_import_over_import_max_bytes_is_refused_and_leaves_nothing() {
     let sshd = Sshd::trusted();
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = tampered_build(
+    let (host, (code, stderr)) = tampered_build_fresh(
         &sshd,
-        host.path(),
         "dd if=/dev/zero of=\"$ROOT/logs/big\" bs=1048576 count=4 2>/dev/null",
         &["import_max_bytes=1048576"],
     );
@@ -131,10 +129,8 @@ fn fifty_megabytes_on_one_line_from_the_helper_or_tar_are_cut_and_say_so() {
     );
 
     // The guest helper prints the line on stderr, then fails.
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = tampered_build(
+    let (host, (code, stderr)) = tampered_build_fresh(
         &sshd,
-        host.path(),
         &format!("head -c {FIFTY_MB} /dev/zero | tr '\\0' x >&2\nexit 1"),
         &["output_max_line_bytes=4096"],
     );
@@ -154,10 +150,8 @@ fn fifty_megabytes_on_one_line_from_the_helper_or_tar_are_cut_and_say_so() {
             "#!/bin/sh\nif [ -f ./.noisy-tar ]; then head -c {FIFTY_MB} /dev/zero | tr '\\0' y >&2; exit 1; fi\nexec /usr/bin/tar \"$@\"\n"
         ),
     );
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = tampered_build(
+    let (host, (code, stderr)) = tampered_build_fresh(
         &sshd,
-        host.path(),
         ": > \"$ROOT/.noisy-tar\"",
         &["output_max_line_bytes=4096"],
     );

@@ -27,10 +27,14 @@ fn promote(root: &Path, store: &Path) -> Command {
     cmd
 }
 
-fn sample(dir: &Path, name: &str, sign: bool) -> PathBuf {
-    let root = dir.join(name);
+/// A scratch directory with a sample result root in it (`root`, signed or
+/// not) and the path of a store beside it (`store`, not created).
+fn scratch(sign: bool) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
     write_sample_result_root(&root, "local", "20261130T000000Z", sign).unwrap();
-    root
+    let store = dir.path().join("store");
+    (dir, root, store)
 }
 
 fn verify_store(store: &Path) -> Output {
@@ -85,14 +89,23 @@ fn objects(store: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Checks that a refused promotion left no object, pool entry or temporary.
+fn assert_nothing_promoted(store: &Path) {
+    assert!(objects(store).is_empty(), "{:?}", objects(store));
+    assert!(
+        pool(store).is_empty(),
+        "pool entries left: {:?}",
+        pool(store)
+    );
+    assert!(temporaries(store).is_empty(), "{:?}", temporaries(store));
+}
+
 /// The hash-then-copy race: a file rewritten through a shared writable
 /// mapping (which changes neither its size nor its ctime) right after fruix
 /// read it. fruix reads each file once and stores the bytes it hashed.
 #[test]
 fn mapping_writer_after_read_cannot_change_what_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = sample(dir.path(), "root", true);
-    let store = dir.path().join("store");
+    let (_dir, root, store) = scratch(true);
     let target = root.join("artifacts/world/bin/sh");
     let original = fs::read(&target).unwrap();
     let mut mapping = SharedMapping::new(&target);
@@ -141,8 +154,7 @@ fn mapping_writer_after_read_cannot_change_what_is_stored() {
 /// writes nothing outside the store and leaves nothing behind.
 #[test]
 fn directory_swapped_for_a_symlink_mid_walk_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = sample(dir.path(), "root", false);
+    let (dir, root, store) = scratch(false);
     let outside = dir.path().join("outside");
     fs::create_dir_all(&outside).unwrap();
     fs::write(outside.join("keep"), b"outside the result root\n").unwrap();
@@ -152,7 +164,6 @@ fn directory_swapped_for_a_symlink_mid_walk_is_refused() {
     fs::create_dir_all(a.join("sub/deeper")).unwrap();
     fs::write(a.join("sub/deeper/file"), b"inside\n").unwrap();
     symlink(&outside, a.join("sub-link")).unwrap();
-    let store = dir.path().join("store");
     let outside_before = snapshot(&outside);
     // `a` is listed (sub is a directory then); fruix opens a/aaa before a/sub,
     // and that open is held until the names are exchanged.
@@ -173,13 +184,7 @@ fn directory_swapped_for_a_symlink_mid_walk_is_refused() {
         outside_before,
         "nothing outside changed"
     );
-    assert!(objects(&store).is_empty(), "{:?}", objects(&store));
-    assert!(
-        pool(&store).is_empty(),
-        "pool entries left: {:?}",
-        pool(&store)
-    );
-    assert!(temporaries(&store).is_empty(), "{:?}", temporaries(&store));
+    assert_nothing_promoted(&store);
     assert_store_verifies(&store);
 }
 
@@ -188,9 +193,7 @@ fn directory_swapped_for_a_symlink_mid_walk_is_refused() {
 /// objects instead of hard-linking the corrupt pool file again.
 #[test]
 fn repair_removes_corrupt_pool_entries_and_promotion_recreates_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = sample(dir.path(), "root", true);
-    let store = dir.path().join("store");
+    let (_dir, root, store) = scratch(true);
     let first = key_values(&run_ok(&mut promote(&root, &store)));
     let world = PathBuf::from(&first["world_store"]);
     let sh = world.join("bin/sh");
@@ -239,33 +242,23 @@ fn repair_removes_corrupt_pool_entries_and_promotion_recreates_them() {
 /// the pool entries it created.
 #[test]
 fn failed_promotion_removes_the_pool_entries_it_created() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = sample(dir.path(), "root", true);
+    let (_dir, root, store) = scratch(true);
     fs::write(
         root.join("artifacts/kernel/boot/kernel/extra.ko"),
         b"unsigned\n",
     )
     .unwrap();
-    let store = dir.path().join("store");
     let out = run(&mut promote(&root, &store));
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("tree signature mismatch"));
-    assert!(objects(&store).is_empty());
-    assert!(
-        pool(&store).is_empty(),
-        "pool entries left: {:?}",
-        pool(&store)
-    );
-    assert!(temporaries(&store).is_empty(), "{:?}", temporaries(&store));
+    assert_nothing_promoted(&store);
 }
 
 /// `kill -9` in the middle of a promotion leaves pool entries nothing links;
 /// the next promotion removes them, with the killed one's work directory.
 #[test]
 fn leftovers_of_a_killed_promotion_are_removed_by_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = sample(dir.path(), "root", true);
-    let store = dir.path().join("store");
+    let (dir, root, store) = scratch(true);
     fs::create_dir_all(store.join(".links")).unwrap();
     let inotify = Inotify::new();
     // A pool entry gets its name by a rename (IN_MOVED_TO).
@@ -314,9 +307,7 @@ fn leftovers_of_a_killed_promotion_are_removed_by_the_next() {
 /// store, is a usage error that names it, never "CORRUPT".
 #[test]
 fn verify_refuses_what_is_not_a_store_object() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = sample(dir.path(), "root", true);
-    let store = dir.path().join("store");
+    let (dir, root, store) = scratch(true);
     let world = PathBuf::from(&key_values(&run_ok(&mut promote(&root, &store)))["world_store"]);
     let typo = world.with_file_name(format!("{}0", world.file_name().unwrap().to_string_lossy()));
     for path in [Path::new("/etc"), &world.join("bin"), &typo, &root] {

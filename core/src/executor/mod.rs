@@ -65,6 +65,18 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// What an executor building on the machine it runs on can do: sign
+    /// where it builds, stop on cancellation, and cross-build to any
+    /// target architecture (FreeBSD's build does).
+    pub fn local() -> Capabilities {
+        Capabilities {
+            remote: false,
+            signs_at_build_site: true,
+            cancellable: true,
+            target_arches: Vec::new(),
+        }
+    }
+
     /// Whether target architecture `arch` can be built.
     pub fn builds_arch(&self, arch: &str) -> bool {
         self.target_arches.is_empty() || self.target_arches.iter().any(|a| a == arch)

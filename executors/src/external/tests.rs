@@ -35,12 +35,14 @@ const CLEANUP_SH: (&str, &str) = (
     r#"echo "$FRUIX_OUTCOME" >> "$FRUIX_CONFIG_MARKER""#,
 );
 
-/// Executor `t` whose build (with `fields` after its command, such as a
-/// timeout) runs `body`, and whose cleanup appends FRUIX_OUTCOME to the
-/// marker.
-fn build_then_cleanup(dir: &Path, fields: &str, body: &str) -> Arc<dyn Executor> {
+/// Executor `t`, in a fresh directory returned with it, whose build (with
+/// `fields` after its command, such as a timeout) runs `body`, and whose
+/// cleanup appends FRUIX_OUTCOME to the marker.
+fn build_then_cleanup(fields: &str, body: &str) -> (tempfile::TempDir, Arc<dyn Executor>) {
+    let dir = tempfile::tempdir().unwrap();
     let stages = format!(r#"(build (command "./build.sh"){fields}) {CLEANUP}"#);
-    executor(dir, &stages, &[("build.sh", body), CLEANUP_SH])
+    let executor = executor(dir.path(), &stages, &[("build.sh", body), CLEANUP_SH]);
+    (dir, executor)
 }
 
 fn request() -> BuildRequest {
@@ -54,12 +56,14 @@ fn request() -> BuildRequest {
     }
 }
 
+/// Runs `executor` on [`request`] into `dir/root`, uncancelled: its result
+/// and every event it sent.
 async fn run(
     executor: Arc<dyn Executor>,
     dir: &Path,
-    cancel: CancellationToken,
 ) -> (Result<fruix_core::ResultRoot>, Vec<Event>) {
     let (sink, mut rx) = EventSink::channel();
+    let cancel = CancellationToken::new();
     let result = run_executor(executor, request(), &dir.join("root"), sink, cancel).await;
     let mut events = Vec::new();
     while let Ok(e) = rx.try_recv() {
@@ -84,7 +88,7 @@ async fn stages_get_the_request_and_fruix_signs_what_collect_left() {
         &stages,
         &[("build.sh", build), ("collect.sh", collect), CLEANUP_SH],
     );
-    let (result, events) = run(ex, dir.path(), CancellationToken::new()).await;
+    let (result, events) = run(ex, dir.path()).await;
     let root = result.unwrap();
     let m = root.metadata();
     assert_eq!(
@@ -154,10 +158,9 @@ async fn exit_statuses_tell_build_from_system_failures() {
             "neither its build-failure status (1) nor its system-failure status (2)",
         ),
     ] {
-        let dir = tempfile::tempdir().unwrap();
         let body = format!("echo step one; echo broken >&2; exit {code}");
-        let ex = build_then_cleanup(dir.path(), "", &body);
-        let (result, _) = run(ex, dir.path(), CancellationToken::new()).await;
+        let (dir, ex) = build_then_cleanup("", &body);
+        let (result, _) = run(ex, dir.path()).await;
         let e = result.unwrap_err();
         assert_eq!(e.failure(), expected_failure, "exit {code}: {e}");
         assert_eq!(marker(dir.path()), format!("{outcome}\n"));
@@ -178,10 +181,9 @@ async fn exit_statuses_tell_build_from_system_failures() {
 
 #[tokio::test]
 async fn a_stage_past_its_timeout_is_stopped_and_cleanup_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let ex = build_then_cleanup(dir.path(), " (timeout 0.5)", "echo working; sleep 600");
+    let (dir, ex) = build_then_cleanup(" (timeout 0.5)", "echo working; sleep 600");
     let started = Instant::now();
-    let (result, _) = run(ex, dir.path(), CancellationToken::new()).await;
+    let (result, _) = run(ex, dir.path()).await;
     let e = result.unwrap_err();
     assert_eq!(e.failure(), Failure::System);
     assert!(
@@ -201,7 +203,7 @@ async fn a_failing_cleanup_is_a_warning_that_keeps_the_build_result() {
         stages,
         &[("build.sh", "exit 1"), ("cleanup.sh", "exit 2")],
     );
-    let (result, events) = run(ex, dir.path(), CancellationToken::new()).await;
+    let (result, events) = run(ex, dir.path()).await;
     assert_eq!(result.unwrap_err().failure(), Failure::Build);
     assert!(
         events.iter().any(|e| matches!(e, Event::Warning { message } if message.contains("stage cleanup reported a system failure"))),
@@ -211,8 +213,7 @@ async fn a_failing_cleanup_is_a_warning_that_keeps_the_build_result() {
 
 #[tokio::test]
 async fn cancellation_stops_the_stage_and_cleanup_still_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let ex = build_then_cleanup(dir.path(), "", "echo started; sleep 600");
+    let (dir, ex) = build_then_cleanup("", "echo started; sleep 600");
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     let (sink, mut rx) = EventSink::channel();

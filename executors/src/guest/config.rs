@@ -80,58 +80,46 @@ pub struct GuestConfig {
     pub output_max_line_bytes: Option<u64>,
 }
 
-/// Configuration of `host-initiated`: the shared guest keys but
-/// `guest_helper`, which only `guest-self-hosted` uses.
+/// Configuration of one guest executor: the shared guest keys but the one
+/// only the other mode uses ([`Mode::foreign_key`]).
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
-pub struct HostInitiatedConfig(pub GuestConfig);
+pub struct ModeConfig<const SELF_HOSTED: bool>(pub GuestConfig);
+
+/// Configuration of `host-initiated`: the shared guest keys but
+/// `guest_helper`, which only `guest-self-hosted` uses.
+pub type HostInitiatedConfig = ModeConfig<false>;
 
 /// Configuration of `guest-self-hosted`: the shared guest keys but `make`,
 /// which only `host-initiated` uses (the helper runs its own make).
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
-#[serde(transparent)]
-pub struct SelfHostedConfig(pub GuestConfig);
+pub type SelfHostedConfig = ModeConfig<true>;
 
-/// The keys of [`GuestConfig`] but `left_out`.
-fn keys_but(left_out: &str) -> Vec<ConfigKey> {
-    let mut keys = config_keys::<GuestConfig>();
-    keys.retain(|k| k.name != left_out);
-    keys
+impl<const SELF_HOSTED: bool> ModeConfig<SELF_HOSTED> {
+    /// The mode this configuration is of.
+    pub const MODE: Mode = if SELF_HOSTED {
+        Mode::SelfHosted
+    } else {
+        Mode::HostInitiated
+    };
 }
 
-impl ExecutorConfig for HostInitiatedConfig {
-    const NAME: &'static str = "host-initiated";
-    const DESCRIPTION: &'static str =
-        "drives each make step in a guest over SSH, then imports the result root";
+impl<const SELF_HOSTED: bool> ExecutorConfig for ModeConfig<SELF_HOSTED> {
+    const NAME: &'static str = Self::MODE.name();
+    const DESCRIPTION: &'static str = Self::MODE.description();
 
     fn capabilities() -> Capabilities {
-        Mode::HostInitiated.capabilities()
+        Self::MODE.capabilities()
     }
 
+    /// The keys of [`GuestConfig`] but the mode's foreign one.
     fn keys() -> Vec<ConfigKey> {
-        keys_but("guest_helper")
+        let mut keys = config_keys::<GuestConfig>();
+        keys.retain(|k| k.name != Self::MODE.foreign_key());
+        keys
     }
 
     fn build(self) -> Result<Arc<dyn Executor>> {
-        Ok(Arc::new(self.0.build(Mode::HostInitiated)?))
-    }
-}
-
-impl ExecutorConfig for SelfHostedConfig {
-    const NAME: &'static str = "guest-self-hosted";
-    const DESCRIPTION: &'static str =
-        "runs fruix's build driver inside a guest (its own fruix), then imports the result root over SSH";
-
-    fn capabilities() -> Capabilities {
-        Mode::SelfHosted.capabilities()
-    }
-
-    fn keys() -> Vec<ConfigKey> {
-        keys_but("make")
-    }
-
-    fn build(self) -> Result<Arc<dyn Executor>> {
-        Ok(Arc::new(self.0.build(Mode::SelfHosted)?))
+        Ok(Arc::new(self.0.build(Self::MODE)?))
     }
 }
 
@@ -145,14 +133,14 @@ impl GuestConfig {
             executor: mode.name().to_string(),
             message,
         };
-        let foreign = match mode {
-            Mode::HostInitiated => ("guest_helper", self.guest_helper.is_some()),
-            Mode::SelfHosted => ("make", self.make.is_some()),
+        let foreign_given = match mode {
+            Mode::HostInitiated => self.guest_helper.is_some(),
+            Mode::SelfHosted => self.make.is_some(),
         };
-        if foreign.1 {
+        if foreign_given {
             return Err(invalid(format!(
                 "`{}` is not a key of {}; see `fruix executors describe {}`",
-                foreign.0,
+                mode.foreign_key(),
                 mode.name(),
                 mode.name()
             )));
@@ -162,12 +150,7 @@ impl GuestConfig {
             (None, Some(file), Some(name)) => {
                 let machines = Machines::read(file)?;
                 let m = machines.get(name)?.clone();
-                let target = SshTarget {
-                    user: m.user.clone(),
-                    host: m.host.clone(),
-                    port: m.port,
-                };
-                (target, Some(m))
+                (m.target.clone(), Some(m))
             }
             (None, Some(_), None) => {
                 return Err(invalid("`machines` is given without `machine`; name the machine to build on".into()))

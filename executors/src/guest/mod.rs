@@ -54,7 +54,8 @@ use fruix_core::executor::{Capabilities, Executor, Run, RunContext};
 use fruix_core::{Error, Result};
 
 pub use self::config::{
-    GuestConfig, HostInitiatedConfig, SelfHostedConfig, DEFAULT_HELPER, DEFAULT_STATE_DIR,
+    GuestConfig, HostInitiatedConfig, ModeConfig, SelfHostedConfig, DEFAULT_HELPER,
+    DEFAULT_STATE_DIR,
 };
 pub use self::in_guest::InGuestBuild;
 pub use self::self_hosted::MIN_HELPER_VERSION;
@@ -79,10 +80,31 @@ pub enum Mode {
 
 impl Mode {
     /// The registered name.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Mode::HostInitiated => "host-initiated",
             Mode::SelfHosted => "guest-self-hosted",
+        }
+    }
+
+    /// One line for `fruix executors list`.
+    pub const fn description(self) -> &'static str {
+        match self {
+            Mode::HostInitiated => {
+                "drives each make step in a guest over SSH, then imports the result root"
+            }
+            Mode::SelfHosted => {
+                "runs fruix's build driver inside a guest (its own fruix), then imports the result root over SSH"
+            }
+        }
+    }
+
+    /// The shared configuration key only the other mode uses: the helper
+    /// is the self-hosted mode's, make the host-initiated mode's.
+    pub const fn foreign_key(self) -> &'static str {
+        match self {
+            Mode::HostInitiated => "guest_helper",
+            Mode::SelfHosted => "make",
         }
     }
 

@@ -52,6 +52,7 @@ use fruix_core::executor::{
 use fruix_core::process::{describe_status, Ending, Finished, Step, TERM_GRACE};
 use fruix_core::{Error, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
+use fruix_freebsd::source::absolute_source;
 use fruix_freebsd::tree::remove_tree;
 use fruix_freebsd::work::{prepare_work_dir, work_dir_for};
 use fruix_freebsd::BuildPlan;
@@ -100,12 +101,7 @@ impl ExecutorConfig for JailConfig {
     const KIND: ExecutorKind = ExecutorKind::Plugin;
 
     fn capabilities() -> Capabilities {
-        Capabilities {
-            remote: false,
-            signs_at_build_site: true,
-            cancellable: true,
-            target_arches: Vec::new(),
-        }
+        Capabilities::local()
     }
 
     fn build(self) -> Result<Arc<dyn Executor>> {
@@ -170,15 +166,7 @@ pub struct JailExecutor {
 impl JailExecutor {
     /// The layout of `ctx`'s run: jail, make, source, work directory.
     fn layout(&self, ctx: &RunContext) -> Result<Layout> {
-        let source = PathBuf::from(&ctx.request.source.path);
-        if !source.is_absolute() {
-            return Err(Error::InvalidRequest {
-                message: format!(
-                    "source path {} is relative; give the absolute path of the source tree",
-                    source.display()
-                ),
-            });
-        }
+        let source = absolute_source(&ctx.request.source.path)?;
         let root = std::fs::canonicalize(&ctx.result_root)
             .with_path("resolve result root", &ctx.result_root)?;
         Ok(Layout {

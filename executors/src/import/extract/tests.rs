@@ -18,6 +18,26 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 
 use tar::EntryType as T;
 
+/// A directory entry of a [`raw_archive`].
+fn directory(path: &str, mode: u32) -> RawEntry<'_> {
+    (path, T::Directory, mode, b"", None)
+}
+
+/// A regular file entry holding `data`.
+fn file<'a>(path: &'a str, mode: u32, data: &'a [u8]) -> RawEntry<'a> {
+    (path, T::Regular, mode, data, None)
+}
+
+/// A symbolic link entry (mode 0777) to `target`.
+fn symlink<'a>(path: &'a str, target: &'a str) -> RawEntry<'a> {
+    (path, T::Symlink, 0o777, b"", Some(target))
+}
+
+/// A hard link entry naming `target`.
+fn hard_link<'a>(path: &'a str, mode: u32, target: &'a str) -> RawEntry<'a> {
+    (path, T::Link, mode, b"", Some(target))
+}
+
 fn run(entries: &[RawEntry<'_>]) -> (tempfile::TempDir, Result<BTreeMap<PathBuf, u32>>) {
     run_bytes(&raw_archive(entries)[..], &ImportLimits::default())
 }
@@ -41,29 +61,15 @@ fn mode_of(path: &Path) -> u32 {
 #[test]
 fn a_normal_tree_is_extracted_with_modes_links_and_symlinks() {
     let (dir, result) = run(&[
-        ("./", T::Directory, 0o755, b"", None),
-        ("./artifacts/world/bin/", T::Directory, 0o555, b"", None),
-        ("./artifacts/world/bin/sh", T::Regular, 0o555, b"#!", None),
-        (
-            "./artifacts/world/bin/[",
-            T::Symlink,
-            0o777,
-            b"",
-            Some("test"),
-        ),
-        (
-            "./artifacts/world/etc/localtime",
-            T::Symlink,
-            0o777,
-            b"",
-            Some("/usr/share/zoneinfo/UTC"),
-        ),
-        (
+        directory("./", 0o755),
+        directory("./artifacts/world/bin/", 0o555),
+        file("./artifacts/world/bin/sh", 0o555, b"#!"),
+        symlink("./artifacts/world/bin/[", "test"),
+        symlink("./artifacts/world/etc/localtime", "/usr/share/zoneinfo/UTC"),
+        hard_link(
             "./artifacts/world/bin/rsh",
-            T::Link,
             0o555,
-            b"",
-            Some("./artifacts/world/bin/sh"),
+            "./artifacts/world/bin/sh",
         ),
     ]);
     let special = result.unwrap();
@@ -83,10 +89,7 @@ fn a_normal_tree_is_extracted_with_modes_links_and_symlinks() {
 
 #[test]
 fn setuid_bits_are_neutralised_and_recorded() {
-    let (dir, result) = run(&[
-        ("usr/bin/su", T::Regular, 0o4555, b"x", None),
-        ("tmp/", T::Directory, 0o1777, b"", None),
-    ]);
+    let (dir, result) = run(&[file("usr/bin/su", 0o4555, b"x"), directory("tmp/", 0o1777)]);
     let special = result.unwrap();
     assert_eq!(special.get(Path::new("usr/bin/su")), Some(&0o4000));
     assert_eq!(special.get(Path::new("tmp")), Some(&0o1000));
@@ -97,16 +100,16 @@ fn setuid_bits_are_neutralised_and_recorded() {
 #[test]
 fn guest_modes_never_give_group_or_world_write_on_the_host() {
     let (dir, result) = run(&[
-        ("./", T::Directory, 0o777, b"", None),
-        ("open/", T::Directory, 0o777, b"", None),
-        ("open/all", T::Regular, 0o777, b"x", None),
-        ("open/rw", T::Regular, 0o666, b"x", None),
-        ("open/group", T::Regular, 0o664, b"x", None),
-        ("open/private", T::Regular, 0o640, b"x", None),
-        ("open/setuid", T::Regular, 0o4777, b"x", None),
-        ("closed/", T::Directory, 0o555, b"", None),
-        ("closed/mail/", T::Directory, 0o775, b"", None),
-        ("implicit/below/file", T::Regular, 0o644, b"x", None),
+        directory("./", 0o777),
+        directory("open/", 0o777),
+        file("open/all", 0o777, b"x"),
+        file("open/rw", 0o666, b"x"),
+        file("open/group", 0o664, b"x"),
+        file("open/private", 0o640, b"x"),
+        file("open/setuid", 0o4777, b"x"),
+        directory("closed/", 0o555),
+        directory("closed/mail/", 0o775),
+        file("implicit/below/file", 0o644, b"x"),
     ]);
     let special = result.unwrap();
     let staging = dir.path().join("staging");
@@ -158,52 +161,31 @@ fn nothing_outside_staging(dir: &tempfile::TempDir) {
 
 #[test]
 fn hostile_entries_are_refused_and_nothing_escapes() {
-    refused(&[("../escaped", T::Regular, 0o644, b"x", None)], "`..`");
-    refused(
-        &[("a/../../escaped", T::Regular, 0o644, b"x", None)],
-        "`..`",
-    );
-    refused(
-        &[("/tmp/escaped-fruix-test", T::Regular, 0o644, b"x", None)],
-        "absolute",
-    );
+    refused(&[file("../escaped", 0o644, b"x")], "`..`");
+    refused(&[file("a/../../escaped", 0o644, b"x")], "`..`");
+    refused(&[file("/tmp/escaped-fruix-test", 0o644, b"x")], "absolute");
     refused(&[("fifo", T::Fifo, 0o644, b"", None)], "FIFO");
     refused(&[("null", T::Char, 0o644, b"", None)], "device");
     refused(
-        &[
-            ("etc", T::Symlink, 0o777, b"", Some("..")),
-            ("etc/escaped", T::Regular, 0o644, b"x", None),
-        ],
+        &[symlink("etc", ".."), file("etc/escaped", 0o644, b"x")],
         "etc is a symlink in the archive but is used as a directory",
     );
     // One name twice, as files or as a file and a directory.
     let twice: [[RawEntry<'_>; 2]; 3] = [
-        [
-            ("f", T::Regular, 0o644, b"x", None),
-            ("f", T::Regular, 0o644, b"y", None),
-        ],
-        [
-            ("d/", T::Directory, 0o755, b"", None),
-            ("d", T::Regular, 0o644, b"y", None),
-        ],
-        [
-            ("f", T::Regular, 0o644, b"x", None),
-            ("f/", T::Directory, 0o755, b"", None),
-        ],
+        [file("f", 0o644, b"x"), file("f", 0o644, b"y")],
+        [directory("d/", 0o755), file("d", 0o644, b"y")],
+        [file("f", 0o644, b"x"), directory("f/", 0o755)],
     ];
     for entries in twice {
         refused(&entries, "twice");
     }
-    refused(&[("l", T::Link, 0o644, b"", Some("../escaped"))], "`..`");
+    refused(&[hard_link("l", 0o644, "../escaped")], "`..`");
     refused(
-        &[("l", T::Link, 0o644, b"", Some("missing"))],
+        &[hard_link("l", 0o644, "missing")],
         "not a regular file extracted before",
     );
     refused(
-        &[
-            ("s", T::Symlink, 0o777, b"", Some("/etc")),
-            ("l", T::Link, 0o644, b"", Some("s/passwd")),
-        ],
+        &[symlink("s", "/etc"), hard_link("l", 0o644, "s/passwd")],
         "not a regular file extracted before",
     );
 }
@@ -212,10 +194,7 @@ fn hostile_entries_are_refused_and_nothing_escapes() {
 fn symlink_to_etc_passwd_used_as_a_directory_never_touches_it() {
     let before = fs::read("/etc/passwd").unwrap();
     refused(
-        &[
-            ("p", T::Symlink, 0o777, b"", Some("/etc/passwd")),
-            ("p/x", T::Regular, 0o644, b"x", None),
-        ],
+        &[symlink("p", "/etc/passwd"), file("p/x", 0o644, b"x")],
         "used as a directory",
     );
     assert_eq!(fs::read("/etc/passwd").unwrap(), before);
@@ -379,14 +358,14 @@ fn too_many_entries_are_refused_by_the_entry_cap() {
     let (_dir, result) = run_bytes(&raw_archive(&entries)[..], &limits);
     result.unwrap();
     let mut eleven = entries.clone();
-    eleven.push(("one-more", T::Regular, 0o644, b"x", None));
+    eleven.push(file("one-more", 0o644, b"x"));
     let (_dir, result) = run_bytes(&raw_archive(&eleven)[..], &limits);
     let text = over(result, Cap::Entries, &limits);
     assert!(text.contains("more than 10 entries"), "{text}");
 
     // Directories created for an entry the archive did not declare count too.
     let (dir, result) = run_bytes(
-        &raw_archive(&[("a/b/c/d/e/f/g/h/i/j/k", T::Regular, 0o644, b"x", None)])[..],
+        &raw_archive(&[file("a/b/c/d/e/f/g/h/i/j/k", 0o644, b"x")])[..],
         &limits,
     );
     over(result, Cap::Entries, &limits);
@@ -410,7 +389,7 @@ fn too_many_bytes_are_refused_by_the_byte_cap_and_no_more_is_written() {
     assert!(written <= 64 << 10, "{written} bytes written");
 
     // An archive of exactly the cap passes.
-    let tar = raw_archive(&[("small", T::Regular, 0o644, b"x", None)]);
+    let tar = raw_archive(&[file("small", 0o644, b"x")]);
     let limits = ImportLimits {
         max_bytes: tar.len() as u64,
         ..ImportLimits::default()

@@ -1,0 +1,92 @@
+//! Where an SSH connection goes: `user@host[:port]`, as the guest
+//! executors take it and as a machines file describes a machine.
+
+use std::fmt;
+
+/// Where to connect: `user@host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl SshTarget {
+    /// Parses `user@host[:port]` (IPv6 addresses in brackets: `user@[::1]:22`).
+    pub fn parse(text: &str) -> std::result::Result<SshTarget, String> {
+        let bad = |why: &str| format!("{text:?} is not user@host[:port]: {why}");
+        let (user, rest) = text.split_once('@').ok_or_else(|| bad("no user@"))?;
+        if user.is_empty() || user.contains(['@', ':', ' ', '/']) {
+            return Err(bad("bad user name"));
+        }
+        let (host, port) = if let Some(rest) = rest.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            match after {
+                "" => (host, None),
+                p => (
+                    host,
+                    Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?),
+                ),
+            }
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h, Some(p)),
+                _ => (rest, None),
+            }
+        };
+        if host.is_empty() || host.contains(['@', ' ', '/']) {
+            return Err(bad("bad host"));
+        }
+        let port = match port {
+            None => 22,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad("port is not 1 to 65535"))?,
+        };
+        Ok(SshTarget {
+            user: user.to_string(),
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for SshTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
+        } else {
+            write!(f, "{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_with_and_without_port() {
+        let t = SshTarget::parse("root@127.0.0.1:2222").unwrap();
+        assert_eq!(
+            (t.user.as_str(), t.host.as_str(), t.port),
+            ("root", "127.0.0.1", 2222)
+        );
+        assert_eq!(SshTarget::parse("fruix@builder").unwrap().port, 22);
+        let v6 = SshTarget::parse("root@[::1]:2200").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 2200));
+        assert_eq!(v6.to_string(), "root@[::1]:2200");
+        for bad in [
+            "builder",
+            "@host",
+            "root@",
+            "root@host:0",
+            "root@host:x",
+            "root@[::1",
+        ] {
+            assert!(SshTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
