@@ -32,9 +32,22 @@ pub fn list_store(store: &Store, filter: &Filter) -> Result<Vec<Listed>> {
 
 /// The name of the valid object `path` (as a user gave it) names: a store
 /// object ([`Error::NotAStoreObject`] otherwise) that is registered
-/// ([`Error::NotValid`] otherwise).
+/// ([`Error::NotValid`] otherwise). A symlink the user names (such as
+/// `./result`) is read once: its target must be the object.
 pub fn resolve_valid(store: &Store, path: &Path) -> Result<String> {
-    let object = resolve_object(store, path)?;
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::read_link(path)
+            .ok()
+            .map(|t| path.parent().unwrap_or(Path::new(".")).join(t)),
+        _ => None,
+    };
+    let object = resolve_object(store, target.as_deref().unwrap_or(path)).map_err(|e| match e {
+        Error::NotAStoreObject { store, .. } => Error::NotAStoreObject {
+            path: path.to_path_buf(),
+            store,
+        },
+        other => other,
+    })?;
     let name = object
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -226,6 +226,9 @@ fn queries_follow_the_bundle_to_artifacts_graph() {
         paths(lab.json("query", &["--roots", world])),
         [lab.path("result-a").to_str().unwrap()]
     );
+    // A link to an object (./result) names the object.
+    let via_link = lab.json("info", &[lab.path("result-a").to_str().unwrap()]);
+    assert_eq!(via_link[0]["path"], bundle);
     let info = lab.json("info", &[bundle, world]);
     assert_eq!(info[0]["kind"], "bundle");
     assert_eq!(info[1]["kind"], "artifact");
