@@ -1,0 +1,224 @@
+//! `fruix-bench-store`: measures the store's lifecycle: a garbage collection
+//! of a store of 1,000 small objects, the latency of `store query
+//! --referrers`, and what registering a promotion's objects costs next to
+//! the fresh promotion of a FreeBSD-base-sized tree. It prints each time and
+//! the targets (under 2 s, under 50 ms, under 5 %). A benchmark, never a test.
+//!
+//! Usage: `cargo build --release -p fruix --bin fruix --bin fruix-bench-store &&
+//! target/release/fruix-bench-store [--dir DIR] [--objects N] [--scale F] [--keep]`
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use fruix_core::result_root;
+use fruix_core::testing::write_sample_result_root;
+use fruix_promote::{promote_validated, PromoteOptions, Store};
+
+#[path = "../tree.rs"]
+mod tree;
+
+const HELP: &str = "\
+usage: fruix-bench-store [--dir DIR] [--objects N] [--scale F] [--keep]
+
+  --dir DIR      where the stores and trees go; emptied first, removed at
+                 the end unless --keep (default /dev/shm/fruix-bench-store
+                 when /dev/shm exists, else $TMPDIR/fruix-bench-store)
+  --objects N    objects in the store collected (default 1000; each
+                 promotion adds five: four artifacts and a bundle)
+  --scale F      scale of the FreeBSD-base-sized tree whose promotion the
+                 registration is compared with (default 1.0: 0.9 GB)
+  --keep         keep DIR at the end
+  --help         print this help";
+
+struct Options {
+    dir: PathBuf,
+    objects: usize,
+    scale: f64,
+    keep: bool,
+}
+
+fn options() -> Result<Options, String> {
+    let default_dir = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm/fruix-bench-store")
+    } else {
+        std::env::temp_dir().join("fruix-bench-store")
+    };
+    let mut o = Options {
+        dir: default_dir,
+        objects: 1000,
+        scale: 1.0,
+        keep: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--dir" => o.dir = value("--dir")?.into(),
+            "--objects" => {
+                o.objects = value("--objects")?
+                    .parse()
+                    .map_err(|e| format!("--objects: {e}"))?
+            }
+            "--scale" => {
+                o.scale = value("--scale")?
+                    .parse()
+                    .map_err(|e| format!("--scale: {e}"))?
+            }
+            "--keep" => o.keep = true,
+            "--help" => return Err(HELP.into()),
+            other => return Err(format!("unknown argument {other}\n\n{HELP}")),
+        }
+    }
+    Ok(o)
+}
+
+/// The `fruix` built beside this benchmark.
+fn fruix() -> Command {
+    let bin = std::env::current_exe().unwrap().with_file_name("fruix");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --release -p fruix -p fruix-bench",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    cmd.stdout(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd` and returns its wall time; it must succeed.
+fn timed(cmd: &mut Command) -> Duration {
+    let started = Instant::now();
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "{cmd:?} failed");
+    started.elapsed()
+}
+
+/// A store of at least `objects` small objects (promotions of unsigned
+/// sample roots, each with content of its own), none rooted; returns the
+/// world object of the first promotion.
+fn small_store(dir: &Path, objects: usize) -> PathBuf {
+    let store = Store::open(&dir.join("store")).unwrap();
+    let mut first_world = None;
+    for i in 0..objects.div_ceil(5) {
+        let root = dir.join(format!("roots/{i}"));
+        write_sample_result_root(&root, "local", &format!("2026{i:011}Z"), false).unwrap();
+        std::fs::write(root.join("artifacts/world/etc/unique"), format!("{i}")).unwrap();
+        let root = result_root::validate(&root).unwrap();
+        let report = promote_validated(&root, &store, &PromoteOptions::default()).unwrap();
+        first_world.get_or_insert(report.artifacts["world"].store_path.clone());
+    }
+    first_world.unwrap()
+}
+
+fn main() -> ExitCode {
+    let o = match options() {
+        Ok(o) => o,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let _ = std::fs::remove_dir_all(&o.dir);
+    std::fs::create_dir_all(&o.dir).unwrap();
+    let store = o.dir.join("small/store");
+    let state = o.dir.join("small/state");
+
+    eprintln!("building a store of {} small objects...", o.objects);
+    let world = small_store(&o.dir.join("small"), o.objects);
+    // Latency of one query, as a user sees it (process start included):
+    // the median of 21 runs.
+    let mut times: Vec<Duration> = (0..21)
+        .map(|_| {
+            timed(
+                fruix()
+                    .args(["store", "query", "--referrers"])
+                    .arg(&world)
+                    .arg("--store")
+                    .arg(&store)
+                    .arg("--state-dir")
+                    .arg(&state),
+            )
+        })
+        .collect();
+    times.sort();
+    let query = times[times.len() / 2];
+    let gc = timed(
+        fruix()
+            .args(["store", "gc", "--quiet", "--store"])
+            .arg(&store)
+            .arg("--state-dir")
+            .arg(&state),
+    );
+
+    eprintln!(
+        "generating a FreeBSD-base-sized tree (scale {})...",
+        o.scale
+    );
+    let big = o.dir.join("base");
+    let (files, bytes) = tree::generate(&big, o.scale);
+    tree::write_promotion(&big);
+    let promote = timed(
+        fruix()
+            .args([
+                "native-build",
+                "promote",
+                "--quiet",
+                "--no-out-link",
+                "--store",
+            ])
+            .arg(o.dir.join("base-store"))
+            .arg(&big),
+    );
+    // What registration adds to that promotion: creating the registry of an
+    // empty store, and registering the same five objects (four artifacts and
+    // the bundle) once more into a fresh one.
+    let registry_dir = o.dir.join("registry");
+    std::fs::create_dir_all(&registry_dir).unwrap();
+    let records = Store::open(&o.dir.join("base-store"))
+        .unwrap()
+        .db()
+        .list(&Default::default())
+        .unwrap();
+    let started = Instant::now();
+    let (mut db, _) = fruix_promote::db::Database::open(&registry_dir, || Ok(Vec::new())).unwrap();
+    let registrations: Vec<fruix_promote::db::Registration> = records
+        .into_iter()
+        .map(|record| fruix_promote::db::Registration {
+            record,
+            references: Vec::new(),
+        })
+        .collect();
+    db.register(&registrations).unwrap();
+    let register = started.elapsed();
+
+    println!(
+        "store lifecycle ({} objects; base tree {files} files, {:.2} GB):",
+        o.objects,
+        bytes as f64 / 1e9
+    );
+    println!(
+        "  store gc of {} unrooted small objects   {:>9.3} s   (target under 2 s)",
+        o.objects,
+        gc.as_secs_f64()
+    );
+    println!(
+        "  store query --referrers (median of 21)   {:>9.1} ms  (target under 50 ms)",
+        query.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  registering a promotion's 5 objects      {:>9.1} ms  = {:.2} % of the fresh promote ({:.2} s; target under 5 %)",
+        register.as_secs_f64() * 1000.0,
+        100.0 * register.as_secs_f64() / promote.as_secs_f64(),
+        promote.as_secs_f64()
+    );
+    if !o.keep {
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("u+w")
+            .arg(&o.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&o.dir);
+    }
+    ExitCode::SUCCESS
+}
