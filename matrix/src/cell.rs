@@ -14,7 +14,7 @@ use fruix_core::executor::{run_executor, Event, EventSink, Registry};
 use fruix_core::result_root::ResultRoot;
 use fruix_core::run_id::allocate_run_dir;
 use fruix_core::{Error, Failure};
-use fruix_promote::{promote_validated, PromoteOptions, Store};
+use fruix_promote::{promote_validated, OutLink, PromoteOptions, Store};
 
 use crate::plan::MatrixPlan;
 use crate::runner::{
@@ -46,6 +46,8 @@ pub struct ExecutorRunner {
     pub store: Arc<Store>,
     pub state_dir: PathBuf,
     pub logs_dir: PathBuf,
+    /// Where each passed cell's bundle is linked (`REPORT_DIR/results`).
+    pub results_dir: PathBuf,
     pub observer: Arc<dyn Observer>,
 }
 
@@ -193,11 +195,25 @@ impl CellRunner for ExecutorRunner {
         })
     }
 
-    fn promote(&self, _cell: usize, root: ResultRoot) -> BoxFuture<Result<Promoted, CellError>> {
+    fn promote(&self, cell: usize, root: ResultRoot) -> BoxFuture<Result<Promoted, CellError>> {
         let store = self.store.clone();
+        // `REPORT_DIR/results/CELL` links the cell's bundle, a root as long
+        // as the report is kept (like nix-build's `result-N`).
+        let link = self.results_dir.join(&self.plan.cells[cell].id);
+        let state_dir = self.state_dir.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                promote_validated(&root, &store, &PromoteOptions::default())
+                std::fs::create_dir_all(link.parent().expect("a results directory")).map_err(
+                    |e| fruix_promote::Error::from(fruix_core::Error::io("create", &link, e)),
+                )?;
+                let options = PromoteOptions {
+                    out_link: Some(OutLink {
+                        state_dir: &state_dir,
+                        link: &link,
+                    }),
+                    ..PromoteOptions::default()
+                };
+                promote_validated(&root, &store, &options)
             })
             .await
             .map_err(|e| system(format!("promotion task failed: {e}")))?

@@ -70,6 +70,7 @@ pub async fn run(
         store: settings.store,
         state_dir: settings.state_dir,
         logs_dir: settings.report_dir.join("logs"),
+        results_dir: settings.report_dir.join("results"),
         observer,
     });
     for i in 0..plan.cells.len() {

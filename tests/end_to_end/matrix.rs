@@ -11,7 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use serde_json::Value;
 
 use crate::util::{
-    failed_with, fixture_source, fruix, require_tool, run, store_and_state, strings_of, wait_until,
+    failed_with, fixture_source, fruix, require_tool, run, run_ok, store_and_state, strings_of,
+    wait_until,
 };
 
 /// The exit statuses of `fruix matrix run`.
@@ -198,6 +199,11 @@ fn local_and_external_executors_agree_over_two_kernconfs() {
         assert!(c["duration_s"].as_f64().unwrap() > 0.0);
         assert!(Path::new(c["result_store"].as_str().unwrap()).is_dir());
         assert!(Path::new(c["log"].as_str().unwrap()).is_file());
+        // REPORT/results/CELL links the bundle: a root while the report stays.
+        assert_eq!(
+            std::fs::read_link(m.path(&format!("report/results/{id}"))).unwrap(),
+            Path::new(c["result_store"].as_str().unwrap())
+        );
         for artifact in ["world", "kernel", "headers", "bootloader"] {
             let a = &c["artifacts"][artifact];
             assert!(
@@ -207,6 +213,15 @@ fn local_and_external_executors_agree_over_two_kernconfs() {
             assert!(a["tree_signature"].as_str().unwrap().starts_with("sha256:"));
         }
     }
+    let roots = run_ok(
+        fruix()
+            .args(["store", "roots", "--json", "--store"])
+            .arg(m.path("store"))
+            .arg("--state-dir")
+            .arg(m.path("state")),
+    );
+    let roots: Value = serde_json::from_str(&roots).unwrap();
+    assert_eq!(roots.as_array().unwrap().len(), 4, "{roots}");
     // 2 groups (one per kernconf) x 4 artifacts, all agreeing.
     let agreement = report["agreement"].as_array().unwrap();
     assert_eq!(agreement.len(), 8, "{report:#}");
