@@ -194,21 +194,22 @@ const COUNTING: &str =
 const MEASURED: &str =
     "{prefix:.bold} [{elapsed}] {wide_bar} {bytes}/{total_bytes} ({binary_bytes_per_sec}, {eta} left) {msg}";
 
-/// The message beside the bar: files so far, of how many when known.
-fn files_message(files: u64, total: Option<u64>) -> String {
+/// The message beside the bar: items (`unit`: files, objects) so far, of
+/// how many when known.
+fn count_message(done: u64, total: Option<u64>, unit: &str) -> String {
     match total {
-        Some(t) => format!("{files}/{t} files"),
-        None => format!("{files} files"),
+        Some(t) => format!("{done}/{t} {unit}"),
+        None => format!("{done} {unit}"),
     }
 }
 
-/// Runs `work` while showing, on a terminal, the files and bytes `progress`
-/// counts, with their rate. `totals`, when given, measures what `work` will
-/// read (files, bytes) beside it; once known, the line becomes a bar with
-/// the time left.
+/// Runs `work` while showing, on a terminal, the items (files, or `unit`)
+/// and bytes `progress` counts, with their rate. `totals`, when given,
+/// measures what `work` will read (items, bytes) beside it; once known, the
+/// line becomes a bar with the time left.
 pub fn with_progress<T>(
     mode: Mode,
-    label: &str,
+    (label, unit): (&str, &str),
     progress: &Progress,
     totals: Option<&(dyn Fn() -> Option<(u64, u64)> + Sync)>,
     work: impl FnOnce() -> T,
@@ -241,9 +242,10 @@ pub fn with_progress<T>(
                     bar_shown = true;
                 }
                 bar.set_position(progress.bytes.load(Ordering::Relaxed));
-                bar.set_message(files_message(
+                bar.set_message(count_message(
                     progress.files.load(Ordering::Relaxed),
                     total.map(|(files, _)| files),
+                    unit,
                 ));
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -264,7 +266,7 @@ mod tests {
         for template in [COUNTING, MEASURED] {
             ProgressStyle::with_template(template).unwrap();
         }
-        assert_eq!(files_message(3, None), "3 files");
-        assert_eq!(files_message(3, Some(10)), "3/10 files");
+        assert_eq!(count_message(3, None, "files"), "3 files");
+        assert_eq!(count_message(3, Some(10), "objects"), "3/10 objects");
     }
 }

@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use fruix_core::error::IoContext;
+use fruix_core::manifest::Progress;
 
 use crate::db::{Kind, ObjectRecord};
 use crate::error::{Error, Result};
@@ -40,7 +41,7 @@ use crate::verify::object_paths;
 
 /// What a collection may do.
 #[derive(Debug, Clone)]
-pub struct GcOptions {
+pub struct GcOptions<'a> {
     /// The state directory holding `gcroots/` and `native-builds/`.
     pub state_dir: PathBuf,
     /// Only say what would go.
@@ -52,6 +53,8 @@ pub struct GcOptions {
     pub keep_result_roots: bool,
     /// Promoted result roots older than this go (unless kept).
     pub older_than: Duration,
+    /// Counts removed objects (as files) and their bytes, for a display.
+    pub progress: Option<&'a Progress>,
 }
 
 /// One object a collection removed (or would remove).
@@ -174,7 +177,7 @@ fn collect_pool(store: &Store, dry_run: bool) -> Result<(usize, u64, usize)> {
 }
 
 /// Collects garbage in `store` (see the module documentation).
-pub fn collect(store: &Store, options: &GcOptions) -> Result<GcReport> {
+pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
     let _gc = store.gc_lock(true)?;
     let roots = roots::list(&options.state_dir, store.path())?;
     let mut report = GcReport {
@@ -226,6 +229,9 @@ pub fn collect(store: &Store, options: &GcOptions) -> Result<GcReport> {
             remove_object(store, &path)?;
         }
         report.object_bytes += records[name].size;
+        if let Some(p) = options.progress {
+            p.add(records[name].size);
+        }
         report.objects.push(Removed {
             path,
             kind: Some(records[name].kind),
@@ -287,7 +293,10 @@ fn collect_temporaries(store: &Store, dry_run: bool) -> Result<usize> {
 /// Removes the result roots in `STATE_DIR/native-builds/` whose run was
 /// `promoted` (a bundle of the run was registered) and that are older than
 /// `options.older_than`.
-fn collect_result_roots(promoted: &HashSet<String>, options: &GcOptions) -> Result<Vec<PathBuf>> {
+fn collect_result_roots(
+    promoted: &HashSet<String>,
+    options: &GcOptions<'_>,
+) -> Result<Vec<PathBuf>> {
     let dir = options.state_dir.join("native-builds");
     let Ok(entries) = fs::read_dir(&dir) else {
         return Ok(Vec::new());

@@ -71,7 +71,7 @@ pub fn promote_with_progress(
     let totals = || measure(root).ok();
     with_progress(
         Mode::from_output(output),
-        "promote",
+        ("promote", "files"),
         &progress,
         Some(&totals),
         || promote_validated(root, store, &options),

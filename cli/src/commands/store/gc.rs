@@ -5,20 +5,33 @@ use fruix_promote::gc::{collect, delete as delete_objects, GcOptions, GcReport};
 use fruix_promote::query::resolve_valid;
 use indicatif::HumanBytes;
 
+use fruix_core::manifest::Progress;
+
 use super::{open, print_json, print_paths};
-use crate::args::{DeleteArgs, GcArgs};
+use crate::args::{DeleteArgs, GcArgs, OutputArgs};
+use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, CliResult, Status};
 
 pub fn gc(args: GcArgs) -> CliResult {
     let store = open(&args.store.store, Some(&args.state.state_dir), args.json)?;
+    let progress = Progress::default();
     let options = GcOptions {
         state_dir: args.state.state_dir.clone(),
         dry_run: args.dry_run,
         max_freed: args.max_freed,
         keep_result_roots: args.keep_result_roots,
         older_than: args.older_than,
+        progress: Some(&progress),
     };
-    let report = collect(&store, &options).map_err(from_promote)?;
+    let mode = Mode::from_output(&OutputArgs {
+        json: args.json,
+        quiet: args.quiet || args.json,
+        verbose: false,
+    });
+    let report = with_progress(mode, ("gc", "objects"), &progress, None, || {
+        collect(&store, &options)
+    })
+    .map_err(from_promote)?;
     if args.json {
         print_json(&report);
     } else {

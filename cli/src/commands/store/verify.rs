@@ -46,7 +46,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
     // The pool first (every entry, or those the named objects link), then
     // the objects, whose files linked to sound pool entries are not read again.
     let keys = (!args.paths.is_empty()).then(|| pool_keys(&paths));
-    let (results, pool) = with_progress(mode, "verify", &progress, None, || {
+    let (results, pool) = with_progress(mode, ("verify", "files"), &progress, None, || {
         let pool = verify_pool(&store, keys, Some(&progress))?;
         let results = verify_objects(&paths, Some(pool.verified(&store)), Some(&progress));
         Ok::<_, fruix_promote::Error>((results, pool))
