@@ -233,14 +233,35 @@ impl Database {
     /// keeps its record. A reference to an object that is neither
     /// registered nor among `objects` is an error (nothing is registered).
     pub fn register(&mut self, objects: &[Registration]) -> Result<()> {
+        self.write(|tx, path| insert(tx, path, objects))
+    }
+
+    /// Runs `f` in one write transaction (waiting for other writers),
+    /// committed when `f` succeeds.
+    fn write(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, &Path) -> Result<()>,
+    ) -> Result<()> {
         let path = self.path.clone();
         let e = |e| db_error(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(e)?;
-        insert(&tx, &path, objects)?;
+        f(&tx, &path)?;
         tx.commit().map_err(e)
+    }
+
+    /// The first column of every row `sql` selects, as strings.
+    fn strings<T: FromIterator<String>>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<T> {
+        let e = |e| db_error(&self.path, e);
+        let mut stmt = self.conn.prepare_cached(sql).map_err(e)?;
+        let rows = stmt.query_map(params, |r| r.get(0)).map_err(e)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(e)
     }
 
     /// The record of `name`, if it is registered.
@@ -291,10 +312,7 @@ impl Database {
             "SELECT b.name FROM refs JOIN objects a ON a.id = refs.referrer
              JOIN objects b ON b.id = refs.reference WHERE a.name = ?1 ORDER BY b.name"
         };
-        let e = |e| db_error(&self.path, e);
-        let mut stmt = self.conn.prepare_cached(sql).map_err(e)?;
-        let rows = stmt.query_map([name], |r| r.get(0)).map_err(e)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(e)
+        self.strings(sql, [name])
     }
 
     /// The closure of `names`: them and everything they reference,
@@ -314,37 +332,20 @@ impl Database {
 
     /// The runs whose result bundle was ever registered.
     pub fn promoted_runs(&self) -> Result<std::collections::HashSet<String>> {
-        let e = |e| db_error(&self.path, e);
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT run_id FROM promoted_runs")
-            .map_err(e)?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(e)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(e)
+        self.strings("SELECT run_id FROM promoted_runs", [])
     }
 
     /// Every registered name.
     pub fn names(&self) -> Result<Vec<String>> {
-        let e = |e| db_error(&self.path, e);
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT name FROM objects ORDER BY name")
-            .map_err(e)?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(e)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(e)
+        self.strings("SELECT name FROM objects ORDER BY name", [])
     }
 
     /// Unregisters `names` in one transaction. Referrers go with what they
     /// reference only when they are among `names` too: removing a still
     /// referenced object is an error, and nothing is unregistered.
     pub fn unregister(&mut self, names: &[String]) -> Result<()> {
-        let path = self.path.clone();
-        let e = |e| db_error(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        {
+        self.write(|tx, path| {
+            let e = |e| db_error(path, e);
             // Referrers first, so that no reference is left dangling.
             let mut unlink = tx
                 .prepare_cached(
@@ -360,8 +361,8 @@ impl Database {
             for name in names {
                 delete.execute([name]).map_err(e)?;
             }
-        }
-        tx.commit().map_err(e)
+            Ok(())
+        })
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use fruix_core::promotion::PromotionMetadata;
 
-use crate::bundle::read_bundle;
+use crate::bundle::{read_bundle, BundleSummary};
 use crate::check::{manifest_size, read_identity, read_object_file};
 use crate::db::{Kind, ObjectRecord, Registration};
 use crate::error::Result;
@@ -69,6 +69,23 @@ pub(crate) fn bundle(
     size: u64,
     references: Vec<String>,
 ) -> Registration {
+    let summary = BundleSummary {
+        executor: m.executor.clone(),
+        version: m.freebsd_base.version.clone(),
+        run_id: m.run_id.clone(),
+        kernconf: m.build_policy.kernconf.clone(),
+        artifacts: Vec::new(),
+    };
+    bundle_registration(name, summary, size, references)
+}
+
+/// A bundle's registration from what its metadata says.
+fn bundle_registration(
+    name: &str,
+    b: BundleSummary,
+    size: u64,
+    references: Vec<String>,
+) -> Registration {
     Registration {
         record: ObjectRecord {
             name: name.to_string(),
@@ -77,10 +94,10 @@ pub(crate) fn bundle(
             tree_signature: None,
             size,
             registered_at: now(),
-            executor: Some(m.executor.clone()),
-            run_id: Some(m.run_id.clone()),
-            freebsd_version: Some(m.freebsd_base.version.clone()),
-            kernconf: Some(m.build_policy.kernconf.clone()),
+            executor: Some(b.executor),
+            run_id: Some(b.run_id),
+            freebsd_version: Some(b.version),
+            kernconf: Some(b.kernconf),
         },
         references,
     }
@@ -115,23 +132,13 @@ fn read_registration(store: &Path, path: &Path, name: &str) -> Result<Registrati
     let references_text = read_object_file(path, REFERENCES_FILE)?;
     let references = names_in_store(store, references_text.lines());
     if path.join(RESULT_METADATA_FILE).symlink_metadata().is_ok() {
-        let b = read_bundle(path)?;
         let size = object_files_size(path, &[RESULT_METADATA_FILE, REFERENCES_FILE]);
-        return Ok(Registration {
-            record: ObjectRecord {
-                name: name.to_string(),
-                kind: Kind::Bundle,
-                artifact: None,
-                tree_signature: None,
-                size,
-                registered_at: now(),
-                executor: Some(b.executor),
-                run_id: Some(b.run_id),
-                freebsd_version: Some(b.version),
-                kernconf: Some(b.kernconf),
-            },
+        return Ok(bundle_registration(
+            name,
+            read_bundle(path)?,
+            size,
             references,
-        });
+        ));
     }
     let identity = read_identity(path)?;
     Ok(artifact(

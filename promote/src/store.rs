@@ -56,6 +56,20 @@ pub struct Lock {
     _file: File,
 }
 
+impl Lock {
+    /// Locks the file at `path` (created if needed), waiting for it.
+    fn take(path: &Path, mode: LockMode) -> Result<Lock> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_path("create lock", path)?;
+        flock(&file, path, mode)?;
+        Ok(Lock { _file: file })
+    }
+}
+
 /// How [`flock`] locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LockMode {
@@ -217,33 +231,18 @@ impl Store {
     /// Takes the garbage collector's lock: `exclusive` for a collection,
     /// shared for a promotion (which then never overlaps a collection).
     pub fn gc_lock(&self, exclusive: bool) -> Result<Lock> {
-        let path = self.root.join(META_DIR).join(GC_LOCK_FILE);
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_path("create lock", &path)?;
         let mode = if exclusive {
             LockMode::Exclusive
         } else {
             LockMode::Shared
         };
-        flock(&file, &path, mode)?;
-        Ok(Lock { _file: file })
+        Lock::take(&self.root.join(META_DIR).join(GC_LOCK_FILE), mode)
     }
 
     /// Locks object `name` exclusively, waiting for other promotions.
     pub fn lock_object(&self, name: &str) -> Result<Lock> {
         let path = self.root.join(".locks").join(format!("{name}.lock"));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_path("create lock", &path)?;
-        flock(&file, &path, LockMode::Exclusive)?;
-        Ok(Lock { _file: file })
+        Lock::take(&path, LockMode::Exclusive)
     }
 
     /// A fresh temporary directory (mode 0700) for building object `name`.
