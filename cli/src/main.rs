@@ -20,7 +20,9 @@ use fruix_core::escape;
 use fruix_core::executor::Registry;
 use fruix_executors::external::file::register_files;
 
-use args::{Cli, Command, ExecutorsCommand, MatrixCommand, NativeBuildCommand, StoreCommand};
+use args::{
+    Cli, Command, ExecutorsCommand, MatrixCommand, NativeBuildCommand, SourceCommand, StoreCommand,
+};
 use exit::{CliError, Status};
 
 fn main() -> ExitCode {
@@ -82,6 +84,7 @@ fn wants_json(command: &Command) -> bool {
         ) => *json,
         Command::Matrix(MatrixCommand::Plan(args)) => args.json,
         Command::Matrix(MatrixCommand::Run(args)) => args.json,
+        Command::Source(SourceCommand::Add(args)) => args.output.json,
         Command::Completions(_) | Command::Man(_) => false,
     }
 }
@@ -131,15 +134,22 @@ fn run(cli: Cli) -> Result<Status, CliError> {
         Command::Matrix(MatrixCommand::Run(args)) => {
             files.extend(args.executors.files.iter().cloned())
         }
-        Command::NativeBuild(_) | Command::Store(_) | Command::Completions(_) | Command::Man(_)
+        Command::NativeBuild(_)
+        | Command::Store(_)
+        | Command::Source(_)
+        | Command::Completions(_)
+        | Command::Man(_)
             if !files.is_empty() =>
         {
             return Err(CliError::usage(
                 "--executors-file is for the commands that use executors: build, executors and matrix",
             ))
         }
-        Command::NativeBuild(_) | Command::Store(_) | Command::Completions(_) | Command::Man(_) => {
-        }
+        Command::NativeBuild(_)
+        | Command::Store(_)
+        | Command::Source(_)
+        | Command::Completions(_)
+        | Command::Man(_) => {}
     }
     match cli.command {
         Command::Build(args) => {
@@ -159,6 +169,7 @@ fn run(cli: Cli) -> Result<Status, CliError> {
             let registry = registry(&files)?;
             runtime()?.block_on(commands::matrix::run(*args, registry))
         }
+        Command::Source(command) => commands::source::run(command),
         Command::Completions(args) => commands::docs::completions(args),
         Command::Man(args) => commands::docs::man(args),
     }

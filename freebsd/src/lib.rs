@@ -24,6 +24,7 @@
 //! Errors are [`fruix_core::Error`], the executors' error type.
 
 pub mod artifact;
+pub mod checkout;
 pub mod plan;
 pub mod probe;
 pub mod promotion;

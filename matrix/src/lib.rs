@@ -49,6 +49,7 @@ pub mod request;
 pub mod run;
 pub mod runner;
 pub mod schedule;
+pub mod sources;
 
 pub use error::{Error, Result};
 pub use plan::MatrixPlan;

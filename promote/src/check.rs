@@ -28,8 +28,11 @@ use fruix_core::manifest::{
 use crate::error::{Error, Result};
 use crate::object::ObjectIdentity;
 use crate::pool::{key, Pool};
+use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::stage::{read_small_at, ManifestLines};
-use crate::store::{MANIFEST_FILE, OBJECT_METADATA_FILE, RESERVED_NAMES, STORE_MTIME};
+use crate::store::{
+    is_source_name, reserved_names, MANIFEST_FILE, OBJECT_METADATA_FILE, STORE_MTIME,
+};
 
 /// Differences kept per object; more are only counted.
 pub const MAX_DIFFERENCES: usize = 1000;
@@ -40,7 +43,7 @@ pub const MAX_OBJECT_METADATA: u64 = 1 << 20;
 /// What checking one object found.
 #[derive(Debug, Clone)]
 pub struct ObjectCheck {
-    pub identity: ObjectIdentity,
+    pub identity: Identity,
     /// Up to [`MAX_DIFFERENCES`] modified, missing and extra paths, in path order.
     pub differences: Vec<Difference>,
     /// Differences found beyond those listed.
@@ -77,6 +80,50 @@ pub fn read_identity(object: &Path) -> Result<ObjectIdentity> {
     ObjectIdentity::from_text(&object.join(OBJECT_METADATA_FILE), &text)
 }
 
+/// What an object's metadata file says, by the object's kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Artifact(Box<ObjectIdentity>),
+    Source(SourceIdentity),
+}
+
+impl Identity {
+    /// Reads `object`'s metadata file: `.fruix-source.scm` for a source
+    /// object (by its name), the artifact metadata otherwise.
+    pub fn read(object: &Path) -> Result<Identity> {
+        let name = object.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !is_source_name(name) {
+            return read_identity(object).map(|i| Identity::Artifact(Box::new(i)));
+        }
+        let text = read_object_file(object, SOURCE_METADATA_FILE)?;
+        SourceIdentity::from_text(&object.join(SOURCE_METADATA_FILE), &text).map(Identity::Source)
+    }
+
+    /// The name its metadata gives the object.
+    pub fn store_name(&self) -> String {
+        match self {
+            Identity::Artifact(i) => i.store_name(),
+            Identity::Source(i) => i.store_name(),
+        }
+    }
+
+    pub fn tree_signature(&self) -> &fruix_core::TreeSignature {
+        match self {
+            Identity::Artifact(i) => &i.tree_signature,
+            Identity::Source(i) => &i.tree_signature,
+        }
+    }
+
+    /// Special bits the store stripped (sources keep none: see
+    /// [`crate::source`]).
+    pub fn stripped_modes(&self) -> &[(String, u32)] {
+        match self {
+            Identity::Artifact(i) => &i.stripped_modes,
+            Identity::Source(_) => &[],
+        }
+    }
+}
+
 /// The pool as verified just before: object files that are hard links to
 /// its sound entries need not be read again.
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +152,8 @@ pub fn check_object(
     depth: Depth<'_>,
     progress: Option<&Progress>,
 ) -> Result<ObjectCheck> {
-    let identity = read_identity(object)?;
+    let identity = Identity::read(object)?;
+    let reserved = reserved_names(object);
     let name = object
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -131,7 +179,8 @@ pub fn check_object(
     };
     let mut merge = Merge {
         expected: ManifestLines::open(&object.join(MANIFEST_FILE))?,
-        stripped: identity.stripped_modes.iter().cloned().collect(),
+        stripped: identity.stripped_modes().iter().cloned().collect(),
+        reserved,
         signature: ManifestBuilder::new(),
         metadata_lines: Vec::new(),
         pending: None,
@@ -148,7 +197,7 @@ pub fn check_object(
         dir,
         object,
         &WalkOptions {
-            skip_top_level: &RESERVED_NAMES,
+            skip_top_level: &reserved,
             progress: progress.filter(|_| hash_while_walking),
             skip_digests: !hash_while_walking,
             ..WalkOptions::default()
@@ -162,7 +211,7 @@ pub fn check_object(
         merge.pending = merge.next_expected()?;
     }
     let signature = std::mem::take(&mut merge.signature).finish().0;
-    if signature != identity.tree_signature {
+    if signature != *identity.tree_signature() {
         return Err(inconsistent(
             "its manifest does not match its tree signature".into(),
         ));
@@ -201,6 +250,8 @@ pub fn check_object(
 struct Merge<'a> {
     expected: ManifestLines,
     stripped: HashMap<String, u32>,
+    /// The object's metadata names (by its kind).
+    reserved: [&'static str; 3],
     signature: ManifestBuilder,
     /// Manifest lines of `.references` and the identity file, checked after the walk.
     metadata_lines: Vec<Entry>,
@@ -228,7 +279,7 @@ impl Merge<'_> {
     /// The next tree entry of the manifest, signed as it goes by.
     fn next_expected(&mut self) -> Result<Option<Entry>> {
         while let Some((entry, _)) = self.expected.next_entry()? {
-            if RESERVED_NAMES.iter().any(|n| entry.path == n.as_bytes()) {
+            if self.reserved.iter().any(|n| entry.path == n.as_bytes()) {
                 self.metadata_lines.push(entry);
                 continue;
             }
@@ -344,9 +395,10 @@ impl Merge<'_> {
 /// out), in path order.
 pub fn read_store_manifest(object: &Path) -> Result<Vec<Entry>> {
     let mut lines = ManifestLines::open(&object.join(MANIFEST_FILE))?;
+    let reserved = reserved_names(object);
     let mut entries = Vec::new();
     while let Some((entry, _)) = lines.next_entry()? {
-        if !RESERVED_NAMES.iter().any(|n| entry.path == n.as_bytes()) {
+        if !reserved.iter().any(|n| entry.path == n.as_bytes()) {
             entries.push(entry);
         }
     }
@@ -357,9 +409,10 @@ pub fn read_store_manifest(object: &Path) -> Result<Vec<Entry>> {
 /// files left out), read line by line.
 pub fn manifest_size(object: &Path) -> Result<u64> {
     let mut lines = ManifestLines::open(&object.join(MANIFEST_FILE))?;
+    let reserved = reserved_names(object);
     let mut size = 0;
     while let Some((entry, _)) = lines.next_entry()? {
-        if !RESERVED_NAMES.iter().any(|n| entry.path == n.as_bytes()) {
+        if !reserved.iter().any(|n| entry.path == n.as_bytes()) {
             size += entry.size();
         }
     }

@@ -20,6 +20,8 @@ pub mod pool;
 pub mod query;
 pub(crate) mod register;
 pub mod roots;
+pub mod source;
+pub mod source_identity;
 pub mod stage;
 pub mod store;
 pub mod verify;

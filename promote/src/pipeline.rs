@@ -22,8 +22,8 @@ use rayon::prelude::*;
 
 use fruix_core::error::IoContext;
 use fruix_core::manifest::{
-    open_beneath, open_dir, walk_fd, EntryKind, ManifestBuilder, Modes, OpenFile, Progress,
-    WalkOptions, SPECIAL_BITS,
+    open_beneath, open_dir, walk_fd, EntryKind, Exclude, ManifestBuilder, Modes, OpenFile,
+    Progress, WalkOptions, SPECIAL_BITS,
 };
 use fruix_core::promotion::{ArtifactEntry, PromotionMetadata};
 use fruix_core::result_root::{self, ResultRoot};
@@ -130,16 +130,16 @@ pub fn promote_native_build_result(
     promote_validated(&root, store, options)
 }
 
-/// One artifact as read into the store's pool, its object not built yet.
-struct Ingested {
-    signature: TreeSignature,
-    probe_sha256: Option<String>,
+/// One tree as read into the store's pool, its object not built yet.
+pub(crate) struct Ingested {
+    pub(crate) signature: TreeSignature,
+    pub(crate) probe_sha256: Option<String>,
     /// Manifest paths whose special bits the store strips, with their modes.
-    stripped: Vec<(String, u32)>,
+    pub(crate) stripped: Vec<(String, u32)>,
     /// The tree's manifest lines in store modes, in the promotion's work directory.
-    manifest: PathBuf,
+    pub(crate) manifest: PathBuf,
     /// The sizes of its files, added up.
-    size: u64,
+    pub(crate) size: u64,
 }
 
 /// Reads artifact `a` of the result root once: every file is hashed while
@@ -158,7 +158,59 @@ fn ingest_artifact(
     let dir = open_beneath(&root_dir, root.path(), &a.path)?;
     let display = root.path().join(&a.path);
     let extra = special_modes::for_artifact(special, &a.path);
-    let manifest = promotion.work_dir().join(format!("artifact-{index}.mtree"));
+    let tree = Tree {
+        display: &display,
+        manifest: promotion.work_dir().join(format!("artifact-{index}.mtree")),
+        extra_modes: Some(&extra),
+        reserved: RESERVED_NAMES,
+        probe: Some(&a.probe),
+        exclude: None,
+    };
+    let ingested = ingest_tree(promotion, dir, tree, progress)?;
+    if let Some(declared) = &a.tree_signature {
+        if *declared != ingested.signature {
+            return Err(fruix_core::Error::SignatureMismatch {
+                path: display,
+                expected: declared.to_string(),
+                actual: ingested.signature.to_string(),
+            }
+            .into());
+        }
+    }
+    Ok(ingested)
+}
+
+/// A tree to read into the pool, and how.
+pub(crate) struct Tree<'a> {
+    /// Names the tree in messages.
+    pub(crate) display: &'a Path,
+    /// Where its store-mode manifest lines go.
+    pub(crate) manifest: PathBuf,
+    /// Special bits recorded for entries instead of carried on disk.
+    pub(crate) extra_modes: Option<&'a std::collections::HashMap<Vec<u8>, u32>>,
+    /// Top-level names the object's own metadata takes: refused in the tree.
+    pub(crate) reserved: [&'static str; 3],
+    /// A file whose SHA-256 is reported.
+    pub(crate) probe: Option<&'a str>,
+    /// Entries left out of the tree (see [`WalkOptions::exclude`]).
+    pub(crate) exclude: Option<&'a Exclude<'a>>,
+}
+
+/// Reads the tree open at `dir` once (see [`ingest_artifact`]).
+pub(crate) fn ingest_tree(
+    promotion: &Promotion<'_>,
+    dir: std::os::fd::OwnedFd,
+    tree: Tree<'_>,
+    progress: Option<&Progress>,
+) -> Result<Ingested> {
+    let Tree {
+        display,
+        manifest,
+        extra_modes,
+        reserved,
+        probe,
+        exclude,
+    } = tree;
     let mut out = BufWriter::with_capacity(
         256 << 10,
         File::create_new(&manifest).with_path("create", &manifest)?,
@@ -175,16 +227,17 @@ fn ingest_artifact(
     let mut size = 0;
     walk_fd(
         dir,
-        &display,
+        display,
         &WalkOptions {
             progress,
-            extra_modes: Some(&extra),
+            extra_modes,
             read_file: Some(&read),
+            exclude,
             ..WalkOptions::default()
         },
         |w| {
             let entry = &w.entry;
-            if RESERVED_NAMES.iter().any(|n| entry.path == n.as_bytes()) {
+            if reserved.iter().any(|n| entry.path == n.as_bytes()) {
                 return Err(fruix_core::Error::UnsafePath {
                     path: display.join(OsStr::from_bytes(&entry.path)),
                     message: "uses a name reserved for store object metadata; rename or remove it"
@@ -197,7 +250,7 @@ fn ingest_artifact(
             }
             if let EntryKind::File { sha256, .. } = &entry.kind {
                 size += entry.size();
-                if entry.path == a.probe.as_bytes() {
+                if probe.is_some_and(|p| entry.path == p.as_bytes()) {
                     probe_sha256 = Some(hex::encode(sha256));
                 }
             }
@@ -207,19 +260,8 @@ fn ingest_artifact(
         },
     )?;
     out.flush().with_path("write", &manifest)?;
-    let signature = builder.finish().0;
-    if let Some(declared) = &a.tree_signature {
-        if *declared != signature {
-            return Err(fruix_core::Error::SignatureMismatch {
-                path: display,
-                expected: declared.to_string(),
-                actual: signature.to_string(),
-            }
-            .into());
-        }
-    }
     Ok(Ingested {
-        signature,
+        signature: builder.finish().0,
         probe_sha256,
         stripped,
         manifest,

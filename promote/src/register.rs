@@ -7,7 +7,7 @@ use std::path::Path;
 use fruix_core::promotion::PromotionMetadata;
 
 use crate::bundle::{read_bundle, BundleSummary};
-use crate::check::{manifest_size, read_identity, read_object_file};
+use crate::check::{manifest_size, read_identity, read_object_file, Identity};
 use crate::db::{Kind, ObjectRecord, Registration};
 use crate::error::Result;
 use crate::object::ObjectIdentity;
@@ -139,6 +139,23 @@ fn read_registration(store: &Path, path: &Path, name: &str) -> Result<Registrati
             size,
             references,
         ));
+    }
+    if let Identity::Source(source) = Identity::read(path)? {
+        return Ok(Registration {
+            record: ObjectRecord {
+                name: name.to_string(),
+                kind: Kind::Source,
+                artifact: None,
+                tree_signature: Some(source.tree_signature.to_string()),
+                size: manifest_size(path)?,
+                registered_at: now(),
+                executor: None,
+                run_id: None,
+                freebsd_version: Some(source.version),
+                kernconf: None,
+            },
+            references,
+        });
     }
     let identity = read_identity(path)?;
     Ok(artifact(

@@ -105,23 +105,24 @@ impl ManifestLines {
 }
 
 /// The manifest lines of an object's own metadata files, sorted in path order.
-fn metadata_lines(metadata: &str, references: &str) -> Vec<(Vec<u8>, String)> {
-    let mut lines: Vec<(Vec<u8>, String)> = [
-        (OBJECT_METADATA_FILE, metadata),
-        (REFERENCES_FILE, references),
-    ]
-    .iter()
-    .map(|(name, content)| {
-        (
-            name.as_bytes().to_vec(),
-            format!(
-                "./{name} type=file mode=0444 size={} sha256digest={}\n",
-                content.len(),
-                hex::encode(Sha256::digest(content.as_bytes()))
-            ),
-        )
-    })
-    .collect();
+fn metadata_lines(
+    (metadata_file, metadata): (&str, &str),
+    references: &str,
+) -> Vec<(Vec<u8>, String)> {
+    let mut lines: Vec<(Vec<u8>, String)> =
+        [(metadata_file, metadata), (REFERENCES_FILE, references)]
+            .iter()
+            .map(|(name, content)| {
+                (
+                    name.as_bytes().to_vec(),
+                    format!(
+                        "./{name} type=file mode=0444 size={} sha256digest={}\n",
+                        content.len(),
+                        hex::encode(Sha256::digest(content.as_bytes()))
+                    ),
+                )
+            })
+            .collect();
     lines.push((
         MANIFEST_FILE.as_bytes().to_vec(),
         format!("./{MANIFEST_FILE} type=file mode=0444\n"),
@@ -141,6 +142,24 @@ pub fn build_artifact_object(
     metadata: &str,
     references: &str,
 ) -> Result<TempObject> {
+    build_object(
+        store,
+        name,
+        tree_manifest,
+        (OBJECT_METADATA_FILE, metadata),
+        references,
+    )
+}
+
+/// [`build_artifact_object`] for any kind of object: `metadata_file` names
+/// the file holding `metadata` (`.fruix-source.scm` for sources).
+pub fn build_object(
+    store: &Store,
+    name: &str,
+    tree_manifest: &Path,
+    (metadata_file, metadata): (&str, &str),
+    references: &str,
+) -> Result<TempObject> {
     let temp = store.temp_dir(name)?;
     let root_path = temp.path().to_path_buf();
     let root = open_dir(&root_path)?;
@@ -155,7 +174,9 @@ pub fn build_artifact_object(
             .with_path("write", &manifest_path)
     };
     write(&mut out, MANIFEST_HEADER)?;
-    let mut meta = metadata_lines(metadata, references).into_iter().peekable();
+    let mut meta = metadata_lines((metadata_file, metadata), references)
+        .into_iter()
+        .peekable();
     let mut lines = ManifestLines::open(tree_manifest)?;
     let mut builder = Builder {
         store,
@@ -178,10 +199,7 @@ pub fn build_artifact_object(
     builder.finish()?;
     out.flush().with_path("write", &manifest_path)?;
     drop(out);
-    for (file, content) in [
-        (OBJECT_METADATA_FILE, metadata),
-        (REFERENCES_FILE, references),
-    ] {
+    for (file, content) in [(metadata_file, metadata), (REFERENCES_FILE, references)] {
         let path = root_path.join(file);
         let fd = create_at(root.as_fd(), file, &path)?;
         let mut f = File::from(fd);

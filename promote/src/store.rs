@@ -474,6 +474,26 @@ pub const REFERENCES_FILE: &str = ".references";
 pub const RESULT_METADATA_FILE: &str = ".fruix-native-build-result.scm";
 /// Top-level names reserved in artifact objects.
 pub const RESERVED_NAMES: [&str; 3] = [OBJECT_METADATA_FILE, MANIFEST_FILE, REFERENCES_FILE];
+/// Top-level names reserved in source objects.
+pub const SOURCE_RESERVED_NAMES: [&str; 3] = [
+    crate::source_identity::SOURCE_METADATA_FILE,
+    MANIFEST_FILE,
+    REFERENCES_FILE,
+];
+
+/// Whether `name` is a source object's name (`<hash>-freebsd-source-...`).
+pub fn is_source_name(name: &str) -> bool {
+    name.get(40..)
+        .is_some_and(|rest| rest.starts_with(crate::source_identity::SOURCE_INFIX))
+}
+
+/// The metadata names at the top of `object`, by its kind.
+pub fn reserved_names(object: &Path) -> [&'static str; 3] {
+    match object.file_name().and_then(|n| n.to_str()) {
+        Some(name) if is_source_name(name) => SOURCE_RESERVED_NAMES,
+        _ => RESERVED_NAMES,
+    }
+}
 
 /// Bytes used on disk by `path` (blocks), counting each inode once.
 pub fn disk_usage(path: &Path) -> u64 {

@@ -57,13 +57,15 @@ pub fn object_paths_in(store: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Whether `name` has the shape of a store object name: 40 lowercase hex
-/// digits, a dash, `fruix-` and more.
+/// digits, a dash, then `fruix-` (artifacts, bundles) or `freebsd-source-`
+/// (sources), and more.
 pub fn is_object_name(name: &[u8]) -> bool {
     name.len() > 47
         && name[..40]
             .iter()
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        && name[40..].starts_with(b"-fruix-")
+        && (name[40..].starts_with(b"-fruix-")
+            || name[40..].starts_with(crate::source_identity::SOURCE_INFIX.as_bytes()))
 }
 
 /// Resolves `path` (as a user gave it) to a store object of `store`: a real

@@ -142,13 +142,7 @@ fn failing_step_is_a_build_failure_naming_the_step() {
         ],
     );
     assert!(out.stdout.is_empty());
-    assert!(
-        !b.store().exists()
-            || std::fs::read_dir(b.store())
-                .unwrap()
-                .flatten()
-                .all(|e| e.file_name().to_string_lossy().starts_with('.'))
-    );
+    assert!(crate::util::nothing_promoted(&b.store()));
     let promote = run(&mut promote_command(
         &b.store(),
         &b.dir.path().join("r1"),

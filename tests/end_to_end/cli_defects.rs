@@ -167,7 +167,7 @@ fn an_unwritable_store_is_refused_before_anything_is_built() {
 #[test]
 fn a_promotion_failing_after_the_build_gives_the_command_to_promote_later() {
     let dir = tempfile::tempdir().unwrap();
-    let small = crate::util::SmallFilesystem::mount(dir.path().join("small"), "256k");
+    let small = crate::util::SmallFilesystem::mount(dir.path().join("small"), "640k");
     let store = small.path.join("store");
     let root = dir.path().join("root");
     let out = run(fruix()

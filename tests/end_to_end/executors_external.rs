@@ -87,11 +87,7 @@ impl ExecutorBuild {
 
     /// Whether the store holds no object (a failed run promotes nothing).
     pub fn store_is_empty(&self) -> bool {
-        !self.store().exists()
-            || std::fs::read_dir(self.store())
-                .unwrap()
-                .flatten()
-                .all(|e| e.file_name().to_string_lossy().starts_with('.'))
+        crate::util::nothing_promoted(&self.store())
     }
 }
 

@@ -263,6 +263,20 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Whether the store at `store` holds nothing promoted: no artifact object
+/// and no bundle (a local build adds its source object before it runs, so
+/// a failed build may leave that).
+pub fn nothing_promoted(store: &Path) -> bool {
+    !store.exists()
+        || std::fs::read_dir(store).unwrap().flatten().all(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with('.')
+                || name
+                    .get(40..)
+                    .is_some_and(|r| r.starts_with("-freebsd-source-"))
+        })
+}
+
 /// A small tmpfs, unmounted on drop: a disk that fills up.
 pub struct SmallFilesystem {
     pub path: PathBuf,

@@ -35,9 +35,12 @@ pub enum Command {
     /// Native-build result roots: promote them into the store.
     #[command(name = "native-build", subcommand)]
     NativeBuild(NativeBuildCommand),
-    /// Inspect the store: verify (and repair) objects and the pool, list objects.
+    /// Inspect and maintain the store: verify, list, info, query, roots, gc, delete.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Source trees as store objects, identified by their content.
+    #[command(subcommand)]
+    Source(SourceCommand),
     /// The executors this fruix knows.
     #[command(subcommand)]
     Executors(ExecutorsCommand),
@@ -48,6 +51,29 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write fruix's man pages: fruix(1) on stdout, or one page per command into --dir.
     Man(ManArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Copy a FreeBSD source tree into the store (ignored build output left out) and print its store path.
+    Add(SourceAddArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SourceAddArgs {
+    /// The source tree (a git checkout's commit and dirtiness are recorded).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The source object's name: STORE/<hash>-freebsd-source-NAME.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub name: String,
+    /// FreeBSD version, e.g. 15.0-STABLE (default: read from the tree's sys/conf/newvers.sh).
+    #[arg(long, value_name = "VERSION")]
+    pub freebsd_version: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub output: SummaryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -144,7 +170,8 @@ pub struct BuildArgs {
     pub executor: String,
     #[command(flatten)]
     pub executors: ExecutorsFiles,
-    /// The FreeBSD source tree (answering buildworld, buildkernel, installworld, installkernel).
+    /// The FreeBSD source tree: a source object's store path, or a directory, which a local
+    /// executor first adds to the store (see `fruix source add`); for a guest executor, a path in the guest.
     #[arg(long, value_name = "DIR")]
     pub source: PathBuf,
     /// The source's commit, recorded in the metadata.

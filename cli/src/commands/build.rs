@@ -1,6 +1,6 @@
 //! `fruix build`: run an executor, validate its result root, promote it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use fruix_core::escape;
 use fruix_core::executor::{run_executor, BuildRequest, EventSink, Executor, Registry};
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::{BuildArgs, GuestArgs};
 use crate::commands::promote::{check_out_link, out_link, print_report, promote_with_progress};
+use crate::commands::source::source_object;
 use crate::defaults;
 use crate::display::{show_events, Mode};
 use crate::exit::{self, from_matrix, CliError, CliResult, Status};
@@ -36,11 +37,14 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         .map_err(|e| CliError::new(exit::before_run(&e), e))?;
     // Everything is checked before anything is created: the request, what
     // the executor can build, and the store it will be promoted into.
-    let options = checked_options(&args, executor.as_ref())?;
+    let mut options = checked_options(&args, executor.as_ref())?;
     if !args.no_promote {
         check_out_link(&args.out_link)?;
     }
-    let store = if args.no_promote {
+    // A local build's source becomes a source object first, so a store is
+    // needed even without promotion.
+    let local = !executor.capabilities().remote;
+    let store = if args.no_promote && !local {
         None
     } else {
         Some(Store::open(&args.store.store).map_err(|e| {
@@ -52,6 +56,16 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             )
         })?)
     };
+    if let (true, Some(store)) = (local, &store) {
+        options.source = source_object(
+            Mode::from_output(&args.output),
+            store,
+            Path::new(&options.source.path),
+            args.freebsd_version.as_deref(),
+            args.source_commit.as_deref(),
+        )?;
+    }
+    let store = store.filter(|_| !args.no_promote);
     let plan = allocate(&args, options)?;
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());

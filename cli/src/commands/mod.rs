@@ -6,4 +6,5 @@ pub mod executors;
 pub mod matrix;
 pub mod promote;
 pub mod self_hosted;
+pub mod source;
 pub mod store;

@@ -55,6 +55,9 @@ const BATCH_DIRS: usize = 128;
 /// Size of the per-thread read buffer.
 pub const READ_BUFFER: usize = 256 << 10;
 
+/// Which entries a walk leaves out, by path relative to its root.
+pub type Exclude<'a> = dyn Fn(&[u8]) -> bool + Sync + 'a;
+
 /// Counters a walk updates as it reads, for progress displays.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -183,6 +186,9 @@ pub struct WalkOptions<'a> {
     pub extra_modes: Option<&'a std::collections::HashMap<Vec<u8>, u32>>,
     /// Reads each regular file; [`hash_file`] when `None`.
     pub read_file: Option<&'a ReadFile<'a>>,
+    /// Entries to leave out, by path relative to the root (a directory left
+    /// out is not descended into): untracked build output of a source tree.
+    pub exclude: Option<&'a Exclude<'a>>,
 }
 
 /// Walks the tree at `root` in path order and calls `visit` for every entry,
@@ -322,6 +328,16 @@ impl<'a> Producer<'a> {
                     .any(|n| n.as_bytes() == name.to_bytes())
             {
                 continue;
+            }
+            if let Some(exclude) = self.options.exclude {
+                let mut child = path.clone();
+                if !child.is_empty() {
+                    child.push(b'/');
+                }
+                child.extend_from_slice(name.to_bytes());
+                if exclude(&child) {
+                    continue;
+                }
             }
             names.push((name.to_owned(), item.file_type()));
         }

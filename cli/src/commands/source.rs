@@ -1,0 +1,117 @@
+//! `fruix source add`, and the source object a local build uses: a
+//! directory given as `--source` is added to the store first, so the
+//! artifacts' identity names the source by content, not by where it sat.
+
+use std::path::Path;
+
+use fruix_core::escape;
+use fruix_core::manifest::Progress;
+use fruix_core::promotion::SourceStore;
+use fruix_matrix::sources::add_source_dir;
+use fruix_promote::check::Identity;
+use fruix_promote::query::resolve_valid;
+use fruix_promote::source::SourceReport;
+use fruix_promote::store::is_source_name;
+use fruix_promote::Store;
+
+use crate::args::{OutputArgs, SourceAddArgs, SourceCommand};
+use crate::defaults;
+use crate::display::{with_progress, Mode};
+use crate::exit::{from_matrix, from_promote, CliResult, Status};
+
+pub fn run(command: SourceCommand) -> CliResult {
+    match command {
+        SourceCommand::Add(args) => add(args),
+    }
+}
+
+fn add(args: SourceAddArgs) -> CliResult {
+    let output: OutputArgs = args.output.into();
+    let mode = Mode::from_output(&output);
+    defaults::announce(mode, Some(&args.store.store), None);
+    let dir = fruix_matrix::request::check_source(&args.dir).map_err(from_matrix)?;
+    let store = Store::open(&args.store.store).map_err(from_promote)?;
+    let report = add_with_progress(
+        mode,
+        &store,
+        &dir,
+        &args.name,
+        args.freebsd_version.as_deref(),
+    )?;
+    if output.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("reports serialize")
+        );
+    } else {
+        if !report.new && !output.quiet {
+            eprintln!(
+                "fruix: source: already in the store: {}",
+                escape::path(&report.store_path)
+            );
+        }
+        println!("{}", report.store_path.display());
+    }
+    Ok(Status::Success)
+}
+
+/// Adds `dir` with a progress display on a terminal.
+fn add_with_progress(
+    mode: Mode,
+    store: &Store,
+    dir: &Path,
+    name: &str,
+    version: Option<&str>,
+) -> CliResult<SourceReport> {
+    let progress = Progress::default();
+    with_progress(mode, ("source", "files"), &progress, None, || {
+        add_source_dir(store, dir, name, version, Some(&progress))
+    })
+    .map_err(from_promote)
+}
+
+/// The source object a local build of `source` (canonical, checked) uses:
+/// `source` itself when it is a valid source object of `store`, else the
+/// object `source` is added as. `commit` (from `--source-commit`) overrides
+/// the object's. Says which object, on stderr, unless quiet.
+pub fn source_object(
+    mode: Mode,
+    store: &Store,
+    source: &Path,
+    version: Option<&str>,
+    commit: Option<&str>,
+) -> CliResult<SourceStore> {
+    let in_store = source.parent() == Some(store.path())
+        && source
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_source_name);
+    let (path, object_commit) = if in_store {
+        resolve_valid(store, source).map_err(from_promote)?;
+        let identity = Identity::read(source).map_err(from_promote)?;
+        let commit = match identity {
+            Identity::Source(s) => s.commit,
+            Identity::Artifact(_) => None,
+        };
+        (source.to_path_buf(), commit)
+    } else {
+        let report = add_with_progress(mode, store, source, "default", version)?;
+        if mode != Mode::Quiet {
+            eprintln!(
+                "fruix: source {} is {}{}",
+                escape::path(source),
+                escape::path(&report.store_path),
+                if report.new {
+                    ""
+                } else {
+                    " (already in the store)"
+                }
+            );
+        }
+        (report.store_path, report.identity.commit)
+    };
+    Ok(SourceStore {
+        path: path.to_string_lossy().into_owned(),
+        commit: commit.map(str::to_string).or(object_commit),
+    })
+}

@@ -1,0 +1,124 @@
+//! Source objects: a source tree copied into the store with the same
+//! one-pass rules as promotion (every file hashed as it is written into the
+//! pool, the object built from the manifest of what was written), named by
+//! its [`SourceIdentity`]. Adding an unchanged tree again finds its object,
+//! checks it, and creates nothing.
+//!
+//! The caller supplies what the tree is (name, FreeBSD version and branch,
+//! git commit and dirtiness) and which paths to leave out (ignored build
+//! output): this crate knows nothing of FreeBSD or git.
+
+use std::path::{Path, PathBuf};
+
+use fruix_core::manifest::{open_dir, Exclude, Progress};
+
+use crate::check::{check_object, Depth};
+use crate::db::{Kind, ObjectRecord, Registration};
+use crate::error::{Error, Result};
+use crate::pipeline::{ingest_tree, Tree};
+use crate::register::now;
+use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
+use crate::stage::build_object;
+use crate::store::{Store, SOURCE_RESERVED_NAMES};
+
+/// What a source tree is, besides its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFacts {
+    pub name: String,
+    pub version: String,
+    pub branch: String,
+    pub commit: Option<String>,
+    pub dirty: Option<bool>,
+}
+
+/// What adding a source found or made.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceReport {
+    pub store_path: PathBuf,
+    /// Whether this call created the object.
+    pub new: bool,
+    #[serde(flatten)]
+    pub identity: SourceIdentity,
+    /// The bytes of its files.
+    pub size: u64,
+}
+
+/// Adds the tree at `dir` (leaving out the paths `exclude` names) to
+/// `store` as a source object described by `facts`.
+pub fn add_source(
+    store: &Store,
+    dir: &Path,
+    facts: &SourceFacts,
+    exclude: &Exclude<'_>,
+    progress: Option<&Progress>,
+) -> Result<SourceReport> {
+    let promotion = store.begin()?;
+    let tree = Tree {
+        display: dir,
+        manifest: promotion.work_dir().join("source.mtree"),
+        extra_modes: None,
+        reserved: SOURCE_RESERVED_NAMES,
+        probe: None,
+        exclude: Some(exclude),
+    };
+    let ingested = ingest_tree(&promotion, open_dir(dir)?, tree, progress)?;
+    if let Some((path, _)) = ingested.stripped.first() {
+        return Err(fruix_core::Error::UnsafePath {
+            path: dir.join(path.trim_start_matches("./")),
+            message: "is setuid, setgid or sticky; a source tree carries no such bits".into(),
+        }
+        .into());
+    }
+    let identity = SourceIdentity {
+        name: facts.name.clone(),
+        version: facts.version.clone(),
+        branch: facts.branch.clone(),
+        tree_signature: ingested.signature,
+        commit: facts.commit.clone(),
+        dirty: facts.dirty,
+    };
+    let name = identity.store_name();
+    let store_path = store.path().join(&name);
+    let _lock = store.lock_object(&name)?;
+    let new = store_path.symlink_metadata().is_err();
+    if new {
+        let temp = build_object(
+            store,
+            &name,
+            &ingested.manifest,
+            (SOURCE_METADATA_FILE, &identity.to_scheme()),
+            "",
+        )?;
+        store.publish(vec![(temp, name.clone())])?;
+    } else {
+        let check = check_object(&store_path, Depth::Structure, None)?;
+        if !check.is_intact() {
+            return Err(Error::Corrupt {
+                object: store_path,
+                differences: check.differences,
+            });
+        }
+    }
+    store.db().register(&[Registration {
+        record: ObjectRecord {
+            name,
+            kind: Kind::Source,
+            artifact: None,
+            tree_signature: Some(identity.tree_signature.to_string()),
+            size: ingested.size,
+            registered_at: now(),
+            executor: None,
+            run_id: None,
+            freebsd_version: Some(identity.version.clone()),
+            kernconf: None,
+        },
+        references: Vec::new(),
+    }])?;
+    promotion.succeed(!new);
+    Ok(SourceReport {
+        store_path,
+        new,
+        identity,
+        size: ingested.size,
+    })
+}

@@ -1,0 +1,127 @@
+//! Source objects' identity: `<hash>-freebsd-source-<name>`, where `<hash>`
+//! is the first 160 bits of the SHA-256 of the object's `.fruix-source.scm`.
+//! That file holds what the tree is: its name, the FreeBSD version and
+//! branch its `sys/conf/newvers.sh` declares, its tree signature, and, for
+//! a git checkout, the commit and whether the worktree was dirty. Where the
+//! tree sat (its path, the remote it was cloned from) is left out: two
+//! checkouts of the same tree are one source object.
+
+use std::path::Path;
+
+use lexpr::Value;
+
+use fruix_core::sexp::{self, field, string_field, Writer};
+use fruix_core::TreeSignature;
+
+use crate::error::Result;
+use crate::object::object_hash;
+
+/// Head symbol of a source object's metadata.
+pub const SOURCE_HEAD: &str = "fruix-source";
+/// The metadata file at the top of a source object.
+pub const SOURCE_METADATA_FILE: &str = ".fruix-source.scm";
+/// What follows the hash in a source object's name.
+pub const SOURCE_INFIX: &str = "-freebsd-source-";
+
+/// What a source tree is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceIdentity {
+    /// `default` unless named.
+    pub name: String,
+    /// `REVISION-BRANCH` from `sys/conf/newvers.sh` (`15.0-STABLE`).
+    pub version: String,
+    /// The branch that version implies (`stable/15`).
+    pub branch: String,
+    pub tree_signature: TreeSignature,
+    /// The checked-out commit, for a git checkout.
+    pub commit: Option<String>,
+    /// Whether the worktree differed from that commit.
+    pub dirty: Option<bool>,
+}
+
+impl SourceIdentity {
+    /// The metadata file's text; its hash names the object.
+    pub fn to_scheme(&self) -> String {
+        let mut w = Writer::new(SOURCE_HEAD);
+        w.field(field("format-version", [Value::from(1)]));
+        w.field(string_field("name", &self.name));
+        w.field(string_field("version", &self.version));
+        w.field(string_field("branch", &self.branch));
+        w.field(string_field("tree-signature", self.tree_signature.as_str()));
+        if let Some(commit) = &self.commit {
+            w.field(string_field("commit", commit));
+        }
+        if let Some(dirty) = self.dirty {
+            w.field(field("dirty", [Value::Bool(dirty)]));
+        }
+        w.finish()
+    }
+
+    /// Parses a source object's metadata `text` (read from `path`).
+    pub fn from_text(path: &Path, text: &str) -> Result<SourceIdentity> {
+        Ok(sexp::read_record(path, text, SOURCE_HEAD, |r| {
+            r.format_version(1)?;
+            let name = r.string("name")?;
+            let version = r.string("version")?;
+            let branch = r.string("branch")?;
+            let signature = r.string("tree-signature")?;
+            let tree_signature = signature
+                .parse()
+                .map_err(|m: String| r.error("tree-signature", None, m))?;
+            let commit = r.opt_string("commit")?;
+            let dirty = r.opt_bool("dirty")?;
+            Ok(SourceIdentity {
+                name,
+                version,
+                branch,
+                tree_signature,
+                commit,
+                dirty,
+            })
+        })?)
+    }
+
+    /// The object's store name.
+    pub fn store_name(&self) -> String {
+        format!(
+            "{}{SOURCE_INFIX}{}",
+            object_hash(&self.to_scheme()),
+            self.name
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(commit: Option<&str>, dirty: Option<bool>) -> SourceIdentity {
+        SourceIdentity {
+            name: "default".into(),
+            version: "15.0-STABLE".into(),
+            branch: "stable/15".into(),
+            tree_signature: format!("sha256:{}", "ab".repeat(32)).parse().unwrap(),
+            commit: commit.map(str::to_string),
+            dirty,
+        }
+    }
+
+    #[test]
+    fn metadata_reads_back_and_names_the_object() {
+        for id in [identity(None, None), identity(Some("0123abc"), Some(true))] {
+            let text = id.to_scheme();
+            assert_eq!(
+                SourceIdentity::from_text(Path::new("x"), &text).unwrap(),
+                id
+            );
+            let name = id.store_name();
+            assert!(name.ends_with("-freebsd-source-default"), "{name}");
+            assert_eq!(name.len(), 40 + SOURCE_INFIX.len() + "default".len());
+        }
+        assert_ne!(
+            identity(Some("a"), Some(false)).store_name(),
+            identity(Some("a"), Some(true)).store_name(),
+            "a dirty tree is another source"
+        );
+    }
+}
