@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(guile-3.0 mtree-netbsd nix-bin openssh-server openssh-client bmake gcc make libxml2-utils tmux groff-base)
+packages=(guile-3.0 mtree-netbsd nix-bin openssh-server openssh-client bmake gcc make libxml2-utils tmux groff-base git)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

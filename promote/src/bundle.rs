@@ -201,6 +201,8 @@ pub struct BundleSummary {
     pub version: String,
     pub run_id: String,
     pub kernconf: String,
+    /// The source the run built (a source object's path, and its commit).
+    pub source: fruix_core::promotion::SourceStore,
     pub artifacts: Vec<BundleArtifact>,
 }
 
@@ -226,11 +228,13 @@ fn read_bundle_text(path: &Path, text: &str) -> Result<BundleSummary> {
         let version = fruix_core::promotion::read_base(r.record("freebsd-base")?)?.version;
         let kernconf =
             fruix_core::promotion::read_policy_with(r.record("build-policy")?, true)?.kernconf;
+        let source = fruix_core::promotion::read_source(r.record("source-store")?)?;
         let summary = BundleSummary {
             executor: r.string("executor")?,
             version,
             run_id: r.string("run-id")?,
             kernconf,
+            source,
             artifacts,
         };
         for field in [
@@ -239,7 +243,6 @@ fn read_bundle_text(path: &Path, text: &str) -> Result<BundleSummary> {
             "guest-host-name",
             "closure-path",
             "development-profile-path",
-            "source-store",
         ] {
             r.raw(field)?;
         }

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::db::{Filter, ObjectRecord};
+use crate::bundle::read_bundle;
+use crate::check::Identity;
+use crate::db::{Filter, Kind, ObjectRecord};
 use crate::error::{Error, Result};
 use crate::roots::{self, Root};
 use crate::store::Store;
@@ -69,6 +71,10 @@ pub struct Info {
     /// Its size and that of everything it references, transitively.
     pub closure_size: u64,
     pub references: Vec<PathBuf>,
+    /// For a source object, its git commit and whether the worktree was
+    /// dirty; for a bundle, the commit of the source it built.
+    pub commit: Option<String>,
+    pub dirty: Option<bool>,
 }
 
 /// [`Info`] of the valid object `name`.
@@ -86,11 +92,23 @@ pub fn info(store: &Store, name: &str) -> Result<Info> {
         .into_iter()
         .map(|n| store.path().join(n))
         .collect();
+    drop(db);
+    let path = store.path().join(name);
+    let (commit, dirty) = match record.kind {
+        Kind::Source => match Identity::read(&path)? {
+            Identity::Source(s) => (s.commit, s.dirty),
+            Identity::Artifact(_) => (None, None),
+        },
+        Kind::Bundle => (read_bundle(&path)?.source.commit, None),
+        Kind::Artifact => (None, None),
+    };
     Ok(Info {
-        path: store.path().join(name),
+        path,
         record,
         closure_size,
         references,
+        commit,
+        dirty,
     })
 }
 

@@ -74,6 +74,7 @@ pub(crate) fn bundle(
         version: m.freebsd_base.version.clone(),
         run_id: m.run_id.clone(),
         kernconf: m.build_policy.kernconf.clone(),
+        source: m.source_store.clone(),
         artifacts: Vec::new(),
     };
     bundle_registration(name, summary, size, references)

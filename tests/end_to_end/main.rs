@@ -23,6 +23,7 @@ mod nix_hash;
 mod promote_cli;
 mod race;
 mod readme;
+mod sources;
 mod ssh_auth;
 mod ssh_build;
 mod ssh_conformance;

@@ -156,6 +156,8 @@ fn show_info(args: InfoArgs) -> CliResult {
             ("run id", r.run_id.clone()),
             ("version", r.freebsd_version.clone()),
             ("kernconf", r.kernconf.clone()),
+            ("commit", o.commit.clone()),
+            ("dirty", o.dirty.map(|d| d.to_string())),
         ];
         for (key, value) in fields {
             if let Some(v) = value {

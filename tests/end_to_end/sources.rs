@@ -1,0 +1,170 @@
+//! Sources as store objects, as users run them: one tree checked out twice
+//! is one source object and gives the same artifacts; a git checkout's
+//! commit and dirtiness are recorded; ignored build output is left out.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::{fixture_source, fruix, require_tool, run_ok};
+
+/// A copy of the miniature FreeBSD tree at `dir/name`.
+fn checkout(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(fixture_source())
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    path
+}
+
+/// `git ARGS` in `repo`, with a fixed identity; its stdout.
+fn git(repo: &Path, args: &[&str]) -> String {
+    require_tool("git", "git");
+    run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.org")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.org")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null"),
+    )
+    .trim()
+    .to_string()
+}
+
+/// Makes `tree` a git checkout with one commit, whose `.gitignore` ignores
+/// `obj/`; returns the commit.
+fn commit_all(tree: &Path) -> String {
+    std::fs::write(tree.join(".gitignore"), "obj/\n").unwrap();
+    git(tree, &["init", "-q"]);
+    git(tree, &["add", "-A"]);
+    git(tree, &["commit", "-q", "-m", "import"]);
+    git(tree, &["rev-parse", "HEAD"])
+}
+
+/// `fruix build --executor local --source SOURCE` into `dir`'s store, as JSON.
+fn build(dir: &Path, source: &Path, link: &str) -> Value {
+    let out = run_ok(
+        fruix()
+            .args(["build", "--executor", "local", "--json", "--source"])
+            .arg(source)
+            .arg("--store")
+            .arg(dir.join("store"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--out-link")
+            .arg(dir.join(link))
+            .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"]),
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+/// `fruix source add DIR --json` into `dir`'s store.
+fn add(dir: &Path, source: &Path) -> Value {
+    let out = run_ok(
+        fruix()
+            .args(["source", "add", "--json", "--store"])
+            .arg(dir.join("store"))
+            .arg(source),
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+fn info(dir: &Path, path: &str) -> Value {
+    let out = run_ok(
+        fruix()
+            .args(["store", "info", "--json", "--store"])
+            .arg(dir.join("store"))
+            .arg(path),
+    );
+    serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+}
+
+#[test]
+fn two_checkouts_of_one_tree_give_the_same_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = build(dir.path(), &checkout(dir.path(), "a"), "result-a");
+    let b = build(dir.path(), &checkout(dir.path(), "elsewhere-b"), "result-b");
+    for artifact in ["world", "kernel", "headers", "bootloader"] {
+        assert_eq!(
+            a["artifacts"][artifact]["store_path"], b["artifacts"][artifact]["store_path"],
+            "{artifact}"
+        );
+    }
+    // One source object, referenced by both bundles.
+    let source = add(dir.path(), &checkout(dir.path(), "c"));
+    assert_eq!(source["new"], false, "the same tree is already there");
+    let path = source["store_path"].as_str().unwrap();
+    assert!(path.ends_with("-freebsd-source-default"), "{path}");
+    let referrers = run_ok(
+        fruix()
+            .args(["store", "query", "--referrers", "--store"])
+            .arg(dir.path().join("store"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg(path),
+    );
+    for bundle in [&a["result_store"], &b["result_store"]] {
+        assert!(referrers.contains(bundle.as_str().unwrap()), "{referrers}");
+    }
+    run_ok(
+        fruix()
+            .args(["store", "verify", "--quiet", "--store"])
+            .arg(dir.path().join("store")),
+    );
+}
+
+#[test]
+fn a_git_checkout_records_its_commit_and_leaves_ignored_output_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = checkout(dir.path(), "src");
+    let commit = commit_all(&tree);
+    // Build output git ignores: not part of the source.
+    std::fs::create_dir_all(tree.join("obj/amd64")).unwrap();
+    std::fs::write(tree.join("obj/amd64/kernel.o"), b"not source").unwrap();
+    let source = add(dir.path(), &tree);
+    assert_eq!(source["commit"], commit);
+    assert_eq!(source["dirty"], false);
+    let path = source["store_path"].as_str().unwrap();
+    assert!(!Path::new(path).join("obj").exists());
+    assert!(!Path::new(path).join(".git").exists());
+    assert!(Path::new(path).join(".gitignore").exists());
+    let text = std::fs::read_to_string(Path::new(path).join(".fruix-source.scm")).unwrap();
+    assert!(text.contains(&format!("(commit \"{commit}\")")), "{text}");
+    assert_eq!(info(dir.path(), path)["commit"], commit);
+    // The build records it in the bundle too.
+    let built = build(dir.path(), &tree, "result");
+    let bundle = built["result_store"].as_str().unwrap();
+    assert_eq!(info(dir.path(), bundle)["commit"], commit);
+    let metadata =
+        std::fs::read_to_string(Path::new(bundle).join(".fruix-native-build-result.scm")).unwrap();
+    assert!(
+        metadata.contains(path) && metadata.contains(&commit),
+        "{metadata}"
+    );
+}
+
+#[test]
+fn a_dirty_worktree_is_flagged_and_is_another_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = checkout(dir.path(), "src");
+    commit_all(&tree);
+    let clean = add(dir.path(), &tree);
+    std::fs::write(tree.join("Makefile.local"), b"# local change\n").unwrap();
+    let dirty = add(dir.path(), &tree);
+    assert_eq!(dirty["dirty"], true);
+    assert_eq!(dirty["new"], true);
+    assert_ne!(clean["store_path"], dirty["store_path"]);
+    assert_eq!(
+        info(dir.path(), dirty["store_path"].as_str().unwrap())["dirty"],
+        true
+    );
+}
