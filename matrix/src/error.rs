@@ -62,6 +62,9 @@ pub enum Error {
         #[source]
         source: Box<fruix_core::Error>,
     },
+    /// The matrix's source could not be made a source object.
+    #[error("source: {0}")]
+    Source(Box<fruix_promote::Error>),
     /// The report directory or a report file cannot be written.
     #[error("cannot {action} {}: {source}", path.display())]
     Report {
@@ -87,6 +90,7 @@ impl Error {
             | Error::InvalidCell { .. }
             | Error::CellSetup { .. } => Failure::Input,
             Error::Report { .. } => Failure::System,
+            Error::Source(e) => e.failure(),
         }
     }
 

@@ -36,6 +36,9 @@ pub struct MatrixPlan {
     pub source: PathBuf,
     pub freebsd_base: FreebsdBase,
     pub jobs: u32,
+    /// The source object local cells build (see
+    /// [`crate::sources::source_object`]); until set, they build `source`.
+    pub source_object: Option<SourceStore>,
 }
 
 impl MatrixPlan {
@@ -88,6 +91,7 @@ impl MatrixPlan {
             source,
             freebsd_base,
             jobs: file.jobs.unwrap_or_else(default_jobs),
+            source_object: None,
             file,
         };
         plan.check(registry)?;
@@ -216,15 +220,26 @@ impl MatrixPlan {
     /// What cell `i` builds, and how.
     pub fn build_options(&self, i: usize) -> BuildOptions {
         let cell = &self.cells[i];
-        let source = match (&self.file.remote_source, self.remote[i]) {
-            (Some(remote), true) => remote.clone(),
-            _ => self.source.to_string_lossy().into_owned(),
+        let source = match (
+            &self.file.remote_source,
+            self.remote[i],
+            &self.source_object,
+        ) {
+            (Some(remote), true, _) => SourceStore {
+                path: remote.clone(),
+                commit: None,
+            },
+            (_, false, Some(object)) => object.clone(),
+            _ => SourceStore {
+                path: self.source.to_string_lossy().into_owned(),
+                commit: None,
+            },
         };
         BuildOptions {
             freebsd_base: with_arch(&self.freebsd_base, &cell.target_arch, None),
             source: SourceStore {
-                path: source,
-                commit: self.file.source_commit.clone(),
+                commit: self.file.source_commit.clone().or(source.commit),
+                path: source.path,
             },
             policy: BuildPolicy {
                 jobs: self.jobs,

@@ -64,6 +64,26 @@ pub async fn run(
     observer: Arc<dyn Observer>,
     cancel: CancellationToken,
 ) -> Result<Finished> {
+    // Local cells build one source object, added once: they compare like
+    // with like, whatever directory the matrix names.
+    let plan = if plan.remote.iter().any(|r| !r) && plan.source_object.is_none() {
+        let mut plan = Arc::unwrap_or_clone(plan);
+        let (store, source) = (settings.store.clone(), plan.source.clone());
+        let (object, _) = tokio::task::spawn_blocking(move || {
+            crate::sources::source_object(&store, &source, None, None)
+        })
+        .await
+        .map_err(|e| {
+            Error::Core(fruix_core::Error::system(format!(
+                "adding the source failed: {e}"
+            )))
+        })?
+        .map_err(|e| Error::Source(Box::new(e)))?;
+        plan.source_object = Some(object);
+        Arc::new(plan)
+    } else {
+        plan
+    };
     let runner = Arc::new(ExecutorRunner {
         plan: plan.clone(),
         registry: settings.registry,

@@ -7,9 +7,13 @@
 use std::path::Path;
 
 use fruix_core::manifest::Progress;
+use fruix_core::promotion::SourceStore;
 use fruix_freebsd::checkout;
 use fruix_freebsd::source::{branch_of, read_newvers};
+use fruix_promote::check::Identity;
+use fruix_promote::query::resolve_valid;
 use fruix_promote::source::{add_source, SourceFacts, SourceReport};
+use fruix_promote::store::is_source_name;
 use fruix_promote::Store;
 
 /// The name a source object gets unless told otherwise, as in the reference.
@@ -37,4 +41,39 @@ pub fn add_source_dir(
         dirty: git.dirty,
     };
     add_source(store, dir, &facts, &|path| git.excludes(path), progress)
+}
+
+/// The source object a local build of `source` (canonical, checked) uses:
+/// `source` itself when it is a valid source object of `store` (`None`
+/// report), else the object `source` is added as (with its report). The
+/// commit is the object's.
+pub fn source_object(
+    store: &Store,
+    source: &Path,
+    version: Option<&str>,
+    progress: Option<&Progress>,
+) -> fruix_promote::Result<(SourceStore, Option<SourceReport>)> {
+    let in_store = source.parent() == Some(store.path())
+        && source
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_source_name);
+    if in_store {
+        resolve_valid(store, source)?;
+        let commit = match Identity::read(source)? {
+            Identity::Source(s) => s.commit,
+            Identity::Artifact(_) => None,
+        };
+        let used = SourceStore {
+            path: source.to_string_lossy().into_owned(),
+            commit,
+        };
+        return Ok((used, None));
+    }
+    let report = add_source_dir(store, source, DEFAULT_SOURCE_NAME, version, progress)?;
+    let used = SourceStore {
+        path: report.store_path.to_string_lossy().into_owned(),
+        commit: report.identity.commit.clone(),
+    };
+    Ok((used, Some(report)))
 }

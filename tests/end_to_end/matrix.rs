@@ -222,6 +222,25 @@ fn local_and_external_executors_agree_over_two_kernconfs() {
     );
     let roots: Value = serde_json::from_str(&roots).unwrap();
     assert_eq!(roots.as_array().unwrap().len(), 4, "{roots}");
+    // Every local cell built the one source object the matrix's directory
+    // was added as.
+    let sources: Vec<String> = std::fs::read_dir(m.path("store"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with("-freebsd-source-default"))
+        .collect();
+    assert_eq!(sources.len(), 1, "{sources:?}");
+    for id in ["local-GENERIC", "local-MINIMAL"] {
+        let bundle = cell(&report, id)["result_store"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let metadata =
+            std::fs::read_to_string(Path::new(&bundle).join(".fruix-native-build-result.scm"))
+                .unwrap();
+        assert!(metadata.contains(&sources[0]), "{id}: {metadata}");
+    }
     // 2 groups (one per kernconf) x 4 artifacts, all agreeing.
     let agreement = report["agreement"].as_array().unwrap();
     assert_eq!(agreement.len(), 8, "{report:#}");

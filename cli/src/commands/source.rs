@@ -8,10 +8,7 @@ use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_core::promotion::SourceStore;
 use fruix_matrix::sources::add_source_dir;
-use fruix_promote::check::Identity;
-use fruix_promote::query::resolve_valid;
 use fruix_promote::source::SourceReport;
-use fruix_promote::store::is_source_name;
 use fruix_promote::Store;
 
 use crate::args::{OutputArgs, SourceAddArgs, SourceCommand};
@@ -70,10 +67,10 @@ fn add_with_progress(
     .map_err(from_promote)
 }
 
-/// The source object a local build of `source` (canonical, checked) uses:
-/// `source` itself when it is a valid source object of `store`, else the
-/// object `source` is added as. `commit` (from `--source-commit`) overrides
-/// the object's. Says which object, on stderr, unless quiet.
+/// The source object a local build of `source` (canonical, checked) uses
+/// (see [`fruix_matrix::sources::source_object`]); `commit` (from
+/// `--source-commit`) overrides the object's. Says which object, on
+/// stderr, unless quiet.
 pub fn source_object(
     mode: Mode,
     store: &Store,
@@ -81,37 +78,25 @@ pub fn source_object(
     version: Option<&str>,
     commit: Option<&str>,
 ) -> CliResult<SourceStore> {
-    let in_store = source.parent() == Some(store.path())
-        && source
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(is_source_name);
-    let (path, object_commit) = if in_store {
-        resolve_valid(store, source).map_err(from_promote)?;
-        let identity = Identity::read(source).map_err(from_promote)?;
-        let commit = match identity {
-            Identity::Source(s) => s.commit,
-            Identity::Artifact(_) => None,
-        };
-        (source.to_path_buf(), commit)
-    } else {
-        let report = add_with_progress(mode, store, source, "default", version)?;
-        if mode != Mode::Quiet {
-            eprintln!(
-                "fruix: source {} is {}{}",
-                escape::path(source),
-                escape::path(&report.store_path),
-                if report.new {
-                    ""
-                } else {
-                    " (already in the store)"
-                }
-            );
-        }
-        (report.store_path, report.identity.commit)
-    };
-    Ok(SourceStore {
-        path: path.to_string_lossy().into_owned(),
-        commit: commit.map(str::to_string).or(object_commit),
+    let progress = Progress::default();
+    let (mut used, added) = with_progress(mode, ("source", "files"), &progress, None, || {
+        fruix_matrix::sources::source_object(store, source, version, Some(&progress))
     })
+    .map_err(from_promote)?;
+    if let (Some(report), false) = (added, mode == Mode::Quiet) {
+        eprintln!(
+            "fruix: source {} is {}{}",
+            escape::path(source),
+            escape::path(&report.store_path),
+            if report.new {
+                ""
+            } else {
+                " (already in the store)"
+            }
+        );
+    }
+    if let Some(commit) = commit {
+        used.commit = Some(commit.to_string());
+    }
+    Ok(used)
 }
