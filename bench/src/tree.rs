@@ -217,3 +217,39 @@ pub fn write_promotion(root: &Path) {
     );
     metadata.write_to(root).unwrap();
 }
+
+/// Generates a FreeBSD-sized source tree at `root`: `count` files (about
+/// 90,000 by default, 1.5 GB) of log-uniform sizes from 200 bytes to 100 KB,
+/// 100 to a directory three levels deep, with `sys/conf/newvers.sh` and a
+/// `Makefile` that mentions `buildworld`; returns files and bytes.
+#[allow(dead_code)] // Only fruix-bench-source generates sources.
+pub fn generate_source(root: &Path, count: u64) -> (u64, u64) {
+    let mut rng = Rng(SEED);
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut bytes = 0;
+    for i in 0..count {
+        let dir = root.join(format!(
+            "d{}/s{}/t{}",
+            i / 10_000,
+            (i / 1000) % 10,
+            (i / 100) % 10
+        ));
+        if i % 100 == 0 {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        let size = rng.size(200, 100_000);
+        write_random(
+            &dir.join(format!("f{i}.c")),
+            size,
+            0o644,
+            &mut rng,
+            &mut buffer,
+        );
+        bytes += size;
+    }
+    fs::create_dir_all(root.join("sys/conf")).unwrap();
+    let newvers = "TYPE=\"FreeBSD\"\nREVISION=\"15.0\"\nBRANCH=\"STABLE\"\n";
+    fs::write(root.join("sys/conf/newvers.sh"), newvers).unwrap();
+    fs::write(root.join("Makefile"), "buildworld:\n").unwrap();
+    (count + 2, bytes + newvers.len() as u64 + 12)
+}

@@ -1,0 +1,167 @@
+//! `fruix-bench-source`: measures `fruix source add` against its peers on a
+//! generated FreeBSD-sized source tree (about 90,000 files, 1.5 GB): a fresh
+//! add against `cp -a` (target ≤ 1.2×), and adding the unchanged tree again
+//! against `nix-hash --type sha256` of it (target ≤ 0.8×). Fastest of
+//! `--runs` runs, alternating. A benchmark, never a test.
+//!
+//! Usage: `cargo build --release -p fruix --bin fruix --bin fruix-bench-source &&
+//! target/release/fruix-bench-source [--dir DIR] [--files N] [--runs R] [--keep]`
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+// Only the source generator of the shared trees is used here.
+#[path = "../tree.rs"]
+#[allow(dead_code)]
+mod tree;
+
+const HELP: &str = "\
+usage: fruix-bench-source [--dir DIR] [--files N] [--runs R] [--keep]
+
+  --dir DIR    where the tree, the copies and the store go; emptied first,
+               removed at the end unless --keep (default
+               /dev/shm/fruix-bench-source when /dev/shm exists, else
+               $TMPDIR/fruix-bench-source)
+  --files N    files in the source tree (default 90000: about 1.5 GB)
+  --runs R     run every command R times, alternating, and report the
+               fastest run (default 3)
+  --keep       keep DIR at the end
+  --help       print this help";
+
+struct Options {
+    dir: PathBuf,
+    files: u64,
+    runs: usize,
+    keep: bool,
+}
+
+fn options() -> Result<Options, String> {
+    let default_dir = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm/fruix-bench-source")
+    } else {
+        std::env::temp_dir().join("fruix-bench-source")
+    };
+    let mut o = Options {
+        dir: default_dir,
+        files: 90_000,
+        runs: 3,
+        keep: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--dir" => o.dir = value("--dir")?.into(),
+            "--files" => {
+                o.files = value("--files")?
+                    .parse()
+                    .map_err(|e| format!("--files: {e}"))?
+            }
+            "--runs" => {
+                o.runs = value("--runs")?
+                    .parse()
+                    .map_err(|e| format!("--runs: {e}"))?
+            }
+            "--keep" => o.keep = true,
+            "--help" => return Err(HELP.into()),
+            other => return Err(format!("unknown argument {other}\n\n{HELP}")),
+        }
+    }
+    Ok(o)
+}
+
+/// Runs `cmd` (after flushing what earlier commands wrote) and returns its
+/// wall time; it must succeed.
+fn timed(cmd: &mut Command) -> Duration {
+    let _ = Command::new("sync").status();
+    let started = Instant::now();
+    let status = cmd.stdout(Stdio::null()).status().unwrap();
+    assert!(status.success(), "{cmd:?} failed");
+    started.elapsed()
+}
+
+/// Removes `path`, read-only directories included.
+fn remove(path: &Path) {
+    let _ = Command::new("chmod")
+        .arg("-R")
+        .arg("u+w")
+        .arg(path)
+        .status();
+    let _ = std::fs::remove_dir_all(path);
+}
+
+fn main() -> ExitCode {
+    let o = match options() {
+        Ok(o) => o,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let fruix = std::env::current_exe().unwrap().with_file_name("fruix");
+    assert!(
+        fruix.exists(),
+        "build fruix first: cargo build --release -p fruix -p fruix-bench"
+    );
+    remove(&o.dir);
+    std::fs::create_dir_all(&o.dir).unwrap();
+    let src = o.dir.join("src");
+    eprintln!("generating a source tree of {} files...", o.files);
+    let (files, bytes) = tree::generate_source(&src, o.files);
+    let (copy, store) = (o.dir.join("copy"), o.dir.join("store"));
+    // Warm-up: touch the memory every command will write into once.
+    timed(Command::new("cp").arg("-a").arg(&src).arg(&copy));
+    remove(&copy);
+    let add = |store: &Path| {
+        let mut cmd = Command::new(&fruix);
+        cmd.args(["source", "add", "--quiet", "--store"])
+            .arg(store)
+            .arg(&src);
+        cmd
+    };
+    let mut best = [Duration::MAX; 4];
+    for run in 0..o.runs {
+        eprintln!("run {} of {}...", run + 1, o.runs);
+        let times = [
+            timed(Command::new("cp").arg("-a").arg(&src).arg(&copy)),
+            timed(&mut add(&store)),
+            timed(&mut add(&store)),
+            timed(
+                Command::new("nix-hash")
+                    .args(["--type", "sha256"])
+                    .arg(&src),
+            ),
+        ];
+        for (b, t) in best.iter_mut().zip(times) {
+            *b = (*b).min(t);
+        }
+        remove(&copy);
+        remove(&store);
+    }
+    let [cp, fresh, again, nix_hash] = best.map(|d| d.as_secs_f64());
+    println!(
+        "source tree: {files} files, {:.2} GB ({})",
+        bytes as f64 / 1e9,
+        o.dir.display()
+    );
+    println!("  cp -a                               {cp:>8.2} s");
+    println!("  nix-hash --type sha256              {nix_hash:>8.2} s");
+    println!("  fruix source add (empty store)      {fresh:>8.2} s");
+    println!("  fruix source add (already present)  {again:>8.2} s");
+    let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
+    println!(
+        "  fresh add / cp -a        {:.2}  (target <= 1.20) {}",
+        fresh / cp,
+        verdict(fresh / cp <= 1.2)
+    );
+    println!(
+        "  re-add / nix-hash        {:.2}  (target <= 0.80) {}",
+        again / nix_hash,
+        verdict(again / nix_hash <= 0.8)
+    );
+    if !o.keep {
+        remove(&o.dir);
+    }
+    ExitCode::SUCCESS
+}
