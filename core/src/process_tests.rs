@@ -37,6 +37,7 @@ fn a_missing_program_names_itself_and_the_hint() {
 fn context(root: &Path) -> (RunContext, tokio::sync::mpsc::UnboundedReceiver<Event>) {
     let (events, rx) = EventSink::channel();
     let request = BuildRequest {
+        source_dir: None,
         artifacts: vec!["world".into()],
         ..fixture_request(Path::new("/usr/src"), &[])
     };

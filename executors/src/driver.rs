@@ -145,7 +145,7 @@ impl Run for DriverRun<'_> {
             executor_version: self.executor_version.to_string(),
             layout: Layout {
                 make: self.make.to_string(),
-                source_dir: absolute_source(&ctx.request.source.path)?,
+                source_dir: absolute_source(ctx.request.source_dir())?,
                 work_dir: self.work_dir(ctx)?,
             },
         };

@@ -94,6 +94,7 @@ mod tests {
     fn request(artifacts: Vec<String>) -> BuildRequest {
         let m = sample_metadata("x", "20260405T213444Z");
         BuildRequest {
+            source_dir: None,
             run_id: m.run_id,
             freebsd_base: m.freebsd_base,
             source: m.source_store,

@@ -31,6 +31,7 @@ impl BuildOptions {
     /// The request for run `run_id`, building the four base artifacts.
     pub fn request(&self, run_id: String) -> BuildRequest {
         BuildRequest {
+            source_dir: None,
             run_id,
             freebsd_base: self.freebsd_base.clone(),
             source: self.source.clone(),

@@ -118,6 +118,14 @@ pub fn list(state_dir: &Path, store: &Path) -> Result<Vec<Root>> {
     Ok(roots)
 }
 
+/// A suffix no other temporary of this process or another has at once:
+/// the process id and a counter (promotions run concurrently in a matrix).
+fn unique() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
 /// Makes `link` a symlink to `target` (replacing a symlink already there,
 /// atomically; anything else there is an error) and registers it as an
 /// indirect root in `state_dir`. `link` is made absolute first.
@@ -141,7 +149,7 @@ pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<Path
         ".{}.fruix-tmp-{}",
         link.file_name()
             .map_or("result".into(), |n| n.to_string_lossy()),
-        std::process::id()
+        unique()
     ));
     let _ = std::fs::remove_file(&temp);
     std::os::unix::fs::symlink(target, &temp).with_path("create symlink", &temp)?;
@@ -150,7 +158,7 @@ pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<Path
     std::fs::create_dir_all(&auto).with_path("create", &auto)?;
     let hash = hex::encode(&Sha256::digest(link.as_os_str().as_encoded_bytes())[..16]);
     let entry = auto.join(hash);
-    let temp = auto.join(format!(".tmp-{}", std::process::id()));
+    let temp = auto.join(format!(".tmp-{}", unique()));
     let _ = std::fs::remove_file(&temp);
     std::os::unix::fs::symlink(&link, &temp).with_path("create symlink", &temp)?;
     std::fs::rename(&temp, &entry).with_path("create symlink", &entry)?;
@@ -200,6 +208,16 @@ mod tests {
         // Replacing the out-link keeps one root for it.
         add_indirect(&state, &result, &store.join(NAME)).unwrap();
         assert_eq!(list(&state, &store).unwrap().len(), 4);
+        // Links made at once from several threads (a matrix promotes cells
+        // concurrently) all become roots.
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let (state, store) = (&state, &store);
+                let link = dir.path().join(format!("cell-{i}"));
+                s.spawn(move || add_indirect(state, &link, &store.join(NAME)).unwrap());
+            }
+        });
+        assert_eq!(list(&state, &store).unwrap().len(), 12);
         // A file where the link would go is refused.
         std::fs::write(dir.path().join("file"), b"x").unwrap();
         assert!(add_indirect(&state, &dir.path().join("file"), &store.join(NAME)).is_err());

@@ -52,6 +52,8 @@ fn build(
     .arg(fixture_source())
     .arg("--state-dir")
     .arg(host.join("state"))
+    .arg("--store")
+    .arg(host.join("store"))
     .arg("--result-root")
     .arg(host.join(name))
     .args(sshd.guest_options())

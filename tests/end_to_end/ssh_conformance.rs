@@ -13,6 +13,7 @@ use crate::util::{fixture_source, require_tool};
 /// A request with its own run id (the guest keeps every run's result root).
 fn request(run_id: &str, make_flags: &[&str]) -> BuildRequest {
     BuildRequest {
+        source_dir: None,
         run_id: run_id.into(),
         ..fixture_request(&fixture_source(), make_flags)
     }

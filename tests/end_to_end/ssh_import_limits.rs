@@ -8,7 +8,6 @@ use std::path::Path;
 
 use crate::ssh_import::{nothing_partial, tampered_build, tampered_build_fresh};
 use crate::sshd::{script, Sshd};
-use crate::util::snapshot;
 
 #[test]
 fn an_import_over_import_max_bytes_is_refused_and_leaves_nothing() {
@@ -35,7 +34,7 @@ fn an_import_over_import_max_bytes_is_refused_and_leaves_nothing() {
     );
     nothing_partial(host.path());
     assert!(
-        snapshot(&host.path().join("store")).is_empty(),
+        crate::util::nothing_promoted(&host.path().join("store")),
         "nothing was promoted"
     );
 }

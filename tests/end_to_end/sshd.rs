@@ -166,7 +166,7 @@ impl Sshd {
 
     /// `--guest`, `--known-hosts` and `--guest-state-dir` of this server:
     /// what every build in its guest is given (the key is the caller's).
-    pub fn guest_options(&self) -> [OsString; 6] {
+    pub fn guest_options(&self) -> [OsString; 8] {
         [
             "--guest".into(),
             self.guest().into(),
@@ -174,7 +174,14 @@ impl Sshd {
             self.known_hosts().into(),
             "--guest-state-dir".into(),
             self.state_dir().into(),
+            "--config".into(),
+            format!("guest_store={}", self.guest_store().display()).into(),
         ]
+    }
+
+    /// Where the guest keeps the source objects it is sent.
+    pub fn guest_store(&self) -> PathBuf {
+        self.dir.path().join("guest-store")
     }
 
     /// The host public key line, `ssh-ed25519 AAAA...`.

@@ -228,10 +228,13 @@ pub fn snapshot(dir: &Path) -> Vec<String> {
         for e in entries.flatten() {
             let m = e.path().symlink_metadata().unwrap();
             // Opening a store creates its locks and its registry (whose
-            // files SQLite creates and removes as it works).
-            if [".locks", ".lock", ".fruix"]
-                .map(std::ffi::OsStr::new)
-                .contains(&e.file_name().as_os_str())
+            // files SQLite creates and removes as it works); a build adds
+            // its source object before it starts.
+            let name = e.file_name().to_string_lossy().into_owned();
+            if [".locks", ".lock", ".fruix"].contains(&name.as_str())
+                || name
+                    .get(40..)
+                    .is_some_and(|r| r.starts_with("-freebsd-source-"))
             {
                 continue;
             }

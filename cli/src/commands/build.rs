@@ -41,9 +41,11 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     if !args.no_promote {
         check_out_link(&args.out_link)?;
     }
-    // A local build's source becomes a source object first, so a store is
-    // needed even without promotion.
-    let local = !executor.capabilities().remote;
+    // A source this host has becomes a source object first (a guest
+    // executor then sends it to the guest), so a store is needed even
+    // without promotion. A guest executor's source this host does not have
+    // is a path in the guest.
+    let local = !executor.capabilities().remote || args.source.exists();
     let store = if args.no_promote && !local {
         None
     } else {

@@ -9,14 +9,24 @@ pub struct BuildRequest {
     /// The run id (a UTC timestamp like `20260405T213444Z`).
     pub run_id: String,
     pub freebsd_base: FreebsdBase,
-    /// The source tree, as a path on the machine that builds.
+    /// The source tree: what the artifacts' identity names (a source
+    /// object's store path, or a path on the machine that builds).
     pub source: SourceStore,
+    /// Where the source tree is on the machine that builds, when not at
+    /// `source.path` (a guest's copy of a source object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_dir: Option<String>,
     pub policy: BuildPolicy,
     /// The artifacts requested, in order (usually the base four).
     pub artifacts: Vec<String>,
 }
 
 impl BuildRequest {
+    /// Where the builder reads the source tree.
+    pub fn source_dir(&self) -> &str {
+        self.source_dir.as_deref().unwrap_or(&self.source.path)
+    }
+
     /// Checks the request's names and values before anything runs.
     pub fn check(&self) -> Result<()> {
         let invalid = |message: String| Error::InvalidRequest { message };

@@ -192,6 +192,7 @@ pub fn assert_mistakes_refused<T: std::fmt::Debug>(
 pub fn fixture_request(source: &Path, make_flags: &[&str]) -> crate::executor::BuildRequest {
     let m = sample_metadata("fixture", "20260405T213444Z");
     crate::executor::BuildRequest {
+        source_dir: None,
         run_id: m.run_id,
         freebsd_base: m.freebsd_base,
         source: SourceStore {

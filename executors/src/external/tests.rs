@@ -48,6 +48,7 @@ fn build_then_cleanup(fields: &str, body: &str) -> (tempfile::TempDir, Arc<dyn E
 fn request() -> BuildRequest {
     let m = sample_metadata("t", "20260405T213444Z");
     BuildRequest {
+        source_dir: None,
         run_id: m.run_id,
         freebsd_base: m.freebsd_base,
         source: m.source_store,

@@ -19,6 +19,8 @@ use crate::ssh::{
 
 /// The guest state directory when none is configured.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/fruix";
+/// Where source objects go in a guest unless `guest_store` says otherwise.
+pub const DEFAULT_GUEST_STORE: &str = "/frx/store";
 
 /// The guest helper when none is configured (looked up in the guest's PATH).
 pub const DEFAULT_HELPER: &str = "fruix";
@@ -43,6 +45,8 @@ pub struct GuestConfig {
     pub accept_new_host_key: bool,
     /// the guest's state directory (default /var/lib/fruix)
     pub guest_state_dir: Option<String>,
+    /// where source objects sent to the guest go (default /frx/store)
+    pub guest_store: Option<String>,
     /// the guest's fruix, for guest-self-hosted (default fruix on the
     /// guest's PATH)
     pub guest_helper: Option<String>,
@@ -181,6 +185,14 @@ impl GuestConfig {
                 "`guest_state_dir` {state_dir} is relative; give an absolute directory in the guest"
             )));
         }
+        let store_dir = self
+            .guest_store
+            .unwrap_or_else(|| DEFAULT_GUEST_STORE.to_string());
+        if !store_dir.starts_with('/') {
+            return Err(invalid(format!(
+                "`guest_store` {store_dir} is relative; give an absolute directory in the guest"
+            )));
+        }
         let helper = self
             .guest_helper
             .or_else(|| machine.as_ref().and_then(|m| m.helper.clone()))
@@ -229,6 +241,7 @@ impl GuestConfig {
                 max_line_bytes,
             },
             state_dir: state_dir.trim_end_matches('/').to_string(),
+            store_dir: store_dir.trim_end_matches('/').to_string(),
             helper,
             make: self.make,
             limits,

@@ -28,7 +28,7 @@ impl GuestRun<'_> {
         session: Arc<SshSession>,
         ctx: &RunContext,
     ) -> Result<()> {
-        let request = &ctx.request;
+        let request = &self.request(ctx);
         let root = self.executor.guest_root(&request.run_id);
         let work = format!("{root}.work");
         let make = match &self.executor.make {
@@ -45,7 +45,7 @@ impl GuestRun<'_> {
         };
         let layout = Layout {
             make,
-            source_dir: PathBuf::from(&request.source.path),
+            source_dir: PathBuf::from(request.source_dir()),
             work_dir: PathBuf::from(&work),
         };
         let plan = BuildPlan::new(request, &layout)?;

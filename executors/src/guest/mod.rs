@@ -44,13 +44,14 @@ mod host_initiated;
 mod in_guest;
 pub mod protocol;
 mod self_hosted;
+mod source;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fruix_core::executor::{Capabilities, Executor, Run, RunContext};
+use fruix_core::executor::{BuildRequest, Capabilities, Executor, Run, RunContext, Stream};
 use fruix_core::{Error, Result};
 
 pub use self::config::{
@@ -125,6 +126,8 @@ pub struct GuestExecutor {
     mode: Mode,
     ssh: SshOptions,
     state_dir: String,
+    /// Where source objects go in the guest.
+    store_dir: String,
     helper: String,
     make: Option<String>,
     limits: ImportLimits,
@@ -151,8 +154,8 @@ impl GuestExecutor {
         }
     }
 
-    async fn check_source(&self, session: &SshSession, ctx: &RunContext) -> Result<()> {
-        let source = &ctx.request.source.path;
+    async fn check_source(&self, session: &SshSession, request: &BuildRequest) -> Result<()> {
+        let source = request.source_dir();
         let out = session
             .output(&format!("test -d {}", shell_quote(source)), None)
             .await?;
@@ -167,6 +170,18 @@ impl GuestExecutor {
             ),
         })
     }
+}
+
+/// Whether `path` is a source object on this host: named
+/// `<40 hex digits>-freebsd-source-...`, holding `.fruix-source.scm`.
+fn is_source_object(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    name.len() > 40
+        && name[..40].bytes().all(|b| b.is_ascii_hexdigit())
+        && name[40..].starts_with("-freebsd-source-")
+        && path.join(".fruix-source.scm").is_file()
 }
 
 impl Executor for GuestExecutor {
@@ -187,6 +202,7 @@ impl Executor for GuestExecutor {
             executor: self,
             session: None,
             guest_work: None,
+            source_dir: None,
         })
     }
 }
@@ -198,9 +214,43 @@ pub(super) struct GuestRun<'a> {
     session: Option<Arc<SshSession>>,
     /// A host-initiated work directory still in the guest.
     guest_work: Option<String>,
+    /// Where the guest has the request's source object, once delivered.
+    source_dir: Option<String>,
 }
 
 impl GuestRun<'_> {
+    /// The request as the guest builds it: the source read from the
+    /// guest's copy of the source object, when one was delivered.
+    pub(super) fn request(&self, ctx: &RunContext) -> BuildRequest {
+        let mut request = ctx.request.clone();
+        if self.source_dir.is_some() {
+            request.source_dir = self.source_dir.clone();
+        }
+        request
+    }
+
+    /// Sends the request's source object to the guest unless it has it
+    /// (see [`source`]); a source that is not a source object on this host
+    /// is a path in the guest, left as it is.
+    async fn deliver_source(&mut self, session: &SshSession, ctx: &RunContext) -> Result<()> {
+        let object = Path::new(&ctx.request.source.path);
+        if !is_source_object(object) {
+            return Ok(());
+        }
+        let store = &self.executor.store_dir;
+        let (dest, delivery) = ctx
+            .events
+            .stage("source", source::deliver(session, object, store))
+            .await?;
+        let line = match delivery {
+            source::Delivery::Present => format!("source {dest}: already in the guest"),
+            source::Delivery::Sent(bytes) => format!("source {dest}: sent {bytes} bytes"),
+        };
+        ctx.events.log("source", Stream::Stdout, line);
+        self.source_dir = Some(dest);
+        Ok(())
+    }
+
     async fn connect(&mut self, ctx: &RunContext) -> Result<Arc<SshSession>> {
         let session = SshSession::connect(&self.executor.ssh, &ctx.events).await?;
         self.session = Some(session.clone());
@@ -238,7 +288,10 @@ impl GuestRun<'_> {
 impl Run for GuestRun<'_> {
     async fn build(&mut self, ctx: &RunContext) -> Result<()> {
         let session = ctx.events.stage("connect", self.connect(ctx)).await?;
-        self.executor.check_source(&session, ctx).await?;
+        self.deliver_source(&session, ctx).await?;
+        self.executor
+            .check_source(&session, &self.request(ctx))
+            .await?;
         match self.executor.mode {
             Mode::SelfHosted => self.run_self_hosted(session, ctx).await,
             Mode::HostInitiated => self.run_host_initiated(session, ctx).await,

@@ -35,7 +35,7 @@ impl GuestRun<'_> {
                 )
             })
             .await?;
-        let request = serde_json::to_vec(&ctx.request)
+        let request = serde_json::to_vec(&self.request(ctx))
             .map_err(|e| Error::system(format!("cannot encode the build request: {e}")))?;
         let script = format!(
             "exec {helper} native-build self-hosted --state-dir {}",

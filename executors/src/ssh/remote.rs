@@ -118,11 +118,21 @@ impl SshSession {
     /// Runs `script` to its end, feeding it `stdin`, and returns the last
     /// [`OUTPUT_TAIL_LINES`] lines of its stdout and of its stderr.
     pub async fn output(&self, script: &str, stdin: Option<&[u8]>) -> Result<RemoteOutput> {
+        self.output_from(script, stdin).await
+    }
+
+    /// [`SshSession::output`] with stdin streamed from `input`, read to its
+    /// end (memory stays flat however much it holds).
+    pub async fn output_from(
+        &self,
+        script: &str,
+        input: Option<impl tokio::io::AsyncRead + Unpin + Send>,
+    ) -> Result<RemoteOutput> {
         let (mut stdout, mut stderr) = (Tail::new(OUTPUT_TAIL_LINES), Tail::new(OUTPUT_TAIL_LINES));
         let exit = self
-            .stream(
+            .stream_from(
                 script,
-                stdin,
+                input,
                 &CancellationToken::new(),
                 |stream, line| match stream {
                     Stream::Stdout => stdout.push(line),
@@ -145,6 +155,17 @@ impl SshSession {
         &self,
         script: &str,
         stdin: Option<&[u8]>,
+        cancel: &CancellationToken,
+        on_line: impl FnMut(Stream, &str) + Send,
+    ) -> Result<Option<RemoteExit>> {
+        self.stream_from(script, stdin, cancel, on_line).await
+    }
+
+    /// [`SshSession::stream`] with stdin streamed from `input`.
+    async fn stream_from(
+        &self,
+        script: &str,
+        stdin: Option<impl tokio::io::AsyncRead + Unpin + Send>,
         cancel: &CancellationToken,
         mut on_line: impl FnMut(Stream, &str) + Send,
     ) -> Result<Option<RemoteExit>> {

@@ -166,7 +166,7 @@ pub struct JailExecutor {
 impl JailExecutor {
     /// The layout of `ctx`'s run: jail, make, source, work directory.
     fn layout(&self, ctx: &RunContext) -> Result<Layout> {
-        let source = absolute_source(&ctx.request.source.path)?;
+        let source = absolute_source(ctx.request.source_dir())?;
         let root = std::fs::canonicalize(&ctx.result_root)
             .with_path("resolve result root", &ctx.result_root)?;
         Ok(Layout {

@@ -59,6 +59,7 @@ fn sloppy_case() -> Case {
     Case::new(
         Arc::new(Sloppy),
         BuildRequest {
+            source_dir: None,
             run_id: m.run_id,
             freebsd_base: m.freebsd_base,
             source: m.source_store,

@@ -1,0 +1,137 @@
+//! Sending a source object to a guest: the guest gets it at the same name
+//! under its own store directory (`guest_store`, default `/frx/store`),
+//! only when it does not have it yet, as a tar stream over the existing SSH
+//! connection. The guest checks every object it has or receives against the
+//! object's own manifest with its stock `mtree` before anything builds from
+//! it: a copy that differs (corrupted, or tampered with in the guest) is
+//! refused, never used and never silently replaced.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use fruix_core::{Error, Result};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::ssh::{shell_quote, SshSession};
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.count.fetch_add(read as u64, Ordering::Relaxed);
+        poll
+    }
+}
+
+/// How a source object reached the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delivery {
+    /// The guest had it, and it matches its manifest.
+    Present,
+    /// It was sent: this many bytes of tar stream.
+    Sent(u64),
+}
+
+/// The script that says whether `dest` is `absent`, `present` (and sound)
+/// or `corrupt` in the guest.
+fn probe_script(dest: &str) -> String {
+    let dest = shell_quote(dest);
+    format!(
+        r#"if [ ! -e {dest} ]; then echo absent; exit 0; fi
+command -v mtree >/dev/null 2>&1 || {{ echo "mtree is missing in the guest; it checks the source objects the guest holds" >&2; exit 3; }}
+if (cd {dest} && mtree -f .fruix-manifest.mtree -p . >/dev/null 2>&1); then echo present; else echo corrupt; fi"#
+    )
+}
+
+/// The script that receives `name` as a tar stream on stdin into
+/// `store`, checks it with mtree, and only then renames it into place.
+fn receive_script(store: &str, name: &str) -> String {
+    let (store_q, name_q) = (shell_quote(store), shell_quote(name));
+    format!(
+        r#"set -e
+command -v mtree >/dev/null 2>&1 || {{ echo "mtree is missing in the guest; it checks the source objects the guest receives" >&2; exit 3; }}
+mkdir -p {store_q}
+tmp=$(mktemp -d {store_q}/.tmp-fruix-source.XXXXXX)
+trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+tar -xf - -C "$tmp"
+(cd "$tmp"/{name_q} && mtree -f .fruix-manifest.mtree -p . >/dev/null) || {{ echo "the source object arrived different from its manifest" >&2; exit 4; }}
+mv "$tmp"/{name_q} {store_q}/{name_q}"#
+    )
+}
+
+/// Makes the host source object `object` present and sound in the guest
+/// under `guest_store`; returns its path there and how it got there.
+pub(super) async fn deliver(
+    session: &SshSession,
+    object: &Path,
+    guest_store: &str,
+) -> Result<(String, Delivery)> {
+    let name = object
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::system(format!("{}: not a source object", object.display())))?;
+    let dest = format!("{guest_store}/{name}");
+    let probe = session.output(&probe_script(&dest), None).await?;
+    if !probe.exit.success() {
+        return Err(Error::system(format!(
+            "cannot look for the source object {dest} in the guest {}: {}",
+            session.target(),
+            probe.stderr_text()
+        )));
+    }
+    match probe.stdout_text().trim() {
+        "present" => return Ok((dest, Delivery::Present)),
+        "corrupt" => {
+            return Err(Error::system(format!(
+                "the source object {dest} in the guest {} does not match its manifest (mtree); remove it there, and the next build sends it again",
+                session.target()
+            )))
+        }
+        _ => {}
+    }
+    let store = object.parent().unwrap_or(Path::new("/"));
+    let mut tar = tokio::process::Command::new("tar")
+        .arg("-C")
+        .arg(store)
+        .args(["-cf", "-"])
+        .arg(name)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::system(format!("cannot run tar to send the source: {e}")))?;
+    let count = Arc::new(AtomicU64::new(0));
+    let stream = Counted {
+        inner: tar.stdout.take().expect("piped"),
+        count: count.clone(),
+    };
+    let received = session
+        .output_from(&receive_script(guest_store, name), Some(stream))
+        .await?;
+    let packed = tar
+        .wait()
+        .await
+        .map_err(|e| Error::system(format!("tar of the source failed: {e}")))?;
+    if !packed.success() || !received.exit.success() {
+        return Err(Error::system(format!(
+            "cannot send the source object {name} to the guest {} ({}): {}",
+            session.target(),
+            received.exit.describe(),
+            received.stderr_text()
+        )));
+    }
+    Ok((dest, Delivery::Sent(count.load(Ordering::Relaxed))))
+}
