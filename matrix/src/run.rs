@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use fruix_core::executor::Registry;
 use fruix_core::run_id::allocate_run_dir;
+use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -65,12 +66,16 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<Finished> {
     // Local cells build one source object, added once: they compare like
-    // with like, whatever directory the matrix names.
+    // with like, whatever directory the matrix names. A temporary root keeps
+    // it while the cells run.
+    let temp_roots =
+        Arc::new(TempRoots::create(settings.store.path()).map_err(|e| Error::Source(Box::new(e)))?);
     let plan = if plan.remote.iter().any(|r| !r) && plan.source_object.is_none() {
         let mut plan = Arc::unwrap_or_clone(plan);
         let (store, source) = (settings.store.clone(), plan.source.clone());
+        let roots = temp_roots.clone();
         let (object, _) = tokio::task::spawn_blocking(move || {
-            crate::sources::source_object(&store, &source, None, None)
+            crate::sources::source_object(&store, &source, None, None, &roots)
         })
         .await
         .map_err(|e| {

@@ -14,6 +14,7 @@ use fruix_promote::check::Identity;
 use fruix_promote::query::resolve_valid;
 use fruix_promote::source::{add_source, SourceFacts, SourceReport};
 use fruix_promote::store::is_source_name;
+use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::Store;
 
 /// The name a source object gets unless told otherwise, as in the reference.
@@ -27,6 +28,7 @@ pub fn add_source_dir(
     name: &str,
     version: Option<&str>,
     progress: Option<&Progress>,
+    temp_roots: Option<&TempRoots>,
 ) -> fruix_promote::Result<SourceReport> {
     let version = match version {
         Some(v) => v.to_string(),
@@ -40,10 +42,18 @@ pub fn add_source_dir(
         commit: git.commit.clone(),
         dirty: git.dirty,
     };
-    add_source(store, dir, &facts, &|path| git.excludes(path), progress)
+    add_source(
+        store,
+        dir,
+        &facts,
+        &|path| git.excludes(path),
+        progress,
+        temp_roots,
+    )
 }
 
-/// The source object a local build of `source` (canonical, checked) uses:
+/// The source object a local build of `source` (canonical, checked) uses,
+/// kept by `temp_roots` while the build runs:
 /// `source` itself when it is a valid source object of `store` (`None`
 /// report), else the object `source` is added as (with its report). The
 /// commit is the object's.
@@ -52,6 +62,7 @@ pub fn source_object(
     source: &Path,
     version: Option<&str>,
     progress: Option<&Progress>,
+    temp_roots: &TempRoots,
 ) -> fruix_promote::Result<(SourceStore, Option<SourceReport>)> {
     let in_store = source.parent() == Some(store.path())
         && source
@@ -59,7 +70,10 @@ pub fn source_object(
             .and_then(|n| n.to_str())
             .is_some_and(is_source_name);
     if in_store {
-        resolve_valid(store, source)?;
+        // The GC lock, shared, while the object is checked and kept.
+        let _gc = store.gc_lock(false)?;
+        let name = resolve_valid(store, source)?;
+        temp_roots.add(&name)?;
         let commit = match Identity::read(source)? {
             Identity::Source(s) => s.commit,
             Identity::Artifact(_) => None,
@@ -70,7 +84,14 @@ pub fn source_object(
         };
         return Ok((used, None));
     }
-    let report = add_source_dir(store, source, DEFAULT_SOURCE_NAME, version, progress)?;
+    let report = add_source_dir(
+        store,
+        source,
+        DEFAULT_SOURCE_NAME,
+        version,
+        progress,
+        Some(temp_roots),
+    )?;
     let used = SourceStore {
         path: report.store_path.to_string_lossy().into_owned(),
         commit: report.identity.commit.clone(),

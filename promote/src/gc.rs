@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::pool::{temp_name, TEMP_PREFIX};
 use crate::roots::{self, Root};
 use crate::store::{remove_tree, Store};
+use crate::temp_roots;
 use crate::verify::object_paths;
 
 /// What a collection may do.
@@ -184,7 +185,9 @@ pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
         dry_run: options.dry_run,
         ..GcReport::default()
     };
-    let live: HashSet<String> = store.db().closure(&rooted(&roots))?.into_iter().collect();
+    let mut rooted = rooted(&roots);
+    rooted.extend(temp_roots::live(store.path())?);
+    let live: HashSet<String> = store.db().closure(&rooted)?.into_iter().collect();
     report.kept = live.len();
     let records: BTreeMap<String, ObjectRecord> = store
         .db()
@@ -327,6 +330,13 @@ pub fn delete(store: &Store, state_dir: &Path, names: &[String]) -> Result<Vec<P
     let _gc = store.gc_lock(true)?;
     let roots = roots::list(state_dir, store.path())?;
     let deleting: BTreeSet<String> = names.iter().cloned().collect();
+    let in_use = store.db().closure(&temp_roots::live(store.path())?)?;
+    if let Some(used) = in_use.iter().find(|n| deleting.contains(*n)) {
+        return Err(Error::StillReferenced {
+            object: store.path().join(used),
+            by: "a running build or promotion (a temporary root)".into(),
+        });
+    }
     for root in &roots {
         let Some(object) = &root.object else { continue };
         let closure = store.db().closure(std::slice::from_ref(object))?;

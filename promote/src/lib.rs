@@ -24,6 +24,7 @@ pub mod source;
 pub mod source_identity;
 pub mod stage;
 pub mod store;
+pub mod temp_roots;
 pub mod verify;
 
 pub use error::{Error, Result};

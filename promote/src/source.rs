@@ -20,6 +20,7 @@ use crate::register::now;
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::stage::build_object;
 use crate::store::{Store, SOURCE_RESERVED_NAMES};
+use crate::temp_roots::TempRoots;
 
 /// What a source tree is, besides its content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,7 @@ pub fn add_source(
     facts: &SourceFacts,
     exclude: &Exclude<'_>,
     progress: Option<&Progress>,
+    temp_roots: Option<&TempRoots>,
 ) -> Result<SourceReport> {
     let promotion = store.begin()?;
     let tree = Tree {
@@ -114,6 +116,15 @@ pub fn add_source(
         },
         references: Vec::new(),
     }])?;
+    // Still under the GC lock: a build about to read the object keeps it.
+    if let Some(roots) = temp_roots {
+        roots.add(
+            &store_path
+                .file_name()
+                .expect("an object name")
+                .to_string_lossy(),
+        )?;
+    }
     promotion.succeed(!new);
     Ok(SourceReport {
         store_path,

@@ -168,3 +168,65 @@ fn a_dirty_worktree_is_flagged_and_is_another_source() {
         true
     );
 }
+
+/// The store's source objects.
+fn sources_in(store: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with("-freebsd-source-default"))
+        .collect()
+}
+
+#[test]
+fn a_running_build_keeps_its_source_from_collections() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let tree = checkout(dir.path(), "src");
+    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
+    let mut child = fruix()
+        .args(["build", "--executor", "local", "--verbose", "--source"])
+        .arg(&tree)
+        .arg("--store")
+        .arg(&store)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--make-flag=-DNO_ROOT", "--make-flag=HOLD_BUILD=yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("the build's log").unwrap();
+        if line.contains("HOLD_BUILD=yes: waiting to be interrupted") {
+            break;
+        }
+    }
+    let source = sources_in(&store);
+    assert_eq!(source.len(), 1, "{source:?}");
+    // No root names it, but the running build does (a temporary root).
+    let gc = |extra: &[&str]| {
+        crate::util::run(
+            fruix()
+                .args(["store"])
+                .args(extra)
+                .arg("--store")
+                .arg(&store)
+                .arg("--state-dir")
+                .arg(&state),
+        )
+    };
+    assert!(gc(&["gc", "--quiet"]).status.success());
+    assert!(source[0].exists(), "a running build's source was collected");
+    let refused = gc(&["delete", source[0].to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("a running build"));
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    // The build is gone and promoted nothing: its source goes now.
+    assert!(gc(&["gc", "--quiet"]).status.success());
+    assert!(sources_in(&store).is_empty());
+}

@@ -8,6 +8,7 @@ use fruix_core::promotion::{BuildPolicy, SourceStore};
 use fruix_core::run_id::{allocate_run_dir, format_run_id};
 use fruix_core::Error as CoreError;
 use fruix_matrix::request::{check_source, default_jobs, freebsd_base, with_arch, BuildOptions};
+use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +17,7 @@ use crate::commands::promote::{check_out_link, out_link, print_report, promote_w
 use crate::commands::source::source_object;
 use crate::defaults;
 use crate::display::{show_events, Mode};
-use crate::exit::{self, from_matrix, CliError, CliResult, Status};
+use crate::exit::{self, from_matrix, from_promote, CliError, CliResult, Status};
 
 /// Validated `fruix build` arguments, ready to construct the request.
 struct BuildPlan {
@@ -58,14 +59,19 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             )
         })?)
     };
+    // Keeps the source object from collections until the build is promoted.
+    let mut _temp_roots = None;
     if let (true, Some(store)) = (local, &store) {
+        let roots = TempRoots::create(store.path()).map_err(from_promote)?;
         options.source = source_object(
             Mode::from_output(&args.output),
             store,
             Path::new(&options.source.path),
             args.freebsd_version.as_deref(),
             args.source_commit.as_deref(),
+            &roots,
         )?;
+        _temp_roots = Some(roots);
     }
     let store = store.filter(|_| !args.no_promote);
     let plan = allocate(&args, options)?;

@@ -9,6 +9,7 @@ use fruix_core::manifest::Progress;
 use fruix_core::promotion::SourceStore;
 use fruix_matrix::sources::add_source_dir;
 use fruix_promote::source::SourceReport;
+use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::Store;
 
 use crate::args::{OutputArgs, SourceAddArgs, SourceCommand};
@@ -62,25 +63,26 @@ fn add_with_progress(
 ) -> CliResult<SourceReport> {
     let progress = Progress::default();
     with_progress(mode, ("source", "files"), &progress, None, || {
-        add_source_dir(store, dir, name, version, Some(&progress))
+        add_source_dir(store, dir, name, version, Some(&progress), None)
     })
     .map_err(from_promote)
 }
 
 /// The source object a local build of `source` (canonical, checked) uses
 /// (see [`fruix_matrix::sources::source_object`]); `commit` (from
-/// `--source-commit`) overrides the object's. Says which object, on
-/// stderr, unless quiet.
+/// `--source-commit`) overrides the object's. `temp_roots` keeps the object
+/// while the build runs. Says which object, on stderr, unless quiet.
 pub fn source_object(
     mode: Mode,
     store: &Store,
     source: &Path,
     version: Option<&str>,
     commit: Option<&str>,
+    temp_roots: &TempRoots,
 ) -> CliResult<SourceStore> {
     let progress = Progress::default();
     let (mut used, added) = with_progress(mode, ("source", "files"), &progress, None, || {
-        fruix_matrix::sources::source_object(store, source, version, Some(&progress))
+        fruix_matrix::sources::source_object(store, source, version, Some(&progress), temp_roots)
     })
     .map_err(from_promote)?;
     if let (Some(report), false) = (added, mode == Mode::Quiet) {
