@@ -60,6 +60,10 @@ pub struct FreebsdBase {
 pub struct SourceStore {
     pub path: String,
     pub commit: Option<String>,
+    /// The tree signature of a source that is no store object (a checkout
+    /// in a guest, `--guest-source`), as the machine that built computed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_signature: Option<String>,
 }
 
 /// How the build ran. `jobs` does not enter artifact identities.
@@ -257,8 +261,13 @@ pub fn read_source(mut r: Record<'_>) -> Result<SourceStore> {
         ));
     }
     let commit = r.opt_string("commit")?;
+    let tree_signature = r.opt_string("tree-signature")?;
     r.finish()?;
-    Ok(SourceStore { path, commit })
+    Ok(SourceStore {
+        path,
+        commit,
+        tree_signature,
+    })
 }
 
 fn read_policy(r: Record<'_>) -> Result<BuildPolicy> {
@@ -352,6 +361,9 @@ pub fn source_value(s: &SourceStore) -> Value {
     let mut items = vec![string_field("path", &s.path)];
     if let Some(c) = &s.commit {
         items.push(string_field("commit", c));
+    }
+    if let Some(t) = &s.tree_signature {
+        items.push(string_field("tree-signature", t));
     }
     field("source-store", items)
 }

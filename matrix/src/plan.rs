@@ -226,11 +226,13 @@ impl MatrixPlan {
             &self.source_object,
         ) {
             (Some(remote), true, _) => SourceStore {
+                tree_signature: None,
                 path: remote.clone(),
                 commit: None,
             },
             (_, false, Some(object)) => object.clone(),
             _ => SourceStore {
+                tree_signature: None,
                 path: self.source.to_string_lossy().into_owned(),
                 commit: None,
             },
@@ -238,6 +240,7 @@ impl MatrixPlan {
         BuildOptions {
             freebsd_base: with_arch(&self.freebsd_base, &cell.target_arch, None),
             source: SourceStore {
+                tree_signature: None,
                 commit: self.file.source_commit.clone().or(source.commit),
                 path: source.path,
             },

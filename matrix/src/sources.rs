@@ -79,6 +79,7 @@ pub fn source_object(
             Identity::Artifact(_) => None,
         };
         let used = SourceStore {
+            tree_signature: None,
             path: source.to_string_lossy().into_owned(),
             commit,
         };
@@ -93,6 +94,7 @@ pub fn source_object(
         Some(temp_roots),
     )?;
     let used = SourceStore {
+        tree_signature: None,
         path: report.store_path.to_string_lossy().into_owned(),
         commit: report.identity.commit.clone(),
     };

@@ -368,15 +368,16 @@ fn guest_executors_describe_their_capabilities_and_only_their_keys() {
 
 /// Regression: the README's host-initiated example was refused before
 /// connecting, because `--source` (a path in the guest) was checked on the
-/// host. It is not; what the host cannot read from it, `--freebsd-version`,
-/// must be given, and the error says so.
+/// host. A checkout in the guest is now `--guest-source`, never checked on
+/// the host; what the host cannot read from it, `--freebsd-version`, must
+/// be given, and the error says so. `--source` is a tree on this host.
 #[test]
-fn a_host_initiated_source_is_a_guest_path_not_checked_on_the_host() {
+fn a_guest_checkout_is_a_guest_source_not_checked_on_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let build = |extra: &[&str]| {
         run(fruix()
             .args(["build", "--executor", "host-initiated"])
-            .args(["--source", "/nonexistent-on-this-host/usr/src"])
+            .args(["--guest-source", "/nonexistent-on-this-host/usr/src"])
             .args(["--guest", "root@127.0.0.1:1", "--known-hosts", "/dev/null"])
             .arg("--store")
             .arg(dir.path().join("store"))
@@ -398,4 +399,15 @@ fn a_host_initiated_source_is_a_guest_path_not_checked_on_the_host() {
         stderr.contains("cannot connect to root@127.0.0.1:1"),
         "{stderr}"
     );
+    // A --source this host does not have is refused, pointing to --guest-source.
+    let out = run(fruix()
+        .args(["build", "--executor", "host-initiated"])
+        .args(["--source", "/nonexistent-on-this-host/usr/src"])
+        .args(["--guest", "root@127.0.0.1:1"]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --guest-source PATH"));
+    // And --guest-source is for guest executors only.
+    let out = run(fruix().args(["build", "--executor", "local", "--guest-source", "/usr/src"]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("builds on this host; give --source"));
 }

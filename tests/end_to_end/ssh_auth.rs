@@ -137,7 +137,11 @@ fn ssh_agent_keys_authenticate() {
         .spawn()
         .unwrap();
     let agent = Agent { child, socket };
-    crate::util::wait_until("ssh-agent listens", || agent.socket.exists());
+    // The socket file exists once bound, before the agent listens: wait
+    // until a connection is accepted.
+    crate::util::wait_until("ssh-agent listens", || {
+        std::os::unix::net::UnixStream::connect(&agent.socket).is_ok()
+    });
     run_ok(
         Command::new(require_tool("ssh-add", "openssh-client"))
             .arg(&key)

@@ -22,9 +22,15 @@ fn probe_as(
     let mut fixed = Command::new(cmd.get_program());
     let mut replace: Option<String> = None;
     for a in cmd.get_args().map(|a| a.to_string_lossy().into_owned()) {
+        // A checkout in the guest, which it does not have.
+        let a = if a == "--source" {
+            "--guest-source".to_string()
+        } else {
+            a
+        };
         fixed.arg(replace.take().unwrap_or_else(|| a.clone()));
         replace = match a.as_str() {
-            "--source" => Some(MISSING_SOURCE.to_string()),
+            "--guest-source" => Some(MISSING_SOURCE.to_string()),
             "--identity" => identity.map(|p| p.display().to_string()),
             _ => None,
         };
@@ -162,7 +168,7 @@ fn machines_file_with_a_pinned_host_key_replaces_known_hosts() {
 /// from a source the guest does not have.
 fn build_on(machines: &std::path::Path, machine: &str) -> Command {
     let mut cmd = crate::util::fruix();
-    cmd.args(["build", "--executor", "host-initiated", "--source"])
+    cmd.args(["build", "--executor", "host-initiated", "--guest-source"])
         .arg(MISSING_SOURCE)
         .args(["--freebsd-version", "15.0-STABLE", "--machines"])
         .arg(machines)

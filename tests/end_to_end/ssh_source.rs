@@ -79,3 +79,59 @@ fn a_guest_receives_a_source_once_and_refuses_a_corrupted_copy() {
     );
     assert!(!host.path().join("r3/promotion.scm").exists());
 }
+
+#[test]
+fn a_guest_checkout_builds_and_its_signature_is_recorded() {
+    let sshd = Sshd::trusted();
+    let host = tempfile::tempdir().unwrap();
+    // The guest is this machine: its checkout is the fixture tree.
+    let checkout = crate::util::fixture_source();
+    let mut cmd = crate::util::fruix();
+    cmd.args([
+        "build",
+        "--executor",
+        "guest-self-hosted",
+        "--json",
+        "--guest-source",
+    ])
+    .arg(&checkout)
+    .args(["--freebsd-version", "15.0-STABLE"])
+    .args(crate::util::store_and_state(host.path()))
+    .arg("--out-link")
+    .arg(host.path().join("result"))
+    .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"])
+    .args(sshd.guest_options())
+    .arg("--identity")
+    .arg(sshd.identity())
+    .arg("--guest-helper")
+    .arg(env!("CARGO_BIN_EXE_fruix"));
+    let report: serde_json::Value = serde_json::from_str(&crate::util::run_ok(&mut cmd)).unwrap();
+    let bundle = Path::new(report["result_store"].as_str().unwrap());
+    let metadata = std::fs::read_to_string(bundle.join(".fruix-native-build-result.scm")).unwrap();
+    // The signature the guest recorded is the tree's: what `source add`
+    // computes for the same tree.
+    let added: serde_json::Value = serde_json::from_str(&crate::util::run_ok(
+        crate::util::fruix()
+            .args(["source", "add", "--json", "--store"])
+            .arg(host.path().join("store"))
+            .arg(&checkout),
+    ))
+    .unwrap();
+    let signature = added["tree_signature"].as_str().unwrap();
+    assert!(
+        metadata.contains(&format!("(tree-signature \"{signature}\")")),
+        "{metadata}"
+    );
+    assert!(
+        metadata.contains(&format!("(path \"{}\")", checkout.display())),
+        "{metadata}"
+    );
+    // No source object was sent: the guest store stays empty.
+    assert!(
+        !sshd.guest_store().exists()
+            || std::fs::read_dir(sshd.guest_store())
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}

@@ -172,8 +172,12 @@ pub struct BuildArgs {
     pub executors: ExecutorsFiles,
     /// The FreeBSD source tree: a source object's store path, or a directory, which a local
     /// executor first adds to the store (see `fruix source add`); for a guest executor, a path in the guest.
-    #[arg(long, value_name = "DIR")]
-    pub source: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "guest_source")]
+    pub source: Option<PathBuf>,
+    /// A guest executor's own checkout, as an absolute path in the guest (instead of --source);
+    /// the guest-self-hosted helper records its tree signature.
+    #[arg(long, value_name = "PATH", conflicts_with = "source")]
+    pub guest_source: Option<String>,
     /// The source's commit, recorded in the metadata.
     #[arg(long, value_name = "COMMIT")]
     pub source_commit: Option<String>,

@@ -46,7 +46,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     // executor then sends it to the guest), so a store is needed even
     // without promotion. A guest executor's source this host does not have
     // is a path in the guest.
-    let local = !executor.capabilities().remote || args.source.exists();
+    let local = args.guest_source.is_none();
     let store = if args.no_promote && !local {
         None
     } else {
@@ -229,22 +229,39 @@ fn with_guest_flags(
     Ok(config)
 }
 
-/// `remote`: the executor builds on another machine, so the source is a path
-/// there; it is only checked here when this machine has it too.
 /// The build options of `args`, checked (with a provisional run id) against
-/// the request rules and what `executor` can build.
+/// the request rules and what `executor` can build. `--source` is a tree on
+/// this host (a guest executor is sent its source object); `--guest-source`
+/// is a checkout in the guest, for a guest executor only.
 fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<BuildOptions> {
     let remote = executor.capabilities().remote;
-    let source = if remote && !args.source.exists() {
-        if !args.source.is_absolute() {
+    let source = match (&args.source, &args.guest_source) {
+        (_, Some(guest)) if !remote => {
             return Err(CliError::usage(format!(
-                "source {}: give the absolute path of the source tree in the guest",
-                args.source.display()
-            )));
+                "--guest-source {guest}: executor {} builds on this host; give --source",
+                args.executor
+            )))
         }
-        args.source.clone()
-    } else {
-        check_source(&args.source).map_err(from_matrix)?
+        (_, Some(guest)) if !guest.starts_with('/') => {
+            return Err(CliError::usage(format!(
+                "--guest-source {guest}: give the absolute path of the source tree in the guest"
+            )))
+        }
+        (_, Some(guest)) => PathBuf::from(guest),
+        (Some(source), None) => check_source(source).map_err(from_matrix).map_err(|e| {
+            if remote {
+                CliError::new(
+                    e.status,
+                    anyhow::anyhow!(
+                        "{}; for a checkout in the guest, give --guest-source PATH",
+                        e.error
+                    ),
+                )
+            } else {
+                e
+            }
+        })?,
+        (None, None) => return Err(CliError::usage("give --source (or --guest-source)")),
     };
     let base = freebsd_base(
         &source,
@@ -256,6 +273,7 @@ fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<Build
     let options = BuildOptions {
         freebsd_base: with_arch(&base, &args.target_arch, args.target.as_deref()),
         source: SourceStore {
+            tree_signature: None,
             path: source.to_string_lossy().into_owned(),
             commit: args.source_commit.clone(),
         },

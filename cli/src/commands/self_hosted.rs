@@ -25,7 +25,7 @@ use crate::commands::build::{run_error, watch_signals};
 use crate::exit::{CliError, CliResult, Status};
 
 pub async fn run(args: SelfHostedArgs) -> CliResult {
-    let request = match read_request(&args) {
+    let request = match read_request(&args).and_then(sign_guest_checkout) {
         Ok(request) => request,
         Err(message) => {
             let refused = Err(Error::InvalidRequest {
@@ -60,6 +60,28 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
     say(&Body::Outcome(Outcome::of(&outcome)));
     outcome.map_err(run_error)?;
     Ok(Status::Success)
+}
+
+/// A request whose source is this machine's own checkout (`--guest-source`
+/// on the host: no source object was delivered) gets the checkout's tree
+/// signature, which promotion records with the source: `.git` and what git
+/// ignores left out, as for a source object.
+fn sign_guest_checkout(mut request: BuildRequest) -> Result<BuildRequest, String> {
+    if request.source_dir.is_none() && request.source.tree_signature.is_none() {
+        let dir = std::path::Path::new(&request.source.path);
+        let sign = || {
+            let git = fruix_freebsd::checkout::inspect(dir)?;
+            let exclude = |path: &[u8]| git.excludes(path);
+            let options = fruix_core::manifest::WalkOptions {
+                exclude: Some(&exclude),
+                ..Default::default()
+            };
+            fruix_core::manifest::tree_signature_with(dir, &options)
+        };
+        let signature = sign().map_err(|e| format!("cannot sign the source checkout: {e}"))?;
+        request.source.tree_signature = Some(signature.to_string());
+    }
+    Ok(request)
 }
 
 /// Prints one protocol message on stdout.

@@ -261,8 +261,13 @@ impl Default for ManifestBuilder {
 
 /// The signature of the tree at `root`.
 pub fn tree_signature(root: &Path) -> Result<TreeSignature> {
+    tree_signature_with(root, &WalkOptions::default())
+}
+
+/// [`tree_signature`], walking as `options` say (leaving entries out).
+pub fn tree_signature_with(root: &Path, options: &WalkOptions<'_>) -> Result<TreeSignature> {
     let mut builder = ManifestBuilder::new();
-    walk(root, &WalkOptions::default(), |w| {
+    walk(root, options, |w| {
         builder.add(&w.entry);
         Ok(())
     })?;

@@ -70,6 +70,7 @@ pub fn sample_metadata(executor: &str, run_id: &str) -> PromotionMetadata {
             target_arch: "amd64".into(),
         },
         source_store: SourceStore {
+            tree_signature: None,
             path: "/frx/store/12d7704362e95afc2697db63f168b878e082b372-freebsd-source-default"
                 .into(),
             commit: None,
@@ -196,6 +197,7 @@ pub fn fixture_request(source: &Path, make_flags: &[&str]) -> crate::executor::B
         run_id: m.run_id,
         freebsd_base: m.freebsd_base,
         source: SourceStore {
+            tree_signature: None,
             path: source.to_string_lossy().into_owned(),
             commit: None,
         },

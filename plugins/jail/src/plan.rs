@@ -216,6 +216,7 @@ pub(crate) mod tests {
                 target_arch: "aarch64".into(),
             },
             source: SourceStore {
+                tree_signature: None,
                 path: "/usr/src".into(),
                 commit: None,
             },

@@ -368,10 +368,20 @@ pub fn check_agreement(executor: &dyn Executor, request: &BuildRequest, root: &R
         format!("{:?}", m.freebsd_base),
         format!("{:?}", request.freebsd_base),
     );
+    // The build site may add the tree signature of a checkout it has of
+    // its own (a request that names no signature); path and commit agree.
+    let recorded = crate::promotion::SourceStore {
+        tree_signature: request
+            .source
+            .tree_signature
+            .clone()
+            .or(m.source_store.tree_signature.clone()),
+        ..request.source.clone()
+    };
     same(
         "source-store",
         format!("{:?}", m.source_store),
-        format!("{:?}", request.source),
+        format!("{:?}", recorded),
     );
     same(
         "build-policy",
