@@ -230,3 +230,38 @@ fn a_running_build_keeps_its_source_from_collections() {
     assert!(gc(&["gc", "--quiet"]).status.success());
     assert!(sources_in(&store).is_empty());
 }
+
+#[test]
+fn a_matrix_source_may_be_a_source_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = add(dir.path(), &checkout(dir.path(), "src"));
+    let object = source["store_path"].as_str().unwrap();
+    let matrix = dir.path().join("matrix.scm");
+    std::fs::write(
+        &matrix,
+        format!(
+            "(fruix-matrix\n  (format-version 1)\n  (source {object:?})\n  (make-flags \"-DNO_ROOT\")\n  (jobs 1)\n  (source-date-epoch 1775420084)\n  (axes (executor \"local\")))\n"
+        ),
+    )
+    .unwrap();
+    let out = crate::util::run(
+        fruix()
+            .args(["matrix", "run", "--json"])
+            .arg(&matrix)
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state")),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bundle = report["cells"][0]["result_store"].as_str().unwrap();
+    let metadata =
+        std::fs::read_to_string(Path::new(bundle).join(".fruix-native-build-result.scm")).unwrap();
+    assert!(metadata.contains(object), "{metadata}");
+    assert_eq!(
+        sources_in(&dir.path().join("store")).len(),
+        1,
+        "no second source object"
+    );
+}
