@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../args.rs"]
+mod args;
 // Only the source generator of the shared trees is used here.
 #[path = "../tree.rs"]
 #[allow(dead_code)]
@@ -37,37 +39,25 @@ struct Options {
 }
 
 fn options() -> Result<Options, String> {
-    let default_dir = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm/fruix-bench-source")
-    } else {
-        std::env::temp_dir().join("fruix-bench-source")
-    };
     let mut o = Options {
-        dir: default_dir,
+        dir: args::default_dir("fruix-bench-source"),
         files: 90_000,
         runs: 3,
         keep: false,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--dir" => o.dir = value("--dir")?.into(),
-            "--files" => {
-                o.files = value("--files")?
-                    .parse()
-                    .map_err(|e| format!("--files: {e}"))?
+    args::parse(
+        HELP,
+        (&["--dir", "--files", "--runs"], &["--keep"]),
+        |flag, value| {
+            match flag {
+                "--dir" => o.dir = value.unwrap_or_default().into(),
+                "--files" => o.files = args::number(flag, value)?,
+                "--runs" => o.runs = args::number(flag, value)?,
+                _ => o.keep = true,
             }
-            "--runs" => {
-                o.runs = value("--runs")?
-                    .parse()
-                    .map_err(|e| format!("--runs: {e}"))?
-            }
-            "--keep" => o.keep = true,
-            "--help" => return Err(HELP.into()),
-            other => return Err(format!("unknown argument {other}\n\n{HELP}")),
-        }
-    }
+            Ok(())
+        },
+    )?;
     Ok(o)
 }
 
@@ -79,16 +69,6 @@ fn timed(cmd: &mut Command) -> Duration {
     let status = cmd.stdout(Stdio::null()).status().unwrap();
     assert!(status.success(), "{cmd:?} failed");
     started.elapsed()
-}
-
-/// Removes `path`, read-only directories included.
-fn remove(path: &Path) {
-    let _ = Command::new("chmod")
-        .arg("-R")
-        .arg("u+w")
-        .arg(path)
-        .status();
-    let _ = std::fs::remove_dir_all(path);
 }
 
 fn main() -> ExitCode {
@@ -104,7 +84,7 @@ fn main() -> ExitCode {
         fruix.exists(),
         "build fruix first: cargo build --release -p fruix -p fruix-bench"
     );
-    remove(&o.dir);
+    args::remove(&o.dir);
     std::fs::create_dir_all(&o.dir).unwrap();
     let src = o.dir.join("src");
     eprintln!("generating a source tree of {} files...", o.files);
@@ -112,7 +92,7 @@ fn main() -> ExitCode {
     let (copy, store) = (o.dir.join("copy"), o.dir.join("store"));
     // Warm-up: touch the memory every command will write into once.
     timed(Command::new("cp").arg("-a").arg(&src).arg(&copy));
-    remove(&copy);
+    args::remove(&copy);
     let add = |store: &Path| {
         let mut cmd = Command::new(&fruix);
         cmd.args(["source", "add", "--quiet", "--store"])
@@ -136,8 +116,8 @@ fn main() -> ExitCode {
         for (b, t) in best.iter_mut().zip(times) {
             *b = (*b).min(t);
         }
-        remove(&copy);
-        remove(&store);
+        args::remove(&copy);
+        args::remove(&store);
     }
     let [cp, fresh, again, nix_hash] = best.map(|d| d.as_secs_f64());
     println!(
@@ -161,7 +141,7 @@ fn main() -> ExitCode {
         verdict(again / nix_hash <= 0.8)
     );
     if !o.keep {
-        remove(&o.dir);
+        args::remove(&o.dir);
     }
     ExitCode::SUCCESS
 }

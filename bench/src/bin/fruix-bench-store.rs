@@ -15,6 +15,8 @@ use fruix_core::result_root;
 use fruix_core::testing::write_sample_result_root;
 use fruix_promote::{promote_validated, PromoteOptions, Store};
 
+#[path = "../args.rs"]
+mod args;
 #[path = "../tree.rs"]
 mod tree;
 
@@ -39,37 +41,25 @@ struct Options {
 }
 
 fn options() -> Result<Options, String> {
-    let default_dir = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm/fruix-bench-store")
-    } else {
-        std::env::temp_dir().join("fruix-bench-store")
-    };
     let mut o = Options {
-        dir: default_dir,
+        dir: args::default_dir("fruix-bench-store"),
         objects: 1000,
         scale: 1.0,
         keep: false,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--dir" => o.dir = value("--dir")?.into(),
-            "--objects" => {
-                o.objects = value("--objects")?
-                    .parse()
-                    .map_err(|e| format!("--objects: {e}"))?
+    args::parse(
+        HELP,
+        (&["--dir", "--objects", "--scale"], &["--keep"]),
+        |flag, value| {
+            match flag {
+                "--dir" => o.dir = value.unwrap_or_default().into(),
+                "--objects" => o.objects = args::number(flag, value)?,
+                "--scale" => o.scale = args::number(flag, value)?,
+                _ => o.keep = true,
             }
-            "--scale" => {
-                o.scale = value("--scale")?
-                    .parse()
-                    .map_err(|e| format!("--scale: {e}"))?
-            }
-            "--keep" => o.keep = true,
-            "--help" => return Err(HELP.into()),
-            other => return Err(format!("unknown argument {other}\n\n{HELP}")),
-        }
-    }
+            Ok(())
+        },
+    )?;
     Ok(o)
 }
 
@@ -119,7 +109,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _ = std::fs::remove_dir_all(&o.dir);
+    args::remove(&o.dir);
     std::fs::create_dir_all(&o.dir).unwrap();
     let store = o.dir.join("small/store");
     let state = o.dir.join("small/state");
@@ -213,12 +203,7 @@ fn main() -> ExitCode {
         promote.as_secs_f64()
     );
     if !o.keep {
-        let _ = Command::new("chmod")
-            .arg("-R")
-            .arg("u+w")
-            .arg(&o.dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&o.dir);
+        args::remove(&o.dir);
     }
     ExitCode::SUCCESS
 }
