@@ -89,18 +89,10 @@ mod tests {
     use super::*;
     use fruix_core::executor::base_artifacts;
     use fruix_core::result_root::validate;
-    use fruix_core::testing::{sample_metadata, write_sample_result_root};
+    use fruix_core::testing::write_sample_result_root;
 
     fn request(artifacts: Vec<String>) -> BuildRequest {
-        let m = sample_metadata("x", "20260405T213444Z");
-        BuildRequest {
-            source_dir: None,
-            run_id: m.run_id,
-            freebsd_base: m.freebsd_base,
-            source: m.source_store,
-            policy: m.build_policy,
-            artifacts,
-        }
+        fruix_core::testing::sample_request("x", artifacts)
     }
 
     const BUILDER: Builder<'static> = Builder {

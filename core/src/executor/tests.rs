@@ -115,15 +115,7 @@ impl Run for TestRun {
 }
 
 fn request() -> BuildRequest {
-    let m = crate::testing::sample_metadata("core-test", "20260405T213444Z");
-    BuildRequest {
-        source_dir: None,
-        run_id: m.run_id,
-        freebsd_base: m.freebsd_base,
-        source: m.source_store,
-        policy: m.build_policy,
-        artifacts: base_artifacts(),
-    }
+    crate::testing::sample_request("core-test", base_artifacts())
 }
 
 fn executor(behaviour: &str) -> Arc<dyn Executor> {

@@ -53,6 +53,20 @@ pub const BASE_STEPS: [&str; 5] = [
     "installkernel",
 ];
 
+/// The build request of [`sample_metadata`] (executor `executor`, run
+/// `20260405T213444Z`) for `artifacts`.
+pub fn sample_request(executor: &str, artifacts: Vec<String>) -> crate::executor::BuildRequest {
+    let m = sample_metadata(executor, "20260405T213444Z");
+    crate::executor::BuildRequest {
+        run_id: m.run_id,
+        freebsd_base: m.freebsd_base,
+        source: m.source_store,
+        source_dir: None,
+        policy: m.build_policy,
+        artifacts,
+    }
+}
+
 /// The metadata of [`write_sample_result_root`] (without signatures).
 pub fn sample_metadata(executor: &str, run_id: &str) -> PromotionMetadata {
     PromotionMetadata {

@@ -1,7 +1,6 @@
 //! Tests of external executors: stages, environment, exit classes, timeouts and cancellation.
 use super::*;
 use fruix_core::executor::{run_executor, BuildRequest, Event, EventSink};
-use fruix_core::testing::sample_metadata;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -46,15 +45,7 @@ fn build_then_cleanup(fields: &str, body: &str) -> (tempfile::TempDir, Arc<dyn E
 }
 
 fn request() -> BuildRequest {
-    let m = sample_metadata("t", "20260405T213444Z");
-    BuildRequest {
-        source_dir: None,
-        run_id: m.run_id,
-        freebsd_base: m.freebsd_base,
-        source: m.source_store,
-        policy: m.build_policy,
-        artifacts: vec!["headers".into()],
-    }
+    fruix_core::testing::sample_request("t", vec!["headers".into()])
 }
 
 /// Runs `executor` on [`request`] into `dir/root`, uncancelled: its result

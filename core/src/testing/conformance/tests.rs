@@ -55,17 +55,9 @@ impl Run for SloppyRun {
 }
 
 fn sloppy_case() -> Case {
-    let m = crate::testing::sample_metadata("sloppy", "20260405T213444Z");
     Case::new(
         Arc::new(Sloppy),
-        BuildRequest {
-            source_dir: None,
-            run_id: m.run_id,
-            freebsd_base: m.freebsd_base,
-            source: m.source_store,
-            policy: m.build_policy,
-            artifacts: crate::executor::base_artifacts(),
-        },
+        crate::testing::sample_request("sloppy", crate::executor::base_artifacts()),
     )
 }
 
