@@ -78,6 +78,8 @@ fn wants_json(command: &Command) -> bool {
             StoreCommand::Roots(args) => args.json,
             StoreCommand::Gc(args) => args.json,
             StoreCommand::Delete(args) => args.json,
+            StoreCommand::Sign(args) => args.json,
+            StoreCommand::GenerateKey(_) => false,
         },
         Command::Executors(
             ExecutorsCommand::List { json, .. } | ExecutorsCommand::Describe { json, .. },

@@ -25,12 +25,13 @@ pub const META_DIR: &str = ".fruix";
 /// The database file in [`META_DIR`].
 pub const DB_FILE: &str = "db.sqlite";
 /// The schema this fruix writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// How long a writer waits for another process's transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The schema, version by version: entry `i` migrates from `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE objects (
     id              INTEGER PRIMARY KEY,
     name            TEXT NOT NULL UNIQUE,
@@ -55,7 +56,15 @@ CREATE TABLE promoted_runs (
     run_id      TEXT PRIMARY KEY,
     promoted_at INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE signatures (
+    object    INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
+    signature TEXT NOT NULL,
+    PRIMARY KEY (object, signature)
+);
+"#,
+];
 
 /// What kind of object a store path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -330,6 +339,28 @@ impl Database {
         Ok(seen.into_iter().collect())
     }
 
+    /// Records `signature` (`name:BASE64`) of the registered object `name`.
+    pub fn add_signature(&mut self, name: &str, signature: &str) -> Result<()> {
+        self.write(|tx, path| {
+            tx.execute(
+                "INSERT OR IGNORE INTO signatures (object, signature)
+                 SELECT id, ?2 FROM objects WHERE name = ?1",
+                params![name, signature],
+            )
+            .map_err(|e| db_error(path, e))?;
+            Ok(())
+        })
+    }
+
+    /// The signatures of object `name`, sorted.
+    pub fn signatures(&self, name: &str) -> Result<Vec<String>> {
+        self.strings(
+            "SELECT s.signature FROM signatures s JOIN objects o ON o.id = s.object
+             WHERE o.name = ?1 ORDER BY s.signature",
+            [name],
+        )
+    }
+
     /// The runs whose result bundle was ever registered.
     pub fn promoted_runs(&self) -> Result<std::collections::HashSet<String>> {
         self.strings("SELECT run_id FROM promoted_runs", [])
@@ -555,6 +586,32 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_version_1_database_migrates_forward_keeping_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join(META_DIR);
+        std::fs::create_dir_all(&meta).unwrap();
+        let conn = Connection::open(meta.join(DB_FILE)).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute(
+            "INSERT INTO objects (name, kind, size, registered_at) VALUES ('w', 'artifact', 1, 1)",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        let (mut db, created) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
+        assert!(!created);
+        assert_eq!(db.names().unwrap(), ["w"]);
+        db.add_signature("w", "k:sig").unwrap();
+        assert_eq!(db.signatures("w").unwrap(), ["k:sig"]);
+        let version: i64 = db
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod pool;
 pub mod query;
 pub(crate) mod register;
 pub mod roots;
+pub mod sign;
 pub mod source;
 pub mod source_identity;
 pub mod stage;

@@ -75,6 +75,8 @@ pub struct Info {
     /// dirty; for a bundle, the commit of the source it built.
     pub commit: Option<String>,
     pub dirty: Option<bool>,
+    /// Its signatures (`name:BASE64`), see [`crate::sign`].
+    pub signatures: Vec<String>,
 }
 
 /// [`Info`] of the valid object `name`.
@@ -92,6 +94,7 @@ pub fn info(store: &Store, name: &str) -> Result<Info> {
         .into_iter()
         .map(|n| store.path().join(n))
         .collect();
+    let signatures = db.signatures(name)?;
     drop(db);
     let path = store.path().join(name);
     let (commit, dirty) = match record.kind {
@@ -109,6 +112,7 @@ pub fn info(store: &Store, name: &str) -> Result<Info> {
         references,
         commit,
         dirty,
+        signatures,
     })
 }
 

@@ -23,6 +23,7 @@ mod nix_hash;
 mod promote_cli;
 mod race;
 mod readme;
+mod signing;
 mod sources;
 mod ssh_auth;
 mod ssh_build;

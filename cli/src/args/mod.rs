@@ -138,9 +138,13 @@ pub struct StateDirArg {
     pub state_dir: PathBuf,
 }
 
-/// The `./result` link to a promoted bundle, registered as a root.
+/// The `./result` link to a promoted bundle, registered as a root, and the
+/// key the promoted objects are signed with.
 #[derive(Debug, Args, Clone)]
 pub struct OutLinkArgs {
+    /// Sign the promoted bundle and artifacts with this secret key (see `fruix store generate-key`).
+    #[arg(long, value_name = "FILE")]
+    pub sign_with: Option<PathBuf>,
     /// Where to link the result bundle (a garbage collector root as long as
     /// the link exists).
     #[arg(

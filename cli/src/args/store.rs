@@ -23,6 +23,38 @@ pub enum StoreCommand {
     Gc(GcArgs),
     /// Remove objects that nothing references and no root keeps alive.
     Delete(DeleteArgs),
+    /// Create an ed25519 key pair for signing objects (name:base64 files, as Nix's).
+    GenerateKey(GenerateKeyArgs),
+    /// Sign objects with a secret key: their path, tree signature, size and references.
+    Sign(SignArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateKeyArgs {
+    /// The key's name, which signatures carry (e.g. builder-1.example.org-1).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Where to write the secret key (mode 0600; never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub secret_key: PathBuf,
+    /// Where to write the public key (never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub public_key: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The secret key file (from `fruix store generate-key`).
+    #[arg(long, value_name = "FILE")]
+    pub secret_key: PathBuf,
+    /// The objects to sign.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print the signatures as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::args::{BuildArgs, GuestArgs};
 use crate::commands::promote::{check_out_link, out_link, print_report, promote_with_progress};
 use crate::commands::source::source_object;
+use crate::commands::store::keys::{sign_promoted, signing_key};
 use crate::defaults;
 use crate::display::{show_events, Mode};
 use crate::exit::{self, from_matrix, from_promote, CliError, CliResult, Status};
@@ -39,9 +40,12 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     // Everything is checked before anything is created: the request, what
     // the executor can build, and the store it will be promoted into.
     let mut options = checked_options(&args, executor.as_ref())?;
-    if !args.no_promote {
+    let key = if args.no_promote {
+        None
+    } else {
         check_out_link(&args.out_link)?;
-    }
+        signing_key(&args.out_link)?
+    };
     // A source this host has becomes a source object first (a guest
     // executor then sends it to the guest), so a store is needed even
     // without promotion. A guest executor's source this host does not have
@@ -110,8 +114,10 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     let output = args.output;
     let kept = root.path().to_path_buf();
     let (link, state_dir) = (args.out_link.clone(), args.state.state_dir.clone());
+    let store = std::sync::Arc::new(store);
+    let promoting = store.clone();
     let report = tokio::task::spawn_blocking(move || {
-        promote_with_progress(&root, &store, &output, out_link(&link, &state_dir))
+        promote_with_progress(&root, &promoting, &output, out_link(&link, &state_dir))
     })
         .await
         .map_err(|e| CliError::new(Status::SystemFailure, e))?
@@ -124,6 +130,9 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             );
             CliError::new(e.status, anyhow::anyhow!("{}; {hint}", e.error))
         })?;
+    if let Some(key) = &key {
+        sign_promoted(&store, &report, key)?;
+    }
     print_report(&report, &args.output);
     Ok(Status::Success)
 }

@@ -8,6 +8,7 @@ use fruix_promote::{measure, promote_validated, OutLink, PromoteOptions, Promoti
 use std::path::Path;
 
 use crate::args::{OutLinkArgs, OutputArgs, PromoteArgs};
+use crate::commands::store::keys::{sign_promoted, signing_key};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
 use crate::exit::{self, from_promote, CliError, CliResult, Status};
@@ -20,11 +21,15 @@ pub fn run(args: PromoteArgs) -> CliResult {
         (!args.out_link.no_out_link).then_some(args.state.state_dir.as_path()),
     );
     check_out_link(&args.out_link)?;
+    let key = signing_key(&args.out_link)?;
     let root = result_root::validate(&args.result_root)
         .map_err(|e| CliError::new(exit::promotion(&e), e))?;
     let store = Store::open(&args.store.store).map_err(from_promote)?;
     let out_link = out_link(&args.out_link, &args.state.state_dir);
     let report = promote_with_progress(&root, &store, &output, out_link)?;
+    if let Some(key) = &key {
+        sign_promoted(&store, &report, key)?;
+    }
     print_report(&report, &output);
     Ok(Status::Success)
 }

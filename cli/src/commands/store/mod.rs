@@ -1,6 +1,7 @@
 //! `fruix store ...`: verify, list, info, query, roots, gc and delete.
 
 mod gc;
+pub mod keys;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,8 @@ pub fn run(command: StoreCommand) -> CliResult {
         StoreCommand::Roots(args) => show_roots(args),
         StoreCommand::Gc(args) => gc::gc(args),
         StoreCommand::Delete(args) => gc::delete(args),
+        StoreCommand::GenerateKey(args) => keys::generate_key(args),
+        StoreCommand::Sign(args) => keys::sign(args),
     }
 }
 
@@ -159,6 +162,8 @@ fn show_info(args: InfoArgs) -> CliResult {
             ("commit", o.commit.clone()),
             ("dirty", o.dirty.map(|d| d.to_string())),
         ];
+        let signatures = o.signatures.iter().map(|s| ("signature", Some(s.clone())));
+        let fields: Vec<_> = fields.into_iter().chain(signatures).collect();
         for (key, value) in fields {
             if let Some(v) = value {
                 println!("  {key:<15} {}", escape::text(&v));
