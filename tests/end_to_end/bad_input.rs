@@ -231,7 +231,7 @@ fn every_class_of_bad_input_is_refused_with_its_status_and_creates_nothing() {
             if json {
                 cmd.arg("--json");
             }
-            let out = run(cmd.env_remove("FRUIX_STORE").env_remove("FRUIX_STATE_DIR"));
+            let out = run(&mut cmd);
             let what = format!("{} (--json: {json})", case.what);
             assert_eq!(out.status.code(), Some(case.status), "{what}: {out:?}");
             assert_eq!(snapshot(dir.path()), before, "{what} created something");

@@ -179,8 +179,10 @@ fn every_runnable_readme_example_exits_as_the_readme_says() {
                 .env("PATH", &path)
                 .env("HOME", clone.path())
                 .env_remove("XDG_DATA_HOME")
-                .env_remove("FRUIX_STORE")
-                .env_remove("FRUIX_STATE_DIR"),
+                // An example that named no store would not touch the
+                // machine's: the defaults are in the clone too.
+                .env("FRUIX_STORE", clone.path().join("default-store"))
+                .env("FRUIX_STATE_DIR", clone.path().join("default-state")),
         );
         assert_eq!(
             out.status.code(),

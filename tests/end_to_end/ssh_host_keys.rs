@@ -165,11 +165,14 @@ fn machines_file_with_a_pinned_host_key_replaces_known_hosts() {
 }
 
 /// A host-initiated build on `machine` of the machines file `machines`,
-/// from a source the guest does not have.
+/// from a source the guest does not have, with a store and state directory
+/// beside the machines file.
 fn build_on(machines: &std::path::Path, machine: &str) -> Command {
     let mut cmd = crate::util::fruix();
+    let dir = machines.parent().expect("the machines file's directory");
     cmd.args(["build", "--executor", "host-initiated", "--guest-source"])
         .arg(MISSING_SOURCE)
+        .args(crate::util::store_and_state(dir))
         .args(["--freebsd-version", "15.0-STABLE", "--machines"])
         .arg(machines)
         .args(["--machine", machine]);

@@ -22,12 +22,18 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
 
 /// A `fruix` command, run from a scratch directory under the target
 /// directory (so that the `./result` links of builds and promotions land
-/// there, not in the source tree); a test that cares sets its own.
+/// there, not in the source tree; a test that cares sets its own), with
+/// the default store and state directory there too.
 pub fn fruix() -> Command {
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fruix-cwd");
     std::fs::create_dir_all(&scratch).expect("a scratch directory");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fruix"));
-    cmd.current_dir(scratch);
+    // Never the machine's own store and state directory: a command a test
+    // runs without --store or --state-dir uses these (tests of the defaults
+    // remove them).
+    cmd.current_dir(&scratch)
+        .env("FRUIX_STORE", scratch.join("default-store"))
+        .env("FRUIX_STATE_DIR", scratch.join("default-state"));
     cmd
 }
 
