@@ -6,8 +6,11 @@
 //! result bundle per run. See [`pipeline`] for the one-pass promotion,
 //! [`pool`] for the `.links` content pool, [`object`] for identities,
 //! [`stage`] for building objects, [`bundle`] for result bundles, [`check`]
-//! for checking objects, [`store`] for the on-disk layout and atomicity, and
-//! [`verify`] for verifying, repairing and listing.
+//! for checking objects, [`store`] for the on-disk layout and atomicity,
+//! [`verify`] for verifying and repairing, [`db`] for the
+//! registry of valid objects, [`roots`], [`temp_roots`] and [`gc`] for
+//! garbage collection, [`query`] for questions about objects, [`source`]
+//! and [`source_identity`] for source objects, and [`sign`] for signatures.
 
 pub mod bundle;
 pub mod check;

@@ -14,6 +14,8 @@
 //!                               references (see [`crate::db`])
 //! STORE/.fruix/gc.lock          shared by promotions, exclusive to the
 //!                               garbage collector
+//! STORE/.fruix/temproots/PID-N  objects live processes use (see
+//!                               [`crate::temp_roots`])
 //! ```
 //!
 //! An object is built in a temporary directory inside the store, made
