@@ -120,27 +120,48 @@ pub(crate) fn prepare_bundle(
         check_bundle(&path)?;
         return Ok(None);
     }
-    let temp = store.temp_dir(&bundle.name)?;
+    let links: Vec<(String, String)> = artifacts
+        .iter()
+        .map(|(a, r)| (a.clone(), r.store_path.to_string_lossy().into_owned()))
+        .collect();
+    let temp = build_bundle_object(
+        store,
+        &bundle.name,
+        &bundle.text,
+        &bundle.references,
+        &links,
+    )?;
+    Ok(Some((temp, bundle.name.clone())))
+}
+
+/// Builds result bundle `name` in a temporary directory: its metadata
+/// `text`, its `references`, and `artifacts/NAME` linking to each artifact's
+/// store path. The caller holds its lock and has checked it does not exist.
+pub(crate) fn build_bundle_object(
+    store: &Store,
+    name: &str,
+    text: &str,
+    references: &str,
+    artifacts: &[(String, String)],
+) -> Result<TempObject> {
+    let temp = store.temp_dir(name)?;
     let dir = temp.path();
     let links = dir.join("artifacts");
     std::fs::create_dir(&links).with_path("create", &links)?;
-    for (artifact, report) in artifacts {
+    for (artifact, store_path) in artifacts {
         let link = links.join(artifact);
-        symlink(&report.store_path, &link).with_path("create symlink", &link)?;
+        symlink(store_path, &link).with_path("create symlink", &link)?;
         set_mtime(&link)?;
     }
     set_mode(&links, 0o555)?;
     set_mtime(&links)?;
-    for (file, content) in [
-        (RESULT_METADATA_FILE, bundle.text.as_str()),
-        (REFERENCES_FILE, bundle.references.as_str()),
-    ] {
+    for (file, content) in [(RESULT_METADATA_FILE, text), (REFERENCES_FILE, references)] {
         let p = dir.join(file);
         std::fs::write(&p, content).with_path("write", &p)?;
         set_mode(&p, 0o444)?;
         set_mtime(&p)?;
     }
-    Ok(Some((temp, bundle.name.clone())))
+    Ok(temp)
 }
 
 /// Checks a result bundle: metadata hash matches the name, `artifacts/*`
@@ -212,7 +233,7 @@ pub fn read_bundle(bundle: &Path) -> Result<BundleSummary> {
     read_bundle_text(&bundle.join(RESULT_METADATA_FILE), &text)
 }
 
-fn read_bundle_text(path: &Path, text: &str) -> Result<BundleSummary> {
+pub(crate) fn read_bundle_text(path: &Path, text: &str) -> Result<BundleSummary> {
     let summary = sexp::read_record(path, text, RESULT_HEAD, |r| {
         let mut artifacts = Vec::new();
         for mut c in r.children("artifacts", "artifact")? {

@@ -57,6 +57,34 @@ pub enum Error {
     /// A path given as a store object is not one.
     #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-...); check the path", escape::path(path), escape::path(store))]
     NotAStoreObject { path: PathBuf, store: PathBuf },
+    /// An archive (`store import`, `store copy`) was refused; the store did
+    /// not change.
+    #[error("archive refused{}: {message}; the store was not changed", object.as_deref().map(|o| format!(" at object {}", escape::text(o))).unwrap_or_default())]
+    ArchiveRefused {
+        object: Option<String>,
+        problem: ArchiveProblem,
+        message: String,
+    },
+}
+
+/// Why an archive was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchiveProblem {
+    /// Not in the archive format.
+    Malformed,
+    /// It ends before its end.
+    Truncated,
+    /// Content, metadata or references differ from what they claim to be.
+    Tampered,
+    /// No signature by a trusted key.
+    Untrusted,
+    /// An object references one that neither the store nor the archive has.
+    MissingReference,
+    /// It names objects of a store at another path.
+    ForeignStore,
+    /// Over one of the import's caps.
+    TooLarge,
 }
 
 impl Error {
@@ -70,7 +98,9 @@ impl Error {
             | Error::NotAStoreObject { .. }
             | Error::StillReferenced { .. }
             | Error::NotValid { .. } => ExitStatus::Usage,
-            Error::Corrupt { .. } | Error::Inconsistent { .. } => ExitStatus::PromotionFailure,
+            Error::Corrupt { .. } | Error::Inconsistent { .. } | Error::ArchiveRefused { .. } => {
+                ExitStatus::PromotionFailure
+            }
         }
     }
 
@@ -80,6 +110,7 @@ impl Error {
             Error::Core(e) => e.failure(),
             Error::StoreNotWritable { .. } | Error::Database { .. } => fruix_core::Failure::System,
             Error::Corrupt { .. } | Error::Inconsistent { .. } => fruix_core::Failure::System,
+            Error::ArchiveRefused { .. } => fruix_core::Failure::Input,
             Error::NoStore { .. }
             | Error::NotAStoreObject { .. }
             | Error::StillReferenced { .. }

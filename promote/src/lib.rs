@@ -10,8 +10,10 @@
 //! [`verify`] for verifying and repairing, [`db`] for the
 //! registry of valid objects, [`roots`], [`temp_roots`] and [`gc`] for
 //! garbage collection, [`query`] for questions about objects, [`source`]
-//! and [`source_identity`] for source objects, and [`sign`] for signatures.
+//! and [`source_identity`] for source objects, [`sign`] for signatures, and
+//! [`archive`] for moving objects between stores.
 
+pub mod archive;
 pub mod bundle;
 pub mod check;
 pub mod db;

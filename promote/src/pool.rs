@@ -175,6 +175,58 @@ impl Pool {
     /// the digest. A new entry is recorded in `journal` before it is linked.
     pub fn ingest(&self, file: &mut OpenFile<'_>, journal: &Journal) -> Result<FileDigest> {
         let store_mode = file.mode & !SPECIAL_BITS;
+        self.ingest_with(store_mode, journal, |buf, size| {
+            Ok(file.read_piece(buf, size)?)
+        })
+    }
+
+    /// [`Pool::ingest`] for the next `size` bytes of a stream (an archive
+    /// being imported): exactly those bytes are hashed as they are written.
+    /// A stream that ends first is [`Error::ArchiveRefused`](crate::Error)
+    /// ([`ArchiveProblem::Truncated`](crate::error::ArchiveProblem)).
+    pub fn ingest_stream(
+        &self,
+        reader: &mut impl io::Read,
+        size: u64,
+        store_mode: u32,
+        journal: &Journal,
+        display: &Path,
+    ) -> Result<FileDigest> {
+        self.ingest_with(store_mode, journal, |buf, read| {
+            let want = usize::try_from(size - read)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            if want == 0 {
+                return Ok(0);
+            }
+            loop {
+                match reader.read(&mut buf[..want]) {
+                    Ok(0) => {
+                        return Err(crate::Error::ArchiveRefused {
+                            object: None,
+                            problem: crate::error::ArchiveProblem::Truncated,
+                            message: format!(
+                                "the archive ends {read} bytes into the {size}-byte file {}",
+                                fruix_core::escape::path(display)
+                            ),
+                        })
+                    }
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(fruix_core::Error::io("read", display, e).into()),
+                }
+            }
+        })
+    }
+
+    /// Reads pieces with `read_piece(buffer, bytes_so_far)` (0 at the end),
+    /// hashing them as they are written into a pool entry of `store_mode`.
+    fn ingest_with(
+        &self,
+        store_mode: u32,
+        journal: &Journal,
+        mut read_piece: impl FnMut(&mut [u8], u64) -> Result<usize>,
+    ) -> Result<FileDigest> {
         with_buffer(|buf| {
             let mut hasher = Sha256::new();
             let mut temp: Option<PoolTemp<'_>> = None;
@@ -187,7 +239,7 @@ impl Pool {
                     }
                     filled = 0;
                 }
-                let n = file.read_piece(&mut buf[filled..], size)?;
+                let n = read_piece(&mut buf[filled..], size)?;
                 if n == 0 {
                     break;
                 }

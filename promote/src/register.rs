@@ -11,6 +11,7 @@ use crate::check::{manifest_size, read_identity, read_object_file, Identity};
 use crate::db::{Kind, ObjectRecord, Registration};
 use crate::error::Result;
 use crate::object::ObjectIdentity;
+use crate::source_identity::SourceIdentity;
 use crate::store::{REFERENCES_FILE, RESULT_METADATA_FILE};
 use crate::verify::is_object_name;
 
@@ -62,6 +63,30 @@ pub(crate) fn artifact(
     }
 }
 
+/// A source object's registration.
+pub(crate) fn source(
+    name: &str,
+    identity: &SourceIdentity,
+    size: u64,
+    references: Vec<String>,
+) -> Registration {
+    Registration {
+        record: ObjectRecord {
+            name: name.to_string(),
+            kind: Kind::Source,
+            artifact: None,
+            tree_signature: Some(identity.tree_signature.to_string()),
+            size,
+            registered_at: now(),
+            executor: None,
+            run_id: None,
+            freebsd_version: Some(identity.version.clone()),
+            kernconf: None,
+        },
+        references,
+    }
+}
+
 /// A result bundle's registration.
 pub(crate) fn bundle(
     name: &str,
@@ -81,7 +106,7 @@ pub(crate) fn bundle(
 }
 
 /// A bundle's registration from what its metadata says.
-fn bundle_registration(
+pub(crate) fn bundle_registration(
     name: &str,
     b: BundleSummary,
     size: u64,
@@ -141,22 +166,8 @@ fn read_registration(store: &Path, path: &Path, name: &str) -> Result<Registrati
             references,
         ));
     }
-    if let Identity::Source(source) = Identity::read(path)? {
-        return Ok(Registration {
-            record: ObjectRecord {
-                name: name.to_string(),
-                kind: Kind::Source,
-                artifact: None,
-                tree_signature: Some(source.tree_signature.to_string()),
-                size: manifest_size(path)?,
-                registered_at: now(),
-                executor: None,
-                run_id: None,
-                freebsd_version: Some(source.version),
-                kernconf: None,
-            },
-            references,
-        });
+    if let Identity::Source(identity) = Identity::read(path)? {
+        return Ok(source(name, &identity, manifest_size(path)?, references));
     }
     let identity = read_identity(path)?;
     Ok(artifact(

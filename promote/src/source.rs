@@ -13,10 +13,8 @@ use std::path::{Path, PathBuf};
 use fruix_core::manifest::{open_dir, Exclude, Progress};
 
 use crate::check::{check_object, Depth};
-use crate::db::{Kind, ObjectRecord, Registration};
 use crate::error::{Error, Result};
 use crate::pipeline::{ingest_tree, Tree};
-use crate::register::now;
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::stage::build_object;
 use crate::store::{Store, SOURCE_RESERVED_NAMES};
@@ -101,21 +99,12 @@ pub fn add_source(
             });
         }
     }
-    store.db().register(&[Registration {
-        record: ObjectRecord {
-            name,
-            kind: Kind::Source,
-            artifact: None,
-            tree_signature: Some(identity.tree_signature.to_string()),
-            size: ingested.size,
-            registered_at: now(),
-            executor: None,
-            run_id: None,
-            freebsd_version: Some(identity.version.clone()),
-            kernconf: None,
-        },
-        references: Vec::new(),
-    }])?;
+    store.db().register(&[crate::register::source(
+        &name,
+        &identity,
+        ingested.size,
+        Vec::new(),
+    )])?;
     // Still under the GC lock: a build about to read the object keeps it.
     if let Some(roots) = temp_roots {
         roots.add(

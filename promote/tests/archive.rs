@@ -1,0 +1,317 @@
+//! Export and import of store archives: a round trip keeps content and
+//! signatures, and every kind of tampering is refused without changing the
+//! store.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use fruix_core::testing::write_sample_result_root;
+use fruix_promote::archive::{export, export_order, import, ArchiveLimits, ImportReport, Trust};
+use fruix_promote::error::ArchiveProblem;
+use fruix_promote::sign::{sign_object, PublicKey, SecretKey};
+use fruix_promote::verify::{object_paths, verify_object};
+use fruix_promote::{promote_native_build_result, Error, PromoteOptions, Store};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    /// The key the importing store trusts.
+    key: SecretKey,
+    /// Another key that signed every object too.
+    intruder: SecretKey,
+}
+
+impl Fixture {
+    fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// Promotes the sample result root, signs every object, and exports
+    /// the bundle's closure; the store is then moved away, so that the
+    /// archive can be imported into an empty store at the same path.
+    fn exported() -> (Fixture, Vec<u8>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = Fixture {
+            dir,
+            key: SecretKey::generate("builder-1").unwrap(),
+            intruder: SecretKey::generate("intruder").unwrap(),
+        };
+        let root = fixture.dir.path().join("r1");
+        write_sample_result_root(&root, "local", "20260405T213444Z", true).unwrap();
+        let store = Store::open(&fixture.store_dir()).unwrap();
+        let report =
+            promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+        let bundle = name_of(&report.result_store);
+        let order = export_order(&store, &[bundle], true).unwrap();
+        for name in &order {
+            sign_object(&store, name, &fixture.key).unwrap();
+            sign_object(&store, name, &fixture.intruder).unwrap();
+        }
+        let mut archive = Vec::new();
+        export(&store, &order, &mut archive, None).unwrap();
+        drop(store);
+        fs::rename(fixture.store_dir(), fixture.dir.path().join("exported")).unwrap();
+        (fixture, archive, order)
+    }
+
+    fn trust(&self) -> Trust {
+        Trust {
+            keys: vec![PublicKey::parse(&self.key.public_text()).unwrap()],
+            check_signatures: true,
+        }
+    }
+
+    fn import(&self, archive: &[u8], trust: &Trust) -> Result<ImportReport, Error> {
+        let store = Store::open(&self.store_dir()).unwrap();
+        import(&store, archive, trust, &ArchiveLimits::default(), None)
+    }
+
+    /// The store's objects, pool entries and leftovers (temporaries), but
+    /// not its locks and database.
+    fn contents(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for dir in [self.store_dir(), self.store_dir().join(".links")] {
+            for e in fs::read_dir(&dir).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if ![".links", ".locks", ".lock", ".fruix"].contains(&name.as_str()) {
+                    out.push(name);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// Rewrites the header of the object whose name contains `infix`.
+fn edit_header(archive: &[u8], infix: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut at = 0;
+    while let Some(i) = find(&archive[at..], b"\nobject ") {
+        let start = at + i + 1;
+        let eol = start + find(&archive[start..], b"\n").unwrap();
+        let len: usize = std::str::from_utf8(&archive[start + 7..eol])
+            .unwrap()
+            .parse()
+            .unwrap();
+        let json = &archive[eol + 1..eol + 1 + len];
+        let mut value: serde_json::Value = serde_json::from_slice(json).unwrap();
+        if value["name"].as_str().unwrap().contains(infix) {
+            edit(&mut value);
+            let new = serde_json::to_string(&value).unwrap();
+            let mut out = archive[..start].to_vec();
+            out.extend_from_slice(format!("object {}\n{new}", new.len()).as_bytes());
+            out.extend_from_slice(&archive[eol + 1 + len..]);
+            return out;
+        }
+        at = eol;
+    }
+    panic!("no object {infix} in the archive");
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn problem(e: &Error) -> ArchiveProblem {
+    match e {
+        Error::ArchiveRefused { problem, .. } => *problem,
+        other => panic!("not a refusal: {other}"),
+    }
+}
+
+#[test]
+fn an_archive_imported_into_an_empty_store_keeps_content_and_signatures() {
+    let (fixture, archive, order) = Fixture::exported();
+    let report = fixture.import(&archive, &fixture.trust()).unwrap();
+    assert_eq!(report.imported.len(), order.len());
+    assert_eq!(report.bytes, archive.len() as u64);
+    let store = Store::open(&fixture.store_dir()).unwrap();
+    for path in object_paths(&store).unwrap() {
+        let outcome = verify_object(&path, None, None);
+        assert!(outcome.ok, "{}: {:?}", path.display(), outcome);
+    }
+    for name in &order {
+        // Only the signature a trusted key verifies is kept.
+        let signatures = store.db().signatures(name).unwrap();
+        assert_eq!(signatures.len(), 1, "{name}");
+        assert!(signatures[0].starts_with("builder-1:"));
+    }
+    // The tree, modes and links are the exported ones.
+    let exported = fixture.dir.path().join("exported");
+    for name in &order {
+        let (a, b) = (exported.join(name), fixture.store_dir().join(name));
+        let diff = std::process::Command::new("diff")
+            .args(["-r", "--no-dereference"])
+            .args([&a, &b])
+            .output()
+            .unwrap();
+        assert!(diff.status.success(), "{name}: {diff:?}");
+    }
+    // Importing it again adds nothing.
+    let again = fixture.import(&archive, &fixture.trust()).unwrap();
+    assert!(again.imported.is_empty());
+    assert_eq!(again.present.len(), order.len());
+}
+
+#[test]
+fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_leaving_the_store_unchanged(
+) {
+    let (fixture, archive, _) = Fixture::exported();
+    let trust = fixture.trust();
+    let mut cases: Vec<(&str, Vec<u8>, ArchiveProblem)> = Vec::new();
+
+    let i = find(&archive, b"sample kernel").unwrap();
+    let mut tampered = archive.clone();
+    tampered[i] ^= 0x20;
+    cases.push(("a tampered byte", tampered, ArchiveProblem::Tampered));
+
+    let forged = edit_header(&archive, "native-kernel", |h| {
+        let signatures = h["signatures"].as_array_mut().unwrap();
+        signatures.retain(|s| s.as_str().unwrap().starts_with("builder-1:"));
+        let s = h["signatures"][0].as_str().unwrap().to_string();
+        let (name, data) = s.split_once(':').unwrap();
+        let mut bytes = data.as_bytes().to_vec();
+        bytes[5] = if bytes[5] == b'A' { b'B' } else { b'A' };
+        h["signatures"][0] = format!("{name}:{}", String::from_utf8(bytes).unwrap()).into();
+    });
+    cases.push(("a forged signature", forged, ArchiveProblem::Untrusted));
+
+    // Validly signed, by a key this store does not trust.
+    let by_intruder = edit_header(&archive, "native-world", |h| {
+        let signatures = h["signatures"].as_array_mut().unwrap();
+        signatures.retain(|s| s.as_str().unwrap().starts_with("intruder:"));
+        assert_eq!(signatures.len(), 1);
+    });
+    cases.push(("an unknown key", by_intruder, ArchiveProblem::Untrusted));
+
+    let unsigned = edit_header(&archive, "native-headers", |h| {
+        h["signatures"] = serde_json::json!([]);
+    });
+    cases.push(("no signature", unsigned, ArchiveProblem::Untrusted));
+
+    let reordered = edit_header(&archive, "native-build-result", |h| {
+        let refs = h["references"].as_str().unwrap();
+        let mut lines: Vec<&str> = refs.lines().collect();
+        assert!(lines.len() > 2, "{refs}");
+        lines.reverse();
+        h["references"] = format!("{}\n", lines.join("\n")).into();
+    });
+    cases.push((
+        "a reordered reference list",
+        reordered,
+        ArchiveProblem::Tampered,
+    ));
+
+    let renamed = edit_header(&archive, "native-bootloader", |h| {
+        let name = h["name"].as_str().unwrap().replacen('a', "b", 1);
+        h["name"] = name.into();
+    });
+    cases.push(("a renamed object", renamed, ArchiveProblem::Tampered));
+
+    // Cut short everywhere that matters: in the magic line, in a header,
+    // in a file, in a tree, and just before the last line.
+    let header = find(&archive, b"{\"name\"").unwrap();
+    let file = find(&archive, b"sample kernel").unwrap();
+    let tree_end = find(&archive, b"\nend\n").unwrap();
+    for cut in [
+        5,
+        header + 10,
+        file + 3,
+        tree_end + 2,
+        archive.len() - 1,
+        archive.len() - 5,
+    ] {
+        cases.push((
+            "an archive cut short",
+            archive[..cut].to_vec(),
+            ArchiveProblem::Truncated,
+        ));
+    }
+    drop(Store::open(&fixture.store_dir()).unwrap());
+    let before = fixture.contents();
+    for (what, bad, expected) in cases {
+        let e = fixture.import(&bad, &trust).unwrap_err();
+        assert_eq!(problem(&e), expected, "{what}: {e}");
+        assert!(e.to_string().contains("the store was not changed"), "{e}");
+        assert_eq!(fixture.contents(), before, "{what} left something behind");
+    }
+    let store = Store::open(&fixture.store_dir()).unwrap();
+    assert!(object_paths(&store).unwrap().is_empty());
+    // The intact archive still imports after all that.
+    drop(store);
+    fixture.import(&archive, &trust).unwrap();
+}
+
+#[test]
+fn without_signature_checks_an_unsigned_archive_imports_and_keeps_no_untrusted_signature() {
+    let (fixture, archive, order) = Fixture::exported();
+    let nobody = Trust {
+        keys: Vec::new(),
+        check_signatures: false,
+    };
+    let report = fixture.import(&archive, &nobody).unwrap();
+    assert_eq!(report.imported.len(), order.len());
+    let store = Store::open(&fixture.store_dir()).unwrap();
+    for name in &order {
+        assert!(store.db().signatures(name).unwrap().is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn an_archive_from_a_store_at_another_path_or_missing_a_reference_is_refused() {
+    let (fixture, archive, _) = Fixture::exported();
+    let other = tempfile::tempdir().unwrap();
+    let store = Store::open(&other.path().join("store")).unwrap();
+    let e = import(
+        &store,
+        &archive[..],
+        &fixture.trust(),
+        &ArchiveLimits::default(),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(problem(&e), ArchiveProblem::ForeignStore, "{e}");
+    // The bundle alone: its artifacts are neither in the store nor before it.
+    let bundle_at = find(&archive, b"native-build-result").unwrap();
+    let object_start = archive[..bundle_at]
+        .windows(8)
+        .rposition(|w| w == b"\nobject ")
+        .unwrap()
+        + 1;
+    let store_line_end = find(&archive[16..], b"\n").unwrap() + 17;
+    let mut alone = archive[..store_line_end].to_vec();
+    alone.extend_from_slice(&archive[object_start..]);
+    let e = fixture.import(&alone, &fixture.trust()).unwrap_err();
+    assert_eq!(problem(&e), ArchiveProblem::MissingReference, "{e}");
+}
+
+#[test]
+fn caps_bound_what_an_archive_can_make_the_importer_do() {
+    let (fixture, archive, _) = Fixture::exported();
+    let store = Store::open(&fixture.store_dir()).unwrap();
+    for limits in [
+        ArchiveLimits {
+            max_bytes: 1000,
+            ..ArchiveLimits::default()
+        },
+        ArchiveLimits {
+            max_header_bytes: 100,
+            ..ArchiveLimits::default()
+        },
+        ArchiveLimits {
+            max_entries: 3,
+            ..ArchiveLimits::default()
+        },
+        ArchiveLimits {
+            max_objects: 2,
+            ..ArchiveLimits::default()
+        },
+    ] {
+        let e = import(&store, &archive[..], &fixture.trust(), &limits, None).unwrap_err();
+        assert_eq!(problem(&e), ArchiveProblem::TooLarge, "{limits:?}: {e}");
+    }
+    assert!(object_paths(&store).unwrap().is_empty());
+}
