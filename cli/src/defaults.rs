@@ -37,6 +37,9 @@ fn default_dir(root_default: &str, name: &str) -> PathBuf {
         .map_or_else(|| PathBuf::from(root_default), |d| d.join(name))
 }
 
+/// Where trusted public keys are read from unless `--trusted-keys-file` says.
+pub const TRUSTED_KEYS_FILE: &str = "/etc/fruix/trusted-keys";
+
 /// The default store.
 pub fn store() -> PathBuf {
     default_dir(fruix_promote::store::DEFAULT_STORE, "store")

@@ -79,6 +79,8 @@ fn wants_json(command: &Command) -> bool {
             StoreCommand::Gc(args) => args.json,
             StoreCommand::Delete(args) => args.json,
             StoreCommand::Sign(args) => args.json,
+            StoreCommand::Export(args) => args.json,
+            StoreCommand::Import(args) => args.json,
             StoreCommand::GenerateKey(_) => false,
         },
         Command::Executors(

@@ -381,15 +381,30 @@ struct Pending {
     signatures: Vec<String>,
 }
 
-/// Reads an archive from `input` into `store` (see the module docs), up to
-/// and including its last line: what follows is the caller's.
+/// How [`import`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportOptions<'a> {
+    pub trust: &'a Trust,
+    pub limits: ArchiveLimits,
+    pub progress: Option<&'a Progress>,
+    /// Whether the archive must be the whole input: data after its last
+    /// line refuses it. Otherwise reading stops after that line, and what
+    /// follows is the caller's (`store serve` reads its next request).
+    pub whole_input: bool,
+}
+
+/// Reads an archive from `input` into `store` (see the module docs).
 pub fn import(
     store: &Store,
     input: impl BufRead,
-    trust: &Trust,
-    limits: &ArchiveLimits,
-    progress: Option<&Progress>,
+    options: &ImportOptions<'_>,
 ) -> Result<ImportReport> {
+    let ImportOptions {
+        trust,
+        ref limits,
+        progress,
+        whole_input,
+    } = *options;
     let promotion = store.begin()?;
     let mut reader = Importer {
         store,
@@ -466,6 +481,19 @@ pub fn import(
         match object {
             Read1::Present(signatures) => present.push((name, signatures)),
             Read1::New(p) => pending.push(*p),
+        }
+    }
+    if whole_input {
+        let more = match reader.input.fill_buf() {
+            Ok(rest) => !rest.is_empty(),
+            Err(e) => return Err(reader.read_error(None, e)),
+        };
+        if more {
+            return Err(refuse(
+                None,
+                ArchiveProblem::Malformed,
+                format!("data follows the archive's last line ({END_ARCHIVE})"),
+            ));
         }
     }
     let bytes = reader.input.read;

@@ -6,7 +6,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use fruix_core::testing::write_sample_result_root;
-use fruix_promote::archive::{export, export_order, import, ArchiveLimits, ImportReport, Trust};
+use fruix_promote::archive::{
+    export, export_order, import, ArchiveLimits, ImportOptions, ImportReport, Trust,
+};
 use fruix_promote::error::ArchiveProblem;
 use fruix_promote::sign::{sign_object, PublicKey, SecretKey};
 use fruix_promote::verify::{object_paths, verify_object};
@@ -62,7 +64,7 @@ impl Fixture {
 
     fn import(&self, archive: &[u8], trust: &Trust) -> Result<ImportReport, Error> {
         let store = Store::open(&self.store_dir()).unwrap();
-        import(&store, archive, trust, &ArchiveLimits::default(), None)
+        import(&store, archive, &options(trust, ArchiveLimits::default()))
     }
 
     /// The store's objects, pool entries and leftovers (temporaries), but
@@ -79,6 +81,15 @@ impl Fixture {
         }
         out.sort();
         out
+    }
+}
+
+fn options(trust: &Trust, limits: ArchiveLimits) -> ImportOptions<'_> {
+    ImportOptions {
+        trust,
+        limits,
+        progress: None,
+        whole_input: true,
     }
 }
 
@@ -231,6 +242,9 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_leavin
         ));
     }
     drop(Store::open(&fixture.store_dir()).unwrap());
+    let mut trailing = archive.clone();
+    trailing.extend_from_slice(b"more\n");
+    cases.push(("data after the end", trailing, ArchiveProblem::Malformed));
     let before = fixture.contents();
     for (what, bad, expected) in cases {
         let e = fixture.import(&bad, &trust).unwrap_err();
@@ -265,12 +279,11 @@ fn an_archive_from_a_store_at_another_path_or_missing_a_reference_is_refused() {
     let (fixture, archive, _) = Fixture::exported();
     let other = tempfile::tempdir().unwrap();
     let store = Store::open(&other.path().join("store")).unwrap();
+    let trust = fixture.trust();
     let e = import(
         &store,
         &archive[..],
-        &fixture.trust(),
-        &ArchiveLimits::default(),
-        None,
+        &options(&trust, ArchiveLimits::default()),
     )
     .unwrap_err();
     assert_eq!(problem(&e), ArchiveProblem::ForeignStore, "{e}");
@@ -310,7 +323,8 @@ fn caps_bound_what_an_archive_can_make_the_importer_do() {
             ..ArchiveLimits::default()
         },
     ] {
-        let e = import(&store, &archive[..], &fixture.trust(), &limits, None).unwrap_err();
+        let trust = fixture.trust();
+        let e = import(&store, &archive[..], &options(&trust, limits)).unwrap_err();
         assert_eq!(problem(&e), ArchiveProblem::TooLarge, "{limits:?}: {e}");
     }
     assert!(object_paths(&store).unwrap().is_empty());

@@ -33,6 +33,7 @@ mod ssh_import;
 mod ssh_import_limits;
 mod ssh_source;
 mod sshd;
+mod store_archive;
 mod store_integrity;
 mod store_lifecycle;
 mod terminal;

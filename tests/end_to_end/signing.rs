@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::util::{fruix, run, run_ok, sample_root};
 
 /// A key pair `name` in `dir`: (secret key file, public key text).
-fn key(dir: &Path, name: &str) -> (PathBuf, String) {
+pub fn key(dir: &Path, name: &str) -> (PathBuf, String) {
     let (secret, public) = (
         dir.join(format!("{name}.sec")),
         dir.join(format!("{name}.pub")),
@@ -31,7 +31,7 @@ fn key(dir: &Path, name: &str) -> (PathBuf, String) {
     (secret, printed)
 }
 
-fn info(store: &Path, path: &str) -> Value {
+pub fn info(store: &Path, path: &str) -> Value {
     let out = run_ok(
         fruix()
             .args(["store", "info", "--json", "--store"])
@@ -42,7 +42,7 @@ fn info(store: &Path, path: &str) -> Value {
 }
 
 /// Whether `info`'s signatures hold one valid for its fingerprint by `public`.
-fn signed_by(info: &Value, public: &str) -> bool {
+pub fn signed_by(info: &Value, public: &str) -> bool {
     let refs: Vec<PathBuf> = serde_json::from_value(info["references"].clone()).unwrap();
     let print = fingerprint(
         Path::new(info["path"].as_str().unwrap()),

@@ -27,6 +27,56 @@ pub enum StoreCommand {
     GenerateKey(GenerateKeyArgs),
     /// Sign objects with a secret key: their path, tree signature, size and references.
     Sign(SignArgs),
+    /// Write objects, with their metadata, references and signatures, as an archive.
+    Export(ExportArgs),
+    /// Read an archive into the store, checking every object and its signatures.
+    Import(ImportArgs),
+}
+
+/// Whom an import trusts.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// A trusted public key (NAME:BASE64, as `store generate-key` writes it); repeatable.
+    #[arg(long = "trusted-key", value_name = "KEY")]
+    pub trusted_keys: Vec<String>,
+    /// A file of trusted public keys, one per line (# starts a comment).
+    #[arg(long, value_name = "FILE", env = "FRUIX_TRUSTED_KEYS_FILE", default_value = crate::defaults::TRUSTED_KEYS_FILE)]
+    pub trusted_keys_file: PathBuf,
+    /// Accept objects without a signature by a trusted key (their content is still checked).
+    #[arg(long)]
+    pub no_check_sigs: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The objects to export.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Export the objects' closures: everything they reference, transitively.
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+    /// Write the archive to FILE (created; never overwritten) instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print what was exported as JSON (needs --output).
+    #[arg(long, requires = "output")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The archive (default, or `-`: standard input).
+    #[arg(value_name = "FILE")]
+    pub archive: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print what was imported as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

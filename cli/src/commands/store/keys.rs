@@ -88,15 +88,17 @@ pub fn signing_key(args: &OutLinkArgs) -> CliResult<Option<SecretKey>> {
     args.sign_with.as_deref().map(read_key).transpose()
 }
 
-/// Signs the bundle and artifacts a promotion reported.
+/// Signs what a promotion reported: its bundle's closure (the bundle, its
+/// artifacts, and the source object they were built from), so that an
+/// export of it carries a signature for every object.
 pub fn sign_promoted(store: &Store, report: &PromotionReport, key: &SecretKey) -> CliResult<()> {
-    let paths = std::iter::once(&report.result_store)
-        .chain(report.artifacts.values().map(|a| &a.store_path));
-    for path in paths {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    let bundle = report
+        .result_store
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let closure = store.db().closure(&[bundle]).map_err(from_promote)?;
+    for name in closure {
         sign_object(store, &name, key).map_err(from_promote)?;
     }
     Ok(())

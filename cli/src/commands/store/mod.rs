@@ -1,5 +1,6 @@
 //! `fruix store ...`: verify, list, info, query, roots, gc and delete.
 
+mod archive;
 mod gc;
 pub mod keys;
 mod verify;
@@ -29,6 +30,8 @@ pub fn run(command: StoreCommand) -> CliResult {
         StoreCommand::Delete(args) => gc::delete(args),
         StoreCommand::GenerateKey(args) => keys::generate_key(args),
         StoreCommand::Sign(args) => keys::sign(args),
+        StoreCommand::Export(args) => archive::export_command(args),
+        StoreCommand::Import(args) => archive::import_command(args),
     }
 }
 

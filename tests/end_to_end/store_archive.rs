@@ -1,0 +1,239 @@
+//! `fruix store export` and `fruix store import` as users run them: a
+//! signed build's closure moves into an empty store with its content and
+//! signatures, and every kind of bad archive is refused, changing nothing.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::signing::{info, key, signed_by};
+use crate::util::{fixture_build, fruix, run, run_failing, run_ok, snapshot};
+
+/// `fruix store import --store STORE ARGS ARCHIVE`.
+fn import(store: &Path, archive: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = fruix();
+    cmd.args(["store", "import", "--store"])
+        .arg(store)
+        .args(args)
+        .arg(archive);
+    cmd
+}
+
+/// Builds the miniature tree into `dir/store`, signed by a new key
+/// `builder-1`, exports the bundle's closure to `dir/archive`, and moves the
+/// store to `dir/original`. Returns the bundle path and the public key.
+fn exported(dir: &Path) -> (PathBuf, String, Vec<String>) {
+    let (secret, public) = key(dir, "builder-1");
+    let out = run_ok(
+        fixture_build(fruix(), "local", dir, "root")
+            .args(["--json", "--no-out-link", "--sign-with"])
+            .arg(&secret),
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let bundle = PathBuf::from(report["result_store"].as_str().unwrap());
+    let store = dir.join("store");
+    let exported: Value = serde_json::from_str(&run_ok(
+        fruix()
+            .args(["store", "export", "--recursive", "--json", "--store"])
+            .arg(&store)
+            .arg("--output")
+            .arg(dir.join("archive"))
+            .arg(&bundle),
+    ))
+    .unwrap();
+    let objects: Vec<String> = exported["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect();
+    // The bundle, its four artifacts and the source they were built from,
+    // every reference before its referrer.
+    assert_eq!(objects.len(), 6, "{exported:#}");
+    assert_eq!(objects.last().unwrap(), bundle.to_str().unwrap());
+    assert!(objects[0].contains("-freebsd-source-"), "{objects:?}");
+    std::fs::rename(&store, dir.join("original")).unwrap();
+    (bundle, public, objects)
+}
+
+#[test]
+fn an_exported_closure_imports_into_an_empty_store_with_its_content_and_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, public, objects) = exported(dir.path());
+    let store = dir.path().join("store");
+    let report: Value = serde_json::from_str(&run_ok(&mut import(
+        &store,
+        &dir.path().join("archive"),
+        &["--json", "--trusted-key", public.trim()],
+    )))
+    .unwrap();
+    assert_eq!(
+        report["imported"].as_array().unwrap().len(),
+        6,
+        "{report:#}"
+    );
+    assert_eq!(
+        report["bytes"].as_u64(),
+        Some(std::fs::metadata(dir.path().join("archive")).unwrap().len())
+    );
+    // Every object re-hashes to its manifest and name.
+    let verify: Value = serde_json::from_str(&run_ok(
+        fruix()
+            .args(["store", "verify", "--json", "--store"])
+            .arg(&store),
+    ))
+    .unwrap();
+    assert_eq!(verify["objects"].as_array().unwrap().len(), 6, "{verify:#}");
+    assert!(
+        verify["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["ok"] == true),
+        "{verify:#}"
+    );
+    // Each carries builder-1's signature, valid over its fingerprint here.
+    for object in &objects {
+        let i = info(&store, object);
+        assert!(signed_by(&i, &public), "{i:#}");
+    }
+    // The same files, modes and links as in the store they came from.
+    let diff = run(std::process::Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(
+            dir.path()
+                .join("original")
+                .join(bundle.file_name().unwrap()),
+        )
+        .arg(&bundle));
+    assert!(diff.status.success(), "{diff:?}");
+    // From standard input, into a store that has it all: nothing new.
+    let again = run_ok(
+        import(&store, Path::new("-"), &["--trusted-key", public.trim()])
+            .stdin(std::fs::File::open(dir.path().join("archive")).unwrap()),
+    );
+    assert!(again.is_empty(), "nothing imported: {again}");
+}
+
+/// Rewrites the JSON header of the object whose name contains `infix`.
+fn edit_header(archive: &[u8], infix: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let text = archive;
+    let mut at = 0;
+    loop {
+        let start = at + find(&text[at..], b"\nobject ").expect("the object") + 1;
+        let eol = start + find(&text[start..], b"\n").unwrap();
+        let len: usize = std::str::from_utf8(&text[start + 7..eol])
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut header: Value = serde_json::from_slice(&text[eol + 1..eol + 1 + len]).unwrap();
+        if header["name"].as_str().unwrap().contains(infix) {
+            edit(&mut header);
+            let json = serde_json::to_string(&header).unwrap();
+            let mut out = text[..start].to_vec();
+            out.extend_from_slice(format!("object {}\n{json}", json.len()).as_bytes());
+            out.extend_from_slice(&text[eol + 1 + len..]);
+            return out;
+        }
+        at = eol;
+    }
+}
+
+/// A bad archive: what it is, its bytes, the import's options, and what
+/// the refusal says.
+type Case<'a> = (&'a str, Vec<u8>, &'a [&'a str], &'a [&'a str]);
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_changing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public, _) = exported(dir.path());
+    let (_, stranger) = key(dir.path(), "stranger");
+    let archive = std::fs::read(dir.path().join("archive")).unwrap();
+    let store = dir.path().join("store");
+    let trusted = ["--trusted-key", public.trim()];
+    // A file of the kernel, one byte changed.
+    let kernel = find(&archive, b"\x7fELF").expect("an ELF file in the archive");
+    let mut tampered = archive.clone();
+    tampered[kernel + 10] ^= 1;
+    let forged = edit_header(&archive, "native-world", |h| {
+        let s = h["signatures"][0].as_str().unwrap().to_string();
+        let (name, data) = s.split_once(':').unwrap();
+        let flipped = if data.starts_with('A') { "B" } else { "A" };
+        h["signatures"][0] = format!("{name}:{flipped}{}", &data[1..]).into();
+    });
+    let reordered = edit_header(&archive, "native-build-result", |h| {
+        let mut lines: Vec<&str> = h["references"].as_str().unwrap().lines().collect();
+        lines.reverse();
+        h["references"] = format!("{}\n", lines.join("\n")).into();
+    });
+    let cut = archive[..archive.len() / 2].to_vec();
+    let cases: [Case; 5] = [
+        (
+            "a tampered byte",
+            tampered,
+            &trusted,
+            &["does not hash to what its line says"],
+        ),
+        (
+            "a forged signature",
+            forged,
+            &trusted,
+            &["signature by builder-1 does not verify"],
+        ),
+        (
+            "an unknown key",
+            archive.clone(),
+            &["--trusted-key", stranger.trim()],
+            &["signed only by keys this store does not trust (builder-1)"],
+        ),
+        (
+            "a reordered reference list",
+            reordered,
+            &trusted,
+            &["references are not sorted and unique"],
+        ),
+        ("an archive cut short", cut, &trusted, &["the archive ends"]),
+    ];
+    // An empty store (snapshots leave out what opening a store creates).
+    let before = snapshot(&store);
+    assert!(before.is_empty());
+    for (what, bytes, args, expected) in cases {
+        let file = dir.path().join("bad-archive");
+        std::fs::write(&file, &bytes).unwrap();
+        let mut expected = expected.to_vec();
+        expected.push("the store was not changed");
+        run_failing(&mut import(&store, &file, args), 4, &expected);
+        assert_eq!(snapshot(&store), before, "{what} changed the store");
+        let leftovers: Vec<_> = std::fs::read_dir(&store)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{what} left {leftovers:?}");
+    }
+    // Refused under --json too, as one error object.
+    let out = run(&mut import(
+        &store,
+        &dir.path().join("bad-archive"),
+        &["--json", trusted[0], trusted[1]],
+    ));
+    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"]["exit_status"], 4, "{error:#}");
+    // Unsigned objects pass only with --no-check-sigs.
+    let unsigned = edit_header(&archive, "native-kernel", |h| {
+        h["signatures"] = serde_json::json!([]);
+    });
+    let file = dir.path().join("unsigned");
+    std::fs::write(&file, unsigned).unwrap();
+    run_failing(
+        &mut import(&store, &file, &trusted),
+        4,
+        &["it is not signed"],
+    );
+    run_ok(&mut import(&store, &file, &["--no-check-sigs"]));
+}
