@@ -81,6 +81,9 @@ fn wants_json(command: &Command) -> bool {
             StoreCommand::Sign(args) => args.json,
             StoreCommand::Export(args) => args.json,
             StoreCommand::Import(args) => args.json,
+            StoreCommand::Copy(args) => args.json,
+            // Its stdout is its protocol, JSON already.
+            StoreCommand::Serve(_) => false,
             StoreCommand::GenerateKey(_) => false,
         },
         Command::Executors(
@@ -179,7 +182,7 @@ fn run(cli: Cli) -> Result<Status, CliError> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -152,7 +152,7 @@ impl From<Kind> for HeaderKind {
 }
 
 /// What an export wrote.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExportReport {
     /// The objects written, in archive order.
     pub objects: Vec<PathBuf>,
@@ -161,7 +161,7 @@ pub struct ExportReport {
 }
 
 /// What an import did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImportReport {
     /// Objects the import added to the store.
     pub imported: Vec<PathBuf>,

@@ -68,7 +68,7 @@ pub enum Error {
 }
 
 /// Why an archive was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ArchiveProblem {
     /// Not in the archive format.

@@ -11,7 +11,7 @@
 //! registry of valid objects, [`roots`], [`temp_roots`] and [`gc`] for
 //! garbage collection, [`query`] for questions about objects, [`source`]
 //! and [`source_identity`] for source objects, [`sign`] for signatures, and
-//! [`archive`] for moving objects between stores.
+//! [`archive`] and [`serve`] for moving objects between stores.
 
 pub mod archive;
 pub mod bundle;
@@ -25,6 +25,7 @@ pub mod pool;
 pub mod query;
 pub(crate) mod register;
 pub mod roots;
+pub mod serve;
 pub mod sign;
 pub mod source;
 pub mod source_identity;

@@ -34,6 +34,7 @@ mod ssh_import_limits;
 mod ssh_source;
 mod sshd;
 mod store_archive;
+mod store_copy;
 mod store_integrity;
 mod store_lifecycle;
 mod terminal;

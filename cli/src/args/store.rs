@@ -31,6 +31,63 @@ pub enum StoreCommand {
     Export(ExportArgs),
     /// Read an archive into the store, checking every object and its signatures.
     Import(ImportArgs),
+    /// Copy objects to or from another machine's store over SSH, sending only what it lacks.
+    Copy(CopyArgs),
+    /// Serve this store on standard input and output, for `store copy` on another machine.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Send the objects to the store of this machine.
+    #[arg(
+        long,
+        value_name = "ssh://USER@HOST[:PORT]",
+        required_unless_present = "from",
+        conflicts_with = "from"
+    )]
+    pub to: Option<String>,
+    /// Fetch the objects (paths in that machine's store) from this machine.
+    #[arg(long, value_name = "ssh://USER@HOST[:PORT]")]
+    pub from: Option<String>,
+    /// The objects to copy.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Copy the objects' closures: everything they reference, transitively.
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+    /// Private key file for the other machine (default: ssh-agent, then ~/.ssh/id_*).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// OpenSSH known_hosts file checked for the other machine's host key (default ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record an unknown host key in known_hosts instead of refusing it.
+    #[arg(long)]
+    pub accept_new_host_key: bool,
+    /// The fruix command on the other machine.
+    #[arg(long, value_name = "COMMAND", default_value = "fruix")]
+    pub remote_program: String,
+    /// The store on the other machine (default: the same path as this one's;
+    /// objects only move between stores at the same path).
+    #[arg(long, value_name = "DIR")]
+    pub remote_store: Option<PathBuf>,
+    /// Whom this store trusts, for --from (the other store decides for --to).
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print what was copied as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub store: StoreArg,
 }
 
 /// Whom an import trusts.

@@ -41,7 +41,7 @@ use russh::client;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
 
 pub use self::host_key::{HostKeyPolicy, HostKeyVerifier};
-pub use self::remote::{RemoteExit, RemoteOutput};
+pub use self::remote::{RemoteExit, RemoteOutput, RemoteStdio};
 
 /// How often a silent connection is probed.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);

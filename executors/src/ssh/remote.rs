@@ -270,6 +270,79 @@ impl SshSession {
     }
 }
 
+/// A remote command's standard streams, for a protocol spoken over them
+/// (`fruix store serve`): its stdout to read, its stdin to write (shutting
+/// it down sends end-of-file), and, once the channel closes, the last lines
+/// of its stderr and how it ended.
+pub struct RemoteStdio {
+    pub stdout: tokio::io::DuplexStream,
+    pub stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    /// Ends when the channel closes: stderr's last [`OUTPUT_TAIL_LINES`]
+    /// lines, and the exit (`None` when the channel closed without one: the
+    /// connection was lost).
+    pub finished: tokio::task::JoinHandle<(Tail, Option<RemoteExit>)>,
+}
+
+impl SshSession {
+    /// Starts `script` and hands over its standard streams. Its stdout is
+    /// passed on through a buffer of `buffer` bytes, so a reader that stops
+    /// reading stops the remote side (SSH flow control), never memory.
+    pub async fn stdio(&self, script: &str, buffer: usize) -> Result<RemoteStdio> {
+        let channel = self.channel().await?;
+        channel
+            .exec(true, wrap(script))
+            .await
+            .map_err(|e| lost(self.target(), e))?;
+        let (mut read, write) = channel.split();
+        let stdin = Box::pin(write.make_writer());
+        let (ours, stdout) = tokio::io::duplex(buffer);
+        let max_line = self.max_line_bytes;
+        let finished = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            // The write half lives as long as the channel is read.
+            let _write = write;
+            let mut out = Some(ours);
+            let (mut tail, mut err) = (Tail::new(OUTPUT_TAIL_LINES), LineSplitter::new(max_line));
+            let keep = |line: &[u8], tail: &mut Tail| {
+                let text = String::from_utf8_lossy(line);
+                if !text.starts_with(SESSION_PREFIX) {
+                    tail.push(text.trim_end_matches('\r'));
+                }
+            };
+            let mut exit = None;
+            while let Some(msg) = read.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => {
+                        if let Some(o) = &mut out {
+                            if o.write_all(&data).await.is_err() {
+                                out = None; // the reader is gone
+                            }
+                        }
+                    }
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        err.push(&data, |l| keep(l, &mut tail));
+                    }
+                    ChannelMsg::Eof => out = None,
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        exit = Some(RemoteExit::Code(exit_status));
+                    }
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        exit = Some(RemoteExit::Signal(signal_label(&signal_name)));
+                    }
+                    _ => {}
+                }
+            }
+            err.finish(|l| keep(l, &mut tail));
+            (tail, exit)
+        });
+        Ok(RemoteStdio {
+            stdout,
+            stdin,
+            finished,
+        })
+    }
+}
+
 fn signal_label(sig: &russh::Sig) -> String {
     match sig {
         russh::Sig::Custom(name) => name.clone(),

@@ -1,6 +1,7 @@
 //! `fruix store ...`: verify, list, info, query, roots, gc and delete.
 
 mod archive;
+mod copy;
 mod gc;
 pub mod keys;
 mod verify;
@@ -32,6 +33,8 @@ pub fn run(command: StoreCommand) -> CliResult {
         StoreCommand::Sign(args) => keys::sign(args),
         StoreCommand::Export(args) => archive::export_command(args),
         StoreCommand::Import(args) => archive::import_command(args),
+        StoreCommand::Copy(args) => copy::copy(args),
+        StoreCommand::Serve(args) => copy::serve(args),
     }
 }
 

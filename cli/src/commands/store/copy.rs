@@ -1,0 +1,249 @@
+//! `fruix store copy` and `fruix store serve`: objects from store to store
+//! over SSH (russh, host keys checked as for builds), the other side
+//! running `fruix store serve` on its stdin and stdout (see
+//! [`fruix_promote::serve`]). Only what the receiving store lacks is sent.
+
+use std::io::{BufReader, Write};
+use std::path::PathBuf;
+
+use fruix_core::escape;
+use fruix_core::executor::EventSink;
+use fruix_core::manifest::Progress;
+use fruix_core::ssh_target::SshTarget;
+use fruix_executors::ssh::{shell_quote, HostKeyPolicy, SshOptions, SshSession};
+use fruix_promote::archive::{export_order, ArchiveLimits, ImportOptions};
+use fruix_promote::serve::{serve as serve_store, Client};
+use fruix_promote::Store;
+
+use super::archive::{object_names, trust};
+use super::print_json;
+use crate::args::{CopyArgs, OutputArgs, ServeArgs};
+use crate::defaults;
+use crate::display::{with_progress, Mode};
+use crate::exit::{from_promote, CliError, CliResult, Status};
+
+/// How long the other side may take to end after its input ended.
+const SERVE_END: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub fn serve(args: ServeArgs) -> CliResult {
+    let trust = trust(&args.trust)?;
+    let store = Store::open(&args.store.store).map_err(from_promote)?;
+    let options = ImportOptions {
+        trust: &trust,
+        limits: ArchiveLimits::default(),
+        progress: None,
+        whole_input: false,
+    };
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    serve_store(
+        &store,
+        BufReader::with_capacity(1 << 20, stdin),
+        std::io::BufWriter::with_capacity(1 << 20, stdout),
+        &options,
+    )
+    .map_err(from_promote)?;
+    Ok(Status::Success)
+}
+
+/// What a copy did.
+#[derive(Debug, serde::Serialize)]
+struct CopyReport {
+    /// `to` or `from`.
+    direction: &'static str,
+    remote: String,
+    /// The objects asked for (with --recursive, their closures).
+    objects: usize,
+    /// The objects the receiving store lacked, which were sent.
+    sent: Vec<PathBuf>,
+    /// Bytes of archive sent over the connection.
+    bytes: u64,
+}
+
+/// `ssh://USER@HOST[:PORT]`.
+fn parse_url(url: &str) -> CliResult<SshTarget> {
+    let rest = url.strip_prefix("ssh://").ok_or_else(|| {
+        CliError::usage(format!(
+            "{url:?}: give the other machine as ssh://USER@HOST[:PORT]"
+        ))
+    })?;
+    SshTarget::parse(rest.trim_end_matches('/')).map_err(CliError::usage)
+}
+
+pub fn copy(args: CopyArgs) -> CliResult {
+    let (direction, url) = match (&args.to, &args.from) {
+        (Some(to), None) => ("to", to),
+        (None, Some(from)) => ("from", from),
+        _ => unreachable!("clap requires exactly one of --to and --from"),
+    };
+    let target = parse_url(url)?;
+    let trust = trust(&args.trust)?;
+    let mode = Mode::from_output(&OutputArgs {
+        json: args.json,
+        quiet: args.json,
+        verbose: false,
+    });
+    defaults::announce(mode, Some(&args.store.store), None);
+    let store = if direction == "to" {
+        Store::open_existing(&args.store.store)
+    } else {
+        Store::open(&args.store.store)
+    }
+    .map_err(from_promote)?;
+    // For --to, the objects are ours; for --from, they are named by their
+    // paths in the other store.
+    let names = if direction == "to" {
+        object_names(&store, &args.paths)?
+    } else {
+        args.paths
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .filter(|n| fruix_promote::verify::is_object_name(n.as_bytes()))
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        CliError::usage(format!("{}: not a store object path", escape::path(p)))
+                    })
+            })
+            .collect::<CliResult<Vec<_>>>()?
+    };
+    let options = SshOptions {
+        identity: args.identity.clone(),
+        host_keys: HostKeyPolicy::known_hosts(args.known_hosts.clone(), args.accept_new_host_key),
+        ..SshOptions::with_key(target.clone(), PathBuf::new(), PathBuf::new())
+    };
+    let remote_store = args
+        .remote_store
+        .clone()
+        .unwrap_or_else(|| store.path().to_path_buf());
+    let command = format!(
+        "{} store serve --store {}",
+        args.remote_program,
+        shell_quote(&remote_store.to_string_lossy())
+    );
+    let report = crate::runtime()?.block_on(async {
+        let session = SshSession::connect(&options, &EventSink::discard())
+            .await
+            .map_err(|e| CliError::new(crate::exit::before_run(&e), e))?;
+        let stdio = session
+            .stdio(&command, 1 << 20)
+            .await
+            .map_err(|e| CliError::new(crate::exit::before_run(&e), e))?;
+        let reader = tokio_util::io::SyncIoBridge::new(stdio.stdout);
+        let mut writer = tokio_util::io::SyncIoBridge::new(stdio.stdin);
+        let recursive = args.recursive;
+        let store = &store;
+        let trust = &trust;
+        let remote = target.to_string();
+        let stdin = &mut writer;
+        let work = move || -> fruix_promote::Result<CopyReport> {
+            let mut client = Client::start(BufReader::with_capacity(1 << 20, reader), stdin)?;
+            let progress = Progress::default();
+            let (objects, sent, bytes) = if direction == "to" {
+                let order = export_order(store, &names, recursive)?;
+                let there: std::collections::HashSet<String> =
+                    client.valid(&order)?.into_iter().collect();
+                let missing: Vec<String> = order
+                    .iter()
+                    .filter(|n| !there.contains(*n))
+                    .cloned()
+                    .collect();
+                let (sent, bytes) = if missing.is_empty() {
+                    (Vec::new(), 0)
+                } else {
+                    let (exported, _) =
+                        with_progress(mode, ("copy", "files"), &progress, None, || {
+                            client.send(store, &missing, Some(&progress))
+                        })?;
+                    (exported.objects, exported.bytes)
+                };
+                (order.len(), sent, bytes)
+            } else {
+                let order = if recursive {
+                    client.closure(&names)?
+                } else {
+                    names.clone()
+                };
+                let missing: Vec<String> = order
+                    .iter()
+                    .filter(|n| !store.is_valid(n).unwrap_or(false))
+                    .cloned()
+                    .collect();
+                let (sent, bytes) = if missing.is_empty() {
+                    (Vec::new(), 0)
+                } else {
+                    let options = ImportOptions {
+                        trust,
+                        limits: ArchiveLimits::default(),
+                        progress: Some(&progress),
+                        whole_input: false,
+                    };
+                    let imported = with_progress(mode, ("copy", "files"), &progress, None, || {
+                        client.fetch(store, &missing, &options)
+                    })?;
+                    let mut sent = imported.imported;
+                    sent.extend(imported.present);
+                    (sent, imported.bytes)
+                };
+                (order.len(), sent, bytes)
+            };
+            drop(client);
+            Ok(CopyReport {
+                direction,
+                remote,
+                objects,
+                sent,
+                bytes,
+            })
+        };
+        let outcome = tokio::task::block_in_place(work);
+        // End-of-file ends the other side, whether it waits for a request
+        // or (after a refusal here) is still writing what nobody reads.
+        tokio::task::block_in_place(|| {
+            let _ = writer.flush();
+            let _ = writer.shutdown();
+        });
+        let ended = tokio::time::timeout(SERVE_END, stdio.finished).await;
+        session.disconnect().await;
+        let (stderr, exit) = match ended {
+            Ok(Ok(ended)) => ended,
+            _ => Default::default(),
+        };
+        outcome.map_err(|e| {
+            let status = e.exit_status();
+            let mut message = e.to_string();
+            let tail = stderr.text();
+            if !tail.is_empty() || exit.as_ref().is_some_and(|x| !x.success()) {
+                message.push_str(&format!(
+                    "\n`{}` on {} ended with {}{}{}",
+                    escape::text(&command),
+                    target,
+                    exit.map_or(
+                        "no exit status (the connection was lost)".to_string(),
+                        |x| x.describe()
+                    ),
+                    if tail.is_empty() { "" } else { ":\n" },
+                    escape::text(&tail)
+                ));
+            }
+            CliError::new(status, anyhow::anyhow!(message))
+        })
+    })?;
+    if args.json {
+        print_json(&report);
+    } else {
+        for path in &report.sent {
+            println!("{}", path.display());
+        }
+        eprintln!(
+            "copied {} of {} object(s) {} {}, {} bytes sent",
+            report.sent.len(),
+            report.objects,
+            report.direction,
+            report.remote,
+            report.bytes
+        );
+    }
+    Ok(Status::Success)
+}

@@ -1,0 +1,303 @@
+//! The store-to-store protocol of `fruix store serve` and `fruix store copy`
+//! (version 1), over any pair of byte streams: the client runs `fruix store
+//! serve` on the other machine over SSH and speaks on its stdin and stdout,
+//! like `nix-store --serve`.
+//!
+//! Requests and answers are single JSON lines. An answer is `{"ok":...}` or
+//! `{"error":{"problem":...,"message":...}}`:
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `{"op":"hello","version":1}` | `{"ok":{"version":1,"store":PATH}}` |
+//! | `{"op":"valid","names":[...]}` | `{"ok":{"valid":[...]}}`: those the store holds |
+//! | `{"op":"closure","names":[...]}` | `{"ok":{"names":[...]}}`: their closure, references first |
+//! | `{"op":"import"}`, then an archive | `{"ok":IMPORT_REPORT}` once the archive is imported |
+//! | `{"op":"export","names":[...]}` | `{"ok":{}}`, then the archive |
+//!
+//! The server imports with its own trusted keys, never the client's: a
+//! store decides whom it trusts. An import refused, or an archive that
+//! cannot be written, ends the session (the stream is no longer in step).
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::archive::{export, export_order, import, ExportReport, ImportOptions, ImportReport};
+use crate::error::{ArchiveProblem, Error, Result};
+use crate::store::Store;
+
+/// The protocol's version.
+pub const VERSION: u32 = 1;
+
+/// Longest request line (a closure of 100,000 names fits).
+const MAX_REQUEST: u64 = 64 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+enum Request {
+    Hello { version: u32 },
+    Valid { names: Vec<String> },
+    Closure { names: Vec<String> },
+    Import,
+    Export { names: Vec<String> },
+}
+
+/// A failure as the protocol carries it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// Why an archive was refused, when that is what failed.
+    pub problem: Option<ArchiveProblem>,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Answer<T> {
+    Ok(T),
+    Error(RemoteError),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Hello {
+    version: u32,
+    store: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Names {
+    names: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Valid {
+    valid: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Empty {}
+
+fn protocol_error(message: impl Into<String>) -> Error {
+    fruix_core::Error::system(format!(
+        "store protocol: {}",
+        fruix_core::escape::text(&message.into())
+    ))
+    .into()
+}
+
+/// Reads one line (at most `max` bytes); `None` at the end of the stream.
+fn read_line(input: &mut impl BufRead, max: u64) -> Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    let n = io::Read::take(&mut *input, max + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| protocol_error(format!("cannot read: {e}")))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.pop() != Some(b'\n') {
+        return Err(protocol_error(if n as u64 > max {
+            format!("a line is longer than {max} bytes")
+        } else {
+            "the connection ended in the middle of a line".to_string()
+        }));
+    }
+    Ok(Some(line))
+}
+
+fn write_json(out: &mut impl Write, value: &impl Serialize) -> Result<()> {
+    let mut line = serde_json::to_vec(value).expect("protocol messages serialise");
+    line.push(b'\n');
+    out.write_all(&line)
+        .and_then(|()| out.flush())
+        .map_err(|e| protocol_error(format!("cannot write: {e}")))
+}
+
+fn answer_error(e: &Error) -> Answer<Empty> {
+    Answer::Error(RemoteError {
+        problem: match e {
+            Error::ArchiveRefused { problem, .. } => Some(*problem),
+            _ => None,
+        },
+        message: e.to_string(),
+    })
+}
+
+/// Serves `store` on `input` and `output` until the client closes `input`
+/// (see the module docs); imports check archives with `options`.
+pub fn serve(
+    store: &Store,
+    mut input: impl BufRead,
+    mut output: impl Write,
+    options: &ImportOptions<'_>,
+) -> Result<()> {
+    let options = ImportOptions {
+        whole_input: false,
+        ..*options
+    };
+    while let Some(line) = read_line(&mut input, MAX_REQUEST)? {
+        let request: Request = serde_json::from_slice(&line)
+            .map_err(|e| protocol_error(format!("bad request: {e}")))?;
+        match request {
+            Request::Hello { version } => {
+                if version != VERSION {
+                    let e = protocol_error(format!(
+                        "the client speaks version {version}, this fruix version {VERSION}"
+                    ));
+                    write_json(&mut output, &answer_error(&e))?;
+                    return Err(e);
+                }
+                write_json(
+                    &mut output,
+                    &Answer::Ok(Hello {
+                        version: VERSION,
+                        store: store.path().to_path_buf(),
+                    }),
+                )?;
+            }
+            Request::Valid { names } => {
+                let mut valid = Vec::new();
+                for name in names {
+                    if store.is_valid(&name)? {
+                        valid.push(name);
+                    }
+                }
+                write_json(&mut output, &Answer::Ok(Valid { valid }))?;
+            }
+            Request::Closure { names } => match export_order(store, &names, true) {
+                Ok(names) => write_json(&mut output, &Answer::Ok(Names { names }))?,
+                Err(e) => write_json(&mut output, &answer_error(&e))?,
+            },
+            Request::Import => match import(store, &mut input, &options) {
+                Ok(report) => write_json(&mut output, &Answer::Ok(report))?,
+                Err(e) => {
+                    write_json(&mut output, &answer_error(&e))?;
+                    return Err(e);
+                }
+            },
+            Request::Export { names } => {
+                match export_order(store, &names, false) {
+                    Ok(_) => write_json(&mut output, &Answer::Ok(Empty {}))?,
+                    Err(e) => {
+                        write_json(&mut output, &answer_error(&e))?;
+                        continue;
+                    }
+                }
+                // In the order the client asked for (references first).
+                export(store, &names, &mut output, options.progress)?;
+                output
+                    .flush()
+                    .map_err(|e| protocol_error(format!("cannot write: {e}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The client side of a session with a serving store.
+pub struct Client<R, W> {
+    input: R,
+    output: W,
+    /// The serving store's path.
+    pub store: PathBuf,
+}
+
+/// What went wrong on the other side, as an error here.
+fn remote(e: RemoteError) -> Error {
+    match e.problem {
+        Some(problem) => Error::ArchiveRefused {
+            object: None,
+            problem,
+            message: format!("the other store refused it: {}", e.message),
+        },
+        None => fruix_core::Error::system(format!(
+            "the other store: {}",
+            fruix_core::escape::text(&e.message)
+        ))
+        .into(),
+    }
+}
+
+impl<R: BufRead, W: Write> Client<R, W> {
+    /// Greets the server on `input` (its output) and `output` (its input).
+    pub fn start(mut input: R, mut output: W) -> Result<Client<R, W>> {
+        write_json(&mut output, &Request::Hello { version: VERSION })?;
+        let hello: Hello = Self::read_answer(&mut input)?;
+        Ok(Client {
+            input,
+            output,
+            store: hello.store,
+        })
+    }
+
+    fn read_answer<T: for<'de> Deserialize<'de>>(input: &mut R) -> Result<T> {
+        let line = read_line(input, MAX_REQUEST)?.ok_or_else(|| {
+            protocol_error(
+                "the other side closed the connection without answering (is fruix installed there, and on PATH? see --remote-program)",
+            )
+        })?;
+        match serde_json::from_slice::<Answer<T>>(&line) {
+            Ok(Answer::Ok(value)) => Ok(value),
+            Ok(Answer::Error(e)) => Err(remote(e)),
+            Err(e) => Err(protocol_error(format!(
+                "bad answer ({e}): {}",
+                String::from_utf8_lossy(&line[..line.len().min(200)])
+            ))),
+        }
+    }
+
+    fn ask<T: for<'de> Deserialize<'de>>(&mut self, request: &Request) -> Result<T> {
+        write_json(&mut self.output, request)?;
+        Self::read_answer(&mut self.input)
+    }
+
+    /// Those of `names` the other store holds.
+    pub fn valid(&mut self, names: &[String]) -> Result<Vec<String>> {
+        let valid: Valid = self.ask(&Request::Valid {
+            names: names.to_vec(),
+        })?;
+        Ok(valid.valid)
+    }
+
+    /// The closure of `names` in the other store, references first.
+    pub fn closure(&mut self, names: &[String]) -> Result<Vec<String>> {
+        let names: Names = self.ask(&Request::Closure {
+            names: names.to_vec(),
+        })?;
+        Ok(names.names)
+    }
+
+    /// Sends `names` of `store` (references first) for the other store to
+    /// import. Returns what was written and what the other side imported.
+    pub fn send(
+        &mut self,
+        store: &Store,
+        names: &[String],
+        progress: Option<&fruix_core::manifest::Progress>,
+    ) -> Result<(ExportReport, ImportReport)> {
+        write_json(&mut self.output, &Request::Import)?;
+        let sent = export(store, names, &mut self.output, progress)?;
+        self.output
+            .flush()
+            .map_err(|e| protocol_error(format!("cannot write: {e}")))?;
+        let imported: ImportReport = Self::read_answer(&mut self.input)?;
+        Ok((sent, imported))
+    }
+
+    /// Fetches `names` (references first) from the other store into
+    /// `store`, checked with `options`.
+    pub fn fetch(
+        &mut self,
+        store: &Store,
+        names: &[String],
+        options: &ImportOptions<'_>,
+    ) -> Result<ImportReport> {
+        let _: Empty = self.ask(&Request::Export {
+            names: names.to_vec(),
+        })?;
+        let options = ImportOptions {
+            whole_input: false,
+            ..*options
+        };
+        import(store, &mut self.input, &options)
+    }
+}

@@ -1,0 +1,306 @@
+//! `fruix store copy` between two stores over a real loopback `sshd`, the
+//! other side running `fruix store serve`.
+//!
+//! Objects only move between stores at the same path (their names and
+//! references name it), so the "other machine's" store is a directory
+//! bind-mounted over this test's store path in a private mount namespace
+//! (`unshare --mount`), in which the served fruix runs: both sides see one
+//! path and two stores, as two machines would.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::signing::{info, key, signed_by};
+use crate::sshd::{script, Sshd};
+use crate::util::{fruix, promote_command, require_tool, run, run_ok, sample_root, wait_until};
+
+/// Two stores at one path: `dir/store` here, `dir/remote` over there.
+struct TwoStores {
+    dir: tempfile::TempDir,
+    sshd: Sshd,
+    /// The serving side's fruix (see the module docs).
+    remote_program: PathBuf,
+    secret: PathBuf,
+    public: String,
+}
+
+impl TwoStores {
+    fn new() -> TwoStores {
+        require_tool("unshare", "util-linux");
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, public) = key(dir.path(), "builder-1");
+        std::fs::write(dir.path().join("trusted-keys"), &public).unwrap();
+        std::fs::create_dir(dir.path().join("store")).unwrap();
+        std::fs::create_dir(dir.path().join("remote")).unwrap();
+        let remote_program = dir.path().join("remote-fruix");
+        script(
+            &remote_program,
+            &format!(
+                "#!/bin/sh\nFRUIX_TRUSTED_KEYS_FILE={keys} exec unshare --mount sh -c 'mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"' sh {remote} {store} {fruix} \"$@\"\n",
+                keys = dir.path().join("trusted-keys").display(),
+                remote = dir.path().join("remote").display(),
+                store = dir.path().join("store").display(),
+                fruix = env!("CARGO_BIN_EXE_fruix"),
+            ),
+        );
+        TwoStores {
+            dir,
+            sshd: Sshd::trusted(),
+            remote_program,
+            secret,
+            public,
+        }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// `fruix store copy --json --to|--from ... ARGS` with this server.
+    fn copy(&self, direction: &str, args: &[&str]) -> Command {
+        let mut cmd = fruix();
+        cmd.args(["store", "copy", "--json", direction])
+            .arg(format!("ssh://{}", self.sshd.guest()))
+            .arg("--identity")
+            .arg(self.sshd.identity())
+            .arg("--known-hosts")
+            .arg(self.sshd.known_hosts())
+            .arg("--remote-program")
+            .arg(&self.remote_program)
+            .arg("--store")
+            .arg(self.store())
+            .args(args);
+        cmd
+    }
+
+    fn copy_ok(&self, direction: &str, args: &[&str]) -> Value {
+        serde_json::from_str(&run_ok(&mut self.copy(direction, args))).unwrap()
+    }
+
+    /// A fruix command run on the other side's store.
+    fn remote(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new(&self.remote_program);
+        cmd.args(args).arg("--store").arg(self.store());
+        run_ok(&mut cmd)
+    }
+
+    /// The other side's objects, by name.
+    fn remote_objects(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.path().join("remote"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Promotes a sample result root here, signed: its bundle and its four
+    /// artifacts. Returns the bundle's and the artifacts' paths.
+    fn promoted(&self, root: &Path) -> (String, Vec<String>) {
+        let report: Value = serde_json::from_str(&run_ok(&mut promote_command(
+            &self.store(),
+            root,
+            &[
+                "--json",
+                "--no-out-link",
+                "--sign-with",
+                self.secret.to_str().unwrap(),
+            ],
+        )))
+        .unwrap();
+        let artifacts = report["artifacts"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|a| a["store_path"].as_str().unwrap().to_string())
+            .collect();
+        (
+            report["result_store"].as_str().unwrap().to_string(),
+            artifacts,
+        )
+    }
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_copy_sends_only_what_the_other_store_lacks_and_a_second_sends_nothing() {
+    let t = TwoStores::new();
+    let (bundle, artifacts) = t.promoted(&sample_root(t.dir.path(), "root"));
+    assert_eq!(artifacts.len(), 4);
+    // The other side gets the four artifacts first.
+    let mut args: Vec<&str> = artifacts.iter().map(String::as_str).collect();
+    let first = t.copy_ok("--to", &args);
+    assert_eq!(strings(&first["sent"]).len(), 4, "{first:#}");
+    assert_eq!(t.remote_objects().len(), 4);
+    // The closure of five: only the bundle is missing there, and only its
+    // archive crosses the connection.
+    let exported = t.dir.path().join("bundle-alone");
+    run_ok(
+        fruix()
+            .args(["store", "export", "--store"])
+            .arg(t.store())
+            .arg("--output")
+            .arg(&exported)
+            .arg(&bundle),
+    );
+    args = vec!["--recursive", &bundle];
+    let second = t.copy_ok("--to", &args);
+    assert_eq!(second["objects"], 5, "{second:#}");
+    assert_eq!(strings(&second["sent"]), std::slice::from_ref(&bundle), "{second:#}");
+    assert_eq!(
+        second["bytes"].as_u64(),
+        Some(std::fs::metadata(&exported).unwrap().len()),
+        "{second:#}"
+    );
+    assert_eq!(t.remote_objects().len(), 5);
+    // Everything is there now: nothing is sent.
+    let third = t.copy_ok("--to", &args);
+    assert_eq!(strings(&third["sent"]).len(), 0, "{third:#}");
+    assert_eq!(third["bytes"], 0, "{third:#}");
+    // The other store verifies, and holds builder-1's signatures.
+    let verify: Value = serde_json::from_str(&t.remote(&["store", "verify", "--json"])).unwrap();
+    assert_eq!(verify["objects"].as_array().unwrap().len(), 5, "{verify:#}");
+    assert!(verify["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["ok"] == true));
+    let remote_info: Value =
+        serde_json::from_str(&t.remote(&["store", "info", "--json", &bundle])).unwrap();
+    assert!(signed_by(&remote_info[0], &t.public), "{remote_info:#}");
+
+    // Back the other way, into an empty store here.
+    std::fs::rename(t.store(), t.dir.path().join("store-before")).unwrap();
+    std::fs::create_dir(t.store()).unwrap();
+    let fetched = t.copy_ok(
+        "--from",
+        &["--recursive", "--trusted-key", t.public.trim(), &bundle],
+    );
+    assert_eq!(strings(&fetched["sent"]).len(), 5, "{fetched:#}");
+    assert!(signed_by(&info(&t.store(), &bundle), &t.public));
+    // Without trusting builder-1, nothing comes.
+    std::fs::remove_dir_all(t.store()).unwrap();
+    std::fs::create_dir(t.store()).unwrap();
+    let (_, stranger) = key(t.dir.path(), "stranger");
+    let refused = run(&mut t.copy(
+        "--from",
+        &["--recursive", "--trusted-key", stranger.trim(), &bundle],
+    ));
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+    let error: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not trust (builder-1)"),
+        "{error:#}"
+    );
+    assert!(std::fs::read_dir(t.store())
+        .unwrap()
+        .flatten()
+        .all(|e| e.file_name().to_string_lossy().starts_with('.')));
+}
+
+#[test]
+fn a_killed_copy_leaves_no_partial_object_on_the_other_side() {
+    let t = TwoStores::new();
+    // A result root whose world holds one 128 MiB file: far more than every
+    // buffer between the two sides (the pipe, the SSH window, the sockets),
+    // so the copy is still sending it when the other side starts writing it.
+    let root = t.dir.path().join("root");
+    fruix_core::testing::write_sample_result_root(&root, "local", "20260405T213444Z", false)
+        .unwrap();
+    let big = std::fs::File::create(root.join("artifacts/world/bin/big")).unwrap();
+    let mut writer = std::io::BufWriter::new(big);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..(128 << 20) / 8 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::io::Write::write_all(&mut writer, &x.to_le_bytes()).unwrap();
+    }
+    drop(writer);
+    let (bundle, _) = t.promoted(&root);
+    let mut copy = t.copy("--to", &["--recursive", &bundle]);
+    let mut child = copy
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Once the other side is writing more than a mebibyte into its pool,
+    // it is receiving the big file: kill the copy there.
+    let pool = t.dir.path().join("remote/.links");
+    wait_until("the other side writes the big file", || {
+        pool_temporaries(&pool).1 > 1 << 20
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The other side sees the connection end in the middle of the archive,
+    // and removes everything it had written.
+    wait_until("the other side cleans up", || {
+        pool_temporaries(&pool).0 == 0 && temporaries(&t.dir.path().join("remote")) == 0
+    });
+    assert!(t.remote_objects().is_empty(), "{:?}", t.remote_objects());
+    let verify: Value = serde_json::from_str(&t.remote(&["store", "verify", "--json"])).unwrap();
+    assert_eq!(verify["objects"].as_array().unwrap().len(), 0, "{verify:#}");
+    // The pool holds no entry that no object links.
+    let orphans: Vec<_> = std::fs::read_dir(&pool)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.metadata().unwrap().nlink() < 2)
+        .collect();
+    assert!(orphans.is_empty(), "{orphans:?}");
+}
+
+/// How many `.tmp-*` files the pool holds, and their bytes.
+fn pool_temporaries(pool: &Path) -> (usize, u64) {
+    let Ok(entries) = std::fs::read_dir(pool) else {
+        return (0, 0);
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .fold((0, 0), |(n, bytes), e| {
+            (n + 1, bytes + e.metadata().map(|m| m.len()).unwrap_or(0))
+        })
+}
+
+/// How many `.tmp-*` entries (objects being built, work directories) `dir` holds.
+fn temporaries(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .count()
+}
+
+#[test]
+fn a_copy_to_an_unknown_host_is_refused_before_anything_is_sent() {
+    let t = TwoStores::new();
+    let (bundle, _) = t.promoted(&sample_root(t.dir.path(), "root"));
+    std::fs::write(t.sshd.known_hosts(), "").unwrap();
+    let out = run(&mut t.copy("--to", &["--recursive", &bundle]));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SHA256:"),
+        "{error:#}"
+    );
+    assert!(t.remote_objects().is_empty());
+}
