@@ -159,7 +159,11 @@ fn a_copy_sends_only_what_the_other_store_lacks_and_a_second_sends_nothing() {
     args = vec!["--recursive", &bundle];
     let second = t.copy_ok("--to", &args);
     assert_eq!(second["objects"], 5, "{second:#}");
-    assert_eq!(strings(&second["sent"]), std::slice::from_ref(&bundle), "{second:#}");
+    assert_eq!(
+        strings(&second["sent"]),
+        std::slice::from_ref(&bundle),
+        "{second:#}"
+    );
     assert_eq!(
         second["bytes"].as_u64(),
         Some(std::fs::metadata(&exported).unwrap().len()),

@@ -1,0 +1,281 @@
+//! `fruix-bench-copy`: measures `fruix store copy` over loopback SSH against
+//! OpenSSH's `ssh HOST tar -cf - OBJECT | tar -xf -` of the same tree, and
+//! the time `store copy` takes to find that nothing needs sending.
+//!
+//! 1. Generates a FreeBSD-base-sized result root (about 26,000 files and
+//!    0.9 GB at scale 1), promotes it into `DIR/store` with the `fruix`
+//!    binary and signs its objects.
+//! 2. Starts Debian's `sshd` on 127.0.0.1 with generated keys. The other
+//!    store is `DIR/remote`, seen by the serving fruix at `DIR/store`'s path
+//!    through a private mount namespace (`unshare --mount` and a bind
+//!    mount; run as root), as two machines both using one store path.
+//! 3. In one run, three times each (after `sync`), best kept: `fruix store copy --to` of the
+//!    world object into an empty remote store, and `ssh ... tar -C OBJECT
+//!    -cf - . | tar -xf -` of the same object into an empty directory.
+//!    Prints both and the ratio (target: at most 1.2).
+//! 4. Promotes 200 small runs (200 bundles and 800 artifacts, 1,000
+//!    objects), copies them over once, then times `store copy --recursive`
+//!    of the 200 bundles, which finds nothing to send (target: under 1 s,
+//!    connection and authentication included).
+//!
+//! The trees are on tmpfs (`/dev/shm`) unless `--dir` says otherwise: a
+//! virtual machine's disk makes both sides' times swing by several times
+//! from one round to the next. A benchmark, never a test. Usage: `cargo build --release -p fruix -p
+//! fruix-bench && target/release/fruix-bench-copy [--dir DIR] [--scale F] [--keep]`
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fruix_core::testing::write_sample_result_root;
+use fruix_promote::sign::{sign_object, SecretKey};
+use fruix_promote::{promote_native_build_result, PromoteOptions, Store};
+
+#[path = "../args.rs"]
+mod args;
+#[path = "../sshd.rs"]
+mod sshd;
+#[path = "../tree.rs"]
+mod tree;
+
+use sshd::{run_ok, start_sshd};
+
+const HELP: &str = "usage: fruix-bench-copy [--dir DIR] [--scale F] [--keep]";
+
+/// Bundles of the nothing-to-send closure (each with four artifacts).
+const SMALL_RUNS: usize = 200;
+
+fn fruix() -> Command {
+    Command::new(std::env::current_exe().unwrap().with_file_name("fruix"))
+}
+
+fn output(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fresh(dir: &Path) -> PathBuf {
+    if dir.exists() {
+        args::remove(dir);
+    }
+    fs::create_dir_all(dir).unwrap();
+    dir.to_path_buf()
+}
+
+/// Everything one `store copy` needs.
+struct Copying {
+    work: PathBuf,
+    keys: PathBuf,
+    port: u16,
+    user: String,
+}
+
+impl Copying {
+    fn store(&self) -> PathBuf {
+        self.work.join("store")
+    }
+
+    /// `fruix store copy --to ... ARGS` through the namespace wrapper.
+    fn copy(&self, args: &[&str]) -> Duration {
+        let started = Instant::now();
+        output(
+            fruix()
+                .args(["store", "copy", "--json", "--to"])
+                .arg(format!("ssh://{}@127.0.0.1:{}", self.user, self.port))
+                .arg("--identity")
+                .arg(self.keys.join("id_ed25519"))
+                .arg("--known-hosts")
+                .arg(self.keys.join("known_hosts"))
+                .arg("--remote-program")
+                .arg(self.work.join("remote-fruix"))
+                .arg("--store")
+                .arg(self.store())
+                .args(args),
+        );
+        started.elapsed()
+    }
+
+    fn tar_pipe(&self, object: &Path, dest: &Path) -> Duration {
+        let script = format!(
+            "ssh -q -i {k}/id_ed25519 -o UserKnownHostsFile={k}/known_hosts -o BatchMode=yes -p {port} {user}@127.0.0.1 tar -C {object} -cf - . | tar -xf - -C {dest}",
+            k = self.keys.display(),
+            port = self.port,
+            user = self.user,
+            object = object.display(),
+            dest = dest.display()
+        );
+        let started = Instant::now();
+        run_ok(Command::new("sh").args(["-c", &script]));
+        started.elapsed()
+    }
+}
+
+fn main() {
+    let mut dir = args::default_dir("fruix-bench-copy");
+    let (mut scale, mut keep) = (1.0, false);
+    if let Err(e) = args::parse(HELP, (&["--dir", "--scale"], &["--keep"]), |flag, v| {
+        match flag {
+            "--dir" => dir = PathBuf::from(v.unwrap_or_default()),
+            "--scale" => scale = args::number(flag, v)?,
+            _ => keep = true,
+        }
+        Ok(())
+    }) {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
+    let work = fresh(&dir);
+    let root = work.join("root");
+    let (files, bytes) = tree::generate(&root, scale);
+    tree::write_promotion(&root);
+    println!("world and co.: {files} files, {:.2} GB", bytes as f64 / 1e9);
+    let store_dir = work.join("store");
+    let key = SecretKey::generate("bench-1").unwrap();
+    fs::write(work.join("trusted-keys"), key.public_text()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&output(
+        fruix()
+            .args([
+                "native-build",
+                "promote",
+                "--json",
+                "--no-out-link",
+                "--store",
+            ])
+            .arg(&store_dir)
+            .arg(&root),
+    ))
+    .unwrap();
+    let world = report["artifacts"]["world"]["store_path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    {
+        let store = Store::open(&store_dir).unwrap();
+        let name = Path::new(&world).file_name().unwrap().to_string_lossy();
+        sign_object(&store, &name, &key).unwrap();
+    }
+    fs::create_dir(work.join("remote")).unwrap();
+    fs::write(
+        work.join("remote-fruix"),
+        format!(
+            "#!/bin/sh\nFRUIX_TRUSTED_KEYS_FILE={keys} exec unshare --mount sh -c 'mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"' sh {remote} {store} {fruix} \"$@\"\n",
+            keys = work.join("trusted-keys").display(),
+            remote = work.join("remote").display(),
+            store = store_dir.display(),
+            fruix = fruix().get_program().to_string_lossy(),
+        ),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("chmod")
+            .arg("+x")
+            .arg(work.join("remote-fruix")),
+    );
+    let keys = fresh(&work.join("ssh"));
+    let (mut sshd, port) = start_sshd(&keys);
+    let c = Copying {
+        work: work.clone(),
+        keys,
+        port,
+        user: std::env::var("USER").unwrap_or_else(|_| "root".into()),
+    };
+
+    let (mut best_copy, mut best_tar) = (Duration::MAX, Duration::MAX);
+    for round in 1..=3 {
+        // Each side starts with nothing left to write back from the last.
+        fresh(&work.join("remote"));
+        run_ok(&mut Command::new("sync"));
+        let t = c.copy(&[&world]);
+        println!(
+            "round {round}: fruix store copy     {:>7.2}s",
+            t.as_secs_f64()
+        );
+        best_copy = best_copy.min(t);
+        let dest = fresh(&work.join("tar-dest"));
+        run_ok(&mut Command::new("sync"));
+        let t = c.tar_pipe(Path::new(&world), &dest);
+        println!(
+            "round {round}: ssh tar | tar -xf    {:>7.2}s",
+            t.as_secs_f64()
+        );
+        best_tar = best_tar.min(t);
+    }
+    let ratio = best_copy.as_secs_f64() / best_tar.as_secs_f64();
+    println!(
+        "best: fruix store copy {:.2}s, openssh tar pipe {:.2}s, ratio {ratio:.2}x (target <= 1.20x) {}",
+        best_copy.as_secs_f64(),
+        best_tar.as_secs_f64(),
+        if ratio <= 1.2 { "OK" } else { "OVER TARGET" }
+    );
+
+    // The 1,000-object closure.
+    args::remove(&work.join("tar-dest"));
+    let bundles = small_runs(&work, &store_dir, &key);
+    let mut args: Vec<&str> = vec!["--recursive"];
+    args.extend(bundles.iter().map(String::as_str));
+    let first = c.copy(&args);
+    println!(
+        "{} objects: first copy {:.2}s",
+        SMALL_RUNS * 5,
+        first.as_secs_f64()
+    );
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        best = best.min(c.copy(&args));
+    }
+    println!(
+        "nothing to send for {} objects: {:.3}s (target < 1s) {}",
+        SMALL_RUNS * 5,
+        best.as_secs_f64(),
+        if best < Duration::from_secs(1) {
+            "OK"
+        } else {
+            "OVER TARGET"
+        }
+    );
+    let _ = sshd.kill();
+    let _ = sshd.wait();
+    if !keep {
+        args::remove(&work);
+    }
+}
+
+/// Promotes [`SMALL_RUNS`] sample runs, each artifact with a file of its
+/// own, signed; returns the bundles' paths.
+fn small_runs(work: &Path, store_dir: &Path, key: &SecretKey) -> Vec<String> {
+    let store = Store::open(store_dir).unwrap();
+    let mut bundles = Vec::new();
+    for i in 0..SMALL_RUNS {
+        let root = work.join(format!("small-{i}"));
+        write_sample_result_root(
+            &root,
+            "local",
+            &format!("20260405T00{:02}{:02}Z", i / 60, i % 60),
+            false,
+        )
+        .unwrap();
+        for artifact in ["world", "kernel", "headers", "bootloader"] {
+            let etc = root.join("artifacts").join(artifact).join("etc");
+            fs::create_dir_all(&etc).unwrap();
+            fs::write(etc.join("run"), format!("{i}\n")).unwrap();
+        }
+        let report = promote_native_build_result(&root, &store, &PromoteOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", root.display()));
+        let names = std::iter::once(&report.result_store)
+            .chain(report.artifacts.values().map(|a| &a.store_path));
+        for path in names {
+            sign_object(&store, &path.file_name().unwrap().to_string_lossy(), key).unwrap();
+        }
+        bundles.push(report.result_store.to_string_lossy().into_owned());
+        args::remove(&root);
+    }
+    bundles
+}
