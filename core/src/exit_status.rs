@@ -79,7 +79,7 @@ impl ExitStatus {
                 "system failure: machine unreachable, connection lost, timeout, disk full, store not writable"
             }
             ExitStatus::PromotionFailure => {
-                "promotion or validation failure: invalid root, signature mismatch, over a cap, corrupt object, refused archive"
+                "promotion or validation failure: invalid root, signature mismatch, over a cap, corrupt object"
             }
             ExitStatus::MatrixFailure => {
                 "matrix: a cell did not pass (build or system failure, or cancelled by fail-fast)"
