@@ -74,12 +74,12 @@ pub fn bundle_text(m: &PromotionMetadata, artifacts: &BTreeMap<String, ArtifactR
 /// The run's result bundle, planned.
 pub(crate) struct PlannedBundle {
     pub(crate) name: String,
-    text: String,
-    references: String,
+    pub(crate) text: String,
+    pub(crate) references: String,
 }
 
 pub(crate) fn plan_bundle(
-    store: &Store,
+    store: &Path,
     m: &PromotionMetadata,
     artifacts: &BTreeMap<String, ArtifactReport>,
 ) -> Result<PlannedBundle> {
@@ -91,7 +91,7 @@ pub(crate) fn plan_bundle(
         &m.executor,
     );
     // Never write metadata this fruix could not read back.
-    read_bundle_text(&store.path().join(&name).join(RESULT_METADATA_FILE), &text)?;
+    read_bundle_text(&store.join(&name).join(RESULT_METADATA_FILE), &text)?;
     let mut referenced: Vec<String> = artifacts
         .values()
         .map(|a| a.store_path.to_string_lossy().into_owned())

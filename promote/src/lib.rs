@@ -11,9 +11,11 @@
 //! registry of valid objects, [`roots`], [`temp_roots`] and [`gc`] for
 //! garbage collection, [`query`] for questions about objects, [`source`]
 //! and [`source_identity`] for source objects, [`sign`] for signatures, and
-//! [`archive`] and [`serve`] for moving objects between stores.
+//! [`archive`] and [`serve`] for moving objects between stores, and
+//! [`attest`] for signatures made where a result was built.
 
 pub mod archive;
+pub mod attest;
 pub mod bundle;
 pub mod check;
 pub mod db;

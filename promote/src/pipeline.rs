@@ -270,17 +270,17 @@ pub(crate) fn ingest_tree(
 }
 
 /// One artifact's planned store object.
-struct Planned {
-    report: ArtifactReport,
-    name: String,
+pub(crate) struct Planned {
+    pub(crate) report: ArtifactReport,
+    pub(crate) name: String,
     identity: ObjectIdentity,
     metadata: String,
     manifest: PathBuf,
-    size: u64,
+    pub(crate) size: u64,
 }
 
-fn plan_artifact(
-    store: &Store,
+pub(crate) fn plan_artifact(
+    store: &Path,
     m: &PromotionMetadata,
     a: &ArtifactEntry,
     ingested: Ingested,
@@ -298,9 +298,9 @@ fn plan_artifact(
     let metadata = identity.to_scheme();
     // Never write metadata this fruix could not read back (its reader caps
     // the data a file may hold: thousands of setuid files would pass it).
-    ObjectIdentity::from_text(&store.path().join(&name), &metadata)?;
+    ObjectIdentity::from_text(&store.join(&name), &metadata)?;
     let report = ArtifactReport {
-        store_path: store.path().join(&name),
+        store_path: store.join(&name),
         tree_signature: ingested.signature,
         new: false,
         probe: a.probe.clone(),
@@ -409,13 +409,13 @@ pub fn promote_validated(
         .artifacts
         .iter()
         .zip(ingested)
-        .map(|(a, ingested)| plan_artifact(store, m, a, ingested))
+        .map(|(a, ingested)| plan_artifact(store.path(), m, a, ingested))
         .collect::<Result<_>>()?;
     let reports: BTreeMap<String, ArtifactReport> = planned
         .iter()
         .map(|(n, p)| (n.clone(), p.report.clone()))
         .collect();
-    let bundle = plan_bundle(store, m, &reports)?;
+    let bundle = plan_bundle(store.path(), m, &reports)?;
     // Every lock, in one global order (no deadlock between promotions), is
     // held until every new object is published together.
     let mut names: Vec<&str> = planned.values().map(|p| p.name.as_str()).collect();
