@@ -6,7 +6,9 @@
 //!            (private-key "/root/.ssh/id_ed25519")
 //!            (host-key "ssh-ed25519 AAAA...")        ; pinned; replaces known_hosts
 //!            (systems "amd64") (parallel-builds 2) (speed 1.0)
-//!            (state-dir "/var/lib/fruix") (helper "/usr/local/bin/fruix")))
+//!            (state-dir "/var/lib/fruix") (helper "/usr/local/bin/fruix")
+//!            (signing-key "builder-1:BASE64...")     ; its public key
+//!            (guest-signing-key "/etc/fruix/signing-key.sec")))
 //! ```
 //!
 //! # Contract
@@ -15,6 +17,11 @@
 //!   `port` defaults to 22, `parallel-builds` to 1, `speed` to 1.0, `systems`
 //!   to none (any); `private-key`, `host-key`, `state-dir` and `helper` are
 //!   left to the caller's defaults when absent.
+//! - `signing-key` is the machine's public signing key (`NAME:BASE64`, as
+//!   `fruix store generate-key` prints it) and `guest-signing-key` the path,
+//!   on the machine, of its secret key. With both, a guest-self-hosted build
+//!   there signs its result where it is built, and the host promotes it only
+//!   if every signature verifies with `signing-key`.
 //! - Reading is strict, like every fruix S-expression file: unknown or
 //!   repeated fields, mistyped values, a port outside 1..=65535, a
 //!   non-positive `parallel-builds` or `speed`, relative `private-key` or
@@ -54,6 +61,10 @@ pub struct Machine {
     pub state_dir: Option<String>,
     /// Its fruix helper (a path, or a name on its `PATH`).
     pub helper: Option<String>,
+    /// Its public signing key, `NAME:BASE64`.
+    pub signing_key: Option<String>,
+    /// Where its secret signing key is, on the machine.
+    pub guest_signing_key: Option<String>,
     /// The line the machine's record starts on.
     pub line: usize,
 }
@@ -177,6 +188,30 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
     }
     let state_dir = absolute(&mut r, "state-dir")?;
     let helper = r.opt_string("helper")?;
+    let signing_key = r.opt_string("signing-key")?;
+    if let Some(key) = &signing_key {
+        let shape = key.split_once(':').is_some_and(|(n, k)| {
+            !n.is_empty() && !k.is_empty() && !key.contains(char::is_whitespace)
+        });
+        if !shape {
+            return Err(r.error(
+                "signing-key",
+                None,
+                format!(
+                    "{} is not a public key; give it as `fruix store generate-key` prints it: \"NAME:BASE64\"",
+                    escape::quoted(key)
+                ),
+            ));
+        }
+    }
+    let guest_signing_key = absolute(&mut r, "guest-signing-key")?;
+    if signing_key.is_some() != guest_signing_key.is_some() {
+        return Err(r.error(
+            if signing_key.is_some() { "guest-signing-key" } else { "signing-key" },
+            None,
+            "is missing: a machine that signs needs both its public key (signing-key) and where its secret key is (guest-signing-key)",
+        ));
+    }
     r.finish()?;
     Ok(Machine {
         name,
@@ -188,6 +223,8 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
         speed,
         state_dir,
         helper,
+        signing_key,
+        guest_signing_key,
         line,
     })
 }
@@ -213,7 +250,8 @@ mod tests {
            (private-key "/root/.ssh/id_ed25519")
            (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ")        ; pinned
            (systems "amd64") (parallel-builds 2) (speed 1.0)
-           (state-dir "/var/lib/fruix") (helper "/usr/local/bin/fruix"))
+           (state-dir "/var/lib/fruix") (helper "/usr/local/bin/fruix")
+           (signing-key "builder-1:AAAA") (guest-signing-key "/etc/fruix/signing-key.sec"))
   (machine (name "builder-2") (host "builder-2.example") (user "fruix")))"#;
 
     fn parse(text: &str) -> Result<Machines> {
@@ -246,10 +284,15 @@ mod tests {
         assert_eq!((b1.parallel_builds, b1.speed), (2, 1.0));
         assert_eq!(b1.state_dir.as_deref(), Some("/var/lib/fruix"));
         assert_eq!(b1.helper.as_deref(), Some("/usr/local/bin/fruix"));
+        assert_eq!(b1.signing_key.as_deref(), Some("builder-1:AAAA"));
+        assert_eq!(
+            b1.guest_signing_key.as_deref(),
+            Some("/etc/fruix/signing-key.sec")
+        );
         let b2 = m.get("builder-2").unwrap();
         assert_eq!((b2.target.port, b2.parallel_builds, b2.speed), (22, 1, 1.0));
         assert_eq!((b2.private_key.clone(), b2.state_dir.clone()), (None, None));
-        assert_eq!(b2.line, 7);
+        assert_eq!(b2.line, 8);
     }
 
     #[test]
@@ -274,7 +317,7 @@ mod tests {
                 "(user \"fruix\")",
                 "(usr \"fruix\")",
                 "machine[1].usr",
-                7,
+                8,
                 "unknown field; did you mean `user`?",
             ),
             (
@@ -299,6 +342,20 @@ mod tests {
                 "not a positive count",
             ),
             (
+                "(user \"fruix\")",
+                "(user \"fruix\") (signing-key \"b2:AAAA\")",
+                "machine[1].guest-signing-key",
+                8,
+                "is missing",
+            ),
+            (
+                "(user \"fruix\")",
+                "(user \"fruix\") (signing-key \"no key\") (guest-signing-key \"/k\")",
+                "machine[1].signing-key",
+                8,
+                "not a public key",
+            ),
+            (
                 "(port 2222)",
                 "(port \"2222\")",
                 "machine[0].port",
@@ -312,7 +369,7 @@ mod tests {
     #[test]
     fn duplicate_names_are_refused() {
         let (field, line, message) = field_error(&EXAMPLE.replace("builder-2", "builder-1"));
-        assert_eq!((field.as_str(), line), ("machine.name", Some(7)));
+        assert_eq!((field.as_str(), line), ("machine.name", Some(8)));
         assert!(
             message.contains("twice") && message.contains("line 2"),
             "{message}"

@@ -132,3 +132,71 @@ fn an_unreadable_key_is_refused_before_anything_is_promoted() {
     );
     assert!(!store.exists(), "nothing was promoted");
 }
+
+/// The machines file of one machine, `builder-1`, served by `sshd`, whose
+/// fruix signs with `secret` and is known to the host by `public`.
+fn signing_machine(sshd: &crate::sshd::Sshd, dir: &Path, secret: &Path, public: &str) -> PathBuf {
+    let machines = dir.join("machines.scm");
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    std::fs::write(
+        &machines,
+        format!(
+            "(fruix-machines\n  (machine (name \"builder-1\") (host \"127.0.0.1\") (port {}) (user \"{user}\")\n    (private-key \"{}\") (host-key \"{}\") (state-dir \"{}\") (helper \"{}\")\n    (signing-key \"{}\") (guest-signing-key \"{}\")))\n",
+            sshd.port,
+            sshd.identity().display(),
+            sshd.host_key(),
+            sshd.state_dir().display(),
+            env!("CARGO_BIN_EXE_fruix"),
+            public.trim(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    machines
+}
+
+/// `fruix build --executor guest-self-hosted` of the miniature tree on
+/// machine `builder-1` of `machines`, into `dir/store`.
+fn build_on_signing_machine(
+    sshd: &crate::sshd::Sshd,
+    machines: &Path,
+    dir: &Path,
+) -> std::process::Output {
+    crate::util::require_tool("bmake", "bmake");
+    let mut cmd = crate::util::fixture_build(fruix(), "guest-self-hosted", dir, "root");
+    cmd.args(["--json", "--no-out-link", "--machines"])
+        .arg(machines)
+        .args(["--machine", "builder-1", "--config"])
+        .arg(format!("guest_store={}", sshd.guest_store().display()));
+    run(&mut cmd)
+}
+
+#[test]
+fn a_result_signed_in_the_guest_is_promoted_with_the_machine_key_and_refused_with_another() {
+    let sshd = crate::sshd::Sshd::trusted();
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = key(dir.path(), "builder-1");
+    let (_, other) = key(dir.path(), "builder-1-old");
+    // The machine's key: every promoted object carries its signature, made
+    // in the guest over the fingerprint the host's registry has.
+    let machines = signing_machine(&sshd, dir.path(), &secret, &public);
+    let out = build_on_signing_machine(&sshd, &machines, dir.path());
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let store = dir.path().join("store");
+    let bundle = info(&store, report["result_store"].as_str().unwrap());
+    assert!(signed_by(&bundle, &public), "{bundle:#}");
+    for artifact in report["artifacts"].as_object().unwrap().values() {
+        let a = info(&store, artifact["store_path"].as_str().unwrap());
+        assert!(signed_by(&a, &public), "{a:#}");
+    }
+    // The machines file names another key: nothing is promoted.
+    let again = tempfile::tempdir().unwrap();
+    let machines = signing_machine(&sshd, again.path(), &secret, &other);
+    let out = build_on_signing_machine(&sshd, &machines, again.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("no valid signature"), "{stderr}");
+    assert!(stderr.contains("nothing was promoted"), "{stderr}");
+    assert!(crate::util::nothing_promoted(&again.path().join("store")));
+}

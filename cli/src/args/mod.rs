@@ -279,6 +279,13 @@ pub struct SelfHostedArgs {
     /// The make program (default: make on FreeBSD, bmake elsewhere).
     #[arg(long, value_name = "MAKE")]
     pub make: Option<String>,
+    /// Sign the result where it is built with this machine's secret key
+    /// (the host checks the signatures against the machine's signing-key).
+    #[arg(long, value_name = "FILE", requires = "sign_for_store")]
+    pub sign_with: Option<PathBuf>,
+    /// The host store the signed objects will be in (their fingerprints name it).
+    #[arg(long, value_name = "DIR", requires = "sign_with")]
+    pub sign_for_store: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

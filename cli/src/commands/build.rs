@@ -4,12 +4,15 @@ use std::path::{Path, PathBuf};
 
 use fruix_core::escape;
 use fruix_core::executor::{run_executor, BuildRequest, EventSink, Executor, Registry};
+use fruix_core::machines::Machines;
 use fruix_core::promotion::{BuildPolicy, SourceStore};
 use fruix_core::run_id::{allocate_run_dir, format_run_id};
 use fruix_core::Error as CoreError;
 use fruix_matrix::request::{check_source, default_jobs, freebsd_base, with_arch, BuildOptions};
+use fruix_promote::sign::PublicKey;
 use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::Store;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{BuildArgs, GuestArgs};
@@ -34,6 +37,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             .then_some(args.state.state_dir.as_path()),
     );
     let config = with_guest_flags(config_object(&args.config)?, &args.guest)?;
+    let signer = machine_signer(&config)?;
     let executor = registry
         .create(&args.executor, config)
         .map_err(|e| CliError::new(exit::before_run(&e), e))?;
@@ -114,6 +118,23 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     let output = args.output;
     let kept = root.path().to_path_buf();
     let (link, state_dir) = (args.out_link.clone(), args.state.state_dir.clone());
+    // A machine that signs at the build site must have signed every object
+    // this promotion will make, with its key: checked before anything is
+    // promoted.
+    let guest_signed = match &signer {
+        Some((machine, key)) => Some(
+            fruix_promote::attest::check_result(&root, store.path(), key, machine).map_err(
+                |e| {
+                    let hint = format!(
+                        "nothing was promoted; the result root {} was kept",
+                        escape::path(root.path())
+                    );
+                    CliError::new(e.exit_status(), anyhow::anyhow!("{e}; {hint}"))
+                },
+            )?,
+        ),
+        None => None,
+    };
     let store = std::sync::Arc::new(store);
     let promoting = store.clone();
     let report = tokio::task::spawn_blocking(move || {
@@ -130,11 +151,46 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             );
             CliError::new(e.status, anyhow::anyhow!("{}; {hint}", e.error))
         })?;
+    if let Some(signed) = &guest_signed {
+        let differed = fruix_promote::attest::record(&store, signed).map_err(from_promote)?;
+        for name in differed {
+            eprintln!(
+                "fruix: warning: {name}: its references in this store are not those the build site signed; its signature was not recorded"
+            );
+        }
+    }
     if let Some(key) = &key {
         sign_promoted(&store, &report, key)?;
     }
     print_report(&report, &args.output);
     Ok(Status::Success)
+}
+
+/// The machine (its name and public key) whose signatures a build on it
+/// must carry: the machines file's `signing-key` of the machine built on.
+fn machine_signer(config: &Value) -> CliResult<Option<(String, PublicKey)>> {
+    let (Some(file), Some(name)) = (
+        config.get("machines").and_then(Value::as_str),
+        config.get("machine").and_then(Value::as_str),
+    ) else {
+        return Ok(None);
+    };
+    let machines =
+        Machines::read(Path::new(file)).map_err(|e| CliError::new(exit::before_run(&e), e))?;
+    let machine = machines
+        .get(name)
+        .map_err(|e| CliError::new(exit::before_run(&e), e))?;
+    let Some(key) = &machine.signing_key else {
+        return Ok(None);
+    };
+    let key = PublicKey::parse(key).map_err(|m| {
+        CliError::usage(format!(
+            "{}: machine {}: signing-key: {m}",
+            escape::path(&machines.path),
+            escape::quoted(name)
+        ))
+    })?;
+    Ok(Some((machine.name.clone(), key)))
 }
 
 /// Maps a failed run to its status, printing the log tail of a failed step

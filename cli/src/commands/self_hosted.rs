@@ -35,6 +35,23 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
             return Err(CliError::usage(message));
         }
     };
+    // The key is read before anything is built: a build that could not be
+    // signed is not started.
+    let key = match args
+        .sign_with
+        .as_deref()
+        .map(fruix_promote::sign::SecretKey::read)
+    {
+        Some(Err(e)) => {
+            let refused = Err(Error::InvalidRequest {
+                message: format!("--sign-with: {e}"),
+            });
+            say(&Body::Outcome(Outcome::of(&refused)));
+            return Err(CliError::usage(format!("--sign-with: {e}")));
+        }
+        Some(Ok(key)) => Some(key),
+        None => None,
+    };
     let result_root = args
         .state
         .state_dir
@@ -55,7 +72,15 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
     });
     let outcome = run_executor(executor, request, &result_root, events, cancel)
         .await
-        .map(|root| root.path().to_string_lossy().into_owned());
+        .and_then(|root| {
+            if let (Some(key), Some(store)) = (&key, &args.sign_for_store) {
+                fruix_promote::attest::sign_result(&root, store, key).map_err(|e| match e {
+                    fruix_promote::Error::Core(c) => c,
+                    other => Error::system(other.to_string()),
+                })?;
+            }
+            Ok(root.path().to_string_lossy().into_owned())
+        });
     let _ = speaker.await;
     say(&Body::Outcome(Outcome::of(&outcome)));
     outcome.map_err(run_error)?;

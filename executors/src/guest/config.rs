@@ -50,6 +50,10 @@ pub struct GuestConfig {
     /// the guest's fruix, for guest-self-hosted (default fruix on the
     /// guest's PATH)
     pub guest_helper: Option<String>,
+    /// the machine's secret signing key, a path in the guest, for
+    /// guest-self-hosted: the helper signs the result where it is built
+    /// (default: the machine's guest-signing-key, if any)
+    pub guest_signing_key: Option<String>,
     /// a machines file (fruix-machines ...)
     pub machines: Option<PathBuf>,
     /// the machine of the machines file to build on
@@ -85,7 +89,7 @@ pub struct GuestConfig {
 }
 
 /// Configuration of one guest executor: the shared guest keys but the one
-/// only the other mode uses ([`Mode::foreign_key`]).
+/// only the other mode uses ([`Mode::foreign_keys`]).
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct ModeConfig<const SELF_HOSTED: bool>(pub GuestConfig);
@@ -118,7 +122,7 @@ impl<const SELF_HOSTED: bool> ExecutorConfig for ModeConfig<SELF_HOSTED> {
     /// The keys of [`GuestConfig`] but the mode's foreign one.
     fn keys() -> Vec<ConfigKey> {
         let mut keys = config_keys::<GuestConfig>();
-        keys.retain(|k| k.name != Self::MODE.foreign_key());
+        keys.retain(|k| !Self::MODE.foreign_keys().contains(&k.name.as_str()));
         keys
     }
 
@@ -138,13 +142,15 @@ impl GuestConfig {
             message,
         };
         let foreign_given = match mode {
-            Mode::HostInitiated => self.guest_helper.is_some(),
-            Mode::SelfHosted => self.make.is_some(),
+            Mode::HostInitiated if self.guest_helper.is_some() => Some("guest_helper"),
+            Mode::HostInitiated if self.guest_signing_key.is_some() => Some("guest_signing_key"),
+            Mode::SelfHosted if self.make.is_some() => Some("make"),
+            _ => None,
         };
-        if foreign_given {
+        if let Some(key) = foreign_given {
             return Err(invalid(format!(
                 "`{}` is not a key of {}; see `fruix executors describe {}`",
-                mode.foreign_key(),
+                key,
                 mode.name(),
                 mode.name()
             )));
@@ -192,6 +198,14 @@ impl GuestConfig {
             return Err(invalid(format!(
                 "`guest_store` {store_dir} is relative; give an absolute directory in the guest"
             )));
+        }
+        let signing_key = self
+            .guest_signing_key
+            .or_else(|| machine.as_ref().and_then(|m| m.guest_signing_key.clone()));
+        if signing_key.as_deref().is_some_and(|k| !k.starts_with('/')) {
+            return Err(invalid(
+                "`guest_signing_key` is relative; give an absolute path in the guest".into(),
+            ));
         }
         let helper = self
             .guest_helper
@@ -243,6 +257,7 @@ impl GuestConfig {
             state_dir: state_dir.trim_end_matches('/').to_string(),
             store_dir: store_dir.trim_end_matches('/').to_string(),
             helper,
+            signing_key,
             make: self.make,
             limits,
         })

@@ -100,12 +100,13 @@ impl Mode {
         }
     }
 
-    /// The shared configuration key only the other mode uses: the helper
-    /// is the self-hosted mode's, make the host-initiated mode's.
-    pub const fn foreign_key(self) -> &'static str {
+    /// The shared configuration keys only the other mode uses: the helper
+    /// and its signing key are the self-hosted mode's, make the
+    /// host-initiated mode's.
+    pub const fn foreign_keys(self) -> &'static [&'static str] {
         match self {
-            Mode::HostInitiated => "guest_helper",
-            Mode::SelfHosted => "make",
+            Mode::HostInitiated => &["guest_helper", "guest_signing_key"],
+            Mode::SelfHosted => &["make"],
         }
     }
 
@@ -129,6 +130,8 @@ pub struct GuestExecutor {
     /// Where source objects go in the guest.
     store_dir: String,
     helper: String,
+    /// The secret key the helper signs the result with, in the guest.
+    signing_key: Option<String>,
     make: Option<String>,
     limits: ImportLimits,
 }

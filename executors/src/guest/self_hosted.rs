@@ -3,6 +3,7 @@
 //! version, streams its output, and imports and verifies the result root it
 //! reports.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use fruix_core::executor::{Event, RunContext, Stream};
@@ -37,10 +38,27 @@ impl GuestRun<'_> {
             .await?;
         let request = serde_json::to_vec(&self.request(ctx))
             .map_err(|e| Error::system(format!("cannot encode the build request: {e}")))?;
-        let script = format!(
+        let mut script = format!(
             "exec {helper} native-build self-hosted --state-dir {}",
             shell_quote(&self.executor.state_dir)
         );
+        if let Some(key) = &self.executor.signing_key {
+            // The objects' fingerprints name the host's store: the one the
+            // delivered source object is in.
+            let store = self
+                .source_dir
+                .as_ref()
+                .and_then(|_| Path::new(&ctx.request.source.path).parent())
+                .ok_or_else(|| Error::InvalidConfig {
+                    executor: self.executor.mode.name().to_string(),
+                    message: "signing in the guest (`guest_signing_key`) needs the source sent from this host's store; it cannot be used with a source already in the guest (--guest-source)".into(),
+                })?;
+            script.push_str(&format!(
+                " --sign-with {} --sign-for-store {}",
+                shell_quote(key),
+                shell_quote(&store.to_string_lossy())
+            ));
+        }
         // The helper's stdout is the protocol (JSON Lines, see
         // [`super::protocol`]); its stderr is shown as log lines. Its exit is
         // judged inside the stage, so that a failed guest build ends its
