@@ -7,6 +7,7 @@
 //!            (host-key "ssh-ed25519 AAAA...")        ; pinned; replaces known_hosts
 //!            (systems "amd64") (parallel-builds 2) (speed 1.0)
 //!            (state-dir "/var/lib/fruix") (helper "/usr/local/bin/fruix")
+//!            (store "/frx/store")                    ; where sources sent to it go
 //!            (signing-key "builder-1:BASE64...")     ; its public key
 //!            (guest-signing-key "/etc/fruix/signing-key.sec")))
 //! ```
@@ -15,8 +16,8 @@
 //!
 //! - `name`, `host` and `user` are required; everything else is optional:
 //!   `port` defaults to 22, `parallel-builds` to 1, `speed` to 1.0, `systems`
-//!   to none (any); `private-key`, `host-key`, `state-dir` and `helper` are
-//!   left to the caller's defaults when absent.
+//!   to none (any); `private-key`, `host-key`, `state-dir`, `helper` and
+//!   `store` are left to the caller's defaults when absent.
 //! - `signing-key` is the machine's public signing key (`NAME:BASE64`, as
 //!   `fruix store generate-key` prints it) and `guest-signing-key` the path,
 //!   on the machine, of its secret key. With both, a guest-self-hosted build
@@ -61,6 +62,8 @@ pub struct Machine {
     pub state_dir: Option<String>,
     /// Its fruix helper (a path, or a name on its `PATH`).
     pub helper: Option<String>,
+    /// Its store directory, where source objects sent to it go.
+    pub store: Option<String>,
     /// Its public signing key, `NAME:BASE64`.
     pub signing_key: Option<String>,
     /// Where its secret signing key is, on the machine.
@@ -188,6 +191,7 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
     }
     let state_dir = absolute(&mut r, "state-dir")?;
     let helper = r.opt_string("helper")?;
+    let store = absolute(&mut r, "store")?;
     let signing_key = r.opt_string("signing-key")?;
     if let Some(key) = &signing_key {
         let shape = key.split_once(':').is_some_and(|(n, k)| {
@@ -223,6 +227,7 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
         speed,
         state_dir,
         helper,
+        store,
         signing_key,
         guest_signing_key,
         line,

@@ -14,6 +14,8 @@ use fruix_core::executor::{run_executor, Event, EventSink, Registry};
 use fruix_core::result_root::ResultRoot;
 use fruix_core::run_id::allocate_run_dir;
 use fruix_core::{Error, Failure};
+use fruix_promote::attest;
+use fruix_promote::sign::PublicKey;
 use fruix_promote::{promote_validated, OutLink, PromoteOptions, Store};
 
 use crate::plan::MatrixPlan;
@@ -160,9 +162,10 @@ impl Attempt {
 }
 
 impl CellRunner for ExecutorRunner {
-    type Built = ResultRoot;
+    /// The result root, and the machine that built it.
+    type Built = (ResultRoot, String);
 
-    fn build(&self, job: Job) -> BoxFuture<Result<ResultRoot, CellError>> {
+    fn build(&self, job: Job) -> BoxFuture<Result<(ResultRoot, String), CellError>> {
         let log_path = self.log_path(job.start.cell);
         let attempt = Attempt {
             plan: self.plan.clone(),
@@ -191,12 +194,30 @@ impl CellRunner for ExecutorRunner {
             attempt
                 .observer
                 .attempt_ended(id, outcome.is_err().then_some(line.as_str()));
-            outcome
+            outcome.map(|root| (root, attempt.machine.clone()))
         })
     }
 
-    fn promote(&self, cell: usize, root: ResultRoot) -> BoxFuture<Result<Promoted, CellError>> {
+    fn promote(
+        &self,
+        cell: usize,
+        (root, machine): (ResultRoot, String),
+    ) -> BoxFuture<Result<Promoted, CellError>> {
         let store = self.store.clone();
+        // A machine that signs where it builds must have signed every object
+        // of its result with its key (checked before anything is promoted).
+        let signer = match self.plan.signing_key(&machine).map(PublicKey::parse) {
+            Some(Ok(key)) => Some(key),
+            Some(Err(message)) => {
+                return Box::pin(async move {
+                    Err(CellError {
+                        failure: Failure::Input,
+                        message: format!("machine {machine}: signing-key: {message}"),
+                    })
+                })
+            }
+            None => None,
+        };
         // `REPORT_DIR/results/CELL` links the cell's bundle, a root as long
         // as the report is kept (like nix-build's `result-N`).
         let link = self.results_dir.join(&self.plan.cells[cell].id);
@@ -206,6 +227,10 @@ impl CellRunner for ExecutorRunner {
                 std::fs::create_dir_all(link.parent().expect("a results directory")).map_err(
                     |e| fruix_promote::Error::from(fruix_core::Error::io("create", &link, e)),
                 )?;
+                let signed = match &signer {
+                    Some(key) => Some(attest::check_result(&root, store.path(), key, &machine)?),
+                    None => None,
+                };
                 let options = PromoteOptions {
                     out_link: Some(OutLink {
                         state_dir: &state_dir,
@@ -213,11 +238,19 @@ impl CellRunner for ExecutorRunner {
                     }),
                     ..PromoteOptions::default()
                 };
-                promote_validated(&root, &store, &options)
+                let report = promote_validated(&root, &store, &options)?;
+                let signed_by = match (&signed, &signer) {
+                    (Some(signed), Some(key)) => attest::record(&store, signed)?
+                        .is_empty()
+                        .then(|| key.name.clone()),
+                    _ => None,
+                };
+                Ok::<_, fruix_promote::Error>((report, signed_by))
             })
             .await
             .map_err(|e| system(format!("promotion task failed: {e}")))?
-            .map(|report| Promoted {
+            .map(|(report, signed_by)| Promoted {
+                signed_by,
                 result_store: report.result_store,
                 artifacts: report
                     .artifacts

@@ -30,7 +30,10 @@
 //!   before its `make-flag`), `jobs` (the number of CPUs),
 //!   `source-date-epoch`, `source-commit`, `freebsd-version`,
 //!   `freebsd-branch`, `remote-source` (the source's absolute path on the
-//!   build machines; default: `source`), and `config`, executor
+//!   build machines; default: `source`), `share-results` (`#f`: with
+//!   `#t`, every machine that may build a remote cell must sign its results,
+//!   so every cell's objects in the matrix's store carry the signature of
+//!   the machine that built them), and `config`, executor
 //!   configuration per executor: `(config (local (make "bmake")))`.
 //! - Reading is strict: unknown or repeated fields, mistyped values, unknown
 //!   axes and repeated axis values are refused, each error naming the field
@@ -83,6 +86,8 @@ pub struct MatrixFile {
     pub freebsd_version: Option<String>,
     pub freebsd_branch: Option<String>,
     /// Executor configuration by executor name (JSON objects).
+    /// Every remote cell's result must be signed by its machine.
+    pub share_results: bool,
     pub config: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -133,6 +138,7 @@ impl MatrixFile {
             let source_date_epoch = r.opt_integer("source-date-epoch")?;
             let freebsd_version = r.opt_string("freebsd-version")?;
             let freebsd_branch = r.opt_string("freebsd-branch")?;
+            let share_results = r.opt_bool("share-results")?.unwrap_or(false);
             let config = read_config(r)?;
             Ok(MatrixFile {
                 path: path.to_path_buf(),
@@ -153,6 +159,7 @@ impl MatrixFile {
                 source_date_epoch,
                 freebsd_version,
                 freebsd_branch,
+                share_results,
                 config,
             })
         })

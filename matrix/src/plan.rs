@@ -36,8 +36,9 @@ pub struct MatrixPlan {
     pub source: PathBuf,
     pub freebsd_base: FreebsdBase,
     pub jobs: u32,
-    /// The source object local cells build (see
-    /// [`crate::sources::source_object`]); until set, they build `source`.
+    /// The source object the cells build (see
+    /// [`crate::sources::source_object`]), but remote cells of a file with
+    /// a `remote-source`; until set, they build `source`.
     pub source_object: Option<SourceStore>,
 }
 
@@ -109,6 +110,9 @@ impl MatrixPlan {
                 });
             }
         }
+        if self.file.share_results && self.remote.iter().any(|r| *r) {
+            self.check_signing_machines()?;
+        }
         for (i, cell) in self.cells.iter().enumerate() {
             let placement = self.first_placement(i)?;
             let setup = |source: fruix_core::Error| Error::CellSetup {
@@ -125,6 +129,47 @@ impl MatrixPlan {
                 .map_err(setup)?;
         }
         Ok(())
+    }
+
+    /// With `share-results`, every remote cell's executor signs in the guest
+    /// and every machine has a key to sign with.
+    fn check_signing_machines(&self) -> Result<()> {
+        for (i, cell) in self.cells.iter().enumerate() {
+            if self.remote[i] && cell.executor != "guest-self-hosted" {
+                return Err(Error::cell(
+                    &cell.id,
+                    format!(
+                        "share-results needs every remote cell signed where it is built, and executor {} cannot sign there (guest-self-hosted can)",
+                        cell.executor
+                    ),
+                ));
+            }
+        }
+        let unsigned: Vec<&str> = self
+            .machines
+            .iter()
+            .flat_map(|m| &m.machines)
+            .filter(|m| m.signing_key.is_none())
+            .map(|m| m.name.as_str())
+            .collect();
+        if !unsigned.is_empty() {
+            return Err(Error::InvalidOption {
+                option: "share-results",
+                message: format!(
+                    "needs every machine to sign its results, and {} of the machines file have no (signing-key ...) and (guest-signing-key ...)",
+                    unsigned.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The public signing key of machine `name`, if it signs its results.
+    pub fn signing_key(&self, name: &str) -> Option<&str> {
+        self.machines
+            .as_ref()
+            .and_then(|m| m.get(name).ok())
+            .and_then(|m| m.signing_key.as_deref())
     }
 
     /// Where cell `i` would run in an empty pool, or why it never can.
@@ -230,7 +275,7 @@ impl MatrixPlan {
                 path: remote.clone(),
                 commit: None,
             },
-            (_, false, Some(object)) => object.clone(),
+            (_, _, Some(object)) => object.clone(),
             _ => SourceStore {
                 tree_signature: None,
                 path: self.source.to_string_lossy().into_owned(),

@@ -65,12 +65,14 @@ pub async fn run(
     observer: Arc<dyn Observer>,
     cancel: CancellationToken,
 ) -> Result<Finished> {
-    // Local cells build one source object, added once: they compare like
-    // with like, whatever directory the matrix names. A temporary root keeps
-    // it while the cells run.
+    // Cells build one source object, added once: they compare like with
+    // like, whatever directory the matrix names, and a guest executor sends
+    // it to its machine (unless the file names a `remote-source` there). A
+    // temporary root keeps it while the cells run.
     let temp_roots =
         Arc::new(TempRoots::create(settings.store.path()).map_err(|e| Error::Source(Box::new(e)))?);
-    let plan = if plan.remote.iter().any(|r| !r) && plan.source_object.is_none() {
+    let uses_object = plan.remote.iter().any(|r| !r) || plan.file.remote_source.is_none();
+    let plan = if uses_object && plan.source_object.is_none() {
         let mut plan = Arc::unwrap_or_clone(plan);
         let (store, source) = (settings.store.clone(), plan.source.clone());
         let roots = temp_roots.clone();

@@ -97,6 +97,9 @@ pub struct PromotedArtifact {
 pub struct Promoted {
     pub result_store: PathBuf,
     pub artifacts: std::collections::BTreeMap<String, PromotedArtifact>,
+    /// The key (its name) of the machine that signed every object, where it
+    /// was built.
+    pub signed_by: Option<String>,
 }
 
 /// One attempt of a cell.

@@ -13,12 +13,13 @@ use crate::sshd::Sshd;
 fn machine(sshd: &Sshd, name: &str, speed: f64, slots: u32) -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
     format!(
-        "  (machine (name {name:?}) (host \"127.0.0.1\") (port {}) (user {user:?})\n           (private-key {:?}) (host-key {:?})\n           (parallel-builds {slots}) (speed {speed:.1}) (state-dir {:?}) (helper {:?}))\n",
+        "  (machine (name {name:?}) (host \"127.0.0.1\") (port {}) (user {user:?})\n           (private-key {:?}) (host-key {:?})\n           (parallel-builds {slots}) (speed {speed:.1}) (state-dir {:?}) (helper {:?})\n           (store {:?}))\n",
         sshd.port,
         sshd.identity().display().to_string(),
         sshd.host_key(),
         sshd.state_dir().display().to_string(),
         env!("CARGO_BIN_EXE_fruix"),
+        sshd.guest_store().display().to_string(),
     )
 }
 
@@ -179,4 +180,71 @@ fn cells_of_a_machine_stopped_mid_run_are_retried_on_the_other() {
     }
     assert_slots_held(&report, 1, 1, 2);
     m.junit();
+}
+
+#[test]
+fn shared_results_carry_the_signature_of_the_machine_that_built_them() {
+    let (m1, m2) = (Sshd::start(), Sshd::start());
+    let m = Matrix::new(
+        "  (machines-file \"machines.scm\")\n  (axes (executor \"guest-self-hosted\") (kernconf \"GENERIC\" \"MINIMAL\"))\n  (share-results #t)\n  (fail-fast #f)",
+    );
+    let (secret, public) = crate::signing::key(m.dir.path(), "builder-m1");
+    let (secret2, public2) = crate::signing::key(m.dir.path(), "builder-m2");
+    let signing = |entry: String, secret: &Path, public: &str| {
+        entry.replacen(
+            "(store ",
+            &format!(
+                "(signing-key {:?}) (guest-signing-key {:?})\n           (store ",
+                public.trim(),
+                secret.display().to_string()
+            ),
+            1,
+        )
+    };
+    // m2 has no key: the plan refuses to share results it could not sign.
+    std::fs::write(
+        m.path("machines.scm"),
+        format!(
+            "(fruix-machines\n{}{})\n",
+            signing(machine(&m1, "m1", 2.0, 1), &secret, &public),
+            machine(&m2, "m2", 1.0, 1)
+        ),
+    )
+    .unwrap();
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("m2 of the machines file have no (signing-key"),
+        "{}",
+        describe(&out)
+    );
+    std::fs::write(
+        m.path("machines.scm"),
+        format!(
+            "(fruix-machines\n{}{})\n",
+            signing(machine(&m1, "m1", 2.0, 1), &secret, &public),
+            signing(machine(&m2, "m2", 1.0, 1), &secret2, &public2)
+        ),
+    )
+    .unwrap();
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = m.report();
+    for kernconf in ["GENERIC", "MINIMAL"] {
+        let c = cell(&report, &format!("guest-self-hosted-{kernconf}"));
+        let (signer, public) = match c["machine"].as_str().unwrap() {
+            "m1" => ("builder-m1", &public),
+            _ => ("builder-m2", &public2),
+        };
+        assert_eq!(c["signed_by"], signer, "{c:#}");
+        let store = m.dir.path().join("store");
+        let bundle = crate::signing::info(&store, c["result_store"].as_str().unwrap());
+        assert!(crate::signing::signed_by(&bundle, public), "{bundle:#}");
+        let world = c["artifacts"]["world"]["store_path"].as_str().unwrap();
+        assert!(crate::signing::signed_by(
+            &crate::signing::info(&store, world),
+            public
+        ));
+    }
 }

@@ -45,7 +45,8 @@ pub struct GuestConfig {
     pub accept_new_host_key: bool,
     /// the guest's state directory (default /var/lib/fruix)
     pub guest_state_dir: Option<String>,
-    /// where source objects sent to the guest go (default /frx/store)
+    /// where source objects sent to the guest go (default: the machine's
+    /// store, else /frx/store)
     pub guest_store: Option<String>,
     /// the guest's fruix, for guest-self-hosted (default fruix on the
     /// guest's PATH)
@@ -193,6 +194,7 @@ impl GuestConfig {
         }
         let store_dir = self
             .guest_store
+            .or_else(|| machine.as_ref().and_then(|m| m.store.clone()))
             .unwrap_or_else(|| DEFAULT_GUEST_STORE.to_string());
         if !store_dir.starts_with('/') {
             return Err(invalid(format!(

@@ -36,6 +36,7 @@ pub fn cell(id: &str, status: CellStatus, logs: &Path) -> CellReport {
         attempts: Vec::new(),
         result_store: None,
         artifacts: BTreeMap::new(),
+        signed_by: None,
         log: Some(logs.join(format!("{id}.log"))),
         error: None,
     }

@@ -103,6 +103,10 @@ pub struct CellReport {
     pub attempts: Vec<AttemptReport>,
     pub result_store: Option<PathBuf>,
     pub artifacts: BTreeMap<String, PromotedArtifact>,
+    /// The key of the machine that signed the cell's objects where it built
+    /// them (absent when it did not sign).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
     /// The cell's log file; `null` for a cell that never started (it has
     /// none).
     pub log: Option<PathBuf>,
@@ -212,6 +216,7 @@ pub fn cell_reports(
                     .collect(),
                 result_store: r.promoted.as_ref().map(|p| p.result_store.clone()),
                 artifacts: promoted.artifacts,
+                signed_by: promoted.signed_by,
                 log: (!r.attempts.is_empty()).then(|| log(i)),
                 error: r.error.clone(),
             }
@@ -252,6 +257,7 @@ mod tests {
         };
         let promoted = Promoted {
             result_store: "/store/r".into(),
+            signed_by: None,
             artifacts: BTreeMap::from([(
                 "world".to_string(),
                 PromotedArtifact {
