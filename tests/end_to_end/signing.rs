@@ -111,6 +111,24 @@ fn promote_signs_with_its_key_and_store_sign_adds_signatures() {
     let w = info(&store, world);
     assert_eq!(w["signatures"].as_array().unwrap().len(), 2, "{w:#}");
     assert!(signed_by(&w, &other));
+    // FRUIX_SIGNING_KEY names the key for every promotion.
+    let elsewhere = dir.path().join("store-2");
+    let report: Value = serde_json::from_str(&run_ok(
+        fruix()
+            .env("FRUIX_SIGNING_KEY", &secret)
+            .args([
+                "native-build",
+                "promote",
+                "--json",
+                "--no-out-link",
+                "--store",
+            ])
+            .arg(&elsewhere)
+            .arg(&root),
+    ))
+    .unwrap();
+    let bundle = info(&elsewhere, report["result_store"].as_str().unwrap());
+    assert!(signed_by(&bundle, &public), "{bundle:#}");
 }
 
 #[test]

@@ -142,8 +142,8 @@ pub struct StateDirArg {
 /// key the promoted objects are signed with.
 #[derive(Debug, Args, Clone)]
 pub struct OutLinkArgs {
-    /// Sign the promoted bundle and artifacts with this secret key (see `fruix store generate-key`).
-    #[arg(long, value_name = "FILE")]
+    /// Sign what is promoted (the bundle's closure) with this secret key (see `fruix store generate-key`).
+    #[arg(long, value_name = "FILE", env = "FRUIX_SIGNING_KEY")]
     pub sign_with: Option<PathBuf>,
     /// Where to link the result bundle (a garbage collector root as long as
     /// the link exists).
