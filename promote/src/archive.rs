@@ -857,7 +857,7 @@ impl<R: BufRead> Importer<'_, R> {
                 return Err(refuse(
                     Some(name),
                     ArchiveProblem::MissingReference,
-                    format!("it references {line}, which neither the store nor the archive (before it) holds; export with --recursive"),
+                    format!("it references {line}, which neither the store nor the archive (before it) holds; export or copy with --recursive"),
                 ));
             }
             names.push(reference.to_string());
@@ -875,8 +875,7 @@ impl<R: BufRead> Importer<'_, R> {
         manifest: &Path,
         journal: Option<&crate::pool::Journal>,
     ) -> Result<(fruix_core::TreeSignature, u64)> {
-        let discard = journal.is_none();
-        let mut out = if discard {
+        let mut out = if journal.is_none() {
             None
         } else {
             Some(BufWriter::new(
@@ -918,20 +917,29 @@ impl<R: BufRead> Importer<'_, R> {
                     .path()
                     .join(name)
                     .join(OsStr::from_bytes(&entry.path));
-                let got = if discard {
-                    let copied = io::copy(&mut (&mut self.input).take(file_size), &mut io::sink())
-                        .map_err(|e| self.read_error(Some(name), e))?;
-                    if copied != file_size {
-                        return Err(refuse(
-                            Some(name),
-                            ArchiveProblem::Truncated,
-                            "the archive ends in a file",
-                        ));
+                let got = match journal {
+                    None => {
+                        let copied =
+                            io::copy(&mut (&mut self.input).take(file_size), &mut io::sink())
+                                .map_err(|e| self.read_error(Some(name), e))?;
+                        if copied != file_size {
+                            return Err(refuse(
+                                Some(name),
+                                ArchiveProblem::Truncated,
+                                "the archive ends in a file",
+                            ));
+                        }
+                        sha256
                     }
-                    sha256
-                } else if let Some(journal) = journal {
-                    let store_mode = entry.mode & !SPECIAL_BITS;
-                    pool.ingest_stream(&mut self.input, file_size, store_mode, journal, &display)
+                    Some(journal) => {
+                        let store_mode = entry.mode & !SPECIAL_BITS;
+                        pool.ingest_stream(
+                            &mut self.input,
+                            file_size,
+                            store_mode,
+                            journal,
+                            &display,
+                        )
                         .map_err(|e| match e {
                             Error::ArchiveRefused {
                                 object: None,
@@ -941,8 +949,7 @@ impl<R: BufRead> Importer<'_, R> {
                             other => other,
                         })?
                         .sha256
-                } else {
-                    unreachable!("discard is journal.is_none()")
+                    }
                 };
                 if got != sha256 {
                     return Err(refuse(

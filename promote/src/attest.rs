@@ -153,22 +153,25 @@ pub fn check_result(
     machine: &str,
 ) -> Result<Vec<Signed>> {
     let display = root.path().join(RESULT_SIGNATURES_FILE);
-    let refused = |message: String| {
-        Error::Core(fruix_core::Error::SignatureMismatch {
-            path: display.clone(),
-            expected: format!("signatures by {}'s key {}", machine, key.name),
-            actual: message,
-        })
+    let refused = |message: String| Error::UnsignedResult {
+        path: display.clone(),
+        machine: machine.to_string(),
+        key: key.name.clone(),
+        message,
     };
     let dir = open_dir(root.path())?;
-    let bytes = match read_small_at(dir.as_fd(), RESULT_SIGNATURES_FILE, &display, MAX_SIGNATURES_FILE) {
+    let bytes = match read_small_at(
+        dir.as_fd(),
+        RESULT_SIGNATURES_FILE,
+        &display,
+        MAX_SIGNATURES_FILE,
+    ) {
         Ok(bytes) => bytes,
         Err(Error::Core(fruix_core::Error::Io { source, .. }))
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
             return Err(refused(
-                "none: the guest did not sign its result (is the machine's guest-signing-key there?)"
-                    .into(),
+                "the guest did not sign it (no signatures file)".into(),
             ))
         }
         Err(e) => return Err(e),

@@ -57,6 +57,14 @@ pub enum Error {
     /// A path given as a store object is not one.
     #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-...); check the path", escape::path(path), escape::path(store))]
     NotAStoreObject { path: PathBuf, store: PathBuf },
+    /// A result built on a machine that signs is not signed by its key.
+    #[error("{}: the result is not signed by machine {}'s key {key}: {message}; check the machine's signing-key in the machines file and its guest-signing-key on the machine", escape::path(path), escape::quoted(machine))]
+    UnsignedResult {
+        path: PathBuf,
+        machine: String,
+        key: String,
+        message: String,
+    },
     /// An archive (`store import`, `store copy`) was refused; the store did
     /// not change.
     #[error("archive refused{}: {message}; the store was not changed", object.as_deref().map(|o| format!(" at object {}", escape::text(o))).unwrap_or_default())]
@@ -98,9 +106,10 @@ impl Error {
             | Error::NotAStoreObject { .. }
             | Error::StillReferenced { .. }
             | Error::NotValid { .. } => ExitStatus::Usage,
-            Error::Corrupt { .. } | Error::Inconsistent { .. } | Error::ArchiveRefused { .. } => {
-                ExitStatus::PromotionFailure
-            }
+            Error::Corrupt { .. }
+            | Error::Inconsistent { .. }
+            | Error::ArchiveRefused { .. }
+            | Error::UnsignedResult { .. } => ExitStatus::PromotionFailure,
         }
     }
 
@@ -110,7 +119,9 @@ impl Error {
             Error::Core(e) => e.failure(),
             Error::StoreNotWritable { .. } | Error::Database { .. } => fruix_core::Failure::System,
             Error::Corrupt { .. } | Error::Inconsistent { .. } => fruix_core::Failure::System,
-            Error::ArchiveRefused { .. } => fruix_core::Failure::Input,
+            Error::ArchiveRefused { .. } | Error::UnsignedResult { .. } => {
+                fruix_core::Failure::Input
+            }
             Error::NoStore { .. }
             | Error::NotAStoreObject { .. }
             | Error::StillReferenced { .. }

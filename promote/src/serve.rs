@@ -175,15 +175,18 @@ pub fn serve(
                 }
             },
             Request::Export { names } => {
-                match export_order(store, &names, false) {
-                    Ok(_) => write_json(&mut output, &Answer::Ok(Empty {}))?,
+                // References first, whatever order the client asked in.
+                let order = match export_order(store, &names, false) {
+                    Ok(order) => {
+                        write_json(&mut output, &Answer::Ok(Empty {}))?;
+                        order
+                    }
                     Err(e) => {
                         write_json(&mut output, &answer_error(&e))?;
                         continue;
                     }
-                }
-                // In the order the client asked for (references first).
-                export(store, &names, &mut output, options.progress)?;
+                };
+                export(store, &order, &mut output, options.progress)?;
                 output
                     .flush()
                     .map_err(|e| protocol_error(format!("cannot write: {e}")))?;
@@ -283,7 +286,7 @@ impl<R: BufRead, W: Write> Client<R, W> {
         Ok((sent, imported))
     }
 
-    /// Fetches `names` (references first) from the other store into
+    /// Fetches `names` from the other store (which sends references first) into
     /// `store`, checked with `options`.
     pub fn fetch(
         &mut self,

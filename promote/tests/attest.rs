@@ -58,5 +58,9 @@ fn planned_fingerprints_are_those_of_the_promoted_objects_and_signatures_need_th
     assert!(check_result(&root, &store_path, &public, "m1").is_err());
     std::fs::remove_file(&file).unwrap();
     let missing = check_result(&root, &store_path, &public, "m1").unwrap_err();
+    assert!(
+        matches!(missing, fruix_promote::Error::UnsignedResult { .. }),
+        "{missing}"
+    );
     assert!(missing.to_string().contains("did not sign"), "{missing}");
 }
