@@ -1,0 +1,508 @@
+//! Importing an archive: reading it object by object, checking each, and
+//! publishing them all at the end (see the module docs of [`super`]).
+
+use std::collections::HashSet;
+use std::io::{self, BufRead, Read};
+use std::path::{Path, PathBuf};
+
+use fruix_core::manifest::Progress;
+
+use crate::bundle::build_bundle_object;
+use crate::check::{check_object, Depth};
+use crate::db::Registration;
+use crate::error::{ArchiveProblem, Error, Result};
+use crate::object::references_text;
+use crate::sign::{fingerprint, verify};
+use crate::stage::build_object;
+use crate::store::{Store, TempObject};
+
+use super::rules::{claimed, refuse, untrusted, valid_name, Capped};
+use super::*;
+
+/// One object ready to publish.
+pub(super) struct Pending {
+    pub(super) name: String,
+    pub(super) temp: TempObject,
+    pub(super) registration: Registration,
+    pub(super) signatures: Vec<String>,
+}
+
+/// How [`import`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportOptions<'a> {
+    pub trust: &'a Trust,
+    pub limits: ArchiveLimits,
+    pub progress: Option<&'a Progress>,
+    /// Whether the archive must be the whole input: data after its last
+    /// line refuses it. Otherwise reading stops after that line, and what
+    /// follows is the caller's (`store serve` reads its next request).
+    pub whole_input: bool,
+}
+
+/// Reads an archive from `input` into `store` (see the module docs).
+pub fn import(
+    store: &Store,
+    input: impl BufRead,
+    options: &ImportOptions<'_>,
+) -> Result<ImportReport> {
+    let ImportOptions {
+        trust,
+        ref limits,
+        progress,
+        whole_input,
+    } = *options;
+    let promotion = store.begin()?;
+    let mut reader = Importer {
+        store,
+        input: Capped {
+            inner: input,
+            read: 0,
+            max: limits.max_bytes,
+        },
+        limits,
+        trust,
+        progress,
+        line: Vec::new(),
+    };
+    let first = reader.line(None)?;
+    if first != MAGIC {
+        return Err(refuse(
+            None,
+            ArchiveProblem::Malformed,
+            format!(
+                "it does not start with {MAGIC:?} (found {:?}): not a fruix archive, or another version",
+                fruix_core::escape::text(&first)
+            ),
+        ));
+    }
+    let from = reader.line(None)?;
+    let ours = store.path().to_string_lossy();
+    match from.strip_prefix("store ") {
+        Some(from) if from == ours => {}
+        Some(from) => {
+            return Err(refuse(
+                None,
+                ArchiveProblem::ForeignStore,
+                format!(
+                    "it holds objects of the store at {}, not of this one ({ours}): their names and references name that path, so they move only between stores at the same path",
+                    fruix_core::escape::text(from)
+                ),
+            ))
+        }
+        None => {
+            return Err(refuse(
+                None,
+                ArchiveProblem::Malformed,
+                "its second line does not name its store",
+            ))
+        }
+    }
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut present: Vec<(String, Vec<String>)> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut objects = 0u64;
+    loop {
+        let line = reader.line(None)?;
+        if line == END_ARCHIVE {
+            break;
+        }
+        objects += 1;
+        if objects > limits.max_objects {
+            return Err(refuse(
+                None,
+                ArchiveProblem::TooLarge,
+                format!("it holds more than {} objects", limits.max_objects),
+            ));
+        }
+        let header = reader.header(&line)?;
+        let name = header.name.clone();
+        if !seen.insert(name.clone()) {
+            return Err(refuse(
+                Some(&name),
+                ArchiveProblem::Malformed,
+                "the object appears twice",
+            ));
+        }
+        let object = reader.object(header, &seen, &promotion)?;
+        match object {
+            Read1::Present(signatures) => present.push((name, signatures)),
+            Read1::New(p) => pending.push(*p),
+        }
+    }
+    if whole_input {
+        let more = match reader.input.fill_buf() {
+            Ok(rest) => !rest.is_empty(),
+            Err(e) => return Err(reader.read_error(None, e)),
+        };
+        if more {
+            return Err(refuse(
+                None,
+                ArchiveProblem::Malformed,
+                format!("data follows the archive's last line ({END_ARCHIVE})"),
+            ));
+        }
+    }
+    let bytes = reader.input.read;
+    publish(store, pending, present, promotion, bytes)
+}
+
+/// Publishes and registers what an import read, under the objects' locks
+/// (taken in name order, as promotions take them).
+pub(super) fn publish(
+    store: &Store,
+    pending: Vec<Pending>,
+    present: Vec<(String, Vec<String>)>,
+    promotion: crate::store::Promotion<'_>,
+    bytes: u64,
+) -> Result<ImportReport> {
+    let mut names: Vec<&str> = pending.iter().map(|p| p.name.as_str()).collect();
+    names.sort_unstable();
+    let _locks = names
+        .iter()
+        .map(|n| store.lock_object(n))
+        .collect::<Result<Vec<_>>>()?;
+    let mut temps = Vec::new();
+    let mut registrations = Vec::new();
+    let mut signatures: Vec<(String, String)> = Vec::new();
+    let mut report = ImportReport {
+        bytes,
+        ..ImportReport::default()
+    };
+    for p in pending {
+        let path = store.path().join(&p.name);
+        if path.symlink_metadata().is_ok() {
+            // Published meanwhile (or left by a killed promotion): reuse it
+            // only if it is intact.
+            let check = check_object(&path, Depth::Structure, None)?;
+            if !check.is_intact() {
+                return Err(Error::Corrupt {
+                    object: path,
+                    differences: check.differences,
+                });
+            }
+            report.present.push(path);
+        } else {
+            temps.push((p.temp, p.name.clone()));
+            report.imported.push(path);
+        }
+        registrations.push(p.registration);
+        signatures.extend(p.signatures.into_iter().map(|s| (p.name.clone(), s)));
+    }
+    for (name, sigs) in present {
+        report.present.push(store.path().join(&name));
+        signatures.extend(sigs.into_iter().map(|s| (name.clone(), s)));
+    }
+    store.publish(temps)?;
+    let mut db = store.db();
+    db.register(&registrations)?;
+    for (name, signature) in signatures {
+        db.add_signature(&name, &signature)?;
+    }
+    drop(db);
+    promotion.succeed(!report.present.is_empty());
+    Ok(report)
+}
+
+pub(super) enum Read1 {
+    /// The store has it: only its trusted signatures are added.
+    Present(Vec<String>),
+    New(Box<Pending>),
+}
+
+pub(super) struct Importer<'a, R> {
+    pub(super) store: &'a Store,
+    pub(super) input: Capped<R>,
+    pub(super) limits: &'a ArchiveLimits,
+    pub(super) trust: &'a Trust,
+    pub(super) progress: Option<&'a Progress>,
+    pub(super) line: Vec<u8>,
+}
+
+impl<R: BufRead> Importer<'_, R> {
+    /// The next line, without its newline.
+    pub(super) fn line(&mut self, object: Option<&str>) -> Result<String> {
+        self.line.clear();
+        let n = (&mut self.input)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut self.line)
+            .map_err(|e| self.read_error(object, e))?;
+        if n as u64 > MAX_LINE {
+            return Err(refuse(
+                object,
+                ArchiveProblem::TooLarge,
+                format!("a line is longer than {MAX_LINE} bytes"),
+            ));
+        }
+        if self.line.pop() != Some(b'\n') {
+            return Err(refuse(
+                object,
+                ArchiveProblem::Truncated,
+                format!(
+                    "the archive ends after {} bytes, in the middle of it",
+                    self.input.read
+                ),
+            ));
+        }
+        String::from_utf8(std::mem::take(&mut self.line)).map_err(|_| {
+            refuse(
+                object,
+                ArchiveProblem::Malformed,
+                "a line is not UTF-8 (archive lines are ASCII)",
+            )
+        })
+    }
+
+    pub(super) fn read_error(&self, object: Option<&str>, e: io::Error) -> Error {
+        if self.input.read > self.input.max {
+            return refuse(
+                object,
+                ArchiveProblem::TooLarge,
+                format!("the archive is longer than {} bytes", self.input.max),
+            );
+        }
+        fruix_core::Error::io("read", Path::new("the archive"), e).into()
+    }
+
+    /// Reads the header announced by `line` (`object LEN`).
+    pub(super) fn header(&mut self, line: &str) -> Result<Header> {
+        let len: u64 = line
+            .strip_prefix("object ")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                refuse(
+                    None,
+                    ArchiveProblem::Malformed,
+                    format!(
+                        "expected `object LEN` or `{END_ARCHIVE}`, found {:?}",
+                        fruix_core::escape::text(line)
+                    ),
+                )
+            })?;
+        if len > self.limits.max_header_bytes {
+            return Err(refuse(
+                None,
+                ArchiveProblem::TooLarge,
+                format!(
+                    "an object header of {len} bytes is over the {}-byte cap",
+                    self.limits.max_header_bytes
+                ),
+            ));
+        }
+        let mut json = Vec::with_capacity(len as usize + 1);
+        let got = (&mut self.input)
+            .take(len + 1)
+            .read_to_end(&mut json)
+            .map_err(|e| self.read_error(None, e))?;
+        if got as u64 != len + 1 {
+            return Err(refuse(
+                None,
+                ArchiveProblem::Truncated,
+                "the archive ends in an object header",
+            ));
+        }
+        if json.pop() != Some(b'\n') {
+            return Err(refuse(
+                None,
+                ArchiveProblem::Malformed,
+                "an object header is not followed by a newline",
+            ));
+        }
+        let header: Header = serde_json::from_slice(&json).map_err(|e| {
+            refuse(
+                None,
+                ArchiveProblem::Malformed,
+                format!("an object header is not valid: {e}"),
+            )
+        })?;
+        if !valid_name(&header.name) {
+            return Err(refuse(
+                None,
+                ArchiveProblem::Malformed,
+                format!(
+                    "{:?} is not a store object name",
+                    fruix_core::escape::text(&header.name)
+                ),
+            ));
+        }
+        Ok(header)
+    }
+
+    /// Reads one object (its header read): checks it, and builds it in a
+    /// temporary directory unless the store has it.
+    pub(super) fn object(
+        &mut self,
+        header: Header,
+        earlier: &HashSet<String>,
+        promotion: &crate::store::Promotion<'_>,
+    ) -> Result<Read1> {
+        let name = header.name.as_str();
+        let store = self.store;
+        let references = self.references(name, &header.references, earlier)?;
+        let claimed = claimed(store, &header, references.clone())?;
+        if header.signatures.len() > MAX_SIGNATURES
+            || header
+                .signatures
+                .iter()
+                .any(|s| s.len() > MAX_SIGNATURE_BYTES)
+        {
+            return Err(refuse(
+                Some(name),
+                ArchiveProblem::TooLarge,
+                format!("more than {MAX_SIGNATURES} signatures, or one over {MAX_SIGNATURE_BYTES} bytes"),
+            ));
+        }
+        let is_present = store.is_valid(name)?;
+        let (size, temp) = match header.kind {
+            HeaderKind::Bundle => {
+                let size = (header.metadata.len() + header.references.len()) as u64;
+                let temp = if is_present {
+                    None
+                } else {
+                    for (artifact, path) in &claimed.bundle_artifacts {
+                        let plain = !matches!(artifact.as_str(), "" | "." | "..")
+                            && artifact
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-._+".contains(&b));
+                        let target = Path::new(path);
+                        let referenced = references.iter().any(|r| target == store.path().join(r));
+                        if !plain || !referenced {
+                            return Err(refuse(
+                                Some(name),
+                                ArchiveProblem::Malformed,
+                                format!(
+                                    "its artifact {:?} at {:?} is not a plain name for one of its references",
+                                    fruix_core::escape::text(artifact),
+                                    fruix_core::escape::text(path)
+                                ),
+                            ));
+                        }
+                    }
+                    Some(build_bundle_object(
+                        store,
+                        name,
+                        &header.metadata,
+                        &header.references,
+                        &claimed.bundle_artifacts,
+                    )?)
+                };
+                (size, temp)
+            }
+            HeaderKind::Artifact | HeaderKind::Source => {
+                let manifest = promotion
+                    .work_dir()
+                    .join(format!("{}.mtree", crate::pool::temp_name("import")));
+                let journal = (!is_present).then(|| promotion.journal());
+                let (signature, size) = self.tree(name, &claimed, &manifest, journal)?;
+                if Some(&signature) != claimed.tree_signature.as_ref() {
+                    return Err(refuse(
+                        Some(name),
+                        ArchiveProblem::Tampered,
+                        format!(
+                            "its tree signs as {signature}, but its metadata commits to {}",
+                            claimed
+                                .tree_signature
+                                .as_ref()
+                                .map_or("nothing", |s| s.as_str())
+                        ),
+                    ));
+                }
+                let temp = if is_present {
+                    None
+                } else {
+                    Some(build_object(
+                        store,
+                        name,
+                        &manifest,
+                        (claimed.metadata_file, &header.metadata),
+                        &header.references,
+                    )?)
+                };
+                let _ = std::fs::remove_file(&manifest);
+                (size, temp)
+            }
+        };
+        let reference_paths: Vec<PathBuf> =
+            references.iter().map(|r| store.path().join(r)).collect();
+        let print = fingerprint(
+            &store.path().join(name),
+            claimed.tree_signature.as_ref().map(|s| s.as_str()),
+            size,
+            &reference_paths,
+        );
+        let trusted: Vec<String> = header
+            .signatures
+            .iter()
+            .filter(|s| verify(&print, s, &self.trust.keys))
+            .cloned()
+            .collect();
+        // An object the store has is not imported: nothing to refuse.
+        if self.trust.check_signatures && trusted.is_empty() && !is_present {
+            return Err(untrusted(name, &header.signatures, &self.trust.keys));
+        }
+        let Some(temp) = temp else {
+            return Ok(Read1::Present(trusted));
+        };
+        let mut registration = claimed.registration;
+        registration.record.size = size;
+        Ok(Read1::New(Box::new(Pending {
+            name: name.to_string(),
+            temp,
+            registration,
+            signatures: trusted,
+        })))
+    }
+
+    /// Checks a `.references` text: canonical, in this store, and each one
+    /// valid or earlier in the archive. Returns the names.
+    pub(super) fn references(
+        &self,
+        name: &str,
+        text: &str,
+        earlier: &HashSet<String>,
+    ) -> Result<Vec<String>> {
+        let lines: Vec<&str> = text.lines().collect();
+        if references_text(lines.iter().map(|l| l.to_string())) != text {
+            return Err(refuse(
+                Some(name),
+                ArchiveProblem::Tampered,
+                "its references are not sorted and unique, one per line: not as any store writes them",
+            ));
+        }
+        let prefix = format!("{}/", self.store.path().display());
+        let mut names = Vec::new();
+        for line in lines {
+            // A path outside the store (a source tree that was not a store
+            // object) is recorded, as promotion records it, but is no
+            // reference the registry holds.
+            let Some(reference) = line.strip_prefix(&prefix) else {
+                continue;
+            };
+            if !valid_name(reference) {
+                return Err(refuse(
+                    Some(name),
+                    ArchiveProblem::Malformed,
+                    format!(
+                        "it references {:?}, which is not a store object name",
+                        fruix_core::escape::text(line)
+                    ),
+                ));
+            }
+            if reference == name {
+                return Err(refuse(
+                    Some(name),
+                    ArchiveProblem::Malformed,
+                    "it references itself",
+                ));
+            }
+            if !earlier.contains(reference) && !self.store.is_valid(reference)? {
+                return Err(refuse(
+                    Some(name),
+                    ArchiveProblem::MissingReference,
+                    format!("it references {line}, which neither the store nor the archive (before it) holds; export or copy with --recursive"),
+                ));
+            }
+            names.push(reference.to_string());
+        }
+        Ok(names)
+    }
+}

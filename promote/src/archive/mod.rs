@@ -1,0 +1,328 @@
+//! Archives of store objects: what `fruix store export` writes and
+//! `fruix store import` and `fruix store copy` read, as untrusted input.
+//!
+//! # Format (version 1)
+//!
+//! ```text
+//! fruix-archive 1\n
+//! store STORE_PATH\n
+//! object LEN\n  HEADER (LEN bytes of JSON)\n  BODY     one per object, references first
+//! ...
+//! end-archive\n
+//! ```
+//!
+//! A header names the object and carries its metadata file's text, its
+//! `.references` text and its signatures (see [`crate::sign`]). The body of
+//! an artifact or source object is its tree: one store-manifest line per
+//! entry in path order (`./usr/bin/cc type=file mode=0555 size=N
+//! sha256digest=...`), each file's line followed by exactly its `size`
+//! bytes, then `end\n`. A result bundle has no body: its tree (links to its
+//! artifacts) follows from its metadata. The stream is self-delimiting, so
+//! `fruix store serve` reads one from a connection and answers after it.
+//!
+//! # Import
+//!
+//! Everything an archive says is checked before the store changes, and
+//! nothing it says is trusted:
+//!
+//! - every size is capped ([`ArchiveLimits`]): the whole stream, a header, a
+//!   line, entries per object, objects per archive, signatures per object;
+//! - names are object names of plain characters; paths are relative, in
+//!   strict path order, without `.`, `..` or empty components, and never use
+//!   the names reserved for an object's metadata; symlinks are created, never
+//!   followed; the tree is built by [`build_object`] through directory
+//!   descriptors;
+//! - each file's bytes are hashed as they are written into the pool
+//!   ([`Pool::ingest_stream`]) and must hash to what its line says; the
+//!   tree's signature is computed from the lines and must be the one the
+//!   metadata commits to, and the metadata must hash to the object's name;
+//! - the archive must come from a store at this store's path (names and
+//!   references name it, as in Nix); `.references` must be canonical
+//!   (sorted, unique), and each reference into the store must be valid in
+//!   it or come earlier in the archive: a store only ever holds closures;
+//! - each object must carry a signature of its fingerprint (computed here,
+//!   from this store's path, the computed tree signature and size, and the
+//!   references) by a trusted key, unless [`Trust::check_signatures`] is off.
+//!   Only signatures that verify with a trusted key are kept.
+//!
+//! An archive is imported whole or not at all: its objects are built in
+//! temporary directories and published and registered together at the end,
+//! under their locks, so a refused, cut-short or killed import leaves no
+//! object behind (the promotion's journal removes its pool entries).
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use fruix_core::error::IoContext;
+use fruix_core::manifest::{open_dir, open_file_beneath, EntryKind, Modes, Progress};
+
+use crate::check::read_object_file;
+use crate::db::Kind;
+use crate::error::{Error, Result};
+use crate::sign::PublicKey;
+use crate::source_identity::SOURCE_METADATA_FILE;
+use crate::stage::ManifestLines;
+use crate::store::{
+    Store, MANIFEST_FILE, OBJECT_METADATA_FILE, REFERENCES_FILE, RESULT_METADATA_FILE,
+};
+
+mod import;
+mod rules;
+mod tree;
+
+pub use import::{import, ImportOptions};
+
+/// The first line of every archive.
+pub const MAGIC: &str = "fruix-archive 1";
+/// The line that ends an archive.
+const END_ARCHIVE: &str = "end-archive";
+/// The line that ends an object's tree.
+const END_TREE: &str = "end";
+/// Longest line read (a 4096-byte path and link target, fully escaped).
+const MAX_LINE: u64 = 64 << 10;
+/// Most signatures kept per object, and the longest one.
+const MAX_SIGNATURES: usize = 64;
+const MAX_SIGNATURE_BYTES: usize = 1024;
+
+/// Caps on what an archive may make the importer do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveLimits {
+    /// Bytes of the whole stream.
+    pub max_bytes: u64,
+    /// Objects in one archive.
+    pub max_objects: u64,
+    /// Entries of one object's tree.
+    pub max_entries: u64,
+    /// Bytes of one object's header (its metadata and references included).
+    pub max_header_bytes: u64,
+}
+
+impl Default for ArchiveLimits {
+    fn default() -> Self {
+        ArchiveLimits {
+            max_bytes: 256 << 30,
+            max_objects: 1_000_000,
+            max_entries: 10_000_000,
+            max_header_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Whom an import trusts.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    pub keys: Vec<PublicKey>,
+    /// Whether every object needs a signature by one of `keys`
+    /// (`--no-check-sigs` turns it off).
+    pub check_signatures: bool,
+}
+
+/// One object's header.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    name: String,
+    kind: HeaderKind,
+    /// The text of the object's metadata file.
+    metadata: String,
+    /// The text of its `.references`.
+    references: String,
+    signatures: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum HeaderKind {
+    Artifact,
+    Source,
+    Bundle,
+}
+
+impl From<Kind> for HeaderKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Artifact => HeaderKind::Artifact,
+            Kind::Source => HeaderKind::Source,
+            Kind::Bundle => HeaderKind::Bundle,
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ExportReport {
+    /// The objects written, in archive order.
+    pub objects: Vec<PathBuf>,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ImportReport {
+    /// Objects the import added to the store.
+    pub imported: Vec<PathBuf>,
+    /// Objects the store already had (their bodies were read and dropped).
+    pub present: Vec<PathBuf>,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// `names` (registered objects of `store`) in archive order: every object
+/// after the objects it references. With `recursive`, their whole closure.
+pub fn export_order(store: &Store, names: &[String], recursive: bool) -> Result<Vec<String>> {
+    let db = store.db();
+    for name in names {
+        if db.get(name)?.is_none() {
+            return Err(Error::NotValid {
+                path: store.path().join(name),
+            });
+        }
+    }
+    let wanted: HashSet<String> = if recursive {
+        db.closure(names)?.into_iter().collect()
+    } else {
+        names.iter().cloned().collect()
+    };
+    // Depth-first, references first; `wanted` bounds the walk.
+    let mut order = Vec::new();
+    let mut done = HashSet::new();
+    let mut sorted: Vec<&String> = wanted.iter().collect();
+    sorted.sort();
+    for root in sorted {
+        let mut stack = vec![(root.clone(), false)];
+        while let Some((name, expanded)) = stack.pop() {
+            if done.contains(&name) {
+                continue;
+            }
+            if expanded {
+                done.insert(name.clone());
+                order.push(name);
+                continue;
+            }
+            stack.push((name.clone(), true));
+            for reference in db.neighbours(&name, false)?.into_iter().rev() {
+                if wanted.contains(&reference) && !done.contains(&reference) {
+                    stack.push((reference, false));
+                }
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// Writes the objects `names` of `store` (in [`export_order`]) to `out`.
+pub fn export(
+    store: &Store,
+    names: &[String],
+    out: impl Write,
+    progress: Option<&Progress>,
+) -> Result<ExportReport> {
+    // Shared with promotions, exclusive to the collector: nothing exported
+    // is collected meanwhile.
+    let _gc = store.gc_lock(false)?;
+    let mut out = Counting::new(BufWriter::with_capacity(1 << 20, out));
+    let stdout = Path::new("the archive");
+    let w = |r: io::Result<()>| r.with_path("write", stdout);
+    w(writeln!(out, "{MAGIC}"))?;
+    w(writeln!(out, "store {}", store.path().display()))?;
+    let mut report = ExportReport::default();
+    for name in names {
+        let path = store.path().join(name);
+        let record = store
+            .db()
+            .get(name)?
+            .ok_or_else(|| Error::NotValid { path: path.clone() })?;
+        let metadata_file = match record.kind {
+            Kind::Artifact => OBJECT_METADATA_FILE,
+            Kind::Source => SOURCE_METADATA_FILE,
+            Kind::Bundle => RESULT_METADATA_FILE,
+        };
+        let header = Header {
+            name: name.clone(),
+            kind: record.kind.into(),
+            metadata: read_object_file(&path, metadata_file)?,
+            references: read_object_file(&path, REFERENCES_FILE)?,
+            signatures: store.db().signatures(name)?,
+        };
+        let json = serde_json::to_string(&header).expect("a header serialises");
+        w(writeln!(out, "object {}", json.len()))?;
+        w(writeln!(out, "{json}"))?;
+        if record.kind != Kind::Bundle {
+            write_tree(&mut out, &path, metadata_file, progress)?;
+            w(writeln!(out, "{END_TREE}"))?;
+        }
+        report.objects.push(path);
+    }
+    w(writeln!(out, "{END_ARCHIVE}"))?;
+    w(out.flush())?;
+    report.bytes = out.count;
+    Ok(report)
+}
+
+/// Writes the tree of `object` from its stored manifest: each line, and
+/// after a file's line the file's bytes (opened beneath the object, never
+/// followed). A file that is not the size its line says fails the export.
+fn write_tree(
+    out: &mut impl Write,
+    object: &Path,
+    metadata_file: &str,
+    progress: Option<&Progress>,
+) -> Result<()> {
+    let root = open_dir(object)?;
+    let mut lines = ManifestLines::open(&object.join(MANIFEST_FILE))?;
+    let mut line = String::new();
+    let w = |r: io::Result<()>| r.with_path("write", Path::new("the archive"));
+    while let Some((entry, _)) = lines.next_entry()? {
+        if [metadata_file, REFERENCES_FILE].contains(&&*String::from_utf8_lossy(&entry.path)) {
+            continue;
+        }
+        line.clear();
+        entry.render(Modes::Store, &mut line);
+        w(out.write_all(line.as_bytes()))?;
+        if let EntryKind::File { size, .. } = entry.kind {
+            let display = object.join(OsStr::from_bytes(&entry.path));
+            let file = open_file_beneath(&root, object, &entry.path)?;
+            let copied = io::copy(&mut (&file).take(size), out).with_path("export", &display)?;
+            if copied != size {
+                return Err(Error::Corrupt {
+                    object: object.to_path_buf(),
+                    differences: vec![fruix_core::manifest::Difference::Modified {
+                        path: entry.manifest_path(),
+                        what: vec![format!("size {copied}, manifest says {size}")],
+                    }],
+                });
+            }
+            if let Some(p) = progress {
+                p.add(size);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A writer that counts what it writes.
+struct Counting<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W> Counting<W> {
+    fn new(inner: W) -> Self {
+        Counting { inner, count: 0 }
+    }
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,184 @@
+//! What an archive's objects must be: their names, their metadata's
+//! claims, their signatures; and the capped stream they are read from.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, Read};
+
+use crate::bundle::read_bundle_text;
+use crate::db::Registration;
+use crate::error::{ArchiveProblem, Error, Result};
+use crate::object::{object_hash, store_name, ObjectIdentity};
+use crate::register;
+use crate::sign::PublicKey;
+use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
+use crate::store::{Store, OBJECT_METADATA_FILE, RESULT_METADATA_FILE};
+
+use super::*;
+
+/// The archive stream, counted and capped at `max` bytes.
+pub(super) struct Capped<R> {
+    pub(super) inner: R,
+    pub(super) read: u64,
+    pub(super) max: u64,
+}
+
+impl<R: BufRead> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let available = self.fill_buf()?;
+            let n = available.len().min(buf.len());
+            buf[..n].copy_from_slice(&available[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Capped<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.read > self.max {
+            return Err(io::Error::other("over the byte cap"));
+        }
+        // One byte more than the cap may be read: that is how going over it shows.
+        let room = usize::try_from(self.max - self.read + 1).unwrap_or(usize::MAX);
+        let available = self.inner.fill_buf()?;
+        let n = available.len().min(room);
+        Ok(&available[..n])
+    }
+    fn consume(&mut self, n: usize) {
+        self.read += n as u64;
+        self.inner.consume(n);
+    }
+}
+
+/// A refusal of the archive, about `object` if known.
+pub(super) fn refuse(
+    object: Option<&str>,
+    problem: ArchiveProblem,
+    message: impl Into<String>,
+) -> Error {
+    Error::ArchiveRefused {
+        object: object.map(str::to_string),
+        problem,
+        message: message.into(),
+    }
+}
+
+/// What an object's metadata says it is.
+pub(super) struct Claimed {
+    pub(super) metadata_file: &'static str,
+    pub(super) tree_signature: Option<fruix_core::TreeSignature>,
+    pub(super) stripped: HashMap<String, u32>,
+    pub(super) registration: Registration,
+    /// Store paths of a bundle's artifacts (they must be references).
+    pub(super) bundle_artifacts: Vec<(String, String)>,
+}
+
+/// Why no signature of `name` was accepted.
+pub(super) fn untrusted(name: &str, signatures: &[String], keys: &[PublicKey]) -> Error {
+    let signers: Vec<&str> = signatures
+        .iter()
+        .filter_map(|s| s.split_once(':').map(|(k, _)| k))
+        .collect();
+    let message = if signatures.is_empty() {
+        "it is not signed; sign it where it was built, or import with --no-check-sigs".to_string()
+    } else if signers.iter().any(|s| keys.iter().any(|k| k.name == *s)) {
+        format!(
+            "its signature by {} does not verify: forged, or made for other content",
+            signers.join(", ")
+        )
+    } else {
+        format!(
+            "it is signed only by keys this store does not trust ({}); trust one with --trusted-key or in the trusted-keys file",
+            signers.join(", ")
+        )
+    };
+    refuse(Some(name), ArchiveProblem::Untrusted, message)
+}
+
+/// Whether `name` is a store object name of plain characters.
+pub(super) fn valid_name(name: &str) -> bool {
+    name.len() <= 255
+        && crate::verify::is_object_name(name.as_bytes())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._+".contains(&b))
+}
+
+/// What `header`'s metadata says; its name must be the one it gives.
+pub(super) fn claimed(store: &Store, header: &Header, references: Vec<String>) -> Result<Claimed> {
+    let name = header.name.as_str();
+    let path = store.path().join(name);
+    let inconsistent = |gives: String| {
+        refuse(
+            Some(name),
+            ArchiveProblem::Tampered,
+            format!("its metadata names it {gives}: the metadata or the name was changed"),
+        )
+    };
+    let claimed = match header.kind {
+        HeaderKind::Artifact => {
+            let identity =
+                ObjectIdentity::from_text(&path.join(OBJECT_METADATA_FILE), &header.metadata)?;
+            if identity.store_name() != name {
+                return Err(inconsistent(identity.store_name()));
+            }
+            Claimed {
+                metadata_file: OBJECT_METADATA_FILE,
+                tree_signature: Some(identity.tree_signature.clone()),
+                stripped: identity.stripped_modes.iter().cloned().collect(),
+                registration: register::artifact(name, &identity, 0, None, references),
+                bundle_artifacts: Vec::new(),
+            }
+        }
+        HeaderKind::Source => {
+            let identity =
+                SourceIdentity::from_text(&path.join(SOURCE_METADATA_FILE), &header.metadata)?;
+            if identity.store_name() != name {
+                return Err(inconsistent(identity.store_name()));
+            }
+            Claimed {
+                metadata_file: SOURCE_METADATA_FILE,
+                tree_signature: Some(identity.tree_signature.clone()),
+                stripped: HashMap::new(),
+                registration: register::source(name, &identity, 0, references),
+                bundle_artifacts: Vec::new(),
+            }
+        }
+        HeaderKind::Bundle => {
+            let summary = read_bundle_text(&path.join(RESULT_METADATA_FILE), &header.metadata)?;
+            let gives = store_name(
+                &object_hash(&header.metadata),
+                "native-build-result",
+                &summary.version,
+                &summary.executor,
+            );
+            if gives != name {
+                return Err(inconsistent(gives));
+            }
+            let bundle_artifacts = summary
+                .artifacts
+                .iter()
+                .map(|a| (a.name.clone(), a.store_path.clone()))
+                .collect();
+            Claimed {
+                metadata_file: RESULT_METADATA_FILE,
+                tree_signature: None,
+                stripped: HashMap::new(),
+                registration: register::bundle_registration(name, summary, 0, references),
+                bundle_artifacts,
+            }
+        }
+    };
+    // An identity's kind follows from its name (sources by their infix).
+    let is_source = crate::store::is_source_name(name);
+    if is_source != (header.kind == HeaderKind::Source) {
+        return Err(refuse(
+            Some(name),
+            ArchiveProblem::Malformed,
+            "its kind does not match its name",
+        ));
+    }
+    Ok(claimed)
+}

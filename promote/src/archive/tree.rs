@@ -1,0 +1,193 @@
+//! Reading one object's tree from an archive: its lines checked, its files
+//! hashed as they are written into the pool.
+
+use std::ffi::OsStr;
+use std::io::{self, BufRead, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use fruix_core::error::IoContext;
+use fruix_core::manifest::{
+    parse_line, path_order, Entry, EntryKind, ManifestBuilder, Modes, SPECIAL_BITS,
+};
+
+use crate::error::{ArchiveProblem, Error, Result};
+use crate::store::{MANIFEST_FILE, REFERENCES_FILE};
+
+use super::import::Importer;
+use super::rules::{refuse, Claimed};
+use super::*;
+
+impl<R: BufRead> Importer<'_, R> {
+    /// Reads an object's tree: writes its files into the pool with
+    /// `journal` and its store-manifest lines to `manifest` (without a
+    /// journal, the store has the object: the files are read and dropped).
+    /// Returns the tree's signature and its files' bytes.
+    pub(super) fn tree(
+        &mut self,
+        name: &str,
+        claimed: &Claimed,
+        manifest: &Path,
+        journal: Option<&crate::pool::Journal>,
+    ) -> Result<(fruix_core::TreeSignature, u64)> {
+        let mut out = if journal.is_none() {
+            None
+        } else {
+            Some(BufWriter::new(
+                std::fs::File::create_new(manifest).with_path("create", manifest)?,
+            ))
+        };
+        let mut builder = ManifestBuilder::new();
+        let mut previous: Option<Vec<u8>> = None;
+        let (mut entries, mut size, mut rendered) = (0u64, 0u64, String::new());
+        let pool = self.store.pool();
+        let bad = |message: String| refuse(Some(name), ArchiveProblem::Malformed, message);
+        loop {
+            let line = self.line(Some(name))?;
+            if line == END_TREE {
+                break;
+            }
+            entries += 1;
+            if entries > self.limits.max_entries {
+                return Err(refuse(
+                    Some(name),
+                    ArchiveProblem::TooLarge,
+                    format!("its tree has more than {} entries", self.limits.max_entries),
+                ));
+            }
+            let mut entry = parse_line(&line).map_err(|m| {
+                bad(format!(
+                    "bad tree line {:?}: {m}",
+                    fruix_core::escape::text(&line)
+                ))
+            })?;
+            check_entry(&entry, previous.as_deref(), claimed.metadata_file).map_err(bad)?;
+            if let EntryKind::File {
+                size: file_size,
+                sha256,
+            } = entry.kind
+            {
+                let display = self
+                    .store
+                    .path()
+                    .join(name)
+                    .join(OsStr::from_bytes(&entry.path));
+                let got = match journal {
+                    None => {
+                        let copied =
+                            io::copy(&mut (&mut self.input).take(file_size), &mut io::sink())
+                                .map_err(|e| self.read_error(Some(name), e))?;
+                        if copied != file_size {
+                            return Err(refuse(
+                                Some(name),
+                                ArchiveProblem::Truncated,
+                                "the archive ends in a file",
+                            ));
+                        }
+                        sha256
+                    }
+                    Some(journal) => {
+                        let store_mode = entry.mode & !SPECIAL_BITS;
+                        pool.ingest_stream(
+                            &mut self.input,
+                            file_size,
+                            store_mode,
+                            journal,
+                            &display,
+                        )
+                        .map_err(|e| match e {
+                            Error::ArchiveRefused {
+                                object: None,
+                                problem,
+                                message,
+                            } => refuse(Some(name), problem, message),
+                            other => other,
+                        })?
+                        .sha256
+                    }
+                };
+                if got != sha256 {
+                    return Err(refuse(
+                        Some(name),
+                        ArchiveProblem::Tampered,
+                        format!(
+                            "{} does not hash to what its line says (sha256 {}, not {})",
+                            fruix_core::escape::path(&display),
+                            hex::encode(got),
+                            hex::encode(sha256)
+                        ),
+                    ));
+                }
+                size += file_size;
+                if let Some(p) = self.progress {
+                    p.add(file_size);
+                }
+            }
+            if let Some(out) = &mut out {
+                rendered.clear();
+                entry.render(Modes::Store, &mut rendered);
+                out.write_all(rendered.as_bytes())
+                    .with_path("write", manifest)?;
+            }
+            if let Some(mode) = claimed.stripped.get(&entry.manifest_path()) {
+                entry.mode = *mode;
+            }
+            builder.add(&entry);
+            previous = Some(entry.path);
+        }
+        if previous.is_none() {
+            return Err(bad("its tree is empty (not even a root directory)".into()));
+        }
+        if let Some(mut out) = out {
+            out.flush().with_path("write", manifest)?;
+        }
+        Ok((builder.finish().0, size))
+    }
+}
+
+/// Checks one tree entry against the one before it.
+pub(super) fn check_entry(
+    entry: &Entry,
+    previous: Option<&[u8]>,
+    metadata_file: &str,
+) -> std::result::Result<(), String> {
+    let Some(previous) = previous else {
+        return if entry.path.is_empty() && entry.kind == EntryKind::Directory {
+            Ok(())
+        } else {
+            Err("its tree does not start with its root directory".into())
+        };
+    };
+    if path_order(previous, &entry.path) != std::cmp::Ordering::Less {
+        return Err(format!(
+            "{} is out of order or repeated",
+            fruix_core::escape::text(&entry.manifest_path())
+        ));
+    }
+    for component in entry.path.split(|b| *b == b'/') {
+        if component.is_empty()
+            || component == b"."
+            || component == b".."
+            || component.len() > 255
+            || component.contains(&0)
+        {
+            return Err(format!(
+                "{} is not a plain relative path",
+                fruix_core::escape::text(&entry.manifest_path())
+            ));
+        }
+    }
+    if [metadata_file, REFERENCES_FILE, MANIFEST_FILE]
+        .iter()
+        .any(|n| entry.path == n.as_bytes())
+    {
+        return Err(format!(
+            "{} uses a name reserved for the object's metadata",
+            fruix_core::escape::text(&entry.manifest_path())
+        ));
+    }
+    if entry.path.len() > 4095 {
+        return Err("a path is longer than 4095 bytes".into());
+    }
+    Ok(())
+}
