@@ -27,6 +27,7 @@ pub mod special_modes;
 pub mod ssh_target;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod vm;
 
 pub use error::{Error, Failure, LogRef, MetadataFileProblem, Problem, Result};
 pub use executor::{BuildRequest, Event, EventSink, Executor, Registry, RunContext};

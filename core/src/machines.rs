@@ -28,6 +28,10 @@
 //!   non-positive `parallel-builds` or `speed`, relative `private-key` or
 //!   `state-dir` paths and two machines with one name are refused, each error
 //!   naming the field (`machine[1].port`) and its line.
+//! - A machine with a `(vm ...)` record is a virtual machine template (see
+//!   [`crate::vm`]): it has no `host` or `port` (the `vm` executor boots a
+//!   guest for each build and finds its address), and its host key is the
+//!   record's pinned `host-key`.
 //! - [`Machines::get`] finds a machine by name or names the known ones.
 //!
 //! The SSH executors read it for `--machines FILE --machine NAME`; the matrix
@@ -68,6 +72,8 @@ pub struct Machine {
     pub signing_key: Option<String>,
     /// Where its secret signing key is, on the machine.
     pub guest_signing_key: Option<String>,
+    /// The template of a machine that is a virtual machine.
+    pub vm: Option<crate::vm::VmSpec>,
     /// The line the machine's record starts on.
     pub line: usize,
 }
@@ -137,7 +143,22 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
     if name.is_empty() {
         return Err(r.error("name", None, "is empty; name the machine"));
     }
-    let host = r.string("host")?;
+    let vm = r.opt_record("vm")?.map(crate::vm::read_vm).transpose()?;
+    if vm.is_some() {
+        for field in ["host", "port", "host-key"] {
+            if r.field_line(field).is_some() {
+                return Err(r.error(
+                    field,
+                    None,
+                    "is not for a virtual machine: fruix boots it and finds its address, and its (vm ...) record pins its host key",
+                ));
+            }
+        }
+    }
+    let host = match &vm {
+        Some(_) => "127.0.0.1".to_string(),
+        None => r.string("host")?,
+    };
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err(r.error(
             "host",
@@ -230,6 +251,7 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
         store,
         signing_key,
         guest_signing_key,
+        vm,
         line,
     })
 }
@@ -369,6 +391,77 @@ mod tests {
             ),
         ];
         crate::testing::assert_mistakes_refused(EXAMPLE, parse, &mistakes);
+    }
+
+    #[test]
+    fn a_virtual_machine_template_is_read_for_each_driver() {
+        use crate::vm::{Accel, VmDriverSpec};
+        let text = r#"(fruix-machines
+  (machine (name "vm1") (user "root")
+           (vm (driver qemu) (kernel "/vm/vmlinuz") (initrd "/vm/initrd") (memory 768) (cpus 2)
+               (accel auto) (boot-timeout 60) (host-key "ssh-ed25519 AAAAkey")))
+  (machine (name "vm2") (user "root")
+           (vm (driver bhyve) (dataset "zroot/vm/fbsd") (snapshot "approved") (address "10.0.0.2")
+               (host-key "ssh-ed25519 AAAAkey")))
+  (machine (name "vm3") (user "root")
+           (vm (driver xcp-ng) (master "root@xcp.example") (template "fbsd-15")
+               (host-key "ssh-ed25519 AAAAkey"))))"#;
+        let m = parse(text).unwrap();
+        let vm1 = m.get("vm1").unwrap().vm.clone().unwrap();
+        assert_eq!((vm1.memory_mib, vm1.cpus), (768, 2));
+        assert_eq!(vm1.boot_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(vm1.shutdown_timeout, std::time::Duration::from_secs(30));
+        assert!(matches!(
+            vm1.driver,
+            VmDriverSpec::Qemu { accel: Accel::Auto, ref kernel, .. } if kernel.as_deref() == Some("/vm/vmlinuz")
+        ));
+        assert_eq!(m.get("vm1").unwrap().target.host, "127.0.0.1");
+        assert_eq!(
+            m.get("vm2").unwrap().vm.as_ref().unwrap().driver.name(),
+            "bhyve"
+        );
+        assert_eq!(
+            m.get("vm3").unwrap().vm.as_ref().unwrap().driver.name(),
+            "xcp-ng"
+        );
+        for (bad, field, says) in [
+            (
+                "(user \"root\")\n           (vm (driver qemu)",
+                "machine[0].host",
+                "not for a virtual machine",
+            ),
+            (
+                "(driver qemu) (kernel \"/vm/vmlinuz\")",
+                "machine[0].vm.driver",
+                "not a VM driver",
+            ),
+            (
+                "(kernel \"/vm/vmlinuz\") (initrd \"/vm/initrd\")",
+                "machine[0].vm.image",
+                "is missing",
+            ),
+            (
+                "(accel auto)",
+                "machine[0].vm.accel",
+                "not auto, kvm or tcg",
+            ),
+        ] {
+            let replaced = match field {
+                "machine[0].host" => text.replacen(
+                    bad,
+                    "(user \"root\") (host \"h\")\n           (vm (driver qemu)",
+                    1,
+                ),
+                "machine[0].vm.driver" => {
+                    text.replacen(bad, "(driver vmware) (kernel \"/vm/vmlinuz\")", 1)
+                }
+                "machine[0].vm.image" => text.replacen(bad, "", 1),
+                _ => text.replacen(bad, "(accel fast)", 1),
+            };
+            let (f, _, message) = field_error(&replaced);
+            assert_eq!(f, field, "{message}");
+            assert!(message.contains(says), "{message}");
+        }
     }
 
     #[test]
