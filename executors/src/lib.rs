@@ -20,6 +20,10 @@
 //! when complete). Guest output is bounded everywhere: [`bounded`] cuts long
 //! lines and keeps only the tails of output.
 //!
+//! [`vm`] owns virtual machines' whole lives around a build: prepare a
+//! throw-away disk, boot, wait for SSH, build, and always stop and destroy
+//! (drivers for QEMU, bhyve and XCP-ng).
+//!
 //! [`external`] runs executors declared in executors files: commands for
 //! the stages prepare, build, collect and cleanup, written in any language.
 //!
@@ -38,6 +42,7 @@ pub mod guest;
 pub mod import;
 pub mod local;
 pub mod ssh;
+pub mod vm;
 
 /// Makes sure this crate, and with it its executor registrations, is linked
 /// into the calling binary. Does nothing at run time.

@@ -1,0 +1,214 @@
+//! What a VM driver is: the steps of a throw-away guest's life, and the
+//! commands they run on a [`Host`] (this machine, or an XCP-ng pool master),
+//! so that the bhyve and XCP-ng drivers can be checked as recorded plans.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fruix_core::vm::VmSpec;
+use fruix_core::{Error, Result};
+
+/// One guest: its name and where its files go on this machine.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// `fruix-RUN_ID`: names the guest, its disk and its files.
+    pub name: String,
+    /// A directory of this machine for the guest's files (overlay, pid
+    /// files, sockets), removed after teardown.
+    pub work_dir: PathBuf,
+    /// Where the guest's serial console is written.
+    pub console: PathBuf,
+}
+
+/// Where a booted guest's sshd listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// The life of a throw-away guest, step by step. The lifecycle calls
+/// [`VmDriver::stop`] whenever [`VmDriver::boot`] was attempted and
+/// [`VmDriver::destroy`] whenever [`VmDriver::prepare`] was, so each must
+/// undo a step that failed half-way, and tolerate having nothing to undo.
+#[async_trait]
+pub trait VmDriver: fmt::Debug + Send + Sync {
+    /// Makes the throw-away disk (a qcow2 overlay, a ZFS clone, a VM clone).
+    async fn prepare(&self, vm: &Instance) -> Result<()>;
+    /// Boots the guest; where its sshd will listen.
+    async fn boot(&self, vm: &Instance) -> Result<Endpoint>;
+    /// Whether the guest is still running (a guest that stopped while
+    /// booting is not waited for).
+    async fn running(&self, vm: &Instance) -> bool;
+    /// Powers the guest off: ACPI first, a hard stop after `grace`.
+    async fn stop(&self, vm: &Instance, grace: Duration) -> Result<()>;
+    /// Destroys the throw-away disk.
+    async fn destroy(&self, vm: &Instance) -> Result<()>;
+}
+
+/// A finished command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+}
+
+/// Where a driver's commands run.
+#[async_trait]
+pub trait Host: fmt::Debug + Send + Sync {
+    /// Runs `argv` to its end. A command that cannot be started is an
+    /// error; one that fails is an [`Output`] with its status.
+    async fn run(&self, argv: &[String]) -> Result<Output>;
+}
+
+/// Runs `argv` on `host`; a non-zero exit is a system failure naming the
+/// command, its status and its stderr.
+pub async fn must(host: &dyn Host, argv: &[String]) -> Result<String> {
+    let out = host.run(argv).await?;
+    if out.success() {
+        return Ok(out.stdout);
+    }
+    Err(Error::system(format!(
+        "`{}` failed with exit status {}: {}",
+        argv.join(" "),
+        out.status,
+        fruix_core::escape::text(out.stderr.trim())
+    )))
+}
+
+/// `argv` from words.
+pub fn argv<const N: usize>(words: [&str; N]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+/// This machine: commands run as child processes.
+#[derive(Debug, Default)]
+pub struct LocalHost;
+
+#[async_trait]
+impl Host for LocalHost {
+    async fn run(&self, argv: &[String]) -> Result<Output> {
+        let out = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| {
+                Error::system(format!(
+                    "cannot run {}: {e}; is it installed (and on PATH)?",
+                    argv[0]
+                ))
+            })?;
+        Ok(Output {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// A host that records every command and answers from a script: the
+/// recorded plans of the bhyve and XCP-ng drivers.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// Every command run, words joined by spaces.
+    pub plan: Mutex<Vec<String>>,
+    /// Answers: the first whose pattern the command contains gives its
+    /// output (used once when `once`); otherwise success with no output.
+    pub answers: Mutex<Vec<(String, Output, bool)>>,
+}
+
+impl Recorder {
+    /// Answers commands containing `pattern` with `output` (every time).
+    pub fn answer(&self, pattern: &str, output: Output) {
+        self.answers
+            .lock()
+            .expect("answers")
+            .push((pattern.to_string(), output, false));
+    }
+
+    /// Answers the next command containing `pattern` with `output`, once.
+    pub fn answer_once(&self, pattern: &str, output: Output) {
+        self.answers
+            .lock()
+            .expect("answers")
+            .push((pattern.to_string(), output, true));
+    }
+
+    /// The commands run so far.
+    pub fn plan(&self) -> Vec<String> {
+        self.plan.lock().expect("plan").clone()
+    }
+}
+
+#[async_trait]
+impl Host for Recorder {
+    async fn run(&self, argv: &[String]) -> Result<Output> {
+        let line = argv.join(" ");
+        self.plan.lock().expect("plan").push(line.clone());
+        let mut answers = self.answers.lock().expect("answers");
+        if let Some(i) = answers
+            .iter()
+            .position(|(p, _, _)| line.contains(p.as_str()))
+        {
+            let (_, out, once) = answers[i].clone();
+            if once {
+                answers.remove(i);
+            }
+            return Ok(out);
+        }
+        Ok(Output::default())
+    }
+}
+
+/// A failed [`Output`] (status 1) with `stderr`.
+pub fn failed(stderr: &str) -> Output {
+    Output {
+        status: 1,
+        stdout: String::new(),
+        stderr: stderr.to_string(),
+    }
+}
+
+/// A successful [`Output`] with `stdout`.
+pub fn printed(stdout: &str) -> Output {
+    Output {
+        status: 0,
+        stdout: stdout.to_string(),
+        stderr: String::new(),
+    }
+}
+
+/// Polls `check` every `every` until it holds or `limit` passes.
+pub async fn poll<F, Fut>(limit: Duration, every: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The size `spec` gives memory in, for command lines (`512M`).
+pub fn memory(spec: &VmSpec) -> String {
+    format!("{}M", spec.memory_mib)
+}

@@ -1,0 +1,365 @@
+//! Recorded plans of the bhyve and XCP-ng drivers: the exact commands, in
+//! order, of a guest's whole life, and the teardown after a failure at each
+//! step (prepare, boot, wait for SSH, the build, the import).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fruix_core::executor::EventSink;
+use fruix_core::vm::{Accel, VmDriverSpec, VmSpec};
+use fruix_core::{Error, Result};
+
+use super::bhyve::Bhyve;
+use super::driver::{failed, printed, Endpoint, Instance, Recorder, VmDriver};
+use super::qemu::command_line;
+use super::xcpng::{address_of, XcpNg};
+use super::{bring_up, console_quote, teardown, Started};
+
+fn spec(driver: VmDriverSpec) -> VmSpec {
+    VmSpec {
+        driver,
+        memory_mib: 1024,
+        cpus: 2,
+        boot_timeout: Duration::from_secs(2),
+        shutdown_timeout: Duration::from_millis(10),
+        host_key: "ssh-ed25519 AAAAkey".into(),
+    }
+}
+
+fn instance() -> Instance {
+    Instance {
+        name: "fruix-20260405T213444Z".into(),
+        work_dir: PathBuf::from("/var/lib/fruix/vm/fruix-20260405T213444Z"),
+        console: PathBuf::from("/var/lib/fruix/vm/fruix-20260405T213444Z/console.log"),
+    }
+}
+
+/// Where a scripted life fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailAt {
+    Nowhere,
+    Wait,
+    Build,
+    Import,
+}
+
+/// Runs a whole life of `driver` with a build that records `run` and
+/// `import` in the plan, failing at `fail`; then the teardown. Returns the
+/// build's outcome and the teardown's.
+async fn life(
+    driver: &dyn VmDriver,
+    spec: &VmSpec,
+    recorder: &Recorder,
+    fail: FailAt,
+) -> (Result<()>, Result<()>) {
+    let vm = instance();
+    let mut started = Started::default();
+    let note = |what: String| recorder.plan.lock().unwrap().push(what);
+    let outcome = bring_up(
+        driver,
+        &vm,
+        &mut started,
+        &EventSink::discard(),
+        |e: Endpoint| async move {
+            note(format!("wait for SSH-banner at {}:{}", e.host, e.port));
+            if fail == FailAt::Wait {
+                return Err(Error::Timeout {
+                    what: "the SSH banner".into(),
+                    limit: spec.boot_timeout,
+                    detail: String::new(),
+                    log: None,
+                });
+            }
+            Ok(e)
+        },
+        |e: Endpoint| async move {
+            note(format!(
+                "run the inner build over SSH at {}:{}",
+                e.host, e.port
+            ));
+            if fail == FailAt::Build {
+                return Err(Error::system("connection lost"));
+            }
+            note("import the result root".into());
+            if fail == FailAt::Import {
+                return Err(Error::system("import failed"));
+            }
+            Ok(())
+        },
+    )
+    .await;
+    let torn = teardown(driver, spec, &vm, started).await;
+    (outcome, torn)
+}
+
+fn bhyve() -> (Bhyve, Arc<Recorder>, VmSpec) {
+    let recorder = Arc::new(Recorder::default());
+    let spec = spec(VmDriverSpec::Bhyve {
+        dataset: "zroot/vm/freebsd-15".into(),
+        snapshot: "approved".into(),
+        tap: Some("tap3".into()),
+        address: "10.0.0.2".into(),
+    });
+    // The guest stops at the ACPI power button; the clone exists.
+    recorder.answer("test -e /dev/vmm/", failed(""));
+    let driver = Bhyve {
+        spec: spec.clone(),
+        host: recorder.clone(),
+    };
+    (driver, recorder, spec)
+}
+
+const BHYVE_PREPARE: &str =
+    "zfs clone zroot/vm/freebsd-15@approved zroot/vm/freebsd-15-fruix-20260405T213444Z";
+const BHYVE_LOAD: &str = "bhyveload -m 1024M -d /dev/zvol/zroot/vm/freebsd-15-fruix-20260405T213444Z fruix-20260405T213444Z";
+const BHYVE_RUN: &str = "daemon -p /var/lib/fruix/vm/fruix-20260405T213444Z/bhyve.pid bhyve -A -H -P -c 2 -m 1024M -s 0:0,hostbridge -s 1:0,lpc -s 2:0,virtio-net,tap3 -s 3:0,virtio-blk,/dev/zvol/zroot/vm/freebsd-15-fruix-20260405T213444Z -l com1,/var/lib/fruix/vm/fruix-20260405T213444Z/console.log fruix-20260405T213444Z";
+const BHYVE_STOP: [&str; 3] = [
+    "pkill -TERM -F /var/lib/fruix/vm/fruix-20260405T213444Z/bhyve.pid",
+    "test -e /dev/vmm/fruix-20260405T213444Z",
+    "bhyvectl --vm=fruix-20260405T213444Z --destroy",
+];
+const BHYVE_DESTROY: [&str; 2] = [
+    "zfs list -H -o name zroot/vm/freebsd-15-fruix-20260405T213444Z",
+    "zfs destroy zroot/vm/freebsd-15-fruix-20260405T213444Z",
+];
+
+fn expected(parts: &[&[&str]]) -> Vec<String> {
+    parts
+        .iter()
+        .flat_map(|p| p.iter())
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn bhyve_runs_a_whole_life_in_order() {
+    let (driver, recorder, spec) = bhyve();
+    let (outcome, torn) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
+    outcome.unwrap();
+    torn.unwrap();
+    assert_eq!(
+        recorder.plan(),
+        expected(&[
+            &[BHYVE_PREPARE, BHYVE_LOAD, BHYVE_RUN],
+            &[
+                "wait for SSH-banner at 10.0.0.2:22",
+                "run the inner build over SSH at 10.0.0.2:22",
+                "import the result root",
+            ],
+            &BHYVE_STOP,
+            &BHYVE_DESTROY,
+        ])
+    );
+}
+
+#[tokio::test]
+async fn bhyve_tears_down_after_a_failure_at_each_step() {
+    let inner = |fail: FailAt| -> Vec<&'static str> {
+        let mut steps = vec!["wait for SSH-banner at 10.0.0.2:22"];
+        if fail != FailAt::Wait {
+            steps.push("run the inner build over SSH at 10.0.0.2:22");
+        }
+        if fail == FailAt::Import {
+            steps.push("import the result root");
+        }
+        steps
+    };
+    for fail in [FailAt::Wait, FailAt::Build, FailAt::Import] {
+        let (driver, recorder, spec) = bhyve();
+        let (outcome, torn) = life(&driver, &spec, &recorder, fail).await;
+        assert!(outcome.is_err(), "{fail:?}");
+        torn.unwrap();
+        assert_eq!(
+            recorder.plan(),
+            expected(&[
+                &[BHYVE_PREPARE, BHYVE_LOAD, BHYVE_RUN],
+                &inner(fail),
+                &BHYVE_STOP,
+                &BHYVE_DESTROY
+            ]),
+            "{fail:?}"
+        );
+    }
+    // The clone fails: nothing booted; whatever part of the clone exists is destroyed.
+    let (driver, recorder, spec) = bhyve();
+    recorder.answer_once("zfs clone", failed("dataset is busy"));
+    let (outcome, torn) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
+    assert!(outcome.unwrap_err().to_string().contains("dataset is busy"));
+    torn.unwrap();
+    assert_eq!(
+        recorder.plan(),
+        expected(&[&[BHYVE_PREPARE], &BHYVE_DESTROY])
+    );
+    // bhyveload fails: the (not running) guest is still stopped and freed.
+    let (driver, recorder, spec) = bhyve();
+    recorder.answer_once("bhyveload", failed("no such device"));
+    let (outcome, torn) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
+    assert!(outcome.is_err());
+    torn.unwrap();
+    assert_eq!(
+        recorder.plan(),
+        expected(&[&[BHYVE_PREPARE, BHYVE_LOAD], &BHYVE_STOP, &BHYVE_DESTROY])
+    );
+    // A guest that ignores the power button is powered off hard.
+    let (driver, recorder, spec) = bhyve();
+    recorder.answers.lock().unwrap().clear();
+    recorder.answer("test -e /dev/vmm/", printed(""));
+    let (outcome, _) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
+    outcome.unwrap();
+    let plan = recorder.plan();
+    let at = plan
+        .iter()
+        .position(|c| c == "bhyvectl --vm=fruix-20260405T213444Z --force-poweroff")
+        .expect("a hard power-off");
+    assert_eq!(
+        plan[at + 1],
+        "bhyvectl --vm=fruix-20260405T213444Z --destroy"
+    );
+}
+
+fn xcpng() -> (XcpNg, Arc<Recorder>, VmSpec) {
+    let recorder = Arc::new(Recorder::default());
+    let spec = spec(VmDriverSpec::XcpNg {
+        master: "root@xcp-master.example".into(),
+        template: "freebsd-15-approved".into(),
+    });
+    recorder.answer("xe vm-clone", printed("5a1f-uuid\n"));
+    // No address on the first ask (the guest tools are not up yet).
+    recorder.answer_once("param-name=networks", printed(""));
+    recorder.answer(
+        "param-name=networks",
+        printed("0/ip: 10.0.0.7; 0/ipv6/0: fe80::1"),
+    );
+    let driver = XcpNg::new(spec.clone(), recorder.clone());
+    (driver, recorder, spec)
+}
+
+const XE_PREPARE: &str = "xe vm-clone vm=freebsd-15-approved new-name-label=fruix-20260405T213444Z";
+const XE_BOOT: [&str; 3] = [
+    "xe vm-start uuid=5a1f-uuid",
+    "xe vm-param-get uuid=5a1f-uuid param-name=networks",
+    "xe vm-param-get uuid=5a1f-uuid param-name=networks",
+];
+const XE_STOP: &str = "xe vm-shutdown uuid=5a1f-uuid";
+const XE_DESTROY: &str = "xe vm-uninstall uuid=5a1f-uuid force=true";
+
+#[tokio::test]
+async fn xcpng_runs_a_whole_life_in_order_and_tears_down_after_each_failure() {
+    let (driver, recorder, spec) = xcpng();
+    let (outcome, torn) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
+    outcome.unwrap();
+    torn.unwrap();
+    assert_eq!(
+        recorder.plan(),
+        expected(&[
+            &[XE_PREPARE],
+            &XE_BOOT,
+            &[
+                "wait for SSH-banner at 10.0.0.7:22",
+                "run the inner build over SSH at 10.0.0.7:22",
+                "import the result root",
+                XE_STOP,
+                XE_DESTROY
+            ],
+        ])
+    );
+    for fail in [FailAt::Wait, FailAt::Build, FailAt::Import] {
+        let (driver, recorder, spec) = xcpng();
+        let (outcome, torn) = life(&driver, &spec, &recorder, fail).await;
+        assert!(outcome.is_err());
+        torn.unwrap();
+        let plan = recorder.plan();
+        assert_eq!(&plan[plan.len() - 2..], [XE_STOP, XE_DESTROY], "{fail:?}");
+    }
+    // The clone fails: nothing to stop or uninstall.
+    let (driver, recorder, spec) = xcpng();
+    recorder
+        .answers
+        .lock()
+        .unwrap()
+        .insert(0, ("xe vm-clone".into(), failed("no such template"), true));
+    let (outcome, torn) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
+    assert!(outcome
+        .unwrap_err()
+        .to_string()
+        .contains("no such template"));
+    torn.unwrap();
+    assert_eq!(recorder.plan(), [XE_PREPARE]);
+    // vm-start fails: the clone is stopped (nothing running) and uninstalled.
+    let (driver, recorder, spec) = xcpng();
+    recorder.answer_once("xe vm-start", failed("not enough memory"));
+    let (outcome, torn) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
+    assert!(outcome.is_err());
+    torn.unwrap();
+    assert_eq!(
+        recorder.plan(),
+        [
+            XE_PREPARE,
+            "xe vm-start uuid=5a1f-uuid",
+            XE_STOP,
+            XE_DESTROY
+        ]
+    );
+    // A clean shutdown that fails is forced.
+    let (driver, recorder, spec) = xcpng();
+    recorder.answer_once("xe vm-shutdown uuid=5a1f-uuid", failed("timed out"));
+    let (_, torn) = life(&driver, &spec, &recorder, FailAt::Build).await;
+    torn.unwrap();
+    let plan = recorder.plan();
+    assert_eq!(
+        &plan[plan.len() - 3..],
+        [XE_STOP, "xe vm-shutdown uuid=5a1f-uuid --force", XE_DESTROY]
+    );
+}
+
+#[test]
+fn an_xe_networks_map_gives_the_first_ipv4_address() {
+    assert_eq!(
+        address_of("0/ipv6/0: fe80::1; 0/ip: 10.0.0.7; 1/ip: 10.0.1.7").as_deref(),
+        Some("10.0.0.7")
+    );
+    assert_eq!(address_of(""), None);
+    assert_eq!(address_of("0/ip: not-an-address"), None);
+}
+
+#[test]
+fn the_qemu_command_line_forwards_only_ssh_on_loopback_and_logs_the_console() {
+    let spec = spec(VmDriverSpec::Qemu {
+        image: None,
+        kernel: Some("/vm/vmlinuz".into()),
+        initrd: Some("/vm/initrd.img".into()),
+        append: Some("console=ttyS0".into()),
+        accel: Accel::Auto,
+    });
+    let line = command_line(&spec, &instance(), 40022, false).join(" ");
+    for part in [
+        "-machine q35,accel=tcg",
+        "-m 1024M -smp 2",
+        "-serial file:/var/lib/fruix/vm/fruix-20260405T213444Z/console.log",
+        "-qmp unix:/var/lib/fruix/vm/fruix-20260405T213444Z/qmp.sock,server=on,wait=off",
+        "-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22",
+        "-kernel /vm/vmlinuz -initrd /vm/initrd.img -append console=ttyS0",
+    ] {
+        assert!(line.contains(part), "{part:?} not in {line}");
+    }
+    assert!(!line.contains("-drive"), "an initramfs guest has no disk");
+    let kvm = command_line(&spec, &instance(), 40022, true).join(" ");
+    assert!(kvm.contains("accel=kvm"));
+}
+
+#[test]
+fn a_boot_failure_quotes_the_last_console_lines_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vm = instance();
+    vm.console = dir.path().join("console.log");
+    assert_eq!(console_quote(&vm), "; its console is empty");
+    let lines: String = (0..30).map(|i| format!("line {i}\r\n")).collect();
+    std::fs::write(&vm.console, format!("{lines}Kernel panic\x1b[31m\n")).unwrap();
+    let quote = console_quote(&vm);
+    assert!(
+        quote.contains("line 29") && !quote.contains("line 10\n"),
+        "{quote}"
+    );
+    assert!(quote.ends_with("Kernel panic\\033[31m"), "{quote}");
+}
