@@ -89,3 +89,44 @@ fn jail_plugin_and_local_render_one_plan_and_agree_on_signatures() {
         "the jail plugin slices the installed trees as the local executor does"
     );
 }
+
+#[test]
+fn the_vm_executor_needs_a_machine_that_is_a_virtual_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let machines = dir.path().join("machines.scm");
+    std::fs::write(
+        &machines,
+        "(fruix-machines\n  (machine (name \"plain\") (host \"127.0.0.1\") (user \"root\"))\n  (machine (name \"vm1\") (user \"root\")\n    (vm (driver qemu) (kernel \"/vm/vmlinuz\") (initrd \"/vm/initrd\") (host-key \"ssh-ed25519 AAAAkey\"))))\n",
+    )
+    .unwrap();
+    let build = |machine: &str, extra: &[&str]| {
+        let mut cmd = crate::util::fixture_build(crate::util::fruix(), "vm", dir.path(), "root");
+        cmd.arg("--machines")
+            .arg(&machines)
+            .args(["--machine", machine]);
+        cmd.args(extra);
+        crate::util::run(&mut cmd)
+    };
+    let out = build("plain", &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("machine plain of"),
+        "{out:?}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a virtual machine"));
+    let out = build("vm1", &["--config", "inner=chroot"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("`inner` \"chroot\" is not guest-self-hosted or host-initiated"),
+        "{out:?}"
+    );
+    // A guest key of the SSH executors is not one of vm's.
+    let out = build("vm1", &["--known-hosts", "/k"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field `known_hosts`"),
+        "{out:?}"
+    );
+    assert!(crate::util::nothing_promoted(&dir.path().join("store")));
+}

@@ -61,7 +61,9 @@ pub use self::config::{
 pub use self::in_guest::InGuestBuild;
 pub use self::self_hosted::MIN_HELPER_VERSION;
 use crate::import::{self, ImportLimits, Staged};
-use crate::ssh::{is_connection_lost, shell_quote, SshOptions, SshSession};
+use crate::ssh::{
+    is_connection_lost, shell_quote, HostKeyPolicy, SshOptions, SshSession, SshTarget,
+};
 
 /// The executor version recorded in `promotion.scm`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -122,7 +124,7 @@ impl Mode {
 }
 
 /// Builds in a guest over SSH; see the module docs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct GuestExecutor {
     mode: Mode,
     ssh: SshOptions,
@@ -137,6 +139,14 @@ pub struct GuestExecutor {
 }
 
 impl GuestExecutor {
+    /// This executor, reaching its guest at `target` with its host key
+    /// pinned to `host_key` (a VM fruix booted: see [`crate::vm`]).
+    pub fn at(mut self, target: SshTarget, host_key: String) -> GuestExecutor {
+        self.ssh.target = target;
+        self.ssh.host_keys = HostKeyPolicy::Pinned(host_key);
+        self
+    }
+
     /// The guest result root of run `run_id`.
     pub fn guest_root(&self, run_id: &str) -> String {
         format!("{}/native-builds/{run_id}", self.state_dir)

@@ -12,6 +12,8 @@
 
 pub mod bhyve;
 pub mod driver;
+pub mod executor;
+pub mod master;
 pub mod qemu;
 pub mod xcpng;
 
