@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs fruix's whole test suite on a Debian machine, as root: installs the
-# system packages the tests use (real guile, mtree, nix-hash, sshd, bmake),
+# system packages the tests use (real guile, mtree, nix-hash, sshd, bmake,
+# QEMU and the VM tests' guest image),
 # then checks formatting and lints, and runs every test.
 #
 # Tests that need one of these tools fail with a message naming it when it is
@@ -8,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(guile-3.0 mtree-netbsd nix-bin openssh-server openssh-client bmake gcc make libxml2-utils tmux groff-base git)
+packages=(guile-3.0 mtree-netbsd nix-bin openssh-server openssh-client bmake gcc make libxml2-utils tmux groff-base git busybox-static dropbear-bin cpio)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +20,9 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+echo "==> the VM tests' guest image (QEMU, a cloud kernel, busybox, dropbear)"
+bash scripts/vm-image.sh target/vm-image
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -38,3 +38,4 @@ mod store_copy;
 mod store_integrity;
 mod store_lifecycle;
 mod terminal;
+mod vm;
