@@ -343,7 +343,7 @@ mod tests {
     const FULL: &str = r#"(fruix-executors
   (format-version 1)
   (executor
-    (name "vm")
+    (name "scripted-vm")
     (version "1.2.0")
     (description "builds in a VM")
     (system-failure-exit-code 75)
@@ -374,7 +374,10 @@ mod tests {
         let specs = parse(&path, FULL).unwrap();
         let base = dir.path().canonicalize().unwrap();
         let vm = &specs[0];
-        assert_eq!((vm.name.as_str(), vm.version.as_str()), ("vm", "1.2.0"));
+        assert_eq!(
+            (vm.name.as_str(), vm.version.as_str()),
+            ("scripted-vm", "1.2.0")
+        );
         assert_eq!(vm.origin, format!("{}:3", path.display()));
         assert_eq!(
             (vm.build_failure_exit_code, vm.system_failure_exit_code),
@@ -431,7 +434,7 @@ mod tests {
                 "not a failure exit status",
             ),
             (
-                "(name \"vm\")",
+                "(name \"scripted-vm\")",
                 "(name \"v m\")",
                 "not usable in a store name",
             ),
@@ -478,14 +481,14 @@ mod tests {
 
     #[test]
     fn two_executors_with_one_name_name_both_declarations() {
-        let (_dir, path) = full_file_with_second_named("vm");
+        let (_dir, path) = full_file_with_second_named("scripted-vm");
         let mut registry = Registry::default();
         let e = register_files(&mut registry, std::slice::from_ref(&path))
             .unwrap_err()
             .to_string();
         let file = path.display();
         assert!(
-            e.contains(&format!("executor `vm` is registered twice: by {file}:3 (external) and by {file}:15 (external)")),
+            e.contains(&format!("executor `scripted-vm` is registered twice: by {file}:3 (external) and by {file}:15 (external)")),
             "{e}"
         );
     }
