@@ -28,12 +28,24 @@ fn image() -> PathBuf {
 /// A machines file in `dir` with one VM machine `name` booting the guest
 /// image, its kernel command line `append`, its host key `host_key`.
 fn machines(dir: &Path, name: &str, append: &str, host_key: &str, boot_timeout: u32) -> PathBuf {
+    machines_with(dir, name, append, host_key, boot_timeout, 2)
+}
+
+/// [`machines`] with the machine's shutdown timeout.
+fn machines_with(
+    dir: &Path,
+    name: &str,
+    append: &str,
+    host_key: &str,
+    boot_timeout: u32,
+    shutdown_timeout: u32,
+) -> PathBuf {
     let image = image();
     let file = dir.join("machines.scm");
     std::fs::write(
         &file,
         format!(
-            "(fruix-machines\n  (machine (name {name:?}) (user \"root\") (private-key {:?})\n    (vm (driver qemu) (kernel {:?}) (initrd {:?}) (append {append:?})\n        (memory 512) (accel tcg) (boot-timeout {boot_timeout}) (shutdown-timeout 2)\n        (host-key {host_key:?}))))\n",
+            "(fruix-machines\n  (machine (name {name:?}) (user \"root\") (private-key {:?})\n    (vm (driver qemu) (kernel {:?}) (initrd {:?}) (append {append:?})\n        (memory 512) (accel tcg) (boot-timeout {boot_timeout}) (shutdown-timeout {shutdown_timeout})\n        (host-key {host_key:?}))))\n",
             image.join("id_ed25519").display().to_string(),
             image.join("vmlinuz").display().to_string(),
             image.join("initrd.img").display().to_string(),
@@ -134,12 +146,14 @@ fn a_guest_that_never_opens_ssh_fails_after_the_boot_timeout_quoting_its_console
 #[test]
 fn ctrl_c_while_the_guest_boots_leaves_no_qemu_process_within_five_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    let file = machines(
+    // A long shutdown timeout: after Ctrl-C the guest is not waited for.
+    let file = machines_with(
         dir.path(),
         "silent",
         "console=ttyS0 quiet fruix.nossh",
         &host_key(),
         600,
+        120,
     );
     let mut child = vm_build(dir.path(), &file, "silent")
         .stdout(Stdio::null())

@@ -206,12 +206,14 @@ impl Run for VmRun<'_> {
             return Ok(());
         };
         let e = self.executor;
+        let grace = if ctx.cancel.is_cancelled() {
+            std::time::Duration::ZERO
+        } else {
+            e.spec.shutdown_timeout
+        };
         let torn = ctx
             .events
-            .stage(
-                "vm-teardown",
-                teardown(&*e.driver, &e.spec, vm, self.started),
-            )
+            .stage("vm-teardown", teardown(&*e.driver, grace, vm, self.started))
             .await;
         // The console goes with the result root's logs.
         if vm.console.exists() {

@@ -71,17 +71,19 @@ where
     build(endpoint).await
 }
 
-/// Stops the guest if booting was attempted, then destroys its disk if
-/// preparing was; both are tried even when the first fails. The first
-/// failure is returned.
+/// Stops the guest if booting was attempted (`grace` for the ACPI power
+/// button: the machine's shutdown timeout, or none after a cancellation,
+/// when nothing in a throw-away guest is worth waiting for), then destroys
+/// its disk if preparing was; both are tried even when the first fails. The
+/// first failure is returned.
 pub async fn teardown(
     driver: &dyn VmDriver,
-    spec: &VmSpec,
+    grace: Duration,
     vm: &Instance,
     started: Started,
 ) -> Result<()> {
     let stopped = if started.booted {
-        driver.stop(vm, spec.shutdown_timeout).await
+        driver.stop(vm, grace).await
     } else {
         Ok(())
     };

@@ -89,7 +89,7 @@ async fn life(
         },
     )
     .await;
-    let torn = teardown(driver, spec, &vm, started).await;
+    let torn = teardown(driver, spec.shutdown_timeout, &vm, started).await;
     (outcome, torn)
 }
 
