@@ -274,12 +274,18 @@ impl CellRunner for ExecutorRunner {
     }
 
     fn reachable(&self, machine: &str) -> BoxFuture<bool> {
-        let address = self
+        let machine = self
             .plan
             .machines
             .as_ref()
-            .and_then(|m| m.get(machine).ok())
-            .map(|m| (m.target.host.clone(), m.target.port));
+            .and_then(|m| m.get(machine).ok());
+        // A virtual machine is booted for each build: there is nothing to
+        // reach beforehand (a VM that cannot boot fails its cell as a
+        // system failure, which failover retries elsewhere).
+        if machine.is_some_and(|m| m.vm.is_some()) {
+            return Box::pin(async { true });
+        }
+        let address = machine.map(|m| (m.target.host.clone(), m.target.port));
         Box::pin(async move {
             let Some(address) = address else {
                 return false;

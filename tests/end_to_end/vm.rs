@@ -183,3 +183,39 @@ fn ctrl_c_while_the_guest_boots_leaves_no_qemu_process_within_five_seconds() {
         signalled.elapsed()
     );
 }
+
+#[test]
+fn a_matrix_cell_on_a_vm_machine_boots_it_and_runs_the_inner_mode_in_it() {
+    let m = crate::matrix::Matrix::new(
+        "  (machines-file \"machines.scm\")\n  (axes (executor \"vm\"))\n  (retries 0)\n  (config (vm (inner \"host-initiated\")))",
+    );
+    machines(m.dir.path(), "vm1", "console=ttyS0 quiet", &host_key(), 120);
+    let mut cmd = m.command(&[]);
+    let bin = image().join("bin");
+    if bin.is_dir() {
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", bin.display()));
+    }
+    let out = run(&mut cmd);
+    // The guest has no mtree, which receiving the source object needs: the
+    // cell fails there, in the guest, after booting it and connecting with
+    // its pinned host key. (A guest that can build is the next step.)
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        crate::matrix::describe(&out)
+    );
+    let report = m.report();
+    let cell = crate::matrix::cell(&report, "vm");
+    assert_eq!(cell["machine"], "vm1", "{cell:#}");
+    assert!(
+        cell["error"]
+            .as_str()
+            .unwrap()
+            .contains("mtree is missing in the guest"),
+        "{cell:#}"
+    );
+    assert!(report["machines_set_aside"].as_array().unwrap().is_empty());
+    assert!(qemu_processes(m.dir.path()).is_empty());
+}

@@ -169,18 +169,24 @@ impl SshSession {
         cancel: &CancellationToken,
         mut on_line: impl FnMut(Stream, &str) + Send,
     ) -> Result<Option<RemoteExit>> {
-        let mut channel = self.channel().await?;
+        let channel = self.channel().await?;
         channel
             .exec(true, wrap(script))
             .await
             .map_err(|e| lost(self.target(), e))?;
-        if let Some(input) = stdin {
-            channel
-                .data(input)
-                .await
-                .map_err(|e| lost(self.target(), e))?;
-        }
-        channel.eof().await.map_err(|e| lost(self.target(), e))?;
+        // Stdin is sent while the output is read: a command that ends
+        // without reading all of it (a guest refusing what it is sent) must
+        // not leave the sender waiting for window space forever. Once the
+        // command has ended, what could not be sent no longer matters.
+        let (mut channel, writer) = channel.split();
+        let sending = async {
+            if let Some(input) = stdin {
+                writer.data(input).await?;
+            }
+            writer.eof().await
+        };
+        tokio::pin!(sending);
+        let mut sent = false;
         let (mut out, mut err) = (
             LineSplitter::new(self.max_line_bytes),
             LineSplitter::new(self.max_line_bytes),
@@ -206,19 +212,26 @@ impl SshSession {
             if cancelled_at.is_some() {
                 if let Some(sid) = session {
                     self.kill_session(sid).await;
-                    let _ = channel.close().await;
+                    let _ = writer.close().await;
                     return Ok(None);
                 }
             }
             let give_up = cancelled_at.map(|t| t + SESSION_WAIT);
             let msg = tokio::select! {
+                // A failure to send is not judged here: the channel's end
+                // says whether the command ended (the rest of stdin was not
+                // wanted) or the connection was lost.
+                _ = &mut sending, if !sent => {
+                    sent = true;
+                    continue;
+                }
                 msg = channel.wait() => msg,
                 () = cancel.cancelled(), if cancelled_at.is_none() => {
                     cancelled_at = Some(tokio::time::Instant::now());
                     continue;
                 }
                 () = tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)), if give_up.is_some() => {
-                    let _ = channel.close().await;
+                    let _ = writer.close().await;
                     return Ok(None);
                 }
             };
