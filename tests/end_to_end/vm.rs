@@ -219,3 +219,27 @@ fn a_matrix_cell_on_a_vm_machine_boots_it_and_runs_the_inner_mode_in_it() {
     assert!(report["machines_set_aside"].as_array().unwrap().is_empty());
     assert!(qemu_processes(m.dir.path()).is_empty());
 }
+
+#[test]
+fn a_fruix_killed_outright_leaves_no_qemu_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = machines(
+        dir.path(),
+        "silent",
+        "console=ttyS0 quiet fruix.nossh",
+        &host_key(),
+        600,
+    );
+    let mut child = vm_build(dir.path(), &file, "silent")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the guest runs", || !qemu_processes(dir.path()).is_empty());
+    // SIGKILL: fruix cannot tear anything down; the kernel stops the guest.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until("no qemu process is left", || {
+        qemu_processes(dir.path()).is_empty()
+    });
+}

@@ -4,7 +4,8 @@
 //! forwarded SSH port on 127.0.0.1, its serial console in a file, and a QMP
 //! socket through which `system_powerdown` presses the ACPI power button.
 //! After the grace period, and whenever fruix lets go of it, the process is
-//! killed.
+//! killed; on Linux it also dies with fruix (`PR_SET_PDEATHSIG`), so even a
+//! fruix killed with SIGKILL leaves no guest running.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -160,7 +161,22 @@ impl VmDriver for Qemu {
         let args = command_line(&self.spec, vm, port, kvm);
         let log = std::fs::File::create(vm.work_dir.join("qemu.log"))
             .map_err(|e| Error::io("create", vm.work_dir.join("qemu.log"), e))?;
-        let child = tokio::process::Command::new(&args[0])
+        let mut command = tokio::process::Command::new(&args[0]);
+        // The guest dies with fruix even when fruix cannot tear it down
+        // (killed with SIGKILL): the kernel sends it SIGKILL then.
+        #[cfg(target_os = "linux")]
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only calls prctl(2), which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let child = command
             .args(&args[1..])
             .stdin(std::process::Stdio::null())
             .stdout(
