@@ -72,6 +72,13 @@ fn vm_build(dir: &Path, machines: &Path, machine: &str) -> Command {
     cmd.arg("--machines")
         .arg(machines)
         .args(["--machine", machine]);
+    with_emulator(&mut cmd);
+    cmd
+}
+
+/// Puts the image's emulator on `cmd`'s PATH when it had to be unpacked;
+/// else the installed one must be there.
+fn with_emulator(cmd: &mut Command) {
     let bin = image().join("bin");
     if bin.is_dir() {
         let path = std::env::var("PATH").unwrap_or_default();
@@ -79,7 +86,24 @@ fn vm_build(dir: &Path, machines: &Path, machine: &str) -> Command {
     } else {
         crate::util::require_tool("qemu-system-x86_64", "qemu-system-x86");
     }
-    cmd
+}
+
+/// Starts a build on a guest that never opens SSH (so that the build waits
+/// for it until stopped), with the machine's `shutdown_timeout`.
+fn start_on_silent_guest(dir: &Path, shutdown_timeout: u32) -> std::process::Child {
+    let file = machines_with(
+        dir,
+        "silent",
+        "console=ttyS0 quiet fruix.nossh",
+        &host_key(),
+        600,
+        shutdown_timeout,
+    );
+    vm_build(dir, &file, "silent")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// The pids of qemu processes whose command line names `marker` (a test's
@@ -147,19 +171,7 @@ fn a_guest_that_never_opens_ssh_fails_after_the_boot_timeout_quoting_its_console
 fn ctrl_c_while_the_guest_boots_leaves_no_qemu_process_within_five_seconds() {
     let dir = tempfile::tempdir().unwrap();
     // A long shutdown timeout: after Ctrl-C the guest is not waited for.
-    let file = machines_with(
-        dir.path(),
-        "silent",
-        "console=ttyS0 quiet fruix.nossh",
-        &host_key(),
-        600,
-        120,
-    );
-    let mut child = vm_build(dir.path(), &file, "silent")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = start_on_silent_guest(dir.path(), 120);
     // Once the guest's console says it is up, fruix is waiting for SSH
     // (the guest's files are beside the result root, in `.RUN_ID.vm`).
     wait_until("the guest's network is up", || {
@@ -191,11 +203,7 @@ fn a_matrix_cell_on_a_vm_machine_boots_it_and_runs_the_inner_mode_in_it() {
     );
     machines(m.dir.path(), "vm1", "console=ttyS0 quiet", &host_key(), 120);
     let mut cmd = m.command(&[]);
-    let bin = image().join("bin");
-    if bin.is_dir() {
-        let path = std::env::var("PATH").unwrap_or_default();
-        cmd.env("PATH", format!("{}:{path}", bin.display()));
-    }
+    with_emulator(&mut cmd);
     let out = run(&mut cmd);
     // The guest has no mtree, which receiving the source object needs: the
     // cell fails there, in the guest, after booting it and connecting with
@@ -223,18 +231,7 @@ fn a_matrix_cell_on_a_vm_machine_boots_it_and_runs_the_inner_mode_in_it() {
 #[test]
 fn a_fruix_killed_outright_leaves_no_qemu_process() {
     let dir = tempfile::tempdir().unwrap();
-    let file = machines(
-        dir.path(),
-        "silent",
-        "console=ttyS0 quiet fruix.nossh",
-        &host_key(),
-        600,
-    );
-    let mut child = vm_build(dir.path(), &file, "silent")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = start_on_silent_guest(dir.path(), 2);
     wait_until("the guest runs", || !qemu_processes(dir.path()).is_empty());
     // SIGKILL: fruix cannot tear anything down; the kernel stops the guest.
     child.kill().unwrap();

@@ -3,18 +3,91 @@
 //! step (prepare, boot, wait for SSH, the build, the import).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use fruix_core::executor::EventSink;
 use fruix_core::vm::{Accel, VmDriverSpec, VmSpec};
 use fruix_core::{Error, Result};
 
 use super::bhyve::Bhyve;
-use super::driver::{failed, printed, Endpoint, Instance, Recorder, VmDriver};
+use super::driver::{Endpoint, Host, Instance, Output, VmDriver};
 use super::qemu::command_line;
 use super::xcpng::{address_of, XcpNg};
 use super::{bring_up, console_quote, teardown, Started};
+
+/// A host that records every command and answers from a script: the
+/// recorded plans of the bhyve and XCP-ng drivers.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// Every command run, words joined by spaces.
+    pub plan: Mutex<Vec<String>>,
+    /// Answers: the first whose pattern the command contains gives its
+    /// output (used once when `once`); otherwise success with no output.
+    pub answers: Mutex<Vec<(String, Output, bool)>>,
+}
+
+impl Recorder {
+    /// Answers commands containing `pattern` with `output` (every time).
+    pub fn answer(&self, pattern: &str, output: Output) {
+        self.answers
+            .lock()
+            .expect("answers")
+            .push((pattern.to_string(), output, false));
+    }
+
+    /// Answers the next command containing `pattern` with `output`, once.
+    pub fn answer_once(&self, pattern: &str, output: Output) {
+        self.answers
+            .lock()
+            .expect("answers")
+            .push((pattern.to_string(), output, true));
+    }
+
+    /// The commands run so far.
+    pub fn plan(&self) -> Vec<String> {
+        self.plan.lock().expect("plan").clone()
+    }
+}
+
+#[async_trait]
+impl Host for Recorder {
+    async fn run(&self, argv: &[String]) -> Result<Output> {
+        let line = argv.join(" ");
+        self.plan.lock().expect("plan").push(line.clone());
+        let mut answers = self.answers.lock().expect("answers");
+        if let Some(i) = answers
+            .iter()
+            .position(|(p, _, _)| line.contains(p.as_str()))
+        {
+            let (_, out, once) = answers[i].clone();
+            if once {
+                answers.remove(i);
+            }
+            return Ok(out);
+        }
+        Ok(Output::default())
+    }
+}
+
+/// A failed [`Output`] (status 1) with `stderr`.
+pub fn failed(stderr: &str) -> Output {
+    Output {
+        status: 1,
+        stdout: String::new(),
+        stderr: stderr.to_string(),
+    }
+}
+
+/// A successful [`Output`] with `stdout`.
+pub fn printed(stdout: &str) -> Output {
+    Output {
+        status: 0,
+        stdout: stdout.to_string(),
+        stderr: String::new(),
+    }
+}
 
 fn spec(driver: VmDriverSpec) -> VmSpec {
     VmSpec {
