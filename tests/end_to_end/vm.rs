@@ -6,52 +6,162 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::util::{fixture_build, fruix, run, wait_until};
+use crate::util::{fixture_build, fruix, run, run_ok, wait_until};
 
-/// The guest image (built once, then reused).
+/// The guest image, built by `scripts/vm-image.sh` (which returns at once
+/// when the image is there and of its current layout).
 fn image() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = root.join("target/vm-image");
-    if !dir.join(".complete").exists() {
-        let status = Command::new("bash")
-            .arg(root.join("scripts/vm-image.sh"))
-            .arg(&dir)
-            .status()
-            .expect("bash runs scripts/vm-image.sh");
-        assert!(status.success(), "scripts/vm-image.sh failed");
-    }
-    dir
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let dir = root.join("target/vm-image");
+            let status = Command::new("bash")
+                .arg(root.join("scripts/vm-image.sh"))
+                .arg(&dir)
+                .status()
+                .expect("bash runs scripts/vm-image.sh");
+            assert!(status.success(), "scripts/vm-image.sh failed");
+            dir
+        })
+        .clone()
 }
 
-/// A machines file in `dir` with one VM machine `name` booting the guest
-/// image, its kernel command line `append`, its host key `host_key`.
-fn machines(dir: &Path, name: &str, append: &str, host_key: &str, boot_timeout: u32) -> PathBuf {
-    machines_with(dir, name, append, host_key, boot_timeout, 2)
+/// The image's initramfs with this build's fruix (stripped) appended as a
+/// second archive at /usr/bin/fruix, the guest-self-hosted helper. Made
+/// once per fruix binary; older ones are removed.
+fn initrd_with_fruix() -> PathBuf {
+    static INITRD: OnceLock<PathBuf> = OnceLock::new();
+    INITRD
+        .get_or_init(|| {
+            let image = image();
+            let binary = Path::new(env!("CARGO_BIN_EXE_fruix"));
+            let meta = std::fs::metadata(binary).unwrap();
+            let stamp = meta
+                .modified()
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let name = format!("initrd-fruix-{stamp}-{}.img", meta.len());
+            let initrd = image.join(&name);
+            if initrd.is_file() {
+                return initrd;
+            }
+            for e in std::fs::read_dir(&image).unwrap().flatten() {
+                if e.file_name().to_string_lossy().starts_with("initrd-fruix-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let work = tempfile::tempdir_in(&image).unwrap();
+            let bin = work.path().join("root/usr/bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            run_ok(
+                Command::new("strip")
+                    .arg("-o")
+                    .arg(bin.join("fruix"))
+                    .arg(binary),
+            );
+            let archive = run(Command::new("sh")
+                .current_dir(work.path().join("root"))
+                .args(["-c", "find . -mindepth 1 | sort | cpio -o -H newc --quiet"]));
+            assert!(archive.status.success(), "cpio: {archive:?}");
+            // The kernel reads concatenated archives; pad the first to a
+            // 4-byte boundary.
+            let mut bytes = std::fs::read(image.join("initrd.img")).unwrap();
+            bytes.resize(bytes.len().next_multiple_of(4), 0);
+            bytes.extend_from_slice(&archive.stdout);
+            let partial = work.path().join(&name);
+            std::fs::write(&partial, bytes).unwrap();
+            std::fs::rename(&partial, &initrd).unwrap();
+            initrd
+        })
+        .clone()
 }
 
-/// [`machines`] with the machine's shutdown timeout.
-fn machines_with(
-    dir: &Path,
-    name: &str,
-    append: &str,
-    host_key: &str,
+/// A VM machine of a test's machines file: the guest image booted under
+/// TCG with its kernel command line `append`, pinning `host_key`.
+struct Vm {
+    name: &'static str,
+    append: &'static str,
+    host_key: String,
     boot_timeout: u32,
     shutdown_timeout: u32,
-) -> PathBuf {
-    let image = image();
-    let file = dir.join("machines.scm");
-    std::fs::write(
-        &file,
+    /// The initramfs (the image's, or [`initrd_with_fruix`]).
+    initrd: PathBuf,
+    /// Whether the guest gets a throw-away overlay on the image's blank
+    /// disk.
+    disk: bool,
+    parallel_builds: u32,
+}
+
+impl Vm {
+    /// A guest that starts sshd, with the image's own initramfs.
+    fn new(name: &'static str) -> Vm {
+        Vm {
+            name,
+            append: "console=ttyS0 quiet",
+            host_key: host_key(),
+            boot_timeout: 120,
+            shutdown_timeout: 2,
+            initrd: image().join("initrd.img"),
+            disk: false,
+            parallel_builds: 1,
+        }
+    }
+
+    /// A guest that can build with guest-self-hosted (fruix is in it),
+    /// with a shutdown timeout long enough that only an ACPI power-off
+    /// the guest acts on ends it in time.
+    fn builder(name: &'static str) -> Vm {
+        Vm {
+            initrd: initrd_with_fruix(),
+            shutdown_timeout: 120,
+            ..Vm::new(name)
+        }
+    }
+
+    /// A guest that never opens SSH.
+    fn silent(name: &'static str) -> Vm {
+        Vm {
+            append: "console=ttyS0 quiet fruix.nossh",
+            ..Vm::new(name)
+        }
+    }
+
+    fn record(&self) -> String {
+        let image = image();
+        let disk = if self.disk {
+            format!(
+                " (image {:?})",
+                image.join("disk.qcow2").display().to_string()
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "(fruix-machines\n  (machine (name {name:?}) (user \"root\") (private-key {:?})\n    (vm (driver qemu) (kernel {:?}) (initrd {:?}) (append {append:?})\n        (memory 512) (accel tcg) (boot-timeout {boot_timeout}) (shutdown-timeout {shutdown_timeout})\n        (host-key {host_key:?}))))\n",
+            "  (machine (name {:?}) (user \"root\") (private-key {:?}) (parallel-builds {})\n    (vm (driver qemu) (kernel {:?}) (initrd {:?}){disk} (append {:?})\n        (memory 1024) (cpus 2) (accel tcg) (boot-timeout {}) (shutdown-timeout {})\n        (host-key {:?})))\n",
+            self.name,
             image.join("id_ed25519").display().to_string(),
+            self.parallel_builds,
             image.join("vmlinuz").display().to_string(),
-            image.join("initrd.img").display().to_string(),
-        ),
-    )
-    .unwrap();
+            self.initrd.display().to_string(),
+            self.append,
+            self.boot_timeout,
+            self.shutdown_timeout,
+            self.host_key,
+        )
+    }
+}
+
+/// Writes `dir/machines.scm` holding `vms`.
+fn machines(dir: &Path, vms: &[Vm]) -> PathBuf {
+    let file = dir.join("machines.scm");
+    let records: String = vms.iter().map(Vm::record).collect();
+    std::fs::write(&file, format!("(fruix-machines\n{records})\n")).unwrap();
     file
 }
 
@@ -67,8 +177,13 @@ fn host_key() -> String {
 /// `fruix build --executor vm` of the miniature tree on `machine`, with
 /// the image's emulator on PATH when it had to be unpacked.
 fn vm_build(dir: &Path, machines: &Path, machine: &str) -> Command {
+    vm_build_into(dir, machines, machine, "root")
+}
+
+/// [`vm_build`] with the result root `dir/name`.
+fn vm_build_into(dir: &Path, machines: &Path, machine: &str, name: &str) -> Command {
     crate::util::require_tool("bmake", "bmake");
-    let mut cmd = fixture_build(fruix(), "vm", dir, "root");
+    let mut cmd = fixture_build(fruix(), "vm", dir, name);
     cmd.arg("--machines")
         .arg(machines)
         .args(["--machine", machine]);
@@ -91,13 +206,13 @@ fn with_emulator(cmd: &mut Command) {
 /// Starts a build on a guest that never opens SSH (so that the build waits
 /// for it until stopped), with the machine's `shutdown_timeout`.
 fn start_on_silent_guest(dir: &Path, shutdown_timeout: u32) -> std::process::Child {
-    let file = machines_with(
+    let file = machines(
         dir,
-        "silent",
-        "console=ttyS0 quiet fruix.nossh",
-        &host_key(),
-        600,
-        shutdown_timeout,
+        &[Vm {
+            boot_timeout: 600,
+            shutdown_timeout,
+            ..Vm::silent("silent")
+        }],
     );
     vm_build(dir, &file, "silent")
         .stdout(Stdio::null())
@@ -126,7 +241,13 @@ fn qemu_processes(marker: &Path) -> Vec<i32> {
 fn a_wrong_pinned_host_key_is_refused_and_the_guest_is_torn_down() {
     let dir = tempfile::tempdir().unwrap();
     let wrong = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
-    let file = machines(dir.path(), "vm1", "console=ttyS0 quiet", wrong, 120);
+    let file = machines(
+        dir.path(),
+        &[Vm {
+            host_key: wrong.into(),
+            ..Vm::new("vm1")
+        }],
+    );
     let out = run(&mut vm_build(dir.path(), &file, "vm1"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
@@ -148,10 +269,10 @@ fn a_guest_that_never_opens_ssh_fails_after_the_boot_timeout_quoting_its_console
     let dir = tempfile::tempdir().unwrap();
     let file = machines(
         dir.path(),
-        "silent",
-        "console=ttyS0 quiet fruix.nossh",
-        &host_key(),
-        20,
+        &[Vm {
+            boot_timeout: 20,
+            ..Vm::silent("silent")
+        }],
     );
     let out = run(&mut vm_build(dir.path(), &file, "silent"));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -196,35 +317,141 @@ fn ctrl_c_while_the_guest_boots_leaves_no_qemu_process_within_five_seconds() {
     );
 }
 
+/// The tree signatures of a `--json` build report's artifacts.
+fn signatures(report: &serde_json::Value) -> Vec<(String, String)> {
+    ["world", "kernel", "headers", "bootloader"]
+        .iter()
+        .map(|a| {
+            let signature = report["artifacts"][a]["tree_signature"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no signature for {a}: {report}"));
+            (a.to_string(), signature.to_string())
+        })
+        .collect()
+}
+
+/// The files below `dir` whose names end with `suffix` (overlays: `.qcow2`).
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let kind = e.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(e.path());
+            } else if e.file_name().to_string_lossy().ends_with(suffix) {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
 #[test]
-fn a_matrix_cell_on_a_vm_machine_boots_it_and_runs_the_inner_mode_in_it() {
-    let m = crate::matrix::Matrix::new(
-        "  (machines-file \"machines.scm\")\n  (axes (executor \"vm\"))\n  (retries 0)\n  (config (vm (inner \"host-initiated\")))",
+fn builds_in_the_guest_with_each_inner_mode_equal_a_local_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = machines(
+        dir.path(),
+        &[Vm {
+            disk: true,
+            ..Vm::builder("vm1")
+        }],
     );
-    machines(m.dir.path(), "vm1", "console=ttyS0 quiet", &host_key(), 120);
+    let local: serde_json::Value = serde_json::from_str(&run_ok(
+        fixture_build(fruix(), "local", dir.path(), "local").arg("--json"),
+    ))
+    .unwrap();
+    for inner in ["guest-self-hosted", "host-initiated"] {
+        let mut cmd = vm_build_into(dir.path(), &file, "vm1", inner);
+        cmd.args([&format!("--config=inner={inner}"), "--json"]);
+        let report: serde_json::Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+        let root = dir.path().join(inner);
+        assert_eq!(
+            signatures(&report),
+            signatures(&local),
+            "{inner} in the guest gives the trees of a local build"
+        );
+        let promotion = std::fs::read_to_string(root.join("promotion.scm")).unwrap();
+        assert!(
+            promotion.contains(&format!("(executor \"{inner}\")")),
+            "{promotion}"
+        );
+        let console = std::fs::read_to_string(root.join("logs/console.log")).unwrap();
+        assert!(console.contains("fruix-vm: sshd started"), "{console}");
+        // Shut down by the ACPI power button, not stopped hard: the
+        // guest's own power-off is on its console.
+        assert!(console.contains("reboot: Power down"), "{console}");
+        assert!(qemu_processes(dir.path()).is_empty());
+        assert_eq!(files_ending(dir.path(), ".qcow2"), Vec::<PathBuf>::new());
+    }
+    run_ok(
+        fruix()
+            .args(["store", "verify", "--quiet", "--store"])
+            .arg(dir.path().join("store")),
+    );
+}
+
+#[test]
+fn killing_the_emulator_mid_build_is_a_system_failure_leaving_no_guest_or_overlay() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = machines(
+        dir.path(),
+        &[Vm {
+            disk: true,
+            ..Vm::new("vm1")
+        }],
+    );
+    let mut cmd = vm_build(dir.path(), &file, "vm1");
+    cmd.arg("--config=inner=host-initiated")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // host-initiated streams the guest's make output into the result
+    // root's logs as it runs.
+    let log = dir.path().join("root/logs/buildworld.log");
+    wait_until("the guest builds the world", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("World build started"))
+    });
+    let overlays = files_ending(dir.path(), ".qcow2");
+    assert_eq!(overlays.len(), 1, "the guest's overlay: {overlays:?}");
+    let guests = qemu_processes(dir.path());
+    assert_eq!(guests.len(), 1, "{guests:?}");
+    // SAFETY: kill(2) on a qemu process this test's build started.
+    unsafe { libc::kill(guests[0], libc::SIGKILL) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("vm-teardown"), "{stderr}");
+    assert!(qemu_processes(dir.path()).is_empty());
+    assert_eq!(files_ending(dir.path(), ".qcow2"), Vec::<PathBuf>::new());
+    assert!(crate::util::nothing_promoted(&dir.path().join("store")));
+}
+
+#[test]
+fn a_matrix_over_local_and_a_vm_machine_agrees() {
+    let m = crate::matrix::Matrix::new(
+        "  (machines-file \"machines.scm\")\n  (axes (executor \"local\" \"vm\"))\n  (retries 0)\n  (config (vm (inner \"host-initiated\")))",
+    );
+    machines(m.dir.path(), &[Vm::new("vm1")]);
     let mut cmd = m.command(&[]);
     with_emulator(&mut cmd);
     let out = run(&mut cmd);
-    // The guest has no mtree, which receiving the source object needs: the
-    // cell fails there, in the guest, after booting it and connecting with
-    // its pinned host key. (A guest that can build is the next step.)
     assert_eq!(
         out.status.code(),
-        Some(5),
+        Some(0),
         "{}",
         crate::matrix::describe(&out)
     );
     let report = m.report();
     let cell = crate::matrix::cell(&report, "vm");
     assert_eq!(cell["machine"], "vm1", "{cell:#}");
-    assert!(
-        cell["error"]
-            .as_str()
-            .unwrap()
-            .contains("mtree is missing in the guest"),
-        "{cell:#}"
-    );
-    assert!(report["machines_set_aside"].as_array().unwrap().is_empty());
+    assert_eq!(cell["status"], "passed", "{cell:#}");
+    let agreement = report["agreement"].as_array().unwrap();
+    assert_eq!(agreement.len(), 4, "{report:#}");
+    for a in agreement {
+        assert_eq!(a["agree"], true, "{a:#}");
+        assert_eq!(a["cells"].as_array().unwrap().len(), 2, "{a:#}");
+    }
     assert!(qemu_processes(m.dir.path()).is_empty());
 }
 
