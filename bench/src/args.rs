@@ -52,6 +52,9 @@ where
 
 /// Removes `path`, read-only directories (store objects) included.
 pub fn remove(path: &Path) {
+    if std::fs::symlink_metadata(path).is_err() {
+        return;
+    }
     let _ = std::process::Command::new("chmod")
         .arg("-R")
         .arg("u+w")

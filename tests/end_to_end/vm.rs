@@ -96,6 +96,8 @@ struct Vm {
     /// disk.
     disk: bool,
     parallel_builds: u32,
+    /// The matrix scheduler tries faster machines first.
+    speed: f64,
 }
 
 impl Vm {
@@ -110,6 +112,7 @@ impl Vm {
             initrd: image().join("initrd.img"),
             disk: false,
             parallel_builds: 1,
+            speed: 1.0,
         }
     }
 
@@ -143,10 +146,11 @@ impl Vm {
             String::new()
         };
         format!(
-            "  (machine (name {:?}) (user \"root\") (private-key {:?}) (parallel-builds {})\n    (vm (driver qemu) (kernel {:?}) (initrd {:?}){disk} (append {:?})\n        (memory 1024) (cpus 2) (accel tcg) (boot-timeout {}) (shutdown-timeout {})\n        (host-key {:?})))\n",
+            "  (machine (name {:?}) (user \"root\") (private-key {:?}) (parallel-builds {}) (speed {:.1})\n    (vm (driver qemu) (kernel {:?}) (initrd {:?}){disk} (append {:?})\n        (memory 1024) (cpus 2) (accel tcg) (boot-timeout {}) (shutdown-timeout {})\n        (host-key {:?})))\n",
             self.name,
             image.join("id_ed25519").display().to_string(),
             self.parallel_builds,
+            self.speed,
             image.join("vmlinuz").display().to_string(),
             self.initrd.display().to_string(),
             self.append,
@@ -452,6 +456,55 @@ fn a_matrix_over_local_and_a_vm_machine_agrees() {
         assert_eq!(a["agree"], true, "{a:#}");
         assert_eq!(a["cells"].as_array().unwrap().len(), 2, "{a:#}");
     }
+    assert!(qemu_processes(m.dir.path()).is_empty());
+}
+
+#[test]
+fn vm_machines_in_a_matrix_hold_their_slots_and_a_guest_that_cannot_boot_fails_over() {
+    let m = crate::matrix::Matrix::new(
+        "  (machines-file \"machines.scm\")\n  (axes (executor \"vm\") (kernconf \"GENERIC\" \"MINIMAL\"))\n  (retries 1)\n  (fail-fast #f)\n  (max-parallel 2)\n  (config (vm (inner \"host-initiated\")))",
+    );
+    // "broken" is tried first (faster) and never opens SSH.
+    machines(
+        m.dir.path(),
+        &[
+            Vm {
+                boot_timeout: 10,
+                speed: 2.0,
+                ..Vm::silent("broken")
+            },
+            Vm::new("vm1"),
+        ],
+    );
+    let mut cmd = m.command(&[]);
+    with_emulator(&mut cmd);
+    let out = run(&mut cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::matrix::describe(&out)
+    );
+    let report = m.report();
+    let cells = report["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2, "{report:#}");
+    let mut failed_over = 0;
+    for c in cells {
+        assert_eq!(c["status"], "passed", "{c:#}");
+        assert_eq!(c["machine"], "vm1", "{c:#}");
+        let attempts = c["attempts"].as_array().unwrap();
+        if attempts.len() == 2 {
+            failed_over += 1;
+            assert_eq!(attempts[0]["machine"], "broken", "{c:#}");
+            assert_eq!(attempts[0]["status"], "system-failure", "{c:#}");
+        }
+    }
+    assert_eq!(failed_over, 1, "one cell started on broken: {report:#}");
+    // vm1 has one slot: its two cells never had a guest each at once.
+    let (_, per_machine) = crate::matrix::peak_concurrency(&report);
+    assert_eq!(per_machine["vm1"], 1, "{report:#}");
+    let agreement = report["agreement"].as_array().unwrap();
+    assert!(agreement.iter().all(|a| a["agree"] == true), "{report:#}");
     assert!(qemu_processes(m.dir.path()).is_empty());
 }
 
