@@ -91,6 +91,8 @@ fn wants_json(command: &Command) -> bool {
         ) => *json,
         Command::Matrix(MatrixCommand::Plan(args)) => args.json,
         Command::Matrix(MatrixCommand::Run(args)) => args.json,
+        Command::Matrix(MatrixCommand::RunCell(args)) => args.json,
+        Command::Matrix(MatrixCommand::Collect(args)) => args.json,
         Command::Source(SourceCommand::Add(args)) => args.output.json,
         Command::Completions(_) | Command::Man(_) => false,
     }
@@ -141,7 +143,11 @@ fn run(cli: Cli) -> Result<Status, CliError> {
         Command::Matrix(MatrixCommand::Run(args)) => {
             files.extend(args.executors.files.iter().cloned())
         }
+        Command::Matrix(MatrixCommand::RunCell(args)) => {
+            files.extend(args.executors.files.iter().cloned())
+        }
         Command::NativeBuild(_)
+        | Command::Matrix(MatrixCommand::Collect(_))
         | Command::Store(_)
         | Command::Source(_)
         | Command::Completions(_)
@@ -149,10 +155,11 @@ fn run(cli: Cli) -> Result<Status, CliError> {
             if !files.is_empty() =>
         {
             return Err(CliError::usage(
-                "--executors-file is for the commands that use executors: build, executors and matrix",
+                "--executors-file is for the commands that use executors: build, executors, matrix plan, run and run-cell",
             ))
         }
         Command::NativeBuild(_)
+        | Command::Matrix(MatrixCommand::Collect(_))
         | Command::Store(_)
         | Command::Source(_)
         | Command::Completions(_)
@@ -176,6 +183,11 @@ fn run(cli: Cli) -> Result<Status, CliError> {
             let registry = registry(&files)?;
             runtime()?.block_on(commands::matrix::run(*args, registry))
         }
+        Command::Matrix(MatrixCommand::RunCell(args)) => {
+            let registry = registry(&files)?;
+            runtime()?.block_on(commands::matrix::run_cell(*args, registry))
+        }
+        Command::Matrix(MatrixCommand::Collect(args)) => commands::matrix::collect(*args),
         Command::Source(command) => commands::source::run(command),
         Command::Completions(args) => commands::docs::completions(args),
         Command::Man(args) => commands::docs::man(args),

@@ -7,8 +7,10 @@
 //!
 //! # Contract
 //!
-//! - The child runs in a new process group (its pid is the group id), stdin is
-//!   `/dev/null`, stdout and stderr are pipes. Every line, of either stream,
+//! - The child runs in a new session and process group (its pid is both
+//!   ids), stdin is `/dev/null`, stdout and stderr are pipes. "Its group"
+//!   below is that group and, on Linux, every process of its session too:
+//!   `make -j` puts each job's shell in a process group of its own. Every line, of either stream,
 //!   in the order it arrives, goes to the events as [`Event::Log`] with the
 //!   step's stage and stream, and to the step's log file.
 //! - When the child exits, any process it left in its group is killed, and the
@@ -114,8 +116,15 @@ pub async fn run_step(mut command: Command, step: &Step<'_>) -> Result<Finished>
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
+    // SAFETY: setsid(2) is async-signal-safe and only changes the child.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
     let mut log = StepLog::create(step).await?;
     let mut child = command
         .spawn()
@@ -305,6 +314,12 @@ impl ProcessGroup {
         if let Some(pgid) = Pid::from_raw(self.pgid) {
             let _ = rustix::process::kill_process_group(pgid, signal);
         }
+        // The session's processes in groups of their own (make's jobs).
+        for pid in live_members(self.pgid) {
+            if let Some(pid) = Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        }
     }
 
     /// After the leader exited: kills what it left behind.
@@ -359,7 +374,8 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// Whether no live process is left in group `pgid`.
+/// Whether no live process is left in group `pgid` (or, on Linux, in the
+/// session of that id).
 ///
 /// On Linux the process table is read: exited processes stay group members
 /// until reaped, and an init that does not reap orphans (as in some
@@ -367,13 +383,8 @@ impl Drop for ProcessGroup {
 /// (FreeBSD's init reaps promptly) `kill(-pgid, 0)` answers.
 pub fn group_is_gone(pgid: libc::pid_t) -> bool {
     #[cfg(target_os = "linux")]
-    if let Ok(procs) = std::fs::read_dir("/proc") {
-        return !procs.flatten().any(|p| {
-            p.file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-                && is_live_member(&p.path().join("stat"), pgid)
-        });
+    if std::path::Path::new("/proc/self/stat").exists() {
+        return live_members(pgid).is_empty();
     }
     // Signal 0 only checks for existence and permission.
     Pid::from_raw(pgid).is_none_or(|pgid| {
@@ -381,22 +392,41 @@ pub fn group_is_gone(pgid: libc::pid_t) -> bool {
     })
 }
 
-/// Whether `/proc/PID/stat` describes a live (not zombie) process of `pgid`.
+/// The live (not zombie) processes of group `pgid` or of the session of
+/// that id, from the process table (Linux; elsewhere none are listed).
+fn live_members(pgid: libc::pid_t) -> Vec<libc::pid_t> {
+    #[cfg(target_os = "linux")]
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        return procs
+            .flatten()
+            .filter_map(|p| {
+                let pid = p.file_name().to_str()?.parse::<libc::pid_t>().ok()?;
+                is_live_member(&p.path().join("stat"), pgid).then_some(pid)
+            })
+            .collect();
+    }
+    let _ = pgid;
+    Vec::new()
+}
+
+/// Whether `/proc/PID/stat` describes a live (not zombie) process of group
+/// `pgid` or of the session of that id.
 #[cfg(target_os = "linux")]
 fn is_live_member(stat: &Path, pgid: libc::pid_t) -> bool {
     let Ok(text) = std::fs::read_to_string(stat) else {
         return false;
     };
-    // "pid (comm) state ppid pgrp ...": comm may contain anything, so
-    // parse from the last ')'.
+    // "pid (comm) state ppid pgrp session ...": comm may contain anything,
+    // so parse from the last ')'.
     let mut fields = text
         .rsplit_once(')')
         .map(|(_, rest)| rest)
         .unwrap_or("")
         .split_whitespace();
     let state = fields.next();
-    let pgrp = fields.nth(1).and_then(|p| p.parse::<libc::pid_t>().ok());
-    pgrp == Some(pgid) && !matches!(state, Some("Z" | "X" | "x"))
+    let mut id = || fields.next().and_then(|p| p.parse::<libc::pid_t>().ok());
+    let (_ppid, pgrp, session) = (id(), id(), id());
+    (pgrp == Some(pgid) || session == Some(pgid)) && !matches!(state, Some("Z" | "X" | "x"))
 }
 
 fn spawn_error(program: &str, hint: &str, e: std::io::Error) -> Error {

@@ -217,3 +217,38 @@ async fn a_step_past_its_time_limit_is_stopped_with_its_group() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(group_is_gone(pgid));
 }
+
+#[tokio::test]
+async fn cancelling_kills_jobs_in_process_groups_of_their_own() {
+    // As `make -j` does: each job's shell in a group of its own (here by
+    // perl's setpgrp; perl-base is essential on Debian), within the step's
+    // session, and deaf to SIGTERM.
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut rx) = context(dir.path());
+    let cancel = ctx.cancel.clone();
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if matches!(&event, Event::Log { line, .. } if line == "go") {
+                cancel.cancel();
+            }
+        }
+    });
+    let job = dir.path().join("job");
+    let script = format!(
+        "perl -e '$SIG{{TERM}} = \"IGNORE\"; setpgrp(0, 0); open(my $f, \">\", \"{0}.tmp\"); print $f \"$$ \" . getpgrp() . \"\\n\"; close($f); rename(\"{0}.tmp\", \"{0}\"); sleep 600' & while [ ! -f {0} ]; do :; done; echo go; wait",
+        job.display()
+    );
+    let (result, pgid) = run_recording_group(&script, &ctx, dir.path(), None).await;
+    assert_eq!(result.unwrap().ending, Ending::Cancelled);
+    let recorded = std::fs::read_to_string(&job).unwrap();
+    let (job, group) = recorded.trim().split_once(' ').unwrap();
+    assert_ne!(group, pgid.to_string(), "the job ran in a group of its own");
+    // Gone, or a zombie waiting for init.
+    let stat = std::fs::read_to_string(format!("/proc/{job}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+    assert!(
+        state.is_none_or(|s| s.starts_with('Z')),
+        "job {job} survived: {stat}"
+    );
+    assert!(group_is_gone(pgid));
+}

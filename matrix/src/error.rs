@@ -65,6 +65,12 @@ pub enum Error {
     /// The matrix's source could not be made a source object.
     #[error("source: {0}")]
     Source(Box<fruix_promote::Error>),
+    /// `collect` refused a cell report.
+    #[error("cell report {}: {problem}", path.display())]
+    CellReport {
+        path: PathBuf,
+        problem: crate::split::CellReportProblem,
+    },
     /// The report directory or a report file cannot be written.
     #[error("cannot {action} {}: {source}", path.display())]
     Report {
@@ -88,7 +94,8 @@ impl Error {
             | Error::MachinesPath { .. }
             | Error::SchedulerKey { .. }
             | Error::InvalidCell { .. }
-            | Error::CellSetup { .. } => Failure::Input,
+            | Error::CellSetup { .. }
+            | Error::CellReport { .. } => Failure::Input,
             Error::Report { .. } => Failure::System,
             Error::Source(e) => e.failure(),
         }

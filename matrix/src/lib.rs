@@ -26,6 +26,8 @@
 //!   which two artifacts differ; [`report`] writes `report.json`,
 //!   `junit.xml` and the table.
 //! - [`run`] ties these together for one run.
+//! - [`split`] runs one cell anywhere (`run-cell`, for a CI engine's job)
+//!   and merges the cells' reports into a whole run's (`collect`).
 //!
 //! ```
 //! use fruix_matrix::{expand::cells, file::MatrixFile};
@@ -50,6 +52,7 @@ pub mod run;
 pub mod runner;
 pub mod schedule;
 pub mod sources;
+pub mod split;
 
 pub use error::{Error, Result};
 pub use plan::MatrixPlan;

@@ -305,6 +305,24 @@ impl MatrixPlan {
     }
 
     /// The groups of cells that must agree.
+    /// This plan with only its cell `id` (for `matrix run-cell`).
+    pub fn only(mut self, id: &str) -> Result<MatrixPlan> {
+        let Some(i) = self.cells.iter().position(|c| c.id == id) else {
+            let ids: Vec<&str> = self.cells.iter().map(|c| c.id.as_str()).collect();
+            return Err(Error::InvalidOption {
+                option: "--cell",
+                message: format!(
+                    "{id:?} is not a cell of {}; its cells: {}",
+                    self.file.path.display(),
+                    ids.join(", ")
+                ),
+            });
+        };
+        self.cells = vec![self.cells.swap_remove(i)];
+        self.remote = vec![self.remote[i]];
+        Ok(self)
+    }
+
     pub fn agreement_groups(&self) -> Vec<Vec<usize>> {
         agreement::groups(&self.cells, &self.file.agree_across)
     }

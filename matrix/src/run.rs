@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cell::{ExecutorRunner, Observer};
 use crate::plan::MatrixPlan;
-use crate::report::{agreement, cell_reports, unix, Report, SetAside};
+use crate::report::{agreement, cell_reports, unix, CellReport, Report, SetAside};
 use crate::runner::run_cells;
 use crate::{Error, Result};
 
@@ -65,6 +65,49 @@ pub async fn run(
     observer: Arc<dyn Observer>,
     cancel: CancellationToken,
 ) -> Result<Finished> {
+    let (diffoscope, report_dir) = (settings.diffoscope, settings.report_dir.clone());
+    let store = settings.store.path().to_path_buf();
+    let ran = execute(plan.clone(), settings, observer, cancel.clone()).await?;
+    let agreement = agreement(
+        &plan.agreement_groups(),
+        &ran.cells,
+        Some(&store),
+        diffoscope,
+        &report_dir,
+    );
+    let report = Report {
+        matrix: std::path::absolute(&plan.file.path).unwrap_or(plan.file.path.clone()),
+        started_at: unix(ran.started),
+        duration_s: ran.started.elapsed().unwrap_or_default().as_secs_f64(),
+        max_parallel: plan.file.max_parallel,
+        cancelled: cancel.is_cancelled(),
+        cells: ran.cells,
+        agreement,
+        machines_set_aside: ran.set_aside,
+    };
+    let (report_json, junit_xml) = report.write(&report_dir)?;
+    Ok(Finished {
+        report,
+        report_json,
+        junit_xml,
+    })
+}
+
+/// What running a plan's cells gave.
+pub(crate) struct Ran {
+    pub started: SystemTime,
+    pub cells: Vec<CellReport>,
+    pub set_aside: Vec<SetAside>,
+}
+
+/// Runs every cell of `plan` and promotes each passed one: the part of a
+/// run that [`run`] and [`crate::split::run_cell`] share.
+pub(crate) async fn execute(
+    plan: Arc<MatrixPlan>,
+    settings: RunSettings,
+    observer: Arc<dyn Observer>,
+    cancel: CancellationToken,
+) -> Result<Ran> {
     // Cells build one source object, added once: they compare like with
     // like, whatever directory the matrix names, and a guest executor sends
     // it to its machine (unless the file names a `remote-source` there). A
@@ -112,29 +155,12 @@ pub async fn run(
     )
     .await;
     let cells = cell_reports(&plan.cells, &records, |i| runner.log_path(i));
-    let agreement = agreement(
-        &plan.agreement_groups(),
-        &cells,
-        settings.diffoscope,
-        &settings.report_dir,
-    );
-    let report = Report {
-        matrix: std::path::absolute(&plan.file.path).unwrap_or(plan.file.path.clone()),
-        started_at: unix(started),
-        duration_s: started.elapsed().unwrap_or_default().as_secs_f64(),
-        max_parallel: plan.file.max_parallel,
-        cancelled: cancel.is_cancelled(),
+    Ok(Ran {
+        started,
         cells,
-        agreement,
-        machines_set_aside: set_aside
+        set_aside: set_aside
             .into_iter()
             .map(|(machine, reason)| SetAside { machine, reason })
             .collect(),
-    };
-    let (report_json, junit_xml) = report.write(&settings.report_dir)?;
-    Ok(Finished {
-        report,
-        report_json,
-        junit_xml,
     })
 }

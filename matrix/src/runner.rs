@@ -52,7 +52,7 @@ impl std::fmt::Display for CellError {
 }
 
 /// A cell's final status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CellStatus {
     Passed,
@@ -63,6 +63,9 @@ pub enum CellStatus {
     SystemFailure,
     /// Stopped by fail-fast or Ctrl-C, or never started.
     Cancelled,
+    /// `fruix matrix collect` found no report of the cell (its job never
+    /// ran, or its report was not passed on).
+    Missing,
 }
 
 impl CellStatus {
@@ -81,12 +84,14 @@ impl CellStatus {
             CellStatus::BuildFailure => "build-failure",
             CellStatus::SystemFailure => "system-failure",
             CellStatus::Cancelled => "cancelled",
+            CellStatus::Missing => "missing",
         }
     }
 }
 
 /// One promoted artifact.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PromotedArtifact {
     pub store_path: PathBuf,
     pub tree_signature: String,

@@ -331,6 +331,66 @@ pub enum MatrixCommand {
     Plan(MatrixPlanArgs),
     /// Run every cell concurrently, promote each passed cell, and check agreement.
     Run(Box<MatrixRunArgs>),
+    /// Run one cell, as `matrix run` would, and write its report cell-ID.json (one CI job per cell).
+    RunCell(Box<MatrixRunCellArgs>),
+    /// Merge cell reports (from run-cell) into report.json and junit.xml, checking agreement.
+    Collect(Box<MatrixCollectArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct MatrixRunCellArgs {
+    /// The matrix file (fruix-matrix ...).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The cell to run (its id, as `fruix matrix plan` lists it).
+    #[arg(long, value_name = "ID")]
+    pub cell: String,
+    #[command(flatten)]
+    pub executors: ExecutorsFiles,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Where to write cell-ID.json and the cell's log, logs/ID.log (default: STATE_DIR/matrix/RUN_ID).
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// The machines file (default: the matrix file's machines-file).
+    #[arg(long, value_name = "FILE")]
+    pub machines: Option<PathBuf>,
+    /// Print nothing but the result line (no live view).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the cell report (with its path) as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MatrixCollectArgs {
+    /// The matrix file (fruix-matrix ...) the cells ran from.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Cell reports (cell-ID.json) to merge.
+    #[arg(value_name = "REPORT")]
+    pub reports: Vec<PathBuf>,
+    /// Also merge every cell-*.json below DIR (4 levels down at most).
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// The store holding the cells' objects (copied with `store copy`, or shared): diverging artifacts are then compared file by file.
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Where to write report.json, junit.xml and the cells' logs (default: STATE_DIR/matrix/RUN_ID).
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Compare the first differing files of diverging artifacts with this tool (needs --store).
+    #[arg(long, value_name = "TOOL", value_enum, requires = "store")]
+    pub diff: Option<DiffTool>,
+    /// Print the report (report.json's content, with the paths of
+    /// report.json and junit.xml) as one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! `fruix matrix plan` and `fruix matrix run`: arguments into
+//! `fruix matrix plan`, `run`, `run-cell` and `collect`: arguments into
 //! `fruix_matrix` calls, then the plan, the live view, the table and the
 //! exit status.
 
@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use fruix_core::executor::Registry;
 use fruix_matrix::report::{diffoscope_installed, table, DIFFOSCOPE_MISSING};
-use fruix_matrix::{create_report_dir, MatrixPlan, Outcome, RunSettings};
+use fruix_matrix::runner::CellStatus;
+use fruix_matrix::split::CollectSettings;
+use fruix_matrix::{create_report_dir, Finished, MatrixPlan, Outcome, RunSettings};
 use fruix_promote::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{DiffTool, MatrixPlanArgs, MatrixRunArgs};
+use crate::args::{DiffTool, MatrixCollectArgs, MatrixPlanArgs, MatrixRunArgs, MatrixRunCellArgs};
 use crate::commands::build::watch_signals;
 use crate::defaults;
 use crate::display::Mode;
@@ -114,7 +116,12 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
     let finished = fruix_matrix::run(Arc::new(plan), settings, live, cancel)
         .await
         .map_err(from_matrix)?;
-    if args.json {
+    Ok(print_finished(&finished, args.json))
+}
+
+/// Prints a whole report (the table, or `--json`); the status it ends with.
+fn print_finished(finished: &Finished, json: bool) -> Status {
+    if json {
         let mut report = serde_json::to_value(&finished.report).expect("reports serialize");
         report["report_json"] = finished.report_json.to_string_lossy().into();
         report["junit_xml"] = finished.junit_xml.to_string_lossy().into();
@@ -127,10 +134,86 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
             finished.junit_xml.display()
         );
     }
-    Ok(match finished.report.outcome() {
+    match finished.report.outcome() {
         Outcome::Passed => Status::Success,
         Outcome::Cancelled => Status::Cancelled,
         Outcome::CellsFailed => Status::MatrixFailure,
         Outcome::Diverged => Status::Divergence,
+    }
+}
+
+pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult {
+    let plan = MatrixPlan::load(&args.file, args.machines.as_deref(), None, &registry)
+        .and_then(|plan| plan.only(&args.cell))
+        .map_err(from_matrix)?;
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else if std::io::stderr().is_terminal() {
+        Mode::Terminal
+    } else {
+        Mode::Plain
+    };
+    defaults::announce(mode, Some(&args.store.store), Some(&args.state.state_dir));
+    let store = Arc::new(Store::open(&args.store.store).map_err(from_promote)?);
+    let report_dir = create_report_dir(args.report_dir.as_deref(), &args.state.state_dir)
+        .map_err(from_matrix)?;
+    let cancel = CancellationToken::new();
+    watch_signals(cancel.clone());
+    let settings = RunSettings {
+        registry,
+        store,
+        state_dir: args.state.state_dir.clone(),
+        report_dir,
+        diffoscope: false,
+    };
+    let live = Arc::new(Live::new(mode));
+    tokio::spawn({
+        let (live, cancel) = (live.clone(), cancel.clone());
+        async move {
+            cancel.cancelled().await;
+            live.cancelling();
+        }
+    });
+    let finished = fruix_matrix::split::run_cell(plan, settings, live, cancel)
+        .await
+        .map_err(from_matrix)?;
+    let cell = &finished.report.cell;
+    if args.json {
+        let mut report = serde_json::to_value(&finished.report).expect("reports serialize");
+        report["cell_report"] = finished.path.to_string_lossy().into();
+        println!("{report}");
+    } else {
+        println!(
+            "cell={}\nstatus={}\ncell_report={}",
+            cell.id,
+            cell.status.as_str(),
+            finished.path.display()
+        );
+    }
+    // The status the cell would have had as a build of its own.
+    Ok(match cell.status {
+        CellStatus::Passed => Status::Success,
+        CellStatus::BuildFailure => Status::BuildFailure,
+        CellStatus::SystemFailure => Status::SystemFailure,
+        CellStatus::Cancelled => Status::Cancelled,
+        CellStatus::Missing => Status::MatrixFailure,
     })
+}
+
+pub fn collect(args: MatrixCollectArgs) -> CliResult {
+    let report_dir = create_report_dir(args.report_dir.as_deref(), &args.state.state_dir)
+        .map_err(from_matrix)?;
+    let diffoscope = args.diff == Some(DiffTool::Diffoscope);
+    if diffoscope && !diffoscope_installed() {
+        eprintln!("fruix: warning: {DIFFOSCOPE_MISSING}");
+    }
+    let settings = CollectSettings {
+        reports: args.reports,
+        from: args.from,
+        store: args.store.map(|s| std::path::absolute(&s).unwrap_or(s)),
+        report_dir,
+        diffoscope,
+    };
+    let finished = fruix_matrix::split::collect(&args.file, settings).map_err(from_matrix)?;
+    Ok(print_finished(&finished, args.json))
 }

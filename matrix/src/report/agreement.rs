@@ -20,10 +20,13 @@ pub const DIFFOSCOPE_FILES: usize = 3;
 
 /// Compares the artifacts of every group of passed cells that must agree;
 /// with `diffoscope`, runs it on the first differing files, writing its
-/// output under `report_dir/diffoscope/`.
+/// output under `report_dir/diffoscope/`. The differing files are listed
+/// from the objects' manifests when both objects are in `store` (its
+/// direct entries; never a path elsewhere that a report names).
 pub fn agreement(
     groups: &[Vec<usize>],
     cells: &[CellReport],
+    store: Option<&Path>,
     diffoscope: bool,
     report_dir: &Path,
 ) -> Vec<AgreementReport> {
@@ -65,8 +68,8 @@ pub fn agreement(
             for (_, class) in &comparison.classes[1..] {
                 compare_pair(
                     &mut report,
-                    &cells[reference],
-                    &cells[class[0]],
+                    (&cells[reference], &cells[class[0]]),
+                    store,
                     diffoscope,
                     report_dir,
                 );
@@ -80,8 +83,8 @@ pub fn agreement(
 /// Lists the differences of `report.artifact` between two cells.
 fn compare_pair(
     report: &mut AgreementReport,
-    first: &CellReport,
-    second: &CellReport,
+    (first, second): (&CellReport, &CellReport),
+    store: Option<&Path>,
     diffoscope: bool,
     report_dir: &Path,
 ) {
@@ -92,6 +95,22 @@ fn compare_pair(
     ) else {
         return;
     };
+    let in_store = |p: &Path| store.is_some_and(|s| p.parent() == Some(s));
+    if !in_store(&a.store_path) || !in_store(&b.store_path) {
+        report.diffoscope.push(DiffoscopeReport {
+            cells: pair,
+            path: String::new(),
+            output: None,
+            status: match store {
+                Some(s) => format!(
+                    "the objects are not in the store {} to compare their files",
+                    s.display()
+                ),
+                None => "no store holds the objects to compare their files (give --store)".into(),
+            },
+        });
+        return;
+    }
     let differences = match (
         read_store_manifest(&a.store_path),
         read_store_manifest(&b.store_path),
@@ -272,7 +291,7 @@ mod tests {
             ),
             failed,
         ];
-        let out = agreement(&[vec![0, 1, 2]], &cells, false, d);
+        let out = agreement(&[vec![0, 1, 2]], &cells, Some(d), false, d);
         let artifacts: Vec<(&str, bool)> =
             out.iter().map(|a| (a.artifact.as_str(), a.agree)).collect();
         assert_eq!(artifacts, [("kernel", true), ("world", false)]);
@@ -313,7 +332,7 @@ mod tests {
             ),
             passed(d, "remote-GENERIC", &[("kernel", &gone, "sha256:k2")]),
         ];
-        let out = agreement(&[vec![0, 1]], &cells, false, d);
+        let out = agreement(&[vec![0, 1]], &cells, Some(d), false, d);
         let (kernel, world) = (&out[0], &out[1]);
         assert!(!world.agree, "an artifact one cell lacks is a divergence");
         assert_eq!(world.signatures["remote-GENERIC"], None);
@@ -327,8 +346,31 @@ mod tests {
             "{kernel:?}"
         );
         assert!(
-            agreement(&[vec![0]], &cells, false, d).is_empty(),
+            agreement(&[vec![0]], &cells, Some(d), false, d).is_empty(),
             "one cell compares with none"
         );
+    }
+
+    #[test]
+    fn objects_outside_the_given_store_are_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let store = d.join("store");
+        std::fs::create_dir(&store).unwrap();
+        let w1 = object(&store, "w1", &[file("stamp", b"one")]);
+        let elsewhere = object(d, "w2", &[file("stamp", b"two")]);
+        let cells = [
+            passed(d, "local-GENERIC", &[("world", &w1, "sha256:w1")]),
+            passed(d, "remote-GENERIC", &[("world", &elsewhere, "sha256:w2")]),
+        ];
+        for (store, expected) in [
+            (Some(store.as_path()), "not in the store"),
+            (None, "give --store"),
+        ] {
+            let out = agreement(&[vec![0, 1]], &cells, store, false, d);
+            assert!(!out[0].agree);
+            assert!(out[0].differences.is_empty(), "{out:?}");
+            assert!(out[0].diffoscope[0].status.contains(expected), "{out:?}");
+        }
     }
 }

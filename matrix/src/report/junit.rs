@@ -69,6 +69,8 @@ fn cell_case(c: &CellReport) -> TestCase {
         }
         CellStatus::SystemFailure => non_success(c, NonSuccessKind::Error, "system-failure"),
         CellStatus::BuildFailure => non_success(c, NonSuccessKind::Failure, "build-failure"),
+        // Never passed: an error, not a skip.
+        CellStatus::Missing => non_success(c, NonSuccessKind::Error, "missing"),
     };
     let mut system_out = format!(
         "machine: {}\nattempts: {}\n",

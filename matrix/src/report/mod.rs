@@ -80,13 +80,15 @@ impl Report {
 }
 
 /// A machine set aside during the run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetAside {
     pub machine: String,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CellReport {
     pub id: String,
     pub executor: String,
@@ -105,7 +107,7 @@ pub struct CellReport {
     pub artifacts: BTreeMap<String, PromotedArtifact>,
     /// The key of the machine that signed the cell's objects where it built
     /// them (absent when it did not sign).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
     /// The cell's log file; `null` for a cell that never started (it has
     /// none).
@@ -113,7 +115,8 @@ pub struct CellReport {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AttemptReport {
     pub attempt: u32,
     pub machine: String,

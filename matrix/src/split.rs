@@ -1,0 +1,474 @@
+//! Matrices on other CI engines: [`run_cell`] runs one cell of a matrix, as
+//! `matrix run` would, and writes its self-contained report
+//! (`cell-ID.json`, a [`CellFile`]); [`collect`] merges the cell reports of
+//! a matrix into the `report.json` and `junit.xml` a whole run writes,
+//! agreement included.
+//!
+//! A cell report carries the digest of the matrix file it ran from
+//! (`sha256:` of its bytes): [`collect`] refuses a report of another
+//! matrix file, a report that is not a cell report, a cell the matrix does
+//! not have, a cell reported twice, and a cell whose executor, kernconf,
+//! target or make flag differ from the matrix's. Cell reports are
+//! untrusted input: each is read bounded (at most
+//! [`fruix_core::fsutil::MAX_METADATA_BYTES`]), never through a symlink,
+//! and strictly (unknown fields are refused). A cell without a report is
+//! reported as `missing`, never as passed.
+//!
+//! Logs travel beside their report: `DIR/cell-ID.json` and
+//! `DIR/logs/ID.log`, as `run-cell --report-dir DIR` writes them. Collect
+//! copies each log it finds there into its own report directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fruix_core::escape;
+use fruix_core::fsutil::{read_metadata_file, write_atomic};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::cell::Observer;
+use crate::expand::{cells, Cell};
+use crate::file::MatrixFile;
+use crate::plan::MatrixPlan;
+use crate::report::{agreement, unix, CellReport, Report, SetAside};
+use crate::run::{execute, Finished, RunSettings};
+use crate::runner::CellStatus;
+use crate::{Error, Result};
+
+/// The `format` of a cell report.
+pub const CELL_REPORT_FORMAT: &str = "fruix-matrix-cell";
+
+/// The `format_version` of the cell reports this fruix writes and reads.
+pub const CELL_REPORT_VERSION: u32 = 1;
+
+/// How deep `collect --from DIR` looks for cell reports (CI engines put
+/// each job's artifacts in a directory of its own).
+pub const MAX_FROM_DEPTH: usize = 4;
+
+/// A cell report: `cell-ID.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellFile {
+    /// Always [`CELL_REPORT_FORMAT`].
+    pub format: String,
+    /// Always [`CELL_REPORT_VERSION`].
+    pub format_version: u32,
+    /// The matrix file, as the run named it (absolute).
+    pub matrix: PathBuf,
+    /// `sha256:HEX` of the matrix file's bytes.
+    pub matrix_digest: String,
+    /// Ctrl-C (or SIGTERM) stopped the cell.
+    pub cancelled: bool,
+    /// Machines set aside while the cell ran.
+    pub machines_set_aside: Vec<SetAside>,
+    /// The cell, as `report.json` lists it.
+    pub cell: CellReport,
+}
+
+/// Why a cell report was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CellReportProblem {
+    /// Unreadable, too large, not a regular file, not JSON, or not a cell
+    /// report of this format.
+    #[error("not a readable fruix cell report: {0}")]
+    Corrupt(String),
+    /// Its matrix file digest is not the collected matrix file's.
+    #[error("it is a cell of matrix file {matrix} ({found}), not of this one ({expected}); run-cell and collect must read the same matrix file")]
+    OtherMatrix {
+        matrix: String,
+        expected: String,
+        found: String,
+    },
+    /// The matrix has no cell of its id (quoted).
+    #[error("the matrix has no cell {0}")]
+    UnknownCell(String),
+    /// Another report was collected for the same cell.
+    #[error("cell {cell} is also reported by {other}")]
+    Duplicate { cell: String, other: String },
+    /// The cell differs from the matrix's cell of its id.
+    #[error("its cell {cell} does not match the matrix's cell of that id: {field} differs")]
+    Mismatch { cell: String, field: &'static str },
+}
+
+/// `sha256:HEX` of the file at `path`.
+pub fn matrix_digest(path: &Path) -> Result<String> {
+    let bytes = read_metadata_file(path)?;
+    Ok(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+}
+
+/// The file name of cell `id`'s report.
+pub fn cell_file_name(id: &str) -> String {
+    format!("cell-{id}.json")
+}
+
+/// A finished `run-cell`: the report, and where it was written.
+#[derive(Debug, Clone)]
+pub struct CellFinished {
+    pub report: CellFile,
+    pub path: PathBuf,
+}
+
+/// Runs the one cell of `plan` (see [`MatrixPlan::only`]) as a whole run
+/// would (same executor setup, retries and log), and writes its report
+/// `cell-ID.json` into the report directory.
+pub async fn run_cell(
+    plan: MatrixPlan,
+    settings: RunSettings,
+    observer: Arc<dyn Observer>,
+    cancel: CancellationToken,
+) -> Result<CellFinished> {
+    let digest = matrix_digest(&plan.file.path)?;
+    let report_dir = settings.report_dir.clone();
+    let matrix = std::path::absolute(&plan.file.path).unwrap_or(plan.file.path.clone());
+    let ran = execute(Arc::new(plan), settings, observer, cancel.clone()).await?;
+    let cell = ran
+        .cells
+        .into_iter()
+        .next()
+        .expect("a plan of one cell reports one cell");
+    let report = CellFile {
+        format: CELL_REPORT_FORMAT.into(),
+        format_version: CELL_REPORT_VERSION,
+        matrix,
+        matrix_digest: digest,
+        cancelled: cancel.is_cancelled(),
+        machines_set_aside: ran.set_aside,
+        cell,
+    };
+    let path = report_dir.join(cell_file_name(&report.cell.id));
+    let text = serde_json::to_string_pretty(&report).expect("cell reports serialize") + "\n";
+    write_atomic(&path, text.as_bytes())?;
+    Ok(CellFinished { report, path })
+}
+
+/// What [`collect`] merges.
+pub struct CollectSettings {
+    /// Cell reports named one by one.
+    pub reports: Vec<PathBuf>,
+    /// A directory searched for `cell-*.json` (at most [`MAX_FROM_DEPTH`]
+    /// levels down; symlinks are not followed).
+    pub from: Option<PathBuf>,
+    /// The store holding the cells' objects, for the file-level diff of
+    /// diverging artifacts.
+    pub store: Option<PathBuf>,
+    /// Where `report.json`, `junit.xml` and the logs go.
+    pub report_dir: PathBuf,
+    pub diffoscope: bool,
+}
+
+/// Merges the cell reports of the matrix at `matrix` into its
+/// `report.json` and `junit.xml`: cells in matrix order, a cell without a
+/// report `missing`, agreement checked as a whole run checks it.
+pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
+    let file = MatrixFile::read(matrix)?;
+    let expected = cells(&file)?;
+    let digest = matrix_digest(matrix)?;
+    let mut paths = settings.reports.clone();
+    if let Some(dir) = &settings.from {
+        find_cell_reports(dir, 0, &mut paths)?;
+    }
+    let mut found: BTreeMap<usize, (PathBuf, CellFile)> = BTreeMap::new();
+    for path in paths {
+        let report =
+            read_cell_report(&path, &digest, &expected).map_err(|problem| Error::CellReport {
+                path: path.clone(),
+                problem,
+            })?;
+        let index = expected
+            .iter()
+            .position(|c| c.id == report.cell.id)
+            .expect("checked by read_cell_report");
+        if let Some((other, _)) = found.get(&index) {
+            return Err(Error::CellReport {
+                path,
+                problem: CellReportProblem::Duplicate {
+                    cell: report.cell.id,
+                    other: other.display().to_string(),
+                },
+            });
+        }
+        found.insert(index, (path, report));
+    }
+    let logs = settings.report_dir.join("logs");
+    let mut set_aside: Vec<SetAside> = Vec::new();
+    let mut reports = Vec::new();
+    for (i, cell) in expected.iter().enumerate() {
+        let Some((path, report)) = found.remove(&i) else {
+            reports.push(missing(cell));
+            continue;
+        };
+        for s in report.machines_set_aside {
+            if !set_aside.iter().any(|x| x.machine == s.machine) {
+                set_aside.push(s);
+            }
+        }
+        let mut c = report.cell;
+        c.log = c.log.and_then(|_| copy_log(&path, &c.id, &logs));
+        reports.push(c);
+    }
+    let started = reports
+        .iter()
+        .filter_map(|c| c.started_at)
+        .min_by(f64::total_cmp);
+    let finished = reports
+        .iter()
+        .filter_map(|c| c.finished_at)
+        .max_by(f64::total_cmp);
+    let agreement = agreement(
+        &crate::agreement::groups(&expected, &file.agree_across),
+        &reports,
+        settings.store.as_deref(),
+        settings.diffoscope,
+        &settings.report_dir,
+    );
+    let report = Report {
+        matrix: std::path::absolute(&file.path).unwrap_or(file.path.clone()),
+        started_at: started.unwrap_or_else(|| unix(SystemTime::now())),
+        duration_s: match (started, finished) {
+            (Some(s), Some(f)) => (f - s).max(0.0),
+            _ => 0.0,
+        },
+        max_parallel: file.max_parallel,
+        cancelled: false,
+        cells: reports,
+        agreement,
+        machines_set_aside: set_aside,
+    };
+    let (report_json, junit_xml) = report.write(&settings.report_dir)?;
+    Ok(Finished {
+        report,
+        report_json,
+        junit_xml,
+    })
+}
+
+/// Reads and checks the cell report at `path` against the matrix's
+/// `digest` and `cells`.
+fn read_cell_report(
+    path: &Path,
+    digest: &str,
+    cells: &[Cell],
+) -> std::result::Result<CellFile, CellReportProblem> {
+    let text = read_metadata_file(path).map_err(|e| CellReportProblem::Corrupt(e.to_string()))?;
+    let report: CellFile = serde_json::from_str(&text).map_err(|e| {
+        CellReportProblem::Corrupt(escape::text(&e.to_string()).cut_at(300).to_string())
+    })?;
+    // What the report says is escaped before it is printed.
+    if report.format != CELL_REPORT_FORMAT || report.format_version != CELL_REPORT_VERSION {
+        return Err(CellReportProblem::Corrupt(format!(
+            "format {} version {}, expected {CELL_REPORT_FORMAT:?} version {CELL_REPORT_VERSION}",
+            escape::quoted(&report.format).cut_at(80),
+            report.format_version
+        )));
+    }
+    if report.matrix_digest != digest {
+        return Err(CellReportProblem::OtherMatrix {
+            matrix: escape::path(&report.matrix).cut_at(200).to_string(),
+            expected: digest.into(),
+            found: escape::text(&report.matrix_digest).cut_at(80).to_string(),
+        });
+    }
+    let c = &report.cell;
+    let Some(cell) = cells.iter().find(|x| x.id == c.id) else {
+        return Err(CellReportProblem::UnknownCell(
+            escape::quoted(&c.id).cut_at(80).to_string(),
+        ));
+    };
+    let mismatch = |field| CellReportProblem::Mismatch {
+        cell: c.id.clone(),
+        field,
+    };
+    if c.executor != cell.executor {
+        return Err(mismatch("executor"));
+    }
+    if c.kernconf != cell.kernconf {
+        return Err(mismatch("kernconf"));
+    }
+    if c.target_arch != cell.target_arch {
+        return Err(mismatch("target-arch"));
+    }
+    if c.make_flag != cell.make_flag {
+        return Err(mismatch("make-flag"));
+    }
+    if c.status == CellStatus::Missing {
+        return Err(CellReportProblem::Corrupt(
+            "a cell that ran cannot be missing".into(),
+        ));
+    }
+    Ok(report)
+}
+
+/// Appends the `cell-*.json` files below `dir` to `out`, sorted, without
+/// following symlinks.
+fn find_cell_reports(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| fruix_core::Error::io("read", dir, e))?;
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let Ok(kind) = e.file_type() else { continue };
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if kind.is_dir() && depth < MAX_FROM_DEPTH {
+            find_cell_reports(&e.path(), depth + 1, out)?;
+        } else if kind.is_file() && name.starts_with("cell-") && name.ends_with(".json") {
+            out.push(e.path());
+        }
+    }
+    Ok(())
+}
+
+/// Copies the log of cell `id` that travels beside its report
+/// (`DIR/logs/ID.log`) into `logs`; its new path, or `None` when there is
+/// none (or it is not a regular file: it is opened with `O_NOFOLLOW` and
+/// its type checked on the descriptor).
+fn copy_log(report: &Path, id: &str, logs: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let source = report.parent()?.join("logs").join(format!("{id}.log"));
+    let target = logs.join(format!("{id}.log"));
+    if std::fs::symlink_metadata(&source).ok()?.is_file() && source == target {
+        return Some(target);
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&source)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut out = std::fs::File::create(&target).ok()?;
+    std::io::copy(&mut file, &mut out).ok()?;
+    Some(target)
+}
+
+/// The report of a cell no report was collected for.
+fn missing(cell: &Cell) -> CellReport {
+    CellReport {
+        id: cell.id.clone(),
+        executor: cell.executor.clone(),
+        kernconf: cell.kernconf.clone(),
+        target_arch: cell.target_arch.clone(),
+        make_flag: cell.make_flag.clone(),
+        machine: cell.machine.clone(),
+        status: CellStatus::Missing,
+        duration_s: 0.0,
+        started_at: None,
+        finished_at: None,
+        attempts: Vec::new(),
+        result_store: None,
+        artifacts: BTreeMap::new(),
+        signed_by: None,
+        log: None,
+        error: Some(format!(
+            "no cell report was collected for this cell ({})",
+            cell_file_name(&cell.id)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix() -> Vec<Cell> {
+        let file = MatrixFile::parse(
+            Path::new("/ci/matrix.scm"),
+            r#"(fruix-matrix (format-version 1) (source "s")
+  (axes (executor "local" "mini-sh") (kernconf "GENERIC" "MINIMAL")))"#,
+        )
+        .unwrap();
+        cells(&file).unwrap()
+    }
+
+    /// A cell report of `cell`, written to `dir/cell-ID.json`.
+    fn written(dir: &Path, cell: &Cell, edit: impl FnOnce(&mut CellFile)) -> PathBuf {
+        let mut report = CellFile {
+            format: CELL_REPORT_FORMAT.into(),
+            format_version: CELL_REPORT_VERSION,
+            matrix: "/ci/matrix.scm".into(),
+            matrix_digest: "sha256:aa".into(),
+            cancelled: false,
+            machines_set_aside: Vec::new(),
+            cell: CellReport {
+                status: CellStatus::Passed,
+                error: None,
+                ..missing(cell)
+            },
+        };
+        edit(&mut report);
+        let path = dir.join(cell_file_name(&cell.id));
+        std::fs::write(&path, serde_json::to_string(&report).unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_cell_report_must_match_the_matrix_and_its_cell() {
+        let dir = tempfile::tempdir().unwrap();
+        let cells = matrix();
+        let check = |edit: fn(&mut CellFile)| {
+            read_cell_report(&written(dir.path(), &cells[0], edit), "sha256:aa", &cells)
+        };
+        assert_eq!(check(|_| {}).unwrap().cell.id, "local-GENERIC");
+        let mismatch = |field| {
+            Err(CellReportProblem::Mismatch {
+                cell: "local-GENERIC".into(),
+                field,
+            })
+        };
+        assert_eq!(
+            check(|r| r.cell.kernconf = "MINIMAL".into()),
+            mismatch("kernconf")
+        );
+        assert_eq!(
+            check(|r| r.cell.executor = "mini-sh".into()),
+            mismatch("executor")
+        );
+        assert_eq!(
+            check(|r| r.cell.make_flag = Some("X=1".into())),
+            mismatch("make-flag")
+        );
+        assert_eq!(
+            check(|r| r.cell.id = "\u{1b}[2Jx".into()),
+            Err(CellReportProblem::UnknownCell("\"\\033[2Jx\"".into()))
+        );
+        assert!(matches!(
+            check(|r| r.matrix_digest = "sha256:bb".into()),
+            Err(CellReportProblem::OtherMatrix { .. })
+        ));
+        assert!(matches!(
+            check(|r| r.format_version = 2),
+            Err(CellReportProblem::Corrupt(_))
+        ));
+        assert!(matches!(
+            check(|r| r.cell.status = CellStatus::Missing),
+            Err(CellReportProblem::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn from_finds_cell_reports_in_job_directories_without_following_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["a/b", "c", "1/2/3/4/5/6"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+            std::fs::write(d.join(sub).join("cell-x.json"), "{}").unwrap();
+        }
+        std::fs::write(d.join("c/other.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(d.join("a"), d.join("link")).unwrap();
+        let mut found = Vec::new();
+        find_cell_reports(d, 0, &mut found).unwrap();
+        let found: Vec<_> = found
+            .iter()
+            .map(|p| p.strip_prefix(d).unwrap().to_path_buf())
+            .collect();
+        assert_eq!(
+            found,
+            [
+                PathBuf::from("a/b/cell-x.json"),
+                PathBuf::from("c/cell-x.json")
+            ]
+        );
+    }
+}

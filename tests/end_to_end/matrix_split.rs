@@ -1,0 +1,363 @@
+//! `fruix matrix run-cell` and `fruix matrix collect`, the way a CI engine
+//! runs a matrix: one job per cell, then one job that merges the cell
+//! reports. The merged report must be the one `matrix run` writes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::matrix::{describe, external_executors, Matrix};
+use crate::util::{fruix, run};
+
+const DIVERGENCE: i32 = 6;
+const MATRIX_FAILURE: i32 = 5;
+const USAGE: i32 = 2;
+
+/// `fruix matrix run-cell` of cell `id` of `m`, into store `store` and
+/// report directory `report_dir` (both below the matrix's directory).
+fn run_cell(m: &Matrix, id: &str, store: &str, report_dir: &str) -> Output {
+    run(fruix()
+        .arg("--executors-file")
+        .arg(external_executors())
+        .args(["matrix", "run-cell"])
+        .arg(m.path("matrix.scm"))
+        .args(["--cell", id, "--store"])
+        .arg(m.path(store))
+        .arg("--state-dir")
+        .arg(m.path("state"))
+        .arg("--report-dir")
+        .arg(m.path(report_dir)))
+}
+
+/// `fruix matrix collect` of `m`, into report directory `dir`.
+fn collect(m: &Matrix, dir: &str) -> Command {
+    let mut cmd = fruix();
+    cmd.args(["matrix", "collect"])
+        .arg(m.path("matrix.scm"))
+        .arg("--state-dir")
+        .arg(m.path("state"))
+        .arg("--report-dir")
+        .arg(m.path(dir));
+    cmd
+}
+
+/// What differs from run to run: the timings, and each cell's result
+/// bundle, which records its run (run id, times, logs) and so is a new
+/// object every run. (Artifacts are named by content and metadata alone.)
+const PER_RUN: [&str; 4] = ["started_at", "finished_at", "duration_s", "result_store"];
+
+/// `value` without what is [`PER_RUN`], with each `(from, to)` replaced in
+/// its strings.
+fn normalized(value: &Value, replace: &[(String, &str)]) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !PER_RUN.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), normalized(v, replace)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| normalized(v, replace)).collect()),
+        Value::String(s) => {
+            let mut s = s.clone();
+            for (from, to) in replace {
+                s = s.replace(from.as_str(), to);
+            }
+            Value::String(s)
+        }
+        other => other.clone(),
+    }
+}
+
+/// junit.xml without what is [`PER_RUN`] (its timing attributes and
+/// `result_store:` lines), with each `(from, to)` replaced.
+fn normalized_junit(xml: &str, replace: &[(String, &str)]) -> String {
+    let mut xml: String = xml
+        .lines()
+        .filter(|l| !l.starts_with("result_store: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for (from, to) in replace {
+        xml = xml.replace(from.as_str(), to);
+    }
+    let mut out = String::new();
+    let mut rest = xml.as_str();
+    // Drop every time="..." and timestamp="..." attribute.
+    while let Some(at) = ["time=\"", "timestamp=\""]
+        .iter()
+        .filter_map(|a| rest.find(a).map(|i| (i, a.len())))
+        .min()
+    {
+        out.push_str(&rest[..at.0]);
+        let after = &rest[at.0 + at.1..];
+        rest = &after[after.find('"').expect("attributes are quoted") + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The paths (`cells/0/log`) at which `a` and `b` differ, with both values.
+fn differences(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
+                let (v, w) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                differences(v, w, &format!("{at}/{k}"), out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                differences(v, w, &format!("{at}/{i}"), out);
+            }
+        }
+        _ if a != b => out.push(format!("{at}: {a} != {b}")),
+        _ => {}
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn path_text(p: PathBuf) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn run_cell_for_every_cell_then_collect_gives_the_report_of_a_whole_run() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local" "mini-sh") (kernconf "GENERIC" "MINIMAL"))
+  (local-slots 2)"#,
+    );
+    let whole = m.run(&[]);
+    assert_eq!(whole.status.code(), Some(0), "{}", describe(&whole));
+    let ids = [
+        "local-GENERIC",
+        "local-MINIMAL",
+        "mini-sh-GENERIC",
+        "mini-sh-MINIMAL",
+    ];
+    // Store objects are named after their store's path too: the jobs use
+    // a store at the same path, empty (the whole run's is moved away).
+    std::fs::rename(m.path("store"), m.path("whole-run-store")).unwrap();
+    // One "job" per cell, each with its own report directory (as a CI
+    // engine's artifacts), all promoting into one store.
+    for id in ids {
+        let out = run_cell(&m, id, "store", &format!("job-{id}"));
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("cell={id}\nstatus=passed\n")),
+            "{stdout}"
+        );
+        let cell = read_json(&m.path(&format!("job-{id}/cell-{id}.json")));
+        assert_eq!(cell["format"], "fruix-matrix-cell");
+        assert_eq!(cell["cell"]["id"], id);
+        assert!(cell["matrix_digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"));
+        assert!(m.path(&format!("job-{id}/logs/{id}.log")).is_file());
+    }
+    let mut cmd = collect(&m, "collected");
+    cmd.arg("--from")
+        .arg(m.dir.path())
+        .arg("--store")
+        .arg(m.path("store"));
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let replace = |report: &str| vec![(path_text(m.path(report)), "REPORT")];
+    let whole_json = normalized(&m.report(), &replace("report"));
+    let collected = read_json(&m.path("collected/report.json"));
+    for c in collected["cells"].as_array().unwrap() {
+        assert!(
+            Path::new(c["result_store"].as_str().unwrap()).is_dir(),
+            "{c:#}"
+        );
+    }
+    let mut differ = Vec::new();
+    differences(
+        &normalized(&collected, &replace("collected")),
+        &whole_json,
+        "",
+        &mut differ,
+    );
+    assert!(
+        differ.is_empty(),
+        "collected and whole reports differ: {differ:#?}"
+    );
+    assert_eq!(collected["agreement"].as_array().unwrap().len(), 8);
+    for id in ids {
+        assert!(m.path(&format!("collected/logs/{id}.log")).is_file());
+    }
+    let junit = std::fs::read_to_string(m.path("collected/junit.xml")).unwrap();
+    let (collected, whole) = (
+        normalized_junit(&junit, &replace("collected")),
+        normalized_junit(&m.junit(), &replace("report")),
+    );
+    let differ: Vec<(&str, &str)> = collected
+        .lines()
+        .zip(whole.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert!(differ.is_empty(), "junit.xml differs: {differ:#?}");
+    assert_eq!(collected.lines().count(), whole.lines().count());
+}
+
+#[test]
+fn a_divergence_is_shown_file_by_file_when_the_store_holds_the_cells_objects() {
+    let m =
+        Matrix::new(r#"  (axes (executor "local" "mini-sh") (make-flag "NONDETERMINISTIC=yes"))"#);
+    for id in ["local", "mini-sh"] {
+        let out = run_cell(&m, id, "store", "jobs");
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    }
+    let world = |report: &Value| -> Value {
+        report["agreement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["artifact"] == "world")
+            .unwrap()
+            .clone()
+    };
+    // With the store: the differing file is named.
+    let mut cmd = collect(&m, "with-store");
+    cmd.arg("--from")
+        .arg(m.path("jobs"))
+        .arg("--store")
+        .arg(m.path("store"));
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(DIVERGENCE), "{}", describe(&out));
+    let with = world(&read_json(&m.path("with-store/report.json")));
+    assert_eq!(with["agree"], false);
+    let paths: Vec<&str> = with["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["./usr/share/misc/build-stamp"], "{with:#}");
+    // Without: the divergence, and why the files are not compared.
+    let out = run(collect(&m, "without-store")
+        .arg("--from")
+        .arg(m.path("jobs")));
+    assert_eq!(out.status.code(), Some(DIVERGENCE), "{}", describe(&out));
+    let without = world(&read_json(&m.path("without-store/report.json")));
+    assert_eq!(without["agree"], false);
+    assert!(without["differences"].as_array().unwrap().is_empty());
+    assert!(
+        without["diffoscope"][0]["status"]
+            .as_str()
+            .unwrap()
+            .contains("give --store"),
+        "{without:#}"
+    );
+}
+
+#[test]
+fn missing_foreign_and_corrupt_cell_reports_are_each_reported() {
+    let m = Matrix::new(r#"  (axes (executor "local" "mini-sh"))"#);
+    let out = run_cell(&m, "local", "store", "jobs");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = m.path("jobs/cell-local.json");
+
+    // A missing cell: reported as missing, never as passed.
+    let out = run(collect(&m, "one").arg(&report).arg("--json"));
+    assert_eq!(
+        out.status.code(),
+        Some(MATRIX_FAILURE),
+        "{}",
+        describe(&out)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let missing = crate::matrix::cell(&json, "mini-sh");
+    assert_eq!(missing["status"], "missing", "{missing:#}");
+    assert!(
+        missing["error"]
+            .as_str()
+            .unwrap()
+            .contains("cell-mini-sh.json"),
+        "{missing:#}"
+    );
+    assert_eq!(crate::matrix::cell(&json, "local")["status"], "passed");
+    let junit = std::fs::read_to_string(m.path("one/junit.xml")).unwrap();
+    assert!(junit.contains("type=\"missing\""), "{junit}");
+
+    // A cell of another matrix file (the same cells, one more flag).
+    let other = Matrix::new(
+        r#"  (axes (executor "local" "mini-sh"))
+  (retries 2)"#,
+    );
+    let out = run_cell(&other, "local", "store", "jobs");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let foreign = other.path("jobs/cell-local.json");
+    let out = run(collect(&m, "foreign").arg(&foreign));
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cell report {}", foreign.display()))
+            && stderr.contains("run-cell and collect must read the same matrix file"),
+        "{stderr}"
+    );
+    assert!(!m.path("foreign/report.json").exists());
+
+    // Corrupt: cut short, and an unknown field.
+    let text = std::fs::read_to_string(&report).unwrap();
+    let cut = m.path("cut/cell-local.json");
+    std::fs::create_dir_all(cut.parent().unwrap()).unwrap();
+    std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
+    let extra = m.path("extra/cell-local.json");
+    std::fs::create_dir_all(extra.parent().unwrap()).unwrap();
+    std::fs::write(&extra, text.replacen('{', "{\"\\u001b[31mred\": 1,", 1)).unwrap();
+    for (corrupt, says) in [(&cut, "EOF while parsing"), (&extra, "unknown field")] {
+        let out = run(collect(&m, "corrupt").arg(corrupt));
+        assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("not a readable fruix cell report") && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(!stderr.contains('\u{1b}'), "escaped: {stderr:?}");
+    }
+
+    // The same cell twice.
+    let out = run(collect(&m, "twice").arg(&report).arg(&report));
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is also reported by"),
+        "{}",
+        describe(&out)
+    );
+
+    // A symlink is not followed.
+    let link = m.path("link/cell-local.json");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&report, &link).unwrap();
+    let out = run(collect(&m, "link").arg(&link));
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+}
+
+#[test]
+fn run_cell_exits_as_the_cell_would_and_refuses_an_unknown_cell() {
+    let m = Matrix::new(r#"  (axes (executor "local") (make-flag "FAIL_STEP=buildworld"))"#);
+    let out = run_cell(&m, "local", "store", "jobs");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a build failure: {}",
+        describe(&out)
+    );
+    let cell = read_json(&m.path("jobs/cell-local.json"));
+    assert_eq!(cell["cell"]["status"], "build-failure");
+    let out = run_cell(&m, "nope", "store", "jobs");
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--cell \"nope\" is not a cell of") && stderr.contains("its cells: local"),
+        "{stderr}"
+    );
+}
