@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs fruix's whole test suite on a Debian machine, as root: installs the
 # system packages the tests use (real guile, mtree, nix-hash, sshd, bmake,
-# QEMU and the VM tests' guest image),
+# QEMU and the VM tests' guest image, check-jsonschema and Buildbot from
+# PyPI),
 # then checks formatting and lints, and runs every test.
 #
 # Tests that need one of these tools fail with a message naming it when it is
@@ -23,6 +24,9 @@ fi
 
 echo "==> the VM tests' guest image (QEMU, a cloud kernel, busybox, dropbear)"
 bash scripts/vm-image.sh target/vm-image
+
+echo "==> Python tools (check-jsonschema, Buildbot) in target/py"
+bash scripts/python-tools.sh target/py
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -93,6 +93,7 @@ fn wants_json(command: &Command) -> bool {
         Command::Matrix(MatrixCommand::Run(args)) => args.json,
         Command::Matrix(MatrixCommand::RunCell(args)) => args.json,
         Command::Matrix(MatrixCommand::Collect(args)) => args.json,
+        Command::Matrix(MatrixCommand::Export(_)) => false,
         Command::Source(SourceCommand::Add(args)) => args.output.json,
         Command::Completions(_) | Command::Man(_) => false,
     }
@@ -147,7 +148,7 @@ fn run(cli: Cli) -> Result<Status, CliError> {
             files.extend(args.executors.files.iter().cloned())
         }
         Command::NativeBuild(_)
-        | Command::Matrix(MatrixCommand::Collect(_))
+        | Command::Matrix(MatrixCommand::Collect(_) | MatrixCommand::Export(_))
         | Command::Store(_)
         | Command::Source(_)
         | Command::Completions(_)
@@ -159,7 +160,7 @@ fn run(cli: Cli) -> Result<Status, CliError> {
             ))
         }
         Command::NativeBuild(_)
-        | Command::Matrix(MatrixCommand::Collect(_))
+        | Command::Matrix(MatrixCommand::Collect(_) | MatrixCommand::Export(_))
         | Command::Store(_)
         | Command::Source(_)
         | Command::Completions(_)
@@ -188,6 +189,7 @@ fn run(cli: Cli) -> Result<Status, CliError> {
             runtime()?.block_on(commands::matrix::run_cell(*args, registry))
         }
         Command::Matrix(MatrixCommand::Collect(args)) => commands::matrix::collect(*args),
+        Command::Matrix(MatrixCommand::Export(args)) => commands::matrix::export(args),
         Command::Source(command) => commands::source::run(command),
         Command::Completions(args) => commands::docs::completions(args),
         Command::Man(args) => commands::docs::man(args),

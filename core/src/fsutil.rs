@@ -16,7 +16,11 @@ pub const MAX_METADATA_BYTES: usize = 1 << 20;
 /// Writes `contents` to `path` atomically: a temporary file in the same
 /// directory is written, flushed to disk, then renamed over `path`.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's directory is the current one.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

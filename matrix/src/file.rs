@@ -34,7 +34,12 @@
 //!   `#t`, every machine that may build a remote cell must sign its results,
 //!   so every cell's objects in the matrix's store carry the signature of
 //!   the machine that built them), and `config`, executor
-//!   configuration per executor: `(config (local (make "bmake")))`.
+//!   configuration per executor: `(config (local (make "bmake")))`, and
+//!   `runner-tags`, the CI runner tags (GitHub Actions labels, GitLab CI
+//!   tags, Buildbot worker names) of the jobs `fruix matrix export` writes:
+//!   `(runner-tags (default "self-hosted" "freebsd") (machine "builder-2"
+//!   "big") (cell "local-MINIMAL" "small"))`: a cell's own entry, else its
+//!   pinned machine's, else `default`.
 //! - Reading is strict: unknown or repeated fields, mistyped values, unknown
 //!   axes and repeated axis values are refused, each error naming the field
 //!   and its line.
@@ -89,6 +94,29 @@ pub struct MatrixFile {
     /// Every remote cell's result must be signed by its machine.
     pub share_results: bool,
     pub config: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    pub runner_tags: RunnerTags,
+}
+
+/// The CI runner tags of exported jobs (`runner-tags`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunnerTags {
+    /// For cells with no entry of their own, pinned to no machine with one
+    /// (local cells, and cells the pool places), and the collect job.
+    pub default: Vec<String>,
+    /// For the cells pinned to each machine.
+    pub machines: BTreeMap<String, Vec<String>>,
+    /// For each cell, by id.
+    pub cells: BTreeMap<String, Vec<String>>,
+}
+
+impl RunnerTags {
+    /// The tags of the job for cell `id`, pinned to `machine` (or to none).
+    pub fn of(&self, id: &str, machine: Option<&str>) -> &[String] {
+        self.cells
+            .get(id)
+            .or_else(|| machine.and_then(|m| self.machines.get(m)))
+            .unwrap_or(&self.default)
+    }
 }
 
 impl MatrixFile {
@@ -140,6 +168,7 @@ impl MatrixFile {
             let freebsd_branch = r.opt_string("freebsd-branch")?;
             let share_results = r.opt_bool("share-results")?.unwrap_or(false);
             let config = read_config(r)?;
+            let runner_tags = read_runner_tags(r)?;
             Ok(MatrixFile {
                 path: path.to_path_buf(),
                 source,
@@ -161,6 +190,7 @@ impl MatrixFile {
                 freebsd_branch,
                 share_results,
                 config,
+                runner_tags,
             })
         })
     }
@@ -372,6 +402,64 @@ fn read_config(
     Ok(out)
 }
 
+fn read_runner_tags(r: &mut Record<'_>) -> Result<RunnerTags> {
+    let Some((line, entries)) = r.raw("runner-tags")? else {
+        return Ok(RunnerTags::default());
+    };
+    let mut out = RunnerTags::default();
+    let mut has_default = false;
+    for entry in &entries {
+        let items: Vec<&Value> = entry.list_iter().map(Iterator::collect).unwrap_or_default();
+        let kind = items.first().and_then(|v| v.as_symbol());
+        let strings: Option<Vec<String>> = items
+            .get(1..)
+            .unwrap_or_default()
+            .iter()
+            .map(|t| {
+                t.as_str()
+                    .filter(|t| !t.is_empty() && !t.chars().any(char::is_control))
+                    .map(str::to_string)
+            })
+            .collect();
+        let bad = || {
+            r.error(
+                "runner-tags",
+                Some(line),
+                format!(
+                    "expected (default \"TAG\" ...), (machine \"NAME\" \"TAG\" ...) or (cell \"ID\" \"TAG\" ...), non-empty strings, found {}",
+                    shown(entry)
+                ),
+            )
+        };
+        let Some(strings) = strings else {
+            return Err(bad());
+        };
+        let twice =
+            |what: String| r.error("runner-tags", Some(line), format!("gives {what} twice"));
+        match (kind, strings.as_slice()) {
+            (Some("default"), [_, ..]) => {
+                if has_default {
+                    return Err(twice("default".into()));
+                }
+                has_default = true;
+                out.default = strings;
+            }
+            (Some(kind @ ("machine" | "cell")), [name, _, ..]) => {
+                let map = if kind == "machine" {
+                    &mut out.machines
+                } else {
+                    &mut out.cells
+                };
+                if map.insert(name.clone(), strings[1..].to_vec()).is_some() {
+                    return Err(twice(format!("{kind} {}", escape::quoted(name))));
+                }
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(out)
+}
+
 fn config_pair(item: &Value) -> std::result::Result<(String, serde_json::Value), String> {
     let parts: Vec<&Value> = item.list_iter().map(Iterator::collect).unwrap_or_default();
     let [key, value] = parts.as_slice() else {
@@ -560,8 +648,44 @@ mod tests {
                 6,
                 "not a valid kernconf",
             ),
+            (
+                "(retries 1)",
+                "(retries 1) (runner-tags (default \"a\") (default \"b\"))",
+                "runner-tags",
+                11,
+                "gives default twice",
+            ),
+            (
+                "(retries 1)",
+                "(retries 1) (runner-tags (machine \"m\"))",
+                "runner-tags",
+                11,
+                "expected (default",
+            ),
+            (
+                "(retries 1)",
+                "(retries 1) (runner-tags (cell \"x\" \"\"))",
+                "runner-tags",
+                11,
+                "non-empty strings",
+            ),
         ];
         fruix_core::testing::assert_mistakes_refused(EXAMPLE, parse, &mistakes);
+    }
+
+    #[test]
+    fn runner_tags_go_to_a_cell_then_its_machine_then_the_default() {
+        let m = parse(&EXAMPLE.replace(
+            "(retries 1)",
+            "(retries 1) (runner-tags (default \"d\") (machine \"builder-2\" \"big\") (cell \"local-GENERIC\" \"x\" \"y\"))",
+        ))
+        .unwrap();
+        let t = &m.runner_tags;
+        assert_eq!(t.of("local-GENERIC", None), ["x", "y"]);
+        assert_eq!(t.of("local-GENERIC", Some("builder-2")), ["x", "y"]);
+        assert_eq!(t.of("other", Some("builder-2")), ["big"]);
+        assert_eq!(t.of("other", Some("builder-1")), ["d"]);
+        assert_eq!(t.of("other", None), ["d"]);
     }
 
     #[test]

@@ -26,6 +26,8 @@
 //!   which two artifacts differ; [`report`] writes `report.json`,
 //!   `junit.xml` and the table.
 //! - [`run`] ties these together for one run.
+//! - [`export`] writes a matrix as a GitHub Actions, GitLab CI or Buildbot
+//!   pipeline of `run-cell` jobs and a `collect` job.
 //! - [`split`] runs one cell anywhere (`run-cell`, for a CI engine's job)
 //!   and merges the cells' reports into a whole run's (`collect`).
 //!
@@ -44,6 +46,8 @@ pub mod axis;
 pub mod cell;
 pub mod error;
 pub mod expand;
+pub mod export;
+mod export_buildbot;
 pub mod file;
 pub mod plan;
 pub mod report;

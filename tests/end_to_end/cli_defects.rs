@@ -273,7 +273,23 @@ fn help_offers_only_what_a_command_uses() {
     assert!(!help(&["store", "verify"]).contains("--executors-file"));
     let out = run(fruix().args(["--executors-file", "x.scm", "store", "list"]));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("build, executors and matrix"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("build, executors, matrix plan, run and run-cell"),
+        "{out:?}"
+    );
+    // collect and export run no executor.
+    for command in [
+        &["matrix", "collect", "m.scm"][..],
+        &["matrix", "export", "m.scm", "--format", "gitlab-ci"],
+    ] {
+        let out = run(fruix().args(["--executors-file", "x.scm"]).args(command));
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("run-cell"),
+            "{out:?}"
+        );
+    }
     for jobs in ["0", "99999999999"] {
         let out = run(fruix().args([
             "build",

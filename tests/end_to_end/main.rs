@@ -17,6 +17,7 @@ mod executors_plugin;
 mod guile;
 mod hostile_metadata;
 mod matrix;
+mod matrix_export;
 mod matrix_split;
 mod matrix_ssh;
 mod mtree;

@@ -49,7 +49,7 @@ const PER_RUN: [&str; 4] = ["started_at", "finished_at", "duration_s", "result_s
 
 /// `value` without what is [`PER_RUN`], with each `(from, to)` replaced in
 /// its strings.
-fn normalized(value: &Value, replace: &[(String, &str)]) -> Value {
+pub(crate) fn normalized(value: &Value, replace: &[(String, &str)]) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
@@ -71,7 +71,7 @@ fn normalized(value: &Value, replace: &[(String, &str)]) -> Value {
 
 /// junit.xml without what is [`PER_RUN`] (its timing attributes and
 /// `result_store:` lines), with each `(from, to)` replaced.
-fn normalized_junit(xml: &str, replace: &[(String, &str)]) -> String {
+pub(crate) fn normalized_junit(xml: &str, replace: &[(String, &str)]) -> String {
     let mut xml: String = xml
         .lines()
         .filter(|l| !l.starts_with("result_store: "))
@@ -97,7 +97,7 @@ fn normalized_junit(xml: &str, replace: &[(String, &str)]) -> String {
 }
 
 /// The paths (`cells/0/log`) at which `a` and `b` differ, with both values.
-fn differences(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
+pub(crate) fn differences(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
@@ -118,11 +118,11 @@ fn differences(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
     }
 }
 
-fn read_json(path: &Path) -> Value {
+pub(crate) fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn path_text(p: PathBuf) -> String {
+pub(crate) fn path_text(p: PathBuf) -> String {
     p.display().to_string()
 }
 

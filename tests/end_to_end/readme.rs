@@ -260,3 +260,63 @@ fn documents_the_sources_point_to_exist() {
     }
     assert!(checked > 100, "the sources were read ({checked} files)");
 }
+
+/// The text of the block opening at line `line` of README.md, untrimmed.
+fn raw_block(line: usize) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    readme
+        .lines()
+        .skip(line)
+        .take_while(|l| !l.trim_start().starts_with("```"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// The pipelines the README shows are what its example writes.
+#[test]
+fn the_readme_shows_the_pipelines_its_export_example_writes() {
+    let blocks = readme_blocks();
+    let example = blocks
+        .iter()
+        .position(|b| b.info == "sh" && b.text.starts_with("cat > ci-matrix.scm"))
+        .expect("README.md has the export example");
+    let clone = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(clone.path().join("tests")).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .canonicalize()
+        .unwrap();
+    std::os::unix::fs::symlink(fixtures, clone.path().join("tests/fixtures")).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_fruix")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run_ok(
+        std::process::Command::new("sh")
+            .args(["-e", "-c", &raw_block(blocks[example].line)])
+            .current_dir(clone.path())
+            .env("PATH", path),
+    );
+    let shown: Vec<&Block> = blocks[example + 1..]
+        .iter()
+        .filter(|b| b.info == "yaml")
+        .take(2)
+        .collect();
+    for (block, file) in shown
+        .iter()
+        .zip([".github/workflows/fruix.yml", ".gitlab-ci.yml"])
+    {
+        let written = std::fs::read_to_string(clone.path().join(file)).unwrap();
+        assert_eq!(
+            raw_block(block.line),
+            written,
+            "README.md:{} shows {file}",
+            block.line
+        );
+    }
+    assert_eq!(shown.len(), 2);
+}

@@ -335,6 +335,38 @@ pub enum MatrixCommand {
     RunCell(Box<MatrixRunCellArgs>),
     /// Merge cell reports (from run-cell) into report.json and junit.xml, checking agreement.
     Collect(Box<MatrixCollectArgs>),
+    /// Write the matrix as a CI pipeline: a run-cell job per cell, then a collect job.
+    Export(MatrixExportArgs),
+}
+
+/// A CI engine `matrix export` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    GithubActions,
+    GitlabCi,
+    Buildbot,
+}
+
+#[derive(Debug, Args)]
+pub struct MatrixExportArgs {
+    /// The matrix file (fruix-matrix ...), as the jobs find it: relative to the repository's root.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The CI engine.
+    #[arg(long, value_name = "ENGINE", value_enum)]
+    pub format: ExportFormat,
+    /// Write the pipeline to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The fruix program on the runners.
+    #[arg(long, value_name = "PROGRAM", default_value = "fruix")]
+    pub fruix: String,
+    /// An argument every run-cell job gets (repeat it: --run-cell-arg=--store --run-cell-arg=/frx/store).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub run_cell_arg: Vec<String>,
+    /// An argument the collect job gets (repeat it).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub collect_arg: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! `fruix matrix plan`, `run`, `run-cell` and `collect`: arguments into
+//! `fruix matrix plan`, `run`, `run-cell`, `collect` and `export`: arguments into
 //! `fruix_matrix` calls, then the plan, the live view, the table and the
 //! exit status.
 
@@ -13,7 +13,10 @@ use fruix_matrix::{create_report_dir, Finished, MatrixPlan, Outcome, RunSettings
 use fruix_promote::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{DiffTool, MatrixCollectArgs, MatrixPlanArgs, MatrixRunArgs, MatrixRunCellArgs};
+use crate::args::{
+    DiffTool, ExportFormat, MatrixCollectArgs, MatrixExportArgs, MatrixPlanArgs, MatrixRunArgs,
+    MatrixRunCellArgs,
+};
 use crate::commands::build::watch_signals;
 use crate::defaults;
 use crate::display::Mode;
@@ -216,4 +219,25 @@ pub fn collect(args: MatrixCollectArgs) -> CliResult {
     };
     let finished = fruix_matrix::split::collect(&args.file, settings).map_err(from_matrix)?;
     Ok(print_finished(&finished, args.json))
+}
+
+pub fn export(args: MatrixExportArgs) -> CliResult {
+    use fruix_matrix::export::{export, ExportOptions, Format};
+    let format = match args.format {
+        ExportFormat::GithubActions => Format::GithubActions,
+        ExportFormat::GitlabCi => Format::GitlabCi,
+        ExportFormat::Buildbot => Format::Buildbot,
+    };
+    let options = ExportOptions {
+        fruix: args.fruix,
+        run_cell_args: args.run_cell_arg,
+        collect_args: args.collect_arg,
+    };
+    let text = export(&args.file, format, &options).map_err(from_matrix)?;
+    match &args.output {
+        Some(path) => fruix_core::fsutil::write_atomic(path, text.as_bytes())
+            .map_err(|e| from_matrix(e.into()))?,
+        None => print!("{text}"),
+    }
+    Ok(Status::Success)
 }

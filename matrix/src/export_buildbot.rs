@@ -1,0 +1,152 @@
+//! The Buildbot fragment of `fruix matrix export --format buildbot`: a
+//! Python module a `master.cfg` imports, defining one builder per cell, a
+//! collect builder and a driver builder, and the schedulers that start
+//! them. See the module text it writes for how to use it.
+
+use crate::expand::Cell;
+use crate::export::ExportOptions;
+use crate::file::MatrixFile;
+
+/// A Python string literal of `s` (JSON's escapes are Python's).
+fn py(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+fn py_list(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| py(s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The fragment for the `cells` of `file`, whose path on the workers is
+/// `matrix`.
+pub fn fragment(
+    file: &MatrixFile,
+    cells: &[Cell],
+    matrix: &str,
+    options: &ExportOptions,
+) -> String {
+    let mut cell_lines = String::new();
+    for c in cells {
+        let tags = file.runner_tags.of(&c.id, c.machine.as_deref());
+        cell_lines.push_str(&format!("    ({}, {}),\n", py(&c.id), py_list(tags)));
+    }
+    let max_parallel = file
+        .max_parallel
+        .map_or("None".to_string(), |m| m.to_string());
+    format!(
+        r#"#
+# Use it from master.cfg, this file beside it:
+#
+#     import fruix_matrix
+#     fruix_matrix.configure(c)
+#
+# It adds to c["builders"] and c["schedulers"]:
+#   - "fruix cell ID" for each cell: `fruix matrix run-cell`, then its report
+#     directory, as a tar file, uploaded to the master
+#     (fruix-cells/RUN/ID.tar in the master's directory);
+#   - "fruix collect": downloads every cell's tar file (a missing one is
+#     reported as missing by collect), then `fruix matrix collect`; its
+#     result is the matrix's; report.json, junit.xml and the logs are uploaded
+#     to fruix-reports/RUN on the master;
+#   - "fruix matrix", the driver: triggers every cell and waits for them,
+#     then triggers collect (also after failed cells). RUN is its build
+#     number. A ForceScheduler "fruix-matrix" starts it; add your own
+#     schedulers for it as you wish.
+# Workers: each cell's runner tags, from the matrix file's runner-tags, are
+# the names of the workers its builder may use (the driver and collect use
+# the default tags). The driver holds a worker while it waits: give those
+# workers more than one build at a time.
+# max-parallel is a master lock over the cell builders. fail-fast is not
+# mapped: the driver waits for every cell.
+# Give `source_steps` (steps checking out the repository holding the matrix
+# file) to run first in every builder.
+
+from buildbot.plugins import schedulers, steps, util
+
+FRUIX = {fruix}
+MATRIX = {matrix}
+CELLS = [
+{cell_lines}]
+DEFAULT_WORKERS = {default}
+MAX_PARALLEL = {max_parallel}
+RUN_CELL_ARGS = {run_cell_args}
+COLLECT_ARGS = {collect_args}
+RUN = util.Interpolate("%(prop:fruix_run)s")
+
+
+def configure(c, source_steps=()):
+    c.setdefault("builders", [])
+    c.setdefault("schedulers", [])
+    lock = util.MasterLock("fruix-matrix-cells", maxCount=MAX_PARALLEL) if MAX_PARALLEL else None
+    for cell, workers in CELLS:
+        f = util.BuildFactory()
+        for s in source_steps:
+            f.addStep(s)
+        f.addStep(steps.RemoveDirectory(dir="build/fruix-cell", name="clean"))
+        f.addStep(steps.ShellCommand(
+            name="run-cell",
+            command=[FRUIX, "matrix", "run-cell", MATRIX, "--cell", cell,
+                     "--report-dir", "fruix-cell"] + RUN_CELL_ARGS))
+        f.addStep(steps.ShellCommand(
+            name="pack", alwaysRun=True,
+            command=["tar", "-cf", "fruix-cell.tar", "fruix-cell"]))
+        f.addStep(steps.FileUpload(
+            name="upload", alwaysRun=True, workersrc="fruix-cell.tar",
+            masterdest=util.Interpolate("fruix-cells/%(prop:fruix_run)s/" + cell + ".tar")))
+        c["builders"].append(util.BuilderConfig(
+            name="fruix cell " + cell, workernames=workers or DEFAULT_WORKERS,
+            workerbuilddir="fruix-cell-" + cell, factory=f,
+            locks=[lock.access("counting")] if lock else []))
+
+    f = util.BuildFactory()
+    for s in source_steps:
+        f.addStep(s)
+    f.addStep(steps.RemoveDirectory(dir="build/fruix-cells", name="clean cells"))
+    f.addStep(steps.RemoveDirectory(dir="build/fruix-report", name="clean report"))
+    for cell, _ in CELLS:
+        f.addStep(steps.FileDownload(
+            name="download " + cell, haltOnFailure=False, flunkOnFailure=False,
+            warnOnFailure=True,
+            mastersrc=util.Interpolate("fruix-cells/%(prop:fruix_run)s/" + cell + ".tar"),
+            workerdest="fruix-cells/" + cell + ".tar"))
+    f.addStep(steps.ShellCommand(
+        name="unpack",
+        command=["sh", "-c", 'for t in fruix-cells/*.tar; do [ -f "$t" ] || continue; '
+                 'd="${{t%.tar}}"; mkdir -p "$d" && tar -xf "$t" -C "$d"; done']))
+    f.addStep(steps.ShellCommand(
+        name="collect",
+        command=[FRUIX, "matrix", "collect", MATRIX, "--from", "fruix-cells",
+                 "--report-dir", "fruix-report"] + COLLECT_ARGS))
+    f.addStep(steps.DirectoryUpload(
+        name="upload report", alwaysRun=True, workersrc="fruix-report",
+        masterdest=util.Interpolate("fruix-reports/%(prop:fruix_run)s")))
+    c["builders"].append(util.BuilderConfig(
+        name="fruix collect", workernames=DEFAULT_WORKERS,
+        workerbuilddir="fruix-collect", factory=f))
+
+    f = util.BuildFactory()
+    run = {{"fruix_run": util.Interpolate("%(prop:buildnumber)s")}}
+    f.addStep(steps.Trigger(
+        name="cells", schedulerNames=["fruix-cells"], waitForFinish=True,
+        haltOnFailure=False, flunkOnFailure=True, set_properties=run))
+    f.addStep(steps.Trigger(
+        name="collect", schedulerNames=["fruix-collect"], waitForFinish=True,
+        alwaysRun=True, set_properties=run))
+    c["builders"].append(util.BuilderConfig(
+        name="fruix matrix", workernames=DEFAULT_WORKERS,
+        workerbuilddir="fruix-matrix", factory=f))
+
+    c["schedulers"].append(schedulers.Triggerable(
+        name="fruix-cells", builderNames=["fruix cell " + cell for cell, _ in CELLS]))
+    c["schedulers"].append(schedulers.Triggerable(
+        name="fruix-collect", builderNames=["fruix collect"]))
+    c["schedulers"].append(schedulers.ForceScheduler(
+        name="fruix-matrix", builderNames=["fruix matrix"]))
+"#,
+        fruix = py(&options.fruix),
+        matrix = py(matrix),
+        default = py_list(&file.runner_tags.default),
+        run_cell_args = py_list(&options.run_cell_args),
+        collect_args = py_list(&options.collect_args),
+    )
+}
