@@ -69,6 +69,9 @@ pub const FORMAT_VERSION: i64 = 1;
 pub struct MatrixFile {
     /// The matrix file itself.
     pub path: PathBuf,
+    /// `sha256:HEX` of the bytes read: what `run-cell` records and
+    /// `collect` checks, so that cells of another matrix file are refused.
+    pub digest: String,
     /// The source tree on this machine.
     pub source: PathBuf,
     /// The source's path on the build machines, when it differs.
@@ -171,6 +174,7 @@ impl MatrixFile {
             let runner_tags = read_runner_tags(r)?;
             Ok(MatrixFile {
                 path: path.to_path_buf(),
+                digest: digest(text),
                 source,
                 remote_source,
                 source_commit,
@@ -194,6 +198,12 @@ impl MatrixFile {
             })
         })
     }
+}
+
+/// `sha256:HEX` of `text`.
+fn digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", hex::encode(Sha256::digest(text)))
 }
 
 fn non_empty(r: &mut Record<'_>, field: &str) -> Result<String> {

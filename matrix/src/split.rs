@@ -25,7 +25,6 @@ use std::time::SystemTime;
 
 use fruix_core::escape;
 use fruix_core::fsutil::{read_metadata_file, write_atomic};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::cell::Observer;
@@ -92,12 +91,6 @@ pub enum CellReportProblem {
     Mismatch { cell: String, field: &'static str },
 }
 
-/// `sha256:HEX` of the file at `path`.
-pub fn matrix_digest(path: &Path) -> Result<String> {
-    let bytes = read_metadata_file(path)?;
-    Ok(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
-}
-
 /// The file name of cell `id`'s report.
 pub fn cell_file_name(id: &str) -> String {
     format!("cell-{id}.json")
@@ -119,7 +112,7 @@ pub async fn run_cell(
     observer: Arc<dyn Observer>,
     cancel: CancellationToken,
 ) -> Result<CellFinished> {
-    let digest = matrix_digest(&plan.file.path)?;
+    let digest = plan.file.digest.clone();
     let report_dir = settings.report_dir.clone();
     let matrix = std::path::absolute(&plan.file.path).unwrap_or(plan.file.path.clone());
     let ran = execute(Arc::new(plan), settings, observer, cancel.clone()).await?;
@@ -164,7 +157,7 @@ pub struct CollectSettings {
 pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
     let file = MatrixFile::read(matrix)?;
     let expected = cells(&file)?;
-    let digest = matrix_digest(matrix)?;
+    let digest = &file.digest;
     let mut paths = settings.reports.clone();
     if let Some(dir) = &settings.from {
         find_cell_reports(dir, 0, &mut paths)?;
@@ -172,7 +165,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
     let mut found: BTreeMap<usize, (PathBuf, CellFile)> = BTreeMap::new();
     for path in paths {
         let report =
-            read_cell_report(&path, &digest, &expected).map_err(|problem| Error::CellReport {
+            read_cell_report(&path, digest, &expected).map_err(|problem| Error::CellReport {
                 path: path.clone(),
                 problem,
             })?;
