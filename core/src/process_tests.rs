@@ -182,19 +182,28 @@ async fn dropping_a_running_step_kills_its_group() {
     assert!(group_is_gone(pgid), "group {pgid} survived the drop");
 }
 
-#[tokio::test]
-async fn cancelling_kills_a_group_that_ignores_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ctx, mut rx) = context(dir.path());
+/// Cancels `ctx`'s run when a step logs the line `said`.
+fn cancel_when_said(
+    ctx: &RunContext,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    said: &'static str,
+) {
     let cancel = ctx.cancel.clone();
-    // Cancelled once the group is set up (it says "go"), not after a delay.
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
-            if matches!(&event, Event::Log { line, .. } if line == "go") {
+            if matches!(&event, Event::Log { line, .. } if line == said) {
                 cancel.cancel();
             }
         }
     });
+}
+
+#[tokio::test]
+async fn cancelling_kills_a_group_that_ignores_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, rx) = context(dir.path());
+    // Cancelled once the group is set up (it says "go"), not after a delay.
+    cancel_when_said(&ctx, rx, "go");
     let started = std::time::Instant::now();
     let script = "trap '' TERM; sleep 600 & sleep 600 & echo go; wait";
     let (result, pgid) = run_recording_group(script, &ctx, dir.path(), None).await;
@@ -224,15 +233,8 @@ async fn cancelling_kills_jobs_in_process_groups_of_their_own() {
     // perl's setpgrp; perl-base is essential on Debian), within the step's
     // session, and deaf to SIGTERM.
     let dir = tempfile::tempdir().unwrap();
-    let (ctx, mut rx) = context(dir.path());
-    let cancel = ctx.cancel.clone();
-    tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            if matches!(&event, Event::Log { line, .. } if line == "go") {
-                cancel.cancel();
-            }
-        }
-    });
+    let (ctx, rx) = context(dir.path());
+    cancel_when_said(&ctx, rx, "go");
     let job = dir.path().join("job");
     let script = format!(
         "perl -e '$SIG{{TERM}} = \"IGNORE\"; setpgrp(0, 0); open(my $f, \">\", \"{0}.tmp\"); print $f \"$$ \" . getpgrp() . \"\\n\"; close($f); rename(\"{0}.tmp\", \"{0}\"); sleep 600' & while [ ! -f {0} ]; do :; done; echo go; wait",

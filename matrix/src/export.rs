@@ -142,33 +142,27 @@ impl Pipeline<'_> {
     /// The shell command of a cell job; the cell id comes from `cell`, a
     /// shell word (a quoted id, or a variable).
     fn run_cell(&self, cell: &str, report_dir: &str) -> String {
-        let mut words = vec![
-            quote(&self.options.fruix),
-            "matrix".into(),
-            "run-cell".into(),
-            quote(&self.matrix),
-            "--cell".into(),
-            cell.into(),
-            "--report-dir".into(),
-            report_dir.into(),
-        ];
-        words.extend(self.options.run_cell_args.iter().map(|a| quote(a)));
-        words.join(" ")
+        let args = ["--cell", cell, "--report-dir", report_dir];
+        self.command("run-cell", &args, &self.options.run_cell_args)
     }
 
     fn collect(&self) -> String {
-        let mut words = vec![
+        let args = ["--from", CELLS_DIR, "--report-dir", REPORT_DIR];
+        self.command("collect", &args, &self.options.collect_args)
+    }
+
+    /// `fruix matrix SUBCOMMAND MATRIX WORDS... EXTRA...`: `words` are
+    /// shell words already, `extra` are quoted.
+    fn command(&self, subcommand: &str, words: &[&str], extra: &[String]) -> String {
+        let mut all = vec![
             quote(&self.options.fruix),
             "matrix".into(),
-            "collect".into(),
-            quote(&self.matrix),
-            "--from".into(),
-            CELLS_DIR.into(),
-            "--report-dir".into(),
-            REPORT_DIR.into(),
+            subcommand.into(),
         ];
-        words.extend(self.options.collect_args.iter().map(|a| quote(a)));
-        words.join(" ")
+        all.push(quote(&self.matrix));
+        all.extend(words.iter().map(|w| w.to_string()));
+        all.extend(extra.iter().map(|a| quote(a)));
+        all.join(" ")
     }
 
     fn tags(&self, cell: &Cell) -> &[String] {

@@ -338,27 +338,11 @@ fn copy_log(report: &Path, id: &str, logs: &Path) -> Option<PathBuf> {
 
 /// The report of a cell no report was collected for.
 fn missing(cell: &Cell) -> CellReport {
-    CellReport {
-        id: cell.id.clone(),
-        executor: cell.executor.clone(),
-        kernconf: cell.kernconf.clone(),
-        target_arch: cell.target_arch.clone(),
-        make_flag: cell.make_flag.clone(),
-        machine: cell.machine.clone(),
-        status: CellStatus::Missing,
-        duration_s: 0.0,
-        started_at: None,
-        finished_at: None,
-        attempts: Vec::new(),
-        result_store: None,
-        artifacts: BTreeMap::new(),
-        signed_by: None,
-        log: None,
-        error: Some(format!(
-            "no cell report was collected for this cell ({})",
-            cell_file_name(&cell.id)
-        )),
-    }
+    let error = format!(
+        "no cell report was collected for this cell ({})",
+        cell_file_name(&cell.id)
+    );
+    CellReport::unstarted(cell, CellStatus::Missing, Some(error))
 }
 
 #[cfg(test)]

@@ -20,17 +20,7 @@ use crate::util::{fruix, run, run_ok};
 fn python_tools() -> PathBuf {
     static TOOLS: OnceLock<PathBuf> = OnceLock::new();
     TOOLS
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let dir = root.join("target/py");
-            let status = Command::new("bash")
-                .arg(root.join("scripts/python-tools.sh"))
-                .arg(&dir)
-                .status()
-                .expect("bash runs scripts/python-tools.sh");
-            assert!(status.success(), "scripts/python-tools.sh failed");
-            dir
-        })
+        .get_or_init(|| crate::util::prepared("python-tools.sh", "target/py"))
         .clone()
 }
 

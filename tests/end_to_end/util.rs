@@ -311,3 +311,18 @@ impl Drop for SmallFilesystem {
         let _ = Command::new("umount").arg(&self.path).status();
     }
 }
+
+/// Runs `scripts/SCRIPT DIR` (a script that makes what some tests need in
+/// `DIR`, below the workspace, and returns at once when it is there) and
+/// returns `DIR`'s path. Callers keep the result in a `OnceLock`.
+pub fn prepared(script: &str, dir: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join(dir);
+    let status = Command::new("bash")
+        .arg(root.join("scripts").join(script))
+        .arg(&dir)
+        .status()
+        .unwrap_or_else(|e| panic!("bash cannot run scripts/{script}: {e}"));
+    assert!(status.success(), "scripts/{script} failed");
+    dir
+}

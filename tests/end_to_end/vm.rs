@@ -16,17 +16,7 @@ use crate::util::{fixture_build, fruix, run, run_ok, wait_until};
 fn image() -> PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let dir = root.join("target/vm-image");
-            let status = Command::new("bash")
-                .arg(root.join("scripts/vm-image.sh"))
-                .arg(&dir)
-                .status()
-                .expect("bash runs scripts/vm-image.sh");
-            assert!(status.success(), "scripts/vm-image.sh failed");
-            dir
-        })
+        .get_or_init(|| crate::util::prepared("vm-image.sh", "target/vm-image"))
         .clone()
 }
 

@@ -84,42 +84,73 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
         &registry,
     )
     .map_err(from_matrix)?;
-    let mode = if args.quiet {
-        Mode::Quiet
-    } else if std::io::stderr().is_terminal() {
-        Mode::Terminal
-    } else {
-        Mode::Plain
-    };
-    defaults::announce(mode, Some(&args.store.store), Some(&args.state.state_dir));
-    let store = Arc::new(Store::open(&args.store.store).map_err(from_promote)?);
-    let report_dir = create_report_dir(args.report_dir.as_deref(), &args.state.state_dir)
-        .map_err(from_matrix)?;
     let diffoscope = args.diff == Some(DiffTool::Diffoscope);
     if diffoscope && !diffoscope_installed() {
         eprintln!("fruix: warning: {DIFFOSCOPE_MISSING}");
     }
-    let cancel = CancellationToken::new();
-    watch_signals(cancel.clone());
-    let settings = RunSettings {
+    let s = Session::start(
+        args.quiet,
+        &args.store,
+        &args.state,
+        args.report_dir.as_deref(),
         registry,
-        store,
-        state_dir: args.state.state_dir.clone(),
-        report_dir,
         diffoscope,
-    };
-    let live = Arc::new(Live::new(mode));
-    tokio::spawn({
-        let (live, cancel) = (live.clone(), cancel.clone());
-        async move {
-            cancel.cancelled().await;
-            live.cancelling();
-        }
-    });
-    let finished = fruix_matrix::run(Arc::new(plan), settings, live, cancel)
+    )?;
+    let finished = fruix_matrix::run(Arc::new(plan), s.settings, s.live, s.cancel)
         .await
         .map_err(from_matrix)?;
     Ok(print_finished(&finished, args.json))
+}
+
+/// What `run` and `run-cell` set up before cells run: the store, the
+/// report directory, Ctrl-C and SIGTERM, and the live view.
+struct Session {
+    settings: RunSettings,
+    live: Arc<Live>,
+    cancel: CancellationToken,
+}
+
+impl Session {
+    fn start(
+        quiet: bool,
+        store: &crate::args::StoreArg,
+        state: &crate::args::StateDirArg,
+        report_dir: Option<&std::path::Path>,
+        registry: Registry,
+        diffoscope: bool,
+    ) -> Result<Session, crate::exit::CliError> {
+        let mode = if quiet {
+            Mode::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Mode::Terminal
+        } else {
+            Mode::Plain
+        };
+        defaults::announce(mode, Some(&store.store), Some(&state.state_dir));
+        let store = Arc::new(Store::open(&store.store).map_err(from_promote)?);
+        let report_dir = create_report_dir(report_dir, &state.state_dir).map_err(from_matrix)?;
+        let cancel = CancellationToken::new();
+        watch_signals(cancel.clone());
+        let live = Arc::new(Live::new(mode));
+        tokio::spawn({
+            let (live, cancel) = (live.clone(), cancel.clone());
+            async move {
+                cancel.cancelled().await;
+                live.cancelling();
+            }
+        });
+        Ok(Session {
+            settings: RunSettings {
+                registry,
+                store,
+                state_dir: state.state_dir.clone(),
+                report_dir,
+                diffoscope,
+            },
+            live,
+            cancel,
+        })
+    }
 }
 
 /// Prints a whole report (the table, or `--json`); the status it ends with.
@@ -149,35 +180,15 @@ pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult 
     let plan = MatrixPlan::load(&args.file, args.machines.as_deref(), None, &registry)
         .and_then(|plan| plan.only(&args.cell))
         .map_err(from_matrix)?;
-    let mode = if args.quiet {
-        Mode::Quiet
-    } else if std::io::stderr().is_terminal() {
-        Mode::Terminal
-    } else {
-        Mode::Plain
-    };
-    defaults::announce(mode, Some(&args.store.store), Some(&args.state.state_dir));
-    let store = Arc::new(Store::open(&args.store.store).map_err(from_promote)?);
-    let report_dir = create_report_dir(args.report_dir.as_deref(), &args.state.state_dir)
-        .map_err(from_matrix)?;
-    let cancel = CancellationToken::new();
-    watch_signals(cancel.clone());
-    let settings = RunSettings {
+    let s = Session::start(
+        args.quiet,
+        &args.store,
+        &args.state,
+        args.report_dir.as_deref(),
         registry,
-        store,
-        state_dir: args.state.state_dir.clone(),
-        report_dir,
-        diffoscope: false,
-    };
-    let live = Arc::new(Live::new(mode));
-    tokio::spawn({
-        let (live, cancel) = (live.clone(), cancel.clone());
-        async move {
-            cancel.cancelled().await;
-            live.cancelling();
-        }
-    });
-    let finished = fruix_matrix::split::run_cell(plan, settings, live, cancel)
+        false,
+    )?;
+    let finished = fruix_matrix::split::run_cell(plan, s.settings, s.live, s.cancel)
         .await
         .map_err(from_matrix)?;
     let cell = &finished.report.cell;

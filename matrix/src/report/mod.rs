@@ -115,6 +115,30 @@ pub struct CellReport {
     pub error: Option<String>,
 }
 
+impl CellReport {
+    /// The report of `cell` that never ran: `status`, with `error`.
+    pub fn unstarted(cell: &Cell, status: CellStatus, error: Option<String>) -> CellReport {
+        CellReport {
+            id: cell.id.clone(),
+            executor: cell.executor.clone(),
+            kernconf: cell.kernconf.clone(),
+            target_arch: cell.target_arch.clone(),
+            make_flag: cell.make_flag.clone(),
+            machine: cell.machine.clone(),
+            status,
+            duration_s: 0.0,
+            started_at: None,
+            finished_at: None,
+            attempts: Vec::new(),
+            result_store: None,
+            artifacts: BTreeMap::new(),
+            signed_by: None,
+            log: None,
+            error,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttemptReport {
@@ -188,11 +212,6 @@ pub fn cell_reports(
             let started = r.attempts.first().map(|a| a.started);
             let promoted = r.promoted.clone().unwrap_or_default();
             CellReport {
-                id: cell.id.clone(),
-                executor: cell.executor.clone(),
-                kernconf: cell.kernconf.clone(),
-                target_arch: cell.target_arch.clone(),
-                make_flag: cell.make_flag.clone(),
                 machine: r
                     .attempts
                     .last()
@@ -222,6 +241,7 @@ pub fn cell_reports(
                 signed_by: promoted.signed_by,
                 log: (!r.attempts.is_empty()).then(|| log(i)),
                 error: r.error.clone(),
+                ..CellReport::unstarted(cell, r.status, None)
             }
         })
         .collect()
