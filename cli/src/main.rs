@@ -142,10 +142,10 @@ fn run(cli: Cli) -> Result<Status, CliError> {
             files.extend(args.executors.files.iter().cloned())
         }
         Command::Matrix(MatrixCommand::Run(args)) => {
-            files.extend(args.executors.files.iter().cloned())
+            files.extend(args.with.executors.files.iter().cloned())
         }
         Command::Matrix(MatrixCommand::RunCell(args)) => {
-            files.extend(args.executors.files.iter().cloned())
+            files.extend(args.with.executors.files.iter().cloned())
         }
         Command::NativeBuild(_)
         | Command::Matrix(MatrixCommand::Collect(_) | MatrixCommand::Export(_))

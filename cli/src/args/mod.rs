@@ -369,6 +369,20 @@ pub struct MatrixExportArgs {
     pub collect_arg: Vec<String>,
 }
 
+/// What `matrix run` and `matrix run-cell` build with.
+#[derive(Debug, Args)]
+pub struct MatrixRunWith {
+    #[command(flatten)]
+    pub executors: ExecutorsFiles,
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// The machines file (default: the matrix file's machines-file).
+    #[arg(long, value_name = "FILE")]
+    pub machines: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct MatrixRunCellArgs {
     /// The matrix file (fruix-matrix ...).
@@ -378,17 +392,10 @@ pub struct MatrixRunCellArgs {
     #[arg(long, value_name = "ID")]
     pub cell: String,
     #[command(flatten)]
-    pub executors: ExecutorsFiles,
-    #[command(flatten)]
-    pub store: StoreArg,
+    pub with: MatrixRunWith,
     /// Where to write cell-ID.json and the cell's log, logs/ID.log (default: STATE_DIR/matrix/RUN_ID).
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
-    #[command(flatten)]
-    pub state: StateDirArg,
-    /// The machines file (default: the matrix file's machines-file).
-    #[arg(long, value_name = "FILE")]
-    pub machines: Option<PathBuf>,
     /// Print nothing but the result line (no live view).
     #[arg(long, short)]
     pub quiet: bool,
@@ -452,20 +459,13 @@ pub struct MatrixRunArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     #[command(flatten)]
-    pub executors: ExecutorsFiles,
-    #[command(flatten)]
-    pub store: StoreArg,
+    pub with: MatrixRunWith,
     /// Where to write report.json, junit.xml and the cell logs (default: STATE_DIR/matrix/RUN_ID).
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
-    #[command(flatten)]
-    pub state: StateDirArg,
     /// At most N cells at once (overrides the file's max-parallel).
     #[arg(long, value_name = "N")]
     pub max_parallel: Option<u32>,
-    /// The machines file (default: the matrix file's machines-file).
-    #[arg(long, value_name = "FILE")]
-    pub machines: Option<PathBuf>,
     /// Compare the first differing files of diverging artifacts with this tool.
     #[arg(long, value_name = "TOOL", value_enum)]
     pub diff: Option<DiffTool>,

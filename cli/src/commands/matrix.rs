@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::{
     DiffTool, ExportFormat, MatrixCollectArgs, MatrixExportArgs, MatrixPlanArgs, MatrixRunArgs,
-    MatrixRunCellArgs,
+    MatrixRunCellArgs, MatrixRunWith,
 };
 use crate::commands::build::watch_signals;
 use crate::defaults;
@@ -79,7 +79,7 @@ pub fn plan(args: MatrixPlanArgs, registry: &Registry) -> CliResult {
 pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
     let plan = MatrixPlan::load(
         &args.file,
-        args.machines.as_deref(),
+        args.with.machines.as_deref(),
         args.max_parallel,
         &registry,
     )
@@ -88,14 +88,8 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
     if diffoscope && !diffoscope_installed() {
         eprintln!("fruix: warning: {DIFFOSCOPE_MISSING}");
     }
-    let s = Session::start(
-        args.quiet,
-        &args.store,
-        &args.state,
-        args.report_dir.as_deref(),
-        registry,
-        diffoscope,
-    )?;
+    let mut s = Session::start(&args.with, args.report_dir.as_deref(), args.quiet, registry)?;
+    s.settings.diffoscope = diffoscope;
     let finished = fruix_matrix::run(Arc::new(plan), s.settings, s.live, s.cancel)
         .await
         .map_err(from_matrix)?;
@@ -111,14 +105,14 @@ struct Session {
 }
 
 impl Session {
+    /// Sets up a run with `with`, into `report_dir`, without diffoscope.
     fn start(
-        quiet: bool,
-        store: &crate::args::StoreArg,
-        state: &crate::args::StateDirArg,
+        with: &MatrixRunWith,
         report_dir: Option<&std::path::Path>,
+        quiet: bool,
         registry: Registry,
-        diffoscope: bool,
     ) -> Result<Session, crate::exit::CliError> {
+        let (store, state) = (&with.store, &with.state);
         let mode = if quiet {
             Mode::Quiet
         } else if std::io::stderr().is_terminal() {
@@ -145,7 +139,7 @@ impl Session {
                 store,
                 state_dir: state.state_dir.clone(),
                 report_dir,
-                diffoscope,
+                diffoscope: false,
             },
             live,
             cancel,
@@ -177,17 +171,10 @@ fn print_finished(finished: &Finished, json: bool) -> Status {
 }
 
 pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult {
-    let plan = MatrixPlan::load(&args.file, args.machines.as_deref(), None, &registry)
+    let plan = MatrixPlan::load(&args.file, args.with.machines.as_deref(), None, &registry)
         .and_then(|plan| plan.only(&args.cell))
         .map_err(from_matrix)?;
-    let s = Session::start(
-        args.quiet,
-        &args.store,
-        &args.state,
-        args.report_dir.as_deref(),
-        registry,
-        false,
-    )?;
+    let s = Session::start(&args.with, args.report_dir.as_deref(), args.quiet, registry)?;
     let finished = fruix_matrix::split::run_cell(plan, s.settings, s.live, s.cancel)
         .await
         .map_err(from_matrix)?;
