@@ -21,6 +21,18 @@ fn readme_command(marker: &str) -> String {
         .to_string()
 }
 
+/// A directory shaped like a fresh clone: `tests/fixtures` is there.
+fn fresh_clone() -> tempfile::TempDir {
+    let clone = tempfile::tempdir().unwrap();
+    std::fs::create_dir(clone.path().join("tests")).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .canonicalize()
+        .unwrap();
+    std::os::unix::fs::symlink(fixtures, clone.path().join("tests/fixtures")).unwrap();
+    clone
+}
+
 #[test]
 fn readme_main_command_builds_the_fixture_into_frx_store() {
     require_tool("bmake", "bmake");
@@ -31,13 +43,7 @@ fn readme_main_command_builds_the_fixture_into_frx_store() {
     let args: Vec<&str> = fruix_args.split_whitespace().collect();
     assert_eq!(&args[..3], ["build", "--executor", "local"], "{line}");
     // Run it from a directory shaped like a fresh clone, so that ./frx-store lands there.
-    let clone = tempfile::tempdir().unwrap();
-    std::fs::create_dir(clone.path().join("tests")).unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .canonicalize()
-        .unwrap();
-    std::os::unix::fs::symlink(fixtures, clone.path().join("tests/fixtures")).unwrap();
+    let clone = fresh_clone();
     let kv = key_values(&run_ok(fruix().args(&args).current_dir(clone.path())));
     let store = clone.path().join("frx-store").canonicalize().unwrap();
     for artifact in ["world", "kernel", "headers", "bootloader"] {
@@ -130,14 +136,8 @@ fn every_runnable_readme_example_exits_as_the_readme_says() {
     let lines: Vec<&str> = readme.lines().collect();
     // A directory shaped like a fresh clone, with the fruix under test first
     // on PATH and a home of its own (so no default store is shared).
-    let clone = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(clone.path().join("tests")).unwrap();
-    std::fs::create_dir_all(clone.path().join("bin")).unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .canonicalize()
-        .unwrap();
-    std::os::unix::fs::symlink(fixtures, clone.path().join("tests/fixtures")).unwrap();
+    let clone = fresh_clone();
+    std::fs::create_dir(clone.path().join("bin")).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fruix"), clone.path().join("bin/fruix"))
         .unwrap();
     let path = format!(
@@ -282,13 +282,7 @@ fn the_readme_shows_the_pipelines_its_export_example_writes() {
         .iter()
         .position(|b| b.info == "sh" && b.text.starts_with("cat > ci-matrix.scm"))
         .expect("README.md has the export example");
-    let clone = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(clone.path().join("tests")).unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .canonicalize()
-        .unwrap();
-    std::os::unix::fs::symlink(fixtures, clone.path().join("tests/fixtures")).unwrap();
+    let clone = fresh_clone();
     let bin = Path::new(env!("CARGO_BIN_EXE_fruix")).parent().unwrap();
     let path = format!(
         "{}:{}",

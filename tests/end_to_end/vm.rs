@@ -231,20 +231,29 @@ fn qemu_processes(marker: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Builds on `vm` in `dir`, which must fail as a system failure (exit 3)
+/// leaving no qemu process; returns its stderr.
+fn system_failure_on(dir: &Path, vm: Vm) -> String {
+    let name = vm.name;
+    let file = machines(dir, &[vm]);
+    let out = run(&mut vm_build(dir, &file, name));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(qemu_processes(dir).is_empty());
+    stderr
+}
+
 #[test]
 fn a_wrong_pinned_host_key_is_refused_and_the_guest_is_torn_down() {
     let dir = tempfile::tempdir().unwrap();
     let wrong = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
-    let file = machines(
+    let stderr = system_failure_on(
         dir.path(),
-        &[Vm {
+        Vm {
             host_key: wrong.into(),
             ..Vm::new("vm1")
-        }],
+        },
     );
-    let out = run(&mut vm_build(dir.path(), &file, "vm1"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains("vm-ssh done"),
         "the guest came up: {stderr}"
@@ -254,23 +263,19 @@ fn a_wrong_pinned_host_key_is_refused_and_the_guest_is_torn_down() {
         "{stderr}"
     );
     assert!(stderr.contains("vm-teardown"), "{stderr}");
-    assert!(qemu_processes(dir.path()).is_empty());
     assert!(crate::util::nothing_promoted(&dir.path().join("store")));
 }
 
 #[test]
 fn a_guest_that_never_opens_ssh_fails_after_the_boot_timeout_quoting_its_console() {
     let dir = tempfile::tempdir().unwrap();
-    let file = machines(
+    let stderr = system_failure_on(
         dir.path(),
-        &[Vm {
+        Vm {
             boot_timeout: 20,
             ..Vm::silent("silent")
-        }],
+        },
     );
-    let out = run(&mut vm_build(dir.path(), &file, "silent"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains("the SSH banner of guest fruix-"),
         "{stderr}"
@@ -279,7 +284,6 @@ fn a_guest_that_never_opens_ssh_fails_after_the_boot_timeout_quoting_its_console
         stderr.contains("fruix-vm: not starting sshd (fruix.nossh)"),
         "the console is quoted: {stderr}"
     );
-    assert!(qemu_processes(dir.path()).is_empty());
 }
 
 #[test]
