@@ -141,16 +141,13 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
     let line = r.line();
     let name = r.string("name")?;
     if name.is_empty() {
-        return Err(r.error("name", None, "is empty; name the machine"));
+        return Err(r.invalid("name", "is empty; name the machine"));
     }
     let vm = r.opt_record("vm")?.map(crate::vm::read_vm).transpose()?;
     if vm.is_some() {
         for field in ["host", "port", "host-key"] {
             if r.field_line(field).is_some() {
-                return Err(r.error(
-                    field,
-                    None,
-                    "is not for a virtual machine: fruix boots it and finds its address, and its (vm ...) record pins its host key",
+                return Err(r.invalid(field, "is not for a virtual machine: fruix boots it and finds its address, and its (vm ...) record pins its host key",
                 ));
             }
         }
@@ -160,9 +157,8 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
         None => r.string("host")?,
     };
     if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(r.error(
+        return Err(r.invalid(
             "host",
-            None,
             format!("{} is not a host name or address", escape::quoted(&host)),
         ));
     }
@@ -171,13 +167,12 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
         Some(p) => u16::try_from(p)
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| r.error("port", None, format!("{p} is not a TCP port (1 to 65535)")))?,
+            .ok_or_else(|| r.invalid("port", format!("{p} is not a TCP port (1 to 65535)")))?,
     };
     let user = r.string("user")?;
     if user.is_empty() || user.contains(['@', ' ', ':']) {
-        return Err(r.error(
+        return Err(r.invalid(
             "user",
-            None,
             format!("{} is not a user name", escape::quoted(&user)),
         ));
     }
@@ -185,9 +180,8 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
     let host_key = r.opt_string("host-key")?;
     if let Some(key) = &host_key {
         if key.split_whitespace().count() < 2 {
-            return Err(r.error(
+            return Err(r.invalid(
                 "host-key",
-                None,
                 format!(
                     "{} is not a public key; give it as in known_hosts: \"ssh-ed25519 AAAA...\"",
                     escape::quoted(key)
@@ -198,17 +192,14 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
     let systems = r.strings("systems")?.unwrap_or_default();
     let parallel_builds = match r.opt_integer("parallel-builds")? {
         None => 1,
-        Some(n) => u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
-            r.error(
-                "parallel-builds",
-                None,
-                format!("{n} is not a positive count"),
-            )
-        })?,
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| r.invalid("parallel-builds", format!("{n} is not a positive count")))?,
     };
     let speed = r.opt_number("speed")?.unwrap_or(1.0);
     if !(speed.is_finite() && speed > 0.0) {
-        return Err(r.error("speed", None, format!("{speed} is not a positive number")));
+        return Err(r.invalid("speed", format!("{speed} is not a positive number")));
     }
     let state_dir = absolute(&mut r, "state-dir")?;
     let helper = r.opt_string("helper")?;
@@ -219,10 +210,7 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
             !n.is_empty() && !k.is_empty() && !key.contains(char::is_whitespace)
         });
         if !shape {
-            return Err(r.error(
-                "signing-key",
-                None,
-                format!(
+            return Err(r.invalid("signing-key", format!(
                     "{} is not a public key; give it as `fruix store generate-key` prints it: \"NAME:BASE64\"",
                     escape::quoted(key)
                 ),
@@ -259,9 +247,8 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
 fn absolute(r: &mut Record<'_>, field: &str) -> Result<Option<String>> {
     let value = r.opt_string(field)?;
     match value {
-        Some(v) if !v.starts_with('/') => Err(r.error(
+        Some(v) if !v.starts_with('/') => Err(r.invalid(
             field,
-            None,
             format!("{} is relative; give an absolute path", escape::quoted(&v)),
         )),
         other => Ok(other),

@@ -229,7 +229,7 @@ impl PromotionMetadata {
 
 fn named(r: &mut Record<'_>, field: &str) -> Result<String> {
     let value = r.string(field)?;
-    check_name(field, &value).map_err(|m| r.error(field, None, m))?;
+    check_name(field, &value).map_err(|m| r.invalid(field, m))?;
     Ok(value)
 }
 
@@ -242,7 +242,7 @@ pub fn read_base(mut r: Record<'_>) -> Result<FreebsdBase> {
         target: r.string("target")?,
         target_arch: r.string("target-arch")?,
     };
-    check_name("version", &base.version).map_err(|m| r.error("version", None, m))?;
+    check_name("version", &base.version).map_err(|m| r.invalid("version", m))?;
     r.finish()?;
     Ok(base)
 }
@@ -251,9 +251,8 @@ pub fn read_base(mut r: Record<'_>) -> Result<FreebsdBase> {
 pub fn read_source(mut r: Record<'_>) -> Result<SourceStore> {
     let path = r.string("path")?;
     if !path.starts_with('/') {
-        return Err(r.error(
+        return Err(r.invalid(
             "path",
-            None,
             format!(
                 "{} is not absolute; give the source store path",
                 escape::quoted(&path)
@@ -291,7 +290,7 @@ pub fn read_policy_with(mut r: Record<'_>, with_jobs: bool) -> Result<BuildPolic
     let jobs = u32::try_from(jobs)
         .ok()
         .filter(|j| *j >= 1)
-        .ok_or_else(|| r.error("jobs", None, format!("{jobs} is not a positive job count")))?;
+        .ok_or_else(|| r.invalid("jobs", format!("{jobs} is not a positive job count")))?;
     let policy = BuildPolicy {
         jobs,
         kernconf: r.string("kernconf")?,
@@ -305,28 +304,27 @@ pub fn read_policy_with(mut r: Record<'_>, with_jobs: bool) -> Result<BuildPolic
 fn read_artifacts(r: &mut Record<'_>) -> Result<Vec<ArtifactEntry>> {
     let mut children = r.children("artifacts", "artifact")?;
     if children.is_empty() {
-        return Err(r.error(
+        return Err(r.invalid(
             "artifacts",
-            None,
             "lists no artifact; a result root has at least one",
         ));
     }
     let mut artifacts: Vec<ArtifactEntry> = Vec::new();
     for child in &mut children {
         let name = child.name("name")?;
-        check_name("artifact name", &name).map_err(|m| child.error("name", None, m))?;
+        check_name("artifact name", &name).map_err(|m| child.invalid("name", m))?;
         if artifacts.iter().any(|a| a.name == name) {
-            return Err(child.error("name", None, format!("artifact {name} is listed twice")));
+            return Err(child.invalid("name", format!("artifact {name} is listed twice")));
         }
         let path = child.string("path")?;
-        check_relative_path(&path).map_err(|m| child.error("path", None, m))?;
+        check_relative_path(&path).map_err(|m| child.invalid("path", m))?;
         let probe = child.string("probe")?;
-        check_relative_path(&probe).map_err(|m| child.error("probe", None, m))?;
+        check_relative_path(&probe).map_err(|m| child.invalid("probe", m))?;
         let tree_signature = match child.opt_string("tree-signature")? {
             None => None,
             Some(s) => Some(
                 s.parse()
-                    .map_err(|m: String| child.error("tree-signature", None, m))?,
+                    .map_err(|m: String| child.invalid("tree-signature", m))?,
             ),
         };
         artifacts.push(ArtifactEntry {

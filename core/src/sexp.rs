@@ -210,6 +210,12 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// An [`Error::InvalidMetadata`] for `field`, at the record's line: a
+    /// value the reader refuses.
+    pub fn invalid(&self, field: &str, message: impl Into<String>) -> Error {
+        self.error(field, None, message)
+    }
+
     /// Removes and returns every occurrence of `field`.
     fn take_all(&mut self, field: &str) -> Vec<Field<'a>> {
         self.asked.push(field.to_string());
@@ -244,7 +250,7 @@ impl<'a> Record<'a> {
                         Some(typo.line),
                         format!("unknown field; did you mean `{field}`?"),
                     ),
-                    None => self.error(field, None, "missing; this field is required"),
+                    None => self.invalid(field, "missing; this field is required"),
                 },
             ),
         }
@@ -401,7 +407,7 @@ impl<'a> Record<'a> {
     /// A required nested record `(field (sub value) ...)`.
     pub fn record(&mut self, field: &str) -> Result<Record<'a>> {
         self.opt_record(field)?
-            .ok_or_else(|| self.error(field, None, "missing; this field is required"))
+            .ok_or_else(|| self.invalid(field, "missing; this field is required"))
     }
 
     /// An optional nested record `(field (sub value) ...)`.

@@ -90,9 +90,8 @@ pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
     let driver = r.name("driver")?;
     let host_key = r.string("host-key")?;
     if host_key.split_whitespace().count() < 2 {
-        return Err(r.error(
+        return Err(r.invalid(
             "host-key",
-            None,
             format!(
                 "{} is not a public key; give it as in known_hosts: \"ssh-ed25519 AAAA...\"",
                 escape::quoted(&host_key)
@@ -120,22 +119,18 @@ pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
                 Some("kvm") => Accel::Kvm,
                 Some("tcg") => Accel::Tcg,
                 Some(other) => {
-                    return Err(r.error(
+                    return Err(r.invalid(
                         "accel",
-                        None,
                         format!("{} is not auto, kvm or tcg", escape::quoted(other)),
                     ))
                 }
             };
             if image.is_none() && kernel.is_none() {
-                return Err(r.error(
-                    "image",
-                    None,
-                    "is missing: a qemu machine boots an `image` (qcow2) or a `kernel` (with `initrd`)",
+                return Err(r.invalid("image", "is missing: a qemu machine boots an `image` (qcow2) or a `kernel` (with `initrd`)",
                 ));
             }
             if initrd.is_some() && kernel.is_none() {
-                return Err(r.error("kernel", None, "is missing: `initrd` needs a `kernel`"));
+                return Err(r.invalid("kernel", "is missing: `initrd` needs a `kernel`"));
             }
             VmDriverSpec::Qemu {
                 image,
@@ -156,9 +151,8 @@ pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
             template: r.string("template")?,
         },
         other => {
-            return Err(r.error(
+            return Err(r.invalid(
                 "driver",
-                None,
                 format!(
                     "{} is not a VM driver; use qemu, bhyve or xcp-ng",
                     escape::quoted(other)
@@ -184,15 +178,14 @@ fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
             .ok()
             .filter(|n| *n > 0)
             .map(Some)
-            .ok_or_else(|| r.error(field, None, format!("{n} is not a positive number"))),
+            .ok_or_else(|| r.invalid(field, format!("{n} is not a positive number"))),
     }
 }
 
 fn absolute(r: &mut Record<'_>, field: &str) -> Result<Option<String>> {
     match r.opt_string(field)? {
-        Some(v) if !v.starts_with('/') => Err(r.error(
+        Some(v) if !v.starts_with('/') => Err(r.invalid(
             field,
-            None,
             format!("{} is relative; give an absolute path", escape::quoted(&v)),
         )),
         other => Ok(other),

@@ -81,7 +81,7 @@ impl ObjectIdentity {
             let signature = r.string("tree-signature")?;
             let tree_signature = signature
                 .parse()
-                .map_err(|m: String| r.error("tree-signature", None, m))?;
+                .map_err(|m: String| r.invalid("tree-signature", m))?;
             let mut stripped_modes = Vec::new();
             if let Some((line, values)) = r.raw("stripped-modes")? {
                 for value in values {

@@ -38,6 +38,23 @@ pub(crate) fn names_in_store<'a>(
         .collect()
 }
 
+/// A record of `name`, registered now, that says nothing yet beyond its
+/// kind and size.
+fn record(name: &str, kind: Kind, size: u64) -> ObjectRecord {
+    ObjectRecord {
+        name: name.to_string(),
+        kind,
+        artifact: None,
+        tree_signature: None,
+        size,
+        registered_at: now(),
+        executor: None,
+        run_id: None,
+        freebsd_version: None,
+        kernconf: None,
+    }
+}
+
 /// An artifact object's registration.
 pub(crate) fn artifact(
     name: &str,
@@ -46,21 +63,16 @@ pub(crate) fn artifact(
     run_id: Option<&str>,
     references: Vec<String>,
 ) -> Registration {
-    Registration {
-        record: ObjectRecord {
-            name: name.to_string(),
-            kind: Kind::Artifact,
-            artifact: Some(identity.artifact.clone()),
-            tree_signature: Some(identity.tree_signature.to_string()),
-            size,
-            registered_at: now(),
-            executor: Some(identity.executor.clone()),
-            run_id: run_id.map(str::to_string),
-            freebsd_version: Some(identity.freebsd_base.version.clone()),
-            kernconf: Some(identity.build_policy.kernconf.clone()),
-        },
-        references,
-    }
+    let record = ObjectRecord {
+        artifact: Some(identity.artifact.clone()),
+        tree_signature: Some(identity.tree_signature.to_string()),
+        executor: Some(identity.executor.clone()),
+        run_id: run_id.map(str::to_string),
+        freebsd_version: Some(identity.freebsd_base.version.clone()),
+        kernconf: Some(identity.build_policy.kernconf.clone()),
+        ..record(name, Kind::Artifact, size)
+    };
+    Registration { record, references }
 }
 
 /// A source object's registration.
@@ -70,21 +82,12 @@ pub(crate) fn source(
     size: u64,
     references: Vec<String>,
 ) -> Registration {
-    Registration {
-        record: ObjectRecord {
-            name: name.to_string(),
-            kind: Kind::Source,
-            artifact: None,
-            tree_signature: Some(identity.tree_signature.to_string()),
-            size,
-            registered_at: now(),
-            executor: None,
-            run_id: None,
-            freebsd_version: Some(identity.version.clone()),
-            kernconf: None,
-        },
-        references,
-    }
+    let record = ObjectRecord {
+        tree_signature: Some(identity.tree_signature.to_string()),
+        freebsd_version: Some(identity.version.clone()),
+        ..record(name, Kind::Source, size)
+    };
+    Registration { record, references }
 }
 
 /// A result bundle's registration.
@@ -112,21 +115,14 @@ pub(crate) fn bundle_registration(
     size: u64,
     references: Vec<String>,
 ) -> Registration {
-    Registration {
-        record: ObjectRecord {
-            name: name.to_string(),
-            kind: Kind::Bundle,
-            artifact: None,
-            tree_signature: None,
-            size,
-            registered_at: now(),
-            executor: Some(b.executor),
-            run_id: Some(b.run_id),
-            freebsd_version: Some(b.version),
-            kernconf: Some(b.kernconf),
-        },
-        references,
-    }
+    let record = ObjectRecord {
+        executor: Some(b.executor),
+        run_id: Some(b.run_id),
+        freebsd_version: Some(b.version),
+        kernconf: Some(b.kernconf),
+        ..record(name, Kind::Bundle, size)
+    };
+    Registration { record, references }
 }
 
 /// The registrations of the objects in the store at `store`, read from

@@ -67,7 +67,7 @@ impl SourceIdentity {
             let signature = r.string("tree-signature")?;
             let tree_signature = signature
                 .parse()
-                .map_err(|m: String| r.error("tree-signature", None, m))?;
+                .map_err(|m: String| r.invalid("tree-signature", m))?;
             let commit = r.opt_string("commit")?;
             let dirty = r.opt_bool("dirty")?;
             Ok(SourceIdentity {

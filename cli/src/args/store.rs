@@ -34,7 +34,7 @@ pub enum StoreCommand {
     /// Copy objects to or from another machine's store over SSH, sending only what it lacks.
     Copy(CopyArgs),
     /// Serve this store on standard input and output, for `store copy` on another machine.
-    Serve(ServeArgs),
+    Serve(StoreTrust),
 }
 
 #[derive(Debug, Args)]
@@ -72,18 +72,18 @@ pub struct CopyArgs {
     /// objects only move between stores at the same path).
     #[arg(long, value_name = "DIR")]
     pub remote_store: Option<PathBuf>,
-    /// Whom this store trusts, for --from (the other store decides for --to).
+    /// This machine's store, and whom it trusts for --from (the other store
+    /// decides for --to).
     #[command(flatten)]
-    pub trust: TrustArgs,
-    #[command(flatten)]
-    pub store: StoreArg,
+    pub local: StoreTrust,
     /// Print what was copied as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
+/// A store, and whom it trusts with the objects that come into it.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub struct StoreTrust {
     #[command(flatten)]
     pub trust: TrustArgs,
     #[command(flatten)]
@@ -128,9 +128,7 @@ pub struct ImportArgs {
     #[arg(value_name = "FILE")]
     pub archive: Option<PathBuf>,
     #[command(flatten)]
-    pub trust: TrustArgs,
-    #[command(flatten)]
-    pub store: StoreArg,
+    pub local: StoreTrust,
     /// Print what was imported as JSON.
     #[arg(long)]
     pub json: bool,

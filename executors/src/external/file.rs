@@ -212,17 +212,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<ExternalSpec>> {
 fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalSpec> {
     let origin = format!("{}:{}", path.display(), r.line());
     let name = r.string("name")?;
-    check_name("executor name", &name).map_err(|m| r.error("name", None, m))?;
+    check_name("executor name", &name).map_err(|m| r.invalid("name", m))?;
     let version = r.string("version")?;
-    check_name("executor version", &version).map_err(|m| r.error("version", None, m))?;
+    check_name("executor version", &version).map_err(|m| r.invalid("version", m))?;
     let description = r.string("description")?;
     let build_failure_exit_code = exit_code(&mut r, "build-failure-exit-code", 1)?;
     let system_failure_exit_code = exit_code(&mut r, "system-failure-exit-code", 2)?;
     if build_failure_exit_code == system_failure_exit_code {
-        return Err(r.error(
-            "system-failure-exit-code",
-            None,
-            format!("equals build-failure-exit-code ({build_failure_exit_code}); give two different statuses"),
+        return Err(r.invalid("system-failure-exit-code", format!("equals build-failure-exit-code ({build_failure_exit_code}); give two different statuses"),
         ));
     }
     let term_grace = match r.opt_number("term-grace")? {
@@ -238,7 +235,7 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
     let mut config_keys = Vec::new();
     for mut key in r.repeated("config-key")? {
         let name = key.string("name")?;
-        check_key_name(&name).map_err(|m| key.error("name", None, m))?;
+        check_key_name(&name).map_err(|m| key.invalid("name", m))?;
         let description = key.string("description")?;
         key.finish()?;
         config_keys.push(ConfigKey { name, description });
@@ -250,9 +247,8 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
         // Arguments may be scripts (`"sh" "-c" "..."`) spanning lines.
         let mut argv = s.multiline_strings("command")?.unwrap_or_default();
         let Some(program) = argv.first_mut() else {
-            return Err(s.error(
+            return Err(s.invalid(
                 "command",
-                None,
                 "missing or empty; give the program to run and its arguments",
             ));
         };
@@ -271,9 +267,8 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
     let collect = stage(Stage::Collect)?;
     let cleanup = stage(Stage::Cleanup)?;
     let build = build.ok_or_else(|| {
-        r.error(
+        r.invalid(
             "build",
-            None,
             "missing; an external executor needs at least a build command",
         )
     })?;
@@ -316,9 +311,8 @@ fn exit_code(r: &mut Record<'_>, field: &str, default: i32) -> Result<i32> {
     match r.opt_integer(field)? {
         None => Ok(default),
         Some(code @ 1..=255) => Ok(code as i32),
-        Some(code) => Err(r.error(
+        Some(code) => Err(r.invalid(
             field,
-            None,
             format!("{code} is not a failure exit status; give 1 to 255"),
         )),
     }
@@ -328,9 +322,8 @@ fn seconds(r: &Record<'_>, field: &str, value: f64) -> Result<Duration> {
     if value.is_finite() && value > 0.0 && value < 1e9 {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(r.error(
+        Err(r.invalid(
             field,
-            None,
             format!("{value} is not a number of seconds greater than 0"),
         ))
     }

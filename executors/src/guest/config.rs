@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use fruix_core::escape;
 use fruix_core::executor::{config_keys, Capabilities, ConfigKey, Executor, ExecutorConfig};
-use fruix_core::machines::Machines;
+use fruix_core::machines::{Machine, Machines};
 use fruix_core::{Error, Result};
 
 use super::{GuestExecutor, Mode};
@@ -183,36 +184,29 @@ impl GuestConfig {
             Some(pinned) => HostKeyPolicy::Pinned(pinned),
             None => HostKeyPolicy::known_hosts(self.known_hosts, self.accept_new_host_key),
         };
-        let state_dir = self
-            .guest_state_dir
-            .or_else(|| machine.as_ref().and_then(|m| m.state_dir.clone()))
+        // A key left out takes the machine's value, if it has one.
+        let or_machine = |given: Option<String>, of: fn(&Machine) -> &Option<String>| {
+            given.or_else(|| machine.as_ref().and_then(|m| of(m).clone()))
+        };
+        let state_dir = or_machine(self.guest_state_dir, |m| &m.state_dir)
             .unwrap_or_else(|| DEFAULT_STATE_DIR.to_string());
-        if !state_dir.starts_with('/') {
-            return Err(invalid(format!(
-                "`guest_state_dir` {state_dir} is relative; give an absolute directory in the guest"
-            )));
-        }
-        let store_dir = self
-            .guest_store
-            .or_else(|| machine.as_ref().and_then(|m| m.store.clone()))
+        let store_dir = or_machine(self.guest_store, |m| &m.store)
             .unwrap_or_else(|| DEFAULT_GUEST_STORE.to_string());
-        if !store_dir.starts_with('/') {
-            return Err(invalid(format!(
-                "`guest_store` {store_dir} is relative; give an absolute directory in the guest"
-            )));
-        }
-        let signing_key = self
-            .guest_signing_key
-            .or_else(|| machine.as_ref().and_then(|m| m.guest_signing_key.clone()));
-        if signing_key.as_deref().is_some_and(|k| !k.starts_with('/')) {
-            return Err(invalid(
-                "`guest_signing_key` is relative; give an absolute path in the guest".into(),
-            ));
-        }
-        let helper = self
-            .guest_helper
-            .or_else(|| machine.as_ref().and_then(|m| m.helper.clone()))
+        let signing_key = or_machine(self.guest_signing_key, |m| &m.guest_signing_key);
+        let helper = or_machine(self.guest_helper, |m| &m.helper)
             .unwrap_or_else(|| DEFAULT_HELPER.to_string());
+        for (key, value) in [
+            ("guest_state_dir", Some(&state_dir)),
+            ("guest_store", Some(&store_dir)),
+            ("guest_signing_key", signing_key.as_ref()),
+        ] {
+            if let Some(value) = value.filter(|v| !v.starts_with('/')) {
+                return Err(invalid(format!(
+                    "`{key}` {} is relative; give an absolute path in the guest",
+                    escape::quoted(value)
+                )));
+            }
+        }
         let connect_timeout = match self.connect_timeout_secs {
             Some(0) => return Err(invalid("`connect_timeout_secs` must be at least 1".into())),
             Some(s) => Duration::from_secs(s),
@@ -285,7 +279,11 @@ mod tests {
             ),
             (
                 json!({"guest": "a@b", "guest_state_dir": "var"}),
-                "relative",
+                "`guest_state_dir` \"var\" is relative",
+            ),
+            (
+                json!({"guest": "a@b", "guest_store": "frx/store"}),
+                "`guest_store` \"frx/store\" is relative",
             ),
             (json!({"machines": "/m.scm"}), "without `machine`"),
             (json!({"guest": "a@b", "machine": "x"}), "not both"),
@@ -308,6 +306,14 @@ mod tests {
                 .to_string();
             assert!(e.contains(expected), "{e}");
         }
+        let e = registry
+            .create(
+                "guest-self-hosted",
+                json!({"guest": "a@b", "guest_signing_key": "key"}),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`guest_signing_key` \"key\" is relative"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use fruix_promote::query::resolve_valid;
 use fruix_promote::sign::PublicKey;
 use fruix_promote::Store;
 
-use super::{open, print_json};
+use super::{open, print_json, print_moved};
 use crate::args::{ExportArgs, ImportArgs, OutputArgs, TrustArgs};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
@@ -127,9 +127,9 @@ pub fn export_command(args: ExportArgs) -> CliResult {
 }
 
 pub fn import_command(args: ImportArgs) -> CliResult {
-    let trust = trust(&args.trust)?;
+    let trust = trust(&args.local.trust)?;
     let mode = mode(args.json);
-    defaults::announce(mode, Some(&args.store.store), None);
+    defaults::announce(mode, Some(&args.local.store.store), None);
     let input: Box<dyn Read> = match args.archive.as_deref().filter(|p| *p != Path::new("-")) {
         Some(path) => Box::new(
             std::fs::File::open(path)
@@ -137,7 +137,7 @@ pub fn import_command(args: ImportArgs) -> CliResult {
         ),
         None => Box::new(std::io::stdin().lock()),
     };
-    let store = Store::open(&args.store.store).map_err(from_promote)?;
+    let store = Store::open(&args.local.store.store).map_err(from_promote)?;
     let progress = Progress::default();
     let report = with_progress(mode, ("import", "files"), &progress, None, || {
         let options = ImportOptions {
@@ -149,17 +149,11 @@ pub fn import_command(args: ImportArgs) -> CliResult {
         import(&store, BufReader::with_capacity(1 << 20, input), &options)
     })
     .map_err(from_promote)?;
-    if args.json {
-        print_json(&report);
-    } else {
-        for path in &report.imported {
-            println!("{}", path.display());
-        }
-        eprintln!(
-            "imported {} object(s), {} already present",
-            report.imported.len(),
-            report.present.len()
-        );
-    }
+    let summary = format!(
+        "imported {} object(s), {} already present",
+        report.imported.len(),
+        report.present.len()
+    );
+    print_moved(args.json, &report, &report.imported, summary);
     Ok(Status::Success)
 }

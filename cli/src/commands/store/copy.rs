@@ -16,8 +16,8 @@ use fruix_promote::serve::{serve as serve_store, Client};
 use fruix_promote::Store;
 
 use super::archive::{object_names, trust};
-use super::print_json;
-use crate::args::{CopyArgs, OutputArgs, ServeArgs};
+use super::print_moved;
+use crate::args::{CopyArgs, OutputArgs, StoreTrust};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, CliError, CliResult, Status};
@@ -25,7 +25,7 @@ use crate::exit::{from_promote, CliError, CliResult, Status};
 /// How long the other side may take to end after its input ended.
 const SERVE_END: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub fn serve(args: ServeArgs) -> CliResult {
+pub fn serve(args: StoreTrust) -> CliResult {
     let trust = trust(&args.trust)?;
     let store = Store::open(&args.store.store).map_err(from_promote)?;
     let options = ImportOptions {
@@ -77,17 +77,17 @@ pub fn copy(args: CopyArgs) -> CliResult {
         _ => unreachable!("clap requires exactly one of --to and --from"),
     };
     let target = parse_url(url)?;
-    let trust = trust(&args.trust)?;
+    let trust = trust(&args.local.trust)?;
     let mode = Mode::from_output(&OutputArgs {
         json: args.json,
         quiet: args.json,
         verbose: false,
     });
-    defaults::announce(mode, Some(&args.store.store), None);
+    defaults::announce(mode, Some(&args.local.store.store), None);
     let store = if direction == "to" {
-        Store::open_existing(&args.store.store)
+        Store::open_existing(&args.local.store.store)
     } else {
-        Store::open(&args.store.store)
+        Store::open(&args.local.store.store)
     }
     .map_err(from_promote)?;
     // For --to, the objects are ours; for --from, they are named by their
@@ -230,20 +230,14 @@ pub fn copy(args: CopyArgs) -> CliResult {
             CliError::new(status, anyhow::anyhow!(message))
         })
     })?;
-    if args.json {
-        print_json(&report);
-    } else {
-        for path in &report.sent {
-            println!("{}", path.display());
-        }
-        eprintln!(
-            "copied {} of {} object(s) {} {}, {} bytes sent",
-            report.sent.len(),
-            report.objects,
-            report.direction,
-            report.remote,
-            report.bytes
-        );
-    }
+    let summary = format!(
+        "copied {} of {} object(s) {} {}, {} bytes sent",
+        report.sent.len(),
+        report.objects,
+        report.direction,
+        report.remote,
+        report.bytes
+    );
+    print_moved(args.json, &report, &report.sent, summary);
     Ok(Status::Success)
 }

@@ -58,6 +58,19 @@ fn print_json(value: &impl serde::Serialize) {
     );
 }
 
+/// Prints `report` as one line of JSON, or else the store paths it moved,
+/// one a line, with `summary` on standard error.
+fn print_moved(json: bool, report: &impl serde::Serialize, paths: &[PathBuf], summary: String) {
+    if json {
+        print_json(report);
+    } else {
+        for path in paths {
+            println!("{}", path.display());
+        }
+        eprintln!("{summary}");
+    }
+}
+
 /// A registration time as RFC 3339 (UTC, seconds).
 fn registered(seconds: i64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.max(0) as u64);
