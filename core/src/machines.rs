@@ -162,13 +162,9 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
             format!("{} is not a host name or address", escape::quoted(&host)),
         ));
     }
-    let port = match r.opt_integer("port")? {
-        None => 22,
-        Some(p) => u16::try_from(p)
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| r.invalid("port", format!("{p} is not a TCP port (1 to 65535)")))?,
-    };
+    let port = r
+        .opt_count("port", true, "a TCP port (1 to 65535)")?
+        .unwrap_or(22);
     let user = r.string("user")?;
     if user.is_empty() || user.contains(['@', ' ', ':']) {
         return Err(r.invalid(
@@ -190,13 +186,9 @@ fn read_machine(mut r: Record<'_>) -> Result<Machine> {
         }
     }
     let systems = r.strings("systems")?.unwrap_or_default();
-    let parallel_builds = match r.opt_integer("parallel-builds")? {
-        None => 1,
-        Some(n) => u32::try_from(n)
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| r.invalid("parallel-builds", format!("{n} is not a positive count")))?,
-    };
+    let parallel_builds = r
+        .opt_count("parallel-builds", true, "a positive count")?
+        .unwrap_or(1);
     let speed = r.opt_number("speed")?.unwrap_or(1.0);
     if !(speed.is_finite() && speed > 0.0) {
         return Err(r.invalid("speed", format!("{speed} is not a positive number")));
@@ -352,7 +344,7 @@ mod tests {
                 "(parallel-builds 2)",
                 "(parallel-builds 0)",
                 "machine[0].parallel-builds",
-                2,
+                5,
                 "not a positive count",
             ),
             (

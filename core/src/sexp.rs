@@ -366,6 +366,32 @@ impl<'a> Record<'a> {
         self.opt_single(field, "an integer", Value::as_i64)
     }
 
+    /// An optional integer field whose value fits `T` and is above zero
+    /// (`positive`) or at least zero; `what` names such a value in the
+    /// error (`a positive count`, `a TCP port (1 to 65535)`).
+    pub fn opt_count<T: TryFrom<i64> + PartialOrd + Default>(
+        &mut self,
+        field: &str,
+        positive: bool,
+        what: &str,
+    ) -> Result<Option<T>> {
+        let line = self.field_line(field);
+        let Some(n) = self.opt_integer(field)? else {
+            return Ok(None);
+        };
+        T::try_from(n)
+            .ok()
+            .filter(|v| {
+                if positive {
+                    *v > T::default()
+                } else {
+                    *v >= T::default()
+                }
+            })
+            .map(Some)
+            .ok_or_else(|| self.error(field, line, format!("{n} is not {what}")))
+    }
+
     /// An optional field holding one number (integer or real).
     pub fn opt_number(&mut self, field: &str) -> Result<Option<f64>> {
         self.opt_single(field, "a number", Value::as_f64)

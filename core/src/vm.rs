@@ -172,14 +172,7 @@ pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
 }
 
 fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
-    match r.opt_integer(field)? {
-        None => Ok(None),
-        Some(n) => u32::try_from(n)
-            .ok()
-            .filter(|n| *n > 0)
-            .map(Some)
-            .ok_or_else(|| r.invalid(field, format!("{n} is not a positive number"))),
-    }
+    r.opt_count(field, true, "a positive number")
 }
 
 fn absolute(r: &mut Record<'_>, field: &str) -> Result<Option<String>> {

@@ -222,22 +222,12 @@ fn count<T: TryFrom<i64> + PartialOrd + Default>(
     field: &str,
     positive: bool,
 ) -> Result<Option<T>> {
-    let line = r.field_line(field);
-    match r.opt_integer(field)? {
-        None => Ok(None),
-        Some(n) => T::try_from(n)
-            .ok()
-            .filter(|v| !positive || *v > T::default())
-            .map(Some)
-            .ok_or_else(|| {
-                let what = if positive {
-                    "a positive count"
-                } else {
-                    "a count (0 or more)"
-                };
-                r.error(field, line, format!("{n} is not {what}"))
-            }),
-    }
+    let what = if positive {
+        "a positive count"
+    } else {
+        "a count (0 or more)"
+    };
+    Ok(r.opt_count(field, positive, what)?)
 }
 
 fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
