@@ -1,9 +1,67 @@
-//! Command-line arguments shared by `fruix-bench-store` and
-//! `fruix-bench-source`: a scratch directory, `--flag value` options and
-//! switches.
+//! Command-line arguments shared by the benchmarks: a scratch directory
+//! (`--dir DIR`, `--keep`), `--flag value` options and switches.
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+/// A benchmark's scratch directory, `--dir DIR`: emptied first, removed at
+/// the end unless `--keep`.
+pub struct Scratch {
+    pub dir: PathBuf,
+    pub keep: bool,
+}
+
+impl Scratch {
+    /// Removes the directory unless `--keep`.
+    pub fn finish(&self) {
+        if !self.keep {
+            remove(&self.dir);
+        }
+    }
+}
+
+/// What a numeric flag sets: any number [`number`] parses.
+pub trait Number {
+    fn set(&mut self, flag: &str, value: &str) -> Result<(), String>;
+}
+
+impl<T: FromStr> Number for T
+where
+    T::Err: Display,
+{
+    fn set(&mut self, flag: &str, value: &str) -> Result<(), String> {
+        *self = number(flag, Some(value))?;
+        Ok(())
+    }
+}
+
+/// Parses the arguments of a benchmark whose scratch directory is `name`
+/// by default ([`default_dir`]): `--dir DIR`, `--keep`, and `numbers`, each
+/// flag with the number its value sets. `--help` prints `help`, and any
+/// other argument what is wrong with it and `help`, and exits with status 2.
+pub fn scratch(help: &str, name: &str, numbers: &mut [(&str, &mut dyn Number)]) -> Scratch {
+    let mut scratch = Scratch {
+        dir: default_dir(name),
+        keep: false,
+    };
+    let mut flags = vec!["--dir"];
+    flags.extend(numbers.iter().map(|(flag, _)| *flag));
+    let parsed = parse(help, (&flags, &["--keep"]), |flag, value| {
+        let value = value.unwrap_or_default();
+        match numbers.iter_mut().find(|(f, _)| *f == flag) {
+            Some((_, n)) => n.set(flag, value)?,
+            None if flag == "--dir" => scratch.dir = value.into(),
+            None => scratch.keep = true,
+        }
+        Ok(())
+    });
+    if let Err(message) = parsed {
+        eprintln!("{message}");
+        std::process::exit(2);
+    }
+    scratch
+}
 
 /// The scratch directory `name` of a benchmark: on tmpfs when `/dev/shm`
 /// exists, else in `$TMPDIR`.
@@ -42,7 +100,7 @@ pub fn parse(
 /// `value` of `flag`, parsed.
 pub fn number<T: FromStr>(flag: &str, value: Option<&str>) -> Result<T, String>
 where
-    T::Err: std::fmt::Display,
+    T::Err: Display,
 {
     value
         .unwrap_or_default()
@@ -61,4 +119,11 @@ pub fn remove(path: &Path) {
         .arg(path)
         .status();
     let _ = std::fs::remove_dir_all(path);
+}
+
+/// Empties `dir` (read-only store objects included), creating it; returns it.
+pub fn fresh(dir: &Path) -> PathBuf {
+    remove(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    dir.to_path_buf()
 }

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Runs `cmd`, which must succeed.
 pub fn run_ok(cmd: &mut Command) {
@@ -12,6 +12,27 @@ pub fn run_ok(cmd: &mut Command) {
         .status()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(status.success(), "{cmd:?} failed: {status}");
+}
+
+/// The account the benchmarks log in as: `$USER`, else root.
+pub fn user() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "root".into())
+}
+
+/// Times the OpenSSH peer of fruix's transfers: `ssh ... tar -C OBJECT -cf
+/// - . | tar -xf - -C DEST` through the sshd on `port` with the keys in
+/// `keys` (as [`start_sshd`] left them).
+pub fn tar_pipe(keys: &Path, port: u16, object: &Path, dest: &Path) -> Duration {
+    let script = format!(
+        "ssh -q -i {k}/id_ed25519 -o UserKnownHostsFile={k}/known_hosts -o BatchMode=yes -p {port} {user}@127.0.0.1 tar -C {object} -cf - . | tar -xf - -C {dest}",
+        k = keys.display(),
+        user = user(),
+        object = object.display(),
+        dest = dest.display()
+    );
+    let started = Instant::now();
+    run_ok(Command::new("sh").args(["-c", &script]));
+    started.elapsed()
 }
 
 /// Starts sshd on a free port with keys in `dir`; returns it and its port.
@@ -33,7 +54,7 @@ pub fn start_sshd(dir: &Path) -> (Child, u16) {
         .unwrap()
         .port();
     let d = dir.display();
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let user = user();
     fs::write(
         dir.join("sshd_config"),
         format!(

@@ -6,7 +6,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fruix_core::testing::sample_metadata;
 
@@ -19,17 +19,17 @@ const PROBES: [(&str, &str, u64); 4] = [
 ];
 
 /// A small deterministic generator (xorshift64*), so every run measures the same tree.
-pub struct Rng(pub u64);
+struct Rng(u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     /// A size drawn from a log-uniform range, like the files of a base system.
-    pub fn size(&mut self, min: u64, max: u64) -> u64 {
+    fn size(&mut self, min: u64, max: u64) -> u64 {
         let (lo, hi) = ((min as f64).ln(), (max as f64).ln());
         let u = (self.next() % 1_000_000) as f64 / 1_000_000.0;
         (lo + u * (hi - lo)).exp() as u64
@@ -148,29 +148,47 @@ pub fn generate(root: &Path, scale: f64) -> (u64, u64) {
 /// Generates `count` small files (16 bytes to 4 KiB of distinct random
 /// content) under the world artifact, `FILES_PER_DIR` to a directory, and the
 /// four probes; returns files and bytes.
-#[allow(dead_code)] // fruix-bench-import transfers the base tree only.
 pub fn generate_small_files(root: &Path, count: u64) -> (u64, u64) {
     let mut rng = Rng(SEED);
     let mut buffer = vec![0u8; 1 << 20];
     let base = root.join("artifacts/world/usr/share/small");
-    let mut bytes = 0;
-    for i in 0..count {
-        let dir = base.join(format!("d{}", i / FILES_PER_DIR));
-        if i % FILES_PER_DIR == 0 {
-            fs::create_dir_all(&dir).unwrap();
-        }
-        let size = rng.size(16, 4096);
-        write_random(
-            &dir.join(format!("f{i}")),
-            size,
-            0o444,
-            &mut rng,
-            &mut buffer,
-        );
-        bytes += size;
-    }
+    let bytes = write_files(
+        count,
+        (16, 4096),
+        0o444,
+        |i| base.join(format!("d{}/f{i}", i / FILES_PER_DIR)),
+        &mut rng,
+        &mut buffer,
+    );
     let (probe_files, probe_bytes) = write_probes(root, &mut rng, &mut buffer);
     (count + probe_files, bytes + probe_bytes)
+}
+
+/// Writes `count` files of random content and log-uniform sizes from `min`
+/// to `max` bytes with `mode`, the `i`th at `path(i)`; a directory is
+/// created with the first of the consecutive files in it. Returns their bytes.
+fn write_files(
+    count: u64,
+    (min, max): (u64, u64),
+    mode: u32,
+    path: impl Fn(u64) -> PathBuf,
+    rng: &mut Rng,
+    buffer: &mut [u8],
+) -> u64 {
+    let mut dir = PathBuf::new();
+    let mut bytes = 0;
+    for i in 0..count {
+        let path = path(i);
+        let parent = path.parent().unwrap();
+        if parent != dir {
+            fs::create_dir_all(parent).unwrap();
+            dir = parent.to_path_buf();
+        }
+        let size = rng.size(min, max);
+        write_random(&path, size, mode, rng, buffer);
+        bytes += size;
+    }
+    bytes
 }
 
 /// Writes the probe files (a 30 MB kernel, as in a real base); returns files and bytes.
@@ -202,7 +220,6 @@ fn write_random(path: &Path, size: u64, mode: u32, rng: &mut Rng, buffer: &mut [
 /// Writes the generated root's `promotion.scm`: the sample metadata of
 /// fruix's tests, whose artifacts and probes are those of [`PROBES`] (no
 /// signatures: promotion computes them).
-#[allow(dead_code)] // fruix-bench-import transfers the trees only.
 pub fn write_promotion(root: &Path) {
     let metadata = sample_metadata("local", "20260405T213444Z");
     let declared: Vec<_> = metadata
@@ -222,31 +239,24 @@ pub fn write_promotion(root: &Path) {
 /// 90,000 by default, 1.5 GB) of log-uniform sizes from 200 bytes to 100 KB,
 /// 100 to a directory three levels deep, with `sys/conf/newvers.sh` and a
 /// `Makefile` that mentions `buildworld`; returns files and bytes.
-#[allow(dead_code)] // Only fruix-bench-source generates sources.
 pub fn generate_source(root: &Path, count: u64) -> (u64, u64) {
     let mut rng = Rng(SEED);
     let mut buffer = vec![0u8; 1 << 20];
-    let mut bytes = 0;
-    for i in 0..count {
-        let dir = root.join(format!(
-            "d{}/s{}/t{}",
-            i / 10_000,
-            (i / 1000) % 10,
-            (i / 100) % 10
-        ));
-        if i % 100 == 0 {
-            fs::create_dir_all(&dir).unwrap();
-        }
-        let size = rng.size(200, 100_000);
-        write_random(
-            &dir.join(format!("f{i}.c")),
-            size,
-            0o644,
-            &mut rng,
-            &mut buffer,
-        );
-        bytes += size;
-    }
+    let bytes = write_files(
+        count,
+        (200, 100_000),
+        0o644,
+        |i| {
+            root.join(format!(
+                "d{}/s{}/t{}/f{i}.c",
+                i / 10_000,
+                (i / 1000) % 10,
+                (i / 100) % 10
+            ))
+        },
+        &mut rng,
+        &mut buffer,
+    );
     fs::create_dir_all(root.join("sys/conf")).unwrap();
     let newvers = "TYPE=\"FreeBSD\"\nREVISION=\"15.0\"\nBRANCH=\"STABLE\"\n";
     fs::write(root.join("sys/conf/newvers.sh"), newvers).unwrap();

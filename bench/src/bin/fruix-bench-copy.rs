@@ -28,27 +28,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fruix_bench::args::{self, fresh};
+use fruix_bench::sshd::{self, run_ok, start_sshd};
+use fruix_bench::{fruix, head_to_head, print_ratio, tree};
 use fruix_core::testing::write_sample_result_root;
 use fruix_promote::sign::{sign_object, SecretKey};
 use fruix_promote::{promote_native_build_result, PromoteOptions, Store};
-
-#[path = "../args.rs"]
-mod args;
-#[path = "../sshd.rs"]
-mod sshd;
-#[path = "../tree.rs"]
-mod tree;
-
-use sshd::{run_ok, start_sshd};
 
 const HELP: &str = "usage: fruix-bench-copy [--dir DIR] [--scale F] [--keep]";
 
 /// Bundles of the nothing-to-send closure (each with four artifacts).
 const SMALL_RUNS: usize = 200;
-
-fn fruix() -> Command {
-    Command::new(std::env::current_exe().unwrap().with_file_name("fruix"))
-}
 
 fn output(cmd: &mut Command) -> String {
     let out = cmd
@@ -60,14 +50,6 @@ fn output(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn fresh(dir: &Path) -> PathBuf {
-    if dir.exists() {
-        args::remove(dir);
-    }
-    fs::create_dir_all(dir).unwrap();
-    dir.to_path_buf()
 }
 
 /// Everything one `store copy` needs.
@@ -102,37 +84,12 @@ impl Copying {
         );
         started.elapsed()
     }
-
-    fn tar_pipe(&self, object: &Path, dest: &Path) -> Duration {
-        let script = format!(
-            "ssh -q -i {k}/id_ed25519 -o UserKnownHostsFile={k}/known_hosts -o BatchMode=yes -p {port} {user}@127.0.0.1 tar -C {object} -cf - . | tar -xf - -C {dest}",
-            k = self.keys.display(),
-            port = self.port,
-            user = self.user,
-            object = object.display(),
-            dest = dest.display()
-        );
-        let started = Instant::now();
-        run_ok(Command::new("sh").args(["-c", &script]));
-        started.elapsed()
-    }
 }
 
 fn main() {
-    let mut dir = args::default_dir("fruix-bench-copy");
-    let (mut scale, mut keep) = (1.0, false);
-    if let Err(e) = args::parse(HELP, (&["--dir", "--scale"], &["--keep"]), |flag, v| {
-        match flag {
-            "--dir" => dir = PathBuf::from(v.unwrap_or_default()),
-            "--scale" => scale = args::number(flag, v)?,
-            _ => keep = true,
-        }
-        Ok(())
-    }) {
-        eprintln!("{e}");
-        std::process::exit(2);
-    }
-    let work = fresh(&dir);
+    let mut scale = 1.0f64;
+    let scratch = args::scratch(HELP, "fruix-bench-copy", &mut [("--scale", &mut scale)]);
+    let work = fresh(&scratch.dir);
     let root = work.join("root");
     let (files, bytes) = tree::generate(&root, scale);
     tree::write_promotion(&root);
@@ -140,18 +97,12 @@ fn main() {
     let store_dir = work.join("store");
     let key = SecretKey::generate("bench-1").unwrap();
     fs::write(work.join("trusted-keys"), key.public_text()).unwrap();
-    let report: serde_json::Value = serde_json::from_str(&output(
-        fruix()
-            .args([
-                "native-build",
-                "promote",
-                "--json",
-                "--no-out-link",
-                "--store",
-            ])
-            .arg(&store_dir)
-            .arg(&root),
-    ))
+    let report: serde_json::Value = serde_json::from_str(&output(&mut fruix_bench::promote(
+        fruix(),
+        "--json",
+        &store_dir,
+        &root,
+    )))
     .unwrap();
     let world = report["artifacts"]["world"]["store_path"]
         .as_str()
@@ -185,35 +136,28 @@ fn main() {
         work: work.clone(),
         keys,
         port,
-        user: std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        user: sshd::user(),
     };
 
-    let (mut best_copy, mut best_tar) = (Duration::MAX, Duration::MAX);
-    for round in 1..=3 {
-        // Each side starts with nothing left to write back from the last.
-        fresh(&work.join("remote"));
-        run_ok(&mut Command::new("sync"));
-        let t = c.copy(&[&world]);
-        println!(
-            "round {round}: fruix store copy     {:>7.2}s",
-            t.as_secs_f64()
-        );
-        best_copy = best_copy.min(t);
-        let dest = fresh(&work.join("tar-dest"));
-        run_ok(&mut Command::new("sync"));
-        let t = c.tar_pipe(Path::new(&world), &dest);
-        println!(
-            "round {round}: ssh tar | tar -xf    {:>7.2}s",
-            t.as_secs_f64()
-        );
-        best_tar = best_tar.min(t);
-    }
-    let ratio = best_copy.as_secs_f64() / best_tar.as_secs_f64();
-    println!(
-        "best: fruix store copy {:.2}s, openssh tar pipe {:.2}s, ratio {ratio:.2}x (target <= 1.20x) {}",
-        best_copy.as_secs_f64(),
-        best_tar.as_secs_f64(),
-        if ratio <= 1.2 { "OK" } else { "OVER TARGET" }
+    // Each side starts with nothing left to write back from the last.
+    let best = head_to_head(
+        3,
+        21,
+        ("fruix store copy", || {
+            fresh(&work.join("remote"));
+            run_ok(&mut Command::new("sync"));
+            c.copy(&[&world])
+        }),
+        ("ssh tar | tar -xf", || {
+            let dest = fresh(&work.join("tar-dest"));
+            run_ok(&mut Command::new("sync"));
+            sshd::tar_pipe(&c.keys, c.port, Path::new(&world), &dest)
+        }),
+    );
+    print_ratio(
+        ("fruix store copy", best.0),
+        ("openssh tar pipe", best.1),
+        1.2,
     );
 
     // The 1,000-object closure.
@@ -243,9 +187,7 @@ fn main() {
     );
     let _ = sshd.kill();
     let _ = sshd.wait();
-    if !keep {
-        args::remove(&work);
-    }
+    scratch.finish();
 }
 
 /// Promotes [`SMALL_RUNS`] sample runs, each artifact with a file of its

@@ -18,28 +18,15 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fruix_bench::args::fresh;
+use fruix_bench::sshd::{self, start_sshd};
+use fruix_bench::{head_to_head, print_ratio, tree};
 use fruix_core::executor::EventSink;
 use fruix_core::testing::{fixture_request, run_context};
 use fruix_executors::import;
 use fruix_executors::ssh::{SshOptions, SshSession, SshTarget};
-
-#[path = "../sshd.rs"]
-mod sshd;
-#[path = "../tree.rs"]
-mod tree;
-
-use sshd::{run_ok, start_sshd};
-
-fn fresh(dir: &Path) -> PathBuf {
-    if dir.exists() {
-        run_ok(Command::new("rm").arg("-rf").arg(dir));
-    }
-    fs::create_dir_all(dir).unwrap();
-    dir.to_path_buf()
-}
 
 async fn fruix_import(options: &SshOptions, root: &Path, dest: &Path) -> Duration {
     let request = fixture_request(Path::new("/usr/src"), &[]);
@@ -56,19 +43,6 @@ async fn fruix_import(options: &SshOptions, root: &Path, dest: &Path) -> Duratio
     .unwrap();
     staged.place(dest).unwrap();
     session.disconnect().await;
-    started.elapsed()
-}
-
-fn openssh_pipe(dir: &Path, port: u16, root: &Path, dest: &Path) -> Duration {
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let script = format!(
-        "ssh -q -i {d}/id_ed25519 -o UserKnownHostsFile={d}/known_hosts -o BatchMode=yes -p {port} {user}@127.0.0.1 tar -C {root} -cf - . | tar -xf - -C {dest}",
-        d = dir.display(),
-        root = root.display(),
-        dest = dest.display()
-    );
-    let started = Instant::now();
-    run_ok(Command::new("sh").args(["-c", &script]));
     started.elapsed()
 }
 
@@ -91,9 +65,8 @@ fn main() {
     println!("result root: {files} files, {:.2} GB", bytes as f64 / 1e9);
     let keys = fresh(&work.join("ssh"));
     let (mut sshd, port) = start_sshd(&keys);
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
     let target = SshTarget {
-        user,
+        user: sshd::user(),
         host: "127.0.0.1".into(),
         port,
     };
@@ -102,32 +75,21 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (mut best_fruix, mut best_ssh) = (Duration::MAX, Duration::MAX);
-    for round in 1..=2 {
-        let dest = fresh(&work.join("fruix-dest")).join("root");
-        fs::create_dir(&dest).unwrap();
-        let t = runtime.block_on(fruix_import(&options, &root, &dest));
-        println!(
-            "round {round}: fruix import          {:>7.2}s",
-            t.as_secs_f64()
-        );
-        best_fruix = best_fruix.min(t);
-        let dest = fresh(&work.join("ssh-dest"));
-        let t = openssh_pipe(&keys, port, &root, &dest);
-        println!(
-            "round {round}: ssh tar | tar -xf     {:>7.2}s",
-            t.as_secs_f64()
-        );
-        best_ssh = best_ssh.min(t);
-    }
+    let best = head_to_head(
+        2,
+        22,
+        ("fruix import", || {
+            let dest = fresh(&work.join("fruix-dest")).join("root");
+            fs::create_dir(&dest).unwrap();
+            runtime.block_on(fruix_import(&options, &root, &dest))
+        }),
+        ("ssh tar | tar -xf", || {
+            let dest = fresh(&work.join("ssh-dest"));
+            sshd::tar_pipe(&keys, port, &root, &dest)
+        }),
+    );
     let _ = sshd.kill();
     let _ = sshd.wait();
-    let ratio = best_fruix.as_secs_f64() / best_ssh.as_secs_f64();
-    println!(
-        "best: fruix {:.2}s, openssh {:.2}s, ratio {ratio:.2}x (target <= 1.30x) {}",
-        best_fruix.as_secs_f64(),
-        best_ssh.as_secs_f64(),
-        if ratio <= 1.3 { "OK" } else { "OVER TARGET" }
-    );
+    print_ratio(("fruix", best.0), ("openssh", best.1), 1.3);
     let _ = fs::remove_dir_all(&work);
 }

@@ -7,16 +7,11 @@
 //! Usage: `cargo build --release -p fruix --bin fruix --bin fruix-bench-source &&
 //! target/release/fruix-bench-source [--dir DIR] [--files N] [--runs R] [--keep]`
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../args.rs"]
-mod args;
-// Only the source generator of the shared trees is used here.
-#[path = "../tree.rs"]
-#[allow(dead_code)]
-mod tree;
+use fruix_bench::{args, tree};
 
 const HELP: &str = "\
 usage: fruix-bench-source [--dir DIR] [--files N] [--runs R] [--keep]
@@ -31,36 +26,6 @@ usage: fruix-bench-source [--dir DIR] [--files N] [--runs R] [--keep]
   --keep       keep DIR at the end
   --help       print this help";
 
-struct Options {
-    dir: PathBuf,
-    files: u64,
-    runs: usize,
-    keep: bool,
-}
-
-fn options() -> Result<Options, String> {
-    let mut o = Options {
-        dir: args::default_dir("fruix-bench-source"),
-        files: 90_000,
-        runs: 3,
-        keep: false,
-    };
-    args::parse(
-        HELP,
-        (&["--dir", "--files", "--runs"], &["--keep"]),
-        |flag, value| {
-            match flag {
-                "--dir" => o.dir = value.unwrap_or_default().into(),
-                "--files" => o.files = args::number(flag, value)?,
-                "--runs" => o.runs = args::number(flag, value)?,
-                _ => o.keep = true,
-            }
-            Ok(())
-        },
-    )?;
-    Ok(o)
-}
-
 /// Runs `cmd` (after flushing what earlier commands wrote) and returns its
 /// wall time; it must succeed.
 fn timed(cmd: &mut Command) -> Duration {
@@ -71,25 +36,23 @@ fn timed(cmd: &mut Command) -> Duration {
     started.elapsed()
 }
 
-fn main() -> ExitCode {
-    let o = match options() {
-        Ok(o) => o,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
+fn main() {
+    let (mut files, mut runs) = (90_000u64, 3usize);
+    let scratch = args::scratch(
+        HELP,
+        "fruix-bench-source",
+        &mut [("--files", &mut files), ("--runs", &mut runs)],
+    );
     let fruix = std::env::current_exe().unwrap().with_file_name("fruix");
     assert!(
         fruix.exists(),
         "build fruix first: cargo build --release -p fruix -p fruix-bench"
     );
-    args::remove(&o.dir);
-    std::fs::create_dir_all(&o.dir).unwrap();
-    let src = o.dir.join("src");
-    eprintln!("generating a source tree of {} files...", o.files);
-    let (files, bytes) = tree::generate_source(&src, o.files);
-    let (copy, store) = (o.dir.join("copy"), o.dir.join("store"));
+    let dir = args::fresh(&scratch.dir);
+    let src = dir.join("src");
+    eprintln!("generating a source tree of {files} files...");
+    let (files, bytes) = tree::generate_source(&src, files);
+    let (copy, store) = (dir.join("copy"), dir.join("store"));
     // Warm-up: touch the memory every command will write into once.
     timed(Command::new("cp").arg("-a").arg(&src).arg(&copy));
     args::remove(&copy);
@@ -101,8 +64,8 @@ fn main() -> ExitCode {
         cmd
     };
     let mut best = [Duration::MAX; 4];
-    for run in 0..o.runs {
-        eprintln!("run {} of {}...", run + 1, o.runs);
+    for run in 0..runs {
+        eprintln!("run {} of {runs}...", run + 1);
         let times = [
             timed(Command::new("cp").arg("-a").arg(&src).arg(&copy)),
             timed(&mut add(&store)),
@@ -123,7 +86,7 @@ fn main() -> ExitCode {
     println!(
         "source tree: {files} files, {:.2} GB ({})",
         bytes as f64 / 1e9,
-        o.dir.display()
+        dir.display()
     );
     println!("  cp -a                               {cp:>8.2} s");
     println!("  nix-hash --type sha256              {nix_hash:>8.2} s");
@@ -140,8 +103,5 @@ fn main() -> ExitCode {
         again / nix_hash,
         verdict(again / nix_hash <= 0.8)
     );
-    if !o.keep {
-        args::remove(&o.dir);
-    }
-    ExitCode::SUCCESS
+    scratch.finish();
 }

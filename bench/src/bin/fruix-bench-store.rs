@@ -8,17 +8,13 @@
 //! target/release/fruix-bench-store [--dir DIR] [--objects N] [--scale F] [--keep]`
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fruix_bench::{args, tree};
 use fruix_core::result_root;
 use fruix_core::testing::write_sample_result_root;
 use fruix_promote::{promote_validated, PromoteOptions, Store};
-
-#[path = "../args.rs"]
-mod args;
-#[path = "../tree.rs"]
-mod tree;
 
 const HELP: &str = "\
 usage: fruix-bench-store [--dir DIR] [--objects N] [--scale F] [--keep]
@@ -32,36 +28,6 @@ usage: fruix-bench-store [--dir DIR] [--objects N] [--scale F] [--keep]
                  registration is compared with (default 1.0: 0.9 GB)
   --keep         keep DIR at the end
   --help         print this help";
-
-struct Options {
-    dir: PathBuf,
-    objects: usize,
-    scale: f64,
-    keep: bool,
-}
-
-fn options() -> Result<Options, String> {
-    let mut o = Options {
-        dir: args::default_dir("fruix-bench-store"),
-        objects: 1000,
-        scale: 1.0,
-        keep: false,
-    };
-    args::parse(
-        HELP,
-        (&["--dir", "--objects", "--scale"], &["--keep"]),
-        |flag, value| {
-            match flag {
-                "--dir" => o.dir = value.unwrap_or_default().into(),
-                "--objects" => o.objects = args::number(flag, value)?,
-                "--scale" => o.scale = args::number(flag, value)?,
-                _ => o.keep = true,
-            }
-            Ok(())
-        },
-    )?;
-    Ok(o)
-}
 
 /// The `fruix` built beside this benchmark.
 fn fruix() -> Command {
@@ -101,21 +67,19 @@ fn small_store(dir: &Path, objects: usize) -> PathBuf {
     first_world.unwrap()
 }
 
-fn main() -> ExitCode {
-    let o = match options() {
-        Ok(o) => o,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
-    args::remove(&o.dir);
-    std::fs::create_dir_all(&o.dir).unwrap();
-    let store = o.dir.join("small/store");
-    let state = o.dir.join("small/state");
+fn main() {
+    let (mut objects, mut scale) = (1000usize, 1.0f64);
+    let scratch = args::scratch(
+        HELP,
+        "fruix-bench-store",
+        &mut [("--objects", &mut objects), ("--scale", &mut scale)],
+    );
+    let dir = args::fresh(&scratch.dir);
+    let store = dir.join("small/store");
+    let state = dir.join("small/state");
 
-    eprintln!("building a store of {} small objects...", o.objects);
-    let world = small_store(&o.dir.join("small"), o.objects);
+    eprintln!("building a store of {objects} small objects...");
+    let world = small_store(&dir.join("small"), objects);
     // Latency of one query, as a user sees it (process start included):
     // the median of 21 runs.
     let mut times: Vec<Duration> = (0..21)
@@ -141,31 +105,22 @@ fn main() -> ExitCode {
             .arg(&state),
     );
 
-    eprintln!(
-        "generating a FreeBSD-base-sized tree (scale {})...",
-        o.scale
-    );
-    let big = o.dir.join("base");
-    let (files, bytes) = tree::generate(&big, o.scale);
+    eprintln!("generating a FreeBSD-base-sized tree (scale {scale})...");
+    let big = dir.join("base");
+    let (files, bytes) = tree::generate(&big, scale);
     tree::write_promotion(&big);
-    let promote = timed(
-        fruix()
-            .args([
-                "native-build",
-                "promote",
-                "--quiet",
-                "--no-out-link",
-                "--store",
-            ])
-            .arg(o.dir.join("base-store"))
-            .arg(&big),
-    );
+    let promote = timed(&mut fruix_bench::promote(
+        fruix(),
+        "--quiet",
+        &dir.join("base-store"),
+        &big,
+    ));
     // What registration adds to that promotion: creating the registry of an
     // empty store, and registering the same five objects (four artifacts and
     // the bundle) once more into a fresh one.
-    let registry_dir = o.dir.join("registry");
+    let registry_dir = dir.join("registry");
     std::fs::create_dir_all(&registry_dir).unwrap();
-    let records = Store::open(&o.dir.join("base-store"))
+    let records = Store::open(&dir.join("base-store"))
         .unwrap()
         .db()
         .list(&Default::default())
@@ -183,13 +138,11 @@ fn main() -> ExitCode {
     let register = started.elapsed();
 
     println!(
-        "store lifecycle ({} objects; base tree {files} files, {:.2} GB):",
-        o.objects,
+        "store lifecycle ({objects} objects; base tree {files} files, {:.2} GB):",
         bytes as f64 / 1e9
     );
     println!(
-        "  store gc of {} unrooted small objects   {:>9.3} s   (target under 2 s)",
-        o.objects,
+        "  store gc of {objects} unrooted small objects   {:>9.3} s   (target under 2 s)",
         gc.as_secs_f64()
     );
     println!(
@@ -202,8 +155,5 @@ fn main() -> ExitCode {
         100.0 * register.as_secs_f64() / promote.as_secs_f64(),
         promote.as_secs_f64()
     );
-    if !o.keep {
-        args::remove(&o.dir);
-    }
-    ExitCode::SUCCESS
+    scratch.finish();
 }

@@ -27,14 +27,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fruix_bench::{args, fruix};
 use fruix_core::machines::Machines;
 use fruix_executors::vm::driver::{Instance, VmDriver};
 use fruix_executors::vm::qemu::Qemu;
 use fruix_executors::vm::{teardown, wait_for_ssh, Started};
 use tokio_util::sync::CancellationToken;
-
-#[path = "../args.rs"]
-mod args;
 
 const HELP: &str = "usage: fruix-bench-vm [--image DIR] [--inner guest-self-hosted|host-initiated] [--runs R] [--accel tcg|kvm|auto] [--dir DIR] [--keep]";
 
@@ -94,10 +92,6 @@ fn options() -> Result<Options, String> {
         ));
     }
     Ok(o)
-}
-
-fn fruix() -> Command {
-    Command::new(std::env::current_exe().unwrap().with_file_name("fruix"))
 }
 
 /// Runs `cmd`, which must succeed; returns its wall time.

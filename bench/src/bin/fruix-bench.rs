@@ -20,8 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
-#[path = "../tree.rs"]
-mod tree;
+use fruix_bench::tree;
 
 const HELP: &str = "\
 usage: fruix-bench [--dir DIR] [--scale F | --files N] [--runs R] [--keep]

@@ -166,7 +166,68 @@ async fn life(
     (outcome, torn)
 }
 
-fn bhyve() -> (Bhyve, Arc<Recorder>, VmSpec) {
+/// A driver of the recorded plans, its recorder and its spec.
+type Recorded<D> = (D, Arc<Recorder>, VmSpec);
+
+/// Runs [`life`] on a new driver from `new`, whose recorder `script` first
+/// gives its answers. Returns the build's outcome, the teardown's and the
+/// plan.
+async fn life_of<D: VmDriver>(
+    new: fn() -> Recorded<D>,
+    script: impl FnOnce(&Recorder),
+    fail: FailAt,
+) -> (Result<()>, Result<()>, Vec<String>) {
+    let (driver, recorder, spec) = new();
+    script(&recorder);
+    let (outcome, torn) = life(&driver, &spec, &recorder, fail).await;
+    (outcome, torn, recorder.plan())
+}
+
+/// The plan of a whole life of a new driver from `new` in which nothing
+/// fails; the build and the teardown must succeed.
+async fn whole_life<D: VmDriver>(new: fn() -> Recorded<D>) -> Vec<String> {
+    let (outcome, torn, plan) = life_of(new, |_| {}, FailAt::Nowhere).await;
+    outcome.unwrap();
+    torn.unwrap();
+    plan
+}
+
+/// For each step after the boot, the plan of a whole life of a new driver
+/// from `new` whose build fails there; the build must fail and the teardown
+/// succeed.
+async fn failed_lives<D: VmDriver>(new: fn() -> Recorded<D>) -> Vec<(FailAt, Vec<String>)> {
+    let mut plans = Vec::new();
+    for fail in [FailAt::Wait, FailAt::Build, FailAt::Import] {
+        let (outcome, torn, plan) = life_of(new, |_| {}, fail).await;
+        assert!(outcome.is_err(), "{fail:?}");
+        torn.unwrap();
+        plans.push((fail, plan));
+    }
+    plans
+}
+
+/// A whole life of a new driver from `new` in which the first command
+/// containing `pattern` fails with `stderr` (answered before the answers
+/// `new` gave). The build must fail and the teardown succeed; returns the
+/// build's error and the plan.
+async fn failing_command<D: VmDriver>(
+    new: fn() -> Recorded<D>,
+    pattern: &str,
+    stderr: &str,
+) -> (Error, Vec<String>) {
+    let fails = |r: &Recorder| {
+        r.answers
+            .lock()
+            .unwrap()
+            .insert(0, (pattern.into(), failed(stderr), true))
+    };
+    let (outcome, torn, plan) = life_of(new, fails, FailAt::Nowhere).await;
+    let error = outcome.unwrap_err();
+    torn.unwrap();
+    (error, plan)
+}
+
+fn bhyve() -> Recorded<Bhyve> {
     let recorder = Arc::new(Recorder::default());
     let spec = spec(VmDriverSpec::Bhyve {
         dataset: "zroot/vm/freebsd-15".into(),
@@ -207,12 +268,8 @@ fn expected(parts: &[&[&str]]) -> Vec<String> {
 
 #[tokio::test]
 async fn bhyve_runs_a_whole_life_in_order() {
-    let (driver, recorder, spec) = bhyve();
-    let (outcome, torn) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
-    outcome.unwrap();
-    torn.unwrap();
     assert_eq!(
-        recorder.plan(),
+        whole_life(bhyve).await,
         expected(&[
             &[BHYVE_PREPARE, BHYVE_LOAD, BHYVE_RUN],
             &[
@@ -238,13 +295,9 @@ async fn bhyve_tears_down_after_a_failure_at_each_step() {
         }
         steps
     };
-    for fail in [FailAt::Wait, FailAt::Build, FailAt::Import] {
-        let (driver, recorder, spec) = bhyve();
-        let (outcome, torn) = life(&driver, &spec, &recorder, fail).await;
-        assert!(outcome.is_err(), "{fail:?}");
-        torn.unwrap();
+    for (fail, plan) in failed_lives(bhyve).await {
         assert_eq!(
-            recorder.plan(),
+            plan,
             expected(&[
                 &[BHYVE_PREPARE, BHYVE_LOAD, BHYVE_RUN],
                 &inner(fail),
@@ -255,32 +308,22 @@ async fn bhyve_tears_down_after_a_failure_at_each_step() {
         );
     }
     // The clone fails: nothing booted; whatever part of the clone exists is destroyed.
-    let (driver, recorder, spec) = bhyve();
-    recorder.answer_once("zfs clone", failed("dataset is busy"));
-    let (outcome, torn) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
-    assert!(outcome.unwrap_err().to_string().contains("dataset is busy"));
-    torn.unwrap();
-    assert_eq!(
-        recorder.plan(),
-        expected(&[&[BHYVE_PREPARE], &BHYVE_DESTROY])
-    );
+    let (error, plan) = failing_command(bhyve, "zfs clone", "dataset is busy").await;
+    assert!(error.to_string().contains("dataset is busy"));
+    assert_eq!(plan, expected(&[&[BHYVE_PREPARE], &BHYVE_DESTROY]));
     // bhyveload fails: the (not running) guest is still stopped and freed.
-    let (driver, recorder, spec) = bhyve();
-    recorder.answer_once("bhyveload", failed("no such device"));
-    let (outcome, torn) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
-    assert!(outcome.is_err());
-    torn.unwrap();
+    let (_, plan) = failing_command(bhyve, "bhyveload", "no such device").await;
     assert_eq!(
-        recorder.plan(),
+        plan,
         expected(&[&[BHYVE_PREPARE, BHYVE_LOAD], &BHYVE_STOP, &BHYVE_DESTROY])
     );
     // A guest that ignores the power button is powered off hard.
-    let (driver, recorder, spec) = bhyve();
-    recorder.answers.lock().unwrap().clear();
-    recorder.answer("test -e /dev/vmm/", printed(""));
-    let (outcome, _) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
+    let ignores_power_button = |r: &Recorder| {
+        r.answers.lock().unwrap().clear();
+        r.answer("test -e /dev/vmm/", printed(""));
+    };
+    let (outcome, _, plan) = life_of(bhyve, ignores_power_button, FailAt::Nowhere).await;
     outcome.unwrap();
-    let plan = recorder.plan();
     let at = plan
         .iter()
         .position(|c| c == "bhyvectl --vm=fruix-20260405T213444Z --force-poweroff")
@@ -291,7 +334,7 @@ async fn bhyve_tears_down_after_a_failure_at_each_step() {
     );
 }
 
-fn xcpng() -> (XcpNg, Arc<Recorder>, VmSpec) {
+fn xcpng() -> Recorded<XcpNg> {
     let recorder = Arc::new(Recorder::default());
     let spec = spec(VmDriverSpec::XcpNg {
         master: "root@xcp-master.example".into(),
@@ -319,12 +362,8 @@ const XE_DESTROY: &str = "xe vm-uninstall uuid=5a1f-uuid force=true";
 
 #[tokio::test]
 async fn xcpng_runs_a_whole_life_in_order_and_tears_down_after_each_failure() {
-    let (driver, recorder, spec) = xcpng();
-    let (outcome, torn) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
-    outcome.unwrap();
-    torn.unwrap();
     assert_eq!(
-        recorder.plan(),
+        whole_life(xcpng).await,
         expected(&[
             &[XE_PREPARE],
             &XE_BOOT,
@@ -337,36 +376,17 @@ async fn xcpng_runs_a_whole_life_in_order_and_tears_down_after_each_failure() {
             ],
         ])
     );
-    for fail in [FailAt::Wait, FailAt::Build, FailAt::Import] {
-        let (driver, recorder, spec) = xcpng();
-        let (outcome, torn) = life(&driver, &spec, &recorder, fail).await;
-        assert!(outcome.is_err());
-        torn.unwrap();
-        let plan = recorder.plan();
+    for (fail, plan) in failed_lives(xcpng).await {
         assert_eq!(&plan[plan.len() - 2..], [XE_STOP, XE_DESTROY], "{fail:?}");
     }
     // The clone fails: nothing to stop or uninstall.
-    let (driver, recorder, spec) = xcpng();
-    recorder
-        .answers
-        .lock()
-        .unwrap()
-        .insert(0, ("xe vm-clone".into(), failed("no such template"), true));
-    let (outcome, torn) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
-    assert!(outcome
-        .unwrap_err()
-        .to_string()
-        .contains("no such template"));
-    torn.unwrap();
-    assert_eq!(recorder.plan(), [XE_PREPARE]);
+    let (error, plan) = failing_command(xcpng, "xe vm-clone", "no such template").await;
+    assert!(error.to_string().contains("no such template"));
+    assert_eq!(plan, [XE_PREPARE]);
     // vm-start fails: the clone is stopped (nothing running) and uninstalled.
-    let (driver, recorder, spec) = xcpng();
-    recorder.answer_once("xe vm-start", failed("not enough memory"));
-    let (outcome, torn) = life(&driver, &spec, &recorder, FailAt::Nowhere).await;
-    assert!(outcome.is_err());
-    torn.unwrap();
+    let (_, plan) = failing_command(xcpng, "xe vm-start", "not enough memory").await;
     assert_eq!(
-        recorder.plan(),
+        plan,
         [
             XE_PREPARE,
             "xe vm-start uuid=5a1f-uuid",
@@ -375,11 +395,13 @@ async fn xcpng_runs_a_whole_life_in_order_and_tears_down_after_each_failure() {
         ]
     );
     // A clean shutdown that fails is forced.
-    let (driver, recorder, spec) = xcpng();
-    recorder.answer_once("xe vm-shutdown uuid=5a1f-uuid", failed("timed out"));
-    let (_, torn) = life(&driver, &spec, &recorder, FailAt::Build).await;
+    let (_, torn, plan) = life_of(
+        xcpng,
+        |r| r.answer_once("xe vm-shutdown uuid=5a1f-uuid", failed("timed out")),
+        FailAt::Build,
+    )
+    .await;
     torn.unwrap();
-    let plan = recorder.plan();
     assert_eq!(
         &plan[plan.len() - 3..],
         [XE_STOP, "xe vm-shutdown uuid=5a1f-uuid --force", XE_DESTROY]

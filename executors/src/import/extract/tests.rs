@@ -54,13 +54,22 @@ fn run_bytes(
     (dir, result)
 }
 
+/// Extracts `entries`, which must succeed: the new directory (removed when
+/// dropped), its staging directory, and the special mode bits recorded.
+fn extracted(entries: &[RawEntry<'_>]) -> (tempfile::TempDir, PathBuf, BTreeMap<PathBuf, u32>) {
+    let (dir, result) = run(entries);
+    let special = result.unwrap();
+    let staging = dir.path().join("staging");
+    (dir, staging, special)
+}
+
 fn mode_of(path: &Path) -> u32 {
     path.symlink_metadata().unwrap().mode() & 0o7777
 }
 
 #[test]
 fn a_normal_tree_is_extracted_with_modes_links_and_symlinks() {
-    let (dir, result) = run(&[
+    let (_dir, staging, special) = extracted(&[
         directory("./", 0o755),
         directory("./artifacts/world/bin/", 0o555),
         file("./artifacts/world/bin/sh", 0o555, b"#!"),
@@ -72,9 +81,8 @@ fn a_normal_tree_is_extracted_with_modes_links_and_symlinks() {
             "./artifacts/world/bin/sh",
         ),
     ]);
-    let special = result.unwrap();
     assert!(special.is_empty());
-    let root = dir.path().join("staging/artifacts/world");
+    let root = staging.join("artifacts/world");
     assert_eq!(fs::read(root.join("bin/sh")).unwrap(), b"#!");
     assert_eq!(mode_of(&root.join("bin/sh")), 0o555);
     assert_eq!(
@@ -89,17 +97,17 @@ fn a_normal_tree_is_extracted_with_modes_links_and_symlinks() {
 
 #[test]
 fn setuid_bits_are_neutralised_and_recorded() {
-    let (dir, result) = run(&[file("usr/bin/su", 0o4555, b"x"), directory("tmp/", 0o1777)]);
-    let special = result.unwrap();
+    let (_dir, staging, special) =
+        extracted(&[file("usr/bin/su", 0o4555, b"x"), directory("tmp/", 0o1777)]);
     assert_eq!(special.get(Path::new("usr/bin/su")), Some(&0o4000));
     assert_eq!(special.get(Path::new("tmp")), Some(&0o1000));
-    assert_eq!(mode_of(&dir.path().join("staging/usr/bin/su")), 0o555);
-    assert_eq!(mode_of(&dir.path().join("staging/tmp")), 0o755);
+    assert_eq!(mode_of(&staging.join("usr/bin/su")), 0o555);
+    assert_eq!(mode_of(&staging.join("tmp")), 0o755);
 }
 
 #[test]
 fn guest_modes_never_give_group_or_world_write_on_the_host() {
-    let (dir, result) = run(&[
+    let (_dir, staging, special) = extracted(&[
         directory("./", 0o777),
         directory("open/", 0o777),
         file("open/all", 0o777, b"x"),
@@ -111,8 +119,6 @@ fn guest_modes_never_give_group_or_world_write_on_the_host() {
         directory("closed/mail/", 0o775),
         file("implicit/below/file", 0o644, b"x"),
     ]);
-    let special = result.unwrap();
-    let staging = dir.path().join("staging");
     assert_eq!(mode_of(&staging), 0o700, "the staging root keeps its mode");
     for (path, mode) in [
         ("open", 0o755),

@@ -1,0 +1,71 @@
+//! What the fruix benchmarks (`src/bin`) share: their command-line
+//! arguments and scratch directories ([`args`]), the generated trees
+//! ([`tree`]), a loopback `sshd` ([`sshd`]), and the `fruix` built beside
+//! them.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+pub mod args;
+pub mod sshd;
+pub mod tree;
+
+/// The `fruix` built beside the running benchmark.
+pub fn fruix() -> Command {
+    Command::new(std::env::current_exe().unwrap().with_file_name("fruix"))
+}
+
+/// `fruix native-build promote REPORT --no-out-link --store STORE ROOT`:
+/// `fruix` promoting result root `root` into `store` without leaving an
+/// out-link, its report as `report` asks (`--json` or `--quiet`).
+pub fn promote(mut fruix: Command, report: &str, store: &Path, root: &Path) -> Command {
+    fruix
+        .args([
+            "native-build",
+            "promote",
+            report,
+            "--no-out-link",
+            "--store",
+        ])
+        .arg(store)
+        .arg(root);
+    fruix
+}
+
+/// Runs `rounds` rounds of `fruix` then `peer`, each side a label and one
+/// run returning its time, printed as `round N: LABEL TIME` with the label
+/// padded to `width`. Returns the best time of each side.
+pub fn head_to_head(
+    rounds: u32,
+    width: usize,
+    (fruix_label, mut fruix): (&str, impl FnMut() -> Duration),
+    (peer_label, mut peer): (&str, impl FnMut() -> Duration),
+) -> (Duration, Duration) {
+    let printed = |round: u32, label: &str, t: Duration| {
+        println!("round {round}: {label:<width$}{:>7.2}s", t.as_secs_f64());
+        t
+    };
+    let (mut best_fruix, mut best_peer) = (Duration::MAX, Duration::MAX);
+    for round in 1..=rounds {
+        best_fruix = best_fruix.min(printed(round, fruix_label, fruix()));
+        best_peer = best_peer.min(printed(round, peer_label, peer()));
+    }
+    (best_fruix, best_peer)
+}
+
+/// Prints the best times of a [`head_to_head`], each with its name, and
+/// fruix's ratio to its peer against `target`.
+pub fn print_ratio(
+    (fruix, best_fruix): (&str, Duration),
+    (peer, best_peer): (&str, Duration),
+    target: f64,
+) {
+    let ratio = best_fruix.as_secs_f64() / best_peer.as_secs_f64();
+    println!(
+        "best: {fruix} {:.2}s, {peer} {:.2}s, ratio {ratio:.2}x (target <= {target:.2}x) {}",
+        best_fruix.as_secs_f64(),
+        best_peer.as_secs_f64(),
+        if ratio <= target { "OK" } else { "OVER TARGET" }
+    );
+}
