@@ -75,7 +75,7 @@ pub fn source_object(
         let name = resolve_valid(store, source)?;
         temp_roots.add(&name)?;
         let commit = match Identity::read(source)? {
-            Identity::Source(s) => s.commit,
+            Identity::Source(s) => s.facts.commit,
             Identity::Artifact(_) => None,
         };
         let used = SourceStore {
@@ -96,7 +96,7 @@ pub fn source_object(
     let used = SourceStore {
         tree_signature: None,
         path: report.store_path.to_string_lossy().into_owned(),
-        commit: report.identity.commit.clone(),
+        commit: report.identity.facts.commit.clone(),
     };
     Ok((used, Some(report)))
 }

@@ -99,7 +99,7 @@ pub fn info(store: &Store, name: &str) -> Result<Info> {
     let path = store.path().join(name);
     let (commit, dirty) = match record.kind {
         Kind::Source => match Identity::read(&path)? {
-            Identity::Source(s) => (s.commit, s.dirty),
+            Identity::Source(s) => (s.facts.commit, s.facts.dirty),
             Identity::Artifact(_) => (None, None),
         },
         Kind::Bundle => (read_bundle(&path)?.source.commit, None),

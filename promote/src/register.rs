@@ -84,7 +84,7 @@ pub(crate) fn source(
 ) -> Registration {
     let record = ObjectRecord {
         tree_signature: Some(identity.tree_signature.to_string()),
-        freebsd_version: Some(identity.version.clone()),
+        freebsd_version: Some(identity.facts.version.clone()),
         ..record(name, Kind::Source, size)
     };
     Registration { record, references }

@@ -15,20 +15,11 @@ use fruix_core::manifest::{open_dir, Exclude, Progress};
 use crate::check::{check_object, Depth};
 use crate::error::{Error, Result};
 use crate::pipeline::{ingest_tree, Tree};
+pub use crate::source_identity::SourceFacts;
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::stage::build_object;
 use crate::store::{Store, SOURCE_RESERVED_NAMES};
 use crate::temp_roots::TempRoots;
-
-/// What a source tree is, besides its content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceFacts {
-    pub name: String,
-    pub version: String,
-    pub branch: String,
-    pub commit: Option<String>,
-    pub dirty: Option<bool>,
-}
 
 /// What adding a source found or made.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -70,12 +61,8 @@ pub fn add_source(
         .into());
     }
     let identity = SourceIdentity {
-        name: facts.name.clone(),
-        version: facts.version.clone(),
-        branch: facts.branch.clone(),
+        facts: facts.clone(),
         tree_signature: ingested.signature,
-        commit: facts.commit.clone(),
-        dirty: facts.dirty,
     };
     let name = identity.store_name();
     let store_path = store.path().join(&name);

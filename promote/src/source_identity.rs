@@ -23,20 +23,27 @@ pub const SOURCE_METADATA_FILE: &str = ".fruix-source.scm";
 /// What follows the hash in a source object's name.
 pub const SOURCE_INFIX: &str = "-freebsd-source-";
 
-/// What a source tree is.
+/// What a source tree is, besides its content.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SourceIdentity {
+pub struct SourceFacts {
     /// `default` unless named.
     pub name: String,
     /// `REVISION-BRANCH` from `sys/conf/newvers.sh` (`15.0-STABLE`).
     pub version: String,
     /// The branch that version implies (`stable/15`).
     pub branch: String,
-    pub tree_signature: TreeSignature,
     /// The checked-out commit, for a git checkout.
     pub commit: Option<String>,
     /// Whether the worktree differed from that commit.
     pub dirty: Option<bool>,
+}
+
+/// What a source tree is: its facts and its content's signature.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceIdentity {
+    #[serde(flatten)]
+    pub facts: SourceFacts,
+    pub tree_signature: TreeSignature,
 }
 
 impl SourceIdentity {
@@ -44,14 +51,15 @@ impl SourceIdentity {
     pub fn to_scheme(&self) -> String {
         let mut w = Writer::new(SOURCE_HEAD);
         w.field(field("format-version", [Value::from(1)]));
-        w.field(string_field("name", &self.name));
-        w.field(string_field("version", &self.version));
-        w.field(string_field("branch", &self.branch));
+        let facts = &self.facts;
+        w.field(string_field("name", &facts.name));
+        w.field(string_field("version", &facts.version));
+        w.field(string_field("branch", &facts.branch));
         w.field(string_field("tree-signature", self.tree_signature.as_str()));
-        if let Some(commit) = &self.commit {
+        if let Some(commit) = &facts.commit {
             w.field(string_field("commit", commit));
         }
-        if let Some(dirty) = self.dirty {
+        if let Some(dirty) = facts.dirty {
             w.field(field("dirty", [Value::Bool(dirty)]));
         }
         w.finish()
@@ -70,13 +78,16 @@ impl SourceIdentity {
                 .map_err(|m: String| r.invalid("tree-signature", m))?;
             let commit = r.opt_string("commit")?;
             let dirty = r.opt_bool("dirty")?;
-            Ok(SourceIdentity {
+            let facts = SourceFacts {
                 name,
                 version,
                 branch,
-                tree_signature,
                 commit,
                 dirty,
+            };
+            Ok(SourceIdentity {
+                facts,
+                tree_signature,
             })
         })?)
     }
@@ -86,7 +97,7 @@ impl SourceIdentity {
         format!(
             "{}{SOURCE_INFIX}{}",
             object_hash(&self.to_scheme()),
-            self.name
+            self.facts.name
         )
     }
 }
@@ -97,12 +108,14 @@ mod tests {
 
     fn identity(commit: Option<&str>, dirty: Option<bool>) -> SourceIdentity {
         SourceIdentity {
-            name: "default".into(),
-            version: "15.0-STABLE".into(),
-            branch: "stable/15".into(),
+            facts: SourceFacts {
+                name: "default".into(),
+                version: "15.0-STABLE".into(),
+                branch: "stable/15".into(),
+                commit: commit.map(str::to_string),
+                dirty,
+            },
             tree_signature: format!("sha256:{}", "ab".repeat(32)).parse().unwrap(),
-            commit: commit.map(str::to_string),
-            dirty,
         }
     }
 
