@@ -448,26 +448,22 @@ pub fn promote_validated(
         .values()
         .map(|p| {
             let refs = registered_only(store, &source_refs)?;
-            Ok(register::artifact(
-                &p.name,
-                &p.identity,
-                p.size,
-                Some(&m.run_id),
-                refs,
-            ))
+            Ok(Registration {
+                record: register::artifact(&p.name, &p.identity, p.size, Some(&m.run_id)),
+                references: refs,
+            })
         })
         .collect::<Result<_>>()?;
     let mut bundle_refs: Vec<String> = planned.values().map(|p| p.name.clone()).collect();
     bundle_refs.extend(registered_only(store, &source_refs)?);
-    registrations.push(register::bundle(
-        &bundle.name,
-        m,
-        object_files_size(
-            &store.path().join(&bundle.name),
-            &[RESULT_METADATA_FILE, REFERENCES_FILE],
-        ),
-        bundle_refs,
-    ));
+    let bundle_size = object_files_size(
+        &store.path().join(&bundle.name),
+        &[RESULT_METADATA_FILE, REFERENCES_FILE],
+    );
+    registrations.push(Registration {
+        record: register::bundle(&bundle.name, m, bundle_size),
+        references: bundle_refs,
+    });
     store.db().register(&registrations)?;
     // Still under the GC lock: the bundle is rooted before any collection
     // can see it unrooted.

@@ -55,15 +55,14 @@ fn record(name: &str, kind: Kind, size: u64) -> ObjectRecord {
     }
 }
 
-/// An artifact object's registration.
+/// An artifact object's record.
 pub(crate) fn artifact(
     name: &str,
     identity: &ObjectIdentity,
     size: u64,
     run_id: Option<&str>,
-    references: Vec<String>,
-) -> Registration {
-    let record = ObjectRecord {
+) -> ObjectRecord {
+    ObjectRecord {
         artifact: Some(identity.artifact.clone()),
         tree_signature: Some(identity.tree_signature.to_string()),
         executor: Some(identity.executor.clone()),
@@ -71,32 +70,20 @@ pub(crate) fn artifact(
         freebsd_version: Some(identity.freebsd_base.version.clone()),
         kernconf: Some(identity.build_policy.kernconf.clone()),
         ..record(name, Kind::Artifact, size)
-    };
-    Registration { record, references }
+    }
 }
 
-/// A source object's registration.
-pub(crate) fn source(
-    name: &str,
-    identity: &SourceIdentity,
-    size: u64,
-    references: Vec<String>,
-) -> Registration {
-    let record = ObjectRecord {
+/// A source object's record.
+pub(crate) fn source(name: &str, identity: &SourceIdentity, size: u64) -> ObjectRecord {
+    ObjectRecord {
         tree_signature: Some(identity.tree_signature.to_string()),
         freebsd_version: Some(identity.facts.version.clone()),
         ..record(name, Kind::Source, size)
-    };
-    Registration { record, references }
+    }
 }
 
-/// A result bundle's registration.
-pub(crate) fn bundle(
-    name: &str,
-    m: &PromotionMetadata,
-    size: u64,
-    references: Vec<String>,
-) -> Registration {
+/// A result bundle's record.
+pub(crate) fn bundle(name: &str, m: &PromotionMetadata, size: u64) -> ObjectRecord {
     let summary = BundleSummary {
         executor: m.executor.clone(),
         version: m.freebsd_base.version.clone(),
@@ -105,24 +92,18 @@ pub(crate) fn bundle(
         source: m.source_store.clone(),
         artifacts: Vec::new(),
     };
-    bundle_registration(name, summary, size, references)
+    bundle_record(name, summary, size)
 }
 
-/// A bundle's registration from what its metadata says.
-pub(crate) fn bundle_registration(
-    name: &str,
-    b: BundleSummary,
-    size: u64,
-    references: Vec<String>,
-) -> Registration {
-    let record = ObjectRecord {
+/// A bundle's record from what its metadata says.
+pub(crate) fn bundle_record(name: &str, b: BundleSummary, size: u64) -> ObjectRecord {
+    ObjectRecord {
         executor: Some(b.executor),
         run_id: Some(b.run_id),
         freebsd_version: Some(b.version),
         kernconf: Some(b.kernconf),
         ..record(name, Kind::Bundle, size)
-    };
-    Registration { record, references }
+    }
 }
 
 /// The registrations of the objects in the store at `store`, read from
@@ -153,26 +134,15 @@ pub(crate) fn scan(store: &Path) -> Result<Vec<Registration>> {
 fn read_registration(store: &Path, path: &Path, name: &str) -> Result<Registration> {
     let references_text = read_object_file(path, REFERENCES_FILE)?;
     let references = names_in_store(store, references_text.lines());
-    if path.join(RESULT_METADATA_FILE).symlink_metadata().is_ok() {
+    let record = if path.join(RESULT_METADATA_FILE).symlink_metadata().is_ok() {
         let size = object_files_size(path, &[RESULT_METADATA_FILE, REFERENCES_FILE]);
-        return Ok(bundle_registration(
-            name,
-            read_bundle(path)?,
-            size,
-            references,
-        ));
-    }
-    if let Identity::Source(identity) = Identity::read(path)? {
-        return Ok(source(name, &identity, manifest_size(path)?, references));
-    }
-    let identity = read_identity(path)?;
-    Ok(artifact(
-        name,
-        &identity,
-        manifest_size(path)?,
-        None,
-        references,
-    ))
+        bundle_record(name, read_bundle(path)?, size)
+    } else if let Identity::Source(identity) = Identity::read(path)? {
+        source(name, &identity, manifest_size(path)?)
+    } else {
+        artifact(name, &read_identity(path)?, manifest_size(path)?, None)
+    };
+    Ok(Registration { record, references })
 }
 
 /// The sizes of `files` at the top of `object`, added up.

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use fruix_core::manifest::{open_dir, Exclude, Progress};
 
 use crate::check::{check_object, Depth};
+use crate::db::Registration;
 use crate::error::{Error, Result};
 use crate::pipeline::{ingest_tree, Tree};
 pub use crate::source_identity::SourceFacts;
@@ -86,12 +87,10 @@ pub fn add_source(
             });
         }
     }
-    store.db().register(&[crate::register::source(
-        &name,
-        &identity,
-        ingested.size,
-        Vec::new(),
-    )])?;
+    store.db().register(&[Registration {
+        record: crate::register::source(&name, &identity, ingested.size),
+        references: Vec::new(),
+    }])?;
     // Still under the GC lock: a build about to read the object keeps it.
     if let Some(roots) = temp_roots {
         roots.add(

@@ -9,7 +9,7 @@ use fruix_core::manifest::Progress;
 
 use crate::bundle::build_bundle_object;
 use crate::check::{check_object, Depth};
-use crate::db::Registration;
+use crate::db::{ObjectRecord, Registration};
 use crate::error::{ArchiveProblem, Error, Result};
 use crate::object::references_text;
 use crate::sign::{fingerprint, verify};
@@ -338,7 +338,7 @@ impl<R: BufRead> Importer<'_, R> {
         let name = header.name.as_str();
         let store = self.store;
         let references = self.references(name, &header.references, earlier)?;
-        let claimed = claimed(store, &header, references.clone())?;
+        let claimed = claimed(store, &header)?;
         if header.signatures.len() > MAX_SIGNATURES
             || header
                 .signatures
@@ -442,8 +442,13 @@ impl<R: BufRead> Importer<'_, R> {
         let Some(temp) = temp else {
             return Ok(Read1::Present(trusted));
         };
-        let mut registration = claimed.registration;
-        registration.record.size = size;
+        let registration = Registration {
+            record: ObjectRecord {
+                size,
+                ..claimed.record
+            },
+            references,
+        };
         Ok(Read1::New(Box::new(Pending {
             name: name.to_string(),
             temp,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, Read};
 
 use crate::bundle::read_bundle_text;
-use crate::db::Registration;
+use crate::db::ObjectRecord;
 use crate::error::{ArchiveProblem, Error, Result};
 use crate::object::{object_hash, store_name, ObjectIdentity};
 use crate::register;
@@ -70,7 +70,7 @@ pub(super) struct Claimed {
     pub(super) metadata_file: &'static str,
     pub(super) tree_signature: Option<fruix_core::TreeSignature>,
     pub(super) stripped: HashMap<String, u32>,
-    pub(super) registration: Registration,
+    pub(super) record: ObjectRecord,
     /// Store paths of a bundle's artifacts (they must be references).
     pub(super) bundle_artifacts: Vec<(String, String)>,
 }
@@ -107,7 +107,7 @@ pub(super) fn valid_name(name: &str) -> bool {
 }
 
 /// What `header`'s metadata says; its name must be the one it gives.
-pub(super) fn claimed(store: &Store, header: &Header, references: Vec<String>) -> Result<Claimed> {
+pub(super) fn claimed(store: &Store, header: &Header) -> Result<Claimed> {
     let name = header.name.as_str();
     let path = store.path().join(name);
     let inconsistent = |gives: String| {
@@ -117,34 +117,35 @@ pub(super) fn claimed(store: &Store, header: &Header, references: Vec<String>) -
             format!("its metadata names it {gives}: the metadata or the name was changed"),
         )
     };
-    let claimed = match header.kind {
+    let plain = |metadata_file, record| Claimed {
+        metadata_file,
+        tree_signature: None,
+        stripped: HashMap::new(),
+        record,
+        bundle_artifacts: Vec::new(),
+    };
+    let (gives, claimed) = match header.kind {
         HeaderKind::Artifact => {
             let identity =
                 ObjectIdentity::from_text(&path.join(OBJECT_METADATA_FILE), &header.metadata)?;
-            if identity.store_name() != name {
-                return Err(inconsistent(identity.store_name()));
-            }
-            Claimed {
-                metadata_file: OBJECT_METADATA_FILE,
+            let claimed = Claimed {
                 tree_signature: Some(identity.tree_signature.clone()),
                 stripped: identity.stripped_modes.iter().cloned().collect(),
-                registration: register::artifact(name, &identity, 0, None, references),
-                bundle_artifacts: Vec::new(),
-            }
+                ..plain(
+                    OBJECT_METADATA_FILE,
+                    register::artifact(name, &identity, 0, None),
+                )
+            };
+            (identity.store_name(), claimed)
         }
         HeaderKind::Source => {
             let identity =
                 SourceIdentity::from_text(&path.join(SOURCE_METADATA_FILE), &header.metadata)?;
-            if identity.store_name() != name {
-                return Err(inconsistent(identity.store_name()));
-            }
-            Claimed {
-                metadata_file: SOURCE_METADATA_FILE,
+            let claimed = Claimed {
                 tree_signature: Some(identity.tree_signature.clone()),
-                stripped: HashMap::new(),
-                registration: register::source(name, &identity, 0, references),
-                bundle_artifacts: Vec::new(),
-            }
+                ..plain(SOURCE_METADATA_FILE, register::source(name, &identity, 0))
+            };
+            (identity.store_name(), claimed)
         }
         HeaderKind::Bundle => {
             let summary = read_bundle_text(&path.join(RESULT_METADATA_FILE), &header.metadata)?;
@@ -154,23 +155,24 @@ pub(super) fn claimed(store: &Store, header: &Header, references: Vec<String>) -
                 &summary.version,
                 &summary.executor,
             );
-            if gives != name {
-                return Err(inconsistent(gives));
-            }
             let bundle_artifacts = summary
                 .artifacts
                 .iter()
                 .map(|a| (a.name.clone(), a.store_path.clone()))
                 .collect();
-            Claimed {
-                metadata_file: RESULT_METADATA_FILE,
-                tree_signature: None,
-                stripped: HashMap::new(),
-                registration: register::bundle_registration(name, summary, 0, references),
+            let claimed = Claimed {
                 bundle_artifacts,
-            }
+                ..plain(
+                    RESULT_METADATA_FILE,
+                    register::bundle_record(name, summary, 0),
+                )
+            };
+            (gives, claimed)
         }
     };
+    if gives != name {
+        return Err(inconsistent(gives));
+    }
     // An identity's kind follows from its name (sources by their infix).
     let is_source = crate::store::is_source_name(name);
     if is_source != (header.kind == HeaderKind::Source) {
