@@ -183,8 +183,8 @@ impl Pipeline<'_> {
             .map(|c| json!({"cell": c.id, "runs-on": runs_on(self.tags(c))}))
             .collect();
         let mut strategy = Map::new();
-        strategy.insert("fail-fast".into(), json!(self.file.fail_fast));
-        if let Some(max) = self.file.max_parallel {
+        strategy.insert("fail-fast".into(), json!(self.file.strategy.fail_fast));
+        if let Some(max) = self.file.strategy.max_parallel {
             strategy.insert("max-parallel".into(), json!(max));
         }
         strategy.insert("matrix".into(), json!({ "include": include }));
@@ -238,7 +238,7 @@ impl Pipeline<'_> {
 
     fn gitlab_ci(&self) -> Value {
         let mut root = Map::new();
-        if self.file.fail_fast {
+        if self.file.strategy.fail_fast {
             root.insert(
                 "workflow".into(),
                 json!({"auto_cancel": {"on_job_failure": "all"}}),
@@ -255,7 +255,7 @@ impl Pipeline<'_> {
             if !tags.is_empty() {
                 job.insert("tags".into(), json!(tags));
             }
-            if self.file.max_parallel == Some(1) {
+            if self.file.strategy.max_parallel == Some(1) {
                 job.insert("resource_group".into(), json!("fruix-matrix"));
             }
             job.insert(

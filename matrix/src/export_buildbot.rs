@@ -31,6 +31,7 @@ pub fn fragment(
         cell_lines.push_str(&format!("    ({}, {}),\n", py(&c.id), py_list(tags)));
     }
     let max_parallel = file
+        .strategy
         .max_parallel
         .map_or("None".to_string(), |m| m.to_string());
     format!(

@@ -82,22 +82,41 @@ pub struct MatrixFile {
     pub axes: Vec<(Axis, Vec<String>)>,
     pub exclude: Vec<MatrixEntry>,
     pub include: Vec<MatrixEntry>,
-    pub max_parallel: Option<u32>,
-    pub local_slots: u32,
-    pub fail_fast: bool,
-    pub retries: u32,
+    pub strategy: Strategy,
+    /// The axes along which cells must build identical artifacts.
     pub agree_across: Vec<Axis>,
+    pub build: BuildSettings,
+    /// Every remote cell's result must be signed by its machine.
+    pub share_results: bool,
+    /// Executor configuration by executor name (JSON objects).
+    pub config: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    pub runner_tags: RunnerTags,
+}
+
+/// How the cells are run: GitHub Actions' `strategy` (`max-parallel`,
+/// `fail-fast`), with this host's slots and the retries of system failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Strategy {
+    /// At most this many cells at once.
+    pub max_parallel: Option<u32>,
+    /// How many cells this host builds at once (`local-slots`, default 1).
+    pub local_slots: u32,
+    /// Whether the first failure stops starting cells (default `#t`).
+    pub fail_fast: bool,
+    /// How many times a cell's system failure is retried (default 1).
+    pub retries: u32,
+}
+
+/// What every cell is built with: `fruix build`'s options of the same
+/// names, read from the file's fields of those names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildSettings {
     /// Make flags every cell gets, before its own `make-flag`.
     pub make_flags: Vec<String>,
     pub jobs: Option<u32>,
     pub source_date_epoch: Option<i64>,
     pub freebsd_version: Option<String>,
     pub freebsd_branch: Option<String>,
-    /// Executor configuration by executor name (JSON objects).
-    /// Every remote cell's result must be signed by its machine.
-    pub share_results: bool,
-    pub config: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
-    pub runner_tags: RunnerTags,
 }
 
 /// The CI runner tags of exported jobs (`runner-tags`).
@@ -159,16 +178,20 @@ impl MatrixFile {
             let axes = read_axes(r)?;
             let exclude = read_entries(r, "exclude")?;
             let include = read_entries(r, "include")?;
-            let max_parallel = positive(r, "max-parallel")?;
-            let local_slots = positive(r, "local-slots")?.unwrap_or(1);
-            let fail_fast = r.opt_bool("fail-fast")?.unwrap_or(true);
-            let retries = count(r, "retries", false)?.unwrap_or(1);
+            let strategy = Strategy {
+                max_parallel: positive(r, "max-parallel")?,
+                local_slots: positive(r, "local-slots")?.unwrap_or(1),
+                fail_fast: r.opt_bool("fail-fast")?.unwrap_or(true),
+                retries: count(r, "retries", false)?.unwrap_or(1),
+            };
             let agree_across = read_agree_across(r)?;
-            let make_flags = r.strings("make-flags")?.unwrap_or_default();
-            let jobs = positive(r, "jobs")?;
-            let source_date_epoch = r.opt_integer("source-date-epoch")?;
-            let freebsd_version = r.opt_string("freebsd-version")?;
-            let freebsd_branch = r.opt_string("freebsd-branch")?;
+            let build = BuildSettings {
+                make_flags: r.strings("make-flags")?.unwrap_or_default(),
+                jobs: positive(r, "jobs")?,
+                source_date_epoch: r.opt_integer("source-date-epoch")?,
+                freebsd_version: r.opt_string("freebsd-version")?,
+                freebsd_branch: r.opt_string("freebsd-branch")?,
+            };
             let share_results = r.opt_bool("share-results")?.unwrap_or(false);
             let config = read_config(r)?;
             let runner_tags = read_runner_tags(r)?;
@@ -182,16 +205,9 @@ impl MatrixFile {
                 axes,
                 exclude,
                 include,
-                max_parallel,
-                local_slots,
-                fail_fast,
-                retries,
+                strategy,
                 agree_across,
-                make_flags,
-                jobs,
-                source_date_epoch,
-                freebsd_version,
-                freebsd_branch,
+                build,
                 share_results,
                 config,
                 runner_tags,
@@ -227,7 +243,7 @@ fn count<T: TryFrom<i64> + PartialOrd + Default>(
     } else {
         "a count (0 or more)"
     };
-    Ok(r.opt_count(field, positive, what)?)
+    r.opt_count(field, positive, what)
 }
 
 fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
@@ -544,10 +560,14 @@ mod tests {
         );
         assert_eq!(m.include[0][2], (Axis::Machine, "builder-2".to_string()));
         assert_eq!(
-            (m.max_parallel, m.fail_fast, m.retries),
+            (
+                m.strategy.max_parallel,
+                m.strategy.fail_fast,
+                m.strategy.retries
+            ),
             (Some(4), false, 1)
         );
-        assert_eq!(m.local_slots, 1);
+        assert_eq!(m.strategy.local_slots, 1);
         assert_eq!(m.agree_across, [Axis::Executor, Axis::Machine]);
     }
 
@@ -555,8 +575,11 @@ mod tests {
     fn defaults_follow_github_actions() {
         let m = parse(r#"(fruix-matrix (format-version 1) (source "/src"))"#).unwrap();
         assert_eq!(m.source, Path::new("/src"));
-        assert!(m.fail_fast);
-        assert_eq!((m.max_parallel, m.retries, m.jobs), (None, 1, None));
+        assert!(m.strategy.fail_fast);
+        assert_eq!(
+            (m.strategy.max_parallel, m.strategy.retries, m.build.jobs),
+            (None, 1, None)
+        );
         assert!(m.axes.is_empty() && m.include.is_empty());
     }
 
@@ -569,9 +592,13 @@ mod tests {
   (config (local (make "bmake")) (guest-self-hosted (connect-timeout-secs 5) (accept_new_host_key #t))))"#,
         )
         .unwrap();
-        assert_eq!(m.make_flags, ["-DNO_ROOT"]);
+        assert_eq!(m.build.make_flags, ["-DNO_ROOT"]);
         assert_eq!(
-            (m.jobs, m.source_date_epoch, m.local_slots),
+            (
+                m.build.jobs,
+                m.build.source_date_epoch,
+                m.strategy.local_slots
+            ),
             (Some(2), Some(1775420084), 3)
         );
         assert_eq!(m.agree_across, [Axis::Executor]);

@@ -59,7 +59,7 @@ impl MatrixPlan {
                     message: "must be at least 1".into(),
                 });
             }
-            file.max_parallel = Some(max);
+            file.strategy.max_parallel = Some(max);
         }
         let cells = cells(&file)?;
         // An executor that builds elsewhere says so in its capabilities;
@@ -82,8 +82,8 @@ impl MatrixPlan {
         let source = check_source(&file.source)?;
         let freebsd_base = freebsd_base(
             &source,
-            file.freebsd_version.as_deref(),
-            file.freebsd_branch.as_deref(),
+            file.build.freebsd_version.as_deref(),
+            file.build.freebsd_branch.as_deref(),
         )?;
         let plan = MatrixPlan {
             cells,
@@ -91,7 +91,7 @@ impl MatrixPlan {
             machines,
             source,
             freebsd_base,
-            jobs: file.jobs.unwrap_or_else(default_jobs),
+            jobs: file.build.jobs.unwrap_or_else(default_jobs),
             source_object: None,
             file,
         };
@@ -225,7 +225,11 @@ impl MatrixPlan {
             .as_ref()
             .map(|m| m.machines.as_slice())
             .unwrap_or_default();
-        Pool::new(machines, self.file.local_slots, self.file.max_parallel)
+        Pool::new(
+            machines,
+            self.file.strategy.local_slots,
+            self.file.strategy.max_parallel,
+        )
     }
 
     /// The dispatcher of a run of this matrix.
@@ -233,8 +237,8 @@ impl MatrixPlan {
         Dispatcher::new(
             self.pool(),
             (0..self.cells.len()).map(|i| self.need(i)).collect(),
-            self.file.retries,
-            self.file.fail_fast,
+            self.file.strategy.retries,
+            self.file.strategy.fail_fast,
         )
     }
 
@@ -294,12 +298,13 @@ impl MatrixPlan {
                 kernconf: cell.kernconf.clone(),
                 make_flags: self
                     .file
+                    .build
                     .make_flags
                     .iter()
                     .chain(&cell.make_flag)
                     .cloned()
                     .collect(),
-                source_date_epoch: self.file.source_date_epoch,
+                source_date_epoch: self.file.build.source_date_epoch,
             },
         }
     }
@@ -567,8 +572,14 @@ mod tests {
     #[test]
     fn max_parallel_given_by_the_caller_overrides_the_file() {
         let body = r#"(axes (executor "local")) (max-parallel 2)"#;
-        assert_eq!(load(body, None).unwrap().file.max_parallel, Some(2));
-        assert_eq!(load(body, Some(5)).unwrap().file.max_parallel, Some(5));
+        assert_eq!(
+            load(body, None).unwrap().file.strategy.max_parallel,
+            Some(2)
+        );
+        assert_eq!(
+            load(body, Some(5)).unwrap().file.strategy.max_parallel,
+            Some(5)
+        );
         let e = load(body, Some(0)).unwrap_err();
         assert_eq!(e.to_string(), "--max-parallel must be at least 1");
         assert_eq!(e.failure(), Failure::Input);

@@ -79,7 +79,7 @@ pub async fn run(
         matrix: std::path::absolute(&plan.file.path).unwrap_or(plan.file.path.clone()),
         started_at: unix(ran.started),
         duration_s: ran.started.elapsed().unwrap_or_default().as_secs_f64(),
-        max_parallel: plan.file.max_parallel,
+        max_parallel: plan.file.strategy.max_parallel,
         cancelled: cancel.is_cancelled(),
         cells: ran.cells,
         agreement,

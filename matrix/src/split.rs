@@ -223,7 +223,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
             (Some(s), Some(f)) => (f - s).max(0.0),
             _ => 0.0,
         },
-        max_parallel: file.max_parallel,
+        max_parallel: file.strategy.max_parallel,
         cancelled: false,
         cells: reports,
         agreement,

@@ -44,7 +44,7 @@ pub fn plan(args: MatrixPlanArgs, registry: &Registry) -> CliResult {
             .collect();
         println!(
             "{}",
-            serde_json::json!({ "cells": cells, "must_agree": groups, "max_parallel": plan.file.max_parallel, "fail_fast": plan.file.fail_fast, "retries": plan.file.retries })
+            serde_json::json!({ "cells": cells, "must_agree": groups, "max_parallel": plan.file.strategy.max_parallel, "fail_fast": plan.file.strategy.fail_fast, "retries": plan.file.strategy.retries })
         );
         return Ok(Status::Success);
     }
@@ -68,10 +68,11 @@ pub fn plan(args: MatrixPlanArgs, registry: &Registry) -> CliResult {
         "{} cells; max-parallel {}; fail-fast {}; retries {}",
         plan.cells.len(),
         plan.file
+            .strategy
             .max_parallel
             .map_or("unlimited".to_string(), |m| m.to_string()),
-        plan.file.fail_fast,
-        plan.file.retries
+        plan.file.strategy.fail_fast,
+        plan.file.strategy.retries
     );
     Ok(Status::Success)
 }
