@@ -305,23 +305,17 @@ fn an_archive_from_a_store_at_another_path_or_missing_a_reference_is_refused() {
 fn caps_bound_what_an_archive_can_make_the_importer_do() {
     let (fixture, archive, _) = Fixture::exported();
     let store = Store::open(&fixture.store_dir()).unwrap();
+    // The default limits with one of them lowered.
+    let lowered = |lower: fn(&mut ArchiveLimits)| {
+        let mut limits = ArchiveLimits::default();
+        lower(&mut limits);
+        limits
+    };
     for limits in [
-        ArchiveLimits {
-            max_bytes: 1000,
-            ..ArchiveLimits::default()
-        },
-        ArchiveLimits {
-            max_header_bytes: 100,
-            ..ArchiveLimits::default()
-        },
-        ArchiveLimits {
-            max_entries: 3,
-            ..ArchiveLimits::default()
-        },
-        ArchiveLimits {
-            max_objects: 2,
-            ..ArchiveLimits::default()
-        },
+        lowered(|l| l.max_bytes = 1000),
+        lowered(|l| l.max_header_bytes = 100),
+        lowered(|l| l.max_entries = 3),
+        lowered(|l| l.max_objects = 2),
     ] {
         let trust = fixture.trust();
         let e = import(&store, &archive[..], &options(&trust, limits)).unwrap_err();

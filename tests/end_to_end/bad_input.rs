@@ -14,12 +14,38 @@ struct Case {
     what: &'static str,
     /// What the error message says (on stderr, and in the JSON's message).
     says: &'static str,
-    args: &'static [&'static str],
+    /// The command's arguments, separated by spaces.
+    args: &'static str,
     /// Files the row writes into its directory first.
     files: &'static [(&'static str, &'static str)],
     status: i32,
     /// Whether the command takes `--json`.
     json: bool,
+}
+
+impl Case {
+    /// A row refused as a usage error (exit status 2) that writes no files
+    /// first and takes `--json`.
+    const fn new(what: &'static str, says: &'static str, args: &'static str) -> Case {
+        Case {
+            what,
+            says,
+            args,
+            files: &[],
+            status: 2,
+            json: true,
+        }
+    }
+
+    /// This row, writing `files` into its directory first.
+    const fn with_files(self, files: &'static [(&'static str, &'static str)]) -> Case {
+        Case { files, ..self }
+    }
+
+    /// This row, refused with exit status `status`.
+    const fn with_status(self, status: i32) -> Case {
+        Case { status, ..self }
+    }
 }
 
 const MATRIX_UNCLOSED: &str = "(fruix-matrix\n  (format-version 1)\n  (axes (executor \"local\")\n";
@@ -28,185 +54,83 @@ const EXECUTORS_MISSPELT: &str =
 const NESTED: &str = "((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((";
 
 const CASES: &[Case] = &[
-    Case {
-        what: "an unknown flag",
-        says: "unexpected argument '--no-such-flag'",
-        args: &["store", "list", "--store", "DIR/store", "--no-such-flag"],
-        files: &[],
-        status: 2,
-        json: true,
-    },
-    Case {
-        what: "an unknown executor",
-        says: "unknown executor `locl`; did you mean `local`?",
-        args: &[
-            "build",
-            "--executor",
-            "locl",
-            "--source",
-            "SRC",
-            "--store",
-            "DIR/store",
-            "--state-dir",
-            "DIR/state",
-        ],
-        files: &[],
-        status: 2,
-        json: true,
-    },
-    Case {
-        what: "a missing source tree",
-        says: "give an existing FreeBSD source tree",
-        args: &[
-            "build",
-            "--executor",
-            "local",
-            "--source",
-            "DIR/no-source",
-            "--store",
-            "DIR/store",
-            "--state-dir",
-            "DIR/state",
-        ],
-        files: &[],
-        status: 2,
-        json: true,
-    },
-    Case {
-        what: "a kernel configuration that is a path",
-        says: "kernconf \"../../etc\" is not a kernel configuration name",
-        args: &[
-            "build",
-            "--executor",
-            "local",
-            "--source",
-            "SRC",
-            "--kernconf",
-            "../../etc",
-            "--store",
-            "DIR/store",
-            "--state-dir",
-            "DIR/state",
-        ],
-        files: &[],
-        status: 2,
-        json: true,
-    },
-    Case {
-        what: "an existing result root",
-        says: "a result root is never overwritten",
-        args: &[
-            "build",
-            "--executor",
-            "local",
-            "--source",
-            "SRC",
-            "--result-root",
-            "DIR",
-            "--store",
-            "DIR/store",
-            "--state-dir",
-            "DIR/state",
-        ],
-        files: &[],
-        status: 2,
-        json: true,
-    },
-    Case {
-        what: "a result root that does not validate",
-        says: "expected (fruix-native-build-promotion ...), found (not-promotion ...)",
-        args: &["native-build", "promote", "DIR", "--store", "DIR/store"],
-        files: &[("promotion.scm", "(not-promotion)\n")],
-        status: 4,
-        json: true,
-    },
-    Case {
-        what: "metadata nested past the reader's bound",
-        says: "nested more than 64 levels deep",
-        args: &["native-build", "promote", "DIR", "--store", "DIR/store"],
-        files: &[("promotion.scm", NESTED)],
-        status: 4,
-        json: true,
-    },
-    Case {
-        what: "a store that does not exist",
-        says: "no store at",
-        args: &["store", "list", "--store", "DIR/store"],
-        files: &[],
-        status: 2,
-        json: true,
-    },
-    Case {
-        what: "a path that is not a store object",
-        says: "not a store object",
-        args: &["store", "verify", "--store", "DIR", "DIR/elsewhere"],
-        files: &[(".links/.keep", "")],
-        status: 2,
-        json: true,
-    },
-    Case {
-        what: "a missing matrix file",
-        says: "matrix.scm: not found",
-        args: &[
-            "matrix",
-            "run",
-            "DIR/matrix.scm",
-            "--store",
-            "DIR/store",
-            "--state-dir",
-            "DIR/state",
-        ],
-        files: &[],
-        status: 2,
-        json: true,
-    },
-    Case {
-        what: "a matrix file with an unclosed parenthesis",
-        says: "this parenthesis is never closed",
-        args: &[
-            "matrix",
-            "run",
-            "DIR/matrix.scm",
-            "--store",
-            "DIR/store",
-            "--state-dir",
-            "DIR/state",
-        ],
-        files: &[("matrix.scm", MATRIX_UNCLOSED)],
-        status: 2,
-        json: true,
-    },
-    Case {
-        what: "an executors file with a misspelt field",
-        says: "unknown field; did you mean `version`?",
-        args: &["--executors-file", "DIR/executors.scm", "executors", "list"],
-        files: &[("executors.scm", EXECUTORS_MISSPELT)],
-        status: 2,
-        json: true,
-    },
-    Case {
-        what: "an unknown executor to describe",
-        says: "unknown executor `no-such-executor`",
-        args: &["executors", "describe", "no-such-executor"],
-        files: &[],
-        status: 2,
-        json: true,
-    },
-    Case {
-        what: "--executors-file for a command that uses no executor",
-        says: "--executors-file is for the commands that use executors",
-        args: &[
-            "--executors-file",
-            "DIR/x.scm",
-            "store",
-            "list",
-            "--store",
-            "DIR/store",
-        ],
-        files: &[],
-        status: 2,
-        json: true,
-    },
+    Case::new(
+        "an unknown flag",
+        "unexpected argument '--no-such-flag'",
+        "store list --store DIR/store --no-such-flag",
+    ),
+    Case::new(
+        "an unknown executor",
+        "unknown executor `locl`; did you mean `local`?",
+        "build --executor locl --source SRC --store DIR/store --state-dir DIR/state",
+    ),
+    Case::new(
+        "a missing source tree",
+        "give an existing FreeBSD source tree",
+        "build --executor local --source DIR/no-source --store DIR/store --state-dir DIR/state",
+    ),
+    Case::new(
+        "a kernel configuration that is a path",
+        "kernconf \"../../etc\" is not a kernel configuration name",
+        "build --executor local --source SRC --kernconf ../../etc --store DIR/store --state-dir DIR/state",
+    ),
+    Case::new(
+        "an existing result root",
+        "a result root is never overwritten",
+        "build --executor local --source SRC --result-root DIR --store DIR/store --state-dir DIR/state",
+    ),
+    Case::new(
+        "a result root that does not validate",
+        "expected (fruix-native-build-promotion ...), found (not-promotion ...)",
+        "native-build promote DIR --store DIR/store",
+    )
+    .with_files(&[("promotion.scm", "(not-promotion)\n")])
+    .with_status(4),
+    Case::new(
+        "metadata nested past the reader's bound",
+        "nested more than 64 levels deep",
+        "native-build promote DIR --store DIR/store",
+    )
+    .with_files(&[("promotion.scm", NESTED)])
+    .with_status(4),
+    Case::new(
+        "a store that does not exist",
+        "no store at",
+        "store list --store DIR/store",
+    ),
+    Case::new(
+        "a path that is not a store object",
+        "not a store object",
+        "store verify --store DIR DIR/elsewhere",
+    )
+    .with_files(&[(".links/.keep", "")]),
+    Case::new(
+        "a missing matrix file",
+        "matrix.scm: not found",
+        "matrix run DIR/matrix.scm --store DIR/store --state-dir DIR/state",
+    ),
+    Case::new(
+        "a matrix file with an unclosed parenthesis",
+        "this parenthesis is never closed",
+        "matrix run DIR/matrix.scm --store DIR/store --state-dir DIR/state",
+    )
+    .with_files(&[("matrix.scm", MATRIX_UNCLOSED)]),
+    Case::new(
+        "an executors file with a misspelt field",
+        "unknown field; did you mean `version`?",
+        "--executors-file DIR/executors.scm executors list",
+    )
+    .with_files(&[("executors.scm", EXECUTORS_MISSPELT)]),
+    Case::new(
+        "an unknown executor to describe",
+        "unknown executor `no-such-executor`",
+        "executors describe no-such-executor",
+    ),
+    Case::new(
+        "--executors-file for a command that uses no executor",
+        "--executors-file is for the commands that use executors",
+        "--executors-file DIR/x.scm store list --store DIR/store",
+    ),
 ];
 
 /// `arg` with `DIR` and `SRC` replaced.
@@ -227,7 +151,7 @@ fn every_class_of_bad_input_is_refused_with_its_status_and_creates_nothing() {
             }
             let before = snapshot(dir.path());
             let mut cmd = fruix();
-            cmd.args(case.args.iter().map(|a| expand(a, dir.path())));
+            cmd.args(case.args.split(' ').map(|a| expand(a, dir.path())));
             if json {
                 cmd.arg("--json");
             }

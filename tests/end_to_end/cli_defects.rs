@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{fixture_source, fruix, run};
+use crate::util::{fixture_source, fruix, run, run_failing, store_and_state};
 
 /// Everything under `dir`, to prove a refused command created nothing.
 fn listing(dir: &Path) -> Vec<PathBuf> {
@@ -22,16 +22,25 @@ fn listing(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// An executors file with one executor that builds for amd64 and aarch64 only.
-fn arch_bound_executors(dir: &Path) -> PathBuf {
+/// Writes `text` to `dir/name`; returns the file's path.
+fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A temporary directory holding an executors file with one executor that
+/// builds for amd64 and aarch64 only; the file's path.
+fn arch_bound_executors() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/external")
         .canonicalize()
         .unwrap();
-    let file = dir.join("executors.scm");
-    std::fs::write(
-        &file,
-        format!(
+    let file = write_file(
+        dir.path(),
+        "executors.scm",
+        &format!(
             r#"(fruix-executors
   (format-version 1)
   (executor
@@ -43,15 +52,13 @@ fn arch_bound_executors(dir: &Path) -> PathBuf {
 "#,
             fixtures.display()
         ),
-    )
-    .unwrap();
-    file
+    );
+    (dir, file)
 }
 
 #[test]
 fn a_bare_executors_file_name_is_read_from_the_current_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    arch_bound_executors(dir.path());
+    let (dir, _) = arch_bound_executors();
     let out = run(fruix().current_dir(dir.path()).args([
         "--executors-file",
         "executors.scm",
@@ -66,8 +73,7 @@ fn a_bare_executors_file_name_is_read_from_the_current_directory() {
 /// no run directory, no result root, no store.
 #[test]
 fn refused_requests_exit_2_and_create_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = arch_bound_executors(dir.path());
+    let (dir, file) = arch_bound_executors();
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let cases: [(&str, &[&str]); 5] = [
@@ -97,10 +103,7 @@ fn refused_requests_exit_2_and_create_nothing() {
             .args(args)
             .arg("--source")
             .arg(fixture_source())
-            .arg("--store")
-            .arg(work.join("store"))
-            .arg("--state-dir")
-            .arg(work.join("state")));
+            .args(store_and_state(&work)));
         assert_eq!(out.status.code(), Some(2), "{what}: {out:?}");
         assert_eq!(
             listing(&work),
@@ -112,12 +115,11 @@ fn refused_requests_exit_2_and_create_nothing() {
 
 #[test]
 fn matrix_plan_refuses_a_cell_its_executor_cannot_build() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = arch_bound_executors(dir.path());
-    let matrix = dir.path().join("matrix.scm");
-    std::fs::write(
-        &matrix,
-        format!(
+    let (dir, file) = arch_bound_executors();
+    let matrix = write_file(
+        dir.path(),
+        "matrix.scm",
+        &format!(
             r#"(fruix-matrix
   (format-version 1)
   (source "{}")
@@ -125,18 +127,15 @@ fn matrix_plan_refuses_a_cell_its_executor_cannot_build() {
 "#,
             fixture_source().display()
         ),
-    )
-    .unwrap();
-    let out = run(fruix()
-        .arg("--executors-file")
-        .arg(&file)
-        .args(["matrix", "plan"])
-        .arg(&matrix));
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("builds for amd64, aarch64, not \"i386\""),
-        "{stderr}"
+    );
+    run_failing(
+        fruix()
+            .arg("--executors-file")
+            .arg(&file)
+            .args(["matrix", "plan"])
+            .arg(&matrix),
+        2,
+        &["builds for amd64, aarch64, not \"i386\""],
     );
 }
 
@@ -237,20 +236,19 @@ fn misspelt_fields_and_unclosed_lists_are_named_where_they_are() {
 #[test]
 fn an_undefined_machine_is_named_with_the_ones_the_file_defines() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("machines.scm"),
+    write_file(
+        dir.path(),
+        "machines.scm",
         "(fruix-machines\n  (machine (name \"builder-1\") (host \"127.0.0.1\") (user \"root\")))\n",
-    )
-    .unwrap();
-    let matrix = dir.path().join("matrix.scm");
-    std::fs::write(
-        &matrix,
-        format!(
+    );
+    let matrix = write_file(
+        dir.path(),
+        "matrix.scm",
+        &format!(
             "(fruix-matrix\n  (format-version 1)\n  (source \"{}\")\n  (machines-file \"machines.scm\")\n  (axes (executor \"host-initiated\"))\n  (include ((executor \"host-initiated\") (machine \"builder-2\"))))\n",
             fixture_source().display()
         ),
-    )
-    .unwrap();
+    );
     let out = run(fruix().args(["matrix", "plan"]).arg(&matrix));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);

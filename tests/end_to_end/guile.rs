@@ -5,7 +5,7 @@ use std::path::Path;
 use fruix_core::testing::write_sample_result_root;
 use fruix_core::PromotionMetadata;
 
-use crate::util::{promote_command, require_tool, run, run_ok};
+use crate::util::{promote_command, require_tool, run, run_ok, sample_root_of};
 
 /// Reads `file` with Guile's `read` and checks each `(expression,
 /// expected)` of `cases`: the expression, evaluated with the datum bound to
@@ -75,8 +75,7 @@ fn guile_reads_promotion_scm() {
 #[test]
 fn guile_reads_store_object_and_bundle_metadata() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    write_sample_result_root(&root, "local", "20260405T213444Z", true).unwrap();
+    let root = sample_root_of(dir.path(), "root", "local");
     let store = dir.path().join("store");
     let out = run_ok(&mut promote_command(&store, &root, &["--quiet"]));
     let kv = crate::util::key_values(&out);

@@ -94,12 +94,11 @@ fn special_modes_symlink_is_refused_without_showing_its_target() {
         "(fruix-special-modes (format-version 1) (modes SECRET-MARKER-51d0))\n",
     )
     .unwrap();
-    let root = s.sample("root");
-    std::os::unix::fs::symlink(&secret, root.join(".fruix-special-modes")).unwrap();
-    // `refused` checks that stdout is empty.
-    let stderr = s.refuses(
+    // `refuses_changed` checks that stdout is empty.
+    let stderr = s.refuses_changed(
         "special modes as a symlink",
-        &root,
+        "root",
+        |root| std::os::unix::fs::symlink(&secret, root.join(".fruix-special-modes")).unwrap(),
         &[
             ".fruix-special-modes",
             "is a symlink; fruix never follows symlinks in metadata",
@@ -114,12 +113,10 @@ fn special_modes_symlink_is_refused_without_showing_its_target() {
 /// Issue 10, class 5: `.fruix-special-modes` as a FIFO hung forever.
 #[test]
 fn special_modes_fifo_is_refused_promptly() {
-    let s = PopulatedStore::new();
-    let root = s.sample("root");
-    mkfifo(&root.join(".fruix-special-modes")).unwrap();
-    s.refuses(
+    PopulatedStore::new().refuses_changed(
         "special modes as a FIFO",
-        &root,
+        "root",
+        |root| mkfifo(&root.join(".fruix-special-modes")).unwrap(),
         &[".fruix-special-modes", "is a FIFO, not a regular file"],
     );
 }
@@ -130,37 +127,41 @@ fn special_modes_fifo_is_refused_promptly() {
 fn promotion_scm_device_or_oversized_is_refused_without_reading() {
     let s = PopulatedStore::new();
 
-    let root = s.sample("device");
-    let path = root.join("promotion.scm");
-    fs::remove_file(&path).unwrap();
-    // SAFETY: valid NUL-terminated path; 1,5 is /dev/zero's device number.
-    let status = unsafe {
-        libc::mknod(
-            c_path(&path).as_ptr(),
-            libc::S_IFCHR | 0o644,
-            libc::makedev(1, 5),
-        )
+    let device = |root: &Path| {
+        let path = root.join("promotion.scm");
+        fs::remove_file(&path).unwrap();
+        // SAFETY: valid NUL-terminated path; 1,5 is /dev/zero's device number.
+        let status = unsafe {
+            libc::mknod(
+                c_path(&path).as_ptr(),
+                libc::S_IFCHR | 0o644,
+                libc::makedev(1, 5),
+            )
+        };
+        assert_eq!(
+            status,
+            0,
+            "this test makes a device node and needs root (run scripts/test.sh as root): {}",
+            std::io::Error::last_os_error()
+        );
     };
-    assert_eq!(
-        status,
-        0,
-        "this test makes a device node and needs root (run scripts/test.sh as root): {}",
-        std::io::Error::last_os_error()
-    );
-    s.refuses(
+    s.refuses_changed(
         "promotion.scm as a character device",
-        &root,
+        "device",
+        device,
         &["promotion.scm", "is a character device, not a regular file"],
     );
 
-    let root = s.sample("oversized");
-    let path = root.join("promotion.scm");
-    let mut text = fs::read_to_string(&path).unwrap();
-    text.push_str(&format!(";{}\n", "x".repeat(2 << 20)));
-    fs::write(&path, text).unwrap();
-    s.refuses(
+    let oversized = |root: &Path| {
+        let path = root.join("promotion.scm");
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str(&format!(";{}\n", "x".repeat(2 << 20)));
+        fs::write(&path, text).unwrap();
+    };
+    s.refuses_changed(
         "a 2 MiB promotion.scm",
-        &root,
+        "oversized",
+        oversized,
         &["promotion.scm", "is larger than 1048576 bytes"],
     );
 }

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use serde_json::Value;
 
 use crate::util::{
-    failed_with, fixture_source, fruix, require_tool, run, run_ok, store_and_state, strings_of,
-    wait_until,
+    element_with, failed_with, fixture_source, fruix, require_tool, run, run_ok, store_and_state,
+    strings_of, wait_until,
 };
 
 /// The exit statuses of `fruix matrix run`.
@@ -136,12 +136,7 @@ pub fn describe(out: &Output) -> String {
 
 /// The cell of `report` with id `id`.
 pub fn cell<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no cell {id} in {report:#}"))
+    element_with(&report["cells"], "id", id)
 }
 
 /// The most attempts running at once, per machine ("local" included) and in
@@ -286,8 +281,7 @@ fn nondeterminism_is_reported_as_divergence_naming_the_file() {
     let out = run(m.command(&["--diff", "diffoscope"]).env("PATH", &path));
     assert_eq!(out.status.code(), Some(DIVERGENCE), "{}", describe(&out));
     let report = m.report();
-    let agreement = report["agreement"].as_array().unwrap();
-    let world = agreement.iter().find(|a| a["artifact"] == "world").unwrap();
+    let world = element_with(&report["agreement"], "artifact", "world");
     assert_eq!(world["agree"], false);
     let differences = world["differences"].as_array().unwrap();
     assert_eq!(differences.len(), 1, "{world:#}");
@@ -298,10 +292,7 @@ fn nondeterminism_is_reported_as_divergence_naming_the_file() {
     assert_ne!(d["first"]["sha256"], d["second"]["sha256"]);
     assert_eq!(d["first"]["mode"], "0444");
     assert!(d["first"]["size"].as_u64().is_some());
-    let kernel = agreement
-        .iter()
-        .find(|a| a["artifact"] == "kernel")
-        .unwrap();
+    let kernel = element_with(&report["agreement"], "artifact", "kernel");
     assert_eq!(kernel["agree"], true, "only the world is non-deterministic");
     // diffoscope ran on the differing file of both store objects.
     let diffoscope = &world["diffoscope"][0];

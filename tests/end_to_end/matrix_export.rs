@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::matrix::{describe, Matrix};
 use crate::matrix_split::{differences, normalized, normalized_junit, path_text, read_json};
-use crate::util::{fruix, run, run_ok};
+use crate::util::{element_with, failed_with, fruix, run, run_ok, strings_of};
 
 /// The virtual environment of `scripts/python-tools.sh` (which returns at
 /// once when it is there and matches the pinned versions).
@@ -96,13 +96,9 @@ fn github_actions_and_gitlab_ci_exports_validate_against_the_engines_schemas() {
     let cell = &gh["jobs"]["cell"];
     assert_eq!(cell["strategy"]["fail-fast"], false);
     assert_eq!(cell["strategy"]["max-parallel"], 2);
-    let include = cell["strategy"]["matrix"]["include"].as_array().unwrap();
-    let listed: Vec<&str> = include
-        .iter()
-        .map(|c| c["cell"].as_str().unwrap())
-        .collect();
-    assert_eq!(listed, ids);
-    let runs_on = |id: &str| include.iter().find(|c| c["cell"] == id).unwrap()["runs-on"].clone();
+    let include = &cell["strategy"]["matrix"]["include"];
+    assert_eq!(strings_of(include, "cell"), ids);
+    let runs_on = |id: &str| element_with(include, "cell", id)["runs-on"].clone();
     assert_eq!(
         runs_on("mini-sh-GENERIC"),
         serde_json::json!(["self-hosted", "freebsd"])
@@ -112,12 +108,7 @@ fn github_actions_and_gitlab_ci_exports_validate_against_the_engines_schemas() {
         runs_on("local-GENERIC-builder-2"),
         serde_json::json!(["big"])
     );
-    let run_step = cell["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "fruix matrix run-cell")
-        .unwrap();
+    let run_step = element_with(&cell["steps"], "name", "fruix matrix run-cell");
     assert_eq!(
         run_step["run"],
         "fruix matrix run-cell matrix.scm --cell \"$FRUIX_CELL\" --report-dir fruix-cell --store /frx/store"
@@ -184,21 +175,11 @@ fn export_refuses_runner_tags_for_what_the_matrix_does_not_have() {
   (runner-tags (default "w1") (cell "nope" "w2"))"#,
     );
     let out = export(&m, "github-actions", "gh.yml", &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("names cell \"nope\""),
-        "{}",
-        describe(&out)
-    );
+    failed_with("github-actions", &out, 2, &["names cell \"nope\""]);
     assert!(!m.path("gh.yml").exists());
     let m = Matrix::new(r#"  (axes (executor "local"))"#);
     let out = export(&m, "buildbot", "fruix_matrix.py", &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("names no Buildbot workers"),
-        "{}",
-        describe(&out)
-    );
+    failed_with("buildbot", &out, 2, &["names no Buildbot workers"]);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 use crate::matrix::{describe, external_executors, Matrix};
-use crate::util::{fruix, run};
+use crate::util::{element_with, fruix, run};
 
 const DIVERGENCE: i32 = 6;
 const MATRIX_FAILURE: i32 = 5;
@@ -216,13 +216,7 @@ fn a_divergence_is_shown_file_by_file_when_the_store_holds_the_cells_objects() {
         assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     }
     let world = |report: &Value| -> Value {
-        report["agreement"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["artifact"] == "world")
-            .unwrap()
-            .clone()
+        element_with(&report["agreement"], "artifact", "world").clone()
     };
     // With the store: the differing file is named.
     let mut cmd = collect(&m, "with-store");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::matrix::{cell, describe, peak_concurrency, Matrix, DIVERGENCE};
 use crate::sshd::Sshd;
+use crate::util::element_with;
 
 /// A machines file entry for `sshd` named `name`.
 fn machine(sshd: &Sshd, name: &str, speed: f64, slots: u32) -> String {
@@ -107,12 +108,7 @@ fn nondeterminism_diverges_between_executors() {
     let out = m.run(&[]);
     assert_eq!(out.status.code(), Some(DIVERGENCE), "{}", describe(&out));
     let report = m.report();
-    let world = report["agreement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["artifact"] == "world")
-        .unwrap();
+    let world = element_with(&report["agreement"], "artifact", "world");
     assert_eq!(world["agree"], false);
     let differences = world["differences"].as_array().unwrap();
     assert_eq!(

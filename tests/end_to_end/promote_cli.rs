@@ -2,13 +2,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use fruix_core::testing::write_sample_result_root;
 use fruix_core::PromotionMetadata;
 
 use crate::util::{
-    fruix, key_values, promote_command, run, run_ok, sample_root, PopulatedStore, SmallFilesystem,
+    fruix, key_values, promote_command, run, run_json, run_ok, sample_root, spawn_piped,
+    spawn_silenced, verify_store, PopulatedStore, SmallFilesystem,
 };
 
 #[test]
@@ -38,8 +38,7 @@ fn summary_and_json_agree() {
         kv["result_store"].ends_with("-fruix-native-build-result-15.0-STABLE-guest-self-hosted")
     );
     assert!(kv["world_store"].starts_with(&store.canonicalize().unwrap().display().to_string()));
-    let json: serde_json::Value =
-        serde_json::from_str(&run_ok(&mut promote_command(&store, &root, &["--json"]))).unwrap();
+    let json = run_json(&mut promote_command(&store, &root, &["--json"]));
     assert_eq!(json["run_id"], "20260405T213444Z");
     assert_eq!(json["result_store"], kv["result_store"].as_str());
     for name in ["world", "kernel", "headers", "bootloader"] {
@@ -125,9 +124,7 @@ fn bad_inputs_change_nothing() {
         ),
     ];
     for (i, (what, breaker, expected)) in cases.into_iter().enumerate() {
-        let root = s.sample(&format!("bad{i}"));
-        breaker(&root);
-        s.refuses(what, &root, &[expected]);
+        s.refuses_changed(what, &format!("bad{i}"), breaker, &[expected]);
     }
 }
 
@@ -141,12 +138,11 @@ fn store_verify_exits_non_zero_on_corruption_and_list_shows_objects() {
         &["--quiet"],
     )));
     run_ok(fruix().args(["store", "verify", "--store"]).arg(&store));
-    let list: serde_json::Value = serde_json::from_str(&run_ok(
+    let list = run_json(
         fruix()
             .args(["store", "list", "--json", "--store"])
             .arg(&store),
-    ))
-    .unwrap();
+    );
     assert_eq!(list.as_array().unwrap().len(), 5);
     let kernel = Path::new(&kv["kernel_store"]);
     fs::set_permissions(
@@ -172,9 +168,11 @@ fn store_verify_exits_non_zero_on_corruption_and_list_shows_objects() {
     assert_eq!(bad["differences"][0]["path"], "./boot/kernel/extra.ko");
 }
 
-/// A result root big enough that promotion takes a while.
-fn big_root(dir: &Path) -> PathBuf {
-    let root = dir.join("big");
+/// A temporary directory holding a result root big enough that promotion
+/// takes a while; the root's path.
+fn big_root() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("big");
     write_sample_result_root(&root, "local", "20260405T213444Z", false).unwrap();
     for i in 0..1500 {
         let p = root.join(format!(
@@ -184,7 +182,7 @@ fn big_root(dir: &Path) -> PathBuf {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, vec![(i % 251) as u8; 20_000 + (i * 37) % 50_000]).unwrap();
     }
-    root
+    (dir, root)
 }
 
 /// Where in a promotion [`promotion_killed_at_any_point_leaves_no_partial_object`]
@@ -200,8 +198,7 @@ enum KillAt {
 #[test]
 fn promotion_killed_at_any_point_leaves_no_partial_object() {
     use crate::race::Inotify;
-    let dir = tempfile::tempdir().unwrap();
-    let root = big_root(dir.path());
+    let (dir, root) = big_root();
     let mut last_store = None;
     for (n, at) in [
         KillAt::Start,
@@ -217,11 +214,7 @@ fn promotion_killed_at_any_point_leaves_no_partial_object() {
         let inotify = Inotify::new();
         let store_wd = inotify.watch(&store, libc::IN_CREATE | libc::IN_MOVED_TO);
         let links_wd = inotify.watch(&store.join(".links"), libc::IN_MOVED_TO);
-        let mut child = promote_command(&store, &root, &["--quiet"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_silenced(&mut promote_command(&store, &root, &["--quiet"]));
         let reached = |e: &crate::race::Event| match at {
             KillAt::Start => true,
             KillAt::FirstPoolEntry => e.wd == links_wd,
@@ -255,11 +248,7 @@ fn promotion_killed_at_any_point_leaves_no_partial_object() {
     let store = last_store.unwrap();
     let kv = key_values(&run_ok(&mut promote_command(&store, &root, &[])));
     assert_eq!(kv["artifact_store_count"], "4");
-    run_ok(
-        fruix()
-            .args(["store", "verify", "--quiet", "--store"])
-            .arg(&store),
-    );
+    verify_store(&store);
     let leftovers: Vec<_> = fs::read_dir(&store)
         .unwrap()
         .flatten()
@@ -284,17 +273,10 @@ fn promotion_killed_at_any_point_leaves_no_partial_object() {
 
 #[test]
 fn concurrent_promote_processes_end_with_one_correct_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = big_root(dir.path());
+    let (dir, root) = big_root();
     let store = dir.path().join("store");
     let children: Vec<_> = (0..3)
-        .map(|_| {
-            promote_command(&store, &root, &["--json"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| spawn_piped(&mut promote_command(&store, &root, &["--json"])))
         .collect();
     let reports: Vec<serde_json::Value> = children
         .into_iter()
@@ -320,11 +302,7 @@ fn concurrent_promote_processes_end_with_one_correct_store() {
         .filter(|r| r["artifacts"]["world"]["new"] == true)
         .count();
     assert_eq!(created, 1, "exactly one process creates the world object");
-    run_ok(
-        fruix()
-            .args(["store", "verify", "--quiet", "--store"])
-            .arg(&store),
-    );
+    verify_store(&store);
 }
 
 #[test]

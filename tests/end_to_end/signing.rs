@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use fruix_promote::sign::{fingerprint, verify, PublicKey};
 use serde_json::Value;
 
-use crate::util::{fruix, run, run_ok, sample_root};
+use crate::util::{fruix, promote_command, promote_report, run, run_json, run_ok, sample_root};
 
 /// A key pair `name` in `dir`: (secret key file, public key text).
 pub fn key(dir: &Path, name: &str) -> (PathBuf, String) {
@@ -72,21 +72,7 @@ fn promote_signs_with_its_key_and_store_sign_adds_signatures() {
     assert_eq!(again.status.code(), Some(2), "{again:?}");
     let store = dir.path().join("store");
     let root = sample_root(dir.path(), "root");
-    let report: Value = serde_json::from_str(&run_ok(
-        fruix()
-            .args([
-                "native-build",
-                "promote",
-                "--json",
-                "--no-out-link",
-                "--sign-with",
-            ])
-            .arg(&secret)
-            .arg("--store")
-            .arg(&store)
-            .arg(&root),
-    ))
-    .unwrap();
+    let report = promote_report(&store, &root, &["--sign-with", secret.to_str().unwrap()]);
     let bundle = info(&store, report["result_store"].as_str().unwrap());
     assert!(signed_by(&bundle, &public), "{bundle:#}");
     assert!(!signed_by(&bundle, &other), "only by builder-1");
@@ -113,20 +99,10 @@ fn promote_signs_with_its_key_and_store_sign_adds_signatures() {
     assert!(signed_by(&w, &other));
     // FRUIX_SIGNING_KEY names the key for every promotion.
     let elsewhere = dir.path().join("store-2");
-    let report: Value = serde_json::from_str(&run_ok(
-        fruix()
-            .env("FRUIX_SIGNING_KEY", &secret)
-            .args([
-                "native-build",
-                "promote",
-                "--json",
-                "--no-out-link",
-                "--store",
-            ])
-            .arg(&elsewhere)
-            .arg(&root),
-    ))
-    .unwrap();
+    let report = run_json(
+        promote_command(&elsewhere, &root, &["--json", "--no-out-link"])
+            .env("FRUIX_SIGNING_KEY", &secret),
+    );
     let bundle = info(&elsewhere, report["result_store"].as_str().unwrap());
     assert!(signed_by(&bundle, &public), "{bundle:#}");
 }
@@ -137,12 +113,11 @@ fn an_unreadable_key_is_refused_before_anything_is_promoted() {
     let bad = dir.path().join("bad.sec");
     std::fs::write(&bad, "builder-1:not base64!\n").unwrap();
     let store = dir.path().join("store");
-    let out = run(fruix()
-        .args(["native-build", "promote", "--no-out-link", "--sign-with"])
-        .arg(&bad)
-        .arg("--store")
-        .arg(&store)
-        .arg(sample_root(dir.path(), "root")));
+    let out = run(&mut promote_command(
+        &store,
+        &sample_root(dir.path(), "root"),
+        &["--no-out-link", "--sign-with", bad.to_str().unwrap()],
+    ));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not base64"),
@@ -154,23 +129,15 @@ fn an_unreadable_key_is_refused_before_anything_is_promoted() {
 /// The machines file of one machine, `builder-1`, served by `sshd`, whose
 /// fruix signs with `secret` and is known to the host by `public`.
 fn signing_machine(sshd: &crate::sshd::Sshd, dir: &Path, secret: &Path, public: &str) -> PathBuf {
-    let machines = dir.join("machines.scm");
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    std::fs::write(
-        &machines,
-        format!(
-            "(fruix-machines\n  (machine (name \"builder-1\") (host \"127.0.0.1\") (port {}) (user \"{user}\")\n    (private-key \"{}\") (host-key \"{}\") (state-dir \"{}\") (helper \"{}\")\n    (signing-key \"{}\") (guest-signing-key \"{}\")))\n",
-            sshd.port,
-            sshd.identity().display(),
-            sshd.host_key(),
-            sshd.state_dir().display(),
+    sshd.machines_file(
+        dir,
+        &format!(
+            " (helper \"{}\")\n    (signing-key \"{}\") (guest-signing-key \"{}\")",
             env!("CARGO_BIN_EXE_fruix"),
             public.trim(),
             secret.display()
         ),
     )
-    .unwrap();
-    machines
 }
 
 /// `fruix build --executor guest-self-hosted` of the miniature tree on

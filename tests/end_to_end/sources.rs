@@ -2,12 +2,15 @@
 //! is one source object and gives the same artifacts; a git checkout's
 //! commit and dirtiness are recorded; ignored build output is left out.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{fixture_source, fruix, require_tool, run_ok};
+use crate::util::{
+    fixture_source, fruix, require_tool, run_json, run_ok, store_and_state, verify_store,
+};
 
 /// A copy of the miniature FreeBSD tree at `dir/name`.
 fn checkout(dir: &Path, name: &str) -> PathBuf {
@@ -52,40 +55,35 @@ fn commit_all(tree: &Path) -> String {
 
 /// `fruix build --executor local --source SOURCE` into `dir`'s store, as JSON.
 fn build(dir: &Path, source: &Path, link: &str) -> Value {
-    let out = run_ok(
+    run_json(
         fruix()
             .args(["build", "--executor", "local", "--json", "--source"])
             .arg(source)
-            .arg("--store")
-            .arg(dir.join("store"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
+            .args(store_and_state(dir))
             .arg("--out-link")
             .arg(dir.join(link))
             .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"]),
-    );
-    serde_json::from_str(&out).unwrap()
+    )
 }
 
-/// `fruix source add DIR --json` into `dir`'s store.
-fn add(dir: &Path, source: &Path) -> Value {
-    let out = run_ok(
+/// `fruix COMMAND --json --store DIR/store OPERAND`, as JSON.
+fn json_on(dir: &Path, command: [&str; 2], operand: impl AsRef<OsStr>) -> Value {
+    run_json(
         fruix()
-            .args(["source", "add", "--json", "--store"])
+            .args(command)
+            .args(["--json", "--store"])
             .arg(dir.join("store"))
-            .arg(source),
-    );
-    serde_json::from_str(&out).unwrap()
+            .arg(operand),
+    )
+}
+
+/// `fruix source add SOURCE --json` into `dir`'s store.
+fn add(dir: &Path, source: &Path) -> Value {
+    json_on(dir, ["source", "add"], source)
 }
 
 fn info(dir: &Path, path: &str) -> Value {
-    let out = run_ok(
-        fruix()
-            .args(["store", "info", "--json", "--store"])
-            .arg(dir.join("store"))
-            .arg(path),
-    );
-    serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+    json_on(dir, ["store", "info"], path)[0].clone()
 }
 
 #[test]
@@ -106,20 +104,14 @@ fn two_checkouts_of_one_tree_give_the_same_artifacts() {
     assert!(path.ends_with("-freebsd-source-default"), "{path}");
     let referrers = run_ok(
         fruix()
-            .args(["store", "query", "--referrers", "--store"])
-            .arg(dir.path().join("store"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
+            .args(["store", "query", "--referrers"])
+            .args(store_and_state(dir.path()))
             .arg(path),
     );
     for bundle in [&a["result_store"], &b["result_store"]] {
         assert!(referrers.contains(bundle.as_str().unwrap()), "{referrers}");
     }
-    run_ok(
-        fruix()
-            .args(["store", "verify", "--quiet", "--store"])
-            .arg(dir.path().join("store")),
-    );
+    verify_store(&dir.path().join("store"));
 }
 
 #[test]
@@ -184,14 +176,11 @@ fn a_running_build_keeps_its_source_from_collections() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let tree = checkout(dir.path(), "src");
-    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
+    let store = dir.path().join("store");
     let mut child = fruix()
         .args(["build", "--executor", "local", "--verbose", "--source"])
         .arg(&tree)
-        .arg("--store")
-        .arg(&store)
-        .arg("--state-dir")
-        .arg(&state)
+        .args(store_and_state(dir.path()))
         .args(["--make-flag=-DNO_ROOT", "--make-flag=HOLD_BUILD=yes"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -212,10 +201,7 @@ fn a_running_build_keeps_its_source_from_collections() {
             fruix()
                 .args(["store"])
                 .args(extra)
-                .arg("--store")
-                .arg(&store)
-                .arg("--state-dir")
-                .arg(&state),
+                .args(store_and_state(dir.path())),
         )
     };
     assert!(gc(&["gc", "--quiet"]).status.success());
@@ -248,10 +234,7 @@ fn a_matrix_source_may_be_a_source_object() {
         fruix()
             .args(["matrix", "run", "--json"])
             .arg(&matrix)
-            .arg("--store")
-            .arg(dir.path().join("store"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state")),
+            .args(store_and_state(dir.path())),
     );
     assert!(out.status.success(), "{out:?}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use crate::sshd::Sshd;
-use crate::util::{fixture_source, fruix, require_tool, run, run_ok};
+use crate::util::{fixture_source, fruix, require_tool, run, run_ok, store_and_state};
 
 /// Generates a key of `kind` with `passphrase` next to the server's files and
 /// authorizes it.
@@ -50,10 +50,7 @@ fn build(
         "--source",
     ])
     .arg(fixture_source())
-    .arg("--state-dir")
-    .arg(host.join("state"))
-    .arg("--store")
-    .arg(host.join("store"))
+    .args(store_and_state(host))
     .arg("--result-root")
     .arg(host.join(name))
     .args(sshd.guest_options())

@@ -47,6 +47,14 @@ fn probe(sshd: &Sshd, extra: &[&str]) -> (Option<i32>, String) {
     probe_as(sshd, None, extra)
 }
 
+/// [`probe_as`], which must be refused as a system failure (exit status 3);
+/// its stderr.
+fn refused(sshd: &Sshd, identity: Option<&std::path::Path>, extra: &[&str]) -> String {
+    let (code, stderr) = probe_as(sshd, identity, extra);
+    assert_eq!(code, Some(3), "{stderr}");
+    stderr
+}
+
 #[test]
 fn missing_source_in_the_guest_is_named() {
     let sshd = Sshd::trusted();
@@ -61,8 +69,7 @@ fn missing_source_in_the_guest_is_named() {
 #[test]
 fn unknown_host_key_is_refused_then_accepted_with_accept_new_host_key() {
     let sshd = Sshd::start();
-    let (code, stderr) = probe(&sshd, &[]);
-    assert_eq!(code, Some(3), "{stderr}");
+    let stderr = refused(&sshd, None, &[]);
     assert!(
         stderr.contains("is not known") && stderr.contains("SHA256:"),
         "{stderr}"
@@ -109,8 +116,7 @@ fn changed_host_key_is_refused_even_with_accept_new_host_key() {
     let mut sshd = Sshd::trusted();
     sshd.restart_with_new_host_key();
     for extra in [&[][..], &["--accept-new-host-key"][..]] {
-        let (code, stderr) = probe(&sshd, extra);
-        assert_eq!(code, Some(3), "{stderr}");
+        let stderr = refused(&sshd, None, extra);
         assert!(
             stderr.contains("HAS CHANGED") && stderr.contains("man in the middle"),
             "{stderr}"
@@ -124,8 +130,7 @@ fn wrong_user_key_is_refused_with_a_clear_message() {
     let sshd = Sshd::trusted();
     let other = sshd.dir.path().join("other_key");
     keygen(&other);
-    let (code, stderr) = probe_as(&sshd, Some(&other), &[]);
-    assert_eq!(code, Some(3), "{stderr}");
+    let stderr = refused(&sshd, Some(&other), &[]);
     assert!(
         stderr.contains("refused authentication as user")
             && stderr.contains(&other.display().to_string())
@@ -138,19 +143,7 @@ fn wrong_user_key_is_refused_with_a_clear_message() {
 fn machines_file_with_a_pinned_host_key_replaces_known_hosts() {
     let sshd = Sshd::start();
     let host = tempfile::tempdir().unwrap();
-    let machines = host.path().join("machines.scm");
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    std::fs::write(
-        &machines,
-        format!(
-            "(fruix-machines\n  (machine (name \"builder-1\") (host \"127.0.0.1\") (port {}) (user \"{user}\")\n    (private-key \"{}\") (host-key \"{}\") (state-dir \"{}\")))\n",
-            sshd.port,
-            sshd.identity().display(),
-            sshd.host_key(),
-            sshd.state_dir().display()
-        ),
-    )
-    .unwrap();
+    let machines = sshd.machines_file(host.path(), "");
     let out = run(build_on(&machines, "builder-1")
         .arg("--result-root")
         .arg(host.path().join("r")));

@@ -64,6 +64,15 @@ pub fn tampered_build_fresh(sshd: &Sshd, after: &str, config: &[&str]) -> (TempD
     (host, outcome)
 }
 
+/// [`tampered_build_fresh`], which must be refused as invalid input (exit
+/// status 4) leaving [`nothing_partial`]; the host directory and stderr.
+pub fn import_refused(sshd: &Sshd, after: &str, config: &[&str]) -> (TempDir, String) {
+    let (host, (code, stderr)) = tampered_build_fresh(sshd, after, config);
+    assert_eq!(code, Some(4), "{stderr}");
+    nothing_partial(host.path());
+    (host, stderr)
+}
+
 /// No staging directory is left next to the result root, and the result
 /// root (if any) cannot be promoted.
 pub fn nothing_partial(host: &Path) {
@@ -85,11 +94,9 @@ pub fn nothing_partial(host: &Path) {
 #[test]
 fn tree_changed_in_the_guest_after_signing_is_refused() {
     let sshd = Sshd::trusted();
-    let (host, (code, stderr)) = tampered_build_fresh(&sshd, "chmod u+w \"$ROOT/artifacts/world/bin/sh\"; echo tampered >> \"$ROOT/artifacts/world/bin/sh\"", &[]);
-    assert_eq!(code, Some(4), "{stderr}");
+    let (host, stderr) = import_refused(&sshd, "chmod u+w \"$ROOT/artifacts/world/bin/sh\"; echo tampered >> \"$ROOT/artifacts/world/bin/sh\"", &[]);
     assert!(stderr.contains("tree signature mismatch"), "{stderr}");
     assert!(stderr.contains("artifacts/world"), "{stderr}");
-    nothing_partial(host.path());
     assert!(crate::util::nothing_promoted(&host.path().join("store")));
 }
 
@@ -125,10 +132,8 @@ fn setuid_bits_are_never_created_and_a_setuid_file_added_to_a_signed_tree_is_ref
     );
     assert!(!recorded.contains("logs/evil"), "{recorded}");
 
-    let (host, (code, stderr)) = tampered_build_fresh(&sshd, "cp /bin/true \"$ROOT/artifacts/world/bin/evil\"; chmod 4755 \"$ROOT/artifacts/world/bin/evil\"", &[]);
-    assert_eq!(code, Some(4), "{stderr}");
+    let (_, stderr) = import_refused(&sshd, "cp /bin/true \"$ROOT/artifacts/world/bin/evil\"; chmod 4755 \"$ROOT/artifacts/world/bin/evil\"", &[]);
     assert!(stderr.contains("tree signature mismatch"), "{stderr}");
-    nothing_partial(host.path());
 }
 
 #[test]

@@ -179,6 +179,26 @@ impl Sshd {
         ]
     }
 
+    /// Writes `dir/machines.scm` holding one machine, `builder-1`: this
+    /// server, its host key pinned, with `extra` (more fields of its record)
+    /// after its state directory. Returns the file's path.
+    pub fn machines_file(&self, dir: &Path, extra: &str) -> PathBuf {
+        let machines = dir.join("machines.scm");
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        std::fs::write(
+            &machines,
+            format!(
+                "(fruix-machines\n  (machine (name \"builder-1\") (host \"127.0.0.1\") (port {}) (user \"{user}\")\n    (private-key \"{}\") (host-key \"{}\") (state-dir \"{}\"){extra}))\n",
+                self.port,
+                self.identity().display(),
+                self.host_key(),
+                self.state_dir().display()
+            ),
+        )
+        .unwrap();
+        machines
+    }
+
     /// Where the guest keeps the source objects it is sent.
     pub fn guest_store(&self) -> PathBuf {
         self.dir.path().join("guest-store")

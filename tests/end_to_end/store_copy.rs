@@ -9,13 +9,16 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::signing::{info, key, signed_by};
 use crate::sshd::{script, Sshd};
-use crate::util::{fruix, promote_command, require_tool, run, run_ok, sample_root, wait_until};
+use crate::util::{
+    fruix, json_error, object_names, promote_report, require_tool, run, run_ok, sample_root,
+    spawn_silenced, wait_until,
+};
 
 /// Two stores at one path: `dir/store` here, `dir/remote` over there.
 struct TwoStores {
@@ -89,30 +92,17 @@ impl TwoStores {
 
     /// The other side's objects, by name.
     fn remote_objects(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.dir.path().join("remote"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
-        names.sort();
-        names
+        object_names(&self.dir.path().join("remote"))
     }
 
     /// Promotes a sample result root here, signed: its bundle and its four
     /// artifacts. Returns the bundle's and the artifacts' paths.
     fn promoted(&self, root: &Path) -> (String, Vec<String>) {
-        let report: Value = serde_json::from_str(&run_ok(&mut promote_command(
+        let report = promote_report(
             &self.store(),
             root,
-            &[
-                "--json",
-                "--no-out-link",
-                "--sign-with",
-                self.secret.to_str().unwrap(),
-            ],
-        )))
-        .unwrap();
+            &["--sign-with", self.secret.to_str().unwrap()],
+        );
         let artifacts = report["artifacts"]
             .as_object()
             .unwrap()
@@ -203,15 +193,7 @@ fn a_copy_sends_only_what_the_other_store_lacks_and_a_second_sends_nothing() {
         "--from",
         &["--recursive", "--trusted-key", stranger.trim(), &bundle],
     ));
-    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
-    let error: Value = serde_json::from_slice(&refused.stdout).unwrap();
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("does not trust (builder-1)"),
-        "{error:#}"
-    );
+    json_error(&refused, 4, "does not trust (builder-1)");
     assert!(std::fs::read_dir(t.store())
         .unwrap()
         .flatten()
@@ -238,12 +220,7 @@ fn a_killed_copy_leaves_no_partial_object_on_the_other_side() {
     }
     drop(writer);
     let (bundle, _) = t.promoted(&root);
-    let mut copy = t.copy("--to", &["--recursive", &bundle]);
-    let mut child = copy
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_silenced(&mut t.copy("--to", &["--recursive", &bundle]));
     // Once the other side is writing more than a mebibyte into its pool,
     // it is receiving the big file: kill the copy there.
     let pool = t.dir.path().join("remote/.links");
@@ -297,14 +274,6 @@ fn a_copy_to_an_unknown_host_is_refused_before_anything_is_sent() {
     let (bundle, _) = t.promoted(&sample_root(t.dir.path(), "root"));
     std::fs::write(t.sshd.known_hosts(), "").unwrap();
     let out = run(&mut t.copy("--to", &["--recursive", &bundle]));
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("SHA256:"),
-        "{error:#}"
-    );
+    json_error(&out, 3, "SHA256:");
     assert!(t.remote_objects().is_empty());
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use fruix_core::testing::write_sample_result_root;
 use serde_json::Value;
 
-use crate::util::{fruix, run, run_ok, snapshot};
+use crate::util::{fruix, object_names, run, run_ok, snapshot, spawn_silenced, strings_of};
 
 /// A store and a state directory in a temporary directory.
 struct Lab {
@@ -76,14 +76,7 @@ impl Lab {
 
     /// The store's object directories.
     fn objects(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.store())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
-        names.sort();
-        names
+        object_names(&self.store())
     }
 
     /// Pool entries no object links.
@@ -101,12 +94,29 @@ impl Lab {
     }
 }
 
+/// The store path of a promotion report's bundle.
+fn bundle_of(report: &Value) -> &str {
+    report["result_store"].as_str().unwrap()
+}
+
+/// The store path of a promotion report's world artifact.
+fn world_of(report: &Value) -> &str {
+    report["artifacts"]["world"]["store_path"].as_str().unwrap()
+}
+
 /// The store path of a promotion report's bundle and artifacts.
 fn closure_of(report: &Value) -> Vec<String> {
-    let mut paths = vec![report["result_store"].as_str().unwrap().to_string()];
+    let mut paths = vec![bundle_of(report).to_string()];
     for a in report["artifacts"].as_object().unwrap().values() {
         paths.push(a["store_path"].as_str().unwrap().to_string());
     }
+    paths.sort();
+    paths
+}
+
+/// The `path` of each element of the JSON array `objects`, sorted.
+fn sorted_paths(objects: &Value) -> Vec<&str> {
+    let mut paths = strings_of(objects, "path");
     paths.sort();
     paths
 }
@@ -119,9 +129,11 @@ fn name_of(path: &str) -> String {
         .into_owned()
 }
 
-/// A rooted run (A), an unrooted run of the same artifacts (B) and an
-/// unrooted run of other artifacts with content of their own (C).
-fn three_runs(lab: &Lab) -> (Value, Value, Value) {
+/// A new [`Lab`] holding a rooted run (A), an unrooted run of the same
+/// artifacts (B) and an unrooted run of other artifacts with content of
+/// their own (C), with their promotion reports.
+fn three_runs() -> (Lab, [Value; 3]) {
+    let lab = Lab::new();
     let a = lab.promote(
         &lab.root("a", "local", "20260101T000000Z", None),
         Some("result-a"),
@@ -131,35 +143,24 @@ fn three_runs(lab: &Lab) -> (Value, Value, Value) {
         &lab.root("c", "jail", "20260103T000000Z", Some("only C has this")),
         None,
     );
-    (a, b, c)
+    (lab, [a, b, c])
 }
 
 #[test]
 fn gc_removes_exactly_the_unreachable_closure_and_orphaned_pool_entries() {
-    let lab = Lab::new();
-    let (a, b, c) = three_runs(&lab);
+    let (lab, [a, b, c]) = three_runs();
     let rooted = closure_of(&a);
     let before: Vec<Vec<String>> = rooted.iter().map(|p| snapshot(Path::new(p))).collect();
     let mut dead: Vec<String> = closure_of(&c);
-    dead.push(b["result_store"].as_str().unwrap().to_string());
+    dead.push(bundle_of(&b).to_string());
     dead.sort();
-    let removed = |report: &Value| {
-        let mut paths: Vec<String> = report["objects"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["path"].as_str().unwrap().to_string())
-            .collect();
-        paths.sort();
-        paths
-    };
     // A dry run lists what would go, and removes nothing.
     let objects = lab.objects();
     let dry = lab.json("gc", &["--dry-run"]);
-    assert_eq!(removed(&dry), dead);
+    assert_eq!(sorted_paths(&dry["objects"]), dead);
     assert_eq!(lab.objects(), objects);
     let report = lab.json("gc", &[]);
-    assert_eq!(removed(&report), dead);
+    assert_eq!(sorted_paths(&report["objects"]), dead);
     assert_eq!(report["kept"], rooted.len());
     assert_eq!(report["pool_entries"], 1, "C's own file: {report}");
     assert_eq!(lab.orphaned_pool_entries(), 0);
@@ -175,8 +176,7 @@ fn gc_removes_exactly_the_unreachable_closure_and_orphaned_pool_entries() {
 
 #[test]
 fn result_links_are_roots_until_removed_then_dead_and_collected() {
-    let lab = Lab::new();
-    let (a, _, _) = three_runs(&lab);
+    let (lab, [a, _, _]) = three_runs();
     let roots = lab.json("roots", &[]);
     assert_eq!(roots.as_array().unwrap().len(), 1, "{roots}");
     assert_eq!(roots[0]["link"], lab.path("result-a").to_str().unwrap());
@@ -197,10 +197,9 @@ fn result_links_are_roots_until_removed_then_dead_and_collected() {
 
 #[test]
 fn queries_follow_the_bundle_to_artifacts_graph() {
-    let lab = Lab::new();
-    let (a, b, _) = three_runs(&lab);
-    let bundle = a["result_store"].as_str().unwrap();
-    let world = a["artifacts"]["world"]["store_path"].as_str().unwrap();
+    let (lab, [a, b, _]) = three_runs();
+    let bundle = bundle_of(&a);
+    let world = world_of(&a);
     let paths = |v: Value| -> Vec<String> {
         let mut p: Vec<String> = serde_json::from_value(v).unwrap();
         p.sort();
@@ -212,10 +211,7 @@ fn queries_follow_the_bundle_to_artifacts_graph() {
         paths(lab.json("query", &["--references", bundle])),
         artifacts
     );
-    let mut bundles = vec![
-        bundle.to_string(),
-        b["result_store"].as_str().unwrap().to_string(),
-    ];
+    let mut bundles = vec![bundle.to_string(), bundle_of(&b).to_string()];
     bundles.sort();
     assert_eq!(paths(lab.json("query", &["--referrers", world])), bundles);
     assert_eq!(
@@ -244,18 +240,8 @@ fn queries_follow_the_bundle_to_artifacts_graph() {
     let list = run_ok(&mut lab.store_command("list", &[]));
     let header: Vec<&str> = list.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
-        header,
-        [
-            "KIND",
-            "ARTIFACT",
-            "VERSION",
-            "EXECUTOR",
-            "KERNCONF",
-            "RUN-ID",
-            "REGISTERED",
-            "SIZE",
-            "PATH"
-        ]
+        header.join(" "),
+        "KIND ARTIFACT VERSION EXECUTOR KERNCONF RUN-ID REGISTERED SIZE PATH"
     );
     assert_eq!(list.lines().count(), 1 + lab.objects().len());
     let bundles_listed = lab.json("list", &["--kind", "bundle"]);
@@ -272,9 +258,8 @@ fn queries_follow_the_bundle_to_artifacts_graph() {
 
 #[test]
 fn delete_refuses_what_is_referenced_or_rooted_and_removes_the_rest() {
-    let lab = Lab::new();
-    let (a, b, _) = three_runs(&lab);
-    let world = a["artifacts"]["world"]["store_path"].as_str().unwrap();
+    let (lab, [a, b, _]) = three_runs();
+    let world = world_of(&a);
     let refused = |path: &str, says: &str| {
         let out = run(&mut lab.store_command("delete", &[path]));
         assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -282,38 +267,31 @@ fn delete_refuses_what_is_referenced_or_rooted_and_removes_the_rest() {
         assert!(stderr.contains(says), "{stderr}");
     };
     refused(world, "still in use by");
-    refused(a["result_store"].as_str().unwrap(), "the root");
+    refused(bundle_of(&a), "the root");
     let objects = lab.objects();
     assert_eq!(lab.objects(), objects, "a refusal removes nothing");
-    let gone = run_ok(&mut lab.store_command("delete", &[b["result_store"].as_str().unwrap()]));
-    assert_eq!(gone.trim(), b["result_store"].as_str().unwrap());
-    assert!(!Path::new(b["result_store"].as_str().unwrap()).exists());
+    let gone = run_ok(&mut lab.store_command("delete", &[bundle_of(&b)]));
+    assert_eq!(gone.trim(), bundle_of(&b));
+    assert!(!Path::new(bundle_of(&b)).exists());
     lab.verified();
 }
 
 #[test]
 fn a_store_written_before_the_registry_is_registered_on_first_use() {
-    let lab = Lab::new();
-    let (a, b, c) = three_runs(&lab);
+    let (lab, [a, b, c]) = three_runs();
     // The store as the release before the registry wrote it: the same
     // objects, no `.fruix` directory.
     std::fs::remove_dir_all(lab.store().join(".fruix")).unwrap();
     let listed = lab.json("list", &[]);
-    let mut paths: Vec<String> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["path"].as_str().unwrap().to_string())
-        .collect();
-    paths.sort();
+    let paths = sorted_paths(&listed);
     let mut expected: Vec<String> = [closure_of(&a), closure_of(&c)].concat();
-    expected.push(b["result_store"].as_str().unwrap().to_string());
+    expected.push(bundle_of(&b).to_string());
     expected.sort();
     assert_eq!(paths, expected);
-    let world = a["artifacts"]["world"]["store_path"].as_str().unwrap();
+    let world = world_of(&a);
     let referrers = lab.json("query", &["--referrers", world]);
     assert_eq!(referrers.as_array().unwrap().len(), 2, "{referrers}");
-    let bundle = lab.json("info", &[a["result_store"].as_str().unwrap()]);
+    let bundle = lab.json("info", &[bundle_of(&a)]);
     assert_eq!(bundle[0]["kernconf"], "GENERIC");
     lab.verified();
     // And collected as usual: A is still rooted.
@@ -324,9 +302,8 @@ fn a_store_written_before_the_registry_is_registered_on_first_use() {
 
 #[test]
 fn verify_reports_registered_objects_that_are_missing_and_repair_unregisters_them() {
-    let lab = Lab::new();
-    let (a, _, _) = three_runs(&lab);
-    let bundle = a["result_store"].as_str().unwrap();
+    let (lab, [a, _, _]) = three_runs();
+    let bundle = bundle_of(&a);
     // A registered bundle whose directory went away behind fruix's back.
     // (Read-only directories: the tests run as root, as scripts/test.sh does.)
     std::fs::remove_dir_all(bundle).unwrap();
@@ -342,10 +319,9 @@ fn verify_reports_registered_objects_that_are_missing_and_repair_unregisters_the
 
 #[test]
 fn an_unregistered_object_is_invisible_and_collected() {
-    let lab = Lab::new();
-    let (a, _, _) = three_runs(&lab);
+    let (lab, [a, _, _]) = three_runs();
     // A promotion killed between publishing and registering leaves this.
-    let world = a["artifacts"]["world"]["store_path"].as_str().unwrap();
+    let world = world_of(&a);
     let copy = lab.store().join("f".repeat(40) + &name_of(world)[40..]);
     let status = Command::new("cp")
         .arg("-a")
@@ -385,8 +361,7 @@ fn gc_killed_at_any_point_leaves_a_store_verify_accepts() {
         KillAt::FirstPoolEntryRemoved,
         KillAt::ResultRootRemoved,
     ] {
-        let lab = Lab::new();
-        let (a, _, _) = three_runs(&lab);
+        let (lab, [a, _, _]) = three_runs();
         for i in 0..8 {
             let root = lab.root(
                 &format!("x{i}"),
@@ -404,12 +379,8 @@ fn gc_killed_at_any_point_leaves_a_store_verify_accepts() {
         let store = inotify.watch(&lab.store(), libc::IN_MOVED_TO);
         let links = inotify.watch(&lab.store().join(".links"), libc::IN_DELETE);
         let builds = inotify.watch(&lab.path("state/native-builds"), libc::IN_DELETE);
-        let mut child = lab
-            .store_command("gc", &["--quiet", "--older-than", "0s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child =
+            spawn_silenced(&mut lab.store_command("gc", &["--quiet", "--older-than", "0s"]));
         let reached = |e: &crate::race::Event| match at {
             KillAt::Start => true,
             KillAt::Unregistering => e.wd == meta,

@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -80,12 +80,46 @@ pub fn promote_command(store: &Path, root: &Path, options: &[&str]) -> Command {
     cmd
 }
 
+/// Promotes `root` into `store` with `--json --no-out-link` and `options`,
+/// which must succeed; returns its JSON report.
+pub fn promote_report(store: &Path, root: &Path, options: &[&str]) -> serde_json::Value {
+    let options = [&["--json", "--no-out-link"], options].concat();
+    run_json(&mut promote_command(store, root, &options))
+}
+
 /// Writes the sample result root of `fruix_core::testing` (executor
 /// guest-self-hosted, signed) at `dir/name`.
 pub fn sample_root(dir: &Path, name: &str) -> PathBuf {
+    sample_root_of(dir, name, "guest-self-hosted")
+}
+
+/// [`sample_root`] with the executor `executor`.
+pub fn sample_root_of(dir: &Path, name: &str, executor: &str) -> PathBuf {
     let root = dir.join(name);
-    write_sample_result_root(&root, "guest-self-hosted", "20260405T213444Z", true).unwrap();
+    write_sample_result_root(&root, executor, "20260405T213444Z", true).unwrap();
     root
+}
+
+/// Runs `fruix store verify --quiet` on `store`, which must pass.
+pub fn verify_store(store: &Path) {
+    run_ok(
+        fruix()
+            .args(["store", "verify", "--quiet", "--store"])
+            .arg(store),
+    );
+}
+
+/// The names of the objects in `store` (the entries whose names do not
+/// start with `.`), sorted.
+pub fn object_names(store: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
 }
 
 /// Runs `cmd` to completion, killing it and failing when it outlives
@@ -177,6 +211,21 @@ impl PopulatedStore {
         assert_eq!(snapshot(&self.store), self.before, "{what}: store changed");
         stderr
     }
+
+    /// Checks that promoting a new [`sample_root`] named `name`, changed by
+    /// `change`, is refused as [`PopulatedStore::refuses`] says; returns
+    /// stderr.
+    pub fn refuses_changed(
+        &self,
+        what: &str,
+        name: &str,
+        change: impl FnOnce(&Path),
+        expected: &[&str],
+    ) -> String {
+        let root = self.sample(name);
+        change(&root);
+        self.refuses(what, &root, expected)
+    }
 }
 
 /// The `key` string of each element of the JSON array `array`.
@@ -197,6 +246,54 @@ pub fn strings_of<'a>(array: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Starts `cmd` with its stdout and stderr going nowhere.
+pub fn spawn_silenced(cmd: &mut Command) -> Child {
+    spawn_with(cmd, Stdio::null)
+}
+
+/// Starts `cmd` with its stdout and stderr piped.
+pub fn spawn_piped(cmd: &mut Command) -> Child {
+    spawn_with(cmd, Stdio::piped)
+}
+
+fn spawn_with(cmd: &mut Command, output: fn() -> Stdio) -> Child {
+    cmd.stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+/// Runs `cmd`, which must succeed and print one JSON value; returns it.
+pub fn run_json(cmd: &mut Command) -> serde_json::Value {
+    let out = run_ok(cmd);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{cmd:?} printed no JSON ({e}): {out}"))
+}
+
+/// Checks that `out` failed with exit status `status` and that the JSON
+/// error on its stdout has a message holding `says`.
+pub fn json_error(out: &Output, status: i32, says: &str) {
+    assert_eq!(out.status.code(), Some(status), "{out:?}");
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains(says),
+        "{error:#}"
+    );
+}
+
+/// The element of the JSON array `array` whose `key` is `value`.
+pub fn element_with<'a>(
+    array: &'a serde_json::Value,
+    key: &str,
+    value: &str,
+) -> &'a serde_json::Value {
+    array
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {array}"))
+        .iter()
+        .find(|e| e[key] == value)
+        .unwrap_or_else(|| panic!("no element with {key} {value:?} in {array:#}"))
 }
 
 /// Runs `cmd` and expects success, returning stdout.

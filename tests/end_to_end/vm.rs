@@ -5,11 +5,14 @@
 //! console, Ctrl-C, and that no qemu process is ever left behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::util::{fixture_build, fruix, run, run_ok, wait_until};
+use crate::util::{
+    fixture_build, fruix, run, run_json, run_ok, spawn_piped, spawn_silenced, verify_store,
+    wait_until,
+};
 
 /// The guest image, built by `scripts/vm-image.sh` (which returns at once
 /// when the image is there and of its current layout).
@@ -125,6 +128,11 @@ impl Vm {
         }
     }
 
+    /// This guest, with a throw-away overlay on the image's blank disk.
+    fn with_disk(self) -> Vm {
+        Vm { disk: true, ..self }
+    }
+
     fn record(&self) -> String {
         let image = image();
         let disk = if self.disk {
@@ -208,11 +216,7 @@ fn start_on_silent_guest(dir: &Path, shutdown_timeout: u32) -> std::process::Chi
             ..Vm::silent("silent")
         }],
     );
-    vm_build(dir, &file, "silent")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    spawn_silenced(&mut vm_build(dir, &file, "silent"))
 }
 
 /// The pids of qemu processes whose command line names `marker` (a test's
@@ -348,21 +352,12 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 #[test]
 fn builds_in_the_guest_with_each_inner_mode_equal_a_local_build() {
     let dir = tempfile::tempdir().unwrap();
-    let file = machines(
-        dir.path(),
-        &[Vm {
-            disk: true,
-            ..Vm::builder("vm1")
-        }],
-    );
-    let local: serde_json::Value = serde_json::from_str(&run_ok(
-        fixture_build(fruix(), "local", dir.path(), "local").arg("--json"),
-    ))
-    .unwrap();
+    let file = machines(dir.path(), &[Vm::builder("vm1").with_disk()]);
+    let local = run_json(fixture_build(fruix(), "local", dir.path(), "local").arg("--json"));
     for inner in ["guest-self-hosted", "host-initiated"] {
         let mut cmd = vm_build_into(dir.path(), &file, "vm1", inner);
         cmd.args([&format!("--config=inner={inner}"), "--json"]);
-        let report: serde_json::Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+        let report = run_json(&mut cmd);
         let root = dir.path().join(inner);
         assert_eq!(
             signatures(&report),
@@ -382,28 +377,15 @@ fn builds_in_the_guest_with_each_inner_mode_equal_a_local_build() {
         assert!(qemu_processes(dir.path()).is_empty());
         assert_eq!(files_ending(dir.path(), ".qcow2"), Vec::<PathBuf>::new());
     }
-    run_ok(
-        fruix()
-            .args(["store", "verify", "--quiet", "--store"])
-            .arg(dir.path().join("store")),
-    );
+    verify_store(&dir.path().join("store"));
 }
 
 #[test]
 fn killing_the_emulator_mid_build_is_a_system_failure_leaving_no_guest_or_overlay() {
     let dir = tempfile::tempdir().unwrap();
-    let file = machines(
-        dir.path(),
-        &[Vm {
-            disk: true,
-            ..Vm::new("vm1")
-        }],
-    );
-    let mut cmd = vm_build(dir.path(), &file, "vm1");
-    cmd.arg("--config=inner=host-initiated")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
+    let file = machines(dir.path(), &[Vm::new("vm1").with_disk()]);
+    let child =
+        spawn_piped(vm_build(dir.path(), &file, "vm1").arg("--config=inner=host-initiated"));
     // host-initiated streams the guest's make output into the result
     // root's logs as it runs.
     let log = dir.path().join("root/logs/buildworld.log");
@@ -425,12 +407,9 @@ fn killing_the_emulator_mid_build_is_a_system_failure_leaving_no_guest_or_overla
     assert!(crate::util::nothing_promoted(&dir.path().join("store")));
 }
 
-#[test]
-fn a_matrix_over_local_and_a_vm_machine_agrees() {
-    let m = crate::matrix::Matrix::new(
-        "  (machines-file \"machines.scm\")\n  (axes (executor \"local\" \"vm\"))\n  (retries 0)\n  (config (vm (inner \"host-initiated\")))",
-    );
-    machines(m.dir.path(), &[Vm::new("vm1")]);
+/// Runs the matrix `m`, with the image's emulator, which must pass; returns
+/// its report.
+fn passing_matrix_run(m: &crate::matrix::Matrix) -> serde_json::Value {
     let mut cmd = m.command(&[]);
     with_emulator(&mut cmd);
     let out = run(&mut cmd);
@@ -440,7 +419,16 @@ fn a_matrix_over_local_and_a_vm_machine_agrees() {
         "{}",
         crate::matrix::describe(&out)
     );
-    let report = m.report();
+    m.report()
+}
+
+#[test]
+fn a_matrix_over_local_and_a_vm_machine_agrees() {
+    let m = crate::matrix::Matrix::new(
+        "  (machines-file \"machines.scm\")\n  (axes (executor \"local\" \"vm\"))\n  (retries 0)\n  (config (vm (inner \"host-initiated\")))",
+    );
+    machines(m.dir.path(), &[Vm::new("vm1")]);
+    let report = passing_matrix_run(&m);
     let cell = crate::matrix::cell(&report, "vm");
     assert_eq!(cell["machine"], "vm1", "{cell:#}");
     assert_eq!(cell["status"], "passed", "{cell:#}");
@@ -470,16 +458,7 @@ fn vm_machines_in_a_matrix_hold_their_slots_and_a_guest_that_cannot_boot_fails_o
             Vm::new("vm1"),
         ],
     );
-    let mut cmd = m.command(&[]);
-    with_emulator(&mut cmd);
-    let out = run(&mut cmd);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        crate::matrix::describe(&out)
-    );
-    let report = m.report();
+    let report = passing_matrix_run(&m);
     let cells = report["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 2, "{report:#}");
     let mut failed_over = 0;
