@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use fruix_core::collect::host_name;
-use fruix_core::executor::{Run, RunContext};
+use fruix_core::executor::{Capabilities, Executor, Run, RunContext};
 use fruix_core::promotion::PromotionMetadata;
 use fruix_core::{Error, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
@@ -119,21 +119,53 @@ impl Driver {
     }
 }
 
+/// The build driver on this machine as an executor, recorded as `name`:
+/// `local`, and the build inside a guest that `fruix native-build
+/// self-hosted` runs for `guest-self-hosted`.
+#[derive(Debug, Clone)]
+pub struct DriverExecutor {
+    /// The executor name and version recorded in `promotion.scm`.
+    pub name: &'static str,
+    pub version: &'static str,
+    /// The make program.
+    pub make: String,
+    /// Where work directories go (default: next to the result root).
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Executor for DriverExecutor {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn version(&self) -> &str {
+        self.version
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::local()
+    }
+
+    fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
+        Box::new(DriverRun { executor: self })
+    }
+}
+
 /// One run of the build driver on this machine: the work directory follows
 /// from the run's result root (under `work_dir` when given), so the run
 /// needs no state of its own. Its cleanup removes the work directory.
 #[derive(Debug, Clone, Copy)]
-pub struct DriverRun<'a> {
-    /// The executor name and version recorded in `promotion.scm`.
-    pub executor: &'static str,
-    pub executor_version: &'static str,
-    pub make: &'a str,
-    pub work_dir: Option<&'a Path>,
+struct DriverRun<'a> {
+    executor: &'a DriverExecutor,
 }
 
 impl DriverRun<'_> {
     fn work_dir(&self, ctx: &RunContext) -> Result<PathBuf> {
-        work_dir_for(&ctx.result_root, &ctx.request.run_id, self.work_dir)
+        work_dir_for(
+            &ctx.result_root,
+            &ctx.request.run_id,
+            self.executor.work_dir.as_deref(),
+        )
     }
 }
 
@@ -141,10 +173,10 @@ impl DriverRun<'_> {
 impl Run for DriverRun<'_> {
     async fn build(&mut self, ctx: &RunContext) -> Result<()> {
         let driver = Driver {
-            executor: self.executor.to_string(),
-            executor_version: self.executor_version.to_string(),
+            executor: self.executor.name.to_string(),
+            executor_version: self.executor.version.to_string(),
             layout: Layout {
-                make: self.make.to_string(),
+                make: self.executor.make.clone(),
                 source_dir: absolute_source(ctx.request.source_dir())?,
                 work_dir: self.work_dir(ctx)?,
             },

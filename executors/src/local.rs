@@ -21,10 +21,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fruix_core::executor::{Capabilities, Executor, ExecutorConfig, Run, RunContext};
+use fruix_core::executor::{Capabilities, Executor, ExecutorConfig};
 use fruix_core::{Error, Result};
 
-use crate::driver::{self, DriverRun};
+use crate::driver::{self, DriverExecutor};
 
 /// The registered name.
 pub const NAME: &str = "local";
@@ -60,7 +60,7 @@ fruix_core::register_executor!(LocalConfig);
 
 impl LocalConfig {
     /// Checks the configuration and makes the executor.
-    pub fn executor(self) -> Result<LocalExecutor> {
+    pub fn executor(self) -> Result<DriverExecutor> {
         let invalid = |message: String| Error::InvalidConfig {
             executor: NAME.to_string(),
             message,
@@ -81,39 +81,11 @@ impl LocalConfig {
                 )));
             }
         }
-        Ok(LocalExecutor {
+        Ok(DriverExecutor {
+            name: NAME,
+            version: VERSION,
             make,
             work_dir: self.work_dir,
-        })
-    }
-}
-
-/// Builds on this machine with the build driver.
-#[derive(Debug, Clone)]
-pub struct LocalExecutor {
-    make: String,
-    work_dir: Option<PathBuf>,
-}
-
-impl Executor for LocalExecutor {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn version(&self) -> &str {
-        VERSION
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        LocalConfig::capabilities()
-    }
-
-    fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
-        Box::new(DriverRun {
-            executor: NAME,
-            executor_version: VERSION,
-            make: &self.make,
-            work_dir: self.work_dir.as_deref(),
         })
     }
 }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use fruix_core::executor::{run_executor, BuildRequest, EventSink};
 use fruix_core::Error;
+use fruix_executors::guest::in_guest_build;
 use fruix_executors::guest::protocol::{Body, Message, Outcome};
-use fruix_executors::guest::InGuestBuild;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::SelfHostedArgs;
@@ -57,11 +57,10 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
         .state_dir
         .join("native-builds")
         .join(&request.run_id);
-    let executor = Arc::new(InGuestBuild {
-        make: args
-            .make
-            .unwrap_or_else(|| fruix_executors::driver::default_make().to_string()),
-    });
+    let executor =
+        Arc::new(in_guest_build(args.make.unwrap_or_else(|| {
+            fruix_executors::driver::default_make().to_string()
+        })));
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
     let (events, mut rx) = EventSink::channel();

@@ -58,7 +58,7 @@ pub use self::config::{
     GuestConfig, HostInitiatedConfig, ModeConfig, SelfHostedConfig, DEFAULT_HELPER,
     DEFAULT_STATE_DIR,
 };
-pub use self::in_guest::InGuestBuild;
+pub use self::in_guest::in_guest_build;
 pub use self::self_hosted::MIN_HELPER_VERSION;
 use crate::import::{self, ImportLimits, Staged};
 use crate::ssh::{
