@@ -79,29 +79,29 @@ pub fn export(matrix: &Path, format: Format, options: &ExportOptions) -> Result<
     let file = MatrixFile::read(matrix)?;
     let cells = cells(&file)?;
     let pinned: Vec<&str> = cells.iter().filter_map(|c| c.machine.as_deref()).collect();
-    for machine in file.runner_tags.machines.keys() {
-        if !pinned.contains(&machine.as_str()) {
-            return Err(Error::InvalidOption {
-                option: "runner-tags",
-                message: format!(
-                    "names machine {} of {}, to which no cell is pinned; remove it, or pin cells to it with the machine axis or include",
-                    fruix_core::escape::quoted(machine),
-                    matrix.display()
-                ),
-            });
-        }
+    let refused = |message: String| Error::InvalidOption {
+        option: "runner-tags",
+        message,
+    };
+    let quoted = fruix_core::escape::quoted;
+    let tags = &file.runner_tags;
+    if let Some(machine) = tags.machines.keys().find(|m| !pinned.contains(&m.as_str())) {
+        return Err(refused(format!(
+            "names machine {} of {}, to which no cell is pinned; remove it, or pin cells to it with the machine axis or include",
+            quoted(machine),
+            matrix.display()
+        )));
     }
-    for id in file.runner_tags.cells.keys() {
-        if !cells.iter().any(|c| &c.id == id) {
-            return Err(Error::InvalidOption {
-                option: "runner-tags",
-                message: format!(
-                    "names cell {}, which {} does not have (`fruix matrix plan` lists its cells)",
-                    fruix_core::escape::quoted(id),
-                    matrix.display()
-                ),
-            });
-        }
+    if let Some(id) = tags
+        .cells
+        .keys()
+        .find(|id| !cells.iter().any(|c| &c.id == *id))
+    {
+        return Err(refused(format!(
+            "names cell {}, which {} does not have (`fruix matrix plan` lists its cells)",
+            quoted(id),
+            matrix.display()
+        )));
     }
     if format == Format::Buildbot && file.runner_tags.default.is_empty() {
         return Err(Error::InvalidOption {

@@ -139,12 +139,8 @@ pub async fn fetch(
     limits: &ImportLimits,
 ) -> Result<Staged> {
     let dir = staging_dir(&ctx.result_root)?;
-    let mut channel = session.channel().await?;
     let script = format!("cd {} && exec tar -cf - .", shell_quote(remote_root));
-    channel
-        .exec(true, script)
-        .await
-        .map_err(|e| lost(session.target(), e))?;
+    let mut channel = session.exec(script).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
     let staging = dir.path().to_path_buf();
     let limits = *limits;

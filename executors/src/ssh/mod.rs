@@ -203,12 +203,18 @@ impl SshSession {
         self.max_line_bytes
     }
 
-    /// Opens a session channel (for one remote command).
-    pub(crate) async fn channel(&self) -> Result<russh::Channel<client::Msg>> {
-        self.handle
+    /// Opens a session channel and starts `command` on it.
+    pub(crate) async fn exec(&self, command: String) -> Result<russh::Channel<client::Msg>> {
+        let channel = self
+            .handle
             .channel_open_session()
             .await
-            .map_err(|e| lost(&self.target, e))
+            .map_err(|e| lost(&self.target, e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| lost(&self.target, e))?;
+        Ok(channel)
     }
 
     /// Closes the connection politely.

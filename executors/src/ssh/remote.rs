@@ -169,11 +169,7 @@ impl SshSession {
         cancel: &CancellationToken,
         mut on_line: impl FnMut(Stream, &str) + Send,
     ) -> Result<Option<RemoteExit>> {
-        let channel = self.channel().await?;
-        channel
-            .exec(true, wrap(script))
-            .await
-            .map_err(|e| lost(self.target(), e))?;
+        let channel = self.exec(wrap(script)).await?;
         // Stdin is sent while the output is read: a command that ends
         // without reading all of it (a guest refusing what it is sent) must
         // not leave the sender waiting for window space forever. Once the
@@ -270,11 +266,8 @@ impl SshSession {
     pub async fn kill_session(&self, sid: u32) {
         let script = kill_session_script(sid);
         let killed = async {
-            let mut channel = self.channel().await?;
-            channel
-                .exec(true, format!("exec /bin/sh -c {}", shell_quote(&script)))
-                .await
-                .map_err(|e| lost(self.target(), e))?;
+            let command = format!("exec /bin/sh -c {}", shell_quote(&script));
+            let mut channel = self.exec(command).await?;
             while channel.wait().await.is_some() {}
             Ok::<(), Error>(())
         };
@@ -301,11 +294,7 @@ impl SshSession {
     /// passed on through a buffer of `buffer` bytes, so a reader that stops
     /// reading stops the remote side (SSH flow control), never memory.
     pub async fn stdio(&self, script: &str, buffer: usize) -> Result<RemoteStdio> {
-        let channel = self.channel().await?;
-        channel
-            .exec(true, wrap(script))
-            .await
-            .map_err(|e| lost(self.target(), e))?;
+        let channel = self.exec(wrap(script)).await?;
         let (mut read, write) = channel.split();
         let stdin = Box::pin(write.make_writer());
         let (ours, stdout) = tokio::io::duplex(buffer);
