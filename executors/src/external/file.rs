@@ -109,20 +109,37 @@ pub struct ExternalSpec {
     pub origin: String,
     /// The directory of the executors file (`FRUIX_EXECUTOR_DIR`).
     pub dir: PathBuf,
-    pub build_failure_exit_code: i32,
-    pub system_failure_exit_code: i32,
+    pub exit_codes: ExitCodes,
     pub term_grace: Duration,
     pub capabilities: Capabilities,
     pub config_keys: Vec<ConfigKey>,
+    pub stages: Stages,
+}
+
+/// The statuses an external executor's commands exit with to say what
+/// failed (`build-failure-exit-code`, `system-failure-exit-code`); any
+/// other non-zero status is a system failure too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitCodes {
+    /// The build itself failed (default 1).
+    pub build_failure: i32,
+    /// The machine, the connection or the executor failed (default 2).
+    pub system_failure: i32,
+}
+
+/// An external executor's commands, one per stage; only `build` is
+/// required.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stages {
     pub prepare: Option<StageCommand>,
     pub build: StageCommand,
     pub collect: Option<StageCommand>,
     pub cleanup: Option<StageCommand>,
 }
 
-impl ExternalSpec {
+impl Stages {
     /// The command of `stage`, if the executor has one.
-    pub fn stage(&self, stage: Stage) -> Option<&StageCommand> {
+    pub fn get(&self, stage: Stage) -> Option<&StageCommand> {
         match stage {
             Stage::Prepare => self.prepare.as_ref(),
             Stage::Build => Some(&self.build),
@@ -216,10 +233,17 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
     let version = r.string("version")?;
     check_name("executor version", &version).map_err(|m| r.invalid("version", m))?;
     let description = r.string("description")?;
-    let build_failure_exit_code = exit_code(&mut r, "build-failure-exit-code", 1)?;
-    let system_failure_exit_code = exit_code(&mut r, "system-failure-exit-code", 2)?;
-    if build_failure_exit_code == system_failure_exit_code {
-        return Err(r.invalid("system-failure-exit-code", format!("equals build-failure-exit-code ({build_failure_exit_code}); give two different statuses"),
+    let exit_codes = ExitCodes {
+        build_failure: exit_code(&mut r, "build-failure-exit-code", 1)?,
+        system_failure: exit_code(&mut r, "system-failure-exit-code", 2)?,
+    };
+    if exit_codes.build_failure == exit_codes.system_failure {
+        return Err(r.invalid(
+            "system-failure-exit-code",
+            format!(
+                "equals build-failure-exit-code ({}); give two different statuses",
+                exit_codes.build_failure
+            ),
         ));
     }
     let term_grace = match r.opt_number("term-grace")? {
@@ -272,6 +296,12 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
             "missing; an external executor needs at least a build command",
         )
     })?;
+    let stages = Stages {
+        prepare,
+        build,
+        collect,
+        cleanup,
+    };
     r.finish()?;
     Ok(ExternalSpec {
         name,
@@ -279,15 +309,11 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
         description,
         origin,
         dir: dir.to_path_buf(),
-        build_failure_exit_code,
-        system_failure_exit_code,
+        exit_codes,
         term_grace,
         capabilities,
         config_keys,
-        prepare,
-        build,
-        collect,
-        cleanup,
+        stages,
     })
 }
 
@@ -373,29 +399,35 @@ mod tests {
         );
         assert_eq!(vm.origin, format!("{}:3", path.display()));
         assert_eq!(
-            (vm.build_failure_exit_code, vm.system_failure_exit_code),
+            (vm.exit_codes.build_failure, vm.exit_codes.system_failure),
             (1, 75)
         );
         assert_eq!(vm.term_grace, Duration::from_millis(1500));
         assert!(vm.capabilities.remote && vm.capabilities.cancellable);
         assert_eq!(vm.capabilities.target_arches, ["amd64"]);
         assert_eq!(vm.config_keys[0].name, "vm_image");
-        let prepare = vm.prepare.as_ref().unwrap();
+        let prepare = vm.stages.prepare.as_ref().unwrap();
         assert_eq!(
             prepare.argv,
             [base.join("scripts/prepare.sh").to_str().unwrap(), "a b"]
         );
         assert_eq!(prepare.timeout, Duration::from_secs(10));
-        assert_eq!(vm.build.argv, ["/usr/local/bin/vm-build"]);
-        assert_eq!(vm.build.timeout, Stage::Build.default_timeout());
-        assert!(vm.collect.is_none());
-        assert_eq!(vm.cleanup.as_ref().unwrap().argv, ["sh", "-c", "true"]);
+        assert_eq!(vm.stages.build.argv, ["/usr/local/bin/vm-build"]);
+        assert_eq!(vm.stages.build.timeout, Stage::Build.default_timeout());
+        assert!(vm.stages.collect.is_none());
+        assert_eq!(
+            vm.stages.cleanup.as_ref().unwrap().argv,
+            ["sh", "-c", "true"]
+        );
         let minimal = &specs[1];
-        assert_eq!(minimal.build.argv, [base.join("./b.sh").to_str().unwrap()]);
+        assert_eq!(
+            minimal.stages.build.argv,
+            [base.join("./b.sh").to_str().unwrap()]
+        );
         assert_eq!(
             (
-                minimal.build_failure_exit_code,
-                minimal.system_failure_exit_code
+                minimal.exit_codes.build_failure,
+                minimal.exit_codes.system_failure
             ),
             (1, 2)
         );

@@ -219,11 +219,11 @@ impl ExternalExecutor {
             ("FRUIX_ARTIFACTS", r.artifacts.join(" ")),
             (
                 "FRUIX_BUILD_FAILURE_EXIT_CODE",
-                spec.build_failure_exit_code.to_string(),
+                spec.exit_codes.build_failure.to_string(),
             ),
             (
                 "FRUIX_SYSTEM_FAILURE_EXIT_CODE",
-                spec.system_failure_exit_code.to_string(),
+                spec.exit_codes.system_failure.to_string(),
             ),
         ]
         .into_iter()
@@ -243,7 +243,7 @@ impl ExternalExecutor {
         env: &[(String, String)],
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let Some(command) = self.spec.stage(stage) else {
+        let Some(command) = self.spec.stages.get(stage) else {
             return Ok(());
         };
         let name = stage.name();
@@ -285,14 +285,14 @@ impl ExternalExecutor {
         match finished.ending {
             Ending::Cancelled => Err(Error::Cancelled),
             Ending::Exited(status) if status.success() => Ok(()),
-            Ending::Exited(status) if status.code() == Some(spec.build_failure_exit_code) => {
+            Ending::Exited(status) if status.code() == Some(spec.exit_codes.build_failure) => {
                 Err(Error::Build {
                     step: stage.name().to_string(),
                     status: Some(describe_status(status)),
                     log: log_ref,
                 })
             }
-            Ending::Exited(status) if status.code() == Some(spec.system_failure_exit_code) => {
+            Ending::Exited(status) if status.code() == Some(spec.exit_codes.system_failure) => {
                 Err(Error::System {
                     message: format!(
                         "{what} reported a system failure ({})",
@@ -305,8 +305,8 @@ impl ExternalExecutor {
                 message: format!(
                     "{what} failed with {}, which is neither its build-failure status ({}) nor its system-failure status ({}), so it counts as a system failure",
                     describe_status(status),
-                    spec.build_failure_exit_code,
-                    spec.system_failure_exit_code
+                    spec.exit_codes.build_failure,
+                    spec.exit_codes.system_failure
                 ),
                 log: Some(log_ref),
             }),
