@@ -3,9 +3,9 @@
 //! store.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use fruix_core::testing::write_sample_result_root;
+use fruix_core::testing::{edit_header, find_bytes, TestDir};
 use fruix_promote::archive::{
     export, export_order, import, ArchiveLimits, ImportOptions, ImportReport, Trust,
 };
@@ -15,7 +15,7 @@ use fruix_promote::verify::{object_paths, verify_object};
 use fruix_promote::{promote_native_build_result, Error, PromoteOptions, Store};
 
 struct Fixture {
-    dir: tempfile::TempDir,
+    dir: TestDir,
     /// The key the importing store trusts.
     key: SecretKey,
     /// Another key that signed every object too.
@@ -23,23 +23,17 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn store_dir(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
     /// Promotes the sample result root, signs every object, and exports
     /// the bundle's closure; the store is then moved away, so that the
     /// archive can be imported into an empty store at the same path.
     fn exported() -> (Fixture, Vec<u8>, Vec<String>) {
-        let dir = tempfile::tempdir().unwrap();
         let fixture = Fixture {
-            dir,
+            dir: TestDir::new(),
             key: SecretKey::generate("builder-1").unwrap(),
             intruder: SecretKey::generate("intruder").unwrap(),
         };
-        let root = fixture.dir.path().join("r1");
-        write_sample_result_root(&root, "local", "20260405T213444Z", true).unwrap();
-        let store = Store::open(&fixture.store_dir()).unwrap();
+        let root = fixture.dir.root("r1", "local", "20260405T213444Z", true);
+        let store = Store::open(&fixture.dir.store()).unwrap();
         let report =
             promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
         let bundle = name_of(&report.result_store);
@@ -51,7 +45,7 @@ impl Fixture {
         let mut archive = Vec::new();
         export(&store, &order, &mut archive, None).unwrap();
         drop(store);
-        fs::rename(fixture.store_dir(), fixture.dir.path().join("exported")).unwrap();
+        fs::rename(fixture.dir.store(), fixture.dir.join("exported")).unwrap();
         (fixture, archive, order)
     }
 
@@ -63,7 +57,7 @@ impl Fixture {
     }
 
     fn import(&self, archive: &[u8], trust: &Trust) -> Result<ImportReport, Error> {
-        let store = Store::open(&self.store_dir()).unwrap();
+        let store = Store::open(&self.dir.store()).unwrap();
         import(&store, archive, &options(trust, ArchiveLimits::default()))
     }
 
@@ -71,7 +65,7 @@ impl Fixture {
     /// not its locks and database.
     fn contents(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for dir in [self.store_dir(), self.store_dir().join(".links")] {
+        for dir in [self.dir.store(), self.dir.store().join(".links")] {
             for e in fs::read_dir(&dir).unwrap().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if ![".links", ".locks", ".lock", ".fruix"].contains(&name.as_str()) {
@@ -97,35 +91,6 @@ fn name_of(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
 }
 
-/// Rewrites the header of the object whose name contains `infix`.
-fn edit_header(archive: &[u8], infix: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
-    let mut at = 0;
-    while let Some(i) = find(&archive[at..], b"\nobject ") {
-        let start = at + i + 1;
-        let eol = start + find(&archive[start..], b"\n").unwrap();
-        let len: usize = std::str::from_utf8(&archive[start + 7..eol])
-            .unwrap()
-            .parse()
-            .unwrap();
-        let json = &archive[eol + 1..eol + 1 + len];
-        let mut value: serde_json::Value = serde_json::from_slice(json).unwrap();
-        if value["name"].as_str().unwrap().contains(infix) {
-            edit(&mut value);
-            let new = serde_json::to_string(&value).unwrap();
-            let mut out = archive[..start].to_vec();
-            out.extend_from_slice(format!("object {}\n{new}", new.len()).as_bytes());
-            out.extend_from_slice(&archive[eol + 1 + len..]);
-            return out;
-        }
-        at = eol;
-    }
-    panic!("no object {infix} in the archive");
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 fn problem(e: &Error) -> ArchiveProblem {
     match e {
         Error::ArchiveRefused { problem, .. } => *problem,
@@ -139,7 +104,7 @@ fn an_archive_imported_into_an_empty_store_keeps_content_and_signatures() {
     let report = fixture.import(&archive, &fixture.trust()).unwrap();
     assert_eq!(report.imported.len(), order.len());
     assert_eq!(report.bytes, archive.len() as u64);
-    let store = Store::open(&fixture.store_dir()).unwrap();
+    let store = Store::open(&fixture.dir.store()).unwrap();
     for path in object_paths(&store).unwrap() {
         let outcome = verify_object(&path, None, None);
         assert!(outcome.ok, "{}: {:?}", path.display(), outcome);
@@ -151,9 +116,9 @@ fn an_archive_imported_into_an_empty_store_keeps_content_and_signatures() {
         assert!(signatures[0].starts_with("builder-1:"));
     }
     // The tree, modes and links are the exported ones.
-    let exported = fixture.dir.path().join("exported");
+    let exported = fixture.dir.join("exported");
     for name in &order {
-        let (a, b) = (exported.join(name), fixture.store_dir().join(name));
+        let (a, b) = (exported.join(name), fixture.dir.store().join(name));
         let diff = std::process::Command::new("diff")
             .args(["-r", "--no-dereference"])
             .args([&a, &b])
@@ -174,7 +139,7 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_leavin
     let trust = fixture.trust();
     let mut cases: Vec<(&str, Vec<u8>, ArchiveProblem)> = Vec::new();
 
-    let i = find(&archive, b"sample kernel").unwrap();
+    let i = find_bytes(&archive, b"sample kernel").unwrap();
     let mut tampered = archive.clone();
     tampered[i] ^= 0x20;
     cases.push(("a tampered byte", tampered, ArchiveProblem::Tampered));
@@ -224,9 +189,9 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_leavin
 
     // Cut short everywhere that matters: in the magic line, in a header,
     // in a file, in a tree, and just before the last line.
-    let header = find(&archive, b"{\"name\"").unwrap();
-    let file = find(&archive, b"sample kernel").unwrap();
-    let tree_end = find(&archive, b"\nend\n").unwrap();
+    let header = find_bytes(&archive, b"{\"name\"").unwrap();
+    let file = find_bytes(&archive, b"sample kernel").unwrap();
+    let tree_end = find_bytes(&archive, b"\nend\n").unwrap();
     for cut in [
         5,
         header + 10,
@@ -241,7 +206,7 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_leavin
             ArchiveProblem::Truncated,
         ));
     }
-    drop(Store::open(&fixture.store_dir()).unwrap());
+    drop(Store::open(&fixture.dir.store()).unwrap());
     let mut trailing = archive.clone();
     trailing.extend_from_slice(b"more\n");
     cases.push(("data after the end", trailing, ArchiveProblem::Malformed));
@@ -252,7 +217,7 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_leavin
         assert!(e.to_string().contains("the store was not changed"), "{e}");
         assert_eq!(fixture.contents(), before, "{what} left something behind");
     }
-    let store = Store::open(&fixture.store_dir()).unwrap();
+    let store = Store::open(&fixture.dir.store()).unwrap();
     assert!(object_paths(&store).unwrap().is_empty());
     // The intact archive still imports after all that.
     drop(store);
@@ -268,7 +233,7 @@ fn without_signature_checks_an_unsigned_archive_imports_and_keeps_no_untrusted_s
     };
     let report = fixture.import(&archive, &nobody).unwrap();
     assert_eq!(report.imported.len(), order.len());
-    let store = Store::open(&fixture.store_dir()).unwrap();
+    let store = Store::open(&fixture.dir.store()).unwrap();
     for name in &order {
         assert!(store.db().signatures(name).unwrap().is_empty(), "{name}");
     }
@@ -288,13 +253,13 @@ fn an_archive_from_a_store_at_another_path_or_missing_a_reference_is_refused() {
     .unwrap_err();
     assert_eq!(problem(&e), ArchiveProblem::ForeignStore, "{e}");
     // The bundle alone: its artifacts are neither in the store nor before it.
-    let bundle_at = find(&archive, b"native-build-result").unwrap();
+    let bundle_at = find_bytes(&archive, b"native-build-result").unwrap();
     let object_start = archive[..bundle_at]
         .windows(8)
         .rposition(|w| w == b"\nobject ")
         .unwrap()
         + 1;
-    let store_line_end = find(&archive[16..], b"\n").unwrap() + 17;
+    let store_line_end = find_bytes(&archive[16..], b"\n").unwrap() + 17;
     let mut alone = archive[..store_line_end].to_vec();
     alone.extend_from_slice(&archive[object_start..]);
     let e = fixture.import(&alone, &fixture.trust()).unwrap_err();
@@ -304,7 +269,7 @@ fn an_archive_from_a_store_at_another_path_or_missing_a_reference_is_refused() {
 #[test]
 fn caps_bound_what_an_archive_can_make_the_importer_do() {
     let (fixture, archive, _) = Fixture::exported();
-    let store = Store::open(&fixture.store_dir()).unwrap();
+    let store = Store::open(&fixture.dir.store()).unwrap();
     // The default limits with one of them lowered.
     let lowered = |lower: fn(&mut ArchiveLimits)| {
         let mut limits = ArchiveLimits::default();

@@ -5,45 +5,37 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fruix_core::manifest::Difference;
-use fruix_core::testing::write_sample_result_root;
+use fruix_core::testing::TestDir;
 use fruix_promote::query::list_store;
 use fruix_promote::store::disk_usage;
 use fruix_promote::verify::{object_paths, verify_object, verify_pool};
 use fruix_promote::{promote_native_build_result, Error, PromoteOptions, PromotionReport, Store};
 
-struct Fixture {
-    dir: tempfile::TempDir,
+/// What these tests do in a [`TestDir`]: promote signed sample result roots
+/// into its store and look at the store.
+trait Fixture {
+    /// The signed sample result root `r1` of the `local` executor.
+    fn sample(&self) -> PathBuf;
+    /// Promotes a new [`Fixture::sample`], which must succeed.
+    fn promoted(&self) -> PromotionReport;
+    fn promote(&self, root: &Path) -> Result<PromotionReport, Error>;
+    /// Every path in the store with its mode and size, to compare snapshots.
+    fn snapshot(&self) -> Vec<(PathBuf, u32, u64)>;
 }
 
-impl Fixture {
-    fn new() -> Self {
-        Fixture {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn root(&self, name: &str, executor: &str, run_id: &str) -> PathBuf {
-        let root = self.dir.path().join(name);
-        write_sample_result_root(&root, executor, run_id, true).unwrap();
-        root
-    }
-    /// The signed sample result root `r1` of the `local` executor.
+impl Fixture for TestDir {
     fn sample(&self) -> PathBuf {
-        self.root("r1", "local", "20260405T213444Z")
+        self.root("r1", "local", "20260405T213444Z", true)
     }
-    /// Promotes a new [`Fixture::sample`], which must succeed.
     fn promoted(&self) -> PromotionReport {
         self.promote(&self.sample()).unwrap()
     }
-    fn store_dir(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
     fn promote(&self, root: &Path) -> Result<PromotionReport, Error> {
-        let store = Store::open(&self.store_dir()).unwrap();
+        let store = Store::open(&self.store()).unwrap();
         promote_native_build_result(root, &store, &PromoteOptions::default())
     }
-    /// Every path in the store with its mode and size, to compare snapshots.
     fn snapshot(&self) -> Vec<(PathBuf, u32, u64)> {
-        let mut out: Vec<_> = walkdir_list(&self.store_dir());
+        let mut out: Vec<_> = walkdir_list(&self.store());
         out.retain(|(p, _, _)| !p.to_string_lossy().contains("/.locks/") && !p.ends_with(".lock"));
         out
     }
@@ -74,7 +66,7 @@ fn make_writable(path: &Path) {
 
 #[test]
 fn summary_names_every_store_path_and_probe_hash() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let report = f.promoted();
     assert_eq!(report.run_id, "20260405T213444Z");
     assert_eq!(report.artifacts.len(), 4);
@@ -110,7 +102,7 @@ fn hex_sha256(bytes: &[u8]) -> String {
 
 #[test]
 fn objects_are_read_only_timestamped_and_without_setuid() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let report = f.promoted();
     let world = &report.artifacts["world"].store_path;
     for (path, mode, _) in walkdir_list(world) {
@@ -163,7 +155,7 @@ fn objects_are_read_only_timestamped_and_without_setuid() {
 
 #[test]
 fn promoting_again_is_idempotent() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let root = f.sample();
     let first = f.promote(&root).unwrap();
     let snapshot = f.snapshot();
@@ -179,10 +171,10 @@ fn promoting_again_is_idempotent() {
 
 #[test]
 fn identical_content_shares_artifacts_but_not_bundles() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let a = f.promoted();
     let b = f
-        .promote(&f.root("r2", "local", "20260405T213445Z"))
+        .promote(&f.root("r2", "local", "20260405T213445Z", true))
         .unwrap();
     assert_ne!(a.result_store, b.result_store);
     for (name, x) in &a.artifacts {
@@ -192,10 +184,10 @@ fn identical_content_shares_artifacts_but_not_bundles() {
 
 #[test]
 fn identical_files_are_stored_once() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let big = vec![7u8; 4 << 20];
     let r1 = f.sample();
-    let r2 = f.root("r2", "other-executor", "20260405T213445Z");
+    let r2 = f.root("r2", "other-executor", "20260405T213445Z", true);
     for root in [&r1, &r2] {
         fs::write(root.join("artifacts/world/usr/big.bin"), &big).unwrap();
         let mut m = fruix_core::PromotionMetadata::read(&root.join("promotion.scm")).unwrap();
@@ -203,9 +195,9 @@ fn identical_files_are_stored_once() {
         m.write_to(root).unwrap();
     }
     f.promote(&r1).unwrap();
-    let before = disk_usage(&f.store_dir());
+    let before = disk_usage(&f.store());
     let second = f.promote(&r2).unwrap();
-    let added = disk_usage(&f.store_dir()) - before;
+    let added = disk_usage(&f.store()) - before;
     assert!(
         second.artifacts["world"].new,
         "another executor is another artifact object"
@@ -218,9 +210,9 @@ fn identical_files_are_stored_once() {
 
 #[test]
 fn declared_signature_mismatch_changes_nothing() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let root = f.sample();
-    f.promote(&f.root("r0", "local", "20260405T213443Z"))
+    f.promote(&f.root("r0", "local", "20260405T213443Z", true))
         .unwrap();
     let snapshot = f.snapshot();
     fs::write(
@@ -238,13 +230,13 @@ fn declared_signature_mismatch_changes_nothing() {
 
 #[test]
 fn fifo_in_an_artifact_changes_nothing() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let root = f.sample();
     let fifo = root.join("artifacts/world/etc/initctl");
     fruix_core::testing::mkfifo(&fifo).unwrap();
     let err = f.promote(&root).unwrap_err().to_string();
     assert!(err.contains("etc/initctl") && err.contains("FIFO"), "{err}");
-    let objects = object_paths(&Store::open(&f.store_dir()).unwrap()).unwrap();
+    let objects = object_paths(&Store::open(&f.store()).unwrap()).unwrap();
     assert!(objects.is_empty(), "{objects:?}");
 }
 
@@ -253,7 +245,7 @@ fn fifo_in_an_artifact_changes_nothing() {
 /// it could not read back. Now the promotion is refused and changes nothing.
 #[test]
 fn identity_fruix_could_not_read_back_is_never_written() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let root = f.sample();
     let bin = root.join("artifacts/world/sbin");
     fs::create_dir_all(&bin).unwrap();
@@ -265,7 +257,7 @@ fn identity_fruix_could_not_read_back_is_never_written() {
     let mut m = fruix_core::PromotionMetadata::read(&root.join("promotion.scm")).unwrap();
     m.artifacts[0].tree_signature = None;
     m.write_to(&root).unwrap();
-    Store::open(&f.store_dir()).unwrap();
+    Store::open(&f.store()).unwrap();
     let snapshot = f.snapshot();
     let err = f.promote(&root).unwrap_err().to_string();
     assert!(err.contains("4096"), "{err}");
@@ -274,7 +266,7 @@ fn identity_fruix_could_not_read_back_is_never_written() {
 
 #[test]
 fn reserved_names_are_refused() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let root = f.sample();
     fs::write(root.join("artifacts/headers/.references"), b"/etc\n").unwrap();
     let mut m = fruix_core::PromotionMetadata::read(&root.join("promotion.scm")).unwrap();
@@ -286,7 +278,7 @@ fn reserved_names_are_refused() {
 
 #[test]
 fn verify_reports_changed_removed_and_added_files() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let report = f.promoted();
     let world = report.artifacts["world"].store_path.clone();
     assert!(verify_object(&world, None, None).ok);
@@ -337,9 +329,9 @@ fn verify_reports_changed_removed_and_added_files() {
 /// names: a file linked to another entry, or a private copy, is checked.
 #[test]
 fn verify_with_the_pool_checks_files_that_are_not_their_own_pool_entry() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let report = f.promoted();
-    let store = Store::open(&f.store_dir()).unwrap();
+    let store = Store::open(&f.store()).unwrap();
     let world = report.artifacts["world"].store_path.clone();
     let verify = |store: &Store| {
         let pool = verify_pool(store, None, None).unwrap();
@@ -389,7 +381,7 @@ fn verify_with_the_pool_checks_files_that_are_not_their_own_pool_entry() {
 
 #[test]
 fn corrupt_existing_object_is_never_reused() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let root = f.sample();
     let report = f.promote(&root).unwrap();
     let kernel = report.artifacts["kernel"].store_path.clone();
@@ -414,9 +406,9 @@ fn corrupt_existing_object_is_never_reused() {
 
 #[test]
 fn concurrent_promotions_agree() {
-    let f = Fixture::new();
+    let f = TestDir::new();
     let root = f.sample();
-    let store_dir = f.store_dir();
+    let store_dir = f.store();
     let reports: Vec<PromotionReport> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|_| {
@@ -445,10 +437,10 @@ fn concurrent_promotions_agree() {
 
 #[test]
 fn store_list_names_artifact_version_executor_kernconf_run_and_size() {
-    let f = Fixture::new();
-    f.promote(&f.root("r1", "guest-self-hosted", "20260405T213444Z"))
+    let f = TestDir::new();
+    f.promote(&f.root("r1", "guest-self-hosted", "20260405T213444Z", true))
         .unwrap();
-    let listed = list_store(&Store::open(&f.store_dir()).unwrap(), &Default::default()).unwrap();
+    let listed = list_store(&Store::open(&f.store()).unwrap(), &Default::default()).unwrap();
     let kernel = listed
         .iter()
         .find(|o| o.record.artifact.as_deref() == Some("kernel"))
@@ -474,16 +466,14 @@ fn store_list_names_artifact_version_executor_kernconf_run_and_size() {
 
 #[test]
 fn unwritable_store_is_a_clear_error() {
-    let f = Fixture::new();
-    let ro = f.dir.path().join("ro");
+    let f = TestDir::new();
+    let ro = f.join("ro");
     fs::create_dir(&ro).unwrap();
     fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
     if unsafe { libc::geteuid() } == 0 {
         // Root ignores permission bits; a file where the store should be still fails.
-        fs::write(f.dir.path().join("file"), b"").unwrap();
-        let err = Store::open(&f.dir.path().join("file/store"))
-            .unwrap_err()
-            .to_string();
+        fs::write(f.join("file"), b"").unwrap();
+        let err = Store::open(&f.join("file/store")).unwrap_err().to_string();
         assert!(err.contains("not writable"), "{err}");
     } else {
         let err = Store::open(&ro.join("store")).unwrap_err().to_string();

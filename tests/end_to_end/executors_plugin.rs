@@ -5,7 +5,7 @@
 //! same make steps on the host, no jail) to build the miniature tree and
 //! promote it. Its jail commands are checked by the crate's unit tests.
 
-use fruix_core::testing::BASE_STEPS;
+use fruix_core::testing::{TestDir, BASE_STEPS};
 
 use crate::executors_external::ExecutorBuild;
 use crate::util::{key_values, run_failing, run_ok};
@@ -92,13 +92,11 @@ fn jail_plugin_and_local_render_one_plan_and_agree_on_signatures() {
 
 #[test]
 fn the_vm_executor_needs_a_machine_that_is_a_virtual_machine() {
-    let dir = tempfile::tempdir().unwrap();
-    let machines = dir.path().join("machines.scm");
-    std::fs::write(
-        &machines,
+    let dir = TestDir::new();
+    let machines = dir.write(
+        "machines.scm",
         "(fruix-machines\n  (machine (name \"plain\") (host \"127.0.0.1\") (user \"root\"))\n  (machine (name \"vm1\") (user \"root\")\n    (vm (driver qemu) (kernel \"/vm/vmlinuz\") (initrd \"/vm/initrd\") (host-key \"ssh-ed25519 AAAAkey\"))))\n",
-    )
-    .unwrap();
+    );
     let build = |machine: &str, extra: &[&str]| {
         let mut cmd = crate::util::fixture_build(crate::util::fruix(), "vm", dir.path(), "root");
         cmd.arg("--machines")
@@ -128,5 +126,5 @@ fn the_vm_executor_needs_a_machine_that_is_a_virtual_machine() {
         String::from_utf8_lossy(&out.stderr).contains("unknown field `known_hosts`"),
         "{out:?}"
     );
-    assert!(crate::util::nothing_promoted(&dir.path().join("store")));
+    assert!(crate::util::nothing_promoted(&dir.store()));
 }

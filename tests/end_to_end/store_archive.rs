@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use fruix_core::testing::{edit_header, find_bytes};
 use serde_json::Value;
 
 use crate::signing::{info, key, signed_by};
@@ -115,37 +116,9 @@ fn an_exported_closure_imports_into_an_empty_store_with_its_content_and_signatur
     assert!(again.is_empty(), "nothing imported: {again}");
 }
 
-/// Rewrites the JSON header of the object whose name contains `infix`.
-fn edit_header(archive: &[u8], infix: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
-    let text = archive;
-    let mut at = 0;
-    loop {
-        let start = at + find(&text[at..], b"\nobject ").expect("the object") + 1;
-        let eol = start + find(&text[start..], b"\n").unwrap();
-        let len: usize = std::str::from_utf8(&text[start + 7..eol])
-            .unwrap()
-            .parse()
-            .unwrap();
-        let mut header: Value = serde_json::from_slice(&text[eol + 1..eol + 1 + len]).unwrap();
-        if header["name"].as_str().unwrap().contains(infix) {
-            edit(&mut header);
-            let json = serde_json::to_string(&header).unwrap();
-            let mut out = text[..start].to_vec();
-            out.extend_from_slice(format!("object {}\n{json}", json.len()).as_bytes());
-            out.extend_from_slice(&text[eol + 1 + len..]);
-            return out;
-        }
-        at = eol;
-    }
-}
-
 /// A bad archive: what it is, its bytes, the import's options, and what
 /// the refusal says.
 type Case<'a> = (&'a str, Vec<u8>, &'a [&'a str], &'a [&'a str]);
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
 
 #[test]
 fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_changing_nothing() {
@@ -156,7 +129,7 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_changi
     let store = dir.path().join("store");
     let trusted = ["--trusted-key", public.trim()];
     // A file of the kernel, one byte changed.
-    let kernel = find(&archive, b"\x7fELF").expect("an ELF file in the archive");
+    let kernel = find_bytes(&archive, b"\x7fELF").expect("an ELF file in the archive");
     let mut tampered = archive.clone();
     tampered[kernel + 10] ^= 1;
     let forged = edit_header(&archive, "native-world", |h| {

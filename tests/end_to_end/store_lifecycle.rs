@@ -6,64 +6,57 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use fruix_core::testing::write_sample_result_root;
+use fruix_core::testing::TestDir;
 use serde_json::Value;
 
 use crate::util::{fruix, object_names, run, run_ok, snapshot, spawn_silenced, strings_of};
 
-/// A store and a state directory in a temporary directory.
-struct Lab {
-    dir: tempfile::TempDir,
+/// What these tests do in a [`TestDir`]: unsigned sample result roots, and
+/// a store and a state directory driven through the `fruix` binary.
+trait Lab {
+    /// An unsigned sample result root `name` by `executor`, run `run_id`,
+    /// with one more file of its world holding `unique` (a pool entry no
+    /// other root shares).
+    fn unique_root(&self, name: &str, executor: &str, run_id: &str, unique: &str) -> PathBuf;
+    /// `fruix store SUBCOMMAND --store STORE [--state-dir STATE] ARGS`: the
+    /// state directory for the subcommands that use roots.
+    fn store_command(&self, subcommand: &str, args: &[&str]) -> Command;
+    /// Promotes `root`, linking the bundle at `link` (a root) or not at all.
+    fn promote(&self, root: &Path, link: Option<&str>) -> Value;
+    fn json(&self, subcommand: &str, args: &[&str]) -> Value;
+    /// The store's object directories.
+    fn objects(&self) -> Vec<String>;
+    /// Pool entries no object links.
+    fn orphaned_pool_entries(&self) -> usize;
+    /// `store verify` passes.
+    fn verified(&self);
 }
 
-impl Lab {
-    fn new() -> Lab {
-        Lab {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path("store")
-    }
-
-    /// An unsigned sample result root `name` by `executor`, run `run_id`;
-    /// `unique`, when given, is the content of one more file of its world
-    /// (a pool entry no other root shares).
-    fn root(&self, name: &str, executor: &str, run_id: &str, unique: Option<&str>) -> PathBuf {
-        let root = self.path(name);
-        write_sample_result_root(&root, executor, run_id, false).unwrap();
-        if let Some(content) = unique {
-            std::fs::write(root.join("artifacts/world/etc/unique"), content).unwrap();
-        }
+impl Lab for TestDir {
+    fn unique_root(&self, name: &str, executor: &str, run_id: &str, unique: &str) -> PathBuf {
+        let root = self.root(name, executor, run_id, false);
+        std::fs::write(root.join("artifacts/world/etc/unique"), unique).unwrap();
         root
     }
 
-    /// `fruix store SUBCOMMAND --store STORE [--state-dir STATE] ARGS`: the
-    /// state directory for the subcommands that use roots.
     fn store_command(&self, subcommand: &str, args: &[&str]) -> Command {
         let mut cmd = fruix();
         cmd.args(["store", subcommand, "--store"]).arg(self.store());
         if ["query", "roots", "gc", "delete"].contains(&subcommand) {
-            cmd.arg("--state-dir").arg(self.path("state"));
+            cmd.arg("--state-dir").arg(self.join("state"));
         }
         cmd.args(args);
         cmd
     }
 
-    /// Promotes `root`, linking the bundle at `link` (a root) or not at all.
     fn promote(&self, root: &Path, link: Option<&str>) -> Value {
         let mut cmd = fruix();
         cmd.args(["native-build", "promote", "--json", "--store"])
             .arg(self.store())
             .arg("--state-dir")
-            .arg(self.path("state"));
+            .arg(self.join("state"));
         match link {
-            Some(l) => cmd.arg("--out-link").arg(self.path(l)),
+            Some(l) => cmd.arg("--out-link").arg(self.join(l)),
             None => cmd.arg("--no-out-link"),
         };
         serde_json::from_str(&run_ok(cmd.arg(root))).unwrap()
@@ -74,12 +67,10 @@ impl Lab {
         serde_json::from_str(&run_ok(cmd.arg("--json"))).unwrap()
     }
 
-    /// The store's object directories.
     fn objects(&self) -> Vec<String> {
         object_names(&self.store())
     }
 
-    /// Pool entries no object links.
     fn orphaned_pool_entries(&self) -> usize {
         std::fs::read_dir(self.store().join(".links"))
             .unwrap()
@@ -88,7 +79,6 @@ impl Lab {
             .count()
     }
 
-    /// `store verify` passes.
     fn verified(&self) {
         run_ok(&mut self.store_command("verify", &["--quiet"]));
     }
@@ -129,18 +119,18 @@ fn name_of(path: &str) -> String {
         .into_owned()
 }
 
-/// A new [`Lab`] holding a rooted run (A), an unrooted run of the same
+/// A new [`TestDir`] holding a rooted run (A), an unrooted run of the same
 /// artifacts (B) and an unrooted run of other artifacts with content of
 /// their own (C), with their promotion reports.
-fn three_runs() -> (Lab, [Value; 3]) {
-    let lab = Lab::new();
+fn three_runs() -> (TestDir, [Value; 3]) {
+    let lab = TestDir::new();
     let a = lab.promote(
-        &lab.root("a", "local", "20260101T000000Z", None),
+        &lab.root("a", "local", "20260101T000000Z", false),
         Some("result-a"),
     );
-    let b = lab.promote(&lab.root("b", "local", "20260102T000000Z", None), None);
+    let b = lab.promote(&lab.root("b", "local", "20260102T000000Z", false), None);
     let c = lab.promote(
-        &lab.root("c", "jail", "20260103T000000Z", Some("only C has this")),
+        &lab.unique_root("c", "jail", "20260103T000000Z", "only C has this"),
         None,
     );
     (lab, [a, b, c])
@@ -179,10 +169,10 @@ fn result_links_are_roots_until_removed_then_dead_and_collected() {
     let (lab, [a, _, _]) = three_runs();
     let roots = lab.json("roots", &[]);
     assert_eq!(roots.as_array().unwrap().len(), 1, "{roots}");
-    assert_eq!(roots[0]["link"], lab.path("result-a").to_str().unwrap());
+    assert_eq!(roots[0]["link"], lab.join("result-a").to_str().unwrap());
     assert_eq!(roots[0]["object"], a["result_store"]);
     assert_eq!(roots[0]["dead"], false);
-    std::fs::remove_file(lab.path("result-a")).unwrap();
+    std::fs::remove_file(lab.join("result-a")).unwrap();
     let roots = lab.json("roots", &[]);
     assert_eq!(roots[0]["dead"], true, "{roots}");
     let out = run_ok(&mut lab.store_command("roots", &[]));
@@ -220,10 +210,10 @@ fn queries_follow_the_bundle_to_artifacts_graph() {
     );
     assert_eq!(
         paths(lab.json("query", &["--roots", world])),
-        [lab.path("result-a").to_str().unwrap()]
+        [lab.join("result-a").to_str().unwrap()]
     );
     // A link to an object (./result) names the object.
-    let via_link = lab.json("info", &[lab.path("result-a").to_str().unwrap()]);
+    let via_link = lab.json("info", &[lab.join("result-a").to_str().unwrap()]);
     assert_eq!(via_link[0]["path"], bundle);
     let info = lab.json("info", &[bundle, world]);
     assert_eq!(info[0]["kind"], "bundle");
@@ -363,22 +353,22 @@ fn gc_killed_at_any_point_leaves_a_store_verify_accepts() {
     ] {
         let (lab, [a, _, _]) = three_runs();
         for i in 0..8 {
-            let root = lab.root(
+            let root = lab.unique_root(
                 &format!("x{i}"),
                 "local",
                 "20260104T000000Z",
-                Some(&format!("x{i}")),
+                &format!("x{i}"),
             );
             lab.promote(&root, None);
         }
         // A promoted result root, old enough to go.
-        let results = lab.path("state/native-builds/20260102T000000Z");
+        let results = lab.join("state/native-builds/20260102T000000Z");
         std::fs::create_dir_all(results.join("artifacts")).unwrap();
         let inotify = Inotify::new();
         let meta = inotify.watch(&lab.store().join(".fruix"), libc::IN_MODIFY);
         let store = inotify.watch(&lab.store(), libc::IN_MOVED_TO);
         let links = inotify.watch(&lab.store().join(".links"), libc::IN_DELETE);
-        let builds = inotify.watch(&lab.path("state/native-builds"), libc::IN_DELETE);
+        let builds = inotify.watch(&lab.join("state/native-builds"), libc::IN_DELETE);
         let mut child =
             spawn_silenced(&mut lab.store_command("gc", &["--quiet", "--older-than", "0s"]));
         let reached = |e: &crate::race::Event| match at {
@@ -416,30 +406,30 @@ fn gc_killed_at_any_point_leaves_a_store_verify_accepts() {
 
 #[test]
 fn promotions_racing_collections_never_lose_a_rooted_object() {
-    let lab = Lab::new();
+    let lab = TestDir::new();
     let roots: Vec<PathBuf> = (0..12)
         .map(|i| {
-            lab.root(
+            lab.unique_root(
                 &format!("r{i}"),
                 "local",
                 &format!("202601{:02}T000000Z", i + 1),
-                Some(&format!("{i}")),
+                &format!("{i}"),
             )
         })
         .collect();
     // The store exists (a collection refuses a missing store).
     lab.promote(
-        &lab.root("first", "local", "20251231T000000Z", None),
+        &lab.root("first", "local", "20251231T000000Z", false),
         Some("result-first"),
     );
     for (i, root) in roots.iter().enumerate() {
-        let link = lab.path(&format!("result-{i}"));
+        let link = lab.join(format!("result-{i}"));
         let mut promote = fruix();
         promote
             .args(["native-build", "promote", "--quiet", "--store"])
             .arg(lab.store())
             .arg("--state-dir")
-            .arg(lab.path("state"))
+            .arg(lab.join("state"))
             .arg("--out-link")
             .arg(&link)
             .arg(root)
@@ -454,7 +444,7 @@ fn promotions_racing_collections_never_lose_a_rooted_object() {
         assert!(g.status.success(), "collection {i}: {g:?}");
         // Every link made so far still leads to a whole bundle.
         for j in 0..=i {
-            let bundle = std::fs::read_link(lab.path(&format!("result-{j}"))).unwrap();
+            let bundle = std::fs::read_link(lab.join(format!("result-{j}"))).unwrap();
             assert!(
                 bundle.join("artifacts/world/bin/sh").exists(),
                 "round {i}: the bundle of result-{j} lost its world"

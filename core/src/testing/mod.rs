@@ -5,6 +5,10 @@
 //! symlinks, exec bits) so that tests of promotion and import do not need a
 //! build.
 //!
+//! [`TestDir`] is a test's temporary directory for such roots, a store and
+//! other files; [`edit_header`] rewrites an object's header in a store
+//! archive, to make bad archives.
+//!
 //! [`conformance`] is the executor contract suite every executor runs
 //! against itself.
 
@@ -12,7 +16,7 @@ pub mod conformance;
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
 use crate::manifest::tree_signature;
@@ -41,6 +45,101 @@ pub fn raw_archive(entries: &[RawEntry<'_>]) -> Vec<u8> {
         b.append(&h, *data).expect("appending to a Vec cannot fail");
     }
     b.into_inner().expect("finishing a Vec cannot fail")
+}
+
+/// Where `needle` first occurs in `haystack`.
+pub fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Rewrites, in the store archive `archive`, the JSON header of the first
+/// object whose name contains `infix` with `edit`, keeping its `object LEN`
+/// line right; panics when no object's name contains `infix`.
+pub fn edit_header(
+    archive: &[u8],
+    infix: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Vec<u8> {
+    let mut at = 0;
+    while let Some(i) = find_bytes(&archive[at..], b"\nobject ") {
+        let start = at + i + 1;
+        let eol = start + find_bytes(&archive[start..], b"\n").expect("an object line");
+        let len: usize = std::str::from_utf8(&archive[start + 7..eol])
+            .expect("an object line in ASCII")
+            .parse()
+            .expect("the length of a header");
+        let mut header: serde_json::Value =
+            serde_json::from_slice(&archive[eol + 1..eol + 1 + len]).expect("a JSON header");
+        if header["name"]
+            .as_str()
+            .expect("a named object")
+            .contains(infix)
+        {
+            edit(&mut header);
+            let json = serde_json::to_string(&header).expect("JSON text");
+            let mut out = archive[..start].to_vec();
+            out.extend_from_slice(format!("object {}\n{json}", json.len()).as_bytes());
+            out.extend_from_slice(&archive[eol + 1 + len..]);
+            return out;
+        }
+        at = eol;
+    }
+    panic!("no object {infix} in the archive");
+}
+
+/// A temporary directory for one test, removed when dropped: where it
+/// writes sample result roots ([`TestDir::root`]) and other files, and keeps
+/// a store ([`TestDir::store`]).
+#[derive(Debug)]
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+impl Default for TestDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestDir {
+    /// A new, empty temporary directory; panics if none can be made.
+    pub fn new() -> TestDir {
+        TestDir {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `name` in the directory (which need not exist).
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The store's directory, `store` in the directory.
+    pub fn store(&self) -> PathBuf {
+        self.join("store")
+    }
+
+    /// Writes the sample result root `name` by `executor`, run `run_id`
+    /// ([`write_sample_result_root`], with tree signatures when `sign` is
+    /// true) and returns its path; panics on failure.
+    pub fn root(&self, name: &str, executor: &str, run_id: &str, sign: bool) -> PathBuf {
+        let root = self.join(name);
+        write_sample_result_root(&root, executor, run_id, sign).expect("a sample result root");
+        root
+    }
+
+    /// Writes `content` to the file `name` in the directory and returns its
+    /// path; panics on failure.
+    pub fn write(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.join(name);
+        fs::write(&path, content).expect("a file in the test directory");
+        path
+    }
 }
 
 /// The make steps of a build of the four base artifacts, in the order they

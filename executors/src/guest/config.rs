@@ -264,6 +264,7 @@ impl GuestConfig {
 mod tests {
     use super::*;
     use fruix_core::executor::parse_config;
+    use fruix_core::testing::TestDir;
     use fruix_core::Registry;
     use serde_json::json;
 
@@ -363,15 +364,13 @@ mod tests {
 
     #[test]
     fn machines_file_supplies_target_key_state_dir_and_helper() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("machines.scm");
-        std::fs::write(
-            &file,
+        let dir = TestDir::new();
+        let file = dir.write(
+            "machines.scm",
             r#"(fruix-machines (machine (name "b1") (host "10.0.0.5") (port 2200) (user "fruix")
                  (private-key "/k") (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ")
                  (state-dir "/srv/fruix/") (helper "/usr/local/bin/fruix")))"#,
-        )
-        .unwrap();
+        );
         let e = GuestConfig {
             machines: Some(file),
             machine: Some("b1".into()),

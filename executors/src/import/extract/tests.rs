@@ -107,32 +107,34 @@ fn setuid_bits_are_neutralised_and_recorded() {
 
 #[test]
 fn guest_modes_never_give_group_or_world_write_on_the_host() {
-    let (_dir, staging, special) = extracted(&[
-        directory("./", 0o777),
-        directory("open/", 0o777),
-        file("open/all", 0o777, b"x"),
-        file("open/rw", 0o666, b"x"),
-        file("open/group", 0o664, b"x"),
-        file("open/private", 0o640, b"x"),
-        file("open/setuid", 0o4777, b"x"),
-        directory("closed/", 0o555),
-        directory("closed/mail/", 0o775),
-        file("implicit/below/file", 0o644, b"x"),
-    ]);
+    // Each entry (a directory when it ends in `/`, else a file holding `x`)
+    // with the mode the guest gives it and the mode it gets on the host.
+    let modes = [
+        ("open/", 0o777, 0o755),
+        ("open/all", 0o777, 0o755),
+        ("open/rw", 0o666, 0o644),
+        ("open/group", 0o664, 0o644),
+        ("open/private", 0o640, 0o640),
+        ("open/setuid", 0o4777, 0o755),
+        ("closed/", 0o555, 0o755),
+        ("closed/mail/", 0o775, 0o755),
+        ("implicit/below/file", 0o644, 0o644),
+    ];
+    let mut entries = vec![directory("./", 0o777)];
+    entries.extend(modes.iter().map(|&(path, mode, _)| {
+        if path.ends_with('/') {
+            directory(path, mode)
+        } else {
+            file(path, mode, b"x")
+        }
+    }));
+    let (_dir, staging, special) = extracted(&entries);
     assert_eq!(mode_of(&staging), 0o700, "the staging root keeps its mode");
-    for (path, mode) in [
-        ("open", 0o755),
-        ("open/all", 0o755),
-        ("open/rw", 0o644),
-        ("open/group", 0o644),
-        ("open/private", 0o640),
-        ("open/setuid", 0o755),
-        ("closed", 0o755),
-        ("closed/mail", 0o755),
-        ("implicit", 0o755),
-        ("implicit/below", 0o755),
-        ("implicit/below/file", 0o644),
-    ] {
+    // The directories made for an entry below them, which no entry declares.
+    let implicit = [("implicit", 0o755), ("implicit/below", 0o755)];
+    let host_modes = modes.iter().map(|&(path, _, host)| (path, host));
+    for (path, mode) in host_modes.chain(implicit) {
+        let path = path.trim_end_matches('/');
         assert_eq!(mode_of(&staging.join(path)), mode, "{path}");
     }
     assert_eq!(special.get(Path::new("open/setuid")), Some(&0o4000));
