@@ -218,7 +218,7 @@ fn write_random(path: &Path, size: u64, mode: u32, rng: &mut Rng, buffer: &mut [
 }
 
 /// Writes the generated root's `promotion.scm`: the sample metadata of
-/// fruix's tests, whose artifacts and probes are those of [`PROBES`] (no
+/// fruix's tests, whose artifacts and probes are those of `PROBES` (no
 /// signatures: promotion computes them).
 pub fn write_promotion(root: &Path) {
     let metadata = sample_metadata("local", "20260405T213444Z");

@@ -5,7 +5,7 @@
 //! `fruix matrix plan` and `fruix matrix run` are thin edges over this
 //! crate. From file to report:
 //!
-//! - [`file`] reads a matrix file (`(fruix-matrix ...)`) strictly: every
+//! - [`file`](mod@file) reads a matrix file (`(fruix-matrix ...)`) strictly: every
 //!   error names its field and line. [`axis`] lists what cells vary in.
 //! - [`expand`] turns axes, `exclude` and `include` into cells with GitHub
 //!   Actions' semantics (exclude first, then include), and gives each cell a
@@ -25,7 +25,7 @@
 //! - [`agreement`] groups the cells that must agree and lists the files in
 //!   which two artifacts differ; [`report`] writes `report.json`,
 //!   `junit.xml` and the table.
-//! - [`run`] ties these together for one run.
+//! - [`run`](mod@run) ties these together for one run.
 //! - [`export`] writes a matrix as a GitHub Actions, GitLab CI or Buildbot
 //!   pipeline of `run-cell` jobs and a `collect` job.
 //! - [`split`] runs one cell anywhere (`run-cell`, for a CI engine's job)

@@ -360,32 +360,11 @@ impl MatrixPlan {
 mod tests {
     use std::sync::Arc;
 
-    use fruix_core::executor::{
-        Capabilities, ConfigKey, Executor, ExecutorKind, RegistryEntry, Run, RunContext,
-    };
+    use fruix_core::executor::{Capabilities, ConfigKey, ExecutorKind, RegistryEntry};
     use fruix_core::Failure;
 
     use super::*;
     use crate::schedule::Step;
-
-    /// An executor that is never run.
-    #[derive(Debug)]
-    struct Idle;
-
-    impl Executor for Idle {
-        fn name(&self) -> &str {
-            "idle"
-        }
-        fn version(&self) -> &str {
-            "0"
-        }
-        fn capabilities(&self) -> Capabilities {
-            Capabilities::default()
-        }
-        fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
-            unreachable!("plans run nothing")
-        }
-    }
 
     /// `local` (key `make`) and `remote` (keys `machines` and `machine`, and
     /// the remote capability, so its cells run on the pool); both refuse a
@@ -419,7 +398,9 @@ mod tests {
                             executor: name.into(),
                             message: "unknown key `bad`".into(),
                         }),
-                        None => Ok(Arc::new(Idle) as Arc<dyn Executor>),
+                        None => Ok(fruix_core::testing::fn_executor(name, |_| {
+                            unreachable!("plans run nothing")
+                        })),
                     }),
                 })
                 .unwrap();

@@ -92,7 +92,7 @@ pub struct RunContext {
     pub result_root: PathBuf,
     pub events: EventSink,
     /// Cancelled on Ctrl-C, SIGTERM, fail-fast, or by the caller. Executors stop
-    /// their work (the whole process tree) and return [`Error::Cancelled`].
+    /// their work (the whole process tree) and return [`Error::Cancelled`](crate::Error::Cancelled).
     pub cancel: CancellationToken,
 }
 
@@ -118,10 +118,10 @@ impl RunContext {
 ///   and `artifacts/<name>/` trees. It may write `logs/`.
 /// - It reports stages and log lines through `ctx.events`, each stage's start
 ///   before its logs before its end.
-/// - A failing build step returns [`Error::Build`] (step, status, last log
+/// - A failing build step returns [`Error::Build`](crate::Error::Build) (step, status, last log
 ///   lines, log path); trouble with machines, connections, disks or helpers
-///   returns [`Error::System`] or [`Error::Io`]; cancellation (`ctx.cancel`)
-///   stops all work it started and returns [`Error::Cancelled`] promptly.
+///   returns [`Error::System`](crate::Error::System) or [`Error::Io`](crate::Error::Io); cancellation (`ctx.cancel`)
+///   stops all work it started and returns [`Error::Cancelled`](crate::Error::Cancelled) promptly.
 /// - [`Run::cleanup`] releases what the run acquired (connections, jails,
 ///   VMs, temporary files). It is called exactly once per run, whatever
 ///   `build` returned, including when it was cancelled or never got far.

@@ -203,7 +203,7 @@ pub fn walk(
 }
 
 /// Like [`walk`], for a directory already open (for example through
-/// [`open_beneath`]); `root` names it in messages.
+/// [`open_beneath`](super::fd::open_beneath)); `root` names it in messages.
 pub fn walk_fd(
     dir: OwnedFd,
     root: &Path,

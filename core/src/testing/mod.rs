@@ -7,7 +7,8 @@
 //!
 //! [`TestDir`] is a test's temporary directory for such roots, a store and
 //! other files; [`edit_header`] rewrites an object's header in a store
-//! archive, to make bad archives.
+//! archive, to make bad archives. [`fn_executor`] is an executor whose runs
+//! call a function, for tests of what runs executors.
 //!
 //! [`conformance`] is the executor contract suite every executor runs
 //! against itself.
@@ -399,4 +400,65 @@ pub fn write_sample_result_root(
     }
     metadata.write_to(root)?;
     Ok(metadata)
+}
+
+/// What a [`FnExecutor`]'s runs do.
+type BuildFn = dyn Fn(&crate::executor::RunContext) -> Result<()> + Send + Sync;
+
+/// A test executor: version `0`, default capabilities, each run calls its
+/// function and has nothing to clean up. See [`fn_executor`].
+pub struct FnExecutor {
+    name: &'static str,
+    build: Box<BuildFn>,
+}
+
+impl std::fmt::Debug for FnExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnExecutor")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A test executor named `name` whose every run is `build`.
+pub fn fn_executor(
+    name: &'static str,
+    build: impl Fn(&crate::executor::RunContext) -> Result<()> + Send + Sync + 'static,
+) -> std::sync::Arc<dyn crate::executor::Executor> {
+    std::sync::Arc::new(FnExecutor {
+        name,
+        build: Box::new(build),
+    })
+}
+
+impl crate::executor::Executor for FnExecutor {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn version(&self) -> &str {
+        "0"
+    }
+
+    fn capabilities(&self) -> crate::executor::Capabilities {
+        crate::executor::Capabilities::default()
+    }
+
+    fn start(&self, _ctx: &crate::executor::RunContext) -> Box<dyn crate::executor::Run + '_> {
+        Box::new(FnRun(&*self.build))
+    }
+}
+
+/// One run of a [`FnExecutor`].
+struct FnRun<'a>(&'a BuildFn);
+
+#[async_trait::async_trait]
+impl crate::executor::Run for FnRun<'_> {
+    async fn build(&mut self, ctx: &crate::executor::RunContext) -> Result<()> {
+        (self.0)(ctx)
+    }
+
+    async fn cleanup(self: Box<Self>, _ctx: &crate::executor::RunContext) -> Result<()> {
+        Ok(())
+    }
 }

@@ -1,5 +1,5 @@
 //! External executors: executors written as commands, in any language,
-//! declared in an executors file ([`file`]) and run stage by stage, in the
+//! declared in an executors file ([`file`](mod@file)) and run stage by stage, in the
 //! model of GitLab Runner's custom executor.
 //!
 //! # Contract

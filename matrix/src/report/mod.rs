@@ -1,6 +1,6 @@
 //! The reports of a matrix run: `report.json` (this module's [`Report`]),
-//! the agreement check with its file-by-file differences ([`agreement`]),
-//! `junit.xml` ([`junit`]), and the table printed at the end ([`table`]).
+//! the agreement check with its file-by-file differences ([`agreement`](mod@agreement)),
+//! `junit.xml` ([`junit`]), and the table printed at the end ([`table`](mod@table)).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

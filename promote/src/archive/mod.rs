@@ -30,10 +30,10 @@
 //! - names are object names of plain characters; paths are relative, in
 //!   strict path order, without `.`, `..` or empty components, and never use
 //!   the names reserved for an object's metadata; symlinks are created, never
-//!   followed; the tree is built by [`build_object`] through directory
+//!   followed; the tree is built by [`build_object`](crate::stage::build_object) through directory
 //!   descriptors;
 //! - each file's bytes are hashed as they are written into the pool
-//!   ([`Pool::ingest_stream`]) and must hash to what its line says; the
+//!   ([`Pool::ingest_stream`](crate::pool::Pool::ingest_stream)) and must hash to what its line says; the
 //!   tree's signature is computed from the lines and must be the one the
 //!   metadata commits to, and the metadata must hash to the object's name;
 //! - the archive must come from a store at this store's path (names and

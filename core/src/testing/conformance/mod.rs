@@ -1,5 +1,5 @@
 //! The executor conformance suite: the contract of
-//! [`Executor`](crate::executor::Executor), checked against any executor.
+//! [`Executor`], checked against any executor.
 //!
 //! Like `object_store`'s integration suite, it is a set of plain async
 //! functions that take the pieces and panic with a message saying what the

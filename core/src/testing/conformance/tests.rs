@@ -22,41 +22,17 @@ fn end(stage: &str) -> Event {
 }
 
 /// Reports every failure as a system failure, and logs outside stages.
-#[derive(Debug)]
-struct Sloppy;
-
-impl Executor for Sloppy {
-    fn name(&self) -> &str {
-        "sloppy"
-    }
-    fn version(&self) -> &str {
-        "0"
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
-    }
-    fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
-        Box::new(SloppyRun)
-    }
-}
-
-struct SloppyRun;
-
-#[async_trait]
-impl Run for SloppyRun {
-    async fn build(&mut self, ctx: &RunContext) -> Result<()> {
+fn sloppy() -> Arc<dyn Executor> {
+    crate::testing::fn_executor("sloppy", |ctx| {
         ctx.events
             .log("build", crate::executor::Stream::Stderr, "make: error 2");
         Err(Error::system("make failed"))
-    }
-    async fn cleanup(self: Box<Self>, _ctx: &RunContext) -> Result<()> {
-        Ok(())
-    }
+    })
 }
 
 fn sloppy_case() -> Case {
     Case::new(
-        Arc::new(Sloppy),
+        sloppy(),
         crate::testing::sample_request("sloppy", crate::executor::base_artifacts()),
     )
 }
