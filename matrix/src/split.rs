@@ -198,7 +198,9 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
             }
         }
         let mut c = report.cell;
-        c.log = c.log.and_then(|_| copy_log(&path, &c.id, &logs));
+        c.log = c
+            .log
+            .and_then(|_| copy_log(&path, &c.id, &logs, MAX_COPIED_LOG));
         reports.push(c);
     }
     let started = reports
@@ -312,11 +314,18 @@ fn find_cell_reports(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result
     Ok(())
 }
 
+/// The most of a cell's log that `collect` copies: a longer log keeps its
+/// last `MAX_COPIED_LOG` bytes (where a failure shows), after a line
+/// saying how much was left out.
+pub const MAX_COPIED_LOG: u64 = 256 << 20;
+
 /// Copies the log of cell `id` that travels beside its report
-/// (`DIR/logs/ID.log`) into `logs`; its new path, or `None` when there is
-/// none (or it is not a regular file: it is opened with `O_NOFOLLOW` and
-/// its type checked on the descriptor).
-fn copy_log(report: &Path, id: &str, logs: &Path) -> Option<PathBuf> {
+/// (`DIR/logs/ID.log`) into `logs`, at most `max` bytes of it (its tail);
+/// its new path, or `None` when there is none (or it is not a regular
+/// file: it is opened with `O_NOFOLLOW` and its type checked on the
+/// descriptor), or it cannot be copied (nothing is left behind then).
+fn copy_log(report: &Path, id: &str, logs: &Path, max: u64) -> Option<PathBuf> {
+    use std::io::{Read, Seek, SeekFrom, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let source = report.parent()?.join("logs").join(format!("{id}.log"));
     let target = logs.join(format!("{id}.log"));
@@ -328,11 +337,26 @@ fn copy_log(report: &Path, id: &str, logs: &Path) -> Option<PathBuf> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(&source)
         .ok()?;
-    if !file.metadata().ok()?.is_file() {
+    let metadata = file.metadata().ok()?;
+    if !metadata.is_file() {
         return None;
     }
     let mut out = std::fs::File::create(&target).ok()?;
-    std::io::copy(&mut file, &mut out).ok()?;
+    let left_out = metadata.len().saturating_sub(max);
+    let copied = (|| {
+        if left_out > 0 {
+            file.seek(SeekFrom::Start(left_out))?;
+            writeln!(
+                out,
+                "[fruix matrix collect: the first {left_out} bytes of this log are left out]"
+            )?;
+        }
+        std::io::copy(&mut file.take(max), &mut out)
+    })();
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&target);
+        return None;
+    }
     Some(target)
 }
 
@@ -378,6 +402,37 @@ mod tests {
         let path = dir.join(cell_file_name(&cell.id));
         std::fs::write(&path, serde_json::to_string(&report).unwrap()).unwrap();
         path
+    }
+
+    #[test]
+    fn a_copied_log_keeps_its_tail_within_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("cells"), dir.path().join("report"));
+        std::fs::create_dir_all(from.join("logs")).unwrap();
+        std::fs::create_dir(&to).unwrap();
+        let report = from.join("cell-c1.json");
+        let log: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(from.join("logs/c1.log"), &log).unwrap();
+
+        let whole = copy_log(&report, "c1", &to, log.len() as u64).unwrap();
+        assert_eq!(std::fs::read_to_string(&whole).unwrap(), log);
+
+        let cut = copy_log(&report, "c1", &to, 16).unwrap();
+        let left_out = log.len() - 16;
+        assert_eq!(
+            std::fs::read_to_string(&cut).unwrap(),
+            format!(
+                "[fruix matrix collect: the first {left_out} bytes of this log are left out]\n{}",
+                &log[left_out..]
+            )
+        );
+
+        // A log that is a symlink is not followed, and nothing is written.
+        std::fs::remove_file(&cut).unwrap();
+        std::fs::remove_file(from.join("logs/c1.log")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", from.join("logs/c1.log")).unwrap();
+        assert_eq!(copy_log(&report, "c1", &to, 16), None);
+        assert!(!cut.exists());
     }
 
     #[test]

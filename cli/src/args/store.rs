@@ -81,6 +81,16 @@ pub struct CopyArgs {
     pub json: bool,
 }
 
+/// Objects of a store: their paths, and the store.
+#[derive(Debug, Args)]
+pub struct ObjectsArg {
+    /// The objects (store paths, or links to them).
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
 /// A store, and whom it trusts with the objects that come into it.
 #[derive(Debug, Args)]
 pub struct StoreTrust {
@@ -106,17 +116,14 @@ pub struct TrustArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The objects to export.
-    #[arg(value_name = "PATH", required = true)]
-    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub objects: ObjectsArg,
     /// Export the objects' closures: everything they reference, transitively.
     #[arg(long, short = 'r')]
     pub recursive: bool,
     /// Write the archive to FILE (created; never overwritten) instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
-    #[command(flatten)]
-    pub store: StoreArg,
     /// Print what was exported as JSON (needs --output).
     #[arg(long, requires = "output")]
     pub json: bool,
@@ -152,11 +159,8 @@ pub struct SignArgs {
     /// The secret key file (from `fruix store generate-key`).
     #[arg(long, value_name = "FILE")]
     pub secret_key: PathBuf,
-    /// The objects to sign.
-    #[arg(value_name = "PATH", required = true)]
-    pub paths: Vec<PathBuf>,
     #[command(flatten)]
-    pub store: StoreArg,
+    pub objects: ObjectsArg,
     /// Print the signatures as JSON.
     #[arg(long)]
     pub json: bool,
@@ -224,11 +228,8 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// The objects.
-    #[arg(value_name = "PATH", required = true)]
-    pub paths: Vec<PathBuf>,
     #[command(flatten)]
-    pub store: StoreArg,
+    pub objects: ObjectsArg,
     /// Print a JSON array, one object per path.
     #[arg(long)]
     pub json: bool,
@@ -338,11 +339,8 @@ pub struct GcArgs {
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// The objects to remove.
-    #[arg(value_name = "PATH", required = true)]
-    pub paths: Vec<PathBuf>,
     #[command(flatten)]
-    pub store: StoreArg,
+    pub objects: ObjectsArg,
     #[command(flatten)]
     pub state: StateDirArg,
     /// Print the removed paths as JSON.

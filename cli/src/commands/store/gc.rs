@@ -68,8 +68,13 @@ fn print_report(r: &GcReport, quiet: bool) {
 }
 
 pub fn delete(args: DeleteArgs) -> CliResult {
-    let store = open(&args.store.store, Some(&args.state.state_dir), args.json)?;
+    let store = open(
+        &args.objects.store.store,
+        Some(&args.state.state_dir),
+        args.json,
+    )?;
     let names = args
+        .objects
         .paths
         .iter()
         .map(|p| resolve_valid(&store, p))

@@ -61,9 +61,9 @@ pub fn read_key(path: &Path) -> CliResult<SecretKey> {
 
 pub fn sign(args: SignArgs) -> CliResult {
     let key = read_key(&args.secret_key)?;
-    let store = open(&args.store.store, None, args.json)?;
+    let store = open(&args.objects.store.store, None, args.json)?;
     let mut signed = Vec::new();
-    for path in &args.paths {
+    for path in &args.objects.paths {
         let name = resolve_valid(&store, path).map_err(from_promote)?;
         let signature = sign_object(&store, &name, &key).map_err(from_promote)?;
         signed

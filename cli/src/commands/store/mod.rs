@@ -141,9 +141,9 @@ fn list(args: ListArgs) -> CliResult {
 }
 
 fn show_info(args: InfoArgs) -> CliResult {
-    let store = open(&args.store.store, None, args.json)?;
+    let store = open(&args.objects.store.store, None, args.json)?;
     let mut infos = Vec::new();
-    for path in &args.paths {
+    for path in &args.objects.paths {
         let name = resolve_valid(&store, path).map_err(from_promote)?;
         infos.push(info(&store, &name).map_err(from_promote)?);
     }
