@@ -247,6 +247,11 @@ pub enum Error {
         detail: String,
         log: Option<LogRef>,
     },
+    /// The machine to build on could not be brought up (a virtual machine
+    /// that did not prepare, boot or open SSH): nothing was built on it. A
+    /// retry elsewhere may succeed; a matrix sets the machine aside.
+    #[error(transparent)]
+    MachineUnavailable(Box<Error>),
     /// A machines file has no machine of that name.
     #[error("{}: defines no machine named {}; it defines: {}{}", escape::path(path), escape::quoted(name), if known.is_empty() { "none".to_string() } else { known.join(", ") }, suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
     UnknownMachine {
@@ -280,6 +285,7 @@ impl Error {
         match self {
             Error::Build { log, .. } => Some(log),
             Error::System { log, .. } | Error::Timeout { log, .. } => log.as_ref(),
+            Error::MachineUnavailable(e) => e.log(),
             _ => None,
         }
     }
@@ -291,7 +297,8 @@ impl Error {
             Error::System { .. }
             | Error::Io { .. }
             | Error::ConnectionLost { .. }
-            | Error::Timeout { .. } => Failure::System,
+            | Error::Timeout { .. }
+            | Error::MachineUnavailable(_) => Failure::System,
             Error::Cancelled => Failure::Cancelled,
             Error::Syntax { .. }
             | Error::InvalidMetadata { .. }

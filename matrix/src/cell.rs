@@ -64,6 +64,7 @@ fn system(message: impl Into<String>) -> CellError {
     CellError {
         failure: Failure::System,
         message: message.into(),
+        machine_unavailable: false,
     }
 }
 
@@ -72,6 +73,7 @@ fn cell_error(e: &Error) -> CellError {
     CellError {
         failure: e.failure(),
         message: e.to_string(),
+        machine_unavailable: matches!(e, Error::MachineUnavailable(_)),
     }
 }
 
@@ -115,7 +117,11 @@ impl Attempt {
         let executor = self
             .registry
             .create(&self.plan.cells[i].executor, config)
-            .map_err(|e| cell_error(&e))?;
+            .map_err(|e| CellError {
+                failure: e.failure(),
+                message: e.to_string(),
+                machine_unavailable: false,
+            })?;
         let (run_id, root) =
             allocate_run_dir(&self.state_dir.join("native-builds")).map_err(|e| cell_error(&e))?;
         let _ = writeln!(
@@ -213,6 +219,7 @@ impl CellRunner for ExecutorRunner {
                     Err(CellError {
                         failure: Failure::Input,
                         message: format!("machine {machine}: signing-key: {message}"),
+                        machine_unavailable: false,
                     })
                 })
             }
@@ -269,6 +276,7 @@ impl CellRunner for ExecutorRunner {
             .map_err(|e| CellError {
                 failure: e.failure(),
                 message: e.to_string(),
+                machine_unavailable: false,
             })
         })
     }
@@ -280,8 +288,8 @@ impl CellRunner for ExecutorRunner {
             .as_ref()
             .and_then(|m| m.get(machine).ok());
         // A virtual machine is booted for each build: there is nothing to
-        // reach beforehand (a VM that cannot boot fails its cell as a
-        // system failure, which failover retries elsewhere).
+        // reach beforehand (a VM that cannot boot fails its cell with
+        // `MachineUnavailable`, which sets it aside).
         if machine.is_some_and(|m| m.vm.is_some()) {
             return Box::pin(async { true });
         }

@@ -11,9 +11,11 @@
 //!   every running cell to finish its cleanup before it returns, so that
 //!   the reports say what finished.
 //! - An attempt's slot is held from its start to its end; promotion of a
-//!   built cell runs after the slot is freed. An attempt that ends with a
-//!   system failure on a machine asks [`CellRunner::reachable`]; a machine
-//!   that no longer accepts connections is set aside.
+//!   built cell runs after the slot is freed. A machine whose guest did not
+//!   come up ([`CellError::machine_unavailable`]) is set aside; after any
+//!   other system failure on a machine the loop asks
+//!   [`CellRunner::reachable`], and a machine that no longer accepts
+//!   connections is set aside.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -25,7 +27,7 @@ use fruix_core::Failure;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::schedule::{AttemptOutcome, Dispatcher, Placement, Start, Step, Verdict};
+use crate::schedule::{AttemptOutcome, Dispatcher, Placement, Start, Step, Unusable, Verdict};
 
 /// A boxed future, as the runner's methods return them.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -35,6 +37,9 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub struct CellError {
     pub failure: Failure,
     pub message: String,
+    /// The attempt's machine could not be brought up (a guest that did not
+    /// come up): the run sets it aside.
+    pub machine_unavailable: bool,
 }
 
 /// The message, then the kind of failure: `... (system failure)`.
@@ -180,7 +185,7 @@ enum Done<B> {
         start: Start,
         started: SystemTime,
         result: Result<B, CellError>,
-        unreachable: bool,
+        unusable: Option<Unusable>,
     },
     Promoted {
         cell: usize,
@@ -221,17 +226,20 @@ pub async fn run_cells<R: CellRunner>(
                     tasks.spawn(async move {
                         let started = SystemTime::now();
                         let result = runner.build(job).await;
-                        let unreachable = match (&result, &start.placement) {
-                            (Err(e), Placement::Machine(m)) if e.failure == Failure::System => {
-                                !runner.reachable(m).await
+                        let unusable = match (&result, &start.placement) {
+                            (Err(e), Placement::Machine(_)) if e.machine_unavailable => {
+                                Some(Unusable::DidNotComeUp)
                             }
-                            _ => false,
+                            (Err(e), Placement::Machine(m)) if e.failure == Failure::System => {
+                                (!runner.reachable(m).await).then_some(Unusable::Unreachable)
+                            }
+                            _ => None,
                         };
                         Done::Built {
                             start,
                             started,
                             result,
-                            unreachable,
+                            unusable,
                         }
                     });
                 }
@@ -264,13 +272,13 @@ pub async fn run_cells<R: CellRunner>(
                 start,
                 started,
                 result,
-                unreachable,
+                unusable,
             } => {
                 let outcome = match &result {
                     Ok(_) => AttemptOutcome::Passed,
                     Err(e) => AttemptOutcome::Failed {
                         failure: e.failure,
-                        machine_unreachable: unreachable,
+                        unusable,
                     },
                 };
                 let verdict = dispatcher.finished(&start, outcome);
@@ -333,11 +341,13 @@ mod tests {
         let cancelled = CellError {
             failure: Failure::Cancelled,
             message: "cancelled".into(),
+            machine_unavailable: false,
         };
         assert_eq!(cancelled.to_string(), "cancelled");
         let lost = CellError {
             failure: Failure::System,
             message: "connection lost".into(),
+            machine_unavailable: false,
         };
         assert_eq!(lost.to_string(), "connection lost (system failure)");
     }
@@ -358,11 +368,13 @@ mod tests {
     }
 
     /// A fake pool: `down` machines fail every attempt with a system failure
-    /// and refuse connections; cells in `failing` fail their build; with
+    /// and refuse connections; `unbootable` machines accept connections but
+    /// their guests never come up; cells in `failing` fail their build; with
     /// `hang`, every cell but the first waits for cancellation. Nothing
     /// sleeps: a build ends at its first await, or when cancelled.
     struct Fake {
         down: Vec<String>,
+        unbootable: Vec<String>,
         failing: Vec<usize>,
         hang: bool,
         counts: watch::Sender<Counts>,
@@ -371,7 +383,9 @@ mod tests {
     impl CellRunner for Fake {
         type Built = ();
         fn build(&self, job: Job) -> BoxFuture<Result<(), CellError>> {
-            let down = self.down.contains(&job.start.placement.name().to_string());
+            let machine = job.start.placement.name().to_string();
+            let down = self.down.contains(&machine);
+            let unbootable = self.unbootable.contains(&machine);
             let fails = self.failing.contains(&job.start.cell);
             let hang = self.hang && job.start.cell > 0;
             self.counts.send_modify(|c| {
@@ -386,18 +400,21 @@ mod tests {
                     Err(CellError {
                         failure: Failure::Cancelled,
                         message: "cancelled".into(),
+                        machine_unavailable: false,
                     })
                 } else {
                     // Let the other builds start before this one ends.
                     tokio::task::yield_now().await;
-                    match (down, fails) {
+                    match (down || unbootable, fails) {
                         (true, _) => Err(CellError {
                             failure: Failure::System,
                             message: "connection refused".into(),
+                            machine_unavailable: unbootable,
                         }),
                         (_, true) => Err(CellError {
                             failure: Failure::Build,
                             message: "build step `buildworld` failed".into(),
+                            machine_unavailable: false,
                         }),
                         _ => Ok(()),
                     }
@@ -441,6 +458,7 @@ mod tests {
     fn fake(down: &[&str], failing: &[usize], hang: bool) -> Arc<Fake> {
         Arc::new(Fake {
             down: down.iter().map(|s| s.to_string()).collect(),
+            unbootable: Vec::new(),
             failing: failing.to_vec(),
             hang,
             counts: watch::Sender::new(Counts::default()),
@@ -449,7 +467,31 @@ mod tests {
 
     #[tokio::test]
     async fn cells_of_a_down_machine_are_retried_on_the_other_one() {
-        let runner = fake(&["a"], &[], false);
+        cells_of_an_unusable_machine_are_retried_on_the_other_one(
+            fake(&["a"], &[], false),
+            "unreachable after attempt 1 of cell ",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_machine_whose_guest_does_not_come_up_is_set_aside_though_reachable() {
+        let mut runner = fake(&[], &[], false);
+        Arc::get_mut(&mut runner).unwrap().unbootable = vec!["a".into()];
+        cells_of_an_unusable_machine_are_retried_on_the_other_one(
+            runner,
+            "its guest did not come up for attempt 1 of cell ",
+        )
+        .await;
+    }
+
+    /// Six cells, three at once, over a (faster, unusable as `runner` says)
+    /// and b: a is set aside with `reason` after its first failures, and
+    /// every cell passes on b.
+    async fn cells_of_an_unusable_machine_are_retried_on_the_other_one(
+        runner: Arc<Fake>,
+        reason: &str,
+    ) {
         let (records, set_aside) = run_cells(
             runner.clone(),
             dispatcher(6, Some(3), false),
@@ -459,6 +501,7 @@ mod tests {
         .await;
         assert_eq!(set_aside.len(), 1, "{set_aside:?}");
         assert_eq!(set_aside[0].0, "a");
+        assert!(set_aside[0].1.starts_with(reason), "{set_aside:?}");
         assert!(
             records.iter().all(|r| r.status == CellStatus::Passed),
             "{records:?}"

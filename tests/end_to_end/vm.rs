@@ -442,9 +442,10 @@ fn a_matrix_over_local_and_a_vm_machine_agrees() {
 }
 
 #[test]
-fn vm_machines_in_a_matrix_hold_their_slots_and_a_guest_that_cannot_boot_fails_over() {
+fn vm_machines_in_a_matrix_hold_their_slots_and_a_guest_that_cannot_boot_is_set_aside() {
+    // Three cells, two at once; the third waits until a slot frees.
     let m = crate::matrix::Matrix::new(
-        "  (machines-file \"machines.scm\")\n  (axes (executor \"vm\") (kernconf \"GENERIC\" \"MINIMAL\"))\n  (retries 1)\n  (fail-fast #f)\n  (max-parallel 2)\n  (config (vm (inner \"host-initiated\")))",
+        "  (machines-file \"machines.scm\")\n  (axes (executor \"vm\") (kernconf \"GENERIC\" \"MINIMAL\") (make-flag \"A=1\" \"A=2\"))\n  (exclude ((kernconf \"MINIMAL\") (make-flag \"A=2\")))\n  (retries 1)\n  (fail-fast #f)\n  (max-parallel 2)\n  (config (vm (inner \"host-initiated\")))",
     );
     // "broken" is tried first (faster) and never opens SSH.
     machines(
@@ -460,7 +461,7 @@ fn vm_machines_in_a_matrix_hold_their_slots_and_a_guest_that_cannot_boot_fails_o
     );
     let report = passing_matrix_run(&m);
     let cells = report["cells"].as_array().unwrap();
-    assert_eq!(cells.len(), 2, "{report:#}");
+    assert_eq!(cells.len(), 3, "{report:#}");
     let mut failed_over = 0;
     for c in cells {
         assert_eq!(c["status"], "passed", "{c:#}");
@@ -472,8 +473,15 @@ fn vm_machines_in_a_matrix_hold_their_slots_and_a_guest_that_cannot_boot_fails_o
             assert_eq!(attempts[0]["status"], "system-failure", "{c:#}");
         }
     }
+    // Once its guest did not come up, broken is set aside: the third cell,
+    // started when broken's slot freed, waits for vm1 instead.
     assert_eq!(failed_over, 1, "one cell started on broken: {report:#}");
-    // vm1 has one slot: its two cells never had a guest each at once.
+    let set_aside = report["machines_set_aside"].as_array().unwrap();
+    assert_eq!(set_aside.len(), 1, "{report:#}");
+    assert_eq!(set_aside[0]["machine"], "broken", "{report:#}");
+    let reason = set_aside[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("its guest did not come up"), "{reason}");
+    // vm1 has one slot: its cells never had a guest each at once.
     let (_, per_machine) = crate::matrix::peak_concurrency(&report);
     assert_eq!(per_machine["vm1"], 1, "{report:#}");
     let agreement = report["agreement"].as_array().unwrap();

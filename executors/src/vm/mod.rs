@@ -48,7 +48,9 @@ pub struct Started {
 
 /// Runs a guest's life up to and including `build` (the inner mode, given
 /// the guest's SSH endpoint): prepare, boot, `wait` for SSH. Records in
-/// `started` what needs undoing; call [`teardown`] after, always.
+/// `started` what needs undoing; call [`teardown`] after, always. A
+/// failure before the guest answers (not a cancellation) is
+/// [`Error::MachineUnavailable`].
 pub async fn bring_up<W, WF, B, BF>(
     driver: &dyn VmDriver,
     vm: &Instance,
@@ -63,12 +65,19 @@ where
     B: FnOnce(Endpoint) -> BF,
     BF: Future<Output = Result<()>>,
 {
+    // Until the guest answers, a failure is the machine's: it did not come up.
+    let unavailable = |e: Error| match e {
+        Error::Cancelled => e,
+        e => Error::MachineUnavailable(Box::new(e)),
+    };
     started.prepared = true;
-    events.stage("vm-prepare", driver.prepare(vm)).await?;
+    let prepare = events.stage("vm-prepare", driver.prepare(vm));
+    prepare.await.map_err(unavailable)?;
     started.booted = true;
-    let endpoint = events.stage("vm-boot", driver.boot(vm)).await?;
-    let endpoint = events.stage("vm-ssh", wait(endpoint)).await?;
-    build(endpoint).await
+    let endpoint = events.stage("vm-boot", driver.boot(vm));
+    let endpoint = endpoint.await.map_err(unavailable)?;
+    let endpoint = events.stage("vm-ssh", wait(endpoint));
+    build(endpoint.await.map_err(unavailable)?).await
 }
 
 /// Stops the guest if booting was attempted (`grace` for the ACPI power

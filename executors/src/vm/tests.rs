@@ -199,7 +199,13 @@ async fn failed_lives<D: VmDriver>(new: fn() -> Recorded<D>) -> Vec<(FailAt, Vec
     let mut plans = Vec::new();
     for fail in [FailAt::Wait, FailAt::Build, FailAt::Import] {
         let (outcome, torn, plan) = life_of(new, |_| {}, fail).await;
-        assert!(outcome.is_err(), "{fail:?}");
+        let error = outcome.unwrap_err();
+        // Until the guest answers, a failure is the machine's.
+        assert_eq!(
+            matches!(error, Error::MachineUnavailable(_)),
+            fail == FailAt::Wait,
+            "{fail:?}: {error:?}"
+        );
         torn.unwrap();
         plans.push((fail, plan));
     }
@@ -208,8 +214,8 @@ async fn failed_lives<D: VmDriver>(new: fn() -> Recorded<D>) -> Vec<(FailAt, Vec
 
 /// A whole life of a new driver from `new` in which the first command
 /// containing `pattern` fails with `stderr` (answered before the answers
-/// `new` gave). The build must fail and the teardown succeed; returns the
-/// build's error and the plan.
+/// `new` gave). The build must fail, as the machine's failure, and the
+/// teardown succeed; returns the build's error and the plan.
 async fn failing_command<D: VmDriver>(
     new: fn() -> Recorded<D>,
     pattern: &str,
@@ -223,6 +229,11 @@ async fn failing_command<D: VmDriver>(
     };
     let (outcome, torn, plan) = life_of(new, fails, FailAt::Nowhere).await;
     let error = outcome.unwrap_err();
+    // Every command that can fail here comes before the guest answers.
+    assert!(
+        matches!(error, Error::MachineUnavailable(_)),
+        "{pattern}: {error:?}"
+    );
     torn.unwrap();
     (error, plan)
 }

@@ -34,9 +34,19 @@ pub enum AttemptOutcome {
     Passed,
     Failed {
         failure: Failure,
-        /// The attempt's machine no longer accepts connections.
-        machine_unreachable: bool,
+        /// Why the attempt's machine is no longer used, if it is not.
+        unusable: Option<Unusable>,
     },
+}
+
+/// Why an attempt's machine is set aside for the rest of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// It no longer accepts connections.
+    Unreachable,
+    /// Its guest did not come up (a virtual machine that did not prepare,
+    /// boot or open SSH).
+    DidNotComeUp,
 }
 
 /// What happens to a cell after an attempt.
@@ -120,21 +130,20 @@ impl Dispatcher {
     /// Records how `start` ended and frees its slot.
     pub fn finished(&mut self, start: &Start, outcome: AttemptOutcome) -> Verdict {
         self.pool.release(&start.placement);
-        let AttemptOutcome::Failed {
-            failure,
-            machine_unreachable,
-        } = outcome
-        else {
+        let AttemptOutcome::Failed { failure, unusable } = outcome else {
             return Verdict::Done;
         };
-        if let (true, Placement::Machine(name)) = (machine_unreachable, &start.placement) {
-            self.pool.set_aside(
-                name,
-                format!(
-                    "unreachable after attempt {} of cell {}",
-                    start.attempt, start.cell
-                ),
-            );
+        if let (Some(why), Placement::Machine(name)) = (unusable, &start.placement) {
+            let (attempt, cell) = (start.attempt, start.cell);
+            let reason = match why {
+                Unusable::Unreachable => {
+                    format!("unreachable after attempt {attempt} of cell {cell}")
+                }
+                Unusable::DidNotComeUp => {
+                    format!("its guest did not come up for attempt {attempt} of cell {cell}")
+                }
+            };
+            self.pool.set_aside(name, reason);
         }
         if failure == Failure::System && start.attempt <= self.retries && !self.stopped {
             if let Placement::Machine(name) = &start.placement {
@@ -207,7 +216,7 @@ mod tests {
                     Step::Fail { cell, .. } => {
                         finals[cell] = Some(AttemptOutcome::Failed {
                             failure: Failure::System,
-                            machine_unreachable: false,
+                            unusable: None,
                         })
                     }
                 }
@@ -239,7 +248,7 @@ mod tests {
         move |_, p| match p {
             Placement::Machine(m) if m == machine => AttemptOutcome::Failed {
                 failure: Failure::System,
-                machine_unreachable: true,
+                unusable: Some(Unusable::Unreachable),
             },
             _ => AttemptOutcome::Passed,
         }
@@ -274,7 +283,7 @@ mod tests {
         let failing = |failure| {
             move |_: usize, _: &Placement| AttemptOutcome::Failed {
                 failure,
-                machine_unreachable: false,
+                unusable: None,
             }
         };
         let (attempts, _, _) = simulate(vec![remote()], 2, false, None, failing(Failure::System));
@@ -315,7 +324,7 @@ mod tests {
             if cell == 0 {
                 AttemptOutcome::Failed {
                     failure: Failure::Build,
-                    machine_unreachable: false,
+                    unusable: None,
                 }
             } else {
                 AttemptOutcome::Passed

@@ -13,7 +13,8 @@
 //! - A retried cell avoids the machines it already failed on while another
 //!   may take it (waiting for that one's slot if needed); only when none is
 //!   left does it go back to one it tried.
-//! - A machine that failed to connect is set aside for the rest of the run.
+//! - A machine that failed to connect, or whose guest did not come up, is
+//!   set aside for the rest of the run ([`Unusable`]).
 //!   A cell that no machine can take any more fails as a system failure,
 //!   saying why.
 //! - Cells start in matrix order; a cell that must wait does not hold back
@@ -30,7 +31,7 @@
 pub mod dispatch;
 pub mod pool;
 
-pub use dispatch::{AttemptOutcome, Dispatcher, Start, Step, Verdict};
+pub use dispatch::{AttemptOutcome, Dispatcher, Start, Step, Unusable, Verdict};
 pub use pool::{Decision, Need, Placement, Pool};
 
 /// The pool and needs the scheduling tests share.
