@@ -105,20 +105,24 @@ pub struct PromotionMetadata {
 
 /// Checks a name used inside store file names (executor, version, artifact, run id).
 pub fn check_name(what: &str, value: &str) -> std::result::Result<(), String> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && !value.starts_with(['.', '-'])
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} {} is not usable in a store name: use 1 to 64 characters from A-Z a-z 0-9 . _ + -, not starting with . or -",
-            escape::quoted(value)
-        ))
+    if is_name(value, 64, b".-", |b| {
+        b.is_ascii_alphanumeric() || b"._+-".contains(&b)
+    }) {
+        return Ok(());
     }
+    Err(format!(
+        "{what} {} is not usable in a store name: use 1 to 64 characters from A-Z a-z 0-9 . _ + -, not starting with . or -",
+        escape::quoted(value)
+    ))
+}
+
+/// Whether `value` is 1 to `max` bytes, each one `allowed`, the first not
+/// one of `not_first`: the shape of every name fruix accepts.
+pub fn is_name(value: &str, max: usize, not_first: &[u8], allowed: impl Fn(u8) -> bool) -> bool {
+    !value.is_empty()
+        && value.len() <= max
+        && !not_first.contains(&value.as_bytes()[0])
+        && value.bytes().all(allowed)
 }
 
 /// Checks that `path` is relative, normal, and stays inside its root lexically:

@@ -237,12 +237,8 @@ pub struct GuestArgs {
     /// The guest to build in, as USER@HOST[:PORT].
     #[arg(long, value_name = "USER@HOST[:PORT]")]
     pub guest: Option<String>,
-    /// Private key file for the guest (default: ssh-agent, then ~/.ssh/id_*).
-    #[arg(long, value_name = "FILE")]
-    pub identity: Option<PathBuf>,
-    /// OpenSSH known_hosts file checked for the guest's host key (default ~/.ssh/known_hosts).
-    #[arg(long, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
+    #[command(flatten)]
+    pub auth: SshAuthArgs,
     /// The guest's state directory (default /var/lib/fruix).
     #[arg(long, value_name = "DIR")]
     pub guest_state_dir: Option<String>,
@@ -255,7 +251,19 @@ pub struct GuestArgs {
     /// The machine of --machines to build on.
     #[arg(long, value_name = "NAME", requires = "machines")]
     pub machine: Option<String>,
-    /// Record an unknown guest host key in known_hosts instead of refusing it.
+}
+
+/// How to log in to another machine over SSH and check its host key: the
+/// guest of `build`, the other machine of `store copy`.
+#[derive(Debug, Args, Default)]
+pub struct SshAuthArgs {
+    /// Private key file for the other machine (default: ssh-agent, then ~/.ssh/id_*).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// OpenSSH known_hosts file checked for the other machine's host key (default ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record an unknown host key in known_hosts instead of refusing it.
     #[arg(long)]
     pub accept_new_host_key: bool,
 }

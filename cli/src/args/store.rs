@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::{StateDirArg, StoreArg};
+use super::{SshAuthArgs, StateDirArg, StoreArg};
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
@@ -56,15 +56,8 @@ pub struct CopyArgs {
     /// Copy the objects' closures: everything they reference, transitively.
     #[arg(long, short = 'r')]
     pub recursive: bool,
-    /// Private key file for the other machine (default: ssh-agent, then ~/.ssh/id_*).
-    #[arg(long, value_name = "FILE")]
-    pub identity: Option<PathBuf>,
-    /// OpenSSH known_hosts file checked for the other machine's host key (default ~/.ssh/known_hosts).
-    #[arg(long, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
-    /// Record an unknown host key in known_hosts instead of refusing it.
-    #[arg(long)]
-    pub accept_new_host_key: bool,
+    #[command(flatten)]
+    pub auth: SshAuthArgs,
     /// The fruix command on the other machine.
     #[arg(long, value_name = "COMMAND", default_value = "fruix")]
     pub remote_program: String,

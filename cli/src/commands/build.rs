@@ -260,8 +260,8 @@ fn with_guest_flags(
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| Value::from(p.to_string_lossy()));
     let flags = [
         ("guest", guest.guest.clone().map(Value::from)),
-        ("identity", path(&guest.identity)),
-        ("known_hosts", path(&guest.known_hosts)),
+        ("identity", path(&guest.auth.identity)),
+        ("known_hosts", path(&guest.auth.known_hosts)),
         (
             "guest_state_dir",
             guest.guest_state_dir.clone().map(Value::from),
@@ -271,7 +271,7 @@ fn with_guest_flags(
         ("machine", guest.machine.clone().map(Value::from)),
         (
             "accept_new_host_key",
-            guest.accept_new_host_key.then_some(Value::Bool(true)),
+            guest.auth.accept_new_host_key.then_some(Value::Bool(true)),
         ),
     ];
     let map = config
@@ -384,6 +384,7 @@ fn allocate(args: &BuildArgs, options: BuildOptions) -> CliResult<BuildPlan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::SshAuthArgs;
 
     #[test]
     fn config_values_keep_numbers_and_booleans() {
@@ -404,8 +405,11 @@ mod tests {
     fn guest_flags_become_config_keys_and_conflicts_are_refused() {
         let guest = GuestArgs {
             guest: Some("root@127.0.0.1:2222".into()),
-            known_hosts: Some("/k".into()),
-            accept_new_host_key: true,
+            auth: SshAuthArgs {
+                known_hosts: Some("/k".into()),
+                accept_new_host_key: true,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let v = with_guest_flags(

@@ -36,7 +36,7 @@ use fruix_core::error::IoContext;
 use fruix_core::escape;
 use fruix_core::executor::{Capabilities, ConfigKey, ExecutorKind, Registry, RegistryEntry};
 use fruix_core::fsutil::read_metadata_file;
-use fruix_core::promotion::check_name;
+use fruix_core::promotion::{check_name, is_name};
 use fruix_core::sexp::{read_record, Record};
 use fruix_core::{Error, Result};
 
@@ -319,18 +319,15 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
 
 /// Checks a configuration key name: `a-z`, `0-9` and `_`, not empty.
 fn check_key_name(name: &str) -> std::result::Result<(), String> {
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a configuration key name: use a-z, 0-9 and _",
-            escape::quoted(name)
-        ))
+    if is_name(name, usize::MAX, b"", |b| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'
+    }) {
+        return Ok(());
     }
+    Err(format!(
+        "{} is not a configuration key name: use a-z, 0-9 and _",
+        escape::quoted(name)
+    ))
 }
 
 fn exit_code(r: &mut Record<'_>, field: &str, default: i32) -> Result<i32> {

@@ -109,8 +109,11 @@ pub fn copy(args: CopyArgs) -> CliResult {
             .collect::<CliResult<Vec<_>>>()?
     };
     let options = SshOptions {
-        identity: args.identity.clone(),
-        host_keys: HostKeyPolicy::known_hosts(args.known_hosts.clone(), args.accept_new_host_key),
+        identity: args.auth.identity.clone(),
+        host_keys: HostKeyPolicy::known_hosts(
+            args.auth.known_hosts.clone(),
+            args.auth.accept_new_host_key,
+        ),
         ..SshOptions::with_key(target.clone(), PathBuf::new(), PathBuf::new())
     };
     let remote_store = args
