@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use console::Term;
 use fruix_core::escape;
-use fruix_core::executor::Event;
+use fruix_core::executor::{Event, EventReceiver};
 use fruix_core::manifest::Progress;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::OutputArgs;
@@ -112,7 +111,7 @@ fn say(bar: &Option<ProgressBar>, line: String) {
 /// not `FAILED`; the live line is cleared at the end, so no stale line (or
 /// the terminal's `^C`) stays on screen.
 pub async fn show_events(
-    mut rx: UnboundedReceiver<Event>,
+    mut rx: EventReceiver,
     output: OutputArgs,
     cancel: CancellationToken,
 ) {

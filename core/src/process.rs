@@ -13,6 +13,9 @@
 //!   `make -j` puts each job's shell in a process group of its own. Every line, of either stream,
 //!   in the order it arrives, goes to the events as [`Event::Log`] with the
 //!   step's stage and stream, and to the step's log file.
+//! - Output is read no faster than the run's events are taken: while more
+//!   than [`MAX_QUEUED_BYTES`] of them wait unread, the child waits on its
+//!   pipes (memory stays bounded, as with a slow terminal).
 //! - When the child exits, any process it left in its group is killed, and the
 //!   remaining output is read to its end: [`Ending::Exited`].
 //! - On cancellation, or when the step's time limit passes, the whole group
@@ -30,6 +33,7 @@
 //! exit is [`Error::Build`] with the last [`TAIL_LINES`] lines.
 //!
 //! [`Event::Log`]: crate::executor::Event::Log
+//! [`MAX_QUEUED_BYTES`]: crate::executor::MAX_QUEUED_BYTES
 
 use rustix::process::{Pid, Signal};
 use std::collections::VecDeque;
@@ -201,10 +205,12 @@ async fn pump(
     tokio::pin!(expired);
     while out_open || err_open || status.is_none() {
         tokio::select! {
-            read = stdout.read_until(b'\n', &mut out_line), if out_open => {
+            // Nothing more is read while the events wait unread: the child
+            // then waits on its pipe, and memory stays bounded.
+            read = paced(step.events, stdout.read_until(b'\n', &mut out_line)), if out_open => {
                 out_open = log.take(read, Stream::Stdout, &mut out_line).await?;
             }
-            read = stderr.read_until(b'\n', &mut err_line), if err_open => {
+            read = paced(step.events, stderr.read_until(b'\n', &mut err_line)), if err_open => {
                 err_open = log.take(read, Stream::Stderr, &mut err_line).await?;
             }
             exited = child.wait(), if status.is_none() => {
@@ -225,6 +231,12 @@ async fn pump(
     Ok(Ending::Exited(
         status.expect("the loop ends once the child exited"),
     ))
+}
+
+/// `read`, once `events` has room for what it will produce.
+async fn paced<T>(events: &EventSink, read: impl std::future::Future<Output = T>) -> T {
+    events.room().await;
+    read.await
 }
 
 /// A step's log: the file, the events, and the last lines.

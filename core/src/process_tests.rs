@@ -34,7 +34,7 @@ fn a_missing_program_names_itself_and_the_hint() {
     );
 }
 
-fn context(root: &Path) -> (RunContext, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+fn context(root: &Path) -> (RunContext, crate::executor::EventReceiver) {
     let (events, rx) = EventSink::channel();
     let request = BuildRequest {
         source_dir: None,
@@ -183,11 +183,7 @@ async fn dropping_a_running_step_kills_its_group() {
 }
 
 /// Cancels `ctx`'s run when a step logs the line `said`.
-fn cancel_when_said(
-    ctx: &RunContext,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-    said: &'static str,
-) {
+fn cancel_when_said(ctx: &RunContext, mut rx: crate::executor::EventReceiver, said: &'static str) {
     let cancel = ctx.cancel.clone();
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
@@ -253,4 +249,66 @@ async fn cancelling_kills_jobs_in_process_groups_of_their_own() {
         "job {job} survived: {stat}"
     );
     assert!(group_is_gone(pgid));
+}
+
+#[tokio::test]
+async fn a_step_reads_no_faster_than_its_events_are_taken_and_loses_no_line() {
+    use crate::executor::MAX_QUEUED_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut rx) = context(dir.path());
+    let log = dir.path().join("s.log");
+    // Four times the queue's bound, in numbered lines of about 1 KiB.
+    let lines = 4 * MAX_QUEUED_BYTES / 1024;
+    let script = format!(
+        r#"awk 'BEGIN {{ for (i = 0; i < {lines}; i++) printf "%d %1000s\n", i, "" }}'"#
+    );
+    let step = run_build_step(shell(&script), "s", &log, &ctx, "");
+    tokio::pin!(step);
+    // What one line costs in the queue, at the most.
+    let one = 64 + "s".len() + 1024 + 16;
+    let within_bound = |queued: usize| {
+        assert!(
+            queued <= MAX_QUEUED_BYTES + one,
+            "{queued} bytes of events queued, more than {MAX_QUEUED_BYTES} and a line"
+        );
+    };
+    // Nobody reads the events: the step runs until the queue is full, and
+    // from then on stays where it is, though the child has more to say.
+    let mut stalled_polls = 0;
+    while stalled_polls < 50 {
+        tokio::select! {
+            r = &mut step => panic!("the step ended with its events unread: {r:?}"),
+            () = tokio::time::sleep(Duration::from_millis(2)) => {}
+        }
+        within_bound(rx.queued_bytes());
+        if rx.queued_bytes() > MAX_QUEUED_BYTES {
+            stalled_polls += 1;
+        }
+    }
+    // Read now: every line arrives, in order, and the step ends.
+    let mut next = 0;
+    let mut check = |event: Event| {
+        if let Event::Log { line, .. } = event {
+            assert_eq!(line.split(' ').next(), Some(next.to_string().as_str()));
+            next += 1;
+        }
+    };
+    loop {
+        tokio::select! {
+            r = &mut step => {
+                r.unwrap();
+                break;
+            }
+            Some(event) = rx.recv() => {
+                within_bound(rx.queued_bytes());
+                check(event);
+            }
+        }
+    }
+    while let Ok(event) = rx.try_recv() {
+        check(event);
+    }
+    assert_eq!(next, lines);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.lines().count(), lines);
 }

@@ -237,9 +237,117 @@ fn a_remote_command_cancelled_as_it_starts_leaves_nothing_running() {
         cancel.cancel();
         // The shell's command line names the marker; it waits for its sleep.
         let script = format!("exec sh -c 'sleep 600 & wait' {}", marker.display());
-        session.stream(&script, None, &cancel, |_, _| {}).await
+        session
+            .stream(&script, None, &cancel, &EventSink::discard(), |_, _| {})
+            .await
     });
     assert!(matches!(ended, Ok(None)), "{ended:?}");
     let left = processes_mentioning(&marker);
     assert!(left.is_empty(), "still running in the guest: {left:?}");
+}
+
+/// How far past the event queue's bound one read of a guest's output may
+/// take it: one SSH packet (32 KiB) of 1 KiB lines, each with its overhead.
+const ONE_PACKET_OF_EVENTS: usize = 64 << 10;
+
+/// Polls `run` while nobody reads `rx`, until the queue has stayed over its
+/// bound for 50 polls; it must never go more than a packet past it, and
+/// `run` must not end.
+async fn held_at_the_bound<F: std::future::Future>(
+    mut run: std::pin::Pin<&mut F>,
+    rx: &fruix_core::executor::EventReceiver,
+) where
+    F::Output: std::fmt::Debug,
+{
+    use fruix_core::executor::MAX_QUEUED_BYTES;
+    let mut stalled = 0;
+    while stalled < 50 {
+        tokio::select! {
+            r = run.as_mut() => panic!("ended with its events unread: {r:?}"),
+            () = tokio::time::sleep(Duration::from_millis(2)) => {}
+        }
+        let queued = rx.queued_bytes();
+        assert!(
+            queued <= MAX_QUEUED_BYTES + ONE_PACKET_OF_EVENTS,
+            "{queued} bytes of events queued"
+        );
+        if queued > MAX_QUEUED_BYTES {
+            stalled += 1;
+        }
+    }
+}
+
+/// A guest command that floods its output is read no faster than the host
+/// takes the events it makes: unread, they stay at the queue's bound (and
+/// the guest waits); read, every line arrives, in order; cancelled while
+/// held, the command is still stopped, and nothing is left running.
+#[test]
+fn a_flooding_remote_command_is_held_at_the_event_bound_and_still_cancels() {
+    use fruix_core::executor::{Event, EventSink, MAX_QUEUED_BYTES};
+    use fruix_executors::ssh::{RemoteExit, SshOptions, SshSession, SshTarget};
+    let sshd = Sshd::trusted();
+    let options = SshOptions::with_key(
+        SshTarget::parse(&sshd.guest()).unwrap(),
+        sshd.identity(),
+        sshd.known_hosts(),
+    );
+    let lines = 4 * MAX_QUEUED_BYTES / 1024;
+    // Numbered lines of about 1 KiB. The cancelled one then sleeps: only
+    // the kill loop stops it (not the end of its channel, as for awk).
+    let flood = format!(
+        "awk 'BEGIN {{ for (i = 0; i < {lines}; i++) printf \"%d %1000s\\n\", i, \"\" }}'\n"
+    );
+    let script = |name: &str, text: String| {
+        let path = sshd.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        (format!("exec sh {}", path.display()), path)
+    };
+    let runs = [
+        (false, script("flood", flood.clone())),
+        (true, script("flood-then-sleep", flood + "sleep 600\n")),
+    ];
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let session = SshSession::connect(&options, &EventSink::discard())
+            .await
+            .unwrap();
+        for (cancelled, (script, marker)) in runs {
+            let (sink, mut rx) = EventSink::channel();
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let run = session.stream(&script, None, &cancel, &sink, |stream, line| {
+                sink.log("flood", stream, line)
+            });
+            tokio::pin!(run);
+            held_at_the_bound(run.as_mut(), &rx).await;
+            if cancelled {
+                cancel.cancel();
+                assert_eq!(run.await.unwrap(), None);
+                let left = processes_mentioning(&marker);
+                assert!(left.is_empty(), "still running in the guest: {left:?}");
+                continue;
+            }
+            let mut next = 0;
+            let mut check = |event: Event| {
+                let Event::Log { line, .. } = event else {
+                    panic!("only log lines: {event:?}")
+                };
+                assert_eq!(line.split(' ').next(), Some(next.to_string().as_str()));
+                next += 1;
+            };
+            let exit = loop {
+                tokio::select! {
+                    r = &mut run => break r.unwrap(),
+                    Some(event) = rx.recv() => check(event),
+                }
+            };
+            assert_eq!(exit, Some(RemoteExit::Code(0)));
+            while let Ok(event) = rx.try_recv() {
+                check(event);
+            }
+            assert_eq!(next, lines);
+        }
+    });
 }

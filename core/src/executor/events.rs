@@ -1,8 +1,10 @@
 //! What happens during a run, as events sent to whoever displays or records it.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::error::Result;
 
@@ -42,17 +44,109 @@ pub enum Event {
     Warning { message: String },
 }
 
+/// How many bytes of events may wait in a sink's channel before the readers
+/// of untrusted output stop reading ([`EventSink::room`]).
+pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+
+/// What an event costs in the queue: its text, plus a fixed overhead.
+fn cost(event: &Event) -> usize {
+    64 + match event {
+        Event::StageStarted { stage } | Event::Progress { stage, .. } => stage.len(),
+        Event::Log { stage, line, .. } => stage.len() + line.len(),
+        Event::StageFinished { stage, .. } => stage.len(),
+        Event::Warning { message } => message.len(),
+    }
+}
+
+/// The bytes waiting in a channel, shared by its sinks and its receiver.
+#[derive(Debug, Default)]
+struct Gauge {
+    queued: AtomicUsize,
+    /// Set when the receiver is gone: nobody will make room any more.
+    closed: AtomicBool,
+    /// Woken when the queue falls to [`MAX_QUEUED_BYTES`], or closes.
+    drained: Notify,
+}
+
+impl Gauge {
+    fn full(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) > MAX_QUEUED_BYTES && !self.closed.load(Ordering::SeqCst)
+    }
+
+    fn taken(&self, cost: usize) {
+        let before = self.queued.fetch_sub(cost, Ordering::SeqCst);
+        if before > MAX_QUEUED_BYTES && before - cost <= MAX_QUEUED_BYTES {
+            self.drained.notify_waiters();
+        }
+    }
+}
+
 /// Where executors send [`Event`]s. Cheap to clone; sending never blocks.
+///
+/// # Contract
+///
+/// - Events arrive in the order they were sent, and none is lost, except
+///   [`Event::Progress`] sent while the queue holds more than
+///   [`MAX_QUEUED_BYTES`]: a later one says the same, better.
+/// - Memory stays bounded because whoever reads output it does not control
+///   (a child's pipes, a guest's stream) waits for [`EventSink::room`]
+///   before reading more: the queue then holds at most
+///   [`MAX_QUEUED_BYTES`] plus what one read produced, and the writer of the
+///   output waits, as it would for a slow terminal.
+/// - When the receiver is dropped, events are discarded and `room` never
+///   waits.
 #[derive(Debug, Clone)]
 pub struct EventSink {
-    tx: Option<mpsc::UnboundedSender<Event>>,
+    tx: Option<(mpsc::UnboundedSender<Queued>, Arc<Gauge>)>,
+}
+
+/// An event in the channel, with its [`cost`].
+type Queued = (Event, usize);
+
+/// The receiving end of an [`EventSink::channel`].
+#[derive(Debug)]
+pub struct EventReceiver {
+    rx: mpsc::UnboundedReceiver<Queued>,
+    gauge: Arc<Gauge>,
+}
+
+impl EventReceiver {
+    /// The next event; `None` once every sink is gone and the queue is empty.
+    pub async fn recv(&mut self) -> Option<Event> {
+        let (event, cost) = self.rx.recv().await?;
+        self.gauge.taken(cost);
+        Some(event)
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Event, mpsc::error::TryRecvError> {
+        let (event, cost) = self.rx.try_recv()?;
+        self.gauge.taken(cost);
+        Ok(event)
+    }
+
+    /// Bytes of events waiting (as [`MAX_QUEUED_BYTES`] counts them).
+    pub fn queued_bytes(&self) -> usize {
+        self.gauge.queued.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for EventReceiver {
+    fn drop(&mut self) {
+        self.gauge.closed.store(true, Ordering::SeqCst);
+        self.gauge.drained.notify_waiters();
+    }
 }
 
 impl EventSink {
     /// A sink and the receiver that gets its events.
-    pub fn channel() -> (EventSink, mpsc::UnboundedReceiver<Event>) {
+    pub fn channel() -> (EventSink, EventReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (EventSink { tx: Some(tx) }, rx)
+        let gauge = Arc::new(Gauge::default());
+        let sink = EventSink {
+            tx: Some((tx, gauge.clone())),
+        };
+        (sink, EventReceiver { rx, gauge })
     }
 
     /// A sink that drops every event.
@@ -60,10 +154,35 @@ impl EventSink {
         EventSink { tx: None }
     }
 
-    /// Sends `event` (ignored when nobody listens any more).
+    /// Sends `event` (ignored when nobody listens any more; a progress
+    /// event is dropped while the queue is full).
     pub fn emit(&self, event: Event) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(event);
+        let Some((tx, gauge)) = &self.tx else { return };
+        if matches!(event, Event::Progress { .. }) && gauge.full() {
+            return;
+        }
+        let cost = cost(&event);
+        gauge.queued.fetch_add(cost, Ordering::SeqCst);
+        if tx.send((event, cost)).is_err() {
+            gauge.queued.fetch_sub(cost, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits until the queue holds at most [`MAX_QUEUED_BYTES`] (at once
+    /// when it does, when nobody listens, or for a discarding sink).
+    /// Cancel-safe.
+    pub async fn room(&self) {
+        let Some((_, gauge)) = &self.tx else { return };
+        loop {
+            let drained = gauge.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the check, so a wake-up between the two is
+            // not missed.
+            drained.as_mut().enable();
+            if !gauge.full() {
+                return;
+            }
+            drained.await;
         }
     }
 
@@ -100,5 +219,97 @@ impl EventSink {
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    /// Polls `f` once, without waiting.
+    fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// Logs 64 KiB lines until the sink has no room; returns how many.
+    fn fill(sink: &EventSink) -> usize {
+        let line = "x".repeat(1 << 16);
+        let mut sent = 0;
+        while poll_once(std::pin::pin!(sink.room())).is_ready() {
+            sink.log("s", Stream::Stdout, format!("{sent} {line}"));
+            sent += 1;
+        }
+        sent
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_holds_readers_until_it_is_read_and_loses_no_event() {
+        let (sink, mut rx) = EventSink::channel();
+        let sent = fill(&sink);
+        let one = cost(&Event::Log {
+            stage: "s".into(),
+            stream: Stream::Stdout,
+            line: format!("{sent} {}", "x".repeat(1 << 16)),
+        });
+        assert!(rx.queued_bytes() > MAX_QUEUED_BYTES);
+        assert!(rx.queued_bytes() <= MAX_QUEUED_BYTES + one);
+        // While full, progress is dropped; everything else is kept.
+        sink.emit(Event::Progress {
+            stage: "s".into(),
+            done: 1,
+            total: None,
+        });
+        sink.warn("kept");
+        {
+            let mut room = std::pin::pin!(sink.room());
+            assert!(poll_once(room.as_mut()).is_pending());
+            // Taking one event makes room, and wakes the waiting reader.
+            let Some(Event::Log { line, .. }) = rx.recv().await else {
+                panic!("a log line first")
+            };
+            assert!(line.starts_with("0 "), "in order");
+            assert!(poll_once(room.as_mut()).is_ready());
+        }
+        for i in 1..sent {
+            match rx.recv().await {
+                Some(Event::Log { line, .. }) => assert!(line.starts_with(&format!("{i} "))),
+                other => panic!("line {i} expected, got {other:?}"),
+            }
+        }
+        drop(sink);
+        let rest: Vec<Event> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(
+            rest,
+            [Event::Warning {
+                message: "kept".into()
+            }]
+        );
+        assert_eq!(rx.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reader_waiting_for_room_is_freed_when_the_receiver_goes() {
+        let (sink, rx) = EventSink::channel();
+        fill(&sink);
+        let mut room = std::pin::pin!(sink.room());
+        assert!(poll_once(room.as_mut()).is_pending());
+        drop(rx);
+        assert!(poll_once(room.as_mut()).is_ready());
+        // Nobody listens: nothing waits, nothing is kept.
+        fill_never_waits(&sink);
+    }
+
+    fn fill_never_waits(sink: &EventSink) {
+        for _ in 0..(2 * MAX_QUEUED_BYTES) >> 16 {
+            sink.log("s", Stream::Stdout, "x".repeat(1 << 16));
+            assert!(poll_once(std::pin::pin!(sink.room())).is_ready());
+        }
+    }
+
+    #[test]
+    fn a_discarding_sink_never_waits() {
+        fill_never_waits(&EventSink::discard());
     }
 }

@@ -43,7 +43,7 @@ pub mod registry;
 pub mod request;
 mod runner;
 
-pub use events::{Event, EventSink, Stream};
+pub use events::{Event, EventReceiver, EventSink, Stream, MAX_QUEUED_BYTES};
 pub use registry::{
     config_keys, parse_config, ConfigKey, ExecutorConfig, ExecutorKind, ExecutorRegistration,
     Registry, RegistryEntry,

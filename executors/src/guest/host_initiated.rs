@@ -152,7 +152,7 @@ impl GuestRun<'_> {
         let mut tail = Tail::new(TAIL_LINES);
         let mut write_error = None;
         let exit = session
-            .stream(script, None, &ctx.cancel, |stream, line| {
+            .stream(script, None, &ctx.cancel, &ctx.events, |stream, line| {
                 if let Err(e) = writeln!(log, "{line}") {
                     write_error.get_or_insert(e);
                 }

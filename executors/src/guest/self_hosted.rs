@@ -68,9 +68,13 @@ impl GuestRun<'_> {
             .stage("guest-build", async {
                 let mut listener = Listener::new(ctx);
                 let exit = session
-                    .stream(&script, Some(&request), &ctx.cancel, |stream, line| {
-                        listener.line(stream, line)
-                    })
+                    .stream(
+                        &script,
+                        Some(&request),
+                        &ctx.cancel,
+                        &ctx.events,
+                        |stream, line| listener.line(stream, line),
+                    )
                     .await?
                     .ok_or(Error::Cancelled)?;
                 listener.finish(&exit)

@@ -25,9 +25,11 @@
 //!   ([`super::SshOptions::max_line_bytes`], configuration key
 //!   `output_max_line_bytes`) is cut, saying so ([`crate::bounded`]), and
 //!   [`SshSession::output`] keeps only the last [`OUTPUT_TAIL_LINES`] lines of
-//!   each stream: no command's output is held whole in memory.
+//!   each stream: no command's output is held whole in memory. Nor are its
+//!   lines: [`SshSession::stream`] reads no further while the events it
+//!   feeds wait unread ([`EventSink::room`]).
 
-use fruix_core::executor::Stream;
+use fruix_core::executor::{EventSink, Stream};
 use fruix_core::{Error, Result};
 use russh::ChannelMsg;
 use tokio_util::sync::CancellationToken;
@@ -134,6 +136,7 @@ impl SshSession {
                 script,
                 input,
                 &CancellationToken::new(),
+                &EventSink::discard(),
                 |stream, line| match stream {
                     Stream::Stdout => stdout.push(line),
                     Stream::Stderr => stderr.push(line),
@@ -150,15 +153,17 @@ impl SshSession {
 
     /// Runs `script`, feeding it `stdin`, calling `on_line` for every line of
     /// its stdout and stderr as they arrive. `None` when `cancel` fired (the
-    /// remote session is then stopped, see the module docs).
+    /// remote session is then stopped, see the module docs). `on_line` feeds
+    /// `pace`: nothing more is read while `pace` has no room.
     pub async fn stream(
         &self,
         script: &str,
         stdin: Option<&[u8]>,
         cancel: &CancellationToken,
+        pace: &EventSink,
         on_line: impl FnMut(Stream, &str) + Send,
     ) -> Result<Option<RemoteExit>> {
-        self.stream_from(script, stdin, cancel, on_line).await
+        self.stream_from(script, stdin, cancel, pace, on_line).await
     }
 
     /// [`SshSession::stream`] with stdin streamed from `input`.
@@ -167,6 +172,7 @@ impl SshSession {
         script: &str,
         stdin: Option<impl tokio::io::AsyncRead + Unpin + Send>,
         cancel: &CancellationToken,
+        pace: &EventSink,
         mut on_line: impl FnMut(Stream, &str) + Send,
     ) -> Result<Option<RemoteExit>> {
         let channel = self.exec(wrap(script)).await?;
@@ -207,7 +213,18 @@ impl SshSession {
         loop {
             if cancelled_at.is_some() {
                 if let Some(sid) = session {
-                    self.kill_session(sid).await;
+                    // The command's output is still taken while it is
+                    // stopped: a channel left full stalls the whole
+                    // connection, and with it the kill loop's channel.
+                    let kill = self.kill_session(sid);
+                    tokio::pin!(kill);
+                    let mut open = true;
+                    loop {
+                        tokio::select! {
+                            () = &mut kill => break,
+                            msg = channel.wait(), if open => open = msg.is_some(),
+                        }
+                    }
                     let _ = writer.close().await;
                     return Ok(None);
                 }
@@ -221,7 +238,14 @@ impl SshSession {
                     sent = true;
                     continue;
                 }
-                msg = channel.wait() => msg,
+                // Both cancel-safe: a message is only taken once there is
+                // room (unless cancelled: the output is then drained).
+                msg = async {
+                    if cancelled_at.is_none() {
+                        pace.room().await;
+                    }
+                    channel.wait().await
+                } => msg,
                 () = cancel.cancelled(), if cancelled_at.is_none() => {
                     cancelled_at = Some(tokio::time::Instant::now());
                     continue;
