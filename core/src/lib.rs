@@ -10,6 +10,7 @@
 //! This crate has no CLI and no SSH: errors are typed ([`Error`]), and each
 //! names the file or field it is about.
 
+pub mod bounded;
 pub mod collect;
 pub mod error;
 pub mod escape;

@@ -13,6 +13,9 @@
 //!   `make -j` puts each job's shell in a process group of its own. Every line, of either stream,
 //!   in the order it arrives, goes to the events as [`Event::Log`] with the
 //!   step's stage and stream, and to the step's log file.
+//! - A line longer than [`MAX_LINE_BYTES`] keeps its first
+//!   [`MAX_LINE_BYTES`] bytes and a note saying how many were dropped
+//!   ([`crate::bounded`]): no output is held whole in memory.
 //! - Output is read no faster than the run's events are taken: while more
 //!   than [`MAX_QUEUED_BYTES`] of them wait unread, the child waits on its
 //!   pipes (memory stays bounded, as with a slow terminal).
@@ -36,22 +39,29 @@
 //! [`MAX_QUEUED_BYTES`]: crate::executor::MAX_QUEUED_BYTES
 
 use rustix::process::{Pid, Signal};
-use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::bounded::{LineSplitter, Tail};
 use crate::error::{Error, IoContext, Result};
 use crate::executor::{EventSink, RunContext, Stream};
 
 /// How many last lines of output a failed step reports.
 pub const TAIL_LINES: usize = 20;
+
+/// The longest line of a step's output kept whole; the rest of a longer one
+/// is dropped, and the line says so.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// How much of a pipe is read at once.
+const READ_CHUNK: usize = 8 << 10;
 
 /// How long a stopped step's process group gets to exit after `SIGTERM`.
 pub const TERM_GRACE: Duration = Duration::from_secs(5);
@@ -140,7 +150,7 @@ pub async fn run_step(mut command: Command, step: &Step<'_>) -> Result<Finished>
     flushed?;
     Ok(Finished {
         ending,
-        tail: log.tail.into(),
+        tail: log.tail.into_lines(),
     })
 }
 
@@ -188,11 +198,8 @@ async fn pump(
     log: &mut StepLog<'_>,
     step: &Step<'_>,
 ) -> Result<Ending> {
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
-    // Partial lines survive a `select!` that picks another branch: read_until
-    // keeps what it read in the buffer and continues on the next call.
-    let (mut out_line, mut err_line) = (Vec::new(), Vec::new());
+    let mut stdout = Output::new(child.stdout.take().expect("stdout is piped"));
+    let mut stderr = Output::new(child.stderr.take().expect("stderr is piped"));
     let (mut out_open, mut err_open) = (true, true);
     let mut status = None;
     let deadline = step.timeout.map(|t| Instant::now() + t);
@@ -207,11 +214,11 @@ async fn pump(
         tokio::select! {
             // Nothing more is read while the events wait unread: the child
             // then waits on its pipe, and memory stays bounded.
-            read = paced(step.events, stdout.read_until(b'\n', &mut out_line)), if out_open => {
-                out_open = log.take(read, Stream::Stdout, &mut out_line).await?;
+            read = paced(step.events, stdout.read()), if out_open => {
+                out_open = log.take(read, Stream::Stdout, &mut stdout).await?;
             }
-            read = paced(step.events, stderr.read_until(b'\n', &mut err_line)), if err_open => {
-                err_open = log.take(read, Stream::Stderr, &mut err_line).await?;
+            read = paced(step.events, stderr.read()), if err_open => {
+                err_open = log.take(read, Stream::Stderr, &mut stderr).await?;
             }
             exited = child.wait(), if status.is_none() => {
                 status = Some(exited.map_err(|e| Error::system(format!("cannot wait for step {}: {e}", step.stage)))?);
@@ -239,11 +246,48 @@ async fn paced<T>(events: &EventSink, read: impl std::future::Future<Output = T>
     read.await
 }
 
+/// One output pipe of a step, read in chunks and split into lines of at
+/// most [`MAX_LINE_BYTES`].
+struct Output<R> {
+    pipe: R,
+    chunk: Box<[u8]>,
+    lines: LineSplitter,
+}
+
+impl<R: AsyncRead + Unpin> Output<R> {
+    fn new(pipe: R) -> Self {
+        Output {
+            pipe,
+            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+            lines: LineSplitter::new(MAX_LINE_BYTES, None),
+        }
+    }
+
+    /// Reads the next chunk (cancel-safe: nothing is read unless it
+    /// completes).
+    async fn read(&mut self) -> std::io::Result<usize> {
+        self.pipe.read(&mut self.chunk).await
+    }
+
+    /// The lines completed by the `n` bytes just read; at the end (`n` is
+    /// 0), the last line if it has no newline.
+    fn split(&mut self, n: usize) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        match n {
+            0 => self.lines.finish(|l| lines.push(l.to_vec())),
+            n => self
+                .lines
+                .push(&self.chunk[..n], |l| lines.push(l.to_vec())),
+        }
+        lines
+    }
+}
+
 /// A step's log: the file, the events, and the last lines.
 struct StepLog<'a> {
     step: &'a Step<'a>,
     file: BufWriter<tokio::fs::File>,
-    tail: VecDeque<String>,
+    tail: Tail,
 }
 
 impl<'a> StepLog<'a> {
@@ -254,17 +298,17 @@ impl<'a> StepLog<'a> {
         Ok(StepLog {
             step,
             file: BufWriter::new(file),
-            tail: VecDeque::with_capacity(TAIL_LINES),
+            tail: Tail::new(TAIL_LINES),
         })
     }
 
-    /// Handles the result of one `read_until` into `buf`: logs the line it
-    /// completed, if any. Returns whether the stream is still open.
-    async fn take(
+    /// Handles the result of one read of `output`: logs the lines it
+    /// completed. Returns whether the stream is still open.
+    async fn take<R: AsyncRead + Unpin>(
         &mut self,
         read: std::io::Result<usize>,
         stream: Stream,
-        buf: &mut Vec<u8>,
+        output: &mut Output<R>,
     ) -> Result<bool> {
         let n = read.map_err(|e| {
             Error::system(format!(
@@ -272,9 +316,8 @@ impl<'a> StepLog<'a> {
                 self.step.stage
             ))
         })?;
-        if !buf.is_empty() {
-            self.line(stream, buf).await?;
-            buf.clear();
+        for line in output.split(n) {
+            self.line(stream, &line).await?;
         }
         Ok(n > 0)
     }
@@ -286,10 +329,7 @@ impl<'a> StepLog<'a> {
             .write_all(format!("{text}\n").as_bytes())
             .await
             .with_path("write log file", self.step.log)?;
-        if self.tail.len() == TAIL_LINES {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(text.to_string());
+        self.tail.push(text);
         self.step.events.log(self.step.stage, stream, text);
         Ok(())
     }

@@ -259,17 +259,17 @@ async fn a_step_reads_no_faster_than_its_events_are_taken_and_loses_no_line() {
     let log = dir.path().join("s.log");
     // Four times the queue's bound, in numbered lines of about 1 KiB.
     let lines = 4 * MAX_QUEUED_BYTES / 1024;
-    let script = format!(
-        r#"awk 'BEGIN {{ for (i = 0; i < {lines}; i++) printf "%d %1000s\n", i, "" }}'"#
-    );
+    let script =
+        format!(r#"awk 'BEGIN {{ for (i = 0; i < {lines}; i++) printf "%d %1000s\n", i, "" }}'"#);
     let step = run_build_step(shell(&script), "s", &log, &ctx, "");
     tokio::pin!(step);
-    // What one line costs in the queue, at the most.
-    let one = 64 + "s".len() + 1024 + 16;
+    // What the lines of one read (8 KiB: at most nine lines) cost in the
+    // queue, at the most.
+    let one = 9 * (64 + "s".len() + 1024);
     let within_bound = |queued: usize| {
         assert!(
             queued <= MAX_QUEUED_BYTES + one,
-            "{queued} bytes of events queued, more than {MAX_QUEUED_BYTES} and a line"
+            "{queued} bytes of events queued, more than {MAX_QUEUED_BYTES} and a read"
         );
     };
     // Nobody reads the events: the step runs until the queue is full, and
@@ -311,4 +311,32 @@ async fn a_step_reads_no_faster_than_its_events_are_taken_and_loses_no_line() {
     assert_eq!(next, lines);
     let logged = std::fs::read_to_string(&log).unwrap();
     assert_eq!(logged.lines().count(), lines);
+}
+
+#[tokio::test]
+async fn a_line_longer_than_the_cap_is_cut_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut rx) = context(dir.path());
+    let log = dir.path().join("s.log");
+    let script = format!(
+        "head -c {} /dev/zero | tr '\\0' x; echo; echo after",
+        3 * MAX_LINE_BYTES
+    );
+    run_build_step(shell(&script), "s", &log, &ctx, "")
+        .await
+        .unwrap();
+    let cut = format!(
+        "{} [line cut at {MAX_LINE_BYTES} bytes: {} more bytes dropped]",
+        "x".repeat(MAX_LINE_BYTES),
+        2 * MAX_LINE_BYTES
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("{cut}\nafter\n")
+    );
+    let mut lines = Vec::new();
+    while let Ok(Event::Log { line, .. }) = rx.try_recv() {
+        lines.push(line);
+    }
+    assert_eq!(lines, [cut, "after".to_string()]);
 }

@@ -17,7 +17,7 @@
 //! process tree) and the import in [`import`]
 //! (one tar stream into a staging directory, extracted as untrusted input
 //! within caps, re-hashed against the guest's signatures, moved into place
-//! when complete). Guest output is bounded everywhere: [`bounded`] cuts long
+//! when complete). Guest output is bounded everywhere: [`fruix_core::bounded`] cuts long
 //! lines and keeps only the tails of output.
 //!
 //! [`vm`] owns virtual machines' whole lives around a build: prepare a
@@ -35,7 +35,6 @@
 //! Errors are [`fruix_core::Error`]: the executor contract is expressed in the
 //! core's error type, so this crate adds none of its own.
 
-pub mod bounded;
 pub mod driver;
 pub mod external;
 pub mod guest;

@@ -334,7 +334,7 @@ mod tests {
         for cap in Cap::ALL {
             described(cap.key(), ImportLimits::default().get(cap));
         }
-        described(crate::bounded::LINE_CAP_KEY, DEFAULT_MAX_LINE_BYTES as u64);
+        described(crate::ssh::LINE_CAP_KEY, DEFAULT_MAX_LINE_BYTES as u64);
 
         let e = GuestConfig {
             guest: Some("a@b".into()),

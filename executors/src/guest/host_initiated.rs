@@ -19,8 +19,8 @@ use fruix_freebsd::{sh, BuildPlan, Layout};
 use tokio::io::AsyncWriteExt;
 
 use super::{GuestRun, Mode, TAIL_LINES, VERSION};
-use crate::bounded::Tail;
 use crate::ssh::SshSession;
+use fruix_core::bounded::Tail;
 
 impl GuestRun<'_> {
     pub(super) async fn run_host_initiated(

@@ -11,8 +11,8 @@ use fruix_core::{escape, Error, ExitStatus, LogRef, Result};
 
 use super::protocol::{Body, Message, Outcome, VERSION};
 use super::{GuestRun, TAIL_LINES};
-use crate::bounded::Tail;
 use crate::ssh::{shell_quote, RemoteExit, SshSession, SshTarget};
+use fruix_core::bounded::Tail;
 
 /// The oldest guest helper `guest-self-hosted` works with.
 pub const MIN_HELPER_VERSION: &str = "0.1.0";

@@ -73,8 +73,8 @@ use russh::ChannelMsg;
 
 pub use self::extract::{extract, host_mode, HOST_MODE_MASK};
 pub use self::limits::{Cap, ImportLimits};
-use crate::bounded::{LineSplitter, Tail};
 use crate::ssh::{lost, shell_quote, SshSession};
+use fruix_core::bounded::{LineSplitter, Tail};
 
 /// How many bytes between two progress events.
 const PROGRESS_EVERY: u64 = 16 << 20;
@@ -155,7 +155,8 @@ pub async fn fetch(
         )
     });
     let mut tx = Some(tx);
-    let mut stderr_lines = LineSplitter::new(session.max_line_bytes());
+    let mut stderr_lines =
+        LineSplitter::new(session.max_line_bytes(), Some(crate::ssh::LINE_CAP_KEY));
     let mut stderr = Tail::new(STDERR_TAIL_LINES);
     let (mut exit, mut received, mut reported) = (None, 0u64, 0u64);
     // Whether the extractor stopped reading before the stream ended.

@@ -66,6 +66,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default cap on one line of a remote command's output (1 MiB).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
+/// The configuration key of the line cap, named in the note on a cut line.
+pub const LINE_CAP_KEY: &str = "output_max_line_bytes";
+
 pub use fruix_core::ssh_target::SshTarget;
 
 /// Everything needed to open a session.

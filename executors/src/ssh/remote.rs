@@ -23,7 +23,7 @@
 //!   [`Error::ConnectionLost`], which [`super::is_connection_lost`] recognises.
 //! - Output is untrusted: a line longer than the session's cap
 //!   ([`super::SshOptions::max_line_bytes`], configuration key
-//!   `output_max_line_bytes`) is cut, saying so ([`crate::bounded`]), and
+//!   `output_max_line_bytes`) is cut, saying so ([`fruix_core::bounded`]), and
 //!   [`SshSession::output`] keeps only the last [`OUTPUT_TAIL_LINES`] lines of
 //!   each stream: no command's output is held whole in memory. Nor are its
 //!   lines: [`SshSession::stream`] reads no further while the events it
@@ -34,8 +34,8 @@ use fruix_core::{Error, Result};
 use russh::ChannelMsg;
 use tokio_util::sync::CancellationToken;
 
-use super::{lost, shell_quote, SshSession};
-use crate::bounded::{LineSplitter, Tail};
+use super::{lost, shell_quote, SshSession, LINE_CAP_KEY};
+use fruix_core::bounded::{LineSplitter, Tail};
 
 /// Seconds of `SIGTERM` before `SIGKILL` when a remote command is cancelled.
 pub const TERM_SECONDS: u32 = 5;
@@ -190,8 +190,8 @@ impl SshSession {
         tokio::pin!(sending);
         let mut sent = false;
         let (mut out, mut err) = (
-            LineSplitter::new(self.max_line_bytes),
-            LineSplitter::new(self.max_line_bytes),
+            LineSplitter::new(self.max_line_bytes, Some(LINE_CAP_KEY)),
+            LineSplitter::new(self.max_line_bytes, Some(LINE_CAP_KEY)),
         );
         let mut session: Option<u32> = None;
         let mut exit = None;
@@ -328,7 +328,10 @@ impl SshSession {
             // The write half lives as long as the channel is read.
             let _write = write;
             let mut out = Some(ours);
-            let (mut tail, mut err) = (Tail::new(OUTPUT_TAIL_LINES), LineSplitter::new(max_line));
+            let (mut tail, mut err) = (
+                Tail::new(OUTPUT_TAIL_LINES),
+                LineSplitter::new(max_line, Some(LINE_CAP_KEY)),
+            );
             let keep = |line: &[u8], tail: &mut Tail| {
                 let text = String::from_utf8_lossy(line);
                 if !text.starts_with(SESSION_PREFIX) {

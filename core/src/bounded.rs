@@ -1,6 +1,6 @@
-//! Bounded buffers for untrusted output: lines cut at a cap (saying so) and
-//! tails that keep only the last lines, so that no remote command can make
-//! fruix hold its whole output in memory.
+//! Bounded buffers for output fruix does not control: lines cut at a cap
+//! (saying so) and tails that keep only the last lines, so that no command,
+//! local or remote, can make fruix hold its whole output in memory.
 //!
 //! # Contract
 //!
@@ -16,25 +16,26 @@
 
 use std::collections::VecDeque;
 
-/// The configuration key of the line cap, named in the note on a cut line.
-pub const LINE_CAP_KEY: &str = "output_max_line_bytes";
-
 /// Splits a byte stream into lines of at most `max` bytes (see the module
 /// docs).
 #[derive(Debug)]
 pub struct LineSplitter {
     line: Vec<u8>,
     max: usize,
+    /// What sets `max`, named in the note on a cut line.
+    key: Option<&'static str>,
     /// Bytes of the current line that were not kept.
     cut: u64,
 }
 
 impl LineSplitter {
-    /// A splitter keeping at most `max` bytes of a line.
-    pub fn new(max: usize) -> Self {
+    /// A splitter keeping at most `max` bytes of a line; `key`, when given,
+    /// is the configuration key that sets `max`.
+    pub fn new(max: usize, key: Option<&'static str>) -> Self {
         LineSplitter {
             line: Vec::new(),
             max,
+            key,
             cut: 0,
         }
     }
@@ -65,10 +66,14 @@ impl LineSplitter {
 
     fn emit(&mut self, emit: &mut impl FnMut(&[u8])) {
         if self.cut > 0 {
-            let note = format!(
-                " [line cut at {} bytes: {} more bytes dropped; the cap is {LINE_CAP_KEY}]",
+            let mut note = format!(
+                " [line cut at {} bytes: {} more bytes dropped",
                 self.max, self.cut
             );
+            if let Some(key) = self.key {
+                note.push_str(&format!("; the cap is {key}"));
+            }
+            note.push(']');
             self.line.extend_from_slice(note.as_bytes());
         }
         emit(&self.line);
@@ -145,7 +150,7 @@ mod tests {
     use super::*;
 
     fn split(max: usize, chunks: &[&[u8]]) -> Vec<String> {
-        let mut splitter = LineSplitter::new(max);
+        let mut splitter = LineSplitter::new(max, Some("output_max_line_bytes"));
         let mut seen = Vec::new();
         for chunk in chunks {
             splitter.push(chunk, |l| {
@@ -177,7 +182,7 @@ mod tests {
 
     #[test]
     fn fifty_megabytes_without_a_newline_keep_only_the_cap() {
-        let mut splitter = LineSplitter::new(1024);
+        let mut splitter = LineSplitter::new(1024, Some("output_max_line_bytes"));
         let chunk = vec![b'x'; 32 << 10];
         let mut emitted = Vec::new();
         for _ in 0..(50 << 20) / chunk.len() {
