@@ -110,11 +110,7 @@ fn say(bar: &Option<ProgressBar>, line: String) {
 /// above the live line, and a stage that then fails is shown `cancelled`,
 /// not `FAILED`; the live line is cleared at the end, so no stale line (or
 /// the terminal's `^C`) stays on screen.
-pub async fn show_events(
-    mut rx: EventReceiver,
-    output: OutputArgs,
-    cancel: CancellationToken,
-) {
+pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: CancellationToken) {
     let mode = Mode::from_output(&output);
     let mut bar: Option<ProgressBar> = None;
     let mut told = false;

@@ -1,7 +1,7 @@
 //! Tests of process groups, timeouts, cancellation and output capture.
 use super::*;
 use crate::error::LogRef;
-use crate::executor::{BuildRequest, Event};
+use crate::executor::{BuildRequest, Event, EventReceiver};
 use crate::testing::{fixture_request, run_context};
 use std::process::Command as StdCommand;
 
@@ -34,14 +34,17 @@ fn a_missing_program_names_itself_and_the_hint() {
     );
 }
 
-fn context(root: &Path) -> (RunContext, crate::executor::EventReceiver) {
+/// A run context in a new directory, and the receiver of its events.
+fn context() -> (tempfile::TempDir, RunContext, EventReceiver) {
+    let dir = tempfile::tempdir().unwrap();
     let (events, rx) = EventSink::channel();
     let request = BuildRequest {
         source_dir: None,
         artifacts: vec!["world".into()],
         ..fixture_request(Path::new("/usr/src"), &[])
     };
-    (run_context(request, root, events), rx)
+    let ctx = run_context(request, dir.path(), events);
+    (dir, ctx, rx)
 }
 
 fn shell(script: &str) -> Command {
@@ -52,8 +55,7 @@ fn shell(script: &str) -> Command {
 
 #[tokio::test]
 async fn output_without_final_newline_and_invalid_utf8_is_logged() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ctx, mut rx) = context(dir.path());
+    let (dir, ctx, mut rx) = context();
     let log = dir.path().join("s.log");
     run_build_step(shell(r"printf 'a\n\377b\nlast'"), "s", &log, &ctx, "")
         .await
@@ -71,8 +73,7 @@ async fn output_without_final_newline_and_invalid_utf8_is_logged() {
 
 #[tokio::test]
 async fn a_failing_step_reports_its_last_lines_of_both_streams() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ctx, _rx) = context(dir.path());
+    let (dir, ctx, _rx) = context();
     let log = dir.path().join("s.log");
     // One stream first: its order is defined, so the tail is exact.
     let script = "for i in $(seq 1 30); do echo out$i; done; echo oops; exit 2";
@@ -135,8 +136,7 @@ async fn run_recording_group(
 
 #[tokio::test]
 async fn processes_left_behind_by_a_step_are_killed() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ctx, _rx) = context(dir.path());
+    let (dir, ctx, _rx) = context();
     let started = std::time::Instant::now();
     let (result, pgid) =
         run_recording_group("sleep 600 & echo started", &ctx, dir.path(), None).await;
@@ -150,8 +150,7 @@ async fn processes_left_behind_by_a_step_are_killed() {
 
 #[tokio::test]
 async fn dropping_a_running_step_kills_its_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ctx, mut rx) = context(dir.path());
+    let (dir, ctx, mut rx) = context();
     let running = run_recording_group(
         "sleep 600 & sleep 600 & echo go; wait",
         &ctx,
@@ -196,8 +195,7 @@ fn cancel_when_said(ctx: &RunContext, mut rx: crate::executor::EventReceiver, sa
 
 #[tokio::test]
 async fn cancelling_kills_a_group_that_ignores_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ctx, rx) = context(dir.path());
+    let (dir, ctx, rx) = context();
     // Cancelled once the group is set up (it says "go"), not after a delay.
     cancel_when_said(&ctx, rx, "go");
     let started = std::time::Instant::now();
@@ -210,8 +208,7 @@ async fn cancelling_kills_a_group_that_ignores_sigterm() {
 
 #[tokio::test]
 async fn a_step_past_its_time_limit_is_stopped_with_its_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ctx, _rx) = context(dir.path());
+    let (dir, ctx, _rx) = context();
     let started = std::time::Instant::now();
     let limit = Duration::from_millis(300);
     let (result, pgid) =
@@ -228,8 +225,7 @@ async fn cancelling_kills_jobs_in_process_groups_of_their_own() {
     // As `make -j` does: each job's shell in a group of its own (here by
     // perl's setpgrp; perl-base is essential on Debian), within the step's
     // session, and deaf to SIGTERM.
-    let dir = tempfile::tempdir().unwrap();
-    let (ctx, rx) = context(dir.path());
+    let (dir, ctx, rx) = context();
     cancel_when_said(&ctx, rx, "go");
     let job = dir.path().join("job");
     let script = format!(
@@ -254,8 +250,7 @@ async fn cancelling_kills_jobs_in_process_groups_of_their_own() {
 #[tokio::test]
 async fn a_step_reads_no_faster_than_its_events_are_taken_and_loses_no_line() {
     use crate::executor::MAX_QUEUED_BYTES;
-    let dir = tempfile::tempdir().unwrap();
-    let (ctx, mut rx) = context(dir.path());
+    let (dir, ctx, mut rx) = context();
     let log = dir.path().join("s.log");
     // Four times the queue's bound, in numbered lines of about 1 KiB.
     let lines = 4 * MAX_QUEUED_BYTES / 1024;
@@ -315,8 +310,7 @@ async fn a_step_reads_no_faster_than_its_events_are_taken_and_loses_no_line() {
 
 #[tokio::test]
 async fn a_line_longer_than_the_cap_is_cut_saying_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ctx, mut rx) = context(dir.path());
+    let (dir, ctx, mut rx) = context();
     let log = dir.path().join("s.log");
     let script = format!(
         "head -c {} /dev/zero | tr '\\0' x; echo; echo after",
