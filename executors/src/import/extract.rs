@@ -460,7 +460,7 @@ impl Extractor {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&full)
             .with_path("create", &full)?;
         loop {

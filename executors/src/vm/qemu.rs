@@ -4,8 +4,9 @@
 //! forwarded SSH port on 127.0.0.1, its serial console in a file, and a QMP
 //! socket through which `system_powerdown` presses the ACPI power button.
 //! After the grace period, and whenever fruix lets go of it, the process is
-//! killed; on Linux it also dies with fruix (`PR_SET_PDEATHSIG`), so even a
-//! fruix killed with SIGKILL leaves no guest running.
+//! killed; on Linux and FreeBSD it also dies with fruix (`PR_SET_PDEATHSIG`,
+//! `PROC_PDEATHSIG_CTL`), so even a fruix killed with SIGKILL leaves no
+//! guest running.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -163,17 +164,16 @@ impl VmDriver for Qemu {
             .map_err(|e| Error::io("create", vm.work_dir.join("qemu.log"), e))?;
         let mut command = tokio::process::Command::new(&args[0]);
         // The guest dies with fruix even when fruix cannot tear it down
-        // (killed with SIGKILL): the kernel sends it SIGKILL then.
-        #[cfg(target_os = "linux")]
+        // (killed with SIGKILL): the kernel sends it SIGKILL then (Linux's
+        // PR_SET_PDEATHSIG, FreeBSD's PROC_PDEATHSIG_CTL).
+        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
         // SAFETY: the closure runs in the child between fork and exec and
-        // only calls prctl(2), which is async-signal-safe.
+        // makes one system call, prctl(2) or procctl(2), which is
+        // async-signal-safe.
         unsafe {
+            use rustix::process::{set_parent_process_death_signal, Signal};
             command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
+                set_parent_process_death_signal(Some(Signal::KILL)).map_err(std::io::Error::from)
             });
         }
         let child = command
