@@ -9,7 +9,7 @@
 //!
 //! - The child runs in a new session and process group (its pid is both
 //!   ids), stdin is `/dev/null`, stdout and stderr are pipes. "Its group"
-//!   below is that group and, on Linux, every process of its session too:
+//!   below is that group and every process of its session too:
 //!   `make -j` puts each job's shell in a process group of its own. Every line, of either stream,
 //!   in the order it arrives, goes to the events as [`Event::Log`] with the
 //!   step's stage and stream, and to the step's log file.
@@ -426,13 +426,14 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// Whether no live process is left in group `pgid` (or, on Linux, in the
-/// session of that id).
+/// Whether no live process is left in group `pgid` or in the session of
+/// that id.
 ///
 /// On Linux the process table is read: exited processes stay group members
 /// until reaped, and an init that does not reap orphans (as in some
 /// containers) would keep `kill(-pgid, 0)` succeeding for ever. Elsewhere
-/// (FreeBSD's init reaps promptly) `kill(-pgid, 0)` answers.
+/// (FreeBSD's init reaps promptly) `kill(-pgid, 0)` answers for the group,
+/// and `pgrep` for the session.
 pub fn group_is_gone(pgid: libc::pid_t) -> bool {
     #[cfg(target_os = "linux")]
     if std::path::Path::new("/proc/self/stat").exists() {
@@ -441,11 +442,11 @@ pub fn group_is_gone(pgid: libc::pid_t) -> bool {
     // Signal 0 only checks for existence and permission.
     Pid::from_raw(pgid).is_none_or(|pgid| {
         rustix::process::test_kill_process_group(pgid) == Err(rustix::io::Errno::SRCH)
-    })
+    }) && listed_members(pgid).is_empty()
 }
 
 /// The live (not zombie) processes of group `pgid` or of the session of
-/// that id, from the process table (Linux; elsewhere none are listed).
+/// that id: from the process table on Linux, from `pgrep` elsewhere.
 fn live_members(pgid: libc::pid_t) -> Vec<libc::pid_t> {
     #[cfg(target_os = "linux")]
     if let Ok(procs) = std::fs::read_dir("/proc") {
@@ -457,8 +458,33 @@ fn live_members(pgid: libc::pid_t) -> Vec<libc::pid_t> {
             })
             .collect();
     }
-    let _ = pgid;
-    Vec::new()
+    listed_members(pgid)
+}
+
+/// The processes `pgrep` lists in session `pgid` or in group `pgid` (both
+/// FreeBSD's and Linux's pgrep know `-s` and `-g`), sorted; none when
+/// `pgrep` cannot run.
+fn listed_members(pgid: libc::pid_t) -> Vec<libc::pid_t> {
+    let mut members = Vec::new();
+    for flag in ["-s", "-g"] {
+        let Ok(out) = std::process::Command::new("pgrep")
+            .args([flag, &pgid.to_string()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+        else {
+            continue;
+        };
+        let listed = String::from_utf8_lossy(&out.stdout);
+        members.extend(
+            listed
+                .lines()
+                .filter_map(|l| l.trim().parse::<libc::pid_t>().ok()),
+        );
+    }
+    members.sort_unstable();
+    members.dedup();
+    members
 }
 
 /// Whether `/proc/PID/stat` describes a live (not zombie) process of group

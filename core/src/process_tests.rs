@@ -334,3 +334,46 @@ async fn a_line_longer_than_the_cap_is_cut_saying_so() {
     }
     assert_eq!(lines, [cut, "after".to_string()]);
 }
+
+#[tokio::test]
+async fn pgrep_lists_the_group_and_session_the_process_table_does() {
+    // Without /proc (FreeBSD) `pgrep -s` and `-g` list a step's processes;
+    // here both can be asked, and must agree, a job in a group of its own
+    // (as make -j's) included.
+    let (dir, ctx, mut rx) = context();
+    let job_file = dir.path().join("job");
+    let script = format!(
+        "perl -e 'setpgrp(0, 0); open(my $f, \">\", \"{0}.tmp\"); print $f \"$$\\n\"; close($f); rename(\"{0}.tmp\", \"{0}\"); sleep 600' & while [ ! -f {0} ]; do :; done; echo go; wait",
+        job_file.display()
+    );
+    let read_pid = |path: &Path| -> libc::pid_t {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let compare = async {
+        while let Some(event) = rx.recv().await {
+            if matches!(&event, Event::Log { line, .. } if line == "go") {
+                break;
+            }
+        }
+        let pgid = read_pid(&dir.path().join("pgid"));
+        let (listed, mut live) = (listed_members(pgid), live_members(pgid));
+        live.sort_unstable();
+        ctx.cancel.cancel();
+        (pgid, listed, live)
+    };
+    let ((result, _), (pgid, listed, live)) = tokio::join!(
+        run_recording_group(&script, &ctx, dir.path(), None),
+        compare
+    );
+    assert_eq!(result.unwrap().ending, Ending::Cancelled);
+    let job = read_pid(&job_file);
+    assert!(
+        listed.contains(&pgid) && listed.contains(&job),
+        "leader {pgid} and job {job} in {listed:?}"
+    );
+    assert_eq!(listed, live);
+}
