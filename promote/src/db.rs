@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
@@ -166,7 +166,68 @@ impl Database {
         let conn = Connection::open(&path).map_err(|e| db_error(&path, e))?;
         let mut db = Database { conn, path };
         let created = db.setup(existing)?;
+        db.persist_wal()?;
         Ok((db, created))
+    }
+
+    /// Keeps the `-wal` and `-shm` files when the last connection closes
+    /// (`SQLITE_FCNTL_PERSIST_WAL`): a user who may only read the store can
+    /// open its WAL database only while they exist.
+    fn persist_wal(&self) -> Result<()> {
+        use rusqlite::ffi;
+        let mut on: std::ffi::c_int = 1;
+        // SAFETY: the handle is this open connection's, used on this
+        // thread; SQLITE_FCNTL_PERSIST_WAL takes a pointer to an int, which
+        // `on` is, and it outlives the call.
+        let rc = unsafe {
+            ffi::sqlite3_file_control(
+                self.conn.handle(),
+                c"main".as_ptr(),
+                ffi::SQLITE_FCNTL_PERSIST_WAL,
+                (&raw mut on).cast(),
+            )
+        };
+        match rc {
+            ffi::SQLITE_OK => Ok(()),
+            rc => Err(db_error(
+                &self.path,
+                rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None),
+            )),
+        }
+    }
+
+    /// Opens the database of the store at `store` to read it only (for a
+    /// store this user cannot write): nothing is created or migrated, so its
+    /// schema must already be this fruix's.
+    pub fn open_read_only(store: &Path) -> Result<Database> {
+        let path = store.join(META_DIR).join(DB_FILE);
+        let e = |e| db_error(&path, e);
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(e)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(e)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|err| match err.sqlite_error_code() {
+                // Its -shm file is missing, and this user cannot create it.
+                Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) => {
+                    Error::DatabaseUnreadable {
+                        path: path.clone(),
+                        message: format!(
+                            "this user may only read it, which SQLite cannot while its {DB_FILE}-shm file is missing; run any fruix store command on the store once as its owner (fruix keeps the file from then on)"
+                        ),
+                    }
+                }
+                _ => db_error(&path, err),
+            })?;
+        if version != SCHEMA_VERSION {
+            return Err(Error::DatabaseUnreadable {
+                path: path.clone(),
+                message: format!(
+                    "its schema is version {version}, this fruix reads version {SCHEMA_VERSION}, and this user may only read it, not migrate it; run any fruix store command on the store once as its owner (or use a fruix of its version)"
+                ),
+            });
+        }
+        Ok(Database { conn, path })
     }
 
     /// WAL mode, foreign keys, the busy timeout, and the schema migrated to

@@ -44,6 +44,11 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The store's database cannot be read as it is by this user, who may
+    /// only read the store (it must first be migrated, or its `-shm` file
+    /// made, by its owner).
+    #[error("store database {}: {message}", escape::path(path))]
+    DatabaseUnreadable { path: PathBuf, message: String },
     /// An object to delete is still referenced or rooted.
     #[error(
         "{}: still in use by {}; delete that first (or let `fruix store gc` decide)",
@@ -101,7 +106,9 @@ impl Error {
         use fruix_core::ExitStatus;
         match self {
             Error::Core(e) => ExitStatus::of_failure(e.failure(), ExitStatus::PromotionFailure),
-            Error::StoreNotWritable { .. } | Error::Database { .. } => ExitStatus::SystemFailure,
+            Error::StoreNotWritable { .. }
+            | Error::Database { .. }
+            | Error::DatabaseUnreadable { .. } => ExitStatus::SystemFailure,
             Error::NoStore { .. }
             | Error::NotAStoreObject { .. }
             | Error::StillReferenced { .. }
@@ -117,7 +124,9 @@ impl Error {
     pub fn failure(&self) -> fruix_core::Failure {
         match self {
             Error::Core(e) => e.failure(),
-            Error::StoreNotWritable { .. } | Error::Database { .. } => fruix_core::Failure::System,
+            Error::StoreNotWritable { .. }
+            | Error::Database { .. }
+            | Error::DatabaseUnreadable { .. } => fruix_core::Failure::System,
             Error::Corrupt { .. } | Error::Inconsistent { .. } => fruix_core::Failure::System,
             Error::ArchiveRefused { .. } | Error::UnsignedResult { .. } => {
                 fruix_core::Failure::Input

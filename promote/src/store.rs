@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use fruix_core::error::IoContext;
 
-use crate::db::{Database, META_DIR};
+use crate::db::{Database, DB_FILE, META_DIR};
 use crate::error::{Error, Result};
 use crate::pool::{temp_name, Journal, Pool, LINKS_DIR, TEMP_PREFIX};
 use crate::register;
@@ -61,15 +61,32 @@ pub struct Lock {
 impl Lock {
     /// Locks the file at `path` (created if needed), waiting for it.
     fn take(path: &Path, mode: LockMode) -> Result<Lock> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .with_path("create lock", path)?;
+        let file = lock_file(path).with_path("create lock", path)?;
         flock(&file, path, mode)?;
         Ok(Lock { _file: file })
     }
+}
+
+/// Opens the lock file at `path`, creating it if needed; one this user may
+/// not write (a store it only reads) is opened to read: flock needs no more.
+fn lock_file(path: &Path) -> std::io::Result<File> {
+    let created = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path);
+    match created {
+        Err(e) if is_read_only(&e) && path.is_file() => File::open(path),
+        other => other,
+    }
+}
+
+/// Whether `e` says this user may not write there.
+fn is_read_only(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
 }
 
 /// How [`flock`] locks.
@@ -133,6 +150,47 @@ impl Store {
                 path: root.to_path_buf(),
             }),
         }
+    }
+
+    /// Opens an existing store to read it: as [`Store::open_existing`] when
+    /// this user may write it; otherwise (the system store, as another user;
+    /// a read-only file system) without writing anything: no sweep, a
+    /// read-only database, locks taken on files opened to read. Writing to
+    /// such a store fails.
+    pub fn open_for_reading(root: &Path) -> Result<Store> {
+        use rustix::fs::{access, Access};
+        // What does not exist yet is made by a writer (in a store from
+        // before the database).
+        let may_write = |p: &Path| match access(p, Access::WRITE_OK) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => true,
+            Err(_) => false,
+        };
+        let meta = root.join(META_DIR);
+        let writable = access(root, Access::WRITE_OK).is_ok()
+            && may_write(&meta)
+            && may_write(&meta.join(DB_FILE));
+        match fs::metadata(root) {
+            Ok(m) if m.is_dir() && writable => Self::open_at(root),
+            Ok(m) if m.is_dir() => Self::open_read_only(root),
+            _ => Err(Error::NoStore {
+                path: root.to_path_buf(),
+            }),
+        }
+    }
+
+    fn open_read_only(root: &Path) -> Result<Store> {
+        let root = fs::canonicalize(root).with_path("resolve store", root)?;
+        let lock_path = root.join(".lock");
+        let lock = File::open(&lock_path).with_path("open", &lock_path)?;
+        let store = Store {
+            pool: Pool::open(root.join(LINKS_DIR))?,
+            db: std::sync::Mutex::new(Database::open_read_only(&root)?),
+            root,
+            lock,
+            active: std::sync::RwLock::new(()),
+        };
+        flock(&store.lock, &lock_path, LockMode::Shared)?;
+        Ok(store)
     }
 
     fn open_at(root: &Path) -> Result<Store> {

@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use fruix_core::testing::TestDir;
 use serde_json::Value;
 
-use crate::util::{fruix, object_names, run, run_ok, snapshot, spawn_silenced, strings_of};
+use crate::util::{
+    fruix, object_names, require_tool, run, run_ok, snapshot, spawn_silenced, strings_of,
+};
 
 /// What these tests do in a [`TestDir`]: unsigned sample result roots, and
 /// a store and a state directory driven through the `fruix` binary.
@@ -451,5 +453,125 @@ fn promotions_racing_collections_never_lose_a_rooted_object() {
             );
         }
     }
+    lab.verified();
+}
+
+/// `fruix ARGS` run as the unprivileged user `nobody` (through setpriv),
+/// from a copy of the binary in `lab` (the build's own directory may be
+/// private to root), with its home there too.
+fn as_nobody(lab: &TestDir, args: &[&str]) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = lab.join("bin");
+    let fruix = bin.join("fruix");
+    if !fruix.exists() {
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy(env!("CARGO_BIN_EXE_fruix"), &fruix).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = Command::new(require_tool("setpriv", "util-linux"));
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&fruix)
+        .args(args)
+        .current_dir(&bin)
+        .env("HOME", &bin)
+        .env("XDG_DATA_HOME", &bin);
+    cmd
+}
+
+/// The system store is root's, and anyone may read it (as Nix's): another
+/// user lists, queries, verifies and exports a store it cannot write, while
+/// root has it open or not, and sees what root sees; collecting or deleting
+/// is refused as a store it cannot write, and nothing in it changes.
+#[test]
+fn another_user_reads_a_store_it_cannot_write_and_cannot_change_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let (lab, [a, ..]) = three_runs();
+    std::fs::set_permissions(lab.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (store, state) = (lab.store(), lab.join("state"));
+    let bundle = bundle_of(&a).to_string();
+    let store_args = |subcommand: &str, args: &[&str]| -> Vec<String> {
+        let mut all = vec!["store".into(), subcommand.into(), "--store".into()];
+        all.push(store.to_string_lossy().into_owned());
+        if ["query", "roots", "gc", "delete"].contains(&subcommand) {
+            all.extend(["--state-dir".into(), state.to_string_lossy().into_owned()]);
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
+    };
+    let nobody = |subcommand: &str, args: &[&str]| -> Command {
+        let all = store_args(subcommand, args);
+        as_nobody(&lab, &all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let nobody_json = |subcommand: &str, args: &[&str]| -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&run_ok(&mut nobody(subcommand, &all))).unwrap()
+    };
+    let root_export = run(&mut lab.store_command("export", &[&bundle]));
+    assert!(root_export.status.success());
+    for held in [false, true] {
+        // Held: root's `store serve` has the store, and its database, open.
+        let mut serve = held.then(|| {
+            let mut cmd = lab.store_command("serve", &[]);
+            cmd.stdin(Stdio::piped()).stdout(Stdio::null());
+            let child = spawn_silenced(&mut cmd);
+            let shm = store.join(".fruix/db.sqlite-shm");
+            crate::util::wait_until("root's serve opens the database", || shm.exists());
+            child
+        });
+        let what = if held { "held by root" } else { "alone" };
+        assert_eq!(nobody_json("list", &[]), lab.json("list", &[]), "{what}");
+        assert_eq!(
+            nobody_json("info", &[&bundle]),
+            lab.json("info", &[&bundle]),
+            "{what}"
+        );
+        let mut requisites: Vec<String> =
+            serde_json::from_value(nobody_json("query", &["--requisites", &bundle])).unwrap();
+        requisites.sort();
+        assert_eq!(requisites, closure_of(&a), "{what}");
+        assert_eq!(nobody_json("roots", &[]), lab.json("roots", &[]), "{what}");
+        run_ok(&mut nobody("verify", &["--quiet"]));
+        let export = run(&mut nobody("export", &[&bundle]));
+        assert!(
+            export.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&export.stderr)
+        );
+        assert!(
+            export.stdout == root_export.stdout,
+            "{what}: the same archive"
+        );
+        if let Some(mut serve) = serve.take() {
+            drop(serve.stdin.take());
+            serve.wait().unwrap();
+        }
+    }
+    // A store last used by a fruix that did not keep the database's -wal
+    // and -shm files: SQLite cannot read it for a user who cannot make
+    // them, which is said; once its owner has used it, it can.
+    for kept in ["db.sqlite-wal", "db.sqlite-shm"] {
+        std::fs::remove_file(store.join(".fruix").join(kept)).unwrap();
+    }
+    let out = run(&mut nobody("list", &[]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("db.sqlite-shm file is missing; run any fruix store command on the store once as its owner"),
+        "{stderr}"
+    );
+    let owners_list = lab.json("list", &[]);
+    assert_eq!(nobody_json("list", &[]), owners_list);
+    let before = snapshot(&store);
+    for (subcommand, args) in [("gc", &[][..]), ("delete", &[bundle.as_str()][..])] {
+        let out = run(&mut nobody(subcommand, args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{subcommand}: {stderr}");
+        assert!(
+            stderr.contains(&format!("store {} is not writable", store.display())),
+            "{subcommand}: {stderr}"
+        );
+    }
+    assert_eq!(snapshot(&store), before, "nothing changed");
     lab.verified();
 }

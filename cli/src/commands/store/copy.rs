@@ -85,7 +85,7 @@ pub fn copy(args: CopyArgs) -> CliResult {
     });
     defaults::announce(mode, Some(&args.local.store.store), None);
     let store = if direction == "to" {
-        Store::open_existing(&args.local.store.store)
+        Store::open_for_reading(&args.local.store.store)
     } else {
         Store::open(&args.local.store.store)
     }

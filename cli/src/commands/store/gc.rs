@@ -13,7 +13,12 @@ use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, CliResult, Status};
 
 pub fn gc(args: GcArgs) -> CliResult {
-    let store = open(&args.store.store, Some(&args.state.state_dir), args.json)?;
+    let store = open(
+        &args.store.store,
+        Some(&args.state.state_dir),
+        args.json,
+        true,
+    )?;
     let progress = Progress::default();
     let options = GcOptions {
         state_dir: args.state.state_dir.clone(),
@@ -72,6 +77,7 @@ pub fn delete(args: DeleteArgs) -> CliResult {
         &args.objects.store.store,
         Some(&args.state.state_dir),
         args.json,
+        true,
     )?;
     let names = args
         .objects

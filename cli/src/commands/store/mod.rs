@@ -39,15 +39,21 @@ pub fn run(command: StoreCommand) -> CliResult {
 }
 
 /// Says which store (and state directory) is used, on a terminal, and
-/// opens the existing store.
-fn open(store: &Path, state_dir: Option<&Path>, json: bool) -> CliResult<Store> {
+/// opens the existing store: to change it when `writes`, else to read it
+/// (a store this user cannot write, such as the system store for a user,
+/// can still be read).
+fn open(store: &Path, state_dir: Option<&Path>, json: bool, writes: bool) -> CliResult<Store> {
     let mode = Mode::from_output(&OutputArgs {
         json,
         quiet: json,
         verbose: false,
     });
     defaults::announce(mode, Some(store), state_dir);
-    Store::open_existing(store).map_err(from_promote)
+    match writes {
+        true => Store::open_existing(store),
+        false => Store::open_for_reading(store),
+    }
+    .map_err(from_promote)
 }
 
 /// Prints `value` as one line of JSON.
@@ -78,7 +84,7 @@ fn registered(seconds: i64) -> String {
 }
 
 fn list(args: ListArgs) -> CliResult {
-    let store = open(&args.store.store, None, args.json)?;
+    let store = open(&args.store.store, None, args.json, false)?;
     let filter = Filter {
         kind: args.kind.map(Into::into),
         artifact: args.artifact,
@@ -141,7 +147,7 @@ fn list(args: ListArgs) -> CliResult {
 }
 
 fn show_info(args: InfoArgs) -> CliResult {
-    let store = open(&args.objects.store.store, None, args.json)?;
+    let store = open(&args.objects.store.store, None, args.json, false)?;
     let mut infos = Vec::new();
     for path in &args.objects.paths {
         let name = resolve_valid(&store, path).map_err(from_promote)?;
@@ -196,7 +202,12 @@ fn show_info(args: InfoArgs) -> CliResult {
 }
 
 fn ask(args: QueryArgs) -> CliResult {
-    let store = open(&args.store.store, Some(&args.state.state_dir), args.json)?;
+    let store = open(
+        &args.store.store,
+        Some(&args.state.state_dir),
+        args.json,
+        false,
+    )?;
     let name = resolve_valid(&store, &args.path).map_err(from_promote)?;
     let q = &args.question;
     let question = match (q.references, q.referrers, q.requisites) {
@@ -222,7 +233,12 @@ fn print_paths(paths: &[PathBuf], json: bool) {
 }
 
 fn show_roots(args: RootsArgs) -> CliResult {
-    let store = open(&args.store.store, Some(&args.state.state_dir), args.json)?;
+    let store = open(
+        &args.store.store,
+        Some(&args.state.state_dir),
+        args.json,
+        false,
+    )?;
     let roots = roots::list(&args.state.state_dir, store.path()).map_err(from_promote)?;
     if args.json {
         let rows: Vec<serde_json::Value> = roots

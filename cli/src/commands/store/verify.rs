@@ -21,7 +21,11 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         verbose: false,
     });
     defaults::announce(mode, Some(&args.store.store), None);
-    let store = Store::open_existing(&args.store.store).map_err(from_promote)?;
+    let store = match args.repair {
+        true => Store::open_existing(&args.store.store),
+        false => Store::open_for_reading(&args.store.store),
+    }
+    .map_err(from_promote)?;
     // The registry against the directories, when the whole store is checked.
     let registry = if args.paths.is_empty() {
         check_registry(&store).map_err(from_promote)?
