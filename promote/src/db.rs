@@ -187,13 +187,17 @@ impl Database {
                 (&raw mut on).cast(),
             )
         };
-        match rc {
-            ffi::SQLITE_OK => Ok(()),
-            rc => Err(db_error(
+        if rc != ffi::SQLITE_OK {
+            return Err(db_error(
                 &self.path,
                 rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None),
-            )),
+            ));
         }
+        // A read makes them, in a database just switched to WAL.
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .map(drop)
+            .map_err(|e| db_error(&self.path, e))
     }
 
     /// Opens the database of the store at `store` to read it only (for a
@@ -595,6 +599,20 @@ mod tests {
         let (db, created) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
         assert!(!created);
         assert_eq!(db.names().unwrap(), ["bundle", "src", "world"]);
+    }
+
+    #[test]
+    fn the_wal_files_outlive_the_connection_from_the_first_open() {
+        // Readers who may not write the store need them.
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join(META_DIR);
+        let kept = || ["-wal", "-shm"].map(|s| meta.join(format!("{DB_FILE}{s}")).exists());
+        drop(Database::open(dir.path(), || Ok(Vec::new())).unwrap());
+        assert_eq!(kept(), [true, true]);
+        drop(Database::open(dir.path(), || Ok(Vec::new())).unwrap());
+        assert_eq!(kept(), [true, true]);
+        let db = Database::open_read_only(dir.path()).unwrap();
+        assert!(db.get("nothing").unwrap().is_none());
     }
 
     #[test]
