@@ -47,6 +47,15 @@ fn context() -> (tempfile::TempDir, RunContext, EventReceiver) {
     (dir, ctx, rx)
 }
 
+/// The log lines waiting in `rx`.
+fn logged(rx: &mut EventReceiver) -> Vec<String> {
+    std::iter::from_fn(|| match rx.try_recv() {
+        Ok(Event::Log { line, .. }) => Some(line),
+        _ => None,
+    })
+    .collect()
+}
+
 fn shell(script: &str) -> Command {
     let mut command = Command::new("sh");
     command.args(["-c", script]);
@@ -64,11 +73,7 @@ async fn output_without_final_newline_and_invalid_utf8_is_logged() {
         std::fs::read_to_string(&log).unwrap(),
         "a\n\u{fffd}b\nlast\n"
     );
-    let mut lines = Vec::new();
-    while let Ok(Event::Log { line, .. }) = rx.try_recv() {
-        lines.push(line);
-    }
-    assert_eq!(lines, ["a", "\u{fffd}b", "last"]);
+    assert_eq!(logged(&mut rx), ["a", "\u{fffd}b", "last"]);
 }
 
 #[tokio::test]
@@ -328,11 +333,7 @@ async fn a_line_longer_than_the_cap_is_cut_saying_so() {
         std::fs::read_to_string(&log).unwrap(),
         format!("{cut}\nafter\n")
     );
-    let mut lines = Vec::new();
-    while let Ok(Event::Log { line, .. }) = rx.try_recv() {
-        lines.push(line);
-    }
-    assert_eq!(lines, [cut, "after".to_string()]);
+    assert_eq!(logged(&mut rx), [cut, "after".to_string()]);
 }
 
 #[tokio::test]
@@ -341,11 +342,6 @@ async fn pgrep_lists_the_group_and_session_the_process_table_does() {
     // here both can be asked, and must agree, a job in a group of its own
     // (as make -j's) included.
     let (dir, ctx, mut rx) = context();
-    let job_file = dir.path().join("job");
-    let script = format!(
-        "perl -e 'setpgrp(0, 0); open(my $f, \">\", \"{0}.tmp\"); print $f \"$$\\n\"; close($f); rename(\"{0}.tmp\", \"{0}\"); sleep 600' & while [ ! -f {0} ]; do :; done; echo go; wait",
-        job_file.display()
-    );
     let read_pid = |path: &Path| -> libc::pid_t {
         std::fs::read_to_string(path)
             .unwrap()
@@ -353,6 +349,11 @@ async fn pgrep_lists_the_group_and_session_the_process_table_does() {
             .parse()
             .unwrap()
     };
+    let job_file = dir.path().join("job");
+    let script = format!(
+        "perl -e 'setpgrp(0, 0); open(my $f, \">\", \"{0}.tmp\"); print $f \"$$\\n\"; close($f); rename(\"{0}.tmp\", \"{0}\"); sleep 600' & while [ ! -f {0} ]; do :; done; echo go; wait",
+        job_file.display()
+    );
     let compare = async {
         while let Some(event) = rx.recv().await {
             if matches!(&event, Event::Log { line, .. } if line == "go") {

@@ -73,7 +73,7 @@ pub fn object_names(store: &Store, paths: &[std::path::PathBuf]) -> CliResult<Ve
 }
 
 pub fn export_command(args: ExportArgs) -> CliResult {
-    let store = open(&args.objects.store.store, None, args.json, false)?;
+    let store = open(&args.objects.store, None, args.json, false)?;
     let names = object_names(&store, &args.objects.paths)?;
     let order = export_order(&store, &names, args.recursive).map_err(from_promote)?;
     let progress = Progress::default();

@@ -13,12 +13,7 @@ use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, CliResult, Status};
 
 pub fn gc(args: GcArgs) -> CliResult {
-    let store = open(
-        &args.store.store,
-        Some(&args.state.state_dir),
-        args.json,
-        true,
-    )?;
+    let store = open(&args.store, Some(&args.state), args.json, true)?;
     let progress = Progress::default();
     let options = GcOptions {
         state_dir: args.state.state_dir.clone(),
@@ -73,12 +68,7 @@ fn print_report(r: &GcReport, quiet: bool) {
 }
 
 pub fn delete(args: DeleteArgs) -> CliResult {
-    let store = open(
-        &args.objects.store.store,
-        Some(&args.state.state_dir),
-        args.json,
-        true,
-    )?;
+    let store = open(&args.objects.store, Some(&args.state), args.json, true)?;
     let names = args
         .objects
         .paths

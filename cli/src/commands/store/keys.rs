@@ -61,7 +61,7 @@ pub fn read_key(path: &Path) -> CliResult<SecretKey> {
 
 pub fn sign(args: SignArgs) -> CliResult {
     let key = read_key(&args.secret_key)?;
-    let store = open(&args.objects.store.store, None, args.json, true)?;
+    let store = open(&args.objects.store, None, args.json, true)?;
     let mut signed = Vec::new();
     for path in &args.objects.paths {
         let name = resolve_valid(&store, path).map_err(from_promote)?;

@@ -6,7 +6,7 @@ mod gc;
 pub mod keys;
 mod verify;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use fruix_core::escape;
 use fruix_promote::db::Filter;
@@ -15,7 +15,9 @@ use fruix_promote::roots;
 use fruix_promote::Store;
 use indicatif::HumanBytes;
 
-use crate::args::{InfoArgs, ListArgs, OutputArgs, QueryArgs, RootsArgs, StoreCommand};
+use crate::args::{
+    InfoArgs, ListArgs, OutputArgs, QueryArgs, RootsArgs, StateDirArg, StoreArg, StoreCommand,
+};
 use crate::defaults;
 use crate::display::Mode;
 use crate::exit::{from_promote, CliResult, Status};
@@ -42,16 +44,22 @@ pub fn run(command: StoreCommand) -> CliResult {
 /// opens the existing store: to change it when `writes`, else to read it
 /// (a store this user cannot write, such as the system store for a user,
 /// can still be read).
-fn open(store: &Path, state_dir: Option<&Path>, json: bool, writes: bool) -> CliResult<Store> {
+fn open(
+    store: &StoreArg,
+    state: Option<&StateDirArg>,
+    json: bool,
+    writes: bool,
+) -> CliResult<Store> {
     let mode = Mode::from_output(&OutputArgs {
         json,
         quiet: json,
         verbose: false,
     });
-    defaults::announce(mode, Some(store), state_dir);
+    let state_dir = state.map(|s| s.state_dir.as_path());
+    defaults::announce(mode, Some(&store.store), state_dir);
     match writes {
-        true => Store::open_existing(store),
-        false => Store::open_for_reading(store),
+        true => Store::open_existing(&store.store),
+        false => Store::open_for_reading(&store.store),
     }
     .map_err(from_promote)
 }
@@ -84,7 +92,7 @@ fn registered(seconds: i64) -> String {
 }
 
 fn list(args: ListArgs) -> CliResult {
-    let store = open(&args.store.store, None, args.json, false)?;
+    let store = open(&args.store, None, args.json, false)?;
     let filter = Filter {
         kind: args.kind.map(Into::into),
         artifact: args.artifact,
@@ -147,7 +155,7 @@ fn list(args: ListArgs) -> CliResult {
 }
 
 fn show_info(args: InfoArgs) -> CliResult {
-    let store = open(&args.objects.store.store, None, args.json, false)?;
+    let store = open(&args.objects.store, None, args.json, false)?;
     let mut infos = Vec::new();
     for path in &args.objects.paths {
         let name = resolve_valid(&store, path).map_err(from_promote)?;
@@ -202,12 +210,7 @@ fn show_info(args: InfoArgs) -> CliResult {
 }
 
 fn ask(args: QueryArgs) -> CliResult {
-    let store = open(
-        &args.store.store,
-        Some(&args.state.state_dir),
-        args.json,
-        false,
-    )?;
+    let store = open(&args.store, Some(&args.state), args.json, false)?;
     let name = resolve_valid(&store, &args.path).map_err(from_promote)?;
     let q = &args.question;
     let question = match (q.references, q.referrers, q.requisites) {
@@ -233,12 +236,7 @@ fn print_paths(paths: &[PathBuf], json: bool) {
 }
 
 fn show_roots(args: RootsArgs) -> CliResult {
-    let store = open(
-        &args.store.store,
-        Some(&args.state.state_dir),
-        args.json,
-        false,
-    )?;
+    let store = open(&args.store, Some(&args.state), args.json, false)?;
     let roots = roots::list(&args.state.state_dir, store.path()).map_err(from_promote)?;
     if args.json {
         let rows: Vec<serde_json::Value> = roots
