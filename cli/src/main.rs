@@ -5,6 +5,10 @@
 //! are mapped to the documented exit statuses (see `exit`), and `anyhow` is
 //! used only here. A closed stdout (`fruix store list | head`) is success.
 
+// The argument structs' doc comments are `--help` text, written for people
+// at a terminal (`USER@HOST[:PORT]`, `STORE/<hash>-...`), not rustdoc.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 mod args;
 mod commands;
 mod defaults;

@@ -2,6 +2,10 @@
 //! from a machines file), how to reach and trust it, where its state lives,
 //! and the caps on what comes back from it.
 
+// The config struct's field docs are what `fruix executors describe` shows
+// for each key (`user@host[:port]`), not rustdoc.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
