@@ -205,6 +205,19 @@ impl Database {
     /// schema must already be this fruix's.
     pub fn open_read_only(store: &Path) -> Result<Database> {
         let path = store.join(META_DIR).join(DB_FILE);
+        let unreadable = |why: &str| {
+            Error::DatabaseUnreadable {
+            path: path.clone(),
+            message: format!(
+                "this user may only read it, {why}; run any fruix store command on the store once as its owner"
+            ),
+        }
+        };
+        if !path.is_file() {
+            return Err(unreadable(
+                "and there is none yet (the store was written before fruix kept one)",
+            ));
+        }
         let e = |e| db_error(&path, e);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(e)?;
@@ -214,24 +227,24 @@ impl Database {
             .map_err(|err| match err.sqlite_error_code() {
                 // Its -shm file is missing, and this user cannot create it.
                 Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) => {
-                    Error::DatabaseUnreadable {
-                        path: path.clone(),
-                        message: format!(
-                            "this user may only read it, which SQLite cannot while its {DB_FILE}-shm file is missing; run any fruix store command on the store once as its owner (fruix keeps the file from then on)"
-                        ),
-                    }
+                    unreadable(&format!(
+                        "which SQLite cannot while its {DB_FILE}-shm file is missing (fruix keeps it once it has used the store)"
+                    ))
                 }
                 _ => db_error(&path, err),
             })?;
-        if version != SCHEMA_VERSION {
-            return Err(Error::DatabaseUnreadable {
+        match version.cmp(&SCHEMA_VERSION) {
+            std::cmp::Ordering::Equal => Ok(Database { conn, path }),
+            std::cmp::Ordering::Less => Err(unreadable(&format!(
+                "not migrate it from schema version {version} to this fruix's {SCHEMA_VERSION}"
+            ))),
+            std::cmp::Ordering::Greater => Err(Error::DatabaseUnreadable {
                 path: path.clone(),
                 message: format!(
-                    "its schema is version {version}, this fruix reads version {SCHEMA_VERSION}, and this user may only read it, not migrate it; run any fruix store command on the store once as its owner (or use a fruix of its version)"
+                    "its schema version {version} is newer than this fruix's {SCHEMA_VERSION}; use a newer fruix"
                 ),
-            });
+            }),
         }
-        Ok(Database { conn, path })
     }
 
     /// WAL mode, foreign keys, the busy timeout, and the schema migrated to
@@ -613,6 +626,42 @@ mod tests {
         assert_eq!(kept(), [true, true]);
         let db = Database::open_read_only(dir.path()).unwrap();
         assert!(db.get("nothing").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_database_read_only_is_refused_when_it_would_need_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let says = |e: Error| {
+            assert!(matches!(e, Error::DatabaseUnreadable { .. }), "{e}");
+            e.to_string()
+        };
+        let none = says(Database::open_read_only(dir.path()).unwrap_err());
+        assert!(none.contains("there is none yet"), "{none}");
+        drop(Database::open(dir.path(), || Ok(Vec::new())).unwrap());
+        let path = dir.path().join(META_DIR).join(DB_FILE);
+        for (version, expected) in [
+            (
+                SCHEMA_VERSION - 1,
+                format!(
+                    "not migrate it from schema version {} to this fruix's {SCHEMA_VERSION}",
+                    SCHEMA_VERSION - 1
+                ),
+            ),
+            (
+                SCHEMA_VERSION + 1,
+                format!(
+                    "schema version {} is newer than this fruix's {SCHEMA_VERSION}; use a newer fruix",
+                    SCHEMA_VERSION + 1
+                ),
+            ),
+        ] {
+            Connection::open(&path)
+                .unwrap()
+                .pragma_update(None, "user_version", version)
+                .unwrap();
+            let text = says(Database::open_read_only(dir.path()).unwrap_err());
+            assert!(text.contains(&expected), "{text}");
+        }
     }
 
     #[test]

@@ -557,7 +557,7 @@ fn another_user_reads_a_store_it_cannot_write_and_cannot_change_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
-        stderr.contains("db.sqlite-shm file is missing; run any fruix store command on the store once as its owner"),
+        stderr.contains("this user may only read it, which SQLite cannot while its db.sqlite-shm file is missing (fruix keeps it once it has used the store); run any fruix store command on the store once as its owner"),
         "{stderr}"
     );
     let owners_list = lab.json("list", &[]);
