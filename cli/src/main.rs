@@ -9,6 +9,31 @@
 // at a terminal (`USER@HOST[:PORT]`, `STORE/<hash>-...`), not rustdoc.
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
+// Printing never panics, as std's macros do when a write fails: when the
+// reader of stdout or stderr went away (`fruix store list | head`; a CI
+// runner that stopped a job and closed its pipes), what was left to say is
+// dropped and fruix carries on, so that a cancelled run still writes its
+// reports, cleans up and exits with its own status. These shadow std's
+// macros in every module below.
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod commands;
 mod defaults;

@@ -57,12 +57,17 @@ pub fn fragment(
 # the names of the workers its builder may use (the driver and collect use
 # the default tags). The driver holds a worker while it waits: give those
 # workers more than one build at a time.
-# max-parallel is a master lock over the cell builders. fail-fast is not
-# mapped: the driver waits for every cell.
+# max-parallel is a master lock over the cell builders. With fail-fast (the
+# matrix file's default), a cell that fails cancels the run's other cells:
+# the builds started are stopped (run-cell gets SIGTERM and still writes
+# its report, "cancelled", which is uploaded), the others never start
+# (collect reports them missing).
 # Give `source_steps` (steps checking out the repository holding the matrix
 # file) to run first in every builder.
 
+from buildbot.data import resultspec
 from buildbot.plugins import schedulers, steps, util
+from twisted.internet import defer
 
 FRUIX = {fruix}
 MATRIX = {matrix}
@@ -73,6 +78,43 @@ MAX_PARALLEL = {max_parallel}
 RUN_CELL_ARGS = {run_cell_args}
 COLLECT_ARGS = {collect_args}
 RUN = util.Interpolate("%(prop:fruix_run)s")
+FAIL_FAST = {fail_fast}
+
+
+class CancelOtherCells(steps.BuildStep):
+    """fail-fast: cancels the other cells of this run (their build requests,
+    and the builds started from them)."""
+
+    @defer.inlineCallbacks
+    def run(self):
+        mine = [r.id for r in self.build.requests]
+        reason = "fruix fail-fast: " + self.build.builder.name + " failed"
+        for bsid in set(r.bsid for r in self.build.requests):
+            others = yield self.master.data.get(
+                ("buildrequests",),
+                filters=[resultspec.Filter("buildsetid", "eq", [bsid]),
+                         resultspec.Filter("complete", "eq", [False])])
+            for r in others:
+                if r["buildrequestid"] not in mine:
+                    yield self.master.data.control(
+                        "cancel", dict(reason=reason),
+                        ("buildrequests", r["buildrequestid"]))
+        return util.SUCCESS
+
+
+def cell_failed(step):
+    return FAIL_FAST and step.build.results in (util.FAILURE, util.EXCEPTION)
+
+
+class TriggerCells(steps.Trigger):
+    """Triggers the cells and waits for them. A matrix whose cells were
+    cancelled (by fail-fast, or by hand) did not pass: it fails, as
+    `fruix matrix run` does, rather than looking cancelled itself."""
+
+    @defer.inlineCallbacks
+    def worstStatus(self, overall_results, rclist, unimportant_brids):
+        results = yield super().worstStatus(overall_results, rclist, unimportant_brids)
+        return util.FAILURE if results == util.CANCELLED else results
 
 
 def configure(c, source_steps=()):
@@ -85,7 +127,7 @@ def configure(c, source_steps=()):
             f.addStep(s)
         f.addStep(steps.RemoveDirectory(dir="build/fruix-cell", name="clean"))
         f.addStep(steps.ShellCommand(
-            name="run-cell",
+            name="run-cell", interruptSignal="TERM",
             command=[FRUIX, "matrix", "run-cell", MATRIX, "--cell", cell,
                      "--report-dir", "fruix-cell"] + RUN_CELL_ARGS))
         f.addStep(steps.ShellCommand(
@@ -94,6 +136,9 @@ def configure(c, source_steps=()):
         f.addStep(steps.FileUpload(
             name="upload", alwaysRun=True, workersrc="fruix-cell.tar",
             masterdest=util.Interpolate("fruix-cells/%(prop:fruix_run)s/" + cell + ".tar")))
+        f.addStep(CancelOtherCells(
+            name="fail-fast", alwaysRun=True, doStepIf=cell_failed,
+            hideStepIf=lambda results, step: results == util.SKIPPED))
         c["builders"].append(util.BuilderConfig(
             name="fruix cell " + cell, workernames=workers or DEFAULT_WORKERS,
             workerbuilddir="fruix-cell-" + cell, factory=f,
@@ -127,7 +172,7 @@ def configure(c, source_steps=()):
 
     f = util.BuildFactory()
     run = {{"fruix_run": util.Interpolate("%(prop:buildnumber)s")}}
-    f.addStep(steps.Trigger(
+    f.addStep(TriggerCells(
         name="cells", schedulerNames=["fruix-cells"], waitForFinish=True,
         haltOnFailure=False, flunkOnFailure=True, set_properties=run))
     f.addStep(steps.Trigger(
@@ -145,6 +190,11 @@ def configure(c, source_steps=()):
         name="fruix-matrix", builderNames=["fruix matrix"]))
 "#,
         fruix = py(&options.fruix),
+        fail_fast = if file.strategy.fail_fast {
+            "True"
+        } else {
+            "False"
+        },
         matrix = py(matrix),
         default = py_list(&file.runner_tags.default),
         run_cell_args = py_list(&options.run_cell_args),

@@ -264,3 +264,84 @@ fn a_real_buildbot_runs_the_exported_matrix_and_collect_gives_the_report_of_matr
     std::fs::remove_dir_all(&buildbot).unwrap();
     assert!(!buildbot.exists());
 }
+
+/// With fail-fast (the matrix file's default), the cell that fails cancels
+/// the run's other cells on Buildbot as `fruix matrix run` does: the cell
+/// holding its build (until the failing one has failed: the fixture's
+/// HOLD_MARK and FAIL_AFTER order them) is stopped, its report says
+/// cancelled, the driver ends without waiting for it, and nothing of it is
+/// left running.
+#[test]
+fn a_real_buildbot_fails_fast_stopping_the_run_s_other_cells() {
+    let m = Matrix::new("");
+    let held = path_text(m.path("held"));
+    std::fs::write(
+        m.path("matrix.scm"),
+        format!(
+            r#"(fruix-matrix
+  (format-version 1)
+  (source {:?})
+  (make-flags "-DNO_ROOT" "HOLD_MARK={held}" "FAIL_AFTER={held}")
+  (jobs 1)
+  (source-date-epoch 1775420084)
+  (axes (executor "local") (make-flag "FAIL_STEP=buildworld" "HOLD_BUILD=yes"))
+  (runner-tags (default "w1" "w2")
+    (cell "local-FAIL_STEP_buildworld" "w1") (cell "local-HOLD_BUILD_yes" "w2")))
+"#,
+            path_text(crate::util::fixture_source())
+        ),
+    )
+    .unwrap();
+    let (store, state) = (path_text(m.path("store")), path_text(m.path("state")));
+    // No checkout on these workers: the jobs find the matrix file by its
+    // absolute path.
+    let out = export_of(
+        &m,
+        &m.path("matrix.scm"),
+        "buildbot",
+        "fruix_matrix.py",
+        &[
+            "--fruix",
+            env!("CARGO_BIN_EXE_fruix"),
+            "--run-cell-arg=--store",
+            &format!("--run-cell-arg={store}"),
+            "--run-cell-arg=--state-dir",
+            &format!("--run-cell-arg={state}"),
+            "--collect-arg=--store",
+            &format!("--collect-arg={store}"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let buildbot = m.path("buildbot");
+    let drive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/buildbot/drive.py");
+    // Without fail-fast the held cell would hold for 600 s: the driver
+    // would not end within the timeout.
+    let out = run(Command::new(python_tools().join("bin/python"))
+        .arg(drive)
+        .arg(m.path("fruix_matrix.py"))
+        .arg(&buildbot)
+        .args(["w1", "w2", "--timeout", "300"]));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let ran: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result = |name: &str| {
+        let builds = ran["builders"][name].as_array().unwrap();
+        assert_eq!(builds.len(), 1, "{name}: {ran:#}");
+        builds[0]["result"].as_str().unwrap().to_string()
+    };
+    assert_eq!(result("fruix cell local-FAIL_STEP_buildworld"), "failure");
+    assert_eq!(result("fruix cell local-HOLD_BUILD_yes"), "cancelled");
+    assert_eq!(result("fruix collect"), "failure", "a cell did not pass");
+    assert_eq!(result("fruix matrix"), "failure");
+    let report_dir = PathBuf::from(ran["report_dir"].as_str().unwrap());
+    let report = read_json(&report_dir.join("report.json"));
+    let status = |id: &str| {
+        let cells = report["cells"].as_array().unwrap();
+        let cell = cells.iter().find(|c| c["id"] == id).unwrap();
+        cell["status"].as_str().unwrap().to_string()
+    };
+    assert_eq!(status("local-FAIL_STEP_buildworld"), "build-failure");
+    assert_eq!(status("local-HOLD_BUILD_yes"), "cancelled");
+    assert_eq!(processes_mentioning(Path::new(&held)), Vec::<String>::new());
+    assert_eq!(processes_mentioning(&buildbot), Vec::<String>::new());
+    std::fs::remove_dir_all(&buildbot).unwrap();
+}
