@@ -182,6 +182,41 @@ fn export_refuses_runner_tags_for_what_the_matrix_does_not_have() {
     failed_with("buildbot", &out, 2, &["names no Buildbot workers"]);
 }
 
+/// Exports `m` for Buildbot (the workers share its store and state
+/// directory, and find the matrix file by its absolute path: they have no
+/// checkout), then runs it on a real Buildbot of workers w1 and w2 under
+/// `m/buildbot` (`tests/fixtures/buildbot/drive.py`), giving the driver
+/// `timeout` seconds; returns what drive.py reports.
+fn run_on_buildbot(m: &Matrix, timeout: &str) -> Value {
+    let store = path_text(m.path("store"));
+    let state = path_text(m.path("state"));
+    let out = export_of(
+        m,
+        &m.path("matrix.scm"),
+        "buildbot",
+        "fruix_matrix.py",
+        &[
+            "--fruix",
+            env!("CARGO_BIN_EXE_fruix"),
+            "--run-cell-arg=--store",
+            &format!("--run-cell-arg={store}"),
+            "--run-cell-arg=--state-dir",
+            &format!("--run-cell-arg={state}"),
+            "--collect-arg=--store",
+            &format!("--collect-arg={store}"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let drive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/buildbot/drive.py");
+    let out = run(Command::new(python_tools().join("bin/python"))
+        .arg(drive)
+        .arg(m.path("fruix_matrix.py"))
+        .arg(m.path("buildbot"))
+        .args(["w1", "w2", "--timeout", timeout]));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn a_real_buildbot_runs_the_exported_matrix_and_collect_gives_the_report_of_matrix_run() {
     let m = Matrix::new(
@@ -194,37 +229,8 @@ fn a_real_buildbot_runs_the_exported_matrix_and_collect_gives_the_report_of_matr
     // Store objects are named after their store's path too: the workers use
     // a store at the same path, empty (the whole run's is moved away).
     std::fs::rename(m.path("store"), m.path("whole-run-store")).unwrap();
-    let fruix_program = env!("CARGO_BIN_EXE_fruix");
-    let store = path_text(m.path("store"));
-    let state = path_text(m.path("state"));
-    // No checkout on these workers: the jobs find the matrix file by its
-    // absolute path.
-    let out = export_of(
-        &m,
-        &m.path("matrix.scm"),
-        "buildbot",
-        "fruix_matrix.py",
-        &[
-            "--fruix",
-            fruix_program,
-            "--run-cell-arg=--store",
-            &format!("--run-cell-arg={store}"),
-            "--run-cell-arg=--state-dir",
-            &format!("--run-cell-arg={state}"),
-            "--collect-arg=--store",
-            &format!("--collect-arg={store}"),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let buildbot = m.path("buildbot");
-    let drive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/buildbot/drive.py");
-    let out = run(Command::new(python_tools().join("bin/python"))
-        .arg(drive)
-        .arg(m.path("fruix_matrix.py"))
-        .arg(&buildbot)
-        .args(["w1", "w2", "--timeout", "600"]));
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let ran: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ran = run_on_buildbot(&m, "600");
     let builds = |name: &str| ran["builders"][name].as_array().unwrap().clone();
     for (cell, worker) in [("local-GENERIC", "w1"), ("local-MINIMAL", "w2")] {
         let b = builds(&format!("fruix cell {cell}"));
@@ -292,37 +298,10 @@ fn a_real_buildbot_fails_fast_stopping_the_run_s_other_cells() {
         ),
     )
     .unwrap();
-    let (store, state) = (path_text(m.path("store")), path_text(m.path("state")));
-    // No checkout on these workers: the jobs find the matrix file by its
-    // absolute path.
-    let out = export_of(
-        &m,
-        &m.path("matrix.scm"),
-        "buildbot",
-        "fruix_matrix.py",
-        &[
-            "--fruix",
-            env!("CARGO_BIN_EXE_fruix"),
-            "--run-cell-arg=--store",
-            &format!("--run-cell-arg={store}"),
-            "--run-cell-arg=--state-dir",
-            &format!("--run-cell-arg={state}"),
-            "--collect-arg=--store",
-            &format!("--collect-arg={store}"),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let buildbot = m.path("buildbot");
-    let drive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/buildbot/drive.py");
     // Without fail-fast the held cell would hold for 600 s: the driver
     // would not end within the timeout.
-    let out = run(Command::new(python_tools().join("bin/python"))
-        .arg(drive)
-        .arg(m.path("fruix_matrix.py"))
-        .arg(&buildbot)
-        .args(["w1", "w2", "--timeout", "300"]));
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let ran: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ran = run_on_buildbot(&m, "300");
     let result = |name: &str| {
         let builds = ran["builders"][name].as_array().unwrap();
         assert_eq!(builds.len(), 1, "{name}: {ran:#}");
