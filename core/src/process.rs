@@ -9,10 +9,12 @@
 //!
 //! - The child runs in a new session and process group (its pid is both
 //!   ids), stdin is `/dev/null`, stdout and stderr are pipes. "Its group"
-//!   below is that group and every process of its session too:
-//!   `make -j` puts each job's shell in a process group of its own. Every line, of either stream,
-//!   in the order it arrives, goes to the events as [`Event::Log`] with the
-//!   step's stage and stream, and to the step's log file.
+//!   below is that group and every process of its session too: `make -j`
+//!   puts each job's shell in a process group of its own (the session's
+//!   members come from `/proc` on Linux, from `pgrep -s` elsewhere). Every
+//!   line, of either stream, in the order it arrives, goes to the events as
+//!   [`Event::Log`] with the step's stage and stream, and to the step's log
+//!   file.
 //! - A line longer than [`MAX_LINE_BYTES`] keeps its first
 //!   [`MAX_LINE_BYTES`] bytes and a note saying how many were dropped
 //!   ([`crate::bounded`]): no output is held whole in memory.
