@@ -28,6 +28,13 @@ bash scripts/vm-image.sh target/vm-image
 echo "==> Python tools (check-jsonschema, Buildbot) in target/py"
 bash scripts/python-tools.sh target/py
 
+# One full build: incremental state would only take disk (gigabytes of it)
+# without being reused. Set CARGO_INCREMENTAL=1 to keep it between runs.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# The build and tests take about 2 GB; say what there is, to explain a
+# "No space left on device" later.
+df -h . | awk 'NR==2 { print "==> disk: " $4 " free on " $6 }'
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
