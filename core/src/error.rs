@@ -253,7 +253,7 @@ pub enum Error {
     #[error(transparent)]
     MachineUnavailable(Box<Error>),
     /// A machines file has no machine of that name.
-    #[error("{}: defines no machine named {}; it defines: {}{}", escape::path(path), escape::quoted(name), if known.is_empty() { "none".to_string() } else { known.join(", ") }, suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
+    #[error("{}: defines no machine named {}; it defines: {}{}", escape::path(path), escape::quoted(name), listed(known), suggestion.as_ref().map(|s| format!(" (did you mean {}?)", escape::text(s))).unwrap_or_default())]
     UnknownMachine {
         path: PathBuf,
         name: String,
@@ -317,6 +317,26 @@ impl Error {
             | Error::LimitExceeded { .. }
             | Error::UnknownMachine { .. } => Failure::Input,
         }
+    }
+}
+
+/// How many names a message lists before saying how many more there are.
+const LISTED_NAMES: usize = 10;
+
+/// `names` for a message: escaped, the first [`LISTED_NAMES`] of them and
+/// how many more (a pool may have thousands), or `none`.
+fn listed(names: &[String]) -> String {
+    if names.is_empty() {
+        return "none".to_string();
+    }
+    let shown: Vec<String> = names
+        .iter()
+        .take(LISTED_NAMES)
+        .map(|n| escape::text(n).to_string())
+        .collect();
+    match names.len().saturating_sub(LISTED_NAMES) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
     }
 }
 

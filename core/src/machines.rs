@@ -37,12 +37,17 @@
 //! The SSH executors read it for `--machines FILE --machine NAME`; the matrix
 //! scheduler reads it to spread builds over machines.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::escape;
 use crate::sexp::{self, Record};
 use crate::ssh_target::SshTarget;
+
+/// How many parsed machines files [`Machines::read`] keeps.
+const PARSED_KEPT: usize = 4;
 
 /// The head symbol of a machines file.
 pub const MACHINES_HEAD: &str = "fruix-machines";
@@ -87,25 +92,48 @@ pub struct Machines {
 
 impl Machines {
     /// Reads and checks the machines file at `path`.
+    ///
+    /// A matrix reads its machines file once for its plan and once more for
+    /// each cell's executor, and a pool's file can be large, so the last
+    /// [`PARSED_KEPT`] files read are kept: the same text at the same path
+    /// is not parsed again. (The file is still read each time, so an edit
+    /// is always seen.)
     pub fn read(path: &Path) -> Result<Machines> {
+        static PARSED: Mutex<Vec<(PathBuf, String, Arc<Machines>)>> = Mutex::new(Vec::new());
         let text = crate::fsutil::read_metadata_file(path)?;
-        Self::parse(path, &text)
+        let parsed = |kept: &[(PathBuf, String, Arc<Machines>)]| {
+            kept.iter()
+                .find(|(p, t, _)| p == path && *t == text)
+                .map(|(_, _, m)| m.clone())
+        };
+        if let Some(machines) = parsed(&PARSED.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok((*machines).clone());
+        }
+        let machines = Arc::new(Self::parse(path, &text)?);
+        let mut kept = PARSED.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == PARSED_KEPT {
+            kept.remove(0);
+        }
+        kept.push((path.to_path_buf(), text, machines.clone()));
+        Ok((*machines).clone())
     }
 
     /// Parses `text`; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Machines> {
         let machines = sexp::read_record(path, text, MACHINES_HEAD, |r| {
             let mut machines: Vec<Machine> = Vec::new();
+            // Each name's first line.
+            let mut names: HashMap<String, usize> = HashMap::new();
             for record in r.repeated("machine")? {
                 let machine = read_machine(record)?;
-                if let Some(first) = machines.iter().find(|m| m.name == machine.name) {
+                if let Some(first) = names.insert(machine.name.clone(), machine.line) {
                     return Err(Error::InvalidMetadata {
                         path: path.to_path_buf(),
                         field: "machine.name".into(),
                         line: Some(machine.line),
                         message: format!(
-                            "machine {} is defined twice (first on line {}); give each machine its own name",
-                            escape::quoted(&machine.name), first.line
+                            "machine {} is defined twice (first on line {first}); give each machine its own name",
+                            escape::quoted(&machine.name)
                         ),
                     });
                 }
@@ -128,11 +156,13 @@ impl Machines {
                 path: self.path.clone(),
                 name: name.to_string(),
                 known: self.machines.iter().map(|m| m.name.clone()).collect(),
+                // The closest name, the first of equals.
                 suggestion: self
                     .machines
                     .iter()
-                    .map(|m| m.name.clone())
-                    .find(|known| crate::sexp::is_close(name, known)),
+                    .filter(|m| crate::sexp::is_close(name, &m.name))
+                    .min_by_key(|m| strsim::damerau_levenshtein(name, &m.name))
+                    .map(|m| m.name.clone()),
             })
     }
 }
@@ -312,6 +342,42 @@ mod tests {
             e.contains("builder-3") && e.contains("builder-1, builder-2"),
             "{e}"
         );
+    }
+
+    /// Regression: a pool's every name went into the message.
+    #[test]
+    fn an_unknown_machine_of_a_large_pool_lists_ten_names_and_a_count() {
+        let pool: String = (1..=1500)
+            .map(|i| format!("(machine (name \"m-{i}\") (host \"h\") (user \"u\"))\n"))
+            .collect();
+        let machines = parse(&format!("(fruix-machines\n{pool})")).unwrap();
+        let e = machines.get("m-1500x").unwrap_err().to_string();
+        assert!(
+            e.ends_with("it defines: m-1, m-2, m-3, m-4, m-5, m-6, m-7, m-8, m-9, m-10 and 1490 more (did you mean m-1500?)"),
+            "{e}"
+        );
+    }
+
+    /// A file read again is parsed again only if its text changed; an edit
+    /// is seen at once.
+    #[test]
+    fn reading_again_sees_an_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("machines.scm");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let first = Machines::read(&path).unwrap();
+        assert_eq!(Machines::read(&path).unwrap(), first);
+        let edited = EXAMPLE.replace("builder-2", "builder-9");
+        std::fs::write(&path, &edited).unwrap();
+        let names = |m: Machines| m.machines.into_iter().map(|m| m.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(Machines::read(&path).unwrap()),
+            ["builder-1", "builder-9"]
+        );
+        std::fs::write(&path, "(fruix-machines (machine (name \"x\")))").unwrap();
+        assert!(Machines::read(&path).is_err());
+        std::fs::write(&path, EXAMPLE).unwrap();
+        assert_eq!(Machines::read(&path).unwrap(), first);
     }
 
     #[test]

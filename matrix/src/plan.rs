@@ -84,6 +84,7 @@ impl MatrixPlan {
             &source,
             file.build.freebsd_version.as_deref(),
             file.build.freebsd_branch.as_deref(),
+            "add (freebsd-version \"REVISION-BRANCH\") to the matrix file",
         )?;
         let plan = MatrixPlan {
             cells,
@@ -450,6 +451,28 @@ mod tests {
   (include ((executor "remote") (kernconf "GENERIC") (machine "m2")))
   (make-flags "-DNO_ROOT") (jobs 3) (remote-source "/usr/src")
   (config (remote (timeout 5)))"#;
+
+    /// Regression: the error said `pass --freebsd-version`, an option no
+    /// matrix command has.
+    #[test]
+    fn a_source_without_newvers_asks_for_the_matrix_file_s_version() {
+        let dir = setup(r#"(axes (executor "local"))"#);
+        std::fs::remove_file(dir.path().join("src/sys/conf/newvers.sh")).unwrap();
+        let load = || MatrixPlan::load(&dir.path().join("matrix.scm"), None, None, &registry());
+        let e = load().unwrap_err();
+        assert!(matches!(e, Error::UnknownVersion { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .ends_with("; add (freebsd-version \"REVISION-BRANCH\") to the matrix file"),
+            "{e}"
+        );
+        std::fs::write(
+            dir.path().join("matrix.scm"),
+            "(fruix-matrix (format-version 1) (source \"src\") (freebsd-version \"15.0-STABLE\")\n (axes (executor \"local\")))",
+        )
+        .unwrap();
+        assert_eq!(load().unwrap().freebsd_base.version, "15.0-STABLE");
+    }
 
     #[test]
     fn the_plan_names_the_machines_that_build_each_cells_arch() {

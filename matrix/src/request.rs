@@ -44,15 +44,18 @@ impl BuildOptions {
 /// The FreeBSD base built from the source tree at `source`: its name and
 /// version from `version` or `sys/conf/newvers.sh`, its branch from
 /// `branch` or the version. `target` and `target_arch` are left empty, to
-/// be set per build by [`with_arch`].
+/// be set per build by [`with_arch`]. `give_version` tells the user how to
+/// give the version when `newvers.sh` cannot be read (`pass
+/// --freebsd-version`).
 pub fn freebsd_base(
     source: &Path,
     version: Option<&str>,
     branch: Option<&str>,
+    give_version: &str,
 ) -> Result<FreebsdBase> {
     let (name, version) = match version {
         Some(v) => ("FreeBSD".to_string(), v.to_string()),
-        None => read_newvers(source)?,
+        None => read_newvers(source, give_version)?,
     };
     let branch = branch.map_or_else(|| branch_of(&version), str::to_string);
     Ok(FreebsdBase {
@@ -101,13 +104,13 @@ pub fn check_source(source: &Path) -> Result<PathBuf> {
 }
 
 /// The FreeBSD name and version (`REVISION-BRANCH`) the source's
-/// `sys/conf/newvers.sh` declares.
-pub fn read_newvers(source: &Path) -> Result<(String, String)> {
+/// `sys/conf/newvers.sh` declares; the error ends with `give_version`.
+pub fn read_newvers(source: &Path, give_version: &str) -> Result<(String, String)> {
     let newvers =
         fruix_freebsd::source::read_newvers(source).map_err(|e| Error::UnknownVersion {
             path: source.to_path_buf(),
             message: format!(
-                "cannot tell the FreeBSD version of {}: {e}; pass --freebsd-version",
+                "cannot tell the FreeBSD version of {}: {e}; {give_version}",
                 source.display()
             ),
         })?;
@@ -117,6 +120,8 @@ pub fn read_newvers(source: &Path) -> Result<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GIVE: &str = "pass --freebsd-version";
 
     fn tree(makefile: &str, newvers: Option<&str>) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -134,7 +139,7 @@ mod tests {
             "buildworld:\n",
             Some("TYPE=\"FreeBSD\"\nREVISION=\"15.0\"\nBRANCH=\"STABLE\"\n"),
         );
-        let base = freebsd_base(src.path(), None, None).unwrap();
+        let base = freebsd_base(src.path(), None, None, GIVE).unwrap();
         assert_eq!(
             (
                 base.name.as_str(),
@@ -143,7 +148,7 @@ mod tests {
             ),
             ("FreeBSD", "15.0-STABLE", "stable/15")
         );
-        let base = freebsd_base(src.path(), Some("14.2-RELEASE"), Some("mine")).unwrap();
+        let base = freebsd_base(src.path(), Some("14.2-RELEASE"), Some("mine"), GIVE).unwrap();
         assert_eq!(
             (base.version.as_str(), base.branch.as_str()),
             ("14.2-RELEASE", "mine")
@@ -155,7 +160,7 @@ mod tests {
         );
         assert_eq!(with_arch(&base, "aarch64", Some("x")).target, "x");
         let bare = tree("buildworld:\n", None);
-        let e = freebsd_base(bare.path(), None, None).unwrap_err();
+        let e = freebsd_base(bare.path(), None, None, GIVE).unwrap_err();
         assert!(matches!(e, Error::UnknownVersion { .. }), "{e:?}");
         assert!(e.to_string().contains("pass --freebsd-version"), "{e}");
     }

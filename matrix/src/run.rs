@@ -118,9 +118,12 @@ pub(crate) async fn execute(
     let plan = if uses_object && plan.source_object.is_none() {
         let mut plan = Arc::unwrap_or_clone(plan);
         let (store, source) = (settings.store.clone(), plan.source.clone());
+        // The version the cells record (the file's `freebsd-version`, else
+        // `newvers.sh`), as `fruix build --freebsd-version` gives it.
+        let version = plan.freebsd_base.version.clone();
         let roots = temp_roots.clone();
         let (object, _) = tokio::task::spawn_blocking(move || {
-            crate::sources::source_object(&store, &source, None, None, &roots)
+            crate::sources::source_object(&store, &source, Some(&version), None, &roots)
         })
         .await
         .map_err(|e| {

@@ -241,15 +241,16 @@ fn fifo_in_an_artifact_changes_nothing() {
 }
 
 /// Regression: thousands of setuid files made an object identity that the
-/// metadata reader (capped at 4096 data) then refused: fruix wrote an object
-/// it could not read back. Now the promotion is refused and changes nothing.
+/// metadata reader (which caps a list at 4096 cells) then refused: fruix
+/// wrote an object it could not read back. Now the promotion is refused and
+/// changes nothing.
 #[test]
 fn identity_fruix_could_not_read_back_is_never_written() {
     let f = TestDir::new();
     let root = f.sample();
     let bin = root.join("artifacts/world/sbin");
     fs::create_dir_all(&bin).unwrap();
-    for i in 0..1500 {
+    for i in 0..4200 {
         let p = bin.join(format!("suid-{i}"));
         fs::write(&p, b"x").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o4555)).unwrap();

@@ -451,6 +451,72 @@ fn plan_lists_cells_and_agreement_groups_without_running() {
     assert!(!m.path("state").exists());
 }
 
+/// Regression: a matrix's `freebsd-version` reached its cells' metadata but
+/// not its source object, which took `newvers.sh`'s version (and a source
+/// tree without `newvers.sh` could not be added at all), unlike `fruix build
+/// --freebsd-version`.
+#[test]
+fn a_matrix_s_freebsd_version_is_its_source_object_s_too() {
+    let m = Matrix::new("  (freebsd-version \"14.3-RELEASE\")\n  (axes (executor \"local\"))");
+    let out = m.run(&[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = run(fruix()
+        .args(["store", "list", "--json", "--store"])
+        .arg(m.path("store")));
+    assert!(out.status.success(), "{}", describe(&out));
+    let objects: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let versions: Vec<(&str, &str)> = objects
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| Some((o["kind"].as_str()?, o["freebsd_version"].as_str()?)))
+        .collect();
+    assert!(
+        versions.iter().any(|(kind, _)| *kind == "source"),
+        "{objects:#}"
+    );
+    assert!(
+        versions.iter().any(|(kind, _)| *kind == "artifact"),
+        "{objects:#}"
+    );
+    assert!(
+        versions.iter().all(|(_, v)| *v == "14.3-RELEASE"),
+        "{versions:?}"
+    );
+}
+
+/// Regression: the S-expression reader capped a whole file at 4096 data, so
+/// a machines file of some 150 fully described machines was refused.
+#[test]
+fn a_pool_of_fifteen_hundred_machines_is_read() {
+    let m = Matrix::new(
+        "  (machines-file \"machines.scm\")\n  (axes (executor \"host-initiated\") (machine \"m-1\" \"m-1500\"))",
+    );
+    let machine = |i: usize| {
+        format!(
+            "  (machine (name \"m-{i}\") (host \"10.0.{}.{}\") (port 22) (user \"root\")\n    (private-key \"/root/.ssh/id_ed25519\") (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i}\")\n    (systems \"amd64\") (parallel-builds 2) (speed 1.0) (state-dir \"/var/lib/fruix\")\n    (helper \"/usr/local/bin/fruix\") (store \"/frx/store\"))\n",
+            i / 250,
+            i % 250
+        )
+    };
+    let machines: String = (1..=1500).map(machine).collect();
+    std::fs::write(
+        m.path("machines.scm"),
+        format!("(fruix-machines\n{machines})\n"),
+    )
+    .unwrap();
+    let out = run(fruix()
+        .args(["matrix", "plan", "--json"])
+        .arg(m.path("matrix.scm")));
+    assert!(out.status.success(), "{}", describe(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        strings_of(&plan["cells"], "machine"),
+        ["m-1", "m-1500"],
+        "{plan:#}"
+    );
+}
+
 #[test]
 fn ctrl_c_cancels_every_cell_and_still_writes_the_reports() {
     let m = Matrix::new(

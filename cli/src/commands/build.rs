@@ -332,6 +332,7 @@ fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<Build
         &source,
         args.freebsd_version.as_deref(),
         args.freebsd_branch.as_deref(),
+        "pass --freebsd-version",
     )
     .map_err(from_matrix)?;
     let jobs = args.jobs.unwrap_or_else(default_jobs);

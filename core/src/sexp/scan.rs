@@ -9,9 +9,13 @@
 //! - nesting deeper than [`MAX_DEPTH`] levels, where every list or vector
 //!   opening (`(`, `[`, `#(`) and every quote-like prefix (`'`, `` ` ``,
 //!   `,`, `,@`, `#'`, `` #` ``, `#,`, `#,@`) is a level;
+//! - a datum more than [`MAX_CELLS`] list cells from the top: its place in its
+//!   list, plus that list's place in the list around it, and so on up (a
+//!   quote prefix takes two cells). That is how deep lexpr recurses when it
+//!   frees or clones the value, so it bounds the stack;
 //! - more than [`MAX_DATA`] data in the file (each atom, string, character,
-//!   list and quote prefix counts once), which bounds the recursion over list
-//!   cells and the memory the parsed value takes;
+//!   list and quote prefix counts once), which bounds the memory the parsed
+//!   value takes;
 //! - anything whose tokens could be split differently by lexpr: an atom must
 //!   be followed by a space, a parenthesis, a bracket or `;`; numbers are plain
 //!   decimals; `#` introduces only `#t`, `#f`, `#(`, `#\` characters, `#|`
@@ -31,13 +35,18 @@ use crate::escape;
 /// may use. Fruix's own files nest at most four levels.
 pub const MAX_DEPTH: usize = 64;
 
+/// How many list cells from the top a datum may sit. lexpr frees, clones and
+/// compares a list recursively along its cells, at about 200 bytes of stack
+/// per cell in a debug build, so this keeps the reader within 1 MiB of stack,
+/// half of a Rust thread's default. Only a list of some 4,000 items reaches
+/// it (a special-modes file of 4,000 paths, say).
+pub const MAX_CELLS: usize = 4096;
+
 /// The most data (atoms, strings, characters, lists and quote prefixes) a
-/// metadata file may hold. lexpr frees and clones a list recursively along
-/// its cells, at about 200 bytes of stack per cell in a debug build, so this
-/// keeps the reader within 1 MiB of stack, half of a Rust thread's default;
-/// fruix's own files hold a few hundred data (a special-modes file lists
-/// some 1,300 paths within the cap).
-pub const MAX_DATA: usize = 4096;
+/// metadata file may hold, which bounds the memory of the parsed value and
+/// its positions. A machine in a machines file takes 13 to 40 data, so a
+/// pool of some 1,600 machines with every field fits.
+pub const MAX_DATA: usize = 65_536;
 
 /// How much of an offending atom a message shows.
 const SHOWN_BYTES: usize = 64;
@@ -51,6 +60,7 @@ pub fn check(path: &Path, text: &str) -> Result<()> {
         line: 1,
         line_start: 0,
         open: Vec::new(),
+        cells: 0,
         data: 0,
     };
     scanner.run().map_err(|(at, message)| Error::Syntax {
@@ -88,7 +98,11 @@ struct Scanner<'a> {
     /// about the line the scan has reached (atoms hold no line break).
     line: usize,
     line_start: usize,
-    open: Vec<Level>,
+    /// The open levels, each with the cells it puts above the next datum
+    /// (the items a list has so far; two for a quote prefix).
+    open: Vec<(Level, usize)>,
+    /// The sum of those cells: how deep the next datum sits.
+    cells: usize,
     data: usize,
 }
 
@@ -131,7 +145,7 @@ impl Scanner<'_> {
         }
         // Point at the innermost parenthesis left open (the one a missing
         // `)` most likely belongs to), not at the end of the file.
-        match self.open.iter().rev().find_map(|l| match l {
+        match self.open.iter().rev().find_map(|(l, _)| match l {
             Level::List(at) => Some(*at),
             Level::Quote => None,
         }) {
@@ -167,13 +181,27 @@ impl Scanner<'_> {
         }
     }
 
-    /// Counts one datum.
+    /// Counts one datum, an item of the innermost open list.
     fn datum(&mut self) -> std::result::Result<(), Refusal> {
         self.data += 1;
         if self.data > MAX_DATA {
             return Err((
                 self.at(self.pos),
                 format!("the file holds more than {MAX_DATA} data (atoms, strings, lists and quote prefixes); fruix metadata is far smaller: check where it came from"),
+            ));
+        }
+        if let Some((Level::List(_), items)) = self.open.last_mut() {
+            *items += 1;
+            self.cells += 1;
+        }
+        self.check_cells()
+    }
+
+    fn check_cells(&self) -> std::result::Result<(), Refusal> {
+        if self.cells > MAX_CELLS {
+            return Err((
+                self.at(self.pos),
+                format!("this datum sits more than {MAX_CELLS} list cells deep (its place in its list, plus that list's place in the one around it, and so on up); lists this long cannot be read safely: split the file, or check where it came from"),
             ));
         }
         Ok(())
@@ -188,14 +216,27 @@ impl Scanner<'_> {
                 format!("nested more than {MAX_DEPTH} levels deep (lists and quote prefixes each count); fruix metadata nests a few levels: check where it came from"),
             ));
         }
-        self.open.push(level);
-        Ok(())
+        // `'x` is `(quote x)`: x is the second cell of that list.
+        let cells = match level {
+            Level::List(_) => 0,
+            Level::Quote => 2,
+        };
+        self.open.push((level, cells));
+        self.cells += cells;
+        self.check_cells()
+    }
+
+    /// Closes the innermost level.
+    fn pop(&mut self) -> Option<Level> {
+        let (level, cells) = self.open.pop()?;
+        self.cells -= cells;
+        Some(level)
     }
 
     /// A datum ended: the quote prefixes waiting for it are complete.
     fn complete(&mut self) {
-        while self.open.last() == Some(&Level::Quote) {
-            self.open.pop();
+        while matches!(self.open.last(), Some((Level::Quote, _))) {
+            self.pop();
         }
     }
 
@@ -203,7 +244,7 @@ impl Scanner<'_> {
     /// mismatch; the scan only has to follow the nesting).
     fn close(&mut self) {
         self.complete();
-        if self.open.pop().is_some() {
+        if self.pop().is_some() {
             self.complete();
         }
     }
@@ -483,12 +524,42 @@ mod tests {
     }
 
     #[test]
+    fn a_list_longer_than_the_cell_cap_is_refused_where_it_passes_it() {
+        scan(&format!("({})", "a ".repeat(MAX_CELLS))).unwrap();
+        let text = format!("(\n{})", "a ".repeat(MAX_CELLS + 1));
+        let (line, column, message) = refusal(&text);
+        assert_eq!((line, column), (2, 2 * MAX_CELLS));
+        assert!(message.contains("more than 4096 list cells"), "{message}");
+        assert!(scan(&format!("({})", "\"\" ".repeat(MAX_CELLS + 1))).is_err());
+        // A quote prefix is two cells: `'b` sits at three.
+        scan(&format!("(a {})", "'b ".repeat(MAX_CELLS - 3))).unwrap();
+        scan(&format!("({}'b)", "a ".repeat(MAX_CELLS - 3))).unwrap();
+        assert!(scan(&format!("({}'b)", "a ".repeat(MAX_CELLS - 2))).is_err());
+    }
+
+    #[test]
+    fn cells_add_up_along_the_path_not_across_the_file() {
+        // Each list's place counts for what is inside it...
+        let half = MAX_CELLS / 2;
+        let inner = format!("({})", "x ".repeat(half));
+        scan(&format!("({}{inner})", "a ".repeat(half - 1))).unwrap();
+        let deeper = format!("({})", "x ".repeat(half + 1));
+        assert!(scan(&format!("({}{deeper})", "a ".repeat(half - 1))).is_err());
+        // ... and a closed list gives its cells back: 14,000 data in short
+        // lists pass (a machines file of 1,000 machines is of this shape).
+        let machines =
+            "(machine (name \"m\") (host \"h\") (port 22) (parallel-builds 2)) ".repeat(1000);
+        scan(&format!("(fruix-machines (format-version 1) {machines})")).unwrap();
+    }
+
+    #[test]
     fn too_many_data_are_refused() {
-        scan(&format!("({})", "a ".repeat(MAX_DATA - 1))).unwrap();
-        let (_, _, message) = refusal(&format!("({})", "a ".repeat(MAX_DATA)));
-        assert!(message.contains("more than 4096 data"), "{message}");
-        assert!(scan(&format!("({})", "\"\" ".repeat(MAX_DATA))).is_err());
-        assert!(scan(&format!("(a {})", "'b ".repeat(MAX_DATA / 2))).is_err());
+        // Groups of 127 short lists keep every list short: 1,018 data a group.
+        let group = format!("(g {})", "(b c d e f g h) ".repeat(127));
+        let groups = |n: usize| format!("(a {})", group.repeat(n));
+        scan(&groups(64)).unwrap();
+        let (_, _, message) = refusal(&groups(65));
+        assert!(message.contains("more than 65536 data"), "{message}");
     }
 
     #[test]
