@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub mod args;
 pub mod sshd;
@@ -31,6 +31,22 @@ pub fn promote(mut fruix: Command, report: &str, store: &Path, root: &Path) -> C
         .arg(store)
         .arg(root);
     fruix
+}
+
+/// Runs `cmd`, which must succeed (its output is kept, its stderr shown if
+/// it fails); returns its wall time.
+pub fn timed(cmd: &mut Command) -> Duration {
+    let start = Instant::now();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let elapsed = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
 }
 
 /// Runs `rounds` rounds of `fruix` then `peer`, each side a label and one

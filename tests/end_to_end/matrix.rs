@@ -78,6 +78,16 @@ impl Matrix {
         run(&mut self.command(extra))
     }
 
+    /// `fruix` (with any global options) `matrix plan --json` of the
+    /// matrix, which must succeed: the plan.
+    pub fn plan(&self, fruix: &mut Command) -> Value {
+        let out = run(fruix
+            .args(["matrix", "plan", "--json"])
+            .arg(self.path("matrix.scm")));
+        assert!(out.status.success(), "{}", describe(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub fn report(&self) -> Value {
         let text = std::fs::read_to_string(self.path("report/report.json"))
             .expect("the run wrote report.json");
@@ -432,13 +442,7 @@ fn plan_lists_cells_and_agreement_groups_without_running() {
         r#"  (axes (executor "local" "mini-sh") (kernconf "GENERIC" "MINIMAL"))
   (exclude ((executor "local") (kernconf "MINIMAL")))"#,
     );
-    let out = run(fruix()
-        .arg("--executors-file")
-        .arg(external_executors())
-        .args(["matrix", "plan", "--json"])
-        .arg(m.path("matrix.scm")));
-    assert!(out.status.success(), "{}", describe(&out));
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = m.plan(fruix().arg("--executors-file").arg(external_executors()));
     assert_eq!(
         strings_of(&plan["cells"], "id"),
         ["local-GENERIC", "mini-sh-GENERIC", "mini-sh-MINIMAL"]
@@ -505,11 +509,7 @@ fn a_pool_of_fifteen_hundred_machines_is_read() {
         format!("(fruix-machines\n{machines})\n"),
     )
     .unwrap();
-    let out = run(fruix()
-        .args(["matrix", "plan", "--json"])
-        .arg(m.path("matrix.scm")));
-    assert!(out.status.success(), "{}", describe(&out));
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = m.plan(&mut fruix());
     assert_eq!(
         strings_of(&plan["cells"], "machine"),
         ["m-1", "m-1500"],

@@ -23,13 +23,20 @@
 //!
 //! It is a benchmark, never a test.
 //!
-//! Usage: `cargo build --release && target/release/fruix-bench-matrix [--cells N] [--pool N] [--keep]`
+//! Usage: `cargo build --release && target/release/fruix-bench-matrix [--dir DIR] [--cells N] [--pool N] [--keep]`
+//! (`--dir`: the scratch directory, by default `/dev/shm/fruix-bench-matrix`
+//! where there is a `/dev/shm`; emptied first, removed at the end unless
+//! `--keep`.)
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use fruix_bench::{args, timed};
+
+const HELP: &str = "usage: fruix-bench-matrix [--dir DIR] [--cells N] [--pool N] [--keep]";
 
 /// Slots: 2 machines x 2 parallel builds, and max-parallel.
 const SLOTS: f64 = 4.0;
@@ -50,21 +57,13 @@ fn write(path: &Path, text: &str) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let keep = args.iter().any(|a| a == "--keep");
-    let cells: usize = args
-        .iter()
-        .position(|a| a == "--cells")
-        .and_then(|i| args.get(i + 1))
-        .map(|n| n.parse().expect("--cells takes a number"))
-        .unwrap_or(16);
-    let pool: usize = args
-        .iter()
-        .position(|a| a == "--pool")
-        .and_then(|i| args.get(i + 1))
-        .map(|n| n.parse().expect("--pool takes a number"))
-        .unwrap_or(1500);
-    let dir = std::env::temp_dir().join(format!("fruix-bench-matrix-{}", std::process::id()));
+    let (mut cells, mut pool) = (16usize, 1500usize);
+    let scratch = args::scratch(
+        HELP,
+        "fruix-bench-matrix",
+        &mut [("--cells", &mut cells), ("--pool", &mut pool)],
+    );
+    let dir = args::fresh(&scratch.dir);
     let d = dir.as_path();
     fs::create_dir_all(d.join("src")).unwrap();
     write(&d.join("src/Makefile"), "buildworld:\n");
@@ -154,17 +153,10 @@ fn main() {
         overhead * 1000.0
     );
     read_a_pool(d, pool);
-    if keep {
+    if scratch.keep {
         println!("kept {}", dir.display());
-    } else {
-        // The store is read-only: make it writable before removing it.
-        let _ = Command::new("chmod")
-            .arg("-R")
-            .arg("u+w")
-            .arg(&dir)
-            .status();
-        let _ = fs::remove_dir_all(&dir);
     }
+    scratch.finish();
 }
 
 /// Times `fruix matrix plan` over a pool of `machines` machines against
@@ -186,33 +178,18 @@ fn read_a_pool(d: &Path, machines: usize) {
             "(fruix-matrix\n  (format-version 1)\n  (source \"src\")\n  (freebsd-version \"15.0-STABLE\")\n  (machines-file \"pool.scm\")\n  (axes (executor \"host-initiated\") (machine \"m-{machines}\")))\n"
         ),
     );
-    let timed = |mut command: Command| {
-        let started = Instant::now();
-        let out = command
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-        let took = started.elapsed();
-        assert!(
-            out.status.success(),
-            "{command:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        took
-    };
     let plan = || {
-        let mut fruix = fruix_bench::fruix();
-        fruix
-            .args(["matrix", "plan", "--json"])
-            .arg(d.join("pool-matrix.scm"));
-        timed(fruix)
+        timed(
+            fruix_bench::fruix()
+                .args(["matrix", "plan", "--json"])
+                .arg(d.join("pool-matrix.scm")),
+        )
     };
     let guile = || {
-        let mut guile = Command::new("guile");
-        guile.arg("-c").arg(format!(
+        timed(Command::new("guile").arg("-c").arg(format!(
             "(call-with-input-file {:?} read)",
             d.join("pool.scm").display().to_string()
-        ));
-        timed(guile)
+        )))
     };
     let kib = fs::metadata(d.join("pool.scm")).unwrap().len() / 1024;
     println!("pool of {machines} machines ({kib} KiB):");

@@ -8,8 +8,8 @@
 //! target/release/fruix-bench-source [--dir DIR] [--files N] [--runs R] [--keep]`
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use fruix_bench::{args, tree};
 
@@ -30,10 +30,7 @@ usage: fruix-bench-source [--dir DIR] [--files N] [--runs R] [--keep]
 /// wall time; it must succeed.
 fn timed(cmd: &mut Command) -> Duration {
     let _ = Command::new("sync").status();
-    let started = Instant::now();
-    let status = cmd.stdout(Stdio::null()).status().unwrap();
-    assert!(status.success(), "{cmd:?} failed");
-    started.elapsed()
+    fruix_bench::timed(cmd)
 }
 
 fn main() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fruix_bench::{args, tree};
+use fruix_bench::{args, timed, tree};
 use fruix_core::result_root;
 use fruix_core::testing::write_sample_result_root;
 use fruix_promote::{promote_validated, PromoteOptions, Store};
@@ -43,13 +43,6 @@ fn fruix() -> Command {
 }
 
 /// Runs `cmd` and returns its wall time; it must succeed.
-fn timed(cmd: &mut Command) -> Duration {
-    let started = Instant::now();
-    let status = cmd.status().unwrap();
-    assert!(status.success(), "{cmd:?} failed");
-    started.elapsed()
-}
-
 /// A store of at least `objects` small objects (promotions of unsigned
 /// sample roots, each with content of its own), none rooted; returns the
 /// world object of the first promotion.

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fruix_bench::{args, fruix};
+use fruix_bench::{args, fruix, timed};
 use fruix_core::machines::Machines;
 use fruix_executors::vm::driver::{Instance, VmDriver};
 use fruix_executors::vm::qemu::Qemu;
@@ -92,21 +92,6 @@ fn options() -> Result<Options, String> {
         ));
     }
     Ok(o)
-}
-
-/// Runs `cmd`, which must succeed; returns its wall time.
-fn timed(cmd: &mut Command) -> Duration {
-    let start = Instant::now();
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let elapsed = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    elapsed
 }
 
 /// The image's initramfs with this fruix appended (`DIR/initrd.img`).
