@@ -216,7 +216,8 @@ pub fn with_progress<T>(
     bar.set_style(ProgressStyle::with_template(COUNTING).expect("static template is valid"));
     bar.set_prefix(label.to_string());
     let measured = std::sync::OnceLock::new();
-    let done = std::sync::atomic::AtomicBool::new(false);
+    // Dropped when the work is done, which ends the refresh at once.
+    let (done, refresh) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
         if let Some(totals) = totals {
             s.spawn(|| {
@@ -225,9 +226,10 @@ pub fn with_progress<T>(
                 }
             });
         }
-        s.spawn(|| {
+        let (bar, measured) = (&bar, &measured);
+        s.spawn(move || {
             let mut bar_shown = false;
-            while !done.load(Ordering::Relaxed) {
+            loop {
                 let total = measured.get().copied();
                 if let (Some((_, bytes)), false) = (total, bar_shown) {
                     bar.set_length(bytes);
@@ -242,11 +244,14 @@ pub fn with_progress<T>(
                     total.map(|(files, _)| files),
                     unit,
                 ));
-                std::thread::sleep(Duration::from_millis(100));
+                match refresh.recv_timeout(Duration::from_millis(100)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => break,
+                }
             }
         });
         let result = work();
-        done.store(true, Ordering::Relaxed);
+        drop(done);
         bar.finish_and_clear();
         result
     })

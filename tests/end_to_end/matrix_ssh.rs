@@ -4,11 +4,10 @@
 //! the recorded start and end times.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use crate::matrix::{cell, describe, peak_concurrency, Matrix, DIVERGENCE};
 use crate::sshd::Sshd;
-use crate::util::element_with;
+use crate::util::{element_with, wait_until};
 
 /// A machines file entry for `sshd` named `name`.
 fn machine(sshd: &Sshd, name: &str, speed: f64, slots: u32) -> String {
@@ -136,7 +135,6 @@ fn cells_of_a_machine_stopped_mid_run_are_retried_on_the_other() {
     let child = m.spawn();
     // Wait until a cell builds on m1 (the faster machine gets the first
     // cell), then stop m1's sshd and everything it runs.
-    let deadline = Instant::now() + Duration::from_secs(120);
     let building_on_m1 = || {
         std::fs::read_dir(m.path("report/logs"))
             .into_iter()
@@ -148,11 +146,7 @@ fn cells_of_a_machine_stopped_mid_run_are_retried_on_the_other() {
                     && (log.contains("==> buildworld") || log.contains("==> guest-build"))
             })
     };
-    while !building_on_m1() {
-        assert!(Instant::now() < deadline, "no cell started on m1");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("a cell builds on m1", building_on_m1);
     m1.kill();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
