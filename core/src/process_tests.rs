@@ -272,19 +272,15 @@ async fn a_step_reads_no_faster_than_its_events_are_taken_and_loses_no_line() {
             "{queued} bytes of events queued, more than {MAX_QUEUED_BYTES} and a read"
         );
     };
-    // Nobody reads the events: the step runs until the queue is full, and
-    // from then on stays where it is, though the child has more to say.
-    let mut stalled_polls = 0;
-    while stalled_polls < 50 {
-        tokio::select! {
-            r = &mut step => panic!("the step ended with its events unread: {r:?}"),
-            () = tokio::time::sleep(Duration::from_millis(2)) => {}
-        }
-        within_bound(rx.queued_bytes());
-        if rx.queued_bytes() > MAX_QUEUED_BYTES {
-            stalled_polls += 1;
-        }
+    // Nobody reads the events: the step runs until the queue is full, then
+    // stops reading the child's output (which has more to say) until there
+    // is room.
+    tokio::select! {
+        r = &mut step => panic!("the step ended with its events unread: {r:?}"),
+        () = rx.stalled() => {}
     }
+    assert!(rx.queued_bytes() > MAX_QUEUED_BYTES);
+    within_bound(rx.queued_bytes());
     // Read now: every line arrives, in order, and the step ends.
     let mut next = 0;
     let mut check = |event: Event| {

@@ -250,31 +250,25 @@ fn a_remote_command_cancelled_as_it_starts_leaves_nothing_running() {
 /// take it: one SSH packet (32 KiB) of 1 KiB lines, each with its overhead.
 const ONE_PACKET_OF_EVENTS: usize = 64 << 10;
 
-/// Polls `run` while nobody reads `rx`, until the queue has stayed over its
-/// bound for 50 polls; it must never go more than a packet past it, and
-/// `run` must not end.
+/// Drives `run` while nobody reads `rx`, until it stops reading the guest's
+/// output for want of room: the queue is then past its bound by no more
+/// than a packet, and `run` must not have ended.
 async fn held_at_the_bound<F: std::future::Future>(
-    mut run: std::pin::Pin<&mut F>,
+    run: std::pin::Pin<&mut F>,
     rx: &fruix_core::executor::EventReceiver,
 ) where
     F::Output: std::fmt::Debug,
 {
     use fruix_core::executor::MAX_QUEUED_BYTES;
-    let mut stalled = 0;
-    while stalled < 50 {
-        tokio::select! {
-            r = run.as_mut() => panic!("ended with its events unread: {r:?}"),
-            () = tokio::time::sleep(Duration::from_millis(2)) => {}
-        }
-        let queued = rx.queued_bytes();
-        assert!(
-            queued <= MAX_QUEUED_BYTES + ONE_PACKET_OF_EVENTS,
-            "{queued} bytes of events queued"
-        );
-        if queued > MAX_QUEUED_BYTES {
-            stalled += 1;
-        }
+    tokio::select! {
+        r = run => panic!("ended with its events unread: {r:?}"),
+        () = rx.stalled() => {}
     }
+    let queued = rx.queued_bytes();
+    assert!(
+        queued > MAX_QUEUED_BYTES && queued <= MAX_QUEUED_BYTES + ONE_PACKET_OF_EVENTS,
+        "{queued} bytes of events queued"
+    );
 }
 
 /// A guest command that floods its output is read no faster than the host

@@ -66,6 +66,27 @@ struct Gauge {
     closed: AtomicBool,
     /// Woken when the queue falls to [`MAX_QUEUED_BYTES`], or closes.
     drained: Notify,
+    /// How many [`EventSink::room`] calls are waiting.
+    waiting: AtomicUsize,
+    /// Woken when one starts to wait.
+    stalled: Notify,
+}
+
+/// One [`EventSink::room`] call waiting, counted while it lives.
+struct Waiting<'a>(&'a Gauge);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        gauge.waiting.fetch_add(1, Ordering::SeqCst);
+        gauge.stalled.notify_waiters();
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Gauge {
@@ -93,6 +114,8 @@ impl Gauge {
 ///   before reading more: the queue then holds at most
 ///   [`MAX_QUEUED_BYTES`] plus what one read produced, and the writer of the
 ///   output waits, as it would for a slow terminal.
+/// - [`EventReceiver::stalled`] tells the receiver when a reader has stopped
+///   for want of room (a display may say the output is paused).
 /// - When the receiver is dropped, events are discarded and `room` never
 ///   waits.
 #[derive(Debug, Clone)]
@@ -128,6 +151,23 @@ impl EventReceiver {
     /// Bytes of events waiting (as [`MAX_QUEUED_BYTES`] counts them).
     pub fn queued_bytes(&self) -> usize {
         self.gauge.queued.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a sender waits for [`EventSink::room`]: the reader of
+    /// some output has stopped reading it because this receiver is behind
+    /// (at once if one already waits). Cancel-safe.
+    pub async fn stalled(&self) {
+        loop {
+            let stalled = self.gauge.stalled.notified();
+            tokio::pin!(stalled);
+            // Registered before the check, so a wait that starts between
+            // the two is not missed.
+            stalled.as_mut().enable();
+            if self.gauge.waiting.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            stalled.await;
+        }
     }
 }
 
@@ -182,6 +222,7 @@ impl EventSink {
             if !gauge.full() {
                 return;
             }
+            let _waiting = Waiting::new(gauge);
             drained.await;
         }
     }
@@ -287,6 +328,26 @@ mod tests {
             }]
         );
         assert_eq!(rx.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_receiver_sees_a_reader_stall_until_it_has_room() {
+        let (sink, mut rx) = EventSink::channel();
+        fill(&sink);
+        let waiter = {
+            let mut stalled = std::pin::pin!(rx.stalled());
+            assert!(poll_once(stalled.as_mut()).is_pending(), "nobody waits yet");
+            let sink = sink.clone();
+            let waiter = tokio::spawn(async move { sink.room().await });
+            stalled.await;
+            waiter
+        };
+        assert!(!waiter.is_finished());
+        rx.recv().await.unwrap();
+        waiter.await.unwrap();
+        // A wait given up (dropped) is no longer counted.
+        fill(&sink);
+        assert!(poll_once(std::pin::pin!(rx.stalled())).is_pending());
     }
 
     #[tokio::test]
