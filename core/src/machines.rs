@@ -95,7 +95,7 @@ impl Machines {
     ///
     /// A matrix reads its machines file once for its plan and once more for
     /// each cell's executor, and a pool's file can be large, so the last
-    /// [`PARSED_KEPT`] files read are kept: the same text at the same path
+    /// four files read are kept: the same text at the same path
     /// is not parsed again. (The file is still read each time, so an edit
     /// is always seen.)
     pub fn read(path: &Path) -> Result<Machines> {
