@@ -5,7 +5,7 @@
 //! their control characters are escaped before they reach the terminal.
 
 use std::io::{self, IsTerminal};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use console::Term;
@@ -198,15 +198,20 @@ fn count_message(done: u64, total: Option<u64>, unit: &str) -> String {
     }
 }
 
+/// Measures what a piece of work will read: (items, bytes), or `None`
+/// when it cannot tell; it should stop once its flag is set.
+pub type Totals<'a> = dyn Fn(&AtomicBool) -> Option<(u64, u64)> + Sync + 'a;
+
 /// Runs `work` while showing, on a terminal, the items (files, or `unit`)
 /// and bytes `progress` counts, with their rate. `totals`, when given,
 /// measures what `work` will read (items, bytes) beside it; once known, the
-/// line becomes a bar with the time left.
+/// line becomes a bar with the time left. Its flag is set when `work` ends:
+/// it should stop then.
 pub fn with_progress<T>(
     mode: Mode,
     (label, unit): (&str, &str),
     progress: &Progress,
-    totals: Option<&(dyn Fn() -> Option<(u64, u64)> + Sync)>,
+    totals: Option<&Totals<'_>>,
     work: impl FnOnce() -> T,
 ) -> T {
     if mode != Mode::Terminal {
@@ -216,12 +221,13 @@ pub fn with_progress<T>(
     bar.set_style(ProgressStyle::with_template(COUNTING).expect("static template is valid"));
     bar.set_prefix(label.to_string());
     let measured = std::sync::OnceLock::new();
+    let measuring_stop = AtomicBool::new(false);
     // Dropped when the work is done, which ends the refresh at once.
     let (done, refresh) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
         if let Some(totals) = totals {
             s.spawn(|| {
-                if let Some(t) = totals() {
+                if let Some(t) = totals(&measuring_stop) {
                     let _ = measured.set(t);
                 }
             });
@@ -251,6 +257,7 @@ pub fn with_progress<T>(
             }
         });
         let result = work();
+        measuring_stop.store(true, Ordering::Relaxed);
         drop(done);
         bar.finish_and_clear();
         result

@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
@@ -361,8 +362,10 @@ fn registered_only(store: &Store, names: &[String]) -> Result<Vec<String>> {
 /// How many regular files a promotion of `root` will read, and their bytes:
 /// a structural walk of every artifact (no file is opened), so that a
 /// progress display can show a rate and an estimated time left. Only an
-/// estimate: what is promoted is what the one reading pass finds.
-pub fn measure(root: &ResultRoot) -> Result<(u64, u64)> {
+/// estimate: what is promoted is what the one reading pass finds. Setting
+/// `stop` (the promotion ended first) ends the walk with
+/// [`fruix_core::Error::Cancelled`].
+pub fn measure(root: &ResultRoot, stop: &AtomicBool) -> Result<(u64, u64)> {
     let root_dir = open_dir(root.path())?;
     let (mut files, mut bytes) = (0, 0);
     for a in &root.metadata().artifacts {
@@ -372,6 +375,9 @@ pub fn measure(root: &ResultRoot) -> Result<(u64, u64)> {
             ..WalkOptions::default()
         };
         walk_fd(dir, &root.path().join(&a.path), &options, |w| {
+            if stop.load(Ordering::Relaxed) {
+                return Err(fruix_core::Error::Cancelled);
+            }
             if let EntryKind::File { size, .. } = &w.entry.kind {
                 files += 1;
                 bytes += size;

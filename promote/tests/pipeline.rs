@@ -265,6 +265,31 @@ fn identity_fruix_could_not_read_back_is_never_written() {
     assert_eq!(f.snapshot(), snapshot);
 }
 
+/// The progress display's measuring walk counts what a promotion reads, and
+/// stops at its first entry once told to (the promotion ended first).
+#[test]
+fn measuring_counts_the_files_and_stops_when_told() {
+    use std::sync::atomic::AtomicBool;
+    let f = TestDir::new();
+    let root = fruix_core::result_root::validate(&f.sample()).unwrap();
+    let (files, bytes) = fruix_promote::measure(&root, &AtomicBool::new(false)).unwrap();
+    let mut expected = (0, 0);
+    for a in &root.metadata().artifacts {
+        for e in walkdir::WalkDir::new(root.path().join(&a.path)) {
+            let meta = e.unwrap().into_path().symlink_metadata().unwrap();
+            if meta.is_file() {
+                expected = (expected.0 + 1, expected.1 + meta.len());
+            }
+        }
+    }
+    assert!(files > 0);
+    assert_eq!((files, bytes), expected);
+    match fruix_promote::measure(&root, &AtomicBool::new(true)) {
+        Err(Error::Core(fruix_core::Error::Cancelled)) => {}
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+}
+
 #[test]
 fn reserved_names_are_refused() {
     let f = TestDir::new();

@@ -6,6 +6,7 @@ use fruix_core::result_root::{self, ResultRoot};
 use fruix_promote::{measure, promote_validated, OutLink, PromoteOptions, PromotionReport, Store};
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use crate::args::{OutLinkArgs, OutputArgs, PromoteArgs};
 use crate::commands::store::keys::{sign_promoted, signing_key};
@@ -73,7 +74,7 @@ pub fn promote_with_progress(
     };
     // The totals are only for the display: a tree that cannot be measured
     // is refused by the promotion itself.
-    let totals = || measure(root).ok();
+    let totals = |stop: &AtomicBool| measure(root, stop).ok();
     with_progress(
         Mode::from_output(output),
         ("promote", "files"),
