@@ -1,10 +1,16 @@
 //! Small filesystem helpers shared by fruix crates: durable atomic writes,
 //! symlink-safe path resolution and bounded, non-following metadata reads.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use crate::error::{Error, IoContext, MetadataFileProblem, Result};
 
@@ -15,28 +21,91 @@ pub const MAX_METADATA_BYTES: usize = 1 << 20;
 
 /// Writes `contents` to `path` atomically: a temporary file in the same
 /// directory is written, flushed to disk, then renamed over `path`.
+///
+/// See [`write_atomic_with`] for why a planted entry cannot redirect it.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    write_atomic_with(path, |file| file.write_all(contents))
+}
+
+/// Writes what `fill` writes to `path` atomically, like [`write_atomic`].
+///
+/// The directory may hold entries someone else chose (a guest's result
+/// root, a build's logs), so nothing in it is followed: the temporary is
+/// created relative to the directory's descriptor with `O_CREAT | O_EXCL |
+/// O_NOFOLLOW` under a name no one can predict, and renamed over `path`'s
+/// name, which replaces an entry there (a symlink included) and never writes
+/// through it. A planted entry can make the write fail, never land elsewhere.
+/// On failure the temporary is removed.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
     // A bare file name's directory is the current one.
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let name = match path.components().next_back() {
+        Some(Component::Normal(name)) => name,
+        _ => {
+            return Err(Error::UnsafePath {
+                path: path.to_path_buf(),
+                message: "names no file to write; give a file's path".into(),
+            })
+        }
+    };
+    let dir_fd = rfs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open directory", dir, e.into()))?;
+    let (tmp_name, fd) = create_temporary(&dir_fd, dir, name)?;
+    let tmp = dir.join(&tmp_name);
     let result = (|| {
-        let mut file = File::create(&tmp).with_path("create", &tmp)?;
-        file.write_all(contents).with_path("write", &tmp)?;
+        let mut file = File::from(fd);
+        fill(&mut file).with_path("write", &tmp)?;
         file.sync_all().with_path("flush to disk", &tmp)?;
-        fs::rename(&tmp, path).with_path("rename into place", path)?;
-        sync_dir(dir)
+        rfs::renameat(&dir_fd, &tmp_name, &dir_fd, name)
+            .map_err(|e| Error::io("rename into place", path, e.into()))?;
+        rfs::fsync(&dir_fd).map_err(|e| Error::io("flush directory to disk", dir, e.into()))
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = rfs::unlinkat(&dir_fd, &tmp_name, AtFlags::empty());
     }
     result
+}
+
+/// Creates `.NAME.tmp-PID-NONCE` in `dir_fd`, exclusively and without
+/// following a symlink; a name that exists is skipped for another nonce.
+fn create_temporary(dir_fd: &OwnedFd, dir: &Path, name: &OsStr) -> Result<(OsString, OwnedFd)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut last = None;
+    for _ in 0..16 {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut tmp_name = OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp-{}-{nanos:08x}{count:x}", std::process::id()));
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rfs::openat(dir_fd, &tmp_name, flags, Mode::from(0o666)) {
+            Ok(fd) => return Ok((tmp_name, fd)),
+            Err(rustix::io::Errno::EXIST) => last = Some(tmp_name),
+            Err(e) => return Err(Error::io("create", dir.join(&tmp_name), e.into())),
+        }
+    }
+    let tmp = dir.join(last.unwrap_or_default());
+    Err(Error::io(
+        "create",
+        tmp,
+        std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "every temporary name tried already exists",
+        ),
+    ))
 }
 
 /// Flushes a directory's entries to disk (after creating or renaming in it).
@@ -205,6 +274,78 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    /// The entries of `dir` whose names hold `.tmp-`.
+    fn temporaries(dir: &Path) -> Vec<OsString> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains(".tmp-"))
+            .collect()
+    }
+
+    #[test]
+    fn an_atomic_write_never_writes_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        // The temporary's old name (pid only), and the target itself.
+        let old_tmp = dir
+            .path()
+            .join(format!(".promotion.scm.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_tmp).unwrap();
+        let target = dir.path().join("promotion.scm");
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+
+        write_atomic(&target, b"new").unwrap();
+
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        let meta = fs::symlink_metadata(&target).unwrap();
+        assert!(meta.is_file(), "the symlink is replaced, not followed");
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        assert_eq!(temporaries(dir.path()), vec![old_tmp.file_name().unwrap()]);
+    }
+
+    #[test]
+    fn a_failed_atomic_write_leaves_no_temporary_and_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("report.json");
+        fs::write(&target, "old").unwrap();
+        let e = write_atomic_with(&target, |file| {
+            file.write_all(b"half")?;
+            Err(std::io::Error::other("the writer failed"))
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Io {
+                    action: "write",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(fs::read_to_string(&target).unwrap(), "old");
+        assert!(temporaries(dir.path()).is_empty());
+
+        // A directory in the way: the rename fails, nothing is left either.
+        let busy = dir.path().join("busy");
+        fs::create_dir(&busy).unwrap();
+        fs::write(busy.join("inside"), "x").unwrap();
+        let e = write_atomic(&busy, b"x").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Io {
+                    action: "rename into place",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(temporaries(dir.path()).is_empty());
+    }
 
     fn refusal(path: &Path) -> (MetadataFileProblem, String) {
         match read_metadata_file(path) {

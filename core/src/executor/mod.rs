@@ -98,9 +98,27 @@ pub struct RunContext {
 
 impl RunContext {
     /// The `logs/` directory of the result root (created on first use).
+    ///
+    /// A guest's result root is moved into the result root whole, `logs/`
+    /// included, so an existing `logs` must be a directory itself: a symlink
+    /// there is refused, never followed. Write into it with
+    /// [`write_atomic_with`](crate::fsutil::write_atomic_with) once guest
+    /// output is in it, since its entries are the guest's.
     pub fn logs_dir(&self) -> Result<PathBuf> {
         let dir = self.result_root.join("logs");
-        std::fs::create_dir_all(&dir).with_path("create logs directory", &dir)?;
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let meta = std::fs::symlink_metadata(&dir).with_path("inspect", &dir)?;
+                if !meta.is_dir() {
+                    return Err(crate::Error::UnsafePath {
+                        path: dir,
+                        message: "is not a directory (a symlink?); fruix never writes through one"
+                            .into(),
+                    });
+                }
+            }
+            other => other.with_path("create logs directory", &dir)?,
+        }
         Ok(dir)
     }
 }

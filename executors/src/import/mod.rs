@@ -320,7 +320,9 @@ impl Staged {
     /// goes away) and records the special bits found inside signed artifact
     /// trees in the result root's
     /// [`SPECIAL_MODES_FILE`](fruix_core::special_modes::SPECIAL_MODES_FILE): they are never put
-    /// back on disk, but they stay part of the trees' signatures.
+    /// back on disk, but they stay part of the trees' signatures. A
+    /// `.fruix-special-modes` the guest sent is not moved: a guest cannot
+    /// add bits to what its trees are signed with.
     pub fn place(self, result_root: &Path) -> Result<()> {
         let recorded: SpecialModes = self
             .special_modes
@@ -331,6 +333,11 @@ impl Staged {
         let entries = fs::read_dir(self.path()).with_path("read", self.path())?;
         for entry in entries {
             let entry = entry.with_path("read", self.path())?;
+            if entry.file_name() == special_modes::SPECIAL_MODES_FILE {
+                // Only the bits this import found count; the guest's own
+                // record stays behind, and goes with the staging directory.
+                continue;
+            }
             let to = result_root.join(entry.file_name());
             if to.symlink_metadata().is_ok() {
                 return Err(Error::AlreadyExists {
@@ -348,6 +355,70 @@ impl Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A staged root holding `artifacts/world/bin/su` (its setuid bit
+    /// stripped and recorded), and whatever `plant` adds.
+    fn staged_with(plant: impl FnOnce(&Path)) -> (tempfile::TempDir, Staged) {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = tempfile::tempdir_in(dir.path()).unwrap();
+        fs::create_dir_all(staging.path().join("artifacts/world/bin")).unwrap();
+        fs::write(staging.path().join("artifacts/world/bin/su"), "su").unwrap();
+        plant(staging.path());
+        let mut staged = Staged {
+            dir: staging,
+            special_modes: BTreeMap::from([(PathBuf::from("artifacts/world/bin/su"), 0o4000)]),
+            signed: Vec::new(),
+        };
+        staged.signed_here("artifacts/world");
+        (dir, staged)
+    }
+
+    #[test]
+    fn placing_keeps_only_the_bits_the_import_found() {
+        let guest_record = "(fruix-special-modes (format-version 1) (modes (\"artifacts/world/bin/sh\" \"4000\")))";
+        let (dir, staged) = staged_with(|root| {
+            fs::write(root.join(special_modes::SPECIAL_MODES_FILE), guest_record).unwrap();
+        });
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        staged.place(&root).unwrap();
+        let recorded = special_modes::read(&root).unwrap();
+        assert_eq!(
+            recorded,
+            SpecialModes::from([(b"artifacts/world/bin/su".to_vec(), 0o4000)])
+        );
+
+        // With no bit found, the guest's record is not kept either.
+        let (dir, mut staged) = staged_with(|root| {
+            fs::write(root.join(special_modes::SPECIAL_MODES_FILE), guest_record).unwrap();
+        });
+        staged.special_modes.clear();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        staged.place(&root).unwrap();
+        assert!(special_modes::read(&root).unwrap().is_empty());
+        assert!(root.join("artifacts/world/bin/su").is_file());
+    }
+
+    #[test]
+    fn placing_never_writes_through_a_symlink_the_guest_sent() {
+        let victim = tempfile::NamedTempFile::new().unwrap();
+        fs::write(victim.path(), "keep").unwrap();
+        let (dir, staged) = staged_with(|root| {
+            // The name the record's temporary had (pid only), and the record.
+            let tmp = format!(
+                ".{}.tmp-{}",
+                special_modes::SPECIAL_MODES_FILE,
+                std::process::id()
+            );
+            std::os::unix::fs::symlink(victim.path(), root.join(tmp)).unwrap();
+        });
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        staged.place(&root).unwrap();
+        assert_eq!(fs::read_to_string(victim.path()).unwrap(), "keep");
+        assert_eq!(special_modes::read(&root).unwrap().len(), 1);
+    }
 
     #[test]
     fn staging_is_created_0700_next_to_the_result_root() {

@@ -3,15 +3,16 @@
 //! `host-initiated`) run in it over SSH with its pinned host key, and the
 //! guest always torn down. The result names the inner mode, which built it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use fruix_core::error::IoContext;
 use fruix_core::executor::{Capabilities, Executor, ExecutorConfig, Run, RunContext};
 use fruix_core::machines::Machines;
 use fruix_core::ssh_target::SshTarget;
 use fruix_core::vm::{VmDriverSpec, VmSpec};
-use fruix_core::{Error, Result};
+use fruix_core::{fsutil, Error, Result};
 
 use super::bhyve::Bhyve;
 use super::driver::{Instance, LocalHost, VmDriver};
@@ -215,13 +216,25 @@ impl Run for VmRun<'_> {
             .events
             .stage("vm-teardown", teardown(&*e.driver, grace, vm, self.started))
             .await;
-        // The console goes with the result root's logs.
         if vm.console.exists() {
-            if let Ok(logs) = ctx.logs_dir() {
-                let _ = std::fs::copy(&vm.console, logs.join("console.log"));
+            if let Err(e) = keep_console(ctx, &vm.console) {
+                ctx.events
+                    .warn(format!("the guest's console was not kept: {e}"));
             }
         }
         let _ = std::fs::remove_dir_all(&vm.work_dir);
         torn
     }
+}
+
+/// Copies the guest's console into the result root's `logs/console.log`.
+/// The logs may be the guest's by then (guest-self-hosted moves its result
+/// root in whole): a `console.log` there is replaced, never written through,
+/// and a `logs` that is not a directory is refused.
+pub(super) fn keep_console(ctx: &RunContext, console: &Path) -> Result<()> {
+    let logs = ctx.logs_dir()?;
+    let mut console = std::fs::File::open(console).with_path("open", console)?;
+    fsutil::write_atomic_with(&logs.join("console.log"), |file| {
+        std::io::copy(&mut console, file).map(drop)
+    })
 }

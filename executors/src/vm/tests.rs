@@ -469,3 +469,39 @@ fn a_boot_failure_quotes_the_last_console_lines_escaped() {
     );
     assert!(quote.ends_with("Kernel panic\\033[31m"), "{quote}");
 }
+
+#[test]
+fn the_console_replaces_a_guest_s_console_log_and_never_writes_through_one() {
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console");
+    fs::write(&console, "reboot: Power down\n").unwrap();
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "keep").unwrap();
+    let context = |root: &std::path::Path| {
+        let request = fruix_core::testing::sample_request("vm", vec!["world".into()]);
+        fruix_core::testing::run_context(request, root, EventSink::discard())
+    };
+
+    // The guest's result root came with logs/console.log -> victim.
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("logs")).unwrap();
+    symlink(&victim, root.join("logs/console.log")).unwrap();
+    super::executor::keep_console(&context(&root), &console).unwrap();
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+    let kept = root.join("logs/console.log");
+    assert!(fs::symlink_metadata(&kept).unwrap().is_file());
+    assert_eq!(fs::read_to_string(&kept).unwrap(), "reboot: Power down\n");
+
+    // ... or with logs -> a directory elsewhere: refused.
+    let root = dir.path().join("root2");
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir(&elsewhere).unwrap();
+    symlink(&elsewhere, root.join("logs")).unwrap();
+    let e = super::executor::keep_console(&context(&root), &console).unwrap_err();
+    assert!(matches!(e, Error::UnsafePath { .. }), "{e:?}");
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
