@@ -15,7 +15,8 @@
 //!   and `bootloader`, applied in process with [`tree`] (moves and copies
 //!   that keep modes, owners, hard links and symlinks), or rendered by [`sh`]
 //!   as a POSIX sh script for a machine that has only sh, make, cc, tar and
-//!   cp.
+//!   cp. [`dir`] opens the directories of install trees by descriptor, so
+//!   that no symlink a build planted is ever followed.
 //! - [`source`]: what makes a directory a FreeBSD source tree, and the
 //!   version its `sys/conf/newvers.sh` declares.
 //! - [`probe`]: the one function that chooses an artifact's probe file.
@@ -25,6 +26,7 @@
 
 pub mod artifact;
 pub mod checkout;
+pub mod dir;
 pub mod plan;
 pub mod probe;
 pub mod promotion;

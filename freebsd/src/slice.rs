@@ -18,13 +18,15 @@
 //! included), owners when running as root, hard links within a copy, and
 //! symlinks verbatim; no symlink is ever followed ([`crate::tree`]).
 
+use std::ffi::OsStr;
 use std::path::Path;
 
 use fruix_core::error::IoContext;
 use fruix_core::{Error, Result};
 
 use crate::artifact::Artifact;
-use crate::tree::{self, NOT_INSTALLED_HINT};
+use crate::dir::{OpenDir, Tree};
+use crate::tree;
 use crate::work::{KERNEL_DESTDIR, WORLD_DESTDIR};
 
 pub use crate::tree::Transfer;
@@ -142,27 +144,32 @@ impl Slicing {
     /// machine. Blocking. A required entry the build did not install is
     /// [`Error::NotFound`].
     pub fn apply(&self, work: &Path, result_root: &Path) -> Result<()> {
+        let work = OpenDir::open(work, Tree::Install)?;
+        std::fs::create_dir_all(result_root).with_path("create", result_root)?;
+        let root = OpenDir::open(result_root, Tree::ResultRoot)?;
         for slice in &self.slices {
-            let (from, into) = (work.join(&slice.from), result_root.join(&slice.into));
+            // Every directory on the way is opened by descriptor, never
+            // through a symlink: the build may have planted one anywhere.
+            let from = work.open_beneath(&slice.from);
             match slice.pick {
                 Pick::Entry { name, required } => {
-                    let source = from.join(name);
-                    if !required && source.symlink_metadata().is_err() {
+                    let name = OsStr::new(name);
+                    let from = match from {
+                        Err(Error::NotFound { .. }) if !required => continue,
+                        from => from?,
+                    };
+                    if !required && from.lstat(name)?.is_none() {
                         continue;
                     }
-                    tree::place(&source, &into.join(name), slice.transfer)?;
+                    let into = root.create_beneath(&slice.into)?;
+                    tree::place_at((&from, name), (&into, name), slice.transfer)?;
                 }
                 Pick::EntriesExcept { prefix } => {
-                    if !from.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-                        return Err(Error::NotFound {
-                            path: from,
-                            hint: NOT_INSTALLED_HINT.into(),
-                        });
-                    }
-                    std::fs::create_dir_all(&into).with_path("create", &into)?;
-                    for name in tree::entries(&from)? {
+                    let from = from?;
+                    let into = root.create_beneath(&slice.into)?;
+                    for name in from.entries()? {
                         if !name.as_encoded_bytes().starts_with(prefix.as_bytes()) {
-                            tree::place(&from.join(&name), &into.join(&name), slice.transfer)?;
+                            tree::place_at((&from, &name), (&into, &name), slice.transfer)?;
                         }
                     }
                 }
@@ -180,6 +187,7 @@ pub(crate) mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::tree::NOT_INSTALLED_HINT;
 
     fn file(path: &Path, mode: u32) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -355,5 +363,85 @@ pub(crate) mod tests {
             "{e}"
         );
         assert!(e.to_string().contains(NOT_INSTALLED_HINT), "{e}");
+    }
+
+    #[test]
+    fn a_symlinked_source_directory_is_refused_and_never_followed() {
+        // The link is the bootloader's source directory itself, or a
+        // directory on the way to it; the bootloader is moved when alone,
+        // copied with the world.
+        for (link, secret) in [("world/boot", "secret"), ("world", "boot/secret")] {
+            for artifacts in [&[Artifact::Bootloader][..], &Artifact::ALL[..]] {
+                let case = format!("{link} {artifacts:?}");
+                let dir = tempfile::tempdir().unwrap();
+                let (work, root) = (dir.path().join("work"), dir.path().join("root"));
+                let outside = dir.path().join("host-etc");
+                installed_work_dir(&work);
+                file(&outside.join(secret), 0o600);
+                let before = describe(&outside);
+                fs::remove_dir_all(work.join(link)).unwrap();
+                symlink(&outside, work.join(link)).unwrap();
+
+                let e = Slicing::for_artifacts(artifacts)
+                    .apply(&work, &root)
+                    .unwrap_err();
+                assert!(
+                    matches!(&e, Error::UnsafePath { path, message }
+                        if path.ends_with(link)
+                            && message.contains("is a symlink")
+                            && message.contains("never follows symlinks in a build's install tree")),
+                    "{case}: {e}"
+                );
+                assert_eq!(
+                    describe(&outside),
+                    before,
+                    "{case}: the target is untouched"
+                );
+                assert!(
+                    fs::symlink_metadata(root.join("artifacts/bootloader/boot")).is_err(),
+                    "{case}: nothing of the target is in the result root"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_symlink_on_the_way_to_a_moved_entry_is_refused_and_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (work, root) = (dir.path().join("work"), dir.path().join("root"));
+        let outside = dir.path().join("host-boot");
+        installed_work_dir(&work);
+        file(&outside.join("kernel/secret"), 0o600);
+        let before = describe(&outside);
+        fs::remove_dir_all(work.join("kernel/boot")).unwrap();
+        symlink(&outside, work.join("kernel/boot")).unwrap();
+
+        let kernel = Slicing::for_artifacts(&[Artifact::Kernel]);
+        assert!(kernel.slices.iter().all(|s| s.transfer == Transfer::Move));
+        let e = kernel.apply(&work, &root).unwrap_err();
+        assert!(
+            matches!(&e, Error::UnsafePath { path, message }
+                if path.ends_with("kernel/boot") && message.contains("is a symlink")),
+            "{e}"
+        );
+        assert_eq!(describe(&outside), before, "the target stays where it was");
+        assert!(fs::symlink_metadata(root.join("artifacts/kernel/boot/kernel")).is_err());
+    }
+
+    #[test]
+    fn a_symlinked_entry_is_placed_as_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let (work, root) = (dir.path().join("work"), dir.path().join("root"));
+        let outside = dir.path().join("host-include");
+        installed_work_dir(&work);
+        file(&outside.join("secret.h"), 0o600);
+        fs::remove_dir_all(work.join("world/usr/include")).unwrap();
+        symlink(&outside, work.join("world/usr/include")).unwrap();
+        Slicing::for_artifacts(&Artifact::ALL)
+            .apply(&work, &root)
+            .unwrap();
+        let headers = root.join("artifacts/headers/usr/include");
+        assert_eq!(fs::read_link(&headers).unwrap(), outside);
+        assert!(outside.join("secret.h").is_file());
     }
 }

@@ -4,7 +4,14 @@
 //! # Contract
 //!
 //! - No symlink is ever followed: a symlink is recreated with its target
-//!   verbatim (absolute and dangling targets included).
+//!   verbatim (absolute and dangling targets included). A tree is moved with
+//!   `renameat` relative to its parent directories' descriptors, and copied
+//!   through descriptors: each entry is opened relative to its parent's
+//!   descriptor with `O_NOFOLLOW`, its type checked with `fstat` on what was
+//!   opened, its bytes read from that descriptor into a file created with
+//!   `O_CREAT | O_EXCL | O_NOFOLLOW`. An entry that becomes a symlink while
+//!   it is copied fails the copy ([`fruix_core::manifest::changed`]): a build
+//!   (or a process it left behind) cannot lead a copy out of its tree.
 //! - Copies keep permission bits including setuid, setgid and sticky; owners
 //!   and groups when running as root (as an unprivileged user every copy is
 //!   the user's anyway); and hard links between files of one copied tree.
@@ -13,13 +20,21 @@
 //!   cannot be part of an artifact tree.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs::{self, Permissions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Permissions};
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fruix_core::error::IoContext;
+use fruix_core::manifest::{changed, stat, MAX_DEPTH};
 use fruix_core::{Error, Result};
+use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Stat, Uid};
+use rustix::io::Errno;
+
+use crate::dir::{dir_entries, dir_flags, file_type, is_symlink_refusal, not_installed};
+use crate::dir::{OpenDir, Tree};
 
 /// The hint of a missing installed entry: the build did not install it.
 pub const NOT_INSTALLED_HINT: &str = "the build did not install it; see the install step's log";
@@ -35,87 +50,237 @@ pub enum Transfer {
 }
 
 /// Puts the entry (tree, file or symlink) at `src` at `dst`, creating the
-/// parents of `dst`. `dst` must not exist.
+/// parents of `dst`. `dst` must not exist. The parent directories of `src`
+/// and `dst` are opened as given; nothing below them is followed (see
+/// [`place_at`]).
 pub fn place(src: &Path, dst: &Path, transfer: Transfer) -> Result<()> {
-    if src.symlink_metadata().is_err() {
-        return Err(Error::NotFound {
-            path: src.to_path_buf(),
-            hint: NOT_INSTALLED_HINT.into(),
-        });
+    let (src_parent, src_name) = split(src)?;
+    let (dst_parent, dst_name) = split(dst)?;
+    let src_dir = OpenDir::open(src_parent, Tree::Install).map_err(|e| match e {
+        Error::NotFound { .. } => not_installed(src.to_path_buf()),
+        e => e,
+    })?;
+    fs::create_dir_all(dst_parent).with_path("create", dst_parent)?;
+    let dst_dir = OpenDir::open(dst_parent, Tree::ResultRoot)?;
+    place_at((&src_dir, src_name), (&dst_dir, dst_name), transfer)
+}
+
+/// The parent directory and name of `path`.
+fn split(path: &Path) -> Result<(&Path, &OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => Ok((
+            if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            },
+            name,
+        )),
+        _ => Err(Error::UnsafePath {
+            path: path.to_path_buf(),
+            message: "names no entry of a directory".into(),
+        }),
     }
-    if let Some(parent) = dst.parent() {
-        fs::create_dir_all(parent).with_path("create", parent)?;
+}
+
+/// Puts entry `src.1` (tree, file or symlink) of the open directory `src.0`
+/// at entry `dst.1` of `dst.0`, which must not exist: renamed relative to
+/// the two descriptors when `transfer` is [`Transfer::Move`] and that is
+/// possible, else copied through descriptors. No symlink is followed: one
+/// is placed as a symlink.
+pub fn place_at(
+    src: (&OpenDir, &OsStr),
+    dst: (&OpenDir, &OsStr),
+    transfer: Transfer,
+) -> Result<()> {
+    let ((src_dir, src_name), (dst_dir, dst_name)) = (src, dst);
+    if src_dir.lstat(src_name)?.is_none() {
+        return Err(not_installed(src_dir.child(src_name)));
     }
-    if transfer == Transfer::Move && fs::rename(src, dst).is_ok() {
+    if transfer == Transfer::Move && rfs::renameat(src_dir, src_name, dst_dir, dst_name).is_ok() {
         return Ok(());
     }
-    copy_tree(src, dst)
+    let mut copier = Copier {
+        as_root: rustix::process::geteuid().is_root(),
+        top: dst_dir,
+        links: HashMap::new(),
+    };
+    let src_path = src_dir.child(src_name);
+    copier.copy(
+        At::new(src_dir.as_fd(), src_name, &src_path),
+        At::new(dst_dir.as_fd(), dst_name, Path::new(dst_name)),
+        0,
+    )
 }
 
 /// The names in directory `dir`, sorted bytewise.
 pub fn entries(dir: &Path) -> Result<Vec<OsString>> {
-    let mut names = fs::read_dir(dir)
-        .with_path("read directory", dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .with_path("read directory", dir)?;
-    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-    Ok(names)
+    let fd = rfs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("read directory", dir, e.into()))?;
+    dir_entries(fd.as_fd(), dir)
 }
 
-/// Copies the entry at `src` to `dst` under the rules of the module docs.
-fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
-    let mut copier = Copier {
-        as_root: rustix::process::geteuid().is_root(),
-        links: HashMap::new(),
-    };
-    copier.copy(src, dst)
+/// Entry `name` of the open directory `dir`; `path` names it: in full on the
+/// source side, relative to [`Copier::top`] on the destination side.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a OsStr,
+    path: &'a Path,
 }
 
-struct Copier {
+impl<'a> At<'a> {
+    fn new(dir: BorrowedFd<'a>, name: &'a OsStr, path: &'a Path) -> At<'a> {
+        At { dir, name, path }
+    }
+}
+
+/// Copies through descriptors under the rules of the module docs: each
+/// source entry is opened relative to its parent's descriptor with
+/// `O_NOFOLLOW` and its type checked with `fstat` on what was opened, so an
+/// entry swapped for a symlink meanwhile fails the copy instead of leading
+/// it elsewhere.
+struct Copier<'a> {
     as_root: bool,
-    /// Files with several links already copied: (device, inode) → copy.
+    /// The directory the copy is made in.
+    top: &'a OpenDir,
+    /// Files with several links already copied: (device, inode) → copy,
+    /// relative to `top`.
     links: HashMap<(u64, u64), PathBuf>,
 }
 
-impl Copier {
-    fn copy(&mut self, src: &Path, dst: &Path) -> Result<()> {
-        let meta = fs::symlink_metadata(src).with_path("inspect", src)?;
-        let kind = meta.file_type();
-        if kind.is_symlink() {
-            let target = fs::read_link(src).with_path("read symlink", src)?;
-            std::os::unix::fs::symlink(&target, dst).with_path("create symlink", dst)?;
-        } else if kind.is_dir() {
-            fs::create_dir(dst).with_path("create directory", dst)?;
-            for name in entries(src)? {
-                self.copy(&src.join(&name), &dst.join(&name))?;
-            }
-        } else if kind.is_file() {
-            let key = (meta.dev(), meta.ino());
-            if let Some(first) = self.links.get(&key) {
-                // Shares the first copy's inode, owner and mode.
-                return fs::hard_link(first, dst).with_path("create hard link", dst);
-            }
-            fs::copy(src, dst).with_path("copy", src)?;
-            if meta.nlink() > 1 {
-                self.links.insert(key, dst.to_path_buf());
-            }
-        } else {
-            return Err(Error::UnsupportedFileType {
-                path: src.to_path_buf(),
-                kind: "a special file (device node, FIFO or socket)",
-            });
+impl Copier<'_> {
+    fn copy(&mut self, src: At<'_>, dst: At<'_>, depth: usize) -> Result<()> {
+        let inspect = |e: Errno| Error::io("inspect", src.path, e.into());
+        let listed = rfs::statat(src.dir, src.name, AtFlags::SYMLINK_NOFOLLOW).map_err(inspect)?;
+        match file_type(&listed) {
+            FileType::Symlink => return self.copy_symlink(src, dst, &listed),
+            FileType::Directory | FileType::RegularFile => {}
+            other => return Err(unsupported(src.path, other)),
         }
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let fd = rfs::openat(src.dir, src.name, flags, Mode::empty()).map_err(|e| {
+            if is_symlink_refusal(e) {
+                changed(src.path.to_path_buf(), "it became a symlink")
+            } else {
+                Error::io("open", src.path, e.into())
+            }
+        })?;
+        let st = rfs::fstat(&fd).map_err(inspect)?;
+        match file_type(&st) {
+            FileType::Directory => self.copy_dir(&fd, &st, src, dst, depth),
+            FileType::RegularFile => self.copy_file(fd, &st, src, dst),
+            other => Err(unsupported(src.path, other)),
+        }
+    }
+
+    fn copy_symlink(&mut self, src: At<'_>, dst: At<'_>, st: &Stat) -> Result<()> {
+        let target = rfs::readlinkat(src.dir, src.name, Vec::new()).map_err(|e| match e {
+            Errno::INVAL => changed(src.path.to_path_buf(), "it is no longer a symlink"),
+            e => Error::io("read symlink", src.path, e.into()),
+        })?;
+        let at = |e: Errno, action| Error::io(action, self.top.path().join(dst.path), e.into());
+        rfs::symlinkat(&target, dst.dir, dst.name).map_err(|e| at(e, "create symlink"))?;
         if self.as_root {
-            std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))
-                .with_path("set owner of", dst)?;
-        }
-        if !kind.is_symlink() {
-            // After chown, which clears setuid and setgid.
-            fs::set_permissions(dst, Permissions::from_mode(meta.mode() & 0o7777))
-                .with_path("set mode of", dst)?;
+            let (uid, gid) = owner(st);
+            rfs::chownat(dst.dir, dst.name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| at(e, "set owner of"))?;
         }
         Ok(())
+    }
+
+    fn copy_dir(
+        &mut self,
+        fd: &OwnedFd,
+        st: &Stat,
+        src: At<'_>,
+        dst: At<'_>,
+        depth: usize,
+    ) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(Error::UnsafePath {
+                path: src.path.to_path_buf(),
+                message: format!(
+                    "is nested deeper than {MAX_DEPTH} directories; fruix refuses deeper trees"
+                ),
+            });
+        }
+        let full = self.top.path().join(dst.path);
+        rfs::mkdirat(dst.dir, dst.name, Mode::from_raw_mode(0o700))
+            .map_err(|e| Error::io("create directory", &full, e.into()))?;
+        let made = rfs::openat(dst.dir, dst.name, dir_flags(), Mode::empty())
+            .map_err(|e| Error::io("open", &full, e.into()))?;
+        for name in dir_entries(fd.as_fd(), src.path)? {
+            let (src_path, dst_path) = (src.path.join(&name), dst.path.join(&name));
+            self.copy(
+                At::new(fd.as_fd(), &name, &src_path),
+                At::new(made.as_fd(), &name, &dst_path),
+                depth + 1,
+            )?;
+        }
+        // After the entries: a read-only directory stays writable until then.
+        self.keep_owner_and_mode(made.as_fd(), st, &full)
+    }
+
+    fn copy_file(&mut self, fd: OwnedFd, st: &Stat, src: At<'_>, dst: At<'_>) -> Result<()> {
+        let full = self.top.path().join(dst.path);
+        let key = (stat::dev(st), stat::ino(st));
+        if let Some(first) = self.links.get(&key) {
+            // Shares the first copy's inode, owner and mode.
+            return rfs::linkat(self.top, first, dst.dir, dst.name, AtFlags::empty())
+                .map_err(|e| Error::io("create hard link", &full, e.into()));
+        }
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut out = rfs::openat(dst.dir, dst.name, flags, Mode::from_raw_mode(0o600))
+            .map(File::from)
+            .map_err(|e| Error::io("create", &full, e.into()))?;
+        // What the file held when it was opened: one that keeps growing
+        // cannot keep the copy going.
+        let mut from = File::from(fd).take(stat::size(st));
+        std::io::copy(&mut from, &mut out).with_path("copy", src.path)?;
+        self.keep_owner_and_mode(out.as_fd(), st, &full)?;
+        if stat::nlink(st) > 1 {
+            self.links.insert(key, dst.path.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Gives the copy `fd` the owner (as root) and mode of the source `st`.
+    fn keep_owner_and_mode(&self, fd: BorrowedFd<'_>, st: &Stat, path: &Path) -> Result<()> {
+        if self.as_root {
+            let (uid, gid) = owner(st);
+            rfs::fchown(fd, uid, gid).map_err(|e| Error::io("set owner of", path, e.into()))?;
+        }
+        // After chown, which clears setuid and setgid.
+        rfs::fchmod(fd, Mode::from_raw_mode(stat::mode(st) as _))
+            .map_err(|e| Error::io("set mode of", path, e.into()))
+    }
+}
+
+/// The owner and group in `st`.
+fn owner(st: &Stat) -> (Option<Uid>, Option<Gid>) {
+    (
+        Some(Uid::from_raw(st.st_uid)),
+        Some(Gid::from_raw(st.st_gid)),
+    )
+}
+
+/// The refusal of a special file.
+fn unsupported(path: &Path, file_type: FileType) -> Error {
+    Error::UnsupportedFileType {
+        path: path.to_path_buf(),
+        kind: match file_type {
+            FileType::Fifo => "a FIFO",
+            FileType::Socket => "a socket",
+            FileType::BlockDevice | FileType::CharacterDevice => "a device node",
+            _ => "a special file (device node, FIFO or socket)",
+        },
     }
 }
 
@@ -267,7 +432,7 @@ mod tests {
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: `c` is a valid path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-        let e = copy_tree(&fifo, &dir.path().join("copy")).unwrap_err();
+        let e = place(&fifo, &dir.path().join("copy"), Transfer::Copy).unwrap_err();
         assert!(matches!(e, Error::UnsupportedFileType { .. }), "{e}");
     }
 
