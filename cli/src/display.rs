@@ -140,7 +140,7 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
             }
             (Event::StageStarted { stage }, Mode::Plain) => eprintln!("==> {stage}"),
             (Event::Log { line, .. }, _) => {
-                let line = escape::terminal(line);
+                let line = escape::line(line);
                 if output.verbose {
                     say(&bar, line);
                 } else if let Some(b) = &bar {

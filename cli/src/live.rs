@@ -39,7 +39,7 @@ impl Live {
             self.multi.remove(&bar);
         }
         let Some(line) = line else { return };
-        let line = escape::terminal(line);
+        let line = escape::line(line);
         match self.mode {
             Mode::Quiet => {}
             Mode::Plain => eprintln!("==> {id}: {line}"),
@@ -103,12 +103,10 @@ impl Observer for Live {
         };
         match event {
             Event::StageStarted { stage: s } => {
-                *stage = escape::terminal(s);
+                *stage = escape::line(s);
                 bar.set_message(stage.clone());
             }
-            Event::Log { line, .. } => {
-                bar.set_message(format!("{stage}: {}", escape::terminal(line)))
-            }
+            Event::Log { line, .. } => bar.set_message(format!("{stage}: {}", escape::line(line))),
             _ => {}
         }
     }

@@ -129,6 +129,13 @@ pub fn terminal(s: &str) -> String {
     out
 }
 
+/// Makes one line of output (a log line, a stage name) safe for a terminal,
+/// like [`terminal`], but a newline in it becomes `\n` too: a line from a
+/// guest or a build can never show as two.
+pub fn line(s: &str) -> String {
+    terminal(s).replace('\n', "\\n")
+}
+
 /// Control characters (C0, DEL, C1) and bidirectional-text controls.
 fn is_unsafe(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
@@ -236,6 +243,14 @@ mod tests {
         assert_eq!(
             quoted("abcdef").cut_at(2).to_string(),
             "\"ab\"…[4 more bytes cut]"
+        );
+    }
+
+    #[test]
+    fn a_line_never_shows_as_two() {
+        assert_eq!(
+            line("a\n==> buildworld done\r\x1b[2J\tb"),
+            "a\\n==> buildworld done\\015\\033[2J\tb"
         );
     }
 
