@@ -79,6 +79,12 @@ const CASES: &[Case] = &[
         "a result root is never overwritten",
         "build --executor local --source SRC --result-root DIR --store DIR/store --state-dir DIR/state",
     ),
+    // Regression: found out after the whole build (exit 3).
+    Case::new(
+        "an out-link in a directory that does not exist",
+        "/missing is not a directory; create it",
+        "build --executor local --source SRC --out-link DIR/missing/result --store DIR/store --state-dir DIR/state",
+    ),
     Case::new(
         "a result root that does not validate",
         "expected (fruix-native-build-promotion ...), found (not-promotion ...)",

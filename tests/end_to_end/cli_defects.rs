@@ -169,21 +169,26 @@ fn a_promotion_failing_after_the_build_gives_the_command_to_promote_later() {
     let small = crate::util::SmallFilesystem::mount(dir.path().join("small"), "640k");
     let store = small.path.join("store");
     let root = dir.path().join("root");
+    let (state, link) = (dir.path().join("state"), dir.path().join("result"));
     let out = run(fruix()
         .args(["build", "--executor", "local", "--source"])
         .arg(fixture_source())
         .arg("--store")
         .arg(&store)
         .arg("--state-dir")
-        .arg(dir.path().join("state"))
+        .arg(&state)
+        .arg("--out-link")
+        .arg(&link)
         .arg("--result-root")
         .arg(&root)
         .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"]));
     assert_eq!(out.status.code(), Some(3), "disk full: {out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let command = format!(
-        "fruix native-build promote --store {} {}",
+        "fruix native-build promote --store {} --state-dir {} --out-link {} {}",
         store.display(),
+        state.display(),
+        link.display(),
         root.display()
     );
     assert!(
@@ -198,6 +203,14 @@ fn a_promotion_failing_after_the_build_gives_the_command_to_promote_later() {
     std::fs::create_dir_all(&store).unwrap();
     let words: Vec<&str> = command.split(' ').skip(1).collect();
     crate::util::run_ok(fruix().args(words));
+    // ... and roots the bundle where the build would have: its link, in
+    // its state directory.
+    let bundle = std::fs::read_link(&link).unwrap();
+    assert!(bundle.starts_with(&store), "{bundle:?}");
+    let roots = std::fs::read_dir(state.join("gcroots/auto"))
+        .unwrap()
+        .count();
+    assert_eq!(roots, 1, "the indirect root is in --state-dir");
 }
 
 /// Regression: a misspelt required field (`format-versoin`) was reported as

@@ -127,8 +127,9 @@ pub struct OutputArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct StateDirArg {
-    /// Fruix state directory: result roots go to STATE_DIR/native-builds/RUN_ID
-    /// (default: /var/lib/fruix as root, else $XDG_DATA_HOME/fruix/state).
+    /// Fruix state directory: garbage collector roots (gcroots/), result roots
+    /// (native-builds/) and matrix reports (matrix/) (default: /var/lib/fruix as root,
+    /// else $XDG_DATA_HOME/fruix/state).
     #[arg(
         long,
         value_name = "DIR",
@@ -174,8 +175,8 @@ pub struct BuildArgs {
     pub executor: String,
     #[command(flatten)]
     pub executors: ExecutorsFiles,
-    /// The FreeBSD source tree: a source object's store path, or a directory, which a local
-    /// executor first adds to the store (see `fruix source add`); for a guest executor, a path in the guest.
+    /// The FreeBSD source tree on this host: a source object's store path, or a directory, which
+    /// is first added to the store (see `fruix source add`); a guest executor sends it to the guest.
     #[arg(long, value_name = "DIR", required_unless_present = "guest_source")]
     pub source: Option<PathBuf>,
     /// A guest executor's own checkout, as an absolute path in the guest (instead of --source);

@@ -16,7 +16,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{BuildArgs, GuestArgs};
-use crate::commands::promote::{check_out_link, out_link, print_report, promote_with_progress};
+use crate::commands::promote::{
+    check_out_link, out_link, print_report, promote_later, promote_with_progress,
+};
 use crate::commands::source::source_object;
 use crate::commands::store::keys::{sign_promoted, signing_key};
 use crate::defaults;
@@ -140,17 +142,21 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     let report = tokio::task::spawn_blocking(move || {
         promote_with_progress(&root, &promoting, &output, out_link(&link, &state_dir))
     })
-        .await
-        .map_err(|e| CliError::new(Status::SystemFailure, e))?
-        .map_err(|e| {
-            let hint = format!(
-                "the result root {} was kept; promote it later with: fruix native-build promote --store {} {}",
-                escape::path(&kept),
-                escape::path(&args.store.store),
-                escape::path(&kept)
-            );
-            CliError::new(e.status, anyhow::anyhow!("{}; {hint}", e.error))
-        })?;
+    .await
+    .map_err(|e| CliError::new(Status::SystemFailure, e))?
+    .map_err(|e| {
+        let hint = format!(
+            "the result root {} was kept; promote it later with: {}",
+            escape::path(&kept),
+            promote_later(
+                &args.store.store,
+                &args.state.state_dir,
+                &args.out_link,
+                &kept
+            )
+        );
+        CliError::new(e.status, anyhow::anyhow!("{}; {hint}", e.error))
+    })?;
     if let Some(signed) = &guest_signed {
         let differed = fruix_promote::attest::record(&store, signed).map_err(from_promote)?;
         for name in differed {
@@ -199,7 +205,7 @@ pub(crate) fn run_error(e: CoreError) -> CliError {
     if let Some(tail) = e.log().map(|l| &l.tail).filter(|t| !t.is_empty()) {
         eprintln!("--- last {} log lines ---", tail.len());
         for line in tail {
-            eprintln!("{}", escape::terminal(line));
+            eprintln!("{}", escape::line(line));
         }
         eprintln!("---");
     }

@@ -41,13 +41,46 @@ pub fn check_out_link(args: &OutLinkArgs) -> CliResult<()> {
     if args.no_out_link {
         return Ok(());
     }
-    match args.out_link.symlink_metadata() {
-        Ok(m) if !m.file_type().is_symlink() => Err(CliError::usage(format!(
-            "--out-link {} exists and is not a symlink; choose another path, or give --no-out-link",
-            escape::path(&args.out_link)
-        ))),
-        _ => Ok(()),
+    let link = &args.out_link;
+    if let Ok(m) = link.symlink_metadata() {
+        if !m.file_type().is_symlink() {
+            return Err(CliError::usage(format!(
+                "--out-link {} exists and is not a symlink; choose another path, or give --no-out-link",
+                escape::path(link)
+            )));
+        }
     }
+    let parent = link
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(CliError::usage(format!(
+            "--out-link {}: {} is not a directory; create it, choose another path, or give --no-out-link",
+            escape::path(link),
+            escape::path(parent)
+        )));
+    }
+    Ok(())
+}
+
+/// The `fruix native-build promote` command that promotes `root` later
+/// as this command would have: same store, state directory, link and key.
+pub fn promote_later(store: &Path, state_dir: &Path, link: &OutLinkArgs, root: &Path) -> String {
+    let mut command = format!(
+        "fruix native-build promote --store {} --state-dir {}",
+        escape::path(store),
+        escape::path(state_dir)
+    );
+    if link.no_out_link {
+        command.push_str(" --no-out-link");
+    } else {
+        command.push_str(&format!(" --out-link {}", escape::path(&link.out_link)));
+    }
+    if let Some(key) = &link.sign_with {
+        command.push_str(&format!(" --sign-with {}", escape::path(key)));
+    }
+    format!("{command} {}", escape::path(root))
 }
 
 /// The out-link of `args` (none with `--no-out-link`), rooted in
