@@ -65,8 +65,9 @@ pub enum Error {
     /// The matrix's source could not be made a source object.
     #[error("source: {0}")]
     Source(Box<fruix_promote::Error>),
-    /// `collect` refused a cell report.
-    #[error("cell report {}: {problem}", path.display())]
+    /// `collect` refused a cell report (its path, found in a directory of
+    /// untrusted reports, is escaped).
+    #[error("cell report {}: {problem}", fruix_core::escape::path(path))]
     CellReport {
         path: PathBuf,
         problem: crate::split::CellReportProblem,

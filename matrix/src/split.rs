@@ -8,7 +8,9 @@
 //! (`sha256:` of its bytes): [`collect`] refuses a report of another
 //! matrix file, a report that is not a cell report, a cell the matrix does
 //! not have, a cell reported twice, and a cell whose executor, kernconf,
-//! target or make flag differ from the matrix's. Cell reports are
+//! target or make flag differ from the matrix's, and a cell listing an
+//! artifact whose name is not one promotion accepts (artifact names become
+//! file names in the report directory). Cell reports are
 //! untrusted input: each is read bounded (at most
 //! [`fruix_core::fsutil::MAX_METADATA_BYTES`]), never through a symlink,
 //! and strictly (unknown fields are refused). A cell without a report is
@@ -25,6 +27,7 @@ use std::time::SystemTime;
 
 use fruix_core::escape;
 use fruix_core::fsutil::{read_metadata_file, write_atomic};
+use fruix_core::promotion::check_name;
 use tokio_util::sync::CancellationToken;
 
 use crate::cell::Observer;
@@ -89,6 +92,10 @@ pub enum CellReportProblem {
     /// The cell differs from the matrix's cell of its id.
     #[error("its cell {cell} does not match the matrix's cell of that id: {field} differs")]
     Mismatch { cell: String, field: &'static str },
+    /// The cell lists an artifact whose name no build gives (the message
+    /// quotes it, escaped): artifact names end up in file names.
+    #[error("its cell {cell} lists an invalid artifact: {message}")]
+    InvalidArtifact { cell: String, message: String },
 }
 
 /// The file name of cell `id`'s report.
@@ -178,7 +185,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
                 path,
                 problem: CellReportProblem::Duplicate {
                     cell: report.cell.id,
-                    other: other.display().to_string(),
+                    other: escape::path(other).to_string(),
                 },
             });
         }
@@ -291,6 +298,16 @@ fn read_cell_report(
         return Err(CellReportProblem::Corrupt(
             "a cell that ran cannot be missing".into(),
         ));
+    }
+    // Artifact names become file names (diffoscope's output): each must be
+    // a name promotion accepts, as a cell that really ran reports it.
+    for name in c.artifacts.keys() {
+        check_name("artifact name", name).map_err(|message| {
+            CellReportProblem::InvalidArtifact {
+                cell: c.id.clone(),
+                message,
+            }
+        })?;
     }
     Ok(report)
 }
@@ -477,6 +494,71 @@ mod tests {
             check(|r| r.cell.status = CellStatus::Missing),
             Err(CellReportProblem::Corrupt(_))
         ));
+    }
+
+    /// Every path below `dir`, sorted.
+    fn tree(dir: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        for sub in out.clone().iter().filter(|p| p.is_dir()) {
+            out.extend(tree(sub));
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_cell_report_with_an_artifact_name_that_is_a_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let matrix = d.join("matrix.scm");
+        let text =
+            r#"(fruix-matrix (format-version 1) (source "s") (axes (executor "local" "mini-sh")))"#;
+        std::fs::write(&matrix, text).unwrap();
+        let file = MatrixFile::read(&matrix).unwrap();
+        let (digest, cells) = (file.digest.clone(), cells(&file).unwrap());
+        std::fs::create_dir(d.join("report")).unwrap();
+        let evil = d.join("x/evil").display().to_string();
+        for name in [evil.as_str(), "../evil", "a/b", "..", ".x", ""] {
+            let artifact = |n| crate::runner::PromotedArtifact {
+                store_path: d.join(format!("store/o{n}")),
+                tree_signature: format!("sha256:{n}"),
+            };
+            let paths: Vec<PathBuf> = (0..2)
+                .map(|n| {
+                    written(d, &cells[n], |r| {
+                        r.matrix_digest = digest.clone();
+                        r.cell.artifacts.insert(name.to_string(), artifact(n));
+                    })
+                })
+                .collect();
+            let problem = read_cell_report(&paths[0], &digest, &cells).unwrap_err();
+            let CellReportProblem::InvalidArtifact { cell, message } = &problem else {
+                panic!("{name:?}: {problem:?}");
+            };
+            assert_eq!(cell, "local");
+            assert!(
+                message.contains(&escape::quoted(name).to_string()),
+                "{message}"
+            );
+
+            let before = tree(d);
+            let settings = CollectSettings {
+                reports: paths,
+                from: None,
+                store: Some(d.join("store")),
+                report_dir: d.join("report"),
+                diffoscope: true,
+            };
+            let e = collect(&matrix, settings).unwrap_err();
+            assert!(matches!(e, Error::CellReport { .. }), "{e:?}");
+            assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage, "exit 2");
+            assert!(e.to_string().contains("cell-local.json"), "{e}");
+            assert_eq!(tree(d), before, "{name:?}: nothing is written");
+        }
     }
 
     #[test]

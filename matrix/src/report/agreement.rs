@@ -4,7 +4,7 @@
 //! on request, diffoscope's comparison of the first differing files.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use fruix_promote::check::read_store_manifest;
 
@@ -95,7 +95,10 @@ fn compare_pair(
     ) else {
         return;
     };
-    let in_store = |p: &Path| store.is_some_and(|s| p.parent() == Some(s));
+    // A direct entry of the store: `STORE/..` has the store as its parent
+    // too, but no file name.
+    let in_store =
+        |p: &Path| store.is_some_and(|s| p.parent() == Some(s) && p.file_name().is_some());
     if !in_store(&a.store_path) || !in_store(&b.store_path) {
         report.diffoscope.push(DiffoscopeReport {
             cells: pair,
@@ -134,13 +137,17 @@ fn compare_pair(
             .take(DIFFOSCOPE_FILES);
         for (n, d) in files.enumerate() {
             let relative = d.path.trim_start_matches("./");
-            let output = report_dir.join("diffoscope").join(format!(
-                "{}-{}-vs-{}-{}.txt",
-                report.artifact,
-                first.id,
-                second.id,
-                n + 1
-            ));
+            let Some(output) =
+                diffoscope_output(report_dir, &report.artifact, &first.id, &second.id, n + 1)
+            else {
+                report.diffoscope.push(DiffoscopeReport {
+                    cells: pair.clone(),
+                    path: d.path.clone(),
+                    output: None,
+                    status: UNUSABLE_NAMES.into(),
+                });
+                continue;
+            };
             let status = run_diffoscope(
                 &a.store_path.join(relative),
                 &b.store_path.join(relative),
@@ -163,6 +170,39 @@ fn compare_pair(
                 difference,
             }),
     );
+}
+
+/// The status of a comparison whose artifact or cell names cannot make
+/// its output's file name.
+pub const UNUSABLE_NAMES: &str =
+    "not run: the artifact or cell names are not usable in a file name";
+
+/// The file `report_dir/diffoscope/ARTIFACT-FIRST-vs-SECOND-N.txt` that
+/// diffoscope's `n`th comparison of `artifact` between cells `first` and
+/// `second` is written to; `None` unless each name is a single normal path
+/// component (so the file is in that directory whatever the names are,
+/// checked or not by whoever read them).
+pub fn diffoscope_output(
+    report_dir: &Path,
+    artifact: &str,
+    first: &str,
+    second: &str,
+    n: usize,
+) -> Option<PathBuf> {
+    let name = format!("{artifact}-{first}-vs-{second}-{n}.txt");
+    let usable = [artifact, first, second, &name]
+        .into_iter()
+        .all(is_file_name);
+    usable.then(|| report_dir.join("diffoscope").join(name))
+}
+
+/// Whether `s` is one normal path component: not empty, `.` or `..`, and
+/// without `/` or NUL.
+fn is_file_name(s: &str) -> bool {
+    let mut components = Path::new(s).components();
+    matches!(components.next(), Some(Component::Normal(c)) if c == s)
+        && components.next().is_none()
+        && !s.contains('\0')
 }
 
 /// The message given when diffoscope is asked for but not installed.
@@ -208,8 +248,6 @@ fn run_diffoscope(first: &Path, second: &Path, output: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use fruix_core::manifest::{Entry, EntryKind, Modes, MANIFEST_HEADER};
     use fruix_promote::store::MANIFEST_FILE;
     use sha2::Digest;
@@ -363,6 +401,27 @@ mod tests {
             passed(d, "local-GENERIC", &[("world", &w1, "sha256:w1")]),
             passed(d, "remote-GENERIC", &[("world", &elsewhere, "sha256:w2")]),
         ];
+        // `STORE/..` has the store as its parent, but is not in it.
+        let parent = passed(
+            d,
+            "mini-GENERIC",
+            &[("world", &store.join(".."), "sha256:w3")],
+        );
+        std::fs::write(d.join(MANIFEST_FILE), "").unwrap();
+        let out = agreement(
+            &[vec![0, 2]],
+            &[&cells[..], &[parent]].concat(),
+            Some(&store),
+            false,
+            d,
+        );
+        let refused = &out[0].diffoscope;
+        assert!(
+            refused
+                .first()
+                .is_some_and(|r| r.status.contains("not in the store")),
+            "{out:?}"
+        );
         for (store, expected) in [
             (Some(store.as_path()), "not in the store"),
             (None, "give --store"),
@@ -372,5 +431,49 @@ mod tests {
             assert!(out[0].differences.is_empty(), "{out:?}");
             assert!(out[0].diffoscope[0].status.contains(expected), "{out:?}");
         }
+    }
+
+    #[test]
+    fn diffoscope_outputs_stay_in_the_report_directory_whatever_the_names() {
+        let dir = Path::new("/r");
+        assert_eq!(
+            diffoscope_output(dir, "world", "local-GENERIC", "remote-GENERIC", 2),
+            Some(PathBuf::from(
+                "/r/diffoscope/world-local-GENERIC-vs-remote-GENERIC-2.txt"
+            ))
+        );
+        for name in ["/tmp/x/evil", "../evil", "a/b", "..", ".", "", "a/", "a\0b"] {
+            assert_eq!(diffoscope_output(dir, name, "a", "b", 1), None, "{name:?}");
+            assert_eq!(diffoscope_output(dir, "w", name, "b", 1), None, "{name:?}");
+            assert_eq!(diffoscope_output(dir, "w", "a", name, 1), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn diffoscope_never_writes_outside_the_report_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let store = d.join("store");
+        std::fs::create_dir(&store).unwrap();
+        let w1 = object(&store, "w1", &[file("stamp", b"one")]);
+        let w2 = object(&store, "w2", &[file("stamp", b"two")]);
+        let evil = d.join("evil");
+        let name = evil.to_str().unwrap();
+        let cells = [
+            passed(d, "local-GENERIC", &[(name, &w1, "sha256:w1")]),
+            passed(d, "remote-GENERIC", &[(name, &w2, "sha256:w2")]),
+        ];
+        let report_dir = d.join("report");
+        let out = agreement(&[vec![0, 1]], &cells, Some(&store), true, &report_dir);
+        assert_eq!(out[0].diffoscope.len(), 1, "{out:?}");
+        let run = &out[0].diffoscope[0];
+        assert_eq!((run.status.as_str(), &run.output), (UNUSABLE_NAMES, &None));
+        assert_eq!(run.path, "./stamp");
+        assert!(
+            !report_dir.exists()
+                && !d
+                    .join("evil-local-GENERIC-vs-remote-GENERIC-1.txt")
+                    .exists()
+        );
     }
 }

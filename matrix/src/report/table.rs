@@ -1,8 +1,20 @@
 //! The table `fruix matrix run` prints at the end: one row per cell, then
 //! the failed cells' errors, each agreement held or broken, and the machines
 //! set aside.
+//!
+//! Everything a table shows that a report says (machine names, errors,
+//! artifact names, signatures, paths, reasons) comes from cell reports that
+//! may be untrusted: it is escaped ([`fruix_core::escape`]), so no newline
+//! forges a line and no escape sequence reaches the terminal.
+
+use fruix_core::escape;
 
 use super::Report;
+
+/// `s`, escaped to print.
+fn e(s: &str) -> String {
+    escape::text(s).to_string()
+}
 
 /// The table printed at the end of a run.
 pub fn table(report: &Report) -> String {
@@ -16,8 +28,8 @@ pub fn table(report: &Report) -> String {
                 String::new()
             };
             [
-                c.id.clone(),
-                c.machine.clone().unwrap_or_else(|| "-".into()),
+                e(&c.id),
+                c.machine.as_deref().map_or_else(|| "-".into(), e),
                 format!("{}{retries}", c.status.as_str()),
                 format!("{:.1}s", c.duration_s),
             ]
@@ -51,50 +63,59 @@ pub fn table(report: &Report) -> String {
     for c in report.cells.iter().filter(|c| c.error.is_some()) {
         out.push_str(&format!(
             "{}: {}\n",
-            c.id,
-            c.error.as_deref().unwrap_or_default()
+            e(&c.id),
+            e(c.error.as_deref().unwrap_or_default())
         ));
         if let Some(log) = &c.log {
-            out.push_str(&format!("  log: {}\n", log.display()));
+            out.push_str(&format!("  log: {}\n", escape::path(log)));
         }
     }
     for a in &report.agreement {
         if a.agree {
+            let cells: Vec<String> = a.cells.iter().map(|c| e(c)).collect();
             out.push_str(&format!(
                 "agreement: {}: {} agree\n",
-                a.artifact,
-                a.cells.join(", ")
+                e(&a.artifact),
+                cells.join(", ")
             ));
             continue;
         }
-        out.push_str(&format!("DIVERGENCE: {}:", a.artifact));
+        out.push_str(&format!("DIVERGENCE: {}:", e(&a.artifact)));
         for (cell, sig) in &a.signatures {
             out.push_str(&format!(
-                " {cell}={}",
-                sig.as_deref().unwrap_or("(missing)")
+                " {}={}",
+                e(cell),
+                sig.as_deref().map_or_else(|| "(missing)".into(), e)
             ));
         }
         out.push('\n');
         for d in &a.differences {
             out.push_str(&format!(
                 "  {} vs {}: {} {}\n",
-                d.cells[0], d.cells[1], d.difference.change, d.difference.path
+                e(&d.cells[0]),
+                e(&d.cells[1]),
+                d.difference.change,
+                e(&d.difference.path)
             ));
         }
         for d in &a.diffoscope {
             out.push_str(&format!(
                 "  diffoscope {}: {}{}\n",
-                d.path,
-                d.status,
+                e(&d.path),
+                e(&d.status),
                 d.output
                     .as_ref()
-                    .map(|o| format!(" ({})", o.display()))
+                    .map(|o| format!(" ({})", escape::path(o)))
                     .unwrap_or_default()
             ));
         }
     }
     for s in &report.machines_set_aside {
-        out.push_str(&format!("machine {} set aside: {}\n", s.machine, s.reason));
+        out.push_str(&format!(
+            "machine {} set aside: {}\n",
+            e(&s.machine),
+            e(&s.reason)
+        ));
     }
     out
 }
@@ -137,5 +158,47 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("machine m1 set aside: unreachable after attempt 2 of cell 2\n"));
+    }
+
+    #[test]
+    fn what_reports_say_is_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut report = fixtures::report(dir.path());
+        let forged = "\u{1b}]0;x\u{7}\nfake: passed";
+        let cell = &mut report.cells[1];
+        cell.error = Some(forged.into());
+        cell.machine = Some("m\u{1b}[31m".into());
+        cell.log = Some(dir.path().join("l\nfake: log"));
+        let world = &mut report.agreement[1];
+        world.artifact = format!("w{forged}");
+        world
+            .signatures
+            .insert("local-GENERIC".into(), Some(forged.into()));
+        world.differences[0].difference.path = format!("./s{forged}");
+        world.diffoscope.push(super::super::DiffoscopeReport {
+            cells: world.differences[0].cells.clone(),
+            path: format!("./s{forged}"),
+            output: Some(dir.path().join("o\nfake: out")),
+            status: forged.into(),
+        });
+        report.agreement[0].artifact = format!("k{forged}");
+        report.machines_set_aside[0] = super::super::SetAside {
+            machine: format!("m{forged}"),
+            reason: forged.into(),
+        };
+        let text = table(&report);
+        assert!(!text.contains(['\u{1b}', '\u{7}']), "{text:?}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("fake:")),
+            "no forged line: {text}"
+        );
+        assert!(
+            text.contains("local-MINIMAL: \\033]0;x\\007\\nfake: passed\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("local-MINIMAL   m\\033[31m  build-failure"),
+            "{text}"
+        );
     }
 }
