@@ -130,7 +130,7 @@ impl Attempt {
             self.id,
             self.job.start.attempt,
             self.machine,
-            root.display()
+            fruix_core::escape::path(&root)
         );
         let (events, mut rx) = EventSink::channel();
         let request = self.plan.request(i, run_id);
@@ -189,7 +189,12 @@ impl CellRunner for ExecutorRunner {
                 .create(true)
                 .append(true)
                 .open(&log_path)
-                .map_err(|e| system(format!("cannot open log {}: {e}", log_path.display())))?;
+                .map_err(|e| {
+                    system(format!(
+                        "cannot open log {}: {e}",
+                        fruix_core::escape::path(&log_path)
+                    ))
+                })?;
             let outcome = attempt.run(&mut log).await;
             let ending = match &outcome {
                 Ok(_) => "built".to_string(),

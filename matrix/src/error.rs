@@ -37,7 +37,7 @@ pub enum Error {
     #[error("{message}")]
     UnknownVersion { path: PathBuf, message: String },
     /// The machines file's path cannot be made absolute.
-    #[error("machines file {}: {source}", path.display())]
+    #[error("machines file {}: {source}", fruix_core::escape::path(path))]
     MachinesPath {
         path: PathBuf,
         #[source]
@@ -45,7 +45,10 @@ pub enum Error {
     },
     /// The matrix file's executor configuration sets a key that the
     /// scheduler sets for each cell.
-    #[error("{}: config.{executor}: `{key}` is set by the matrix scheduler for each cell; remove it", matrix.display())]
+    #[error(
+        "{}: config.{executor}: `{key}` is set by the matrix scheduler for each cell; remove it",
+        fruix_core::escape::path(matrix)
+    )]
     SchedulerKey {
         matrix: PathBuf,
         executor: String,
@@ -73,7 +76,7 @@ pub enum Error {
         problem: crate::split::CellReportProblem,
     },
     /// The report directory or a report file cannot be written.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}: {source}", fruix_core::escape::path(path))]
     Report {
         action: &'static str,
         path: PathBuf,

@@ -194,7 +194,7 @@ impl MatrixPlan {
                 format!(
                     "executor {} builds on machines of a machines file; give machines-file in {} or --machines",
                     cell.executor,
-                    self.file.path.display()
+                    fruix_core::escape::path(&self.file.path)
                 ),
             ));
         };
@@ -319,7 +319,7 @@ impl MatrixPlan {
                 option: "--cell",
                 message: format!(
                     "{id:?} is not a cell of {}; its cells: {}",
-                    self.file.path.display(),
+                    fruix_core::escape::path(&self.file.path),
                     ids.join(", ")
                 ),
             });

@@ -95,7 +95,7 @@ pub fn check_source(source: &Path) -> Result<PathBuf> {
             source,
             format!(
                 "source {}: {e}; give an existing FreeBSD source tree",
-                source.display()
+                fruix_core::escape::path(source)
             ),
         )
     })?;
@@ -111,7 +111,7 @@ pub fn read_newvers(source: &Path, give_version: &str) -> Result<(String, String
             path: source.to_path_buf(),
             message: format!(
                 "cannot tell the FreeBSD version of {}: {e}; {give_version}",
-                source.display()
+                fruix_core::escape::path(source)
             ),
         })?;
     Ok((newvers.name, newvers.version))
@@ -131,6 +131,17 @@ mod tests {
             std::fs::write(dir.path().join("sys/conf/newvers.sh"), newvers).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn a_missing_source_is_named_escaped() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let name = std::ffi::OsStr::from_bytes(b"evil\x1b[31m\nforged=line\xff");
+        let e = check_source(&dir.path().join(name))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("evil\\033[31m\\nforged=line\\377: "), "{e}");
     }
 
     #[test]
