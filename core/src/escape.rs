@@ -136,6 +136,21 @@ pub fn line(s: &str) -> String {
     terminal(s).replace('\n', "\\n")
 }
 
+/// `b` as text: its UTF-8 as it is, and each byte that is not UTF-8 as
+/// `\ooo`, as [`bytes`] shows it (`String::from_utf8_lossy` would lose it to
+/// U+FFFD). For output lines, which [`line`] then makes safe to show.
+pub fn utf8_or_octal(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    if let Ok(text) = std::str::from_utf8(b) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(b.len() + 16);
+    for chunk in b.utf8_chunks() {
+        out.push_str(chunk.valid());
+        octal(&mut out, chunk.invalid()).expect("writing to a String cannot fail");
+    }
+    out.into()
+}
+
 /// Control characters (C0, DEL, C1) and bidirectional-text controls.
 fn is_unsafe(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
@@ -244,6 +259,18 @@ mod tests {
             quoted("abcdef").cut_at(2).to_string(),
             "\"ab\"…[4 more bytes cut]"
         );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_become_octal_escapes() {
+        assert_eq!(
+            utf8_or_octal(b"caf\xc3\xa9 \xff\xfe!"),
+            "caf\u{e9} \\377\\376!"
+        );
+        assert!(matches!(
+            utf8_or_octal(b"plain"),
+            std::borrow::Cow::Borrowed("plain")
+        ));
     }
 
     #[test]

@@ -325,7 +325,7 @@ impl<'a> StepLog<'a> {
     }
 
     async fn line(&mut self, stream: Stream, bytes: &[u8]) -> Result<()> {
-        let text = String::from_utf8_lossy(bytes);
+        let text = crate::escape::utf8_or_octal(bytes);
         let text = text.trim_end_matches(['\n', '\r']);
         self.file
             .write_all(format!("{text}\n").as_bytes())

@@ -69,11 +69,10 @@ async fn output_without_final_newline_and_invalid_utf8_is_logged() {
     run_build_step(shell(r"printf 'a\n\377b\nlast'"), "s", &log, &ctx, "")
         .await
         .unwrap();
-    assert_eq!(
-        std::fs::read_to_string(&log).unwrap(),
-        "a\n\u{fffd}b\nlast\n"
-    );
-    assert_eq!(logged(&mut rx), ["a", "\u{fffd}b", "last"]);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "a\n\\377b\nlast\n");
+    // Each byte that is not UTF-8 is kept as `\ooo`, as README's
+    // "Escaping" says, not lost to U+FFFD.
+    assert_eq!(logged(&mut rx), ["a", "\\377b", "last"]);
 }
 
 #[tokio::test]

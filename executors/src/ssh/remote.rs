@@ -196,7 +196,7 @@ impl SshSession {
         let mut session: Option<u32> = None;
         let mut exit = None;
         let mut emit = |stream: Stream, line: &[u8], session: &mut Option<u32>| {
-            let text = String::from_utf8_lossy(line);
+            let text = fruix_core::escape::utf8_or_octal(line);
             let text = text.trim_end_matches('\r');
             if stream == Stream::Stderr && session.is_none() {
                 if let Some(pid) = text.strip_prefix(SESSION_PREFIX) {
@@ -333,7 +333,7 @@ impl SshSession {
                 LineSplitter::new(max_line, Some(LINE_CAP_KEY)),
             );
             let keep = |line: &[u8], tail: &mut Tail| {
-                let text = String::from_utf8_lossy(line);
+                let text = fruix_core::escape::utf8_or_octal(line);
                 if !text.starts_with(SESSION_PREFIX) {
                     tail.push(text.trim_end_matches('\r'));
                 }
