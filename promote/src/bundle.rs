@@ -13,9 +13,11 @@ use std::path::Path;
 use lexpr::Value;
 
 use fruix_core::error::IoContext;
+use fruix_core::escape;
 use fruix_core::promotion::PromotionMetadata;
 use fruix_core::sexp::{self, field, string_field, Writer};
 
+pub use crate::bundle_tree::BundleCheck;
 use crate::check::read_object_file;
 use crate::error::{Error, Result};
 use crate::object::{object_hash, references_text, store_name};
@@ -92,20 +94,46 @@ pub(crate) fn plan_bundle(
     );
     // Never write metadata this fruix could not read back.
     read_bundle_text(&store.join(&name).join(RESULT_METADATA_FILE), &text)?;
-    let mut referenced: Vec<String> = artifacts
-        .values()
-        .map(|a| a.store_path.to_string_lossy().into_owned())
-        .collect();
-    referenced.extend(store_references(&[
-        m.source_store.path.as_str(),
-        m.closure_path.as_deref().unwrap_or(""),
-        m.development_profile_path.as_deref().unwrap_or(""),
-    ]));
+    let references = bundle_references(
+        artifacts
+            .values()
+            .map(|a| a.store_path.to_string_lossy().into_owned()),
+        &m.source_store.path,
+        m.closure_path.as_deref(),
+        m.development_profile_path.as_deref(),
+    );
     Ok(PlannedBundle {
         name,
         text,
-        references: references_text(referenced),
+        references,
     })
+}
+
+/// The `.references` text of the bundle whose metadata says `declared`.
+pub(crate) fn implied_references(declared: &BundleSummary) -> String {
+    bundle_references(
+        declared.artifacts.iter().map(|a| a.store_path.clone()),
+        &declared.source.path,
+        declared.closure_path.as_deref(),
+        declared.development_profile_path.as_deref(),
+    )
+}
+
+/// A bundle's `.references` text: its artifacts' store paths, and its
+/// source, closure and development profile when they are store paths.
+fn bundle_references(
+    artifacts: impl IntoIterator<Item = String>,
+    source: &str,
+    closure: Option<&str>,
+    profile: Option<&str>,
+) -> String {
+    let mut referenced: Vec<String> = artifacts.into_iter().collect();
+    referenced.extend(store_references(&[
+        source,
+        closure.unwrap_or(""),
+        profile.unwrap_or(""),
+    ]));
+    references_text(referenced)
 }
 
 /// Checks an existing bundle, or builds it in a temporary directory. The
@@ -164,9 +192,24 @@ pub(crate) fn build_bundle_object(
     Ok(temp)
 }
 
-/// Checks a result bundle: metadata hash matches the name, `artifacts/*`
-/// symlinks point at the declared store paths, which exist.
+/// Checks a result bundle (see [`check_bundle_tree`]); differences are
+/// [`Error::Corrupt`].
 pub fn check_bundle(bundle: &Path) -> Result<()> {
+    let check = check_bundle_tree(bundle)?;
+    if check.is_intact() {
+        return Ok(());
+    }
+    Err(Error::Corrupt {
+        object: bundle.to_path_buf(),
+        differences: check.differences,
+    })
+}
+
+/// Checks a result bundle: its metadata must hash to its name, and it must
+/// hold exactly what promotion writes (see [`crate::bundle_tree`]).
+/// Inconsistent metadata and a missing artifact object are errors;
+/// differences are returned.
+pub fn check_bundle_tree(bundle: &Path) -> Result<BundleCheck> {
     let inconsistent = |message: String| Error::Inconsistent {
         object: bundle.to_path_buf(),
         message,
@@ -183,28 +226,23 @@ pub fn check_bundle(bundle: &Path) -> Result<()> {
         ));
     }
     let declared = read_bundle_text(&meta_path, &text)?;
-    for BundleArtifact {
-        name: artifact,
-        store_path,
-        ..
-    } in declared.artifacts
-    {
-        let link = bundle.join("artifacts").join(&artifact);
-        let target = fs::read_link(&link).with_path("read symlink", &link)?;
-        if target != Path::new(&store_path) {
-            return Err(inconsistent(format!(
-                "artifacts/{artifact} points to {}, not {store_path}",
-                target.display()
-            )));
-        }
-        let object_metadata = Path::new(&store_path).join(OBJECT_METADATA_FILE);
+    let references = implied_references(&declared);
+    let links: Vec<(&str, &str)> = declared
+        .artifacts
+        .iter()
+        .map(|a| (a.name.as_str(), a.store_path.as_str()))
+        .collect();
+    let check = crate::bundle_tree::compare(bundle, &text, &references, &links)?;
+    for BundleArtifact { store_path, .. } in &declared.artifacts {
+        let object_metadata = Path::new(store_path).join(OBJECT_METADATA_FILE);
         if !fs::symlink_metadata(&object_metadata).is_ok_and(|m| m.is_file()) {
             return Err(inconsistent(format!(
-                "artifact object {store_path} is missing"
+                "artifact object {} is missing",
+                escape::text(store_path)
             )));
         }
     }
-    Ok(())
+    Ok(check)
 }
 
 /// What a result bundle says about one artifact.
@@ -225,6 +263,10 @@ pub struct BundleSummary {
     /// The source the run built (a source object's path, and its commit).
     pub source: fruix_core::promotion::SourceStore,
     pub artifacts: Vec<BundleArtifact>,
+    /// The store path of the builder's closure, when the run names one.
+    pub closure_path: Option<String>,
+    /// The store path of the development profile, when the run names one.
+    pub development_profile_path: Option<String>,
 }
 
 /// Reads a result bundle's `.fruix-native-build-result.scm`.
@@ -257,14 +299,10 @@ pub(crate) fn read_bundle_text(path: &Path, text: &str) -> Result<BundleSummary>
             kernconf,
             source,
             artifacts,
+            closure_path: r.opt_string("closure-path")?,
+            development_profile_path: r.opt_string("development-profile-path")?,
         };
-        for field in [
-            "format-version",
-            "executor-version",
-            "guest-host-name",
-            "closure-path",
-            "development-profile-path",
-        ] {
+        for field in ["format-version", "executor-version", "guest-host-name"] {
             r.raw(field)?;
         }
         Ok(summary)

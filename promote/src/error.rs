@@ -59,6 +59,15 @@ pub enum Error {
     /// A store object that is present but not registered (not valid).
     #[error("{}: not a valid store object (it is not registered: a promotion was killed before it finished); `fruix store gc` removes it", escape::path(path))]
     NotValid { path: PathBuf },
+    /// A store holds no (valid) object by that name: a misspelt path, or an
+    /// object only another store has. `remote` when that store is the
+    /// other side of a copy.
+    #[error("{}: not in the store {}{}; check the path", escape::path(path), escape::path(store), if *remote { " on the other machine" } else { "" })]
+    NotInStore {
+        path: PathBuf,
+        store: PathBuf,
+        remote: bool,
+    },
     /// A path given as a store object is not one.
     #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-...); check the path", escape::path(path), escape::path(store))]
     NotAStoreObject { path: PathBuf, store: PathBuf },
@@ -111,6 +120,7 @@ impl Error {
             | Error::DatabaseUnreadable { .. } => ExitStatus::SystemFailure,
             Error::NoStore { .. }
             | Error::NotAStoreObject { .. }
+            | Error::NotInStore { .. }
             | Error::StillReferenced { .. }
             | Error::NotValid { .. } => ExitStatus::Usage,
             Error::Corrupt { .. }
@@ -133,6 +143,7 @@ impl Error {
             }
             Error::NoStore { .. }
             | Error::NotAStoreObject { .. }
+            | Error::NotInStore { .. }
             | Error::StillReferenced { .. }
             | Error::NotValid { .. } => fruix_core::Failure::Input,
         }

@@ -5,9 +5,9 @@
 //! immutable, content-identified store objects, one per artifact plus a
 //! result bundle per run. See [`pipeline`] for the one-pass promotion,
 //! [`pool`] for the `.links` content pool, [`object`] for identities,
-//! [`stage`] for building objects, [`bundle`] for result bundles, [`check`]
-//! for checking objects, [`store`] for the on-disk layout and atomicity,
-//! [`verify`] for verifying and repairing, [`db`] for the
+//! [`stage`] for building objects, [`bundle`] and [`bundle_tree`] for result
+//! bundles, [`check`] for checking objects, [`store`] for the on-disk layout
+//! and atomicity, [`verify`] for verifying and repairing, [`db`] for the
 //! registry of valid objects, [`roots`], [`temp_roots`] and [`gc`] for
 //! garbage collection, [`query`] for questions about objects, [`source`]
 //! and [`source_identity`] for source objects, [`sign`] for signatures, and
@@ -17,6 +17,7 @@
 pub mod archive;
 pub mod attest;
 pub mod bundle;
+pub mod bundle_tree;
 pub mod check;
 pub mod db;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod query;
 pub(crate) mod register;
+mod remove;
 pub mod roots;
 pub mod serve;
 pub mod sign;

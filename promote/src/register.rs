@@ -91,6 +91,8 @@ pub(crate) fn bundle(name: &str, m: &PromotionMetadata, size: u64) -> ObjectReco
         kernconf: m.build_policy.kernconf.clone(),
         source: m.source_store.clone(),
         artifacts: Vec::new(),
+        closure_path: m.closure_path.clone(),
+        development_profile_path: m.development_profile_path.clone(),
     };
     bundle_record(name, summary, size)
 }

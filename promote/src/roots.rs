@@ -9,8 +9,16 @@
 //!   root: it is then **dead**, listed as such, and removed by the next
 //!   collection.
 //!
-//! Links are read, never followed past the store: a root names the store
-//! object its target lies in, or nothing.
+//! Several stores may share one state directory (as root it is always
+//! `/var/lib/fruix`, whatever `--store` says), so a root is only this
+//! store's business when its target lies in this store (however the store's
+//! path is spelt, or through a chain of links), or when it is dead: its
+//! link is gone, or its target no longer exists at all. A root whose target
+//! exists outside this store belongs to another store: it is neither
+//! listed nor removed here.
+//!
+//! Links are read, never written through: a root names the store object its
+//! target lies in, or nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -39,7 +47,8 @@ pub struct Root {
     /// Where `link` points.
     pub target: Option<PathBuf>,
     /// The store object it keeps alive: `None` for a dead root (its link is
-    /// gone, or points outside the store).
+    /// gone, or its target no longer exists), or for one that points into
+    /// this store but at no object.
     pub object: Option<String>,
     /// For indirect roots, the entry in `gcroots/auto`.
     #[serde(skip)]
@@ -52,11 +61,70 @@ impl Root {
     }
 }
 
-/// The object of `store` that `target` lies in, if any.
+/// The object of `store` that `target` lies in, if any (lexically: `target`
+/// spelt from `store`'s path).
 pub fn object_of(store: &Path, target: &Path) -> Option<String> {
     let rest = target.strip_prefix(store).ok()?;
+    first_object(rest)
+}
+
+/// The object named by the first component of `rest`, a path inside a store.
+fn first_object(rest: &Path) -> Option<String> {
     let name = rest.components().next()?.as_os_str().to_str()?;
     is_object_name(name.as_bytes()).then(|| name.to_string())
+}
+
+/// Where a root's target lies, seen from one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    /// In this store: in the object named, or in no object.
+    Store(Option<String>),
+    /// It no longer exists (a dangling link): the root is dead.
+    Gone,
+    /// It exists outside this store (or cannot be told apart from such a
+    /// path): another store's root, left alone.
+    Elsewhere,
+}
+
+/// Where `target` lies, for the store whose canonical path is `store`:
+/// spelt from the store's path; spelt from another path to the store (an
+/// ancestor of `target` that resolves to the store, the shortest first); or
+/// resolved, through its links, into the store.
+fn locate(store: &Path, target: &Path) -> Place {
+    // Through `..`, a prefix may lead anywhere: such a target is only
+    // ever resolved.
+    let plain = !target
+        .components()
+        .any(|c| c == std::path::Component::ParentDir);
+    if plain {
+        if let Ok(rest) = target.strip_prefix(store) {
+            return Place::Store(first_object(rest));
+        }
+        let mut ancestors: Vec<&Path> = target.ancestors().skip(1).collect();
+        ancestors.reverse();
+        for ancestor in ancestors {
+            if std::fs::canonicalize(ancestor).is_ok_and(|a| a == store) {
+                let rest = target.strip_prefix(ancestor).unwrap_or(target);
+                return Place::Store(first_object(rest));
+            }
+        }
+    }
+    match std::fs::canonicalize(target) {
+        Ok(resolved) => match resolved.strip_prefix(store) {
+            Ok(rest) => Place::Store(first_object(rest)),
+            Err(_) => Place::Elsewhere,
+        },
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Place::Gone
+        }
+        // Unreadable, a loop of links...: it may well exist; keep it.
+        Err(_) => Place::Elsewhere,
+    }
 }
 
 /// Reads a symlink's target, made absolute against the link's directory.
@@ -68,9 +136,34 @@ fn target_of(link: &Path) -> Option<PathBuf> {
     })
 }
 
-/// Every root in `state_dir` (dead indirect ones included), for the store
-/// at `store`; sorted by link.
+/// The root made by `link` (pointing at `target`), unless it is another
+/// store's: its target exists outside `store`.
+fn root(
+    store: &Path,
+    link: PathBuf,
+    indirect: bool,
+    target: Option<PathBuf>,
+    auto_entry: Option<PathBuf>,
+) -> Option<Root> {
+    let object = match target.as_deref().map(|t| locate(store, t)) {
+        None | Some(Place::Gone) => None,
+        Some(Place::Store(object)) => object,
+        Some(Place::Elsewhere) => return None,
+    };
+    Some(Root {
+        link,
+        indirect,
+        target,
+        object,
+        auto_entry,
+    })
+}
+
+/// Every root in `state_dir` that is the business of the store at `store`
+/// (dead indirect ones included; see the module documentation); sorted by
+/// link.
 pub fn list(state_dir: &Path, store: &Path) -> Result<Vec<Root>> {
+    let store = std::fs::canonicalize(store).unwrap_or_else(|_| store.to_path_buf());
     let dir = state_dir.join(GCROOTS_DIR);
     let mut roots = Vec::new();
     let mut todo = vec![(dir.clone(), 0)];
@@ -95,22 +188,11 @@ pub fn list(state_dir: &Path, store: &Path) -> Result<Vec<Root>> {
                         .filter(|m| m.file_type().is_symlink())
                         .and_then(|_| target_of(l))
                 });
-                roots.push(Root {
-                    object: target.as_deref().and_then(|t| object_of(store, t)),
-                    link: link.unwrap_or_else(|| path.clone()),
-                    indirect: true,
-                    target,
-                    auto_entry: Some(path),
-                });
+                let link = link.unwrap_or_else(|| path.clone());
+                roots.extend(root(&store, link, true, target, Some(path)));
             } else if kind.is_symlink() {
                 let target = target_of(&path);
-                roots.push(Root {
-                    object: target.as_deref().and_then(|t| object_of(store, t)),
-                    link: path,
-                    indirect: false,
-                    target,
-                    auto_entry: None,
-                });
+                roots.extend(root(&store, path, false, target, None));
             }
         }
     }
@@ -184,7 +266,10 @@ mod tests {
             gcroots.join("profiles/p"),
         )
         .unwrap();
+        // Another store's root (its target exists outside this store) is
+        // not listed; a root whose target is gone is dead.
         std::os::unix::fs::symlink("/etc", gcroots.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), gcroots.join("dangling")).unwrap();
         let result = add_indirect(&state, &dir.path().join("result"), &store.join(NAME)).unwrap();
         let gone = add_indirect(&state, &dir.path().join("gone"), &store.join(NAME)).unwrap();
         std::fs::remove_file(&gone).unwrap();
@@ -194,7 +279,7 @@ mod tests {
             .map(|r| (r.link.as_path(), r.indirect, r.object.as_deref()))
             .collect();
         let mut expected = [
-            (gcroots.join("elsewhere"), false, None),
+            (gcroots.join("dangling"), false, None),
             (gcroots.join("profiles/p"), false, Some(NAME)),
             (result.clone(), true, Some(NAME)),
             (gone.clone(), true, None),
@@ -221,5 +306,60 @@ mod tests {
         // A file where the link would go is refused.
         std::fs::write(dir.path().join("file"), b"x").unwrap();
         assert!(add_indirect(&state, &dir.path().join("file"), &store.join(NAME)).is_err());
+    }
+
+    #[test]
+    fn roots_into_another_store_are_left_to_it() {
+        use std::os::unix::fs::symlink;
+        const OTHER: &str =
+            "89abcdef0123456789abcdef0123456789abcdef-fruix-native-build-result-15.0-STABLE-local";
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let (state, ours, theirs) = (path("state"), path("ours"), path("theirs"));
+        std::fs::create_dir_all(ours.join(NAME)).unwrap();
+        std::fs::create_dir_all(theirs.join(OTHER)).unwrap();
+        // Theirs: an indirect and a direct root, both alive.
+        let their_result =
+            add_indirect(&state, &path("their-result"), &theirs.join(OTHER)).unwrap();
+        symlink(
+            theirs.join(OTHER),
+            state.join(GCROOTS_DIR).join("their-profile"),
+        )
+        .unwrap();
+        // Ours: spelt through another path to the store, and through a chain
+        // of links.
+        symlink(&ours, path("alias")).unwrap();
+        let alias = add_indirect(&state, &path("alias-result"), &path("alias").join(NAME)).unwrap();
+        symlink(ours.join(NAME), path("result-1")).unwrap();
+        let chain = add_indirect(&state, &path("chain-result"), &path("result-1")).unwrap();
+        // Dead for everyone: its target no longer exists at all.
+        let gone = add_indirect(&state, &path("gone-result"), &path("removed").join(NAME)).unwrap();
+        let summary = |store: &Path| -> Vec<(PathBuf, Option<String>)> {
+            list(&state, store)
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.link, r.object))
+                .collect()
+        };
+        let mut expected = vec![
+            (alias.clone(), Some(NAME.to_string())),
+            (chain.clone(), Some(NAME.to_string())),
+            (gone.clone(), None),
+        ];
+        expected.sort();
+        assert_eq!(summary(&ours), expected);
+        let mut expected = vec![
+            (their_result, Some(OTHER.to_string())),
+            (
+                state.join(GCROOTS_DIR).join("their-profile"),
+                Some(OTHER.to_string()),
+            ),
+            (gone, None),
+        ];
+        expected.sort();
+        assert_eq!(summary(&theirs), expected);
+        // A store that holds neither sees only the dead root.
+        std::fs::create_dir_all(path("empty")).unwrap();
+        assert_eq!(summary(&path("empty")).len(), 1);
     }
 }

@@ -4,7 +4,9 @@
 //! like `nix-store --serve`.
 //!
 //! Requests and answers are single JSON lines. An answer is `{"ok":...}` or
-//! `{"error":{"problem":...,"message":...}}`:
+//! `{"error":{"problem":...,"message":...}}`; an error about a name the
+//! store does not hold also names it (`"absent":NAME`), so that the client
+//! reports it as such (not as a failure of the other side):
 //!
 //! | request | answer |
 //! | --- | --- |
@@ -19,7 +21,7 @@
 //! cannot be written, ends the session (the stream is no longer in step).
 
 use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +50,10 @@ enum Request {
 pub struct RemoteError {
     /// Why an archive was refused, when that is what failed.
     pub problem: Option<ArchiveProblem>,
+    /// The object asked for that the serving store does not hold, when
+    /// that is what failed (absent from answers of older servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absent: Option<String>,
     pub message: String,
 }
 
@@ -116,6 +122,12 @@ fn answer_error(e: &Error) -> Answer<Empty> {
     Answer::Error(RemoteError {
         problem: match e {
             Error::ArchiveRefused { problem, .. } => Some(*problem),
+            _ => None,
+        },
+        absent: match e {
+            Error::NotInStore { path, .. } | Error::NotValid { path } => {
+                path.file_name().map(|n| n.to_string_lossy().into_owned())
+            }
             _ => None,
         },
         message: e.to_string(),
@@ -204,15 +216,27 @@ pub struct Client<R, W> {
     pub store: PathBuf,
 }
 
-/// What went wrong on the other side, as an error here.
-fn remote(e: RemoteError) -> Error {
-    match e.problem {
-        Some(problem) => Error::ArchiveRefused {
+/// What went wrong on the other side (the store at `store`, once known),
+/// as an error here.
+fn remote(e: RemoteError, store: Option<&Path>) -> Error {
+    let absent = e
+        .absent
+        .filter(|n| crate::verify::is_object_name(n.as_bytes()) && !n.contains('/'));
+    match (e.problem, absent, store) {
+        (Some(problem), _, _) => Error::ArchiveRefused {
             object: None,
             problem,
-            message: format!("the other store refused it: {}", e.message),
+            message: format!(
+                "the other store refused it: {}",
+                fruix_core::escape::text(&e.message)
+            ),
         },
-        None => fruix_core::Error::system(format!(
+        (None, Some(name), Some(store)) => Error::NotInStore {
+            path: store.join(name),
+            store: store.to_path_buf(),
+            remote: true,
+        },
+        _ => fruix_core::Error::system(format!(
             "the other store: {}",
             fruix_core::escape::text(&e.message)
         ))
@@ -224,7 +248,7 @@ impl<R: BufRead, W: Write> Client<R, W> {
     /// Greets the server on `input` (its output) and `output` (its input).
     pub fn start(mut input: R, mut output: W) -> Result<Client<R, W>> {
         write_json(&mut output, &Request::Hello { version: VERSION })?;
-        let hello: Hello = Self::read_answer(&mut input)?;
+        let hello: Hello = Self::read_answer(&mut input, None)?;
         Ok(Client {
             input,
             output,
@@ -232,7 +256,8 @@ impl<R: BufRead, W: Write> Client<R, W> {
         })
     }
 
-    fn read_answer<T: for<'de> Deserialize<'de>>(input: &mut R) -> Result<T> {
+    /// The next answer; `store` is the serving store's path, once known.
+    fn read_answer<T: for<'de> Deserialize<'de>>(input: &mut R, store: Option<&Path>) -> Result<T> {
         let line = read_line(input, MAX_REQUEST)?.ok_or_else(|| {
             protocol_error(
                 "the other side closed the connection without answering (is fruix installed there, and on PATH? see --remote-program)",
@@ -240,7 +265,7 @@ impl<R: BufRead, W: Write> Client<R, W> {
         })?;
         match serde_json::from_slice::<Answer<T>>(&line) {
             Ok(Answer::Ok(value)) => Ok(value),
-            Ok(Answer::Error(e)) => Err(remote(e)),
+            Ok(Answer::Error(e)) => Err(remote(e, store)),
             Err(e) => Err(protocol_error(format!(
                 "bad answer ({e}): {}",
                 String::from_utf8_lossy(&line[..line.len().min(200)])
@@ -250,7 +275,7 @@ impl<R: BufRead, W: Write> Client<R, W> {
 
     fn ask<T: for<'de> Deserialize<'de>>(&mut self, request: &Request) -> Result<T> {
         write_json(&mut self.output, request)?;
-        Self::read_answer(&mut self.input)
+        Self::read_answer(&mut self.input, Some(&self.store))
     }
 
     /// Those of `names` the other store holds.
@@ -282,7 +307,7 @@ impl<R: BufRead, W: Write> Client<R, W> {
         self.output
             .flush()
             .map_err(|e| protocol_error(format!("cannot write: {e}")))?;
-        let imported: ImportReport = Self::read_answer(&mut self.input)?;
+        let imported: ImportReport = Self::read_answer(&mut self.input, Some(&self.store))?;
         Ok((sent, imported))
     }
 

@@ -512,17 +512,7 @@ pub fn sync_filesystem(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes a tree even when its directories are read-only. Best effort; never
-/// follows a symlink (`walkdir` does not by default, and `remove_dir_all`
-/// removes links themselves).
-pub fn remove_tree(path: &Path) {
-    for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
-        if entry.file_type().is_dir() {
-            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
-        }
-    }
-    let _ = fs::remove_dir_all(path);
-}
+pub use crate::remove::remove_tree;
 
 /// Names at the top of an artifact object that are metadata, not artifact content.
 pub const OBJECT_METADATA_FILE: &str = ".fruix-native-build-object.scm";
@@ -559,6 +549,7 @@ pub fn reserved_names(object: &Path) -> [&'static str; 3] {
 pub fn disk_usage(path: &Path) -> u64 {
     let mut seen = std::collections::HashSet::new();
     walkdir::WalkDir::new(path)
+        .follow_root_links(false)
         .into_iter()
         .flatten()
         .filter_map(|e| e.metadata().ok())

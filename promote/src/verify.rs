@@ -18,18 +18,19 @@ use rayon::prelude::*;
 use fruix_core::error::IoContext;
 use fruix_core::manifest::{Difference, EntryKind, Progress, SPECIAL_BITS};
 
-use crate::bundle::{check_bundle, read_bundle};
+use crate::bundle::{check_bundle_tree, read_bundle};
 use crate::check::{check_object, read_store_manifest, Depth, VerifiedPool};
+use crate::db::Kind;
 use crate::error::{Error, Result};
 use crate::pool::PoolProblem;
-use crate::store::{remove_tree, Store, RESULT_METADATA_FILE};
+use crate::store::{is_source_name, remove_tree, Store, RESULT_METADATA_FILE};
 
 /// The outcome of verifying one object.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ObjectVerification {
     pub path: PathBuf,
-    /// `artifact` or `result`.
-    pub kind: &'static str,
+    /// `artifact`, `bundle` or `source`, as the registry names kinds.
+    pub kind: Kind,
     pub ok: bool,
     /// Modified, missing and extra files (at most [`crate::check::MAX_DIFFERENCES`]).
     pub differences: Vec<Difference>,
@@ -91,6 +92,19 @@ pub fn resolve_object(store: &Store, path: &Path) -> Result<PathBuf> {
     Ok(object)
 }
 
+/// What kind of object `object` is, by what it holds (it need not be
+/// registered): a bundle holds a bundle's metadata file; a source is named so.
+fn kind_of(object: &Path) -> Kind {
+    let name = object.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if object.join(RESULT_METADATA_FILE).symlink_metadata().is_ok() {
+        Kind::Bundle
+    } else if is_source_name(name) {
+        Kind::Source
+    } else {
+        Kind::Artifact
+    }
+}
+
 /// Verifies `object` fully: every file's content compared with the manifest,
 /// the manifest with the tree signature, the metadata with the object's name.
 /// With a verified `pool`, files that are its sound entries are not read again.
@@ -99,13 +113,11 @@ pub fn verify_object(
     pool: Option<VerifiedPool<'_>>,
     progress: Option<&Progress>,
 ) -> ObjectVerification {
-    let is_bundle = object.join(RESULT_METADATA_FILE).symlink_metadata().is_ok();
-    let kind = if is_bundle { "result" } else { "artifact" };
-    let outcome = if is_bundle {
-        check_bundle(object).map(|()| (Vec::new(), 0))
-    } else {
-        check_object(object, Depth::Content { pool }, progress)
-            .map(|c| (c.differences, c.more_differences))
+    let kind = kind_of(object);
+    let outcome = match kind {
+        Kind::Bundle => check_bundle_tree(object).map(|c| (c.differences, c.more_differences)),
+        Kind::Artifact | Kind::Source => check_object(object, Depth::Content { pool }, progress)
+            .map(|c| (c.differences, c.more_differences)),
     };
     let (differences, more_differences, error) = match outcome {
         Ok((d, more)) => (d, more, None),

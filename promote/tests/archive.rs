@@ -181,6 +181,23 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_leavin
         ArchiveProblem::Tampered,
     ));
 
+    // Still canonical, but not what the bundle's metadata names.
+    let unnamed = edit_header(&archive, "native-build-result", |h| {
+        let refs = h["references"].as_str().unwrap();
+        let kept: String = refs
+            .lines()
+            .filter(|l| !l.contains("-freebsd-source-"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(kept, refs);
+        h["references"] = kept.into();
+    });
+    cases.push((
+        "references the bundle's metadata does not name",
+        unnamed,
+        ArchiveProblem::Tampered,
+    ));
+
     let renamed = edit_header(&archive, "native-bootloader", |h| {
         let name = h["name"].as_str().unwrap().replacen('a', "b", 1);
         h["name"] = name.into();
@@ -287,4 +304,50 @@ fn caps_bound_what_an_archive_can_make_the_importer_do() {
         assert_eq!(problem(&e), ArchiveProblem::TooLarge, "{limits:?}: {e}");
     }
     assert!(object_paths(&store).unwrap().is_empty());
+}
+
+#[test]
+fn what_an_archive_says_is_escaped_in_refusals() {
+    let (fixture, archive, _) = Fixture::exported();
+    let replace = |from: &[u8], to: &[u8]| {
+        let i = find_bytes(&archive, from).unwrap();
+        [&archive[..i], to, &archive[i + from.len()..]].concat()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a bad first line",
+            replace(b"fruix-archive 1\n", b"fruix-archive 1\x1b[2K\n"),
+        ),
+        (
+            "a bad object line",
+            replace(b"\nobject ", b"\nobjekt\x1b[2K "),
+        ),
+        (
+            "a bad name",
+            edit_header(&archive, "native-kernel", |h| {
+                h["name"] = "\x1b[31mevil\nok".into();
+            }),
+        ),
+        (
+            "an unknown header field",
+            edit_header(&archive, "native-kernel", |h| {
+                h["\x1b[31m\nok forged"] = 1.into();
+            }),
+        ),
+        ("a bad tree line", replace(b"\n./", b"\n\x1b[2K/")),
+        (
+            "an unknown signer",
+            edit_header(&archive, "native-world", |h| {
+                h["signatures"] = serde_json::json!(["\x1b[31m\nok:AAAA"]);
+            }),
+        ),
+    ];
+    for (what, bad) in cases {
+        let e = fixture.import(&bad, &fixture.trust()).unwrap_err();
+        let shown = e.to_string();
+        assert!(matches!(e, Error::ArchiveRefused { .. }), "{what}: {shown}");
+        for raw in ["Escaped", "\x1b", "\n"] {
+            assert!(!shown.contains(raw), "{what}: {shown:?}");
+        }
+    }
 }

@@ -70,8 +70,8 @@ pub fn import(
             None,
             ArchiveProblem::Malformed,
             format!(
-                "it does not start with {MAGIC:?} (found {:?}): not a fruix archive, or another version",
-                fruix_core::escape::text(&first)
+                "it does not start with {MAGIC:?} (found {}): not a fruix archive, or another version",
+                fruix_core::escape::quoted(&first)
             ),
         ));
     }
@@ -273,8 +273,8 @@ impl<R: BufRead> Importer<'_, R> {
                     None,
                     ArchiveProblem::Malformed,
                     format!(
-                        "expected `object LEN` or `{END_ARCHIVE}`, found {:?}",
-                        fruix_core::escape::text(line)
+                        "expected `object LEN` or `{END_ARCHIVE}`, found {}",
+                        fruix_core::escape::quoted(line)
                     ),
                 )
             })?;
@@ -311,7 +311,10 @@ impl<R: BufRead> Importer<'_, R> {
             refuse(
                 None,
                 ArchiveProblem::Malformed,
-                format!("an object header is not valid: {e}"),
+                format!(
+                    "an object header is not valid: {}",
+                    fruix_core::escape::text(&e.to_string())
+                ),
             )
         })?;
         if !valid_name(&header.name) {
@@ -319,8 +322,8 @@ impl<R: BufRead> Importer<'_, R> {
                 None,
                 ArchiveProblem::Malformed,
                 format!(
-                    "{:?} is not a store object name",
-                    fruix_core::escape::text(&header.name)
+                    "{} is not a store object name",
+                    fruix_core::escape::quoted(&header.name)
                 ),
             ));
         }
@@ -354,6 +357,13 @@ impl<R: BufRead> Importer<'_, R> {
         let is_present = store.is_valid(name)?;
         let (size, temp) = match header.kind {
             HeaderKind::Bundle => {
+                if claimed.bundle_references.as_ref() != Some(&header.references) {
+                    return Err(refuse(
+                        Some(name),
+                        ArchiveProblem::Tampered,
+                        "its references are not those its metadata names (its artifacts, source, closure and development profile)",
+                    ));
+                }
                 let size = (header.metadata.len() + header.references.len()) as u64;
                 let temp = if is_present {
                     None
@@ -370,9 +380,9 @@ impl<R: BufRead> Importer<'_, R> {
                                 Some(name),
                                 ArchiveProblem::Malformed,
                                 format!(
-                                    "its artifact {:?} at {:?} is not a plain name for one of its references",
-                                    fruix_core::escape::text(artifact),
-                                    fruix_core::escape::text(path)
+                                    "its artifact {} at {} is not a plain name for one of its references",
+                                    fruix_core::escape::quoted(artifact),
+                                    fruix_core::escape::quoted(path)
                                 ),
                             ));
                         }
@@ -487,8 +497,8 @@ impl<R: BufRead> Importer<'_, R> {
                     Some(name),
                     ArchiveProblem::Malformed,
                     format!(
-                        "it references {:?}, which is not a store object name",
-                        fruix_core::escape::text(line)
+                        "it references {}, which is not a store object name",
+                        fruix_core::escape::quoted(line)
                     ),
                 ));
             }
@@ -503,7 +513,10 @@ impl<R: BufRead> Importer<'_, R> {
                 return Err(refuse(
                     Some(name),
                     ArchiveProblem::MissingReference,
-                    format!("it references {line}, which neither the store nor the archive (before it) holds; export or copy with --recursive"),
+                    format!(
+                        "it references {}, which neither the store nor the archive (before it) holds; export or copy with --recursive",
+                        fruix_core::escape::text(line)
+                    ),
                 ));
             }
             names.push(reference.to_string());

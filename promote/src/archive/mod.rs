@@ -173,12 +173,21 @@ pub struct ImportReport {
 
 /// `names` (registered objects of `store`) in archive order: every object
 /// after the objects it references. With `recursive`, their whole closure.
+/// A name the store does not hold is [`Error::NotInStore`] ([`Error::NotValid`]
+/// when its directory is there, unregistered).
 pub fn export_order(store: &Store, names: &[String], recursive: bool) -> Result<Vec<String>> {
     let db = store.db();
     for name in names {
         if db.get(name)?.is_none() {
-            return Err(Error::NotValid {
-                path: store.path().join(name),
+            let path = store.path().join(name);
+            // A directory the registry does not name is there, but not valid.
+            return Err(match path.symlink_metadata() {
+                Ok(_) => Error::NotValid { path },
+                Err(_) => Error::NotInStore {
+                    path,
+                    store: store.path().to_path_buf(),
+                    remote: false,
+                },
             });
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read};
 
-use crate::bundle::read_bundle_text;
+use crate::bundle::{implied_references, read_bundle_text};
 use crate::db::ObjectRecord;
 use crate::error::{ArchiveProblem, Error, Result};
 use crate::object::{object_hash, store_name, ObjectIdentity};
@@ -73,6 +73,8 @@ pub(super) struct Claimed {
     pub(super) record: ObjectRecord,
     /// Store paths of a bundle's artifacts (they must be references).
     pub(super) bundle_artifacts: Vec<(String, String)>,
+    /// A bundle's `.references` text, as its metadata implies it.
+    pub(super) bundle_references: Option<String>,
 }
 
 /// Why no signature of `name` was accepted.
@@ -81,17 +83,19 @@ pub(super) fn untrusted(name: &str, signatures: &[String], keys: &[PublicKey]) -
         .iter()
         .filter_map(|s| s.split_once(':').map(|(k, _)| k))
         .collect();
+    // Key names come from the archive: escaped.
+    let named = signers
+        .iter()
+        .map(|s| fruix_core::escape::text(s).to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let message = if signatures.is_empty() {
         "it is not signed; sign it where it was built, or import with --no-check-sigs".to_string()
     } else if signers.iter().any(|s| keys.iter().any(|k| k.name == *s)) {
-        format!(
-            "its signature by {} does not verify: forged, or made for other content",
-            signers.join(", ")
-        )
+        format!("its signature by {named} does not verify: forged, or made for other content")
     } else {
         format!(
-            "it is signed only by keys this store does not trust ({}); trust one with --trusted-key or in the trusted-keys file",
-            signers.join(", ")
+            "it is signed only by keys this store does not trust ({named}); trust one with --trusted-key or in the trusted-keys file"
         )
     };
     refuse(Some(name), ArchiveProblem::Untrusted, message)
@@ -123,6 +127,7 @@ pub(super) fn claimed(store: &Store, header: &Header) -> Result<Claimed> {
         stripped: HashMap::new(),
         record,
         bundle_artifacts: Vec::new(),
+        bundle_references: None,
     };
     let (gives, claimed) = match header.kind {
         HeaderKind::Artifact => {
@@ -162,6 +167,7 @@ pub(super) fn claimed(store: &Store, header: &Header) -> Result<Claimed> {
                 .collect();
             let claimed = Claimed {
                 bundle_artifacts,
+                bundle_references: Some(implied_references(&summary)),
                 ..plain(
                     RESULT_METADATA_FILE,
                     register::bundle_record(name, summary, 0),

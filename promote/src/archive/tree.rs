@@ -57,8 +57,9 @@ impl<R: BufRead> Importer<'_, R> {
             }
             let mut entry = parse_line(&line).map_err(|m| {
                 bad(format!(
-                    "bad tree line {:?}: {m}",
-                    fruix_core::escape::text(&line)
+                    "bad tree line {}: {}",
+                    fruix_core::escape::quoted(&line),
+                    fruix_core::escape::text(&m)
                 ))
             })?;
             check_entry(&entry, previous.as_deref(), claimed.metadata_file).map_err(bad)?;

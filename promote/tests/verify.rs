@@ -1,0 +1,170 @@
+//! `store verify` on result bundles: a bundle must hold exactly what
+//! promotion wrote, reported as corruption (and repaired) like artifacts,
+//! with untrusted link targets escaped; and every object is reported with
+//! the kind names the registry uses.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use fruix_core::manifest::Difference;
+use fruix_core::testing::{mkfifo, TestDir};
+use fruix_promote::db::Kind;
+use fruix_promote::store::{set_mode, set_mtime};
+use fruix_promote::verify::{
+    repair, verify_object, ObjectVerification, PoolVerification, RegistryCheck,
+};
+use fruix_promote::{promote_native_build_result, PromoteOptions, Store};
+
+/// Promotes the sample result root; returns the store and its bundle.
+fn promoted(dir: &TestDir) -> (Store, PathBuf) {
+    let store = Store::open(&dir.store()).unwrap();
+    let root = dir.root("r1", "local", "20260405T213444Z", true);
+    let report = promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+    (store, report.result_store)
+}
+
+/// Runs `change` in `dir` made writable, then makes it read-only again
+/// with the store's timestamp, so that only `change` differs.
+fn tamper(dir: &Path, change: impl FnOnce()) {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    change();
+    set_mode(dir, 0o555).unwrap();
+    set_mtime(dir).unwrap();
+}
+
+/// Writes a store file `path` (mode 0444, store timestamp) holding `text`.
+fn store_file(path: &Path, text: &str) {
+    let _ = fs::remove_file(path);
+    fs::write(path, text).unwrap();
+    set_mode(path, 0o444).unwrap();
+    set_mtime(path).unwrap();
+}
+
+fn corrupt(v: &ObjectVerification) -> bool {
+    !v.ok && (!v.differences.is_empty() || v.error.is_some())
+}
+
+#[test]
+fn an_intact_bundle_verifies_as_a_bundle() {
+    let dir = TestDir::new();
+    let (_store, bundle) = promoted(&dir);
+    let v = verify_object(&bundle, None, None);
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.kind, Kind::Bundle);
+    assert_eq!(serde_json::to_value(&v).unwrap()["kind"], "bundle");
+}
+
+#[test]
+fn a_bundle_with_emptied_references_is_corrupt() {
+    let dir = TestDir::new();
+    let (_store, bundle) = promoted(&dir);
+    tamper(&bundle, || store_file(&bundle.join(".references"), ""));
+    let v = verify_object(&bundle, None, None);
+    assert!(corrupt(&v), "{v:?}");
+    assert!(
+        matches!(
+            v.differences.as_slice(),
+            [Difference::Modified { path, what }]
+                if path == "./.references" && what.iter().any(|w| w.starts_with("size"))
+        ),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn a_bundle_with_an_extra_file_is_corrupt_and_repair_removes_it() {
+    let dir = TestDir::new();
+    let (store, bundle) = promoted(&dir);
+    tamper(&bundle, || store_file(&bundle.join("extra-file"), "x"));
+    let v = verify_object(&bundle, None, None);
+    assert!(corrupt(&v), "{v:?}");
+    assert_eq!(
+        v.differences,
+        vec![Difference::Extra {
+            path: "./extra-file".into()
+        }]
+    );
+    let name = bundle.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(store.is_valid(&name).unwrap());
+    let repaired = repair(
+        &store,
+        &[v],
+        &PoolVerification::default(),
+        &RegistryCheck::default(),
+    )
+    .unwrap();
+    assert_eq!(repaired.removed_objects, vec![bundle.clone()]);
+    assert!(bundle.symlink_metadata().is_err());
+    assert!(!store.is_valid(&name).unwrap());
+}
+
+#[test]
+fn an_extra_link_and_a_special_file_in_a_bundle_are_corrupt() {
+    let dir = TestDir::new();
+    let (_store, bundle) = promoted(&dir);
+    let links = bundle.join("artifacts");
+    tamper(&links, || {
+        std::os::unix::fs::symlink("/etc", links.join("etc")).unwrap();
+    });
+    tamper(&bundle, || {
+        fs::remove_file(bundle.join(".references")).unwrap();
+        mkfifo(&bundle.join(".references")).unwrap();
+    });
+    let v = verify_object(&bundle, None, None);
+    assert_eq!(
+        v.differences,
+        vec![
+            Difference::Modified {
+                path: "./.references".into(),
+                what: vec!["type file -> special file".into()]
+            },
+            Difference::Extra {
+                path: "./artifacts/etc".into()
+            }
+        ],
+        "{v:?}"
+    );
+}
+
+#[test]
+fn a_retargeted_artifact_link_is_reported_escaped() {
+    let dir = TestDir::new();
+    let (_store, bundle) = promoted(&dir);
+    let links = bundle.join("artifacts");
+    let forged = "/x\nok /frx/store/forged\x1b[2K";
+    tamper(&links, || {
+        fs::remove_file(links.join("world")).unwrap();
+        std::os::unix::fs::symlink(forged, links.join("world")).unwrap();
+        set_mtime(&links.join("world")).unwrap();
+    });
+    let v = verify_object(&bundle, None, None);
+    assert!(corrupt(&v), "{v:?}");
+    let shown: Vec<String> = v
+        .differences
+        .iter()
+        .map(|d| d.to_string())
+        .chain(v.error.clone())
+        .collect();
+    assert!(
+        shown.iter().any(|s| s.contains("forged")),
+        "the target is named: {shown:?}"
+    );
+    for s in &shown {
+        assert!(!s.contains('\n') && !s.contains('\x1b'), "{s:?}");
+    }
+}
+
+#[test]
+fn a_source_object_is_reported_as_a_source() {
+    let dir = TestDir::new();
+    let store = Store::open(&dir.store()).unwrap();
+    let source = store
+        .path()
+        .join("12d7704362e95afc2697db63f168b878e082b372-freebsd-source-default");
+    fs::create_dir(&source).unwrap();
+    let v = verify_object(&source, None, None);
+    assert!(!v.ok);
+    assert_eq!(v.kind, Kind::Source);
+    assert_eq!(serde_json::to_value(&v).unwrap()["kind"], "source");
+}
