@@ -62,11 +62,14 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", escape::path(&self.path))?;
-        if let Some(field) = &self.field {
-            write!(f, ": field `{}`", escape::text(field))?;
+        // An error that names its own path (an I/O error) comes with none.
+        if !self.path.as_os_str().is_empty() {
+            write!(f, "{}: ", escape::path(&self.path))?;
         }
-        write!(f, ": {}", self.message)
+        if let Some(field) = &self.field {
+            write!(f, "field `{}`: ", escape::text(field))?;
+        }
+        f.write_str(&self.message)
     }
 }
 
@@ -135,7 +138,7 @@ pub enum Error {
         supported: i64,
     },
     /// A tree contains something that cannot be part of a store object.
-    #[error("{}: {kind} is not allowed in an artifact tree (only directories, regular files and symlinks are); remove it from the tree", escape::path(path))]
+    #[error("{}: {kind} cannot be part of a store object (only directories, regular files and symlinks can); remove it from the tree", escape::path(path))]
     UnsupportedFileType { path: PathBuf, kind: &'static str },
     /// A metadata file is not a regular file of UTF-8 text within
     /// [`MAX_METADATA_BYTES`](crate::fsutil::MAX_METADATA_BYTES); nothing of

@@ -297,6 +297,22 @@ mod tests {
     }
 
     #[test]
+    fn a_problem_without_a_path_of_its_own_shows_none() {
+        let io = Error::io(
+            "inspect",
+            "/r/promotion.scm",
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        let shown = problem_from_error(io).to_string();
+        assert!(
+            shown.starts_with("failed to inspect /r/promotion.scm"),
+            "{shown}"
+        );
+        let field = problem("/r", Some("artifacts".into()), "is empty").to_string();
+        assert_eq!(field, "/r: field `artifacts`: is empty");
+    }
+
+    #[test]
     fn sample_root_validates() {
         let dir = sample();
         let root = validate(dir.path()).unwrap();

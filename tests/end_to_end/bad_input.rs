@@ -104,6 +104,14 @@ const CASES: &[Case] = &[
         "no store at",
         "store list --store DIR/store",
     ),
+    // Regression: the refused import left the store it made (with
+    // .fruix, .links and .lock) while saying the store was not changed.
+    Case::new(
+        "an import into a mistyped store that is refused",
+        "the store was not changed",
+        "store import --store DIR/mistyped/store /dev/null",
+    )
+    .with_status(4),
     Case::new(
         "a path that is not a store object",
         "not a store object",

@@ -171,7 +171,10 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_changi
         ),
         ("an archive cut short", cut, &trusted, &["the archive ends"]),
     ];
-    // An empty store (snapshots leave out what opening a store creates).
+    // An empty store (snapshots leave out what opening a store creates). A
+    // refused import into a store path that does not exist leaves nothing
+    // (see bad_input), so the directory is there first.
+    std::fs::create_dir(&store).unwrap();
     let before = snapshot(&store);
     assert!(before.is_empty());
     for (what, bytes, args, expected) in cases {

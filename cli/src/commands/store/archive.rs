@@ -84,10 +84,12 @@ pub fn export_command(args: ExportArgs) -> CliResult {
                 .create_new(true)
                 .open(path)
                 .map_err(|e| {
-                    CliError::usage(format!(
-                        "cannot create {}: {e}; archives are never overwritten",
-                        escape::path(path)
-                    ))
+                    let why = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        "; archives are never overwritten"
+                    } else {
+                        ""
+                    };
+                    CliError::usage(format!("cannot create {}: {e}{why}", escape::path(path)))
                 })?;
             let written = with_progress(
                 mode(args.json),
@@ -137,7 +139,17 @@ pub fn import_command(args: ImportArgs) -> CliResult {
         ),
         None => Box::new(std::io::stdin().lock()),
     };
-    let store = Store::open(&args.local.store.store).map_err(from_promote)?;
+    // A store is made for the first import into it, but a refused import
+    // leaves none behind: "the store was not changed" must hold for a
+    // mistyped --store too.
+    let path = &args.local.store.store;
+    // The topmost directory opening the store will make, if any.
+    let made = path
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && a.symlink_metadata().is_err())
+        .last()
+        .map(Path::to_path_buf);
+    let store = Store::open(path).map_err(from_promote)?;
     let progress = Progress::default();
     let report = with_progress(mode, ("import", "files"), &progress, None, || {
         let options = ImportOptions {
@@ -148,7 +160,13 @@ pub fn import_command(args: ImportArgs) -> CliResult {
         };
         import(&store, BufReader::with_capacity(1 << 20, input), &options)
     })
-    .map_err(from_promote)?;
+    .map_err(|e| {
+        if let Some(made) = &made {
+            drop(store);
+            let _ = std::fs::remove_dir_all(made);
+        }
+        from_promote(e)
+    })?;
     let summary = format!(
         "imported {} object(s), {} already present",
         report.imported.len(),
