@@ -365,6 +365,20 @@ pub(crate) mod tests {
         assert!(e.to_string().contains(NOT_INSTALLED_HINT), "{e}");
     }
 
+    /// An installed work directory whose `link` is a symlink to a host
+    /// directory holding `secret`: the temporary directory, the work
+    /// directory, the result root to be, and the host directory.
+    fn planted(link: &str, secret: &str) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (work, root) = (dir.path().join("work"), dir.path().join("root"));
+        let outside = dir.path().join("host");
+        installed_work_dir(&work);
+        file(&outside.join(secret), 0o600);
+        fs::remove_dir_all(work.join(link)).unwrap();
+        symlink(&outside, work.join(link)).unwrap();
+        (dir, work, root, outside)
+    }
+
     #[test]
     fn a_symlinked_source_directory_is_refused_and_never_followed() {
         // The link is the bootloader's source directory itself, or a
@@ -373,14 +387,8 @@ pub(crate) mod tests {
         for (link, secret) in [("world/boot", "secret"), ("world", "boot/secret")] {
             for artifacts in [&[Artifact::Bootloader][..], &Artifact::ALL[..]] {
                 let case = format!("{link} {artifacts:?}");
-                let dir = tempfile::tempdir().unwrap();
-                let (work, root) = (dir.path().join("work"), dir.path().join("root"));
-                let outside = dir.path().join("host-etc");
-                installed_work_dir(&work);
-                file(&outside.join(secret), 0o600);
+                let (_dir, work, root, outside) = planted(link, secret);
                 let before = describe(&outside);
-                fs::remove_dir_all(work.join(link)).unwrap();
-                symlink(&outside, work.join(link)).unwrap();
 
                 let e = Slicing::for_artifacts(artifacts)
                     .apply(&work, &root)
@@ -407,14 +415,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_symlink_on_the_way_to_a_moved_entry_is_refused_and_never_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (work, root) = (dir.path().join("work"), dir.path().join("root"));
-        let outside = dir.path().join("host-boot");
-        installed_work_dir(&work);
-        file(&outside.join("kernel/secret"), 0o600);
+        let (_dir, work, root, outside) = planted("kernel/boot", "kernel/secret");
         let before = describe(&outside);
-        fs::remove_dir_all(work.join("kernel/boot")).unwrap();
-        symlink(&outside, work.join("kernel/boot")).unwrap();
 
         let kernel = Slicing::for_artifacts(&[Artifact::Kernel]);
         assert!(kernel.slices.iter().all(|s| s.transfer == Transfer::Move));
@@ -430,13 +432,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_symlinked_entry_is_placed_as_a_symlink() {
-        let dir = tempfile::tempdir().unwrap();
-        let (work, root) = (dir.path().join("work"), dir.path().join("root"));
-        let outside = dir.path().join("host-include");
-        installed_work_dir(&work);
-        file(&outside.join("secret.h"), 0o600);
-        fs::remove_dir_all(work.join("world/usr/include")).unwrap();
-        symlink(&outside, work.join("world/usr/include")).unwrap();
+        let (_dir, work, root, outside) = planted("world/usr/include", "secret.h");
         Slicing::for_artifacts(&Artifact::ALL)
             .apply(&work, &root)
             .unwrap();

@@ -41,6 +41,19 @@ fn store_file(path: &Path, text: &str) {
     set_mtime(path).unwrap();
 }
 
+/// Promotes the sample result root, runs `change` (given the bundle) with
+/// the bundle's directory `within` made writable, and verifies the bundle.
+fn verify_tampered(
+    within: &str,
+    change: impl FnOnce(&Path),
+) -> (TestDir, Store, PathBuf, ObjectVerification) {
+    let dir = TestDir::new();
+    let (store, bundle) = promoted(&dir);
+    tamper(&bundle.join(within), || change(&bundle));
+    let v = verify_object(&bundle, None, None);
+    (dir, store, bundle, v)
+}
+
 fn corrupt(v: &ObjectVerification) -> bool {
     !v.ok && (!v.differences.is_empty() || v.error.is_some())
 }
@@ -57,10 +70,8 @@ fn an_intact_bundle_verifies_as_a_bundle() {
 
 #[test]
 fn a_bundle_with_emptied_references_is_corrupt() {
-    let dir = TestDir::new();
-    let (_store, bundle) = promoted(&dir);
-    tamper(&bundle, || store_file(&bundle.join(".references"), ""));
-    let v = verify_object(&bundle, None, None);
+    let (_dir, _store, _bundle, v) =
+        verify_tampered("", |bundle| store_file(&bundle.join(".references"), ""));
     assert!(corrupt(&v), "{v:?}");
     assert!(
         matches!(
@@ -74,10 +85,8 @@ fn a_bundle_with_emptied_references_is_corrupt() {
 
 #[test]
 fn a_bundle_with_an_extra_file_is_corrupt_and_repair_removes_it() {
-    let dir = TestDir::new();
-    let (store, bundle) = promoted(&dir);
-    tamper(&bundle, || store_file(&bundle.join("extra-file"), "x"));
-    let v = verify_object(&bundle, None, None);
+    let (_dir, store, bundle, v) =
+        verify_tampered("", |bundle| store_file(&bundle.join("extra-file"), "x"));
     assert!(corrupt(&v), "{v:?}");
     assert_eq!(
         v.differences,
@@ -129,16 +138,13 @@ fn an_extra_link_and_a_special_file_in_a_bundle_are_corrupt() {
 
 #[test]
 fn a_retargeted_artifact_link_is_reported_escaped() {
-    let dir = TestDir::new();
-    let (_store, bundle) = promoted(&dir);
-    let links = bundle.join("artifacts");
     let forged = "/x\nok /frx/store/forged\x1b[2K";
-    tamper(&links, || {
-        fs::remove_file(links.join("world")).unwrap();
-        std::os::unix::fs::symlink(forged, links.join("world")).unwrap();
-        set_mtime(&links.join("world")).unwrap();
+    let (_dir, _store, _bundle, v) = verify_tampered("artifacts", |bundle| {
+        let world = bundle.join("artifacts/world");
+        fs::remove_file(&world).unwrap();
+        std::os::unix::fs::symlink(forged, &world).unwrap();
+        set_mtime(&world).unwrap();
     });
-    let v = verify_object(&bundle, None, None);
     assert!(corrupt(&v), "{v:?}");
     let shown: Vec<String> = v
         .differences
