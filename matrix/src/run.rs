@@ -49,9 +49,19 @@ pub fn create_report_dir(report_dir: Option<&Path>, state_dir: &Path) -> Result<
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|source| Error::Report {
         action: "create report directory",
-        path: logs,
+        path: logs.clone(),
         source,
     })?;
+    // Logs are copied into it: a `logs` that is a symlink (among unpacked
+    // CI artifacts, say) would send them elsewhere.
+    if std::fs::symlink_metadata(&logs).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(fruix_core::Error::UnsafePath {
+            path: logs,
+            message: "is a symlink; fruix writes a report's logs only into a directory of its own"
+                .into(),
+        }
+        .into());
+    }
     Ok(dir)
 }
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fruix_core::escape;
-use fruix_core::fsutil::{read_metadata_file, write_atomic};
+use fruix_core::fsutil::{read_metadata_file, write_atomic, write_atomic_with};
 use fruix_core::promotion::check_name;
 use tokio_util::sync::CancellationToken;
 
@@ -358,9 +358,11 @@ fn copy_log(report: &Path, id: &str, logs: &Path, max: u64) -> Option<PathBuf> {
     if !metadata.is_file() {
         return None;
     }
-    let mut out = std::fs::File::create(&target).ok()?;
     let left_out = metadata.len().saturating_sub(max);
-    let copied = (|| {
+    // Written beside and renamed over: a `logs/ID.log` already there (a
+    // symlink among unpacked artifacts, say) is replaced, never written
+    // through; a failed copy leaves nothing.
+    write_atomic_with(&target, |out| {
         if left_out > 0 {
             file.seek(SeekFrom::Start(left_out))?;
             writeln!(
@@ -368,12 +370,9 @@ fn copy_log(report: &Path, id: &str, logs: &Path, max: u64) -> Option<PathBuf> {
                 "[fruix matrix collect: the first {left_out} bytes of this log are left out]"
             )?;
         }
-        std::io::copy(&mut file.take(max), &mut out)
-    })();
-    if copied.is_err() {
-        let _ = std::fs::remove_file(&target);
-        return None;
-    }
+        std::io::copy(&mut (&mut file).take(max), out).map(drop)
+    })
+    .ok()?;
     Some(target)
 }
 
@@ -450,6 +449,30 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", from.join("logs/c1.log")).unwrap();
         assert_eq!(copy_log(&report, "c1", &to, 16), None);
         assert!(!cut.exists());
+
+        // A symlink where the copy goes is replaced, not written through.
+        std::fs::remove_file(from.join("logs/c1.log")).unwrap();
+        std::fs::write(from.join("logs/c1.log"), &log).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, &cut).unwrap();
+        assert_eq!(copy_log(&report, "c1", &to, 1 << 20), Some(cut.clone()));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(std::fs::read_to_string(&cut).unwrap(), log);
+    }
+
+    #[test]
+    fn a_report_directory_whose_logs_is_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (report, elsewhere) = (dir.path().join("report"), dir.path().join("elsewhere"));
+        std::fs::create_dir_all(&report).unwrap();
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, report.join("logs")).unwrap();
+        let e = crate::run::create_report_dir(Some(&report), dir.path()).unwrap_err();
+        assert!(
+            matches!(&e, Error::Core(fruix_core::Error::UnsafePath { .. })),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! on request, diffoscope's comparison of the first differing files.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use fruix_promote::check::read_store_manifest;
@@ -228,7 +229,14 @@ fn run_diffoscope(first: &Path, second: &Path, output: &Path) -> String {
     if let Some(dir) = output.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let file = match std::fs::File::create(output) {
+    // Never through a symlink already at that name.
+    let file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(output)
+    {
         Ok(f) => f,
         Err(e) => return format!("cannot write {}: {e}", output.display()),
     };

@@ -70,11 +70,13 @@ impl Report {
         let json = dir.join("report.json");
         let xml = dir.join("junit.xml");
         let json_text = serde_json::to_string_pretty(self).expect("reports serialize") + "\n";
-        std::fs::write(&json, json_text).map_err(|e| write_error(&json, e))?;
+        // Written beside and renamed over, so that an entry already there
+        // (a symlink among unpacked CI artifacts) is replaced, not followed.
+        fruix_core::fsutil::write_atomic(&json, json_text.as_bytes())?;
         let xml_text = junit::junit(self, &hostname)
             .to_string()
             .map_err(|e| write_error(&xml, std::io::Error::other(e)))?;
-        std::fs::write(&xml, xml_text).map_err(|e| write_error(&xml, e))?;
+        fruix_core::fsutil::write_atomic(&xml, xml_text.as_bytes())?;
         Ok((json, xml))
     }
 }
