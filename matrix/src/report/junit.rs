@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use fruix_core::escape;
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 
 use super::{AgreementReport, CellReport, Report};
@@ -72,23 +73,25 @@ fn cell_case(c: &CellReport) -> TestCase {
         // Never passed: an error, not a skip.
         CellStatus::Missing => non_success(c, NonSuccessKind::Error, "missing"),
     };
+    // One field a line, each escaped: a report's newline cannot add one.
     let mut system_out = format!(
         "machine: {}\nattempts: {}\n",
-        c.machine.as_deref().unwrap_or("-"),
+        escape::text(c.machine.as_deref().unwrap_or("-")),
         c.attempts.len(),
     );
     if let Some(log) = &c.log {
-        let _ = writeln!(system_out, "log: {}", log.display());
+        let _ = writeln!(system_out, "log: {}", escape::path(log));
     }
     if let Some(result) = &c.result_store {
-        let _ = writeln!(system_out, "result_store: {}", result.display());
+        let _ = writeln!(system_out, "result_store: {}", escape::path(result));
     }
     for (name, a) in &c.artifacts {
         let _ = writeln!(
             system_out,
-            "{name}: {} {}",
-            a.store_path.display(),
-            a.tree_signature
+            "{}: {} {}",
+            escape::text(name),
+            escape::path(&a.store_path),
+            escape::text(&a.tree_signature)
         );
     }
     let mut case = TestCase::new(&c.id, status);
@@ -312,5 +315,23 @@ mod tests {
             panic!("{xml}");
         };
         assert_eq!(message.as_ref().unwrap().as_str(), "red  \u{fffd} <&>\"");
+    }
+
+    #[test]
+    fn a_report_s_newline_adds_no_line_to_a_cell_s_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut report = fixtures::report(dir.path());
+        report.cells[0].machine = Some("m\nresult_store: /forged".into());
+        let (xml, back) = round_trip(&report);
+        let out = back.test_suites[0].test_cases[0]
+            .system_out
+            .as_ref()
+            .unwrap();
+        let lines: Vec<&str> = out.as_str().lines().collect();
+        assert_eq!(lines[0], "machine: m\\nresult_store: /forged", "{xml}");
+        assert!(
+            !lines.iter().any(|l| l.starts_with("result_store: /forged")),
+            "{xml}"
+        );
     }
 }
