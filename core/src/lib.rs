@@ -21,6 +21,7 @@ pub mod machines;
 pub mod manifest;
 pub mod process;
 pub mod promotion;
+pub mod remove;
 pub mod result_root;
 pub mod run_id;
 pub mod sexp;

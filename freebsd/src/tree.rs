@@ -21,10 +21,9 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, Permissions};
+use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fruix_core::error::IoContext;
@@ -286,56 +285,18 @@ fn unsupported(path: &Path, file_type: FileType) -> Error {
 
 /// Removes `dir` and everything in it; a missing `dir` is fine. When a plain
 /// removal fails, makes every directory writable (and, on FreeBSD, clears
-/// file flags such as `schg`) and tries again.
+/// file flags such as `schg`) through descriptors, never following a
+/// symlink (see [`fruix_core::remove`]), and tries again.
 pub fn remove_tree(dir: &Path) -> Result<()> {
-    match fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            make_removable(dir);
-            match fs::remove_dir_all(dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::io("remove work directory", dir, e))
-                }
-                _ => Ok(()),
-            }
-        }
-        _ => Ok(()),
-    }
+    fruix_core::remove::remove_tree(dir).with_path("remove work directory", dir)
 }
-
-/// Best effort: lets the owner remove everything below `path`.
-fn make_removable(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    clear_flags(path);
-    if meta.is_dir() {
-        let _ = fs::set_permissions(path, Permissions::from_mode((meta.mode() & 0o7777) | 0o700));
-        if let Ok(names) = entries(path) {
-            for name in names {
-                make_removable(&path.join(name));
-            }
-        }
-    }
-}
-
-/// Clears BSD file flags (`schg`, `uunlnk`, ...) that forbid removal.
-#[cfg(target_os = "freebsd")]
-fn clear_flags(path: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
-        // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
-        unsafe { libc::lchflags(c.as_ptr(), 0) };
-    }
-}
-
-/// Other systems have no file flags that outlive the permission bits.
-#[cfg(not(target_os = "freebsd"))]
-fn clear_flags(_path: &Path) {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use fruix_core::manifest::tree_signature;
+    use std::fs::Permissions;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     /// A tree with the awkward cases: setuid file, read-only directory,
     /// hard links, absolute, relative and dangling symlinks.

@@ -27,7 +27,6 @@ pub mod pipeline;
 pub mod pool;
 pub mod query;
 pub(crate) mod register;
-mod remove;
 pub mod roots;
 pub mod serve;
 pub mod sign;

@@ -512,7 +512,12 @@ pub fn sync_filesystem(root: &Path) -> Result<()> {
     Ok(())
 }
 
-pub use crate::remove::remove_tree;
+/// Removes `path` and everything below it, best effort (see
+/// [`fruix_core::remove`]): what cannot be removed is found again by the
+/// next `store gc`.
+pub fn remove_tree(path: &Path) {
+    let _ = fruix_core::remove::remove_tree(path);
+}
 
 /// Names at the top of an artifact object that are metadata, not artifact content.
 pub const OBJECT_METADATA_FILE: &str = ".fruix-native-build-object.scm";

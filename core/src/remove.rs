@@ -1,11 +1,13 @@
-//! Removing trees (store objects, temporaries, result roots) whose
-//! directories may be read-only, without ever following a symlink.
+//! Removing trees (store objects, temporaries, result roots, a build's work
+//! directory) whose directories may be read-only, or on FreeBSD carry flags
+//! such as `schg`, without ever following a symlink.
 //!
-//! A tree's directories are made writable through descriptors, each opened
-//! relative to its parent with `O_NOFOLLOW`, so a symlink planted anywhere
-//! in it (its top included: a symlink named like an object in the store)
-//! never lets a mode change reach outside it. The tree is then removed with
-//! [`std::fs::remove_dir_all`], which removes symlinks themselves.
+//! A tree is first removed with [`std::fs::remove_dir_all`], which removes
+//! symlinks themselves. Where that fails, its directories are made writable
+//! (and its entries' file flags cleared) through descriptors, each opened
+//! relative to its parent with `O_NOFOLLOW`, so a symlink planted anywhere in
+//! it (its top included: a symlink named like an object in the store) never
+//! lets a mode or flag change reach outside it; then it is removed again.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -19,25 +21,36 @@ use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 const MAX_DEPTH: usize = 4096;
 
 /// Removes `path` and everything below it, even when its directories are
-/// read-only. Best effort. A symlink (or any other non-directory) at `path`
-/// is unlinked itself; nothing is ever followed.
-pub fn remove_tree(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
+/// read-only. A symlink (or any other non-directory) at `path` is unlinked
+/// itself; nothing is ever followed. A `path` that does not exist is fine.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
     };
     if !meta.is_dir() {
-        let _ = fs::remove_file(path);
-        return;
+        return not_found_is_fine(fs::remove_file(path));
+    }
+    if fs::remove_dir_all(path).is_ok() {
+        return Ok(());
     }
     if let Some(dir) = open_dir_at(rfs::CWD, path.as_os_str()) {
         make_writable(&dir, 0);
     }
-    let _ = fs::remove_dir_all(path);
+    not_found_is_fine(fs::remove_dir_all(path))
+}
+
+fn not_found_is_fine(result: std::io::Result<()>) -> std::io::Result<()> {
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// Makes the open directory `dir` (at `depth`) and every directory below
 /// it writable and searchable by its owner.
 fn make_writable(dir: &OwnedFd, depth: usize) {
+    clear_flags(dir.as_fd(), None);
     let _ = rfs::fchmod(dir, Mode::from_raw_mode(0o700));
     if depth >= MAX_DEPTH {
         return;
@@ -45,12 +58,17 @@ fn make_writable(dir: &OwnedFd, depth: usize) {
     let Ok(entries) = rfs::Dir::read_from(dir) else {
         return;
     };
-    let subdirs: Vec<std::ffi::CString> = entries
-        .flatten()
-        .filter(|e| matches!(e.file_type(), FileType::Directory | FileType::Unknown))
-        .map(|e| e.file_name().to_owned())
-        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-        .collect();
+    let mut subdirs: Vec<std::ffi::CString> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        match entry.file_type() {
+            FileType::Directory | FileType::Unknown => subdirs.push(name.to_owned()),
+            _ => clear_flags(dir.as_fd(), Some(name)),
+        }
+    }
     for name in subdirs {
         use std::os::unix::ffi::OsStrExt;
         if let Some(sub) = open_dir_at(dir.as_fd(), OsStr::from_bytes(name.as_bytes())) {
@@ -102,6 +120,27 @@ fn make_accessible(parent: BorrowedFd<'_>, name: &OsStr) -> Option<()> {
     .ok()
 }
 
+/// Clears the BSD file flags (`schg`, `uunlnk`, ...) that forbid removal,
+/// of `dir` itself or of its entry `name`, never following a symlink.
+#[cfg(target_os = "freebsd")]
+fn clear_flags(dir: BorrowedFd<'_>, name: Option<&std::ffi::CStr>) {
+    use std::os::fd::AsRawFd;
+    match name {
+        // SAFETY: `dir` is an open descriptor for the call's duration.
+        None => unsafe {
+            libc::fchflags(dir.as_raw_fd(), 0);
+        },
+        // SAFETY: `dir` is open and `name` NUL-terminated for the call.
+        Some(name) => unsafe {
+            libc::chflagsat(dir.as_raw_fd(), name.as_ptr(), 0, libc::AT_SYMLINK_NOFOLLOW);
+        },
+    }
+}
+
+/// Other systems have no file flags that outlive the permission bits.
+#[cfg(not(target_os = "freebsd"))]
+fn clear_flags(_dir: BorrowedFd<'_>, _name: Option<&std::ffi::CStr>) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,12 +164,12 @@ mod tests {
         for d in ["a/b", "a", ""] {
             fs::set_permissions(tree.join(d), fs::Permissions::from_mode(0o555)).unwrap();
         }
-        remove_tree(&tree);
+        remove_tree(&tree).unwrap();
         assert!(tree.symlink_metadata().is_err());
         // A symlink at the top is unlinked itself.
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
-        remove_tree(&link);
+        remove_tree(&link).unwrap();
         assert!(link.symlink_metadata().is_err());
         assert_eq!(mode(&outside), 0o755);
         assert!(outside.join("sub").is_dir());
