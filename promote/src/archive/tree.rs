@@ -159,12 +159,7 @@ pub(super) fn check_entry(
             Err("its tree does not start with its root directory".into())
         };
     };
-    if path_order(previous, &entry.path) != std::cmp::Ordering::Less {
-        return Err(format!(
-            "{} is out of order or repeated",
-            fruix_core::escape::text(&entry.manifest_path())
-        ));
-    }
+    // The path's own faults first: a `..` is not merely out of order.
     for component in entry.path.split(|b| *b == b'/') {
         if component.is_empty()
             || component == b"."
@@ -177,6 +172,12 @@ pub(super) fn check_entry(
                 fruix_core::escape::text(&entry.manifest_path())
             ));
         }
+    }
+    if path_order(previous, &entry.path) != std::cmp::Ordering::Less {
+        return Err(format!(
+            "{} is out of order or repeated",
+            fruix_core::escape::text(&entry.manifest_path())
+        ));
     }
     if [metadata_file, REFERENCES_FILE, MANIFEST_FILE]
         .iter()
@@ -191,4 +192,32 @@ pub(super) fn check_entry(
         return Err("a path is longer than 4095 bytes".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fruix_core::manifest::EntryKind;
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            mode: 0o755,
+            kind: EntryKind::Directory,
+        }
+    }
+
+    #[test]
+    fn a_path_s_own_fault_is_named_before_its_order() {
+        let refused = |path: &str| check_entry(&dir(path), Some(b"zzz"), "m").unwrap_err();
+        for path in ["usr/../../paths.h", "./x", "a//b", ".."] {
+            assert!(
+                refused(path).ends_with("is not a plain relative path"),
+                "{path}: {}",
+                refused(path)
+            );
+        }
+        assert!(refused("bin").ends_with("is out of order or repeated"));
+        assert!(check_entry(&dir("zzz/bin"), Some(b"zzz"), "m").is_ok());
+    }
 }
