@@ -171,9 +171,15 @@ pub fn resolve_beneath(root: &Path, relative: &str) -> Result<PathBuf> {
 /// An absent file is [`Error::NotFound`]; every refusal is
 /// [`Error::MetadataFile`] naming the path and the [`MetadataFileProblem`].
 pub fn read_metadata_file(path: &Path) -> Result<String> {
+    read_file_of_kind(path, "metadata file")
+}
+
+/// [`read_metadata_file`] for a file the user names as a `kind` (`matrix
+/// file`, say): an absent one is named so.
+pub fn read_file_of_kind(path: &Path, kind: &str) -> Result<String> {
     read_optional_metadata_file(path)?.ok_or_else(|| Error::NotFound {
         path: path.to_path_buf(),
-        hint: "give the path of an existing metadata file".into(),
+        hint: format!("give the path of an existing {kind}"),
     })
 }
 

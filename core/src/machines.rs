@@ -100,7 +100,7 @@ impl Machines {
     /// is always seen.)
     pub fn read(path: &Path) -> Result<Machines> {
         static PARSED: Mutex<Vec<(PathBuf, String, Arc<Machines>)>> = Mutex::new(Vec::new());
-        let text = crate::fsutil::read_metadata_file(path)?;
+        let text = crate::fsutil::read_file_of_kind(path, "machines file (fruix-machines ...)")?;
         let parsed = |kept: &[(PathBuf, String, Arc<Machines>)]| {
             kept.iter()
                 .find(|(p, t, _)| p == path && *t == text)

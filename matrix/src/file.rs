@@ -144,7 +144,7 @@ impl RunnerTags {
 impl MatrixFile {
     /// Reads and checks the matrix file at `path`.
     pub fn read(path: &Path) -> crate::Result<MatrixFile> {
-        let text = fruix_core::fsutil::read_metadata_file(path)?;
+        let text = fruix_core::fsutil::read_file_of_kind(path, "matrix file (fruix-matrix ...)")?;
         Self::parse(path, &text)
     }
 

@@ -70,6 +70,16 @@ const CASES: &[Case] = &[
         "build --executor local --source DIR/no-source --store DIR/store --state-dir DIR/state",
     ),
     Case::new(
+        "a missing matrix file",
+        "matrix.scm: not found; give the path of an existing matrix file",
+        "matrix plan DIR/matrix.scm",
+    ),
+    Case::new(
+        "a missing machines file",
+        "machines.scm: not found; give the path of an existing machines file",
+        "build --executor guest-self-hosted --machines DIR/machines.scm --machine m --source SRC --store DIR/store --state-dir DIR/state",
+    ),
+    Case::new(
         "a kernel configuration that is a path",
         "kernconf \"../../etc\" is not a kernel configuration name",
         "build --executor local --source SRC --kernconf ../../etc --store DIR/store --state-dir DIR/state",
