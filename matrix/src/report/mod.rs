@@ -72,11 +72,11 @@ impl Report {
         let json_text = serde_json::to_string_pretty(self).expect("reports serialize") + "\n";
         // Written beside and renamed over, so that an entry already there
         // (a symlink among unpacked CI artifacts) is replaced, not followed.
-        fruix_core::fsutil::write_atomic(&json, json_text.as_bytes())?;
+        write_file(&json, json_text.as_bytes())?;
         let xml_text = junit::junit(self, &hostname)
             .to_string()
             .map_err(|e| write_error(&xml, std::io::Error::other(e)))?;
-        fruix_core::fsutil::write_atomic(&xml, xml_text.as_bytes())?;
+        write_file(&xml, xml_text.as_bytes())?;
         Ok((json, xml))
     }
 }
@@ -182,6 +182,16 @@ pub struct DiffoscopeReport {
     pub output: Option<PathBuf>,
     /// What happened (`differences found`, `not installed`, ...).
     pub status: String,
+}
+
+/// Writes report file `path` atomically (see
+/// [`write_atomic`](fruix_core::fsutil::write_atomic)); a failure is
+/// [`Error::Report`] naming it.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    fruix_core::fsutil::write_atomic(path, bytes).map_err(|e| match e {
+        fruix_core::Error::Io { source, .. } => write_error(path, source),
+        e => e.into(),
+    })
 }
 
 fn write_error(path: &Path, source: std::io::Error) -> Error {
