@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use fruix_core::manifest::stat;
 use fruix_core::{Error, Result};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
@@ -139,7 +140,7 @@ impl OpenDir {
             Errno::NOTDIR => {
                 let symlink = self
                     .lstat(name)
-                    .is_ok_and(|st| st.is_some_and(|st| file_type(&st) == FileType::Symlink));
+                    .is_ok_and(|st| st.is_some_and(|st| stat::file_type(&st) == FileType::Symlink));
                 self.unsafe_path(path.clone(), symlink)
             }
             e => Error::io("open", &path, e.into()),
@@ -199,11 +200,6 @@ pub(crate) fn dir_entries(fd: BorrowedFd<'_>, path: &Path) -> Result<Vec<OsStrin
     }
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     Ok(names)
-}
-
-/// The type in `st`.
-pub(crate) fn file_type(st: &Stat) -> FileType {
-    fruix_core::manifest::stat::file_type(st)
 }
 
 /// A missing installed entry.

@@ -32,7 +32,7 @@ use fruix_core::{Error, Result};
 use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Stat, Uid};
 use rustix::io::Errno;
 
-use crate::dir::{dir_entries, dir_flags, file_type, is_symlink_refusal, not_installed};
+use crate::dir::{dir_entries, dir_flags, is_symlink_refusal, not_installed};
 use crate::dir::{OpenDir, Tree};
 
 /// The hint of a missing installed entry: the build did not install it.
@@ -156,7 +156,7 @@ impl Copier<'_> {
     fn copy(&mut self, src: At<'_>, dst: At<'_>, depth: usize) -> Result<()> {
         let inspect = |e: Errno| Error::io("inspect", src.path, e.into());
         let listed = rfs::statat(src.dir, src.name, AtFlags::SYMLINK_NOFOLLOW).map_err(inspect)?;
-        match file_type(&listed) {
+        match stat::file_type(&listed) {
             FileType::Symlink => return self.copy_symlink(src, dst, &listed),
             FileType::Directory | FileType::RegularFile => {}
             other => return Err(unsupported(src.path, other)),
@@ -171,7 +171,7 @@ impl Copier<'_> {
             }
         })?;
         let st = rfs::fstat(&fd).map_err(inspect)?;
-        match file_type(&st) {
+        match stat::file_type(&st) {
             FileType::Directory => self.copy_dir(&fd, &st, src, dst, depth),
             FileType::RegularFile => self.copy_file(fd, &st, src, dst),
             other => Err(unsupported(src.path, other)),
