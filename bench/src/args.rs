@@ -8,7 +8,11 @@ use std::str::FromStr;
 /// A benchmark's scratch directory, `--dir DIR`: emptied first, removed at
 /// the end unless `--keep`.
 pub struct Scratch {
+    /// `--dir DIR`, else the [`default_dir`] of the benchmark's name; the
+    /// benchmarks empty it with [`fresh`] before use.
     pub dir: PathBuf,
+    /// `--keep` was given: [`Scratch::finish`] leaves the directory for
+    /// inspection.
     pub keep: bool,
 }
 
@@ -23,6 +27,8 @@ impl Scratch {
 
 /// What a numeric flag sets: any number [`number`] parses.
 pub trait Number {
+    /// Parses `value`, the value given to `flag`, into `self`; the error
+    /// names `flag` and says what is wrong with `value`.
     fn set(&mut self, flag: &str, value: &str) -> Result<(), String>;
 }
 

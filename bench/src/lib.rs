@@ -3,6 +3,8 @@
 //! ([`tree`]), a loopback `sshd` ([`sshd`]), and the `fruix` built beside
 //! them.
 
+#![warn(missing_docs)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

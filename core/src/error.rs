@@ -35,7 +35,12 @@ pub enum Failure {
 /// Printers show the tail (escaped) after the error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogRef {
+    /// The full log file, on the machine that runs fruix; `None` when the
+    /// output only arrived as lines (a guest's failure report).
     pub path: Option<PathBuf>,
+    /// The last lines, oldest first, without line endings (at most
+    /// [`TAIL_LINES`](crate::process::TAIL_LINES) from a step run by
+    /// [`crate::process`]). Untrusted text: print it through [`crate::escape`].
     pub tail: Vec<String>,
 }
 
@@ -79,11 +84,23 @@ pub enum MetadataFileProblem {
     /// The file is a symlink (never followed).
     Symlink,
     /// The file is a directory, FIFO, device or socket (`kind` says which).
-    NotRegular { kind: &'static str },
+    NotRegular {
+        /// What the file is instead, without an article, read after "is a":
+        /// `directory`, `FIFO`, `character device`, `block device`,
+        /// `socket`, `file of unknown type`.
+        kind: &'static str,
+    },
     /// The file holds more than `limit` bytes.
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The cap in bytes
+        /// ([`MAX_METADATA_BYTES`](crate::fsutil::MAX_METADATA_BYTES)).
+        limit: usize,
+    },
     /// The byte at `offset` is not part of valid UTF-8.
-    NotUtf8 { offset: usize },
+    NotUtf8 {
+        /// Byte offset of the first invalid byte from the start of the file.
+        offset: usize,
+    },
 }
 
 impl std::fmt::Display for MetadataFileProblem {
@@ -117,59 +134,109 @@ pub enum Error {
     /// An S-expression file could not be read as an S-expression.
     #[error("{}:{line}:{column}: syntax error: {message}", escape::path(path))]
     Syntax {
+        /// The file the text came from, for the message.
         path: PathBuf,
+        /// 1-based line of the error; 0 when the parser gave no position.
         line: usize,
+        /// Column on `line`: a 0-based byte offset for a refusal of the
+        /// limits scan (`sexp::scan`), lexpr's 1-based count for its own
+        /// syntax errors; 0 when the parser gave no position.
         column: usize,
+        /// What is wrong, without the position.
         message: String,
     },
     /// A metadata field is missing, mistyped or has a value that is not allowed.
     #[error("{}: field `{}`{}: {message}", escape::path(path), escape::text(field), line.map(|l| format!(" (line {l})")).unwrap_or_default())]
     InvalidMetadata {
+        /// The file the value was read from: a metadata file, or another
+        /// input such as `sys/conf/newvers.sh` or a key file.
         path: PathBuf,
+        /// The field. Records read through [`crate::sexp`] name it dotted
+        /// from the top record, repeated records indexed from 0: `run-id`,
+        /// `build-policy.jobs`, `machine[0].port`. Other readers use their
+        /// own names (`artifacts.world.tree-signature`, `BRANCH`).
         field: String,
+        /// 1-based line of the field, or of its record when the field is
+        /// missing; `None` when no line applies (an empty file, a check made
+        /// after parsing).
         line: Option<usize>,
+        /// What is wrong with the value and what to give instead.
         message: String,
     },
     /// A metadata file declares a format version this fruix does not read.
     #[error("{}: unsupported format-version {version}; this fruix reads format-version {supported} (upgrade fruix, or regenerate the file)", escape::path(path))]
     UnsupportedFormatVersion {
+        /// The metadata file.
         path: PathBuf,
+        /// The `format-version` the file declares.
         version: i64,
+        /// The only `format-version` this fruix reads for that kind of file.
         supported: i64,
     },
     /// A tree contains something that cannot be part of a store object.
     #[error("{}: {kind} cannot be part of a store object (only directories, regular files and symlinks can); remove it from the tree", escape::path(path))]
-    UnsupportedFileType { path: PathBuf, kind: &'static str },
+    UnsupportedFileType {
+        /// Full path of the offending entry.
+        path: PathBuf,
+        /// What it is, with its article: `a FIFO`, `a socket`,
+        /// `a block device`, `a character device`, `an unknown file type`.
+        kind: &'static str,
+    },
     /// A metadata file is not a regular file of UTF-8 text within
     /// [`MAX_METADATA_BYTES`](crate::fsutil::MAX_METADATA_BYTES); nothing of
     /// it was shown, and nothing behind a symlink or a device was read.
     #[error("{}: {problem}", escape::path(path))]
     MetadataFile {
+        /// The metadata file refused.
         path: PathBuf,
+        /// Why it was refused.
         problem: MetadataFileProblem,
     },
     /// A path inside a tree or root escapes it (absolute, `..`, or through a symlink).
     #[error("{}: {message}", escape::path(path))]
-    UnsafePath { path: PathBuf, message: String },
+    UnsafePath {
+        /// The path refused: the full path of an entry reached on disk, or
+        /// the path as declared (an archive member, a metadata value).
+        path: PathBuf,
+        /// How it escapes, and what fruix does instead; follows the path in
+        /// the message.
+        message: String,
+    },
     /// A tree's signature does not match the one declared for it.
     #[error("{}: tree signature mismatch: declared {expected}, computed {actual}; the tree changed after it was signed (or in transit): rebuild it", escape::path(path))]
     SignatureMismatch {
+        /// The tree whose signature was checked.
         path: PathBuf,
+        /// The declared signature, `sha256:<64 hex digits>` (see
+        /// [`TreeSignature`](crate::manifest::TreeSignature)).
         expected: String,
+        /// The signature computed from the tree as it is now, same form.
         actual: String,
     },
     /// A result root failed validation; every problem found is listed.
     #[error("{}: not a valid result root:\n{}", escape::path(root), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     InvalidResultRoot {
+        /// The result root directory.
         root: PathBuf,
+        /// Every problem found, in the order checked; never empty.
         problems: Vec<Problem>,
     },
     /// A file or directory already exists where fruix would create one.
     #[error("{}: already exists; {hint}", escape::path(path))]
-    AlreadyExists { path: PathBuf, hint: String },
+    AlreadyExists {
+        /// What exists.
+        path: PathBuf,
+        /// What to do about it, printed after `already exists; `.
+        hint: String,
+    },
     /// A file or directory that must exist does not.
     #[error("{}: not found; {hint}", escape::path(path))]
-    NotFound { path: PathBuf, hint: String },
+    NotFound {
+        /// What is missing.
+        path: PathBuf,
+        /// Why it should exist or what to do, printed after `not found; `.
+        hint: String,
+    },
     /// An I/O operation on a named path failed.
     #[error(
         "failed to {action} {}: {source}{}",
@@ -177,15 +244,22 @@ pub enum Error {
         io_hint(source)
     )]
     Io {
+        /// What fruix was doing, as a verb phrase read after "failed to"
+        /// and before the path: `read`, `create log directory`, `set mode of`.
         action: &'static str,
+        /// The path the operation was on.
         path: PathBuf,
+        /// The operating system's error; its errno selects the hint printed
+        /// after it (disk full, permission denied, read-only filesystem).
         #[source]
         source: io::Error,
     },
     /// No executor is registered under this name.
     #[error("unknown executor `{}`; {}available executors: {}", escape::text(name), suggestion.as_ref().map(|s| format!("did you mean `{s}`? ")).unwrap_or_default(), available.join(", "))]
     UnknownExecutor {
+        /// The name asked for, as given (untrusted; the message escapes it).
         name: String,
+        /// Every registered name, sorted.
         available: Vec<String>,
         /// The available name `name` is probably a misspelling of.
         suggestion: Option<String>,
@@ -198,8 +272,12 @@ pub enum Error {
         escape::text(second)
     )]
     DuplicateExecutor {
+        /// The name both claim.
         name: String,
+        /// The registration already present, as `ORIGIN (KIND)`: the crate
+        /// name of a compiled-in executor, `FILE:LINE` of an external one.
         first: String,
+        /// The registration refused, in the same form.
         second: String,
     },
     /// An executor's configuration was rejected.
@@ -207,22 +285,39 @@ pub enum Error {
         "executor `{}`: invalid configuration: {message}",
         escape::text(executor)
     )]
-    InvalidConfig { executor: String, message: String },
+    InvalidConfig {
+        /// The executor's registered name.
+        executor: String,
+        /// What is wrong: serde's message for an unknown key or a mistyped
+        /// value, or the executor's own check.
+        message: String,
+    },
     /// The build request is not acceptable.
     #[error("invalid build request: {message}")]
-    InvalidRequest { message: String },
+    InvalidRequest {
+        /// What in the request is wrong and what to give instead.
+        message: String,
+    },
     /// A build step failed; `log` has its last lines (and its log file).
     #[error("build step `{}` failed{}{}", escape::text(step), status.as_ref().map(|s| format!(" ({})", escape::text(s))).unwrap_or_default(), log.file_note())]
     Build {
+        /// The step (stage) that failed: `buildworld`, `installkernel`, or
+        /// the name a guest or external executor reported.
         step: String,
+        /// How it ended, for the message: `exit status 2`, `killed by signal
+        /// 9`, `in the guest: exit status 2`; `None` when unknown.
         status: Option<String>,
+        /// Its last output lines, and its log file when there is one.
         log: LogRef,
     },
     /// The machinery around the build failed; retrying may help. `log`
     /// has the last lines of the command that failed, when one did.
     #[error("system failure: {message}{}", log.as_ref().map(LogRef::file_note).unwrap_or_default())]
     System {
+        /// What failed and, where known, what to do; printed after
+        /// `system failure: `.
         message: String,
+        /// The failed command's output, when a command failed.
         log: Option<LogRef>,
     },
     /// The work was cancelled (Ctrl-C, SIGTERM, or a caller's token).
@@ -232,22 +327,41 @@ pub enum Error {
     /// configuration key that sets the cap, `limit` its value.
     #[error("{input}: {detail}, over the cap {key} = {limit}; it is refused (if this is expected, raise the executor configuration key `{key}`)")]
     LimitExceeded {
+        /// What was refused, as a noun phrase (`the guest's archive of its
+        /// result root`).
         input: String,
+        /// What was measured that went over (`a component of 256 bytes`).
         detail: String,
+        /// The executor configuration key that sets the cap
+        /// (`import_max_name_bytes`).
         key: &'static str,
+        /// The cap in force, in the key's unit (bytes, entries, ...).
         limit: u64,
     },
     /// A connection to a machine could not be kept (or made): a retry on a
     /// new connection may succeed.
     #[error("system failure: connection lost to {} ({}); check that the machine is up and sshd is running, then retry", escape::text(target), escape::text(detail))]
-    ConnectionLost { target: String, detail: String },
+    ConnectionLost {
+        /// Where the connection went, as
+        /// [`SshTarget`](crate::ssh_target::SshTarget) displays it:
+        /// `user@host:port`.
+        target: String,
+        /// What failed (the SSH library's or the peer's words).
+        detail: String,
+    },
     /// Something did not finish or answer within its time limit. `detail`
     /// says what was done about it and what to do.
     #[error("system failure: {what} timed out after {}s{detail}{}", limit.as_secs_f64(), log.as_ref().map(LogRef::file_note).unwrap_or_default())]
     Timeout {
+        /// What timed out, as a noun phrase: `step buildworld`, `connecting
+        /// to root@host:22`.
         what: String,
+        /// The time limit that passed.
         limit: std::time::Duration,
+        /// Appended verbatim after the duration, so it starts with its own
+        /// separator (`; it was stopped`) or is empty.
         detail: String,
+        /// The output of the command that timed out, when one did.
         log: Option<LogRef>,
     },
     /// The machine to build on could not be brought up (a virtual machine
@@ -258,9 +372,15 @@ pub enum Error {
     /// A machines file has no machine of that name.
     #[error("{}: defines no machine named {}; it defines: {}{}", escape::path(path), escape::quoted(name), listed(known), suggestion.as_ref().map(|s| format!(" (did you mean {}?)", escape::text(s))).unwrap_or_default())]
     UnknownMachine {
+        /// The machines file.
         path: PathBuf,
+        /// The machine name asked for.
         name: String,
+        /// Every machine the file defines, in file order (the message shows
+        /// the first ten).
         known: Vec<String>,
+        /// The known name closest to `name`, when one is close enough to be a
+        /// likely misspelling.
         suggestion: Option<String>,
     },
 }

@@ -138,7 +138,7 @@ pub fn line(s: &str) -> String {
 
 /// `b` as text: its UTF-8 as it is, and each byte that is not UTF-8 as
 /// `\ooo`, as [`bytes`] shows it (`String::from_utf8_lossy` would lose it to
-/// U+FFFD). For output lines, which [`line`] then makes safe to show.
+/// U+FFFD). For output lines, which [`line()`] then makes safe to show.
 pub fn utf8_or_octal(b: &[u8]) -> std::borrow::Cow<'_, str> {
     if let Ok(text) = std::str::from_utf8(b) {
         return text.into();

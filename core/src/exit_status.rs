@@ -7,15 +7,25 @@ use crate::error::Failure;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExitStatus {
+    /// 0: the command did what it was asked.
     Success,
+    /// 1: a build step failed ([`Failure::Build`]); building again elsewhere
+    /// fails the same way.
     BuildFailure,
+    /// 2: bad arguments or input caught before any work (unknown executor,
+    /// invalid request or configuration, missing source).
     Usage,
+    /// 3: the machinery failed ([`Failure::System`]): unreachable machine,
+    /// lost connection, timeout, full disk; a retry may succeed.
     SystemFailure,
+    /// 4: input refused while validating or promoting: an invalid result
+    /// root, a signature mismatch, a cap exceeded, a corrupt store object.
     PromotionFailure,
     /// A matrix cell did not pass.
     MatrixFailure,
     /// Matrix cells that must agree gave different artifacts.
     Divergence,
+    /// 130 (as for `SIGINT`): the work was cancelled by Ctrl-C or `SIGTERM`.
     Cancelled,
 }
 

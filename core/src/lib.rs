@@ -10,6 +10,8 @@
 //! This crate has no CLI and no SSH: errors are typed ([`Error`]), and each
 //! names the file or field it is about.
 
+#![warn(missing_docs)]
+
 pub mod bounded;
 pub mod collect;
 pub mod error;

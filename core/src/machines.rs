@@ -55,6 +55,8 @@ pub const MACHINES_HEAD: &str = "fruix-machines";
 /// One build machine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
+    /// The name `--machine` and matrix files refer to; non-empty and unique
+    /// within the file.
     pub name: String,
     /// Where its sshd listens, and the user to log in as.
     pub target: SshTarget,
@@ -65,7 +67,11 @@ pub struct Machine {
     pub host_key: Option<String>,
     /// The `TARGET_ARCH`es it builds; empty means any.
     pub systems: Vec<String>,
+    /// How many builds the matrix scheduler runs on it at once (at least 1;
+    /// default 1).
     pub parallel_builds: u32,
+    /// Relative speed, finite and positive (default 1.0): among machines with
+    /// a free slot, the scheduler picks the fastest.
     pub speed: f64,
     /// Its fruix state directory.
     pub state_dir: Option<String>,
@@ -86,7 +92,9 @@ pub struct Machine {
 /// The contents of a machines file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machines {
+    /// The file they were read from, named in errors.
     pub path: PathBuf,
+    /// The machines in file order; names are unique.
     pub machines: Vec<Machine>,
 }
 

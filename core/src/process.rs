@@ -81,6 +81,9 @@ pub struct Step<'a> {
     pub stage: &'a str,
     /// The log file (created, or truncated).
     pub log: &'a Path,
+    /// Gets each output line as an
+    /// [`Event::Log`](crate::executor::Event::Log) of `stage`; reading the
+    /// pipes waits while it has no room ([`EventSink::room`]).
     pub events: &'a EventSink,
     /// Stops the step when cancelled.
     pub cancel: &'a CancellationToken,
@@ -107,6 +110,8 @@ pub enum Ending {
 /// What [`run_step`] reports: how the step ended and its last output lines.
 #[derive(Debug, Clone)]
 pub struct Finished {
+    /// How the step ended (exited, timed out, cancelled); the caller
+    /// decides what is a failure, as [`run_build_step`] does.
     pub ending: Ending,
     /// The last [`TAIL_LINES`] lines of output, both streams, in order.
     pub tail: Vec<String>,

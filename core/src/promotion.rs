@@ -48,17 +48,28 @@ pub fn base_probes(artifact: &str) -> Option<&'static [&'static str]> {
 /// The FreeBSD base being built.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FreebsdBase {
+    /// The system's name, `TYPE` of `sys/conf/newvers.sh`: `FreeBSD`.
     pub name: String,
+    /// `REVISION-BRANCH` of `newvers.sh` (`15.0-STABLE`, `14.2-RELEASE`),
+    /// or as given; requests and readers check it with [`check_name`].
     pub version: String,
+    /// The source branch, given or derived from the version
+    /// (`stable/15`, `releng/14.2`).
     pub branch: String,
+    /// `TARGET`, the machine (`amd64`, `arm64`).
     pub target: String,
+    /// `TARGET_ARCH`, the architecture built for (`amd64`, `aarch64`).
     pub target_arch: String,
 }
 
 /// The source tree the build used, as a store path (plus its commit when known).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceStore {
+    /// Absolute path of the source tree: a source object's store path, or
+    /// for a guest's own checkout the path on the machine that built.
     pub path: String,
+    /// The source's commit, verbatim (`--source-commit`, or what a source
+    /// object records); `None` when unknown.
     pub commit: Option<String>,
     /// The tree signature of a source that is no store object (a checkout
     /// in a guest, `--guest-source`), as the machine that built computed it.
@@ -69,9 +80,19 @@ pub struct SourceStore {
 /// How the build ran. `jobs` does not enter artifact identities.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuildPolicy {
+    /// Parallel make jobs (`make -jN`), at least 1; 0 only in a policy read
+    /// without jobs ([`read_policy_with`]), as in artifact identities.
     pub jobs: u32,
+    /// The kernel configuration, `KERNCONF` (`GENERIC`);
+    /// [`BuildRequest::check`](crate::executor::BuildRequest::check) refuses
+    /// an empty one or one with `/` or a space.
     pub kernconf: String,
+    /// Extra make arguments, passed verbatim after fruix's own
+    /// (`-DNO_ROOT`, `WITH_REPRODUCIBLE_BUILD=yes`); empty for none.
     pub make_flags: Vec<String>,
+    /// `SOURCE_DATE_EPOCH` in seconds since the Unix epoch, passed to make
+    /// and set in its environment; with `None` the make steps run with it
+    /// removed from their environment.
     pub source_date_epoch: Option<i64>,
 }
 
@@ -91,15 +112,34 @@ pub struct ArtifactEntry {
 /// The contents of `promotion.scm`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromotionMetadata {
+    /// The registered name of the executor that built; reading checks it
+    /// with [`check_name`].
     pub executor: String,
+    /// That executor's version, verbatim; left out of artifact identities.
     pub executor_version: String,
+    /// The request's run id (`20260405T213444Z`); reading checks it with
+    /// [`check_name`].
     pub run_id: String,
+    /// Host name of the machine, jail or guest that built; left out of
+    /// artifact identities.
     pub guest_host_name: String,
+    /// Store path of the builder's closure, when the executor records one;
+    /// the result bundle lists it among its references (if it is a store
+    /// path).
     pub closure_path: Option<String>,
+    /// Store path of the development profile the build used, when the
+    /// executor records one; the result bundle lists it among its
+    /// references (if it is a store path).
     pub development_profile_path: Option<String>,
+    /// The FreeBSD base built, as the request gave it.
     pub freebsd_base: FreebsdBase,
+    /// The source tree built, as the request gave it (plus the tree
+    /// signature of a guest's checkout).
     pub source_store: SourceStore,
+    /// The build policy, as the request gave it, `jobs` included.
     pub build_policy: BuildPolicy,
+    /// The artifacts of the root, in file order; reading requires at least
+    /// one and unique names.
     pub artifacts: Vec<ArtifactEntry>,
 }
 

@@ -6,8 +6,14 @@ use std::fmt;
 /// Where to connect: `user@host[:port]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshTarget {
+    /// The user to log in as. [`SshTarget::parse`] requires it non-empty,
+    /// without `@`, `:`, space or `/`.
     pub user: String,
+    /// Host name or address, an IPv6 address without its brackets.
+    /// [`SshTarget::parse`] requires it non-empty, without `@`, space or `/`.
     pub host: String,
+    /// TCP port; [`SshTarget::parse`] gives 22 when the text has none and
+    /// refuses 0.
     pub port: u16,
 }
 

@@ -34,10 +34,18 @@ use crate::sexp::Record;
 /// A virtual machine template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmSpec {
+    /// The driver and what it needs.
     pub driver: VmDriverSpec,
+    /// Guest memory in MiB (`memory`; positive, default 512).
     pub memory_mib: u32,
+    /// Virtual CPUs (`cpus`; positive, default 1).
     pub cpus: u32,
+    /// How long the guest gets from boot to answering on SSH
+    /// (`boot-timeout`, whole seconds; default 120 s).
     pub boot_timeout: Duration,
+    /// How long an ACPI power-down may take before the guest is stopped
+    /// hard (`shutdown-timeout`, whole seconds; default 30 s). A cancelled
+    /// run stops it hard at once.
     pub shutdown_timeout: Duration,
     /// The guest's pinned SSH host key, `ssh-ed25519 AAAA...`.
     pub host_key: String,
@@ -46,21 +54,40 @@ pub struct VmSpec {
 /// What each driver needs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VmDriverSpec {
+    /// QEMU on this machine, user-mode networking with the guest's SSH
+    /// port forwarded to 127.0.0.1. [`read_vm`] requires `image` or
+    /// `kernel`.
     Qemu {
+        /// Absolute path of a qcow2 base image; each guest runs on a
+        /// throw-away overlay of it.
         image: Option<String>,
+        /// Absolute path of a kernel to boot directly (`-kernel`).
         kernel: Option<String>,
+        /// Absolute path of an initial ramdisk (`-initrd`); only with `kernel`.
         initrd: Option<String>,
+        /// The kernel command line (`-append`), verbatim.
         append: Option<String>,
+        /// The accelerator to ask for.
         accel: Accel,
     },
+    /// bhyve on a FreeBSD host, booting a ZFS clone of an approved snapshot.
     Bhyve {
+        /// The ZFS dataset whose snapshot is cloned (`zroot/vm/freebsd-15`).
         dataset: String,
+        /// The snapshot's name, after the `@` (`approved`).
         snapshot: String,
+        /// The tap interface for the guest's network; `tap0` when `None`.
         tap: Option<String>,
+        /// The guest's address, where fruix connects to its SSH port (22).
         address: String,
     },
+    /// An XCP-ng pool: `xe` commands run over SSH on the pool master.
     XcpNg {
+        /// The pool master, `user@host[:port]`; checked as an
+        /// [`SshTarget`](crate::ssh_target::SshTarget) when the executor is
+        /// made, not when the file is read.
         master: String,
+        /// The template to clone for each guest, as `xe vm-clone vm=` takes it.
         template: String,
     },
 }
@@ -81,7 +108,9 @@ impl VmDriverSpec {
 pub enum Accel {
     /// KVM when it really works, else TCG.
     Auto,
+    /// KVM, unconditionally (QEMU fails if it does not work).
     Kvm,
+    /// TCG, QEMU's software emulation: slow, but works anywhere.
     Tcg,
 }
 

@@ -126,6 +126,9 @@ impl Driver {
 pub struct DriverExecutor {
     /// The executor name and version recorded in `promotion.scm`.
     pub name: &'static str,
+    /// The executor version returned by [`Executor::version`] and recorded
+    /// in `promotion.scm`: this crate's version, for `local` and for the
+    /// build inside a guest alike.
     pub version: &'static str,
     /// The make program.
     pub make: String,

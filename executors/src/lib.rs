@@ -35,6 +35,8 @@
 //! Errors are [`fruix_core::Error`]: the executor contract is expressed in the
 //! core's error type, so this crate adds none of its own.
 
+#![warn(missing_docs)]
+
 pub mod driver;
 pub mod external;
 pub mod guest;

@@ -24,6 +24,8 @@
 //!
 //! Errors are [`fruix_core::Error`], the executors' error type.
 
+#![warn(missing_docs)]
+
 pub mod artifact;
 pub mod checkout;
 pub mod dir;

@@ -18,7 +18,11 @@ use crate::probe::probe_in;
 /// Who built the artifacts, as recorded in `promotion.scm`.
 #[derive(Debug, Clone, Copy)]
 pub struct Builder<'a> {
+    /// The executor's name, written as `executor`. Validation of the result
+    /// root refuses a name that is not 1 to 64 characters from
+    /// `A-Z a-z 0-9 . _ + -` starting with neither `.` nor `-`.
     pub executor: &'a str,
+    /// The executor's version, written verbatim as `executor-version`.
     pub executor_version: &'a str,
     /// The host name of the machine (or jail, or guest) that built.
     pub host_name: &'a str,

@@ -39,10 +39,20 @@ pub const ARTIFACTS_DIR: &str = "artifacts";
 pub enum Pick {
     /// The entry `name`. When it is missing, the slice fails if `required`,
     /// and does nothing otherwise.
-    Entry { name: &'static str, required: bool },
+    Entry {
+        /// The entry's name in the source directory, which it keeps in the
+        /// destination.
+        name: &'static str,
+        /// Whether a missing entry fails the slice ([`Error::NotFound`]);
+        /// when false, a missing entry or source directory is skipped.
+        required: bool,
+    },
     /// Every entry whose name does not start with `prefix` (dot files
     /// included). The source directory must exist.
-    EntriesExcept { prefix: &'static str },
+    EntriesExcept {
+        /// The name prefix, compared bytewise, of the entries left behind.
+        prefix: &'static str,
+    },
 }
 
 impl Pick {
@@ -70,16 +80,21 @@ pub struct Slice {
     /// The source directory, relative to the work directory (empty: the
     /// work directory itself).
     pub from: String,
+    /// Which entries of `from` the slice takes.
     pub pick: Pick,
     /// The destination directory, relative to the result root; created with
     /// its parents.
     pub into: String,
+    /// Whether the entries are moved out of the work directory or copied,
+    /// leaving them there for a later slice.
     pub transfer: Transfer,
 }
 
 /// The slices of a build, in the order they must run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slicing {
+    /// The slices, run in this order by [`Slicing::apply`] and by the
+    /// script [`crate::sh::slicing_script`] renders.
     pub slices: Vec<Slice>,
 }
 

@@ -43,6 +43,8 @@ pub fn groups(cells: &[Cell], across: &[Axis]) -> Vec<Vec<usize>> {
 /// One artifact compared across the passed cells of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Comparison {
+    /// The artifact's name (`world`, `kernel`, ...), a key of the cells'
+    /// promoted artifacts.
     pub artifact: String,
     /// The cells compared, in matrix order.
     pub cells: Vec<usize>,
@@ -91,13 +93,17 @@ pub struct FileState {
     /// `file`, `dir` or `link`.
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The file's size in bytes; files only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// The file's SHA-256, 64 lowercase hex digits; files only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// Octal, as in the manifest (`0444`); absent for symlinks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// The symlink's target, as stored (bytes that are not UTF-8 replaced);
+    /// symlinks only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
 }
@@ -131,7 +137,11 @@ pub struct FileDifference {
     pub path: String,
     /// `modified`, `only-in-first` or `only-in-second`.
     pub change: &'static str,
+    /// What the path is in the first tree; `None` (`null`) when `change` is
+    /// `only-in-second`.
     pub first: Option<FileState>,
+    /// What the path is in the second tree; `None` (`null`) when `change` is
+    /// `only-in-first`.
     pub second: Option<FileState>,
 }
 

@@ -6,10 +6,23 @@ use fruix_core::escape;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Axis {
+    /// `executor`: the executor that builds the cell, a name of the executor
+    /// registry (`local`, `host-initiated`, ...). Every cell needs one.
     Executor,
+    /// `kernconf`: the kernel configuration (`KERNCONF`);
+    /// [`GENERIC`](crate::expand::DEFAULT_KERNCONF) when a cell names none.
     Kernconf,
+    /// `target-arch`: the `TARGET_ARCH` built for (its `TARGET` follows from
+    /// it); [`amd64`](crate::expand::DEFAULT_TARGET_ARCH) when a cell names
+    /// none. A remote cell runs only on machines whose `systems` list it (or
+    /// list none).
     TargetArch,
+    /// `make-flag`: one extra make argument (`WITH_REPRODUCIBLE_BUILD=yes`),
+    /// given after the matrix's `make-flags`. The only axis whose values may
+    /// hold blanks and slashes.
     MakeFlag,
+    /// `machine`: pins the cell to the machine of that name in the machines
+    /// file. A remote cell without one goes wherever the pool has room.
     Machine,
 }
 

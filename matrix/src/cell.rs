@@ -43,13 +43,26 @@ pub trait Observer: Send + Sync {
 
 /// Runs cells with executors and promotes them.
 pub struct ExecutorRunner {
+    /// The checked matrix: the cells, their build requests and executor
+    /// configurations, and the machines.
     pub plan: Arc<MatrixPlan>,
+    /// Where each attempt's executor is created, from the cell's executor name
+    /// and configuration.
     pub registry: Registry,
+    /// The store passed cells are promoted into (and where the signatures of
+    /// results signed by their machine are recorded).
     pub store: Arc<Store>,
+    /// The state directory: each attempt's result root is a fresh
+    /// `STATE_DIR/native-builds/RUN_ID`, and the `results_dir` links are
+    /// registered as garbage-collector roots under its `gcroots/auto/`.
     pub state_dir: PathBuf,
+    /// Where the cells' logs go: `logs_dir/ID.log`
+    /// ([`ExecutorRunner::log_path`]), every attempt appended
+    /// (`REPORT_DIR/logs`).
     pub logs_dir: PathBuf,
     /// Where each passed cell's bundle is linked (`REPORT_DIR/results`).
     pub results_dir: PathBuf,
+    /// Told of every attempt, event and finished cell.
     pub observer: Arc<dyn Observer>,
 }
 

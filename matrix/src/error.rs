@@ -25,21 +25,40 @@ pub enum Error {
     /// An option given by the caller has a value the matrix refuses.
     #[error("{option} {message}")]
     InvalidOption {
+        /// The option or matrix file field at fault, as the user spells it:
+        /// `--max-parallel`, `--cell`, `share-results`, `runner-tags`.
         option: &'static str,
+        /// What is wrong with its value; the message shows it after the option.
         message: String,
     },
     /// The source tree is missing, or is not a FreeBSD source tree. The
     /// message names the path and what to do.
     #[error("{message}")]
-    InvalidSource { path: PathBuf, message: String },
+    InvalidSource {
+        /// The source as given, or its canonical path when it exists but is no
+        /// FreeBSD source tree.
+        path: PathBuf,
+        /// The whole message shown.
+        message: String,
+    },
     /// The FreeBSD version of a source tree cannot be told from
     /// `sys/conf/newvers.sh`.
     #[error("{message}")]
-    UnknownVersion { path: PathBuf, message: String },
+    UnknownVersion {
+        /// The source tree.
+        path: PathBuf,
+        /// The whole message shown: the tree, why `newvers.sh` could not be
+        /// read, and how to give the version instead.
+        message: String,
+    },
     /// The machines file's path cannot be made absolute.
     #[error("machines file {}: {source}", fruix_core::escape::path(path))]
     MachinesPath {
+        /// The machines file's path as given (`--machines`, or the matrix
+        /// file's `machines-file`).
         path: PathBuf,
+        /// Why it could not be made absolute (the current directory is gone,
+        /// say).
         #[source]
         source: io::Error,
     },
@@ -50,18 +69,28 @@ pub enum Error {
         fruix_core::escape::path(matrix)
     )]
     SchedulerKey {
+        /// The matrix file.
         matrix: PathBuf,
+        /// The executor whose `config` entry sets the key.
         executor: String,
+        /// The key, one of [`MACHINE_KEYS`](crate::plan::MACHINE_KEYS).
         key: &'static str,
     },
     /// A cell cannot run as the matrix describes it (no machine can take it,
     /// it pins a machine its executor cannot use, ...).
     #[error("cell {cell}: {message}")]
-    InvalidCell { cell: String, message: String },
+    InvalidCell {
+        /// The cell's id.
+        cell: String,
+        /// Why it cannot run, and what to change.
+        message: String,
+    },
     /// A cell's executor configuration or build request was refused.
     #[error("cell {cell}: {source}")]
     CellSetup {
+        /// The cell's id.
         cell: String,
+        /// What the executor's factory or the request check refused.
         #[source]
         source: Box<fruix_core::Error>,
     },
@@ -72,14 +101,20 @@ pub enum Error {
     /// untrusted reports, is escaped).
     #[error("cell report {}: {problem}", fruix_core::escape::path(path))]
     CellReport {
+        /// The refused report, as found or named (escaped when shown).
         path: PathBuf,
+        /// What is wrong with it.
         problem: crate::split::CellReportProblem,
     },
     /// The report directory or a report file cannot be written.
     #[error("cannot {action} {}: {source}", fruix_core::escape::path(path))]
     Report {
+        /// What was being done: `write` (a report file), `create report
+        /// directory`.
         action: &'static str,
+        /// The report file, or the `logs/` directory of the report directory.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },

@@ -25,8 +25,12 @@ use crate::Result;
 pub struct Cell {
     /// Unique within the matrix; usable in file names.
     pub id: String,
+    /// The executor that builds the cell: a name of the executor registry.
     pub executor: String,
+    /// The kernel configuration (`KERNCONF`); [`DEFAULT_KERNCONF`] when the
+    /// cell names none.
     pub kernconf: String,
+    /// The `TARGET_ARCH`; [`DEFAULT_TARGET_ARCH`] when the cell names none.
     pub target_arch: String,
     /// The cell's own make flag (after the matrix's `make-flags`).
     pub make_flag: Option<String>,

@@ -30,12 +30,18 @@ use crate::{Error, Result};
 /// A CI engine `fruix matrix export` writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// A GitHub Actions workflow (YAML).
     GithubActions,
+    /// A GitLab CI pipeline, `.gitlab-ci.yml` (YAML).
     GitlabCi,
+    /// A Python module for a Buildbot `master.cfg` to import: builders and the
+    /// schedulers that start them.
     Buildbot,
 }
 
 impl Format {
+    /// The format's name, as `--format` takes it and the generated file's
+    /// header shows it: `github-actions`, `gitlab-ci`, `buildbot`.
     pub fn name(self) -> &'static str {
         match self {
             Format::GithubActions => "github-actions",

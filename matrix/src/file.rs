@@ -76,20 +76,32 @@ pub struct MatrixFile {
     pub source: PathBuf,
     /// The source's path on the build machines, when it differs.
     pub remote_source: Option<String>,
+    /// `source-commit`: the commit every cell's build request records, over the
+    /// one the source object knows from git; `None`: the object's, if it
+    /// records one.
     pub source_commit: Option<String>,
+    /// `machines-file`, resolved against the matrix file's directory: the
+    /// machines remote cells run on. `--machines` overrides it.
     pub machines_file: Option<PathBuf>,
     /// The axes given, in [`Axis::ALL`] order, each with its values.
     pub axes: Vec<(Axis, Vec<String>)>,
+    /// The `exclude` entries, in file order: a combination that matches every
+    /// pair of an entry is dropped ([`crate::expand`]).
     pub exclude: Vec<MatrixEntry>,
+    /// The `include` entries, in file order: each extends the combinations it
+    /// fits, or else becomes a cell of its own ([`crate::expand`]).
     pub include: Vec<MatrixEntry>,
+    /// How the cells are scheduled.
     pub strategy: Strategy,
     /// The axes along which cells must build identical artifacts.
     pub agree_across: Vec<Axis>,
+    /// What every cell is built with.
     pub build: BuildSettings,
     /// Every remote cell's result must be signed by its machine.
     pub share_results: bool,
     /// Executor configuration by executor name (JSON objects).
     pub config: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// `runner-tags`, for `fruix matrix export`; empty when not given.
     pub runner_tags: RunnerTags,
 }
 
@@ -113,9 +125,18 @@ pub struct Strategy {
 pub struct BuildSettings {
     /// Make flags every cell gets, before its own `make-flag`.
     pub make_flags: Vec<String>,
+    /// `jobs`: parallel make jobs of each build (`make -jN`); `None`: the
+    /// number of CPUs of the host that loads the matrix
+    /// ([`crate::request::default_jobs`]).
     pub jobs: Option<u32>,
+    /// `source-date-epoch`: `SOURCE_DATE_EPOCH` (seconds since the Unix epoch)
+    /// of every build; `None`: the builds get none.
     pub source_date_epoch: Option<i64>,
+    /// `freebsd-version` (`REVISION-BRANCH`, `14.2-RELEASE`); `None`: read from
+    /// the source's `sys/conf/newvers.sh`.
     pub freebsd_version: Option<String>,
+    /// `freebsd-branch` (`releng/14.2`); `None`: derived from the version
+    /// ([`crate::request::branch_of`]).
     pub freebsd_branch: Option<String>,
 }
 

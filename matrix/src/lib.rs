@@ -41,6 +41,8 @@
 //! assert_eq!(ids, ["local-GENERIC", "host-initiated-GENERIC", "host-initiated-MINIMAL"]);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod agreement;
 pub mod axis;
 pub mod cell;

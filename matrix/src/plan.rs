@@ -27,14 +27,26 @@ pub const MACHINE_KEYS: [&str; 2] = ["machines", "machine"];
 /// A checked matrix.
 #[derive(Debug, Clone)]
 pub struct MatrixPlan {
+    /// The matrix file, with `--max-parallel` (when given) in its strategy.
     pub file: MatrixFile,
+    /// The cells, in expansion order: the index `i` the methods here take is a
+    /// position in this list.
     pub cells: Vec<Cell>,
     /// Whether each cell runs on the pool (else on this host).
     pub remote: Vec<bool>,
+    /// The machines file (`--machines`, else the file's `machines-file`), read
+    /// and checked; `None` when neither names one, which only a matrix of local
+    /// cells allows.
     pub machines: Option<Machines>,
     /// The source on this host (canonical).
     pub source: PathBuf,
+    /// The FreeBSD base every cell builds: its name, version
+    /// (`freebsd-version`, else `newvers.sh`) and branch. `target` and
+    /// `target_arch` are empty here; [`MatrixPlan::build_options`] sets them
+    /// per cell.
     pub freebsd_base: FreebsdBase,
+    /// Parallel make jobs of every build: the file's `jobs`, else the number of
+    /// CPUs of this host.
     pub jobs: u32,
     /// The source object the cells build (see
     /// [`crate::sources::source_object`]), but remote cells of a file with
@@ -329,6 +341,8 @@ impl MatrixPlan {
         Ok(self)
     }
 
+    /// The groups of cells that must agree, as indexes into `cells` (see
+    /// [`crate::agreement::groups`]).
     pub fn agreement_groups(&self) -> Vec<Vec<usize>> {
         agreement::groups(&self.cells, &self.file.agree_across)
     }

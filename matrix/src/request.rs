@@ -23,7 +23,12 @@ use crate::{Error, Result};
 pub struct BuildOptions {
     /// The FreeBSD base, with `target` and `target_arch` set ([`with_arch`]).
     pub freebsd_base: FreebsdBase,
+    /// The source the build reads: a source object's store path, or a directory
+    /// (on this host, or with the matrix's `remote-source` on the build
+    /// machine), and the commit to record.
     pub source: SourceStore,
+    /// How to build: the kernel configuration, make flags, make jobs and
+    /// `SOURCE_DATE_EPOCH`.
     pub policy: BuildPolicy,
 }
 

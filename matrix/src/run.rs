@@ -19,6 +19,7 @@ use crate::{Error, Result};
 
 /// Where a run works and what it builds with.
 pub struct RunSettings {
+    /// The executors the cells name are looked up and created here.
     pub registry: Registry,
     /// The store passed cells are promoted into.
     pub store: Arc<Store>,
@@ -34,8 +35,11 @@ pub struct RunSettings {
 /// A finished run: its report, and where it was written.
 #[derive(Debug, Clone)]
 pub struct Finished {
+    /// The report, as written.
     pub report: Report,
+    /// The path of `report.json` in the report directory.
     pub report_json: PathBuf,
+    /// The path of `junit.xml`, beside `report.json`.
     pub junit_xml: PathBuf,
 }
 

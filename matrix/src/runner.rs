@@ -35,7 +35,11 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Why an attempt or a promotion failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CellError {
+    /// The failure's class: it makes the cell's status, and only
+    /// [`Failure::System`] is retried.
     pub failure: Failure,
+    /// What went wrong, for people (usually the error's text): the attempt's
+    /// `error`, and the cell's when it ends the cell.
     pub message: String,
     /// The attempt's machine could not be brought up (a guest that did not
     /// come up): the run sets it aside.
@@ -60,6 +64,7 @@ impl std::fmt::Display for CellError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CellStatus {
+    /// Built, and promoted into the store.
     Passed,
     /// The build failed, or gave a result that does not validate or promote:
     /// retrying will not help.
@@ -98,14 +103,19 @@ impl CellStatus {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromotedArtifact {
+    /// The artifact's object in the store, an absolute path.
     pub store_path: PathBuf,
+    /// The artifact tree's signature (`sha256:` and 64 hex digits), as
+    /// promotion computed it: what the agreement check compares.
     pub tree_signature: String,
 }
 
 /// What promotion of a cell made.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Promoted {
+    /// The result bundle's absolute path in the store.
     pub result_store: PathBuf,
+    /// Each promoted artifact, by name (`world`, `kernel`, ...).
     pub artifacts: std::collections::BTreeMap<String, PromotedArtifact>,
     /// The key (its name) of the machine that signed every object, where it
     /// was built.
@@ -115,20 +125,29 @@ pub struct Promoted {
 /// One attempt of a cell.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
+    /// The attempt's number, 1 for the first.
     pub attempt: u32,
     /// The machine's name, or `local`.
     pub machine: String,
+    /// When the attempt started.
     pub started: SystemTime,
+    /// When its build ended (promotion is not included).
     pub finished: SystemTime,
+    /// How its build ended; [`CellStatus::Passed`] says nothing of promotion.
     pub status: CellStatus,
+    /// The error's message; `None` when the build passed.
     pub error: Option<String>,
 }
 
 /// Everything the loop learned about a cell.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CellRecord {
+    /// The cell's status: [`CellStatus::Cancelled`] until the cell ends, which
+    /// a cell that never started keeps.
     pub status: CellStatus,
+    /// Its attempts, in order; empty when the cell never started.
     pub attempts: Vec<AttemptRecord>,
+    /// What promotion made, once the cell passed.
     pub promoted: Option<Promoted>,
     /// Why the cell failed, when it did.
     pub error: Option<String>,
@@ -162,7 +181,10 @@ impl Default for CellRecord {
 /// One attempt to run, with its cancellation token.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The cell, the attempt's number, and where it runs (its slot is taken).
     pub start: Start,
+    /// Cancelled by fail-fast or Ctrl-C: the attempt should stop, clean up and
+    /// return an error of [`Failure::Cancelled`].
     pub cancel: CancellationToken,
 }
 

@@ -79,8 +79,11 @@ pub enum CellReportProblem {
     /// Its matrix file digest is not the collected matrix file's.
     #[error("it is a cell of matrix file {matrix} ({found}), not of this one ({expected}); run-cell and collect must read the same matrix file")]
     OtherMatrix {
+        /// The matrix file the report names (escaped, cut short).
         matrix: String,
+        /// The digest (`sha256:HEX`) of the matrix file being collected.
         expected: String,
+        /// The digest the report carries (escaped, cut short).
         found: String,
     },
     /// The matrix has no cell of its id (quoted).
@@ -88,14 +91,30 @@ pub enum CellReportProblem {
     UnknownCell(String),
     /// Another report was collected for the same cell.
     #[error("cell {cell} is also reported by {other}")]
-    Duplicate { cell: String, other: String },
+    Duplicate {
+        /// The cell's id (one of the matrix's).
+        cell: String,
+        /// The report collected for it first, its path escaped.
+        other: String,
+    },
     /// The cell differs from the matrix's cell of its id.
     #[error("its cell {cell} does not match the matrix's cell of that id: {field} differs")]
-    Mismatch { cell: String, field: &'static str },
+    Mismatch {
+        /// The cell's id (one of the matrix's).
+        cell: String,
+        /// The first field that differs: `executor`, `kernconf`, `target-arch`
+        /// or `make-flag`.
+        field: &'static str,
+    },
     /// The cell lists an artifact whose name no build gives (the message
     /// quotes it, escaped): artifact names end up in file names.
     #[error("its cell {cell} lists an invalid artifact: {message}")]
-    InvalidArtifact { cell: String, message: String },
+    InvalidArtifact {
+        /// The cell's id (one of the matrix's).
+        cell: String,
+        /// Why the name is refused, with the name quoted and escaped.
+        message: String,
+    },
 }
 
 /// The file name of cell `id`'s report.
@@ -106,7 +125,9 @@ pub fn cell_file_name(id: &str) -> String {
 /// A finished `run-cell`: the report, and where it was written.
 #[derive(Debug, Clone)]
 pub struct CellFinished {
+    /// The cell report, as written.
     pub report: CellFile,
+    /// Where it was written: `REPORT_DIR/cell-ID.json`.
     pub path: PathBuf,
 }
 
@@ -155,6 +176,9 @@ pub struct CollectSettings {
     pub store: Option<PathBuf>,
     /// Where `report.json`, `junit.xml` and the logs go.
     pub report_dir: PathBuf,
+    /// Run diffoscope on the first differing files of diverging artifacts
+    /// (their objects must be in `store`), its output under
+    /// `report_dir/diffoscope/`.
     pub diffoscope: bool,
 }
 

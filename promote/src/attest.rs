@@ -210,8 +210,13 @@ pub fn check_result(
 /// A signature checked by [`check_result`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
+    /// The name of the store object promotion will make.
     pub name: String,
+    /// Its fingerprint, computed on this side from the result root (see
+    /// [`crate::sign`]).
     pub fingerprint: String,
+    /// The signature (`name:BASE64`) from the signatures file that verifies
+    /// `fingerprint` with the machine's key.
     pub signature: String,
 }
 

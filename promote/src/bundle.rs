@@ -248,20 +248,33 @@ pub fn check_bundle_tree(bundle: &Path) -> Result<BundleCheck> {
 /// What a result bundle says about one artifact.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BundleArtifact {
+    /// The artifact's name (`world`, `kernel`...), also the name of its
+    /// `artifacts/` link in the bundle.
     pub name: String,
+    /// The artifact object's absolute path in the store, where the link
+    /// points.
     pub store_path: String,
+    /// The artifact's tree signature as the metadata records it (read as
+    /// text, not checked to be `sha256:` and 64 hex digits).
     pub tree_signature: String,
 }
 
 /// The parts of a result bundle's metadata that tools look at.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BundleSummary {
+    /// The executor that built the run (also the last part of the
+    /// bundle's name).
     pub executor: String,
+    /// The FreeBSD version built (`15.0-STABLE`), from `freebsd-base`.
     pub version: String,
+    /// The id of the run it records (`20260405T213444Z`), from
+    /// `promotion.scm`.
     pub run_id: String,
+    /// The kernel configuration of the build policy (`GENERIC`).
     pub kernconf: String,
     /// The source the run built (a source object's path, and its commit).
     pub source: fruix_core::promotion::SourceStore,
+    /// The run's artifacts, in the order of its `promotion.scm`.
     pub artifacts: Vec<BundleArtifact>,
     /// The store path of the builder's closure, when the run names one.
     pub closure_path: Option<String>,

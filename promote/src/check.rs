@@ -43,6 +43,7 @@ pub const MAX_OBJECT_METADATA: u64 = 1 << 20;
 /// What checking one object found.
 #[derive(Debug, Clone)]
 pub struct ObjectCheck {
+    /// The object's metadata, which hashes to its name.
     pub identity: Identity,
     /// Up to [`MAX_DIFFERENCES`] modified, missing and extra paths, in path order.
     pub differences: Vec<Difference>,
@@ -83,7 +84,9 @@ pub fn read_identity(object: &Path) -> Result<ObjectIdentity> {
 /// What an object's metadata file says, by the object's kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
+    /// An artifact object's `.fruix-native-build-object.scm`.
     Artifact(Box<ObjectIdentity>),
+    /// A source object's `.fruix-source.scm`.
     Source(SourceIdentity),
 }
 
@@ -107,6 +110,8 @@ impl Identity {
         }
     }
 
+    /// The tree signature the metadata commits to: that of the tree with
+    /// its special bits (see [`Identity::stripped_modes`]).
     pub fn tree_signature(&self) -> &fruix_core::TreeSignature {
         match self {
             Identity::Artifact(i) => &i.tree_signature,
@@ -128,6 +133,7 @@ impl Identity {
 /// its sound entries need not be read again.
 #[derive(Debug, Clone, Copy)]
 pub struct VerifiedPool<'a> {
+    /// The store's pool, its entries verified.
     pub pool: &'a Pool,
     /// Names of the entries found corrupt.
     pub corrupt: &'a HashSet<String>,
@@ -142,7 +148,10 @@ pub enum Depth<'a> {
     /// Every file's content too. With a verified pool, a file that is the
     /// very inode of the sound pool entry its manifest line names has that
     /// content and is not read; any other file is hashed.
-    Content { pool: Option<VerifiedPool<'a>> },
+    Content {
+        /// The pool as just verified, or `None` to hash every file.
+        pool: Option<VerifiedPool<'a>>,
+    },
 }
 
 /// Checks `object` against its metadata and manifest, to `depth`.

@@ -79,6 +79,8 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind's name as the registry stores it and JSON shows it:
+    /// `artifact`, `bundle` or `source`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Artifact => "artifact",
@@ -101,34 +103,50 @@ impl Kind {
 pub struct ObjectRecord {
     /// The object's name in the store (`<hash>-fruix-...`).
     pub name: String,
+    /// Whether it is an artifact, a result bundle or a source.
     pub kind: Kind,
     /// The artifact's name (`world`...), for artifacts.
     pub artifact: Option<String>,
+    /// The tree signature (`sha256:` and 64 hex digits) of an artifact or
+    /// source; `None` for bundles.
     pub tree_signature: Option<String>,
     /// Bytes of content (the sum of its files' sizes).
     pub size: u64,
     /// When it was registered (Unix seconds).
     pub registered_at: i64,
+    /// The executor that built it, for artifacts and bundles.
     pub executor: Option<String>,
     /// The run that first registered it.
     pub run_id: Option<String>,
+    /// The FreeBSD version (`15.0-STABLE`): the base built, or for a
+    /// source the version its `newvers.sh` declares.
     pub freebsd_version: Option<String>,
+    /// The kernel configuration of the build policy (`GENERIC`), for
+    /// artifacts and bundles.
     pub kernconf: Option<String>,
 }
 
 /// An object to register, with the names of the objects it references.
 #[derive(Debug, Clone)]
 pub struct Registration {
+    /// What to record; an object already registered keeps its first record.
     pub record: ObjectRecord,
+    /// The names (not paths) of the objects it references: each registered
+    /// already or registered in the same call.
     pub references: Vec<String>,
 }
 
 /// Which objects [`Database::list`] returns.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
+    /// Only objects of this kind.
     pub kind: Option<Kind>,
+    /// Only artifact objects of this artifact name (`world`...).
     pub artifact: Option<String>,
+    /// Only objects whose record names this executor (artifacts, bundles).
     pub executor: Option<String>,
+    /// Only objects whose record names this run: its bundle, and the
+    /// artifacts that run first registered.
     pub run_id: Option<String>,
 }
 

@@ -18,29 +18,49 @@ pub enum Error {
     /// An existing store object no longer matches its manifest.
     #[error("{}: store object is corrupt ({} difference(s): {}); run `fruix store verify --repair`, then promote again", escape::path(object), differences.len(), differences.iter().take(5).map(|d| escape::text(&d.to_string()).to_string()).collect::<Vec<_>>().join("; "))]
     Corrupt {
+        /// The object's path in the store.
         object: PathBuf,
+        /// What differs from the object's manifest, in path order: at most
+        /// [`crate::check::MAX_DIFFERENCES`] (differences beyond those are not
+        /// carried). The message shows the first five and this count.
         differences: Vec<Difference>,
     },
     /// A store object's metadata is unreadable or inconsistent with its name.
     #[error("{}: store object is inconsistent: {message}", escape::path(object))]
-    Inconsistent { object: PathBuf, message: String },
+    Inconsistent {
+        /// The object's path in the store. For a database newer than this
+        /// fruix, the database file; for a registration that references an
+        /// unregistered object, the referring object's bare name.
+        object: PathBuf,
+        /// What is inconsistent, as the message says it after
+        /// `store object is inconsistent: `.
+        message: String,
+    },
     /// The store directory cannot be written.
     #[error(
         "store {} is not writable: {source}; choose another --store or fix its permissions",
         escape::path(store)
     )]
     StoreNotWritable {
+        /// The store directory.
         store: PathBuf,
+        /// Why the store directory, or what the store keeps in it (`.links`,
+        /// `.locks`, `.lock`, `.fruix/`), could not be created or opened.
         #[source]
         source: std::io::Error,
     },
     /// There is no store directory where one was named.
     #[error("no store at {}; check --store (or FRUIX_STORE)", escape::path(path))]
-    NoStore { path: PathBuf },
+    NoStore {
+        /// The path named as the store, which is not a directory.
+        path: PathBuf,
+    },
     /// The store's database failed (locked too long, disk full, corrupt).
     #[error("store database {}: {source}", escape::path(path))]
     Database {
+        /// The database file, `STORE/.fruix/db.sqlite`.
         path: PathBuf,
+        /// What SQLite reported.
         #[source]
         source: rusqlite::Error,
     },
@@ -48,43 +68,78 @@ pub enum Error {
     /// only read the store (it must first be migrated, or its `-shm` file
     /// made, by its owner).
     #[error("store database {}: {message}", escape::path(path))]
-    DatabaseUnreadable { path: PathBuf, message: String },
+    DatabaseUnreadable {
+        /// The database file, `STORE/.fruix/db.sqlite`.
+        path: PathBuf,
+        /// Why it cannot be read, and what the store's owner must do.
+        message: String,
+    },
     /// An object to delete is still referenced or rooted.
     #[error(
         "{}: still in use by {}; delete that first (or let `fruix store gc` decide)",
         escape::path(object),
         escape::text(by)
     )]
-    StillReferenced { object: PathBuf, by: String },
+    StillReferenced {
+        /// The object's path in the store.
+        object: PathBuf,
+        /// What keeps it, for the message: a root's link, the path of an
+        /// object that references it, or a running build or promotion.
+        by: String,
+    },
     /// A store object that is present but not registered (not valid).
     #[error("{}: not a valid store object (it is not registered: a promotion was killed before it finished); `fruix store gc` removes it", escape::path(path))]
-    NotValid { path: PathBuf },
+    NotValid {
+        /// The object's path in the store.
+        path: PathBuf,
+    },
     /// A store holds no (valid) object by that name: a misspelt path, or an
     /// object only another store has. `remote` when that store is the
     /// other side of a copy.
     #[error("{}: not in the store {}{}; check the path", escape::path(path), escape::path(store), if *remote { " on the other machine" } else { "" })]
     NotInStore {
+        /// The path asked for, `STORE/NAME`.
         path: PathBuf,
+        /// The store that does not hold it.
         store: PathBuf,
+        /// Whether that store is the other side of a copy (`store copy`).
         remote: bool,
     },
     /// A path given as a store object is not one.
     #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-...); check the path", escape::path(path), escape::path(store))]
-    NotAStoreObject { path: PathBuf, store: PathBuf },
+    NotAStoreObject {
+        /// The path as the user gave it.
+        path: PathBuf,
+        /// The store it was looked for in.
+        store: PathBuf,
+    },
     /// A result built on a machine that signs is not signed by its key.
     #[error("{}: the result is not signed by machine {}'s key {key}: {message}; check the machine's signing-key in the machines file and its guest-signing-key on the machine", escape::path(path), escape::quoted(machine))]
     UnsignedResult {
+        /// The result root's signatures file,
+        /// `RESULT_ROOT/.fruix-signatures`.
         path: PathBuf,
+        /// The machine that built the result, as the machines file names it.
         machine: String,
+        /// The name of the machine's public key (the `NAME` of
+        /// `NAME:BASE64`).
         key: String,
+        /// What is wrong: no signatures file, a malformed line, or an object
+        /// with no signature that verifies with the key.
         message: String,
     },
     /// An archive (`store import`, `store copy`) was refused; the store did
     /// not change.
     #[error("archive refused{}: {message}; the store was not changed", object.as_deref().map(|o| format!(" at object {}", escape::text(o))).unwrap_or_default())]
     ArchiveRefused {
+        /// The name of the object being read when the archive was refused,
+        /// as the archive spells it; `None` when the fault is not one
+        /// object's (the archive's first lines, its size, its end) or when
+        /// the other store of a copy refused it.
         object: Option<String>,
+        /// The kind of refusal; `store serve` sends it to its client.
         problem: ArchiveProblem,
+        /// What was wrong, for people.
         message: String,
     },
 }

@@ -61,24 +61,37 @@ pub struct GcOptions<'a> {
 /// One object a collection removed (or would remove).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Removed {
+    /// The object's path in the store.
     pub path: PathBuf,
     /// `None` for a directory the registry did not name.
     pub kind: Option<Kind>,
+    /// Bytes of content, as the registry records them; 0 for a directory
+    /// the registry did not name.
     pub size: u64,
 }
 
 /// What a collection removed (or, with `dry_run`, would remove).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GcReport {
+    /// Whether nothing was removed ([`GcOptions::dry_run`]).
     pub dry_run: bool,
+    /// The objects removed: registered ones, referrers first, then
+    /// directories the registry did not name.
     pub objects: Vec<Removed>,
     /// Bytes of the removed objects' content.
     pub object_bytes: u64,
+    /// Pool entries removed because no object links them. A dry run counts
+    /// those unlinked already, not those its objects' removal would unlink.
     pub pool_entries: usize,
     /// Bytes on disk of the removed pool entries.
     pub pool_bytes: u64,
+    /// Hidden temporaries removed from the store and its pool, left there
+    /// by killed processes.
     pub temporaries: usize,
+    /// The links of the dead indirect roots whose `gcroots/auto` entry was
+    /// removed.
     pub dead_roots: Vec<PathBuf>,
+    /// The promoted result roots removed from `STATE_DIR/native-builds/`.
     pub result_roots: Vec<PathBuf>,
     /// Live objects kept.
     pub kept: usize,

@@ -14,6 +14,8 @@
 //! [`archive`] and [`serve`] for moving objects between stores, and
 //! [`attest`] for signatures made where a result was built.
 
+#![warn(missing_docs)]
+
 pub mod archive;
 pub mod attest;
 pub mod bundle;

@@ -29,12 +29,21 @@ pub const OBJECT_HEAD: &str = "fruix-native-build-object";
 /// What determines an artifact object's identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectIdentity {
+    /// The artifact's name in `promotion.scm` (`world`, `kernel`...); it
+    /// also names the object (`native-<artifact>`).
     pub artifact: String,
+    /// The executor that built it, from `promotion.scm`; the last part of
+    /// the object's name.
     pub executor: String,
+    /// The FreeBSD base built, from `promotion.scm`; its `version` is in the
+    /// object's name.
     pub freebsd_base: FreebsdBase,
+    /// The source tree the run built from, as `promotion.scm` records it.
     pub source_store: SourceStore,
     /// The build policy; `jobs` is never part of an identity.
     pub build_policy: BuildPolicy,
+    /// The signature of the artifact tree as built, special bits included
+    /// (the store's copy lacks them; see `stripped_modes`).
     pub tree_signature: TreeSignature,
     /// Manifest paths whose setuid/setgid/sticky bits the store stripped, with
     /// their canonical modes.

@@ -45,13 +45,19 @@ use crate::store::{
 /// What promotion created or found for one artifact.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ArtifactReport {
+    /// The artifact object's absolute path in the store.
     pub store_path: PathBuf,
+    /// The tree signature computed from what promotion read (when
+    /// `promotion.scm` declares one, it is equal to it).
     pub tree_signature: TreeSignature,
     /// True when this promotion created the object, false when it was present.
     pub new: bool,
-    /// The artifact's probe file and its SHA-256.
+    /// The artifact's probe file, from `promotion.scm`: a path relative to
+    /// the artifact tree (`boot/kernel/kernel`).
     #[serde(skip)]
     pub probe: String,
+    /// The probe file's SHA-256, in hex; `None` when the tree has no
+    /// regular file at that path.
     #[serde(skip)]
     pub probe_sha256: Option<String>,
 }
@@ -59,20 +65,29 @@ pub struct ArtifactReport {
 /// What a promotion created or found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PromotionReport {
+    /// The id of the promoted run (`20260405T213444Z`), from
+    /// `promotion.scm`.
     pub run_id: String,
+    /// The result bundle's absolute path in the store.
     pub result_store: PathBuf,
     /// True when the bundle was created by this promotion.
     pub result_new: bool,
     /// The link to the bundle, a garbage collector root, when one was made.
     pub out_link: Option<PathBuf>,
+    /// Each artifact's object, by artifact name.
     pub artifacts: BTreeMap<String, ArtifactReport>,
     /// Artifact names in the order of `promotion.scm`.
     #[serde(skip)]
     pub order: Vec<String>,
-    /// SHA-256 of `boot/kernel/kernel`, `boot/loader` (or `boot/loader.efi`)
-    /// and `usr/include/sys/param.h`, when those artifacts are present.
+    /// SHA-256 (hex) of the `kernel` artifact's `boot/kernel/kernel`, when
+    /// that artifact is present with that file as its probe.
     pub sha_kernel: Option<String>,
+    /// SHA-256 (hex) of the `bootloader` artifact's `boot/loader` (or
+    /// `boot/loader.efi`), when that artifact is present with that file as
+    /// its probe.
     pub sha_loader: Option<String>,
+    /// SHA-256 (hex) of the `headers` artifact's `usr/include/sys/param.h`,
+    /// when that artifact is present with that file as its probe.
     pub sha_param: Option<String>,
 }
 
@@ -117,7 +132,11 @@ pub struct PromoteOptions<'a> {
 /// A link to the result bundle and the state directory whose roots name it.
 #[derive(Debug, Clone, Copy)]
 pub struct OutLink<'a> {
+    /// The state directory whose `gcroots/auto/` gets the indirect root
+    /// (see [`crate::roots`]).
     pub state_dir: &'a Path,
+    /// Where the symlink to the bundle goes (`./result`), made absolute. A
+    /// symlink already there is replaced; anything else there is an error.
     pub link: &'a Path,
 }
 

@@ -37,8 +37,11 @@ use crate::store::STORE_MTIME;
 /// with `display` naming it in messages.
 #[derive(Debug, Clone, Copy)]
 pub struct Destination<'a> {
+    /// The directory to link into, open by descriptor.
     pub parent: BorrowedFd<'a>,
+    /// The new entry's name in `parent`; nothing may exist there yet.
     pub name: &'a CStr,
+    /// The new entry's full path, used only in error messages.
     pub display: &'a Path,
 }
 
@@ -137,7 +140,10 @@ impl Journal {
 /// What [`Pool::check_entry`] found wrong with an entry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PoolProblem {
+    /// The entry's path, `STORE/.links/NAME`.
     pub path: PathBuf,
+    /// What is wrong with it (a bad name, type or mode, unreadable, or
+    /// content that does not hash to its name).
     pub message: String,
 }
 

@@ -14,7 +14,9 @@ use crate::verify::resolve_object;
 /// One object, with its path.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Listed {
+    /// The object's absolute path in the store.
     pub path: PathBuf,
+    /// What the registry records about it.
     #[serde(flatten)]
     pub record: ObjectRecord,
 }
@@ -65,15 +67,20 @@ pub fn resolve_valid(store: &Store, path: &Path) -> Result<String> {
 /// `nix path-info --json`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Info {
+    /// The object's absolute path in the store.
     pub path: PathBuf,
+    /// What the registry records about it.
     #[serde(flatten)]
     pub record: ObjectRecord,
     /// Its size and that of everything it references, transitively.
     pub closure_size: u64,
+    /// The store paths of the objects it references directly, sorted.
     pub references: Vec<PathBuf>,
     /// For a source object, its git commit and whether the worktree was
     /// dirty; for a bundle, the commit of the source it built.
     pub commit: Option<String>,
+    /// For a source object, whether its worktree differed from `commit`
+    /// when it was added; `None` for other objects, or when not recorded.
     pub dirty: Option<bool>,
     /// Its signatures (`name:BASE64`), see [`crate::sign`].
     pub signatures: Vec<String>,

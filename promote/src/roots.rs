@@ -56,6 +56,10 @@ pub struct Root {
 }
 
 impl Root {
+    /// Whether it keeps no object alive: `object` is `None`, so this is true
+    /// for a dead root and also for one that points into this store at no
+    /// object. A collection removes the `gcroots/auto` entry of such an
+    /// indirect root.
     pub fn is_dead(&self) -> bool {
         self.object.is_none()
     }

@@ -54,6 +54,8 @@ pub struct RemoteError {
     /// that is what failed (absent from answers of older servers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub absent: Option<String>,
+    /// The serving side's error message. It comes from the other machine:
+    /// escape it before showing it.
     pub message: String,
 }
 

@@ -43,6 +43,9 @@ fn invalid_key(path: &Path, message: String) -> Error {
 /// A secret key with its name.
 #[derive(Debug)]
 pub struct SecretKey {
+    /// The key's name: the `name` of its `name:BASE64` texts and of every
+    /// signature it makes, by which verifiers find the public key. It must
+    /// have no `:` and no white space to be read back (not checked here).
     pub name: String,
     key: SigningKey,
 }
@@ -102,6 +105,8 @@ impl SecretKey {
 /// A trusted public key with its name.
 #[derive(Debug, Clone)]
 pub struct PublicKey {
+    /// The key's name, the `name` of `name:BASE64`: [`verify`] tries only
+    /// the trusted keys whose name a signature carries.
     pub name: String,
     key: VerifyingKey,
 }

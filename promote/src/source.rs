@@ -25,9 +25,12 @@ use crate::temp_roots::TempRoots;
 /// What adding a source found or made.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SourceReport {
+    /// The source object's absolute path in the store.
     pub store_path: PathBuf,
     /// Whether this call created the object.
     pub new: bool,
+    /// The identity that names the object: the caller's facts and the
+    /// tree signature of what was read.
     #[serde(flatten)]
     pub identity: SourceIdentity,
     /// The bytes of its files.

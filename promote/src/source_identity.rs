@@ -41,8 +41,10 @@ pub struct SourceFacts {
 /// What a source tree is: its facts and its content's signature.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SourceIdentity {
+    /// What the caller said the tree is.
     #[serde(flatten)]
     pub facts: SourceFacts,
+    /// The signature of the tree as read into the store.
     pub tree_signature: TreeSignature,
 }
 

@@ -28,9 +28,12 @@ use crate::store::{is_source_name, remove_tree, Store, RESULT_METADATA_FILE};
 /// The outcome of verifying one object.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ObjectVerification {
+    /// The object's path in the store.
     pub path: PathBuf,
     /// `artifact`, `bundle` or `source`, as the registry names kinds.
     pub kind: Kind,
+    /// Whether the object is intact: no differences and no `error`.
+    /// [`repair`] removes every object that is not.
     pub ok: bool,
     /// Modified, missing and extra files (at most [`crate::check::MAX_DIFFERENCES`]).
     pub differences: Vec<Difference>,
@@ -240,7 +243,9 @@ pub fn verify_pool(
 /// What [`repair`] removed.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Repair {
+    /// Objects removed because their verification failed.
     pub removed_objects: Vec<PathBuf>,
+    /// Corrupt pool entries removed (`STORE/.links/NAME`).
     pub removed_pool_entries: Vec<PathBuf>,
     /// Result bundles removed because they name a removed artifact object.
     pub removed_bundles: Vec<PathBuf>,

@@ -12,7 +12,9 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
+    /// The command's standard output.
     Stdout,
+    /// The command's standard error.
     Stderr,
 }
 
@@ -21,27 +23,51 @@ pub enum Stream {
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
     /// A stage (`buildworld`, `import`, `collect`, ...) started.
-    StageStarted { stage: String },
+    StageStarted {
+        /// The stage's name; its log lines, progress and
+        /// [`Event::StageFinished`] carry the same name.
+        stage: String,
+    },
     /// One line of output of the current stage.
     Log {
+        /// The stage the line belongs to (the innermost open stage).
         stage: String,
+        /// Which of the command's streams it came from.
         stream: Stream,
+        /// The line without its line ending. Untrusted output: control
+        /// characters are kept, so displays print it through
+        /// [`escape::line`](crate::escape::line). From a command run by
+        /// [`crate::process`], bytes that are not UTF-8 arrive as `\ooo`
+        /// and a line over [`MAX_LINE_BYTES`](crate::process::MAX_LINE_BYTES)
+        /// is cut, with a note.
         line: String,
     },
     /// Progress within a stage (`done` of `total` units, e.g. bytes).
     Progress {
+        /// The stage making progress.
         stage: String,
+        /// Units done so far. Bytes in practice (an import counts the bytes
+        /// received), and the CLI shows them as byte counts.
         done: u64,
+        /// Units in all, when known in advance.
         total: Option<u64>,
     },
     /// A stage ended.
     StageFinished {
+        /// The name its [`Event::StageStarted`] gave.
         stage: String,
+        /// Whether the stage's work returned `Ok`.
         ok: bool,
+        /// Wall-clock time from start to end, in milliseconds.
         elapsed_ms: u64,
     },
     /// Something worth telling that did not stop the run (a failed cleanup).
-    Warning { message: String },
+    Warning {
+        /// What happened, as formatted text whose embedded values are
+        /// already escaped (the CLI prints it through
+        /// [`escape::terminal`](crate::escape::terminal)).
+        message: String,
+    },
 }
 
 /// How many bytes of events may wait in a sink's channel before the readers

@@ -86,10 +86,13 @@ impl Capabilities {
 /// Everything an executor gets for one run.
 #[derive(Debug, Clone)]
 pub struct RunContext {
+    /// What to build; [`BuildRequest::check`] and the executor's
+    /// [`Executor::check_request`] have accepted it.
     pub request: BuildRequest,
     /// The result root to fill: it exists, is empty but for the unfinished
     /// marker, and is on this machine.
     pub result_root: PathBuf,
+    /// Where the run's stages, log lines and warnings go.
     pub events: EventSink,
     /// Cancelled on Ctrl-C, SIGTERM, fail-fast, or by the caller. Executors stop
     /// their work (the whole process tree) and return [`Error::Cancelled`](crate::Error::Cancelled).

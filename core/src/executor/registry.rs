@@ -12,8 +12,14 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExecutorKind {
+    /// Compiled in from fruix's own crates (`fruix-executors`); the default
+    /// [`ExecutorConfig::KIND`].
     BuiltIn,
+    /// Compiled in from a plugin crate (such as `fruix-executor-jail`),
+    /// which sets [`ExecutorConfig::KIND`] to this.
     Plugin,
+    /// Declared in an executors file and run as external commands; added
+    /// to the registry at run time.
     External,
 }
 
@@ -30,7 +36,11 @@ impl fmt::Display for ExecutorKind {
 /// One configuration key an executor accepts.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConfigKey {
+    /// The key as given in `--config KEY=VALUE` or a matrix file: the
+    /// field's serde name.
     pub name: String,
+    /// The field's doc comment on one line (whitespace runs collapsed to
+    /// one space); empty when the field has none.
     pub description: String,
 }
 
@@ -100,14 +110,26 @@ fn factory<C: ExecutorConfig>(config: serde_json::Value) -> Result<Arc<dyn Execu
 /// A compiled-in registration, submitted with `inventory` by
 /// [`register_executor!`](crate::register_executor).
 pub struct ExecutorRegistration {
+    /// The registered name ([`ExecutorConfig::NAME`]).
     pub name: &'static str,
+    /// One line for `fruix executors list` ([`ExecutorConfig::DESCRIPTION`]).
     pub description: &'static str,
+    /// The registering crate's version (`CARGO_PKG_VERSION` through
+    /// [`register_executor!`](crate::register_executor)), shown by
+    /// `fruix executors`.
     pub version: &'static str,
     /// Who registered it (a crate name), named when two registrations clash.
     pub origin: &'static str,
+    /// Built-in or plugin ([`ExecutorConfig::KIND`]).
     pub kind: ExecutorKind,
+    /// [`ExecutorConfig::capabilities`], called once when the registry is
+    /// built.
     pub capabilities: fn() -> Capabilities,
+    /// [`ExecutorConfig::keys`], called once when the registry is built.
     pub config_keys: fn() -> Vec<ConfigKey>,
+    /// Deserialises the JSON configuration object into the config struct
+    /// (an [`Error::InvalidConfig`] naming the executor when it does not
+    /// fit) and calls [`ExecutorConfig::build`].
     pub factory: fn(serde_json::Value) -> Result<Arc<dyn Executor>>,
 }
 
@@ -154,14 +176,24 @@ pub type Factory = Arc<dyn Fn(serde_json::Value) -> Result<Arc<dyn Executor>> + 
 /// (external executors).
 #[derive(Clone)]
 pub struct RegistryEntry {
+    /// The name executors are looked up by (`--executor`, matrix axes).
     pub name: String,
+    /// One line for `fruix executors list`.
     pub description: String,
+    /// The version `fruix executors` shows: the registering crate's for a
+    /// compiled-in executor, the declared `version` of an external one.
     pub version: String,
+    /// Who registered it, named when two registrations clash: a crate name,
+    /// or `FILE:LINE` of an external executor's declaration.
     pub origin: String,
+    /// Built-in, plugin or external.
     pub kind: ExecutorKind,
     /// Known without a configuration.
     pub capabilities: Capabilities,
+    /// The configuration keys it accepts, for `fruix executors describe`.
     pub config_keys: Vec<ConfigKey>,
+    /// Makes the executor from its configuration; [`Registry::create`]
+    /// calls it.
     pub factory: Factory,
 }
 

@@ -8,6 +8,8 @@ use crate::promotion::{check_name, BuildPolicy, FreebsdBase, SourceStore};
 pub struct BuildRequest {
     /// The run id (a UTC timestamp like `20260405T213444Z`).
     pub run_id: String,
+    /// The FreeBSD base to build, with `target` and `target_arch` set
+    /// (they become `TARGET` and `TARGET_ARCH` of the make steps).
     pub freebsd_base: FreebsdBase,
     /// The source tree: what the artifacts' identity names (a source
     /// object's store path, or a path on the machine that builds).
@@ -16,6 +18,8 @@ pub struct BuildRequest {
     /// `source.path` (a guest's copy of a source object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_dir: Option<String>,
+    /// How to build: jobs, kernel configuration, make flags,
+    /// `SOURCE_DATE_EPOCH`.
     pub policy: BuildPolicy,
     /// The artifacts requested, in order (usually the base four).
     pub artifacts: Vec<String>,

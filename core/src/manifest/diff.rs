@@ -10,11 +10,24 @@ use super::{path_order, Entry, EntryKind, Modes, SPECIAL_BITS};
 #[serde(tag = "change", rename_all = "lowercase")]
 pub enum Difference {
     /// Present in both, with different attributes (`what`: type, size, sha256, mode, link).
-    Modified { path: String, what: Vec<String> },
+    Modified {
+        /// The entry's manifest path (`./a/b`, mtree-encoded).
+        path: String,
+        /// What changed, one item each, from [`entry_changes`]:
+        /// `size 10 -> 12`, `sha256`, `link`, `type file -> dir`,
+        /// `mode 0444 -> 0555`.
+        what: Vec<String>,
+    },
     /// Expected but absent.
-    Missing { path: String },
+    Missing {
+        /// The expected entry's manifest path.
+        path: String,
+    },
     /// Present but not expected.
-    Extra { path: String },
+    Extra {
+        /// The unexpected entry's manifest path.
+        path: String,
+    },
 }
 
 impl Difference {

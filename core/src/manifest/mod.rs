@@ -110,9 +110,23 @@ impl From<TreeSignature> for String {
 /// What an entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
+    /// A directory (`type=dir`).
     Directory,
-    File { size: u64, sha256: [u8; 32] },
-    Symlink { target: Vec<u8> },
+    /// A regular file (`type=file`).
+    File {
+        /// Its length in bytes: what was read and hashed, or its `stat`
+        /// size in a walk with [`WalkOptions::skip_digests`].
+        size: u64,
+        /// The SHA-256 of its contents; all zeros from a walk with
+        /// [`WalkOptions::skip_digests`].
+        sha256: [u8; 32],
+    },
+    /// A symlink (`type=link`), never followed.
+    Symlink {
+        /// The target as stored in the link, raw bytes: possibly absolute,
+        /// possibly dangling.
+        target: Vec<u8>,
+    },
 }
 
 /// One manifest entry.
@@ -122,6 +136,7 @@ pub struct Entry {
     pub path: Vec<u8>,
     /// Canonical mode (see the module docs); 0 for symlinks.
     pub mode: u32,
+    /// What the entry is, with a file's size and digest or a link's target.
     pub kind: EntryKind,
 }
 

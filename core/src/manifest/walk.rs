@@ -61,7 +61,10 @@ pub type Exclude<'a> = dyn Fn(&[u8]) -> bool + Sync + 'a;
 /// Counters a walk updates as it reads, for progress displays.
 #[derive(Debug, Default)]
 pub struct Progress {
+    /// Regular files read completely so far.
     pub files: AtomicU64,
+    /// File content bytes read so far, counted as each piece is read (a
+    /// large file moves it before it is done).
     pub bytes: AtomicU64,
 }
 
@@ -83,6 +86,7 @@ fn count_bytes(progress: Option<&Progress>, n: usize) {
 /// An entry as walked.
 #[derive(Debug, Clone)]
 pub struct Walked {
+    /// The manifest entry: path, canonical mode and kind.
     pub entry: Entry,
     /// Modification time of files and directories (seconds); 0 for symlinks.
     pub mtime: i64,
@@ -134,7 +138,9 @@ impl OpenFile<'_> {
 /// What reading a file found: the bytes read and their SHA-256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileDigest {
+    /// How many bytes were read, which becomes the entry's size.
     pub size: u64,
+    /// SHA-256 of exactly those bytes.
     pub sha256: [u8; 32],
 }
 

@@ -62,13 +62,24 @@ pub const DEFAULT_TIMEOUTS: [(Stage, Duration); 4] = [
 /// The stages of an external executor, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
+    /// `prepare`: optional, runs first (default timeout 1 hour).
     Prepare,
+    /// `build`: the one required command; runs after `prepare`, when there
+    /// is one and it succeeded (default timeout 48 hours).
     Build,
+    /// `collect`: optional, runs once `build` succeeded and puts each
+    /// requested artifact at `artifacts/NAME` of the result root (default
+    /// timeout 1 hour).
     Collect,
+    /// `cleanup`: optional, runs once at the end of every run, whatever
+    /// happened, with `FRUIX_OUTCOME` set; it cannot be cancelled (default
+    /// timeout 10 minutes).
     Cleanup,
 }
 
 impl Stage {
+    /// Every stage, in the order they run (`cleanup` last, whatever the
+    /// others did).
     pub const ALL: [Stage; 4] = [Stage::Prepare, Stage::Build, Stage::Collect, Stage::Cleanup];
 
     /// The stage's name: its field in the executors file, its event stage,
@@ -96,23 +107,47 @@ impl Stage {
 pub struct StageCommand {
     /// Program (resolved as described in the module docs) and arguments.
     pub argv: Vec<String>,
+    /// How long the command may run: `(timeout SECONDS)`, else the stage's
+    /// entry in [`DEFAULT_TIMEOUTS`]. Past it the command's process group is
+    /// stopped (`SIGTERM`, then `SIGKILL` after the executor's
+    /// [`term_grace`](ExternalSpec::term_grace)) and the stage is a system
+    /// failure.
     pub timeout: Duration,
 }
 
 /// One external executor, as declared in an executors file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExternalSpec {
+    /// The name the executor is registered and selected under (`name`),
+    /// also given to its commands as `FRUIX_EXECUTOR`; checked to be usable
+    /// in a store name.
     pub name: String,
+    /// The executor's version (`version`, same characters as `name`):
+    /// `FRUIX_EXECUTOR_VERSION`, and the version in the `promotion.scm`
+    /// fruix writes for it.
     pub version: String,
+    /// One line for `fruix executors list` (`description`).
     pub description: String,
     /// `FILE:LINE` of the declaration, named when two executors clash.
     pub origin: String,
     /// The directory of the executors file (`FRUIX_EXECUTOR_DIR`).
     pub dir: PathBuf,
+    /// The exit statuses its commands report a failure with.
     pub exit_codes: ExitCodes,
+    /// How long a stage's process group has between `SIGTERM` and `SIGKILL`
+    /// when it is stopped (timeout or cancellation): `(term-grace SECONDS)`,
+    /// else [`fruix_core::process::TERM_GRACE`].
     pub term_grace: Duration,
+    /// What the registry says it can do: `remote` (default false) and
+    /// `target_arches` (empty: any) come from the file; it never signs at
+    /// the build site (fruix signs after `collect` unless the executor wrote
+    /// `promotion.scm`) and is always cancellable.
     pub capabilities: Capabilities,
+    /// The configuration keys it accepts (`config-key` records, names of
+    /// `a-z`, `0-9` and `_`); each value given reaches every stage as
+    /// `FRUIX_CONFIG_KEY`, the key upper-cased.
     pub config_keys: Vec<ConfigKey>,
+    /// Its command for each stage.
     pub stages: Stages,
 }
 
@@ -131,9 +166,15 @@ pub struct ExitCodes {
 /// required.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stages {
+    /// Runs first; `None`: the run starts with `build`.
     pub prepare: Option<StageCommand>,
+    /// Always present: an executor without a `build` command is refused.
     pub build: StageCommand,
+    /// Runs after `build`; `None`: `build` must leave the artifacts at
+    /// `artifacts/NAME` of the result root itself.
     pub collect: Option<StageCommand>,
+    /// Runs once at the end of every run; `None`: only the work directory is
+    /// removed.
     pub cleanup: Option<StageCommand>,
 }
 

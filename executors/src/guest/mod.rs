@@ -77,7 +77,11 @@ const TAIL_LINES: usize = 20;
 /// Which of the two guest executors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// `host-initiated`: the host runs each make step in the guest as POSIX
+    /// sh, then signs the imported artifacts itself.
     HostInitiated,
+    /// `guest-self-hosted`: the guest's own fruix runs the build driver and
+    /// signs; the host checks those signatures on import.
     SelfHosted,
 }
 

@@ -27,6 +27,8 @@ pub const VERSION: u32 = 1;
 pub struct Message {
     /// The protocol version ([`VERSION`]).
     pub v: u32,
+    /// What the message carries; flattened, so the line's other key is
+    /// `event` or `outcome`.
     #[serde(flatten)]
     pub body: Body,
 }
@@ -46,9 +48,15 @@ pub enum Body {
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Outcome {
     /// The result root, finished and signed, is at `result_root` in the guest.
-    Succeeded { result_root: String },
+    Succeeded {
+        /// The guest result root's absolute path,
+        /// `STATE/native-builds/RUN-ID`; the host refuses any other.
+        result_root: String,
+    },
     /// The run failed.
     Failed {
+        /// The kind of failure: it picks the error the host returns
+        /// ([`Outcome::into_result`]).
         failure: Failure,
         /// The failed build step (build failures).
         step: Option<String>,

@@ -19,11 +19,20 @@ use fruix_core::Error;
 /// One cap of [`ImportLimits`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cap {
+    /// `import_max_bytes`: bytes of the whole tar stream, headers included.
     Bytes,
+    /// `import_max_entries`: archive entries read, plus the directories
+    /// created for entries whose parents the archive did not declare.
     Entries,
+    /// `import_max_path_bytes`: bytes of one entry's path.
     PathBytes,
+    /// `import_max_name_bytes`: bytes of one component of an entry's path.
     NameBytes,
+    /// `import_max_link_bytes`: bytes of a symlink's target or a hard link's
+    /// name.
     LinkBytes,
+    /// `import_max_header_bytes`: bytes of one extended header (pax `x`, GNU
+    /// long name or long link).
     HeaderBytes,
 }
 
@@ -54,11 +63,21 @@ impl Cap {
 /// The caps of one import (see the module docs for each one's meaning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImportLimits {
+    /// Most bytes of the tar stream, headers included ([`Cap::Bytes`];
+    /// default 64 GiB).
     pub max_bytes: u64,
+    /// Most entries, created parent directories included ([`Cap::Entries`];
+    /// default 10,000,000).
     pub max_entries: u64,
+    /// Most bytes of one entry's path ([`Cap::PathBytes`]; default 4095).
     pub max_path_bytes: u64,
+    /// Most bytes of one path component ([`Cap::NameBytes`]; default 255).
     pub max_name_bytes: u64,
+    /// Most bytes of a symlink's target or a hard link's name
+    /// ([`Cap::LinkBytes`]; default 4095).
     pub max_link_bytes: u64,
+    /// Most bytes of one extended header ([`Cap::HeaderBytes`]; default
+    /// 1 MiB).
     pub max_header_bytes: u64,
 }
 

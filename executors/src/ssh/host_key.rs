@@ -30,6 +30,9 @@ pub enum HostKeyPolicy {
     Pinned(String),
     /// An OpenSSH known_hosts file.
     KnownHosts {
+        /// The file read; a missing or unreadable one holds no entry. With
+        /// `accept_new` an unknown host's key is appended to it (file and
+        /// parent directories created as needed).
         path: PathBuf,
         /// Record an unknown host's key instead of refusing it.
         accept_new: bool,

@@ -74,12 +74,18 @@ pub use fruix_core::ssh_target::SshTarget;
 /// Everything needed to open a session.
 #[derive(Debug, Clone)]
 pub struct SshOptions {
+    /// Who to log in as, and where (`user@host[:port]`, port 22 unless
+    /// given).
     pub target: SshTarget,
     /// The private key file; `None` uses the agent, then the default keys.
     pub identity: Option<PathBuf>,
     /// The environment variable holding the identity's passphrase.
     pub passphrase_env: Option<String>,
+    /// How the server's host key is checked, before anything is sent.
     pub host_keys: HostKeyPolicy,
+    /// The limit on TCP connection, key exchange and authentication
+    /// together (default [`DEFAULT_CONNECT_TIMEOUT`]); going over it is
+    /// [`Error::Timeout`].
     pub connect_timeout: Duration,
     /// Longer lines of remote output are cut (see [`remote`]).
     pub max_line_bytes: usize,

@@ -54,7 +54,10 @@ const SESSION_PREFIX: &str = "fruix-session ";
 /// How a remote command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteExit {
+    /// The script exited with this status (0 is success).
     Code(u32),
+    /// The script's shell was killed by this signal, named as SSH reports
+    /// it, without `SIG` (`TERM`, `KILL`).
     Signal(String),
 }
 
@@ -76,8 +79,13 @@ impl RemoteExit {
 /// A finished command's status and the tails of its output.
 #[derive(Debug, Clone)]
 pub struct RemoteOutput {
+    /// How the command ended.
     pub exit: RemoteExit,
+    /// The last [`OUTPUT_TAIL_LINES`] lines of stdout, each cut at the
+    /// session's line cap, bytes that are not UTF-8 shown as `\ooo`.
     pub stdout: Tail,
+    /// The last [`OUTPUT_TAIL_LINES`] lines of stderr, as `stdout`, without
+    /// the `fruix-session PID` line.
     pub stderr: Tail,
 }
 
@@ -305,7 +313,11 @@ impl SshSession {
 /// it down sends end-of-file), and, once the channel closes, the last lines
 /// of its stderr and how it ended.
 pub struct RemoteStdio {
+    /// The command's stdout, byte for byte (neither split into lines nor
+    /// capped); end-of-file once the remote side closes it.
     pub stdout: tokio::io::DuplexStream,
+    /// The command's stdin, written under SSH flow control; shutting it
+    /// down sends end-of-file.
     pub stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
     /// Ends when the channel closes: stderr's last [`OUTPUT_TAIL_LINES`]
     /// lines, and the exit (`None` when the channel closed without one: the

@@ -16,9 +16,18 @@ use super::driver::{argv, memory, must, poll, Endpoint, Host, Instance, VmDriver
 /// How often a stopping guest is checked.
 const STOP_POLL: Duration = Duration::from_millis(500);
 
+/// The bhyve driver (see the module docs). The guest's disk is the ZFS
+/// clone `DATASET-NAME` (NAME the instance's name) of `DATASET@SNAPSHOT`;
+/// its pid file and console are in the instance's work directory.
 #[derive(Debug)]
 pub struct Bhyve {
+    /// The VM machine's `(vm ...)` record: memory, CPUs, and the dataset,
+    /// snapshot, tap interface (default `tap0`) and guest address of its
+    /// driver, which must be [`VmDriverSpec::Bhyve`] (any other panics).
     pub spec: VmSpec,
+    /// Where `zfs`, `bhyveload`, `daemon`, `bhyvectl` and `pkill` run: this
+    /// machine ([`LocalHost`](super::driver::LocalHost)) for the `vm`
+    /// executor.
     pub host: Arc<dyn Host>,
 }
 

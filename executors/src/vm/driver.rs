@@ -26,7 +26,12 @@ pub struct Instance {
 /// Where a booted guest's sshd listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    /// The address to connect to: `127.0.0.1` for QEMU, the machine's
+    /// configured address for bhyve, the first IPv4 address the guest tools
+    /// report for XCP-ng.
     pub host: String,
+    /// The TCP port: for QEMU a free port of 127.0.0.1 forwarded to the
+    /// guest's 22, else 22.
     pub port: u16,
 }
 
@@ -52,12 +57,19 @@ pub trait VmDriver: fmt::Debug + Send + Sync {
 /// A finished command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output {
+    /// The exit status; -1 when the command was killed by a signal.
     pub status: i32,
+    /// Its stdout as text: all of it, decoded lossily, from [`LocalHost`];
+    /// from an [`SshHost`](super::master::SshHost) only the last
+    /// [`OUTPUT_TAIL_LINES`](crate::ssh::remote::OUTPUT_TAIL_LINES) lines,
+    /// trimmed, after a note when earlier lines were dropped.
     pub stdout: String,
+    /// Its stderr, as `stdout`.
     pub stderr: String,
 }
 
 impl Output {
+    /// Whether the command exited with status 0.
     pub fn success(&self) -> bool {
         self.status == 0
     }

@@ -14,6 +14,9 @@ use tokio::sync::OnceCell;
 use super::driver::{Host, Output};
 use crate::ssh::{shell_quote, HostKeyPolicy, SshOptions, SshSession};
 
+/// The pool master: each command's words are shell-quoted and run as one
+/// remote command ([`SshSession::output`]: only the last lines of its
+/// output are kept). The host key must be in `~/.ssh/known_hosts`.
 #[derive(Debug)]
 pub struct SshHost {
     options: SshOptions,

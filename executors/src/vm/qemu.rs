@@ -21,13 +21,21 @@ use super::driver::{memory, Endpoint, Instance, VmDriver};
 /// The QEMU system emulator run.
 pub const QEMU: &str = "qemu-system-x86_64";
 
+/// The QEMU driver (see the module docs). It keeps the guest's
+/// `qemu-system-x86_64` process, so one value drives one guest at a time;
+/// the overlay, QMP socket and `qemu.log` are in the instance's work
+/// directory.
 #[derive(Debug)]
 pub struct Qemu {
+    /// The VM machine's `(vm ...)` record: memory, CPUs, and the image,
+    /// kernel, initrd, kernel arguments and accelerator of its driver,
+    /// which must be [`VmDriverSpec::Qemu`] (any other panics at boot).
     pub spec: VmSpec,
     child: Mutex<Option<tokio::process::Child>>,
 }
 
 impl Qemu {
+    /// The driver of `spec`, no guest started yet.
     pub fn new(spec: VmSpec) -> Self {
         Qemu {
             spec,

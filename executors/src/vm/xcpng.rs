@@ -16,8 +16,14 @@ use super::driver::{argv, must, Endpoint, Host, Instance, VmDriver};
 /// How often the guest's address is asked for while it boots.
 const ADDRESS_POLL: Duration = Duration::from_secs(1);
 
+/// The XCP-ng driver (see the module docs). It keeps the uuid of the
+/// clone it made, so one value drives one guest at a time.
 #[derive(Debug)]
 pub struct XcpNg {
+    /// The VM machine's `(vm ...)` record: its boot timeout (also the limit
+    /// on waiting for the guest's address) and the template of its driver,
+    /// which must be [`VmDriverSpec::XcpNg`] (any other panics). The pool
+    /// master it names is reached through `host`.
     pub spec: VmSpec,
     /// The pool master.
     pub host: Arc<dyn Host>,
@@ -26,6 +32,7 @@ pub struct XcpNg {
 }
 
 impl XcpNg {
+    /// The driver of `spec`, running `xe` on `host`; no clone made yet.
     pub fn new(spec: VmSpec, host: Arc<dyn Host>) -> Self {
         XcpNg {
             spec,

@@ -23,15 +23,29 @@ pub use table::table;
 /// The whole report, written as `report.json`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
+    /// The matrix file, as an absolute path.
     pub matrix: PathBuf,
     /// Unix time, seconds.
     pub started_at: f64,
+    /// Seconds the run took: for `matrix run`, from the start of the cells (the
+    /// source object is added before) to the end of the agreement check; for
+    /// `matrix collect`, from the earliest start of a cell to the latest end (0
+    /// when no cell started).
     pub duration_s: f64,
+    /// At most this many cells ran at once: the matrix file's `max-parallel`,
+    /// or `--max-parallel` of `matrix run`; `null`: no limit.
     pub max_parallel: Option<u32>,
     /// Ctrl-C stopped the run.
     pub cancelled: bool,
+    /// Every cell of the matrix, in expansion order, also those that never
+    /// started (and, after `collect`, those without a report: `missing`).
     pub cells: Vec<CellReport>,
+    /// One entry per artifact and group of cells that must agree
+    /// (`agree-across`), over the group's passed cells; a group with fewer than
+    /// two passed cells has none.
     pub agreement: Vec<AgreementReport>,
+    /// The machines the run stopped using (in machines file order; after
+    /// `collect`, each machine once, with the first reason a cell report gave).
     pub machines_set_aside: Vec<SetAside>,
 }
 
@@ -85,27 +99,57 @@ impl Report {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetAside {
+    /// The machine's name in the machines file.
     pub machine: String,
+    /// Why it was set aside, with the attempt and the cell (by its index in the
+    /// matrix, from 0) that showed it: `unreachable after attempt 1 of cell 3`,
+    /// `its guest did not come up for attempt 2 of cell 0`.
     pub reason: String,
 }
 
+/// One cell of `report.json` (the `cell` of a cell report too): what it built,
+/// how it ended, its attempts and what it promoted.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CellReport {
+    /// The cell's id (`host-initiated-MINIMAL`): unique in the matrix, of
+    /// `A-Z a-z 0-9 . _ -` only. It names the cell's log (`logs/ID.log`) and,
+    /// once it passed, its result link (`results/ID`).
     pub id: String,
+    /// The executor that built the cell (a name of the executor registry).
     pub executor: String,
+    /// The kernel configuration built (`KERNCONF`).
     pub kernconf: String,
+    /// The `TARGET_ARCH` built for.
     pub target_arch: String,
+    /// The cell's own `make-flag` axis value; `null` when it has none. The
+    /// matrix's `make-flags`, which every cell gets, are not repeated here.
     pub make_flag: Option<String>,
     /// Where the last attempt ran (a machine, or `local`), or the pinned
     /// machine of a cell that never started.
     pub machine: Option<String>,
+    /// How the cell ended: `passed`, `build-failure`, `system-failure`,
+    /// `cancelled` or `missing` ([`CellStatus`]).
     pub status: CellStatus,
+    /// Seconds from the start of the first attempt to the end of the cell,
+    /// retries and promotion included; 0 when the cell never started.
     pub duration_s: f64,
+    /// When the first attempt started, Unix time in seconds; `null` when the
+    /// cell never started.
     pub started_at: Option<f64>,
+    /// When the cell ended (promotion included), Unix time in seconds; `null`
+    /// when it was cancelled before it started, or is `missing`. A cell that no
+    /// machine could take has one, but no `started_at`.
     pub finished_at: Option<f64>,
+    /// Every attempt, in order (more than one when a system failure was
+    /// retried); empty when the cell never started.
     pub attempts: Vec<AttemptReport>,
+    /// The absolute store path of the result bundle the cell was promoted as;
+    /// `null` unless the cell passed.
     pub result_store: Option<PathBuf>,
+    /// The promoted artifacts by name (`world`, `kernel`, `headers`,
+    /// `bootloader`): each one's store object and tree signature. Empty unless
+    /// the cell passed.
     pub artifacts: BTreeMap<String, PromotedArtifact>,
     /// The key of the machine that signed the cell's objects where it built
     /// them (absent when it did not sign).
@@ -114,6 +158,10 @@ pub struct CellReport {
     /// The cell's log file; `null` for a cell that never started (it has
     /// none).
     pub log: Option<PathBuf>,
+    /// Why the cell did not pass: the last attempt's error, `cannot run: ...`
+    /// when no machine could take it, `promotion failed: ...`, `never started`,
+    /// or why it is `missing`. `null` when it passed, and when it was cancelled
+    /// while it ran.
     pub error: Option<String>,
 }
 
@@ -141,42 +189,73 @@ impl CellReport {
     }
 }
 
+/// One attempt of a cell, in a cell's `attempts`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttemptReport {
+    /// The attempt's number: 1 for the first, then one more for each retry.
     pub attempt: u32,
+    /// Where it ran: a machine's name in the machines file, or `local` (the
+    /// host that ran the matrix).
     pub machine: String,
+    /// When it started, Unix time in seconds.
     pub started_at: f64,
+    /// When its build ended, Unix time in seconds (promotion, which follows a
+    /// passed build, is not included).
     pub finished_at: f64,
+    /// How its build ended: `passed` (the cell's own `status` also says whether
+    /// promotion did), `build-failure`, `system-failure` or `cancelled`.
     pub status: CellStatus,
+    /// The attempt's error message; `null` when its build passed.
     pub error: Option<String>,
 }
 
 /// One artifact compared across cells that must agree.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AgreementReport {
+    /// The artifact's name (`world`, `kernel`, ...).
     pub artifact: String,
+    /// The ids of the cells compared: the group's passed cells, in matrix
+    /// order.
     pub cells: Vec<String>,
+    /// Whether every compared cell has the same tree signature (a cell without
+    /// the artifact disagrees).
     pub agree: bool,
     /// Each cell's tree signature (`null`: the cell has no such artifact).
     pub signatures: BTreeMap<String, Option<String>>,
     /// Paths in which the first cell's tree differs from each cell of
     /// another signature.
     pub differences: Vec<DifferenceReport>,
+    /// diffoscope's comparisons of the first differing files of each pair (at
+    /// most [`DIFFOSCOPE_FILES`](agreement::DIFFOSCOPE_FILES), with
+    /// `--diffoscope`), and notes on pairs whose files could not be listed
+    /// (objects not in the store, unreadable manifests), which have an empty
+    /// `path` and are given with or without `--diffoscope`.
     pub diffoscope: Vec<DiffoscopeReport>,
 }
 
+/// One path in which two cells' trees of an artifact differ, an entry of
+/// `differences`: `cells`, then the [`FileDifference`] fields (`path`,
+/// `change`, `first`, `second`) inline.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DifferenceReport {
     /// The two cells compared: `first` and `second` are theirs.
     pub cells: [String; 2],
+    /// The path and both sides of it, written inline (there is no `difference`
+    /// key).
     #[serde(flatten)]
     pub difference: FileDifference,
 }
 
+/// One diffoscope comparison, or why the files of a pair could not be compared:
+/// an entry of `diffoscope`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DiffoscopeReport {
+    /// The two cells, by id: the first cell of the artifact's first signature,
+    /// then a cell of another signature.
     pub cells: [String; 2],
+    /// The manifest path of the file compared (`./usr/lib/libc.so.7`); empty
+    /// when the entry is about the whole pair.
     pub path: String,
     /// diffoscope's output, when it ran.
     pub output: Option<PathBuf>,

@@ -14,16 +14,21 @@ pub struct Start {
     pub cell: usize,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// Where it runs; the slot there is taken until [`Dispatcher::finished`].
     pub placement: Placement,
 }
 
 /// What [`Dispatcher::dispatch`] says about a cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Start this attempt; its slot is taken.
     Start(Start),
     /// The cell cannot run anywhere; it failed as a system failure.
     Fail {
+        /// The cell's index in the matrix.
         cell: usize,
+        /// Why no machine can take it (from [`Decision::Never`]); the runner
+        /// records `cannot run: REASON`.
         reason: String,
     },
 }
@@ -31,8 +36,12 @@ pub enum Step {
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptOutcome {
+    /// The build succeeded.
     Passed,
+    /// The attempt failed.
     Failed {
+        /// How: only [`Failure::System`] is retried, and [`Failure::Cancelled`]
+        /// does not trigger fail-fast.
         failure: Failure,
         /// Why the attempt's machine is no longer used, if it is not.
         unusable: Option<Unusable>,

@@ -28,6 +28,8 @@ pub struct Need {
     /// Runs on a machine of the pool (its executor takes `machines` and
     /// `machine`), rather than on this host.
     pub remote: bool,
+    /// The cell's `TARGET_ARCH`: a remote cell runs only on machines whose
+    /// `systems` list it, or list none.
     pub target_arch: String,
     /// The machine the cell is pinned to.
     pub pinned: Option<String>,
@@ -36,6 +38,7 @@ pub struct Need {
 /// The decision for one waiting cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// Run it there now; the caller takes the slot with [`Pool::acquire`].
     Run(Placement),
     /// No slot is free now; one may be later.
     Wait,

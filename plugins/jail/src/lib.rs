@@ -37,6 +37,8 @@
 //! FreeBSD userland with `usr/bin/make`; default [`DEFAULT_JAIL_ROOT`]) and
 //! `make` (default `make`, or `bmake` for a direct runner off FreeBSD).
 
+#![warn(missing_docs)]
+
 pub mod plan;
 pub mod runner;
 

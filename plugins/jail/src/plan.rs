@@ -13,11 +13,17 @@ use std::path::{Path, PathBuf};
 
 use fruix_freebsd::{BuildPlan, MakeStep};
 
-/// `jail(8)`, `jexec(8)`, `mount(8)`, `umount(8)` and `env(1)` on FreeBSD.
+/// `jail(8)` on FreeBSD: creates (`-c`) and removes (`-r`) the run's jail.
 pub const JAIL: &str = "/usr/sbin/jail";
+/// `jexec(8)` on FreeBSD: runs each make step inside the jail.
 pub const JEXEC: &str = "/usr/sbin/jexec";
+/// `mount(8)` on FreeBSD: nullfs-mounts the source and work directory into
+/// the jail root.
 pub const MOUNT: &str = "/sbin/mount";
+/// `umount(8)` on FreeBSD: undoes the mounts of [`MOUNT`].
 pub const UMOUNT: &str = "/sbin/umount";
+/// `env(1)` on FreeBSD, as the jail has it: `env -i` starts each jailed make
+/// step with only [`JAIL_PATH`] and the step's own variables.
 pub const ENV: &str = "/usr/bin/env";
 
 /// `PATH` of the make steps inside the jail.
@@ -36,8 +42,16 @@ pub enum Purpose {
 /// and environment changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
+    /// The event stage it runs as, and its log's name (`logs/STAGE.log`):
+    /// the make target for a make step, `mount-source`, `create-jail` and
+    /// the like for setup and teardown.
     pub stage: String,
+    /// Whether a failure is a system failure (setup) or a build failure
+    /// (make step).
     pub purpose: Purpose,
+    /// The program, then its arguments; never empty. A jailed make step is
+    /// `jexec NAME env -i PATH=... VAR=VALUE... MAKE -C SOURCE ...`, so its
+    /// environment is in `argv` and `env` and `env_remove` are empty.
     pub argv: Vec<String>,
     /// Set in the command's environment (direct make steps).
     pub env: Vec<(String, String)>,
@@ -75,6 +89,8 @@ pub struct Layout {
 /// The jail of a run.
 #[derive(Debug, Clone)]
 pub struct Jail {
+    /// The jail's name, also its `host.hostname` and the host name
+    /// `promotion.scm` records; made by [`jail_name`], so it has no dots.
     pub name: String,
     /// The jail's root directory: a FreeBSD userland.
     pub root: PathBuf,

@@ -14,6 +14,10 @@ use crate::plan::Invocation;
 /// stopped by its cancellation).
 #[async_trait]
 pub trait CommandRunner: Debug + Send + Sync {
+    /// Runs `invocation` until it ends or `step` stops it, and reports how
+    /// it ended: a non-zero exit is still `Ok`, for the caller to judge by
+    /// [`Invocation::purpose`]. `Err` when it could not be run at all (the
+    /// program could not be started, the log could not be written).
     async fn run(&self, invocation: &Invocation, step: &Step<'_>) -> Result<Finished>;
 }
 

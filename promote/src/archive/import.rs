@@ -30,8 +30,11 @@ pub(super) struct Pending {
 /// How [`import`] reads.
 #[derive(Debug, Clone, Copy)]
 pub struct ImportOptions<'a> {
+    /// The keys whose signatures count, and whether each object needs one.
     pub trust: &'a Trust,
+    /// Caps on the archive; going over one refuses it.
     pub limits: ArchiveLimits,
+    /// Counts the bytes of each file body read from the archive.
     pub progress: Option<&'a Progress>,
     /// Whether the archive must be the whole input: data after its last
     /// line refuses it. Otherwise reading stops after that line, and what

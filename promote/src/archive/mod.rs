@@ -114,6 +114,8 @@ impl Default for ArchiveLimits {
 /// Whom an import trusts.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
+    /// The trusted public keys. Only the signatures that verify with one of
+    /// them are kept in the store, whether or not `check_signatures` is on.
     pub keys: Vec<PublicKey>,
     /// Whether every object needs a signature by one of `keys`
     /// (`--no-check-sigs` turns it off).

@@ -63,11 +63,16 @@ pub const CANCEL_FALLBACK: Duration = Duration::from_secs(5);
 /// One scenario: an executor and the request to run it with.
 #[derive(Debug, Clone)]
 pub struct Case {
+    /// The executor under test, configured for this scenario (a missing
+    /// program or an unreachable machine for the system failure).
     pub executor: Arc<dyn Executor>,
+    /// The request to run; it must pass [`BuildRequest::check`] and the
+    /// executor's `check_request`, or the case fails before the executor runs.
     pub request: BuildRequest,
 }
 
 impl Case {
+    /// The case of running `executor` on `request`.
     pub fn new(executor: Arc<dyn Executor>, request: BuildRequest) -> Case {
         Case { executor, request }
     }
@@ -110,6 +115,7 @@ pub struct ObservedExecutor {
 }
 
 impl ObservedExecutor {
+    /// Wraps `inner`, with every count at zero.
     pub fn new(inner: Arc<dyn Executor>) -> ObservedExecutor {
         ObservedExecutor {
             inner,
@@ -195,10 +201,14 @@ impl Run for ObservedRun<'_> {
 /// One observed run of a case.
 #[derive(Debug)]
 pub struct Observed {
+    /// The result root the case ran into.
     pub root: PathBuf,
+    /// What [`run_executor`] returned.
     pub result: Result<ResultRoot>,
-    /// Every event, in the order sent.
+    /// Every event, in the order sent; empty when the channel did not
+    /// close within 5 seconds of the return (see `events_closed`).
     pub events: Vec<Event>,
+    /// The wrapper the executor ran in, with its call counts.
     pub executor: Arc<ObservedExecutor>,
     /// When the run was cancelled, if it was.
     pub cancelled_at: Option<Instant>,
