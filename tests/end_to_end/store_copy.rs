@@ -277,3 +277,26 @@ fn a_copy_to_an_unknown_host_is_refused_before_anything_is_sent() {
     json_error(&out, 3, "SHA256:");
     assert!(t.remote_objects().is_empty());
 }
+
+#[test]
+fn a_failing_remote_s_own_session_shaped_line_is_shown_not_taken() {
+    // Only the wrapper's first stderr line is its `fruix-session PID`; the
+    // same shape later is what the remote program said, and the error
+    // shows it.
+    let t = TwoStores::new();
+    let (bundle, _) = t.promoted(&sample_root(t.dir.path(), "root"));
+    script(
+        &t.remote_program,
+        "#!/bin/sh\necho 'fruix-session 1 is not my session' >&2\necho 'serve refused' >&2\nexit 1\n",
+    );
+    let out = run(&mut t.copy("--to", &["--recursive", &bundle]));
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.ends_with(
+            "ended with exit status 1:\n  fruix-session 1 is not my session\n  serve refused"
+        ),
+        "{message}"
+    );
+}

@@ -51,6 +51,28 @@ pub const OUTPUT_TAIL_LINES: usize = 20;
 
 const SESSION_PREFIX: &str = "fruix-session ";
 
+/// Picks [`wrap`]'s `fruix-session PID` line out of a script's stderr. Only
+/// the first stderr line can be it: a later line of that shape is the
+/// script's own output, shown like any other, and never names the session
+/// to stop.
+#[derive(Debug, Default)]
+struct SessionLine {
+    past_first: bool,
+}
+
+impl SessionLine {
+    /// For the next stderr line `text`: `Some` when it is the session line
+    /// (consumed, never shown), holding the id if it parses; `None` when the
+    /// line is the script's.
+    fn take(&mut self, text: &str) -> Option<Option<u32>> {
+        if std::mem::replace(&mut self.past_first, true) {
+            return None;
+        }
+        text.strip_prefix(SESSION_PREFIX)
+            .map(|pid| pid.trim().parse().ok())
+    }
+}
+
 /// How a remote command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteExit {
@@ -202,13 +224,14 @@ impl SshSession {
             LineSplitter::new(self.max_line_bytes, Some(LINE_CAP_KEY)),
         );
         let mut session: Option<u32> = None;
+        let mut session_line = SessionLine::default();
         let mut exit = None;
         let mut emit = |stream: Stream, line: &[u8], session: &mut Option<u32>| {
             let text = fruix_core::escape::utf8_or_octal(line);
             let text = text.trim_end_matches('\r');
-            if stream == Stream::Stderr && session.is_none() {
-                if let Some(pid) = text.strip_prefix(SESSION_PREFIX) {
-                    *session = pid.trim().parse().ok();
+            if stream == Stream::Stderr {
+                if let Some(pid) = session_line.take(text) {
+                    *session = pid;
                     return;
                 }
             }
@@ -344,9 +367,10 @@ impl SshSession {
                 Tail::new(OUTPUT_TAIL_LINES),
                 LineSplitter::new(max_line, Some(LINE_CAP_KEY)),
             );
-            let keep = |line: &[u8], tail: &mut Tail| {
+            let mut session_line = SessionLine::default();
+            let mut keep = |line: &[u8], tail: &mut Tail| {
                 let text = fruix_core::escape::utf8_or_octal(line);
-                if !text.starts_with(SESSION_PREFIX) {
+                if session_line.take(&text).is_none() {
                     tail.push(text.trim_end_matches('\r'));
                 }
             };
@@ -408,6 +432,19 @@ mod tests {
             stderr.starts_with(SESSION_PREFIX) && stderr.ends_with("\nerr\n"),
             "{stderr}"
         );
+    }
+
+    #[test]
+    fn only_the_first_stderr_line_can_be_the_session_line() {
+        let mut first = SessionLine::default();
+        assert_eq!(first.take("fruix-session 42"), Some(Some(42)));
+        assert_eq!(first.take("fruix-session 7"), None, "the script's own line");
+        let mut garbled = SessionLine::default();
+        assert_eq!(garbled.take("fruix-session x"), Some(None));
+        assert_eq!(garbled.take("fruix-session 7"), None, "never a second id");
+        let mut late = SessionLine::default();
+        assert_eq!(late.take("an error first"), None);
+        assert_eq!(late.take("fruix-session 7"), None);
     }
 
     #[test]

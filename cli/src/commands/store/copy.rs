@@ -216,18 +216,24 @@ pub fn copy(args: CopyArgs) -> CliResult {
         outcome.map_err(|e| {
             let status = e.exit_status();
             let mut message = e.to_string();
-            let tail = stderr.text();
+            // The other side's last stderr lines, one escaped line each.
+            let dropped = (stderr.dropped() > 0)
+                .then(|| format!("[earlier lines dropped: {}]", stderr.dropped()));
+            let tail: String = dropped
+                .into_iter()
+                .chain(stderr.lines().map(escape::line))
+                .map(|l| format!("\n  {l}"))
+                .collect();
             if !tail.is_empty() || exit.as_ref().is_some_and(|x| !x.success()) {
                 message.push_str(&format!(
-                    "\n`{}` on {} ended with {}{}{}",
+                    "\n`{}` on {} ended with {}{}{tail}",
                     escape::text(&command),
                     target,
                     exit.map_or(
                         "no exit status (the connection was lost)".to_string(),
                         |x| x.describe()
                     ),
-                    if tail.is_empty() { "" } else { ":\n" },
-                    escape::text(&tail)
+                    if tail.is_empty() { "" } else { ":" },
                 ));
             }
             CliError::new(status, anyhow::anyhow!(message))
