@@ -5,8 +5,9 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// A benchmark's scratch directory, `--dir DIR`: emptied first, removed at
-/// the end unless `--keep`.
+/// A benchmark's scratch directory, `--dir DIR`: each benchmark empties it
+/// with [`fresh`] before use, and [`Scratch::finish`] removes it at the end
+/// unless `--keep`.
 pub struct Scratch {
     /// `--dir DIR`, else the [`default_dir`] of the benchmark's name; the
     /// benchmarks empty it with [`fresh`] before use.

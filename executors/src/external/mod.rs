@@ -67,7 +67,7 @@ pub const ENVIRONMENT: [(&str, &str); 24] = [
     ("FRUIX_RUN_ID", "the run id, e.g. 20260405T213444Z"),
     ("FRUIX_RESULT_ROOT", "absolute path of the result root to fill (exists; holds logs/ and the unfinished marker)"),
     ("FRUIX_WORK_DIR", "absolute path of a scratch directory for this run (the current directory; removed after cleanup)"),
-    ("FRUIX_REQUEST_FILE", "the full build request as JSON (run_id, freebsd_base, source, policy, artifacts)"),
+    ("FRUIX_REQUEST_FILE", "absolute path of request.json in the work directory: the full build request as JSON (run_id, freebsd_base, source, policy, artifacts)"),
     ("FRUIX_SOURCE_STORE", "the source tree (store path) to build"),
     ("FRUIX_SOURCE_COMMIT", "the source's commit, or empty"),
     ("FRUIX_FREEBSD_NAME", "FreeBSD"),
@@ -322,7 +322,9 @@ impl ExternalExecutor {
         }
     }
 
-    /// Records how `ctx`'s run ended, unless already known (a timeout).
+    /// Creates the run's work directory, writes `request.json` there and
+    /// runs the prepare, build, collect and sign stages in order; the first
+    /// that fails ends the run with its failure.
     async fn run_stages(&self, ctx: &RunContext) -> Result<()> {
         let work = self.work_dir(ctx)?;
         remove_work_dir(&work).await?;

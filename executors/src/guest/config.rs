@@ -101,7 +101,8 @@ pub struct GuestConfig {
 pub struct ModeConfig<const SELF_HOSTED: bool>(pub GuestConfig);
 
 /// Configuration of `host-initiated`: the shared guest keys but
-/// `guest_helper`, which only `guest-self-hosted` uses.
+/// `guest_helper` and `guest_signing_key`, which only `guest-self-hosted`
+/// uses ([`Mode::foreign_keys`]).
 pub type HostInitiatedConfig = ModeConfig<false>;
 
 /// Configuration of `guest-self-hosted`: the shared guest keys but `make`,
