@@ -15,7 +15,7 @@ use fruix_core::vm::{VmDriverSpec, VmSpec};
 use fruix_core::{fsutil, Error, Result};
 
 use super::bhyve::Bhyve;
-use super::driver::{Instance, LocalHost, VmDriver};
+use super::driver::{Host, Instance, LocalHost, VmDriver};
 use super::qemu::Qemu;
 use super::xcpng::XcpNg;
 use super::{bring_up, teardown, wait_for_ssh, Started};
@@ -97,28 +97,21 @@ impl ExecutorConfig for VmConfig {
             ..GuestConfig::default()
         }
         .build(mode)?;
-        let driver: Arc<dyn VmDriver> = match &spec.driver {
-            VmDriverSpec::Qemu { .. } => Arc::new(Qemu::new(spec.clone())),
-            VmDriverSpec::Bhyve { .. } => Arc::new(Bhyve {
-                spec: spec.clone(),
-                host: Arc::new(LocalHost),
-            }),
+        let host: Arc<dyn Host> = match &spec.driver {
             VmDriverSpec::XcpNg { master, .. } => {
                 let target = SshTarget::parse(master).map_err(&invalid)?;
-                Arc::new(XcpNg::new(
-                    spec.clone(),
-                    Arc::new(super::master::SshHost::new(
-                        target,
-                        machine.private_key.clone(),
-                    )),
+                Arc::new(super::master::SshHost::new(
+                    target,
+                    machine.private_key.clone(),
                 ))
             }
+            VmDriverSpec::Qemu { .. } | VmDriverSpec::Bhyve { .. } => Arc::new(LocalHost),
         };
         Ok(Arc::new(VmExecutor {
             mode,
             user: machine.target.user.clone(),
             spec,
-            driver,
+            host,
             inner,
         }))
     }
@@ -132,9 +125,26 @@ pub struct VmExecutor {
     mode: Mode,
     user: String,
     spec: VmSpec,
-    driver: Arc<dyn VmDriver>,
+    /// Where the driver's commands run: the XCP-ng pool master, else this
+    /// machine.
+    host: Arc<dyn Host>,
     /// The inner mode's executor, its address still the template's.
     inner: GuestExecutor,
+}
+
+/// A driver of its own for one run of `spec`, its commands run on `host`
+/// (see [`VmExecutor::host`]). A driver holds the state of the one guest it
+/// drives (QEMU's process, the XCP-ng clone's uuid), so runs never share
+/// one: two runs of one executor boot, stop and destroy two guests.
+pub(super) fn driver_for_run(spec: &VmSpec, host: &Arc<dyn Host>) -> Box<dyn VmDriver> {
+    match &spec.driver {
+        VmDriverSpec::Qemu { .. } => Box::new(Qemu::new(spec.clone())),
+        VmDriverSpec::Bhyve { .. } => Box::new(Bhyve {
+            spec: spec.clone(),
+            host: host.clone(),
+        }),
+        VmDriverSpec::XcpNg { .. } => Box::new(XcpNg::new(spec.clone(), host.clone())),
+    }
 }
 
 impl Executor for VmExecutor {
@@ -154,14 +164,17 @@ impl Executor for VmExecutor {
     fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
         Box::new(VmRun {
             executor: self,
+            driver: driver_for_run(&self.spec, &self.host),
             started: Started::default(),
             vm: None,
         })
     }
 }
 
+/// One run's guest: its own driver, how far its life got, its instance.
 struct VmRun<'a> {
     executor: &'a VmExecutor,
+    driver: Box<dyn VmDriver>,
     started: Started,
     vm: Option<Instance>,
 }
@@ -179,7 +192,7 @@ impl Run for VmRun<'_> {
             work_dir,
         };
         self.vm = Some(vm.clone());
-        let driver = &*e.driver;
+        let driver = &*self.driver;
         bring_up(
             driver,
             &vm,
@@ -214,7 +227,10 @@ impl Run for VmRun<'_> {
         };
         let torn = ctx
             .events
-            .stage("vm-teardown", teardown(&*e.driver, grace, vm, self.started))
+            .stage(
+                "vm-teardown",
+                teardown(&*self.driver, grace, vm, self.started),
+            )
             .await;
         if vm.console.exists() {
             if let Err(e) = keep_console(ctx, &vm.console) {

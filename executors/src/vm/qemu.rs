@@ -22,7 +22,8 @@ use super::driver::{memory, Endpoint, Instance, VmDriver};
 pub const QEMU: &str = "qemu-system-x86_64";
 
 /// The QEMU driver (see the module docs). It keeps the guest's
-/// `qemu-system-x86_64` process, so one value drives one guest at a time;
+/// `qemu-system-x86_64` process, so one value drives one guest (each run
+/// of the `vm` executor makes its own);
 /// the overlay, QMP socket and `qemu.log` are in the instance's work
 /// directory.
 #[derive(Debug)]

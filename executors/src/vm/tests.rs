@@ -13,6 +13,7 @@ use fruix_core::{Error, Result};
 
 use super::bhyve::Bhyve;
 use super::driver::{Endpoint, Host, Instance, Output, VmDriver};
+use super::executor::driver_for_run;
 use super::qemu::command_line;
 use super::xcpng::{address_of, XcpNg};
 use super::{bring_up, console_quote, teardown, Started};
@@ -504,4 +505,46 @@ fn the_console_replaces_a_guest_s_console_log_and_never_writes_through_one() {
     let e = super::executor::keep_console(&context(&root), &console).unwrap_err();
     assert!(matches!(e, Error::UnsafePath { .. }), "{e:?}");
     assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn two_runs_of_one_vm_executor_drive_two_guests() {
+    // Each run gets a driver of its own: stopping and destroying one run's
+    // guest never touches the other's (a shared driver kept one uuid).
+    let recorder = Arc::new(Recorder::default());
+    recorder.answer_once("xe vm-clone", printed("uuid-a\n"));
+    recorder.answer_once("xe vm-clone", printed("uuid-b\n"));
+    let spec = spec(VmDriverSpec::XcpNg {
+        master: "root@xcp-master.example".into(),
+        template: "freebsd-15-approved".into(),
+    });
+    let host: Arc<dyn super::driver::Host> = recorder.clone();
+    let (a, b) = (driver_for_run(&spec, &host), driver_for_run(&spec, &host));
+    let (vm_a, vm_b) = (
+        instance(),
+        Instance {
+            name: "fruix-20260405T213445Z".into(),
+            ..instance()
+        },
+    );
+    a.prepare(&vm_a).await.unwrap();
+    b.prepare(&vm_b).await.unwrap();
+    a.stop(&vm_a, Duration::ZERO).await.unwrap();
+    a.destroy(&vm_a).await.unwrap();
+    let plan = recorder.plan();
+    let touched = |uuid: &str| {
+        plan.iter()
+            .filter(|c| c.contains(&format!("uuid={uuid}")))
+            .count()
+    };
+    assert!(touched("uuid-a") >= 2, "{plan:#?}");
+    assert_eq!(touched("uuid-b"), 0, "{plan:#?}");
+    b.destroy(&vm_b).await.unwrap();
+    assert!(
+        recorder
+            .plan()
+            .contains(&"xe vm-uninstall uuid=uuid-b force=true".to_string()),
+        "{:#?}",
+        recorder.plan()
+    );
 }

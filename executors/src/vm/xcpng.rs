@@ -17,7 +17,8 @@ use super::driver::{argv, must, Endpoint, Host, Instance, VmDriver};
 const ADDRESS_POLL: Duration = Duration::from_secs(1);
 
 /// The XCP-ng driver (see the module docs). It keeps the uuid of the
-/// clone it made, so one value drives one guest at a time.
+/// clone it made, so one value drives one guest (each run of the `vm`
+/// executor makes its own).
 #[derive(Debug)]
 pub struct XcpNg {
     /// The VM machine's `(vm ...)` record: its boot timeout (also the limit
