@@ -10,7 +10,9 @@ use std::path::Path;
 
 use fruix_core::executor::BuildRequest;
 use fruix_core::manifest::tree_signature;
-use fruix_core::promotion::{base_probes, ArtifactEntry, PromotionMetadata};
+use fruix_core::promotion::{
+    base_probes, check_name, ArtifactEntry, PromotionMetadata, PROMOTION_FILE,
+};
 use fruix_core::{Error, Result};
 
 use crate::probe::probe_in;
@@ -18,9 +20,10 @@ use crate::probe::probe_in;
 /// Who built the artifacts, as recorded in `promotion.scm`.
 #[derive(Debug, Clone, Copy)]
 pub struct Builder<'a> {
-    /// The executor's name, written as `executor`. Validation of the result
-    /// root refuses a name that is not 1 to 64 characters from
-    /// `A-Z a-z 0-9 . _ + -` starting with neither `.` nor `-`.
+    /// The executor's name, written as `executor`: 1 to 64 characters from
+    /// `A-Z a-z 0-9 . _ + -` starting with neither `.` nor `-`
+    /// ([`fruix_core::promotion::check_name`]); [`write_promotion`] refuses
+    /// any other, as validation of the result root would.
     pub executor: &'a str,
     /// The executor's version, written verbatim as `executor-version`.
     pub executor_version: &'a str,
@@ -53,12 +56,22 @@ pub fn promotion_metadata(
 ///
 /// Blocking (it hashes every file); call it from a blocking task. A
 /// requested artifact that is not a base artifact has no probe to choose and
-/// is refused: its executor must write `promotion.scm` itself.
+/// is refused: its executor must write `promotion.scm` itself. Metadata the
+/// result root's validation would refuse is never written: a bad executor
+/// name is refused before any file is read, anything else unreadable before
+/// `promotion.scm` is written ([`Error::InvalidMetadata`] naming the field).
 pub fn write_promotion(
     root: &Path,
     request: &BuildRequest,
     builder: Builder<'_>,
 ) -> Result<PromotionMetadata> {
+    let file = root.join(PROMOTION_FILE);
+    check_name("executor", builder.executor).map_err(|message| Error::InvalidMetadata {
+        path: file.clone(),
+        field: "executor".into(),
+        line: None,
+        message,
+    })?;
     let mut artifacts = Vec::with_capacity(request.artifacts.len());
     for name in &request.artifacts {
         if base_probes(name).is_none() {
@@ -84,6 +97,8 @@ pub fn write_promotion(
         });
     }
     let metadata = promotion_metadata(request, builder, artifacts);
+    // Read back as validation will read it, before it is written.
+    PromotionMetadata::parse(&file, &metadata.to_scheme())?;
     metadata.write_to(root)?;
     Ok(metadata)
 }
@@ -120,6 +135,43 @@ mod tests {
         );
         assert_eq!(m.guest_host_name, "builder-9");
         assert!(m.artifacts.iter().all(|a| a.tree_signature.is_some()));
+    }
+
+    #[test]
+    fn a_bad_executor_name_is_refused_before_anything_is_written() {
+        let long = "e".repeat(65);
+        for bad in ["", "-ext", ".ext", "ext/../x", "ext name", long.as_str()] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            write_sample_result_root(&root, "x", "19700101T000000Z", false).unwrap();
+            std::fs::remove_file(root.join("promotion.scm")).unwrap();
+            let builder = Builder {
+                executor: bad,
+                ..BUILDER
+            };
+            let e = write_promotion(&root, &request(base_artifacts()), builder).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidMetadata { field, .. } if field == "executor"),
+                "{bad:?}: {e}"
+            );
+            assert!(!root.join("promotion.scm").exists(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn metadata_validation_would_refuse_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        write_sample_result_root(&root, "x", "19700101T000000Z", false).unwrap();
+        std::fs::remove_file(root.join("promotion.scm")).unwrap();
+        let mut request = request(base_artifacts());
+        request.run_id = "run 1".into();
+        let e = write_promotion(&root, &request, BUILDER).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidMetadata { field, .. } if field == "run-id"),
+            "{e}"
+        );
+        assert!(!root.join("promotion.scm").exists());
     }
 
     #[test]

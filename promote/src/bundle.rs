@@ -202,6 +202,7 @@ pub fn check_bundle(bundle: &Path) -> Result<()> {
     Err(Error::Corrupt {
         object: bundle.to_path_buf(),
         differences: check.differences,
+        more_differences: check.more_differences,
     })
 }
 

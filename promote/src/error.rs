@@ -16,14 +16,16 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] fruix_core::Error),
     /// An existing store object no longer matches its manifest.
-    #[error("{}: store object is corrupt ({} difference(s): {}); run `fruix store verify --repair`, then promote again", escape::path(object), differences.len(), differences.iter().take(5).map(|d| escape::text(&d.to_string()).to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("{}: store object is corrupt ({} difference(s): {}); run `fruix store verify --repair`, then promote again", escape::path(object), differences.len() as u64 + more_differences, differences.iter().take(5).map(|d| escape::text(&d.to_string()).to_string()).collect::<Vec<_>>().join("; "))]
     Corrupt {
         /// The object's path in the store.
         object: PathBuf,
         /// What differs from the object's manifest, in path order: at most
-        /// [`crate::check::MAX_DIFFERENCES`] (differences beyond those are not
-        /// carried). The message shows the first five and this count.
+        /// [`crate::check::MAX_DIFFERENCES`]. The message shows the first
+        /// five and the count of all, these and `more_differences`.
         differences: Vec<Difference>,
+        /// Differences found beyond those listed (only counted).
+        more_differences: u64,
     },
     /// A store object's metadata is unreadable or inconsistent with its name.
     #[error("{}: store object is inconsistent: {message}", escape::path(object))]
@@ -113,6 +115,16 @@ pub enum Error {
         /// The store it was looked for in.
         store: PathBuf,
     },
+    /// A key name that its `NAME:BASE64` files could not carry: empty, or
+    /// with `:` or white space (see [`crate::sign::is_key_name`]).
+    #[error(
+        "key name {}: give a name without ':' or white space",
+        escape::quoted(name)
+    )]
+    InvalidKeyName {
+        /// The name refused.
+        name: String,
+    },
     /// A result built on a machine that signs is not signed by its key.
     #[error("{}: the result is not signed by machine {}'s key {key}: {message}; check the machine's signing-key in the machines file and its guest-signing-key on the machine", escape::path(path), escape::quoted(machine))]
     UnsignedResult {
@@ -177,6 +189,7 @@ impl Error {
             | Error::NotAStoreObject { .. }
             | Error::NotInStore { .. }
             | Error::StillReferenced { .. }
+            | Error::InvalidKeyName { .. }
             | Error::NotValid { .. } => ExitStatus::Usage,
             Error::Corrupt { .. }
             | Error::Inconsistent { .. }
@@ -200,6 +213,7 @@ impl Error {
             | Error::NotAStoreObject { .. }
             | Error::NotInStore { .. }
             | Error::StillReferenced { .. }
+            | Error::InvalidKeyName { .. }
             | Error::NotValid { .. } => fruix_core::Failure::Input,
         }
     }

@@ -22,8 +22,9 @@
 //! directories, hidden temporaries, unlinked pool entries) is garbage the
 //! next collection removes.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -80,8 +81,8 @@ pub struct GcReport {
     pub objects: Vec<Removed>,
     /// Bytes of the removed objects' content.
     pub object_bytes: u64,
-    /// Pool entries removed because no object links them. A dry run counts
-    /// those unlinked already, not those its objects' removal would unlink.
+    /// Pool entries removed because no object links them (a dry run
+    /// counts those no object would link once what it lists is removed).
     pub pool_entries: usize,
     /// Bytes on disk of the removed pool entries.
     pub pool_bytes: u64,
@@ -157,9 +158,39 @@ fn remove_object(store: &Store, path: &Path) -> Result<()> {
     }
 }
 
+/// How many links to each file (by device and inode) the directories
+/// `going` hold: what removing them would unlink. Links are never followed.
+fn links_in(going: &[PathBuf]) -> HashMap<(u64, u64), u64> {
+    let mut links = HashMap::new();
+    for dir in going {
+        let files = walkdir::WalkDir::new(dir)
+            .follow_links(false)
+            .follow_root_links(false)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file());
+        for m in files.filter_map(|e| e.metadata().ok()) {
+            if m.nlink() > 1 {
+                *links.entry((m.dev(), m.ino())).or_insert(0) += 1;
+            }
+        }
+    }
+    links
+}
+
+/// A file's device, inode and link count, as `u64` whatever the platform's
+/// types.
+#[allow(clippy::unnecessary_cast)] // u64 on some platforms only
+fn identity(st: &rfs::Stat) -> (u64, u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64, st.st_nlink as u64)
+}
+
 /// Removes the pool entries no object links (link count 1), and the pool's
-/// temporaries; returns how many entries and their bytes on disk.
-fn collect_pool(store: &Store, dry_run: bool) -> Result<(usize, u64, usize)> {
+/// temporaries; returns how many entries and their bytes on disk. A
+/// `dry_run` removes nothing and counts the entries that would be left with
+/// no other link once the directories `going` (what the collection would
+/// remove) are gone.
+fn collect_pool(store: &Store, dry_run: bool, going: &[PathBuf]) -> Result<(usize, u64, usize)> {
     let path = store.pool().path();
     let dir = rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
         .map_err(|e| fruix_core::Error::io("open", path, e.into()))?;
@@ -168,13 +199,18 @@ fn collect_pool(store: &Store, dry_run: bool) -> Result<(usize, u64, usize)> {
     store
         .pool()
         .for_each_chunk(4096, |chunk| names.extend_from_slice(chunk))?;
+    let going = if dry_run {
+        links_in(going)
+    } else {
+        HashMap::new()
+    };
     for name in names {
         let Ok(st) = rfs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
-        if st.st_nlink == 1
-            && (dry_run || rfs::unlinkat(&dir, name.as_str(), AtFlags::empty()).is_ok())
-        {
+        let (dev, ino, nlink) = identity(&st);
+        let links = nlink.saturating_sub(going.get(&(dev, ino)).copied().unwrap_or(0));
+        if links == 1 && (dry_run || rfs::unlinkat(&dir, name.as_str(), AtFlags::empty()).is_ok()) {
             entries += 1;
             bytes += st.st_blocks as u64 * 512;
         }
@@ -239,9 +275,13 @@ pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
     if !options.dry_run {
         store.db().unregister(&order)?;
     }
+    // What a dry run would remove, for the pool entries it would unlink.
+    let mut going = Vec::new();
     for name in &order {
         let path = store.path().join(name);
-        if !options.dry_run {
+        if options.dry_run {
+            going.push(path.clone());
+        } else {
             remove_object(store, &path)?;
         }
         report.object_bytes += records[name].size;
@@ -259,7 +299,9 @@ pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
         .is_some_and(|max| report.object_bytes >= max);
     if !stop_early {
         for path in unregistered {
-            if !options.dry_run {
+            if options.dry_run {
+                going.push(path.clone());
+            } else {
                 remove_object(store, &path)?;
             }
             report.objects.push(Removed {
@@ -268,9 +310,13 @@ pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
                 size: 0,
             });
         }
-        report.temporaries += collect_temporaries(store, options.dry_run)?;
+        let temporaries = collect_temporaries(store, options.dry_run)?;
+        report.temporaries += temporaries.len();
+        if options.dry_run {
+            going.extend(temporaries);
+        }
     }
-    let (entries, bytes, temporaries) = collect_pool(store, options.dry_run)?;
+    let (entries, bytes, temporaries) = collect_pool(store, options.dry_run, &going)?;
     report.pool_entries = entries;
     report.pool_bytes = bytes;
     report.temporaries += temporaries;
@@ -289,21 +335,22 @@ pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
 }
 
 /// Removes the store's hidden temporaries: under the exclusive GC lock no
-/// promotion runs, so every one was left by a killed process.
-fn collect_temporaries(store: &Store, dry_run: bool) -> Result<usize> {
-    let mut count = 0;
+/// promotion runs, so every one was left by a killed process. Returns
+/// their paths.
+fn collect_temporaries(store: &Store, dry_run: bool) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
     for entry in fs::read_dir(store.path())
         .with_path("read", store.path())?
         .flatten()
     {
         if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            count += 1;
             if !dry_run {
                 remove_tree(&entry.path());
             }
+            out.push(entry.path());
         }
     }
-    Ok(count)
+    Ok(out)
 }
 
 /// Removes the result roots in `STATE_DIR/native-builds/` whose run was
@@ -381,6 +428,6 @@ pub fn delete(store: &Store, state_dir: &Path, names: &[String]) -> Result<Vec<P
         remove_object(store, &path)?;
         out.push(path);
     }
-    collect_pool(store, false)?;
+    collect_pool(store, false, &[])?;
     Ok(out)
 }

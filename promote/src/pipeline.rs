@@ -351,6 +351,7 @@ fn prepare_artifact(
             return Err(Error::Corrupt {
                 object: path.clone(),
                 differences: check.differences,
+                more_differences: check.more_differences,
             });
         }
         return Ok(None);

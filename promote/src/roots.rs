@@ -53,15 +53,20 @@ pub struct Root {
     /// For indirect roots, the entry in `gcroots/auto`.
     #[serde(skip)]
     pub auto_entry: Option<PathBuf>,
+    /// Whether its link is gone or its target no longer exists (see
+    /// [`Root::is_dead`]).
+    dead: bool,
 }
 
 impl Root {
-    /// Whether it keeps no object alive: `object` is `None`, so this is true
-    /// for a dead root and also for one that points into this store at no
-    /// object. A collection removes the `gcroots/auto` entry of such an
-    /// indirect root.
+    /// Whether it is dead: its link is gone, or its target no longer
+    /// exists. A collection removes the `gcroots/auto` entry of a dead
+    /// indirect root. A root whose target exists in this store but in no
+    /// object (the store directory itself, `.links`) keeps nothing alive
+    /// (`object` is `None`) yet is not dead: as Nix does with such
+    /// `gcroots/auto` entries, its registration is left alone.
     pub fn is_dead(&self) -> bool {
-        self.object.is_none()
+        self.dead
     }
 }
 
@@ -149,9 +154,9 @@ fn root(
     target: Option<PathBuf>,
     auto_entry: Option<PathBuf>,
 ) -> Option<Root> {
-    let object = match target.as_deref().map(|t| locate(store, t)) {
-        None | Some(Place::Gone) => None,
-        Some(Place::Store(object)) => object,
+    let (object, dead) = match target.as_deref().map(|t| locate(store, t)) {
+        None | Some(Place::Gone) => (None, true),
+        Some(Place::Store(object)) => (object, false),
         Some(Place::Elsewhere) => return None,
     };
     Some(Root {
@@ -160,6 +165,7 @@ fn root(
         target,
         object,
         auto_entry,
+        dead,
     })
 }
 

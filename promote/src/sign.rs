@@ -21,13 +21,19 @@ fn parts<'a>(what: &str, text: &'a str) -> std::result::Result<(&'a str, Vec<u8>
         .trim()
         .split_once(':')
         .ok_or_else(|| format!("{what} is not NAME:BASE64"))?;
-    if name.is_empty() || name.contains(char::is_whitespace) {
+    if !is_key_name(name) {
         return Err(format!("{what} has no name (NAME:BASE64)"));
     }
     let bytes = BASE64
         .decode(data.as_bytes())
         .map_err(|e| format!("{what} is not base64: {e}"))?;
     Ok((name, bytes))
+}
+
+/// Whether `name` can name a key: not empty, with no `:` and no white
+/// space (the `NAME` of `NAME:BASE64` texts would not read back otherwise).
+pub fn is_key_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(|c: char| c == ':' || c.is_whitespace())
 }
 
 fn invalid_key(path: &Path, message: String) -> Error {
@@ -45,14 +51,23 @@ fn invalid_key(path: &Path, message: String) -> Error {
 pub struct SecretKey {
     /// The key's name: the `name` of its `name:BASE64` texts and of every
     /// signature it makes, by which verifiers find the public key. It must
-    /// have no `:` and no white space to be read back (not checked here).
+    /// have no `:` and no white space to be read back ([`is_key_name`]):
+    /// [`SecretKey::generate`] refuses any other, [`SecretKey::read`] never
+    /// gives one.
     pub name: String,
     key: SigningKey,
 }
 
 impl SecretKey {
-    /// A new key `name`, from the system's random source.
+    /// A new key `name`, from the system's random source. A name its
+    /// files could not carry (see [`is_key_name`]) is
+    /// [`Error::InvalidKeyName`].
     pub fn generate(name: &str) -> Result<SecretKey> {
+        if !is_key_name(name) {
+            return Err(Error::InvalidKeyName {
+                name: name.to_string(),
+            });
+        }
         let mut seed = [0u8; 32];
         let mut random = std::fs::File::open("/dev/urandom").with_path("open", "/dev/urandom")?;
         std::io::Read::read_exact(&mut random, &mut seed).with_path("read", "/dev/urandom")?;
@@ -227,5 +242,23 @@ mod tests {
         let read = SecretKey::read(&dir.path().join("secret")).unwrap();
         assert_eq!(read.sign(&print), signature, "ed25519 is deterministic");
         assert!(PublicKey::parse("nocolon").is_err());
+    }
+
+    #[test]
+    fn a_key_name_its_file_could_not_carry_is_refused() {
+        for name in ["", "a:b", "a b", "a\tb", "a\nb", "a\rb", "a\u{a0}b", " a"] {
+            let refused = SecretKey::generate(name);
+            assert!(
+                matches!(&refused, Err(Error::InvalidKeyName { name: n }) if n == name),
+                "{name:?}: {refused:?}"
+            );
+            assert!(!is_key_name(name));
+        }
+        // A name it accepts is read back from the key's file.
+        let key = SecretKey::generate("builder-1.example.org").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), key.to_text()).unwrap();
+        let read = SecretKey::read(&dir.path().join("secret")).unwrap();
+        assert_eq!(read.name, "builder-1.example.org");
     }
 }

@@ -87,6 +87,7 @@ pub fn add_source(
             return Err(Error::Corrupt {
                 object: store_path,
                 differences: check.differences,
+                more_differences: check.more_differences,
             });
         }
     }

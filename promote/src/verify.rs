@@ -3,8 +3,11 @@
 //!
 //! Verifying re-hashes every file of every object (or of the objects named)
 //! and every entry of the `.links` pool. Repairing removes what verification
-//! found corrupt: objects, pool entries, and the result bundles that name a
-//! removed artifact object. Promoting the same result roots again then
+//! found corrupt: objects and pool entries, and with them every object that
+//! refers to a removed or missing object (the artifacts and result bundles
+//! built from a removed source, the result bundles that name a removed
+//! artifact object), so that a valid object's references stay valid, as in
+//! Nix. Promoting the same result roots again then
 //! recreates correct objects, because a pool entry only ever receives bytes
 //! hashed as they were written (see [`crate::pool`]).
 
@@ -247,8 +250,14 @@ pub struct Repair {
     pub removed_objects: Vec<PathBuf>,
     /// Corrupt pool entries removed (`STORE/.links/NAME`).
     pub removed_pool_entries: Vec<PathBuf>,
-    /// Result bundles removed because they name a removed artifact object.
+    /// Result bundles removed because they name (or the registry says they
+    /// refer to) an object that was removed or is missing.
     pub removed_bundles: Vec<PathBuf>,
+    /// Other intact objects removed because they refer, directly or through
+    /// other removed objects, to an object that was removed or is missing
+    /// (the artifacts built from a corrupt source object): a valid object's
+    /// references are always valid.
+    pub removed_referrers: Vec<PathBuf>,
     /// Registered objects that were missing, unregistered.
     pub unregistered: Vec<PathBuf>,
 }
@@ -286,8 +295,16 @@ pub fn check_registry(store: &Store) -> Result<RegistryCheck> {
 }
 
 /// Removes the corrupt objects and pool entries found by a verification,
-/// then every result bundle whose artifact objects are not all present. Runs
-/// while no other process or promotion uses the store (it waits for them).
+/// then every registered object that refers, directly or not, to a removed
+/// or missing object, and every result bundle whose artifact objects are not
+/// all present. Runs while no other process or promotion uses the store (it
+/// waits for them).
+///
+/// The registry forgets all of them (and the missing objects) in one
+/// transaction before any directory is removed: when that fails, nothing is
+/// removed; when a directory cannot be removed after, it is left
+/// unregistered, not valid, for `store gc`. A registered object never lacks
+/// its directory or one of its references.
 pub fn repair(
     store: &Store,
     objects: &[ObjectVerification],
@@ -295,50 +312,104 @@ pub fn repair(
     registry: &RegistryCheck,
 ) -> Result<Repair> {
     store
-        .exclusively(true, || {
-            let mut repair = Repair {
-                unregistered: registry.missing.clone(),
-                ..Repair::default()
-            };
-            for o in objects.iter().filter(|o| !o.ok) {
-                remove_tree(&o.path);
-                repair.removed_objects.push(o.path.clone());
-            }
-            for p in &pool.corrupt {
-                let name = p.path.file_name().map(|n| n.to_string_lossy().into_owned());
-                if let Some(name) = name {
-                    store.pool().remove(&name)?;
-                    repair.removed_pool_entries.push(p.path.clone());
+        .exclusively(true, || repair_alone(store, objects, pool, registry))?
+        .expect("waited for the store")
+}
+
+/// The name of the object at `path`.
+fn name_of(path: &Path) -> Option<String> {
+    path.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+/// [`repair`], while the store is held exclusively.
+fn repair_alone(
+    store: &Store,
+    objects: &[ObjectVerification],
+    pool: &PoolVerification,
+    registry: &RegistryCheck,
+) -> Result<Repair> {
+    let mut repair = Repair {
+        removed_objects: objects
+            .iter()
+            .filter(|o| !o.ok)
+            .map(|o| o.path.clone())
+            .collect(),
+        unregistered: registry.missing.clone(),
+        ..Repair::default()
+    };
+    // What goes: the corrupt and the missing objects, then, until nothing
+    // more is added, every registered referrer of what goes and every
+    // bundle naming an artifact that is gone or goes.
+    let mut going: HashSet<String> = repair
+        .removed_objects
+        .iter()
+        .chain(&repair.unregistered)
+        .filter_map(|p| name_of(p))
+        .collect();
+    let mut todo: Vec<String> = going.iter().cloned().collect();
+    let mut db = store.db();
+    loop {
+        while let Some(name) = todo.pop() {
+            for referrer in db.neighbours(&name, true)? {
+                if !going.insert(referrer.clone()) {
+                    continue;
                 }
+                let path = store.path().join(&referrer);
+                match db.get(&referrer)?.map(|r| r.kind) {
+                    Some(Kind::Bundle) => repair.removed_bundles.push(path),
+                    _ => repair.removed_referrers.push(path),
+                }
+                todo.push(referrer);
             }
-            for bundle in object_paths(store)? {
-                if bundle
+        }
+        for bundle in object_paths(store)? {
+            let Some(name) = name_of(&bundle) else {
+                continue;
+            };
+            if going.contains(&name)
+                || bundle
                     .join(RESULT_METADATA_FILE)
                     .symlink_metadata()
                     .is_err()
-                {
-                    continue;
-                }
-                let complete = read_bundle(&bundle).is_ok_and(|b| {
-                    b.artifacts
-                        .iter()
-                        .all(|a| Path::new(&a.store_path).symlink_metadata().is_ok())
-                });
-                if !complete {
-                    remove_tree(&bundle);
-                    repair.removed_bundles.push(bundle);
-                }
+            {
+                continue;
             }
-            // The registry forgets everything removed, and what was missing.
-            let names: Vec<String> = repair
-                .removed_objects
-                .iter()
-                .chain(&repair.removed_bundles)
-                .chain(&repair.unregistered)
-                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .collect();
-            store.db().unregister(&names)?;
-            Ok(repair)
-        })?
-        .expect("waited for the store")
+            let complete = read_bundle(&bundle).is_ok_and(|b| {
+                b.artifacts.iter().all(|a| {
+                    let artifact = Path::new(&a.store_path);
+                    name_of(artifact).is_some_and(|n| !going.contains(&n))
+                        && artifact.symlink_metadata().is_ok()
+                })
+            });
+            if !complete {
+                going.insert(name.clone());
+                repair.removed_bundles.push(bundle);
+                todo.push(name);
+            }
+        }
+        if todo.is_empty() {
+            break;
+        }
+    }
+    // Unregistered first, all in one transaction (referrers with what they
+    // refer to): a failure here leaves every object registered and in place.
+    let mut names: Vec<String> = going.into_iter().collect();
+    names.sort();
+    db.unregister(&names)?;
+    drop(db);
+    for list in [
+        &mut repair.removed_objects,
+        &mut repair.removed_bundles,
+        &mut repair.removed_referrers,
+    ] {
+        list.sort();
+        list.iter().for_each(|p| remove_tree(p));
+    }
+    for p in &pool.corrupt {
+        if let Some(name) = name_of(&p.path) {
+            store.pool().remove(&name)?;
+            repair.removed_pool_entries.push(p.path.clone());
+        }
+    }
+    Ok(repair)
 }

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fruix_core::testing::TestDir;
@@ -12,11 +12,15 @@ use fruix_promote::roots;
 use fruix_promote::{promote_native_build_result, OutLink, PromoteOptions, Store};
 
 fn gc(store: &Store, state_dir: &Path) -> GcReport {
+    gc_as(store, state_dir, false)
+}
+
+fn gc_as(store: &Store, state_dir: &Path, dry_run: bool) -> GcReport {
     collect(
         store,
         &GcOptions {
             state_dir: state_dir.to_path_buf(),
-            dry_run: false,
+            dry_run,
             max_freed: None,
             keep_result_roots: true,
             older_than: Duration::from_secs(7 * 24 * 3600),
@@ -86,4 +90,81 @@ fn a_symlink_in_the_store_is_removed_without_touching_what_it_points_to() {
         let mode = fs::metadata(d).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o755, "{}", d.display());
     }
+}
+
+#[test]
+fn an_indirect_root_into_the_store_at_no_object_keeps_nothing_but_is_kept() {
+    let dir = TestDir::new();
+    let state = dir.join("state");
+    let store = Store::open(&dir.store()).unwrap();
+    // `--out-link` pointed at the store directory itself, and at a
+    // non-object path inside it: both targets exist.
+    let at_store = roots::add_indirect(&state, &dir.join("at-store"), store.path()).unwrap();
+    let at_pool =
+        roots::add_indirect(&state, &dir.join("at-pool"), &store.path().join(".links")).unwrap();
+    let listed = roots::list(&state, store.path()).unwrap();
+    let summary: Vec<(&Path, Option<&str>, bool)> = listed
+        .iter()
+        .map(|r| (r.link.as_path(), r.object.as_deref(), r.is_dead()))
+        .collect();
+    let mut expected = [
+        (at_pool.as_path(), None, false),
+        (at_store.as_path(), None, false),
+    ];
+    expected.sort();
+    assert_eq!(summary, expected);
+    let report = gc(&store, &state);
+    assert!(report.dead_roots.is_empty(), "{report:?}");
+    assert_eq!(roots::list(&state, store.path()).unwrap(), listed);
+    // Once its link is gone, it is dead and goes.
+    fs::remove_file(&at_store).unwrap();
+    let report = gc(&store, &state);
+    assert_eq!(report.dead_roots, vec![at_store]);
+    let left: Vec<PathBuf> = roots::list(&state, store.path())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.link)
+        .collect();
+    assert_eq!(left, vec![at_pool]);
+}
+
+#[test]
+fn a_dry_run_reports_the_pool_entries_the_collection_removes() {
+    let dir = TestDir::new();
+    let state = dir.join("state");
+    let store = Store::open(&dir.store()).unwrap();
+    // No root: every object is dead.
+    promote_native_build_result(
+        &dir.root("r1", "local", "20260405T213444Z", true),
+        &store,
+        &PromoteOptions::default(),
+    )
+    .unwrap();
+    let mut entries: Vec<PathBuf> = fs::read_dir(store.pool().path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    assert!(entries.len() >= 2, "{entries:?}");
+    // An unregistered object directory and a killed promotion's temporary
+    // also link pool entries: the collection removes them too.
+    let planted = store
+        .path()
+        .join("0123456789abcdef0123456789abcdef01234567-fruix-native-world-15.0-STABLE-local");
+    let temporary = store.path().join(".tmp-promote-1-0");
+    for (d, entry) in [(&planted, &entries[0]), (&temporary, &entries[1])] {
+        fs::create_dir(d).unwrap();
+        fs::hard_link(entry, d.join("file")).unwrap();
+    }
+    let dry = gc_as(&store, &state, true);
+    let real = gc_as(&store, &state, false);
+    assert_eq!(real.pool_entries, entries.len(), "{real:?}");
+    assert!(real.pool_bytes > 0, "{real:?}");
+    assert_eq!(
+        (dry.pool_entries, dry.pool_bytes),
+        (real.pool_entries, real.pool_bytes)
+    );
+    assert_eq!(dry.objects, real.objects);
+    assert_eq!(dry.temporaries, real.temporaries);
+    assert_eq!(fs::read_dir(store.pool().path()).unwrap().count(), 0);
 }

@@ -417,6 +417,7 @@ fn corrupt_existing_object_is_never_reused() {
         Err(Error::Corrupt {
             object,
             differences,
+            more_differences: 0,
         }) => {
             assert_eq!(object, kernel);
             assert_eq!(
@@ -504,5 +505,37 @@ fn unwritable_store_is_a_clear_error() {
     } else {
         let err = Store::open(&ro.join("store")).unwrap_err().to_string();
         assert!(err.contains("not writable"), "{err}");
+    }
+}
+
+#[test]
+fn a_corrupt_object_error_counts_differences_beyond_those_it_lists() {
+    use fruix_promote::check::MAX_DIFFERENCES;
+    let f = TestDir::new();
+    let root = f.sample();
+    let report = f.promote(&root).unwrap();
+    let kernel = report.artifacts["kernel"].store_path.clone();
+    make_writable(&kernel);
+    let extra = MAX_DIFFERENCES + 7;
+    for i in 0..extra {
+        fs::write(kernel.join(format!("extra-{i:05}")), b"x").unwrap();
+    }
+    // Only the extra files differ.
+    fruix_promote::store::set_mode(&kernel, 0o555).unwrap();
+    fruix_promote::store::set_mtime(&kernel).unwrap();
+    let err = f.promote(&root).unwrap_err();
+    let total = format!("({extra} difference(s): ");
+    assert!(err.to_string().contains(&total), "{err}");
+    match err {
+        Error::Corrupt {
+            object,
+            differences,
+            more_differences,
+        } => {
+            assert_eq!(object, kernel);
+            assert_eq!(differences.len(), MAX_DIFFERENCES);
+            assert_eq!(more_differences, 7);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
     }
 }

@@ -8,11 +8,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use fruix_core::manifest::Difference;
-use fruix_core::testing::{mkfifo, TestDir};
+use fruix_core::testing::{mkfifo, write_sample_result_root, TestDir};
 use fruix_promote::db::Kind;
+use fruix_promote::source::{add_source, SourceFacts};
 use fruix_promote::store::{set_mode, set_mtime};
 use fruix_promote::verify::{
-    repair, verify_object, ObjectVerification, PoolVerification, RegistryCheck,
+    check_registry, object_paths, repair, verify_object, verify_objects, verify_pool,
+    ObjectVerification, PoolVerification, RegistryCheck,
 };
 use fruix_promote::{promote_native_build_result, PromoteOptions, Store};
 
@@ -173,4 +175,109 @@ fn a_source_object_is_reported_as_a_source() {
     assert!(!v.ok);
     assert_eq!(v.kind, Kind::Source);
     assert_eq!(serde_json::to_value(&v).unwrap()["kind"], "source");
+}
+
+/// A source object added from a small tree, and the sample result root
+/// (signed) rewritten to name it as its source: promoting it registers
+/// artifacts and a bundle that reference the source.
+fn promoted_from_a_source(dir: &TestDir) -> (Store, PathBuf, fruix_promote::PromotionReport) {
+    let store = Store::open(&dir.store()).unwrap();
+    let tree = dir.join("src");
+    fruix_core::testing::write_files(
+        &tree,
+        &[
+            ("Makefile", b"all:\n".as_slice(), 0o644),
+            ("sys/conf/newvers.sh", b"REVISION=\"15.0\"\n", 0o755),
+        ],
+    )
+    .unwrap();
+    let facts = SourceFacts {
+        name: "default".into(),
+        version: "15.0-STABLE".into(),
+        branch: "stable/15".into(),
+        commit: None,
+        dirty: None,
+    };
+    let source = add_source(&store, &tree, &facts, &|_| false, None, None)
+        .unwrap()
+        .store_path;
+    let root = dir.join("r1");
+    let mut metadata = write_sample_result_root(&root, "local", "20260405T213444Z", true).unwrap();
+    metadata.source_store.path = source.to_string_lossy().into_owned();
+    metadata.write_to(&root).unwrap();
+    let report = promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+    (store, source, report)
+}
+
+/// Verifies the whole store as `fruix store verify` does.
+fn verify_store(store: &Store) -> (Vec<ObjectVerification>, PoolVerification, RegistryCheck) {
+    let registry = check_registry(store).unwrap();
+    let pool = verify_pool(store, None, None).unwrap();
+    let objects = verify_objects(
+        &object_paths(store).unwrap(),
+        Some(pool.verified(store)),
+        None,
+    );
+    (objects, pool, registry)
+}
+
+#[test]
+fn repairing_a_corrupt_source_removes_what_was_built_from_it() {
+    let dir = TestDir::new();
+    let (store, source, report) = promoted_from_a_source(&dir);
+    let source_name = source.file_name().unwrap().to_str().unwrap().to_string();
+    // The artifacts and the bundle are registered as referring to it.
+    let mut referrers = store.db().neighbours(&source_name, true).unwrap();
+    referrers.sort();
+    let mut built: Vec<String> = report
+        .artifacts
+        .values()
+        .map(|a| &a.store_path)
+        .chain([&report.result_store])
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    built.sort();
+    assert_eq!(referrers, built);
+    tamper(&source, || store_file(&source.join("extra-file"), "x"));
+    let (objects, pool, registry) = verify_store(&store);
+    let corrupt: Vec<&PathBuf> = objects.iter().filter(|o| !o.ok).map(|o| &o.path).collect();
+    assert_eq!(corrupt, [&source]);
+    let repaired = repair(&store, &objects, &pool, &registry).unwrap();
+    assert_eq!(repaired.removed_objects, vec![source.clone()]);
+    let mut artifacts: Vec<PathBuf> = report
+        .artifacts
+        .values()
+        .map(|a| a.store_path.clone())
+        .collect();
+    artifacts.sort();
+    assert_eq!(artifacts.len(), 4);
+    assert_eq!(repaired.removed_referrers, artifacts);
+    assert_eq!(repaired.removed_bundles, vec![report.result_store.clone()]);
+    assert!(repaired.unregistered.is_empty());
+    let after = check_registry(&store).unwrap();
+    assert!(after.missing.is_empty(), "{after:?}");
+    assert!(after.unregistered.is_empty(), "{after:?}");
+    assert!(store.db().names().unwrap().is_empty());
+    assert!(object_paths(&store).unwrap().is_empty());
+}
+
+#[test]
+fn repairing_a_missing_source_removes_what_was_built_from_it() {
+    let dir = TestDir::new();
+    let (store, source, report) = promoted_from_a_source(&dir);
+    fruix_promote::store::remove_tree(&source);
+    assert!(source.symlink_metadata().is_err());
+    let (objects, pool, registry) = verify_store(&store);
+    assert_eq!(registry.missing, vec![source.clone()]);
+    let repaired = repair(&store, &objects, &pool, &registry).unwrap();
+    assert!(repaired.removed_objects.is_empty(), "{repaired:?}");
+    assert_eq!(repaired.unregistered, [source]);
+    assert_eq!(repaired.removed_referrers.len(), 4, "{repaired:?}");
+    assert_eq!(repaired.removed_bundles, [report.result_store]);
+    let after = check_registry(&store).unwrap();
+    assert!(
+        after.missing.is_empty() && after.unregistered.is_empty(),
+        "{after:?}"
+    );
+    assert!(store.db().names().unwrap().is_empty());
 }

@@ -248,3 +248,34 @@ fn a_matrix_source_may_be_a_source_object() {
         "no second source object"
     );
 }
+
+#[test]
+fn repairing_a_corrupt_source_removes_what_was_built_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = build(dir.path(), &checkout(dir.path(), "a"), "result-a");
+    let store = dir.path().join("store");
+    let [source] = sources_in(&store).try_into().unwrap();
+    // Corrupt the source behind fruix's back (the tests run as root).
+    std::fs::write(source.join("Makefile"), "tampered\n").unwrap();
+    let out = run_ok(
+        fruix()
+            .args(["store", "verify", "--repair", "--store"])
+            .arg(&store),
+    );
+    let removed = |what: &str, path: &str| format!("removed {what} {path}\n");
+    assert!(
+        out.contains(&removed("object", source.to_str().unwrap())),
+        "{out}"
+    );
+    for artifact in ["world", "kernel", "headers", "bootloader"] {
+        let path = built["artifacts"][artifact]["store_path"].as_str().unwrap();
+        assert!(
+            out.contains(&removed("object built from a removed object", path)),
+            "{artifact}: {out}"
+        );
+    }
+    let bundle = built["result_store"].as_str().unwrap();
+    assert!(out.contains(&removed("result bundle", bundle)), "{out}");
+    assert!(crate::util::object_names(&store).is_empty());
+    verify_store(&store);
+}

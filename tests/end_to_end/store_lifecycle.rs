@@ -188,6 +188,27 @@ fn result_links_are_roots_until_removed_then_dead_and_collected() {
 }
 
 #[test]
+fn a_root_pointing_into_the_store_at_no_object_keeps_nothing_and_is_kept() {
+    let (lab, [_, _, _]) = three_runs();
+    // The link now names the store itself: no object, but no dead root.
+    let link = lab.join("result-a");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(lab.store(), &link).unwrap();
+    let roots = lab.json("roots", &[]);
+    assert_eq!(roots[0]["object"], Value::Null, "{roots}");
+    assert_eq!(roots[0]["dead"], false, "{roots}");
+    let out = run_ok(&mut lab.store_command("roots", &[]));
+    assert!(
+        out.contains("(indirect) -> ") && out.contains(": keeps no object"),
+        "{out}"
+    );
+    let report = lab.json("gc", &[]);
+    assert_eq!(report["dead_roots"], serde_json::json!([]), "{report}");
+    assert!(lab.objects().is_empty(), "{:?}", lab.objects());
+    assert_eq!(lab.json("roots", &[]).as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn queries_follow_the_bundle_to_artifacts_graph() {
     let (lab, [a, b, _]) = three_runs();
     let bundle = bundle_of(&a);

@@ -192,9 +192,17 @@ fn make_step(jail: Option<&Jail>, step: &MakeStep) -> Invocation {
     }
 }
 
+/// The most characters of the run id a jail name carries: with `fruix-`
+/// and the hash, a name stays far below FreeBSD's limit on jail names and
+/// host names (`MAXHOSTNAMELEN`, 256 bytes with the NUL).
+const MAX_JAIL_RUN_ID: usize = 64;
+
 /// A jail name for the run of `run_id` into `result_root`: `fruix-RUNID-HASH`
-/// (HASH: FNV-1a of the result root's path, so that two runs never share a
-/// name). Jail names may not contain dots, so none are used.
+/// (RUNID: the run id's first 64 characters, any but
+/// letters, digits and `-` made `_`; HASH: the 64-bit FNV-1a of the result
+/// root's path, all 16 hex digits, so that two runs at once, which write
+/// two result roots, get two names unless their paths' hashes collide).
+/// Jail names may not contain dots, so none are used.
 pub fn jail_name(run_id: &str, result_root: &Path) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in result_root.as_os_str().as_encoded_bytes() {
@@ -203,6 +211,7 @@ pub fn jail_name(run_id: &str, result_root: &Path) -> String {
     }
     let run_id: String = run_id
         .chars()
+        .take(MAX_JAIL_RUN_ID)
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
                 c
@@ -211,7 +220,7 @@ pub fn jail_name(run_id: &str, result_root: &Path) -> String {
             }
         })
         .collect();
-    format!("fruix-{run_id}-{:08x}", hash as u32)
+    format!("fruix-{run_id}-{hash:016x}")
 }
 
 #[cfg(test)]
@@ -371,5 +380,43 @@ pub(crate) mod tests {
             jail_name("1.2", Path::new("/x"))
         );
         assert!(!jail_name("1.2", Path::new("/x")).contains('.'));
+    }
+
+    #[test]
+    fn a_jail_name_carries_the_full_64_bit_hash_and_fits_freebsd() {
+        // FNV-1a 64 of "a" (the published test vector): all 16 hex digits.
+        assert_eq!(
+            jail_name("20260405T213444Z", Path::new("a")),
+            "fruix-20260405T213444Z-af63dc4c8601ec8c"
+        );
+        // Two paths whose hashes agree in their low 32 bits get two names.
+        let (a, b) = colliding_low_halves();
+        assert_ne!(jail_name("r", &a), jail_name("r", &b));
+        // However long the run id, the name fits a jail's name and host name
+        // (MAXHOSTNAMELEN, 256 bytes with the NUL) and keeps its hash.
+        let long = jail_name(&"x".repeat(1000), Path::new("a"));
+        assert!(long.len() < 256, "{}", long.len());
+        assert!(long.ends_with("-af63dc4c8601ec8c"), "{long}");
+    }
+
+    /// Two paths whose 64-bit FNV-1a hashes differ but agree in their low
+    /// 32 bits, found by search.
+    fn colliding_low_halves() -> (PathBuf, PathBuf) {
+        let fnv = |s: &str| {
+            s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+        };
+        let mut seen = std::collections::HashMap::new();
+        for i in 0u64.. {
+            let path = format!("/r/{i}");
+            let hash = fnv(&path);
+            if let Some(other) = seen.insert(hash as u32, path.clone()) {
+                if fnv(&other) != hash {
+                    return (PathBuf::from(other), PathBuf::from(path));
+                }
+            }
+        }
+        unreachable!()
     }
 }

@@ -181,6 +181,7 @@ pub(super) fn publish(
                 return Err(Error::Corrupt {
                     object: path,
                     differences: check.differences,
+                    more_differences: check.more_differences,
                 });
             }
             report.present.push(path);

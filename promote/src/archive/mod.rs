@@ -305,6 +305,7 @@ fn write_tree(
                         path: entry.manifest_path(),
                         what: vec![format!("size {copied}, manifest says {size}")],
                     }],
+                    more_differences: 0,
                 });
             }
             if let Some(p) = progress {

@@ -40,10 +40,10 @@ fn write_new(path: &Path, text: &str, mode: u32) -> CliResult<()> {
 }
 
 pub fn generate_key(args: GenerateKeyArgs) -> CliResult {
-    if args.name.is_empty() || args.name.contains([':', ' ', '\n', '\t']) {
+    if !fruix_promote::sign::is_key_name(&args.name) {
         return Err(CliError::usage(format!(
-            "--name {:?}: give a name without ':' or white space",
-            args.name
+            "--name {}: give a name without ':' or white space",
+            fruix_core::escape::quoted(&args.name)
         )));
     }
     let key = SecretKey::generate(&args.name).map_err(from_promote)?;

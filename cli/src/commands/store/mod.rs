@@ -262,7 +262,15 @@ fn show_roots(args: RootsArgs) -> CliResult {
                 escape::path(&r.link),
                 escape::path(&store.path().join(o))
             ),
-            None => println!("{}{how}: dead", escape::path(&r.link)),
+            None if r.is_dead() => println!("{}{how}: dead", escape::path(&r.link)),
+            None => println!(
+                "{}{how} -> {}: keeps no object (its target is no store object)",
+                escape::path(&r.link),
+                r.target
+                    .as_deref()
+                    .map(|t| escape::path(t).to_string())
+                    .unwrap_or_default()
+            ),
         }
     }
     Ok(Status::Success)

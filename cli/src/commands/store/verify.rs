@@ -122,6 +122,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
                 ("object", &r.removed_objects),
                 ("pool entry", &r.removed_pool_entries),
                 ("result bundle", &r.removed_bundles),
+                ("object built from a removed object", &r.removed_referrers),
                 ("missing object from the registry", &r.unregistered),
             ] {
                 for p in paths {
