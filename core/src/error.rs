@@ -138,9 +138,10 @@ pub enum Error {
         path: PathBuf,
         /// 1-based line of the error; 0 when the parser gave no position.
         line: usize,
-        /// Column on `line`: a 0-based byte offset for a refusal of the
-        /// limits scan (`sexp::scan`), lexpr's 1-based count for its own
-        /// syntax errors; 0 when the parser gave no position.
+        /// 1-based column on `line`, counted in characters (Unicode scalar
+        /// values, as most editors count them; a tab is one), for a
+        /// refusal of the limits scan and a syntax error of the parser
+        /// alike; 0 when the parser gave no position.
         column: usize,
         /// What is wrong, without the position.
         message: String,

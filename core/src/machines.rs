@@ -30,8 +30,10 @@
 //!   naming the field (`machine[1].port`) and its line.
 //! - A machine with a `(vm ...)` record is a virtual machine template (see
 //!   [`crate::vm`]): it has no `host` or `port` (the `vm` executor boots a
-//!   guest for each build and finds its address), and its host key is the
-//!   record's pinned `host-key`.
+//!   guest for each build and finds its address), so its
+//!   [`Machine::target`] holds only its `user` and
+//!   [`Machine::ssh_target`] is `None`; its host key is the record's
+//!   pinned `host-key`.
 //! - [`Machines::get`] finds a machine by name or names the known ones.
 //!
 //! The SSH executors read it for `--machines FILE --machine NAME`; the matrix
@@ -58,7 +60,13 @@ pub struct Machine {
     /// The name `--machine` and matrix files refer to; non-empty and unique
     /// within the file.
     pub name: String,
-    /// Where its sshd listens, and the user to log in as.
+    /// Where its sshd listens, and the user to log in as. For a virtual
+    /// machine template (`vm` is `Some`) only `user` is the machine's:
+    /// there is no sshd until the `vm` executor boots a guest, so `host`
+    /// and `port` are a placeholder (`127.0.0.1:22`), never to be
+    /// connected to. The `vm` executor connects to the booted guest's
+    /// address instead, and the matrix scheduler does not probe it; use
+    /// [`Machine::ssh_target`] to get the target only when it is real.
     pub target: SshTarget,
     /// The private key to authenticate with (absolute path on this machine).
     pub private_key: Option<PathBuf>,
@@ -133,19 +141,7 @@ impl Machines {
             // Each name's first line.
             let mut names: HashMap<String, usize> = HashMap::new();
             for record in r.repeated("machine")? {
-                let machine = read_machine(record)?;
-                if let Some(first) = names.insert(machine.name.clone(), machine.line) {
-                    return Err(Error::InvalidMetadata {
-                        path: path.to_path_buf(),
-                        field: "machine.name".into(),
-                        line: Some(machine.line),
-                        message: format!(
-                            "machine {} is defined twice (first on line {first}); give each machine its own name",
-                            escape::quoted(&machine.name)
-                        ),
-                    });
-                }
-                machines.push(machine);
+                machines.push(read_machine(record, &mut names)?);
             }
             Ok(machines)
         })?;
@@ -175,11 +171,33 @@ impl Machines {
     }
 }
 
-fn read_machine(mut r: Record<'_>) -> Result<Machine> {
+impl Machine {
+    /// Where its sshd listens ([`Machine::target`]), or `None` for a
+    /// virtual machine template, which has no address until a guest is
+    /// booted from it.
+    pub fn ssh_target(&self) -> Option<&SshTarget> {
+        self.vm.is_none().then_some(&self.target)
+    }
+}
+
+/// Reads one `(machine ...)` record; `names` holds the line of each name
+/// read so far, and gets this one's.
+fn read_machine(mut r: Record<'_>, names: &mut HashMap<String, usize>) -> Result<Machine> {
     let line = r.line();
+    let name_line = r.field_line("name");
     let name = r.string("name")?;
     if name.is_empty() {
-        return Err(r.invalid("name", "is empty; name the machine"));
+        return Err(r.error("name", name_line, "is empty; name the machine"));
+    }
+    if let Some(first) = names.insert(name.clone(), name_line.unwrap_or(line)) {
+        return Err(r.error(
+            "name",
+            name_line,
+            format!(
+                "machine {} is defined twice (first on line {first}); give each machine its own name",
+                escape::quoted(&name)
+            ),
+        ));
     }
     let vm = r.opt_record("vm")?.map(crate::vm::read_vm).transpose()?;
     if vm.is_some() {
@@ -333,6 +351,7 @@ mod tests {
             b1.guest_signing_key.as_deref(),
             Some("/etc/fruix/signing-key.sec")
         );
+        assert_eq!(b1.ssh_target(), Some(&b1.target));
         let b2 = m.get("builder-2").unwrap();
         assert_eq!((b2.target.port, b2.parallel_builds, b2.speed), (22, 1, 1.0));
         assert_eq!((b2.private_key.clone(), b2.state_dir.clone()), (None, None));
@@ -470,6 +489,9 @@ mod tests {
             VmDriverSpec::Qemu { accel: Accel::Auto, ref kernel, .. } if kernel.as_deref() == Some("/vm/vmlinuz")
         ));
         assert_eq!(m.get("vm1").unwrap().target.host, "127.0.0.1");
+        // Not an address to connect to: only the user is the machine's.
+        assert_eq!(m.get("vm1").unwrap().ssh_target(), None);
+        assert_eq!(m.get("vm1").unwrap().target.user, "root");
         assert_eq!(
             m.get("vm2").unwrap().vm.as_ref().unwrap().driver.name(),
             "bhyve"
@@ -518,10 +540,12 @@ mod tests {
         }
     }
 
+    /// Regression: the second machine's name was reported as field
+    /// `machine.name`, unlike every other error (`machine[1].port`).
     #[test]
     fn duplicate_names_are_refused() {
         let (field, line, message) = field_error(&EXAMPLE.replace("builder-2", "builder-1"));
-        assert_eq!((field.as_str(), line), ("machine.name", Some(8)));
+        assert_eq!((field.as_str(), line), ("machine[1].name", Some(8)));
         assert!(
             message.contains("twice") && message.contains("line 2"),
             "{message}"

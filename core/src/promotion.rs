@@ -115,7 +115,10 @@ pub struct PromotionMetadata {
     /// The registered name of the executor that built; reading checks it
     /// with [`check_name`].
     pub executor: String,
-    /// That executor's version, verbatim; left out of artifact identities.
+    /// The version of what ran the build, verbatim, as the build site
+    /// recorded it (for `guest-self-hosted`, the guest's fruix: see the
+    /// [`Executor`](crate::executor::Executor) contract); left out of
+    /// artifact identities.
     pub executor_version: String,
     /// The request's run id (`20260405T213444Z`); reading checks it with
     /// [`check_name`].

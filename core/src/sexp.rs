@@ -76,7 +76,7 @@ pub fn read_record<T>(
                 message: format!("file is empty; expected a ({head} ...) record"),
             })
         }
-        Err(e) => return Err(syntax_error(path, &e)),
+        Err(e) => return Err(syntax_error(path, text, &e)),
     };
     match parser.next_datum() {
         Ok(None) => {}
@@ -88,7 +88,7 @@ pub fn read_record<T>(
                 message: format!("unexpected data after the ({head} ...) record"),
             })
         }
-        Err(e) => return Err(syntax_error(path, &e)),
+        Err(e) => return Err(syntax_error(path, text, &e)),
     }
     let mut record = Record::new(path, datum.as_ref(), head, head)?;
     let value = read(&mut record)?;
@@ -96,11 +96,18 @@ pub fn read_record<T>(
     Ok(value)
 }
 
-fn syntax_error(path: &Path, e: &lexpr::parse::Error) -> Error {
-    let (line, column) = e
-        .location()
-        .map(|l| (l.line(), l.column()))
-        .unwrap_or((0, 0));
+fn syntax_error(path: &Path, text: &str, e: &lexpr::parse::Error) -> Error {
+    // lexpr counts the bytes it has read on the line, so its column is the
+    // 1-based byte column of the last byte it read (0 when it read none of
+    // the line yet): made a column in characters like the scan's.
+    let (line, column) = match e.location() {
+        Some(l) => {
+            let line_start = line_start(text, l.line());
+            let at = line_start + l.column().saturating_sub(1);
+            (l.line(), char_column(text, line_start, at))
+        }
+        None => (0, 0),
+    };
     // lexpr's message ends with the location, which the error states already.
     let message = e.to_string();
     let message = match message.rsplit_once(" at line ") {
@@ -112,6 +119,38 @@ fn syntax_error(path: &Path, e: &lexpr::parse::Error) -> Error {
         line,
         column,
         message,
+    }
+}
+
+/// The byte offset where 1-based line `line` of `text` starts (lines end
+/// at `\n`, as both readers count them); the end of `text` past its last line.
+fn line_start(text: &str, line: usize) -> usize {
+    if line <= 1 {
+        return 0;
+    }
+    text.bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'\n')
+        .nth(line - 2)
+        .map_or(text.len(), |(i, _)| i + 1)
+}
+
+/// The column of [`Error::Syntax`]: the 1-based column, in characters
+/// (Unicode scalar values), of the character holding byte `at` of `text`, on
+/// the line starting at byte `line_start`. At the end of the text it is one
+/// past the line's last character.
+fn char_column(text: &str, line_start: usize, at: usize) -> usize {
+    let bytes = text.as_bytes();
+    let end = at.min(bytes.len());
+    let is_start = |b: &u8| (*b & 0xC0) != 0x80;
+    let before = bytes[line_start.min(end)..end]
+        .iter()
+        .filter(|b| is_start(b))
+        .count();
+    // A byte inside a character belongs to one already counted.
+    match bytes.get(at) {
+        Some(b) if !is_start(b) => before,
+        _ => before + 1,
     }
 }
 
@@ -694,5 +733,33 @@ mod tests {
             assert_eq!((field.as_str(), line), (misspelt, Some(3)));
             assert_eq!(message, format!("unknown field; did you mean `{known}`?"));
         }
+    }
+
+    /// Regression: the limits scan gave a 0-based byte offset as the
+    /// column and lexpr a 1-based byte count, so one place had two columns,
+    /// and neither was an editor's on a line with non-ASCII text.
+    #[test]
+    fn both_readers_give_one_place_the_same_column_in_characters_from_one() {
+        let place = |text: &str| match read(text, |_| Ok(())) {
+            Err(Error::Syntax {
+                line,
+                column,
+                message,
+                ..
+            }) => ((line, column), message),
+            other => panic!("expected a syntax error for {text:?}, got {other:?}"),
+        };
+        // `é` is one character of two bytes: the offending `#` and `]` are
+        // the 9th character of line 2 (its 11th byte).
+        let (scanned, why) = place("(fruix-x\n(a \"\u{e9}\u{e9}\")#x1F)");
+        assert!(why.contains("not supported"), "the scan refused it: {why}");
+        let (parsed, why) = place("(fruix-x\n(a \"\u{e9}\u{e9}\")])");
+        assert!(why.contains("mismatched"), "lexpr refused it: {why}");
+        assert_eq!(scanned, (2, 9));
+        assert_eq!(parsed, (2, 9));
+        // At the very start of a line, both say column 1.
+        let (scanned, _) = place("(fruix-x\n#x1F)");
+        let (parsed, _) = place("(fruix-x\n])");
+        assert_eq!((scanned, parsed), ((2, 1), (2, 1)));
     }
 }

@@ -20,10 +20,14 @@
 //! power-down before a hard stop, 30) apply to every driver. QEMU needs
 //! `image` (a qcow2 base, run on an overlay) or `kernel` (with `initrd`, and
 //! `append` for the kernel command line); `accel` is `auto` (KVM only when
-//! it really works), `kvm` or `tcg`. bhyve needs `dataset` and `snapshot`
-//! (a ZFS clone is the throw-away disk) and the guest's `address`. XCP-ng
-//! needs the pool `master` (`user@host[:port]`, reached over SSH to run
-//! `xe`) and the `template` to clone.
+//! it really works), `kvm` or `tcg`; `append` without `kernel` is refused
+//! (QEMU would refuse it at boot). bhyve needs `dataset` and `snapshot`
+//! (a ZFS clone is the throw-away disk: `POOL/NAME` and the name after the
+//! `@`, of letters, digits and `-_.:`) and the guest's `address` (an IP
+//! address or host name, without user or port); `tap` is an interface name.
+//! XCP-ng needs the pool `master` (`user@host[:port]`, reached over SSH to
+//! run `xe`) and the `template` to clone. Each of these is checked when the
+//! file is read, and a refusal names the field and its line.
 
 use std::time::Duration;
 
@@ -65,29 +69,35 @@ pub enum VmDriverSpec {
         kernel: Option<String>,
         /// Absolute path of an initial ramdisk (`-initrd`); only with `kernel`.
         initrd: Option<String>,
-        /// The kernel command line (`-append`), verbatim.
+        /// The kernel command line (`-append`), verbatim; [`read_vm`]
+        /// allows it only with `kernel`.
         append: Option<String>,
         /// The accelerator to ask for.
         accel: Accel,
     },
     /// bhyve on a FreeBSD host, booting a ZFS clone of an approved snapshot.
     Bhyve {
-        /// The ZFS dataset whose snapshot is cloned (`zroot/vm/freebsd-15`).
+        /// The ZFS dataset whose snapshot is cloned (`zroot/vm/freebsd-15`);
+        /// [`read_vm`] checks it is one (no `@`, no option).
         dataset: String,
-        /// The snapshot's name, after the `@` (`approved`).
+        /// The snapshot's name, after the `@` (`approved`); checked by
+        /// [`read_vm`].
         snapshot: String,
         /// The tap interface for the guest's network; `tap0` when `None`.
+        /// [`read_vm`] checks it is an interface name (no comma: bhyve takes
+        /// it inside an option).
         tap: Option<String>,
-        /// The guest's address, where fruix connects to its SSH port (22).
+        /// The guest's address, where fruix connects to its SSH port (22):
+        /// an IP address or host name, checked by [`read_vm`].
         address: String,
     },
     /// An XCP-ng pool: `xe` commands run over SSH on the pool master.
     XcpNg {
-        /// The pool master, `user@host[:port]`; checked as an
-        /// [`SshTarget`](crate::ssh_target::SshTarget) when the executor is
-        /// made, not when the file is read.
+        /// The pool master, `user@host[:port]`: [`read_vm`] checks that it
+        /// parses as an [`SshTarget`](crate::ssh_target::SshTarget).
         master: String,
-        /// The template to clone for each guest, as `xe vm-clone vm=` takes it.
+        /// The template to clone for each guest, as `xe vm-clone vm=` takes
+        /// it; not empty.
         template: String,
     },
 }
@@ -137,6 +147,7 @@ pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
             let image = absolute(&mut r, "image")?;
             let kernel = absolute(&mut r, "kernel")?;
             let initrd = absolute(&mut r, "initrd")?;
+            let append_line = r.field_line("append");
             let append = r.opt_string("append")?;
             let accel = match r
                 .field_line("accel")
@@ -161,6 +172,14 @@ pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
             if initrd.is_some() && kernel.is_none() {
                 return Err(r.invalid("kernel", "is missing: `initrd` needs a `kernel`"));
             }
+            // QEMU refuses `-append` without `-kernel` when it starts.
+            if append.is_some() && kernel.is_none() {
+                return Err(r.error(
+                    "append",
+                    append_line,
+                    "is a kernel command line, so it needs a `kernel`; an `image` boots with its own",
+                ));
+            }
             VmDriverSpec::Qemu {
                 image,
                 kernel,
@@ -169,15 +188,35 @@ pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
                 accel,
             }
         }
-        "bhyve" => VmDriverSpec::Bhyve {
-            dataset: r.string("dataset")?,
-            snapshot: r.string("snapshot")?,
-            tap: r.opt_string("tap")?,
-            address: r.string("address")?,
-        },
+        "bhyve" => {
+            let dataset = checked(&mut r, "dataset", dataset_problem)?;
+            let snapshot_line = r.field_line("snapshot");
+            let snapshot = checked(&mut r, "snapshot", snapshot_problem)?;
+            if dataset.len() + 1 + snapshot.len() > MAX_ZFS_NAME_BYTES {
+                return Err(r.error(
+                    "snapshot",
+                    snapshot_line,
+                    format!("makes `{dataset}@{snapshot}`, longer than ZFS's {MAX_ZFS_NAME_BYTES} bytes"),
+                ));
+            }
+            let tap = opt_checked(&mut r, "tap", tap_problem)?;
+            let address = checked(&mut r, "address", address_problem)?;
+            VmDriverSpec::Bhyve {
+                dataset,
+                snapshot,
+                tap,
+                address,
+            }
+        }
         "xcp-ng" => VmDriverSpec::XcpNg {
-            master: r.string("master")?,
-            template: r.string("template")?,
+            master: checked(&mut r, "master", |v| {
+                crate::ssh_target::SshTarget::parse(v).err()
+            })?,
+            template: checked(&mut r, "template", |v| {
+                v.trim()
+                    .is_empty()
+                    .then(|| "is empty; name the template to clone".to_string())
+            })?,
         },
         other => {
             return Err(r.invalid(
@@ -200,6 +239,113 @@ pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
     })
 }
 
+/// The longest ZFS dataset or snapshot name, in bytes (`ZFS_MAX_DATASET_NAME_LEN`
+/// less its NUL).
+const MAX_ZFS_NAME_BYTES: usize = 255;
+
+/// The longest network interface name (`IFNAMSIZ` less its NUL).
+const MAX_INTERFACE_BYTES: usize = 15;
+
+/// A required string field that `problem` finds nothing wrong with; what it
+/// finds is refused at the field's line.
+fn checked(
+    r: &mut Record<'_>,
+    field: &str,
+    problem: impl FnOnce(&str) -> Option<String>,
+) -> Result<String> {
+    let line = r.field_line(field);
+    let value = r.string(field)?;
+    match problem(&value) {
+        Some(message) => Err(r.error(field, line, message)),
+        None => Ok(value),
+    }
+}
+
+/// An optional string field, checked like [`checked`].
+fn opt_checked(
+    r: &mut Record<'_>,
+    field: &str,
+    problem: impl FnOnce(&str) -> Option<String>,
+) -> Result<Option<String>> {
+    match r.field_line(field) {
+        Some(_) => checked(r, field, problem).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A character ZFS takes in a name component, less the space (which it
+/// takes, but which fruix refuses as a likely mistake).
+fn zfs_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')
+}
+
+/// What is wrong with `dataset` as the name of a ZFS dataset to clone:
+/// `POOL/NAME...`, the pool starting with a letter, every component
+/// non-empty, not `.` or `..`, of letters, digits and `-_.:`.
+fn dataset_problem(dataset: &str) -> Option<String> {
+    let good = dataset.len() <= MAX_ZFS_NAME_BYTES
+        && dataset.starts_with(|c: char| c.is_ascii_alphabetic())
+        && dataset
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && c.chars().all(zfs_char));
+    (!good).then(|| {
+        format!(
+            "{} is not a ZFS dataset: give POOL/NAME (letters, digits and -_.: between slashes, the pool starting with a letter), without @SNAPSHOT",
+            escape::quoted(dataset)
+        )
+    })
+}
+
+/// What is wrong with `snapshot` as a ZFS snapshot name (after the `@`).
+fn snapshot_problem(snapshot: &str) -> Option<String> {
+    let good = !snapshot.is_empty() && snapshot.chars().all(zfs_char);
+    (!good).then(|| {
+        format!(
+            "{} is not a ZFS snapshot name: give the name after the @ (letters, digits and -_.:)",
+            escape::quoted(snapshot)
+        )
+    })
+}
+
+/// What is wrong with `tap` as a network interface name, which bhyve's
+/// `-s SLOT,virtio-net,TAP` option takes (a comma there would add options).
+fn tap_problem(tap: &str) -> Option<String> {
+    let good = !tap.is_empty()
+        && tap.len() <= MAX_INTERFACE_BYTES
+        && tap.starts_with(|c: char| c.is_ascii_alphabetic())
+        && tap
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    (!good).then(|| {
+        format!(
+            "{} is not a network interface name (a letter, then letters, digits and -_., at most {MAX_INTERFACE_BYTES} bytes), such as tap0",
+            escape::quoted(tap)
+        )
+    })
+}
+
+/// What is wrong with `address` as the guest's address, where fruix
+/// connects to port 22: an IP address, or a host name of dot-separated
+/// labels of letters, digits, `-` and `_`, none starting with `-`.
+fn address_problem(address: &str) -> Option<String> {
+    let ip = address.parse::<std::net::IpAddr>().is_ok();
+    let host_name = address.len() <= 253
+        && address.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        });
+    (!ip && !host_name).then(|| {
+        format!(
+            "{} is not a host name or IP address; give the guest's address alone (fruix connects to its port 22, as `user`)",
+            escape::quoted(address)
+        )
+    })
+}
+
 fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
     r.opt_count(field, true, "a positive number")
 }
@@ -211,5 +357,174 @@ fn absolute(r: &mut Record<'_>, field: &str) -> Result<Option<String>> {
             format!("{} is relative; give an absolute path", escape::quoted(&v)),
         )),
         other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::machines::Machines;
+    use std::path::Path;
+
+    /// A machine of each driver, one field a line.
+    const VALID: &str = r#"(fruix-machines
+  (machine (name "b") (user "root")
+    (vm (driver bhyve)
+        (dataset "zroot/vm/freebsd-15")
+        (snapshot "approved")
+        (tap "tap0")
+        (address "10.0.0.2")
+        (host-key "ssh-ed25519 AAAAkey")))
+  (machine (name "x") (user "root")
+    (vm (driver xcp-ng)
+        (master "root@xcp-master.example:2222")
+        (template "freebsd-15-approved")
+        (host-key "ssh-ed25519 AAAAkey")))
+  (machine (name "q") (user "root")
+    (vm (driver qemu)
+        (image "/vm/base.qcow2")
+        (host-key "ssh-ed25519 AAAAkey"))))"#;
+
+    fn parse(text: &str) -> crate::Result<Machines> {
+        Machines::parse(Path::new("machines.scm"), text)
+    }
+
+    #[test]
+    fn the_valid_drivers_read() {
+        let m = parse(VALID).unwrap();
+        let names: Vec<_> = m
+            .machines
+            .iter()
+            .map(|m| m.vm.as_ref().unwrap().driver.name())
+            .collect();
+        assert_eq!(names, ["bhyve", "xcp-ng", "qemu"]);
+        // IPv6 addresses and host names are addresses too; a tap name may
+        // have a dot; a snapshot may hold `:`.
+        for (replace, with) in [
+            ("\"10.0.0.2\"", "\"fd00::2\""),
+            ("\"10.0.0.2\"", "\"builder-vm.example\""),
+            ("\"tap0\"", "\"tap0.12\""),
+            ("\"approved\"", "\"approved:2026-04-05\""),
+            ("\"root@xcp-master.example:2222\"", "\"root@[fd00::1]:22\""),
+        ] {
+            parse(&VALID.replace(replace, with)).unwrap_or_else(|e| panic!("{with}: {e}"));
+        }
+    }
+
+    /// Regression: QEMU refuses `-append` without `-kernel` when the guest
+    /// boots; the record was accepted and the run failed only then.
+    /// Likewise an XCP-ng `master` was checked only when the executor was
+    /// made (without a line), and bhyve's `dataset`, `snapshot`, `tap` and
+    /// `address` never: a comma in `tap` reached bhyve's option string.
+    #[test]
+    fn what_each_driver_needs_is_checked_when_read_naming_field_and_line() {
+        let long_snapshot = format!("\"{}\"", "a".repeat(240));
+        let mistakes = [
+            (
+                "\"approved\"",
+                long_snapshot.as_str(),
+                "machine[0].vm.snapshot",
+                5,
+                "longer than ZFS's 255 bytes",
+            ),
+            (
+                "(image \"/vm/base.qcow2\")",
+                "(image \"/vm/base.qcow2\") (append \"console=ttyS0\")",
+                "machine[2].vm.append",
+                16,
+                "needs a `kernel`",
+            ),
+            (
+                "\"root@xcp-master.example:2222\"",
+                "\"xcp-master.example\"",
+                "machine[1].vm.master",
+                11,
+                "not user@host[:port]",
+            ),
+            (
+                "\"root@xcp-master.example:2222\"",
+                "\"root@xcp-master.example:0\"",
+                "machine[1].vm.master",
+                11,
+                "not user@host[:port]",
+            ),
+            (
+                "\"freebsd-15-approved\"",
+                "\"\"",
+                "machine[1].vm.template",
+                12,
+                "empty",
+            ),
+            (
+                "\"zroot/vm/freebsd-15\"",
+                "\"zroot/vm/\"",
+                "machine[0].vm.dataset",
+                4,
+                "not a ZFS dataset",
+            ),
+            (
+                "\"zroot/vm/freebsd-15\"",
+                "\"-o/vm\"",
+                "machine[0].vm.dataset",
+                4,
+                "not a ZFS dataset",
+            ),
+            (
+                "\"zroot/vm/freebsd-15\"",
+                "\"zroot/../vm\"",
+                "machine[0].vm.dataset",
+                4,
+                "not a ZFS dataset",
+            ),
+            (
+                "\"zroot/vm/freebsd-15\"",
+                "\"zroot/vm@old\"",
+                "machine[0].vm.dataset",
+                4,
+                "not a ZFS dataset",
+            ),
+            (
+                "\"approved\"",
+                "\"a/b\"",
+                "machine[0].vm.snapshot",
+                5,
+                "not a ZFS snapshot name",
+            ),
+            (
+                "\"approved\"",
+                "\"\"",
+                "machine[0].vm.snapshot",
+                5,
+                "not a ZFS snapshot name",
+            ),
+            (
+                "\"tap0\"",
+                "\"tap0,mac=00:a0:98:00:00:01\"",
+                "machine[0].vm.tap",
+                6,
+                "not a network interface name",
+            ),
+            (
+                "\"10.0.0.2\"",
+                "\"10.0.0.2:2222\"",
+                "machine[0].vm.address",
+                7,
+                "not a host name or IP address",
+            ),
+            (
+                "\"10.0.0.2\"",
+                "\"root@10.0.0.2\"",
+                "machine[0].vm.address",
+                7,
+                "not a host name or IP address",
+            ),
+            (
+                "\"10.0.0.2\"",
+                "\"-oProxyCommand=x\"",
+                "machine[0].vm.address",
+                7,
+                "not a host name or IP address",
+            ),
+        ];
+        crate::testing::assert_mistakes_refused(VALID, parse, &mistakes);
     }
 }

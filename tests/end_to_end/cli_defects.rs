@@ -227,7 +227,7 @@ fn misspelt_fields_and_unclosed_lists_are_named_where_they_are() {
         ),
         (
             "(fruix-matrix\n  (format-version 1)\n  (axes (executor \"local\")\n",
-            "matrix.scm:3:2: syntax error: this parenthesis is never closed; add its `)`",
+            "matrix.scm:3:3: syntax error: this parenthesis is never closed; add its `)`",
         ),
     ];
     for (text, expected) in cases {
@@ -437,4 +437,31 @@ fn a_guest_checkout_is_a_guest_source_not_checked_on_the_host() {
     let out = run(fruix().args(["build", "--executor", "local", "--guest-source", "/usr/src"]));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("builds on this host; give --source"));
+}
+
+#[test]
+fn a_guest_executor_refuses_a_virtual_machine_template_as_its_machine() {
+    // The template's address is a placeholder until the `vm` executor
+    // boots a guest from it: connecting there would reach this host's own
+    // sshd. The build is refused before anything is made.
+    let dir = tempfile::tempdir().unwrap();
+    let machines = write_file(
+        dir.path(),
+        "machines.scm",
+        "(fruix-machines (machine (name \"vm1\") (user \"root\")\n  (vm (driver qemu) (kernel \"/vm/vmlinuz\") (host-key \"ssh-ed25519 AAAAkey\"))))\n",
+    );
+    let before = listing(dir.path());
+    for executor in ["host-initiated", "guest-self-hosted"] {
+        run_failing(
+            fruix()
+                .args(["build", "--executor", executor, "--machines"])
+                .arg(&machines)
+                .args(["--machine", "vm1", "--source"])
+                .arg(fixture_source())
+                .args(store_and_state(dir.path())),
+            2,
+            &["\"vm1\" is a virtual machine template", "--executor vm"],
+        );
+    }
+    assert_eq!(listing(dir.path()), before);
 }

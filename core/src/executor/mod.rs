@@ -7,8 +7,12 @@
 //! [`crate::result_root`]). Callers never call an executor directly: they call
 //! [`run_executor`], which
 //!
-//! 1. refuses a result root that already exists, creates it and marks it
-//!    unfinished ([`crate::result_root::INCOMPLETE_MARKER`]);
+//! 1. creates the result root, private to this user, and marks it unfinished
+//!    ([`crate::result_root::INCOMPLETE_MARKER`]). An empty directory already
+//!    there is taken (run id allocation, [`crate::run_id::allocate_run_dir`],
+//!    makes one for each run); anything else is refused before anything is
+//!    written: a non-empty directory, a file, and a symlink, which is never
+//!    followed, even to an empty directory;
 //! 2. starts a run ([`Executor::start`]): a handle ([`Run`]) that owns the
 //!    run's state, and runs its [`Run::build`], passing cancellation through
 //!    the context;
@@ -16,7 +20,8 @@
 //!    cancellation (a cleanup failure is reported as an event, never hiding
 //!    the run's result);
 //! 4. validates the result root and checks that its `promotion.scm` agrees with
-//!    the request, and only then removes the unfinished marker.
+//!    the request and names the executor ([`check_agreement`]), and only then
+//!    removes the unfinished marker.
 //!
 //! So what reaches the caller is a result root that passed the validator, and a
 //! failed or cancelled run leaves a root that can never be promoted.
@@ -56,6 +61,11 @@ pub use runner::{check_agreement, run_executor, CANCEL_GRACE};
 pub struct Capabilities {
     /// Builds on another machine (needs a guest or machines file).
     pub remote: bool,
+    /// Boots a throw-away guest from a virtual machine template of the
+    /// machines file (a machine with a `(vm ...)` record) for each build. In
+    /// a matrix its cells take only such machines, and the cells of any
+    /// other remote executor only machines with an address.
+    pub boots_vms: bool,
     /// Computes tree signatures where it builds, so transfer is verified.
     pub signs_at_build_site: bool,
     /// Stops the build's whole process tree on cancellation.
@@ -71,6 +81,7 @@ impl Capabilities {
     pub fn local() -> Capabilities {
         Capabilities {
             remote: false,
+            boots_vms: false,
             signs_at_build_site: true,
             cancellable: true,
             target_arches: Vec::new(),
@@ -134,9 +145,18 @@ impl RunContext {
 ///   whatever the run acquires: two runs of one executor never share state.
 /// - [`Run::build`] builds what `ctx.request` asks for and leaves a
 ///   normalized result root at `ctx.result_root`: `promotion.scm` (naming this
-///   executor's [`name`](Executor::name) and [`version`](Executor::version), the
-///   request's run id, base, source and policy, and every requested artifact)
-///   and `artifacts/<name>/` trees. It may write `logs/`.
+///   executor's [`name`](Executor::name), the version of what built (below),
+///   the request's run id, base, source and policy, and every requested
+///   artifact) and `artifacts/<name>/` trees. It may write `logs/`.
+/// - `executor-version` in `promotion.scm` is the version of the software
+///   that ran the build, as the build site records it. Where this executor
+///   runs the build itself (`local`, `host-initiated`, `jail`, an external
+///   executor's scripts), that is its [`version`](Executor::version). Where
+///   the build site runs its own fruix (`guest-self-hosted`, and `vm` around
+///   it), it is that fruix's version, which may differ from this one's: the
+///   guest helper is accepted from a minimum version on, not only at this
+///   host's. It is provenance, left out of artifact identities, and
+///   [`run_executor`] does not compare it with [`Executor::version`].
 /// - It reports stages and log lines through `ctx.events`, each stage's start
 ///   before its logs before its end.
 /// - A failing build step returns [`Error::Build`](crate::Error::Build) (step, status, last log
@@ -154,7 +174,10 @@ pub trait Executor: fmt::Debug + Send + Sync {
     /// The registered name (`local`, `host-initiated`, ...).
     fn name(&self) -> &str;
 
-    /// The executor's version, recorded as `executor-version`.
+    /// The executor's version on this machine (what `fruix executors list`
+    /// shows). It is recorded as `executor-version` by builds this executor
+    /// runs itself; a build site running its own fruix records that fruix's
+    /// version instead (see the contract above).
     fn version(&self) -> &str;
 
     /// What this executor can do.

@@ -16,6 +16,9 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(15);
 
 /// Runs `executor` for `request` into `result_root` with the guarantees listed
 /// in the module docs, and returns the validated result root.
+///
+/// `result_root` must not exist, or be an empty directory (not a symlink to
+/// one); anything else there is refused before the executor starts.
 pub async fn run_executor(
     executor: Arc<dyn Executor>,
     request: BuildRequest,
@@ -72,44 +75,82 @@ async fn build_cancellable(run: &mut (dyn Run + '_), ctx: &RunContext) -> Result
     }
 }
 
+/// Creates the result root `root` (mode `0700`) and its unfinished marker.
+///
+/// An empty directory already at `root` is taken: run id allocation
+/// ([`crate::run_id::allocate_run_dir`]) makes one for each run. Anything
+/// else there is refused before anything is written: a non-empty
+/// directory or a file ([`Error::AlreadyExists`]), and a symlink
+/// ([`Error::UnsafePath`]), whatever it points to. The root is opened
+/// without following a symlink, and its mode and the marker are set
+/// through that descriptor, so a symlink planted meanwhile is never
+/// written through either.
 pub(super) fn prepare_result_root(root: &Path) -> Result<()> {
+    use rustix::fs::{self as rfs, Mode, OFlags};
+    use std::io::Write;
+    use std::os::unix::fs::DirBuilderExt;
     if let Some(parent) = root.parent() {
         std::fs::create_dir_all(parent).with_path("create parent of result root", parent)?;
     }
-    // An empty directory made by run id allocation is fine; anything else is not.
-    let existing_empty = std::fs::read_dir(root)
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(false);
-    if !existing_empty {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(root)
-            .map_err(|e| {
-                match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
-                path: root.to_path_buf(),
-                hint:
-                    "a result root is never overwritten; choose another --result-root or remove it"
-                        .into(),
-            },
-            _ => Error::io("create result root", root, e),
+    let already = |root: &Path| Error::AlreadyExists {
+        path: root.to_path_buf(),
+        hint: "a result root is never overwritten; choose another --result-root or remove it"
+            .into(),
+    };
+    let created = match std::fs::DirBuilder::new().mode(0o700).create(root) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(Error::io("create result root", root, e)),
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = match rfs::open(root, flags, Mode::empty()) {
+        Ok(dir) => dir,
+        // What is there decides (Linux says ELOOP for a symlink, FreeBSD
+        // EMLINK, and both ENOTDIR for a file).
+        Err(e) => {
+            return Err(match std::fs::symlink_metadata(root) {
+                Ok(meta) if meta.file_type().is_symlink() => Error::UnsafePath {
+                    path: root.to_path_buf(),
+                    message: "is a symlink; a result root is never reached through one: choose another --result-root or remove it".into(),
+                },
+                Ok(meta) if !meta.is_dir() => already(root),
+                _ => Error::io("open result root", root, e.into()),
+            })
         }
-            })?;
+    };
+    if !created {
+        let mut entries =
+            rfs::Dir::read_from(&dir).map_err(|e| Error::io("read result root", root, e.into()))?;
+        let mut empty = true;
+        while let Some(entry) = entries.read() {
+            let entry = entry.map_err(|e| Error::io("read result root", root, e.into()))?;
+            if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
+                empty = false;
+                break;
+            }
+        }
+        if !empty {
+            return Err(already(root));
+        }
     }
     // Only this user may change the root before it is promoted, whatever the umask.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
-        .with_path("set mode of", root)?;
+    rfs::fchmod(&dir, Mode::from(0o700)).map_err(|e| Error::io("set mode of", root, e.into()))?;
     let marker = root.join(INCOMPLETE_MARKER);
-    std::fs::write(
-        &marker,
-        b"this run has not finished; this result root cannot be promoted\n",
-    )
-    .with_path("write unfinished marker", &marker)
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rfs::openat(&dir, INCOMPLETE_MARKER, flags, Mode::from(0o644))
+        .map_err(|e| Error::io("write unfinished marker", &marker, e.into()))?;
+    std::fs::File::from(fd)
+        .write_all(b"this run has not finished; this result root cannot be promoted\n")
+        .with_path("write unfinished marker", &marker)
 }
 
-/// Checks that `promotion.scm` agrees with the request and the executor.
+/// Checks that `promotion.scm` agrees with the request and the executor:
+/// the executor's name, the run id, the FreeBSD base, the build policy, the
+/// source path and every requested artifact.
+///
+/// `executor-version` is not compared with [`Executor::version`]: it names
+/// what built at the build site, which for a guest running its own fruix
+/// may be another version than this host's (see the [`Executor`] contract).
 pub fn check_agreement(
     executor: &dyn Executor,
     request: &BuildRequest,

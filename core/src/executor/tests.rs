@@ -298,3 +298,84 @@ fn result_root_is_private_to_its_user_whatever_it_was_created_with() {
         assert_eq!(mode, 0o700, "{name}");
     }
 }
+
+/// Regression: a symlink to an empty directory was taken for the empty
+/// directory run id allocation makes: its target was made `0700`, the
+/// unfinished marker was written into it, and the build ran there before
+/// validation refused the root.
+#[tokio::test]
+async fn a_symlinked_result_root_is_refused_before_anything_is_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("elsewhere");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = dir.path().join("root");
+    std::os::unix::fs::symlink(&target, &root).unwrap();
+    let err = run_executor(
+        executor("succeed"),
+        request(),
+        &root,
+        EventSink::discard(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsafePath { path, .. } if path == &root),
+        "{err:?}"
+    );
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755);
+    let entries: Vec<_> = std::fs::read_dir(&target).unwrap().collect();
+    assert!(entries.is_empty(), "{entries:?}");
+    assert!(std::fs::symlink_metadata(&root).unwrap().is_symlink());
+    // The same refusal from the preparation alone, with a symlink to a
+    // file and a dangling one.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"keep").unwrap();
+    for (name, to) in [
+        ("to-file", file.clone()),
+        ("dangling", dir.path().join("none")),
+    ] {
+        let link = dir.path().join(name);
+        std::os::unix::fs::symlink(&to, &link).unwrap();
+        let err = prepare_result_root(&link).unwrap_err();
+        assert!(matches!(err, Error::UnsafePath { .. }), "{name}: {err:?}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+    assert!(!dir.path().join("none").exists());
+}
+
+/// Anything but an empty directory or nothing at the result root is
+/// refused as existing, and left as it was.
+#[test]
+fn a_file_at_the_result_root_is_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::write(&root, b"keep").unwrap();
+    let err = prepare_result_root(&root).unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&root).unwrap(), b"keep");
+}
+
+/// `executor-version` names what built at the build site: a guest helper
+/// of another fruix version than this host's builds a root the runner
+/// accepts (see the `Executor` contract), while every other field of
+/// [`check_agreement`] must agree.
+#[test]
+fn the_build_sites_version_is_recorded_not_compared() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = request();
+    let mut m = crate::testing::sample_metadata("core-test", &request.run_id);
+    m.executor_version = "9.9.9".into();
+    let ex = executor("succeed");
+    assert_ne!(ex.version(), m.executor_version);
+    check_agreement(ex.as_ref(), &request, &m, dir.path()).unwrap();
+    m.executor = "local".into();
+    let err = check_agreement(ex.as_ref(), &request, &m, dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidMetadata { field, .. } if field == "executor"),
+        "{err:?}"
+    );
+}

@@ -66,7 +66,7 @@ pub fn check(path: &Path, text: &str) -> Result<()> {
     scanner.run().map_err(|(at, message)| Error::Syntax {
         path: path.to_path_buf(),
         line: at.line,
-        column: at.column,
+        column: super::char_column(text, at.line_start, at.pos),
         message,
     })
 }
@@ -80,11 +80,15 @@ enum Level {
     Quote,
 }
 
-/// A place in the text: 1-based line, 0-based column.
+/// A place in the text: its 1-based line, where that line starts and the
+/// byte offset of the place. (Made a column in characters only for a
+/// refusal: counting them at every parenthesis would be quadratic on one
+/// long line.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Position {
     line: usize,
-    column: usize,
+    line_start: usize,
+    pos: usize,
 }
 
 /// Where the scan stopped, and why.
@@ -162,7 +166,8 @@ impl Scanner<'_> {
     fn at(&self, pos: usize) -> Position {
         Position {
             line: self.line,
-            column: pos - self.line_start,
+            line_start: self.line_start,
+            pos,
         }
     }
 
@@ -476,7 +481,8 @@ mod tests {
     fn deep_quotes_are_refused_with_their_line() {
         let text = format!("(fruix-special-modes\n  (modes {}x))", "'".repeat(20_000));
         let (line, column, message) = refusal(&text);
-        assert_eq!((line, column), (2, 9 + MAX_DEPTH - 2));
+        // The 63rd quote, after the 9 characters of `  (modes `.
+        assert_eq!((line, column), (2, 9 + MAX_DEPTH - 1));
         assert!(message.contains("more than 64 levels"), "{message}");
         for prefix in ["`", ",", ",@", "#'", "#`", "#,", "#,@", "' "] {
             let text = format!("(a {}x)", prefix.repeat(MAX_DEPTH));
@@ -528,7 +534,7 @@ mod tests {
         scan(&format!("({})", "a ".repeat(MAX_CELLS))).unwrap();
         let text = format!("(\n{})", "a ".repeat(MAX_CELLS + 1));
         let (line, column, message) = refusal(&text);
-        assert_eq!((line, column), (2, 2 * MAX_CELLS));
+        assert_eq!((line, column), (2, 2 * MAX_CELLS + 1));
         assert!(message.contains("more than 4096 list cells"), "{message}");
         assert!(scan(&format!("({})", "\"\" ".repeat(MAX_CELLS + 1))).is_err());
         // A quote prefix is two cells: `'b` sits at three.
@@ -587,7 +593,7 @@ mod tests {
             assert!(!message.contains('\u{1b}'), "{message}");
         }
         let (_, column, message) = refusal("(a \u{1b}[31m)");
-        assert_eq!(column, 3);
+        assert_eq!(column, 4);
         assert!(message.contains("`\\033` (U+001B)"), "{message}");
     }
 
@@ -597,7 +603,7 @@ mod tests {
     fn an_unclosed_parenthesis_is_named_where_it_opens() {
         let text = "(fruix-matrix\n  (format-version 1)\n  (axes (executor \"local\")\n";
         let (line, column, message) = refusal(text);
-        assert_eq!((line, column), (3, 2), "{message}");
+        assert_eq!((line, column), (3, 3), "{message}");
         assert_eq!(message, "this parenthesis is never closed; add its `)`");
     }
 }

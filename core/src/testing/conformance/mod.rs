@@ -355,6 +355,11 @@ pub async fn produces_a_valid_root(case: &Case, root: &Path) -> ResultRoot {
 /// Checks that `root`'s `promotion.scm` agrees with `request` and names
 /// `executor` with its version; that it lists exactly the requested
 /// artifacts; and that declared tree signatures match the trees.
+///
+/// The version check is stricter than [`run_executor`]'s, which leaves
+/// `executor-version` to the build site: a suite's build site runs the
+/// software of this build (for `guest-self-hosted`, the same `fruix` as
+/// the guest helper), so the two must agree there.
 pub fn check_agreement(executor: &dyn Executor, request: &BuildRequest, root: &ResultRoot) {
     let name = executor.name();
     let on_disk = root.path().join(crate::promotion::PROMOTION_FILE);
