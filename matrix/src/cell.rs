@@ -149,20 +149,22 @@ impl Attempt {
         let request = self.plan.request(i, run_id);
         let run = run_executor(executor, request, &root, events, self.job.cancel.clone());
         tokio::pin!(run);
+        let pass_on = |log: &mut std::fs::File, event: Event| {
+            self.observer.event(&self.id, &event);
+            log_event(log, &event);
+        };
         // Drain events while the executor runs; the channel closes when it
-        // returns.
+        // returns. Events still queued then (sent in the poll that returned)
+        // follow, in order, to the log and the observer alike.
         let result = loop {
             tokio::select! {
                 event = rx.recv() => match event {
-                    Some(event) => {
-                        self.observer.event(&self.id, &event);
-                        log_event(log, &event);
-                    }
+                    Some(event) => pass_on(log, event),
                     None => break (&mut run).await,
                 },
                 result = &mut run => {
                     while let Ok(event) = rx.try_recv() {
-                        log_event(log, &event);
+                        pass_on(log, event);
                     }
                     break result;
                 }
@@ -264,18 +266,26 @@ impl CellRunner for ExecutorRunner {
                     ..PromoteOptions::default()
                 };
                 let report = promote_validated(&root, &store, &options)?;
-                let signed_by = match (&signed, &signer) {
-                    (Some(signed), Some(key)) => attest::record(&store, signed)?
-                        .is_empty()
-                        .then(|| key.name.clone()),
-                    _ => None,
+                // An object the store already held with other references
+                // than those the machine signed keeps no signature of it:
+                // the cell is not `signed_by` the machine then, and says
+                // which objects lack it.
+                let (signed_by, not_recorded) = match (&signed, &signer) {
+                    (Some(signed), Some(key)) => {
+                        let differed = attest::record(&store, signed)?;
+                        let signed_by = differed.is_empty().then(|| key.name.clone());
+                        let paths = differed.iter().map(|n| store.path().join(n)).collect();
+                        (signed_by, paths)
+                    }
+                    _ => (None, Vec::new()),
                 };
-                Ok::<_, fruix_promote::Error>((report, signed_by))
+                Ok::<_, fruix_promote::Error>((report, signed_by, not_recorded))
             })
             .await
             .map_err(|e| system(format!("promotion task failed: {e}")))?
-            .map(|(report, signed_by)| Promoted {
+            .map(|(report, signed_by, signatures_not_recorded)| Promoted {
                 signed_by,
+                signatures_not_recorded,
                 result_store: report.result_store,
                 artifacts: report
                     .artifacts
@@ -326,5 +336,211 @@ impl CellRunner for ExecutorRunner {
     fn cell_done(&self, cell: usize, record: &CellRecord) {
         self.observer
             .cell_finished(&self.plan.cells[cell].id, record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use fruix_core::executor::{Capabilities, ExecutorKind, RegistryEntry, Stream};
+    use fruix_promote::sign::SecretKey;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::schedule::{Placement, Start};
+
+    /// What an observer heard, in order.
+    #[derive(Default)]
+    struct Heard(Mutex<Vec<String>>);
+
+    impl Heard {
+        fn push(&self, what: String) {
+            self.0.lock().unwrap().push(what);
+        }
+    }
+
+    impl Observer for Heard {
+        fn attempt_started(&self, cell: &str, machine: &str, attempt: u32) {
+            self.push(format!("{cell}: attempt {attempt} on {machine}"));
+        }
+        fn event(&self, cell: &str, event: &Event) {
+            let what = match event {
+                Event::Log { line, .. } => line.clone(),
+                other => format!("{other:?}"),
+            };
+            self.push(format!("{cell}: {what}"));
+        }
+        fn attempt_ended(&self, cell: &str, failure: Option<&str>) {
+            self.push(format!("{cell}: ended, failed: {}", failure.is_some()));
+        }
+        fn cell_finished(&self, cell: &str, _record: &CellRecord) {
+            self.push(format!("{cell}: finished"));
+        }
+    }
+
+    /// The lines the `chatty` executor logs, then fails with a system
+    /// failure: all at once, without awaiting, so that they are still
+    /// queued when the executor returns.
+    const LINES: [&str; 3] = ["line 1", "line 2", "line 3"];
+
+    /// A runner in `dir` of a matrix of one cell, `chatty` on this host,
+    /// with a machines file whose machine m1 signs with `key`.
+    fn runner(dir: &Path, key: &SecretKey, observer: Arc<Heard>) -> ExecutorRunner {
+        let src = dir.join("src");
+        std::fs::create_dir_all(src.join("sys/conf")).unwrap();
+        std::fs::write(src.join("Makefile"), "buildworld:\n").unwrap();
+        std::fs::write(
+            src.join("sys/conf/newvers.sh"),
+            "REVISION=\"15.0\"\nBRANCH=\"STABLE\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("machines.scm"),
+            format!(
+                r#"(fruix-machines
+  (machine (name "m1") (host "h1") (user "u")
+           (signing-key "{}") (guest-signing-key "/etc/fruix/signing-key.sec")))"#,
+                key.public_text().trim()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("matrix.scm"),
+            r#"(fruix-matrix (format-version 1) (source "src") (machines-file "machines.scm")
+  (axes (executor "chatty")))"#,
+        )
+        .unwrap();
+        let mut registry = Registry::default();
+        registry
+            .add(RegistryEntry {
+                name: "chatty".into(),
+                description: String::new(),
+                version: "0".into(),
+                origin: "tests".into(),
+                kind: ExecutorKind::BuiltIn,
+                capabilities: Capabilities::default(),
+                config_keys: Vec::new(),
+                factory: Arc::new(|_| {
+                    Ok(fruix_core::testing::fn_executor("chatty", |ctx| {
+                        for line in LINES {
+                            ctx.events.log("build", Stream::Stdout, line);
+                        }
+                        Err(Error::system("the build machinery broke"))
+                    }))
+                }),
+            })
+            .unwrap();
+        let plan = MatrixPlan::load(&dir.join("matrix.scm"), None, None, &registry).unwrap();
+        let logs_dir = dir.join("report/logs");
+        std::fs::create_dir_all(&logs_dir).unwrap();
+        ExecutorRunner {
+            plan: Arc::new(plan),
+            registry,
+            store: Arc::new(Store::open(&dir.join("store")).unwrap()),
+            state_dir: dir.join("state"),
+            logs_dir,
+            results_dir: dir.join("report/results"),
+            observer,
+        }
+    }
+
+    fn key() -> SecretKey {
+        SecretKey::generate("m1-key").unwrap()
+    }
+
+    /// A result root at `dir/NAME`, signed for `store` with `key` where it
+    /// was built; its source names `source` (a path in the store or not).
+    fn signed_root(dir: &Path, name: &str, source: &Path, key: &SecretKey) -> ResultRoot {
+        let path = dir.join(name);
+        let mut metadata = fruix_core::testing::write_sample_result_root(
+            &path,
+            "guest-self-hosted",
+            "20260405T213444Z",
+            true,
+        )
+        .unwrap();
+        metadata.source_store.path = source.to_string_lossy().into_owned();
+        metadata.write_to(&path).unwrap();
+        let root = fruix_core::result_root::validate(&path).unwrap();
+        attest::sign_result(&root, &dir.join("store"), key).unwrap();
+        root
+    }
+
+    /// Regression: when some signatures of the machine could not be recorded
+    /// (the store's objects do not have the references it signed), the cell
+    /// passed with `signed_by` silently absent.
+    #[tokio::test]
+    async fn objects_whose_signature_is_not_recorded_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = key();
+        let runner = runner(d, &key, Arc::default());
+        let store = runner.store.clone();
+        let objects = |p: &Promoted| -> Vec<PathBuf> {
+            let mut all: Vec<PathBuf> =
+                p.artifacts.values().map(|a| a.store_path.clone()).collect();
+            all.push(p.result_store.clone());
+            all
+        };
+        let signed = |path: &Path| {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            !store.db().signatures(name).unwrap().is_empty()
+        };
+
+        // Its source is not in the store: every signature is recorded.
+        let root = signed_root(d, "plain", Path::new("/elsewhere/src"), &key);
+        let promoted = runner.promote(0, (root, "m1".into())).await.unwrap();
+        assert_eq!(promoted.signed_by.as_deref(), Some("m1-key"));
+        assert_eq!(promoted.signatures_not_recorded, Vec::<PathBuf>::new());
+        assert!(objects(&promoted).iter().all(|o| signed(o)));
+
+        // Its source names an object this store does not hold: the machine
+        // signed the reference, the registry has none.
+        let source = store
+            .path()
+            .join("12d7704362e95afc2697db63f168b878e082b372-freebsd-source-default");
+        let root = signed_root(d, "referencing", &source, &key);
+        let promoted = runner.promote(0, (root, "m1".into())).await.unwrap();
+        assert_eq!(promoted.signed_by, None, "not every object carries it");
+        let (unsigned, carrying): (Vec<PathBuf>, Vec<PathBuf>) =
+            objects(&promoted).into_iter().partition(|o| !signed(o));
+        assert!(!unsigned.is_empty());
+        let mut listed = promoted.signatures_not_recorded.clone();
+        listed.sort();
+        let mut unsigned = unsigned;
+        unsigned.sort();
+        assert_eq!(
+            listed, unsigned,
+            "exactly the objects without it: {carrying:?}"
+        );
+    }
+
+    /// Regression: the events still queued when the executor returned were
+    /// logged, but the observer (the live view) never heard of them.
+    #[tokio::test]
+    async fn events_queued_when_the_executor_returns_reach_the_observer_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let heard = Arc::new(Heard::default());
+        let runner = runner(dir.path(), &key(), heard.clone());
+        let job = Job {
+            start: Start {
+                cell: 0,
+                attempt: 1,
+                placement: Placement::Local,
+            },
+            cancel: CancellationToken::new(),
+        };
+        let e = runner.build(job).await.unwrap_err();
+        assert_eq!(e.failure, Failure::System, "{e:?}");
+        let log = std::fs::read_to_string(runner.log_path(0)).unwrap();
+        let logged: Vec<&str> = log.lines().filter(|l| LINES.contains(l)).collect();
+        assert_eq!(logged, LINES, "{log}");
+        let heard = heard.0.lock().unwrap();
+        let mut expected = vec!["chatty: attempt 1 on local".to_string()];
+        expected.extend(LINES.iter().map(|l| format!("chatty: {l}")));
+        expected.push("chatty: ended, failed: true".into());
+        assert_eq!(*heard, expected);
     }
 }

@@ -20,8 +20,12 @@ use crate::request::{check_source, default_jobs, freebsd_base, with_arch, BuildO
 use crate::schedule::{Decision, Dispatcher, Need, Placement, Pool};
 use crate::{Error, Result};
 
-/// Configuration keys through which the scheduler gives an executor its
-/// machine: an executor declaring both runs its cells on the pool.
+/// Configuration keys through which the scheduler gives an attempt placed on
+/// a machine the machines file and that machine's name
+/// ([`MatrixPlan::executor_config`]); a matrix's `config` may not set them
+/// ([`Error::SchedulerKey`]). They do not decide where a cell runs: a cell
+/// runs on the pool when its executor's capabilities say it builds remotely
+/// ([`Capabilities::remote`](fruix_core::executor::Capabilities::remote)).
 pub const MACHINE_KEYS: [&str; 2] = ["machines", "machine"];
 
 /// A checked matrix.
@@ -32,8 +36,13 @@ pub struct MatrixPlan {
     /// The cells, in expansion order: the index `i` the methods here take is a
     /// position in this list.
     pub cells: Vec<Cell>,
-    /// Whether each cell runs on the pool (else on this host).
+    /// Whether each cell runs on the pool (else on this host): whether its
+    /// executor's capabilities say it builds remotely.
     pub remote: Vec<bool>,
+    /// Whether each cell's executor boots a throw-away guest from a
+    /// virtual machine template of the pool
+    /// ([`Capabilities::boots_vms`](fruix_core::executor::Capabilities::boots_vms)).
+    pub boots_vms: Vec<bool>,
     /// The machines file (`--machines`, else the file's `machines-file`), read
     /// and checked; `None` when neither names one, which only a matrix of local
     /// cells allows.
@@ -76,10 +85,12 @@ impl MatrixPlan {
         let cells = cells(&file)?;
         // An executor that builds elsewhere says so in its capabilities;
         // its cells run on the pool.
-        let remote = cells
+        let capabilities = cells
             .iter()
-            .map(|c| Ok(registry.get(&c.executor)?.capabilities.remote))
-            .collect::<Result<Vec<bool>>>()?;
+            .map(|c| Ok(registry.get(&c.executor)?.capabilities.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let remote = capabilities.iter().map(|c| c.remote).collect();
+        let boots_vms = capabilities.iter().map(|c| c.boots_vms).collect();
         let machines_file = machines
             .map(Path::to_path_buf)
             .or_else(|| file.machines_file.clone());
@@ -101,6 +112,7 @@ impl MatrixPlan {
         let plan = MatrixPlan {
             cells,
             remote,
+            boots_vms,
             machines,
             source,
             freebsd_base,
@@ -226,6 +238,7 @@ impl MatrixPlan {
     pub fn need(&self, i: usize) -> Need {
         Need {
             remote: self.remote[i],
+            boots_vms: self.boots_vms[i],
             target_arch: self.cells[i].target_arch.clone(),
             pinned: self.cells[i].machine.clone(),
         }
@@ -249,7 +262,9 @@ impl MatrixPlan {
     pub fn dispatcher(&self) -> Dispatcher {
         Dispatcher::new(
             self.pool(),
-            (0..self.cells.len()).map(|i| self.need(i)).collect(),
+            (0..self.cells.len())
+                .map(|i| (self.cells[i].id.clone(), self.need(i)))
+                .collect(),
             self.file.strategy.retries,
             self.file.strategy.fail_fast,
         )
@@ -322,7 +337,6 @@ impl MatrixPlan {
         }
     }
 
-    /// The groups of cells that must agree.
     /// This plan with only its cell `id` (for `matrix run-cell`).
     pub fn only(mut self, id: &str) -> Result<MatrixPlan> {
         let Some(i) = self.cells.iter().position(|c| c.id == id) else {
@@ -338,6 +352,7 @@ impl MatrixPlan {
         };
         self.cells = vec![self.cells.swap_remove(i)];
         self.remote = vec![self.remote[i]];
+        self.boots_vms = vec![self.boots_vms[i]];
         Ok(self)
     }
 
@@ -382,8 +397,8 @@ mod tests {
     use crate::schedule::Step;
 
     /// `local` (key `make`) and `remote` (keys `machines` and `machine`, and
-    /// the remote capability, so its cells run on the pool); both refuse a
-    /// configuration key `bad`.
+    /// the remote capability, which is what puts its cells on the pool);
+    /// both refuse a configuration key `bad`.
     fn registry() -> Registry {
         let mut registry = Registry::default();
         for (name, keys) in [
@@ -505,7 +520,7 @@ mod tests {
     }
 
     #[test]
-    fn executors_with_machine_keys_run_on_the_pool() {
+    fn executors_with_the_remote_capability_run_on_the_pool() {
         let dir = setup(MIXED);
         let plan =
             MatrixPlan::load(&dir.path().join("matrix.scm"), None, None, &registry()).unwrap();
@@ -549,6 +564,54 @@ mod tests {
         assert_eq!(
             plan.executor_config(0, &Placement::Local),
             serde_json::json!({})
+        );
+    }
+
+    /// Regression: the reason named the cell by its index (`cell 3`).
+    #[test]
+    fn a_machine_set_aside_names_the_cell_that_showed_it_by_its_id() {
+        use crate::schedule::{AttemptOutcome, Unusable};
+        let plan = load(MIXED, None).unwrap();
+        let mut dispatcher = plan.dispatcher();
+        let starts: Vec<_> = dispatcher
+            .dispatch()
+            .into_iter()
+            .filter_map(|step| match step {
+                Step::Start(s) => Some(s),
+                Step::Fail { .. } => None,
+            })
+            .collect();
+        let on = |name: &str| {
+            starts
+                .iter()
+                .find(|s| s.placement.name() == name)
+                .unwrap()
+                .clone()
+        };
+        for (start, why) in [
+            (on("m2"), Unusable::Unreachable),
+            (on("m1"), Unusable::DidNotComeUp),
+        ] {
+            dispatcher.finished(
+                &start,
+                AttemptOutcome::Failed {
+                    failure: Failure::System,
+                    unusable: Some(why),
+                },
+            );
+        }
+        assert_eq!(
+            dispatcher.pool().set_aside_machines(),
+            [
+                (
+                    "m1".to_string(),
+                    "its guest did not come up for attempt 1 of cell remote-MINIMAL".to_string()
+                ),
+                (
+                    "m2".to_string(),
+                    "unreachable after attempt 1 of cell remote-GENERIC-m2".to_string()
+                ),
+            ]
         );
     }
 

@@ -9,7 +9,9 @@
 //!   cancels it (running cells stop, waiting ones are cancelled); Ctrl-C
 //!   cancels its parent, with the same effect. Either way the loop waits for
 //!   every running cell to finish its cleanup before it returns, so that
-//!   the reports say what finished.
+//!   the reports say what finished. A cell whose system failure was to be
+//!   retried ends cancelled, with its attempts and a `retry cancelled: ...`
+//!   error, whether or not its retry had been queued yet.
 //! - An attempt's slot is held from its start to its end; promotion of a
 //!   built cell runs after the slot is freed. A machine whose guest did not
 //!   come up ([`CellError::machine_unavailable`]) is set aside; after any
@@ -117,9 +119,14 @@ pub struct Promoted {
     pub result_store: PathBuf,
     /// Each promoted artifact, by name (`world`, `kernel`, ...).
     pub artifacts: std::collections::BTreeMap<String, PromotedArtifact>,
-    /// The key (its name) of the machine that signed every object, where it
-    /// was built.
+    /// The key (its name) of the machine that signed every object where it
+    /// was built, when the store recorded every one of those signatures.
     pub signed_by: Option<String>,
+    /// The objects (absolute store paths) that the machine signed where it
+    /// built them, but whose signature the store did not record: it already
+    /// held them with other references than those signed. `signed_by` is
+    /// `None` then. Empty when the machine does not sign.
+    pub signatures_not_recorded: Vec<PathBuf>,
 }
 
 /// One attempt of a cell.
@@ -215,6 +222,37 @@ enum Done<B> {
     },
 }
 
+/// Ends the cells `waiting` that a stopped matrix will not start again: a
+/// cell whose retry was queued ends with its retry cancelled; a cell that
+/// never started keeps the record of one.
+fn end_retries<R: CellRunner>(runner: &R, records: &mut [CellRecord], waiting: Vec<usize>) {
+    for cell in waiting {
+        let record = &mut records[cell];
+        if !record.attempts.is_empty() {
+            retry_cancelled(record);
+            runner.cell_done(cell, record);
+        }
+    }
+}
+
+/// Ends a cell whose last attempt failed as one that is retried, but whose
+/// retry fail-fast or Ctrl-C cancelled: it is cancelled, and its error says
+/// what the retry was for. Like a cell cancelled while its retry ran, it is
+/// no system failure: the run stopped it before it could try again.
+fn retry_cancelled(record: &mut CellRecord) {
+    record.status = CellStatus::Cancelled;
+    record.error = Some(match record.attempts.last() {
+        Some(a) => format!(
+            "retry cancelled: attempt {} on {} failed with a system failure: {}",
+            a.attempt,
+            a.machine,
+            a.error.as_deref().unwrap_or_default()
+        ),
+        None => "retry cancelled".into(),
+    });
+    record.finished = Some(SystemTime::now());
+}
+
 /// What a matrix run gives: one record per cell, and the machines set aside
 /// (with why).
 pub type RunOutcome = (Vec<CellRecord>, Vec<(String, String)>);
@@ -235,7 +273,8 @@ pub async fn run_cells<R: CellRunner>(
     loop {
         if cancel.is_cancelled() && !cancelled_seen {
             cancelled_seen = true;
-            dispatcher.stop();
+            let waiting = dispatcher.stop();
+            end_retries(&*runner, &mut records, waiting);
         }
         for step in dispatcher.dispatch() {
             match step {
@@ -276,7 +315,8 @@ pub async fn run_cells<R: CellRunner>(
         }
         if dispatcher.stopped() {
             attempts_token.cancel();
-            dispatcher.stop();
+            let waiting = dispatcher.stop();
+            end_retries(&*runner, &mut records, waiting);
         }
         if tasks.is_empty() && dispatcher.is_drained() {
             break;
@@ -326,6 +366,10 @@ pub async fn run_cells<R: CellRunner>(
                         });
                     }
                     (Err(_), Verdict::Retry) => {}
+                    (Err(_), Verdict::RetryCancelled) => {
+                        retry_cancelled(record);
+                        runner.cell_done(start.cell, record);
+                    }
                     (Err(e), Verdict::Done) => {
                         record.status = CellStatus::of(e.failure);
                         // A cancelled cell's status says all there is.
@@ -375,7 +419,7 @@ mod tests {
     }
 
     use super::*;
-    use crate::schedule::fixtures::machines;
+    use crate::schedule::fixtures::{machines, named};
     use crate::schedule::{Need, Pool};
     use tokio::sync::watch;
 
@@ -466,12 +510,13 @@ mod tests {
         );
         let need = Need {
             remote: true,
+            boots_vms: false,
             target_arch: "amd64".into(),
             pinned: None,
         };
         Dispatcher::new(
             Pool::new(&machines, 1, max_parallel),
-            vec![need; cells],
+            named(vec![need; cells]),
             1,
             fail_fast,
         )
@@ -491,7 +536,7 @@ mod tests {
     async fn cells_of_a_down_machine_are_retried_on_the_other_one() {
         cells_of_an_unusable_machine_are_retried_on_the_other_one(
             fake(&["a"], &[], false),
-            "unreachable after attempt 1 of cell ",
+            "unreachable after attempt 1 of cell c",
         )
         .await;
     }
@@ -502,7 +547,7 @@ mod tests {
         Arc::get_mut(&mut runner).unwrap().unbootable = vec!["a".into()];
         cells_of_an_unusable_machine_are_retried_on_the_other_one(
             runner,
-            "its guest did not come up for attempt 1 of cell ",
+            "its guest did not come up for attempt 1 of cell c",
         )
         .await;
     }
@@ -543,6 +588,218 @@ mod tests {
             "every cell that failed on a passed on b: {attempts:?}"
         );
         assert!(runner.counts.borrow().peak <= 3, "max-parallel 3");
+    }
+
+    /// Machines a (1 slot, faster) and b (1 slot). Cell 0 fails with a
+    /// system failure on a (which stays reachable) and its retry waits for
+    /// b, where cell 1 waits for cancellation; cell 2, pinned to a, starts
+    /// only then. With `ctrl_c`, cell 2 cancels the run (as Ctrl-C does)
+    /// and waits for cancellation; otherwise its build fails, and fail-fast
+    /// stops the matrix. Nothing sleeps.
+    struct RetryWaits {
+        ctrl_c: Option<CancellationToken>,
+        done: std::sync::Mutex<Vec<(usize, CellRecord)>>,
+    }
+
+    impl CellRunner for RetryWaits {
+        type Built = ();
+        fn build(&self, job: Job) -> BoxFuture<Result<(), CellError>> {
+            let error = |failure, message: &str| CellError {
+                failure,
+                message: message.into(),
+                machine_unavailable: false,
+            };
+            let ctrl_c = self.ctrl_c.clone();
+            Box::pin(async move {
+                match (job.start.cell, ctrl_c) {
+                    (0, _) => Err(error(Failure::System, "connection refused")),
+                    (2, None) => Err(error(Failure::Build, "build step `buildworld` failed")),
+                    (cell, ctrl_c) => {
+                        if let (2, Some(ctrl_c)) = (cell, ctrl_c) {
+                            ctrl_c.cancel();
+                        }
+                        job.cancel.cancelled().await;
+                        Err(error(Failure::Cancelled, "cancelled"))
+                    }
+                }
+            })
+        }
+        fn promote(&self, _cell: usize, _built: ()) -> BoxFuture<Result<Promoted, CellError>> {
+            Box::pin(async { Ok(Promoted::default()) })
+        }
+        fn reachable(&self, _machine: &str) -> BoxFuture<bool> {
+            Box::pin(async { true })
+        }
+        fn cell_done(&self, cell: usize, record: &CellRecord) {
+            self.done.lock().unwrap().push((cell, record.clone()));
+        }
+    }
+
+    /// Regression: a cell whose retry was waiting when fail-fast or Ctrl-C
+    /// stopped the matrix kept the record of a cell that never started
+    /// (`cancelled: never started`, no end, its attempt dropped from the
+    /// live view's knowledge).
+    #[tokio::test]
+    async fn a_cell_stopped_before_its_retry_keeps_its_attempt_and_ends_cancelled() {
+        for ctrl_c in [false, true] {
+            let machines = machines(
+                r#"(fruix-machines
+  (machine (name "a") (host "h1") (user "u") (speed 2.0))
+  (machine (name "b") (host "h2") (user "u")))"#,
+            );
+            let need = |pinned: Option<&str>| Need {
+                remote: true,
+                boots_vms: false,
+                target_arch: "amd64".into(),
+                pinned: pinned.map(str::to_string),
+            };
+            let dispatcher = Dispatcher::new(
+                Pool::new(&machines, 1, None),
+                named(vec![need(None), need(Some("b")), need(Some("a"))]),
+                1,
+                !ctrl_c,
+            );
+            let cancel = CancellationToken::new();
+            let runner = Arc::new(RetryWaits {
+                ctrl_c: ctrl_c.then(|| cancel.clone()),
+                done: Default::default(),
+            });
+            let before = SystemTime::now();
+            let (records, set_aside) = run_cells(runner.clone(), dispatcher, 3, cancel).await;
+            assert!(set_aside.is_empty(), "a is reachable: {set_aside:?}");
+            let retried = &records[0];
+            assert_eq!(
+                retried.status,
+                CellStatus::Cancelled,
+                "{ctrl_c}: {retried:?}"
+            );
+            let machines: Vec<(&str, CellStatus)> = retried
+                .attempts
+                .iter()
+                .map(|a| (a.machine.as_str(), a.status))
+                .collect();
+            assert_eq!(machines, [("a", CellStatus::SystemFailure)], "{retried:?}");
+            let error = retried.error.as_deref().unwrap_or_default();
+            assert!(
+                error.contains("connection refused"),
+                "{ctrl_c}: the error says what the retry was for: {retried:?}"
+            );
+            assert!(
+                retried
+                    .finished
+                    .is_some_and(|f| f >= retried.attempts[0].finished),
+                "{retried:?}"
+            );
+            let report = &crate::report::cell_reports(
+                &[crate::expand::Cell {
+                    id: "c0".into(),
+                    executor: "remote".into(),
+                    kernconf: "GENERIC".into(),
+                    target_arch: "amd64".into(),
+                    make_flag: None,
+                    machine: None,
+                }],
+                &records[..1],
+                |_| "c0.log".into(),
+            )[0];
+            assert!(
+                report
+                    .started_at
+                    .is_some_and(|s| s >= crate::report::unix(before))
+                    && report.finished_at >= report.started_at,
+                "{report:?}"
+            );
+            let done = runner.done.lock().unwrap();
+            assert_eq!(
+                done.iter().filter(|(cell, _)| *cell == 0).count(),
+                1,
+                "{ctrl_c}: the live view hears that cell 0 finished, once"
+            );
+            assert!(done.contains(&(0, retried.clone())), "{done:?}");
+            assert_eq!(
+                records[1].status,
+                CellStatus::Cancelled,
+                "ran and was stopped"
+            );
+            let last = if ctrl_c {
+                CellStatus::Cancelled
+            } else {
+                CellStatus::BuildFailure
+            };
+            assert_eq!(records[2].status, last);
+        }
+    }
+
+    /// Cell 0 fails with a system failure once cell 1's build failure has
+    /// stopped the matrix (fail-fast): the attempt it would have been
+    /// retried with is never started.
+    struct FailsAfterFailFast {
+        cell_1_done: watch::Sender<bool>,
+        done: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl CellRunner for FailsAfterFailFast {
+        type Built = ();
+        fn build(&self, job: Job) -> BoxFuture<Result<(), CellError>> {
+            let mut cell_1_done = self.cell_1_done.subscribe();
+            Box::pin(async move {
+                let failure = match job.start.cell {
+                    0 => {
+                        cell_1_done.wait_for(|done| *done).await.unwrap();
+                        Failure::System
+                    }
+                    _ => Failure::Build,
+                };
+                Err(CellError {
+                    failure,
+                    message: "connection lost".into(),
+                    machine_unavailable: false,
+                })
+            })
+        }
+        fn promote(&self, _cell: usize, _built: ()) -> BoxFuture<Result<Promoted, CellError>> {
+            Box::pin(async { Ok(Promoted::default()) })
+        }
+        fn reachable(&self, _machine: &str) -> BoxFuture<bool> {
+            Box::pin(async { true })
+        }
+        fn cell_done(&self, cell: usize, _record: &CellRecord) {
+            self.done.lock().unwrap().push(cell);
+            if cell == 1 {
+                self.cell_1_done.send_replace(true);
+            }
+        }
+    }
+
+    /// A system failure that ends once the matrix is stopped ends its cell
+    /// as one whose retry is cancelled, not as a system failure: whether
+    /// the retry had been queued yet is a matter of timing.
+    #[tokio::test]
+    async fn a_system_failure_ending_after_fail_fast_ends_its_cell_cancelled() {
+        let runner = Arc::new(FailsAfterFailFast {
+            cell_1_done: watch::Sender::new(false),
+            done: Default::default(),
+        });
+        let (records, _) = run_cells(
+            runner.clone(),
+            dispatcher(2, None, true),
+            2,
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(records[1].status, CellStatus::BuildFailure);
+        let stopped = &records[0];
+        assert_eq!(stopped.status, CellStatus::Cancelled, "{stopped:?}");
+        assert_eq!(stopped.attempts.len(), 1, "not retried: {stopped:?}");
+        assert_eq!(stopped.attempts[0].status, CellStatus::SystemFailure);
+        assert!(
+            stopped
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("connection lost")),
+            "{stopped:?}"
+        );
+        assert_eq!(*runner.done.lock().unwrap(), [1, 0]);
     }
 
     #[tokio::test]

@@ -7,11 +7,12 @@
 //! A cell report carries the digest of the matrix file it ran from
 //! (`sha256:` of its bytes): [`collect`] refuses a report of another
 //! matrix file, a report that is not a cell report, a cell the matrix does
-//! not have, a cell reported twice, and a cell whose executor, kernconf,
-//! target or make flag differ from the matrix's, and a cell listing an
-//! artifact whose name is not one promotion accepts (artifact names become
-//! file names in the report directory). Cell reports are
-//! untrusted input: each is read bounded (at most
+//! not have, a cell reported twice, a cell whose executor, kernconf,
+//! target or make flag differ from the matrix's, a cell pinned to a
+//! machine whose report names another machine (or an attempt on one), and
+//! a cell listing an artifact whose name is not one promotion accepts
+//! (artifact names become file names in the report directory). Cell
+//! reports are untrusted input: each is read bounded (at most
 //! [`fruix_core::fsutil::MAX_METADATA_BYTES`]), never through a symlink,
 //! and strictly (unknown fields are refused). A cell without a report is
 //! reported as `missing`, never as passed.
@@ -102,8 +103,9 @@ pub enum CellReportProblem {
     Mismatch {
         /// The cell's id (one of the matrix's).
         cell: String,
-        /// The first field that differs: `executor`, `kernconf`, `target-arch`
-        /// or `make-flag`.
+        /// The first field that differs: `executor`, `kernconf`, `target-arch`,
+        /// `make-flag`, or `machine` (a cell pinned to a machine whose report
+        /// names another, or lists an attempt on another).
         field: &'static str,
     },
     /// The cell lists an artifact whose name no build gives (the message
@@ -317,6 +319,13 @@ fn read_cell_report(
     }
     if c.make_flag != cell.make_flag {
         return Err(mismatch("make-flag"));
+    }
+    // A pinned cell runs on its machine only: the report must say so, and
+    // every attempt must have run there (a cell not pinned may run anywhere).
+    if let Some(pinned) = &cell.machine {
+        if c.machine.as_ref() != Some(pinned) || c.attempts.iter().any(|a| a.machine != *pinned) {
+            return Err(mismatch("machine"));
+        }
     }
     if c.status == CellStatus::Missing {
         return Err(CellReportProblem::Corrupt(
@@ -541,6 +550,57 @@ mod tests {
             check(|r| r.cell.status = CellStatus::Missing),
             Err(CellReportProblem::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn a_pinned_cell_s_report_must_name_its_machine() {
+        let file = MatrixFile::parse(
+            Path::new("/ci/matrix.scm"),
+            r#"(fruix-matrix (format-version 1) (source "s")
+  (axes (executor "remote")) (include ((executor "pinned") (machine "m2"))))"#,
+        )
+        .unwrap();
+        let cells = cells(&file).unwrap();
+        let (free, pinned) = (&cells[0], &cells[1]);
+        assert_eq!(pinned.machine.as_deref(), Some("m2"));
+        let dir = tempfile::tempdir().unwrap();
+        let attempt = |machine: &str| crate::report::AttemptReport {
+            attempt: 1,
+            machine: machine.into(),
+            started_at: 1.0,
+            finished_at: 2.0,
+            status: CellStatus::Passed,
+            error: None,
+        };
+        let check = |cell: &Cell, machine: Option<&str>, attempts: &[&str]| {
+            let path = written(dir.path(), cell, |r| {
+                r.cell.machine = machine.map(str::to_string);
+                r.cell.attempts = attempts.iter().map(|m| attempt(m)).collect();
+            });
+            read_cell_report(&path, "sha256:aa", &cells).map(|r| r.cell.machine)
+        };
+        let mismatch = Err(CellReportProblem::Mismatch {
+            cell: pinned.id.clone(),
+            field: "machine",
+        });
+        assert_eq!(check(pinned, Some("m2"), &["m2"]), Ok(Some("m2".into())));
+        assert_eq!(
+            check(pinned, Some("m2"), &[]),
+            Ok(Some("m2".into())),
+            "never started"
+        );
+        assert_eq!(check(pinned, Some("m1"), &["m1"]), mismatch);
+        assert_eq!(check(pinned, None, &[]), mismatch);
+        assert_eq!(
+            check(pinned, Some("m2"), &["m1", "m2"]),
+            mismatch,
+            "an attempt elsewhere"
+        );
+        assert_eq!(
+            check(free, Some("m1"), &["m2", "m1"]),
+            Ok(Some("m1".into())),
+            "a cell not pinned may run anywhere"
+        );
     }
 
     /// Every path below `dir`, sorted.

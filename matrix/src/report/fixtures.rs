@@ -37,6 +37,7 @@ pub fn cell(id: &str, status: CellStatus, logs: &Path) -> CellReport {
         result_store: None,
         artifacts: BTreeMap::new(),
         signed_by: None,
+        signatures_not_recorded: Vec::new(),
         log: Some(logs.join(format!("{id}.log"))),
         error: None,
     }
@@ -145,7 +146,7 @@ pub fn report(logs: &Path) -> Report {
         ],
         machines_set_aside: vec![SetAside {
             machine: "m1".into(),
-            reason: "unreachable after attempt 2 of cell 2".into(),
+            reason: "unreachable after attempt 2 of cell remote-GENERIC".into(),
         }],
     }
 }

@@ -101,9 +101,9 @@ impl Report {
 pub struct SetAside {
     /// The machine's name in the machines file.
     pub machine: String,
-    /// Why it was set aside, with the attempt and the cell (by its index in the
-    /// matrix, from 0) that showed it: `unreachable after attempt 1 of cell 3`,
-    /// `its guest did not come up for attempt 2 of cell 0`.
+    /// Why it was set aside, with the attempt and the cell (by its id, escaped)
+    /// that showed it: `unreachable after attempt 1 of cell remote-GENERIC`,
+    /// `its guest did not come up for attempt 2 of cell remote-MINIMAL`.
     pub reason: String,
 }
 
@@ -152,16 +152,27 @@ pub struct CellReport {
     /// the cell passed.
     pub artifacts: BTreeMap<String, PromotedArtifact>,
     /// The key of the machine that signed the cell's objects where it built
-    /// them (absent when it did not sign).
+    /// them, every signature recorded in the store (absent when it did not
+    /// sign, or when some signature was not recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// The cell's objects (absolute store paths) that its machine signed
+    /// where it built them, but whose signature the store did not record: it
+    /// already held them with other references than those signed. They
+    /// cannot be shared as the machine's (`signed_by` is absent then). Absent
+    /// when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures_not_recorded: Vec<PathBuf>,
     /// The cell's log file; `null` for a cell that never started (it has
     /// none).
     pub log: Option<PathBuf>,
     /// Why the cell did not pass: the last attempt's error, `cannot run: ...`
     /// when no machine could take it, `promotion failed: ...`, `never started`,
-    /// or why it is `missing`. `null` when it passed, and when it was cancelled
-    /// while it ran.
+    /// `retry cancelled: attempt N on MACHINE failed with a system failure:
+    /// ...` when fail-fast or Ctrl-C stopped the run before the retry of a
+    /// system failure (the cell is `cancelled`, and keeps its attempts and
+    /// times), or why it is `missing`. `null` when it passed, and when it was
+    /// cancelled while it ran.
     pub error: Option<String>,
 }
 
@@ -183,6 +194,7 @@ impl CellReport {
             result_store: None,
             artifacts: BTreeMap::new(),
             signed_by: None,
+            signatures_not_recorded: Vec::new(),
             log: None,
             error,
         }
@@ -330,6 +342,7 @@ pub fn cell_reports(
                 result_store: r.promoted.as_ref().map(|p| p.result_store.clone()),
                 artifacts: promoted.artifacts,
                 signed_by: promoted.signed_by,
+                signatures_not_recorded: promoted.signatures_not_recorded,
                 log: (!r.attempts.is_empty()).then(|| log(i)),
                 error: r.error.clone(),
                 ..CellReport::unstarted(cell, r.status, None)
@@ -372,6 +385,7 @@ mod tests {
         let promoted = Promoted {
             result_store: "/store/r".into(),
             signed_by: None,
+            signatures_not_recorded: vec!["/store/w".into()],
             artifacts: BTreeMap::from([(
                 "world".to_string(),
                 PromotedArtifact {
@@ -415,6 +429,19 @@ mod tests {
         assert_eq!(never.machine.as_deref(), Some("m2"), "the pinned machine");
         assert_eq!((never.duration_s, never.started_at), (0.0, None));
         assert_eq!(never.error.as_deref(), Some("never started"));
+        // report.json says which objects lack the machine's signature, and
+        // a cell report carrying the list reads back.
+        let json = serde_json::to_value(retried).unwrap();
+        assert_eq!(
+            json["signatures_not_recorded"],
+            serde_json::json!(["/store/w"])
+        );
+        assert!(json.get("signed_by").is_none(), "{json}");
+        let back: CellReport = serde_json::from_value(json).unwrap();
+        assert_eq!(&back, retried);
+        let json = serde_json::to_value(never).unwrap();
+        assert!(json.get("signatures_not_recorded").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<CellReport>(json).unwrap(), *never);
     }
 
     #[test]

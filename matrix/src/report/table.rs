@@ -157,7 +157,9 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.ends_with("machine m1 set aside: unreachable after attempt 2 of cell 2\n"));
+        assert!(text.ends_with(
+            "machine m1 set aside: unreachable after attempt 2 of cell remote-GENERIC\n"
+        ));
     }
 
     #[test]

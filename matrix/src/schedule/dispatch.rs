@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use fruix_core::Failure;
+use fruix_core::{escape, Failure};
 
 use super::pool::{Decision, Need, Placement, Pool};
 
@@ -65,6 +65,10 @@ pub enum Verdict {
     Done,
     /// The cell is queued for another attempt.
     Retry,
+    /// The attempt failed in a way that is retried, but the matrix is
+    /// stopped (fail-fast or Ctrl-C): the cell ends, its retry cancelled, as
+    /// the cells [`Dispatcher::stop`] returns do.
+    RetryCancelled,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +81,8 @@ struct Waiting {
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     pool: Pool,
+    /// Each cell's id, which names it in the reasons machines are set aside.
+    ids: Vec<String>,
     needs: Vec<Need>,
     /// The machines each cell failed on.
     tried: Vec<Vec<String>>,
@@ -87,14 +93,22 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher for cells with `needs` (index = cell), all waiting.
-    pub fn new(pool: Pool, needs: Vec<Need>, retries: u32, fail_fast: bool) -> Dispatcher {
-        let queue = (0..needs.len())
+    /// A dispatcher for `cells`, each its id and what it needs (index =
+    /// cell), all waiting.
+    pub fn new(
+        pool: Pool,
+        cells: Vec<(String, Need)>,
+        retries: u32,
+        fail_fast: bool,
+    ) -> Dispatcher {
+        let queue = (0..cells.len())
             .map(|cell| Waiting { cell, attempt: 1 })
             .collect();
+        let (ids, needs): (Vec<String>, Vec<Need>) = cells.into_iter().unzip();
         Dispatcher {
             pool,
             tried: vec![Vec::new(); needs.len()],
+            ids,
             needs,
             queue,
             retries,
@@ -143,7 +157,8 @@ impl Dispatcher {
             return Verdict::Done;
         };
         if let (Some(why), Placement::Machine(name)) = (unusable, &start.placement) {
-            let (attempt, cell) = (start.attempt, start.cell);
+            // Ids are of safe characters, but reasons are printed.
+            let (attempt, cell) = (start.attempt, escape::text(&self.ids[start.cell]));
             let reason = match why {
                 Unusable::Unreachable => {
                     format!("unreachable after attempt {attempt} of cell {cell}")
@@ -154,7 +169,11 @@ impl Dispatcher {
             };
             self.pool.set_aside(name, reason);
         }
-        if failure == Failure::System && start.attempt <= self.retries && !self.stopped {
+        let retried = failure == Failure::System && start.attempt <= self.retries;
+        if retried && self.stopped {
+            return Verdict::RetryCancelled;
+        }
+        if retried {
             if let Placement::Machine(name) = &start.placement {
                 self.tried[start.cell].push(name.clone());
             }
@@ -177,7 +196,8 @@ impl Dispatcher {
     }
 
     /// Stops the matrix: nothing more starts. Returns the cells that were
-    /// still waiting (they are cancelled).
+    /// still waiting (they are cancelled): those that never started, and
+    /// those whose retry was queued.
     pub fn stop(&mut self) -> Vec<usize> {
         self.stopped = true;
         self.queue.drain(..).map(|w| w.cell).collect()
@@ -197,7 +217,7 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::fixtures::{local, pool, remote};
+    use crate::schedule::fixtures::{local, named, pool, remote};
 
     /// The attempts (with their tick), each cell's final outcome, and the
     /// cells cancelled by fail-fast.
@@ -213,7 +233,7 @@ mod tests {
         max_parallel: Option<u32>,
         result: impl Fn(usize, &Placement) -> AttemptOutcome,
     ) -> Simulation {
-        let mut d = Dispatcher::new(pool(max_parallel), needs.clone(), retries, fail_fast);
+        let mut d = Dispatcher::new(pool(max_parallel), named(needs.clone()), retries, fail_fast);
         let mut attempts = Vec::new();
         let mut finals = vec![None; needs.len()];
         let mut cancelled = Vec::new();
@@ -285,6 +305,27 @@ mod tests {
             .find(|(_, s)| s.cell == retried.cell && s.attempt == 2)
             .unwrap();
         assert_eq!(retry.1.placement.name(), "slow");
+    }
+
+    #[test]
+    fn a_machine_is_set_aside_naming_the_cell_by_its_id_escaped() {
+        let mut d = Dispatcher::new(pool(None), vec![("a\n\x1b[2Jb".into(), remote())], 1, false);
+        let steps = d.dispatch();
+        let [Step::Start(start)] = steps.as_slice() else {
+            panic!("the cell starts: {steps:?}");
+        };
+        let outcome = AttemptOutcome::Failed {
+            failure: Failure::System,
+            unusable: Some(Unusable::Unreachable),
+        };
+        assert_eq!(d.finished(start, outcome), Verdict::Retry);
+        assert_eq!(
+            d.pool().set_aside_machines(),
+            [(
+                "fast".to_string(),
+                "unreachable after attempt 1 of cell a\\n\\033[2Jb".to_string()
+            )]
+        );
     }
 
     #[test]

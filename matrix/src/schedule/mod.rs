@@ -66,9 +66,19 @@ pub(crate) mod fixtures {
     pub fn remote() -> Need {
         Need {
             remote: true,
+            boots_vms: false,
             target_arch: "amd64".into(),
             pinned: None,
         }
+    }
+
+    /// `needs`, the cells named `c0`, `c1`... by their index.
+    pub fn named(needs: Vec<Need>) -> Vec<(String, Need)> {
+        needs
+            .into_iter()
+            .enumerate()
+            .map(|(i, need)| (format!("c{i}"), need))
+            .collect()
     }
 
     pub fn local() -> Need {

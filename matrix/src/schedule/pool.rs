@@ -25,9 +25,14 @@ impl Placement {
 /// What a cell needs from the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Need {
-    /// Runs on a machine of the pool (its executor takes `machines` and
-    /// `machine`), rather than on this host.
+    /// Runs on a machine of the pool (its executor's capabilities say it
+    /// builds remotely), rather than on this host.
     pub remote: bool,
+    /// Its executor boots a throw-away guest from a virtual machine template
+    /// ([`Capabilities::boots_vms`](fruix_core::executor::Capabilities::boots_vms)):
+    /// it runs only on machines with a `(vm ...)` record, and a remote cell
+    /// whose executor does not runs only on machines with an address.
+    pub boots_vms: bool,
     /// The cell's `TARGET_ARCH`: a remote cell runs only on machines whose
     /// `systems` list it, or list none.
     pub target_arch: String,
@@ -52,6 +57,8 @@ struct MachineSlots {
     speed: f64,
     capacity: u32,
     systems: Vec<String>,
+    /// A virtual machine template (a `(vm ...)` record), not an address.
+    vm: bool,
     busy: u32,
     set_aside: Option<String>,
 }
@@ -78,6 +85,7 @@ impl Pool {
                     speed: m.speed,
                     capacity: m.parallel_builds,
                     systems: m.systems.clone(),
+                    vm: m.vm.is_some(),
                     busy: 0,
                     set_aside: None,
                 })
@@ -107,11 +115,17 @@ impl Pool {
             .iter()
             .filter(|m| need.pinned.as_ref().is_none_or(|p| *p == m.name))
             .filter(|m| m.systems.is_empty() || m.systems.contains(&need.target_arch))
+            .filter(|m| m.vm == need.boots_vms)
             .collect();
         if eligible.is_empty() {
+            let kind = if need.boots_vms {
+                "is a virtual machine template"
+            } else {
+                "has an address (is no virtual machine template)"
+            };
             return Decision::Never(match &need.pinned {
-                Some(p) => format!("machine {p:?}, which the cell is pinned to, is not in the machines file or does not build {}", need.target_arch),
-                None => format!("no machine in the machines file builds {}", need.target_arch),
+                Some(p) => format!("machine {p:?}, which the cell is pinned to, is not in the machines file, does not build {}, or is not of the kind its executor needs: one that {kind}", need.target_arch),
+                None => format!("no machine in the machines file that {kind} builds {}", need.target_arch),
             });
         }
         let usable: Vec<&MachineSlots> = eligible
@@ -255,6 +269,45 @@ mod tests {
             ..remote()
         };
         assert!(matches!(p.decide(&unknown, &[]), Decision::Never(m) if m.contains("\"nowhere\"")));
+    }
+
+    #[test]
+    fn vm_cells_take_vm_templates_and_other_remote_cells_machines_with_an_address() {
+        let p = Pool::new(
+            &machines(
+                r#"(fruix-machines
+  (machine (name "template") (user "root") (speed 9.0)
+           (vm (driver qemu) (kernel "/vm/vmlinuz") (host-key "ssh-ed25519 AAAAkey")))
+  (machine (name "real") (host "h1") (user "root")))"#,
+            ),
+            1,
+            None,
+        );
+        let vm = Need {
+            boots_vms: true,
+            ..remote()
+        };
+        assert_eq!(p.decide(&vm, &[]), on("template"));
+        assert_eq!(
+            p.decide(&remote(), &[]),
+            on("real"),
+            "never the faster template"
+        );
+        let pinned = |machine: &str, boots_vms: bool| Need {
+            pinned: Some(machine.into()),
+            boots_vms,
+            ..remote()
+        };
+        assert!(
+            matches!(p.decide(&pinned("template", false), &[]), Decision::Never(m) if m.contains("virtual machine template")),
+            "{:?}",
+            p.decide(&pinned("template", false), &[])
+        );
+        assert!(
+            matches!(p.decide(&pinned("real", true), &[]), Decision::Never(m) if m.contains("virtual machine template")),
+            "{:?}",
+            p.decide(&pinned("real", true), &[])
+        );
     }
 
     #[test]
