@@ -293,6 +293,8 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
     };
     let capabilities = Capabilities {
         remote: r.opt_bool("remote")?.unwrap_or(false),
+        // fruix boots and tears down the guests of the `vm` executor only.
+        boots_vms: false,
         signs_at_build_site: false,
         cancellable: true,
         target_arches: r.strings("target-arches")?.unwrap_or_default(),

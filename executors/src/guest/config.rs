@@ -142,8 +142,21 @@ fruix_core::register_executor!(HostInitiatedConfig);
 fruix_core::register_executor!(SelfHostedConfig);
 
 impl GuestConfig {
-    /// Checks the configuration and makes the executor of `mode`.
+    /// Checks the configuration and makes the executor of `mode`. A
+    /// virtual machine template of the machines file is refused: it has no
+    /// address until the `vm` executor boots a guest from it.
     pub fn build(self, mode: Mode) -> Result<GuestExecutor> {
+        self.build_with(mode, false)
+    }
+
+    /// [`GuestConfig::build`] for the `vm` executor, which takes a virtual
+    /// machine template's user and keys, and sets the address of the guest
+    /// it boots with [`GuestExecutor::at`].
+    pub(crate) fn build_in_template(self, mode: Mode) -> Result<GuestExecutor> {
+        self.build_with(mode, true)
+    }
+
+    fn build_with(self, mode: Mode, template: bool) -> Result<GuestExecutor> {
         let invalid = |message: String| Error::InvalidConfig {
             executor: mode.name().to_string(),
             message,
@@ -167,6 +180,12 @@ impl GuestConfig {
             (None, Some(file), Some(name)) => {
                 let machines = Machines::read(file)?;
                 let m = machines.get(name)?.clone();
+                if m.ssh_target().is_none() && !template {
+                    return Err(invalid(format!(
+                        "machine {} is a virtual machine template, with no address until a guest is booted from it; build in it with the `vm` executor (--executor vm)",
+                        escape::quoted(name)
+                    )));
+                }
                 (m.target.clone(), Some(m))
             }
             (None, Some(_), None) => {
@@ -365,6 +384,33 @@ mod tests {
         };
         assert_eq!(e.limits, expected);
         assert_eq!(e.ssh.max_line_bytes, 2);
+    }
+
+    #[test]
+    fn a_virtual_machine_template_is_no_guest_to_connect_to() {
+        // Its address is a placeholder until the `vm` executor boots a guest
+        // from it; connecting there would reach whatever listens on this
+        // machine's port 22.
+        let dir = TestDir::new();
+        let file = dir.write(
+            "machines.scm",
+            r#"(fruix-machines (machine (name "vm1") (user "root")
+                 (vm (driver qemu) (kernel "/vm/vmlinuz") (host-key "ssh-ed25519 AAAAkey"))))"#,
+        );
+        for mode in [Mode::SelfHosted, Mode::HostInitiated] {
+            let config = GuestConfig {
+                machines: Some(file.clone()),
+                machine: Some("vm1".into()),
+                ..Default::default()
+            };
+            let e = config.clone().build(mode).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidConfig { message, .. } if message.contains("`vm` executor")),
+                "{e}"
+            );
+            let e = config.build_in_template(mode).unwrap();
+            assert_eq!(e.ssh.target.user, "root");
+        }
     }
 
     #[test]

@@ -120,6 +120,7 @@ impl Mode {
     pub fn capabilities(self) -> Capabilities {
         Capabilities {
             remote: true,
+            boots_vms: false,
             signs_at_build_site: self == Mode::SelfHosted,
             cancellable: true,
             target_arches: Vec::new(),

@@ -53,7 +53,10 @@ impl ExecutorConfig for VmConfig {
     const DESCRIPTION: &'static str = "boots a throw-away virtual machine (QEMU, bhyve or XCP-ng) for each build, builds in it over SSH, and always tears it down";
 
     fn capabilities() -> Capabilities {
-        Mode::SelfHosted.capabilities()
+        Capabilities {
+            boots_vms: true,
+            ..Mode::SelfHosted.capabilities()
+        }
     }
 
     fn build(self) -> Result<Arc<dyn Executor>> {
@@ -96,7 +99,7 @@ impl ExecutorConfig for VmConfig {
             make: self.make.filter(|_| mode == Mode::HostInitiated),
             ..GuestConfig::default()
         }
-        .build(mode)?;
+        .build_in_template(mode)?;
         let host: Arc<dyn Host> = match &spec.driver {
             VmDriverSpec::XcpNg { master, .. } => {
                 let target = SshTarget::parse(master).map_err(&invalid)?;
@@ -158,7 +161,10 @@ impl Executor for VmExecutor {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.mode.capabilities()
+        Capabilities {
+            boots_vms: true,
+            ..self.mode.capabilities()
+        }
     }
 
     fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
