@@ -292,9 +292,9 @@ fn read_machine(mut r: Record<'_>, names: &mut HashMap<String, usize>) -> Result
     })
 }
 
-fn absolute(r: &mut Record<'_>, field: &str) -> Result<Option<String>> {
-    let value = r.opt_string(field)?;
-    match value {
+/// The optional `field` of `r`, which must be an absolute path.
+pub(crate) fn absolute(r: &mut Record<'_>, field: &str) -> Result<Option<String>> {
+    match r.opt_string(field)? {
         Some(v) if !v.starts_with('/') => Err(r.invalid(
             field,
             format!("{} is relative; give an absolute path", escape::quoted(&v)),

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::escape;
+use crate::machines::absolute;
 use crate::sexp::Record;
 
 /// A virtual machine template.
@@ -348,16 +349,6 @@ fn address_problem(address: &str) -> Option<String> {
 
 fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
     r.opt_count(field, true, "a positive number")
-}
-
-fn absolute(r: &mut Record<'_>, field: &str) -> Result<Option<String>> {
-    match r.opt_string(field)? {
-        Some(v) if !v.starts_with('/') => Err(r.invalid(
-            field,
-            format!("{} is relative; give an absolute path", escape::quoted(&v)),
-        )),
-        other => Ok(other),
-    }
 }
 
 #[cfg(test)]

@@ -388,14 +388,7 @@ mod tests {
     /// A runner in `dir` of a matrix of one cell, `chatty` on this host,
     /// with a machines file whose machine m1 signs with `key`.
     fn runner(dir: &Path, key: &SecretKey, observer: Arc<Heard>) -> ExecutorRunner {
-        let src = dir.join("src");
-        std::fs::create_dir_all(src.join("sys/conf")).unwrap();
-        std::fs::write(src.join("Makefile"), "buildworld:\n").unwrap();
-        std::fs::write(
-            src.join("sys/conf/newvers.sh"),
-            "REVISION=\"15.0\"\nBRANCH=\"STABLE\"\n",
-        )
-        .unwrap();
+        crate::testing::mini_source(dir);
         std::fs::write(
             dir.join("machines.scm"),
             format!(

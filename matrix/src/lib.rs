@@ -59,6 +59,8 @@ pub mod runner;
 pub mod schedule;
 pub mod sources;
 pub mod split;
+#[cfg(test)]
+mod testing;
 
 pub use error::{Error, Result};
 pub use plan::MatrixPlan;

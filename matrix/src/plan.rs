@@ -442,14 +442,7 @@ mod tests {
     /// amd64 only, 2 slots, faster; m2) and `matrix.scm` holding `body`.
     fn setup(body: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir_all(src.join("sys/conf")).unwrap();
-        std::fs::write(src.join("Makefile"), "buildworld:\n").unwrap();
-        std::fs::write(
-            src.join("sys/conf/newvers.sh"),
-            "REVISION=\"15.0\"\nBRANCH=\"STABLE\"\n",
-        )
-        .unwrap();
+        crate::testing::mini_source(dir.path());
         std::fs::write(
             dir.path().join("machines.scm"),
             r#"(fruix-machines

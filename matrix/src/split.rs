@@ -554,12 +554,7 @@ mod tests {
 
     #[test]
     fn a_pinned_cell_s_report_must_name_its_machine() {
-        let file = MatrixFile::parse(
-            Path::new("/ci/matrix.scm"),
-            r#"(fruix-matrix (format-version 1) (source "s")
-  (axes (executor "remote")) (include ((executor "pinned") (machine "m2"))))"#,
-        )
-        .unwrap();
+        let file = crate::testing::pinned_matrix();
         let cells = cells(&file).unwrap();
         let (free, pinned) = (&cells[0], &cells[1]);
         assert_eq!(pinned.machine.as_deref(), Some("m2"));

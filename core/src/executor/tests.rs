@@ -264,21 +264,26 @@ async fn metadata_disagreeing_with_the_request_is_refused() {
     );
 }
 
+/// How a run of the succeeding executor into `root` is refused.
+async fn refused(root: &std::path::Path) -> Error {
+    run_executor(
+        executor("succeed"),
+        request(),
+        root,
+        EventSink::discard(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err()
+}
+
 #[tokio::test]
 async fn existing_result_root_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
     std::fs::write(root.join("keep"), b"x").unwrap();
-    let err = run_executor(
-        executor("succeed"),
-        request(),
-        &root,
-        EventSink::discard(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = refused(&root).await;
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
     assert!(root.join("keep").exists());
 }
@@ -312,15 +317,7 @@ async fn a_symlinked_result_root_is_refused_before_anything_is_written() {
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
     let root = dir.path().join("root");
     std::os::unix::fs::symlink(&target, &root).unwrap();
-    let err = run_executor(
-        executor("succeed"),
-        request(),
-        &root,
-        EventSink::discard(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = refused(&root).await;
     assert!(
         matches!(&err, Error::UnsafePath { path, .. } if path == &root),
         "{err:?}"

@@ -358,7 +358,6 @@ mod tests {
 
     use super::*;
     use crate::expand::cells;
-    use crate::file::MatrixFile;
     use crate::runner::{AttemptRecord, Promoted};
 
     fn at(secs: u64) -> SystemTime {
@@ -367,12 +366,7 @@ mod tests {
 
     #[test]
     fn cell_reports_follow_the_records() {
-        let file = MatrixFile::parse(
-            Path::new("/ci/matrix.scm"),
-            r#"(fruix-matrix (format-version 1) (source "s")
-  (axes (executor "remote")) (include ((executor "pinned") (machine "m2"))))"#,
-        )
-        .unwrap();
+        let file = crate::testing::pinned_matrix();
         let cells = cells(&file).unwrap();
         let attempt = |n, machine: &str, status| AttemptRecord {
             attempt: n,
