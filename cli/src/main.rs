@@ -60,9 +60,24 @@ fn main() -> ExitCode {
     fruix_executor_jail::link();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
-            let _ = e.print();
-            print_json_error(Status::Usage, &e.render().to_string());
+        Err(e) if e.use_stderr() => {
+            // clap shows a refused value as it was given, and its coloured
+            // output keeps an escape sequence in it: with a control
+            // character in any argument, the error is shown without
+            // colours (which strips sequences) and escaped.
+            let safe = escape::terminal(&e.render().to_string());
+            let hostile = std::env::args_os().any(|a| {
+                let a = a.to_string_lossy();
+                escape::terminal(&a) != a
+            });
+            if hostile {
+                eprintln!("{}", safe.trim_end());
+            } else {
+                let _ = e.print();
+            }
+            if std::env::args_os().any(|a| a == "--json") {
+                print_json_error(Status::Usage, &safe);
+            }
             return Status::Usage.into();
         }
         Err(e) => e.exit(),

@@ -63,9 +63,9 @@ pub enum Error {
         source: io::Error,
     },
     /// The matrix file's executor configuration sets a key that the
-    /// scheduler sets for each cell.
+    /// scheduler sets for each cell it places on a machine.
     #[error(
-        "{}: config.{executor}: `{key}` is set by the matrix scheduler for each cell; remove it",
+        "{}: config.{executor}: `{key}` is set by the matrix scheduler for each cell it places on a machine (use the machines file, and `machine` in an `include` to pin a cell); remove it",
         fruix_core::escape::path(matrix)
     )]
     SchedulerKey {

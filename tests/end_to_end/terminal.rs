@@ -121,3 +121,22 @@ fn a_command_names_its_store_first_on_a_terminal_and_only_there() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+#[test]
+fn an_escape_sequence_in_a_refused_argument_never_reaches_the_terminal() {
+    // clap shows a refused value as it was given; in colour, an escape
+    // sequence in it would clear this screen.
+    let dir = tempfile::tempdir().unwrap();
+    let line = format!(
+        "echo shown-before; {} build --jobs \"$(printf '\\033[2J\\033[Hforged')\"",
+        quote(env!("CARGO_BIN_EXE_fruix").as_ref())
+    );
+    let pane = Pane::start(dir.path(), &line);
+    let screen = pane.wait_for("exited ");
+    assert!(screen.contains("exited 2"), "{screen}");
+    assert!(
+        screen.starts_with("shown-before\n"),
+        "the screen was not cleared: {screen}"
+    );
+    assert!(screen.contains("invalid value"), "{screen}");
+}
