@@ -14,6 +14,7 @@
 
 pub mod bounded;
 pub mod collect;
+pub mod dir;
 pub mod error;
 pub mod escape;
 pub mod executor;

@@ -24,9 +24,11 @@
 //!   there signs its result where it is built, and the host promotes it only
 //!   if every signature verifies with `signing-key`.
 //! - Reading is strict, like every fruix S-expression file: unknown or
-//!   repeated fields, mistyped values, a port outside 1..=65535, a
-//!   non-positive `parallel-builds` or `speed`, relative `private-key` or
-//!   `state-dir` paths and two machines with one name are refused, each error
+//!   repeated fields, mistyped values, a `host` that is not an IP address
+//!   or a host name alone ([`crate::ssh_target::is_host`]: no `user@`, no
+//!   `:port`, no leading `-`), a port outside 1..=65535, a non-positive
+//!   `parallel-builds` or `speed`, relative `private-key` or `state-dir`
+//!   paths and two machines with one name are refused, each error
 //!   naming the field (`machine[1].port`) and its line.
 //! - A machine with a `(vm ...)` record is a virtual machine template (see
 //!   [`crate::vm`]): it has no `host` or `port` (the `vm` executor boots a
@@ -212,10 +214,13 @@ fn read_machine(mut r: Record<'_>, names: &mut HashMap<String, usize>) -> Result
         Some(_) => "127.0.0.1".to_string(),
         None => r.string("host")?,
     };
-    if host.is_empty() || host.contains(char::is_whitespace) {
+    if !crate::ssh_target::is_host(&host) {
         return Err(r.invalid(
             "host",
-            format!("{} is not a host name or address", escape::quoted(&host)),
+            format!(
+                "{} is not a host name or IP address; give the host alone: `user` and `port` are fields of their own",
+                escape::quoted(&host)
+            ),
         ));
     }
     let port = r
@@ -464,6 +469,59 @@ mod tests {
             ),
         ];
         crate::testing::assert_mistakes_refused(EXAMPLE, parse, &mistakes);
+    }
+
+    /// Regression: `host` was only checked for blanks, so a user, a port or
+    /// an ssh option (`a@b`, `h:22`, `-oProxyCommand=x`) was taken as the
+    /// host and reached ssh's command line.
+    #[test]
+    fn a_host_is_a_host_name_or_an_ip_address() {
+        let host = "(host \"builder-2.example\")";
+        for good in [
+            "127.0.0.1",
+            "::1",
+            "fe80::1",
+            "2001:db8::42",
+            "builder-1.example.org",
+            "b2",
+            "xn--bcher-kva.example",
+        ] {
+            let m = parse(&EXAMPLE.replace(host, &format!("(host \"{good}\")")))
+                .unwrap_or_else(|e| panic!("{good:?}: {e}"));
+            assert_eq!(m.get("builder-2").unwrap().target.host, good);
+        }
+        let bad = [
+            "a@b",
+            "h:22",
+            "-oProxyCommand=x",
+            "a b",
+            "",
+            " ",
+            "builder-.example",
+            "builder..example",
+            "under_score.example",
+            "1.2.3.400",
+            "[::1]",
+            "h/x",
+        ]
+        .map(|v| format!("(host \"{v}\")"));
+        let mistakes: Vec<_> = bad
+            .iter()
+            .map(|with| {
+                (
+                    host,
+                    with.as_str(),
+                    "machine[1].host",
+                    8,
+                    "is not a host name or IP address; give the host alone: `user` and `port` are fields of their own",
+                )
+            })
+            .collect();
+        crate::testing::assert_mistakes_refused(EXAMPLE, parse, &mistakes);
+        let long = format!("{}.example", "a".repeat(64));
+        let (field, _, message) =
+            field_error(&EXAMPLE.replace(host, &format!("(host \"{long}\")")));
+        assert_eq!(field, "machine[1].host", "{message}");
     }
 
     #[test]

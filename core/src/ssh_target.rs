@@ -20,7 +20,12 @@ pub struct SshTarget {
 impl SshTarget {
     /// Parses `user@host[:port]` (IPv6 addresses in brackets: `user@[::1]:22`).
     pub fn parse(text: &str) -> std::result::Result<SshTarget, String> {
-        let bad = |why: &str| format!("{text:?} is not user@host[:port]: {why}");
+        let bad = |why: &str| {
+            format!(
+                "{} is not user@host[:port]: {why}",
+                crate::escape::quoted(text)
+            )
+        };
         let (user, rest) = text.split_once('@').ok_or_else(|| bad("no user@"))?;
         if user.is_empty() || user.contains(['@', ':', ' ', '/']) {
             return Err(bad("bad user name"));
@@ -40,8 +45,8 @@ impl SshTarget {
                 _ => (rest, None),
             }
         };
-        if host.is_empty() || host.contains(['@', ' ', '/']) {
-            return Err(bad("bad host"));
+        if !is_host(host) {
+            return Err(bad("the host is not a host name or IP address"));
         }
         let port = match port {
             None => 22,
@@ -57,6 +62,30 @@ impl SshTarget {
             port,
         })
     }
+}
+
+/// Whether `text` is a host alone, as a machines file and the `ssh` command
+/// line take it: an IP address (IPv4, or IPv6 without brackets), or a host
+/// name of dot-separated RFC 1123 labels (1 to 63 ASCII letters, digits and
+/// `-`, neither first nor last; 253 bytes in all) whose last label is not
+/// all digits (that would be a mistyped IPv4 address). No user (`@`), port
+/// (`:`), blank or leading `-` (which ssh would read as an option) passes.
+pub fn is_host(text: &str) -> bool {
+    if text.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    text.len() <= 253
+        && text.split('.').all(label)
+        && !text
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl fmt::Display for SshTarget {
@@ -91,6 +120,9 @@ mod tests {
             "root@host:0",
             "root@host:x",
             "root@[::1",
+            "root@-oProxyCommand=x",
+            "root@under_score.example",
+            "root@[h:22]",
         ] {
             assert!(SshTarget::parse(bad).is_err(), "{bad}");
         }

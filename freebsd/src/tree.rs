@@ -26,14 +26,14 @@ use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use fruix_core::dir::{dir_flags, entries as dir_entries, is_symlink_refusal};
 use fruix_core::error::IoContext;
 use fruix_core::manifest::{changed, stat, MAX_DEPTH};
 use fruix_core::{Error, Result};
 use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Stat, Uid};
 use rustix::io::Errno;
 
-use crate::dir::{dir_entries, dir_flags, is_symlink_refusal, not_installed};
-use crate::dir::{OpenDir, Tree};
+use crate::dir::{not_installed, OpenDir, Tree};
 
 /// The hint of a missing installed entry: the build did not install it.
 pub const NOT_INSTALLED_HINT: &str = "the build did not install it; see the install step's log";

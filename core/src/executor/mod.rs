@@ -10,9 +10,10 @@
 //! 1. creates the result root, private to this user, and marks it unfinished
 //!    ([`crate::result_root::INCOMPLETE_MARKER`]). An empty directory already
 //!    there is taken (run id allocation, [`crate::run_id::allocate_run_dir`],
-//!    makes one for each run); anything else is refused before anything is
-//!    written: a non-empty directory, a file, and a symlink, which is never
-//!    followed, even to an empty directory;
+//!    makes one for each run) when this user owns it; anything else is
+//!    refused before anything is written: a non-empty directory, a file,
+//!    another user's directory, and a symlink, which is never followed, even
+//!    to an empty directory;
 //! 2. starts a run ([`Executor::start`]): a handle ([`Run`]) that owns the
 //!    run's state, and runs its [`Run::build`], passing cancellation through
 //!    the context;

@@ -17,8 +17,9 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(15);
 /// Runs `executor` for `request` into `result_root` with the guarantees listed
 /// in the module docs, and returns the validated result root.
 ///
-/// `result_root` must not exist, or be an empty directory (not a symlink to
-/// one); anything else there is refused before the executor starts.
+/// `result_root` must not exist, or be an empty directory of this user's
+/// (not a symlink to one); anything else there is refused before the
+/// executor starts.
 pub async fn run_executor(
     executor: Arc<dyn Executor>,
     request: BuildRequest,
@@ -80,11 +81,12 @@ async fn build_cancellable(run: &mut (dyn Run + '_), ctx: &RunContext) -> Result
 /// An empty directory already at `root` is taken: run id allocation
 /// ([`crate::run_id::allocate_run_dir`]) makes one for each run. Anything
 /// else there is refused before anything is written: a non-empty
-/// directory or a file ([`Error::AlreadyExists`]), and a symlink
-/// ([`Error::UnsafePath`]), whatever it points to. The root is opened
-/// without following a symlink, and its mode and the marker are set
-/// through that descriptor, so a symlink planted meanwhile is never
-/// written through either.
+/// directory or a file ([`Error::AlreadyExists`]), a symlink
+/// ([`Error::UnsafePath`]), whatever it points to, and a directory that
+/// another user owns ([`Error::UnsafePath`]), empty or not. The root is
+/// opened without following a symlink; its owner is checked, and its mode
+/// and the marker are set, through that descriptor, so a symlink planted
+/// meanwhile is never written through either.
 pub(super) fn prepare_result_root(root: &Path) -> Result<()> {
     use rustix::fs::{self as rfs, Mode, OFlags};
     use std::io::Write;
@@ -118,6 +120,19 @@ pub(super) fn prepare_result_root(root: &Path) -> Result<()> {
             })
         }
     };
+    // Someone else's directory is never taken, even empty: its owner could
+    // change the root after fruix made it private (as root, fruix may open
+    // anyone's). What was opened decides, not the path.
+    let st = rfs::fstat(&dir).map_err(|e| Error::io("inspect result root", root, e.into()))?;
+    let (owner, me) = (st.st_uid, rustix::process::geteuid().as_raw());
+    if owner != me {
+        return Err(Error::UnsafePath {
+            path: root.to_path_buf(),
+            message: format!(
+                "is owned by uid {owner}, not by this user (uid {me}); a result root is never another user's directory: choose another --result-root or remove it"
+            ),
+        });
+    }
     if !created {
         let mut entries =
             rfs::Dir::read_from(&dir).map_err(|e| Error::io("read result root", root, e.into()))?;

@@ -344,6 +344,40 @@ async fn a_symlinked_result_root_is_refused_before_anything_is_written() {
     assert!(!dir.path().join("none").exists());
 }
 
+/// Regression: an empty directory of another user's at the result root was
+/// taken (as root, fruix may open anyone's) and made `0700`: its owner could
+/// then change the result root while fruix built and promoted it. It is
+/// refused before anything is written.
+#[tokio::test]
+async fn another_users_empty_directory_is_refused_before_anything_is_written() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test gives a directory to another user and needs root (run scripts/test.sh as root)"
+    );
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&root, Some(NOBODY), Some(NOBODY)).unwrap_or_else(|e| {
+        panic!("this test gives a directory to another user and needs root (run scripts/test.sh as root): {e}")
+    });
+    let err = refused(&root).await;
+    assert!(
+        matches!(&err, Error::UnsafePath { path, .. } if path == &root),
+        "{err:?}"
+    );
+    let err = prepare_result_root(&root).unwrap_err();
+    assert!(matches!(&err, Error::UnsafePath { .. }), "{err:?}");
+    let meta = std::fs::symlink_metadata(&root).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.mode() & 0o7777, 0o755);
+    assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
+    let entries: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
+    assert!(entries.is_empty(), "{entries:?}");
+}
+
 /// Anything but an empty directory or nothing at the result root is
 /// refused as existing, and left as it was.
 #[test]

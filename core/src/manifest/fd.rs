@@ -1,46 +1,31 @@
 //! Opening entries of an untrusted tree without ever following a symlink:
 //! directories and files relative to their parent's descriptor, with
-//! `O_NOFOLLOW`, their type checked with `fstat` on the descriptor.
+//! `O_NOFOLLOW`, their type checked with `fstat` on the descriptor. The
+//! directories are opened by [`crate::dir`], for a [`TreeKind::READ`] tree.
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 
+use crate::dir::{self, OpenDir, TreeKind};
 use crate::error::{Error, Result};
 
-/// Opens directory `path` for walking, refusing a symlink.
+/// Opens directory `path` for walking, refusing a symlink
+/// ([`OpenDir::open_nofollow`] of a [`TreeKind::READ`] tree).
 pub fn open_dir(path: &Path) -> Result<OwnedFd> {
-    rfs::open(path, dir_flags(), Mode::empty()).map_err(|e| open_dir_error(path, e))
+    OpenDir::open_nofollow(path, TreeKind::READ).map(OwnedFd::from)
 }
 
 /// Opens `relative` (slash-separated components) beneath the open directory
 /// `root`, one component at a time, each with `O_NOFOLLOW | O_DIRECTORY`: no
-/// symlink anywhere on the way is followed. `root_path` names `root` in messages.
+/// symlink anywhere on the way is followed ([`OpenDir::open_beneath`] of a
+/// [`TreeKind::READ`] tree). `root_path` names `root` in messages.
 pub fn open_beneath(root: &OwnedFd, root_path: &Path, relative: &str) -> Result<OwnedFd> {
-    let mut path = root_path.to_path_buf();
-    let mut current: Option<OwnedFd> = None;
-    for component in relative.split('/').filter(|c| !c.is_empty() && *c != ".") {
-        path.push(component);
-        if component == ".." {
-            return Err(Error::UnsafePath {
-                path,
-                message: "path leaves its root (`..`); give a path inside it".into(),
-            });
-        }
-        let parent = current.as_ref().unwrap_or(root);
-        let fd = rfs::openat(parent, component, dir_flags(), Mode::empty())
-            .map_err(|e| open_dir_error(&path, e))?;
-        current = Some(fd);
-    }
-    match current {
-        Some(fd) => Ok(fd),
-        None => rfs::openat(root, ".", dir_flags(), Mode::empty())
-            .map_err(|e| open_dir_error(root_path, e)),
-    }
+    dir::walk(root.as_fd(), root_path, TreeKind::READ, relative, false).map(OwnedFd::from)
 }
 
 /// Opens regular file `relative` beneath the open directory `root`, no
@@ -74,29 +59,6 @@ pub fn open_file_beneath(root: &OwnedFd, root_path: &Path, relative: &[u8]) -> R
         });
     }
     Ok(File::from(fd))
-}
-
-pub(super) fn dir_flags() -> OFlags {
-    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
-}
-
-fn open_dir_error(path: &Path, e: rustix::io::Errno) -> Error {
-    match e {
-        rustix::io::Errno::LOOP => Error::UnsafePath {
-            path: path.to_path_buf(),
-            message: "is a symlink; fruix never follows symlinks in a tree it reads".into(),
-        },
-        rustix::io::Errno::NOTDIR => Error::UnsafePath {
-            path: path.to_path_buf(),
-            message: match std::fs::symlink_metadata(path) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    "is a symlink; fruix never follows symlinks in a tree it reads".into()
-                }
-                _ => "is not a directory".into(),
-            },
-        },
-        e => Error::io("open", path, e.into()),
-    }
 }
 
 /// The fields of a `stat` the walk uses, as fixed-width numbers (their C

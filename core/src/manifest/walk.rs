@@ -35,8 +35,9 @@ use rayon::prelude::*;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use sha2::{Digest, Sha256};
 
-use super::fd::{changed, dir_flags, open_dir, stat};
+use super::fd::{changed, open_dir, stat};
 use super::{canonical_mode, Entry, EntryKind, SPECIAL_BITS};
+use crate::dir::{dir_flags, is_symlink_refusal};
 use crate::error::{Error, Result};
 
 /// Deepest directory nesting a walk accepts below its root.
@@ -426,7 +427,7 @@ impl<'a> Producer<'a> {
             FileType::Directory => {
                 let fd = rfs::openat(&**parent, &name, dir_flags(), Mode::empty()).map_err(
                     |e| match e {
-                        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => changed(
+                        e if is_symlink_refusal(e) || e == rustix::io::Errno::NOTDIR => changed(
                             self.full(&path),
                             "listed as a directory, it is no longer one",
                         ),
