@@ -10,6 +10,7 @@
 //! (vm (driver bhyve) (dataset "zroot/vm/freebsd-15") (snapshot "approved") (tap "tap0")
 //!     (address "10.0.0.2") (host-key "ssh-ed25519 AAAA..."))
 //! (vm (driver xcp-ng) (master "root@xcp-master.example") (template "freebsd-15-approved")
+//!     (master-key "/root/.ssh/xcp-master") (master-host-key "ssh-ed25519 AAAA...")
 //!     (host-key "ssh-ed25519 AAAA..."))
 //! ```
 //!
@@ -26,8 +27,12 @@
 //! `@`, of letters, digits and `-_.:`) and the guest's `address` (an IP
 //! address or host name, without user or port); `tap` is an interface name.
 //! XCP-ng needs the pool `master` (`user@host[:port]`, reached over SSH to
-//! run `xe`) and the `template` to clone. Each of these is checked when the
-//! file is read, and a refusal names the field and its line.
+//! run `xe`) and the `template` to clone; `master-key` (an absolute path) is
+//! the private key to log into the master with (else the ssh-agent's keys,
+//! then `~/.ssh/id_*`: never the machine's `private-key`, which is the
+//! guest's), and `master-host-key` pins the master's host key (else it must
+//! be in `~/.ssh/known_hosts`). Each of these is checked when the file is
+//! read, and a refusal names the field and its line.
 
 use std::time::Duration;
 
@@ -100,6 +105,17 @@ pub enum VmDriverSpec {
         /// The template to clone for each guest, as `xe vm-clone vm=` takes
         /// it; not empty.
         template: String,
+        /// The private key fruix logs into the master with (`master-key`,
+        /// an absolute path on this machine, checked by [`read_vm`]). When
+        /// `None`: the keys of a running ssh-agent, then the user's default
+        /// keys (`~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`); never the
+        /// machine's `private-key`, which is the guest's.
+        master_key: Option<std::path::PathBuf>,
+        /// The master's pinned SSH host key (`master-host-key`,
+        /// `ssh-ed25519 AAAA...`): when given it is the only key accepted
+        /// and known_hosts is not consulted; when `None` the master's key
+        /// must be in `~/.ssh/known_hosts`.
+        master_host_key: Option<String>,
     },
 }
 
@@ -129,14 +145,8 @@ pub enum Accel {
 pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
     let driver = r.name("driver")?;
     let host_key = r.string("host-key")?;
-    if host_key.split_whitespace().count() < 2 {
-        return Err(r.invalid(
-            "host-key",
-            format!(
-                "{} is not a public key; give it as in known_hosts: \"ssh-ed25519 AAAA...\"",
-                escape::quoted(&host_key)
-            ),
-        ));
+    if let Some(problem) = public_key_problem(&host_key) {
+        return Err(r.invalid("host-key", problem));
     }
     let memory_mib = positive(&mut r, "memory")?.unwrap_or(512);
     let cpus = positive(&mut r, "cpus")?.unwrap_or(1);
@@ -218,6 +228,12 @@ pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
                     .is_empty()
                     .then(|| "is empty; name the template to clone".to_string())
             })?,
+            master_key: opt_checked(&mut r, "master-key", |v| {
+                (!v.starts_with('/'))
+                    .then(|| format!("{} is relative; give an absolute path", escape::quoted(v)))
+            })?
+            .map(std::path::PathBuf::from),
+            master_host_key: opt_checked(&mut r, "master-host-key", public_key_problem)?,
         },
         other => {
             return Err(r.invalid(
@@ -325,6 +341,17 @@ fn tap_problem(tap: &str) -> Option<String> {
     })
 }
 
+/// What is wrong with `key` as an SSH public key written as in known_hosts
+/// (`ssh-ed25519 AAAA...`): it must have at least a type and a key.
+fn public_key_problem(key: &str) -> Option<String> {
+    (key.split_whitespace().count() < 2).then(|| {
+        format!(
+            "{} is not a public key; give it as in known_hosts: \"ssh-ed25519 AAAA...\"",
+            escape::quoted(key)
+        )
+    })
+}
+
 /// What is wrong with `address` as the guest's address, where fruix
 /// connects to port 22: an IP address, or a host name of dot-separated
 /// labels of letters, digits, `-` and `_`, none starting with `-`.
@@ -353,8 +380,9 @@ fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
 
 #[cfg(test)]
 mod tests {
+    use super::VmDriverSpec;
     use crate::machines::Machines;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     /// A machine of each driver, one field a line.
     const VALID: &str = r#"(fruix-machines
@@ -517,5 +545,75 @@ mod tests {
             ),
         ];
         crate::testing::assert_mistakes_refused(VALID, parse, &mistakes);
+    }
+
+    /// An XCP-ng machine whose pool master has a key and host key of its
+    /// own, one field a line.
+    const XCP_NG: &str = r#"(fruix-machines
+  (machine (name "x") (user "root") (private-key "/root/.ssh/guest")
+    (vm (driver xcp-ng)
+        (master "root@xcp-master.example")
+        (template "freebsd-15-approved")
+        (master-key "/root/.ssh/xcp-master")
+        (master-host-key "ssh-ed25519 AAAAmaster")
+        (host-key "ssh-ed25519 AAAAguest"))))"#;
+
+    /// The `master-key` and `master-host-key` of the one XCP-ng machine of
+    /// `text`.
+    fn master_keys(text: &str) -> (Option<PathBuf>, Option<String>) {
+        let m = parse(text).unwrap();
+        match &m.machines[0].vm.as_ref().unwrap().driver {
+            VmDriverSpec::XcpNg {
+                master_key,
+                master_host_key,
+                ..
+            } => (master_key.clone(), master_host_key.clone()),
+            other => panic!("not XCP-ng: {other:?}"),
+        }
+    }
+
+    /// Regression: the pool master was logged into with the machine's
+    /// `private-key` (the guest's) and only through known_hosts; it now
+    /// has a key and a pinned host key of its own, both optional.
+    #[test]
+    fn an_xcp_ng_master_has_its_own_key_and_host_key_checked_when_read() {
+        assert_eq!(
+            master_keys(XCP_NG),
+            (
+                Some(PathBuf::from("/root/.ssh/xcp-master")),
+                Some("ssh-ed25519 AAAAmaster".to_string())
+            )
+        );
+        let without = XCP_NG
+            .replace("(master-key \"/root/.ssh/xcp-master\")", "")
+            .replace("(master-host-key \"ssh-ed25519 AAAAmaster\")", "");
+        assert_eq!(master_keys(&without), (None, None));
+        let mistakes = [
+            (
+                "\"/root/.ssh/xcp-master\"",
+                "\".ssh/xcp-master\"",
+                "machine[0].vm.master-key",
+                6,
+                "relative; give an absolute path",
+            ),
+            (
+                "\"ssh-ed25519 AAAAmaster\"",
+                "\"AAAAmaster\"",
+                "machine[0].vm.master-host-key",
+                7,
+                "not a public key",
+            ),
+        ];
+        crate::testing::assert_mistakes_refused(XCP_NG, parse, &mistakes);
+        // The master's fields belong to XCP-ng alone.
+        let qemu = VALID.replace(
+            "(image \"/vm/base.qcow2\")",
+            "(image \"/vm/base.qcow2\") (master-key \"/root/.ssh/xcp-master\")",
+        );
+        let e = parse(&qemu).unwrap_err().to_string();
+        assert!(
+            e.contains("master-key") && e.contains("unknown field"),
+            "{e}"
+        );
     }
 }

@@ -41,3 +41,4 @@ mod store_integrity;
 mod store_lifecycle;
 mod terminal;
 mod vm;
+mod xcpng_master;

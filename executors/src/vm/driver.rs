@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fruix_core::vm::VmSpec;
 use fruix_core::{Error, Result};
+use tokio_util::sync::CancellationToken;
 
 /// One guest: its name and where its files go on this machine.
 #[derive(Debug, Clone)]
@@ -59,12 +60,16 @@ pub trait VmDriver: fmt::Debug + Send + Sync {
 pub struct Output {
     /// The exit status; -1 when the command was killed by a signal.
     pub status: i32,
-    /// Its stdout as text: all of it, decoded lossily, from [`LocalHost`];
+    /// Its stdout as text, all of it: decoded lossily from [`LocalHost`];
+    /// from an [`SshHost`](super::master::SshHost) line by line, each line
+    /// ended by a newline, up to
+    /// [`MASTER_STDOUT_MAX_BYTES`](super::master::MASTER_STDOUT_MAX_BYTES)
+    /// (more is an error, never a cut output).
+    pub stdout: String,
+    /// Its stderr as text: all of it, decoded lossily, from [`LocalHost`];
     /// from an [`SshHost`](super::master::SshHost) only the last
     /// [`OUTPUT_TAIL_LINES`](crate::ssh::remote::OUTPUT_TAIL_LINES) lines,
     /// trimmed, after a note when earlier lines were dropped.
-    pub stdout: String,
-    /// Its stderr, as `stdout`.
     pub stderr: String,
 }
 
@@ -79,8 +84,27 @@ impl Output {
 #[async_trait]
 pub trait Host: fmt::Debug + Send + Sync {
     /// Runs `argv` to its end. A command that cannot be started is an
-    /// error; one that fails is an [`Output`] with its status.
-    async fn run(&self, argv: &[String]) -> Result<Output>;
+    /// error; one that fails is an [`Output`] with its status. Dropping the
+    /// future does not necessarily stop the command (over SSH it runs on):
+    /// to give up on a command, use [`Host::run_until`].
+    async fn run(&self, argv: &[String]) -> Result<Output> {
+        let out = self
+            .run_until(argv, &CancellationToken::new())
+            .await?
+            .expect("an uncancellable command is never cancelled");
+        Ok(out)
+    }
+
+    /// [`Host::run`], given up when `cancel` fires: then `None`, returned
+    /// only once the command has been stopped (here its process killed and
+    /// reaped; over SSH every process of its remote session, see
+    /// [`crate::ssh::remote`]), so that what runs next never runs beside
+    /// it.
+    async fn run_until(
+        &self,
+        argv: &[String],
+        cancel: &CancellationToken,
+    ) -> Result<Option<Output>>;
 }
 
 /// Runs `argv` on `host`; a non-zero exit is a system failure naming the
@@ -109,24 +133,56 @@ pub struct LocalHost;
 
 #[async_trait]
 impl Host for LocalHost {
-    async fn run(&self, argv: &[String]) -> Result<Output> {
-        let out = tokio::process::Command::new(&argv[0])
+    async fn run_until(
+        &self,
+        argv: &[String],
+        cancel: &CancellationToken,
+    ) -> Result<Option<Output>> {
+        use tokio::io::AsyncReadExt;
+
+        let cannot_run = |e: std::io::Error| {
+            Error::system(format!(
+                "cannot run {}: {e}; is it installed (and on PATH)?",
+                argv[0]
+            ))
+        };
+        let mut child = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| {
-                Error::system(format!(
-                    "cannot run {}: {e}; is it installed (and on PATH)?",
-                    argv[0]
-                ))
-            })?;
-        Ok(Output {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+            .spawn()
+            .map_err(cannot_run)?;
+        let (mut out, mut err) = (
+            child.stdout.take().expect("piped stdout"),
+            child.stderr.take().expect("piped stderr"),
+        );
+        let finished = tokio::select! {
+            finished = async {
+                let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+                let (read_out, read_err) = tokio::join!(
+                    out.read_to_end(&mut stdout),
+                    err.read_to_end(&mut stderr)
+                );
+                read_out.and(read_err)?;
+                let status = child.wait().await?;
+                Ok::<_, std::io::Error>((status, stdout, stderr))
+            } => Some(finished),
+            () = cancel.cancelled() => None,
+        };
+        let Some(finished) = finished else {
+            // Killed and reaped before returning.
+            let _ = child.kill().await;
+            return Ok(None);
+        };
+        let (status, stdout, stderr) = finished
+            .map_err(|e| Error::system(format!("cannot read the output of {}: {e}", argv[0])))?;
+        Ok(Some(Output {
+            status: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }))
     }
 }
 

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fruix_core::error::IoContext;
 use fruix_core::executor::{Capabilities, Executor, ExecutorConfig, Run, RunContext};
-use fruix_core::machines::Machines;
+use fruix_core::machines::{Machine, Machines};
 use fruix_core::ssh_target::SshTarget;
 use fruix_core::vm::{VmDriverSpec, VmSpec};
 use fruix_core::{fsutil, Error, Result};
 
 use super::bhyve::Bhyve;
 use super::driver::{Host, Instance, LocalHost, VmDriver};
+use super::master::SshHost;
 use super::qemu::Qemu;
 use super::xcpng::XcpNg;
 use super::{bring_up, teardown, wait_for_ssh, Started};
@@ -100,15 +101,9 @@ impl ExecutorConfig for VmConfig {
             ..GuestConfig::default()
         }
         .build_in_template(mode)?;
-        let host: Arc<dyn Host> = match &spec.driver {
-            VmDriverSpec::XcpNg { master, .. } => {
-                let target = SshTarget::parse(master).map_err(&invalid)?;
-                Arc::new(super::master::SshHost::new(
-                    target,
-                    machine.private_key.clone(),
-                ))
-            }
-            VmDriverSpec::Qemu { .. } | VmDriverSpec::Bhyve { .. } => Arc::new(LocalHost),
+        let host: Arc<dyn Host> = match master_of(&machine).map_err(&invalid)? {
+            Some(master) => Arc::new(master),
+            None => Arc::new(LocalHost),
         };
         Ok(Arc::new(VmExecutor {
             mode,
@@ -133,6 +128,29 @@ pub struct VmExecutor {
     host: Arc<dyn Host>,
     /// The inner mode's executor, its address still the template's.
     inner: GuestExecutor,
+}
+
+/// The XCP-ng pool master of VM machine `machine`, where its driver's `xe`
+/// commands run, reached with the record's `master-key` and
+/// `master-host-key` (never with the machine's `private-key`: that is the
+/// guest's); `None` for the other drivers (their commands run on this
+/// machine). An unparsable `master` is refused.
+pub(super) fn master_of(machine: &Machine) -> std::result::Result<Option<SshHost>, String> {
+    let Some(VmDriverSpec::XcpNg {
+        master,
+        master_key,
+        master_host_key,
+        ..
+    }) = machine.vm.as_ref().map(|vm| &vm.driver)
+    else {
+        return Ok(None);
+    };
+    let target = SshTarget::parse(master)?;
+    Ok(Some(SshHost::new(
+        target,
+        master_key.clone(),
+        master_host_key.clone(),
+    )))
 }
 
 /// A driver of its own for one run of `spec`, its commands run on `host`

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use fruix_core::executor::EventSink;
 use fruix_core::vm::{Accel, VmDriverSpec, VmSpec};
 use fruix_core::{Error, Result};
+use tokio_util::sync::CancellationToken;
 
 use super::bhyve::Bhyve;
 use super::driver::{Endpoint, Host, Instance, Output, VmDriver};
@@ -27,6 +28,16 @@ pub struct Recorder {
     /// Answers: the first whose pattern the command contains gives its
     /// output (used once when `once`); otherwise success with no output.
     pub answers: Mutex<Vec<(String, Output, bool)>>,
+    /// Commands (whole lines) that never end by themselves, as a remote
+    /// command that hangs: only [`Host::run_until`]'s cancel stops one
+    /// (noted in the plan as `stopped: LINE`). A dropped run leaves it
+    /// running, as dropping an SSH command's future does.
+    pub hangs: Mutex<Vec<String>>,
+    /// The hanging commands running now.
+    pub running: Mutex<Vec<String>>,
+    /// Each command started while a hanging one was still running, with
+    /// the ones running then.
+    pub overlaps: Mutex<Vec<(String, Vec<String>)>>,
 }
 
 impl Recorder {
@@ -46,17 +57,36 @@ impl Recorder {
             .push((pattern.to_string(), output, true));
     }
 
+    /// Makes the command `line` hang (see [`Recorder::hangs`]).
+    pub fn hang(&self, line: &str) {
+        self.hangs.lock().expect("hangs").push(line.to_string());
+    }
+
     /// The commands run so far.
     pub fn plan(&self) -> Vec<String> {
         self.plan.lock().expect("plan").clone()
     }
-}
 
-#[async_trait]
-impl Host for Recorder {
-    async fn run(&self, argv: &[String]) -> Result<Output> {
-        let line = argv.join(" ");
-        self.plan.lock().expect("plan").push(line.clone());
+    /// Records the start of `line`: in the plan, and as an overlap when a
+    /// hanging command is still running. Whether `line` hangs.
+    fn start(&self, line: &str) -> bool {
+        self.plan.lock().expect("plan").push(line.to_string());
+        let mut running = self.running.lock().expect("running");
+        if !running.is_empty() {
+            self.overlaps
+                .lock()
+                .expect("overlaps")
+                .push((line.to_string(), running.clone()));
+        }
+        let hangs = self.hangs.lock().expect("hangs").iter().any(|h| h == line);
+        if hangs {
+            running.push(line.to_string());
+        }
+        hangs
+    }
+
+    /// The answer to `line` (see [`Recorder::answers`]).
+    fn answer_to(&self, line: &str) -> Output {
         let mut answers = self.answers.lock().expect("answers");
         if let Some(i) = answers
             .iter()
@@ -66,9 +96,41 @@ impl Host for Recorder {
             if once {
                 answers.remove(i);
             }
-            return Ok(out);
+            return out;
         }
-        Ok(Output::default())
+        Output::default()
+    }
+}
+
+#[async_trait]
+impl Host for Recorder {
+    async fn run(&self, argv: &[String]) -> Result<Output> {
+        let line = argv.join(" ");
+        if self.start(&line) {
+            std::future::pending::<()>().await;
+        }
+        Ok(self.answer_to(&line))
+    }
+
+    async fn run_until(
+        &self,
+        argv: &[String],
+        cancel: &CancellationToken,
+    ) -> Result<Option<Output>> {
+        let line = argv.join(" ");
+        if self.start(&line) {
+            cancel.cancelled().await;
+            self.running.lock().expect("running").retain(|r| *r != line);
+            self.plan
+                .lock()
+                .expect("plan")
+                .push(format!("stopped: {line}"));
+            return Ok(None);
+        }
+        if cancel.is_cancelled() {
+            return Ok(None);
+        }
+        Ok(Some(self.answer_to(&line)))
     }
 }
 
@@ -351,6 +413,8 @@ fn xcpng() -> Recorded<XcpNg> {
     let spec = spec(VmDriverSpec::XcpNg {
         master: "root@xcp-master.example".into(),
         template: "freebsd-15-approved".into(),
+        master_key: None,
+        master_host_key: None,
     });
     recorder.answer("xe vm-clone", printed("5a1f-uuid\n"));
     // No address on the first ask (the guest tools are not up yet).
@@ -417,6 +481,45 @@ async fn xcpng_runs_a_whole_life_in_order_and_tears_down_after_each_failure() {
     assert_eq!(
         &plan[plan.len() - 3..],
         [XE_STOP, "xe vm-shutdown uuid=5a1f-uuid --force", XE_DESTROY]
+    );
+}
+
+/// Regression: a clean `xe vm-shutdown` that ran past the grace period was
+/// only dropped, which over SSH leaves it running on the master, and the
+/// forced shutdown ran beside it. It is now stopped first.
+#[tokio::test(start_paused = true)]
+async fn xcpng_forces_a_shutdown_only_once_the_clean_one_past_its_grace_is_stopped() {
+    let (driver, recorder, _) = xcpng();
+    driver.prepare(&instance()).await.unwrap();
+    recorder.hang(XE_STOP);
+    let grace = Duration::from_secs(30);
+    let began = tokio::time::Instant::now();
+    driver.stop(&instance(), grace).await.unwrap();
+    assert!(began.elapsed() >= grace, "the clean shutdown had its grace");
+    assert_eq!(
+        recorder.plan(),
+        [
+            XE_PREPARE,
+            XE_STOP,
+            &format!("stopped: {XE_STOP}"),
+            "xe vm-shutdown uuid=5a1f-uuid --force"
+        ]
+    );
+    assert_eq!(*recorder.overlaps.lock().unwrap(), []);
+    assert!(recorder.running.lock().unwrap().is_empty());
+}
+
+/// Without a grace period (after a cancellation) the guest is stopped hard
+/// at once: no clean shutdown is started only to be stopped.
+#[tokio::test(start_paused = true)]
+async fn xcpng_without_grace_forces_the_shutdown_at_once() {
+    let (driver, recorder, _) = xcpng();
+    driver.prepare(&instance()).await.unwrap();
+    recorder.hang(XE_STOP);
+    driver.stop(&instance(), Duration::ZERO).await.unwrap();
+    assert_eq!(
+        recorder.plan(),
+        [XE_PREPARE, "xe vm-shutdown uuid=5a1f-uuid --force"]
     );
 }
 
@@ -517,6 +620,8 @@ async fn two_runs_of_one_vm_executor_drive_two_guests() {
     let spec = spec(VmDriverSpec::XcpNg {
         master: "root@xcp-master.example".into(),
         template: "freebsd-15-approved".into(),
+        master_key: None,
+        master_host_key: None,
     });
     let host: Arc<dyn super::driver::Host> = recorder.clone();
     let (a, b) = (driver_for_run(&spec, &host), driver_for_run(&spec, &host));
@@ -547,4 +652,46 @@ async fn two_runs_of_one_vm_executor_drive_two_guests() {
         "{:#?}",
         recorder.plan()
     );
+}
+
+/// Regression: the XCP-ng pool master was logged into with the machine's
+/// `private-key`, the guest's, and its host key could not be pinned.
+#[test]
+fn the_xcp_ng_master_is_reached_with_its_own_key_and_host_key() {
+    use crate::ssh::HostKeyPolicy;
+    use fruix_core::machines::Machines;
+
+    let file = r#"(fruix-machines
+  (machine (name "x") (user "root") (private-key "/keys/guest")
+    (vm (driver xcp-ng) (master "admin@xcp-master.example:2222") (template "freebsd-15-approved")
+        (master-key "/keys/master") (master-host-key "ssh-ed25519 AAAAmaster")
+        (host-key "ssh-ed25519 AAAAguest")))
+  (machine (name "plain") (user "root") (private-key "/keys/guest")
+    (vm (driver xcp-ng) (master "root@xcp-master.example") (template "freebsd-15-approved")
+        (host-key "ssh-ed25519 AAAAguest")))
+  (machine (name "q") (user "root") (private-key "/keys/guest")
+    (vm (driver qemu) (image "/vm/base.qcow2") (host-key "ssh-ed25519 AAAAguest"))))"#;
+    let machines = Machines::parse(std::path::Path::new("machines.scm"), file).unwrap();
+    let master = |name: &str| super::executor::master_of(machines.get(name).unwrap()).unwrap();
+
+    let own = master("x").expect("an XCP-ng machine has a master");
+    let options = own.options();
+    assert_eq!(options.target.to_string(), "admin@xcp-master.example:2222");
+    assert_eq!(options.identity, Some(PathBuf::from("/keys/master")));
+    assert_eq!(
+        options.host_keys,
+        HostKeyPolicy::Pinned("ssh-ed25519 AAAAmaster".into())
+    );
+
+    // Without them: the agent's keys, then ~/.ssh/id_* (never the guest's
+    // key), and the master's key must be in ~/.ssh/known_hosts.
+    let plain = master("plain").expect("an XCP-ng machine has a master");
+    assert_eq!(plain.options().identity, None);
+    assert_eq!(
+        plain.options().host_keys,
+        HostKeyPolicy::known_hosts(None, false)
+    );
+
+    // The other drivers run their commands here.
+    assert!(master("q").is_none());
 }

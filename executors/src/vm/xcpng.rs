@@ -2,7 +2,9 @@
 //! fast clone of the approved template is the throw-away guest; `xe
 //! vm-start` boots it and its address is read from the guest tools'
 //! `networks` parameter; `xe vm-shutdown` stops it (`--force` after the
-//! grace period); `xe vm-uninstall` destroys it and its disks.
+//! grace period, once the clean `xe vm-shutdown` has been stopped, or at
+//! once when there is no grace period); `xe vm-uninstall` destroys it and
+//! its disks.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fruix_core::vm::{VmDriverSpec, VmSpec};
 use fruix_core::{Error, Result};
+use tokio_util::sync::CancellationToken;
 
 use super::driver::{argv, must, Endpoint, Host, Instance, VmDriver};
 
@@ -140,13 +143,26 @@ impl VmDriver for XcpNg {
         let Some(uuid) = self.uuid() else {
             return Ok(());
         };
-        let clean = tokio::time::timeout(
-            grace,
-            self.host
-                .run(&argv(["xe", "vm-shutdown", &format!("uuid={uuid}")])),
-        )
-        .await;
-        if !matches!(clean, Ok(Ok(ref o)) if o.success()) {
+        // Without a grace period (a cancelled run) the guest is stopped
+        // hard at once. Otherwise a clean shutdown still running when the
+        // grace period ends is stopped (on the master too) before the
+        // forced one starts: the two never run together.
+        let clean = if grace.is_zero() {
+            None
+        } else {
+            let give_up = CancellationToken::new();
+            let command = argv(["xe", "vm-shutdown", &format!("uuid={uuid}")]);
+            let clean = self.host.run_until(&command, &give_up);
+            tokio::pin!(clean);
+            match tokio::time::timeout(grace, &mut clean).await {
+                Ok(done) => Some(done),
+                Err(_) => {
+                    give_up.cancel();
+                    Some(clean.await)
+                }
+            }
+        };
+        if !matches!(clean, Some(Ok(Some(ref o))) if o.success()) {
             let _ = self
                 .host
                 .run(&argv([
