@@ -145,7 +145,8 @@ impl<'a> Listener<'a> {
                     ),
                 ),
                 Event::Warning { message } => events.emit(Event::Warning {
-                    message: format!("in the guest: {message}"),
+                    // The guest's text, one line: it may not forge another.
+                    message: format!("in the guest: {}", escape::line(&message)),
                 }),
                 Event::Progress { .. } => {}
             },
@@ -210,8 +211,9 @@ fn check_helper_version(
     let install = format!("install fruix {MIN_HELPER_VERSION} or newer in the guest, or give its path with --guest-helper");
     if !exit.success() {
         return Err(Error::system(format!(
-            "the guest helper `{helper}` cannot run on {target} ({}: {stderr}); {install}",
-            exit.describe()
+            "the guest helper `{helper}` cannot run on {target} ({}: {}); {install}",
+            exit.describe(),
+            escape::text(stderr)
         )));
     }
     let version = stdout
@@ -222,10 +224,12 @@ fn check_helper_version(
     match version {
         Some(v) if version_at_least(v, MIN_HELPER_VERSION) => Ok(()),
         Some(v) => Err(Error::system(format!(
-            "the guest helper `{helper}` on {target} is fruix {v}, older than {MIN_HELPER_VERSION}; {install}"
+            "the guest helper `{helper}` on {target} is fruix {}, older than {MIN_HELPER_VERSION}; {install}",
+            escape::quoted(v)
         ))),
         None => Err(Error::system(format!(
-            "the guest helper `{helper}` on {target} is not fruix (`--version` said {stdout:?}); {install}"
+            "the guest helper `{helper}` on {target} is not fruix (`--version` said {}); {install}",
+            escape::quoted(stdout)
         ))),
     }
 }

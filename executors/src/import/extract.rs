@@ -83,6 +83,11 @@ impl Extensions {
     }
 }
 
+/// How many entries may carry setuid, setgid or sticky bits: a FreeBSD
+/// world has a few dozen. Each is remembered by path until the import ends,
+/// so a guest sending millions of them would hold the host's memory.
+pub const MAX_SPECIAL_ENTRIES: usize = 4096;
+
 /// Extracts a tar stream under the rules in the module docs.
 struct Extractor {
     root: PathBuf,
@@ -411,12 +416,26 @@ impl Extractor {
         Ok(())
     }
 
-    /// Records the special bits of `path` (its last declaration wins).
-    fn note_special(&mut self, path: &Path, mode: u32) {
+    /// Records the special bits of `path` (its last declaration wins); at
+    /// most [`MAX_SPECIAL_ENTRIES`] paths carry some.
+    fn note_special(&mut self, raw: &[u8], path: &Path, mode: u32) -> Result<()> {
         match mode & SPECIAL_BITS {
-            0 => self.special.remove(path),
-            bits => self.special.insert(path.to_path_buf(), bits),
-        };
+            0 => {
+                self.special.remove(path);
+            }
+            bits => {
+                if self.special.len() == MAX_SPECIAL_ENTRIES && !self.special.contains_key(path) {
+                    return Err(unsafe_entry(
+                        raw,
+                        format!(
+                            "more than {MAX_SPECIAL_ENTRIES} entries with setuid, setgid or sticky bits (a FreeBSD world has a few dozen)"
+                        ),
+                    ));
+                }
+                self.special.insert(path.to_path_buf(), bits);
+            }
+        }
+        Ok(())
     }
 
     /// Creates directory `path` with the host mode of `mode`; returns that.
@@ -430,7 +449,7 @@ impl Extractor {
     }
 
     fn dir(&mut self, raw: &[u8], path: &Path, mode: u32) -> Result<()> {
-        self.note_special(path, mode);
+        self.note_special(raw, path, mode)?;
         let parent = self.parent_of(raw, path)?;
         let name = file_name(path);
         let wanted = host_mode(true, mode);
@@ -454,7 +473,7 @@ impl Extractor {
 
     fn file(&mut self, raw: &[u8], path: &Path, mode: u32, data: &mut impl Read) -> Result<()> {
         self.claim(raw, path, Kind::File)?;
-        self.note_special(path, mode);
+        self.note_special(raw, path, mode)?;
         let full = self.root.join(path);
         let mut file = OpenOptions::new()
             .write(true)
@@ -498,11 +517,15 @@ impl Extractor {
                 raw,
                 format!(
                     "hard link to {}, which is not a regular file extracted before it",
-                    target.display()
+                    fruix_core::escape::path(&target)
                 ),
             ));
         }
         self.claim(raw, path, Kind::File)?;
+        // The bits are the shared file's: the guest records every name of
+        // it with them (chpass, chfn, chsh... are one setuid file).
+        let bits = self.special.get(&target).copied().unwrap_or(0);
+        self.note_special(raw, path, bits)?;
         let (from, to) = (self.root.join(&target), self.root.join(path));
         fs::hard_link(&from, &to).with_path("create hard link", &to)
     }

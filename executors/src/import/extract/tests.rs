@@ -106,6 +106,42 @@ fn setuid_bits_are_neutralised_and_recorded() {
 }
 
 #[test]
+fn a_hard_link_to_a_setuid_file_has_its_bits() {
+    // FreeBSD installs chpass, chfn, chsh... as hard links of one setuid
+    // file; the guest records every name with the file's mode.
+    let (_dir, staging, special) = extracted(&[
+        file("usr/bin/chpass", 0o4555, b"x"),
+        hard_link("usr/bin/chfn", 0o4555, "usr/bin/chpass"),
+        file("usr/bin/plain", 0o555, b"y"),
+        hard_link("usr/bin/also-plain", 0o555, "usr/bin/plain"),
+    ]);
+    assert_eq!(special.get(Path::new("usr/bin/chpass")), Some(&0o4000));
+    assert_eq!(special.get(Path::new("usr/bin/chfn")), Some(&0o4000));
+    assert_eq!(special.len(), 2, "{special:?}");
+    assert_eq!(mode_of(&staging.join("usr/bin/chfn")), 0o555);
+}
+
+#[test]
+fn too_many_entries_with_special_bits_are_refused() {
+    let names: Vec<String> = (0..=MAX_SPECIAL_ENTRIES)
+        .map(|i| format!("bin/s{i}"))
+        .collect();
+    let entries: Vec<RawEntry<'_>> = names.iter().map(|n| file(n, 0o4555, b"")).collect();
+    let (dir, result) = run(&entries);
+    let e = result.unwrap_err();
+    assert!(matches!(&e, Error::UnsafePath { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("more than {MAX_SPECIAL_ENTRIES} entries")),
+        "{e}"
+    );
+    nothing_outside_staging(&dir);
+    // Exactly the cap is fine.
+    let (_dir, result) = run(&entries[..MAX_SPECIAL_ENTRIES]);
+    assert_eq!(result.unwrap().len(), MAX_SPECIAL_ENTRIES);
+}
+
+#[test]
 fn guest_modes_never_give_group_or_world_write_on_the_host() {
     // Each entry (a directory when it ends in `/`, else a file holding `x`)
     // with the mode the guest gives it and the mode it gets on the host.
