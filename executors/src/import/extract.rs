@@ -136,6 +136,21 @@ pub fn extract(
             "it ends with an extended header that describes no entry",
         ));
     }
+    // The stream is read to its end (tar pads its last record with zeros),
+    // within the byte cap: the sender's last bytes then always find a
+    // reader, and the end of the stream, not a closed pipe, ends the import.
+    let mut rest = archive.into_inner();
+    loop {
+        let n = match rest.read(&mut x.buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(x.archive_error(e)),
+        };
+        if x.buffer[..n].iter().any(|b| *b != 0) {
+            return Err(bad_archive(root, "data after the end of the archive"));
+        }
+    }
     Ok(x.special)
 }
 

@@ -496,3 +496,39 @@ fn a_directory_declared_200000_times_is_extracted_once() {
         100
     );
 }
+
+/// A reader that fails once it is read past its data: an extractor that
+/// stopped at the end-of-archive blocks never sees the failure.
+struct ThenBroken<'a>(&'a [u8]);
+
+impl Read for ThenBroken<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.0.is_empty() {
+            return Err(io::Error::other("read past the stream's end"));
+        }
+        let n = buf.len().min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn the_stream_is_read_to_its_end_after_the_archive_and_holds_only_zeros() {
+    // tar pads its last record with zeros; the host reads it all, so that
+    // the stream's end (and the guest's exit status) is reached, rather
+    // than the guest's last bytes finding no reader (a "lost connection").
+    let mut tar = raw_archive(&[file("a", 0o644, b"x")]);
+    tar.extend(std::iter::repeat_n(0u8, 10240));
+    let (_dir, result) = run_bytes(ThenBroken(&tar), &ImportLimits::default());
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains("read past the stream's end"), "drained: {e}");
+    let (_dir, result) = run_bytes(&tar[..], &ImportLimits::default());
+    result.unwrap();
+    // Anything but zeros after the archive is refused.
+    tar.extend(b"appended by the guest");
+    let (dir, result) = run_bytes(&tar[..], &ImportLimits::default());
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains("after the end of the archive"), "{e}");
+    nothing_outside_staging(&dir);
+}
