@@ -22,6 +22,33 @@ use fruix_core::{escape, Error, Failure, LogRef};
 /// The protocol version this fruix speaks.
 pub const VERSION: u32 = 1;
 
+/// The longest line [`Message::to_line`] writes. Its texts are cut (saying
+/// so) so that, JSON's escapes included (a control byte takes 6 bytes), it
+/// stays well under the host's default `output_max_line_bytes` (1 MiB), past
+/// which the host would cut the line and the protocol break.
+pub const MAX_LINE_BYTES: usize = 512 << 10;
+
+/// The bytes kept of a log line, a warning, a failure's message.
+const TEXT_BYTES: usize = 32 << 10;
+
+/// The bytes kept of a stage or step name, a status, each of a failure's
+/// last log lines; and how many of those lines are kept.
+const SHORT_BYTES: usize = 2 << 10;
+const TAIL_LINES: usize = 20;
+
+/// `text` cut to at most `max` bytes (at a character boundary), with a
+/// note when it was.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} [cut at {max} bytes]", &text[..end])
+}
+
 /// One line of the helper's stdout.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
@@ -75,9 +102,70 @@ impl Message {
         Message { v: VERSION, body }
     }
 
-    /// The message as one line of JSON (no newline).
+    /// The message as one line of JSON (no newline), of at most
+    /// [`MAX_LINE_BYTES`]: longer texts are cut.
     pub fn to_line(&self) -> String {
-        serde_json::to_string(self).expect("protocol messages serialize")
+        serde_json::to_string(&self.bounded()).expect("protocol messages serialize")
+    }
+
+    /// This message with its texts cut to their bounds.
+    fn bounded(&self) -> Message {
+        let short = |s: &str| bounded(s, SHORT_BYTES);
+        let body = match &self.body {
+            Body::Event(event) => Body::Event(match event {
+                Event::StageStarted { stage } => Event::StageStarted {
+                    stage: short(stage),
+                },
+                Event::Log {
+                    stage,
+                    stream,
+                    line,
+                } => Event::Log {
+                    stage: short(stage),
+                    stream: *stream,
+                    line: bounded(line, TEXT_BYTES),
+                },
+                Event::Progress { stage, done, total } => Event::Progress {
+                    stage: short(stage),
+                    done: *done,
+                    total: *total,
+                },
+                Event::StageFinished {
+                    stage,
+                    ok,
+                    elapsed_ms,
+                } => Event::StageFinished {
+                    stage: short(stage),
+                    ok: *ok,
+                    elapsed_ms: *elapsed_ms,
+                },
+                Event::Warning { message } => Event::Warning {
+                    message: bounded(message, TEXT_BYTES),
+                },
+            }),
+            Body::Outcome(Outcome::Succeeded { result_root }) => {
+                Body::Outcome(Outcome::Succeeded {
+                    result_root: result_root.clone(),
+                })
+            }
+            Body::Outcome(Outcome::Failed {
+                failure,
+                step,
+                status,
+                tail,
+                message,
+            }) => Body::Outcome(Outcome::Failed {
+                failure: *failure,
+                step: step.as_deref().map(short),
+                status: status.as_deref().map(short),
+                tail: tail[tail.len().saturating_sub(TAIL_LINES)..]
+                    .iter()
+                    .map(|l| short(l))
+                    .collect(),
+                message: bounded(message, TEXT_BYTES),
+            }),
+        };
+        Message { v: self.v, body }
     }
 
     /// Parses one line, refusing anything but a message of [`VERSION`].
@@ -188,6 +276,44 @@ mod tests {
             let line = m.to_line();
             assert!(!line.contains('\n'), "{line}");
             assert_eq!(Message::parse(&line).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn a_message_fits_a_protocol_line_whatever_its_texts() {
+        // A control byte takes 6 bytes in JSON: long lines of them used to
+        // make lines the host cut at its 1 MiB cap, breaking the protocol.
+        let huge = "\u{1b}".repeat(1 << 20);
+        let messages = [
+            Message::new(Body::Event(Event::Log {
+                stage: huge.clone(),
+                stream: Stream::Stdout,
+                line: huge.clone(),
+            })),
+            Message::new(Body::Event(Event::Warning {
+                message: huge.clone(),
+            })),
+            Message::new(Body::Outcome(Outcome::Failed {
+                failure: Failure::Build,
+                step: Some(huge.clone()),
+                status: Some(huge.clone()),
+                tail: vec![huge.clone(); 100],
+                message: huge.clone(),
+            })),
+        ];
+        for m in messages {
+            let line = m.to_line();
+            assert!(line.len() <= MAX_LINE_BYTES, "{} bytes", line.len());
+            let mut whole = Vec::new();
+            let mut lines = fruix_core::bounded::LineSplitter::new(
+                crate::ssh::DEFAULT_MAX_LINE_BYTES,
+                Some(crate::ssh::LINE_CAP_KEY),
+            );
+            lines.push(format!("{line}\n").as_bytes(), |l| whole.push(l.to_vec()));
+            assert_eq!(whole, [line.as_bytes()], "the host reads it whole");
+            let back = Message::parse(&line).unwrap();
+            let text = serde_json::to_string(&back).unwrap();
+            assert!(text.contains("[cut at "), "it says it was cut");
         }
     }
 
