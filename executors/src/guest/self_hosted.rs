@@ -125,7 +125,15 @@ impl<'a> Listener<'a> {
             events.log(STAGE, stream, line);
             return;
         }
-        match Message::parse(line).map(|m| m.body) {
+        let message = Message::parse(line).and_then(|m| match self.outcome {
+            // The outcome is the last message, and comes once.
+            Some(_) => Err(format!(
+                "a message after its outcome: {}",
+                escape::text(line).cut_at(200)
+            )),
+            None => Ok(m),
+        });
+        match message.map(|m| m.body) {
             Ok(Body::Event(event)) => match event {
                 Event::Log { stream, line, .. } => events.log(STAGE, stream, &line),
                 Event::StageStarted { stage } => {
@@ -244,6 +252,54 @@ fn version_at_least(v: &str, min: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fruix_core::executor::EventSink;
+    use fruix_core::testing::{run_context, sample_request};
+
+    /// What a listener makes of the helper's stdout `lines`, ending with
+    /// exit status 0.
+    fn heard(lines: &[Message]) -> Result<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = run_context(
+            sample_request("guest-self-hosted", vec![]),
+            &dir.path().join("root"),
+            EventSink::discard(),
+        );
+        let mut listener = Listener::new(&ctx);
+        for m in lines {
+            listener.line(Stream::Stdout, &m.to_line());
+        }
+        listener.finish(&RemoteExit::Code(0))
+    }
+
+    #[test]
+    fn the_outcome_is_the_last_message_and_comes_once() {
+        let succeeded = Message::new(Body::Outcome(Outcome::Succeeded {
+            result_root: "/r".into(),
+        }));
+        let failed = Message::new(Body::Outcome(Outcome::Failed {
+            failure: fruix_core::Failure::Build,
+            step: Some("buildworld".into()),
+            status: None,
+            tail: vec![],
+            message: "failed".into(),
+        }));
+        let event = Message::new(Body::Event(Event::Warning {
+            message: "late".into(),
+        }));
+        assert_eq!(heard(std::slice::from_ref(&succeeded)).unwrap(), "/r");
+        for lines in [
+            vec![failed.clone(), succeeded.clone()],
+            vec![succeeded.clone(), succeeded.clone()],
+            vec![succeeded.clone(), event],
+        ] {
+            let e = heard(&lines).unwrap_err();
+            assert!(matches!(e, Error::System { .. }), "{e:?}");
+            assert!(
+                e.to_string().contains("after its outcome"),
+                "{lines:?}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn helper_versions_are_checked() {
