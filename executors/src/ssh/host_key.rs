@@ -10,7 +10,9 @@
 //!   entry of the same key type with another key is a changed key, always
 //!   refused with a warning naming the file and line; no entry is an unknown
 //!   host: refused with the key's `SHA256:` fingerprint and the line to add,
-//!   or, with `accept_new`, recorded in the file and accepted.
+//!   or, with `accept_new`, recorded in the file and accepted. A key that an
+//!   `@revoked` line names (for any host) is refused first, whatever else
+//!   the file says; russh's reader skips those lines.
 //! - Certificates are refused (not supported).
 //! - A refusal is kept in the verifier's verdict so that the connection
 //!   error the caller sees is this explanation, not russh's.
@@ -99,6 +101,15 @@ impl HostKeyVerifier {
                 }
             }
             HostKeyPolicy::KnownHosts { path, accept_new } => {
+                if let Some(line) = revoked_at(path, key)? {
+                    let message = format!(
+                        "the host key of {name} ({} {fingerprint}) is REVOKED by line {line} of {}; refusing to connect",
+                        key.algorithm(),
+                        path.display()
+                    );
+                    self.events.warn(message.clone());
+                    return Err(Error::system(message));
+                }
                 match russh::keys::check_known_hosts_path(&self.host, self.port, key, path) {
                     Ok(true) => Ok(()),
                     Err(russh::keys::Error::KeyChanged { line }) => {
@@ -134,6 +145,41 @@ impl HostKeyVerifier {
             }
         }
     }
+}
+
+/// The largest known_hosts file read for `@revoked` lines.
+const MAX_KNOWN_HOSTS_BYTES: u64 = 16 << 20;
+
+/// The line of known_hosts file `path` that revokes `key`
+/// (`@revoked PATTERNS TYPE BASE64`), whatever host it names; `None` when
+/// no line does or there is no file. russh's reader skips such lines.
+fn revoked_at(path: &std::path::Path, key: &PublicKey) -> Result<Option<usize>, Error> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read known hosts file", path, e)),
+    };
+    let mut text = Vec::new();
+    file.take(MAX_KNOWN_HOSTS_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| Error::io("read known hosts file", path, e))?;
+    if text.len() as u64 > MAX_KNOWN_HOSTS_BYTES {
+        return Err(Error::system(format!(
+            "known hosts file {} is larger than {MAX_KNOWN_HOSTS_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let revokes = |line: &[u8]| {
+        let line = String::from_utf8_lossy(line);
+        let mut fields = line.split_whitespace();
+        fields.next() == Some("@revoked")
+            && fields
+                .nth(2)
+                .and_then(|b64| russh::keys::parse_public_key_base64(b64).ok())
+                .is_some_and(|revoked| revoked.key_data() == key.key_data())
+    };
+    Ok(text.split(|b| *b == b'\n').position(revokes).map(|i| i + 1))
 }
 
 /// Parses a pinned key, `ssh-ed25519 AAAA... [comment]`.
@@ -245,6 +291,31 @@ mod tests {
         verifier(HostKeyPolicy::Pinned(format!("ssh-ed25519 {KEY} comment")))
             .check(&key(KEY))
             .unwrap();
+    }
+
+    #[test]
+    fn a_revoked_key_is_refused_whatever_else_the_file_says() {
+        // russh's reader skips `@revoked` lines: a revoked key that is also
+        // listed (or is new, with accept_new) was accepted.
+        for (entries, accept_new) in [
+            (format!("[127.0.0.1]:2222 ssh-ed25519 {KEY}\n"), false),
+            (String::new(), true),
+        ] {
+            let (_dir, path) = known_hosts(Some(&format!(
+                "@revoked * ssh-ed25519 {KEY} old builder key\n{entries}"
+            )));
+            let e = check_key(&path, accept_new).unwrap_err();
+            assert!(matches!(e, Error::System { .. }), "{e:?}");
+            let e = e.to_string();
+            assert!(e.contains("REVOKED") && e.contains("line 1"), "{e}");
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.lines().count(), 1 + entries.lines().count(), "{text}");
+        }
+        // Another revoked key changes nothing.
+        let (_dir, path) = known_hosts(Some(&format!(
+            "@revoked * ssh-ed25519 {OTHER}\n[127.0.0.1]:2222 ssh-ed25519 {KEY}\n"
+        )));
+        check_key(&path, false).unwrap();
     }
 
     #[test]
