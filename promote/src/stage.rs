@@ -226,8 +226,9 @@ struct Builder<'a> {
     store: &'a Store,
     root_path: &'a Path,
     root: &'a OwnedFd,
-    /// Open directories below the root on the current path, by depth.
-    dirs: Vec<(OwnedFd, PathBuf)>,
+    /// Open directories below the root on the current path, by depth:
+    /// each with its path for messages and its path in the object.
+    dirs: Vec<(OwnedFd, PathBuf, Vec<u8>)>,
 }
 
 impl Builder<'_> {
@@ -238,10 +239,20 @@ impl Builder<'_> {
         let components: Vec<&[u8]> = entry.path.split(|b| *b == b'/').collect();
         let depth = components.len();
         while self.dirs.len() >= depth {
-            let (fd, path) = self.dirs.pop().expect("non-empty");
+            let (fd, path, _) = self.dirs.pop().expect("non-empty");
             finish_dir(&fd, &path)?;
         }
-        if self.dirs.len() + 1 != depth {
+        // The directory open last must be the entry's own, not merely one
+        // at its depth: `./b/y` after `./a/x` is no entry of `./a`.
+        let parent_path = &entry.path[..entry.path.len() - components[depth - 1].len()];
+        let in_parent = match self.dirs.last() {
+            None => depth == 1,
+            Some((_, _, dir)) => {
+                self.dirs.len() + 1 == depth
+                    && parent_path.strip_suffix(b"/") == Some(dir.as_slice())
+            }
+        };
+        if !in_parent {
             return Err(fruix_core::Error::UnsafePath {
                 path: self.root_path.join(OsStr::from_bytes(&entry.path)),
                 message: "manifest entry comes before its directory".into(),
@@ -251,7 +262,7 @@ impl Builder<'_> {
         let parent = self
             .dirs
             .last()
-            .map_or(self.root.as_fd(), |(fd, _)| fd.as_fd());
+            .map_or(self.root.as_fd(), |(fd, _, _)| fd.as_fd());
         let name =
             CString::new(components[depth - 1]).map_err(|_| fruix_core::Error::UnsafePath {
                 path: self.root_path.join(OsStr::from_bytes(&entry.path)),
@@ -269,7 +280,7 @@ impl Builder<'_> {
                     Mode::empty(),
                 )
                 .map_err(|e| fruix_core::Error::io("open", &display, e.into()))?;
-                self.dirs.push((fd, display));
+                self.dirs.push((fd, display, entry.path.clone()));
             }
             EntryKind::File { sha256, .. } => {
                 let key = key(sha256, entry.mode & !SPECIAL_BITS);
@@ -291,7 +302,7 @@ impl Builder<'_> {
     }
 
     fn finish(mut self) -> Result<()> {
-        while let Some((fd, path)) = self.dirs.pop() {
+        while let Some((fd, path, _)) = self.dirs.pop() {
             finish_dir(&fd, &path)?;
         }
         Ok(())
@@ -333,4 +344,42 @@ pub fn read_small_at(dir: BorrowedFd<'_>, name: &str, display: &Path, cap: u64) 
         .into());
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds an object from manifest `lines` (links and directories only).
+    fn build(lines: &str) -> (tempfile::TempDir, Result<TempObject>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let manifest = dir.path().join("tree.mtree");
+        std::fs::write(&manifest, format!("{MANIFEST_HEADER}{lines}")).unwrap();
+        let name = format!("{}-fruix-native-x-1-local", "0".repeat(40));
+        let built = build_object(&store, &name, &manifest, ("m", "m"), "");
+        (dir, built)
+    }
+
+    #[test]
+    fn an_entry_is_created_only_in_the_directory_its_path_names() {
+        let (_dir, built) = build(
+            ". type=dir mode=0555\n./a type=dir mode=0555\n./a/x type=link link=t\n\
+             ./b type=dir mode=0555\n./b/y type=link link=t\n",
+        );
+        let temp = built.unwrap();
+        assert!(temp.path().join("b/y").symlink_metadata().is_ok());
+        for lines in [
+            // ./b never declared: ./b/y is no entry of ./a.
+            ". type=dir mode=0555\n./a type=dir mode=0555\n./a/x type=link link=t\n./b/y type=link link=t\n",
+            ". type=dir mode=0555\n./a type=dir mode=0555\n./a/b/c type=link link=t\n",
+        ] {
+            let (_dir, built) = build(lines);
+            let e = built.map(|_| ()).unwrap_err();
+            assert!(
+                matches!(e, crate::Error::Core(fruix_core::Error::UnsafePath { .. })),
+                "{lines}: {e:?}"
+            );
+        }
+    }
 }

@@ -351,3 +351,322 @@ fn what_an_archive_says_is_escaped_in_refusals() {
         }
     }
 }
+
+/// An archive line and, for a file, its bytes.
+type TreeLine<'a> = (String, &'a [u8]);
+/// Manifest paths and the modes a metadata lists as stripped.
+type Stripped = Vec<(String, u32)>;
+
+/// A file's tree line (store mode `mode`) and its bytes.
+fn file_line<'a>(path: &str, mode: u32, data: &'a [u8]) -> TreeLine<'a> {
+    use sha2::Digest;
+    (
+        format!(
+            "{path} type=file mode={mode:04o} size={} sha256digest={}",
+            data.len(),
+            hex::encode(sha2::Sha256::digest(data))
+        ),
+        data,
+    )
+}
+
+/// A line without a body (a directory's or a symlink's).
+fn plain_line(line: &str) -> TreeLine<'static> {
+    (line.to_string(), b"")
+}
+
+/// Where the object whose name contains `infix` starts in `archive` (its
+/// `object` line) and its header.
+fn object_at(archive: &[u8], infix: &str) -> (usize, serde_json::Value) {
+    let mut at = 0;
+    loop {
+        let start = at + find_bytes(&archive[at..], b"\nobject ").expect("the object") + 1;
+        let eol = start + find_bytes(&archive[start..], b"\n").unwrap();
+        let len: usize = std::str::from_utf8(&archive[start + 7..eol])
+            .unwrap()
+            .parse()
+            .unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&archive[eol + 1..eol + 1 + len]).unwrap();
+        if header["name"].as_str().unwrap().contains(infix) {
+            return (start, header);
+        }
+        at = eol;
+    }
+}
+
+/// `archive` up to the artifact whose name contains `infix`, then that
+/// artifact with `tree` as its tree and metadata that commits to it (with
+/// `stripped` as its stripped modes), as someone without a trusted key can
+/// make it; the archive ends after it. Returns the archive and the
+/// artifact's new name.
+fn crafted(
+    archive: &[u8],
+    infix: &str,
+    tree: &[TreeLine<'_>],
+    stripped: Vec<(String, u32)>,
+) -> (Vec<u8>, String) {
+    use fruix_core::manifest::{parse_line, ManifestBuilder};
+    use fruix_promote::object::ObjectIdentity;
+    let (start, mut header) = object_at(archive, infix);
+    let mut identity =
+        ObjectIdentity::from_text(Path::new("m"), header["metadata"].as_str().unwrap()).unwrap();
+    // The signature the importer computes: each line, with the special bits
+    // the metadata lists put back.
+    let mut builder = ManifestBuilder::new();
+    for (line, _) in tree {
+        let mut entry = parse_line(line).unwrap();
+        if let Some((_, mode)) = stripped.iter().find(|(p, _)| *p == entry.manifest_path()) {
+            entry.mode = *mode;
+        }
+        builder.add(&entry);
+    }
+    identity.tree_signature = builder.finish().0;
+    identity.stripped_modes = stripped;
+    let name = identity.store_name();
+    header["name"] = name.clone().into();
+    header["metadata"] = identity.to_scheme().into();
+    header["signatures"] = serde_json::json!([]);
+    let json = serde_json::to_string(&header).unwrap();
+    let mut out = archive[..start].to_vec();
+    out.extend_from_slice(format!("object {}\n{json}\n", json.len()).as_bytes());
+    for (line, data) in tree {
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+        out.extend_from_slice(data);
+    }
+    out.extend_from_slice(b"end\nend-archive\n");
+    (out, name)
+}
+
+fn unchecked() -> Trust {
+    Trust {
+        keys: Vec::new(),
+        check_signatures: false,
+    }
+}
+
+/// The refusal of `archive` by an import without signature checks, which
+/// must leave the store as it was.
+fn refused_unchecked(fixture: &Fixture, archive: &[u8]) -> Error {
+    let before = fixture.contents();
+    let e = fixture.import(archive, &unchecked()).unwrap_err();
+    assert_eq!(fixture.contents(), before, "{e}: something left behind");
+    e
+}
+
+#[test]
+fn an_entry_whose_directory_is_not_the_one_open_before_it_is_refused() {
+    let (fixture, archive, _) = Fixture::exported();
+    drop(Store::open(&fixture.dir.store()).unwrap());
+    // The crafting itself is sound: the same shape with ./b declared imports.
+    let (sound, name) = crafted(
+        &archive,
+        "native-kernel",
+        &[
+            plain_line(". type=dir mode=0555"),
+            plain_line("./a type=dir mode=0555"),
+            file_line("./a/x", 0o444, b"x\n"),
+            plain_line("./b type=dir mode=0555"),
+            file_line("./b/y", 0o444, b"y\n"),
+        ],
+        Vec::new(),
+    );
+    let report = fixture.import(&sound, &unchecked()).unwrap();
+    let object = fixture.dir.store().join(&name);
+    assert!(report.imported.contains(&object));
+    assert_eq!(fs::read(object.join("b/y")).unwrap(), b"y\n");
+    assert!(verify_object(&object, None, None).ok);
+    fs::remove_dir_all(fixture.dir.store()).unwrap();
+    drop(Store::open(&fixture.dir.store()).unwrap());
+
+    let cases: Vec<(&str, Vec<TreeLine<'_>>)> = vec![
+        (
+            "./b/y after ./a/x, ./b never declared",
+            vec![
+                plain_line(". type=dir mode=0555"),
+                plain_line("./a type=dir mode=0555"),
+                file_line("./a/x", 0o444, b"x\n"),
+                file_line("./b/y", 0o444, b"y\n"),
+            ],
+        ),
+        (
+            "./a/x below the file ./a",
+            vec![
+                plain_line(". type=dir mode=0555"),
+                file_line("./a", 0o444, b"a\n"),
+                file_line("./a/x", 0o444, b"x\n"),
+            ],
+        ),
+        (
+            "./a/x below the symlink ./a",
+            vec![
+                plain_line(". type=dir mode=0555"),
+                plain_line("./a type=link link=/tmp"),
+                file_line("./a/x", 0o444, b"x\n"),
+            ],
+        ),
+        (
+            "./a/b/c with ./a/b never declared",
+            vec![
+                plain_line(". type=dir mode=0555"),
+                plain_line("./a type=dir mode=0555"),
+                file_line("./a/b/c", 0o444, b"c\n"),
+            ],
+        ),
+    ];
+    for (what, tree) in cases {
+        let (bad, _) = crafted(&archive, "native-kernel", &tree, Vec::new());
+        let e = refused_unchecked(&fixture, &bad);
+        assert_eq!(problem(&e), ArchiveProblem::Malformed, "{what}: {e}");
+    }
+}
+
+#[test]
+fn special_bits_the_metadata_does_not_list_and_modes_no_tree_has_are_refused() {
+    let (fixture, archive, _) = Fixture::exported();
+    drop(Store::open(&fixture.dir.store()).unwrap());
+    let tree = |line: TreeLine<'static>| {
+        vec![
+            plain_line(". type=dir mode=0555"),
+            plain_line("./bin type=dir mode=0555"),
+            line,
+        ]
+    };
+    let su = |mode| file_line("./bin/su", mode, b"su\n");
+    let listed = |mode: u32| vec![("./bin/su".to_string(), mode)];
+    // As a fruix export writes it: store modes in lines, special bits listed.
+    let (sound, name) = crafted(&archive, "native-world", &tree(su(0o555)), listed(0o4555));
+    fixture.import(&sound, &unchecked()).unwrap();
+    assert!(verify_object(&fixture.dir.store().join(&name), None, None).ok);
+    fs::remove_dir_all(fixture.dir.store()).unwrap();
+    drop(Store::open(&fixture.dir.store()).unwrap());
+
+    let cases: Vec<(&str, Vec<TreeLine<'_>>, Stripped)> = vec![
+        ("setuid, not listed", tree(su(0o4555)), Vec::new()),
+        (
+            "sticky dir, not listed",
+            vec![
+                plain_line(". type=dir mode=0555"),
+                plain_line("./tmp type=dir mode=1555"),
+            ],
+            Vec::new(),
+        ),
+        ("setgid, listed as setuid", tree(su(0o2555)), listed(0o4555)),
+        (
+            "listed with other permission bits",
+            tree(su(0o444)),
+            listed(0o4555),
+        ),
+        ("a group-writable file", tree(su(0o664)), Vec::new()),
+        ("a world-writable file", tree(su(0o666)), Vec::new()),
+        ("a file of mode 0644", tree(su(0o644)), Vec::new()),
+        ("a file mode with type bits", tree(su(0o100444)), Vec::new()),
+        (
+            "a world-writable directory",
+            tree(plain_line("./bin/x type=dir mode=0777")),
+            Vec::new(),
+        ),
+        (
+            "a symlink with a mode",
+            tree(plain_line("./bin/x type=link mode=0777 link=y")),
+            Vec::new(),
+        ),
+    ];
+    for (what, tree, stripped) in cases {
+        let (bad, _) = crafted(&archive, "native-world", &tree, stripped);
+        let e = refused_unchecked(&fixture, &bad);
+        assert_eq!(problem(&e), ArchiveProblem::Malformed, "{what}: {e}");
+    }
+}
+
+#[test]
+fn a_symlink_target_no_system_can_hold_is_refused_as_malformed() {
+    let (fixture, archive, _) = Fixture::exported();
+    drop(Store::open(&fixture.dir.store()).unwrap());
+    // PATH_MAX counts the NUL that ends a path.
+    let longest = "t".repeat(libc::PATH_MAX as usize - 1);
+    let long = format!("{longest}t");
+    let link = |target: &str| {
+        vec![
+            plain_line(". type=dir mode=0555"),
+            plain_line(&format!("./l type=link link={target}")),
+        ]
+    };
+    let (sound, name) = crafted(&archive, "native-kernel", &link(&longest), Vec::new());
+    fixture.import(&sound, &unchecked()).unwrap();
+    let target = fs::read_link(fixture.dir.store().join(&name).join("l")).unwrap();
+    assert_eq!(target.as_os_str().len(), longest.len());
+    fs::remove_dir_all(fixture.dir.store()).unwrap();
+    drop(Store::open(&fixture.dir.store()).unwrap());
+    for (what, target) in [("a NUL byte", "a\\000b"), ("over PATH_MAX", long.as_str())] {
+        let (bad, _) = crafted(&archive, "native-kernel", &link(target), Vec::new());
+        let e = refused_unchecked(&fixture, &bad);
+        assert_eq!(problem(&e), ArchiveProblem::Malformed, "{what}: {e}");
+    }
+}
+
+#[test]
+fn references_an_artifact_s_or_source_s_metadata_does_not_imply_are_refused() {
+    let (fixture, archive, _) = Fixture::exported();
+    let trust = fixture.trust();
+    drop(Store::open(&fixture.dir.store()).unwrap());
+    let with_references = |infix: &str, edit: fn(&str) -> String| {
+        edit_header(&archive, infix, |h| {
+            let refs = edit(h["references"].as_str().unwrap());
+            h["references"] = refs.into();
+        })
+    };
+    let cases = [
+        // Outside the store, so never a registered reference: such lines
+        // did not reach the signed fingerprint.
+        (
+            "a line added before the source",
+            with_references("native-kernel", |r| format!("/a/\x1b[2Jevil\n{r}")),
+        ),
+        (
+            "a line added after the source",
+            with_references("native-kernel", |r| format!("{r}/zzz/\x1b[2Jevil\n")),
+        ),
+        (
+            "the source dropped",
+            with_references("native-kernel", |_| String::new()),
+        ),
+    ];
+    let before = fixture.contents();
+    for (what, bad) in cases {
+        assert_ne!(bad, archive);
+        let e = fixture.import(&bad, &trust).unwrap_err();
+        assert_eq!(problem(&e), ArchiveProblem::Tampered, "{what}: {e}");
+        assert!(!e.to_string().contains('\x1b'), "{what}: {e}");
+        assert_eq!(fixture.contents(), before, "{what} left something behind");
+    }
+    fixture.import(&archive, &trust).unwrap();
+}
+
+#[test]
+fn export_order_refuses_what_is_no_object_name_before_looking_at_any_path() {
+    let (fixture, archive, order) = Fixture::exported();
+    fixture.import(&archive, &fixture.trust()).unwrap();
+    let store = Store::open(&fixture.dir.store()).unwrap();
+    let outside = fixture.dir.join("outside");
+    fs::create_dir(&outside).unwrap();
+    let through = format!("{}/../../outside", order[0]);
+    let absent_through = format!("{}/../../absent", order[0]);
+    let names = [
+        outside.to_string_lossy().into_owned(),
+        fixture.dir.join("absent").to_string_lossy().into_owned(),
+        through,
+        absent_through,
+        "../outside".to_string(),
+        "../absent".to_string(),
+    ];
+    for name in names {
+        for recursive in [false, true] {
+            let e = export_order(&store, std::slice::from_ref(&name), recursive).unwrap_err();
+            assert!(matches!(e, Error::NotAStoreObject { .. }), "{name}: {e:?}");
+        }
+    }
+    // A registered object's name still works.
+    assert!(!export_order(&store, &order[..1], false).unwrap().is_empty());
+}

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use fruix_core::manifest::Progress;
 
 use crate::bundle::build_bundle_object;
+use crate::bundle::store_references;
 use crate::check::{check_object, Depth};
 use crate::db::{ObjectRecord, Registration};
 use crate::error::{ArchiveProblem, Error, Result};
-use crate::object::references_text;
+use crate::object::{references_text, ObjectIdentity};
 use crate::sign::{fingerprint, verify};
 use crate::stage::build_object;
 use crate::store::{Store, TempObject};
@@ -402,6 +403,15 @@ impl<R: BufRead> Importer<'_, R> {
                 (size, temp)
             }
             HeaderKind::Artifact | HeaderKind::Source => {
+                // Lines outside the store are no registered reference, so
+                // they are not in the fingerprint: the metadata must fix them.
+                if implied_references(store, &header)? != header.references {
+                    return Err(refuse(
+                        Some(name),
+                        ArchiveProblem::Tampered,
+                        "its references are not those its metadata implies (an artifact's source when that is a store path, a source's none)",
+                    ));
+                }
                 let manifest = promotion
                     .work_dir()
                     .join(format!("{}.mtree", crate::pool::temp_name("import")));
@@ -527,4 +537,19 @@ impl<R: BufRead> Importer<'_, R> {
         }
         Ok(names)
     }
+}
+
+/// The `.references` text of an artifact or source whose header is
+/// `header` (its metadata already read by `claimed`), as promotion writes
+/// it: an artifact's source path when that is a store path, a source's
+/// nothing.
+fn implied_references(store: &Store, header: &Header) -> Result<String> {
+    Ok(match header.kind {
+        HeaderKind::Artifact => {
+            let path = store.path().join(&header.name).join(OBJECT_METADATA_FILE);
+            let identity = ObjectIdentity::from_text(&path, &header.metadata)?;
+            references_text(store_references(&[&identity.source_store.path]))
+        }
+        HeaderKind::Source | HeaderKind::Bundle => String::new(),
+    })
 }

@@ -29,8 +29,11 @@
 //!   line, entries per object, objects per archive, signatures per object;
 //! - names are object names of plain characters; paths are relative, in
 //!   strict path order, without `.`, `..` or empty components, and never use
-//!   the names reserved for an object's metadata; symlinks are created, never
-//!   followed; the tree is built by [`build_object`](crate::stage::build_object) through directory
+//!   the names reserved for an object's metadata; each entry lies in the
+//!   directory the tree declared last on its path; modes are store modes,
+//!   with setuid, setgid or sticky bits only where the metadata lists them as
+//!   stripped; symlink targets hold no NUL and fit `PATH_MAX`; symlinks are
+//!   created, never followed; the tree is built by [`build_object`](crate::stage::build_object) through directory
 //!   descriptors;
 //! - each file's bytes are hashed as they are written into the pool
 //!   ([`Pool::ingest_stream`](crate::pool::Pool::ingest_stream)) and must hash to what its line says; the
@@ -38,7 +41,9 @@
 //!   metadata commits to, and the metadata must hash to the object's name;
 //! - the archive must come from a store at this store's path (names and
 //!   references name it, as in Nix); `.references` must be canonical
-//!   (sorted, unique), and each reference into the store must be valid in
+//!   (sorted, unique) and be what the metadata implies (a bundle's
+//!   artifacts, source, closure and profile; an artifact's source when that
+//!   is a store path; a source's nothing), and each reference into the store must be valid in
 //!   it or come earlier in the archive: a store only ever holds closures;
 //! - each object must carry a signature of its fingerprint (computed here,
 //!   from this store's path, the computed tree signature and size, and the
@@ -175,9 +180,18 @@ pub struct ImportReport {
 
 /// `names` (registered objects of `store`) in archive order: every object
 /// after the objects it references. With `recursive`, their whole closure.
-/// A name the store does not hold is [`Error::NotInStore`] ([`Error::NotValid`]
-/// when its directory is there, unregistered).
+/// A name that is no store object name (`<hash>-fruix-...`, one plain
+/// component) is [`Error::NotAStoreObject`], before any path is looked at:
+/// names may come from a `store serve` client. A name the store does not
+/// hold is [`Error::NotInStore`] ([`Error::NotValid`] when its directory is
+/// there, unregistered).
 pub fn export_order(store: &Store, names: &[String], recursive: bool) -> Result<Vec<String>> {
+    if let Some(name) = names.iter().find(|n| !rules::valid_name(n)) {
+        return Err(Error::NotAStoreObject {
+            path: PathBuf::from(name),
+            store: store.path().to_path_buf(),
+        });
+    }
     let db = store.db();
     for name in names {
         if db.get(name)?.is_none() {

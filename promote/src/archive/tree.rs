@@ -1,6 +1,7 @@
 //! Reading one object's tree from an archive: its lines checked, its files
 //! hashed as they are written into the pool.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -39,6 +40,8 @@ impl<R: BufRead> Importer<'_, R> {
         };
         let mut builder = ManifestBuilder::new();
         let mut previous: Option<Vec<u8>> = None;
+        // The directories on the current path, the root's first.
+        let mut open: Vec<Vec<u8>> = Vec::new();
         let (mut entries, mut size, mut rendered) = (0u64, 0u64, String::new());
         let pool = self.store.pool();
         let bad = |message: String| refuse(Some(name), ArchiveProblem::Malformed, message);
@@ -63,6 +66,8 @@ impl<R: BufRead> Importer<'_, R> {
                 ))
             })?;
             check_entry(&entry, previous.as_deref(), claimed.metadata_file).map_err(bad)?;
+            check_parent(&entry, &mut open).map_err(bad)?;
+            check_mode(&entry, &claimed.stripped).map_err(bad)?;
             if let EntryKind::File {
                 size: file_size,
                 sha256,
@@ -191,7 +196,105 @@ pub(super) fn check_entry(
     if entry.path.len() > 4095 {
         return Err("a path is longer than 4095 bytes".into());
     }
+    if let EntryKind::Symlink { target } = &entry.kind {
+        if target.contains(&0) {
+            return Err(format!(
+                "the symlink {} has a target with a NUL byte",
+                fruix_core::escape::text(&entry.manifest_path())
+            ));
+        }
+        if target.len() > MAX_LINK_TARGET {
+            return Err(format!(
+                "the symlink {} has a target longer than {MAX_LINK_TARGET} bytes",
+                fruix_core::escape::text(&entry.manifest_path())
+            ));
+        }
+    }
     Ok(())
+}
+
+/// Longest symlink target this system can create (`PATH_MAX` less its NUL).
+const MAX_LINK_TARGET: usize = libc::PATH_MAX as usize - 1;
+
+/// Checks that `entry` (path-checked by [`check_entry`]) is placed in the
+/// directory declared last on its path: `open` holds the directories on the
+/// current path, the root's first, and gains `entry` when it is one. Path
+/// order alone would let `./b/y` follow `./a/x` without `./b`, or put an
+/// entry below a file or symlink.
+pub(super) fn check_parent(
+    entry: &Entry,
+    open: &mut Vec<Vec<u8>>,
+) -> std::result::Result<(), String> {
+    if entry.path.is_empty() {
+        // The root, first (check_entry saw to it).
+        open.push(Vec::new());
+        return Ok(());
+    }
+    let parent = match entry.path.iter().rposition(|b| *b == b'/') {
+        Some(slash) => &entry.path[..slash],
+        None => &[][..],
+    };
+    let contains = |dir: &[u8]| {
+        dir.is_empty() || (entry.path.starts_with(dir) && entry.path.get(dir.len()) == Some(&b'/'))
+    };
+    // Directories left behind are never entered again (path order).
+    while open.last().is_some_and(|dir| !contains(dir)) {
+        open.pop();
+    }
+    if open.last().map(Vec::as_slice) != Some(parent) {
+        return Err(format!(
+            "{} comes without its directory: no directory line for ./{} precedes it",
+            fruix_core::escape::text(&entry.manifest_path()),
+            fruix_core::escape::text(&String::from_utf8_lossy(parent))
+        ));
+    }
+    if entry.kind == EntryKind::Directory {
+        open.push(entry.path.clone());
+    }
+    Ok(())
+}
+
+/// Checks `entry`'s mode as its line states it: a store mode (directories
+/// `0555`, files `0444` or `0555`, symlinks none), as exports write them,
+/// or, where the metadata's stripped modes list the entry, that mode with
+/// or without its special bits. Anything else would sign other bits than
+/// the store keeps, or make a file the store would hold with those bits.
+pub(super) fn check_mode(
+    entry: &Entry,
+    stripped: &HashMap<String, u32>,
+) -> std::result::Result<(), String> {
+    let path = entry.manifest_path();
+    let store_mode = entry.mode & !SPECIAL_BITS;
+    let plain = match entry.kind {
+        EntryKind::Directory => store_mode == 0o555,
+        EntryKind::File { .. } => store_mode == 0o444 || store_mode == 0o555,
+        EntryKind::Symlink { .. } => entry.mode == 0,
+    };
+    let special = entry.mode & SPECIAL_BITS;
+    let fits = match stripped.get(&path) {
+        // Stripped modes are canonical modes with special bits, and the
+        // store mode is what is left without them (see promotion).
+        Some(&listed) => {
+            !matches!(entry.kind, EntryKind::Symlink { .. })
+                && listed & SPECIAL_BITS != 0
+                && listed & !SPECIAL_BITS == store_mode
+                && (special == 0 || entry.mode == listed)
+        }
+        None => special == 0,
+    };
+    if plain && fits {
+        return Ok(());
+    }
+    Err(format!(
+        "{} has mode {:04o}, which is no store mode{}",
+        fruix_core::escape::text(&path),
+        entry.mode,
+        if special != 0 {
+            " (its setuid, setgid or sticky bits are not the ones its metadata lists as stripped)"
+        } else {
+            ""
+        }
+    ))
 }
 
 #[cfg(test)]
