@@ -1,10 +1,11 @@
 //! What `fruix` shows while it works: live stage display on a terminal,
 //! plain stage lines otherwise, every log line with `--verbose`, nothing with
 //! `--quiet`. Everything goes to stderr; stdout carries only the summary.
-//! Log lines and warnings come from builds (possibly a hostile guest), so
-//! their control characters are escaped before they reach the terminal.
+//! Log lines, stage names and warnings come from builds (possibly a hostile
+//! guest), so each is escaped to one line before it reaches the terminal.
 
 use std::io::{self, IsTerminal};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle, Term
 use tokio_util::sync::CancellationToken;
 
 use crate::args::OutputArgs;
+use crate::exit::{CliError, CliResult, Status};
 
 /// How to show progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,12 +135,12 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
             (_, Mode::Quiet) => {}
             (Event::StageStarted { stage }, Mode::Terminal) => {
                 let b = bar.take().unwrap_or_else(spinner);
-                b.set_prefix(stage.clone());
+                b.set_prefix(escape::line(stage));
                 b.reset_elapsed();
                 b.set_message("");
                 bar = Some(b);
             }
-            (Event::StageStarted { stage }, Mode::Plain) => eprintln!("==> {stage}"),
+            (Event::StageStarted { stage }, Mode::Plain) => eprintln!("{}", started_line(stage)),
             (Event::Log { line, .. }, _) => {
                 let line = escape::line(line);
                 if output.verbose {
@@ -168,17 +170,63 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
                     (false, true) => "cancelled",
                     (false, false) => "FAILED",
                 };
-                let line = format!("==> {stage} {word} in {:.1}s", *elapsed_ms as f64 / 1000.0);
-                say(&bar, line);
+                say(&bar, finished_line(stage, word, *elapsed_ms));
             }
-            (Event::Warning { message }, _) => {
-                say(&bar, format!("warning: {}", escape::terminal(message)));
-            }
+            (Event::Warning { message }, _) => say(&bar, warning_line(message)),
         }
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+}
+
+/// `path` as a JSON string: its text when it is UTF-8, else escaped as
+/// fruix prints paths ([`escape::path`], not cut). serde cannot serialise
+/// such a path at all.
+pub fn json_path(path: &Path) -> serde_json::Value {
+    match path.to_str() {
+        Some(text) => text.into(),
+        None => escape::path(path).cut_at(usize::MAX).to_string().into(),
+    }
+}
+
+/// `value` as JSON. A report holding a path that is not UTF-8 cannot be
+/// serialised: that is a system failure (3), never a panic.
+pub fn to_json(value: &impl serde::Serialize) -> CliResult<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| {
+        CliError::new(
+            Status::SystemFailure,
+            anyhow::anyhow!(
+                "cannot show the result as JSON: {e}; run the command without --json to see its paths escaped"
+            ),
+        )
+    })
+}
+
+/// Prints `value` as one line of JSON on stdout ([`to_json`]).
+pub fn print_json(value: &impl serde::Serialize) -> CliResult<()> {
+    println!("{}", to_json(value)?);
+    Ok(())
+}
+
+/// The line saying that `stage` started, on one line whatever its name holds.
+fn started_line(stage: &str) -> String {
+    format!("==> {}", escape::line(stage))
+}
+
+/// The line saying how `stage` ended (`word`: done, FAILED, cancelled).
+fn finished_line(stage: &str, word: &str, elapsed_ms: u64) -> String {
+    format!(
+        "==> {} {word} in {:.1}s",
+        escape::line(stage),
+        elapsed_ms as f64 / 1000.0
+    )
+}
+
+/// A warning, on one line: a newline in it cannot start a line that looks
+/// like fruix's own.
+fn warning_line(message: &str) -> String {
+    format!("warning: {}", escape::line(message))
 }
 
 /// The live line of [`with_progress`] while the totals are unknown: files
@@ -275,5 +323,22 @@ mod tests {
         }
         assert_eq!(count_message(3, None, "files"), "3 files");
         assert_eq!(count_message(3, Some(10), "objects"), "3/10 objects");
+    }
+
+    #[test]
+    fn stage_names_and_warnings_show_on_one_line_without_control_characters() {
+        let hostile = "world\nfruix: error: forged\u{1b}[2J";
+        for line in [
+            started_line(hostile),
+            finished_line(hostile, "done", 1500),
+            warning_line(hostile),
+        ] {
+            assert!(!line.contains('\n'), "{line:?}");
+            assert!(!line.contains('\u{1b}'), "{line:?}");
+            assert!(
+                line.contains("world\\nfruix: error: forged\\033[2J"),
+                "{line:?}"
+            );
+        }
     }
 }

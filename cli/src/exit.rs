@@ -62,3 +62,26 @@ pub fn from_promote(e: fruix_promote::Error) -> CliError {
 pub fn from_matrix(e: fruix_matrix::Error) -> CliError {
     CliError::new(e.exit_status(), e)
 }
+
+/// A failure to create or write an output file named on the command line
+/// (`store export --output`, `store generate-key`'s key files), one mapping
+/// for all: a name that cannot be made (its directory missing, or not a
+/// directory) or that is taken (output files are never overwritten) is the
+/// caller's to fix, usage (2); anything else (no permission, a read-only
+/// or full disk) is a system failure (3). `what` says what was being done,
+/// the path is escaped, and `taken` is added when the file exists.
+pub fn output_file(what: &str, path: &std::path::Path, e: std::io::Error, taken: &str) -> CliError {
+    use std::io::ErrorKind;
+    let status = match e.kind() {
+        ErrorKind::NotFound | ErrorKind::AlreadyExists | ErrorKind::NotADirectory => Status::Usage,
+        _ => Status::SystemFailure,
+    };
+    let why = match e.kind() {
+        ErrorKind::AlreadyExists => taken,
+        _ => "",
+    };
+    CliError::new(
+        status,
+        anyhow::anyhow!("cannot {what} {}: {e}{why}", fruix_core::escape::path(path)),
+    )
+}

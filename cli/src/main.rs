@@ -3,7 +3,8 @@
 //!
 //! This is the edge of the program: arguments are parsed here, library errors
 //! are mapped to the documented exit statuses (see `exit`), and `anyhow` is
-//! used only here. A closed stdout (`fruix store list | head`) is success.
+//! used only here. A closed stdout (`fruix store list | head`) is success;
+//! any other failure to write stdout (a full disk) is a system failure.
 
 // The argument structs' doc comments are `--help` text, written for people
 // at a terminal (`USER@HOST[:PORT]`, `STORE/<hash>-...`), not rustdoc.
@@ -13,18 +14,20 @@
 // reader of stdout or stderr went away (`fruix store list | head`; a CI
 // runner that stopped a job and closed its pipes), what was left to say is
 // dropped and fruix carries on, so that a cancelled run still writes its
-// reports, cleans up and exits with its own status. These shadow std's
-// macros in every module below.
+// reports, cleans up and exits with its own status. Any other failure to
+// write stdout (a full disk) is remembered, and the command then ends as a
+// system failure (see `stdout_checked`). These shadow std's macros in every
+// module below.
 macro_rules! print {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout(), $($arg)*);
+        $crate::stdout_written(write!(std::io::stdout(), $($arg)*));
     }};
 }
 macro_rules! println {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
+        $crate::stdout_written(writeln!(std::io::stdout(), $($arg)*));
     }};
 }
 macro_rules! eprintln {
@@ -83,8 +86,8 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let json = wants_json(&cli.command);
-    match run(cli) {
-        Ok(status) => status.into(),
+    let status = match run(cli) {
+        Ok(status) => status,
         Err(CliError {
             status,
             error,
@@ -101,7 +104,46 @@ fn main() -> ExitCode {
             if json && !reported {
                 print_json_error(status, &message);
             }
-            status.into()
+            status
+        }
+    };
+    stdout_checked(status).into()
+}
+
+/// The first failure to write stdout other than a closed pipe, as its
+/// message.
+static STDOUT_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Remembers the first failure of a write to stdout; a closed pipe (the
+/// reader went away) is no failure.
+pub(crate) fn stdout_written(result: std::io::Result<()>) {
+    if let Err(e) = result {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            STDOUT_FAILURE.get_or_init(|| e.to_string());
+        }
+    }
+}
+
+/// Writes `bytes` to stdout as the print macros do (see `stdout_written`).
+pub(crate) fn write_stdout(bytes: &[u8]) {
+    use std::io::Write as _;
+    stdout_written(std::io::stdout().write_all(bytes));
+}
+
+/// `status`, unless stdout could not be written (after flushing what is
+/// left of it): then that is said, once, and a command that otherwise
+/// succeeded is a system failure (a failed one keeps its own status).
+fn stdout_checked(status: Status) -> Status {
+    use std::io::Write as _;
+    stdout_written(std::io::stdout().flush());
+    match STDOUT_FAILURE.get() {
+        None => status,
+        Some(e) => {
+            eprintln!("fruix: error: cannot write to standard output: {e}");
+            match status {
+                Status::Success => Status::SystemFailure,
+                failed => failed,
+            }
         }
     }
 }
@@ -128,7 +170,7 @@ fn wants_json(command: &Command) -> bool {
             StoreCommand::Copy(args) => args.json,
             // Its stdout is its protocol, JSON already.
             StoreCommand::Serve(_) => false,
-            StoreCommand::GenerateKey(_) => false,
+            StoreCommand::GenerateKey(args) => args.json,
         },
         Command::Executors(
             ExecutorsCommand::List { json, .. } | ExecutorsCommand::Describe { json, .. },

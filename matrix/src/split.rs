@@ -176,11 +176,16 @@ pub struct CollectSettings {
     /// The store holding the cells' objects, for the file-level diff of
     /// diverging artifacts.
     pub store: Option<PathBuf>,
-    /// Where `report.json`, `junit.xml` and the logs go.
-    pub report_dir: PathBuf,
+    /// Where `report.json`, `junit.xml` and the logs go: this directory,
+    /// or a new `STATE_DIR/matrix/RUN_ID` when `None`. It is made only once
+    /// the matrix file and the cell reports are read, so a refused collect
+    /// makes none.
+    pub report_dir: Option<PathBuf>,
+    /// The state directory of the new report directory (`report_dir` `None`).
+    pub state_dir: PathBuf,
     /// Run diffoscope on the first differing files of diverging artifacts
     /// (their objects must be in `store`), its output under
-    /// `report_dir/diffoscope/`.
+    /// `diffoscope/` in the report directory.
     pub diffoscope: bool,
 }
 
@@ -217,7 +222,9 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         }
         found.insert(index, (path, report));
     }
-    let logs = settings.report_dir.join("logs");
+    let report_dir =
+        crate::run::create_report_dir(settings.report_dir.as_deref(), &settings.state_dir)?;
+    let logs = report_dir.join("logs");
     let mut set_aside: Vec<SetAside> = Vec::new();
     let mut reports = Vec::new();
     for (i, cell) in expected.iter().enumerate() {
@@ -249,7 +256,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         &reports,
         settings.store.as_deref(),
         settings.diffoscope,
-        &settings.report_dir,
+        &report_dir,
     );
     let report = Report {
         matrix: std::path::absolute(&file.path).unwrap_or(file.path.clone()),
@@ -264,7 +271,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         agreement,
         machines_set_aside: set_aside,
     };
-    let (report_json, junit_xml) = report.write(&settings.report_dir)?;
+    let (report_json, junit_xml) = report.write(&report_dir)?;
     Ok(Finished {
         report,
         report_json,
@@ -652,7 +659,8 @@ mod tests {
                 reports: paths,
                 from: None,
                 store: Some(d.join("store")),
-                report_dir: d.join("report"),
+                report_dir: Some(d.join("report")),
+                state_dir: d.join("state"),
                 diffoscope: true,
             };
             let e = collect(&matrix, settings).unwrap_err();

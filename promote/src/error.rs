@@ -118,7 +118,7 @@ pub enum Error {
     /// A key name that its `NAME:BASE64` files could not carry: empty, or
     /// with `:` or white space (see [`crate::sign::is_key_name`]).
     #[error(
-        "key name {}: give a name without ':' or white space",
+        "key name {}: give a name without ':', white space or control characters",
         escape::quoted(name)
     )]
     InvalidKeyName {

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 
 use fruix_core::error::IoContext;
+use fruix_core::escape;
 use fruix_core::manifest::{
     open_beneath, open_dir, walk_fd, EntryKind, Exclude, ManifestBuilder, Modes, OpenFile,
     Progress, WalkOptions, SPECIAL_BITS,
@@ -92,17 +93,18 @@ pub struct PromotionReport {
 }
 
 impl PromotionReport {
-    /// The summary as `key=value` lines.
+    /// The summary as `key=value` lines; paths are escaped
+    /// ([`fruix_core::escape::path`]), so a store path cannot forge a line.
     pub fn to_key_values(&self) -> String {
         let mut out = format!(
             "run_id={}\nresult_store={}\n",
             self.run_id,
-            self.result_store.display()
+            escape::path(&self.result_store)
         );
         for name in &self.order {
             out.push_str(&format!(
                 "{name}_store={}\n",
-                self.artifacts[name].store_path.display()
+                escape::path(&self.artifacts[name].store_path)
             ));
         }
         out.push_str(&format!("artifact_store_count={}\n", self.artifacts.len()));

@@ -132,7 +132,17 @@ fn answer_error(e: &Error) -> Answer<Empty> {
             }
             _ => None,
         },
-        message: e.to_string(),
+        message: match e {
+            // The reason alone: the client says it was refused, and that
+            // the store was not changed, once (see `remote`).
+            Error::ArchiveRefused {
+                object: Some(object),
+                message,
+                ..
+            } => format!("at object {}: {message}", fruix_core::escape::text(object)),
+            Error::ArchiveRefused { message, .. } => message.clone(),
+            e => e.to_string(),
+        },
     })
 }
 

@@ -21,8 +21,14 @@ fn parts<'a>(what: &str, text: &'a str) -> std::result::Result<(&'a str, Vec<u8>
         .trim()
         .split_once(':')
         .ok_or_else(|| format!("{what} is not NAME:BASE64"))?;
-    if !is_key_name(name) {
+    if name.is_empty() {
         return Err(format!("{what} has no name (NAME:BASE64)"));
+    }
+    if !is_key_name(name) {
+        return Err(format!(
+            "{what}'s name {} holds white space or a control character",
+            fruix_core::escape::quoted(name)
+        ));
     }
     let bytes = BASE64
         .decode(data.as_bytes())
@@ -31,9 +37,18 @@ fn parts<'a>(what: &str, text: &'a str) -> std::result::Result<(&'a str, Vec<u8>
 }
 
 /// Whether `name` can name a key: not empty, with no `:` and no white
-/// space (the `NAME` of `NAME:BASE64` texts would not read back otherwise).
+/// space (the `NAME` of `NAME:BASE64` texts would not read back otherwise),
+/// and no control character (C0, DEL, C1) or bidirectional-text control
+/// (U+202A–U+202E, U+2066–U+2069): every signature carries the name, and
+/// what prints a signature must not print those to a terminal.
 pub fn is_key_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains(|c: char| c == ':' || c.is_whitespace())
+    !name.is_empty()
+        && !name.contains(|c: char| {
+            c == ':'
+                || c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
 }
 
 fn invalid_key(path: &Path, message: String) -> Error {
@@ -51,7 +66,7 @@ fn invalid_key(path: &Path, message: String) -> Error {
 pub struct SecretKey {
     /// The key's name: the `name` of its `name:BASE64` texts and of every
     /// signature it makes, by which verifiers find the public key. It must
-    /// have no `:` and no white space to be read back ([`is_key_name`]):
+    /// have no `:`, no white space and no control character ([`is_key_name`]):
     /// [`SecretKey::generate`] refuses any other, [`SecretKey::read`] never
     /// gives one.
     pub name: String,
@@ -246,7 +261,21 @@ mod tests {
 
     #[test]
     fn a_key_name_its_file_could_not_carry_is_refused() {
-        for name in ["", "a:b", "a b", "a\tb", "a\nb", "a\rb", "a\u{a0}b", " a"] {
+        for name in [
+            "",
+            "a:b",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "a\rb",
+            "a\u{a0}b",
+            " a",
+            "a\u{1b}[31mb",
+            "a\u{7f}",
+            "a\u{85}b",
+            "a\u{202e}b",
+            "a\u{2066}b",
+        ] {
             let refused = SecretKey::generate(name);
             assert!(
                 matches!(&refused, Err(Error::InvalidKeyName { name: n }) if n == name),

@@ -98,6 +98,47 @@ enum LockMode {
     TryExclusive,
 }
 
+/// A store [`Store::open_tentatively`] opened: it derefs to the [`Store`].
+/// Dropped without [`MadeStore::keep`], it removes the directories opening
+/// the store made (none when the store existed).
+#[derive(Debug)]
+pub struct MadeStore {
+    /// `None` only while opening, and once kept.
+    store: Option<Store>,
+    /// The topmost directory opening the store made.
+    made: Option<PathBuf>,
+}
+
+impl MadeStore {
+    /// Keeps the store, made or not: the command succeeded.
+    pub fn keep(mut self) -> Store {
+        self.made = None;
+        self.store.take().expect("an open store until kept")
+    }
+
+    /// Whether opening the store made its directory.
+    pub fn is_new(&self) -> bool {
+        self.made.is_some()
+    }
+}
+
+impl std::ops::Deref for MadeStore {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        self.store.as_ref().expect("an open store until kept")
+    }
+}
+
+impl Drop for MadeStore {
+    fn drop(&mut self) {
+        // Closed first: its locks and database are in what is removed.
+        drop(self.store.take());
+        if let Some(made) = self.made.take() {
+            let _ = fs::remove_dir_all(made);
+        }
+    }
+}
+
 /// Locks `file` (std's `File::lock` family, flock(2) on Unix); `false` when
 /// [`LockMode::TryExclusive`] found it held.
 fn flock(file: &File, path: &Path, mode: LockMode) -> Result<bool> {
@@ -140,6 +181,41 @@ impl Store {
             source,
         })?;
         Self::open_at(root)
+    }
+
+    /// Opens the store at `root` as [`Store::open`] does, remembering the
+    /// directories this made (`root` and any missing parents): a command
+    /// that then fails drops the [`MadeStore`], which removes them, so a
+    /// refused command leaves no new store behind. [`MadeStore::keep`] once
+    /// the store holds what the command made.
+    pub fn open_tentatively(root: &Path) -> Result<MadeStore> {
+        let not_writable = |source| Error::StoreNotWritable {
+            store: root.to_path_buf(),
+            source,
+        };
+        // Made one level at a time, so that a directory another process
+        // made meanwhile is never taken for this one's.
+        let missing: Vec<&Path> = root
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && a.symlink_metadata().is_err())
+            .collect();
+        let mut made = MadeStore {
+            store: None,
+            made: None,
+        };
+        for dir in missing.into_iter().rev() {
+            match fs::create_dir(dir) {
+                Ok(()) => {
+                    made.made.get_or_insert_with(|| dir.to_path_buf());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(not_writable(e)),
+            }
+        }
+        // Whatever is left (a dangling symlink, say) fails as in `open`.
+        fs::create_dir_all(root).map_err(not_writable)?;
+        made.store = Some(Self::open_at(root)?);
+        Ok(made)
     }
 
     /// Opens an existing store; a missing directory is [`Error::NoStore`].

@@ -168,3 +168,29 @@ fn a_dry_run_reports_the_pool_entries_the_collection_removes() {
     assert_eq!(dry.temporaries, real.temporaries);
     assert_eq!(fs::read_dir(store.pool().path()).unwrap().count(), 0);
 }
+
+/// A store opened tentatively is removed, with the parents it made, unless
+/// kept; a store that existed is never removed.
+#[test]
+fn a_tentatively_opened_store_is_removed_unless_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("a/b/store");
+    let made = fruix_promote::Store::open_tentatively(&root).unwrap();
+    assert!(made.is_new());
+    assert!(made.path().join(".lock").is_file());
+    drop(made);
+    assert!(!dir.path().join("a").exists(), "the made parents stay");
+
+    let kept = fruix_promote::Store::open_tentatively(&root)
+        .unwrap()
+        .keep();
+    drop(kept);
+    assert!(root.join(".lock").is_file(), "a kept store was removed");
+    let existing = fruix_promote::Store::open_tentatively(&root).unwrap();
+    assert!(!existing.is_new());
+    drop(existing);
+    assert!(
+        root.join(".lock").is_file(),
+        "an existing store was removed"
+    );
+}

@@ -95,6 +95,26 @@ fn summary_names_every_store_path_and_probe_hash() {
     assert!(report.artifacts.values().all(|a| a.new));
 }
 
+#[test]
+fn the_summary_escapes_paths_so_none_can_forge_a_line() {
+    let f = TestDir::new();
+    let mut report = f.promoted();
+    let world = report.artifacts.get_mut("world").unwrap();
+    world.store_path = PathBuf::from("/s\nsha_kernel=forged/w");
+    report.result_store = PathBuf::from("/s\nrun_id=forged/r");
+    let kv = report.to_key_values();
+    assert!(
+        !kv.lines()
+            .any(|l| l.starts_with("sha_kernel=forged") || l.starts_with("run_id=forged")),
+        "{kv}"
+    );
+    assert!(
+        kv.contains("world_store=/s\\nsha_kernel=forged/w\n"),
+        "{kv}"
+    );
+    assert!(kv.contains("result_store=/s\\nrun_id=forged/r\n"), "{kv}");
+}
+
 fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))

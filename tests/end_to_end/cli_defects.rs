@@ -4,23 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{fixture_source, fruix, run, run_failing, store_and_state};
-
-/// Everything under `dir`, to prove a refused command created nothing.
-fn listing(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(e.path());
-            }
-            out.push(e.path());
-        }
-    }
-    out.sort();
-    out
-}
+use crate::util::{fixture_source, fruix, listing, run, run_failing, store_and_state};
 
 /// Writes `text` to `dir/name`; returns the file's path.
 fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {

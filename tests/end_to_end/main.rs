@@ -11,6 +11,8 @@ mod util;
 mod bad_input;
 mod build_local;
 mod cli_defects;
+mod cli_review;
+mod cli_review_b;
 mod docs;
 mod executors_external;
 mod executors_plugin;

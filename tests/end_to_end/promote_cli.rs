@@ -319,6 +319,9 @@ fn disk_full_midway_removes_temporaries_and_publishes_nothing() {
     }
     let small = SmallFilesystem::mount(dir.path().join("small"), "4m");
     let store = small.path.join("store");
+    // An existing store: what a failed promotion made in it must go, and
+    // the store stays (a store the promotion made would go too).
+    fruix_promote::Store::open(&store).unwrap();
     let out = run(&mut promote_command(&store, &root, &["--quiet"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

@@ -423,3 +423,19 @@ pub fn prepared(script: &str, dir: &str) -> PathBuf {
     assert!(status.success(), "scripts/{script} failed");
     dir
 }
+
+/// Everything under `dir`, to prove a refused command created nothing.
+pub fn listing(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    out
+}

@@ -32,10 +32,10 @@ pub struct ExecutorsFiles {
 pub enum Command {
     /// Build FreeBSD base (world, kernel, headers, bootloader) with an executor and promote the result.
     Build(Box<BuildArgs>),
-    /// Native-build result roots: promote them into the store.
+    /// Native-build result roots: promote them into the store; self-hosted is the guest side of guest-self-hosted.
     #[command(name = "native-build", subcommand)]
     NativeBuild(NativeBuildCommand),
-    /// Inspect and maintain the store: verify, list, info, query, roots, gc, delete.
+    /// The store: verify, list, info, query, roots, gc, delete, generate-key, sign, export, import, copy, serve.
     #[command(subcommand)]
     Store(StoreCommand),
     /// Source trees as store objects, identified by their content.
@@ -220,8 +220,9 @@ pub struct BuildArgs {
     pub config: Vec<String>,
     #[command(flatten)]
     pub store: StoreArg,
-    /// Stop after the result root is built and validated; do not promote.
-    #[arg(long)]
+    /// Stop after the result root is built and validated; do not promote
+    /// (so no --out-link or --sign-with).
+    #[arg(long, conflicts_with = "out_link")]
     pub no_promote: bool,
     #[command(flatten)]
     pub out_link: OutLinkArgs,

@@ -65,8 +65,9 @@ pub struct CopyArgs {
     /// objects only move between stores at the same path).
     #[arg(long, value_name = "DIR")]
     pub remote_store: Option<PathBuf>,
-    /// This machine's store, and whom it trusts for --from (the other store
-    /// decides for --to).
+    /// This machine's store, and whom it trusts with what --from fetches:
+    /// the trust flags are for --from only, and refused with --to (the other
+    /// store decides whom it trusts).
     #[command(flatten)]
     pub local: StoreTrust,
     /// Print what was copied as JSON.
@@ -97,12 +98,15 @@ pub struct StoreTrust {
 #[derive(Debug, Args)]
 pub struct TrustArgs {
     /// A trusted public key (NAME:BASE64, as `store generate-key` writes it); repeatable.
+    /// (`store copy`: with --from only.)
     #[arg(long = "trusted-key", value_name = "KEY")]
     pub trusted_keys: Vec<String>,
     /// A file of trusted public keys, one per line (# starts a comment).
+    /// (`store copy`: with --from only.)
     #[arg(long, value_name = "FILE", env = "FRUIX_TRUSTED_KEYS_FILE", default_value = crate::defaults::TRUSTED_KEYS_FILE)]
     pub trusted_keys_file: PathBuf,
     /// Accept objects without a signature by a trusted key (their content is still checked).
+    /// (`store copy`: with --from only.)
     #[arg(long)]
     pub no_check_sigs: bool,
 }
@@ -145,6 +149,9 @@ pub struct GenerateKeyArgs {
     /// Where to write the public key (never overwritten).
     #[arg(long, value_name = "FILE")]
     pub public_key: PathBuf,
+    /// Print the key's name and public key as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -289,19 +296,30 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "M" => 20,
         "G" => 30,
         "T" => 40,
-        _ => return Err(format!("{text:?} is not a size (e.g. 500M, 10G)")),
+        _ => return Err(not_a_size(text)),
     };
     digits
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| format!("{text:?} is not a size (e.g. 500M, 10G)"))
+        .ok_or_else(|| not_a_size(text))
+}
+
+fn not_a_size(text: &str) -> String {
+    format!(
+        "{} is not a size (e.g. 500M, 10G)",
+        fruix_core::escape::quoted(text)
+    )
 }
 
 /// A duration such as `7d`, `12h` or `30min`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{text:?} is not a duration (e.g. 7d, 12h): {e}"))
+    humantime::parse_duration(text).map_err(|e| {
+        format!(
+            "{} is not a duration (e.g. 7d, 12h): {e}",
+            fruix_core::escape::quoted(text)
+        )
+    })
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ use fruix_core::run_id::{allocate_run_dir, format_run_id};
 use fruix_core::Error as CoreError;
 use fruix_matrix::request::{check_source, default_jobs, freebsd_base, with_arch, BuildOptions};
 use fruix_promote::sign::PublicKey;
+use fruix_promote::store::MadeStore;
 use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::Store;
 use serde_json::Value;
@@ -22,7 +23,7 @@ use crate::commands::promote::{
 use crate::commands::source::source_object;
 use crate::commands::store::keys::{sign_promoted, signing_key};
 use crate::defaults;
-use crate::display::{show_events, Mode};
+use crate::display::{json_path, show_events, Mode};
 use crate::exit::{self, from_matrix, from_promote, CliError, CliResult, Status};
 
 /// Validated `fruix build` arguments, ready to construct the request.
@@ -38,6 +39,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         (args.result_root.is_none() || !args.no_promote && !args.out_link.no_out_link)
             .then_some(args.state.state_dir.as_path()),
     );
+    refuse_ignored_flags(&args)?;
     let config = with_guest_flags(config_object(&args.config)?, &args.guest)?;
     let signer = machine_signer(&config)?;
     let executor = registry
@@ -55,12 +57,13 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     // A source this host has becomes a source object first (a guest
     // executor then sends it to the guest), so a store is needed even
     // without promotion. A guest executor's source this host does not have
-    // is a path in the guest.
+    // is a path in the guest. A store made here is removed again if the
+    // command is refused before the build starts.
     let local = args.guest_source.is_none();
     let store = if args.no_promote && !local {
         None
     } else {
-        Some(Store::open(&args.store.store).map_err(|e| {
+        Some(Store::open_tentatively(&args.store.store).map_err(|e| {
             CliError::new(
                 e.exit_status(),
                 anyhow::anyhow!(
@@ -83,8 +86,9 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         )?;
         _temp_roots = Some(roots);
     }
-    let store = store.filter(|_| !args.no_promote);
     let plan = allocate(&args, options)?;
+    // The build starts: its source object stays, whatever the build does.
+    let store = store.map(MadeStore::keep).filter(|_| !args.no_promote);
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
     let (events, rx) = EventSink::channel();
@@ -106,13 +110,13 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         if args.output.json {
             println!(
                 "{}",
-                serde_json::json!({ "run_id": plan.request.run_id, "result_root": root.path() })
+                serde_json::json!({ "run_id": plan.request.run_id, "result_root": json_path(root.path()) })
             );
         } else {
             println!(
                 "run_id={}\nresult_root={}",
                 plan.request.run_id,
-                root.path().display()
+                escape::path(root.path())
             );
         }
         return Ok(Status::Success);
@@ -168,8 +172,33 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     if let Some(key) = &key {
         sign_promoted(&store, &report, key)?;
     }
-    print_report(&report, &args.output);
+    print_report(&report, &args.output)?;
     Ok(Status::Success)
+}
+
+/// Refuses `--sign-with` given on the command line with `--no-promote`,
+/// which would ignore it (clap refuses `--out-link` with it). A key from
+/// `FRUIX_SIGNING_KEY` is a default, not a request, and is not refused:
+/// where the value came from is asked of clap, from the same arguments.
+fn refuse_ignored_flags(args: &BuildArgs) -> CliResult<()> {
+    use clap::parser::ValueSource;
+    use clap::CommandFactory;
+    if !args.no_promote || args.out_link.sign_with.is_none() {
+        return Ok(());
+    }
+    let given = crate::args::Cli::command()
+        .try_get_matches_from(std::env::args_os())
+        .ok()
+        .and_then(|m| {
+            let (_, build) = m.subcommand()?;
+            build.value_source("sign_with")
+        });
+    if given == Some(ValueSource::CommandLine) {
+        return Err(CliError::usage(
+            "--sign-with signs what is promoted, and --no-promote promotes nothing; give one of them",
+        ));
+    }
+    Ok(())
 }
 
 /// The machine (its name and public key) whose signatures a build on it
@@ -243,9 +272,12 @@ pub(crate) fn watch_signals(cancel: CancellationToken) {
 fn config_object(pairs: &[String]) -> CliResult<serde_json::Value> {
     let mut map = serde_json::Map::new();
     for pair in pairs {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| CliError::usage(format!("--config {pair:?}: expected KEY=VALUE")))?;
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            CliError::usage(format!(
+                "--config {}: expected KEY=VALUE",
+                escape::quoted(pair)
+            ))
+        })?;
         let value = match serde_json::from_str::<serde_json::Value>(value) {
             Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v,
             _ => serde_json::Value::String(value.to_string()),

@@ -2,7 +2,6 @@
 //! man pages, generated from the same clap definitions as `--help`, so they
 //! can never disagree with it.
 
-use std::io::Write;
 use std::path::Path;
 
 use clap::CommandFactory;
@@ -11,11 +10,13 @@ use fruix_core::escape;
 use crate::args::{Cli, CompletionsArgs, ManArgs};
 use crate::exit::{CliError, CliResult, Status};
 
+/// Generated into memory first: clap_complete panics when its writer
+/// fails; stdout is then written as every print is (a closed pipe is
+/// success, another failure a system failure).
 pub fn completions(args: CompletionsArgs) -> CliResult {
-    let mut out = std::io::stdout().lock();
-    clap_complete::generate(args.shell, &mut Cli::command(), "fruix", &mut out);
-    out.flush()
-        .map_err(|e| CliError::new(Status::SystemFailure, e))?;
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "fruix", &mut script);
+    crate::write_stdout(&script);
     Ok(Status::Success)
 }
 
@@ -24,11 +25,11 @@ pub fn man(args: ManArgs) -> CliResult {
     let command = Cli::command().disable_help_subcommand(true);
     match &args.dir {
         None => {
-            let mut out = std::io::stdout().lock();
+            let mut page = Vec::new();
             clap_mangen::Man::new(command)
-                .render(&mut out)
-                .and_then(|()| out.flush())
+                .render(&mut page)
                 .map_err(|e| CliError::new(Status::SystemFailure, e))?;
+            crate::write_stdout(&page);
         }
         Some(dir) => {
             write_pages(command, dir).map_err(|e| {

@@ -5,6 +5,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
+use fruix_core::escape;
 use fruix_core::executor::Registry;
 use fruix_matrix::report::{diffoscope_installed, table, DIFFOSCOPE_MISSING};
 use fruix_matrix::runner::CellStatus;
@@ -19,7 +20,7 @@ use crate::args::{
 };
 use crate::commands::build::watch_signals;
 use crate::defaults;
-use crate::display::Mode;
+use crate::display::{json_path, to_json, Mode};
 use crate::exit::{from_matrix, from_promote, CliResult, Status};
 use crate::live::Live;
 
@@ -94,7 +95,7 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
     let finished = fruix_matrix::run(Arc::new(plan), s.settings, s.live, s.cancel)
         .await
         .map_err(from_matrix)?;
-    Ok(print_finished(&finished, args.json))
+    print_finished(&finished, args.json)
 }
 
 /// What `run` and `run-cell` set up before cells run: the store, the
@@ -122,8 +123,11 @@ impl Session {
             Mode::Plain
         };
         defaults::announce(mode, Some(&store.store), Some(&state.state_dir));
-        let store = Arc::new(Store::open(&store.store).map_err(from_promote)?);
+        // A store made here is removed again if the report directory
+        // cannot be made.
+        let store = Store::open_tentatively(&store.store).map_err(from_promote)?;
         let report_dir = create_report_dir(report_dir, &state.state_dir).map_err(from_matrix)?;
+        let store = Arc::new(store.keep());
         let cancel = CancellationToken::new();
         watch_signals(cancel.clone());
         let live = Arc::new(Live::new(mode));
@@ -149,26 +153,26 @@ impl Session {
 }
 
 /// Prints a whole report (the table, or `--json`); the status it ends with.
-fn print_finished(finished: &Finished, json: bool) -> Status {
+fn print_finished(finished: &Finished, json: bool) -> CliResult {
     if json {
-        let mut report = serde_json::to_value(&finished.report).expect("reports serialize");
-        report["report_json"] = finished.report_json.to_string_lossy().into();
-        report["junit_xml"] = finished.junit_xml.to_string_lossy().into();
+        let mut report = to_json(&finished.report)?;
+        report["report_json"] = json_path(&finished.report_json);
+        report["junit_xml"] = json_path(&finished.junit_xml);
         println!("{report}");
     } else {
         print!("{}", table(&finished.report));
         println!(
             "report={}\njunit={}",
-            finished.report_json.display(),
-            finished.junit_xml.display()
+            escape::path(&finished.report_json),
+            escape::path(&finished.junit_xml)
         );
     }
-    match finished.report.outcome() {
+    Ok(match finished.report.outcome() {
         Outcome::Passed => Status::Success,
         Outcome::Cancelled => Status::Cancelled,
         Outcome::CellsFailed => Status::MatrixFailure,
         Outcome::Diverged => Status::Divergence,
-    }
+    })
 }
 
 pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult {
@@ -181,15 +185,15 @@ pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult 
         .map_err(from_matrix)?;
     let cell = &finished.report.cell;
     if args.json {
-        let mut report = serde_json::to_value(&finished.report).expect("reports serialize");
-        report["cell_report"] = finished.path.to_string_lossy().into();
+        let mut report = to_json(&finished.report)?;
+        report["cell_report"] = json_path(&finished.path);
         println!("{report}");
     } else {
         println!(
             "cell={}\nstatus={}\ncell_report={}",
             cell.id,
             cell.status.as_str(),
-            finished.path.display()
+            escape::path(&finished.path)
         );
     }
     // The status the cell would have had as a build of its own.
@@ -203,8 +207,6 @@ pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult 
 }
 
 pub fn collect(args: MatrixCollectArgs) -> CliResult {
-    let report_dir = create_report_dir(args.report_dir.as_deref(), &args.state.state_dir)
-        .map_err(from_matrix)?;
     let diffoscope = args.diff == Some(DiffTool::Diffoscope);
     if diffoscope && !diffoscope_installed() {
         eprintln!("fruix: warning: {DIFFOSCOPE_MISSING}");
@@ -213,11 +215,13 @@ pub fn collect(args: MatrixCollectArgs) -> CliResult {
         reports: args.reports,
         from: args.from,
         store: args.store.map(|s| std::path::absolute(&s).unwrap_or(s)),
-        report_dir,
+        // Made once the matrix file and the reports are read.
+        report_dir: args.report_dir,
+        state_dir: args.state.state_dir,
         diffoscope,
     };
     let finished = fruix_matrix::split::collect(&args.file, settings).map_err(from_matrix)?;
-    Ok(print_finished(&finished, args.json))
+    print_finished(&finished, args.json)
 }
 
 pub fn export(args: MatrixExportArgs) -> CliResult {

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use crate::args::{OutLinkArgs, OutputArgs, PromoteArgs};
 use crate::commands::store::keys::{sign_promoted, signing_key};
 use crate::defaults;
-use crate::display::{with_progress, Mode};
+use crate::display::{print_json, with_progress, Mode};
 use crate::exit::{self, from_promote, CliError, CliResult, Status};
 
 pub fn run(args: PromoteArgs) -> CliResult {
@@ -25,13 +25,15 @@ pub fn run(args: PromoteArgs) -> CliResult {
     let key = signing_key(&args.out_link)?;
     let root = result_root::validate(&args.result_root)
         .map_err(|e| CliError::new(exit::promotion(&e), e))?;
-    let store = Store::open(&args.store.store).map_err(from_promote)?;
+    // A store made for this promotion is removed again if it is refused.
+    let store = Store::open_tentatively(&args.store.store).map_err(from_promote)?;
     let out_link = out_link(&args.out_link, &args.state.state_dir);
     let report = promote_with_progress(&root, &store, &output, out_link)?;
+    let store = store.keep();
     if let Some(key) = &key {
         sign_promoted(&store, &report, key)?;
     }
-    print_report(&report, &output);
+    print_report(&report, &output)?;
     Ok(Status::Success)
 }
 
@@ -119,16 +121,12 @@ pub fn promote_with_progress(
 }
 
 /// Prints the summary: key=value lines (`out_link=` last, when a link was
-/// made), or one JSON object with `--json` (whose `new` fields say what
-/// was created). Plain output also says, on stderr, which objects were
-/// already in the store.
-pub fn print_report(report: &PromotionReport, output: &OutputArgs) {
+/// made; paths escaped), or one JSON object with `--json` (whose `new`
+/// fields say what was created). Plain output also says, on stderr, which
+/// objects were already in the store.
+pub fn print_report(report: &PromotionReport, output: &OutputArgs) -> CliResult<()> {
     if output.json {
-        println!(
-            "{}",
-            serde_json::to_string(report).expect("reports serialize")
-        );
-        return;
+        return print_json(report);
     }
     if !output.quiet {
         let existing = report
@@ -147,6 +145,7 @@ pub fn print_report(report: &PromotionReport, output: &OutputArgs) {
     }
     print!("{}", report.to_key_values());
     if let Some(link) = &report.out_link {
-        println!("out_link={}", link.display());
+        println!("out_link={}", escape::path(link));
     }
+    Ok(())
 }

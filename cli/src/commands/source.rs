@@ -9,13 +9,14 @@ use fruix_core::manifest::Progress;
 use fruix_core::promotion::SourceStore;
 use fruix_matrix::sources::add_source_dir;
 use fruix_promote::source::SourceReport;
+use fruix_promote::source_identity::SOURCE_INFIX;
 use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::Store;
 
 use crate::args::{OutputArgs, SourceAddArgs, SourceCommand};
 use crate::defaults;
-use crate::display::{with_progress, Mode};
-use crate::exit::{from_matrix, from_promote, CliResult, Status};
+use crate::display::{print_json, with_progress, Mode};
+use crate::exit::{from_matrix, from_promote, CliError, CliResult, Status};
 
 pub fn run(command: SourceCommand) -> CliResult {
     match command {
@@ -27,8 +28,10 @@ fn add(args: SourceAddArgs) -> CliResult {
     let output: OutputArgs = args.output.into();
     let mode = Mode::from_output(&output);
     defaults::announce(mode, Some(&args.store.store), None);
+    check_name(&args.name)?;
     let dir = fruix_matrix::request::check_source(&args.dir).map_err(from_matrix)?;
-    let store = Store::open(&args.store.store).map_err(from_promote)?;
+    // A store made for this source is removed again if adding it fails.
+    let store = Store::open_tentatively(&args.store.store).map_err(from_promote)?;
     let report = add_with_progress(
         mode,
         &store,
@@ -36,11 +39,9 @@ fn add(args: SourceAddArgs) -> CliResult {
         &args.name,
         args.freebsd_version.as_deref(),
     )?;
+    store.keep();
     if output.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("reports serialize")
-        );
+        print_json(&report)?;
     } else {
         if !report.new && !output.quiet {
             eprintln!(
@@ -48,9 +49,36 @@ fn add(args: SourceAddArgs) -> CliResult {
                 escape::path(&report.store_path)
             );
         }
-        println!("{}", report.store_path.display());
+        println!("{}", escape::path(&report.store_path));
     }
     Ok(Status::Success)
+}
+
+/// The longest name a source object's name leaves room for: a file name
+/// is at most 255 bytes, of which the hash and the infix take the rest.
+const MAX_NAME_BYTES: usize = 255 - 40 - SOURCE_INFIX.len();
+
+/// Refuses, before anything is made, a `--name` the object's file name or
+/// its metadata could not hold: empty, with a `/`, longer than
+/// [`MAX_NAME_BYTES`], or with a control character (which the metadata
+/// field refuses) or a bidirectional-text control.
+fn check_name(name: &str) -> CliResult<()> {
+    let bad = |c: char| {
+        c == '/' || c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name.len() > MAX_NAME_BYTES {
+        "is too long"
+    } else if name.chars().any(bad) {
+        "holds a `/` or a control character"
+    } else {
+        return Ok(());
+    };
+    Err(CliError::usage(format!(
+        "--name {} {problem}: a source object's name is 1 to {MAX_NAME_BYTES} bytes without `/` or control characters",
+        escape::quoted(name)
+    )))
 }
 
 /// Adds `dir` with a progress display on a terminal.

@@ -64,8 +64,9 @@ pub enum Event {
     /// Something worth telling that did not stop the run (a failed cleanup).
     Warning {
         /// What happened, as formatted text whose embedded values are
-        /// already escaped (the CLI prints it through
-        /// [`escape::terminal`](crate::escape::terminal)).
+        /// already escaped; one line (the CLI prints it through
+        /// [`escape::line`](crate::escape::line), so an embedded newline
+        /// shows as `\n`).
         message: String,
     },
 }

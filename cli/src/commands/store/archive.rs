@@ -1,8 +1,16 @@
 //! `fruix store export` and `fruix store import`: archives of objects (see
 //! [`fruix_promote::archive`]), and the trusted keys imports check them with.
+//!
+//! Ctrl-C or SIGTERM cancels either (exit 130): an export to `--output`
+//! removes its temporary (the archive is written beside its final name and
+//! renamed there once complete); an import stops reading, which removes
+//! its temporaries and a store it made.
 
 use std::io::{BufReader, IsTerminal, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
@@ -15,7 +23,7 @@ use super::{open, print_json, print_moved};
 use crate::args::{ExportArgs, ImportArgs, OutputArgs, TrustArgs};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
-use crate::exit::{from_promote, CliError, CliResult, Status};
+use crate::exit::{self, from_promote, CliError, CliResult, Status};
 
 /// The keys `args` trust: every `--trusted-key`, and the keys file's lines.
 /// The default file may be absent; a file named otherwise must be readable.
@@ -23,8 +31,9 @@ pub fn trust(args: &TrustArgs) -> CliResult<Trust> {
     let mut keys = Vec::new();
     for key in &args.trusted_keys {
         keys.push(
-            PublicKey::parse(key)
-                .map_err(|m| CliError::usage(format!("--trusted-key {key:?}: {m}")))?,
+            PublicKey::parse(key).map_err(|m| {
+                CliError::usage(format!("--trusted-key {}: {m}", escape::quoted(key)))
+            })?,
         );
     }
     let file = &args.trusted_keys_file;
@@ -79,18 +88,37 @@ pub fn export_command(args: ExportArgs) -> CliResult {
     let progress = Progress::default();
     let report = match &args.output {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-                .map_err(|e| {
-                    let why = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        "; archives are never overwritten"
-                    } else {
-                        ""
-                    };
-                    CliError::usage(format!("cannot create {}: {e}{why}", escape::path(path)))
-                })?;
+            // `Some(None)` until the file is made, `None` once the export
+            // ended.
+            let output: Arc<Mutex<Option<Option<PartialFile>>>> = Arc::new(Mutex::new(Some(None)));
+            // Cancelled before the archive is complete: its temporary goes,
+            // and nothing is left at the final name.
+            let cancelled = output.clone();
+            on_cancel(move || {
+                let mut output = cancelled.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(partial) = output.take() {
+                    if let Some(partial) = partial {
+                        partial.remove();
+                    }
+                    eprintln!("fruix: error: cancelled; no archive was written");
+                    // Exits holding the lock: the export cannot finish now.
+                    std::process::exit(Status::Cancelled.code().into());
+                }
+            })?;
+            let file = {
+                let mut output = output.lock().unwrap_or_else(|e| e.into_inner());
+                let partial = PartialFile::create(path)?;
+                match partial.file.try_clone() {
+                    Ok(file) => {
+                        *output = Some(Some(partial));
+                        file
+                    }
+                    Err(e) => {
+                        partial.remove();
+                        return Err(exit::output_file("write", path, e, ""));
+                    }
+                }
+            };
             let written = with_progress(
                 mode(args.json),
                 ("export", "files"),
@@ -98,10 +126,22 @@ pub fn export_command(args: ExportArgs) -> CliResult {
                 None,
                 || export(&store, &order, &file, Some(&progress)),
             );
-            if written.is_err() {
-                let _ = std::fs::remove_file(path);
+            let partial = output
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .flatten()
+                .expect("the output is there until the export ends");
+            match written {
+                Ok(report) => {
+                    partial.finish()?;
+                    report
+                }
+                Err(e) => {
+                    partial.remove();
+                    return Err(from_promote(e));
+                }
             }
-            written.map_err(from_promote)?
         }
         None => {
             if std::io::stdout().is_terminal() {
@@ -109,6 +149,11 @@ pub fn export_command(args: ExportArgs) -> CliResult {
                     "standard output is a terminal: redirect it to a file, or give --output FILE",
                 ));
             }
+            // Nothing to clean up: what was written is the reader's.
+            on_cancel(|| {
+                eprintln!("fruix: error: cancelled; the archive written is incomplete");
+                std::process::exit(Status::Cancelled.code().into());
+            })?;
             let out = std::io::stdout().lock();
             with_progress(mode(false), ("export", "files"), &progress, None, || {
                 export(&store, &order, out, Some(&progress))
@@ -132,24 +177,19 @@ pub fn import_command(args: ImportArgs) -> CliResult {
     let trust = trust(&args.local.trust)?;
     let mode = mode(args.json);
     defaults::announce(mode, Some(&args.local.store.store), None);
-    let input: Box<dyn Read> = match args.archive.as_deref().filter(|p| *p != Path::new("-")) {
-        Some(path) => Box::new(
-            std::fs::File::open(path)
-                .map_err(|e| CliError::usage(format!("cannot open {}: {e}", escape::path(path))))?,
-        ),
-        None => Box::new(std::io::stdin().lock()),
-    };
-    // A store is made for the first import into it, but a refused import
-    // leaves none behind: "the store was not changed" must hold for a
-    // mistyped --store too.
-    let path = &args.local.store.store;
-    // The topmost directory opening the store will make, if any.
-    let made = path
-        .ancestors()
-        .take_while(|a| !a.as_os_str().is_empty() && a.symlink_metadata().is_err())
-        .last()
-        .map(Path::to_path_buf);
-    let store = Store::open(path).map_err(from_promote)?;
+    let input: Box<dyn Read + Send> =
+        match args.archive.as_deref().filter(|p| *p != Path::new("-")) {
+            Some(path) => Box::new(std::fs::File::open(path).map_err(|e| {
+                CliError::usage(format!("cannot open {}: {e}", escape::path(path)))
+            })?),
+            None => Box::new(std::io::stdin()),
+        };
+    // Cancelling stops the reading: the import then fails as an archive
+    // cut short does, which removes everything it wrote.
+    let input = Feed::start(input)?;
+    let cancelled = input.cancelled.clone();
+    let opened = NewStore::open(&args.local.store.store)?;
+    let store = &opened.store;
     let progress = Progress::default();
     let report = with_progress(mode, ("import", "files"), &progress, None, || {
         let options = ImportOptions {
@@ -158,15 +198,22 @@ pub fn import_command(args: ImportArgs) -> CliResult {
             progress: Some(&progress),
             whole_input: true,
         };
-        import(&store, BufReader::with_capacity(1 << 20, input), &options)
-    })
-    .map_err(|e| {
-        if let Some(made) = &made {
-            drop(store);
-            let _ = std::fs::remove_dir_all(made);
+        import(store, BufReader::with_capacity(1 << 20, input), &options)
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(_) if cancelled.load(Ordering::SeqCst) => {
+            opened.discard();
+            return Err(CliError::new(
+                Status::Cancelled,
+                anyhow::anyhow!("cancelled; nothing was imported, the store was not changed"),
+            ));
         }
-        from_promote(e)
-    })?;
+        Err(e) => {
+            opened.discard();
+            return Err(from_promote(e));
+        }
+    };
     let summary = format!(
         "imported {} object(s), {} already present",
         report.imported.len(),
@@ -174,4 +221,224 @@ pub fn import_command(args: ImportArgs) -> CliResult {
     );
     print_moved(args.json, &report, &report.imported, summary);
     Ok(Status::Success)
+}
+
+/// A store opened to be written, made by opening it when it was not there.
+/// A store is made for the first import or copy into it, but a refused one
+/// leaves none behind ([`NewStore::discard`]): "the store was not changed"
+/// must hold for a mistyped --store too.
+pub(super) struct NewStore {
+    pub store: Store,
+    /// The topmost directory opening the store made, if any.
+    made: Option<PathBuf>,
+}
+
+impl NewStore {
+    pub fn open(path: &Path) -> CliResult<NewStore> {
+        let made = path
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && a.symlink_metadata().is_err())
+            .last()
+            .map(Path::to_path_buf);
+        let store = Store::open(path).map_err(from_promote)?;
+        Ok(NewStore { store, made })
+    }
+
+    /// Closes the store, and removes what opening it made.
+    pub fn discard(self) {
+        drop(self.store);
+        if let Some(made) = &self.made {
+            let _ = std::fs::remove_dir_all(made);
+        }
+    }
+}
+
+/// Runs `on_signal`, on a thread of its own, at the first SIGINT or SIGTERM
+/// from now on (the handlers are in place when this returns), instead of
+/// letting the signal kill the process with nothing cleaned up.
+fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let system = |e: std::io::Error| CliError::new(Status::SystemFailure, e);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(system)?;
+    let (mut int, mut term) = {
+        let _entered = runtime.enter();
+        (
+            signal(SignalKind::interrupt()).map_err(system)?,
+            signal(SignalKind::terminate()).map_err(system)?,
+        )
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            });
+            on_signal();
+        })
+        .map_err(system)?;
+    Ok(())
+}
+
+/// What the reading thread of a [`Feed`] passes on.
+enum Chunk {
+    Data(Vec<u8>),
+    End,
+    Failed(std::io::Error),
+    Cancelled,
+}
+
+/// An input read on a thread of its own, so that a cancellation ends a
+/// read even while the input has nothing to give (a pipe held open).
+struct Feed {
+    chunks: Receiver<Chunk>,
+    data: Vec<u8>,
+    at: usize,
+    ended: bool,
+    /// Set by Ctrl-C or SIGTERM; reading fails from then on.
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Feed {
+    /// Starts reading `input`, and the cancellation of the reading.
+    fn start(mut input: Box<dyn Read + Send>) -> CliResult<Feed> {
+        let (send, chunks): (SyncSender<Chunk>, _) = std::sync::mpsc::sync_channel(4);
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let (flag, wake) = (cancelled.clone(), send.clone());
+        on_cancel(move || {
+            flag.store(true, Ordering::SeqCst);
+            // A reader waiting for a chunk wakes; one with chunks to take
+            // sees the flag at its next read.
+            let _ = wake.try_send(Chunk::Cancelled);
+        })?;
+        std::thread::Builder::new()
+            .name("input".into())
+            .spawn(move || loop {
+                let mut buffer = vec![0; 1 << 20];
+                let chunk = match input.read(&mut buffer) {
+                    Ok(0) => Chunk::End,
+                    Ok(n) => {
+                        buffer.truncate(n);
+                        Chunk::Data(buffer)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => Chunk::Failed(e),
+                };
+                let last = !matches!(chunk, Chunk::Data(_));
+                // The receiver is gone when the import ended first.
+                if send.send(chunk).is_err() || last {
+                    return;
+                }
+            })
+            .map_err(|e| CliError::new(Status::SystemFailure, e))?;
+        Ok(Feed {
+            chunks,
+            data: Vec::new(),
+            at: 0,
+            ended: false,
+            cancelled,
+        })
+    }
+}
+
+impl Read for Feed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let cancelled = || std::io::Error::other("cancelled");
+        loop {
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(cancelled());
+            }
+            if self.at < self.data.len() {
+                let n = buf.len().min(self.data.len() - self.at);
+                buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+                self.at += n;
+                return Ok(n);
+            }
+            if self.ended {
+                return Ok(0);
+            }
+            match self.chunks.recv() {
+                Ok(Chunk::Data(data)) => (self.data, self.at) = (data, 0),
+                Ok(Chunk::End) => self.ended = true,
+                Ok(Chunk::Failed(e)) => return Err(e),
+                Ok(Chunk::Cancelled) | Err(_) => return Err(cancelled()),
+            }
+        }
+    }
+}
+
+/// An output file being written: a temporary beside its final name,
+/// which it takes only once complete ([`PartialFile::finish`]), never
+/// replacing a file there.
+struct PartialFile {
+    file: std::fs::File,
+    temporary: PathBuf,
+    target: PathBuf,
+}
+
+const NEVER_OVERWRITTEN: &str = "; archives are never overwritten";
+
+impl PartialFile {
+    fn create(target: &Path) -> CliResult<PartialFile> {
+        if target.symlink_metadata().is_ok() {
+            return Err(exit::output_file(
+                "create",
+                target,
+                std::io::ErrorKind::AlreadyExists.into(),
+                NEVER_OVERWRITTEN,
+            ));
+        }
+        let name = target.file_name().ok_or_else(|| {
+            CliError::usage(format!(
+                "{}: names no file to write; give a file's path",
+                escape::path(target)
+            ))
+        })?;
+        let mut temporary_name = std::ffi::OsString::from(".");
+        temporary_name.push(name);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        temporary_name.push(format!(".tmp-{}-{nanos:08x}", std::process::id()));
+        let temporary = target.with_file_name(temporary_name);
+        // Exclusive: never through a link or over a file someone put there.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)
+            .map_err(|e| exit::output_file("create", target, e, NEVER_OVERWRITTEN))?;
+        Ok(PartialFile {
+            file,
+            temporary,
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// Flushes the file to disk and gives it its final name: a link, which
+    /// fails when a file took the name meanwhile (a file system without
+    /// links gets a rename, once the name is seen free).
+    fn finish(self) -> CliResult<()> {
+        let done = self.file.sync_all().and_then(|()| {
+            match std::fs::hard_link(&self.temporary, &self.target) {
+                Err(e)
+                    if e.kind() != std::io::ErrorKind::AlreadyExists
+                        && self.target.symlink_metadata().is_err() =>
+                {
+                    std::fs::rename(&self.temporary, &self.target)
+                }
+                linked => linked,
+            }
+        });
+        let _ = std::fs::remove_file(&self.temporary);
+        done.map_err(|e| exit::output_file("create", &self.target, e, NEVER_OVERWRITTEN))
+    }
+
+    fn remove(self) {
+        let _ = std::fs::remove_file(&self.temporary);
+    }
 }

@@ -4,20 +4,20 @@
 //! [`fruix_promote::serve`]). Only what the receiving store lacks is sent.
 
 use std::io::{BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use fruix_core::escape;
 use fruix_core::executor::EventSink;
 use fruix_core::manifest::Progress;
 use fruix_core::ssh_target::SshTarget;
 use fruix_executors::ssh::{shell_quote, HostKeyPolicy, SshOptions, SshSession};
-use fruix_promote::archive::{export_order, ArchiveLimits, ImportOptions};
+use fruix_promote::archive::{export_order, ArchiveLimits, ImportOptions, Trust};
 use fruix_promote::serve::{serve as serve_store, Client};
 use fruix_promote::Store;
 
-use super::archive::{object_names, trust};
+use super::archive::{object_names, trust, NewStore};
 use super::print_moved;
-use crate::args::{CopyArgs, OutputArgs, StoreTrust};
+use crate::args::{CopyArgs, OutputArgs, StoreTrust, TrustArgs};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, CliError, CliResult, Status};
@@ -25,9 +25,11 @@ use crate::exit::{from_promote, CliError, CliResult, Status};
 /// How long the other side may take to end after its input ended.
 const SERVE_END: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Serves an existing store only: a mistyped `--remote-store` of a copy
+/// makes no store over there.
 pub fn serve(args: StoreTrust) -> CliResult {
     let trust = trust(&args.trust)?;
-    let store = Store::open(&args.store.store).map_err(from_promote)?;
+    let store = Store::open_existing(&args.store.store).map_err(from_promote)?;
     let options = ImportOptions {
         trust: &trust,
         limits: ArchiveLimits::default(),
@@ -64,7 +66,8 @@ struct CopyReport {
 fn parse_url(url: &str) -> CliResult<SshTarget> {
     let rest = url.strip_prefix("ssh://").ok_or_else(|| {
         CliError::usage(format!(
-            "{url:?}: give the other machine as ssh://USER@HOST[:PORT]"
+            "{}: give the other machine as ssh://USER@HOST[:PORT]",
+            escape::quoted(url)
         ))
     })?;
     SshTarget::parse(rest.trim_end_matches('/')).map_err(CliError::usage)
@@ -77,37 +80,83 @@ pub fn copy(args: CopyArgs) -> CliResult {
         _ => unreachable!("clap requires exactly one of --to and --from"),
     };
     let target = parse_url(url)?;
-    let trust = trust(&args.local.trust)?;
+    // Whom to trust is this store's question for --from only; for --to the
+    // other store decides, and the flags would be ignored.
+    let trust = if direction == "from" {
+        trust(&args.local.trust)?
+    } else {
+        refuse_trust_flags(&args.local.trust)?;
+        Default::default()
+    };
     let mode = Mode::from_output(&OutputArgs {
         json: args.json,
         quiet: args.json,
         verbose: false,
     });
     defaults::announce(mode, Some(&args.local.store.store), None);
-    let store = if direction == "to" {
-        Store::open_for_reading(&args.local.store.store)
-    } else {
-        Store::open(&args.local.store.store)
-    }
-    .map_err(from_promote)?;
     // For --to, the objects are ours; for --from, they are named by their
-    // paths in the other store.
-    let names = if direction == "to" {
-        object_names(&store, &args.paths)?
-    } else {
-        args.paths
-            .iter()
-            .map(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .filter(|n| fruix_promote::verify::is_object_name(n.as_bytes()))
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        CliError::usage(format!("{}: not a store object path", escape::path(p)))
-                    })
-            })
-            .collect::<CliResult<Vec<_>>>()?
-    };
+    // paths in the other store, checked before a store is made for them.
+    if direction == "to" {
+        let store = Store::open_for_reading(&args.local.store.store).map_err(from_promote)?;
+        let names = object_names(&store, &args.paths)?;
+        return copy_with(&args, direction, &target, &trust, mode, &store, names);
+    }
+    let names = args
+        .paths
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| fruix_promote::verify::is_object_name(n.as_bytes()))
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    CliError::usage(format!("{}: not a store object path", escape::path(p)))
+                })
+        })
+        .collect::<CliResult<Vec<_>>>()?;
+    // A copy that fails (refused, or never connected) leaves no store it
+    // made.
+    let opened = NewStore::open(&args.local.store.store)?;
+    let copied = copy_with(
+        &args,
+        direction,
+        &target,
+        &trust,
+        mode,
+        &opened.store,
+        names,
+    );
+    if copied.is_err() {
+        opened.discard();
+    }
+    copied
+}
+
+/// `--trusted-key`, `--trusted-keys-file` or `--no-check-sigs` given to
+/// `copy --to`, refused: only the other store's keys count there. The keys
+/// file of the environment (`FRUIX_TRUSTED_KEYS_FILE`) is no flag given.
+fn refuse_trust_flags(trust: &TrustArgs) -> CliResult<()> {
+    let file = &trust.trusted_keys_file;
+    let file_given = file != Path::new(defaults::TRUSTED_KEYS_FILE)
+        && std::env::var_os("FRUIX_TRUSTED_KEYS_FILE").as_deref() != Some(file.as_os_str());
+    if !trust.trusted_keys.is_empty() || trust.no_check_sigs || file_given {
+        return Err(CliError::usage(
+            "--trusted-key, --trusted-keys-file and --no-check-sigs are for --from: with --to, the other store's trusted keys decide what it accepts",
+        ));
+    }
+    Ok(())
+}
+
+/// The copy itself, once `store` is open and the objects are named.
+fn copy_with(
+    args: &CopyArgs,
+    direction: &'static str,
+    target: &SshTarget,
+    trust: &Trust,
+    mode: Mode,
+    store: &Store,
+    names: Vec<String>,
+) -> CliResult {
     let options = SshOptions {
         identity: args.auth.identity.clone(),
         host_keys: HostKeyPolicy::known_hosts(

@@ -12,44 +12,55 @@ use fruix_promote::{PromotionReport, Store};
 
 use super::{open, print_json};
 use crate::args::{GenerateKeyArgs, OutLinkArgs, SignArgs};
-use crate::exit::{from_promote, CliError, CliResult, Status};
+use crate::exit::{self, from_promote, CliError, CliResult, Status};
 
-/// Writes `text` to a new file at `path` with `mode`; an existing file is
-/// never overwritten.
-fn write_new(path: &Path, text: &str, mode: u32) -> CliResult<()> {
-    let mut file = std::fs::OpenOptions::new()
+/// Creates a new file at `path` with `mode`; an existing file is never
+/// overwritten.
+fn create_new(path: &Path, mode: u32) -> CliResult<std::fs::File> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(path)
-        .map_err(|e| {
-            let status = match e.kind() {
-                std::io::ErrorKind::AlreadyExists => Status::Usage,
-                _ => Status::SystemFailure,
-            };
-            CliError::new(
-                status,
-                anyhow::anyhow!(
-                    "cannot create {}: {e}; keys are never overwritten",
-                    escape::path(path)
-                ),
-            )
-        })?;
-    file.write_all(text.as_bytes())
-        .map_err(|e| CliError::new(Status::SystemFailure, e))
+        .map_err(|e| exit::output_file("create", path, e, "; keys are never overwritten"))
 }
 
 pub fn generate_key(args: GenerateKeyArgs) -> CliResult {
     if !fruix_promote::sign::is_key_name(&args.name) {
         return Err(CliError::usage(format!(
-            "--name {}: give a name without ':' or white space",
+            "--name {}: give a name without ':', white space or control characters",
             fruix_core::escape::quoted(&args.name)
         )));
     }
     let key = SecretKey::generate(&args.name).map_err(from_promote)?;
-    write_new(&args.secret_key, &key.to_text(), 0o600)?;
-    write_new(&args.public_key, &key.public_text(), 0o644)?;
-    print!("{}", key.public_text());
+    // Both files are made before either is written, and a failure removes
+    // what this made: a refused key leaves no half of itself behind (a
+    // rerun would be refused, "never overwritten").
+    let secret = create_new(&args.secret_key, 0o600)?;
+    let written = create_new(&args.public_key, 0o644).and_then(|public| {
+        let write = |mut file: &std::fs::File, path: &Path, text: String| {
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| exit::output_file("write", path, e, ""))
+        };
+        write(&secret, &args.secret_key, key.to_text())
+            .and_then(|()| write(&public, &args.public_key, key.public_text()))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&args.public_key);
+            })
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&args.secret_key);
+        return Err(e);
+    }
+    if args.json {
+        print_json(&serde_json::json!({
+            "name": key.name,
+            "public_key": key.public_text().trim_end(),
+        }));
+    } else {
+        print!("{}", key.public_text());
+    }
     Ok(Status::Success)
 }
 
@@ -66,18 +77,17 @@ pub fn sign(args: SignArgs) -> CliResult {
     for path in &args.objects.paths {
         let name = resolve_valid(&store, path).map_err(from_promote)?;
         let signature = sign_object(&store, &name, &key).map_err(from_promote)?;
-        signed
-            .push(serde_json::json!({ "path": store.path().join(&name), "signature": signature }));
+        signed.push((store.path().join(&name), signature));
     }
     if args.json {
+        let signed: Vec<_> = signed
+            .iter()
+            .map(|(path, signature)| serde_json::json!({ "path": path, "signature": signature }))
+            .collect();
         print_json(&signed);
     } else {
-        for s in &signed {
-            println!(
-                "{} {}",
-                s["path"].as_str().unwrap_or_default(),
-                s["signature"].as_str().unwrap_or_default()
-            );
+        for (path, signature) in &signed {
+            println!("{} {}", escape::path(path), escape::text(signature));
         }
     }
     Ok(Status::Success)

@@ -19,7 +19,7 @@ use crate::args::{
     InfoArgs, ListArgs, OutputArgs, QueryArgs, RootsArgs, StateDirArg, StoreArg, StoreCommand,
 };
 use crate::defaults;
-use crate::display::Mode;
+use crate::display::{self, json_path, Mode};
 use crate::exit::{from_promote, CliResult, Status};
 
 pub fn run(command: StoreCommand) -> CliResult {
@@ -64,22 +64,26 @@ fn open(
     .map_err(from_promote)
 }
 
-/// Prints `value` as one line of JSON.
+/// Prints `value` as one line of JSON, for callers that return no error:
+/// a value serde cannot serialise (a path that is not UTF-8) is said on
+/// stderr and ends the process with the system-failure status, never a
+/// panic. Callers that return a [`crate::exit::CliResult`] use
+/// [`display::print_json`] instead.
 fn print_json(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string(value).expect("results serialize")
-    );
+    if let Err(e) = display::print_json(value) {
+        eprintln!("fruix: error: {}", escape::terminal(&e.error.to_string()));
+        std::process::exit(e.status.code().into());
+    }
 }
 
 /// Prints `report` as one line of JSON, or else the store paths it moved,
-/// one a line, with `summary` on standard error.
+/// one a line (escaped), with `summary` on standard error.
 fn print_moved(json: bool, report: &impl serde::Serialize, paths: &[PathBuf], summary: String) {
     if json {
         print_json(report);
     } else {
         for path in paths {
-            println!("{}", path.display());
+            println!("{}", escape::path(path));
         }
         eprintln!("{summary}");
     }
@@ -101,10 +105,15 @@ fn list(args: ListArgs) -> CliResult {
     };
     let objects = list_store(&store, &filter).map_err(from_promote)?;
     if args.json {
-        print_json(&objects);
+        display::print_json(&objects)?;
         return Ok(Status::Success);
     }
-    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    // Registry metadata is untrusted text: escaped, and the columns are as
+    // wide as what is shown.
+    let dash = |v: &Option<String>| {
+        v.as_deref()
+            .map_or_else(|| "-".into(), |v| escape::text(v).to_string())
+    };
     let header = [
         "KIND",
         "ARTIFACT",
@@ -162,7 +171,7 @@ fn show_info(args: InfoArgs) -> CliResult {
         infos.push(info(&store, &name).map_err(from_promote)?);
     }
     if args.json {
-        print_json(&infos);
+        display::print_json(&infos)?;
         return Ok(Status::Success);
     }
     for (i, o) in infos.iter().enumerate() {
@@ -224,10 +233,12 @@ fn ask(args: QueryArgs) -> CliResult {
     Ok(Status::Success)
 }
 
-/// Prints paths one per line, or as a JSON array.
+/// Prints paths one per line (escaped), or as a JSON array of
+/// [`json_path`]s.
 fn print_paths(paths: &[PathBuf], json: bool) {
     if json {
-        print_json(&paths);
+        let paths: Vec<_> = paths.iter().map(|p| json_path(p)).collect();
+        println!("{}", serde_json::Value::from(paths));
     } else {
         for p in paths {
             println!("{}", escape::path(p));
@@ -243,15 +254,15 @@ fn show_roots(args: RootsArgs) -> CliResult {
             .iter()
             .map(|r| {
                 serde_json::json!({
-                    "link": r.link,
+                    "link": json_path(&r.link),
                     "indirect": r.indirect,
-                    "target": r.target,
-                    "object": r.object.as_ref().map(|o| store.path().join(o)),
+                    "target": r.target.as_deref().map(json_path),
+                    "object": r.object.as_ref().map(|o| json_path(&store.path().join(o))),
                     "dead": r.is_dead(),
                 })
             })
             .collect();
-        print_json(&rows);
+        display::print_json(&rows)?;
         return Ok(Status::Success);
     }
     for r in &roots {

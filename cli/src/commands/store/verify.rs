@@ -11,7 +11,7 @@ use fruix_promote::Store;
 
 use crate::args::{OutputArgs, VerifyArgs};
 use crate::defaults;
-use crate::display::{with_progress, Mode};
+use crate::display::{json_path, to_json, with_progress, Mode};
 use crate::exit::{from_promote, CliError, CliResult, Status};
 
 pub fn verify(args: VerifyArgs) -> CliResult {
@@ -63,16 +63,19 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         None
     };
     if args.json {
+        let paths = |paths: &[std::path::PathBuf]| -> Vec<_> {
+            paths.iter().map(|p| json_path(p)).collect()
+        };
         println!(
             "{}",
             serde_json::json!({
-                "objects": results,
+                "objects": to_json(&results)?,
                 "checked": results.len(),
                 "corrupt": corrupt,
-                "pool": { "checked": pool.checked, "corrupt": pool.corrupt },
-                "missing": registry.missing,
-                "unregistered": registry.unregistered,
-                "repair": repaired,
+                "pool": { "checked": pool.checked, "corrupt": to_json(&pool.corrupt)? },
+                "missing": paths(&registry.missing),
+                "unregistered": paths(&registry.unregistered),
+                "repair": to_json(&repaired)?,
             })
         );
     } else {

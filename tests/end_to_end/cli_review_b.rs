@@ -1,0 +1,534 @@
+//! Regression tests for the second half of the command-line review: output
+//! that cannot be written, refused commands that left a store behind, trust
+//! flags `copy --to` ignored, cancelled exports and imports, key files and
+//! names, output-file errors, and the help texts.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::sshd::Sshd;
+use crate::util::{
+    fruix, promote_report, run, run_failing, run_ok, sample_root, verify_store, wait_until,
+};
+
+/// A store in `dir` holding the objects of a sample result root; the
+/// store's path and the bundle's.
+fn populated(dir: &Path) -> (PathBuf, String) {
+    let store = dir.join("store");
+    let report = promote_report(&store, &sample_root(dir, "root"), &[]);
+    (store, report["result_store"].as_str().unwrap().to_string())
+}
+
+/// Runs `cmd` with its standard output on `/dev/full`.
+fn into_full_disk(cmd: &mut Command) -> Output {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    cmd.stdout(full).output().unwrap()
+}
+
+/// Runs `cmd` with its standard output a pipe nobody reads: its read end
+/// is closed before the command starts, so every write fails (EPIPE).
+fn into_closed_pipe(cmd: &mut Command) -> Output {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) returns.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just returned by pipe(2) and are ours.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    cmd.stdout(Stdio::from(write)).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_stdout_that_cannot_be_written_is_a_system_failure_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = populated(dir.path());
+    let list = || {
+        let mut cmd = fruix();
+        cmd.args(["store", "list", "--json", "--store"]).arg(&store);
+        cmd
+    };
+    let cases = [
+        ("store list --json", list()),
+        ("completions bash", {
+            let mut cmd = fruix();
+            cmd.args(["completions", "bash"]);
+            cmd
+        }),
+        ("man", {
+            let mut cmd = fruix();
+            cmd.arg("man");
+            cmd
+        }),
+    ];
+    for (what, mut cmd) in cases {
+        let out = into_full_disk(&mut cmd);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{what}: {err}");
+        assert_eq!(
+            err.matches("cannot write to standard output").count(),
+            1,
+            "{what}: said once: {err}"
+        );
+        assert!(!err.contains("panicked"), "{what}: {err}");
+    }
+    // A reader that went away is not a failure (`fruix store list | head`).
+    for (what, mut cmd) in [
+        ("store list --json", list()),
+        ("completions bash", {
+            let mut cmd = fruix();
+            cmd.args(["completions", "bash"]);
+            cmd
+        }),
+    ] {
+        let out = into_closed_pipe(&mut cmd);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{what}: {err}");
+        assert!(err.is_empty(), "{what}: {err}");
+    }
+}
+
+#[test]
+fn store_serve_opens_an_existing_store_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing/store");
+    let out = run(fruix()
+        .args(["store", "serve", "--store"])
+        .arg(&missing)
+        .stdin(Stdio::null()));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!dir.path().join("missing").exists());
+}
+
+/// A port on 127.0.0.1 nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_refused_copy_from_leaves_no_store_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("new/store");
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    let url = format!("ssh://root@127.0.0.1:{}", closed_port());
+    let copy = |path: &str| {
+        let mut cmd = fruix();
+        cmd.args(["store", "copy", "--from", &url, "--known-hosts"])
+            .arg(&known_hosts)
+            .arg("--store")
+            .arg(&store)
+            .arg(path);
+        cmd
+    };
+    // Not an object's path: refused before anything is opened.
+    run_failing(
+        &mut copy("/x/not-an-object"),
+        2,
+        &["not a store object path"],
+    );
+    assert!(!dir.path().join("new").exists());
+    // Nothing listens there: the connection fails.
+    let name = format!("/x/{}-fruix-native-world-15.0-local", "a".repeat(40));
+    run_failing(&mut copy(&name), 3, &[]);
+    assert!(!dir.path().join("new").exists());
+}
+
+#[test]
+fn copy_to_refuses_the_trust_flags_of_copy_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, bundle) = populated(dir.path());
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "").unwrap();
+    let url = format!("ssh://root@127.0.0.1:{}", closed_port());
+    let copy = |extra: &[&std::ffi::OsStr]| {
+        let mut cmd = fruix();
+        cmd.args(["store", "copy", "--to", &url, "--store"])
+            .arg(&store)
+            .args(extra)
+            .arg(&bundle);
+        cmd
+    };
+    let key = "k:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+    for extra in [
+        vec!["--trusted-key".as_ref(), key.as_ref()],
+        vec!["--no-check-sigs".as_ref()],
+        vec!["--trusted-keys-file".as_ref(), keys.as_os_str()],
+    ] {
+        run_failing(&mut copy(&extra), 2, &["--from"]);
+    }
+    // The trusted keys file of the environment is no flag given: --to does
+    // not read it (the other store decides whom it trusts), and goes on to
+    // connect.
+    let out = run(copy(&[]).env(
+        "FRUIX_TRUSTED_KEYS_FILE",
+        dir.path().join("unreadable/keys"),
+    ));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(!err.contains("trusted keys"), "{err}");
+    let help = run_ok(fruix().args(["store", "copy", "--help"]));
+    let trust_help = help
+        .lines()
+        .skip_while(|l| !l.contains("--trusted-key "))
+        .take(6)
+        .collect::<String>();
+    assert!(trust_help.contains("--from"), "{help}");
+}
+
+#[test]
+fn a_refusal_by_the_other_store_says_once_that_it_was_not_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, bundle) = populated(dir.path());
+    // The other side's store exists, at another path: the archive names
+    // this store's path, and the other store refuses it.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let sshd = Sshd::trusted();
+    let out = run(fruix()
+        .args(["store", "copy", "--json", "--to"])
+        .arg(format!("ssh://{}", sshd.guest()))
+        .arg("--identity")
+        .arg(sshd.identity())
+        .arg("--known-hosts")
+        .arg(sshd.known_hosts())
+        .arg("--remote-program")
+        .arg(env!("CARGO_BIN_EXE_fruix"))
+        .arg("--remote-store")
+        .arg(&other)
+        .arg("--store")
+        .arg(&store)
+        .arg(&bundle));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    // The error's own sentence says it once; the lines after it are the
+    // other side's stderr, quoted.
+    let sentence = message.lines().next().unwrap();
+    assert!(sentence.contains("not of this one"), "{message}");
+    assert_eq!(
+        sentence.matches("the store was not changed").count(),
+        1,
+        "{message}"
+    );
+}
+
+/// The temporaries (`.NAME.tmp-*`) beside `target`.
+fn temporaries_beside(target: &Path) -> Vec<PathBuf> {
+    let prefix = format!(".{}.tmp-", target.file_name().unwrap().to_string_lossy());
+    std::fs::read_dir(target.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Holds the store's collector lock exclusively, as `store gc` does, until
+/// dropped: an export waits for it before writing anything.
+fn hold_gc_lock(store: &Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(store.join(".fruix/gc.lock"))
+        .unwrap();
+    // SAFETY: a valid descriptor, owned by `file`.
+    assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+    file
+}
+
+fn terminate(child: &std::process::Child) {
+    // SAFETY: the child has not been waited for: its pid is still its own.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+}
+
+#[test]
+fn a_cancelled_export_leaves_no_archive_and_a_rerun_writes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, bundle) = populated(dir.path());
+    let target = dir.path().join("out.arc");
+    let export = || {
+        let mut cmd = fruix();
+        cmd.args(["store", "export", "--recursive", "--store"])
+            .arg(&store)
+            .arg("--output")
+            .arg(&target)
+            .arg(&bundle);
+        cmd
+    };
+    let lock = hold_gc_lock(&store);
+    let child = export()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The export has made its output file and waits for the lock.
+    wait_until("the export makes its output file", || {
+        target.exists() || !temporaries_beside(&target).is_empty()
+    });
+    terminate(&child);
+    let out = child.wait_with_output().unwrap();
+    drop(lock);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(!target.exists(), "no archive at the final name");
+    assert_eq!(temporaries_beside(&target), Vec::<PathBuf>::new());
+    run_ok(&mut export());
+    assert!(std::fs::metadata(&target).unwrap().len() > 0);
+    assert_eq!(temporaries_beside(&target), Vec::<PathBuf>::new());
+}
+
+/// The store's temporaries (`.tmp-*`).
+fn store_temporaries(store: &Path) -> usize {
+    std::fs::read_dir(store)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_cancelled_import_removes_its_temporaries_and_the_store_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, bundle) = populated(dir.path());
+    let archive = dir.path().join("a.arc");
+    run_ok(
+        fruix()
+            .args(["store", "export", "--recursive", "--store"])
+            .arg(&store)
+            .arg("--output")
+            .arg(&archive)
+            .arg(&bundle),
+    );
+    let text = std::fs::read(&archive).unwrap();
+    let first_line = &text[..=text.iter().position(|&b| b == b'\n').unwrap()];
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    // Into a store the import makes (it must go again), then into one that
+    // exists (which keeps only what it had).
+    for (target, made) in [(dir.path().join("new/store"), true), (other.clone(), false)] {
+        let mut child = fruix()
+            .args(["store", "import", "--no-check-sigs", "--store"])
+            .arg(&target)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The archive's first line, and then nothing: the import waits for more.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(first_line).unwrap();
+        stdin.flush().unwrap();
+        wait_until("the import starts", || store_temporaries(&target) > 0);
+        terminate(&child);
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+        if made {
+            assert!(
+                !dir.path().join("new").exists(),
+                "the store it made is gone"
+            );
+        } else {
+            assert_eq!(store_temporaries(&target), 0);
+            verify_store(&target);
+        }
+    }
+}
+
+#[test]
+fn output_files_that_cannot_be_made_exit_2_when_misnamed_else_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, bundle) = populated(dir.path());
+    let export = |to: &Path| {
+        let mut cmd = fruix();
+        cmd.args(["store", "export", "--store"])
+            .arg(&store)
+            .arg("--output")
+            .arg(to)
+            .arg(&bundle);
+        cmd
+    };
+    run_failing(&mut export(&dir.path().join("missing/x.arc")), 2, &[]);
+    // Not a question of the name: a directory nobody may write in.
+    run_failing(&mut export(Path::new("/sys/x.arc")), 3, &[]);
+    let generate = |secret: &Path, public: &Path| {
+        let mut cmd = fruix();
+        cmd.args(["store", "generate-key", "--name", "k", "--secret-key"])
+            .arg(secret)
+            .arg("--public-key")
+            .arg(public);
+        cmd
+    };
+    let err = run_failing(
+        &mut generate(&dir.path().join("missing/s"), &dir.path().join("p")),
+        2,
+        &[],
+    );
+    assert!(!err.contains("never overwritten"), "{err}");
+    run_failing(
+        &mut generate(Path::new("/sys/s"), &dir.path().join("p")),
+        3,
+        &[],
+    );
+    assert!(!dir.path().join("p").exists());
+}
+
+#[test]
+fn a_key_whose_public_half_cannot_be_written_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("k.sec");
+    let generate = |public: &Path| {
+        let mut cmd = fruix();
+        cmd.args(["store", "generate-key", "--name", "k", "--secret-key"])
+            .arg(&secret)
+            .arg("--public-key")
+            .arg(public);
+        cmd
+    };
+    run_failing(&mut generate(&dir.path().join("missing/k.pub")), 2, &[]);
+    assert!(!secret.exists(), "the secret key was left behind");
+    // A public key file that exists: refused, and the secret key goes too.
+    let taken = dir.path().join("taken.pub");
+    std::fs::write(&taken, "mine").unwrap();
+    run_failing(&mut generate(&taken), 2, &["never overwritten"]);
+    assert!(!secret.exists(), "the secret key was left behind");
+    assert_eq!(std::fs::read_to_string(&taken).unwrap(), "mine");
+    // The rerun is not refused.
+    let printed = run_ok(&mut generate(&dir.path().join("k.pub")));
+    assert!(printed.starts_with("k:"), "{printed}");
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn key_names_with_control_or_bidi_characters_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, name) in ["a\u{1b}[31mb", "a\u{202e}b", "a\u{7f}", "a\u{85}b"]
+        .into_iter()
+        .enumerate()
+    {
+        let secret = dir.path().join(format!("{n}.sec"));
+        let err = run_failing(
+            fruix()
+                .args(["store", "generate-key", "--name", name, "--secret-key"])
+                .arg(&secret)
+                .arg("--public-key")
+                .arg(dir.path().join(format!("{n}.pub"))),
+            2,
+            &["--name"],
+        );
+        assert!(
+            !err.contains('\u{1b}') && !err.contains('\u{202e}'),
+            "{err:?}"
+        );
+        assert!(!secret.exists());
+    }
+    // A key file carrying such a name (written by hand) is refused too,
+    // rather than signing with it and printing it raw.
+    let (store, bundle) = populated(dir.path());
+    let good = dir.path().join("good.sec");
+    run_ok(
+        fruix()
+            .args(["store", "generate-key", "--name", "good", "--secret-key"])
+            .arg(&good)
+            .arg("--public-key")
+            .arg(dir.path().join("good.pub")),
+    );
+    let text = std::fs::read_to_string(&good).unwrap();
+    let forged = dir.path().join("forged.sec");
+    std::fs::write(&forged, text.replacen("good", "go\u{1b}[2Jod", 1)).unwrap();
+    let out = run(fruix()
+        .args(["store", "sign", "--secret-key"])
+        .arg(&forged)
+        .arg("--store")
+        .arg(&store)
+        .arg(&bundle));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\u{1b}'));
+}
+
+#[test]
+fn refused_values_are_shown_escaped_not_debug_formatted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [&[&str]; 2] = [
+        &["store", "import", "--trusted-key", "x\u{202e}y", "-"],
+        &["store", "gc", "--max-freed", "9\u{202e}"],
+    ];
+    for args in cases {
+        let err = run_failing(
+            fruix().args(args).arg("--store").arg(dir.path().join("s")),
+            2,
+            &["\\342\\200\\256"],
+        );
+        assert!(!err.contains("\\u{202e}"), "{err}");
+    }
+}
+
+#[test]
+fn help_names_every_subcommand_and_generate_key_takes_json() {
+    // What `fruix store --help` says before its usage line: the summary
+    // `fruix --help` shows too.
+    let store_help = run_ok(fruix().args(["store", "--help"]));
+    let store_line = store_help.split("Usage:").next().unwrap();
+    for sub in [
+        "verify",
+        "list",
+        "info",
+        "query",
+        "roots",
+        "gc",
+        "delete",
+        "generate-key",
+        "sign",
+        "export",
+        "import",
+        "copy",
+        "serve",
+    ] {
+        assert!(store_line.contains(sub), "{sub}: {store_line}");
+    }
+    let native_help = run_ok(fruix().args(["native-build", "--help"]));
+    let native = native_help.split("Usage:").next().unwrap();
+    assert!(native.contains("self-hosted"), "{native}");
+    let dir = tempfile::tempdir().unwrap();
+    // `store generate-key --json --name k` writing k.sec and `public`.
+    let generate = |public: &str| {
+        let mut cmd = fruix();
+        cmd.args(["store", "generate-key", "--json", "--name", "k"])
+            .arg("--secret-key")
+            .arg(dir.path().join("k.sec"))
+            .arg("--public-key")
+            .arg(dir.path().join(public));
+        cmd
+    };
+    let out = run_ok(&mut generate("k.pub"));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        json["public_key"].as_str().unwrap(),
+        std::fs::read_to_string(dir.path().join("k.pub"))
+            .unwrap()
+            .trim_end()
+    );
+    assert_eq!(json["name"], "k");
+    // A refusal under --json is a JSON error too.
+    let out = run(&mut generate("k2.pub"));
+    crate::util::json_error(&out, 2, "never overwritten");
+}
