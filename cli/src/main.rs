@@ -43,6 +43,7 @@ mod defaults;
 mod display;
 mod exit;
 mod live;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

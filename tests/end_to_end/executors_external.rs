@@ -395,3 +395,48 @@ fn list_and_describe_show_every_kind_of_executor() {
         ],
     );
 }
+
+#[test]
+fn a_second_signal_during_cleanup_exits_at_once() {
+    // The first Ctrl-C or SIGTERM cancels and cleans up; a second one,
+    // while a slow cleanup runs, is a person who wants out now.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let stage = |name: &str, what: &str| {
+        crate::sshd::script(
+            &d.join(name),
+            &format!("#!/bin/sh\necho $$ > \"$FRUIX_CONFIG_DIR/{what}.tmp\"\nmv \"$FRUIX_CONFIG_DIR/{what}.tmp\" \"$FRUIX_CONFIG_DIR/{what}\"\nexec sleep 600\n"),
+        );
+    };
+    stage("build.sh", "building");
+    stage("cleanup.sh", "cleaning");
+    std::fs::write(
+        d.join("executors.scm"),
+        "(fruix-executors (format-version 1)\n  (executor (name \"slow-cleanup\") (version \"1\") (description \"its cleanup takes long (test)\")\n    (config-key (name \"dir\") (description \"where the stages say they run\"))\n    (build (command \"./build.sh\")) (cleanup (command \"./cleanup.sh\"))))\n",
+    )
+    .unwrap();
+    let mut cmd = fruix();
+    cmd.arg("--executors-file").arg(d.join("executors.scm"));
+    let mut cmd = fixture_build(cmd, "slow-cleanup", d, "root");
+    cmd.arg("--config").arg(format!("dir={}", d.display()));
+    let child = crate::util::spawn_piped(&mut cmd);
+    let signal = |pid: u32| {
+        // SAFETY: kill(2) on a process this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    };
+    crate::util::wait_until("the build runs", || d.join("building").exists());
+    signal(child.id());
+    crate::util::wait_until("the cleanup runs", || d.join("cleaning").exists());
+    signal(child.id());
+    let out = crate::util::wait_with_deadline(child, Duration::from_secs(60), "the build");
+    let cleanup: i32 = std::fs::read_to_string(d.join("cleaning"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the cleanup stage this test's build started.
+    unsafe { libc::kill(cleanup, libc::SIGKILL) };
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("cancelled again"), "{err}");
+}

@@ -132,6 +132,12 @@ pub fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    wait_with_deadline(child, deadline, &format!("{cmd:?}"))
+}
+
+/// Waits for `child` (`what`, for the message), killing it and failing when
+/// it outlives `deadline`.
+pub fn wait_with_deadline(child: Child, deadline: Duration, what: &str) -> Output {
     let pid = child.id() as libc::pid_t;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output()));
@@ -140,7 +146,7 @@ pub fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
         Err(_) => {
             // SAFETY: `pid` is our child, still running (it has not been waited for).
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish within {deadline:?}: it hangs");
+            panic!("{what} did not finish within {deadline:?}: it hangs");
         }
     }
 }

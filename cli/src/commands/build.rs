@@ -90,7 +90,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     // The build starts: its source object stays, whatever the build does.
     let store = store.map(MadeStore::keep).filter(|_| !args.no_promote);
     let cancel = CancellationToken::new();
-    watch_signals(cancel.clone());
+    crate::signals::watch_signals(cancel.clone())?;
     let (events, rx) = EventSink::channel();
     let printer = tokio::spawn(show_events(rx, args.output, cancel.clone()));
     let outcome = run_executor(
@@ -246,25 +246,6 @@ pub(crate) fn run_error(e: CoreError) -> CliError {
         _ => exit::before_run(&e),
     };
     CliError::new(status, e)
-}
-
-/// Cancels `cancel` at the first SIGINT or SIGTERM. Saying so is left to
-/// the display, which knows where the live line is.
-pub(crate) fn watch_signals(cancel: CancellationToken) {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        cancel.cancel();
-    });
 }
 
 /// Parses `KEY=VALUE` executor configuration into a JSON object. Values that

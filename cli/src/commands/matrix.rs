@@ -18,7 +18,6 @@ use crate::args::{
     DiffTool, ExportFormat, MatrixCollectArgs, MatrixExportArgs, MatrixPlanArgs, MatrixRunArgs,
     MatrixRunCellArgs, MatrixRunWith,
 };
-use crate::commands::build::watch_signals;
 use crate::defaults;
 use crate::display::{json_path, to_json, Mode};
 use crate::exit::{from_matrix, from_promote, CliResult, Status};
@@ -129,7 +128,7 @@ impl Session {
         let report_dir = create_report_dir(report_dir, &state.state_dir).map_err(from_matrix)?;
         let store = Arc::new(store.keep());
         let cancel = CancellationToken::new();
-        watch_signals(cancel.clone());
+        crate::signals::watch_signals(cancel.clone())?;
         let live = Arc::new(Live::new(mode));
         tokio::spawn({
             let (live, cancel) = (live.clone(), cancel.clone());

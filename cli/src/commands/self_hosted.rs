@@ -21,7 +21,7 @@ use fruix_executors::guest::protocol::{Body, Message, Outcome};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::SelfHostedArgs;
-use crate::commands::build::{run_error, watch_signals};
+use crate::commands::build::run_error;
 use crate::exit::{CliError, CliResult, Status};
 
 pub async fn run(args: SelfHostedArgs) -> CliResult {
@@ -62,7 +62,7 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
             fruix_executors::driver::default_make().to_string()
         })));
     let cancel = CancellationToken::new();
-    watch_signals(cancel.clone());
+    crate::signals::watch_signals(cancel.clone())?;
     let (events, mut rx) = EventSink::channel();
     let speaker = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {

@@ -6,6 +6,7 @@
 //! renamed there once complete); an import stops reading, which removes
 //! its temporaries and a store it made.
 
+use crate::signals::on_cancel;
 use std::io::{BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -251,38 +252,6 @@ impl NewStore {
             let _ = std::fs::remove_dir_all(made);
         }
     }
-}
-
-/// Runs `on_signal`, on a thread of its own, at the first SIGINT or SIGTERM
-/// from now on (the handlers are in place when this returns), instead of
-/// letting the signal kill the process with nothing cleaned up.
-fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let system = |e: std::io::Error| CliError::new(Status::SystemFailure, e);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(system)?;
-    let (mut int, mut term) = {
-        let _entered = runtime.enter();
-        (
-            signal(SignalKind::interrupt()).map_err(system)?,
-            signal(SignalKind::terminate()).map_err(system)?,
-        )
-    };
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-            });
-            on_signal();
-        })
-        .map_err(system)?;
-    Ok(())
 }
 
 /// What the reading thread of a [`Feed`] passes on.

@@ -1,0 +1,54 @@
+//! Ctrl-C and SIGTERM: the first cancels what runs (it cleans up and exits
+//! 130); a second, while that cleanup runs, exits at once with 130.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::exit::{CliError, CliResult, Status};
+
+/// Runs `on_signal`, on a thread of its own, at the first SIGINT or SIGTERM
+/// from now on (the handlers are in place when this returns), instead of
+/// letting the signal kill the process with nothing cleaned up. A second
+/// signal after it exits at once with the cancelled status: a person
+/// pressing Ctrl-C again wants out.
+pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let system = |e: std::io::Error| CliError::new(Status::SystemFailure, e);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(system)?;
+    let (mut int, mut term) = {
+        let _entered = runtime.enter();
+        (
+            signal(SignalKind::interrupt()).map_err(system)?,
+            signal(SignalKind::terminate()).map_err(system)?,
+        )
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut next = || {
+                runtime.block_on(async {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                })
+            };
+            next();
+            // The cleanup may take a while (a guest torn down): a second
+            // signal is watched for meanwhile.
+            std::thread::spawn(on_signal);
+            next();
+            eprintln!("fruix: cancelled again; exiting without finishing the cleanup");
+            std::process::exit(Status::Cancelled.code().into());
+        })
+        .map_err(system)?;
+    Ok(())
+}
+
+/// Cancels `cancel` at the first SIGINT or SIGTERM (see [`on_cancel`]).
+/// Saying so is left to the display, which knows where the live line is.
+pub fn watch_signals(cancel: CancellationToken) -> CliResult<()> {
+    on_cancel(move || cancel.cancel())
+}
