@@ -28,12 +28,15 @@ fn promote(root: &Path, store: &Path) -> Command {
 }
 
 /// A scratch directory with a sample result root in it (`root`, signed or
-/// not) and the path of a store beside it (`store`, not created).
+/// not) and the path of a store beside it (`store`, created empty).
 fn scratch(sign: bool) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     write_sample_result_root(&root, "local", "20261130T000000Z", sign).unwrap();
+    // An existing store: a failed promotion must leave it as it was (one
+    // it made itself it removes).
     let store = dir.path().join("store");
+    fruix_promote::Store::open(&store).unwrap();
     (dir, root, store)
 }
 
