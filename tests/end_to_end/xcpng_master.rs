@@ -121,15 +121,19 @@ async fn a_command_given_up_on_is_stopped_on_the_master_before_run_until_returns
     let run = master.run_until(&argv, &cancel);
     tokio::pin!(run);
     // Give up once the command runs (its pid written).
-    let pid: u32 = loop {
-        tokio::select! {
-            out = &mut run => panic!("the command ended by itself: {out:?}"),
-            () = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
-        if let Ok(text) = std::fs::read_to_string(&pid_file) {
-            break text.trim().parse().unwrap();
-        }
-    };
+    let written = pid_file.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        crate::util::wait_until("the command runs", || written.exists())
+    });
+    tokio::select! {
+        out = &mut run => panic!("the command ended by itself: {out:?}"),
+        waited = written => waited.unwrap(),
+    }
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(alive(pid));
     cancel.cancel();
     assert_eq!(run.await.unwrap(), None);
