@@ -20,9 +20,10 @@ use fruix_promote::query::resolve_valid;
 use fruix_promote::sign::PublicKey;
 use fruix_promote::Store;
 
-use super::{open, print_json, print_moved};
+use super::{open, print_moved};
 use crate::args::{ExportArgs, ImportArgs, OutputArgs, TrustArgs};
 use crate::defaults;
+use crate::display::print_json;
 use crate::display::{with_progress, Mode};
 use crate::exit::{self, from_promote, CliError, CliResult, Status};
 
@@ -163,7 +164,7 @@ pub fn export_command(args: ExportArgs) -> CliResult {
         }
     };
     if args.json {
-        print_json(&report);
+        print_json(&report)?;
     } else if args.output.is_some() {
         println!(
             "exported {} object(s), {} bytes",
@@ -220,7 +221,7 @@ pub fn import_command(args: ImportArgs) -> CliResult {
         report.imported.len(),
         report.present.len()
     );
-    print_moved(args.json, &report, &report.imported, summary);
+    print_moved(args.json, &report, &report.imported, summary)?;
     Ok(Status::Success)
 }
 

@@ -296,6 +296,6 @@ fn copy_with(
         report.remote,
         report.bytes
     );
-    print_moved(args.json, &report, &report.sent, summary);
+    print_moved(args.json, &report, &report.sent, summary)?;
     Ok(Status::Success)
 }

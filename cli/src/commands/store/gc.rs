@@ -7,8 +7,9 @@ use indicatif::HumanBytes;
 
 use fruix_core::manifest::Progress;
 
-use super::{open, print_json, print_paths};
+use super::{open, print_paths};
 use crate::args::{DeleteArgs, GcArgs, OutputArgs};
+use crate::display::print_json;
 use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, CliResult, Status};
 
@@ -33,7 +34,7 @@ pub fn gc(args: GcArgs) -> CliResult {
     })
     .map_err(from_promote)?;
     if args.json {
-        print_json(&report);
+        print_json(&report)?;
     } else {
         print_report(&report, args.quiet);
     }

@@ -10,8 +10,9 @@ use fruix_promote::query::resolve_valid;
 use fruix_promote::sign::{sign_object, SecretKey};
 use fruix_promote::{PromotionReport, Store};
 
-use super::{open, print_json};
+use super::open;
 use crate::args::{GenerateKeyArgs, OutLinkArgs, SignArgs};
+use crate::display::print_json;
 use crate::exit::{self, from_promote, CliError, CliResult, Status};
 
 /// Creates a new file at `path` with `mode`; an existing file is never
@@ -57,7 +58,7 @@ pub fn generate_key(args: GenerateKeyArgs) -> CliResult {
         print_json(&serde_json::json!({
             "name": key.name,
             "public_key": key.public_text().trim_end(),
-        }));
+        }))?;
     } else {
         print!("{}", key.public_text());
     }
@@ -82,9 +83,11 @@ pub fn sign(args: SignArgs) -> CliResult {
     if args.json {
         let signed: Vec<_> = signed
             .iter()
-            .map(|(path, signature)| serde_json::json!({ "path": path, "signature": signature }))
+            .map(|(path, signature)| {
+                serde_json::json!({ "path": crate::display::json_path(path), "signature": signature })
+            })
             .collect();
-        print_json(&signed);
+        print_json(&signed)?;
     } else {
         for (path, signature) in &signed {
             println!("{} {}", escape::path(path), escape::text(signature));

@@ -64,29 +64,23 @@ fn open(
     .map_err(from_promote)
 }
 
-/// Prints `value` as one line of JSON, for callers that return no error:
-/// a value serde cannot serialise (a path that is not UTF-8) is said on
-/// stderr and ends the process with the system-failure status, never a
-/// panic. Callers that return a [`crate::exit::CliResult`] use
-/// [`display::print_json`] instead.
-fn print_json(value: &impl serde::Serialize) {
-    if let Err(e) = display::print_json(value) {
-        eprintln!("fruix: error: {}", escape::terminal(&e.error.to_string()));
-        std::process::exit(e.status.code().into());
-    }
-}
-
 /// Prints `report` as one line of JSON, or else the store paths it moved,
 /// one a line (escaped), with `summary` on standard error.
-fn print_moved(json: bool, report: &impl serde::Serialize, paths: &[PathBuf], summary: String) {
+fn print_moved(
+    json: bool,
+    report: &impl serde::Serialize,
+    paths: &[PathBuf],
+    summary: String,
+) -> crate::exit::CliResult<()> {
     if json {
-        print_json(report);
+        display::print_json(report)?;
     } else {
         for path in paths {
             println!("{}", escape::path(path));
         }
         eprintln!("{summary}");
     }
+    Ok(())
 }
 
 /// A registration time as RFC 3339 (UTC, seconds).
