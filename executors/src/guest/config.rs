@@ -19,7 +19,8 @@ use fruix_core::{Error, Result};
 use super::{GuestExecutor, Mode};
 use crate::import::{Cap, ImportLimits};
 use crate::ssh::{
-    HostKeyPolicy, SshOptions, SshTarget, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_LINE_BYTES,
+    HostKeyPolicy, SshOptions, SshTarget, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_LINE_BYTES,
 };
 
 /// The guest state directory when none is configured.
@@ -68,6 +69,10 @@ pub struct GuestConfig {
     pub passphrase_env: Option<String>,
     /// seconds to connect and authenticate (default 30)
     pub connect_timeout_secs: Option<u64>,
+    /// seconds each short command in the guest may take: probes, preparing
+    /// and finishing the result root, removing the work directory (default
+    /// 600); the build steps are not bounded by it
+    pub command_timeout_secs: Option<u64>,
     /// make program in the guest, for host-initiated (default: bmake if
     /// present, else make)
     pub make: Option<String>,
@@ -236,6 +241,11 @@ impl GuestConfig {
             Some(s) => Duration::from_secs(s),
             None => DEFAULT_CONNECT_TIMEOUT,
         };
+        let command_timeout = match self.command_timeout_secs {
+            Some(0) => return Err(invalid("`command_timeout_secs` must be at least 1".into())),
+            Some(s) => Duration::from_secs(s),
+            None => DEFAULT_COMMAND_TIMEOUT,
+        };
         for (key, value) in [
             ("guest_helper", Some(&helper)),
             ("make", self.make.as_ref()),
@@ -272,6 +282,7 @@ impl GuestConfig {
                 passphrase_env: self.passphrase_env,
                 host_keys,
                 connect_timeout,
+                command_timeout,
                 max_line_bytes,
             },
             state_dir: state_dir.trim_end_matches('/').to_string(),
@@ -315,6 +326,10 @@ mod tests {
             (
                 json!({"guest": "a@b", "connect_timeout_secs": 0}),
                 "at least 1",
+            ),
+            (
+                json!({"guest": "a@b", "command_timeout_secs": 0}),
+                "`command_timeout_secs` must be at least 1",
             ),
             (
                 json!({"guest": "a@b", "import_max_entries": 0}),

@@ -55,10 +55,11 @@ impl GuestRun<'_> {
             parent = sh::quote(&format!("{}/native-builds", self.executor.state_dir)),
             work_dir = sh::prepare_work_dir_script(&work),
         );
-        let host_name = self
+        let said = self
             .executor
             .check(&session, "prepare the guest result root", &prepare)
             .await?;
+        let host_name = guest_host_name(&said, session.target())?;
         self.guest_work = Some(work.clone());
         let logs = ctx.logs_dir()?;
         for step in &plan.steps {
@@ -179,6 +180,54 @@ impl GuestRun<'_> {
                     tail: tail.into_lines(),
                 },
             }),
+        }
+    }
+}
+
+/// The longest host name a guest may report (`MAXHOSTNAMELEN` less its NUL).
+const MAX_HOST_NAME_BYTES: usize = 255;
+
+/// The guest's host name from what `uname -n` printed (`said`, the tail of
+/// its stdout): one line of 1 to [`MAX_HOST_NAME_BYTES`] bytes, without white
+/// space, control or bidirectional-text characters. It goes into
+/// `promotion.scm`, so anything else is refused rather than recorded.
+fn guest_host_name(said: &str, guest: &impl std::fmt::Display) -> Result<String> {
+    let bad = |c: char| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    let name = said.trim_end_matches('\n');
+    if name.is_empty() || name.len() > MAX_HOST_NAME_BYTES || name.chars().any(bad) {
+        return Err(Error::system(format!(
+            "the guest {guest} reported a host name (uname -n) that is not one: {}",
+            fruix_core::escape::quoted(said).cut_at(MAX_HOST_NAME_BYTES + 1)
+        )));
+    }
+    Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_name_is_one_short_line_of_visible_characters() {
+        assert_eq!(guest_host_name("builder-1\n", &"g").unwrap(), "builder-1");
+        let long = "h".repeat(MAX_HOST_NAME_BYTES);
+        assert_eq!(guest_host_name(&long, &"g").unwrap(), long);
+        for bad in [
+            String::new(),
+            "\n".to_string(),
+            "two\nlines".to_string(),
+            "a b".to_string(),
+            "tab\there".to_string(),
+            "esc\u{1b}[2J".to_string(),
+            "bidi\u{202e}".to_string(),
+            "h".repeat(MAX_HOST_NAME_BYTES + 1),
+        ] {
+            let e = guest_host_name(&bad, &"g").unwrap_err();
+            assert_eq!(e.failure(), fruix_core::Failure::System, "{bad:?}");
         }
     }
 }

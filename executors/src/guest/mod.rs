@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fruix_core::executor::{BuildRequest, Capabilities, Executor, Run, RunContext, Stream};
-use fruix_core::{Error, Result};
+use fruix_core::{escape, Error, Result};
 
 pub use self::config::{
     GuestConfig, HostInitiatedConfig, ModeConfig, SelfHostedConfig, DEFAULT_HELPER,
@@ -258,7 +258,10 @@ impl GuestRun<'_> {
         let store = &self.executor.store_dir;
         let (dest, delivery) = ctx
             .events
-            .stage("source", source::deliver(session, object, store))
+            .stage(
+                "source",
+                source::deliver(session, object, store, &ctx.cancel),
+            )
             .await?;
         let line = match delivery {
             source::Delivery::Present => format!("source {dest}: already in the guest"),
@@ -323,20 +326,30 @@ impl Run for GuestRun<'_> {
                 Some(s) => s,
                 None => SshSession::connect(ssh, &ctx.events).await?,
             };
-            let removed = session
-                .output(&format!("rm -rf {}", shell_quote(work)), None)
-                .await;
-            if !removed.is_ok_and(|o| o.exit.success()) {
-                // The connection may be gone: try once on a new one.
-                let fresh = SshSession::connect(ssh, &ctx.events).await?;
-                self.executor
-                    .check(
-                        &fresh,
-                        "remove the guest work directory",
-                        &format!("rm -rf {}", shell_quote(work)),
-                    )
-                    .await?;
-                fresh.disconnect().await;
+            let remove = format!("rm -rf {}", shell_quote(work));
+            match session.output(&remove, None).await {
+                Ok(out) if out.exit.success() => {}
+                // The connection is gone: try once on a new one.
+                Err(e) if crate::ssh::is_connection_lost(&e) => {
+                    let fresh = SshSession::connect(ssh, &ctx.events).await?;
+                    let removed = self
+                        .executor
+                        .check(&fresh, "remove the guest work directory", &remove)
+                        .await;
+                    fresh.disconnect().await;
+                    removed?;
+                }
+                // A timeout or a refusal would not go better a second time.
+                Ok(out) => {
+                    return Err(Error::system(format!(
+                        "cannot remove the guest work directory {} on {} ({}): {}",
+                        escape::text(work),
+                        session.target(),
+                        out.exit.describe(),
+                        out.stderr_text()
+                    )))
+                }
+                Err(e) => return Err(e),
             }
         }
         if let Some(session) = self.session {

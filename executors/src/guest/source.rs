@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 
 use fruix_core::{Error, Result};
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::sync::CancellationToken;
 
 use crate::ssh::{shell_quote, SshSession};
 
@@ -74,11 +75,14 @@ mv "$tmp"/{name_q} {store_q}/{name_q}"#
 }
 
 /// Makes the host source object `object` present and sound in the guest
-/// under `guest_store`; returns its path there and how it got there.
+/// under `guest_store`; returns its path there and how it got there. The
+/// upload has no time limit (its length depends on the tree): `cancel`
+/// stops it.
 pub(super) async fn deliver(
     session: &SshSession,
     object: &Path,
     guest_store: &str,
+    cancel: &CancellationToken,
 ) -> Result<(String, Delivery)> {
     let name = object
         .file_name()
@@ -119,7 +123,12 @@ pub(super) async fn deliver(
         count: count.clone(),
     };
     let received = session
-        .output_from(&receive_script(guest_store, name), Some(stream))
+        .output_within(
+            &receive_script(guest_store, name),
+            Some(stream),
+            cancel,
+            None,
+        )
         .await?;
     let packed = tar
         .wait()

@@ -22,7 +22,10 @@
 //! - Remote commands ([`remote`]) stream stdout and stderr as lines (each cut
 //!   at [`SshOptions::max_line_bytes`]) and return the exit status or signal;
 //!   cancelling one stops its whole remote session (every process the command
-//!   started), not only the channel.
+//!   started), not only the channel. A short command
+//!   ([`SshSession::output`]) is stopped so after
+//!   [`SshOptions::command_timeout`]: a guest that answers keepalives but
+//!   whose command never ends (a hung disk) cannot hang the host.
 //! - Every failure here is [`Error::System`]: the machine, the network or its
 //!   SSH setup is at fault, not the build. A connection that drops is
 //!   reported as such ([`is_connection_lost`] tells callers that may retry).
@@ -63,6 +66,9 @@ const CIPHERS: &[russh::cipher::Name] = &[
 /// The default connection timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default limit on one short command ([`SshSession::output`]).
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The default cap on one line of a remote command's output (1 MiB).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
@@ -87,6 +93,11 @@ pub struct SshOptions {
     /// together (default [`DEFAULT_CONNECT_TIMEOUT`]); going over it is
     /// [`Error::Timeout`].
     pub connect_timeout: Duration,
+    /// The limit on one short command ([`SshSession::output`]: probes,
+    /// preparing and finishing a result root, removing a work directory;
+    /// default [`DEFAULT_COMMAND_TIMEOUT`]). Going over it stops the
+    /// command's remote session and is [`Error::Timeout`].
+    pub command_timeout: Duration,
     /// Longer lines of remote output are cut (see [`remote`]).
     pub max_line_bytes: usize,
 }
@@ -102,6 +113,7 @@ impl SshOptions {
             passphrase_env: None,
             host_keys: HostKeyPolicy::known_hosts(Some(known_hosts), false),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
         }
     }
@@ -113,6 +125,7 @@ pub struct SshSession {
     handle: client::Handle<HostKeyVerifier>,
     target: SshTarget,
     max_line_bytes: usize,
+    command_timeout: Duration,
 }
 
 impl fmt::Debug for SshSession {
@@ -199,6 +212,7 @@ impl SshSession {
             handle,
             target,
             max_line_bytes: options.max_line_bytes,
+            command_timeout: options.command_timeout,
         })
     }
 
@@ -210,6 +224,11 @@ impl SshSession {
     /// The cap on one line of remote output.
     pub fn max_line_bytes(&self) -> usize {
         self.max_line_bytes
+    }
+
+    /// The limit on one short command ([`SshOptions::command_timeout`]).
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
     }
 
     /// Opens a session channel and starts `command` on it.

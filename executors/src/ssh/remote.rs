@@ -123,6 +123,13 @@ impl RemoteOutput {
     }
 }
 
+/// The first line of `script`, escaped and cut at 80 bytes, in backquotes:
+/// how a timeout names the command.
+fn first_line(script: &str) -> String {
+    let line = script.lines().next().unwrap_or_default();
+    format!("`{}`", fruix_core::escape::text(line).cut_at(80))
+}
+
 /// The command line sent for `script`: runs it under `/bin/sh`, after
 /// printing the session id.
 pub fn wrap(script: &str) -> String {
@@ -148,37 +155,67 @@ done"#
 
 impl SshSession {
     /// Runs `script` to its end, feeding it `stdin`, and returns the last
-    /// [`OUTPUT_TAIL_LINES`] lines of its stdout and of its stderr.
+    /// [`OUTPUT_TAIL_LINES`] lines of its stdout and of its stderr. For short
+    /// commands: one running longer than the session's
+    /// [`command_timeout`](SshSession::command_timeout) is stopped (its
+    /// whole remote session, as on cancellation) and is [`Error::Timeout`].
     pub async fn output(&self, script: &str, stdin: Option<&[u8]>) -> Result<RemoteOutput> {
-        self.output_from(script, stdin).await
+        let limit = None;
+        let _ = self.command_timeout();
+        self.output_within(script, stdin, &CancellationToken::new(), limit)
+            .await
     }
 
     /// [`SshSession::output`] with stdin streamed from `input`, read to its
-    /// end (memory stays flat however much it holds).
-    pub async fn output_from(
+    /// end (memory stays flat however much it holds), until the command
+    /// ends, `cancel` fires ([`Error::Cancelled`]) or `limit` passes
+    /// ([`Error::Timeout`]). Either way the command's remote session is
+    /// stopped before this returns. `None` sets no limit, for commands
+    /// whose length depends on what they are sent.
+    pub async fn output_within(
         &self,
         script: &str,
         input: Option<impl tokio::io::AsyncRead + Unpin + Send>,
+        cancel: &CancellationToken,
+        limit: Option<std::time::Duration>,
     ) -> Result<RemoteOutput> {
         let (mut stdout, mut stderr) = (Tail::new(OUTPUT_TAIL_LINES), Tail::new(OUTPUT_TAIL_LINES));
-        let exit = self
-            .stream_from(
-                script,
-                input,
-                &CancellationToken::new(),
-                &EventSink::discard(),
-                |stream, line| match stream {
-                    Stream::Stdout => stdout.push(line),
-                    Stream::Stderr => stderr.push(line),
-                },
-            )
-            .await?
-            .expect("an uncancellable command is never cancelled");
-        Ok(RemoteOutput {
-            exit,
-            stdout,
-            stderr,
-        })
+        let stop = cancel.child_token();
+        let pace = EventSink::discard();
+        let (exit, timed_out) = {
+            let run = self.stream_from(script, input, &stop, &pace, |stream, line| match stream {
+                Stream::Stdout => stdout.push(line),
+                Stream::Stderr => stderr.push(line),
+            });
+            tokio::pin!(run);
+            let deadline = async {
+                match limit {
+                    Some(limit) => tokio::time::sleep(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ended = &mut run => (ended?, false),
+                () = deadline => {
+                    stop.cancel();
+                    (run.await?, true)
+                }
+            }
+        };
+        match (exit, limit) {
+            (Some(exit), _) => Ok(RemoteOutput {
+                exit,
+                stdout,
+                stderr,
+            }),
+            (None, Some(limit)) if timed_out => Err(Error::Timeout {
+                what: format!("the command {} on {}", first_line(script), self.target()),
+                limit,
+                detail: "; it was stopped".to_string(),
+                log: None,
+            }),
+            (None, _) => Err(Error::Cancelled),
+        }
     }
 
     /// Runs `script`, feeding it `stdin`, calling `on_line` for every line of
