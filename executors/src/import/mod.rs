@@ -330,8 +330,11 @@ impl Staged {
             .filter(|(relative, _)| self.signed.iter().any(|s| relative.starts_with(s)))
             .map(|(relative, bits)| (relative.as_os_str().as_bytes().to_vec(), *bits))
             .collect();
-        let entries = fs::read_dir(self.path()).with_path("read", self.path())?;
-        for entry in entries {
+        // Every entry is checked before any is moved, and a move that fails
+        // puts back those already moved: a refused import leaves the result
+        // root as it found it.
+        let mut moves = Vec::new();
+        for entry in fs::read_dir(self.path()).with_path("read", self.path())? {
             let entry = entry.with_path("read", self.path())?;
             if entry.file_name() == special_modes::SPECIAL_MODES_FILE {
                 // Only the bits this import found count; the guest's own
@@ -345,7 +348,15 @@ impl Staged {
                     hint: "the result root already holds an entry the guest's result root also has; it is not overwritten".into(),
                 });
             }
-            fs::rename(entry.path(), &to).with_path("move into the result root", &to)?;
+            moves.push((entry.path(), to));
+        }
+        for (done, (from, to)) in moves.iter().enumerate() {
+            if let Err(e) = fs::rename(from, to).with_path("move into the result root", to) {
+                for (from, to) in &moves[..done] {
+                    let _ = fs::rename(to, from);
+                }
+                return Err(e);
+            }
         }
         special_modes::write(result_root, &recorded)?;
         fruix_core::fsutil::sync_dir(result_root)
@@ -418,6 +429,29 @@ mod tests {
         staged.place(&root).unwrap();
         assert_eq!(fs::read_to_string(victim.path()).unwrap(), "keep");
         assert_eq!(special_modes::read(&root).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn placing_over_an_existing_entry_moves_nothing() {
+        // Several entries, so that whichever read_dir gives first, one of
+        // them can be moved before the clash is met.
+        let names = ["a", "b", "c", "d", "e", "f"];
+        let (dir, staged) = staged_with(|root| {
+            for name in names {
+                fs::write(root.join(name), name).unwrap();
+            }
+        });
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("d"), "the runner's").unwrap();
+        let e = staged.place(&root).unwrap_err();
+        assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
+        let left: Vec<_> = fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["d"], "the result root was changed");
+        assert_eq!(fs::read_to_string(root.join("d")).unwrap(), "the runner's");
     }
 
     #[test]
