@@ -16,16 +16,23 @@
 //! - more than [`MAX_SHOWN_BYTES`] bytes of input are cut at a character
 //!   boundary, and the output says how many bytes were left out.
 //!
+//! JSON output shows a path as [`path_text`] does: a UTF-8 path as it is
+//! (JSON escapes it), any other path escaped as above, never cut. Reports
+//! serialise their path fields through [`serialize_path`] (and
+//! [`serialize_opt_path`], [`serialize_paths`]), which serde could not
+//! serialise otherwise.
+//!
 //! ```
 //! use fruix_core::escape;
 //! assert_eq!(escape::text("a\nb\x1b[31m\\").to_string(), "a\\nb\\033[31m\\\\");
 //! assert_eq!(escape::bytes(b"\xff").to_string(), "\\377");
 //! ```
 
+use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::fmt::{self, Display, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How many bytes of a value are shown before the rest is cut.
 pub const MAX_SHOWN_BYTES: usize = 1024;
@@ -139,7 +146,7 @@ pub fn line(s: &str) -> String {
 /// `b` as text: its UTF-8 as it is, and each byte that is not UTF-8 as
 /// `\ooo`, as [`bytes`] shows it (`String::from_utf8_lossy` would lose it to
 /// U+FFFD). For output lines, which [`line()`] then makes safe to show.
-pub fn utf8_or_octal(b: &[u8]) -> std::borrow::Cow<'_, str> {
+pub fn utf8_or_octal(b: &[u8]) -> Cow<'_, str> {
     if let Ok(text) = std::str::from_utf8(b) {
         return text.into();
     }
@@ -149,6 +156,51 @@ pub fn utf8_or_octal(b: &[u8]) -> std::borrow::Cow<'_, str> {
         octal(&mut out, chunk.invalid()).expect("writing to a String cannot fail");
     }
     out.into()
+}
+
+/// `path` as text for machine-readable output (JSON): the path itself when
+/// it is UTF-8, else escaped as [`path`] shows it, but never cut. serde
+/// cannot serialise a path that is not UTF-8 at all.
+///
+/// ```
+/// use std::ffi::OsStr;
+/// use std::os::unix::ffi::OsStrExt;
+/// use std::path::Path;
+/// use fruix_core::escape;
+/// assert_eq!(escape::path_text(Path::new("/s/a\\b\n")), "/s/a\\b\n");
+/// let odd = Path::new(OsStr::from_bytes(b"/s/a\\b\xff"));
+/// assert_eq!(escape::path_text(odd), "/s/a\\\\b\\377");
+/// ```
+pub fn path_text(p: &Path) -> Cow<'_, str> {
+    match p.to_str() {
+        Some(text) => text.into(),
+        None => path(p).cut_at(usize::MAX).to_string().into(),
+    }
+}
+
+/// Serialises `path` as [`path_text`], for the path fields of reports:
+/// `#[serde(serialize_with = "fruix_core::escape::serialize_path")]`.
+pub fn serialize_path<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path_text(path))
+}
+
+/// [`serialize_path`] for an optional path (`None` is `null`).
+pub fn serialize_opt_path<S: serde::Serializer>(
+    path: &Option<PathBuf>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => serializer.serialize_some(&*path_text(p)),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// [`serialize_path`] for a list of paths.
+pub fn serialize_paths<S: serde::Serializer>(
+    paths: &[PathBuf],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(paths.iter().map(|p| path_text(p)))
 }
 
 /// Control characters (C0, DEL, C1) and bidirectional-text controls.
@@ -271,6 +323,52 @@ mod tests {
             utf8_or_octal(b"plain"),
             std::borrow::Cow::Borrowed("plain")
         ));
+    }
+
+    /// A report with each kind of path field.
+    #[derive(serde::Serialize)]
+    struct Report {
+        #[serde(serialize_with = "serialize_path")]
+        one: PathBuf,
+        #[serde(serialize_with = "serialize_opt_path")]
+        maybe: Option<PathBuf>,
+        #[serde(serialize_with = "serialize_opt_path")]
+        none: Option<PathBuf>,
+        #[serde(serialize_with = "serialize_paths")]
+        many: Vec<PathBuf>,
+    }
+
+    fn report(p: &Path) -> serde_json::Value {
+        serde_json::to_value(Report {
+            one: p.into(),
+            maybe: Some(p.into()),
+            none: None,
+            many: vec![p.into(), "/plain".into()],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn json_paths_that_are_not_utf8_are_escaped_whole() {
+        let long = [b"/s/\\\n\xff".as_slice(), &[b'x'; 2 * MAX_SHOWN_BYTES]].concat();
+        let odd = Path::new(OsStr::from_bytes(&long));
+        let shown = format!("/s/\\\\\\n\\377{}", "x".repeat(2 * MAX_SHOWN_BYTES));
+        assert_eq!(path_text(odd), shown);
+        assert_eq!(
+            report(odd),
+            serde_json::json!({ "one": shown, "maybe": shown, "none": null, "many": [shown, "/plain"] })
+        );
+    }
+
+    #[test]
+    fn json_paths_that_are_utf8_serialise_as_serde_does() {
+        let plain = Path::new("/s/caf\u{e9} \\ \n\u{1b}");
+        assert!(matches!(path_text(plain), Cow::Borrowed(_)));
+        let serde = serde_json::to_value(plain).unwrap();
+        assert_eq!(
+            report(plain),
+            serde_json::json!({ "one": serde, "maybe": serde, "none": null, "many": [serde, "/plain"] })
+        );
     }
 
     #[test]

@@ -125,6 +125,19 @@ pub enum Error {
         /// The name refused.
         name: String,
     },
+    /// A FreeBSD version a source object cannot record: a source's version
+    /// is the one its builds record and name their objects with, so it
+    /// must be a name a build accepts ([`fruix_core::promotion::check_name`]:
+    /// 1 to 64 bytes from `A-Z a-z 0-9 . _ + -`). Anything else (a control
+    /// character, which the metadata reader refuses, a bidirectional-text
+    /// control, an unbounded length) is refused before anything is written.
+    #[error("{message}; a source object's version is the one its builds are named with")]
+    InvalidFreebsdVersion {
+        /// The version refused.
+        version: String,
+        /// What is wrong with it, its value escaped.
+        message: String,
+    },
     /// A result built on a machine that signs is not signed by its key.
     #[error("{}: the result is not signed by machine {}'s key {key}: {message}; check the machine's signing-key in the machines file and its guest-signing-key on the machine", escape::path(path), escape::quoted(machine))]
     UnsignedResult {
@@ -190,6 +203,7 @@ impl Error {
             | Error::NotInStore { .. }
             | Error::StillReferenced { .. }
             | Error::InvalidKeyName { .. }
+            | Error::InvalidFreebsdVersion { .. }
             | Error::NotValid { .. } => ExitStatus::Usage,
             Error::Corrupt { .. }
             | Error::Inconsistent { .. }
@@ -214,6 +228,7 @@ impl Error {
             | Error::NotInStore { .. }
             | Error::StillReferenced { .. }
             | Error::InvalidKeyName { .. }
+            | Error::InvalidFreebsdVersion { .. }
             | Error::NotValid { .. } => fruix_core::Failure::Input,
         }
     }

@@ -63,6 +63,7 @@ pub struct GcOptions<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Removed {
     /// The object's path in the store.
+    #[serde(serialize_with = "fruix_core::escape::serialize_path")]
     pub path: PathBuf,
     /// `None` for a directory the registry did not name.
     pub kind: Option<Kind>,
@@ -91,8 +92,10 @@ pub struct GcReport {
     pub temporaries: usize,
     /// The links of the dead indirect roots whose `gcroots/auto` entry was
     /// removed.
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub dead_roots: Vec<PathBuf>,
     /// The promoted result roots removed from `STATE_DIR/native-builds/`.
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub result_roots: Vec<PathBuf>,
     /// Live objects kept.
     pub kept: usize,

@@ -47,6 +47,7 @@ use crate::store::{
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ArtifactReport {
     /// The artifact object's absolute path in the store.
+    #[serde(serialize_with = "fruix_core::escape::serialize_path")]
     pub store_path: PathBuf,
     /// The tree signature computed from what promotion read (when
     /// `promotion.scm` declares one, it is equal to it).
@@ -70,10 +71,12 @@ pub struct PromotionReport {
     /// `promotion.scm`.
     pub run_id: String,
     /// The result bundle's absolute path in the store.
+    #[serde(serialize_with = "fruix_core::escape::serialize_path")]
     pub result_store: PathBuf,
     /// True when the bundle was created by this promotion.
     pub result_new: bool,
     /// The link to the bundle, a garbage collector root, when one was made.
+    #[serde(serialize_with = "fruix_core::escape::serialize_opt_path")]
     pub out_link: Option<PathBuf>,
     /// Each artifact's object, by artifact name.
     pub artifacts: BTreeMap<String, ArtifactReport>,

@@ -141,6 +141,7 @@ impl Journal {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PoolProblem {
     /// The entry's path, `STORE/.links/NAME`.
+    #[serde(serialize_with = "fruix_core::escape::serialize_path")]
     pub path: PathBuf,
     /// What is wrong with it (a bad name, type or mode, unreadable, or
     /// content that does not hash to its name).

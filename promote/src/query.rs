@@ -15,6 +15,7 @@ use crate::verify::resolve_object;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Listed {
     /// The object's absolute path in the store.
+    #[serde(serialize_with = "fruix_core::escape::serialize_path")]
     pub path: PathBuf,
     /// What the registry records about it.
     #[serde(flatten)]
@@ -68,6 +69,7 @@ pub fn resolve_valid(store: &Store, path: &Path) -> Result<String> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Info {
     /// The object's absolute path in the store.
+    #[serde(serialize_with = "fruix_core::escape::serialize_path")]
     pub path: PathBuf,
     /// What the registry records about it.
     #[serde(flatten)]
@@ -75,6 +77,7 @@ pub struct Info {
     /// Its size and that of everything it references, transitively.
     pub closure_size: u64,
     /// The store paths of the objects it references directly, sorted.
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub references: Vec<PathBuf>,
     /// For a source object, its git commit and whether the worktree was
     /// dirty; for a bundle, the commit of the source it built.

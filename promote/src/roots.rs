@@ -41,10 +41,12 @@ const MAX_DEPTH: usize = 8;
 pub struct Root {
     /// The link that makes it a root: a symlink in `gcroots/`, or for an
     /// indirect root the link it points to (`/home/u/src/result`).
+    #[serde(serialize_with = "fruix_core::escape::serialize_path")]
     pub link: PathBuf,
     /// Whether it is indirect (`gcroots/auto/...` names `link`).
     pub indirect: bool,
     /// Where `link` points.
+    #[serde(serialize_with = "fruix_core::escape::serialize_opt_path")]
     pub target: Option<PathBuf>,
     /// The store object it keeps alive: `None` for a dead root (its link is
     /// gone, or its target no longer exists), or for one that points into

@@ -69,6 +69,9 @@ enum Answer<T> {
 #[derive(Debug, Serialize, Deserialize)]
 struct Hello {
     version: u32,
+    /// The serving store's path; one that is not UTF-8 is sent escaped
+    /// ([`fruix_core::escape::path_text`]): the client only shows it.
+    #[serde(serialize_with = "fruix_core::escape::serialize_path")]
     store: PathBuf,
 }
 

@@ -26,6 +26,7 @@ use crate::temp_roots::TempRoots;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SourceReport {
     /// The source object's absolute path in the store.
+    #[serde(serialize_with = "fruix_core::escape::serialize_path")]
     pub store_path: PathBuf,
     /// Whether this call created the object.
     pub new: bool,
@@ -38,7 +39,9 @@ pub struct SourceReport {
 }
 
 /// Adds the tree at `dir` (leaving out the paths `exclude` names) to
-/// `store` as a source object described by `facts`.
+/// `store` as a source object described by `facts`. Facts the object
+/// must not record ([`SourceFacts::check`]) are refused before anything
+/// is written.
 pub fn add_source(
     store: &Store,
     dir: &Path,
@@ -47,6 +50,7 @@ pub fn add_source(
     progress: Option<&Progress>,
     temp_roots: Option<&TempRoots>,
 ) -> Result<SourceReport> {
+    facts.check()?;
     let promotion = store.begin()?;
     let tree = Tree {
         display: dir,
@@ -111,4 +115,48 @@ pub fn add_source(
         identity,
         size: ingested.size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fruix_core::testing::{write_files, TestDir};
+    use fruix_core::ExitStatus;
+
+    /// Everything under `dir`, but the registry (`.fruix`, whose SQLite
+    /// files come and go).
+    fn contents(dir: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+            .into_iter()
+            .map(|e| e.unwrap().into_path())
+            .filter(|p| !p.starts_with(dir.join(".fruix")))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Regression: a version with a control character was written into
+    /// the object's metadata, whose reader refuses it (`store verify` then
+    /// called the object corrupt); an unbounded one was written too.
+    #[test]
+    fn a_version_its_metadata_cannot_hold_is_refused_before_anything_is_written() {
+        let dir = TestDir::new();
+        let store = Store::open(&dir.store()).unwrap();
+        let tree = dir.join("src");
+        write_files(&tree, &[("Makefile", b"all:\n".as_slice(), 0o644)]).unwrap();
+        let before = contents(store.path());
+        let long = "1".repeat(65);
+        for version in ["15.0\n(x)", "15.0-STABLE\u{1b}[31m", "15.0\u{202e}", &long] {
+            let facts = SourceFacts {
+                name: "default".into(),
+                version: version.into(),
+                branch: "stable/15".into(),
+                commit: None,
+                dirty: None,
+            };
+            let e = add_source(&store, &tree, &facts, &|_| false, None, None).unwrap_err();
+            assert_eq!(e.exit_status(), ExitStatus::Usage, "{version:?}: {e}");
+            assert_eq!(contents(store.path()), before, "{version:?}");
+        }
+    }
 }

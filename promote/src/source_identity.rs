@@ -10,10 +10,11 @@ use std::path::Path;
 
 use lexpr::Value;
 
+use fruix_core::promotion::check_name;
 use fruix_core::sexp::{self, field, string_field, Writer};
 use fruix_core::TreeSignature;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::object::object_hash;
 
 /// Head symbol of a source object's metadata.
@@ -36,6 +37,19 @@ pub struct SourceFacts {
     pub commit: Option<String>,
     /// Whether the worktree differed from that commit.
     pub dirty: Option<bool>,
+}
+
+impl SourceFacts {
+    /// Refuses facts a source object must not record: a version that is
+    /// not a name a build accepts is [`Error::InvalidFreebsdVersion`].
+    pub fn check(&self) -> Result<()> {
+        check_name("FreeBSD version", &self.version).map_err(|message| {
+            Error::InvalidFreebsdVersion {
+                version: self.version.clone(),
+                message,
+            }
+        })
+    }
 }
 
 /// What a source tree is: its facts and its content's signature.
@@ -118,6 +132,51 @@ mod tests {
                 dirty,
             },
             tree_signature: format!("sha256:{}", "ab".repeat(32)).parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_version_must_be_a_name_a_build_accepts() {
+        for version in [
+            "15.0-STABLE",
+            "14.2-RELEASE-p3",
+            "15.0-CURRENT",
+            &"1".repeat(64),
+        ] {
+            let mut id = identity(None, None);
+            id.facts.version = version.into();
+            id.facts.check().unwrap();
+            // The reader takes back what was accepted.
+            let text = id.to_scheme();
+            assert_eq!(
+                SourceIdentity::from_text(Path::new("x"), &text).unwrap(),
+                id
+            );
+        }
+        let long = "1".repeat(65);
+        for version in [
+            "",
+            "15.0\n(x)",
+            "15.0\u{7f}",
+            "15.0\u{85}",
+            "15.0\u{2066}",
+            "-15.0",
+            "15.0 STABLE",
+            &long,
+        ] {
+            let mut id = identity(None, None);
+            id.facts.version = version.into();
+            let e = id.facts.check().unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidFreebsdVersion { version: v, .. } if v == version),
+                "{version:?}: {e:?}"
+            );
+            assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
+            assert!(
+                !e.to_string()
+                    .contains(['\n', '\u{7f}', '\u{85}', '\u{2066}']),
+                "{e}"
+            );
         }
     }
 

@@ -32,6 +32,7 @@ use crate::store::{is_source_name, remove_tree, Store, RESULT_METADATA_FILE};
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ObjectVerification {
     /// The object's path in the store.
+    #[serde(serialize_with = "fruix_core::escape::serialize_path")]
     pub path: PathBuf,
     /// `artifact`, `bundle` or `source`, as the registry names kinds.
     pub kind: Kind,
@@ -247,18 +248,23 @@ pub fn verify_pool(
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Repair {
     /// Objects removed because their verification failed.
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub removed_objects: Vec<PathBuf>,
     /// Corrupt pool entries removed (`STORE/.links/NAME`).
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub removed_pool_entries: Vec<PathBuf>,
     /// Result bundles removed because they name (or the registry says they
     /// refer to) an object that was removed or is missing.
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub removed_bundles: Vec<PathBuf>,
     /// Other intact objects removed because they refer, directly or through
     /// other removed objects, to an object that was removed or is missing
     /// (the artifacts built from a corrupt source object): a valid object's
     /// references are always valid.
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub removed_referrers: Vec<PathBuf>,
     /// Registered objects that were missing, unregistered.
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub unregistered: Vec<PathBuf>,
 }
 
@@ -266,9 +272,11 @@ pub struct Repair {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RegistryCheck {
     /// Registered objects whose directory is gone (an error).
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub missing: Vec<PathBuf>,
     /// Directories that are not registered: not valid (a promotion killed
     /// before registering, or a leftover); `store gc` removes them.
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub unregistered: Vec<PathBuf>,
 }
 

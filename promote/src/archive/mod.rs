@@ -162,6 +162,7 @@ impl From<Kind> for HeaderKind {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExportReport {
     /// The objects written, in archive order.
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub objects: Vec<PathBuf>,
     /// Bytes written.
     pub bytes: u64,
@@ -171,8 +172,10 @@ pub struct ExportReport {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImportReport {
     /// Objects the import added to the store.
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub imported: Vec<PathBuf>,
     /// Objects the store already had (their bodies were read and dropped).
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub present: Vec<PathBuf>,
     /// Bytes read.
     pub bytes: u64,
