@@ -180,14 +180,11 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
     }
 }
 
-/// `path` as a JSON string: its text when it is UTF-8, else escaped as
-/// fruix prints paths ([`escape::path`], not cut). serde cannot serialise
-/// such a path at all.
+/// `path` as a JSON string ([`escape::path_text`]): its text when it is
+/// UTF-8, else escaped as fruix prints paths. serde cannot serialise such a
+/// path at all.
 pub fn json_path(path: &Path) -> serde_json::Value {
-    match path.to_str() {
-        Some(text) => text.into(),
-        None => escape::path(path).cut_at(usize::MAX).to_string().into(),
-    }
+    escape::path_text(path).into()
 }
 
 /// `value` as JSON. A report holding a path that is not UTF-8 cannot be

@@ -140,12 +140,28 @@ pub struct StateDirArg {
 }
 
 /// The `./result` link to a promoted bundle, registered as a root, and the
-/// key the promoted objects are signed with.
-#[derive(Debug, Args, Clone)]
+/// key the promoted objects are signed with: [`OutLinkFlags`] as parsed,
+/// with where the key came from.
+#[derive(Debug, Clone)]
 pub struct OutLinkArgs {
+    /// The key of `--sign-with`, or else of `FRUIX_SIGNING_KEY`.
+    pub sign_with: Option<PathBuf>,
+    /// Whether `--sign-with` was given on the command line: a key from
+    /// `FRUIX_SIGNING_KEY` is a default, not a request (`build
+    /// --no-promote` refuses the flag, not the variable).
+    pub sign_with_given: bool,
+    /// Where to link the result bundle.
+    pub out_link: PathBuf,
+    /// Make no link.
+    pub no_out_link: bool,
+}
+
+/// The flags of [`OutLinkArgs`], as clap parses them.
+#[derive(Debug, Args)]
+struct OutLinkFlags {
     /// Sign what is promoted (the bundle's closure) with this secret key (see `fruix store generate-key`).
     #[arg(long, value_name = "FILE", env = "FRUIX_SIGNING_KEY")]
-    pub sign_with: Option<PathBuf>,
+    sign_with: Option<PathBuf>,
     /// Where to link the result bundle (a garbage collector root as long as
     /// the link exists).
     #[arg(
@@ -154,10 +170,42 @@ pub struct OutLinkArgs {
         default_value = "result",
         conflicts_with = "no_out_link"
     )]
-    pub out_link: PathBuf,
+    out_link: PathBuf,
     /// Make no link: the bundle is not a root, and `fruix store gc` may remove it.
     #[arg(long)]
-    pub no_out_link: bool,
+    no_out_link: bool,
+}
+
+impl clap::FromArgMatches for OutLinkArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let OutLinkFlags {
+            sign_with,
+            out_link,
+            no_out_link,
+        } = OutLinkFlags::from_arg_matches(matches)?;
+        Ok(OutLinkArgs {
+            sign_with,
+            sign_with_given: matches.value_source("sign_with")
+                == Some(clap::parser::ValueSource::CommandLine),
+            out_link,
+            no_out_link,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = OutLinkArgs::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for OutLinkArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        OutLinkFlags::augment_args(command)
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        OutLinkFlags::augment_args_for_update(command)
+    }
 }
 
 #[derive(Debug, Args, Clone)]

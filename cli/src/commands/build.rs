@@ -178,22 +178,9 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
 
 /// Refuses `--sign-with` given on the command line with `--no-promote`,
 /// which would ignore it (clap refuses `--out-link` with it). A key from
-/// `FRUIX_SIGNING_KEY` is a default, not a request, and is not refused:
-/// where the value came from is asked of clap, from the same arguments.
+/// `FRUIX_SIGNING_KEY` is a default, not a request, and is not refused.
 fn refuse_ignored_flags(args: &BuildArgs) -> CliResult<()> {
-    use clap::parser::ValueSource;
-    use clap::CommandFactory;
-    if !args.no_promote || args.out_link.sign_with.is_none() {
-        return Ok(());
-    }
-    let given = crate::args::Cli::command()
-        .try_get_matches_from(std::env::args_os())
-        .ok()
-        .and_then(|m| {
-            let (_, build) = m.subcommand()?;
-            build.value_source("sign_with")
-        });
-    if given == Some(ValueSource::CommandLine) {
+    if args.no_promote && args.out_link.sign_with_given {
         return Err(CliError::usage(
             "--sign-with signs what is promoted, and --no-promote promotes nothing; give one of them",
         ));

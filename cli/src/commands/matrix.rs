@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use fruix_core::escape;
 use fruix_core::executor::Registry;
+use fruix_matrix::expand::Cell;
 use fruix_matrix::report::{diffoscope_installed, table, DIFFOSCOPE_MISSING};
 use fruix_matrix::runner::CellStatus;
 use fruix_matrix::split::CollectSettings;
@@ -19,7 +20,7 @@ use crate::args::{
     MatrixRunCellArgs, MatrixRunWith,
 };
 use crate::defaults;
-use crate::display::{json_path, to_json, Mode};
+use crate::display::{json_path, print_json, to_json, Mode};
 use crate::exit::{from_matrix, from_promote, CliResult, Status};
 use crate::live::Live;
 
@@ -28,24 +29,25 @@ pub fn plan(args: MatrixPlanArgs, registry: &Registry) -> CliResult {
         .map_err(from_matrix)?;
     let groups = plan.agreement_groups();
     if args.json {
-        let cells: Vec<serde_json::Value> = plan
-            .cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let mut v = serde_json::to_value(c).expect("cells serialize");
-                v["runs_on"] = plan.placement_text(i).into();
-                v
-            })
-            .collect();
-        let groups: Vec<Vec<&str>> = groups
-            .iter()
-            .map(|g| g.iter().map(|i| plan.cells[*i].id.as_str()).collect())
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({ "cells": cells, "must_agree": groups, "max_parallel": plan.file.strategy.max_parallel, "fail_fast": plan.file.strategy.fail_fast, "retries": plan.file.strategy.retries })
-        );
+        let strategy = &plan.file.strategy;
+        print_json(&PlanReport {
+            cells: plan
+                .cells
+                .iter()
+                .enumerate()
+                .map(|(i, cell)| PlannedCell {
+                    cell,
+                    runs_on: plan.placement_text(i),
+                })
+                .collect(),
+            must_agree: groups
+                .iter()
+                .map(|g| g.iter().map(|i| plan.cells[*i].id.as_str()).collect())
+                .collect(),
+            max_parallel: strategy.max_parallel,
+            fail_fast: strategy.fail_fast,
+            retries: strategy.retries,
+        })?;
         return Ok(Status::Success);
     }
     let width = plan.cells.iter().map(|c| c.id.len()).max().unwrap_or(0);
@@ -75,6 +77,25 @@ pub fn plan(args: MatrixPlanArgs, registry: &Registry) -> CliResult {
         plan.file.strategy.retries
     );
     Ok(Status::Success)
+}
+
+/// What `matrix plan --json` prints: the cells, each with where it may
+/// run, the groups of cell ids that must agree, and the strategy.
+#[derive(serde::Serialize)]
+struct PlanReport<'a> {
+    cells: Vec<PlannedCell<'a>>,
+    must_agree: Vec<Vec<&'a str>>,
+    max_parallel: Option<u32>,
+    fail_fast: bool,
+    retries: u32,
+}
+
+/// A cell of [`PlanReport`]: its fields, and `runs_on`.
+#[derive(serde::Serialize)]
+struct PlannedCell<'a> {
+    #[serde(flatten)]
+    cell: &'a Cell,
+    runs_on: String,
 }
 
 pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {

@@ -190,8 +190,9 @@ pub fn import_command(args: ImportArgs) -> CliResult {
     // cut short does, which removes everything it wrote.
     let input = Feed::start(input)?;
     let cancelled = input.cancelled.clone();
-    let opened = NewStore::open(&args.local.store.store)?;
-    let store = &opened.store;
+    // A store made for the import goes again when the import is refused:
+    // "the store was not changed" holds for a mistyped --store too.
+    let store = Store::open_tentatively(&args.local.store.store).map_err(from_promote)?;
     let progress = Progress::default();
     let report = with_progress(mode, ("import", "files"), &progress, None, || {
         let options = ImportOptions {
@@ -200,22 +201,19 @@ pub fn import_command(args: ImportArgs) -> CliResult {
             progress: Some(&progress),
             whole_input: true,
         };
-        import(store, BufReader::with_capacity(1 << 20, input), &options)
+        import(&store, BufReader::with_capacity(1 << 20, input), &options)
     });
     let report = match report {
         Ok(report) => report,
         Err(_) if cancelled.load(Ordering::SeqCst) => {
-            opened.discard();
             return Err(CliError::new(
                 Status::Cancelled,
                 anyhow::anyhow!("cancelled; nothing was imported, the store was not changed"),
             ));
         }
-        Err(e) => {
-            opened.discard();
-            return Err(from_promote(e));
-        }
+        Err(e) => return Err(from_promote(e)),
     };
+    store.keep();
     let summary = format!(
         "imported {} object(s), {} already present",
         report.imported.len(),
@@ -223,36 +221,6 @@ pub fn import_command(args: ImportArgs) -> CliResult {
     );
     print_moved(args.json, &report, &report.imported, summary)?;
     Ok(Status::Success)
-}
-
-/// A store opened to be written, made by opening it when it was not there.
-/// A store is made for the first import or copy into it, but a refused one
-/// leaves none behind ([`NewStore::discard`]): "the store was not changed"
-/// must hold for a mistyped --store too.
-pub(super) struct NewStore {
-    pub store: Store,
-    /// The topmost directory opening the store made, if any.
-    made: Option<PathBuf>,
-}
-
-impl NewStore {
-    pub fn open(path: &Path) -> CliResult<NewStore> {
-        let made = path
-            .ancestors()
-            .take_while(|a| !a.as_os_str().is_empty() && a.symlink_metadata().is_err())
-            .last()
-            .map(Path::to_path_buf);
-        let store = Store::open(path).map_err(from_promote)?;
-        Ok(NewStore { store, made })
-    }
-
-    /// Closes the store, and removes what opening it made.
-    pub fn discard(self) {
-        drop(self.store);
-        if let Some(made) = &self.made {
-            let _ = std::fs::remove_dir_all(made);
-        }
-    }
 }
 
 /// What the reading thread of a [`Feed`] passes on.

@@ -15,7 +15,7 @@ use fruix_promote::archive::{export_order, ArchiveLimits, ImportOptions, Trust};
 use fruix_promote::serve::{serve as serve_store, Client};
 use fruix_promote::Store;
 
-use super::archive::{object_names, trust, NewStore};
+use super::archive::{object_names, trust};
 use super::print_moved;
 use crate::args::{CopyArgs, OutputArgs, StoreTrust, TrustArgs};
 use crate::defaults;
@@ -99,7 +99,8 @@ pub fn copy(args: CopyArgs) -> CliResult {
     if direction == "to" {
         let store = Store::open_for_reading(&args.local.store.store).map_err(from_promote)?;
         let names = object_names(&store, &args.paths)?;
-        return copy_with(&args, direction, &target, &trust, mode, &store, names);
+        let report = copy_with(&args, direction, &target, &trust, mode, &store, names)?;
+        return print_copied(args.json, &report);
     }
     let names = args
         .paths
@@ -115,21 +116,11 @@ pub fn copy(args: CopyArgs) -> CliResult {
         })
         .collect::<CliResult<Vec<_>>>()?;
     // A copy that fails (refused, or never connected) leaves no store it
-    // made.
-    let opened = NewStore::open(&args.local.store.store)?;
-    let copied = copy_with(
-        &args,
-        direction,
-        &target,
-        &trust,
-        mode,
-        &opened.store,
-        names,
-    );
-    if copied.is_err() {
-        opened.discard();
-    }
-    copied
+    // made; one that copied keeps it, whatever printing its report does.
+    let store = Store::open_tentatively(&args.local.store.store).map_err(from_promote)?;
+    let report = copy_with(&args, direction, &target, &trust, mode, &store, names)?;
+    store.keep();
+    print_copied(args.json, &report)
 }
 
 /// `--trusted-key`, `--trusted-keys-file` or `--no-check-sigs` given to
@@ -156,7 +147,7 @@ fn copy_with(
     mode: Mode,
     store: &Store,
     names: Vec<String>,
-) -> CliResult {
+) -> CliResult<CopyReport> {
     let options = SshOptions {
         identity: args.auth.identity.clone(),
         host_keys: HostKeyPolicy::known_hosts(
@@ -288,6 +279,11 @@ fn copy_with(
             CliError::new(status, anyhow::anyhow!(message))
         })
     })?;
+    Ok(report)
+}
+
+/// Prints what a copy did: the objects sent, or its report as JSON.
+fn print_copied(json: bool, report: &CopyReport) -> CliResult {
     let summary = format!(
         "copied {} of {} object(s) {} {}, {} bytes sent",
         report.sent.len(),
@@ -296,6 +292,6 @@ fn copy_with(
         report.remote,
         report.bytes
     );
-    print_moved(args.json, &report, &report.sent, summary)?;
+    print_moved(json, report, &report.sent, summary)?;
     Ok(Status::Success)
 }
