@@ -10,14 +10,17 @@ mod util;
 
 mod bad_input;
 mod build_local;
+mod cli_cleanup;
 mod cli_defects;
 mod cli_review;
 mod cli_review_b;
 mod docs;
 mod executors_external;
 mod executors_plugin;
+mod freebsd_version;
 mod guile;
 mod hostile_metadata;
+mod json_paths;
 mod matrix;
 mod matrix_export;
 mod matrix_split;

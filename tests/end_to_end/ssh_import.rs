@@ -16,14 +16,22 @@ use crate::sshd::{guest_build, script, tampering_helper, Sshd};
 use crate::util::{run, snapshot};
 
 /// A guest-self-hosted [`guest_build`] into result root `r1` under `host`,
-/// with `helper` as the guest's fruix.
+/// with `helper` as the guest's fruix. Its guest state directory is one of
+/// its own, named after `host`: builds given `--result-root` take the
+/// current second as their run id, so two of them in one second would
+/// otherwise name the same guest result root.
 fn build_with_helper(sshd: &Sshd, host: &Path, helper: &Path) -> Command {
     let cmd = guest_build(sshd, "guest-self-hosted", host, "r1");
+    let state = sshd.state_dir().join(host.file_name().unwrap());
     let mut fixed = Command::new(cmd.get_program());
-    let mut replace = false;
+    let mut replace = None;
     for a in cmd.get_args() {
-        fixed.arg(if replace { helper.as_os_str() } else { a });
-        replace = a == "--guest-helper";
+        fixed.arg(replace.take().unwrap_or(a));
+        replace = match a.to_str() {
+            Some("--guest-helper") => Some(helper.as_os_str()),
+            Some("--guest-state-dir") => Some(state.as_os_str()),
+            _ => None,
+        };
     }
     fixed
 }
