@@ -192,44 +192,39 @@ pub enum ArchiveProblem {
 impl Error {
     /// The exit status a command ends with on this error.
     pub fn exit_status(&self) -> fruix_core::ExitStatus {
-        use fruix_core::ExitStatus;
-        match self {
-            Error::Core(e) => ExitStatus::of_failure(e.failure(), ExitStatus::PromotionFailure),
-            Error::StoreNotWritable { .. }
-            | Error::Database { .. }
-            | Error::DatabaseUnreadable { .. } => ExitStatus::SystemFailure,
-            Error::NoStore { .. }
-            | Error::NotAStoreObject { .. }
-            | Error::NotInStore { .. }
-            | Error::StillReferenced { .. }
-            | Error::InvalidKeyName { .. }
-            | Error::InvalidFreebsdVersion { .. }
-            | Error::NotValid { .. } => ExitStatus::Usage,
-            Error::Corrupt { .. }
-            | Error::Inconsistent { .. }
-            | Error::ArchiveRefused { .. }
-            | Error::UnsignedResult { .. } => ExitStatus::PromotionFailure,
-        }
+        self.classify().1
     }
 
     /// Classifies the error (see [`fruix_core::Failure`]).
     pub fn failure(&self) -> fruix_core::Failure {
+        self.classify().0
+    }
+
+    /// The one table of each variant's [`fruix_core::Failure`] and exit
+    /// status, which [`Error::failure`] and [`Error::exit_status`] read.
+    fn classify(&self) -> (fruix_core::Failure, fruix_core::ExitStatus) {
+        use fruix_core::{ExitStatus, Failure};
         match self {
-            Error::Core(e) => e.failure(),
+            Error::Core(e) => (
+                e.failure(),
+                ExitStatus::of_failure(e.failure(), ExitStatus::PromotionFailure),
+            ),
             Error::StoreNotWritable { .. }
             | Error::Database { .. }
-            | Error::DatabaseUnreadable { .. } => fruix_core::Failure::System,
-            Error::Corrupt { .. } | Error::Inconsistent { .. } => fruix_core::Failure::System,
-            Error::ArchiveRefused { .. } | Error::UnsignedResult { .. } => {
-                fruix_core::Failure::Input
-            }
+            | Error::DatabaseUnreadable { .. } => (Failure::System, ExitStatus::SystemFailure),
             Error::NoStore { .. }
             | Error::NotAStoreObject { .. }
             | Error::NotInStore { .. }
             | Error::StillReferenced { .. }
             | Error::InvalidKeyName { .. }
             | Error::InvalidFreebsdVersion { .. }
-            | Error::NotValid { .. } => fruix_core::Failure::Input,
+            | Error::NotValid { .. } => (Failure::Input, ExitStatus::Usage),
+            Error::Corrupt { .. } | Error::Inconsistent { .. } => {
+                (Failure::System, ExitStatus::PromotionFailure)
+            }
+            Error::ArchiveRefused { .. } | Error::UnsignedResult { .. } => {
+                (Failure::Input, ExitStatus::PromotionFailure)
+            }
         }
     }
 }

@@ -61,6 +61,37 @@ impl Fixture {
         import(&store, archive, &options(trust, ArchiveLimits::default()))
     }
 
+    /// Creates the empty store the archives import into, so that
+    /// [`Fixture::contents`] lists what an import leaves in it.
+    fn create_store(&self) {
+        drop(Store::open(&self.dir.store()).unwrap());
+    }
+
+    /// Imports `crafted` (an archive and the name of its last object, as
+    /// [`crafted`] returns them) without signature checks, which must
+    /// succeed; runs `check` on the report and the imported object, then
+    /// leaves the store empty again.
+    fn imports_crafted(
+        &self,
+        (archive, name): (Vec<u8>, String),
+        check: impl FnOnce(&ImportReport, &Path),
+    ) {
+        let report = self.import(&archive, &unchecked()).unwrap();
+        check(&report, &self.dir.store().join(name));
+        fs::remove_dir_all(self.dir.store()).unwrap();
+        self.create_store();
+    }
+
+    /// Imports `crafted` (as [`crafted`] returns it) without signature
+    /// checks, which must be refused as malformed and leave the store as it
+    /// was; `what` names the case.
+    fn refuses_crafted(&self, what: &str, (archive, _): (Vec<u8>, String)) {
+        let before = self.contents();
+        let e = self.import(&archive, &unchecked()).unwrap_err();
+        assert_eq!(self.contents(), before, "{e}: something left behind");
+        assert_eq!(problem(&e), ArchiveProblem::Malformed, "{what}: {e}");
+    }
+
     /// The store's objects, pool entries and leftovers (temporaries), but
     /// not its locks and database.
     fn contents(&self) -> Vec<String> {
@@ -223,7 +254,7 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_leavin
             ArchiveProblem::Truncated,
         ));
     }
-    drop(Store::open(&fixture.dir.store()).unwrap());
+    fixture.create_store();
     let mut trailing = archive.clone();
     trailing.extend_from_slice(b"more\n");
     cases.push(("data after the end", trailing, ArchiveProblem::Malformed));
@@ -446,21 +477,12 @@ fn unchecked() -> Trust {
     }
 }
 
-/// The refusal of `archive` by an import without signature checks, which
-/// must leave the store as it was.
-fn refused_unchecked(fixture: &Fixture, archive: &[u8]) -> Error {
-    let before = fixture.contents();
-    let e = fixture.import(archive, &unchecked()).unwrap_err();
-    assert_eq!(fixture.contents(), before, "{e}: something left behind");
-    e
-}
-
 #[test]
 fn an_entry_whose_directory_is_not_the_one_open_before_it_is_refused() {
     let (fixture, archive, _) = Fixture::exported();
-    drop(Store::open(&fixture.dir.store()).unwrap());
+    fixture.create_store();
     // The crafting itself is sound: the same shape with ./b declared imports.
-    let (sound, name) = crafted(
+    let sound = crafted(
         &archive,
         "native-kernel",
         &[
@@ -472,13 +494,11 @@ fn an_entry_whose_directory_is_not_the_one_open_before_it_is_refused() {
         ],
         Vec::new(),
     );
-    let report = fixture.import(&sound, &unchecked()).unwrap();
-    let object = fixture.dir.store().join(&name);
-    assert!(report.imported.contains(&object));
-    assert_eq!(fs::read(object.join("b/y")).unwrap(), b"y\n");
-    assert!(verify_object(&object, None, None).ok);
-    fs::remove_dir_all(fixture.dir.store()).unwrap();
-    drop(Store::open(&fixture.dir.store()).unwrap());
+    fixture.imports_crafted(sound, |report, object| {
+        assert!(report.imported.contains(&object.to_path_buf()));
+        assert_eq!(fs::read(object.join("b/y")).unwrap(), b"y\n");
+        assert!(verify_object(object, None, None).ok);
+    });
 
     let cases: Vec<(&str, Vec<TreeLine<'_>>)> = vec![
         (
@@ -516,16 +536,14 @@ fn an_entry_whose_directory_is_not_the_one_open_before_it_is_refused() {
         ),
     ];
     for (what, tree) in cases {
-        let (bad, _) = crafted(&archive, "native-kernel", &tree, Vec::new());
-        let e = refused_unchecked(&fixture, &bad);
-        assert_eq!(problem(&e), ArchiveProblem::Malformed, "{what}: {e}");
+        fixture.refuses_crafted(what, crafted(&archive, "native-kernel", &tree, Vec::new()));
     }
 }
 
 #[test]
 fn special_bits_the_metadata_does_not_list_and_modes_no_tree_has_are_refused() {
     let (fixture, archive, _) = Fixture::exported();
-    drop(Store::open(&fixture.dir.store()).unwrap());
+    fixture.create_store();
     let tree = |line: TreeLine<'static>| {
         vec![
             plain_line(". type=dir mode=0555"),
@@ -536,11 +554,10 @@ fn special_bits_the_metadata_does_not_list_and_modes_no_tree_has_are_refused() {
     let su = |mode| file_line("./bin/su", mode, b"su\n");
     let listed = |mode: u32| vec![("./bin/su".to_string(), mode)];
     // As a fruix export writes it: store modes in lines, special bits listed.
-    let (sound, name) = crafted(&archive, "native-world", &tree(su(0o555)), listed(0o4555));
-    fixture.import(&sound, &unchecked()).unwrap();
-    assert!(verify_object(&fixture.dir.store().join(&name), None, None).ok);
-    fs::remove_dir_all(fixture.dir.store()).unwrap();
-    drop(Store::open(&fixture.dir.store()).unwrap());
+    let sound = crafted(&archive, "native-world", &tree(su(0o555)), listed(0o4555));
+    fixture.imports_crafted(sound, |_, object| {
+        assert!(verify_object(object, None, None).ok);
+    });
 
     let cases: Vec<(&str, Vec<TreeLine<'_>>, Stripped)> = vec![
         ("setuid, not listed", tree(su(0o4555)), Vec::new()),
@@ -574,16 +591,14 @@ fn special_bits_the_metadata_does_not_list_and_modes_no_tree_has_are_refused() {
         ),
     ];
     for (what, tree, stripped) in cases {
-        let (bad, _) = crafted(&archive, "native-world", &tree, stripped);
-        let e = refused_unchecked(&fixture, &bad);
-        assert_eq!(problem(&e), ArchiveProblem::Malformed, "{what}: {e}");
+        fixture.refuses_crafted(what, crafted(&archive, "native-world", &tree, stripped));
     }
 }
 
 #[test]
 fn a_symlink_target_no_system_can_hold_is_refused_as_malformed() {
     let (fixture, archive, _) = Fixture::exported();
-    drop(Store::open(&fixture.dir.store()).unwrap());
+    fixture.create_store();
     // PATH_MAX counts the NUL that ends a path.
     let longest = "t".repeat(libc::PATH_MAX as usize - 1);
     let long = format!("{longest}t");
@@ -593,16 +608,14 @@ fn a_symlink_target_no_system_can_hold_is_refused_as_malformed() {
             plain_line(&format!("./l type=link link={target}")),
         ]
     };
-    let (sound, name) = crafted(&archive, "native-kernel", &link(&longest), Vec::new());
-    fixture.import(&sound, &unchecked()).unwrap();
-    let target = fs::read_link(fixture.dir.store().join(&name).join("l")).unwrap();
-    assert_eq!(target.as_os_str().len(), longest.len());
-    fs::remove_dir_all(fixture.dir.store()).unwrap();
-    drop(Store::open(&fixture.dir.store()).unwrap());
+    let sound = crafted(&archive, "native-kernel", &link(&longest), Vec::new());
+    fixture.imports_crafted(sound, |_, object| {
+        let target = fs::read_link(object.join("l")).unwrap();
+        assert_eq!(target.as_os_str().len(), longest.len());
+    });
     for (what, target) in [("a NUL byte", "a\\000b"), ("over PATH_MAX", long.as_str())] {
-        let (bad, _) = crafted(&archive, "native-kernel", &link(target), Vec::new());
-        let e = refused_unchecked(&fixture, &bad);
-        assert_eq!(problem(&e), ArchiveProblem::Malformed, "{what}: {e}");
+        let bad = crafted(&archive, "native-kernel", &link(target), Vec::new());
+        fixture.refuses_crafted(what, bad);
     }
 }
 
@@ -610,7 +623,7 @@ fn a_symlink_target_no_system_can_hold_is_refused_as_malformed() {
 fn references_an_artifact_s_or_source_s_metadata_does_not_imply_are_refused() {
     let (fixture, archive, _) = Fixture::exported();
     let trust = fixture.trust();
-    drop(Store::open(&fixture.dir.store()).unwrap());
+    fixture.create_store();
     let with_references = |infix: &str, edit: fn(&str) -> String| {
         edit_header(&archive, infix, |h| {
             let refs = edit(h["references"].as_str().unwrap());

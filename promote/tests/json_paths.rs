@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fruix_core::testing::{write_files, TestDir};
+use fruix_core::testing::{sorted_strings, TestDir};
 use fruix_promote::archive::{export, import, ArchiveLimits, ImportOptions, Trust};
 use fruix_promote::db::Filter;
 use fruix_promote::gc::{collect, GcOptions};
@@ -16,10 +16,11 @@ use fruix_promote::pool::PoolProblem;
 use fruix_promote::query::{info, list_store};
 use fruix_promote::roots;
 use fruix_promote::serve::serve;
-use fruix_promote::source::{add_source, SourceFacts};
 use fruix_promote::verify::{check_registry, object_paths, verify_objects, Repair};
 use fruix_promote::{promote_native_build_result, OutLink, PromoteOptions, Store};
 use serde_json::{json, Value};
+
+mod common;
 
 /// A store in `TMP/dir\xff`, with the sample result root promoted into it
 /// (its out-link in `TMP/dir\xff` too) and a small source tree added.
@@ -55,16 +56,11 @@ impl OddStore {
             },
         )
         .unwrap();
-        let tree = dir.join("src");
-        write_files(&tree, &[("Makefile", b"all:\n".as_slice(), 0o644)]).unwrap();
-        let facts = SourceFacts {
-            name: "default".into(),
-            version: "15.0-STABLE".into(),
-            branch: "stable/15".into(),
-            commit: None,
-            dirty: None,
-        };
-        let source = add_source(&store, &tree, &facts, &|_| false, None, None).unwrap();
+        let source = common::add_sample_source(
+            &store,
+            &dir.join("src"),
+            &[("Makefile", b"all:\n".as_slice(), 0o644)],
+        );
         OddStore {
             dir,
             store,
@@ -97,22 +93,6 @@ impl OddStore {
 /// `value` as JSON, which must not fail.
 fn json_of(value: &impl serde::Serialize) -> Value {
     serde_json::to_value(value).unwrap_or_else(|e| panic!("cannot serialise: {e}"))
-}
-
-/// The strings of the JSON array `value`, sorted.
-fn sorted_strings(value: &Value) -> Vec<String> {
-    let mut strings: Vec<String> = value
-        .as_array()
-        .unwrap_or_else(|| panic!("not an array: {value}"))
-        .iter()
-        .map(|s| {
-            s.as_str()
-                .unwrap_or_else(|| panic!("not a string: {s}"))
-                .into()
-        })
-        .collect();
-    strings.sort();
-    strings
 }
 
 #[test]

@@ -64,6 +64,20 @@ fn make_writable(path: &Path) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Promotes the sample, runs `change` on its kernel object, and promotes
+/// the sample again: returns the kernel object and what the second
+/// promotion returned.
+fn promoted_again_after_changing_the_kernel(
+    change: impl FnOnce(&Path),
+) -> (PathBuf, Result<PromotionReport, Error>) {
+    let f = TestDir::new();
+    let root = f.sample();
+    let report = f.promote(&root).unwrap();
+    let kernel = report.artifacts["kernel"].store_path.clone();
+    change(&kernel);
+    (kernel, f.promote(&root))
+}
+
 #[test]
 fn summary_names_every_store_path_and_probe_hash() {
     let f = TestDir::new();
@@ -427,13 +441,11 @@ fn verify_with_the_pool_checks_files_that_are_not_their_own_pool_entry() {
 
 #[test]
 fn corrupt_existing_object_is_never_reused() {
-    let f = TestDir::new();
-    let root = f.sample();
-    let report = f.promote(&root).unwrap();
-    let kernel = report.artifacts["kernel"].store_path.clone();
-    make_writable(&kernel.join("boot/kernel"));
-    fs::remove_file(kernel.join("boot/kernel/if_em.ko")).unwrap();
-    match f.promote(&root) {
+    let (kernel, again) = promoted_again_after_changing_the_kernel(|kernel| {
+        make_writable(&kernel.join("boot/kernel"));
+        fs::remove_file(kernel.join("boot/kernel/if_em.ko")).unwrap();
+    });
+    match again {
         Err(Error::Corrupt {
             object,
             differences,
@@ -531,19 +543,17 @@ fn unwritable_store_is_a_clear_error() {
 #[test]
 fn a_corrupt_object_error_counts_differences_beyond_those_it_lists() {
     use fruix_promote::check::MAX_DIFFERENCES;
-    let f = TestDir::new();
-    let root = f.sample();
-    let report = f.promote(&root).unwrap();
-    let kernel = report.artifacts["kernel"].store_path.clone();
-    make_writable(&kernel);
     let extra = MAX_DIFFERENCES + 7;
-    for i in 0..extra {
-        fs::write(kernel.join(format!("extra-{i:05}")), b"x").unwrap();
-    }
-    // Only the extra files differ.
-    fruix_promote::store::set_mode(&kernel, 0o555).unwrap();
-    fruix_promote::store::set_mtime(&kernel).unwrap();
-    let err = f.promote(&root).unwrap_err();
+    let (kernel, again) = promoted_again_after_changing_the_kernel(|kernel| {
+        make_writable(kernel);
+        for i in 0..extra {
+            fs::write(kernel.join(format!("extra-{i:05}")), b"x").unwrap();
+        }
+        // Only the extra files differ.
+        fruix_promote::store::set_mode(kernel, 0o555).unwrap();
+        fruix_promote::store::set_mtime(kernel).unwrap();
+    });
+    let err = again.unwrap_err();
     let total = format!("({extra} difference(s): ");
     assert!(err.to_string().contains(&total), "{err}");
     match err {

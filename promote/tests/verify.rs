@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use fruix_core::manifest::Difference;
 use fruix_core::testing::{mkfifo, write_sample_result_root, TestDir};
 use fruix_promote::db::Kind;
-use fruix_promote::source::{add_source, SourceFacts};
 use fruix_promote::store::{set_mode, set_mtime};
 use fruix_promote::verify::{
     check_registry, object_paths, repair, verify_object, verify_objects, verify_pool,
     ObjectVerification, PoolVerification, RegistryCheck,
 };
 use fruix_promote::{promote_native_build_result, PromoteOptions, Store};
+
+mod common;
 
 /// Promotes the sample result root; returns the store and its bundle.
 fn promoted(dir: &TestDir) -> (Store, PathBuf) {
@@ -44,7 +45,8 @@ fn store_file(path: &Path, text: &str) {
 }
 
 /// Promotes the sample result root, runs `change` (given the bundle) with
-/// the bundle's directory `within` made writable, and verifies the bundle.
+/// the bundle's directory `within` made writable, and verifies the bundle,
+/// which must be found corrupt.
 fn verify_tampered(
     within: &str,
     change: impl FnOnce(&Path),
@@ -53,11 +55,9 @@ fn verify_tampered(
     let (store, bundle) = promoted(&dir);
     tamper(&bundle.join(within), || change(&bundle));
     let v = verify_object(&bundle, None, None);
+    let corrupt = !v.ok && (!v.differences.is_empty() || v.error.is_some());
+    assert!(corrupt, "{v:?}");
     (dir, store, bundle, v)
-}
-
-fn corrupt(v: &ObjectVerification) -> bool {
-    !v.ok && (!v.differences.is_empty() || v.error.is_some())
 }
 
 #[test]
@@ -74,7 +74,6 @@ fn an_intact_bundle_verifies_as_a_bundle() {
 fn a_bundle_with_emptied_references_is_corrupt() {
     let (_dir, _store, _bundle, v) =
         verify_tampered("", |bundle| store_file(&bundle.join(".references"), ""));
-    assert!(corrupt(&v), "{v:?}");
     assert!(
         matches!(
             v.differences.as_slice(),
@@ -89,7 +88,6 @@ fn a_bundle_with_emptied_references_is_corrupt() {
 fn a_bundle_with_an_extra_file_is_corrupt_and_repair_removes_it() {
     let (_dir, store, bundle, v) =
         verify_tampered("", |bundle| store_file(&bundle.join("extra-file"), "x"));
-    assert!(corrupt(&v), "{v:?}");
     assert_eq!(
         v.differences,
         vec![Difference::Extra {
@@ -147,7 +145,6 @@ fn a_retargeted_artifact_link_is_reported_escaped() {
         std::os::unix::fs::symlink(forged, &world).unwrap();
         set_mtime(&world).unwrap();
     });
-    assert!(corrupt(&v), "{v:?}");
     let shown: Vec<String> = v
         .differences
         .iter()
@@ -182,25 +179,15 @@ fn a_source_object_is_reported_as_a_source() {
 /// artifacts and a bundle that reference the source.
 fn promoted_from_a_source(dir: &TestDir) -> (Store, PathBuf, fruix_promote::PromotionReport) {
     let store = Store::open(&dir.store()).unwrap();
-    let tree = dir.join("src");
-    fruix_core::testing::write_files(
-        &tree,
+    let source = common::add_sample_source(
+        &store,
+        &dir.join("src"),
         &[
             ("Makefile", b"all:\n".as_slice(), 0o644),
             ("sys/conf/newvers.sh", b"REVISION=\"15.0\"\n", 0o755),
         ],
     )
-    .unwrap();
-    let facts = SourceFacts {
-        name: "default".into(),
-        version: "15.0-STABLE".into(),
-        branch: "stable/15".into(),
-        commit: None,
-        dirty: None,
-    };
-    let source = add_source(&store, &tree, &facts, &|_| false, None, None)
-        .unwrap()
-        .store_path;
+    .store_path;
     let root = dir.join("r1");
     let mut metadata = write_sample_result_root(&root, "local", "20260405T213444Z", true).unwrap();
     metadata.source_store.path = source.to_string_lossy().into_owned();

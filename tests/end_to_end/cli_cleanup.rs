@@ -15,7 +15,8 @@ use crate::signing::key;
 use crate::sshd::{script, Sshd};
 use crate::util::{
     fixture_build, fruix, listing, object_names, promote_report, require_tool, run_failing,
-    run_json, run_ok, sample_root, strings_of, verify_store,
+    run_json, run_ok, sample_root, ssh_store_copy, store_export, store_import, strings_of,
+    verify_store,
 };
 
 /// A store at `store` holding a sample result root's objects, signed with
@@ -31,14 +32,10 @@ fn signed_store(store: &Path) -> (String, String) {
     (bundle, public)
 }
 
-/// `fruix store import --store STORE ARGS ARCHIVE`.
-fn import(store: &Path, archive: &Path, args: &[&str]) -> Command {
-    let mut cmd = fruix();
-    cmd.args(["store", "import", "--store"])
-        .arg(store)
-        .args(args)
-        .arg(archive);
-    cmd
+/// Checks that nothing is left of the store a refused command made at
+/// `dir/new/...`, down from `dir/new`.
+fn assert_no_new_store(dir: &Path) {
+    assert!(!dir.join("new").exists(), "{:?}", listing(dir));
 }
 
 #[test]
@@ -50,14 +47,7 @@ fn store_import_keeps_a_store_it_made_only_when_the_import_succeeds() {
     let new = dir.path().join("new/nested/store");
     let (bundle, public) = signed_store(&new);
     let archive = dir.path().join("closure.arc");
-    run_ok(
-        fruix()
-            .args(["store", "export", "--recursive", "--store"])
-            .arg(&new)
-            .arg("--output")
-            .arg(&archive)
-            .arg(&bundle),
-    );
+    run_ok(&mut store_export(&new, &archive, &["--recursive"], &bundle));
     let objects = object_names(&new);
     std::fs::rename(dir.path().join("new"), dir.path().join("original")).unwrap();
     let bad = dir.path().join("bad.arc");
@@ -66,15 +56,11 @@ fn store_import_keeps_a_store_it_made_only_when_the_import_succeeds() {
     // Refused into a store path that does not exist: what the import made,
     // down from the first missing parent, goes again.
     run_failing(
-        &mut import(&new, &bad, &trusted),
+        &mut store_import(&new, &bad, &trusted),
         4,
         &["the store was not changed"],
     );
-    assert!(
-        !dir.path().join("new").exists(),
-        "{:?}",
-        listing(dir.path())
-    );
+    assert_no_new_store(dir.path());
     // Refused into stores that exist (an empty directory, and a store with
     // objects): each stays, as it was.
     let empty = dir.path().join("empty");
@@ -84,7 +70,7 @@ fn store_import_keeps_a_store_it_made_only_when_the_import_succeeds() {
     let populated_objects = object_names(&populated);
     for store in [&empty, &populated] {
         run_failing(
-            &mut import(store, &bad, &trusted),
+            &mut store_import(store, &bad, &trusted),
             4,
             &["the store was not changed"],
         );
@@ -95,7 +81,7 @@ fn store_import_keeps_a_store_it_made_only_when_the_import_succeeds() {
     verify_store(&populated);
     // Accepted into a store path that does not exist: the store it made
     // stays, holding the closure.
-    run_ok(&mut import(&new, &archive, &trusted));
+    run_ok(&mut store_import(&new, &archive, &trusted));
     assert_eq!(object_names(&new), objects);
     verify_store(&new);
 }
@@ -128,21 +114,15 @@ fn store_copy_from_keeps_a_store_it_made_only_when_the_copy_succeeds() {
     );
     let (_, stranger) = key(dir.path(), "stranger");
     let copy = |store: &Path, trusted: &str| {
-        let mut cmd = fruix();
-        cmd.args(["store", "copy", "--recursive", "--from"])
-            .arg(format!("ssh://{}", sshd.guest()))
-            .arg("--identity")
-            .arg(sshd.identity())
-            .arg("--known-hosts")
-            .arg(sshd.known_hosts())
-            .arg("--remote-program")
-            .arg(&remote_program)
-            .arg("--remote-store")
-            .arg(&new)
-            .arg("--store")
-            .arg(store)
-            .args(["--trusted-key", trusted.trim()])
-            .arg(&bundle);
+        let mut cmd = ssh_store_copy(
+            &sshd,
+            &["--recursive"],
+            "--from",
+            &remote_program,
+            &new,
+            store,
+        );
+        cmd.args(["--trusted-key", trusted.trim()]).arg(&bundle);
         cmd
     };
     // Signed by no key it trusts: refused, and the store it made is gone.
@@ -151,11 +131,7 @@ fn store_copy_from_keeps_a_store_it_made_only_when_the_copy_succeeds() {
         4,
         &["does not trust", "the store was not changed"],
     );
-    assert!(
-        !dir.path().join("new").exists(),
-        "{:?}",
-        listing(dir.path())
-    );
+    assert_no_new_store(dir.path());
     // A store that was there stays, without what was refused (objects of
     // another store's path).
     let existing = dir.path().join("existing");

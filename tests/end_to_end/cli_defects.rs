@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{fixture_source, fruix, listing, run, run_failing, store_and_state};
+use crate::util::{
+    fixture_build_into, fixture_source, fruix, listing, run, run_failing, store_and_state,
+    FIXTURE_BUILD_FLAGS,
+};
 
 /// Writes `text` to `dir/name`; returns the file's path.
 fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -131,13 +134,12 @@ fn an_unwritable_store_is_refused_before_anything_is_built() {
     let blocker = dir.path().join("not-a-directory");
     std::fs::write(&blocker, b"a file where the store would be").unwrap();
     let state = dir.path().join("state");
-    let out = run(fruix()
-        .args(["build", "--executor", "local", "--source"])
-        .arg(fixture_source())
-        .arg("--store")
-        .arg(blocker.join("store"))
-        .arg("--state-dir")
-        .arg(&state));
+    let out = run(&mut fixture_build_into(
+        fruix(),
+        "local",
+        &blocker.join("store"),
+        &state,
+    ));
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("nothing was built"), "{stderr}");
@@ -154,18 +156,12 @@ fn a_promotion_failing_after_the_build_gives_the_command_to_promote_later() {
     let store = small.path.join("store");
     let root = dir.path().join("root");
     let (state, link) = (dir.path().join("state"), dir.path().join("result"));
-    let out = run(fruix()
-        .args(["build", "--executor", "local", "--source"])
-        .arg(fixture_source())
-        .arg("--store")
-        .arg(&store)
-        .arg("--state-dir")
-        .arg(&state)
+    let out = run(fixture_build_into(fruix(), "local", &store, &state)
         .arg("--out-link")
         .arg(&link)
         .arg("--result-root")
         .arg(&root)
-        .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"]));
+        .args(FIXTURE_BUILD_FLAGS));
     assert_eq!(out.status.code(), Some(3), "disk full: {out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let command = format!(

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::ssh_import::build_with;
 use crate::sshd::{script, Sshd};
 use crate::util::{
-    failed_with, fixture_source, fruix, key_values, listing, promote_command, run, run_json,
-    run_ok, sample_root,
+    failed_with, fixture_build_into, fixture_source, fruix, key_values, listing, promote_command,
+    promote_linked, run, run_json, run_ok, sample_root, source_add,
 };
 
 /// An empty scratch directory inside a new temporary directory.
@@ -56,10 +56,7 @@ fn a_guest_warning_cannot_forge_a_line_on_the_hosts_stderr() {
 fn source_add_refuses_a_name_unusable_in_a_store_name_and_creates_nothing() {
     let (_dir, work) = work();
     for name in ["a/b", "", "a\tb", "a\u{1b}[31mb", "a\u{202e}b"] {
-        let out = run(fruix()
-            .args(["source", "add", "--name", name, "--store"])
-            .arg(work.join("store"))
-            .arg(fixture_source()));
+        let out = run(&mut source_add(&work.join("store"), &["--name", name]));
         failed_with(&format!("--name {name:?}"), &out, 2, &["--name"]);
         assert_eq!(listing(&work), Vec::<PathBuf>::new(), "--name {name:?}");
     }
@@ -71,13 +68,10 @@ fn store_list_escapes_what_the_registry_holds() {
     let store = work.join("store");
     // `source add` refuses such a version now; a registry written by an
     // older fruix, or edited by hand, can still hold one.
-    run_ok(
-        fruix()
-            .args(["source", "add", "--quiet", "--store"])
-            .arg(&store)
-            .args(["--freebsd-version", "15.0-STABLE"])
-            .arg(fixture_source()),
-    );
+    run_ok(&mut source_add(
+        &store,
+        &["--quiet", "--freebsd-version", "15.0-STABLE"],
+    ));
     let db = rusqlite::Connection::open(store.join(".fruix/db.sqlite")).unwrap();
     let changed = db
         .execute(
@@ -121,16 +115,13 @@ fn json_output_shows_a_path_that_is_not_utf8_escaped_instead_of_panicking() {
     let root = sample_root(&work, "root");
     let odd = non_utf8_dir(&work);
     let link = odd.join("result");
-    run_ok(
-        fruix()
-            .args(["native-build", "promote", "--quiet", "--store"])
-            .arg(&store)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--out-link")
-            .arg(&link)
-            .arg(&root),
-    );
+    run_ok(&mut promote_linked(
+        &store,
+        &state,
+        &link,
+        &root,
+        &["--quiet"],
+    ));
     let roots = run_json(
         fruix()
             .args(["store", "roots", "--json", "--store"])
@@ -149,12 +140,7 @@ fn json_output_shows_a_path_that_is_not_utf8_escaped_instead_of_panicking() {
         "{roots:#}"
     );
     // A report of the promote crate shows such a path escaped too.
-    let added = run_json(
-        fruix()
-            .args(["source", "add", "--json", "--store"])
-            .arg(odd.join("store"))
-            .arg(fixture_source()),
-    );
+    let added = run_json(&mut source_add(&odd.join("store"), &["--json"]));
     let path = added["store_path"].as_str().unwrap_or_default();
     assert!(path.contains("dir\\377/store/"), "{added:#}");
 }
@@ -186,13 +172,7 @@ fn refused_commands_leave_no_store_they_made() {
     // a file.
     let state = dir.path().join("state-file");
     std::fs::write(&state, "").unwrap();
-    let out = run(fruix()
-        .args(["build", "--executor", "local", "--source"])
-        .arg(fixture_source())
-        .arg("--store")
-        .arg(&store)
-        .arg("--state-dir")
-        .arg(&state)
+    let out = run(fixture_build_into(fruix(), "local", &store, &state)
         .args(["--freebsd-version", "15.0-STABLE"]));
     assert!(!out.status.success(), "{out:?}");
     assert_eq!(listing(&work), Vec::<PathBuf>::new(), "build");
@@ -247,16 +227,13 @@ fn printed_paths_cannot_forge_key_value_lines() {
     let root = sample_root(&work, "root");
     let link_dir = work.join("d\nforged_link=");
     std::fs::create_dir(&link_dir).unwrap();
-    let out = run_ok(
-        fruix()
-            .args(["native-build", "promote", "--quiet", "--store"])
-            .arg(work.join("store"))
-            .arg("--state-dir")
-            .arg(work.join("state"))
-            .arg("--out-link")
-            .arg(link_dir.join("x"))
-            .arg(&root),
-    );
+    let out = run_ok(&mut promote_linked(
+        &work.join("store"),
+        &work.join("state"),
+        &link_dir.join("x"),
+        &root,
+        &["--quiet"],
+    ));
     assert_eq!(lines_starting(&out, "forged"), Vec::<&str>::new(), "{out}");
     assert!(
         key_values(&out)["out_link"].ends_with("d\\nforged_link=/x"),
@@ -264,12 +241,10 @@ fn printed_paths_cannot_forge_key_value_lines() {
     );
     // source add prints the object's path escaped too (promotion refuses a
     // store path with a control character, a source object does not).
-    let out = run_ok(
-        fruix()
-            .args(["source", "add", "--quiet", "--store"])
-            .arg(work.join("s\nforged_store=1"))
-            .arg(fixture_source()),
-    );
+    let out = run_ok(&mut source_add(
+        &work.join("s\nforged_store=1"),
+        &["--quiet"],
+    ));
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains("s\\nforged_store=1/"), "{out}");
 }

@@ -11,7 +11,8 @@ use std::process::{Command, Output, Stdio};
 
 use crate::sshd::Sshd;
 use crate::util::{
-    fruix, promote_report, run, run_failing, run_ok, sample_root, verify_store, wait_until,
+    fruix, promote_report, run, run_failing, run_ok, sample_root, ssh_store_copy, store_export,
+    verify_store, wait_until,
 };
 
 /// A store in `dir` holding the objects of a sample result root; the
@@ -194,20 +195,15 @@ fn a_refusal_by_the_other_store_says_once_that_it_was_not_changed() {
     let other = dir.path().join("other");
     std::fs::create_dir(&other).unwrap();
     let sshd = Sshd::trusted();
-    let out = run(fruix()
-        .args(["store", "copy", "--json", "--to"])
-        .arg(format!("ssh://{}", sshd.guest()))
-        .arg("--identity")
-        .arg(sshd.identity())
-        .arg("--known-hosts")
-        .arg(sshd.known_hosts())
-        .arg("--remote-program")
-        .arg(env!("CARGO_BIN_EXE_fruix"))
-        .arg("--remote-store")
-        .arg(&other)
-        .arg("--store")
-        .arg(&store)
-        .arg(&bundle));
+    let out = run(ssh_store_copy(
+        &sshd,
+        &["--json"],
+        "--to",
+        Path::new(env!("CARGO_BIN_EXE_fruix")),
+        &other,
+        &store,
+    )
+    .arg(&bundle));
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let message = error["error"]["message"].as_str().unwrap();
@@ -261,15 +257,7 @@ fn a_cancelled_export_leaves_no_archive_and_a_rerun_writes_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, bundle) = populated(dir.path());
     let target = dir.path().join("out.arc");
-    let export = || {
-        let mut cmd = fruix();
-        cmd.args(["store", "export", "--recursive", "--store"])
-            .arg(&store)
-            .arg("--output")
-            .arg(&target)
-            .arg(&bundle);
-        cmd
-    };
+    let export = || store_export(&store, &target, &["--recursive"], &bundle);
     let lock = hold_gc_lock(&store);
     let child = export()
         .stdout(Stdio::null())
@@ -307,14 +295,12 @@ fn a_cancelled_import_removes_its_temporaries_and_the_store_it_made() {
     let dir = tempfile::tempdir().unwrap();
     let (store, bundle) = populated(dir.path());
     let archive = dir.path().join("a.arc");
-    run_ok(
-        fruix()
-            .args(["store", "export", "--recursive", "--store"])
-            .arg(&store)
-            .arg("--output")
-            .arg(&archive)
-            .arg(&bundle),
-    );
+    run_ok(&mut store_export(
+        &store,
+        &archive,
+        &["--recursive"],
+        &bundle,
+    ));
     let text = std::fs::read(&archive).unwrap();
     let first_line = &text[..=text.iter().position(|&b| b == b'\n').unwrap()];
     let other = dir.path().join("other");
@@ -355,15 +341,7 @@ fn a_cancelled_import_removes_its_temporaries_and_the_store_it_made() {
 fn output_files_that_cannot_be_made_exit_2_when_misnamed_else_3() {
     let dir = tempfile::tempdir().unwrap();
     let (store, bundle) = populated(dir.path());
-    let export = |to: &Path| {
-        let mut cmd = fruix();
-        cmd.args(["store", "export", "--store"])
-            .arg(&store)
-            .arg("--output")
-            .arg(to)
-            .arg(&bundle);
-        cmd
-    };
+    let export = |to: &Path| store_export(&store, to, &[], &bundle);
     run_failing(&mut export(&dir.path().join("missing/x.arc")), 2, &[]);
     // Not a question of the name: a directory nobody may write in.
     run_failing(&mut export(Path::new("/sys/x.arc")), 3, &[]);

@@ -9,9 +9,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use fruix_core::testing::sorted_strings;
 use serde_json::Value;
 
-use crate::util::{fruix, run_json, sample_root, wait_with_deadline};
+use crate::util::{
+    fruix, object_names, promote_linked, run_json, sample_root, source_add, spawn_piped,
+    store_export, store_import, wait_with_deadline,
+};
 
 /// A temporary directory holding `dir\xff`, and how JSON shows that
 /// directory's path.
@@ -44,33 +48,6 @@ impl OddDir {
     }
 }
 
-/// The names of the store's objects (its entries not starting with `.`).
-fn object_names(store: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(store)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    names.sort();
-    names
-}
-
-/// The strings of the JSON array `value`, sorted.
-fn sorted_strings(value: &Value) -> Vec<String> {
-    let mut strings: Vec<String> = value
-        .as_array()
-        .unwrap_or_else(|| panic!("not an array: {value}"))
-        .iter()
-        .map(|s| {
-            s.as_str()
-                .unwrap_or_else(|| panic!("not a string: {s}"))
-                .into()
-        })
-        .collect();
-    strings.sort();
-    strings
-}
-
 /// `fruix store SUBCOMMAND --json --store STORE ARGS`, which must succeed
 /// and print JSON.
 fn store_json(subcommand: &str, store: &Path, args: &[&OsStr]) -> Value {
@@ -86,12 +63,7 @@ fn store_json(subcommand: &str, store: &Path, args: &[&OsStr]) -> Value {
 fn source_add_list_info_verify_and_gc_show_a_store_path_that_is_not_utf8_escaped() {
     let odd = OddDir::new();
     let store = odd.store();
-    let added = run_json(
-        fruix()
-            .args(["source", "add", "--json", "--store"])
-            .arg(&store)
-            .arg(crate::util::fixture_source()),
-    );
+    let added = run_json(&mut source_add(&store, &["--json"]));
     let names = object_names(&store);
     assert_eq!(names.len(), 1, "{names:?}");
     let source = odd.shown_object(&names[0]);
@@ -131,16 +103,13 @@ fn promote_export_and_import_show_a_store_path_that_is_not_utf8_escaped() {
     let store = odd.store();
     let root = sample_root(odd.tmp.path(), "root");
     let link = odd.path.join("result");
-    let promoted = run_json(
-        fruix()
-            .args(["native-build", "promote", "--json", "--store"])
-            .arg(&store)
-            .arg("--state-dir")
-            .arg(odd.tmp.path().join("state"))
-            .arg("--out-link")
-            .arg(&link)
-            .arg(&root),
-    );
+    let promoted = run_json(&mut promote_linked(
+        &store,
+        &odd.tmp.path().join("state"),
+        &link,
+        &root,
+        &["--json"],
+    ));
     let names = object_names(&store);
     let shown: Vec<String> = names.iter().map(|n| odd.shown_object(n)).collect();
     let bundle = names
@@ -168,24 +137,20 @@ fn promote_export_and_import_show_a_store_path_that_is_not_utf8_escaped() {
     }
 
     let archive = odd.tmp.path().join("archive");
-    let exported = store_json(
-        "export",
+    let exported = run_json(&mut store_export(
         &store,
-        &[
-            "--recursive".as_ref(),
-            "--output".as_ref(),
-            archive.as_os_str(),
-            store.join(bundle).as_os_str(),
-        ],
-    );
+        &archive,
+        &["--json", "--recursive"],
+        store.join(bundle),
+    ));
     assert_eq!(sorted_strings(&exported["objects"]), shown, "{exported:#}");
 
     // Into the store it came from: every object is already there.
-    let imported = store_json(
-        "import",
+    let imported = run_json(&mut store_import(
         &store,
-        &["--no-check-sigs".as_ref(), archive.as_os_str()],
-    );
+        &archive,
+        &["--json", "--no-check-sigs"],
+    ));
     assert_eq!(sorted_strings(&imported["present"]), shown, "{imported:#}");
     assert_eq!(
         imported["imported"],
@@ -199,14 +164,12 @@ fn store_serve_greets_with_a_store_path_that_is_not_utf8_escaped() {
     let odd = OddDir::new();
     let store = odd.store();
     std::fs::create_dir(&store).unwrap();
-    let mut serve = fruix()
-        .args(["store", "serve", "--store"])
-        .arg(&store)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut serve = spawn_piped(
+        fruix()
+            .args(["store", "serve", "--store"])
+            .arg(&store)
+            .stdin(Stdio::piped()),
+    );
     // The hello request, then the end of the session.
     let mut input = serve.stdin.take().unwrap();
     input

@@ -8,17 +8,9 @@ use fruix_core::testing::{edit_header, find_bytes};
 use serde_json::Value;
 
 use crate::signing::{info, key, signed_by};
-use crate::util::{fixture_build, fruix, run, run_failing, run_ok, snapshot};
-
-/// `fruix store import --store STORE ARGS ARCHIVE`.
-fn import(store: &Path, archive: &Path, args: &[&str]) -> std::process::Command {
-    let mut cmd = fruix();
-    cmd.args(["store", "import", "--store"])
-        .arg(store)
-        .args(args)
-        .arg(archive);
-    cmd
-}
+use crate::util::{
+    fixture_build, fruix, run, run_failing, run_json, run_ok, snapshot, store_export, store_import,
+};
 
 /// Builds the miniature tree into `dir/store`, signed by a new key
 /// `builder-1`, exports the bundle's closure to `dir/archive`, and moves the
@@ -33,15 +25,12 @@ fn exported(dir: &Path) -> (PathBuf, String, Vec<String>) {
     let report: Value = serde_json::from_str(&out).unwrap();
     let bundle = PathBuf::from(report["result_store"].as_str().unwrap());
     let store = dir.join("store");
-    let exported: Value = serde_json::from_str(&run_ok(
-        fruix()
-            .args(["store", "export", "--recursive", "--json", "--store"])
-            .arg(&store)
-            .arg("--output")
-            .arg(dir.join("archive"))
-            .arg(&bundle),
-    ))
-    .unwrap();
+    let exported = run_json(&mut store_export(
+        &store,
+        &dir.join("archive"),
+        &["--recursive", "--json"],
+        &bundle,
+    ));
     let objects: Vec<String> = exported["objects"]
         .as_array()
         .unwrap()
@@ -62,7 +51,7 @@ fn an_exported_closure_imports_into_an_empty_store_with_its_content_and_signatur
     let dir = tempfile::tempdir().unwrap();
     let (bundle, public, objects) = exported(dir.path());
     let store = dir.path().join("store");
-    let report: Value = serde_json::from_str(&run_ok(&mut import(
+    let report: Value = serde_json::from_str(&run_ok(&mut store_import(
         &store,
         &dir.path().join("archive"),
         &["--json", "--trusted-key", public.trim()],
@@ -110,7 +99,7 @@ fn an_exported_closure_imports_into_an_empty_store_with_its_content_and_signatur
     assert!(diff.status.success(), "{diff:?}");
     // From standard input, into a store that has it all: nothing new.
     let again = run_ok(
-        import(&store, Path::new("-"), &["--trusted-key", public.trim()])
+        store_import(&store, Path::new("-"), &["--trusted-key", public.trim()])
             .stdin(std::fs::File::open(dir.path().join("archive")).unwrap()),
     );
     assert!(again.is_empty(), "nothing imported: {again}");
@@ -182,7 +171,7 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_changi
         std::fs::write(&file, &bytes).unwrap();
         let mut expected = expected.to_vec();
         expected.push("the store was not changed");
-        run_failing(&mut import(&store, &file, args), 4, &expected);
+        run_failing(&mut store_import(&store, &file, args), 4, &expected);
         assert_eq!(snapshot(&store), before, "{what} changed the store");
         let leftovers: Vec<_> = std::fs::read_dir(&store)
             .unwrap()
@@ -193,7 +182,7 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_changi
         assert!(leftovers.is_empty(), "{what} left {leftovers:?}");
     }
     // Refused under --json too, as one error object.
-    let out = run(&mut import(
+    let out = run(&mut store_import(
         &store,
         &dir.path().join("bad-archive"),
         &["--json", trusted[0], trusted[1]],
@@ -207,9 +196,9 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_changi
     let file = dir.path().join("unsigned");
     std::fs::write(&file, unsigned).unwrap();
     run_failing(
-        &mut import(&store, &file, &trusted),
+        &mut store_import(&store, &file, &trusted),
         4,
         &["it is not signed"],
     );
-    run_ok(&mut import(&store, &file, &["--no-check-sigs"]));
+    run_ok(&mut store_import(&store, &file, &["--no-check-sigs"]));
 }

@@ -1,12 +1,14 @@
 //! Helpers shared by the end-to-end tests.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use fruix_core::testing::write_sample_result_root;
+
+use crate::sshd::Sshd;
 
 /// Panics with a clear message when `tool` is not on PATH.
 pub fn require_tool(tool: &str, package: &str) -> PathBuf {
@@ -56,27 +58,137 @@ pub fn store_and_state(dir: &Path) -> [OsString; 4] {
     ]
 }
 
+/// The tests' fixed SOURCE_DATE_EPOCH and `-DNO_ROOT`, as `build` flags.
+pub const FIXTURE_BUILD_FLAGS: [&str; 3] =
+    ["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"];
+
 /// `cmd` (`fruix`, with any global options) `build --executor EXECUTOR` of
-/// the miniature tree, with [`store_and_state`] and result root `name` in
-/// `dir`, and the tests' fixed SOURCE_DATE_EPOCH and `-DNO_ROOT`.
-pub fn fixture_build(mut cmd: Command, executor: &str, dir: &Path, name: &str) -> Command {
+/// the miniature tree, with the store `store` and the state directory
+/// `state`.
+pub fn fixture_build_into(mut cmd: Command, executor: &str, store: &Path, state: &Path) -> Command {
     cmd.args(["build", "--executor", executor, "--source"])
         .arg(fixture_source())
-        .args(store_and_state(dir))
-        .arg("--result-root")
+        .arg("--store")
+        .arg(store)
+        .arg("--state-dir")
+        .arg(state);
+    cmd
+}
+
+/// [`fixture_build_into`] the store and state directory of
+/// [`store_and_state`], with result root `name` in `dir`, and the
+/// [`FIXTURE_BUILD_FLAGS`].
+pub fn fixture_build(cmd: Command, executor: &str, dir: &Path, name: &str) -> Command {
+    let mut cmd = fixture_build_into(cmd, executor, &dir.join("store"), &dir.join("state"));
+    cmd.arg("--result-root")
         .arg(dir.join(name))
-        .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"]);
+        .args(FIXTURE_BUILD_FLAGS);
+    cmd
+}
+
+/// `fruix source add FLAGS --store STORE` of the miniature tree.
+pub fn source_add(store: &Path, flags: &[&str]) -> Command {
+    let mut cmd = fruix();
+    cmd.args(["source", "add"])
+        .args(flags)
+        .arg("--store")
+        .arg(store)
+        .arg(fixture_source());
+    cmd
+}
+
+/// `fruix store export FLAGS --store STORE --output ARCHIVE OBJECT`.
+pub fn store_export(
+    store: &Path,
+    archive: &Path,
+    flags: &[&str],
+    object: impl AsRef<OsStr>,
+) -> Command {
+    let mut cmd = fruix();
+    cmd.args(["store", "export"])
+        .args(flags)
+        .arg("--store")
+        .arg(store)
+        .arg("--output")
+        .arg(archive)
+        .arg(object);
+    cmd
+}
+
+/// `fruix store copy FLAGS DIRECTION` (`--to` or `--from`) `sshd`'s guest,
+/// whose store `remote_store` `remote_program` serves there, `--store
+/// STORE`; the caller adds the objects.
+pub fn ssh_store_copy(
+    sshd: &Sshd,
+    flags: &[&str],
+    direction: &str,
+    remote_program: &Path,
+    remote_store: &Path,
+    store: &Path,
+) -> Command {
+    let mut cmd = fruix();
+    cmd.args(["store", "copy"])
+        .args(flags)
+        .arg(direction)
+        .arg(format!("ssh://{}", sshd.guest()))
+        .arg("--identity")
+        .arg(sshd.identity())
+        .arg("--known-hosts")
+        .arg(sshd.known_hosts())
+        .arg("--remote-program")
+        .arg(remote_program)
+        .arg("--remote-store")
+        .arg(remote_store)
+        .arg("--store")
+        .arg(store);
+    cmd
+}
+
+/// `fruix store import --store STORE FLAGS ARCHIVE`.
+pub fn store_import(store: &Path, archive: &Path, flags: &[&str]) -> Command {
+    let mut cmd = fruix();
+    cmd.args(["store", "import", "--store"])
+        .arg(store)
+        .args(flags)
+        .arg(archive);
     cmd
 }
 
 /// `fruix native-build promote OPTIONS --store STORE ROOT`.
 pub fn promote_command(store: &Path, root: &Path, options: &[&str]) -> Command {
+    promote_with_paths(store, &[], root, options)
+}
+
+/// `fruix native-build promote OPTIONS --store STORE --state-dir STATE
+/// --out-link LINK ROOT`.
+pub fn promote_linked(
+    store: &Path,
+    state: &Path,
+    link: &Path,
+    root: &Path,
+    options: &[&str],
+) -> Command {
+    let paths = [("--state-dir", state), ("--out-link", link)];
+    promote_with_paths(store, &paths, root, options)
+}
+
+/// `fruix native-build promote OPTIONS --store STORE`, each of `paths` (an
+/// option and its path), then `ROOT`.
+fn promote_with_paths(
+    store: &Path,
+    paths: &[(&str, &Path)],
+    root: &Path,
+    options: &[&str],
+) -> Command {
     let mut cmd = fruix();
     cmd.args(["native-build", "promote"])
         .args(options)
         .arg("--store")
-        .arg(store)
-        .arg(root);
+        .arg(store);
+    for (option, path) in paths {
+        cmd.arg(option).arg(path);
+    }
+    cmd.arg(root);
     cmd
 }
 

@@ -88,6 +88,23 @@ pub fn edit_header(
     panic!("no object {infix} in the archive");
 }
 
+/// The strings of the JSON array `value`, sorted; panics when `value` is
+/// not an array of strings.
+pub fn sorted_strings(value: &serde_json::Value) -> Vec<String> {
+    let mut strings: Vec<String> = value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|s| {
+            s.as_str()
+                .unwrap_or_else(|| panic!("not a string: {s}"))
+                .into()
+        })
+        .collect();
+    strings.sort();
+    strings
+}
+
 /// A temporary directory for one test, removed when dropped: where it
 /// writes sample result roots ([`TestDir::root`]) and other files, and keeps
 /// a store ([`TestDir::store`]).

@@ -294,6 +294,15 @@ mod tests {
         object
     }
 
+    /// A temporary directory holding an empty store directory `store`;
+    /// the store's path.
+    fn temporary_store() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        (dir, store)
+    }
+
     /// A passed cell with `artifacts`: (name, store object, signature).
     fn passed(dir: &Path, id: &str, artifacts: &[(&str, &Path, &str)]) -> CellReport {
         let mut c = cell(id, CellStatus::Passed, dir);
@@ -399,10 +408,8 @@ mod tests {
 
     #[test]
     fn objects_outside_the_given_store_are_never_read() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, store) = temporary_store();
         let d = dir.path();
-        let store = d.join("store");
-        std::fs::create_dir(&store).unwrap();
         let w1 = object(&store, "w1", &[file("stamp", b"one")]);
         let elsewhere = object(d, "w2", &[file("stamp", b"two")]);
         let cells = [
@@ -459,10 +466,8 @@ mod tests {
 
     #[test]
     fn diffoscope_never_writes_outside_the_report_directory() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, store) = temporary_store();
         let d = dir.path();
-        let store = d.join("store");
-        std::fs::create_dir(&store).unwrap();
         let w1 = object(&store, "w1", &[file("stamp", b"one")]);
         let w2 = object(&store, "w2", &[file("stamp", b"two")]);
         let evil = d.join("evil");

@@ -199,9 +199,13 @@ mod tests {
         assert_eq!(tail(&dir.path().join("none"), 2), "");
     }
 
-    /// The report's XML, and the report read back from it.
-    fn round_trip(report: &Report) -> (String, quick_junit::Report) {
-        let xml = junit(report, "builder<1>").to_string().unwrap();
+    /// The sample report ([`fixtures::report`]) changed by `change`: its
+    /// XML, and the report read back from it.
+    fn round_trip(change: impl FnOnce(&mut Report)) -> (String, quick_junit::Report) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut report = fixtures::report(dir.path());
+        change(&mut report);
+        let xml = junit(&report, "builder<1>").to_string().unwrap();
         let back = quick_junit::Report::deserialize_from_str(&xml)
             .unwrap_or_else(|e| panic!("{e}:\n{xml}"));
         (xml, back)
@@ -209,9 +213,7 @@ mod tests {
 
     #[test]
     fn each_cell_status_maps_to_its_junit_element() {
-        let dir = tempfile::tempdir().unwrap();
-        let report = fixtures::report(dir.path());
-        let (xml, back) = round_trip(&report);
+        let (xml, back) = round_trip(|_| {});
         assert_eq!((back.tests, back.failures, back.errors), (6, 2, 1), "{xml}");
         let [cells, agreement] = back.test_suites.as_slice() else {
             panic!("two suites: {xml}");
@@ -294,8 +296,7 @@ mod tests {
 
     #[test]
     fn the_xml_keeps_to_the_jenkins_schema_attributes() {
-        let dir = tempfile::tempdir().unwrap();
-        let (xml, _) = round_trip(&fixtures::report(dir.path()));
+        let (xml, _) = round_trip(|_| {});
         let testsuites = xml.lines().find(|l| l.contains("<testsuites")).unwrap();
         assert!(!testsuites.contains("skipped="), "{testsuites}");
         assert!(!testsuites.contains("timestamp="), "{testsuites}");
@@ -305,10 +306,9 @@ mod tests {
 
     #[test]
     fn control_characters_and_noncharacters_never_reach_the_xml() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut report = fixtures::report(dir.path());
-        report.cells[1].error = Some("\u{1b}[31mred\u{1b}[0m \u{7} \u{fffe} <&>\"".into());
-        let (xml, back) = round_trip(&report);
+        let (xml, back) = round_trip(|report| {
+            report.cells[1].error = Some("\u{1b}[31mred\u{1b}[0m \u{7} \u{fffe} <&>\"".into());
+        });
         assert!(!xml.contains(['\u{1b}', '\u{7}', '\u{fffe}']), "{xml:?}");
         let TestCaseStatus::NonSuccess { message, .. } = &back.test_suites[0].test_cases[1].status
         else {
@@ -319,10 +319,9 @@ mod tests {
 
     #[test]
     fn a_report_s_newline_adds_no_line_to_a_cell_s_output() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut report = fixtures::report(dir.path());
-        report.cells[0].machine = Some("m\nresult_store: /forged".into());
-        let (xml, back) = round_trip(&report);
+        let (xml, back) = round_trip(|report| {
+            report.cells[0].machine = Some("m\nresult_store: /forged".into());
+        });
         let out = back.test_suites[0].test_cases[0]
             .system_out
             .as_ref()
