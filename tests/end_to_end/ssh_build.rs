@@ -246,6 +246,77 @@ fn a_remote_command_cancelled_as_it_starts_leaves_nothing_running() {
     assert!(left.is_empty(), "still running in the guest: {left:?}");
 }
 
+/// A short command that never ends (a guest whose disk hangs, answering
+/// keepalives all the while) is stopped at the session's command timeout:
+/// a typed timeout naming the command, nothing left running. The same
+/// command with no limit is stopped by its cancel token, typed cancelled.
+#[test]
+fn a_short_command_that_never_ends_is_stopped_at_its_timeout() {
+    use fruix_core::executor::EventSink;
+    use fruix_core::Error;
+    use fruix_executors::ssh::{SshOptions, SshSession, SshTarget};
+    let sshd = Sshd::trusted();
+    let options = SshOptions {
+        command_timeout: Duration::from_secs(1),
+        ..SshOptions::with_key(
+            SshTarget::parse(&sshd.guest()).unwrap(),
+            sshd.identity(),
+            sshd.known_hosts(),
+        )
+    };
+    let hung = |name: &str| {
+        let marker = sshd.dir.path().join(name);
+        // A loop rather than one `sleep 600 & wait`: it ends only when its
+        // shell is stopped, never because a sleep ended.
+        let script = format!(
+            "exec sh -c 'while :; do sleep 1; done' {}",
+            marker.display()
+        );
+        (script, marker)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let session = SshSession::connect(&options, &EventSink::discard())
+            .await
+            .unwrap();
+        let (script, marker) = hung("timed-out");
+        let ended = session.output(&script, None).await;
+        match ended {
+            Err(Error::Timeout { what, limit, .. }) => {
+                assert_eq!(limit, Duration::from_secs(1));
+                assert!(what.contains("while :; do sleep 1; done"), "{what}");
+            }
+            other => panic!("not a timeout: {other:?}"),
+        }
+        let left = processes_mentioning(&marker);
+        assert!(left.is_empty(), "still running in the guest: {left:?}");
+
+        let (script, marker) = hung("cancelled");
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let run = session.output_within(&script, None::<&[u8]>, &cancel, None);
+        tokio::pin!(run);
+        // Cancelled once the command runs in the guest.
+        tokio::select! {
+            r = &mut run => panic!("ended by itself: {r:?}"),
+            started = tokio::task::spawn_blocking({
+                let marker = marker.clone();
+                move || wait_until("the command runs in the guest", || {
+                    !processes_mentioning(&marker).is_empty()
+                })
+            }) => {
+                started.unwrap();
+                cancel.cancel();
+            }
+        }
+        assert!(matches!(run.await, Err(Error::Cancelled)));
+        let left = processes_mentioning(&marker);
+        assert!(left.is_empty(), "still running in the guest: {left:?}");
+    });
+}
+
 /// How far past the event queue's bound one read of a guest's output may
 /// take it: one SSH packet (32 KiB) of 1 KiB lines, each with its overhead.
 const ONE_PACKET_OF_EVENTS: usize = 64 << 10;

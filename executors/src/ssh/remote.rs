@@ -160,8 +160,7 @@ impl SshSession {
     /// [`command_timeout`](SshSession::command_timeout) is stopped (its
     /// whole remote session, as on cancellation) and is [`Error::Timeout`].
     pub async fn output(&self, script: &str, stdin: Option<&[u8]>) -> Result<RemoteOutput> {
-        let limit = None;
-        let _ = self.command_timeout();
+        let limit = Some(self.command_timeout());
         self.output_within(script, stdin, &CancellationToken::new(), limit)
             .await
     }
