@@ -278,6 +278,24 @@ fn a_copy_to_an_unknown_host_is_refused_before_anything_is_sent() {
     assert!(t.remote_objects().is_empty());
 }
 
+/// The other side's command line is text: a store path that is not UTF-8
+/// cannot be named on it exactly. It was sent altered (lossy); it is refused
+/// now, before connecting, shown escaped once.
+#[test]
+fn a_remote_store_path_that_is_not_utf8_is_refused_before_connecting() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = TwoStores::new();
+    let (bundle, _) = t.promoted(&sample_root(t.dir.path(), "root"));
+    let odd = t.dir.path().join(std::ffi::OsStr::from_bytes(b"store-\xff"));
+    let out = run(t
+        .copy("--to", &["--recursive", &bundle])
+        .arg("--remote-store")
+        .arg(&odd));
+    json_error(&out, 2, "store-\\377 is not UTF-8");
+    assert!(!odd.exists());
+    assert!(t.remote_objects().is_empty());
+}
+
 #[test]
 fn a_failing_remote_s_own_session_shaped_line_is_shown_not_taken() {
     // Only the wrapper's first stderr line is its `fruix-session PID`; the

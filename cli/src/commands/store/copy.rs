@@ -160,10 +160,19 @@ fn copy_with(
         .remote_store
         .clone()
         .unwrap_or_else(|| store.path().to_path_buf());
+    // The other side's command line is text its shell parses: a store path
+    // that is not UTF-8 cannot be named on it exactly, so it is refused
+    // before connecting rather than sent altered.
+    let remote_text = remote_store.to_str().ok_or_else(|| {
+        CliError::usage(format!(
+            "the other store's path {} is not UTF-8, which a remote command line cannot name exactly; give --remote-store",
+            escape::path(&remote_store)
+        ))
+    })?;
     let command = format!(
         "{} store serve --store {}",
         args.remote_program,
-        shell_quote(&remote_store.to_string_lossy())
+        shell_quote(remote_text)
     );
     let report = crate::runtime()?.block_on(async {
         let session = SshSession::connect(&options, &EventSink::discard())
