@@ -286,7 +286,10 @@ fn a_remote_store_path_that_is_not_utf8_is_refused_before_connecting() {
     use std::os::unix::ffi::OsStrExt;
     let t = TwoStores::new();
     let (bundle, _) = t.promoted(&sample_root(t.dir.path(), "root"));
-    let odd = t.dir.path().join(std::ffi::OsStr::from_bytes(b"store-\xff"));
+    let odd = t
+        .dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"store-\xff"));
     let out = run(t
         .copy("--to", &["--recursive", &bundle])
         .arg("--remote-store")
