@@ -217,7 +217,7 @@ fn the_host_reads_the_helper_protocol_never_its_prose() {
 #[test]
 fn a_remote_command_cancelled_as_it_starts_leaves_nothing_running() {
     use fruix_core::executor::EventSink;
-    use fruix_executors::ssh::{SshOptions, SshSession, SshTarget};
+    use fruix_executors::ssh::{SshOptions, SshTarget};
     let sshd = Sshd::trusted();
     let marker = sshd.dir.path().join("cancelled-as-it-starts");
     let options = SshOptions::with_key(
@@ -225,14 +225,9 @@ fn a_remote_command_cancelled_as_it_starts_leaves_nothing_running() {
         sshd.identity(),
         sshd.known_hosts(),
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let ended = runtime.block_on(async {
-        let session = SshSession::connect(&options, &EventSink::discard())
-            .await
-            .unwrap();
+        let session = connect(&options).await;
         let cancel = tokio_util::sync::CancellationToken::new();
         cancel.cancel();
         // The shell's command line names the marker; it waits for its sleep.
@@ -252,9 +247,8 @@ fn a_remote_command_cancelled_as_it_starts_leaves_nothing_running() {
 /// command with no limit is stopped by its cancel token, typed cancelled.
 #[test]
 fn a_short_command_that_never_ends_is_stopped_at_its_timeout() {
-    use fruix_core::executor::EventSink;
     use fruix_core::Error;
-    use fruix_executors::ssh::{SshOptions, SshSession, SshTarget};
+    use fruix_executors::ssh::{SshOptions, SshTarget};
     let sshd = Sshd::trusted();
     let options = SshOptions {
         command_timeout: Duration::from_secs(1),
@@ -274,14 +268,9 @@ fn a_short_command_that_never_ends_is_stopped_at_its_timeout() {
         );
         (script, marker)
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
-        let session = SshSession::connect(&options, &EventSink::discard())
-            .await
-            .unwrap();
+        let session = connect(&options).await;
         let (script, marker) = hung("timed-out");
         let ended = session.output(&script, None).await;
         match ended {
@@ -349,7 +338,7 @@ async fn held_at_the_bound<F: std::future::Future>(
 #[test]
 fn a_flooding_remote_command_is_held_at_the_event_bound_and_still_cancels() {
     use fruix_core::executor::{Event, EventSink, MAX_QUEUED_BYTES};
-    use fruix_executors::ssh::{RemoteExit, SshOptions, SshSession, SshTarget};
+    use fruix_executors::ssh::{RemoteExit, SshOptions, SshTarget};
     let sshd = Sshd::trusted();
     let options = SshOptions::with_key(
         SshTarget::parse(&sshd.guest()).unwrap(),
@@ -371,14 +360,9 @@ fn a_flooding_remote_command_is_held_at_the_event_bound_and_still_cancels() {
         (false, script("flood", flood.clone())),
         (true, script("flood-then-sleep", flood + "sleep 600\n")),
     ];
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
-        let session = SshSession::connect(&options, &EventSink::discard())
-            .await
-            .unwrap();
+        let session = connect(&options).await;
         for (cancelled, (script, marker)) in runs {
             let (sink, mut rx) = EventSink::channel();
             let cancel = tokio_util::sync::CancellationToken::new();
@@ -415,4 +399,22 @@ fn a_flooding_remote_command_is_held_at_the_event_bound_and_still_cancels() {
             assert_eq!(next, lines);
         }
     });
+}
+
+/// A runtime for the tests that drive an [`SshSession`] directly.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A session to the test guest `options` name.
+async fn connect(
+    options: &fruix_executors::ssh::SshOptions,
+) -> std::sync::Arc<fruix_executors::ssh::SshSession> {
+    use fruix_core::executor::EventSink;
+    fruix_executors::ssh::SshSession::connect(options, &EventSink::discard())
+        .await
+        .unwrap()
 }
