@@ -120,12 +120,20 @@ mod tests {
         host_name: "builder-9",
     };
 
-    #[test]
-    fn written_metadata_validates_and_follows_the_request() {
+    /// A result root whose artifacts are collected and that has no
+    /// `promotion.scm` yet (in a temporary directory, kept alive by the
+    /// first value).
+    fn collected_root() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         write_sample_result_root(&root, "x", "19700101T000000Z", false).unwrap();
         std::fs::remove_file(root.join("promotion.scm")).unwrap();
+        (dir, root)
+    }
+
+    #[test]
+    fn written_metadata_validates_and_follows_the_request() {
+        let (_dir, root) = collected_root();
         let m = write_promotion(&root, &request(base_artifacts()), BUILDER).unwrap();
         let validated = validate(&root).unwrap();
         assert_eq!(validated.metadata(), &m);
@@ -141,10 +149,7 @@ mod tests {
     fn a_bad_executor_name_is_refused_before_anything_is_written() {
         let long = "e".repeat(65);
         for bad in ["", "-ext", ".ext", "ext/../x", "ext name", long.as_str()] {
-            let dir = tempfile::tempdir().unwrap();
-            let root = dir.path().join("root");
-            write_sample_result_root(&root, "x", "19700101T000000Z", false).unwrap();
-            std::fs::remove_file(root.join("promotion.scm")).unwrap();
+            let (_dir, root) = collected_root();
             let builder = Builder {
                 executor: bad,
                 ..BUILDER
@@ -160,10 +165,7 @@ mod tests {
 
     #[test]
     fn metadata_validation_would_refuse_is_never_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        write_sample_result_root(&root, "x", "19700101T000000Z", false).unwrap();
-        std::fs::remove_file(root.join("promotion.scm")).unwrap();
+        let (_dir, root) = collected_root();
         let mut request = request(base_artifacts());
         request.run_id = "run 1".into();
         let e = write_promotion(&root, &request, BUILDER).unwrap_err();

@@ -154,6 +154,21 @@ pub enum Depth<'a> {
     },
 }
 
+/// Checks an object that is already in the store before it is reused (by
+/// a promotion, an import or a source add that finds it there): a corrupt
+/// one is [`Error::Corrupt`], never silently reused.
+pub fn check_reusable(object: &Path) -> Result<()> {
+    let check = check_object(object, Depth::Structure, None)?;
+    if check.is_intact() {
+        return Ok(());
+    }
+    Err(Error::Corrupt {
+        object: object.to_path_buf(),
+        differences: check.differences,
+        more_differences: check.more_differences,
+    })
+}
+
 /// Checks `object` against its metadata and manifest, to `depth`.
 /// Inconsistent metadata is an error; differences are returned.
 pub fn check_object(

@@ -33,7 +33,7 @@ use fruix_core::special_modes::{self, SpecialModes};
 use fruix_core::TreeSignature;
 
 use crate::bundle::{plan_bundle, prepare_bundle, store_references};
-use crate::check::{check_object, Depth};
+use crate::check::check_reusable;
 use crate::db::Registration;
 use crate::error::{Error, Result};
 use crate::object::{references_text, ObjectIdentity};
@@ -351,14 +351,7 @@ fn prepare_artifact(
 ) -> Result<Option<(TempObject, String)>> {
     let path = &planned.report.store_path;
     if path.symlink_metadata().is_ok() {
-        let check = check_object(path, Depth::Structure, None)?;
-        if !check.is_intact() {
-            return Err(Error::Corrupt {
-                object: path.clone(),
-                differences: check.differences,
-                more_differences: check.more_differences,
-            });
-        }
+        check_reusable(path)?;
         return Ok(None);
     }
     planned.report.new = true;

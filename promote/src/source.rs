@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use fruix_core::manifest::{open_dir, Exclude, Progress};
 
-use crate::check::{check_object, Depth};
+use crate::check::check_reusable;
 use crate::db::Registration;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pipeline::{ingest_tree, Tree};
 pub use crate::source_identity::SourceFacts;
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
@@ -86,14 +86,7 @@ pub fn add_source(
         )?;
         store.publish(vec![(temp, name.clone())])?;
     } else {
-        let check = check_object(&store_path, Depth::Structure, None)?;
-        if !check.is_intact() {
-            return Err(Error::Corrupt {
-                object: store_path,
-                differences: check.differences,
-                more_differences: check.more_differences,
-            });
-        }
+        check_reusable(&store_path)?;
     }
     store.db().register(&[Registration {
         record: crate::register::source(&name, &identity, ingested.size),

@@ -140,17 +140,12 @@ pub fn extract(
     // within the byte cap: the sender's last bytes then always find a
     // reader, and the end of the stream, not a closed pipe, ends the import.
     let mut rest = archive.into_inner();
-    loop {
-        let n = match rest.read(&mut x.buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(x.archive_error(e)),
-        };
-        if x.buffer[..n].iter().any(|b| *b != 0) {
+    x.each_chunk(&mut rest, |chunk| {
+        if chunk.iter().any(|b| *b != 0) {
             return Err(bad_archive(root, "data after the end of the archive"));
         }
-    }
+        Ok(())
+    })?;
     Ok(x.special)
 }
 
@@ -221,6 +216,24 @@ impl Extractor {
 
     /// The error for a failed read of the archive: going over the byte cap,
     /// or an unreadable archive.
+    /// Reads `from` to its end through the buffer, handing `each` every
+    /// chunk read; a read error is the archive's ([`Self::archive_error`]).
+    fn each_chunk(
+        &mut self,
+        from: &mut impl Read,
+        mut each: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        loop {
+            let n = match from.read(&mut self.buffer) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.archive_error(e)),
+            };
+            each(&self.buffer[..n])?;
+        }
+    }
+
     fn archive_error(&self, e: io::Error) -> Error {
         let max = self.limits.max_bytes;
         if self.read.get() > max {
@@ -497,16 +510,7 @@ impl Extractor {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&full)
             .with_path("create", &full)?;
-        loop {
-            let n = match data.read(&mut self.buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.archive_error(e)),
-            };
-            file.write_all(&self.buffer[..n])
-                .with_path("write", &full)?;
-        }
+        self.each_chunk(data, |chunk| file.write_all(chunk).with_path("write", &full))?;
         file.set_permissions(fs::Permissions::from_mode(host_mode(false, mode)))
             .with_path("set mode of", &full)
     }

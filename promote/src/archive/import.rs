@@ -9,7 +9,7 @@ use fruix_core::manifest::Progress;
 
 use crate::bundle::build_bundle_object;
 use crate::bundle::store_references;
-use crate::check::{check_object, Depth};
+use crate::check::check_reusable;
 use crate::db::{ObjectRecord, Registration};
 use crate::error::{ArchiveProblem, Error, Result};
 use crate::object::{references_text, ObjectIdentity};
@@ -177,14 +177,7 @@ pub(super) fn publish(
         if path.symlink_metadata().is_ok() {
             // Published meanwhile (or left by a killed promotion): reuse it
             // only if it is intact.
-            let check = check_object(&path, Depth::Structure, None)?;
-            if !check.is_intact() {
-                return Err(Error::Corrupt {
-                    object: path,
-                    differences: check.differences,
-                    more_differences: check.more_differences,
-                });
-            }
+            check_reusable(&path)?;
             report.present.push(path);
         } else {
             temps.push((p.temp, p.name.clone()));
