@@ -510,7 +510,9 @@ impl Extractor {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&full)
             .with_path("create", &full)?;
-        self.each_chunk(data, |chunk| file.write_all(chunk).with_path("write", &full))?;
+        self.each_chunk(data, |chunk| {
+            file.write_all(chunk).with_path("write", &full)
+        })?;
         file.set_permissions(fs::Permissions::from_mode(host_mode(false, mode)))
             .with_path("set mode of", &full)
     }
