@@ -1,4 +1,7 @@
-//! Run ids: UTC timestamps like `20260405T213444Z`, unique per state directory.
+//! Run ids: UTC timestamps like `20260405T213444Z`, unique per state
+//! directory; and the numbered directories of one run id (`RUN-ID`,
+//! `RUN-ID.1`, ...) that builds sharing a directory from several state
+//! directories (a guest's, say) take, so that they never share one.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -34,6 +37,67 @@ pub fn allocate_run_dir(parent: &Path) -> Result<(String, PathBuf)> {
     )))
 }
 
+/// How many directories one run id may name in one parent: `RUN-ID`, then
+/// `RUN-ID.1` to `RUN-ID.999`.
+pub const RUN_DIR_NAMES: u32 = 1000;
+
+/// The `n`th directory name of run `run_id`: `RUN-ID` for 0, else `RUN-ID.N`.
+pub fn run_dir_name(run_id: &str, n: u32) -> String {
+    match n {
+        0 => run_id.to_string(),
+        n => format!("{run_id}.{n}"),
+    }
+}
+
+/// Which of run `run_id`'s directory names `name` is: 0 for `RUN-ID`, N for
+/// `RUN-ID.N` (N in decimal without a leading zero, below
+/// [`RUN_DIR_NAMES`]). Strict, since the name may come from an untrusted
+/// guest: anything else, `RUN-ID.01`, `RUN-ID.0`, `RUN-ID/x` or
+/// `RUN-ID.1.work`, is `None`.
+pub fn run_dir_number(name: &str, run_id: &str) -> Option<u32> {
+    let Some(digits) = name.strip_prefix(run_id)?.strip_prefix('.') else {
+        return (name == run_id).then_some(0);
+    };
+    let decimal = (1..=3).contains(&digits.len())
+        && !digits.starts_with('0')
+        && digits.bytes().all(|b| b.is_ascii_digit());
+    let n: u32 = digits.parse().ok().filter(|_| decimal)?;
+    (n < RUN_DIR_NAMES).then_some(n)
+}
+
+/// The error when every directory name of run `run_id` in `parent` is taken.
+pub fn no_free_run_dir(parent: &Path, run_id: &str) -> Error {
+    Error::AlreadyExists {
+        path: parent.join(run_id),
+        hint: format!(
+            "so do {run_id}.1 to {run_id}.{}: remove old result roots from {}",
+            RUN_DIR_NAMES - 1,
+            parent.display()
+        ),
+    }
+}
+
+/// Creates the first free directory of run `run_id` in `parent` (`RUN-ID`,
+/// else `RUN-ID.1`, `RUN-ID.2`, ...; [`RUN_DIR_NAMES`] names at most) and
+/// returns its path. `mkdir` is atomic, so builds that share `parent` (from
+/// several hosts, with the same run id) each get a directory of their own.
+/// A run id that is not a name is refused ([`Error::InvalidRequest`]);
+/// every name taken is [`Error::AlreadyExists`].
+pub fn create_numbered_run_dir(parent: &Path, run_id: &str) -> Result<PathBuf> {
+    crate::promotion::check_name("run id", run_id)
+        .map_err(|message| Error::InvalidRequest { message })?;
+    std::fs::create_dir_all(parent).with_path("create state directory", parent)?;
+    for n in 0..RUN_DIR_NAMES {
+        let path = parent.join(run_dir_name(run_id, n));
+        match std::fs::create_dir(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create result root", &path, e)),
+        }
+    }
+    Err(no_free_run_dir(parent, run_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +116,65 @@ mod tests {
         assert_ne!(a, b);
         assert!(pa.is_dir() && pb.is_dir());
         assert_eq!(b.len(), "20260405T213444Z".len());
+    }
+
+    #[test]
+    fn numbered_run_dirs_are_taken_in_order_and_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "20260405T213444Z";
+        for n in 0..3 {
+            let path = create_numbered_run_dir(dir.path(), id).unwrap();
+            assert_eq!(path, dir.path().join(run_dir_name(id, n)));
+            assert_eq!(run_dir_number(&run_dir_name(id, n), id), Some(n));
+        }
+        assert_eq!(run_dir_name(id, 2), "20260405T213444Z.2");
+        // A file or a dangling symlink takes a name too.
+        std::fs::write(dir.path().join(format!("{id}.3")), "").unwrap();
+        std::os::unix::fs::symlink("/nonexistent", dir.path().join(format!("{id}.4"))).unwrap();
+        let path = create_numbered_run_dir(dir.path(), id).unwrap();
+        assert_eq!(path, dir.path().join(format!("{id}.5")));
+        let e = create_numbered_run_dir(dir.path(), "../x").unwrap_err();
+        assert!(matches!(e, Error::InvalidRequest { .. }), "{e}");
+    }
+
+    #[test]
+    fn when_every_numbered_run_dir_is_taken_the_error_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..RUN_DIR_NAMES {
+            std::fs::create_dir(dir.path().join(run_dir_name("r", n))).unwrap();
+        }
+        let e = create_numbered_run_dir(dir.path(), "r").unwrap_err();
+        assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("r.1 to r.999"), "{text}");
+        assert!(!dir.path().join("r.1000").exists());
+    }
+
+    #[test]
+    fn a_run_dir_number_is_strict() {
+        let id = "20260405T213444Z";
+        assert_eq!(run_dir_number(id, id), Some(0));
+        assert_eq!(run_dir_number(&format!("{id}.1"), id), Some(1));
+        assert_eq!(run_dir_number(&format!("{id}.999"), id), Some(999));
+        for bad in [
+            String::new(),
+            "20260405T213445Z".to_string(),
+            format!("{id}."),
+            format!("{id}.0"),
+            format!("{id}.01"),
+            format!("{id}.1000"),
+            format!("{id}.+1"),
+            format!("{id}.-1"),
+            format!("{id}.1 "),
+            format!("{id}.1.work"),
+            format!("{id}.work"),
+            format!("{id}1"),
+            format!("{id}/1"),
+            format!("{id}.1/.."),
+            format!("x{id}"),
+            format!("{id}.\u{661}"),
+        ] {
+            assert_eq!(run_dir_number(&bad, id), None, "{bad:?}");
+        }
     }
 }

@@ -38,6 +38,7 @@ mod ssh_conformance;
 mod ssh_host_keys;
 mod ssh_import;
 mod ssh_import_limits;
+mod ssh_run_ids;
 mod ssh_source;
 mod sshd;
 mod store_archive;

@@ -3,8 +3,11 @@
 //!
 //! Reads a build request (JSON, as `fruix_core::executor::BuildRequest`
 //! serializes) from stdin or `--request FILE`, runs the build driver on this
-//! machine into `STATE_DIR/native-builds/RUN-ID/` through the core runner
-//! (unfinished marker, cleanup, validation) and signs every artifact. It
+//! machine through the core runner (unfinished marker, cleanup, validation)
+//! into a result root of its own, `STATE_DIR/native-builds/RUN-ID/` or, when
+//! another build has that name (hosts sharing this state directory may start
+//! builds in the same second), the first free `RUN-ID.N/`, and signs every
+//! artifact. It
 //! speaks the guest helper protocol on stdout
 //! ([`fruix_executors::guest::protocol`]): one JSON line per event as it
 //! happens, so the host streams them live, then one outcome line with the
@@ -15,6 +18,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use fruix_core::executor::{run_executor, BuildRequest, EventSink};
+use fruix_core::run_id::create_numbered_run_dir;
 use fruix_core::Error;
 use fruix_executors::guest::in_guest_build;
 use fruix_executors::guest::protocol::{Body, Message, Outcome};
@@ -52,11 +56,8 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
         Some(Ok(key)) => Some(key),
         None => None,
     };
-    let result_root = args
-        .state
-        .state_dir
-        .join("native-builds")
-        .join(&request.run_id);
+    let result_root =
+        create_numbered_run_dir(&args.state.state_dir.join("native-builds"), &request.run_id);
     let executor =
         Arc::new(in_guest_build(args.make.unwrap_or_else(|| {
             fruix_executors::driver::default_make().to_string()
@@ -69,17 +70,29 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
             say(&Body::Event(event));
         }
     });
-    let outcome = run_executor(executor, request, &result_root, events, cancel)
-        .await
-        .and_then(|root| {
-            if let (Some(key), Some(store)) = (&key, &args.sign_for_store) {
-                fruix_promote::attest::sign_result(&root, store, key).map_err(|e| match e {
-                    fruix_promote::Error::Core(c) => c,
-                    other => Error::system(other.to_string()),
-                })?;
-            }
-            Ok(root.path().to_string_lossy().into_owned())
-        });
+    let outcome = match result_root {
+        Ok(root) => run_executor(executor, request, &root, events, cancel)
+            .await
+            // A request refused before anything was written leaves no root
+            // (`remove_dir` removes only an empty one; a failed build's stays).
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir(&root);
+            }),
+        Err(e) => {
+            // The speaker ends once the sink is gone.
+            drop(events);
+            Err(e)
+        }
+    }
+    .and_then(|root| {
+        if let (Some(key), Some(store)) = (&key, &args.sign_for_store) {
+            fruix_promote::attest::sign_result(&root, store, key).map_err(|e| match e {
+                fruix_promote::Error::Core(c) => c,
+                other => Error::system(other.to_string()),
+            })?;
+        }
+        Ok(root.path().to_string_lossy().into_owned())
+    });
     let _ = speaker.await;
     say(&Body::Outcome(Outcome::of(&outcome)));
     outcome.map_err(run_error)?;

@@ -447,7 +447,7 @@ mod tests {
         assert_eq!(e.ssh.target.to_string(), "fruix@10.0.0.5:2200");
         assert_eq!(e.ssh.identity.as_deref(), Some(std::path::Path::new("/k")));
         assert!(matches!(e.ssh.host_keys, HostKeyPolicy::Pinned(_)));
-        assert_eq!(e.guest_root("r1"), "/srv/fruix/native-builds/r1");
+        assert_eq!(e.guest_roots_dir(), "/srv/fruix/native-builds");
         assert_eq!(e.helper, "/usr/local/bin/fruix");
     }
 }

@@ -11,6 +11,7 @@ use fruix_core::error::IoContext;
 use fruix_core::executor::RunContext;
 use fruix_core::promotion::ArtifactEntry;
 use fruix_core::result_root::INCOMPLETE_MARKER;
+use fruix_core::run_id::{no_free_run_dir, RUN_DIR_NAMES};
 use fruix_core::{Error, LogRef, Result};
 use fruix_freebsd::probe::{choose_probe, probe_in};
 use fruix_freebsd::promotion::{promotion_metadata, Builder};
@@ -18,8 +19,8 @@ use fruix_freebsd::slice::ARTIFACTS_DIR;
 use fruix_freebsd::{sh, BuildPlan, Layout};
 use tokio::io::AsyncWriteExt;
 
-use super::{GuestRun, Mode, TAIL_LINES, VERSION};
-use crate::ssh::SshSession;
+use super::{checked, GuestRun, Mode, TAIL_LINES, VERSION};
+use crate::ssh::{RemoteExit, SshSession};
 use fruix_core::bounded::Tail;
 
 impl GuestRun<'_> {
@@ -29,8 +30,6 @@ impl GuestRun<'_> {
         ctx: &RunContext,
     ) -> Result<()> {
         let request = &self.request(ctx);
-        let root = self.executor.guest_root(&request.run_id);
-        let work = format!("{root}.work");
         let make = match &self.executor.make {
             Some(m) => m.clone(),
             None => {
@@ -43,24 +42,27 @@ impl GuestRun<'_> {
                     .await?
             }
         };
-        let layout = Layout {
-            make,
-            source_dir: PathBuf::from(request.source_dir()),
-            work_dir: PathBuf::from(&work),
+        let plan_in = |work: &str| {
+            let layout = Layout {
+                make: make.clone(),
+                source_dir: PathBuf::from(request.source_dir()),
+                work_dir: PathBuf::from(work),
+            };
+            BuildPlan::new(request, &layout)
         };
-        let plan = BuildPlan::new(request, &layout)?;
-        let q_root = sh::quote(&root);
-        let prepare = format!(
-            "set -e\nmkdir -p {parent}\nif [ -e {q_root} ]; then echo \"guest result root {root} already exists\" >&2; exit 1; fi\nmkdir {q_root}\n: > {q_root}/{INCOMPLETE_MARKER}\n{work_dir}uname -n",
-            parent = sh::quote(&format!("{}/native-builds", self.executor.state_dir)),
-            work_dir = sh::prepare_work_dir_script(&work),
-        );
-        let said = self
-            .executor
-            .check(&session, "prepare the guest result root", &prepare)
-            .await?;
-        let host_name = guest_host_name(&said, session.target())?;
+        // The request is refused before anything is made in the guest; the
+        // plan itself names the work directory, which follows from the
+        // result root the guest takes.
+        plan_in("/")?;
+        let (root, host_name) = self.create_guest_root(&session, &request.run_id).await?;
+        let work = format!("{root}.work");
+        let plan = plan_in(&work)?;
         self.guest_work = Some(work.clone());
+        let prepare = format!("set -e\n{}", sh::prepare_work_dir_script(&work));
+        self.executor
+            .check(&session, "prepare the guest work directory", &prepare)
+            .await?;
+        let q_root = sh::quote(&root);
         let logs = ctx.logs_dir()?;
         for step in &plan.steps {
             let log_path = logs.join(format!("{}.log", step.target));
@@ -122,7 +124,7 @@ impl GuestRun<'_> {
         self.guest_work = None;
         let mut staged = ctx
             .events
-            .stage("import", self.import(session.clone(), ctx))
+            .stage("import", self.import(session.clone(), ctx, &root))
             .await?;
         ctx.events
             .stage("sign", async {
@@ -137,6 +139,26 @@ impl GuestRun<'_> {
             })
             .await?;
         staged.place(&ctx.result_root)
+    }
+
+    /// Creates run `run_id`'s guest result root ([`create_root_script`]);
+    /// returns its path, checked, and the guest's host name.
+    async fn create_guest_root(
+        &self,
+        session: &SshSession,
+        run_id: &str,
+    ) -> Result<(String, String)> {
+        let dir = self.executor.guest_roots_dir();
+        let out = session
+            .output(&create_root_script(&dir, run_id), None)
+            .await?;
+        if out.exit == RemoteExit::Code(NO_FREE_ROOT) {
+            return Err(no_free_run_dir(Path::new(&dir), run_id));
+        }
+        let said = checked(session, "prepare the guest result root", out)?;
+        let (root, host_name) = said.split_once('\n').unwrap_or((&said, ""));
+        let root = self.executor.check_guest_root(run_id, root)?;
+        Ok((root, guest_host_name(host_name, session.target())?))
     }
 
     /// Runs one make step in the guest, streaming to events and `log_path`.
@@ -184,6 +206,35 @@ impl GuestRun<'_> {
     }
 }
 
+/// The exit status of [`create_root_script`] when every name is taken.
+const NO_FREE_ROOT: u32 = 17;
+
+/// The script that creates run `run_id`'s guest result root in `dir` (the
+/// guest's `STATE/native-builds`): the first of `RUN-ID`, `RUN-ID.1`, ...
+/// (at most [`RUN_DIR_NAMES`] names) that `mkdir` creates, which is atomic,
+/// so builds from several hosts sharing the guest never share a root. It
+/// marks the root unfinished, prints its path, then the guest's host name
+/// (`uname -n`); when every name is taken it exits with [`NO_FREE_ROOT`].
+fn create_root_script(dir: &str, run_id: &str) -> String {
+    let (dir, run_id) = (sh::quote(dir), sh::quote(run_id));
+    format!(
+        r#"set -e
+dir={dir}
+mkdir -p "$dir"
+root="$dir"/{run_id}
+n=0
+while ! mkdir "$root" 2>/dev/null; do
+  if [ ! -e "$root" ] && [ ! -L "$root" ]; then mkdir "$root"; break; fi
+  n=$((n + 1))
+  if [ "$n" -ge {RUN_DIR_NAMES} ]; then echo "no free result root name in $dir" >&2; exit {NO_FREE_ROOT}; fi
+  root="$dir"/{run_id}."$n"
+done
+: > "$root"/{INCOMPLETE_MARKER}
+printf '%s\n' "$root"
+uname -n"#
+    )
+}
+
 /// The longest host name a guest may report (`MAXHOSTNAMELEN` less its NUL).
 const MAX_HOST_NAME_BYTES: usize = 255;
 
@@ -210,6 +261,59 @@ fn guest_host_name(said: &str, guest: &impl std::fmt::Display) -> Result<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fruix_core::run_id::run_dir_name;
+
+    /// Runs [`create_root_script`] under the local `sh`: its exit status
+    /// and stdout.
+    fn create_root(dir: &Path, run_id: &str) -> (Option<i32>, String) {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &create_root_script(dir.to_str().unwrap(), run_id)])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    }
+
+    #[test]
+    fn the_guest_result_root_is_the_first_free_name_and_marked_unfinished() {
+        let state = tempfile::tempdir().unwrap();
+        let executor = super::super::GuestConfig {
+            guest: Some("a@b".into()),
+            guest_state_dir: Some(state.path().to_str().unwrap().into()),
+            ..Default::default()
+        }
+        .build(Mode::HostInitiated)
+        .unwrap();
+        let dir = state.path().join("native-builds");
+        let id = "20260405T213444Z";
+        // Names already taken, also by a file and a dangling symlink.
+        std::fs::create_dir_all(dir.join(id)).unwrap();
+        std::fs::write(dir.join(run_dir_name(id, 1)), "").unwrap();
+        std::os::unix::fs::symlink("/nonexistent", dir.join(run_dir_name(id, 2))).unwrap();
+        for n in [3, 4] {
+            let (code, said) = create_root(&dir, id);
+            assert_eq!(code, Some(0), "{said}");
+            let (root, host_name) = said.split_once('\n').unwrap();
+            let expected = dir.join(run_dir_name(id, n));
+            assert_eq!(root, expected.to_str().unwrap());
+            assert_eq!(executor.check_guest_root(id, root).unwrap(), root);
+            assert!(expected.join(INCOMPLETE_MARKER).is_file());
+            guest_host_name(host_name, &"g").unwrap();
+        }
+        let taken = dir.join(run_dir_name(id, 2)).symlink_metadata().unwrap();
+        assert!(taken.file_type().is_symlink(), "left as it was");
+    }
+
+    #[test]
+    fn when_every_guest_result_root_name_is_taken_the_script_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..RUN_DIR_NAMES {
+            std::fs::create_dir(dir.path().join(run_dir_name("r", n))).unwrap();
+        }
+        let (code, said) = create_root(dir.path(), "r");
+        assert_eq!(code, Some(NO_FREE_ROOT as i32), "{said}");
+        assert_eq!(said, "");
+        assert!(!dir.path().join("r.1000").exists());
+    }
 
     #[test]
     fn a_host_name_is_one_short_line_of_visible_characters() {

@@ -6,10 +6,16 @@
 //!
 //! Both take the same configuration ([`GuestConfig`], in `config.rs`) naming the guest,
 //! connect to it over SSH ([`crate::ssh`]), check that the request's source
-//! store path exists there (the error names it), build into the guest's
-//! state directory, `STATE/native-builds/RUN-ID/`, and import that result
+//! store path exists there (the error names it), build into a guest result
+//! root of their own in the guest's state directory, and import that result
 //! root into the host's ([`crate::import`], retried up to
-//! [`IMPORT_ATTEMPTS`] times on a dropped connection). Both end with the
+//! [`IMPORT_ATTEMPTS`] times on a dropped connection). The guest result root
+//! is `STATE/native-builds/RUN-ID/`, or, when another build has that name
+//! (hosts sharing a guest may start builds in the same second), the first
+//! free of `RUN-ID.1/`, `RUN-ID.2/`, ... up to `RUN-ID.999/`: the guest
+//! takes it with `mkdir`, which is atomic, and says which it took. The guest
+//! is untrusted: the host imports only a root of that shape
+//! ([`GuestExecutor::check_guest_root`]). Both end with the
 //! same normalized result root, and for the same source and policy the same
 //! tree signatures, as the `local` executor.
 //!
@@ -18,11 +24,12 @@
 //!   a message saying what to install. Then it runs
 //!   `HELPER native-build self-hosted --state-dir STATE` with the request as
 //!   JSON on stdin, streams its output live as stage `guest-build`, and
-//!   imports the root the helper printed. The guest signs every artifact;
+//!   imports the root the helper reported. The guest signs every artifact;
 //!   the import refuses a tree whose signature does not match.
 //! - `host-initiated` needs only make, cc, tar, cp and a POSIX sh in the
-//!   guest. It creates the guest result root (marked unfinished) and a work
-//!   directory next to it, runs the plan of `fruix-freebsd`
+//!   guest. It creates the guest result root (marked unfinished) with a
+//!   script that prints the name it took, and a work directory next to it
+//!   (`ROOT.work`), runs the plan of `fruix-freebsd`
 //!   ([`fruix_freebsd::BuildPlan`], rendered as sh by [`fruix_freebsd::sh`])
 //!   step by step, each as its own stage, logged to the host's
 //!   `logs/STEP.log`, slices the install trees into `artifacts/` with the
@@ -52,7 +59,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fruix_core::executor::{BuildRequest, Capabilities, Executor, Run, RunContext, Stream};
-use fruix_core::{escape, Error, Result};
+use fruix_core::{escape, run_id, Error, Result};
 
 pub use self::config::{
     GuestConfig, HostInitiatedConfig, ModeConfig, SelfHostedConfig, DEFAULT_HELPER,
@@ -62,7 +69,7 @@ pub use self::in_guest::in_guest_build;
 pub use self::self_hosted::MIN_HELPER_VERSION;
 use crate::import::{self, ImportLimits, Staged};
 use crate::ssh::{
-    is_connection_lost, shell_quote, HostKeyPolicy, SshOptions, SshSession, SshTarget,
+    is_connection_lost, shell_quote, HostKeyPolicy, RemoteOutput, SshOptions, SshSession, SshTarget,
 };
 
 /// The executor version recorded in `promotion.scm`.
@@ -152,24 +159,36 @@ impl GuestExecutor {
         self
     }
 
-    /// The guest result root of run `run_id`.
-    pub fn guest_root(&self, run_id: &str) -> String {
-        format!("{}/native-builds/{run_id}", self.state_dir)
+    /// Where the guest result roots are: `STATE/native-builds`.
+    fn guest_roots_dir(&self) -> String {
+        format!("{}/native-builds", self.state_dir)
+    }
+
+    /// The guest result root `reported` (by the guest helper, or by the
+    /// script that made it) if it is one of run `run_id`'s:
+    /// `STATE/native-builds/RUN-ID` or `STATE/native-builds/RUN-ID.N`
+    /// ([`run_id::run_dir_number`]). The guest is untrusted: any other path
+    /// (another directory, `..`, a trailing `/`, another name) is a system
+    /// failure, and nothing is imported from it.
+    pub fn check_guest_root(&self, run_id: &str, reported: &str) -> Result<String> {
+        let dir = self.guest_roots_dir();
+        let name = reported
+            .strip_prefix(dir.as_str())
+            .and_then(|rest| rest.strip_prefix('/'));
+        match name.and_then(|name| run_id::run_dir_number(name, run_id)) {
+            Some(_) => Ok(reported.to_string()),
+            None => Err(Error::system(format!(
+                "the guest reported result root {}, which is not one of run {run_id}'s ({dir}/{run_id} or {dir}/{run_id}.N, N from 1 to {}); is the guest's fruix a matching one?",
+                escape::quoted(reported),
+                run_id::RUN_DIR_NAMES - 1
+            ))),
+        }
     }
 
     /// Runs a small script; a non-zero exit is a system failure saying `what`.
     async fn check(&self, session: &SshSession, what: &str, script: &str) -> Result<String> {
         let out = session.output(script, None).await?;
-        if out.exit.success() {
-            Ok(out.stdout_text())
-        } else {
-            Err(Error::system(format!(
-                "cannot {what} on {} ({}): {}",
-                session.target(),
-                out.exit.describe(),
-                out.stderr_text()
-            )))
-        }
+        checked(session, what, out)
     }
 
     async fn check_source(&self, session: &SshSession, request: &BuildRequest) -> Result<()> {
@@ -187,6 +206,21 @@ impl GuestExecutor {
                 session.target()
             ),
         })
+    }
+}
+
+/// The stdout of a small script's output `out`; a non-zero exit is a system
+/// failure saying `what`.
+fn checked(session: &SshSession, what: &str, out: RemoteOutput) -> Result<String> {
+    if out.exit.success() {
+        Ok(out.stdout_text())
+    } else {
+        Err(Error::system(format!(
+            "cannot {what} on {} ({}): {}",
+            session.target(),
+            out.exit.describe(),
+            out.stderr_text()
+        )))
     }
 }
 
@@ -278,12 +312,17 @@ impl GuestRun<'_> {
         Ok(session)
     }
 
-    /// Imports the guest root, reconnecting on a dropped connection.
-    async fn import(&mut self, mut session: Arc<SshSession>, ctx: &RunContext) -> Result<Staged> {
-        let remote = self.executor.guest_root(&ctx.request.run_id);
+    /// Imports the guest result root `remote`, reconnecting on a dropped
+    /// connection.
+    async fn import(
+        &mut self,
+        mut session: Arc<SshSession>,
+        ctx: &RunContext,
+        remote: &str,
+    ) -> Result<Staged> {
         let mut attempt = 1;
         loop {
-            match import::fetch(&session, &remote, ctx, &self.executor.limits).await {
+            match import::fetch(&session, remote, ctx, &self.executor.limits).await {
                 Err(e) if is_connection_lost(&e) && attempt < IMPORT_ATTEMPTS => {
                     ctx.events.warn(format!(
                         "import attempt {attempt} of {IMPORT_ATTEMPTS} failed: {e}; retrying"
@@ -364,6 +403,54 @@ mod tests {
     use super::*;
     use fruix_core::Registry;
     use serde_json::json;
+
+    #[test]
+    fn only_a_root_of_the_run_in_the_state_directory_is_imported() {
+        let executor = GuestConfig {
+            guest: Some("a@b".into()),
+            guest_state_dir: Some("/srv/fruix/".into()),
+            ..Default::default()
+        }
+        .build(Mode::HostInitiated)
+        .unwrap();
+        let id = "20260405T213444Z";
+        for good in [
+            format!("/srv/fruix/native-builds/{id}"),
+            format!("/srv/fruix/native-builds/{id}.1"),
+            format!("/srv/fruix/native-builds/{id}.999"),
+        ] {
+            assert_eq!(executor.check_guest_root(id, &good).unwrap(), good);
+        }
+        for bad in [
+            String::new(),
+            "/srv/fruix/native-builds".to_string(),
+            "/srv/fruix/native-builds/".to_string(),
+            format!("/srv/fruix/native-builds/{id}/"),
+            format!("/srv/fruix/native-builds/{id}.0"),
+            format!("/srv/fruix/native-builds/{id}.01"),
+            format!("/srv/fruix/native-builds/{id}.1000"),
+            format!("/srv/fruix/native-builds/{id}.1.work"),
+            format!("/srv/fruix/native-builds/{id}.1/.."),
+            format!("/srv/fruix/native-builds/../native-builds/{id}"),
+            format!("/srv/fruix/native-builds//{id}"),
+            format!("/srv/fruix/native-builds/./{id}"),
+            "/srv/fruix/native-builds/20260405T213445Z".to_string(),
+            format!("/srv/fruix/other/{id}"),
+            format!("/srv/fruix/native-builds-x/{id}"),
+            format!("/srv/other/native-builds/{id}"),
+            format!("srv/fruix/native-builds/{id}"),
+            format!("/srv/fruix/native-builds/{id}\n/etc"),
+            format!(" /srv/fruix/native-builds/{id}"),
+        ] {
+            let e = executor.check_guest_root(id, &bad).unwrap_err();
+            assert_eq!(e.failure(), fruix_core::Failure::System, "{bad:?}");
+            assert!(
+                e.to_string()
+                    .contains("/srv/fruix/native-builds/20260405T213444Z.N"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn both_are_registered_with_their_own_keys_and_capabilities() {

@@ -76,8 +76,10 @@ pub enum Body {
 pub enum Outcome {
     /// The result root, finished and signed, is at `result_root` in the guest.
     Succeeded {
-        /// The guest result root's absolute path,
-        /// `STATE/native-builds/RUN-ID`; the host refuses any other.
+        /// The guest result root's absolute path: the one the helper took,
+        /// `STATE/native-builds/RUN-ID`, or `STATE/native-builds/RUN-ID.N`
+        /// when another build had that name; the host refuses any other
+        /// ([`super::GuestExecutor::check_guest_root`]).
         result_root: String,
     },
     /// The run failed.

@@ -1,7 +1,8 @@
 //! `guest-self-hosted`: the guest's own fruix (`HELPER native-build
 //! self-hosted`) runs the build driver there; the host checks the helper's
 //! version, streams its output, and imports and verifies the result root it
-//! reports.
+//! reports (`STATE/native-builds/RUN-ID` or `RUN-ID.N`, the first free name
+//! the helper could take; nothing else is accepted).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -80,17 +81,13 @@ impl GuestRun<'_> {
                 listener.finish(&exit)
             })
             .await?;
-        let expected = self.executor.guest_root(&ctx.request.run_id);
-        if result_root != expected {
-            return Err(Error::system(format!(
-                "the guest helper reported result root {}, expected {expected}; is the helper a matching fruix?",
-                escape::quoted(&result_root)
-            )));
-        }
+        let root = self
+            .executor
+            .check_guest_root(&ctx.request.run_id, &result_root)?;
         let staged = ctx
             .events
             .stage("import", async {
-                let mut staged = self.import(session.clone(), ctx).await?;
+                let mut staged = self.import(session.clone(), ctx, &root).await?;
                 staged.verify()?;
                 Ok(staged)
             })

@@ -60,14 +60,24 @@ if (cd {dest} && mtree -f .fruix-manifest.mtree -p . >/dev/null 2>&1); then echo
 
 /// The script that receives `name` as a tar stream on stdin into
 /// `store`, checks it with mtree, and only then renames it into place.
+///
+/// Its temporary directory goes however the script ends: sh runs no EXIT
+/// trap when a signal kills it, so SIGTERM (what the kill loop of a
+/// cancelled upload sends, [`crate::ssh::remote`]), SIGINT and SIGHUP
+/// become exits. The cleanup ignores them, and so does its `rm`, which
+/// inherits that: the kill loop sends SIGTERM every second.
 fn receive_script(store: &str, name: &str) -> String {
     let (store_q, name_q) = (shell_quote(store), shell_quote(name));
     format!(
         r#"set -e
 command -v mtree >/dev/null 2>&1 || {{ echo "mtree is missing in the guest; it checks the source objects the guest receives" >&2; exit 3; }}
 mkdir -p {store_q}
+tmp=
+trap 'trap "" TERM INT HUP; if [ -n "$tmp" ]; then chmod -R u+w "$tmp" 2>/dev/null || :; rm -rf "$tmp"; fi' EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
 tmp=$(mktemp -d {store_q}/.tmp-fruix-source.XXXXXX)
-trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
 tar -xf - -C "$tmp"
 (cd "$tmp"/{name_q} && mtree -f .fruix-manifest.mtree -p . >/dev/null) || {{ echo "the source object arrived different from its manifest" >&2; exit 4; }}
 mv "$tmp"/{name_q} {store_q}/{name_q}"#
@@ -143,4 +153,73 @@ pub(super) async fn deliver(
         )));
     }
     Ok((dest, Delivery::Sent(count.load(Ordering::Relaxed))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+
+    fn write_script(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// The upload temporary directories in `store`.
+    fn leftovers(store: &Path) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(store)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".tmp-fruix-source.")
+            })
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Regression: the temporary directory was removed by an EXIT trap
+    /// only, which sh does not run when SIGTERM kills it, as the kill loop
+    /// of a cancelled upload does to the whole remote session.
+    #[test]
+    fn a_receive_stopped_by_sigterm_leaves_no_temporary_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        // mtree is only looked for; tar says it is receiving, then reads a
+        // stdin that never ends, as a slow upload would.
+        write_script(&bin.join("mtree"), "#!/bin/sh\nexit 0\n");
+        write_script(
+            &bin.join("tar"),
+            "#!/bin/sh\n: > \"$4/.receiving\"\nexec cat > /dev/null\n",
+        );
+        let store = dir.path().join("store");
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &receive_script(store.to_str().unwrap(), "obj")])
+            .env("PATH", path)
+            .stdin(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        // Held open to the end: `wait` would close it.
+        let _stdin = child.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !leftovers(&store)
+            .iter()
+            .any(|t| t.join(".receiving").exists())
+        {
+            assert!(Instant::now() < deadline, "the script never received");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let group = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process_group(group, rustix::process::Signal::TERM).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(leftovers(&store), Vec::<std::path::PathBuf>::new());
+        assert_eq!(status.code(), Some(143), "{status:?}");
+    }
 }
