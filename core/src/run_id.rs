@@ -65,16 +65,15 @@ pub fn run_dir_number(name: &str, run_id: &str) -> Option<u32> {
     (n < RUN_DIR_NAMES).then_some(n)
 }
 
-/// The error when every directory name of run `run_id` in `parent` is taken.
+/// The error when every directory name of run `run_id` in `parent` is taken:
+/// a system failure, since it is the state of the machine (old result roots
+/// left in a directory builds share), not a fault of the request.
 pub fn no_free_run_dir(parent: &Path, run_id: &str) -> Error {
-    Error::AlreadyExists {
-        path: parent.join(run_id),
-        hint: format!(
-            "so do {run_id}.1 to {run_id}.{}: remove old result roots from {}",
-            RUN_DIR_NAMES - 1,
-            parent.display()
-        ),
-    }
+    Error::system(format!(
+        "{}: {run_id} and {run_id}.1 to {run_id}.{} are all taken; remove old result roots",
+        parent.display(),
+        RUN_DIR_NAMES - 1,
+    ))
 }
 
 /// Creates the first free directory of run `run_id` in `parent` (`RUN-ID`,
@@ -82,7 +81,7 @@ pub fn no_free_run_dir(parent: &Path, run_id: &str) -> Error {
 /// returns its path. `mkdir` is atomic, so builds that share `parent` (from
 /// several hosts, with the same run id) each get a directory of their own.
 /// A run id that is not a name is refused ([`Error::InvalidRequest`]);
-/// every name taken is [`Error::AlreadyExists`].
+/// every name taken is a system failure ([`no_free_run_dir`]).
 pub fn create_numbered_run_dir(parent: &Path, run_id: &str) -> Result<PathBuf> {
     crate::promotion::check_name("run id", run_id)
         .map_err(|message| Error::InvalidRequest { message })?;
@@ -144,7 +143,7 @@ mod tests {
             std::fs::create_dir(dir.path().join(run_dir_name("r", n))).unwrap();
         }
         let e = create_numbered_run_dir(dir.path(), "r").unwrap_err();
-        assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
+        assert!(matches!(e, Error::System { .. }), "{e:?}");
         let text = e.to_string();
         assert!(text.contains("r.1 to r.999"), "{text}");
         assert!(!dir.path().join("r.1000").exists());
