@@ -281,13 +281,7 @@ fn a_cancelled_export_leaves_no_archive_and_a_rerun_writes_it() {
 
 /// The store's temporaries (`.tmp-*`).
 fn store_temporaries(store: &Path) -> usize {
-    std::fs::read_dir(store)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
-                .count()
-        })
-        .unwrap_or(0)
+    fruix_core::testing::entries_starting_with(store, ".tmp-").len()
 }
 
 #[test]

@@ -113,17 +113,7 @@ fn self_hosted_builds_sharing_a_guest_state_directory_get_roots_of_their_own() {
 
 /// The temporary directories of source uploads in the guest store.
 fn upload_leftovers(sshd: &Sshd) -> Vec<PathBuf> {
-    std::fs::read_dir(sshd.guest_store())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".tmp-fruix-source.")
-        })
-        .map(|e| e.path())
-        .collect()
+    fruix_core::testing::entries_starting_with(&sshd.guest_store(), ".tmp-fruix-source.")
 }
 
 /// Regression: the guest's receiving shell removed its temporary directory

@@ -248,12 +248,8 @@ fn a_killed_copy_leaves_no_partial_object_on_the_other_side() {
 
 /// How many `.tmp-*` files the pool holds, and their bytes.
 fn pool_temporaries(pool: &Path) -> (usize, u64) {
-    let Ok(entries) = std::fs::read_dir(pool) else {
-        return (0, 0);
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+    fruix_core::testing::entries_starting_with(pool, ".tmp-")
+        .iter()
         .fold((0, 0), |(n, bytes), e| {
             (n + 1, bytes + e.metadata().map(|m| m.len()).unwrap_or(0))
         })

@@ -105,6 +105,28 @@ pub fn sorted_strings(value: &serde_json::Value) -> Vec<String> {
     strings
 }
 
+/// The entries of `dir` whose names start with `prefix` (temporaries a
+/// failure must not leave behind), sorted; none when `dir` does not exist.
+/// Panics when `dir` cannot be read otherwise.
+pub fn entries_starting_with(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("cannot read {}: {e}", dir.display()),
+    };
+    let mut found: Vec<PathBuf> = entries
+        .map(|e| e.unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display())))
+        .filter(|e| {
+            e.file_name()
+                .as_encoded_bytes()
+                .starts_with(prefix.as_bytes())
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
 /// A temporary directory for one test, removed when dropped: where it
 /// writes sample result roots ([`TestDir::root`]) and other files, and keeps
 /// a store ([`TestDir::store`]).

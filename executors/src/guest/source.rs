@@ -169,17 +169,7 @@ mod tests {
 
     /// The upload temporary directories in `store`.
     fn leftovers(store: &Path) -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(store)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(".tmp-fruix-source.")
-            })
-            .map(|e| e.path())
-            .collect()
+        fruix_core::testing::entries_starting_with(store, ".tmp-fruix-source.")
     }
 
     /// Regression: the temporary directory was removed by an EXIT trap
