@@ -16,9 +16,10 @@ use serde_json::Value;
 use crate::signing::{info, key, signed_by};
 use crate::sshd::{script, Sshd};
 use crate::util::{
-    fruix, json_error, object_names, promote_report, require_tool, run, run_ok, sample_root,
-    spawn_silenced, wait_until,
+    fruix, json_error, object_names, promote_report, require_tool, run, run_ok, run_with_deadline,
+    sample_root, snapshot, spawn_silenced, wait_until,
 };
+use fruix_core::testing::conformance::processes_mentioning;
 
 /// Two stores at one path: `dir/store` here, `dir/remote` over there.
 struct TwoStores {
@@ -316,4 +317,63 @@ fn a_failing_remote_s_own_session_shaped_line_is_shown_not_taken() {
         ),
         "{message}"
     );
+}
+
+/// Regression: a copy whose other side never answered (a hung `store
+/// serve`, alive for SSH keepalives) waited forever. It stops once nothing
+/// came for `--idle-timeout`, a typed timeout (system failure, exit 3),
+/// stops the other side's program (its whole remote session) and closes the
+/// connection; neither side's store changes.
+#[test]
+fn a_copy_whose_other_side_never_answers_stops_at_its_idle_timeout() {
+    let t = TwoStores::new();
+    let (bundle, _) = t.promoted(&sample_root(t.dir.path(), "root"));
+    // Alive and silent, whatever comes on its stdin (its end included),
+    // and deaf to closed streams: it ends only when it is stopped. The
+    // marker names it on its command line.
+    let marker = t.dir.path().join("hung-serve");
+    script(
+        &t.remote_program,
+        &format!(
+            "#!/bin/sh\nexec sh -c 'trap \"\" PIPE HUP; while :; do sleep 1; done' {}\n",
+            marker.display()
+        ),
+    );
+    let here = snapshot(&t.store());
+    for direction in ["--to", "--from"] {
+        // Well under the 30 s a copy gives a finished `store serve` to end:
+        // a copy that waits for this one fails here.
+        let out = run_with_deadline(
+            &mut t.copy(direction, &["--recursive", "--idle-timeout", "1", &bundle]),
+            std::time::Duration::from_secs(20),
+        );
+        json_error(&out, 3, "timed out after 1s");
+        let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(error["error"]["kind"], "system-failure", "{error:#}");
+        // Stopped before the copy returned.
+        let left = processes_mentioning(&marker);
+        assert!(
+            left.is_empty(),
+            "{direction}: still running there: {left:?}"
+        );
+    }
+    assert!(t.remote_objects().is_empty(), "{:?}", t.remote_objects());
+    assert_eq!(snapshot(&t.store()), here);
+}
+
+#[test]
+fn an_idle_timeout_of_0_is_refused() {
+    let out = run(fruix().args([
+        "store",
+        "copy",
+        "--json",
+        "--to",
+        "ssh://nobody@127.0.0.1",
+        "--idle-timeout",
+        "0",
+        "/nowhere",
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"]["kind"], "usage", "{error:#}");
 }

@@ -44,7 +44,7 @@ use russh::client;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
 
 pub use self::host_key::{HostKeyPolicy, HostKeyVerifier};
-pub use self::remote::{RemoteExit, RemoteOutput, RemoteStdio};
+pub use self::remote::{RemoteExit, RemoteOutput, RemoteSessionId, RemoteStdio};
 
 /// How often a silent connection is probed.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);

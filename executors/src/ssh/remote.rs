@@ -29,6 +29,8 @@
 //!   lines: [`SshSession::stream`] reads no further while the events it
 //!   feeds wait unread ([`EventSink::room`]).
 
+use std::sync::{Arc, OnceLock};
+
 use fruix_core::executor::{EventSink, Stream};
 use fruix_core::{Error, Result};
 use russh::ChannelMsg;
@@ -382,6 +384,22 @@ pub struct RemoteStdio {
     /// lines, and the exit (`None` when the channel closed without one: the
     /// connection was lost).
     pub finished: tokio::task::JoinHandle<(Tail, Option<RemoteExit>)>,
+    /// The command's remote session id, once its first stderr line said it.
+    pub session: RemoteSessionId,
+}
+
+/// A remote command's session id (see the module docs), known once the
+/// command's first stderr line said it: what [`SshSession::kill_session`]
+/// stops when the command must not outlive the connection (one that does
+/// not answer will not end at end-of-file either).
+#[derive(Debug, Clone, Default)]
+pub struct RemoteSessionId(Arc<OnceLock<u32>>);
+
+impl RemoteSessionId {
+    /// The session id, once read.
+    pub fn get(&self) -> Option<u32> {
+        self.0.get().copied()
+    }
 }
 
 impl SshSession {
@@ -394,6 +412,8 @@ impl SshSession {
         let stdin = Box::pin(write.make_writer());
         let (ours, stdout) = tokio::io::duplex(buffer);
         let max_line = self.max_line_bytes;
+        let session = RemoteSessionId::default();
+        let said = session.0.clone();
         let finished = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
             // The write half lives as long as the channel is read.
@@ -406,8 +426,13 @@ impl SshSession {
             let mut session_line = SessionLine::default();
             let mut keep = |line: &[u8], tail: &mut Tail| {
                 let text = fruix_core::escape::utf8_or_octal(line);
-                if session_line.take(&text).is_none() {
-                    tail.push(text.trim_end_matches('\r'));
+                match session_line.take(&text) {
+                    Some(sid) => {
+                        if let Some(sid) = sid {
+                            let _ = said.set(sid);
+                        }
+                    }
+                    None => tail.push(text.trim_end_matches('\r')),
                 }
             };
             let mut exit = None;
@@ -440,6 +465,7 @@ impl SshSession {
             stdout,
             stdin,
             finished,
+            session,
         })
     }
 }

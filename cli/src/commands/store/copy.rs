@@ -5,6 +5,7 @@
 
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use fruix_core::escape;
 use fruix_core::executor::EventSink;
@@ -16,6 +17,7 @@ use fruix_promote::serve::{serve as serve_store, Client};
 use fruix_promote::Store;
 
 use super::archive::{object_names, trust};
+use super::idle::IdleLimit;
 use super::print_moved;
 use crate::args::{CopyArgs, OutputArgs, StoreTrust, TrustArgs};
 use crate::defaults;
@@ -23,7 +25,7 @@ use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, CliError, CliResult, Status};
 
 /// How long the other side may take to end after its input ended.
-const SERVE_END: std::time::Duration = std::time::Duration::from_secs(30);
+const SERVE_END: Duration = Duration::from_secs(30);
 
 /// Serves an existing store only: a mistyped `--remote-store` of a copy
 /// makes no store over there.
@@ -174,6 +176,7 @@ fn copy_with(
         args.remote_program,
         shell_quote(remote_text)
     );
+    let idle_limit = Duration::from_secs(args.idle_timeout);
     let report = crate::runtime()?.block_on(async {
         let session = SshSession::connect(&options, &EventSink::discard())
             .await
@@ -182,7 +185,8 @@ fn copy_with(
             .stdio(&command, 1 << 20)
             .await
             .map_err(|e| CliError::new(crate::exit::before_run(&e), e))?;
-        let reader = tokio_util::io::SyncIoBridge::new(stdio.stdout);
+        let (stdout, stalled) = IdleLimit::new(stdio.stdout, idle_limit);
+        let reader = tokio_util::io::SyncIoBridge::new(stdout);
         let mut writer = tokio_util::io::SyncIoBridge::new(stdio.stdin);
         let recursive = args.recursive;
         let store = &store;
@@ -250,18 +254,41 @@ fn copy_with(
             })
         };
         let outcome = tokio::task::block_in_place(work);
-        // End-of-file ends the other side, whether it waits for a request
-        // or (after a refusal here) is still writing what nobody reads.
-        tokio::task::block_in_place(|| {
-            let _ = writer.flush();
-            let _ = writer.shutdown();
-        });
-        let ended = tokio::time::timeout(SERVE_END, stdio.finished).await;
-        session.disconnect().await;
+        let stalled = stalled.fired();
+        let ended = if stalled {
+            // The other side does not answer, so it would not end at
+            // end-of-file either: its remote session is stopped (as a
+            // cancelled build's is) and the connection closed, not waited on.
+            if let Some(sid) = stdio.session.get() {
+                session.kill_session(sid).await;
+            }
+            session.disconnect().await;
+            tokio::time::timeout(SERVE_END, stdio.finished).await
+        } else {
+            // End-of-file ends the other side, whether it waits for a
+            // request or (after a refusal here) is still writing what
+            // nobody reads.
+            tokio::task::block_in_place(|| {
+                let _ = writer.flush();
+                let _ = writer.shutdown();
+            });
+            let ended = tokio::time::timeout(SERVE_END, stdio.finished).await;
+            session.disconnect().await;
+            ended
+        };
         let (stderr, exit) = match ended {
             Ok(Ok(ended)) => ended,
             _ => Default::default(),
         };
+        // Whatever error the reader's timeout became on its way out, the
+        // copy failed because the other side went silent.
+        let outcome = outcome.map_err(|e| {
+            if stalled {
+                idle_timeout(&command, target, idle_limit)
+            } else {
+                e
+            }
+        });
         outcome.map_err(|e| {
             let status = e.exit_status();
             let mut message = e.to_string();
@@ -274,14 +301,17 @@ fn copy_with(
                 .map(|l| format!("\n  {l}"))
                 .collect();
             if !tail.is_empty() || exit.as_ref().is_some_and(|x| !x.success()) {
+                let how = match (&exit, stalled) {
+                    (_, true) => "had not ended when the connection was closed".to_string(),
+                    (Some(exit), false) => format!("ended with {}", exit.describe()),
+                    (None, false) => {
+                        "ended with no exit status (the connection was lost)".to_string()
+                    }
+                };
                 message.push_str(&format!(
-                    "\n`{}` on {} ended with {}{}{tail}",
+                    "\n`{}` on {} {how}{}{tail}",
                     escape::text(&command),
                     target,
-                    exit.map_or(
-                        "no exit status (the connection was lost)".to_string(),
-                        |x| x.describe()
-                    ),
                     if tail.is_empty() { "" } else { ":" },
                 ));
             }
@@ -289,6 +319,21 @@ fn copy_with(
         })
     })?;
     Ok(report)
+}
+
+/// The failure of a copy whose other side sent nothing for `limit` while
+/// an answer or an archive was awaited: a timeout, a system failure.
+fn idle_timeout(command: &str, target: &SshTarget, limit: Duration) -> fruix_promote::Error {
+    fruix_core::Error::Timeout {
+        what: format!(
+            "waiting for `{}` on {target} to send",
+            escape::text(command)
+        ),
+        limit,
+        detail: "; nothing came for that long, so the copy was stopped and the connection closed (a slow machine may need a longer --idle-timeout)".to_string(),
+        log: None,
+    }
+    .into()
 }
 
 /// Prints what a copy did: the objects sent, or its report as JSON.

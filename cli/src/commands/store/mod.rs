@@ -3,6 +3,7 @@
 mod archive;
 mod copy;
 mod gc;
+mod idle;
 pub mod keys;
 mod verify;
 
