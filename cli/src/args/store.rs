@@ -65,10 +65,9 @@ pub struct CopyArgs {
     /// objects only move between stores at the same path).
     #[arg(long, value_name = "DIR")]
     pub remote_store: Option<PathBuf>,
-    /// Stop the copy when the other side sends nothing for SECS seconds (at
-    /// least 1) while an answer or an archive is awaited (a hung `store
-    /// serve`, alive for SSH keepalives): a timeout, exit 3. Time spent
-    /// sending does not count.
+    /// Stop the copy when the other side neither sends nor takes a byte for
+    /// SECS seconds (at least 1) while the copy waits on it (a hung `store
+    /// serve`, alive for SSH keepalives): a timeout, exit 3.
     #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: u64,
     /// This machine's store, and whom it trusts with what --from fetches:

@@ -186,8 +186,9 @@ fn copy_with(
             .await
             .map_err(|e| CliError::new(crate::exit::before_run(&e), e))?;
         let (stdout, stalled) = IdleLimit::new(stdio.stdout, idle_limit);
+        let stdin = IdleLimit::sharing(stdio.stdin, idle_limit, &stalled);
         let reader = tokio_util::io::SyncIoBridge::new(stdout);
-        let mut writer = tokio_util::io::SyncIoBridge::new(stdio.stdin);
+        let mut writer = tokio_util::io::SyncIoBridge::new(stdin);
         let recursive = args.recursive;
         let store = &store;
         let trust = &trust;
@@ -321,16 +322,16 @@ fn copy_with(
     Ok(report)
 }
 
-/// The failure of a copy whose other side sent nothing for `limit` while
-/// an answer or an archive was awaited: a timeout, a system failure.
+/// The failure of a copy whose other side neither sent nor took a byte for
+/// `limit` while the copy waited on it: a timeout, a system failure.
 fn idle_timeout(command: &str, target: &SshTarget, limit: Duration) -> fruix_promote::Error {
     fruix_core::Error::Timeout {
         what: format!(
-            "waiting for `{}` on {target} to send",
+            "waiting for `{}` on {target} to send or to take bytes",
             escape::text(command)
         ),
         limit,
-        detail: "; nothing came for that long, so the copy was stopped and the connection closed (a slow machine may need a longer --idle-timeout)".to_string(),
+        detail: "; nothing moved for that long, so the other side was stopped and the connection closed (a slow machine may need a longer --idle-timeout)".to_string(),
         log: None,
     }
     .into()

@@ -1,6 +1,7 @@
-//! An idle limit on a byte stream read from another machine: a read that
-//! waits longer than the limit for its first byte fails, so that a peer
-//! alive for SSH keepalives but silent (a hung `store serve`) cannot hang a
+//! An idle limit on the byte streams to and from another machine: a read
+//! that waits longer than the limit for its first byte, or a write that
+//! waits that long for room, fails, so that a peer alive for SSH keepalives
+//! but hung (a `store serve` that neither answers nor reads) cannot hang a
 //! copy forever.
 
 use std::future::Future;
@@ -11,14 +12,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// `inner`, whose reads fail with [`io::ErrorKind::TimedOut`] once one has
-/// waited `limit` without a byte. Only time spent waiting in a read counts:
-/// the clock starts when a read finds nothing to take, and stops when bytes
-/// (or the end of the stream) arrive. Once a read timed out, every later
-/// read fails the same way, and [`Stalled::fired`] says so.
+/// `inner`, whose reads (or writes) fail with [`io::ErrorKind::TimedOut`]
+/// once one has waited `limit` without a byte (or without room for one).
+/// Only time spent waiting counts: the clock starts when a read finds
+/// nothing to take (a write no room), and stops when it can go on. Once one
+/// timed out, every later read and write fails the same way, and
+/// [`Stalled::fired`] says so.
 pub struct IdleLimit<R> {
     inner: R,
     limit: Duration,
@@ -47,23 +49,60 @@ const LONGEST: Duration = Duration::from_secs(100 * 365 * 86400);
 impl<R> IdleLimit<R> {
     /// Wraps `inner`; must be called within a Tokio runtime (the clock).
     pub fn new(inner: R, limit: Duration) -> (IdleLimit<R>, Stalled) {
-        let limit = limit.min(LONGEST);
         let stalled = Stalled::default();
-        let reader = IdleLimit {
+        (IdleLimit::sharing(inner, limit, &stalled), stalled)
+    }
+
+    /// Wraps `inner` under the same limit as another stream of the same
+    /// peer: either timing out fires `stalled`, and stops both.
+    pub fn sharing(inner: R, limit: Duration, stalled: &Stalled) -> IdleLimit<R> {
+        let limit = limit.min(LONGEST);
+        IdleLimit {
             inner,
             limit,
             sleep: Box::pin(tokio::time::sleep(limit)),
             armed: false,
             stalled: stalled.clone(),
-        };
-        (reader, stalled)
+        }
     }
 
     fn timed_out(&self) -> io::Error {
         io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("nothing came for {}s", self.limit.as_secs_f64()),
+            format!("nothing moved for {}s", self.limit.as_secs_f64()),
         )
+    }
+
+    /// What the inner stream's `polled` becomes: passed on when ready (the
+    /// clock stops), else pending until the clock, started now if it is
+    /// not running, runs out.
+    fn waited<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.armed = false;
+            return polled;
+        }
+        if !self.armed {
+            self.armed = true;
+            let deadline = Instant::now() + self.limit;
+            self.sleep.as_mut().reset(deadline);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.armed = false;
+                self.stalled.0.store(true, Ordering::SeqCst);
+                Poll::Ready(Err(self.timed_out()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The error of every read and write once the limit was waited out.
+    fn refused(&self) -> Option<io::Error> {
+        self.stalled.fired().then(|| self.timed_out())
     }
 }
 
@@ -74,26 +113,44 @@ impl<R: AsyncRead + Unpin> AsyncRead for IdleLimit<R> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.stalled.fired() {
-            return Poll::Ready(Err(this.timed_out()));
+        if let Some(e) = this.refused() {
+            return Poll::Ready(Err(e));
         }
-        if let Poll::Ready(read) = Pin::new(&mut this.inner).poll_read(cx, buf) {
-            this.armed = false;
-            return Poll::Ready(read);
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.waited(cx, polled)
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for IdleLimit<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(e) = this.refused() {
+            return Poll::Ready(Err(e));
         }
-        if !this.armed {
-            this.armed = true;
-            let deadline = Instant::now() + this.limit;
-            this.sleep.as_mut().reset(deadline);
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.waited(cx, polled)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(e) = this.refused() {
+            return Poll::Ready(Err(e));
         }
-        match this.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                this.armed = false;
-                this.stalled.0.store(true, Ordering::SeqCst);
-                Poll::Ready(Err(this.timed_out()))
-            }
-            Poll::Pending => Poll::Pending,
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.waited(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(e) = this.refused() {
+            return Poll::Ready(Err(e));
         }
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.waited(cx, polled)
     }
 }
 
@@ -121,6 +178,21 @@ mod tests {
         // Bytes that come too late are not taken.
         peer.write_all(b"late").await.unwrap();
         let e = bounded(reader.read(&mut buf)).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_waits_out_the_limit_for_room_stops_the_reader_too() {
+        // A peer that never reads: 64 bytes of room, then none.
+        let (_peer, stream) = tokio::io::duplex(64);
+        let (_idle_peer, read_side) = tokio::io::duplex(64);
+        let (mut reader, stalled) = IdleLimit::new(read_side, Duration::from_secs(3600));
+        let mut writer = IdleLimit::sharing(stream, Duration::from_millis(50), &stalled);
+        let e = bounded(writer.write_all(&[7; 1024])).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(stalled.fired());
+        // The other stream of that peer is stopped too, without waiting.
+        let e = bounded(reader.read(&mut [0; 8])).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
 
