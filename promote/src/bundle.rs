@@ -196,14 +196,7 @@ pub(crate) fn build_bundle_object(
 /// [`Error::Corrupt`].
 pub fn check_bundle(bundle: &Path) -> Result<()> {
     let check = check_bundle_tree(bundle)?;
-    if check.is_intact() {
-        return Ok(());
-    }
-    Err(Error::Corrupt {
-        object: bundle.to_path_buf(),
-        differences: check.differences,
-        more_differences: check.more_differences,
-    })
+    Error::corrupt_unless_intact(bundle, check.differences, check.more_differences)
 }
 
 /// Checks a result bundle: its metadata must hash to its name, and it must

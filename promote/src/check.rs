@@ -159,14 +159,7 @@ pub enum Depth<'a> {
 /// one is [`Error::Corrupt`], never silently reused.
 pub fn check_reusable(object: &Path) -> Result<()> {
     let check = check_object(object, Depth::Structure, None)?;
-    if check.is_intact() {
-        return Ok(());
-    }
-    Err(Error::Corrupt {
-        object: object.to_path_buf(),
-        differences: check.differences,
-        more_differences: check.more_differences,
-    })
+    Error::corrupt_unless_intact(object, check.differences, check.more_differences)
 }
 
 /// Checks `object` against its metadata and manifest, to `depth`.

@@ -190,6 +190,23 @@ pub enum ArchiveProblem {
 }
 
 impl Error {
+    /// `Ok` when a check of `object` found no `differences` (listed, and
+    /// `more_differences` beyond them), else [`Error::Corrupt`].
+    pub fn corrupt_unless_intact(
+        object: &std::path::Path,
+        differences: Vec<Difference>,
+        more_differences: u64,
+    ) -> Result<()> {
+        if differences.is_empty() && more_differences == 0 {
+            return Ok(());
+        }
+        Err(Error::Corrupt {
+            object: object.to_path_buf(),
+            differences,
+            more_differences,
+        })
+    }
+
     /// The exit status a command ends with on this error.
     pub fn exit_status(&self) -> fruix_core::ExitStatus {
         self.classify().1
