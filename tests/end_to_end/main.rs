@@ -21,6 +21,7 @@ mod freebsd_version;
 mod guile;
 mod hostile_metadata;
 mod json_paths;
+mod layout;
 mod matrix;
 mod matrix_export;
 mod matrix_split;

@@ -30,7 +30,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use fruix_core::error::IoContext;
@@ -39,6 +39,16 @@ use crate::db::{Database, DB_FILE, META_DIR};
 use crate::error::{Error, Result};
 use crate::pool::{temp_name, Journal, Pool, LINKS_DIR, TEMP_PREFIX};
 use crate::register;
+
+mod layout;
+mod promotion;
+
+pub use self::layout::{
+    disk_usage, is_source_name, remove_tree, reserved_names, set_mode, set_mtime, sync_filesystem,
+    MANIFEST_FILE, OBJECT_METADATA_FILE, REFERENCES_FILE, RESERVED_NAMES, RESULT_METADATA_FILE,
+    SOURCE_RESERVED_NAMES,
+};
+pub use self::promotion::{Promotion, TempObject};
 
 /// The garbage collector's lock file in [`META_DIR`].
 pub const GC_LOCK_FILE: &str = "gc.lock";
@@ -388,25 +398,7 @@ impl Store {
             .mode(0o700)
             .create(&path)
             .with_path("create temporary object", &path)?;
-        Ok(TempObject { path: Some(path) })
-    }
-
-    /// Starts a promotion: its work directory and pool journal, holding the
-    /// garbage collector's lock shared until it ends (a collection never
-    /// removes the pool entries or objects it is about to link).
-    pub fn begin(&self) -> Result<Promotion<'_>> {
-        let gc = self.gc_lock(false)?;
-        let active = Some(self.active.read().unwrap_or_else(|e| e.into_inner()));
-        let work = self.temp_dir("promote")?;
-        let journal = Journal::create(work.path().join(JOURNAL_FILE))?;
-        Ok(Promotion {
-            store: self,
-            _gc: gc,
-            active,
-            work,
-            journal,
-            succeeded: false,
-        })
+        Ok(TempObject::new(path))
     }
 
     /// Publishes finished temporary objects under their names, all or none
@@ -424,7 +416,7 @@ impl Store {
         sync_filesystem(&self.root)?;
         let mut published = Vec::new();
         for (mut temp, name) in temps {
-            let path = temp.path.take().expect("temporary object is live");
+            let path = temp.keep();
             let target = self.root.join(&name);
             if let Err(e) = fs::rename(&path, &target) {
                 remove_tree(&path);
@@ -463,178 +455,4 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// One promotion's work in the store: a work directory for its temporary
-/// manifests and the journal of the pool entries it created. Dropped without
-/// [`Promotion::succeed`], it removes those entries unless an object links
-/// them (right away when no other process uses the store, otherwise at the
-/// next sweep).
-#[derive(Debug)]
-pub struct Promotion<'s> {
-    store: &'s Store,
-    /// The garbage collector's lock, shared.
-    _gc: Lock,
-    /// Held while the promotion runs (see [`Store::exclusively`]).
-    active: Option<std::sync::RwLockReadGuard<'s, ()>>,
-    work: TempObject,
-    journal: Journal,
-    succeeded: bool,
-}
-
-impl<'s> Promotion<'s> {
-    /// The store promoted into.
-    pub fn store(&self) -> &'s Store {
-        self.store
-    }
-
-    /// The work directory.
-    pub fn work_dir(&self) -> &Path {
-        self.work.path()
-    }
-
-    /// The journal new pool entries are recorded in.
-    pub fn journal(&self) -> &Journal {
-        &self.journal
-    }
-
-    /// Marks the promotion as published. When `check_pool` (an artifact's
-    /// object already existed, so entries created for it may be unlinked),
-    /// the journal's unlinked entries are still removed.
-    pub fn succeed(mut self, check_pool: bool) {
-        self.succeeded = !check_pool;
-    }
-
-    fn remove_created_entries(&mut self) -> bool {
-        self.active.take();
-        let Ok(keys) = Journal::read(self.journal.path()) else {
-            return false;
-        };
-        if keys.is_empty() {
-            return true;
-        }
-        let pool = self.store.pool();
-        matches!(
-            self.store
-                .exclusively(false, || pool.remove_unlinked(&keys)),
-            Ok(Some(_))
-        )
-    }
-}
-
-impl Drop for Promotion<'_> {
-    fn drop(&mut self) {
-        if self.succeeded || self.remove_created_entries() {
-            return; // the work directory goes with `self.work`
-        }
-        // Another process uses the store: leave the journal for the next sweep.
-        self.work.path.take();
-    }
-}
-
-/// A temporary directory in the store, removed on drop unless published.
-#[derive(Debug)]
-pub struct TempObject {
-    path: Option<PathBuf>,
-}
-
-impl TempObject {
-    /// Where the object is being built.
-    pub fn path(&self) -> &Path {
-        self.path.as_deref().expect("temporary object is live")
-    }
-}
-
-impl Drop for TempObject {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            remove_tree(&path);
-        }
-    }
-}
-
-fn c_path(path: &Path) -> std::ffi::CString {
-    std::ffi::CString::new(path.as_os_str().as_bytes()).expect("paths have no NUL byte")
-}
-
-/// Sets `path`'s (and, for symlinks, the link's own) times to [`STORE_MTIME`].
-pub fn set_mtime(path: &Path) -> Result<()> {
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        c_path(path).as_c_str(),
-        &crate::pool::store_times(),
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| fruix_core::Error::io("set time of", path, e.into()).into())
-}
-
-/// Sets a directory's or file's permission bits.
-pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .with_path("set mode of", path)
-        .map_err(Into::into)
-}
-
-/// Flushes everything written under `root` to disk.
-pub fn sync_filesystem(root: &Path) -> Result<()> {
-    let dir = File::open(root).with_path("open", root)?;
-    #[cfg(target_os = "linux")]
-    rustix::fs::syncfs(&dir).map_err(|e| fruix_core::Error::io("flush to disk", root, e.into()))?;
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = dir;
-        rustix::fs::sync();
-    }
-    Ok(())
-}
-
-/// Removes `path` and everything below it, best effort (see
-/// [`fruix_core::remove`]): what cannot be removed is found again by the
-/// next `store gc`.
-pub fn remove_tree(path: &Path) {
-    let _ = fruix_core::remove::remove_tree(path);
-}
-
-/// Names at the top of an artifact object that are metadata, not artifact content.
-pub const OBJECT_METADATA_FILE: &str = ".fruix-native-build-object.scm";
-/// The manifest file inside an object.
-pub const MANIFEST_FILE: &str = ".fruix-manifest.mtree";
-/// The references file inside an object.
-pub const REFERENCES_FILE: &str = ".references";
-/// The metadata file inside a result bundle.
-pub const RESULT_METADATA_FILE: &str = ".fruix-native-build-result.scm";
-/// Top-level names reserved in artifact objects.
-pub const RESERVED_NAMES: [&str; 3] = [OBJECT_METADATA_FILE, MANIFEST_FILE, REFERENCES_FILE];
-/// Top-level names reserved in source objects.
-pub const SOURCE_RESERVED_NAMES: [&str; 3] = [
-    crate::source_identity::SOURCE_METADATA_FILE,
-    MANIFEST_FILE,
-    REFERENCES_FILE,
-];
-
-/// Whether `name` is a source object's name (`<hash>-freebsd-source-...`).
-pub fn is_source_name(name: &str) -> bool {
-    name.get(40..)
-        .is_some_and(|rest| rest.starts_with(crate::source_identity::SOURCE_INFIX))
-}
-
-/// The metadata names at the top of `object`, by its kind.
-pub fn reserved_names(object: &Path) -> [&'static str; 3] {
-    match object.file_name().and_then(|n| n.to_str()) {
-        Some(name) if is_source_name(name) => SOURCE_RESERVED_NAMES,
-        _ => RESERVED_NAMES,
-    }
-}
-
-/// Bytes used on disk by `path` (blocks), counting each inode once.
-pub fn disk_usage(path: &Path) -> u64 {
-    let mut seen = std::collections::HashSet::new();
-    walkdir::WalkDir::new(path)
-        .follow_root_links(false)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| seen.insert((m.dev(), m.ino())))
-        .map(|m| m.blocks() * 512)
-        .sum()
 }
