@@ -32,6 +32,21 @@ use controls::{first_control_inside, Controls};
 pub use scan::{MAX_CELLS, MAX_DATA, MAX_DEPTH};
 pub use write::{field, string_field, Writer};
 
+/// Refuses a `value` a metadata reader would refuse in a string field: one
+/// holding a control character (see `sexp/controls.rs`). For writers that
+/// check what they are given before any work starts; the message names
+/// `what` and the character.
+pub fn check_text(what: &str, value: &str) -> std::result::Result<(), String> {
+    match Controls::Refused.first_refused(value) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "{what} {} {}",
+            escape::quoted(value),
+            Controls::Refused.message(c)
+        )),
+    }
+}
+
 /// How many bytes of a value from the file a message shows.
 const SHOWN_BYTES: usize = 80;
 

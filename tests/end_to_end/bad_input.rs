@@ -84,6 +84,18 @@ const CASES: &[Case] = &[
         "kernconf \"../../etc\" is not a kernel configuration name",
         "build --executor local --source SRC --kernconf ../../etc --store DIR/store --state-dir DIR/state",
     ),
+    // Regression: a control character in what promotion.scm records was
+    // found out after the whole build, when the metadata did not read back.
+    Case::new(
+        "a branch with a control character",
+        "FreeBSD branch \"stable/15\\033[31m\" contains the control character",
+        "build --executor local --source SRC --freebsd-branch stable/15\u{1b}[31m --store DIR/store --state-dir DIR/state",
+    ),
+    Case::new(
+        "a source commit with a newline",
+        "source commit \"abc\\ndef\" contains the control character",
+        "build --executor local --source SRC --source-commit abc\ndef --store DIR/store --state-dir DIR/state",
+    ),
     Case::new(
         "an existing result root",
         "a result root is never overwritten",

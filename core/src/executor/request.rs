@@ -53,6 +53,28 @@ impl BuildRequest {
                 self.policy.kernconf
             )));
         }
+        // What promotion.scm records verbatim is refused now, not after the
+        // whole build, when its reader would refuse it.
+        let base = &self.freebsd_base;
+        let source = &self.source;
+        let texts = [
+            ("FreeBSD name", Some(&base.name)),
+            ("FreeBSD branch", Some(&base.branch)),
+            ("source path", Some(&source.path)),
+            ("source commit", source.commit.as_ref()),
+            ("source directory", self.source_dir.as_ref()),
+            ("kernconf", Some(&self.policy.kernconf)),
+        ];
+        let flags = self
+            .policy
+            .make_flags
+            .iter()
+            .map(|f| ("make flag", Some(f)));
+        for (what, value) in texts.into_iter().chain(flags) {
+            if let Some(value) = value {
+                crate::sexp::check_text(what, value).map_err(invalid)?;
+            }
+        }
         Ok(())
     }
 }

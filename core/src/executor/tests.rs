@@ -410,3 +410,38 @@ fn the_build_sites_version_is_recorded_not_compared() {
         "{err:?}"
     );
 }
+
+/// Regression: what `promotion.scm` records verbatim (branch, commit,
+/// paths, kernconf, make flags) was not checked, so a control character in
+/// it failed the build only at the end, when the written metadata did not
+/// read back. It is refused before anything runs, naming the field.
+#[test]
+fn a_control_character_in_what_the_metadata_records_is_refused_up_front() {
+    request().check().unwrap();
+    let bad = "x\u{1b}[31m";
+    type Set = fn(&mut BuildRequest, &str);
+    let cases: [(&str, Set); 7] = [
+        ("FreeBSD name", |r, v| r.freebsd_base.name = v.into()),
+        ("FreeBSD branch", |r, v| r.freebsd_base.branch = v.into()),
+        ("source path", |r, v| r.source.path = v.into()),
+        ("source commit", |r, v| r.source.commit = Some(v.into())),
+        ("source directory", |r, v| r.source_dir = Some(v.into())),
+        ("kernconf", |r, v| r.policy.kernconf = v.into()),
+        ("make flag", |r, v| r.policy.make_flags.push(v.into())),
+    ];
+    for (what, set) in cases {
+        let mut r = request();
+        set(&mut r, bad);
+        match r.check() {
+            Err(Error::InvalidRequest { message }) => {
+                assert!(message.starts_with(what), "{what}: {message}");
+                assert!(message.contains("\\033[31m"), "{what}: escaped: {message}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        // Tabs and newlines are control characters too.
+        let mut r = request();
+        set(&mut r, "a\nb");
+        assert!(r.check().is_err(), "{what}: a newline");
+    }
+}
