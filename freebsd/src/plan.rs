@@ -151,6 +151,14 @@ const ENV_REMOVED: [&str; 5] = ["MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOBJDIR"
 const HOST_CONFIG_VARS: [&str; 3] = ["SRCCONF", "SRC_ENV_CONF", "__MAKE_CONF"];
 
 impl BuildPlan {
+    /// Refuses what [`BuildPlan::new`] would refuse in `request`, before
+    /// its layout is known (a guest's work directory follows from the
+    /// result root the guest takes).
+    pub fn check(request: &BuildRequest) -> Result<()> {
+        requested_artifacts(&request.artifacts)?;
+        check_target(&request.freebsd_base)
+    }
+
     /// The plan of `request` in `layout`. Refuses, as
     /// [`Error::InvalidRequest`], an artifact that is not a base artifact or
     /// is requested twice, and a target or target architecture that is not a
@@ -376,5 +384,11 @@ mod tests {
         assert!(e.to_string().contains("target-arch \"amd 64\""), "{e}");
         let e = BuildPlan::new(&request(&["lib32"], &[], None), &layout()).unwrap_err();
         assert!(e.to_string().contains("unknown artifact `lib32`"), "{e}");
+        // `check` refuses the same, with no layout.
+        let e = BuildPlan::check(&bad).unwrap_err();
+        assert!(e.to_string().contains("target-arch \"amd 64\""), "{e}");
+        let e = BuildPlan::check(&request(&["lib32"], &[], None)).unwrap_err();
+        assert!(e.to_string().contains("unknown artifact `lib32`"), "{e}");
+        BuildPlan::check(&request(&["world"], &[], None)).unwrap();
     }
 }

@@ -42,21 +42,16 @@ impl GuestRun<'_> {
                     .await?
             }
         };
-        let plan_in = |work: &str| {
-            let layout = Layout {
-                make: make.clone(),
-                source_dir: PathBuf::from(request.source_dir()),
-                work_dir: PathBuf::from(work),
-            };
-            BuildPlan::new(request, &layout)
-        };
-        // The request is refused before anything is made in the guest; the
-        // plan itself names the work directory, which follows from the
-        // result root the guest takes.
-        plan_in("/")?;
+        // The request is refused before anything is made in the guest.
+        BuildPlan::check(request)?;
         let (root, host_name) = self.create_guest_root(&session, &request.run_id).await?;
         let work = format!("{root}.work");
-        let plan = plan_in(&work)?;
+        let layout = Layout {
+            make,
+            source_dir: PathBuf::from(request.source_dir()),
+            work_dir: PathBuf::from(&work),
+        };
+        let plan = BuildPlan::new(request, &layout)?;
         self.guest_work = Some(work.clone());
         let prepare = format!("set -e\n{}", sh::prepare_work_dir_script(&work));
         self.executor
