@@ -100,9 +100,21 @@ impl<R> IdleLimit<R> {
         }
     }
 
-    /// The error of every read and write once the limit was waited out.
-    fn refused(&self) -> Option<io::Error> {
-        self.stalled.fired().then(|| self.timed_out())
+    /// `poll` of the inner stream, under the limit: refused once it was
+    /// waited out, else [`IdleLimit::waited`].
+    fn guarded<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(Pin<&mut R>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>>
+    where
+        R: Unpin,
+    {
+        if self.stalled.fired() {
+            return Poll::Ready(Err(self.timed_out()));
+        }
+        let polled = poll(Pin::new(&mut self.inner), cx);
+        self.waited(cx, polled)
     }
 }
 
@@ -112,12 +124,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for IdleLimit<R> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(e) = this.refused() {
-            return Poll::Ready(Err(e));
-        }
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        this.waited(cx, polled)
+        self.get_mut().guarded(cx, |r, cx| r.poll_read(cx, buf))
     }
 }
 
@@ -127,30 +134,15 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for IdleLimit<W> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(e) = this.refused() {
-            return Poll::Ready(Err(e));
-        }
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.waited(cx, polled)
+        self.get_mut().guarded(cx, |w, cx| w.poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(e) = this.refused() {
-            return Poll::Ready(Err(e));
-        }
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        this.waited(cx, polled)
+        self.get_mut().guarded(cx, AsyncWrite::poll_flush)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(e) = this.refused() {
-            return Poll::Ready(Err(e));
-        }
-        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
-        this.waited(cx, polled)
+        self.get_mut().guarded(cx, AsyncWrite::poll_shutdown)
     }
 }
 
