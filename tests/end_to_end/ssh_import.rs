@@ -17,9 +17,8 @@ use crate::util::{run, snapshot};
 
 /// A guest-self-hosted [`guest_build`] into result root `r1` under `host`,
 /// with `helper` as the guest's fruix. Its guest state directory is one of
-/// its own, named after `host`: builds given `--result-root` take the
-/// current second as their run id, so two of them in one second would
-/// otherwise name the same guest result root.
+/// its own, named after `host`, so that each build's guest result root is
+/// alone there (builds sharing one take numbered roots: see `ssh_run_ids`).
 fn build_with_helper(sshd: &Sshd, host: &Path, helper: &Path) -> Command {
     let cmd = guest_build(sshd, "guest-self-hosted", host, "r1");
     let state = sshd.state_dir().join(host.file_name().unwrap());
