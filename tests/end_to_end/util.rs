@@ -473,19 +473,7 @@ pub fn snapshot(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Waits until `condition` holds, checking it again every few milliseconds,
-/// and fails the test naming `what` after a minute. A bound on a condition,
-/// never a delay: the test goes on as soon as the condition holds.
-pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
+pub use fruix_core::testing::wait_until;
 
 /// Whether the store at `store` holds nothing promoted: no artifact object
 /// and no bundle (a local build adds its source object before it runs, so

@@ -105,6 +105,20 @@ pub fn sorted_strings(value: &serde_json::Value) -> Vec<String> {
     strings
 }
 
+/// Waits until `condition` holds, checking it again every few milliseconds,
+/// and fails the test naming `what` after a minute. A bound on a condition,
+/// never a delay: the test goes on as soon as the condition holds.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The entries of `dir` whose names start with `prefix` (temporaries a
 /// failure must not leave behind), sorted; none when `dir` does not exist.
 /// Panics when `dir` cannot be read otherwise.

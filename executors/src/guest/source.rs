@@ -160,7 +160,6 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    use std::time::{Duration, Instant};
 
     fn write_script(path: &Path, text: &str) {
         std::fs::write(path, text).unwrap();
@@ -198,14 +197,11 @@ mod tests {
             .unwrap();
         // Held open to the end: `wait` would close it.
         let _stdin = child.stdin.take();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !leftovers(&store)
-            .iter()
-            .any(|t| t.join(".receiving").exists())
-        {
-            assert!(Instant::now() < deadline, "the script never received");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        fruix_core::testing::wait_until("the script receives", || {
+            leftovers(&store)
+                .iter()
+                .any(|t| t.join(".receiving").exists())
+        });
         let group = rustix::process::Pid::from_child(&child);
         rustix::process::kill_process_group(group, rustix::process::Signal::TERM).unwrap();
         let status = child.wait().unwrap();
