@@ -314,3 +314,94 @@ fn the_readme_shows_the_pipelines_its_export_example_writes() {
     }
     assert_eq!(shown.len(), 2);
 }
+
+/// The options `fruix WORDS --help` offers, each as its long form and its
+/// short form if it has one, less the global `--executors-file`, `--help`
+/// and `--version`.
+fn help_options(words: &[&str]) -> Vec<(String, Option<String>)> {
+    let help = run_ok(fruix().args(words).arg("--help"));
+    let mut options: Vec<(String, Option<String>)> = help
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let (short, rest) = match l.strip_prefix('-').filter(|r| !r.starts_with('-')) {
+                Some(r) => (Some(format!("-{}", &r[..1])), r[1..].strip_prefix(", ")?),
+                None => (None, l),
+            };
+            let long = rest.strip_prefix("--")?;
+            let end = long.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'));
+            Some((format!("--{}", &long[..end.unwrap_or(long.len())]), short))
+        })
+        .filter(|(long, _)| !["--executors-file", "--help", "--version"].contains(&long.as_str()))
+        .collect();
+    options.dedup();
+    options
+}
+
+/// Every synopsis in the README (a `fruix ...` line with `[`, and the lines
+/// after it that start with `[`, in a block marked `<!-- synopsis -->`)
+/// names every option its command's `--help` offers (long or short form),
+/// and only those.
+#[test]
+fn every_readme_synopsis_names_the_options_of_its_help() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let readme: Vec<&str> = readme.lines().collect();
+    let synopses: Vec<Block> = readme_blocks()
+        .into_iter()
+        .filter(|b| readme[b.line - 2] == "<!-- synopsis -->")
+        .collect();
+    assert!(synopses.len() >= 4, "{} synopsis blocks", synopses.len());
+    let mut checked = 0;
+    for block in &synopses {
+        let mut lines = block.text.lines().peekable();
+        while let Some(line) = lines.next() {
+            let Some(rest) = line.strip_prefix("fruix ").filter(|_| line.contains('[')) else {
+                continue;
+            };
+            let mut synopsis = line.to_string();
+            while let Some(more) = lines.next_if(|l| l.starts_with('[')) {
+                synopsis.push(' ');
+                synopsis.push_str(more);
+            }
+            let words: Vec<&str> = rest
+                .split(' ')
+                .take_while(|w| {
+                    !w.is_empty()
+                        && !w.starts_with('-')
+                        && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+                })
+                .collect();
+            let named: Vec<&str> = synopsis
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .filter(|w| w.starts_with('-'))
+                .collect();
+            let options = help_options(&words);
+            let missing: Vec<&String> = options
+                .iter()
+                .filter(|(long, short)| {
+                    !named.contains(&long.as_str())
+                        && !short.as_deref().is_some_and(|s| named.contains(&s))
+                })
+                .map(|(long, _)| long)
+                .collect();
+            let unknown: Vec<&&str> = named
+                .iter()
+                .filter(|n| {
+                    !options
+                        .iter()
+                        .any(|(long, short)| long == *n || short.as_deref() == Some(**n))
+                })
+                .collect();
+            assert!(
+                missing.is_empty() && unknown.is_empty(),
+                "README.md:{}: the synopsis of `fruix {}` lacks {missing:?}; --help has no {unknown:?}",
+                block.line,
+                words.join(" ")
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} synopses were found");
+}
