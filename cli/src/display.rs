@@ -13,6 +13,7 @@ use console::Term;
 use fruix_core::escape;
 use fruix_core::executor::{Event, EventReceiver};
 use fruix_core::manifest::Progress;
+use fruix_promote::store::LockWait;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use tokio_util::sync::CancellationToken;
 
@@ -178,6 +179,20 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+}
+
+/// Says on stderr what a command waits for while the store's garbage
+/// collector lock is held: set on every store a command promotes into,
+/// imports into, exports from or collects ([`Store::on_lock_wait`]), so
+/// that a wait is not taken for a hang.
+///
+/// [`Store::on_lock_wait`]: fruix_promote::Store::on_lock_wait
+pub fn lock_wait(waits_for: LockWait, lock: &Path) {
+    let what = match waits_for {
+        LockWait::Collection => "the garbage collection (or `store delete`) under way to end",
+        LockWait::Users => "the promotions, imports and exports using the store to end",
+    };
+    eprintln!("fruix: waiting for {what} ({} is held)", escape::path(lock));
 }
 
 /// `path` as a JSON string ([`escape::path_text`]): its text when it is

@@ -10,14 +10,16 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::signing::{info, key, signed_by};
 use crate::sshd::{script, Sshd};
 use crate::util::{
-    fruix, json_error, object_names, promote_report, require_tool, run, run_ok, run_with_deadline,
-    sample_root, snapshot, spawn_silenced, wait_until,
+    failed_with, fixture_source, fruix, json_error, object_names, promote_report, require_tool,
+    run, run_json, run_ok, run_with_deadline, sample_root, snapshot, spawn_silenced, wait_until,
+    wait_with_deadline,
 };
 use fruix_core::testing::conformance::processes_mentioning;
 
@@ -345,7 +347,7 @@ fn a_copy_whose_other_side_never_answers_stops_at_its_idle_timeout() {
         // a copy that waits for this one fails here.
         let out = run_with_deadline(
             &mut t.copy(direction, &["--recursive", "--idle-timeout", "1", &bundle]),
-            std::time::Duration::from_secs(20),
+            Duration::from_secs(20),
         );
         json_error(&out, 3, "timed out after 1s");
         let error: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -376,4 +378,131 @@ fn an_idle_timeout_of_0_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let error: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(error["error"]["kind"], "usage", "{error:#}");
+}
+
+/// A store holding one source object of the fixture tree plus 8 MiB (more
+/// than every buffer between `store serve` and a client that does not
+/// read), and that object's archive.
+fn store_with_a_large_object(dir: &Path) -> (PathBuf, String, Vec<u8>) {
+    let source = dir.join("source");
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(fixture_source())
+            .arg(&source),
+    );
+    std::fs::write(source.join("large"), vec![7u8; 8 << 20]).unwrap();
+    let store = dir.join("store");
+    let added = run_json(
+        fruix()
+            .args(["source", "add", "--json", "--store"])
+            .arg(&store)
+            .arg(&source),
+    );
+    let path = added["store_path"].as_str().unwrap().to_string();
+    let archive = run(fruix()
+        .args(["store", "export", "--store"])
+        .arg(&store)
+        .arg(&path));
+    assert!(archive.status.success(), "{archive:?}");
+    (store, path, archive.stdout)
+}
+
+/// `fruix store serve --idle-timeout 1` on `store`, sent `requests` on a
+/// stdin left open, its stdout never read until it ended: how it ended, and
+/// what it had written.
+fn serve_a_hung_client(store: &Path, requests: &[u8]) -> (std::process::Output, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut child = fruix()
+        .args([
+            "store",
+            "serve",
+            "--no-check-sigs",
+            "--idle-timeout",
+            "1",
+            "--store",
+        ])
+        .arg(store)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Written from a thread: a server that reads no more must not block the
+    // test (the request may be larger than the pipe).
+    let requests = requests.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&requests);
+        stdin
+    });
+    // Without the limit, this waits forever: the test fails here.
+    let out = wait_with_deadline(child, Duration::from_secs(60), "store serve");
+    let mut written = Vec::new();
+    stdout.read_to_end(&mut written).unwrap();
+    drop(writer.join().unwrap());
+    (out, written)
+}
+
+/// Regression: a `store serve` whose client stopped reading mid-export, or
+/// sending mid-import (alive for SSH keepalives, but hung), waited forever,
+/// holding the store's garbage collector lock: `store gc` on that machine
+/// waited with it. It stops once nothing moved for `--idle-timeout`, a
+/// typed timeout (exit 3), and a half-read import leaves nothing behind.
+#[test]
+fn a_serve_whose_client_hangs_stops_at_its_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path, archive) = store_with_a_large_object(dir.path());
+    let name = Path::new(&path).file_name().unwrap().to_str().unwrap();
+    let hello = "{\"op\":\"hello\",\"version\":1}\n";
+
+    let export = format!("{hello}{{\"op\":\"export\",\"names\":[\"{name}\"]}}\n");
+    let (out, written) = serve_a_hung_client(&store, export.as_bytes());
+    failed_with(
+        "an export nobody reads",
+        &out,
+        3,
+        &[
+            "waiting for the client of `store serve`",
+            "timed out after 1s",
+        ],
+    );
+    assert!(written.len() < archive.len(), "{} bytes", written.len());
+    // The lock is free: the collector runs (and takes the unrooted object).
+    let state = dir.path().join("state");
+    let mut gc = fruix();
+    gc.args(["store", "gc", "--quiet", "--store"])
+        .arg(&store)
+        .arg("--state-dir")
+        .arg(&state);
+    let gc = run_with_deadline(&mut gc, Duration::from_secs(60));
+    assert!(gc.status.success(), "{gc:?}");
+    assert!(
+        object_names(&store).is_empty(),
+        "{:?}",
+        object_names(&store)
+    );
+
+    let before = snapshot(&store);
+    let mut import = format!("{hello}{{\"op\":\"import\"}}\n").into_bytes();
+    import.extend_from_slice(&archive[..archive.len() / 2]);
+    let (out, written) = serve_a_hung_client(&store, &import);
+    failed_with(
+        "half an archive, then silence",
+        &out,
+        3,
+        &[
+            "waiting for the client of `store serve`",
+            "an import under way keeps nothing",
+        ],
+    );
+    let answers = String::from_utf8(written).unwrap();
+    assert!(answers.starts_with("{\"ok\":{\"version\":1,"), "{answers}");
+    assert_eq!(snapshot(&store), before);
+    assert!(
+        object_names(&store).is_empty(),
+        "{:?}",
+        object_names(&store)
+    );
 }

@@ -34,7 +34,7 @@ pub enum StoreCommand {
     /// Copy objects to or from another machine's store over SSH, sending only what it lacks.
     Copy(CopyArgs),
     /// Serve this store on standard input and output, for `store copy` on another machine.
-    Serve(StoreTrust),
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +88,17 @@ pub struct ObjectsArg {
     pub paths: Vec<PathBuf>,
     #[command(flatten)]
     pub store: StoreArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub local: StoreTrust,
+    /// Stop serving when the client neither sends nor takes a byte for SECS
+    /// seconds (at least 1) while the server waits on it (a client alive for
+    /// SSH keepalives but hung, holding the store): a timeout, exit 3.
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
 }
 
 /// A store, and whom it trusts with the objects that come into it.

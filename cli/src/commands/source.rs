@@ -32,6 +32,7 @@ fn add(args: SourceAddArgs) -> CliResult {
     let dir = fruix_matrix::request::check_source(&args.dir).map_err(from_matrix)?;
     // A store made for this source is removed again if adding it fails.
     let store = Store::open_tentatively(&args.store.store).map_err(from_promote)?;
+    store.on_lock_wait(crate::display::lock_wait);
     let report = add_with_progress(
         mode,
         &store,

@@ -32,6 +32,7 @@ use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use fruix_core::error::IoContext;
 
@@ -71,10 +72,41 @@ pub struct Lock {
 impl Lock {
     /// Locks the file at `path` (created if needed), waiting for it.
     fn take(path: &Path, mode: LockMode) -> Result<Lock> {
+        Lock::take_noting(path, mode, || {})
+    }
+
+    /// [`Lock::take`] (shared or exclusive, waiting), calling `busy` first
+    /// when it has to wait.
+    fn take_noting(path: &Path, mode: LockMode, busy: impl FnOnce()) -> Result<Lock> {
+        debug_assert!(mode != LockMode::TryExclusive, "a lock that waits");
         let file = lock_file(path).with_path("create lock", path)?;
+        let at_once = match mode {
+            LockMode::Shared => file.try_lock_shared(),
+            LockMode::Exclusive | LockMode::TryExclusive => file.try_lock(),
+        };
+        match at_once {
+            Ok(()) => return Ok(Lock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => busy(),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(fruix_core::Error::io("lock", path, e).into())
+            }
+        }
         flock(&file, path, mode)?;
         Ok(Lock { _file: file })
     }
+}
+
+/// What a process waits for when the garbage collector's lock
+/// ([`GC_LOCK_FILE`]) is held: a notice for the user, who may otherwise
+/// take the wait for a hang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockWait {
+    /// A promotion, import or export waits for a collection (or a
+    /// `store delete`) to end.
+    Collection,
+    /// A collection (or a `store delete`) waits for the promotions, imports
+    /// and exports under way to end.
+    Users,
 }
 
 /// Opens the lock file at `path`, creating it if needed; one this user may
@@ -180,6 +212,8 @@ pub struct Store {
     active: std::sync::RwLock<()>,
     /// The registry of valid objects.
     db: std::sync::Mutex<Database>,
+    /// Called before waiting for the garbage collector's lock.
+    on_lock_wait: OnceLock<fn(LockWait, &Path)>,
 }
 
 impl Store {
@@ -274,6 +308,7 @@ impl Store {
             root,
             lock,
             active: std::sync::RwLock::new(()),
+            on_lock_wait: OnceLock::new(),
         };
         flock(&store.lock, &lock_path, LockMode::Shared)?;
         Ok(store)
@@ -318,6 +353,7 @@ impl Store {
             lock,
             active: std::sync::RwLock::new(()),
             db: std::sync::Mutex::new(db),
+            on_lock_wait: OnceLock::new(),
         };
         if flock(&store.lock, &lock_path, LockMode::TryExclusive)? {
             store.sweep()?;
@@ -376,13 +412,26 @@ impl Store {
 
     /// Takes the garbage collector's lock: `exclusive` for a collection,
     /// shared for a promotion (which then never overlaps a collection).
+    /// When it must wait for it, it first calls the notice set with
+    /// [`Store::on_lock_wait`].
     pub fn gc_lock(&self, exclusive: bool) -> Result<Lock> {
-        let mode = if exclusive {
-            LockMode::Exclusive
+        let (mode, waits_for) = if exclusive {
+            (LockMode::Exclusive, LockWait::Users)
         } else {
-            LockMode::Shared
+            (LockMode::Shared, LockWait::Collection)
         };
-        Lock::take(&self.root.join(META_DIR).join(GC_LOCK_FILE), mode)
+        let path = self.root.join(META_DIR).join(GC_LOCK_FILE);
+        Lock::take_noting(&path, mode, || {
+            if let Some(notice) = self.on_lock_wait.get() {
+                notice(waits_for, &path);
+            }
+        })
+    }
+
+    /// Sets what [`Store::gc_lock`] calls before it waits (once; later
+    /// calls change nothing): a command tells its user what it waits for.
+    pub fn on_lock_wait(&self, notice: fn(LockWait, &Path)) {
+        let _ = self.on_lock_wait.set(notice);
     }
 
     /// Locks object `name` exclusively, waiting for other promotions.

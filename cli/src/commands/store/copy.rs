@@ -1,5 +1,4 @@
-//! `fruix store copy` and `fruix store serve`: objects from store to store
-//! over SSH (russh, host keys checked as for builds), the other side
+//! `fruix store copy`: objects from store to store over SSH (russh, host keys checked as for builds), the other side
 //! running `fruix store serve` on its stdin and stdout (see
 //! [`fruix_promote::serve`]). Only what the receiving store lacks is sent.
 
@@ -13,42 +12,19 @@ use fruix_core::manifest::Progress;
 use fruix_core::ssh_target::SshTarget;
 use fruix_executors::ssh::{shell_quote, HostKeyPolicy, SshOptions, SshSession};
 use fruix_promote::archive::{export_order, ArchiveLimits, ImportOptions, Trust};
-use fruix_promote::serve::{serve as serve_store, Client};
+use fruix_promote::serve::Client;
 use fruix_promote::Store;
 
 use super::archive::{object_names, trust};
 use super::idle::IdleLimit;
 use super::print_moved;
-use crate::args::{CopyArgs, OutputArgs, StoreTrust, TrustArgs};
+use crate::args::{CopyArgs, OutputArgs, TrustArgs};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, CliError, CliResult, Status};
 
 /// How long the other side may take to end after its input ended.
 const SERVE_END: Duration = Duration::from_secs(30);
-
-/// Serves an existing store only: a mistyped `--remote-store` of a copy
-/// makes no store over there.
-pub fn serve(args: StoreTrust) -> CliResult {
-    let trust = trust(&args.trust)?;
-    let store = Store::open_existing(&args.store.store).map_err(from_promote)?;
-    let options = ImportOptions {
-        trust: &trust,
-        limits: ArchiveLimits::default(),
-        progress: None,
-        whole_input: false,
-    };
-    let stdin = std::io::stdin().lock();
-    let stdout = std::io::stdout().lock();
-    serve_store(
-        &store,
-        BufReader::with_capacity(1 << 20, stdin),
-        std::io::BufWriter::with_capacity(1 << 20, stdout),
-        &options,
-    )
-    .map_err(from_promote)?;
-    Ok(Status::Success)
-}
 
 /// What a copy did.
 #[derive(Debug, serde::Serialize)]
@@ -100,6 +76,7 @@ pub fn copy(args: CopyArgs) -> CliResult {
     // paths in the other store, checked before a store is made for them.
     if direction == "to" {
         let store = Store::open_for_reading(&args.local.store.store).map_err(from_promote)?;
+        store.on_lock_wait(crate::display::lock_wait);
         let names = object_names(&store, &args.paths)?;
         let report = copy_with(&args, direction, &target, &trust, mode, &store, names)?;
         return print_copied(args.json, &report);
@@ -120,6 +97,7 @@ pub fn copy(args: CopyArgs) -> CliResult {
     // A copy that fails (refused, or never connected) leaves no store it
     // made; one that copied keeps it, whatever printing its report does.
     let store = Store::open_tentatively(&args.local.store.store).map_err(from_promote)?;
+    store.on_lock_wait(crate::display::lock_wait);
     let report = copy_with(&args, direction, &target, &trust, mode, &store, names)?;
     store.keep();
     print_copied(args.json, &report)

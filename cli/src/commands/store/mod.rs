@@ -1,10 +1,12 @@
-//! `fruix store ...`: verify, list, info, query, roots, gc and delete.
+//! `fruix store ...`: verify, list, info, query, roots, gc and delete; keys,
+//! archives, copy and serve in their own modules.
 
 mod archive;
 mod copy;
 mod gc;
 mod idle;
 pub mod keys;
+mod serve;
 mod verify;
 
 use std::path::PathBuf;
@@ -37,7 +39,7 @@ pub fn run(command: StoreCommand) -> CliResult {
         StoreCommand::Export(args) => archive::export_command(args),
         StoreCommand::Import(args) => archive::import_command(args),
         StoreCommand::Copy(args) => copy::copy(args),
-        StoreCommand::Serve(args) => copy::serve(args),
+        StoreCommand::Serve(args) => serve::serve(args),
     }
 }
 
@@ -58,11 +60,13 @@ fn open(
     });
     let state_dir = state.map(|s| s.state_dir.as_path());
     defaults::announce(mode, Some(&store.store), state_dir);
-    match writes {
+    let store = match writes {
         true => Store::open_existing(&store.store),
         false => Store::open_for_reading(&store.store),
     }
-    .map_err(from_promote)
+    .map_err(from_promote)?;
+    store.on_lock_wait(display::lock_wait);
+    Ok(store)
 }
 
 /// Prints `report` as one line of JSON, or else the store paths it moved,

@@ -1,0 +1,84 @@
+//! `fruix store serve`: serves an existing store on standard input and
+//! output for `fruix store copy` on another machine (see
+//! [`fruix_promote::serve`]), under an idle limit, so that a client alive for
+//! SSH keepalives but hung cannot hold the store (and its garbage collector
+//! lock, mid-export or mid-import) forever.
+
+use std::io::{BufReader, BufWriter};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
+
+use fruix_promote::archive::{ArchiveLimits, ImportOptions};
+use fruix_promote::serve::serve as serve_store;
+use fruix_promote::Store;
+use tokio_util::io::SyncIoBridge;
+
+use super::archive::trust;
+use super::idle::IdleLimit;
+use crate::args::ServeArgs;
+use crate::exit::{from_promote, CliError, CliResult, Status};
+
+/// Serves an existing store only: a mistyped `--remote-store` of a copy
+/// makes no store over there. Once the client has neither sent nor taken a
+/// byte for `--idle-timeout` while the server waited on it, the request
+/// under way fails (an import keeps nothing), and so does the command: a
+/// timeout.
+pub fn serve(args: ServeArgs) -> CliResult {
+    let trust = trust(&args.local.trust)?;
+    let store = Store::open_existing(&args.local.store.store).map_err(from_promote)?;
+    // On stderr, which a copy shows when it fails.
+    store.on_lock_wait(crate::display::lock_wait);
+    let options = ImportOptions {
+        trust: &trust,
+        limits: ArchiveLimits::default(),
+        progress: None,
+        whole_input: false,
+    };
+    let limit = Duration::from_secs(args.idle_timeout);
+    let runtime = crate::runtime()?;
+    let (input, output, stalled) = {
+        let _context = runtime.enter();
+        let system = |e| CliError::new(Status::SystemFailure, e);
+        let stdin = tokio_file(std::io::stdin().as_fd()).map_err(system)?;
+        let stdout = tokio_file(std::io::stdout().as_fd()).map_err(system)?;
+        let (input, stalled) = IdleLimit::new(stdin, limit);
+        let output = IdleLimit::sharing(stdout, limit, &stalled);
+        (SyncIoBridge::new(input), SyncIoBridge::new(output), stalled)
+    };
+    let served = serve_store(
+        &store,
+        BufReader::with_capacity(1 << 20, input),
+        BufWriter::with_capacity(1 << 20, output),
+        &options,
+    );
+    // A read of stdin or a write to stdout that never ended cannot be
+    // cancelled (Tokio makes them on threads of its own): not waited for.
+    runtime.shutdown_background();
+    match served {
+        Ok(()) => Ok(Status::Success),
+        Err(_) if stalled.fired() => Err(from_promote(idle_timeout(limit))),
+        Err(e) => Err(from_promote(e)),
+    }
+}
+
+/// `fd`, duplicated, as a Tokio file, read or written on Tokio's blocking
+/// threads. Not `tokio::io::stdout`: that writes through std's `Stdout`,
+/// whose lock a write stuck on a client that does not read would hold past
+/// the end of the command, so the command's last flush would wait forever.
+fn tokio_file(fd: BorrowedFd<'_>) -> std::io::Result<tokio::fs::File> {
+    Ok(tokio::fs::File::from_std(std::fs::File::from(
+        fd.try_clone_to_owned()?,
+    )))
+}
+
+/// The failure of a `store serve` whose client neither sent nor took a byte
+/// for `limit` while the server waited on it: a timeout, a system failure.
+fn idle_timeout(limit: Duration) -> fruix_promote::Error {
+    fruix_core::Error::Timeout {
+        what: "waiting for the client of `store serve` to send or to take bytes".to_string(),
+        limit,
+        detail: "; nothing moved for that long, so the server stopped (an import under way keeps nothing)".to_string(),
+        log: None,
+    }
+    .into()
+}
