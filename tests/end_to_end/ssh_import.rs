@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use fruix_core::testing::raw_archive;
 use tempfile::TempDir;
 
-use crate::sshd::{guest_build, script, tampering_helper, Sshd};
+use crate::sshd::{guest_build, tampering_helper, Sshd};
 use crate::util::{run, snapshot};
 
 /// A guest-self-hosted [`guest_build`] into result root `r1` under `host`,
@@ -146,10 +146,10 @@ fn setuid_bits_are_never_created_and_a_setuid_file_added_to_a_signed_tree_is_ref
 #[test]
 fn hostile_archives_are_refused_and_nothing_outside_staging_is_touched() {
     use tar::EntryType as T;
-    let sshd = Sshd::trusted_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin");
+    let sshd = Sshd::trusted_with_bin();
     // The guest's tar sends .hostile.tar instead of the tree when there is one.
-    script(
-        &sshd.dir.path().join("bin/tar"),
+    sshd.guest_program(
+        "tar",
         "#!/bin/sh\nif [ -f ./.hostile.tar ]; then exec cat ./.hostile.tar; fi\nexec /usr/bin/tar \"$@\"\n",
     );
     let passwd = std::fs::read("/etc/passwd").unwrap();

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::ssh_import::{import_refused, nothing_partial, tampered_build, tampered_build_fresh};
-use crate::sshd::{script, Sshd};
+use crate::sshd::Sshd;
 
 #[test]
 fn an_import_over_import_max_bytes_is_refused_and_leaves_nothing() {
@@ -58,13 +58,13 @@ fn modes_under(dir: &Path) -> Vec<(String, u32)> {
 
 #[test]
 fn guest_modes_0777_and_0666_arrive_as_0755_and_0644_through_a_0700_staging() {
-    let sshd = Sshd::trusted_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin");
+    let sshd = Sshd::trusted_with_bin();
     let host = tempfile::tempdir().unwrap();
     // This machine is the guest: its tar, started by the import after the
     // host created the staging directory, records that directory's mode.
     let recorded = sshd.dir.path().join("staging-modes");
-    script(
-        &sshd.dir.path().join("bin/tar"),
+    sshd.guest_program(
+        "tar",
         &format!(
             "#!/bin/sh\nfor s in {host}/.r1.import-*; do\n  if [ -d \"$s\" ]; then stat -c %a \"$s\" >> {recorded}; fi\ndone\nexec /usr/bin/tar \"$@\"\n",
             host = host.path().display(),
@@ -119,7 +119,7 @@ const FIFTY_MB: usize = 50 << 20;
 
 #[test]
 fn fifty_megabytes_on_one_line_from_the_helper_or_tar_are_cut_and_say_so() {
-    let sshd = Sshd::trusted_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin");
+    let sshd = Sshd::trusted_with_bin();
     let cut = format!(
         "[line cut at 4096 bytes: {} more bytes dropped; the cap is output_max_line_bytes]",
         FIFTY_MB - 4096
@@ -141,8 +141,8 @@ fn fifty_megabytes_on_one_line_from_the_helper_or_tar_are_cut_and_say_so() {
     nothing_partial(host.path());
 
     // The guest's tar prints it on stderr instead of sending the archive.
-    script(
-        &sshd.dir.path().join("bin/tar"),
+    sshd.guest_program(
+        "tar",
         &format!(
             "#!/bin/sh\nif [ -f ./.noisy-tar ]; then head -c {FIFTY_MB} /dev/zero | tr '\\0' y >&2; exit 1; fi\nexec /usr/bin/tar \"$@\"\n"
         ),

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use fruix_core::run_id::format_run_id;
 
-use crate::sshd::{guest_build, script, Sshd};
+use crate::sshd::{guest_build, Sshd};
 use crate::util::{run, wait_until};
 
 /// What stands in the guest state directory for another host's build.
@@ -121,11 +121,11 @@ fn upload_leftovers(sshd: &Sshd) -> Vec<PathBuf> {
 /// of a cancelled command sends) kills it.
 #[test]
 fn a_cancelled_source_upload_leaves_no_temporary_directory_in_the_guest_store() {
-    let sshd = Sshd::trusted_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin");
+    let sshd = Sshd::trusted_with_bin();
     // The guest's tar says it is receiving, then waits as a slow upload
     // would, until it is stopped.
-    script(
-        &sshd.dir.path().join("bin/tar"),
+    sshd.guest_program(
+        "tar",
         "#!/bin/sh\n: > \"$4/.receiving\"\nexec tail -f /dev/null\n",
     );
     let host = tempfile::tempdir().unwrap();

@@ -86,6 +86,18 @@ impl Sshd {
         Sshd::trusted_with("")
     }
 
+    /// [`Sshd::trusted`], its commands finding `DIR/bin` first on their
+    /// PATH: where [`Sshd::guest_program`] puts a guest's own programs.
+    pub fn trusted_with_bin() -> Sshd {
+        Sshd::trusted_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin")
+    }
+
+    /// Writes the script `body` as the guest's program `name` (of a
+    /// [`Sshd::trusted_with_bin`]).
+    pub fn guest_program(&self, name: &str, body: &str) {
+        script(&self.dir.path().join("bin").join(name), body);
+    }
+
     fn spawn(&mut self) {
         // Privilege separation needs this directory (systemd makes it on hosts).
         std::fs::create_dir_all("/run/sshd").unwrap();

@@ -276,20 +276,26 @@ pub struct QueryArgs {
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     #[command(flatten)]
-    pub store: StoreArg,
-    #[command(flatten)]
-    pub state: StateDirArg,
+    pub at: RootedStore,
     /// Print a JSON array of paths.
     #[arg(long)]
     pub json: bool,
 }
 
+/// A store, and the state directory holding the roots that keep its
+/// objects alive: what the commands that follow roots use.
 #[derive(Debug, Args)]
-pub struct RootsArgs {
+pub struct RootedStore {
     #[command(flatten)]
     pub store: StoreArg,
     #[command(flatten)]
     pub state: StateDirArg,
+}
+
+#[derive(Debug, Args)]
+pub struct RootsArgs {
+    #[command(flatten)]
+    pub at: RootedStore,
     /// Print the roots as JSON.
     #[arg(long)]
     pub json: bool,
@@ -341,9 +347,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Args)]
 pub struct GcArgs {
     #[command(flatten)]
-    pub store: StoreArg,
-    #[command(flatten)]
-    pub state: StateDirArg,
+    pub at: RootedStore,
     /// List what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,

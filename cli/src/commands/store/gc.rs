@@ -14,10 +14,10 @@ use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, CliResult, Status};
 
 pub fn gc(args: GcArgs) -> CliResult {
-    let store = open(&args.store, Some(&args.state), args.json, true)?;
+    let store = open(&args.at.store, Some(&args.at.state), args.json, true)?;
     let progress = Progress::default();
     let options = GcOptions {
-        state_dir: args.state.state_dir.clone(),
+        state_dir: args.at.state.state_dir.clone(),
         dry_run: args.dry_run,
         max_freed: args.max_freed,
         keep_result_roots: args.keep_result_roots,

@@ -218,7 +218,7 @@ fn show_info(args: InfoArgs) -> CliResult {
 }
 
 fn ask(args: QueryArgs) -> CliResult {
-    let store = open(&args.store, Some(&args.state), args.json, false)?;
+    let store = open(&args.at.store, Some(&args.at.state), args.json, false)?;
     let name = resolve_valid(&store, &args.path).map_err(from_promote)?;
     let q = &args.question;
     let question = match (q.references, q.referrers, q.requisites) {
@@ -227,7 +227,7 @@ fn ask(args: QueryArgs) -> CliResult {
         (_, _, true) => Question::Requisites,
         _ => Question::Roots,
     };
-    let answer = query(&store, &args.state.state_dir, &name, question).map_err(from_promote)?;
+    let answer = query(&store, &args.at.state.state_dir, &name, question).map_err(from_promote)?;
     print_paths(&answer, args.json);
     Ok(Status::Success)
 }
@@ -246,8 +246,8 @@ fn print_paths(paths: &[PathBuf], json: bool) {
 }
 
 fn show_roots(args: RootsArgs) -> CliResult {
-    let store = open(&args.store, Some(&args.state), args.json, false)?;
-    let roots = roots::list(&args.state.state_dir, store.path()).map_err(from_promote)?;
+    let store = open(&args.at.store, Some(&args.at.state), args.json, false)?;
+    let roots = roots::list(&args.at.state.state_dir, store.path()).map_err(from_promote)?;
     if args.json {
         let rows: Vec<serde_json::Value> = roots
             .iter()
