@@ -1,6 +1,6 @@
 //! The real [`CellRunner`]: each attempt runs the cell's executor through
-//! `run_executor` into a fresh result root (`STATE_DIR/native-builds/RUN_ID`),
-//! writes the attempt's events to the cell's log file
+//! `run_executor_within` (under the matrix's time limits) into a fresh
+//! result root (`STATE_DIR/native-builds/RUN_ID`), writes the attempt's events to the cell's log file
 //! (`REPORT_DIR/logs/CELL.log`, attempts one after another), and a passed
 //! cell is promoted into the store. An [`Observer`] hears of every attempt
 //! and event, for a live view.
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fruix_core::executor::{run_executor, Event, EventSink, Registry};
+use fruix_core::executor::{run_executor_within, Event, EventSink, Registry};
 use fruix_core::result_root::ResultRoot;
 use fruix_core::run_id::allocate_run_dir;
 use fruix_core::{Error, Failure};
@@ -147,7 +147,14 @@ impl Attempt {
         );
         let (events, mut rx) = EventSink::channel();
         let request = self.plan.request(i, run_id);
-        let run = run_executor(executor, request, &root, events, self.job.cancel.clone());
+        let run = run_executor_within(
+            executor,
+            request,
+            &root,
+            events,
+            self.job.cancel.clone(),
+            self.plan.limits(),
+        );
         tokio::pin!(run);
         let pass_on = |log: &mut std::fs::File, event: Event| {
             self.observer.event(&self.id, &event);

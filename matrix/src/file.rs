@@ -27,8 +27,8 @@
 //!   GitHub Actions), `retries` (1: extra attempts after a system failure),
 //!   `agree-across` (`"executor" "machine"`: cells differing only along these
 //!   axes must give the same artifacts), `make-flags` (given to every cell,
-//!   before its `make-flag`), `jobs` (the number of CPUs),
-//!   `source-date-epoch`, `source-commit`, `freebsd-version`,
+//!   before its `make-flag`), `jobs` (the number of CPUs), `timeout` and
+//!   `max-silent-time` (seconds; no limit), `source-date-epoch`, `source-commit`, `freebsd-version`,
 //!   `freebsd-branch`, `remote-source` (the source's absolute path on the
 //!   build machines; default: `source`), `share-results` (`#f`: with
 //!   `#t`, every machine that may build a remote cell must sign its results,
@@ -138,6 +138,12 @@ pub struct BuildSettings {
     /// `freebsd-branch` (`releng/14.2`); `None`: derived from the version
     /// ([`crate::request::branch_of`]).
     pub freebsd_branch: Option<String>,
+    /// `timeout`, in seconds: the most each attempt's build may take
+    /// (`fruix build --timeout`); `None`: no limit.
+    pub timeout: Option<u32>,
+    /// `max-silent-time`, in seconds: the most each attempt's build may go
+    /// without output (`fruix build --max-silent-time`); `None`: no limit.
+    pub max_silent_time: Option<u32>,
 }
 
 /// The CI runner tags of exported jobs (`runner-tags`).
@@ -212,6 +218,8 @@ impl MatrixFile {
                 source_date_epoch: r.opt_integer("source-date-epoch")?,
                 freebsd_version: r.opt_string("freebsd-version")?,
                 freebsd_branch: r.opt_string("freebsd-branch")?,
+                timeout: positive(r, "timeout")?,
+                max_silent_time: positive(r, "max-silent-time")?,
             };
             let share_results = r.opt_bool("share-results")?.unwrap_or(false);
             let config = read_config(r)?;
@@ -601,6 +609,7 @@ mod tests {
             (m.strategy.max_parallel, m.strategy.retries, m.build.jobs),
             (None, 1, None)
         );
+        assert_eq!((m.build.timeout, m.build.max_silent_time), (None, None));
         assert!(m.axes.is_empty() && m.include.is_empty());
     }
 
@@ -609,6 +618,7 @@ mod tests {
         let m = parse(
             r#"(fruix-matrix (format-version 1) (source "s")
   (make-flags "-DNO_ROOT") (jobs 2) (source-date-epoch 1775420084) (local-slots 3)
+  (timeout 7200) (max-silent-time 1800)
   (agree-across "executor") (remote-source "/usr/src")
   (config (local (make "bmake")) (guest-self-hosted (connect-timeout-secs 5) (accept_new_host_key #t))))"#,
         )
@@ -627,6 +637,10 @@ mod tests {
         assert_eq!(m.config["local"]["make"], "bmake");
         assert_eq!(m.config["guest-self-hosted"]["connect_timeout_secs"], 5);
         assert_eq!(m.config["guest-self-hosted"]["accept_new_host_key"], true);
+        assert_eq!(
+            (m.build.timeout, m.build.max_silent_time),
+            (Some(7200), Some(1800))
+        );
     }
 
     #[test]
@@ -674,6 +688,13 @@ mod tests {
                 "retry",
                 11,
                 "unknown field",
+            ),
+            (
+                "(retries 1)",
+                "(retries 1) (max-silent-time 0)",
+                "max-silent-time",
+                11,
+                "positive",
             ),
             (
                 "(fail-fast #f)",

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fruix_core::executor::{BuildRequest, Registry};
+use fruix_core::executor::{BuildRequest, Registry, RunLimits};
 use fruix_core::machines::Machines;
 use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
 
@@ -292,6 +292,16 @@ impl MatrixPlan {
     /// The build request of cell `i` with run id `run_id`.
     pub fn request(&self, i: usize, run_id: String) -> BuildRequest {
         self.build_options(i).request(run_id)
+    }
+
+    /// The time limits of every attempt's build (`timeout`,
+    /// `max-silent-time`).
+    pub fn limits(&self) -> RunLimits {
+        let seconds = |s: Option<u32>| s.map(|s| std::time::Duration::from_secs(s.into()));
+        RunLimits {
+            timeout: seconds(self.file.build.timeout),
+            max_silent: seconds(self.file.build.max_silent_time),
+        }
     }
 
     /// What cell `i` builds, and how.

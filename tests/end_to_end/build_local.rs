@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use fruix_core::testing::conformance::processes_mentioning;
 
 use crate::util::{
-    failed_with, fixture_build, fixture_source, fruix, key_values, promote_command, require_tool,
-    run, run_failing, run_ok, wait_until,
+    failed_with, fixture_build, fixture_source, fruix, json_error, key_values, promote_command,
+    require_tool, run, run_failing, run_ok, run_with_deadline, wait_until,
 };
 
 struct Build {
@@ -217,4 +217,50 @@ fn sigint_mid_build_stops_make_and_leaves_nothing_promotable() {
         Some(0),
         "an interrupted root cannot be promoted"
     );
+}
+
+/// A build past `--timeout`, or silent for `--max-silent-time` (the
+/// fixture's world build holds without a word), is stopped: a timeout (exit
+/// 3, under `--json` an error of kind `system-failure`) that says which
+/// limit passed, what the build said last and where its log is; no process
+/// of it is left, and its root stays unpromotable.
+#[test]
+fn a_build_past_its_time_limit_is_stopped_as_a_timeout() {
+    let b = Build::new();
+    let cases = [
+        (
+            "total",
+            "--timeout=5s",
+            "the build timed out after 5s; it was stopped",
+        ),
+        (
+            "silent",
+            "--max-silent-time=5s",
+            "waiting for output from the build timed out after 5s; it was stopped",
+        ),
+    ];
+    for (name, limit, says) in cases {
+        let mut cmd = b.command(name, &["--jobs", "1", "--make-flag=HOLD_BUILD=yes", limit]);
+        let out = run_with_deadline(cmd.arg("--json"), Duration::from_secs(120));
+        json_error(&out, 3, says);
+        let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(error["error"]["kind"], "system-failure", "{error:#}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let log = b.dir.path().join(name).join("logs/buildworld.log");
+        assert!(
+            stderr.contains(&format!("; full log: {}", log.display())),
+            "{stderr}"
+        );
+        if name == "silent" {
+            // The last thing it said, before the silence.
+            assert!(
+                stderr.contains("--- last")
+                    && stderr.contains(">>> HOLD_BUILD=yes: waiting to be interrupted\n---"),
+                "{stderr}"
+            );
+        }
+        let left = processes_mentioning(b.dir.path());
+        assert!(left.is_empty(), "{name}: processes still running: {left:?}");
+        assert!(b.dir.path().join(name).join(".fruix-incomplete").exists());
+    }
 }

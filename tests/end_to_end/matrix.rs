@@ -10,9 +10,11 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
+use fruix_core::testing::conformance::processes_mentioning;
+
 use crate::util::{
-    element_with, failed_with, fixture_source, fruix, require_tool, run, run_ok, store_and_state,
-    strings_of, wait_until,
+    element_with, failed_with, fixture_source, fruix, require_tool, run, run_ok, run_with_deadline,
+    store_and_state, strings_of, wait_until,
 };
 
 /// The exit statuses of `fruix matrix run`.
@@ -557,4 +559,31 @@ fn ctrl_c_cancels_every_cell_and_still_writes_the_reports() {
         roots.iter().all(|r| r.join(".fruix-incomplete").exists()),
         "{roots:?}"
     );
+}
+
+/// A cell whose build is silent for the matrix's `max-silent-time` is
+/// stopped and fails as a system failure, retried like one; the report
+/// says the limit passed, and the matrix exits 5.
+#[test]
+fn a_cell_silent_past_the_matrix_s_max_silent_time_is_a_system_failure() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local") (make-flag "HOLD_BUILD=yes"))
+  (max-silent-time 3) (retries 1)"#,
+    );
+    let out = run_with_deadline(&mut m.command(&[]), std::time::Duration::from_secs(180));
+    assert_eq!(out.status.code(), Some(CELL_FAILURES), "{}", describe(&out));
+    let report = m.report();
+    let c = cell(&report, "local");
+    assert_eq!(c["status"], "system-failure", "{c:#}");
+    let attempts = c["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "retried once: {c:#}");
+    for attempt in attempts {
+        let error = attempt["error"].as_str().unwrap();
+        assert!(
+            error.contains("waiting for output from the build timed out after 3s; it was stopped"),
+            "{error}"
+        );
+    }
+    let left = processes_mentioning(&m.path("state"));
+    assert!(left.is_empty(), "processes still running: {left:?}");
 }

@@ -344,6 +344,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// A time limit: a duration ([`parse_duration`]) longer than 0.
+pub fn parse_limit(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        limit if limit.is_zero() => Err(format!(
+            "{} is no time at all: a limit is longer than 0 (e.g. 2h, 30min)",
+            fruix_core::escape::quoted(text)
+        )),
+        limit => Ok(limit),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct GcArgs {
     #[command(flatten)]

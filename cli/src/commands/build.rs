@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use fruix_core::escape;
-use fruix_core::executor::{run_executor, BuildRequest, EventSink, Executor, Registry};
+use fruix_core::executor::{
+    run_executor_within, BuildRequest, EventSink, Executor, Registry, RunLimits,
+};
 use fruix_core::machines::Machines;
 use fruix_core::promotion::{BuildPolicy, SourceStore};
 use fruix_core::run_id::{allocate_run_dir, format_run_id};
@@ -96,12 +98,17 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     crate::signals::watch_signals(cancel.clone())?;
     let (events, rx) = EventSink::channel();
     let printer = tokio::spawn(show_events(rx, args.output, cancel.clone()));
-    let outcome = run_executor(
+    let limits = RunLimits {
+        timeout: args.timeout,
+        max_silent: args.max_silent_time,
+    };
+    let outcome = run_executor_within(
         executor,
         plan.request.clone(),
         &plan.result_root,
         events,
         cancel.clone(),
+        limits,
     )
     .await;
     let _ = printer.await;

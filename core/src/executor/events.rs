@@ -1,12 +1,14 @@
 //! What happens during a run, as events sent to whoever displays or records it.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, Notify};
 
-use crate::error::Result;
+use crate::bounded::Tail;
+use crate::error::{LogRef, Result};
 
 /// Which output stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -148,6 +150,86 @@ impl Gauge {
 #[derive(Debug, Clone)]
 pub struct EventSink {
     tx: Option<(mpsc::UnboundedSender<Queued>, Arc<Gauge>)>,
+    /// Stamped by every event sent, when watched ([`EventSink::watched`]).
+    activity: Option<Arc<Activity>>,
+}
+
+/// What a watched [`EventSink`] sent: when its last event was (how long a
+/// run has been silent), and its last log lines and stage (what a run
+/// stopped by a limit was doing).
+#[derive(Debug)]
+pub struct Activity {
+    since: Instant,
+    /// Milliseconds from `since` to the last event.
+    last_ms: AtomicU64,
+    recent: Mutex<Recent>,
+}
+
+/// The stage of the last log line or stage start, and the last log lines.
+#[derive(Debug)]
+struct Recent {
+    stage: Option<String>,
+    tail: Tail,
+}
+
+/// The most bytes of one line an [`Activity`] keeps (a longer one is cut):
+/// untrusted output, held in memory.
+const RECENT_LINE_BYTES: usize = 4096;
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            recent: Mutex::new(Recent {
+                stage: None,
+                tail: Tail::new(crate::process::TAIL_LINES),
+            }),
+        }
+    }
+
+    fn record(&self, event: &Event) {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(now, Ordering::SeqCst);
+        let (stage, line) = match event {
+            Event::Log { stage, line, .. } => (stage, Some(line)),
+            Event::StageStarted { stage } => (stage, None),
+            _ => return,
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.stage.as_deref() != Some(stage.as_str()) {
+            recent.stage = Some(stage.clone());
+        }
+        if let Some(line) = line {
+            let mut end = line.len().min(RECENT_LINE_BYTES);
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            recent.tail.push(&line[..end]);
+        }
+    }
+
+    /// When the last event was sent (when watching started, before any).
+    pub fn last(&self) -> Instant {
+        self.since + std::time::Duration::from_millis(self.last_ms.load(Ordering::SeqCst))
+    }
+
+    /// The last log lines, and the log file of the last stage in
+    /// `result_root` (`logs/STAGE.log`) when one is there: a regular file,
+    /// of a stage named as one path component.
+    pub fn log(&self, result_root: &Path) -> LogRef {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let path = recent
+            .stage
+            .as_deref()
+            .filter(|s| !s.is_empty() && !s.contains('/') && *s != "." && *s != "..")
+            .map(|s| result_root.join("logs").join(format!("{s}.log")))
+            .filter(|p| p.symlink_metadata().is_ok_and(|m| m.is_file()));
+        LogRef {
+            path,
+            tail: recent.tail.lines().map(str::to_string).collect(),
+        }
+    }
 }
 
 /// An event in the channel, with its [`cost`].
@@ -212,18 +294,36 @@ impl EventSink {
         let gauge = Arc::new(Gauge::default());
         let sink = EventSink {
             tx: Some((tx, gauge.clone())),
+            activity: None,
         };
         (sink, EventReceiver { rx, gauge })
     }
 
     /// A sink that drops every event.
     pub fn discard() -> EventSink {
-        EventSink { tx: None }
+        EventSink {
+            tx: None,
+            activity: None,
+        }
+    }
+
+    /// This sink, and when it (or a clone of it) last sent an event: how a
+    /// runner tells a silent run ([`crate::executor::RunLimits::max_silent`]).
+    pub fn watched(&self) -> (EventSink, Arc<Activity>) {
+        let activity = Arc::new(Activity::new());
+        let sink = EventSink {
+            tx: self.tx.clone(),
+            activity: Some(activity.clone()),
+        };
+        (sink, activity)
     }
 
     /// Sends `event` (ignored when nobody listens any more; a progress
     /// event is dropped while the queue is full).
     pub fn emit(&self, event: Event) {
+        if let Some(activity) = &self.activity {
+            activity.record(&event);
+        }
         let Some((tx, gauge)) = &self.tx else { return };
         if matches!(event, Event::Progress { .. }) && gauge.full() {
             return;

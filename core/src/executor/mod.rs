@@ -16,7 +16,8 @@
 //!    to an empty directory;
 //! 2. starts a run ([`Executor::start`]): a handle ([`Run`]) that owns the
 //!    run's state, and runs its [`Run::build`], passing cancellation through
-//!    the context;
+//!    the context; [`run_executor_within`] also cancels it once one of its
+//!    [`RunLimits`] passes (the run then fails as a timeout);
 //! 3. always finishes it with [`Run::cleanup`], after success, failure or
 //!    cancellation (a cleanup failure is reported as an event, never hiding
 //!    the run's result);
@@ -55,7 +56,7 @@ pub use registry::{
     Registry, RegistryEntry,
 };
 pub use request::{base_artifacts, BuildRequest};
-pub use runner::{check_agreement, run_executor, CANCEL_GRACE};
+pub use runner::{check_agreement, run_executor, run_executor_within, RunLimits, CANCEL_GRACE};
 
 /// What an executor can do, declared up front so callers can check it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::events::Activity;
 use super::{BuildRequest, EventSink, Executor, Run, RunContext};
 use crate::error::{Error, IoContext, Result};
 use crate::promotion::PromotionMetadata;
@@ -13,6 +14,19 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a cancelled executor gets to stop by itself before its run is dropped.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(15);
+
+/// Time limits of a run (`fruix build --timeout` and `--max-silent-time`, a
+/// matrix's `timeout` and `max-silent-time`): past one, the run is stopped
+/// as on cancellation and fails as [`Error::Timeout`], a system failure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunLimits {
+    /// The most the build may take, from its start to its end (its cleanup
+    /// not counted).
+    pub timeout: Option<Duration>,
+    /// The most the build may go without an event: a log line, progress, a
+    /// stage starting or ending (a hung `make` says nothing).
+    pub max_silent: Option<Duration>,
+}
 
 /// Runs `executor` for `request` into `result_root` with the guarantees listed
 /// in the module docs, and returns the validated result root.
@@ -27,17 +41,55 @@ pub async fn run_executor(
     events: EventSink,
     cancel: CancellationToken,
 ) -> Result<ResultRoot> {
+    run_executor_within(
+        executor,
+        request,
+        result_root,
+        events,
+        cancel,
+        RunLimits::default(),
+    )
+    .await
+}
+
+/// [`run_executor`] under `limits`.
+pub async fn run_executor_within(
+    executor: Arc<dyn Executor>,
+    request: BuildRequest,
+    result_root: &Path,
+    events: EventSink,
+    cancel: CancellationToken,
+    limits: RunLimits,
+) -> Result<ResultRoot> {
     request.check()?;
     executor.check_request(&request)?;
     prepare_result_root(result_root)?;
+    let (events, activity) = events.watched();
     let ctx = RunContext {
         request,
         result_root: result_root.to_path_buf(),
         events,
-        cancel,
+        // A limit that passes stops the run as the caller's cancel would.
+        cancel: cancel.child_token(),
     };
     let mut run = executor.start(&ctx);
-    let outcome = build_cancellable(run.as_mut(), &ctx).await;
+    let outcome = build_within(run.as_mut(), &ctx, limits, &activity)
+        .await
+        .map_err(|e| match e {
+            // What the build was doing when it was stopped.
+            Error::Timeout {
+                what,
+                limit,
+                detail,
+                log: None,
+            } => Error::Timeout {
+                what,
+                limit,
+                detail,
+                log: Some(activity.log(result_root)),
+            },
+            e => e,
+        });
     if let Err(e) = run.cleanup(&ctx).await {
         ctx.events.warn(format!(
             "cleanup of executor {} failed: {e}",
@@ -61,18 +113,63 @@ pub async fn run_executor(
     Ok(root)
 }
 
-async fn build_cancellable(run: &mut (dyn Run + '_), ctx: &RunContext) -> Result<()> {
+/// Runs the build until it ends, is cancelled, or a limit passes; then (but
+/// for its end) gives the executor [`CANCEL_GRACE`] to stop its process tree
+/// by itself.
+async fn build_within(
+    run: &mut (dyn Run + '_),
+    ctx: &RunContext,
+    limits: RunLimits,
+    activity: &Activity,
+) -> Result<()> {
     let build = run.build(ctx);
     tokio::pin!(build);
-    tokio::select! {
-        result = &mut build => result,
-        () = ctx.cancel.cancelled() => {
-            // Give the executor time to stop its process tree by itself.
-            match tokio::time::timeout(CANCEL_GRACE, &mut build).await {
-                Ok(Err(e)) if !matches!(e, Error::Cancelled) => Err(e),
-                _ => Err(Error::Cancelled),
-            }
+    let expired = tokio::select! {
+        result = &mut build => return result,
+        () = ctx.cancel.cancelled() => None,
+        expired = expiry(limits, Instant::now(), activity) => {
+            ctx.cancel.cancel();
+            Some(expired)
         }
+    };
+    let ended = tokio::time::timeout(CANCEL_GRACE, &mut build).await;
+    match (expired, ended) {
+        // Whatever the stopped build says, the limit is why it ended.
+        (Some(expired), _) => Err(expired),
+        (None, Ok(Err(e))) if !matches!(e, Error::Cancelled) => Err(e),
+        (None, _) => Err(Error::Cancelled),
+    }
+}
+
+/// Ends once a limit of `limits` has passed (the build started at
+/// `started`), as the error that says which; never without a limit.
+async fn expiry(limits: RunLimits, started: Instant, activity: &Activity) -> Error {
+    loop {
+        let total = limits.timeout.map(|limit| (started + limit, limit));
+        let silent = limits
+            .max_silent
+            .map(|limit| (activity.last() + limit, limit));
+        let Some(next) = total.into_iter().chain(silent).map(|(at, _)| at).min() else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(next.into()).await;
+        let now = Instant::now();
+        if let Some((_, limit)) = total.filter(|(at, _)| now >= *at) {
+            return timed_out("the build", limit);
+        }
+        // An event since may have moved the silent deadline: look again.
+        if let Some(limit) = limits.max_silent.filter(|l| now >= activity.last() + *l) {
+            return timed_out("waiting for output from the build", limit);
+        }
+    }
+}
+
+fn timed_out(what: &str, limit: Duration) -> Error {
+    Error::Timeout {
+        what: what.to_string(),
+        limit,
+        detail: "; it was stopped".to_string(),
+        log: None,
     }
 }
 

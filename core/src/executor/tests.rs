@@ -15,13 +15,15 @@ enum Behaviour {
     FailBuild,
     Hang,
     WrongRunId,
+    /// Says a line every 100 ms for 3 s, then succeeds.
+    Chatter,
 }
 
 /// Configuration of the in-tree test executor.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TestConfig {
-    /// succeed, fail-build, hang or wrong-run-id
+    /// succeed, fail-build, hang, wrong-run-id or chatter
     behaviour: Behaviour,
 }
 
@@ -80,8 +82,14 @@ impl Run for TestRun {
         ctx.events
             .stage("build", async {
                 ctx.events.log("build", Stream::Stdout, "building");
+                if let Behaviour::Chatter = self.behaviour {
+                    for n in 0..30 {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        ctx.events.log("build", Stream::Stdout, format!("line {n}"));
+                    }
+                }
                 match self.behaviour {
-                    Behaviour::Succeed | Behaviour::WrongRunId => {
+                    Behaviour::Succeed | Behaviour::WrongRunId | Behaviour::Chatter => {
                         let run_id = match self.behaviour {
                             Behaviour::WrongRunId => "19700101T000000Z",
                             _ => ctx.request.run_id.as_str(),
@@ -162,7 +170,7 @@ fn keys_and_capabilities_come_from_the_typed_config_without_one() {
         entry.config_keys,
         [ConfigKey {
             name: "behaviour".into(),
-            description: "succeed, fail-build, hang or wrong-run-id".into(),
+            description: "succeed, fail-build, hang, wrong-run-id or chatter".into(),
         }]
     );
     assert!(entry.capabilities.cancellable);
@@ -444,4 +452,85 @@ fn a_control_character_in_what_the_metadata_records_is_refused_up_front() {
         set(&mut r, "a\nb");
         assert!(r.check().is_err(), "{what}: a newline");
     }
+}
+
+/// A run of `behaviour` under `limits`, its cleanups counted.
+async fn run_within(behaviour: &str, limits: RunLimits) -> (Result<ResultRoot>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let result = run_executor_within(
+        executor(behaviour),
+        request(),
+        &dir.path().join("root"),
+        EventSink::discard(),
+        CancellationToken::new(),
+        limits,
+    )
+    .await;
+    (result, dir)
+}
+
+#[tokio::test]
+async fn a_run_past_a_limit_is_stopped_and_fails_as_a_timeout() {
+    let ms = std::time::Duration::from_millis;
+    let cases = [
+        (
+            RunLimits {
+                timeout: Some(ms(200)),
+                max_silent: None,
+            },
+            "the build",
+        ),
+        (
+            RunLimits {
+                timeout: None,
+                max_silent: Some(ms(200)),
+            },
+            "waiting for output from the build",
+        ),
+    ];
+    for (limits, says) in cases {
+        let before = CLEANUPS.load(Ordering::SeqCst);
+        // The hanging executor ends only when it is cancelled.
+        let (result, dir) = run_within("hang", limits).await;
+        match result {
+            Err(e @ Error::Timeout { .. }) => {
+                assert_eq!(e.failure(), crate::Failure::System);
+                // What it was doing: its last lines (it wrote no log file).
+                let log = e.log().unwrap();
+                assert_eq!(
+                    (&log.path, log.tail.as_slice()),
+                    (&None, &["building".to_string()][..])
+                );
+                let message = e.to_string();
+                assert!(
+                    message.contains(&format!("{says} timed out after 0.2s; it was stopped")),
+                    "{message}"
+                );
+            }
+            other => panic!("{limits:?}: {other:?}"),
+        }
+        assert!(dir.path().join("root").join(INCOMPLETE_MARKER).exists());
+        assert!(CLEANUPS.load(Ordering::SeqCst) > before);
+    }
+}
+
+#[tokio::test]
+async fn output_keeps_a_run_under_its_silence_limit_but_not_under_its_timeout() {
+    let secs = std::time::Duration::from_secs;
+    // 3 s of a line every 100 ms: never 2 s silent.
+    let silent = RunLimits {
+        timeout: None,
+        max_silent: Some(secs(2)),
+    };
+    let (result, _dir) = run_within("chatter", silent).await;
+    result.unwrap();
+    let total = RunLimits {
+        timeout: Some(secs(1)),
+        max_silent: Some(secs(2)),
+    };
+    let (result, _dir) = run_within("chatter", total).await;
+    assert!(
+        matches!(&result, Err(Error::Timeout { what, .. }) if what == "the build"),
+        "{result:?}"
+    );
 }
