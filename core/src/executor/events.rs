@@ -188,9 +188,13 @@ impl Activity {
         }
     }
 
-    fn record(&self, event: &Event) {
+    fn touch(&self) {
         let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn record(&self, event: &Event) {
+        self.touch();
         let (stage, line) = match event {
             Event::Log { stage, line, .. } => (stage, Some(line)),
             Event::StageStarted { stage } => (stage, None),
@@ -354,6 +358,15 @@ impl EventSink {
         }
     }
 
+    /// Counts as activity, sending nothing: for work that shows no event
+    /// but is no silence either (a guest's progress, which the host does
+    /// not show).
+    pub fn alive(&self) {
+        if let Some(activity) = &self.activity {
+            activity.touch();
+        }
+    }
+
     /// Sends a log line of `stage`.
     pub fn log(&self, stage: &str, stream: Stream, line: impl Into<String>) {
         self.emit(Event::Log {
@@ -499,5 +512,74 @@ mod tests {
     #[test]
     fn a_discarding_sink_never_waits() {
         fill_never_waits(&EventSink::discard());
+    }
+
+    /// Waits until `activity`'s clock has moved past its last stamp, so
+    /// that the next stamp is later.
+    fn a_moment_after(activity: &Activity) -> std::time::Instant {
+        let last = activity.last();
+        crate::testing::wait_until("a millisecond passes", || {
+            last.elapsed() >= std::time::Duration::from_millis(2)
+        });
+        last
+    }
+
+    #[test]
+    fn every_event_and_alive_count_as_activity_on_a_watched_sink_and_its_clones() {
+        let (sink, activity) = EventSink::discard().watched();
+        let clone = sink.clone();
+        let mut stamps: Vec<Box<dyn Fn()>> = vec![
+            Box::new(|| clone.log("s", Stream::Stdout, "a line")),
+            Box::new(|| sink.warn("a warning")),
+            Box::new(|| {
+                sink.emit(Event::Progress {
+                    stage: "s".into(),
+                    done: 1,
+                    total: None,
+                })
+            }),
+            Box::new(|| sink.alive()),
+        ];
+        for (i, stamp) in stamps.drain(..).enumerate() {
+            let before = a_moment_after(&activity);
+            stamp();
+            assert!(activity.last() > before, "stamp {i}");
+        }
+        // The sink it was watched from is not watched.
+        let (unwatched, activity) = {
+            let plain = EventSink::discard();
+            let (_, activity) = plain.watched();
+            (plain, activity)
+        };
+        let before = a_moment_after(&activity);
+        unwatched.log("s", Stream::Stdout, "unseen");
+        assert_eq!(activity.last(), before);
+    }
+
+    #[test]
+    fn the_activity_log_is_the_last_lines_cut_and_the_last_stage_s_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("logs")).unwrap();
+        std::fs::write(dir.path().join("logs/buildworld.log"), "").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("logs/evil.log")).unwrap();
+        let (sink, activity) = EventSink::discard().watched();
+        for n in 0..25 {
+            sink.log("buildworld", Stream::Stdout, format!("line {n}"));
+        }
+        sink.log("buildworld", Stream::Stderr, "é".repeat(3000));
+        let log = activity.log(dir.path());
+        assert_eq!(log.path, Some(dir.path().join("logs/buildworld.log")));
+        assert_eq!(log.tail.len(), crate::process::TAIL_LINES);
+        assert_eq!(log.tail[0], "line 6");
+        // 4096 bytes at most, cut at a character.
+        assert_eq!(log.tail.last().unwrap(), &"é".repeat(2048));
+        // A stage without a log file, a symlink, or a name that is no one
+        // path component: no file.
+        for stage in ["kernel", "evil", "../logs/buildworld", "..", ""] {
+            sink.emit(Event::StageStarted {
+                stage: stage.into(),
+            });
+            assert_eq!(activity.log(dir.path()).path, None, "{stage:?}");
+        }
     }
 }

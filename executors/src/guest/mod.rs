@@ -294,7 +294,7 @@ impl GuestRun<'_> {
             .events
             .stage(
                 "source",
-                source::deliver(session, object, store, &ctx.cancel),
+                source::deliver(session, object, store, &ctx.cancel, &ctx.events),
             )
             .await?;
         let line = match delivery {

@@ -153,7 +153,9 @@ impl<'a> Listener<'a> {
                     // The guest's text, one line: it may not forge another.
                     message: format!("in the guest: {}", escape::line(&message)),
                 }),
-                Event::Progress { .. } => {}
+                // Not shown, but the guest is not silent
+                // (`--max-silent-time`).
+                Event::Progress { .. } => events.alive(),
             },
             Ok(Body::Outcome(outcome)) => self.outcome = Some(outcome),
             Err(problem) => {

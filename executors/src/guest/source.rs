@@ -12,17 +12,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use fruix_core::executor::{Event, EventSink};
 use fruix_core::{Error, Result};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::ssh::{shell_quote, SshSession};
 
-/// Counts the bytes read through it.
+/// Counts the bytes read through it, and says so every
+/// [`PROGRESS_EVERY`] bytes (stage `source`): a long upload shows how far
+/// it got, and is no silence (`--max-silent-time`).
 struct Counted<R> {
     inner: R,
     count: Arc<AtomicU64>,
+    events: EventSink,
+    reported: u64,
 }
+
+/// How many bytes of upload between two progress events.
+const PROGRESS_EVERY: u64 = 16 << 20;
 
 impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
     fn poll_read(
@@ -33,7 +41,15 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
-        self.count.fetch_add(read as u64, Ordering::Relaxed);
+        let done = self.count.fetch_add(read as u64, Ordering::Relaxed) + read as u64;
+        if done - self.reported >= PROGRESS_EVERY {
+            self.reported = done;
+            self.events.emit(Event::Progress {
+                stage: "source".into(),
+                done,
+                total: None,
+            });
+        }
         poll
     }
 }
@@ -87,12 +103,13 @@ mv "$tmp"/{name_q} {store_q}/{name_q}"#
 /// Makes the host source object `object` present and sound in the guest
 /// under `guest_store`; returns its path there and how it got there. The
 /// upload has no time limit (its length depends on the tree): `cancel`
-/// stops it.
+/// stops it. Its progress goes to `events`.
 pub(super) async fn deliver(
     session: &SshSession,
     object: &Path,
     guest_store: &str,
     cancel: &CancellationToken,
+    events: &EventSink,
 ) -> Result<(String, Delivery)> {
     let name = object
         .file_name()
@@ -131,6 +148,8 @@ pub(super) async fn deliver(
     let stream = Counted {
         inner: tar.stdout.take().expect("piped"),
         count: count.clone(),
+        events: events.clone(),
+        reported: 0,
     };
     let received = session
         .output_within(
@@ -207,5 +226,41 @@ mod tests {
         let status = child.wait().unwrap();
         assert_eq!(leftovers(&store), Vec::<std::path::PathBuf>::new());
         assert_eq!(status.code(), Some(143), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn an_upload_says_how_far_it_got_every_16_mib() {
+        use tokio::io::AsyncReadExt;
+        let (events, mut rx) = EventSink::channel();
+        let count = Arc::new(AtomicU64::new(0));
+        let mut counted = Counted {
+            inner: tokio::io::repeat(b'x').take(40 << 20),
+            count: count.clone(),
+            events,
+            reported: 0,
+        };
+        let mut sink = tokio::io::sink();
+        let copied = tokio::io::copy(&mut counted, &mut sink).await.unwrap();
+        assert_eq!(
+            (copied, count.load(Ordering::Relaxed)),
+            (40 << 20, 40 << 20)
+        );
+        drop(counted);
+        let mut said = Vec::new();
+        while let Some(event) = rx.recv().await {
+            match event {
+                Event::Progress {
+                    stage,
+                    done,
+                    total: None,
+                } if stage == "source" => said.push(done),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(
+            said[0] >= 16 << 20 && said[1] >= 32 << 20 && said[1] < 40 << 20,
+            "{said:?}"
+        );
     }
 }
