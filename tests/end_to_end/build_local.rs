@@ -35,6 +35,15 @@ impl Build {
         }
         cmd
     }
+    /// Checks that the result root `name` keeps its unfinished marker, and
+    /// that promoting it is refused (exit 4).
+    fn unpromotable(&self, name: &str) {
+        let root = self.dir.path().join(name);
+        assert!(root.join(".fruix-incomplete").exists(), "{name}: no marker");
+        let promote = run(&mut promote_command(&self.store(), &root, &[]));
+        assert_eq!(promote.status.code(), Some(4), "{name}: {promote:?}");
+    }
+
     fn json(&self, name: &str, extra: &[&str]) -> serde_json::Value {
         let mut cmd = self.command(name, extra);
         cmd.arg("--json");
@@ -143,16 +152,7 @@ fn failing_step_is_a_build_failure_naming_the_step() {
     );
     assert!(out.stdout.is_empty());
     assert!(crate::util::nothing_promoted(&b.store()));
-    let promote = run(&mut promote_command(
-        &b.store(),
-        &b.dir.path().join("r1"),
-        &[],
-    ));
-    assert_eq!(
-        promote.status.code(),
-        Some(4),
-        "a failed run's root can never be promoted"
-    );
+    b.unpromotable("r1");
 }
 
 #[test]
@@ -206,17 +206,8 @@ fn sigint_mid_build_stops_make_and_leaves_nothing_promotable() {
     assert!(started.elapsed() < Duration::from_secs(20));
     let left = processes_mentioning(b.dir.path());
     assert!(left.is_empty(), "processes still running: {left:?}");
-    let root = b.dir.path().join("r1");
-    assert!(
-        !root.exists() || root.join(".fruix-incomplete").exists(),
-        "an interrupted root stays marked"
-    );
-    let promote = run(&mut promote_command(&b.store(), &root, &[]));
-    assert_ne!(
-        promote.status.code(),
-        Some(0),
-        "an interrupted root cannot be promoted"
-    );
+    // The root was made before make ran: it stays marked, unpromotable.
+    b.unpromotable("r1");
 }
 
 /// A build past `--timeout`, or silent for `--max-silent-time` (the
@@ -261,6 +252,6 @@ fn a_build_past_its_time_limit_is_stopped_as_a_timeout() {
         }
         let left = processes_mentioning(b.dir.path());
         assert!(left.is_empty(), "{name}: processes still running: {left:?}");
-        assert!(b.dir.path().join(name).join(".fruix-incomplete").exists());
+        b.unpromotable(name);
     }
 }
