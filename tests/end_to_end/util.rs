@@ -247,8 +247,9 @@ pub fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
     wait_with_deadline(child, deadline, &format!("{cmd:?}"))
 }
 
-/// Waits for `child` (`what`, for the message), killing it and failing when
-/// it outlives `deadline`.
+/// Waits for `child` (`what`, for the message), stopping it and failing
+/// when it outlives `deadline`: SIGTERM first, so that fruix stops what it
+/// started (a build's make), then SIGKILL if it has not ended 30 s later.
 pub fn wait_with_deadline(child: Child, deadline: Duration, what: &str) -> Output {
     let pid = child.id() as libc::pid_t;
     let (tx, rx) = mpsc::channel();
@@ -256,8 +257,13 @@ pub fn wait_with_deadline(child: Child, deadline: Duration, what: &str) -> Outpu
     match rx.recv_timeout(deadline) {
         Ok(output) => output.expect("waiting for fruix"),
         Err(_) => {
-            // SAFETY: `pid` is our child, still running (it has not been waited for).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: `pid` is our child, not yet reaped (the waiting
+            // thread has not returned).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
             panic!("{what} did not finish within {deadline:?}: it hangs");
         }
     }
