@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -146,9 +147,72 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for IdleLimit<W> {
     }
 }
 
+/// A file descriptor read synchronously under the same limit: each read
+/// first waits (`poll(2)`) at most `limit` for a byte, then reads what is
+/// there, so it never blocks past the limit. For `store serve`, whose reads
+/// come in pipe-sized pieces: a read through a Tokio file would hand each
+/// piece to another thread and back.
+pub struct PolledReader {
+    fd: OwnedFd,
+    limit: Duration,
+    stalled: Stalled,
+}
+
+impl PolledReader {
+    /// Reads `fd` under `limit`; timing out fires `stalled` (shared with the
+    /// [`IdleLimit`] of the peer's other stream, which then stops too), as
+    /// does the other stream's timing out this reader.
+    pub fn sharing(fd: OwnedFd, limit: Duration, stalled: &Stalled) -> PolledReader {
+        PolledReader {
+            fd,
+            limit: limit.min(LONGEST),
+            stalled: stalled.clone(),
+        }
+    }
+
+    fn timed_out(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("nothing moved for {}s", self.limit.as_secs_f64()),
+        )
+    }
+}
+
+impl io::Read for PolledReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        if self.stalled.fired() {
+            return Err(self.timed_out());
+        }
+        let deadline = std::time::Instant::now() + self.limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let timeout = Timespec::try_from(left).map_err(io::Error::other)?;
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match poll(&mut fds, Some(&timeout)) {
+                // Readable, at its end, or failed: the read says which.
+                Ok(n) if n > 0 => break,
+                Ok(_) if left.is_zero() => {
+                    self.stalled.0.store(true, Ordering::SeqCst);
+                    return Err(self.timed_out());
+                }
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        loop {
+            match rustix::io::read(&self.fd, &mut *buf) {
+                Err(rustix::io::Errno::INTR) => {}
+                read => return read.map_err(Into::into),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Fails the test rather than hanging it.
@@ -202,5 +266,44 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(got, b"answer");
         assert!(!stalled.fired());
+    }
+
+    fn polled(limit: Duration) -> (PolledReader, std::io::PipeWriter, Stalled) {
+        let (read, write) = std::io::pipe().unwrap();
+        let stalled = Stalled::default();
+        let reader = PolledReader::sharing(OwnedFd::from(read), limit, &stalled);
+        (reader, write, stalled)
+    }
+
+    #[test]
+    fn a_polled_read_that_waits_out_the_limit_times_out_and_every_later_one_too() {
+        let (mut reader, mut peer, stalled) = polled(Duration::from_millis(50));
+        let e = reader.read(&mut [0; 8]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(stalled.fired());
+        peer.write_all(b"late").unwrap();
+        let e = reader.read(&mut [0; 8]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn a_polled_read_takes_what_is_there_then_the_end() {
+        // The longest limit `--idle-timeout` takes overflows nothing.
+        let (mut reader, mut peer, stalled) = polled(Duration::from_secs(u64::MAX));
+        peer.write_all(b"answer").unwrap();
+        drop(peer);
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"answer");
+        assert!(!stalled.fired());
+    }
+
+    #[test]
+    fn a_polled_reader_stops_once_its_peer_s_other_stream_timed_out() {
+        let (mut reader, mut peer, stalled) = polled(Duration::from_secs(3600));
+        stalled.0.store(true, Ordering::SeqCst);
+        peer.write_all(b"there").unwrap();
+        let e = reader.read(&mut [0; 8]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
 }

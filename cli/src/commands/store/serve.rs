@@ -14,7 +14,7 @@ use fruix_promote::Store;
 use tokio_util::io::SyncIoBridge;
 
 use super::archive::trust;
-use super::idle::IdleLimit;
+use super::idle::{IdleLimit, PolledReader};
 use crate::args::ServeArgs;
 use crate::exit::{from_promote, CliError, CliResult, Status};
 
@@ -39,11 +39,11 @@ pub fn serve(args: ServeArgs) -> CliResult {
     let (input, output, stalled) = {
         let _context = runtime.enter();
         let system = |e| CliError::new(Status::SystemFailure, e);
-        let stdin = tokio_file(std::io::stdin().as_fd()).map_err(system)?;
+        let stdin = std::io::stdin().as_fd().try_clone_to_owned();
         let stdout = tokio_file(std::io::stdout().as_fd()).map_err(system)?;
-        let (input, stalled) = IdleLimit::new(stdin, limit);
-        let output = IdleLimit::sharing(stdout, limit, &stalled);
-        (SyncIoBridge::new(input), SyncIoBridge::new(output), stalled)
+        let (output, stalled) = IdleLimit::new(stdout, limit);
+        let input = PolledReader::sharing(stdin.map_err(system)?, limit, &stalled);
+        (input, SyncIoBridge::new(output), stalled)
     };
     let served = serve_store(
         &store,
@@ -51,8 +51,8 @@ pub fn serve(args: ServeArgs) -> CliResult {
         BufWriter::with_capacity(1 << 20, output),
         &options,
     );
-    // A read of stdin or a write to stdout that never ended cannot be
-    // cancelled (Tokio makes them on threads of its own): not waited for.
+    // A write to stdout that never ended cannot be cancelled (Tokio makes
+    // it on a thread of its own): not waited for.
     runtime.shutdown_background();
     match served {
         Ok(()) => Ok(Status::Success),
@@ -61,10 +61,11 @@ pub fn serve(args: ServeArgs) -> CliResult {
     }
 }
 
-/// `fd`, duplicated, as a Tokio file, read or written on Tokio's blocking
-/// threads. Not `tokio::io::stdout`: that writes through std's `Stdout`,
-/// whose lock a write stuck on a client that does not read would hold past
-/// the end of the command, so the command's last flush would wait forever.
+/// `fd`, duplicated, as a Tokio file, written on Tokio's blocking threads
+/// (a megabyte a hand-over, as the `BufWriter` above it flushes). Not
+/// `tokio::io::stdout`: that writes through std's `Stdout`, whose lock a
+/// write stuck on a client that does not read would hold past the end of
+/// the command, so the command's last flush would wait forever.
 fn tokio_file(fd: BorrowedFd<'_>) -> std::io::Result<tokio::fs::File> {
     Ok(tokio::fs::File::from_std(std::fs::File::from(
         fd.try_clone_to_owned()?,
