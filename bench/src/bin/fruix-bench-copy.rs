@@ -9,10 +9,12 @@
 //!    store is `DIR/remote`, seen by the serving fruix at `DIR/store`'s path
 //!    through a private mount namespace (`unshare --mount` and a bind
 //!    mount; run as root), as two machines both using one store path.
-//! 3. In one run, three times each (after `sync`), best kept: `fruix store copy --to` of the
-//!    world object into an empty remote store, and `ssh ... tar -C OBJECT
-//!    -cf - . | tar -xf -` of the same object into an empty directory.
-//!    Prints both and the ratio (target: at most 1.2).
+//! 3. In one run, three times each (after `sync`), best kept: `fruix store
+//!    copy --to` of the world object into an empty remote store, and `ssh
+//!    ... tar -C OBJECT -cf - . | tar -xf -` of the same object into an
+//!    empty directory. Prints both and the ratio (target: at most 1.2).
+//!    Then the same for `store copy --from` (the other side's `store serve`
+//!    exports) into an empty store here.
 //! 4. Promotes 200 small runs (200 bundles and 800 artifacts, 1,000
 //!    objects), copies them over once, then times `store copy --recursive`
 //!    of the 200 bundles, which finds nothing to send (target: under 1 s,
@@ -67,10 +69,15 @@ impl Copying {
 
     /// `fruix store copy --to ... ARGS` through the namespace wrapper.
     fn copy(&self, args: &[&str]) -> Duration {
+        self.copy_way("--to", args)
+    }
+
+    /// `fruix store copy DIRECTION ... ARGS` (`--to` or `--from`).
+    fn copy_way(&self, direction: &str, args: &[&str]) -> Duration {
         let started = Instant::now();
         output(
             fruix()
-                .args(["store", "copy", "--json", "--to"])
+                .args(["store", "copy", "--json", direction])
                 .arg(format!("ssh://{}@127.0.0.1:{}", self.user, self.port))
                 .arg("--identity")
                 .arg(self.keys.join("id_ed25519"))
@@ -159,6 +166,34 @@ fn main() {
         ("openssh tar pipe", best.1),
         1.2,
     );
+
+    // The other way: the other store, which holds the world object since
+    // the last round, exports it (`store serve`) into an empty store here.
+    // Both stores are at one path: the one here is set aside meanwhile.
+    let kept = work.join("store-kept");
+    fs::rename(&store_dir, &kept).unwrap();
+    let trusted = key.public_text();
+    let best = head_to_head(
+        3,
+        24,
+        ("fruix store copy --from", || {
+            fresh(&store_dir);
+            run_ok(&mut Command::new("sync"));
+            c.copy_way("--from", &["--trusted-key", trusted.trim(), &world])
+        }),
+        ("ssh tar | tar -xf", || {
+            let dest = fresh(&work.join("tar-dest"));
+            run_ok(&mut Command::new("sync"));
+            sshd::tar_pipe(&c.keys, c.port, Path::new(&world), &dest)
+        }),
+    );
+    print_ratio(
+        ("fruix store copy --from", best.0),
+        ("openssh tar pipe", best.1),
+        1.2,
+    );
+    args::remove(&store_dir);
+    fs::rename(&kept, &store_dir).unwrap();
 
     // The 1,000-object closure.
     args::remove(&work.join("tar-dest"));
