@@ -72,6 +72,24 @@ impl Copying {
         self.copy_way("--to", args)
     }
 
+    /// Runs `copy` (named `label`) and the OpenSSH `tar` pipe of `object`
+    /// three times each, alternating, and prints the best of each and
+    /// their ratio (target: at most 1.2).
+    fn against_tar(&self, label: &str, object: &str, copy: impl FnMut() -> Duration) {
+        let dest = self.work.join("tar-dest");
+        let best = head_to_head(
+            3,
+            label.len() + 1,
+            (label, copy),
+            ("ssh tar | tar -xf", || {
+                fresh(&dest);
+                run_ok(&mut Command::new("sync"));
+                sshd::tar_pipe(&self.keys, self.port, Path::new(object), &dest)
+            }),
+        );
+        print_ratio((label, best.0), ("openssh tar pipe", best.1), 1.2);
+    }
+
     /// `fruix store copy DIRECTION ... ARGS` (`--to` or `--from`).
     fn copy_way(&self, direction: &str, args: &[&str]) -> Duration {
         let started = Instant::now();
@@ -147,25 +165,11 @@ fn main() {
     };
 
     // Each side starts with nothing left to write back from the last.
-    let best = head_to_head(
-        3,
-        21,
-        ("fruix store copy", || {
-            fresh(&work.join("remote"));
-            run_ok(&mut Command::new("sync"));
-            c.copy(&[&world])
-        }),
-        ("ssh tar | tar -xf", || {
-            let dest = fresh(&work.join("tar-dest"));
-            run_ok(&mut Command::new("sync"));
-            sshd::tar_pipe(&c.keys, c.port, Path::new(&world), &dest)
-        }),
-    );
-    print_ratio(
-        ("fruix store copy", best.0),
-        ("openssh tar pipe", best.1),
-        1.2,
-    );
+    c.against_tar("fruix store copy", &world, || {
+        fresh(&work.join("remote"));
+        run_ok(&mut Command::new("sync"));
+        c.copy(&[&world])
+    });
 
     // The other way: the other store, which holds the world object since
     // the last round, exports it (`store serve`) into an empty store here.
@@ -173,25 +177,11 @@ fn main() {
     let kept = work.join("store-kept");
     fs::rename(&store_dir, &kept).unwrap();
     let trusted = key.public_text();
-    let best = head_to_head(
-        3,
-        24,
-        ("fruix store copy --from", || {
-            fresh(&store_dir);
-            run_ok(&mut Command::new("sync"));
-            c.copy_way("--from", &["--trusted-key", trusted.trim(), &world])
-        }),
-        ("ssh tar | tar -xf", || {
-            let dest = fresh(&work.join("tar-dest"));
-            run_ok(&mut Command::new("sync"));
-            sshd::tar_pipe(&c.keys, c.port, Path::new(&world), &dest)
-        }),
-    );
-    print_ratio(
-        ("fruix store copy --from", best.0),
-        ("openssh tar pipe", best.1),
-        1.2,
-    );
+    c.against_tar("fruix store copy --from", &world, || {
+        fresh(&store_dir);
+        run_ok(&mut Command::new("sync"));
+        c.copy_way("--from", &["--trusted-key", trusted.trim(), &world])
+    });
     args::remove(&store_dir);
     fs::rename(&kept, &store_dir).unwrap();
 
