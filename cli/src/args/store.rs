@@ -395,6 +395,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_limit_is_a_duration_longer_than_0() {
+        assert_eq!(parse_limit("90min"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_limit("2h"), Ok(Duration::from_secs(7200)));
+        for refused in ["0s", "0", "soon", ""] {
+            assert!(parse_limit(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
     fn sizes_take_binary_suffixes() {
         assert_eq!(parse_size("512"), Ok(512));
         assert_eq!(parse_size("10K"), Ok(10 << 10));
