@@ -32,7 +32,12 @@ pub enum Mode {
 
 impl Mode {
     pub fn from_output(output: &OutputArgs) -> Mode {
-        if output.quiet {
+        Mode::unless_quiet(output.quiet)
+    }
+
+    /// [`Mode::Quiet`] when `quiet`, else as standard error is.
+    pub fn unless_quiet(quiet: bool) -> Mode {
+        if quiet {
             Mode::Quiet
         } else if std::io::stderr().is_terminal() {
             Mode::Terminal
@@ -166,12 +171,8 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
                 },
                 _,
             ) => {
-                let word = match (ok, cancel.is_cancelled()) {
-                    (true, _) => "done",
-                    (false, true) => "cancelled",
-                    (false, false) => "FAILED",
-                };
-                say(&bar, finished_line(stage, word, *elapsed_ms));
+                let ended = stage_ended(stage, *ok, cancel.is_cancelled(), *elapsed_ms);
+                say(&bar, format!("==> {ended}"));
             }
             (Event::Warning { message }, _) => say(&bar, warning_line(message)),
         }
@@ -226,10 +227,17 @@ fn started_line(stage: &str) -> String {
     format!("==> {}", escape::line(stage))
 }
 
-/// The line saying how `stage` ended (`word`: done, FAILED, cancelled).
-fn finished_line(stage: &str, word: &str, elapsed_ms: u64) -> String {
+/// How `stage` ended, after `elapsed_ms`: `STAGE done in 1.5s`, `FAILED`
+/// in place of `done` when it failed, `cancelled` when it failed once the
+/// run was being cancelled.
+pub(crate) fn stage_ended(stage: &str, ok: bool, cancelling: bool, elapsed_ms: u64) -> String {
+    let word = match (ok, cancelling) {
+        (true, _) => "done",
+        (false, true) => "cancelled",
+        (false, false) => "FAILED",
+    };
     format!(
-        "==> {} {word} in {:.1}s",
+        "{} {word} in {:.1}s",
         escape::line(stage),
         elapsed_ms as f64 / 1000.0
     )
@@ -237,7 +245,7 @@ fn finished_line(stage: &str, word: &str, elapsed_ms: u64) -> String {
 
 /// A warning, on one line: a newline in it cannot start a line that looks
 /// like fruix's own.
-fn warning_line(message: &str) -> String {
+pub(crate) fn warning_line(message: &str) -> String {
     format!("warning: {}", escape::line(message))
 }
 
@@ -338,11 +346,24 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_stage_shows_as_cancelled_once_the_run_is_cancelled() {
+        assert_eq!(stage_ended("world", true, true, 1500), "world done in 1.5s");
+        assert_eq!(
+            stage_ended("world", false, false, 20),
+            "world FAILED in 0.0s"
+        );
+        assert_eq!(
+            stage_ended("world", false, true, 0),
+            "world cancelled in 0.0s"
+        );
+    }
+
+    #[test]
     fn stage_names_and_warnings_show_on_one_line_without_control_characters() {
         let hostile = "world\nfruix: error: forged\u{1b}[2J";
         for line in [
             started_line(hostile),
-            finished_line(hostile, "done", 1500),
+            stage_ended(hostile, false, false, 1500),
             warning_line(hostile),
         ] {
             assert!(!line.contains('\n'), "{line:?}");

@@ -1,9 +1,12 @@
-//! What `fruix matrix run` shows while cells run: on a terminal, one live
-//! line per running cell (cell, machine, stage, elapsed time, last log line);
-//! otherwise one line when a cell starts and one when it ends. Everything
+//! What `fruix matrix run` and `run-cell` show while cells run: on a
+//! terminal, one live line per running cell (cell, machine, stage, elapsed
+//! time, last log line); otherwise one line when a cell starts, when each of
+//! its stages starts and ends, and when it ends, each starting `==> CELL:`.
+//! With `--verbose`, every build log line too, as `CELL| LINE`. Everything
 //! goes to stderr.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -13,21 +16,39 @@ use fruix_matrix::cell::Observer;
 use fruix_matrix::runner::CellRecord;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::display::{Mode, CANCELLING};
+use crate::display::{stage_ended, warning_line, Mode, CANCELLING};
 
 /// The live view of a matrix run.
 pub struct Live {
     mode: Mode,
+    /// `--verbose`: every log line, prefixed with its cell.
+    verbose: bool,
+    /// Set once the run is being cancelled: a stage that then fails is
+    /// shown `cancelled`, not `FAILED`.
+    cancelling: AtomicBool,
     multi: MultiProgress,
     bars: Mutex<HashMap<String, (ProgressBar, String)>>,
 }
 
 impl Live {
-    pub fn new(mode: Mode) -> Live {
+    pub fn new(mode: Mode, verbose: bool) -> Live {
         Live {
             mode,
+            verbose: verbose && mode != Mode::Quiet,
+            cancelling: AtomicBool::new(false),
             multi: MultiProgress::with_draw_target(crate::display::draw_target()),
             bars: Mutex::default(),
+        }
+    }
+
+    /// Prints `line` on stderr, above the live lines on a terminal.
+    fn say(&self, line: String) {
+        match self.mode {
+            Mode::Quiet => {}
+            Mode::Plain => eprintln!("{line}"),
+            Mode::Terminal => {
+                let _ = self.multi.println(line);
+            }
         }
     }
 
@@ -39,14 +60,7 @@ impl Live {
             self.multi.remove(&bar);
         }
         let Some(line) = line else { return };
-        let line = escape::line(line);
-        match self.mode {
-            Mode::Quiet => {}
-            Mode::Plain => eprintln!("==> {id}: {line}"),
-            Mode::Terminal => {
-                let _ = self.multi.println(format!("==> {id}: {line}"));
-            }
-        }
+        self.say(format!("==> {id}: {}", escape::line(line)));
     }
 }
 
@@ -54,6 +68,7 @@ impl Live {
     /// Says that the run is being cancelled: above the live lines, whose
     /// messages then say `cancelling`.
     pub fn cancelling(&self) {
+        self.cancelling.store(true, Ordering::Relaxed);
         let bars = self.bars.lock().expect("live view lock");
         for (bar, _) in bars.values() {
             bar.set_message("cancelling");
@@ -94,6 +109,34 @@ impl Observer for Live {
     }
 
     fn event(&self, id: &str, event: &Event) {
+        // Printed lines: stages (when no live line shows them), warnings,
+        // and with --verbose log lines.
+        let id_line = escape::line(id);
+        match (event, self.mode) {
+            (_, Mode::Quiet) => return,
+            (Event::StageStarted { stage }, Mode::Plain) => {
+                self.say(format!("==> {id_line}: {}", escape::line(stage)));
+            }
+            (
+                Event::StageFinished {
+                    stage,
+                    ok,
+                    elapsed_ms,
+                },
+                _,
+            ) => {
+                let cancelling = self.cancelling.load(Ordering::Relaxed);
+                let ended = stage_ended(stage, *ok, cancelling, *elapsed_ms);
+                self.say(format!("==> {id_line}: {ended}"));
+            }
+            (Event::Warning { message }, _) => {
+                self.say(format!("==> {id_line}: {}", warning_line(message)));
+            }
+            (Event::Log { line, .. }, _) if self.verbose => {
+                self.say(format!("{id_line}| {}", escape::line(line)));
+            }
+            _ => {}
+        }
         if self.mode != Mode::Terminal {
             return;
         }

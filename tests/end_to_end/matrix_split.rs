@@ -336,6 +336,38 @@ fn missing_foreign_and_corrupt_cell_reports_are_each_reported() {
 }
 
 #[test]
+fn run_cell_and_run_with_verbose_stream_every_log_line_after_its_cell() {
+    let m = Matrix::new(r#"  (axes (executor "local"))"#);
+    let mut cmd = fruix();
+    cmd.args(["matrix", "run-cell", "--verbose"])
+        .arg(m.path("matrix.scm"))
+        .args(["--cell", "local", "--store"])
+        .arg(m.path("store"))
+        .arg("--state-dir")
+        .arg(m.path("state"))
+        .arg("--report-dir")
+        .arg(m.path("job"));
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let log = std::fs::read_to_string(m.path("job/logs/local.log")).unwrap();
+    // The fixture's banner, as the cell's log has it.
+    let banner = ">>> World build started";
+    assert!(log.contains(banner), "{log}");
+    assert!(stderr.contains(&format!("local| {banner}")), "{stderr}");
+    assert!(
+        stderr.contains("==> local: buildkernel done in "),
+        "{stderr}"
+    );
+    let out = m.run(&["--verbose"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("local| {banner}")), "{stderr}");
+    let out = m.run(&["--verbose", "--quiet"]);
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+}
+
+#[test]
 fn run_cell_exits_as_the_cell_would_and_refuses_an_unknown_cell() {
     let m = Matrix::new(r#"  (axes (executor "local") (make-flag "FAIL_STEP=buildworld"))"#);
     let out = run_cell(&m, "local", "store", "jobs");
@@ -347,6 +379,18 @@ fn run_cell_exits_as_the_cell_would_and_refuses_an_unknown_cell() {
     );
     let cell = read_json(&m.path("jobs/cell-local.json"));
     assert_eq!(cell["cell"]["status"], "build-failure");
+    // Without a terminal, each stage shows as it starts and ends (a CI log
+    // shows where a long cell is), but no log line without --verbose.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "==> local: started on local\n",
+        "==> local: buildworld\n",
+        "==> local: buildworld FAILED in ",
+        "==> local: build-failure",
+    ] {
+        assert!(stderr.contains(line), "{line:?} in: {stderr}");
+    }
+    assert!(!stderr.contains("local| "), "{stderr}");
     let out = run_cell(&m, "nope", "store", "jobs");
     assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -462,8 +462,11 @@ pub struct MatrixRunCellArgs {
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
     /// Print nothing but the result line (no live view).
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Stream every build log line, as CELL| LINE.
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Print the cell report (with its path) as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -535,8 +538,11 @@ pub struct MatrixRunArgs {
     #[arg(long, value_name = "TOOL", value_enum)]
     pub diff: Option<DiffTool>,
     /// Print nothing but the table (no live view).
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Stream every build log line, as CELL| LINE.
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Print the report (report.json's content, with the paths of
     /// report.json and junit.xml) as one JSON object instead of the table.
     #[arg(long)]

@@ -2,7 +2,6 @@
 //! `fruix_matrix` calls, then the plan, the live view, the table and the
 //! exit status.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 use fruix_core::escape;
@@ -110,7 +109,13 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
     if diffoscope && !diffoscope_installed() {
         eprintln!("fruix: warning: {DIFFOSCOPE_MISSING}");
     }
-    let mut s = Session::start(&args.with, args.report_dir.as_deref(), args.quiet, registry)?;
+    let mut s = Session::start(
+        &args.with,
+        args.report_dir.as_deref(),
+        Mode::unless_quiet(args.quiet),
+        args.verbose,
+        registry,
+    )?;
     s.settings.diffoscope = diffoscope;
     let finished = fruix_matrix::run(Arc::new(plan), s.settings, s.live, s.cancel)
         .await
@@ -131,17 +136,11 @@ impl Session {
     fn start(
         with: &MatrixRunWith,
         report_dir: Option<&std::path::Path>,
-        quiet: bool,
+        mode: Mode,
+        verbose: bool,
         registry: Registry,
     ) -> Result<Session, crate::exit::CliError> {
         let (store, state) = (&with.store, &with.state);
-        let mode = if quiet {
-            Mode::Quiet
-        } else if std::io::stderr().is_terminal() {
-            Mode::Terminal
-        } else {
-            Mode::Plain
-        };
         defaults::announce(mode, Some(&store.store), Some(&state.state_dir));
         // A store made here is removed again if the report directory
         // cannot be made.
@@ -151,7 +150,7 @@ impl Session {
         let store = Arc::new(store.keep());
         let cancel = CancellationToken::new();
         crate::signals::watch_signals(cancel.clone())?;
-        let live = Arc::new(Live::new(mode));
+        let live = Arc::new(Live::new(mode, verbose));
         tokio::spawn({
             let (live, cancel) = (live.clone(), cancel.clone());
             async move {
@@ -200,7 +199,13 @@ pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult 
     let plan = MatrixPlan::load(&args.file, args.with.machines.as_deref(), None, &registry)
         .and_then(|plan| plan.only(&args.cell))
         .map_err(from_matrix)?;
-    let s = Session::start(&args.with, args.report_dir.as_deref(), args.quiet, registry)?;
+    let s = Session::start(
+        &args.with,
+        args.report_dir.as_deref(),
+        Mode::unless_quiet(args.quiet),
+        args.verbose,
+        registry,
+    )?;
     let finished = fruix_matrix::split::run_cell(plan, s.settings, s.live, s.cancel)
         .await
         .map_err(from_matrix)?;
