@@ -30,6 +30,8 @@ pub fn fragment(
         let tags = file.runner_tags.of(&c.id, c.machine.as_deref());
         cell_lines.push_str(&format!("    ({}, {}),\n", py(&c.id), py_list(tags)));
     }
+    let cell_max_time =
+        crate::export::cell_job_limit(file).map_or("None".to_string(), |secs| secs.to_string());
     let max_parallel = file
         .strategy
         .max_parallel
@@ -62,6 +64,9 @@ pub fn fragment(
 # the builds started are stopped (run-cell gets SIGTERM and still writes
 # its report, "cancelled", which is uploaded), the others never start
 # (collect reports them missing).
+# run-cell keeps the matrix's timeout and max-silent-time itself (it sees the
+# build's output; Buildbot sees a line per stage): its step has no silence
+# timeout, and at most CELL_MAX_TIME seconds (None: no limit).
 # Give `source_steps` (steps checking out the repository holding the matrix
 # file) to run first in every builder.
 
@@ -75,6 +80,7 @@ CELLS = [
 {cell_lines}]
 DEFAULT_WORKERS = {default}
 MAX_PARALLEL = {max_parallel}
+CELL_MAX_TIME = {cell_max_time}
 RUN_CELL_ARGS = {run_cell_args}
 COLLECT_ARGS = {collect_args}
 RUN = util.Interpolate("%(prop:fruix_run)s")
@@ -127,7 +133,7 @@ def configure(c, source_steps=()):
             f.addStep(s)
         f.addStep(steps.RemoveDirectory(dir="build/fruix-cell", name="clean"))
         f.addStep(steps.ShellCommand(
-            name="run-cell", interruptSignal="TERM",
+            name="run-cell", interruptSignal="TERM", timeout=None, maxTime=CELL_MAX_TIME,
             command=[FRUIX, "matrix", "run-cell", MATRIX, "--cell", cell,
                      "--report-dir", "fruix-cell"] + RUN_CELL_ARGS))
         f.addStep(steps.ShellCommand(

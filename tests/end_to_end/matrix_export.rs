@@ -68,6 +68,7 @@ fn github_actions_and_gitlab_ci_exports_validate_against_the_engines_schemas() {
   (include ((executor "local") (kernconf "GENERIC") (machine "builder-2")))
   (max-parallel 2)
   (fail-fast #f)
+  (timeout 3600) (retries 2)
   {TAGS}"#
     ));
     // The include pins local-GENERIC to builder-2 (GitHub's semantics).
@@ -92,8 +93,17 @@ fn github_actions_and_gitlab_ci_exports_validate_against_the_engines_schemas() {
         ),
         "{text}"
     );
+    // Each cell job's own limit: its three attempts of an hour, each with
+    // ten minutes more.
+    let minutes = 3 * (60 + 10);
+    assert!(
+        text.contains(&format!("\n# Each cell job may take {minutes} minutes: 3 attempts of the matrix's timeout (3600 s)")),
+        "{text}"
+    );
     let gh = load_yaml(&file);
     let cell = &gh["jobs"]["cell"];
+    assert_eq!(cell["timeout-minutes"], minutes);
+    assert!(gh["jobs"]["collect"].get("timeout-minutes").is_none());
     assert_eq!(cell["strategy"]["fail-fast"], false);
     assert_eq!(cell["strategy"]["max-parallel"], 2);
     let include = &cell["strategy"]["matrix"]["include"];
@@ -128,6 +138,7 @@ fn github_actions_and_gitlab_ci_exports_validate_against_the_engines_schemas() {
         let job = &gl[format!("cell {id}")];
         assert_eq!(job["stage"], "fruix-cells", "{gl:#}");
         assert_eq!(job["artifacts"]["when"], "always");
+        assert_eq!(job["timeout"], format!("{minutes} minutes"));
     }
     assert_eq!(
         gl["cell local-MINIMAL"]["tags"],
@@ -154,6 +165,15 @@ fn github_actions_and_gitlab_ci_exports_validate_against_the_engines_schemas() {
     let gl = load_yaml(&file);
     assert_eq!(gl["workflow"]["auto_cancel"]["on_job_failure"], "all");
     assert_eq!(gl["cell local"]["resource_group"], "fruix-matrix");
+    // No timeout in the matrix: the engine's own job limit.
+    assert!(gl["cell local"].get("timeout").is_none(), "{gl:#}");
+    let out = export(&strict, "github-actions", "gh.yml", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let gh = load_yaml(&strict.path("gh.yml"));
+    assert!(
+        gh["jobs"]["cell"].get("timeout-minutes").is_none(),
+        "{gh:#}"
+    );
 
     // The schemas do refuse: a job without runs-on is not a workflow.
     let broken = m.path("broken.yml");
@@ -180,6 +200,56 @@ fn export_refuses_runner_tags_for_what_the_matrix_does_not_have() {
     let m = Matrix::new(r#"  (axes (executor "local"))"#);
     let out = export(&m, "buildbot", "fruix_matrix.py", &[]);
     failed_with("buildbot", &out, 2, &["names no Buildbot workers"]);
+}
+
+/// The run-cell steps of the Buildbot fragment at `fragment`, as Buildbot's
+/// own classes build them (`tests/fixtures/buildbot/steps.py`): by builder.
+fn buildbot_run_cell_steps(fragment: &Path) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/buildbot/steps.py");
+    let out = run_ok(
+        Command::new(python_tools().join("bin/python"))
+            .arg(script)
+            .arg(fragment),
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Buildbot's run-cell steps have no silence timeout (Buildbot's default
+/// of 20 minutes would stop any stage longer than that: run-cell prints a
+/// line per stage), and a time limit only when the matrix has a timeout.
+#[test]
+fn buildbot_run_cell_steps_get_the_matrix_s_time_limit_and_no_silence_timeout() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local") (kernconf "GENERIC" "MINIMAL"))
+  (timeout 1800) (max-silent-time 600)
+  (runner-tags (default "w1"))"#,
+    );
+    let out = export(&m, "buildbot", "fruix_matrix.py", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let steps = buildbot_run_cell_steps(&m.path("fruix_matrix.py"));
+    // Two attempts (retries 1, the default) of 30 minutes, each with ten
+    // minutes more.
+    let limit = 2 * (1800 + 600);
+    for cell in ["local-GENERIC", "local-MINIMAL"] {
+        let step = &steps[format!("fruix cell {cell}")];
+        assert_eq!(
+            step,
+            &serde_json::json!({"timeout": null, "maxTime": limit, "interruptSignal": "TERM"}),
+            "{steps:#}"
+        );
+    }
+    let m = Matrix::new(
+        r#"  (axes (executor "local"))
+  (runner-tags (default "w1"))"#,
+    );
+    let out = export(&m, "buildbot", "fruix_matrix.py", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let steps = buildbot_run_cell_steps(&m.path("fruix_matrix.py"));
+    assert_eq!(
+        steps["fruix cell local"],
+        serde_json::json!({"timeout": null, "maxTime": null, "interruptSignal": "TERM"}),
+        "{steps:#}"
+    );
 }
 
 /// Exports `m` for Buildbot (the workers share its store and state
