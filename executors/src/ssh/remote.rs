@@ -17,6 +17,18 @@
 //!   member each second for [`TERM_SECONDS`] seconds, then `SIGKILL`, until
 //!   none is left (at most [`KILL_SECONDS`] seconds). The call returns once
 //!   the loop ended and the channel closed: no process of the command is left.
+//! - The loop never signals another session that came to have the same id.
+//!   While any member of the session lives, its id cannot be given to a new
+//!   process (Linux keeps the `struct pid`; FreeBSD's `fork_findpid` checks
+//!   sessions), so members of session `sid` are the command's. The one
+//!   stranger possible is a new session leader that got pid `sid` once the
+//!   whole session ended, between two rounds of the loop. The loop records
+//!   the start time of process `sid` when it begins (`ps -o lstart=`; none
+//!   when the leader has already exited) and stops, its work done, as soon
+//!   as a process `sid` with another start time (or one that appeared after
+//!   the leader was gone) is there. A `ps` without `-p` or `lstart`
+//!   (busybox's) shows no start time, and the loop goes on without the
+//!   check.
 //!   A cancel that comes before the session id line was read waits for that
 //!   line (briefly), so a command cancelled as it starts is stopped too.
 //! - The channel closing without an exit status (connection lost) is an
@@ -143,7 +155,10 @@ pub fn wrap(script: &str) -> String {
 pub fn kill_session_script(sid: u32) -> String {
     format!(
         r#"s={sid}; n=0
+born=$(ps -o lstart= -p "$s" 2>/dev/null)
 while :; do
+  now=$(ps -o lstart= -p "$s" 2>/dev/null)
+  [ -z "$now" ] || [ "$now" = "$born" ] || exit 0
   pids=$(ps -A -o pid= -o sid= -o stat= | awk -v s="$s" '$2 == s && $3 !~ /^Z/ {{ print $1 }}')
   [ -n "$pids" ] || exit 0
   if [ "$n" -lt {TERM_SECONDS} ]; then sig=TERM; else sig=KILL; fi
@@ -507,6 +522,90 @@ mod tests {
         let mut late = SessionLine::default();
         assert_eq!(late.take("an error first"), None);
         assert_eq!(late.take("fruix-session 7"), None);
+    }
+
+    /// Runs the kill loop over session 4242 with `ps` and `sleep` faked:
+    /// round `r` (one per `ps -A`) shows `lstart[r]` as process 4242's
+    /// start time (`None`: no such process) and `members[r]` (indexes of
+    /// `count` real `sleep` processes of the test's own) as the session's
+    /// members. Returns, for each process, whether the loop sent it
+    /// SIGTERM.
+    ///
+    /// Each process is then sent SIGKILL and reaped: it died of SIGTERM
+    /// exactly when the loop had signalled it (Linux settles a fatal
+    /// signal's exit code when the signal is sent), so no timing matters.
+    fn kill_loop_over(lstart: &[Option<&str>], members: &[&[usize]], count: usize) -> Vec<bool> {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut children: Vec<std::process::Child> = (0..count)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("600")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (r, start) in lstart.iter().enumerate() {
+            if let Some(start) = start {
+                let file = dir.path().join(format!("lstart.{r}"));
+                std::fs::write(file, format!("{start}\n")).unwrap();
+            }
+        }
+        for (r, round) in members.iter().enumerate() {
+            let lines: String = round
+                .iter()
+                .map(|&i| format!("{} 4242 S\n", children[i].id()))
+                .collect();
+            std::fs::write(dir.path().join(format!("members.{r}")), lines).unwrap();
+        }
+        let fake = |name: &str, body: &str| {
+            let path = dir.path().join(name);
+            let text = format!("#!/bin/sh\nd='{}'\n{body}", dir.path().display());
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        fake(
+            "ps",
+            r#"r=$(cat "$d/round" 2>/dev/null || echo 0)
+case "$1" in
+  -A) echo $((r + 1)) > "$d/round"; cat "$d/members.$r" 2>/dev/null ;;
+  *) cat "$d/lstart.$r" 2>/dev/null || exit 1 ;;
+esac
+"#,
+        );
+        fake("sleep", "exit 0\n");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &kill_session_script(4242)])
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        children
+            .iter_mut()
+            .map(|c| {
+                let _ = c.kill();
+                let signal = c.wait().unwrap().signal();
+                assert!(matches!(signal, Some(9 | 15)), "{signal:?}");
+                signal == Some(15)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kill_loop_stops_members_but_never_a_new_session_that_took_the_id() {
+        let started = Some("Tue Dec  1 10:00:00 2026");
+        let reused = Some("Tue Dec  1 10:00:07 2026");
+        // Round 2: process 4242 has another start time, a new session's
+        // leader; the member listed then (process 1) is a stranger.
+        let signalled = kill_loop_over(&[started, started, reused], &[&[0], &[0], &[1]], 2);
+        assert_eq!(signalled, [true, false]);
+        // The leader gone: the members left are still the command's.
+        let signalled = kill_loop_over(&[started, None, None], &[&[0], &[1]], 2);
+        assert_eq!(signalled, [true, true]);
+        // Gone when the loop began, there later: a new session's leader.
+        let signalled = kill_loop_over(&[None, reused], &[&[0], &[1]], 2);
+        assert_eq!(signalled, [true, false]);
     }
 
     #[test]
