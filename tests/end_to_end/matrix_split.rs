@@ -17,6 +17,11 @@ const USAGE: i32 = 2;
 /// `fruix matrix run-cell` of cell `id` of `m`, into store `store` and
 /// report directory `report_dir` (both below the matrix's directory).
 fn run_cell(m: &Matrix, id: &str, store: &str, report_dir: &str) -> Output {
+    run_cell_with(m, id, store, report_dir, &[])
+}
+
+/// [`run_cell`] with `extra` arguments.
+fn run_cell_with(m: &Matrix, id: &str, store: &str, report_dir: &str, extra: &[&str]) -> Output {
     run(fruix()
         .arg("--executors-file")
         .arg(external_executors())
@@ -27,7 +32,8 @@ fn run_cell(m: &Matrix, id: &str, store: &str, report_dir: &str) -> Output {
         .arg("--state-dir")
         .arg(m.path("state"))
         .arg("--report-dir")
-        .arg(m.path(report_dir)))
+        .arg(m.path(report_dir))
+        .args(extra))
 }
 
 /// `fruix matrix collect` of `m`, into report directory `dir`.
@@ -338,16 +344,7 @@ fn missing_foreign_and_corrupt_cell_reports_are_each_reported() {
 #[test]
 fn run_cell_and_run_with_verbose_stream_every_log_line_after_its_cell() {
     let m = Matrix::new(r#"  (axes (executor "local"))"#);
-    let mut cmd = fruix();
-    cmd.args(["matrix", "run-cell", "--verbose"])
-        .arg(m.path("matrix.scm"))
-        .args(["--cell", "local", "--store"])
-        .arg(m.path("store"))
-        .arg("--state-dir")
-        .arg(m.path("state"))
-        .arg("--report-dir")
-        .arg(m.path("job"));
-    let out = run(&mut cmd);
+    let out = run_cell_with(&m, "local", "store", "job", &["--verbose"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let log = std::fs::read_to_string(m.path("job/logs/local.log")).unwrap();

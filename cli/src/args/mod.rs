@@ -448,6 +448,17 @@ pub struct MatrixRunWith {
     pub machines: Option<PathBuf>,
 }
 
+/// What `matrix run` and `matrix run-cell` show while cells run.
+#[derive(Debug, Args)]
+pub struct MatrixShowArgs {
+    /// Print nothing but the result (no live view, no stage lines).
+    #[arg(long, short, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Stream every build log line, as CELL| LINE.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct MatrixRunCellArgs {
     /// The matrix file (fruix-matrix ...).
@@ -461,12 +472,8 @@ pub struct MatrixRunCellArgs {
     /// Where to write cell-ID.json and the cell's log, logs/ID.log (default: STATE_DIR/matrix/RUN_ID).
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
-    /// Print nothing but the result line (no live view).
-    #[arg(long, short, conflicts_with = "verbose")]
-    pub quiet: bool,
-    /// Stream every build log line, as CELL| LINE.
-    #[arg(long, short)]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub show: MatrixShowArgs,
     /// Print the cell report (with its path) as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -537,12 +544,8 @@ pub struct MatrixRunArgs {
     /// Compare the first differing files of diverging artifacts with this tool.
     #[arg(long, value_name = "TOOL", value_enum)]
     pub diff: Option<DiffTool>,
-    /// Print nothing but the table (no live view).
-    #[arg(long, short, conflicts_with = "verbose")]
-    pub quiet: bool,
-    /// Stream every build log line, as CELL| LINE.
-    #[arg(long, short)]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub show: MatrixShowArgs,
     /// Print the report (report.json's content, with the paths of
     /// report.json and junit.xml) as one JSON object instead of the table.
     #[arg(long)]

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::{
     DiffTool, ExportFormat, MatrixCollectArgs, MatrixExportArgs, MatrixPlanArgs, MatrixRunArgs,
-    MatrixRunCellArgs, MatrixRunWith,
+    MatrixRunCellArgs, MatrixRunWith, MatrixShowArgs,
 };
 use crate::defaults;
 use crate::display::{json_path, print_json, to_json, Mode};
@@ -109,13 +109,7 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
     if diffoscope && !diffoscope_installed() {
         eprintln!("fruix: warning: {DIFFOSCOPE_MISSING}");
     }
-    let mut s = Session::start(
-        &args.with,
-        args.report_dir.as_deref(),
-        Mode::unless_quiet(args.quiet),
-        args.verbose,
-        registry,
-    )?;
+    let mut s = Session::start(&args.with, args.report_dir.as_deref(), &args.show, registry)?;
     s.settings.diffoscope = diffoscope;
     let finished = fruix_matrix::run(Arc::new(plan), s.settings, s.live, s.cancel)
         .await
@@ -136,10 +130,10 @@ impl Session {
     fn start(
         with: &MatrixRunWith,
         report_dir: Option<&std::path::Path>,
-        mode: Mode,
-        verbose: bool,
+        show: &MatrixShowArgs,
         registry: Registry,
     ) -> Result<Session, crate::exit::CliError> {
+        let mode = Mode::unless_quiet(show.quiet);
         let (store, state) = (&with.store, &with.state);
         defaults::announce(mode, Some(&store.store), Some(&state.state_dir));
         // A store made here is removed again if the report directory
@@ -150,7 +144,7 @@ impl Session {
         let store = Arc::new(store.keep());
         let cancel = CancellationToken::new();
         crate::signals::watch_signals(cancel.clone())?;
-        let live = Arc::new(Live::new(mode, verbose));
+        let live = Arc::new(Live::new(mode, show.verbose));
         tokio::spawn({
             let (live, cancel) = (live.clone(), cancel.clone());
             async move {
@@ -199,13 +193,7 @@ pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult 
     let plan = MatrixPlan::load(&args.file, args.with.machines.as_deref(), None, &registry)
         .and_then(|plan| plan.only(&args.cell))
         .map_err(from_matrix)?;
-    let s = Session::start(
-        &args.with,
-        args.report_dir.as_deref(),
-        Mode::unless_quiet(args.quiet),
-        args.verbose,
-        registry,
-    )?;
+    let s = Session::start(&args.with, args.report_dir.as_deref(), &args.show, registry)?;
     let finished = fruix_matrix::split::run_cell(plan, s.settings, s.live, s.cancel)
         .await
         .map_err(from_matrix)?;
