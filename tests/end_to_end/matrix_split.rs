@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 use crate::matrix::{describe, external_executors, Matrix};
-use crate::util::{element_with, fruix, run};
+use crate::util::{element_with, failed_with, fruix, run};
 
 const DIVERGENCE: i32 = 6;
 const MATRIX_FAILURE: i32 = 5;
@@ -368,26 +368,18 @@ fn run_cell_and_run_with_verbose_stream_every_log_line_after_its_cell() {
 fn run_cell_exits_as_the_cell_would_and_refuses_an_unknown_cell() {
     let m = Matrix::new(r#"  (axes (executor "local") (make-flag "FAIL_STEP=buildworld"))"#);
     let out = run_cell(&m, "local", "store", "jobs");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a build failure: {}",
-        describe(&out)
-    );
-    let cell = read_json(&m.path("jobs/cell-local.json"));
-    assert_eq!(cell["cell"]["status"], "build-failure");
     // Without a terminal, each stage shows as it starts and ends (a CI log
     // shows where a long cell is), but no log line without --verbose.
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    for line in [
+    let stages = [
         "==> local: started on local\n",
         "==> local: buildworld\n",
         "==> local: buildworld FAILED in ",
         "==> local: build-failure",
-    ] {
-        assert!(stderr.contains(line), "{line:?} in: {stderr}");
-    }
+    ];
+    let stderr = failed_with("a build failure", &out, 1, &stages);
     assert!(!stderr.contains("local| "), "{stderr}");
+    let cell = read_json(&m.path("jobs/cell-local.json"));
+    assert_eq!(cell["cell"]["status"], "build-failure");
     let out = run_cell(&m, "nope", "store", "jobs");
     assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
