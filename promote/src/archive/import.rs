@@ -482,13 +482,13 @@ impl<R: BufRead> Importer<'_, R> {
         text: &str,
         earlier: &HashSet<String>,
     ) -> Result<Vec<String>> {
+        let refused = |problem, message: String| Err(refuse(Some(name), problem, message));
         let lines: Vec<&str> = text.lines().collect();
         if references_text(lines.iter().map(|l| l.to_string())) != text {
-            return Err(refuse(
-                Some(name),
+            return refused(
                 ArchiveProblem::Tampered,
-                "its references are not sorted and unique, one per line: not as any store writes them",
-            ));
+                "its references are not sorted and unique, one per line: not as any store writes them".into(),
+            );
         }
         let prefix = format!("{}/", self.store.path().display());
         let mut names = Vec::new();
@@ -500,31 +500,25 @@ impl<R: BufRead> Importer<'_, R> {
                 continue;
             };
             if !valid_name(reference) {
-                return Err(refuse(
-                    Some(name),
+                return refused(
                     ArchiveProblem::Malformed,
                     format!(
                         "it references {}, which is not a store object name",
                         fruix_core::escape::quoted(line)
                     ),
-                ));
+                );
             }
             if reference == name {
-                return Err(refuse(
-                    Some(name),
-                    ArchiveProblem::Malformed,
-                    "it references itself",
-                ));
+                return refused(ArchiveProblem::Malformed, "it references itself".into());
             }
             if !earlier.contains(reference) && !self.store.is_valid(reference)? {
-                return Err(refuse(
-                    Some(name),
+                return refused(
                     ArchiveProblem::MissingReference,
                     format!(
                         "it references {}, which neither the store nor the archive (before it) holds; export or copy with --recursive",
                         fruix_core::escape::text(line)
                     ),
-                ));
+                );
             }
             names.push(reference.to_string());
         }
