@@ -7,7 +7,7 @@
 use std::io::{self, IsTerminal};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use console::Term;
 use fruix_core::escape;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::OutputArgs;
 use crate::exit::{CliError, CliResult, Status};
+use crate::heartbeat::{tick, Heartbeat};
 
 /// How to show progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,19 +118,38 @@ fn say(bar: &Option<ProgressBar>, line: String) {
 /// Prints events until the channel closes. Once `cancel` fires, says so
 /// above the live line, and a stage that then fails is shown `cancelled`,
 /// not `FAILED`; the live line is cleared at the end, so no stale line (or
-/// the terminal's `^C`) stays on screen.
-pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: CancellationToken) {
+/// the terminal's `^C`) stays on screen. Without a terminal, a stage that
+/// printed nothing for `every` says it is still running ([`Heartbeat`]).
+pub async fn show_events(
+    mut rx: EventReceiver,
+    output: OutputArgs,
+    every: Option<Duration>,
+    cancel: CancellationToken,
+) {
     let mode = Mode::from_output(&output);
     let mut bar: Option<ProgressBar> = None;
     let mut told = false;
+    let mut heartbeat = Heartbeat::new(Instant::now());
+    let every = every.filter(|_| mode == Mode::Plain);
+    // (A disabled ticker is never polled; its period does not matter.)
+    let mut ticker = tokio::time::interval(every.map_or(Duration::from_secs(3600), tick));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             event = rx.recv() => match event {
                 Some(event) => event,
                 None => break,
             },
+            _ = ticker.tick(), if every.is_some() => {
+                let due = every.and_then(|every| heartbeat.due(Instant::now(), every));
+                if let Some(line) = due {
+                    eprintln!("==> {line}");
+                }
+                continue;
+            }
             () = cancel.cancelled(), if !told => {
                 told = true;
+                heartbeat.said(Instant::now());
                 say(&bar, CANCELLING.to_string());
                 if let Some(b) = &bar {
                     b.set_message("cancelling");
@@ -137,6 +157,9 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
                 continue;
             }
         };
+        if mode == Mode::Plain {
+            heartbeat.saw(&event, output.verbose, Instant::now());
+        }
         match (&event, mode) {
             (_, Mode::Quiet) => {}
             (Event::StageStarted { stage }, Mode::Terminal) => {

@@ -2,13 +2,14 @@
 //! terminal, one live line per running cell (cell, machine, stage, elapsed
 //! time, last log line); otherwise one line when a cell starts, when each of
 //! its stages starts and ends, and when it ends, each starting `==> CELL:`.
-//! With `--verbose`, every build log line too, as `CELL| LINE`. Everything
-//! goes to stderr.
+//! With `--verbose`, every build log line too, as `CELL| LINE`; and a
+//! stage that printed nothing for `--progress-every` says it is still
+//! running ([`Heartbeat`]). Everything goes to stderr.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use fruix_core::escape;
 use fruix_core::executor::Event;
@@ -17,6 +18,7 @@ use fruix_matrix::runner::CellRecord;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::display::{stage_ended, warning_line, Mode, CANCELLING};
+use crate::heartbeat::{tick, Heartbeat};
 
 /// The live view of a matrix run.
 pub struct Live {
@@ -28,6 +30,8 @@ pub struct Live {
     cancelling: AtomicBool,
     multi: MultiProgress,
     bars: Mutex<HashMap<String, (ProgressBar, String)>>,
+    /// Without a terminal: what each running cell has said.
+    heartbeats: Mutex<HashMap<String, Heartbeat>>,
 }
 
 impl Live {
@@ -38,7 +42,33 @@ impl Live {
             cancelling: AtomicBool::new(false),
             multi: MultiProgress::with_draw_target(crate::display::draw_target()),
             bars: Mutex::default(),
+            heartbeats: Mutex::default(),
         }
+    }
+
+    /// Without a terminal, says every `every` of each cell whose stage has
+    /// printed nothing for that long that it is still running, as long as
+    /// the view lives.
+    pub fn keep_saying_still_running(live: &Arc<Live>, every: Duration) {
+        if live.mode != Mode::Plain {
+            return;
+        }
+        let live = Arc::downgrade(live);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(tick(every));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(live) = live.upgrade() else { break };
+                let now = Instant::now();
+                let mut heartbeats = live.heartbeats.lock().expect("live view lock");
+                for (id, heartbeat) in heartbeats.iter_mut() {
+                    if let Some(line) = heartbeat.due(now, every) {
+                        eprintln!("==> {}: {line}", escape::line(id));
+                    }
+                }
+            }
+        });
     }
 
     /// Prints `line` on stderr, above the live lines on a terminal.
@@ -55,6 +85,7 @@ impl Live {
     /// Cell `id`'s attempt or the cell itself ended: its live line goes, and
     /// `line`, when given, says how.
     fn finished(&self, id: &str, line: Option<&str>) {
+        self.heartbeats.lock().expect("live view lock").remove(id);
         if let Some((bar, _)) = self.bars.lock().expect("live view lock").remove(id) {
             bar.finish_and_clear();
             self.multi.remove(&bar);
@@ -91,7 +122,12 @@ impl Observer for Live {
         };
         match self.mode {
             Mode::Quiet => {}
-            Mode::Plain => eprintln!("==> {id}: started on {machine}{retry}"),
+            Mode::Plain => {
+                eprintln!("==> {id}: started on {machine}{retry}");
+                let heartbeat = Heartbeat::new(Instant::now());
+                let mut heartbeats = self.heartbeats.lock().expect("live view lock");
+                heartbeats.insert(id.to_string(), heartbeat);
+            }
             Mode::Terminal => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(
@@ -112,6 +148,12 @@ impl Observer for Live {
         // Printed lines: stages (when no live line shows them), warnings,
         // and with --verbose log lines.
         let id_line = escape::line(id);
+        if self.mode == Mode::Plain {
+            let mut heartbeats = self.heartbeats.lock().expect("live view lock");
+            if let Some(heartbeat) = heartbeats.get_mut(id) {
+                heartbeat.saw(event, self.verbose, Instant::now());
+            }
+        }
         match (event, self.mode) {
             (_, Mode::Quiet) => return,
             (Event::StageStarted { stage }, Mode::Plain) => {

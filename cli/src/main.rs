@@ -42,6 +42,7 @@ mod commands;
 mod defaults;
 mod display;
 mod exit;
+mod heartbeat;
 mod live;
 mod signals;
 

@@ -9,7 +9,7 @@ use fruix_core::testing::conformance::processes_mentioning;
 
 use crate::util::{
     failed_with, fixture_build, fixture_source, fruix, json_error, key_values, promote_command,
-    require_tool, run, run_failing, run_ok, run_with_deadline, wait_until,
+    require_tool, run, run_failing, run_ok, run_with_deadline, spawn_reading_stderr, wait_until,
 };
 
 struct Build {
@@ -208,6 +208,32 @@ fn sigint_mid_build_stops_make_and_leaves_nothing_promotable() {
     assert!(left.is_empty(), "processes still running: {left:?}");
     // The root was made before make ran: it stays marked, unpromotable.
     b.unpromotable("r1");
+}
+
+/// Without a terminal (a CI log), a stage that has printed nothing for
+/// `--progress-every` says it is still running, with the build's last line,
+/// instead of hours of silence; the build goes on, and Ctrl-C still stops
+/// it.
+#[test]
+fn a_silent_stage_says_it_is_still_running_without_a_terminal() {
+    let b = Build::new();
+    let flags = [
+        "--jobs",
+        "1",
+        "--make-flag=HOLD_BUILD=yes",
+        "--progress-every=1s",
+    ];
+    let mut build = spawn_reading_stderr(&mut b.command("r1", &flags));
+    let line = build.wait_for_line("==> buildworld still running after ");
+    assert!(
+        line.ends_with("; last output: >>> HOLD_BUILD=yes: waiting to be interrupted"),
+        "{line}"
+    );
+    // And again, a second later (nothing else was printed).
+    build.wait_for_line("==> buildworld still running after ");
+    build.signal(libc::SIGINT);
+    let out = build.finish(Duration::from_secs(60), "the build");
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
 }
 
 /// A build past `--timeout`, or silent for `--max-silent-time` (the

@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::matrix::{describe, external_executors, Matrix};
-use crate::util::{element_with, failed_with, fruix, run};
+use crate::util::{element_with, failed_with, fruix, run, spawn_reading_stderr};
 
 const DIVERGENCE: i32 = 6;
 const MATRIX_FAILURE: i32 = 5;
@@ -22,8 +23,13 @@ fn run_cell(m: &Matrix, id: &str, store: &str, report_dir: &str) -> Output {
 
 /// [`run_cell`] with `extra` arguments.
 fn run_cell_with(m: &Matrix, id: &str, store: &str, report_dir: &str, extra: &[&str]) -> Output {
-    run(fruix()
-        .arg("--executors-file")
+    run(run_cell_command(m, id, store, report_dir).args(extra))
+}
+
+/// The command [`run_cell`] runs.
+fn run_cell_command(m: &Matrix, id: &str, store: &str, report_dir: &str) -> Command {
+    let mut cmd = fruix();
+    cmd.arg("--executors-file")
         .arg(external_executors())
         .args(["matrix", "run-cell"])
         .arg(m.path("matrix.scm"))
@@ -32,8 +38,8 @@ fn run_cell_with(m: &Matrix, id: &str, store: &str, report_dir: &str, extra: &[&
         .arg("--state-dir")
         .arg(m.path("state"))
         .arg("--report-dir")
-        .arg(m.path(report_dir))
-        .args(extra))
+        .arg(m.path(report_dir));
+    cmd
 }
 
 /// `fruix matrix collect` of `m`, into report directory `dir`.
@@ -362,6 +368,27 @@ fn run_cell_and_run_with_verbose_stream_every_log_line_after_its_cell() {
     assert!(stderr.contains(&format!("local| {banner}")), "{stderr}");
     let out = m.run(&["--verbose", "--quiet"]);
     assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+}
+
+/// Without a terminal, a cell's stage that has printed nothing for
+/// `--progress-every` (here from its environment variable) says it is
+/// still running; SIGTERM still stops the cell, reported cancelled.
+#[test]
+fn run_cell_says_a_silent_stage_is_still_running() {
+    let m = Matrix::new(r#"  (axes (executor "local") (make-flag "HOLD_BUILD=yes"))"#);
+    let id = "local";
+    let mut cmd = run_cell_command(&m, id, "store", "job");
+    let mut cell = spawn_reading_stderr(cmd.env("FRUIX_PROGRESS_EVERY", "1s"));
+    let line = cell.wait_for_line(&format!("==> {id}: buildworld still running after "));
+    assert!(
+        line.ends_with("; last output: >>> HOLD_BUILD=yes: waiting to be interrupted"),
+        "{line}"
+    );
+    cell.signal(libc::SIGTERM);
+    let out = cell.finish(Duration::from_secs(60), "run-cell");
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    let cell = read_json(&m.path(&format!("job/cell-{id}.json")));
+    assert_eq!(cell["cell"]["status"], "cancelled");
 }
 
 #[test]

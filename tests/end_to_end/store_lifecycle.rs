@@ -5,15 +5,14 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use fruix_core::testing::TestDir;
 use serde_json::Value;
 
 use crate::util::{
-    fruix, object_names, require_tool, run, run_ok, snapshot, spawn_silenced, strings_of,
-    wait_with_deadline,
+    fruix, object_names, require_tool, run, run_ok, snapshot, spawn_reading_stderr, spawn_silenced,
+    strings_of,
 };
 
 /// What these tests do in a [`TestDir`]: unsigned sample result roots, and
@@ -600,37 +599,6 @@ fn another_user_reads_a_store_it_cannot_write_and_cannot_change_it() {
     lab.verified();
 }
 
-/// Starts `cmd` with its stderr read a line at a time: the lines come on
-/// the returned channel as they are written.
-fn spawn_reading_stderr(cmd: &mut Command) -> (std::process::Child, mpsc::Receiver<String>) {
-    use std::io::BufRead;
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    (child, rx)
-}
-
-/// Waits for a line of `lines` holding `says`; fails if none comes before
-/// the writer ends (or in a minute).
-fn wait_for_line(lines: &mpsc::Receiver<String>, says: &str) -> String {
-    loop {
-        match lines.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) if line.contains(says) => return line,
-            Ok(_) => {}
-            Err(e) => panic!("no line saying {says:?}: {e}"),
-        }
-    }
-}
-
 /// Before, a `store gc` that waited for an export under way (or an export
 /// that waited for a collection) said nothing: it looked hung. The wait is
 /// said on stderr, and the command goes on once the lock is free.
@@ -665,16 +633,16 @@ fn a_command_waiting_for_the_collector_lock_says_so_then_goes_on() {
             "export" => &["--output", archive.to_str().unwrap(), bundle_of(&report)],
             _ => &["--quiet"],
         };
-        let (mut child, lines) = spawn_reading_stderr(&mut lab.store_command(subcommand, args));
-        let line = wait_for_line(&lines, says);
+        let mut command = spawn_reading_stderr(&mut lab.store_command(subcommand, args));
+        let line = command.wait_for_line(says);
         assert!(line.contains(lock_path.to_str().unwrap()), "{line}");
         // It waits while the lock is held (nothing can free it but us).
         assert!(
-            child.try_wait().unwrap().is_none(),
+            command.child().try_wait().unwrap().is_none(),
             "{subcommand} did not wait"
         );
         drop(held);
-        let out = wait_with_deadline(child, Duration::from_secs(60), subcommand);
+        let out = command.finish(Duration::from_secs(60), subcommand);
         assert!(out.status.success(), "{subcommand}: {out:?}");
     }
     // The collection that waited ran: the unrooted run is gone.

@@ -551,3 +551,91 @@ pub fn listing(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A command started by [`spawn_reading_stderr`]: its stderr lines, and
+/// the process, stopped (SIGTERM, then SIGKILL 30 s later) and reaped if
+/// the test ends without [`Reading::finish`], as a failing one does: a
+/// failed test leaves no fruix (nor what it started) running.
+pub struct Reading {
+    child: Option<Child>,
+    /// Its stderr lines, as they are written.
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Reading {
+    /// The process.
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("not finished")
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&mut self, signal: libc::c_int) {
+        let pid = self.child().id() as libc::pid_t;
+        // SAFETY: signalling our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// [`wait_for_line`] on its stderr.
+    pub fn wait_for_line(&self, says: &str) -> String {
+        wait_for_line(&self.lines, says)
+    }
+
+    /// Waits for the process to end ([`wait_with_deadline`]).
+    pub fn finish(mut self, deadline: Duration, what: &str) -> Output {
+        let child = self.child.take().expect("not finished");
+        wait_with_deadline(child, deadline, what)
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: signalling our own child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait()));
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            // SAFETY: as above (the waiting thread has not returned).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = rx.recv();
+        }
+    }
+}
+
+/// Starts `cmd` with its stderr read a line at a time: the lines come on
+/// [`Reading::lines`] as they are written.
+pub fn spawn_reading_stderr(cmd: &mut Command) -> Reading {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Reading {
+        child: Some(child),
+        lines: rx,
+    }
+}
+
+/// Waits for a line of `lines` holding `says`; fails if none comes before
+/// the writer ends (or in a minute).
+pub fn wait_for_line(lines: &mpsc::Receiver<String>, says: &str) -> String {
+    let mut seen = Vec::new();
+    loop {
+        match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.contains(says) => return line,
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no line saying {says:?} ({e}) in:\n{}", seen.join("\n")),
+        }
+    }
+}

@@ -285,6 +285,24 @@ pub struct BuildArgs {
     pub guest: GuestArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub progress: ProgressArg,
+}
+
+/// `--progress-every`, of the commands that show a build's stages.
+#[derive(Debug, Args)]
+pub struct ProgressArg {
+    /// Without a terminal, say that a stage is still running once nothing was printed for this
+    /// long (e.g. 10min; 0: never).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = crate::heartbeat::PROGRESS_EVERY, env = "FRUIX_PROGRESS_EVERY")]
+    pub progress_every: std::time::Duration,
+}
+
+impl ProgressArg {
+    /// The interval, `None` for never.
+    pub fn every(&self) -> Option<std::time::Duration> {
+        Some(self.progress_every).filter(|d| !d.is_zero())
+    }
 }
 
 /// The guest of the SSH executors (host-initiated, guest-self-hosted); each
@@ -457,6 +475,8 @@ pub struct MatrixShowArgs {
     /// Stream every build log line, as CELL| LINE.
     #[arg(long, short)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 #[derive(Debug, Args)]

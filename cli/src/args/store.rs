@@ -404,6 +404,31 @@ mod tests {
     }
 
     #[test]
+    fn progress_every_0_is_never() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            progress: crate::args::ProgressArg,
+        }
+        let every = |args: &[&str]| {
+            let words = std::iter::once("fruix").chain(args.iter().copied());
+            Cli::try_parse_from(words).map(|c| c.progress.every())
+        };
+        assert_eq!(every(&["--progress-every", "0"]).unwrap(), None);
+        assert_eq!(
+            every(&["--progress-every=90s"]).unwrap(),
+            Some(Duration::from_secs(90))
+        );
+        assert!(every(&["--progress-every", "often"]).is_err());
+        // The default (as clap has it, whatever the environment says).
+        let cli = <Cli as clap::CommandFactory>::command();
+        let arg = cli.get_arguments().find(|a| a.get_id() == "progress_every");
+        let default = arg.unwrap().get_default_values()[0].to_str().unwrap();
+        assert_eq!(parse_duration(default), Ok(Duration::from_secs(300)));
+    }
+
+    #[test]
     fn sizes_take_binary_suffixes() {
         assert_eq!(parse_size("512"), Ok(512));
         assert_eq!(parse_size("10K"), Ok(10 << 10));

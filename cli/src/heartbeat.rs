@@ -1,0 +1,157 @@
+//! Without a terminal, a stage that has printed nothing for a while says it
+//! is still running (`--progress-every`): a CI log then shows a long
+//! `buildworld` at work rather than hours of silence that look like a hang.
+
+use std::time::{Duration, Instant};
+
+use fruix_core::escape;
+use fruix_core::executor::Event;
+
+/// The default of `--progress-every`.
+pub const PROGRESS_EVERY: &str = "5min";
+
+/// The most of the build's last log line a still-running line shows.
+const LAST_LINE_CHARS: usize = 160;
+
+/// What one view (a build, or one matrix cell) has said, for its
+/// still-running lines.
+#[derive(Debug)]
+pub struct Heartbeat {
+    /// Open stages, innermost last, with when each started.
+    stages: Vec<(String, Instant)>,
+    /// The build's last log line, escaped and cut.
+    last_line: Option<String>,
+    /// When a line was last printed for this view.
+    said_at: Instant,
+}
+
+impl Heartbeat {
+    pub fn new(now: Instant) -> Heartbeat {
+        Heartbeat {
+            stages: Vec::new(),
+            last_line: None,
+            said_at: now,
+        }
+    }
+
+    /// Stage `stage` started (and its line was printed).
+    pub fn started(&mut self, stage: &str, now: Instant) {
+        self.stages.push((escape::line(stage), now));
+        self.said_at = now;
+    }
+
+    /// Stage `stage` ended (and its line was printed).
+    pub fn finished(&mut self, stage: &str, now: Instant) {
+        let stage = escape::line(stage);
+        if let Some(i) = self.stages.iter().rposition(|(s, _)| *s == stage) {
+            self.stages.truncate(i);
+        }
+        self.said_at = now;
+    }
+
+    /// The build printed `line` (shown only with `--verbose`: `shown`).
+    pub fn log(&mut self, line: &str, shown: bool, now: Instant) {
+        let cut = match line.char_indices().nth(LAST_LINE_CHARS) {
+            Some((end, _)) => format!("{}…", &line[..end]),
+            None => line.to_string(),
+        };
+        self.last_line = Some(escape::line(&cut));
+        if shown {
+            self.said_at = now;
+        }
+    }
+
+    /// A line was printed for this view.
+    pub fn said(&mut self, now: Instant) {
+        self.said_at = now;
+    }
+
+    /// Notes `event`, which was shown as views without a terminal show
+    /// events: stages and warnings printed, log lines with `--verbose`
+    /// (`verbose`) only.
+    pub fn saw(&mut self, event: &Event, verbose: bool, now: Instant) {
+        match event {
+            Event::StageStarted { stage } => self.started(stage, now),
+            Event::StageFinished { stage, .. } => self.finished(stage, now),
+            Event::Log { line, .. } => self.log(line, verbose, now),
+            Event::Warning { .. } => self.said(now),
+            Event::Progress { .. } => {}
+        }
+    }
+
+    /// The still-running line due at `now`: once a stage is open and no
+    /// line was printed for `every`. Counts as printed.
+    pub fn due(&mut self, now: Instant, every: Duration) -> Option<String> {
+        let (stage, started) = self.stages.last()?;
+        if now.duration_since(self.said_at) < every {
+            return None;
+        }
+        self.said_at = now;
+        let running = Duration::from_secs(now.duration_since(*started).as_secs());
+        let last = match &self.last_line {
+            Some(line) => format!("last output: {line}"),
+            None => "no output yet".to_string(),
+        };
+        Some(format!(
+            "{stage} still running after {}; {last}",
+            humantime::format_duration(running)
+        ))
+    }
+}
+
+/// How often to look for a due still-running line when lines are due
+/// every `every`: a quarter of it (at least 250 ms), so a line comes at
+/// most a quarter late.
+pub fn tick(every: Duration) -> Duration {
+    (every / 4).max(Duration::from_millis(250))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_silent_for_the_interval_says_it_is_still_running() {
+        let every = Duration::from_secs(300);
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut h = Heartbeat::new(t0);
+        assert_eq!(h.due(at(1000), every), None, "no stage open");
+        h.started("buildworld", at(0));
+        assert_eq!(h.due(at(299), every), None);
+        assert_eq!(
+            h.due(at(300), every).as_deref(),
+            Some("buildworld still running after 5m; no output yet")
+        );
+        assert_eq!(h.due(at(301), every), None, "it counts as printed");
+        h.log("cc -c a.c\n\u{1b}[2J", false, at(400));
+        assert_eq!(
+            h.due(at(600), every).as_deref(),
+            Some("buildworld still running after 10m; last output: cc -c a.c\\n\\033[2J")
+        );
+        // A line shown (--verbose) is output enough.
+        h.log("cc -c b.c", true, at(850));
+        assert_eq!(h.due(at(900), every), None);
+        h.started("import", at(1000));
+        h.finished("import", at(1100));
+        assert_eq!(h.due(at(1399), every), None);
+        assert!(h
+            .due(at(1400), every)
+            .unwrap()
+            .starts_with("buildworld still running after 23m 20s;"));
+        h.finished("buildworld", at(1500));
+        assert_eq!(h.due(at(9000), every), None, "no stage open");
+    }
+
+    #[test]
+    fn the_last_line_is_cut() {
+        let t0 = Instant::now();
+        let mut h = Heartbeat::new(t0);
+        h.started("world", t0);
+        h.log(&"x".repeat(1000), false, t0);
+        let line = h
+            .due(t0 + Duration::from_secs(1), Duration::from_secs(1))
+            .unwrap();
+        assert!(line.len() < 300, "{line}");
+    }
+}
