@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use fruix_core::escape;
 use fruix_core::executor::Event;
+use indicatif::HumanBytes;
 
 /// The default of `--progress-every`.
 pub const PROGRESS_EVERY: &str = "5min";
@@ -21,6 +22,8 @@ pub struct Heartbeat {
     stages: Vec<(String, Instant)>,
     /// The build's last log line, escaped and cut.
     last_line: Option<String>,
+    /// The innermost stage's last progress (done, total), in bytes.
+    progress: Option<(u64, Option<u64>)>,
     /// When a line was last printed for this view.
     said_at: Instant,
 }
@@ -30,6 +33,7 @@ impl Heartbeat {
         Heartbeat {
             stages: Vec::new(),
             last_line: None,
+            progress: None,
             said_at: now,
         }
     }
@@ -37,6 +41,7 @@ impl Heartbeat {
     /// Stage `stage` started (and its line was printed).
     pub fn started(&mut self, stage: &str, now: Instant) {
         self.stages.push((escape::line(stage), now));
+        self.progress = None;
         self.said_at = now;
     }
 
@@ -46,6 +51,7 @@ impl Heartbeat {
         if let Some(i) = self.stages.iter().rposition(|(s, _)| *s == stage) {
             self.stages.truncate(i);
         }
+        self.progress = None;
         self.said_at = now;
     }
 
@@ -75,7 +81,7 @@ impl Heartbeat {
             Event::StageFinished { stage, .. } => self.finished(stage, now),
             Event::Log { line, .. } => self.log(line, verbose, now),
             Event::Warning { .. } => self.said(now),
-            Event::Progress { .. } => {}
+            Event::Progress { done, total, .. } => self.progress = Some((*done, *total)),
         }
     }
 
@@ -88,12 +94,17 @@ impl Heartbeat {
         }
         self.said_at = now;
         let running = Duration::from_secs(now.duration_since(*started).as_secs());
+        let progress = match self.progress {
+            Some((done, Some(total))) => format!("{} of {}; ", HumanBytes(done), HumanBytes(total)),
+            Some((done, None)) => format!("{} so far; ", HumanBytes(done)),
+            None => String::new(),
+        };
         let last = match &self.last_line {
             Some(line) => format!("last output: {line}"),
             None => "no output yet".to_string(),
         };
         Some(format!(
-            "{stage} still running after {}; {last}",
+            "{stage} still running after {}; {progress}{last}",
             humantime::format_duration(running)
         ))
     }
@@ -141,6 +152,47 @@ mod tests {
             .starts_with("buildworld still running after 23m 20s;"));
         h.finished("buildworld", at(1500));
         assert_eq!(h.due(at(9000), every), None, "no stage open");
+    }
+
+    #[test]
+    fn a_stage_s_progress_is_shown_until_the_next_stage() {
+        let every = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut h = Heartbeat::new(t0);
+        let progress = |done, total| Event::Progress {
+            stage: "source".into(),
+            done,
+            total,
+        };
+        h.saw(
+            &Event::StageStarted {
+                stage: "source".into(),
+            },
+            false,
+            at(0),
+        );
+        h.saw(&progress(3 << 30, Some(8 << 30)), false, at(10));
+        assert_eq!(
+            h.due(at(60), every).as_deref(),
+            Some("source still running after 1m; 3.00 GiB of 8.00 GiB; no output yet")
+        );
+        h.saw(&progress(5 << 30, None), false, at(70));
+        assert!(h
+            .due(at(120), every)
+            .unwrap()
+            .contains("; 5.00 GiB so far; "));
+        h.saw(
+            &Event::StageStarted {
+                stage: "buildworld".into(),
+            },
+            false,
+            at(130),
+        );
+        assert_eq!(
+            h.due(at(190), every).as_deref(),
+            Some("buildworld still running after 1m; no output yet")
+        );
     }
 
     #[test]
