@@ -297,7 +297,8 @@ pub type Totals<'a> = dyn Fn(&AtomicBool) -> Option<(u64, u64)> + Sync + 'a;
 /// and bytes `progress` counts, with their rate. `totals`, when given,
 /// measures what `work` will read (items, bytes) beside it; once known, the
 /// line becomes a bar with the time left. Its flag is set when `work` ends:
-/// it should stop then.
+/// it should stop then. Without a terminal, a line with the counts so far
+/// every [`heartbeat::every`](crate::heartbeat::every).
 pub fn with_progress<T>(
     mode: Mode,
     (label, unit): (&str, &str),
@@ -305,8 +306,12 @@ pub fn with_progress<T>(
     totals: Option<&Totals<'_>>,
     work: impl FnOnce() -> T,
 ) -> T {
-    if mode != Mode::Terminal {
-        return work();
+    match (mode, crate::heartbeat::every()) {
+        (Mode::Terminal, _) => {}
+        (Mode::Plain, Some(every)) => {
+            return with_progress_lines((label, unit), progress, every, work)
+        }
+        _ => return work(),
     }
     let bar = spinner();
     bar.set_style(ProgressStyle::with_template(COUNTING).expect("static template is valid"));
@@ -355,9 +360,59 @@ pub fn with_progress<T>(
     })
 }
 
+/// [`with_progress`] without a terminal: every `every`, a line with the
+/// items and bytes so far and the rate, until `work` ends.
+fn with_progress_lines<T>(
+    (label, unit): (&str, &str),
+    progress: &Progress,
+    every: Duration,
+    work: impl FnOnce() -> T,
+) -> T {
+    let started = Instant::now();
+    let (done, ended) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = ended.recv_timeout(every) {
+                eprintln!(
+                    "==> {}",
+                    progress_line(label, unit, progress, started.elapsed())
+                );
+            }
+        });
+        let result = work();
+        drop(done);
+        result
+    })
+}
+
+/// `LABEL: N UNIT, BYTES so far (RATE), after ELAPSED`.
+fn progress_line(label: &str, unit: &str, progress: &Progress, elapsed: Duration) -> String {
+    let bytes = progress.bytes.load(Ordering::Relaxed);
+    let files = progress.files.load(Ordering::Relaxed);
+    let rate = (bytes as f64 / elapsed.as_secs_f64().max(0.001)) as u64;
+    format!(
+        "{label}: {}, {} so far ({}/s), after {}",
+        count_message(files, None, unit),
+        HumanBytes(bytes),
+        HumanBytes(rate),
+        humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_progress_line_says_the_counts_the_rate_and_the_time() {
+        let progress = Progress::default();
+        progress.files.store(1200, Ordering::Relaxed);
+        progress.bytes.store(3 << 30, Ordering::Relaxed);
+        assert_eq!(
+            progress_line("import", "files", &progress, Duration::from_secs(64)),
+            "import: 1200 files, 3.00 GiB so far (48.00 MiB/s), after 1m 4s"
+        );
+    }
 
     #[test]
     fn the_templates_are_valid_and_the_message_counts_files() {

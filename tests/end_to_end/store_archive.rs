@@ -3,13 +3,16 @@
 //! signatures, and every kind of bad archive is refused, changing nothing.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
 use fruix_core::testing::{edit_header, find_bytes};
 use serde_json::Value;
 
 use crate::signing::{info, key, signed_by};
 use crate::util::{
-    fixture_build, fruix, run, run_failing, run_json, run_ok, snapshot, store_export, store_import,
+    fixture_build, fruix, run, run_failing, run_json, run_ok, snapshot, spawn_reading_stderr,
+    store_export, store_import,
 };
 
 /// Builds the miniature tree into `dir/store`, signed by a new key
@@ -103,6 +106,40 @@ fn an_exported_closure_imports_into_an_empty_store_with_its_content_and_signatur
             .stdin(std::fs::File::open(dir.path().join("archive")).unwrap()),
     );
     assert!(again.is_empty(), "nothing imported: {again}");
+}
+
+/// Without a terminal, a long import says how far it is every
+/// `FRUIX_PROGRESS_EVERY`: here it waits on its standard input, half of the
+/// archive sent, until that line comes; then the rest is sent, and it ends.
+#[test]
+fn a_long_import_without_a_terminal_says_how_far_it_is() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public, objects) = exported(dir.path());
+    let archive = std::fs::read(dir.path().join("archive")).unwrap();
+    let store = dir.path().join("store");
+    // (Not --json, which is quiet.)
+    let trust = ["--trusted-key", public.trim()];
+    let mut import = spawn_reading_stderr(
+        store_import(&store, Path::new("-"), &trust)
+            .stdin(Stdio::piped())
+            .env("FRUIX_PROGRESS_EVERY", "1s"),
+    );
+    let mut stdin = import.child().stdin.take().unwrap();
+    let half = archive.len() / 2;
+    stdin.write_all(&archive[..half]).unwrap();
+    let line = import.wait_for_line("==> import: ");
+    assert!(
+        line.contains(" files, ") && line.contains(" so far (") && line.contains("/s), after "),
+        "{line}"
+    );
+    stdin.write_all(&archive[half..]).unwrap();
+    drop(stdin);
+    let out = import.finish(Duration::from_secs(60), "the import");
+    assert!(out.status.success(), "{out:?}");
+    // One line an object imported.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), objects.len(), "{stdout}");
 }
 
 /// A bad archive: what it is, its bytes, the import's options, and what
