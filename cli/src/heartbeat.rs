@@ -159,12 +159,18 @@ pub fn tick(every: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    /// A heartbeat made at time 0, and the time `secs` after it.
+    fn at_zero() -> (Heartbeat, impl Fn(u64) -> Instant) {
+        let t0 = Instant::now();
+        (Heartbeat::new(t0), move |secs| {
+            t0 + Duration::from_secs(secs)
+        })
+    }
+
     #[test]
     fn a_stage_silent_for_the_interval_says_it_is_still_running() {
         let every = Duration::from_secs(300);
-        let t0 = Instant::now();
-        let at = |secs| t0 + Duration::from_secs(secs);
-        let mut h = Heartbeat::new(t0);
+        let (mut h, at) = at_zero();
         assert_eq!(h.due(at(1000), every), None, "no stage open");
         h.started("buildworld", at(0));
         assert_eq!(h.due(at(299), every), None);
@@ -195,9 +201,7 @@ mod tests {
     #[test]
     fn a_stage_s_progress_is_shown_until_the_next_stage() {
         let every = Duration::from_secs(60);
-        let t0 = Instant::now();
-        let at = |secs| t0 + Duration::from_secs(secs);
-        let mut h = Heartbeat::new(t0);
+        let (mut h, at) = at_zero();
         let progress = |done, total| Event::Progress {
             stage: "source".into(),
             done,
@@ -235,13 +239,10 @@ mod tests {
 
     #[test]
     fn the_last_line_is_cut() {
-        let t0 = Instant::now();
-        let mut h = Heartbeat::new(t0);
-        h.started("world", t0);
-        h.log(&"x".repeat(1000), false, t0);
-        let line = h
-            .due(t0 + Duration::from_secs(1), Duration::from_secs(1))
-            .unwrap();
+        let (mut h, at) = at_zero();
+        h.started("world", at(0));
+        h.log(&"x".repeat(1000), false, at(0));
+        let line = h.due(at(1), Duration::from_secs(1)).unwrap();
         assert!(line.len() < 300, "{line}");
     }
 }
