@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::OutputArgs;
 use crate::exit::{CliError, CliResult, Status};
-use crate::heartbeat::{tick, Heartbeat};
+use crate::heartbeat::{every, tick, Heartbeat};
 
 /// How to show progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,18 +119,13 @@ fn say(bar: &Option<ProgressBar>, line: String) {
 /// above the live line, and a stage that then fails is shown `cancelled`,
 /// not `FAILED`; the live line is cleared at the end, so no stale line (or
 /// the terminal's `^C`) stays on screen. Without a terminal, a stage that
-/// printed nothing for `every` says it is still running ([`Heartbeat`]).
-pub async fn show_events(
-    mut rx: EventReceiver,
-    output: OutputArgs,
-    every: Option<Duration>,
-    cancel: CancellationToken,
-) {
+/// printed nothing for [`every`] says it is still running ([`Heartbeat`]).
+pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: CancellationToken) {
     let mode = Mode::from_output(&output);
     let mut bar: Option<ProgressBar> = None;
     let mut told = false;
     let mut heartbeat = Heartbeat::new(Instant::now());
-    let every = every.filter(|_| mode == Mode::Plain);
+    let every = every().filter(|_| mode == Mode::Plain);
     // (A disabled ticker is never polled; its period does not matter.)
     let mut ticker = tokio::time::interval(every.map_or(Duration::from_secs(3600), tick));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -298,7 +293,7 @@ pub type Totals<'a> = dyn Fn(&AtomicBool) -> Option<(u64, u64)> + Sync + 'a;
 /// measures what `work` will read (items, bytes) beside it; once known, the
 /// line becomes a bar with the time left. Its flag is set when `work` ends:
 /// it should stop then. Without a terminal, a line with the counts so far
-/// every [`heartbeat::every`](crate::heartbeat::every).
+/// every [`every`].
 pub fn with_progress<T>(
     mode: Mode,
     (label, unit): (&str, &str),
@@ -306,7 +301,7 @@ pub fn with_progress<T>(
     totals: Option<&Totals<'_>>,
     work: impl FnOnce() -> T,
 ) -> T {
-    match (mode, crate::heartbeat::every()) {
+    match (mode, every()) {
         (Mode::Terminal, _) => {}
         (Mode::Plain, Some(every)) => {
             return with_progress_lines((label, unit), progress, every, work)

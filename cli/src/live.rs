@@ -18,7 +18,7 @@ use fruix_matrix::runner::CellRecord;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::display::{stage_ended, warning_line, Mode, CANCELLING};
-use crate::heartbeat::{tick, Heartbeat};
+use crate::heartbeat::{every, tick, Heartbeat};
 
 /// The live view of a matrix run.
 pub struct Live {
@@ -46,13 +46,13 @@ impl Live {
         }
     }
 
-    /// Without a terminal, says every `every` of each cell whose stage has
-    /// printed nothing for that long that it is still running, as long as
-    /// the view lives.
-    pub fn keep_saying_still_running(live: &Arc<Live>, every: Duration) {
-        if live.mode != Mode::Plain {
+    /// Without a terminal, says of each cell whose stage has printed
+    /// nothing for [`every`] that it is still running, as long as the view
+    /// lives.
+    pub fn keep_saying_still_running(live: &Arc<Live>) {
+        let Some(every) = every().filter(|_| live.mode == Mode::Plain) else {
             return;
-        }
+        };
         let live = Arc::downgrade(live);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(tick(every));

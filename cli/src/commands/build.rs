@@ -98,8 +98,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     let cancel = CancellationToken::new();
     crate::signals::watch_signals(cancel.clone())?;
     let (events, rx) = EventSink::channel();
-    let every = args.progress.every();
-    let printer = tokio::spawn(show_events(rx, args.output, every, cancel.clone()));
+    let printer = tokio::spawn(show_events(rx, args.output, cancel.clone()));
     let limits = RunLimits {
         timeout: args.timeout,
         max_silent: args.max_silent_time,

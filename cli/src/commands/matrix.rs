@@ -146,9 +146,7 @@ impl Session {
         let cancel = CancellationToken::new();
         crate::signals::watch_signals(cancel.clone())?;
         let live = Arc::new(Live::new(mode, show.verbose));
-        if let Some(every) = show.progress.every() {
-            Live::keep_saying_still_running(&live, every);
-        }
+        Live::keep_saying_still_running(&live);
         tokio::spawn({
             let (live, cancel) = (live.clone(), cancel.clone());
             async move {
