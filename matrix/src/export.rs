@@ -19,13 +19,14 @@
 //! keeps itself; without one, the engine's default applies (GitHub Actions:
 //! 360 minutes; GitLab CI: the project's, 60 minutes unless set). Buildbot's
 //! silence timeout (20 minutes by default) is turned off for `run-cell`,
-//! which prints a line per stage and none while a stage runs: fruix sees the
-//! build's output and keeps `max-silent-time` itself.
+//! which prints a line per stage and, within a long stage, one every
+//! `--progress-every`: fruix sees the build's output and keeps
+//! `max-silent-time` itself.
 //!
 //! The generated file starts by saying it was generated, from which matrix
-//! file (and its digest), and what limits its cell jobs have. YAML is written in block style with every string
-//! double-quoted (JSON escapes), so no value is read as anything else; shell
-//! words are single-quoted.
+//! file (and its digest), and what limit its cell jobs have. YAML is written
+//! in block style with every string double-quoted (JSON escapes), so no value
+//! is read as anything else; shell words are single-quoted.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -98,7 +99,7 @@ pub const ATTEMPT_SLACK_SECS: u64 = 600;
 pub fn cell_job_limit(file: &MatrixFile) -> Option<u64> {
     let timeout = u64::from(file.build.timeout?);
     let attempts = u64::from(file.strategy.retries) + 1;
-    Some(attempts * (timeout + ATTEMPT_SLACK_SECS))
+    Some(attempts.saturating_mul(timeout + ATTEMPT_SLACK_SECS))
 }
 
 /// What the generated file's header says of its cell jobs' time limit.

@@ -65,8 +65,9 @@ pub fn fragment(
 # its report, "cancelled", which is uploaded), the others never start
 # (collect reports them missing).
 # run-cell keeps the matrix's timeout and max-silent-time itself (it sees the
-# build's output; Buildbot sees a line per stage): its step has no silence
-# timeout, and at most CELL_MAX_TIME seconds (None: no limit).
+# build's output; Buildbot sees a line per stage, and a still-running line
+# every 5 minutes of a long one): its step has no silence timeout, and at
+# most CELL_MAX_TIME seconds (None: no limit).
 # Give `source_steps` (steps checking out the repository holding the matrix
 # file) to run first in every builder.
 
