@@ -17,6 +17,8 @@
 //!   member each second for [`TERM_SECONDS`] seconds, then `SIGKILL`, until
 //!   none is left (at most [`KILL_SECONDS`] seconds). The call returns once
 //!   the loop ended and the channel closed: no process of the command is left.
+//!   A cancel that comes before the session id line was read waits for that
+//!   line (briefly), so a command cancelled as it starts is stopped too.
 //! - The loop never signals another session that came to have the same id.
 //!   While any member of the session lives, its id cannot be given to a new
 //!   process (Linux keeps the `struct pid`; FreeBSD's `fork_findpid` checks
@@ -29,8 +31,6 @@
 //!   the leader was gone) is there. A `ps` without `-p` or `lstart`
 //!   (busybox's) shows no start time, and the loop goes on without the
 //!   check.
-//!   A cancel that comes before the session id line was read waits for that
-//!   line (briefly), so a command cancelled as it starts is stopped too.
 //! - The channel closing without an exit status (connection lost) is an
 //!   [`Error::ConnectionLost`], which [`super::is_connection_lost`] recognises.
 //! - Output is untrusted: a line longer than the session's cap
