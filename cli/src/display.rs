@@ -152,7 +152,7 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
                 continue;
             }
         };
-        if mode == Mode::Plain {
+        if every.is_some() {
             heartbeat.saw(&event, output.verbose, Instant::now());
         }
         match (&event, mode) {

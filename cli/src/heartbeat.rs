@@ -58,7 +58,8 @@ const LAST_LINE_CHARS: usize = 160;
 pub struct Heartbeat {
     /// Open stages, innermost last, with when each started.
     stages: Vec<(String, Instant)>,
-    /// The build's last log line, escaped and cut.
+    /// The build's last log line, cut (escaped only when shown: it is
+    /// kept for every line, and shown rarely).
     last_line: Option<String>,
     /// The innermost stage's last progress (done, total), in bytes.
     progress: Option<(u64, Option<u64>)>,
@@ -95,11 +96,15 @@ impl Heartbeat {
 
     /// The build printed `line` (shown only with `--verbose`: `shown`).
     pub fn log(&mut self, line: &str, shown: bool, now: Instant) {
-        let cut = match line.char_indices().nth(LAST_LINE_CHARS) {
-            Some((end, _)) => format!("{}…", &line[..end]),
-            None => line.to_string(),
-        };
-        self.last_line = Some(escape::line(&cut));
+        let kept = self.last_line.get_or_insert_with(String::new);
+        kept.clear();
+        match line.char_indices().nth(LAST_LINE_CHARS) {
+            Some((end, _)) => {
+                kept.push_str(&line[..end]);
+                kept.push('…');
+            }
+            None => kept.push_str(line),
+        }
         if shown {
             self.said_at = now;
         }
@@ -138,7 +143,7 @@ impl Heartbeat {
             None => String::new(),
         };
         let last = match &self.last_line {
-            Some(line) => format!("last output: {line}"),
+            Some(line) => format!("last output: {}", escape::line(line)),
             None => "no output yet".to_string(),
         };
         Some(format!(

@@ -124,9 +124,11 @@ impl Observer for Live {
             Mode::Quiet => {}
             Mode::Plain => {
                 eprintln!("==> {id}: started on {machine}{retry}");
-                let heartbeat = Heartbeat::new(Instant::now());
-                let mut heartbeats = self.heartbeats.lock().expect("live view lock");
-                heartbeats.insert(id.to_string(), heartbeat);
+                if every().is_some() {
+                    let heartbeat = Heartbeat::new(Instant::now());
+                    let mut heartbeats = self.heartbeats.lock().expect("live view lock");
+                    heartbeats.insert(id.to_string(), heartbeat);
+                }
             }
             Mode::Terminal => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
