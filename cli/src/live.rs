@@ -99,6 +99,11 @@ impl Live {
     /// Says that the run is being cancelled: above the live lines, whose
     /// messages then say `cancelling`.
     pub fn cancelling(&self) {
+        self.stopping(CANCELLING);
+    }
+
+    /// Marks the live lines `cancelling`, and says `line` above them.
+    fn stopping(&self, line: &str) {
         self.cancelling.store(true, Ordering::Relaxed);
         let bars = self.bars.lock().expect("live view lock");
         for (bar, _) in bars.values() {
@@ -106,14 +111,21 @@ impl Live {
         }
         match self.mode {
             Mode::Terminal => {
-                let _ = self.multi.println(CANCELLING);
+                let _ = self.multi.println(line);
             }
-            Mode::Plain | Mode::Quiet => eprintln!("{CANCELLING}"),
+            Mode::Plain | Mode::Quiet => eprintln!("{line}"),
         }
     }
 }
 
 impl Observer for Live {
+    fn time_limit_reached(&self, limit: Duration) {
+        self.stopping(&format!(
+            "fruix: the run's time limit of {} was reached: cancelling its cells and cleaning up",
+            humantime::format_duration(limit)
+        ));
+    }
+
     fn attempt_started(&self, id: &str, machine: &str, attempt: u32) {
         let retry = if attempt > 1 {
             format!(" (attempt {attempt})")

@@ -92,7 +92,7 @@ impl ExitStatus {
                 "promotion or validation failure: invalid root, signature mismatch, over a cap, corrupt object"
             }
             ExitStatus::MatrixFailure => {
-                "matrix: a cell did not pass (build or system failure, or cancelled by fail-fast)"
+                "matrix: a cell did not pass (it failed, or fail-fast or the time limit cancelled it)"
             }
             ExitStatus::Divergence => "matrix: every cell passed, but cells that must agree diverged",
             ExitStatus::Cancelled => "cancelled (Ctrl-C or SIGTERM)",

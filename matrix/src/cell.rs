@@ -39,6 +39,8 @@ pub trait Observer: Send + Sync {
     fn attempt_ended(&self, cell: &str, failure: Option<&str>);
     /// Cell `cell` is finished (promotion included).
     fn cell_finished(&self, cell: &str, record: &CellRecord);
+    /// The run's time limit passed: its running cells are being cancelled.
+    fn time_limit_reached(&self, _limit: std::time::Duration) {}
 }
 
 /// Runs cells with executors and promotes them.
@@ -343,6 +345,10 @@ impl CellRunner for ExecutorRunner {
     fn cell_done(&self, cell: usize, record: &CellRecord) {
         self.observer
             .cell_finished(&self.plan.cells[cell].id, record);
+    }
+
+    fn time_limit_reached(&self, limit: std::time::Duration) {
+        self.observer.time_limit_reached(limit);
     }
 }
 

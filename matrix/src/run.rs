@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cell::{ExecutorRunner, Observer};
 use crate::plan::MatrixPlan;
 use crate::report::{agreement, cell_reports, unix, CellReport, Report, SetAside};
-use crate::runner::run_cells;
+use crate::runner::{run_cells, TimeLimit};
 use crate::{Error, Result};
 
 /// Where a run works and what it builds with.
@@ -30,6 +30,10 @@ pub struct RunSettings {
     /// Compare the first differing files of diverging artifacts with
     /// diffoscope.
     pub diffoscope: bool,
+    /// How long the run may take, counted from its start (adding the
+    /// source included): once it passes, the run stops as fail-fast stops
+    /// it. `None`: no limit.
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// A finished run: its report, and where it was written.
@@ -95,6 +99,8 @@ pub async fn run(
         duration_s: ran.started.elapsed().unwrap_or_default().as_secs_f64(),
         max_parallel: plan.file.strategy.max_parallel,
         cancelled: cancel.is_cancelled(),
+        time_limit_s: ran.time_limit.map(|t| t.as_secs_f64()),
+        time_limit_reached: ran.time_limit_reached,
         cells: ran.cells,
         agreement,
         machines_set_aside: ran.set_aside,
@@ -112,6 +118,8 @@ pub(crate) struct Ran {
     pub started: SystemTime,
     pub cells: Vec<CellReport>,
     pub set_aside: Vec<SetAside>,
+    pub time_limit: Option<std::time::Duration>,
+    pub time_limit_reached: bool,
 }
 
 /// Runs every cell of `plan` and promotes each passed one: the part of a
@@ -122,6 +130,7 @@ pub(crate) async fn execute(
     observer: Arc<dyn Observer>,
     cancel: CancellationToken,
 ) -> Result<Ran> {
+    let time_limit = settings.time_limit.map(TimeLimit::from_now);
     // Cells build one source object, added once: they compare like with
     // like, whatever directory the matrix names, and a guest executor sends
     // it to its machine (unless the file names a `remote-source` there). A
@@ -164,20 +173,24 @@ pub(crate) async fn execute(
         let _ = std::fs::remove_file(runner.log_path(i));
     }
     let started = SystemTime::now();
-    let (records, set_aside) = run_cells(
+    let outcome = run_cells(
         runner.clone(),
         plan.dispatcher(),
         plan.cells.len(),
         cancel.clone(),
+        time_limit,
     )
     .await;
-    let cells = cell_reports(&plan.cells, &records, |i| runner.log_path(i));
+    let cells = cell_reports(&plan.cells, &outcome.records, |i| runner.log_path(i));
     Ok(Ran {
         started,
         cells,
-        set_aside: set_aside
+        set_aside: outcome
+            .set_aside
             .into_iter()
             .map(|(machine, reason)| SetAside { machine, reason })
             .collect(),
+        time_limit: time_limit.map(|t| t.limit),
+        time_limit_reached: outcome.time_limit_reached,
     })
 }

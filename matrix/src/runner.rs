@@ -12,6 +12,8 @@
 //!   the reports say what finished. A cell whose system failure was to be
 //!   retried ends cancelled, with its attempts and a `retry cancelled: ...`
 //!   error, whether or not its retry had been queued yet.
+//! - A [`TimeLimit`] on the whole run (`matrix run --time-limit`) stops it
+//!   the same way once it passes; the cells it cancels say so.
 //! - An attempt's slot is held from its start to its end; promotion of a
 //!   built cell runs after the slot is freed. A machine whose guest did not
 //!   come up ([`CellError::machine_unavailable`]) is set aside; after any
@@ -23,7 +25,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fruix_core::Failure;
 use tokio::task::JoinSet;
@@ -207,6 +209,38 @@ pub trait CellRunner: Send + Sync + 'static {
     fn reachable(&self, machine: &str) -> BoxFuture<bool>;
     /// Called when a cell is finished, with its record (for the live view).
     fn cell_done(&self, _cell: usize, _record: &CellRecord) {}
+    /// Called once when the run's [`TimeLimit`] passes, before its running
+    /// cells are cancelled.
+    fn time_limit_reached(&self, _limit: Duration) {}
+}
+
+/// A limit on a whole run: once it passes, the run stops as fail-fast
+/// stops it, and the cells it cancels say why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLimit {
+    /// How long the run may take.
+    pub limit: Duration,
+    /// When it passes.
+    pub deadline: tokio::time::Instant,
+}
+
+impl TimeLimit {
+    /// A limit of `limit`, counted from now.
+    pub fn from_now(limit: Duration) -> TimeLimit {
+        TimeLimit {
+            limit,
+            deadline: tokio::time::Instant::now() + limit,
+        }
+    }
+
+    /// Why a cell it cancelled was cancelled: `the run's time limit of 2h
+    /// was reached`.
+    pub fn reason(&self) -> String {
+        format!(
+            "the run's time limit of {} was reached",
+            humantime::format_duration(self.limit)
+        )
+    }
 }
 
 enum Done<B> {
@@ -253,26 +287,51 @@ fn retry_cancelled(record: &mut CellRecord) {
     record.finished = Some(SystemTime::now());
 }
 
-/// What a matrix run gives: one record per cell, and the machines set aside
-/// (with why).
-pub type RunOutcome = (Vec<CellRecord>, Vec<(String, String)>);
+/// What a matrix run gives.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// One record per cell, in the dispatcher's order.
+    pub records: Vec<CellRecord>,
+    /// The machines set aside, with why.
+    pub set_aside: Vec<(String, String)>,
+    /// The run's [`TimeLimit`] passed before its cells ended.
+    pub time_limit_reached: bool,
+}
 
 /// Runs every cell of `dispatcher` through `runner`. Cancelling `cancel`
-/// (Ctrl-C) stops the matrix as fail-fast does; the loop still waits for
-/// running cells to end.
+/// (Ctrl-C), or `time_limit` passing, stops the matrix as fail-fast does;
+/// the loop still waits for running cells to end.
 pub async fn run_cells<R: CellRunner>(
     runner: Arc<R>,
     mut dispatcher: Dispatcher,
     cells: usize,
     cancel: CancellationToken,
+    time_limit: Option<TimeLimit>,
 ) -> RunOutcome {
     let attempts_token = cancel.child_token();
     let mut records = vec![CellRecord::default(); cells];
     let mut tasks: JoinSet<Done<R::Built>> = JoinSet::new();
-    let mut cancelled_seen = false;
+    // Ctrl-C or the time limit stopped the run; why the time limit's cells
+    // were cancelled (Ctrl-C's need no reason).
+    let mut stopped_seen = false;
+    let mut stop_reason: Option<String> = None;
+    let deadline = async {
+        match time_limit {
+            Some(t) => tokio::time::sleep_until(t.deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
     loop {
-        if cancel.is_cancelled() && !cancelled_seen {
-            cancelled_seen = true;
+        if !stopped_seen && !cancel.is_cancelled() {
+            if let Some(t) = time_limit.filter(|t| tokio::time::Instant::now() >= t.deadline) {
+                runner.time_limit_reached(t.limit);
+                stop_reason = Some(t.reason());
+                attempts_token.cancel();
+            }
+        }
+        if (cancel.is_cancelled() || stop_reason.is_some()) && !stopped_seen {
+            stopped_seen = true;
             let waiting = dispatcher.stop();
             end_retries(&*runner, &mut records, waiting);
         }
@@ -327,7 +386,8 @@ pub async fn run_cells<R: CellRunner>(
                 Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
                 None => continue,
             },
-            () = cancel.cancelled(), if !cancelled_seen => continue,
+            () = cancel.cancelled(), if !stopped_seen => continue,
+            () = &mut deadline, if !stopped_seen => continue,
         };
         match done {
             Done::Built {
@@ -372,8 +432,12 @@ pub async fn run_cells<R: CellRunner>(
                     }
                     (Err(e), Verdict::Done) => {
                         record.status = CellStatus::of(e.failure);
-                        // A cancelled cell's status says all there is.
-                        record.error = (e.failure != Failure::Cancelled).then_some(e.message);
+                        // A cancelled cell's status says all there is,
+                        // unless the time limit cancelled it.
+                        record.error = match e.failure {
+                            Failure::Cancelled => stop_reason.clone(),
+                            _ => Some(e.message),
+                        };
                         record.finished = Some(SystemTime::now());
                         runner.cell_done(start.cell, record);
                     }
@@ -397,7 +461,18 @@ pub async fn run_cells<R: CellRunner>(
             }
         }
     }
-    (records, dispatcher.pool().set_aside_machines())
+    if let Some(reason) = &stop_reason {
+        for r in records.iter_mut().filter(|r| r.attempts.is_empty()) {
+            if r.status == CellStatus::Cancelled {
+                r.error = Some(format!("never started: {reason}"));
+            }
+        }
+    }
+    RunOutcome {
+        records,
+        set_aside: dispatcher.pool().set_aside_machines(),
+        time_limit_reached: stop_reason.is_some(),
+    }
 }
 
 #[cfg(test)]
@@ -444,6 +519,8 @@ mod tests {
         failing: Vec<usize>,
         hang: bool,
         counts: watch::Sender<Counts>,
+        /// The limits `time_limit_reached` was called with.
+        time_limits: std::sync::Mutex<Vec<Duration>>,
     }
 
     impl CellRunner for Fake {
@@ -499,6 +576,9 @@ mod tests {
             let up = !self.down.contains(&machine.to_string());
             Box::pin(async move { up })
         }
+        fn time_limit_reached(&self, limit: Duration) {
+            self.time_limits.lock().unwrap().push(limit);
+        }
     }
 
     /// Cells on machines a (2 slots, faster) and b (2 slots).
@@ -529,6 +609,7 @@ mod tests {
             failing: failing.to_vec(),
             hang,
             counts: watch::Sender::new(Counts::default()),
+            time_limits: Default::default(),
         })
     }
 
@@ -559,11 +640,14 @@ mod tests {
         runner: Arc<Fake>,
         reason: &str,
     ) {
-        let (records, set_aside) = run_cells(
+        let RunOutcome {
+            records, set_aside, ..
+        } = run_cells(
             runner.clone(),
             dispatcher(6, Some(3), false),
             6,
             CancellationToken::new(),
+            None,
         )
         .await;
         assert_eq!(set_aside.len(), 1, "{set_aside:?}");
@@ -665,7 +749,9 @@ mod tests {
                 done: Default::default(),
             });
             let before = SystemTime::now();
-            let (records, set_aside) = run_cells(runner.clone(), dispatcher, 3, cancel).await;
+            let RunOutcome {
+                records, set_aside, ..
+            } = run_cells(runner.clone(), dispatcher, 3, cancel, None).await;
             assert!(set_aside.is_empty(), "a is reachable: {set_aside:?}");
             let retried = &records[0];
             assert_eq!(
@@ -780,11 +866,12 @@ mod tests {
             cell_1_done: watch::Sender::new(false),
             done: Default::default(),
         });
-        let (records, _) = run_cells(
+        let RunOutcome { records, .. } = run_cells(
             runner.clone(),
             dispatcher(2, None, true),
             2,
             CancellationToken::new(),
+            None,
         )
         .await;
         assert_eq!(records[1].status, CellStatus::BuildFailure);
@@ -805,11 +892,12 @@ mod tests {
     #[tokio::test]
     async fn fail_fast_cancels_running_and_waiting_cells() {
         let runner = fake(&[], &[0], true);
-        let (records, _) = run_cells(
+        let RunOutcome { records, .. } = run_cells(
             runner,
             dispatcher(6, Some(2), true),
             6,
             CancellationToken::new(),
+            None,
         )
         .await;
         assert_eq!(records[0].status, CellStatus::BuildFailure);
@@ -836,7 +924,8 @@ mod tests {
             counts.wait_for(|c| c.hanging == 4).await.unwrap();
             trigger.cancel();
         });
-        let (records, _) = run_cells(runner, dispatcher(6, None, false), 6, cancel).await;
+        let RunOutcome { records, .. } =
+            run_cells(runner, dispatcher(6, None, false), 6, cancel, None).await;
         assert_eq!(records[0].status, CellStatus::Passed);
         for r in &records[1..=4] {
             assert_eq!(r.status, CellStatus::Cancelled, "{r:?}");
@@ -845,5 +934,88 @@ mod tests {
         }
         assert_eq!(records[5].status, CellStatus::Cancelled);
         assert!(records[5].attempts.is_empty(), "cell 5 never started");
+    }
+
+    /// Time is paused: it moves to the limit once every running build
+    /// waits for cancellation. Cells 0 and 1 start (max-parallel 2); cell 0
+    /// passes and cell 2 takes its slot; 1 and 2 hang until the limit
+    /// cancels them, and 3 to 5 never start.
+    #[tokio::test(start_paused = true)]
+    async fn the_time_limit_stops_the_run_and_its_cells_say_why() {
+        let runner = fake(&[], &[], true);
+        let limit = TimeLimit::from_now(Duration::from_secs(2 * 3600));
+        let outcome = run_cells(
+            runner.clone(),
+            dispatcher(6, Some(2), false),
+            6,
+            CancellationToken::new(),
+            Some(limit),
+        )
+        .await;
+        assert!(outcome.time_limit_reached);
+        assert!(tokio::time::Instant::now() >= limit.deadline);
+        assert_eq!(*runner.time_limits.lock().unwrap(), [limit.limit]);
+        let records = &outcome.records;
+        assert_eq!(records[0].status, CellStatus::Passed);
+        for r in &records[1..=2] {
+            assert_eq!(r.attempts.len(), 1, "{r:?}");
+            assert_eq!(
+                r.summary(),
+                "cancelled: the run's time limit of 2h was reached"
+            );
+        }
+        for r in &records[3..] {
+            assert!(r.attempts.is_empty(), "{r:?}");
+            assert_eq!(
+                r.summary(),
+                "cancelled: never started: the run's time limit of 2h was reached"
+            );
+        }
+        assert_eq!(runner.counts.borrow().running, 0, "every build ended");
+    }
+
+    /// A limit that already passed when the loop starts lets no cell start.
+    #[tokio::test(start_paused = true)]
+    async fn a_time_limit_already_passed_starts_nothing() {
+        let runner = fake(&[], &[], false);
+        let limit = TimeLimit::from_now(Duration::from_secs(60));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let outcome = run_cells(
+            runner.clone(),
+            dispatcher(3, None, false),
+            3,
+            CancellationToken::new(),
+            Some(limit),
+        )
+        .await;
+        assert!(outcome.time_limit_reached);
+        assert_eq!(runner.counts.borrow().peak, 0, "no build started");
+        for r in &outcome.records {
+            assert_eq!(
+                r.summary(),
+                "cancelled: never started: the run's time limit of 1m was reached"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_within_its_time_limit_is_not_stopped() {
+        let runner = fake(&[], &[], false);
+        let limit = TimeLimit::from_now(Duration::from_secs(60));
+        let outcome = run_cells(
+            runner.clone(),
+            dispatcher(6, Some(2), false),
+            6,
+            CancellationToken::new(),
+            Some(limit),
+        )
+        .await;
+        assert!(!outcome.time_limit_reached);
+        assert!(runner.time_limits.lock().unwrap().is_empty());
+        assert!(
+            outcome.records.iter().all(|r| r.summary() == "passed"),
+            "{:?}",
+            outcome.records
+        );
     }
 }

@@ -267,6 +267,8 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         },
         max_parallel: file.strategy.max_parallel,
         cancelled: false,
+        time_limit_s: None,
+        time_limit_reached: false,
         cells: reports,
         agreement,
         machines_set_aside: set_aside,

@@ -587,3 +587,54 @@ fn a_cell_silent_past_the_matrix_s_max_silent_time_is_a_system_failure() {
     let left = processes_mentioning(&m.path("state"));
     assert!(left.is_empty(), "processes still running: {left:?}");
 }
+
+/// `--time-limit` stops the whole run: the cell that was building is
+/// cancelled and cleaned up, the cell waiting for the one slot never
+/// starts, each says why, and the reports are still written (exit 5).
+#[test]
+fn the_run_s_time_limit_stops_it_and_its_cells_say_why() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local") (kernconf "GENERIC" "MINIMAL") (make-flag "HOLD_BUILD=yes"))
+  (local-slots 1)"#,
+    );
+    let out = run_with_deadline(
+        &mut m.command(&["--time-limit", "5s"]),
+        std::time::Duration::from_secs(180),
+    );
+    let reached = "the run's time limit of 5s was reached";
+    let stderr = failed_with(
+        "the time limit",
+        &out,
+        CELL_FAILURES,
+        &[&format!(
+            "fruix: {reached}: cancelling its cells and cleaning up"
+        )],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("stopped: {reached}\n")),
+        "{stdout}"
+    );
+    let report = m.report();
+    assert_eq!(report["cancelled"], false, "{report:#}");
+    assert_eq!(report["time_limit_s"], 5.0, "{report:#}");
+    assert_eq!(report["time_limit_reached"], true, "{report:#}");
+    let mut started = 0;
+    for id in ["local-GENERIC", "local-MINIMAL"] {
+        let c = cell(&report, id);
+        assert_eq!(c["status"], "cancelled", "{c:#}");
+        // Whether the first cell started before the limit depends on how
+        // fast this machine added the source; each says which it was.
+        let attempts = c["attempts"].as_array().unwrap().len();
+        started += attempts;
+        let expected = match attempts {
+            0 => format!("never started: {reached}"),
+            _ => reached.to_string(),
+        };
+        assert_eq!(c["error"], expected.as_str(), "{c:#}\n{stderr}");
+    }
+    assert!(started <= 1, "one slot: {report:#}");
+    m.junit();
+    let left = processes_mentioning(&m.path("state"));
+    assert!(left.is_empty(), "processes still running: {left:?}");
+}

@@ -561,6 +561,11 @@ pub struct MatrixRunArgs {
     /// At most N cells at once (overrides the file's max-parallel).
     #[arg(long, value_name = "N")]
     pub max_parallel: Option<u32>,
+    /// Stop the run once it has taken this long (e.g. 5h): running cells are cancelled and
+    /// cleaned up, waiting ones never start, and the report is still written (exit 5). Set it
+    /// below your CI job's own limit, which would kill fruix before it cleans up.
+    #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
+    pub time_limit: Option<std::time::Duration>,
     /// Compare the first differing files of diverging artifacts with this tool.
     #[arg(long, value_name = "TOOL", value_enum)]
     pub diff: Option<DiffTool>,

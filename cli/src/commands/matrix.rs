@@ -111,6 +111,7 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
     }
     let mut s = Session::start(&args.with, args.report_dir.as_deref(), &args.show, registry)?;
     s.settings.diffoscope = diffoscope;
+    s.settings.time_limit = args.time_limit;
     let finished = fruix_matrix::run(Arc::new(plan), s.settings, s.live, s.cancel)
         .await
         .map_err(from_matrix)?;
@@ -126,7 +127,8 @@ struct Session {
 }
 
 impl Session {
-    /// Sets up a run with `with`, into `report_dir`, without diffoscope.
+    /// Sets up a run with `with`, into `report_dir`, without diffoscope or
+    /// a time limit.
     fn start(
         with: &MatrixRunWith,
         report_dir: Option<&std::path::Path>,
@@ -161,6 +163,7 @@ impl Session {
                 state_dir: state.state_dir.clone(),
                 report_dir,
                 diffoscope: false,
+                time_limit: None,
             },
             live,
             cancel,

@@ -117,6 +117,8 @@ pub fn report(logs: &Path) -> Report {
         duration_s: 61.25,
         max_parallel: Some(4),
         cancelled: false,
+        time_limit_s: None,
+        time_limit_reached: false,
         cells: vec![passed, failed, system, cancelled],
         agreement: vec![
             AgreementReport {

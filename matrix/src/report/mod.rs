@@ -37,6 +37,12 @@ pub struct Report {
     pub max_parallel: Option<u32>,
     /// Ctrl-C stopped the run.
     pub cancelled: bool,
+    /// `--time-limit` of `matrix run`, in seconds; `null`: none (and after
+    /// `collect`).
+    pub time_limit_s: Option<f64>,
+    /// The time limit passed before the cells ended: the run stopped, and
+    /// the cells it cancelled say so.
+    pub time_limit_reached: bool,
     /// Every cell of the matrix, in expansion order, also those that never
     /// started (and, after `collect`, those without a report: `missing`).
     pub cells: Vec<CellReport>,

@@ -117,6 +117,13 @@ pub fn table(report: &Report) -> String {
             e(&s.reason)
         ));
     }
+    if let Some(limit) = report.time_limit_s.filter(|_| report.time_limit_reached) {
+        let limit = std::time::Duration::from_secs_f64(limit);
+        out.push_str(&format!(
+            "stopped: the run's time limit of {} was reached\n",
+            humantime::format_duration(limit)
+        ));
+    }
     out
 }
 
