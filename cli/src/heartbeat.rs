@@ -1,8 +1,8 @@
 //! Without a terminal, a stage that has printed nothing for a while says it
 //! is still running (`--progress-every`): a CI log then shows a long
 //! `buildworld` at work rather than hours of silence that look like a hang.
-//! Long store work (promotion, import, export, copy, verify, gc) says how
-//! far it is at the same interval ([`every`]).
+//! Long store work (promotion, source add, import, export, copy, verify,
+//! gc) says how far it is at the same interval ([`every`]).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -14,39 +14,19 @@ use indicatif::HumanBytes;
 /// The default of `--progress-every`.
 pub const PROGRESS_EVERY: &str = "5min";
 
-/// Where the interval comes from when a command has no `--progress-every`.
-pub const PROGRESS_EVERY_VAR: &str = "FRUIX_PROGRESS_EVERY";
-
 static EVERY: OnceLock<Option<Duration>> = OnceLock::new();
 
-/// Sets the command's interval, from its `--progress-every` (`None`:
-/// never), before anything asks for [`every`].
+/// Sets the interval from the command's `--progress-every` (or
+/// `FRUIX_PROGRESS_EVERY`, which clap reads for it; `None`: never, or a
+/// command without the flag), before anything asks for [`every`].
 pub fn set_every(every: Option<Duration>) {
     let _ = EVERY.set(every);
 }
 
-/// How often, without a terminal, long work says how far it is: the
-/// command's `--progress-every`, else `FRUIX_PROGRESS_EVERY`, else
-/// [`PROGRESS_EVERY`]; `None` (0): never. A value that is not a duration
-/// is warned about once, and the default used.
+/// How often, without a terminal, long work says how far it is: what
+/// [`set_every`] set; `None` (0, or never set): never.
 pub fn every() -> Option<Duration> {
-    *EVERY.get_or_init(|| {
-        let default = humantime::parse_duration(PROGRESS_EVERY).ok();
-        let Some(value) = std::env::var_os(PROGRESS_EVERY_VAR) else {
-            return default;
-        };
-        let text = value.to_string_lossy();
-        match humantime::parse_duration(&text) {
-            Ok(every) => Some(every).filter(|d| !d.is_zero()),
-            Err(e) => {
-                eprintln!(
-                    "fruix: warning: {PROGRESS_EVERY_VAR}={} is not a duration ({e}); using {PROGRESS_EVERY}",
-                    escape::quoted(&text)
-                );
-                default
-            }
-        }
-    })
+    EVERY.get().copied().flatten()
 }
 
 /// The most of the build's last log line a still-running line shows.

@@ -55,7 +55,8 @@ use fruix_core::executor::Registry;
 use fruix_executors::external::file::register_files;
 
 use args::{
-    Cli, Command, ExecutorsCommand, MatrixCommand, NativeBuildCommand, SourceCommand, StoreCommand,
+    Cli, Command, ExecutorsCommand, MatrixCommand, NativeBuildCommand, ProgressArg, SourceCommand,
+    StoreCommand,
 };
 use exit::{CliError, Status};
 
@@ -88,6 +89,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let json = wants_json(&cli.command);
+    heartbeat::set_every(progress_arg(&cli.command).and_then(ProgressArg::every));
     let status = match run(cli) {
         Ok(status) => status,
         Err(CliError {
@@ -184,6 +186,38 @@ fn wants_json(command: &Command) -> bool {
         Command::Matrix(MatrixCommand::Export(_)) => false,
         Command::Source(SourceCommand::Add(args)) => args.output.json,
         Command::Completions(_) | Command::Man(_) => false,
+    }
+}
+
+/// The command's `--progress-every`, when it has one: the commands that
+/// build or do long store work.
+fn progress_arg(command: &Command) -> Option<&ProgressArg> {
+    match command {
+        Command::Build(args) => Some(&args.progress),
+        Command::NativeBuild(NativeBuildCommand::Promote(args)) => Some(&args.progress),
+        Command::NativeBuild(NativeBuildCommand::SelfHosted(_)) => None,
+        Command::Store(command) => match command {
+            StoreCommand::Verify(args) => Some(&args.progress),
+            StoreCommand::Gc(args) => Some(&args.progress),
+            StoreCommand::Export(args) => Some(&args.progress),
+            StoreCommand::Import(args) => Some(&args.progress),
+            StoreCommand::Copy(args) => Some(&args.progress),
+            StoreCommand::List(_)
+            | StoreCommand::Info(_)
+            | StoreCommand::Query(_)
+            | StoreCommand::Roots(_)
+            | StoreCommand::Delete(_)
+            | StoreCommand::Sign(_)
+            | StoreCommand::Serve(_)
+            | StoreCommand::GenerateKey(_) => None,
+        },
+        Command::Matrix(MatrixCommand::Run(args)) => Some(&args.show.progress),
+        Command::Matrix(MatrixCommand::RunCell(args)) => Some(&args.show.progress),
+        Command::Matrix(
+            MatrixCommand::Plan(_) | MatrixCommand::Collect(_) | MatrixCommand::Export(_),
+        ) => None,
+        Command::Source(SourceCommand::Add(args)) => Some(&args.progress),
+        Command::Executors(_) | Command::Completions(_) | Command::Man(_) => None,
     }
 }
 

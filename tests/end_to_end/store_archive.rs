@@ -109,7 +109,7 @@ fn an_exported_closure_imports_into_an_empty_store_with_its_content_and_signatur
 }
 
 /// Without a terminal, a long import says how far it is every
-/// `FRUIX_PROGRESS_EVERY`: here it waits on its standard input, half of the
+/// `--progress-every`: here it waits on its standard input, half of the
 /// archive sent, until that line comes; then the rest is sent, and it ends.
 #[test]
 fn a_long_import_without_a_terminal_says_how_far_it_is() {
@@ -119,12 +119,9 @@ fn a_long_import_without_a_terminal_says_how_far_it_is() {
     let archive = std::fs::read(dir.path().join("archive")).unwrap();
     let store = dir.path().join("store");
     // (Not --json, which is quiet.)
-    let trust = ["--trusted-key", public.trim()];
-    let mut import = spawn_reading_stderr(
-        store_import(&store, Path::new("-"), &trust)
-            .stdin(Stdio::piped())
-            .env("FRUIX_PROGRESS_EVERY", "1s"),
-    );
+    let args = ["--trusted-key", public.trim(), "--progress-every", "1s"];
+    let mut import =
+        spawn_reading_stderr(store_import(&store, Path::new("-"), &args).stdin(Stdio::piped()));
     let mut stdin = import.child().stdin.take().unwrap();
     let half = archive.len() / 2;
     stdin.write_all(&archive[..half]).unwrap();

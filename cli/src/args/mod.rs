@@ -74,6 +74,8 @@ pub struct SourceAddArgs {
     pub store: StoreArg,
     #[command(flatten)]
     pub output: SummaryArgs,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 #[derive(Debug, Args)]
@@ -289,11 +291,11 @@ pub struct BuildArgs {
     pub progress: ProgressArg,
 }
 
-/// `--progress-every`, of the commands that show a build's stages.
+/// `--progress-every`, of the commands that build or do long store work.
 #[derive(Debug, Args)]
 pub struct ProgressArg {
-    /// Without a terminal, say that a stage is still running once nothing was printed for this
-    /// long (e.g. 10min; 0: never).
+    /// Without a terminal, say how far long work is (a stage still running, files and bytes
+    /// so far) once nothing was printed for this long (e.g. 10min; 0: never).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = crate::heartbeat::PROGRESS_EVERY, env = "FRUIX_PROGRESS_EVERY")]
     pub progress_every: std::time::Duration,
 }
@@ -384,6 +386,8 @@ pub struct PromoteArgs {
     pub out_link: OutLinkArgs,
     #[command(flatten)]
     pub output: SummaryArgs,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 #[derive(Debug, Subcommand)]

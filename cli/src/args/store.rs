@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::{SshAuthArgs, StateDirArg, StoreArg};
+use super::{ProgressArg, SshAuthArgs, StateDirArg, StoreArg};
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
@@ -78,6 +78,8 @@ pub struct CopyArgs {
     /// Print what was copied as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 /// Objects of a store: their paths, and the store.
@@ -140,6 +142,8 @@ pub struct ExportArgs {
     /// Print what was exported as JSON (needs --output).
     #[arg(long, requires = "output")]
     pub json: bool,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +156,8 @@ pub struct ImportArgs {
     /// Print what was imported as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +207,8 @@ pub struct VerifyArgs {
     /// Print only problems.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 /// The kinds of store object.
@@ -377,6 +385,8 @@ pub struct GcArgs {
     /// Print only the summary line.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 #[derive(Debug, Args)]

@@ -35,7 +35,6 @@ struct BuildPlan {
 }
 
 pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
-    crate::heartbeat::set_every(args.progress.every());
     defaults::announce(
         Mode::from_output(&args.output),
         (!args.no_promote).then_some(args.store.store.as_path()),

@@ -136,7 +136,6 @@ impl Session {
         registry: Registry,
     ) -> Result<Session, crate::exit::CliError> {
         let mode = Mode::unless_quiet(show.quiet);
-        crate::heartbeat::set_every(show.progress.every());
         let (store, state) = (&with.store, &with.state);
         defaults::announce(mode, Some(&store.store), Some(&state.state_dir));
         // A store made here is removed again if the report directory
