@@ -55,7 +55,8 @@ pub struct MatrixPlan {
     /// per cell.
     pub freebsd_base: FreebsdBase,
     /// Parallel make jobs of every build: the file's `jobs`, else the number of
-    /// CPUs of this host.
+    /// CPUs of this host, which a cell on another machine replaces with that
+    /// machine's ([`BuildOptions::jobs_per_machine`]).
     pub jobs: u32,
     /// The source object the cells build (see
     /// [`crate::sources::source_object`]), but remote cells of a file with
@@ -344,6 +345,7 @@ impl MatrixPlan {
                     .collect(),
                 source_date_epoch: self.file.build.source_date_epoch,
             },
+            jobs_per_machine: self.file.build.jobs.is_none(),
         }
     }
 
@@ -626,6 +628,7 @@ mod tests {
         assert_eq!(remote.source.path, "/usr/src", "remote-source on the pool");
         assert_eq!(remote.policy.kernconf, "MINIMAL");
         assert_eq!(remote.policy.jobs, 3);
+        assert!(!remote.jobs_per_machine, "the file gives jobs");
         assert_eq!(remote.policy.make_flags, ["-DNO_ROOT"]);
         let base = &remote.freebsd_base;
         assert_eq!(
@@ -651,6 +654,9 @@ mod tests {
             "the matrix's, then the cell's"
         );
         assert_eq!(request.freebsd_base.target, "arm64");
+        // Without the file's jobs, each machine that builds uses its CPUs.
+        assert!(request.jobs_per_machine);
+        assert_eq!(request.policy.jobs, crate::request::default_jobs());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub use fruix_core::executor::default_jobs;
 use fruix_core::executor::{base_artifacts, BuildRequest};
 use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
 use fruix_freebsd::source::check_source_tree;
@@ -30,6 +31,10 @@ pub struct BuildOptions {
     /// How to build: the kernel configuration, make flags, make jobs and
     /// `SOURCE_DATE_EPOCH`.
     pub policy: BuildPolicy,
+    /// No job count was given: `policy.jobs` is this host's, and a build on
+    /// another machine uses that machine's CPU count
+    /// ([`BuildRequest::jobs_per_machine`]).
+    pub jobs_per_machine: bool,
 }
 
 impl BuildOptions {
@@ -41,6 +46,7 @@ impl BuildOptions {
             freebsd_base: self.freebsd_base.clone(),
             source: self.source.clone(),
             policy: self.policy.clone(),
+            jobs_per_machine: self.jobs_per_machine,
             artifacts: base_artifacts(),
         }
     }
@@ -79,13 +85,6 @@ pub fn with_arch(base: &FreebsdBase, target_arch: &str, target: Option<&str>) ->
         target_arch: target_arch.to_string(),
         ..base.clone()
     }
-}
-
-/// The number of make jobs when none is given: the number of CPUs.
-pub fn default_jobs() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1)
 }
 
 /// The canonical path of `source`, if it is a FreeBSD source tree

@@ -2,13 +2,16 @@
 //! import, promote; and Ctrl-C during a guest build.
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fruix_core::testing::conformance::processes_mentioning;
 
-use crate::sshd::{guest_build, Sshd};
-use crate::util::{fixture_source, fruix, promote_command, run, run_ok, wait_until};
+use crate::sshd::{guest_build, guest_build_with, Sshd};
+use crate::util::{
+    fixture_build, fixture_source, fruix, promote_command, require_tool, run, run_ok, wait_until,
+};
 
 fn signatures(report: &serde_json::Value) -> Vec<(String, String)> {
     ["world", "kernel", "headers", "bootloader"]
@@ -109,6 +112,65 @@ fn both_guest_executors_build_import_promote_and_agree_on_signatures() {
         .filter(|e| e.file_name().to_string_lossy().contains(".import-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `fruix` pinned to CPU 0 (`taskset`): this host then counts 1 CPU,
+/// while the guest (this machine's sshd, not pinned) has them all.
+fn fruix_on_one_cpu() -> Command {
+    require_tool("taskset", "util-linux");
+    let fruix = fruix();
+    let mut cmd = Command::new("taskset");
+    cmd.args(["--cpu-list", "0"]).arg(fruix.get_program());
+    for (key, value) in fruix.get_envs() {
+        cmd.env(key, value.expect("fruix() sets variables"));
+    }
+    cmd.current_dir(fruix.get_current_dir().expect("fruix() sets a directory"));
+    cmd
+}
+
+/// The `jobs` that `promotion.scm` at `root` records.
+fn recorded_jobs(root: &Path) -> u32 {
+    let promotion = std::fs::read_to_string(root.join("promotion.scm")).unwrap();
+    let (_, rest) = promotion
+        .split_once("(jobs ")
+        .unwrap_or_else(|| panic!("no jobs: {promotion}"));
+    rest.split_once(')').unwrap().0.parse().unwrap()
+}
+
+/// Without `--jobs`, a guest build uses the guest's CPUs, not the host's:
+/// host-initiated asks the guest (`sysctl -n hw.ncpu`, here `getconf`), and the
+/// self-hosted helper counts its own. Here the host is pinned to one CPU.
+#[test]
+fn without_jobs_a_guest_build_uses_the_guest_s_cpus() {
+    let online = run_ok(Command::new("getconf").arg("_NPROCESSORS_ONLN"))
+        .trim()
+        .parse::<u32>()
+        .unwrap();
+    let usable = std::thread::available_parallelism().unwrap().get() as u32;
+    assert!(
+        online >= 2 && usable >= 2,
+        "this test needs 2 CPUs or more, to tell the guest's count from the pinned host's ({online} online, {usable} usable)"
+    );
+    let sshd = Sshd::trusted();
+    let host = tempfile::tempdir().unwrap();
+    for (executor, guest_count) in [("host-initiated", online), ("guest-self-hosted", usable)] {
+        run_ok(&mut guest_build_with(
+            fruix_on_one_cpu(),
+            &sshd,
+            executor,
+            host.path(),
+            executor,
+        ));
+        assert_eq!(
+            recorded_jobs(&host.path().join(executor)),
+            guest_count,
+            "{executor}"
+        );
+    }
+    // The local executor builds on this host: its one CPU.
+    let mut local = fixture_build(fruix_on_one_cpu(), "local", host.path(), "local");
+    run_ok(&mut local);
+    assert_eq!(recorded_jobs(&host.path().join("local")), 1);
 }
 
 fn interrupt_mid_build(executor: &str) {

@@ -267,9 +267,21 @@ impl Drop for Sshd {
 /// A `fruix build` of the miniature tree in the guest of `sshd`, into a host
 /// state under `host`.
 pub fn guest_build(sshd: &Sshd, executor: &str, host: &Path, name: &str) -> Command {
+    guest_build_with(fruix(), sshd, executor, host, name)
+}
+
+/// [`guest_build`], with `fruix` (the `fruix` command, or a wrapper of it)
+/// running the build.
+pub fn guest_build_with(
+    fruix: Command,
+    sshd: &Sshd,
+    executor: &str,
+    host: &Path,
+    name: &str,
+) -> Command {
     require_tool("bmake", "bmake");
     require_tool("cc", "gcc");
-    let mut cmd = fixture_build(fruix(), executor, host, name);
+    let mut cmd = fixture_build(fruix, executor, host, name);
     cmd.args(sshd.guest_options())
         .arg("--identity")
         .arg(sshd.identity());

@@ -365,6 +365,7 @@ fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<Build
             make_flags: args.make_flags.clone(),
             source_date_epoch: args.source_date_epoch,
         },
+        jobs_per_machine: args.jobs.is_none(),
     };
     if let Some(root) = args
         .result_root

@@ -30,7 +30,8 @@ use crate::exit::{CliError, CliResult, Status};
 
 pub async fn run(args: SelfHostedArgs) -> CliResult {
     let request = match read_request(&args).and_then(sign_guest_checkout) {
-        Ok(request) => request,
+        // Without a job count from the host, as many as this machine has CPUs.
+        Ok(request) => request.with_jobs(fruix_core::executor::default_jobs()),
         Err(message) => {
             let refused = Err(Error::InvalidRequest {
                 message: message.clone(),

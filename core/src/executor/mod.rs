@@ -55,7 +55,7 @@ pub use registry::{
     config_keys, parse_config, ConfigKey, ExecutorConfig, ExecutorKind, ExecutorRegistration,
     Registry, RegistryEntry,
 };
-pub use request::{base_artifacts, BuildRequest};
+pub use request::{base_artifacts, default_jobs, BuildRequest};
 pub use runner::{check_agreement, run_executor, run_executor_within, RunLimits, CANCEL_GRACE};
 
 /// What an executor can do, declared up front so callers can check it.

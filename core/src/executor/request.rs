@@ -3,6 +3,14 @@
 use crate::error::{Error, Result};
 use crate::promotion::{check_name, BuildPolicy, FreebsdBase, SourceStore};
 
+/// The number of make jobs when none is given: the number of CPUs this
+/// process may use.
+pub fn default_jobs() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
+}
+
 /// What to build. Carries everything `promotion.scm` needs from the caller.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuildRequest {
@@ -21,11 +29,28 @@ pub struct BuildRequest {
     /// How to build: jobs, kernel configuration, make flags,
     /// `SOURCE_DATE_EPOCH`.
     pub policy: BuildPolicy,
+    /// The caller gave no job count: `policy.jobs` is this host's CPU
+    /// count, and an executor that builds on another machine uses that
+    /// machine's instead ([`BuildRequest::with_jobs`]). `promotion.scm`
+    /// records the count the build used.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub jobs_per_machine: bool,
     /// The artifacts requested, in order (usually the base four).
     pub artifacts: Vec<String>,
 }
 
 impl BuildRequest {
+    /// The request as the machine that builds runs it: with `jobs` (that
+    /// machine's CPU count) when the caller gave no job count, else as it
+    /// is.
+    pub fn with_jobs(mut self, jobs: u32) -> BuildRequest {
+        if self.jobs_per_machine && jobs > 0 {
+            self.policy.jobs = jobs;
+            self.jobs_per_machine = false;
+        }
+        self
+    }
+
     /// Where the builder reads the source tree.
     pub fn source_dir(&self) -> &str {
         self.source_dir.as_deref().unwrap_or(&self.source.path)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::events::Activity;
 use super::{BuildRequest, EventSink, Executor, Run, RunContext};
 use crate::error::{Error, IoContext, Result};
-use crate::promotion::PromotionMetadata;
+use crate::promotion::{BuildPolicy, PromotionMetadata};
 use crate::result_root::{self, ResultRoot, INCOMPLETE_MARKER};
 use tokio_util::sync::CancellationToken;
 
@@ -257,8 +257,10 @@ pub(super) fn prepare_result_root(root: &Path) -> Result<()> {
 }
 
 /// Checks that `promotion.scm` agrees with the request and the executor:
-/// the executor's name, the run id, the FreeBSD base, the build policy, the
-/// source path and every requested artifact.
+/// the executor's name, the run id, the FreeBSD base, the build policy (its
+/// `jobs` only when the caller gave them: else the machine that built chose
+/// them, [`BuildRequest::jobs_per_machine`]), the source path and every
+/// requested artifact.
 ///
 /// `executor-version` is not compared with [`Executor::version`]: it names
 /// what built at the build site, which for a guest running its own fruix
@@ -295,7 +297,14 @@ pub fn check_agreement(
             format!("{:?}", request.freebsd_base),
         ));
     }
-    if m.build_policy != request.policy {
+    let expected_policy = match request.jobs_per_machine {
+        true => BuildPolicy {
+            jobs: m.build_policy.jobs,
+            ..request.policy.clone()
+        },
+        false => request.policy.clone(),
+    };
+    if m.build_policy != expected_policy {
         return Err(mismatch(
             "build-policy",
             format!("{:?}", m.build_policy),

@@ -419,6 +419,43 @@ fn the_build_sites_version_is_recorded_not_compared() {
     );
 }
 
+/// A request without a job count lets the machine that builds choose
+/// them: `promotion.scm` records its count, and only `jobs` may differ
+/// from the request's policy. A request with a count must get it.
+#[test]
+fn the_jobs_are_the_build_machine_s_only_when_the_caller_gave_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executor("succeed");
+    let mut request = request();
+    let mut m = crate::testing::sample_metadata("core-test", &request.run_id);
+    m.build_policy.jobs = request.policy.jobs + 6;
+    let policy_error = |request: &BuildRequest, m: &crate::promotion::PromotionMetadata| {
+        let err = check_agreement(ex.as_ref(), request, m, dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidMetadata { field, .. } if field == "build-policy"),
+            "{err:?}"
+        );
+    };
+    policy_error(&request, &m);
+    request.jobs_per_machine = true;
+    check_agreement(ex.as_ref(), &request, &m, dir.path()).unwrap();
+    m.build_policy.kernconf = "MINIMAL".into();
+    policy_error(&request, &m);
+    // The machine that builds fixes the count in its request.
+    let resolved = request.clone().with_jobs(12);
+    assert_eq!(
+        (resolved.policy.jobs, resolved.jobs_per_machine),
+        (12, false)
+    );
+    assert_eq!(request.clone().with_jobs(0), request, "no count: unchanged");
+    request.jobs_per_machine = false;
+    assert_eq!(
+        request.clone().with_jobs(12),
+        request,
+        "the caller's count stays"
+    );
+}
+
 /// Regression: what `promotion.scm` records verbatim (branch, commit,
 /// paths, kernconf, make flags) was not checked, so a control character in
 /// it failed the build only at the end, when the written metadata did not

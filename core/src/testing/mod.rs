@@ -216,6 +216,7 @@ pub fn sample_request(executor: &str, artifacts: Vec<String>) -> crate::executor
         source: m.source_store,
         source_dir: None,
         policy: m.build_policy,
+        jobs_per_machine: false,
         artifacts,
     }
 }
@@ -372,6 +373,7 @@ pub fn fixture_request(source: &Path, make_flags: &[&str]) -> crate::executor::B
             make_flags: make_flags.iter().map(|f| f.to_string()).collect(),
             ..m.build_policy
         },
+        jobs_per_machine: false,
         artifacts: crate::executor::base_artifacts(),
     }
 }

@@ -29,7 +29,10 @@ impl GuestRun<'_> {
         session: Arc<SshSession>,
         ctx: &RunContext,
     ) -> Result<()> {
-        let request = &self.request(ctx);
+        let request = &match ctx.request.jobs_per_machine {
+            true => self.request(ctx).with_jobs(guest_cpus(&session, ctx).await),
+            false => self.request(ctx),
+        };
         let make = match &self.executor.make {
             Some(m) => m.clone(),
             None => {
@@ -201,6 +204,42 @@ impl GuestRun<'_> {
     }
 }
 
+/// The most CPUs a guest's answer may claim (as `--jobs` takes).
+const MAX_GUEST_CPUS: u32 = 4096;
+
+/// How many CPUs the guest has online, for a build whose caller gave no
+/// job count; 0 (the host's count stays, with a warning) when the guest
+/// cannot say.
+async fn guest_cpus(session: &SshSession, ctx: &RunContext) -> u32 {
+    let script = "sysctl -n hw.ncpu 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || nproc";
+    let said = match session.output(script, None).await {
+        Ok(out) if out.exit.success() => parse_cpus(&out.stdout_text()),
+        Ok(out) => Err(out.stderr_text()),
+        Err(e) => Err(e.to_string()),
+    };
+    said.unwrap_or_else(|why| {
+        ctx.events.warn(format!(
+            "cannot tell how many CPUs the guest {} has ({}); building with -j{}, this host's count",
+            session.target(),
+            fruix_core::escape::text(&why).cut_at(200),
+            ctx.request.policy.jobs
+        ));
+        0
+    })
+}
+
+/// The CPU count in what the guest printed: one number from 1 to
+/// [`MAX_GUEST_CPUS`].
+fn parse_cpus(said: &str) -> std::result::Result<u32, String> {
+    match said.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_GUEST_CPUS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "it said {}",
+            fruix_core::escape::quoted(said.trim()).cut_at(40)
+        )),
+    }
+}
+
 /// The exit status of [`create_root_script`] when every name is taken.
 const NO_FREE_ROOT: u32 = 17;
 
@@ -308,6 +347,16 @@ mod tests {
         assert_eq!(code, Some(NO_FREE_ROOT as i32), "{said}");
         assert_eq!(said, "");
         assert!(!dir.path().join("r.1000").exists());
+    }
+
+    #[test]
+    fn a_guest_s_cpu_count_is_one_number_from_1_to_4096() {
+        assert_eq!(parse_cpus("8\n"), Ok(8));
+        assert_eq!(parse_cpus(" 4096 "), Ok(4096));
+        for bad in ["", "0", "4097", "-1", "8\n8", "eight", "\u{1b}[2J"] {
+            let e = parse_cpus(bad).unwrap_err();
+            assert!(!e.contains('\u{1b}'), "escaped: {e}");
+        }
     }
 
     #[test]

@@ -232,6 +232,7 @@ pub(crate) mod tests {
     pub(crate) fn request(artifacts: &[&str], epoch: Option<i64>) -> BuildRequest {
         BuildRequest {
             source_dir: None,
+            jobs_per_machine: false,
             run_id: "20260405T213444Z".into(),
             freebsd_base: FreebsdBase {
                 name: "FreeBSD".into(),
