@@ -936,6 +936,19 @@ mod tests {
         assert!(records[5].attempts.is_empty(), "cell 5 never started");
     }
 
+    /// Runs `cells` cells of `runner` (at most `max_parallel` at once)
+    /// within `limit`, never cancelled otherwise.
+    async fn within(
+        runner: &Arc<Fake>,
+        cells: usize,
+        max_parallel: Option<u32>,
+        limit: TimeLimit,
+    ) -> RunOutcome {
+        let dispatcher = dispatcher(cells, max_parallel, false);
+        let cancel = CancellationToken::new();
+        run_cells(runner.clone(), dispatcher, cells, cancel, Some(limit)).await
+    }
+
     /// Time is paused: it moves to the limit once every running build
     /// waits for cancellation. Cells 0 and 1 start (max-parallel 2); cell 0
     /// passes and cell 2 takes its slot; 1 and 2 hang until the limit
@@ -944,14 +957,7 @@ mod tests {
     async fn the_time_limit_stops_the_run_and_its_cells_say_why() {
         let runner = fake(&[], &[], true);
         let limit = TimeLimit::from_now(Duration::from_secs(2 * 3600));
-        let outcome = run_cells(
-            runner.clone(),
-            dispatcher(6, Some(2), false),
-            6,
-            CancellationToken::new(),
-            Some(limit),
-        )
-        .await;
+        let outcome = within(&runner, 6, Some(2), limit).await;
         assert!(outcome.time_limit_reached);
         assert!(tokio::time::Instant::now() >= limit.deadline);
         assert_eq!(*runner.time_limits.lock().unwrap(), [limit.limit]);
@@ -980,14 +986,7 @@ mod tests {
         let runner = fake(&[], &[], false);
         let limit = TimeLimit::from_now(Duration::from_secs(60));
         tokio::time::advance(Duration::from_secs(61)).await;
-        let outcome = run_cells(
-            runner.clone(),
-            dispatcher(3, None, false),
-            3,
-            CancellationToken::new(),
-            Some(limit),
-        )
-        .await;
+        let outcome = within(&runner, 3, None, limit).await;
         assert!(outcome.time_limit_reached);
         assert_eq!(runner.counts.borrow().peak, 0, "no build started");
         for r in &outcome.records {
@@ -1002,14 +1001,7 @@ mod tests {
     async fn a_run_within_its_time_limit_is_not_stopped() {
         let runner = fake(&[], &[], false);
         let limit = TimeLimit::from_now(Duration::from_secs(60));
-        let outcome = run_cells(
-            runner.clone(),
-            dispatcher(6, Some(2), false),
-            6,
-            CancellationToken::new(),
-            Some(limit),
-        )
-        .await;
+        let outcome = within(&runner, 6, Some(2), limit).await;
         assert!(!outcome.time_limit_reached);
         assert!(runner.time_limits.lock().unwrap().is_empty());
         assert!(

@@ -153,11 +153,11 @@ pub struct ImportArgs {
     pub archive: Option<PathBuf>,
     #[command(flatten)]
     pub local: StoreTrust,
+    #[command(flatten)]
+    pub progress: ProgressArg,
     /// Print what was imported as JSON.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub progress: ProgressArg,
 }
 
 #[derive(Debug, Args)]
