@@ -201,14 +201,14 @@ pub struct VerifyArgs {
     pub repair: bool,
     #[command(flatten)]
     pub store: StoreArg,
+    #[command(flatten)]
+    pub progress: ProgressArg,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
     /// Print only problems.
     #[arg(long, short)]
     pub quiet: bool,
-    #[command(flatten)]
-    pub progress: ProgressArg,
 }
 
 /// The kinds of store object.
