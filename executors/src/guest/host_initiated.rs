@@ -211,17 +211,23 @@ const MAX_GUEST_CPUS: u32 = 4096;
 /// job count; 0 (the host's count stays, with a warning) when the guest
 /// cannot say.
 async fn guest_cpus(session: &SshSession, ctx: &RunContext) -> u32 {
+    use fruix_core::escape;
     let script = "sysctl -n hw.ncpu 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || nproc";
     let said = match session.output(script, None).await {
-        Ok(out) if out.exit.success() => parse_cpus(&out.stdout_text()),
-        Ok(out) => Err(out.stderr_text()),
+        Ok(out) if out.exit.success() => {
+            let text = out.stdout_text();
+            parse_cpus(&text)
+                .ok_or_else(|| format!("it said {}", escape::quoted(text.trim()).cut_at(40)))
+        }
+        Ok(out) => Err(escape::text(out.stderr_text().trim())
+            .cut_at(200)
+            .to_string()),
         Err(e) => Err(e.to_string()),
     };
     said.unwrap_or_else(|why| {
         ctx.events.warn(format!(
-            "cannot tell how many CPUs the guest {} has ({}); building with -j{}, this host's count",
+            "cannot tell how many CPUs the guest {} has ({why}); building with -j{}, this host's count",
             session.target(),
-            fruix_core::escape::text(&why).cut_at(200),
             ctx.request.policy.jobs
         ));
         0
@@ -230,14 +236,11 @@ async fn guest_cpus(session: &SshSession, ctx: &RunContext) -> u32 {
 
 /// The CPU count in what the guest printed: one number from 1 to
 /// [`MAX_GUEST_CPUS`].
-fn parse_cpus(said: &str) -> std::result::Result<u32, String> {
-    match said.trim().parse::<u32>() {
-        Ok(n) if (1..=MAX_GUEST_CPUS).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "it said {}",
-            fruix_core::escape::quoted(said.trim()).cut_at(40)
-        )),
-    }
+fn parse_cpus(said: &str) -> Option<u32> {
+    said.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_GUEST_CPUS).contains(n))
 }
 
 /// The exit status of [`create_root_script`] when every name is taken.
@@ -351,11 +354,10 @@ mod tests {
 
     #[test]
     fn a_guest_s_cpu_count_is_one_number_from_1_to_4096() {
-        assert_eq!(parse_cpus("8\n"), Ok(8));
-        assert_eq!(parse_cpus(" 4096 "), Ok(4096));
+        assert_eq!(parse_cpus("8\n"), Some(8));
+        assert_eq!(parse_cpus(" 4096 "), Some(4096));
         for bad in ["", "0", "4097", "-1", "8\n8", "eight", "\u{1b}[2J"] {
-            let e = parse_cpus(bad).unwrap_err();
-            assert!(!e.contains('\u{1b}'), "escaped: {e}");
+            assert_eq!(parse_cpus(bad), None, "{bad:?}");
         }
     }
 
