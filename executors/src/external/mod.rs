@@ -59,7 +59,7 @@ pub use file::{ExternalSpec, Stage, StageCommand};
 
 /// The variables every stage gets, with what they hold (the README lists
 /// them from here).
-pub const ENVIRONMENT: [(&str, &str); 24] = [
+pub const ENVIRONMENT: [(&str, &str); 25] = [
     ("FRUIX_STAGE", "the stage running: prepare, build, collect or cleanup"),
     ("FRUIX_EXECUTOR", "the executor's name"),
     ("FRUIX_EXECUTOR_VERSION", "the executor's version"),
@@ -77,6 +77,7 @@ pub const ENVIRONMENT: [(&str, &str); 24] = [
     ("FRUIX_TARGET_ARCH", "make's TARGET_ARCH, e.g. amd64"),
     ("FRUIX_KERNCONF", "the kernel configuration, e.g. GENERIC"),
     ("FRUIX_JOBS", "parallel make jobs"),
+    ("FRUIX_JOBS_PER_MACHINE", "1 when no job count was given: FRUIX_JOBS is then this host's CPU count, and a script that builds on another machine may use that machine's (promotion.scm records the count used); else 0"),
     ("FRUIX_MAKE_FLAGS", "extra make arguments, separated by single spaces (none contains white space)"),
     ("FRUIX_SOURCE_DATE_EPOCH", "SOURCE_DATE_EPOCH for the build, or empty"),
     ("FRUIX_ARTIFACTS", "the requested artifacts, separated by spaces: collect puts each at FRUIX_RESULT_ROOT/artifacts/NAME"),
@@ -208,6 +209,10 @@ impl ExternalExecutor {
             ("FRUIX_TARGET_ARCH", r.freebsd_base.target_arch.clone()),
             ("FRUIX_KERNCONF", r.policy.kernconf.clone()),
             ("FRUIX_JOBS", r.policy.jobs.to_string()),
+            (
+                "FRUIX_JOBS_PER_MACHINE",
+                u8::from(r.jobs_per_machine).to_string(),
+            ),
             ("FRUIX_MAKE_FLAGS", r.policy.make_flags.join(" ")),
             (
                 "FRUIX_SOURCE_DATE_EPOCH",

@@ -98,6 +98,7 @@ async fn stages_get_the_request_and_fruix_signs_what_collect_left() {
         "FRUIX_KERNCONF=GENERIC".into(),
         "FRUIX_TARGET_ARCH=amd64".into(),
         "FRUIX_JOBS=2".into(),
+        "FRUIX_JOBS_PER_MACHINE=0".into(),
         "FRUIX_MAKE_FLAGS=-DNO_ROOT".into(),
         "FRUIX_SOURCE_DATE_EPOCH=1775420084".into(),
         "FRUIX_ARTIFACTS=headers".into(),
