@@ -373,6 +373,9 @@ pub async fn run_cells<R: CellRunner>(
             }
         }
         if dispatcher.stopped() {
+            // Fail-fast stopped the run: a time limit passing while its
+            // cells end stops nothing more.
+            stopped_seen = true;
             attempts_token.cancel();
             let waiting = dispatcher.stop();
             end_retries(&*runner, &mut records, waiting);
@@ -521,6 +524,9 @@ mod tests {
         counts: watch::Sender<Counts>,
         /// The limits `time_limit_reached` was called with.
         time_limits: std::sync::Mutex<Vec<Duration>>,
+        /// How long a hanging build takes to clean up once cancelled (in
+        /// paused time: no test waits for it).
+        cleanup: Duration,
     }
 
     impl CellRunner for Fake {
@@ -537,9 +543,11 @@ mod tests {
                 c.hanging += u32::from(hang);
             });
             let counts = self.counts.clone();
+            let cleanup = self.cleanup;
             Box::pin(async move {
                 let result = if hang {
                     job.cancel.cancelled().await;
+                    tokio::time::sleep(cleanup).await;
                     Err(CellError {
                         failure: Failure::Cancelled,
                         message: "cancelled".into(),
@@ -610,6 +618,7 @@ mod tests {
             hang,
             counts: watch::Sender::new(Counts::default()),
             time_limits: Default::default(),
+            cleanup: Duration::ZERO,
         })
     }
 
@@ -978,6 +987,32 @@ mod tests {
             );
         }
         assert_eq!(runner.counts.borrow().running, 0, "every build ended");
+    }
+
+    /// Fail-fast stops the run before the limit passes, and its cancelled
+    /// build takes past the limit to clean up: the limit changes nothing.
+    /// The cells were cancelled by fail-fast, and the outcome does not say
+    /// the limit stopped the run.
+    #[tokio::test(start_paused = true)]
+    async fn a_time_limit_passing_after_fail_fast_stopped_the_run_changes_nothing() {
+        let runner = Arc::new(Fake {
+            failing: vec![0],
+            cleanup: Duration::from_secs(120),
+            ..Arc::try_unwrap(fake(&[], &[], true)).ok().unwrap()
+        });
+        let limit = TimeLimit::from_now(Duration::from_secs(60));
+        let dispatcher = dispatcher(4, Some(2), true);
+        let cancel = CancellationToken::new();
+        let outcome = run_cells(runner.clone(), dispatcher, 4, cancel, Some(limit)).await;
+        assert!(
+            tokio::time::Instant::now() > limit.deadline,
+            "the limit passed"
+        );
+        assert!(!outcome.time_limit_reached, "{outcome:?}");
+        assert!(runner.time_limits.lock().unwrap().is_empty());
+        assert_eq!(outcome.records[0].status, CellStatus::BuildFailure);
+        assert_eq!(outcome.records[1].summary(), "cancelled");
+        assert_eq!(outcome.records[3].summary(), "cancelled: never started");
     }
 
     /// A limit that already passed when the loop starts lets no cell start.
