@@ -137,23 +137,30 @@ fn recorded_jobs(root: &Path) -> u32 {
     rest.split_once(')').unwrap().0.parse().unwrap()
 }
 
+/// The guest's `sysctl`, answering `sysctl -n hw.ncpu` with `answer` (a
+/// `printf` format) as a FreeBSD guest would, and refusing everything else.
+fn guest_sysctl(sshd: &Sshd, answer: &str) {
+    sshd.guest_program(
+        "sysctl",
+        &format!("#!/bin/sh\n[ \"$*\" = \"-n hw.ncpu\" ] || exit 1\nprintf '{answer}\\n'\n"),
+    );
+}
+
 /// Without `--jobs`, a guest build uses the guest's CPUs, not the host's:
-/// host-initiated asks the guest (`sysctl -n hw.ncpu`, here `getconf`), and the
-/// self-hosted helper counts its own. Here the host is pinned to one CPU.
+/// host-initiated asks the guest (`sysctl -n hw.ncpu`, which says 7 here),
+/// and the self-hosted helper counts its own. fruix is pinned to one CPU,
+/// so this host counts 1.
 #[test]
 fn without_jobs_a_guest_build_uses_the_guest_s_cpus() {
-    let online = run_ok(Command::new("getconf").arg("_NPROCESSORS_ONLN"))
-        .trim()
-        .parse::<u32>()
-        .unwrap();
     let usable = std::thread::available_parallelism().unwrap().get() as u32;
     assert!(
-        online >= 2 && usable >= 2,
-        "this test needs 2 CPUs or more, to tell the guest's count from the pinned host's ({online} online, {usable} usable)"
+        usable >= 2,
+        "this test needs 2 CPUs or more, to tell the self-hosted helper's count from the pinned host's ({usable})"
     );
-    let sshd = Sshd::trusted();
+    let sshd = Sshd::trusted_with_bin();
+    guest_sysctl(&sshd, "7");
     let host = tempfile::tempdir().unwrap();
-    for (executor, guest_count) in [("host-initiated", online), ("guest-self-hosted", usable)] {
+    for (executor, guest_count) in [("host-initiated", 7), ("guest-self-hosted", usable)] {
         run_ok(&mut guest_build_with(
             fruix_on_one_cpu(),
             &sshd,
@@ -171,6 +178,35 @@ fn without_jobs_a_guest_build_uses_the_guest_s_cpus() {
     let mut local = fixture_build(fruix_on_one_cpu(), "local", host.path(), "local");
     run_ok(&mut local);
     assert_eq!(recorded_jobs(&host.path().join("local")), 1);
+    // A count given is the count used, whatever the guest has.
+    let mut given = guest_build(&sshd, "host-initiated", host.path(), "given");
+    run_ok(given.args(["--jobs", "3"]));
+    assert_eq!(recorded_jobs(&host.path().join("given")), 3);
+}
+
+/// A guest whose CPU count is no number (here a terminal escape) is
+/// warned about, its answer escaped, and the build uses this host's count.
+#[test]
+fn a_guest_cpu_count_that_is_no_number_is_warned_about_and_not_used() {
+    let sshd = Sshd::trusted_with_bin();
+    guest_sysctl(&sshd, "\\033[2J");
+    let host = tempfile::tempdir().unwrap();
+    let out = run(&mut guest_build_with(
+        fruix_on_one_cpu(),
+        &sshd,
+        "host-initiated",
+        host.path(),
+        "r1",
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: cannot tell how many CPUs the guest ")
+            && stderr.contains(r#"has (it said "\033[2J"); building with -j1, this host's count"#),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "escaped: {stderr}");
+    assert_eq!(recorded_jobs(&host.path().join("r1")), 1);
 }
 
 fn interrupt_mid_build(executor: &str) {
