@@ -454,7 +454,24 @@ fn plan_lists_cells_and_agreement_groups_without_running() {
         serde_json::json!([["local-GENERIC", "mini-sh-GENERIC"]])
     );
     assert_eq!(plan["fail_fast"], true);
+    assert_eq!(plan["jobs"], 1, "the file's");
     assert!(!m.path("state").exists());
+    // Without the file's `jobs`, each machine that builds uses its CPUs.
+    let file = m.path("no-jobs.scm");
+    let text = std::fs::read_to_string(m.path("matrix.scm")).unwrap();
+    std::fs::write(&file, text.replace("  (jobs 1)\n", "")).unwrap();
+    let plan_of = |json: &[&str]| {
+        let mut cmd = fruix();
+        cmd.arg("--executors-file").arg(external_executors());
+        run_ok(cmd.args(["matrix", "plan"]).args(json).arg(&file))
+    };
+    let out = plan_of(&[]);
+    assert!(
+        out.ends_with("; retries 1; jobs the CPUs of each machine that builds\n"),
+        "{out}"
+    );
+    let plan: Value = serde_json::from_str(&plan_of(&["--json"])).unwrap();
+    assert_eq!(plan["jobs"], Value::Null, "{plan:#}");
 }
 
 /// Regression: a matrix's `freebsd-version` reached its cells' metadata but

@@ -46,6 +46,7 @@ pub fn plan(args: MatrixPlanArgs, registry: &Registry) -> CliResult {
             max_parallel: strategy.max_parallel,
             fail_fast: strategy.fail_fast,
             retries: strategy.retries,
+            jobs: plan.file.build.jobs,
         })?;
         return Ok(Status::Success);
     }
@@ -66,20 +67,26 @@ pub fn plan(args: MatrixPlanArgs, registry: &Registry) -> CliResult {
         println!("must agree: {}", ids.join(", "));
     }
     println!(
-        "{} cells; max-parallel {}; fail-fast {}; retries {}",
+        "{} cells; max-parallel {}; fail-fast {}; retries {}; jobs {}",
         plan.cells.len(),
         plan.file
             .strategy
             .max_parallel
             .map_or("unlimited".to_string(), |m| m.to_string()),
         plan.file.strategy.fail_fast,
-        plan.file.strategy.retries
+        plan.file.strategy.retries,
+        plan.file
+            .build
+            .jobs
+            .map_or("the CPUs of each machine that builds".to_string(), |j| j
+                .to_string())
     );
     Ok(Status::Success)
 }
 
 /// What `matrix plan --json` prints: the cells, each with where it may
-/// run, the groups of cell ids that must agree, and the strategy.
+/// run, the groups of cell ids that must agree, the strategy, and the
+/// file's `jobs` (`null`: the CPUs of each machine that builds).
 #[derive(serde::Serialize)]
 struct PlanReport<'a> {
     cells: Vec<PlannedCell<'a>>,
@@ -87,6 +94,7 @@ struct PlanReport<'a> {
     max_parallel: Option<u32>,
     fail_fast: bool,
     retries: u32,
+    jobs: Option<u32>,
 }
 
 /// A cell of [`PlanReport`]: its fields, and `runs_on`.
