@@ -114,13 +114,20 @@ fn both_guest_executors_build_import_promote_and_agree_on_signatures() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-/// `fruix` pinned to CPU 0 (`taskset`): this host then counts 1 CPU,
-/// while the guest (this machine's sshd, not pinned) has them all.
+/// `fruix` pinned to one CPU (`taskset`), the first this test may use:
+/// this host then counts 1 CPU, while the guest (this machine's sshd, not
+/// pinned) has them all.
 fn fruix_on_one_cpu() -> Command {
     require_tool("taskset", "util-linux");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("/proc/self/status has Cpus_allowed_list");
+    let first = allowed.trim().split([',', '-']).next().unwrap().to_string();
     let fruix = fruix();
     let mut cmd = Command::new("taskset");
-    cmd.args(["--cpu-list", "0"]).arg(fruix.get_program());
+    cmd.arg("--cpu-list").arg(first).arg(fruix.get_program());
     for (key, value) in fruix.get_envs() {
         cmd.env(key, value.expect("fruix() sets variables"));
     }
