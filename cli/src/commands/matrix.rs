@@ -75,11 +75,10 @@ pub fn plan(args: MatrixPlanArgs, registry: &Registry) -> CliResult {
             .map_or("unlimited".to_string(), |m| m.to_string()),
         plan.file.strategy.fail_fast,
         plan.file.strategy.retries,
-        plan.file
-            .build
-            .jobs
-            .map_or("the CPUs of each machine that builds".to_string(), |j| j
-                .to_string())
+        plan.file.build.jobs.map_or_else(
+            || "the CPUs of each machine that builds".to_string(),
+            |j| j.to_string()
+        )
     );
     Ok(Status::Success)
 }
