@@ -144,17 +144,27 @@ fn recorded_jobs(root: &Path) -> u32 {
     rest.split_once(')').unwrap().0.parse().unwrap()
 }
 
-/// The guest's `sysctl`, answering `sysctl -n hw.ncpu` with `answer` (a
-/// `printf` format) as a FreeBSD guest would, and refusing everything else.
-fn guest_sysctl(sshd: &Sshd, answer: &str) {
+/// The guest's `nproc`, answering with `answer` (a `printf` format).
+fn guest_nproc(sshd: &Sshd, answer: &str) {
+    sshd.guest_program("nproc", &format!("#!/bin/sh\nprintf '{answer}\\n'\n"));
+}
+
+/// A guest without `nproc` (FreeBSD before 13.2) whose `sysctl -n hw.ncpu`
+/// says `answer`.
+fn guest_without_nproc(sshd: &Sshd, answer: u32) {
+    sshd.guest_program(
+        "nproc",
+        "#!/bin/sh\necho 'nproc: not found' >&2\nexit 127\n",
+    );
     sshd.guest_program(
         "sysctl",
-        &format!("#!/bin/sh\n[ \"$*\" = \"-n hw.ncpu\" ] || exit 1\nprintf '{answer}\\n'\n"),
+        &format!("#!/bin/sh\n[ \"$*\" = \"-n hw.ncpu\" ] || exit 1\necho {answer}\n"),
     );
 }
 
 /// Without `--jobs`, a guest build uses the guest's CPUs, not the host's:
-/// host-initiated asks the guest (`sysctl -n hw.ncpu`, which says 7 here),
+/// host-initiated asks the guest (here one without `nproc`, whose `sysctl
+/// -n hw.ncpu` says 7),
 /// and the self-hosted helper counts its own. fruix is pinned to one CPU,
 /// so this host counts 1.
 #[test]
@@ -165,7 +175,7 @@ fn without_jobs_a_guest_build_uses_the_guest_s_cpus() {
         "this test needs 2 CPUs or more, to tell the self-hosted helper's count from the pinned host's ({usable})"
     );
     let sshd = Sshd::trusted_with_bin();
-    guest_sysctl(&sshd, "7");
+    guest_without_nproc(&sshd, 7);
     let host = tempfile::tempdir().unwrap();
     for (executor, guest_count) in [("host-initiated", 7), ("guest-self-hosted", usable)] {
         run_ok(&mut guest_build_with(
@@ -191,12 +201,13 @@ fn without_jobs_a_guest_build_uses_the_guest_s_cpus() {
     assert_eq!(recorded_jobs(&host.path().join("given")), 3);
 }
 
-/// A guest whose CPU count is no number (here a terminal escape) is
-/// warned about, its answer escaped, and the build uses this host's count.
+/// A guest whose CPU count is no number (its `nproc` prints a terminal
+/// escape) is warned about, its answer escaped, and the build uses this
+/// host's count.
 #[test]
 fn a_guest_cpu_count_that_is_no_number_is_warned_about_and_not_used() {
     let sshd = Sshd::trusted_with_bin();
-    guest_sysctl(&sshd, "\\033[2J");
+    guest_nproc(&sshd, "\\033[2J");
     let host = tempfile::tempdir().unwrap();
     let out = run(&mut guest_build_with(
         fruix_on_one_cpu(),

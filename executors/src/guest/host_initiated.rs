@@ -207,12 +207,14 @@ impl GuestRun<'_> {
 /// The most CPUs a guest's answer may claim (as `--jobs` takes).
 const MAX_GUEST_CPUS: u32 = 4096;
 
-/// How many CPUs the guest has online, for a build whose caller gave no
-/// job count; 0 (the host's count stays, with a warning) when the guest
-/// cannot say.
+/// How many CPUs the guest's builds may use, for a build whose caller
+/// gave no job count; 0 (the host's count stays, with a warning) when the
+/// guest cannot say. `nproc` (FreeBSD 13.2 and later, Linux) honours the
+/// CPU set of a jail or of sshd, as the self-hosted helper's count does;
+/// older FreeBSD has `sysctl -n hw.ncpu`.
 async fn guest_cpus(session: &SshSession, ctx: &RunContext) -> u32 {
     use fruix_core::escape;
-    let script = "sysctl -n hw.ncpu 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || nproc";
+    let script = "nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || getconf _NPROCESSORS_ONLN";
     let said = match session.output(script, None).await {
         Ok(out) if out.exit.success() => {
             let text = out.stdout_text();
