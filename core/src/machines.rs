@@ -111,12 +111,19 @@ pub struct Machines {
 impl Machines {
     /// Reads and checks the machines file at `path`.
     ///
-    /// A matrix reads its machines file once for its plan and once more for
-    /// each cell's executor, and a pool's file can be large, so the last
-    /// four files read are kept: the same text at the same path
-    /// is not parsed again. (The file is still read each time, so an edit
-    /// is always seen.)
+    /// A matrix reads its machines file once for its plan, and the run's
+    /// copy of it once more for each attempt's executor, and a pool's file
+    /// can be large, so the last four files read are kept: the same text at
+    /// the same path is not parsed again. (The file is still read each
+    /// time, so an edit is always seen.)
     pub fn read(path: &Path) -> Result<Machines> {
+        Self::read_with_text(path).map(|(machines, _)| machines)
+    }
+
+    /// [`Machines::read`], also giving the text it read and checked: a
+    /// caller that hands the file on (a matrix run's copy) hands on what
+    /// was checked, not what the path holds by then.
+    pub fn read_with_text(path: &Path) -> Result<(Machines, String)> {
         static PARSED: Mutex<Vec<(PathBuf, String, Arc<Machines>)>> = Mutex::new(Vec::new());
         let text = crate::fsutil::read_file_of_kind(path, "machines file (fruix-machines ...)")?;
         let parsed = |kept: &[(PathBuf, String, Arc<Machines>)]| {
@@ -125,15 +132,15 @@ impl Machines {
                 .map(|(_, _, m)| m.clone())
         };
         if let Some(machines) = parsed(&PARSED.lock().unwrap_or_else(|e| e.into_inner())) {
-            return Ok((*machines).clone());
+            return Ok(((*machines).clone(), text));
         }
         let machines = Arc::new(Self::parse(path, &text)?);
         let mut kept = PARSED.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() == PARSED_KEPT {
             kept.remove(0);
         }
-        kept.push((path.to_path_buf(), text, machines.clone()));
-        Ok((*machines).clone())
+        kept.push((path.to_path_buf(), text.clone(), machines.clone()));
+        Ok(((*machines).clone(), text))
     }
 
     /// Parses `text`; `path` is only used in messages.

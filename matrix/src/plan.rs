@@ -7,6 +7,7 @@
 //! source, an unknown executor, bad executor configuration, a pinned machine
 //! that is not in the machines file, remote cells without a machines file.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use fruix_core::executor::{BuildRequest, Registry, RunLimits};
@@ -47,6 +48,12 @@ pub struct MatrixPlan {
     /// and checked; `None` when neither names one, which only a matrix of local
     /// cells allows.
     pub machines: Option<Machines>,
+    /// The machines file's text, as read and checked into `machines`.
+    pub machines_text: Option<String>,
+    /// Where each attempt's executor reads the machines file: the run's copy
+    /// once [`MatrixPlan::copy_machines`] has written it, else the file
+    /// itself.
+    pub machines_copy: Option<PathBuf>,
     /// The source on this host (canonical).
     pub source: PathBuf,
     /// The FreeBSD base every cell builds: its name, version
@@ -95,13 +102,14 @@ impl MatrixPlan {
         let machines_file = machines
             .map(Path::to_path_buf)
             .or_else(|| file.machines_file.clone());
-        let machines = match machines_file {
+        let (machines, machines_text) = match machines_file {
             Some(p) => {
                 let p = std::path::absolute(&p)
                     .map_err(|source| Error::MachinesPath { path: p, source })?;
-                Some(Machines::read(&p)?)
+                let (machines, text) = Machines::read_with_text(&p)?;
+                (Some(machines), Some(text))
             }
-            None => None,
+            None => (None, None),
         };
         let source = check_source(&file.source)?;
         let freebsd_base = freebsd_base(
@@ -115,6 +123,8 @@ impl MatrixPlan {
             remote,
             boots_vms,
             machines,
+            machines_text,
+            machines_copy: None,
             source,
             freebsd_base,
             jobs: file.build.jobs.unwrap_or_else(default_jobs),
@@ -271,6 +281,24 @@ impl MatrixPlan {
         )
     }
 
+    /// Writes the machines file's text, as the plan read and checked it, to
+    /// `path` (read-only), and points every later attempt at that copy: a
+    /// machines file edited while a run goes on does not change the run,
+    /// and the report directory records the pool it used. Without a
+    /// machines file, writes nothing.
+    pub fn copy_machines(&mut self, path: &Path) -> Result<()> {
+        let Some(text) = &self.machines_text else {
+            return Ok(());
+        };
+        fruix_core::fsutil::write_atomic_with(path, |file| {
+            use std::os::unix::fs::PermissionsExt;
+            file.write_all(text.as_bytes())?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o444))
+        })?;
+        self.machines_copy = Some(path.to_path_buf());
+        Ok(())
+    }
+
     /// The executor configuration of cell `i` at `placement`.
     pub fn executor_config(&self, i: usize, placement: &Placement) -> serde_json::Value {
         let cell = &self.cells[i];
@@ -281,9 +309,10 @@ impl MatrixPlan {
             .cloned()
             .unwrap_or_default();
         if let (Placement::Machine(name), Some(machines)) = (placement, &self.machines) {
+            let file = self.machines_copy.as_ref().unwrap_or(&machines.path);
             config.insert(
                 "machines".into(),
-                machines.path.to_string_lossy().into_owned().into(),
+                file.to_string_lossy().into_owned().into(),
             );
             config.insert("machine".into(), name.clone().into());
         }
@@ -400,6 +429,7 @@ impl MatrixPlan {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
 
     use fruix_core::executor::{Capabilities, ConfigKey, ExecutorKind, RegistryEntry};
@@ -570,6 +600,32 @@ mod tests {
             plan.executor_config(0, &Placement::Local),
             serde_json::json!({})
         );
+    }
+
+    /// Attempts read the run's copy of the machines file, which holds the
+    /// text the plan checked, however the file has changed since.
+    #[test]
+    fn attempts_read_the_run_s_copy_of_the_machines_file_as_checked() {
+        let dir = setup(MIXED);
+        let mut plan =
+            MatrixPlan::load(&dir.path().join("matrix.scm"), None, None, &registry()).unwrap();
+        let machines = dir.path().join("machines.scm");
+        let checked = std::fs::read_to_string(&machines).unwrap();
+        std::fs::write(&machines, "(fruix-machines)").unwrap();
+        let copy = dir.path().join("report-machines.scm");
+        plan.copy_machines(&copy).unwrap();
+        assert_eq!(std::fs::read_to_string(&copy).unwrap(), checked);
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o444, "the copy is read-only");
+        assert_eq!(
+            plan.executor_config(3, &Placement::Machine("m1".into()))["machines"],
+            serde_json::json!(copy)
+        );
+        // A matrix of local cells has no machines file, and no copy.
+        let mut local = load(r#"(axes (executor "local"))"#, None).unwrap();
+        let none = dir.path().join("none.scm");
+        local.copy_machines(&none).unwrap();
+        assert!(!none.exists() && local.machines_copy.is_none());
     }
 
     /// Regression: the reason named the cell by its index (`cell 3`).

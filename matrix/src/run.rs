@@ -47,6 +47,10 @@ pub struct Finished {
     pub junit_xml: PathBuf,
 }
 
+/// The name of a run's copy of its machines file in its report directory
+/// ([`MatrixPlan::copy_machines`]).
+pub const MACHINES_COPY: &str = "machines.scm";
+
 /// Creates the report directory, `report_dir` or else a new
 /// `STATE_DIR/matrix/RUN_ID`, with its `logs/`; returns its absolute path.
 pub fn create_report_dir(report_dir: Option<&Path>, state_dir: &Path) -> Result<PathBuf> {
@@ -85,7 +89,14 @@ pub async fn run(
 ) -> Result<Finished> {
     let (diffoscope, report_dir) = (settings.diffoscope, settings.report_dir.clone());
     let store = settings.store.path().to_path_buf();
-    let ran = execute(plan.clone(), settings, observer, cancel.clone()).await?;
+    let ran = execute(
+        plan.clone(),
+        settings,
+        observer,
+        cancel.clone(),
+        MACHINES_COPY,
+    )
+    .await?;
     let agreement = agreement(
         &plan.agreement_groups(),
         &ran.cells,
@@ -101,6 +112,7 @@ pub async fn run(
         cancelled: cancel.is_cancelled(),
         time_limit_s: ran.time_limit.map(|t| t.as_secs_f64()),
         time_limit_reached: ran.time_limit_reached,
+        machines_file: plan.machines.as_ref().map(|m| m.path.clone()),
         cells: ran.cells,
         agreement,
         machines_set_aside: ran.set_aside,
@@ -123,14 +135,19 @@ pub(crate) struct Ran {
 }
 
 /// Runs every cell of `plan` and promotes each passed one: the part of a
-/// run that [`run`] and [`crate::split::run_cell`] share.
+/// run that [`run`] and [`crate::split::run_cell`] share. Every attempt
+/// reads the machines file as the plan checked it: a copy, `machines_copy`
+/// in the report directory ([`MatrixPlan::copy_machines`]).
 pub(crate) async fn execute(
     plan: Arc<MatrixPlan>,
     settings: RunSettings,
     observer: Arc<dyn Observer>,
     cancel: CancellationToken,
+    machines_copy: &str,
 ) -> Result<Ran> {
     let time_limit = settings.time_limit.map(TimeLimit::from_now);
+    let mut plan = Arc::unwrap_or_clone(plan);
+    plan.copy_machines(&settings.report_dir.join(machines_copy))?;
     // Cells build one source object, added once: they compare like with
     // like, whatever directory the matrix names, and a guest executor sends
     // it to its machine (unless the file names a `remote-source` there). A
@@ -138,8 +155,7 @@ pub(crate) async fn execute(
     let temp_roots =
         Arc::new(TempRoots::create(settings.store.path()).map_err(|e| Error::Source(Box::new(e)))?);
     let uses_object = plan.remote.iter().any(|r| !r) || plan.file.remote_source.is_none();
-    let plan = if uses_object && plan.source_object.is_none() {
-        let mut plan = Arc::unwrap_or_clone(plan);
+    if uses_object && plan.source_object.is_none() {
         let (store, source) = (settings.store.clone(), plan.source.clone());
         // The version the cells record (the file's `freebsd-version`, else
         // `newvers.sh`), as `fruix build --freebsd-version` gives it.
@@ -156,10 +172,8 @@ pub(crate) async fn execute(
         })?
         .map_err(|e| Error::Source(Box::new(e)))?;
         plan.source_object = Some(object);
-        Arc::new(plan)
-    } else {
-        plan
-    };
+    }
+    let plan = Arc::new(plan);
     let runner = Arc::new(ExecutorRunner {
         plan: plan.clone(),
         registry: settings.registry,

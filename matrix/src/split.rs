@@ -124,6 +124,13 @@ pub fn cell_file_name(id: &str) -> String {
     format!("cell-{id}.json")
 }
 
+/// The file name of the copy of the machines file cell `id`'s attempts
+/// read, beside its report ([`MatrixPlan::copy_machines`]): cells run
+/// into one report directory do not share it.
+pub fn machines_copy_name(id: &str) -> String {
+    format!("cell-{id}.machines.scm")
+}
+
 /// A finished `run-cell`: the report, and where it was written.
 #[derive(Debug, Clone)]
 pub struct CellFinished {
@@ -145,7 +152,8 @@ pub async fn run_cell(
     let digest = plan.file.digest.clone();
     let report_dir = settings.report_dir.clone();
     let matrix = std::path::absolute(&plan.file.path).unwrap_or(plan.file.path.clone());
-    let ran = execute(Arc::new(plan), settings, observer, cancel.clone()).await?;
+    let copy = machines_copy_name(&plan.cells[0].id);
+    let ran = execute(Arc::new(plan), settings, observer, cancel.clone(), &copy).await?;
     let cell = ran
         .cells
         .into_iter()
@@ -269,6 +277,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         cancelled: false,
         time_limit_s: None,
         time_limit_reached: false,
+        machines_file: None,
         cells: reports,
         agreement,
         machines_set_aside: set_aside,

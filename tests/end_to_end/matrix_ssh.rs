@@ -1,13 +1,14 @@
 //! Mixed-mode matrices: `local`, `host-initiated` and `guest-self-hosted`
 //! over two loopback `sshd` machines, with real builds, promotion, the
-//! agreement check, a machine stopped mid-run, and slot limits checked from
+//! agreement check, a machine stopped mid-run, a machines file edited
+//! mid-run, and slot limits checked from
 //! the recorded start and end times.
 
 use std::path::Path;
 
 use crate::matrix::{cell, describe, peak_concurrency, Matrix, DIVERGENCE};
 use crate::sshd::Sshd;
-use crate::util::{element_with, wait_until};
+use crate::util::{element_with, fruix, run, store_and_state, wait_until};
 
 /// A machines file entry for `sshd` named `name`.
 fn machine(sshd: &Sshd, name: &str, speed: f64, slots: u32) -> String {
@@ -237,4 +238,61 @@ fn shared_results_carry_the_signature_of_the_machine_that_built_them() {
             public
         ));
     }
+}
+
+/// The machines file is read and checked once, when the run is planned:
+/// every attempt reads the run's copy (`machines.scm` in the report
+/// directory), so an edit made while the run goes on changes nothing. Here
+/// the machine is repointed at a port nothing listens on while the first
+/// cell builds; the second still builds on the machine the plan checked.
+#[test]
+fn a_machines_file_edited_during_a_run_does_not_change_it() {
+    let sshd = Sshd::start();
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let m = Matrix::new(&format!(
+        "  (machines-file \"machines.scm\")\n  (axes (executor \"local\" \"host-initiated\") (make-flag \"HOLD_UNTIL={}\"))\n  (max-parallel 1)\n  (retries 0)",
+        go.display()
+    ));
+    let machines = format!("(fruix-machines\n{})\n", machine(&sshd, "m1", 1.0, 1));
+    std::fs::write(m.path("machines.scm"), &machines).unwrap();
+    let child = m.spawn();
+    // Cells start in matrix order, one at a time: the local one holds.
+    wait_until("the local cell builds", || {
+        gate.path().join("go.holding").exists()
+    });
+    let edited = machines.replace(&format!("(port {})", sshd.port), "(port 1)");
+    assert_ne!(edited, machines);
+    std::fs::write(m.path("machines.scm"), &edited).unwrap();
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = m.report();
+    let remote = cell(&report, "host-initiated");
+    assert_eq!(
+        (&remote["status"], &remote["machine"]),
+        (&"passed".into(), &"m1".into()),
+        "{remote:#}"
+    );
+    assert_eq!(
+        report["machines_file"],
+        m.path("machines.scm").display().to_string()
+    );
+    let copy = m.path("report/machines.scm");
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), machines);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&copy).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o444);
+    // A cell run on its own keeps its copy beside its cell report, so that
+    // cells run into one directory do not share one.
+    std::fs::write(m.path("machines.scm"), &machines).unwrap();
+    let out = run(fruix()
+        .args(["matrix", "run-cell"])
+        .arg(m.path("matrix.scm"))
+        .args(["--cell", "host-initiated", "--report-dir"])
+        .arg(m.path("cells"))
+        .args(store_and_state(m.dir.path())));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let copy = m.path("cells/cell-host-initiated.machines.scm");
+    assert_eq!(std::fs::read_to_string(copy).unwrap(), machines);
 }

@@ -119,6 +119,7 @@ pub fn report(logs: &Path) -> Report {
         cancelled: false,
         time_limit_s: None,
         time_limit_reached: false,
+        machines_file: Some("/ci/machines.scm".into()),
         cells: vec![passed, failed, system, cancelled],
         agreement: vec![
             AgreementReport {

@@ -43,6 +43,11 @@ pub struct Report {
     /// The time limit passed before the cells ended: the run stopped, and
     /// the cells it cancelled say so.
     pub time_limit_reached: bool,
+    /// The machines file the run read (absolute); `null`: none (and after
+    /// `collect`). Its text as the run read and checked it is
+    /// `machines.scm` in the report directory: every attempt read that
+    /// copy, so an edit to the file during the run did not change it.
+    pub machines_file: Option<PathBuf>,
     /// Every cell of the matrix, in expansion order, also those that never
     /// started (and, after `collect`, those without a report: `missing`).
     pub cells: Vec<CellReport>,
@@ -472,6 +477,7 @@ mod tests {
         assert_eq!(v["matrix"], "/ci/matrix.scm");
         assert_eq!(v["max_parallel"], 4);
         assert_eq!(v["cancelled"], false);
+        assert_eq!(v["machines_file"], "/ci/machines.scm");
         let failed = &v["cells"][1];
         assert_eq!(failed["status"], "build-failure");
         assert_eq!(failed["make_flag"], serde_json::Value::Null);
