@@ -4,7 +4,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,25 +60,43 @@ pub fn write_atomic_with(
         Mode::empty(),
     )
     .map_err(|e| Error::io("open directory", dir, e.into()))?;
-    let (tmp_name, fd) = create_temporary(&dir_fd, dir, name)?;
-    let tmp = dir.join(&tmp_name);
+    write_atomic_at(dir_fd.as_fd(), dir, name, fill)
+}
+
+/// [`write_atomic_with`] into the open directory `dir` (named `dir_path` in
+/// messages), as entry `name`: for a directory reached without following
+/// a symlink ([`OpenDir`](crate::dir::OpenDir)), so that nothing on the
+/// way to the file is followed either.
+pub fn write_atomic_at(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    name: &OsStr,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
+    let path = dir_path.join(name);
+    let (tmp_name, fd) = create_temporary(dir, dir_path, name)?;
+    let tmp = dir_path.join(&tmp_name);
     let result = (|| {
         let mut file = File::from(fd);
         fill(&mut file).with_path("write", &tmp)?;
         file.sync_all().with_path("flush to disk", &tmp)?;
-        rfs::renameat(&dir_fd, &tmp_name, &dir_fd, name)
-            .map_err(|e| Error::io("rename into place", path, e.into()))?;
-        rfs::fsync(&dir_fd).map_err(|e| Error::io("flush directory to disk", dir, e.into()))
+        rfs::renameat(dir, &tmp_name, dir, name)
+            .map_err(|e| Error::io("rename into place", &path, e.into()))?;
+        rfs::fsync(dir).map_err(|e| Error::io("flush directory to disk", dir_path, e.into()))
     })();
     if result.is_err() {
-        let _ = rfs::unlinkat(&dir_fd, &tmp_name, AtFlags::empty());
+        let _ = rfs::unlinkat(dir, &tmp_name, AtFlags::empty());
     }
     result
 }
 
 /// Creates `.NAME.tmp-PID-NONCE` in `dir_fd`, exclusively and without
 /// following a symlink; a name that exists is skipped for another nonce.
-fn create_temporary(dir_fd: &OwnedFd, dir: &Path, name: &OsStr) -> Result<(OsString, OwnedFd)> {
+fn create_temporary(
+    dir_fd: BorrowedFd<'_>,
+    dir: &Path,
+    name: &OsStr,
+) -> Result<(OsString, OwnedFd)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut last = None;
     for _ in 0..16 {

@@ -390,9 +390,7 @@ mod tests {
     fn special_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: `c` is a valid path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        fruix_core::testing::mkfifo(&fifo).unwrap();
         let e = place(&fifo, &dir.path().join("copy"), Transfer::Copy).unwrap_err();
         assert!(matches!(e, Error::UnsupportedFileType { .. }), "{e}");
     }

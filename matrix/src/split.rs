@@ -11,7 +11,8 @@
 //! target or make flag differ from the matrix's, a cell pinned to a
 //! machine whose report names another machine (or an attempt on one), and
 //! a cell listing an artifact whose name is not one promotion accepts
-//! (artifact names become file names in the report directory). Cell
+//! (artifact names become file names in the report directory), and a cell
+//! giving a time no run gives (negative, or past the year 9999). Cell
 //! reports are untrusted input: each is read bounded (at most
 //! [`fruix_core::fsutil::MAX_METADATA_BYTES`]), never through a symlink,
 //! and strictly (unknown fields are refused). A cell without a report is
@@ -26,8 +27,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use fruix_core::dir::{OpenDir, TreeKind};
 use fruix_core::escape;
 use fruix_core::fsutil::{read_metadata_file, write_atomic, write_atomic_with};
+use fruix_core::manifest::open_file_beneath;
 use fruix_core::promotion::check_name;
 use tokio_util::sync::CancellationToken;
 
@@ -107,6 +110,18 @@ pub enum CellReportProblem {
         /// `make-flag`, or `machine` (a cell pinned to a machine whose report
         /// names another, or lists an attempt on another).
         field: &'static str,
+    },
+    /// A time of the cell (a duration, or a start or end) is no time a run
+    /// gives: not a number, negative, or past [`MAX_UNIX_SECONDS`].
+    #[error("its cell {cell} gives {value} as `{field}`, which is no time a run gives (seconds from 0 to {MAX_UNIX_SECONDS})")]
+    BadTime {
+        /// The cell's id (one of the matrix's).
+        cell: String,
+        /// The field: `duration_s`, `started_at`, `finished_at`, or an
+        /// attempt's `attempts[N].started_at` or `.finished_at`.
+        field: String,
+        /// The value given, as Rust prints an `f64`.
+        value: String,
     },
     /// The cell lists an artifact whose name no build gives (the message
     /// quotes it, escaped): artifact names end up in file names.
@@ -350,6 +365,7 @@ fn read_cell_report(
             "a cell that ran cannot be missing".into(),
         ));
     }
+    check_times(c)?;
     // Artifact names become file names (diffoscope's output): each must be
     // a name promotion accepts, as a cell that really ran reports it.
     for name in c.artifacts.keys() {
@@ -361,6 +377,37 @@ fn read_cell_report(
         })?;
     }
     Ok(report)
+}
+
+/// The latest time a cell report may give, in Unix seconds (and the
+/// longest duration): the end of the year 9999, the last a JUnit timestamp
+/// can name.
+pub const MAX_UNIX_SECONDS: f64 = 253_402_300_799.0;
+
+/// Checks that every time cell report `c` gives is one a run gives: a
+/// number of seconds from 0 to [`MAX_UNIX_SECONDS`].
+fn check_times(c: &CellReport) -> std::result::Result<(), CellReportProblem> {
+    let mut times = vec![
+        ("duration_s".to_string(), Some(c.duration_s)),
+        ("started_at".to_string(), c.started_at),
+        ("finished_at".to_string(), c.finished_at),
+    ];
+    for (i, a) in c.attempts.iter().enumerate() {
+        times.push((format!("attempts[{i}].started_at"), Some(a.started_at)));
+        times.push((format!("attempts[{i}].finished_at"), Some(a.finished_at)));
+    }
+    let bad = times
+        .into_iter()
+        .filter_map(|(field, t)| Some((field, t?)))
+        .find(|(_, t)| !(0.0..=MAX_UNIX_SECONDS).contains(t));
+    match bad {
+        Some((field, value)) => Err(CellReportProblem::BadTime {
+            cell: c.id.clone(),
+            field,
+            value: value.to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Appends the `cell-*.json` files below `dir` to `out`, sorted, without
@@ -389,26 +436,24 @@ pub const MAX_COPIED_LOG: u64 = 256 << 20;
 
 /// Copies the log of cell `id` that travels beside its report
 /// (`DIR/logs/ID.log`) into `logs`, at most `max` bytes of it (its tail);
-/// its new path, or `None` when there is none (or it is not a regular
-/// file: it is opened with `O_NOFOLLOW` and its type checked on the
-/// descriptor), or it cannot be copied (nothing is left behind then).
+/// its new path, or `None` when there is none, or it cannot be copied
+/// (nothing is left behind then). Below `DIR`, nothing is followed: `logs`
+/// and the log are opened relative to their parent's descriptor with
+/// `O_NOFOLLOW`, and the log's type is checked on its descriptor (a
+/// symlink, a FIFO or a device is no log).
 fn copy_log(report: &Path, id: &str, logs: &Path, max: u64) -> Option<PathBuf> {
     use std::io::{Read, Seek, SeekFrom, Write};
-    use std::os::unix::fs::OpenOptionsExt;
-    let source = report.parent()?.join("logs").join(format!("{id}.log"));
-    let target = logs.join(format!("{id}.log"));
-    if std::fs::symlink_metadata(&source).ok()?.is_file() && source == target {
+    let dir = report.parent()?;
+    let name = format!("{id}.log");
+    let top = std::os::fd::OwnedFd::from(OpenDir::open(dir, TreeKind::READ).ok()?);
+    let mut file = open_file_beneath(&top, dir, format!("logs/{name}").as_bytes()).ok()?;
+    let target = logs.join(&name);
+    // The cell ran into the report directory collect writes to: its log
+    // is already there.
+    if dir.join("logs").join(&name) == target {
         return Some(target);
     }
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(&source)
-        .ok()?;
     let metadata = file.metadata().ok()?;
-    if !metadata.is_file() {
-        return None;
-    }
     let left_out = metadata.len().saturating_sub(max);
     // Written beside and renamed over: a `logs/ID.log` already there (a
     // symlink among unpacked artifacts, say) is replaced, never written
@@ -510,6 +555,29 @@ mod tests {
         assert_eq!(copy_log(&report, "c1", &to, 1 << 20), Some(cut.clone()));
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         assert_eq!(std::fs::read_to_string(&cut).unwrap(), log);
+
+        // Regression: a `logs` beside the report that is a symlink was
+        // followed, copying any file of the log's name into the report.
+        let secret = dir.path().join("secret");
+        std::fs::create_dir(&secret).unwrap();
+        std::fs::write(secret.join("c2.log"), "SECRET").unwrap();
+        let hostile = dir.path().join("hostile");
+        std::fs::create_dir(&hostile).unwrap();
+        std::os::unix::fs::symlink(&secret, hostile.join("logs")).unwrap();
+        assert_eq!(
+            copy_log(&hostile.join("cell-c2.json"), "c2", &to, 1 << 20),
+            None
+        );
+        assert!(!to.join("c2.log").exists());
+        // A FIFO is no log, and is not waited on.
+        std::fs::remove_file(hostile.join("logs")).unwrap();
+        std::fs::create_dir(hostile.join("logs")).unwrap();
+        fruix_core::testing::mkfifo(&hostile.join("logs/c2.log")).unwrap();
+        assert_eq!(
+            copy_log(&hostile.join("cell-c2.json"), "c2", &to, 1 << 20),
+            None
+        );
+        assert!(!to.join("c2.log").exists());
     }
 
     #[test]
@@ -568,6 +636,58 @@ mod tests {
             check(|r| r.cell.status = CellStatus::Missing),
             Err(CellReportProblem::Corrupt(_))
         ));
+    }
+
+    /// Regression: `collect` panicked (exit 101) on a cell report whose
+    /// `duration_s` was negative, leaving `report.json` without
+    /// `junit.xml`.
+    #[test]
+    fn a_cell_report_whose_times_are_no_times_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cells = matrix();
+        let check = |edit: &dyn Fn(&mut CellFile)| {
+            read_cell_report(&written(dir.path(), &cells[0], edit), "sha256:aa", &cells)
+        };
+        let bad = |field: &str, value: f64| {
+            Err(CellReportProblem::BadTime {
+                cell: "local-GENERIC".into(),
+                field: field.into(),
+                value: value.to_string(),
+            })
+        };
+        assert_eq!(
+            check(&|r| r.cell.duration_s = -1.0),
+            bad("duration_s", -1.0)
+        );
+        assert_eq!(
+            check(&|r| r.cell.duration_s = 1e300),
+            bad("duration_s", 1e300)
+        );
+        assert_eq!(
+            check(&|r| r.cell.started_at = Some(-5.0)),
+            bad("started_at", -5.0)
+        );
+        assert_eq!(
+            check(&|r| r.cell.finished_at = Some(MAX_UNIX_SECONDS * 2.0)),
+            bad("finished_at", MAX_UNIX_SECONDS * 2.0)
+        );
+        let attempt = crate::report::AttemptReport {
+            attempt: 1,
+            machine: "local".into(),
+            started_at: 1.0,
+            finished_at: -2.0,
+            status: CellStatus::Passed,
+            error: None,
+        };
+        assert_eq!(
+            check(&|r| r.cell.attempts = vec![attempt.clone()]),
+            bad("attempts[0].finished_at", -2.0)
+        );
+        let fine = check(&|r| {
+            r.cell.started_at = Some(0.0);
+            r.cell.finished_at = Some(MAX_UNIX_SECONDS);
+        });
+        assert!(fine.is_ok(), "{fine:?}");
     }
 
     #[test]

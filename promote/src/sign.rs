@@ -92,9 +92,12 @@ impl SecretKey {
         })
     }
 
-    /// Reads a secret key file.
+    /// Reads a secret key file: a regular file of at most
+    /// [`MAX_METADATA_BYTES`](fruix_core::fsutil::MAX_METADATA_BYTES),
+    /// never through a symlink, never waiting on a FIFO
+    /// ([`read_file_of_kind`](fruix_core::fsutil::read_file_of_kind)).
     pub fn read(path: &Path) -> Result<SecretKey> {
-        let text = std::fs::read_to_string(path).with_path("read", path)?;
+        let text = fruix_core::fsutil::read_file_of_kind(path, "secret key file")?;
         let (name, bytes) = parts("the secret key", &text).map_err(|m| invalid_key(path, m))?;
         let pair: [u8; 64] = bytes
             .try_into()

@@ -8,11 +8,12 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use crate::sshd::Sshd;
 use crate::util::{
-    fruix, promote_report, run, run_failing, run_ok, sample_root, ssh_store_copy, store_export,
-    verify_store, wait_until,
+    failed_with, fruix, promote_report, run, run_failing, run_ok, run_with_deadline, sample_root,
+    ssh_store_copy, store_export, verify_store, wait_until,
 };
 
 /// A store in `dir` holding the objects of a sample result root; the
@@ -503,4 +504,81 @@ fn help_names_every_subcommand_and_generate_key_takes_json() {
     // A refusal under --json is a JSON error too.
     let out = run(&mut generate("k2.pub"));
     crate::util::json_error(&out, 2, "never overwritten");
+}
+
+/// Regression: key files were read whole, by path: a FIFO named as one
+/// hung the command, and `/dev/zero` grew its memory without bound. They
+/// are read as every file fruix is named is: a regular file of at most
+/// 1 MiB, its type checked before a byte is read.
+#[test]
+fn key_files_that_are_no_regular_files_or_too_large_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, bundle) = populated(dir.path());
+    let fifo = dir.path().join("fifo");
+    fruix_core::testing::mkfifo(&fifo).unwrap();
+    let large = dir.path().join("large");
+    std::fs::write(&large, vec![b'a'; (1 << 20) + 1]).unwrap();
+    let cases = [
+        (fifo.as_path(), "is a FIFO"),
+        (large.as_path(), "larger than"),
+        (Path::new("/dev/zero"), "character device"),
+    ];
+    for (key, says) in cases {
+        let sign = run_with_deadline(
+            fruix()
+                .args(["store", "sign", "--secret-key"])
+                .arg(key)
+                .arg("--store")
+                .arg(&store)
+                .arg(&bundle),
+            Duration::from_secs(60),
+        );
+        failed_with("store sign", &sign, 2, &[says]);
+        let import = run_with_deadline(
+            fruix()
+                .args(["store", "import", "--trusted-keys-file"])
+                .arg(key)
+                .arg("--store")
+                .arg(&store)
+                .arg(dir.path().join("no-archive")),
+            Duration::from_secs(60),
+        );
+        failed_with("store import", &import, 2, &["trusted keys file", says]);
+    }
+}
+
+/// Regression: the guest helper read its request whole, however large,
+/// from stdin or `--request` (a FIFO hung it). It is bounded as every
+/// metadata file is, and refused in the protocol's outcome.
+#[test]
+fn the_self_hosted_helper_bounds_its_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = fruix()
+        .args(["native-build", "self-hosted", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The helper stops reading past the bound: a write it refuses is fine.
+    let _ = stdin.write_all(&vec![b' '; (1 << 20) + 1]);
+    drop(stdin);
+    let out = crate::util::wait_with_deadline(child, Duration::from_secs(60), "self-hosted");
+    failed_with("a large request", &out, 2, &["larger than 1048576 bytes"]);
+    let outcome: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(outcome["outcome"]["failure"], "input", "{outcome}");
+    let fifo = dir.path().join("request");
+    fruix_core::testing::mkfifo(&fifo).unwrap();
+    let out = run_with_deadline(
+        fruix()
+            .args(["native-build", "self-hosted", "--request"])
+            .arg(&fifo)
+            .arg("--state-dir")
+            .arg(dir.path().join("state")),
+        Duration::from_secs(60),
+    );
+    failed_with("a FIFO request", &out, 2, &["is a FIFO"]);
 }

@@ -338,6 +338,37 @@ fn nondeterminism_is_reported_as_divergence_naming_the_file() {
         describe(&again)
     );
     assert!(String::from_utf8_lossy(&again.stderr).contains("diffoscope is not installed"));
+
+    // Regression: a `diffoscope` in the report directory that is a symlink
+    // (unpacked CI artifacts, say) was followed, writing its output
+    // elsewhere.
+    let victim = m.path("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::create_dir_all(m.path("report3")).unwrap();
+    std::os::unix::fs::symlink(&victim, m.path("report3/diffoscope")).unwrap();
+    let linked = run(m
+        .command_reporting_to("report3", &["--diff", "diffoscope"])
+        .env("PATH", &path));
+    assert_eq!(
+        linked.status.code(),
+        Some(DIVERGENCE),
+        "{}",
+        describe(&linked)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(m.path("report3/report.json")).unwrap())
+            .unwrap();
+    let world = element_with(&report["agreement"], "artifact", "world");
+    let diffoscope = &world["diffoscope"][0];
+    assert_eq!(diffoscope["output"], Value::Null, "{diffoscope:#}");
+    assert!(
+        diffoscope["status"]
+            .as_str()
+            .unwrap()
+            .contains("is a symlink"),
+        "{diffoscope:#}"
+    );
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
 }
 
 #[test]

@@ -191,6 +191,34 @@ fn directory_swapped_for_a_symlink_mid_walk_is_refused() {
     assert_store_verifies(&store);
 }
 
+/// Regression: an entry removed after its directory was listed (a symlink
+/// gone before fruix reads it) failed as a system failure (exit 3, `failed
+/// to read symlink`), which a matrix retries on another machine. It is the
+/// tree changing under the walk, as a hostile build can make it: exit 4.
+#[test]
+fn an_entry_removed_mid_walk_is_a_changed_tree_not_a_system_failure() {
+    let (_dir, root, store) = scratch(false);
+    let a = root.join("artifacts/world/a");
+    fs::create_dir_all(a.join("aaa")).unwrap();
+    fs::write(a.join("aaa/f"), b"first\n").unwrap();
+    symlink("aaa/f", a.join("link")).unwrap();
+    // `a` is listed (with its link); fruix opens a/aaa before it reads the
+    // link, and that open is held until the link is gone.
+    let link = a.join("link");
+    let gate = Gate::new(&a.join("aaa"), move |_pid| fs::remove_file(&link).unwrap());
+    let out = run(&mut promote(&root, &store));
+    let report = gate.finish();
+    assert!(report.attacked, "the gate never saw fruix open a/aaa");
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("a/link") && stderr.contains("changed while fruix was reading it"),
+        "{stderr}"
+    );
+    assert_nothing_promoted(&store);
+    assert_store_verifies(&store);
+}
+
 /// `store verify` re-hashes the pool; `--repair` removes the corrupt object,
 /// its pool entry and the bundle naming it; promoting again recreates correct
 /// objects instead of hard-linking the corrupt pool file again.

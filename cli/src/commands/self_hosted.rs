@@ -131,14 +131,20 @@ fn say(body: &Body) {
 
 /// The build request, from `--request FILE` or stdin.
 fn read_request(args: &SelfHostedArgs) -> Result<BuildRequest, String> {
+    // Bounded as every metadata file is: a request is a few kilobytes.
+    let max = fruix_core::fsutil::MAX_METADATA_BYTES;
     let text = match &args.request {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read request {}: {e}", path.display()))?,
+        Some(path) => fruix_core::fsutil::read_file_of_kind(path, "build request")
+            .map_err(|e| format!("cannot read the build request: {e}"))?,
         None => {
             let mut text = String::new();
             std::io::stdin()
+                .take(max as u64 + 1)
                 .read_to_string(&mut text)
                 .map_err(|e| format!("cannot read the request on stdin: {e}"))?;
+            if text.len() > max {
+                return Err(format!("the request on stdin is larger than {max} bytes"));
+            }
             text
         }
     };

@@ -418,7 +418,7 @@ impl<'a> Producer<'a> {
         let file_type = match file_type {
             FileType::Unknown => {
                 let stat = rfs::statat(&**parent, &name, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| Error::io("inspect", self.full(&path), e.into()))?;
+                    .map_err(|e| listed_entry_error(e, self.full(&path), "inspect"))?;
                 stat::file_type(&stat)
             }
             known => known,
@@ -431,7 +431,7 @@ impl<'a> Producer<'a> {
                             self.full(&path),
                             "listed as a directory, it is no longer one",
                         ),
-                        e => Error::io("open", self.full(&path), e.into()),
+                        e => listed_entry_error(e, self.full(&path), "open"),
                     },
                 )?;
                 let stat = rfs::fstat(&fd)
@@ -446,7 +446,7 @@ impl<'a> Producer<'a> {
                         rustix::io::Errno::INVAL => {
                             changed(self.full(&path), "listed as a symlink, it is no longer one")
                         }
-                        e => Error::io("read symlink", self.full(&path), e.into()),
+                        e => listed_entry_error(e, self.full(&path), "read symlink"),
                     })?;
                 let target = target.into_bytes();
                 if target.len() > MAX_PATH_BYTES {
@@ -467,7 +467,7 @@ impl<'a> Producer<'a> {
             }
             FileType::RegularFile if self.options.skip_digests => {
                 let stat = rfs::statat(&**parent, &name, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| Error::io("inspect", self.full(&path), e.into()))?;
+                    .map_err(|e| listed_entry_error(e, self.full(&path), "inspect"))?;
                 if stat::file_type(&stat) != FileType::RegularFile {
                     return Err(changed(
                         self.full(&path),
@@ -520,6 +520,20 @@ fn read_batch(batch: Vec<Pending>, root: &Path, options: &WalkOptions<'_>) -> Re
         .collect()
 }
 
+/// The error of `action` (`open`, say) on entry `path`, which the walk
+/// listed: gone since (`ENOENT`, or `ENOTDIR` for a parent replaced) means
+/// the tree changed while fruix read it, as a build still writing it or a
+/// hostile one swapping entries would make it, not that the machine
+/// failed; anything else is an I/O failure.
+fn listed_entry_error(e: rustix::io::Errno, path: PathBuf, action: &'static str) -> Error {
+    match e {
+        rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => {
+            changed(path, "listed, it is no longer there")
+        }
+        e => Error::io(action, path, e.into()),
+    }
+}
+
 fn read_one(
     parent: &OwnedFd,
     name: &CStr,
@@ -531,8 +545,8 @@ fn read_one(
     let flags =
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let fd = rfs::openat(parent.as_fd(), name, flags, Mode::empty()).map_err(|e| match e {
-        rustix::io::Errno::LOOP => changed(full(), "listed as a file, it is now a symlink"),
-        e => Error::io("open", full(), e.into()),
+        e if is_symlink_refusal(e) => changed(full(), "listed as a file, it is now a symlink"),
+        e => listed_entry_error(e, full(), "open"),
     })?;
     let stat = rfs::fstat(&fd).map_err(|e| Error::io("inspect", full(), e.into()))?;
     match stat::file_type(&stat) {

@@ -4,9 +4,12 @@
 //! on request, diffoscope's comparison of the first differing files.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 
+use fruix_core::dir::{OpenDir, TreeKind};
+use fruix_core::escape;
+use fruix_core::fsutil::write_atomic_at;
 use fruix_promote::check::read_store_manifest;
 
 use super::{AgreementReport, CellReport, DifferenceReport, DiffoscopeReport};
@@ -149,15 +152,16 @@ fn compare_pair(
                 });
                 continue;
             };
-            let status = run_diffoscope(
+            let (status, written) = run_diffoscope(
                 &a.store_path.join(relative),
                 &b.store_path.join(relative),
+                report_dir,
                 &output,
             );
             report.diffoscope.push(DiffoscopeReport {
                 cells: pair.clone(),
                 path: d.path.clone(),
-                output: output.exists().then_some(output),
+                output: written.then_some(output),
                 status,
             });
         }
@@ -194,7 +198,7 @@ pub fn diffoscope_output(
     let usable = [artifact, first, second, &name]
         .into_iter()
         .all(is_file_name);
-    usable.then(|| report_dir.join("diffoscope").join(name))
+    usable.then(|| report_dir.join(DIFFOSCOPE_DIR).join(name))
 }
 
 /// Whether `s` is one normal path component: not empty, `.` or `..`, and
@@ -222,35 +226,52 @@ fn on_path(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn run_diffoscope(first: &Path, second: &Path, output: &Path) -> String {
+/// The directory of diffoscope's output in a report directory.
+pub const DIFFOSCOPE_DIR: &str = "diffoscope";
+
+/// Runs diffoscope on `first` and `second`, its output into `output` (in
+/// `report_dir`'s [`DIFFOSCOPE_DIR`]): how it went, and whether `output`
+/// was written.
+fn run_diffoscope(first: &Path, second: &Path, report_dir: &Path, output: &Path) -> (String, bool) {
     if !diffoscope_installed() {
-        return "not installed".into();
+        return ("not installed".into(), false);
     }
-    if let Some(dir) = output.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    // Never through a symlink already at that name.
-    let file = match std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(output)
+    let cannot =
+        |e: &dyn std::fmt::Display| (format!("cannot write {}: {e}", escape::path(output)), false);
+    // The report directory may be where a CI engine unpacked artifacts:
+    // `diffoscope/` is made or opened without following a symlink, and the
+    // output written beside and renamed into it.
+    let dir = match OpenDir::open(report_dir, TreeKind::named("a report directory"))
+        .and_then(|d| d.create_beneath(DIFFOSCOPE_DIR))
     {
-        Ok(f) => f,
-        Err(e) => return format!("cannot write {}: {e}", output.display()),
+        Ok(dir) => dir,
+        Err(e) => return cannot(&e),
     };
-    match std::process::Command::new("diffoscope")
-        .arg(first)
-        .arg(second)
-        .stdout(file)
-        .stderr(std::process::Stdio::null())
-        .status()
-    {
-        Ok(s) if s.code() == Some(0) => "no differences".into(),
-        Ok(s) if s.code() == Some(1) => "differences found".into(),
-        Ok(s) => format!("diffoscope failed ({s})"),
-        Err(e) => format!("cannot run diffoscope: {e}"),
+    let Some(name) = output.file_name() else {
+        return cannot(&"names no file");
+    };
+    let mut ran = None;
+    let written = write_atomic_at(dir.as_fd(), dir.path(), name, |file| {
+        ran = Some(
+            std::process::Command::new("diffoscope")
+                .arg(first)
+                .arg(second)
+                .stdout(file.try_clone()?)
+                .stderr(std::process::Stdio::null())
+                .status(),
+        );
+        Ok(())
+    });
+    let status = match ran {
+        Some(Ok(s)) if s.code() == Some(0) => "no differences".into(),
+        Some(Ok(s)) if s.code() == Some(1) => "differences found".into(),
+        Some(Ok(s)) => format!("diffoscope failed ({s})"),
+        Some(Err(e)) => format!("cannot run diffoscope: {e}"),
+        None => String::new(),
+    };
+    match written {
+        Ok(()) => (status, true),
+        Err(e) => cannot(&e),
     }
 }
 

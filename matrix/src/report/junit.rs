@@ -96,9 +96,15 @@ fn cell_case(c: &CellReport) -> TestCase {
     }
     let mut case = TestCase::new(&c.id, status);
     case.set_classname(format!("fruix.matrix.{}", c.executor))
-        .set_time(Duration::from_secs_f64(c.duration_s))
+        .set_time(seconds(c.duration_s))
         .set_system_out(xml_text(&system_out));
     case
+}
+
+/// `s` seconds as a duration; zero for what is no duration (negative, too
+/// large, or not a number).
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or_default()
 }
 
 fn agreement_case(a: &AgreementReport) -> TestCase {
@@ -161,9 +167,12 @@ fn suite(
 
 /// The JUnit report of `report`; `hostname` names this host.
 pub fn junit(report: &Report, hostname: &str) -> quick_junit::Report {
-    let started = std::time::UNIX_EPOCH + Duration::from_secs_f64(report.started_at);
-    let timestamp = chrono::DateTime::<chrono::Utc>::from(started).fixed_offset();
-    let duration = Duration::from_secs_f64(report.duration_s);
+    // A time no run gives (cell reports are checked, but a report is
+    // written whatever it holds) is the epoch, not a panic.
+    let timestamp = chrono::DateTime::from_timestamp_millis((report.started_at * 1000.0) as i64)
+        .unwrap_or_default()
+        .fixed_offset();
+    let duration = seconds(report.duration_s);
     let mut cells = suite(
         "fruix matrix cells",
         report.cells.iter().map(cell_case),
@@ -209,6 +218,27 @@ mod tests {
         let back = quick_junit::Report::deserialize_from_str(&xml)
             .unwrap_or_else(|e| panic!("{e}:\n{xml}"));
         (xml, back)
+    }
+
+    /// Regression: a time no run gives (from a hostile cell report)
+    /// panicked here.
+    #[test]
+    fn times_no_run_gives_are_written_as_zero() {
+        let (xml, back) = round_trip(|report| {
+            report.started_at = 1e300;
+            report.duration_s = -1.0;
+            report.cells[0].duration_s = f64::NAN;
+        });
+        let cells = &back.test_suites[0];
+        assert_eq!(back.time, Some(Duration::ZERO), "{xml}");
+        assert_eq!(cells.test_cases[0].time, Some(Duration::ZERO), "{xml}");
+        assert_eq!(cells.timestamp.map(|t| t.timestamp()), Some(0), "{xml}");
+        let (xml, back) = round_trip(|report| report.started_at = 1775420084.25);
+        assert_eq!(
+            back.test_suites[0].timestamp.map(|t| t.timestamp_millis()),
+            Some(1775420084250),
+            "{xml}"
+        );
     }
 
     #[test]

@@ -39,8 +39,10 @@ pub fn trust(args: &TrustArgs) -> CliResult<Trust> {
         );
     }
     let file = &args.trusted_keys_file;
-    match std::fs::read_to_string(file) {
-        Ok(text) => {
+    // Read as every file fruix is named is: a regular file, bounded, never
+    // through a symlink, never waiting on a FIFO.
+    match fruix_core::fsutil::read_optional_metadata_file(file) {
+        Ok(Some(text)) => {
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
@@ -51,13 +53,16 @@ pub fn trust(args: &TrustArgs) -> CliResult<Trust> {
                 })?);
             }
         }
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                && file == Path::new(defaults::TRUSTED_KEYS_FILE) => {}
+        Ok(None) if file == Path::new(defaults::TRUSTED_KEYS_FILE) => {}
+        Ok(None) => {
+            return Err(CliError::usage(format!(
+                "cannot read the trusted keys file {}: it does not exist",
+                escape::path(file)
+            )))
+        }
         Err(e) => {
             return Err(CliError::usage(format!(
-                "cannot read the trusted keys file {}: {e}",
-                escape::path(file)
+                "cannot read the trusted keys file: {e}"
             )))
         }
     }
