@@ -221,6 +221,16 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
     let digest = &file.digest;
     let mut paths = settings.reports.clone();
     if let Some(dir) = &settings.from {
+        // What --from names is a missing input, not a failure to read.
+        if !std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+            return Err(Error::InvalidOption {
+                option: "--from",
+                message: format!(
+                    "{} is not a directory; give the directory the cell reports were unpacked into",
+                    escape::path(dir)
+                ),
+            });
+        }
         find_cell_reports(dir, 0, &mut paths)?;
     }
     let mut found: BTreeMap<usize, (PathBuf, CellFile)> = BTreeMap::new();

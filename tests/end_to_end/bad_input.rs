@@ -114,6 +114,19 @@ const CASES: &[Case] = &[
     )
     .with_files(&[("promotion.scm", "(not-promotion)\n")])
     .with_status(4),
+    // Regression: exit 4, as if the root were invalid.
+    Case::new(
+        "a result root that does not exist",
+        "none: not found; give the path of an existing result root",
+        "native-build promote DIR/none --store DIR/store",
+    ),
+    // Regression: exit 3, as if reading had failed, without naming --from.
+    Case::new(
+        "a directory of cell reports that does not exist",
+        "none is not a directory; give the directory the cell reports were unpacked into",
+        "matrix collect DIR/matrix.scm --from DIR/none --state-dir DIR/state",
+    )
+    .with_files(&[("matrix.scm", MATRIX_LOCAL)]),
     Case::new(
         "metadata nested past the reader's bound",
         "nested more than 64 levels deep",
@@ -168,6 +181,10 @@ const CASES: &[Case] = &[
         "--executors-file DIR/x.scm store list --store DIR/store",
     ),
 ];
+
+/// A matrix file of one local cell.
+const MATRIX_LOCAL: &str =
+    "(fruix-matrix (format-version 1) (source \"src\") (axes (executor \"local\")))\n";
 
 /// `arg` with `DIR` and `SRC` replaced.
 fn expand(arg: &str, dir: &Path) -> String {

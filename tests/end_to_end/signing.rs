@@ -97,6 +97,18 @@ fn promote_signs_with_its_key_and_store_sign_adds_signatures() {
     let w = info(&store, world);
     assert_eq!(w["signatures"].as_array().unwrap().len(), 2, "{w:#}");
     assert!(signed_by(&w, &other));
+    // Regression: a path refused after a valid one left the valid one
+    // signed, though the command failed. Every path is checked first.
+    let kernel = report["artifacts"]["kernel"]["store_path"].as_str().unwrap();
+    let out = run(fruix()
+        .args(["store", "sign", "--secret-key"])
+        .arg(&other_secret)
+        .arg("--store")
+        .arg(&store)
+        .args([kernel, "/etc"]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let k = info(&store, kernel);
+    assert!(!signed_by(&k, &other), "{k:#}");
     // FRUIX_SIGNING_KEY names the key for every promotion.
     let elsewhere = dir.path().join("store-2");
     let report = run_json(

@@ -23,6 +23,16 @@ pub fn run(args: PromoteArgs) -> CliResult {
     );
     check_out_link(&args.out_link)?;
     let key = signing_key(&args.out_link)?;
+    // A root that is not there is a missing input (exit 2), not an invalid
+    // root (exit 4).
+    if let Err(e) = args.result_root.symlink_metadata() {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Err(CliError::usage(format!(
+                "{}: not found; give the path of an existing result root",
+                escape::path(&args.result_root)
+            )));
+        }
+    }
     let root = result_root::validate(&args.result_root)
         .map_err(|e| CliError::new(exit::promotion(&e), e))?;
     // A store made for this promotion is removed again if it is refused.

@@ -74,9 +74,17 @@ pub fn read_key(path: &Path) -> CliResult<SecretKey> {
 pub fn sign(args: SignArgs) -> CliResult {
     let key = read_key(&args.secret_key)?;
     let store = open(&args.objects.store, None, args.json, true)?;
+    // Every path is checked before any object is signed: a refused path
+    // leaves the store as it was.
+    let names = args
+        .objects
+        .paths
+        .iter()
+        .map(|path| resolve_valid(&store, path))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(from_promote)?;
     let mut signed = Vec::new();
-    for path in &args.objects.paths {
-        let name = resolve_valid(&store, path).map_err(from_promote)?;
+    for name in names {
         let signature = sign_object(&store, &name, &key).map_err(from_promote)?;
         signed.push((store.path().join(&name), signature));
     }
