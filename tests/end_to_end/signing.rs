@@ -99,7 +99,9 @@ fn promote_signs_with_its_key_and_store_sign_adds_signatures() {
     assert!(signed_by(&w, &other));
     // Regression: a path refused after a valid one left the valid one
     // signed, though the command failed. Every path is checked first.
-    let kernel = report["artifacts"]["kernel"]["store_path"].as_str().unwrap();
+    let kernel = report["artifacts"]["kernel"]["store_path"]
+        .as_str()
+        .unwrap();
     let out = run(fruix()
         .args(["store", "sign", "--secret-key"])
         .arg(&other_secret)
