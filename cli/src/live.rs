@@ -126,6 +126,13 @@ impl Observer for Live {
         ));
     }
 
+    fn fail_fast(&self, id: &str) {
+        self.stopping(&format!(
+            "fruix: cell {} did not pass, and the matrix fails fast: cancelling its other cells and cleaning up",
+            fruix_core::escape::text(id)
+        ));
+    }
+
     fn attempt_started(&self, id: &str, machine: &str, attempt: u32) {
         let retry = if attempt > 1 {
             format!(" (attempt {attempt})")

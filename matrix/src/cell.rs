@@ -41,6 +41,9 @@ pub trait Observer: Send + Sync {
     fn cell_finished(&self, cell: &str, record: &CellRecord);
     /// The run's time limit passed: its running cells are being cancelled.
     fn time_limit_reached(&self, _limit: std::time::Duration) {}
+    /// Cell `cell` failed for good, and fail-fast stops the run: its other
+    /// running cells are being cancelled.
+    fn fail_fast(&self, _cell: &str) {}
 }
 
 /// Runs cells with executors and promotes them.
@@ -349,6 +352,10 @@ impl CellRunner for ExecutorRunner {
 
     fn time_limit_reached(&self, limit: std::time::Duration) {
         self.observer.time_limit_reached(limit);
+    }
+
+    fn fail_fast(&self, id: &str) {
+        self.observer.fail_fast(id);
     }
 }
 

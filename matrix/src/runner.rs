@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use fruix_core::Failure;
+use fruix_core::{escape, Failure};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -212,6 +212,9 @@ pub trait CellRunner: Send + Sync + 'static {
     /// Called once when the run's [`TimeLimit`] passes, before its running
     /// cells are cancelled.
     fn time_limit_reached(&self, _limit: Duration) {}
+    /// Called once when cell `id` failed for good and fail-fast stops the
+    /// run, before its other running cells are cancelled.
+    fn fail_fast(&self, _id: &str) {}
 }
 
 /// A limit on a whole run: once it passes, the run stops as fail-fast
@@ -311,10 +314,12 @@ pub async fn run_cells<R: CellRunner>(
     let attempts_token = cancel.child_token();
     let mut records = vec![CellRecord::default(); cells];
     let mut tasks: JoinSet<Done<R::Built>> = JoinSet::new();
-    // Ctrl-C or the time limit stopped the run; why the time limit's cells
-    // were cancelled (Ctrl-C's need no reason).
+    // Ctrl-C, the time limit or fail-fast stopped the run; why the cells
+    // it cancelled were cancelled (Ctrl-C's need no reason), and whether
+    // the time limit stopped it.
     let mut stopped_seen = false;
     let mut stop_reason: Option<String> = None;
+    let mut time_limit_reached = false;
     let deadline = async {
         match time_limit {
             Some(t) => tokio::time::sleep_until(t.deadline).await,
@@ -327,6 +332,7 @@ pub async fn run_cells<R: CellRunner>(
             if let Some(t) = time_limit.filter(|t| tokio::time::Instant::now() >= t.deadline) {
                 runner.time_limit_reached(t.limit);
                 stop_reason = Some(t.reason());
+                time_limit_reached = true;
                 attempts_token.cancel();
             }
         }
@@ -375,6 +381,10 @@ pub async fn run_cells<R: CellRunner>(
         if dispatcher.stopped() {
             // Fail-fast stopped the run: a time limit passing while its
             // cells end stops nothing more.
+            if let Some(id) = dispatcher.stopped_by().filter(|_| !stopped_seen) {
+                runner.fail_fast(id);
+                stop_reason = Some(format!("fail-fast: cell {} did not pass", escape::text(id)));
+            }
             stopped_seen = true;
             attempts_token.cancel();
             let waiting = dispatcher.stop();
@@ -436,7 +446,7 @@ pub async fn run_cells<R: CellRunner>(
                     (Err(e), Verdict::Done) => {
                         record.status = CellStatus::of(e.failure);
                         // A cancelled cell's status says all there is,
-                        // unless the time limit cancelled it.
+                        // unless the time limit or fail-fast cancelled it.
                         record.error = match e.failure {
                             Failure::Cancelled => stop_reason.clone(),
                             _ => Some(e.message),
@@ -474,7 +484,7 @@ pub async fn run_cells<R: CellRunner>(
     RunOutcome {
         records,
         set_aside: dispatcher.pool().set_aside_machines(),
-        time_limit_reached: stop_reason.is_some(),
+        time_limit_reached,
     }
 }
 
@@ -918,7 +928,16 @@ mod tests {
         );
         assert_eq!(records[1].attempts.len(), 1, "cell 1 ran and was stopped");
         assert!(records[5].attempts.is_empty(), "cell 5 never started");
-        assert_eq!(records[5].summary(), "cancelled: never started");
+        // Regression: a cell fail-fast cancelled said only `cancelled`, and
+        // its error was null, while the time limit's cells said why.
+        assert_eq!(
+            records[1].summary(),
+            "cancelled: fail-fast: cell c0 did not pass"
+        );
+        assert_eq!(
+            records[5].summary(),
+            "cancelled: never started: fail-fast: cell c0 did not pass"
+        );
     }
 
     #[tokio::test]
@@ -1011,8 +1030,15 @@ mod tests {
         assert!(!outcome.time_limit_reached, "{outcome:?}");
         assert!(runner.time_limits.lock().unwrap().is_empty());
         assert_eq!(outcome.records[0].status, CellStatus::BuildFailure);
-        assert_eq!(outcome.records[1].summary(), "cancelled");
-        assert_eq!(outcome.records[3].summary(), "cancelled: never started");
+        let fail_fast = "fail-fast: cell c0 did not pass";
+        assert_eq!(
+            outcome.records[1].summary(),
+            format!("cancelled: {fail_fast}")
+        );
+        assert_eq!(
+            outcome.records[3].summary(),
+            format!("cancelled: never started: {fail_fast}")
+        );
     }
 
     /// A limit that already passed when the loop starts lets no cell start.

@@ -395,7 +395,18 @@ fn fail_fast_stops_the_matrix_and_failures_carry_the_log_tail() {
         assert_eq!(c["status"], "cancelled", "{c:#}");
         assert_eq!(c["attempts"], serde_json::json!([]));
         assert_eq!(c["log"], serde_json::Value::Null, "it has no log: {c:#}");
+        assert_eq!(
+            c["error"], "never started: fail-fast: cell local-FAIL_STEP_buildworld did not pass",
+            "{c:#}"
+        );
     }
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "fruix: cell local-FAIL_STEP_buildworld did not pass, and the matrix fails fast"
+        ),
+        "{}",
+        describe(&out)
+    );
     // The table points only to logs that exist.
     let stdout = String::from_utf8_lossy(&out.stdout);
     let logs: Vec<&str> = stdout

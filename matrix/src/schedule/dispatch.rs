@@ -90,6 +90,8 @@ pub struct Dispatcher {
     retries: u32,
     fail_fast: bool,
     stopped: bool,
+    /// The cell whose failure stopped the matrix through fail-fast.
+    stopped_by: Option<usize>,
 }
 
 impl Dispatcher {
@@ -114,6 +116,7 @@ impl Dispatcher {
             retries,
             fail_fast,
             stopped: false,
+            stopped_by: None,
         }
     }
 
@@ -138,7 +141,7 @@ impl Dispatcher {
                 }
                 Decision::Wait => kept.push_back(w),
                 Decision::Never(reason) => {
-                    self.stopped |= self.fail_fast;
+                    self.fail_fast_after(w.cell);
                     steps.push(Step::Fail {
                         cell: w.cell,
                         reason,
@@ -185,14 +188,29 @@ impl Dispatcher {
             return Verdict::Retry;
         }
         if failure != Failure::Cancelled {
-            self.stopped |= self.fail_fast;
+            self.fail_fast_after(start.cell);
         }
         Verdict::Done
     }
 
-    /// Whether fail-fast stopped the matrix.
+    /// With fail-fast, stops the matrix after `cell` failed for good
+    /// (unless it is stopped already).
+    fn fail_fast_after(&mut self, cell: usize) {
+        if self.fail_fast && !self.stopped {
+            self.stopped = true;
+            self.stopped_by = Some(cell);
+        }
+    }
+
+    /// Whether the matrix is stopped: by fail-fast, or by [`Dispatcher::stop`].
     pub fn stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// The id of the cell whose failure stopped the matrix through
+    /// fail-fast; `None` when fail-fast did not stop it.
+    pub fn stopped_by(&self) -> Option<&str> {
+        self.stopped_by.map(|cell| self.ids[cell].as_str())
     }
 
     /// Stops the matrix: nothing more starts. Returns the cells that were
