@@ -108,7 +108,7 @@ pub enum Error {
         remote: bool,
     },
     /// A path given as a store object is not one.
-    #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-...); check the path", escape::path(path), escape::path(store))]
+    #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-... or <hash>-freebsd-source-...); check the path", escape::path(path), escape::path(store))]
     NotAStoreObject {
         /// The path as the user gave it.
         path: PathBuf,

@@ -13,7 +13,8 @@
 //! `/var/lib/fruix`, whatever `--store` says), so a root is only this
 //! store's business when its target lies in this store (however the store's
 //! path is spelt, or through a chain of links), or when it is dead: its
-//! link is gone, or its target no longer exists at all. A root whose target
+//! link is gone, or its target no longer exists at all (a link into an
+//! object that a repair or a deletion removed included). A root whose target
 //! exists outside this store belongs to another store: it is neither
 //! listed nor removed here.
 //!
@@ -85,12 +86,28 @@ fn first_object(rest: &Path) -> Option<String> {
     is_object_name(name.as_bytes()).then(|| name.to_string())
 }
 
+/// Where `rest`, a path inside the store at `store`, lies: in the object
+/// its first component names, unless that object no longer exists (a
+/// repair or a deletion removed it): then the root is dead.
+fn in_store(store: &Path, rest: &Path) -> Place {
+    match first_object(rest) {
+        Some(name)
+            if std::fs::symlink_metadata(store.join(&name))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+        {
+            Place::Gone
+        }
+        object => Place::Store(object),
+    }
+}
+
 /// Where a root's target lies, seen from one store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Place {
     /// In this store: in the object named, or in no object.
     Store(Option<String>),
-    /// It no longer exists (a dangling link): the root is dead.
+    /// It no longer exists (a dangling link, or a link into an object no
+    /// longer in the store): the root is dead.
     Gone,
     /// It exists outside this store (or cannot be told apart from such a
     /// path): another store's root, left alone.
@@ -109,20 +126,20 @@ fn locate(store: &Path, target: &Path) -> Place {
         .any(|c| c == std::path::Component::ParentDir);
     if plain {
         if let Ok(rest) = target.strip_prefix(store) {
-            return Place::Store(first_object(rest));
+            return in_store(store, rest);
         }
         let mut ancestors: Vec<&Path> = target.ancestors().skip(1).collect();
         ancestors.reverse();
         for ancestor in ancestors {
             if std::fs::canonicalize(ancestor).is_ok_and(|a| a == store) {
                 let rest = target.strip_prefix(ancestor).unwrap_or(target);
-                return Place::Store(first_object(rest));
+                return in_store(store, rest);
             }
         }
     }
     match std::fs::canonicalize(target) {
         Ok(resolved) => match resolved.strip_prefix(store) {
-            Ok(rest) => Place::Store(first_object(rest)),
+            Ok(rest) => in_store(store, rest),
             Err(_) => Place::Elsewhere,
         },
         Err(e)
@@ -285,6 +302,12 @@ mod tests {
         let result = add_indirect(&state, &dir.path().join("result"), &store.join(NAME)).unwrap();
         let gone = add_indirect(&state, &dir.path().join("gone"), &store.join(NAME)).unwrap();
         std::fs::remove_file(&gone).unwrap();
+        // Regression: a link into an object no longer in the store (`store
+        // verify --repair` removed it) kept a live root to nothing.
+        const REMOVED: &str =
+            "fedcba9876543210fedcba9876543210fedcba98-fruix-native-build-result-15.0-STABLE-local";
+        let removed =
+            add_indirect(&state, &dir.path().join("removed"), &store.join(REMOVED)).unwrap();
         let roots = list(&state, &store).unwrap();
         let summary: Vec<(&Path, bool, Option<&str>)> = roots
             .iter()
@@ -295,6 +318,7 @@ mod tests {
             (gcroots.join("profiles/p"), false, Some(NAME)),
             (result.clone(), true, Some(NAME)),
             (gone.clone(), true, None),
+            (removed.clone(), true, None),
         ];
         expected.sort();
         let expected: Vec<(&Path, bool, Option<&str>)> = expected
@@ -302,9 +326,23 @@ mod tests {
             .map(|(p, i, o)| (p.as_path(), *i, *o))
             .collect();
         assert_eq!(summary, expected);
+        let dead: Vec<&Path> = roots
+            .iter()
+            .filter(|r| r.is_dead())
+            .map(|r| r.link.as_path())
+            .collect();
+        let mut expected_dead = [gcroots.join("dangling"), gone.clone(), removed.clone()];
+        expected_dead.sort();
+        assert_eq!(
+            dead,
+            expected_dead
+                .iter()
+                .map(PathBuf::as_path)
+                .collect::<Vec<_>>()
+        );
         // Replacing the out-link keeps one root for it.
         add_indirect(&state, &result, &store.join(NAME)).unwrap();
-        assert_eq!(list(&state, &store).unwrap().len(), 4);
+        assert_eq!(list(&state, &store).unwrap().len(), 5);
         // Links made at once from several threads (a matrix promotes cells
         // concurrently) all become roots.
         std::thread::scope(|s| {
@@ -314,7 +352,7 @@ mod tests {
                 s.spawn(move || add_indirect(state, &link, &store.join(NAME)).unwrap());
             }
         });
-        assert_eq!(list(&state, &store).unwrap().len(), 12);
+        assert_eq!(list(&state, &store).unwrap().len(), 13);
         // A file where the link would go is refused.
         std::fs::write(dir.path().join("file"), b"x").unwrap();
         assert!(add_indirect(&state, &dir.path().join("file"), &store.join(NAME)).is_err());

@@ -330,6 +330,19 @@ fn verify_reports_registered_objects_that_are_missing_and_repair_unregisters_the
     lab.verified();
     let out = run(&mut lab.store_command("info", &[bundle]));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // Regression: `result-a` still named the removed bundle, and its root
+    // was listed live (keeping nothing) and never collected.
+    let roots = lab.json("roots", &[]);
+    assert_eq!(roots[0]["link"], lab.join("result-a").to_str().unwrap());
+    assert_eq!(roots[0]["dead"], true, "{roots}");
+    let report = lab.json("gc", &[]);
+    assert_eq!(
+        report["dead_roots"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(lab.json("roots", &[]), serde_json::json!([]));
+    lab.verified();
 }
 
 #[test]
