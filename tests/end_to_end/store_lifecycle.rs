@@ -181,6 +181,13 @@ fn result_links_are_roots_until_removed_then_dead_and_collected() {
     assert_eq!(roots[0]["dead"], true, "{roots}");
     let out = run_ok(&mut lab.store_command("roots", &[]));
     assert!(out.contains("(indirect): dead"), "{out}");
+    // Regression: the summary, all that --quiet prints, left out the roots
+    // a collection removes.
+    let out = run_ok(&mut lab.store_command("gc", &["--dry-run", "--quiet"]));
+    assert!(
+        out.starts_with("would remove ") && out.contains(", 1 dead root, 0 result roots;"),
+        "{out}"
+    );
     let report = lab.json("gc", &[]);
     assert_eq!(report["dead_roots"].as_array().unwrap().len(), 1);
     assert!(lab.objects().is_empty(), "{:?}", lab.objects());

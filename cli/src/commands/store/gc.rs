@@ -55,17 +55,29 @@ fn print_report(r: &GcReport, quiet: bool) {
             println!("{verb} result root {}", escape::path(p));
         }
     }
-    println!(
-        "{verb} {} object(s) ({}), {} pool entr{} ({} on disk), {} temporar{}; kept {} live object(s)",
+    println!("{}", summary(r));
+}
+
+/// The line that sums up a collection: what it removed (or would), and what
+/// it kept.
+fn summary(r: &GcReport) -> String {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    let plural = |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+    format!(
+        "{verb} {} object(s) ({}), {} pool entr{} ({} on disk), {} temporar{}, {} dead root{}, {} result root{}; kept {} live object(s)",
         r.objects.len(),
         HumanBytes(r.object_bytes),
         r.pool_entries,
-        if r.pool_entries == 1 { "y" } else { "ies" },
+        plural(r.pool_entries, "y", "ies"),
         HumanBytes(r.pool_bytes),
         r.temporaries,
-        if r.temporaries == 1 { "y" } else { "ies" },
+        plural(r.temporaries, "y", "ies"),
+        r.dead_roots.len(),
+        plural(r.dead_roots.len(), "", "s"),
+        r.result_roots.len(),
+        plural(r.result_roots.len(), "", "s"),
         r.kept
-    );
+    )
 }
 
 pub fn delete(args: DeleteArgs) -> CliResult {
