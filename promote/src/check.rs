@@ -324,18 +324,21 @@ impl Merge<'_> {
         };
         let key = key(want, expected.mode & !SPECIAL_BITS);
         let linked = !p.corrupt.contains(&key) && p.pool.inode_of(&key) == Some(w.inode);
+        // A sound pool entry's file was counted when the pool was verified;
+        // only what is read here is counted again.
         let sha256 = if linked {
             *want
         } else {
             let mut file = open_file_beneath(self.object_dir, self.object, &w.entry.path)?;
-            hash_reader(
+            let sha256 = hash_reader(
                 &mut file,
                 &self.object.join(OsStr::from_bytes(&w.entry.path)),
-            )?
+            )?;
+            if let Some(progress) = self.progress {
+                progress.add(*size);
+            }
+            sha256
         };
-        if let Some(progress) = self.progress {
-            progress.add(*size);
-        }
         Ok(Some(Entry {
             kind: EntryKind::File {
                 size: *size,

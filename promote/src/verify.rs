@@ -12,6 +12,7 @@
 //! hashed as they were written (see [`crate::pool`]).
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use fruix_core::error::IoContext;
-use fruix_core::manifest::{Difference, EntryKind, Progress, SPECIAL_BITS};
+use fruix_core::escape;
+use fruix_core::manifest::{decode, Difference, EntryKind, Progress, SPECIAL_BITS};
 
 use crate::bundle::{check_bundle_tree, read_bundle};
 use crate::check::{check_object, read_store_manifest, Depth, VerifiedPool};
@@ -40,11 +42,43 @@ pub struct ObjectVerification {
     /// [`repair`] removes every object that is not.
     pub ok: bool,
     /// Modified, missing and extra files (at most [`crate::check::MAX_DIFFERENCES`]).
+    /// Their paths are in the manifest's mtree encoding, which the text
+    /// output shows; JSON shows the paths themselves.
+    #[serde(serialize_with = "serialize_differences")]
     pub differences: Vec<Difference>,
     /// Differences found beyond those listed.
     pub more_differences: u64,
     /// Metadata problems (name, signature or links inconsistent).
     pub error: Option<String>,
+}
+
+/// Serialises `differences` as [`Difference`] does, but each path as the
+/// path itself (`./a/b`, its manifest encoding undone), shown as JSON shows
+/// paths ([`escape::path_text`]): `"./evil\u001b[2J\nname"`, not the
+/// mtree-encoded `"./evil\\033\\1332J\\012name"`.
+fn serialize_differences<S: serde::Serializer>(
+    differences: &[Difference],
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::Error as _;
+    let shown = differences
+        .iter()
+        .map(|d| {
+            let mut value = serde_json::to_value(d).map_err(S::Error::custom)?;
+            value["path"] = real_path(d.path()).into();
+            Ok(value)
+        })
+        .collect::<std::result::Result<Vec<_>, S::Error>>()?;
+    serializer.collect_seq(shown)
+}
+
+/// The path a manifest path (mtree-encoded) names, as JSON shows paths; the
+/// manifest path itself if it cannot be decoded.
+fn real_path(manifest_path: &str) -> String {
+    match decode(manifest_path) {
+        Ok(bytes) => escape::path_text(Path::new(OsStr::from_bytes(&bytes))).into_owned(),
+        Err(_) => manifest_path.to_string(),
+    }
 }
 
 /// Every object directory in the store (hidden entries left out), sorted.
@@ -173,23 +207,11 @@ impl PoolVerification {
         }
     }
 
-    fn add(
-        &mut self,
-        name: &str,
-        outcome: std::result::Result<u64, PoolProblem>,
-        progress: Option<&Progress>,
-    ) {
+    fn add(&mut self, name: &str, outcome: std::result::Result<u64, PoolProblem>) {
         self.checked += 1;
-        match outcome {
-            Ok(size) => {
-                if let Some(p) = progress {
-                    p.add(size);
-                }
-            }
-            Err(problem) => {
-                self.corrupt_names.insert(name.to_string());
-                self.corrupt.push(problem);
-            }
+        if let Err(problem) = outcome {
+            self.corrupt_names.insert(name.to_string());
+            self.corrupt.push(problem);
         }
     }
 }
@@ -216,6 +238,7 @@ const POOL_CHUNK: usize = 4096;
 
 /// Re-hashes pool entries concurrently: `names`, or every entry when `None`.
 /// A named entry that is missing is not a problem here (its objects report it).
+/// Each sound entry is counted on `progress` as soon as it is hashed.
 pub fn verify_pool(
     store: &Store,
     names: Option<Vec<String>>,
@@ -226,13 +249,19 @@ pub fn verify_pool(
     let check = |chunk: &[String], all: bool, v: &mut PoolVerification| {
         let outcomes: Vec<_> = chunk
             .par_iter()
-            .map(|name| pool.check_entry(name))
+            .map(|name| {
+                let outcome = pool.check_entry(name);
+                if let (Ok(size), Some(p)) = (&outcome, progress) {
+                    p.add(*size);
+                }
+                outcome
+            })
             .collect();
         for (name, outcome) in chunk.iter().zip(outcomes) {
             if !all && outcome.is_err() && pool.inode_of(name).is_none() {
                 continue;
             }
-            v.add(name, outcome, progress);
+            v.add(name, outcome);
         }
     };
     match names {
@@ -313,6 +342,11 @@ pub fn check_registry(store: &Store) -> Result<RegistryCheck> {
 /// removed; when a directory cannot be removed after, it is left
 /// unregistered, not valid, for `store gc`. A registered object never lacks
 /// its directory or one of its references.
+///
+/// What went meanwhile (a collection that ran between the verification and
+/// the repair) is not removed again, nor listed. The caller must not hold
+/// the collector's lock ([`Store::gc_lock`]): a collection waiting for it
+/// holds the store, which the repair waits for.
 pub fn repair(
     store: &Store,
     objects: &[ObjectVerification],
@@ -336,13 +370,20 @@ fn repair_alone(
     pool: &PoolVerification,
     registry: &RegistryCheck,
 ) -> Result<Repair> {
+    let mut db = store.db();
+    let mut still_registered = Vec::new();
+    for path in &registry.missing {
+        if db.get(&name_of(path).unwrap_or_default())?.is_some() {
+            still_registered.push(path.clone());
+        }
+    }
     let mut repair = Repair {
         removed_objects: objects
             .iter()
-            .filter(|o| !o.ok)
+            .filter(|o| !o.ok && o.path.symlink_metadata().is_ok())
             .map(|o| o.path.clone())
             .collect(),
-        unregistered: registry.missing.clone(),
+        unregistered: still_registered,
         ..Repair::default()
     };
     // What goes: the corrupt and the missing objects, then, until nothing
@@ -355,7 +396,6 @@ fn repair_alone(
         .filter_map(|p| name_of(p))
         .collect();
     let mut todo: Vec<String> = going.iter().cloned().collect();
-    let mut db = store.db();
     loop {
         while let Some(name) = todo.pop() {
             for referrer in db.neighbours(&name, true)? {
@@ -414,7 +454,7 @@ fn repair_alone(
         list.iter().for_each(|p| remove_tree(p));
     }
     for p in &pool.corrupt {
-        if let Some(name) = name_of(&p.path) {
+        if let Some(name) = name_of(&p.path).filter(|n| store.pool().inode_of(n).is_some()) {
             store.pool().remove(&name)?;
             repair.removed_pool_entries.push(p.path.clone());
         }

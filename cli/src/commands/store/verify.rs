@@ -11,7 +11,7 @@ use fruix_promote::Store;
 
 use crate::args::{OutputArgs, VerifyArgs};
 use crate::defaults;
-use crate::display::{json_path, to_json, with_progress, Mode};
+use crate::display::{json_path, lock_wait, to_json, with_progress, Mode};
 use crate::exit::{from_promote, CliError, CliResult, Status};
 
 pub fn verify(args: VerifyArgs) -> CliResult {
@@ -26,6 +26,13 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         false => Store::open_for_reading(&args.store.store),
     }
     .map_err(from_promote)?;
+    store.on_lock_wait(lock_wait);
+    // The collector's lock, shared (as promotions and exports take it, and
+    // as Nix's `verifyStore` takes the GC lock) while the store is read: no
+    // collection or `store delete` removes an object or pool entry being
+    // read, which would look corrupt. Released before a repair, which waits
+    // for every other process (a collection waiting for this lock among them).
+    let gc = store.gc_lock(false).map_err(from_promote)?;
     // The registry against the directories, when the whole store is checked.
     let registry = if args.paths.is_empty() {
         check_registry(&store).map_err(from_promote)?
@@ -56,6 +63,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         Ok::<_, fruix_promote::Error>((results, pool))
     })
     .map_err(from_promote)?;
+    drop(gc);
     let corrupt = results.iter().filter(|r| !r.ok).count() + registry.missing.len();
     let repaired = if args.repair && (corrupt > 0 || !pool.corrupt.is_empty()) {
         Some(repair(&store, &results, &pool, &registry).map_err(from_promote)?)
