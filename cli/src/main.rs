@@ -49,7 +49,6 @@ mod signals;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
 use fruix_core::escape;
 use fruix_core::executor::Registry;
 use fruix_executors::external::file::register_files;
@@ -64,29 +63,9 @@ fn main() -> ExitCode {
     fruix_executors::link();
     #[cfg(feature = "jail")]
     fruix_executor_jail::link();
-    let cli = match Cli::try_parse() {
+    let cli = match args::parse() {
         Ok(cli) => cli,
-        Err(e) if e.use_stderr() => {
-            // clap shows a refused value as it was given, and its coloured
-            // output keeps an escape sequence in it: with a control
-            // character in any argument, the error is shown without
-            // colours (which strips sequences) and escaped.
-            let safe = escape::terminal(&e.render().to_string());
-            let hostile = std::env::args_os().any(|a| {
-                let a = a.to_string_lossy();
-                escape::terminal(&a) != a
-            });
-            if hostile {
-                eprintln!("{}", safe.trim_end());
-            } else {
-                let _ = e.print();
-            }
-            if std::env::args_os().any(|a| a == "--json") {
-                print_json_error(Status::Usage, &safe);
-            }
-            return Status::Usage.into();
-        }
-        Err(e) => e.exit(),
+        Err(e) => return stdout_checked(not_run(e)).into(),
     };
     let json = wants_json(&cli.command);
     heartbeat::set_every(progress_arg(&cli.command).and_then(ProgressArg::every));
@@ -112,6 +91,27 @@ fn main() -> ExitCode {
         }
     };
     stdout_checked(status).into()
+}
+
+/// What clap says instead of a command: help or the version on stdout
+/// (success, unless it cannot be written: see `stdout_checked`), or a
+/// refused command line on stderr (usage), its values escaped (see
+/// `args::refusal`), and under `--json` as a JSON error too.
+fn not_run(e: clap::Error) -> Status {
+    if !e.use_stderr() {
+        stdout_written(e.print());
+        return Status::Success;
+    }
+    let refusal = args::refusal(e);
+    if refusal.plain {
+        eprintln!("{}", refusal.text.trim_end());
+    } else {
+        let _ = refusal.error.print();
+    }
+    if std::env::args_os().any(|a| a == "--json") {
+        print_json_error(Status::Usage, &refusal.text);
+    }
+    Status::Usage
 }
 
 /// The first failure to write stdout other than a closed pipe, as its

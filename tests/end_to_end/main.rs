@@ -10,6 +10,7 @@ mod util;
 
 mod bad_input;
 mod build_local;
+mod cli_args_review;
 mod cli_cleanup;
 mod cli_defects;
 mod cli_review;
@@ -46,6 +47,7 @@ mod store_archive;
 mod store_copy;
 mod store_integrity;
 mod store_lifecycle;
+mod store_verify_review;
 mod terminal;
 mod vm;
 mod xcpng_master;

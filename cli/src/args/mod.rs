@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod parse;
 mod store;
+pub use parse::{parse, refusal};
 pub use store::*;
 
 /// Fruix: native FreeBSD base builds through pluggable executors, promoted into

@@ -38,14 +38,11 @@ pub enum StoreCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("direction").args(["to", "from"]).required(true)))]
+#[command(mut_args(for_from_only))]
 pub struct CopyArgs {
     /// Send the objects to the store of this machine.
-    #[arg(
-        long,
-        value_name = "ssh://USER@HOST[:PORT]",
-        required_unless_present = "from",
-        conflicts_with = "from"
-    )]
+    #[arg(long, value_name = "ssh://USER@HOST[:PORT]")]
     pub to: Option<String>,
     /// Fetch the objects (paths in that machine's store) from this machine.
     #[arg(long, value_name = "ssh://USER@HOST[:PORT]")]
@@ -72,7 +69,7 @@ pub struct CopyArgs {
     pub idle_timeout: u64,
     /// This machine's store, and whom it trusts with what --from fetches:
     /// the trust flags are for --from only, and refused with --to (the other
-    /// store decides whom it trusts).
+    /// store decides whom it trusts); their help says so (`for_from_only`).
     #[command(flatten)]
     pub local: StoreTrust,
     /// Print what was copied as JSON.
@@ -80,6 +77,18 @@ pub struct CopyArgs {
     pub json: bool,
     #[command(flatten)]
     pub progress: ProgressArg,
+}
+
+/// A flag of `store copy` whose help gets "(with --from only)", when it is
+/// one of its trust flags ([`TrustArgs`]).
+fn for_from_only(flag: clap::Arg) -> clap::Arg {
+    match flag.get_id().as_str() {
+        "trusted_keys" | "trusted_keys_file" | "no_check_sigs" => {
+            let help = flag.get_help().map(ToString::to_string).unwrap_or_default();
+            flag.help(format!("{help} (with --from only)"))
+        }
+        _ => flag,
+    }
 }
 
 /// Objects of a store: their paths, and the store.
@@ -116,15 +125,12 @@ pub struct StoreTrust {
 #[derive(Debug, Args)]
 pub struct TrustArgs {
     /// A trusted public key (NAME:BASE64, as `store generate-key` writes it); repeatable.
-    /// (`store copy`: with --from only.)
     #[arg(long = "trusted-key", value_name = "KEY")]
     pub trusted_keys: Vec<String>,
     /// A file of trusted public keys, one per line (# starts a comment).
-    /// (`store copy`: with --from only.)
     #[arg(long, value_name = "FILE", env = "FRUIX_TRUSTED_KEYS_FILE", default_value = crate::defaults::TRUSTED_KEYS_FILE)]
     pub trusted_keys_file: PathBuf,
     /// Accept objects without a signature by a trusted key (their content is still checked).
-    /// (`store copy`: with --from only.)
     #[arg(long)]
     pub no_check_sigs: bool,
 }

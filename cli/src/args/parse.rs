@@ -1,0 +1,185 @@
+//! Reading the command line, and making what clap says when it refuses one
+//! safe to show: every value it echoes escaped as fruix escapes values (see
+//! `fruix_core::escape`), and a bad value from an environment variable
+//! blamed on the variable, not on the flag it stands for. Help leaves out
+//! an environment variable's value that would need escaping.
+
+use clap::builder::{StyledStr, Styles};
+use clap::error::{ContextKind, ContextValue};
+use clap::{Arg, CommandFactory, FromArgMatches};
+use fruix_core::escape;
+
+use super::Cli;
+
+/// The command line, parsed. When an argument holds a control character,
+/// clap formats its messages without styles (colours), so that the only
+/// escape sequences in them are the arguments', which [`refusal`] escapes
+/// instead of letting them be stripped.
+pub fn parse() -> Result<Cli, clap::Error> {
+    let mut command = hide_unsafe_environment(Cli::command());
+    if hostile_arguments() {
+        command = command.styles(Styles::plain());
+    }
+    let mut matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+}
+
+/// `command`, with help that leaves out the value of each environment
+/// variable fruix would not show as it is (help otherwise shows `[env:
+/// NAME=VALUE]`, a control character included).
+fn hide_unsafe_environment(command: clap::Command) -> clap::Command {
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    let command = command.mut_args(|arg| {
+        let unsafe_value = arg
+            .get_env()
+            .and_then(std::env::var_os)
+            .is_some_and(|v| needs_escaping(&v.to_string_lossy()));
+        if unsafe_value {
+            arg.hide_env_values(true)
+        } else {
+            arg
+        }
+    });
+    subcommands.iter().fold(command, |command, name| {
+        command.mut_subcommand(name, hide_unsafe_environment)
+    })
+}
+
+/// A command line clap refused, ready to show.
+pub struct Refusal {
+    /// clap's error, every value it echoes escaped: safe for clap to print.
+    pub error: clap::Error,
+    /// The whole message as plain text, safe for a terminal (and for the
+    /// `--json` error).
+    pub text: String,
+    /// `text` must be shown instead of letting clap print `error`: it names
+    /// an environment variable clap does not, or an argument held a control
+    /// character, which clap's printing would strip rather than show escaped.
+    pub plain: bool,
+}
+
+/// `error` (a refused command line, not help or the version) made safe to
+/// show.
+pub fn refusal(mut error: clap::Error) -> Refusal {
+    // The values clap also repeats inside its tips ("to pass '--x' as a
+    // value, use '-- --x'").
+    let echoed: Vec<String> = [ContextKind::InvalidArg, ContextKind::InvalidSubcommand]
+        .into_iter()
+        .filter_map(|kind| match error.get(kind) {
+            Some(ContextValue::String(s)) if needs_escaping(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    let variable = environment_variable(&error);
+    let escaped: Vec<_> = error
+        .context()
+        .filter_map(|(kind, value)| escaped(value, &echoed).map(|value| (kind, value)))
+        .collect();
+    for (kind, value) in escaped {
+        error.insert(kind, value);
+    }
+    let hostile = hostile_arguments();
+    let mut text = if hostile {
+        // Unstyled (see `parse`): what control characters are left came
+        // from elsewhere (a value parser's message), and are escaped too.
+        escape::terminal(&error.render().ansi().to_string())
+    } else {
+        error.render().to_string()
+    };
+    if let Some(name) = &variable {
+        let first_line = text.find('\n').unwrap_or(text.len());
+        text.insert_str(
+            first_line,
+            &format!(" (from the environment variable {name})"),
+        );
+    }
+    Refusal {
+        error,
+        text,
+        plain: hostile || variable.is_some(),
+    }
+}
+
+/// Whether an argument (the program's name included) holds a control
+/// character.
+fn hostile_arguments() -> bool {
+    arguments().any(|a| escape::line(&a) != a)
+}
+
+fn arguments() -> impl Iterator<Item = String> {
+    std::env::args_os().map(|a| a.to_string_lossy().into_owned())
+}
+
+/// Whether fruix would show `s` otherwise than as it is.
+fn needs_escaping(s: &str) -> bool {
+    escape::text(s).to_string() != s
+}
+
+/// `value` escaped, `None` when it needs no escaping. `echoed` are the
+/// values the tips repeat, which are escaped inside them.
+fn escaped(value: &ContextValue, echoed: &[String]) -> Option<ContextValue> {
+    let text = |s: &String| escape::text(s).to_string();
+    match value {
+        ContextValue::String(s) if needs_escaping(s) => Some(ContextValue::String(text(s))),
+        ContextValue::Strings(v) if v.iter().any(|s| needs_escaping(s)) => {
+            Some(ContextValue::Strings(v.iter().map(text).collect()))
+        }
+        ContextValue::StyledStrs(tips) if !echoed.is_empty() => {
+            let escape_echoed = |tip: &StyledStr| {
+                let shown = echoed.iter().fold(tip.ansi().to_string(), |shown, value| {
+                    shown.replace(value.as_str(), &text(value))
+                });
+                StyledStr::from(shown)
+            };
+            Some(ContextValue::StyledStrs(
+                tips.iter().map(escape_echoed).collect(),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The environment variable the value clap refused came from, when it did:
+/// clap then names the flag the variable stands for, though that flag was
+/// not given. (The flags that read a variable all have a long name.)
+fn environment_variable(error: &clap::Error) -> Option<String> {
+    let (Some(ContextValue::String(flag)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) else {
+        return None;
+    };
+    let options: Vec<String> = arguments().skip(1).take_while(|a| a != "--").collect();
+    let given = |long: &str| {
+        let spelled = format!("--{long}");
+        options
+            .iter()
+            .any(|a| a == &spelled || a.strip_prefix(&spelled).is_some_and(|v| v.starts_with('=')))
+    };
+    let mut command = Cli::command();
+    command.build();
+    let from_variable = |arg: &Arg| {
+        let name = arg.get_env()?;
+        let set = std::env::var_os(name)?;
+        let refused = arg.to_string() == *flag
+            && set.to_string_lossy() == *value
+            && !arg.get_long().is_some_and(given);
+        refused.then(|| name.to_string_lossy().into_owned())
+    };
+    reading_variables(&command)
+        .into_iter()
+        .find_map(from_variable)
+}
+
+/// The arguments of `command` and of its subcommands that read an
+/// environment variable.
+fn reading_variables(command: &clap::Command) -> Vec<&Arg> {
+    command
+        .get_arguments()
+        .filter(|a| a.get_env().is_some())
+        .chain(command.get_subcommands().flat_map(reading_variables))
+        .collect()
+}

@@ -1,0 +1,218 @@
+//! Regression tests for the review of how fruix takes its arguments: the
+//! values clap echoes in a refusal, help and version on a full disk, bad
+//! environment variables, `store copy`'s direction, and help text that
+//! belonged to another command.
+
+use std::process::{Command, Output};
+
+use crate::util::{fruix, run, run_failing, run_ok};
+
+/// Runs `cmd` with its standard output on `/dev/full`.
+fn into_full_disk(cmd: &mut Command) -> Output {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    cmd.stdout(full).output().unwrap()
+}
+
+/// `text` with each run of white space made one space (help text wraps).
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn every_value_clap_echoes_in_a_refusal_is_escaped() {
+    // (arguments, what stderr shows of the value, what it must not show
+    // at the start of a line)
+    let cases: [(&[&str], &str, &str); 6] = [
+        (
+            &[
+                "store",
+                "gc",
+                "--older-than",
+                "1\r\nfruix: gc: removed everything",
+                "--store",
+                "x",
+            ],
+            "'1\\r\\nfruix: gc: removed everything'",
+            "fruix: gc",
+        ),
+        (
+            &["store", "list", "--kind", "abc\rFAKE\x08\x07\x7f"],
+            "'abc\\rFAKE\\010\\007\\177'",
+            "FAKE",
+        ),
+        (
+            &["store", "list", "--kind=x\nforged"],
+            "'x\\nforged'",
+            "forged",
+        ),
+        (&["bu\x1b[31mild"], "'bu\\033[31mild'", "build"),
+        // Repeated in clap's tip too: "to pass '--x\nforged' as a value".
+        (
+            &["store", "verify", "--x\nforged"],
+            "as a value, use '-- --x\\nforged'",
+            "forged",
+        ),
+        (
+            &["store", "gc", "--older-than", "\\\x1b", "--store", "x"],
+            "'\\\\\\033'",
+            "\x1b",
+        ),
+    ];
+    for (words, shown, forged) in cases {
+        let err = run_failing(fruix().args(words), 2, &[shown]);
+        assert!(
+            !err.chars().any(|c| c.is_control() && c != '\n'),
+            "{words:?}: a control character reached stderr: {err:?}"
+        );
+        assert!(
+            !err.lines().any(|l| l.starts_with(forged)),
+            "{words:?}: a forged line: {err}"
+        );
+    }
+    // Under --json the message escapes the value as well.
+    let out = run(fruix().args(["store", "list", "--json", "--kind", "a\nb\x07"]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("'a\\nb\\007'"), "{message:?}");
+    assert_eq!(error["error"]["kind"], "usage");
+}
+
+#[test]
+fn help_and_version_on_a_full_disk_are_a_system_failure_said_once() {
+    let cases: [&[&str]; 5] = [
+        &["--help"],
+        &["build", "--help"],
+        &["help", "store"],
+        &["--version"],
+        &["store", "list", "--version"],
+    ];
+    for words in cases {
+        let out = into_full_disk(fruix().args(words));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{words:?}: {err}");
+        assert_eq!(
+            err.matches("cannot write to standard output").count(),
+            1,
+            "{words:?}: said once: {err}"
+        );
+    }
+    // Written, they succeed as before.
+    assert!(run_ok(fruix().arg("--help")).contains("Usage: fruix"));
+    assert!(run_ok(fruix().arg("--version")).starts_with("fruix "));
+}
+
+#[test]
+fn a_bad_environment_variable_is_named_not_blamed_on_its_flag() {
+    let cases: [(&str, &str, &[&str]); 4] = [
+        (
+            "SOURCE_DATE_EPOCH",
+            "notanumber",
+            &["build", "--executor", "local", "--source", "/nonexistent"],
+        ),
+        (
+            "FRUIX_PROGRESS_EVERY",
+            "abc",
+            &["store", "gc", "--store", "/nonexistent"],
+        ),
+        ("FRUIX_STORE", "", &["store", "list"]),
+        (
+            "FRUIX_PROGRESS_EVERY",
+            "\x1b[2J",
+            &["store", "verify", "--store", "/nonexistent"],
+        ),
+    ];
+    for (name, value, words) in cases {
+        let named = format!("(from the environment variable {name})");
+        let err = run_failing(fruix().env(name, value).args(words), 2, &[&named]);
+        assert!(
+            !err.chars().any(|c| c.is_control() && c != '\n'),
+            "{name}: {err:?}"
+        );
+    }
+    // A bad flag is the flag's, whatever the environment holds.
+    let err = run_failing(
+        fruix()
+            .env("SOURCE_DATE_EPOCH", "notanumber")
+            .args(["build", "--executor", "local", "--source", "/nonexistent"])
+            .args(["--source-date-epoch", "notanumber"]),
+        2,
+        &["'--source-date-epoch <SECONDS>'"],
+    );
+    assert!(!err.contains("environment variable"), "{err}");
+    let err = run_failing(
+        fruix().env("FRUIX_PROGRESS_EVERY", "5min").args([
+            "store",
+            "gc",
+            "--store",
+            "/nonexistent",
+            "--progress-every=abc",
+        ]),
+        2,
+        &["'--progress-every <DURATION>'"],
+    );
+    assert!(!err.contains("environment variable"), "{err}");
+}
+
+#[test]
+fn store_copy_without_a_direction_asks_for_to_or_from() {
+    let err = run_failing(
+        fruix().args(["store", "copy", "./result", "--store", "S"]),
+        2,
+        &["required"],
+    );
+    let first = err.lines().take(3).collect::<Vec<_>>().join("\n");
+    assert!(
+        first.contains("--to") && first.contains("--from"),
+        "both directions are offered: {err}"
+    );
+    // Both at once are still refused.
+    run_failing(
+        fruix().args(["store", "copy", "--to", "ssh://a", "--from", "ssh://b", "p"]),
+        2,
+        &["cannot be used with"],
+    );
+}
+
+#[test]
+fn trust_flags_help_says_from_only_in_store_copy_alone() {
+    for words in [["store", "import"], ["store", "serve"]] {
+        let help = one_line(&run_ok(fruix().args(words).arg("--help")));
+        assert!(help.contains("--trusted-key <KEY>"), "{words:?}: {help}");
+        assert!(
+            !help.contains("--from"),
+            "{words:?} has no --from, its help mentions one: {help}"
+        );
+    }
+    let help = one_line(&run_ok(fruix().args(["store", "copy", "--help"])));
+    // --trusted-key, --trusted-keys-file and --no-check-sigs each say so.
+    assert_eq!(help.matches("with --from only").count(), 3, "{help}");
+}
+
+#[test]
+fn help_never_shows_an_environment_variable_holding_a_control_character() {
+    let help = run_ok(
+        fruix()
+            .env("FRUIX_STORE", "x\x1b[31my\nforged")
+            .args(["store", "list", "--help"]),
+    );
+    assert!(
+        !help.chars().any(|c| c.is_control() && c != '\n'),
+        "{help:?}"
+    );
+    assert!(
+        !help.lines().any(|l| l.trim_start().starts_with("forged")),
+        "{help}"
+    );
+    assert!(help.contains("[env: FRUIX_STORE]"), "{help}");
+    // A value that is safe to show still is.
+    let help = run_ok(
+        fruix()
+            .env("FRUIX_STORE", "/s")
+            .args(["store", "list", "--help"]),
+    );
+    assert!(help.contains("[env: FRUIX_STORE=/s]"), "{help}");
+}
