@@ -13,8 +13,9 @@ use fruix_freebsd::source::{branch_of, read_newvers};
 use fruix_promote::check::Identity;
 use fruix_promote::query::resolve_valid;
 use fruix_promote::source::{add_source, SourceFacts, SourceReport};
-use fruix_promote::store::is_source_name;
+use fruix_promote::store::{is_source_name, MANIFEST_FILE};
 use fruix_promote::temp_roots::TempRoots;
+use fruix_promote::verify::is_object_name;
 use fruix_promote::Store;
 
 /// The name a source object gets unless told otherwise, as in the reference.
@@ -30,6 +31,17 @@ pub fn add_source_dir(
     progress: Option<&Progress>,
     temp_roots: Option<&TempRoots>,
 ) -> fruix_promote::Result<SourceReport> {
+    // A store object's metadata files are no part of any source: the user
+    // meant the tree it was added from, or the store that holds it.
+    let object_named = dir
+        .file_name()
+        .is_some_and(|n| is_object_name(n.as_encoded_bytes()));
+    if object_named && dir.join(MANIFEST_FILE).symlink_metadata().is_ok() {
+        return Err(fruix_promote::Error::StoreObjectAsSource {
+            path: dir.to_path_buf(),
+            store: store.path().to_path_buf(),
+        });
+    }
     let version = match version {
         Some(v) => v.to_string(),
         None => read_newvers(dir)?.version,

@@ -107,6 +107,15 @@ pub enum Error {
         /// Whether that store is the other side of a copy (`store copy`).
         remote: bool,
     },
+    /// A directory given as a source tree is a store object: of another
+    /// store, or one of this store that is no source object.
+    #[error("{}: is a store object, not a source tree; give the source tree it was added from, or a source object of this store {} (`fruix store copy` brings one from another store)", escape::path(path), escape::path(store))]
+    StoreObjectAsSource {
+        /// The directory given.
+        path: PathBuf,
+        /// The store the source was to be added to.
+        store: PathBuf,
+    },
     /// A path given as a store object is not one.
     #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-... or <hash>-freebsd-source-...); check the path", escape::path(path), escape::path(store))]
     NotAStoreObject {
@@ -232,6 +241,7 @@ impl Error {
             Error::NoStore { .. }
             | Error::NotAStoreObject { .. }
             | Error::NotInStore { .. }
+            | Error::StoreObjectAsSource { .. }
             | Error::StillReferenced { .. }
             | Error::InvalidKeyName { .. }
             | Error::InvalidFreebsdVersion { .. }

@@ -217,6 +217,34 @@ fn a_running_build_keeps_its_source_from_collections() {
     assert!(sources_in(&store).is_empty());
 }
 
+/// Regression: a source object of another store given as a source failed
+/// as an invalid tree (exit 4), telling the user to rename its metadata
+/// file. It is a usage error that says what to give instead.
+#[test]
+fn another_store_s_source_object_is_refused_as_a_source_saying_what_to_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let object = add(dir.path(), &checkout(dir.path(), "src"))["store_path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let expected = ["is a store object, not a source tree", "fruix store copy"];
+    let out = crate::util::run(
+        fruix()
+            .args(["build", "--executor", "local", "--source", &object])
+            .args(store_and_state(&elsewhere)),
+    );
+    crate::util::failed_with("build", &out, 2, &expected);
+    let out = crate::util::run(
+        fruix()
+            .args(["source", "add", &object, "--store"])
+            .arg(elsewhere.join("store")),
+    );
+    crate::util::failed_with("source add", &out, 2, &expected);
+    assert!(!elsewhere.join("store").exists(), "no store was made");
+}
+
 #[test]
 fn a_matrix_source_may_be_a_source_object() {
     let dir = tempfile::tempdir().unwrap();
