@@ -126,11 +126,20 @@ pub fn resolve_object(store: &Store, path: &Path) -> Result<PathBuf> {
     };
     let parent = fs::canonicalize(parent).map_err(|_| not_object())?;
     let object = parent.join(name);
-    let is_dir = fs::symlink_metadata(&object).is_ok_and(|m| m.is_dir());
-    if parent != store.path() || !is_object_name(name.as_bytes()) || !is_dir {
+    if parent != store.path() || !is_object_name(name.as_bytes()) {
         return Err(not_object());
     }
-    Ok(object)
+    match fs::symlink_metadata(&object) {
+        Ok(m) if m.is_dir() => Ok(object),
+        // Named as an object of this store is, but not there (deleted,
+        // collected): say so, rather than what an object's name is.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotInStore {
+            path: object,
+            store: store.path().to_path_buf(),
+            remote: false,
+        }),
+        _ => Err(not_object()),
+    }
 }
 
 /// What kind of object `object` is, by what it holds (it need not be

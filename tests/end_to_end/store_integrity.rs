@@ -341,14 +341,22 @@ fn verify_refuses_what_is_not_a_store_object() {
     let (dir, root, store) = scratch(true);
     let world = PathBuf::from(&key_values(&run_ok(&mut promote(&root, &store)))["world_store"]);
     let typo = world.with_file_name(format!("{}0", world.file_name().unwrap().to_string_lossy()));
-    for path in [Path::new("/etc"), &world.join("bin"), &typo, &root] {
+    // A name an object could have, of no object here, is not in the store.
+    let not_object = "not a store object";
+    let cases = [
+        (Path::new("/etc"), not_object),
+        (&world.join("bin"), not_object),
+        (&typo, ": not in the store "),
+        (&root, not_object),
+    ];
+    for (path, says) in cases {
         let out = run(fruix()
             .args(["store", "verify", "--store"])
             .arg(&store)
             .arg(path));
         assert_eq!(out.status.code(), Some(2), "{}: {out:?}", path.display());
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("not a store object"), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
         assert!(!String::from_utf8_lossy(&out.stdout).contains("CORRUPT"));
     }
     let missing = dir.path().join("no-such-store");

@@ -296,6 +296,15 @@ fn delete_refuses_what_is_referenced_or_rooted_and_removes_the_rest() {
     assert_eq!(gone.trim(), bundle_of(&b));
     assert!(!Path::new(bundle_of(&b)).exists());
     lab.verified();
+    // Regression: an object deleted was then said to be no store object,
+    // with what an object's name is, though its name was one.
+    let out = run(&mut lab.store_command("info", &[bundle_of(&b)]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(": not in the store ") && !stderr.contains("not a store object"),
+        "{stderr}"
+    );
 }
 
 #[test]
