@@ -209,7 +209,9 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
 pub fn lock_wait(waits_for: LockWait, lock: &Path) {
     let what = match waits_for {
         LockWait::Collection => "the garbage collection (or `store delete`) under way to end",
-        LockWait::Users => "the promotions, imports and exports using the store to end",
+        LockWait::Users => {
+            "the promotions, imports, exports and verifications using the store to end"
+        }
     };
     eprintln!("fruix: waiting for {what} ({} is held)", escape::path(lock));
 }

@@ -647,7 +647,7 @@ fn a_command_waiting_for_the_collector_lock_says_so_then_goes_on() {
         (
             false,
             "gc",
-            "the promotions, imports and exports using the store to end",
+            "the promotions, imports, exports and verifications using the store to end",
         ),
     ];
     for (exclusive, subcommand, says) in waits {
