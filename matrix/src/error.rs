@@ -42,7 +42,7 @@ pub enum Error {
         message: String,
     },
     /// The FreeBSD version of a source tree cannot be told from
-    /// `sys/conf/newvers.sh`.
+    /// `sys/conf/newvers.sh`, or names no branch.
     #[error("{message}")]
     UnknownVersion {
         /// The source tree.

@@ -69,6 +69,15 @@ pub fn freebsd_base(
         None => read_newvers(source, give_version)?,
     };
     let branch = branch.map_or_else(|| branch_of(&version), str::to_string);
+    if branch.is_empty() {
+        return Err(Error::UnknownVersion {
+            path: source.to_path_buf(),
+            message: format!(
+                "FreeBSD version {} names no branch: give REVISION-BRANCH (15.0-STABLE, 14.2-RELEASE), or the branch itself (--freebsd-branch, a matrix file's freebsd-branch)",
+                fruix_core::escape::quoted(&version)
+            ),
+        });
+    }
     Ok(FreebsdBase {
         name,
         version,
@@ -164,6 +173,12 @@ mod tests {
             ("FreeBSD", "15.0-STABLE", "stable/15")
         );
         let base = freebsd_base(src.path(), Some("14.2-RELEASE"), Some("mine"), GIVE).unwrap();
+        // Regression: a version without a branch recorded the branch "".
+        let e = freebsd_base(src.path(), Some("bogus"), None, GIVE).unwrap_err();
+        assert!(matches!(e, Error::UnknownVersion { .. }), "{e:?}");
+        assert!(e.to_string().contains("\"bogus\" names no branch"), "{e}");
+        let mine = freebsd_base(src.path(), Some("bogus"), Some("mine"), GIVE).unwrap();
+        assert_eq!(mine.branch, "mine");
         assert_eq!(
             (base.version.as_str(), base.branch.as_str()),
             ("14.2-RELEASE", "mine")

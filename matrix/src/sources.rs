@@ -46,10 +46,20 @@ pub fn add_source_dir(
         Some(v) => v.to_string(),
         None => read_newvers(dir)?.version,
     };
+    let branch = branch_of(&version);
+    if branch.is_empty() {
+        return Err(fruix_promote::Error::InvalidFreebsdVersion {
+            message: format!(
+                "FreeBSD version {} names no branch: give REVISION-BRANCH (15.0-STABLE, 14.2-RELEASE)",
+                fruix_core::escape::quoted(&version)
+            ),
+            version,
+        });
+    }
     let git = checkout::inspect(dir)?;
     let facts = SourceFacts {
         name: name.to_string(),
-        branch: branch_of(&version),
+        branch,
         version,
         commit: git.commit.clone(),
         dirty: git.dirty,

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use crate::util::{failed_with, fixture_source, fruix, listing, run};
 
 /// Versions a source object's metadata (or a build) cannot carry: control
-/// characters, a bidirectional-text control, and 65 bytes.
+/// characters, a bidirectional-text control, 65 bytes, and (a regression:
+/// its branch was recorded as "") one that names no branch.
 fn refused_versions() -> Vec<String> {
     vec![
+        "bogus".into(),
         "15.0\n(x)".into(),
         "15.0-STABLE\u{1b}[31m".into(),
         "15.0-STABLE\u{202e}".into(),
@@ -35,7 +37,11 @@ fn source_add_refuses_a_freebsd_version_its_metadata_cannot_hold_and_makes_no_st
             .arg(work.join("store"))
             .args(["--freebsd-version", &version])
             .arg(fixture_source()));
-        failed_with(&format!("{version:?}"), &out, 2, &[]);
+        let says: &[&str] = match version.as_str() {
+            "bogus" => &["\"bogus\" names no branch"],
+            _ => &[],
+        };
+        failed_with(&format!("{version:?}"), &out, 2, says);
         assert!(out.stdout.is_empty(), "{version:?}: {out:?}");
         assert_eq!(listing(&work), Vec::<PathBuf>::new(), "{version:?}");
     }
