@@ -360,6 +360,17 @@ fn output_files_that_cannot_be_made_exit_2_when_misnamed_else_3() {
         &[],
     );
     assert!(!dir.path().join("p").exists());
+    // Regression: one path for both halves said `File exists`.
+    let both = dir.path().join("k");
+    run_failing(
+        &mut generate(&both, &dir.path().join(".").join("k")),
+        2,
+        &[
+            "--secret-key and --public-key are both",
+            "give each key its own file",
+        ],
+    );
+    assert!(!both.exists());
 }
 
 #[test]

@@ -33,6 +33,15 @@ pub fn generate_key(args: GenerateKeyArgs) -> CliResult {
             fruix_core::escape::quoted(&args.name)
         )));
     }
+    // Regression: the same path for both said `File exists` of a file that
+    // did not exist before.
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if absolute(&args.secret_key) == absolute(&args.public_key) {
+        return Err(CliError::usage(format!(
+            "--secret-key and --public-key are both {}; give each key its own file",
+            escape::path(&args.secret_key)
+        )));
+    }
     let key = SecretKey::generate(&args.name).map_err(from_promote)?;
     // Both files are made before either is written, and a failure removes
     // what this made: a refused key leaves no half of itself behind (a
