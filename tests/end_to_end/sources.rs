@@ -217,6 +217,27 @@ fn a_running_build_keeps_its_source_from_collections() {
     assert!(sources_in(&store).is_empty());
 }
 
+/// Regression: `build` refused a source directory whose name holds control
+/// characters (no metadata records that name), though `source add` took it.
+#[test]
+fn a_source_directory_named_with_control_characters_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = checkout(dir.path(), "src\nnl\u{1b}[31mred");
+    let report = build(dir.path(), &tree, "result");
+    let object = add(dir.path(), &tree)["store_path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let metadata = std::fs::read_to_string(
+        Path::new(report["result_store"].as_str().unwrap()).join(".fruix-native-build-result.scm"),
+    )
+    .unwrap();
+    assert!(
+        metadata.contains(&object),
+        "built from its source object: {metadata}"
+    );
+}
+
 /// Regression: a source object of another store given as a source failed
 /// as an invalid tree (exit 4), telling the user to rename its metadata
 /// file. It is a usage error that says what to give instead.

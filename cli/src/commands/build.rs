@@ -18,6 +18,9 @@ use fruix_promote::Store;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use fruix_matrix::sources::DEFAULT_SOURCE_NAME;
+use fruix_promote::source_identity::SOURCE_INFIX;
+
 use crate::args::{BuildArgs, GuestArgs};
 use crate::commands::promote::{
     check_out_link, out_link, print_report, promote_later, promote_with_progress,
@@ -378,7 +381,20 @@ fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<Build
         )));
     }
     // Checked with a provisional run id, before the run's directory exists.
-    let provisional = options.request(format_run_id(std::time::SystemTime::now()));
+    // A source on this host is built as its source object, whose path
+    // (the store's, and an object's name) is what the request will name:
+    // the directory's own name, which no metadata records, is not checked.
+    let mut provisional = options.request(format_run_id(std::time::SystemTime::now()));
+    if args.guest_source.is_none() {
+        provisional.source.path = std::path::absolute(&args.store.store)
+            .unwrap_or_else(|_| args.store.store.clone())
+            .join(format!(
+                "{}{SOURCE_INFIX}{DEFAULT_SOURCE_NAME}",
+                "0".repeat(40)
+            ))
+            .to_string_lossy()
+            .into_owned();
+    }
     provisional
         .check()
         .and_then(|()| executor.check_request(&provisional))
