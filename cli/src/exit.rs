@@ -76,9 +76,11 @@ pub fn output_file(what: &str, path: &std::path::Path, e: std::io::Error, taken:
         ErrorKind::NotFound | ErrorKind::AlreadyExists | ErrorKind::NotADirectory => Status::Usage,
         _ => Status::SystemFailure,
     };
-    let why = match e.kind() {
-        ErrorKind::AlreadyExists => taken,
-        _ => "",
+    // One wording for a taken name, whether the OS said it (`File exists
+    // (os error 17)`) or fruix found it first.
+    let (e, why) = match e.kind() {
+        ErrorKind::AlreadyExists => ("it already exists".to_string(), taken),
+        _ => (e.to_string(), ""),
     };
     CliError::new(
         status,

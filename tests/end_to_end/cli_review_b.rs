@@ -340,6 +340,14 @@ fn output_files_that_cannot_be_made_exit_2_when_misnamed_else_3() {
     run_failing(&mut export(&dir.path().join("missing/x.arc")), 2, &[]);
     // Not a question of the name: a directory nobody may write in.
     run_failing(&mut export(Path::new("/sys/x.arc")), 3, &[]);
+    // A taken name is said one way, whoever found it taken.
+    let taken = dir.path().join("taken.arc");
+    std::fs::write(&taken, "mine").unwrap();
+    run_failing(
+        &mut export(&taken),
+        2,
+        &[": it already exists; archives are never overwritten"],
+    );
     let generate = |secret: &Path, public: &Path| {
         let mut cmd = fruix();
         cmd.args(["store", "generate-key", "--name", "k", "--secret-key"])
@@ -390,7 +398,11 @@ fn a_key_whose_public_half_cannot_be_written_leaves_nothing_behind() {
     // A public key file that exists: refused, and the secret key goes too.
     let taken = dir.path().join("taken.pub");
     std::fs::write(&taken, "mine").unwrap();
-    run_failing(&mut generate(&taken), 2, &["never overwritten"]);
+    run_failing(
+        &mut generate(&taken),
+        2,
+        &[": it already exists; keys are never overwritten"],
+    );
     assert!(!secret.exists(), "the secret key was left behind");
     assert_eq!(std::fs::read_to_string(&taken).unwrap(), "mine");
     // The rerun is not refused.
