@@ -3,18 +3,7 @@
 //! environment variables, `store copy`'s direction, and help text that
 //! belonged to another command.
 
-use std::process::{Command, Output};
-
-use crate::util::{fruix, run, run_failing, run_ok};
-
-/// Runs `cmd` with its standard output on `/dev/full`.
-fn into_full_disk(cmd: &mut Command) -> Output {
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
-    cmd.stdout(full).output().unwrap()
-}
+use crate::util::{fruix, into_full_disk, run, run_failing, run_ok};
 
 /// `text` with each run of white space made one space (help text wraps).
 fn one_line(text: &str) -> String {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::sshd::Sshd;
 use crate::util::{
-    failed_with, fruix, promote_report, run, run_failing, run_ok, run_with_deadline, sample_root,
-    ssh_store_copy, store_export, verify_store, wait_until,
+    failed_with, fruix, into_full_disk, promote_report, run, run_failing, run_ok,
+    run_with_deadline, sample_root, ssh_store_copy, store_export, verify_store, wait_until,
 };
 
 /// A store in `dir` holding the objects of a sample result root; the
@@ -22,15 +22,6 @@ fn populated(dir: &Path) -> (PathBuf, String) {
     let store = dir.join("store");
     let report = promote_report(&store, &sample_root(dir, "root"), &[]);
     (store, report["result_store"].as_str().unwrap().to_string())
-}
-
-/// Runs `cmd` with its standard output on `/dev/full`.
-fn into_full_disk(cmd: &mut Command) -> Output {
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
-    cmd.stdout(full).output().unwrap()
 }
 
 /// Runs `cmd` with its standard output a pipe nobody reads: its read end

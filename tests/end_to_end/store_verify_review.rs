@@ -54,6 +54,40 @@ fn says_it_waits(gc: &Reading) -> bool {
     }
 }
 
+/// A gate that, when fruix opens `entry`, starts `store gc` on `store`
+/// (state directory `state`) and holds the open until the collection says
+/// it waits (or ends); the collection, and whether it waited, come on the
+/// receiver.
+fn gc_when_opened(
+    entry: &Path,
+    store: &Path,
+    state: &Path,
+) -> (Gate, mpsc::Receiver<(Reading, bool)>) {
+    let (tx, rx) = mpsc::channel();
+    let (store, state) = (store.to_path_buf(), state.to_path_buf());
+    let gate = Gate::new(entry, move |_pid| {
+        let gc = spawn_reading_stderr(
+            fruix()
+                .args(["store", "gc", "--quiet", "--store"])
+                .arg(&store)
+                .arg("--state-dir")
+                .arg(&state),
+        );
+        let waited = says_it_waits(&gc);
+        tx.send((gc, waited)).unwrap();
+    });
+    (gate, rx)
+}
+
+/// Adds the tree `src` to `store` as a source object: its path.
+fn add_source(store: &Path, src: &Path) -> PathBuf {
+    let mut add = fruix();
+    add.args(["source", "add", "--quiet", "--store"])
+        .arg(store)
+        .arg(src);
+    PathBuf::from(run_ok(&mut add).trim())
+}
+
 /// A store holding three unrooted source objects (the miniature tree
 /// under three names): `store gc` removes them all, and their pool entries.
 fn store_of_unrooted_sources(dir: &Path) -> PathBuf {
@@ -77,20 +111,8 @@ fn verify_alongside_gc_reports_no_false_corruption() {
     let store = store_of_unrooted_sources(dir.path());
     let state = dir.path().join("state");
     let (entry, _) = pool_entries(&store).remove(0);
-    let (gc_tx, gc_rx) = mpsc::channel();
-    let gc_store = store.clone();
     // Verify is held opening a pool entry while a collection starts.
-    let gate = Gate::new(&entry, move |_pid| {
-        let gc = spawn_reading_stderr(
-            fruix()
-                .args(["store", "gc", "--quiet", "--store"])
-                .arg(&gc_store)
-                .arg("--state-dir")
-                .arg(&state),
-        );
-        let waited = says_it_waits(&gc);
-        gc_tx.send((gc, waited)).unwrap();
-    });
+    let (gate, gc_rx) = gc_when_opened(&entry, &store, &state);
     let out = run_with_deadline(&mut verify(&store, &["--json"]), LIMIT);
     let report = gate.finish();
     assert!(report.attacked, "verify never read {}", entry.display());
@@ -128,19 +150,7 @@ fn verify_repair_alongside_gc_neither_deadlocks_nor_fails() {
     fs::write(corrupt, b"changed\n").unwrap();
     fs::set_permissions(corrupt, fs::Permissions::from_mode(0o444)).unwrap();
     let (entry, _) = &entries[0];
-    let (gc_tx, gc_rx) = mpsc::channel();
-    let gc_store = store.clone();
-    let gate = Gate::new(entry, move |_pid| {
-        let gc = spawn_reading_stderr(
-            fruix()
-                .args(["store", "gc", "--quiet", "--store"])
-                .arg(&gc_store)
-                .arg("--state-dir")
-                .arg(&state),
-        );
-        let waited = says_it_waits(&gc);
-        gc_tx.send((gc, waited)).unwrap();
-    });
+    let (gate, gc_rx) = gc_when_opened(entry, &store, &state);
     let out = run_with_deadline(&mut verify(&store, &["--repair", "--json"]), LIMIT);
     assert!(gate.finish().attacked);
     let (gc, waited) = gc_rx.recv().unwrap();
@@ -256,11 +266,7 @@ fn verify_progress_counts_what_it_hashes_once() {
     fs::write(src.join("share/big1"), content(1, 3 << 20)).unwrap();
     fs::write(src.join("share/big2"), content(2, 2 << 20)).unwrap();
     let store = dir.path().join("store");
-    let mut add = fruix();
-    add.args(["source", "add", "--quiet", "--store"])
-        .arg(&store)
-        .arg(&src);
-    let object = PathBuf::from(run_ok(&mut add).trim());
+    let object = add_source(&store, &src);
     let entries = pool_entries(&store);
     let pool_bytes: u64 = entries.iter().map(|(_, size)| size).sum();
     assert!(pool_bytes > 5 << 20);
@@ -319,11 +325,7 @@ fn verify_json_gives_a_corrupt_file_its_real_path() {
     )
     .unwrap();
     let store = dir.path().join("store");
-    let mut add = fruix();
-    add.args(["source", "add", "--quiet", "--store"])
-        .arg(&store)
-        .arg(&src);
-    let object = PathBuf::from(run_ok(&mut add).trim());
+    let object = add_source(&store, &src);
     let share = object.join("share");
     fs::set_permissions(&share, fs::Permissions::from_mode(0o755)).unwrap();
     let file = share.join(std::ffi::OsStr::from_bytes(name));

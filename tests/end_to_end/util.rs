@@ -639,3 +639,12 @@ pub fn wait_for_line(lines: &mpsc::Receiver<String>, says: &str) -> String {
         }
     }
 }
+
+/// Runs `cmd` with its standard output on `/dev/full`.
+pub fn into_full_disk(cmd: &mut Command) -> Output {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    cmd.stdout(full).output().unwrap()
+}

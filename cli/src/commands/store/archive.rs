@@ -16,11 +16,10 @@ use std::sync::{Arc, Mutex};
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_promote::archive::{export, export_order, import, ArchiveLimits, ImportOptions, Trust};
-use fruix_promote::query::resolve_valid;
 use fruix_promote::sign::PublicKey;
 use fruix_promote::Store;
 
-use super::{open, print_moved};
+use super::{object_names, open, print_moved};
 use crate::args::{ExportArgs, ImportArgs, OutputArgs, TrustArgs};
 use crate::defaults;
 use crate::display::print_json;
@@ -78,14 +77,6 @@ fn mode(json: bool) -> Mode {
         quiet: json,
         verbose: false,
     })
-}
-
-/// Resolves the objects named on the command line to their names.
-pub fn object_names(store: &Store, paths: &[std::path::PathBuf]) -> CliResult<Vec<String>> {
-    paths
-        .iter()
-        .map(|p| resolve_valid(store, p).map_err(from_promote))
-        .collect()
 }
 
 pub fn export_command(args: ExportArgs) -> CliResult {

@@ -15,8 +15,9 @@ use fruix_promote::archive::{export_order, ArchiveLimits, ImportOptions, Trust};
 use fruix_promote::serve::Client;
 use fruix_promote::Store;
 
-use super::archive::{object_names, trust};
+use super::archive::trust;
 use super::idle::IdleLimit;
+use super::object_names;
 use super::print_moved;
 use crate::args::{CopyArgs, OutputArgs, TrustArgs};
 use crate::defaults;

@@ -2,12 +2,11 @@
 
 use fruix_core::escape;
 use fruix_promote::gc::{collect, delete as delete_objects, GcOptions, GcReport};
-use fruix_promote::query::resolve_valid;
 use indicatif::HumanBytes;
 
 use fruix_core::manifest::Progress;
 
-use super::{open, print_paths};
+use super::{object_names, open, print_paths};
 use crate::args::{DeleteArgs, GcArgs, OutputArgs};
 use crate::display::print_json;
 use crate::display::{with_progress, Mode};
@@ -82,13 +81,7 @@ fn summary(r: &GcReport) -> String {
 
 pub fn delete(args: DeleteArgs) -> CliResult {
     let store = open(&args.objects.store, Some(&args.state), args.json, true)?;
-    let names = args
-        .objects
-        .paths
-        .iter()
-        .map(|p| resolve_valid(&store, p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(from_promote)?;
+    let names = object_names(&store, &args.objects.paths)?;
     let removed = delete_objects(&store, &args.state.state_dir, &names).map_err(from_promote)?;
     print_paths(&removed, args.json);
     Ok(Status::Success)

@@ -6,11 +6,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use fruix_core::escape;
-use fruix_promote::query::resolve_valid;
 use fruix_promote::sign::{sign_object, SecretKey};
 use fruix_promote::{PromotionReport, Store};
 
-use super::open;
+use super::{object_names, open};
 use crate::args::{GenerateKeyArgs, OutLinkArgs, SignArgs};
 use crate::display::print_json;
 use crate::exit::{self, from_promote, CliError, CliResult, Status};
@@ -83,15 +82,7 @@ pub fn read_key(path: &Path) -> CliResult<SecretKey> {
 pub fn sign(args: SignArgs) -> CliResult {
     let key = read_key(&args.secret_key)?;
     let store = open(&args.objects.store, None, args.json, true)?;
-    // Every path is checked before any object is signed: a refused path
-    // leaves the store as it was.
-    let names = args
-        .objects
-        .paths
-        .iter()
-        .map(|path| resolve_valid(&store, path))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(from_promote)?;
+    let names = object_names(&store, &args.objects.paths)?;
     let mut signed = Vec::new();
     for name in names {
         let signature = sign_object(&store, &name, &key).map_err(from_promote)?;

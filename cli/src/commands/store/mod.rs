@@ -69,6 +69,15 @@ fn open(
     Ok(store)
 }
 
+/// Resolves the objects named on the command line to their names, every
+/// one before any is used: a refused path leaves the store as it was.
+pub fn object_names(store: &Store, paths: &[std::path::PathBuf]) -> CliResult<Vec<String>> {
+    paths
+        .iter()
+        .map(|p| resolve_valid(store, p).map_err(from_promote))
+        .collect()
+}
+
 /// Prints `report` as one line of JSON, or else the store paths it moved,
 /// one a line (escaped), with `summary` on standard error.
 fn print_moved(
@@ -165,8 +174,7 @@ fn list(args: ListArgs) -> CliResult {
 fn show_info(args: InfoArgs) -> CliResult {
     let store = open(&args.objects.store, None, args.json, false)?;
     let mut infos = Vec::new();
-    for path in &args.objects.paths {
-        let name = resolve_valid(&store, path).map_err(from_promote)?;
+    for name in object_names(&store, &args.objects.paths)? {
         infos.push(info(&store, &name).map_err(from_promote)?);
     }
     if args.json {
