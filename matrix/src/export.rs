@@ -28,14 +28,65 @@
 //! in block style with every string double-quoted (JSON escapes), so no value
 //! is read as anything else; shell words are single-quoted.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
+
+use fruix_core::executor::Registry;
 
 use serde_json::{json, Map, Value};
 
 use crate::expand::{cells, Cell};
 use crate::file::MatrixFile;
 use crate::{Error, Result};
+
+/// What `matrix export` can tell of `file`'s executors on this host,
+/// which may not be where its cells run: each executor the cells name
+/// that `registry` does not know comes back, as an error to warn with
+/// (the runners may know it from an executors file); a `config` key a
+/// known executor does not take, or one the scheduler sets, is refused,
+/// as `matrix plan` and every runner would refuse it.
+pub fn check_executors(file: &MatrixFile, registry: &Registry) -> Result<Vec<fruix_core::Error>> {
+    crate::plan::check_scheduler_keys(file)?;
+    let cells = cells(file)?;
+    let named: BTreeSet<&str> = cells
+        .iter()
+        .map(|c| c.executor.as_str())
+        .chain(file.config.keys().map(String::as_str))
+        .collect();
+    let mut unknown = Vec::new();
+    for executor in named {
+        let entry = match registry.get(executor) {
+            Ok(entry) => entry,
+            Err(e) => {
+                unknown.push(e);
+                continue;
+            }
+        };
+        let takes: Vec<&str> = entry.config_keys.iter().map(|k| k.name.as_str()).collect();
+        let config = file.config.get(executor).into_iter().flatten();
+        if let Some((key, _)) = config
+            .into_iter()
+            .find(|(k, _)| !takes.contains(&k.as_str()))
+        {
+            let close = takes
+                .iter()
+                .find(|t| fruix_core::sexp::is_close(key, t))
+                .map(|t| format!("did you mean `{t}`? "))
+                .unwrap_or_default();
+            return Err(Error::InvalidOption {
+                option: "config",
+                message: format!(
+                    "of executor {executor} in {}: unknown key `{}`; {close}it takes: {}",
+                    file.path.display(),
+                    fruix_core::escape::text(key),
+                    takes.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(unknown)
+}
 
 /// A CI engine `fruix matrix export` writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,6 +29,21 @@ use crate::{Error, Result};
 /// ([`Capabilities::remote`](fruix_core::executor::Capabilities::remote)).
 pub const MACHINE_KEYS: [&str; 2] = ["machines", "machine"];
 
+/// Refuses a `config` of `file` that sets a key the scheduler sets
+/// ([`MACHINE_KEYS`]).
+pub fn check_scheduler_keys(file: &MatrixFile) -> Result<()> {
+    for (executor, config) in &file.config {
+        if let Some(key) = MACHINE_KEYS.iter().find(|k| config.contains_key(**k)) {
+            return Err(Error::SchedulerKey {
+                matrix: file.path.clone(),
+                executor: executor.clone(),
+                key,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A checked matrix.
 #[derive(Debug, Clone)]
 pub struct MatrixPlan {
@@ -137,15 +152,7 @@ impl MatrixPlan {
 
     /// Checks every cell's placement, request and configuration.
     fn check(&self, registry: &Registry) -> Result<()> {
-        for (executor, config) in &self.file.config {
-            if let Some(key) = MACHINE_KEYS.iter().find(|k| config.contains_key(**k)) {
-                return Err(Error::SchedulerKey {
-                    matrix: self.file.path.clone(),
-                    executor: executor.clone(),
-                    key,
-                });
-            }
-        }
+        check_scheduler_keys(&self.file)?;
         if self.file.share_results && self.remote.iter().any(|r| *r) {
             self.check_signing_machines()?;
         }

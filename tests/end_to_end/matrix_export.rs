@@ -202,6 +202,43 @@ fn export_refuses_runner_tags_for_what_the_matrix_does_not_have() {
     failed_with("buildbot", &out, 2, &["names no Buildbot workers"]);
 }
 
+/// Regression: export checked nothing of the executors, writing a pipeline
+/// whose every job `run-cell` would refuse. A key no executor of this fruix
+/// takes (or one the scheduler sets) is refused; an executor it does not
+/// know is warned about (the runners may have it from an executors file).
+#[test]
+fn export_refuses_executor_keys_and_warns_of_unknown_executors() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local"))
+  (config (local (mak "gmake")))"#,
+    );
+    let out = export(&m, "gitlab-ci", "gl.yml", &[]);
+    failed_with(
+        "a misspelt key",
+        &out,
+        2,
+        &["unknown key `mak`; did you mean `make`?"],
+    );
+    assert!(!m.path("gl.yml").exists());
+    let m = Matrix::new(
+        r#"  (axes (executor "host-initiated"))
+  (config (host-initiated (machine "m1")))"#,
+    );
+    let out = export(&m, "gitlab-ci", "gl.yml", &[]);
+    failed_with("a scheduler key", &out, 2, &["set by the matrix scheduler"]);
+    let m = Matrix::new(r#"  (axes (executor "locl" "mine"))"#);
+    let out = export(&m, "gitlab-ci", "gl.yml", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: unknown executor `locl`; did you mean `local`?")
+            && stderr.contains("warning: unknown executor `mine`")
+            && stderr.contains("unless the runners' fruix knows it"),
+        "{stderr}"
+    );
+    assert!(m.path("gl.yml").exists());
+}
+
 /// The run-cell steps of the Buildbot fragment at `fragment`, as Buildbot's
 /// own classes build them (`tests/fixtures/buildbot/steps.py`): by builder.
 fn buildbot_run_cell_steps(fragment: &Path) -> Value {

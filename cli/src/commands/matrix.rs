@@ -250,7 +250,7 @@ pub fn collect(args: MatrixCollectArgs) -> CliResult {
 }
 
 pub fn export(args: MatrixExportArgs) -> CliResult {
-    use fruix_matrix::export::{export, ExportOptions, Format};
+    use fruix_matrix::export::{check_executors, export, ExportOptions, Format};
     let format = match args.format {
         ExportFormat::GithubActions => Format::GithubActions,
         ExportFormat::GitlabCi => Format::GitlabCi,
@@ -261,6 +261,17 @@ pub fn export(args: MatrixExportArgs) -> CliResult {
         run_cell_args: args.run_cell_arg,
         collect_args: args.collect_arg,
     };
+    // This host may not be where the cells run, but a key no runner's
+    // executor takes is refused here, and an executor this fruix does not
+    // know is warned about: the runners must know it (an executors file).
+    let file = fruix_matrix::file::MatrixFile::read(&args.file).map_err(from_matrix)?;
+    let registry =
+        Registry::compiled().map_err(|e| crate::exit::CliError::new(Status::Usage, e))?;
+    for unknown in check_executors(&file, &registry).map_err(from_matrix)? {
+        eprintln!(
+            "fruix: warning: {unknown}; unless the runners' fruix knows it (from an executors file), its cells' jobs will be refused"
+        );
+    }
     let text = export(&args.file, format, &options).map_err(from_matrix)?;
     match &args.output {
         Some(path) => fruix_core::fsutil::write_atomic(path, text.as_bytes())
