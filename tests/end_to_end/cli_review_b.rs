@@ -537,26 +537,19 @@ fn key_files_that_are_no_regular_files_or_too_large_are_refused_at_once() {
         (large.as_path(), "larger than"),
         (Path::new("/dev/zero"), "character device"),
     ];
+    // `fruix store SUBCOMMAND FLAG KEY --store STORE OPERAND`, within a
+    // minute (a FIFO hung it).
+    let with_key = |subcommand: &str, flag: &str, key: &Path, operand: &Path| {
+        let mut cmd = fruix();
+        cmd.args(["store", subcommand, flag]).arg(key);
+        cmd.arg("--store").arg(&store).arg(operand);
+        run_with_deadline(&mut cmd, Duration::from_secs(60))
+    };
+    let no_archive = dir.path().join("no-archive");
     for (key, says) in cases {
-        let sign = run_with_deadline(
-            fruix()
-                .args(["store", "sign", "--secret-key"])
-                .arg(key)
-                .arg("--store")
-                .arg(&store)
-                .arg(&bundle),
-            Duration::from_secs(60),
-        );
+        let sign = with_key("sign", "--secret-key", key, Path::new(&bundle));
         failed_with("store sign", &sign, 2, &[says]);
-        let import = run_with_deadline(
-            fruix()
-                .args(["store", "import", "--trusted-keys-file"])
-                .arg(key)
-                .arg("--store")
-                .arg(&store)
-                .arg(dir.path().join("no-archive")),
-            Duration::from_secs(60),
-        );
+        let import = with_key("import", "--trusted-keys-file", key, &no_archive);
         failed_with("store import", &import, 2, &["trusted keys file", says]);
     }
 }

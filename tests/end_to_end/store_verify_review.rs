@@ -12,8 +12,8 @@ use std::sync::mpsc;
 
 use crate::race::{Gate, Inotify, LIMIT};
 use crate::util::{
-    fixture_source, fruix, object_names, run, run_ok, run_with_deadline, source_add,
-    spawn_reading_stderr, Reading,
+    corrupt_counts, fixture_source, fruix, object_names, run, run_ok, run_with_deadline,
+    source_add, spawn_reading_stderr, store_and_state, Reading,
 };
 
 /// Whether `name` in `STORE/.links` is a pool entry (not a temporary).
@@ -54,25 +54,15 @@ fn says_it_waits(gc: &Reading) -> bool {
     }
 }
 
-/// A gate that, when fruix opens `entry`, starts `store gc` on `store`
-/// (state directory `state`) and holds the open until the collection says
-/// it waits (or ends); the collection, and whether it waited, come on the
-/// receiver.
-fn gc_when_opened(
-    entry: &Path,
-    store: &Path,
-    state: &Path,
-) -> (Gate, mpsc::Receiver<(Reading, bool)>) {
+/// A gate that, when fruix opens `entry`, starts `store gc` on the store
+/// and state directory of `dir` ([`store_and_state`]) and holds the open
+/// until the collection says it waits (or ends); the collection, and
+/// whether it waited, come on the receiver.
+fn gc_when_opened(entry: &Path, dir: &Path) -> (Gate, mpsc::Receiver<(Reading, bool)>) {
     let (tx, rx) = mpsc::channel();
-    let (store, state) = (store.to_path_buf(), state.to_path_buf());
+    let where_ = store_and_state(dir);
     let gate = Gate::new(entry, move |_pid| {
-        let gc = spawn_reading_stderr(
-            fruix()
-                .args(["store", "gc", "--quiet", "--store"])
-                .arg(&store)
-                .arg("--state-dir")
-                .arg(&state),
-        );
+        let gc = spawn_reading_stderr(fruix().args(["store", "gc", "--quiet"]).args(&where_));
         let waited = says_it_waits(&gc);
         tx.send((gc, waited)).unwrap();
     });
@@ -109,10 +99,9 @@ fn store_of_unrooted_sources(dir: &Path) -> PathBuf {
 fn verify_alongside_gc_reports_no_false_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_of_unrooted_sources(dir.path());
-    let state = dir.path().join("state");
     let (entry, _) = pool_entries(&store).remove(0);
     // Verify is held opening a pool entry while a collection starts.
-    let (gate, gc_rx) = gc_when_opened(&entry, &store, &state);
+    let (gate, gc_rx) = gc_when_opened(&entry, dir.path());
     let out = run_with_deadline(&mut verify(&store, &["--json"]), LIMIT);
     let report = gate.finish();
     assert!(report.attacked, "verify never read {}", entry.display());
@@ -142,7 +131,6 @@ fn verify_alongside_gc_reports_no_false_corruption() {
 fn verify_repair_alongside_gc_neither_deadlocks_nor_fails() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_of_unrooted_sources(dir.path());
-    let state = dir.path().join("state");
     let entries = pool_entries(&store);
     // A file of every source changed in place: its pool entry is corrupt.
     let (corrupt, _) = &entries[entries.len() - 1];
@@ -150,7 +138,7 @@ fn verify_repair_alongside_gc_neither_deadlocks_nor_fails() {
     fs::write(corrupt, b"changed\n").unwrap();
     fs::set_permissions(corrupt, fs::Permissions::from_mode(0o444)).unwrap();
     let (entry, _) = &entries[0];
-    let (gate, gc_rx) = gc_when_opened(entry, &store, &state);
+    let (gate, gc_rx) = gc_when_opened(entry, dir.path());
     let out = run_with_deadline(&mut verify(&store, &["--repair", "--json"]), LIMIT);
     assert!(gate.finish().attacked);
     let (gc, waited) = gc_rx.recv().unwrap();
@@ -160,12 +148,7 @@ fn verify_repair_alongside_gc_neither_deadlocks_nor_fails() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // What verify found is what the store held while it read it.
-    assert_eq!(json["corrupt"], 3, "{json}");
-    assert_eq!(
-        json["pool"]["corrupt"].as_array().unwrap().len(),
-        1,
-        "{json}"
-    );
+    assert_eq!(corrupt_counts(&json), (3, 1), "{json}");
     // The collection, which ran between, removed it all; the repair, nothing.
     for removed in ["removed_objects", "removed_pool_entries", "unregistered"] {
         assert_eq!(json["repair"][removed], serde_json::json!([]), "{json}");

@@ -648,3 +648,10 @@ pub fn into_full_disk(cmd: &mut Command) -> Output {
         .unwrap();
     cmd.stdout(full).output().unwrap()
 }
+
+/// What `store verify --json` found corrupt: the objects, and the pool
+/// entries.
+pub fn corrupt_counts(report: &serde_json::Value) -> (u64, usize) {
+    let pool = report["pool"]["corrupt"].as_array().map_or(0, Vec::len);
+    (report["corrupt"].as_u64().unwrap_or(u64::MAX), pool)
+}
