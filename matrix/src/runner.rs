@@ -230,6 +230,9 @@ pub struct TimeLimit {
 impl TimeLimit {
     /// A limit of `limit`, counted from now.
     pub fn from_now(limit: Duration) -> TimeLimit {
+        // A limit past MAX_LIMIT cannot be added to a clock: it is one
+        // that never passes.
+        let limit = limit.min(fruix_core::executor::MAX_LIMIT);
         TimeLimit {
             limit,
             deadline: tokio::time::Instant::now() + limit,

@@ -365,6 +365,11 @@ pub fn parse_limit(text: &str) -> Result<Duration, String> {
             "{} is no time at all: a limit is longer than 0 (e.g. 2h, 30min)",
             fruix_core::escape::quoted(text)
         )),
+        // Regression: past what a clock can add, the build panicked.
+        limit if limit > fruix_core::executor::MAX_LIMIT => Err(format!(
+            "{} is longer than a limit can be (100 years at the most)",
+            fruix_core::escape::quoted(text)
+        )),
         limit => Ok(limit),
     }
 }
@@ -414,7 +419,7 @@ mod tests {
     fn a_limit_is_a_duration_longer_than_0() {
         assert_eq!(parse_limit("90min"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_limit("2h"), Ok(Duration::from_secs(7200)));
-        for refused in ["0s", "0", "soon", ""] {
+        for refused in ["0s", "0", "soon", "", "18446744073709551615s", "101years"] {
             assert!(parse_limit(refused).is_err(), "{refused:?}");
         }
     }

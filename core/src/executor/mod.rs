@@ -56,7 +56,9 @@ pub use registry::{
     Registry, RegistryEntry,
 };
 pub use request::{base_artifacts, default_jobs, BuildRequest};
-pub use runner::{check_agreement, run_executor, run_executor_within, RunLimits, CANCEL_GRACE};
+pub use runner::{
+    check_agreement, run_executor, run_executor_within, RunLimits, CANCEL_GRACE, MAX_LIMIT,
+};
 
 /// What an executor can do, declared up front so callers can check it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

@@ -141,9 +141,19 @@ async fn build_within(
     }
 }
 
+/// The longest limit there is: a hundred years. A longer one (which no
+/// clock could reach without overflowing) is no limit.
+pub const MAX_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Ends once a limit of `limits` has passed (the build started at
-/// `started`), as the error that says which; never without a limit.
+/// `started`), as the error that says which; never without a limit (or
+/// with one past [`MAX_LIMIT`]).
 async fn expiry(limits: RunLimits, started: Instant, activity: &Activity) -> Error {
+    let within = |limit: Duration| limit <= MAX_LIMIT;
+    let limits = RunLimits {
+        timeout: limits.timeout.filter(|l| within(*l)),
+        max_silent: limits.max_silent.filter(|l| within(*l)),
+    };
     loop {
         let total = limits.timeout.map(|limit| (started + limit, limit));
         let silent = limits

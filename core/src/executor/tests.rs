@@ -551,6 +551,20 @@ async fn a_run_past_a_limit_is_stopped_and_fails_as_a_timeout() {
     }
 }
 
+/// Regression: a limit no clock can reach (`--timeout
+/// 18446744073709551615s`) panicked adding it to the start, skipping the
+/// cleanup. Past [`super::MAX_LIMIT`], a limit is none.
+#[tokio::test]
+async fn a_limit_past_any_clock_is_no_limit() {
+    let huge = Some(std::time::Duration::MAX);
+    let limits = RunLimits {
+        timeout: huge,
+        max_silent: huge,
+    };
+    let (result, _dir) = run_within("chatter", limits).await;
+    result.unwrap();
+}
+
 #[tokio::test]
 async fn output_keeps_a_run_under_its_silence_limit_but_not_under_its_timeout() {
     let secs = std::time::Duration::from_secs;
