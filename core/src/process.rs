@@ -332,8 +332,10 @@ impl<'a> StepLog<'a> {
     async fn line(&mut self, stream: Stream, bytes: &[u8]) -> Result<()> {
         let text = crate::escape::utf8_or_octal(bytes);
         let text = text.trim_end_matches(['\n', '\r']);
+        // The file is read with `cat` and `less`: what the build printed
+        // cannot drive the terminal from it either.
         self.file
-            .write_all(format!("{text}\n").as_bytes())
+            .write_all(format!("{}\n", crate::escape::line(text)).as_bytes())
             .await
             .with_path("write log file", self.step.log)?;
         self.tail.push(text);

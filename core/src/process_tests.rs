@@ -75,6 +75,28 @@ async fn output_without_final_newline_and_invalid_utf8_is_logged() {
     assert_eq!(logged(&mut rx), ["a", "\\377b", "last"]);
 }
 
+/// Regression: the log file got a build's control characters raw, so
+/// `cat` of it could set the terminal's colours or title. It gets the line
+/// as the terminal shows it; the events keep the text, which the display
+/// makes safe.
+#[tokio::test]
+async fn control_characters_reach_the_log_file_escaped() {
+    let (dir, ctx, mut rx) = context();
+    let log = dir.path().join("s.log");
+    let script = r"printf 'a\033[31mRED\033]0;TITLE\007 \t\\ x\rCR\n'";
+    run_build_step(shell(script), "s", &log, &ctx, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "a\\033[31mRED\\033]0;TITLE\\007 \t\\ x\\015CR\n"
+    );
+    assert_eq!(
+        logged(&mut rx),
+        ["a\u{1b}[31mRED\u{1b}]0;TITLE\u{7} \t\\ x\rCR"]
+    );
+}
+
 #[tokio::test]
 async fn a_failing_step_reports_its_last_lines_of_both_streams() {
     let (dir, ctx, _rx) = context();
