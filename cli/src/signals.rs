@@ -1,5 +1,6 @@
 //! Ctrl-C and SIGTERM: the first cancels what runs (it cleans up and exits
-//! 130); a second, while that cleanup runs, exits at once with 130.
+//! 130); a second, while that cleanup runs, kills the build steps still
+//! running here and exits at once with 130.
 
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +42,8 @@ pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
             std::thread::spawn(on_signal);
             next();
             eprintln!("fruix: cancelled again; exiting without finishing the cleanup");
+            // What the first signal asked to stop does not outlive us.
+            fruix_core::process::kill_running_steps();
             std::process::exit(Status::Cancelled.code().into());
         })
         .map_err(system)?;

@@ -358,12 +358,41 @@ struct ProcessGroup {
     armed: bool,
 }
 
+/// The groups of the steps running in this process that are not known to
+/// be gone: [`kill_running_steps`] kills them.
+static RUNNING: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
+
+/// Kills (`SIGKILL`) the process group and session of every step still
+/// running in this process: for a process about to exit without its
+/// cleanup (a second Ctrl-C), which would otherwise leave them running.
+pub fn kill_running_steps() {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for pgid in running {
+        signal_group(pgid, Signal::KILL);
+    }
+}
+
+/// Sends `signal` to group `pgid` and to the processes of its session in
+/// groups of their own (make's jobs).
+fn signal_group(pgid: libc::pid_t, signal: Signal) {
+    // A group that is already gone gives ESRCH, which is what we want anyway.
+    if let Some(group) = Pid::from_raw(pgid) {
+        let _ = rustix::process::kill_process_group(group, signal);
+    }
+    for pid in live_members(pgid) {
+        if let Some(pid) = Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+}
+
 impl ProcessGroup {
     fn of(child: &Child) -> Result<ProcessGroup> {
         let pid = child
             .id()
             .and_then(|id| libc::pid_t::try_from(id).ok())
             .ok_or_else(|| Error::system("a step exited before its process id could be read"))?;
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
         Ok(ProcessGroup {
             pgid: pid,
             armed: true,
@@ -371,16 +400,16 @@ impl ProcessGroup {
     }
 
     fn signal(&self, signal: Signal) {
-        // A group that is already gone gives ESRCH, which is what we want anyway.
-        if let Some(pgid) = Pid::from_raw(self.pgid) {
-            let _ = rustix::process::kill_process_group(pgid, signal);
-        }
-        // The session's processes in groups of their own (make's jobs).
-        for pid in live_members(self.pgid) {
-            if let Some(pid) = Pid::from_raw(pid) {
-                let _ = rustix::process::kill_process(pid, signal);
-            }
-        }
+        signal_group(self.pgid, signal);
+    }
+
+    /// The group is gone: nothing is left to kill.
+    fn disarm(&mut self) {
+        self.armed = false;
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != self.pgid);
     }
 
     /// After the leader exited: kills what it left behind.
@@ -389,7 +418,7 @@ impl ProcessGroup {
             self.signal(Signal::KILL);
             self.wait_gone(Instant::now() + KILL_GRACE).await;
         }
-        self.armed = false;
+        self.disarm();
     }
 
     /// Terminates the group: `SIGTERM`, then `SIGKILL` after `grace`; reaps
@@ -409,7 +438,7 @@ impl ProcessGroup {
             let _ = leader.wait().await;
             self.wait_gone(Instant::now() + KILL_GRACE).await;
         }
-        self.armed = false;
+        self.disarm();
     }
 
     /// Waits until no process of the group is alive, or `deadline`; returns
@@ -431,6 +460,7 @@ impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if self.armed {
             self.signal(Signal::KILL);
+            self.disarm();
         }
     }
 }

@@ -429,14 +429,18 @@ fn a_second_signal_during_cleanup_exits_at_once() {
     crate::util::wait_until("the cleanup runs", || d.join("cleaning").exists());
     signal(child.id());
     let out = crate::util::wait_with_deadline(child, Duration::from_secs(60), "the build");
-    let cleanup: i32 = std::fs::read_to_string(d.join("cleaning"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // SAFETY: kill(2) on the cleanup stage this test's build started.
-    unsafe { libc::kill(cleanup, libc::SIGKILL) };
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(err.contains("cancelled again"), "{err}");
+    // Regression: the cleanup stage fruix was running outlived it. What
+    // runs is killed on the way out (SIGKILL: it cannot be waited for).
+    let cleanup = std::fs::read_to_string(d.join("cleaning")).unwrap();
+    let stat = format!("/proc/{}/stat", cleanup.trim());
+    let alive = || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
+    crate::util::wait_until("the cleanup stage is killed", || !alive());
 }
