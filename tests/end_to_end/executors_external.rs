@@ -380,6 +380,29 @@ fn list_and_describe_show_every_kind_of_executor() {
     );
     assert_eq!(jail["capabilities"]["cancellable"], true);
 
+    let vm = run_ok(b.fruix().args(["executors", "describe", "vm"]));
+    assert!(vm.contains("boots VMs:           true"), "{vm}");
+
+    // Regression: what an executors file says was printed raw (a bidi
+    // control in a description reorders the line on the terminal).
+    let odd = b.store().with_file_name("odd.scm");
+    std::fs::write(
+        &odd,
+        "(fruix-executors (format-version 1)\n  (executor (name \"odd\") (version \"1\") (description \"abc\u{202e}def\")\n    (config-key (name \"k\") (description \"x\u{202e}y\"))\n    (build (command \"./build.sh\"))))\n",
+    )
+    .unwrap();
+    for command in [&["list"][..], &["describe", "odd"]] {
+        let out = run_ok(
+            b.fruix()
+                .arg("--executors-file")
+                .arg(&odd)
+                .arg("executors")
+                .args(command),
+        );
+        assert!(!out.contains('\u{202e}'), "{command:?}: {out}");
+        assert!(out.contains("abc\\342\\200\\256def"), "{command:?}: {out}");
+    }
+
     run_failing(
         b.fruix()
             .arg("--executors-file")

@@ -7,6 +7,11 @@ use fruix_core::executor::{Registry, RegistryEntry};
 use crate::args::ExecutorsCommand;
 use crate::exit::{self, CliError, CliResult, Status};
 
+/// `s` escaped for the terminal.
+fn shown(s: &str) -> String {
+    fruix_core::escape::text(s).to_string()
+}
+
 pub fn run(command: ExecutorsCommand, registry: &Registry) -> CliResult {
     match command {
         ExecutorsCommand::List { json, .. } => {
@@ -18,6 +23,8 @@ pub fn run(command: ExecutorsCommand, registry: &Registry) -> CliResult {
                 println!("{}", serde_json::Value::Array(rows));
                 return Ok(Status::Success);
             }
+            // An executors file is the user's, but what it says is still
+            // escaped (a bidi control in a description, say).
             let width = |column: fn(&RegistryEntry) -> String, title: &str| {
                 registry
                     .entries()
@@ -26,8 +33,8 @@ pub fn run(command: ExecutorsCommand, registry: &Registry) -> CliResult {
                     .max()
                     .unwrap_or_default()
             };
-            let name_width = width(|e| e.name.clone(), "NAME");
-            let version_width = width(|e| e.version.clone(), "VERSION");
+            let name_width = width(|e| shown(&e.name), "NAME");
+            let version_width = width(|e| shown(&e.version), "VERSION");
             let kind_width = width(|e| e.kind.to_string(), "KIND");
             println!(
                 "{:<name_width$}  {:<version_width$}  {:<kind_width$}  DESCRIPTION",
@@ -36,10 +43,10 @@ pub fn run(command: ExecutorsCommand, registry: &Registry) -> CliResult {
             for e in registry.entries() {
                 println!(
                     "{:<name_width$}  {:<version_width$}  {:<kind_width$}  {}",
-                    e.name,
-                    e.version,
+                    shown(&e.name),
+                    shown(&e.version),
                     e.kind.to_string(),
-                    e.description
+                    shown(&e.description)
                 );
             }
             Ok(Status::Success)
@@ -61,24 +68,32 @@ pub fn run(command: ExecutorsCommand, registry: &Registry) -> CliResult {
                 );
                 return Ok(Status::Success);
             }
-            println!("name:        {}\nversion:     {}\nkind:        {}\norigin:      {}\ndescription: {}", entry.name, entry.version, entry.kind, entry.origin, entry.description);
+            println!(
+                "name:        {}\nversion:     {}\nkind:        {}\norigin:      {}\ndescription: {}",
+                shown(&entry.name),
+                shown(&entry.version),
+                entry.kind,
+                shown(&entry.origin),
+                shown(&entry.description)
+            );
             println!("configuration keys (fruix build --config KEY=VALUE):");
             if entry.config_keys.is_empty() {
                 println!("  (none)");
             }
-            let width = entry.config_keys.iter().map(|k| k.name.len()).max();
+            let width = entry.config_keys.iter().map(|k| shown(&k.name).len()).max();
             let width = width.unwrap_or_default();
             for key in &entry.config_keys {
-                println!("  {:<width$} {}", key.name, key.description);
+                println!("  {:<width$} {}", shown(&key.name), shown(&key.description));
             }
             println!("capabilities:");
             println!("  remote:              {}", c.remote);
             println!("  signs at build site: {}", c.signs_at_build_site);
             println!("  cancellable:         {}", c.cancellable);
+            println!("  boots VMs:           {}", c.boots_vms);
             let arches = if c.target_arches.is_empty() {
                 "any".to_string()
             } else {
-                c.target_arches.join(", ")
+                shown(&c.target_arches.join(", "))
             };
             println!("  target arches:       {arches}");
             Ok(Status::Success)
