@@ -108,7 +108,24 @@ pub async fn run_executor_within(
         result_root,
     )?;
     let marker = result_root.join(INCOMPLETE_MARKER);
-    std::fs::remove_file(&marker).with_path("remove unfinished marker", &marker)?;
+    match std::fs::remove_file(&marker) {
+        // Only fruix takes it away, once the root is validated: an executor
+        // that did broke the contract (it was not a failure of this host).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::InvalidResultRoot {
+                root: result_root.to_path_buf(),
+                problems: vec![crate::error::Problem {
+                    path: marker,
+                    field: None,
+                    message: format!(
+                        "executor {} removed the unfinished marker, which only fruix removes once the root is validated",
+                        executor.name()
+                    ),
+                }],
+            });
+        }
+        removed => removed.with_path("remove unfinished marker", &marker)?,
+    }
     crate::fsutil::sync_dir(result_root)?;
     Ok(root)
 }

@@ -17,13 +17,15 @@ enum Behaviour {
     WrongRunId,
     /// Says a line every 100 ms for 3 s, then succeeds.
     Chatter,
+    /// Succeeds, but removes the unfinished marker itself.
+    RemoveMarker,
 }
 
 /// Configuration of the in-tree test executor.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TestConfig {
-    /// succeed, fail-build, hang, wrong-run-id or chatter
+    /// succeed, fail-build, hang, wrong-run-id, chatter or remove-marker
     behaviour: Behaviour,
 }
 
@@ -89,7 +91,10 @@ impl Run for TestRun {
                     }
                 }
                 match self.behaviour {
-                    Behaviour::Succeed | Behaviour::WrongRunId | Behaviour::Chatter => {
+                    Behaviour::Succeed
+                    | Behaviour::WrongRunId
+                    | Behaviour::Chatter
+                    | Behaviour::RemoveMarker => {
                         let run_id = match self.behaviour {
                             Behaviour::WrongRunId => "19700101T000000Z",
                             _ => ctx.request.run_id.as_str(),
@@ -98,6 +103,9 @@ impl Run for TestRun {
                             write_sample_result_root(&ctx.result_root, "core-test", run_id, true)?;
                         m.build_policy = ctx.request.policy.clone();
                         m.freebsd_base = ctx.request.freebsd_base.clone();
+                        if let Behaviour::RemoveMarker = self.behaviour {
+                            std::fs::remove_file(ctx.result_root.join(INCOMPLETE_MARKER)).unwrap();
+                        }
                         m.write_to(&ctx.result_root)
                     }
                     Behaviour::FailBuild => Err(Error::Build {
@@ -170,7 +178,7 @@ fn keys_and_capabilities_come_from_the_typed_config_without_one() {
         entry.config_keys,
         [ConfigKey {
             name: "behaviour".into(),
-            description: "succeed, fail-build, hang, wrong-run-id or chatter".into(),
+            description: "succeed, fail-build, hang, wrong-run-id, chatter or remove-marker".into(),
         }]
     );
     assert!(entry.capabilities.cancellable);
@@ -548,6 +556,25 @@ async fn a_run_past_a_limit_is_stopped_and_fails_as_a_timeout() {
         }
         assert!(dir.path().join("root").join(INCOMPLETE_MARKER).exists());
         assert!(CLEANUPS.load(Ordering::SeqCst) > before);
+    }
+}
+
+/// Regression: an executor that removed the unfinished marker itself made
+/// the runner fail to remove it, an I/O failure of this host (exit 3). It
+/// broke the contract: the root is refused as invalid.
+#[tokio::test]
+async fn an_executor_that_removes_the_unfinished_marker_is_refused() {
+    let (result, _events, _dir) = run("remove-marker", CancellationToken::new()).await;
+    match result {
+        Err(e @ Error::InvalidResultRoot { .. }) => {
+            assert_eq!(e.failure(), crate::Failure::Input);
+            assert!(
+                e.to_string()
+                    .contains("executor core-test removed the unfinished marker"),
+                "{e}"
+            );
+        }
+        other => panic!("{other:?}"),
     }
 }
 
