@@ -260,6 +260,14 @@ fn config_object(pairs: &[String]) -> CliResult<serde_json::Value> {
             ))
         })?;
         let value = match serde_json::from_str::<serde_json::Value>(value) {
+            // Regression: an integer past 64 bits read as a float, and the
+            // executor said it expected an integer, not a float.
+            Ok(serde_json::Value::Number(n)) if n.is_f64() && !value.contains(['.', 'e', 'E']) => {
+                return Err(CliError::usage(format!(
+                    "--config {}: the number is out of range",
+                    escape::quoted(pair)
+                )));
+            }
             Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v,
             _ => serde_json::Value::String(value.to_string()),
         };
@@ -433,6 +441,11 @@ mod tests {
             serde_json::json!({ "make": "bmake", "keep_work": true, "jobs": 3 })
         );
         assert!(config_object(&["novalue".into()]).is_err());
+        let e = config_object(&["timeout=99999999999999999999".into()]).unwrap_err();
+        assert_eq!(e.status, Status::Usage);
+        assert!(e.error.to_string().contains("out of range"), "{e:?}");
+        let float = config_object(&["ratio=1e20".into()]).unwrap();
+        assert_eq!(float, serde_json::json!({ "ratio": 1e20 }));
     }
 
     #[test]
