@@ -19,6 +19,7 @@ mod docs;
 mod executors_external;
 mod executors_plugin;
 mod freebsd_version;
+mod guest_review;
 mod guile;
 mod hostile_metadata;
 mod json_paths;

@@ -3,22 +3,20 @@
 //! POSIX sh ([`fruix_freebsd::sh`]): it needs only sh, make, cc, tar and cp
 //! there. The host signs the imported trees.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fruix_core::error::IoContext;
 use fruix_core::executor::RunContext;
 use fruix_core::promotion::ArtifactEntry;
 use fruix_core::result_root::INCOMPLETE_MARKER;
 use fruix_core::run_id::{no_free_run_dir, RUN_DIR_NAMES};
-use fruix_core::{Error, LogRef, Result};
+use fruix_core::{escape, Error, LogRef, Result};
 use fruix_freebsd::probe::{choose_probe, probe_in};
 use fruix_freebsd::promotion::{promotion_metadata, Builder};
 use fruix_freebsd::slice::ARTIFACTS_DIR;
 use fruix_freebsd::{sh, BuildPlan, Layout};
-use tokio::io::AsyncWriteExt;
 
+use super::log::StageLog;
 use super::{checked, GuestRun, Mode, TAIL_LINES, VERSION};
 use crate::ssh::{RemoteExit, SshSession};
 use fruix_core::bounded::Tail;
@@ -116,7 +114,7 @@ impl GuestRun<'_> {
         if !out.exit.success() {
             return Err(Error::system(format!(
                 "cannot write promotion.scm in the guest: {}",
-                out.stderr_text()
+                escape::text(&out.stderr_text())
             )));
         }
         self.guest_work = None;
@@ -159,7 +157,8 @@ impl GuestRun<'_> {
         Ok((root, guest_host_name(host_name, session.target())?))
     }
 
-    /// Runs one make step in the guest, streaming to events and `log_path`.
+    /// Runs one make step in the guest, streaming to events and to
+    /// `log_path` (escaped: see [`StageLog`]).
     async fn remote_step(
         &self,
         session: &SshSession,
@@ -168,27 +167,16 @@ impl GuestRun<'_> {
         log_path: &Path,
         ctx: &RunContext,
     ) -> Result<()> {
-        let file = std::fs::File::create(log_path).with_path("create log file", log_path)?;
-        let mut log = std::io::BufWriter::new(file);
+        let mut log = StageLog::create(log_path.to_path_buf())?;
         let mut tail = Tail::new(TAIL_LINES);
-        let mut write_error = None;
         let exit = session
             .stream(script, None, &ctx.cancel, &ctx.events, |stream, line| {
-                if let Err(e) = writeln!(log, "{line}") {
-                    write_error.get_or_insert(e);
-                }
+                log.line(line);
                 tail.push(line);
                 ctx.events.log(stage, stream, line);
             })
             .await?;
-        let mut file = tokio::fs::File::from_std(
-            log.into_inner()
-                .map_err(|e| Error::io("write log file", log_path, e.into_error()))?,
-        );
-        file.flush().await.with_path("write log file", log_path)?;
-        if let Some(e) = write_error {
-            return Err(Error::io("write log file", log_path, e));
-        }
+        let log_path = log.close()?;
         match exit {
             None => Err(Error::Cancelled),
             Some(exit) if exit.success() => Ok(()),
@@ -196,7 +184,7 @@ impl GuestRun<'_> {
                 step: stage.to_string(),
                 status: Some(exit.describe()),
                 log: LogRef {
-                    path: Some(log_path.to_path_buf()),
+                    path: Some(log_path),
                     tail: tail.into_lines(),
                 },
             }),
@@ -213,7 +201,6 @@ const MAX_GUEST_CPUS: u32 = 4096;
 /// CPU set of a jail or of sshd, as the self-hosted helper's count does;
 /// older FreeBSD has `sysctl -n hw.ncpu`.
 async fn guest_cpus(session: &SshSession, ctx: &RunContext) -> u32 {
-    use fruix_core::escape;
     let script = "nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || getconf _NPROCESSORS_ONLN";
     let said = match session.output(script, None).await {
         Ok(out) if out.exit.success() => {

@@ -23,32 +23,36 @@
 //!   refuses a missing helper, or one older than [`MIN_HELPER_VERSION`], with
 //!   a message saying what to install. Then it runs
 //!   `HELPER native-build self-hosted --state-dir STATE` with the request as
-//!   JSON on stdin, streams its output live as stage `guest-build`, and
-//!   imports the root the helper reported. The guest signs every artifact;
+//!   JSON on stdin, streams its output live as stage `guest-build` (and,
+//!   escaped, to the host's `logs/guest-build.log`, which a failure names),
+//!   and imports the root the helper reported. A helper that says it was
+//!   cancelled when the host was not is a system failure. The guest signs every artifact;
 //!   the import refuses a tree whose signature does not match.
 //! - `host-initiated` needs only make, cc, tar, cp and a POSIX sh in the
 //!   guest. It creates the guest result root (marked unfinished) with a
 //!   script that prints the name it took, and a work directory next to it
 //!   (`ROOT.work`), runs the plan of `fruix-freebsd`
 //!   ([`fruix_freebsd::BuildPlan`], rendered as sh by [`fruix_freebsd::sh`])
-//!   step by step, each as its own stage, logged to the host's
-//!   `logs/STEP.log`, slices the install trees into `artifacts/` with the
+//!   step by step, each as its own stage, logged (escaped, see `log.rs`) to
+//!   the host's `logs/STEP.log`, slices the install trees into `artifacts/` with the
 //!   rendered slicing (the same slices as the driver's, with `tar` and
 //!   `mv`), writes the guest's `promotion.scm`, clears the marker, removes
 //!   the work directory, imports, then chooses the probes and computes the
 //!   tree signatures on the host and writes the host's `promotion.scm`
 //!   (executor `host-initiated`, the guest's host name).
 //! - Cancellation stops the remote command's whole process tree
-//!   ([`crate::ssh::remote`]); cleanup removes a host-initiated work
+//!   ([`crate::ssh::remote`]), the import's `tar` included; cleanup removes a host-initiated work
 //!   directory left in the guest.
 //!
 //! The code follows these seams: `config.rs` (the configuration),
-//! `self_hosted.rs` and `host_initiated.rs` (the two ways of running), and
-//! `in_guest.rs` (the build the guest's helper runs).
+//! `self_hosted.rs` and `host_initiated.rs` (the two ways of running),
+//! `log.rs` (the host's log of a stage run in the guest), and `in_guest.rs`
+//! (the build the guest's helper runs).
 
 mod config;
 mod host_initiated;
 mod in_guest;
+mod log;
 pub mod protocol;
 mod self_hosted;
 mod source;
@@ -219,7 +223,7 @@ fn checked(session: &SshSession, what: &str, out: RemoteOutput) -> Result<String
             "cannot {what} on {} ({}): {}",
             session.target(),
             out.exit.describe(),
-            out.stderr_text()
+            escape::text(&out.stderr_text())
         )))
     }
 }
@@ -385,7 +389,7 @@ impl Run for GuestRun<'_> {
                         escape::text(work),
                         session.target(),
                         out.exit.describe(),
-                        out.stderr_text()
+                        escape::text(&out.stderr_text())
                     )))
                 }
                 Err(e) => return Err(e),

@@ -49,8 +49,10 @@ fn bounded(text: &str, max: usize) -> String {
     format!("{} [cut at {max} bytes]", &text[..end])
 }
 
-/// One line of the helper's stdout.
+/// One line of the helper's stdout: exactly `v` and one of `event` or
+/// `outcome`; a line with any other key, or with both, is refused.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "Wire")]
 pub struct Message {
     /// The protocol version ([`VERSION`]).
     pub v: u32,
@@ -58,6 +60,30 @@ pub struct Message {
     /// `event` or `outcome`.
     #[serde(flatten)]
     pub body: Body,
+}
+
+/// A message as read, before it is checked to carry exactly one body
+/// (serde's `deny_unknown_fields` does not work with `flatten`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    v: u32,
+    event: Option<Event>,
+    outcome: Option<Outcome>,
+}
+
+impl TryFrom<Wire> for Message {
+    type Error = &'static str;
+
+    fn try_from(wire: Wire) -> Result<Message, Self::Error> {
+        let body = match (wire.event, wire.outcome) {
+            (Some(event), None) => Body::Event(event),
+            (None, Some(outcome)) => Body::Outcome(outcome),
+            (Some(_), Some(_)) => return Err("both an event and an outcome"),
+            (None, None) => return Err("neither an event nor an outcome"),
+        };
+        Ok(Message { v: wire.v, body })
+    }
 }
 
 /// What a message carries.
@@ -72,7 +98,7 @@ pub enum Body {
 
 /// How the helper's run ended.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "result", rename_all = "kebab-case")]
+#[serde(tag = "result", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Outcome {
     /// The result root, finished and signed, is at `result_root` in the guest.
     Succeeded {
@@ -170,21 +196,25 @@ impl Message {
         Message { v: self.v, body }
     }
 
-    /// Parses one line, refusing anything but a message of [`VERSION`].
+    /// Parses one line, refusing anything but a message of [`VERSION`]
+    /// (another version is named as such, whatever its keys).
     pub fn parse(line: &str) -> Result<Message, String> {
-        let message: Message = serde_json::from_str(line).map_err(|e| {
+        #[derive(serde::Deserialize)]
+        struct Versioned {
+            v: u32,
+        }
+        match serde_json::from_str(line) {
+            Ok(Versioned { v }) if v != VERSION => return Err(format!(
+                "protocol version {v} (this fruix speaks {VERSION}); install the same fruix in the guest"
+            )),
+            _ => {}
+        }
+        serde_json::from_str(line).map_err(|e| {
             format!(
                 "not a protocol message ({e}): {}",
                 escape::text(line).cut_at(200)
             )
-        })?;
-        if message.v != VERSION {
-            return Err(format!(
-                "protocol version {} (this fruix speaks {VERSION}); install the same fruix in the guest",
-                message.v
-            ));
-        }
-        Ok(message)
+        })
     }
 }
 
@@ -230,9 +260,10 @@ impl Outcome {
         Err(match failure {
             Failure::Build => Error::Build {
                 step: step.unwrap_or_else(|| "guest-build".into()),
+                // Escaped once, by the error's display.
                 status: Some(format!(
                     "in the guest: {}",
-                    status.as_deref().map_or_else(|| "failed".into(), guest)
+                    status.as_deref().unwrap_or("failed")
                 )),
                 // Printed through the terminal escaping, as every log line is.
                 log: LogRef { path: None, tail },
@@ -356,6 +387,53 @@ mod tests {
             failed(Failure::System).into_result().unwrap_err().failure(),
             Failure::System
         );
+    }
+
+    /// Regression: the status was escaped here and again by the error's
+    /// display (`exit \\033[31m2`).
+    #[test]
+    fn a_guest_s_failure_status_is_escaped_once() {
+        let outcome = Outcome::Failed {
+            failure: Failure::Build,
+            step: Some("buildworld".into()),
+            status: Some("exit \u{1b}[31m2".into()),
+            tail: vec![],
+            message: "x".into(),
+        };
+        let shown = outcome.into_result().unwrap_err().to_string();
+        assert_eq!(
+            shown,
+            r"build step `buildworld` failed (in the guest: exit \033[31m2)"
+        );
+    }
+
+    /// Regression: a line with an outcome and an event (or any other key)
+    /// was taken as the outcome.
+    #[test]
+    fn a_line_with_keys_of_no_message_is_refused() {
+        let outcome = r#""outcome":{"result":"succeeded","result_root":"/r"}"#;
+        let event = r#""event":{"event":"warning","message":"w"}"#;
+        for line in [
+            format!("{{\"v\":1,{outcome},{event}}}"),
+            format!("{{\"v\":1,{event},{outcome}}}"),
+            format!("{{\"v\":1,{outcome},\"extra\":1}}"),
+            r#"{"v":1,"outcome":{"result":"succeeded","result_root":"/r","extra":1}}"#.into(),
+            r#"{"v":1,"outcome":{"result":"failed","failure":"build","tail":[],"message":"m","x":1}}"#.into(),
+            r#"{"v":1}"#.into(),
+        ] {
+            let refused = Message::parse(&line).unwrap_err();
+            assert!(refused.contains("not a protocol message"), "{line}: {refused}");
+        }
+        for line in [
+            format!("{{\"v\":1,{outcome}}}"),
+            format!("{{\"v\":1,{event}}}"),
+        ] {
+            Message::parse(&line).unwrap();
+        }
+        let v2 = format!("{{\"v\":2,{outcome},\"new\":1}}");
+        assert!(Message::parse(&v2)
+            .unwrap_err()
+            .contains("protocol version 2"));
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! reports (`STATE/native-builds/RUN-ID` or `RUN-ID.N`, the first free name
 //! the helper could take; nothing else is accepted).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fruix_core::executor::{Event, RunContext, Stream};
 use fruix_core::{escape, Error, ExitStatus, LogRef, Result};
 
+use super::log::StageLog;
 use super::protocol::{Body, Message, Outcome, VERSION};
 use super::{GuestRun, TAIL_LINES};
 use crate::ssh::{shell_quote, RemoteExit, SshSession, SshTarget};
@@ -67,7 +68,7 @@ impl GuestRun<'_> {
         let result_root = ctx
             .events
             .stage("guest-build", async {
-                let mut listener = Listener::new(ctx);
+                let mut listener = Listener::new(ctx)?;
                 let exit = session
                     .stream(
                         &script,
@@ -96,30 +97,41 @@ impl GuestRun<'_> {
     }
 }
 
-/// Follows the helper's output: protocol messages on stdout, log lines on stderr.
+/// Follows the helper's output: protocol messages on stdout, log lines on
+/// stderr. The log lines shown also go to the host's log of the stage,
+/// `logs/guest-build.log`, which a failure names.
 struct Listener<'a> {
     ctx: &'a RunContext,
     outcome: Option<Outcome>,
     /// The first stdout line that was not a protocol message.
     broken: Option<String>,
     stderr: Tail,
+    log: StageLog,
 }
 
 impl<'a> Listener<'a> {
-    fn new(ctx: &'a RunContext) -> Self {
-        Listener {
+    fn new(ctx: &'a RunContext) -> Result<Self> {
+        Ok(Listener {
             ctx,
             outcome: None,
             broken: None,
             stderr: Tail::new(TAIL_LINES),
-        }
+            log: StageLog::create(ctx.logs_dir()?.join(format!("{STAGE}.log")))?,
+        })
+    }
+
+    /// Shows the guest's log line `line`, and logs it.
+    fn show(&mut self, stream: Stream, line: &str) {
+        self.log.line(line);
+        self.ctx.events.log(STAGE, stream, line);
     }
 
     fn line(&mut self, stream: Stream, line: &str) {
-        let events = &self.ctx.events;
+        let ctx = self.ctx;
+        let events = &ctx.events;
         if stream == Stream::Stderr {
             self.stderr.push(line);
-            events.log(STAGE, stream, line);
+            self.show(stream, line);
             return;
         }
         let message = Message::parse(line).and_then(|m| match self.outcome {
@@ -132,18 +144,15 @@ impl<'a> Listener<'a> {
         });
         match message.map(|m| m.body) {
             Ok(Body::Event(event)) => match event {
-                Event::Log { stream, line, .. } => events.log(STAGE, stream, &line),
-                Event::StageStarted { stage } => {
-                    events.log(STAGE, Stream::Stderr, format!("==> {stage}"))
-                }
+                Event::Log { stream, line, .. } => self.show(stream, &line),
+                Event::StageStarted { stage } => self.show(Stream::Stderr, &format!("==> {stage}")),
                 Event::StageFinished {
                     stage,
                     ok,
                     elapsed_ms,
-                } => events.log(
-                    STAGE,
+                } => self.show(
                     Stream::Stderr,
-                    format!(
+                    &format!(
                         "==> {stage} {} in {:.1}s",
                         if ok { "done" } else { "FAILED" },
                         elapsed_ms as f64 / 1000.0
@@ -165,42 +174,100 @@ impl<'a> Listener<'a> {
     }
 
     /// The result root the helper reported, or the error its outcome (or,
-    /// without one, its exit status) stands for.
+    /// without one, its exit status) stands for, naming the host's log of
+    /// the stage (kept for a failure only: the guest's result root brings
+    /// its own `logs/`). A guest that says it was cancelled when this host did not
+    /// cancel it fails as the system failure that is ([`guest_cancelled`]):
+    /// only the host's own Ctrl-C, SIGTERM or time limit is a cancellation.
     fn finish(self, exit: &RemoteExit) -> Result<String> {
-        if let Some(problem) = self.broken {
-            return Err(Error::system(format!(
-                "the guest helper broke its protocol (protocol {VERSION}): {problem}"
-            )));
+        let log = self.log.close()?;
+        let cancelled_here = self.ctx.cancel.is_cancelled();
+        match verdict(self.outcome, self.broken, self.stderr, exit) {
+            // The guest's result root has the guest's logs (`logs/`).
+            Ok(root) => super::log::remove(&log).map(|()| root),
+            Err(Error::Cancelled) if !cancelled_here => Err(naming_log(guest_cancelled(), log)),
+            Err(e) => Err(naming_log(e, log)),
         }
-        if let Some(outcome) = self.outcome {
-            return outcome.into_result();
-        }
-        // No outcome line: the helper's exit status (fruix's table) says what
-        // kind of failure it was.
-        let tail = self.stderr.into_lines();
-        let status = match exit {
-            RemoteExit::Code(code) => ExitStatus::from_code(*code),
-            _ => None,
-        };
-        Err(match status {
-            Some(ExitStatus::Cancelled) => Error::Cancelled,
-            Some(ExitStatus::BuildFailure) => Error::Build {
-                step: STAGE.into(),
-                status: Some(format!("in the guest: {}", exit.describe())),
-                log: LogRef { path: None, tail },
+    }
+}
+
+/// What the helper's run came to: its protocol `broken`, its `outcome`, or
+/// without one its `exit` (and its last `stderr` lines).
+fn verdict(
+    outcome: Option<Outcome>,
+    broken: Option<String>,
+    stderr: Tail,
+    exit: &RemoteExit,
+) -> Result<String> {
+    if let Some(problem) = broken {
+        return Err(Error::system(format!(
+            "the guest helper broke its protocol (protocol {VERSION}): {problem}"
+        )));
+    }
+    if let Some(outcome) = outcome {
+        return outcome.into_result();
+    }
+    // No outcome line: the helper's exit status (fruix's table) says what
+    // kind of failure it was.
+    let tail = stderr.into_lines();
+    let status = match exit {
+        RemoteExit::Code(code) => ExitStatus::from_code(*code),
+        _ => None,
+    };
+    Err(match status {
+        Some(ExitStatus::Cancelled) => Error::Cancelled,
+        Some(ExitStatus::BuildFailure) => Error::Build {
+            step: STAGE.into(),
+            status: Some(format!("in the guest: {}", exit.describe())),
+            log: LogRef { path: None, tail },
+        },
+        Some(ExitStatus::Usage) => Error::InvalidRequest {
+            message: format!(
+                "the guest helper refused the request: {}",
+                escape::text(tail.last().map_or("", String::as_str))
+            ),
+        },
+        _ => Error::system(format!(
+            "the guest helper ended ({}) without saying how its build ended; its last output: {}",
+            exit.describe(),
+            escape::text(&tail.join(" | "))
+        )),
+    })
+}
+
+/// The failure of a guest that said its build was cancelled when this host
+/// had not cancelled it: something in the guest stopped it, and another
+/// try may go through.
+fn guest_cancelled() -> Error {
+    Error::system(
+        "the guest cancelled the build, but nobody cancelled it here (no Ctrl-C, SIGTERM or time limit on this host): something in the guest stopped its fruix; try again",
+    )
+}
+
+/// `e`, naming the host's log of the guest's build, `log`, when it is a
+/// build or system failure.
+fn naming_log(e: Error, log: PathBuf) -> Error {
+    match e {
+        Error::Build {
+            step,
+            status,
+            log: LogRef { tail, .. },
+        } => Error::Build {
+            step,
+            status,
+            log: LogRef {
+                path: Some(log),
+                tail,
             },
-            Some(ExitStatus::Usage) => Error::InvalidRequest {
-                message: format!(
-                    "the guest helper refused the request: {}",
-                    escape::text(tail.last().map_or("", String::as_str))
-                ),
-            },
-            _ => Error::system(format!(
-                "the guest helper ended ({}) without saying how its build ended; its last output: {}",
-                exit.describe(),
-                escape::text(&tail.join(" | "))
-            )),
-        })
+        },
+        Error::System { message, log: got } => Error::System {
+            message,
+            log: Some(LogRef {
+                path: Some(log),
+                tail: got.map(|l| l.tail).unwrap_or_default(),
+            }),
+        },
+        e => e,
     }
 }
 
@@ -257,17 +324,108 @@ mod tests {
     /// What a listener makes of the helper's stdout `lines`, ending with
     /// exit status 0.
     fn heard(lines: &[Message]) -> Result<String> {
+        heard_all(lines, &[], &RemoteExit::Code(0), false).0
+    }
+
+    /// What a listener makes of the helper's stdout `lines` and stderr
+    /// `stderr`, ending with `exit`, with the host's run cancelled or not;
+    /// and the host's log of the stage, as written, if it was kept.
+    fn heard_all(
+        lines: &[Message],
+        stderr: &[&str],
+        exit: &RemoteExit,
+        cancelled: bool,
+    ) -> (Result<String>, Option<String>) {
         let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
         let ctx = run_context(
             sample_request("guest-self-hosted", vec![]),
-            &dir.path().join("root"),
+            &root,
             EventSink::discard(),
         );
-        let mut listener = Listener::new(&ctx);
+        if cancelled {
+            ctx.cancel.cancel();
+        }
+        let mut listener = Listener::new(&ctx).unwrap();
+        for line in stderr {
+            listener.line(Stream::Stderr, line);
+        }
         for m in lines {
             listener.line(Stream::Stdout, &m.to_line());
         }
-        listener.finish(&RemoteExit::Code(0))
+        let result = listener.finish(exit);
+        let log = std::fs::read_to_string(root.join("logs/guest-build.log")).ok();
+        assert_eq!(log.is_some(), root.join("logs").exists());
+        (result, log)
+    }
+
+    fn failed(failure: fruix_core::Failure) -> Message {
+        Message::new(Body::Outcome(Outcome::Failed {
+            failure,
+            step: Some("buildworld".into()),
+            status: Some("exit status 2".into()),
+            tail: vec!["cc: error".into()],
+            message: "failed".into(),
+        }))
+    }
+
+    /// Regression: a guest that said "cancelled" (its outcome, or exit
+    /// status 130) made the host exit 130 as for its own Ctrl-C.
+    #[test]
+    fn a_guest_s_cancel_is_a_system_failure_unless_the_host_cancelled() {
+        use fruix_core::Failure;
+        let said = [
+            (vec![failed(Failure::Cancelled)], RemoteExit::Code(130)),
+            (vec![], RemoteExit::Code(130)),
+        ];
+        for (lines, exit) in said {
+            let (result, _) = heard_all(&lines, &[], &exit, false);
+            let e = result.unwrap_err();
+            assert_eq!(e.failure(), Failure::System, "{lines:?}: {e:?}");
+            assert!(
+                e.to_string()
+                    .contains("the guest cancelled the build, but nobody cancelled it here"),
+                "{e}"
+            );
+            let (result, _) = heard_all(&lines, &[], &exit, true);
+            assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        }
+    }
+
+    /// Regression: a failed guest-self-hosted build left no log on the
+    /// host and named none. Its lines are in `logs/guest-build.log`,
+    /// escaped, and the error names it.
+    #[test]
+    fn a_failed_guest_build_names_the_host_s_log_of_its_lines() {
+        let event = Message::new(Body::Event(Event::Log {
+            stage: "buildworld".into(),
+            stream: Stream::Stdout,
+            line: "\u{1b}[31mcc: error\nforged".into(),
+        }));
+        let (result, log) = heard_all(
+            &[event, failed(fruix_core::Failure::Build)],
+            &["\u{7}from stderr"],
+            &RemoteExit::Code(1),
+            false,
+        );
+        assert_eq!(
+            log.as_deref(),
+            Some("\\007from stderr\n\\033[31mcc: error\\nforged\n")
+        );
+        let e = result.unwrap_err();
+        let path = e.log().and_then(|l| l.path.clone()).expect("a log file");
+        assert!(path.ends_with("root/logs/guest-build.log"), "{path:?}");
+        assert!(e.to_string().contains("; full log: "), "{e}");
+
+        // A build that succeeded leaves the result root's `logs/` to the
+        // guest's result root.
+        let succeeded = Message::new(Body::Outcome(Outcome::Succeeded {
+            result_root: "/r".into(),
+        }));
+        let (result, log) = heard_all(&[succeeded], &["a line"], &RemoteExit::Code(0), false);
+        assert_eq!(result.unwrap(), "/r");
+        assert_eq!(log, None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use fruix_core::executor::{Event, EventSink};
-use fruix_core::{Error, Result};
+use fruix_core::{escape, Error, Result};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
@@ -121,7 +121,7 @@ pub(super) async fn deliver(
         return Err(Error::system(format!(
             "cannot look for the source object {dest} in the guest {}: {}",
             session.target(),
-            probe.stderr_text()
+            escape::text(&probe.stderr_text())
         )));
     }
     match probe.stdout_text().trim() {
@@ -168,7 +168,7 @@ pub(super) async fn deliver(
             "cannot send the source object {name} to the guest {} ({}): {}",
             session.target(),
             received.exit.describe(),
-            received.stderr_text()
+            escape::text(&received.stderr_text())
         )));
     }
     Ok((dest, Delivery::Sent(count.load(Ordering::Relaxed))))

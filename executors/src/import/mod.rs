@@ -36,7 +36,9 @@
 //! [`crate::ssh::is_connection_lost`], so callers retry on a new connection;
 //! a refused archive is never taken for a dropped connection. Of the remote
 //! `tar`'s stderr only the last lines are kept, each cut at the session's
-//! line cap.
+//! line cap, and shown escaped. A cancelled import (Ctrl-C, a time limit)
+//! stops the remote `tar`'s whole session with the kill loop every remote
+//! command gets ([`crate::ssh::remote`]).
 //!
 //! Then [`Staged::verify`] re-hashes every artifact tree (with the recorded
 //! special bits, which signatures cover) and compares it with the signature
@@ -68,11 +70,12 @@ use fruix_core::manifest::{walk, ManifestBuilder, WalkOptions};
 use fruix_core::promotion::{PromotionMetadata, PROMOTION_FILE};
 use fruix_core::result_root::INCOMPLETE_MARKER;
 use fruix_core::special_modes::{self, SpecialModes};
-use fruix_core::{Error, Result, TreeSignature};
+use fruix_core::{escape, Error, Result, TreeSignature};
 use russh::ChannelMsg;
 
 pub use self::extract::{extract, host_mode, HOST_MODE_MASK};
 pub use self::limits::{Cap, ImportLimits};
+use crate::ssh::remote::{self, SessionLine, SESSION_WAIT};
 use crate::ssh::{lost, shell_quote, SshSession};
 use fruix_core::bounded::{LineSplitter, Tail};
 
@@ -114,6 +117,84 @@ impl Read for ChannelReader {
     }
 }
 
+/// The remote `tar`'s stderr: first the line saying its remote session
+/// ([`remote::wrap`]), kept to stop that session on cancellation, then its
+/// last [`STDERR_TAIL_LINES`] lines, each cut at the session's line cap.
+struct RemoteStderr {
+    lines: LineSplitter,
+    session_line: SessionLine,
+    /// The remote session id, once said.
+    sid: Option<u32>,
+    tail: Tail,
+}
+
+impl RemoteStderr {
+    fn new(session: &SshSession) -> Self {
+        RemoteStderr {
+            lines: LineSplitter::new(session.max_line_bytes(), Some(crate::ssh::LINE_CAP_KEY)),
+            session_line: SessionLine::default(),
+            sid: None,
+            tail: Tail::new(STDERR_TAIL_LINES),
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        let (session_line, sid, tail) = (&mut self.session_line, &mut self.sid, &mut self.tail);
+        self.lines
+            .push(data, |l| Self::line(session_line, sid, tail, l));
+    }
+
+    fn finish(&mut self) {
+        let (session_line, sid, tail) = (&mut self.session_line, &mut self.sid, &mut self.tail);
+        self.lines
+            .finish(|l| Self::line(session_line, sid, tail, l));
+    }
+
+    fn line(session_line: &mut SessionLine, sid: &mut Option<u32>, tail: &mut Tail, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        match session_line.take(&text) {
+            Some(said) => *sid = said,
+            None => tail.push(&text),
+        }
+    }
+}
+
+/// Stops the import's remote command, cancelled, as every remote command
+/// is stopped ([`crate::ssh::remote`]): once its session id is known
+/// (waiting for it up to [`SESSION_WAIT`] if it was not said yet), the kill
+/// loop over its session runs while its output is drained (a full channel
+/// would stall the connection, and the kill loop's channel with it); then
+/// the channel is closed. Nothing of the command is left in the guest.
+async fn stop_remote(
+    session: &SshSession,
+    channel: &mut russh::Channel<russh::client::Msg>,
+    stderr: &mut RemoteStderr,
+) {
+    let give_up = tokio::time::Instant::now() + SESSION_WAIT;
+    let mut open = true;
+    while open && stderr.sid.is_none() {
+        tokio::select! {
+            msg = channel.wait() => match msg {
+                Some(ChannelMsg::ExtendedData { data, .. }) => stderr.push(&data),
+                Some(_) => {}
+                None => open = false,
+            },
+            () = tokio::time::sleep_until(give_up) => break,
+        }
+    }
+    if let Some(sid) = stderr.sid {
+        let kill = session.kill_session(sid);
+        tokio::pin!(kill);
+        loop {
+            tokio::select! {
+                () = &mut kill => break,
+                msg = channel.wait(), if open => open = msg.is_some(),
+            }
+        }
+    }
+    let _ = channel.close().await;
+}
+
 /// Creates the staging directory of an import into `host_root`: next to it,
 /// `0700` whatever the umask.
 fn staging_dir(host_root: &Path) -> Result<tempfile::TempDir> {
@@ -140,7 +221,7 @@ pub async fn fetch(
 ) -> Result<Staged> {
     let dir = staging_dir(&ctx.result_root)?;
     let script = format!("cd {} && exec tar -cf - .", shell_quote(remote_root));
-    let mut channel = session.exec(script).await?;
+    let mut channel = session.exec(remote::wrap(&script)).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
     let staging = dir.path().to_path_buf();
     let limits = *limits;
@@ -155,9 +236,7 @@ pub async fn fetch(
         )
     });
     let mut tx = Some(tx);
-    let mut stderr_lines =
-        LineSplitter::new(session.max_line_bytes(), Some(crate::ssh::LINE_CAP_KEY));
-    let mut stderr = Tail::new(STDERR_TAIL_LINES);
+    let mut stderr = RemoteStderr::new(session);
     let (mut exit, mut received, mut reported) = (None, 0u64, 0u64);
     // Whether the extractor stopped reading before the stream ended.
     let mut extractor_stopped = false;
@@ -165,8 +244,8 @@ pub async fn fetch(
         let msg = tokio::select! {
             msg = channel.wait() => msg,
             () = ctx.cancel.cancelled() => {
-                let _ = channel.close().await;
                 drop(tx.take());
+                stop_remote(session, &mut channel, &mut stderr).await;
                 let _ = extractor.await;
                 return Err(Error::Cancelled);
             }
@@ -194,9 +273,7 @@ pub async fn fetch(
                     break;
                 }
             }
-            Some(ChannelMsg::ExtendedData { data, .. }) => {
-                stderr_lines.push(&data, |l| stderr.push(&String::from_utf8_lossy(l)))
-            }
+            Some(ChannelMsg::ExtendedData { data, .. }) => stderr.push(&data),
             Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(exit_status),
             Some(ChannelMsg::ExitSignal { .. }) => exit = Some(u32::MAX),
             Some(_) => {}
@@ -204,7 +281,7 @@ pub async fn fetch(
         }
     }
     drop(tx);
-    stderr_lines.finish(|l| stderr.push(&String::from_utf8_lossy(l)));
+    stderr.finish();
     let extracted = extractor
         .await
         .map_err(|e| Error::system(format!("the import's extraction thread failed: {e}")))?;
@@ -239,8 +316,10 @@ pub async fn fetch(
                 } else {
                     format!("exit status {code}")
                 },
-                stderr.text()
-            )))
+                // Bounded already (lines and their cap): shown whole, so
+                // that a line's `[line cut at ...]` note stays.
+                escape::text(&stderr.tail.text()).cut_at(usize::MAX)
+            )));
         }
         (result, Some(_)) => result?,
     };

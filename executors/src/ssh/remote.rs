@@ -58,7 +58,7 @@ pub const TERM_SECONDS: u32 = 5;
 pub const KILL_SECONDS: u32 = 12;
 
 /// How long a cancelled command may take to say its session id.
-const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many last lines of each stream [`SshSession::output`] keeps.
 pub const OUTPUT_TAIL_LINES: usize = 20;
@@ -70,7 +70,7 @@ const SESSION_PREFIX: &str = "fruix-session ";
 /// script's own output, shown like any other, and never names the session
 /// to stop.
 #[derive(Debug, Default)]
-struct SessionLine {
+pub(crate) struct SessionLine {
     past_first: bool,
 }
 
@@ -78,7 +78,7 @@ impl SessionLine {
     /// For the next stderr line `text`: `Some` when it is the session line
     /// (consumed, never shown), holding the id if it parses; `None` when the
     /// line is the script's.
-    fn take(&mut self, text: &str) -> Option<Option<u32>> {
+    pub(crate) fn take(&mut self, text: &str) -> Option<Option<u32>> {
         if std::mem::replace(&mut self.past_first, true) {
             return None;
         }
