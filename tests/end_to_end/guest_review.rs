@@ -217,42 +217,30 @@ fn full_log(what: &str, stderr: &str, expected: &Path) -> String {
 fn a_failed_self_hosted_build_names_its_log_on_the_host() {
     let sshd = Sshd::trusted();
     let host = tempfile::tempdir().unwrap();
-    let out = run(
-        guest_build(&sshd, "guest-self-hosted", host.path(), "failed").args([
-            "--jobs",
-            "1",
-            "--make-flag=FAIL_STEP=buildworld",
-        ]),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let log = full_log(
-        "failed",
-        &stderr,
-        &host.path().join("failed/logs/guest-build.log"),
-    );
-    assert!(log.contains("stopping the world build on purpose"), "{log}");
-
-    let out = run(
-        guest_build(&sshd, "guest-self-hosted", host.path(), "timed-out").args([
-            "--jobs",
-            "1",
-            "--make-flag=HOLD_BUILD=yes",
-            "--timeout",
-            "30s",
-        ]),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    let log = full_log(
-        "timed out",
-        &stderr,
-        &host.path().join("timed-out/logs/guest-build.log"),
-    );
-    assert!(
-        log.contains("HOLD_BUILD=yes: waiting to be interrupted"),
-        "{log}"
-    );
+    // (name, flags, exit status, a line the log must hold)
+    let cases = [
+        (
+            "failed",
+            &["--make-flag=FAIL_STEP=buildworld"][..],
+            1,
+            "stopping the world build on purpose",
+        ),
+        (
+            "timed-out",
+            &["--make-flag=HOLD_BUILD=yes", "--timeout", "30s"],
+            3,
+            "HOLD_BUILD=yes: waiting to be interrupted",
+        ),
+    ];
+    for (name, flags, status, says) in cases {
+        let mut cmd = guest_build(&sshd, "guest-self-hosted", host.path(), name);
+        let out = run(cmd.args(["--jobs", "1"]).args(flags));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{name}: {stderr}");
+        let expected = host.path().join(name).join("logs/guest-build.log");
+        let log = full_log(name, &stderr, &expected);
+        assert!(log.contains(says), "{name}: {log}");
+    }
 }
 
 /// Regression: Ctrl-C during the import closed its channel only, and the
