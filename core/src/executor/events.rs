@@ -21,8 +21,11 @@ pub enum Stream {
 }
 
 /// Something that happened during a run, in the order it happened.
+///
+/// Read from a guest helper (untrusted), an event has exactly its own
+/// fields: an unknown one is refused, as the protocol's other parts are.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
+#[serde(tag = "event", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Event {
     /// A stage (`buildworld`, `import`, `collect`, ...) started.
     StageStarted {
@@ -507,6 +510,19 @@ mod tests {
             sink.log("s", Stream::Stdout, "x".repeat(1 << 16));
             assert!(poll_once(std::pin::pin!(sink.room())).is_ready());
         }
+    }
+
+    /// Regression: an event with a field of no event (from a guest) was
+    /// read, the field dropped; only the protocol's top level was strict.
+    #[test]
+    fn an_event_with_a_field_of_its_own_only_is_read() {
+        let read = |json: &str| serde_json::from_str::<Event>(json);
+        assert_eq!(
+            read(r#"{"event":"stage-started","stage":"x"}"#).unwrap(),
+            Event::StageStarted { stage: "x".into() }
+        );
+        let extra = read(r#"{"event":"stage-started","stage":"x","extra":1}"#);
+        assert!(extra.is_err(), "{extra:?}");
     }
 
     #[test]
