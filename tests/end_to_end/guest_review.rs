@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use fruix_core::testing::conformance::processes_mentioning;
 
-use crate::ssh_import::build_with;
+use crate::ssh_import::{build_with, build_with_helper};
 use crate::sshd::{guest_build, script, Sshd};
-use crate::util::{require_tool, run, spawn_reading_stderr, wait_until};
+use crate::util::{require_tool, run, run_with_deadline, spawn_reading_stderr, wait_until};
 
 /// Guest stderr that would recolour the terminal and forge an error line.
 const FORGING: &str = r"printf 'mkdir: \033[31mRED\nfruix: error: forged line\n' >&2";
@@ -287,6 +287,43 @@ exec {tar} "$@"
     let out = build.finish(Duration::from_secs(60), "the interrupted import");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let left = processes_mentioning(&marker);
+    assert!(left.is_empty(), "still running in the guest: {left:?}");
+}
+
+/// Regression: a guest helper that said how its build ended but did not
+/// exit kept the host waiting until `--timeout`, or forever without one.
+/// It has a grace period to exit; then it is stopped, nothing of it is
+/// left in the guest, the user is told, and its outcome stands.
+#[test]
+fn a_helper_that_does_not_exit_after_its_outcome_is_stopped() {
+    let sshd = Sshd::trusted();
+    let marker = sshd.dir.path().join("after-outcome");
+    let helper = helper(
+        &sshd,
+        "lingering",
+        &format!(
+            r#"echo '{{"v":1,"outcome":{{"result":"failed","failure":"build","step":"buildworld","status":"exit 2","tail":[],"message":"x"}}}}'
+export FRUIX_TEST_HOLD={}
+exec sh -c 'sleep 600 & wait'"#,
+            marker.display()
+        ),
+    );
+    let host = tempfile::tempdir().unwrap();
+    let out = run_with_deadline(
+        &mut build_with_helper(&sshd, host.path(), &helper),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the guest helper did not exit within 10s of saying how its build ended; it was stopped"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("build step `buildworld` failed"),
+        "{stderr}"
+    );
     let left = processes_mentioning(&marker);
     assert!(left.is_empty(), "still running in the guest: {left:?}");
 }

@@ -19,7 +19,7 @@ use crate::util::{run, snapshot};
 /// with `helper` as the guest's fruix. Its guest state directory is one of
 /// its own, named after `host`, so that each build's guest result root is
 /// alone there (builds sharing one take numbered roots: see `ssh_run_ids`).
-fn build_with_helper(sshd: &Sshd, host: &Path, helper: &Path) -> Command {
+pub fn build_with_helper(sshd: &Sshd, host: &Path, helper: &Path) -> Command {
     let cmd = guest_build(sshd, "guest-self-hosted", host, "r1");
     let state = sshd.state_dir().join(host.file_name().unwrap());
     let mut fixed = Command::new(cmd.get_program());

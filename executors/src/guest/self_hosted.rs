@@ -15,6 +15,11 @@ use super::protocol::{Body, Message, Outcome, VERSION};
 use super::{GuestRun, TAIL_LINES};
 use crate::ssh::{shell_quote, RemoteExit, SshSession, SshTarget};
 use fruix_core::bounded::Tail;
+use tokio_util::sync::CancellationToken;
+
+/// How long the helper has to exit once it has said how its build ended;
+/// then it is stopped, and its outcome stands.
+const OUTCOME_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The oldest guest helper `guest-self-hosted` works with.
 pub const MIN_HELPER_VERSION: &str = "0.1.0";
@@ -69,17 +74,43 @@ impl GuestRun<'_> {
             .events
             .stage("guest-build", async {
                 let mut listener = Listener::new(ctx)?;
-                let exit = session
-                    .stream(
+                let heard = listener.outcome_heard.clone();
+                // Stopped by the host's cancel, or once the helper has not
+                // exited within OUTCOME_GRACE of its outcome.
+                let stop = ctx.cancel.child_token();
+                let exit = {
+                    let run = session.stream(
                         &script,
                         Some(&request),
-                        &ctx.cancel,
+                        &stop,
                         &ctx.events,
                         |stream, line| listener.line(stream, line),
-                    )
-                    .await?
-                    .ok_or(Error::Cancelled)?;
-                listener.finish(&exit)
+                    );
+                    tokio::pin!(run);
+                    tokio::select! {
+                        ended = &mut run => ended?,
+                        () = async {
+                            heard.cancelled().await;
+                            tokio::time::sleep(OUTCOME_GRACE).await;
+                        } => {
+                            stop.cancel();
+                            run.await?
+                        }
+                    }
+                };
+                match exit {
+                    Some(exit) => listener.finish(Some(&exit)),
+                    None if ctx.cancel.is_cancelled() => Err(Error::Cancelled),
+                    None => {
+                        ctx.events.emit(Event::Warning {
+                            message: format!(
+                                "the guest helper did not exit within {}s of saying how its build ended; it was stopped",
+                                OUTCOME_GRACE.as_secs()
+                            ),
+                        });
+                        listener.finish(None)
+                    }
+                }
             })
             .await?;
         let root = self
@@ -103,6 +134,9 @@ impl GuestRun<'_> {
 struct Listener<'a> {
     ctx: &'a RunContext,
     outcome: Option<Outcome>,
+    /// Cancelled once the outcome is heard: the helper has then
+    /// [`OUTCOME_GRACE`] to exit.
+    outcome_heard: CancellationToken,
     /// The first stdout line that was not a protocol message.
     broken: Option<String>,
     stderr: Tail,
@@ -114,6 +148,7 @@ impl<'a> Listener<'a> {
         Ok(Listener {
             ctx,
             outcome: None,
+            outcome_heard: CancellationToken::new(),
             broken: None,
             stderr: Tail::new(TAIL_LINES),
             log: StageLog::create(ctx.logs_dir()?.join(format!("{STAGE}.log")))?,
@@ -166,7 +201,10 @@ impl<'a> Listener<'a> {
                 // (`--max-silent-time`).
                 Event::Progress { .. } => events.alive(),
             },
-            Ok(Body::Outcome(outcome)) => self.outcome = Some(outcome),
+            Ok(Body::Outcome(outcome)) => {
+                self.outcome = Some(outcome);
+                self.outcome_heard.cancel();
+            }
             Err(problem) => {
                 self.broken.get_or_insert(problem);
             }
@@ -179,7 +217,8 @@ impl<'a> Listener<'a> {
     /// its own `logs/`). A guest that says it was cancelled when this host did not
     /// cancel it fails as the system failure that is ([`guest_cancelled`]):
     /// only the host's own Ctrl-C, SIGTERM or time limit is a cancellation.
-    fn finish(self, exit: &RemoteExit) -> Result<String> {
+    /// `exit` is `None` when the helper was stopped after its outcome.
+    fn finish(self, exit: Option<&RemoteExit>) -> Result<String> {
         let log = self.log.close()?;
         let cancelled_here = self.ctx.cancel.is_cancelled();
         match verdict(self.outcome, self.broken, self.stderr, exit) {
@@ -192,29 +231,37 @@ impl<'a> Listener<'a> {
 }
 
 /// What the helper's run came to: its protocol `broken`, its `outcome`, or
-/// without one its `exit` (and its last `stderr` lines).
+/// without one its `exit` (and its last `stderr` lines). `exit` is `None`
+/// only for a helper stopped after its outcome.
 fn verdict(
     outcome: Option<Outcome>,
     broken: Option<String>,
     stderr: Tail,
-    exit: &RemoteExit,
+    exit: Option<&RemoteExit>,
 ) -> Result<String> {
     if let Some(problem) = broken {
         return Err(Error::system(format!(
             "the guest helper broke its protocol (protocol {VERSION}): {problem}"
         )));
     }
-    if let Some(outcome) = outcome {
-        return outcome.into_result();
+    match (outcome, exit) {
+        (Some(outcome), _) => outcome.into_result(),
+        (None, Some(exit)) => Err(no_outcome(stderr, exit)),
+        (None, None) => Err(Error::system(
+            "the guest helper was stopped before it said how its build ended",
+        )),
     }
-    // No outcome line: the helper's exit status (fruix's table) says what
-    // kind of failure it was.
+}
+
+/// The failure of a helper that ended with `exit` without an outcome line:
+/// its exit status (fruix's table) says what kind of failure it was.
+fn no_outcome(stderr: Tail, exit: &RemoteExit) -> Error {
     let tail = stderr.into_lines();
     let status = match exit {
         RemoteExit::Code(code) => ExitStatus::from_code(*code),
         _ => None,
     };
-    Err(match status {
+    match status {
         Some(ExitStatus::Cancelled) => Error::Cancelled,
         Some(ExitStatus::BuildFailure) => Error::Build {
             step: STAGE.into(),
@@ -232,7 +279,7 @@ fn verdict(
             exit.describe(),
             escape::text(&tail.join(" | "))
         )),
-    })
+    }
 }
 
 /// The failure of a guest that said its build was cancelled when this host
@@ -354,7 +401,7 @@ mod tests {
         for m in lines {
             listener.line(Stream::Stdout, &m.to_line());
         }
-        let result = listener.finish(exit);
+        let result = listener.finish(Some(exit));
         let log = std::fs::read_to_string(root.join("logs/guest-build.log")).ok();
         assert_eq!(log.is_some(), root.join("logs").exists());
         (result, log)
