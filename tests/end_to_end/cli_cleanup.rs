@@ -3,7 +3,8 @@
 //! succeed, and never remove a store that was there (the promote crate's
 //! `Store::open_tentatively`, as promote, source add, build and matrix
 //! use); `build --no-promote` refuses a `--sign-with` flag but not a key
-//! from `FRUIX_SIGNING_KEY`, which only a promotion reads; and `matrix
+//! from `FRUIX_SIGNING_KEY`, which only a promotion reads, and shows its
+//! result root absolute; and `matrix
 //! plan --json`, now printed through the one JSON path, says what the text
 //! plan says.
 
@@ -14,9 +15,9 @@ use crate::matrix::{external_executors, Matrix};
 use crate::signing::key;
 use crate::sshd::{script, Sshd};
 use crate::util::{
-    fixture_build, fruix, listing, object_names, promote_report, require_tool, run_failing,
-    run_json, run_ok, sample_root, ssh_store_copy, store_export, store_import, strings_of,
-    verify_store,
+    fixture_build, fixture_build_into, fruix, key_values, listing, object_names, promote_report,
+    require_tool, run_failing, run_json, run_ok, sample_root, ssh_store_copy, store_export,
+    store_import, strings_of, verify_store, FIXTURE_BUILD_FLAGS,
 };
 
 /// A store at `store` holding a sample result root's objects, signed with
@@ -155,6 +156,38 @@ fn unpromoted_build(dir: &Path) -> Command {
     let mut cmd = fixture_build(fruix(), "local", dir, "root");
     cmd.arg("--no-promote").current_dir(dir);
     cmd
+}
+
+/// Regression: `build --no-promote --result-root rel` printed `rel` as
+/// given, in text and JSON. The result root is shown absolute, as every
+/// path fruix prints, whether given relative or allocated in a relative
+/// `--state-dir`.
+#[test]
+fn build_no_promote_shows_the_result_root_absolute() {
+    require_tool("bmake", "bmake");
+    require_tool("cc", "gcc");
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // The store and state directory relative to `dir`, its working directory.
+    let relative = || {
+        let mut cmd = fixture_build_into(fruix(), "local", "store".as_ref(), "state".as_ref());
+        cmd.args(FIXTURE_BUILD_FLAGS)
+            .arg("--no-promote")
+            .current_dir(dir);
+        cmd
+    };
+    let text = run_ok(relative().args(["--result-root", "rel"]));
+    let shown = key_values(&text);
+    assert_eq!(
+        shown["result_root"],
+        dir.join("rel").to_str().unwrap(),
+        "{text}"
+    );
+    let json = run_json(relative().arg("--json"));
+    let root = Path::new(json["result_root"].as_str().unwrap());
+    assert!(root.is_absolute(), "{json}");
+    assert!(root.starts_with(dir.join("state/native-builds")), "{json}");
+    assert!(root.join("promotion.scm").is_file(), "{json}");
 }
 
 #[test]

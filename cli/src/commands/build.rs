@@ -417,6 +417,13 @@ fn allocate(args: &BuildArgs, options: BuildOptions) -> CliResult<BuildPlan> {
         None => allocate_run_dir(&args.state.state_dir.join("native-builds"))
             .map_err(|e| CliError::new(exit::before_run(&e), e))?,
     };
+    // Absolute, as every path fruix prints or records is.
+    let result_root = std::path::absolute(&result_root).map_err(|e| {
+        CliError::usage(format!(
+            "result root {}: {e}",
+            escape::quoted(&result_root.to_string_lossy())
+        ))
+    })?;
     Ok(BuildPlan {
         request: options.request(run_id),
         result_root,
