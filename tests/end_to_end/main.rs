@@ -8,6 +8,7 @@
 
 mod util;
 
+mod archive_review;
 mod bad_input;
 mod build_local;
 mod cli_args_review;
@@ -15,6 +16,7 @@ mod cli_cleanup;
 mod cli_defects;
 mod cli_review;
 mod cli_review_b;
+mod copy_review;
 mod docs;
 mod executors_external;
 mod executors_plugin;
