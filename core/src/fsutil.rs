@@ -203,6 +203,23 @@ pub fn read_file_of_kind(path: &Path, kind: &str) -> Result<String> {
 
 /// Like [`read_metadata_file`], for optional files: `None` when absent.
 pub fn read_optional_metadata_file(path: &Path) -> Result<Option<String>> {
+    let Some(bytes) = read_optional_regular_file(path)? else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| Error::MetadataFile {
+            path: path.to_path_buf(),
+            problem: MetadataFileProblem::NotUtf8 {
+                offset: e.utf8_error().valid_up_to(),
+            },
+        })
+}
+
+/// The bytes of the file at `path`, read as [`read_metadata_file`] reads
+/// (a regular file of at most [`MAX_METADATA_BYTES`], never through a
+/// symlink, never blocking), but not necessarily UTF-8: `None` when absent.
+pub fn read_optional_regular_file(path: &Path) -> Result<Option<Vec<u8>>> {
     let refused = |problem| Error::MetadataFile {
         path: path.to_path_buf(),
         problem,
@@ -252,11 +269,7 @@ pub fn read_optional_metadata_file(path: &Path) -> Result<Option<String>> {
     if bytes.len() > MAX_METADATA_BYTES {
         return Err(refused(too_large));
     }
-    String::from_utf8(bytes).map(Some).map_err(|e| {
-        refused(MetadataFileProblem::NotUtf8 {
-            offset: e.utf8_error().valid_up_to(),
-        })
-    })
+    Ok(Some(bytes))
 }
 
 /// Why a file of type `kind` is not read as metadata, if it is not a regular file.

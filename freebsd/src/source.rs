@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fruix_core::error::IoContext;
+use fruix_core::fsutil::read_optional_regular_file;
 use fruix_core::{Error, Result};
 
 /// Makefile names BSD make looks for, in its order.
@@ -39,14 +39,27 @@ pub fn check_source_tree(dir: &Path) -> Result<()> {
             dir.display()
         )));
     }
-    let makefile = find_makefile(dir).ok_or_else(|| {
+    let no_makefile = || {
         invalid(format!(
             "source directory {} has no {}; it is not a FreeBSD source tree",
             dir.display(),
             MAKEFILES.join(", ")
         ))
-    })?;
-    let text = std::fs::read(&makefile).with_path("read", &makefile)?;
+    };
+    let makefile = find_makefile(dir)?.ok_or_else(no_makefile)?;
+    // Read as metadata is: a regular file of at most 1 MiB, never through
+    // a symlink, never blocking on a FIFO.
+    let text = match read_optional_regular_file(&makefile) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Err(no_makefile()),
+        Err(e @ Error::MetadataFile { .. }) => {
+            return Err(invalid(format!(
+                "{e}; {} is not a FreeBSD source tree",
+                dir.display()
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     if !text
         .windows(b"buildworld".len())
         .any(|w| w == b"buildworld")
@@ -60,12 +73,17 @@ pub fn check_source_tree(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The makefile BSD make reads in `dir`, if any.
-fn find_makefile(dir: &Path) -> Option<PathBuf> {
-    MAKEFILES
-        .iter()
-        .map(|name| dir.join(name))
-        .find(|path| path.is_file())
+/// The makefile BSD make reads in `dir`, if any: the first of
+/// [`MAKEFILES`] there, whatever its type (it is not followed).
+fn find_makefile(dir: &Path) -> Result<Option<PathBuf>> {
+    for path in MAKEFILES.iter().map(|name| dir.join(name)) {
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => return Ok(Some(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("inspect", &path, e)),
+        }
+    }
+    Ok(None)
 }
 
 /// What `sys/conf/newvers.sh` declares.
@@ -82,7 +100,15 @@ pub struct Newvers {
 /// [`Error::InvalidMetadata`] naming the missing field.
 pub fn read_newvers(source: &Path) -> Result<Newvers> {
     let path = source.join(NEWVERS);
-    let text = std::fs::read_to_string(&path).with_path("read", &path)?;
+    // Bounded, never through a symlink, never blocking; a byte that is not
+    // UTF-8 cannot be in the lines read.
+    let bytes = read_optional_regular_file(&path)?.ok_or_else(|| Error::NotFound {
+        path: path.clone(),
+        hint:
+            "a FreeBSD source tree declares its version there; give the FreeBSD version explicitly"
+                .into(),
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
     let var = |name: &str| {
         text.lines().find_map(|l| {
             l.trim()
@@ -158,13 +184,71 @@ mod tests {
         check_source_tree(dir.path()).unwrap();
     }
 
+    /// Regression: the makefile and `newvers.sh` were read whole, through
+    /// symlinks: a FIFO hung `source add`, and a symlink to a large file
+    /// (or `/dev/zero`) took its size in memory. They are read as metadata
+    /// is: regular files of at most 1 MiB, never followed, never blocking.
+    #[test]
+    fn the_makefile_and_newvers_are_never_followed_blocked_on_or_read_past_a_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(
+            &outside,
+            "buildworld:\nREVISION=\"15.0\"\nBRANCH=\"STABLE\"\n",
+        )
+        .unwrap();
+        let big = dir.path().join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(2 << 20)
+            .unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sys/conf")).unwrap();
+        let makefile = src.join("Makefile");
+        let newvers = src.join(NEWVERS);
+        type Make<'a> = &'a dyn Fn(&Path);
+        let cases: [(&str, Make, &str); 3] = [
+            (
+                "a symlink",
+                &|p| std::os::unix::fs::symlink(&outside, p).unwrap(),
+                "symlink",
+            ),
+            (
+                "a FIFO",
+                &|p| fruix_core::testing::mkfifo(p).unwrap(),
+                "FIFO",
+            ),
+            (
+                "a large file",
+                &|p| drop(std::fs::copy(&big, p).unwrap()),
+                "larger than",
+            ),
+        ];
+        for (what, make, says) in cases {
+            for path in [&makefile, &newvers] {
+                let _ = std::fs::remove_file(path);
+                make(path);
+            }
+            let e = check_source_tree(&src).unwrap_err();
+            assert!(matches!(e, Error::InvalidRequest { .. }), "{what}: {e}");
+            assert!(e.to_string().contains(says), "{what}: {e}");
+            assert!(
+                e.to_string().contains("is not a FreeBSD source tree"),
+                "{what}: {e}"
+            );
+            let e = read_newvers(&src).unwrap_err();
+            assert!(matches!(e, Error::MetadataFile { .. }), "{what}: {e}");
+            assert!(e.to_string().contains(says), "{what}: {e}");
+        }
+    }
+
     #[test]
     fn newvers_gives_type_revision_and_branch() {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("sys/conf");
         std::fs::create_dir_all(&conf).unwrap();
         let e = read_newvers(dir.path()).unwrap_err();
-        assert!(matches!(e, Error::Io { .. }), "{e}");
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
         let newvers = |text: &str| {
             std::fs::write(conf.join("newvers.sh"), text).unwrap();
             read_newvers(dir.path())

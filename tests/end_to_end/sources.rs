@@ -5,11 +5,13 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::util::{
-    fixture_source, fruix, require_tool, run_json, run_ok, store_and_state, verify_store,
+    fixture_source, fruix, json_error, require_tool, run_json, run_ok, run_with_deadline,
+    store_and_state, verify_store,
 };
 
 /// A copy of the miniature FreeBSD tree at `dir/name`.
@@ -327,4 +329,25 @@ fn repairing_a_corrupt_source_removes_what_was_built_from_it() {
     assert!(out.contains(&removed("result bundle", bundle)), "{out}");
     assert!(crate::util::object_names(&store).is_empty());
     verify_store(&store);
+}
+
+/// Regression: `source add` read the tree's makefile and `newvers.sh`
+/// whole, through symlinks: a FIFO there hung it. Both are read as
+/// metadata is (never followed, never blocking, at most 1 MiB): refused
+/// at once, leaving no source object.
+#[test]
+fn a_fifo_as_newvers_or_makefile_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, status) in [("sys/conf/newvers.sh", 4), ("Makefile", 2)] {
+        let tree = checkout(dir.path(), &name.replace('/', "-"));
+        std::fs::remove_file(tree.join(name)).unwrap();
+        fruix_core::testing::mkfifo(&tree.join(name)).unwrap();
+        let mut cmd = fruix();
+        cmd.args(["source", "add", "--json", "--store"])
+            .arg(dir.path().join("store"))
+            .arg(&tree);
+        let out = run_with_deadline(&mut cmd, Duration::from_secs(60));
+        json_error(&out, status, "is a FIFO");
+        assert!(!dir.path().join("store").exists(), "{name}: a store was left");
+    }
 }
