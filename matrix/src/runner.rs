@@ -384,13 +384,17 @@ pub async fn run_cells<R: CellRunner>(
         if dispatcher.stopped() {
             // Fail-fast stopped the run: a time limit passing while its
             // cells end stops nothing more.
+            let waiting = dispatcher.stop();
             if let Some(id) = dispatcher.stopped_by().filter(|_| !stopped_seen) {
-                runner.fail_fast(id);
+                // Said only when it cancels something: not for the last
+                // cell, nor for `run-cell`'s only one.
+                if !tasks.is_empty() || !waiting.is_empty() {
+                    runner.fail_fast(id);
+                }
                 stop_reason = Some(format!("fail-fast: cell {} did not pass", escape::text(id)));
             }
             stopped_seen = true;
             attempts_token.cancel();
-            let waiting = dispatcher.stop();
             end_retries(&*runner, &mut records, waiting);
         }
         if tasks.is_empty() && dispatcher.is_drained() {
@@ -537,6 +541,8 @@ mod tests {
         counts: watch::Sender<Counts>,
         /// The limits `time_limit_reached` was called with.
         time_limits: std::sync::Mutex<Vec<Duration>>,
+        /// The cells `fail_fast` was called with.
+        fail_fast_by: std::sync::Mutex<Vec<String>>,
         /// How long a hanging build takes to clean up once cancelled (in
         /// paused time: no test waits for it).
         cleanup: Duration,
@@ -600,6 +606,9 @@ mod tests {
         fn time_limit_reached(&self, limit: Duration) {
             self.time_limits.lock().unwrap().push(limit);
         }
+        fn fail_fast(&self, id: &str) {
+            self.fail_fast_by.lock().unwrap().push(id.into());
+        }
     }
 
     /// Cells on machines a (2 slots, faster) and b (2 slots).
@@ -631,6 +640,7 @@ mod tests {
             hang,
             counts: watch::Sender::new(Counts::default()),
             time_limits: Default::default(),
+            fail_fast_by: Default::default(),
             cleanup: Duration::ZERO,
         })
     }
@@ -909,6 +919,32 @@ mod tests {
             "{stopped:?}"
         );
         assert_eq!(*runner.done.lock().unwrap(), [1, 0]);
+    }
+
+    /// Regression: `run-cell` (a matrix of one cell) said that the matrix
+    /// fails fast, "cancelling its other cells", when its only cell
+    /// failed. Fail-fast is announced only when it cancels something.
+    #[tokio::test]
+    async fn fail_fast_is_announced_only_when_it_cancels_cells() {
+        for (cells, announced) in [(1, false), (2, true)] {
+            let runner = fake(&[], &[0], true);
+            let RunOutcome { records, .. } = run_cells(
+                runner.clone(),
+                dispatcher(cells, Some(2), true),
+                cells,
+                CancellationToken::new(),
+                None,
+            )
+            .await;
+            assert_eq!(records[0].status, CellStatus::BuildFailure);
+            let said = runner.fail_fast_by.lock().unwrap().clone();
+            let expected = if announced {
+                vec!["c0".to_string()]
+            } else {
+                vec![]
+            };
+            assert_eq!(said, expected, "{cells} cell(s)");
+        }
     }
 
     #[tokio::test]

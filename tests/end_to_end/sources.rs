@@ -348,6 +348,9 @@ fn a_fifo_as_newvers_or_makefile_is_refused_at_once() {
             .arg(&tree);
         let out = run_with_deadline(&mut cmd, Duration::from_secs(60));
         json_error(&out, status, "is a FIFO");
-        assert!(!dir.path().join("store").exists(), "{name}: a store was left");
+        assert!(
+            !dir.path().join("store").exists(),
+            "{name}: a store was left"
+        );
     }
 }
