@@ -193,7 +193,8 @@ fn root(
 /// link.
 pub fn list(state_dir: &Path, store: &Path) -> Result<Vec<Root>> {
     let store = std::fs::canonicalize(store).unwrap_or_else(|_| store.to_path_buf());
-    let dir = state_dir.join(GCROOTS_DIR);
+    // Absolute, so that every link listed is (a relative `--state-dir`).
+    let dir = std::path::absolute(state_dir.join(GCROOTS_DIR)).with_path("resolve", state_dir)?;
     let mut roots = Vec::new();
     let mut todo = vec![(dir.clone(), 0)];
     while let Some((d, depth)) = todo.pop() {

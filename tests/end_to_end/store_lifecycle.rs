@@ -678,3 +678,35 @@ fn a_command_waiting_for_the_collector_lock_says_so_then_goes_on() {
     assert!(lab.objects().is_empty(), "{:?}", lab.objects());
     assert!(lab.join("export.fruix-archive").is_file());
 }
+
+/// Regression: with a relative `--state-dir`, `store roots` listed a
+/// direct root's link relative (`./state/gcroots/odd`) while indirect
+/// roots were absolute. Every link is listed absolute.
+#[test]
+fn roots_are_listed_absolute_with_a_relative_state_dir() {
+    let (lab, [a, _, _]) = three_runs();
+    let direct = lab.join("state/gcroots/direct");
+    std::os::unix::fs::symlink(bundle_of(&a), &direct).unwrap();
+    let mut cmd = fruix();
+    cmd.args([
+        "store",
+        "roots",
+        "--json",
+        "--state-dir",
+        "state",
+        "--store",
+    ])
+    .arg(lab.store())
+    .current_dir(lab.join(""));
+    let roots: Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+    let mut links = strings_of(&roots, "link");
+    links.sort();
+    assert_eq!(
+        links,
+        [
+            lab.join("result-a").to_str().unwrap(),
+            direct.to_str().unwrap()
+        ],
+        "{roots}"
+    );
+}
