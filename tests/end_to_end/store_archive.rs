@@ -108,6 +108,53 @@ fn an_exported_closure_imports_into_an_empty_store_with_its_content_and_signatur
     assert!(again.is_empty(), "nothing imported: {again}");
 }
 
+/// Regression: `store export -o FILE` printed its summary on stdout, and
+/// `store import` on stderr. Both, as `store copy`, print the store paths
+/// they moved on stdout, one a line, and their summary on stderr.
+#[test]
+fn import_and_export_print_the_paths_moved_and_their_summary_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public, objects) = exported(dir.path());
+    let store = dir.path().join("store");
+    let imported = run(&mut store_import(
+        &store,
+        &dir.path().join("archive"),
+        &["--trusted-key", public.trim()],
+    ));
+    assert!(imported.status.success(), "{imported:?}");
+    let mut sorted = objects.clone();
+    sorted.sort();
+    let mut lines: Vec<String> = String::from_utf8(imported.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, sorted);
+    let stderr = String::from_utf8(imported.stderr).unwrap();
+    assert!(
+        stderr.contains("imported 6 object(s), 0 already present"),
+        "{stderr}"
+    );
+    let bundle = objects.last().unwrap();
+    let again = dir.path().join("again");
+    let out = run(&mut store_export(
+        &store,
+        &again,
+        &["--recursive"],
+        Path::new(bundle),
+    ));
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(lines, objects, "in archive order");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let bytes = std::fs::metadata(&again).unwrap().len();
+    assert!(
+        stderr.contains(&format!("exported 6 object(s), {bytes} bytes")),
+        "{stderr}"
+    );
+}
+
 /// Without a terminal, a long import says how far it is every
 /// `--progress-every`: here it waits on its standard input, half of the
 /// archive sent, until that line comes; then the rest is sent, and it ends.

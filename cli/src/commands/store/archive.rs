@@ -22,7 +22,6 @@ use fruix_promote::Store;
 use super::{object_names, open, print_moved};
 use crate::args::{ExportArgs, ImportArgs, OutputArgs, TrustArgs};
 use crate::defaults;
-use crate::display::print_json;
 use crate::display::{with_progress, Mode};
 use crate::exit::{self, from_promote, CliError, CliResult, Status};
 
@@ -159,14 +158,14 @@ pub fn export_command(args: ExportArgs) -> CliResult {
             .map_err(from_promote)?
         }
     };
-    if args.json {
-        print_json(&report)?;
-    } else if args.output.is_some() {
-        println!(
+    // With the archive on stdout, nothing else goes there.
+    if args.output.is_some() {
+        let summary = format!(
             "exported {} object(s), {} bytes",
             report.objects.len(),
             report.bytes
         );
+        print_moved(args.json, &report, &report.objects, summary)?;
     }
     Ok(Status::Success)
 }
