@@ -589,3 +589,25 @@ fn the_self_hosted_helper_bounds_its_request() {
     );
     failed_with("a FIFO request", &out, 2, &["is a FIFO"]);
 }
+
+/// Regression: clap names the program as argv[0] says, and a newline there
+/// (a symlink to fruix named so) started a line of its own, forging an
+/// error line; its escape byte was only octal-escaped. The name is shown
+/// escaped as every value is, on the usage line.
+#[test]
+fn a_program_name_with_control_characters_is_shown_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("fr\nfruix: error: forged\u{1b}[31m");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fruix"), &link).unwrap();
+    for args in [&["--bogus"][..], &["build"], &["store", "gc", "--bogus"]] {
+        let stderr = run_failing(Command::new(&link).args(args), 2, &["Usage: "]);
+        assert!(
+            stderr.contains(r"Usage: fr\nfruix: error: forged\033[31m "),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.lines().any(|l| l.starts_with("fruix: error: forged")),
+            "{args:?}: {stderr}"
+        );
+    }
+}

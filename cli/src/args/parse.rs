@@ -20,6 +20,16 @@ pub fn parse() -> Result<Cli, clap::Error> {
     if hostile_arguments() {
         command = command.styles(Styles::plain());
     }
+    // The program's name as usage lines show it: clap takes it from argv[0]
+    // as it is (a newline in a symlink's name would break the line).
+    if let Some(name) = std::env::args_os()
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+    {
+        command = command.bin_name(escape::text(&name.to_string_lossy()).to_string());
+    }
     let mut matches = command.try_get_matches_from_mut(std::env::args_os())?;
     Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
 }
