@@ -606,7 +606,9 @@ fn a_program_name_with_control_characters_is_shown_escaped() {
             "{args:?}: {stderr}"
         );
         assert!(
-            !stderr.lines().any(|l| l.starts_with("fruix: error: forged")),
+            !stderr
+                .lines()
+                .any(|l| l.starts_with("fruix: error: forged")),
             "{args:?}: {stderr}"
         );
     }
