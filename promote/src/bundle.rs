@@ -286,8 +286,16 @@ pub(crate) fn read_bundle_text(path: &Path, text: &str) -> Result<BundleSummary>
     let summary = sexp::read_record(path, text, RESULT_HEAD, |r| {
         let mut artifacts = Vec::new();
         for mut c in r.children("artifacts", "artifact")? {
+            let name = c.name("name")?;
+            // Each names a link in the bundle's `artifacts/`.
+            if artifacts.iter().any(|a: &BundleArtifact| a.name == name) {
+                return Err(c.invalid(
+                    "name",
+                    format!("artifact {} is listed twice", escape::quoted(&name)),
+                ));
+            }
             artifacts.push(BundleArtifact {
-                name: c.name("name")?,
+                name,
                 store_path: c.string("store-path")?,
                 tree_signature: c.string("tree-signature")?,
             });
@@ -315,4 +323,55 @@ pub(crate) fn read_bundle_text(path: &Path, text: &str) -> Result<BundleSummary>
         Ok(summary)
     })?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use fruix_core::testing::{invalid_metadata, sample_metadata};
+
+    use super::*;
+
+    /// The bundle text of the sample run, its artifacts at made-up store
+    /// paths.
+    fn sample_text() -> String {
+        let m = sample_metadata("local", "20260405T213444Z");
+        let artifacts = m
+            .artifacts
+            .iter()
+            .map(|a| {
+                let report = ArtifactReport {
+                    store_path: PathBuf::from(format!("/frx/store/{}-{}", "0".repeat(40), a.name)),
+                    tree_signature: format!("sha256:{}", "0".repeat(64)).parse().unwrap(),
+                    new: true,
+                    probe: a.probe.clone(),
+                    probe_sha256: None,
+                };
+                (a.name.clone(), report)
+            })
+            .collect();
+        bundle_text(&m, &artifacts)
+    }
+
+    /// An artifact listed twice would be linked twice in `artifacts/`: an
+    /// import then failed making the second link (an I/O error, exit 3).
+    /// Every reader of bundles refuses it as invalid metadata.
+    #[test]
+    fn a_bundle_listing_an_artifact_twice_is_refused_when_read() {
+        let text = sample_text();
+        let path = Path::new("b").join(RESULT_METADATA_FILE);
+        assert_eq!(read_bundle_text(&path, &text).unwrap().artifacts.len(), 4);
+        let start = text.find("(artifact ").expect("an artifact");
+        // One artifact a line, as promotion writes them.
+        let end = start + text[start..].find('\n').unwrap();
+        let doubled = format!("{}\n{}", &text[..end], &text[start..]);
+        let read = read_bundle_text(&path, &doubled).map_err(|e| match e {
+            Error::Core(e) => e,
+            other => panic!("not a core error: {other}"),
+        });
+        let (field, _, message) = invalid_metadata(read);
+        assert_eq!(field, "artifacts[1].name");
+        assert!(message.ends_with("is listed twice"), "{message}");
+    }
 }

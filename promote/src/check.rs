@@ -25,13 +25,15 @@ use fruix_core::manifest::{
     Entry, EntryKind, ManifestBuilder, Modes, Progress, WalkOptions, Walked, SPECIAL_BITS,
 };
 
+use crate::bundle::check_bundle;
 use crate::error::{Error, Result};
 use crate::object::ObjectIdentity;
 use crate::pool::{key, Pool};
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::stage::{read_small_at, ManifestLines};
 use crate::store::{
-    is_source_name, reserved_names, MANIFEST_FILE, OBJECT_METADATA_FILE, STORE_MTIME,
+    is_source_name, reserved_names, MANIFEST_FILE, OBJECT_METADATA_FILE, RESULT_METADATA_FILE,
+    STORE_MTIME,
 };
 
 /// Differences kept per object; more are only counted.
@@ -156,8 +158,13 @@ pub enum Depth<'a> {
 
 /// Checks an object that is already in the store before it is reused (by
 /// a promotion, an import or a source add that finds it there): a corrupt
-/// one is [`Error::Corrupt`], never silently reused.
+/// one is [`Error::Corrupt`], never silently reused. An object holding a
+/// bundle's metadata file is checked as a result bundle
+/// ([`check_bundle`]), as `store verify` tells them apart.
 pub fn check_reusable(object: &Path) -> Result<()> {
+    if object.join(RESULT_METADATA_FILE).symlink_metadata().is_ok() {
+        return check_bundle(object);
+    }
     let check = check_object(object, Depth::Structure, None)?;
     Error::corrupt_unless_intact(object, check.differences, check.more_differences)
 }
@@ -452,4 +459,36 @@ fn hash_reader(file: &mut File, display: &Path) -> Result<[u8; 32]> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use fruix_core::testing::TestDir;
+
+    use super::*;
+    use crate::{promote_native_build_result, PromoteOptions, Store};
+
+    /// A bundle found in the store (left unregistered by a killed import,
+    /// say) is checked as a bundle: read as an artifact, it failed for
+    /// want of an artifact's metadata file, and could never be reused.
+    #[test]
+    fn a_bundle_found_in_the_store_is_checked_as_a_bundle() {
+        let dir = TestDir::new();
+        let root = dir.root("r1", "local", "20260405T213444Z", true);
+        let store = Store::open(&dir.store()).unwrap();
+        let report =
+            promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+        let bundle = &report.result_store;
+        check_reusable(bundle).unwrap();
+        for artifact in report.artifacts.values() {
+            check_reusable(&artifact.store_path).unwrap();
+        }
+        // Never silently reused when it holds what a bundle does not.
+        std::fs::set_permissions(bundle, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(bundle.join("extra"), "x").unwrap();
+        let e = check_reusable(bundle).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    }
 }

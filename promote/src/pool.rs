@@ -148,6 +148,24 @@ pub struct PoolProblem {
     pub message: String,
 }
 
+/// Why [`Pool::ingest_stream`] failed.
+#[derive(Debug)]
+pub enum StreamError {
+    /// Reading the stream failed. What that means is the caller's to say:
+    /// an import's archive fails to read once it is over its byte cap,
+    /// which refuses the archive rather than being an I/O error.
+    Read(io::Error),
+    /// Anything else: the stream ended first, or the pool could not be
+    /// written.
+    Other(crate::Error),
+}
+
+impl From<crate::Error> for StreamError {
+    fn from(e: crate::Error) -> Self {
+        StreamError::Other(e)
+    }
+}
+
 /// The open pool directory.
 #[derive(Debug)]
 pub struct Pool {
@@ -190,7 +208,8 @@ impl Pool {
     /// [`Pool::ingest`] for the next `size` bytes of a stream (an archive
     /// being imported): exactly those bytes are hashed as they are written.
     /// A stream that ends first is [`Error::ArchiveRefused`](crate::Error)
-    /// ([`ArchiveProblem::Truncated`](crate::error::ArchiveProblem)).
+    /// ([`ArchiveProblem::Truncated`](crate::error::ArchiveProblem)); a
+    /// failed read is [`StreamError::Read`], for the caller to judge.
     pub fn ingest_stream(
         &self,
         reader: &mut impl io::Read,
@@ -198,7 +217,7 @@ impl Pool {
         store_mode: u32,
         journal: &Journal,
         display: &Path,
-    ) -> Result<FileDigest> {
+    ) -> std::result::Result<FileDigest, StreamError> {
         self.ingest_with(store_mode, journal, |buf, read| {
             let want = usize::try_from(size - read)
                 .unwrap_or(usize::MAX)
@@ -209,18 +228,18 @@ impl Pool {
             loop {
                 match reader.read(&mut buf[..want]) {
                     Ok(0) => {
-                        return Err(crate::Error::ArchiveRefused {
+                        return Err(StreamError::Other(crate::Error::ArchiveRefused {
                             object: None,
                             problem: crate::error::ArchiveProblem::Truncated,
                             message: format!(
                                 "the archive ends {read} bytes into the {size}-byte file {}",
                                 fruix_core::escape::path(display)
                             ),
-                        })
+                        }))
                     }
                     Ok(n) => return Ok(n),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(fruix_core::Error::io("read", display, e).into()),
+                    Err(e) => return Err(StreamError::Read(e)),
                 }
             }
         })
@@ -228,12 +247,12 @@ impl Pool {
 
     /// Reads pieces with `read_piece(buffer, bytes_so_far)` (0 at the end),
     /// hashing them as they are written into a pool entry of `store_mode`.
-    fn ingest_with(
+    fn ingest_with<E: From<crate::Error>>(
         &self,
         store_mode: u32,
         journal: &Journal,
-        mut read_piece: impl FnMut(&mut [u8], u64) -> Result<usize>,
-    ) -> Result<FileDigest> {
+        mut read_piece: impl FnMut(&mut [u8], u64) -> Result<usize, E>,
+    ) -> Result<FileDigest, E> {
         with_buffer(|buf| {
             let mut hasher = Sha256::new();
             let mut temp: Option<PoolTemp<'_>> = None;

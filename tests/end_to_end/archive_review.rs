@@ -1,1 +1,260 @@
-//! Regressions from an attacker's review of the archive import: depth, empty link targets, duplicate artifacts, bundle reuse, open-file limits.
+//! Regressions from an attacker's review of `fruix store import`: a bundle
+//! left in the store unregistered is checked as a bundle and reused (and two
+//! imports of one archive both succeed); a tree nested deeper than a walk
+//! accepts, an empty symlink target and a bundle listing one artifact twice
+//! are refused; a refused import leaves an empty directory empty.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use fruix_core::manifest::{parse_line, ManifestBuilder};
+use fruix_core::testing::{edit_header, find_bytes};
+use fruix_promote::object::{object_hash, ObjectIdentity};
+
+use crate::util::{
+    failed_with, fruix, promote_report, run_json, run_ok, run_with_deadline, sample_root, snapshot,
+    spawn_piped, store_export, store_import, verify_store, wait_with_deadline,
+};
+
+/// Exports the closure of a sample result root's bundle (unsigned) from
+/// `dir/store`, which is then moved to `dir/original` so that the archive
+/// imports into a new store at `dir/store`. Returns the archive's bytes and
+/// the bundle's path.
+fn exported(dir: &Path) -> (Vec<u8>, String) {
+    let store = dir.join("store");
+    let report = promote_report(&store, &sample_root(dir, "root"), &[]);
+    let bundle = report["result_store"].as_str().unwrap().to_string();
+    let archive = dir.join("archive");
+    run_ok(&mut store_export(
+        &store,
+        &archive,
+        &["--recursive"],
+        &bundle,
+    ));
+    std::fs::rename(&store, dir.join("original")).unwrap();
+    (std::fs::read(&archive).unwrap(), bundle)
+}
+
+/// Imports `archive` into `store` without signature checks, within a
+/// minute.
+fn import(dir: &Path, store: &Path, archive: &[u8]) -> Output {
+    let file = dir.join("to-import");
+    std::fs::write(&file, archive).unwrap();
+    run_with_deadline(
+        &mut store_import(store, &file, &["--json", "--no-check-sigs"]),
+        Duration::from_secs(60),
+    )
+}
+
+/// Checks that importing `archive` into `dir/store` is refused as invalid
+/// input (exit 4, saying each of `expected`) and changes nothing.
+fn refused(dir: &Path, what: &str, archive: &[u8], expected: &[&str]) {
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let before = snapshot(&store);
+    let file = dir.join("refused");
+    std::fs::write(&file, archive).unwrap();
+    let out = run_with_deadline(
+        &mut store_import(&store, &file, &["--no-check-sigs"]),
+        Duration::from_secs(60),
+    );
+    failed_with(what, &out, 4, expected);
+    assert_eq!(snapshot(&store), before, "{what} changed the store");
+}
+
+/// Where the object whose name contains `infix` starts in `archive` (its
+/// `object` line), and its header.
+fn object_at(archive: &[u8], infix: &str) -> (usize, serde_json::Value) {
+    let mut at = 0;
+    loop {
+        let start = at + find_bytes(&archive[at..], b"\nobject ").expect("the object") + 1;
+        let eol = start + find_bytes(&archive[start..], b"\n").unwrap();
+        let len: usize = std::str::from_utf8(&archive[start + 7..eol])
+            .unwrap()
+            .parse()
+            .unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&archive[eol + 1..eol + 1 + len]).unwrap();
+        if header["name"].as_str().unwrap().contains(infix) {
+            return (start, header);
+        }
+        at = eol;
+    }
+}
+
+/// `archive` up to its kernel artifact, then that artifact with the tree
+/// `lines` (directories and symlinks only) and metadata that commits to it,
+/// as anyone can make it without a trusted key; the archive ends there.
+fn crafted_kernel(archive: &[u8], lines: &[String]) -> Vec<u8> {
+    let (start, mut header) = object_at(archive, "-fruix-native-kernel-");
+    let mut identity =
+        ObjectIdentity::from_text(Path::new("m"), header["metadata"].as_str().unwrap()).unwrap();
+    let mut builder = ManifestBuilder::new();
+    for line in lines {
+        builder.add(&parse_line(line).unwrap());
+    }
+    identity.tree_signature = builder.finish().0;
+    identity.stripped_modes = Vec::new();
+    header["name"] = identity.store_name().into();
+    header["metadata"] = identity.to_scheme().into();
+    let json = serde_json::to_string(&header).unwrap();
+    let mut out = archive[..start].to_vec();
+    out.extend_from_slice(format!("object {}\n{json}\n", json.len()).as_bytes());
+    for line in lines {
+        out.extend_from_slice(format!("{line}\n").as_bytes());
+    }
+    out.extend_from_slice(b"end\nend-archive\n");
+    out
+}
+
+/// The tree lines of directories nested `depth` deep: `.`, `./d`,
+/// `./d/d`...
+fn nested(depth: usize) -> Vec<String> {
+    let mut lines = vec![". type=dir mode=0555".to_string()];
+    let mut path = ".".to_string();
+    for _ in 0..depth {
+        path.push_str("/d");
+        lines.push(format!("{path} type=dir mode=0555"));
+    }
+    lines
+}
+
+/// A bundle directory that is there but not registered (left by a killed
+/// import or promotion, or by another import of the same archive) is
+/// checked as a bundle and reused: importing the archive again always
+/// failed (exit 3), reading it as an artifact whose metadata file it lacks.
+#[test]
+fn an_unregistered_bundle_in_the_store_is_checked_as_a_bundle_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, bundle) = exported(dir.path());
+    let store = dir.path().join("store");
+    let first = import(dir.path(), &store, &archive);
+    assert!(first.status.success(), "{first:?}");
+    let name = Path::new(&bundle).file_name().unwrap().to_str().unwrap();
+    let db = rusqlite::Connection::open(store.join(".fruix/db.sqlite")).unwrap();
+    db.execute_batch(&format!(
+        "PRAGMA foreign_keys=ON; \
+         DELETE FROM refs WHERE referrer = (SELECT id FROM objects WHERE name = '{name}'); \
+         DELETE FROM objects WHERE name = '{name}';"
+    ))
+    .unwrap();
+    drop(db);
+    let again = import(dir.path(), &store, &archive);
+    assert!(again.status.success(), "{again:?}");
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert!(
+        report["present"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| *p == bundle),
+        "{report:#}"
+    );
+    let info = run_json(
+        fruix()
+            .args(["store", "info", "--json", "--store"])
+            .arg(&store)
+            .arg(&bundle),
+    );
+    assert_eq!(info[0]["kind"], "bundle", "{info:#}");
+    verify_store(&store);
+
+    // Two imports of one archive at once, into a new store: the second to
+    // publish finds the first's objects, the bundle among them.
+    std::fs::rename(&store, dir.path().join("imported")).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::write(&a, &archive).unwrap();
+    std::fs::write(&b, &archive).unwrap();
+    let imports =
+        [&a, &b].map(|file| spawn_piped(&mut store_import(&store, file, &["--no-check-sigs"])));
+    for child in imports {
+        let out = wait_with_deadline(child, Duration::from_secs(60), "an import");
+        assert!(out.status.success(), "{out:?}");
+    }
+    verify_store(&store);
+}
+
+/// `store verify` calls a tree nested deeper than 256 directories corrupt
+/// (`--repair` would remove it and its referrers): the import refuses it,
+/// and still takes one exactly that deep.
+#[test]
+fn a_tree_nested_deeper_than_a_walk_accepts_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, _) = exported(dir.path());
+    let store = dir.path().join("store");
+    let deepest = import(dir.path(), &store, &crafted_kernel(&archive, &nested(256)));
+    assert!(deepest.status.success(), "{deepest:?}");
+    verify_store(&store);
+    std::fs::rename(&store, dir.path().join("deepest")).unwrap();
+    refused(
+        dir.path(),
+        "257 directories deep",
+        &crafted_kernel(&archive, &nested(257)),
+        &[
+            "nested deeper than 256 directories",
+            "the store was not changed",
+        ],
+    );
+}
+
+/// No system creates a symlink with an empty target: the import refused
+/// it only when creating it, as a system failure (exit 3).
+#[test]
+fn a_symlink_with_an_empty_target_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, _) = exported(dir.path());
+    let tree = [". type=dir mode=0555", "./l type=link link="].map(String::from);
+    refused(
+        dir.path(),
+        "an empty link target",
+        &crafted_kernel(&archive, &tree),
+        &["./l has an empty target", "the store was not changed"],
+    );
+}
+
+/// A bundle whose metadata lists one artifact twice (renamed to its new
+/// hash) failed as a system failure (exit 3) when its second link was made.
+#[test]
+fn a_bundle_listing_an_artifact_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, _) = exported(dir.path());
+    let doubled = edit_header(&archive, "native-build-result", |h| {
+        let text = h["metadata"].as_str().unwrap().to_string();
+        let start = text.find("(artifact ").expect("an artifact");
+        // One artifact a line, as promotion writes them.
+        let end = start + text[start..].find('\n').unwrap();
+        let text = format!("{}\n{}", &text[..end], &text[start..]);
+        let name = h["name"].as_str().unwrap();
+        h["name"] = format!("{}{}", object_hash(&text), &name[40..]).into();
+        h["metadata"] = text.into();
+    });
+    refused(
+        dir.path(),
+        "an artifact listed twice",
+        &doubled,
+        &["is listed twice"],
+    );
+}
+
+/// A refused import into an empty directory left the store it initialised
+/// there (`.fruix/db.sqlite`, `.links`, `.locks`, `.lock`) while saying
+/// that the store was not changed.
+#[test]
+fn a_refused_import_leaves_an_empty_directory_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("e");
+    std::fs::create_dir(&empty).unwrap();
+    let out = import(dir.path(), &empty, b"garbage\n");
+    failed_with("garbage", &out, 4, &[]);
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the store was not changed"),
+        "{error:#}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&empty).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

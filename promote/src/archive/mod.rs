@@ -27,13 +27,16 @@
 //!
 //! - every size is capped ([`ArchiveLimits`]): the whole stream, a header, a
 //!   line, entries per object, objects per archive, signatures per object;
+//!   directories nest at most [`MAX_DEPTH`](fruix_core::manifest::MAX_DEPTH)
+//!   deep, as deep as a walk of the store (`store verify`) accepts;
 //! - names are object names of plain characters; paths are relative, in
 //!   strict path order, without `.`, `..` or empty components, and never use
 //!   the names reserved for an object's metadata; each entry lies in the
 //!   directory the tree declared last on its path; modes are store modes,
 //!   with setuid, setgid or sticky bits only where the metadata lists them as
-//!   stripped; symlink targets hold no NUL and fit `PATH_MAX`; symlinks are
-//!   created, never followed; the tree is built by [`build_object`](crate::stage::build_object) through directory
+//!   stripped; symlink targets are not empty, hold no NUL and fit
+//!   `PATH_MAX`; symlinks are created, never followed; the tree is built by
+//!   [`build_object`](crate::stage::build_object) through directory
 //!   descriptors;
 //! - each file's bytes are hashed as they are written into the pool
 //!   ([`Pool::ingest_stream`](crate::pool::Pool::ingest_stream)) and must hash to what its line says; the

@@ -9,10 +9,11 @@ use std::path::Path;
 
 use fruix_core::error::IoContext;
 use fruix_core::manifest::{
-    parse_line, path_order, Entry, EntryKind, ManifestBuilder, Modes, SPECIAL_BITS,
+    parse_line, path_order, Entry, EntryKind, ManifestBuilder, Modes, MAX_DEPTH, SPECIAL_BITS,
 };
 
 use crate::error::{ArchiveProblem, Error, Result};
+use crate::pool::StreamError;
 use crate::store::{MANIFEST_FILE, REFERENCES_FILE};
 
 use super::import::Importer;
@@ -67,6 +68,7 @@ impl<R: BufRead> Importer<'_, R> {
             })?;
             check_entry(&entry, previous.as_deref(), claimed.metadata_file).map_err(bad)?;
             check_parent(&entry, &mut open).map_err(bad)?;
+            check_depth(&open).map_err(|m| refuse(Some(name), ArchiveProblem::TooLarge, m))?;
             check_mode(&entry, &claimed.stripped).map_err(bad)?;
             if let EntryKind::File {
                 size: file_size,
@@ -102,12 +104,13 @@ impl<R: BufRead> Importer<'_, R> {
                             &display,
                         )
                         .map_err(|e| match e {
-                            Error::ArchiveRefused {
+                            StreamError::Read(e) => self.read_error(Some(name), e),
+                            StreamError::Other(Error::ArchiveRefused {
                                 object: None,
                                 problem,
                                 message,
-                            } => refuse(Some(name), problem, message),
-                            other => other,
+                            }) => refuse(Some(name), problem, message),
+                            StreamError::Other(other) => other,
                         })?
                         .sha256
                     }
@@ -197,6 +200,13 @@ pub(super) fn check_entry(
         return Err("a path is longer than 4095 bytes".into());
     }
     if let EntryKind::Symlink { target } = &entry.kind {
+        // No system creates one: it would fail only as the object is built.
+        if target.is_empty() {
+            return Err(format!(
+                "the symlink {} has an empty target",
+                fruix_core::escape::text(&entry.manifest_path())
+            ));
+        }
         if target.contains(&0) {
             return Err(format!(
                 "the symlink {} has a target with a NUL byte",
@@ -252,6 +262,22 @@ pub(super) fn check_parent(
         open.push(entry.path.clone());
     }
     Ok(())
+}
+
+/// Checks that the directories open on the current path (`open`, as
+/// [`check_parent`] keeps it: the root's first) are nested at most
+/// [`MAX_DEPTH`] below the root, as deep as a walk of the store accepts: a
+/// deeper object would be imported, then found corrupt by `store verify`.
+pub(super) fn check_depth(open: &[Vec<u8>]) -> std::result::Result<(), String> {
+    // The root is not below itself.
+    let depth = open.len().saturating_sub(1);
+    if depth <= MAX_DEPTH {
+        return Ok(());
+    }
+    Err(format!(
+        "./{} is nested deeper than {MAX_DEPTH} directories below the object's root; fruix refuses deeper trees",
+        fruix_core::escape::text(&String::from_utf8_lossy(&open[depth]))
+    ))
 }
 
 /// Checks `entry`'s mode as its line states it: a store mode (directories
@@ -322,5 +348,83 @@ mod tests {
         }
         assert!(refused("bin").ends_with("is out of order or repeated"));
         assert!(check_entry(&dir("zzz/bin"), Some(b"zzz"), "m").is_ok());
+    }
+
+    /// Directories nested as deep as a walk of the store accepts, and one
+    /// deeper: `store verify` found such an object corrupt after the
+    /// import took it.
+    #[test]
+    fn a_directory_deeper_than_a_store_walk_accepts_is_refused() {
+        let mut open = Vec::new();
+        check_parent(&dir(""), &mut open).unwrap();
+        let mut path = "d".to_string();
+        // `d`, `d/d`... down to MAX_DEPTH directories below the root.
+        for _ in 0..MAX_DEPTH {
+            check_parent(&dir(&path), &mut open).unwrap();
+            path.push_str("/d");
+        }
+        check_depth(&open).unwrap();
+        check_parent(&dir(&path), &mut open).unwrap();
+        let e = check_depth(&open).unwrap_err();
+        assert!(e.contains("nested deeper than 256 directories"), "{e}");
+    }
+
+    /// No system creates a symlink with an empty target: refused before
+    /// the object is built, where it failed as an I/O error.
+    #[test]
+    fn a_symlink_with_an_empty_target_is_refused() {
+        let link = |target: &str| Entry {
+            path: b"l".to_vec(),
+            mode: 0,
+            kind: EntryKind::Symlink {
+                target: target.as_bytes().to_vec(),
+            },
+        };
+        let e = check_entry(&link(""), Some(b""), "m").unwrap_err();
+        assert!(e.ends_with("has an empty target"), "{e}");
+        check_entry(&link("t"), Some(b""), "m").unwrap();
+    }
+
+    /// Going over the archive's byte cap inside a file's body refuses the
+    /// archive as too large, as going over it anywhere else does: read
+    /// into the pool, it was an I/O error (exit 3).
+    #[test]
+    fn going_over_the_byte_cap_inside_a_file_refuses_the_archive_as_too_large() {
+        use crate::{promote_native_build_result, PromoteOptions};
+        let dir = fruix_core::testing::TestDir::new();
+        let root = dir.root("r1", "local", "20260405T213444Z", true);
+        let store = Store::open(&dir.store()).unwrap();
+        let report =
+            promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+        let bundle = report.result_store.file_name().unwrap().to_str().unwrap();
+        let order = export_order(&store, &[bundle.to_string()], true).unwrap();
+        let mut archive = Vec::new();
+        export(&store, &order, &mut archive, None).unwrap();
+        drop(store);
+        std::fs::rename(dir.store(), dir.join("exported")).unwrap();
+        let store = Store::open(&dir.store()).unwrap();
+        let body = fruix_core::testing::find_bytes(&archive, b"\x7fELF").expect("a file's body");
+        let trust = Trust::default();
+        let options = ImportOptions {
+            trust: &trust,
+            limits: ArchiveLimits {
+                max_bytes: body as u64 + 3,
+                ..ArchiveLimits::default()
+            },
+            progress: None,
+            whole_input: true,
+        };
+        let e = import(&store, &archive[..], &options).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::ArchiveRefused {
+                    object: Some(_),
+                    problem: ArchiveProblem::TooLarge,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }

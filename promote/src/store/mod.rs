@@ -141,15 +141,32 @@ enum LockMode {
 }
 
 /// A store [`Store::open_tentatively`] opened: it derefs to the [`Store`].
-/// Dropped without [`MadeStore::keep`], it removes the directories opening
-/// the store made (none when the store existed).
+/// Dropped without [`MadeStore::keep`], it removes what opening the store
+/// made (nothing when the store existed), unless another process uses the
+/// store by then.
 #[derive(Debug)]
 pub struct MadeStore {
+    /// The store's directory, as given.
+    root: PathBuf,
     /// `None` only while opening, and once kept.
     store: Option<Store>,
-    /// The topmost directory opening the store made.
-    made: Option<PathBuf>,
+    /// What opening the store made; `None` when the store was there.
+    made: Option<Made>,
 }
+
+/// What [`Store::open_tentatively`] made, which a [`MadeStore`] dropped
+/// unkept removes.
+#[derive(Debug)]
+enum Made {
+    /// The store's directory and its missing parents, from this topmost one.
+    Directories(PathBuf),
+    /// The store, in the existing directory that was empty: what opening a
+    /// store puts there ([`STORE_ENTRIES`]), the directory left as it was.
+    Entries,
+}
+
+/// What opening a store creates in its directory.
+const STORE_ENTRIES: [&str; 4] = [LINKS_DIR, ".locks", ".lock", META_DIR];
 
 impl MadeStore {
     /// Keeps the store, made or not: the command succeeded.
@@ -160,7 +177,7 @@ impl MadeStore {
 
     /// Whether opening the store made its directory.
     pub fn is_new(&self) -> bool {
-        self.made.is_some()
+        matches!(self.made, Some(Made::Directories(_)))
     }
 }
 
@@ -175,10 +192,49 @@ impl Drop for MadeStore {
     fn drop(&mut self) {
         // Closed first: its locks and database are in what is removed.
         drop(self.store.take());
-        if let Some(made) = self.made.take() {
-            let _ = fs::remove_dir_all(made);
+        let Some(made) = self.made.take() else {
+            return;
+        };
+        // Every process using the store holds its `.lock` shared: while
+        // one does (another command that found the store made), it stays.
+        let lock_path = self.root.join(".lock");
+        let lock = File::open(&lock_path).ok();
+        if let Some(lock) = &lock {
+            if !flock(lock, &lock_path, LockMode::TryExclusive).unwrap_or(false) {
+                return;
+            }
+        }
+        match made {
+            Made::Directories(top) => {
+                let _ = fs::remove_dir_all(top);
+            }
+            Made::Entries => remove_store_entries(&self.root),
         }
     }
+}
+
+/// Removes what opening a store put in the directory `root`, when that is
+/// all it holds (its pool empty): anything else was put there since, and
+/// the store stays. The caller holds the store's lock exclusively, if it
+/// has one.
+fn remove_store_entries(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    let only_the_store = entries.flatten().all(|e| {
+        STORE_ENTRIES
+            .iter()
+            .any(|n| e.file_name().as_bytes() == n.as_bytes())
+    });
+    let pool_empty = fs::read_dir(root.join(LINKS_DIR)).is_ok_and(|mut d| d.next().is_none());
+    if !only_the_store || !pool_empty {
+        return;
+    }
+    for dir in [LINKS_DIR, ".locks", META_DIR] {
+        let _ = fs::remove_dir_all(root.join(dir));
+    }
+    // Last: the lock the caller holds.
+    let _ = fs::remove_file(root.join(".lock"));
 }
 
 /// Locks `file` (std's `File::lock` family, flock(2) on Unix); `false` when
@@ -227,11 +283,13 @@ impl Store {
         Self::open_at(root)
     }
 
-    /// Opens the store at `root` as [`Store::open`] does, remembering the
-    /// directories this made (`root` and any missing parents): a command
-    /// that then fails drops the [`MadeStore`], which removes them, so a
-    /// refused command leaves no new store behind. [`MadeStore::keep`] once
-    /// the store holds what the command made.
+    /// Opens the store at `root` as [`Store::open`] does, remembering what
+    /// this made: the directories (`root` and any missing parents), or,
+    /// when `root` is an empty directory, the store's entries in it. A
+    /// command that then fails drops the [`MadeStore`], which removes them
+    /// (unless another process uses the store by then), so a refused
+    /// command leaves no new store behind. [`MadeStore::keep`] once the
+    /// store holds what the command made.
     pub fn open_tentatively(root: &Path) -> Result<MadeStore> {
         let not_writable = |source| Error::StoreNotWritable {
             store: root.to_path_buf(),
@@ -244,13 +302,15 @@ impl Store {
             .take_while(|a| !a.as_os_str().is_empty() && a.symlink_metadata().is_err())
             .collect();
         let mut made = MadeStore {
+            root: root.to_path_buf(),
             store: None,
             made: None,
         };
         for dir in missing.into_iter().rev() {
             match fs::create_dir(dir) {
                 Ok(()) => {
-                    made.made.get_or_insert_with(|| dir.to_path_buf());
+                    made.made
+                        .get_or_insert_with(|| Made::Directories(dir.to_path_buf()));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(not_writable(e)),
@@ -258,6 +318,12 @@ impl Store {
         }
         // Whatever is left (a dangling symlink, say) fails as in `open`.
         fs::create_dir_all(root).map_err(not_writable)?;
+        // An empty directory given as the store gets one: it is taken back
+        // as it was made, and the directory stays.
+        let empty = fs::read_dir(root).is_ok_and(|mut d| d.next().is_none());
+        if empty {
+            made.made.get_or_insert(Made::Entries);
+        }
         made.store = Some(Self::open_at(root)?);
         Ok(made)
     }
@@ -503,5 +569,73 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names in `dir`, sorted.
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// What opening a store puts in its directory, sorted.
+    fn store_entries() -> Vec<String> {
+        let mut names = STORE_ENTRIES.map(String::from).to_vec();
+        names.sort();
+        names
+    }
+
+    /// A store opened tentatively in an existing empty directory left its
+    /// database, pool, locks and lock file there when dropped unkept (a
+    /// refused import said "the store was not changed"): they go, and the
+    /// directory stays, empty; kept, they stay.
+    #[test]
+    fn a_store_opened_tentatively_in_an_empty_directory_goes_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        let made = Store::open_tentatively(&empty).unwrap();
+        assert!(!made.is_new(), "the directory was there");
+        assert_eq!(listing(&empty), store_entries());
+        drop(made);
+        assert!(empty.is_dir());
+        assert_eq!(listing(&empty), Vec::<String>::new());
+        drop(Store::open_tentatively(&empty).unwrap().keep());
+        assert_eq!(listing(&empty), store_entries(), "a kept store went");
+    }
+
+    /// What a tentative opening made stays while another process (here,
+    /// another opening of the store) uses the store, or once something
+    /// else is in it.
+    #[test]
+    fn a_store_opened_tentatively_stays_while_used_or_holding_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new");
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        for store in [&new, &empty] {
+            let made = Store::open_tentatively(store).unwrap();
+            let user = Store::open(store).unwrap();
+            drop(made);
+            assert_eq!(listing(store), store_entries(), "{store:?} went while used");
+            drop(user);
+        }
+        let other = dir.path().join("other");
+        fs::create_dir(&other).unwrap();
+        let made = Store::open_tentatively(&other).unwrap();
+        fs::write(other.join("note"), "").unwrap();
+        drop(made);
+        let mut expected = store_entries();
+        expected.push("note".into());
+        assert_eq!(listing(&other), expected, "what was made went with more");
     }
 }
