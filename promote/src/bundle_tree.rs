@@ -11,6 +11,11 @@
 //! extra file, a changed `.references`, a retargeted link. Only the bundle's
 //! top and `artifacts/` are read, through directory descriptors, never
 //! following a symlink; what lies below an extra directory is not looked at.
+//!
+//! Whether each artifact the metadata names is the object at its store
+//! path, an artifact object of that name and tree signature, is
+//! `artifact_claim_mismatch`'s question, which an import asks of the
+//! records of a bundle's references before it publishes the bundle.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -25,7 +30,9 @@ use fruix_core::manifest::{
     entry_changes, open_dir, path_order, stat, Difference, Entry, EntryKind, Modes,
 };
 
+use crate::bundle::BundleArtifact;
 use crate::check::{MAX_DIFFERENCES, MAX_OBJECT_METADATA};
+use crate::db::{Kind, ObjectRecord};
 use crate::error::Result;
 use crate::stage::read_small_at;
 use crate::store::{REFERENCES_FILE, RESULT_METADATA_FILE, STORE_MTIME};
@@ -144,6 +151,37 @@ pub(crate) fn compare(
     }
     found.sort_by(|a, b| path_order(&a.path, &b.path));
     Ok(merge(&expected(metadata, references, links), &found))
+}
+
+/// How the object at an artifact's store path (whose record is `record`,
+/// `None` when none is registered) differs from what a bundle's metadata
+/// says of it (`claimed`): it must be an artifact object of that name and
+/// tree signature. `None` when it is. Names and signatures come from the
+/// metadata: escaped.
+pub(crate) fn artifact_claim_mismatch(
+    claimed: &BundleArtifact,
+    record: Option<&ObjectRecord>,
+) -> Option<String> {
+    let Some(record) = record else {
+        return Some("no object there is registered".into());
+    };
+    if record.kind != Kind::Artifact {
+        return Some(format!("the object there is a {}", record.kind.as_str()));
+    }
+    if record.artifact.as_deref() != Some(claimed.name.as_str()) {
+        return Some(format!(
+            "the object there is the artifact {}",
+            escape::quoted(record.artifact.as_deref().unwrap_or(""))
+        ));
+    }
+    if record.tree_signature.as_deref() != Some(claimed.tree_signature.as_str()) {
+        return Some(format!(
+            "the object's tree signs as {}, not {}",
+            escape::text(record.tree_signature.as_deref().unwrap_or("nothing")),
+            escape::text(&claimed.tree_signature)
+        ));
+    }
+    None
 }
 
 /// Merges the expected entries with those found (both in path order).

@@ -1,22 +1,22 @@
 //! Importing an archive: reading it object by object, checking each, and
 //! publishing them all at the end (see the module docs of [`super`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use fruix_core::manifest::Progress;
 
-use crate::bundle::build_bundle_object;
-use crate::bundle::store_references;
-use crate::check::check_reusable;
+use crate::bundle::{build_bundle_object, read_bundle_text, store_references};
+use crate::bundle_tree::artifact_claim_mismatch;
 use crate::db::{ObjectRecord, Registration};
 use crate::error::{ArchiveProblem, Error, Result};
 use crate::object::{references_text, ObjectIdentity};
 use crate::sign::{fingerprint, verify};
 use crate::stage::build_object;
-use crate::store::{Store, TempObject};
+use crate::store::{Store, TempObject, RESULT_METADATA_FILE};
 
+use super::publish::publish;
 use super::rules::{claimed, refuse, untrusted, valid_name, Capped};
 use super::*;
 
@@ -43,12 +43,54 @@ pub struct ImportOptions<'a> {
     pub whole_input: bool,
 }
 
+/// The objects read so far, by name: the record of each one the store
+/// lacks (`None`: the store has it, and its registry has the record).
+type Earlier = HashMap<String, Option<ObjectRecord>>;
+
 /// Reads an archive from `input` into `store` (see the module docs).
 pub fn import(
     store: &Store,
     input: impl BufRead,
     options: &ImportOptions<'_>,
 ) -> Result<ImportReport> {
+    import_objects(store, input, options, None)
+}
+
+impl ImportOptions<'_> {
+    /// Reads an archive from `input` into `store` as [`import`] does, when
+    /// it must hold exactly the objects `expected` (those `store copy
+    /// --from` asked the other store for): each object's name is checked as
+    /// its header is read, so that an object not asked for, or one asked
+    /// for that the archive lacks, refuses it before anything is published.
+    /// A name in `expected` that is no store object name refuses it before
+    /// anything is read.
+    pub fn import_expected(
+        &self,
+        store: &Store,
+        input: impl BufRead,
+        expected: &BTreeSet<String>,
+    ) -> Result<ImportReport> {
+        import_objects(store, input, self, Some(expected))
+    }
+}
+
+/// [`import`], of only the objects `expected` when it is given.
+fn import_objects(
+    store: &Store,
+    input: impl BufRead,
+    options: &ImportOptions<'_>,
+    expected: Option<&BTreeSet<String>>,
+) -> Result<ImportReport> {
+    if let Some(name) = expected.into_iter().flatten().find(|n| !valid_name(n)) {
+        return Err(refuse(
+            None,
+            ArchiveProblem::Malformed,
+            format!(
+                "{} was asked for, which is not a store object name",
+                fruix_core::escape::quoted(name)
+            ),
+        ));
+    }
     let ImportOptions {
         trust,
         ref limits,
@@ -103,7 +145,7 @@ pub fn import(
     }
     let mut pending: Vec<Pending> = Vec::new();
     let mut present: Vec<(String, Vec<String>)> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
+    let mut earlier = Earlier::new();
     let mut objects = 0u64;
     loop {
         let line = reader.line(None)?;
@@ -120,18 +162,42 @@ pub fn import(
         }
         let header = reader.header(&line)?;
         let name = header.name.clone();
-        if !seen.insert(name.clone()) {
+        if expected.is_some_and(|e| !e.contains(&name)) {
+            return Err(refuse(
+                Some(&name),
+                ArchiveProblem::Malformed,
+                "the object was not asked for",
+            ));
+        }
+        if earlier.contains_key(&name) {
             return Err(refuse(
                 Some(&name),
                 ArchiveProblem::Malformed,
                 "the object appears twice",
             ));
         }
-        let object = reader.object(header, &seen, &promotion)?;
+        let object = reader.object(header, &earlier, &promotion)?;
         match object {
-            Read1::Present(signatures) => present.push((name, signatures)),
-            Read1::New(p) => pending.push(*p),
+            Read1::Present(signatures) => {
+                earlier.insert(name.clone(), None);
+                present.push((name, signatures));
+            }
+            Read1::New(p) => {
+                earlier.insert(name, Some(p.registration.record.clone()));
+                pending.push(*p);
+            }
         }
+    }
+    if let Some(name) = expected
+        .into_iter()
+        .flatten()
+        .find(|n| !earlier.contains_key(*n))
+    {
+        return Err(refuse(
+            Some(name),
+            ArchiveProblem::Malformed,
+            "the object was asked for, but the archive ends without it",
+        ));
     }
     if whole_input {
         let more = match reader.input.fill_buf() {
@@ -148,57 +214,6 @@ pub fn import(
     }
     let bytes = reader.input.read;
     publish(store, pending, present, promotion, bytes)
-}
-
-/// Publishes and registers what an import read, under the objects' locks
-/// (taken in name order, as promotions take them).
-pub(super) fn publish(
-    store: &Store,
-    pending: Vec<Pending>,
-    present: Vec<(String, Vec<String>)>,
-    promotion: crate::store::Promotion<'_>,
-    bytes: u64,
-) -> Result<ImportReport> {
-    let mut names: Vec<&str> = pending.iter().map(|p| p.name.as_str()).collect();
-    names.sort_unstable();
-    let _locks = names
-        .iter()
-        .map(|n| store.lock_object(n))
-        .collect::<Result<Vec<_>>>()?;
-    let mut temps = Vec::new();
-    let mut registrations = Vec::new();
-    let mut signatures: Vec<(String, String)> = Vec::new();
-    let mut report = ImportReport {
-        bytes,
-        ..ImportReport::default()
-    };
-    for p in pending {
-        let path = store.path().join(&p.name);
-        if path.symlink_metadata().is_ok() {
-            // Published meanwhile (or left by a killed promotion): reuse it
-            // only if it is intact.
-            check_reusable(&path)?;
-            report.present.push(path);
-        } else {
-            temps.push((p.temp, p.name.clone()));
-            report.imported.push(path);
-        }
-        registrations.push(p.registration);
-        signatures.extend(p.signatures.into_iter().map(|s| (p.name.clone(), s)));
-    }
-    for (name, sigs) in present {
-        report.present.push(store.path().join(&name));
-        signatures.extend(sigs.into_iter().map(|s| (name.clone(), s)));
-    }
-    store.publish(temps)?;
-    let mut db = store.db();
-    db.register(&registrations)?;
-    for (name, signature) in signatures {
-        db.add_signature(&name, &signature)?;
-    }
-    drop(db);
-    promotion.succeed(!report.present.is_empty());
-    Ok(report)
 }
 
 pub(super) enum Read1 {
@@ -333,7 +348,7 @@ impl<R: BufRead> Importer<'_, R> {
     pub(super) fn object(
         &mut self,
         header: Header,
-        earlier: &HashSet<String>,
+        earlier: &Earlier,
         promotion: &crate::store::Promotion<'_>,
     ) -> Result<Read1> {
         let name = header.name.as_str();
@@ -366,25 +381,7 @@ impl<R: BufRead> Importer<'_, R> {
                 let temp = if is_present {
                     None
                 } else {
-                    for (artifact, path) in &claimed.bundle_artifacts {
-                        let plain = !matches!(artifact.as_str(), "" | "." | "..")
-                            && artifact
-                                .bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b"-._+".contains(&b));
-                        let target = Path::new(path);
-                        let referenced = references.iter().any(|r| target == store.path().join(r));
-                        if !plain || !referenced {
-                            return Err(refuse(
-                                Some(name),
-                                ArchiveProblem::Malformed,
-                                format!(
-                                    "its artifact {} at {} is not a plain name for one of its references",
-                                    fruix_core::escape::quoted(artifact),
-                                    fruix_core::escape::quoted(path)
-                                ),
-                            ));
-                        }
-                    }
+                    self.bundle_artifacts(name, &header.metadata, &references, earlier)?;
                     Some(build_bundle_object(
                         store,
                         name,
@@ -480,7 +477,7 @@ impl<R: BufRead> Importer<'_, R> {
         &self,
         name: &str,
         text: &str,
-        earlier: &HashSet<String>,
+        earlier: &Earlier,
     ) -> Result<Vec<String>> {
         let refused = |problem, message: String| Err(refuse(Some(name), problem, message));
         let lines: Vec<&str> = text.lines().collect();
@@ -511,7 +508,7 @@ impl<R: BufRead> Importer<'_, R> {
             if reference == name {
                 return refused(ArchiveProblem::Malformed, "it references itself".into());
             }
-            if !earlier.contains(reference) && !self.store.is_valid(reference)? {
+            if !earlier.contains_key(reference) && !self.store.is_valid(reference)? {
                 return refused(
                     ArchiveProblem::MissingReference,
                     format!(
@@ -523,6 +520,61 @@ impl<R: BufRead> Importer<'_, R> {
             names.push(reference.to_string());
         }
         Ok(names)
+    }
+
+    /// Checks the artifacts a bundle's metadata (`metadata`, of bundle
+    /// `name`) names: each must be a plain name for one of its
+    /// `references`, and that object must be the artifact it claims, by
+    /// its name and tree signature, as its record says (the store's, or
+    /// the one read `earlier` in the archive).
+    fn bundle_artifacts(
+        &self,
+        name: &str,
+        metadata: &str,
+        references: &[String],
+        earlier: &Earlier,
+    ) -> Result<()> {
+        let store = self.store;
+        let summary = read_bundle_text(
+            &store.path().join(name).join(RESULT_METADATA_FILE),
+            metadata,
+        )?;
+        for artifact in &summary.artifacts {
+            let plain = !matches!(artifact.name.as_str(), "" | "." | "..")
+                && artifact
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._+".contains(&b));
+            let target = Path::new(&artifact.store_path);
+            let referenced = references.iter().find(|r| target == store.path().join(r));
+            let (true, Some(reference)) = (plain, referenced) else {
+                return Err(refuse(
+                    Some(name),
+                    ArchiveProblem::Malformed,
+                    format!(
+                        "its artifact {} at {} is not a plain name for one of its references",
+                        fruix_core::escape::quoted(&artifact.name),
+                        fruix_core::escape::quoted(&artifact.store_path)
+                    ),
+                ));
+            };
+            let record = match earlier.get(reference) {
+                Some(Some(record)) => Some(record.clone()),
+                _ => store.db().get(reference)?,
+            };
+            if let Some(mismatch) = artifact_claim_mismatch(artifact, record.as_ref()) {
+                return Err(refuse(
+                    Some(name),
+                    ArchiveProblem::Tampered,
+                    format!(
+                        "its artifact {} at {} is not what its metadata claims: {mismatch}",
+                        fruix_core::escape::quoted(&artifact.name),
+                        fruix_core::escape::text(&artifact.store_path)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

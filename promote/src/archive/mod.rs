@@ -54,9 +54,12 @@
 //!   Only signatures that verify with a trusted key are kept.
 //!
 //! An archive is imported whole or not at all: its objects are built in
-//! temporary directories and published and registered together at the end,
-//! under their locks, so a refused, cut-short or killed import leaves no
-//! object behind (the promotion's journal removes its pool entries).
+//! temporary directories, every check passes before any is published, and
+//! they are then published a batch at a time under their locks and
+//! registered together at the end (`publish`), so a refused or cut-short
+//! import leaves no object behind (the promotion's journal removes its pool
+//! entries). `store copy --from` imports with the set of objects it asked
+//! for: any other object, or one missing, refuses the archive.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -78,6 +81,7 @@ use crate::store::{
 };
 
 mod import;
+mod publish;
 mod rules;
 mod tree;
 

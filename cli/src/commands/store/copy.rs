@@ -201,11 +201,15 @@ fn copy_with(
                 } else {
                     names.clone()
                 };
-                let missing: Vec<String> = order
-                    .iter()
-                    .filter(|n| !store.is_valid(n).unwrap_or(false))
-                    .cloned()
-                    .collect();
+                // A closure comes from the other side: `fetch` refuses a
+                // name in it that is no store object name, and publishes
+                // exactly the missing objects, or nothing.
+                let mut missing = Vec::new();
+                for name in &order {
+                    if !store.is_valid(name)? {
+                        missing.push(name.clone());
+                    }
+                }
                 let (sent, bytes) = if missing.is_empty() {
                     (Vec::new(), 0)
                 } else {
