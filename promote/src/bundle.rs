@@ -17,10 +17,11 @@ use fruix_core::escape;
 use fruix_core::promotion::PromotionMetadata;
 use fruix_core::sexp::{self, field, string_field, Writer};
 
+use crate::bundle_tree::artifact_claim_mismatch;
 pub use crate::bundle_tree::BundleCheck;
 use crate::check::read_object_file;
 use crate::error::{Error, Result};
-use crate::object::{object_hash, references_text, store_name};
+use crate::object::{object_hash, references_text, store_name, ObjectIdentity};
 use crate::pipeline::ArtifactReport;
 use crate::store::{
     set_mode, set_mtime, Store, TempObject, OBJECT_METADATA_FILE, REFERENCES_FILE,
@@ -227,12 +228,33 @@ pub fn check_bundle_tree(bundle: &Path) -> Result<BundleCheck> {
         .map(|a| (a.name.as_str(), a.store_path.as_str()))
         .collect();
     let check = crate::bundle_tree::compare(bundle, &text, &references, &links)?;
-    for BundleArtifact { store_path, .. } in &declared.artifacts {
-        let object_metadata = Path::new(store_path).join(OBJECT_METADATA_FILE);
+    for artifact in &declared.artifacts {
+        let store_path = &artifact.store_path;
+        let object = Path::new(store_path);
+        let object_metadata = object.join(OBJECT_METADATA_FILE);
         if !fs::symlink_metadata(&object_metadata).is_ok_and(|m| m.is_file()) {
             return Err(inconsistent(format!(
                 "artifact object {} is missing",
                 escape::text(store_path)
+            )));
+        }
+        // The object there must be the artifact the bundle says it is.
+        let mismatch = ObjectIdentity::from_text(
+            &object_metadata,
+            &read_object_file(object, OBJECT_METADATA_FILE)?,
+        )
+        .map(|identity| {
+            let name = object.file_name().unwrap_or_default().to_string_lossy();
+            crate::register::artifact(&name, &identity, 0, None)
+        })
+        .map_or_else(
+            |_| Some("the object there is no artifact object".to_string()),
+            |record| artifact_claim_mismatch(artifact, Some(&record)),
+        );
+        if let Some(mismatch) = mismatch {
+            return Err(inconsistent(format!(
+                "artifact {} is not what the bundle says: {mismatch}",
+                escape::quoted(&artifact.name)
             )));
         }
     }

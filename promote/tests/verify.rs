@@ -160,6 +160,56 @@ fn a_retargeted_artifact_link_is_reported_escaped() {
     }
 }
 
+/// Regression: a bundle whose metadata (and links) swapped two artifacts'
+/// store paths, renamed to its new hash, verified: it then showed world's
+/// tree signature for the kernel object. Each artifact must be the object
+/// at its store path, by name and tree signature.
+#[test]
+fn a_bundle_whose_artifacts_are_not_the_objects_it_names_is_corrupt() {
+    let dir = TestDir::new();
+    let (_store, bundle) = promoted(&dir);
+    let meta = bundle.join(fruix_promote::store::RESULT_METADATA_FILE);
+    let text = fs::read_to_string(&meta).unwrap();
+    let target = |name: &str| fs::read_link(bundle.join("artifacts").join(name)).unwrap();
+    let (world, kernel) = (target("world"), target("kernel"));
+    let (w, k) = (world.to_str().unwrap(), kernel.to_str().unwrap());
+    let swapped = text.replace(w, "WORLD").replace(k, w).replace("WORLD", k);
+    assert_ne!(swapped, text);
+    let name = bundle.file_name().unwrap().to_str().unwrap();
+    let forged = bundle.with_file_name(format!(
+        "{}{}",
+        fruix_promote::object::object_hash(&swapped),
+        &name[40..]
+    ));
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&bundle)
+        .arg(&forged)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    tamper(&forged, || {
+        store_file(&forged.join(meta.file_name().unwrap()), &swapped)
+    });
+    tamper(&forged.join("artifacts"), || {
+        for (link, to) in [("world", &kernel), ("kernel", &world)] {
+            let link = forged.join("artifacts").join(link);
+            fs::remove_file(&link).unwrap();
+            std::os::unix::fs::symlink(to, &link).unwrap();
+            set_mtime(&link).unwrap();
+        }
+    });
+    let v = verify_object(&forged, None, None);
+    assert!(!v.ok, "{v:?}");
+    let error = v.error.unwrap_or_default();
+    assert!(
+        error.contains("artifact \"world\" is not what the bundle says")
+            && error.contains("the object there is the artifact \"kernel\""),
+        "{error}"
+    );
+    assert!(verify_object(&bundle, None, None).ok);
+}
+
 #[test]
 fn a_source_object_is_reported_as_a_source() {
     let dir = TestDir::new();
