@@ -1,7 +1,9 @@
 //! Regression tests for the review of how fruix takes its arguments: the
 //! values clap echoes in a refusal, help and version on a full disk, bad
-//! environment variables, `store copy`'s direction, and help text that
-//! belonged to another command.
+//! environment variables, `store copy`'s direction, help text that
+//! belonged to another command, and help and messages that hid or misnamed
+//! what fruix does (`build`'s usage line, `--executors-file`, the
+//! self-hosted helper's request).
 
 use crate::util::{fruix, into_full_disk, run, run_failing, run_ok};
 
@@ -204,4 +206,70 @@ fn help_never_shows_an_environment_variable_holding_a_control_character() {
             .args(["store", "list", "--help"]),
     );
     assert!(help.contains("[env: FRUIX_STORE=/s]"), "{help}");
+}
+
+/// Regression: `fruix build --help`'s usage line was `fruix build [OPTIONS]
+/// --executor <NAME>`, hiding the source a build requires.
+#[test]
+fn build_usage_names_the_source_it_requires() {
+    let usage = "fruix build [OPTIONS] --executor <NAME> <--source <DIR>|--guest-source <PATH>>";
+    let help = one_line(&run_ok(fruix().args(["build", "--help"])));
+    assert!(help.contains(&format!("Usage: {usage}")), "{help}");
+    // Without either, the refusal names both.
+    run_failing(
+        fruix().args(["build", "--executor", "local"]),
+        2,
+        &["required", "--source <DIR>|--guest-source <PATH>"],
+    );
+    // Both at once are still refused.
+    run_failing(
+        fruix().args(["build", "--executor", "local"]).args([
+            "--source",
+            "/nonexistent",
+            "--guest-source",
+            "/usr/src",
+        ]),
+        2,
+        &["cannot be used with"],
+    );
+}
+
+/// Regression: `fruix --help` offered `--executors-file` as if every
+/// command took it; it says which do.
+#[test]
+fn executors_file_help_names_the_commands_that_use_it() {
+    let help = one_line(&run_ok(fruix().arg("--help")));
+    assert!(
+        help.contains(
+            "Only build, executors list and describe, and matrix plan, run and run-cell use it; any other command refuses it"
+        ),
+        "{help}"
+    );
+}
+
+/// Regression: a request that is JSON but no build request (`{}`) was
+/// refused as "not valid JSON".
+#[test]
+fn the_self_hosted_helper_does_not_call_valid_json_invalid_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = dir.path().join("request.json");
+    std::fs::write(&request, "{}").unwrap();
+    let mut cmd = fruix();
+    cmd.args(["native-build", "self-hosted", "--request"])
+        .arg(&request)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
+    let out = run(&mut cmd);
+    let said = "is JSON, but not a valid build request: missing field `run_id`";
+    let err = crate::util::failed_with("{}", &out, 2, &[said]);
+    assert!(!err.contains("not valid JSON"), "{err}");
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["outcome"]["failure"], "input", "{outcome}");
+    assert!(
+        outcome["outcome"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(said),
+        "{outcome}"
+    );
 }

@@ -44,7 +44,25 @@ fn readme_main_command_builds_the_fixture_into_frx_store() {
     assert_eq!(&args[..3], ["build", "--executor", "local"], "{line}");
     // Run it from a directory shaped like a fresh clone, so that ./frx-store lands there.
     let clone = fresh_clone();
-    let kv = key_values(&run_ok(fruix().args(&args).current_dir(clone.path())));
+    let out = run_ok(fruix().args(&args).current_dir(clone.path()));
+    let kv = key_values(&out);
+    // The output the README shows has the keys the command prints, in order
+    // (it once ended before `out_link`).
+    let keys = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| Some(l.split_once('=')?.0.to_string()))
+            .collect()
+    };
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let shown = readme
+        .split("<!-- main-command -->")
+        .nth(1)
+        .and_then(|after| after.split("```text\n").nth(1))
+        .and_then(|block| block.split("\n```").next())
+        .expect("README.md shows the main command's output");
+    assert_eq!(keys(shown), keys(&out), "README.md shows:\n{shown}");
     let store = clone.path().join("frx-store").canonicalize().unwrap();
     for artifact in ["world", "kernel", "headers", "bootloader"] {
         assert!(
@@ -316,8 +334,8 @@ fn the_readme_shows_the_pipelines_its_export_example_writes() {
 }
 
 /// The options `fruix WORDS --help` offers, each as its long form and its
-/// short form if it has one, less the global `--executors-file`, `--help`
-/// and `--version`.
+/// short form if it has one, less `--help` and `--version`. (`--executors-file`
+/// is in the help of the commands that take it, and so in their synopses.)
 fn help_options(words: &[&str]) -> Vec<(String, Option<String>)> {
     let help = run_ok(fruix().args(words).arg("--help"));
     let mut options: Vec<(String, Option<String>)> = help
@@ -332,7 +350,7 @@ fn help_options(words: &[&str]) -> Vec<(String, Option<String>)> {
             let end = long.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'));
             Some((format!("--{}", &long[..end.unwrap_or(long.len())]), short))
         })
-        .filter(|(long, _)| !["--executors-file", "--help", "--version"].contains(&long.as_str()))
+        .filter(|(long, _)| !["--help", "--version"].contains(&long.as_str()))
         .collect();
     options.dedup();
     options

@@ -21,11 +21,13 @@ pub struct Cli {
 }
 
 /// `--executors-file`, given before the command or after it; only the
-/// commands that use executors (build, executors, matrix) take it.
+/// commands that use executors (build, executors list and describe, matrix
+/// plan, run and run-cell) take it, and any other refuses it (exit 2).
 #[derive(Debug, Args, Clone, Default)]
 pub struct ExecutorsFiles {
-    /// Also read external executors from FILE (repeatable), after
-    /// /etc/fruix/executors.scm and $XDG_CONFIG_HOME/fruix/executors.scm.
+    /// Also read external executors from FILE (repeatable; before or after the command), after
+    /// /etc/fruix/executors.scm and $XDG_CONFIG_HOME/fruix/executors.scm. Only build, executors
+    /// list and describe, and matrix plan, run and run-cell use it; any other command refuses it.
     #[arg(long = "executors-file", value_name = "FILE")]
     pub files: Vec<PathBuf>,
 }
@@ -220,7 +222,10 @@ pub struct StoreArg {
     pub store: PathBuf,
 }
 
+/// `build`: the source is `--source` or `--guest-source`, one of them (a
+/// required group, so that the usage line shows it).
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source_tree").args(["source", "guest_source"]).required(true)))]
 pub struct BuildArgs {
     /// The executor to run (see `fruix executors list`).
     #[arg(long, value_name = "NAME")]
@@ -229,11 +234,11 @@ pub struct BuildArgs {
     pub executors: ExecutorsFiles,
     /// The FreeBSD source tree on this host: a source object's store path, or a directory, which
     /// is first added to the store (see `fruix source add`); a guest executor sends it to the guest.
-    #[arg(long, value_name = "DIR", required_unless_present = "guest_source")]
+    #[arg(long, value_name = "DIR")]
     pub source: Option<PathBuf>,
     /// A guest executor's own checkout, as an absolute path in the guest (instead of --source);
     /// the guest-self-hosted helper records its tree signature.
-    #[arg(long, value_name = "PATH", conflicts_with = "source")]
+    #[arg(long, value_name = "PATH")]
     pub guest_source: Option<String>,
     /// The source's commit, recorded in the metadata.
     #[arg(long, value_name = "COMMIT")]
@@ -351,7 +356,9 @@ pub struct SshAuthArgs {
 pub enum NativeBuildCommand {
     /// Validate a result root and promote it into the store.
     Promote(PromoteArgs),
-    /// Guest side of the guest-self-hosted executor: build a JSON request here, print the result root.
+    /// Guest side of the guest-self-hosted executor: build a JSON request here, answering on
+    /// stdout in the guest helper protocol (JSON Lines: events, then one outcome: the result
+    /// root or the failure).
     #[command(name = "self-hosted")]
     SelfHosted(SelfHostedArgs),
 }
@@ -475,7 +482,10 @@ pub struct MatrixRunWith {
 /// What `matrix run` and `matrix run-cell` show while cells run.
 #[derive(Debug, Args)]
 pub struct MatrixShowArgs {
-    /// Print nothing but the result (no live view, no stage lines).
+    /// Show nothing of the cells running (no live view; no start, stage, warning or end lines).
+    /// Stdout is as without --quiet (run: the table, each failed cell's error and log, agreement
+    /// lines, report= and junit=; run-cell: cell=, status=, cell_report=); stderr still has
+    /// fruix's warnings, notices (fail-fast, time limit, Ctrl-C) and errors.
     #[arg(long, short, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Stream every build log line, as CELL| LINE.

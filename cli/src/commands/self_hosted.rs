@@ -148,5 +148,45 @@ fn read_request(args: &SelfHostedArgs) -> Result<BuildRequest, String> {
             text
         }
     };
-    serde_json::from_str(&text).map_err(|e| format!("the build request is not valid JSON: {e}"))
+    parse_request(&text)
+}
+
+/// The build request in `text`. JSON that parses but does not fit (a
+/// missing field, a value of the wrong type) is not said to be invalid
+/// JSON: serde_json's category of the error decides which it is.
+fn parse_request(text: &str) -> Result<BuildRequest, String> {
+    use serde_json::error::Category;
+    serde_json::from_str(text).map_err(|e| match e.classify() {
+        Category::Data => format!("the build request is JSON, but not a valid build request: {e}"),
+        Category::Syntax | Category::Eof => format!("the build request is not valid JSON: {e}"),
+        Category::Io => format!("cannot read the build request: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_request;
+
+    /// Regression: `{}`, valid JSON that is no build request, was refused
+    /// as "not valid JSON".
+    #[test]
+    fn a_request_that_is_json_but_no_build_request_is_not_called_invalid_json() {
+        let cases = [
+            (
+                "{}",
+                "is JSON, but not a valid build request: missing field `run_id`",
+            ),
+            (
+                "[1]",
+                "is JSON, but not a valid build request: invalid type",
+            ),
+            ("{", "is not valid JSON: EOF while parsing"),
+            ("", "is not valid JSON: EOF while parsing"),
+            ("{\"run_id\" 1}", "is not valid JSON: expected `:`"),
+        ];
+        for (text, said) in cases {
+            let message = parse_request(text).unwrap_err();
+            assert!(message.contains(said), "{text:?}: {message}");
+        }
+    }
 }
