@@ -63,10 +63,11 @@ pub struct CopyArgs {
     #[arg(long, value_name = "DIR")]
     pub remote_store: Option<PathBuf>,
     /// Stop the copy when the other side neither sends nor takes a byte for
-    /// SECS seconds (at least 1) while the copy waits on it (a hung `store
-    /// serve`, alive for SSH keepalives): a timeout, exit 3.
-    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
-    pub idle_timeout: u64,
+    /// DURATION (e.g. 10min, 90s; a bare number is seconds) while the copy
+    /// waits on it (a hung `store serve`, alive for SSH keepalives): a
+    /// timeout, exit 3.
+    #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_idle_limit)]
+    pub idle_timeout: Duration,
     /// This machine's store, and whom it trusts with what --from fetches:
     /// the trust flags are for --from only, and refused with --to (the other
     /// store decides whom it trusts); their help says so (`for_from_only`).
@@ -105,11 +106,12 @@ pub struct ObjectsArg {
 pub struct ServeArgs {
     #[command(flatten)]
     pub local: StoreTrust,
-    /// Stop serving when the client neither sends nor takes a byte for SECS
-    /// seconds (at least 1) while the server waits on it (a client alive for
-    /// SSH keepalives but hung, holding the store): a timeout, exit 3.
-    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
-    pub idle_timeout: u64,
+    /// Stop serving when the client neither sends nor takes a byte for
+    /// DURATION (e.g. 10min, 90s; a bare number is seconds) while the server
+    /// waits on it (a client alive for SSH keepalives but hung, holding the
+    /// store): a timeout, exit 3.
+    #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_idle_limit)]
+    pub idle_timeout: Duration,
 }
 
 /// A store, and whom it trusts with the objects that come into it.
@@ -374,6 +376,15 @@ pub fn parse_limit(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// An idle limit (`--idle-timeout`): a limit ([`parse_limit`]), or a bare
+/// number of seconds, as it was first given.
+pub fn parse_idle_limit(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(seconds) => parse_limit(&format!("{seconds}s")),
+        Err(_) => parse_limit(text),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct GcArgs {
     #[command(flatten)]
@@ -421,6 +432,18 @@ mod tests {
         assert_eq!(parse_limit("2h"), Ok(Duration::from_secs(7200)));
         for refused in ["0s", "0", "soon", "", "18446744073709551615s", "101years"] {
             assert!(parse_limit(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    /// `--idle-timeout` took bare seconds only, unlike every other time
+    /// flag: it takes a duration, and still a bare number of seconds.
+    #[test]
+    fn an_idle_limit_is_a_duration_or_bare_seconds() {
+        assert_eq!(parse_idle_limit("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_idle_limit("10min"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_idle_limit("90s"), Ok(Duration::from_secs(90)));
+        for refused in ["0", "0s", "-1", "soon", "18446744073709551615", "101years"] {
+            assert!(parse_idle_limit(refused).is_err(), "{refused:?}");
         }
     }
 

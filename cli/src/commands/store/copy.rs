@@ -155,7 +155,7 @@ fn copy_with(
         args.remote_program,
         shell_quote(remote_text)
     );
-    let idle_limit = Duration::from_secs(args.idle_timeout);
+    let idle_limit = args.idle_timeout;
     let report = crate::runtime()?.block_on(async {
         let session = SshSession::connect(&options, &EventSink::discard())
             .await

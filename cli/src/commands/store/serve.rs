@@ -34,7 +34,7 @@ pub fn serve(args: ServeArgs) -> CliResult {
         progress: None,
         whole_input: false,
     };
-    let limit = Duration::from_secs(args.idle_timeout);
+    let limit = args.idle_timeout;
     let runtime = crate::runtime()?;
     let (input, output, stalled) = {
         let _context = runtime.enter();
