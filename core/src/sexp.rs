@@ -440,6 +440,9 @@ impl<'a> Record<'a> {
         let Some(n) = self.opt_integer(field)? else {
             return Ok(None);
         };
+        // Of the right sign but too large for `T`: out of range, not "not
+        // positive".
+        let signed_well = if positive { n > 0 } else { n >= 0 };
         T::try_from(n)
             .ok()
             .filter(|v| {
@@ -450,7 +453,14 @@ impl<'a> Record<'a> {
                 }
             })
             .map(Some)
-            .ok_or_else(|| self.error(field, line, format!("{n} is not {what}")))
+            .ok_or_else(|| {
+                let problem = if signed_well {
+                    format!("{n} is out of range for {what}")
+                } else {
+                    format!("{n} is not {what}")
+                };
+                self.error(field, line, problem)
+            })
     }
 
     /// An optional field holding one number (integer or real).

@@ -16,9 +16,10 @@
 //!
 //! `driver` and `host-key` (the guest's SSH host key, always pinned: a
 //! throw-away guest has no known_hosts entry worth trusting) are required.
-//! `memory` (MiB, default 512), `cpus` (1), `boot-timeout` (seconds from
-//! boot to the SSH banner, 120) and `shutdown-timeout` (seconds of ACPI
-//! power-down before a hard stop, 30) apply to every driver. QEMU needs
+//! `memory` (MiB, default 512, at most 1 TiB), `cpus` (1, at most 255),
+//! `boot-timeout` (seconds from boot to the SSH banner, 120) and
+//! `shutdown-timeout` (seconds of ACPI power-down before a hard stop, 30)
+//! apply to every driver. QEMU needs
 //! `image` (a qcow2 base, run on an overlay) or `kernel` (with `initrd`, and
 //! `append` for the kernel command line); `accel` is `auto` (KVM only when
 //! it really works), `kvm` or `tcg`; `append` without `kernel` is refused
@@ -46,9 +47,10 @@ use crate::sexp::Record;
 pub struct VmSpec {
     /// The driver and what it needs.
     pub driver: VmDriverSpec,
-    /// Guest memory in MiB (`memory`; positive, default 512).
+    /// Guest memory in MiB (`memory`; 1 to [`MAX_MEMORY_MIB`], default
+    /// 512).
     pub memory_mib: u32,
-    /// Virtual CPUs (`cpus`; positive, default 1).
+    /// Virtual CPUs (`cpus`; 1 to [`MAX_CPUS`], default 1).
     pub cpus: u32,
     /// How long the guest gets from boot to answering on SSH
     /// (`boot-timeout`, whole seconds; default 120 s).
@@ -148,8 +150,8 @@ pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
     if let Some(problem) = public_key_problem(&host_key) {
         return Err(r.invalid("host-key", problem));
     }
-    let memory_mib = positive(&mut r, "memory")?.unwrap_or(512);
-    let cpus = positive(&mut r, "cpus")?.unwrap_or(1);
+    let memory_mib = at_most(&mut r, "memory", MAX_MEMORY_MIB, "a size in MiB")?.unwrap_or(512);
+    let cpus = at_most(&mut r, "cpus", MAX_CPUS, "a CPU count")?.unwrap_or(1);
     let boot_timeout = Duration::from_secs(positive(&mut r, "boot-timeout")?.unwrap_or(120).into());
     let shutdown_timeout =
         Duration::from_secs(positive(&mut r, "shutdown-timeout")?.unwrap_or(30).into());
@@ -374,6 +376,25 @@ fn address_problem(address: &str) -> Option<String> {
     })
 }
 
+/// The most memory a guest may be given, in MiB (1 TiB).
+pub const MAX_MEMORY_MIB: u32 = 1 << 20;
+
+/// The most virtual CPUs a guest may be given: QEMU's x86 machines take no
+/// more without x2APIC.
+pub const MAX_CPUS: u32 = 255;
+
+/// An optional field of a whole number from 1 to `max`, `what` naming such
+/// a number in a refusal (`a CPU count` (1 to 255)): a number past `max`
+/// would be refused only when the guest boots, as the machine's failure.
+fn at_most(r: &mut Record<'_>, field: &str, max: u32, what: &str) -> Result<Option<u32>> {
+    let what = format!("{what} (1 to {max})");
+    let line = r.field_line(field);
+    match r.opt_count::<u32>(field, true, &what)? {
+        Some(n) if n > max => Err(r.error(field, line, format!("{n} is out of range for {what}"))),
+        n => Ok(n),
+    }
+}
+
 fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
     r.opt_count(field, true, "a positive number")
 }
@@ -545,6 +566,67 @@ mod tests {
             ),
         ];
         crate::testing::assert_mistakes_refused(VALID, parse, &mistakes);
+    }
+
+    /// Regression: `(memory 4294967295)` and `(cpus 100000)` were read, and
+    /// QEMU refused them only when the guest booted (a failure of the
+    /// machine, exit 3, without a reason); a number too large for the field
+    /// was said to be "not a positive number".
+    #[test]
+    fn memory_and_cpus_past_their_bounds_are_out_of_range_when_read() {
+        let valid = VALID.replace(
+            "(image \"/vm/base.qcow2\")",
+            "(image \"/vm/base.qcow2\")\n        (memory 1024)\n        (cpus 2)",
+        );
+        let m = parse(&valid).unwrap();
+        let q = m.machines[2].vm.as_ref().unwrap();
+        assert_eq!((q.memory_mib, q.cpus), (1024, 2));
+        let bounds = parse(
+            &valid
+                .replace("(memory 1024)", "(memory 1048576)")
+                .replace("(cpus 2)", "(cpus 255)"),
+        )
+        .unwrap();
+        let q = bounds.machines[2].vm.as_ref().unwrap();
+        assert_eq!((q.memory_mib, q.cpus), (1 << 20, 255));
+        let mistakes = [
+            (
+                "(memory 1024)",
+                "(memory 4294967295)",
+                "machine[2].vm.memory",
+                17,
+                "4294967295 is out of range for a size in MiB (1 to 1048576)",
+            ),
+            (
+                "(memory 1024)",
+                "(memory 99999999999999)",
+                "machine[2].vm.memory",
+                17,
+                "99999999999999 is out of range for a size in MiB (1 to 1048576)",
+            ),
+            (
+                "(memory 1024)",
+                "(memory 0)",
+                "machine[2].vm.memory",
+                17,
+                "0 is not a size in MiB (1 to 1048576)",
+            ),
+            (
+                "(cpus 2)",
+                "(cpus 100000)",
+                "machine[2].vm.cpus",
+                18,
+                "100000 is out of range for a CPU count (1 to 255)",
+            ),
+            (
+                "(cpus 2)",
+                "(cpus 256)",
+                "machine[2].vm.cpus",
+                18,
+                "out of range",
+            ),
+        ];
+        crate::testing::assert_mistakes_refused(&valid, parse, &mistakes);
     }
 
     /// An XCP-ng machine whose pool master has a key and host key of its

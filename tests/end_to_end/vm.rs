@@ -30,7 +30,6 @@ fn initrd_with_fruix() -> PathBuf {
     static INITRD: OnceLock<PathBuf> = OnceLock::new();
     INITRD
         .get_or_init(|| {
-            let image = image();
             let binary = Path::new(env!("CARGO_BIN_EXE_fruix"));
             let meta = std::fs::metadata(binary).unwrap();
             let stamp = meta
@@ -40,39 +39,74 @@ fn initrd_with_fruix() -> PathBuf {
                 .unwrap()
                 .as_nanos();
             let name = format!("initrd-fruix-{stamp}-{}.img", meta.len());
-            let initrd = image.join(&name);
-            if initrd.is_file() {
-                return initrd;
-            }
-            for e in std::fs::read_dir(&image).unwrap().flatten() {
-                if e.file_name().to_string_lossy().starts_with("initrd-fruix-") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-            let work = tempfile::tempdir_in(&image).unwrap();
-            let bin = work.path().join("root/usr/bin");
-            std::fs::create_dir_all(&bin).unwrap();
-            run_ok(
-                Command::new("strip")
-                    .arg("-o")
-                    .arg(bin.join("fruix"))
-                    .arg(binary),
-            );
-            let archive = run(Command::new("sh")
-                .current_dir(work.path().join("root"))
-                .args(["-c", "find . -mindepth 1 | sort | cpio -o -H newc --quiet"]));
-            assert!(archive.status.success(), "cpio: {archive:?}");
-            // The kernel reads concatenated archives; pad the first to a
-            // 4-byte boundary.
-            let mut bytes = std::fs::read(image.join("initrd.img")).unwrap();
-            bytes.resize(bytes.len().next_multiple_of(4), 0);
-            bytes.extend_from_slice(&archive.stdout);
-            let partial = work.path().join(&name);
-            std::fs::write(&partial, bytes).unwrap();
-            std::fs::rename(&partial, &initrd).unwrap();
-            initrd
+            initrd_with("initrd-fruix-", &name, |root| {
+                let bin = root.join("usr/bin");
+                std::fs::create_dir_all(&bin).unwrap();
+                run_ok(
+                    Command::new("strip")
+                        .arg("-o")
+                        .arg(bin.join("fruix"))
+                        .arg(binary),
+                );
+            })
         })
         .clone()
+}
+
+/// The image's initramfs with a guest that ignores the ACPI power button
+/// (its acpid's handler does nothing), so that only a hard stop ends it.
+fn initrd_ignoring_the_power_button() -> PathBuf {
+    static INITRD: OnceLock<PathBuf> = OnceLock::new();
+    INITRD
+        .get_or_init(|| {
+            let name = "initrd-ignores-power-button.img";
+            initrd_with(name, name, |root| {
+                use std::os::unix::fs::PermissionsExt;
+                let handler = root.join("etc/acpi/PWRF/00000080");
+                std::fs::create_dir_all(handler.parent().unwrap()).unwrap();
+                std::fs::write(
+                    &handler,
+                    "#!/bin/sh\necho 'fruix-vm: power button ignored'\n",
+                )
+                .unwrap();
+                std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
+            })
+        })
+        .clone()
+}
+
+/// The image's initramfs with a second archive appended, of the files
+/// `fill` puts in the directory it is given (they replace the first
+/// archive's), as `name` in the image's directory; made once, when it is
+/// not there, after removing the files whose names start with `stale`.
+fn initrd_with(stale: &str, name: &str, fill: impl FnOnce(&Path)) -> PathBuf {
+    let image = image();
+    let initrd = image.join(name);
+    if initrd.is_file() {
+        return initrd;
+    }
+    for e in std::fs::read_dir(&image).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with(stale) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let work = tempfile::tempdir_in(&image).unwrap();
+    let root = work.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    fill(&root);
+    let archive = run(Command::new("sh")
+        .current_dir(&root)
+        .args(["-c", "find . -mindepth 1 | sort | cpio -o -H newc --quiet"]));
+    assert!(archive.status.success(), "cpio: {archive:?}");
+    // The kernel reads concatenated archives; pad the first to a 4-byte
+    // boundary.
+    let mut bytes = std::fs::read(image.join("initrd.img")).unwrap();
+    bytes.resize(bytes.len().next_multiple_of(4), 0);
+    bytes.extend_from_slice(&archive.stdout);
+    let partial = work.path().join(name);
+    std::fs::write(&partial, bytes).unwrap();
+    std::fs::rename(&partial, &initrd).unwrap();
+    initrd
 }
 
 /// A VM machine of a test's machines file: the guest image booted under
@@ -294,24 +328,57 @@ fn a_guest_that_never_opens_ssh_fails_after_the_boot_timeout_quoting_its_console
     );
 }
 
-#[test]
-fn ctrl_c_while_the_guest_boots_leaves_no_qemu_process_within_five_seconds() {
-    let dir = tempfile::tempdir().unwrap();
-    // A long shutdown timeout: after Ctrl-C the guest is not waited for.
-    let mut child = start_on_silent_guest(dir.path(), 120);
-    // Once the guest's console says it is up, fruix is waiting for SSH
-    // (the guest's files are beside the result root, in `.RUN_ID.vm`).
+/// Waits until the console of the guest of a build in `dir` says its
+/// network is up: fruix is then waiting for SSH (the guest's files are
+/// beside the result root, in `.RUN_ID.vm`).
+fn wait_for_the_guest_s_network(dir: &Path) {
     wait_until("the guest's network is up", || {
-        std::fs::read_dir(dir.path()).is_ok_and(|entries| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
             entries.flatten().any(|e| {
                 std::fs::read_to_string(e.path().join("console.log"))
                     .is_ok_and(|c| c.contains("fruix-vm: network up"))
             })
         })
     });
+}
+
+/// Sends `signal` to `pid`, a process this test started (fruix) or one
+/// its build started (found by [`qemu_processes`]).
+fn signal(pid: i32, signal: libc::c_int) {
+    // SAFETY: kill(2) on a process of this test's own.
+    unsafe { libc::kill(pid, signal) };
+}
+
+/// Waits up to `limit` for `child` to exit: its status, or `None` after
+/// killing it (and then every qemu process of `dir`) and reaping it.
+fn exit_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    dir: &Path,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for pid in qemu_processes(dir) {
+        signal(pid, libc::SIGKILL);
+    }
+    None
+}
+
+#[test]
+fn ctrl_c_while_the_guest_boots_leaves_no_qemu_process_within_five_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long shutdown timeout: after Ctrl-C the guest is not waited for.
+    let mut child = start_on_silent_guest(dir.path(), 120);
+    wait_for_the_guest_s_network(dir.path());
     assert!(!qemu_processes(dir.path()).is_empty(), "the guest runs");
-    // SAFETY: kill(2) on our own child, which has not been waited for.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    signal(child.id() as i32, libc::SIGINT);
     let signalled = Instant::now();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "cancelled");
@@ -321,6 +388,171 @@ fn ctrl_c_while_the_guest_boots_leaves_no_qemu_process_within_five_seconds() {
         "teardown took {:?}",
         signalled.elapsed()
     );
+}
+
+/// Regression: after Ctrl-C the teardown still awaited QEMU's answer to
+/// the power button on its QMP socket, with no time limit: against a
+/// qemu that does not answer (here stopped with SIGSTOP) fruix never
+/// ended. It stops the guest hard at once.
+#[test]
+fn ctrl_c_against_a_qemu_that_never_answers_stops_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start_on_silent_guest(dir.path(), 120);
+    wait_for_the_guest_s_network(dir.path());
+    let guests = qemu_processes(dir.path());
+    assert_eq!(guests.len(), 1, "{guests:?}");
+    signal(guests[0], libc::SIGSTOP);
+    signal(child.id() as i32, libc::SIGINT);
+    let signalled = Instant::now();
+    let status = exit_within(&mut child, Duration::from_secs(30), dir.path());
+    let took = signalled.elapsed();
+    assert_eq!(status.and_then(|s| s.code()), Some(130), "after {took:?}");
+    assert!(took < Duration::from_secs(5), "teardown took {took:?}");
+    assert!(qemu_processes(dir.path()).is_empty());
+}
+
+/// Regression: the grace period was chosen once, before the teardown: a
+/// Ctrl-C while a guest ignored its power button waited out the whole
+/// shutdown timeout. A cancellation during the grace stops it hard at
+/// once.
+#[test]
+fn ctrl_c_during_the_grace_period_stops_a_guest_ignoring_its_power_button_at_once() {
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().unwrap();
+    // The build fails once the guest answers (a wrong pinned host key), and
+    // the teardown gives it its whole shutdown timeout.
+    let wrong = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    let file = machines(
+        dir.path(),
+        &[Vm {
+            host_key: wrong.into(),
+            initrd: initrd_ignoring_the_power_button(),
+            shutdown_timeout: 120,
+            ..Vm::new("deaf")
+        }],
+    );
+    let mut child = spawn_piped(&mut vm_build(dir.path(), &file, "deaf"));
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said = Vec::new();
+    while !said
+        .iter()
+        .any(|l: &String| l.starts_with("==> vm-teardown"))
+    {
+        match lines.recv_timeout(Duration::from_secs(300)) {
+            Ok(line) => said.push(line),
+            Err(e) => {
+                exit_within(&mut child, Duration::ZERO, dir.path());
+                panic!("no teardown ({e}): {said:#?}");
+            }
+        }
+    }
+    signal(child.id() as i32, libc::SIGINT);
+    let signalled = Instant::now();
+    let status = exit_within(&mut child, Duration::from_secs(150), dir.path());
+    let took = signalled.elapsed();
+    said.extend(lines.try_iter());
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "{status:?}: {said:#?}"
+    );
+    assert!(took < Duration::from_secs(10), "teardown took {took:?}");
+    assert!(qemu_processes(dir.path()).is_empty());
+}
+
+/// Regression: QEMU's own output went to a log in the guest's work
+/// directory that nobody read: a guest whose QEMU refused to start failed
+/// with "its console is empty" and no reason. It is quoted, and kept as
+/// RESULT_ROOT/logs/qemu.log.
+#[test]
+fn a_qemu_that_refuses_to_start_is_quoted_and_its_log_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file, but no kernel.
+    let kernel = dir.path().join("not-a-kernel");
+    std::fs::write(&kernel, "not a kernel\n").unwrap();
+    let file = machines(dir.path(), &[Vm::new("vm1")]);
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        &format!("{:?}", image().join("vmlinuz").display().to_string()),
+        &format!("{:?}", kernel.display().to_string()),
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = run(&mut vm_build(dir.path(), &file, "vm1"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    // QEMU's own words, as this version says them.
+    let kept = dir.path().join("root/logs/qemu.log");
+    let log = std::fs::read_to_string(&kept).unwrap();
+    let said = log.lines().rfind(|l| l.starts_with("qemu")).expect(&log);
+    assert!(
+        stderr.contains(&format!(
+            "stopped while booting; its log ({}) ends with:\n  {said}\n",
+            kept.display()
+        )),
+        "{stderr}"
+    );
+    assert!(qemu_processes(dir.path()).is_empty());
+}
+
+/// Regression: a missing kernel, or a missing private key, was found only
+/// after booting (or trying to), as the machine's failure (exit 3); they
+/// are configuration errors (exit 2) before anything boots.
+#[test]
+fn missing_guest_files_are_refused_before_anything_boots() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = machines(dir.path(), &[Vm::new("vm1")]);
+    let missing = dir.path().join("missing");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        &format!("{:?}", image().join("vmlinuz").display().to_string()),
+        &format!("{:?}", missing.display().to_string()),
+    );
+    let broken = dir.path().join("broken.scm");
+    std::fs::write(&broken, text).unwrap();
+    for (machines, config, says) in [
+        (&broken, None, "the `kernel` of machine \"vm1\""),
+        (
+            &file,
+            Some("--config=identity=/nonexistent"),
+            "`identity` /nonexistent cannot be read",
+        ),
+    ] {
+        let mut cmd = vm_build(dir.path(), machines, "vm1");
+        cmd.args(config);
+        let out = run(&mut cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!stderr.contains("vm-prepare"), "{stderr}");
+    }
+}
+
+/// Regression: a comma in the result root's directory reached QEMU's
+/// option strings (`-qmp unix:/.../co,mma/...,server=on`, `-drive
+/// file=...`) unescaped: QEMU refused them, or took the rest as options.
+#[test]
+fn a_comma_in_the_result_root_s_directory_reaches_qemu_escaped() {
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("co,mma");
+    std::fs::create_dir(&dir).unwrap();
+    // The guest answers, and the build then stops at its wrong host key:
+    // the guest booted with its disk, and was powered off through QMP.
+    let wrong = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    let stderr = system_failure_on(
+        &dir,
+        Vm {
+            host_key: wrong.into(),
+            shutdown_timeout: 120,
+            ..Vm::new("vm1").with_disk()
+        },
+    );
+    assert!(stderr.contains("vm-ssh done"), "{stderr}");
+    let console = std::fs::read_to_string(dir.join("root/logs/console.log")).unwrap();
+    assert!(console.contains("reboot: Power down"), "{console}");
 }
 
 /// The tree signatures of a `--json` build report's artifacts.

@@ -51,8 +51,33 @@ pub trait VmDriver: fmt::Debug + Send + Sync {
     async fn running(&self, vm: &Instance) -> bool;
     /// Powers the guest off: ACPI first, a hard stop after `grace`.
     async fn stop(&self, vm: &Instance, grace: Duration) -> Result<()>;
+    /// [`VmDriver::stop`], stopping the guest hard at once when `cancel`
+    /// fires, before or during the grace period (Ctrl-C while a guest
+    /// ignores its power button). The lifecycle calls this one. The
+    /// default stops hard at once when `cancel` has fired already, and
+    /// otherwise gives the whole grace period: a driver that can cut it
+    /// short overrides it.
+    async fn stop_until(
+        &self,
+        vm: &Instance,
+        grace: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let grace = if cancel.is_cancelled() {
+            Duration::ZERO
+        } else {
+            grace
+        };
+        self.stop(vm, grace).await
+    }
     /// Destroys the throw-away disk.
     async fn destroy(&self, vm: &Instance) -> Result<()>;
+    /// The driver's own log on this machine, if it has one (QEMU's stdout
+    /// and stderr): a guest that stops while booting quotes its last
+    /// lines, and it is kept beside the console as `RESULT_ROOT/logs/NAME`.
+    fn own_log(&self, _vm: &Instance) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// A finished command.

@@ -3,23 +3,27 @@
 //! `host-initiated`) run in it over SSH with its pinned host key, and the
 //! guest always torn down. The result names the inner mode, which built it.
 
+use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use fruix_core::bounded::LineSplitter;
 use fruix_core::error::IoContext;
 use fruix_core::executor::{Capabilities, Executor, ExecutorConfig, Run, RunContext};
 use fruix_core::machines::{Machine, Machines};
+use fruix_core::process::MAX_LINE_BYTES;
 use fruix_core::ssh_target::SshTarget;
 use fruix_core::vm::{VmDriverSpec, VmSpec};
-use fruix_core::{fsutil, Error, Result};
+use fruix_core::{escape, fsutil, Error, Result};
 
 use super::bhyve::Bhyve;
 use super::driver::{Host, Instance, LocalHost, VmDriver};
 use super::master::SshHost;
 use super::qemu::Qemu;
 use super::xcpng::XcpNg;
-use super::{bring_up, teardown, wait_for_ssh, Started};
+use super::{bring_up, kept_name, teardown_until, wait_for_ssh_with_logs, Started};
 use crate::guest::{GuestConfig, GuestExecutor, Mode};
 
 /// Configuration of `vm` (JSON object; unknown keys are refused).
@@ -78,6 +82,23 @@ impl ExecutorConfig for VmConfig {
                 file.display()
             )));
         };
+        // Files that would be found missing only after the guest booted
+        // (as the machine's failure) are configuration mistakes.
+        let identity = self.identity.as_ref().or(machine.private_key.as_ref());
+        let key = match &self.identity {
+            Some(_) => "`identity`".to_string(),
+            None => format!("the `private-key` of machine {}", escape::quoted(name)),
+        };
+        let files = local_files(&spec)
+            .into_iter()
+            .map(|(field, path)| {
+                let what = format!("the `{field}` of machine {}", escape::quoted(name));
+                (what, Path::new(path))
+            })
+            .chain(identity.map(|path| (key, path.as_path())));
+        for (what, path) in files {
+            regular_file(path).map_err(|problem| invalid(format!("{what} {problem}")))?;
+        }
         let mode = match self.inner.as_deref() {
             None | Some("guest-self-hosted") => Mode::SelfHosted,
             Some("host-initiated") => Mode::HostInitiated,
@@ -153,6 +174,38 @@ pub(super) fn master_of(machine: &Machine) -> std::result::Result<Option<SshHost
     )))
 }
 
+/// The files of this machine a guest of `spec` is made from (QEMU's
+/// `image`, `kernel` and `initrd`), with their fields.
+fn local_files(spec: &VmSpec) -> Vec<(&'static str, &str)> {
+    let VmDriverSpec::Qemu {
+        image,
+        kernel,
+        initrd,
+        ..
+    } = &spec.driver
+    else {
+        return Vec::new();
+    };
+    [("image", image), ("kernel", kernel), ("initrd", initrd)]
+        .into_iter()
+        .filter_map(|(field, path)| Some((field, path.as_deref()?)))
+        .collect()
+}
+
+/// What is wrong with `path` as a file to read: it must be a regular file
+/// (a symbolic link to one is) that this user can open.
+fn regular_file(path: &Path) -> std::result::Result<(), String> {
+    let shown = escape::path(path);
+    match std::fs::metadata(path) {
+        Err(e) => return Err(format!("{shown} cannot be read: {e}")),
+        Ok(meta) if !meta.is_file() => return Err(format!("{shown} is not a regular file")),
+        Ok(_) => {}
+    }
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| format!("{shown} cannot be read: {e}"))
+}
+
 /// A driver of its own for one run of `spec`, its commands run on `host`
 /// (see [`VmExecutor::host`]). A driver holds the state of the one guest it
 /// drives (QEMU's process, the XCP-ng clone's uuid), so runs never share
@@ -217,12 +270,16 @@ impl Run for VmRun<'_> {
         };
         self.vm = Some(vm.clone());
         let driver = &*self.driver;
+        // Where the cleanup keeps the guest's logs, which errors name.
+        let logs = ctx.result_root.join("logs");
         bring_up(
             driver,
             &vm,
             &mut self.started,
             &ctx.events,
-            |endpoint| wait_for_ssh(driver, &e.spec, &vm, endpoint, &ctx.cancel),
+            |endpoint| {
+                wait_for_ssh_with_logs(driver, &e.spec, &vm, endpoint, Some(&logs), &ctx.cancel)
+            },
             |endpoint| async move {
                 let target = SshTarget {
                     user: e.user.clone(),
@@ -243,23 +300,21 @@ impl Run for VmRun<'_> {
         let Some(vm) = &self.vm else {
             return Ok(());
         };
-        let e = self.executor;
-        let grace = if ctx.cancel.is_cancelled() {
-            std::time::Duration::ZERO
-        } else {
-            e.spec.shutdown_timeout
-        };
+        let grace = self.executor.spec.shutdown_timeout;
         let torn = ctx
             .events
             .stage(
                 "vm-teardown",
-                teardown(&*self.driver, grace, vm, self.started),
+                teardown_until(&*self.driver, grace, vm, self.started, &ctx.cancel),
             )
             .await;
-        if vm.console.exists() {
-            if let Err(e) = keep_console(ctx, &vm.console) {
-                ctx.events
-                    .warn(format!("the guest's console was not kept: {e}"));
+        let logs = std::iter::once(vm.console.clone()).chain(self.driver.own_log(vm));
+        for log in logs.filter(|log| log.exists()) {
+            if let Err(e) = keep_log(ctx, &log, KEPT_LOG_MAX_BYTES) {
+                ctx.events.warn(format!(
+                    "the guest's {} was not kept: {e}",
+                    kept_name(&log).to_string_lossy()
+                ));
             }
         }
         let _ = std::fs::remove_dir_all(&vm.work_dir);
@@ -267,14 +322,75 @@ impl Run for VmRun<'_> {
     }
 }
 
-/// Copies the guest's console into the result root's `logs/console.log`.
-/// The logs may be the guest's by then (guest-self-hosted moves its result
-/// root in whole): a `console.log` there is replaced, never written through,
-/// and a `logs` that is not a directory is refused.
-pub(super) fn keep_console(ctx: &RunContext, console: &Path) -> Result<()> {
+/// The most of a guest's log (its console, QEMU's own output) kept in
+/// `RESULT_ROOT/logs`: its last lines, escaped, up to 16 MiB.
+pub const KEPT_LOG_MAX_BYTES: usize = 16 << 20;
+
+/// Keeps the guest's log at `source` (its console, QEMU's own output) as
+/// the result root's `logs/NAME` ([`kept_name`]): line by line, escaped as
+/// step logs are ([`escape::line`]), so that reading it can never drive a
+/// terminal, and only its last lines, at most `max_bytes` of them, after a
+/// line saying that earlier ones were cut. The logs may be the guest's by
+/// then (guest-self-hosted moves its result root in whole): a file there is
+/// replaced, never written through, and a `logs` that is not a directory is
+/// refused.
+pub(super) fn keep_log(ctx: &RunContext, source: &Path, max_bytes: usize) -> Result<()> {
     let logs = ctx.logs_dir()?;
-    let mut console = std::fs::File::open(console).with_path("open", console)?;
-    fsutil::write_atomic_with(&logs.join("console.log"), |file| {
-        std::io::copy(&mut console, file).map(drop)
+    let (tail, cut) = escaped_tail(source, max_bytes)?;
+    fsutil::write_atomic_with(&logs.join(kept_name(source)), |file| {
+        if cut {
+            writeln!(
+                file,
+                "[earlier lines cut: only the last {} MiB of the guest's log are kept]",
+                max_bytes >> 20
+            )?;
+        }
+        let (front, back) = tail.as_slices();
+        file.write_all(front)?;
+        file.write_all(back)
     })
+}
+
+/// The last whole lines of the file at `source`, each escaped
+/// ([`escape::line`], a carriage return before the newline dropped) and
+/// ended by a newline, at most `max_bytes` of them; and whether earlier
+/// lines were cut. Reads only the file's last `max_bytes`, and holds no
+/// more than that (and one line of at most [`MAX_LINE_BYTES`]).
+fn escaped_tail(source: &Path, max_bytes: usize) -> Result<(VecDeque<u8>, bool)> {
+    let mut file = std::fs::File::open(source).with_path("open", source)?;
+    let len = file.metadata().with_path("inspect", source)?.len();
+    let start = len.saturating_sub(max_bytes as u64);
+    file.seek(SeekFrom::Start(start))
+        .with_path("read", source)?;
+    // Reading from the middle of the file, the first line is a part of one.
+    let mut partial = start > 0;
+    let mut cut = start > 0;
+    let mut tail = VecDeque::new();
+    let mut keep = |line: &[u8]| {
+        if std::mem::take(&mut partial) {
+            return;
+        }
+        let text = escape::utf8_or_octal(line);
+        tail.extend(escape::line(text.trim_end_matches('\r')).bytes());
+        tail.push_back(b'\n');
+        if tail.len() > max_bytes {
+            // Whole lines only: the first one left is cut off entirely.
+            tail.drain(..tail.len() - max_bytes);
+            let first_end = tail.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
+            tail.drain(..first_end);
+            cut = true;
+        }
+    };
+    let mut lines = LineSplitter::new(MAX_LINE_BYTES, None);
+    let mut chunk = vec![0; 64 << 10];
+    let mut file = file.take(len - start);
+    loop {
+        let n = file.read(&mut chunk).with_path("read", source)?;
+        if n == 0 {
+            break;
+        }
+        lines.push(&chunk[..n], &mut keep);
+    }
+    lines.finish(&mut keep);
+    Ok((tail, cut))
 }

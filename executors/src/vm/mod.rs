@@ -22,6 +22,7 @@ mod tests;
 
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
 use std::time::Duration;
 
 use fruix_core::executor::EventSink;
@@ -80,19 +81,32 @@ where
     build(endpoint.await.map_err(unavailable)?).await
 }
 
-/// Stops the guest if booting was attempted (`grace` for the ACPI power
-/// button: the machine's shutdown timeout, or none after a cancellation,
-/// when nothing in a throw-away guest is worth waiting for), then destroys
-/// its disk if preparing was; both are tried even when the first fails. The
-/// first failure is returned.
+/// [`teardown_until`] that is never cancelled: the guest gets the whole
+/// `grace`.
 pub async fn teardown(
     driver: &dyn VmDriver,
     grace: Duration,
     vm: &Instance,
     started: Started,
 ) -> Result<()> {
+    teardown_until(driver, grace, vm, started, &CancellationToken::new()).await
+}
+
+/// Stops the guest if booting was attempted (`grace` for the ACPI power
+/// button: the machine's shutdown timeout), then destroys its disk if
+/// preparing was; both are tried even when the first fails. The first
+/// failure is returned. When `cancel` fires, before or during the grace
+/// period, the guest is stopped hard at once: nothing in a throw-away guest
+/// is worth waiting for then.
+pub async fn teardown_until(
+    driver: &dyn VmDriver,
+    grace: Duration,
+    vm: &Instance,
+    started: Started,
+    cancel: &CancellationToken,
+) -> Result<()> {
     let stopped = if started.booted {
-        driver.stop(vm, grace).await
+        driver.stop_until(vm, grace, cancel).await
     } else {
         Ok(())
     };
@@ -104,10 +118,7 @@ pub async fn teardown(
     stopped.and(destroyed)
 }
 
-/// Waits until the guest's sshd says `SSH-` on `endpoint`: a connection
-/// alone proves nothing (QEMU's user networking accepts one before the
-/// guest listens). Fails when the guest stops, when `cancel` fires, or
-/// after the boot timeout, quoting the console's last lines.
+/// [`wait_for_ssh_with_logs`] naming the guest's logs where they are.
 pub async fn wait_for_ssh(
     driver: &dyn VmDriver,
     spec: &VmSpec,
@@ -115,19 +126,44 @@ pub async fn wait_for_ssh(
     endpoint: Endpoint,
     cancel: &CancellationToken,
 ) -> Result<Endpoint> {
+    wait_for_ssh_with_logs(driver, spec, vm, endpoint, None, cancel).await
+}
+
+/// Waits until the guest's sshd says `SSH-` on `endpoint`: a connection
+/// alone proves nothing (QEMU's user networking accepts one before the
+/// guest listens). Fails when the guest stops (quoting the driver's own
+/// log too), when `cancel` fires, or after the boot timeout, quoting the
+/// console's last lines. The logs are named where they will be kept, in
+/// `logs` (`RESULT_ROOT/logs`), else where they are.
+pub async fn wait_for_ssh_with_logs(
+    driver: &dyn VmDriver,
+    spec: &VmSpec,
+    vm: &Instance,
+    endpoint: Endpoint,
+    logs: Option<&Path>,
+    cancel: &CancellationToken,
+) -> Result<Endpoint> {
     let deadline = tokio::time::Instant::now() + spec.boot_timeout;
     loop {
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
-        if banner(&endpoint).await {
+        let answered = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(Error::Cancelled),
+            answered = banner(&endpoint) => answered,
+        };
+        if answered {
             return Ok(endpoint);
         }
         if !driver.running(vm).await {
+            let own_log = driver
+                .own_log(vm)
+                .map(|path| log_quote("log", &path, &shown(&path, logs)))
+                .filter(|quote| !quote.is_empty())
+                .map(|quote| quote + "\n")
+                .unwrap_or_default();
             return Err(Error::system(format!(
-                "guest {} stopped while booting{}",
+                "guest {} stopped while booting{own_log}{}",
                 vm.name,
-                console_quote(vm)
+                console_quote(vm, logs)
             )));
         }
         if tokio::time::Instant::now() >= deadline {
@@ -137,7 +173,7 @@ pub async fn wait_for_ssh(
                     vm.name, endpoint.host, endpoint.port
                 ),
                 limit: spec.boot_timeout,
-                detail: console_quote(vm),
+                detail: console_quote(vm, logs),
                 log: None,
             });
         }
@@ -164,16 +200,37 @@ async fn banner(endpoint: &Endpoint) -> bool {
     )
 }
 
-/// `; its console's last lines:\n...` (escaped), or nothing when the
-/// console is empty.
-pub fn console_quote(vm: &Instance) -> String {
-    let lines = console_tail(&vm.console, CONSOLE_TAIL_LINES);
+/// The name a log of the guest's at `path` is kept under in
+/// `RESULT_ROOT/logs`: its own file name (`console.log`, `qemu.log`).
+pub fn kept_name(path: &Path) -> &std::ffi::OsStr {
+    path.file_name().unwrap_or(path.as_os_str())
+}
+
+/// Where the guest's log at `path` is named: as kept in `logs`
+/// (`RESULT_ROOT/logs`), when given, else where it is.
+fn shown(path: &Path, logs: Option<&Path>) -> std::path::PathBuf {
+    logs.map_or_else(|| path.to_path_buf(), |logs| logs.join(kept_name(path)))
+}
+
+/// `; its console (LOGS/console.log) ends with:\n...` (escaped), or `; its
+/// console is empty`; the console is named as [`shown`] names it.
+pub fn console_quote(vm: &Instance, logs: Option<&Path>) -> String {
+    match log_quote("console", &vm.console, &shown(&vm.console, logs)) {
+        quote if quote.is_empty() => "; its console is empty".into(),
+        quote => quote,
+    }
+}
+
+/// `; its WHAT (KEPT) ends with:\n...`: the last lines of the log at
+/// `path`, escaped, naming the copy `kept`; nothing when it is empty.
+fn log_quote(what: &str, path: &Path, kept: &Path) -> String {
+    let lines = console_tail(path, CONSOLE_TAIL_LINES);
     if lines.is_empty() {
-        return "; its console is empty".into();
+        return String::new();
     }
     format!(
-        "; its console ({}) ends with:\n{}",
-        vm.console.display(),
+        "; its {what} ({}) ends with:\n{}",
+        fruix_core::escape::path(kept),
         lines
             .iter()
             .map(|l| format!("  {}", fruix_core::escape::text(l)))
@@ -183,7 +240,7 @@ pub fn console_quote(vm: &Instance) -> String {
 }
 
 /// The last `n` lines of the file at `path`, reading at most its last 64 KiB.
-pub fn console_tail(path: &std::path::Path, n: usize) -> Vec<String> {
+pub fn console_tail(path: &Path, n: usize) -> Vec<String> {
     let Ok(mut file) = std::fs::File::open(path) else {
         return Vec::new();
     };

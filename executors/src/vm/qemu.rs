@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fruix_core::vm::{Accel, VmDriverSpec, VmSpec};
 use fruix_core::{Error, Result};
+use tokio_util::sync::CancellationToken;
 
 use super::driver::{memory, Endpoint, Instance, VmDriver};
 
@@ -44,12 +45,27 @@ impl Qemu {
         }
     }
 
+    /// The driver of `spec` with `child` as its guest's emulator, for
+    /// tests of the teardown.
+    #[cfg(test)]
+    pub(super) fn with_child(spec: VmSpec, child: tokio::process::Child) -> Self {
+        Qemu {
+            spec,
+            child: Mutex::new(Some(child)),
+        }
+    }
+
     fn overlay(vm: &Instance) -> PathBuf {
         vm.work_dir.join("disk.qcow2")
     }
 
     fn qmp(vm: &Instance) -> PathBuf {
         vm.work_dir.join("qmp.sock")
+    }
+
+    /// QEMU's own stdout and stderr.
+    fn log(vm: &Instance) -> PathBuf {
+        vm.work_dir.join("qemu.log")
     }
 }
 
@@ -67,8 +83,17 @@ pub fn kvm_works() -> bool {
             .is_ok()
 }
 
+/// `value` as one value inside a QEMU option string (`key=value,...`): each
+/// comma doubled, QEMU's escape, so that a comma in a path can neither
+/// break the option nor add one (`file=/a,b` would read `b` as an option).
+pub fn option_value(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
 /// The QEMU command line of `vm` for `spec`, with SSH forwarded from
-/// 127.0.0.1:`port` and `kvm` saying whether to use KVM.
+/// 127.0.0.1:`port` and `kvm` saying whether to use KVM. Paths inside
+/// option strings have their commas doubled ([`option_value`]); the
+/// serial console's `file:` takes the rest of its argument verbatim.
 pub fn command_line(spec: &VmSpec, vm: &Instance, port: u16, kvm: bool) -> Vec<String> {
     let VmDriverSpec::Qemu {
         image,
@@ -83,7 +108,7 @@ pub fn command_line(spec: &VmSpec, vm: &Instance, port: u16, kvm: bool) -> Vec<S
     let mut args: Vec<String> = vec![
         QEMU.into(),
         "-name".into(),
-        vm.name.clone(),
+        option_value(&vm.name),
         "-machine".into(),
         format!("q35,accel={}", if kvm { "kvm" } else { "tcg" }),
         "-m".into(),
@@ -97,7 +122,10 @@ pub fn command_line(spec: &VmSpec, vm: &Instance, port: u16, kvm: bool) -> Vec<S
         "-serial".into(),
         format!("file:{}", vm.console.display()),
         "-qmp".into(),
-        format!("unix:{},server=on,wait=off", Qemu::qmp(vm).display()),
+        format!(
+            "unix:{},server=on,wait=off",
+            option_value(&Qemu::qmp(vm).to_string_lossy())
+        ),
         "-netdev".into(),
         format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"),
         "-device".into(),
@@ -108,7 +136,7 @@ pub fn command_line(spec: &VmSpec, vm: &Instance, port: u16, kvm: bool) -> Vec<S
         args.push("-drive".into());
         args.push(format!(
             "file={},format=qcow2,if=virtio",
-            Qemu::overlay(vm).display()
+            option_value(&Qemu::overlay(vm).to_string_lossy())
         ));
     }
     if let Some(kernel) = kernel {
@@ -124,6 +152,16 @@ pub fn command_line(spec: &VmSpec, vm: &Instance, port: u16, kvm: bool) -> Vec<S
         args.push(append.clone());
     }
     args
+}
+
+/// `qemu-img` could not make an overlay on `image`, saying `stderr`: a
+/// system failure quoting it escaped, on one line.
+pub fn overlay_failed(image: &str, stderr: &[u8]) -> Error {
+    Error::system(format!(
+        "qemu-img could not make an overlay on {}: {}",
+        fruix_core::escape::text(image),
+        fruix_core::escape::bytes(stderr.trim_ascii())
+    ))
 }
 
 /// A free TCP port on 127.0.0.1 (the kernel's pick).
@@ -150,10 +188,7 @@ impl VmDriver for Qemu {
             .await
             .map_err(|e| Error::system(format!("cannot run qemu-img: {e}; install qemu-utils")))?;
         if !out.status.success() {
-            return Err(Error::system(format!(
-                "qemu-img could not make an overlay on {image}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            return Err(overlay_failed(image, &out.stderr));
         }
         Ok(())
     }
@@ -169,8 +204,8 @@ impl VmDriver for Qemu {
         };
         let port = free_port()?;
         let args = command_line(&self.spec, vm, port, kvm);
-        let log = std::fs::File::create(vm.work_dir.join("qemu.log"))
-            .map_err(|e| Error::io("create", vm.work_dir.join("qemu.log"), e))?;
+        let log = std::fs::File::create(Self::log(vm))
+            .map_err(|e| Error::io("create", Self::log(vm), e))?;
         let mut command = tokio::process::Command::new(&args[0]);
         // The guest dies with fruix even when fruix cannot tear it down
         // (killed with SIGKILL): the kernel sends it SIGKILL then (Linux's
@@ -190,7 +225,7 @@ impl VmDriver for Qemu {
             .stdin(std::process::Stdio::null())
             .stdout(
                 log.try_clone()
-                    .map_err(|e| Error::io("open", vm.work_dir.join("qemu.log"), e))?,
+                    .map_err(|e| Error::io("open", Self::log(vm), e))?,
             )
             .stderr(log)
             .process_group(0)
@@ -214,17 +249,34 @@ impl VmDriver for Qemu {
     }
 
     async fn stop(&self, vm: &Instance, grace: Duration) -> Result<()> {
+        self.stop_until(vm, grace, &CancellationToken::new()).await
+    }
+
+    async fn stop_until(
+        &self,
+        vm: &Instance,
+        grace: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
         let Some(mut child) = self.child.lock().expect("child").take() else {
             return Ok(());
         };
-        if matches!(child.try_wait(), Ok(None)) {
-            // The ACPI power button, through QMP; then the grace period.
-            let _ = powerdown(&Self::qmp(vm)).await;
-            if tokio::time::timeout(grace, child.wait()).await.is_err() {
-                let _ = child.kill().await;
+        // The ACPI power button through QMP, then the guest's own power-off:
+        // all within the grace period, which a cancellation cuts short. A
+        // qemu that does not answer on QMP (stopped, or hung) is waited for
+        // no longer than that; without grace it is not asked at all.
+        if matches!(child.try_wait(), Ok(None)) && !grace.is_zero() && !cancel.is_cancelled() {
+            let clean = async {
+                let _ = powerdown(&Self::qmp(vm)).await;
+                let _ = child.wait().await;
+            };
+            tokio::select! {
+                _ = tokio::time::timeout(grace, clean) => {}
+                () = cancel.cancelled() => {}
             }
         }
-        let _ = child.wait().await;
+        // A no-op for a guest that is gone; killing also reaps it.
+        let _ = child.kill().await;
         Ok(())
     }
 
@@ -234,6 +286,10 @@ impl VmDriver for Qemu {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove", Self::overlay(vm), e)),
         }
+    }
+
+    fn own_log(&self, vm: &Instance) -> Option<PathBuf> {
+        Some(Self::log(vm))
     }
 }
 

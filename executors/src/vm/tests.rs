@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::bhyve::Bhyve;
 use super::driver::{Endpoint, Host, Instance, Output, VmDriver};
-use super::executor::driver_for_run;
-use super::qemu::command_line;
+use super::executor::{driver_for_run, KEPT_LOG_MAX_BYTES};
+use super::qemu::{command_line, overlay_failed, Qemu};
 use super::xcpng::{address_of, XcpNg};
-use super::{bring_up, console_quote, teardown, Started};
+use super::{bring_up, console_quote, teardown, teardown_until, wait_for_ssh_with_logs, Started};
 
 /// A host that records every command and answers from a script: the
 /// recorded plans of the bhyve and XCP-ng drivers.
@@ -309,8 +309,9 @@ fn bhyve() -> Recorded<Bhyve> {
         tap: Some("tap3".into()),
         address: "10.0.0.2".into(),
     });
-    // The guest stops at the ACPI power button; the clone exists.
-    recorder.answer("test -e /dev/vmm/", failed(""));
+    // The guest stops at the ACPI power button (daemon then removes
+    // bhyve's pid file); the clone exists.
+    recorder.answer(BHYVE_RUNNING, failed(""));
     let driver = Bhyve {
         spec: spec.clone(),
         host: recorder.clone(),
@@ -321,11 +322,14 @@ fn bhyve() -> Recorded<Bhyve> {
 const BHYVE_PREPARE: &str =
     "zfs clone zroot/vm/freebsd-15@approved zroot/vm/freebsd-15-fruix-20260405T213444Z";
 const BHYVE_LOAD: &str = "bhyveload -m 1024M -d /dev/zvol/zroot/vm/freebsd-15-fruix-20260405T213444Z fruix-20260405T213444Z";
-const BHYVE_RUN: &str = "daemon -p /var/lib/fruix/vm/fruix-20260405T213444Z/bhyve.pid bhyve -A -H -P -c 2 -m 1024M -s 0:0,hostbridge -s 1:0,lpc -s 2:0,virtio-net,tap3 -s 3:0,virtio-blk,/dev/zvol/zroot/vm/freebsd-15-fruix-20260405T213444Z -l com1,/var/lib/fruix/vm/fruix-20260405T213444Z/console.log fruix-20260405T213444Z";
-const BHYVE_STOP: [&str; 3] = [
+const BHYVE_RUN: &str = "daemon -f -o /var/lib/fruix/vm/fruix-20260405T213444Z/console.log -p /var/lib/fruix/vm/fruix-20260405T213444Z/bhyve.pid bhyve -A -H -P -c 2 -m 1024M -s 0:0,hostbridge -s 1:0,lpc -s 2:0,virtio-net,tap3 -s 3:0,virtio-blk,/dev/zvol/zroot/vm/freebsd-15-fruix-20260405T213444Z -l com1,stdio fruix-20260405T213444Z";
+const BHYVE_RUNNING: &str = "test -e /var/lib/fruix/vm/fruix-20260405T213444Z/bhyve.pid";
+const BHYVE_STOP: [&str; 4] = [
     "pkill -TERM -F /var/lib/fruix/vm/fruix-20260405T213444Z/bhyve.pid",
-    "test -e /dev/vmm/fruix-20260405T213444Z",
+    BHYVE_RUNNING,
     "bhyvectl --vm=fruix-20260405T213444Z --destroy",
+    // bhyve has exited, so the clone is free to destroy.
+    BHYVE_RUNNING,
 ];
 const BHYVE_DESTROY: [&str; 2] = [
     "zfs list -H -o name zroot/vm/freebsd-15-fruix-20260405T213444Z",
@@ -391,10 +395,13 @@ async fn bhyve_tears_down_after_a_failure_at_each_step() {
         plan,
         expected(&[&[BHYVE_PREPARE, BHYVE_LOAD], &BHYVE_STOP, &BHYVE_DESTROY])
     );
-    // A guest that ignores the power button is powered off hard.
+    // A guest that ignores the power button (running at both checks of
+    // its grace period) is powered off hard.
     let ignores_power_button = |r: &Recorder| {
         r.answers.lock().unwrap().clear();
-        r.answer("test -e /dev/vmm/", printed(""));
+        r.answer_once(BHYVE_RUNNING, printed(""));
+        r.answer_once(BHYVE_RUNNING, printed(""));
+        r.answer(BHYVE_RUNNING, failed(""));
     };
     let (outcome, _, plan) = life_of(bhyve, ignores_power_button, FailAt::Nowhere).await;
     outcome.unwrap();
@@ -416,7 +423,7 @@ fn xcpng() -> Recorded<XcpNg> {
         master_key: None,
         master_host_key: None,
     });
-    recorder.answer("xe vm-clone", printed("5a1f-uuid\n"));
+    recorder.answer("xe vm-install", printed("5a1f-uuid\n"));
     // No address on the first ask (the guest tools are not up yet).
     recorder.answer_once("param-name=networks", printed(""));
     recorder.answer(
@@ -427,7 +434,8 @@ fn xcpng() -> Recorded<XcpNg> {
     (driver, recorder, spec)
 }
 
-const XE_PREPARE: &str = "xe vm-clone vm=freebsd-15-approved new-name-label=fruix-20260405T213444Z";
+const XE_PREPARE: &str =
+    "xe vm-install template=freebsd-15-approved new-name-label=fruix-20260405T213444Z";
 const XE_BOOT: [&str; 3] = [
     "xe vm-start uuid=5a1f-uuid",
     "xe vm-param-get uuid=5a1f-uuid param-name=networks",
@@ -455,10 +463,17 @@ async fn xcpng_runs_a_whole_life_in_order_and_tears_down_after_each_failure() {
     for (fail, plan) in failed_lives(xcpng).await {
         assert_eq!(&plan[plan.len() - 2..], [XE_STOP, XE_DESTROY], "{fail:?}");
     }
-    // The clone fails: nothing to stop or uninstall.
-    let (error, plan) = failing_command(xcpng, "xe vm-clone", "no such template").await;
+    // The install fails: nothing to stop, and no guest of its name to
+    // uninstall.
+    let (error, plan) = failing_command(xcpng, "xe vm-install", "no such template").await;
     assert!(error.to_string().contains("no such template"));
-    assert_eq!(plan, [XE_PREPARE]);
+    assert_eq!(
+        plan,
+        [
+            XE_PREPARE,
+            "xe vm-list name-label=fruix-20260405T213444Z --minimal"
+        ]
+    );
     // vm-start fails: the clone is stopped (nothing running) and uninstalled.
     let (_, plan) = failing_command(xcpng, "xe vm-start", "not enough memory").await;
     assert_eq!(
@@ -563,15 +578,28 @@ fn a_boot_failure_quotes_the_last_console_lines_escaped() {
     let dir = tempfile::tempdir().unwrap();
     let mut vm = instance();
     vm.console = dir.path().join("console.log");
-    assert_eq!(console_quote(&vm), "; its console is empty");
+    let logs = std::path::Path::new("/results/r1/logs");
+    assert_eq!(console_quote(&vm, Some(logs)), "; its console is empty");
     let lines: String = (0..30).map(|i| format!("line {i}\r\n")).collect();
     std::fs::write(&vm.console, format!("{lines}Kernel panic\x1b[31m\n")).unwrap();
-    let quote = console_quote(&vm);
+    let quote = console_quote(&vm, Some(logs));
     assert!(
         quote.contains("line 29") && !quote.contains("line 10\n"),
         "{quote}"
     );
     assert!(quote.ends_with("Kernel panic\\033[31m"), "{quote}");
+    // Regression: the console was named in the guest's work directory,
+    // which is gone by the time anyone reads the error.
+    assert!(
+        quote.starts_with("; its console (/results/r1/logs/console.log) ends with:"),
+        "{quote}"
+    );
+}
+
+/// A run context for a result root at `root`.
+fn context(root: &std::path::Path) -> fruix_core::executor::RunContext {
+    let request = fruix_core::testing::sample_request("vm", vec!["world".into()]);
+    fruix_core::testing::run_context(request, root, EventSink::discard())
 }
 
 #[test]
@@ -580,20 +608,19 @@ fn the_console_replaces_a_guest_s_console_log_and_never_writes_through_one() {
     use std::os::unix::fs::symlink;
 
     let dir = tempfile::tempdir().unwrap();
-    let console = dir.path().join("console");
+    let console = dir.path().join("console.log");
     fs::write(&console, "reboot: Power down\n").unwrap();
     let victim = dir.path().join("victim");
     fs::write(&victim, "keep").unwrap();
-    let context = |root: &std::path::Path| {
-        let request = fruix_core::testing::sample_request("vm", vec!["world".into()]);
-        fruix_core::testing::run_context(request, root, EventSink::discard())
+    let keep = |root: &std::path::Path| {
+        super::executor::keep_log(&context(root), &console, KEPT_LOG_MAX_BYTES)
     };
 
     // The guest's result root came with logs/console.log -> victim.
     let root = dir.path().join("root");
     fs::create_dir_all(root.join("logs")).unwrap();
     symlink(&victim, root.join("logs/console.log")).unwrap();
-    super::executor::keep_console(&context(&root), &console).unwrap();
+    keep(&root).unwrap();
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
     let kept = root.join("logs/console.log");
     assert!(fs::symlink_metadata(&kept).unwrap().is_file());
@@ -605,9 +632,329 @@ fn the_console_replaces_a_guest_s_console_log_and_never_writes_through_one() {
     fs::create_dir_all(&root).unwrap();
     fs::create_dir(&elsewhere).unwrap();
     symlink(&elsewhere, root.join("logs")).unwrap();
-    let e = super::executor::keep_console(&context(&root), &console).unwrap_err();
+    let e = keep(&root).unwrap_err();
     assert!(matches!(e, Error::UnsafePath { .. }), "{e:?}");
     assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+/// Regression: the guest's console was kept raw and whole: a guest
+/// printing terminal escapes in a loop gave a console.log of megabytes
+/// that retitled the terminal of whoever read it.
+#[test]
+fn a_kept_console_is_escaped_line_by_line_and_only_its_tail_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    let hostile: String = (0..1000)
+        .map(|i| format!("\x1b]0;pwned\x07line {i:04}\r\n"))
+        .collect();
+    let mut bytes = hostile.into_bytes();
+    bytes.extend_from_slice(b"bad \xff byte\r\nno newline");
+    std::fs::write(&console, bytes).unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let cap = 1000;
+    super::executor::keep_log(&context(&root), &console, cap).unwrap();
+    let kept = std::fs::read(root.join("logs/console.log")).unwrap();
+    let kept = String::from_utf8(kept).expect("escaped: UTF-8 alone");
+    assert!(!kept.contains(['\x1b', '\x07', '\r']), "{kept:?}");
+    let lines: Vec<&str> = kept.lines().collect();
+    assert!(
+        lines[0].starts_with("[earlier lines cut: only the last "),
+        "{kept}"
+    );
+    // 26 bytes a line escaped: 37 of them, and the last two, fit in 1000.
+    assert_eq!(
+        lines[1..3],
+        ["\\033]0;pwned\\007line 0963", "\\033]0;pwned\\007line 0964"]
+    );
+    assert_eq!(
+        lines[lines.len() - 3..],
+        [
+            "\\033]0;pwned\\007line 0999",
+            "bad \\377 byte",
+            "no newline"
+        ]
+    );
+    assert!(kept.len() <= cap + lines[0].len() + 1, "{}", kept.len());
+    // A console within the cap is kept whole, with nothing said.
+    super::executor::keep_log(&context(&root), &console, KEPT_LOG_MAX_BYTES).unwrap();
+    let kept = std::fs::read_to_string(root.join("logs/console.log")).unwrap();
+    assert!(kept.starts_with("\\033]0;pwned\\007line 0000\n"), "{kept}");
+    assert_eq!(kept.lines().count(), 1002);
+}
+
+/// Regression: qemu-img's stderr was quoted raw, on several lines.
+#[test]
+fn a_qemu_img_failure_is_quoted_escaped_on_one_line() {
+    let e = overlay_failed(
+        "/vm/base\n.qcow2",
+        b"qemu-img: /r/disk.qcow2: Could not open\n'/vm/base': \x1b[31mno such file\n",
+    );
+    let message = e.to_string();
+    assert!(!message.contains(['\n', '\x1b']), "{message}");
+    assert!(
+        message.ends_with("on /vm/base\\n.qcow2: qemu-img: /r/disk.qcow2: Could not open\\n'/vm/base': \\033[31mno such file"),
+        "{message}"
+    );
+}
+
+/// Regression: a comma in the work directory's path (the result root's
+/// directory) broke QEMU's option strings, or added options to them.
+#[test]
+fn commas_in_paths_are_doubled_inside_qemu_option_strings() {
+    let spec = spec(VmDriverSpec::Qemu {
+        image: Some("/vm/base.qcow2".into()),
+        kernel: None,
+        initrd: None,
+        append: None,
+        accel: Accel::Tcg,
+    });
+    let vm = Instance {
+        name: "fruix-20260405T213444Z".into(),
+        work_dir: PathBuf::from("/r/co,mma/.x.vm"),
+        console: PathBuf::from("/r/co,mma/.x.vm/console.log"),
+    };
+    let line = command_line(&spec, &vm, 40022, false);
+    let after = |option: &str| {
+        let at = line.iter().position(|a| a == option).unwrap();
+        line[at + 1].clone()
+    };
+    assert_eq!(
+        after("-qmp"),
+        "unix:/r/co,,mma/.x.vm/qmp.sock,server=on,wait=off"
+    );
+    assert_eq!(
+        after("-drive"),
+        "file=/r/co,,mma/.x.vm/disk.qcow2,format=qcow2,if=virtio"
+    );
+    // `-serial file:` takes the rest verbatim (QEMU's compatibility form).
+    assert_eq!(after("-serial"), "file:/r/co,mma/.x.vm/console.log");
+}
+
+/// A QEMU driver whose guest's emulator (`sleep`, standing in) runs and
+/// never answers on its QMP socket, which accepts connections (as a
+/// stopped qemu's does); the instance, in `dir`, and the socket.
+fn qemu_that_never_answers(
+    dir: &std::path::Path,
+) -> (Qemu, Instance, std::os::unix::net::UnixListener, u32) {
+    let spec = spec(VmDriverSpec::Qemu {
+        image: None,
+        kernel: Some("/vm/vmlinuz".into()),
+        initrd: None,
+        append: None,
+        accel: Accel::Tcg,
+    });
+    let vm = Instance {
+        name: "fruix-20260405T213444Z".into(),
+        work_dir: dir.to_path_buf(),
+        console: dir.join("console.log"),
+    };
+    let qmp = std::os::unix::net::UnixListener::bind(dir.join("qmp.sock")).unwrap();
+    qmp.set_nonblocking(true).unwrap();
+    let child = tokio::process::Command::new("sleep")
+        .arg("600")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    (Qemu::with_child(spec, child), vm, qmp, pid)
+}
+
+/// Whether the process `pid` is still there (not reaped).
+fn alive(pid: u32) -> bool {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::test_kill_process(pid).is_ok()
+}
+
+/// Regression: after Ctrl-C (no grace) the teardown still pressed the power
+/// button through QMP and awaited QEMU's answer with no time limit: a qemu
+/// that never answers (stopped with SIGSTOP) hung fruix for ever. Now it is
+/// stopped hard at once, without asking.
+#[tokio::test]
+async fn without_grace_a_qemu_that_never_answers_is_stopped_hard_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, vm, qmp, pid) = qemu_that_never_answers(dir.path());
+    let began = std::time::Instant::now();
+    let stopped =
+        tokio::time::timeout(Duration::from_secs(10), driver.stop(&vm, Duration::ZERO)).await;
+    assert!(stopped.is_ok(), "the teardown hung");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(!alive(pid), "the emulator was killed and reaped");
+    let asked = qmp.accept();
+    assert!(asked.is_err(), "the power button was pressed: {asked:?}");
+}
+
+/// Regression: the power button's QMP exchange was awaited before the grace
+/// period began, with no limit of its own: a qemu that never answers
+/// hung the teardown whatever the grace.
+#[tokio::test]
+async fn the_power_button_and_the_power_off_share_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, vm, _qmp, pid) = qemu_that_never_answers(dir.path());
+    let grace = Duration::from_millis(500);
+    let began = std::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), driver.stop(&vm, grace)).await;
+    assert!(stopped.is_ok(), "the teardown hung");
+    assert!(began.elapsed() >= grace, "{:?}", began.elapsed());
+    assert!(!alive(pid), "the emulator was killed and reaped");
+}
+
+/// Regression: the grace period was chosen once, before the teardown: a
+/// Ctrl-C while a guest ignored its power button waited out the whole
+/// shutdown timeout. A cancellation during the grace now stops it hard at
+/// once.
+#[tokio::test]
+async fn a_cancellation_during_the_grace_period_stops_the_guest_hard_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, vm, qmp, pid) = qemu_that_never_answers(dir.path());
+    let qmp = tokio::net::UnixListener::from_std(qmp).unwrap();
+    let cancel = CancellationToken::new();
+    let started = Started {
+        prepared: true,
+        booted: true,
+    };
+    let torn = teardown_until(&driver, Duration::from_secs(600), &vm, started, &cancel);
+    // Ctrl-C once the power button is being pressed.
+    let ctrl_c = async {
+        let pressed = qmp.accept().await;
+        cancel.cancel();
+        pressed
+    };
+    let (torn, _pressed) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(torn, ctrl_c)
+    })
+    .await
+    .expect("the teardown waited out the grace period");
+    torn.unwrap();
+    assert!(!alive(pid), "the emulator was killed and reaped");
+}
+
+/// A driver whose guest is running (or has stopped) with QEMU's log
+/// `log`.
+#[derive(Debug)]
+struct Booting {
+    running: bool,
+    log: PathBuf,
+}
+
+#[async_trait]
+impl VmDriver for Booting {
+    async fn prepare(&self, _vm: &Instance) -> Result<()> {
+        Ok(())
+    }
+    async fn boot(&self, _vm: &Instance) -> Result<Endpoint> {
+        unreachable!()
+    }
+    async fn running(&self, _vm: &Instance) -> bool {
+        self.running
+    }
+    async fn stop(&self, _vm: &Instance, _grace: Duration) -> Result<()> {
+        Ok(())
+    }
+    async fn destroy(&self, _vm: &Instance) -> Result<()> {
+        Ok(())
+    }
+    fn own_log(&self, _vm: &Instance) -> Option<PathBuf> {
+        Some(self.log.clone())
+    }
+}
+
+/// Regression: a guest whose QEMU refused to start (a missing kernel, more
+/// memory than the host has) failed with "its console is empty" alone:
+/// QEMU's reason went to a log nobody read. It is quoted, escaped, naming
+/// where the log is kept.
+#[tokio::test]
+async fn a_guest_that_stops_while_booting_quotes_its_emulator_s_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("qemu.log");
+    std::fs::write(
+        &log,
+        "qemu-system-x86_64: cannot set up guest memory 'pc.ram': Cannot allocate memory\x1b[2J\n",
+    )
+    .unwrap();
+    let driver = Booting {
+        running: false,
+        log,
+    };
+    let mut vm = instance();
+    vm.console = dir.path().join("console.log");
+    // Nothing listens there: no banner.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let logs = std::path::Path::new("/results/r1/logs");
+    let spec = spec(VmDriverSpec::Qemu {
+        image: None,
+        kernel: Some("/vm/vmlinuz".into()),
+        initrd: None,
+        append: None,
+        accel: Accel::Tcg,
+    });
+    let e = wait_for_ssh_with_logs(
+        &driver,
+        &spec,
+        &vm,
+        endpoint,
+        Some(logs),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("stopped while booting; its log (/results/r1/logs/qemu.log) ends with:\n  qemu-system-x86_64: cannot set up guest memory 'pc.ram': Cannot allocate memory\\033[2J\n; its console is empty"),
+        "{message}"
+    );
+}
+
+/// Regression: a cancellation while the SSH banner was awaited took effect
+/// only once that attempt ended (up to 2 s; against a stopped qemu, whose
+/// forwarded port accepts and never answers, every time).
+#[tokio::test]
+async fn a_cancellation_while_the_banner_is_awaited_takes_effect_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = Booting {
+        running: true,
+        log: dir.path().join("qemu.log"),
+    };
+    // Accepts, never says anything.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        port: silent.local_addr().unwrap().port(),
+    };
+    let spec = spec(VmDriverSpec::Qemu {
+        image: None,
+        kernel: Some("/vm/vmlinuz".into()),
+        initrd: None,
+        append: None,
+        accel: Accel::Tcg,
+    });
+    let cancel = CancellationToken::new();
+    let vm = instance();
+    let wait = super::wait_for_ssh(&driver, &spec, &vm, endpoint, &cancel);
+    let ctrl_c = async {
+        let connection = silent.accept().await.unwrap();
+        cancel.cancel();
+        (connection, std::time::Instant::now())
+    };
+    let (waited, (_connection, cancelled_at)) = tokio::join!(wait, ctrl_c);
+    assert!(matches!(waited, Err(Error::Cancelled)), "{waited:?}");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(1),
+        "{:?} after the cancellation",
+        cancelled_at.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -615,8 +962,8 @@ async fn two_runs_of_one_vm_executor_drive_two_guests() {
     // Each run gets a driver of its own: stopping and destroying one run's
     // guest never touches the other's (a shared driver kept one uuid).
     let recorder = Arc::new(Recorder::default());
-    recorder.answer_once("xe vm-clone", printed("uuid-a\n"));
-    recorder.answer_once("xe vm-clone", printed("uuid-b\n"));
+    recorder.answer_once("xe vm-install", printed("uuid-a\n"));
+    recorder.answer_once("xe vm-install", printed("uuid-b\n"));
     let spec = spec(VmDriverSpec::XcpNg {
         master: "root@xcp-master.example".into(),
         template: "freebsd-15-approved".into(),
@@ -694,4 +1041,79 @@ fn the_xcp_ng_master_is_reached_with_its_own_key_and_host_key() {
 
     // The other drivers run their commands here.
     assert!(master("q").is_none());
+}
+
+/// Regression: a missing or unreadable kernel, initrd, image or private key
+/// was found only once the guest had booted (or not), as the machine's
+/// failure (exit 3), which a matrix sets the machine aside for. Each is
+/// a configuration error now, before anything boots.
+#[test]
+fn missing_guest_files_are_configuration_errors_before_anything_boots() {
+    use super::executor::VmConfig;
+    use fruix_core::executor::ExecutorConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, name).unwrap();
+        path.display().to_string()
+    };
+    let (kernel, initrd, image, key) = (
+        file("vmlinuz"),
+        file("initrd.img"),
+        file("base.qcow2"),
+        file("id_ed25519"),
+    );
+    let machines = |kernel: &str, key: &str| {
+        let path = dir.path().join("machines.scm");
+        std::fs::write(
+            &path,
+            format!(
+                "(fruix-machines (machine (name \"q\") (user \"root\") (private-key {key:?})\n  (vm (driver qemu) (kernel {kernel:?}) (initrd {initrd:?}) (image {image:?}) (host-key \"ssh-ed25519 AAAAkey\"))))"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let build = |machines: PathBuf, identity: Option<&str>| {
+        VmConfig {
+            machines: Some(machines),
+            machine: Some("q".into()),
+            identity: identity.map(PathBuf::from),
+            ..VmConfig::default()
+        }
+        .build()
+    };
+    build(machines(&kernel, &key), None).unwrap();
+    let refused = |machines: PathBuf, identity: Option<&str>, says: &str| {
+        let e = build(machines, identity).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidConfig { .. }) && e.to_string().contains(says),
+            "{says}: {e}"
+        );
+    };
+    let missing = dir.path().join("missing").display().to_string();
+    let directory = dir.path().display().to_string();
+    refused(
+        machines(&missing, &key),
+        None,
+        &format!("the `kernel` of machine \"q\" {missing} cannot be read: No such file"),
+    );
+    refused(
+        machines(&directory, &key),
+        None,
+        &format!("the `kernel` of machine \"q\" {directory} is not a regular file"),
+    );
+    refused(
+        machines(&kernel, &missing),
+        None,
+        &format!("the `private-key` of machine \"q\" {missing} cannot be read"),
+    );
+    refused(
+        machines(&kernel, &key),
+        Some("/nonexistent"),
+        "`identity` /nonexistent cannot be read",
+    );
+    // An identity given replaces the machine's key, which is not read.
+    build(machines(&kernel, &missing), Some(&key)).unwrap();
 }
