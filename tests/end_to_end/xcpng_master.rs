@@ -1,7 +1,8 @@
 //! The XCP-ng pool master as a [`Host`] over a real OpenSSH `sshd` on
 //! 127.0.0.1 ([`Sshd`]): its own key and pinned host key, a command's whole
 //! stdout (up to a cap, beyond it an error), and a command given up on
-//! stopped on the master before the next one starts.
+//! stopped on the master before the next one starts, and a lost connection
+//! made anew for the next command.
 
 use std::time::Duration;
 
@@ -172,4 +173,32 @@ async fn a_refused_master_key_names_the_master_key_field() {
         message.contains("refused authentication") && message.contains("`master-key`"),
         "{message}"
     );
+}
+
+/// Regression: the master's connection was made once for good, so after it
+/// was lost every later command failed: the whole teardown, leaving the
+/// guest running. The command after the one that lost it connects anew.
+#[tokio::test]
+async fn the_command_after_a_lost_connection_connects_anew() {
+    let sshd = Sshd::start();
+    let master = master(&sshd);
+    assert!(master.run(&words(&["true"])).await.unwrap().success());
+    // Kills the sshd process that serves this connection: the first sshd
+    // among the command's ancestors (the listener is further up).
+    let cut = r#"p=$$
+while [ "$p" -gt 1 ]; do
+  case $(ps -o comm= -p "$p") in sshd*) kill -9 "$p"; exit 0;; esac
+  p=$(ps -o ppid= -p "$p" | tr -d ' ')
+done
+exit 1"#;
+    let lost = tokio::time::timeout(
+        Duration::from_secs(60),
+        master.run(&words(&["sh", "-c", cut])),
+    )
+    .await
+    .expect("a lost connection ends the command");
+    let e = lost.unwrap_err();
+    assert!(matches!(e, Error::ConnectionLost { .. }), "{e:?}");
+    let out = master.run(&words(&["echo", "again"])).await.unwrap();
+    assert_eq!(out.stdout, "again\n");
 }

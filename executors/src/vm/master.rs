@@ -1,7 +1,8 @@
 //! An XCP-ng pool master as a [`Host`]: `xe` commands run over SSH (russh,
 //! the host key pinned by the VM machine's `master-host-key`, else checked
 //! against the user's known_hosts), on one connection made at the first
-//! command. A command's whole stdout comes back, up to
+//! command and made again at the command after one that lost it. A
+//! command's whole stdout comes back, up to
 //! [`MASTER_STDOUT_MAX_BYTES`]: more is an error. A command given up on
 //! ([`Host::run_until`]) is stopped on the master, its whole remote session,
 //! before the call returns.
@@ -14,12 +15,14 @@ use fruix_core::bounded::Tail;
 use fruix_core::executor::{EventSink, Stream};
 use fruix_core::ssh_target::SshTarget;
 use fruix_core::{Error, Result};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{Host, Output};
 use crate::ssh::remote::OUTPUT_TAIL_LINES;
-use crate::ssh::{shell_quote, HostKeyPolicy, RemoteExit, SshOptions, SshSession};
+use crate::ssh::{
+    is_connection_lost, shell_quote, HostKeyPolicy, RemoteExit, SshOptions, SshSession,
+};
 
 /// The most of one command's stdout an [`SshHost`] holds (1 MiB of text):
 /// more is an error, never a silent cut.
@@ -31,11 +34,13 @@ pub const MASTER_STDOUT_MAX_BYTES: usize = 1 << 20;
 /// UTF-8 shown as `\ooo`), up to [`MASTER_STDOUT_MAX_BYTES`]: more stops
 /// the command and is an error. Of stderr only the last
 /// [`OUTPUT_TAIL_LINES`] lines are kept, after a note when earlier lines
-/// were dropped.
+/// were dropped. A command that loses the connection fails (it is not run
+/// again: it may have done its work), and the next command connects anew.
 #[derive(Debug)]
 pub struct SshHost {
     options: SshOptions,
-    session: OnceCell<Arc<SshSession>>,
+    /// The connection, once made; none again once it was lost.
+    session: Mutex<Option<Arc<SshSession>>>,
 }
 
 impl SshHost {
@@ -55,7 +60,7 @@ impl SshHost {
         };
         SshHost {
             options,
-            session: OnceCell::new(),
+            session: Mutex::new(None),
         }
     }
 
@@ -63,6 +68,39 @@ impl SshHost {
     /// check.
     pub fn options(&self) -> &SshOptions {
         &self.options
+    }
+
+    /// The connection: the one made before, else a new one (commands
+    /// wait for it, so that there is only one).
+    async fn session(&self) -> Result<Arc<SshSession>> {
+        let mut session = self.session.lock().await;
+        if let Some(session) = &*session {
+            return Ok(session.clone());
+        }
+        let connected = SshSession::connect(&self.options, &EventSink::discard())
+            .await
+            .map_err(|e| match e {
+                // Say which machine, and which of its fields set the key
+                // and host key: not the guest's.
+                Error::System { message, log } => Error::System {
+                    message: format!(
+                        "the XCP-ng pool master (logged into with the VM machine's `master-key`, else the ssh-agent's keys, then ~/.ssh/id_*; its host key pinned by `master-host-key`, else checked in ~/.ssh/known_hosts): {message}"
+                    ),
+                    log,
+                },
+                other => other,
+            })?;
+        *session = Some(connected.clone());
+        Ok(connected)
+    }
+
+    /// Lets go of `lost`, a connection that was lost, unless another took
+    /// its place already: the next command connects anew.
+    async fn forget(&self, lost: &Arc<SshSession>) {
+        let mut session = self.session.lock().await;
+        if session.as_ref().is_some_and(|s| Arc::ptr_eq(s, lost)) {
+            *session = None;
+        }
     }
 }
 
@@ -73,30 +111,13 @@ impl Host for SshHost {
         argv: &[String],
         cancel: &CancellationToken,
     ) -> Result<Option<Output>> {
-        let session = self
-            .session
-            .get_or_try_init(|| async {
-                SshSession::connect(&self.options, &EventSink::discard())
-                    .await
-                    .map_err(|e| match e {
-                        // Say which machine, and which of its fields set
-                        // the key and host key: not the guest's.
-                        Error::System { message, log } => Error::System {
-                            message: format!(
-                                "the XCP-ng pool master (logged into with the VM machine's `master-key`, else the ssh-agent's keys, then ~/.ssh/id_*; its host key pinned by `master-host-key`, else checked in ~/.ssh/known_hosts): {message}"
-                            ),
-                            log,
-                        },
-                        other => other,
-                    })
-            })
-            .await?;
+        let session = self.session().await?;
         let script: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
         // Too much stdout stops the command, through a cancel of its own.
         let too_much = cancel.child_token();
         let mut stdout = WholeStdout::new(MASTER_STDOUT_MAX_BYTES);
         let mut stderr = Tail::new(OUTPUT_TAIL_LINES);
-        let exit = session
+        let streamed = session
             .stream(
                 &script.join(" "),
                 None,
@@ -111,7 +132,14 @@ impl Host for SshHost {
                     Stream::Stderr => stderr.push(line),
                 },
             )
-            .await?;
+            .await;
+        let exit = match streamed {
+            Err(e) if is_connection_lost(&e) => {
+                self.forget(&session).await;
+                return Err(e);
+            }
+            streamed => streamed?,
+        };
         if stdout.over {
             return Err(Error::system(format!(
                 "`{}` on the XCP-ng pool master {} printed more than {MASTER_STDOUT_MAX_BYTES} bytes on stdout, more than fruix reads of an `xe` command; it was stopped",
