@@ -54,21 +54,24 @@ pub trait VmDriver: fmt::Debug + Send + Sync {
     /// [`VmDriver::stop`], stopping the guest hard at once when `cancel`
     /// fires, before or during the grace period (Ctrl-C while a guest
     /// ignores its power button). The lifecycle calls this one. The
-    /// default stops hard at once when `cancel` has fired already, and
-    /// otherwise gives the whole grace period: a driver that can cut it
-    /// short overrides it.
+    /// default stops hard at once when `cancel` has fired already; when it
+    /// fires during the grace period, it drops that stop (a command it was
+    /// running is stopped as a dropped command is) and stops hard: a driver
+    /// with a better way overrides it.
     async fn stop_until(
         &self,
         vm: &Instance,
         grace: Duration,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let grace = if cancel.is_cancelled() {
-            Duration::ZERO
-        } else {
-            grace
-        };
-        self.stop(vm, grace).await
+        if cancel.is_cancelled() || grace.is_zero() {
+            return self.stop(vm, Duration::ZERO).await;
+        }
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => self.stop(vm, Duration::ZERO).await,
+            stopped = self.stop(vm, grace) => stopped,
+        }
     }
     /// Destroys the throw-away disk.
     async fn destroy(&self, vm: &Instance) -> Result<()>;

@@ -415,6 +415,56 @@ async fn bhyve_tears_down_after_a_failure_at_each_step() {
     );
 }
 
+/// Regression: only QEMU cut a grace period short on Ctrl-C; a bhyve guest
+/// ignoring its power button was given the whole `shutdown-timeout`. A
+/// cancellation during the grace stops it hard at once, then destroys it.
+#[tokio::test]
+async fn a_cancellation_during_bhyve_s_grace_period_powers_it_off_at_once() {
+    let (driver, recorder, _) = bhyve();
+    // The guest ignores its power button: it runs until powered off.
+    recorder.answers.lock().unwrap().clear();
+    recorder.answer(BHYVE_RUNNING, printed(""));
+    let cancel = CancellationToken::new();
+    let started = Started {
+        prepared: true,
+        booted: true,
+    };
+    let vm = instance();
+    let torn = teardown_until(&driver, Duration::from_secs(600), &vm, started, &cancel);
+    // Ctrl-C once the power button was pressed.
+    let ctrl_c = async {
+        while !recorder
+            .plan
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.starts_with("pkill"))
+        {
+            tokio::task::yield_now().await;
+        }
+        // Running still at the hard stop's check, gone once powered off.
+        recorder.answers.lock().unwrap().clear();
+        recorder.answer_once(BHYVE_RUNNING, printed(""));
+        recorder.answer(BHYVE_RUNNING, failed(""));
+        cancel.cancel();
+    };
+    let (torn, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(torn, ctrl_c)
+    })
+    .await
+    .expect("the teardown waited out the grace period");
+    torn.unwrap();
+    let plan = recorder.plan.lock().unwrap().clone();
+    let at = plan
+        .iter()
+        .position(|c| c == "bhyvectl --vm=fruix-20260405T213444Z --force-poweroff")
+        .unwrap_or_else(|| panic!("no hard power-off: {plan:?}"));
+    assert!(
+        plan[at..].contains(&"bhyvectl --vm=fruix-20260405T213444Z --destroy".to_string()),
+        "{plan:?}"
+    );
+}
+
 fn xcpng() -> Recorded<XcpNg> {
     let recorder = Arc::new(Recorder::default());
     let spec = spec(VmDriverSpec::XcpNg {
@@ -522,6 +572,47 @@ async fn xcpng_forces_a_shutdown_only_once_the_clean_one_past_its_grace_is_stopp
     );
     assert_eq!(*recorder.overlaps.lock().unwrap(), []);
     assert!(recorder.running.lock().unwrap().is_empty());
+}
+
+/// Regression: a Ctrl-C during XCP-ng's grace period was not seen until
+/// it ended. The clean shutdown is then given up at once (stopped on the
+/// master), and only then is the forced one started.
+#[tokio::test]
+async fn xcpng_gives_up_the_clean_shutdown_at_once_on_a_cancellation() {
+    let (driver, recorder, _) = xcpng();
+    driver.prepare(&instance()).await.unwrap();
+    recorder.hang(XE_STOP);
+    let cancel = CancellationToken::new();
+    let vm = instance();
+    let stop = driver.stop_until(&vm, Duration::from_secs(600), &cancel);
+    let ctrl_c = async {
+        while !recorder
+            .running
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c == XE_STOP)
+        {
+            tokio::task::yield_now().await;
+        }
+        cancel.cancel();
+    };
+    let (stopped, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(stop, ctrl_c)
+    })
+    .await
+    .expect("the clean shutdown had its whole grace period");
+    stopped.unwrap();
+    assert_eq!(
+        recorder.plan(),
+        [
+            XE_PREPARE,
+            XE_STOP,
+            &format!("stopped: {XE_STOP}"),
+            "xe vm-shutdown uuid=5a1f-uuid --force"
+        ]
+    );
+    assert_eq!(*recorder.overlaps.lock().unwrap(), []);
 }
 
 /// Without a grace period (after a cancellation) the guest is stopped hard

@@ -118,6 +118,54 @@ impl XcpNg {
             .map(str::to_string)
             .collect())
     }
+
+    /// Powers the guest off: a clean `xe vm-shutdown` for `grace` (given
+    /// up at once when `cancel` fires), then a forced one.
+    async fn stop_within(&self, grace: Duration, cancel: &CancellationToken) -> Result<()> {
+        // A `xe vm-start` given up on is stopped before the shutdown.
+        self.settle().await;
+        let Some(uuid) = self.uuid() else {
+            return Ok(());
+        };
+        // Without a grace period (a cancelled run) the guest is stopped
+        // hard at once. Otherwise a clean shutdown still running when the
+        // grace period ends is stopped (on the master too) before the
+        // forced one starts: the two never run together.
+        let clean = if grace.is_zero() {
+            None
+        } else {
+            let give_up = CancellationToken::new();
+            let command = argv(["xe", "vm-shutdown", &format!("uuid={uuid}")]);
+            let clean = self.host.run_until(&command, &give_up);
+            tokio::pin!(clean);
+            // Given up when the grace period ends, or at once on Ctrl-C.
+            let ended = tokio::select! {
+                biased;
+                done = &mut clean => Some(done),
+                () = tokio::time::sleep(grace) => None,
+                () = cancel.cancelled() => None,
+            };
+            match ended {
+                Some(done) => Some(done),
+                None => {
+                    give_up.cancel();
+                    Some(clean.await)
+                }
+            }
+        };
+        if !matches!(clean, Some(Ok(Some(ref o))) if o.success()) {
+            let _ = self
+                .host
+                .run(&argv([
+                    "xe",
+                    "vm-shutdown",
+                    &format!("uuid={uuid}"),
+                    "--force",
+                ]))
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// The master for the commands that make or start a guest: each runs in a
@@ -219,42 +267,21 @@ impl VmDriver for XcpNg {
     }
 
     async fn stop(&self, _vm: &Instance, grace: Duration) -> Result<()> {
-        // A `xe vm-start` given up on is stopped before the shutdown.
-        self.settle().await;
-        let Some(uuid) = self.uuid() else {
-            return Ok(());
-        };
-        // Without a grace period (a cancelled run) the guest is stopped
-        // hard at once. Otherwise a clean shutdown still running when the
-        // grace period ends is stopped (on the master too) before the
-        // forced one starts: the two never run together.
-        let clean = if grace.is_zero() {
-            None
+        self.stop_within(grace, &CancellationToken::new()).await
+    }
+
+    async fn stop_until(
+        &self,
+        _vm: &Instance,
+        grace: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let grace = if cancel.is_cancelled() {
+            Duration::ZERO
         } else {
-            let give_up = CancellationToken::new();
-            let command = argv(["xe", "vm-shutdown", &format!("uuid={uuid}")]);
-            let clean = self.host.run_until(&command, &give_up);
-            tokio::pin!(clean);
-            match tokio::time::timeout(grace, &mut clean).await {
-                Ok(done) => Some(done),
-                Err(_) => {
-                    give_up.cancel();
-                    Some(clean.await)
-                }
-            }
+            grace
         };
-        if !matches!(clean, Some(Ok(Some(ref o))) if o.success()) {
-            let _ = self
-                .host
-                .run(&argv([
-                    "xe",
-                    "vm-shutdown",
-                    &format!("uuid={uuid}"),
-                    "--force",
-                ]))
-                .await?;
-        }
-        Ok(())
+        self.stop_within(grace, cancel).await
     }
 
     /// Uninstalls the guest made (`force=true` stops it hard first when it
