@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    fixture_build, fruix, run, run_json, run_ok, spawn_piped, spawn_silenced, verify_store,
-    wait_until,
+    fixture_build, fruix, run, run_json, run_ok, spawn_piped, spawn_reading_stderr, spawn_silenced,
+    verify_store, wait_until,
 };
 
 /// The guest image, built by `scripts/vm-image.sh` (which returns at once
@@ -726,7 +726,7 @@ fn vm_machines_in_a_matrix_hold_their_slots_and_a_guest_that_cannot_boot_is_set_
 }
 
 #[test]
-fn a_fruix_killed_outright_leaves_no_qemu_process() {
+fn a_fruix_killed_outright_leaves_no_qemu_process_and_its_work_directory_goes_next_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = start_on_silent_guest(dir.path(), 2);
     wait_until("the guest runs", || !qemu_processes(dir.path()).is_empty());
@@ -736,4 +736,36 @@ fn a_fruix_killed_outright_leaves_no_qemu_process() {
     wait_until("no qemu process is left", || {
         qemu_processes(dir.path()).is_empty()
     });
+    // Regression: its work directory (the overlay disk, the console) was
+    // left forever. The next VM run beside it removes it, as nobody holds
+    // its lock any more.
+    let stale = work_dirs(dir.path());
+    assert_eq!(stale.len(), 1, "the killed run's work directory: {stale:?}");
+    let file = dir.path().join("machines.scm");
+    let mut next = spawn_reading_stderr(&mut vm_build_into(dir.path(), &file, "silent", "root2"));
+    let removed = next.wait_for_line("the work directory of a VM run whose fruix was killed");
+    assert!(
+        removed.contains(&stale[0].display().to_string()),
+        "{removed}"
+    );
+    assert!(!stale[0].exists());
+    next.wait_for_line("==> vm-ssh");
+    next.signal(libc::SIGINT);
+    let out = next.finish(Duration::from_secs(60), "the interrupted build");
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert_eq!(work_dirs(dir.path()), Vec::<PathBuf>::new());
+    assert!(qemu_processes(dir.path()).is_empty());
+}
+
+/// The VM work directories (`.NAME.vm`) in `dir`.
+fn work_dirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with('.') && name.ends_with(".vm")
+        })
+        .collect()
 }

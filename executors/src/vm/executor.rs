@@ -23,7 +23,7 @@ use super::driver::{Host, Instance, LocalHost, VmDriver};
 use super::master::SshHost;
 use super::qemu::Qemu;
 use super::xcpng::XcpNg;
-use super::{bring_up, kept_name, teardown_until, wait_for_ssh_with_logs, Started};
+use super::{bring_up, kept_name, teardown_until, wait_for_ssh_with_logs, workdir, Started};
 use crate::guest::{GuestConfig, GuestExecutor, Mode};
 
 /// Configuration of `vm` (JSON object; unknown keys are refused).
@@ -244,6 +244,7 @@ impl Executor for VmExecutor {
             driver: driver_for_run(&self.spec, &self.host),
             started: Started::default(),
             vm: None,
+            work: None,
         })
     }
 }
@@ -254,6 +255,8 @@ struct VmRun<'a> {
     driver: Box<dyn VmDriver>,
     started: Started,
     vm: Option<Instance>,
+    /// The work directory's lock, held until the cleanup removed it.
+    work: Option<workdir::WorkDir>,
 }
 
 #[async_trait]
@@ -261,13 +264,22 @@ impl Run for VmRun<'_> {
     async fn build(&mut self, ctx: &RunContext) -> Result<()> {
         let e = self.executor;
         let run_id = &ctx.request.run_id;
-        let work_dir = ctx.result_root.with_file_name(format!(".{run_id}.vm"));
-        std::fs::create_dir(&work_dir).map_err(|err| Error::io("create", &work_dir, err))?;
+        // What runs whose fruix was killed left beside this result root.
+        if let Some(parent) = ctx.result_root.parent() {
+            for stale in workdir::sweep(parent) {
+                ctx.events.warn(format!(
+                    "removed {}, the work directory of a VM run whose fruix was killed before its cleanup",
+                    escape::path(&stale)
+                ));
+            }
+        }
+        let work = workdir::create(&ctx.result_root)?;
         let vm = Instance {
             name: format!("fruix-{run_id}"),
-            console: work_dir.join("console.log"),
-            work_dir,
+            console: work.path.join("console.log"),
+            work_dir: work.path.clone(),
         };
+        self.work = Some(work);
         self.vm = Some(vm.clone());
         let driver = &*self.driver;
         // Where the cleanup keeps the guest's logs, which errors name.

@@ -15,6 +15,7 @@ pub mod driver;
 pub mod executor;
 pub mod master;
 pub mod qemu;
+pub mod workdir;
 pub mod xcpng;
 
 #[cfg(test)]
