@@ -51,6 +51,8 @@ pub struct VmConfig {
     pub guest_helper: Option<String>,
     /// make program in the guest, for host-initiated
     pub make: Option<String>,
+    /// environment variable holding the identity's passphrase
+    pub passphrase_env: Option<String>,
 }
 
 impl ExecutorConfig for VmConfig {
@@ -109,6 +111,20 @@ impl ExecutorConfig for VmConfig {
                 )))
             }
         };
+        // A key of the other mode would be silently unused.
+        let foreign = match mode {
+            Mode::SelfHosted => self.make.as_ref().map(|_| ("make", "host-initiated")),
+            Mode::HostInitiated => self
+                .guest_helper
+                .as_ref()
+                .map(|_| ("guest_helper", "guest-self-hosted")),
+        };
+        if let Some((key, other)) = foreign {
+            return Err(invalid(format!(
+                "`{key}` is for inner={other}, and this build's inner mode is {}",
+                mode.name()
+            )));
+        }
         // The inner executor, as if the machine were reachable; its
         // address and pinned host key are set once the guest is up.
         let inner = GuestConfig {
@@ -117,8 +133,9 @@ impl ExecutorConfig for VmConfig {
             identity: self.identity,
             guest_state_dir: self.guest_state_dir,
             guest_store: self.guest_store,
-            guest_helper: self.guest_helper.filter(|_| mode == Mode::SelfHosted),
-            make: self.make.filter(|_| mode == Mode::HostInitiated),
+            guest_helper: self.guest_helper,
+            make: self.make,
+            passphrase_env: self.passphrase_env,
             ..GuestConfig::default()
         }
         .build_in_template(mode)?;

@@ -1208,3 +1208,57 @@ fn missing_guest_files_are_configuration_errors_before_anything_boots() {
     // An identity given replaces the machine's key, which is not read.
     build(machines(&kernel, &missing), Some(&key)).unwrap();
 }
+
+/// Regression: a key of the other inner mode (`guest_helper` with
+/// inner=host-initiated, `make` with the default guest-self-hosted) was
+/// silently dropped, and the build went on without it. It is refused.
+#[test]
+fn a_key_of_the_other_inner_mode_is_refused() {
+    use super::executor::VmConfig;
+    use fruix_core::executor::ExecutorConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("vmlinuz");
+    std::fs::write(&kernel, "").unwrap();
+    let machines = dir.path().join("machines.scm");
+    std::fs::write(
+        &machines,
+        format!(
+            "(fruix-machines (machine (name \"q\") (user \"root\")\n  (vm (driver qemu) (kernel {:?}) (host-key \"ssh-ed25519 AAAAkey\"))))",
+            kernel.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = |inner: Option<&str>, helper: Option<&str>, make: Option<&str>| VmConfig {
+        machines: Some(machines.clone()),
+        machine: Some("q".into()),
+        inner: inner.map(String::from),
+        guest_helper: helper.map(String::from),
+        make: make.map(String::from),
+        ..VmConfig::default()
+    };
+    for (inner, helper, make, says) in [
+        (
+            Some("host-initiated"),
+            Some("/x"),
+            None,
+            "`guest_helper` is for inner=guest-self-hosted",
+        ),
+        (
+            None,
+            None,
+            Some("gmake"),
+            "`make` is for inner=host-initiated",
+        ),
+    ] {
+        let e = config(inner, helper, make).build().unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidConfig { .. }) && e.to_string().contains(says),
+            "{says}: {e}"
+        );
+    }
+    config(Some("host-initiated"), None, Some("gmake"))
+        .build()
+        .unwrap();
+    config(None, Some("/x"), None).build().unwrap();
+}
