@@ -377,7 +377,7 @@ mod tests {
     use fruix_core::testing::TestDir;
 
     use super::*;
-    use crate::archive::{ArchiveLimits, Trust};
+    use crate::archive::Trust;
     use crate::{promote_native_build_result, PromoteOptions};
 
     /// A store's sample objects exported, then the store moved away, so
@@ -446,12 +446,7 @@ mod tests {
             let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
             let mut client = self.client(&[b"{\"ok\":{}}\n", archive]);
             let trust = Trust::default();
-            let options = ImportOptions {
-                trust: &trust,
-                limits: ArchiveLimits::default(),
-                progress: None,
-                whole_input: false,
-            };
+            let options = ImportOptions::new(&trust);
             client.fetch(&self.here, &names, &options)
         }
 

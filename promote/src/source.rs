@@ -140,13 +140,7 @@ mod tests {
         let before = contents(store.path());
         let long = "1".repeat(65);
         for version in ["15.0\n(x)", "15.0-STABLE\u{1b}[31m", "15.0\u{202e}", &long] {
-            let facts = SourceFacts {
-                name: "default".into(),
-                version: version.into(),
-                branch: "stable/15".into(),
-                commit: None,
-                dirty: None,
-            };
+            let facts = SourceFacts::without_checkout("default", version, "stable/15");
             let e = add_source(&store, &tree, &facts, &|_| false, None, None).unwrap_err();
             assert_eq!(e.exit_status(), ExitStatus::Usage, "{version:?}: {e}");
             assert_eq!(contents(store.path()), before, "{version:?}");

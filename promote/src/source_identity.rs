@@ -40,6 +40,18 @@ pub struct SourceFacts {
 }
 
 impl SourceFacts {
+    /// The facts of a tree that is no git checkout: its `name`, `version`
+    /// and `branch`.
+    pub fn without_checkout(name: &str, version: &str, branch: &str) -> Self {
+        SourceFacts {
+            name: name.into(),
+            version: version.into(),
+            branch: branch.into(),
+            commit: None,
+            dirty: None,
+        }
+    }
+
     /// Refuses facts a source object must not record: a version that is
     /// not a name a build accepts is [`Error::InvalidFreebsdVersion`].
     pub fn check(&self) -> Result<()> {

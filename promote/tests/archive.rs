@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use fruix_core::testing::{edit_header, find_bytes, TestDir};
+use fruix_core::testing::{edit_header, find_bytes, object_at, TestDir};
 use fruix_promote::archive::{
     export, export_order, import, ArchiveLimits, ImportOptions, ImportReport, Trust,
 };
@@ -404,26 +404,6 @@ fn file_line<'a>(path: &str, mode: u32, data: &'a [u8]) -> TreeLine<'a> {
 /// A line without a body (a directory's or a symlink's).
 fn plain_line(line: &str) -> TreeLine<'static> {
     (line.to_string(), b"")
-}
-
-/// Where the object whose name contains `infix` starts in `archive` (its
-/// `object` line) and its header.
-fn object_at(archive: &[u8], infix: &str) -> (usize, serde_json::Value) {
-    let mut at = 0;
-    loop {
-        let start = at + find_bytes(&archive[at..], b"\nobject ").expect("the object") + 1;
-        let eol = start + find_bytes(&archive[start..], b"\n").unwrap();
-        let len: usize = std::str::from_utf8(&archive[start + 7..eol])
-            .unwrap()
-            .parse()
-            .unwrap();
-        let header: serde_json::Value =
-            serde_json::from_slice(&archive[eol + 1..eol + 1 + len]).unwrap();
-        if header["name"].as_str().unwrap().contains(infix) {
-            return (start, header);
-        }
-        at = eol;
-    }
 }
 
 /// `archive` up to the artifact whose name contains `infix`, then that

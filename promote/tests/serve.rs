@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 
 use fruix_core::testing::TestDir;
 use fruix_core::ExitStatus;
-use fruix_promote::archive::{export_order, ArchiveLimits, ImportOptions, Trust};
+use fruix_promote::archive::{export_order, ImportOptions, Trust};
 use fruix_promote::serve::{serve, Client};
 use fruix_promote::{promote_native_build_result, Error, PromoteOptions, Store};
 
@@ -22,12 +22,7 @@ fn an_object_the_serving_store_lacks_is_not_in_that_store() {
     promote_native_build_result(&root, &serving, &PromoteOptions::default()).unwrap();
     let here = Store::open(&dir.join("here")).unwrap();
     let trust = Trust::default();
-    let options = ImportOptions {
-        trust: &trust,
-        limits: ArchiveLimits::default(),
-        progress: None,
-        whole_input: false,
-    };
+    let options = ImportOptions::new(&trust);
     // Locally, too: absent is not the same as present but unregistered.
     let e = export_order(&serving, &[ABSENT.to_string()], false).unwrap_err();
     assert!(matches!(e, Error::NotInStore { remote: false, .. }), "{e}");

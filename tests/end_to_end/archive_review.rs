@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use fruix_core::manifest::{parse_line, ManifestBuilder};
-use fruix_core::testing::{edit_header, find_bytes};
+use fruix_core::testing::{edit_header, object_at};
 use fruix_promote::object::{object_hash, ObjectIdentity};
 
 use crate::util::{
@@ -61,26 +61,6 @@ fn refused(dir: &Path, what: &str, archive: &[u8], expected: &[&str]) {
     );
     failed_with(what, &out, 4, expected);
     assert_eq!(snapshot(&store), before, "{what} changed the store");
-}
-
-/// Where the object whose name contains `infix` starts in `archive` (its
-/// `object` line), and its header.
-fn object_at(archive: &[u8], infix: &str) -> (usize, serde_json::Value) {
-    let mut at = 0;
-    loop {
-        let start = at + find_bytes(&archive[at..], b"\nobject ").expect("the object") + 1;
-        let eol = start + find_bytes(&archive[start..], b"\n").unwrap();
-        let len: usize = std::str::from_utf8(&archive[start + 7..eol])
-            .unwrap()
-            .parse()
-            .unwrap();
-        let header: serde_json::Value =
-            serde_json::from_slice(&archive[eol + 1..eol + 1 + len]).unwrap();
-        if header["name"].as_str().unwrap().contains(infix) {
-            return (start, header);
-        }
-        at = eol;
-    }
 }
 
 /// `archive` up to its kernel artifact, then that artifact with the tree

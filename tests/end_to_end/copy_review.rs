@@ -214,13 +214,7 @@ fn an_archive_of_more_objects_than_the_open_file_limit_imports() {
     std::fs::create_dir(&tree).unwrap();
     std::fs::write(tree.join("file"), "tiny\n").unwrap();
     let store = Store::open(&store_path).unwrap();
-    let facts = SourceFacts {
-        name: "default".into(),
-        version: "15.0-STABLE".into(),
-        branch: "stable/15".into(),
-        commit: None,
-        dirty: None,
-    };
+    let facts = SourceFacts::without_checkout("default", "15.0-STABLE", "stable/15");
     let added = add_source(&store, &tree, &facts, &|_: &[u8]| false, None, None).unwrap();
     let name = added.store_path.file_name().unwrap().to_str().unwrap();
     let mut one = Vec::new();

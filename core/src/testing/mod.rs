@@ -53,14 +53,17 @@ pub fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Rewrites, in the store archive `archive`, the JSON header of the first
-/// object whose name contains `infix` with `edit`, keeping its `object LEN`
-/// line right; panics when no object's name contains `infix`.
-pub fn edit_header(
-    archive: &[u8],
-    infix: &str,
-    edit: impl FnOnce(&mut serde_json::Value),
-) -> Vec<u8> {
+/// Where, in the store archive `archive`, the first object whose name
+/// contains `infix` starts (its `object LEN` line), with its JSON header
+/// and where the header ends; panics when no object's name contains
+/// `infix`.
+pub fn object_at(archive: &[u8], infix: &str) -> (usize, serde_json::Value) {
+    let (start, header, _) = object_header(archive, infix);
+    (start, header)
+}
+
+/// [`object_at`], with the offset just past the header.
+fn object_header(archive: &[u8], infix: &str) -> (usize, serde_json::Value, usize) {
     let mut at = 0;
     while let Some(i) = find_bytes(&archive[at..], b"\nobject ") {
         let start = at + i + 1;
@@ -69,23 +72,35 @@ pub fn edit_header(
             .expect("an object line in ASCII")
             .parse()
             .expect("the length of a header");
-        let mut header: serde_json::Value =
+        let header: serde_json::Value =
             serde_json::from_slice(&archive[eol + 1..eol + 1 + len]).expect("a JSON header");
         if header["name"]
             .as_str()
             .expect("a named object")
             .contains(infix)
         {
-            edit(&mut header);
-            let json = serde_json::to_string(&header).expect("JSON text");
-            let mut out = archive[..start].to_vec();
-            out.extend_from_slice(format!("object {}\n{json}", json.len()).as_bytes());
-            out.extend_from_slice(&archive[eol + 1 + len..]);
-            return out;
+            return (start, header, eol + 1 + len);
         }
         at = eol;
     }
     panic!("no object {infix} in the archive");
+}
+
+/// Rewrites, in the store archive `archive`, the JSON header of the first
+/// object whose name contains `infix` with `edit`, keeping its `object LEN`
+/// line right; panics when no object's name contains `infix`.
+pub fn edit_header(
+    archive: &[u8],
+    infix: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Vec<u8> {
+    let (start, mut header, end) = object_header(archive, infix);
+    edit(&mut header);
+    let json = serde_json::to_string(&header).expect("JSON text");
+    let mut out = archive[..start].to_vec();
+    out.extend_from_slice(format!("object {}\n{json}", json.len()).as_bytes());
+    out.extend_from_slice(&archive[end..]);
+    out
 }
 
 /// The strings of the JSON array `value`, sorted; panics when `value` is

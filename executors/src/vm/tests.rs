@@ -432,27 +432,17 @@ async fn a_cancellation_during_bhyve_s_grace_period_powers_it_off_at_once() {
     let vm = instance();
     let torn = teardown_until(&driver, Duration::from_secs(600), &vm, started, &cancel);
     // Ctrl-C once the power button was pressed.
-    let ctrl_c = async {
-        while !recorder
-            .plan
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|c| c.starts_with("pkill"))
-        {
-            tokio::task::yield_now().await;
-        }
+    let pressed = || {
+        let plan = recorder.plan.lock().unwrap();
+        plan.iter().any(|c| c.starts_with("pkill"))
+    };
+    let torn = cancelled_when(torn, pressed, &cancel, || {
         // Running still at the hard stop's check, gone once powered off.
         recorder.answers.lock().unwrap().clear();
         recorder.answer_once(BHYVE_RUNNING, printed(""));
         recorder.answer(BHYVE_RUNNING, failed(""));
-        cancel.cancel();
-    };
-    let (torn, ()) = tokio::time::timeout(Duration::from_secs(10), async {
-        tokio::join!(torn, ctrl_c)
     })
-    .await
-    .expect("the teardown waited out the grace period");
+    .await;
     torn.unwrap();
     let plan = recorder.plan.lock().unwrap().clone();
     let at = plan
@@ -561,6 +551,37 @@ async fn xcpng_forces_a_shutdown_only_once_the_clean_one_past_its_grace_is_stopp
     let began = tokio::time::Instant::now();
     driver.stop(&instance(), grace).await.unwrap();
     assert!(began.elapsed() >= grace, "the clean shutdown had its grace");
+    clean_shutdown_stopped_then_forced(&recorder);
+    assert!(recorder.running.lock().unwrap().is_empty());
+}
+
+/// Runs `work`, firing `cancel` once `seen` holds (after `then`), as a
+/// Ctrl-C at that moment; `work` must then end within 10 seconds, not wait
+/// out its grace period.
+async fn cancelled_when<T>(
+    work: impl std::future::Future<Output = T>,
+    seen: impl Fn() -> bool,
+    cancel: &CancellationToken,
+    then: impl FnOnce(),
+) -> T {
+    let ctrl_c = async {
+        while !seen() {
+            tokio::task::yield_now().await;
+        }
+        then();
+        cancel.cancel();
+    };
+    let (out, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(work, ctrl_c)
+    })
+    .await
+    .expect("it waited out the grace period");
+    out
+}
+
+/// Checks that `recorder`'s guest was made, its clean shutdown started and
+/// stopped, and only then a forced one run.
+fn clean_shutdown_stopped_then_forced(recorder: &Recorder) {
     assert_eq!(
         recorder.plan(),
         [
@@ -571,7 +592,6 @@ async fn xcpng_forces_a_shutdown_only_once_the_clean_one_past_its_grace_is_stopp
         ]
     );
     assert_eq!(*recorder.overlaps.lock().unwrap(), []);
-    assert!(recorder.running.lock().unwrap().is_empty());
 }
 
 /// Regression: a Ctrl-C during XCP-ng's grace period was not seen until
@@ -585,34 +605,17 @@ async fn xcpng_gives_up_the_clean_shutdown_at_once_on_a_cancellation() {
     let cancel = CancellationToken::new();
     let vm = instance();
     let stop = driver.stop_until(&vm, Duration::from_secs(600), &cancel);
-    let ctrl_c = async {
-        while !recorder
+    let shutting_down = || {
+        recorder
             .running
             .lock()
             .unwrap()
             .iter()
             .any(|c| c == XE_STOP)
-        {
-            tokio::task::yield_now().await;
-        }
-        cancel.cancel();
     };
-    let (stopped, ()) = tokio::time::timeout(Duration::from_secs(10), async {
-        tokio::join!(stop, ctrl_c)
-    })
-    .await
-    .expect("the clean shutdown had its whole grace period");
+    let stopped = cancelled_when(stop, shutting_down, &cancel, || {}).await;
     stopped.unwrap();
-    assert_eq!(
-        recorder.plan(),
-        [
-            XE_PREPARE,
-            XE_STOP,
-            &format!("stopped: {XE_STOP}"),
-            "xe vm-shutdown uuid=5a1f-uuid --force"
-        ]
-    );
-    assert_eq!(*recorder.overlaps.lock().unwrap(), []);
+    clean_shutdown_stopped_then_forced(&recorder);
 }
 
 /// Without a grace period (after a cancellation) the guest is stopped hard
@@ -822,19 +825,24 @@ fn commas_in_paths_are_doubled_inside_qemu_option_strings() {
     assert_eq!(after("-serial"), "file:/r/co,mma/.x.vm/console.log");
 }
 
+/// A QEMU guest booted from a kernel alone, under TCG.
+fn kernel_only_qemu() -> VmSpec {
+    spec(VmDriverSpec::Qemu {
+        image: None,
+        kernel: Some("/vm/vmlinuz".into()),
+        initrd: None,
+        append: None,
+        accel: Accel::Tcg,
+    })
+}
+
 /// A QEMU driver whose guest's emulator (`sleep`, standing in) runs and
 /// never answers on its QMP socket, which accepts connections (as a
 /// stopped qemu's does); the instance, in `dir`, and the socket.
 fn qemu_that_never_answers(
     dir: &std::path::Path,
 ) -> (Qemu, Instance, std::os::unix::net::UnixListener, u32) {
-    let spec = spec(VmDriverSpec::Qemu {
-        image: None,
-        kernel: Some("/vm/vmlinuz".into()),
-        initrd: None,
-        append: None,
-        accel: Accel::Tcg,
-    });
+    let spec = kernel_only_qemu();
     let vm = Instance {
         name: "fruix-20260405T213444Z".into(),
         work_dir: dir.to_path_buf(),
@@ -984,13 +992,7 @@ async fn a_guest_that_stops_while_booting_quotes_its_emulator_s_log() {
         port,
     };
     let logs = std::path::Path::new("/results/r1/logs");
-    let spec = spec(VmDriverSpec::Qemu {
-        image: None,
-        kernel: Some("/vm/vmlinuz".into()),
-        initrd: None,
-        append: None,
-        accel: Accel::Tcg,
-    });
+    let spec = kernel_only_qemu();
     let e = wait_for_ssh_with_logs(
         &driver,
         &spec,
@@ -1024,13 +1026,7 @@ async fn a_cancellation_while_the_banner_is_awaited_takes_effect_at_once() {
         host: "127.0.0.1".into(),
         port: silent.local_addr().unwrap().port(),
     };
-    let spec = spec(VmDriverSpec::Qemu {
-        image: None,
-        kernel: Some("/vm/vmlinuz".into()),
-        initrd: None,
-        append: None,
-        accel: Accel::Tcg,
-    });
+    let spec = kernel_only_qemu();
     let cancel = CancellationToken::new();
     let vm = instance();
     let wait = super::wait_for_ssh(&driver, &spec, &vm, endpoint, &cancel);
@@ -1185,26 +1181,32 @@ fn missing_guest_files_are_configuration_errors_before_anything_boots() {
     };
     let missing = dir.path().join("missing").display().to_string();
     let directory = dir.path().display().to_string();
-    refused(
-        machines(&missing, &key),
-        None,
-        &format!("the `kernel` of machine \"q\" {missing} cannot be read: No such file"),
-    );
-    refused(
-        machines(&directory, &key),
-        None,
-        &format!("the `kernel` of machine \"q\" {directory} is not a regular file"),
-    );
-    refused(
-        machines(&kernel, &missing),
-        None,
-        &format!("the `private-key` of machine \"q\" {missing} cannot be read"),
-    );
-    refused(
-        machines(&kernel, &key),
-        Some("/nonexistent"),
-        "`identity` /nonexistent cannot be read",
-    );
+    let cases = [
+        (
+            (&missing, &key),
+            None,
+            format!("the `kernel` of machine \"q\" {missing} cannot be read: No such file"),
+        ),
+        (
+            (&directory, &key),
+            None,
+            format!("the `kernel` of machine \"q\" {directory} is not a regular file"),
+        ),
+        (
+            (&kernel, &missing),
+            None,
+            format!("the `private-key` of machine \"q\" {missing} cannot be read"),
+        ),
+        (
+            (&kernel, &key),
+            Some("/nonexistent"),
+            "`identity` /nonexistent cannot be read".to_string(),
+        ),
+    ];
+    // Each machines file written just before it is read.
+    for ((kernel, key), identity, says) in cases {
+        refused(machines(kernel, key), identity, &says);
+    }
     // An identity given replaces the machine's key, which is not read.
     build(machines(&kernel, &missing), Some(&key)).unwrap();
 }

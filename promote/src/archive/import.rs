@@ -56,7 +56,18 @@ pub fn import(
     import_objects(store, input, options, None)
 }
 
-impl ImportOptions<'_> {
+impl<'a> ImportOptions<'a> {
+    /// Options trusting `trust`, with the default caps, no progress, and
+    /// reading stopping after the archive's last line.
+    pub fn new(trust: &'a Trust) -> Self {
+        ImportOptions {
+            trust,
+            limits: ArchiveLimits::default(),
+            progress: None,
+            whole_input: false,
+        }
+    }
+
     /// Reads an archive from `input` into `store` as [`import`] does, when
     /// it must hold exactly the objects `expected` (those `store copy
     /// --from` asked the other store for): each object's name is checked as

@@ -11,12 +11,6 @@ use fruix_promote::Store;
 /// with no commit; the addition must succeed.
 pub fn add_sample_source(store: &Store, tree: &Path, files: &[(&str, &[u8], u32)]) -> SourceReport {
     write_files(tree, files).unwrap();
-    let facts = SourceFacts {
-        name: "default".into(),
-        version: "15.0-STABLE".into(),
-        branch: "stable/15".into(),
-        commit: None,
-        dirty: None,
-    };
+    let facts = SourceFacts::without_checkout("default", "15.0-STABLE", "stable/15");
     add_source(store, tree, &facts, &|_| false, None, None).unwrap()
 }

@@ -8,7 +8,7 @@ use std::io::{BufReader, BufWriter};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-use fruix_promote::archive::{ArchiveLimits, ImportOptions};
+use fruix_promote::archive::ImportOptions;
 use fruix_promote::serve::serve as serve_store;
 use fruix_promote::Store;
 use tokio_util::io::SyncIoBridge;
@@ -28,12 +28,7 @@ pub fn serve(args: ServeArgs) -> CliResult {
     let store = Store::open_existing(&args.local.store.store).map_err(from_promote)?;
     // On stderr, which a copy shows when it fails.
     store.on_lock_wait(crate::display::lock_wait);
-    let options = ImportOptions {
-        trust: &trust,
-        limits: ArchiveLimits::default(),
-        progress: None,
-        whole_input: false,
-    };
+    let options = ImportOptions::new(&trust);
     let limit = args.idle_timeout;
     let runtime = crate::runtime()?;
     let (input, output, stalled) = {
