@@ -4,11 +4,14 @@ use std::path::Path;
 
 use crate::util::{fruix, key_values, require_tool, run_ok};
 
+/// The README's text.
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap()
+}
+
 /// The shell line in the fenced block after `marker` in README.md.
 fn readme_command(marker: &str) -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
+    let readme = readme();
     let after = readme
         .split(marker)
         .nth(1)
@@ -53,9 +56,7 @@ fn readme_main_command_builds_the_fixture_into_frx_store() {
             .filter_map(|l| Some(l.split_once('=')?.0.to_string()))
             .collect()
     };
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
+    let readme = readme();
     let shown = readme
         .split("<!-- main-command -->")
         .nth(1)
@@ -78,9 +79,7 @@ fn readme_main_command_builds_the_fixture_into_frx_store() {
 #[test]
 fn exit_statuses_in_readme_and_help_match_the_code() {
     use fruix_core::ExitStatus;
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
+    let readme = readme();
     let section = readme
         .split("\n## Exit statuses\n")
         .nth(1)
@@ -115,9 +114,7 @@ struct Block {
 
 /// Every fenced block of README.md, indented ones included.
 fn readme_blocks() -> Vec<Block> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
+    let readme = readme();
     let mut blocks = Vec::new();
     let mut open: Option<Block> = None;
     for (i, line) in readme.lines().enumerate() {
@@ -148,9 +145,7 @@ const RUN_ELSEWHERE: [&str; 2] = ["<!-- main-command -->", "<!-- test-command --
 #[test]
 fn every_runnable_readme_example_exits_as_the_readme_says() {
     require_tool("bmake", "bmake");
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
+    let readme = readme();
     let lines: Vec<&str> = readme.lines().collect();
     // A directory shaped like a fresh clone, with the fruix under test first
     // on PATH and a home of its own (so no default store is shared).
@@ -281,9 +276,7 @@ fn documents_the_sources_point_to_exist() {
 
 /// The text of the block opening at line `line` of README.md, untrimmed.
 fn raw_block(line: usize) -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
+    let readme = readme();
     readme
         .lines()
         .skip(line)
@@ -362,9 +355,7 @@ fn help_options(words: &[&str]) -> Vec<(String, Option<String>)> {
 /// and only those.
 #[test]
 fn every_readme_synopsis_names_the_options_of_its_help() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
+    let readme = readme();
     let readme: Vec<&str> = readme.lines().collect();
     let synopses: Vec<Block> = readme_blocks()
         .into_iter()
