@@ -214,7 +214,7 @@ fn shown(path: &Path, logs: Option<&Path>) -> std::path::PathBuf {
 }
 
 /// `; its console (LOGS/console.log) ends with:\n...` (escaped), or `; its
-/// console is empty`; the console is named as [`shown`] names it.
+/// console is empty`; the console is named as `shown` names it.
 pub fn console_quote(vm: &Instance, logs: Option<&Path>) -> String {
     match log_quote("console", &vm.console, &shown(&vm.console, logs)) {
         quote if quote.is_empty() => "; its console is empty".into(),
