@@ -28,21 +28,6 @@ pub(super) struct Pending {
     pub(super) signatures: Vec<String>,
 }
 
-/// How [`import`] reads.
-#[derive(Debug, Clone, Copy)]
-pub struct ImportOptions<'a> {
-    /// The keys whose signatures count, and whether each object needs one.
-    pub trust: &'a Trust,
-    /// Caps on the archive; going over one refuses it.
-    pub limits: ArchiveLimits,
-    /// Counts the bytes of each file body read from the archive.
-    pub progress: Option<&'a Progress>,
-    /// Whether the archive must be the whole input: data after its last
-    /// line refuses it. Otherwise reading stops after that line, and what
-    /// follows is the caller's (`store serve` reads its next request).
-    pub whole_input: bool,
-}
-
 /// The objects read so far, by name: the record of each one the store
 /// lacks (`None`: the store has it, and its registry has the record).
 type Earlier = HashMap<String, Option<ObjectRecord>>;
@@ -56,18 +41,7 @@ pub fn import(
     import_objects(store, input, options, None)
 }
 
-impl<'a> ImportOptions<'a> {
-    /// Options trusting `trust`, with the default caps, no progress, and
-    /// reading stopping after the archive's last line.
-    pub fn new(trust: &'a Trust) -> Self {
-        ImportOptions {
-            trust,
-            limits: ArchiveLimits::default(),
-            progress: None,
-            whole_input: false,
-        }
-    }
-
+impl ImportOptions<'_> {
     /// Reads an archive from `input` into `store` as [`import`] does, when
     /// it must hold exactly the objects `expected` (those `store copy
     /// --from` asked the other store for): each object's name is checked as

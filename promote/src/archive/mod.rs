@@ -85,7 +85,35 @@ mod publish;
 mod rules;
 mod tree;
 
-pub use import::{import, ImportOptions};
+pub use import::import;
+
+/// How [`import`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportOptions<'a> {
+    /// The keys whose signatures count, and whether each object needs one.
+    pub trust: &'a Trust,
+    /// Caps on the archive; going over one refuses it.
+    pub limits: ArchiveLimits,
+    /// Counts the bytes of each file body read from the archive.
+    pub progress: Option<&'a Progress>,
+    /// Whether the archive must be the whole input: data after its last
+    /// line refuses it. Otherwise reading stops after that line, and what
+    /// follows is the caller's (`store serve` reads its next request).
+    pub whole_input: bool,
+}
+
+impl<'a> ImportOptions<'a> {
+    /// Options trusting `trust`, with the default caps, no progress, and
+    /// reading stopping after the archive's last line.
+    pub fn new(trust: &'a Trust) -> Self {
+        ImportOptions {
+            trust,
+            limits: ArchiveLimits::default(),
+            progress: None,
+            whole_input: false,
+        }
+    }
+}
 
 /// The first line of every archive.
 pub const MAGIC: &str = "fruix-archive 1";
