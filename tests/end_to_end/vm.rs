@@ -330,7 +330,7 @@ fn a_guest_that_never_opens_ssh_fails_after_the_boot_timeout_quoting_its_console
 
 /// Waits until the console of the guest of a build in `dir` says its
 /// network is up: fruix is then waiting for SSH (the guest's files are
-/// beside the result root, in `.RUN_ID.vm`).
+/// beside the result root, in `.NAME.vm`).
 fn wait_for_the_guest_s_network(dir: &Path) {
     wait_until("the guest's network is up", || {
         std::fs::read_dir(dir).is_ok_and(|entries| {
