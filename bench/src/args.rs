@@ -63,11 +63,24 @@ pub fn scratch(help: &str, name: &str, numbers: &mut [(&str, &mut dyn Number)]) 
         }
         Ok(())
     });
-    if let Err(message) = parsed {
-        eprintln!("{message}");
-        std::process::exit(2);
-    }
+    exit_unless_parsed(help, parsed);
     scratch
+}
+
+/// Exits when [`parse`] did not parse: `--help` prints `help` and exits 0,
+/// anything else prints what is wrong and exits 2.
+pub fn exit_unless_parsed(help: &str, parsed: Result<(), String>) {
+    match parsed {
+        Ok(()) => {}
+        Err(message) if message == help => {
+            println!("{help}");
+            std::process::exit(0);
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    }
 }
 
 /// The scratch directory `name` of a benchmark: on tmpfs when `/dev/shm`

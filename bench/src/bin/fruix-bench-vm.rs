@@ -188,8 +188,8 @@ fn main() {
     let o = match options() {
         Ok(o) => o,
         Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
+            args::exit_unless_parsed(HELP, Err(message));
+            unreachable!("exit_unless_parsed exits on an error")
         }
     };
     // The image's unpacked emulator, when it had to be unpacked, for fruix

@@ -97,16 +97,14 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some(MEASURE_CHILD) {
         return measure_child(&args[1..]);
     }
-    let Some(options) = parse(args) else {
-        println!("{HELP}");
-        return ExitCode::SUCCESS;
-    };
+    let options = parse();
     run(options);
     ExitCode::SUCCESS
 }
 
-/// Parses the arguments; `None` asks for the help.
-fn parse(args: Vec<String>) -> Option<Options> {
+/// Parses the arguments: `--help` prints the help and exits 0, a bad
+/// argument says what is wrong and exits 2.
+fn parse() -> Options {
     let shm = Path::new("/dev/shm");
     let base = if shm.is_dir() {
         shm.to_path_buf()
@@ -119,32 +117,37 @@ fn parse(args: Vec<String>) -> Option<Options> {
         runs: 3,
         keep: false,
     };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let mut value = |what: &str| {
-            let v = args.next();
-            v.unwrap_or_else(|| panic!("{arg} takes {what}; see --help"))
-        };
-        match arg.as_str() {
-            "--dir" => options.dir = PathBuf::from(value("a directory")),
-            "--scale" => {
-                let scale = value("a number").parse().expect("--scale takes a number");
-                options.shape = Shape::Base { scale };
+    let parsed = fruix_bench::args::parse(
+        HELP,
+        (
+            &["--dir", "--scale", "--files", "--runs"],
+            &["--keep", "-h"],
+        ),
+        |flag, value| {
+            match flag {
+                "--dir" => options.dir = PathBuf::from(value.unwrap_or_default()),
+                "--scale" => {
+                    let scale = fruix_bench::args::number(flag, value)?;
+                    options.shape = Shape::Base { scale };
+                }
+                "--files" => {
+                    let count = fruix_bench::args::number(flag, value)?;
+                    options.shape = Shape::SmallFiles { count };
+                }
+                "--runs" => {
+                    options.runs = fruix_bench::args::number(flag, value)?;
+                    if options.runs == 0 {
+                        return Err("--runs takes a count of at least 1".into());
+                    }
+                }
+                "--keep" => options.keep = true,
+                _ => return Err(HELP.to_string()),
             }
-            "--files" => {
-                let count = value("a count").parse().expect("--files takes a count");
-                options.shape = Shape::SmallFiles { count };
-            }
-            "--runs" => {
-                options.runs = value("a count").parse().expect("--runs takes a count");
-                assert!(options.runs > 0, "--runs takes a count of at least 1");
-            }
-            "--keep" => options.keep = true,
-            "--help" | "-h" => return None,
-            other => panic!("unknown argument {other:?}; see --help"),
-        }
-    }
-    Some(options)
+            Ok(())
+        },
+    );
+    fruix_bench::args::exit_unless_parsed(HELP, parsed);
+    options
 }
 
 fn run(options: Options) {
