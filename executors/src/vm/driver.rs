@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 /// One guest: its name and where its files go on this machine.
 #[derive(Debug, Clone)]
 pub struct Instance {
-    /// `fruix-RUN_ID`: names the guest, its disk and its files.
+    /// `fruix-RUN_ID-SUFFIX` ([`super::executor::guest_name`]): names the
+    /// guest, its disk and its files.
     pub name: String,
     /// A directory of this machine for the guest's files (overlay, pid
     /// files, sockets), removed after teardown.

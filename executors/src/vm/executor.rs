@@ -7,11 +7,12 @@ use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fruix_core::bounded::LineSplitter;
 use fruix_core::error::IoContext;
-use fruix_core::executor::{Capabilities, Executor, ExecutorConfig, Run, RunContext};
+use fruix_core::executor::{Capabilities, EventSink, Executor, ExecutorConfig, Run, RunContext};
 use fruix_core::machines::{Machine, Machines};
 use fruix_core::process::MAX_LINE_BYTES;
 use fruix_core::ssh_target::SshTarget;
@@ -25,6 +26,7 @@ use super::qemu::Qemu;
 use super::xcpng::XcpNg;
 use super::{bring_up, kept_name, teardown_until, wait_for_ssh_with_logs, workdir, Started};
 use crate::guest::{GuestConfig, GuestExecutor, Mode};
+use tokio_util::sync::CancellationToken;
 
 /// Configuration of `vm` (JSON object; unknown keys are refused).
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
@@ -145,6 +147,7 @@ impl ExecutorConfig for VmConfig {
         };
         Ok(Arc::new(VmExecutor {
             mode,
+            machine: name.clone(),
             user: machine.target.user.clone(),
             spec,
             host,
@@ -159,6 +162,8 @@ fruix_core::register_executor!(VmConfig);
 #[derive(Debug)]
 pub struct VmExecutor {
     mode: Mode,
+    /// The VM machine's name in the machines file.
+    machine: String,
     user: String,
     spec: VmSpec,
     /// Where the driver's commands run: the XCP-ng pool master, else this
@@ -223,6 +228,88 @@ fn regular_file(path: &Path) -> std::result::Result<(), String> {
         .map_err(|e| format!("{shown} cannot be read: {e}"))
 }
 
+/// The name of a run's guest: `fruix-RUN_ID-SUFFIX`, SUFFIX 16 hex digits
+/// drawn at random (the run id's characters other than `A-Z a-z 0-9 . _ -`
+/// made `_`: ZFS dataset names take no `+`). Run ids are timestamps, so
+/// two builds started in one second on one host would otherwise boot two
+/// guests of one name (one bhyve VM, one XCP-ng name label).
+pub fn guest_name(run_id: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // Keys drawn from the OS's randomness, new for each hasher.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let run_id: String = run_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("fruix-{run_id}-{:016x}", hasher.finish())
+}
+
+/// Deals with the work directory `stale` of a run whose fruix was killed,
+/// for a VM run on `machine` (its record `spec`, its driver's commands run
+/// on `host`): a guest of this machine that it names is torn down at once
+/// (a bhyve guest and an XCP-ng VM outlive fruix), then the directory is
+/// removed; a QEMU guest died with its fruix. A bhyve or XCP-ng guest of
+/// another machine is left, with the directory, to a run on that machine.
+/// Each outcome is a warning: the build goes on.
+pub(super) async fn sweep_stale(
+    stale: workdir::Stale,
+    machine: &str,
+    spec: &VmSpec,
+    host: &Arc<dyn Host>,
+    events: &EventSink,
+    cancel: &CancellationToken,
+) {
+    let shown = escape::path(&stale.path).to_string();
+    let left = "the work directory of a VM run whose fruix was killed, is left";
+    if let Some(guest) = stale.guest.clone() {
+        let ours = guest.machine == machine && guest.driver == spec.driver.name();
+        if !ours && guest.driver != "qemu" {
+            events.warn(format!(
+                "{shown}, {left}: its {} guest {} may still run on machine {}; the next VM run there stops it, or remove it by hand",
+                guest.driver, guest.name, guest.machine
+            ));
+            return;
+        }
+        if ours {
+            let vm = Instance {
+                console: stale.path.join("console.log"),
+                work_dir: stale.path.clone(),
+                name: guest.name.clone(),
+            };
+            let driver = driver_for_run(spec, host);
+            let started = Started {
+                prepared: true,
+                booted: true,
+            };
+            let torn = teardown_until(&*driver, Duration::ZERO, &vm, started, cancel);
+            if let Err(err) = torn.await {
+                events.warn(format!(
+                    "{shown}, {left}: its guest {} could not be stopped and destroyed: {err}",
+                    guest.name
+                ));
+                return;
+            }
+            events.warn(format!(
+                "stopped and destroyed guest {}, left by a VM run whose fruix was killed before its cleanup",
+                guest.name
+            ));
+        }
+    }
+    match stale.remove() {
+        Ok(_) => events.warn(format!(
+            "removed {shown}, the work directory of a VM run whose fruix was killed before its cleanup"
+        )),
+        Err(err) => events.warn(format!("{shown}, {left}: {err}")),
+    }
+}
+
 /// A driver of its own for one run of `spec`, its commands run on `host`
 /// (see [`VmExecutor::host`]). A driver holds the state of the one guest it
 /// drives (QEMU's process, the XCP-ng clone's uuid), so runs never share
@@ -284,15 +371,25 @@ impl Run for VmRun<'_> {
         // What runs whose fruix was killed left beside this result root.
         if let Some(parent) = ctx.result_root.parent() {
             for stale in workdir::sweep(parent) {
-                ctx.events.warn(format!(
-                    "removed {}, the work directory of a VM run whose fruix was killed before its cleanup",
-                    escape::path(&stale)
-                ));
+                sweep_stale(
+                    stale,
+                    &e.machine,
+                    &e.spec,
+                    &e.host,
+                    &ctx.events,
+                    &ctx.cancel,
+                )
+                .await;
             }
         }
-        let work = workdir::create(&ctx.result_root)?;
+        let guest = workdir::Guest {
+            machine: e.machine.clone(),
+            driver: e.spec.driver.name().into(),
+            name: guest_name(run_id),
+        };
+        let work = workdir::create(&ctx.result_root, &guest)?;
         let vm = Instance {
-            name: format!("fruix-{run_id}"),
+            name: guest.name,
             console: work.path.join("console.log"),
             work_dir: work.path.clone(),
         };

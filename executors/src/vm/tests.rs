@@ -14,10 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::bhyve::Bhyve;
 use super::driver::{Endpoint, Host, Instance, Output, VmDriver};
-use super::executor::{driver_for_run, KEPT_LOG_MAX_BYTES};
+use super::executor::{driver_for_run, guest_name, sweep_stale, KEPT_LOG_MAX_BYTES};
 use super::qemu::{command_line, overlay_failed, Qemu};
 use super::xcpng::{address_of, XcpNg};
-use super::{bring_up, console_quote, teardown, teardown_until, wait_for_ssh_with_logs, Started};
+use super::{
+    bring_up, console_quote, teardown, teardown_until, wait_for_ssh_with_logs, workdir, Started,
+};
 
 /// A host that records every command and answers from a script: the
 /// recorded plans of the bhyve and XCP-ng drivers.
@@ -1263,4 +1265,158 @@ fn a_key_of_the_other_inner_mode_is_refused() {
         .build()
         .unwrap();
     config(None, Some("/x"), None).build().unwrap();
+}
+
+/// Makes the work directory of run `run` in `dir` for `guest` (machine,
+/// driver, name) and abandons it, as a fruix killed outright does; then
+/// sweeps `dir` as a run on machine `machine` of `spec` does, its commands
+/// recorded. The warnings.
+async fn sweep_after_a_kill(
+    dir: &std::path::Path,
+    guest: [&str; 3],
+    machine: &str,
+    (spec, recorder): (&VmSpec, &Arc<Recorder>),
+) -> Vec<String> {
+    let [machine_of, driver, name] = guest.map(String::from);
+    let guest = workdir::Guest {
+        machine: machine_of,
+        driver,
+        name,
+    };
+    drop(workdir::create(&dir.join("r1"), &guest).unwrap());
+    let host: Arc<dyn Host> = recorder.clone();
+    let (events, mut received) = EventSink::channel();
+    for stale in workdir::sweep(dir) {
+        sweep_stale(
+            stale,
+            machine,
+            spec,
+            &host,
+            &events,
+            &CancellationToken::new(),
+        )
+        .await;
+    }
+    drop(events);
+    let mut warnings = Vec::new();
+    while let Ok(event) = received.try_recv() {
+        if let fruix_core::executor::Event::Warning { message } = event {
+            warnings.push(message);
+        }
+    }
+    warnings
+}
+
+/// Regression: a bhyve guest started by a fruix killed outright ran on
+/// (bhyve runs under daemon), and its clone stayed: the next run removed
+/// only the work directory, which held the pid file that could stop it.
+/// The next run on that machine now stops and destroys the guest its
+/// `guest` file names, then removes the directory.
+#[tokio::test]
+async fn a_killed_runs_bhyve_guest_is_torn_down_by_the_next_run_on_its_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, recorder, spec) = bhyve();
+    // The guest stops at the power button.
+    recorder.answer("test -e ", failed(""));
+    let name = "fruix-r1-00000000000000aa";
+    let warnings = sweep_after_a_kill(
+        dir.path(),
+        ["bhyve-1", "bhyve", name],
+        "bhyve-1",
+        (&spec, &recorder),
+    )
+    .await;
+    let work = dir.path().join(".r1.vm");
+    let pid_file = work.join("bhyve.pid").display().to_string();
+    assert_eq!(
+        recorder.plan(),
+        [
+            format!("pkill -TERM -F {pid_file}"),
+            format!("test -e {pid_file}"),
+            format!("bhyvectl --vm={name} --destroy"),
+            format!("test -e {pid_file}"),
+            format!("zfs list -H -o name zroot/vm/freebsd-15-{name}"),
+            format!("zfs destroy zroot/vm/freebsd-15-{name}"),
+        ]
+    );
+    assert!(!work.exists(), "removed once its guest is gone");
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains(&format!("destroyed guest {name}")));
+    assert!(warnings[1].starts_with("removed "), "{warnings:?}");
+}
+
+/// A killed run's XCP-ng VM, whose uuid died with that fruix, is found by
+/// its name and uninstalled.
+#[tokio::test]
+async fn a_killed_runs_xcpng_vm_is_uninstalled_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, recorder, spec) = xcpng();
+    let name = "fruix-r1-00000000000000bb";
+    recorder.answer("xe vm-list", printed("77-uuid\n"));
+    sweep_after_a_kill(
+        dir.path(),
+        ["xcp-1", "xcp-ng", name],
+        "xcp-1",
+        (&spec, &recorder),
+    )
+    .await;
+    assert_eq!(
+        recorder.plan(),
+        [
+            format!("xe vm-list name-label={name} --minimal"),
+            "xe vm-uninstall uuid=77-uuid force=true".to_string(),
+        ]
+    );
+    assert!(!dir.path().join(".r1.vm").exists());
+}
+
+/// A killed run's bhyve guest on another machine (or another driver) is
+/// not this run's to stop: its directory, and the pid file in it, stay for
+/// a run there; a guest it cannot stop keeps its directory too. A QEMU
+/// guest died with its fruix: its directory goes whichever machine it was.
+#[tokio::test]
+async fn a_sweep_leaves_what_it_cannot_tear_down() {
+    let (_, recorder, spec) = bhyve();
+    let dir = tempfile::tempdir().unwrap();
+    let other = ["bhyve-2", "bhyve", "fruix-r1-1"];
+    let warnings = sweep_after_a_kill(dir.path(), other, "bhyve-1", (&spec, &recorder)).await;
+    assert_eq!(recorder.plan(), Vec::<String>::new());
+    assert!(dir.path().join(".r1.vm").is_dir());
+    assert!(
+        warnings[0].contains("bhyve guest fruix-r1-1 may still run on machine bhyve-2"),
+        "{warnings:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    recorder.answer("test -e ", failed(""));
+    recorder.answer("zfs destroy", failed("dataset is busy"));
+    let ours = ["bhyve-1", "bhyve", "fruix-r1-2"];
+    let warnings = sweep_after_a_kill(dir.path(), ours, "bhyve-1", (&spec, &recorder)).await;
+    assert!(dir.path().join(".r1.vm").is_dir(), "kept for the next run");
+    assert!(
+        warnings[0].contains("could not be stopped and destroyed")
+            && warnings[0].contains("dataset is busy"),
+        "{warnings:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let before = recorder.plan().len();
+    let qemu = ["vm-linux", "qemu", "fruix-r1-3"];
+    sweep_after_a_kill(dir.path(), qemu, "bhyve-1", (&spec, &recorder)).await;
+    assert_eq!(recorder.plan().len(), before, "nothing to stop");
+    assert!(!dir.path().join(".r1.vm").exists());
+}
+
+#[test]
+fn guest_names_differ_for_one_run_id() {
+    let (a, b) = (
+        guest_name("20260405T213444Z"),
+        guest_name("20260405T213444Z"),
+    );
+    assert_ne!(a, b);
+    assert!(
+        a.starts_with("fruix-20260405T213444Z-") && a.len() == 39,
+        "{a}"
+    );
+    assert!(guest_name("r+1").starts_with("fruix-r_1-"), "no + for ZFS");
 }
