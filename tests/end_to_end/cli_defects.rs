@@ -370,6 +370,7 @@ fn guest_executors_describe_their_capabilities_and_only_their_keys() {
         assert_eq!(d["capabilities"]["remote"], true, "{d:#}");
         let keys = crate::util::strings_of(&d["config_keys"], "name");
         assert!(keys.contains(&own) && !keys.contains(&other), "{keys:?}");
+        assert!(!keys.contains(&"inner"), "the vm executor's own: {keys:?}");
     }
 }
 

@@ -359,6 +359,36 @@ fn verify_refuses_what_is_not_a_store_object() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no store at"));
     assert!(!missing.exists(), "verify must not create a store");
+    // Regression: an empty directory was made a store (`.fruix`, `.links`,
+    // `.lock`, `.locks`) by any command that only reads one, export and
+    // serve included; it was no store, as a missing one is none.
+    let empty = dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let name = "/0000000000000000000000000000000000000000-fruix-x";
+    let output = dir.path().join("out.nar");
+    let reads: [&[&str]; 7] = [
+        &["list"],
+        &["verify"],
+        &["roots"],
+        &["gc"],
+        &["query", "--references", name],
+        &["export", "-o", output.to_str().unwrap(), name],
+        &["serve"],
+    ];
+    for args in reads {
+        let out = run(fruix()
+            .arg("store")
+            .args(args)
+            .arg("--store")
+            .arg(&empty)
+            .stdin(Stdio::null()));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("no store at"), "{args:?}: {stderr}");
+        let left: Vec<_> = fs::read_dir(&empty).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
+    assert!(!output.exists());
     // An object named through a relative path is one.
     run_ok(
         fruix()

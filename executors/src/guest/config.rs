@@ -40,8 +40,8 @@ pub const DEFAULT_HELPER: &str = "fruix";
 pub struct GuestConfig {
     /// the guest as user@host[:port] (or use machines + machine)
     pub guest: Option<String>,
-    /// private key file (ed25519, ECDSA or RSA; default: ssh-agent, then
-    /// ~/.ssh/id_*)
+    /// private key file (ed25519, ECDSA or RSA; default: the machine's
+    /// private-key, then ssh-agent, then ~/.ssh/id_*)
     pub identity: Option<PathBuf>,
     /// OpenSSH known_hosts file (default ~/.ssh/known_hosts)
     pub known_hosts: Option<PathBuf>,
@@ -49,13 +49,14 @@ pub struct GuestConfig {
     /// always refused)
     #[serde(default)]
     pub accept_new_host_key: bool,
-    /// the guest's state directory (default /var/lib/fruix)
+    /// the guest's state directory (default: the machine's, else
+    /// /var/lib/fruix)
     pub guest_state_dir: Option<String>,
     /// where source objects sent to the guest go (default: the machine's
     /// store, else /frx/store)
     pub guest_store: Option<String>,
-    /// the guest's fruix, for guest-self-hosted (default fruix on the
-    /// guest's PATH)
+    /// the guest's fruix, for guest-self-hosted (default: the machine's
+    /// helper, else fruix on the guest's PATH)
     pub guest_helper: Option<String>,
     /// the machine's secret signing key, a path in the guest, for
     /// guest-self-hosted: the helper signs the result where it is built
@@ -97,7 +98,13 @@ pub struct GuestConfig {
     /// longer lines of guest output are cut, saying so (default 1048576,
     /// 1 MiB)
     pub output_max_line_bytes: Option<u64>,
+    /// how to build in the guest the vm executor boots: guest-self-hosted
+    /// (default; the result is signed in the guest) or host-initiated
+    pub inner: Option<String>,
 }
+
+/// The keys of [`GuestConfig`] only the `vm` executor takes.
+pub const VM_ONLY_KEYS: &[&str] = &["inner"];
 
 /// Configuration of one guest executor: the shared guest keys but the one
 /// only the other mode uses ([`Mode::foreign_keys`]).
@@ -131,10 +138,14 @@ impl<const SELF_HOSTED: bool> ExecutorConfig for ModeConfig<SELF_HOSTED> {
         Self::MODE.capabilities()
     }
 
-    /// The keys of [`GuestConfig`] but the mode's foreign one.
+    /// The keys of [`GuestConfig`] but the mode's foreign ones and the
+    /// `vm` executor's own.
     fn keys() -> Vec<ConfigKey> {
         let mut keys = config_keys::<GuestConfig>();
-        keys.retain(|k| !Self::MODE.foreign_keys().contains(&k.name.as_str()));
+        keys.retain(|k| {
+            let key = k.name.as_str();
+            !Self::MODE.foreign_keys().contains(&key) && !VM_ONLY_KEYS.contains(&key)
+        });
         keys
     }
 
@@ -170,6 +181,7 @@ impl GuestConfig {
             Mode::HostInitiated if self.guest_helper.is_some() => Some("guest_helper"),
             Mode::HostInitiated if self.guest_signing_key.is_some() => Some("guest_signing_key"),
             Mode::SelfHosted if self.make.is_some() => Some("make"),
+            _ if self.inner.is_some() && !template => Some("inner"),
             _ => None,
         };
         if let Some(key) = foreign_given {
@@ -322,6 +334,10 @@ mod tests {
                 "`guest_store` \"frx/store\" is relative",
             ),
             (json!({"machines": "/m.scm"}), "without `machine`"),
+            (
+                json!({"guest": "a@b", "inner": "host-initiated"}),
+                "`inner` is not a key of",
+            ),
             (json!({"guest": "a@b", "machine": "x"}), "not both"),
             (
                 json!({"guest": "a@b", "connect_timeout_secs": 0}),

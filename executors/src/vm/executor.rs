@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,40 +26,25 @@ use super::qemu::Qemu;
 use super::xcpng::XcpNg;
 use super::{bring_up, kept_name, teardown_until, wait_for_ssh_with_logs, workdir, Started};
 use crate::guest::{GuestConfig, GuestExecutor, Mode};
+use fruix_core::executor::{config_keys, ConfigKey};
 use tokio_util::sync::CancellationToken;
 
-/// Configuration of `vm` (JSON object; unknown keys are refused).
+/// Configuration of `vm` (JSON object; unknown keys are refused): the
+/// guest executors' keys ([`GuestConfig`]), `inner` among them, but those
+/// naming or trusting a running guest (`guest`, `known_hosts`,
+/// `accept_new_host_key`): the guest is the one booted from `machine`, its
+/// host key the machine's pinned one.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VmConfig {
-    /// a machines file (fruix-machines ...) holding the VM machine
-    pub machines: Option<PathBuf>,
-    /// the VM machine of the machines file: one with a (vm ...) record
-    pub machine: Option<String>,
-    /// how to build in the guest: guest-self-hosted (default) or
-    /// host-initiated
-    pub inner: Option<String>,
-    /// private key file for the guest (default: the machine's private-key,
-    /// then ssh-agent, then ~/.ssh/id_*)
-    pub identity: Option<PathBuf>,
-    /// the guest's state directory (default: the machine's, else
-    /// /var/lib/fruix)
-    pub guest_state_dir: Option<String>,
-    /// where source objects sent to the guest go (default: the machine's
-    /// store, else /frx/store)
-    pub guest_store: Option<String>,
-    /// the guest's fruix, for guest-self-hosted (default: the machine's
-    /// helper, else fruix on the guest's PATH)
-    pub guest_helper: Option<String>,
-    /// make program in the guest, for host-initiated
-    pub make: Option<String>,
-    /// environment variable holding the identity's passphrase
-    pub passphrase_env: Option<String>,
-}
+#[serde(transparent)]
+pub struct VmConfig(pub GuestConfig);
+
+/// The keys of [`GuestConfig`] that `vm` does not take: its guest is the one
+/// it boots, trusted by the machine's pinned host key.
+const NOT_VM_KEYS: &[&str] = &["guest", "known_hosts", "accept_new_host_key"];
 
 impl ExecutorConfig for VmConfig {
     const NAME: &'static str = "vm";
-    const DESCRIPTION: &'static str = "boots a throw-away virtual machine (QEMU, bhyve or XCP-ng) for each build, builds in it over SSH, and always tears it down";
+    const DESCRIPTION: &'static str = "boots a throw-away virtual machine (QEMU, bhyve or XCP-ng) for each build, builds in it over SSH, and always tears it down; the capabilities shown are inner=guest-self-hosted's (the default): with inner=host-initiated it does not sign at the build site";
 
     fn capabilities() -> Capabilities {
         Capabilities {
@@ -68,18 +53,36 @@ impl ExecutorConfig for VmConfig {
         }
     }
 
+    /// The keys of [`GuestConfig`] but [`NOT_VM_KEYS`].
+    fn keys() -> Vec<ConfigKey> {
+        let mut keys = config_keys::<GuestConfig>();
+        keys.retain(|k| !NOT_VM_KEYS.contains(&k.name.as_str()));
+        keys
+    }
+
     fn build(self) -> Result<Arc<dyn Executor>> {
         let invalid = |message: String| Error::InvalidConfig {
             executor: "vm".into(),
             message,
         };
-        let (Some(file), Some(name)) = (&self.machines, &self.machine) else {
+        let mut config = self.0;
+        let given = [
+            ("guest", config.guest.is_some()),
+            ("known_hosts", config.known_hosts.is_some()),
+            ("accept_new_host_key", config.accept_new_host_key),
+        ];
+        if let Some((key, _)) = given.into_iter().find(|(_, given)| *given) {
+            return Err(invalid(format!(
+                "`{key}` is not a key of vm: its guest is the one it boots from `machine`, trusted by that machine's pinned host-key; see `fruix executors describe vm`"
+            )));
+        }
+        let (Some(file), Some(name)) = (config.machines.clone(), config.machine.clone()) else {
             return Err(invalid(
                 "no VM: give `machines` and `machine` (--machines, --machine), naming a machine with a (vm ...) record".into(),
             ));
         };
-        let machines = Machines::read(file)?;
-        let machine = machines.get(name)?.clone();
+        let machines = Machines::read(&file)?;
+        let machine = machines.get(&name)?.clone();
         let Some(spec) = machine.vm.clone() else {
             return Err(invalid(format!(
                 "machine {name} of {} is not a virtual machine: give it a (vm (driver ...) ...) record, or build on it with guest-self-hosted or host-initiated",
@@ -88,22 +91,22 @@ impl ExecutorConfig for VmConfig {
         };
         // Files that would be found missing only after the guest booted
         // (as the machine's failure) are configuration mistakes.
-        let identity = self.identity.as_ref().or(machine.private_key.as_ref());
-        let key = match &self.identity {
+        let identity = config.identity.as_ref().or(machine.private_key.as_ref());
+        let key = match &config.identity {
             Some(_) => "`identity`".to_string(),
-            None => format!("the `private-key` of machine {}", escape::quoted(name)),
+            None => format!("the `private-key` of machine {}", escape::quoted(&name)),
         };
         let files = local_files(&spec)
             .into_iter()
             .map(|(field, path)| {
-                let what = format!("the `{field}` of machine {}", escape::quoted(name));
+                let what = format!("the `{field}` of machine {}", escape::quoted(&name));
                 (what, Path::new(path))
             })
             .chain(identity.map(|path| (key, path.as_path())));
         for (what, path) in files {
             regular_file(path).map_err(|problem| invalid(format!("{what} {problem}")))?;
         }
-        let mode = match self.inner.as_deref() {
+        let mode = match config.inner.take().as_deref() {
             None | Some("guest-self-hosted") => Mode::SelfHosted,
             Some("host-initiated") => Mode::HostInitiated,
             Some(other) => {
@@ -115,11 +118,14 @@ impl ExecutorConfig for VmConfig {
         };
         // A key of the other mode would be silently unused.
         let foreign = match mode {
-            Mode::SelfHosted => self.make.as_ref().map(|_| ("make", "host-initiated")),
-            Mode::HostInitiated => self
-                .guest_helper
-                .as_ref()
-                .map(|_| ("guest_helper", "guest-self-hosted")),
+            Mode::SelfHosted => config.make.as_ref().map(|_| ("make", "host-initiated")),
+            Mode::HostInitiated => [
+                ("guest_helper", config.guest_helper.is_some()),
+                ("guest_signing_key", config.guest_signing_key.is_some()),
+            ]
+            .into_iter()
+            .find(|(_, given)| *given)
+            .map(|(key, _)| (key, "guest-self-hosted")),
         };
         if let Some((key, other)) = foreign {
             return Err(invalid(format!(
@@ -129,25 +135,14 @@ impl ExecutorConfig for VmConfig {
         }
         // The inner executor, as if the machine were reachable; its
         // address and pinned host key are set once the guest is up.
-        let inner = GuestConfig {
-            machines: self.machines.clone(),
-            machine: self.machine.clone(),
-            identity: self.identity,
-            guest_state_dir: self.guest_state_dir,
-            guest_store: self.guest_store,
-            guest_helper: self.guest_helper,
-            make: self.make,
-            passphrase_env: self.passphrase_env,
-            ..GuestConfig::default()
-        }
-        .build_in_template(mode)?;
+        let inner = config.build_in_template(mode)?;
         let host: Arc<dyn Host> = match master_of(&machine).map_err(&invalid)? {
             Some(master) => Arc::new(master),
             None => Arc::new(LocalHost),
         };
         Ok(Arc::new(VmExecutor {
             mode,
-            machine: name.clone(),
+            machine: name,
             user: machine.target.user.clone(),
             spec,
             host,

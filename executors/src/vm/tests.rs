@@ -20,6 +20,7 @@ use super::xcpng::{address_of, XcpNg};
 use super::{
     bring_up, console_quote, teardown, teardown_until, wait_for_ssh_with_logs, workdir, Started,
 };
+use crate::guest::GuestConfig;
 
 /// A host that records every command and answers from a script: the
 /// recorded plans of the bhyve and XCP-ng drivers.
@@ -1165,12 +1166,12 @@ fn missing_guest_files_are_configuration_errors_before_anything_boots() {
         path
     };
     let build = |machines: PathBuf, identity: Option<&str>| {
-        VmConfig {
+        VmConfig(GuestConfig {
             machines: Some(machines),
             machine: Some("q".into()),
             identity: identity.map(PathBuf::from),
-            ..VmConfig::default()
-        }
+            ..GuestConfig::default()
+        })
         .build()
     };
     build(machines(&kernel, &key), None).unwrap();
@@ -1233,13 +1234,15 @@ fn a_key_of_the_other_inner_mode_is_refused() {
         ),
     )
     .unwrap();
-    let config = |inner: Option<&str>, helper: Option<&str>, make: Option<&str>| VmConfig {
-        machines: Some(machines.clone()),
-        machine: Some("q".into()),
-        inner: inner.map(String::from),
-        guest_helper: helper.map(String::from),
-        make: make.map(String::from),
-        ..VmConfig::default()
+    let config = |inner: Option<&str>, helper: Option<&str>, make: Option<&str>| {
+        VmConfig(GuestConfig {
+            machines: Some(machines.clone()),
+            machine: Some("q".into()),
+            inner: inner.map(String::from),
+            guest_helper: helper.map(String::from),
+            make: make.map(String::from),
+            ..GuestConfig::default()
+        })
     };
     for (inner, helper, make, says) in [
         (
@@ -1267,7 +1270,92 @@ fn a_key_of_the_other_inner_mode_is_refused() {
     config(None, Some("/x"), None).build().unwrap();
 }
 
-/// Makes the work directory of run `run` in `dir` for `guest` (machine,
+/// Regression: `vm` took none of the guest executors' caps and timeouts
+/// (`import_max_*`, `output_max_line_bytes`, `connect_timeout_secs`,
+/// `command_timeout_secs`) nor `guest_signing_key`: a VM build could not
+/// be tuned as the same build on a running guest. It takes every key of
+/// theirs but those naming or trusting a running guest, and passes them
+/// to the inner mode.
+#[test]
+fn vm_takes_the_guest_keys_but_those_of_a_running_guest() {
+    use super::executor::VmConfig;
+    use fruix_core::executor::ExecutorConfig;
+
+    let keys: Vec<String> = VmConfig::keys().into_iter().map(|k| k.name).collect();
+    for key in [
+        "import_max_bytes",
+        "import_max_header_bytes",
+        "output_max_line_bytes",
+        "connect_timeout_secs",
+        "command_timeout_secs",
+        "guest_signing_key",
+        "inner",
+        "machines",
+    ] {
+        assert!(keys.contains(&key.to_string()), "{key}: {keys:?}");
+    }
+    for key in ["guest", "known_hosts", "accept_new_host_key"] {
+        assert!(!keys.contains(&key.to_string()), "{key}: {keys:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("vmlinuz");
+    std::fs::write(&kernel, "").unwrap();
+    let machines = dir.path().join("machines.scm");
+    std::fs::write(
+        &machines,
+        format!(
+            "(fruix-machines (machine (name \"q\") (user \"root\")\n  (vm (driver qemu) (kernel {:?}) (host-key \"ssh-ed25519 AAAAkey\"))))",
+            kernel.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = |tune: fn(&mut GuestConfig)| {
+        let mut config = GuestConfig {
+            machines: Some(machines.clone()),
+            machine: Some("q".into()),
+            ..GuestConfig::default()
+        };
+        tune(&mut config);
+        VmConfig(config).build()
+    };
+    config(|c| c.import_max_bytes = Some(1 << 20)).unwrap();
+    type Tune = fn(&mut GuestConfig);
+    let refused: [(Tune, &str); 5] = [
+        // Checked by the inner mode's own checks: the key reaches it.
+        (
+            |c| c.import_max_bytes = Some(0),
+            "`import_max_bytes` must be at least 1",
+        ),
+        (
+            |c| c.guest_signing_key = Some("key".into()),
+            "`guest_signing_key` \"key\" is relative",
+        ),
+        (
+            |c| c.guest = Some("root@h".into()),
+            "`guest` is not a key of vm",
+        ),
+        (
+            |c| c.accept_new_host_key = true,
+            "`accept_new_host_key` is not a key of vm",
+        ),
+        (
+            |c| {
+                c.inner = Some("host-initiated".into());
+                c.guest_signing_key = Some("/k".into());
+            },
+            "`guest_signing_key` is for inner=guest-self-hosted",
+        ),
+    ];
+    for (tune, says) in refused {
+        let e = config(tune).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidConfig { .. }) && e.to_string().contains(says),
+            "{says}: {e}"
+        );
+    }
+}
+
+/// Makes the work directory of run `r1` in `dir` for `guest` (machine,
 /// driver, name) and abandons it, as a fruix killed outright does; then
 /// sweeps `dir` as a run on machine `machine` of `spec` does, its commands
 /// recorded. The warnings.

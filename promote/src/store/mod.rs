@@ -254,6 +254,11 @@ fn flock(file: &File, path: &Path, mode: LockMode) -> Result<bool> {
         .map_err(|e| fruix_core::Error::io("lock", path, e).into())
 }
 
+/// Whether `dir` is a directory with nothing in it.
+fn is_empty_dir(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
 /// An open store directory.
 #[derive(Debug)]
 pub struct Store {
@@ -320,18 +325,19 @@ impl Store {
         fs::create_dir_all(root).map_err(not_writable)?;
         // An empty directory given as the store gets one: it is taken back
         // as it was made, and the directory stays.
-        let empty = fs::read_dir(root).is_ok_and(|mut d| d.next().is_none());
-        if empty {
+        if is_empty_dir(root) {
             made.made.get_or_insert(Made::Entries);
         }
         made.store = Some(Self::open_at(root)?);
         Ok(made)
     }
 
-    /// Opens an existing store; a missing directory is [`Error::NoStore`].
+    /// Opens an existing store; a missing directory, or an empty one (never
+    /// opened as a store: one that was has its entries), is
+    /// [`Error::NoStore`], and is left as it was.
     pub fn open_existing(root: &Path) -> Result<Store> {
         match fs::metadata(root) {
-            Ok(m) if m.is_dir() => Self::open_at(root),
+            Ok(m) if m.is_dir() && !is_empty_dir(root) => Self::open_at(root),
             _ => Err(Error::NoStore {
                 path: root.to_path_buf(),
             }),
@@ -356,6 +362,9 @@ impl Store {
             && may_write(&meta)
             && may_write(&meta.join(DB_FILE));
         match fs::metadata(root) {
+            Ok(m) if m.is_dir() && is_empty_dir(root) => Err(Error::NoStore {
+                path: root.to_path_buf(),
+            }),
             Ok(m) if m.is_dir() && writable => Self::open_at(root),
             Ok(m) if m.is_dir() => Self::open_read_only(root),
             _ => Err(Error::NoStore {
