@@ -4,14 +4,22 @@
 //!
 //! | engine         | cells                                   | collect                                      |
 //! |----------------|-----------------------------------------|----------------------------------------------|
-//! | GitHub Actions | one `strategy.matrix` job (`max-parallel`, `fail-fast`), `runs-on` the cell's tags; its report directory uploaded as an artifact | `needs` the cells, `if: always()`; downloads every cell's artifact |
-//! | GitLab CI      | one job per cell, `tags`, artifacts `when: always` | `needs` every cell, `when: always`; `reports: junit:` |
-//! | Buildbot       | one builder per cell (its workers: the cell's tags), triggered by a driver builder | a collect builder, after the cells |
+//! | GitHub Actions | one `strategy.matrix` job (`max-parallel`, `fail-fast`), `runs-on` the cell's tags; its cell report, machines file copy and log uploaded as an artifact | `needs` the cells, `if: always()`; downloads every cell's artifact |
+//! | GitLab CI      | one job per cell, `tags`, the same three files as artifacts `when: always` | `needs` every cell, `when: always`; `reports: junit:` |
+//! | Buildbot       | one builder per cell (its workers: the cell's tags), triggered by a driver builder; the same three files as a tar file | a collect builder, after the cells |
+//!
+//! Only those three files of a cell job's report directory travel
+//! ([`cell_files`]): never `results/`, whose links lead to the cell's
+//! result bundle in the runner's store (the whole build: world, kernel,
+//! headers, bootloader), which `actions/upload-artifact` would follow.
 //!
 //! Where an engine has no setting for `max-parallel` or `fail-fast`, the
-//! generated file says so in a comment (GitLab CI: `fail-fast` maps to
-//! `workflow: auto_cancel: on_job_failure`; `max-parallel 1` to a
-//! `resource_group`; other limits are the runners' own).
+//! generated file says so in a comment (`engine_notes`). GitLab CI:
+//! `max-parallel 1` is a `resource_group`, other limits are the runners'
+//! own; a failed cell cancels no other, as GitLab can cancel only a whole
+//! pipeline, collect with it (`workflow: auto_cancel: on_job_failure`),
+//! and then no report would be written. GitHub Actions' `fail-fast`
+//! cancels the other cell jobs, never collect (`if: always()`).
 //!
 //! Time: with a `timeout`, each cell job gets a limit of the engine's own
 //! ([`cell_job_limit`]: GitHub Actions `timeout-minutes`, GitLab CI
@@ -23,13 +31,19 @@
 //! `--progress-every`: fruix sees the build's output and keeps
 //! `max-silent-time` itself.
 //!
+//! The arguments given to the jobs (`--run-cell-arg`, `--collect-arg`) are
+//! checked against the flags of `run-cell` and `collect` ([`JobCommand`]),
+//! and refused in a GitHub Actions export when they hold `${{`: GitHub
+//! expands an expression in a `run:` before the shell reads it, so no
+//! quoting keeps its value one word, or keeps it from running.
+//!
 //! The generated file starts by saying it was generated, from which matrix
-//! file (and its digest), and what limit its cell jobs have. YAML is written
-//! in block style with every string double-quoted (JSON escapes), so no value
-//! is read as anything else; shell words are single-quoted.
+//! file (and its digest), what limit its cell jobs have, and what the engine
+//! does not do of the matrix's strategy. YAML is written in block style with
+//! every string double-quoted (JSON escapes), so no value is read as
+//! anything else (see `export_yaml`); shell words are single-quoted.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use fruix_core::executor::Registry;
@@ -37,6 +51,8 @@ use fruix_core::executor::Registry;
 use serde_json::{json, Map, Value};
 
 use crate::expand::{cells, Cell};
+pub use crate::export_args::{Flag, JobCommand, COLLECT, RUN_CELL};
+use crate::export_yaml::yaml;
 use crate::file::MatrixFile;
 use crate::{Error, Result};
 
@@ -123,6 +139,42 @@ pub struct ExportOptions {
     pub collect_args: Vec<String>,
 }
 
+impl ExportOptions {
+    /// Checks what the jobs are given: each run-cell and collect argument
+    /// ([`JobCommand::check`]) and, in a GitHub Actions export, every word
+    /// of their commands for an expression (`${{`).
+    pub fn check(&self, format: Format) -> Result<()> {
+        RUN_CELL.check(&self.run_cell_args)?;
+        COLLECT.check(&self.collect_args)?;
+        if format != Format::GithubActions {
+            return Ok(());
+        }
+        let run_cell = self.run_cell_args.iter().map(|a| (RUN_CELL.option, a));
+        let collect = self.collect_args.iter().map(|a| (COLLECT.option, a));
+        std::iter::once(("--fruix", &self.fruix))
+            .chain(run_cell)
+            .chain(collect)
+            .try_for_each(|(option, word)| no_github_expression(option, word))
+    }
+}
+
+/// Refuses `word`, given with `option`, when it holds a GitHub Actions
+/// expression: GitHub expands it in the `run:` of a job before the shell
+/// reads the command, so the quotes around the word cannot hold what it
+/// expands to (a pull request's title, say).
+fn no_github_expression(option: &'static str, word: &str) -> Result<()> {
+    if !word.contains("${{") {
+        return Ok(());
+    }
+    Err(Error::InvalidOption {
+        option,
+        message: format!(
+            "{}: GitHub Actions expands `${{{{ ... }}}}` in a job's command before its shell reads it, so no quoting keeps what it expands to one word, or keeps it from running; give the value itself (a runner's store and state directory may come from its FRUIX_STORE and FRUIX_STATE_DIR)",
+            fruix_core::escape::quoted(word)
+        ),
+    })
+}
+
 impl Default for ExportOptions {
     fn default() -> Self {
         ExportOptions {
@@ -139,6 +191,24 @@ const CELL_DIR: &str = "fruix-cell";
 const CELLS_DIR: &str = "fruix-cells";
 /// The collect job's report directory.
 const REPORT_DIR: &str = "fruix-report";
+
+/// What of a cell job's report directory travels to the collect job,
+/// relative to it: the cell report, the copy of the machines file its
+/// attempts read (when the matrix has one) and its log. Never `results/`:
+/// its links lead to the cell's result bundle in the runner's store, the
+/// whole build, which an engine following symlinks would upload.
+pub fn cell_files(id: &str) -> [String; 3] {
+    [
+        crate::split::cell_file_name(id),
+        crate::split::machines_copy_name(id),
+        format!("logs/{id}.log"),
+    ]
+}
+
+/// The paths of [`cell_files`] of cell `id` in report directory `dir`.
+fn shipped(dir: &str, id: &str) -> Vec<String> {
+    cell_files(id).map(|f| format!("{dir}/{f}")).to_vec()
+}
 
 /// Time a cell job gets on top of each attempt's `timeout`: the attempt's
 /// set-up, the promotion of its result and its clean-up.
@@ -172,9 +242,34 @@ fn limit_note(file: &MatrixFile) -> String {
     }
 }
 
+/// What `format` does not do of `file`'s strategy, a note each, for the
+/// generated file's header.
+fn engine_notes(file: &MatrixFile, format: Format) -> Vec<String> {
+    let mut notes = Vec::new();
+    if format != Format::GitlabCi {
+        return notes;
+    }
+    if let Some(max) = file.strategy.max_parallel.filter(|&m| m > 1) {
+        notes.push(format!(
+            "max-parallel {max}: GitLab CI has no such limit on a pipeline's jobs; the runners' own limits apply."
+        ));
+    }
+    if file.strategy.fail_fast {
+        notes.push(
+            "fail-fast: a failed cell does not cancel the others. GitLab CI cancels only a whole pipeline, collect with it,\nand no report would be written: every cell runs to its end, collect reports them all, and a failed cell fails the pipeline.".into(),
+        );
+    }
+    notes
+}
+
 /// The pipeline for the matrix at `matrix` (a path as the jobs see it,
-/// relative to the repository's root), in `format`.
+/// relative to the repository's root), in `format`, its jobs given
+/// `options` (checked first: [`ExportOptions::check`]).
 pub fn export(matrix: &Path, format: Format, options: &ExportOptions) -> Result<String> {
+    options.check(format)?;
+    if format == Format::GithubActions {
+        no_github_expression("FILE", &matrix.to_string_lossy())?;
+    }
     let file = MatrixFile::read(matrix)?;
     let cells = cells(&file)?;
     let pinned: Vec<&str> = cells.iter().filter_map(|c| c.machine.as_deref()).collect();
@@ -211,13 +306,16 @@ pub fn export(matrix: &Path, format: Format, options: &ExportOptions) -> Result<
             ),
         });
     }
-    let header = format!(
+    let mut header = format!(
         "Generated by `fruix matrix export --format {}` from {} ({}).\nDo not edit: change the matrix file, then export again.\n{}",
         format.name(),
         matrix.display(),
         file.digest,
         limit_note(&file)
     );
+    for note in engine_notes(&file, format) {
+        header = header + "\n" + &note;
+    }
     let m = Pipeline {
         matrix: matrix.display().to_string(),
         file: &file,
@@ -307,7 +405,7 @@ impl Pipeline<'_> {
                             "name": "upload the cell report and log",
                             "if": "always()",
                             "uses": "actions/upload-artifact@v4",
-                            "with": {"name": "fruix-cell-${{ matrix.cell }}", "path": format!("{CELL_DIR}/"), "if-no-files-found": "ignore"},
+                            "with": {"name": "fruix-cell-${{ matrix.cell }}", "path": shipped(CELL_DIR, "${{ matrix.cell }}").join("\n"), "if-no-files-found": "ignore"},
                         },
                     ],
                 },
@@ -341,13 +439,9 @@ impl Pipeline<'_> {
     }
 
     fn gitlab_ci(&self) -> Value {
+        // No `workflow: auto_cancel: on_job_failure` for fail-fast: it
+        // would cancel collect too (see the module's documentation).
         let mut root = Map::new();
-        if self.file.strategy.fail_fast {
-            root.insert(
-                "workflow".into(),
-                json!({"auto_cancel": {"on_job_failure": "all"}}),
-            );
-        }
         root.insert("stages".into(), json!(["fruix-cells", "fruix-collect"]));
         let mut needs = Vec::new();
         for c in self.cells {
@@ -374,7 +468,7 @@ impl Pipeline<'_> {
             );
             job.insert(
                 "artifacts".into(),
-                json!({"when": "always", "paths": [format!("{dir}/")]}),
+                json!({"when": "always", "paths": shipped(&dir, &c.id)}),
             );
             root.insert(name.clone(), Value::Object(job));
             needs.push(json!({"job": name, "artifacts": true}));
@@ -421,138 +515,9 @@ pub(crate) fn quote(s: &str) -> String {
     }
 }
 
-/// `value` as block-style YAML, every string double-quoted.
-pub fn yaml(value: &Value) -> String {
-    let mut out = String::new();
-    match value {
-        Value::Object(map) => object(map, 0, &mut out),
-        other => {
-            let _ = writeln!(out, "{}", scalar(other));
-        }
-    }
-    out
-}
-
-fn scalar(v: &Value) -> String {
-    match v {
-        Value::Object(m) if m.is_empty() => "{}".into(),
-        Value::Array(a) if a.is_empty() => "[]".into(),
-        // JSON's escapes are YAML's double-quoted escapes.
-        other => other.to_string(),
-    }
-}
-
-fn is_block(v: &Value) -> bool {
-    matches!(v, Value::Object(m) if !m.is_empty()) || matches!(v, Value::Array(a) if !a.is_empty())
-}
-
-fn key(k: &str) -> String {
-    let plain = !k.is_empty()
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-        // YAML 1.1 booleans, which some readers still take `on:` for.
-        && !["on", "off", "yes", "no", "y", "n", "true", "false", "null"]
-            .contains(&k.to_ascii_lowercase().as_str());
-    if plain {
-        k.to_string()
-    } else {
-        Value::from(k).to_string()
-    }
-}
-
-/// Keys in the order people read pipelines in (others after them, sorted).
-const KEY_ORDER: [&str; 27] = [
-    "name",
-    "cell",
-    "job",
-    "on",
-    "workflow",
-    "stages",
-    "jobs",
-    "stage",
-    "needs",
-    "if",
-    "when",
-    "runs-on",
-    "tags",
-    "resource_group",
-    "timeout-minutes",
-    "timeout",
-    "strategy",
-    "fail-fast",
-    "max-parallel",
-    "matrix",
-    "uses",
-    "env",
-    "with",
-    "script",
-    "run",
-    "steps",
-    "artifacts",
-];
-
-fn object(map: &Map<String, Value>, indent: usize, out: &mut String) {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_by_key(|(k, _)| {
-        let rank = KEY_ORDER.iter().position(|o| o == k);
-        (rank.unwrap_or(KEY_ORDER.len()), *k)
-    });
-    for (k, v) in entries {
-        let pad = " ".repeat(indent);
-        if is_block(v) {
-            let _ = writeln!(out, "{pad}{}:", key(k));
-            block(v, indent + 2, out);
-        } else {
-            let _ = writeln!(out, "{pad}{}: {}", key(k), scalar(v));
-        }
-    }
-}
-
-fn block(v: &Value, indent: usize, out: &mut String) {
-    match v {
-        Value::Object(map) => object(map, indent, out),
-        Value::Array(items) => {
-            let pad = " ".repeat(indent);
-            for item in items {
-                match item {
-                    Value::Object(map) if !map.is_empty() => {
-                        // The first key on the dash's line, the others below it.
-                        let mut first = String::new();
-                        object(map, indent + 2, &mut first);
-                        let _ = write!(out, "{pad}- {}", &first[indent + 2..]);
-                    }
-                    Value::Array(a) if !a.is_empty() => {
-                        let _ = writeln!(out, "{pad}-");
-                        block(item, indent + 2, out);
-                    }
-                    other => {
-                        let _ = writeln!(out, "{pad}- {}", scalar(other));
-                    }
-                }
-            }
-        }
-        other => {
-            let _ = writeln!(out, "{}{}", " ".repeat(indent), scalar(other));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn yaml_quotes_every_string_and_nests_in_blocks() {
-        let v = json!({
-            "on": {"push": null},
-            "a b": ["x", {"k": 1, "l": ["y"]}, []],
-            "s": "it's \"quoted\"\n",
-            "e": {},
-        });
-        assert_eq!(
-            yaml(&v),
-            "\"on\":\n  push: null\n\"a b\":\n  - \"x\"\n  - k: 1\n    l:\n      - \"y\"\n  - []\ne: {}\ns: \"it's \\\"quoted\\\"\\n\"\n"
-        );
-    }
 
     fn matrix(fields: &str) -> MatrixFile {
         let text = format!(
@@ -585,6 +550,143 @@ mod tests {
         assert!(
             note.starts_with("Each cell job may take 210 minutes: 3 attempts of"),
             "{note}"
+        );
+    }
+
+    /// The pipeline of `fields` in `format` with `options`, from a matrix
+    /// file `matrix.scm` in a new directory.
+    fn exported(fields: &str, format: Format, options: &ExportOptions) -> Result<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("matrix.scm");
+        std::fs::write(&path, format!(
+            "(fruix-matrix (format-version 1) (source \"src\") (axes (executor \"local\")) (runner-tags (default \"w1\")) {fields})"
+        ))
+        .unwrap();
+        export(&path, format, options)
+    }
+
+    /// Regression: every GitHub Actions cell job uploaded its report
+    /// directory whole, `results/` too, whose link upload-artifact follows
+    /// into the cell's build in the store (world, kernel, headers,
+    /// bootloader); GitLab CI and Buildbot shipped the link.
+    #[test]
+    fn cell_jobs_ship_their_report_machines_copy_and_log_never_results() {
+        assert_eq!(
+            cell_files("local-GENERIC"),
+            [
+                "cell-local-GENERIC.json",
+                "cell-local-GENERIC.machines.scm",
+                "logs/local-GENERIC.log"
+            ]
+        );
+        let options = ExportOptions::default();
+        let gh = exported("", Format::GithubActions, &options).unwrap();
+        assert!(
+            gh.contains("\n          path: \"fruix-cell/cell-${{ matrix.cell }}.json\\nfruix-cell/cell-${{ matrix.cell }}.machines.scm\\nfruix-cell/logs/${{ matrix.cell }}.log\"\n"),
+            "{gh}"
+        );
+        let gl = exported("", Format::GitlabCi, &options).unwrap();
+        assert!(
+            gl.contains("    paths:\n      - \"fruix-cells/local/cell-local.json\"\n      - \"fruix-cells/local/cell-local.machines.scm\"\n      - \"fruix-cells/local/logs/local.log\"\n"),
+            "{gl}"
+        );
+        let bb = exported("", Format::Buildbot, &options).unwrap();
+        assert!(
+            bb.contains("    (\"local\", [\"w1\"], [\"cell-local.json\", \"cell-local.machines.scm\", \"logs/local.log\"]),\n"),
+            "{bb}"
+        );
+        for text in [&gh, &gl] {
+            assert!(!text.contains("results"), "{text}");
+        }
+        // Buildbot packs those (those there), no longer the directory.
+        assert!(
+            bb.contains(
+                "command=[\"sh\", \"-c\", PACK, \"pack\"] + [\"fruix-cell/\" + name for name in files]"
+            ) && !bb.contains("\"fruix-cell.tar\", \"fruix-cell\"]"),
+            "{bb}"
+        );
+    }
+
+    /// Regression: with fail-fast, the GitLab CI export set `workflow:
+    /// auto_cancel: on_job_failure: all`, which cancels the whole pipeline,
+    /// collect with it: a failing pipeline got no report.
+    #[test]
+    fn a_gitlab_export_cancels_nothing_on_a_failed_cell_so_collect_always_runs() {
+        let options = ExportOptions::default();
+        for fields in ["", "(fail-fast #t) (max-parallel 3)", "(fail-fast #f)"] {
+            let gl = exported(fields, Format::GitlabCi, &options).unwrap();
+            assert!(
+                !gl.contains("workflow") && !gl.contains("auto_cancel"),
+                "{gl}"
+            );
+            assert!(gl.contains("\n  when: \"always\"\n"), "{gl}");
+        }
+        let gl = exported("(max-parallel 3)", Format::GitlabCi, &options).unwrap();
+        assert!(
+            gl.contains("\n# max-parallel 3: GitLab CI has no such limit on a pipeline's jobs; the runners' own limits apply.\n# fail-fast: a failed cell does not cancel the others. GitLab CI cancels only a whole pipeline, collect with it,"),
+            "{gl}"
+        );
+        let gl = exported(
+            "(fail-fast #f) (max-parallel 1)",
+            Format::GitlabCi,
+            &options,
+        )
+        .unwrap();
+        assert!(
+            !gl.contains("# fail-fast") && !gl.contains("# max-parallel"),
+            "{gl}"
+        );
+        // GitHub Actions cancels the other cell jobs, never collect.
+        let gh = exported("", Format::GithubActions, &options).unwrap();
+        assert!(gh.contains("\n      fail-fast: true\n"), "{gh}");
+        assert!(
+            gh.contains(
+                "\n  collect:\n    name: \"collect\"\n    needs: \"cell\"\n    if: \"always()\"\n"
+            ),
+            "{gh}"
+        );
+        assert!(!gh.contains("# fail-fast"), "{gh}");
+    }
+
+    /// Regression: `--run-cell-arg='${{ github.event.pull_request.title }}'`
+    /// was single-quoted in the job's `run:`, where GitHub expands it before
+    /// the shell reads the command.
+    #[test]
+    fn a_github_expression_in_a_job_s_command_is_refused() {
+        let title = "${{ github.event.pull_request.title }}";
+        let with = |run_cell: &[&str], collect: &[&str], fruix: &str| ExportOptions {
+            fruix: fruix.into(),
+            run_cell_args: run_cell.iter().map(|a| a.to_string()).collect(),
+            collect_args: collect.iter().map(|a| a.to_string()).collect(),
+        };
+        for (options, option) in [
+            (with(&["--store", title], &[], "fruix"), "--run-cell-arg"),
+            (with(&[], &["--store", title], "fruix"), "--collect-arg"),
+            (with(&[], &[], title), "--fruix"),
+        ] {
+            let refused = options
+                .check(Format::GithubActions)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                refused.starts_with(&format!("{option} \"{title}\": GitHub Actions expands `${{{{ ... }}}}` in a job's command before its shell reads it")),
+                "{refused}"
+            );
+            // No shell reads GitLab's script before the shell, nor Buildbot's
+            // commands (argument lists).
+            assert!(options.check(Format::GitlabCi).is_ok());
+            assert!(options.check(Format::Buildbot).is_ok());
+        }
+        let refused = export(
+            Path::new("ci/${{ x }}.scm"),
+            Format::GithubActions,
+            &with(&[], &[], "fruix"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.starts_with("FILE \"ci/${{ x }}.scm\": GitHub Actions expands"),
+            "{refused}"
         );
     }
 

@@ -28,7 +28,13 @@ pub fn fragment(
     let mut cell_lines = String::new();
     for c in cells {
         let tags = file.runner_tags.of(&c.id, c.machine.as_deref());
-        cell_lines.push_str(&format!("    ({}, {}),\n", py(&c.id), py_list(tags)));
+        let files = crate::export::cell_files(&c.id);
+        cell_lines.push_str(&format!(
+            "    ({}, {}, {}),\n",
+            py(&c.id),
+            py_list(tags),
+            py_list(&files)
+        ));
     }
     let cell_max_time =
         crate::export::cell_job_limit(file).map_or("None".to_string(), |secs| secs.to_string());
@@ -44,9 +50,10 @@ pub fn fragment(
 #     fruix_matrix.configure(c)
 #
 # It adds to c["builders"] and c["schedulers"]:
-#   - "fruix cell ID" for each cell: `fruix matrix run-cell`, then its report
-#     directory, as a tar file, uploaded to the master
-#     (fruix-cells/RUN/ID.tar in the master's directory);
+#   - "fruix cell ID" for each cell: `fruix matrix run-cell`, then its cell
+#     report, its machines file copy and its log (never results/, which
+#     links the cell's build in the store), as a tar file, uploaded to the
+#     master (fruix-cells/RUN/ID.tar in the master's directory);
 #   - "fruix collect": downloads every cell's tar file (a missing one is
 #     reported as missing by collect), then `fruix matrix collect`; its
 #     result is the matrix's; report.json, junit.xml and the logs are uploaded
@@ -86,6 +93,10 @@ RUN_CELL_ARGS = {run_cell_args}
 COLLECT_ARGS = {collect_args}
 RUN = util.Interpolate("%(prop:fruix_run)s")
 FAIL_FAST = {fail_fast}
+# Packs those of its arguments (files) that are there, as a cell stopped
+# early has not written them all; an earlier build's tar file goes first.
+PACK = ('rm -f fruix-cell.tar; for f do shift; [ -f "$f" ] && set -- "$@" "$f"; done; '
+        'tar -cf fruix-cell.tar "$@"')
 
 
 class CancelOtherCells(steps.BuildStep):
@@ -128,7 +139,7 @@ def configure(c, source_steps=()):
     c.setdefault("builders", [])
     c.setdefault("schedulers", [])
     lock = util.MasterLock("fruix-matrix-cells", maxCount=MAX_PARALLEL) if MAX_PARALLEL else None
-    for cell, workers in CELLS:
+    for cell, workers, files in CELLS:
         f = util.BuildFactory()
         for s in source_steps:
             f.addStep(s)
@@ -139,7 +150,7 @@ def configure(c, source_steps=()):
                      "--report-dir", "fruix-cell"] + RUN_CELL_ARGS))
         f.addStep(steps.ShellCommand(
             name="pack", alwaysRun=True,
-            command=["tar", "-cf", "fruix-cell.tar", "fruix-cell"]))
+            command=["sh", "-c", PACK, "pack"] + ["fruix-cell/" + name for name in files]))
         f.addStep(steps.FileUpload(
             name="upload", alwaysRun=True, workersrc="fruix-cell.tar",
             masterdest=util.Interpolate("fruix-cells/%(prop:fruix_run)s/" + cell + ".tar")))
@@ -156,7 +167,7 @@ def configure(c, source_steps=()):
         f.addStep(s)
     f.addStep(steps.RemoveDirectory(dir="build/fruix-cells", name="clean cells"))
     f.addStep(steps.RemoveDirectory(dir="build/fruix-report", name="clean report"))
-    for cell, _ in CELLS:
+    for cell, _, _ in CELLS:
         f.addStep(steps.FileDownload(
             name="download " + cell, haltOnFailure=False, flunkOnFailure=False,
             warnOnFailure=True,
@@ -190,7 +201,7 @@ def configure(c, source_steps=()):
         workerbuilddir="fruix-matrix", factory=f))
 
     c["schedulers"].append(schedulers.Triggerable(
-        name="fruix-cells", builderNames=["fruix cell " + cell for cell, _ in CELLS]))
+        name="fruix-cells", builderNames=["fruix cell " + cell for cell, _, _ in CELLS]))
     c["schedulers"].append(schedulers.Triggerable(
         name="fruix-collect", builderNames=["fruix collect"]))
     c["schedulers"].append(schedulers.ForceScheduler(

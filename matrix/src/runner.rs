@@ -19,7 +19,10 @@
 //!   come up ([`CellError::machine_unavailable`]) is set aside; after any
 //!   other system failure on a machine the loop asks
 //!   [`CellRunner::reachable`], and a machine that no longer accepts
-//!   connections is set aside.
+//!   connections is set aside. The dispatcher also sets aside a machine on
+//!   which [`crate::schedule::SYSTEM_FAILURES_IN_A_ROW`] attempts in a row
+//!   failed with a system failure. The reason a machine is set aside ends
+//!   with the error of the attempt that showed it.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -423,7 +426,8 @@ pub async fn run_cells<R: CellRunner>(
                         unusable,
                     },
                 };
-                let verdict = dispatcher.finished(&start, outcome);
+                let error = result.as_ref().err().map(|e| e.message.as_str());
+                let verdict = dispatcher.finished_with_error(&start, outcome, error);
                 let record = &mut records[start.cell];
                 record.attempts.push(AttemptRecord {
                     attempt: start.attempt,
@@ -663,6 +667,48 @@ mod tests {
             "its guest did not come up for attempt 1 of cell c",
         )
         .await;
+    }
+
+    /// Regression: with every machine unreachable, a cell none could take
+    /// any more said only `cannot run: every machine that could build it
+    /// was set aside` and why (`unreachable after attempt 1 of cell c0`),
+    /// but not what the attempts that showed it said; nor did the reasons
+    /// in the report.
+    #[tokio::test]
+    async fn a_cell_no_machine_can_take_says_what_each_machine_s_attempt_said() {
+        let RunOutcome {
+            records, set_aside, ..
+        } = run_cells(
+            fake(&["a", "b"], &[], false),
+            dispatcher(2, Some(1), false),
+            2,
+            CancellationToken::new(),
+            None,
+        )
+        .await;
+        let tried: Vec<&str> = records[0]
+            .attempts
+            .iter()
+            .map(|a| a.machine.as_str())
+            .collect();
+        assert_eq!(tried, ["a", "b"], "{records:?}");
+        assert_eq!(
+            set_aside,
+            [
+                (
+                    "a".to_string(),
+                    "unreachable after attempt 1 of cell c0: connection refused".to_string()
+                ),
+                (
+                    "b".to_string(),
+                    "unreachable after attempt 2 of cell c0: connection refused".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            records[1].summary(),
+            "system-failure: cannot run: every machine that could build it was set aside: a (unreachable after attempt 1 of cell c0: connection refused); b (unreachable after attempt 2 of cell c0: connection refused)"
+        );
     }
 
     /// Six cells, three at once, over a (faster, unusable as `runner` says)

@@ -5,33 +5,32 @@
 //! agreement included.
 //!
 //! A cell report carries the digest of the matrix file it ran from
-//! (`sha256:` of its bytes): [`collect`] refuses a report of another
-//! matrix file, a report that is not a cell report, a cell the matrix does
-//! not have, a cell reported twice, a cell whose executor, kernconf,
-//! target or make flag differ from the matrix's, a cell pinned to a
-//! machine whose report names another machine (or an attempt on one), and
-//! a cell listing an artifact whose name is not one promotion accepts
-//! (artifact names become file names in the report directory), and a cell
-//! giving a time no run gives (negative, or past the year 9999). Cell
-//! reports are untrusted input: each is read bounded (at most
-//! [`fruix_core::fsutil::MAX_METADATA_BYTES`]), never through a symlink,
-//! and strictly (unknown fields are refused). A cell without a report is
-//! reported as `missing`, never as passed.
+//! (`sha256:` of its bytes). [`collect`] refuses a report of another
+//! matrix file, one that is not a cell report, and a cell reported twice;
+//! what a report must say of its cell is checked in `check`
+//! ([`CellReportProblem`] lists each refusal). Cell reports are untrusted
+//! input: each is read bounded (at most
+//! [`fruix_core::fsutil::MAX_METADATA_BYTES`]), never through a symlink
+//! (below `--from` either: a symlink named like a cell report is refused,
+//! and one to a directory is named in the error of every cell left
+//! `missing`), and strictly (unknown fields are refused). With no report
+//! at all there is nothing to collect, which is refused too. A cell
+//! without a report is reported as `missing`, never as passed.
 //!
 //! Logs travel beside their report: `DIR/cell-ID.json` and
 //! `DIR/logs/ID.log`, as `run-cell --report-dir DIR` writes them. Collect
 //! copies each log it finds there into its own report directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use fruix_core::dir::{OpenDir, TreeKind};
 use fruix_core::escape;
-use fruix_core::fsutil::{read_metadata_file, write_atomic, write_atomic_with};
+use fruix_core::fsutil::{write_atomic, write_atomic_with};
 use fruix_core::manifest::open_file_beneath;
-use fruix_core::promotion::check_name;
 use tokio_util::sync::CancellationToken;
 
 use crate::cell::Observer;
@@ -42,6 +41,11 @@ use crate::report::{agreement, unix, CellReport, Report, SetAside};
 use crate::run::{execute, Finished, RunSettings};
 use crate::runner::CellStatus;
 use crate::{Error, Result};
+
+mod check;
+
+use check::read_cell_report;
+pub use check::{CellReportProblem, MAX_UNIX_SECONDS};
 
 /// The `format` of a cell report.
 pub const CELL_REPORT_FORMAT: &str = "fruix-matrix-cell";
@@ -71,67 +75,6 @@ pub struct CellFile {
     pub machines_set_aside: Vec<SetAside>,
     /// The cell, as `report.json` lists it.
     pub cell: CellReport,
-}
-
-/// Why a cell report was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CellReportProblem {
-    /// Unreadable, too large, not a regular file, not JSON, or not a cell
-    /// report of this format.
-    #[error("not a readable fruix cell report: {0}")]
-    Corrupt(String),
-    /// Its matrix file digest is not the collected matrix file's.
-    #[error("it is a cell of matrix file {matrix} ({found}), not of this one ({expected}); run-cell and collect must read the same matrix file")]
-    OtherMatrix {
-        /// The matrix file the report names (escaped, cut short).
-        matrix: String,
-        /// The digest (`sha256:HEX`) of the matrix file being collected.
-        expected: String,
-        /// The digest the report carries (escaped, cut short).
-        found: String,
-    },
-    /// The matrix has no cell of its id (quoted).
-    #[error("the matrix has no cell {0}")]
-    UnknownCell(String),
-    /// Another report was collected for the same cell.
-    #[error("cell {cell} is also reported by {other}")]
-    Duplicate {
-        /// The cell's id (one of the matrix's).
-        cell: String,
-        /// The report collected for it first, its path escaped.
-        other: String,
-    },
-    /// The cell differs from the matrix's cell of its id.
-    #[error("its cell {cell} does not match the matrix's cell of that id: {field} differs")]
-    Mismatch {
-        /// The cell's id (one of the matrix's).
-        cell: String,
-        /// The first field that differs: `executor`, `kernconf`, `target-arch`,
-        /// `make-flag`, or `machine` (a cell pinned to a machine whose report
-        /// names another, or lists an attempt on another).
-        field: &'static str,
-    },
-    /// A time of the cell (a duration, or a start or end) is no time a run
-    /// gives: not a number, negative, or past [`MAX_UNIX_SECONDS`].
-    #[error("its cell {cell} gives {value} as `{field}`, which is no time a run gives (seconds from 0 to {MAX_UNIX_SECONDS})")]
-    BadTime {
-        /// The cell's id (one of the matrix's).
-        cell: String,
-        /// The field: `duration_s`, `started_at`, `finished_at`, or an
-        /// attempt's `attempts[N].started_at` or `.finished_at`.
-        field: String,
-        /// The value given, as Rust prints an `f64`.
-        value: String,
-    },
-    /// The cell lists an artifact whose name no build gives (the message
-    /// quotes it, escaped): artifact names end up in file names.
-    #[error("its cell {cell} lists an invalid artifact: {message}")]
-    InvalidArtifact {
-        /// The cell's id (one of the matrix's).
-        cell: String,
-        /// Why the name is refused, with the name quoted and escaped.
-        message: String,
-    },
 }
 
 /// The file name of cell `id`'s report.
@@ -194,7 +137,9 @@ pub struct CollectSettings {
     /// Cell reports named one by one.
     pub reports: Vec<PathBuf>,
     /// A directory searched for `cell-*.json` (at most [`MAX_FROM_DEPTH`]
-    /// levels down; symlinks are not followed).
+    /// levels down; a symlink below it is never followed: one named like a
+    /// cell report is refused, one to a directory named in the error of
+    /// every cell left `missing`).
     pub from: Option<PathBuf>,
     /// The store holding the cells' objects, for the file-level diff of
     /// diverging artifacts.
@@ -219,20 +164,10 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
     let file = MatrixFile::read(matrix)?;
     let expected = cells(&file)?;
     let digest = &file.digest;
-    let mut paths = settings.reports.clone();
-    if let Some(dir) = &settings.from {
-        // What --from names is a missing input, not a failure to read.
-        if !std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
-            return Err(Error::InvalidOption {
-                option: "--from",
-                message: format!(
-                    "{} is not a directory; give the directory the cell reports were unpacked into",
-                    escape::path(dir)
-                ),
-            });
-        }
-        find_cell_reports(dir, 0, &mut paths)?;
-    }
+    let Listing {
+        reports: paths,
+        unfollowed,
+    } = to_collect(&settings)?;
     let mut found: BTreeMap<usize, (PathBuf, CellFile)> = BTreeMap::new();
     for path in paths {
         let report =
@@ -262,7 +197,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
     let mut reports = Vec::new();
     for (i, cell) in expected.iter().enumerate() {
         let Some((path, report)) = found.remove(&i) else {
-            reports.push(missing(cell));
+            reports.push(missing(cell, &unfollowed));
             continue;
         };
         for s in report.machines_set_aside {
@@ -315,125 +250,124 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
     })
 }
 
-/// Reads and checks the cell report at `path` against the matrix's
-/// `digest` and `cells`.
-fn read_cell_report(
-    path: &Path,
-    digest: &str,
-    cells: &[Cell],
-) -> std::result::Result<CellFile, CellReportProblem> {
-    let text = read_metadata_file(path).map_err(|e| CellReportProblem::Corrupt(e.to_string()))?;
-    let report: CellFile = serde_json::from_str(&text).map_err(|e| {
-        CellReportProblem::Corrupt(escape::text(&e.to_string()).cut_at(300).to_string())
-    })?;
-    // What the report says is escaped before it is printed.
-    if report.format != CELL_REPORT_FORMAT || report.format_version != CELL_REPORT_VERSION {
-        return Err(CellReportProblem::Corrupt(format!(
-            "format {} version {}, expected {CELL_REPORT_FORMAT:?} version {CELL_REPORT_VERSION}",
-            escape::quoted(&report.format).cut_at(80),
-            report.format_version
-        )));
+/// The cell reports to collect, and the symlinks to directories below
+/// `--from`, which are not followed.
+#[derive(Debug, Default)]
+struct Listing {
+    reports: Vec<PathBuf>,
+    unfollowed: Vec<PathBuf>,
+}
+
+/// The cell reports of `settings`: those named, then those found below
+/// `--from`, each file once (one named twice, or named and found below
+/// `--from`, is one report). None is nothing to collect, refused as the
+/// caller's mistake before anything is written.
+fn to_collect(settings: &CollectSettings) -> Result<Listing> {
+    let mut listing = Listing {
+        reports: settings.reports.clone(),
+        ..Listing::default()
+    };
+    if let Some(dir) = &settings.from {
+        // What --from names is a missing input, not a failure to read.
+        if !std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+            return Err(Error::InvalidOption {
+                option: "--from",
+                message: format!(
+                    "{} is not a directory; give the directory the cell reports were unpacked into",
+                    escape::path(dir)
+                ),
+            });
+        }
+        find_cell_reports(dir, 0, &mut listing)?;
     }
-    if report.matrix_digest != digest {
-        return Err(CellReportProblem::OtherMatrix {
-            matrix: escape::path(&report.matrix).cut_at(200).to_string(),
-            expected: digest.into(),
-            found: escape::text(&report.matrix_digest).cut_at(80).to_string(),
+    if listing.reports.is_empty() {
+        return Err(match &settings.from {
+            Some(dir) => Error::InvalidOption {
+                option: "--from",
+                message: format!(
+                    "{}: no cell report (cell-*.json) found below it, {MAX_FROM_DEPTH} levels down at most{}; no cell job passed its report on, or they were unpacked elsewhere",
+                    escape::path(dir),
+                    not_followed(&listing.unfollowed)
+                ),
+            },
+            None => Error::InvalidOption {
+                option: "REPORT or --from",
+                message: "is needed: nothing to collect; give cell reports (cell-ID.json) or --from DIR, the directory they were unpacked into".into(),
+            },
         });
     }
-    let c = &report.cell;
-    let Some(cell) = cells.iter().find(|x| x.id == c.id) else {
-        return Err(CellReportProblem::UnknownCell(
-            escape::quoted(&c.id).cut_at(80).to_string(),
-        ));
-    };
-    let mismatch = |field| CellReportProblem::Mismatch {
-        cell: c.id.clone(),
-        field,
-    };
-    if c.executor != cell.executor {
-        return Err(mismatch("executor"));
-    }
-    if c.kernconf != cell.kernconf {
-        return Err(mismatch("kernconf"));
-    }
-    if c.target_arch != cell.target_arch {
-        return Err(mismatch("target-arch"));
-    }
-    if c.make_flag != cell.make_flag {
-        return Err(mismatch("make-flag"));
-    }
-    // A pinned cell runs on its machine only: the report must say so, and
-    // every attempt must have run there (a cell not pinned may run anywhere).
-    if let Some(pinned) = &cell.machine {
-        if c.machine.as_ref() != Some(pinned) || c.attempts.iter().any(|a| a.machine != *pinned) {
-            return Err(mismatch("machine"));
-        }
-    }
-    if c.status == CellStatus::Missing {
-        return Err(CellReportProblem::Corrupt(
-            "a cell that ran cannot be missing".into(),
-        ));
-    }
-    check_times(c)?;
-    // Artifact names become file names (diffoscope's output): each must be
-    // a name promotion accepts, as a cell that really ran reports it.
-    for name in c.artifacts.keys() {
-        check_name("artifact name", name).map_err(|message| {
-            CellReportProblem::InvalidArtifact {
-                cell: c.id.clone(),
-                message,
-            }
-        })?;
-    }
-    Ok(report)
+    // The same file is known by its device and inode, whatever the path
+    // (a symlink is its own file, and refused when read).
+    let mut seen = HashSet::new();
+    listing
+        .reports
+        .retain(|p| match std::fs::symlink_metadata(p) {
+            Ok(m) => seen.insert((m.dev(), m.ino())),
+            Err(_) => true,
+        });
+    Ok(listing)
 }
 
-/// The latest time a cell report may give, in Unix seconds (and the
-/// longest duration): the end of the year 9999, the last a JUnit timestamp
-/// can name.
-pub const MAX_UNIX_SECONDS: f64 = 253_402_300_799.0;
-
-/// Checks that every time cell report `c` gives is one a run gives: a
-/// number of seconds from 0 to [`MAX_UNIX_SECONDS`].
-fn check_times(c: &CellReport) -> std::result::Result<(), CellReportProblem> {
-    let mut times = vec![
-        ("duration_s".to_string(), Some(c.duration_s)),
-        ("started_at".to_string(), c.started_at),
-        ("finished_at".to_string(), c.finished_at),
-    ];
-    for (i, a) in c.attempts.iter().enumerate() {
-        times.push((format!("attempts[{i}].started_at"), Some(a.started_at)));
-        times.push((format!("attempts[{i}].finished_at"), Some(a.finished_at)));
+/// `; symlinks to directories below --from are not followed: LINKS`,
+/// naming the first of `links` (escaped); nothing when there are none.
+fn not_followed(links: &[PathBuf]) -> String {
+    const SHOWN: usize = 3;
+    if links.is_empty() {
+        return String::new();
     }
-    let bad = times
-        .into_iter()
-        .filter_map(|(field, t)| Some((field, t?)))
-        .find(|(_, t)| !(0.0..=MAX_UNIX_SECONDS).contains(t));
-    match bad {
-        Some((field, value)) => Err(CellReportProblem::BadTime {
-            cell: c.id.clone(),
-            field,
-            value: value.to_string(),
-        }),
-        None => Ok(()),
-    }
+    let shown: Vec<String> = links
+        .iter()
+        .take(SHOWN)
+        .map(|l| escape::path(l).to_string())
+        .collect();
+    let more = match links.len().saturating_sub(SHOWN) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!(
+        "; symlinks to directories below --from are not followed: {}{more}",
+        shown.join(", ")
+    )
 }
 
-/// Appends the `cell-*.json` files below `dir` to `out`, sorted, without
-/// following symlinks.
-fn find_cell_reports(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+/// What a `run-cell` report directory (one holding a cell report) holds
+/// beside its reports and is no place for one: its cells' logs (copied by
+/// [`copy_log`]'s own rules) and its links to their result bundles (never
+/// read).
+const REPORT_DIR_OWN: [&str; 2] = ["logs", "results"];
+
+/// Whether `name` is the name of a cell report.
+fn is_cell_report_name(name: &str) -> bool {
+    name.starts_with("cell-") && name.ends_with(".json")
+}
+
+/// Adds the cell reports below `dir` (`cell-*.json`, at most
+/// [`MAX_FROM_DEPTH`] levels down) to `listing`, sorted. Nothing is
+/// followed: an entry named like a cell report is listed whatever it is,
+/// so that reading it refuses a symlink (or a FIFO) as it refuses one
+/// named on the command line; a symlink to a directory that would be
+/// searched is listed as not followed (but a report directory's
+/// [`REPORT_DIR_OWN`] entries, which are not searched).
+fn find_cell_reports(dir: &Path, depth: usize, listing: &mut Listing) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| fruix_core::Error::io("read", dir, e))?;
     let mut entries: Vec<_> = entries.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
+    let name = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().into_owned();
+    let report_dir = entries.iter().any(|e| is_cell_report_name(&name(e)));
     for e in entries {
         let Ok(kind) = e.file_type() else { continue };
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if kind.is_dir() && depth < MAX_FROM_DEPTH {
-            find_cell_reports(&e.path(), depth + 1, out)?;
-        } else if kind.is_file() && name.starts_with("cell-") && name.ends_with(".json") {
-            out.push(e.path());
+        let (name, path) = (name(&e), e.path());
+        if report_dir && REPORT_DIR_OWN.contains(&name.as_str()) {
+            continue;
+        }
+        if kind.is_dir() {
+            if depth < MAX_FROM_DEPTH {
+                find_cell_reports(&path, depth + 1, listing)?;
+            }
+        } else if is_cell_report_name(&name) {
+            listing.reports.push(path);
+        } else if kind.is_symlink() && depth < MAX_FROM_DEPTH && path.is_dir() {
+            listing.unfollowed.push(path);
         }
     }
     Ok(())
@@ -482,49 +416,21 @@ fn copy_log(report: &Path, id: &str, logs: &Path, max: u64) -> Option<PathBuf> {
     Some(target)
 }
 
-/// The report of a cell no report was collected for.
-fn missing(cell: &Cell) -> CellReport {
+/// The report of a cell no report was collected for; `unfollowed` are
+/// the symlinks to directories below `--from`, where it may be.
+fn missing(cell: &Cell, unfollowed: &[PathBuf]) -> CellReport {
     let error = format!(
-        "no cell report was collected for this cell ({})",
-        cell_file_name(&cell.id)
+        "no cell report was collected for this cell ({}){}",
+        cell_file_name(&cell.id),
+        not_followed(unfollowed)
     );
     CellReport::unstarted(cell, CellStatus::Missing, Some(error))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::check::tests::{matrix, written};
     use super::*;
-
-    fn matrix() -> Vec<Cell> {
-        let file = MatrixFile::parse(
-            Path::new("/ci/matrix.scm"),
-            r#"(fruix-matrix (format-version 1) (source "s")
-  (axes (executor "local" "mini-sh") (kernconf "GENERIC" "MINIMAL")))"#,
-        )
-        .unwrap();
-        cells(&file).unwrap()
-    }
-
-    /// A cell report of `cell`, written to `dir/cell-ID.json`.
-    fn written(dir: &Path, cell: &Cell, edit: impl FnOnce(&mut CellFile)) -> PathBuf {
-        let mut report = CellFile {
-            format: CELL_REPORT_FORMAT.into(),
-            format_version: CELL_REPORT_VERSION,
-            matrix: "/ci/matrix.scm".into(),
-            matrix_digest: "sha256:aa".into(),
-            cancelled: false,
-            machines_set_aside: Vec::new(),
-            cell: CellReport {
-                status: CellStatus::Passed,
-                error: None,
-                ..missing(cell)
-            },
-        };
-        edit(&mut report);
-        let path = dir.join(cell_file_name(&cell.id));
-        std::fs::write(&path, serde_json::to_string(&report).unwrap()).unwrap();
-        path
-    }
 
     #[test]
     fn a_copied_log_keeps_its_tail_within_the_cap() {
@@ -604,148 +510,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_cell_report_must_match_the_matrix_and_its_cell() {
-        let dir = tempfile::tempdir().unwrap();
-        let cells = matrix();
-        let check = |edit: fn(&mut CellFile)| {
-            read_cell_report(&written(dir.path(), &cells[0], edit), "sha256:aa", &cells)
-        };
-        assert_eq!(check(|_| {}).unwrap().cell.id, "local-GENERIC");
-        let mismatch = |field| {
-            Err(CellReportProblem::Mismatch {
-                cell: "local-GENERIC".into(),
-                field,
-            })
-        };
-        assert_eq!(
-            check(|r| r.cell.kernconf = "MINIMAL".into()),
-            mismatch("kernconf")
-        );
-        assert_eq!(
-            check(|r| r.cell.executor = "mini-sh".into()),
-            mismatch("executor")
-        );
-        assert_eq!(
-            check(|r| r.cell.make_flag = Some("X=1".into())),
-            mismatch("make-flag")
-        );
-        assert_eq!(
-            check(|r| r.cell.id = "\u{1b}[2Jx".into()),
-            Err(CellReportProblem::UnknownCell("\"\\033[2Jx\"".into()))
-        );
-        assert!(matches!(
-            check(|r| r.matrix_digest = "sha256:bb".into()),
-            Err(CellReportProblem::OtherMatrix { .. })
-        ));
-        assert!(matches!(
-            check(|r| r.format_version = 2),
-            Err(CellReportProblem::Corrupt(_))
-        ));
-        assert!(matches!(
-            check(|r| r.cell.status = CellStatus::Missing),
-            Err(CellReportProblem::Corrupt(_))
-        ));
-    }
-
-    /// Regression: `collect` panicked (exit 101) on a cell report whose
-    /// `duration_s` was negative, leaving `report.json` without
-    /// `junit.xml`.
-    #[test]
-    fn a_cell_report_whose_times_are_no_times_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let cells = matrix();
-        let check = |edit: &dyn Fn(&mut CellFile)| {
-            read_cell_report(&written(dir.path(), &cells[0], edit), "sha256:aa", &cells)
-        };
-        let bad = |field: &str, value: f64| {
-            Err(CellReportProblem::BadTime {
-                cell: "local-GENERIC".into(),
-                field: field.into(),
-                value: value.to_string(),
-            })
-        };
-        assert_eq!(
-            check(&|r| r.cell.duration_s = -1.0),
-            bad("duration_s", -1.0)
-        );
-        assert_eq!(
-            check(&|r| r.cell.duration_s = 1e300),
-            bad("duration_s", 1e300)
-        );
-        assert_eq!(
-            check(&|r| r.cell.started_at = Some(-5.0)),
-            bad("started_at", -5.0)
-        );
-        assert_eq!(
-            check(&|r| r.cell.finished_at = Some(MAX_UNIX_SECONDS * 2.0)),
-            bad("finished_at", MAX_UNIX_SECONDS * 2.0)
-        );
-        let attempt = crate::report::AttemptReport {
-            attempt: 1,
-            machine: "local".into(),
-            started_at: 1.0,
-            finished_at: -2.0,
-            status: CellStatus::Passed,
-            error: None,
-        };
-        assert_eq!(
-            check(&|r| r.cell.attempts = vec![attempt.clone()]),
-            bad("attempts[0].finished_at", -2.0)
-        );
-        let fine = check(&|r| {
-            r.cell.started_at = Some(0.0);
-            r.cell.finished_at = Some(MAX_UNIX_SECONDS);
-        });
-        assert!(fine.is_ok(), "{fine:?}");
-    }
-
-    #[test]
-    fn a_pinned_cell_s_report_must_name_its_machine() {
-        let file = crate::testing::pinned_matrix();
-        let cells = cells(&file).unwrap();
-        let (free, pinned) = (&cells[0], &cells[1]);
-        assert_eq!(pinned.machine.as_deref(), Some("m2"));
-        let dir = tempfile::tempdir().unwrap();
-        let attempt = |machine: &str| crate::report::AttemptReport {
-            attempt: 1,
-            machine: machine.into(),
-            started_at: 1.0,
-            finished_at: 2.0,
-            status: CellStatus::Passed,
-            error: None,
-        };
-        let check = |cell: &Cell, machine: Option<&str>, attempts: &[&str]| {
-            let path = written(dir.path(), cell, |r| {
-                r.cell.machine = machine.map(str::to_string);
-                r.cell.attempts = attempts.iter().map(|m| attempt(m)).collect();
-            });
-            read_cell_report(&path, "sha256:aa", &cells).map(|r| r.cell.machine)
-        };
-        let mismatch = Err(CellReportProblem::Mismatch {
-            cell: pinned.id.clone(),
-            field: "machine",
-        });
-        assert_eq!(check(pinned, Some("m2"), &["m2"]), Ok(Some("m2".into())));
-        assert_eq!(
-            check(pinned, Some("m2"), &[]),
-            Ok(Some("m2".into())),
-            "never started"
-        );
-        assert_eq!(check(pinned, Some("m1"), &["m1"]), mismatch);
-        assert_eq!(check(pinned, None, &[]), mismatch);
-        assert_eq!(
-            check(pinned, Some("m2"), &["m1", "m2"]),
-            mismatch,
-            "an attempt elsewhere"
-        );
-        assert_eq!(
-            check(free, Some("m1"), &["m2", "m1"]),
-            Ok(Some("m1".into())),
-            "a cell not pinned may run anywhere"
-        );
-    }
-
     /// Every path below `dir`, sorted.
     fn tree(dir: &Path) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -764,12 +528,7 @@ mod tests {
     fn a_cell_report_with_an_artifact_name_that_is_a_path_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let matrix = d.join("matrix.scm");
-        let text =
-            r#"(fruix-matrix (format-version 1) (source "s") (axes (executor "local" "mini-sh")))"#;
-        std::fs::write(&matrix, text).unwrap();
-        let file = MatrixFile::read(&matrix).unwrap();
-        let (digest, cells) = (file.digest.clone(), cells(&file).unwrap());
+        let (matrix, digest, cells) = local_and_mini_sh(d);
         std::fs::create_dir(d.join("report")).unwrap();
         let evil = d.join("x/evil").display().to_string();
         for name in [evil.as_str(), "../evil", "a/b", "..", ".x", ""] {
@@ -797,12 +556,9 @@ mod tests {
 
             let before = tree(d);
             let settings = CollectSettings {
-                reports: paths,
-                from: None,
                 store: Some(d.join("store")),
-                report_dir: Some(d.join("report")),
-                state_dir: d.join("state"),
                 diffoscope: true,
+                ..collecting(d, paths, None)
             };
             let e = collect(&matrix, settings).unwrap_err();
             assert!(matches!(e, Error::CellReport { .. }), "{e:?}");
@@ -812,6 +568,9 @@ mod tests {
         }
     }
 
+    /// Regression: below `--from`, a symlink named like a cell report was
+    /// skipped without a word (the cell was then reported `missing`),
+    /// where one named on the command line is refused.
     #[test]
     fn from_finds_cell_reports_in_job_directories_without_following_links() {
         let dir = tempfile::tempdir().unwrap();
@@ -821,19 +580,167 @@ mod tests {
             std::fs::write(d.join(sub).join("cell-x.json"), "{}").unwrap();
         }
         std::fs::write(d.join("c/other.json"), "{}").unwrap();
-        std::os::unix::fs::symlink(d.join("a"), d.join("link")).unwrap();
-        let mut found = Vec::new();
-        find_cell_reports(d, 0, &mut found).unwrap();
-        let found: Vec<_> = found
-            .iter()
-            .map(|p| p.strip_prefix(d).unwrap().to_path_buf())
-            .collect();
+        // Links to what is no cell report, or below where --from looks,
+        // are none of collect's business.
+        std::os::unix::fs::symlink(d.join("c/other.json"), d.join("c/notes")).unwrap();
+        std::os::unix::fs::symlink(d.join("a"), d.join("1/2/3/4/deeper")).unwrap();
+        // A report directory's links to its cells' result bundles, and its
+        // logs, are its own, not searched.
+        std::fs::create_dir(d.join("c/results")).unwrap();
+        std::os::unix::fs::symlink(d.join("a"), d.join("c/results/x")).unwrap();
+        std::os::unix::fs::symlink(d.join("a"), d.join("c/logs")).unwrap();
+        // Elsewhere, a link to a directory is listed, never followed.
+        std::os::unix::fs::symlink(d.join("a"), d.join("1/results")).unwrap();
+        let relative = |found: &[PathBuf]| -> Vec<PathBuf> {
+            let relative = |p: &PathBuf| p.strip_prefix(d).unwrap().to_path_buf();
+            found.iter().map(relative).collect()
+        };
+        let mut listing = Listing::default();
+        find_cell_reports(d, 0, &mut listing).unwrap();
         assert_eq!(
-            found,
+            relative(&listing.reports),
             [
                 PathBuf::from("a/b/cell-x.json"),
                 PathBuf::from("c/cell-x.json")
             ]
+        );
+        assert_eq!(relative(&listing.unfollowed), [PathBuf::from("1/results")]);
+
+        // A symlink named like a cell report is listed, and reading it
+        // refuses it, as a symlink named on the command line is.
+        let cells = matrix();
+        let report = written(d, &cells[0], |_| {});
+        std::os::unix::fs::symlink(&report, d.join("a/cell-y.json")).unwrap();
+        let mut listing = Listing::default();
+        find_cell_reports(d, 0, &mut listing).unwrap();
+        let link = &listing.reports[1];
+        assert_eq!(link, &d.join("a/cell-y.json"));
+        let problem = read_cell_report(link, "sha256:aa", &cells).unwrap_err();
+        assert!(
+            matches!(&problem, CellReportProblem::Corrupt(m) if m.contains("is a symlink")),
+            "{problem:?}"
+        );
+    }
+
+    /// A job directory below `--from` that is a symlink is not followed,
+    /// and says so: in its cell's `missing` error, or as the reason
+    /// nothing was found.
+    #[test]
+    fn a_symlinked_job_directory_is_named_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (matrix, digest, cells) = local_and_mini_sh(d);
+        for (n, job) in ["jobs/local", "elsewhere/mini-sh"].iter().enumerate() {
+            std::fs::create_dir_all(d.join(job)).unwrap();
+            written(&d.join(job), &cells[n], |r| {
+                r.matrix_digest = digest.clone()
+            });
+        }
+        let link = d.join("jobs/mini-sh");
+        std::os::unix::fs::symlink(d.join("elsewhere/mini-sh"), &link).unwrap();
+        let settings = collecting(d, Vec::new(), Some(d.join("jobs")));
+        let finished = collect(&matrix, settings).unwrap();
+        let missing = &finished.report.cells[1];
+        assert_eq!(missing.status, CellStatus::Missing);
+        assert_eq!(
+            missing.error.as_deref(),
+            Some(
+                format!(
+                    "no cell report was collected for this cell (cell-mini-sh.json); symlinks to directories below --from are not followed: {}",
+                    link.display()
+                )
+                .as_str()
+            )
+        );
+
+        std::fs::remove_dir_all(d.join("jobs/local")).unwrap();
+        let settings = collecting(d, Vec::new(), Some(d.join("jobs")));
+        let e = collect(&matrix, settings).unwrap_err();
+        assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage, "exit 2");
+        let says = format!("not followed: {}", link.display());
+        assert!(e.to_string().contains(&says), "{e}");
+    }
+
+    /// `DIR/matrix.scm` of cells `local` and `mini-sh`: its path, digest
+    /// and cells.
+    fn local_and_mini_sh(d: &Path) -> (PathBuf, String, Vec<Cell>) {
+        let matrix = d.join("matrix.scm");
+        let text =
+            r#"(fruix-matrix (format-version 1) (source "s") (axes (executor "local" "mini-sh")))"#;
+        std::fs::write(&matrix, text).unwrap();
+        let file = MatrixFile::read(&matrix).unwrap();
+        (matrix, file.digest.clone(), cells(&file).unwrap())
+    }
+
+    /// What [`collect`] of `reports` and `from` gets: the report directory
+    /// `DIR/report`, the state directory `DIR/state`.
+    fn collecting(d: &Path, reports: Vec<PathBuf>, from: Option<PathBuf>) -> CollectSettings {
+        CollectSettings {
+            reports,
+            from,
+            store: None,
+            report_dir: Some(d.join("report")),
+            state_dir: d.join("state"),
+            diffoscope: false,
+        }
+    }
+
+    /// Regression: with no cell report to collect (none named and no
+    /// `--from`, or a `--from` holding none), `collect` reported every cell
+    /// `missing` (exit 5), into a new directory of the state directory
+    /// when no report directory was given.
+    #[test]
+    fn nothing_to_collect_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (matrix, ..) = local_and_mini_sh(d);
+        std::fs::create_dir(d.join("empty")).unwrap();
+        let before = tree(d);
+        for from in [None, Some(d.join("empty"))] {
+            let mut settings = collecting(d, Vec::new(), from.clone());
+            settings.report_dir = None;
+            let e = collect(&matrix, settings).unwrap_err();
+            assert!(matches!(e, Error::InvalidOption { .. }), "{e:?}");
+            assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage, "exit 2");
+            let says = match from {
+                None => "give cell reports (cell-ID.json) or --from DIR".to_string(),
+                Some(empty) => format!("{}: no cell report (cell-*.json) found", empty.display()),
+            };
+            assert!(e.to_string().contains(&says), "{e}");
+            assert_eq!(tree(d), before, "nothing is written");
+        }
+    }
+
+    /// Regression: a cell report named and also found below `--from` was
+    /// refused as reported twice, by itself.
+    #[test]
+    fn a_report_named_and_found_below_from_is_collected_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (matrix, digest, cells) = local_and_mini_sh(d);
+        std::fs::create_dir_all(d.join("cells/job")).unwrap();
+        let report = written(&d.join("cells/job"), &cells[0], |r| {
+            r.matrix_digest = digest.clone();
+        });
+        let same = d.join("cells/job/../job/cell-local.json");
+        let settings = collecting(d, vec![report.clone(), same], Some(d.join("cells")));
+        let finished = collect(&matrix, settings).unwrap();
+        let statuses: Vec<CellStatus> = finished.report.cells.iter().map(|c| c.status).collect();
+        assert_eq!(statuses, [CellStatus::Passed, CellStatus::Missing]);
+
+        // A copy is another report of the same cell.
+        std::fs::create_dir(d.join("copy")).unwrap();
+        std::fs::copy(&report, d.join("copy/cell-local.json")).unwrap();
+        let settings = collecting(
+            d,
+            vec![d.join("copy/cell-local.json")],
+            Some(d.join("cells")),
+        );
+        let e = collect(&matrix, settings).unwrap_err();
+        assert!(
+            matches!(&e, Error::CellReport { path, problem: CellReportProblem::Duplicate { other, .. } }
+                if *path == report && *other == d.join("copy/cell-local.json").display().to_string()),
+            "{e:?}"
         );
     }
 }

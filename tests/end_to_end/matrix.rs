@@ -697,3 +697,59 @@ fn the_run_s_time_limit_stops_it_and_its_cells_say_why() {
     let left = processes_mentioning(&m.path("state"));
     assert!(left.is_empty(), "processes still running: {left:?}");
 }
+
+/// Regression: `matrix run-cell --quiet` of a failing cell printed only
+/// `cell=`, `status=` and `cell_report=`: without the live view's end line,
+/// a CI job's log showed no cause. Like `matrix run`'s table, its stdout
+/// now has the cell's error and its log, with or without `--quiet`. Its
+/// `--quiet` help describes run-cell's stdout, not run's.
+#[test]
+fn run_cell_prints_a_failed_cell_s_error_and_log_even_quiet() {
+    let m = Matrix::new(r#"  (axes (executor "local") (make-flag "FAIL_STEP=buildworld"))"#);
+    for (quiet, report_dir) in [(true, "quiet"), (false, "loud")] {
+        let mut cmd = fruix();
+        cmd.args(["matrix", "run-cell"])
+            .arg(m.path("matrix.scm"))
+            .args(["--cell", "local", "--report-dir"])
+            .arg(m.path(report_dir))
+            .args(store_and_state(m.dir.path()));
+        if quiet {
+            cmd.arg("--quiet");
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        let log = m.path(&format!("{report_dir}/logs/local.log"));
+        let report = m.path(&format!("{report_dir}/cell-local.json"));
+        assert_eq!(lines.len(), 5, "quiet {quiet}: {stdout}");
+        assert!(
+            lines[0].starts_with("local: build step `buildworld` failed"),
+            "quiet {quiet}: {stdout}"
+        );
+        assert_eq!(lines[1], format!("  log: {}", log.display()));
+        assert!(log.is_file(), "{stdout}");
+        assert_eq!(
+            lines[2..],
+            [
+                "cell=local".to_string(),
+                "status=build-failure".to_string(),
+                format!("cell_report={}", report.display())
+            ]
+        );
+    }
+    let out = run(fruix().args(["matrix", "run-cell", "--help"]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let help = String::from_utf8_lossy(&out.stdout);
+    let quiet = help
+        .split_once("-q, --quiet")
+        .and_then(|(_, h)| h.split_once("--verbose"))
+        .unwrap_or_else(|| panic!("--quiet has help: {help}"))
+        .0;
+    for said in ["cell_report=", "error and log"] {
+        assert!(quiet.contains(said), "{said}: {quiet}");
+    }
+    for unsaid in ["table", "junit=", "fail-fast"] {
+        assert!(!quiet.contains(unsaid), "{unsaid}: {quiet}");
+    }
+}

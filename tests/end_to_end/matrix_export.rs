@@ -163,7 +163,15 @@ fn github_actions_and_gitlab_ci_exports_validate_against_the_engines_schemas() {
     let out = check_schema("vendor.gitlab-ci", &file);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let gl = load_yaml(&file);
-    assert_eq!(gl["workflow"]["auto_cancel"]["on_job_failure"], "all");
+    // Regression: fail-fast was `workflow: auto_cancel: on_job_failure:
+    // all`, which cancels collect too; the file says why there is none.
+    assert!(gl.get("workflow").is_none(), "{gl:#}");
+    assert_eq!(gl["fruix collect"]["when"], "always");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("\n# fail-fast: a failed cell does not cancel the others. GitLab CI cancels only a whole pipeline, collect with it,"),
+        "{text}"
+    );
     assert_eq!(gl["cell local"]["resource_group"], "fruix-matrix");
     // No timeout in the matrix: the engine's own job limit.
     assert!(gl["cell local"].get("timeout").is_none(), "{gl:#}");
@@ -174,6 +182,9 @@ fn github_actions_and_gitlab_ci_exports_validate_against_the_engines_schemas() {
         gh["jobs"]["cell"].get("timeout-minutes").is_none(),
         "{gh:#}"
     );
+    // GitHub's fail-fast cancels the other cell jobs, never collect.
+    assert_eq!(gh["jobs"]["cell"]["strategy"]["fail-fast"], true);
+    assert_eq!(gh["jobs"]["collect"]["if"], "always()");
 
     // The schemas do refuse: a job without runs-on is not a workflow.
     let broken = m.path("broken.yml");
@@ -237,6 +248,199 @@ fn export_refuses_executor_keys_and_warns_of_unknown_executors() {
         "{stderr}"
     );
     assert!(m.path("gl.yml").exists());
+}
+
+/// Regression: `--run-cell-arg` and `--collect-arg` were written into the
+/// jobs as given: `--report-dir=x` (which the export gives) made every job
+/// fail, an unknown flag or an operand was taken, and a GitHub expression
+/// was single-quoted in a `run:`, which GitHub expands before the shell
+/// reads it. Each is refused, and no pipeline is written.
+#[test]
+fn export_refuses_job_arguments_every_job_would_refuse() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local"))
+  (runner-tags (default "w1"))"#,
+    );
+    for (format, args, says) in [
+        (
+            "github-actions",
+            &["--run-cell-arg=--report-dir=x"][..],
+            "--run-cell-arg \"--report-dir=x\": the export gives every run-cell job its --report-dir itself",
+        ),
+        ("gitlab-ci", &["--run-cell-arg=--cell=x"], "its --cell itself"),
+        (
+            "buildbot",
+            &["--run-cell-arg=--bogus"],
+            "\"--bogus\": is not a flag of fruix matrix run-cell",
+        ),
+        (
+            "gitlab-ci",
+            &["--run-cell-arg=/frx/store"],
+            "takes no operand but the matrix file",
+        ),
+        ("gitlab-ci", &["--run-cell-arg=--store"], "--store\": needs a value"),
+        (
+            "github-actions",
+            &["--run-cell-arg=-q", "--run-cell-arg=--verbose"],
+            "--quiet and --verbose",
+        ),
+        (
+            "github-actions",
+            &["--collect-arg=--from=elsewhere"],
+            "--collect-arg \"--from=elsewhere\": the export gives every collect job its --from itself",
+        ),
+        (
+            "github-actions",
+            &["--run-cell-arg=--store", "--run-cell-arg=${{ github.event.pull_request.title }}"],
+            "--run-cell-arg \"${{ github.event.pull_request.title }}\": GitHub Actions expands",
+        ),
+    ] {
+        let out = export(&m, format, "pipeline", args);
+        failed_with(&format!("{format} {args:?}"), &out, 2, &[says]);
+        assert!(!m.path("pipeline").exists(), "{format} {args:?}");
+    }
+    // GitLab's script and Buildbot's argument lists expand no `${{`.
+    let title = ["--run-cell-arg=--store", "--run-cell-arg=${{ x }}"];
+    for format in ["gitlab-ci", "buildbot"] {
+        let out = export(&m, format, "pipeline", &title);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    }
+}
+
+/// The files actions/upload-artifact uploads for its `path` input `paths`
+/// (one path a line, relative to `workspace`; none a pattern): a file, or
+/// every file below a directory, symlinks followed as upload-artifact
+/// follows them (at most 1000: enough to tell). Each is named by its path
+/// below the paths' deepest common directory, the artifact's root.
+fn uploaded(workspace: &Path, paths: &str) -> Vec<(String, PathBuf)> {
+    let lines: Vec<&str> = paths.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains(['*', '?', '[']) && !l.starts_with('!')),
+        "patterns are not modelled here: {paths}"
+    );
+    let split: Vec<Vec<&str>> = lines.iter().map(|l| l.split('/').collect()).collect();
+    let mut root = split[0][..split[0].len() - 1].to_vec();
+    for parts in &split {
+        let common = root.iter().zip(parts).take_while(|(a, b)| a == b).count();
+        root.truncate(common);
+    }
+    let root = workspace.join(root.join("/"));
+    let mut found = Vec::new();
+    let mut pending: Vec<PathBuf> = lines.iter().map(|l| workspace.join(l)).collect();
+    while let Some(path) = pending.pop() {
+        if found.len() > 1000 {
+            break;
+        }
+        // Followed, as upload-artifact follows symlinks.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()))
+            }
+            Ok(_) => found.push((
+                path_text(path.strip_prefix(&root).unwrap().to_path_buf()),
+                path,
+            )),
+            Err(_) => {}
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Regression: every GitHub Actions cell job uploaded its report directory
+/// whole, `results/` too, whose link (to the cell's result bundle)
+/// upload-artifact follows: the whole build (world, kernel, headers,
+/// bootloader) in every cell's artifact. The exported jobs, run as the
+/// engine runs them, upload the cell report, its machines file copy and
+/// its log, and collect gives the report from just those; GitLab keeps
+/// the same three files.
+#[test]
+fn cell_jobs_upload_their_report_machines_copy_and_log_never_the_build() {
+    let m = Matrix::new(
+        r#"  (machines-file "machines.scm")
+  (axes (executor "local"))"#,
+    );
+    std::fs::write(
+        m.path("machines.scm"),
+        "(fruix-machines\n  (machine (name \"m1\") (host \"10.0.0.1\") (user \"root\")\n    (private-key \"/root/.ssh/id_ed25519\") (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIm1\")))\n",
+    )
+    .unwrap();
+    let store = format!("--run-cell-arg={}", path_text(m.path("store")));
+    let state = format!("--run-cell-arg={}", path_text(m.path("state")));
+    let args = [
+        "--fruix",
+        env!("CARGO_BIN_EXE_fruix"),
+        "--run-cell-arg=--store",
+        &store,
+        "--run-cell-arg=--state-dir",
+        &state,
+    ];
+    for (format, file) in [("github-actions", "gh.yml"), ("gitlab-ci", "gl.yml")] {
+        let out = export(&m, format, file, &args);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    }
+    let gh = load_yaml(&m.path("gh.yml"));
+    let job = |steps: &Value, name: &str| element_with(steps, "name", name).clone();
+    let cell_steps = &gh["jobs"]["cell"]["steps"];
+    let shell = |script: &Value| {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(script.as_str().unwrap())
+            .current_dir(m.dir.path())
+            .env("FRUIX_STATE_DIR", m.path("state"));
+        sh
+    };
+    // The cell job's command, as the runner runs it.
+    let run_cell = job(cell_steps, "fruix matrix run-cell");
+    let out = run(shell(&run_cell["run"]).env("FRUIX_CELL", "local"));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let results = m.path("fruix-cell/results/local");
+    assert!(
+        std::fs::symlink_metadata(&results).unwrap().is_symlink() && results.is_dir(),
+        "run-cell links the cell's bundle in its report directory"
+    );
+
+    let upload = job(cell_steps, "upload the cell report and log");
+    let paths = upload["with"]["path"]
+        .as_str()
+        .unwrap()
+        .replace("${{ matrix.cell }}", "local");
+    let files = uploaded(m.dir.path(), &paths);
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    let shipped = [
+        "cell-local.json",
+        "cell-local.machines.scm",
+        "logs/local.log",
+    ];
+    assert_eq!(names, shipped);
+
+    // GitLab keeps the same files of the job's report directory.
+    let gl = load_yaml(&m.path("gl.yml"));
+    let kept: Vec<String> = shipped
+        .iter()
+        .map(|f| format!("fruix-cells/local/{f}"))
+        .collect();
+    assert_eq!(
+        gl["cell local"]["artifacts"]["paths"],
+        serde_json::json!(kept)
+    );
+
+    // download-artifact puts each artifact in a directory of its name; the
+    // collect job's command reports from those files alone.
+    let artifact = m.path("fruix-cells/fruix-cell-local");
+    for (name, file) in &files {
+        let to = artifact.join(name);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(file, to).unwrap();
+    }
+    let collect = job(&gh["jobs"]["collect"]["steps"], "fruix matrix collect");
+    let out = run(&mut shell(&collect["run"]));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = read_json(&m.path("fruix-report/report.json"));
+    assert_eq!(report["cells"][0]["status"], "passed", "{report:#}");
+    assert!(m.path("fruix-report/logs/local.log").is_file());
 }
 
 /// The run-cell steps of the Buildbot fragment at `fragment`, as Buildbot's
@@ -347,9 +551,33 @@ fn a_real_buildbot_runs_the_exported_matrix_and_collect_gives_the_report_of_matr
     }
     assert_eq!(builds("fruix collect")[0]["result"], "success", "{ran:#}");
     assert_eq!(builds("fruix matrix")[0]["result"], "success", "{ran:#}");
+    let report_dir = PathBuf::from(ran["report_dir"].as_str().unwrap());
+
+    // Regression: each cell's tar file held its whole report directory,
+    // the `results/` link to its bundle too. It holds the cell report and
+    // the log (this matrix has no machines file), nothing else.
+    let master = report_dir.parent().unwrap().parent().unwrap();
+    let run_number = report_dir.file_name().unwrap();
+    for cell in ["local-GENERIC", "local-MINIMAL"] {
+        let tar = master
+            .join("fruix-cells")
+            .join(run_number)
+            .join(format!("{cell}.tar"));
+        let listed = run_ok(Command::new("tar").arg("-tf").arg(&tar));
+        let mut entries: Vec<&str> = listed.lines().collect();
+        entries.sort();
+        assert_eq!(
+            entries,
+            [
+                format!("fruix-cell/cell-{cell}.json"),
+                format!("fruix-cell/logs/{cell}.log")
+            ],
+            "{}",
+            tar.display()
+        );
+    }
 
     // The collect job's report, uploaded to the master, is matrix run's.
-    let report_dir = PathBuf::from(ran["report_dir"].as_str().unwrap());
     let collected = read_json(&report_dir.join("report.json"));
     // Its paths name the collect worker's report directory.
     let log = PathBuf::from(collected["cells"][0]["log"].as_str().unwrap());

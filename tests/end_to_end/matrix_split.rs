@@ -330,21 +330,155 @@ fn missing_foreign_and_corrupt_cell_reports_are_each_reported() {
         assert!(!stderr.contains('\u{1b}'), "escaped: {stderr:?}");
     }
 
-    // The same cell twice.
-    let out = run(collect(&m, "twice").arg(&report).arg(&report));
-    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("is also reported by"),
+    // The same cell twice: two reports of it.
+    let copy = m.path("copy/cell-local.json");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(&report, &copy).unwrap();
+    let out = run(collect(&m, "twice").arg(&report).arg(&copy));
+    failed_with(
+        "a cell reported twice",
+        &out,
+        USAGE,
+        &[&format!(
+            "cell report {}: cell local is also reported by {}",
+            copy.display(),
+            report.display()
+        )],
+    );
+    // Regression: one report named twice, or named and found below
+    // --from, was refused as reported twice, by itself.
+    let out = run(collect(&m, "once")
+        .arg(&report)
+        .arg(m.path("jobs/../jobs/cell-local.json"))
+        .arg("--from")
+        .arg(m.path("jobs")));
+    assert_eq!(
+        out.status.code(),
+        Some(MATRIX_FAILURE),
         "{}",
         describe(&out)
     );
+    let once = read_json(&m.path("once/report.json"));
+    assert_eq!(crate::matrix::cell(&once, "local")["status"], "passed");
+    assert_eq!(crate::matrix::cell(&once, "mini-sh")["status"], "missing");
 
-    // A symlink is not followed.
-    let link = m.path("link/cell-local.json");
+    // A symlink is not followed: named, or found below --from (where it
+    // was skipped, its cell reported missing).
+    let link = m.path("link/local/cell-local.json");
     std::fs::create_dir_all(link.parent().unwrap()).unwrap();
     std::os::unix::fs::symlink(&report, &link).unwrap();
-    let out = run(collect(&m, "link").arg(&link));
-    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+    let symlink = format!(
+        "cell report {}: not a readable fruix cell report: ",
+        link.display()
+    );
+    for from in [false, true] {
+        let mut cmd = collect(&m, "link-report");
+        match from {
+            false => cmd.arg(&link),
+            true => cmd.arg("--from").arg(m.path("link")),
+        };
+        failed_with(
+            "a symlinked report",
+            &run(&mut cmd),
+            USAGE,
+            &[&symlink, "is a symlink"],
+        );
+        assert!(!m.path("link-report").exists());
+    }
+    // A symlink to a directory below --from is not followed either: with
+    // nothing else there, nothing is found, and the link is named.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(m.path("jobs"), m.path("link/jobs")).unwrap();
+    let out = run(collect(&m, "link-report").arg("--from").arg(m.path("link")));
+    let linked = format!(
+        "symlinks to directories below --from are not followed: {}",
+        m.path("link/jobs").display()
+    );
+    failed_with("a symlinked directory", &out, USAGE, &[&linked]);
+    assert!(!m.path("link-report").exists());
+}
+
+/// Regression: `collect` merged cell reports that contradict themselves,
+/// counting a cell `passed` whose last attempt failed.
+#[test]
+fn a_cell_report_that_contradicts_itself_is_refused() {
+    let m = Matrix::new(r#"  (axes (executor "local"))"#);
+    let out = run_cell(&m, "local", "store", "jobs");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = read_json(&m.path("jobs/cell-local.json"));
+    let started = report["cell"]["started_at"].as_f64().unwrap();
+    type Edit = fn(&mut Value, f64);
+    let contradictions: [(&str, Edit, &str); 4] = [
+        (
+            "no attempt",
+            |c, _| c["attempts"] = Value::Array(Vec::new()),
+            "it is `passed` but lists no attempt",
+        ),
+        (
+            "a failed last attempt",
+            |c, _| c["attempts"][0]["status"] = "build-failure".into(),
+            "it is `passed` but its last attempt is `build-failure`",
+        ),
+        (
+            "an error",
+            |c, _| c["error"] = "build step `buildworld` failed".into(),
+            "it is `passed` but gives an `error`",
+        ),
+        (
+            "an end before its start",
+            |c, started| c["finished_at"] = (started - 10.0).into(),
+            "`finished_at` (",
+        ),
+    ];
+    for (what, edit, says) in contradictions {
+        let mut changed = report.clone();
+        edit(&mut changed["cell"], started);
+        let path = m.path("edited/cell-local.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_string(&changed).unwrap()).unwrap();
+        let out = run(collect(&m, "collected").arg(&path));
+        let prefix = format!(
+            "cell report {}: its cell local contradicts itself: ",
+            path.display()
+        );
+        failed_with(what, &out, USAGE, &[&prefix, says]);
+        assert!(!m.path("collected").exists(), "{what}: nothing is written");
+    }
+    // The report as run-cell wrote it is merged.
+    let out = run(collect(&m, "collected").arg(m.path("jobs/cell-local.json")));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
+
+/// Regression: `collect` with no cell report to merge (none named and no
+/// --from, or a --from holding none: every cell job failed to pass its
+/// report on) reported every cell missing (exit 5), and without
+/// --report-dir wrote a new report directory into the state directory.
+#[test]
+fn nothing_to_collect_is_a_usage_error_and_writes_nothing() {
+    let m = Matrix::new(r#"  (axes (executor "local" "mini-sh"))"#);
+    std::fs::create_dir_all(m.path("empty/job-1")).unwrap();
+    let base = || {
+        let mut cmd = fruix();
+        cmd.args(["matrix", "collect"])
+            .arg(m.path("matrix.scm"))
+            .arg("--state-dir")
+            .arg(m.path("state"));
+        cmd
+    };
+    let out = run(&mut base());
+    failed_with(
+        "no report and no --from",
+        &out,
+        USAGE,
+        &["nothing to collect; give cell reports (cell-ID.json) or --from DIR"],
+    );
+    let out = run(base().arg("--from").arg(m.path("empty")));
+    let none = format!(
+        "--from {}: no cell report (cell-*.json) found below it",
+        m.path("empty").display()
+    );
+    failed_with("an empty --from", &out, USAGE, &[&none]);
+    assert!(!m.path("state").exists(), "no report directory is made");
 }
 
 #[test]

@@ -296,3 +296,179 @@ fn a_machines_file_edited_during_a_run_does_not_change_it() {
     let copy = m.path("cells/cell-host-initiated.machines.scm");
     assert_eq!(std::fs::read_to_string(copy).unwrap(), machines);
 }
+
+/// A machines file of `broken` (faster: its helper does not exist, but it
+/// accepts SSH) and `good`, one slot each, for `m`.
+fn broken_and_good(m: &Matrix, broken: &Sshd, good: &Sshd) {
+    let helper = format!("(helper {:?})", env!("CARGO_BIN_EXE_fruix"));
+    let entry = machine(broken, "broken", 2.0, 1);
+    assert!(entry.contains(&helper), "{entry}");
+    std::fs::write(
+        m.path("machines.scm"),
+        format!(
+            "(fruix-machines\n{}{})\n",
+            entry.replace(&helper, "(helper \"/nonexistent/fruix\")"),
+            machine(good, "good", 1.0, 1)
+        ),
+    )
+    .unwrap();
+}
+
+/// The machines each cell of `report` had its attempts on, in order.
+fn attempts_on(report: &serde_json::Value) -> Vec<Vec<String>> {
+    report["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["machine"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Regression: a machine that accepted SSH but could not build (its helper
+/// missing) was never set aside, and as the fastest it took every cell,
+/// each failing there, while the other machine idled: with retries 0 every
+/// cell failed (exit 5), and with retries 1 every cell spent its retry.
+/// Now a machine whose last attempt failed with a system failure comes
+/// after the others.
+#[test]
+fn a_machine_that_accepts_ssh_but_cannot_build_does_not_take_every_cell() {
+    let (broken, good) = (Sshd::start(), Sshd::start());
+    for (retries, status, on_broken_then) in [(0, 5, vec![]), (1, 0, vec!["good".to_string()])] {
+        let m = Matrix::new(&format!(
+            "  (machines-file \"machines.scm\")\n  (axes (executor \"guest-self-hosted\") (kernconf \"GENERIC\" \"MINIMAL\") (make-flag \"A=1\" \"A=2\"))\n  (max-parallel 1)\n  (retries {retries})\n  (fail-fast #f)"
+        ));
+        broken_and_good(&m, &broken, &good);
+        let out = m.run(&[]);
+        assert_eq!(out.status.code(), Some(status), "{}", describe(&out));
+        let report = m.report();
+        let mut first = vec!["broken".to_string()];
+        first.extend(on_broken_then);
+        let good_only = vec!["good".to_string()];
+        assert_eq!(
+            attempts_on(&report),
+            [first, good_only.clone(), good_only.clone(), good_only],
+            "retries {retries}: {report:#}"
+        );
+        let first = &report["cells"][0];
+        assert_eq!(
+            first["attempts"][0]["status"], "system-failure",
+            "{first:#}"
+        );
+    }
+}
+
+/// A machine that accepts SSH but on which two attempts in a row fail with
+/// a system failure is set aside, as an unreachable one is, and the reason
+/// names both attempts and what the last said. Each machine has one slot
+/// and two cells run at once: the first cells go to broken and good; good
+/// holds its cell (HOLD_UNTIL) while broken fails, so broken, though it
+/// failed last, is the only free machine for the third cell.
+#[test]
+fn a_machine_on_which_two_attempts_in_a_row_fail_is_set_aside() {
+    let (broken, good) = (Sshd::start(), Sshd::start());
+    let gate = tempfile::tempdir().unwrap();
+    let [go1, go2] = ["go1", "go2"].map(|g| gate.path().join(g));
+    let m = Matrix::new(&format!(
+        "  (machines-file \"machines.scm\")\n  (axes (executor \"guest-self-hosted\") (kernconf \"GENERIC\" \"MINIMAL\") (make-flag \"HOLD_UNTIL={}\" \"HOLD_UNTIL={}\"))\n  (max-parallel 2)\n  (retries 1)\n  (fail-fast #f)",
+        go1.display(),
+        go2.display()
+    ));
+    broken_and_good(&m, &broken, &good);
+    let child = m.spawn();
+    // Cells 0 and 2 end their first attempt on broken while cell 1 holds
+    // good's slot.
+    let failed_on_broken = || {
+        std::fs::read_dir(m.path("report/logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let log = std::fs::read_to_string(e.path()).unwrap_or_default();
+                log.contains("attempt 1 on broken") && log.contains("(system failure)")
+            })
+            .count()
+            == 2
+    };
+    wait_until("two cells failed on broken", failed_on_broken);
+    std::fs::write(&go1, "").unwrap();
+    std::fs::write(&go2, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = m.report();
+    let [broken_then_good, good_only] = [vec!["broken", "good"], vec!["good"]]
+        .map(|a| a.into_iter().map(String::from).collect::<Vec<_>>());
+    assert_eq!(
+        attempts_on(&report),
+        [
+            broken_then_good.clone(),
+            good_only.clone(),
+            broken_then_good,
+            good_only
+        ],
+        "{report:#}"
+    );
+    let set_aside = report["machines_set_aside"].as_array().unwrap();
+    assert_eq!(set_aside.len(), 1, "{report:#}");
+    assert_eq!(set_aside[0]["machine"], "broken");
+    let ids: Vec<&str> = (0..3)
+        .map(|i| report["cells"][i]["id"].as_str().unwrap())
+        .collect();
+    let reason = set_aside[0]["reason"].as_str().unwrap();
+    let expected = format!(
+        "2 attempts in a row failed with a system failure on it: attempt 1 of cell {}, attempt 1 of cell {}: ",
+        ids[0], ids[2]
+    );
+    assert!(reason.starts_with(&expected), "{reason}");
+    assert!(reason.contains("/nonexistent/fruix"), "{reason}");
+    assert!(!reason.contains('\n'), "{reason}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("machine broken set aside: 2 attempts"),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// Regression: when every machine of the pool was unreachable, a cell none
+/// could take any more said `cannot run: every machine that could build it
+/// was set aside: m1 (unreachable after attempt 1 of cell ...)`; what the
+/// connections said (`Connection refused`) was only in another cell's
+/// attempts and log. Now every reason quotes it.
+#[test]
+fn a_pool_whose_machines_are_all_unreachable_says_why_in_the_cell_s_error() {
+    let (m, mut m1, mut m2) = setup(
+        r#"  (axes (executor "host-initiated") (kernconf "GENERIC" "MINIMAL"))
+  (max-parallel 1)
+  (retries 1)
+  (fail-fast #f)"#,
+        1,
+    );
+    m1.kill();
+    m2.kill();
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
+    let report = m.report();
+    let set_aside = report["machines_set_aside"].as_array().unwrap();
+    assert_eq!(set_aside.len(), 2, "{report:#}");
+    for (s, n) in set_aside.iter().zip([1, 2]) {
+        let reason = s["reason"].as_str().unwrap();
+        let shown = format!("unreachable after attempt {n} of cell host-initiated-GENERIC: ");
+        assert!(reason.starts_with(&shown), "{reason}");
+        assert!(reason.contains("Connection refused"), "{reason}");
+    }
+    let never = cell(&report, "host-initiated-MINIMAL");
+    assert_eq!(never["status"], "system-failure", "{never:#}");
+    assert_eq!(never["attempts"], serde_json::json!([]), "{never:#}");
+    let error = never["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("cannot run: every machine that could build it was set aside: m1 (unreachable after attempt 1 of cell host-initiated-GENERIC: "),
+        "{error}"
+    );
+    assert_eq!(error.matches("Connection refused").count(), 2, "{error}");
+}

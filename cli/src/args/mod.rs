@@ -301,7 +301,7 @@ pub struct BuildArgs {
 /// `--progress-every`, of the commands that build or do long store work.
 #[derive(Debug, Args)]
 pub struct ProgressArg {
-    /// Without a terminal, say how far long work is (a stage still running, files and bytes
+    /// Without a terminal, say how far along long work is (a stage still running, files and bytes
     /// so far) once nothing was printed for this long (e.g. 10min; 0: never).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = crate::heartbeat::PROGRESS_EVERY, env = "FRUIX_PROGRESS_EVERY")]
     pub progress_every: std::time::Duration,
@@ -496,6 +496,8 @@ pub struct MatrixShowArgs {
 }
 
 #[derive(Debug, Args)]
+// `--quiet` as run-cell prints: MatrixShowArgs' help describes `run` too.
+#[command(mut_arg("quiet", |quiet| quiet.long_help(None::<&str>).help("Show nothing of the cell running (no live view; no start, stage, warning or end lines). Stdout is as without --quiet: a failed cell's error and log (the lines ID: ERROR and log: PATH), then cell=, status= and cell_report=; stderr still has fruix's warnings, the Ctrl-C notice and errors")))]
 pub struct MatrixRunCellArgs {
     /// The matrix file (fruix-matrix ...).
     #[arg(value_name = "FILE")]
@@ -591,4 +593,116 @@ pub struct MatrixRunArgs {
     /// report.json and junit.xml) as one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{ArgAction, CommandFactory, Parser};
+    use fruix_matrix::export::{Flag, JobCommand, COLLECT, RUN_CELL};
+
+    use super::Cli;
+
+    /// A flag as the tests compare them: long name, short name, whether it
+    /// takes a value, whether it may be repeated.
+    type FlagShape = (String, Option<char>, bool, bool);
+
+    /// The flags of `fruix matrix NAME`, as clap defines them, and whether
+    /// it takes operands after the matrix file.
+    fn clap_flags(name: &str) -> (Vec<FlagShape>, bool) {
+        let cli = Cli::command();
+        let command = cli
+            .find_subcommand("matrix")
+            .and_then(|m| m.find_subcommand(name))
+            .unwrap_or_else(|| panic!("no matrix {name}"));
+        let mut flags: Vec<FlagShape> = command
+            .get_arguments()
+            .filter_map(|arg| {
+                let action = arg.get_action();
+                Some((
+                    arg.get_long()?.to_string(),
+                    arg.get_short(),
+                    action.takes_values(),
+                    matches!(action, ArgAction::Append | ArgAction::Count),
+                ))
+            })
+            .filter(|(long, ..)| !["help", "version"].contains(&long.as_str()))
+            .collect();
+        flags.sort();
+        let operands = command.get_positionals().any(|a| a.get_id() != "file");
+        (flags, operands)
+    }
+
+    /// `matrix export` checks the arguments it hands on to run-cell and
+    /// collect against its own tables of their flags: they are clap's.
+    #[test]
+    fn export_knows_the_flags_of_run_cell_and_collect() {
+        for job in [&RUN_CELL, &COLLECT] {
+            let mut ours: Vec<FlagShape> = job
+                .flags
+                .iter()
+                .map(|f| (f.long.to_string(), f.short, f.takes_value, f.repeatable))
+                .collect();
+            ours.sort();
+            assert_eq!(clap_flags(job.name), (ours, job.operands), "{}", job.name);
+        }
+    }
+
+    /// Whether clap takes `fruix matrix NAME FILE` with what the export
+    /// gives, then `args`.
+    fn clap_takes(job: &JobCommand, args: &[String]) -> bool {
+        let given = job
+            .set_by_export
+            .iter()
+            .flat_map(|long| [format!("--{long}"), "x".to_string()]);
+        let words = ["fruix", "matrix", job.name, "m.scm"]
+            .map(String::from)
+            .into_iter()
+            .chain(given)
+            .chain(args.iter().cloned());
+        Cli::try_parse_from(words).is_ok()
+    }
+
+    /// `flag` as a job argument, with a value clap takes when it needs one.
+    fn given(flag: &Flag, short: bool) -> Vec<String> {
+        let name = match (short, flag.short) {
+            (true, Some(s)) => format!("-{s}"),
+            _ => format!("--{}", flag.long),
+        };
+        let value = match flag.long {
+            "progress-every" => "5min",
+            "diff" => "diffoscope",
+            _ => "x",
+        };
+        match flag.takes_value {
+            true => vec![name, value.into()],
+            false => vec![name],
+        }
+    }
+
+    /// `matrix export` refuses a job argument exactly when the job's clap
+    /// would: every flag alone, every pair of flags (twice the same one,
+    /// conflicting, one needing the other), the flags the export gives
+    /// itself, and an operand.
+    #[test]
+    fn export_refuses_the_job_arguments_clap_refuses() {
+        for job in [&RUN_CELL, &COLLECT] {
+            let mut cases: Vec<Vec<String>> = vec![vec![], vec!["r.json".into()]];
+            for a in job.flags {
+                cases.push(given(a, true));
+                cases.push(given(a, false));
+                for b in job.flags {
+                    cases.push([given(a, false), given(b, true)].concat());
+                }
+            }
+            for args in cases {
+                assert_eq!(
+                    job.check(&args).is_ok(),
+                    clap_takes(job, &args),
+                    "{} {args:?}: {:?}",
+                    job.name,
+                    job.check(&args)
+                );
+            }
+        }
+    }
 }

@@ -10,10 +10,15 @@
 //! case per agreement check, failing on divergence with the differing files.
 //!
 //! The Jenkins schema allows no attribute on `<skipped>` (the reason is its
-//! text) and no `skipped` on `<testsuites>`; quick-junit 0.6 writes neither,
-//! and the cell suite gets its `skipped` count as an extra attribute.
+//! text: the cell's error, or what stopped it) and no `skipped` on
+//! `<testsuites>`; quick-junit 0.6 writes neither. It counts a skipped case
+//! as `disabled`, which a cancelled cell is not: each suite says
+//! `disabled="0"` and gets its `skipped` count as an extra attribute.
 
 use std::fmt::Write as _;
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,12 +38,42 @@ fn xml_text(text: &str) -> String {
     text.replace(['\u{fffe}', '\u{ffff}'], "\u{fffd}")
 }
 
-/// The last `n` lines of the file at `path` (empty when unreadable).
+/// The most of a log's end that [`tail`] reads: far more than
+/// [`TAIL_LINES`] lines of a build log, and the same whatever the log's size.
+pub const TAIL_BYTES: u64 = 64 << 10;
+
+/// The last `n` lines of the log at `path`, found in its last
+/// [`TAIL_BYTES`] (whose first line, cut there, is left out unless it is
+/// the only one); empty when it is no regular file or cannot be read.
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
+    let bytes = read_end(path, TAIL_BYTES).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The last `max` bytes of the regular file at `path` (from the start of
+/// a line when a whole one is there). The file is opened without
+/// following a symlink or waiting on a FIFO, and its type is checked on
+/// the descriptor.
+fn read_end(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Ok(Vec::new());
+    }
+    let start = metadata.len().saturating_sub(max);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    let first_end = bytes.iter().position(|b| *b == b'\n');
+    if let Some(end) = first_end.filter(|end| start > 0 && end + 1 < bytes.len()) {
+        bytes.drain(..=end);
+    }
+    Ok(bytes)
 }
 
 /// A failed cell's failure or error: its error, then its log's last lines.
@@ -60,12 +95,27 @@ fn non_success(c: &CellReport, kind: NonSuccessKind, ty: &str) -> TestCaseStatus
     status
 }
 
+/// Why cancelled cell `c` did not pass: its error (fail-fast, the time
+/// limit, a cancelled retry, never started), else what stops a running
+/// cell without one, Ctrl-C or SIGTERM.
+fn why_cancelled(c: &CellReport) -> String {
+    match (&c.error, c.attempts.last()) {
+        (Some(error), _) => error.clone(),
+        (None, Some(a)) => format!(
+            "cancelled while attempt {} ran on {} (Ctrl-C or SIGTERM)",
+            a.attempt,
+            escape::text(&a.machine)
+        ),
+        (None, None) => "never started".into(),
+    }
+}
+
 fn cell_case(c: &CellReport) -> TestCase {
     let status = match c.status {
         CellStatus::Passed => TestCaseStatus::success(),
         CellStatus::Cancelled => {
             let mut status = TestCaseStatus::skipped();
-            status.set_description(xml_text(c.error.as_deref().unwrap_or_default()));
+            status.set_description(xml_text(&why_cancelled(c)));
             status
         }
         CellStatus::SystemFailure => non_success(c, NonSuccessKind::Error, "system-failure"),
@@ -140,8 +190,9 @@ fn agreement_case(a: &AgreementReport) -> TestCase {
     case
 }
 
-/// A suite started at `timestamp` on `hostname`, with `cases`; `skipped`
-/// is written as an attribute, as the Jenkins schema knows it.
+/// A suite started at `timestamp` on `hostname`, with `cases`; the skipped
+/// ones are counted as `skipped`, as the Jenkins schema knows it, not as
+/// `disabled`.
 fn suite(
     name: &str,
     cases: impl IntoIterator<Item = TestCase>,
@@ -156,6 +207,8 @@ fn suite(
         .iter()
         .filter(|c| matches!(c.status, TestCaseStatus::Skipped { .. }))
         .count();
+    // quick-junit counts the skipped cases as disabled too; no cell is.
+    suite.disabled = 0;
     suite
         .extra
         .insert("skipped".into(), skipped.to_string().into());
@@ -196,8 +249,19 @@ pub fn junit(report: &Report, hostname: &str) -> quick_junit::Report {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
     use crate::report::fixtures;
+    use crate::report::AttemptReport;
+
+    /// The tail as it was, read from the whole log.
+    fn whole_log_tail(path: &Path, n: usize) -> String {
+        let text = std::fs::read(path).unwrap();
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
 
     #[test]
     fn tail_keeps_the_last_lines() {
@@ -206,6 +270,50 @@ mod tests {
         std::fs::write(&log, "1\n2\n3\n4\n").unwrap();
         assert_eq!(tail(&log, 2), "3\n4");
         assert_eq!(tail(&dir.path().join("none"), 2), "");
+        let long: String = (0..10_000).map(|i| format!("line {i}\n")).collect();
+        assert!(long.len() as u64 > TAIL_BYTES);
+        let one_long_line = "x".repeat(TAIL_BYTES as usize * 2);
+        for text in [
+            "",
+            "no newline",
+            "a\r\nb\n\n\nc",
+            "\u{e9}t\u{e9}\n\u{fffd}\n",
+            long.as_str(),
+            one_long_line.as_str(),
+        ] {
+            std::fs::write(&log, text).unwrap();
+            let tail = tail(&log, TAIL_LINES);
+            if text.len() as u64 <= TAIL_BYTES || text == long {
+                assert_eq!(tail, whole_log_tail(&log, TAIL_LINES), "{text:.40?}");
+            } else {
+                assert_eq!(tail, "x".repeat(TAIL_BYTES as usize), "a line cut short");
+            }
+        }
+    }
+
+    /// Regression: `tail` read the whole log (a 300 MB log took 13 s and
+    /// 538 MB to collect) for its last lines.
+    #[test]
+    fn tail_reads_only_the_end_of_a_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        // Lines that are not UTF-8, then 128 MiB without a newline (a hole
+        // of the file), then two lines: read whole, it has four lines.
+        let mut file = std::fs::File::create(&log).unwrap();
+        file.write_all(b"\xff\xfe head\n").unwrap();
+        file.set_len(128 << 20).unwrap();
+        file.seek(SeekFrom::End(0)).unwrap();
+        file.write_all(b"\nline 1\nline 2\n").unwrap();
+        drop(file);
+        assert_eq!(tail(&log, TAIL_LINES), "line 1\nline 2");
+
+        // Never through a symlink, nor waiting on a FIFO.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&log, &link).unwrap();
+        assert_eq!(tail(&link, TAIL_LINES), "");
+        let fifo = dir.path().join("fifo");
+        fruix_core::testing::mkfifo(&fifo).unwrap();
+        assert_eq!(tail(&fifo, TAIL_LINES), "");
     }
 
     /// The sample report ([`fixtures::report`]) changed by `change`: its
@@ -321,6 +429,60 @@ mod tests {
             description.contains("remote-GENERIC: sha256:w2")
                 && description.contains("local-GENERIC vs remote-GENERIC: modified ./stamp"),
             "{description}"
+        );
+    }
+
+    /// Regression: a cancelled cell was counted twice, as `disabled`
+    /// (quick-junit counts a skipped case so) and as `skipped`.
+    #[test]
+    fn a_cancelled_cell_is_counted_once_as_skipped() {
+        let (xml, back) = round_trip(|_| {});
+        let cells = &back.test_suites[0];
+        assert_eq!(
+            (cells.tests, cells.failures, cells.errors, cells.disabled),
+            (4, 1, 1, 0),
+            "{xml}"
+        );
+        assert_eq!(cells.extra["skipped"].as_str(), "1", "{xml}");
+        let line = xml.lines().find(|l| l.contains("<testsuite ")).unwrap();
+        assert!(
+            line.contains(" disabled=\"0\"") && line.contains(" skipped=\"1\""),
+            "{line}"
+        );
+    }
+
+    /// Regression: a cell Ctrl-C (or SIGTERM) stopped while it ran, which
+    /// has no error, was an empty `<skipped>`.
+    #[test]
+    fn a_skipped_cell_says_why_it_was_cancelled() {
+        let (xml, back) = round_trip(|report| {
+            let stopped = &mut report.cells[3];
+            stopped.machine = Some("m2".into());
+            stopped.error = None;
+            stopped.attempts = vec![AttemptReport {
+                attempt: 2,
+                machine: "m2".into(),
+                started_at: 1775420084.0,
+                finished_at: 1775420086.5,
+                status: CellStatus::Cancelled,
+                error: Some("cancelled".into()),
+            }];
+        });
+        let why = "cancelled while attempt 2 ran on m2 (Ctrl-C or SIGTERM)";
+        assert!(
+            matches!(
+                &back.test_suites[0].test_cases[3].status,
+                TestCaseStatus::Skipped { description: Some(d), .. } if d.as_str() == why
+            ),
+            "{xml}"
+        );
+        assert!(xml.contains(&format!("<skipped>{why}</skipped>")), "{xml}");
+        let (xml, _) = round_trip(|report| {
+            report.cells[3].error = Some("fail-fast: cell local-MINIMAL did not pass".into());
+        });
+        assert!(
+            xml.contains("<skipped>fail-fast: cell local-MINIMAL did not pass</skipped>"),
+            "{xml}"
         );
     }
 

@@ -56,7 +56,20 @@ pub enum Unusable {
     /// Its guest did not come up (a virtual machine that did not prepare,
     /// boot or open SSH).
     DidNotComeUp,
+    /// Its last [`SYSTEM_FAILURES_IN_A_ROW`] attempts failed with a system
+    /// failure, though it accepts connections (a missing helper, a full
+    /// disk, a broken store). [`Dispatcher::finished`] tells this itself
+    /// from the attempts' failures.
+    FailedInARow,
 }
+
+/// How many attempts in a row must fail on a machine with a system failure
+/// before it is set aside ([`Unusable::FailedInARow`]).
+pub const SYSTEM_FAILURES_IN_A_ROW: usize = 2;
+
+/// How much of a failed attempt's error the reason its machine is set
+/// aside quotes.
+const QUOTED_ERROR_BYTES: usize = 300;
 
 /// What happens to a cell after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,23 +168,25 @@ impl Dispatcher {
 
     /// Records how `start` ended and frees its slot.
     pub fn finished(&mut self, start: &Start, outcome: AttemptOutcome) -> Verdict {
+        self.finished_with_error(start, outcome, None)
+    }
+
+    /// [`Dispatcher::finished`], with the failed attempt's `error`: the
+    /// reason its machine is set aside, if it is, ends with it (escaped, on
+    /// one line, cut short).
+    pub fn finished_with_error(
+        &mut self,
+        start: &Start,
+        outcome: AttemptOutcome,
+        error: Option<&str>,
+    ) -> Verdict {
         self.pool.release(&start.placement);
-        let AttemptOutcome::Failed { failure, unusable } = outcome else {
+        if let Placement::Machine(name) = &start.placement {
+            self.judge_machine(name, start, outcome, error);
+        }
+        let AttemptOutcome::Failed { failure, .. } = outcome else {
             return Verdict::Done;
         };
-        if let (Some(why), Placement::Machine(name)) = (unusable, &start.placement) {
-            // Ids are of safe characters, but reasons are printed.
-            let (attempt, cell) = (start.attempt, escape::text(&self.ids[start.cell]));
-            let reason = match why {
-                Unusable::Unreachable => {
-                    format!("unreachable after attempt {attempt} of cell {cell}")
-                }
-                Unusable::DidNotComeUp => {
-                    format!("its guest did not come up for attempt {attempt} of cell {cell}")
-                }
-            };
-            self.pool.set_aside(name, reason);
-        }
         let retried = failure == Failure::System && start.attempt <= self.retries;
         if retried && self.stopped {
             return Verdict::RetryCancelled;
@@ -191,6 +206,54 @@ impl Dispatcher {
             self.fail_fast_after(start.cell);
         }
         Verdict::Done
+    }
+
+    /// Records on machine `name` how `start` ended there, and sets it aside
+    /// when the attempt says it is [`Unusable`], or when it is the
+    /// [`SYSTEM_FAILURES_IN_A_ROW`]th system failure there in a row. A
+    /// cancelled attempt says nothing of its machine.
+    fn judge_machine(
+        &mut self,
+        name: &str,
+        start: &Start,
+        outcome: AttemptOutcome,
+        error: Option<&str>,
+    ) {
+        // Ids are of safe characters, but reasons are printed.
+        let attempt = format!(
+            "attempt {} of cell {}",
+            start.attempt,
+            escape::text(&self.ids[start.cell])
+        );
+        let (failure, unusable) = match outcome {
+            AttemptOutcome::Passed => (None, None),
+            AttemptOutcome::Failed { failure, unusable } => (Some(failure), unusable),
+        };
+        let in_a_row = match failure {
+            Some(Failure::Cancelled) => Vec::new(),
+            Some(Failure::System) => self.pool.record_attempt(name, Some(attempt.clone())),
+            _ => self.pool.record_attempt(name, None),
+        };
+        let failed_in_a_row = in_a_row.len() >= SYSTEM_FAILURES_IN_A_ROW;
+        let Some(why) = unusable.or(failed_in_a_row.then_some(Unusable::FailedInARow)) else {
+            return;
+        };
+        let mut reason = match why {
+            Unusable::Unreachable => format!("unreachable after {attempt}"),
+            Unusable::DidNotComeUp => format!("its guest did not come up for {attempt}"),
+            Unusable::FailedInARow => format!(
+                "{} attempts in a row failed with a system failure on it: {}",
+                in_a_row.len(),
+                in_a_row.join(", ")
+            ),
+        };
+        if let Some(error) = error {
+            reason = format!(
+                "{reason}: {}",
+                escape::text(error).cut_at(QUOTED_ERROR_BYTES)
+            );
+        }
+        self.pool.set_aside(name, reason);
     }
 
     /// With fail-fast, stops the matrix after `cell` failed for good
@@ -363,6 +426,126 @@ mod tests {
         );
         let (attempts, _, _) = simulate(vec![remote()], 2, false, None, failing(Failure::Build));
         assert_eq!(attempts.len(), 1);
+    }
+
+    /// A machine that accepts connections but fails every attempt with a
+    /// system failure (a missing helper): `fast` (faster, 1 slot) here.
+    fn broken(machine: &'static str) -> impl Fn(usize, &Placement) -> AttemptOutcome {
+        move |_, p| match p {
+            Placement::Machine(m) if m == machine => AttemptOutcome::Failed {
+                failure: Failure::System,
+                unusable: None,
+            },
+            _ => AttemptOutcome::Passed,
+        }
+    }
+
+    /// Regression: a machine that was broken but still accepted SSH took
+    /// every cell (it is the fastest), each failing there, while the other
+    /// machine idled; with retries, every cell burnt its retry there.
+    #[test]
+    fn a_broken_machine_that_accepts_connections_does_not_take_every_cell() {
+        for retries in [0, 1] {
+            let (attempts, finals, _) =
+                simulate(vec![remote(); 4], retries, false, Some(1), broken("fast"));
+            let on_fast: Vec<usize> = attempts
+                .iter()
+                .filter(|(_, s)| s.placement.name() == "fast")
+                .map(|(_, s)| s.cell)
+                .collect();
+            assert_eq!(on_fast, [0], "retries {retries}: {attempts:?}");
+            let passed = finals
+                .iter()
+                .filter(|f| **f == Some(AttemptOutcome::Passed))
+                .count();
+            assert_eq!(passed, 4 - 1 + retries as usize, "{finals:?}");
+        }
+    }
+
+    /// `fast` fails every attempt; with no other slot free it takes a
+    /// second cell, whose failure sets it aside, naming both attempts.
+    #[test]
+    fn a_machine_on_which_attempts_fail_in_a_row_is_set_aside() {
+        let mut d = Dispatcher::new(pool(None), named(vec![remote(); 5]), 1, false);
+        let mut on_fast = Vec::new();
+        while !d.is_drained() {
+            let starts: Vec<Start> = d
+                .dispatch()
+                .into_iter()
+                .map(|step| match step {
+                    Step::Start(s) => s,
+                    Step::Fail { .. } => panic!("{step:?}"),
+                })
+                .collect();
+            for s in starts {
+                let outcome = broken("fast")(s.cell, &s.placement);
+                if s.placement.name() == "fast" {
+                    on_fast.push(s.cell);
+                }
+                d.finished_with_error(&s, outcome, Some("helper\n/no/fruix: not found"));
+            }
+        }
+        // Tick 0: c0 on fast, c1 and c2 on slow. Tick 1: c0's retry and c3
+        // take slow's slots; c4 has only fast left.
+        assert_eq!(on_fast, [0, 4]);
+        assert_eq!(
+            d.pool().set_aside_machines(),
+            [(
+                "fast".to_string(),
+                "2 attempts in a row failed with a system failure on it: attempt 1 of cell c0, attempt 1 of cell c4: helper\\n/no/fruix: not found".to_string()
+            )]
+        );
+    }
+
+    /// Only system failures in a row count: a passed attempt or a build
+    /// failure starts the count again, and a cancelled attempt says nothing
+    /// of the machine. The failed attempt's error ends the reason, on one
+    /// line.
+    #[test]
+    fn only_system_failures_in_a_row_set_a_machine_aside() {
+        let pinned = Need {
+            pinned: Some("fast".into()),
+            ..remote()
+        };
+        let mut d = Dispatcher::new(pool(None), named(vec![pinned; 6]), 0, false);
+        let failed = |failure| AttemptOutcome::Failed {
+            failure,
+            unusable: None,
+        };
+        let outcomes = [
+            failed(Failure::System),
+            AttemptOutcome::Passed,
+            failed(Failure::System),
+            failed(Failure::Build),
+            failed(Failure::System),
+            failed(Failure::Cancelled),
+        ];
+        for outcome in outcomes {
+            let steps = d.dispatch();
+            let [Step::Start(start)] = steps.as_slice() else {
+                panic!("one cell at a time on fast: {steps:?}");
+            };
+            d.finished_with_error(start, outcome, Some("lost"));
+            assert!(d.pool().set_aside_machines().is_empty(), "{outcome:?}");
+        }
+        let mut d = Dispatcher::new(pool(None), named(vec![remote()]), 0, false);
+        let steps = d.dispatch();
+        let [Step::Start(start)] = steps.as_slice() else {
+            panic!("c0 starts: {steps:?}");
+        };
+        let unreachable = AttemptOutcome::Failed {
+            failure: Failure::System,
+            unusable: Some(Unusable::Unreachable),
+        };
+        let error = "ssh: connect to host h2 port 22: Connection refused\r\n\x1b[2J";
+        d.finished_with_error(start, unreachable, Some(error));
+        assert_eq!(
+            d.pool().set_aside_machines(),
+            [(
+                "fast".to_string(),
+                "unreachable after attempt 1 of cell c0: ssh: connect to host h2 port 22: Connection refused\\r\\n\\033[2J".to_string()
+            )]
+        );
     }
 
     #[test]

@@ -8,15 +8,20 @@
 //! - A remote cell may run on the machines that build its target arch (a
 //!   machine with no `systems` builds any), or only on the machine it is
 //!   pinned to. Among those with a free slot, the fastest (`speed`) is
-//!   chosen; ties go to the machine with fewer running cells, then to the
-//!   one listed first.
+//!   chosen (but see below for machines that just failed); ties go to the
+//!   machine with fewer running cells, then to the one listed first.
 //! - A retried cell avoids the machines it already failed on while another
 //!   may take it (waiting for that one's slot if needed); only when none is
 //!   left does it go back to one it tried.
-//! - A machine that failed to connect, or whose guest did not come up, is
-//!   set aside for the rest of the run ([`Unusable`]).
-//!   A cell that no machine can take any more fails as a system failure,
-//!   saying why.
+//! - A machine whose last attempt failed with a system failure comes after
+//!   the others with a free slot, whatever its speed, until an attempt
+//!   there does not fail so.
+//! - A machine that failed to connect, whose guest did not come up, or on
+//!   which [`SYSTEM_FAILURES_IN_A_ROW`] attempts in a row failed with a
+//!   system failure is set aside for the rest of the run ([`Unusable`]);
+//!   the reason quotes the error of the attempt that showed it. A cell
+//!   that no machine can take any more fails as a system failure, saying
+//!   why each machine was set aside.
 //! - Cells start in matrix order; a cell that must wait does not hold back
 //!   later cells that can start elsewhere.
 //! - A system failure is retried (up to `retries` extra attempts); a build
@@ -31,7 +36,9 @@
 pub mod dispatch;
 pub mod pool;
 
-pub use dispatch::{AttemptOutcome, Dispatcher, Start, Step, Unusable, Verdict};
+pub use dispatch::{
+    AttemptOutcome, Dispatcher, Start, Step, Unusable, Verdict, SYSTEM_FAILURES_IN_A_ROW,
+};
 pub use pool::{Decision, Need, Placement, Pool};
 
 /// The pool and needs the scheduling tests share.

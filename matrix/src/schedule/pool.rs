@@ -61,6 +61,10 @@ struct MachineSlots {
     vm: bool,
     busy: u32,
     set_aside: Option<String>,
+    /// The attempts (`attempt N of cell ID`) that failed on it with a
+    /// system failure since its last attempt that did not: while there are
+    /// any, it ranks after the machines without.
+    failed_in_a_row: Vec<String>,
 }
 
 /// The slots of this host and of the machines, and what runs in them.
@@ -88,6 +92,7 @@ impl Pool {
                     vm: m.vm.is_some(),
                     busy: 0,
                     set_aside: None,
+                    failed_in_a_row: Vec::new(),
                 })
                 .collect(),
             local_capacity: local_slots,
@@ -134,14 +139,7 @@ impl Pool {
             .filter(|m| m.set_aside.is_none())
             .collect();
         if usable.is_empty() {
-            let reasons: Vec<String> = eligible
-                .iter()
-                .map(|m| format!("{} ({})", m.name, m.set_aside.as_deref().unwrap_or("")))
-                .collect();
-            return Decision::Never(format!(
-                "every machine that could build it was set aside: {}",
-                reasons.join("; ")
-            ));
+            return Decision::Never(all_set_aside(&eligible));
         }
         let untried: Vec<&MachineSlots> = usable
             .iter()
@@ -157,8 +155,11 @@ impl Pool {
             .enumerate()
             .filter(|(_, m)| m.busy < m.capacity)
             .max_by(|(i, a), (j, b)| {
-                a.speed
-                    .total_cmp(&b.speed)
+                // A machine whose last attempt failed with a system
+                // failure comes last.
+                (a.failed_in_a_row.is_empty())
+                    .cmp(&b.failed_in_a_row.is_empty())
+                    .then(a.speed.total_cmp(&b.speed))
                     .then(b.busy.cmp(&a.busy))
                     .then(j.cmp(i))
             })
@@ -204,6 +205,21 @@ impl Pool {
         }
     }
 
+    /// Records how an attempt on machine `name` ended: `failed` names an
+    /// attempt (`attempt N of cell ID`) that failed with a system failure,
+    /// `None` says it did not. Returns the attempts that failed there in a
+    /// row, the last one included.
+    pub fn record_attempt(&mut self, name: &str, failed: Option<String>) -> Vec<String> {
+        let Some(m) = self.machines.iter_mut().find(|m| m.name == name) else {
+            return Vec::new();
+        };
+        match failed {
+            Some(attempt) => m.failed_in_a_row.push(attempt),
+            None => m.failed_in_a_row.clear(),
+        }
+        m.failed_in_a_row.clone()
+    }
+
     /// The machines set aside, with why.
     pub fn set_aside_machines(&self) -> Vec<(String, String)> {
         self.machines
@@ -211,6 +227,33 @@ impl Pool {
             .filter_map(|m| Some((m.name.clone(), m.set_aside.clone()?)))
             .collect()
     }
+}
+
+/// How many machines set aside a cell that none can take lists, with why.
+const LISTED_SET_ASIDE: usize = 5;
+
+/// Why a cell none of whose `eligible` machines is left cannot run: each
+/// machine set aside (the first [`LISTED_SET_ASIDE`]) with its reason, one
+/// after another.
+fn all_set_aside(eligible: &[&MachineSlots]) -> String {
+    let mut reasons: Vec<String> = eligible
+        .iter()
+        .take(LISTED_SET_ASIDE)
+        .map(|m| format!("{} ({})", m.name, m.set_aside.as_deref().unwrap_or("")))
+        .collect();
+    if let Some(more) = eligible
+        .len()
+        .checked_sub(LISTED_SET_ASIDE)
+        .filter(|n| *n > 0)
+    {
+        reasons.push(format!(
+            "and {more} more (the report's machines_set_aside lists them)"
+        ));
+    }
+    format!(
+        "every machine that could build it was set aside: {}",
+        reasons.join("; ")
+    )
 }
 
 #[cfg(test)]
@@ -333,6 +376,48 @@ mod tests {
         p.set_aside("fast", "connection refused");
         assert!(
             matches!(p.decide(&remote(), &[]), Decision::Never(m) if m.contains("set aside") && m.contains("slow (connection refused)"))
+        );
+    }
+
+    #[test]
+    fn a_machine_whose_last_attempt_failed_comes_after_the_others_with_a_free_slot() {
+        let mut p = pool(None);
+        let failed = p.record_attempt("fast", Some("attempt 1 of cell c0".into()));
+        assert_eq!(failed, ["attempt 1 of cell c0"]);
+        assert_eq!(p.decide(&remote(), &[]), on("slow"), "fast failed last");
+        p.acquire(&Placement::Machine("slow".into()));
+        p.acquire(&Placement::Machine("slow".into()));
+        assert_eq!(p.decide(&remote(), &[]), on("fast"), "the only free slot");
+        assert!(p.record_attempt("fast", None).is_empty());
+        p.release(&Placement::Machine("slow".into()));
+        assert_eq!(p.decide(&remote(), &[]), on("fast"), "it passed since");
+    }
+
+    /// Regression: a cell no machine could take any more said only that
+    /// every machine was set aside, not why (the machines' errors were in
+    /// the attempts of other cells). Now each reason is listed, up to
+    /// [`LISTED_SET_ASIDE`] machines.
+    #[test]
+    fn a_cell_no_machine_can_take_says_why_each_was_set_aside_up_to_a_few() {
+        let entries: String = (0..7)
+            .map(|i| format!(r#"(machine (name "m{i}") (host "h{i}") (user "root"))"#))
+            .collect();
+        let mut p = Pool::new(&machines(&format!("(fruix-machines {entries})")), 1, None);
+        for i in 0..7 {
+            p.set_aside(&format!("m{i}"), format!("unreachable: refused {i}"));
+        }
+        let Decision::Never(why) = p.decide(&remote(), &[]) else {
+            panic!("every machine is set aside");
+        };
+        let listed: Vec<String> = (0..LISTED_SET_ASIDE)
+            .map(|i| format!("m{i} (unreachable: refused {i})"))
+            .collect();
+        assert_eq!(
+            why,
+            format!(
+                "every machine that could build it was set aside: {}; and 2 more (the report's machines_set_aside lists them)",
+                listed.join("; ")
+            )
         );
     }
 }
