@@ -7,7 +7,7 @@ use std::sync::Arc;
 use fruix_core::escape;
 use fruix_core::executor::Registry;
 use fruix_matrix::expand::Cell;
-use fruix_matrix::report::{diffoscope_installed, table, CellReport, DIFFOSCOPE_MISSING};
+use fruix_matrix::report::{diffoscope_installed, table, DIFFOSCOPE_MISSING};
 use fruix_matrix::runner::CellStatus;
 use fruix_matrix::split::CollectSettings;
 use fruix_matrix::{create_report_dir, Finished, MatrixPlan, Outcome, RunSettings};
@@ -214,7 +214,7 @@ pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult 
         report["cell_report"] = json_path(&finished.path);
         println!("{report}");
     } else {
-        print_cell_error(cell);
+        print!("{}", table::cell_error(cell));
         println!(
             "cell={}\nstatus={}\ncell_report={}",
             cell.id,
@@ -230,19 +230,6 @@ pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult 
         CellStatus::Cancelled => Status::Cancelled,
         CellStatus::Missing => Status::MatrixFailure,
     })
-}
-
-/// A cell's error and its log, when it has an error, as `matrix run`'s
-/// table shows a failed cell's (escaped, as it escapes them): `ID: ERROR`,
-/// then `  log: PATH`.
-fn print_cell_error(cell: &CellReport) {
-    let Some(error) = &cell.error else {
-        return;
-    };
-    println!("{}: {}", escape::text(&cell.id), escape::text(error));
-    if let Some(log) = &cell.log {
-        println!("  log: {}", escape::path(log));
-    }
 }
 
 pub fn collect(args: MatrixCollectArgs) -> CliResult {

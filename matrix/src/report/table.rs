@@ -9,7 +9,7 @@
 
 use fruix_core::escape;
 
-use super::Report;
+use super::{CellReport, Report};
 
 /// `s`, escaped to print.
 fn e(s: &str) -> String {
@@ -60,15 +60,8 @@ pub fn table(report: &Report) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    for c in report.cells.iter().filter(|c| c.error.is_some()) {
-        out.push_str(&format!(
-            "{}: {}\n",
-            e(&c.id),
-            e(c.error.as_deref().unwrap_or_default())
-        ));
-        if let Some(log) = &c.log {
-            out.push_str(&format!("  log: {}\n", escape::path(log)));
-        }
+    for c in &report.cells {
+        out.push_str(&cell_error(c));
     }
     for a in &report.agreement {
         if a.agree {
@@ -123,6 +116,20 @@ pub fn table(report: &Report) -> String {
             "stopped: the run's time limit of {} was reached\n",
             humantime::format_duration(limit)
         ));
+    }
+    out
+}
+
+/// A failed cell's error and its log, as the table ends with them: `ID:
+/// ERROR`, then `  log: PATH` when it has a log, each line escaped and
+/// ended by a newline; nothing for a cell without an error.
+pub fn cell_error(c: &CellReport) -> String {
+    let Some(error) = &c.error else {
+        return String::new();
+    };
+    let mut out = format!("{}: {}\n", e(&c.id), e(error));
+    if let Some(log) = &c.log {
+        out.push_str(&format!("  log: {}\n", escape::path(log)));
     }
     out
 }
