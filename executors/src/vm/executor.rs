@@ -40,7 +40,7 @@ pub struct VmConfig(pub GuestConfig);
 
 /// The keys of [`GuestConfig`] that `vm` does not take: its guest is the one
 /// it boots, trusted by the machine's pinned host key.
-const NOT_VM_KEYS: &[&str] = &["guest", "known_hosts", "accept_new_host_key"];
+pub const NOT_VM_KEYS: &[&str] = &["guest", "known_hosts", "accept_new_host_key"];
 
 impl ExecutorConfig for VmConfig {
     const NAME: &'static str = "vm";
