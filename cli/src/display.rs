@@ -103,7 +103,7 @@ fn spinner() -> ProgressBar {
     bar
 }
 
-/// What is said when Ctrl-C or SIGTERM arrives.
+/// What is said when Ctrl-C, SIGTERM or SIGHUP arrives.
 pub const CANCELLING: &str = "fruix: cancelling: stopping the build and cleaning up";
 
 /// Prints `line` above the live line when there is one (so the live line

@@ -36,6 +36,60 @@ impl CliError {
     }
 }
 
+/// Whether the command's results, a failure included, are JSON (`--json`):
+/// set once the command line is parsed, for whatever ends the command
+/// (the signal thread too).
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says whether the command prints its results, a failure included, as
+/// JSON (see [`print_failure`]).
+pub fn set_json(json: bool) {
+    JSON.store(json, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// A failure, as every command says it: `fruix: error: MESSAGE` on stderr
+/// (`message` already escaped for the terminal), and under `--json` one
+/// JSON object on stdout:
+/// `{"error":{"kind":"usage","exit_status":2,"message":"..."}}`.
+pub fn print_failure(status: Status, message: &str) {
+    eprintln!("fruix: error: {message}");
+    if JSON.load(std::sync::atomic::Ordering::SeqCst) {
+        print_json_error(status, message);
+    }
+}
+
+/// The JSON error object of [`print_failure`].
+pub fn print_json_error(status: Status, message: &str) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "error": {
+                "kind": status.name(),
+                "exit_status": status.code(),
+                "message": message.trim_end(),
+            }
+        })
+    );
+}
+
+/// Ends the process at once with `status`, saying `message` as every
+/// failure is said ([`print_failure`]): from the signal thread, when what
+/// runs cannot be waited for.
+pub fn exit_now(status: Status, message: &str) -> ! {
+    print_failure(status, message);
+    std::process::exit(status.code().into())
+}
+
+/// `e`, with `hint` (what the cancelled command left, what to do) after
+/// its message when it is a cancellation: its status says so, whatever the
+/// message.
+pub fn when_cancelled(e: CliError, hint: impl std::fmt::Display) -> CliError {
+    match e.status {
+        Status::Cancelled => CliError::new(e.status, anyhow::anyhow!("{}; {hint}", e.error)),
+        _ => e,
+    }
+}
+
 /// Status of a core error met while preparing a build (bad input is usage).
 pub fn before_run(e: &CoreError) -> Status {
     Status::of_failure(e.failure(), Status::Usage)

@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return stdout_checked(not_run(e)).into(),
     };
-    let json = wants_json(&cli.command);
+    exit::set_json(wants_json(&cli.command));
     heartbeat::set_every(progress_arg(&cli.command).and_then(ProgressArg::every));
     let status = match run(cli) {
         Ok(status) => status,
@@ -83,9 +83,9 @@ fn main() -> ExitCode {
             // keeps any control character that slipped through off the
             // terminal, leaving the messages' own line breaks.
             let message = escape::terminal(&error.to_string());
-            eprintln!("fruix: error: {message}");
-            if json && !reported {
-                print_json_error(status, &message);
+            match reported {
+                false => exit::print_failure(status, &message),
+                true => eprintln!("fruix: error: {message}"),
             }
             status
         }
@@ -109,7 +109,7 @@ fn not_run(e: clap::Error) -> Status {
         let _ = refusal.error.print();
     }
     if std::env::args_os().any(|a| a == "--json") {
-        print_json_error(Status::Usage, &refusal.text);
+        exit::print_json_error(Status::Usage, &refusal.text);
     }
     Status::Usage
 }
@@ -219,21 +219,6 @@ fn progress_arg(command: &Command) -> Option<&ProgressArg> {
         Command::Source(SourceCommand::Add(args)) => Some(&args.progress),
         Command::Executors(_) | Command::Completions(_) | Command::Man(_) => None,
     }
-}
-
-/// A failure under `--json`, on stdout:
-/// `{"error":{"kind":"usage","exit_status":2,"message":"..."}}`.
-fn print_json_error(status: Status, message: &str) {
-    println!(
-        "{}",
-        serde_json::json!({
-            "error": {
-                "kind": status.name(),
-                "exit_status": status.code(),
-                "message": message.trim_end(),
-            }
-        })
-    );
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {

@@ -95,7 +95,7 @@ impl ExitStatus {
                 "matrix: a cell did not pass (it failed, or fail-fast or the time limit cancelled it)"
             }
             ExitStatus::Divergence => "matrix: every cell passed, but cells that must agree diverged",
-            ExitStatus::Cancelled => "cancelled (Ctrl-C or SIGTERM)",
+            ExitStatus::Cancelled => "cancelled (Ctrl-C, SIGTERM or SIGHUP)",
         }
     }
 

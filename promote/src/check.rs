@@ -32,8 +32,8 @@ use crate::pool::{key, Pool};
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::stage::{read_small_at, ManifestLines};
 use crate::store::{
-    is_source_name, reserved_names, MANIFEST_FILE, OBJECT_METADATA_FILE, RESULT_METADATA_FILE,
-    STORE_MTIME,
+    is_source_name, reserved_names, Store, MANIFEST_FILE, OBJECT_METADATA_FILE,
+    RESULT_METADATA_FILE, STORE_MTIME,
 };
 
 /// Differences kept per object; more are only counted.
@@ -65,7 +65,8 @@ impl ObjectCheck {
 pub fn read_object_file(object: &Path, name: &str) -> Result<String> {
     let dir = open_dir(object)?;
     let path = object.join(name);
-    let bytes = read_small_at(dir.as_fd(), name, &path, MAX_OBJECT_METADATA)?;
+    let bytes = read_small_at(dir.as_fd(), name, &path, MAX_OBJECT_METADATA)
+        .map_err(|e| missing_file(e, object, name))?;
     String::from_utf8(bytes).map_err(|_| {
         fruix_core::Error::InvalidMetadata {
             path,
@@ -156,6 +157,72 @@ pub enum Depth<'a> {
     },
 }
 
+/// `e`, or [`Error::Inconsistent`] when `e` is the failure to open
+/// `object`'s own file `name` because it is not there: an object that lacks
+/// one of its files (what a removal killed half-way left, say) is
+/// inconsistent, which is no failure of the system.
+fn missing_file(e: Error, object: &Path, name: &str) -> Error {
+    match e {
+        Error::Core(fruix_core::Error::Io {
+            ref path,
+            ref source,
+            ..
+        }) if source.kind() == std::io::ErrorKind::NotFound && *path == object.join(name) => {
+            Error::Inconsistent {
+                object: object.to_path_buf(),
+                message: format!("{name} is missing"),
+            }
+        }
+        e => e,
+    }
+}
+
+/// Opens `object`'s stored manifest; a missing one is
+/// [`Error::Inconsistent`] (see [`missing_file`]).
+fn open_manifest(object: &Path) -> Result<ManifestLines> {
+    ManifestLines::open(&object.join(MANIFEST_FILE))
+        .map_err(|e| missing_file(e, object, MANIFEST_FILE))
+}
+
+/// Whether `e`, from checking an object, says that the object is not what
+/// its name and manifest say (corrupt, inconsistent, unreadable or unsafe
+/// metadata), rather than that the system failed to read it or the work
+/// was cancelled.
+fn is_object_fault(e: &Error) -> bool {
+    match e {
+        Error::Corrupt { .. } | Error::Inconsistent { .. } => true,
+        Error::Core(c) => c.failure() == fruix_core::Failure::Input,
+        _ => false,
+    }
+}
+
+/// Checks what a promotion (or an import, or a source add) finds under an
+/// object's name before it reuses it, under the object's lock: `true` when
+/// an intact object is there to reuse ([`check_reusable`]), `false` when
+/// nothing is there.
+///
+/// A directory the registry does not name that fails its check (what a
+/// promotion, an import or a repair killed half-way left) is no object:
+/// nothing refers to it as valid, so it is removed
+/// ([`Store::remove_object`]) and `false` returned, for the caller to build
+/// the object anew. A registered object that fails is the check's error
+/// (say, [`Error::Corrupt`]): it is never replaced here, but reported, for
+/// `store verify --repair`.
+pub fn check_existing(store: &Store, object: &Path) -> Result<bool> {
+    if object.symlink_metadata().is_err() {
+        return Ok(false);
+    }
+    let Err(e) = check_reusable(object) else {
+        return Ok(true);
+    };
+    let name = object.file_name().unwrap_or_default().to_string_lossy();
+    if !is_object_fault(&e) || store.is_valid(&name)? {
+        return Err(e);
+    }
+    store.remove_object(object, "promote")?;
+    Ok(false)
+}
+
 /// Checks an object that is already in the store before it is reused (by
 /// a promotion, an import or a source add that finds it there): a corrupt
 /// one is [`Error::Corrupt`], never silently reused. An object holding a
@@ -202,7 +269,7 @@ pub fn check_object(
         Depth::Content { pool: Some(p) } => (false, Some(p)),
     };
     let mut merge = Merge {
-        expected: ManifestLines::open(&object.join(MANIFEST_FILE))?,
+        expected: open_manifest(object)?,
         stripped: identity.stripped_modes().iter().cloned().collect(),
         reserved,
         signature: ManifestBuilder::new(),
@@ -421,7 +488,7 @@ impl Merge<'_> {
 /// Every tree entry of `object`'s stored manifest (its metadata files left
 /// out), in path order.
 pub fn read_store_manifest(object: &Path) -> Result<Vec<Entry>> {
-    let mut lines = ManifestLines::open(&object.join(MANIFEST_FILE))?;
+    let mut lines = open_manifest(object)?;
     let reserved = reserved_names(object);
     let mut entries = Vec::new();
     while let Some((entry, _)) = lines.next_entry()? {
@@ -435,7 +502,7 @@ pub fn read_store_manifest(object: &Path) -> Result<Vec<Entry>> {
 /// The total size of the files in `object`'s stored manifest (its metadata
 /// files left out), read line by line.
 pub fn manifest_size(object: &Path) -> Result<u64> {
-    let mut lines = ManifestLines::open(&object.join(MANIFEST_FILE))?;
+    let mut lines = open_manifest(object)?;
     let reserved = reserved_names(object);
     let mut size = 0;
     while let Some((entry, _)) = lines.next_entry()? {
@@ -490,5 +557,40 @@ mod tests {
         std::fs::write(bundle.join("extra"), "x").unwrap();
         let e = check_reusable(bundle).unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    }
+
+    /// Regression: an object missing its manifest (as a repair killed
+    /// half-way left one) failed its check with an I/O error, a system
+    /// failure, and a promotion finding it unregistered failed every time.
+    /// Registered, it is inconsistent (exit 4) and stays; unregistered, it
+    /// is no object: it goes, and promotion builds the object anew.
+    #[test]
+    fn an_object_missing_its_manifest_is_replaced_only_when_unregistered() {
+        let dir = TestDir::new();
+        let root = dir.root("r1", "local", "20260405T213444Z", true);
+        let store = Store::open(&dir.store()).unwrap();
+        let report =
+            promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+        let world = &report.artifacts["world"].store_path;
+        std::fs::set_permissions(world, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::remove_file(world.join(MANIFEST_FILE)).unwrap();
+        let e = check_existing(&store, world).unwrap_err();
+        assert!(matches!(e, Error::Inconsistent { .. }), "{e}");
+        assert_eq!(e.exit_status(), fruix_core::ExitStatus::PromotionFailure);
+        assert!(
+            e.to_string().contains(".fruix-manifest.mtree is missing"),
+            "{e}"
+        );
+        assert!(world.is_dir(), "a registered object was removed");
+        // As a repair leaves them: unregistered, referrers with what they refer to.
+        let names = [&report.result_store, world]
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned());
+        store.db().unregister(&names).unwrap();
+        assert!(!check_existing(&store, world).unwrap());
+        assert!(world.symlink_metadata().is_err(), "the leftover stayed");
+        let again = promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+        assert!(again.artifacts["world"].new);
+        assert!(check_existing(&store, world).unwrap());
+        assert!(store.is_valid(&names[1]).unwrap());
     }
 }

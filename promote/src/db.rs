@@ -18,6 +18,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::error::{Error, Result};
+use crate::verify::is_object_name;
+use fruix_core::escape;
 
 /// The store's metadata directory, which holds the database and the GC
 /// lock.
@@ -31,39 +33,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The schema, version by version: entry `i` migrates from `i` to `i + 1`.
 const MIGRATIONS: [&str; 2] = [
-    r#"
-CREATE TABLE objects (
-    id              INTEGER PRIMARY KEY,
-    name            TEXT NOT NULL UNIQUE,
-    kind            TEXT NOT NULL CHECK (kind IN ('artifact', 'bundle', 'source')),
-    artifact        TEXT,
-    tree_signature  TEXT,
-    size            INTEGER NOT NULL,
-    registered_at   INTEGER NOT NULL,
-    executor        TEXT,
-    run_id          TEXT,
-    freebsd_version TEXT,
-    kernconf        TEXT
-);
-CREATE TABLE refs (
-    referrer  INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
-    reference INTEGER NOT NULL REFERENCES objects(id) ON DELETE RESTRICT,
-    PRIMARY KEY (referrer, reference)
-);
-CREATE INDEX refs_reference ON refs(reference);
-CREATE INDEX objects_run_id ON objects(run_id);
-CREATE TABLE promoted_runs (
-    run_id      TEXT PRIMARY KEY,
-    promoted_at INTEGER NOT NULL
-);
-"#,
-    r#"
-CREATE TABLE signatures (
-    object    INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
-    signature TEXT NOT NULL,
-    PRIMARY KEY (object, signature)
-);
-"#,
+    include_str!("db/schema-1.sql"),
+    include_str!("db/schema-2.sql"),
 ];
 
 /// What kind of object a store path is.
@@ -285,10 +256,12 @@ impl Database {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(e)?;
         if version > SCHEMA_VERSION {
-            return Err(Error::Inconsistent {
-                object: path.clone(),
+            // As the read-only path says it: not a corrupt store, an
+            // older fruix.
+            return Err(Error::DatabaseUnreadable {
+                path: path.clone(),
                 message: format!(
-                    "the database has schema version {version}, newer than this fruix's {SCHEMA_VERSION}; use a newer fruix"
+                    "its schema version {version} is newer than this fruix's {SCHEMA_VERSION}; use a newer fruix"
                 ),
             });
         }
@@ -338,7 +311,24 @@ impl Database {
     /// keeps its record. A reference to an object that is neither
     /// registered nor among `objects` is an error (nothing is registered).
     pub fn register(&mut self, objects: &[Registration]) -> Result<()> {
-        self.write(|tx, path| insert(tx, path, objects))
+        self.register_signed(objects, &[])
+    }
+
+    /// [`Database::register`], with `signatures` (object name, `name:BASE64`)
+    /// of registered objects in the same transaction: an import that fails
+    /// registers neither, never objects without their signatures.
+    pub fn register_signed(
+        &mut self,
+        objects: &[Registration],
+        signatures: &[(String, String)],
+    ) -> Result<()> {
+        self.write(|tx, path| {
+            insert(tx, path, objects)?;
+            for (name, signature) in signatures {
+                insert_signature(tx, path, name, signature)?;
+            }
+            Ok(())
+        })
     }
 
     /// Runs `f` in one write transaction (waiting for other writers),
@@ -404,7 +394,27 @@ impl Database {
                 record,
             )
             .map_err(e)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(e)
+        let records: Vec<ObjectRecord> = rows.collect::<rusqlite::Result<_>>().map_err(e)?;
+        let names = records.iter().map(|r| r.name.clone()).collect();
+        self.object_names(names)?;
+        Ok(records)
+    }
+
+    /// `names`, read from the registry, if each is a store object name
+    /// ([`is_object_name`]); else the registry is not fruix's writing: a
+    /// name such as `../x` or `/x` would lead whatever joins it to the
+    /// store's path (a collection removing it) out of the store.
+    fn object_names(&self, names: Vec<String>) -> Result<Vec<String>> {
+        match names.iter().find(|n| !is_object_name(n.as_bytes())) {
+            None => Ok(names),
+            Some(bad) => Err(Error::Inconsistent {
+                object: self.path.clone(),
+                message: format!(
+                    "it registers {}, which is not a store object name; it was not written by fruix: move the store's .fruix directory away, and the next store command registers the store's objects anew",
+                    escape::quoted(bad)
+                ),
+            }),
+        }
     }
 
     /// The names of the objects `name` references (`referrers`: that
@@ -417,7 +427,7 @@ impl Database {
             "SELECT b.name FROM refs JOIN objects a ON a.id = refs.referrer
              JOIN objects b ON b.id = refs.reference WHERE a.name = ?1 ORDER BY b.name"
         };
-        self.strings(sql, [name])
+        self.object_names(self.strings(sql, [name])?)
     }
 
     /// The closure of `names`: them and everything they reference,
@@ -437,15 +447,7 @@ impl Database {
 
     /// Records `signature` (`name:BASE64`) of the registered object `name`.
     pub fn add_signature(&mut self, name: &str, signature: &str) -> Result<()> {
-        self.write(|tx, path| {
-            tx.execute(
-                "INSERT OR IGNORE INTO signatures (object, signature)
-                 SELECT id, ?2 FROM objects WHERE name = ?1",
-                params![name, signature],
-            )
-            .map_err(|e| db_error(path, e))?;
-            Ok(())
-        })
+        self.write(|tx, path| insert_signature(tx, path, name, signature))
     }
 
     /// The signatures of object `name`, sorted.
@@ -464,7 +466,7 @@ impl Database {
 
     /// Every registered name.
     pub fn names(&self) -> Result<Vec<String>> {
-        self.strings("SELECT name FROM objects ORDER BY name", [])
+        self.object_names(self.strings("SELECT name FROM objects ORDER BY name", [])?)
     }
 
     /// Unregisters `names` in one transaction. Referrers go with what they
@@ -494,6 +496,22 @@ impl Database {
 }
 
 /// Registers `objects` inside `tx` (see [`Database::register`]).
+/// Records `signature` of the registered object `name` in `tx`.
+fn insert_signature(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    name: &str,
+    signature: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO signatures (object, signature)
+         SELECT id, ?2 FROM objects WHERE name = ?1",
+    )
+    .and_then(|mut insert| insert.execute(params![name, signature]))
+    .map_err(|e| db_error(path, e))?;
+    Ok(())
+}
+
 fn insert(tx: &rusqlite::Transaction<'_>, path: &Path, objects: &[Registration]) -> Result<()> {
     let e = |e| db_error(path, e);
     let mut insert = tx
@@ -582,6 +600,12 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRecord> {
 mod tests {
     use super::*;
 
+    // Object names, sorted as their short names are.
+    const BUNDLE: &str = "1111111111111111111111111111111111111111-fruix-bundle";
+    const SRC: &str = "2222222222222222222222222222222222222222-freebsd-source-src";
+    const WORLD: &str = "3333333333333333333333333333333333333333-fruix-world";
+    const W: &str = "4444444444444444444444444444444444444444-fruix-w";
+
     fn object(name: &str, kind: Kind, references: &[&str]) -> Registration {
         Registration {
             record: ObjectRecord {
@@ -606,17 +630,14 @@ mod tests {
         let (mut db, created) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
         assert!(created);
         db.register(&[
-            object("src", Kind::Source, &[]),
-            object("world", Kind::Artifact, &["src"]),
-            object("bundle", Kind::Bundle, &["world"]),
+            object(SRC, Kind::Source, &[]),
+            object(WORLD, Kind::Artifact, &[SRC]),
+            object(BUNDLE, Kind::Bundle, &[WORLD]),
         ])
         .unwrap();
-        assert_eq!(db.neighbours("bundle", false).unwrap(), ["world"]);
-        assert_eq!(db.neighbours("world", true).unwrap(), ["bundle"]);
-        assert_eq!(
-            db.closure(&["bundle".into()]).unwrap(),
-            ["bundle", "src", "world"]
-        );
+        assert_eq!(db.neighbours(BUNDLE, false).unwrap(), [WORLD]);
+        assert_eq!(db.neighbours(WORLD, true).unwrap(), [BUNDLE]);
+        assert_eq!(db.closure(&[BUNDLE.into()]).unwrap(), [BUNDLE, SRC, WORLD]);
         let bundles = db
             .list(&Filter {
                 kind: Some(Kind::Bundle),
@@ -624,12 +645,12 @@ mod tests {
             })
             .unwrap();
         assert_eq!(bundles.len(), 1);
-        assert_eq!(db.get("world").unwrap().unwrap().kind, Kind::Artifact);
+        assert_eq!(db.get(WORLD).unwrap().unwrap().kind, Kind::Artifact);
         // Reopened: not created again, the records kept.
         drop(db);
         let (db, created) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
         assert!(!created);
-        assert_eq!(db.names().unwrap(), ["bundle", "src", "world"]);
+        assert_eq!(db.names().unwrap(), [BUNDLE, SRC, WORLD]);
     }
 
     #[test]
@@ -687,10 +708,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut db, _) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
         let err = db
-            .register(&[object("bundle", Kind::Bundle, &["missing"])])
+            .register(&[object(BUNDLE, Kind::Bundle, &["missing"])])
             .unwrap_err();
         assert!(matches!(err, Error::Inconsistent { .. }), "{err}");
         assert!(db.names().unwrap().is_empty());
+        // Nor their signatures, recorded in the same transaction (an
+        // import recorded them one by one after it, and could fail
+        // between).
+        db.register_signed(&[object(WORLD, Kind::Artifact, &[])], &[])
+            .unwrap();
+        let signatures = [(WORLD.to_string(), "k:sig".to_string())];
+        db.register_signed(&[object(BUNDLE, Kind::Bundle, &["missing"])], &signatures)
+            .unwrap_err();
+        assert!(db.signatures(WORLD).unwrap().is_empty());
+        db.register_signed(&[object(BUNDLE, Kind::Bundle, &[WORLD])], &signatures)
+            .unwrap();
+        assert_eq!(db.signatures(WORLD).unwrap(), ["k:sig"]);
     }
 
     #[test]
@@ -698,16 +731,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut db, _) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
         db.register(&[
-            object("world", Kind::Artifact, &[]),
-            object("bundle", Kind::Bundle, &["world"]),
+            object(WORLD, Kind::Artifact, &[]),
+            object(BUNDLE, Kind::Bundle, &[WORLD]),
         ])
         .unwrap();
         assert!(matches!(
-            db.unregister(&["world".into()]).unwrap_err(),
+            db.unregister(&[WORLD.into()]).unwrap_err(),
             Error::Database { .. }
         ));
-        assert_eq!(db.names().unwrap(), ["bundle", "world"]);
-        db.unregister(&["world".into(), "bundle".into()]).unwrap();
+        assert_eq!(db.names().unwrap(), [BUNDLE, WORLD]);
+        db.unregister(&[WORLD.into(), BUNDLE.into()]).unwrap();
         assert!(db.names().unwrap().is_empty());
     }
 
@@ -742,22 +775,58 @@ mod tests {
         let conn = Connection::open(meta.join(DB_FILE)).unwrap();
         conn.execute_batch(MIGRATIONS[0]).unwrap();
         conn.execute(
-            "INSERT INTO objects (name, kind, size, registered_at) VALUES ('w', 'artifact', 1, 1)",
-            [],
+            "INSERT INTO objects (name, kind, size, registered_at) VALUES (?1, 'artifact', 1, 1)",
+            [W],
         )
         .unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
         drop(conn);
         let (mut db, created) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
         assert!(!created);
-        assert_eq!(db.names().unwrap(), ["w"]);
-        db.add_signature("w", "k:sig").unwrap();
-        assert_eq!(db.signatures("w").unwrap(), ["k:sig"]);
+        assert_eq!(db.names().unwrap(), [W]);
+        db.add_signature(W, "k:sig").unwrap();
+        assert_eq!(db.signatures(W).unwrap(), ["k:sig"]);
         let version: i64 = db
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    /// Regression: SQLite's own words (`file is not a database`, `database
+    /// or disk is full`) were all a damaged registry or a full disk said.
+    /// What to do follows them, chosen by SQLite's error code.
+    #[test]
+    fn database_errors_say_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join(META_DIR);
+        std::fs::create_dir_all(&meta).unwrap();
+        std::fs::write(meta.join(DB_FILE), vec![b'x'; 8192]).unwrap();
+        let err = Database::open(dir.path(), || Ok(Vec::new())).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("file is not a database")
+                && text.contains("move the store's .fruix directory away"),
+            "{text}"
+        );
+        let full = db_error(
+            dir.path(),
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                None,
+            ),
+        );
+        assert!(full
+            .to_string()
+            .ends_with("; free space on that filesystem and try again"));
+        let busy = db_error(
+            dir.path(),
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                None,
+            ),
+        );
+        assert!(!busy.to_string().contains("; "), "{busy}");
     }
 
     #[test]
@@ -770,5 +839,8 @@ mod tests {
         drop(conn);
         let err = Database::open(dir.path(), || Ok(Vec::new())).unwrap_err();
         assert!(err.to_string().contains("use a newer fruix"), "{err}");
+        // An older fruix, not a corrupt store: a system failure, as the
+        // read-only path says it (it was exit 4, an inconsistent object).
+        assert!(matches!(err, Error::DatabaseUnreadable { .. }), "{err:?}");
     }
 }

@@ -57,8 +57,14 @@ pub enum Error {
         /// The path named as the store, which is not a directory.
         path: PathBuf,
     },
-    /// The store's database failed (locked too long, disk full, corrupt).
-    #[error("store database {}: {source}", escape::path(path))]
+    /// The store's database failed (locked too long, disk full, corrupt),
+    /// with what to do about it when SQLite's error code tells
+    /// ([`database_advice`]).
+    #[error(
+        "store database {}: {source}{}",
+        escape::path(path),
+        database_advice(source)
+    )]
     Database {
         /// The database file, `STORE/.fruix/db.sqlite`.
         path: PathBuf,
@@ -90,7 +96,7 @@ pub enum Error {
         by: String,
     },
     /// A store object that is present but not registered (not valid).
-    #[error("{}: not a valid store object (it is not registered: a promotion was killed before it finished); `fruix store gc` removes it", escape::path(path))]
+    #[error("{}: not a valid store object (it is not registered: a promotion, import or repair was killed before it finished); `fruix store gc` removes it", escape::path(path))]
     NotValid {
         /// The object's path in the store.
         path: PathBuf,
@@ -196,6 +202,25 @@ pub enum ArchiveProblem {
     ForeignStore,
     /// Over one of the import's caps.
     TooLarge,
+}
+
+/// What to do about a database error, from SQLite's error code (never its
+/// message): `; ...` to follow it, or nothing.
+pub fn database_advice(e: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => "; free space on that filesystem and try again",
+        Some(ErrorCode::SystemIoFailure) => {
+            "; the filesystem failed to read or write it (is it full, or failing?)"
+        }
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
+            "; check that this user may read and write it, and the directory it is in"
+        }
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            "; the registry is damaged: move the store's .fruix directory away, and the next store command registers the store's objects anew from what is in the store (their registration times, signatures and promoted runs are lost), then run `fruix store verify`"
+        }
+        _ => "",
+    }
 }
 
 impl Error {

@@ -10,7 +10,8 @@
 //! 2. every other registered object is dead, ordered referrers first (a
 //!    prefix of that order never leaves a reference dangling, which is how
 //!    `--max-freed` stops early), and directories the registry does not
-//!    name are garbage too;
+//!    name are garbage too, even one a root names: each is what a killed
+//!    process left (a promotion, an import, a repair), no valid object;
 //! 3. the dead are unregistered in one transaction, then each directory is
 //!    renamed to a hidden temporary (it disappears at once) and removed;
 //! 4. pool entries no object links any more, temporaries of killed
@@ -20,7 +21,8 @@
 //! Killed at any point, it leaves a store that `store verify` accepts:
 //! every registered object is whole, and what is left over (unregistered
 //! directories, hidden temporaries, unlinked pool entries) is garbage the
-//! next collection removes.
+//! next collection removes. Cancelled (Ctrl-C; see [`collect_into`]), it
+//! stops between two removals, leaving the same, and says what it removed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -35,7 +37,8 @@ use fruix_core::manifest::Progress;
 
 use crate::db::{Kind, ObjectRecord};
 use crate::error::{Error, Result};
-use crate::pool::{temp_name, TEMP_PREFIX};
+use crate::pipeline::check_cancelled;
+use crate::pool::TEMP_PREFIX;
 use crate::roots::{self, Root};
 use crate::store::{remove_tree, Store};
 use crate::temp_roots;
@@ -55,7 +58,9 @@ pub struct GcOptions<'a> {
     pub keep_result_roots: bool,
     /// Promoted result roots older than this go (unless kept).
     pub older_than: Duration,
-    /// Counts removed objects (as files) and their bytes, for a display.
+    /// Counts removed objects (as files) and their bytes, for a display;
+    /// cancelling it ([`Progress::cancel`]) stops the collection (see
+    /// [`collect_into`]).
     pub progress: Option<&'a Progress>,
 }
 
@@ -101,8 +106,9 @@ pub struct GcReport {
     pub kept: usize,
 }
 
-/// The names the live roots keep alive (registered or not: an object a
-/// root names is never removed).
+/// The names the live roots point at: the objects they keep alive, those
+/// of them that are registered (a directory the registry does not name is
+/// no object, and goes whatever names it).
 fn rooted(roots: &[Root]) -> Vec<String> {
     roots.iter().filter_map(|r| r.object.clone()).collect()
 }
@@ -145,20 +151,9 @@ fn referrers_first(store: &Store, dead: &BTreeSet<String>) -> Result<Vec<String>
 }
 
 /// Removes object directory `path`: renamed to a hidden temporary first,
-/// so it disappears at once, then removed.
+/// so it disappears at once, then removed (see [`Store::remove_object`]).
 fn remove_object(store: &Store, path: &Path) -> Result<()> {
-    let name = path
-        .file_name()
-        .map_or("object".into(), |n| n.to_string_lossy());
-    let hidden = store.path().join(temp_name(&format!("gc-{name}")));
-    match fs::rename(path, &hidden) {
-        Ok(()) => {
-            remove_tree(&hidden);
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(fruix_core::Error::io("remove", path, e).into()),
-    }
+    store.remove_object(path, "gc")
 }
 
 /// How many links to each file (by device and inode) the directories
@@ -189,15 +184,21 @@ fn identity(st: &rfs::Stat) -> (u64, u64, u64) {
 }
 
 /// Removes the pool entries no object links (link count 1), and the pool's
-/// temporaries; returns how many entries and their bytes on disk. A
-/// `dry_run` removes nothing and counts the entries that would be left with
-/// no other link once the directories `going` (what the collection would
-/// remove) are gone.
-fn collect_pool(store: &Store, dry_run: bool, going: &[PathBuf]) -> Result<(usize, u64, usize)> {
+/// temporaries, counting them (entries, their bytes on disk, temporaries)
+/// in `report`. A `dry_run` removes nothing and counts the entries that
+/// would be left with no other link once the directories `going` (what the
+/// collection would remove) are gone. Cancelled through `progress`, it
+/// stops before its next entry.
+fn collect_pool(
+    store: &Store,
+    dry_run: bool,
+    going: &[PathBuf],
+    progress: Option<&Progress>,
+    report: &mut GcReport,
+) -> Result<()> {
     let path = store.pool().path();
     let dir = rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
         .map_err(|e| fruix_core::Error::io("open", path, e.into()))?;
-    let (mut entries, mut bytes, mut temporaries) = (0, 0, 0);
     let mut names = Vec::new();
     store
         .pool()
@@ -208,45 +209,59 @@ fn collect_pool(store: &Store, dry_run: bool, going: &[PathBuf]) -> Result<(usiz
         HashMap::new()
     };
     for name in names {
+        check_cancelled(progress)?;
         let Ok(st) = rfs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
         let (dev, ino, nlink) = identity(&st);
         let links = nlink.saturating_sub(going.get(&(dev, ino)).copied().unwrap_or(0));
         if links == 1 && (dry_run || rfs::unlinkat(&dir, name.as_str(), AtFlags::empty()).is_ok()) {
-            entries += 1;
-            bytes += st.st_blocks as u64 * 512;
+            report.pool_entries += 1;
+            report.pool_bytes += st.st_blocks as u64 * 512;
         }
     }
     for entry in fs::read_dir(path).with_path("read", path)?.flatten() {
         if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            temporaries += 1;
+            report.temporaries += 1;
             if !dry_run {
                 let _ = fs::remove_file(entry.path());
             }
         }
     }
-    Ok((entries, bytes, temporaries))
+    Ok(())
 }
 
 /// Collects garbage in `store` (see the module documentation).
 pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
+    let mut report = GcReport::default();
+    collect_into(store, options, &mut report)?;
+    Ok(report)
+}
+
+/// [`collect`], saying in `report` what it removed, whether it finishes or
+/// fails. Cancelled through [`GcOptions::progress`] ([`Progress::cancel`]),
+/// it stops before its next removal and fails with
+/// [`fruix_core::Error::Cancelled`]: the store is as a killed collection
+/// leaves it (see the module documentation), and `report` holds what was
+/// removed until then.
+pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcReport) -> Result<()> {
+    let cancelled = || check_cancelled(options.progress);
     let _gc = store.gc_lock(true)?;
     let roots = roots::list(&options.state_dir, store.path())?;
-    let mut report = GcReport {
+    *report = GcReport {
         dry_run: options.dry_run,
         ..GcReport::default()
     };
     let mut rooted = rooted(&roots);
     rooted.extend(temp_roots::live(store.path())?);
     let live: HashSet<String> = store.db().closure(&rooted)?.into_iter().collect();
-    report.kept = live.len();
     let records: BTreeMap<String, ObjectRecord> = store
         .db()
         .list(&Default::default())?
         .into_iter()
         .map(|r| (r.name.clone(), r))
         .collect();
+    report.kept = live.iter().filter(|n| records.contains_key(*n)).count();
     let promoted = store.db().promoted_runs()?;
     let dead: BTreeSet<String> = records
         .keys()
@@ -266,21 +281,29 @@ pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
             .count();
         order.truncate(keep);
     }
-    // Directories the registry does not name, never a rooted one.
+    // Directories the registry does not name, rooted or not. Under the
+    // exclusive GC lock, no promotion, import or source add is between
+    // publishing an object and registering it (each holds the lock shared
+    // from its first pool entry until its objects are registered), and no
+    // repair runs (it holds the store alone): each is what a killed process
+    // left, no valid object. A root naming one keeps nothing, and is dead
+    // once it goes; promoting its result root again recreates it.
     let unregistered: Vec<PathBuf> = object_paths(store)?
         .into_iter()
         .filter(|p| {
             p.file_name()
                 .map(|n| n.to_string_lossy())
-                .is_some_and(|n| !records.contains_key(n.as_ref()) && !live.contains(n.as_ref()))
+                .is_some_and(|n| !records.contains_key(n.as_ref()))
         })
         .collect();
+    cancelled()?;
     if !options.dry_run {
         store.db().unregister(&order)?;
     }
     // What a dry run would remove, for the pool entries it would unlink.
     let mut going = Vec::new();
     for name in &order {
+        cancelled()?;
         let path = store.path().join(name);
         if options.dry_run {
             going.push(path.clone());
@@ -302,6 +325,7 @@ pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
         .is_some_and(|max| report.object_bytes >= max);
     if !stop_early {
         for path in unregistered {
+            cancelled()?;
             if options.dry_run {
                 going.push(path.clone());
             } else {
@@ -313,16 +337,15 @@ pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
                 size: 0,
             });
         }
+        cancelled()?;
         let temporaries = collect_temporaries(store, options.dry_run)?;
         report.temporaries += temporaries.len();
         if options.dry_run {
             going.extend(temporaries);
         }
     }
-    let (entries, bytes, temporaries) = collect_pool(store, options.dry_run, &going)?;
-    report.pool_entries = entries;
-    report.pool_bytes = bytes;
-    report.temporaries += temporaries;
+    collect_pool(store, options.dry_run, &going, options.progress, report)?;
+    cancelled()?;
     for root in roots.iter().filter(|r| r.is_dead() && r.indirect) {
         if let Some(entry) = &root.auto_entry {
             if !options.dry_run {
@@ -332,9 +355,9 @@ pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
         }
     }
     if !options.keep_result_roots {
-        report.result_roots = collect_result_roots(&promoted, options)?;
+        collect_result_roots(&promoted, options, &mut report.result_roots)?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Removes the store's hidden temporaries: under the exclusive GC lock no
@@ -358,18 +381,21 @@ fn collect_temporaries(store: &Store, dry_run: bool) -> Result<Vec<PathBuf>> {
 
 /// Removes the result roots in `STATE_DIR/native-builds/` whose run was
 /// `promoted` (a bundle of the run was registered) and that are older than
-/// `options.older_than`.
+/// `options.older_than`, adding their paths to `removed` (sorted, once
+/// all are). Cancelled through `options.progress`, it stops before the
+/// next one.
 fn collect_result_roots(
     promoted: &HashSet<String>,
     options: &GcOptions<'_>,
-) -> Result<Vec<PathBuf>> {
+    removed: &mut Vec<PathBuf>,
+) -> Result<()> {
     let dir = options.state_dir.join("native-builds");
     let Ok(entries) = fs::read_dir(&dir) else {
-        return Ok(Vec::new());
+        return Ok(());
     };
     let now = SystemTime::now();
-    let mut out = Vec::new();
     for entry in entries.flatten() {
+        check_cancelled(options.progress)?;
         let run_id = entry.file_name().to_string_lossy().into_owned();
         let old = entry
             .metadata()
@@ -379,11 +405,11 @@ fn collect_result_roots(
             if !options.dry_run {
                 remove_tree(&entry.path());
             }
-            out.push(entry.path());
+            removed.push(entry.path());
         }
     }
-    out.sort();
-    Ok(out)
+    removed.sort();
+    Ok(())
 }
 
 /// Deletes the objects `names` (and nothing else): refused, with nothing
@@ -431,6 +457,6 @@ pub fn delete(store: &Store, state_dir: &Path, names: &[String]) -> Result<Vec<P
         remove_object(store, &path)?;
         out.push(path);
     }
-    collect_pool(store, false, &[])?;
+    collect_pool(store, false, &[], None, &mut GcReport::default())?;
     Ok(out)
 }

@@ -33,7 +33,7 @@ use fruix_core::special_modes::{self, SpecialModes};
 use fruix_core::TreeSignature;
 
 use crate::bundle::{plan_bundle, prepare_bundle, store_references};
-use crate::check::check_reusable;
+use crate::check::check_existing;
 use crate::db::Registration;
 use crate::error::{Error, Result};
 use crate::object::{references_text, ObjectIdentity};
@@ -342,16 +342,15 @@ pub(crate) fn plan_artifact(
     Ok((a.name.clone(), planned))
 }
 
-/// Checks an existing object (never silently reusing a corrupt one), or
-/// builds the object in a temporary directory. The caller holds its lock.
+/// Checks an existing object (never silently reusing a corrupt one, and
+/// replacing an unregistered directory that fails: see [`check_existing`]),
+/// or builds the object in a temporary directory. The caller holds its lock.
 fn prepare_artifact(
     store: &Store,
     references: &str,
     planned: &mut Planned,
 ) -> Result<Option<(TempObject, String)>> {
-    let path = &planned.report.store_path;
-    if path.symlink_metadata().is_ok() {
-        check_reusable(path)?;
+    if check_existing(store, &planned.report.store_path)? {
         return Ok(None);
     }
     planned.report.new = true;
@@ -406,12 +405,22 @@ pub fn measure(root: &ResultRoot, stop: &AtomicBool) -> Result<(u64, u64)> {
     Ok((files, bytes))
 }
 
+/// [`fruix_core::Error::Cancelled`] once the work `progress` counts was
+/// cancelled ([`Progress::cancel`]): the check at the boundaries of work
+/// that does not walk.
+pub(crate) fn check_cancelled(progress: Option<&Progress>) -> Result<()> {
+    Ok(progress.map_or(Ok(()), Progress::check_cancelled)?)
+}
+
 /// Promotes an already validated result root.
 ///
 /// Every artifact is read once, into the pool, before the store's objects
 /// change at all; then, under every object's lock, objects that are new are
 /// built from their manifests and published together. A failure anywhere
 /// removes the pool entries this promotion created (see [`Promotion`]).
+/// Cancelled through `options.progress` ([`Progress::cancel`]) before its
+/// objects are published, it fails so, with
+/// [`fruix_core::Error::Cancelled`].
 pub fn promote_validated(
     root: &ResultRoot,
     store: &Store,
@@ -440,6 +449,10 @@ pub fn promote_validated(
         .map(|(n, p)| (n.clone(), p.report.clone()))
         .collect();
     let bundle = plan_bundle(store.path(), m, &reports)?;
+    // Cancelled once read (or while waiting for the locks, or building the
+    // objects), nothing is published: the promotion fails, as any does,
+    // removing what it made. Once publishing starts, it finishes.
+    check_cancelled(options.progress)?;
     // Every lock, in one global order (no deadlock between promotions), is
     // held until every new object is published together.
     let mut names: Vec<&str> = planned.values().map(|p| p.name.as_str()).collect();
@@ -450,45 +463,54 @@ pub fn promote_validated(
         .iter()
         .map(|n| store.lock_object(n))
         .collect::<Result<Vec<_>>>()?;
+    check_cancelled(options.progress)?;
     let references = references_text(store_references(&[&m.source_store.path]));
     let mut temps = planned
         .par_iter_mut()
         .map(|(_, p)| prepare_artifact(store, &references, p))
         .collect::<Result<Vec<_>>>()?;
     let some_existed = temps.iter().any(Option::is_none);
-    let result_new = match prepare_bundle(store, &bundle, &reports)? {
-        Some(temp) => {
-            temps.push(Some(temp));
-            true
-        }
-        None => false,
-    };
-    store.publish(temps.into_iter().flatten().collect())?;
+    // The bundle likewise (an unregistered one that names an artifact
+    // replaced above fails its check, and is replaced too).
+    let result_new = !check_existing(store, &store.path().join(&bundle.name))?;
+    if result_new {
+        temps.push(prepare_bundle(store, &bundle, &reports)?);
+    }
+    check_cancelled(options.progress)?;
+    let published = store.publish(temps.into_iter().flatten().collect())?;
     // Valid once registered: every artifact (one that existed may have been
     // published by a promotion killed before registering it), then the
     // bundle, in one transaction, still under every object's lock.
-    let source_refs = names_in_store(store.path(), [m.source_store.path.as_str()]);
-    let mut registrations: Vec<Registration> = planned
-        .values()
-        .map(|p| {
-            let refs = registered_only(store, &source_refs)?;
-            Ok(Registration {
-                record: register::artifact(&p.name, &p.identity, p.size, Some(&m.run_id)),
-                references: refs,
+    let registered = (|| {
+        let source_refs = names_in_store(store.path(), [m.source_store.path.as_str()]);
+        let mut registrations: Vec<Registration> = planned
+            .values()
+            .map(|p| {
+                let refs = registered_only(store, &source_refs)?;
+                Ok(Registration {
+                    record: register::artifact(&p.name, &p.identity, p.size, Some(&m.run_id)),
+                    references: refs,
+                })
             })
-        })
-        .collect::<Result<_>>()?;
-    let mut bundle_refs: Vec<String> = planned.values().map(|p| p.name.clone()).collect();
-    bundle_refs.extend(registered_only(store, &source_refs)?);
-    let bundle_size = object_files_size(
-        &store.path().join(&bundle.name),
-        &[RESULT_METADATA_FILE, REFERENCES_FILE],
-    );
-    registrations.push(Registration {
-        record: register::bundle(&bundle.name, m, bundle_size),
-        references: bundle_refs,
-    });
-    store.db().register(&registrations)?;
+            .collect::<Result<_>>()?;
+        let mut bundle_refs: Vec<String> = planned.values().map(|p| p.name.clone()).collect();
+        bundle_refs.extend(registered_only(store, &source_refs)?);
+        let bundle_size = object_files_size(
+            &store.path().join(&bundle.name),
+            &[RESULT_METADATA_FILE, REFERENCES_FILE],
+        );
+        registrations.push(Registration {
+            record: register::bundle(&bundle.name, m, bundle_size),
+            references: bundle_refs,
+        });
+        store.db().register(&registrations)
+    })();
+    if let Err(e) = registered {
+        // Published under these locks but never valid (the registry full):
+        // taken back, as a failed promotion leaves no object.
+        store.unpublish(&published);
+        return Err(e);
+    }
     // Still under the GC lock: the bundle is rooted before any collection
     // can see it unrooted.
     let out_link = match &options.out_link {

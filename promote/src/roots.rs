@@ -240,7 +240,11 @@ fn unique() -> String {
 
 /// Makes `link` a symlink to `target` (replacing a symlink already there,
 /// atomically; anything else there is an error) and registers it as an
-/// indirect root in `state_dir`. `link` is made absolute first.
+/// indirect root in `state_dir`. `link` is made absolute first. The root
+/// is registered before the link is made: a failure (a full state
+/// directory) leaves the link as it was, never pointing at an object that
+/// no root keeps; a link that cannot be made takes back a registration
+/// this call made.
 pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<PathBuf> {
     let link = std::path::absolute(link).with_path("resolve", link)?;
     if let Ok(m) = link.symlink_metadata() {
@@ -256,6 +260,12 @@ pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<Path
             .into());
         }
     }
+    let auto = state_dir.join(GCROOTS_DIR).join(AUTO_DIR);
+    std::fs::create_dir_all(&auto).with_path("create", &auto)?;
+    let hash = hex::encode(&Sha256::digest(link.as_os_str().as_encoded_bytes())[..16]);
+    let entry = auto.join(hash);
+    let registered = entry.symlink_metadata().is_ok();
+    symlink_atomically(&link, &auto.join(format!(".tmp-{}", unique())), &entry)?;
     let parent = link.parent().unwrap_or(Path::new("/"));
     let temp = parent.join(format!(
         ".{}.fruix-tmp-{}",
@@ -263,18 +273,25 @@ pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<Path
             .map_or("result".into(), |n| n.to_string_lossy()),
         unique()
     ));
-    let _ = std::fs::remove_file(&temp);
-    std::os::unix::fs::symlink(target, &temp).with_path("create symlink", &temp)?;
-    std::fs::rename(&temp, &link).with_path("create symlink", &link)?;
-    let auto = state_dir.join(GCROOTS_DIR).join(AUTO_DIR);
-    std::fs::create_dir_all(&auto).with_path("create", &auto)?;
-    let hash = hex::encode(&Sha256::digest(link.as_os_str().as_encoded_bytes())[..16]);
-    let entry = auto.join(hash);
-    let temp = auto.join(format!(".tmp-{}", unique()));
-    let _ = std::fs::remove_file(&temp);
-    std::os::unix::fs::symlink(&link, &temp).with_path("create symlink", &temp)?;
-    std::fs::rename(&temp, &entry).with_path("create symlink", &entry)?;
+    if let Err(e) = symlink_atomically(target, &temp, &link) {
+        if !registered {
+            let _ = std::fs::remove_file(&entry);
+        }
+        return Err(e);
+    }
     Ok(link)
+}
+
+/// Makes `at` a symlink to `target`, atomically: made as `temp`, then
+/// renamed; `temp` is removed if the rename fails.
+fn symlink_atomically(target: &Path, temp: &Path, at: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(temp);
+    std::os::unix::fs::symlink(target, temp).with_path("create symlink", temp)?;
+    if let Err(e) = std::fs::rename(temp, at) {
+        let _ = std::fs::remove_file(temp);
+        return Err(fruix_core::Error::io("create symlink", at, e).into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -283,6 +300,36 @@ mod tests {
 
     const NAME: &str =
         "0123456789abcdef0123456789abcdef01234567-fruix-native-build-result-15.0-STABLE-local";
+
+    /// Regression: the link was made before its root was registered, so a
+    /// state directory that could take no root (full, its `auto` not a
+    /// directory) left `./result` pointing at an object no root kept, which
+    /// the next collection removed.
+    #[test]
+    fn a_root_that_cannot_be_registered_leaves_the_link_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, store) = (dir.path().join("state"), dir.path().join("store"));
+        std::fs::create_dir_all(store.join(NAME)).unwrap();
+        std::fs::create_dir_all(state.join(GCROOTS_DIR)).unwrap();
+        std::fs::write(state.join(GCROOTS_DIR).join(AUTO_DIR), "").unwrap();
+        let link = dir.path().join("result");
+        std::os::unix::fs::symlink("/old", &link).unwrap();
+        add_indirect(&state, &link, &store.join(NAME)).unwrap_err();
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("/old"));
+        // A link that cannot be made takes its new registration back.
+        std::fs::remove_file(state.join(GCROOTS_DIR).join(AUTO_DIR)).unwrap();
+        let nowhere = dir.path().join("no-such-dir/result");
+        add_indirect(&state, &nowhere, &store.join(NAME)).unwrap_err();
+        let auto = state.join(GCROOTS_DIR).join(AUTO_DIR);
+        assert_eq!(
+            std::fs::read_dir(&auto).unwrap().count(),
+            0,
+            "no entry, no temporary"
+        );
+        add_indirect(&state, &link, &store.join(NAME)).unwrap();
+        assert_eq!(std::fs::read_link(&link).unwrap(), store.join(NAME));
+        assert_eq!(list(&state, &store).unwrap().len(), 1);
+    }
 
     #[test]
     fn direct_indirect_and_dead_roots_are_listed() {

@@ -242,7 +242,7 @@ pub struct Client<R, W> {
 fn remote(e: RemoteError, store: Option<&Path>) -> Error {
     let absent = e
         .absent
-        .filter(|n| crate::verify::is_object_name(n.as_bytes()) && !n.contains('/'));
+        .filter(|n| crate::verify::is_object_name(n.as_bytes()));
     match (e.problem, absent, store) {
         (Some(problem), _, _) => Error::ArchiveRefused {
             object: None,

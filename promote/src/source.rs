@@ -15,7 +15,7 @@ use fruix_core::manifest::{open_dir, Exclude, Progress};
 use crate::check::check_reusable;
 use crate::db::Registration;
 use crate::error::Result;
-use crate::pipeline::{ingest_tree, Tree};
+use crate::pipeline::{check_cancelled, ingest_tree, Tree};
 pub use crate::source_identity::SourceFacts;
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::stage::build_object;
@@ -75,7 +75,11 @@ pub fn add_source(
     let name = identity.store_name();
     let store_path = store.path().join(&name);
     let _lock = store.lock_object(&name)?;
+    // Cancelled once read, nothing is published (see
+    // [`crate::promote_validated`]).
+    check_cancelled(progress)?;
     let new = store_path.symlink_metadata().is_err();
+    let mut published = Vec::new();
     if new {
         let temp = build_object(
             store,
@@ -84,14 +88,20 @@ pub fn add_source(
             (SOURCE_METADATA_FILE, &identity.to_scheme()),
             "",
         )?;
-        store.publish(vec![(temp, name.clone())])?;
+        check_cancelled(progress)?;
+        published = store.publish(vec![(temp, name.clone())])?;
     } else {
         check_reusable(&store_path)?;
     }
-    store.db().register(&[Registration {
+    let registered = store.db().register(&[Registration {
         record: crate::register::source(&name, &identity, ingested.size),
         references: Vec::new(),
-    }])?;
+    }]);
+    if let Err(e) = registered {
+        // Never valid: taken back (see `Store::unpublish`).
+        store.unpublish(&published);
+        return Err(e);
+    }
     // Still under the GC lock: a build about to read the object keeps it.
     if let Some(roots) = temp_roots {
         roots.add(

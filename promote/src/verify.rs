@@ -27,8 +27,9 @@ use crate::bundle::{check_bundle_tree, read_bundle};
 use crate::check::{check_object, read_store_manifest, Depth, VerifiedPool};
 use crate::db::Kind;
 use crate::error::{Error, Result};
+use crate::pipeline::check_cancelled;
 use crate::pool::PoolProblem;
-use crate::store::{is_source_name, remove_tree, Store, RESULT_METADATA_FILE};
+use crate::store::{is_source_name, Store, RESULT_METADATA_FILE};
 
 /// The outcome of verifying one object.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -100,14 +101,19 @@ pub fn object_paths_in(store: &Path) -> Result<Vec<PathBuf>> {
 
 /// Whether `name` has the shape of a store object name: 40 lowercase hex
 /// digits, a dash, then `fruix-` (artifacts, bundles) or `freebsd-source-`
-/// (sources), and more.
+/// (sources), and more; at most 255 bytes, all of `A-Z a-z 0-9 . _ + -`.
+/// Such a name is one plain path component: joined to the store's path, it
+/// never leads out of it.
 pub fn is_object_name(name: &[u8]) -> bool {
-    name.len() > 47
+    (48..=255).contains(&name.len())
         && name[..40]
             .iter()
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         && (name[40..].starts_with(b"-fruix-")
             || name[40..].starts_with(crate::source_identity::SOURCE_INFIX.as_bytes()))
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._+".contains(b))
 }
 
 /// Resolves `path` (as a user gave it) to a store object of `store`: a real
@@ -184,15 +190,24 @@ pub fn verify_object(
 }
 
 /// Verifies several objects concurrently (see [`verify_object`]), in order.
+/// Cancelled through `progress` ([`Progress::cancel`]), it fails with
+/// [`fruix_core::Error::Cancelled`]: no object is reported corrupt for a
+/// check it did not finish.
 pub fn verify_objects(
     objects: &[PathBuf],
     pool: Option<VerifiedPool<'_>>,
     progress: Option<&Progress>,
-) -> Vec<ObjectVerification> {
-    objects
+) -> Result<Vec<ObjectVerification>> {
+    let verified = objects
         .par_iter()
-        .map(|o| verify_object(o, pool, progress))
-        .collect()
+        .map(|o| {
+            check_cancelled(progress)?;
+            Ok(verify_object(o, pool, progress))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // A walk cancelled under way made its object look corrupt.
+    check_cancelled(progress)?;
+    Ok(verified)
 }
 
 /// What verifying the pool found.
@@ -248,6 +263,8 @@ const POOL_CHUNK: usize = 4096;
 /// Re-hashes pool entries concurrently: `names`, or every entry when `None`.
 /// A named entry that is missing is not a problem here (its objects report it).
 /// Each sound entry is counted on `progress` as soon as it is hashed.
+/// Cancelled through `progress` ([`Progress::cancel`]), it fails with
+/// [`fruix_core::Error::Cancelled`] before its next entry.
 pub fn verify_pool(
     store: &Store,
     names: Option<Vec<String>>,
@@ -255,29 +272,40 @@ pub fn verify_pool(
 ) -> Result<PoolVerification> {
     let pool = store.pool();
     let mut verification = PoolVerification::default();
-    let check = |chunk: &[String], all: bool, v: &mut PoolVerification| {
+    let check = |chunk: &[String], all: bool, v: &mut PoolVerification| -> Result<()> {
         let outcomes: Vec<_> = chunk
             .par_iter()
             .map(|name| {
+                check_cancelled(progress)?;
                 let outcome = pool.check_entry(name);
                 if let (Ok(size), Some(p)) = (&outcome, progress) {
                     p.add(*size);
                 }
-                outcome
+                Ok(outcome)
             })
-            .collect();
+            .collect::<Result<_>>()?;
         for (name, outcome) in chunk.iter().zip(outcomes) {
             if !all && outcome.is_err() && pool.inode_of(name).is_none() {
                 continue;
             }
             v.add(name, outcome);
         }
+        Ok(())
     };
     match names {
         Some(names) => names
             .chunks(POOL_CHUNK)
-            .for_each(|c| check(c, false, &mut verification)),
-        None => pool.for_each_chunk(POOL_CHUNK, |c| check(c, true, &mut verification))?,
+            .try_for_each(|c| check(c, false, &mut verification))?,
+        None => {
+            // The listing goes on to its end; a cancelled one checks no more.
+            let mut checked = Ok(());
+            pool.for_each_chunk(POOL_CHUNK, |c| {
+                if checked.is_ok() {
+                    checked = check(c, true, &mut verification);
+                }
+            })?;
+            checked?
+        }
     }
     Ok(verification)
 }
@@ -348,9 +376,11 @@ pub fn check_registry(store: &Store) -> Result<RegistryCheck> {
 ///
 /// The registry forgets all of them (and the missing objects) in one
 /// transaction before any directory is removed: when that fails, nothing is
-/// removed; when a directory cannot be removed after, it is left
-/// unregistered, not valid, for `store gc`. A registered object never lacks
-/// its directory or one of its references.
+/// removed. Then each directory is renamed to a hidden temporary and
+/// removed ([`Store::remove_object`]), so a repair killed at any point
+/// leaves no part of an object under an object's name; one that cannot be
+/// renamed is left unregistered, not valid, for `store gc`. A registered
+/// object never lacks its directory or one of its references.
 ///
 /// What went meanwhile (a collection that ran between the verification and
 /// the repair) is not removed again, nor listed. The caller must not hold
@@ -454,13 +484,19 @@ fn repair_alone(
     names.sort();
     db.unregister(&names)?;
     drop(db);
+    // Each renamed away first, whole: a repair killed meanwhile leaves
+    // hidden temporaries (removed by the next sweep or collection), never
+    // part of an object under an object's name. One that cannot be renamed
+    // stays, unregistered, for `store gc`.
     for list in [
         &mut repair.removed_objects,
         &mut repair.removed_bundles,
         &mut repair.removed_referrers,
     ] {
         list.sort();
-        list.iter().for_each(|p| remove_tree(p));
+        for path in list.iter() {
+            let _ = store.remove_object(path, "repair");
+        }
     }
     for p in &pool.corrupt {
         if let Some(name) = name_of(&p.path).filter(|n| store.pool().inode_of(n).is_some()) {

@@ -155,7 +155,7 @@ fn list_info_and_verify_reports_show_a_path_that_is_not_utf8_escaped() {
         "{shown:#}"
     );
 
-    let verified = verify_objects(&objects, None, None);
+    let verified = verify_objects(&objects, None, None).unwrap();
     let shown = json_of(&verified);
     for (i, v) in verified.iter().enumerate() {
         assert_eq!(shown[i]["path"], s.shown(&v.path), "{shown:#}");

@@ -254,7 +254,8 @@ fn verify_store(store: &Store) -> (Vec<ObjectVerification>, PoolVerification, Re
         &object_paths(store).unwrap(),
         Some(pool.verified(store)),
         None,
-    );
+    )
+    .unwrap();
     (objects, pool, registry)
 }
 

@@ -290,7 +290,7 @@ fn a_cancelled_import_removes_its_temporaries_and_the_store_it_made() {
     let text = std::fs::read(&archive).unwrap();
     let first_line = &text[..=text.iter().position(|&b| b == b'\n').unwrap()];
     let other = dir.path().join("other");
-    std::fs::create_dir(&other).unwrap();
+    fruix_promote::Store::open(&other).unwrap();
     // Into a store the import makes (it must go again), then into one that
     // exists (which keeps only what it had).
     for (target, made) in [(dir.path().join("new/store"), true), (other.clone(), false)] {

@@ -360,20 +360,20 @@ fn verify_refuses_what_is_not_a_store_object() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no store at"));
     assert!(!missing.exists(), "verify must not create a store");
     // Regression: an empty directory was made a store (`.fruix`, `.links`,
-    // `.lock`, `.locks`) by any command that only reads one, export and
-    // serve included; it was no store, as a missing one is none.
+    // `.lock`, `.locks`) by any command that only reads one, export
+    // included; it was no store, as a missing one is none. (`store serve`,
+    // into which a client copies, makes one in an empty directory.)
     let empty = dir.path().join("empty");
     fs::create_dir(&empty).unwrap();
     let name = "/0000000000000000000000000000000000000000-fruix-x";
     let output = dir.path().join("out.nar");
-    let reads: [&[&str]; 7] = [
+    let reads: [&[&str]; 6] = [
         &["list"],
         &["verify"],
         &["roots"],
         &["gc"],
         &["query", "--references", name],
         &["export", "-o", output.to_str().unwrap(), name],
-        &["serve"],
     ];
     for args in reads {
         let out = run(fruix()
@@ -396,4 +396,80 @@ fn verify_refuses_what_is_not_a_store_object() {
             .args(["store", "verify", "--store", "."])
             .arg(world.file_name().unwrap()),
     );
+}
+
+/// Regression: a registry row naming `../victim` (or `/abs`, or a name
+/// with a `/` past a valid prefix) made `store gc` remove that directory,
+/// outside the store: registry names were joined to the store's path
+/// unchecked. Every command reading such a row now refuses the registry
+/// (exit 4, an inconsistent store), and nothing outside the store goes.
+#[test]
+fn a_registry_naming_paths_outside_the_store_is_refused_and_nothing_goes() {
+    let (dir, _root, store) = scratch(false);
+    let victim = dir.path().join("victim");
+    fs::create_dir(&victim).unwrap();
+    fs::write(victim.join("f"), "keep").unwrap();
+    let escapes = [
+        "../victim".to_string(),
+        victim.display().to_string(),
+        format!("{}-fruix-x/../../victim", "0".repeat(40)),
+    ];
+    for name in escapes {
+        let db = rusqlite::Connection::open(store.join(".fruix/db.sqlite")).unwrap();
+        db.execute("DELETE FROM objects", []).unwrap();
+        db.execute(
+            "INSERT INTO objects (name, kind, size, registered_at) VALUES (?1, 'artifact', 1, 0)",
+            [&name],
+        )
+        .unwrap();
+        drop(db);
+        for args in [&["gc"][..], &["list"], &["verify"]] {
+            let out = run(fruix().arg("store").args(args).arg("--store").arg(&store));
+            assert_eq!(out.status.code(), Some(4), "{name} {args:?}: {out:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("which is not a store object name"),
+                "{name} {args:?}: {stderr}"
+            );
+        }
+        assert_eq!(
+            fs::read_to_string(victim.join("f")).unwrap(),
+            "keep",
+            "{name}"
+        );
+    }
+}
+
+/// Regression: a registration that failed (the registry full: SQLite says
+/// `database or disk is full`) after the objects were published left them
+/// in the store, unregistered, holding their pool entries, though the
+/// command failed. They are taken back: nothing is left but the store as
+/// it was. A trigger makes the registry refuse every registration, as a
+/// full one does.
+#[test]
+fn a_registration_that_fails_takes_back_what_was_published() {
+    let (_dir, root, store) = scratch(false);
+    let refuse = |on: bool| {
+        let db = rusqlite::Connection::open(store.join(".fruix/db.sqlite")).unwrap();
+        db.execute_batch(if on {
+            "CREATE TRIGGER full BEFORE INSERT ON objects BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;"
+        } else {
+            "DROP TRIGGER full;"
+        })
+        .unwrap();
+    };
+    refuse(true);
+    let out = run(&mut promote(&root, &store));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_nothing_promoted(&store);
+    let out = run(fruix()
+        .args(["source", "add", "--store"])
+        .arg(&store)
+        .arg(crate::util::fixture_source()));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_nothing_promoted(&store);
+    // Once the registry takes them, the same commands succeed.
+    refuse(false);
+    crate::util::run_ok(&mut promote(&root, &store));
+    assert_store_verifies(&store);
 }

@@ -102,7 +102,8 @@ fn ctrl_c_on_a_terminal_clears_the_live_line_and_says_cancelled() {
 fn a_command_names_its_store_first_on_a_terminal_and_only_there() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    std::fs::create_dir(&store).unwrap();
+    // A store (an empty directory is none to a command that reads one).
+    fruix_promote::Store::open(&store).unwrap();
     let line = [
         quote(env!("CARGO_BIN_EXE_fruix").as_ref()),
         "store list --store".into(),

@@ -1,12 +1,15 @@
 //! `fruix build`: run an executor, validate its result root, promote it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use fruix_core::escape;
 use fruix_core::executor::{
     run_executor_within, BuildRequest, EventSink, Executor, Registry, RunLimits,
 };
 use fruix_core::machines::Machines;
+use fruix_core::manifest::Progress;
 use fruix_core::promotion::{BuildPolicy, SourceStore};
 use fruix_core::run_id::{allocate_run_dir, format_run_id};
 use fruix_core::Error as CoreError;
@@ -38,6 +41,23 @@ struct BuildPlan {
 }
 
 pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
+    // Ctrl-C, SIGTERM or SIGHUP cancels the whole command: its source add
+    // and its promotion (`work` stops their walks; each fails as cancelled,
+    // removing what it made) as well as its build (`cancel`).
+    let cancel = CancellationToken::new();
+    let work = Progress::default();
+    let display = Arc::new(AtomicBool::new(false));
+    {
+        let (cancel, stop, display) = (cancel.clone(), work.canceller(), display.clone());
+        crate::signals::on_cancel(move || {
+            stop();
+            cancel.cancel();
+            // While the build runs, its display says so.
+            if !display.load(Ordering::SeqCst) {
+                eprintln!("{}", crate::signals::CANCELLING);
+            }
+        })?;
+    }
     defaults::announce(
         Mode::from_output(&args.output),
         (!args.no_promote).then_some(args.store.store.as_path()),
@@ -91,15 +111,16 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             args.freebsd_version.as_deref(),
             args.source_commit.as_deref(),
             &roots,
-        )?;
+            &work,
+        )
+        .map_err(|e| exit::when_cancelled(e, "nothing was built"))?;
         _temp_roots = Some(roots);
     }
     let plan = allocate(&args, options)?;
     // The build starts: its source object stays, whatever the build does.
     let store = store.map(MadeStore::keep).filter(|_| !args.no_promote);
-    let cancel = CancellationToken::new();
-    crate::signals::watch_signals(cancel.clone())?;
     let (events, rx) = EventSink::channel();
+    display.store(true, Ordering::SeqCst);
     let printer = tokio::spawn(show_events(rx, args.output, cancel.clone()));
     let limits = RunLimits {
         timeout: args.timeout,
@@ -115,6 +136,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     )
     .await;
     let _ = printer.await;
+    display.store(false, Ordering::SeqCst);
     let root = match outcome {
         Ok(root) => root,
         Err(e) => return Err(run_error(e)),
@@ -154,10 +176,12 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         ),
         None => None,
     };
-    let store = std::sync::Arc::new(store);
+    let store = Arc::new(store);
     let promoting = store.clone();
+    let progress = work.fresh_counters();
     let report = tokio::task::spawn_blocking(move || {
-        promote_with_progress(&root, &promoting, &output, out_link(&link, &state_dir))
+        let link = out_link(&link, &state_dir);
+        promote_with_progress(&root, &promoting, &output, link, &progress)
     })
     .await
     .map_err(|e| CliError::new(Status::SystemFailure, e))?

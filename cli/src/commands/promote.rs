@@ -15,6 +15,10 @@ use crate::display::{print_json, with_progress, Mode};
 use crate::exit::{self, from_promote, CliError, CliResult, Status};
 
 pub fn run(args: PromoteArgs) -> CliResult {
+    // Ctrl-C, SIGTERM or SIGHUP stops the promotion, which then fails as
+    // any does: what it made goes, and the result root stays as it was.
+    let progress = Progress::default();
+    crate::signals::cancel_work(&progress, || {})?;
     let output = args.output.into();
     defaults::announce(
         Mode::from_output(&output),
@@ -39,7 +43,8 @@ pub fn run(args: PromoteArgs) -> CliResult {
     let store = Store::open_tentatively(&args.store.store).map_err(from_promote)?;
     store.on_lock_wait(crate::display::lock_wait);
     let out_link = out_link(&args.out_link, &args.state.state_dir);
-    let report = promote_with_progress(&root, &store, &output, out_link)?;
+    let report = promote_with_progress(&root, &store, &output, out_link, &progress)
+        .map_err(|e| exit::when_cancelled(e, "nothing was promoted"))?;
     let store = store.keep();
     if let Some(key) = &key {
         sign_promoted(&store, &report, key)?;
@@ -106,16 +111,18 @@ pub fn out_link<'a>(args: &'a OutLinkArgs, state_dir: &'a Path) -> Option<OutLin
 }
 
 /// Promotes a validated root into `store`, with a progress display on a
-/// terminal, linking the bundle at `out_link` (a root) when given.
+/// terminal of what `progress` counts, linking the bundle at `out_link` (a
+/// root) when given. Cancelling `progress` stops it (it fails, cancelled,
+/// having published nothing).
 pub fn promote_with_progress(
     root: &ResultRoot,
     store: &Store,
     output: &OutputArgs,
     out_link: Option<OutLink<'_>>,
+    progress: &Progress,
 ) -> CliResult<PromotionReport> {
-    let progress = Progress::default();
     let options = PromoteOptions {
-        progress: Some(&progress),
+        progress: Some(progress),
         out_link,
     };
     // The totals are only for the display: a tree that cannot be measured
@@ -124,7 +131,7 @@ pub fn promote_with_progress(
     with_progress(
         Mode::from_output(output),
         ("promote", "files"),
-        &progress,
+        progress,
         Some(&totals),
         || promote_validated(root, store, &options),
     )

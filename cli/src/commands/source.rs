@@ -8,7 +8,6 @@ use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_core::promotion::SourceStore;
 use fruix_matrix::sources::add_source_dir;
-use fruix_promote::source::SourceReport;
 use fruix_promote::source_identity::SOURCE_INFIX;
 use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::Store;
@@ -16,7 +15,7 @@ use fruix_promote::Store;
 use crate::args::{OutputArgs, SourceAddArgs, SourceCommand};
 use crate::defaults;
 use crate::display::{print_json, with_progress, Mode};
-use crate::exit::{from_matrix, from_promote, CliError, CliResult, Status};
+use crate::exit::{from_matrix, from_promote, when_cancelled, CliError, CliResult, Status};
 
 pub fn run(command: SourceCommand) -> CliResult {
     match command {
@@ -25,6 +24,10 @@ pub fn run(command: SourceCommand) -> CliResult {
 }
 
 fn add(args: SourceAddArgs) -> CliResult {
+    // Ctrl-C, SIGTERM or SIGHUP stops the reading, which then fails as any
+    // failure does: what it made goes (a store it made too).
+    let progress = Progress::default();
+    crate::signals::cancel_work(&progress, || {})?;
     let output: OutputArgs = args.output.into();
     let mode = Mode::from_output(&output);
     defaults::announce(mode, Some(&args.store.store), None);
@@ -33,13 +36,12 @@ fn add(args: SourceAddArgs) -> CliResult {
     // A store made for this source is removed again if adding it fails.
     let store = Store::open_tentatively(&args.store.store).map_err(from_promote)?;
     store.on_lock_wait(crate::display::lock_wait);
-    let report = add_with_progress(
-        mode,
-        &store,
-        &dir,
-        &args.name,
-        args.freebsd_version.as_deref(),
-    )?;
+    let report = with_progress(mode, ("source", "files"), &progress, None, || {
+        let version = args.freebsd_version.as_deref();
+        add_source_dir(&store, &dir, &args.name, version, Some(&progress), None)
+    })
+    .map_err(from_promote)
+    .map_err(|e| when_cancelled(e, "nothing was added"))?;
     store.keep();
     if output.json {
         print_json(&report)?;
@@ -82,25 +84,11 @@ fn check_name(name: &str) -> CliResult<()> {
     )))
 }
 
-/// Adds `dir` with a progress display on a terminal.
-fn add_with_progress(
-    mode: Mode,
-    store: &Store,
-    dir: &Path,
-    name: &str,
-    version: Option<&str>,
-) -> CliResult<SourceReport> {
-    let progress = Progress::default();
-    with_progress(mode, ("source", "files"), &progress, None, || {
-        add_source_dir(store, dir, name, version, Some(&progress), None)
-    })
-    .map_err(from_promote)
-}
-
 /// The source object a local build of `source` (canonical, checked) uses
 /// (see [`fruix_matrix::sources::source_object`]); `commit` (from
 /// `--source-commit`) overrides the object's. `temp_roots` keeps the object
 /// while the build runs. Says which object, on stderr, unless quiet.
+/// Reading is counted (and cancelled) through `progress`.
 pub fn source_object(
     mode: Mode,
     store: &Store,
@@ -108,10 +96,10 @@ pub fn source_object(
     version: Option<&str>,
     commit: Option<&str>,
     temp_roots: &TempRoots,
+    progress: &Progress,
 ) -> CliResult<SourceStore> {
-    let progress = Progress::default();
-    let (mut used, added) = with_progress(mode, ("source", "files"), &progress, None, || {
-        fruix_matrix::sources::source_object(store, source, version, Some(&progress), temp_roots)
+    let (mut used, added) = with_progress(mode, ("source", "files"), progress, None, || {
+        fruix_matrix::sources::source_object(store, source, version, Some(progress), temp_roots)
     })
     .map_err(from_promote)?;
     if let (Some(report), false) = (added, mode == Mode::Quiet) {

@@ -21,6 +21,9 @@
 //! per level) and one batch of entries, never by the size of the tree. Files
 //! are read on every core (rayon), one bounded batch at a time, while the next
 //! batch is listed.
+//!
+//! A walk given a [`Progress`] counts on it, and obeys its cancellation: it
+//! fails with [`Error::Cancelled`] at its next entry or piece of a file.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
@@ -28,7 +31,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -39,6 +42,10 @@ use super::fd::{changed, open_dir, stat};
 use super::{canonical_mode, Entry, EntryKind, SPECIAL_BITS};
 use crate::dir::{dir_flags, is_symlink_refusal};
 use crate::error::{Error, Result};
+
+mod progress;
+pub use progress::Progress;
+use progress::{check, count_bytes};
 
 /// Deepest directory nesting a walk accepts below its root.
 pub const MAX_DEPTH: usize = 256;
@@ -58,31 +65,6 @@ pub const READ_BUFFER: usize = 256 << 10;
 
 /// Which entries a walk leaves out, by path relative to its root.
 pub type Exclude<'a> = dyn Fn(&[u8]) -> bool + Sync + 'a;
-
-/// Counters a walk updates as it reads, for progress displays.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Regular files read completely so far.
-    pub files: AtomicU64,
-    /// File content bytes read so far, counted as each piece is read (a
-    /// large file moves it before it is done).
-    pub bytes: AtomicU64,
-}
-
-impl Progress {
-    /// Counts one file of `bytes` bytes.
-    pub fn add(&self, bytes: u64) {
-        self.files.fetch_add(1, AtomicOrdering::Relaxed);
-        self.bytes.fetch_add(bytes, AtomicOrdering::Relaxed);
-    }
-}
-
-/// Counts `n` bytes read on `progress`, if any.
-fn count_bytes(progress: Option<&Progress>, n: usize) {
-    if let Some(p) = progress {
-        p.bytes.fetch_add(n as u64, AtomicOrdering::Relaxed);
-    }
-}
 
 /// An entry as walked.
 #[derive(Debug, Clone)]
@@ -119,7 +101,10 @@ impl OpenFile<'_> {
     /// Reads the next piece into `buf` (interrupted reads retried). `read_so_far`
     /// is what was read before; a file longer than its size at open fails as
     /// changed, so a file that keeps growing cannot keep the walk reading.
+    /// Once the walk is cancelled (see [`Progress::cancel`]), fails with
+    /// [`Error::Cancelled`] instead.
     pub fn read_piece(&mut self, buf: &mut [u8], read_so_far: u64) -> Result<usize> {
+        check(self.progress)?;
         loop {
             match self.file.read(buf) {
                 Ok(n) if read_so_far + n as u64 > self.size => {
@@ -225,6 +210,7 @@ pub fn walk_fd(
             || producer.next_batch(),
         );
         for w in read? {
+            check(options.progress)?;
             visit(&w)?;
         }
         current = next?;
@@ -366,6 +352,7 @@ impl<'a> Producer<'a> {
         }
         let (mut bytes, mut dirs) = (0u64, 0usize);
         while batch.len() < BATCH_ENTRIES && bytes < BATCH_BYTES && dirs < BATCH_DIRS {
+            check(self.options.progress)?;
             let Some(frame) = self.stack.last_mut() else {
                 break;
             };

@@ -137,6 +137,7 @@ fn import_objects(
         if line == END_ARCHIVE {
             break;
         }
+        crate::pipeline::check_cancelled(progress)?;
         objects += 1;
         if objects > limits.max_objects {
             return Err(refuse(
@@ -250,7 +251,13 @@ impl<R: BufRead> Importer<'_, R> {
         })
     }
 
+    /// What a failed read of the archive is: the import cancelled (the
+    /// reader stopped for it: see [`ImportOptions::progress`]), over the
+    /// cap, or an I/O failure.
     pub(super) fn read_error(&self, object: Option<&str>, e: io::Error) -> Error {
+        if let Err(cancelled) = crate::pipeline::check_cancelled(self.progress) {
+            return cancelled;
+        }
         if self.input.read > self.input.max {
             return refuse(
                 object,

@@ -67,7 +67,6 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use fruix_core::error::IoContext;
 use fruix_core::manifest::{open_dir, open_file_beneath, EntryKind, Modes, Progress};
 
 use crate::check::read_object_file;
@@ -94,7 +93,11 @@ pub struct ImportOptions<'a> {
     pub trust: &'a Trust,
     /// Caps on the archive; going over one refuses it.
     pub limits: ArchiveLimits,
-    /// Counts the bytes of each file body read from the archive.
+    /// Counts the bytes of each file body read from the archive. Once it
+    /// is cancelled ([`Progress::cancel`]), the import fails with
+    /// [`fruix_core::Error::Cancelled`] at its next tree entry, or at a
+    /// failed read (a reader that stops for the cancellation), keeping
+    /// nothing; an archive read to its end is published.
     pub progress: Option<&'a Progress>,
     /// Whether the archive must be the whole input: data after its last
     /// line refuses it. Otherwise reading stops after that line, and what
@@ -278,6 +281,10 @@ pub fn export_order(store: &Store, names: &[String], recursive: bool) -> Result<
 }
 
 /// Writes the objects `names` of `store` (in [`export_order`]) to `out`.
+/// Cancelled through `progress` ([`Progress::cancel`]), it fails with
+/// [`fruix_core::Error::Cancelled`] at its next object or tree entry, or
+/// at a failed write (a writer that stops for the cancellation), and never
+/// ends the archive.
 pub fn export(
     store: &Store,
     names: &[String],
@@ -288,12 +295,12 @@ pub fn export(
     // is collected meanwhile.
     let _gc = store.gc_lock(false)?;
     let mut out = Counting::new(BufWriter::with_capacity(1 << 20, out));
-    let stdout = Path::new("the archive");
-    let w = |r: io::Result<()>| r.with_path("write", stdout);
+    let w = |r: io::Result<()>| written(r, progress);
     w(writeln!(out, "{MAGIC}"))?;
     w(writeln!(out, "store {}", store.path().display()))?;
     let mut report = ExportReport::default();
     for name in names {
+        crate::pipeline::check_cancelled(progress)?;
         let path = store.path().join(name);
         let record = store
             .db()
@@ -320,6 +327,8 @@ pub fn export(
         }
         report.objects.push(path);
     }
+    // A cancelled export never ends its archive: its reader refuses it.
+    crate::pipeline::check_cancelled(progress)?;
     w(writeln!(out, "{END_ARCHIVE}"))?;
     w(out.flush())?;
     report.bytes = out.count;
@@ -338,8 +347,9 @@ fn write_tree(
     let root = open_dir(object)?;
     let mut lines = ManifestLines::open(&object.join(MANIFEST_FILE))?;
     let mut line = String::new();
-    let w = |r: io::Result<()>| r.with_path("write", Path::new("the archive"));
+    let w = |r: io::Result<()>| written(r, progress);
     while let Some((entry, _)) = lines.next_entry()? {
+        crate::pipeline::check_cancelled(progress)?;
         if [metadata_file, REFERENCES_FILE].contains(&&*String::from_utf8_lossy(&entry.path)) {
             continue;
         }
@@ -349,7 +359,8 @@ fn write_tree(
         if let EntryKind::File { size, .. } = entry.kind {
             let display = object.join(OsStr::from_bytes(&entry.path));
             let file = open_file_beneath(&root, object, &entry.path)?;
-            let copied = io::copy(&mut (&file).take(size), out).with_path("export", &display)?;
+            let copied = io::copy(&mut (&file).take(size), out)
+                .map_err(|e| failed(e, progress, "export", &display))?;
             if copied != size {
                 return Err(Error::Corrupt {
                     object: object.to_path_buf(),
@@ -366,6 +377,20 @@ fn write_tree(
         }
     }
     Ok(())
+}
+
+/// The outcome of a write of the archive (see [`failed`]).
+fn written(r: io::Result<()>, progress: Option<&Progress>) -> Result<()> {
+    r.map_err(|e| failed(e, progress, "write", Path::new("the archive")))
+}
+
+/// What the failure `e` of `action` on `path` is: the export cancelled
+/// when it was (the writer stopped for it), else an I/O failure.
+fn failed(e: io::Error, progress: Option<&Progress>, action: &'static str, path: &Path) -> Error {
+    match crate::pipeline::check_cancelled(progress) {
+        Err(cancelled) => cancelled,
+        Ok(()) => fruix_core::Error::io(action, path, e).into(),
+    }
 }
 
 /// A writer that counts what it writes.

@@ -43,7 +43,7 @@ pub(super) fn publish(
         signatures: Vec::new(),
     };
     let mut pending = pending.into_iter();
-    let mut locks = Vec::new();
+    let (mut locks, mut last) = (Vec::new(), Vec::new());
     loop {
         let batch: Vec<Pending> = pending.by_ref().take(LOCK_BATCH).collect();
         if batch.is_empty() {
@@ -51,7 +51,7 @@ pub(super) fn publish(
         }
         // Released before the next batch's are taken.
         drop(std::mem::take(&mut locks));
-        locks = publish_batch(store, batch, &mut published)?;
+        (locks, last) = publish_batch(store, batch, &mut published)?;
     }
     let Published {
         mut report,
@@ -62,12 +62,13 @@ pub(super) fn publish(
         report.present.push(store.path().join(&name));
         signatures.extend(sigs.into_iter().map(|s| (name.clone(), s)));
     }
-    let mut db = store.db();
-    db.register(&registrations)?;
-    for (name, signature) in signatures {
-        db.add_signature(&name, &signature)?;
+    if let Err(e) = store.db().register_signed(&registrations, &signatures) {
+        // What is still under this import's locks goes again (all of it
+        // but for imports of more than one batch, whose earlier batches
+        // `store gc` removes).
+        store.unpublish(&last);
+        return Err(e);
     }
-    drop(db);
     drop(locks);
     promotion.succeed(!report.present.is_empty());
     Ok(report)
@@ -82,12 +83,12 @@ struct Published {
 }
 
 /// Publishes `batch` under its objects' locks (see [`publish`]), noting it
-/// in `published`; returns the locks.
+/// in `published`; returns the locks and the objects it published.
 fn publish_batch(
     store: &Store,
     batch: Vec<Pending>,
     published: &mut Published,
-) -> Result<Vec<crate::store::Lock>> {
+) -> Result<(Vec<crate::store::Lock>, Vec<std::path::PathBuf>)> {
     let mut names: Vec<&str> = batch.iter().map(|p| p.name.as_str()).collect();
     names.sort_unstable();
     let locks = names
@@ -114,6 +115,6 @@ fn publish_batch(
         registrations.push(p.registration);
         signatures.extend(p.signatures.into_iter().map(|s| (p.name.clone(), s)));
     }
-    store.publish(temps)?;
-    Ok(locks)
+    let new = store.publish(temps)?;
+    Ok((locks, new))
 }

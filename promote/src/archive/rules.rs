@@ -101,13 +101,9 @@ pub(super) fn untrusted(name: &str, signatures: &[String], keys: &[PublicKey]) -
     refuse(Some(name), ArchiveProblem::Untrusted, message)
 }
 
-/// Whether `name` is a store object name of plain characters.
+/// Whether `name` is a store object name (of plain characters).
 pub(super) fn valid_name(name: &str) -> bool {
-    name.len() <= 255
-        && crate::verify::is_object_name(name.as_bytes())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._+".contains(&b))
+    crate::verify::is_object_name(name.as_bytes())
 }
 
 /// What `header`'s metadata says; its name must be the one it gives.

@@ -51,6 +51,7 @@ impl<R: BufRead> Importer<'_, R> {
             if line == END_TREE {
                 break;
             }
+            crate::pipeline::check_cancelled(self.progress)?;
             entries += 1;
             if entries > self.limits.max_entries {
                 return Err(refuse(

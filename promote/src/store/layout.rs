@@ -9,6 +9,7 @@ use std::path::Path;
 use fruix_core::error::IoContext;
 
 use crate::error::Result;
+use crate::pool::temp_name;
 
 fn c_path(path: &Path) -> std::ffi::CString {
     std::ffi::CString::new(path.as_os_str().as_bytes()).expect("paths have no NUL byte")
@@ -50,6 +51,33 @@ pub fn sync_filesystem(root: &Path) -> Result<()> {
 /// next `store gc`.
 pub fn remove_tree(path: &Path) {
     let _ = fruix_core::remove::remove_tree(path);
+}
+
+impl super::Store {
+    /// Removes the object directory `path` of this store: first renamed to
+    /// a hidden temporary, `.tmp-WHAT-NAME-PID-N` (`what` says who removes
+    /// it: `gc`, `repair`, `promote`), so that it leaves its name at once
+    /// and whole, then removed ([`remove_tree`]). A process killed meanwhile
+    /// leaves only that temporary, which the next sweep ([`Store::open`]
+    /// alone in the store) or `store gc` removes: never part of an object
+    /// under an object's name. An object already gone is fine; one that
+    /// cannot be renamed stays as it was, and the error says why.
+    ///
+    /// [`Store::open`]: super::Store::open
+    pub fn remove_object(&self, path: &Path, what: &str) -> Result<()> {
+        let name = path
+            .file_name()
+            .map_or("object".into(), |n| n.to_string_lossy());
+        let hidden = self.path().join(temp_name(&format!("{what}-{name}")));
+        match fs::rename(path, &hidden) {
+            Ok(()) => {
+                remove_tree(&hidden);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(fruix_core::Error::io("remove", path, e).into()),
+        }
+    }
 }
 
 /// Names at the top of an artifact object that are metadata, not artifact content.

@@ -344,6 +344,19 @@ impl Store {
         }
     }
 
+    /// Opens the store in the existing directory `root`, making one there
+    /// when it is empty: `store serve`, into which a client copies. A
+    /// missing directory is [`Error::NoStore`]: a mistyped path makes
+    /// nothing.
+    pub fn open_directory(root: &Path) -> Result<Store> {
+        match fs::metadata(root) {
+            Ok(m) if m.is_dir() => Self::open_at(root),
+            _ => Err(Error::NoStore {
+                path: root.to_path_buf(),
+            }),
+        }
+    }
+
     /// Opens an existing store to read it: as [`Store::open_existing`] when
     /// this user may write it; otherwise (the system store, as another user;
     /// a read-only file system) without writing anything: no sweep, a
@@ -544,12 +557,24 @@ impl Store {
             let target = self.root.join(&name);
             if let Err(e) = fs::rename(&path, &target) {
                 remove_tree(&path);
+                // What this call published goes again: never valid.
+                self.unpublish(&published);
                 return Err(fruix_core::Error::io("rename into place", &target, e).into());
             }
             published.push(target);
         }
         fruix_core::fsutil::sync_dir(&self.root)?;
         Ok(published)
+    }
+
+    /// Takes back objects [`Store::publish`] published that could not be
+    /// registered (the registry full, say), renamed away first
+    /// ([`Store::remove_object`]): a failure leaves no published but
+    /// unregistered object behind. The caller still holds their locks.
+    pub fn unpublish(&self, published: &[PathBuf]) {
+        for path in published {
+            let _ = self.remove_object(path, "unpublish");
+        }
     }
 
     /// Removes what dead processes left: temporary objects, pool temporaries,

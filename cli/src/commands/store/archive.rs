@@ -1,7 +1,7 @@
 //! `fruix store export` and `fruix store import`: archives of objects (see
 //! [`fruix_promote::archive`]), and the trusted keys imports check them with.
 //!
-//! Ctrl-C or SIGTERM cancels either (exit 130): an export to `--output`
+//! Ctrl-C, SIGTERM or SIGHUP cancels either (exit 130): an export to `--output`
 //! removes its temporary (the archive is written beside its final name and
 //! renamed there once complete); an import stops reading, which removes
 //! its temporaries and a store it made.
@@ -9,7 +9,6 @@
 use crate::signals::on_cancel;
 use std::io::{BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -97,9 +96,8 @@ pub fn export_command(args: ExportArgs) -> CliResult {
                     if let Some(partial) = partial {
                         partial.remove();
                     }
-                    eprintln!("fruix: error: cancelled; no archive was written");
                     // Exits holding the lock: the export cannot finish now.
-                    std::process::exit(Status::Cancelled.code().into());
+                    crate::exit::exit_now(Status::Cancelled, "cancelled; no archive was written");
                 }
             })?;
             let file = {
@@ -148,8 +146,10 @@ pub fn export_command(args: ExportArgs) -> CliResult {
             }
             // Nothing to clean up: what was written is the reader's.
             on_cancel(|| {
-                eprintln!("fruix: error: cancelled; the archive written is incomplete");
-                std::process::exit(Status::Cancelled.code().into());
+                crate::exit::exit_now(
+                    Status::Cancelled,
+                    "cancelled; the archive written is incomplete",
+                )
             })?;
             let out = std::io::stdout().lock();
             with_progress(mode(false), ("export", "files"), &progress, None, || {
@@ -181,15 +181,14 @@ pub fn import_command(args: ImportArgs) -> CliResult {
             })?),
             None => Box::new(std::io::stdin()),
         };
-    // Cancelling stops the reading: the import then fails as an archive
-    // cut short does, which removes everything it wrote.
-    let input = Feed::start(input)?;
-    let cancelled = input.cancelled.clone();
+    // Cancelling stops the reading: the import then fails, cancelled, as
+    // any failed import does, removing everything it wrote.
+    let progress = Progress::default();
+    let input = Feed::start(input, &progress)?;
     // A store made for the import goes again when the import is refused:
     // "the store was not changed" holds for a mistyped --store too.
     let store = Store::open_tentatively(&args.local.store.store).map_err(from_promote)?;
     store.on_lock_wait(crate::display::lock_wait);
-    let progress = Progress::default();
     let report = with_progress(mode, ("import", "files"), &progress, None, || {
         let options = ImportOptions {
             trust: &trust,
@@ -199,16 +198,9 @@ pub fn import_command(args: ImportArgs) -> CliResult {
         };
         import(&store, BufReader::with_capacity(1 << 20, input), &options)
     });
-    let report = match report {
-        Ok(report) => report,
-        Err(_) if cancelled.load(Ordering::SeqCst) => {
-            return Err(CliError::new(
-                Status::Cancelled,
-                anyhow::anyhow!("cancelled; nothing was imported, the store was not changed"),
-            ));
-        }
-        Err(e) => return Err(from_promote(e)),
-    };
+    let report = report
+        .map_err(from_promote)
+        .map_err(|e| exit::when_cancelled(e, "nothing was imported, the store was not changed"))?;
     store.keep();
     let summary = format!(
         "imported {} object(s), {} already present",
@@ -229,25 +221,24 @@ enum Chunk {
 
 /// An input read on a thread of its own, so that a cancellation ends a
 /// read even while the input has nothing to give (a pipe held open).
-struct Feed {
+struct Feed<'a> {
     chunks: Receiver<Chunk>,
     data: Vec<u8>,
     at: usize,
     ended: bool,
-    /// Set by Ctrl-C or SIGTERM; reading fails from then on.
-    cancelled: Arc<AtomicBool>,
+    /// Cancelled by Ctrl-C, SIGTERM or SIGHUP; reading fails from then on.
+    cancelled: &'a Progress,
 }
 
-impl Feed {
-    /// Starts reading `input`, and the cancellation of the reading.
-    fn start(mut input: Box<dyn Read + Send>) -> CliResult<Feed> {
+impl Feed<'_> {
+    /// Starts reading `input`, and the cancellation of the reading (and of
+    /// the work `progress` counts).
+    fn start(mut input: Box<dyn Read + Send>, progress: &Progress) -> CliResult<Feed<'_>> {
         let (send, chunks): (SyncSender<Chunk>, _) = std::sync::mpsc::sync_channel(4);
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let (flag, wake) = (cancelled.clone(), send.clone());
-        on_cancel(move || {
-            flag.store(true, Ordering::SeqCst);
+        let wake = send.clone();
+        crate::signals::cancel_work(progress, move || {
             // A reader waiting for a chunk wakes; one with chunks to take
-            // sees the flag at its next read.
+            // sees the cancellation at its next read.
             let _ = wake.try_send(Chunk::Cancelled);
         })?;
         std::thread::Builder::new()
@@ -275,16 +266,16 @@ impl Feed {
             data: Vec::new(),
             at: 0,
             ended: false,
-            cancelled,
+            cancelled: progress,
         })
     }
 }
 
-impl Read for Feed {
+impl Read for Feed<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let cancelled = || std::io::Error::other("cancelled");
         loop {
-            if self.cancelled.load(Ordering::SeqCst) {
+            if self.cancelled.is_cancelled() {
                 return Err(cancelled());
             }
             if self.at < self.data.len() {

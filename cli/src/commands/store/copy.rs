@@ -10,10 +10,11 @@ use fruix_core::escape;
 use fruix_core::executor::EventSink;
 use fruix_core::manifest::Progress;
 use fruix_core::ssh_target::SshTarget;
-use fruix_executors::ssh::{shell_quote, HostKeyPolicy, SshOptions, SshSession};
+use fruix_executors::ssh::{shell_quote, HostKeyPolicy, RemoteStdio, SshOptions, SshSession};
 use fruix_promote::archive::{export_order, ArchiveLimits, ImportOptions, Trust};
 use fruix_promote::serve::Client;
 use fruix_promote::Store;
+use tokio_util::sync::CancellationToken;
 
 use super::archive::trust;
 use super::idle::IdleLimit;
@@ -52,7 +53,25 @@ fn parse_url(url: &str) -> CliResult<SshTarget> {
     SshTarget::parse(rest.trim_end_matches('/')).map_err(CliError::usage)
 }
 
+/// How a copy shows what crosses, and how it is cancelled.
+struct Work {
+    mode: Mode,
+    /// Counts the files and bytes that cross; cancelled by Ctrl-C, SIGTERM
+    /// or SIGHUP, which stops the export or the import under way.
+    progress: Progress,
+    /// Cancelled with `progress`: wakes a connection, a read or a write
+    /// waiting on the other side.
+    cancel: CancellationToken,
+}
+
 pub fn copy(args: CopyArgs) -> CliResult {
+    // Ctrl-C, SIGTERM or SIGHUP stops the copy: an import here fails,
+    // keeping nothing; an export to the other side stops short, and that
+    // side's import keeps nothing either.
+    let progress = Progress::default();
+    let cancel = CancellationToken::new();
+    let waking = cancel.clone();
+    crate::signals::cancel_work(&progress, move || waking.cancel())?;
     let (direction, url) = match (&args.to, &args.from) {
         (Some(to), None) => ("to", to),
         (None, Some(from)) => ("from", from),
@@ -73,13 +92,18 @@ pub fn copy(args: CopyArgs) -> CliResult {
         verbose: false,
     });
     defaults::announce(mode, Some(&args.local.store.store), None);
+    let work = Work {
+        mode,
+        progress,
+        cancel,
+    };
     // For --to, the objects are ours; for --from, they are named by their
     // paths in the other store, checked before a store is made for them.
     if direction == "to" {
         let store = Store::open_for_reading(&args.local.store.store).map_err(from_promote)?;
         store.on_lock_wait(crate::display::lock_wait);
         let names = object_names(&store, &args.paths)?;
-        let report = copy_with(&args, direction, &target, &trust, mode, &store, names)?;
+        let report = copy_with(&args, direction, &target, &trust, &work, &store, names)?;
         return print_copied(args.json, &report);
     }
     let names = args
@@ -99,7 +123,7 @@ pub fn copy(args: CopyArgs) -> CliResult {
     // made; one that copied keeps it, whatever printing its report does.
     let store = Store::open_tentatively(&args.local.store.store).map_err(from_promote)?;
     store.on_lock_wait(crate::display::lock_wait);
-    let report = copy_with(&args, direction, &target, &trust, mode, &store, names)?;
+    let report = copy_with(&args, direction, &target, &trust, &work, &store, names)?;
     store.keep();
     print_copied(args.json, &report)
 }
@@ -125,10 +149,11 @@ fn copy_with(
     direction: &'static str,
     target: &SshTarget,
     trust: &Trust,
-    mode: Mode,
+    work: &Work,
     store: &Store,
     names: Vec<String>,
 ) -> CliResult<CopyReport> {
+    let (mode, progress) = (work.mode, &work.progress);
     let options = SshOptions {
         identity: args.auth.identity.clone(),
         host_keys: HostKeyPolicy::known_hosts(
@@ -157,15 +182,14 @@ fn copy_with(
     );
     let idle_limit = args.idle_timeout;
     let report = crate::runtime()?.block_on(async {
-        let session = SshSession::connect(&options, &EventSink::discard())
-            .await
-            .map_err(|e| CliError::new(crate::exit::before_run(&e), e))?;
-        let stdio = session
-            .stdio(&command, 1 << 20)
-            .await
-            .map_err(|e| CliError::new(crate::exit::before_run(&e), e))?;
+        let (session, stdio) = tokio::select! {
+            started = connect(&options, &command) => started?,
+            () = work.cancel.cancelled() => return Err(cancelled_copy(direction)),
+        };
         let (stdout, stalled) = IdleLimit::new(stdio.stdout, idle_limit);
-        let stdin = IdleLimit::sharing(stdio.stdin, idle_limit, &stalled);
+        let stdout = stdout.cancelled_by(&work.cancel);
+        let stdin =
+            IdleLimit::sharing(stdio.stdin, idle_limit, &stalled).cancelled_by(&work.cancel);
         let reader = tokio_util::io::SyncIoBridge::new(stdout);
         let mut writer = tokio_util::io::SyncIoBridge::new(stdin);
         let recursive = args.recursive;
@@ -173,9 +197,8 @@ fn copy_with(
         let trust = &trust;
         let remote = target.to_string();
         let stdin = &mut writer;
-        let work = move || -> fruix_promote::Result<CopyReport> {
+        let copying = move || -> fruix_promote::Result<CopyReport> {
             let mut client = Client::start(BufReader::with_capacity(1 << 20, reader), stdin)?;
-            let progress = Progress::default();
             let (objects, sent, bytes) = if direction == "to" {
                 let order = export_order(store, &names, recursive)?;
                 let there: std::collections::HashSet<String> =
@@ -189,8 +212,8 @@ fn copy_with(
                     (Vec::new(), 0)
                 } else {
                     let (exported, _) =
-                        with_progress(mode, ("copy", "files"), &progress, None, || {
-                            client.send(store, &missing, Some(&progress))
+                        with_progress(mode, ("copy", "files"), progress, None, || {
+                            client.send(store, &missing, Some(progress))
                         })?;
                     (exported.objects, exported.bytes)
                 };
@@ -216,10 +239,10 @@ fn copy_with(
                     let options = ImportOptions {
                         trust,
                         limits: ArchiveLimits::default(),
-                        progress: Some(&progress),
+                        progress: Some(progress),
                         whole_input: false,
                     };
-                    let imported = with_progress(mode, ("copy", "files"), &progress, None, || {
+                    let imported = with_progress(mode, ("copy", "files"), progress, None, || {
                         client.fetch(store, &missing, &options)
                     })?;
                     let mut sent = imported.imported;
@@ -237,12 +260,18 @@ fn copy_with(
                 bytes,
             })
         };
-        let outcome = tokio::task::block_in_place(work);
+        let outcome = tokio::task::block_in_place(copying);
         let stalled = stalled.fired();
-        let ended = if stalled {
+        // Cancelled, the copy failed whatever error its stop became. An
+        // import here kept nothing, and the other side, only exporting, is
+        // stopped at once; one importing there is told the archive ended,
+        // and is waited for while it drops what it received.
+        let cancelled = outcome.is_err() && progress.is_cancelled();
+        let ended = if stalled || (cancelled && direction == "from") {
             // The other side does not answer, so it would not end at
-            // end-of-file either: its remote session is stopped (as a
-            // cancelled build's is) and the connection closed, not waited on.
+            // end-of-file either (or, cancelled, it has nothing to keep):
+            // its remote session is stopped (as a cancelled build's is) and
+            // the connection closed, not waited on.
             if let Some(sid) = stdio.session.get() {
                 session.kill_session(sid).await;
             }
@@ -273,6 +302,9 @@ fn copy_with(
                 e
             }
         });
+        if cancelled {
+            return Err(cancelled_copy(direction));
+        }
         outcome.map_err(|e| {
             let status = e.exit_status();
             let mut message = e.to_string();
@@ -303,6 +335,31 @@ fn copy_with(
         })
     })?;
     Ok(report)
+}
+
+/// Connects to the other machine and starts `command` there.
+async fn connect(
+    options: &SshOptions,
+    command: &str,
+) -> CliResult<(std::sync::Arc<SshSession>, RemoteStdio)> {
+    let session = SshSession::connect(options, &EventSink::discard())
+        .await
+        .map_err(|e| CliError::new(crate::exit::before_run(&e), e))?;
+    let stdio = session
+        .stdio(command, 1 << 20)
+        .await
+        .map_err(|e| CliError::new(crate::exit::before_run(&e), e))?;
+    Ok((session, stdio))
+}
+
+/// The failure of a copy cancelled by Ctrl-C, SIGTERM or SIGHUP: what it
+/// left, for the receiving store (here for `from`, there for `to`).
+fn cancelled_copy(direction: &str) -> CliError {
+    let left = match direction {
+        "from" => "nothing was copied; this store was not changed",
+        _ => "the other store keeps no partial object",
+    };
+    crate::exit::when_cancelled(from_promote(fruix_core::Error::Cancelled.into()), left)
 }
 
 /// The failure of a copy whose other side neither sent nor took a byte for

@@ -1,7 +1,7 @@
 //! `fruix store gc` and `fruix store delete`.
 
 use fruix_core::escape;
-use fruix_promote::gc::{collect, delete as delete_objects, GcOptions, GcReport};
+use fruix_promote::gc::{collect_into, delete as delete_objects, GcOptions, GcReport};
 use indicatif::HumanBytes;
 
 use fruix_core::manifest::Progress;
@@ -10,11 +10,14 @@ use super::{object_names, open, print_paths};
 use crate::args::{DeleteArgs, GcArgs, OutputArgs};
 use crate::display::print_json;
 use crate::display::{with_progress, Mode};
-use crate::exit::{from_promote, CliResult, Status};
+use crate::exit::{from_promote, when_cancelled, CliResult, Status};
 
 pub fn gc(args: GcArgs) -> CliResult {
-    let store = open(&args.at.store, Some(&args.at.state), args.json, true)?;
+    // Ctrl-C, SIGTERM or SIGHUP stops the collection between two removals:
+    // what it removed is said, and the store stays consistent.
     let progress = Progress::default();
+    crate::signals::cancel_work(&progress, || {})?;
+    let store = open(&args.at.store, Some(&args.at.state), args.json, true)?;
     let options = GcOptions {
         state_dir: args.at.state.state_dir.clone(),
         dry_run: args.dry_run,
@@ -28,10 +31,25 @@ pub fn gc(args: GcArgs) -> CliResult {
         quiet: args.quiet || args.json,
         verbose: false,
     });
-    let report = with_progress(mode, ("gc", "objects"), &progress, None, || {
-        collect(&store, &options)
-    })
-    .map_err(from_promote)?;
+    let mut report = GcReport::default();
+    let collected = with_progress(mode, ("gc", "objects"), &progress, None, || {
+        collect_into(&store, &options, &mut report)
+    });
+    if let Err(e) = collected {
+        let e = from_promote(e);
+        if e.status != Status::Cancelled {
+            return Err(e);
+        }
+        // What went is said (under --json, in the error's message).
+        if !args.json {
+            print_removed(&report, args.quiet);
+        }
+        let hint = format!(
+            "{}; the store is consistent: run `fruix store gc` again to finish",
+            summary(&report)
+        );
+        return Err(when_cancelled(e, hint));
+    }
     if args.json {
         print_json(&report)?;
     } else {
@@ -42,19 +60,25 @@ pub fn gc(args: GcArgs) -> CliResult {
 
 /// Every removed path (unless `quiet`), then one summary line.
 fn print_report(r: &GcReport, quiet: bool) {
-    let verb = if r.dry_run { "would remove" } else { "removed" };
-    if !quiet {
-        for o in &r.objects {
-            println!("{verb} {}", escape::path(&o.path));
-        }
-        for p in &r.dead_roots {
-            println!("{verb} dead root {}", escape::path(p));
-        }
-        for p in &r.result_roots {
-            println!("{verb} result root {}", escape::path(p));
-        }
-    }
+    print_removed(r, quiet);
     println!("{}", summary(r));
+}
+
+/// Every removed path, unless `quiet`.
+fn print_removed(r: &GcReport, quiet: bool) {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    if quiet {
+        return;
+    }
+    for o in &r.objects {
+        println!("{verb} {}", escape::path(&o.path));
+    }
+    for p in &r.dead_roots {
+        println!("{verb} dead root {}", escape::path(p));
+    }
+    for p in &r.result_roots {
+        println!("{verb} result root {}", escape::path(p));
+    }
 }
 
 /// The line that sums up a collection: what it removed (or would), and what

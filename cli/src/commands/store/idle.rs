@@ -2,7 +2,8 @@
 //! that waits longer than the limit for its first byte, or a write that
 //! waits that long for room, fails, so that a peer alive for SSH keepalives
 //! but hung (a `store serve` that neither answers nor reads) cannot hang a
-//! copy forever.
+//! copy forever. A stream may also be cancelled (Ctrl-C): a read or write
+//! waiting on the peer then fails at once.
 
 use std::future::Future;
 use std::io;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// `inner`, whose reads (or writes) fail with [`io::ErrorKind::TimedOut`]
 /// once one has waited `limit` without a byte (or without room for one).
@@ -29,6 +31,9 @@ pub struct IdleLimit<R> {
     sleep: Pin<Box<Sleep>>,
     armed: bool,
     stalled: Stalled,
+    /// Once this is ready, reads, writes and flushes fail at once (see
+    /// [`IdleLimit::cancelled_by`]).
+    cancelled: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 /// Whether an [`IdleLimit`] timed out, for its owner once the reader is
@@ -64,7 +69,18 @@ impl<R> IdleLimit<R> {
             sleep: Box::pin(tokio::time::sleep(limit)),
             armed: false,
             stalled: stalled.clone(),
+            cancelled: None,
         }
+    }
+
+    /// The same stream, whose reads, writes and flushes fail once `cancel`
+    /// is cancelled, even one waiting on the peer (a copy cancelled by
+    /// Ctrl-C). A shutdown still goes through: it tells the peer the
+    /// stream ended, which is how a peer importing learns that it must
+    /// drop what it received.
+    pub fn cancelled_by(mut self, cancel: &CancellationToken) -> IdleLimit<R> {
+        self.cancelled = Some(Box::pin(cancel.clone().cancelled_owned()));
+        self
     }
 
     fn timed_out(&self) -> io::Error {
@@ -103,9 +119,11 @@ impl<R> IdleLimit<R> {
 
     /// `poll` of the inner stream, under the limit: refused once it was
     /// waited out, else [`IdleLimit::waited`].
+    /// A `cancellable` poll fails at once once the stream is cancelled.
     fn guarded<T>(
         &mut self,
         cx: &mut Context<'_>,
+        cancellable: bool,
         poll: impl FnOnce(Pin<&mut R>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>>
     where
@@ -113,6 +131,11 @@ impl<R> IdleLimit<R> {
     {
         if self.stalled.fired() {
             return Poll::Ready(Err(self.timed_out()));
+        }
+        // Polled first, so that the cancellation wakes a wait.
+        let cancelled = self.cancelled.as_mut().map(|c| c.as_mut().poll(cx));
+        if cancellable && cancelled.is_some_and(|c| c.is_ready()) {
+            return Poll::Ready(Err(io::Error::other("cancelled")));
         }
         let polled = poll(Pin::new(&mut self.inner), cx);
         self.waited(cx, polled)
@@ -125,7 +148,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for IdleLimit<R> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut().guarded(cx, |r, cx| r.poll_read(cx, buf))
+        self.get_mut()
+            .guarded(cx, true, |r, cx| r.poll_read(cx, buf))
     }
 }
 
@@ -135,15 +159,16 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for IdleLimit<W> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().guarded(cx, |w, cx| w.poll_write(cx, buf))
+        self.get_mut()
+            .guarded(cx, true, |w, cx| w.poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().guarded(cx, AsyncWrite::poll_flush)
+        self.get_mut().guarded(cx, true, AsyncWrite::poll_flush)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().guarded(cx, AsyncWrite::poll_shutdown)
+        self.get_mut().guarded(cx, false, AsyncWrite::poll_shutdown)
     }
 }
 
@@ -250,6 +275,30 @@ mod tests {
         // The other stream of that peer is stopped too, without waiting.
         let e = bounded(reader.read(&mut [0; 8])).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_stream_fails_a_waiting_read_at_once_but_still_shuts_down() {
+        let (_peer, stream) = tokio::io::duplex(64);
+        let cancel = CancellationToken::new();
+        let (reader, stalled) = IdleLimit::new(stream, Duration::from_secs(3600));
+        let mut reader = reader.cancelled_by(&cancel);
+        let mut buf = [0; 8];
+        {
+            // A read waiting on a peer that sends nothing ends once cancelled.
+            let read = reader.read(&mut buf);
+            tokio::pin!(read);
+            let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+            assert!(first.is_pending(), "{first:?}");
+            cancel.cancel();
+            let e = bounded(read).await.unwrap_err();
+            assert_eq!(e.to_string(), "cancelled");
+        }
+        assert!(!stalled.fired(), "a cancellation is no timeout");
+        // The end of the stream still reaches the peer.
+        bounded(reader.shutdown()).await.unwrap();
+        let e = bounded(reader.write_all(b"more")).await.unwrap_err();
+        assert_eq!(e.to_string(), "cancelled");
     }
 
     #[tokio::test]

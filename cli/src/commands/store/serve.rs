@@ -18,14 +18,14 @@ use super::idle::{IdleLimit, PolledReader};
 use crate::args::ServeArgs;
 use crate::exit::{from_promote, CliError, CliResult, Status};
 
-/// Serves an existing store only: a mistyped `--remote-store` of a copy
-/// makes no store over there. Once the client has neither sent nor taken a
+/// Serves a store in an existing directory only (an empty one becomes
+/// one): a mistyped `--remote-store` of a copy makes no store over there. Once the client has neither sent nor taken a
 /// byte for `--idle-timeout` while the server waited on it, the request
 /// under way fails (an import keeps nothing), and so does the command: a
 /// timeout.
 pub fn serve(args: ServeArgs) -> CliResult {
     let trust = trust(&args.local.trust)?;
-    let store = Store::open_existing(&args.local.store.store).map_err(from_promote)?;
+    let store = Store::open_directory(&args.local.store.store).map_err(from_promote)?;
     // On stderr, which a copy shows when it fails.
     store.on_lock_wait(crate::display::lock_wait);
     let options = ImportOptions::new(&trust);

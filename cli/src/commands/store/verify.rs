@@ -12,9 +12,13 @@ use fruix_promote::Store;
 use crate::args::{OutputArgs, VerifyArgs};
 use crate::defaults;
 use crate::display::{json_path, lock_wait, to_json, with_progress, Mode};
-use crate::exit::{from_promote, CliError, CliResult, Status};
+use crate::exit::{from_promote, when_cancelled, CliError, CliResult, Status};
 
 pub fn verify(args: VerifyArgs) -> CliResult {
+    // Ctrl-C, SIGTERM or SIGHUP stops the check (a repair once it began
+    // finishes), which then fails as cancelled, having reported nothing.
+    let progress = Progress::default();
+    crate::signals::cancel_work(&progress, || {})?;
     let mode = Mode::from_output(&OutputArgs {
         json: args.json,
         quiet: args.quiet || args.json,
@@ -53,16 +57,16 @@ pub fn verify(args: VerifyArgs) -> CliResult {
             .collect::<Result<Vec<_>, _>>()
             .map_err(from_promote)?
     };
-    let progress = Progress::default();
     // The pool first (every entry, or those the named objects link), then
     // the objects, whose files linked to sound pool entries are not read again.
     let keys = (!args.paths.is_empty()).then(|| pool_keys(&paths));
     let (results, pool) = with_progress(mode, ("verify", "files"), &progress, None, || {
         let pool = verify_pool(&store, keys, Some(&progress))?;
-        let results = verify_objects(&paths, Some(pool.verified(&store)), Some(&progress));
+        let results = verify_objects(&paths, Some(pool.verified(&store)), Some(&progress))?;
         Ok::<_, fruix_promote::Error>((results, pool))
     })
-    .map_err(from_promote)?;
+    .map_err(from_promote)
+    .map_err(|e| when_cancelled(e, "the store was not changed"))?;
     drop(gc);
     let corrupt = results.iter().filter(|r| !r.ok).count() + registry.missing.len();
     let repaired = if args.repair && (corrupt > 0 || !pool.corrupt.is_empty()) {
@@ -116,7 +120,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         for p in &registry.unregistered {
             if !args.quiet {
                 println!("unregistered {}", escape::path(p));
-                println!("  not a valid object (a promotion was killed before registering it); `fruix store gc` removes it");
+                println!("  not a valid object (a promotion, import or repair was killed before it finished); `fruix store gc` removes it");
             }
         }
         if !args.quiet {
