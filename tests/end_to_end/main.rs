@@ -21,6 +21,7 @@ mod docs;
 mod executors_external;
 mod executors_plugin;
 mod freebsd_version;
+mod guest_gone;
 mod guest_review;
 mod guile;
 mod hostile_metadata;

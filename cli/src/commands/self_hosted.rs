@@ -13,6 +13,13 @@
 //! happens, so the host streams them live, then one outcome line with the
 //! result root or the typed failure. Exit statuses are fruix's usual ones;
 //! SIGINT and SIGTERM cancel the build and stop make's whole process group.
+//!
+//! So does its host going away (killed, its connection lost, its terminal
+//! closed): sshd then closes its end of the helper's stdout. A write there
+//! failing says so, and, since a make may be silent for a long while, so
+//! does stdout's reader being gone, checked every second without writing
+//! ([`watch_reader`]). A cancelled run's result root is removed: no host
+//! imports it.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -29,6 +36,8 @@ use crate::commands::build::run_error;
 use crate::exit::{CliError, CliResult, Status};
 
 pub async fn run(args: SelfHostedArgs) -> CliResult {
+    // Cancelled by SIGINT or SIGTERM, or once nobody hears the helper.
+    let cancel = CancellationToken::new();
     let request = match read_request(&args).and_then(sign_guest_checkout) {
         // Without a job count from the host, as many as this machine has CPUs.
         Ok(request) => request.with_jobs(fruix_core::executor::default_jobs()),
@@ -36,7 +45,7 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
             let refused = Err(Error::InvalidRequest {
                 message: message.clone(),
             });
-            say(&Body::Outcome(Outcome::of(&refused)));
+            say(&Body::Outcome(Outcome::of(&refused)), &cancel);
             return Err(CliError::usage(message));
         }
     };
@@ -51,7 +60,7 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
             let refused = Err(Error::InvalidRequest {
                 message: format!("--sign-with: {e}"),
             });
-            say(&Body::Outcome(Outcome::of(&refused)));
+            say(&Body::Outcome(Outcome::of(&refused)), &cancel);
             return Err(CliError::usage(format!("--sign-with: {e}")));
         }
         Some(Ok(key)) => Some(key),
@@ -63,22 +72,19 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
         Arc::new(in_guest_build(args.make.unwrap_or_else(|| {
             fruix_executors::driver::default_make().to_string()
         })));
-    let cancel = CancellationToken::new();
     crate::signals::watch_signals(cancel.clone())?;
+    watch_reader(std::io::stdout(), cancel.clone());
     let (events, mut rx) = EventSink::channel();
+    let heard = cancel.clone();
     let speaker = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
-            say(&Body::Event(event));
+            say(&Body::Event(event), &heard);
         }
     });
     let outcome = match result_root {
-        Ok(root) => run_executor(executor, request, &root, events, cancel)
+        Ok(root) => run_executor(executor, request, &root, events, cancel.clone())
             .await
-            // A request refused before anything was written leaves no root
-            // (`remove_dir` removes only an empty one; a failed build's stays).
-            .inspect_err(|_| {
-                let _ = std::fs::remove_dir(&root);
-            }),
+            .inspect_err(|e| discard(&root, e)),
         Err(e) => {
             // The speaker ends once the sink is gone.
             drop(events);
@@ -95,9 +101,63 @@ pub async fn run(args: SelfHostedArgs) -> CliResult {
         Ok(root.path().to_string_lossy().into_owned())
     });
     let _ = speaker.await;
-    say(&Body::Outcome(Outcome::of(&outcome)));
+    say(&Body::Outcome(Outcome::of(&outcome)), &cancel);
     outcome.map_err(run_error)?;
     Ok(Status::Success)
+}
+
+/// Removes what a run that failed with `e` left in its result root `root`
+/// that nobody wants: a cancelled run's whole root (its host is gone or
+/// stopped it, and imports nothing of it), or the empty root of a request
+/// refused before anything was written. A failed build's root stays, for
+/// a look at what failed.
+fn discard(root: &std::path::Path, e: &Error) {
+    let _ = match e {
+        Error::Cancelled => std::fs::remove_dir_all(root),
+        _ => std::fs::remove_dir(root),
+    };
+}
+
+/// How often [`watch_reader`] checks for a reader.
+const READER_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Cancels `gone` once `out` has no reader left: its pipe's (or socket's)
+/// other end was closed, as sshd closes it when the session that ran this
+/// helper ended (its host killed, its connection lost), or a terminal hung
+/// up. Nothing is written: `poll` asks for no event, and reports only a
+/// hang-up or an error; every [`READER_CHECK`], since FreeBSD does not wake
+/// a `poll` that asked for nothing. A file or `/dev/null` is never gone.
+/// The watch, on a thread of its own, ends once `gone` is cancelled.
+fn watch_reader(out: impl std::os::fd::AsFd + Send + 'static, gone: CancellationToken) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let check = Timespec::try_from(READER_CHECK).expect("a second is a timespec");
+    let hung_up = PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
+    let watch = move || {
+        while !gone.is_cancelled() {
+            let mut fds = [PollFd::new(&out, PollFlags::empty())];
+            match poll(&mut fds, Some(&check)) {
+                Ok(_) if fds[0].revents().intersects(hung_up) => {
+                    host_gone(&gone, "its stdout has no reader");
+                }
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                // Cannot watch: a write failing still says it.
+                Err(_) => return,
+            }
+        }
+    };
+    // Without the thread, a write failing still says the host is gone.
+    let _ = std::thread::Builder::new()
+        .name("reader".into())
+        .spawn(watch);
+}
+
+/// Cancels `gone`, the build's token: nobody hears the helper any more
+/// (`why`), its host is gone.
+fn host_gone(gone: &CancellationToken, why: &str) {
+    if !gone.is_cancelled() {
+        eprintln!("fruix: nobody hears this helper any more ({why})");
+        gone.cancel();
+    }
 }
 
 /// A request whose source is this machine's own checkout (`--guest-source`
@@ -122,11 +182,19 @@ fn sign_guest_checkout(mut request: BuildRequest) -> Result<BuildRequest, String
     Ok(request)
 }
 
-/// Prints one protocol message on stdout.
-fn say(body: &Body) {
+/// Prints one protocol message on stdout ([`say_to`]).
+fn say(body: &Body, gone: &CancellationToken) {
+    say_to(&mut std::io::stdout().lock(), body, gone);
+}
+
+/// Writes one protocol message on `out`. A write that fails (a broken
+/// pipe: the host's session closed it) means nobody hears the helper any
+/// more, and cancels `gone`, the build's token, as SIGTERM would.
+fn say_to(out: &mut impl Write, body: &Body, gone: &CancellationToken) {
     let line = Message::new(body.clone()).to_line();
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        host_gone(gone, &format!("writing to stdout: {e}"));
+    }
 }
 
 /// The build request, from `--request FILE` or stdin.
@@ -165,7 +233,39 @@ fn parse_request(text: &str) -> Result<BuildRequest, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_request;
+    use super::{parse_request, say_to, watch_reader, Body};
+    use fruix_core::executor::Event;
+    use tokio_util::sync::CancellationToken;
+
+    /// Regression: the helper dropped a failed write to stdout, so a build
+    /// whose host was gone (its SSH session had closed the pipe) ran on to
+    /// its end. A write nobody reads cancels the build's token.
+    #[test]
+    fn a_write_nobody_reads_cancels_the_build() {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let gone = CancellationToken::new();
+        let warning = Body::Event(Event::Warning {
+            message: "w".into(),
+        });
+        say_to(&mut writer, &warning, &gone);
+        assert!(!gone.is_cancelled(), "a write that was read");
+        drop(reader);
+        say_to(&mut writer, &warning, &gone);
+        assert!(gone.is_cancelled(), "a write nobody reads");
+    }
+
+    /// Regression: a helper whose make was silent never wrote, so it never
+    /// learnt that its host was gone. Its stdout's reader going away is
+    /// noticed without a write.
+    #[test]
+    fn a_reader_gone_is_noticed_without_a_write() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let gone = CancellationToken::new();
+        watch_reader(writer, gone.clone());
+        assert!(!gone.is_cancelled(), "the reader is there");
+        drop(reader);
+        fruix_core::testing::wait_until("the reader's going is noticed", || gone.is_cancelled());
+    }
 
     /// Regression: `{}`, valid JSON that is no build request, was refused
     /// as "not valid JSON".

@@ -31,6 +31,7 @@
 //!   reported as such ([`is_connection_lost`] tells callers that may retry).
 
 pub mod host_key;
+pub mod kill;
 pub mod remote;
 
 use std::fmt;

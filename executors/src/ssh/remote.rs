@@ -13,10 +13,14 @@
 //!   the script the shell prints its pid (the session id) on stderr as
 //!   `fruix-session PID`; that line is consumed, never shown.
 //! - On cancellation a second channel runs a POSIX kill loop over that
-//!   session (`ps -A -o pid= -o sid= -o stat=`): `SIGTERM` to every live
-//!   member each second for [`TERM_SECONDS`] seconds, then `SIGKILL`, until
-//!   none is left (at most [`KILL_SECONDS`] seconds). The call returns once
-//!   the loop ended and the channel closed: no process of the command is left.
+//!   session ([`super::kill`]; `ps -A -o pid= -o sid= -o stat=`), each
+//!   second: `SIGTERM` once to every live member (a fruix there cancels its
+//!   build at the first, and would give up its cleanup at a second), then,
+//!   after [`TERM_SECONDS`](super::kill::TERM_SECONDS) seconds, `SIGKILL` to
+//!   every one left, until none is left (at most
+//!   [`KILL_SECONDS`](super::kill::KILL_SECONDS) seconds). The call returns
+//!   once the loop ended and the channel closed: no process of the command
+//!   is left.
 //!   A cancel that comes before the session id line was read waits for that
 //!   line (briefly), so a command cancelled as it starts is stopped too.
 //! - The loop never signals another session that came to have the same id.
@@ -26,11 +30,28 @@
 //!   stranger possible is a new session leader that got pid `sid` once the
 //!   whole session ended, between two rounds of the loop. The loop records
 //!   the start time of process `sid` when it begins (`ps -o lstart=`; none
-//!   when the leader has already exited) and stops, its work done, as soon
+//!   when the leader has already exited; a lifeline's loop, when the
+//!   lifeline starts) and stops, its work done, as soon
 //!   as a process `sid` with another start time (or one that appeared after
 //!   the leader was gone) is there. A `ps` without `-p` or `lstart`
 //!   (busybox's) shows no start time, and the loop goes on without the
 //!   check.
+//! - No command outlives this host. sshd does not stop a command whose
+//!   connection ended (no terminal, no `SIGHUP`): a host killed, or a second
+//!   Ctrl-C before the first one's kill loop had started, would leave it
+//!   running. So once the session id is known, a *lifeline* is started on
+//!   another channel (a session of its own): it reads its stdin, which this
+//!   host keeps open, and runs the same kill loop over the command's session
+//!   if its stdin ends before this host said `done`. The host says so once
+//!   the command has ended, or has been stopped from here; when the host is
+//!   gone, sshd closes the lifeline's stdin. A command that ends by itself
+//!   keeps what it left running, as before. The lifeline is opened while
+//!   the command's output is read, and the call returns once it has ended,
+//!   so a command uses two sessions of the guest's sshd while it runs, and
+//!   none is left behind. It is best effort: a guest whose sshd refuses
+//!   another session (`MaxSessions`) runs the command without one, and the
+//!   host going away between the command's start and its lifeline's leaves
+//!   the command running.
 //! - The channel closing without an exit status (connection lost) is an
 //!   [`Error::ConnectionLost`], which [`super::is_connection_lost`] recognises.
 //! - Output is untrusted: a line longer than the session's cap
@@ -48,14 +69,9 @@ use fruix_core::{Error, Result};
 use russh::ChannelMsg;
 use tokio_util::sync::CancellationToken;
 
+use super::kill::Arming;
 use super::{lost, shell_quote, SshSession, LINE_CAP_KEY};
 use fruix_core::bounded::{LineSplitter, Tail};
-
-/// Seconds of `SIGTERM` before `SIGKILL` when a remote command is cancelled.
-pub const TERM_SECONDS: u32 = 5;
-
-/// Seconds after which the kill loop gives up.
-pub const KILL_SECONDS: u32 = 12;
 
 /// How long a cancelled command may take to say its session id.
 pub(crate) const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -144,30 +160,18 @@ fn first_line(script: &str) -> String {
     format!("`{}`", fruix_core::escape::text(line).cut_at(80))
 }
 
+/// The command line that runs `script` under `/bin/sh`, whatever the
+/// user's login shell.
+pub(super) fn under_sh(script: &str) -> String {
+    format!("exec /bin/sh -c {}", shell_quote(script))
+}
+
 /// The command line sent for `script`: runs it under `/bin/sh`, after
 /// printing the session id.
 pub fn wrap(script: &str) -> String {
-    let inner = format!("printf '{SESSION_PREFIX}%s\\n' \"$$\" >&2\n{script}");
-    format!("exec /bin/sh -c {}", shell_quote(&inner))
-}
-
-/// The POSIX kill loop over session `sid` (see the module docs).
-pub fn kill_session_script(sid: u32) -> String {
-    format!(
-        r#"s={sid}; n=0
-born=$(ps -o lstart= -p "$s" 2>/dev/null)
-while :; do
-  now=$(ps -o lstart= -p "$s" 2>/dev/null)
-  [ -z "$now" ] || [ "$now" = "$born" ] || exit 0
-  pids=$(ps -A -o pid= -o sid= -o stat= | awk -v s="$s" '$2 == s && $3 !~ /^Z/ {{ print $1 }}')
-  [ -n "$pids" ] || exit 0
-  if [ "$n" -lt {TERM_SECONDS} ]; then sig=TERM; else sig=KILL; fi
-  kill -s "$sig" $pids 2>/dev/null
-  n=$((n + 1))
-  [ "$n" -le {KILL_SECONDS} ] || exit 1
-  sleep 1
-done"#
-    )
+    under_sh(&format!(
+        "printf '{SESSION_PREFIX}%s\\n' \"$$\" >&2\n{script}"
+    ))
 }
 
 impl SshSession {
@@ -294,13 +298,21 @@ impl SshSession {
         // a cancel that comes before the id line was read waits for it (up
         // to SESSION_WAIT), rather than leaving the command running.
         let mut cancelled_at: Option<tokio::time::Instant> = None;
+        let mut lifeline = Arming::Waiting;
         loop {
+            // Not for a command being stopped from here already.
+            if let (Arming::Waiting, Some(sid), None) = (&lifeline, session, cancelled_at) {
+                lifeline = Arming::Opening(Box::pin(self.lifeline(sid)));
+            }
             if cancelled_at.is_some() {
                 if let Some(sid) = session {
                     // The command's output is still taken while it is
                     // stopped: a channel left full stalls the whole
                     // connection, and with it the kill loop's channel.
-                    let kill = self.kill_session(sid);
+                    let kill = async {
+                        self.kill_session(sid).await;
+                        lifeline.release().await;
+                    };
                     tokio::pin!(kill);
                     let mut open = true;
                     loop {
@@ -320,6 +332,10 @@ impl SshSession {
                 // wanted) or the connection was lost.
                 _ = &mut sending, if !sent => {
                     sent = true;
+                    continue;
+                }
+                opened = lifeline.opened(), if matches!(lifeline, Arming::Opening(_)) => {
+                    lifeline = Arming::Opened(opened);
                     continue;
                 }
                 // Both cancel-safe: a message is only taken once there is
@@ -358,6 +374,7 @@ impl SshSession {
         }
         out.finish(|l| emit(Stream::Stdout, l, &mut session));
         err.finish(|l| emit(Stream::Stderr, l, &mut session));
+        lifeline.release().await;
         if cancelled_at.is_some() {
             return Ok(None);
         }
@@ -368,19 +385,6 @@ impl SshSession {
                 "the remote command ended without an exit status",
             )),
         }
-    }
-
-    /// Stops every process of remote session `sid`; waits for the kill loop.
-    pub async fn kill_session(&self, sid: u32) {
-        let script = kill_session_script(sid);
-        let killed = async {
-            let command = format!("exec /bin/sh -c {}", shell_quote(&script));
-            let mut channel = self.exec(command).await?;
-            while channel.wait().await.is_some() {}
-            Ok::<(), Error>(())
-        };
-        let limit = std::time::Duration::from_secs(u64::from(KILL_SECONDS) + 2);
-        let _ = tokio::time::timeout(limit, killed).await;
     }
 }
 
@@ -522,98 +526,5 @@ mod tests {
         let mut late = SessionLine::default();
         assert_eq!(late.take("an error first"), None);
         assert_eq!(late.take("fruix-session 7"), None);
-    }
-
-    /// Runs the kill loop over session 4242 with `ps` and `sleep` faked:
-    /// round `r` (one per `ps -A`) shows `lstart[r]` as process 4242's
-    /// start time (`None`: no such process) and `members[r]` (indexes of
-    /// `count` real `sleep` processes of the test's own) as the session's
-    /// members. Returns, for each process, whether the loop sent it
-    /// SIGTERM.
-    ///
-    /// Each process is then sent SIGKILL and reaped: it died of SIGTERM
-    /// exactly when the loop had signalled it (Linux settles a fatal
-    /// signal's exit code when the signal is sent), so no timing matters.
-    fn kill_loop_over(lstart: &[Option<&str>], members: &[&[usize]], count: usize) -> Vec<bool> {
-        use std::os::unix::fs::PermissionsExt;
-        use std::os::unix::process::ExitStatusExt;
-        let dir = tempfile::tempdir().unwrap();
-        let mut children: Vec<std::process::Child> = (0..count)
-            .map(|_| {
-                std::process::Command::new("sleep")
-                    .arg("600")
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for (r, start) in lstart.iter().enumerate() {
-            if let Some(start) = start {
-                let file = dir.path().join(format!("lstart.{r}"));
-                std::fs::write(file, format!("{start}\n")).unwrap();
-            }
-        }
-        for (r, round) in members.iter().enumerate() {
-            let lines: String = round
-                .iter()
-                .map(|&i| format!("{} 4242 S\n", children[i].id()))
-                .collect();
-            std::fs::write(dir.path().join(format!("members.{r}")), lines).unwrap();
-        }
-        let fake = |name: &str, body: &str| {
-            let path = dir.path().join(name);
-            let text = format!("#!/bin/sh\nd='{}'\n{body}", dir.path().display());
-            std::fs::write(&path, text).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        };
-        fake(
-            "ps",
-            r#"r=$(cat "$d/round" 2>/dev/null || echo 0)
-case "$1" in
-  -A) echo $((r + 1)) > "$d/round"; cat "$d/members.$r" 2>/dev/null ;;
-  *) cat "$d/lstart.$r" 2>/dev/null || exit 1 ;;
-esac
-"#,
-        );
-        fake("sleep", "exit 0\n");
-        let out = std::process::Command::new("sh")
-            .args(["-c", &kill_session_script(4242)])
-            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        children
-            .iter_mut()
-            .map(|c| {
-                let _ = c.kill();
-                let signal = c.wait().unwrap().signal();
-                assert!(matches!(signal, Some(9 | 15)), "{signal:?}");
-                signal == Some(15)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn kill_loop_stops_members_but_never_a_new_session_that_took_the_id() {
-        let started = Some("Tue Dec  1 10:00:00 2026");
-        let reused = Some("Tue Dec  1 10:00:07 2026");
-        // Round 2: process 4242 has another start time, a new session's
-        // leader; the member listed then (process 1) is a stranger.
-        let signalled = kill_loop_over(&[started, started, reused], &[&[0], &[0], &[1]], 2);
-        assert_eq!(signalled, [true, false]);
-        // The leader gone: the members left are still the command's.
-        let signalled = kill_loop_over(&[started, None, None], &[&[0], &[1]], 2);
-        assert_eq!(signalled, [true, true]);
-        // Gone when the loop began, there later: a new session's leader.
-        let signalled = kill_loop_over(&[None, reused], &[&[0], &[1]], 2);
-        assert_eq!(signalled, [true, false]);
-    }
-
-    #[test]
-    fn kill_loop_is_valid_sh_and_ends_for_a_gone_session() {
-        let out = std::process::Command::new("sh")
-            .args(["-c", &kill_session_script(999_999_999)])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
     }
 }

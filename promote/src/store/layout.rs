@@ -78,6 +78,16 @@ impl super::Store {
             Err(e) => Err(fruix_core::Error::io("remove", path, e).into()),
         }
     }
+
+    /// Takes back objects [`Self::publish`] published that could not be
+    /// registered (the registry full, say), renamed away first
+    /// ([`Self::remove_object`]): a failure leaves no published but
+    /// unregistered object behind. The caller still holds their locks.
+    pub fn unpublish(&self, published: &[std::path::PathBuf]) {
+        for path in published {
+            let _ = self.remove_object(path, "unpublish");
+        }
+    }
 }
 
 /// Names at the top of an artifact object that are metadata, not artifact content.

@@ -567,16 +567,6 @@ impl Store {
         Ok(published)
     }
 
-    /// Takes back objects [`Store::publish`] published that could not be
-    /// registered (the registry full, say), renamed away first
-    /// ([`Store::remove_object`]): a failure leaves no published but
-    /// unregistered object behind. The caller still holds their locks.
-    pub fn unpublish(&self, published: &[PathBuf]) {
-        for path in published {
-            let _ = self.remove_object(path, "unpublish");
-        }
-    }
-
     /// Removes what dead processes left: temporary objects, pool temporaries,
     /// and the pool entries of promotions that never finished (from their
     /// journals), unless an object links them. The caller holds the store
