@@ -221,21 +221,6 @@ fn temporaries_beside(target: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Holds the store's collector lock exclusively, as `store gc` does, until
-/// dropped: an export waits for it before writing anything.
-fn hold_gc_lock(store: &Path) -> std::fs::File {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(store.join(".fruix/gc.lock"))
-        .unwrap();
-    // SAFETY: a valid descriptor, owned by `file`.
-    assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
-    file
-}
-
 fn terminate(child: &std::process::Child) {
     // SAFETY: the child has not been waited for: its pid is still its own.
     assert_eq!(
@@ -250,7 +235,7 @@ fn a_cancelled_export_leaves_no_archive_and_a_rerun_writes_it() {
     let (store, bundle) = populated(dir.path());
     let target = dir.path().join("out.arc");
     let export = || store_export(&store, &target, &["--recursive"], &bundle);
-    let lock = hold_gc_lock(&store);
+    let lock = crate::util::hold_gc_lock(&store);
     let child = export()
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

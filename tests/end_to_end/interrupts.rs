@@ -36,17 +36,24 @@ const ENDS: Duration = Duration::from_secs(120);
 /// wait with it, and the gate for fruix to say it took the signal.
 fn signal_thread(pid: u32, signal: libc::c_int) {
     let tasks = PathBuf::from(format!("/proc/{pid}/task"));
-    let tid = std::fs::read_dir(&tasks)
-        .unwrap()
-        .flatten()
-        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c == "signals\n"))
-        .map(|t| {
-            t.file_name()
-                .to_string_lossy()
-                .parse::<libc::pid_t>()
-                .unwrap()
-        })
-        .expect("fruix waits for signals on a thread of its own");
+    let find = || {
+        std::fs::read_dir(&tasks)
+            .unwrap()
+            .flatten()
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c == "signals\n")
+            })
+            .map(|t| {
+                t.file_name()
+                    .to_string_lossy()
+                    .parse::<libc::pid_t>()
+                    .unwrap()
+            })
+    };
+    // A new thread names itself once it runs: the gate may hold fruix's
+    // main thread before that.
+    fruix_core::testing::wait_until("fruix's thread that waits for signals", || find().is_some());
+    let tid = find().expect("found above");
     // SAFETY: tgkill(2) on a thread of the test's own child, not yet reaped.
     let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid as libc::pid_t, tid, signal) };
     assert_eq!(sent, 0, "tgkill: {}", std::io::Error::last_os_error());
@@ -131,21 +138,6 @@ fn own_source(dir: &Path) -> PathBuf {
 /// opens (the build's checks read the Makefile and `newvers.sh`).
 const SOURCE_FILE: &str = "sys/kern/init_main.c";
 
-/// Holds the collector's lock of `store` exclusively, as `store gc` does,
-/// until dropped: promotions and exports wait for it, saying so.
-fn hold_gc_lock(store: &Path) -> std::fs::File {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(store.join(".fruix/gc.lock"))
-        .unwrap();
-    // SAFETY: a valid descriptor, owned by `file`.
-    assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
-    file
-}
-
 /// What a command waiting for the collector's lock says.
 const WAITING_FOR_GC: &str = "fruix: waiting for the garbage collection";
 
@@ -190,7 +182,7 @@ fn ctrl_c_while_a_build_promotes_cancels_the_promotion_and_keeps_the_root() {
     // The build holds (its source is in the store): the collector's lock
     // is taken, so the promotion will wait for it once the build is done.
     wait_until("the build holds", || d.join("hold.holding").exists());
-    let lock = hold_gc_lock(&store);
+    let lock = crate::util::hold_gc_lock(&store);
     std::fs::write(&hold, "").unwrap();
     build.wait_for_line(WAITING_FOR_GC);
     build.signal(libc::SIGINT);
@@ -359,7 +351,7 @@ fn ctrl_c_while_collecting_stops_between_removals_and_says_what_went() {
 fn a_second_ctrl_c_under_json_prints_the_json_error() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = promoted_store(dir.path());
-    let lock = hold_gc_lock(&store);
+    let lock = crate::util::hold_gc_lock(&store);
     let root = sample_root(dir.path(), "again");
     let mut promote = spawn_reading_stderr(&mut promote_command(
         &store,
@@ -386,7 +378,7 @@ fn a_cancelled_export_under_json_prints_the_json_error() {
     let dir = tempfile::tempdir().unwrap();
     let (store, report) = promoted_store(dir.path());
     let target = dir.path().join("out.arc");
-    let lock = hold_gc_lock(&store);
+    let lock = crate::util::hold_gc_lock(&store);
     let bundle = report["result_store"].as_str().unwrap();
     let mut export = spawn_reading_stderr(&mut store_export(&store, &target, &["--json"], bundle));
     export.wait_for_line(WAITING_FOR_GC);

@@ -655,3 +655,18 @@ pub fn corrupt_counts(report: &serde_json::Value) -> (u64, usize) {
     let pool = report["pool"]["corrupt"].as_array().map_or(0, Vec::len);
     (report["corrupt"].as_u64().unwrap_or(u64::MAX), pool)
 }
+
+/// Holds the collector's lock of `store` exclusively, as `store gc` does,
+/// until dropped: promotions, imports and exports wait for it, saying so.
+pub fn hold_gc_lock(store: &Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(store.join(".fruix/gc.lock"))
+        .unwrap();
+    // SAFETY: a valid descriptor, owned by `file`.
+    assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+    file
+}

@@ -1214,6 +1214,23 @@ fn missing_guest_files_are_configuration_errors_before_anything_boots() {
     build(machines(&kernel, &missing), Some(&key)).unwrap();
 }
 
+/// A machines file in `dir` of one QEMU machine `q` booting an empty
+/// kernel file there.
+fn kernel_only_machines(dir: &std::path::Path) -> PathBuf {
+    let kernel = dir.join("vmlinuz");
+    std::fs::write(&kernel, "").unwrap();
+    let machines = dir.join("machines.scm");
+    std::fs::write(
+        &machines,
+        format!(
+            "(fruix-machines (machine (name \"q\") (user \"root\")\n  (vm (driver qemu) (kernel {:?}) (host-key \"ssh-ed25519 AAAAkey\"))))",
+            kernel.display().to_string()
+        ),
+    )
+    .unwrap();
+    machines
+}
+
 /// Regression: a key of the other inner mode (`guest_helper` with
 /// inner=host-initiated, `make` with the default guest-self-hosted) was
 /// silently dropped, and the build went on without it. It is refused.
@@ -1223,17 +1240,7 @@ fn a_key_of_the_other_inner_mode_is_refused() {
     use fruix_core::executor::ExecutorConfig;
 
     let dir = tempfile::tempdir().unwrap();
-    let kernel = dir.path().join("vmlinuz");
-    std::fs::write(&kernel, "").unwrap();
-    let machines = dir.path().join("machines.scm");
-    std::fs::write(
-        &machines,
-        format!(
-            "(fruix-machines (machine (name \"q\") (user \"root\")\n  (vm (driver qemu) (kernel {:?}) (host-key \"ssh-ed25519 AAAAkey\"))))",
-            kernel.display().to_string()
-        ),
-    )
-    .unwrap();
+    let machines = kernel_only_machines(dir.path());
     let config = |inner: Option<&str>, helper: Option<&str>, make: Option<&str>| {
         VmConfig(GuestConfig {
             machines: Some(machines.clone()),
@@ -1298,17 +1305,7 @@ fn vm_takes_the_guest_keys_but_those_of_a_running_guest() {
         assert!(!keys.contains(&key.to_string()), "{key}: {keys:?}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let kernel = dir.path().join("vmlinuz");
-    std::fs::write(&kernel, "").unwrap();
-    let machines = dir.path().join("machines.scm");
-    std::fs::write(
-        &machines,
-        format!(
-            "(fruix-machines (machine (name \"q\") (user \"root\")\n  (vm (driver qemu) (kernel {:?}) (host-key \"ssh-ed25519 AAAAkey\"))))",
-            kernel.display().to_string()
-        ),
-    )
-    .unwrap();
+    let machines = kernel_only_machines(dir.path());
     let config = |tune: fn(&mut GuestConfig)| {
         let mut config = GuestConfig {
             machines: Some(machines.clone()),
