@@ -45,6 +45,8 @@ pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
                 })
             };
             next();
+            // Waits for another process's lock give up.
+            fruix_core::interrupt::request();
             // The cleanup may take a while (a guest torn down): a second
             // signal is watched for meanwhile.
             std::thread::spawn(on_signal);

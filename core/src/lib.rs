@@ -20,6 +20,7 @@ pub mod escape;
 pub mod executor;
 pub mod exit_status;
 pub mod fsutil;
+pub mod interrupt;
 pub mod machines;
 pub mod manifest;
 pub mod process;

@@ -15,10 +15,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{Error, Result};
 use crate::verify::is_object_name;
+
+mod open;
 use fruix_core::escape;
 
 /// The store's metadata directory, which holds the database and the GC
@@ -137,171 +139,6 @@ fn db_error(path: &Path, e: rusqlite::Error) -> Error {
 }
 
 impl Database {
-    /// Opens (creating and migrating as needed) the database of the store
-    /// at `store`. When this call creates it, `existing` gives the objects
-    /// already in the store (written before the database existed), which
-    /// are registered in the same transaction: no other process ever sees
-    /// the database without them. Returns it and whether it was created.
-    pub fn open(
-        store: &Path,
-        existing: impl FnOnce() -> Result<Vec<Registration>>,
-    ) -> Result<(Database, bool)> {
-        let dir = store.join(META_DIR);
-        std::fs::create_dir_all(&dir).map_err(|source| Error::StoreNotWritable {
-            store: store.to_path_buf(),
-            source,
-        })?;
-        let path = dir.join(DB_FILE);
-        let conn = Connection::open(&path).map_err(|e| db_error(&path, e))?;
-        let mut db = Database { conn, path };
-        let created = db.setup(existing)?;
-        db.persist_wal()?;
-        Ok((db, created))
-    }
-
-    /// Keeps the `-wal` and `-shm` files when the last connection closes
-    /// (`SQLITE_FCNTL_PERSIST_WAL`): a user who may only read the store can
-    /// open its WAL database only while they exist.
-    fn persist_wal(&self) -> Result<()> {
-        use rusqlite::ffi;
-        let mut on: std::ffi::c_int = 1;
-        // SAFETY: the handle is this open connection's, used on this
-        // thread; SQLITE_FCNTL_PERSIST_WAL takes a pointer to an int, which
-        // `on` is, and it outlives the call.
-        let rc = unsafe {
-            ffi::sqlite3_file_control(
-                self.conn.handle(),
-                c"main".as_ptr(),
-                ffi::SQLITE_FCNTL_PERSIST_WAL,
-                (&raw mut on).cast(),
-            )
-        };
-        if rc != ffi::SQLITE_OK {
-            return Err(db_error(
-                &self.path,
-                rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None),
-            ));
-        }
-        // A read makes them, in a database just switched to WAL.
-        self.conn
-            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
-            .map(drop)
-            .map_err(|e| db_error(&self.path, e))
-    }
-
-    /// Opens the database of the store at `store` to read it only (for a
-    /// store this user cannot write): nothing is created or migrated, so its
-    /// schema must already be this fruix's.
-    pub fn open_read_only(store: &Path) -> Result<Database> {
-        let path = store.join(META_DIR).join(DB_FILE);
-        let unreadable = |why: &str| {
-            Error::DatabaseUnreadable {
-            path: path.clone(),
-            message: format!(
-                "this user may only read it, {why}; run any fruix store command on the store once as its owner"
-            ),
-        }
-        };
-        if !path.is_file() {
-            return Err(unreadable(
-                "and there is none yet (the store was written before fruix kept one)",
-            ));
-        }
-        let e = |e| db_error(&path, e);
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&path, flags).map_err(e)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(e)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|err| match err.sqlite_error_code() {
-                // Its -shm file is missing, and this user cannot create it.
-                Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) => {
-                    unreadable(&format!(
-                        "which SQLite cannot while its {DB_FILE}-shm file is missing (fruix keeps it once it has used the store)"
-                    ))
-                }
-                _ => db_error(&path, err),
-            })?;
-        match version.cmp(&SCHEMA_VERSION) {
-            std::cmp::Ordering::Equal => Ok(Database { conn, path }),
-            std::cmp::Ordering::Less => Err(unreadable(&format!(
-                "not migrate it from schema version {version} to this fruix's {SCHEMA_VERSION}"
-            ))),
-            std::cmp::Ordering::Greater => Err(Error::DatabaseUnreadable {
-                path: path.clone(),
-                message: format!(
-                    "its schema version {version} is newer than this fruix's {SCHEMA_VERSION}; use a newer fruix"
-                ),
-            }),
-        }
-    }
-
-    /// WAL mode, foreign keys, the busy timeout, and the schema migrated to
-    /// [`SCHEMA_VERSION`]; `true` when the schema was created here.
-    fn setup(&mut self, existing: impl FnOnce() -> Result<Vec<Registration>>) -> Result<bool> {
-        let path = self.path.clone();
-        let e = |e| db_error(&path, e);
-        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(e)?;
-        self.conn
-            .pragma_update(None, "foreign_keys", true)
-            .map_err(e)?;
-        self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(e)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        let version: i64 = tx
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(e)?;
-        if version > SCHEMA_VERSION {
-            // As the read-only path says it: not a corrupt store, an
-            // older fruix.
-            return Err(Error::DatabaseUnreadable {
-                path: path.clone(),
-                message: format!(
-                    "its schema version {version} is newer than this fruix's {SCHEMA_VERSION}; use a newer fruix"
-                ),
-            });
-        }
-        for migration in &MIGRATIONS[version as usize..] {
-            tx.execute_batch(migration).map_err(e)?;
-        }
-        if version < SCHEMA_VERSION {
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(e)?;
-        }
-        if version == 0 {
-            insert(&tx, &path, &existing()?)?;
-        }
-        tx.commit().map_err(e)?;
-        self.wal()?;
-        Ok(version == 0)
-    }
-
-    /// Switches to WAL mode (persistent: once one process has, every later
-    /// connection is). The switch needs the database to itself, and SQLite
-    /// does not wait for that, so a busy database is tried again.
-    fn wal(&self) -> Result<()> {
-        let mut tries = 0;
-        loop {
-            let mode: rusqlite::Result<String> =
-                self.conn
-                    .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0));
-            match mode {
-                Ok(_) => return Ok(()),
-                Err(rusqlite::Error::SqliteFailure(f, _))
-                    if f.code == rusqlite::ErrorCode::DatabaseBusy && tries < 1000 =>
-                {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(err) => return Err(db_error(&self.path, err)),
-            }
-        }
-    }
-
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -842,5 +679,91 @@ mod tests {
         // An older fruix, not a corrupt store: a system failure, as the
         // read-only path says it (it was exit 4, an inconsistent object).
         assert!(matches!(err, Error::DatabaseUnreadable { .. }), "{err:?}");
+    }
+
+    /// A database at version 0 with tables of its own is not a fruix
+    /// registry: it was adopted (fruix's tables created beside them).
+    #[test]
+    fn a_foreign_database_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join(META_DIR);
+        std::fs::create_dir_all(&meta).unwrap();
+        let conn = Connection::open(meta.join(DB_FILE)).unwrap();
+        conn.execute_batch("CREATE TABLE theirs (x)").unwrap();
+        drop(conn);
+        let err = Database::open(dir.path(), || Ok(Vec::new())).unwrap_err();
+        assert!(matches!(err, Error::DatabaseUnreadable { .. }), "{err:?}");
+        assert!(err.to_string().contains("not a fruix registry"), "{err}");
+        let conn = Connection::open(meta.join(DB_FILE)).unwrap();
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(tables, ["theirs"]);
+    }
+
+    /// A registry truncated to nothing (or deleted) in a store that had
+    /// one was silently created anew, its signatures and runs gone; a new
+    /// store (no `gc.lock` yet) still gets one.
+    #[test]
+    fn an_emptied_registry_is_refused_where_the_store_had_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join(META_DIR);
+        let (mut db, created) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
+        assert!(created, "a new store gets a registry");
+        db.register(&[object(W, Kind::Artifact, &[])]).unwrap();
+        drop(db);
+        std::fs::write(meta.join(crate::store::GC_LOCK_FILE), "").unwrap();
+        for (suffix, emptied) in [("", true), ("-wal", false), ("-shm", false)] {
+            let file = meta.join(format!("{DB_FILE}{suffix}"));
+            if emptied {
+                std::fs::write(&file, "").unwrap();
+            } else {
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+        for _ in 0..2 {
+            let err = Database::open(dir.path(), || Ok(Vec::new())).unwrap_err();
+            assert!(matches!(err, Error::DatabaseUnreadable { .. }), "{err:?}");
+            assert!(err.to_string().contains("signatures"), "{err}");
+            std::fs::remove_file(meta.join(DB_FILE)).unwrap();
+        }
+    }
+
+    /// The registry and SQLite's files beside it are never opened through
+    /// a symlink: SQLite would write wherever it points.
+    #[test]
+    fn a_symlinked_registry_file_is_refused_and_its_target_untouched() {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let dir = tempfile::tempdir().unwrap();
+            let meta = dir.path().join(META_DIR);
+            std::fs::create_dir_all(&meta).unwrap();
+            let target = dir.path().join("elsewhere");
+            std::os::unix::fs::symlink(&target, meta.join(format!("{DB_FILE}{suffix}"))).unwrap();
+            let err = Database::open(dir.path(), || Ok(Vec::new())).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::StoreEntry {
+                        found: "a symlink",
+                        ..
+                    }
+                ),
+                "{suffix}: {err:?}"
+            );
+            let err = Database::open_read_only(dir.path()).unwrap_err();
+            assert!(matches!(err, Error::StoreEntry { .. }), "{suffix}: {err:?}");
+            assert!(!target.exists(), "{suffix}: the symlink was followed");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join(META_DIR)).unwrap();
+        let err = Database::open(dir.path(), || Ok(Vec::new())).unwrap_err();
+        assert!(matches!(err, Error::StoreEntry { .. }), "{err:?}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 }

@@ -51,6 +51,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// One of the store's own entries (`.fruix`, `.lock`, the registry...)
+    /// is not what fruix makes there: a symlink (never followed) or another
+    /// type.
+    #[error(
+        "store {}: {} is {found}, not {expected}; fruix never follows a symlink among its store's own files: move it away (a symlinked `.fruix` or registry: move `.fruix` away, and the next command registers the store's objects anew)",
+        escape::path(store),
+        escape::path(entry)
+    )]
+    StoreEntry {
+        /// The store directory.
+        store: PathBuf,
+        /// The entry found.
+        entry: PathBuf,
+        /// What it is: `a symlink`, `a directory`, `a file`...
+        found: &'static str,
+        /// What fruix makes there: `a directory` or `a regular file`.
+        expected: &'static str,
+    },
     /// There is no store directory where one was named.
     #[error("no store at {}; check --store (or FRUIX_STORE)", escape::path(path))]
     NoStore {
@@ -261,6 +279,7 @@ impl Error {
                 ExitStatus::of_failure(e.failure(), ExitStatus::PromotionFailure),
             ),
             Error::StoreNotWritable { .. }
+            | Error::StoreEntry { .. }
             | Error::Database { .. }
             | Error::DatabaseUnreadable { .. } => (Failure::System, ExitStatus::SystemFailure),
             Error::NoStore { .. }

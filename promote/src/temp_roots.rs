@@ -11,6 +11,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -36,7 +37,8 @@ impl TempRoots {
     pub fn create(store: &Path) -> Result<TempRoots> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = store.join(META_DIR).join(TEMP_ROOTS_DIR);
-        fs::create_dir_all(&dir).with_path("create", &dir)?;
+        crate::store::entries::own_dir(store, &store.join(META_DIR))?;
+        crate::store::entries::own_dir(store, &dir)?;
         let path = dir.join(format!(
             "{}-{}",
             std::process::id(),
@@ -82,16 +84,26 @@ pub fn live(store: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(file) = File::open(&path) else {
+        // Never through a symlink, nor blocking on a fifo: only regular
+        // files are any process's roots.
+        let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32;
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(&path)
+        else {
             continue;
         };
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            continue;
+        }
         match file.try_lock_shared() {
             // Nobody holds it: its process is gone.
             Ok(()) => {
                 let _ = fs::remove_file(&path);
             }
             Err(fs::TryLockError::WouldBlock) => {
-                let text = fs::read_to_string(&path).with_path("read", &path)?;
+                let text = std::io::read_to_string(&file).with_path("read", &path)?;
                 names.extend(text.lines().map(str::to_string));
             }
             Err(fs::TryLockError::Error(e)) => {

@@ -347,8 +347,40 @@ fn ctrl_c_while_collecting_stops_between_removals_and_says_what_went() {
 
 /// Regression: a second Ctrl-C exited at once, but under `--json` with
 /// nothing on stdout. It prints the JSON error now, as every failure does.
+/// The first Ctrl-C comes while fruix opens a file of the root, where a
+/// gate holds it, cleaning up, until the second has come.
 #[test]
 fn a_second_ctrl_c_under_json_prints_the_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    drop(Store::open(&store).unwrap());
+    let root = sample_root(dir.path(), "root");
+    let file = root.join("artifacts/world/usr/include/sys/param.h");
+    let interrupt = Interrupt::at_open(&file, libc::SIGINT);
+    let mut promote = interrupt.spawn(&mut promote_command(
+        &store,
+        &root,
+        &["--json", "--no-out-link"],
+    ));
+    promote.wait_for_line(CANCELLING);
+    signal_thread(promote.child().id(), libc::SIGINT);
+    let out = promote.finish(ENDS, "the promotion");
+    interrupt.go.send(()).unwrap();
+    assert!(interrupt.gate.finish().attacked, "the open never came");
+    json_error(
+        &out,
+        130,
+        "cancelled again; exiting without finishing the cleanup",
+    );
+}
+
+/// Regression: a command waiting for a lock another process holds (the
+/// collector's, an object's) noticed Ctrl-C only once it had the lock. It
+/// gives up at once now, cleaning up as any cancelled command does, while
+/// the lock is still held: a promotion waiting for a collection, and a
+/// collection waiting for a promotion.
+#[test]
+fn ctrl_c_while_waiting_for_a_lock_ends_the_wait_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = promoted_store(dir.path());
     let lock = crate::util::hold_gc_lock(&store);
@@ -360,15 +392,29 @@ fn a_second_ctrl_c_under_json_prints_the_json_error() {
     ));
     promote.wait_for_line(WAITING_FOR_GC);
     promote.signal(libc::SIGINT);
-    promote.wait_for_line(CANCELLING);
-    promote.signal(libc::SIGINT);
     let out = promote.finish(ENDS, "the promotion");
+    json_error(&out, 130, "nothing was promoted");
+    assert_eq!(temporaries(&store), Vec::<PathBuf>::new());
     drop(lock);
-    json_error(
-        &out,
-        130,
-        "cancelled again; exiting without finishing the cleanup",
+
+    // As a promotion holds it (shared): a collection waits.
+    let shared = std::fs::File::open(store.join(".fruix/gc.lock")).unwrap();
+    shared.lock_shared().unwrap();
+    let mut gc = spawn_reading_stderr(
+        fruix()
+            .args(["store", "gc", "--json", "--store"])
+            .arg(&store)
+            .arg("--state-dir")
+            .arg(dir.path().join("state")),
     );
+    gc.wait_for_line("fruix: waiting for the promotions");
+    gc.signal(libc::SIGINT);
+    let out = gc.finish(ENDS, "the collection");
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"]["kind"], "cancelled", "{error}");
+    drop(shared);
+    verify_store(&store);
 }
 
 /// Regression: `store export --output --json`, cancelled, exited with

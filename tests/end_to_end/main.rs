@@ -51,6 +51,7 @@ mod ssh_source;
 mod sshd;
 mod store_archive;
 mod store_copy;
+mod store_entries;
 mod store_integrity;
 mod store_lifecycle;
 mod store_verify_review;

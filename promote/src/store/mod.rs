@@ -41,6 +41,7 @@ use crate::error::{Error, Result};
 use crate::pool::{temp_name, Journal, Pool, LINKS_DIR, TEMP_PREFIX};
 use crate::register;
 
+pub(crate) mod entries;
 mod layout;
 mod promotion;
 
@@ -70,16 +71,17 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Locks the file at `path` (created if needed), waiting for it.
-    fn take(path: &Path, mode: LockMode) -> Result<Lock> {
-        Lock::take_noting(path, mode, || {})
+    /// Locks the store's own file at `path` (created if needed), waiting
+    /// for it.
+    fn take(store: &Path, path: &Path, mode: LockMode) -> Result<Lock> {
+        Lock::take_noting(store, path, mode, || {})
     }
 
     /// [`Lock::take`] (shared or exclusive, waiting), calling `busy` first
     /// when it has to wait.
-    fn take_noting(path: &Path, mode: LockMode, busy: impl FnOnce()) -> Result<Lock> {
+    fn take_noting(store: &Path, path: &Path, mode: LockMode, busy: impl FnOnce()) -> Result<Lock> {
         debug_assert!(mode != LockMode::TryExclusive, "a lock that waits");
-        let file = lock_file(path).with_path("create lock", path)?;
+        let file = entries::lock_file(store, path, entries::Access::WriteOrRead)?;
         let at_once = match mode {
             LockMode::Shared => file.try_lock_shared(),
             LockMode::Exclusive | LockMode::TryExclusive => file.try_lock(),
@@ -91,8 +93,34 @@ impl Lock {
                 return Err(fruix_core::Error::io("lock", path, e).into())
             }
         }
-        flock(&file, path, mode)?;
+        wait_for(&file, path, mode)?;
         Ok(Lock { _file: file })
+    }
+}
+
+/// How often a wait for a lock another process holds looks again.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Waits until `file` is locked (`mode`), giving up with
+/// [`fruix_core::Error::Cancelled`] once the process is interrupted
+/// ([`fruix_core::interrupt`]): a blocking flock(2) cannot be woken by
+/// the signal thread, so the lock is tried again every [`LOCK_POLL`].
+fn wait_for(file: &File, path: &Path, mode: LockMode) -> Result<()> {
+    loop {
+        if fruix_core::interrupt::requested() {
+            return Err(fruix_core::Error::Cancelled.into());
+        }
+        let tried = match mode {
+            LockMode::Shared => file.try_lock_shared(),
+            LockMode::Exclusive | LockMode::TryExclusive => file.try_lock(),
+        };
+        match tried {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(LOCK_POLL),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(fruix_core::Error::io("lock", path, e).into())
+            }
+        }
     }
 }
 
@@ -111,26 +139,6 @@ pub enum LockWait {
 
 /// Opens the lock file at `path`, creating it if needed; one this user may
 /// not write (a store it only reads) is opened to read: flock needs no more.
-fn lock_file(path: &Path) -> std::io::Result<File> {
-    let created = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path);
-    match created {
-        Err(e) if is_read_only(&e) && path.is_file() => File::open(path),
-        other => other,
-    }
-}
-
-/// Whether `e` says this user may not write there.
-fn is_read_only(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
-    )
-}
-
 /// How [`flock`] locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LockMode {
@@ -198,7 +206,7 @@ impl Drop for MadeStore {
         // Every process using the store holds its `.lock` shared: while
         // one does (another command that found the store made), it stays.
         let lock_path = self.root.join(".lock");
-        let lock = File::open(&lock_path).ok();
+        let lock = entries::lock_file(&self.root, &lock_path, entries::Access::Read).ok();
         if let Some(lock) = &lock {
             if !flock(lock, &lock_path, LockMode::TryExclusive).unwrap_or(false) {
                 return;
@@ -389,7 +397,7 @@ impl Store {
     fn open_read_only(root: &Path) -> Result<Store> {
         let root = fs::canonicalize(root).with_path("resolve store", root)?;
         let lock_path = root.join(".lock");
-        let lock = File::open(&lock_path).with_path("open", &lock_path)?;
+        let lock = entries::lock_file(&root, &lock_path, entries::Access::Read)?;
         let store = Store {
             pool: Pool::open(root.join(LINKS_DIR))?,
             db: std::sync::Mutex::new(Database::open_read_only(&root)?),
@@ -405,36 +413,16 @@ impl Store {
     fn open_at(root: &Path) -> Result<Store> {
         let root = fs::canonicalize(root).with_path("resolve store", root)?;
         for dir in [LINKS_DIR, ".locks"] {
-            let path = root.join(dir);
-            fs::create_dir_all(&path).map_err(|source| Error::StoreNotWritable {
-                store: root.clone(),
-                source,
-            })?;
+            entries::own_dir(&root, &root.join(dir))?;
         }
         let lock_path = root.join(".lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| Error::StoreNotWritable {
-                store: root.clone(),
-                source,
-            })?;
+        let lock = entries::lock_file(&root, &lock_path, entries::Access::Write)?;
         let pool = Pool::open(root.join(LINKS_DIR))?;
         // A store written before the database is registered from its
         // objects when the database is created.
         let (db, _) = Database::open(&root, || register::scan(&root))?;
         let gc_lock = root.join(META_DIR).join(GC_LOCK_FILE);
-        fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&gc_lock)
-            .map_err(|source| Error::StoreNotWritable {
-                store: root.clone(),
-                source,
-            })?;
+        entries::lock_file(&root, &gc_lock, entries::Access::Write)?;
         let store = Store {
             root,
             pool,
@@ -509,7 +497,7 @@ impl Store {
             (LockMode::Shared, LockWait::Collection)
         };
         let path = self.root.join(META_DIR).join(GC_LOCK_FILE);
-        Lock::take_noting(&path, mode, || {
+        Lock::take_noting(&self.root, &path, mode, || {
             if let Some(notice) = self.on_lock_wait.get() {
                 notice(waits_for, &path);
             }
@@ -525,7 +513,7 @@ impl Store {
     /// Locks object `name` exclusively, waiting for other promotions.
     pub fn lock_object(&self, name: &str) -> Result<Lock> {
         let path = self.root.join(".locks").join(format!("{name}.lock"));
-        Lock::take(&path, LockMode::Exclusive)
+        Lock::take(&self.root, &path, LockMode::Exclusive)
     }
 
     /// A fresh temporary directory (mode 0700) for building object `name`.
