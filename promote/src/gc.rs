@@ -247,6 +247,7 @@ pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
 pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcReport) -> Result<()> {
     let cancelled = || check_cancelled(options.progress);
     let _gc = store.gc_lock(true)?;
+    let _reserve = (!options.dry_run).then(|| Reserve::release(store));
     let roots = roots::list(&options.state_dir, store.path())?;
     *report = GcReport {
         dry_run: options.dry_run,
@@ -360,6 +361,26 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
     Ok(())
 }
 
+/// The store's reserved space ([`RESERVED_FILE`]), released while a
+/// collection or a deletion runs (on a full disk, SQLite needs that room
+/// to record what goes), and made again when it ends, if there is room.
+///
+/// [`RESERVED_FILE`]: crate::store::entries::RESERVED_FILE
+struct Reserve<'a>(&'a Store);
+
+impl<'a> Reserve<'a> {
+    fn release(store: &'a Store) -> Reserve<'a> {
+        crate::store::entries::release_reserve(store.path());
+        Reserve(store)
+    }
+}
+
+impl Drop for Reserve<'_> {
+    fn drop(&mut self) {
+        crate::store::entries::reserve(self.0.path());
+    }
+}
+
 /// Removes the store's hidden temporaries: under the exclusive GC lock no
 /// promotion runs, so every one was left by a killed process. Returns
 /// their paths.
@@ -417,6 +438,7 @@ fn collect_result_roots(
 /// references one.
 pub fn delete(store: &Store, state_dir: &Path, names: &[String]) -> Result<Vec<PathBuf>> {
     let _gc = store.gc_lock(true)?;
+    let _reserve = Reserve::release(store);
     let roots = roots::list(state_dir, store.path())?;
     let deleting: BTreeSet<String> = names.iter().cloned().collect();
     let in_use = store.db().closure(&temp_roots::live(store.path())?)?;

@@ -2,7 +2,8 @@
 //! `.links`, `.locks`) as a store handed over from elsewhere may hold
 //! them: symlinks are refused, never followed, whatever they point at is
 //! left as it was; a registry that is not fruix's, or one emptied, is
-//! refused rather than silently created anew.
+//! refused rather than silently created anew; and `.fruix/reserved`, the
+//! space kept so that `store gc` can run on a full disk.
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -134,4 +135,61 @@ fn a_foreign_database_as_the_registry_is_refused_and_unchanged() {
         bytes,
         "the foreign database was changed"
     );
+}
+
+/// Fills the filesystem holding `dir` with the file `dir/fill`, until a
+/// write fails for want of space.
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join("fill")).unwrap();
+    let chunk = vec![1u8; 64 * 1024];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling the disk: {e}"),
+        }
+    }
+}
+
+/// Regression: on a full disk `store gc`, the way to free space, failed
+/// (`database or disk is full`: SQLite needs room to record what goes).
+/// Every store keeps `.fruix/reserved`, which a collection removes first,
+/// as Nix's `gc-reserved-space`; the next command that finds room makes
+/// it again.
+#[test]
+fn gc_runs_on_a_full_disk_thanks_to_the_reserved_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = crate::util::SmallFilesystem::mount(dir.path().join("small"), "24m");
+    let store = small.path.join("store");
+    let root = sample_root(dir.path(), "root");
+    run_ok(&mut promote_command(
+        &store,
+        &root,
+        &["--quiet", "--no-out-link"],
+    ));
+    let reserved = store.join(".fruix/reserved");
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    assert_eq!(size(&reserved), Some(8 << 20), "the reserve is made");
+    fill(&small.path);
+    let objects = object_names(&store);
+    assert!(!objects.is_empty());
+    let out = run(crate::util::fruix()
+        .args(["store", "gc", "--json", "--store"])
+        .arg(&store)
+        .arg("--state-dir")
+        .arg(dir.path().join("state")));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["objects"].as_array().map(Vec::len),
+        Some(objects.len()),
+        "{report}"
+    );
+    assert_eq!(object_names(&store), Vec::<String>::new());
+    // Once there is room again, the reserve is back.
+    std::fs::remove_file(small.path.join("fill")).unwrap();
+    assert_eq!(list(&store).status.code(), Some(0));
+    assert_eq!(size(&reserved), Some(8 << 20), "the reserve is made again");
 }

@@ -2,13 +2,24 @@
 //! `.fruix/` and what it holds), made and opened without following a
 //! symlink: a store directory handed over from elsewhere (a tarball, a
 //! disk) can hold `.fruix -> /etc`, and fruix running as root must not
-//! write its registry, locks or temporary roots there.
+//! write its registry, locks or temporary roots there. Also the space
+//! reserved for the garbage collector (`.fruix/reserved`).
 
 use std::fs::{self, File};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
+use crate::db::META_DIR;
 use crate::error::{Error, Result};
+
+/// The file in `STORE/.fruix` that keeps [`RESERVED_BYTES`] of disk space
+/// for the garbage collector, which removes it first: on a full disk,
+/// SQLite needs room to record what a collection removes. As Nix's
+/// `gc-reserved-space`.
+pub const RESERVED_FILE: &str = "reserved";
+
+/// The space [`RESERVED_FILE`] keeps (Nix's default, 8 MiB).
+pub const RESERVED_BYTES: u64 = 8 << 20;
 
 /// What the store's own entry at `path` is when it is not what fruix
 /// makes there, or `None` when it is (or is missing): `a symlink`, `a
@@ -60,7 +71,7 @@ pub(crate) fn own_dir(store: &Path, path: &Path) -> Result<()> {
     }
 }
 
-/// How [`lock_file`] opens a lock file.
+/// How [`own_file`] opens a lock file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
     /// Created when missing; this user must be able to write it.
@@ -75,7 +86,7 @@ pub(crate) enum Access {
 /// Opens the store's own file `path` to lock it, as `access` says, never
 /// through a symlink (`O_NOFOLLOW`), and checked to be a regular file on
 /// the descriptor.
-pub(crate) fn lock_file(store: &Path, path: &Path, access: Access) -> Result<File> {
+pub(crate) fn own_file(store: &Path, path: &Path, access: Access) -> Result<File> {
     // Non-blocking: opening a fifo planted there must not hang.
     let nofollow = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32;
     let read = || {
@@ -118,6 +129,53 @@ pub(crate) fn lock_file(store: &Path, path: &Path, access: Access) -> Result<Fil
     Ok(file)
 }
 
+/// Makes [`RESERVED_FILE`] hold [`RESERVED_BYTES`] of allocated space
+/// (not a sparse file), when the filesystem has the room; otherwise
+/// removes what it could not fill. Never fails: it is a reserve.
+pub(crate) fn reserve(store: &Path) {
+    let path = store.join(META_DIR).join(RESERVED_FILE);
+    let Ok(file) = own_file(store, &path, Access::Write) else {
+        return;
+    };
+    let allocated = |m: &fs::Metadata| {
+        use std::os::unix::fs::MetadataExt;
+        m.len() == RESERVED_BYTES && m.blocks() * 512 >= RESERVED_BYTES
+    };
+    if file.metadata().is_ok_and(|m| allocated(&m)) {
+        return;
+    }
+    let made = match rustix::fs::fallocate(
+        &file,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        RESERVED_BYTES,
+    ) {
+        Err(rustix::io::Errno::OPNOTSUPP) => write_zeros(&file),
+        other => other.map_err(std::io::Error::from),
+    };
+    if made.is_err() {
+        drop(file);
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// Writes [`RESERVED_BYTES`] of zeros into `file`, from its start: a
+/// reserve where `fallocate` is not supported.
+fn write_zeros(mut file: &File) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    file.seek(std::io::SeekFrom::Start(0))?;
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..RESERVED_BYTES / zeros.len() as u64 {
+        file.write_all(&zeros)?;
+    }
+    file.sync_data()
+}
+
+/// Removes [`RESERVED_FILE`]: a collection's first step, for its room.
+pub(crate) fn release_reserve(store: &Path) {
+    let _ = fs::remove_file(store.join(META_DIR).join(RESERVED_FILE));
+}
+
 /// Whether `e` says this user may not write there.
 pub(crate) fn is_read_only(e: &std::io::Error) -> bool {
     matches!(
@@ -137,7 +195,7 @@ mod tests {
         let target = dir.path().join("target");
         let link = dir.path().join(".lock");
         symlink(&target, &link).unwrap();
-        let err = lock_file(dir.path(), &link, Access::Write).unwrap_err();
+        let err = own_file(dir.path(), &link, Access::Write).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -165,7 +223,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gc.lock");
         fs::create_dir(&path).unwrap();
-        let err = lock_file(dir.path(), &path, Access::WriteOrRead).unwrap_err();
+        let err = own_file(dir.path(), &path, Access::WriteOrRead).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -179,7 +237,7 @@ mod tests {
         );
         let file = dir.path().join("file");
         fs::write(&file, "").unwrap();
-        assert!(lock_file(dir.path(), &file, Access::Read).is_ok());
+        assert!(own_file(dir.path(), &file, Access::Read).is_ok());
         let err = own_dir(dir.path(), &file).unwrap_err();
         assert!(matches!(
             err,

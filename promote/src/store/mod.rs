@@ -81,7 +81,7 @@ impl Lock {
     /// when it has to wait.
     fn take_noting(store: &Path, path: &Path, mode: LockMode, busy: impl FnOnce()) -> Result<Lock> {
         debug_assert!(mode != LockMode::TryExclusive, "a lock that waits");
-        let file = entries::lock_file(store, path, entries::Access::WriteOrRead)?;
+        let file = entries::own_file(store, path, entries::Access::WriteOrRead)?;
         let at_once = match mode {
             LockMode::Shared => file.try_lock_shared(),
             LockMode::Exclusive | LockMode::TryExclusive => file.try_lock(),
@@ -206,7 +206,7 @@ impl Drop for MadeStore {
         // Every process using the store holds its `.lock` shared: while
         // one does (another command that found the store made), it stays.
         let lock_path = self.root.join(".lock");
-        let lock = entries::lock_file(&self.root, &lock_path, entries::Access::Read).ok();
+        let lock = entries::own_file(&self.root, &lock_path, entries::Access::Read).ok();
         if let Some(lock) = &lock {
             if !flock(lock, &lock_path, LockMode::TryExclusive).unwrap_or(false) {
                 return;
@@ -397,7 +397,7 @@ impl Store {
     fn open_read_only(root: &Path) -> Result<Store> {
         let root = fs::canonicalize(root).with_path("resolve store", root)?;
         let lock_path = root.join(".lock");
-        let lock = entries::lock_file(&root, &lock_path, entries::Access::Read)?;
+        let lock = entries::own_file(&root, &lock_path, entries::Access::Read)?;
         let store = Store {
             pool: Pool::open(root.join(LINKS_DIR))?,
             db: std::sync::Mutex::new(Database::open_read_only(&root)?),
@@ -416,13 +416,14 @@ impl Store {
             entries::own_dir(&root, &root.join(dir))?;
         }
         let lock_path = root.join(".lock");
-        let lock = entries::lock_file(&root, &lock_path, entries::Access::Write)?;
+        let lock = entries::own_file(&root, &lock_path, entries::Access::Write)?;
         let pool = Pool::open(root.join(LINKS_DIR))?;
         // A store written before the database is registered from its
         // objects when the database is created.
         let (db, _) = Database::open(&root, || register::scan(&root))?;
         let gc_lock = root.join(META_DIR).join(GC_LOCK_FILE);
-        entries::lock_file(&root, &gc_lock, entries::Access::Write)?;
+        entries::own_file(&root, &gc_lock, entries::Access::Write)?;
+        entries::reserve(&root);
         let store = Store {
             root,
             pool,
