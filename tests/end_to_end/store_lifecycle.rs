@@ -561,6 +561,10 @@ fn another_user_reads_a_store_it_cannot_write_and_cannot_change_it() {
     };
     let root_export = run(&mut lab.store_command("export", &[&bundle]));
     assert!(root_export.status.success());
+    // A dry run of gc only reads: it was refused as writing.
+    let dry_run = nobody_json("gc", &["--dry-run"]);
+    assert_eq!(dry_run, lab.json("gc", &["--dry-run"]));
+    assert_eq!(dry_run["dry_run"], true);
     for held in [false, true] {
         // Held: root's `store serve` has the store, and its database, open.
         let mut serve = held.then(|| {
@@ -641,6 +645,13 @@ fn a_command_waiting_for_the_collector_lock_says_so_then_goes_on() {
         (
             true,
             "export",
+            "the garbage collection (or `store delete`) under way to end",
+        ),
+        // As another collection holds it: a collection waits, and says for
+        // what (it said promotions, imports, exports and verifications).
+        (
+            true,
+            "gc",
             "the garbage collection (or `store delete`) under way to end",
         ),
         // As an export or a promotion holds it: a collection waits.

@@ -129,16 +129,14 @@ fn wait_for(file: &File, path: &Path, mode: LockMode) -> Result<()> {
 /// take the wait for a hang.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockWait {
-    /// A promotion, import or export waits for a collection (or a
-    /// `store delete`) to end.
+    /// A promotion, import or export, or another collection, waits for a
+    /// collection (or a `store delete`) to end.
     Collection,
     /// A collection (or a `store delete`) waits for the promotions, imports
     /// and exports under way to end.
     Users,
 }
 
-/// Opens the lock file at `path`, creating it if needed; one this user may
-/// not write (a store it only reads) is opened to read: flock needs no more.
 /// How [`flock`] locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LockMode {
@@ -499,6 +497,16 @@ impl Store {
         };
         let path = self.root.join(META_DIR).join(GC_LOCK_FILE);
         Lock::take_noting(&self.root, &path, mode, || {
+            // An exclusive holder is another collection: a shared lock
+            // tried on a descriptor of its own says which it is.
+            let held_exclusively = || {
+                entries::own_file(&self.root, &path, entries::Access::Read)
+                    .is_ok_and(|f| matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
+            };
+            let waits_for = match waits_for {
+                LockWait::Users if held_exclusively() => LockWait::Collection,
+                other => other,
+            };
             if let Some(notice) = self.on_lock_wait.get() {
                 notice(waits_for, &path);
             }

@@ -17,7 +17,13 @@ pub fn gc(args: GcArgs) -> CliResult {
     // what it removed is said, and the store stays consistent.
     let progress = Progress::default();
     crate::signals::cancel_work(&progress, || {})?;
-    let store = open(&args.at.store, Some(&args.at.state), args.json, true)?;
+    // A dry run only reads: a user who may only read the store may run it.
+    let store = open(
+        &args.at.store,
+        Some(&args.at.state),
+        args.json,
+        !args.dry_run,
+    )?;
     let options = GcOptions {
         state_dir: args.at.state.state_dir.clone(),
         dry_run: args.dry_run,
