@@ -166,6 +166,7 @@ fn wants_json(command: &Command) -> bool {
             StoreCommand::Info(args) => args.json,
             StoreCommand::Query(args) => args.json,
             StoreCommand::Roots(args) => args.json,
+            StoreCommand::AddRoot(args) => args.json,
             StoreCommand::Gc(args) => args.json,
             StoreCommand::Delete(args) => args.json,
             StoreCommand::Sign(args) => args.json,
@@ -206,6 +207,7 @@ fn progress_arg(command: &Command) -> Option<&ProgressArg> {
             | StoreCommand::Info(_)
             | StoreCommand::Query(_)
             | StoreCommand::Roots(_)
+            | StoreCommand::AddRoot(_)
             | StoreCommand::Delete(_)
             | StoreCommand::Sign(_)
             | StoreCommand::Serve(_)

@@ -254,7 +254,7 @@ pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<Path
                 &link,
                 std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
-                    "it exists and is not a symlink; choose another --out-link",
+                    "it exists and is not a symlink, which fruix never replaces; choose another path",
                 ),
             )
             .into());

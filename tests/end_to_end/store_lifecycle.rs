@@ -46,7 +46,7 @@ impl Lab for TestDir {
     fn store_command(&self, subcommand: &str, args: &[&str]) -> Command {
         let mut cmd = fruix();
         cmd.args(["store", subcommand, "--store"]).arg(self.store());
-        if ["query", "roots", "gc", "delete"].contains(&subcommand) {
+        if ["query", "roots", "gc", "delete", "add-root"].contains(&subcommand) {
             cmd.arg("--state-dir").arg(self.join("state"));
         }
         cmd.args(args);
@@ -720,4 +720,80 @@ fn roots_are_listed_absolute_with_a_relative_state_dir() {
         ],
         "{roots}"
     );
+}
+
+/// Regression: a root could only be added by making a symlink in
+/// `gcroots/` by hand, which a collection running meanwhile may miss,
+/// removing its object. `store add-root` makes the link and registers it
+/// under the collector's lock: it waits for a collection under way, and
+/// what it keeps, no later collection removes until the link goes.
+#[test]
+fn add_root_keeps_an_object_and_waits_for_a_collection_under_way() {
+    let (lab, [a, b, c]) = three_runs();
+    let kept = lab.join("kept-b");
+    let lock = crate::util::hold_gc_lock(&lab.store());
+    let mut add = spawn_reading_stderr(&mut lab.store_command(
+        "add-root",
+        &["--json", bundle_of(&b), kept.to_str().unwrap()],
+    ));
+    add.wait_for_line("fruix: waiting for the garbage collection");
+    assert!(
+        add.child().try_wait().unwrap().is_none(),
+        "add-root did not wait for the collection"
+    );
+    assert!(
+        kept.symlink_metadata().is_err(),
+        "the link came before the lock"
+    );
+    drop(lock);
+    let out = add.finish(Duration::from_secs(60), "add-root");
+    assert!(out.status.success(), "{out:?}");
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(added["object"], bundle_of(&b));
+    assert_eq!(added["link"], kept.to_str().unwrap());
+    assert_eq!(std::fs::read_link(&kept).unwrap(), Path::new(bundle_of(&b)));
+    let roots = lab.json("roots", &[]);
+    let root = crate::util::element_with(&roots, "link", kept.to_str().unwrap());
+    assert_eq!(
+        (root["indirect"].clone(), root["object"].clone()),
+        (true.into(), bundle_of(&b).into())
+    );
+    // B is kept with its artifacts; C, unrooted, goes.
+    let gc = lab.json("gc", &[]);
+    let mut expected = closure_of(&a);
+    expected.extend(closure_of(&b));
+    expected.sort();
+    expected.dedup();
+    let mut left: Vec<String> = lab
+        .objects()
+        .into_iter()
+        .map(|n| lab.store().join(n).to_string_lossy().into_owned())
+        .filter(|p| !p.contains("-freebsd-source-"))
+        .collect();
+    left.sort();
+    assert_eq!(left, expected, "{gc}");
+    assert!(!lab
+        .objects()
+        .iter()
+        .any(|n| bundle_of(&c).ends_with(n.as_str())));
+    // Refused: a path that is no object (exit 2), and a link path that is a
+    // file (left as it was).
+    let out = run(&mut lab.store_command("add-root", &["/etc", kept.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let file = lab.join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    let out = run(&mut lab.store_command("add-root", &[bundle_of(&b), file.to_str().unwrap()]));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a symlink"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    // The link gone, the root is dead, and B goes.
+    std::fs::remove_file(&kept).unwrap();
+    lab.json("gc", &[]);
+    assert!(!lab
+        .objects()
+        .iter()
+        .any(|n| bundle_of(&b).ends_with(n.as_str())));
 }

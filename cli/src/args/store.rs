@@ -19,6 +19,8 @@ pub enum StoreCommand {
     Query(QueryArgs),
     /// List the garbage collector's roots, and which are dead.
     Roots(RootsArgs),
+    /// Make a symlink to an object and register it as a root, safely while a collection runs.
+    AddRoot(AddRootArgs),
     /// Remove every object no root keeps alive, unused pool entries, leftovers and old result roots.
     Gc(GcArgs),
     /// Remove objects that nothing references and no root keeps alive.
@@ -313,6 +315,23 @@ pub struct RootsArgs {
     #[command(flatten)]
     pub at: RootedStore,
     /// Print the roots as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddRootArgs {
+    /// The object to keep alive (a store path, or a link to one).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The symlink to make to it, registered as an indirect root (as
+    /// `--out-link` is); a symlink already there is replaced, anything
+    /// else is refused. Removing it later drops the root.
+    #[arg(value_name = "LINK")]
+    pub link: PathBuf,
+    #[command(flatten)]
+    pub at: RootedStore,
+    /// Print the root as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -19,7 +19,8 @@ use fruix_promote::Store;
 use indicatif::HumanBytes;
 
 use crate::args::{
-    InfoArgs, ListArgs, OutputArgs, QueryArgs, RootsArgs, StateDirArg, StoreArg, StoreCommand,
+    AddRootArgs, InfoArgs, ListArgs, OutputArgs, QueryArgs, RootsArgs, StateDirArg, StoreArg,
+    StoreCommand,
 };
 use crate::defaults;
 use crate::display::{self, json_path, Mode};
@@ -32,6 +33,7 @@ pub fn run(command: StoreCommand) -> CliResult {
         StoreCommand::Info(args) => show_info(args),
         StoreCommand::Query(args) => ask(args),
         StoreCommand::Roots(args) => show_roots(args),
+        StoreCommand::AddRoot(args) => add_root(args),
         StoreCommand::Gc(args) => gc::gc(args),
         StoreCommand::Delete(args) => gc::delete(args),
         StoreCommand::GenerateKey(args) => keys::generate_key(args),
@@ -251,6 +253,29 @@ fn print_paths(paths: &[PathBuf], json: bool) {
             println!("{}", escape::path(p));
         }
     }
+}
+
+/// `store add-root`: under the collector's lock (shared), so that no
+/// collection runs between finding the object valid and the root being
+/// registered: a symlink made by hand in `gcroots/` while a collection
+/// runs may be missed by it, and its object removed.
+fn add_root(args: AddRootArgs) -> CliResult {
+    let store = open(&args.at.store, Some(&args.at.state), args.json, false)?;
+    let _gc = store.gc_lock(false).map_err(from_promote)?;
+    let [name] =
+        <[String; 1]>::try_from(object_names(&store, &[args.path])?).expect("one path, one name");
+    let object = store.path().join(&name);
+    let link =
+        roots::add_indirect(&args.at.state.state_dir, &args.link, &object).map_err(from_promote)?;
+    if args.json {
+        display::print_json(&serde_json::json!({
+            "link": json_path(&link),
+            "object": json_path(&object),
+        }))?;
+    } else {
+        println!("{} -> {}", escape::path(&link), escape::path(&object));
+    }
+    Ok(Status::Success)
 }
 
 fn show_roots(args: RootsArgs) -> CliResult {
