@@ -2,12 +2,20 @@
 //! `scripts/vm-image.sh` builds from Debian packages (a cloud kernel,
 //! busybox, dropbear), booted under TCG. These tests cover the guest's life
 //! around a build: the pinned host key, the boot timeout quoting the
-//! console, Ctrl-C, and that no qemu process is ever left behind.
+//! console, Ctrl-C, and that no qemu process is ever left behind; and,
+//! driving QEMU from this process, the bounded live console and the
+//! forwarded port taken before QEMU listens.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use fruix_core::vm::VmSpec;
+use fruix_executors::vm::driver::{Instance, VmDriver};
+use fruix_executors::vm::qemu::{PortPicker, Qemu, QEMU_PORT_ATTEMPTS};
+use fruix_executors::vm::{console_tail, teardown, wait_for_ssh, Started};
+use tokio_util::sync::CancellationToken;
 
 use crate::util::{
     fixture_build, fruix, run, run_json, run_ok, spawn_piped, spawn_reading_stderr, spawn_silenced,
@@ -768,4 +776,176 @@ fn work_dirs(dir: &Path) -> Vec<PathBuf> {
             name.starts_with('.') && name.ends_with(".vm")
         })
         .collect()
+}
+
+/// The emulator for a QEMU driver run in this process: the image's when
+/// it had to be unpacked (see [`with_emulator`]), else the installed one.
+fn emulator() -> PathBuf {
+    let unpacked = image().join("bin/qemu-system-x86_64");
+    if unpacked.is_file() {
+        return unpacked;
+    }
+    crate::util::require_tool("qemu-system-x86_64", "qemu-system-x86")
+}
+
+/// The QEMU driver of `vm` (its record written to `dir/machines.scm`),
+/// running [`emulator`], its record, and an instance whose files are in
+/// `dir/guest`.
+fn qemu_driver(dir: &Path, vm: Vm) -> (Qemu, VmSpec, Instance) {
+    let name = vm.name;
+    let file = machines(dir, &[vm]);
+    let machines = fruix_core::machines::Machines::read(&file).unwrap();
+    let spec = machines.get(name).unwrap().vm.clone().unwrap();
+    let work_dir = dir.join("guest");
+    std::fs::create_dir(&work_dir).unwrap();
+    let instance = Instance {
+        name: format!("fruix-test-{name}"),
+        console: work_dir.join("console.log"),
+        work_dir,
+    };
+    let driver = Qemu::new(spec.clone()).with_emulator(emulator());
+    (driver, spec, instance)
+}
+
+/// What a booted guest needs undone: its QEMU (it has no disk).
+const BOOTED: Started = Started {
+    prepared: false,
+    booted: true,
+};
+
+/// Regression: QEMU wrote the guest's serial console straight into the
+/// console file, which grew for as long as the guest wrote: a guest
+/// flooding its console (a panic loop, a chatty build) filled this
+/// machine's disk. A guest that writes far more than the cap leaves a
+/// console within it, while it runs and after, ending with its last
+/// lines, as boot failures quote them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_flooding_its_console_keeps_it_within_its_cap_ending_with_its_last_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every initcall of the kernel's boot, each said at every log level:
+    // about 100 KB before sshd starts.
+    let chatty = Vm {
+        append: "console=ttyS0 ignore_loglevel initcall_debug",
+        shutdown_timeout: 120,
+        ..Vm::new("chatty")
+    };
+    let (driver, spec, vm) = qemu_driver(dir.path(), chatty);
+    let cap = 8 << 10;
+    let driver = driver.with_console_limit(cap);
+    let cancel = CancellationToken::new();
+    let up = async {
+        let endpoint = driver.boot(&vm).await?;
+        wait_for_ssh(&driver, &spec, &vm, endpoint, &cancel).await
+    };
+    let up = up.await;
+    let live = std::fs::read(&vm.console).unwrap();
+    // The ACPI power button: the guest's own power-off is its last line.
+    let torn = teardown(&driver, spec.shutdown_timeout, &vm, BOOTED).await;
+    up.unwrap();
+    torn.unwrap();
+    assert!(
+        live.len() as u64 <= cap,
+        "{} bytes while running",
+        live.len()
+    );
+    assert!(
+        String::from_utf8_lossy(&live).contains("fruix-vm: sshd started"),
+        "the console is copied as the guest writes it"
+    );
+    let console = std::fs::read_to_string(&vm.console).unwrap();
+    assert!(console.len() as u64 <= cap, "{} bytes", console.len());
+    let cut: u64 = console
+        .strip_prefix("[fruix: ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no line says what was cut: {console}"));
+    assert!(cut > 8 * cap, "the guest wrote {cut} bytes more than kept");
+    let tail = console_tail(&vm.console, 20);
+    assert!(
+        tail.last()
+            .is_some_and(|l| l.ends_with("] reboot: Power down")),
+        "{tail:#?}"
+    );
+    let files: Vec<_> = std::fs::read_dir(&vm.work_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !files.iter().any(|f| f.to_string_lossy().ends_with(".new")),
+        "{files:?}"
+    );
+    assert!(qemu_processes(dir.path()).is_empty());
+}
+
+/// A port picker handing out `taken` for the first `times` attempts, then
+/// ports the kernel finds free; and the ports it handed out.
+fn picker(taken: u16, times: usize) -> (PortPicker, Arc<Mutex<Vec<u16>>>) {
+    let picked = Arc::new(Mutex::new(Vec::new()));
+    let record = picked.clone();
+    let pick = move || {
+        let mut picked = record.lock().unwrap();
+        let port = if picked.len() < times {
+            taken
+        } else {
+            let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            free.local_addr().unwrap().port()
+        };
+        picked.push(port);
+        Ok(port)
+    };
+    (Box::new(pick), picked)
+}
+
+/// Regression: the forwarded port was found free, closed, then given to
+/// QEMU: a process that took it in between made QEMU exit, and the boot
+/// failed. QEMU is started again on another port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_port_taken_before_qemu_listens_is_replaced_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    // Held by this test: QEMU cannot listen there.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().port();
+    let (pick, picked) = picker(taken, 1);
+    let (driver, spec, vm) = qemu_driver(dir.path(), Vm::new("vm1"));
+    let driver = driver.with_ports(pick);
+    let cancel = CancellationToken::new();
+    let up = async {
+        let endpoint = driver.boot(&vm).await?;
+        wait_for_ssh(&driver, &spec, &vm, endpoint, &cancel).await
+    };
+    let up = up.await;
+    let torn = teardown(&driver, Duration::ZERO, &vm, BOOTED).await;
+    let endpoint = up.unwrap();
+    torn.unwrap();
+    assert_ne!(endpoint.port, taken);
+    assert_eq!(*picked.lock().unwrap(), [taken, endpoint.port]);
+    let console = std::fs::read_to_string(&vm.console).unwrap();
+    assert!(console.contains("fruix-vm: sshd started"), "{console}");
+    assert!(qemu_processes(dir.path()).is_empty());
+}
+
+/// A port taken every time fails the boot after a bounded number of
+/// attempts, as a system failure saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_gives_up_when_its_forwarded_port_is_taken_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().port();
+    let (pick, picked) = picker(taken, usize::MAX);
+    let (driver, _spec, vm) = qemu_driver(dir.path(), Vm::new("vm1"));
+    let driver = driver.with_ports(pick);
+    let booted = driver.boot(&vm).await;
+    let torn = teardown(&driver, Duration::ZERO, &vm, BOOTED).await;
+    torn.unwrap();
+    let Err(fruix_core::Error::System { message, .. }) = booted else {
+        panic!("not a system failure: {booted:?}");
+    };
+    assert_eq!(picked.lock().unwrap().len(), QEMU_PORT_ATTEMPTS);
+    assert!(
+        message.contains(&format!(
+            "exited before it was up {QEMU_PORT_ATTEMPTS} times"
+        )) && message.contains(&format!("(ports {taken}, {taken}, ")),
+        "{message}"
+    );
+    assert!(qemu_processes(dir.path()).is_empty());
 }

@@ -7,6 +7,14 @@
 //! while that file exists. The ACPI power button (SIGTERM to bhyve) stops
 //! it, `bhyvectl --force-poweroff` after the grace period, `bhyvectl
 //! --destroy` frees it; `zfs destroy` removes the clone.
+//!
+//! The console file is not bounded, unlike QEMU's
+//! ([`super::console`]): daemon appends to it for as long as the guest
+//! writes, and a guest flooding its console (a panic loop) can fill the
+//! disk of the host it is on. Only the copy kept in `RESULT_ROOT/logs` is
+//! capped ([`KEPT_LOG_MAX_BYTES`](super::executor::KEPT_LOG_MAX_BYTES)).
+//! Bounding it would take a reader of bhyve's stdio living as long as the
+//! guest, where daemon's `-o` now lets bhyve run detached from fruix.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,7 +21,8 @@ pub struct Instance {
     /// A directory of this machine for the guest's files (overlay, pid
     /// files, sockets), removed after teardown.
     pub work_dir: PathBuf,
-    /// Where the guest's serial console is written.
+    /// Where the guest's serial console is written (within a cap, its
+    /// last part kept, by the QEMU driver: see [`super::console`]).
     pub console: PathBuf,
 }
 

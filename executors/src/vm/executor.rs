@@ -444,7 +444,9 @@ impl Run for VmRun<'_> {
 }
 
 /// The most of a guest's log (its console, QEMU's own output) kept in
-/// `RESULT_ROOT/logs`: its last lines, escaped, up to 16 MiB.
+/// `RESULT_ROOT/logs`: its last lines, escaped, up to 16 MiB. (QEMU's live
+/// console is itself kept within
+/// [`LIVE_CONSOLE_MAX_BYTES`](super::console::LIVE_CONSOLE_MAX_BYTES).)
 pub const KEPT_LOG_MAX_BYTES: usize = 16 << 20;
 
 /// Keeps the guest's log at `source` (its console, QEMU's own output) as

@@ -9,8 +9,16 @@
 //! its build; [`teardown`] undoes exactly what was started, and must be
 //! called after it whatever it returned: a failure at any point, a
 //! cancellation, a lost connection.
+//!
+//! A guest's serial console goes to its instance's console file, which
+//! boot failures quote the end of ([`console_quote`]) and the cleanup keeps
+//! in `RESULT_ROOT/logs`. The QEMU driver keeps that file within a cap
+//! while the guest runs, its last part kept ([`console`]); bhyve's is
+//! written by `daemon(8)` and not bounded, and XCP-ng writes none (see
+//! their modules).
 
 pub mod bhyve;
+pub mod console;
 pub mod driver;
 pub mod executor;
 pub mod master;

@@ -1,13 +1,32 @@
 //! The QEMU driver: a qcow2 overlay on the base image is the throw-away disk
 //! (an initramfs guest needs none); `qemu-system-x86_64` runs as fruix's
 //! child in its own process group, with user networking restricted to a
-//! forwarded SSH port on 127.0.0.1, its serial console in a file, and a QMP
-//! socket through which `system_powerdown` presses the ACPI power button.
-//! After the grace period, and whenever fruix lets go of it, the process is
-//! killed; on Linux and FreeBSD it also dies with fruix (`PR_SET_PDEATHSIG`,
+//! forwarded SSH port on 127.0.0.1, and a QMP socket through which
+//! `system_powerdown` presses the ACPI power button. After the grace
+//! period, and whenever fruix lets go of it, the process is killed; on
+//! Linux and FreeBSD it also dies with fruix (`PR_SET_PDEATHSIG`,
 //! `PROC_PDEATHSIG_CTL`), so even a fruix killed with SIGKILL leaves no
 //! guest running.
+//!
+//! The serial console goes to a socket QEMU inherits (`-chardev
+//! socket,fd=N`, one end of a socket pair), and a thread of fruix's copies
+//! it into the console file, which it keeps within a cap
+//! ([`console::LIVE_CONSOLE_MAX_BYTES`](super::console::LIVE_CONSOLE_MAX_BYTES),
+//! its last part kept): a guest flooding its console cannot fill this
+//! machine's disk. The thread ends when QEMU does; stopping the guest
+//! waits for it, so the console is whole when the cleanup keeps it.
+//!
+//! The forwarded port is one the kernel found free just before QEMU
+//! starts: another process can take it in between. QEMU is up once it
+//! greets on its QMP socket, which it does only after setting up its
+//! network (the forwarded port bound); a QEMU that exits before that while
+//! its port is in use (binding it fails with `AddrInUse`) lost the port,
+//! and is started again on a new one, [`QEMU_PORT_ATTEMPTS`] times in all.
+//! Any other early exit is left to the wait for SSH, which quotes QEMU's
+//! log.
 
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,42 +36,107 @@ use fruix_core::vm::{Accel, VmDriverSpec, VmSpec};
 use fruix_core::{Error, Result};
 use tokio_util::sync::CancellationToken;
 
+use super::console::{BoundedConsole, ConsoleCopy, LIVE_CONSOLE_MAX_BYTES};
 use super::driver::{memory, Endpoint, Instance, VmDriver};
 
 /// The QEMU system emulator run.
 pub const QEMU: &str = "qemu-system-x86_64";
 
+/// How many times QEMU is started on a new port when another process took
+/// the one it was given before it could listen there.
+pub const QEMU_PORT_ATTEMPTS: usize = 5;
+
+/// How often a starting QEMU's QMP socket is tried.
+const QMP_POLL: Duration = Duration::from_millis(50);
+
+/// How long, at most, the console's copying gets to end once its QEMU is
+/// gone (it ends at once: the socket closes with QEMU).
+const CONSOLE_DRAIN: Duration = Duration::from_secs(10);
+
+/// Picks the port of 127.0.0.1 that QEMU forwards to the guest's SSH, once
+/// per attempt to start it.
+pub type PortPicker = Box<dyn Fn() -> Result<u16> + Send + Sync>;
+
 /// The QEMU driver (see the module docs). It keeps the guest's
-/// `qemu-system-x86_64` process, so one value drives one guest (each run
-/// of the `vm` executor makes its own);
-/// the overlay, QMP socket and `qemu.log` are in the instance's work
+/// `qemu-system-x86_64` process and its console's copying, so one value
+/// drives one guest (each run of the `vm` executor makes its own); the
+/// overlay, QMP socket and `qemu.log` are in the instance's work
 /// directory.
-#[derive(Debug)]
 pub struct Qemu {
     /// The VM machine's `(vm ...)` record: memory, CPUs, and the image,
     /// kernel, initrd, kernel arguments and accelerator of its driver,
     /// which must be [`VmDriverSpec::Qemu`] (any other panics at boot).
     pub spec: VmSpec,
+    emulator: PathBuf,
+    console_max_bytes: u64,
+    ports: PortPicker,
     child: Mutex<Option<tokio::process::Child>>,
+    console: Mutex<Option<Console>>,
+}
+
+/// The console file, between QEMU processes or while one writes to it.
+#[derive(Debug)]
+enum Console {
+    Idle(BoundedConsole),
+    Copying(ConsoleCopy),
+}
+
+impl std::fmt::Debug for Qemu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qemu")
+            .field("spec", &self.spec)
+            .field("emulator", &self.emulator)
+            .field("console_max_bytes", &self.console_max_bytes)
+            .field("child", &self.child)
+            .field("console", &self.console)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Qemu {
-    /// The driver of `spec`, no guest started yet.
+    /// The driver of `spec`, no guest started yet: it runs [`QEMU`] (found
+    /// on PATH) on ports the kernel finds free, and keeps the console
+    /// within [`LIVE_CONSOLE_MAX_BYTES`].
     pub fn new(spec: VmSpec) -> Self {
         Qemu {
             spec,
+            emulator: QEMU.into(),
+            console_max_bytes: LIVE_CONSOLE_MAX_BYTES,
+            ports: Box::new(free_port),
             child: Mutex::new(None),
+            console: Mutex::new(None),
         }
+    }
+
+    /// This driver running `program` as [`QEMU`] (an emulator unpacked
+    /// off PATH, as the tests' guest image's may be).
+    pub fn with_emulator(mut self, program: impl Into<PathBuf>) -> Self {
+        self.emulator = program.into();
+        self
+    }
+
+    /// This driver keeping the live console within `max_bytes` (at least
+    /// [`MIN_CONSOLE_MAX_BYTES`](super::console::MIN_CONSOLE_MAX_BYTES)).
+    pub fn with_console_limit(mut self, max_bytes: u64) -> Self {
+        self.console_max_bytes = max_bytes;
+        self
+    }
+
+    /// This driver forwarding SSH from the ports `pick` gives, one for each
+    /// attempt to start QEMU, instead of ports the kernel finds free (a
+    /// test hands it a port it holds).
+    pub fn with_ports(mut self, pick: impl Fn() -> Result<u16> + Send + Sync + 'static) -> Self {
+        self.ports = Box::new(pick);
+        self
     }
 
     /// The driver of `spec` with `child` as its guest's emulator, for
     /// tests of the teardown.
     #[cfg(test)]
     pub(super) fn with_child(spec: VmSpec, child: tokio::process::Child) -> Self {
-        Qemu {
-            spec,
-            child: Mutex::new(Some(child)),
-        }
+        let qemu = Qemu::new(spec);
+        *qemu.child.lock().expect("child") = Some(child);
+        qemu
     }
 
     fn overlay(vm: &Instance) -> PathBuf {
@@ -66,6 +150,79 @@ impl Qemu {
     /// QEMU's own stdout and stderr.
     fn log(vm: &Instance) -> PathBuf {
         vm.work_dir.join("qemu.log")
+    }
+
+    /// Starts QEMU for `vm` with SSH forwarded from `port` (`kvm`: whether
+    /// to use KVM), its console copied into the console file.
+    async fn start(&self, vm: &Instance, port: u16, kvm: bool) -> Result<tokio::process::Child> {
+        let console = match self.finish_console().await {
+            Some(console) => console,
+            None => BoundedConsole::create(&vm.console, self.console_max_bytes)?,
+        };
+        let (ours, theirs) = UnixStream::pair().map_err(|e| {
+            Error::system(format!(
+                "cannot make a socket for the console of guest {}: {e}",
+                vm.name
+            ))
+        })?;
+        let copy = ConsoleCopy::start(ours, console)?;
+        *self.console.lock().expect("console") = Some(Console::Copying(copy));
+        let console_fd = theirs.as_raw_fd();
+        let args = command_line(&self.spec, vm, port, console_fd, kvm);
+        let log = std::fs::File::create(Self::log(vm))
+            .map_err(|e| Error::io("create", Self::log(vm), e))?;
+        let mut command = tokio::process::Command::new(&self.emulator);
+        // SAFETY: the closure runs in the child between fork and exec and
+        // makes system calls alone, fcntl(2) and prctl(2) or procctl(2),
+        // which are async-signal-safe; `console_fd` is open until the
+        // spawn returns (`theirs` lives until then).
+        unsafe {
+            command.pre_exec(move || {
+                // QEMU's end of the console socket stays open across exec
+                // (in this child only: fruix's copy stays close-on-exec, so
+                // no other child holds it and it closes with QEMU).
+                let fd = std::os::fd::BorrowedFd::borrow_raw(console_fd);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+                // The guest dies with fruix even when fruix cannot tear it
+                // down (killed with SIGKILL): the kernel sends it SIGKILL
+                // then (Linux's PR_SET_PDEATHSIG, FreeBSD's
+                // PROC_PDEATHSIG_CTL).
+                #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                Ok(())
+            });
+        }
+        let child = command
+            .args(&args[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| Error::io("open", Self::log(vm), e))?,
+            )
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                Error::system(format!(
+                    "cannot run {}: {e}; install qemu-system-x86",
+                    self.emulator.display()
+                ))
+            })?;
+        drop(theirs);
+        Ok(child)
+    }
+
+    /// Waits for the copying of the last QEMU's console to end (it ends
+    /// with that QEMU): the console, when there is one to write on.
+    async fn finish_console(&self) -> Option<BoundedConsole> {
+        let state = self.console.lock().expect("console").take();
+        match state? {
+            Console::Idle(console) => Some(console),
+            Console::Copying(copy) => copy.finish(CONSOLE_DRAIN).await,
+        }
     }
 }
 
@@ -91,10 +248,17 @@ pub fn option_value(value: &str) -> String {
 }
 
 /// The QEMU command line of `vm` for `spec`, with SSH forwarded from
-/// 127.0.0.1:`port` and `kvm` saying whether to use KVM. Paths inside
-/// option strings have their commas doubled ([`option_value`]); the
-/// serial console's `file:` takes the rest of its argument verbatim.
-pub fn command_line(spec: &VmSpec, vm: &Instance, port: u16, kvm: bool) -> Vec<String> {
+/// 127.0.0.1:`port`, the serial console written to the connected socket
+/// QEMU inherits as `console_fd`, and `kvm` saying whether to use KVM.
+/// Paths inside option strings have their commas doubled
+/// ([`option_value`]).
+pub fn command_line(
+    spec: &VmSpec,
+    vm: &Instance,
+    port: u16,
+    console_fd: RawFd,
+    kvm: bool,
+) -> Vec<String> {
     let VmDriverSpec::Qemu {
         image,
         kernel,
@@ -119,8 +283,10 @@ pub fn command_line(spec: &VmSpec, vm: &Instance, port: u16, kvm: bool) -> Vec<S
         "none".into(),
         "-monitor".into(),
         "none".into(),
+        "-chardev".into(),
+        format!("socket,id=console,fd={console_fd}"),
         "-serial".into(),
-        format!("file:{}", vm.console.display()),
+        "chardev:console".into(),
         "-qmp".into(),
         format!(
             "unix:{},server=on,wait=off",
@@ -164,12 +330,51 @@ pub fn overlay_failed(image: &str, stderr: &[u8]) -> Error {
     ))
 }
 
-/// A free TCP port on 127.0.0.1 (the kernel's pick).
+/// A free TCP port on 127.0.0.1 (the kernel's pick), free only until
+/// another process takes it: see the module docs.
 fn free_port() -> Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| Error::system(format!("cannot find a free port on 127.0.0.1: {e}")))
+}
+
+/// Whether `port` of 127.0.0.1 is in use now: binding it fails with
+/// `AddrInUse`.
+fn port_in_use(port: u16) -> bool {
+    matches!(
+        std::net::TcpListener::bind(("127.0.0.1", port)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
+    )
+}
+
+/// Whether the starting QEMU `child` got up, greeting on its QMP socket at
+/// `qmp` (which it does only past setting up its network), before it
+/// exited. A QEMU neither up nor gone within `limit` counts as up: nothing
+/// says it failed, and the wait for SSH takes it from there.
+async fn got_up(child: &mut tokio::process::Child, qmp: &Path, limit: Duration) -> bool {
+    tokio::select! {
+        biased;
+        () = qmp_greeting(qmp) => true,
+        _ = child.wait() => false,
+        () = tokio::time::sleep(limit) => true,
+    }
+}
+
+/// Ends once QEMU greets on the QMP socket at `path` (the socket exists
+/// before QEMU listens there, and may be a dead one's until it does).
+async fn qmp_greeting(path: &Path) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Ok(mut stream) = tokio::net::UnixStream::connect(path).await {
+            let mut first = [0u8; 1];
+            if matches!(stream.read(&mut first).await, Ok(1)) {
+                return;
+            }
+            // Closed before a greeting: that QEMU is exiting.
+        }
+        tokio::time::sleep(QMP_POLL).await;
+    }
 }
 
 #[async_trait]
@@ -202,43 +407,28 @@ impl VmDriver for Qemu {
             },
             _ => unreachable!("a qemu driver has a qemu spec"),
         };
-        let port = free_port()?;
-        let args = command_line(&self.spec, vm, port, kvm);
-        let log = std::fs::File::create(Self::log(vm))
-            .map_err(|e| Error::io("create", Self::log(vm), e))?;
-        let mut command = tokio::process::Command::new(&args[0]);
-        // The guest dies with fruix even when fruix cannot tear it down
-        // (killed with SIGKILL): the kernel sends it SIGKILL then (Linux's
-        // PR_SET_PDEATHSIG, FreeBSD's PROC_PDEATHSIG_CTL).
-        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
-        // SAFETY: the closure runs in the child between fork and exec and
-        // makes one system call, prctl(2) or procctl(2), which is
-        // async-signal-safe.
-        unsafe {
-            use rustix::process::{set_parent_process_death_signal, Signal};
-            command.pre_exec(|| {
-                set_parent_process_death_signal(Some(Signal::KILL)).map_err(std::io::Error::from)
+        let mut taken = Vec::new();
+        while taken.len() < QEMU_PORT_ATTEMPTS {
+            let port = (self.ports)()?;
+            let mut child = self.start(vm, port, kvm).await?;
+            if !got_up(&mut child, &Self::qmp(vm), self.spec.boot_timeout).await
+                && port_in_use(port)
+            {
+                // Another process took the port before QEMU listened there.
+                taken.push(port.to_string());
+                continue;
+            }
+            *self.child.lock().expect("child") = Some(child);
+            return Ok(Endpoint {
+                host: "127.0.0.1".into(),
+                port,
             });
         }
-        let child = command
-            .args(&args[1..])
-            .stdin(std::process::Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .map_err(|e| Error::io("open", Self::log(vm), e))?,
-            )
-            .stderr(log)
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                Error::system(format!("cannot run {QEMU}: {e}; install qemu-system-x86"))
-            })?;
-        *self.child.lock().expect("child") = Some(child);
-        Ok(Endpoint {
-            host: "127.0.0.1".into(),
-            port,
-        })
+        Err(Error::system(format!(
+            "QEMU of guest {} exited before it was up {QEMU_PORT_ATTEMPTS} times, each time because another process took the port of 127.0.0.1 it was to forward to the guest's SSH (ports {}); find what takes ports of 127.0.0.1, then retry",
+            vm.name,
+            taken.join(", ")
+        )))
     }
 
     async fn running(&self, _vm: &Instance) -> bool {
@@ -258,25 +448,30 @@ impl VmDriver for Qemu {
         grace: Duration,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let Some(mut child) = self.child.lock().expect("child").take() else {
-            return Ok(());
-        };
-        // The ACPI power button through QMP, then the guest's own power-off:
-        // all within the grace period, which a cancellation cuts short. A
-        // qemu that does not answer on QMP (stopped, or hung) is waited for
-        // no longer than that; without grace it is not asked at all.
-        if matches!(child.try_wait(), Ok(None)) && !grace.is_zero() && !cancel.is_cancelled() {
-            let clean = async {
-                let _ = powerdown(&Self::qmp(vm)).await;
-                let _ = child.wait().await;
-            };
-            tokio::select! {
-                _ = tokio::time::timeout(grace, clean) => {}
-                () = cancel.cancelled() => {}
+        let child = self.child.lock().expect("child").take();
+        if let Some(mut child) = child {
+            // The ACPI power button through QMP, then the guest's own
+            // power-off: all within the grace period, which a cancellation
+            // cuts short. A qemu that does not answer on QMP (stopped, or
+            // hung) is waited for no longer than that; without grace it is
+            // not asked at all.
+            if matches!(child.try_wait(), Ok(None)) && !grace.is_zero() && !cancel.is_cancelled() {
+                let clean = async {
+                    let _ = powerdown(&Self::qmp(vm)).await;
+                    let _ = child.wait().await;
+                };
+                tokio::select! {
+                    _ = tokio::time::timeout(grace, clean) => {}
+                    () = cancel.cancelled() => {}
+                }
             }
+            // A no-op for a guest that is gone; killing also reaps it.
+            let _ = child.kill().await;
         }
-        // A no-op for a guest that is gone; killing also reaps it.
-        let _ = child.kill().await;
+        // QEMU is gone: the copying of its console ends, the file whole.
+        if let Some(console) = self.finish_console().await {
+            *self.console.lock().expect("console") = Some(Console::Idle(console));
+        }
         Ok(())
     }
 

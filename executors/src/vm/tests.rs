@@ -646,7 +646,7 @@ fn an_xe_networks_map_gives_the_first_ipv4_address() {
 }
 
 #[test]
-fn the_qemu_command_line_forwards_only_ssh_on_loopback_and_logs_the_console() {
+fn the_qemu_command_line_forwards_only_ssh_on_loopback_and_writes_the_console_to_its_socket() {
     let spec = spec(VmDriverSpec::Qemu {
         image: None,
         kernel: Some("/vm/vmlinuz".into()),
@@ -654,11 +654,11 @@ fn the_qemu_command_line_forwards_only_ssh_on_loopback_and_logs_the_console() {
         append: Some("console=ttyS0".into()),
         accel: Accel::Auto,
     });
-    let line = command_line(&spec, &instance(), 40022, false).join(" ");
+    let line = command_line(&spec, &instance(), 40022, 7, false).join(" ");
     for part in [
         "-machine q35,accel=tcg",
         "-m 1024M -smp 2",
-        "-serial file:/var/lib/fruix/vm/fruix-20260405T213444Z/console.log",
+        "-chardev socket,id=console,fd=7 -serial chardev:console",
         "-qmp unix:/var/lib/fruix/vm/fruix-20260405T213444Z/qmp.sock,server=on,wait=off",
         "-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22",
         "-kernel /vm/vmlinuz -initrd /vm/initrd.img -append console=ttyS0",
@@ -666,7 +666,11 @@ fn the_qemu_command_line_forwards_only_ssh_on_loopback_and_logs_the_console() {
         assert!(line.contains(part), "{part:?} not in {line}");
     }
     assert!(!line.contains("-drive"), "an initramfs guest has no disk");
-    let kvm = command_line(&spec, &instance(), 40022, true).join(" ");
+    assert!(
+        !line.contains("console.log"),
+        "fruix writes the console file"
+    );
+    let kvm = command_line(&spec, &instance(), 40022, 7, true).join(" ");
     assert!(kvm.contains("accel=kvm"));
 }
 
@@ -811,7 +815,7 @@ fn commas_in_paths_are_doubled_inside_qemu_option_strings() {
         work_dir: PathBuf::from("/r/co,mma/.x.vm"),
         console: PathBuf::from("/r/co,mma/.x.vm/console.log"),
     };
-    let line = command_line(&spec, &vm, 40022, false);
+    let line = command_line(&spec, &vm, 40022, 7, false);
     let after = |option: &str| {
         let at = line.iter().position(|a| a == option).unwrap();
         line[at + 1].clone()
@@ -824,8 +828,9 @@ fn commas_in_paths_are_doubled_inside_qemu_option_strings() {
         after("-drive"),
         "file=/r/co,,mma/.x.vm/disk.qcow2,format=qcow2,if=virtio"
     );
-    // `-serial file:` takes the rest verbatim (QEMU's compatibility form).
-    assert_eq!(after("-serial"), "file:/r/co,mma/.x.vm/console.log");
+    // The console file is fruix's to write: no path of it reaches QEMU.
+    assert_eq!(after("-chardev"), "socket,id=console,fd=7");
+    assert_eq!(after("-serial"), "chardev:console");
 }
 
 /// A QEMU guest booted from a kernel alone, under TCG.

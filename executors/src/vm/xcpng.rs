@@ -13,6 +13,10 @@
 //! teardown first stops it, on the master too, and only then runs its own
 //! commands. A guest whose uuid never came back is found by its name,
 //! which is its run's own.
+//!
+//! The guest's console stays on the pool: nothing writes the instance's
+//! console file on this machine, so none is kept and a boot failure
+//! quotes none. Whatever bounds it there is XCP-ng's, not fruix's.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

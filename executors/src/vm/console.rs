@@ -1,0 +1,326 @@
+//! A guest's live console file, bounded: the QEMU driver has QEMU write its
+//! serial console to a socket, and a thread of fruix's copies what comes
+//! into the console file ([`BoundedConsole`]), which never grows past its
+//! cap. A guest that floods its console (a panic loop, a chatty build)
+//! cannot fill this machine's disk; what is kept is the console's *last*
+//! part, which is what boot failures quote ([`super::console_tail`]) and
+//! what the cleanup keeps in `RESULT_ROOT/logs`.
+//!
+//! Past the cap, the file is rewritten to hold a line saying how many
+//! bytes were cut, then the last half of the cap (starting at a line's
+//! start where one begins near there), and grows again from there: it is
+//! always one file, at most the cap, and replaced by a rename, so a reader
+//! never sees a half-written one. The guest's bytes are copied as they
+//! come, never interpreted; whoever shows them escapes them.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fruix_core::{Error, Result};
+
+/// The most a guest's live console file holds: 16 MiB (after a cut, it
+/// holds the last 8 MiB and a line saying so).
+pub const LIVE_CONSOLE_MAX_BYTES: u64 = 16 << 20;
+
+/// The smallest cap a console takes (a smaller one is raised to it): room
+/// for the line saying what was cut, and for some of the console.
+pub const MIN_CONSOLE_MAX_BYTES: u64 = 4 << 10;
+
+/// How far into the part kept at a cut a line's start is looked for: a
+/// line longer than this is cut where the part begins.
+const LINE_START_SEARCH: u64 = 4 << 10;
+
+/// A console file that never grows past its cap (see the module docs).
+#[derive(Debug)]
+pub struct BoundedConsole {
+    path: PathBuf,
+    /// The file at `path`, written at its end.
+    file: File,
+    /// Its length.
+    len: u64,
+    max_bytes: u64,
+    /// How many bytes were given to it in all.
+    received: u64,
+}
+
+impl BoundedConsole {
+    /// A new, empty console file at `path` (one there is replaced) that
+    /// never holds more than `max_bytes` (at least
+    /// [`MIN_CONSOLE_MAX_BYTES`]).
+    pub fn create(path: &Path, max_bytes: u64) -> Result<Self> {
+        let file = read_write(path).map_err(|e| Error::io("create", path, e))?;
+        Ok(BoundedConsole {
+            path: path.to_path_buf(),
+            file,
+            len: 0,
+            max_bytes: max_bytes.max(MIN_CONSOLE_MAX_BYTES),
+            received: 0,
+        })
+    }
+
+    /// Appends `bytes`, first cutting the file to its last part when they
+    /// would take it past the cap. On an error the bytes may be lost, and
+    /// the file is still within its cap.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.received = self.received.saturating_add(bytes.len() as u64);
+        if self.len.saturating_add(bytes.len() as u64) > self.max_bytes {
+            return self.cut_and_write(bytes);
+        }
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Part of it may have been written: the next write cuts
+                // the file when the length is not known.
+                self.len = self.file.metadata().map_or(self.max_bytes, |m| m.len());
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces the file with a line saying how much was cut, then its last
+    /// part and `bytes`: half the cap in all, starting after the first
+    /// newline of the file's part when one is near its start.
+    fn cut_and_write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let keep = self.max_bytes / 2;
+        let new = &bytes[bytes.len().saturating_sub(keep as usize)..];
+        let mut old_start = self.len - (keep - new.len() as u64).min(self.len);
+        let search = (self.len - old_start).min(LINE_START_SEARCH);
+        if search > 0 {
+            let mut head = vec![0; search as usize];
+            self.file.read_exact_at(&mut head, old_start)?;
+            if let Some(newline) = head.iter().position(|b| *b == b'\n') {
+                old_start += newline as u64 + 1;
+            }
+        }
+        let kept = self.len - old_start + new.len() as u64;
+        let marker = format!(
+            "[fruix: {} earlier bytes of this console were cut: only its last part is kept, at most {} bytes]\n",
+            self.received - kept,
+            self.max_bytes
+        );
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".new");
+        let staged = self.path.with_file_name(name);
+        let written = (|| {
+            let mut out = read_write(&staged)?;
+            out.write_all(marker.as_bytes())?;
+            copy_range(&self.file, old_start..self.len, &mut out)?;
+            out.write_all(new)?;
+            std::fs::rename(&staged, &self.path)?;
+            Ok(out)
+        })();
+        match written {
+            Ok(out) => {
+                self.file = out;
+                self.len = marker.len() as u64 + kept;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A new, empty file at `path` (one there is replaced) to write, and to
+/// read back what to keep at a cut.
+fn read_write(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
+/// Copies the bytes `range` of `from` to the end of `to`, reading at their
+/// offsets (the file position of `from` is left alone).
+fn copy_range(from: &File, range: std::ops::Range<u64>, to: &mut File) -> io::Result<()> {
+    let mut chunk = vec![0; 64 << 10];
+    let mut at = range.start;
+    while at < range.end {
+        let want = (range.end - at).min(chunk.len() as u64) as usize;
+        let n = from.read_at(&mut chunk[..want], at)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        to.write_all(&chunk[..n])?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// The copying of one emulator's console socket into a [`BoundedConsole`],
+/// in a thread of its own (independent of any async runtime's being
+/// polled): it ends when the socket does, that is when the emulator has
+/// exited, and hands the console back.
+#[derive(Debug)]
+pub(super) struct ConsoleCopy(std::thread::JoinHandle<BoundedConsole>);
+
+impl ConsoleCopy {
+    /// Starts copying what comes on `from` into `console`.
+    pub(super) fn start(mut from: UnixStream, mut console: BoundedConsole) -> Result<Self> {
+        let thread = std::thread::Builder::new()
+            .name("fruix-vm-console".into())
+            .spawn(move || {
+                let mut chunk = vec![0; 64 << 10];
+                loop {
+                    match from.read(&mut chunk) {
+                        Ok(0) => break,
+                        // A write that fails loses those bytes, never the
+                        // copying: the emulator's writes must not block.
+                        Ok(n) => drop(console.write(&chunk[..n])),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                console
+            })
+            .map_err(|e| Error::system(format!("cannot start copying a guest's console: {e}")))?;
+        Ok(ConsoleCopy(thread))
+    }
+
+    /// Waits, at most `limit`, for the copying to end (its emulator gone):
+    /// the console, or `None` after `limit` (the thread is left to end by
+    /// itself).
+    pub(super) async fn finish(self, limit: Duration) -> Option<BoundedConsole> {
+        let joined = tokio::task::spawn_blocking(move || self.0.join());
+        match tokio::time::timeout(limit, joined).await {
+            Ok(Ok(Ok(console))) => Some(console),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines `line 000000\n`, `line 000001\n`, ... up to `bytes` bytes.
+    fn numbered_lines(bytes: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while out.len() < bytes {
+            out.extend_from_slice(format!("line {i:06}\n").as_bytes());
+            i += 1;
+        }
+        out
+    }
+
+    /// The file's cut line (if any) and the guest's bytes after it.
+    fn split_marker(file: &[u8]) -> (Option<String>, &[u8]) {
+        if !file.starts_with(b"[fruix: ") {
+            return (None, file);
+        }
+        let end = file.iter().position(|b| *b == b'\n').unwrap() + 1;
+        let marker = String::from_utf8(file[..end].to_vec()).unwrap();
+        (Some(marker), &file[end..])
+    }
+
+    /// The number of bytes a cut line says were cut.
+    fn cut_bytes(marker: &str) -> u64 {
+        let rest = marker.strip_prefix("[fruix: ").unwrap();
+        rest.split(' ').next().unwrap().parse().unwrap()
+    }
+
+    /// Regression: QEMU wrote the console straight into the file, which
+    /// grew for as long as the guest wrote (a panic loop filled the disk).
+    #[test]
+    fn a_console_fed_far_more_than_its_cap_stays_within_it_and_ends_with_the_last_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let cap = 8 << 10;
+        let mut console = BoundedConsole::create(&path, cap).unwrap();
+        let stream = numbered_lines(100 * cap as usize);
+        // Chunks of odd sizes, as reads from a socket come.
+        let mut fed = 0;
+        for (i, size) in [1usize, 7, 300, 4093, 64, 2048].iter().cycle().enumerate() {
+            if fed == stream.len() {
+                break;
+            }
+            let end = (fed + size + i % 3).min(stream.len());
+            console.write(&stream[fed..end]).unwrap();
+            fed = end;
+            let len = std::fs::metadata(&path).unwrap().len();
+            assert!(len <= cap, "{len} bytes after {fed}");
+        }
+        let file = std::fs::read(&path).unwrap();
+        let (marker, kept) = split_marker(&file);
+        let marker = marker.expect("a line says what was cut");
+        assert!(stream.ends_with(kept), "the file ends with the last bytes");
+        // Half the cap, less at most a line (12 bytes) to start at one.
+        assert!(kept.len() as u64 >= cap / 2 - 12, "{}", kept.len());
+        assert!(kept.starts_with(b"line "), "cut at a line's start");
+        assert_eq!(cut_bytes(&marker), (stream.len() - kept.len()) as u64);
+        assert!(!dir.path().join("console.log.new").exists());
+    }
+
+    #[test]
+    fn a_console_within_its_cap_is_the_bytes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut console = BoundedConsole::create(&path, 8 << 10).unwrap();
+        let stream = numbered_lines(8 << 10);
+        let stream = &stream[..8 << 10];
+        console.write(&stream[..100]).unwrap();
+        console.write(&stream[100..]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), stream);
+    }
+
+    /// Bytes without newlines, and one write larger than the cap, still
+    /// keep the console's last part (half the cap), not less.
+    #[test]
+    fn a_console_without_lines_or_written_at_once_keeps_its_last_half() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let cap = MIN_CONSOLE_MAX_BYTES;
+        let mut console = BoundedConsole::create(&path, 1).unwrap();
+        let junk: Vec<u8> = (0..10 * cap).map(|i| b'a' + (i % 26) as u8).collect();
+        for chunk in junk.chunks(1000) {
+            console.write(chunk).unwrap();
+        }
+        let file = std::fs::read(&path).unwrap();
+        assert!(file.len() as u64 <= cap, "the cap is raised to the least");
+        let (marker, kept) = split_marker(&file);
+        assert!(junk.ends_with(kept));
+        assert!(kept.len() as u64 >= cap / 2, "{}", kept.len());
+        assert_eq!(
+            cut_bytes(&marker.unwrap()),
+            junk.len() as u64 - kept.len() as u64
+        );
+        let mut huge = numbered_lines(5 * cap as usize);
+        huge.extend_from_slice(b"the last line\n");
+        console.write(&huge).unwrap();
+        let file = std::fs::read(&path).unwrap();
+        let (_, kept) = split_marker(&file);
+        assert!(file.len() as u64 <= cap && kept.len() as u64 == cap / 2);
+        assert!(huge.ends_with(kept), "the write's own last part");
+    }
+
+    /// The copying thread takes everything written on the socket, and ends
+    /// with it, handing the console back.
+    #[tokio::test]
+    async fn a_console_copy_ends_with_its_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let console = BoundedConsole::create(&path, 8 << 10).unwrap();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let copy = ConsoleCopy::start(ours, console).unwrap();
+        let stream = numbered_lines(1 << 20);
+        theirs.write_all(&stream).unwrap();
+        drop(theirs);
+        let console = copy.finish(Duration::from_secs(30)).await;
+        assert_eq!(console.unwrap().received, stream.len() as u64);
+        let file = std::fs::read(&path).unwrap();
+        assert!(file.len() <= 8 << 10);
+        assert!(stream.ends_with(split_marker(&file).1));
+    }
+}
