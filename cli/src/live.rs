@@ -76,10 +76,19 @@ impl Live {
         match self.mode {
             Mode::Quiet => {}
             Mode::Plain => eprintln!("{line}"),
-            Mode::Terminal => {
-                let _ = self.multi.println(line);
-            }
+            Mode::Terminal => self.above_live_lines(&line),
         }
+    }
+
+    /// Prints `line` above the live lines, which are cleared, then drawn
+    /// again below it: the line ends with its newline, so the next one,
+    /// and the table once no live line is left, start a line of their own.
+    /// (indicatif's `println` leaves the cursor at the end of the line it
+    /// printed when no live line is left, counting on its padding to the
+    /// terminal's width to wrap, which it never does two columns short of
+    /// the edge, where `display::Narrowed` stops it.)
+    fn above_live_lines(&self, line: &str) {
+        self.multi.suspend(|| eprintln!("{line}"));
     }
 
     /// Cell `id`'s attempt or the cell itself ended: its live line goes, and
@@ -110,9 +119,7 @@ impl Live {
             bar.set_message("cancelling");
         }
         match self.mode {
-            Mode::Terminal => {
-                let _ = self.multi.println(line);
-            }
+            Mode::Terminal => self.above_live_lines(line),
             Mode::Plain | Mode::Quiet => eprintln!("{line}"),
         }
     }

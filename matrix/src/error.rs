@@ -110,9 +110,10 @@ pub enum Error {
     #[error("cannot {action} {}: {source}", fruix_core::escape::path(path))]
     Report {
         /// What was being done: `write` (a report file), `create report
-        /// directory`.
+        /// directory`, `remove` (what an earlier run wrote there).
         action: &'static str,
-        /// The report file, or the `logs/` directory of the report directory.
+        /// The report file, the `logs/` directory of the report directory,
+        /// or the entry being removed.
         path: PathBuf,
         /// The I/O error.
         #[source]

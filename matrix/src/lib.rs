@@ -25,7 +25,9 @@
 //! - [`agreement`] groups the cells that must agree and lists the files in
 //!   which two artifacts differ; [`report`] writes `report.json`,
 //!   `junit.xml` and the table.
-//! - [`run`](mod@run) ties these together for one run.
+//! - [`run`](mod@run) ties these together for one run, into a report
+//!   directory that [`report_dir`] makes and clears of an earlier run's
+//!   report.
 //! - [`export`] writes a matrix as a GitHub Actions, GitLab CI or Buildbot
 //!   pipeline of `run-cell` jobs and a `collect` job.
 //! - [`split`] runs one cell anywhere (`run-cell`, for a CI engine's job)
@@ -55,6 +57,7 @@ mod export_yaml;
 pub mod file;
 pub mod plan;
 pub mod report;
+pub mod report_dir;
 pub mod request;
 pub mod run;
 pub mod runner;
@@ -67,4 +70,5 @@ mod testing;
 pub use error::{Error, Result};
 pub use plan::MatrixPlan;
 pub use report::{Outcome, Report};
-pub use run::{create_report_dir, run, Finished, RunSettings};
+pub use report_dir::{create_report_dir, ReportDirUse};
+pub use run::{run, Finished, RunSettings};

@@ -1,12 +1,11 @@
 //! A whole matrix run: the report directory, every cell run and promoted,
 //! the agreement checked, `report.json` and `junit.xml` written.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use fruix_core::executor::Registry;
-use fruix_core::run_id::allocate_run_dir;
 use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::Store;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cell::{ExecutorRunner, Observer};
 use crate::plan::MatrixPlan;
 use crate::report::{agreement, cell_reports, unix, CellReport, Report, SetAside};
+use crate::report_dir::{clear_cell, LOGS_DIR, RESULTS_DIR};
 use crate::runner::{run_cells, TimeLimit};
 use crate::{Error, Result};
 
@@ -25,7 +25,7 @@ pub struct RunSettings {
     pub store: Arc<Store>,
     /// Result roots go to `STATE_DIR/native-builds/RUN_ID`.
     pub state_dir: PathBuf,
-    /// From [`create_report_dir`].
+    /// From [`create_report_dir`](crate::create_report_dir).
     pub report_dir: PathBuf,
     /// Compare the first differing files of diverging artifacts with
     /// diffoscope.
@@ -50,32 +50,6 @@ pub struct Finished {
 /// The name of a run's copy of its machines file in its report directory
 /// ([`MatrixPlan::copy_machines`]).
 pub const MACHINES_COPY: &str = "machines.scm";
-
-/// Creates the report directory, `report_dir` or else a new
-/// `STATE_DIR/matrix/RUN_ID`, with its `logs/`; returns its absolute path.
-pub fn create_report_dir(report_dir: Option<&Path>, state_dir: &Path) -> Result<PathBuf> {
-    let dir = match report_dir {
-        Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
-        None => allocate_run_dir(&state_dir.join("matrix"))?.1,
-    };
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|source| Error::Report {
-        action: "create report directory",
-        path: logs.clone(),
-        source,
-    })?;
-    // Logs are copied into it: a `logs` that is a symlink (among unpacked
-    // CI artifacts, say) would send them elsewhere.
-    if std::fs::symlink_metadata(&logs).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(fruix_core::Error::UnsafePath {
-            path: logs,
-            message: "is a symlink; fruix writes a report's logs only into a directory of its own"
-                .into(),
-        }
-        .into());
-    }
-    Ok(dir)
-}
 
 /// Runs every cell of `plan` (see [`crate::runner`]), compares the
 /// artifacts of the cells that must agree, and writes the reports.
@@ -146,6 +120,11 @@ pub(crate) async fn execute(
     machines_copy: &str,
 ) -> Result<Ran> {
     let time_limit = settings.time_limit.map(TimeLimit::from_now);
+    // A cell run again keeps nothing of its earlier run: not its log, nor
+    // the result link of a pass it may not repeat.
+    for cell in &plan.cells {
+        clear_cell(&settings.report_dir, &cell.id)?;
+    }
     let mut plan = Arc::unwrap_or_clone(plan);
     plan.copy_machines(&settings.report_dir.join(machines_copy))?;
     // Cells build one source object, added once: they compare like with
@@ -179,13 +158,10 @@ pub(crate) async fn execute(
         registry: settings.registry,
         store: settings.store,
         state_dir: settings.state_dir,
-        logs_dir: settings.report_dir.join("logs"),
-        results_dir: settings.report_dir.join("results"),
+        logs_dir: settings.report_dir.join(LOGS_DIR),
+        results_dir: settings.report_dir.join(RESULTS_DIR),
         observer,
     });
-    for i in 0..plan.cells.len() {
-        let _ = std::fs::remove_file(runner.log_path(i));
-    }
     let started = SystemTime::now();
     let outcome = run_cells(
         runner.clone(),

@@ -38,6 +38,7 @@ use crate::expand::{cells, Cell};
 use crate::file::MatrixFile;
 use crate::plan::MatrixPlan;
 use crate::report::{agreement, unix, CellReport, Report, SetAside};
+use crate::report_dir::{create_report_dir, ReportDirUse};
 use crate::run::{execute, Finished, RunSettings};
 use crate::runner::CellStatus;
 use crate::{Error, Result};
@@ -190,8 +191,11 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         }
         found.insert(index, (path, report));
     }
-    let report_dir =
-        crate::run::create_report_dir(settings.report_dir.as_deref(), &settings.state_dir)?;
+    let report_dir = create_report_dir(
+        settings.report_dir.as_deref(),
+        &settings.state_dir,
+        ReportDirUse::Shared,
+    )?;
     let logs = report_dir.join("logs");
     let mut set_aside: Vec<SetAside> = Vec::new();
     let mut reports = Vec::new();
@@ -503,7 +507,7 @@ mod tests {
         std::fs::create_dir_all(&report).unwrap();
         std::fs::create_dir(&elsewhere).unwrap();
         std::os::unix::fs::symlink(&elsewhere, report.join("logs")).unwrap();
-        let e = crate::run::create_report_dir(Some(&report), dir.path()).unwrap_err();
+        let e = create_report_dir(Some(&report), dir.path(), ReportDirUse::Shared).unwrap_err();
         assert!(
             matches!(&e, Error::Core(fruix_core::Error::UnsafePath { .. })),
             "{e:?}"

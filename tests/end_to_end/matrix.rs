@@ -13,8 +13,8 @@ use serde_json::Value;
 use fruix_core::testing::conformance::processes_mentioning;
 
 use crate::util::{
-    element_with, failed_with, fixture_source, fruix, require_tool, run, run_ok, run_with_deadline,
-    store_and_state, strings_of, wait_until,
+    element_with, failed_with, fixture_source, fruix, listing, require_tool, run, run_ok,
+    run_with_deadline, store_and_state, strings_of, wait_until,
 };
 
 /// The exit statuses of `fruix matrix run`.
@@ -752,4 +752,99 @@ fn run_cell_prints_a_failed_cell_s_error_and_log_even_quiet() {
     for unsaid in ["table", "junit=", "fail-fast"] {
         assert!(!quiet.contains(unsaid), "{unsaid}: {quiet}");
     }
+}
+
+/// The names in directory `dir`, sorted.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Regression: a run into the report directory of an earlier one kept
+/// what that run left there: the `results/` links of cells that no longer
+/// passed or were no longer in the matrix (each still a garbage collector
+/// root, keeping its objects), their logs, cell reports and diffoscope's
+/// outputs. Now a run first removes what fruix wrote there, never
+/// following a symlink and never removing anything else, and refuses a
+/// directory that holds anything fruix does not write.
+#[test]
+fn a_run_into_an_earlier_run_s_report_directory_keeps_nothing_of_it() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local") (make-flag "A=1" "A=2"))
+  (local-slots 2)"#,
+    );
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        names_in(&m.path("report/results")),
+        ["local-A_1", "local-A_2"]
+    );
+    // What else fruix writes there: a cell report and its machines copy
+    // (run-cell), diffoscope's output; a log that is a symlink is removed,
+    // not followed; what fruix does not write is kept.
+    let victim = m.path("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("kept.log"), "not fruix's").unwrap();
+    std::fs::write(m.path("report/cell-local-A_2.json"), "{}").unwrap();
+    std::fs::write(m.path("report/cell-local-A_2.machines.scm"), "").unwrap();
+    std::fs::create_dir(m.path("report/diffoscope")).unwrap();
+    std::fs::write(m.path("report/diffoscope/world-a-vs-b-1.txt"), "").unwrap();
+    std::os::unix::fs::symlink(victim.join("kept.log"), m.path("report/logs/linked.log")).unwrap();
+    std::fs::write(m.path("report/logs/notes.txt"), "mine").unwrap();
+    // The next run has one cell, which fails.
+    let text = std::fs::read_to_string(m.path("matrix.scm")).unwrap();
+    let next = text
+        .replace(r#"(make-flag "A=1" "A=2")"#, r#"(make-flag "A=1")"#)
+        .replace(
+            r#"(make-flags "-DNO_ROOT")"#,
+            r#"(make-flags "-DNO_ROOT" "FAIL_STEP=buildworld")"#,
+        );
+    assert_ne!(next, text);
+    std::fs::write(m.path("matrix.scm"), next).unwrap();
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(CELL_FAILURES), "{}", describe(&out));
+    assert_eq!(
+        names_in(&m.path("report")),
+        ["diffoscope", "junit.xml", "logs", "report.json", "results"]
+    );
+    assert_eq!(names_in(&m.path("report/results")), [] as [&str; 0]);
+    assert_eq!(names_in(&m.path("report/diffoscope")), [] as [&str; 0]);
+    assert_eq!(names_in(&m.path("report/logs")), ["local.log", "notes.txt"]);
+    assert_eq!(names_in(&victim), ["kept.log"]);
+    // The earlier links' roots keep nothing any more.
+    let roots = run_ok(
+        fruix()
+            .args(["store", "roots", "--json", "--store"])
+            .arg(m.path("store"))
+            .arg("--state-dir")
+            .arg(m.path("state")),
+    );
+    let roots: Value = serde_json::from_str(&roots).unwrap();
+    let kept: Vec<&Value> = roots
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["dead"] != true)
+        .collect();
+    assert!(kept.is_empty(), "{roots:#}");
+
+    // A directory holding anything else is no report directory: refused,
+    // before anything is made or removed.
+    let foreign = m.path("foreign");
+    std::fs::create_dir_all(foreign.join("logs")).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    std::fs::write(foreign.join("logs/build.log"), "mine").unwrap();
+    let before = listing(&foreign);
+    let out = run(&mut m.command_reporting_to("foreign", &[]));
+    failed_with(
+        "a foreign report directory",
+        &out,
+        2,
+        &["--report-dir", "notes.txt"],
+    );
+    assert_eq!(listing(&foreign), before);
 }

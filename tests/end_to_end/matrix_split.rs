@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::matrix::{describe, external_executors, Matrix};
+use crate::matrix::{describe, external_executors, names_in, Matrix};
 use crate::util::{element_with, failed_with, fruix, run, spawn_reading_stderr};
 
 const DIVERGENCE: i32 = 6;
@@ -255,13 +255,57 @@ fn a_divergence_is_shown_file_by_file_when_the_store_holds_the_cells_objects() {
     let without = world(&read_json(&m.path("without-store/report.json")));
     assert_eq!(without["agree"], false);
     assert!(without["differences"].as_array().unwrap().is_empty());
+    assert_eq!(without["diffoscope"], serde_json::json!([]), "{without:#}");
+    let not_compared = &without["not_compared"][0];
+    assert_eq!(
+        (&not_compared["reason"], &not_compared["cells"]),
+        (&"no-store".into(), &serde_json::json!(["local", "mini-sh"])),
+        "{without:#}"
+    );
     assert!(
-        without["diffoscope"][0]["status"]
+        not_compared["message"]
             .as_str()
             .unwrap()
             .contains("give --store"),
         "{without:#}"
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("  local vs mini-sh: files not compared: no store holds"),
+        "{stdout}"
+    );
+}
+
+/// Regression: a cell run again into its report directory kept the
+/// `results/ID` link of its earlier pass when it then failed: a garbage
+/// collector root still, and a passed cell's link beside a failed cell's
+/// report. A cell's own entries are replaced; those of the other cells
+/// run into the same directory are kept.
+#[test]
+fn a_cell_run_again_keeps_nothing_of_its_earlier_run_and_leaves_the_others() {
+    let m = Matrix::new(r#"  (axes (executor "local" "mini-sh"))"#);
+    for id in ["local", "mini-sh"] {
+        let out = run_cell(&m, id, "store", "jobs");
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    }
+    assert_eq!(names_in(&m.path("jobs/results")), ["local", "mini-sh"]);
+    let text = std::fs::read_to_string(m.path("matrix.scm")).unwrap();
+    let failing = text.replace(
+        r#"(make-flags "-DNO_ROOT")"#,
+        r#"(make-flags "-DNO_ROOT" "FAIL_STEP=buildworld")"#,
+    );
+    assert_ne!(failing, text);
+    std::fs::write(m.path("matrix.scm"), failing).unwrap();
+    let out = run_cell(&m, "local", "store", "jobs");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(names_in(&m.path("jobs/results")), ["mini-sh"]);
+    let report = read_json(&m.path("jobs/cell-local.json"));
+    assert_eq!(report["cell"]["status"], "build-failure", "{report:#}");
+    assert_eq!(
+        names_in(&m.path("jobs")),
+        ["cell-local.json", "cell-mini-sh.json", "logs", "results"]
+    );
+    assert_eq!(names_in(&m.path("jobs/logs")), ["local.log", "mini-sh.log"]);
 }
 
 #[test]

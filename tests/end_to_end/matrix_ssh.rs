@@ -40,6 +40,17 @@ fn setup(body: &str, slots: u32) -> (Matrix, Sshd, Sshd) {
     (m, m1, m2)
 }
 
+/// The text of every cell log the run of `m` has written so far, in no
+/// particular order (a log it cannot read yet is empty).
+fn cell_logs(m: &Matrix) -> Vec<String> {
+    std::fs::read_dir(m.path("report/logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
 /// Checks that no machine ran more attempts at once than `slots`, and that
 /// no more than `max_parallel` ran in all.
 fn assert_slots_held(report: &serde_json::Value, slots: usize, local: usize, max_parallel: usize) {
@@ -137,15 +148,10 @@ fn cells_of_a_machine_stopped_mid_run_are_retried_on_the_other() {
     // Wait until a cell builds on m1 (the faster machine gets the first
     // cell), then stop m1's sshd and everything it runs.
     let building_on_m1 = || {
-        std::fs::read_dir(m.path("report/logs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                let log = std::fs::read_to_string(e.path()).unwrap_or_default();
-                log.contains("attempt 1 on m1")
-                    && (log.contains("==> buildworld") || log.contains("==> guest-build"))
-            })
+        cell_logs(&m).iter().any(|log| {
+            log.contains("attempt 1 on m1")
+                && (log.contains("==> buildworld") || log.contains("==> guest-build"))
+        })
     };
     wait_until("a cell builds on m1", building_on_m1);
     m1.kill();
@@ -385,14 +391,9 @@ fn a_machine_on_which_two_attempts_in_a_row_fail_is_set_aside() {
     // Cells 0 and 2 end their first attempt on broken while cell 1 holds
     // good's slot.
     let failed_on_broken = || {
-        std::fs::read_dir(m.path("report/logs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                let log = std::fs::read_to_string(e.path()).unwrap_or_default();
-                log.contains("attempt 1 on broken") && log.contains("(system failure)")
-            })
+        cell_logs(&m)
+            .iter()
+            .filter(|log| log.contains("attempt 1 on broken") && log.contains("(system failure)"))
             .count()
             == 2
     };

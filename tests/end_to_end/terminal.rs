@@ -141,3 +141,41 @@ fn an_escape_sequence_in_a_refused_argument_never_reaches_the_terminal() {
     );
     assert!(screen.contains("invalid value"), "{screen}");
 }
+
+/// Regression: on a terminal, once no live line was left, `fruix matrix
+/// run` left the cursor at the end of the line it had said last, two
+/// columns short of the edge (the live lines stop there, so that a `^C`
+/// cannot wrap them), where indicatif's padding no longer wraps: the next
+/// line said, and then the table's header, went on that same line.
+#[test]
+fn every_line_a_matrix_run_says_on_a_terminal_starts_a_line_of_its_own() {
+    // Two attempts that fail (a retry), each said with no live line left.
+    let m =
+        crate::matrix::Matrix::new("  (axes (executor \"mini-sh-system-failure\"))\n  (retries 1)");
+    let mut run = fruix();
+    run.arg("--executors-file")
+        .arg(crate::matrix::external_executors())
+        .args(["matrix", "run"])
+        .arg(m.path("matrix.scm"))
+        .args(crate::util::store_and_state(m.dir.path()))
+        .arg("--report-dir")
+        .arg(m.path("report"));
+    let line: Vec<String> = std::iter::once(run.get_program())
+        .chain(run.get_args())
+        .map(quote)
+        .collect();
+    let pane = Pane::start(m.dir.path(), &line.join(" "));
+    let screen = pane.wait_for("exited ");
+    assert!(screen.contains("exited 5"), "{screen}");
+    let said: Vec<&str> = screen.lines().filter(|l| l.contains("==> ")).collect();
+    assert!(said.len() >= 3, "{screen}");
+    assert!(
+        said.iter().all(|l| l.starts_with("==> ")),
+        "each line said starts a line: {screen}"
+    );
+    let header: Vec<&str> = screen.lines().filter(|l| l.contains("CELL")).collect();
+    assert!(
+        matches!(header[..], [h] if h.starts_with("CELL ")),
+        "the table's header starts a line: {screen}"
+    );
+}

@@ -10,7 +10,7 @@ use fruix_matrix::expand::Cell;
 use fruix_matrix::report::{diffoscope_installed, table, DIFFOSCOPE_MISSING};
 use fruix_matrix::runner::CellStatus;
 use fruix_matrix::split::CollectSettings;
-use fruix_matrix::{create_report_dir, Finished, MatrixPlan, Outcome, RunSettings};
+use fruix_matrix::{create_report_dir, Finished, MatrixPlan, Outcome, ReportDirUse, RunSettings};
 use fruix_promote::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -116,7 +116,8 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
     if diffoscope && !diffoscope_installed() {
         eprintln!("fruix: warning: {DIFFOSCOPE_MISSING}");
     }
-    let mut s = Session::start(&args.with, args.report_dir.as_deref(), &args.show, registry)?;
+    let report_dir = (args.report_dir.as_deref(), ReportDirUse::Whole);
+    let mut s = Session::start(&args.with, report_dir, &args.show, registry)?;
     s.settings.diffoscope = diffoscope;
     s.settings.time_limit = args.time_limit;
     let finished = fruix_matrix::run(Arc::new(plan), s.settings, s.live, s.cancel)
@@ -134,11 +135,11 @@ struct Session {
 }
 
 impl Session {
-    /// Sets up a run with `with`, into `report_dir`, without diffoscope or
-    /// a time limit.
+    /// Sets up a run with `with`, into `report_dir` used as it says,
+    /// without diffoscope or a time limit.
     fn start(
         with: &MatrixRunWith,
-        report_dir: Option<&std::path::Path>,
+        (report_dir, using): (Option<&std::path::Path>, ReportDirUse),
         show: &MatrixShowArgs,
         registry: Registry,
     ) -> Result<Session, crate::exit::CliError> {
@@ -149,7 +150,8 @@ impl Session {
         // cannot be made.
         let store = Store::open_tentatively(&store.store).map_err(from_promote)?;
         store.on_lock_wait(crate::display::lock_wait);
-        let report_dir = create_report_dir(report_dir, &state.state_dir).map_err(from_matrix)?;
+        let report_dir =
+            create_report_dir(report_dir, &state.state_dir, using).map_err(from_matrix)?;
         let store = Arc::new(store.keep());
         let cancel = CancellationToken::new();
         crate::signals::watch_signals(cancel.clone())?;
@@ -204,7 +206,8 @@ pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult 
     let plan = MatrixPlan::load(&args.file, args.with.machines.as_deref(), None, &registry)
         .and_then(|plan| plan.only(&args.cell))
         .map_err(from_matrix)?;
-    let s = Session::start(&args.with, args.report_dir.as_deref(), &args.show, registry)?;
+    let report_dir = (args.report_dir.as_deref(), ReportDirUse::Shared);
+    let s = Session::start(&args.with, report_dir, &args.show, registry)?;
     let finished = fruix_matrix::split::run_cell(plan, s.settings, s.live, s.cancel)
         .await
         .map_err(from_matrix)?;

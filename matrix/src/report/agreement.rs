@@ -12,7 +12,9 @@ use fruix_core::escape;
 use fruix_core::fsutil::write_atomic_at;
 use fruix_promote::check::read_store_manifest;
 
-use super::{AgreementReport, CellReport, DifferenceReport, DiffoscopeReport};
+use super::{
+    AgreementReport, CellReport, DifferenceReport, DiffoscopeReport, NotCompared, NotComparedReport,
+};
 use crate::agreement::{compare, diff_manifests};
 use crate::runner::CellStatus;
 
@@ -65,6 +67,7 @@ pub fn agreement(
                     })
                     .collect(),
                 differences: Vec::new(),
+                not_compared: Vec::new(),
                 diffoscope: Vec::new(),
                 artifact,
             };
@@ -103,32 +106,37 @@ fn compare_pair(
     // too, but no file name.
     let in_store =
         |p: &Path| store.is_some_and(|s| p.parent() == Some(s) && p.file_name().is_some());
-    if !in_store(&a.store_path) || !in_store(&b.store_path) {
-        report.diffoscope.push(DiffoscopeReport {
-            cells: pair,
-            path: String::new(),
-            output: None,
-            status: match store {
-                Some(s) => format!(
+    let manifests = if !in_store(&a.store_path) || !in_store(&b.store_path) {
+        Err(match store {
+            Some(s) => (
+                NotCompared::NotInStore,
+                format!(
                     "the objects are not in the store {} to compare their files",
                     s.display()
                 ),
-                None => "no store holds the objects to compare their files (give --store)".into(),
-            },
-        });
-        return;
-    }
-    let differences = match (
-        read_store_manifest(&a.store_path),
-        read_store_manifest(&b.store_path),
-    ) {
-        (Ok(x), Ok(y)) => diff_manifests(&x, &y),
-        (Err(e), _) | (_, Err(e)) => {
-            report.diffoscope.push(DiffoscopeReport {
+            ),
+            None => (
+                NotCompared::NoStore,
+                "no store holds the objects to compare their files (give --store)".into(),
+            ),
+        })
+    } else {
+        read_store_manifest(&a.store_path)
+            .and_then(|x| Ok((x, read_store_manifest(&b.store_path)?)))
+            .map_err(|e| {
+                (
+                    NotCompared::UnreadableManifest,
+                    format!("cannot read the manifests to compare: {e}"),
+                )
+            })
+    };
+    let differences = match manifests {
+        Ok((x, y)) => diff_manifests(&x, &y),
+        Err((reason, message)) => {
+            report.not_compared.push(NotComparedReport {
                 cells: pair,
-                path: String::new(),
-                output: None,
-                status: format!("cannot read the manifests to compare: {e}"),
+                reason,
+                message,
             });
             return;
         }
@@ -412,12 +420,16 @@ mod tests {
         let (kernel, world) = (&out[0], &out[1]);
         assert!(!world.agree, "an artifact one cell lacks is a divergence");
         assert_eq!(world.signatures["remote-GENERIC"], None);
-        assert!(world.differences.is_empty() && world.diffoscope.is_empty());
+        assert!(world.differences.is_empty() && world.not_compared.is_empty());
         assert!(!kernel.agree);
-        assert_eq!(kernel.diffoscope.len(), 1, "{kernel:?}");
+        assert_eq!(kernel.not_compared.len(), 1, "{kernel:?}");
+        assert_eq!(
+            kernel.not_compared[0].reason,
+            NotCompared::UnreadableManifest
+        );
         assert!(
-            kernel.diffoscope[0]
-                .status
+            kernel.not_compared[0]
+                .message
                 .starts_with("cannot read the manifests to compare"),
             "{kernel:?}"
         );
@@ -451,22 +463,77 @@ mod tests {
             false,
             d,
         );
-        let refused = &out[0].diffoscope;
+        let refused = &out[0].not_compared;
         assert!(
             refused
                 .first()
-                .is_some_and(|r| r.status.contains("not in the store")),
+                .is_some_and(|r| r.reason == NotCompared::NotInStore),
             "{out:?}"
         );
         for (store, expected) in [
-            (Some(store.as_path()), "not in the store"),
-            (None, "give --store"),
+            (Some(store.as_path()), NotCompared::NotInStore),
+            (None, NotCompared::NoStore),
         ] {
             let out = agreement(&[vec![0, 1]], &cells, store, false, d);
             assert!(!out[0].agree);
             assert!(out[0].differences.is_empty(), "{out:?}");
-            assert!(out[0].diffoscope[0].status.contains(expected), "{out:?}");
+            assert_eq!(out[0].not_compared[0].reason, expected, "{out:?}");
         }
+    }
+
+    /// Regression: a pair whose files could not be compared was noted as an
+    /// entry of `diffoscope` with an empty `path`, as if diffoscope had
+    /// compared a file: the note is `not_compared`, with why as a `reason`
+    /// a consumer can match, and `diffoscope` lists only diffoscope's runs.
+    #[test]
+    fn a_pair_whose_files_are_not_compared_says_why_apart_from_diffoscope() {
+        let (dir, store) = temporary_store();
+        let d = dir.path();
+        let w1 = object(&store, "w1", &[file("stamp", b"one")]);
+        let w2 = object(&store, "w2", &[file("stamp", b"two")]);
+        let elsewhere = object(d, "w3", &[file("stamp", b"three")]);
+        let unreadable = store.join("w4");
+        std::fs::create_dir(&unreadable).unwrap();
+        let pair = |second: &Path| {
+            [
+                passed(d, "local-GENERIC", &[("world", &w1, "sha256:w1")]),
+                passed(d, "remote-GENERIC", &[("world", second, "sha256:w2")]),
+            ]
+        };
+        let cases = [
+            (&w2, None, "no-store", "give --store"),
+            (
+                &elsewhere,
+                Some(store.as_path()),
+                "not-in-store",
+                "not in the store",
+            ),
+            (
+                &unreadable,
+                Some(store.as_path()),
+                "unreadable-manifest",
+                "cannot read",
+            ),
+        ];
+        for (second, store, reason, said) in cases {
+            let out = agreement(&[vec![0, 1]], &pair(second), store, true, d);
+            let json = serde_json::to_value(&out[0]).unwrap();
+            assert_eq!(json["diffoscope"], serde_json::json!([]), "{json:#}");
+            let not_compared = &json["not_compared"];
+            assert_eq!(not_compared.as_array().map(Vec::len), Some(1), "{json:#}");
+            assert_eq!(
+                not_compared[0]["cells"],
+                serde_json::json!(["local-GENERIC", "remote-GENERIC"])
+            );
+            assert_eq!(not_compared[0]["reason"], reason, "{json:#}");
+            let message = not_compared[0]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(said), "{json:#}");
+        }
+        // Compared: no note, and diffoscope's entries name a file.
+        let out = agreement(&[vec![0, 1]], &pair(&w2), Some(&store), true, d);
+        let json = serde_json::to_value(&out[0]).unwrap();
+        assert_eq!(json["not_compared"], serde_json::json!([]), "{json:#}");
+        assert_eq!(json["diffoscope"][0]["path"], "./stamp", "{json:#}");
     }
 
     #[test]

@@ -128,6 +128,7 @@ pub fn report(logs: &Path) -> Report {
                 agree: true,
                 signatures: signatures("sha256:k", "sha256:k"),
                 differences: Vec::new(),
+                not_compared: Vec::new(),
                 diffoscope: Vec::new(),
             },
             AgreementReport {
@@ -144,6 +145,7 @@ pub fn report(logs: &Path) -> Report {
                         second: Some(file(5, "bb")),
                     },
                 }],
+                not_compared: Vec::new(),
                 diffoscope: Vec::new(),
             },
         ],

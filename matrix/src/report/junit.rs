@@ -172,6 +172,13 @@ fn agreement_case(a: &AgreementReport) -> TestCase {
                 d.cells[0], d.cells[1], d.difference.change, d.difference.path
             );
         }
+        for n in &a.not_compared {
+            let _ = writeln!(
+                body,
+                "{} vs {}: files not compared: {}",
+                n.cells[0], n.cells[1], n.message
+            );
+        }
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
         status
             .set_type("divergence")

@@ -247,13 +247,17 @@ pub struct AgreementReport {
     /// Each cell's tree signature (`null`: the cell has no such artifact).
     pub signatures: BTreeMap<String, Option<String>>,
     /// Paths in which the first cell's tree differs from each cell of
-    /// another signature.
+    /// another signature (at most
+    /// [`MAX_DIFFERENCES`](agreement::MAX_DIFFERENCES) per pair).
     pub differences: Vec<DifferenceReport>,
-    /// diffoscope's comparisons of the first differing files of each pair (at
-    /// most [`DIFFOSCOPE_FILES`](agreement::DIFFOSCOPE_FILES), with
-    /// `--diffoscope`), and notes on pairs whose files could not be listed
-    /// (objects not in the store, unreadable manifests), which have an empty
-    /// `path` and are given with or without `--diffoscope`.
+    /// The pairs of cells whose files could not be listed, and why (no
+    /// store given, objects not in it, unreadable manifests): such a pair
+    /// has no `differences` and no `diffoscope` entries. Given with or
+    /// without `--diff diffoscope`; empty when every pair was compared.
+    pub not_compared: Vec<NotComparedReport>,
+    /// diffoscope's comparisons of the first differing files of each pair
+    /// (at most [`DIFFOSCOPE_FILES`](agreement::DIFFOSCOPE_FILES)), with
+    /// `--diff diffoscope` only; each names the file it compared.
     pub diffoscope: Vec<DiffoscopeReport>,
 }
 
@@ -270,15 +274,43 @@ pub struct DifferenceReport {
     pub difference: FileDifference,
 }
 
-/// One diffoscope comparison, or why the files of a pair could not be compared:
-/// an entry of `diffoscope`.
+/// A pair of cells whose differing files could not be listed: an entry of
+/// `not_compared`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NotComparedReport {
+    /// The two cells, by id, as in `differences`.
+    pub cells: [String; 2],
+    /// Why, for a program: `no-store`, `not-in-store` or
+    /// `unreadable-manifest` ([`NotCompared`]).
+    pub reason: NotCompared,
+    /// Why, for a person: what was missing, and what to do (`no store holds
+    /// the objects to compare their files (give --store)`).
+    pub message: String,
+}
+
+/// Why the files of a pair of cells were not compared: the `reason` of a
+/// [`NotComparedReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotCompared {
+    /// `no-store`: no store was given to read the objects from (`matrix
+    /// collect` without `--store`).
+    NoStore,
+    /// `not-in-store`: an object is not directly in the store given (the
+    /// cells promoted into another store).
+    NotInStore,
+    /// `unreadable-manifest`: the manifest of an object could not be read.
+    UnreadableManifest,
+}
+
+/// One diffoscope comparison of a file in which two cells differ: an entry
+/// of `diffoscope`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DiffoscopeReport {
     /// The two cells, by id: the first cell of the artifact's first signature,
     /// then a cell of another signature.
     pub cells: [String; 2],
-    /// The manifest path of the file compared (`./usr/lib/libc.so.7`); empty
-    /// when the entry is about the whole pair.
+    /// The manifest path of the file compared (`./usr/lib/libc.so.7`).
     pub path: String,
     /// diffoscope's output, when it ran.
     pub output: Option<PathBuf>,
@@ -491,6 +523,10 @@ mod tests {
         );
         let world = &v["agreement"][1];
         assert_eq!(world["agree"], false);
+        assert_eq!(
+            (&world["not_compared"], &world["diffoscope"]),
+            (&serde_json::json!([]), &serde_json::json!([]))
+        );
         assert_eq!(world["signatures"]["remote-GENERIC"], "sha256:w2");
         let d = &world["differences"][0];
         assert_eq!(

@@ -91,6 +91,14 @@ pub fn table(report: &Report) -> String {
                 e(&d.difference.path)
             ));
         }
+        for n in &a.not_compared {
+            out.push_str(&format!(
+                "  {} vs {}: files not compared: {}\n",
+                e(&n.cells[0]),
+                e(&n.cells[1]),
+                e(&n.message)
+            ));
+        }
         for d in &a.diffoscope {
             out.push_str(&format!(
                 "  diffoscope {}: {}{}\n",
@@ -137,12 +145,19 @@ pub fn cell_error(c: &CellReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixtures;
+    use crate::report::{fixtures, NotCompared, NotComparedReport};
 
     #[test]
     fn the_table_has_a_row_per_cell_then_errors_agreement_and_machines() {
         let dir = tempfile::tempdir().unwrap();
-        let text = table(&fixtures::report(dir.path()));
+        let mut report = fixtures::report(dir.path());
+        let world = &mut report.agreement[1];
+        world.not_compared.push(NotComparedReport {
+            cells: world.differences[0].cells.clone(),
+            reason: NotCompared::NoStore,
+            message: "no store holds the objects to compare their files (give --store)".into(),
+        });
+        let text = table(&report);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[..5],
@@ -167,7 +182,7 @@ mod tests {
         assert!(text.contains("agreement: kernel: local-GENERIC, remote-GENERIC agree\n"));
         assert!(
             text.contains(
-                "DIVERGENCE: world: local-GENERIC=sha256:w1 remote-GENERIC=sha256:w2\n  local-GENERIC vs remote-GENERIC: modified ./stamp\n"
+                "DIVERGENCE: world: local-GENERIC=sha256:w1 remote-GENERIC=sha256:w2\n  local-GENERIC vs remote-GENERIC: modified ./stamp\n  local-GENERIC vs remote-GENERIC: files not compared: no store holds the objects to compare their files (give --store)\n"
             ),
             "{text}"
         );
@@ -191,6 +206,11 @@ mod tests {
             .signatures
             .insert("local-GENERIC".into(), Some(forged.into()));
         world.differences[0].difference.path = format!("./s{forged}");
+        world.not_compared.push(NotComparedReport {
+            cells: world.differences[0].cells.clone(),
+            reason: NotCompared::NotInStore,
+            message: forged.into(),
+        });
         world.diffoscope.push(super::super::DiffoscopeReport {
             cells: world.differences[0].cells.clone(),
             path: format!("./s{forged}"),

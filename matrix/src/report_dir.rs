@@ -1,0 +1,489 @@
+//! The report directory of a run: made, and cleared of what an earlier run
+//! left in it.
+//!
+//! What fruix writes in a report directory is its own, and nothing else
+//! is: `report.json`, `junit.xml` and `machines.scm` (`matrix run`,
+//! `collect`), `cell-ID.json` and `cell-ID.machines.scm` (`run-cell`),
+//! `logs/ID.log`, `results/ID` (the link to a passed cell's result bundle,
+//! registered as an indirect garbage collector root), `diffoscope/*.txt`,
+//! and the temporaries a killed atomic write leaves beside each
+//! (`.NAME.tmp-*`; in `results/`, links too).
+//!
+//! `matrix run` has its report directory to itself
+//! ([`ReportDirUse::Whole`]): before its cells start, it removes all of that,
+//! so that the directory holds its report and nothing of an earlier run's (a
+//! cell that passed then but not now keeps no `results/` link; a cell no
+//! longer in the matrix keeps no log). A directory holding anything else
+//! is refused before anything is made or removed: it is no report
+//! directory, and may be the wrong one. `run-cell` shares its directory
+//! with the other cells' jobs, and `collect` with what a CI engine unpacked
+//! ([`ReportDirUse::Shared`]): a cell run removes its own cell's entries
+//! only ([`clear_cell`]), and `collect` removes nothing.
+//!
+//! Removing a `results/ID` link kills its root, as removing `./result`
+//! does: it keeps nothing alive any more, and the next `store gc` removes
+//! its registration.
+//!
+//! Nothing is followed: entries are listed, inspected and removed relative
+//! to their directory's descriptor, `logs/`, `results/` and `diffoscope/`
+//! opened without following a symlink. A symlink among the entries is
+//! removed itself, never what it names; one where `logs/`, `results/` or
+//! `diffoscope/` belongs is left alone.
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use fruix_core::dir::{OpenDir, TreeKind};
+use fruix_core::escape;
+use fruix_core::manifest::stat;
+use fruix_core::run_id::allocate_run_dir;
+use rustix::fs::{AtFlags, FileType};
+
+use crate::report::agreement::DIFFOSCOPE_DIR;
+use crate::run::MACHINES_COPY;
+use crate::split::{cell_file_name, machines_copy_name};
+use crate::{Error, Result};
+
+/// The directory of the cells' logs, `logs/ID.log`.
+pub const LOGS_DIR: &str = "logs";
+/// The directory of the passed cells' result links, `results/ID`.
+pub const RESULTS_DIR: &str = "results";
+
+/// How a command uses a report directory that is already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportDirUse {
+    /// `matrix run`: the directory is the run's own. What fruix wrote there
+    /// before is removed first; a directory holding anything else is
+    /// refused.
+    Whole,
+    /// `run-cell` and `collect`: other cells' reports, or the artifacts a
+    /// CI engine unpacked, may share the directory; nothing is removed
+    /// here (a cell run replaces its own entries: [`clear_cell`]).
+    Shared,
+}
+
+/// Creates the report directory, `report_dir` or else a new
+/// `STATE_DIR/matrix/RUN_ID`, with its `logs/`; returns its absolute path.
+/// For a [`ReportDirUse::Whole`] run, an existing `report_dir` is first
+/// cleared of an earlier run's report, or refused when it holds anything
+/// fruix does not write.
+pub fn create_report_dir(
+    report_dir: Option<&Path>,
+    state_dir: &Path,
+    using: ReportDirUse,
+) -> Result<PathBuf> {
+    let dir = match report_dir {
+        Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        None => allocate_run_dir(&state_dir.join("matrix"))?.1,
+    };
+    if using == ReportDirUse::Whole && dir.exists() {
+        clear_earlier_run(&dir)?;
+    }
+    let logs = dir.join(LOGS_DIR);
+    std::fs::create_dir_all(&logs).map_err(|source| Error::Report {
+        action: "create report directory",
+        path: logs.clone(),
+        source,
+    })?;
+    // Logs are copied into it: a `logs` that is a symlink (among unpacked
+    // CI artifacts, say) would send them elsewhere.
+    if std::fs::symlink_metadata(&logs).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(fruix_core::Error::UnsafePath {
+            path: logs,
+            message: "is a symlink; fruix writes a report's logs only into a directory of its own"
+                .into(),
+        }
+        .into());
+    }
+    Ok(dir)
+}
+
+/// Removes what fruix wrote in report directory `dir` for cell `id`:
+/// `cell-ID.json`, `cell-ID.machines.scm`, `logs/ID.log` and the
+/// `results/ID` link, so that a cell run again keeps nothing of its
+/// earlier run, whatever this one gives.
+pub fn clear_cell(dir: &Path, id: &str) -> Result<()> {
+    let top = open_report_dir(dir)?;
+    for name in [cell_file_name(id), machines_copy_name(id)] {
+        remove_if(&top, name.as_ref(), is_file)?;
+    }
+    for (subdir, name) in [
+        (Subdir::Logs, format!("{id}.log")),
+        (Subdir::Results, id.to_string()),
+    ] {
+        if let Some(dir) = open_subdir(&top, subdir)? {
+            remove_if(&dir, name.as_ref(), |kind| subdir.wrote(&name, kind))?;
+        }
+    }
+    Ok(())
+}
+
+/// A subdirectory fruix writes in a report directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subdir {
+    /// `logs/`: the cells' logs.
+    Logs,
+    /// `results/`: the passed cells' result links.
+    Results,
+    /// `diffoscope/`: diffoscope's outputs.
+    Diffoscope,
+}
+
+impl Subdir {
+    /// The subdirectory named `name`, if fruix writes one.
+    fn named(name: &str) -> Option<Subdir> {
+        [Subdir::Logs, Subdir::Results, Subdir::Diffoscope]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+
+    /// Its name in the report directory.
+    fn name(self) -> &'static str {
+        match self {
+            Subdir::Logs => LOGS_DIR,
+            Subdir::Results => RESULTS_DIR,
+            Subdir::Diffoscope => DIFFOSCOPE_DIR,
+        }
+    }
+
+    /// Whether its entry `name`, of type `kind`, is one fruix writes: a
+    /// log (`*.log`), a result link (any link), an output (`*.txt`), or
+    /// the temporary of one.
+    fn wrote(self, name: &str, kind: FileType) -> bool {
+        let suffix = match self {
+            Subdir::Results => return kind == FileType::Symlink,
+            Subdir::Logs => ".log",
+            Subdir::Diffoscope => ".txt",
+        };
+        is_file(kind) && temporary_of(name).unwrap_or(name).ends_with(suffix)
+    }
+}
+
+/// What an entry at the top of a report directory is to fruix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TopEntry {
+    /// A file fruix writes (or the temporary of one).
+    File,
+    /// A subdirectory fruix writes, a directory.
+    Subdir(Subdir),
+    /// A symlink where a subdirectory belongs: left alone (`logs` is
+    /// refused by [`create_report_dir`], and the others are opened without
+    /// following a symlink when written).
+    LinkedSubdir,
+    /// Not fruix's.
+    Foreign,
+}
+
+/// What entry `name`, of type `kind`, at the top of a report directory is.
+fn top_entry(name: &OsStr, kind: FileType) -> TopEntry {
+    let Some(name) = name.to_str() else {
+        return TopEntry::Foreign;
+    };
+    let written = |n: &str| {
+        ["report.json", "junit.xml", MACHINES_COPY].contains(&n)
+            || n.strip_prefix("cell-")
+                .is_some_and(|id| id.ends_with(".json") || id.ends_with(".machines.scm"))
+    };
+    match (Subdir::named(name), kind) {
+        (Some(subdir), FileType::Directory) => TopEntry::Subdir(subdir),
+        (Some(_), FileType::Symlink) => TopEntry::LinkedSubdir,
+        (None, kind) if is_file(kind) && written(temporary_of(name).unwrap_or(name)) => {
+            TopEntry::File
+        }
+        _ => TopEntry::Foreign,
+    }
+}
+
+/// The name whose atomic write's temporary `name` is (`.NAME.tmp-*`, or
+/// `.NAME.fruix-tmp-*` for a result link).
+fn temporary_of(name: &str) -> Option<&str> {
+    let hidden = name.strip_prefix('.')?;
+    [".tmp-", ".fruix-tmp-"]
+        .into_iter()
+        .find_map(|mark| hidden.rsplit_once(mark))
+        .map(|(of, _)| of)
+}
+
+/// A file fruix writes: a regular file, or a symlink where one was
+/// planted (removed itself, never followed).
+fn is_file(kind: FileType) -> bool {
+    matches!(kind, FileType::RegularFile | FileType::Symlink)
+}
+
+/// Removes what an earlier run wrote in report directory `dir`, after
+/// checking that it holds nothing else ([`Error::InvalidOption`] naming
+/// the first other entry when it does; then nothing is removed).
+fn clear_earlier_run(dir: &Path) -> Result<()> {
+    let top = open_report_dir(dir)?;
+    let mut found = Vec::new();
+    for name in top.entries()? {
+        let Some(kind) = kind_of(&top, &name)? else {
+            continue;
+        };
+        match top_entry(&name, kind) {
+            TopEntry::Foreign => return Err(not_a_report_dir(dir, &name)),
+            entry => found.push((name, entry)),
+        }
+    }
+    for (name, entry) in found {
+        match entry {
+            TopEntry::File => remove_if(&top, &name, is_file)?,
+            TopEntry::Subdir(subdir) => clear_subdir(&top, subdir)?,
+            TopEntry::LinkedSubdir | TopEntry::Foreign => {}
+        }
+    }
+    Ok(())
+}
+
+/// Removes what fruix wrote in `subdir` of the report directory `top`.
+fn clear_subdir(top: &OpenDir, subdir: Subdir) -> Result<()> {
+    let Some(dir) = open_subdir(top, subdir)? else {
+        return Ok(());
+    };
+    for name in dir.entries()? {
+        let text = name.to_string_lossy();
+        remove_if(&dir, &name, |kind| subdir.wrote(&text, kind))?;
+    }
+    Ok(())
+}
+
+/// The refusal of report directory `dir`, which holds `name`.
+fn not_a_report_dir(dir: &Path, name: &OsStr) -> Error {
+    Error::InvalidOption {
+        option: "--report-dir",
+        message: format!(
+            "{} holds {}, which fruix does not write in a report directory; give a new or empty directory, or one an earlier `fruix matrix run` wrote (its report is then replaced)",
+            escape::path(dir),
+            escape::path(Path::new(name))
+        ),
+    }
+}
+
+/// Opens report directory `dir` (a symlink at `dir` itself followed: the
+/// caller chose it).
+fn open_report_dir(dir: &Path) -> Result<OpenDir> {
+    Ok(OpenDir::open(dir, TreeKind::named("a report directory"))?)
+}
+
+/// Opens `subdir` of a report directory without following a symlink;
+/// `None` when it is missing, or is not a directory (a symlink there is
+/// left alone).
+fn open_subdir(top: &OpenDir, subdir: Subdir) -> Result<Option<OpenDir>> {
+    match kind_of(top, subdir.name().as_ref())? {
+        Some(FileType::Directory) => Ok(Some(top.open_beneath(subdir.name())?)),
+        _ => Ok(None),
+    }
+}
+
+/// The type of entry `name` of `dir`, not following a symlink; `None`
+/// when there is none.
+fn kind_of(dir: &OpenDir, name: &OsStr) -> Result<Option<FileType>> {
+    Ok(dir.lstat(name)?.map(|st| stat::file_type(&st)))
+}
+
+/// Removes entry `name` of `dir` (a symlink itself, never what it names)
+/// when its type is `removable`; a missing entry is fine.
+fn remove_if(dir: &OpenDir, name: &OsStr, removable: impl Fn(FileType) -> bool) -> Result<()> {
+    if !kind_of(dir, name)?.is_some_and(removable) {
+        return Ok(());
+    }
+    match rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(Error::Report {
+            action: "remove",
+            path: dir.child(name),
+            source: e.into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// The names below `dir`, relative and sorted (not through symlinks).
+    fn tree(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    todo.push(e.path());
+                }
+                let name = e.path().strip_prefix(dir).unwrap().to_owned();
+                out.push(name.to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Writes each of `files` (relative to `dir`, its parents made).
+    fn write(dir: &Path, files: &[&str]) {
+        for f in files {
+            let path = dir.join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, f).unwrap();
+        }
+    }
+
+    #[test]
+    fn what_fruix_writes_at_the_top_of_a_report_directory_is_known() {
+        let file = FileType::RegularFile;
+        for (name, kind, expected) in [
+            ("report.json", file, TopEntry::File),
+            ("junit.xml", FileType::Symlink, TopEntry::File),
+            ("machines.scm", file, TopEntry::File),
+            ("cell-local-GENERIC.json", file, TopEntry::File),
+            ("cell-local.machines.scm", file, TopEntry::File),
+            (".report.json.tmp-12-0abc", file, TopEntry::File),
+            (".cell-local.json.tmp-12-0abc", file, TopEntry::File),
+            ("logs", FileType::Directory, TopEntry::Subdir(Subdir::Logs)),
+            ("results", FileType::Symlink, TopEntry::LinkedSubdir),
+            (
+                "diffoscope",
+                FileType::Directory,
+                TopEntry::Subdir(Subdir::Diffoscope),
+            ),
+            ("report.json", FileType::Directory, TopEntry::Foreign),
+            ("logs", file, TopEntry::Foreign),
+            ("notes.txt", file, TopEntry::Foreign),
+            (".notes.txt.tmp-1", file, TopEntry::Foreign),
+            ("cell-local.txt", file, TopEntry::Foreign),
+            (".git", FileType::Directory, TopEntry::Foreign),
+        ] {
+            assert_eq!(top_entry(name.as_ref(), kind), expected, "{name}");
+        }
+        for (subdir, name, kind, expected) in [
+            (Subdir::Logs, "local.log", FileType::RegularFile, true),
+            (
+                Subdir::Logs,
+                ".local.log.tmp-1-2",
+                FileType::RegularFile,
+                true,
+            ),
+            (Subdir::Logs, "notes.txt", FileType::RegularFile, false),
+            (Subdir::Logs, "old.log", FileType::Directory, false),
+            (Subdir::Results, "local", FileType::Symlink, true),
+            (
+                Subdir::Results,
+                ".local.fruix-tmp-1-2",
+                FileType::Symlink,
+                true,
+            ),
+            (Subdir::Results, "local", FileType::RegularFile, false),
+            (
+                Subdir::Diffoscope,
+                "world-a-vs-b-1.txt",
+                FileType::RegularFile,
+                true,
+            ),
+            (Subdir::Diffoscope, "notes.md", FileType::RegularFile, false),
+        ] {
+            assert_eq!(subdir.wrote(name, kind), expected, "{subdir:?} {name}");
+        }
+    }
+
+    #[test]
+    fn a_whole_run_removes_what_an_earlier_run_wrote_and_follows_no_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let (report, victim) = (dir.path().join("report"), dir.path().join("victim"));
+        write(&victim, &["a.log", "b.txt", "c/d.log"]);
+        write(
+            &report,
+            &[
+                "report.json",
+                ".junit.xml.tmp-1-2",
+                "cell-x.json",
+                "cell-x.machines.scm",
+                "logs/x.log",
+                "logs/notes.txt",
+                "results/kept-file",
+                "diffoscope/w-a-vs-b-1.txt",
+            ],
+        );
+        symlink(victim.join("a.log"), report.join("logs/linked.log")).unwrap();
+        symlink(victim.join("c"), report.join("logs/dir.log")).unwrap();
+        symlink(&victim, report.join("results/x")).unwrap();
+        std::fs::create_dir(report.join("logs/subdir.log")).unwrap();
+        let before = tree(&victim);
+        let made = create_report_dir(Some(&report), dir.path(), ReportDirUse::Whole).unwrap();
+        assert_eq!(made, report);
+        assert_eq!(
+            tree(&report),
+            [
+                "diffoscope",
+                "logs",
+                "logs/notes.txt",
+                "logs/subdir.log",
+                "results",
+                "results/kept-file"
+            ]
+        );
+        assert_eq!(tree(&victim), before);
+        // A symlink where a subdirectory belongs is not followed: its
+        // target keeps what fruix would have removed from the directory.
+        let report = dir.path().join("linked");
+        std::fs::create_dir(&report).unwrap();
+        symlink(&victim, report.join("diffoscope")).unwrap();
+        symlink(&victim, report.join("results")).unwrap();
+        create_report_dir(Some(&report), dir.path(), ReportDirUse::Whole).unwrap();
+        assert_eq!(tree(&victim), before);
+        assert_eq!(tree(&report), ["diffoscope", "logs", "results"]);
+    }
+
+    #[test]
+    fn a_directory_holding_anything_else_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("report");
+        write(&report, &["report.json", "logs/x.log", "notes.txt"]);
+        let before = tree(&report);
+        let e = create_report_dir(Some(&report), dir.path(), ReportDirUse::Whole).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidOption { option: "--report-dir", message } if message.contains("holds notes.txt")),
+            "{e:?}"
+        );
+        assert_eq!(e.failure(), fruix_core::Failure::Input);
+        assert_eq!(tree(&report), before);
+        // Shared, nothing is removed or refused.
+        create_report_dir(Some(&report), dir.path(), ReportDirUse::Shared).unwrap();
+        assert_eq!(tree(&report), before);
+        // A new directory, and an empty one, are fine.
+        for new in ["new", "empty"] {
+            let path = dir.path().join(new);
+            if new == "empty" {
+                std::fs::create_dir(&path).unwrap();
+            }
+            create_report_dir(Some(&path), dir.path(), ReportDirUse::Whole).unwrap();
+            assert_eq!(tree(&path), ["logs"]);
+        }
+    }
+
+    #[test]
+    fn a_cell_s_entries_are_cleared_and_no_other_cell_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path();
+        write(
+            report,
+            &[
+                "cell-a.json",
+                "cell-a.machines.scm",
+                "cell-b.json",
+                "logs/a.log",
+                "logs/b.log",
+            ],
+        );
+        std::fs::create_dir(report.join("results")).unwrap();
+        for id in ["a", "b"] {
+            symlink("/nonexistent", report.join("results").join(id)).unwrap();
+        }
+        clear_cell(report, "a").unwrap();
+        assert_eq!(
+            tree(report),
+            ["cell-b.json", "logs", "logs/b.log", "results", "results/b"]
+        );
+    }
+}
