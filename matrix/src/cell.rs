@@ -200,6 +200,12 @@ impl CellRunner for ExecutorRunner {
 
     fn build(&self, job: Job) -> BoxFuture<Result<(ResultRoot, String), CellError>> {
         let log_path = self.log_path(job.start.cell);
+        // A cell built here from this store's source object must leave it
+        // as it was (a remote cell's copy is the machine's own).
+        let built_from = match (self.plan.remote[job.start.cell], &self.plan.source_object) {
+            (false, Some(source)) => Some(std::path::PathBuf::from(&source.path)),
+            _ => None,
+        };
         let attempt = Attempt {
             plan: self.plan.clone(),
             registry: self.registry.clone(),
@@ -222,7 +228,24 @@ impl CellRunner for ExecutorRunner {
                         fruix_core::escape::path(&log_path)
                     ))
                 })?;
-            let outcome = attempt.run(&mut log).await;
+            let mut outcome = attempt.run(&mut log).await;
+            if let Some(object) = built_from {
+                let untouched = tokio::task::spawn_blocking(move || {
+                    fruix_promote::source::check_source_untouched(&object)
+                })
+                .await
+                .map_err(|e| system(format!("checking the source object failed: {e}")))?;
+                if let Err(e) = untouched {
+                    let _ = writeln!(log, "fruix: {e}");
+                    if outcome.is_ok() {
+                        outcome = Err(CellError {
+                            failure: e.failure(),
+                            message: e.to_string(),
+                            machine_unavailable: false,
+                        });
+                    }
+                }
+            }
             let ending = match &outcome {
                 Ok(_) => "built".to_string(),
                 Err(e) => e.to_string(),

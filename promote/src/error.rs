@@ -27,6 +27,18 @@ pub enum Error {
         /// Differences found beyond those listed (only counted).
         more_differences: u64,
     },
+    /// A build wrote into the source object it built from: an executor
+    /// only reads its source (a FreeBSD build writes its objects under
+    /// `MAKEOBJDIRPREFIX`).
+    #[error("{}: the build wrote into its source object ({} difference(s): {}): an executor must only read its source (a FreeBSD build writes under MAKEOBJDIRPREFIX, outside it); nothing was promoted. Run `fruix store verify --repair` (it removes this source object, and what a root does not keep that was built from it), then add the source again", escape::path(object), differences.len() as u64 + more_differences, differences.iter().take(5).map(|d| escape::text(&d.to_string()).to_string()).collect::<Vec<_>>().join("; "))]
+    SourceWritten {
+        /// The source object's path in the store.
+        object: PathBuf,
+        /// What differs from its manifest, as for [`Error::Corrupt`].
+        differences: Vec<Difference>,
+        /// Differences found beyond those listed (only counted).
+        more_differences: u64,
+    },
     /// A store object's metadata is unreadable or inconsistent with its name.
     #[error("{}: store object is inconsistent: {message}", escape::path(object))]
     Inconsistent {
@@ -293,6 +305,7 @@ impl Error {
             Error::Corrupt { .. } | Error::Inconsistent { .. } => {
                 (Failure::System, ExitStatus::PromotionFailure)
             }
+            Error::SourceWritten { .. } => (Failure::Build, ExitStatus::BuildFailure),
             Error::ArchiveRefused { .. } | Error::UnsignedResult { .. } => {
                 (Failure::Input, ExitStatus::PromotionFailure)
             }

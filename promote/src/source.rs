@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use fruix_core::manifest::{open_dir, Exclude, Progress};
 
-use crate::check::check_reusable;
+use crate::check::{check_object, check_reusable, Depth};
 use crate::db::Registration;
 use crate::error::Result;
 use crate::pipeline::{check_cancelled, ingest_tree, Tree};
@@ -117,6 +117,25 @@ pub fn add_source(
         new,
         identity,
         size: ingested.size,
+    })
+}
+
+/// Checks that a build left the source object `object` it built from as
+/// it was: [`Error::SourceWritten`] when a file was written (its mtime is
+/// no longer the store's), added, removed or changed type or mode. The
+/// check walks the object's structure, reading no file: about as long as
+/// `find` over the tree.
+///
+/// [`Error::SourceWritten`]: crate::Error::SourceWritten
+pub fn check_source_untouched(object: &Path) -> Result<()> {
+    let check = check_object(object, Depth::Structure, None)?;
+    if check.is_intact() {
+        return Ok(());
+    }
+    Err(crate::Error::SourceWritten {
+        object: object.to_path_buf(),
+        differences: check.differences,
+        more_differences: check.more_differences,
     })
 }
 

@@ -39,6 +39,7 @@ mod race;
 mod readme;
 mod repair_interrupted;
 mod signing;
+mod source_untouched;
 mod sources;
 mod ssh_auth;
 mod ssh_build;

@@ -15,6 +15,7 @@ use fruix_core::run_id::{allocate_run_dir, format_run_id};
 use fruix_core::Error as CoreError;
 use fruix_matrix::request::{check_source, default_jobs, freebsd_base, with_arch, BuildOptions};
 use fruix_promote::sign::PublicKey;
+use fruix_promote::source::check_source_untouched;
 use fruix_promote::store::MadeStore;
 use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::Store;
@@ -102,6 +103,9 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     }
     // Keeps the source object from collections until the build is promoted.
     let mut _temp_roots = None;
+    // The source object built from, in this store: checked untouched after
+    // the build.
+    let mut built_from = None;
     if let (true, Some(store)) = (local, &store) {
         let roots = TempRoots::create(store.path()).map_err(from_promote)?;
         options.source = source_object(
@@ -114,6 +118,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             &work,
         )
         .map_err(|e| exit::when_cancelled(e, "nothing was built"))?;
+        built_from = Some(PathBuf::from(&options.source.path));
         _temp_roots = Some(roots);
     }
     let plan = allocate(&args, options)?;
@@ -137,9 +142,23 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     .await;
     let _ = printer.await;
     display.store(false, Ordering::SeqCst);
-    let root = match outcome {
-        Ok(root) => root,
-        Err(e) => return Err(run_error(e)),
+    let untouched = match built_from {
+        Some(object) => tokio::task::spawn_blocking(move || check_source_untouched(&object))
+            .await
+            .map_err(|e| CliError::new(Status::SystemFailure, e))?,
+        None => Ok(()),
+    };
+    let root = match (outcome, untouched) {
+        (Ok(_), Err(e)) => return Err(from_promote(e)),
+        (Ok(root), Ok(())) => root,
+        (Err(e), untouched) => {
+            // The build's own failure is what the run ended with; a source
+            // it wrote into is said too, or the next build would fail on it.
+            if let Err(written) = untouched {
+                eprintln!("fruix: warning: {written}");
+            }
+            return Err(run_error(e));
+        }
     };
     let Some(store) = store else {
         if args.output.json {
