@@ -289,9 +289,14 @@ fn is_symlink(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
-/// What a file type is called in messages.
-fn file_type_name(kind: fs::FileType) -> &'static str {
-    if kind.is_dir() {
+/// What a file type is called in messages: `directory`, `symlink`,
+/// `regular file`, `FIFO`...
+pub fn file_type_name(kind: fs::FileType) -> &'static str {
+    if kind.is_symlink() {
+        "symlink"
+    } else if kind.is_file() {
+        "regular file"
+    } else if kind.is_dir() {
         "directory"
     } else if kind.is_fifo() {
         "FIFO"

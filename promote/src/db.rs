@@ -748,7 +748,7 @@ mod tests {
                 matches!(
                     err,
                     Error::StoreEntry {
-                        found: "a symlink",
+                        found: "symlink",
                         ..
                     }
                 ),

@@ -67,7 +67,7 @@ pub enum Error {
     /// is not what fruix makes there: a symlink (never followed) or another
     /// type.
     #[error(
-        "store {}: {} is {found}, not {expected}; fruix never follows a symlink among its store's own files: move it away (a symlinked `.fruix` or registry: move `.fruix` away, and the next command registers the store's objects anew)",
+        "store {}: {} is a {found}, not a {expected}; fruix never follows a symlink among its store's own files: move it away (a symlinked `.fruix` or registry: move `.fruix` away, and the next command registers the store's objects anew)",
         escape::path(store),
         escape::path(entry)
     )]
@@ -76,9 +76,9 @@ pub enum Error {
         store: PathBuf,
         /// The entry found.
         entry: PathBuf,
-        /// What it is: `a symlink`, `a directory`, `a file`...
+        /// What it is: `symlink`, `directory`, `regular file`, `FIFO`...
         found: &'static str,
-        /// What fruix makes there: `a directory` or `a regular file`.
+        /// What fruix makes there: `directory` or `regular file`.
         expected: &'static str,
     },
     /// There is no store directory where one was named.

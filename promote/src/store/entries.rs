@@ -6,7 +6,7 @@
 //! reserved for the garbage collector (`.fruix/reserved`).
 
 use std::fs::{self, File};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::db::META_DIR;
@@ -22,24 +22,12 @@ pub const RESERVED_FILE: &str = "reserved";
 pub const RESERVED_BYTES: u64 = 8 << 20;
 
 /// What the store's own entry at `path` is when it is not what fruix
-/// makes there, or `None` when it is (or is missing): `a symlink`, `a
-/// directory`, `a socket`...
+/// makes there (`symlink`, `directory`, `FIFO`...), or `None` when it is
+/// (or is missing).
 fn foreign_type(path: &Path, dir: bool) -> Option<&'static str> {
     let t = fs::symlink_metadata(path).ok()?.file_type();
-    let found = if t.is_symlink() {
-        "a symlink"
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_file() {
-        "a file"
-    } else if t.is_fifo() {
-        "a fifo"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "a device"
-    };
-    (t.is_dir() != dir || t.is_symlink()).then_some(found)
+    let ours = if dir { t.is_dir() } else { t.is_file() };
+    (!ours).then(|| fruix_core::fsutil::file_type_name(t))
 }
 
 /// [`Error::StoreEntry`] when the store's own entry at `path` exists and
@@ -52,7 +40,7 @@ pub(crate) fn check(store: &Path, path: &Path, dir: bool) -> Result<()> {
             store: store.to_path_buf(),
             entry: path.to_path_buf(),
             found,
-            expected: if dir { "a directory" } else { "a regular file" },
+            expected: if dir { "directory" } else { "regular file" },
         }),
     }
 }
@@ -200,7 +188,7 @@ mod tests {
             matches!(
                 err,
                 Error::StoreEntry {
-                    found: "a symlink",
+                    found: "symlink",
                     ..
                 }
             ),
@@ -212,7 +200,7 @@ mod tests {
         assert!(matches!(
             err,
             Error::StoreEntry {
-                found: "a symlink",
+                found: "symlink",
                 ..
             }
         ));
@@ -228,8 +216,8 @@ mod tests {
             matches!(
                 err,
                 Error::StoreEntry {
-                    found: "a directory",
-                    expected: "a regular file",
+                    found: "directory",
+                    expected: "regular file",
                     ..
                 }
             ),
@@ -242,8 +230,8 @@ mod tests {
         assert!(matches!(
             err,
             Error::StoreEntry {
-                found: "a file",
-                expected: "a directory",
+                found: "regular file",
+                expected: "directory",
                 ..
             }
         ));
