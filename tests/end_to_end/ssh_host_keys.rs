@@ -59,9 +59,12 @@ fn refused(sshd: &Sshd, identity: Option<&std::path::Path>, extra: &[&str]) -> S
 fn missing_source_in_the_guest_is_named() {
     let sshd = Sshd::trusted();
     let (code, stderr) = probe(&sshd, &[]);
-    assert_ne!(code, Some(0), "{stderr}");
+    // The caller's input (exit 2): it exited 4, and named --source.
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains(MISSING_SOURCE) && stderr.contains("does not exist in the guest"),
+        stderr.contains(MISSING_SOURCE)
+            && stderr.contains("does not exist in the guest")
+            && stderr.contains("with --guest-source"),
         "{stderr}"
     );
 }

@@ -78,6 +78,22 @@ fn a_guest_receives_a_source_once_and_refuses_a_corrupted_copy() {
         "nothing built from it: {stderr}"
     );
     assert!(!host.path().join("r3/promotion.scm").exists());
+    // Regression: a file added to the copy (an `extra:` line, which mtree
+    // prints and exits 0 on) was accepted, and built from.
+    std::fs::set_permissions(&object, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::remove_dir_all(&object).unwrap();
+    let fourth = build(&sshd, host.path(), "r4");
+    assert!(
+        fourth.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fourth.stderr)
+    );
+    std::fs::write(object.join("bin/Makefile.inc.extra"), b"CFLAGS+=-DEVIL\n").unwrap();
+    let fifth = build(&sshd, host.path(), "r5");
+    let stderr = String::from_utf8_lossy(&fifth.stderr);
+    assert_eq!(fifth.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("does not match its manifest"), "{stderr}");
+    assert!(!host.path().join("r5/promotion.scm").exists());
 }
 
 #[test]
@@ -134,4 +150,28 @@ fn a_guest_checkout_builds_and_its_signature_is_recorded() {
                 .next()
                 .is_none()
     );
+}
+
+/// Regression: without `--freebsd-version`, a `--guest-source` path that
+/// is also a tree on this host took this host's version from its
+/// `newvers.sh` into the artifacts' identity. It is refused (exit 2) before
+/// anything connects.
+#[test]
+fn a_guest_source_needs_its_version_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(crate::util::fruix()
+        .args([
+            "build",
+            "--executor",
+            "host-initiated",
+            "--guest",
+            "builder@127.0.0.1:9",
+        ])
+        .arg("--guest-source")
+        .arg(crate::util::fixture_source())
+        .args(crate::util::store_and_state(dir.path())));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("give --freebsd-version"), "{stderr}");
+    assert!(!dir.path().join("store").exists(), "nothing was made");
 }

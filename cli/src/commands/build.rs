@@ -382,6 +382,13 @@ fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<Build
                 "--guest-source {guest}: give the absolute path of the source tree in the guest"
             )))
         }
+        // The host cannot read the guest's newvers.sh: a path that is also
+        // a tree here would give this host's version instead.
+        (_, Some(guest)) if args.freebsd_version.is_none() => {
+            return Err(CliError::usage(format!(
+                "--guest-source {guest}: give --freebsd-version (and --freebsd-branch unless the version names it): this host cannot read the guest's sys/conf/newvers.sh"
+            )))
+        }
         (_, Some(guest)) => PathBuf::from(guest),
         (Some(source), None) => check_source(source).map_err(from_matrix).map_err(|e| {
             if remote {

@@ -57,7 +57,7 @@ pub mod protocol;
 mod self_hosted;
 mod source;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -203,10 +203,11 @@ impl GuestExecutor {
         if out.exit.success() {
             return Ok(());
         }
-        Err(Error::NotFound {
-            path: PathBuf::from(source),
-            hint: format!(
-                "the declared source store path does not exist in the guest {}; copy the source there (same path) or give the guest's path with --source",
+        // The caller's input, known before anything ran: a usage error.
+        Err(Error::InvalidRequest {
+            message: format!(
+                "the source {} does not exist in the guest {}; give the path of a checkout the guest has with --guest-source, or a tree on this host with --source (its source object is sent)",
+                escape::quoted(source),
                 session.target()
             ),
         })
