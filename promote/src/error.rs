@@ -39,6 +39,14 @@ pub enum Error {
         /// Differences found beyond those listed (only counted).
         more_differences: u64,
     },
+    /// The source object a result root was built from, in this store, is
+    /// not (or no longer) a valid object there: its artifacts would
+    /// reference an object the store does not have.
+    #[error("{}: the source object this result root was built from is not in the store (a `store gc` removed it since the build: a build run with --no-promote, or whose promotion failed, leaves no root on its source); add the same tree again (`fruix source add DIR`: the same tree gives the same object), then promote", escape::path(object))]
+    SourceGone {
+        /// The source object's path in the store.
+        object: PathBuf,
+    },
     /// A store object's metadata is unreadable or inconsistent with its name.
     #[error("{}: store object is inconsistent: {message}", escape::path(object))]
     Inconsistent {
@@ -301,7 +309,8 @@ impl Error {
             | Error::StillReferenced { .. }
             | Error::InvalidKeyName { .. }
             | Error::InvalidFreebsdVersion { .. }
-            | Error::NotValid { .. } => (Failure::Input, ExitStatus::Usage),
+            | Error::NotValid { .. }
+            | Error::SourceGone { .. } => (Failure::Input, ExitStatus::Usage),
             Error::Corrupt { .. } | Error::Inconsistent { .. } => {
                 (Failure::System, ExitStatus::PromotionFailure)
             }

@@ -430,6 +430,16 @@ pub fn promote_validated(
     // Special bits an import recorded instead of creating them on disk.
     let special = special_modes::read(root.path())?;
     let promotion = store.begin()?;
+    // The source object it was built from, when it names one of this
+    // store's, must be there to be referenced (the GC lock, held from
+    // here, keeps it until the registration).
+    for name in names_in_store(store.path(), [m.source_store.path.as_str()]) {
+        if !store.is_valid(&name)? {
+            return Err(Error::SourceGone {
+                object: store.path().join(name),
+            });
+        }
+    }
     // Artifacts are read concurrently so that one tree's directory listing
     // overlaps another's reading.
     let ingested = m

@@ -354,3 +354,72 @@ fn a_fifo_as_newvers_or_makefile_is_refused_at_once() {
         );
     }
 }
+
+/// Regression: a build run with `--no-promote` keeps no root on its
+/// source, so a `store gc` removed the source object; promoting the result
+/// root later then succeeded, its objects naming a source the store no
+/// longer had (and no registered reference to it). The promotion is
+/// refused now, saying what to do; done, the source is referenced again.
+#[test]
+fn promoting_after_the_source_was_collected_is_refused_until_it_is_added_again() {
+    require_tool("bmake", "bmake");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tree = checkout(d, "tree");
+    let root = d.join("root");
+    run_ok(
+        fruix()
+            .args([
+                "build",
+                "--executor",
+                "local",
+                "--no-promote",
+                "--quiet",
+                "--source",
+            ])
+            .arg(&tree)
+            .args(store_and_state(d))
+            .arg("--result-root")
+            .arg(&root)
+            .args(["--source-date-epoch", "1775420084", "--make-flag=-DNO_ROOT"]),
+    );
+    run_ok(
+        fruix()
+            .args(["store", "gc", "--quiet"])
+            .args(store_and_state(d)),
+    );
+    assert!(
+        sources_in(&d.join("store")).is_empty(),
+        "the source was collected"
+    );
+    let promote = || {
+        let mut cmd = fruix();
+        cmd.args(["native-build", "promote", "--json", "--no-out-link"])
+            .args(store_and_state(d))
+            .arg(&root);
+        cmd
+    };
+    let out = crate::util::run(&mut promote());
+    json_error(
+        &out,
+        2,
+        "the source object this result root was built from is not in the store",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fruix source add"));
+    let added = add(d, &tree);
+    let report = run_json(&mut promote());
+    let references = run_json(
+        fruix()
+            .args(["store", "query", "--json", "--references"])
+            .args(store_and_state(d))
+            .arg(report["result_store"].as_str().unwrap()),
+    );
+    assert!(
+        references
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == &added["store_path"]),
+        "{references} {added}"
+    );
+}
