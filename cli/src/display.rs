@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use console::Term;
 use fruix_core::escape;
-use fruix_core::executor::{Event, EventReceiver};
+use fruix_core::executor::{Event, EventReceiver, Phase};
 use fruix_core::manifest::Progress;
 use fruix_promote::store::LockWait;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
@@ -116,10 +116,12 @@ fn say(bar: &Option<ProgressBar>, line: String) {
 }
 
 /// Prints events until the channel closes. Once `cancel` fires, says so
-/// above the live line, and a stage that then fails is shown `cancelled`,
-/// not `FAILED`; the live line is cleared at the end, so no stale line (or
-/// the terminal's `^C`) stays on screen. Without a terminal, a stage that
-/// printed nothing for [`every`] says it is still running ([`Heartbeat`]).
+/// above the live line, and a stage of the build that then fails is shown
+/// `cancelled`, not `FAILED` (a stage of the cleanup, which is never
+/// cancelled, stays `FAILED`); the live line is cleared at the end, so no
+/// stale line (or the terminal's `^C`) stays on screen. Without a
+/// terminal, a stage that printed nothing for [`every`] says it is still
+/// running ([`Heartbeat`]). Warnings are fruix's: `fruix: warning: ...`.
 pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: CancellationToken) {
     let mode = Mode::from_output(&output);
     let mut bar: Option<ProgressBar> = None;
@@ -130,8 +132,8 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
     let mut ticker = tokio::time::interval(every.map_or(Duration::from_secs(3600), tick));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let event = tokio::select! {
-            event = rx.recv() => match event {
+        let (event, phase) = tokio::select! {
+            event = rx.recv_with_phase() => match event {
                 Some(event) => event,
                 None => break,
             },
@@ -189,10 +191,14 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
                 },
                 _,
             ) => {
-                let ended = stage_ended(stage, *ok, cancel.is_cancelled(), *elapsed_ms);
+                // Cleanup is never cancelled: a stage of it failed by itself.
+                let cancelling = cancel.is_cancelled() && phase == Phase::Build;
+                let ended = stage_ended(stage, *ok, cancelling, *elapsed_ms);
                 say(&bar, format!("==> {ended}"));
             }
-            (Event::Warning { message }, _) => say(&bar, warning_line(message)),
+            (Event::Warning { message }, _) => {
+                say(&bar, format!("fruix: {}", warning_line(message)))
+            }
         }
     }
     if let Some(b) = bar {

@@ -22,7 +22,15 @@
 //!   than [`MAX_QUEUED_BYTES`] of them wait unread, the child waits on its
 //!   pipes (memory stays bounded, as with a slow terminal).
 //! - When the child exits, any process it left in its group is killed, and the
-//!   remaining output is read to its end: [`Ending::Exited`].
+//!   remaining output is read to its end: [`Ending::Exited`], with the
+//!   child's own status. A pipe still held by a writer [`OUTPUT_GRACE`] after
+//!   the exit is held by a process that left the session (`setsid`, a
+//!   daemon's double fork), out of reach of that kill: the processes found
+//!   holding it (in `/proc` on Linux; elsewhere none are found) get
+//!   `SIGKILL` and their output is read for [`KILL_GRACE`] more; then the
+//!   pipe is read no further (a holder left alive gets `SIGPIPE` at its next
+//!   write). A warning says so, naming what it killed. A pipe whose writers
+//!   are all gone is read to its end, however slowly the events are taken.
 //! - On cancellation, or when the step's time limit passes, the whole group
 //!   gets `SIGTERM`; if it is not gone within the grace period
 //!   ([`TERM_GRACE`] unless configured), `SIGKILL`. The child is reaped and
@@ -40,7 +48,9 @@
 //! [`Event::Log`]: crate::executor::Event::Log
 //! [`MAX_QUEUED_BYTES`]: crate::executor::MAX_QUEUED_BYTES
 
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, Signal};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -54,6 +64,11 @@ use tokio_util::sync::CancellationToken;
 use crate::bounded::{LineSplitter, Tail};
 use crate::error::{Error, IoContext, Result};
 use crate::executor::{EventSink, RunContext, Stream};
+
+#[path = "process_table.rs"]
+mod table;
+pub use table::group_is_gone;
+use table::{live_members, pipe_holders};
 
 /// How many last lines of output a failed step reports.
 pub const TAIL_LINES: usize = 20;
@@ -70,6 +85,10 @@ pub const TERM_GRACE: Duration = Duration::from_secs(5);
 
 /// How long to wait for a process group to vanish after `SIGKILL`.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a step's output pipes may stay open once its leader exited,
+/// before the processes holding them are looked for (see the module docs).
+pub const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 /// How often to look whether a process group is gone.
 const POLL: Duration = Duration::from_millis(20);
@@ -147,8 +166,8 @@ pub async fn run_step(mut command: Command, step: &Step<'_>) -> Result<Finished>
         });
     }
     let mut log = StepLog::create(step).await?;
-    let mut child = command
-        .spawn()
+    let mut child = spawn_retrying(&mut command)
+        .await
         .map_err(|e| spawn_error(&program, step.hint, e))?;
     let mut group = ProcessGroup::of(&child)?;
     let ending = pump(&mut child, &mut group, &mut log, step).await;
@@ -209,6 +228,8 @@ async fn pump(
     let mut stderr = Output::new(child.stderr.take().expect("stderr is piped"));
     let (mut out_open, mut err_open) = (true, true);
     let mut status = None;
+    // Once the leader exited: when to look whether its pipes are still held.
+    let (mut look_at, mut looked) = (None, false);
     let deadline = step.timeout.map(|t| Instant::now() + t);
     let expired = async {
         match deadline {
@@ -229,14 +250,37 @@ async fn pump(
             }
             exited = child.wait(), if status.is_none() => {
                 status = Some(exited.map_err(|e| Error::system(format!("cannot wait for step {}: {e}", step.stage)))?);
+                look_at = Some(Instant::now() + OUTPUT_GRACE);
                 // Whatever the step left behind holds our pipes open.
                 group.kill_remaining().await;
             }
-            () = step.cancel.cancelled() => {
+            () = tokio::time::sleep_until(look_at.unwrap_or_else(Instant::now)), if look_at.is_some() => {
+                let pipes = [(out_open, stdout.pipe.as_fd()), (err_open, stderr.pipe.as_fd())];
+                let held = pipes.map(|(open, pipe)| open && is_held(pipe));
+                look_at = None;
+                if held.contains(&true) && !looked {
+                    looked = true;
+                    let pipes: Vec<_> = pipes.iter().zip(held).filter_map(|(&(_, pipe), h)| h.then_some(pipe)).collect();
+                    // Once they are killed, their last output is read too.
+                    look_at = kill_holders(step, &pipes).then(|| Instant::now() + KILL_GRACE);
+                }
+                // A held pipe is read no further (a last line without its
+                // newline is kept); one whose writers are gone, to its end.
+                if look_at.is_none() && held[0] {
+                    out_open = log.take(Ok(0), Stream::Stdout, &mut stdout).await?;
+                }
+                if look_at.is_none() && held[1] {
+                    err_open = log.take(Ok(0), Stream::Stderr, &mut stderr).await?;
+                }
+            }
+            // Not during the bounded wait for held pipes: it ends anyway,
+            // killing what holds them.
+            () = step.cancel.cancelled(), if look_at.is_none() => {
                 group.stop(child, step.term_grace).await;
                 return Ok(Ending::Cancelled);
             }
-            () = &mut expired => {
+            // Once the leader exited, its status is the step's.
+            () = &mut expired, if status.is_none() => {
                 group.stop(child, step.term_grace).await;
                 return Ok(Ending::TimedOut(step.timeout.unwrap_or_default()));
             }
@@ -245,6 +289,40 @@ async fn pump(
     Ok(Ending::Exited(
         status.expect("the loop ends once the child exited"),
     ))
+}
+
+/// Whether a process still holds the writing end of `pipe`: no `POLLHUP` on
+/// it yet (Linux and FreeBSD set it once every writer is gone, whether data
+/// is left to read or not).
+fn is_held(pipe: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::from_borrowed_fd(pipe, PollFlags::IN)];
+    let _ = rustix::event::poll(&mut fds, Some(&Timespec::default()));
+    !fds[0].revents().contains(PollFlags::HUP)
+}
+
+/// Kills the processes found holding `pipes` of `step`'s output after its
+/// leader exited (processes that left its session), and warns; returns
+/// whether it found any.
+fn kill_holders(step: &Step<'_>, pipes: &[BorrowedFd<'_>]) -> bool {
+    let holders = pipe_holders(pipes);
+    for (pid, _) in &holders {
+        if let Some(pid) = Pid::from_raw(*pid) {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+    }
+    let named: Vec<String> = holders
+        .iter()
+        .map(|(pid, command)| format!("{pid} `{}`", crate::escape::bytes(command).cut_at(200)))
+        .collect();
+    let what = match named.as_slice() {
+        [] => "could not find it to kill it (it may keep running until it writes there)".into(),
+        _ => format!("killed {}", named.join(", ")),
+    };
+    step.events.warn(format!(
+        "step {} exited, but its output is still held by what left its session (a daemon); fruix did not wait for it, and {what}",
+        step.stage
+    ));
+    !holders.is_empty()
 }
 
 /// `read`, once `events` has room for what it will produce.
@@ -298,8 +376,35 @@ struct StepLog<'a> {
 }
 
 impl<'a> StepLog<'a> {
+    /// The step's log file, new: whatever is at its name (a symlink or a
+    /// hard link a stage planted there, to a file fruix running as root
+    /// would truncate) is removed, never written through, and the file is
+    /// made anew (`O_EXCL`, `O_NOFOLLOW`).
     async fn create(step: &'a Step<'a>) -> Result<StepLog<'a>> {
-        let file = tokio::fs::File::create(step.log)
+        // Only a file or a link is replaced: a device, a FIFO or a
+        // directory at the name is refused, never removed.
+        match tokio::fs::symlink_metadata(step.log).await {
+            Ok(m) if m.is_file() || m.is_symlink() => tokio::fs::remove_file(step.log)
+                .await
+                .with_path("replace log file", step.log)?,
+            Ok(m) => {
+                return Err(Error::io(
+                    "replace log file",
+                    step.log,
+                    std::io::Error::other(format!(
+                        "it is a {}, not a log file; remove it",
+                        crate::fsutil::file_type_name(m.file_type())
+                    )),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("replace log file", step.log, e)),
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(step.log)
             .await
             .with_path("create log file", step.log)?;
         Ok(StepLog {
@@ -465,86 +570,25 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// Whether no live process is left in group `pgid` or in the session of
-/// that id.
-///
-/// On Linux the process table is read: exited processes stay group members
-/// until reaped, and an init that does not reap orphans (as in some
-/// containers) would keep `kill(-pgid, 0)` succeeding for ever. Elsewhere
-/// (FreeBSD's init reaps promptly) `kill(-pgid, 0)` answers for the group,
-/// and `pgrep` for the session.
-pub fn group_is_gone(pgid: libc::pid_t) -> bool {
-    #[cfg(target_os = "linux")]
-    if std::path::Path::new("/proc/self/stat").exists() {
-        return live_members(pgid).is_empty();
+/// Starts `command`, again when exec(2) said `ETXTBSY`: a script written
+/// just before is busy while any process forked meanwhile (another thread's
+/// child, between its fork and its exec) still holds it open to write, for
+/// microseconds. At most [`SPAWN_TRIES`] times, 10 ms apart.
+async fn spawn_retrying(command: &mut Command) -> std::io::Result<tokio::process::Child> {
+    let mut tries = 1;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < SPAWN_TRIES => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            spawned => return spawned,
+        }
     }
-    // Signal 0 only checks for existence and permission.
-    Pid::from_raw(pgid).is_none_or(|pgid| {
-        rustix::process::test_kill_process_group(pgid) == Err(rustix::io::Errno::SRCH)
-    }) && listed_members(pgid).is_empty()
 }
 
-/// The live (not zombie) processes of group `pgid` or of the session of
-/// that id: from the process table on Linux, from `pgrep` elsewhere.
-fn live_members(pgid: libc::pid_t) -> Vec<libc::pid_t> {
-    #[cfg(target_os = "linux")]
-    if let Ok(procs) = std::fs::read_dir("/proc") {
-        return procs
-            .flatten()
-            .filter_map(|p| {
-                let pid = p.file_name().to_str()?.parse::<libc::pid_t>().ok()?;
-                is_live_member(&p.path().join("stat"), pgid).then_some(pid)
-            })
-            .collect();
-    }
-    listed_members(pgid)
-}
-
-/// The processes `pgrep` lists in session `pgid` or in group `pgid` (both
-/// FreeBSD's and Linux's pgrep know `-s` and `-g`), sorted; none when
-/// `pgrep` cannot run.
-fn listed_members(pgid: libc::pid_t) -> Vec<libc::pid_t> {
-    let mut members = Vec::new();
-    for flag in ["-s", "-g"] {
-        let Ok(out) = std::process::Command::new("pgrep")
-            .args([flag, &pgid.to_string()])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-        else {
-            continue;
-        };
-        let listed = String::from_utf8_lossy(&out.stdout);
-        members.extend(
-            listed
-                .lines()
-                .filter_map(|l| l.trim().parse::<libc::pid_t>().ok()),
-        );
-    }
-    members.sort_unstable();
-    members.dedup();
-    members
-}
-
-/// Whether `/proc/PID/stat` describes a live (not zombie) process of group
-/// `pgid` or of the session of that id.
-#[cfg(target_os = "linux")]
-fn is_live_member(stat: &Path, pgid: libc::pid_t) -> bool {
-    let Ok(text) = std::fs::read_to_string(stat) else {
-        return false;
-    };
-    // "pid (comm) state ppid pgrp session ...": comm may contain anything,
-    // so parse from the last ')'.
-    let mut fields = text
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or("")
-        .split_whitespace();
-    let state = fields.next();
-    let mut id = || fields.next().and_then(|p| p.parse::<libc::pid_t>().ok());
-    let (_ppid, pgrp, session) = (id(), id(), id());
-    (pgrp == Some(pgid) || session == Some(pgid)) && !matches!(state, Some("Z" | "X" | "x"))
-}
+/// How many times [`spawn_retrying`] tries.
+const SPAWN_TRIES: u32 = 50;
 
 fn spawn_error(program: &str, hint: &str, e: std::io::Error) -> Error {
     match e.kind() {

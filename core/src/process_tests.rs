@@ -97,6 +97,57 @@ async fn control_characters_reach_the_log_file_escaped() {
     );
 }
 
+/// Regression: the log was opened with `File::create`, which follows a
+/// symlink (and writes through a hard link) that an earlier stage planted
+/// at its name: fruix, as root, truncated and wrote the target.
+#[tokio::test]
+async fn a_link_planted_at_the_log_is_replaced_never_written_through() {
+    let (dir, ctx, _rx) = context();
+    let victim = dir.path().join("victim");
+    let symlink: fn(&Path, &Path) -> std::io::Result<()> =
+        |target, link| std::os::unix::fs::symlink(target, link);
+    let hard_link: fn(&Path, &Path) -> std::io::Result<()> =
+        |target, link| std::fs::hard_link(target, link);
+    for plant in [symlink, hard_link] {
+        std::fs::write(&victim, "precious\n").unwrap();
+        let log = dir.path().join("s.log");
+        let _ = std::fs::remove_file(&log);
+        plant(&victim, &log).unwrap();
+        run_build_step(shell("echo logged"), "s", &log, &ctx, "")
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "logged\n");
+        assert!(std::fs::symlink_metadata(&log)
+            .unwrap()
+            .file_type()
+            .is_file());
+    }
+    // Anything but a file or a link at the name is refused, never removed
+    // (a log path of /dev/null once made /dev/null a regular file).
+    let fifo = dir.path().join("fifo.log");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let e = run_build_step(shell("echo logged"), "s", &fifo, &ctx, "")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("it is a FIFO, not a log file"),
+        "{e}"
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+}
+
 #[tokio::test]
 async fn a_failing_step_reports_its_last_lines_of_both_streams() {
     let (dir, ctx, _rx) = context();
@@ -172,6 +223,97 @@ async fn processes_left_behind_by_a_step_are_killed() {
         "the step waited for its leftover"
     );
     assert!(group_is_gone(pgid));
+}
+
+/// The warnings waiting in `rx`.
+fn warnings(rx: &mut EventReceiver) -> Vec<String> {
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .filter_map(|event| match event {
+            Event::Warning { message } => Some(message),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether process `pid` is alive (not gone, not a zombie waiting for init).
+fn is_alive(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+}
+
+/// Regression: a step that started a daemon (a double fork into a session
+/// of its own, out of reach of the group and session kill) still holding
+/// its stdout was waited for until its time limit, reported as timed out,
+/// and the daemon outlived fruix. The step now ends by its leader's status
+/// shortly after the leader; the daemon is named in a warning and killed.
+#[tokio::test]
+async fn a_daemon_holding_the_output_of_a_finished_step_is_killed_not_waited_for() {
+    let (dir, ctx, mut rx) = context();
+    let daemon_file = dir.path().join("daemon");
+    let script = format!(
+        "perl -MPOSIX -e 'fork and exit; POSIX::setsid(); open(my $f, \">\", \"{0}.tmp\"); print $f \"$$\\n\"; close($f); rename(\"{0}.tmp\", \"{0}\"); sleep 1000' & while [ ! -f {0} ]; do :; done; echo started",
+        daemon_file.display()
+    );
+    let started = std::time::Instant::now();
+    let limit = Duration::from_secs(30);
+    let (result, _) = run_recording_group(&script, &ctx, dir.path(), Some(limit)).await;
+    let elapsed = started.elapsed();
+    let daemon = std::fs::read_to_string(&daemon_file).unwrap();
+    let daemon = daemon.trim();
+    let deadline = Instant::now() + KILL_GRACE;
+    while is_alive(daemon) && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+    let survived = is_alive(daemon);
+    if survived {
+        // Not left running when this test fails. SAFETY: kill(2) of the
+        // live process this test started.
+        unsafe { libc::kill(daemon.parse().unwrap(), libc::SIGKILL) };
+    }
+    let finished = result.unwrap();
+    assert!(
+        matches!(finished.ending, Ending::Exited(s) if s.success()),
+        "{:?} after {elapsed:?}",
+        finished.ending
+    );
+    assert_eq!(finished.tail, ["started"]);
+    assert!(
+        elapsed < OUTPUT_GRACE + KILL_GRACE + Duration::from_secs(5),
+        "took {elapsed:?}"
+    );
+    assert!(!survived, "daemon {daemon} survived the step");
+    let warnings = warnings(&mut rx);
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    let warning = &warnings[0];
+    assert!(
+        warning.contains("step s ")
+            && warning.contains("left its session")
+            && warning.contains(&format!("{daemon} `perl -MPOSIX -e "))
+            && warning.contains("killed"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn a_pipe_holder_that_cannot_be_found_is_still_warned_about() {
+    // As on FreeBSD, where `/proc` does not show open files.
+    let (dir, ctx, mut rx) = context();
+    let log = dir.path().join("s.log");
+    let step = Step {
+        stage: "s",
+        log: &log,
+        events: &ctx.events,
+        cancel: &ctx.cancel,
+        timeout: None,
+        term_grace: TERM_GRACE,
+        hint: "",
+    };
+    assert!(!kill_holders(&step, &[]), "nothing was found to kill");
+    assert_eq!(
+        warnings(&mut rx),
+        ["step s exited, but its output is still held by what left its session (a daemon); fruix did not wait for it, and could not find it to kill it (it may keep running until it writes there)"]
+    );
 }
 
 #[tokio::test]
@@ -378,7 +520,7 @@ async fn pgrep_lists_the_group_and_session_the_process_table_does() {
             }
         }
         let pgid = read_pid(&dir.path().join("pgid"));
-        let (listed, mut live) = (listed_members(pgid), live_members(pgid));
+        let (listed, mut live) = (table::listed_members(pgid), live_members(pgid));
         live.sort_unstable();
         ctx.cancel.cancel();
         (pgid, listed, live)
@@ -394,4 +536,37 @@ async fn pgrep_lists_the_group_and_session_the_process_table_does() {
         "leader {pgid} and job {job} in {listed:?}"
     );
     assert_eq!(listed, live);
+}
+
+/// A script still open to write somewhere (here, by this test) cannot be
+/// executed (`ETXTBSY`); a spawn tries again, [`SPAWN_TRIES`] times 10 ms
+/// apart, which covers the microseconds another thread's child holds a
+/// script written just before between its fork and its exec (a flake seen
+/// in the external executor's tests), then fails as it must.
+#[tokio::test]
+async fn a_busy_script_is_tried_again_then_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("s.sh");
+    let held = std::fs::File::create(&script).unwrap();
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let started = std::time::Instant::now();
+    let e = spawn_retrying(&mut Command::new(&script))
+        .await
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ETXTBSY), "{e}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(10) * (SPAWN_TRIES - 1),
+        "it was tried again: {:?}",
+        started.elapsed()
+    );
+    drop(held);
+    let status = spawn_retrying(&mut Command::new(&script))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(status.success());
 }

@@ -66,10 +66,30 @@ pub fn validate_with(root: &Path, allow_incomplete: bool) -> Result<ResultRoot> 
             root: root.to_path_buf(),
             metadata,
         }),
-        _ => Err(Error::InvalidResultRoot {
-            root: root.to_path_buf(),
-            problems,
-        }),
+        _ => Err(invalid(root, problems)),
+    }
+}
+
+/// How many problems an [`Error::InvalidResultRoot`] lists before saying
+/// how many more were found (an `artifacts/` of a build gone wrong may
+/// hold thousands of undeclared entries).
+pub const LISTED_PROBLEMS: usize = 20;
+
+/// The error of the result root `root` with `problems` (not empty): the
+/// first [`LISTED_PROBLEMS`] of them, then one saying how many more.
+pub fn invalid(root: &Path, mut problems: Vec<Problem>) -> Error {
+    let more = problems.len().saturating_sub(LISTED_PROBLEMS);
+    if more > 0 {
+        problems.truncate(LISTED_PROBLEMS);
+        problems.push(problem(
+            PathBuf::new(),
+            None,
+            format!("and {more} more problems, not listed: fix these, then look again"),
+        ));
+    }
+    Error::InvalidResultRoot {
+        root: root.to_path_buf(),
+        problems,
     }
 }
 
@@ -336,6 +356,23 @@ mod tests {
         assert!(found
             .iter()
             .any(|p| p.path.ends_with("artifacts/lib32") && p.message.contains("not declared")));
+    }
+
+    /// Regression: every undeclared entry of `artifacts/` was listed, so a
+    /// build gone wrong could print thousands of lines.
+    #[test]
+    fn the_problems_listed_are_bounded_and_say_how_many_more() {
+        let dir = sample();
+        for n in 0..LISTED_PROBLEMS + 5 {
+            fs::create_dir(dir.path().join(format!("artifacts/extra{n}"))).unwrap();
+        }
+        let found = problems(dir.path());
+        assert_eq!(found.len(), LISTED_PROBLEMS + 1, "{found:#?}");
+        let last = found.last().unwrap().to_string();
+        assert_eq!(
+            last,
+            "and 5 more problems, not listed: fix these, then look again"
+        );
     }
 
     #[test]

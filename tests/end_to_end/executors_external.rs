@@ -243,6 +243,67 @@ fn a_build_hanging_past_its_timeout_is_stopped() {
     assert!(left.is_empty(), "the hanging build survived: {left:#?}");
 }
 
+/// The processes still running with the test directory of `b` in their
+/// command line or environment, once those on their way out are gone (a
+/// bound on a condition: at most a few seconds); killed, so that a failing
+/// test leaves none behind.
+fn processes_left_by(b: &ExecutorBuild) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut left = fruix_core::testing::conformance::processes_mentioning(b.dir.path());
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        left = fruix_core::testing::conformance::processes_mentioning(b.dir.path());
+    }
+    for process in &left {
+        if let Some(pid) = process.split(':').next().and_then(|p| p.parse().ok()) {
+            // SAFETY: kill(2) of a process just found running with this
+            // test's directory in its environment.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    left
+}
+
+/// Regression: a stage that started a daemon (`setsid sleep 3336 &`, a
+/// session of its own, still holding the stage's output) made fruix wait
+/// for the stage's timeout and fail the build as timed out (exit 3),
+/// leaving the daemon running with `FRUIX_RESULT_ROOT` in its environment.
+/// The stage is judged by its own exit status, a moment after it; the
+/// daemon is named in a warning and killed.
+#[test]
+fn a_stage_that_starts_a_daemon_ends_by_its_exit_status_and_the_daemon_is_killed() {
+    let b = ExecutorBuild::new("mini-sh-daemon");
+    let mut cmd = b.fruix();
+    cmd.arg("--executors-file")
+        .arg(executors_file().with_file_name("daemon.scm"));
+    let mut cmd = fixture_build(cmd, "mini-sh-daemon", b.dir.path(), "r1");
+    let marker = format!("cleanup_marker={}", b.marker("r1").display());
+    cmd.args(["--jobs", "2", "--config", &marker]);
+    let out = run(&mut cmd);
+    let left = processes_left_by(&b);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(b.cleanups("r1"), ["success"]);
+    // The stage exits at once; only the bounded wait for its output (2s)
+    // and the daemon's kill come after.
+    let collect = err
+        .lines()
+        .find_map(|l| l.strip_prefix("==> collect done in "))
+        .and_then(|s| s.strip_suffix('s'))
+        .and_then(|s| s.parse::<f64>().ok());
+    assert!(collect.is_some_and(|s| s < 15.0), "{collect:?}: {err}");
+    let warning = err
+        .lines()
+        .find(|l| l.starts_with("fruix: warning: ") && l.contains("left its session"));
+    assert!(
+        warning.is_some_and(|w| w.contains("step collect ")
+            && w.contains("`sleep 3336`")
+            && w.contains("killed")),
+        "{err}"
+    );
+    assert!(left.is_empty(), "the daemon survived: {left:#?}");
+}
+
 #[test]
 fn collect_leaving_an_invalid_root_is_a_validation_failure() {
     let b = ExecutorBuild::new("mini-sh-invalid-root");

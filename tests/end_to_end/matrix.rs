@@ -26,6 +26,18 @@ pub struct Matrix {
     pub dir: tempfile::TempDir,
 }
 
+/// `fruix store roots --json` of the matrix's store and state directory.
+fn store_roots(m: &Matrix) -> Value {
+    let roots = run_ok(
+        fruix()
+            .args(["store", "roots", "--json", "--store"])
+            .arg(m.path("store"))
+            .arg("--state-dir")
+            .arg(m.path("state")),
+    );
+    serde_json::from_str(&roots).unwrap()
+}
+
 impl Matrix {
     /// A matrix whose file holds `body` after the common fields (source,
     /// -DNO_ROOT, jobs, source-date-epoch).
@@ -220,14 +232,7 @@ fn local_and_external_executors_agree_over_two_kernconfs() {
             assert!(a["tree_signature"].as_str().unwrap().starts_with("sha256:"));
         }
     }
-    let roots = run_ok(
-        fruix()
-            .args(["store", "roots", "--json", "--store"])
-            .arg(m.path("store"))
-            .arg("--state-dir")
-            .arg(m.path("state")),
-    );
-    let roots: Value = serde_json::from_str(&roots).unwrap();
+    let roots = store_roots(&m);
     assert_eq!(roots.as_array().unwrap().len(), 4, "{roots}");
     // Every local cell built the one source object the matrix's directory
     // was added as.
@@ -816,14 +821,7 @@ fn a_run_into_an_earlier_run_s_report_directory_keeps_nothing_of_it() {
     assert_eq!(names_in(&m.path("report/logs")), ["local.log", "notes.txt"]);
     assert_eq!(names_in(&victim), ["kept.log"]);
     // The earlier links' roots keep nothing any more.
-    let roots = run_ok(
-        fruix()
-            .args(["store", "roots", "--json", "--store"])
-            .arg(m.path("store"))
-            .arg("--state-dir")
-            .arg(m.path("state")),
-    );
-    let roots: Value = serde_json::from_str(&roots).unwrap();
+    let roots = store_roots(&m);
     let kept: Vec<&Value> = roots
         .as_array()
         .unwrap()

@@ -18,9 +18,11 @@
 //!    run's state, and runs its [`Run::build`], passing cancellation through
 //!    the context; [`run_executor_within`] also cancels it once one of its
 //!    [`RunLimits`] passes (the run then fails as a timeout);
-//! 3. always finishes it with [`Run::cleanup`], after success, failure or
-//!    cancellation (a cleanup failure is reported as an event, never hiding
-//!    the run's result);
+//! 3. always finishes it with [`Run::cleanup`], after success, failure,
+//!    cancellation or a panic of the build (which is a system failure naming
+//!    the executor), having told the run how its build ended ([`Run::ended`]);
+//!    a cleanup failure, or panic, is reported as an event, never hiding the
+//!    run's result;
 //! 4. validates the result root and checks that its `promotion.scm` agrees with
 //!    the request and names the executor ([`check_agreement`]), and only then
 //!    removes the unfinished marker.
@@ -50,7 +52,7 @@ pub mod registry;
 pub mod request;
 mod runner;
 
-pub use events::{Event, EventReceiver, EventSink, Stream, MAX_QUEUED_BYTES};
+pub use events::{Event, EventReceiver, EventSink, Phase, Stream, MAX_QUEUED_BYTES};
 pub use registry::{
     config_keys, parse_config, ConfigKey, ExecutorConfig, ExecutorKind, ExecutorRegistration,
     Registry, RegistryEntry,
@@ -169,7 +171,9 @@ impl RunContext {
 ///   stops all work it started and returns [`Error::Cancelled`](crate::Error::Cancelled) promptly.
 /// - [`Run::cleanup`] releases what the run acquired (connections, jails,
 ///   VMs, temporary files). It is called exactly once per run, whatever
-///   `build` returned, including when it was cancelled or never got far.
+///   `build` returned, including when it was cancelled, panicked or never
+///   got far; [`Run::ended`] just before, with how the runner judged the
+///   build. A run that wraps another forwards both.
 ///
 /// Executors do not validate their own output, create the result root, or
 /// handle the unfinished marker: [`run_executor`] does that for all of them.
@@ -223,6 +227,17 @@ pub fn check_target_arch<E: Executor + ?Sized>(executor: &E, request: &BuildRequ
 pub trait Run: Send {
     /// Runs the build and fills the result root.
     async fn build(&mut self, ctx: &RunContext) -> Result<()>;
+
+    /// Told how the runner judged the build, before [`Run::cleanup`]:
+    /// `result` is what the run fails with, or `Ok` when its build
+    /// succeeded. It may differ from what [`Run::build`] returned: a build
+    /// stopped because a [`RunLimits`] limit passed saw only `ctx.cancel`
+    /// cancelled, and is told [`Error::Timeout`](crate::Error::Timeout); a
+    /// build that panicked, or was dropped at the end of the
+    /// [`CANCEL_GRACE`], returned nothing. The default ignores it.
+    fn ended(&mut self, result: &Result<()>) {
+        let _ = result;
+    }
 
     /// Releases what the run acquired; called once per run, always.
     async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()>;

@@ -1,13 +1,19 @@
 //! The runner that wraps every executor with the same guarantees (see the
 //! module docs of [`crate::executor`]).
 
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::events::Activity;
 use super::{BuildRequest, EventSink, Executor, Run, RunContext};
 use crate::error::{Error, IoContext, Result};
+use crate::escape;
 use crate::promotion::{BuildPolicy, PromotionMetadata};
 use crate::result_root::{self, ResultRoot, INCOMPLETE_MARKER};
 use tokio_util::sync::CancellationToken;
@@ -72,8 +78,10 @@ pub async fn run_executor_within(
         // A limit that passes stops the run as the caller's cancel would.
         cancel: cancel.child_token(),
     };
-    let mut run = executor.start(&ctx);
-    let outcome = build_within(run.as_mut(), &ctx, limits, &activity)
+    let name = executor.name();
+    let mut run = std::panic::catch_unwind(AssertUnwindSafe(|| executor.start(&ctx)))
+        .map_err(|payload| panicked(name, payload))?;
+    let outcome = build_within(run.as_mut(), &ctx, limits, &activity, name)
         .await
         .map_err(|e| match e {
             // What the build was doing when it was stopped.
@@ -90,12 +98,10 @@ pub async fn run_executor_within(
             },
             e => e,
         });
-    if let Err(e) = run.cleanup(&ctx).await {
-        ctx.events.warn(format!(
-            "cleanup of executor {} failed: {e}",
-            executor.name()
-        ));
+    if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| run.ended(&outcome))) {
+        ctx.events.warn(panic_note(name, payload));
     }
+    cleanup(run, &ctx, name).await;
     outcome?;
     if ctx.cancel.is_cancelled() {
         return Err(Error::Cancelled);
@@ -132,17 +138,17 @@ pub async fn run_executor_within(
 
 /// Runs the build until it ends, is cancelled, or a limit passes; then (but
 /// for its end) gives the executor [`CANCEL_GRACE`] to stop its process tree
-/// by itself.
+/// by itself. A panic of the build (executor `name`'s) is a system failure.
 async fn build_within(
     run: &mut (dyn Run + '_),
     ctx: &RunContext,
     limits: RunLimits,
     activity: &Activity,
+    name: &str,
 ) -> Result<()> {
-    let build = run.build(ctx);
-    tokio::pin!(build);
+    let mut build = Unwound(run.build(ctx));
     let expired = tokio::select! {
-        result = &mut build => return result,
+        result = &mut build => return result.unwrap_or_else(|p| Err(panicked(name, p))),
         () = ctx.cancel.cancelled() => None,
         expired = expiry(limits, Instant::now(), activity) => {
             ctx.cancel.cancel();
@@ -153,9 +159,91 @@ async fn build_within(
     match (expired, ended) {
         // Whatever the stopped build says, the limit is why it ended.
         (Some(expired), _) => Err(expired),
-        (None, Ok(Err(e))) if !matches!(e, Error::Cancelled) => Err(e),
+        (None, Ok(Err(payload))) => Err(panicked(name, payload)),
+        (None, Ok(Ok(Err(e)))) if !matches!(e, Error::Cancelled) => Err(e),
         (None, _) => Err(Error::Cancelled),
     }
+}
+
+/// Finishes `run` of executor `name` with its cleanup, which is never
+/// cancelled: a stage it runs that fails while the run is cancelled
+/// failed by itself ([`EventSink::in_cleanup`]). Its failure, or its
+/// panic, is a warning.
+async fn cleanup(run: Box<dyn Run + '_>, ctx: &RunContext, name: &str) {
+    let cleaning = RunContext {
+        events: ctx.events.in_cleanup(),
+        ..ctx.clone()
+    };
+    match Unwound(run.cleanup(&cleaning)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => ctx.events.warn(format!(
+            "cleanup of executor {name} failed: {}",
+            cleanup_failure(&e)
+        )),
+        Err(payload) => ctx.events.warn(format!(
+            "cleanup of executor {name} panicked: {}",
+            panic_message(payload.as_ref())
+        )),
+    }
+}
+
+/// A cleanup's failure, for its warning: a step that failed is a step of
+/// the cleanup, not a build step as [`Error::Build`] says.
+fn cleanup_failure(e: &Error) -> String {
+    match e {
+        Error::Build { step, status, log } => format!(
+            "step `{}` failed{}{}",
+            escape::text(step),
+            status
+                .as_ref()
+                .map(|s| format!(" ({})", escape::text(s)))
+                .unwrap_or_default(),
+            log.file_note()
+        ),
+        e => e.to_string(),
+    }
+}
+
+/// A future of an executor's that ends with its panic's payload instead
+/// of unwinding through the runner (and fruix).
+struct Unwound<F>(F);
+
+impl<F: Future + Unpin> Future for Unwound<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        // The runner never polls it again after a panic, and what the
+        // executor left half-done is its cleanup's to release.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+}
+
+/// The system failure of executor `name` that panicked with `payload`.
+fn panicked(name: &str, payload: Box<dyn Any + Send>) -> Error {
+    Error::system(panic_note(name, payload))
+}
+
+/// `executor NAME panicked: MESSAGE`.
+fn panic_note(name: &str, payload: Box<dyn Any + Send>) -> String {
+    format!(
+        "executor {name} panicked: {}",
+        panic_message(payload.as_ref())
+    )
+}
+
+/// What a panic said (`panic!`'s message), escaped.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    escape::text(message).to_string()
 }
 
 /// The longest limit there is: a hundred years. A longer one (which no

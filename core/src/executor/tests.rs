@@ -19,13 +19,25 @@ enum Behaviour {
     Chatter,
     /// Succeeds, but removes the unfinished marker itself.
     RemoveMarker,
+    /// Panics in its build.
+    PanicInBuild,
+    /// Succeeds, then panics in its cleanup.
+    PanicInCleanup,
+    /// Succeeds, then its cleanup fails as its cleanup step would.
+    FailCleanup,
+    /// Panics starting a run.
+    PanicInStart,
+    /// Succeeds, then panics when told how its build ended.
+    PanicInEnded,
 }
 
 /// Configuration of the in-tree test executor.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TestConfig {
-    /// succeed, fail-build, hang, wrong-run-id, chatter or remove-marker
+    /// succeed, fail-build, hang, wrong-run-id, chatter, remove-marker,
+    /// panic-in-build, panic-in-cleanup, fail-cleanup, panic-in-start or
+    /// panic-in-ended
     behaviour: Behaviour,
 }
 
@@ -67,8 +79,12 @@ impl Executor for TestExecutor {
         TestConfig::capabilities()
     }
     fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
+        if let Behaviour::PanicInStart = self.behaviour {
+            panic!("boom in start");
+        }
         Box::new(TestRun {
             behaviour: self.behaviour,
+            told: None,
         })
     }
 }
@@ -76,6 +92,14 @@ impl Executor for TestExecutor {
 /// One run of the test executor.
 struct TestRun {
     behaviour: Behaviour,
+    /// What the runner told it of its build's end ([`Run::ended`]).
+    told: Option<String>,
+}
+
+/// The file beside the result root `root` where a test run's cleanup
+/// writes what the runner told it of its build's end.
+fn told_file(root: &std::path::Path) -> std::path::PathBuf {
+    root.with_extension("told")
 }
 
 #[async_trait]
@@ -91,10 +115,15 @@ impl Run for TestRun {
                     }
                 }
                 match self.behaviour {
+                    Behaviour::PanicInBuild => panic!("boom\u{1b}[31m in build"),
                     Behaviour::Succeed
                     | Behaviour::WrongRunId
                     | Behaviour::Chatter
-                    | Behaviour::RemoveMarker => {
+                    | Behaviour::RemoveMarker
+                    | Behaviour::PanicInCleanup
+                    | Behaviour::FailCleanup
+                    | Behaviour::PanicInStart
+                    | Behaviour::PanicInEnded => {
                         let run_id = match self.behaviour {
                             Behaviour::WrongRunId => "19700101T000000Z",
                             _ => ctx.request.run_id.as_str(),
@@ -124,9 +153,34 @@ impl Run for TestRun {
             })
             .await
     }
-    async fn cleanup(self: Box<Self>, _ctx: &RunContext) -> Result<()> {
+    fn ended(&mut self, result: &Result<()>) {
+        if let Behaviour::PanicInEnded = self.behaviour {
+            panic!("boom in ended");
+        }
+        self.told = Some(match result {
+            Ok(()) => "ok".into(),
+            Err(Error::Timeout { .. }) => "timeout".into(),
+            Err(e) => format!("{:?}", e.failure()),
+        });
+    }
+
+    async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
         CLEANUPS.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        if let Some(told) = &self.told {
+            std::fs::write(told_file(&ctx.result_root), told).unwrap();
+        }
+        match self.behaviour {
+            Behaviour::PanicInCleanup => panic!("boom in cleanup"),
+            Behaviour::FailCleanup => Err(Error::Build {
+                step: "cleanup".into(),
+                status: Some("exit status 1".into()),
+                log: crate::error::LogRef {
+                    path: Some("/r/logs/cleanup.log".into()),
+                    tail: vec!["rm: busy".into()],
+                },
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -178,7 +232,7 @@ fn keys_and_capabilities_come_from_the_typed_config_without_one() {
         entry.config_keys,
         [ConfigKey {
             name: "behaviour".into(),
-            description: "succeed, fail-build, hang, wrong-run-id, chatter or remove-marker".into(),
+            description: "succeed, fail-build, hang, wrong-run-id, chatter, remove-marker, panic-in-build, panic-in-cleanup, fail-cleanup, panic-in-start or panic-in-ended".into(),
         }]
     );
     assert!(entry.capabilities.cancellable);
@@ -266,8 +320,11 @@ async fn cancellation_stops_the_run_and_runs_cleanup() {
     )
     .await;
     assert!(matches!(result, Err(Error::Cancelled)));
-    assert!(dir.path().join("root").join(INCOMPLETE_MARKER).exists());
+    let root = dir.path().join("root");
+    assert!(root.join(INCOMPLETE_MARKER).exists());
     assert!(CLEANUPS.load(Ordering::SeqCst) > before);
+    let told = std::fs::read_to_string(told_file(&root)).unwrap();
+    assert_eq!(told, "Cancelled");
 }
 
 #[tokio::test]
@@ -554,8 +611,14 @@ async fn a_run_past_a_limit_is_stopped_and_fails_as_a_timeout() {
             }
             other => panic!("{limits:?}: {other:?}"),
         }
-        assert!(dir.path().join("root").join(INCOMPLETE_MARKER).exists());
+        let root = dir.path().join("root");
+        assert!(root.join(INCOMPLETE_MARKER).exists());
         assert!(CLEANUPS.load(Ordering::SeqCst) > before);
+        // Regression: the run was told it was cancelled (the limit cancels
+        // its token), so an external executor's cleanup saw
+        // FRUIX_OUTCOME=cancelled. It is told why: the limit.
+        let told = std::fs::read_to_string(told_file(&root)).unwrap();
+        assert_eq!(told, "timeout", "{limits:?}");
     }
 }
 
@@ -611,4 +674,83 @@ async fn output_keeps_a_run_under_its_silence_limit_but_not_under_its_timeout() 
         matches!(&result, Err(Error::Timeout { what, .. }) if what == "the build"),
         "{result:?}"
     );
+}
+
+/// Regression: an executor whose build panicked took fruix down with it:
+/// Rust's panic message, exit status 101, no JSON object under `--json`,
+/// and its cleanup never ran. The panic is a system failure naming the
+/// executor, its message escaped, and cleanup runs, told of that failure.
+#[tokio::test]
+async fn a_build_that_panics_is_a_system_failure_and_is_still_cleaned_up() {
+    let before = CLEANUPS.load(Ordering::SeqCst);
+    let (result, _, dir) = run("panic-in-build", CancellationToken::new()).await;
+    let e = result.unwrap_err();
+    assert_eq!(e.failure(), crate::Failure::System, "{e}");
+    assert!(matches!(e, Error::System { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "system failure: executor core-test panicked: boom\\033[31m in build"
+    );
+    let root = dir.path().join("root");
+    assert!(root.join(INCOMPLETE_MARKER).exists());
+    assert!(CLEANUPS.load(Ordering::SeqCst) > before);
+    assert_eq!(std::fs::read_to_string(told_file(&root)).unwrap(), "System");
+}
+
+/// The warnings a run sent.
+fn warnings(events: &[Event]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Warning { message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A cleanup that panics is a cleanup failure: a warning, and the build's
+/// result stands.
+#[tokio::test]
+async fn a_cleanup_that_panics_is_a_warning_and_the_result_stands() {
+    let (result, events, _dir) = run("panic-in-cleanup", CancellationToken::new()).await;
+    result.unwrap();
+    assert_eq!(
+        warnings(&events),
+        ["cleanup of executor core-test panicked: boom in cleanup"]
+    );
+}
+
+/// Regression: a cleanup failing as a step warned `cleanup of executor
+/// rev failed: build step `cleanup` failed`: cleanup is no build step.
+#[tokio::test]
+async fn a_failed_cleanup_step_is_not_called_a_build_step() {
+    let (result, events, _dir) = run("fail-cleanup", CancellationToken::new()).await;
+    result.unwrap();
+    assert_eq!(
+        warnings(&events),
+        ["cleanup of executor core-test failed: step `cleanup` failed (exit status 1); full log: /r/logs/cleanup.log"]
+    );
+}
+
+/// A panic starting a run, or telling it how its build ended, is no crash
+/// either: the first fails the run (nothing was acquired, so there is no
+/// cleanup), the second is a warning, and cleanup still runs.
+#[tokio::test]
+async fn a_panic_starting_a_run_or_telling_it_its_end_is_no_crash() {
+    let (result, _, dir) = run("panic-in-start", CancellationToken::new()).await;
+    let e = result.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "system failure: executor core-test panicked: boom in start"
+    );
+    assert!(dir.path().join("root").join(INCOMPLETE_MARKER).exists());
+
+    let before = CLEANUPS.load(Ordering::SeqCst);
+    let (result, events, _dir) = run("panic-in-ended", CancellationToken::new()).await;
+    result.unwrap();
+    assert_eq!(
+        warnings(&events),
+        ["executor core-test panicked: boom in ended"]
+    );
+    assert!(CLEANUPS.load(Ordering::SeqCst) > before);
 }

@@ -384,13 +384,19 @@ fn exit_code(r: &mut Record<'_>, field: &str, default: i32) -> Result<i32> {
     }
 }
 
+/// The bound of a number of seconds in an executors file (a `timeout`,
+/// `term-grace`), exclusive: about 31 years.
+const MAX_SECONDS: f64 = 1e9;
+
 fn seconds(r: &Record<'_>, field: &str, value: f64) -> Result<Duration> {
-    if value.is_finite() && value > 0.0 && value < 1e9 {
+    if value.is_finite() && value > 0.0 && value < MAX_SECONDS {
         Ok(Duration::from_secs_f64(value))
     } else {
         Err(r.invalid(
             field,
-            format!("{value} is not a number of seconds greater than 0"),
+            format!(
+                "{value} is not a number of seconds greater than 0 and less than {MAX_SECONDS} (about 31 years)"
+            ),
         ))
     }
 }
@@ -487,7 +493,23 @@ mod tests {
                 "",
                 "field `executor[1].build` (line 15): missing",
             ),
-            ("(timeout 10)", "(timeout 0)", "not a number of seconds"),
+            (
+                "(timeout 10)",
+                "(timeout 0)",
+                "0 is not a number of seconds greater than 0 and less than 1000000000",
+            ),
+            // Regression: a number over the bound was refused as "not a
+            // number of seconds greater than 0".
+            (
+                "(timeout 10)",
+                "(timeout 99999999999)",
+                "99999999999 is not a number of seconds greater than 0 and less than 1000000000 (about 31 years)",
+            ),
+            (
+                "(term-grace 1.5)",
+                "(term-grace 3153600000)",
+                "3153600000 is not a number of seconds greater than 0 and less than 1000000000",
+            ),
             (
                 "(system-failure-exit-code 75)",
                 "(system-failure-exit-code 1)",

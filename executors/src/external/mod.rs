@@ -33,6 +33,18 @@
 //!   telling what did; it cannot be cancelled, but has its own timeout. Then
 //!   the work directory is removed. A failing cleanup is reported as a warning
 //!   by the runner and never hides the build's result.
+//! - `FRUIX_OUTCOME` says how the stages ended: `success` when prepare,
+//!   build and collect exited 0, whatever fruix then finds in the root they
+//!   left (judged after cleanup: missing artifacts, all listed, fail the run
+//!   all the same); `timeout` after a stage's own timeout and after a limit
+//!   of the run's ([`fruix_core::executor::RunLimits`], which the runner
+//!   tells the run through [`fruix_core::executor::Run::ended`]);
+//!   `invalid` when fruix refused to go on with what a stage left (a `logs`
+//!   that is not a directory).
+//! - Cleanup runs even when fruix cannot write `logs/cleanup.log` (a stage
+//!   replaced `logs` with a symlink, which fruix never writes through, or
+//!   removed the result root): its output is then only shown, with a
+//!   warning.
 
 pub mod file;
 
@@ -41,12 +53,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fruix_core::collect::host_name;
-use fruix_core::error::IoContext;
+use fruix_core::error::{IoContext, LogRef, Problem};
 use fruix_core::executor::{
     check_target_arch, BuildRequest, Capabilities, Executor, Run, RunContext,
 };
 use fruix_core::process::{describe_status, run_step, Ending, Finished, Step};
 use fruix_core::promotion::PROMOTION_FILE;
+use fruix_core::result_root;
 use fruix_core::{Error, Failure, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
 use fruix_freebsd::work::work_dir_for;
@@ -83,7 +96,7 @@ pub const ENVIRONMENT: [(&str, &str); 25] = [
     ("FRUIX_ARTIFACTS", "the requested artifacts, separated by spaces: collect puts each at FRUIX_RESULT_ROOT/artifacts/NAME"),
     ("FRUIX_BUILD_FAILURE_EXIT_CODE", "the exit status that reports a build failure"),
     ("FRUIX_SYSTEM_FAILURE_EXIT_CODE", "the exit status that reports a system failure"),
-    ("FRUIX_OUTCOME", "cleanup only: success, build-failure, system-failure, timeout, cancelled or invalid"),
+    ("FRUIX_OUTCOME", "cleanup only: how the stages ended: success, build-failure, system-failure, timeout, cancelled or invalid"),
     ("FRUIX_CONFIG_KEY", "one per configuration value given with --config key=value (KEY upper-cased)"),
 ];
 
@@ -252,7 +265,7 @@ impl ExternalExecutor {
             return Ok(());
         };
         let name = stage.name();
-        let log = ctx.logs_dir()?.join(format!("{name}.log"));
+        let log = self.log_file(stage, ctx)?;
         let mut process = Command::new(&command.argv[0]);
         process
             .args(&command.argv[1..])
@@ -263,9 +276,13 @@ impl ExternalExecutor {
             "check the {name} command of executor `{}` ({})",
             self.spec.name, self.spec.origin
         );
+        // A stage whose log cannot be kept in the result root (a cleanup
+        // after `logs` was replaced) logs into the work directory, removed
+        // with it: a log is always a file of fruix's own.
+        let unkept = work.join(format!(".{name}.log"));
         let step = Step {
             stage: name,
-            log: &log,
+            log: log.as_deref().unwrap_or(&unkept),
             events: &ctx.events,
             cancel,
             timeout: Some(command.timeout),
@@ -275,18 +292,40 @@ impl ExternalExecutor {
         ctx.events
             .stage(name, async {
                 let finished = run_step(process, &step).await?;
-                self.judge(stage, finished, &log)
+                self.judge(stage, finished, log.as_deref())
             })
             .await
     }
 
+    /// The log file of `stage`: `logs/STAGE.log` of the result root. When
+    /// fruix cannot write there (a stage replaced `logs` with a symlink,
+    /// which fruix never writes through, or removed the result root), the
+    /// stage is refused, but for cleanup, which always runs: its output is
+    /// then only shown (`None`), with a warning.
+    fn log_file(&self, stage: Stage, ctx: &RunContext) -> Result<Option<PathBuf>> {
+        match ctx.logs_dir() {
+            Ok(dir) => Ok(Some(dir.join(format!("{}.log", stage.name())))),
+            Err(e) if stage == Stage::Cleanup => {
+                ctx.events.warn(format!(
+                    "the log of the cleanup of executor `{}` is not kept: {e}",
+                    self.spec.name
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Maps how a stage ended to the run's result (see the module docs).
-    fn judge(&self, stage: Stage, finished: Finished, log: &Path) -> Result<()> {
+    fn judge(&self, stage: Stage, finished: Finished, log: Option<&Path>) -> Result<()> {
         let spec = &self.spec;
         let what = format!("external executor `{}`: stage {}", spec.name, stage.name());
         // The log (file and last lines, in arrival order) goes with the
         // error, typed: printers show its tail.
-        let log_ref = finished.log_ref(log);
+        let log_ref = LogRef {
+            path: log.map(Path::to_path_buf),
+            tail: finished.tail,
+        };
         match finished.ending {
             Ending::Cancelled => Err(Error::Cancelled),
             Ending::Exited(status) if status.success() => Ok(()),
@@ -327,10 +366,10 @@ impl ExternalExecutor {
         }
     }
 
-    /// Creates the run's work directory, writes `request.json` there and
-    /// runs the prepare, build, collect and sign stages in order; the first
-    /// that fails ends the run with its failure.
-    async fn run_stages(&self, ctx: &RunContext) -> Result<()> {
+    /// Creates the run's work directory (a stale one is removed first) and
+    /// writes `request.json` there: the work directory and the environment
+    /// of the run's stages.
+    async fn prepare_work(&self, ctx: &RunContext) -> Result<Prepared> {
         let work = self.work_dir(ctx)?;
         remove_work_dir(&work).await?;
         std::fs::create_dir_all(&work).with_path("create work directory", &work)?;
@@ -339,13 +378,22 @@ impl ExternalExecutor {
             .map_err(|e| Error::system(format!("cannot encode the request as JSON: {e}")))?;
         std::fs::write(&request, json).with_path("write request file", &request)?;
         let env = self.environment(ctx, &work)?;
-        for stage in [Stage::Prepare, Stage::Build, Stage::Collect] {
-            self.run_stage(stage, ctx, &work, &env, &ctx.cancel).await?;
+        Ok(Prepared { work, env })
+    }
+
+    /// Writes `promotion.scm` (stage `sign`) when collect did not. A
+    /// requested artifact that collect did not leave at `artifacts/NAME`
+    /// refuses the root, naming every one missing.
+    async fn sign_unless_signed(&self, ctx: &RunContext) -> Result<()> {
+        if ctx.result_root.join(PROMOTION_FILE).exists() {
+            return Ok(());
         }
-        if !ctx.result_root.join(PROMOTION_FILE).exists() {
-            ctx.events.stage("sign", self.sign(ctx)).await?;
-        }
-        Ok(())
+        ctx.events
+            .stage("sign", async {
+                check_collected(ctx)?;
+                self.sign(ctx).await
+            })
+            .await
     }
 
     /// Writes `promotion.scm` from the request and the collected artifacts.
@@ -370,6 +418,30 @@ impl ExternalExecutor {
 
 /// The name of the request file in the work directory.
 pub const REQUEST_FILE: &str = "request.json";
+
+/// Refuses `ctx`'s result root when a requested artifact is not a
+/// directory at `artifacts/NAME`, listing every one
+/// ([`write_promotion`] would stop at the first).
+fn check_collected(ctx: &RunContext) -> Result<()> {
+    let problems: Vec<Problem> = ctx
+        .request
+        .artifacts
+        .iter()
+        .map(|name| (name, ctx.result_root.join("artifacts").join(name)))
+        .filter(|(_, dir)| !dir.is_dir())
+        .map(|(name, dir)| Problem {
+            path: dir,
+            field: None,
+            message: format!(
+                "is missing: collect did not put the requested artifact {name} there (it puts each requested artifact at artifacts/NAME)"
+            ),
+        })
+        .collect();
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(result_root::invalid(&ctx.result_root, problems)),
+    }
+}
 
 impl Executor for ExternalExecutor {
     fn name(&self) -> &str {
@@ -406,38 +478,86 @@ impl Executor for ExternalExecutor {
     fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
         Box::new(ExternalRun {
             executor: self,
+            prepared: None,
             outcome: None,
         })
     }
 }
 
-/// One run of an external executor: how its stages ended, for its cleanup
-/// stage (`FRUIX_OUTCOME`).
+/// A run's work directory and the environment of its stages.
+struct Prepared {
+    work: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+/// One run of an external executor: its work directory and environment,
+/// which its cleanup reuses (a stage may have removed the result root
+/// they derive from), and how its stages ended, for its cleanup stage
+/// (`FRUIX_OUTCOME`).
 struct ExternalRun<'a> {
     executor: &'a ExternalExecutor,
+    prepared: Option<Prepared>,
     outcome: Option<Outcome>,
+}
+
+impl ExternalRun<'_> {
+    /// Prepares the work directory, then runs the prepare, build and
+    /// collect stages in order; the first that fails ends the run with its
+    /// failure.
+    async fn run_stages(&mut self, ctx: &RunContext) -> Result<()> {
+        let executor = self.executor;
+        let prepared = self.prepared.insert(executor.prepare_work(ctx).await?);
+        for stage in [Stage::Prepare, Stage::Build, Stage::Collect] {
+            executor
+                .run_stage(stage, ctx, &prepared.work, &prepared.env, &ctx.cancel)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl Run for ExternalRun<'_> {
     async fn build(&mut self, ctx: &RunContext) -> Result<()> {
-        let result = self.executor.run_stages(ctx).await;
-        self.outcome = Some(Outcome::of(&result));
-        result
+        let stages = self.run_stages(ctx).await;
+        self.outcome = Some(Outcome::of(&stages));
+        stages?;
+        let signed = self.executor.sign_unless_signed(ctx).await;
+        // The stages succeeded: what they left is judged after cleanup,
+        // which sees `success` (an invalid root fails the run all the same).
+        if signed
+            .as_ref()
+            .is_err_and(|e| e.failure() != Failure::Input)
+        {
+            self.outcome = Some(Outcome::of(&signed));
+        }
+        signed
+    }
+
+    fn ended(&mut self, result: &Result<()>) {
+        self.outcome = match (result, self.outcome) {
+            // A limit of the run's (`--timeout`, `--max-silent-time`)
+            // passed: the stage it stopped saw only a cancellation.
+            (Err(Error::Timeout { .. }), _) => Some(Outcome::Timeout),
+            (_, Some(outcome)) => Some(outcome),
+            // The build was dropped at the end of the cancel grace.
+            (result, None) => Some(Outcome::of(result)),
+        };
     }
 
     async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
         let executor = self.executor;
-        // A build dropped at the cancel grace never said how it ended.
-        let outcome = self.outcome.unwrap_or(if ctx.cancel.is_cancelled() {
-            Outcome::Cancelled
-        } else {
-            Outcome::SystemFailure
-        });
-        let work = executor.work_dir(ctx)?;
+        let outcome = self.outcome.unwrap_or(Outcome::SystemFailure);
+        let (work, mut env) = match self.prepared {
+            Some(Prepared { work, env }) => (work, env),
+            None => {
+                let work = executor.work_dir(ctx)?;
+                let env = executor.environment(ctx, &work)?;
+                (work, env)
+            }
+        };
         let ran = async {
             std::fs::create_dir_all(&work).with_path("create work directory", &work)?;
-            let mut env = executor.environment(ctx, &work)?;
             env.push(("FRUIX_OUTCOME".into(), outcome.name().into()));
             // Cleanup is not cancellable: it is what runs after a cancel.
             let never = CancellationToken::new();

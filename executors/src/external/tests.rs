@@ -1,6 +1,8 @@
 //! Tests of external executors: stages, environment, exit classes, timeouts and cancellation.
 use super::*;
-use fruix_core::executor::{run_executor, BuildRequest, Event, EventSink};
+use fruix_core::executor::{
+    run_executor, run_executor_within, BuildRequest, Event, EventSink, RunLimits,
+};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -187,21 +189,32 @@ async fn a_stage_past_its_timeout_is_stopped_and_cleanup_runs() {
     assert_eq!(marker(dir.path()), "timeout\n");
 }
 
+/// Regression (exit 1): a cleanup exiting with the build-failure status
+/// warned that "build step `cleanup` failed".
 #[tokio::test]
 async fn a_failing_cleanup_is_a_warning_that_keeps_the_build_result() {
-    let dir = tempfile::tempdir().unwrap();
-    let stages = r#"(build (command "./build.sh")) (cleanup (command "./cleanup.sh"))"#;
-    let ex = executor(
-        dir.path(),
-        stages,
-        &[("build.sh", "exit 1"), ("cleanup.sh", "exit 2")],
-    );
-    let (result, events) = run(ex, dir.path()).await;
-    assert_eq!(result.unwrap_err().failure(), Failure::Build);
-    assert!(
-        events.iter().any(|e| matches!(e, Event::Warning { message } if message.contains("stage cleanup reported a system failure"))),
-        "{events:#?}"
-    );
+    for (code, says) in [
+        (
+            1,
+            "cleanup of executor t failed: step `cleanup` failed (exit status 1)",
+        ),
+        (2, "stage cleanup reported a system failure"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let stages = r#"(build (command "./build.sh")) (cleanup (command "./cleanup.sh"))"#;
+        let cleanup = format!("exit {code}");
+        let ex = executor(
+            dir.path(),
+            stages,
+            &[("build.sh", "exit 1"), ("cleanup.sh", &cleanup)],
+        );
+        let (result, events) = run(ex, dir.path()).await;
+        assert_eq!(result.unwrap_err().failure(), Failure::Build);
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Warning { message } if message.contains(says) && !message.contains("build step"))),
+            "exit {code}: {events:#?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -292,4 +305,146 @@ async fn make_flags_with_white_space_are_refused() {
         matches!(e, Error::InvalidRequest { .. }) && e.to_string().contains("CFLAGS=-O2 -g"),
         "{e}"
     );
+}
+
+/// Regression: a run stopped by `--timeout` or `--max-silent-time` (the
+/// runner cancels its token) told cleanup `FRUIX_OUTCOME=cancelled`; only
+/// a stage's own timeout gave `timeout`.
+#[tokio::test]
+async fn a_run_past_a_run_level_limit_tells_cleanup_timeout() {
+    let half = Some(Duration::from_millis(500));
+    for limits in [
+        RunLimits {
+            timeout: half,
+            max_silent: None,
+        },
+        RunLimits {
+            timeout: None,
+            max_silent: half,
+        },
+    ] {
+        let (dir, ex) = build_then_cleanup("", "echo started; sleep 600");
+        let result = run_executor_within(
+            ex,
+            request(),
+            &dir.path().join("root"),
+            EventSink::discard(),
+            CancellationToken::new(),
+            limits,
+        )
+        .await;
+        assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+        assert_eq!(marker(dir.path()), "timeout\n", "{limits:?}");
+    }
+}
+
+/// Regression: a collect that exits 0 but collects nothing told cleanup
+/// `FRUIX_OUTCOME=invalid` (the README: the stages succeeded, so
+/// `success`; the root is judged after cleanup), and the error named only
+/// the first missing artifact. It lists every one.
+#[tokio::test]
+async fn a_collect_that_collects_nothing_lists_every_missing_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages =
+        format!(r#"(build (command "true")) (collect (command "./collect.sh")) {CLEANUP}"#);
+    let ex = executor(
+        dir.path(),
+        &stages,
+        &[("collect.sh", "echo nothing to collect"), CLEANUP_SH],
+    );
+    let mut request = request();
+    request.artifacts = fruix_core::executor::base_artifacts();
+    let result = run_executor(
+        ex,
+        request,
+        &dir.path().join("root"),
+        EventSink::discard(),
+        CancellationToken::new(),
+    )
+    .await;
+    let e = result.unwrap_err();
+    let Error::InvalidResultRoot { problems, .. } = &e else {
+        panic!("{e:?}")
+    };
+    let missing: Vec<_> = problems
+        .iter()
+        .map(|p| p.path.strip_prefix(dir.path().join("root")).unwrap())
+        .collect();
+    assert_eq!(
+        missing,
+        ["world", "kernel", "headers", "bootloader"].map(|a| Path::new("artifacts").join(a)),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("artifacts/bootloader: is missing: collect did not put the requested artifact bootloader there"),
+        "{e}"
+    );
+    assert_eq!(marker(dir.path()), "success\n");
+}
+
+/// A stage whose prepare runs `script`, then a build, and whose cleanup
+/// appends FRUIX_OUTCOME to the marker and says a line.
+fn prepare_then_cleanup(script: &str) -> (tempfile::TempDir, Arc<dyn Executor>) {
+    let dir = tempfile::tempdir().unwrap();
+    let stages =
+        format!(r#"(prepare (command "./prepare.sh")) (build (command "true")) {CLEANUP}"#);
+    let cleanup = format!("echo cleaning up; {}", CLEANUP_SH.1);
+    let ex = executor(
+        dir.path(),
+        &stages,
+        &[("prepare.sh", script), ("cleanup.sh", &cleanup)],
+    );
+    (dir, ex)
+}
+
+/// Regression: a stage that replaced `logs/` with a symlink stopped the
+/// cleanup command from running (fruix refuses to write `cleanup.log`
+/// through it, and skipped the command), though cleanup always runs. It
+/// runs, its output only shown, and nothing is written through the link.
+#[tokio::test]
+async fn a_stage_replacing_logs_with_a_symlink_does_not_stop_cleanup() {
+    let (dir, ex) = prepare_then_cleanup(
+        r#"elsewhere="$(dirname "$FRUIX_CONFIG_MARKER")/elsewhere"; mkdir "$elsewhere"; rm -rf "$FRUIX_RESULT_ROOT/logs"; ln -s "$elsewhere" "$FRUIX_RESULT_ROOT/logs""#,
+    );
+    let (result, events) = run(ex, dir.path()).await;
+    let e = result.unwrap_err();
+    assert!(matches!(e, Error::UnsafePath { .. }), "{e:?}");
+    // The stages did not all run: fruix refused what prepare left.
+    assert_eq!(marker(dir.path()), "invalid\n");
+    let written: Vec<_> = std::fs::read_dir(dir.path().join("elsewhere"))
+        .unwrap()
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::Log { stage, line, .. } if stage == "cleanup" && line == "cleaning up")
+        ),
+        "the cleanup's output is shown: {events:#?}"
+    );
+    let warnings: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Warning { message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with("the log of the cleanup of executor `t` is not kept:")
+            && warnings[0].contains("logs: is not a directory"),
+        "{warnings:#?}"
+    );
+    assert!(!dir.path().join("root.work").exists());
+}
+
+/// A stage that removes the result root itself: cleanup still runs, in
+/// the work directory it had.
+#[tokio::test]
+async fn a_stage_removing_the_result_root_does_not_stop_cleanup() {
+    let (dir, ex) = prepare_then_cleanup(r#"rm -rf "$FRUIX_RESULT_ROOT""#);
+    let (result, _) = run(ex, dir.path()).await;
+    assert!(result.is_err());
+    assert_eq!(marker(dir.path()), "system-failure\n");
+    assert!(!dir.path().join("root.work").exists());
 }

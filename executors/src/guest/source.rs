@@ -63,11 +63,11 @@ pub(super) enum Delivery {
     Sent(u64),
 }
 
-/// The shell test that the current directory matches its object's
-/// manifest: mtree succeeds and says nothing. mtree exits 0 on a file the
-/// manifest does not list (it prints `extra: PATH`), so its silence is
-/// part of the check.
-const MATCHES: &str = r#"out=$(mtree -f .fruix-manifest.mtree -p . 2>&1) && [ -z "$out" ]"#;
+/// The shell function `matches DIR`: whether DIR matches its object's
+/// manifest, that is mtree succeeds and says nothing (mtree exits 0 on a
+/// file the manifest does not list, printing `extra: PATH`). Otherwise it
+/// passes on the first 20 lines mtree said, on stderr.
+const MATCHES: &str = r#"matches() { out=$(cd "$1" && mtree -f .fruix-manifest.mtree -p . 2>&1) && [ -z "$out" ] && return 0; printf '%s\n' "$out" | head -n 20 >&2; return 1; }"#;
 
 /// The script that says whether `dest` is `absent`, `present` (and sound)
 /// or `corrupt` in the guest.
@@ -76,7 +76,8 @@ fn probe_script(dest: &str) -> String {
     format!(
         r#"if [ ! -e {dest} ]; then echo absent; exit 0; fi
 command -v mtree >/dev/null 2>&1 || {{ echo "mtree is missing in the guest; it checks the source objects the guest holds" >&2; exit 3; }}
-if (cd {dest} && {MATCHES}); then echo present; else echo corrupt; fi"#
+{MATCHES}
+if matches {dest} 2>/dev/null; then echo present; else echo corrupt; fi"#
     )
 }
 
@@ -101,7 +102,8 @@ trap 'exit 130' INT
 trap 'exit 129' HUP
 tmp=$(mktemp -d {store_q}/.tmp-fruix-source.XXXXXX)
 tar -xf - -C "$tmp"
-(cd "$tmp"/{name_q} && {MATCHES}) || {{ echo "the source object arrived different from its manifest" >&2; exit 4; }}
+{MATCHES}
+matches "$tmp"/{name_q} || {{ echo "the source object arrived different from its manifest" >&2; exit 4; }}
 mv "$tmp"/{name_q} {store_q}/{name_q}"#
     )
 }

@@ -188,6 +188,10 @@ impl Run for ObservedRun<'_> {
         self.inner.build(ctx).await
     }
 
+    fn ended(&mut self, result: &Result<()>) {
+        self.inner.ended(result);
+    }
+
     async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
         let o = self.observer;
         o.cleanups.fetch_add(1, Ordering::SeqCst);
