@@ -56,17 +56,19 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::bounded::{LineSplitter, Tail};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::executor::{EventSink, RunContext, Stream};
 
 #[path = "process_table.rs"]
 mod table;
+
+#[path = "process_output.rs"]
+mod output;
+use output::{Output, StepLog};
 pub use table::group_is_gone;
 use table::{live_members, pipe_holders};
 
@@ -329,131 +331,6 @@ fn kill_holders(step: &Step<'_>, pipes: &[BorrowedFd<'_>]) -> bool {
 async fn paced<T>(events: &EventSink, read: impl std::future::Future<Output = T>) -> T {
     events.room().await;
     read.await
-}
-
-/// One output pipe of a step, read in chunks and split into lines of at
-/// most [`MAX_LINE_BYTES`].
-struct Output<R> {
-    pipe: R,
-    chunk: Box<[u8]>,
-    lines: LineSplitter,
-}
-
-impl<R: AsyncRead + Unpin> Output<R> {
-    fn new(pipe: R) -> Self {
-        Output {
-            pipe,
-            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
-            lines: LineSplitter::new(MAX_LINE_BYTES, None),
-        }
-    }
-
-    /// Reads the next chunk (cancel-safe: nothing is read unless it
-    /// completes).
-    async fn read(&mut self) -> std::io::Result<usize> {
-        self.pipe.read(&mut self.chunk).await
-    }
-
-    /// The lines completed by the `n` bytes just read; at the end (`n` is
-    /// 0), the last line if it has no newline.
-    fn split(&mut self, n: usize) -> Vec<Vec<u8>> {
-        let mut lines = Vec::new();
-        match n {
-            0 => self.lines.finish(|l| lines.push(l.to_vec())),
-            n => self
-                .lines
-                .push(&self.chunk[..n], |l| lines.push(l.to_vec())),
-        }
-        lines
-    }
-}
-
-/// A step's log: the file, the events, and the last lines.
-struct StepLog<'a> {
-    step: &'a Step<'a>,
-    file: BufWriter<tokio::fs::File>,
-    tail: Tail,
-}
-
-impl<'a> StepLog<'a> {
-    /// The step's log file, new: whatever is at its name (a symlink or a
-    /// hard link a stage planted there, to a file fruix running as root
-    /// would truncate) is removed, never written through, and the file is
-    /// made anew (`O_EXCL`, `O_NOFOLLOW`).
-    async fn create(step: &'a Step<'a>) -> Result<StepLog<'a>> {
-        // Only a file or a link is replaced: a device, a FIFO or a
-        // directory at the name is refused, never removed.
-        match tokio::fs::symlink_metadata(step.log).await {
-            Ok(m) if m.is_file() || m.is_symlink() => tokio::fs::remove_file(step.log)
-                .await
-                .with_path("replace log file", step.log)?,
-            Ok(m) => {
-                return Err(Error::io(
-                    "replace log file",
-                    step.log,
-                    std::io::Error::other(format!(
-                        "it is a {}, not a log file; remove it",
-                        crate::fsutil::file_type_name(m.file_type())
-                    )),
-                ))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("replace log file", step.log, e)),
-        }
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(step.log)
-            .await
-            .with_path("create log file", step.log)?;
-        Ok(StepLog {
-            step,
-            file: BufWriter::new(file),
-            tail: Tail::new(TAIL_LINES),
-        })
-    }
-
-    /// Handles the result of one read of `output`: logs the lines it
-    /// completed. Returns whether the stream is still open.
-    async fn take<R: AsyncRead + Unpin>(
-        &mut self,
-        read: std::io::Result<usize>,
-        stream: Stream,
-        output: &mut Output<R>,
-    ) -> Result<bool> {
-        let n = read.map_err(|e| {
-            Error::system(format!(
-                "cannot read the output of step {}: {e}",
-                self.step.stage
-            ))
-        })?;
-        for line in output.split(n) {
-            self.line(stream, &line).await?;
-        }
-        Ok(n > 0)
-    }
-
-    async fn line(&mut self, stream: Stream, bytes: &[u8]) -> Result<()> {
-        let text = crate::escape::utf8_or_octal(bytes);
-        let text = text.trim_end_matches(['\n', '\r']);
-        // The file is read with `cat` and `less`: what the build printed
-        // cannot drive the terminal from it either.
-        self.file
-            .write_all(format!("{}\n", crate::escape::line(text)).as_bytes())
-            .await
-            .with_path("write log file", self.step.log)?;
-        self.tail.push(text);
-        self.step.events.log(self.step.stage, stream, text);
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<()> {
-        self.file
-            .flush()
-            .await
-            .with_path("write log file", self.step.log)
-    }
 }
 
 /// The process group of a step; sends `SIGKILL` to it when dropped before it

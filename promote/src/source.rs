@@ -6,16 +6,30 @@
 //!
 //! The caller supplies what the tree is (name, FreeBSD version and branch,
 //! git commit and dirtiness) and which paths to leave out (ignored build
-//! output): this crate knows nothing of FreeBSD or git.
+//! output, fruix's own output in the tree): this crate knows nothing of
+//! FreeBSD or git. It finds the links into the store ([`links_into_store`]),
+//! which a caller leaves out too. A directory's mode is no part of a
+//! source: setuid, setgid and sticky bits are accepted on directories
+//! (a group-shared checkout's) and refused on files.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
 
-use fruix_core::manifest::{open_dir, Exclude, Progress};
+use fruix_core::error::IoContext;
+use fruix_core::escape;
+use fruix_core::manifest::{
+    open_dir, parse_line, walk, EntryKind, Exclude, ManifestBuilder, Progress, WalkOptions,
+};
+use fruix_core::TreeSignature;
 
 use crate::check::{check_object, check_reusable, Depth};
 use crate::db::Registration;
 use crate::error::Result;
-use crate::pipeline::{check_cancelled, ingest_tree, Tree};
+use crate::pipeline::{check_cancelled, ingest_tree, Ingested, Tree};
 pub use crate::source_identity::SourceFacts;
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::stage::build_object;
@@ -61,16 +75,14 @@ pub fn add_source(
         exclude: Some(exclude),
     };
     let ingested = ingest_tree(&promotion, open_dir(dir)?, tree, progress)?;
-    if let Some((path, _)) = ingested.stripped.first() {
-        return Err(fruix_core::Error::UnsafePath {
-            path: dir.join(path.trim_start_matches("./")),
-            message: "is setuid, setgid or sticky; a source tree carries no such bits".into(),
-        }
-        .into());
-    }
+    let tree_signature = if ingested.stripped.is_empty() {
+        ingested.signature.clone()
+    } else {
+        signature_in_store_modes(dir, &ingested)?
+    };
     let identity = SourceIdentity {
         facts: facts.clone(),
-        tree_signature: ingested.signature,
+        tree_signature,
     };
     let name = identity.store_name();
     let store_path = store.path().join(&name);
@@ -118,6 +130,67 @@ pub fn add_source(
         identity,
         size: ingested.size,
     })
+}
+
+/// The signature of a source tree some of whose directories carry
+/// setuid, setgid or sticky bits (a group-shared checkout's setgid
+/// directories): the signature of its manifest in store modes, which is
+/// the tree as stored (every directory 0555). A directory's mode is no
+/// part of a source; a file with such bits is refused
+/// ([`fruix_core::Error::UnsafePath`]), saying how to clear them.
+fn signature_in_store_modes(dir: &Path, ingested: &Ingested) -> Result<TreeSignature> {
+    let special: HashSet<&str> = ingested.stripped.iter().map(|(p, _)| p.as_str()).collect();
+    let manifest = &ingested.manifest;
+    let lines = BufReader::new(File::open(manifest).with_path("open", manifest)?);
+    let mut builder = ManifestBuilder::new();
+    for line in lines.lines() {
+        let line = line.with_path("read", manifest)?;
+        let entry = parse_line(&line)
+            .map_err(|m| fruix_core::Error::system(format!("{}: {m}", escape::path(manifest))))?;
+        let listed = line.split(' ').next().is_some_and(|p| special.contains(p));
+        if listed && entry.kind != EntryKind::Directory {
+            return Err(fruix_core::Error::UnsafePath {
+                path: dir.join(OsStr::from_bytes(&entry.path)),
+                message: "is setuid, setgid or sticky, which no file of a source tree may be \
+                    (a directory may): clear the bits (`chmod ug-s,o-t` on the file, or \
+                    `chmod -R ug-s,o-t` on the tree) and add the source again"
+                    .into(),
+            }
+            .into());
+        }
+        builder.add(&entry);
+    }
+    Ok(builder.finish().0)
+}
+
+/// The symlinks of the tree at `dir` (leaving out what `exclude` names)
+/// whose target lies in `store`: an absolute path in the store directory,
+/// with no `..`, as the out-link of an earlier build is. A source leaves
+/// them out. The walk reads no file.
+pub fn links_into_store(
+    store: &Store,
+    dir: &Path,
+    exclude: &Exclude<'_>,
+    progress: Option<&Progress>,
+) -> Result<Vec<Vec<u8>>> {
+    let options = WalkOptions {
+        progress,
+        skip_digests: true,
+        exclude: Some(exclude),
+        ..WalkOptions::default()
+    };
+    let mut links = Vec::new();
+    walk(dir, &options, |w| {
+        if let EntryKind::Symlink { target } = &w.entry.kind {
+            let target = Path::new(OsStr::from_bytes(target));
+            let up = target.components().any(|c| c == Component::ParentDir);
+            if target.starts_with(store.path()) && !up {
+                links.push(w.entry.path.clone());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(links)
 }
 
 /// Checks that a build left the source object `object` it built from as
@@ -174,5 +247,76 @@ mod tests {
             assert_eq!(e.exit_status(), ExitStatus::Usage, "{version:?}: {e}");
             assert_eq!(contents(store.path()), before, "{version:?}");
         }
+    }
+
+    /// A tree with `Makefile` and `bin/ls.c` at `dir/name`.
+    fn small_tree(dir: &TestDir, name: &str) -> PathBuf {
+        let tree = dir.join(name);
+        let files = [
+            ("Makefile", b"all:\n".as_slice(), 0o644),
+            ("bin/ls.c", b"int main;\n".as_slice(), 0o644),
+        ];
+        write_files(&tree, &files).unwrap();
+        tree
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Regression: a setgid directory (as a group-shared checkout has)
+    /// refused the whole tree. Directory modes are no part of a source
+    /// (stored 0555): the tree is the object the same tree without the
+    /// bits is, and it checks whole. A special file is still refused,
+    /// saying how to clear its bits.
+    #[test]
+    fn special_bits_on_directories_are_no_part_of_a_source() {
+        let dir = TestDir::new();
+        let store = Store::open(&dir.store()).unwrap();
+        let facts = SourceFacts::without_checkout("default", "15.0-STABLE", "stable/15");
+        let add = |tree: &Path| add_source(&store, tree, &facts, &|_| false, None, None);
+        let plain = add(&small_tree(&dir, "plain")).unwrap();
+        let shared = small_tree(&dir, "shared");
+        chmod(&shared, 0o2775);
+        chmod(&shared.join("bin"), 0o3777);
+        let report = add(&shared).unwrap();
+        assert_eq!(report.store_path, plain.store_path);
+        assert_eq!(report.identity, plain.identity);
+        let check = check_object(&report.store_path, Depth::Content { pool: None }, None);
+        assert!(check.unwrap().is_intact());
+
+        let before = contents(store.path());
+        chmod(&shared.join("bin/ls.c"), 0o4755);
+        let e = add(&shared).unwrap_err();
+        let message = e.to_string();
+        for says in ["bin/ls.c", "setuid, setgid or sticky", "chmod ug-s,o-t"] {
+            assert!(message.contains(says), "{says}: {message}");
+        }
+        assert_eq!(contents(store.path()), before, "nothing new");
+    }
+
+    /// Out-links of earlier builds, whatever their names, are the links
+    /// whose targets lie in the store (by its path, with no `..`).
+    #[test]
+    fn the_links_into_the_store_are_found_where_the_walk_goes() {
+        let dir = TestDir::new();
+        let store = Store::open(&dir.store()).unwrap();
+        let tree = small_tree(&dir, "src");
+        let inside = store.path().join("0123-x");
+        let links: [(&str, &Path); 6] = [
+            ("result", &inside),
+            ("bin/old-result", store.path()),
+            ("bin/elsewhere", Path::new("/elsewhere")),
+            ("bin/relative", Path::new("ls.c")),
+            ("bin/escaping", &store.path().join("../elsewhere")),
+            ("skipped/result", &inside),
+        ];
+        for (link, target) in links {
+            std::fs::create_dir_all(tree.join(link).parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(target, tree.join(link)).unwrap();
+        }
+        let found = links_into_store(&store, &tree, &|p| p == b"skipped", None).unwrap();
+        assert_eq!(found, [b"bin/old-result".to_vec(), b"result".to_vec()]);
     }
 }

@@ -40,6 +40,7 @@ mod race;
 mod readme;
 mod repair_interrupted;
 mod signing;
+mod source_review;
 mod source_untouched;
 mod sources;
 mod ssh_auth;

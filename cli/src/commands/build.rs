@@ -22,7 +22,7 @@ use fruix_promote::Store;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use fruix_matrix::sources::DEFAULT_SOURCE_NAME;
+use fruix_matrix::sources::{OwnOutput, DEFAULT_SOURCE_NAME};
 use fruix_promote::source_identity::SOURCE_INFIX;
 
 use crate::args::{BuildArgs, GuestArgs};
@@ -108,16 +108,25 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     let mut built_from = None;
     if let (true, Some(store)) = (local, &store) {
         let roots = TempRoots::create(store.path()).map_err(from_promote)?;
+        // What this build writes is no part of its source, when the tree
+        // holds it (a build run from inside it).
+        let mut own = vec![OwnOutput::StateDir(&args.state.state_dir)];
+        if !args.no_promote && !args.out_link.no_out_link {
+            own.push(OwnOutput::OutLink(&args.out_link.out_link));
+        }
         options.source = source_object(
             Mode::from_output(&args.output),
             store,
             Path::new(&options.source.path),
             args.freebsd_version.as_deref(),
-            args.source_commit.as_deref(),
+            &own,
             &roots,
             &work,
         )
         .map_err(|e| exit::when_cancelled(e, "nothing was built"))?;
+        if let Some(commit) = &args.source_commit {
+            options.source.commit = Some(commit.clone());
+        }
         built_from = Some(PathBuf::from(&options.source.path));
         _temp_roots = Some(roots);
     }

@@ -2,12 +2,14 @@
 //! directory given as `--source` is added to the store first, so the
 //! artifacts' identity names the source by content, not by where it sat.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_core::promotion::SourceStore;
-use fruix_matrix::sources::add_source_dir;
+use fruix_matrix::sources::{
+    add_source_dir, source_object_leaving_out, AddedSource, LeftOut, OwnOutput,
+};
 use fruix_promote::source_identity::SOURCE_INFIX;
 use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::Store;
@@ -36,13 +38,28 @@ fn add(args: SourceAddArgs) -> CliResult {
     // A store made for this source is removed again if adding it fails.
     let store = Store::open_tentatively(&args.store.store).map_err(from_promote)?;
     store.on_lock_wait(crate::display::lock_wait);
-    let report = with_progress(mode, ("source", "files"), &progress, None, || {
+    // The state directory a build would use, were it in the tree.
+    let state_dir = std::env::var_os("FRUIX_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(defaults::state_dir, PathBuf::from);
+    let own = [OwnOutput::StateDir(&state_dir)];
+    let added = with_progress(mode, ("source", "files"), &progress, None, || {
         let version = args.freebsd_version.as_deref();
-        add_source_dir(&store, &dir, &args.name, version, Some(&progress), None)
+        add_source_dir(
+            &store,
+            &dir,
+            &args.name,
+            version,
+            &own,
+            Some(&progress),
+            None,
+        )
     })
     .map_err(from_promote)
     .map_err(|e| when_cancelled(e, "nothing was added"))?;
     store.keep();
+    note_left_out(mode, &dir, &added.left_out);
+    let report = added.report;
     if output.json {
         print_json(&report)?;
     } else {
@@ -84,25 +101,38 @@ fn check_name(name: &str) -> CliResult<()> {
     )))
 }
 
+/// Says on stderr, once and unless quiet, what fruix left out of the
+/// source tree `dir` as its own output (under `--json` too: stdout holds
+/// the JSON alone).
+fn note_left_out(mode: Mode, dir: &Path, left_out: &LeftOut) {
+    if let (Some(note), false) = (left_out.note(dir), mode == Mode::Quiet) {
+        eprintln!("fruix: note: {note}");
+    }
+}
+
 /// The source object a local build of `source` (canonical, checked) uses
-/// (see [`fruix_matrix::sources::source_object`]); `commit` (from
-/// `--source-commit`) overrides the object's. `temp_roots` keeps the object
-/// while the build runs. Says which object, on stderr, unless quiet.
-/// Reading is counted (and cancelled) through `progress`.
+/// (see [`fruix_matrix::sources::source_object_leaving_out`]), leaving out
+/// `own` (the build's state directory and out-link) and the store where
+/// they lie in the tree. `temp_roots` keeps the object while the build
+/// runs. Says which object, and what was left out, on stderr, unless
+/// quiet. Reading is counted (and cancelled) through `progress`.
 pub fn source_object(
     mode: Mode,
     store: &Store,
     source: &Path,
     version: Option<&str>,
-    commit: Option<&str>,
+    own: &[OwnOutput<'_>],
     temp_roots: &TempRoots,
     progress: &Progress,
 ) -> CliResult<SourceStore> {
-    let (mut used, added) = with_progress(mode, ("source", "files"), progress, None, || {
-        fruix_matrix::sources::source_object(store, source, version, Some(progress), temp_roots)
+    let (used, added) = with_progress(mode, ("source", "files"), progress, None, || {
+        source_object_leaving_out(store, source, version, own, Some(progress), temp_roots)
     })
     .map_err(from_promote)?;
-    if let (Some(report), false) = (added, mode == Mode::Quiet) {
+    if let Some(added) = &added {
+        note_left_out(mode, source, &added.left_out);
+    }
+    if let (Some(AddedSource { report, .. }), false) = (added, mode == Mode::Quiet) {
         eprintln!(
             "fruix: source {} is {}{}",
             escape::path(source),
@@ -113,9 +143,6 @@ pub fn source_object(
                 " (already in the store)"
             }
         );
-    }
-    if let Some(commit) = commit {
-        used.commit = Some(commit.to_string());
     }
     Ok(used)
 }
