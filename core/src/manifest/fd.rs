@@ -83,6 +83,10 @@ pub mod stat {
     pub fn mtime(st: &Stat) -> i64 {
         st.st_mtime as i64
     }
+    /// Modification time, seconds and nanoseconds.
+    pub fn mtime_ns(st: &Stat) -> (i64, i64) {
+        (st.st_mtime as i64, st.st_mtime_nsec as i64)
+    }
     /// Hard link count.
     pub fn nlink(st: &Stat) -> u64 {
         st.st_nlink as u64

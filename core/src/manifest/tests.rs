@@ -219,3 +219,54 @@ fn progress_counts_every_file_and_byte_read() {
         expected
     );
 }
+
+/// Regression: a file truncated, or rewritten in place, while the walk
+/// read it was taken whole (only growth was caught): its entry held a mix
+/// of old and new bytes. Either is refused as the tree changing, as tar's
+/// "file changed as we read it".
+#[test]
+fn a_file_written_while_it_is_read_is_refused() {
+    for (what, write) in [
+        ("truncated", &b"short"[..]),
+        ("rewritten in place", &[b'x'; 64 << 10][..]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("f"), vec![b'a'; 64 << 10]).unwrap();
+        let path = root.join("f");
+        // Written between two reads: after the first piece, before the end.
+        let read = |file: &mut OpenFile<'_>| {
+            let mut buf = vec![0; 4096];
+            let mut size = file.read_piece(&mut buf, 0)? as u64;
+            // Some time passes between the reads: the new mtime differs.
+            let old = fs::metadata(&path).unwrap().modified().unwrap();
+            loop {
+                fs::write(&path, write).unwrap();
+                if fs::metadata(&path).unwrap().modified().unwrap() != old {
+                    break;
+                }
+            }
+            loop {
+                let n = file.read_piece(&mut buf, size)?;
+                if n == 0 {
+                    break;
+                }
+                size += n as u64;
+            }
+            Ok(FileDigest {
+                size,
+                sha256: [0; 32],
+            })
+        };
+        let options = WalkOptions {
+            read_file: Some(&read),
+            ..WalkOptions::default()
+        };
+        let e = walk(&root, &options, |_| Ok(())).unwrap_err();
+        assert!(
+            e.to_string().contains("was written while it was being read"),
+            "{what}: {e}"
+        );
+    }
+}

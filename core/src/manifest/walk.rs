@@ -560,6 +560,13 @@ fn read_one(
         Some(read) => read(&mut open)?,
         None => hash_file(&mut open)?,
     };
+    // What was read is what the file held only if nothing wrote to it
+    // meanwhile (growth is caught as it is read): as tar's "file changed
+    // as we read it", a truncation or a rewrite in place is refused.
+    let now = rfs::fstat(&open.file).map_err(|e| Error::io("inspect", full(), e.into()))?;
+    if digest.size != stat::size(&stat) || stat::mtime_ns(&now) != stat::mtime_ns(&stat) {
+        return Err(changed(full(), "was written while it was being read"));
+    }
     drop(open);
     // Its bytes were counted as they were read.
     if let Some(p) = options.progress {
