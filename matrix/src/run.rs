@@ -136,12 +136,25 @@ pub(crate) async fn execute(
     let uses_object = plan.remote.iter().any(|r| !r) || plan.file.remote_source.is_none();
     if uses_object && plan.source_object.is_none() {
         let (store, source) = (settings.store.clone(), plan.source.clone());
+        // A matrix run from inside its tree leaves out its own output.
+        let (state_dir, report_dir) = (settings.state_dir.clone(), settings.report_dir.clone());
         // The version the cells record (the file's `freebsd-version`, else
         // `newvers.sh`), as `fruix build --freebsd-version` gives it.
         let version = plan.freebsd_base.version.clone();
         let roots = temp_roots.clone();
         let (object, _) = tokio::task::spawn_blocking(move || {
-            crate::sources::source_object(&store, &source, Some(&version), None, &roots)
+            let own = [
+                crate::sources::OwnOutput::StateDir(&state_dir),
+                crate::sources::OwnOutput::ReportDir(&report_dir),
+            ];
+            crate::sources::source_object_leaving_out(
+                &store,
+                &source,
+                Some(&version),
+                &own,
+                None,
+                &roots,
+            )
         })
         .await
         .map_err(|e| {

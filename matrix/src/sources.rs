@@ -36,6 +36,8 @@ pub enum OwnOutput<'a> {
     StateDir(&'a Path),
     /// An out-link, the link itself (fruix replaces it), not followed.
     OutLink(&'a Path),
+    /// A matrix run's report directory (logs, result links, reports).
+    ReportDir(&'a Path),
 }
 
 /// What fruix left out of a source tree as its own output: the store, the
@@ -61,6 +63,9 @@ impl LeftOut {
         found.extend(own.iter().map(|own| match own {
             OwnOutput::StateDir(path) => (relative_inside(dir, path, true), "the state directory"),
             OwnOutput::OutLink(path) => (relative_inside(dir, path, false), "the out-link"),
+            OwnOutput::ReportDir(path) => {
+                (relative_inside(dir, path, true), "the report directory")
+            }
         }));
         for (path, what) in found {
             if let Some(path) = path {

@@ -330,3 +330,37 @@ fn setgid_directories_are_accepted_and_special_files_are_refused_with_a_hint() {
     let expected = ["Makefile", "is setuid, setgid or sticky", "chmod ug-s,o-t"];
     failed_with("source add", &out, 4, &expected);
 }
+
+/// A matrix run from inside its tree, its store, state and report
+/// directories in it, uses one source object run after run: the state and
+/// report directories were read into the source (only the store and links
+/// into it were left out), so each run named another source object.
+#[test]
+fn a_matrix_run_from_inside_its_tree_keeps_one_source_object() {
+    require_tool("bmake", "bmake");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = checkout(dir.path(), "src");
+    std::fs::write(
+        tree.join("matrix.scm"),
+        "(fruix-matrix\n  (format-version 1)\n  (source \".\")\n  (make-flags \"-DNO_ROOT\")\n  (jobs 1)\n  (source-date-epoch 1775420084)\n  (axes (executor \"local\")))\n",
+    )
+    .unwrap();
+    // The default report directory (in the state directory), then one of
+    // its own in the tree, twice.
+    for (run_number, report) in [(1, None), (2, Some("report")), (3, Some("report"))] {
+        let mut cmd = fruix();
+        cmd.current_dir(&tree)
+            .args(["matrix", "run", "matrix.scm", "--quiet", "--store"])
+            .args(["frx-store", "--state-dir", "frx-state"]);
+        if let Some(report) = report {
+            cmd.args(["--report-dir", report]);
+        }
+        let out = run(&mut cmd);
+        assert!(out.status.success(), "run {run_number}: {out:?}");
+        assert_eq!(
+            source_objects(&tree.join("frx-store")).len(),
+            1,
+            "run {run_number}: another source object"
+        );
+    }
+}
