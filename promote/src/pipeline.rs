@@ -190,6 +190,7 @@ fn ingest_artifact(
         reserved: RESERVED_NAMES,
         probe: Some(&a.probe),
         exclude: None,
+        reader: None,
     };
     let ingested = ingest_tree(promotion, dir, tree, progress)?;
     if let Some(declared) = &a.tree_signature {
@@ -219,6 +220,10 @@ pub(crate) struct Tree<'a> {
     pub(crate) probe: Option<&'a str>,
     /// Entries left out of the tree (see [`WalkOptions::exclude`]).
     pub(crate) exclude: Option<&'a Exclude<'a>>,
+    /// Read for this user: a file neither theirs nor readable by everyone
+    /// is refused (root adding a user's tree, in which a hard link to
+    /// another user's file would otherwise enter the world-readable store).
+    pub(crate) reader: Option<u32>,
 }
 
 /// Reads the tree open at `dir` once (see [`ingest_artifact`]).
@@ -235,6 +240,7 @@ pub(crate) fn ingest_tree(
         reserved,
         probe,
         exclude,
+        reader,
     } = tree;
     let mut out = BufWriter::with_capacity(
         256 << 10,
@@ -242,6 +248,17 @@ pub(crate) fn ingest_tree(
     );
     let pool = promotion.store().pool();
     let read = |file: &mut OpenFile<'_>| {
+        if let Some(reader) = reader {
+            let (uid, bits) = file.owner;
+            if uid != reader && bits & 0o004 == 0 {
+                return Err(fruix_core::Error::UnsafePath {
+                    path: file.full_path(),
+                    message: format!(
+                        "belongs to user {uid} and is not readable by everyone, in a tree of user {reader}'s (a hard link to another user's file?): fruix, as root, adds only what the tree's owner could read; remove it, or make it readable"
+                    ),
+                });
+            }
+        }
         pool.ingest(file, promotion.journal()).map_err(|e| match e {
             Error::Core(c) => c,
             other => fruix_core::Error::system(other.to_string()),

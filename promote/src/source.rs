@@ -73,6 +73,7 @@ pub fn add_source(
         reserved: SOURCE_RESERVED_NAMES,
         probe: None,
         exclude: Some(exclude),
+        reader: reader_of(dir)?,
     };
     let ingested = ingest_tree(&promotion, open_dir(dir)?, tree, progress)?;
     let tree_signature = if ingested.stripped.is_empty() {
@@ -130,6 +131,20 @@ pub fn add_source(
         identity,
         size: ingested.size,
     })
+}
+
+/// For whom the tree at `dir` is read: when root adds another user's
+/// tree, its owner (what that user could not read stays out of the
+/// store, which anyone may read); otherwise nobody in particular.
+fn reader_of(dir: &Path) -> Result<Option<u32>> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(None);
+    }
+    let owner = std::fs::symlink_metadata(dir)
+        .map_err(|e| fruix_core::Error::io("inspect", dir, e))?
+        .uid();
+    Ok((owner != 0).then_some(owner))
 }
 
 /// The signature of a source tree some of whose directories carry

@@ -364,3 +364,50 @@ fn a_matrix_run_from_inside_its_tree_keeps_one_source_object() {
         );
     }
 }
+
+/// Regression: root adding a user's tree read everything in it, a hard
+/// link to another user's private file included (FreeBSD lets a user make
+/// one by default), into the store, which anyone may read. A file neither
+/// the tree owner's nor readable by everyone is refused now (exit 4),
+/// nothing added; one readable by everyone is taken.
+#[test]
+fn root_adding_a_user_s_tree_refuses_a_file_its_owner_could_not_read() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test adds another user's tree as root (run scripts/test.sh as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = checkout(dir.path(), "users");
+    let status = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "root's\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::hard_link(&secret, tree.join("bin/linked")).unwrap();
+    let store = dir.path().join("store");
+    let add = |tree: &Path| {
+        let mut cmd = fruix();
+        cmd.args(["source", "add", "--quiet", "--store"])
+            .arg(&store)
+            .arg(tree);
+        run(&mut cmd)
+    };
+    let stderr = failed_with(
+        "a hard link to root's private file",
+        &add(&tree),
+        4,
+        &["bin/linked", "not readable by everyone", "user 65534"],
+    );
+    assert!(!stderr.contains("root's"), "{stderr}");
+    assert!(!store.exists(), "nothing was added, and no store made");
+    // Readable by everyone, it is no secret: taken.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = add(&tree);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(source_objects(&store).len(), 1);
+}

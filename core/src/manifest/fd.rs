@@ -87,6 +87,10 @@ pub mod stat {
     pub fn mtime_ns(st: &Stat) -> (i64, i64) {
         (st.st_mtime as i64, st.st_mtime_nsec as i64)
     }
+    /// Owner's user id.
+    pub fn uid(st: &Stat) -> u32 {
+        st.st_uid as u32
+    }
     /// Hard link count.
     pub fn nlink(st: &Stat) -> u64 {
         st.st_nlink as u64

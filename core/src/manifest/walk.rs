@@ -87,6 +87,8 @@ pub struct OpenFile<'a> {
     pub size: u64,
     /// Canonical mode (with recorded special bits).
     pub mode: u32,
+    /// Its owner's user id, and its permission bits as they are on disk.
+    pub owner: (u32, u32),
     root: &'a Path,
     /// Counts bytes as they are read (a large file moves a display too).
     progress: Option<&'a Progress>,
@@ -553,6 +555,7 @@ fn read_one(
         path: &path,
         size: stat::size(&stat),
         mode,
+        owner: (stat::uid(&stat), stat::mode(&stat)),
         root,
         progress: options.progress,
     };
