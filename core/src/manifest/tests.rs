@@ -265,7 +265,8 @@ fn a_file_written_while_it_is_read_is_refused() {
         };
         let e = walk(&root, &options, |_| Ok(())).unwrap_err();
         assert!(
-            e.to_string().contains("was written while it was being read"),
+            e.to_string()
+                .contains("was written while it was being read"),
             "{what}: {e}"
         );
     }
