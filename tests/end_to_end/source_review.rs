@@ -12,43 +12,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::util::{
-    failed_with, fixture_source, fruix, require_tool, run, run_ok, verify_store,
-    FIXTURE_BUILD_FLAGS,
-};
-
-/// A copy of the miniature FreeBSD tree at `dir/name`.
-fn checkout(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(fixture_source())
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    path
-}
-
-/// `git ARGS` in `repo`, with a fixed identity and no global
-/// configuration; its stdout, trimmed.
-fn git(repo: &Path, args: &[&str]) -> String {
-    require_tool("git", "git");
-    run_ok(
-        Command::new("git")
-            .arg("-C")
-            .arg(repo)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.org")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.org")
-            // No global configuration: a file that is not there.
-            .env("GIT_CONFIG_GLOBAL", "/nonexistent/gitconfig"),
-    )
-    .trim()
-    .to_string()
-}
+use crate::sources::{checkout, git};
+use crate::util::{failed_with, fruix, require_tool, run, verify_store, FIXTURE_BUILD_FLAGS};
 
 /// Makes `tree` a git repository with everything in it committed; returns
 /// the commit.

@@ -15,7 +15,7 @@ use crate::util::{
 };
 
 /// A copy of the miniature FreeBSD tree at `dir/name`.
-fn checkout(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn checkout(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     let status = Command::new("cp")
         .arg("-a")
@@ -27,8 +27,9 @@ fn checkout(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// `git ARGS` in `repo`, with a fixed identity; its stdout.
-fn git(repo: &Path, args: &[&str]) -> String {
+/// `git ARGS` in `repo`, with a fixed identity and no global
+/// configuration; its stdout, trimmed.
+pub(crate) fn git(repo: &Path, args: &[&str]) -> String {
     require_tool("git", "git");
     run_ok(
         Command::new("git")
@@ -39,7 +40,8 @@ fn git(repo: &Path, args: &[&str]) -> String {
             .env("GIT_AUTHOR_EMAIL", "t@example.org")
             .env("GIT_COMMITTER_NAME", "t")
             .env("GIT_COMMITTER_EMAIL", "t@example.org")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null"),
+            // No global configuration: a file that is not there.
+            .env("GIT_CONFIG_GLOBAL", "/nonexistent/gitconfig"),
     )
     .trim()
     .to_string()
