@@ -180,8 +180,17 @@ fn a_promotion_failing_after_the_build_gives_the_command_to_promote_later() {
     );
     drop(small);
     // The same command, once the store has room, promotes the kept root.
+    // The small filesystem went with the store in it, the build's source
+    // object too: promoting is refused until the source is added again.
     std::fs::create_dir_all(&store).unwrap();
     let words: Vec<&str> = command.split(' ').skip(1).collect();
+    let refused = run(fruix().args(&words));
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("fruix source add"),
+        "{refused:?}"
+    );
+    crate::util::run_ok(&mut crate::util::source_add(&store, &["--quiet"]));
     crate::util::run_ok(fruix().args(words));
     // ... and roots the bundle where the build would have: its link, in
     // its state directory.
@@ -396,7 +405,7 @@ fn a_guest_checkout_is_a_guest_source_not_checked_on_the_host() {
     let out = build(&[]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("pass --freebsd-version"),
+        String::from_utf8_lossy(&out.stderr).contains("give --freebsd-version"),
         "{out:?}"
     );
     // With it, fruix goes on to connect (port 1: refused, a system failure).
