@@ -17,7 +17,7 @@ use fruix_freebsd::checkout;
 use fruix_freebsd::source::{branch_of, read_newvers};
 use fruix_promote::check::Identity;
 use fruix_promote::query::resolve_valid;
-use fruix_promote::source::{add_source, links_into_store, SourceFacts, SourceReport};
+use fruix_promote::source::{add_source, is_link_into_store, SourceFacts, SourceReport};
 use fruix_promote::store::{is_source_name, MANIFEST_FILE};
 use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::verify::is_object_name;
@@ -174,24 +174,24 @@ pub fn add_source_dir(
             version,
         });
     }
-    // The paths known beforehand first (git is not to look into them),
-    // then the links into the store, which a walk finds.
+    // The paths known beforehand (git is not to look into them); the
+    // links into the store are left out by the one reading walk, and git's
+    // few reported paths are asked about one by one.
     let mut left_out = LeftOut::own(store, dir, own);
     let own_paths: Vec<Vec<u8>> = left_out.entries.iter().map(|(p, _)| p.clone()).collect();
     let git = checkout::inspect_leaving_out(dir, &own_paths)?;
-    let skipped = |path: &[u8]| left_out.contains(path) || git.excludes(path);
-    for link in links_into_store(store, dir, &skipped, progress)? {
-        left_out.push(link, "a link into the store");
-    }
     let facts = SourceFacts {
         name: name.to_string(),
         branch,
         version,
         commit: git.commit.clone(),
-        dirty: git.dirty(&|path| left_out.contains(path)),
+        dirty: git.dirty(&|path| left_out.contains(path) || is_link_into_store(store, dir, path)),
     };
     let excluded = |path: &[u8]| left_out.contains(path) || git.excludes(path);
     let report = add_source(store, dir, &facts, &excluded, progress, temp_roots)?;
+    for link in &report.links_left_out {
+        left_out.push(link.clone(), "a link into the store");
+    }
     Ok(AddedSource { report, left_out })
 }
 

@@ -101,6 +101,7 @@ pub fn result_fingerprints(root: &ResultRoot, store: &Path) -> Result<Vec<(Strin
             stripped,
             manifest: PathBuf::new(),
             size,
+            links_left_out: Vec::new(),
         };
         let (artifact, planned) = plan_artifact(store, m, a, ingested)?;
         out.push((

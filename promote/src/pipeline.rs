@@ -165,6 +165,8 @@ pub(crate) struct Ingested {
     pub(crate) manifest: PathBuf,
     /// The sizes of its files, added up.
     pub(crate) size: u64,
+    /// The symlinks [`Tree::leave_out_link`] left out, in path order.
+    pub(crate) links_left_out: Vec<Vec<u8>>,
 }
 
 /// Reads artifact `a` of the result root once: every file is hashed while
@@ -190,6 +192,7 @@ fn ingest_artifact(
         reserved: RESERVED_NAMES,
         probe: Some(&a.probe),
         exclude: None,
+        leave_out_link: None,
         reader: None,
     };
     let ingested = ingest_tree(promotion, dir, tree, progress)?;
@@ -206,6 +209,9 @@ fn ingest_artifact(
     Ok(ingested)
 }
 
+/// Tells, from a symlink's target, whether to leave the link out.
+pub(crate) type LinkTargetFilter<'a> = dyn Fn(&[u8]) -> bool + 'a;
+
 /// A tree to read into the pool, and how.
 pub(crate) struct Tree<'a> {
     /// Names the tree in messages.
@@ -220,6 +226,10 @@ pub(crate) struct Tree<'a> {
     pub(crate) probe: Option<&'a str>,
     /// Entries left out of the tree (see [`WalkOptions::exclude`]).
     pub(crate) exclude: Option<&'a Exclude<'a>>,
+    /// Symlinks to leave out, by their target (a source tree's links into
+    /// the store): found by the reading walk itself, with no walk of its
+    /// own, and reported in [`Ingested::links_left_out`].
+    pub(crate) leave_out_link: Option<&'a LinkTargetFilter<'a>>,
     /// Read for this user: a file neither theirs nor readable by everyone
     /// is refused (root adding a user's tree, in which a hard link to
     /// another user's file would otherwise enter the world-readable store).
@@ -240,6 +250,7 @@ pub(crate) fn ingest_tree(
         reserved,
         probe,
         exclude,
+        leave_out_link,
         reader,
     } = tree;
     let mut out = BufWriter::with_capacity(
@@ -266,7 +277,7 @@ pub(crate) fn ingest_tree(
     };
     let mut builder = ManifestBuilder::new();
     let (mut stripped, mut probe_sha256, mut line) = (Vec::new(), None, String::new());
-    let mut size = 0;
+    let (mut size, mut links_left_out) = (0, Vec::new());
     walk_fd(
         dir,
         display,
@@ -279,6 +290,13 @@ pub(crate) fn ingest_tree(
         },
         |w| {
             let entry = &w.entry;
+            if let (EntryKind::Symlink { target }, Some(leave_out)) = (&entry.kind, leave_out_link)
+            {
+                if leave_out(target) {
+                    links_left_out.push(entry.path.clone());
+                    return Ok(());
+                }
+            }
             if reserved.iter().any(|n| entry.path == n.as_bytes()) {
                 return Err(fruix_core::Error::UnsafePath {
                     path: display.join(OsStr::from_bytes(&entry.path)),
@@ -308,6 +326,7 @@ pub(crate) fn ingest_tree(
         stripped,
         manifest,
         size,
+        links_left_out,
     })
 }
 
@@ -379,18 +398,6 @@ fn prepare_artifact(
         references,
     )?;
     Ok(Some((temp, planned.name.clone())))
-}
-
-/// Those of `names` that are registered (a source outside the store, or
-/// not registered, is not a reference the database can hold).
-fn registered_only(store: &Store, names: &[String]) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for name in names {
-        if store.is_valid(name)? {
-            out.push(name.clone());
-        }
-    }
-    Ok(out)
 }
 
 /// How many regular files a promotion of `root` will read, and their bytes:
@@ -508,20 +515,19 @@ pub fn promote_validated(
     // Valid once registered: every artifact (one that existed may have been
     // published by a promotion killed before registering it), then the
     // bundle, in one transaction, still under every object's lock.
-    let registered = (|| {
+    let registered = {
+        // A source object of this store is registered: one that is not
+        // was refused above, under the same GC lock.
         let source_refs = names_in_store(store.path(), [m.source_store.path.as_str()]);
         let mut registrations: Vec<Registration> = planned
             .values()
-            .map(|p| {
-                let refs = registered_only(store, &source_refs)?;
-                Ok(Registration {
-                    record: register::artifact(&p.name, &p.identity, p.size, Some(&m.run_id)),
-                    references: refs,
-                })
+            .map(|p| Registration {
+                record: register::artifact(&p.name, &p.identity, p.size, Some(&m.run_id)),
+                references: source_refs.clone(),
             })
-            .collect::<Result<_>>()?;
+            .collect();
         let mut bundle_refs: Vec<String> = planned.values().map(|p| p.name.clone()).collect();
-        bundle_refs.extend(registered_only(store, &source_refs)?);
+        bundle_refs.extend(source_refs);
         let bundle_size = object_files_size(
             &store.path().join(&bundle.name),
             &[RESULT_METADATA_FILE, REFERENCES_FILE],
@@ -531,7 +537,7 @@ pub fn promote_validated(
             references: bundle_refs,
         });
         store.db().register(&registrations)
-    })();
+    };
     if let Err(e) = registered {
         // Published under these locks but never valid (the registry full):
         // taken back, as a failed promotion leaves no object.

@@ -7,8 +7,9 @@
 //! The caller supplies what the tree is (name, FreeBSD version and branch,
 //! git commit and dirtiness) and which paths to leave out (ignored build
 //! output, fruix's own output in the tree): this crate knows nothing of
-//! FreeBSD or git. It finds the links into the store ([`links_into_store`]),
-//! which a caller leaves out too. A directory's mode is no part of a
+//! FreeBSD or git. It leaves out the links into the store itself, as the
+//! one reading walk meets them ([`points_into_store`]), and says which it
+//! left out ([`SourceReport::links_left_out`]). A directory's mode is no part of a
 //! source: setuid, setgid and sticky bits are accepted on directories
 //! (a group-shared checkout's) and refused on files.
 
@@ -22,7 +23,7 @@ use std::path::{Component, Path, PathBuf};
 use fruix_core::error::IoContext;
 use fruix_core::escape;
 use fruix_core::manifest::{
-    open_dir, parse_line, walk, EntryKind, Exclude, ManifestBuilder, Progress, WalkOptions,
+    open_beneath, open_dir, parse_line, EntryKind, Exclude, ManifestBuilder, Progress,
 };
 use fruix_core::TreeSignature;
 
@@ -50,10 +51,16 @@ pub struct SourceReport {
     pub identity: SourceIdentity,
     /// The bytes of its files.
     pub size: u64,
+    /// The symlinks of the tree whose target lies in the store (out-links
+    /// of earlier builds, whatever their names), left out of the object:
+    /// paths relative to the tree, in path order.
+    #[serde(skip)]
+    pub links_left_out: Vec<Vec<u8>>,
 }
 
-/// Adds the tree at `dir` (leaving out the paths `exclude` names) to
-/// `store` as a source object described by `facts`. Facts the object
+/// Adds the tree at `dir` (leaving out the paths `exclude` names, and the
+/// links into the store) to `store` as a source object described by
+/// `facts`. Facts the object
 /// must not record ([`SourceFacts::check`]) are refused before anything
 /// is written.
 pub fn add_source(
@@ -73,6 +80,7 @@ pub fn add_source(
         reserved: SOURCE_RESERVED_NAMES,
         probe: None,
         exclude: Some(exclude),
+        leave_out_link: Some(&|target| points_into_store(store, target)),
         reader: reader_of(dir)?,
     };
     let ingested = ingest_tree(&promotion, open_dir(dir)?, tree, progress)?;
@@ -130,6 +138,7 @@ pub fn add_source(
         new,
         identity,
         size: ingested.size,
+        links_left_out: ingested.links_left_out,
     })
 }
 
@@ -178,34 +187,39 @@ fn signature_in_store_modes(dir: &Path, ingested: &Ingested) -> Result<TreeSigna
     Ok(builder.finish().0)
 }
 
-/// The symlinks of the tree at `dir` (leaving out what `exclude` names)
-/// whose target lies in `store`: an absolute path in the store directory,
-/// with no `..`, as the out-link of an earlier build is. A source leaves
-/// them out. The walk reads no file.
-pub fn links_into_store(
-    store: &Store,
-    dir: &Path,
-    exclude: &Exclude<'_>,
-    progress: Option<&Progress>,
-) -> Result<Vec<Vec<u8>>> {
-    let options = WalkOptions {
-        progress,
-        skip_digests: true,
-        exclude: Some(exclude),
-        ..WalkOptions::default()
+/// Whether a symlink with `target` points into `store`: an absolute path
+/// in the store directory, with no `..`, as the out-link of an earlier
+/// build does. A source leaves such links out.
+pub fn points_into_store(store: &Store, target: &[u8]) -> bool {
+    let target = Path::new(OsStr::from_bytes(target));
+    let up = target.components().any(|c| c == Component::ParentDir);
+    target.starts_with(store.path()) && !up
+}
+
+/// Whether the entry at `path` (relative) of the tree at `dir` is a symlink
+/// that [`points_into_store`], read without following any symlink on the
+/// way: what a caller asks of the few paths git reports, to tell whether
+/// the source left them out.
+pub fn is_link_into_store(store: &Store, dir: &Path, path: &[u8]) -> bool {
+    let (parent, name) = match path.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&b""[..], path),
     };
-    let mut links = Vec::new();
-    walk(dir, &options, |w| {
-        if let EntryKind::Symlink { target } = &w.entry.kind {
-            let target = Path::new(OsStr::from_bytes(target));
-            let up = target.components().any(|c| c == Component::ParentDir);
-            if target.starts_with(store.path()) && !up {
-                links.push(w.entry.path.clone());
-            }
-        }
-        Ok(())
-    })?;
-    Ok(links)
+    let Ok(parent) = std::str::from_utf8(parent) else {
+        return false;
+    };
+    let Ok(root) = open_dir(dir) else {
+        return false;
+    };
+    let parent = match parent.is_empty() {
+        true => root,
+        false => match open_beneath(&root, dir, parent) {
+            Ok(fd) => fd,
+            Err(_) => return false,
+        },
+    };
+    rustix::fs::readlinkat(&parent, OsStr::from_bytes(name), Vec::new())
+        .is_ok_and(|target| points_into_store(store, target.as_bytes()))
 }
 
 /// Checks that a build left the source object `object` it built from as
@@ -312,11 +326,18 @@ mod tests {
     }
 
     /// Out-links of earlier builds, whatever their names, are the links
-    /// whose targets lie in the store (by its path, with no `..`).
+    /// whose targets lie in the store (by its path, with no `..`): the
+    /// reading walk leaves them out and says which, and the object is the
+    /// tree without them. One asked about by path is told the same way.
     #[test]
-    fn the_links_into_the_store_are_found_where_the_walk_goes() {
+    fn the_links_into_the_store_are_left_out_where_the_walk_goes() {
         let dir = TestDir::new();
         let store = Store::open(&dir.store()).unwrap();
+        let plain = small_tree(&dir, "plain");
+        std::os::unix::fs::symlink("/elsewhere", plain.join("bin/elsewhere")).unwrap();
+        std::os::unix::fs::symlink("ls.c", plain.join("bin/relative")).unwrap();
+        let escaping = store.path().join("../elsewhere");
+        std::os::unix::fs::symlink(&escaping, plain.join("bin/escaping")).unwrap();
         let tree = small_tree(&dir, "src");
         let inside = store.path().join("0123-x");
         let links: [(&str, &Path); 6] = [
@@ -324,14 +345,33 @@ mod tests {
             ("bin/old-result", store.path()),
             ("bin/elsewhere", Path::new("/elsewhere")),
             ("bin/relative", Path::new("ls.c")),
-            ("bin/escaping", &store.path().join("../elsewhere")),
+            ("bin/escaping", &escaping),
             ("skipped/result", &inside),
         ];
         for (link, target) in links {
             std::fs::create_dir_all(tree.join(link).parent().unwrap()).unwrap();
             std::os::unix::fs::symlink(target, tree.join(link)).unwrap();
         }
-        let found = links_into_store(&store, &tree, &|p| p == b"skipped", None).unwrap();
-        assert_eq!(found, [b"bin/old-result".to_vec(), b"result".to_vec()]);
+        let facts = SourceFacts::without_checkout("default", "15.0-STABLE", "stable/15");
+        let skipped = |p: &[u8]| p == b"skipped";
+        let report = add_source(&store, &tree, &facts, &skipped, None, None).unwrap();
+        assert_eq!(
+            report.links_left_out,
+            [b"bin/old-result".to_vec(), b"result".to_vec()]
+        );
+        let without = add_source(&store, &plain, &facts, &|_| false, None, None).unwrap();
+        assert_eq!(report.store_path, without.store_path);
+        assert!(without.links_left_out.is_empty());
+        let told: Vec<&str> = ["result", "bin/old-result", "bin/elsewhere", "bin/relative"]
+            .into_iter()
+            .chain([
+                "bin/escaping",
+                "skipped/result",
+                "bin/ls.c",
+                "missing/result",
+            ])
+            .filter(|p| is_link_into_store(&store, &tree, p.as_bytes()))
+            .collect();
+        assert_eq!(told, ["result", "bin/old-result", "skipped/result"]);
     }
 }
