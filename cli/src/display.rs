@@ -284,11 +284,15 @@ const MEASURED: &str =
     "{prefix:.bold} [{elapsed}] {wide_bar} {bytes}/{total_bytes} ({binary_bytes_per_sec}, {eta} left) {msg}";
 
 /// The message beside the bar: items (`unit`: files, objects) so far, of
-/// how many when known.
-fn count_message(done: u64, total: Option<u64>, unit: &str) -> String {
-    match total {
+/// how many when known, and what the work does once its reading is done.
+fn count_message(done: u64, total: Option<u64>, unit: &str, phase: Option<&str>) -> String {
+    let counts = match total {
         Some(t) => format!("{done}/{t} {unit}"),
         None => format!("{done} {unit}"),
+    };
+    match phase {
+        Some(phase) => format!("{counts}; {phase}"),
+        None => counts,
     }
 }
 
@@ -348,6 +352,7 @@ pub fn with_progress<T>(
                     progress.files.load(Ordering::Relaxed),
                     total.map(|(files, _)| files),
                     unit,
+                    progress.phase(),
                 ));
                 match refresh.recv_timeout(Duration::from_millis(100)) {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -394,11 +399,15 @@ fn progress_line(label: &str, unit: &str, progress: &Progress, elapsed: Duration
     let files = progress.files.load(Ordering::Relaxed);
     let rate = (bytes as f64 / elapsed.as_secs_f64().max(0.001)) as u64;
     format!(
-        "{label}: {}, {} so far ({}/s), after {}",
-        count_message(files, None, unit),
+        "{label}: {}, {} so far ({}/s), after {}{}",
+        count_message(files, None, unit, None),
         HumanBytes(bytes),
         HumanBytes(rate),
-        humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
+        humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+        progress
+            .phase()
+            .map(|p| format!("; {p}"))
+            .unwrap_or_default()
     )
 }
 
@@ -415,6 +424,12 @@ mod tests {
             progress_line("import", "files", &progress, Duration::from_secs(64)),
             "import: 1200 files, 3.00 GiB so far (48.00 MiB/s), after 1m 4s"
         );
+        progress.set_phase("building the source object");
+        assert_eq!(
+            progress_line("source", "files", &progress, Duration::from_secs(64)),
+            "source: 1200 files, 3.00 GiB so far (48.00 MiB/s), after 1m 4s; \
+             building the source object"
+        );
     }
 
     #[test]
@@ -422,8 +437,12 @@ mod tests {
         for template in [COUNTING, MEASURED] {
             ProgressStyle::with_template(template).unwrap();
         }
-        assert_eq!(count_message(3, None, "files"), "3 files");
-        assert_eq!(count_message(3, Some(10), "objects"), "3/10 objects");
+        assert_eq!(count_message(3, None, "files", None), "3 files");
+        assert_eq!(count_message(3, Some(10), "objects", None), "3/10 objects");
+        assert_eq!(
+            count_message(3, Some(3), "files", Some("building objects")),
+            "3/3 files; building objects"
+        );
     }
 
     #[test]

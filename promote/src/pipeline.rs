@@ -436,6 +436,13 @@ pub(crate) fn check_cancelled(progress: Option<&Progress>) -> Result<()> {
     Ok(progress.map_or(Ok(()), Progress::check_cancelled)?)
 }
 
+/// [`Progress::set_phase`] of `progress`, if any.
+pub(crate) fn set_phase(progress: Option<&Progress>, phase: &'static str) {
+    if let Some(p) = progress {
+        p.set_phase(phase);
+    }
+}
+
 /// Promotes an already validated result root.
 ///
 /// Every artifact is read once, into the pool, before the store's objects
@@ -472,6 +479,7 @@ pub fn promote_validated(
         .enumerate()
         .map(|(i, a)| ingest_artifact(&promotion, root, i, a, &special, options.progress))
         .collect::<Result<Vec<_>>>()?;
+    set_phase(options.progress, "building the objects");
     let mut planned: BTreeMap<String, Planned> = m
         .artifacts
         .iter()

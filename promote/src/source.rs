@@ -30,7 +30,7 @@ use fruix_core::TreeSignature;
 use crate::check::{check_object, check_reusable, Depth};
 use crate::db::Registration;
 use crate::error::Result;
-use crate::pipeline::{check_cancelled, ingest_tree, Ingested, Tree};
+use crate::pipeline::{check_cancelled, ingest_tree, set_phase, Ingested, Tree};
 pub use crate::source_identity::SourceFacts;
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::stage::build_object;
@@ -100,6 +100,11 @@ pub fn add_source(
     // [`crate::promote_validated`]).
     check_cancelled(progress)?;
     let new = store_path.symlink_metadata().is_err();
+    let phase = match new {
+        true => "building the source object",
+        false => "checking the source object already in the store",
+    };
+    set_phase(progress, phase);
     let mut published = Vec::new();
     if new {
         let temp = build_object(
@@ -354,13 +359,19 @@ mod tests {
         }
         let facts = SourceFacts::without_checkout("default", "15.0-STABLE", "stable/15");
         let skipped = |p: &[u8]| p == b"skipped";
-        let report = add_source(&store, &tree, &facts, &skipped, None, None).unwrap();
+        let progress = Progress::default();
+        let report = add_source(&store, &tree, &facts, &skipped, Some(&progress), None).unwrap();
+        assert_eq!(progress.phase(), Some("building the source object"));
         assert_eq!(
             report.links_left_out,
             [b"bin/old-result".to_vec(), b"result".to_vec()]
         );
-        let without = add_source(&store, &plain, &facts, &|_| false, None, None).unwrap();
+        let progress = Progress::default();
+        let without = add_source(&store, &plain, &facts, &|_| false, Some(&progress), None);
+        let without = without.unwrap();
         assert_eq!(report.store_path, without.store_path);
+        let phase = Some("checking the source object already in the store");
+        assert_eq!(progress.phase(), phase, "the object was there");
         assert!(without.links_left_out.is_empty());
         let told: Vec<&str> = ["result", "bin/old-result", "bin/elsewhere", "bin/relative"]
             .into_iter()

@@ -187,6 +187,22 @@ fn objects_are_read_only_timestamped_and_without_setuid() {
     );
 }
 
+/// Once every artifact is read, a display is told what comes next.
+#[test]
+fn a_promotion_says_when_it_builds_the_objects() {
+    let f = TestDir::new();
+    let root = f.sample();
+    let store = Store::open(&f.store()).unwrap();
+    let progress = fruix_core::manifest::Progress::default();
+    let options = PromoteOptions {
+        progress: Some(&progress),
+        ..PromoteOptions::default()
+    };
+    assert_eq!(progress.phase(), None);
+    promote_native_build_result(&root, &store, &options).unwrap();
+    assert_eq!(progress.phase(), Some("building the objects"));
+}
+
 #[test]
 fn promoting_again_is_idempotent() {
     let f = TestDir::new();

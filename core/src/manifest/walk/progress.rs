@@ -5,7 +5,7 @@
 //! removes what it had made) runs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 
@@ -20,6 +20,8 @@ pub struct Progress {
     pub bytes: AtomicU64,
     /// Set once the work is cancelled; shared by [`Progress::fresh_counters`].
     cancelled: Arc<AtomicBool>,
+    /// What the work does once its reading is done, for a display.
+    phase: Mutex<Option<&'static str>>,
 }
 
 impl Progress {
@@ -27,6 +29,17 @@ impl Progress {
     pub fn add(&self, bytes: u64) {
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Says what the work does now that its reading is done ("building
+    /// the source object"): a display shows it beside the counts.
+    pub fn set_phase(&self, phase: &'static str) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = Some(phase);
+    }
+
+    /// What [`Progress::set_phase`] said last, if anything.
+    pub fn phase(&self) -> Option<&'static str> {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// New counters, at zero, under the same cancellation as these: the
