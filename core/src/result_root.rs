@@ -13,12 +13,15 @@
 //! naming the file or field. It never follows a symlink: an artifact path that
 //! resolves outside the root through one is refused. A root that still carries
 //! the [`INCOMPLETE_MARKER`] (an interrupted or failed run) never validates.
+//! A root that cannot be read (permission denied, an I/O error) is not
+//! invalid: the failure to read it is the error, a failure of the system
+//! ([`Failure::System`]), never one of its problems.
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Problem, Result};
+use crate::error::{Error, Failure, Problem, Result};
 use crate::escape;
 use crate::fsutil::resolve_beneath;
 use crate::promotion::{base_probes, PromotionMetadata, PROMOTION_FILE};
@@ -52,7 +55,8 @@ impl ResultRoot {
     }
 }
 
-/// Validates the result root at `root`; on failure the error lists every problem.
+/// Validates the result root at `root`; on failure the error lists every
+/// problem, or is the failure to read it (see [`check`]).
 pub fn validate(root: &Path) -> Result<ResultRoot> {
     validate_with(root, false)
 }
@@ -60,7 +64,7 @@ pub fn validate(root: &Path) -> Result<ResultRoot> {
 /// Like [`validate`]; `allow_incomplete` ignores the [`INCOMPLETE_MARKER`]
 /// (used by the executor runner just before it removes the marker).
 pub fn validate_with(root: &Path, allow_incomplete: bool) -> Result<ResultRoot> {
-    let (metadata, problems) = check(root, allow_incomplete);
+    let (metadata, problems) = check(root, allow_incomplete)?;
     match metadata {
         Some(metadata) if problems.is_empty() => Ok(ResultRoot {
             root: root.to_path_buf(),
@@ -145,19 +149,40 @@ fn problem_from_error(e: Error) -> Problem {
 }
 
 /// The problem of an artifact path that did not resolve, for `field`: a
-/// path that does not exist is `missing`.
-fn unresolved(e: Error, field: Option<String>, missing: String) -> Problem {
-    match e {
+/// path that does not exist is `missing`. A failure to read it is the
+/// error ([`of_root`]).
+fn unresolved(e: Error, field: Option<String>, missing: String) -> Result<Problem> {
+    of_root(e, |e| match e {
         Error::NotFound { path, .. } => problem(path, field, missing),
         e => Problem {
             field,
             ..problem_from_error(e)
         },
+    })
+}
+
+/// `e`, met checking a result root, as the root's problem (`as_problem`
+/// says it), unless it is a failure of the system reading the root
+/// ([`Failure::System`]: permission denied, an I/O error), which is
+/// returned: the root could not be checked, which says nothing of it. A
+/// name too long for the system (`ENAMETOOLONG`) is what the root's
+/// metadata declares, and stays its problem.
+fn of_root(e: Error, as_problem: impl FnOnce(Error) -> Problem) -> Result<Problem> {
+    let declared = matches!(&e, Error::Io { source, .. }
+        if source.kind() == std::io::ErrorKind::InvalidFilename);
+    match e.failure() {
+        Failure::System if !declared => Err(e),
+        _ => Ok(as_problem(e)),
     }
 }
 
-/// Checks everything and returns the metadata (when readable) with all problems.
-pub fn check(root: &Path, allow_incomplete: bool) -> (Option<PromotionMetadata>, Vec<Problem>) {
+/// Checks everything and returns the metadata (when readable) with all
+/// problems. A failure to read the root (its directory, `promotion.scm`,
+/// an artifact's directory or probe) is the error instead ([`of_root`]).
+pub fn check(
+    root: &Path,
+    allow_incomplete: bool,
+) -> Result<(Option<PromotionMetadata>, Vec<Problem>)> {
     let mut problems = Vec::new();
     match fs::symlink_metadata(root) {
         Ok(m) if m.is_dir() => {}
@@ -167,12 +192,13 @@ pub fn check(root: &Path, allow_incomplete: bool) -> (Option<PromotionMetadata>,
                 None,
                 "is not a directory (a symlink or file cannot be a result root)",
             ));
-            return (None, problems);
+            return Ok((None, problems));
         }
-        Err(e) => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             problems.push(problem(root, None, format!("cannot be read: {e}")));
-            return (None, problems);
+            return Ok((None, problems));
         }
+        Err(e) => return Err(Error::io("inspect", root, e)),
     }
     if !allow_incomplete && root.join(INCOMPLETE_MARKER).symlink_metadata().is_ok() {
         problems.push(problem(
@@ -187,29 +213,29 @@ pub fn check(root: &Path, allow_incomplete: bool) -> (Option<PromotionMetadata>,
         Ok(path) => match PromotionMetadata::read(&path) {
             Ok(m) => Some(m),
             Err(e) => {
-                problems.push(problem_from_error(e));
+                problems.push(of_root(e, problem_from_error)?);
                 None
             }
         },
         Err(e) => {
-            problems.push(match e {
+            problems.push(of_root(e, |e| match e {
                 Error::NotFound { path, .. } => problem(
                     path,
                     None,
                     "is missing; every result root has a promotion.scm",
                 ),
                 e => problem_from_error(e),
-            });
+            })?);
             None
         }
     };
     if let Some(m) = &metadata {
-        check_artifacts(root, m, &mut problems);
+        check_artifacts(root, m, &mut problems)?;
     }
-    (metadata, problems)
+    Ok((metadata, problems))
 }
 
-fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Problem>) {
+fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Problem>) -> Result<()> {
     for a in &m.artifacts {
         let field = |sub: &str| Some(format!("artifacts.{}.{sub}", a.name));
         if let Some(other) = m
@@ -235,7 +261,7 @@ fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Proble
             }
             Err(e) => {
                 let missing = format!("artifact {} is missing: its tree does not exist", a.name);
-                problems.push(unresolved(e, field("path"), missing));
+                problems.push(unresolved(e, field("path"), missing)?);
                 continue;
             }
         };
@@ -267,11 +293,12 @@ fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Proble
             )),
             Err(e) => {
                 let missing = format!("probe file of artifact {} is missing", a.name);
-                problems.push(unresolved(e, field("probe"), missing));
+                problems.push(unresolved(e, field("probe"), missing)?);
             }
         }
     }
     check_undeclared(root, m, problems);
+    Ok(())
 }
 
 /// Directories under `artifacts/` that promotion.scm does not declare.

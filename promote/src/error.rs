@@ -47,6 +47,17 @@ pub enum Error {
         /// The source object's path in the store.
         object: PathBuf,
     },
+    /// A store path a result root's `promotion.scm` names beside its
+    /// source (its builder's closure, its development profile) is in this
+    /// store but no valid object there: the bundle would reference an
+    /// object the store does not have.
+    #[error("{}: the {field} this result root's promotion.scm names is not a valid object of this store (collected, or never added to it); make it valid here again (import or copy it), or build without it, then promote", escape::path(object))]
+    ReferenceGone {
+        /// The object's path in the store.
+        object: PathBuf,
+        /// What `promotion.scm` calls it: `closure`, `development profile`.
+        field: &'static str,
+    },
     /// A store object's metadata is unreadable or inconsistent with its name.
     #[error("{}: store object is inconsistent: {message}", escape::path(object))]
     Inconsistent {
@@ -310,7 +321,8 @@ impl Error {
             | Error::InvalidKeyName { .. }
             | Error::InvalidFreebsdVersion { .. }
             | Error::NotValid { .. }
-            | Error::SourceGone { .. } => (Failure::Input, ExitStatus::Usage),
+            | Error::SourceGone { .. }
+            | Error::ReferenceGone { .. } => (Failure::Input, ExitStatus::Usage),
             Error::Corrupt { .. } | Error::Inconsistent { .. } => {
                 (Failure::System, ExitStatus::PromotionFailure)
             }

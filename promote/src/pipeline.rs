@@ -461,14 +461,27 @@ pub fn promote_validated(
     // Special bits an import recorded instead of creating them on disk.
     let special = special_modes::read(root.path())?;
     let promotion = store.begin()?;
-    // The source object it was built from, when it names one of this
-    // store's, must be there to be referenced (the GC lock, held from
-    // here, keeps it until the registration).
+    // The source object it was built from, its builder's closure and its
+    // development profile, when they name objects of this store, must be
+    // there to be referenced (the GC lock, held from here, keeps them
+    // until the registration).
     for name in names_in_store(store.path(), [m.source_store.path.as_str()]) {
         if !store.is_valid(&name)? {
             return Err(Error::SourceGone {
                 object: store.path().join(name),
             });
+        }
+    }
+    let around = [
+        ("closure", &m.closure_path),
+        ("development profile", &m.development_profile_path),
+    ];
+    for (field, path) in around {
+        for name in names_in_store(store.path(), path.as_deref()) {
+            if !store.is_valid(&name)? {
+                let object = store.path().join(name);
+                return Err(Error::ReferenceGone { object, field });
+            }
         }
     }
     // Artifacts are read concurrently so that one tree's directory listing
@@ -536,6 +549,14 @@ pub fn promote_validated(
             .collect();
         let mut bundle_refs: Vec<String> = planned.values().map(|p| p.name.clone()).collect();
         bundle_refs.extend(source_refs);
+        // As the bundle's `.references` names them (checked valid above).
+        let around = [&m.closure_path, &m.development_profile_path];
+        bundle_refs.extend(names_in_store(
+            store.path(),
+            around.into_iter().flatten().map(String::as_str),
+        ));
+        bundle_refs.sort_unstable();
+        bundle_refs.dedup();
         let bundle_size = object_files_size(
             &store.path().join(&bundle.name),
             &[RESULT_METADATA_FILE, REFERENCES_FILE],

@@ -9,7 +9,11 @@
 //! artifact object), so that a valid object's references stay valid, as in
 //! Nix. Promoting the same result roots again then
 //! recreates correct objects, because a pool entry only ever receives bytes
-//! hashed as they were written (see [`crate::pool`]).
+//! hashed as they were written (see [`crate::pool`]). The references an
+//! intact object's `.references` names are checked against those the
+//! registry records ([`check_references`]): repairing records those it
+//! lacks between valid objects, and removes nothing for a reference to an
+//! object the registry lacks (see [`ReferenceFault`]).
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -30,6 +34,10 @@ use crate::error::{Error, Result};
 use crate::pipeline::check_cancelled;
 use crate::pool::PoolProblem;
 use crate::store::{is_source_name, Store, RESULT_METADATA_FILE};
+
+mod references;
+
+pub use references::{check_references, ReferenceFault, ReferenceProblem};
 
 /// The outcome of verifying one object.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -332,6 +340,9 @@ pub struct Repair {
     /// Registered objects that were missing, unregistered.
     #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub unregistered: Vec<PathBuf>,
+    /// References between valid objects the registry lacked, recorded
+    /// ([`ReferenceFault::NotRecorded`]).
+    pub recorded_references: Vec<ReferenceProblem>,
 }
 
 /// Where the registry and the store's directories disagree.
@@ -344,6 +355,10 @@ pub struct RegistryCheck {
     /// before registering, or a leftover); `store gc` removes them.
     #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub unregistered: Vec<PathBuf>,
+    /// References of intact registered objects that the registry lacks, as
+    /// [`check_references`] finds them once the objects are verified
+    /// ([`check_registry`] leaves it empty).
+    pub references: Vec<ReferenceProblem>,
 }
 
 /// Compares the registry with the store's object directories.
@@ -362,6 +377,7 @@ pub fn check_registry(store: &Store) -> Result<RegistryCheck> {
             .difference(&registered)
             .map(|n| store.path().join(n))
             .collect(),
+        references: Vec::new(),
     };
     check.missing.sort();
     check.unregistered.sort();
@@ -372,7 +388,13 @@ pub fn check_registry(store: &Store) -> Result<RegistryCheck> {
 /// then every registered object that refers, directly or not, to a removed
 /// or missing object, and every result bundle whose artifact objects are not
 /// all present. Runs while no other process or promotion uses the store (it
-/// waits for them).
+/// waits for them, giving up with [`fruix_core::Error::Cancelled`] once the
+/// process is interrupted: see [`Store::exclusively`]).
+///
+/// First, the references `registry` found not recorded between objects
+/// still valid are recorded ([`ReferenceFault::NotRecorded`]), so that
+/// their referrers go with what they refer to. A reference to an object the
+/// registry lacks ([`ReferenceFault::NotRegistered`]) removes nothing.
 ///
 /// The registry forgets all of them (and the missing objects) in one
 /// transaction before any directory is removed: when that fails, nothing is
@@ -410,6 +432,7 @@ fn repair_alone(
     registry: &RegistryCheck,
 ) -> Result<Repair> {
     let mut db = store.db();
+    let recorded_references = references::record_references(&mut db, &registry.references)?;
     let mut still_registered = Vec::new();
     for path in &registry.missing {
         if db.get(&name_of(path).unwrap_or_default())?.is_some() {
@@ -423,6 +446,7 @@ fn repair_alone(
             .map(|o| o.path.clone())
             .collect(),
         unregistered: still_registered,
+        recorded_references,
         ..Repair::default()
     };
     // What goes: the corrupt and the missing objects, then, until nothing

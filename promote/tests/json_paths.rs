@@ -16,7 +16,9 @@ use fruix_promote::pool::PoolProblem;
 use fruix_promote::query::{info, list_store};
 use fruix_promote::roots;
 use fruix_promote::serve::serve;
-use fruix_promote::verify::{check_registry, object_paths, verify_objects, Repair};
+use fruix_promote::verify::{
+    check_registry, object_paths, verify_objects, ReferenceFault, ReferenceProblem, Repair,
+};
 use fruix_promote::{promote_native_build_result, OutLink, PromoteOptions, Store};
 use serde_json::{json, Value};
 
@@ -169,7 +171,7 @@ fn list_info_and_verify_reports_show_a_path_that_is_not_utf8_escaped() {
     let registry = check_registry(&s.store).unwrap();
     assert_eq!(
         json_of(&registry),
-        json!({ "missing": [], "unregistered": [s.shown(&stray)] })
+        json!({ "missing": [], "unregistered": [s.shown(&stray)], "references": [] })
     );
 }
 
@@ -178,12 +180,18 @@ fn repair_and_pool_reports_show_a_path_that_is_not_utf8_escaped() {
     let s = OddStore::new();
     let objects = s.objects();
     let entry = s.store.path().join(".links").join("0".repeat(64));
+    let reference = ReferenceProblem {
+        object: s.promotion.result_store.clone(),
+        reference: objects[0].clone(),
+        problem: ReferenceFault::NotRecorded,
+    };
     let repair = Repair {
         removed_objects: objects.clone(),
         removed_pool_entries: vec![entry.clone()],
         removed_bundles: vec![s.promotion.result_store.clone()],
         removed_referrers: objects.clone(),
         unregistered: objects.clone(),
+        recorded_references: vec![reference],
     };
     let each = s.shown_all(&objects);
     assert_eq!(
@@ -194,6 +202,11 @@ fn repair_and_pool_reports_show_a_path_that_is_not_utf8_escaped() {
             "removed_bundles": [s.shown(&s.promotion.result_store)],
             "removed_referrers": each,
             "unregistered": each,
+            "recorded_references": [{
+                "object": s.shown(&s.promotion.result_store),
+                "reference": s.shown(&objects[0]),
+                "problem": "not-recorded",
+            }],
         })
     );
     let problem = PoolProblem {

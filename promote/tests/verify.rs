@@ -319,3 +319,55 @@ fn repairing_a_missing_source_removes_what_was_built_from_it() {
     );
     assert!(store.db().names().unwrap().is_empty());
 }
+
+/// Regression: a bundle's `.references` names its builder's closure and
+/// its development profile when they are objects of this store, but the
+/// promotion registered only its artifacts and source: a collection could
+/// remove the closure the bundle names, and `store verify` found the
+/// references unrecorded. They are registered now; one that is not a valid
+/// object of this store is refused, as a source that is not is.
+#[test]
+fn a_bundle_s_closure_and_profile_in_this_store_are_registered_references() {
+    let dir = TestDir::new();
+    let (store, source, _) = promoted_from_a_source(&dir);
+    let added = |name: &str| {
+        let files = [("Makefile", format!("{name}:\n").into_bytes(), 0o644)];
+        let files: Vec<(&str, &[u8], u32)> = files
+            .iter()
+            .map(|(p, c, m)| (*p, c.as_slice(), *m))
+            .collect();
+        common::add_sample_source(&store, &dir.join(name), &files).store_path
+    };
+    let (closure, profile) = (added("closure"), added("profile"));
+    let root = dir.join("r2");
+    let mut metadata = write_sample_result_root(&root, "local", "20260405T213445Z", true).unwrap();
+    metadata.source_store.path = source.to_string_lossy().into_owned();
+    metadata.closure_path = Some(closure.to_string_lossy().into_owned());
+    metadata.development_profile_path = Some(profile.to_string_lossy().into_owned());
+    metadata.write_to(&root).unwrap();
+    let report = promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+    let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+    let references = store.db().neighbours(&name(&report.result_store), false).unwrap();
+    for object in [&closure, &profile, &source] {
+        assert!(references.contains(&name(object)), "{object:?}: {references:?}");
+    }
+    let (objects, _, _) = verify_store(&store);
+    let problems = fruix_promote::verify::check_references(&store, &objects).unwrap();
+    assert_eq!(problems, [], "every reference is recorded");
+
+    // A closure named in this store that is no object of it.
+    let root = dir.join("r3");
+    let mut metadata = write_sample_result_root(&root, "local", "20260405T213446Z", true).unwrap();
+    metadata.source_store.path = source.to_string_lossy().into_owned();
+    let missing = store.path().join(format!("{}-fruix-builder-closure", "0".repeat(40)));
+    metadata.closure_path = Some(missing.to_string_lossy().into_owned());
+    metadata.write_to(&root).unwrap();
+    let before = object_paths(&store).unwrap();
+    let e = promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, fruix_promote::Error::ReferenceGone { object, field: "closure" } if *object == missing),
+        "{e}"
+    );
+    assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
+    assert_eq!(object_paths(&store).unwrap(), before, "nothing promoted");
+}

@@ -55,6 +55,7 @@ mod sshd;
 mod store_archive;
 mod store_copy;
 mod store_entries;
+mod store_followups;
 mod store_integrity;
 mod store_lifecycle;
 mod store_verify_review;

@@ -1,5 +1,8 @@
 //! Publishing what an import read: into the store a batch at a time under
-//! the objects' locks, then registered in one transaction.
+//! the objects' locks, then registered in one transaction, or, when that
+//! fails, taken back whole.
+
+use std::path::PathBuf;
 
 use crate::check::check_reusable;
 use crate::db::Registration;
@@ -27,6 +30,13 @@ const LOCK_BATCH: usize = 256;
 /// the promotion holds the collector's lock and keeps a repair waiting, and
 /// a promotion or import of the same object finds it, checks it and reuses
 /// it (registering is idempotent).
+///
+/// When a batch cannot be published or the registration fails, everything
+/// the import published is taken back: the failed batch's objects (or the
+/// last batch's) still under their locks, then those of the earlier
+/// batches under theirs, taken again a batch at a time ([`take_back`]). The
+/// store is left as it was before the import, but for an earlier object
+/// that another promotion or import registered meanwhile, which stays.
 pub(super) fn publish(
     store: &Store,
     pending: Vec<Pending>,
@@ -44,6 +54,8 @@ pub(super) fn publish(
     };
     let mut pending = pending.into_iter();
     let (mut locks, mut last) = (Vec::new(), Vec::new());
+    // What the batches before the last published, their locks released.
+    let mut earlier: Vec<PathBuf> = Vec::new();
     loop {
         let batch: Vec<Pending> = pending.by_ref().take(LOCK_BATCH).collect();
         if batch.is_empty() {
@@ -51,7 +63,14 @@ pub(super) fn publish(
         }
         // Released before the next batch's are taken.
         drop(std::mem::take(&mut locks));
-        (locks, last) = publish_batch(store, batch, &mut published)?;
+        earlier.append(&mut last);
+        match publish_batch(store, batch, &mut published) {
+            Ok(batch) => (locks, last) = batch,
+            Err(e) => {
+                take_back(store, &earlier);
+                return Err(e);
+            }
+        }
     }
     let Published {
         mut report,
@@ -62,16 +81,50 @@ pub(super) fn publish(
         report.present.push(store.path().join(&name));
         signatures.extend(sigs.into_iter().map(|s| (name.clone(), s)));
     }
-    if let Err(e) = store.db().register_signed(&registrations, &signatures) {
-        // What is still under this import's locks goes again (all of it
-        // but for imports of more than one batch, whose earlier batches
-        // `store gc` removes).
+    // The registry's guard is released before taking back, which asks it.
+    let registered = store.db().register_signed(&registrations, &signatures);
+    if let Err(e) = registered {
+        // What is still under this import's locks goes again, then what
+        // the earlier batches published.
         store.unpublish(&last);
+        drop(locks);
+        take_back(store, &earlier);
         return Err(e);
     }
     drop(locks);
     promotion.succeed(!report.present.is_empty());
     Ok(report)
+}
+
+/// Takes back `published`, objects an import published in batches whose
+/// locks it released, none of them registered by the import: a batch of
+/// [`LOCK_BATCH`] at a time, under their locks taken again in name order,
+/// each that is still not valid is removed ([`Store::unpublish`]). One that
+/// another promotion or import registered meanwhile (reusing it, under its
+/// lock) is valid and stays. Nothing here fails: an object whose lock
+/// cannot be taken (the wait interrupted) stays, unregistered, for the
+/// next promotion of it or `store gc`, as what a killed import leaves.
+fn take_back(store: &Store, published: &[PathBuf]) {
+    for batch in published.chunks(LOCK_BATCH) {
+        let mut batch: Vec<(String, &PathBuf)> = batch
+            .iter()
+            .filter_map(|p| Some((p.file_name()?.to_str()?.to_string(), p)))
+            .collect();
+        batch.sort_unstable();
+        let Ok(_locks) = batch
+            .iter()
+            .map(|(name, _)| store.lock_object(name))
+            .collect::<Result<Vec<_>>>()
+        else {
+            continue;
+        };
+        let invalid: Vec<PathBuf> = batch
+            .into_iter()
+            .filter(|(name, _)| store.is_valid(name).is_ok_and(|valid| !valid))
+            .map(|(_, path)| path.clone())
+            .collect();
+        store.unpublish(&invalid);
+    }
 }
 
 /// What [`publish`] has published so far, and what it will register.

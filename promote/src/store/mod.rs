@@ -43,6 +43,7 @@ use crate::register;
 
 pub(crate) mod entries;
 mod layout;
+mod lock;
 mod promotion;
 
 pub use self::layout::{
@@ -50,6 +51,8 @@ pub use self::layout::{
     MANIFEST_FILE, OBJECT_METADATA_FILE, REFERENCES_FILE, RESERVED_NAMES, RESULT_METADATA_FILE,
     SOURCE_RESERVED_NAMES,
 };
+use self::lock::{flock, lock_noting, LockMode};
+pub use self::lock::{Lock, LockWait};
 pub use self::promotion::{Promotion, TempObject};
 
 /// The garbage collector's lock file in [`META_DIR`].
@@ -63,88 +66,6 @@ pub const DEFAULT_STORE: &str = "/frx/store";
 
 /// Name of a promotion's journal inside its work directory.
 const JOURNAL_FILE: &str = "journal";
-
-/// An advisory lock (flock) released on drop.
-#[derive(Debug)]
-pub struct Lock {
-    _file: File,
-}
-
-impl Lock {
-    /// Locks the store's own file at `path` (created if needed), waiting
-    /// for it.
-    fn take(store: &Path, path: &Path, mode: LockMode) -> Result<Lock> {
-        Lock::take_noting(store, path, mode, || {})
-    }
-
-    /// [`Lock::take`] (shared or exclusive, waiting), calling `busy` first
-    /// when it has to wait.
-    fn take_noting(store: &Path, path: &Path, mode: LockMode, busy: impl FnOnce()) -> Result<Lock> {
-        debug_assert!(mode != LockMode::TryExclusive, "a lock that waits");
-        let file = entries::own_file(store, path, entries::Access::WriteOrRead)?;
-        let at_once = match mode {
-            LockMode::Shared => file.try_lock_shared(),
-            LockMode::Exclusive | LockMode::TryExclusive => file.try_lock(),
-        };
-        match at_once {
-            Ok(()) => return Ok(Lock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => busy(),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(fruix_core::Error::io("lock", path, e).into())
-            }
-        }
-        wait_for(&file, path, mode)?;
-        Ok(Lock { _file: file })
-    }
-}
-
-/// How often a wait for a lock another process holds looks again.
-const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Waits until `file` is locked (`mode`), giving up with
-/// [`fruix_core::Error::Cancelled`] once the process is interrupted
-/// ([`fruix_core::interrupt`]): a blocking flock(2) cannot be woken by
-/// the signal thread, so the lock is tried again every [`LOCK_POLL`].
-fn wait_for(file: &File, path: &Path, mode: LockMode) -> Result<()> {
-    loop {
-        if fruix_core::interrupt::requested() {
-            return Err(fruix_core::Error::Cancelled.into());
-        }
-        let tried = match mode {
-            LockMode::Shared => file.try_lock_shared(),
-            LockMode::Exclusive | LockMode::TryExclusive => file.try_lock(),
-        };
-        match tried {
-            Ok(()) => return Ok(()),
-            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(LOCK_POLL),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(fruix_core::Error::io("lock", path, e).into())
-            }
-        }
-    }
-}
-
-/// What a process waits for when the garbage collector's lock
-/// ([`GC_LOCK_FILE`]) is held: a notice for the user, who may otherwise
-/// take the wait for a hang.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockWait {
-    /// A promotion, import or export, or another collection, waits for a
-    /// collection (or a `store delete`) to end.
-    Collection,
-    /// A collection (or a `store delete`) waits for the promotions, imports
-    /// and exports under way to end.
-    Users,
-}
-
-/// How [`flock`] locks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LockMode {
-    Shared,
-    Exclusive,
-    /// Exclusive if no one else holds the file, without waiting.
-    TryExclusive,
-}
 
 /// A store [`Store::open_tentatively`] opened: it derefs to the [`Store`].
 /// Dropped without [`MadeStore::keep`], it removes what opening the store
@@ -241,23 +162,6 @@ fn remove_store_entries(root: &Path) {
     }
     // Last: the lock the caller holds.
     let _ = fs::remove_file(root.join(".lock"));
-}
-
-/// Locks `file` (std's `File::lock` family, flock(2) on Unix); `false` when
-/// [`LockMode::TryExclusive`] found it held.
-fn flock(file: &File, path: &Path, mode: LockMode) -> Result<bool> {
-    let locked = match mode {
-        LockMode::Shared => file.lock_shared(),
-        LockMode::Exclusive => file.lock(),
-        LockMode::TryExclusive => match file.try_lock() {
-            Ok(()) => Ok(()),
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        },
-    };
-    locked
-        .map(|()| true)
-        .map_err(|e| fruix_core::Error::io("lock", path, e).into())
 }
 
 /// Whether `dir` is a directory with nothing in it.
@@ -450,6 +354,13 @@ impl Store {
     /// Runs `f` while holding the store exclusively (no other process uses
     /// it), waiting for others when `wait`; without `wait`, returns `None`
     /// when another process holds it. The shared hold is taken back after.
+    ///
+    /// A wait first calls the notice set with [`Store::on_lock_wait`]
+    /// ([`LockWait::Users`]), and gives up with
+    /// [`fruix_core::Error::Cancelled`] once the process is interrupted
+    /// ([`fruix_core::interrupt`]), as every lock wait of the store does,
+    /// without running `f`. The shared hold is then taken back only if no
+    /// other process holds the store exclusively (the process is ending).
     pub fn exclusively<T>(&self, wait: bool, f: impl FnOnce() -> T) -> Result<Option<T>> {
         let _in_process = if wait {
             self.active.write().unwrap_or_else(|e| e.into_inner())
@@ -461,17 +372,33 @@ impl Store {
             }
         };
         let path = self.root.join(".lock");
-        let mode = if wait {
-            LockMode::Exclusive
-        } else {
-            LockMode::TryExclusive
-        };
         // Converting a flock is not atomic: when it fails, the shared hold
         // may be gone too, so it is taken again in every case.
-        let got = flock(&self.lock, &path, mode)?;
+        let got = if wait {
+            lock_noting(&self.lock, &path, LockMode::Exclusive, || {
+                self.notice_wait(LockWait::Users, &path)
+            })
+            .map(|()| true)
+        } else {
+            flock(&self.lock, &path, LockMode::TryExclusive)
+        };
+        let got = match got {
+            Ok(got) => got,
+            Err(e) => {
+                let _ = self.lock.try_lock_shared();
+                return Err(e);
+            }
+        };
         let out = got.then(f);
         flock(&self.lock, &path, LockMode::Shared)?;
         Ok(out)
+    }
+
+    /// Calls the notice set with [`Store::on_lock_wait`], if any.
+    fn notice_wait(&self, waits_for: LockWait, lock: &Path) {
+        if let Some(notice) = self.on_lock_wait.get() {
+            notice(waits_for, lock);
+        }
     }
 
     /// The registry of valid objects (one connection per store, shared by
@@ -507,14 +434,13 @@ impl Store {
                 LockWait::Users if held_exclusively() => LockWait::Collection,
                 other => other,
             };
-            if let Some(notice) = self.on_lock_wait.get() {
-                notice(waits_for, &path);
-            }
+            self.notice_wait(waits_for, &path);
         })
     }
 
-    /// Sets what [`Store::gc_lock`] calls before it waits (once; later
-    /// calls change nothing): a command tells its user what it waits for.
+    /// Sets what [`Store::gc_lock`] and [`Store::exclusively`] call before
+    /// they wait (once; later calls change nothing): a command tells its
+    /// user what it waits for.
     pub fn on_lock_wait(&self, notice: fn(LockWait, &Path)) {
         let _ = self.on_lock_wait.set(notice);
     }

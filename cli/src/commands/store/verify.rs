@@ -4,8 +4,8 @@
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_promote::verify::{
-    check_registry, object_paths, pool_keys, repair, resolve_object, verify_objects, verify_pool,
-    RegistryCheck,
+    check_references, check_registry, object_paths, pool_keys, repair, resolve_object,
+    verify_objects, verify_pool, ReferenceFault, ReferenceProblem, RegistryCheck,
 };
 use fruix_promote::Store;
 
@@ -38,7 +38,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
     // for every other process (a collection waiting for this lock among them).
     let gc = store.gc_lock(false).map_err(from_promote)?;
     // The registry against the directories, when the whole store is checked.
-    let registry = if args.paths.is_empty() {
+    let mut registry = if args.paths.is_empty() {
         check_registry(&store).map_err(from_promote)?
     } else {
         RegistryCheck::default()
@@ -67,10 +67,22 @@ pub fn verify(args: VerifyArgs) -> CliResult {
     })
     .map_err(from_promote)
     .map_err(|e| when_cancelled(e, "the store was not changed"))?;
+    // The references of the intact objects against the registry's.
+    registry.references = check_references(&store, &results).map_err(from_promote)?;
     drop(gc);
     let corrupt = results.iter().filter(|r| !r.ok).count() + registry.missing.len();
-    let repaired = if args.repair && (corrupt > 0 || !pool.corrupt.is_empty()) {
-        Some(repair(&store, &results, &pool, &registry).map_err(from_promote)?)
+    let dangling = registry
+        .references
+        .iter()
+        .filter(|r| r.problem == ReferenceFault::NotRegistered)
+        .count();
+    let unrecorded = registry.references.len() - dangling;
+    let repaired = if args.repair && (corrupt > 0 || !pool.corrupt.is_empty() || unrecorded > 0) {
+        Some(
+            repair(&store, &results, &pool, &registry)
+                .map_err(from_promote)
+                .map_err(|e| when_cancelled(e, "the store was not changed"))?,
+        )
     } else {
         None
     };
@@ -87,6 +99,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
                 "pool": { "checked": pool.checked, "corrupt": to_json(&pool.corrupt)? },
                 "missing": paths(&registry.missing),
                 "unregistered": paths(&registry.unregistered),
+                "references": to_json(&registry.references)?,
                 "repair": to_json(&repaired)?,
             })
         );
@@ -117,6 +130,9 @@ pub fn verify(args: VerifyArgs) -> CliResult {
             println!("MISSING {}", escape::path(p));
             println!("  registered, but its directory is gone");
         }
+        for r in &registry.references {
+            print_reference(r);
+        }
         for p in &registry.unregistered {
             if !args.quiet {
                 println!("unregistered {}", escape::path(p));
@@ -125,11 +141,15 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         }
         if !args.quiet {
             println!(
-                "{} object(s) checked, {corrupt} corrupt; {} pool entr{} checked, {} corrupt",
+                "{} object(s) checked, {corrupt} corrupt; {} pool entr{} checked, {} corrupt{}",
                 results.len(),
                 pool.checked,
                 if pool.checked == 1 { "y" } else { "ies" },
-                pool.corrupt.len()
+                pool.corrupt.len(),
+                match registry.references.len() {
+                    0 => String::new(),
+                    n => format!("; {n} reference(s) the registry lacks"),
+                }
             );
         }
         if let Some(r) = &repaired {
@@ -144,21 +164,57 @@ pub fn verify(args: VerifyArgs) -> CliResult {
                     println!("removed {what} {}", escape::path(p));
                 }
             }
+            for r in &r.recorded_references {
+                println!(
+                    "recorded reference {} -> {}",
+                    escape::path(&r.object),
+                    escape::path(&r.reference)
+                );
+            }
         }
     }
-    if repaired.is_some() {
+    let damaged = corrupt > 0 || !pool.corrupt.is_empty();
+    if repaired.is_some() && damaged {
         eprintln!("fruix: removed what was corrupt; promote the affected result roots again (`fruix native-build promote RESULT_ROOT`) to recreate their objects");
+    }
+    // What is left to say: all of it without a repair; after one, the
+    // dangling references it removes nothing for.
+    let mut problems = Vec::new();
+    if damaged && !args.repair {
+        problems.push(format!(
+            "{corrupt} corrupt or missing store object(s) and {} corrupt pool entr{}; run `fruix store verify --repair` to remove them, then promote the affected result roots again",
+            pool.corrupt.len(),
+            if pool.corrupt.len() == 1 { "y" } else { "ies" }
+        ));
+    }
+    if unrecorded > 0 && !args.repair {
+        problems.push(format!("{unrecorded} reference(s) between valid objects that the registry does not record; run `fruix store verify --repair` to record them"));
+    }
+    if dangling > 0 {
+        problems.push(format!("{dangling} reference(s) to objects the registry lacks, which `--repair` removes nothing for: make each object referenced valid again (promote its result root again, add its source tree again with `fruix source add`, or import or copy it), or, if its referrer is not needed, remove the referrer with `fruix store delete`"));
+    }
+    if problems.is_empty() {
         return Ok(Status::Success);
     }
-    if corrupt > 0 || !pool.corrupt.is_empty() {
-        return Err(CliError::new(
-            Status::PromotionFailure,
-            anyhow::anyhow!(
-                "{corrupt} corrupt or missing store object(s) and {} corrupt pool entr{}; run `fruix store verify --repair` to remove them, then promote the affected result roots again",
-                pool.corrupt.len(),
-                if pool.corrupt.len() == 1 { "y" } else { "ies" }
-            ),
-        ).reported());
-    }
-    Ok(Status::Success)
+    Err(CliError::new(
+        Status::PromotionFailure,
+        anyhow::anyhow!("{}", problems.join("; ")),
+    )
+    .reported())
+}
+
+/// Prints a reference the registry lacks, as the other problems are.
+fn print_reference(r: &ReferenceProblem) {
+    let (label, lacks) = match r.problem {
+        ReferenceFault::NotRegistered => (
+            "DANGLING",
+            "which the registry lacks (not a valid object); `--repair` removes nothing for it",
+        ),
+        ReferenceFault::NotRecorded => (
+            "UNRECORDED",
+            "a valid object, but the registry does not record the reference; `--repair` records it",
+        ),
+    };
+    println!("{label} {}", escape::path(&r.object));
+    println!("  references {}, {lacks}", escape::path(&r.reference));
 }

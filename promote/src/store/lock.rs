@@ -1,0 +1,127 @@
+//! The store's advisory locks (flock(2)): taking them, and waiting for
+//! them in a way Ctrl-C ends ([`fruix_core::interrupt`]).
+
+use std::fs::File;
+use std::path::Path;
+
+use super::entries;
+use crate::error::Result;
+
+/// An advisory lock (flock) released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Locks the store's own file at `path` (created if needed), waiting
+    /// for it.
+    pub(super) fn take(store: &Path, path: &Path, mode: LockMode) -> Result<Lock> {
+        Lock::take_noting(store, path, mode, || {})
+    }
+
+    /// [`Lock::take`] (shared or exclusive, waiting), calling `busy` first
+    /// when it has to wait.
+    pub(super) fn take_noting(
+        store: &Path,
+        path: &Path,
+        mode: LockMode,
+        busy: impl FnOnce(),
+    ) -> Result<Lock> {
+        let file = entries::own_file(store, path, entries::Access::WriteOrRead)?;
+        lock_noting(&file, path, mode, busy)?;
+        Ok(Lock { _file: file })
+    }
+}
+
+/// Locks `file` (`path`, for messages), shared or exclusive, waiting for
+/// it ([`wait_for`]: interruptible), calling `busy` first when it has to
+/// wait.
+pub(super) fn lock_noting(
+    file: &File,
+    path: &Path,
+    mode: LockMode,
+    busy: impl FnOnce(),
+) -> Result<()> {
+    debug_assert!(mode != LockMode::TryExclusive, "a lock that waits");
+    match try_lock(file, mode) {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            busy();
+            wait_for(file, path, mode)
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(fruix_core::Error::io("lock", path, e).into()),
+    }
+}
+
+/// Tries to lock `file` (`mode`) at once.
+fn try_lock(file: &File, mode: LockMode) -> std::result::Result<(), std::fs::TryLockError> {
+    match mode {
+        LockMode::Shared => file.try_lock_shared(),
+        LockMode::Exclusive | LockMode::TryExclusive => file.try_lock(),
+    }
+}
+
+/// How often a wait for a lock another process holds looks again.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Waits until `file` is locked (`mode`), giving up with
+/// [`fruix_core::Error::Cancelled`] once the process is interrupted
+/// ([`fruix_core::interrupt`]): a blocking flock(2) cannot be woken by
+/// the signal thread, so the lock is tried again every [`LOCK_POLL`].
+fn wait_for(file: &File, path: &Path, mode: LockMode) -> Result<()> {
+    loop {
+        if fruix_core::interrupt::requested() {
+            return Err(fruix_core::Error::Cancelled.into());
+        }
+        match try_lock(file, mode) {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(LOCK_POLL),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(fruix_core::Error::io("lock", path, e).into())
+            }
+        }
+    }
+}
+
+/// What a process waits for when a lock of the store is held (the garbage
+/// collector's, [`GC_LOCK_FILE`](super::GC_LOCK_FILE), or the store's own
+/// `.lock`): a notice for the user, who may otherwise take the wait for a
+/// hang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockWait {
+    /// A promotion, import or export, or another collection, waits for a
+    /// collection (or a `store delete`) to end.
+    Collection,
+    /// A collection (or a `store delete`) waits for the promotions, imports
+    /// and exports under way to end; a repair
+    /// ([`Store::exclusively`](super::Store::exclusively)), for every other
+    /// process using the store.
+    Users,
+}
+
+/// How [`flock`] locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LockMode {
+    Shared,
+    Exclusive,
+    /// Exclusive if no one else holds the file, without waiting.
+    TryExclusive,
+}
+
+/// Locks `file` (std's `File::lock` family, flock(2) on Unix); `false` when
+/// [`LockMode::TryExclusive`] found it held.
+pub(super) fn flock(file: &File, path: &Path, mode: LockMode) -> Result<bool> {
+    let locked = match mode {
+        LockMode::Shared => file.lock_shared(),
+        LockMode::Exclusive => file.lock(),
+        LockMode::TryExclusive => match file.try_lock() {
+            Ok(()) => Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        },
+    };
+    locked
+        .map(|()| true)
+        .map_err(|e| fruix_core::Error::io("lock", path, e).into())
+}

@@ -1,0 +1,320 @@
+//! Store follow-ups: `store verify` on references the registry lacks, a
+//! repair's wait for the store given up at Ctrl-C, an import whose
+//! registration fails leaving nothing behind however many objects it
+//! published, and a result root this user may not read being a failure of
+//! the system, not of the root.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use fruix_core::testing::write_sample_result_root;
+use fruix_promote::{promote_native_build_result, PromoteOptions, Store};
+use serde_json::{json, Value};
+
+use crate::util::{
+    failed_with, fruix, json_error, object_names, promote_report, require_tool, run, run_json,
+    run_ok, sample_root, spawn_reading_stderr, store_import, verify_store,
+};
+
+/// `fruix store verify FLAGS --store STORE`.
+fn verify(store: &Path, flags: &[&str]) -> Command {
+    let mut cmd = fruix();
+    cmd.args(["store", "verify"])
+        .args(flags)
+        .arg("--store")
+        .arg(store);
+    cmd
+}
+
+/// The JSON report `out` printed, after checking that it exited `status`.
+fn report(out: &Output, status: i32) -> Value {
+    assert_eq!(out.status.code(), Some(status), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {out:?}"))
+}
+
+/// A path as the JSON reports give it.
+fn path_json(path: &Path) -> Value {
+    path.to_str().unwrap().into()
+}
+
+/// The store path `key` of a promotion's JSON report names.
+fn store_path(report: &Value, key: &[&str]) -> PathBuf {
+    let value = key.iter().fold(report, |v, k| &v[k]);
+    PathBuf::from(value.as_str().unwrap())
+}
+
+/// Regression: `store verify` said nothing of a registered object whose
+/// `.references` name an object the registry lacks (a registry rebuilt
+/// from the objects leaves out one it cannot read, and the references to
+/// it). It reports it now (exit 4); `--repair` removes nothing for it and
+/// says what to do, and once the object is valid again (a later promotion
+/// registered it) records the reference the registry still lacks.
+#[test]
+fn verify_reports_references_the_registry_lacks_and_repair_removes_nothing_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let first = promote_report(&store, &sample_root(dir.path(), "r1"), &[]);
+    let bundle = store_path(&first, &["result_store"]);
+    let world = store_path(&first, &["artifacts", "world", "store_path"]);
+    // The registry rebuilt from the objects (`.fruix` moved away) while
+    // world's manifest could not be read: world is left out, and with it
+    // the bundle's reference to it.
+    let manifest = world.join(".fruix-manifest.mtree");
+    let aside = dir.path().join("manifest");
+    fs::rename(&manifest, &aside).unwrap();
+    fs::rename(store.join(".fruix"), dir.path().join("old-registry")).unwrap();
+    run_ok(fruix().args(["store", "list", "--store"]).arg(&store));
+    fs::rename(&aside, &manifest).unwrap();
+    fruix_promote::store::set_mtime(&world).unwrap();
+
+    let dangling = json!([{
+        "object": path_json(&bundle),
+        "reference": path_json(&world),
+        "problem": "not-registered",
+    }]);
+    let found = report(&run(&mut verify(&store, &["--json"])), 4);
+    assert_eq!(found["references"], dangling, "{found:#}");
+    assert_eq!(found["corrupt"], 0, "{found:#}");
+    assert_eq!(
+        found["unregistered"],
+        json!([path_json(&world)]),
+        "{found:#}"
+    );
+
+    let out = run(&mut verify(&store, &["--repair"]));
+    let stderr = failed_with(
+        "a repair of a dangling reference",
+        &out,
+        4,
+        &["`fruix store delete`"],
+    );
+    assert!(stderr.contains("promote"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("DANGLING {}", bundle.display()))
+            && stdout.contains(&format!("references {}", world.display())),
+        "{stdout}"
+    );
+    assert!(
+        bundle.is_dir() && world.is_dir(),
+        "a repair removed something"
+    );
+    let repaired = report(&run(&mut verify(&store, &["--repair", "--json"])), 4);
+    assert_eq!(repaired["references"], dangling, "{repaired:#}");
+
+    // Another run with the same artifacts registers world again; the first
+    // bundle's reference to it is still not recorded.
+    let again = dir.path().join("r2");
+    write_sample_result_root(&again, "guest-self-hosted", "20260406T000000Z", true).unwrap();
+    promote_report(&store, &again, &[]);
+    let unrecorded = json!([{
+        "object": path_json(&bundle),
+        "reference": path_json(&world),
+        "problem": "not-recorded",
+    }]);
+    let found = report(&run(&mut verify(&store, &["--json"])), 4);
+    assert_eq!(found["references"], unrecorded, "{found:#}");
+    let repaired = report(&run(&mut verify(&store, &["--repair", "--json"])), 0);
+    assert_eq!(repaired["repair"]["recorded_references"], unrecorded);
+    assert_eq!(repaired["repair"]["removed_objects"], json!([]));
+    verify_store(&store);
+    let references = run_json(
+        fruix()
+            .args(["store", "query", "--references", "--json", "--store"])
+            .arg(&store)
+            .arg(&bundle),
+    );
+    assert!(
+        references.to_string().contains(world.to_str().unwrap()),
+        "{references}"
+    );
+}
+
+/// Regression: `store verify --repair` waiting for the other processes
+/// using the store to end blocked in flock(2), and Ctrl-C did not end the
+/// wait. It says that it waits, and gives up at once at Ctrl-C (exit 130),
+/// while the other process still uses the store, having changed nothing.
+#[test]
+fn ctrl_c_while_a_repair_waits_for_the_store_ends_the_wait_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let promoted = promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+    // Registered, but gone: something to repair.
+    let bundle = store_path(&promoted, &["result_store"]);
+    fs::remove_dir_all(&bundle).unwrap();
+    // Another process using the store holds its lock shared, as every
+    // fruix command does.
+    let user = fs::File::open(store.join(".lock")).unwrap();
+    user.lock_shared().unwrap();
+    let mut repair = spawn_reading_stderr(&mut verify(&store, &["--repair", "--json"]));
+    repair.wait_for_line("fruix: waiting for the promotions");
+    repair.signal(libc::SIGINT);
+    let out = repair.finish(Duration::from_secs(30), "the repair");
+    json_error(&out, 130, "the store was not changed");
+    drop(user);
+    let found = report(&run(&mut verify(&store, &["--json"])), 4);
+    assert_eq!(found["missing"], json!([path_json(&bundle)]), "{found:#}");
+    report(&run(&mut verify(&store, &["--repair", "--json"])), 0);
+    verify_store(&store);
+}
+
+/// More new objects than an import publishes under its locks at once.
+const MANY_ROOTS: usize = 52;
+
+/// Regression: an import of more than 256 new objects publishes them a
+/// batch at a time, and when its registration failed only the last batch
+/// was taken back: the earlier ones stayed, unregistered, until `store gc`.
+/// Now nothing the import published stays, and the same import succeeds
+/// once the registry accepts it.
+#[test]
+fn an_import_of_many_objects_whose_registration_fails_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    // 52 runs of executors of their own: 4 artifacts and a bundle each.
+    let bundles: Vec<PathBuf> = {
+        let store = Store::open(&store_dir).unwrap();
+        (0..MANY_ROOTS)
+            .map(|i| {
+                let root = dir.path().join(format!("root-{i}"));
+                write_sample_result_root(&root, &format!("exec-{i}"), "20260405T213444Z", true)
+                    .unwrap();
+                promote_native_build_result(&root, &store, &PromoteOptions::default())
+                    .unwrap()
+                    .result_store
+            })
+            .collect()
+    };
+    let archive = dir.path().join("many.arc");
+    run_ok(
+        fruix()
+            .args(["store", "export", "--recursive", "--store"])
+            .arg(&store_dir)
+            .arg("--output")
+            .arg(&archive)
+            .args(&bundles),
+    );
+    let objects = object_names(&store_dir);
+    assert_eq!(objects.len(), MANY_ROOTS * 5);
+    run_ok(
+        fruix()
+            .args(["store", "gc", "--store"])
+            .arg(&store_dir)
+            .arg("--state-dir")
+            .arg(dir.path().join("state")),
+    );
+    assert_eq!(object_names(&store_dir), Vec::<String>::new());
+
+    // The registry refuses every new object.
+    let db = rusqlite::Connection::open(store_dir.join(".fruix/db.sqlite")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON objects
+         BEGIN SELECT RAISE(ABORT, 'the test refuses registering'); END;",
+    )
+    .unwrap();
+    let out = run(&mut store_import(
+        &store_dir,
+        &archive,
+        &["--no-check-sigs"],
+    ));
+    failed_with(
+        "a refused registration",
+        &out,
+        3,
+        &["the test refuses registering"],
+    );
+    let left = object_names(&store_dir);
+    assert!(
+        left.is_empty(),
+        "{} object(s) left, such as {:?}",
+        left.len(),
+        left.first()
+    );
+    assert_eq!(hidden_leftovers(&store_dir), Vec::<PathBuf>::new());
+
+    db.execute_batch("DROP TRIGGER refuse;").unwrap();
+    drop(db);
+    let imported = run_json(&mut store_import(
+        &store_dir,
+        &archive,
+        &["--no-check-sigs", "--json"],
+    ));
+    assert_eq!(
+        imported["imported"].as_array().unwrap().len(),
+        objects.len()
+    );
+    assert_eq!(object_names(&store_dir), objects);
+    verify_store(&store_dir);
+}
+
+/// The temporaries left in `store` (`.tmp-*`) and the pool entries (and
+/// pool temporaries) in `STORE/.links`.
+fn hidden_leftovers(store: &Path) -> Vec<PathBuf> {
+    let mut left = fruix_core::testing::entries_starting_with(store, ".tmp-");
+    left.extend(
+        fs::read_dir(store.join(".links"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    left
+}
+
+/// Promotes `root` into a new store in `dir` as the unprivileged user
+/// `nobody` (root reads every file whatever its mode), with `--json`.
+fn promote_as_nobody(dir: &Path, root: &Path) -> Output {
+    let setpriv = require_tool("setpriv", "util-linux");
+    for d in [dir, root] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let store = dir.join("store");
+    let _ = fs::create_dir(&store);
+    fs::set_permissions(&store, fs::Permissions::from_mode(0o777)).unwrap();
+    run(Command::new(setpriv)
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_fruix"))
+        .args([
+            "native-build",
+            "promote",
+            "--json",
+            "--no-out-link",
+            "--store",
+        ])
+        .arg(&store)
+        .arg(root))
+}
+
+/// Regression: a result root this user may not read (its `promotion.scm`,
+/// an artifact's directory) was refused as an invalid root (exit 4), while
+/// the same denial on one of its files was a system failure (exit 3). The
+/// root is not wrong; the user running fruix may not read it: exit 3,
+/// naming the path and the permissions, and nothing promoted.
+#[test]
+fn a_result_root_this_user_may_not_read_is_a_system_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, unreadable, mode) in [
+        ("metadata", "promotion.scm", 0o600),
+        ("artifact", "artifacts/kernel", 0o700),
+    ] {
+        let root = sample_root(dir.path(), name);
+        let denied = root.join(unreadable);
+        fs::set_permissions(&denied, fs::Permissions::from_mode(mode)).unwrap();
+        let out = promote_as_nobody(dir.path(), &root);
+        let stderr = failed_with(
+            name,
+            &out,
+            3,
+            &["Permission denied", "check the permissions"],
+        );
+        assert!(stderr.contains(unreadable), "{name}: {stderr}");
+        json_error(&out, 3, unreadable);
+        let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(error["error"]["kind"], "system-failure", "{name}: {error}");
+        assert_eq!(
+            object_names(&dir.path().join("store")),
+            Vec::<String>::new()
+        );
+    }
+}
