@@ -60,6 +60,7 @@ use args::{
 use exit::{CliError, Status};
 
 fn main() -> ExitCode {
+    quiet_caught_panics();
     fruix_executors::link();
     #[cfg(feature = "jail")]
     fruix_executor_jail::link();
@@ -91,6 +92,20 @@ fn main() -> ExitCode {
         }
     };
     stdout_checked(status).into()
+}
+
+/// Rust's panic hook, but silent for an executor's panic, which fruix
+/// catches and reports itself as its own error, saying where it panicked
+/// (see `fruix_core::executor::panic_is_caught`): the user sees that error
+/// alone. Any other panic is a crash, said as Rust says it (where, and a
+/// backtrace under `RUST_BACKTRACE`).
+fn quiet_caught_panics() {
+    let rust_s = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !fruix_core::executor::panic_is_caught(info.location()) {
+            rust_s(info);
+        }
+    }));
 }
 
 /// What clap says instead of a command: help or the version on stdout

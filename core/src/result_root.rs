@@ -178,7 +178,7 @@ fn of_root(e: Error, as_problem: impl FnOnce(Error) -> Problem) -> Result<Proble
 
 /// Checks everything and returns the metadata (when readable) with all
 /// problems. A failure to read the root (its directory, `promotion.scm`,
-/// an artifact's directory or probe) is the error instead ([`of_root`]).
+/// an artifact's directory or probe) is the error instead (see `of_root`).
 pub fn check(
     root: &Path,
     allow_incomplete: bool,

@@ -8,12 +8,13 @@
 
 use std::path::Path;
 
+use fruix_core::error::Problem;
 use fruix_core::executor::BuildRequest;
 use fruix_core::manifest::tree_signature;
 use fruix_core::promotion::{
     base_probes, check_name, ArtifactEntry, PromotionMetadata, PROMOTION_FILE,
 };
-use fruix_core::{Error, Result};
+use fruix_core::{result_root, Error, Result};
 
 use crate::probe::probe_in;
 
@@ -56,9 +57,11 @@ pub fn promotion_metadata(
 ///
 /// Blocking (it hashes every file); call it from a blocking task. A
 /// requested artifact that is not a base artifact has no probe to choose and
-/// is refused: its executor must write `promotion.scm` itself. Metadata the
-/// result root's validation would refuse is never written: a bad executor
-/// name is refused before any file is read, anything else unreadable before
+/// is refused: its executor must write `promotion.scm` itself. A requested
+/// artifact missing from `artifacts/` refuses the root, naming every one
+/// missing ([`Error::InvalidResultRoot`]). Metadata the result root's
+/// validation would refuse is never written: a bad executor name is
+/// refused before any file is read, anything else unreadable before
 /// `promotion.scm` is written ([`Error::InvalidMetadata`] naming the field).
 pub fn write_promotion(
     root: &Path,
@@ -72,6 +75,7 @@ pub fn write_promotion(
         line: None,
         message,
     })?;
+    check_collected(root, request)?;
     let mut artifacts = Vec::with_capacity(request.artifacts.len());
     for name in &request.artifacts {
         if base_probes(name).is_none() {
@@ -83,12 +87,6 @@ pub fn write_promotion(
         }
         let path = format!("artifacts/{name}");
         let dir = root.join(&path);
-        if !dir.is_dir() {
-            return Err(Error::NotFound {
-                path: dir,
-                hint: format!("the executor did not collect the requested artifact `{name}`"),
-            });
-        }
         artifacts.push(ArtifactEntry {
             name: name.clone(),
             probe: probe_in(name, &dir),
@@ -101,6 +99,31 @@ pub fn write_promotion(
     PromotionMetadata::parse(&file, &metadata.to_scheme())?;
     metadata.write_to(root)?;
     Ok(metadata)
+}
+
+/// Refuses the result root `root` when an artifact `request` asks for is
+/// not a directory at `artifacts/NAME`: an [`Error::InvalidResultRoot`]
+/// naming every one missing (the first
+/// [`LISTED_PROBLEMS`](fruix_core::result_root::LISTED_PROBLEMS) of them,
+/// then how many more).
+fn check_collected(root: &Path, request: &BuildRequest) -> Result<()> {
+    let problems: Vec<Problem> = request
+        .artifacts
+        .iter()
+        .map(|name| (name, root.join("artifacts").join(name)))
+        .filter(|(_, dir)| !dir.is_dir())
+        .map(|(name, dir)| Problem {
+            path: dir,
+            field: None,
+            message: format!(
+                "is missing: collect did not put the requested artifact {name} there (each requested artifact goes at artifacts/NAME)"
+            ),
+        })
+        .collect();
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(result_root::invalid(root, problems)),
+    }
 }
 
 #[cfg(test)]
@@ -176,16 +199,39 @@ mod tests {
         assert!(!root.join("promotion.scm").exists());
     }
 
+    /// Regression: `write_promotion` stopped at the first missing artifact
+    /// (`artifacts/world: not found`), so the external executor listed
+    /// them all in a check of its own. Every missing one is named, in one
+    /// typed error.
     #[test]
-    fn a_missing_artifact_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = write_promotion(dir.path(), &request(vec!["kernel".into()]), BUILDER).unwrap_err();
-        assert!(matches!(e, Error::NotFound { .. }), "{e}");
-        assert!(
-            e.to_string()
-                .contains("did not collect the requested artifact `kernel`"),
+    fn every_missing_artifact_is_named_in_one_error() {
+        let (_dir, root) = collected_root();
+        for gone in ["kernel", "bootloader"] {
+            std::fs::remove_dir_all(root.join("artifacts").join(gone)).unwrap();
+        }
+        let e = write_promotion(&root, &request(base_artifacts()), BUILDER).unwrap_err();
+        let Error::InvalidResultRoot { problems, .. } = &e else {
+            panic!("{e:?}")
+        };
+        let missing: Vec<_> = problems.iter().map(|p| p.path.clone()).collect();
+        assert_eq!(
+            missing,
+            ["kernel", "bootloader"].map(|a| root.join("artifacts").join(a)),
             "{e}"
         );
+        for gone in ["kernel", "bootloader"] {
+            let said = format!(
+                "artifacts/{gone}: is missing: collect did not put the requested artifact {gone} there"
+            );
+            assert!(e.to_string().contains(&said), "{said}: {e}");
+        }
+        assert!(!root.join("promotion.scm").exists());
+    }
+
+    #[test]
+    fn an_artifact_fruix_cannot_probe_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("artifacts/lib32")).unwrap();
         let e = write_promotion(dir.path(), &request(vec!["lib32".into()]), BUILDER).unwrap_err();
         assert!(matches!(e, Error::InvalidRequest { .. }), "{e}");
         assert!(

@@ -24,6 +24,7 @@ pub mod check;
 pub mod db;
 pub mod error;
 pub mod gc;
+mod ingest;
 pub mod object;
 pub mod pipeline;
 pub mod pool;

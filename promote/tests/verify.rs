@@ -347,9 +347,15 @@ fn a_bundle_s_closure_and_profile_in_this_store_are_registered_references() {
     metadata.write_to(&root).unwrap();
     let report = promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
     let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
-    let references = store.db().neighbours(&name(&report.result_store), false).unwrap();
+    let references = store
+        .db()
+        .neighbours(&name(&report.result_store), false)
+        .unwrap();
     for object in [&closure, &profile, &source] {
-        assert!(references.contains(&name(object)), "{object:?}: {references:?}");
+        assert!(
+            references.contains(&name(object)),
+            "{object:?}: {references:?}"
+        );
     }
     let (objects, _, _) = verify_store(&store);
     let problems = fruix_promote::verify::check_references(&store, &objects).unwrap();
@@ -359,7 +365,9 @@ fn a_bundle_s_closure_and_profile_in_this_store_are_registered_references() {
     let root = dir.join("r3");
     let mut metadata = write_sample_result_root(&root, "local", "20260405T213446Z", true).unwrap();
     metadata.source_store.path = source.to_string_lossy().into_owned();
-    let missing = store.path().join(format!("{}-fruix-builder-closure", "0".repeat(40)));
+    let missing = store
+        .path()
+        .join(format!("{}-fruix-builder-closure", "0".repeat(40)));
     metadata.closure_path = Some(missing.to_string_lossy().into_owned());
     metadata.write_to(&root).unwrap();
     let before = object_paths(&store).unwrap();

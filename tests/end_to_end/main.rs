@@ -18,6 +18,7 @@ mod cli_review;
 mod cli_review_b;
 mod copy_review;
 mod docs;
+mod executor_panic;
 mod executor_review;
 mod executors_external;
 mod executors_plugin;

@@ -834,7 +834,7 @@ async fn a_guest_flooding_its_console_keeps_it_within_its_cap_ending_with_its_la
     let driver = driver.with_console_limit(cap);
     let cancel = CancellationToken::new();
     let up = async {
-        let endpoint = driver.boot(&vm).await?;
+        let endpoint = driver.boot(&vm, &cancel).await?;
         wait_for_ssh(&driver, &spec, &vm, endpoint, &cancel).await
     };
     let up = up.await;
@@ -910,7 +910,7 @@ async fn a_forwarded_port_taken_before_qemu_listens_is_replaced_by_another() {
     let driver = driver.with_ports(pick);
     let cancel = CancellationToken::new();
     let up = async {
-        let endpoint = driver.boot(&vm).await?;
+        let endpoint = driver.boot(&vm, &cancel).await?;
         wait_for_ssh(&driver, &spec, &vm, endpoint, &cancel).await
     };
     let up = up.await;
@@ -934,7 +934,7 @@ async fn qemu_gives_up_when_its_forwarded_port_is_taken_every_time() {
     let (pick, picked) = picker(taken, usize::MAX);
     let (driver, _spec, vm) = qemu_driver(dir.path(), Vm::new("vm1"));
     let driver = driver.with_ports(pick);
-    let booted = driver.boot(&vm).await;
+    let booted = driver.boot(&vm, &CancellationToken::new()).await;
     let torn = teardown(&driver, Duration::ZERO, &vm, BOOTED).await;
     torn.unwrap();
     let Err(fruix_core::Error::System { message, .. }) = booted else {

@@ -4,7 +4,8 @@
 //! steps.
 //!
 //! 1. Uses the test guest of `scripts/vm-image.sh` (`--image`, default
-//!    `target/vm-image`; QEMU under TCG unless `--accel kvm`), with this
+//!    `target/vm-image`; QEMU under TCG unless `--accel kvm`; the image's
+//!    unpacked emulator when it has one, else the installed one), with this
 //!    `fruix` (stripped) appended to its initramfs as the guest-self-hosted
 //!    helper, and a qcow2 overlay on its blank disk for each boot.
 //! 2. `--runs` times (best kept): `fruix build --executor vm --config
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 use fruix_bench::{args, fruix, timed};
 use fruix_core::machines::Machines;
 use fruix_executors::vm::driver::{Instance, VmDriver};
-use fruix_executors::vm::qemu::Qemu;
+use fruix_executors::vm::qemu::{Qemu, QEMU};
 use fruix_executors::vm::{teardown, wait_for_ssh, Started};
 use tokio_util::sync::CancellationToken;
 
@@ -172,8 +173,25 @@ fn build(o: &Options, file: &Path, executor: &str, machine: &str, name: &str) ->
         .args(["--machine", machine]);
     if executor == "vm" {
         cmd.arg(format!("--config=inner={}", o.inner));
+        // fruix runs the QEMU found on PATH.
+        if let Some(bin) = unpacked_emulator(o).as_deref().and_then(Path::parent) {
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", bin.display()));
+        }
     }
     cmd
+}
+
+/// The image's emulator (`IMAGE/bin/qemu-system-x86_64`), when
+/// `scripts/vm-image.sh` had to unpack one.
+fn unpacked_emulator(o: &Options) -> Option<PathBuf> {
+    Some(o.image.join("bin").join(QEMU)).filter(|path| path.is_file())
+}
+
+/// The emulator the driver here runs: the image's unpacked one, else the
+/// installed [`QEMU`] on PATH.
+fn emulator(o: &Options) -> PathBuf {
+    unpacked_emulator(o).unwrap_or_else(|| QEMU.into())
 }
 
 fn best(times: &[Duration]) -> Duration {
@@ -192,13 +210,6 @@ fn main() {
             unreachable!("exit_unless_parsed exits on an error")
         }
     };
-    // The image's unpacked emulator, when it had to be unpacked, for fruix
-    // and for the driver here.
-    let bin = o.image.join("bin");
-    if bin.is_dir() {
-        let path = std::env::var("PATH").unwrap_or_default();
-        std::env::set_var("PATH", format!("{}:{path}", bin.display()));
-    }
     args::remove(&o.dir);
     fs::create_dir_all(&o.dir).unwrap();
     let initrd = initrd_with_fruix(&o);
@@ -217,7 +228,7 @@ fn main() {
         .vm
         .clone()
         .unwrap();
-    let driver = Qemu::new(spec.clone());
+    let driver = Qemu::new(spec.clone()).with_emulator(emulator(&o));
     let work_dir = o.dir.join("guest");
     fs::create_dir_all(&work_dir).unwrap();
     let vm = Instance {
@@ -235,8 +246,9 @@ fn main() {
         started.prepared = true;
         driver.prepare(&vm).await?;
         started.booted = true;
-        let endpoint = driver.boot(&vm).await?;
-        wait_for_ssh(&driver, &spec, &vm, endpoint, &CancellationToken::new()).await
+        let cancel = CancellationToken::new();
+        let endpoint = driver.boot(&vm, &cancel).await?;
+        wait_for_ssh(&driver, &spec, &vm, endpoint, &cancel).await
     });
     let boot_to_ssh = boot.elapsed();
     let running_builds = up.as_ref().ok().map(|endpoint| {

@@ -20,9 +20,10 @@
 //!    [`RunLimits`] passes (the run then fails as a timeout);
 //! 3. always finishes it with [`Run::cleanup`], after success, failure,
 //!    cancellation or a panic of the build (which is a system failure naming
-//!    the executor), having told the run how its build ended ([`Run::ended`]);
-//!    a cleanup failure, or panic, is reported as an event, never hiding the
-//!    run's result;
+//!    the executor, and where it panicked when a panic hook says so through
+//!    [`panic_is_caught`]), having told the run how its build ended
+//!    ([`Run::ended`]); a cleanup failure, or panic, is reported as an
+//!    event, never hiding the run's result;
 //! 4. validates the result root and checks that its `promotion.scm` agrees with
 //!    the request and names the executor ([`check_agreement`]), and only then
 //!    removes the unfinished marker.
@@ -59,7 +60,8 @@ pub use registry::{
 };
 pub use request::{base_artifacts, default_jobs, BuildRequest};
 pub use runner::{
-    check_agreement, run_executor, run_executor_within, RunLimits, CANCEL_GRACE, MAX_LIMIT,
+    check_agreement, panic_is_caught, run_executor, run_executor_within, RunLimits, CANCEL_GRACE,
+    MAX_LIMIT,
 };
 
 /// What an executor can do, declared up front so callers can check it.

@@ -2,6 +2,7 @@
 //! module docs of [`crate::executor`]).
 
 use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -79,8 +80,7 @@ pub async fn run_executor_within(
         cancel: cancel.child_token(),
     };
     let name = executor.name();
-    let mut run = std::panic::catch_unwind(AssertUnwindSafe(|| executor.start(&ctx)))
-        .map_err(|payload| panicked(name, payload))?;
+    let mut run = catching(|| executor.start(&ctx)).map_err(|caught| panicked(name, caught))?;
     let outcome = build_within(run.as_mut(), &ctx, limits, &activity, name)
         .await
         .map_err(|e| match e {
@@ -98,8 +98,8 @@ pub async fn run_executor_within(
             },
             e => e,
         });
-    if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| run.ended(&outcome))) {
-        ctx.events.warn(panic_note(name, payload));
+    if let Err(caught) = catching(|| run.ended(&outcome)) {
+        ctx.events.warn(panic_note(name, caught));
     }
     cleanup(run, &ctx, name).await;
     outcome?;
@@ -148,7 +148,7 @@ async fn build_within(
 ) -> Result<()> {
     let mut build = Unwound(run.build(ctx));
     let expired = tokio::select! {
-        result = &mut build => return result.unwrap_or_else(|p| Err(panicked(name, p))),
+        result = &mut build => return result.unwrap_or_else(|caught| Err(panicked(name, caught))),
         () = ctx.cancel.cancelled() => None,
         expired = expiry(limits, Instant::now(), activity) => {
             ctx.cancel.cancel();
@@ -159,7 +159,7 @@ async fn build_within(
     match (expired, ended) {
         // Whatever the stopped build says, the limit is why it ended.
         (Some(expired), _) => Err(expired),
-        (None, Ok(Err(payload))) => Err(panicked(name, payload)),
+        (None, Ok(Err(caught))) => Err(panicked(name, caught)),
         (None, Ok(Ok(Err(e)))) if !matches!(e, Error::Cancelled) => Err(e),
         (None, _) => Err(Error::Cancelled),
     }
@@ -180,9 +180,9 @@ async fn cleanup(run: Box<dyn Run + '_>, ctx: &RunContext, name: &str) {
             "cleanup of executor {name} failed: {}",
             cleanup_failure(&e)
         )),
-        Err(payload) => ctx.events.warn(format!(
+        Err(caught) => ctx.events.warn(format!(
             "cleanup of executor {name} panicked: {}",
-            panic_message(payload.as_ref())
+            caught.message()
         )),
     }
 }
@@ -204,46 +204,93 @@ fn cleanup_failure(e: &Error) -> String {
     }
 }
 
-/// A future of an executor's that ends with its panic's payload instead
-/// of unwinding through the runner (and fruix).
+/// A future of an executor's that ends with its panic ([`Caught`])
+/// instead of unwinding through the runner (and fruix).
 struct Unwound<F>(F);
 
 impl<F: Future + Unpin> Future for Unwound<F> {
-    type Output = std::thread::Result<F::Output>;
+    type Output = std::result::Result<F::Output, Caught>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let inner = &mut self.0;
         // The runner never polls it again after a panic, and what the
         // executor left half-done is its cleanup's to release.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+        match catching(|| Pin::new(inner).poll(cx)) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Err(payload) => Poll::Ready(Err(payload)),
+            Err(caught) => Poll::Ready(Err(caught)),
         }
     }
 }
 
-/// The system failure of executor `name` that panicked with `payload`.
-fn panicked(name: &str, payload: Box<dyn Any + Send>) -> Error {
-    Error::system(panic_note(name, payload))
+thread_local! {
+    /// How many catches of an executor's panics ([`catching`]) this thread
+    /// is inside.
+    static CATCHING: Cell<usize> = const { Cell::new(0) };
+    /// Where the panic being caught on this thread happened, as the panic
+    /// hook said ([`panic_is_caught`]).
+    static CAUGHT_AT: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// `executor NAME panicked: MESSAGE`.
-fn panic_note(name: &str, payload: Box<dyn Any + Send>) -> String {
-    format!(
-        "executor {name} panicked: {}",
-        panic_message(payload.as_ref())
-    )
+/// For a panic hook (the `fruix` binary's), told of a panic on this thread
+/// at `location`: whether it is an executor's panic, which the runner
+/// catches and reports itself (a system failure, or a warning, naming the
+/// executor, the panic's message and `location`). Then the hook should say
+/// nothing; any other panic is a crash, for the hook to report.
+pub fn panic_is_caught(location: Option<&std::panic::Location<'_>>) -> bool {
+    let caught = CATCHING.with(|depth| depth.get() > 0);
+    if caught {
+        CAUGHT_AT.with(|at| *at.borrow_mut() = location.map(ToString::to_string));
+    }
+    caught
 }
 
-/// What a panic said (`panic!`'s message), escaped.
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    let message = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)");
-    escape::text(message).to_string()
+/// An executor's panic, caught: what it panicked with, and where, when a
+/// panic hook said ([`panic_is_caught`]).
+struct Caught {
+    payload: Box<dyn Any + Send>,
+    at: Option<String>,
+}
+
+impl Caught {
+    /// `MESSAGE (at FILE:LINE:COLUMN)`: what the panic said (`panic!`'s
+    /// message), and where when known, escaped.
+    fn message(&self) -> String {
+        let payload = self.payload.as_ref();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let at = self
+            .at
+            .as_ref()
+            .map(|at| format!(" (at {at})"))
+            .unwrap_or_default();
+        escape::text(&format!("{message}{at}")).to_string()
+    }
+}
+
+/// Runs `f` (an executor's code), catching its panic; a panic hook is told
+/// the panic is caught ([`panic_is_caught`]).
+fn catching<R>(f: impl FnOnce() -> R) -> std::result::Result<R, Caught> {
+    CATCHING.with(|depth| depth.set(depth.get() + 1));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+    CATCHING.with(|depth| depth.set(depth.get() - 1));
+    result.map_err(|payload| Caught {
+        payload,
+        at: CAUGHT_AT.with(|at| at.borrow_mut().take()),
+    })
+}
+
+/// The system failure of executor `name` that panicked.
+fn panicked(name: &str, caught: Caught) -> Error {
+    Error::system(panic_note(name, caught))
+}
+
+/// `executor NAME panicked: MESSAGE (at FILE:LINE:COLUMN)`.
+fn panic_note(name: &str, caught: Caught) -> String {
+    format!("executor {name} panicked: {}", caught.message())
 }
 
 /// The longest limit there is: a hundred years. A longer one (which no

@@ -697,6 +697,41 @@ async fn a_build_that_panics_is_a_system_failure_and_is_still_cleaned_up() {
     assert_eq!(std::fs::read_to_string(told_file(&root)).unwrap(), "System");
 }
 
+/// The panic hook of the `fruix` binary stays silent for a panic the
+/// runner catches and reports itself, and the runner's failure says where
+/// it happened, as the hook told it: here the hook's call is made by hand,
+/// as the panic would (a test cannot install a process-wide hook). A panic
+/// outside an executor is no one's but the hook's: a crash.
+#[tokio::test]
+async fn the_panic_hook_is_told_an_executor_s_panic_is_caught_and_where_it_was() {
+    assert!(!super::panic_is_caught(None), "outside an executor");
+    let told = Arc::new(std::sync::Mutex::new(None));
+    let seen = told.clone();
+    let executor = crate::testing::fn_executor("hooked", move |_| {
+        let here = std::panic::Location::caller();
+        *seen.lock().unwrap() = Some(super::panic_is_caught(Some(here)));
+        panic!("boom")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let result = run_executor(
+        executor,
+        crate::testing::sample_request("hooked", base_artifacts()),
+        &dir.path().join("root"),
+        EventSink::discard(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(*told.lock().unwrap(), Some(true), "inside its build");
+    let e = result.unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "system failure: executor hooked panicked: boom (at core/src/executor/tests.rs:"
+        ),
+        "{e}"
+    );
+    assert!(!super::panic_is_caught(None), "after it");
+}
+
 /// The warnings a run sent.
 fn warnings(events: &[Event]) -> Vec<&str> {
     events

@@ -271,3 +271,52 @@ fn a_file_written_while_it_is_read_is_refused() {
         );
     }
 }
+
+/// A file that grows once all the bytes it had at open are read, before
+/// its end would be read, is refused: no read is made to find the end (the
+/// size at open says where it is), and the `fstat` after reading sees the
+/// new size. One that grows while it is read fails as it is read.
+#[test]
+fn a_file_that_grows_while_it_is_read_is_refused() {
+    for (what, first_piece, says) in [
+        (
+            "after its last byte",
+            64 << 10,
+            "was written while it was being read",
+        ),
+        ("before its last byte", 4096, "grew while it was being read"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("f"), vec![b'a'; 64 << 10]).unwrap();
+        let path = root.join("f");
+        let read = |file: &mut OpenFile<'_>| {
+            let mut buf = vec![0; first_piece];
+            let mut size = 0u64;
+            while size < first_piece as u64 {
+                size += file.read_piece(&mut buf[size as usize..], size)? as u64;
+            }
+            let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+            std::io::Write::write_all(&mut f, b"more").unwrap();
+            let mut buf = vec![0; 128 << 10];
+            loop {
+                let n = file.read_piece(&mut buf, size)?;
+                if n == 0 {
+                    break;
+                }
+                size += n as u64;
+            }
+            Ok(FileDigest {
+                size,
+                sha256: [0; 32],
+            })
+        };
+        let options = WalkOptions {
+            read_file: Some(&read),
+            ..WalkOptions::default()
+        };
+        let e = walk(&root, &options, |_| Ok(())).unwrap_err();
+        assert!(e.to_string().contains(says), "{what}: {e}");
+    }
+}

@@ -18,34 +18,34 @@
 //! Directories are listed completely, their names sorted bytewise, and walked
 //! depth first, which is path order (see [`super::path_order`]). Memory is
 //! bounded by the directories on the current path (one sorted list of names
-//! per level) and one batch of entries, never by the size of the tree. Files
-//! are read on every core (rayon), one bounded batch at a time, while the next
-//! batch is listed.
+//! per level) and three batches of entries, never by the size of the tree.
+//! Files are read on every core (rayon), one bounded batch at a time, while
+//! the next batch is listed and the batch read before is visited on the
+//! caller's thread.
 //!
 //! A walk given a [`Progress`] counts on it, and obeys its cancellation: it
 //! fails with [`Error::Cancelled`] at its next entry or piece of a file.
 
-use std::ffi::{CStr, CString, OsStr};
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::ffi::{CString, OsStr};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
-use sha2::{Digest, Sha256};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode};
 
 use super::fd::{changed, open_dir, stat};
 use super::{canonical_mode, Entry, EntryKind, SPECIAL_BITS};
 use crate::dir::{dir_flags, is_symlink_refusal};
 use crate::error::{Error, Result};
 
+mod file;
 mod progress;
+use file::read_one;
+pub use file::{hash_file, with_buffer, FileDigest, OpenFile, ReadFile};
+use progress::check;
 pub use progress::Progress;
-use progress::{check, count_bytes};
 
 /// Deepest directory nesting a walk accepts below its root.
 pub const MAX_DEPTH: usize = 256;
@@ -75,94 +75,6 @@ pub struct Walked {
     pub mtime: i64,
     /// Device and inode number of files and directories; 0s for symlinks.
     pub inode: (u64, u64),
-}
-
-/// A regular file the walk opened, handed to a [`ReadFile`].
-pub struct OpenFile<'a> {
-    /// Open for reading; its type was checked on this descriptor.
-    pub file: File,
-    /// Path relative to the tree root.
-    pub path: &'a [u8],
-    /// Size when it was opened; reading past it means the file grew.
-    pub size: u64,
-    /// Canonical mode (with recorded special bits).
-    pub mode: u32,
-    /// Its owner's user id, and its permission bits as they are on disk.
-    pub owner: (u32, u32),
-    root: &'a Path,
-    /// Counts bytes as they are read (a large file moves a display too).
-    progress: Option<&'a Progress>,
-}
-
-impl OpenFile<'_> {
-    /// Where the file is, for messages.
-    pub fn full_path(&self) -> PathBuf {
-        self.root.join(OsStr::from_bytes(self.path))
-    }
-
-    /// Reads the next piece into `buf` (interrupted reads retried). `read_so_far`
-    /// is what was read before; a file longer than its size at open fails as
-    /// changed, so a file that keeps growing cannot keep the walk reading.
-    /// Once the walk is cancelled (see [`Progress::cancel`]), fails with
-    /// [`Error::Cancelled`] instead.
-    pub fn read_piece(&mut self, buf: &mut [u8], read_so_far: u64) -> Result<usize> {
-        check(self.progress)?;
-        loop {
-            match self.file.read(buf) {
-                Ok(n) if read_so_far + n as u64 > self.size => {
-                    return Err(changed(self.full_path(), "grew while it was being read"))
-                }
-                Ok(n) => {
-                    count_bytes(self.progress, n);
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("read", self.full_path(), e)),
-            }
-        }
-    }
-}
-
-/// What reading a file found: the bytes read and their SHA-256.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileDigest {
-    /// How many bytes were read, which becomes the entry's size.
-    pub size: u64,
-    /// SHA-256 of exactly those bytes.
-    pub sha256: [u8; 32],
-}
-
-/// Reads one opened file once and returns the digest of what it read. Called
-/// on any thread.
-pub type ReadFile<'a> = dyn Fn(&mut OpenFile<'_>) -> Result<FileDigest> + Sync + 'a;
-
-thread_local! {
-    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_BUFFER]);
-}
-
-/// Runs `f` with this thread's read buffer.
-pub fn with_buffer<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
-    BUFFER.with(|b| f(&mut b.borrow_mut()))
-}
-
-/// The [`ReadFile`] that only hashes.
-pub fn hash_file(file: &mut OpenFile<'_>) -> Result<FileDigest> {
-    with_buffer(|buf| {
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        loop {
-            let n = file.read_piece(buf, size)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            size += n as u64;
-        }
-        Ok(FileDigest {
-            size,
-            sha256: hasher.finalize().into(),
-        })
-    })
 }
 
 /// Options for [`walk`].
@@ -206,15 +118,31 @@ pub fn walk_fd(
 ) -> Result<()> {
     let mut producer = Producer::start(dir, root, options)?;
     let mut current = producer.next_batch()?;
-    while !current.is_empty() {
-        let (read, next) = rayon::join(
-            || read_batch(current, root, options),
-            || producer.next_batch(),
-        );
-        for w in read? {
-            check(options.progress)?;
-            visit(&w)?;
-        }
+    let mut read: Vec<Walked> = Vec::new();
+    // Three stages at once: the next batch is listed and this one read on
+    // the pool while the one read before is visited here, on the caller's
+    // thread (`visit` need not be `Send`).
+    while !current.is_empty() || !read.is_empty() {
+        let (mut this, mut next) = (Ok(Vec::new()), Ok(Vec::new()));
+        let visited = rayon::in_place_scope(|s| {
+            if !current.is_empty() {
+                let (producer, current) = (&mut producer, std::mem::take(&mut current));
+                let (this, next) = (&mut this, &mut next);
+                s.spawn(move |_| {
+                    (*this, *next) = rayon::join(
+                        || read_batch(current, root, options),
+                        || producer.next_batch(),
+                    );
+                });
+            }
+            std::mem::take(&mut read).iter().try_for_each(|w| {
+                check(options.progress)?;
+                visit(w)
+            })
+        });
+        // A failed visit ends the walk once the batch under way is done.
+        visited?;
+        read = this?;
         current = next?;
     }
     Ok(())
@@ -487,7 +415,7 @@ impl<'a> Producer<'a> {
     }
 }
 
-fn unsupported(path: PathBuf, file_type: FileType) -> Error {
+pub(super) fn unsupported(path: PathBuf, file_type: FileType) -> Error {
     let kind = match file_type {
         FileType::Fifo => "a FIFO",
         FileType::Socket => "a socket",
@@ -514,77 +442,15 @@ fn read_batch(batch: Vec<Pending>, root: &Path, options: &WalkOptions<'_>) -> Re
 /// the tree changed while fruix read it, as a build still writing it or a
 /// hostile one swapping entries would make it, not that the machine
 /// failed; anything else is an I/O failure.
-fn listed_entry_error(e: rustix::io::Errno, path: PathBuf, action: &'static str) -> Error {
+pub(super) fn listed_entry_error(
+    e: rustix::io::Errno,
+    path: PathBuf,
+    action: &'static str,
+) -> Error {
     match e {
         rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => {
             changed(path, "listed, it is no longer there")
         }
         e => Error::io(action, path, e.into()),
     }
-}
-
-fn read_one(
-    parent: &OwnedFd,
-    name: &CStr,
-    path: Vec<u8>,
-    root: &Path,
-    options: &WalkOptions<'_>,
-) -> Result<Walked> {
-    let full = || root.join(OsStr::from_bytes(&path));
-    let flags =
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let fd = rfs::openat(parent.as_fd(), name, flags, Mode::empty()).map_err(|e| match e {
-        e if is_symlink_refusal(e) => changed(full(), "listed as a file, it is now a symlink"),
-        e => listed_entry_error(e, full(), "open"),
-    })?;
-    let stat = rfs::fstat(&fd).map_err(|e| Error::io("inspect", full(), e.into()))?;
-    match stat::file_type(&stat) {
-        FileType::RegularFile => {}
-        FileType::Directory => {
-            return Err(changed(full(), "listed as a file, it is now a directory"))
-        }
-        other => return Err(unsupported(full(), other)),
-    }
-    let extra = options
-        .extra_modes
-        .and_then(|m| m.get(&path))
-        .map_or(0, |bits| bits & SPECIAL_BITS);
-    let mode = canonical_mode(false, stat::mode(&stat)) | extra;
-    let mut open = OpenFile {
-        file: File::from(fd),
-        path: &path,
-        size: stat::size(&stat),
-        mode,
-        owner: (stat::uid(&stat), stat::mode(&stat)),
-        root,
-        progress: options.progress,
-    };
-    let digest = match options.read_file {
-        Some(read) => read(&mut open)?,
-        None => hash_file(&mut open)?,
-    };
-    // What was read is what the file held only if nothing wrote to it
-    // meanwhile (growth is caught as it is read): as tar's "file changed
-    // as we read it", a truncation or a rewrite in place is refused.
-    let now = rfs::fstat(&open.file).map_err(|e| Error::io("inspect", full(), e.into()))?;
-    if digest.size != stat::size(&stat) || stat::mtime_ns(&now) != stat::mtime_ns(&stat) {
-        return Err(changed(full(), "was written while it was being read"));
-    }
-    drop(open);
-    // Its bytes were counted as they were read.
-    if let Some(p) = options.progress {
-        p.files.fetch_add(1, AtomicOrdering::Relaxed);
-    }
-    Ok(Walked {
-        entry: Entry {
-            path,
-            mode,
-            kind: EntryKind::File {
-                size: digest.size,
-                sha256: digest.sha256,
-            },
-        },
-        mtime: stat::mtime(&stat),
-        inode: (stat::dev(&stat), stat::ino(&stat)),
-    })
 }

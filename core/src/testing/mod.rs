@@ -11,9 +11,10 @@
 //! call a function, for tests of what runs executors.
 //!
 //! [`conformance`] is the executor contract suite every executor runs
-//! against itself.
+//! against itself. [`panicking`] registers an executor whose build panics.
 
 pub mod conformance;
+pub mod panicking;
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};

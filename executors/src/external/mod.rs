@@ -53,13 +53,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fruix_core::collect::host_name;
-use fruix_core::error::{IoContext, LogRef, Problem};
+use fruix_core::error::{IoContext, LogRef};
 use fruix_core::executor::{
     check_target_arch, BuildRequest, Capabilities, Executor, Run, RunContext,
 };
 use fruix_core::process::{describe_status, run_step, Ending, Finished, Step};
 use fruix_core::promotion::PROMOTION_FILE;
-use fruix_core::result_root;
 use fruix_core::{Error, Failure, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
 use fruix_freebsd::work::work_dir_for;
@@ -383,17 +382,12 @@ impl ExternalExecutor {
 
     /// Writes `promotion.scm` (stage `sign`) when collect did not. A
     /// requested artifact that collect did not leave at `artifacts/NAME`
-    /// refuses the root, naming every one missing.
+    /// refuses the root, naming every one missing ([`write_promotion`]).
     async fn sign_unless_signed(&self, ctx: &RunContext) -> Result<()> {
         if ctx.result_root.join(PROMOTION_FILE).exists() {
             return Ok(());
         }
-        ctx.events
-            .stage("sign", async {
-                check_collected(ctx)?;
-                self.sign(ctx).await
-            })
-            .await
+        ctx.events.stage("sign", self.sign(ctx)).await
     }
 
     /// Writes `promotion.scm` from the request and the collected artifacts.
@@ -418,30 +412,6 @@ impl ExternalExecutor {
 
 /// The name of the request file in the work directory.
 pub const REQUEST_FILE: &str = "request.json";
-
-/// Refuses `ctx`'s result root when a requested artifact is not a
-/// directory at `artifacts/NAME`, listing every one
-/// ([`write_promotion`] would stop at the first).
-fn check_collected(ctx: &RunContext) -> Result<()> {
-    let problems: Vec<Problem> = ctx
-        .request
-        .artifacts
-        .iter()
-        .map(|name| (name, ctx.result_root.join("artifacts").join(name)))
-        .filter(|(_, dir)| !dir.is_dir())
-        .map(|(name, dir)| Problem {
-            path: dir,
-            field: None,
-            message: format!(
-                "is missing: collect did not put the requested artifact {name} there (it puts each requested artifact at artifacts/NAME)"
-            ),
-        })
-        .collect();
-    match problems.is_empty() {
-        true => Ok(()),
-        false => Err(result_root::invalid(&ctx.result_root, problems)),
-    }
-}
 
 impl Executor for ExternalExecutor {
     fn name(&self) -> &str {

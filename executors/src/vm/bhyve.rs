@@ -22,8 +22,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fruix_core::vm::{VmDriverSpec, VmSpec};
 use fruix_core::{Error, Result};
+use tokio_util::sync::CancellationToken;
 
-use super::driver::{argv, memory, must, poll, Endpoint, Host, Instance, Output, VmDriver};
+use super::driver::{
+    argv, memory, must, must_until, poll, Endpoint, Host, Instance, Output, VmDriver,
+};
 
 /// How often a stopping guest is checked.
 const STOP_POLL: Duration = Duration::from_millis(500);
@@ -112,13 +115,14 @@ impl VmDriver for Bhyve {
         .map(drop)
     }
 
-    async fn boot(&self, vm: &Instance) -> Result<Endpoint> {
+    async fn boot(&self, vm: &Instance, cancel: &CancellationToken) -> Result<Endpoint> {
         let (_, _, tap, address) = self.fields();
         let disk = format!("/dev/zvol/{}", self.clone_name(vm));
         let mem = memory(&self.spec);
-        must(
+        must_until(
             &*self.host,
             &argv(["bhyveload", "-m", &mem, "-d", &disk, &vm.name]),
+            cancel,
         )
         .await?;
         let cpus = self.spec.cpus.to_string();
@@ -127,7 +131,7 @@ impl VmDriver for Bhyve {
         // daemon returns at once: `-f` leaves none of fruix's pipes open in
         // daemon or bhyve, and `-o` appends bhyve's stdout (the console)
         // and stderr (why it stopped) to the console file.
-        must(
+        must_until(
             &*self.host,
             &argv([
                 "daemon",
@@ -156,6 +160,7 @@ impl VmDriver for Bhyve {
                 "com1,stdio",
                 &vm.name,
             ]),
+            cancel,
         )
         .await?;
         Ok(Endpoint {
@@ -406,7 +411,10 @@ mod tests {
     async fn booted(host: FreeBsd) -> (Bhyve, Arc<FreeBsd>) {
         let (driver, host) = driver(host);
         driver.prepare(&instance()).await.unwrap();
-        driver.boot(&instance()).await.unwrap();
+        driver
+            .boot(&instance(), &CancellationToken::new())
+            .await
+            .unwrap();
         (driver, host)
     }
 
@@ -417,7 +425,10 @@ mod tests {
     async fn bhyve_boots_under_a_detached_daemon_with_its_console_on_stdio_into_the_file() {
         let (driver, host) = driver(FreeBsd::default());
         driver.prepare(&instance()).await.unwrap();
-        let endpoint = driver.boot(&instance()).await.unwrap();
+        let endpoint = driver
+            .boot(&instance(), &CancellationToken::new())
+            .await
+            .unwrap();
         assert_eq!((endpoint.host.as_str(), endpoint.port), ("10.0.0.2", 22));
         assert_eq!(host.plan(), [CLONE_CMD, LOAD, RUN]);
         assert!(driver.running(&instance()).await);

@@ -46,8 +46,10 @@ pub struct Endpoint {
 pub trait VmDriver: fmt::Debug + Send + Sync {
     /// Makes the throw-away disk (a qcow2 overlay, a ZFS clone, a VM clone).
     async fn prepare(&self, vm: &Instance) -> Result<()>;
-    /// Boots the guest; where its sshd will listen.
-    async fn boot(&self, vm: &Instance) -> Result<Endpoint>;
+    /// Boots the guest; where its sshd will listen. When `cancel` fires
+    /// first, [`Error::Cancelled`], returned at once (a command under way
+    /// stopped): what was started is the teardown's to stop.
+    async fn boot(&self, vm: &Instance, cancel: &CancellationToken) -> Result<Endpoint>;
     /// Whether the guest is still running (a guest that stopped while
     /// booting is not waited for).
     async fn running(&self, vm: &Instance) -> bool;
@@ -140,7 +142,18 @@ pub trait Host: fmt::Debug + Send + Sync {
 /// Runs `argv` on `host`; a non-zero exit is a system failure naming the
 /// command, its status and its stderr.
 pub async fn must(host: &dyn Host, argv: &[String]) -> Result<String> {
-    let out = host.run(argv).await?;
+    must_until(host, argv, &CancellationToken::new()).await
+}
+
+/// [`must`], given up when `cancel` fires ([`Host::run_until`]): then
+/// [`Error::Cancelled`], once the command is stopped; a command is never
+/// started once `cancel` has fired.
+pub async fn must_until(
+    host: &dyn Host,
+    argv: &[String],
+    cancel: &CancellationToken,
+) -> Result<String> {
+    let out = run_until(host, argv, cancel).await?;
     if out.success() {
         return Ok(out.stdout);
     }
@@ -150,6 +163,20 @@ pub async fn must(host: &dyn Host, argv: &[String]) -> Result<String> {
         out.status,
         fruix_core::escape::text(out.stderr.trim())
     )))
+}
+
+/// [`Host::run_until`], a command given up on being
+/// [`Error::Cancelled`]; a command is never started once `cancel` has
+/// fired.
+pub async fn run_until(
+    host: &dyn Host,
+    argv: &[String],
+    cancel: &CancellationToken,
+) -> Result<Output> {
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    host.run_until(argv, cancel).await?.ok_or(Error::Cancelled)
 }
 
 /// `argv` from words.

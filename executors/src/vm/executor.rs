@@ -398,6 +398,7 @@ impl Run for VmRun<'_> {
             &vm,
             &mut self.started,
             &ctx.events,
+            &ctx.cancel,
             |endpoint| {
                 wait_for_ssh_with_logs(driver, &e.spec, &vm, endpoint, Some(&logs), &ctx.cancel)
             },

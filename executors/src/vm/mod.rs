@@ -60,12 +60,15 @@ pub struct Started {
 /// the guest's SSH endpoint): prepare, boot, `wait` for SSH. Records in
 /// `started` what needs undoing; call [`teardown`] after, always. A
 /// failure before the guest answers (not a cancellation) is
-/// [`Error::MachineUnavailable`].
+/// [`Error::MachineUnavailable`]. When `cancel` fires while the guest
+/// boots, the boot ends at once ([`Error::Cancelled`]); `wait` and `build`
+/// are given it themselves.
 pub async fn bring_up<W, WF, B, BF>(
     driver: &dyn VmDriver,
     vm: &Instance,
     started: &mut Started,
     events: &EventSink,
+    cancel: &CancellationToken,
     wait: W,
     build: B,
 ) -> Result<()>
@@ -84,7 +87,7 @@ where
     let prepare = events.stage("vm-prepare", driver.prepare(vm));
     prepare.await.map_err(unavailable)?;
     started.booted = true;
-    let endpoint = events.stage("vm-boot", driver.boot(vm));
+    let endpoint = events.stage("vm-boot", driver.boot(vm, cancel));
     let endpoint = endpoint.await.map_err(unavailable)?;
     let endpoint = events.stage("vm-ssh", wait(endpoint));
     build(endpoint.await.map_err(unavailable)?).await

@@ -23,7 +23,8 @@
 //! its port is in use (binding it fails with `AddrInUse`) lost the port,
 //! and is started again on a new one, [`QEMU_PORT_ATTEMPTS`] times in all.
 //! Any other early exit is left to the wait for SSH, which quotes QEMU's
-//! log.
+//! log. A cancellation while QEMU starts ends the boot at once; the QEMU
+//! started is kept for the teardown, which kills it.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -348,16 +349,34 @@ fn port_in_use(port: u16) -> bool {
     )
 }
 
+/// How the start of a QEMU ended ([`got_up`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// It greeted on its QMP socket, or neither greeted nor exited in time.
+    Up,
+    /// It exited first.
+    Exited,
+    /// The run was cancelled first; it may still run.
+    Cancelled,
+}
+
 /// Whether the starting QEMU `child` got up, greeting on its QMP socket at
 /// `qmp` (which it does only past setting up its network), before it
-/// exited. A QEMU neither up nor gone within `limit` counts as up: nothing
-/// says it failed, and the wait for SSH takes it from there.
-async fn got_up(child: &mut tokio::process::Child, qmp: &Path, limit: Duration) -> bool {
+/// exited or `cancel` fired. A QEMU neither up nor gone within `limit`
+/// counts as up: nothing says it failed, and the wait for SSH takes it
+/// from there.
+async fn got_up(
+    child: &mut tokio::process::Child,
+    qmp: &Path,
+    limit: Duration,
+    cancel: &CancellationToken,
+) -> Start {
     tokio::select! {
         biased;
-        () = qmp_greeting(qmp) => true,
-        _ = child.wait() => false,
-        () = tokio::time::sleep(limit) => true,
+        () = cancel.cancelled() => Start::Cancelled,
+        () = qmp_greeting(qmp) => Start::Up,
+        _ = child.wait() => Start::Exited,
+        () = tokio::time::sleep(limit) => Start::Up,
     }
 }
 
@@ -398,7 +417,9 @@ impl VmDriver for Qemu {
         Ok(())
     }
 
-    async fn boot(&self, vm: &Instance) -> Result<Endpoint> {
+    /// Stops at once when `cancel` fires, keeping a QEMU started for the
+    /// teardown to kill.
+    async fn boot(&self, vm: &Instance, cancel: &CancellationToken) -> Result<Endpoint> {
         let kvm = match &self.spec.driver {
             VmDriverSpec::Qemu { accel, .. } => match accel {
                 Accel::Kvm => true,
@@ -409,16 +430,21 @@ impl VmDriver for Qemu {
         };
         let mut taken = Vec::new();
         while taken.len() < QEMU_PORT_ATTEMPTS {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
             let port = (self.ports)()?;
             let mut child = self.start(vm, port, kvm).await?;
-            if !got_up(&mut child, &Self::qmp(vm), self.spec.boot_timeout).await
-                && port_in_use(port)
-            {
+            let start = got_up(&mut child, &Self::qmp(vm), self.spec.boot_timeout, cancel).await;
+            if start == Start::Exited && port_in_use(port) {
                 // Another process took the port before QEMU listened there.
                 taken.push(port.to_string());
                 continue;
             }
             *self.child.lock().expect("child") = Some(child);
+            if start == Start::Cancelled {
+                return Err(Error::Cancelled);
+            }
             return Ok(Endpoint {
                 host: "127.0.0.1".into(),
                 port,

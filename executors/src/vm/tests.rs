@@ -200,6 +200,7 @@ async fn life(
         &vm,
         &mut started,
         &EventSink::discard(),
+        &CancellationToken::new(),
         |e: Endpoint| async move {
             note(format!("wait for SSH-banner at {}:{}", e.host, e.port));
             if fail == FailAt::Wait {
@@ -560,7 +561,7 @@ async fn xcpng_forces_a_shutdown_only_once_the_clean_one_past_its_grace_is_stopp
 
 /// Runs `work`, firing `cancel` once `seen` holds (after `then`), as a
 /// Ctrl-C at that moment; `work` must then end within 10 seconds, not wait
-/// out its grace period.
+/// out its grace period (or its boot timeout).
 async fn cancelled_when<T>(
     work: impl std::future::Future<Output = T>,
     seen: impl Fn() -> bool,
@@ -632,6 +633,47 @@ async fn xcpng_without_grace_forces_the_shutdown_at_once() {
     assert_eq!(
         recorder.plan(),
         [XE_PREPARE, "xe vm-shutdown uuid=5a1f-uuid --force"]
+    );
+}
+
+/// Boots a new driver from `new` (prepared first), whose command `line`
+/// hangs, firing Ctrl-C once that command runs: the boot must end at once,
+/// cancelled. Returns the plan.
+async fn boot_cancelled_at<D: VmDriver>(new: fn() -> Recorded<D>, line: &str) -> Vec<String> {
+    let (driver, recorder, _) = new();
+    recorder.hang(line);
+    driver.prepare(&instance()).await.unwrap();
+    let cancel = CancellationToken::new();
+    let vm = instance();
+    let running = || recorder.running.lock().unwrap().iter().any(|c| c == line);
+    let booted = cancelled_when(driver.boot(&vm, &cancel), running, &cancel, || {}).await;
+    assert!(
+        matches!(booted, Err(Error::Cancelled)),
+        "{line}: {booted:?}"
+    );
+    assert!(recorder.running.lock().unwrap().is_empty(), "{line}");
+    recorder.plan()
+}
+
+/// Regression: booting took no cancellation: Ctrl-C during `bhyveload`,
+/// `xe vm-start` or the wait for the XCP-ng guest's address waited for
+/// the command (over SSH, it ran on), and the run was dropped only after
+/// the runner's grace. The command is stopped and the boot ends at once.
+#[tokio::test]
+async fn a_cancellation_while_a_guest_boots_stops_the_command_under_way() {
+    assert_eq!(
+        boot_cancelled_at(bhyve, BHYVE_LOAD).await,
+        [BHYVE_PREPARE, BHYVE_LOAD, &format!("stopped: {BHYVE_LOAD}")]
+    );
+    let start = XE_BOOT[0];
+    assert_eq!(
+        boot_cancelled_at(xcpng, start).await,
+        [XE_PREPARE, start, &format!("stopped: {start}")]
+    );
+    let address = XE_BOOT[1];
+    assert_eq!(
+        boot_cancelled_at(xcpng, address).await,
+        [XE_PREPARE, start, address, &format!("stopped: {address}")]
     );
 }
 
@@ -940,6 +982,72 @@ async fn a_cancellation_during_the_grace_period_stops_the_guest_hard_at_once() {
     assert!(!alive(pid), "the emulator was killed and reaped");
 }
 
+/// An emulator that starts and never greets on its QMP socket (as a QEMU
+/// stuck starting): a script in `dir` that writes its pid to the file it
+/// returns second, then sleeps. It is written by a process of its own: a
+/// file this process had open for writing could be inherited by a child
+/// another test forks, and then not executed (`ETXTBSY`).
+fn emulator_that_never_greets(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (script, pid) = (dir.join("emulator"), dir.join("emulator.pid"));
+    let text = format!(
+        "#!/bin/sh\necho $$ >'{pid}.new' && mv '{pid}.new' '{pid}'\nexec sleep 600\n",
+        pid = pid.display()
+    );
+    let written = std::process::Command::new("sh")
+        .args(["-c", "printf '%s' \"$1\" >\"$2\" && chmod +x \"$2\"", "sh"])
+        .arg(text)
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(written.success());
+    (script, pid)
+}
+
+/// Regression: booting took no cancellation: Ctrl-C while QEMU had not
+/// greeted on its QMP socket yet waited for the greeting (up to the boot
+/// timeout), and the run was dropped only after the runner's grace. The
+/// boot now ends at once, cancelled, and the teardown kills the emulator.
+#[tokio::test]
+async fn a_cancellation_while_qemu_starts_ends_the_boot_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (emulator, pid_file) = emulator_that_never_greets(dir.path());
+    let spec = VmSpec {
+        boot_timeout: Duration::from_secs(600),
+        ..kernel_only_qemu()
+    };
+    let driver = Qemu::new(spec).with_emulator(emulator);
+    let vm = Instance {
+        name: "fruix-20260405T213444Z".into(),
+        work_dir: dir.path().to_path_buf(),
+        console: dir.path().join("console.log"),
+    };
+    let cancel = CancellationToken::new();
+    let (mut started, events) = (Started::default(), EventSink::discard());
+    let booting = bring_up(
+        &driver,
+        &vm,
+        &mut started,
+        &events,
+        &cancel,
+        |endpoint| async move { Ok(endpoint) },
+        |_| async { Ok(()) },
+    );
+    // Ctrl-C once the emulator runs.
+    let outcome = cancelled_when(booting, || pid_file.exists(), &cancel, || {}).await;
+    assert!(matches!(outcome, Err(Error::Cancelled)), "{outcome:?}");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let torn = teardown_until(&driver, Duration::from_secs(600), &vm, started, &cancel);
+    tokio::time::timeout(Duration::from_secs(10), torn)
+        .await
+        .expect("the teardown waited out the grace period")
+        .unwrap();
+    assert!(!alive(pid), "the emulator was killed and reaped");
+}
+
 /// A driver whose guest is running (or has stopped) with QEMU's log
 /// `log`.
 #[derive(Debug)]
@@ -953,7 +1061,7 @@ impl VmDriver for Booting {
     async fn prepare(&self, _vm: &Instance) -> Result<()> {
         Ok(())
     }
-    async fn boot(&self, _vm: &Instance) -> Result<Endpoint> {
+    async fn boot(&self, _vm: &Instance, _cancel: &CancellationToken) -> Result<Endpoint> {
         unreachable!()
     }
     async fn running(&self, _vm: &Instance) -> bool {

@@ -27,7 +27,9 @@ use fruix_core::{Error, Result};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::driver::{argv, must, Endpoint, Host, Instance, Output, VmDriver};
+use super::driver::{
+    argv, must, must_until, run_until, Endpoint, Host, Instance, Output, VmDriver,
+};
 
 /// How often the guest's address is asked for while it boots.
 const ADDRESS_POLL: Duration = Duration::from_secs(1);
@@ -222,24 +224,27 @@ impl VmDriver for XcpNg {
         Ok(())
     }
 
-    async fn boot(&self, _vm: &Instance) -> Result<Endpoint> {
+    async fn boot(&self, _vm: &Instance, cancel: &CancellationToken) -> Result<Endpoint> {
         let uuid = self.uuid().expect("prepared before booting");
-        must(
+        must_until(
             &Owned(self),
             &argv(["xe", "vm-start", &format!("uuid={uuid}")]),
+            cancel,
         )
         .await?;
         let deadline = tokio::time::Instant::now() + self.spec.boot_timeout;
         loop {
-            let networks = self
-                .host
-                .run(&argv([
+            let networks = run_until(
+                &*self.host,
+                &argv([
                     "xe",
                     "vm-param-get",
                     &format!("uuid={uuid}"),
                     "param-name=networks",
-                ]))
-                .await?;
+                ]),
+                cancel,
+            )
+            .await?;
             if let Some(host) = address_of(&networks.stdout) {
                 return Ok(Endpoint { host, port: 22 });
             }
@@ -251,7 +256,10 @@ impl VmDriver for XcpNg {
                     log: None,
                 });
             }
-            tokio::time::sleep(ADDRESS_POLL).await;
+            tokio::select! {
+                () = tokio::time::sleep(ADDRESS_POLL) => {}
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+            }
         }
     }
 
@@ -332,6 +340,7 @@ mod tests {
     use std::time::Duration;
 
     use fruix_core::vm::{VmDriverSpec, VmSpec};
+    use tokio_util::sync::CancellationToken;
 
     use super::XcpNg;
     use crate::vm::driver::{Instance, VmDriver};
@@ -393,7 +402,10 @@ mod tests {
         let (driver, recorder) = driver();
         recorder.answer("param-name=networks", printed("0/ip: 10.0.0.7"));
         driver.prepare(&instance()).await.unwrap();
-        driver.boot(&instance()).await.unwrap();
+        driver
+            .boot(&instance(), &CancellationToken::new())
+            .await
+            .unwrap();
         assert_eq!(recorder.plan()[..2], [INSTALL, START]);
     }
 
@@ -425,7 +437,12 @@ mod tests {
         let (driver, recorder) = driver();
         recorder.hang(START);
         driver.prepare(&instance()).await.unwrap();
-        give_up_while_running(&recorder, START, driver.boot(&instance())).await;
+        give_up_while_running(
+            &recorder,
+            START,
+            driver.boot(&instance(), &CancellationToken::new()),
+        )
+        .await;
         driver.stop(&instance(), Duration::ZERO).await.unwrap();
         driver.destroy(&instance()).await.unwrap();
         assert_eq!(
