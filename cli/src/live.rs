@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fruix_core::escape;
-use fruix_core::executor::Event;
+use fruix_core::executor::{Event, Phase};
 use fruix_matrix::cell::Observer;
 use fruix_matrix::runner::CellRecord;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -25,8 +25,9 @@ pub struct Live {
     mode: Mode,
     /// `--verbose`: every log line, prefixed with its cell.
     verbose: bool,
-    /// Set once the run is being cancelled: a stage that then fails is
-    /// shown `cancelled`, not `FAILED`.
+    /// Set once the run is being cancelled: a stage of a build that then
+    /// fails is shown `cancelled`, not `FAILED` (a stage of a cleanup,
+    /// which is never cancelled, stays `FAILED`).
     cancelling: AtomicBool,
     multi: MultiProgress,
     bars: Mutex<HashMap<String, (ProgressBar, String)>>,
@@ -105,6 +106,39 @@ impl Live {
 }
 
 impl Live {
+    /// The line cell `id`'s `event`, sent during its build or its cleanup
+    /// (`phase`), prints: a stage's start (when no live line shows it) or
+    /// end, a warning, and with --verbose a log line. Once the run is
+    /// being cancelled, a stage of the build that fails was stopped by it
+    /// (`cancelled`); a stage of the cleanup, never cancelled, failed by
+    /// itself (`FAILED`), as `fruix build` shows them.
+    fn printed(&self, id: &str, event: &Event, phase: Phase) -> Option<String> {
+        let id = escape::line(id);
+        match (event, self.mode) {
+            (_, Mode::Quiet) => None,
+            (Event::StageStarted { stage }, Mode::Plain) => {
+                Some(format!("==> {id}: {}", escape::line(stage)))
+            }
+            (
+                Event::StageFinished {
+                    stage,
+                    ok,
+                    elapsed_ms,
+                },
+                _,
+            ) => {
+                let cancelling = self.cancelling.load(Ordering::Relaxed) && phase == Phase::Build;
+                let ended = stage_ended(stage, *ok, cancelling, *elapsed_ms);
+                Some(format!("==> {id}: {ended}"))
+            }
+            (Event::Warning { message }, _) => Some(format!("==> {id}: {}", warning_line(message))),
+            (Event::Log { line, .. }, _) if self.verbose => {
+                Some(format!("{id}| {}", escape::line(line)))
+            }
+            _ => None,
+        }
+    }
+
     /// Says that the run is being cancelled: above the live lines, whose
     /// messages then say `cancelling`.
     pub fn cancelling(&self) {
@@ -172,40 +206,15 @@ impl Observer for Live {
         }
     }
 
-    fn event(&self, id: &str, event: &Event) {
-        // Printed lines: stages (when no live line shows them), warnings,
-        // and with --verbose log lines.
-        let id_line = escape::line(id);
+    fn event(&self, id: &str, event: &Event, phase: Phase) {
         if self.mode == Mode::Plain {
             let mut heartbeats = self.heartbeats.lock().expect("live view lock");
             if let Some(heartbeat) = heartbeats.get_mut(id) {
                 heartbeat.saw(event, self.verbose, Instant::now());
             }
         }
-        match (event, self.mode) {
-            (_, Mode::Quiet) => return,
-            (Event::StageStarted { stage }, Mode::Plain) => {
-                self.say(format!("==> {id_line}: {}", escape::line(stage)));
-            }
-            (
-                Event::StageFinished {
-                    stage,
-                    ok,
-                    elapsed_ms,
-                },
-                _,
-            ) => {
-                let cancelling = self.cancelling.load(Ordering::Relaxed);
-                let ended = stage_ended(stage, *ok, cancelling, *elapsed_ms);
-                self.say(format!("==> {id_line}: {ended}"));
-            }
-            (Event::Warning { message }, _) => {
-                self.say(format!("==> {id_line}: {}", warning_line(message)));
-            }
-            (Event::Log { line, .. }, _) if self.verbose => {
-                self.say(format!("{id_line}| {}", escape::line(line)));
-            }
-            _ => {}
+        if let Some(line) = self.printed(id, event, phase) {
+            self.say(line);
         }
         if self.mode != Mode::Terminal {
             return;
@@ -230,5 +239,49 @@ impl Observer for Live {
 
     fn cell_finished(&self, cell: &str, record: &CellRecord) {
         self.finished(cell, Some(&record.summary()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The end of stage `stage`, failed, after 1.5 s.
+    fn failed(stage: &str) -> Event {
+        Event::StageFinished {
+            stage: stage.into(),
+            ok: false,
+            elapsed_ms: 1500,
+        }
+    }
+
+    /// Regression: once the run was cancelled, every stage that then failed
+    /// was shown `cancelled`, a cleanup's too, though cleanup is never
+    /// cancelled: it failed by itself, and is shown so, as `fruix build`
+    /// shows it.
+    #[test]
+    fn a_cleanup_stage_failing_after_a_cancel_is_failed_not_cancelled() {
+        for mode in [Mode::Plain, Mode::Terminal] {
+            let live = Live::new(mode, false);
+            let line = |event: &Event, phase| live.printed("c1", event, phase);
+            assert_eq!(
+                line(&failed("buildworld"), Phase::Build).as_deref(),
+                Some("==> c1: buildworld FAILED in 1.5s")
+            );
+            live.cancelling();
+            assert_eq!(
+                line(&failed("buildworld"), Phase::Build).as_deref(),
+                Some("==> c1: buildworld cancelled in 1.5s")
+            );
+            assert_eq!(
+                line(&failed("cleanup"), Phase::Cleanup).as_deref(),
+                Some("==> c1: cleanup FAILED in 1.5s")
+            );
+        }
+        let quiet = Live::new(Mode::Quiet, true);
+        assert_eq!(
+            quiet.printed("c1", &failed("cleanup"), Phase::Cleanup),
+            None
+        );
     }
 }

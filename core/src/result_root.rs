@@ -17,6 +17,7 @@
 //! invalid: the failure to read it is the error, a failure of the system
 //! ([`Failure::System`]), never one of its problems.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -297,32 +298,64 @@ fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Proble
             }
         }
     }
-    check_undeclared(root, m, problems);
+    check_undeclared(root, m, problems)
+}
+
+/// Directories under `artifacts/` that promotion.scm does not declare:
+/// listed through a descriptor (`artifacts` is never followed: one that
+/// is no directory is the declared artifacts' problem), one problem each
+/// for the first [`MAX_UNDECLARED`], then one counting the rest. A failure
+/// to list it is the error ([`Failure::System`]), as for the rest of the
+/// root.
+fn check_undeclared(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Problem>) -> Result<()> {
+    let path = root.join("artifacts");
+    let dir = match crate::manifest::open_dir(&path) {
+        Ok(dir) => dir,
+        Err(e) if e.failure() == Failure::System && !matches!(e, Error::NotFound { .. }) => {
+            return Err(e)
+        }
+        Err(_) => return Ok(()),
+    };
+    let listing = rustix::fs::Dir::read_from(&dir)
+        .map_err(|e| Error::io("read directory", &path, e.into()))?;
+    let mut more = 0u64;
+    for item in listing {
+        let item = item.map_err(|e| Error::io("read directory", &path, e.into()))?;
+        let name = item.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let relative = format!("artifacts/{}", String::from_utf8_lossy(name));
+        let declared = m
+            .artifacts
+            .iter()
+            .any(|a| a.path == relative || a.path.starts_with(&format!("{relative}/")));
+        if declared {
+            continue;
+        }
+        if more > 0 || problems.len() >= MAX_UNDECLARED {
+            more += 1;
+            continue;
+        }
+        problems.push(problem(
+            path.join(OsStr::from_bytes(name)),
+            Some("artifacts".into()),
+            "is not declared in promotion.scm; declare it as an artifact or remove it",
+        ));
+    }
+    if more > 0 {
+        problems.push(problem(
+            path,
+            Some("artifacts".into()),
+            format!("holds {more} more entries not declared in promotion.scm"),
+        ));
+    }
     Ok(())
 }
 
-/// Directories under `artifacts/` that promotion.scm does not declare.
-fn check_undeclared(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Problem>) {
-    let dir = root.join("artifacts");
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let relative = format!("artifacts/{}", String::from_utf8_lossy(name.as_bytes()));
-        if !m
-            .artifacts
-            .iter()
-            .any(|a| a.path == relative || a.path.starts_with(&format!("{relative}/")))
-        {
-            problems.push(problem(
-                entry.path(),
-                Some("artifacts".into()),
-                "is not declared in promotion.scm; declare it as an artifact or remove it",
-            ));
-        }
-    }
-}
+/// Undeclared entries of `artifacts/` listed one by one, at most (a build
+/// gone wrong may leave millions): the rest are counted.
+const MAX_UNDECLARED: usize = 1000;
 
 #[cfg(test)]
 mod tests {
@@ -357,6 +390,33 @@ mod tests {
         );
         let field = problem("/r", Some("artifacts".into()), "is empty").to_string();
         assert_eq!(field, "/r: field `artifacts`: is empty");
+    }
+
+    /// Undeclared entries past [`MAX_UNDECLARED`] are counted in one
+    /// problem, not each kept (a build gone wrong may leave millions).
+    #[test]
+    fn undeclared_entries_past_the_cap_are_counted() {
+        let dir = sample();
+        for i in 0..MAX_UNDECLARED + 5 {
+            fs::write(dir.path().join(format!("artifacts/stray-{i}")), b"").unwrap();
+        }
+        let Err(Error::InvalidResultRoot { problems, .. }) = check_only(dir.path()) else {
+            panic!("refused");
+        };
+        assert_eq!(problems.len(), MAX_UNDECLARED + 1);
+        let last = problems.last().unwrap().to_string();
+        assert!(last.contains("holds 5 more entries not declared"), "{last}");
+    }
+
+    /// Every problem [`check`] finds, unbounded by [`invalid`]'s listing.
+    fn check_only(root: &Path) -> Result<()> {
+        match check(root, false)? {
+            (_, problems) if problems.is_empty() => Ok(()),
+            (_, problems) => Err(Error::InvalidResultRoot {
+                root: root.to_path_buf(),
+                problems,
+            }),
+        }
     }
 
     #[test]

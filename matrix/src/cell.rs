@@ -10,15 +10,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fruix_core::executor::{run_executor_within, Event, EventSink, Registry};
+use fruix_core::executor::{run_executor_within, Event, EventReceiver, EventSink, Phase, Registry};
 use fruix_core::result_root::ResultRoot;
 use fruix_core::run_id::allocate_run_dir;
 use fruix_core::{Error, Failure};
 use fruix_promote::attest;
 use fruix_promote::sign::PublicKey;
-use fruix_promote::{promote_validated, OutLink, PromoteOptions, Store};
+use fruix_promote::{promote_validated, PromoteOptions, Store};
 
 use crate::plan::MatrixPlan;
+use crate::result_link::link_result;
 use crate::runner::{
     BoxFuture, CellError, CellRecord, CellRunner, Job, Promoted, PromotedArtifact,
 };
@@ -32,8 +33,10 @@ pub trait Observer: Send + Sync {
     /// Cell `cell` starts attempt `attempt` on `machine` (a machine of the
     /// machines file, or `local`).
     fn attempt_started(&self, cell: &str, machine: &str, attempt: u32);
-    /// An event of cell `cell`'s running attempt.
-    fn event(&self, cell: &str, event: &Event);
+    /// An event of cell `cell`'s running attempt, sent during its build
+    /// or its cleanup (`phase`): a stage of the cleanup, which is never
+    /// cancelled, that fails once the run is cancelled failed by itself.
+    fn event(&self, cell: &str, event: &Event, phase: Phase);
     /// Cell `cell`'s attempt ended; `failure`, when it failed, says how
     /// (`attempt 1 on m1: ... (system failure)`).
     fn attempt_ended(&self, cell: &str, failure: Option<&str>);
@@ -58,15 +61,16 @@ pub struct ExecutorRunner {
     /// results signed by their machine are recorded).
     pub store: Arc<Store>,
     /// The state directory: each attempt's result root is a fresh
-    /// `STATE_DIR/native-builds/RUN_ID`, and the `results_dir` links are
+    /// `STATE_DIR/native-builds/RUN_ID`, and the `results/` links are
     /// registered as garbage-collector roots under its `gcroots/auto/`.
     pub state_dir: PathBuf,
     /// Where the cells' logs go: `logs_dir/ID.log`
     /// ([`ExecutorRunner::log_path`]), every attempt appended
     /// (`REPORT_DIR/logs`).
     pub logs_dir: PathBuf,
-    /// Where each passed cell's bundle is linked (`REPORT_DIR/results`).
-    pub results_dir: PathBuf,
+    /// The report directory, where each passed cell's bundle is linked:
+    /// `results/ID` ([`link_result`]).
+    pub report_dir: PathBuf,
     /// Told of every attempt, event and finished cell.
     pub observer: Arc<dyn Observer>,
 }
@@ -115,6 +119,19 @@ fn log_event(log: &mut impl Write, event: &Event) {
     let _ = writeln!(log, "{line}");
 }
 
+/// The next event already queued in `rx`, with its phase; `None` when none
+/// is (it never waits). Outside tokio's cooperative budget, so that an
+/// event queued is never left for a budget spent.
+fn queued(rx: &mut EventReceiver) -> Option<(Event, Phase)> {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let next = std::pin::pin!(tokio::task::unconstrained(rx.recv_with_phase()));
+    match next.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(event) => event,
+        Poll::Pending => None,
+    }
+}
+
 /// One attempt of a cell, its log file open.
 struct Attempt {
     plan: Arc<MatrixPlan>,
@@ -161,21 +178,22 @@ impl Attempt {
             self.plan.limits(),
         );
         tokio::pin!(run);
-        let pass_on = |log: &mut std::fs::File, event: Event| {
-            self.observer.event(&self.id, &event);
+        let pass_on = |log: &mut std::fs::File, (event, phase): (Event, Phase)| {
+            self.observer.event(&self.id, &event, phase);
             log_event(log, &event);
         };
         // Drain events while the executor runs; the channel closes when it
-        // returns. Events still queued then (sent in the poll that returned)
-        // follow, in order, to the log and the observer alike.
+        // returns. Events still queued then (sent in the poll that returned,
+        // the cleanup's last ones) follow, in order and with their phase,
+        // to the log and the observer alike.
         let result = loop {
             tokio::select! {
-                event = rx.recv() => match event {
+                event = rx.recv_with_phase() => match event {
                     Some(event) => pass_on(log, event),
                     None => break (&mut run).await,
                 },
                 result = &mut run => {
-                    while let Ok(event) = rx.try_recv() {
+                    while let Some(event) = queued(&mut rx) {
                         pass_on(log, event);
                     }
                     break result;
@@ -282,25 +300,20 @@ impl CellRunner for ExecutorRunner {
         };
         // `REPORT_DIR/results/CELL` links the cell's bundle, a root as long
         // as the report is kept (like nix-build's `result-N`).
-        let link = self.results_dir.join(&self.plan.cells[cell].id);
-        let state_dir = self.state_dir.clone();
+        let id = self.plan.cells[cell].id.clone();
+        let (report_dir, state_dir) = (self.report_dir.clone(), self.state_dir.clone());
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                std::fs::create_dir_all(link.parent().expect("a results directory")).map_err(
-                    |e| fruix_promote::Error::from(fruix_core::Error::io("create", &link, e)),
-                )?;
                 let signed = match &signer {
                     Some(key) => Some(attest::check_result(&root, store.path(), key, &machine)?),
                     None => None,
                 };
-                let options = PromoteOptions {
-                    out_link: Some(OutLink {
-                        state_dir: &state_dir,
-                        link: &link,
-                    }),
-                    ..PromoteOptions::default()
-                };
-                let report = promote_validated(&root, &store, &options)?;
+                // Held, shared, from the promotion until the link is a
+                // root: no collection comes between.
+                let gc = store.gc_lock(false)?;
+                let report = promote_validated(&root, &store, &PromoteOptions::default())?;
+                link_result(&report_dir, &state_dir, &id, &report.result_store)?;
+                drop(gc);
                 // An object the store already held with other references
                 // than those the machine signed keeps no signature of it:
                 // the cell is not `signed_by` the machine then, and says
@@ -408,12 +421,16 @@ mod tests {
         fn attempt_started(&self, cell: &str, machine: &str, attempt: u32) {
             self.push(format!("{cell}: attempt {attempt} on {machine}"));
         }
-        fn event(&self, cell: &str, event: &Event) {
+        fn event(&self, cell: &str, event: &Event, phase: Phase) {
             let what = match event {
                 Event::Log { line, .. } => line.clone(),
                 other => format!("{other:?}"),
             };
-            self.push(format!("{cell}: {what}"));
+            let during = match phase {
+                Phase::Build => "",
+                Phase::Cleanup => " (in cleanup)",
+            };
+            self.push(format!("{cell}: {what}{during}"));
         }
         fn attempt_ended(&self, cell: &str, failure: Option<&str>) {
             self.push(format!("{cell}: ended, failed: {}", failure.is_some()));
@@ -427,6 +444,51 @@ mod tests {
     /// failure: all at once, without awaiting, so that they are still
     /// queued when the executor returns.
     const LINES: [&str; 3] = ["line 1", "line 2", "line 3"];
+
+    /// The `chatty` executor: its build logs [`LINES`] and fails with a
+    /// system failure; its cleanup runs a stage `cleanup`, which fails.
+    #[derive(Debug)]
+    struct Chatty;
+
+    #[async_trait::async_trait]
+    impl fruix_core::executor::Run for Chatty {
+        async fn build(&mut self, ctx: &fruix_core::executor::RunContext) -> Result<(), Error> {
+            for line in LINES {
+                ctx.events.log("build", Stream::Stdout, line);
+            }
+            Err(Error::system("the build machinery broke"))
+        }
+
+        async fn cleanup(
+            self: Box<Self>,
+            ctx: &fruix_core::executor::RunContext,
+        ) -> Result<(), Error> {
+            ctx.events.emit(Event::StageFinished {
+                stage: "cleanup".into(),
+                ok: false,
+                elapsed_ms: 0,
+            });
+            Ok(())
+        }
+    }
+
+    impl fruix_core::executor::Executor for Chatty {
+        fn name(&self) -> &str {
+            "chatty"
+        }
+        fn version(&self) -> &str {
+            "0"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        fn start(
+            &self,
+            _ctx: &fruix_core::executor::RunContext,
+        ) -> Box<dyn fruix_core::executor::Run + '_> {
+            Box::new(Chatty)
+        }
+    }
 
     /// A runner in `dir` of a matrix of one cell, `chatty` on this host,
     /// with a machines file whose machine m1 signs with `key`.
@@ -458,14 +520,7 @@ mod tests {
                 kind: ExecutorKind::BuiltIn,
                 capabilities: Capabilities::default(),
                 config_keys: Vec::new(),
-                factory: Arc::new(|_| {
-                    Ok(fruix_core::testing::fn_executor("chatty", |ctx| {
-                        for line in LINES {
-                            ctx.events.log("build", Stream::Stdout, line);
-                        }
-                        Err(Error::system("the build machinery broke"))
-                    }))
-                }),
+                factory: Arc::new(|_| Ok(Arc::new(Chatty))),
             })
             .unwrap();
         let plan = MatrixPlan::load(&dir.join("matrix.scm"), None, None, &registry).unwrap();
@@ -477,7 +532,7 @@ mod tests {
             store: Arc::new(Store::open(&dir.join("store")).unwrap()),
             state_dir: dir.join("state"),
             logs_dir,
-            results_dir: dir.join("report/results"),
+            report_dir: dir.join("report"),
             observer,
         }
     }
@@ -546,7 +601,10 @@ mod tests {
     }
 
     /// Regression: the events still queued when the executor returned were
-    /// logged, but the observer (the live view) never heard of them.
+    /// logged, but the observer (the live view) never heard of them. And
+    /// the observer heard no phase: a stage of the cleanup that failed
+    /// once the run was cancelled was shown `cancelled`, though cleanup is
+    /// never cancelled.
     #[tokio::test]
     async fn events_queued_when_the_executor_returns_reach_the_observer_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -568,6 +626,10 @@ mod tests {
         let heard = heard.0.lock().unwrap();
         let mut expected = vec!["chatty: attempt 1 on local".to_string()];
         expected.extend(LINES.iter().map(|l| format!("chatty: {l}")));
+        expected.push(
+            r#"chatty: StageFinished { stage: "cleanup", ok: false, elapsed_ms: 0 } (in cleanup)"#
+                .into(),
+        );
         expected.push("chatty: ended, failed: true".into());
         assert_eq!(*heard, expected);
     }

@@ -31,6 +31,16 @@
 //! `--progress-every`: fruix sees the build's output and keeps
 //! `max-silent-time` itself.
 //!
+//! Every job is given the engine's id of its pipeline run
+//! (`--pipeline-run`: GitHub Actions' `github.run_id`, GitLab CI's
+//! `CI_PIPELINE_ID`, the Buildbot driver's build number): each cell report names its run,
+//! and collect takes only the reports of its own, so that a report an
+//! earlier run left in a runner's reused workspace is never taken for this
+//! run's. GitHub Actions' `github.run_id` is shared by the attempts of a
+//! workflow run: "Re-run failed jobs" still collects the cells that passed
+//! in an earlier attempt (GitHub keeps their artifacts), and a re-run job's
+//! upload replaces its earlier attempt's artifact (`overwrite`).
+//!
 //! The arguments given to the jobs (`--run-cell-arg`, `--collect-arg`) are
 //! checked against the flags of `run-cell` and `collect` ([`JobCommand`]),
 //! and refused in a GitHub Actions export when they hold `${{`: GitHub
@@ -192,6 +202,17 @@ const CELLS_DIR: &str = "fruix-cells";
 /// The collect job's report directory.
 const REPORT_DIR: &str = "fruix-report";
 
+/// What a GitHub Actions step's environment gives `FRUIX_PIPELINE_RUN`:
+/// the workflow run's id, shared by its attempts.
+const GITHUB_PIPELINE_RUN: &str = "${{ github.run_id }}";
+/// The shell word of a GitHub Actions job's pipeline run: its step's
+/// `FRUIX_PIPELINE_RUN` (GitHub expands an expression in a `run:` before
+/// the shell reads it, so none goes there).
+const GITHUB_RUN_WORD: &str = "\"$FRUIX_PIPELINE_RUN\"";
+/// The shell word of a GitLab CI job's pipeline run (a retried job keeps
+/// it).
+const GITLAB_RUN_WORD: &str = "\"$CI_PIPELINE_ID\"";
+
 /// What of a cell job's report directory travels to the collect job,
 /// relative to it: the cell report, the copy of the machines file its
 /// attempts read (when the matrix has one) and its log. Never `results/`:
@@ -337,21 +358,25 @@ struct Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
-    /// The shell command of a cell job; the cell id comes from `cell`, a
-    /// shell word (a quoted id, or a variable).
-    fn run_cell(&self, cell: &str, report_dir: &str) -> String {
+    /// The shell command of a cell job; the cell id comes from `cell`, and
+    /// its pipeline run from `run`, shell words (a quoted id, or a
+    /// variable).
+    fn run_cell(&self, cell: &str, report_dir: &str, run: &str) -> String {
         let args = ["--cell", cell, "--report-dir", report_dir];
-        self.command("run-cell", &args, &self.options.run_cell_args)
+        self.command("run-cell", &args, run, &self.options.run_cell_args)
     }
 
-    fn collect(&self) -> String {
+    /// The shell command of the collect job; its pipeline run comes from
+    /// `run`, a shell word.
+    fn collect(&self, run: &str) -> String {
         let args = ["--from", CELLS_DIR, "--report-dir", REPORT_DIR];
-        self.command("collect", &args, &self.options.collect_args)
+        self.command("collect", &args, run, &self.options.collect_args)
     }
 
-    /// `fruix matrix SUBCOMMAND MATRIX WORDS... EXTRA...`: `words` are
-    /// shell words already, `extra` are quoted.
-    fn command(&self, subcommand: &str, words: &[&str], extra: &[String]) -> String {
+    /// `fruix matrix SUBCOMMAND MATRIX WORDS... --pipeline-run RUN
+    /// EXTRA...`: `words` and `run` are shell words already, `extra` are
+    /// quoted.
+    fn command(&self, subcommand: &str, words: &[&str], run: &str, extra: &[String]) -> String {
         let mut all = vec![
             quote(&self.options.fruix),
             "matrix".into(),
@@ -359,6 +384,7 @@ impl Pipeline<'_> {
         ];
         all.push(quote(&self.matrix));
         all.extend(words.iter().map(|w| w.to_string()));
+        all.extend(["--pipeline-run".into(), run.into()]);
         all.extend(extra.iter().map(|a| quote(a)));
         all.join(" ")
     }
@@ -398,14 +424,14 @@ impl Pipeline<'_> {
                         {"uses": "actions/checkout@v4"},
                         {
                             "name": "fruix matrix run-cell",
-                            "env": {"FRUIX_CELL": "${{ matrix.cell }}"},
-                            "run": self.run_cell("\"$FRUIX_CELL\"", CELL_DIR),
+                            "env": {"FRUIX_CELL": "${{ matrix.cell }}", "FRUIX_PIPELINE_RUN": GITHUB_PIPELINE_RUN},
+                            "run": self.run_cell("\"$FRUIX_CELL\"", CELL_DIR, GITHUB_RUN_WORD),
                         },
                         {
                             "name": "upload the cell report and log",
                             "if": "always()",
                             "uses": "actions/upload-artifact@v4",
-                            "with": {"name": "fruix-cell-${{ matrix.cell }}", "path": shipped(CELL_DIR, "${{ matrix.cell }}").join("\n"), "if-no-files-found": "ignore"},
+                            "with": {"name": "fruix-cell-${{ matrix.cell }}", "path": shipped(CELL_DIR, "${{ matrix.cell }}").join("\n"), "if-no-files-found": "ignore", "overwrite": true},
                         },
                     ],
                 },
@@ -421,12 +447,16 @@ impl Pipeline<'_> {
                             "uses": "actions/download-artifact@v4",
                             "with": {"pattern": "fruix-cell-*", "path": CELLS_DIR},
                         },
-                        {"name": "fruix matrix collect", "run": self.collect()},
+                        {
+                            "name": "fruix matrix collect",
+                            "env": {"FRUIX_PIPELINE_RUN": GITHUB_PIPELINE_RUN},
+                            "run": self.collect(GITHUB_RUN_WORD),
+                        },
                         {
                             "name": "upload report.json, junit.xml and the logs",
                             "if": "always()",
                             "uses": "actions/upload-artifact@v4",
-                            "with": {"name": "fruix-report", "path": format!("{REPORT_DIR}/")},
+                            "with": {"name": "fruix-report", "path": format!("{REPORT_DIR}/"), "overwrite": true},
                         },
                     ],
                 },
@@ -464,7 +494,7 @@ impl Pipeline<'_> {
             }
             job.insert(
                 "script".into(),
-                json!([self.run_cell(&quote(&c.id), &quote(&dir))]),
+                json!([self.run_cell(&quote(&c.id), &quote(&dir), GITLAB_RUN_WORD)]),
             );
             job.insert(
                 "artifacts".into(),
@@ -480,7 +510,7 @@ impl Pipeline<'_> {
         }
         collect.insert("when".into(), json!("always"));
         collect.insert("needs".into(), json!(needs));
-        collect.insert("script".into(), json!([self.collect()]));
+        collect.insert("script".into(), json!([self.collect(GITLAB_RUN_WORD)]));
         collect.insert(
             "artifacts".into(),
             json!({
@@ -604,6 +634,46 @@ mod tests {
                 "command=[\"sh\", \"-c\", PACK, \"pack\"] + [\"fruix-cell/\" + name for name in files]"
             ) && !bb.contains("\"fruix-cell.tar\", \"fruix-cell\"]"),
             "{bb}"
+        );
+    }
+
+    /// Regression: no job named its pipeline run, so collect, in a
+    /// runner's reused workspace, could take a cell report an earlier run
+    /// left there for this run's. Every job now gives `--pipeline-run`,
+    /// which a job argument cannot give again.
+    #[test]
+    fn every_job_names_its_pipeline_run() {
+        let options = ExportOptions::default();
+        let gh = exported("", Format::GithubActions, &options).unwrap();
+        assert_eq!(
+            gh.matches("--pipeline-run \\\"$FRUIX_PIPELINE_RUN\\\"")
+                .count(),
+            2,
+            "{gh}"
+        );
+        assert_eq!(
+            gh.matches("\n          FRUIX_PIPELINE_RUN: \"${{ github.run_id }}\"\n")
+                .count(),
+            2,
+            "{gh}"
+        );
+        let gl = exported("", Format::GitlabCi, &options).unwrap();
+        assert_eq!(
+            gl.matches("--pipeline-run \\\"$CI_PIPELINE_ID\\\"").count(),
+            2,
+            "{gl}"
+        );
+        let bb = exported("", Format::Buildbot, &options).unwrap();
+        assert_eq!(bb.matches("\"--pipeline-run\", RUN]").count(), 2, "{bb}");
+        let again = ExportOptions {
+            run_cell_args: vec!["--pipeline-run=1".into()],
+            ..ExportOptions::default()
+        };
+        let e = exported("", Format::GitlabCi, &again).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the export gives every run-cell job its --pipeline-run itself"),
+            "{e}"
         );
     }
 

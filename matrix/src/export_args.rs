@@ -2,8 +2,8 @@
 //! (`--run-cell-arg`, `--collect-arg`), checked when the pipeline is
 //! written against the flags `run-cell` and `collect` take: an argument
 //! every job would refuse, or one the export gives every job itself
-//! (`--cell`, `--report-dir`, `--from`), is refused then, once, rather
-//! than by every job of the pipeline.
+//! (`--cell`, `--report-dir`, `--from`, `--pipeline-run`), is refused
+//! then, once, rather than by every job of the pipeline.
 //!
 //! The tables here follow the commands' clap definitions; the `fruix`
 //! crate's tests check that they do, flag by flag and pair by pair.
@@ -65,7 +65,8 @@ pub struct JobCommand {
     pub operands: bool,
 }
 
-/// `fruix matrix run-cell`, whose `--cell` and `--report-dir` the export gives.
+/// `fruix matrix run-cell`, whose `--cell`, `--report-dir` and
+/// `--pipeline-run` the export gives.
 pub const RUN_CELL: JobCommand = JobCommand {
     name: "run-cell",
     option: "--run-cell-arg",
@@ -81,18 +82,20 @@ pub const RUN_CELL: JobCommand = JobCommand {
         valued("machines"),
         valued("cell"),
         valued("report-dir"),
+        valued("pipeline-run"),
         switch("quiet", Some('q')),
         switch("verbose", Some('v')),
         valued("progress-every"),
         switch("json", None),
     ],
-    set_by_export: &["cell", "report-dir"],
+    set_by_export: &["cell", "report-dir", "pipeline-run"],
     conflicts: &[("quiet", "verbose")],
     requires: &[],
     operands: false,
 };
 
-/// `fruix matrix collect`, whose `--from` and `--report-dir` the export gives.
+/// `fruix matrix collect`, whose `--from`, `--report-dir` and
+/// `--pipeline-run` the export gives.
 pub const COLLECT: JobCommand = JobCommand {
     name: "collect",
     option: "--collect-arg",
@@ -102,9 +105,10 @@ pub const COLLECT: JobCommand = JobCommand {
         valued("report-dir"),
         valued("state-dir"),
         valued("diff"),
+        valued("pipeline-run"),
         switch("json", None),
     ],
-    set_by_export: &["from", "report-dir"],
+    set_by_export: &["from", "report-dir", "pipeline-run"],
     conflicts: &[],
     requires: &[("diff", "store")],
     operands: true,

@@ -60,8 +60,10 @@ pub fn fragment(
 #     to fruix-reports/RUN on the master;
 #   - "fruix matrix", the driver: triggers every cell and waits for them,
 #     then triggers collect (also after failed cells). RUN is its build
-#     number. A ForceScheduler "fruix-matrix" starts it; add your own
-#     schedulers for it as you wish.
+#     number, which every cell report names (--pipeline-run) and collect
+#     takes alone: a report of another run is never taken for this run's.
+#     A ForceScheduler "fruix-matrix" starts it; add your own schedulers
+#     for it as you wish.
 # Workers: each cell's runner tags, from the matrix file's runner-tags, are
 # the names of the workers its builder may use (the driver and collect use
 # the default tags). The driver holds a worker while it waits: give those
@@ -147,7 +149,7 @@ def configure(c, source_steps=()):
         f.addStep(steps.ShellCommand(
             name="run-cell", interruptSignal="TERM", timeout=None, maxTime=CELL_MAX_TIME,
             command=[FRUIX, "matrix", "run-cell", MATRIX, "--cell", cell,
-                     "--report-dir", "fruix-cell"] + RUN_CELL_ARGS))
+                     "--report-dir", "fruix-cell", "--pipeline-run", RUN] + RUN_CELL_ARGS))
         f.addStep(steps.ShellCommand(
             name="pack", alwaysRun=True,
             command=["sh", "-c", PACK, "pack"] + ["fruix-cell/" + name for name in files]))
@@ -180,7 +182,7 @@ def configure(c, source_steps=()):
     f.addStep(steps.ShellCommand(
         name="collect",
         command=[FRUIX, "matrix", "collect", MATRIX, "--from", "fruix-cells",
-                 "--report-dir", "fruix-report"] + COLLECT_ARGS))
+                 "--report-dir", "fruix-report", "--pipeline-run", RUN] + COLLECT_ARGS))
     f.addStep(steps.DirectoryUpload(
         name="upload report", alwaysRun=True, workersrc="fruix-report",
         masterdest=util.Interpolate("fruix-reports/%(prop:fruix_run)s")))

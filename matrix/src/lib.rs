@@ -27,7 +27,8 @@
 //!   `junit.xml` and the table.
 //! - [`run`](mod@run) ties these together for one run, into a report
 //!   directory that [`report_dir`] makes and clears of an earlier run's
-//!   report.
+//!   report, and where [`result_link`] links each passed cell's result
+//!   bundle, by descriptor.
 //! - [`export`] writes a matrix as a GitHub Actions, GitLab CI or Buildbot
 //!   pipeline of `run-cell` jobs and a `collect` job.
 //! - [`split`] runs one cell anywhere (`run-cell`, for a CI engine's job)
@@ -59,6 +60,7 @@ pub mod plan;
 pub mod report;
 pub mod report_dir;
 pub mod request;
+pub mod result_link;
 pub mod run;
 pub mod runner;
 pub mod schedule;

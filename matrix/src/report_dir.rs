@@ -50,6 +50,9 @@ pub const LOGS_DIR: &str = "logs";
 /// The directory of the passed cells' result links, `results/ID`.
 pub const RESULTS_DIR: &str = "results";
 
+/// A report directory, as the refusal of a symlink in it names it.
+pub(crate) const REPORT_DIR_TREE: TreeKind = TreeKind::named("a report directory");
+
 /// How a command uses a report directory that is already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportDirUse {
@@ -263,7 +266,7 @@ fn not_a_report_dir(dir: &Path, name: &OsStr) -> Error {
 /// Opens report directory `dir` (a symlink at `dir` itself followed: the
 /// caller chose it).
 fn open_report_dir(dir: &Path) -> Result<OpenDir> {
-    Ok(OpenDir::open(dir, TreeKind::named("a report directory"))?)
+    Ok(OpenDir::open(dir, REPORT_DIR_TREE)?)
 }
 
 /// Opens `subdir` of a report directory without following a symlink;

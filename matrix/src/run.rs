@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cell::{ExecutorRunner, Observer};
 use crate::plan::MatrixPlan;
 use crate::report::{agreement, cell_reports, unix, CellReport, Report, SetAside};
-use crate::report_dir::{clear_cell, LOGS_DIR, RESULTS_DIR};
+use crate::report_dir::{clear_cell, LOGS_DIR};
+use crate::result_link::check_results_dir;
 use crate::runner::{run_cells, TimeLimit};
 use crate::{Error, Result};
 
@@ -125,6 +126,9 @@ pub(crate) async fn execute(
     for cell in &plan.cells {
         clear_cell(&settings.report_dir, &cell.id)?;
     }
+    // A `results` where no passed cell could be linked is refused before
+    // any cell is built.
+    check_results_dir(&settings.report_dir)?;
     let mut plan = Arc::unwrap_or_clone(plan);
     plan.copy_machines(&settings.report_dir.join(machines_copy))?;
     // Cells build one source object, added once: they compare like with
@@ -172,7 +176,7 @@ pub(crate) async fn execute(
         store: settings.store,
         state_dir: settings.state_dir,
         logs_dir: settings.report_dir.join(LOGS_DIR),
-        results_dir: settings.report_dir.join(RESULTS_DIR),
+        report_dir: settings.report_dir.clone(),
         observer,
     });
     let started = SystemTime::now();

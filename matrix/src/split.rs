@@ -17,6 +17,11 @@
 //! at all there is nothing to collect, which is refused too. A cell
 //! without a report is reported as `missing`, never as passed.
 //!
+//! A cell report may also name the CI pipeline run its job belonged to
+//! (`run-cell --pipeline-run ID`): `collect --pipeline-run ID` then takes
+//! only that run's reports, so that one an earlier run left in a reused
+//! workspace never stands for this run's (see `pipeline_run`).
+//!
 //! Logs travel beside their report: `DIR/cell-ID.json` and
 //! `DIR/logs/ID.log`, as `run-cell --report-dir DIR` writes them. Collect
 //! copies each log it finds there into its own report directory.
@@ -44,9 +49,12 @@ use crate::runner::CellStatus;
 use crate::{Error, Result};
 
 mod check;
+mod pipeline_run;
 
-use check::read_cell_report;
+use check::{check_cell_file, read_cell_file};
 pub use check::{CellReportProblem, MAX_UNIX_SECONDS};
+use pipeline_run::Runs;
+pub use pipeline_run::{PipelineRun, MAX_PIPELINE_RUN_LEN};
 
 /// The `format` of a cell report.
 pub const CELL_REPORT_FORMAT: &str = "fruix-matrix-cell";
@@ -70,6 +78,10 @@ pub struct CellFile {
     pub matrix: PathBuf,
     /// `sha256:HEX` of the matrix file's bytes.
     pub matrix_digest: String,
+    /// The CI pipeline run the cell's job belonged to (`run-cell
+    /// --pipeline-run`); absent without one, as in older reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_run: Option<PipelineRun>,
     /// Ctrl-C (or SIGTERM) stopped the cell.
     pub cancelled: bool,
     /// Machines set aside while the cell ran.
@@ -101,10 +113,12 @@ pub struct CellFinished {
 
 /// Runs the one cell of `plan` (see [`MatrixPlan::only`]) as a whole run
 /// would (same executor setup, retries and log), and writes its report
-/// `cell-ID.json` into the report directory.
+/// `cell-ID.json` into the report directory, naming `pipeline_run`, the
+/// CI pipeline run its job belongs to, when given.
 pub async fn run_cell(
     plan: MatrixPlan,
     settings: RunSettings,
+    pipeline_run: Option<PipelineRun>,
     observer: Arc<dyn Observer>,
     cancel: CancellationToken,
 ) -> Result<CellFinished> {
@@ -123,6 +137,7 @@ pub async fn run_cell(
         format_version: CELL_REPORT_VERSION,
         matrix,
         matrix_digest: digest,
+        pipeline_run,
         cancelled: cancel.is_cancelled(),
         machines_set_aside: ran.set_aside,
         cell,
@@ -156,11 +171,16 @@ pub struct CollectSettings {
     /// (their objects must be in `store`), its output under
     /// `diffoscope/` in the report directory.
     pub diffoscope: bool,
+    /// Collect only the reports of this CI pipeline run: a report of
+    /// another run (or of none) is set aside, its cell `missing` unless
+    /// this run reported it. Without it, every report must be of one run.
+    pub pipeline_run: Option<PipelineRun>,
 }
 
 /// Merges the cell reports of the matrix at `matrix` into its
 /// `report.json` and `junit.xml`: cells in matrix order, a cell without a
-/// report `missing`, agreement checked as a whole run checks it.
+/// report (of the pipeline run collected, when one is given) `missing`,
+/// agreement checked as a whole run checks it.
 pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
     let file = MatrixFile::read(matrix)?;
     let expected = cells(&file)?;
@@ -169,17 +189,22 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         reports: paths,
         unfollowed,
     } = to_collect(&settings)?;
+    let mut runs = Runs::new(settings.pipeline_run.clone());
     let mut found: BTreeMap<usize, (PathBuf, CellFile)> = BTreeMap::new();
     for path in paths {
-        let report =
-            read_cell_report(&path, digest, &expected).map_err(|problem| Error::CellReport {
-                path: path.clone(),
-                problem,
-            })?;
+        let refused = |problem| Error::CellReport {
+            path: path.clone(),
+            problem,
+        };
+        let report = read_cell_file(&path).map_err(refused)?;
+        if !runs.of_this_run(&path, &report).map_err(refused)? {
+            continue;
+        }
+        check_cell_file(&report, digest, &expected).map_err(refused)?;
         let index = expected
             .iter()
             .position(|c| c.id == report.cell.id)
-            .expect("checked by read_cell_report");
+            .expect("checked by check_cell_file");
         if let Some((other, _)) = found.get(&index) {
             return Err(Error::CellReport {
                 path,
@@ -201,7 +226,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
     let mut reports = Vec::new();
     for (i, cell) in expected.iter().enumerate() {
         let Some((path, report)) = found.remove(&i) else {
-            reports.push(missing(cell, &unfollowed));
+            reports.push(missing(cell, &runs, &unfollowed));
             continue;
         };
         for s in report.machines_set_aside {
@@ -420,11 +445,14 @@ fn copy_log(report: &Path, id: &str, logs: &Path, max: u64) -> Option<PathBuf> {
     Some(target)
 }
 
-/// The report of a cell no report was collected for; `unfollowed` are
-/// the symlinks to directories below `--from`, where it may be.
-fn missing(cell: &Cell, unfollowed: &[PathBuf]) -> CellReport {
+/// The report of a cell no report (of the pipeline run collected) was
+/// collected for; `runs` knows the reports of other runs set aside, and
+/// `unfollowed` are the symlinks to directories below `--from`, where it
+/// may be.
+fn missing(cell: &Cell, runs: &Runs, unfollowed: &[PathBuf]) -> CellReport {
+    let (of_run, set_aside) = runs.missing_note(&cell.id);
     let error = format!(
-        "no cell report was collected for this cell ({}){}",
+        "no cell report {of_run}was collected for this cell ({}){set_aside}{}",
         cell_file_name(&cell.id),
         not_followed(unfollowed)
     );
@@ -433,7 +461,7 @@ fn missing(cell: &Cell, unfollowed: &[PathBuf]) -> CellReport {
 
 #[cfg(test)]
 mod tests {
-    use super::check::tests::{matrix, written};
+    use super::check::tests::{matrix, read_cell_report, written};
     use super::*;
 
     #[test]
@@ -686,6 +714,7 @@ mod tests {
             report_dir: Some(d.join("report")),
             state_dir: d.join("state"),
             diffoscope: false,
+            pipeline_run: None,
         }
     }
 
@@ -712,6 +741,34 @@ mod tests {
             };
             assert!(e.to_string().contains(&says), "{e}");
             assert_eq!(tree(d), before, "nothing is written");
+        }
+    }
+
+    /// A cell report's pipeline run is untrusted: one that is no pipeline
+    /// run id refuses the report (exit 2), however collect was asked; what
+    /// it said is not shown raw.
+    #[test]
+    fn a_cell_report_naming_no_pipeline_run_id_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (matrix, digest, cells) = local_and_mini_sh(d);
+        let path = written(d, &cells[0], |r| r.matrix_digest = digest.clone());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let bad = text.replacen('{', "{\"pipeline_run\": \"a\\u001b[31mb\",", 1);
+        std::fs::write(&path, bad).unwrap();
+        for wanted in [None, Some(PipelineRun::new("7").unwrap())] {
+            let settings = CollectSettings {
+                pipeline_run: wanted,
+                ..collecting(d, vec![path.clone()], None)
+            };
+            let e = collect(&matrix, settings).unwrap_err();
+            assert!(
+                matches!(&e, Error::CellReport { problem: CellReportProblem::Corrupt(m), .. }
+                    if m.contains("is no pipeline run id")),
+                "{e:?}"
+            );
+            assert!(!e.to_string().contains('\u{1b}'), "{e}");
+            assert!(!d.join("report").exists());
         }
     }
 

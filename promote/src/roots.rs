@@ -260,12 +260,7 @@ pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<Path
             .into());
         }
     }
-    let auto = state_dir.join(GCROOTS_DIR).join(AUTO_DIR);
-    std::fs::create_dir_all(&auto).with_path("create", &auto)?;
-    let hash = hex::encode(&Sha256::digest(link.as_os_str().as_encoded_bytes())[..16]);
-    let entry = auto.join(hash);
-    let registered = entry.symlink_metadata().is_ok();
-    symlink_atomically(&link, &auto.join(format!(".tmp-{}", unique())), &entry)?;
+    let (entry, registered) = register_indirect(state_dir, &link)?;
     let parent = link.parent().unwrap_or(Path::new("/"));
     let temp = parent.join(format!(
         ".{}.fruix-tmp-{}",
@@ -280,6 +275,29 @@ pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<Path
         return Err(e);
     }
     Ok(link)
+}
+
+/// Registers the absolute path `link` as an indirect root in `state_dir`:
+/// its entry in `gcroots/auto/` (named after the link's path, so that a
+/// link registered again replaces its entry), made atomically. Returns the
+/// entry, and whether it was there already (a caller whose link then
+/// cannot be made removes an entry it made). [`add_indirect`] makes the
+/// link by path; a caller making it otherwise (by descriptor) registers
+/// it with this.
+pub fn register_indirect(state_dir: &Path, link: &Path) -> fruix_core::Result<(PathBuf, bool)> {
+    let auto = state_dir.join(GCROOTS_DIR).join(AUTO_DIR);
+    std::fs::create_dir_all(&auto).with_path("create", &auto)?;
+    let hash = hex::encode(&Sha256::digest(link.as_os_str().as_encoded_bytes())[..16]);
+    let entry = auto.join(hash);
+    let registered = entry.symlink_metadata().is_ok();
+    let temp = auto.join(format!(".tmp-{}", unique()));
+    let _ = std::fs::remove_file(&temp);
+    std::os::unix::fs::symlink(link, &temp).with_path("create symlink", &temp)?;
+    if let Err(e) = std::fs::rename(&temp, &entry) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(fruix_core::Error::io("create symlink", &entry, e));
+    }
+    Ok((entry, registered))
 }
 
 /// Makes `at` a symlink to `target`, atomically: made as `temp`, then

@@ -32,6 +32,7 @@ mod json_paths;
 mod layout;
 mod matrix;
 mod matrix_export;
+mod matrix_pipeline_run;
 mod matrix_split;
 mod matrix_ssh;
 mod mtree;

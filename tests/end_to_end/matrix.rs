@@ -846,3 +846,87 @@ fn a_run_into_an_earlier_run_s_report_directory_keeps_nothing_of_it() {
     );
     assert_eq!(listing(&foreign), before);
 }
+
+/// Regression: a report directory's `results` that was a symlink (among a
+/// CI engine's unpacked artifacts, say) was followed: each passed cell's
+/// link to its result bundle, and its temporary, were written into the
+/// directory it named. `matrix run` and `run-cell` refuse it before any
+/// cell runs (exit 2), and write nothing there.
+#[test]
+fn a_results_symlink_in_the_report_directory_is_refused_and_not_written_through() {
+    let m = Matrix::new(r#"  (axes (executor "local"))"#);
+    let victim = m.path("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("kept"), "not fruix's").unwrap();
+    for report in ["report", "cells"] {
+        std::fs::create_dir(m.path(report)).unwrap();
+        std::os::unix::fs::symlink(&victim, m.path(&format!("{report}/results"))).unwrap();
+    }
+    let results = m.path("report/results");
+    let says = format!("{}: is a symlink", results.display());
+    let out = m.run(&[]);
+    failed_with("matrix run", &out, 2, &[&says]);
+    assert!(!m.path("report/report.json").exists());
+
+    let out = run(fruix()
+        .args(["matrix", "run-cell"])
+        .arg(m.path("matrix.scm"))
+        .args(["--cell", "local"])
+        .args(store_and_state(m.dir.path()))
+        .arg("--report-dir")
+        .arg(m.path("cells")));
+    let says = format!("{}: is a symlink", m.path("cells/results").display());
+    failed_with("matrix run-cell", &out, 2, &[&says]);
+    assert!(!m.path("cells/cell-local.json").exists());
+    assert_eq!(names_in(&victim), ["kept"]);
+}
+
+/// Regression: once Ctrl-C cancelled the run, the matrix's live view
+/// showed every stage that then failed `cancelled`, a cell's cleanup too,
+/// though cleanup is never cancelled: it failed by itself. As `fruix
+/// build` shows it, the stage Ctrl-C stopped is `cancelled`, and the
+/// cleanup that failed afterwards `FAILED`.
+#[test]
+fn a_cleanup_failing_after_ctrl_c_is_shown_failed_not_cancelled() {
+    let m = Matrix::new("  (axes (executor \"rev\"))\n  (config (rev (dir \"DIR\")))");
+    let text = std::fs::read_to_string(m.path("matrix.scm")).unwrap();
+    let dir = m.dir.path().display().to_string();
+    std::fs::write(m.path("matrix.scm"), text.replace("DIR", &dir)).unwrap();
+    for (name, body) in [
+        (
+            "build.sh",
+            r#"touch "$FRUIX_CONFIG_DIR/building"; exec sleep 600"#,
+        ),
+        ("cleanup.sh", "echo busy; exit 1"),
+    ] {
+        crate::sshd::script(&m.path(name), &format!("#!/bin/sh\n{body}\n"));
+    }
+    std::fs::write(
+        m.path("executors.scm"),
+        r#"(fruix-executors (format-version 1)
+  (executor (name "rev") (version "1") (description "written by a test")
+    (config-key (name "dir") (description "the test's directory"))
+    (build (command "./build.sh")) (cleanup (command "./cleanup.sh"))))
+"#,
+    )
+    .unwrap();
+    let mut cmd = fruix();
+    cmd.arg("--executors-file")
+        .arg(m.path("executors.scm"))
+        .args(["matrix", "run"])
+        .arg(m.path("matrix.scm"))
+        .args(store_and_state(m.dir.path()))
+        .arg("--report-dir")
+        .arg(m.path("report"));
+    let child = crate::util::spawn_piped(&mut cmd);
+    wait_until("the build runs", || m.path("building").exists());
+    // SAFETY: kill(2) on a process this test started, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = crate::util::wait_with_deadline(child, std::time::Duration::from_secs(120), "fruix");
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = |line: &str| stderr.lines().any(|l| l.starts_with(line));
+    assert!(said("==> rev: build cancelled in "), "{stderr}");
+    assert!(said("==> rev: cleanup FAILED in "), "{stderr}");
+    assert!(!stderr.contains("cleanup cancelled"), "{stderr}");
+}

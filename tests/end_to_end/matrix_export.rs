@@ -121,11 +121,38 @@ fn github_actions_and_gitlab_ci_exports_validate_against_the_engines_schemas() {
     let run_step = element_with(&cell["steps"], "name", "fruix matrix run-cell");
     assert_eq!(
         run_step["run"],
-        "fruix matrix run-cell matrix.scm --cell \"$FRUIX_CELL\" --report-dir fruix-cell --store /frx/store"
+        "fruix matrix run-cell matrix.scm --cell \"$FRUIX_CELL\" --report-dir fruix-cell --pipeline-run \"$FRUIX_PIPELINE_RUN\" --store /frx/store"
     );
+    // Every job names the workflow run it belongs to (its attempts share
+    // it: a re-run of the failed jobs collects the cells that passed
+    // before), so that collect takes no report an earlier run left.
+    let pipeline_run = serde_json::json!({
+        "FRUIX_CELL": "${{ matrix.cell }}",
+        "FRUIX_PIPELINE_RUN": "${{ github.run_id }}"
+    });
+    assert_eq!(run_step["env"], pipeline_run, "{gh:#}");
     let collect = &gh["jobs"]["collect"];
     assert_eq!(collect["needs"], "cell");
     assert_eq!(collect["if"], "always()");
+    let collect_step = element_with(&collect["steps"], "name", "fruix matrix collect");
+    assert_eq!(
+        collect_step["run"],
+        "fruix matrix collect matrix.scm --from fruix-cells --report-dir fruix-report --pipeline-run \"$FRUIX_PIPELINE_RUN\""
+    );
+    assert_eq!(
+        collect_step["env"],
+        serde_json::json!({"FRUIX_PIPELINE_RUN": "${{ github.run_id }}"})
+    );
+    // A re-run job replaces the artifact its earlier attempt uploaded
+    // (upload-artifact@v4 refuses a name already in the run otherwise).
+    let upload = element_with(&cell["steps"], "name", "upload the cell report and log");
+    assert_eq!(upload["with"]["overwrite"], true, "{upload:#}");
+    let upload = element_with(
+        &collect["steps"],
+        "name",
+        "upload report.json, junit.xml and the logs",
+    );
+    assert_eq!(upload["with"]["overwrite"], true, "{upload:#}");
 
     // GitLab CI.
     let out = export(&m, "gitlab-ci", "gitlab-ci.yml", &store);
@@ -139,6 +166,10 @@ fn github_actions_and_gitlab_ci_exports_validate_against_the_engines_schemas() {
         assert_eq!(job["stage"], "fruix-cells", "{gl:#}");
         assert_eq!(job["artifacts"]["when"], "always");
         assert_eq!(job["timeout"], format!("{minutes} minutes"));
+        assert_eq!(
+            job["script"][0],
+            format!("fruix matrix run-cell matrix.scm --cell {id} --report-dir fruix-cells/{id} --pipeline-run \"$CI_PIPELINE_ID\" --store /frx/store")
+        );
     }
     assert_eq!(
         gl["cell local-MINIMAL"]["tags"],
@@ -152,6 +183,10 @@ fn github_actions_and_gitlab_ci_exports_validate_against_the_engines_schemas() {
         "fruix-report/junit.xml"
     );
     assert!(gl.get("workflow").is_none(), "fail-fast #f: {gl:#}");
+    assert_eq!(
+        collect["script"][0],
+        "fruix matrix collect matrix.scm --from fruix-cells --report-dir fruix-report --pipeline-run \"$CI_PIPELINE_ID\""
+    );
 
     // fail-fast and max-parallel 1 map onto GitLab's own settings.
     let strict = Matrix::new(
@@ -384,18 +419,31 @@ fn cell_jobs_upload_their_report_machines_copy_and_log_never_the_build() {
     let gh = load_yaml(&m.path("gh.yml"));
     let job = |steps: &Value, name: &str| element_with(steps, "name", name).clone();
     let cell_steps = &gh["jobs"]["cell"]["steps"];
-    let shell = |script: &Value| {
+    // A step's command as the runner runs it, its environment from its
+    // `env`, the expressions in it expanded as GitHub expands them.
+    let shell = |step: &Value| {
         let mut sh = Command::new("sh");
         sh.arg("-c")
-            .arg(script.as_str().unwrap())
+            .arg(step["run"].as_str().unwrap())
             .current_dir(m.dir.path())
             .env("FRUIX_STATE_DIR", m.path("state"));
+        for (name, value) in step["env"].as_object().into_iter().flatten() {
+            let value = value
+                .as_str()
+                .unwrap()
+                .replace("${{ matrix.cell }}", "local")
+                .replace("${{ github.run_id }}", "4242");
+            assert!(!value.contains("${{"), "{step:#}");
+            sh.env(name, value);
+        }
         sh
     };
     // The cell job's command, as the runner runs it.
     let run_cell = job(cell_steps, "fruix matrix run-cell");
-    let out = run(shell(&run_cell["run"]).env("FRUIX_CELL", "local"));
+    let out = run(&mut shell(&run_cell));
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = read_json(&m.path("fruix-cell/cell-local.json"));
+    assert_eq!(report["pipeline_run"], "4242", "{report:#}");
     let results = m.path("fruix-cell/results/local");
     assert!(
         std::fs::symlink_metadata(&results).unwrap().is_symlink() && results.is_dir(),
@@ -436,7 +484,7 @@ fn cell_jobs_upload_their_report_machines_copy_and_log_never_the_build() {
         std::fs::copy(file, to).unwrap();
     }
     let collect = job(&gh["jobs"]["collect"]["steps"], "fruix matrix collect");
-    let out = run(&mut shell(&collect["run"]));
+    let out = run(&mut shell(&collect));
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let report = read_json(&m.path("fruix-report/report.json"));
     assert_eq!(report["cells"][0]["status"], "passed", "{report:#}");
@@ -574,6 +622,20 @@ fn a_real_buildbot_runs_the_exported_matrix_and_collect_gives_the_report_of_matr
             ],
             "{}",
             tar.display()
+        );
+        // Each names the pipeline run it belongs to, the driver's build,
+        // which collect was given too.
+        let report = run_ok(
+            Command::new("tar")
+                .arg("-xOf")
+                .arg(&tar)
+                .arg(format!("fruix-cell/cell-{cell}.json")),
+        );
+        let report: Value = serde_json::from_str(&report).unwrap();
+        assert_eq!(
+            report["pipeline_run"].as_str(),
+            run_number.to_str(),
+            "{report:#}"
         );
     }
 

@@ -22,7 +22,13 @@ fn run_cell(m: &Matrix, id: &str, store: &str, report_dir: &str) -> Output {
 }
 
 /// [`run_cell`] with `extra` arguments.
-fn run_cell_with(m: &Matrix, id: &str, store: &str, report_dir: &str, extra: &[&str]) -> Output {
+pub(crate) fn run_cell_with(
+    m: &Matrix,
+    id: &str,
+    store: &str,
+    report_dir: &str,
+    extra: &[&str],
+) -> Output {
     run(run_cell_command(m, id, store, report_dir).args(extra))
 }
 
@@ -43,7 +49,7 @@ fn run_cell_command(m: &Matrix, id: &str, store: &str, report_dir: &str) -> Comm
 }
 
 /// `fruix matrix collect` of `m`, into report directory `dir`.
-fn collect(m: &Matrix, dir: &str) -> Command {
+pub(crate) fn collect(m: &Matrix, dir: &str) -> Command {
     let mut cmd = fruix();
     cmd.args(["matrix", "collect"])
         .arg(m.path("matrix.scm"))

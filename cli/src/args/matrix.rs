@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use fruix_matrix::split::PipelineRun;
 
 use super::{parse_limit, ExecutorsFiles, ProgressArg, StateDirArg, StoreArg};
 
@@ -98,6 +99,11 @@ pub struct MatrixRunCellArgs {
     /// included, so none outlives a run that fails.
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
+    /// The CI pipeline run this cell's job belongs to (GitLab CI's $CI_PIPELINE_ID, say), recorded
+    /// in cell-ID.json: collect --pipeline-run ID then takes this run's reports only. 1 to 128
+    /// letters, digits, `.`, `_` or `-`.
+    #[arg(long, value_name = "ID")]
+    pub pipeline_run: Option<PipelineRun>,
     #[command(flatten)]
     pub show: MatrixShowArgs,
     /// Print the cell report (with its path) as one JSON object.
@@ -127,6 +133,11 @@ pub struct MatrixCollectArgs {
     /// Compare the first differing files of diverging artifacts with this tool (needs --store).
     #[arg(long, value_name = "TOOL", value_enum, requires = "store")]
     pub diff: Option<DiffTool>,
+    /// Collect only the reports of this CI pipeline run (run-cell --pipeline-run ID): a report of
+    /// another run, left in a reused workspace, is not this run's; its cell is missing unless this
+    /// run reported it. Without it, every report must be of one run.
+    #[arg(long, value_name = "ID")]
+    pub pipeline_run: Option<PipelineRun>,
     /// Print the report (report.json's content, with the paths of
     /// report.json and junit.xml) as one JSON object instead of the table.
     #[arg(long)]

@@ -208,9 +208,10 @@ pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult 
         .map_err(from_matrix)?;
     let report_dir = (args.report_dir.as_deref(), ReportDirUse::Shared);
     let s = Session::start(&args.with, report_dir, &args.show, registry)?;
-    let finished = fruix_matrix::split::run_cell(plan, s.settings, s.live, s.cancel)
-        .await
-        .map_err(from_matrix)?;
+    let finished =
+        fruix_matrix::split::run_cell(plan, s.settings, args.pipeline_run, s.live, s.cancel)
+            .await
+            .map_err(from_matrix)?;
     let cell = &finished.report.cell;
     if args.json {
         let mut report = to_json(&finished.report)?;
@@ -248,6 +249,7 @@ pub fn collect(args: MatrixCollectArgs) -> CliResult {
         report_dir: args.report_dir,
         state_dir: args.state.state_dir,
         diffoscope,
+        pipeline_run: args.pipeline_run,
     };
     let finished = fruix_matrix::split::collect(&args.file, settings).map_err(from_matrix)?;
     print_finished(&finished, args.json)

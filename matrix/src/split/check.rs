@@ -32,6 +32,18 @@ pub enum CellReportProblem {
         /// The digest the report carries (escaped, cut short).
         found: String,
     },
+    /// Without `--pipeline-run`, reports of several pipeline runs (or some
+    /// of one and some of none) were found: collect cannot tell which run
+    /// is this one.
+    #[error("it is of {run}, and {other} of {other_run}: reports of several pipeline runs, of which collect cannot tell this run's; give collect --pipeline-run ID, the id run-cell was given")]
+    SeveralPipelineRuns {
+        /// This report's run: `pipeline run ID`, or `no pipeline run`.
+        run: String,
+        /// The report read first, its path escaped.
+        other: String,
+        /// Its run, as `run` says it.
+        other_run: String,
+    },
     /// The matrix has no cell of its id (quoted).
     #[error("the matrix has no cell {0}")]
     UnknownCell(String),
@@ -91,13 +103,11 @@ pub enum CellReportProblem {
 /// can name.
 pub const MAX_UNIX_SECONDS: f64 = 253_402_300_799.0;
 
-/// Reads and checks the cell report at `path` against the matrix's
-/// `digest` and `cells`.
-pub(super) fn read_cell_report(
-    path: &Path,
-    digest: &str,
-    cells: &[Cell],
-) -> Result<CellFile, CellReportProblem> {
+/// Reads the cell report at `path`: a cell report of this format, whose
+/// pipeline run (if any) is a pipeline run id. What it says of a matrix is
+/// not checked yet: a report of another pipeline run may be set aside
+/// unchecked ([`check_cell_file`] checks it against the matrix).
+pub(super) fn read_cell_file(path: &Path) -> Result<CellFile, CellReportProblem> {
     let text = read_metadata_file(path).map_err(|e| CellReportProblem::Corrupt(e.to_string()))?;
     let report: CellFile = serde_json::from_str(&text).map_err(|e| {
         CellReportProblem::Corrupt(escape::text(&e.to_string()).cut_at(300).to_string())
@@ -110,6 +120,15 @@ pub(super) fn read_cell_report(
             report.format_version
         )));
     }
+    Ok(report)
+}
+
+/// Checks cell report `report` against the matrix's `digest` and `cells`.
+pub(super) fn check_cell_file(
+    report: &CellFile,
+    digest: &str,
+    cells: &[Cell],
+) -> Result<(), CellReportProblem> {
     if report.matrix_digest != digest {
         return Err(CellReportProblem::OtherMatrix {
             matrix: escape::path(&report.matrix).cut_at(200).to_string(),
@@ -141,7 +160,7 @@ pub(super) fn read_cell_report(
             }
         })?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Checks that cell report `c` is the matrix's `cell`: the same executor,
@@ -274,6 +293,19 @@ pub(super) mod tests {
     use crate::file::MatrixFile;
     use crate::report::AttemptReport;
 
+    /// Reads and checks the cell report at `path` against the matrix's
+    /// `digest` and `cells`, as [`collect`](crate::split::collect) does a
+    /// report of the pipeline run it collects.
+    pub(crate) fn read_cell_report(
+        path: &Path,
+        digest: &str,
+        cells: &[Cell],
+    ) -> Result<CellFile, CellReportProblem> {
+        let report = read_cell_file(path)?;
+        check_cell_file(&report, digest, cells)?;
+        Ok(report)
+    }
+
     /// The cells of `/ci/matrix.scm`: `local` and `mini-sh` by `GENERIC`
     /// and `MINIMAL`.
     pub(crate) fn matrix() -> Vec<Cell> {
@@ -307,6 +339,7 @@ pub(super) mod tests {
             format_version: CELL_REPORT_VERSION,
             matrix: "/ci/matrix.scm".into(),
             matrix_digest: "sha256:aa".into(),
+            pipeline_run: None,
             cancelled: false,
             machines_set_aside: Vec::new(),
             cell: CellReport {
