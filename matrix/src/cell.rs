@@ -120,16 +120,9 @@ fn log_event(log: &mut impl Write, event: &Event) {
 }
 
 /// The next event already queued in `rx`, with its phase; `None` when none
-/// is (it never waits). Outside tokio's cooperative budget, so that an
-/// event queued is never left for a budget spent.
+/// is (it never waits).
 fn queued(rx: &mut EventReceiver) -> Option<(Event, Phase)> {
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
-    let next = std::pin::pin!(tokio::task::unconstrained(rx.recv_with_phase()));
-    match next.poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(event) => event,
-        Poll::Pending => None,
-    }
+    rx.try_recv_with_phase().ok()
 }
 
 /// One attempt of a cell, its log file open.

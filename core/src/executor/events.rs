@@ -280,9 +280,14 @@ impl EventReceiver {
 
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Result<Event, mpsc::error::TryRecvError> {
-        let (event, cost, _) = self.rx.try_recv()?;
+        self.try_recv_with_phase().map(|(event, _)| event)
+    }
+
+    /// The next event and when it was sent, if one is waiting.
+    pub fn try_recv_with_phase(&mut self) -> Result<(Event, Phase), mpsc::error::TryRecvError> {
+        let (event, cost, phase) = self.rx.try_recv()?;
         self.gauge.taken(cost);
-        Ok(event)
+        Ok((event, phase))
     }
 
     /// Bytes of events waiting (as [`MAX_QUEUED_BYTES`] counts them).
