@@ -80,6 +80,11 @@ pub fn create_report_dir(
         Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
         None => allocate_run_dir(&state_dir.join("matrix"))?.1,
     };
+    // A `results` where no passed cell could be linked is refused before
+    // anything is written or removed.
+    if dir.exists() {
+        crate::result_link::check_results_dir(&dir)?;
+    }
     if using == ReportDirUse::Whole && dir.exists() {
         clear_earlier_run(&dir)?;
     }

@@ -24,17 +24,18 @@ use fruix_core::result_root::{self, ResultRoot};
 use fruix_core::special_modes::{self, SpecialModes};
 use fruix_core::TreeSignature;
 
-use crate::bundle::{plan_bundle, prepare_bundle, store_references};
+use crate::bundle::{is_store_path, plan_bundle, prepare_bundle, store_references};
 use crate::check::check_existing;
 use crate::db::Registration;
 use crate::error::{Error, Result};
 pub(crate) use crate::ingest::{ingest_tree, Ingested, Tree};
 use crate::object::{references_text, ObjectIdentity};
-use crate::register::{self, names_in_store, object_files_size};
+use crate::register::{self, object_files_size};
 use crate::stage::build_artifact_object;
 use crate::store::{
     Promotion, Store, TempObject, REFERENCES_FILE, RESERVED_NAMES, RESULT_METADATA_FILE,
 };
+use crate::verify::is_object_name;
 
 /// What promotion created or found for one artifact.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -294,6 +295,43 @@ pub(crate) fn check_cancelled(progress: Option<&Progress>) -> Result<()> {
     Ok(progress.map_or(Ok(()), Progress::check_cancelled)?)
 }
 
+/// The object of `store` that `path` (a path `promotion.scm` names beside
+/// the artifacts) is, when it is a store path ([`is_store_path`]) in this
+/// store: it must be a valid object there, or `gone` says why not. A store
+/// path with a `.` or `..` component, or an empty one, is refused: it may
+/// or may not lie in this store, and its bundle's `.references` would name
+/// it as written.
+fn in_this_store(
+    store: &Store,
+    path: &str,
+    gone: impl FnOnce(PathBuf) -> Error,
+) -> Result<Vec<String>> {
+    if !is_store_path(path) {
+        return Ok(Vec::new());
+    }
+    let plain = path[1..].split('/').all(|c| !matches!(c, "" | "." | ".."));
+    if !plain {
+        return Err(fruix_core::Error::UnsafePath {
+            path: PathBuf::from(path),
+            message: "a store path in promotion.scm must be plain: no `.`, `..` or empty component"
+                .into(),
+        }
+        .into());
+    }
+    let path = Path::new(path);
+    if path.parent() != Some(store.path()) {
+        return Ok(Vec::new());
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if !is_object_name(name.as_bytes()) || !store.is_valid(name)? {
+        return Err(gone(path.to_path_buf()));
+    }
+    Ok(vec![name.to_string()])
+}
+
 /// [`Progress::set_phase`] of `progress`, if any.
 pub(crate) fn set_phase(progress: Option<&Progress>, phase: &'static str) {
     if let Some(p) = progress {
@@ -323,23 +361,20 @@ pub fn promote_validated(
     // development profile, when they name objects of this store, must be
     // there to be referenced (the GC lock, held from here, keeps them
     // until the registration).
-    for name in names_in_store(store.path(), [m.source_store.path.as_str()]) {
-        if !store.is_valid(&name)? {
-            return Err(Error::SourceGone {
-                object: store.path().join(name),
-            });
-        }
-    }
+    let source_refs = in_this_store(store, &m.source_store.path, |object| Error::SourceGone {
+        object,
+    })?;
+    let mut around_refs = Vec::new();
     let around = [
         ("closure", &m.closure_path),
         ("development profile", &m.development_profile_path),
     ];
     for (field, path) in around {
-        for name in names_in_store(store.path(), path.as_deref()) {
-            if !store.is_valid(&name)? {
-                let object = store.path().join(name);
-                return Err(Error::ReferenceGone { object, field });
-            }
+        if let Some(path) = path {
+            around_refs.extend(in_this_store(store, path, |object| Error::ReferenceGone {
+                object,
+                field,
+            })?);
         }
     }
     // Artifacts are read concurrently so that one tree's directory listing
@@ -350,7 +385,7 @@ pub fn promote_validated(
         .enumerate()
         .map(|(i, a)| ingest_artifact(&promotion, root, i, a, &special, options.progress))
         .collect::<Result<Vec<_>>>()?;
-    set_phase(options.progress, "building the objects");
+    set_phase(options.progress, "checking or building the objects");
     let mut planned: BTreeMap<String, Planned> = m
         .artifacts
         .iter()
@@ -395,9 +430,8 @@ pub fn promote_validated(
     // published by a promotion killed before registering it), then the
     // bundle, in one transaction, still under every object's lock.
     let registered = {
-        // A source object of this store is registered: one that is not
-        // was refused above, under the same GC lock.
-        let source_refs = names_in_store(store.path(), [m.source_store.path.as_str()]);
+        // Objects of this store, registered (checked above, under the same
+        // GC lock), as the objects' `.references` name them.
         let mut registrations: Vec<Registration> = planned
             .values()
             .map(|p| Registration {
@@ -407,12 +441,7 @@ pub fn promote_validated(
             .collect();
         let mut bundle_refs: Vec<String> = planned.values().map(|p| p.name.clone()).collect();
         bundle_refs.extend(source_refs);
-        // As the bundle's `.references` names them (checked valid above).
-        let around = [&m.closure_path, &m.development_profile_path];
-        bundle_refs.extend(names_in_store(
-            store.path(),
-            around.into_iter().flatten().map(String::as_str),
-        ));
+        bundle_refs.extend(around_refs);
         bundle_refs.sort_unstable();
         bundle_refs.dedup();
         let bundle_size = object_files_size(

@@ -27,7 +27,7 @@ use fruix_core::manifest::{
 };
 use fruix_core::TreeSignature;
 
-use crate::check::{check_object, check_reusable, Depth};
+use crate::check::{check_existing, check_object, Depth};
 use crate::db::Registration;
 use crate::error::Result;
 use crate::pipeline::{check_cancelled, ingest_tree, set_phase, Ingested, Tree};
@@ -99,12 +99,17 @@ pub fn add_source(
     // Cancelled once read, nothing is published (see
     // [`crate::promote_validated`]).
     check_cancelled(progress)?;
-    let new = store_path.symlink_metadata().is_err();
-    let phase = match new {
-        true => "building the source object",
-        false => "checking the source object already in the store",
-    };
-    set_phase(progress, phase);
+    // What is there under its name is checked (an intact object is
+    // reused; an unregistered directory that fails its check, left by a
+    // command killed half-way or a registry rebuilt without it, is
+    // replaced, as promotion replaces one).
+    if store_path.symlink_metadata().is_ok() {
+        set_phase(progress, "checking the source object already in the store");
+    }
+    let new = !check_existing(store, &store_path)?;
+    if new {
+        set_phase(progress, "building the source object");
+    }
     let mut published = Vec::new();
     if new {
         let temp = build_object(
@@ -116,8 +121,6 @@ pub fn add_source(
         )?;
         check_cancelled(progress)?;
         published = store.publish(vec![(temp, name.clone())])?;
-    } else {
-        check_reusable(&store_path)?;
     }
     let registered = store.db().register(&[Registration {
         record: crate::register::source(&name, &identity, ingested.size),
@@ -328,6 +331,39 @@ mod tests {
             assert!(message.contains(says), "{says}: {message}");
         }
         assert_eq!(contents(store.path()), before, "nothing new");
+    }
+
+    /// Regression: an unregistered directory under a source object's name
+    /// that failed its check (a registry rebuilt without it, say) made
+    /// every add of the tree fail as corrupt or inconsistent, and `store
+    /// verify --repair` left it (it is no object); promotion replaces such
+    /// a directory. So does `source add` now; a registered one that fails
+    /// is still refused.
+    #[test]
+    fn an_unregistered_directory_that_fails_its_check_is_replaced() {
+        let dir = TestDir::new();
+        let store = Store::open(&dir.store()).unwrap();
+        let tree = small_tree(&dir, "src");
+        let facts = SourceFacts::without_checkout("default", "15.0-STABLE", "stable/15");
+        let add = || add_source(&store, &tree, &facts, &|_| false, None, None);
+        let first = add().unwrap();
+        let object = first.store_path.clone();
+        let name = object.file_name().unwrap().to_str().unwrap().to_string();
+        crate::store::set_mode(&object, 0o755).unwrap();
+        std::fs::remove_file(object.join(SOURCE_METADATA_FILE)).unwrap();
+        let e = add().unwrap_err();
+        assert_eq!(
+            e.exit_status(),
+            ExitStatus::PromotionFailure,
+            "registered: {e}"
+        );
+        store.db().unregister(std::slice::from_ref(&name)).unwrap();
+        let again = add().unwrap();
+        assert!(again.new, "built anew");
+        assert_eq!(again.store_path, object);
+        assert!(store.is_valid(&name).unwrap());
+        let check = check_object(&object, Depth::Content { pool: None }, None);
+        assert!(check.unwrap().is_intact());
     }
 
     /// Out-links of earlier builds, whatever their names, are the links

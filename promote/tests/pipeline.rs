@@ -200,7 +200,7 @@ fn a_promotion_says_when_it_builds_the_objects() {
     };
     assert_eq!(progress.phase(), None);
     promote_native_build_result(&root, &store, &options).unwrap();
-    assert_eq!(progress.phase(), Some("building the objects"));
+    assert_eq!(progress.phase(), Some("checking or building the objects"));
 }
 
 #[test]

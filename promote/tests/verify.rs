@@ -378,4 +378,38 @@ fn a_bundle_s_closure_and_profile_in_this_store_are_registered_references() {
     );
     assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
     assert_eq!(object_paths(&store).unwrap(), before, "nothing promoted");
+
+    // A store path in this store that no object could have (no object's
+    // name), and one spelt with `..` (in this store or not, as read).
+    let odd = store.path().join(format!("{}-profile", "0".repeat(40)));
+    let dotted = format!(
+        "{}/../elsewhere/{}-fruix-builder-closure",
+        store.path().display(),
+        "0".repeat(40)
+    );
+    for (closure, profile, status) in [
+        (
+            None,
+            Some(odd.to_string_lossy().into_owned()),
+            fruix_core::ExitStatus::Usage,
+        ),
+        (Some(dotted), None, fruix_core::ExitStatus::PromotionFailure),
+    ] {
+        let root = dir.join("r4");
+        let _ = fs::remove_dir_all(&root);
+        let run_id = "20260405T213447Z";
+        let mut metadata = write_sample_result_root(&root, "local", run_id, true).unwrap();
+        metadata.source_store.path = source.to_string_lossy().into_owned();
+        metadata.closure_path = closure;
+        metadata.development_profile_path = profile;
+        metadata.write_to(&root).unwrap();
+        let e = promote_native_build_result(&root, &store, &PromoteOptions::default());
+        let e = e.unwrap_err();
+        assert_eq!(e.exit_status(), status, "{e}");
+        assert_eq!(
+            object_paths(&store).unwrap(),
+            before,
+            "nothing promoted: {e}"
+        );
+    }
 }

@@ -851,7 +851,8 @@ fn a_run_into_an_earlier_run_s_report_directory_keeps_nothing_of_it() {
 /// CI engine's unpacked artifacts, say) was followed: each passed cell's
 /// link to its result bundle, and its temporary, were written into the
 /// directory it named. `matrix run` and `run-cell` refuse it before any
-/// cell runs (exit 2), and write nothing there.
+/// cell runs (exit 2), and write nothing there, nor anything else in the
+/// report directory (`logs/` was made first).
 #[test]
 fn a_results_symlink_in_the_report_directory_is_refused_and_not_written_through() {
     let m = Matrix::new(r#"  (axes (executor "local"))"#);
@@ -879,6 +880,17 @@ fn a_results_symlink_in_the_report_directory_is_refused_and_not_written_through(
     failed_with("matrix run-cell", &out, 2, &[&says]);
     assert!(!m.path("cells/cell-local.json").exists());
     assert_eq!(names_in(&victim), ["kept"]);
+    // Refused before anything was written there; a FIFO at `results` is
+    // refused as no directory, as `run-cell` says it.
+    for report in ["report", "cells"] {
+        assert_eq!(names_in(&m.path(report)), ["results"], "{report}");
+    }
+    std::fs::remove_file(&results).unwrap();
+    fruix_core::testing::mkfifo(&results).unwrap();
+    let out = m.run(&[]);
+    let says = format!("{}: is not a directory", results.display());
+    failed_with("matrix run, a FIFO", &out, 2, &[&says]);
+    assert_eq!(names_in(&m.path("report")), ["results"]);
 }
 
 /// Regression: once Ctrl-C cancelled the run, the matrix's live view

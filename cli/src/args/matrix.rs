@@ -101,7 +101,7 @@ pub struct MatrixRunCellArgs {
     pub report_dir: Option<PathBuf>,
     /// The CI pipeline run this cell's job belongs to (GitLab CI's $CI_PIPELINE_ID, say), recorded
     /// in cell-ID.json: collect --pipeline-run ID then takes this run's reports only. 1 to 128
-    /// letters, digits, `.`, `_` or `-`.
+    /// letters, digits, `.`, `_` or `-`, the first a letter or digit.
     #[arg(long, value_name = "ID")]
     pub pipeline_run: Option<PipelineRun>,
     #[command(flatten)]

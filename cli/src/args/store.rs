@@ -205,7 +205,10 @@ pub struct VerifyArgs {
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Remove what is corrupt: objects, pool entries, and the result bundles
-    /// that name a removed artifact object; unregister missing objects.
+    /// that name a removed artifact object; unregister missing objects;
+    /// first record the references the registry lacks between valid objects
+    /// (UNRECORDED). Removes nothing for a reference to an object the
+    /// registry lacks (DANGLING): it exits 4 then, saying what to do.
     /// Promote the affected result roots again afterwards to recreate them.
     #[arg(long)]
     pub repair: bool,

@@ -129,13 +129,17 @@ pub fn table(report: &Report) -> String {
 }
 
 /// A failed cell's error and its log, as the table ends with them: `ID:
-/// ERROR`, then `  log: PATH` when it has a log, each line escaped and
-/// ended by a newline; nothing for a cell without an error.
+/// ERROR`, then `  log: PATH` when it has a log, each line escaped (the
+/// error, a message whose values are escaped already, made one safe line)
+/// and ended by a newline; nothing for a cell without an error.
 pub fn cell_error(c: &CellReport) -> String {
     let Some(error) = &c.error else {
         return String::new();
     };
-    let mut out = format!("{}: {}\n", e(&c.id), e(error));
+    // An error is a message already: the values fruix put in it are
+    // escaped (a backslash escaped again would show twice); what is left
+    // is made one safe line, whatever a report forged.
+    let mut out = format!("{}: {}\n", e(&c.id), escape::line(error));
     if let Some(log) = &c.log {
         out.push_str(&format!("  log: {}\n", escape::path(log)));
     }
@@ -189,6 +193,19 @@ mod tests {
         assert!(text.ends_with(
             "machine m1 set aside: unreachable after attempt 2 of cell remote-GENERIC\n"
         ));
+    }
+
+    /// Regression: a cell's error, whose values fruix escaped already
+    /// (a path holding ESC shows as `\033`), was escaped again: `\\033`.
+    #[test]
+    fn an_error_s_escaped_values_show_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut report = fixtures::report(dir.path());
+        let path = std::path::Path::new("/r/x\u{1b}[31m");
+        let error = format!("set aside: {}", escape::path(path));
+        report.cells[1].error = Some(error);
+        let text = cell_error(&report.cells[1]);
+        assert!(text.contains(": set aside: /r/x\\033[31m\n"), "{text}");
     }
 
     #[test]

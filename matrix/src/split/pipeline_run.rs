@@ -51,7 +51,7 @@ impl PipelineRun {
             Ok(PipelineRun(id.to_string()))
         } else {
             Err(format!(
-                "is no pipeline run id: give 1 to {MAX_PIPELINE_RUN_LEN} letters, digits, `.`, `_` or `-`, the first a letter or digit (the CI engine's id of the run, such as GitLab CI's $CI_PIPELINE_ID)"
+                "is no pipeline run id, which is 1 to {MAX_PIPELINE_RUN_LEN} letters, digits, `.`, `_` or `-`, the first a letter or digit (the CI engine's id of the run, such as GitLab CI's $CI_PIPELINE_ID)"
             ))
         }
     }

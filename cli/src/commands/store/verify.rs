@@ -153,6 +153,14 @@ pub fn verify(args: VerifyArgs) -> CliResult {
             );
         }
         if let Some(r) = &repaired {
+            // Recorded first, as repair does.
+            for recorded in &r.recorded_references {
+                println!(
+                    "recorded reference {} -> {}",
+                    escape::path(&recorded.object),
+                    escape::path(&recorded.reference)
+                );
+            }
             for (what, paths) in [
                 ("object", &r.removed_objects),
                 ("pool entry", &r.removed_pool_entries),
@@ -163,13 +171,6 @@ pub fn verify(args: VerifyArgs) -> CliResult {
                 for p in paths {
                     println!("removed {what} {}", escape::path(p));
                 }
-            }
-            for r in &r.recorded_references {
-                println!(
-                    "recorded reference {} -> {}",
-                    escape::path(&r.object),
-                    escape::path(&r.reference)
-                );
             }
         }
     }
