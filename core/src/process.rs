@@ -27,7 +27,9 @@
 //!   the exit is held by a process that left the session (`setsid`, a
 //!   daemon's double fork), out of reach of that kill: the processes found
 //!   holding it (in `/proc` on Linux; elsewhere none are found) get
-//!   `SIGKILL` and their output is read for [`KILL_GRACE`] more; then the
+//!   `SIGKILL`, through a pidfd opened before they are checked again (a
+//!   process id that came to name another process since is never
+//!   signalled), and their output is read for [`KILL_GRACE`] more; then the
 //!   pipe is read no further (a holder left alive gets `SIGPIPE` at its next
 //!   write). A warning says so, naming what it killed. A pipe whose writers
 //!   are all gone is read to its end, however slowly the events are taken.
@@ -70,7 +72,7 @@ mod table;
 mod output;
 use output::{Output, StepLog};
 pub use table::group_is_gone;
-use table::{live_members, pipe_holders};
+use table::{live_members, pipe_holders, Killed};
 
 /// How many last lines of output a failed step reports.
 pub const TAIL_LINES: usize = 20;
@@ -306,15 +308,18 @@ fn is_held(pipe: BorrowedFd<'_>) -> bool {
 /// leader exited (processes that left its session), and warns; returns
 /// whether it found any.
 fn kill_holders(step: &Step<'_>, pipes: &[BorrowedFd<'_>]) -> bool {
-    let holders = pipe_holders(pipes);
-    for (pid, _) in &holders {
-        if let Some(pid) = Pid::from_raw(*pid) {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-        }
-    }
+    let mut holders = pipe_holders(pipes);
+    // Through a pidfd, once it is sure to name the process found.
+    holders.retain(|holder| holder.kill(pipes) != Killed::Gone);
     let named: Vec<String> = holders
         .iter()
-        .map(|(pid, command)| format!("{pid} `{}`", crate::escape::bytes(command).cut_at(200)))
+        .map(|h| {
+            format!(
+                "{} `{}`",
+                h.pid,
+                crate::escape::bytes(&h.command).cut_at(200)
+            )
+        })
         .collect();
     let what = match named.as_slice() {
         [] => "could not find it to kill it (it may keep running until it writes there)".into(),

@@ -24,6 +24,7 @@ mod executors_external;
 mod executors_plugin;
 mod freebsd_version;
 mod guest_gone;
+mod guest_import_cancel;
 mod guest_review;
 mod guile;
 mod hostile_metadata;

@@ -243,10 +243,10 @@ fn main() {
     let mut started = Started::default();
     let boot = Instant::now();
     let up = runtime.block_on(async {
-        started.prepared = true;
-        driver.prepare(&vm).await?;
-        started.booted = true;
         let cancel = CancellationToken::new();
+        started.prepared = true;
+        driver.prepare(&vm, &cancel).await?;
+        started.booted = true;
         let endpoint = driver.boot(&vm, &cancel).await?;
         wait_for_ssh(&driver, &spec, &vm, endpoint, &cancel).await
     });

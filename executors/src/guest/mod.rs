@@ -318,7 +318,8 @@ impl GuestRun<'_> {
     }
 
     /// Imports the guest result root `remote`, reconnecting on a dropped
-    /// connection.
+    /// connection; the wait before another try ends at once when the run
+    /// is cancelled.
     async fn import(
         &mut self,
         mut session: Arc<SshSession>,
@@ -332,7 +333,10 @@ impl GuestRun<'_> {
                     ctx.events.warn(format!(
                         "import attempt {attempt} of {IMPORT_ATTEMPTS} failed: {e}; retrying"
                     ));
-                    tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(u64::from(attempt))) => {}
+                        () = ctx.cancel.cancelled() => return Err(Error::Cancelled),
+                    }
                     attempt += 1;
                     session = match self.connect(ctx).await {
                         Ok(s) => s,

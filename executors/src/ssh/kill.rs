@@ -13,6 +13,12 @@ pub const TERM_SECONDS: u32 = 5;
 /// Seconds after which the kill loop gives up.
 pub const KILL_SECONDS: u32 = 12;
 
+/// How many times, in the second between two rounds of the kill loop, it
+/// looks whether the session has a live member left: the next round (which
+/// ends the loop when none is) comes as soon as it has none, so a cancel
+/// ends a tenth of a second after the command does, not a second.
+pub const LOOKS_PER_SECOND: u32 = 10;
+
 /// The POSIX kill loop over session `sid` (see [`super::remote`]).
 pub fn kill_session_script(sid: u32) -> String {
     format!("{}\n{}", session_of(sid), kill_loop())
@@ -44,8 +50,12 @@ fn session_of(sid: u32) -> String {
 /// The kill loop over session `$s` whose leader started at `$born`: each
 /// member gets SIGTERM once (a fruix there cancels its build at the first,
 /// and would give up its cleanup at a second), SIGKILL after
-/// [`TERM_SECONDS`].
+/// [`TERM_SECONDS`]. Between two rounds, a second apart (a little more:
+/// looking takes time too), it looks whether a live member is left
+/// [`LOOKS_PER_SECOND`] times (not at all where `sleep` takes no fraction
+/// of a second: POSIX's takes whole seconds).
 fn kill_loop() -> String {
+    let look = 1.0 / f64::from(LOOKS_PER_SECOND);
     format!(
         r#"n=0; sent=
 while :; do
@@ -63,7 +73,12 @@ while :; do
   fi
   n=$((n + 1))
   [ "$n" -le {KILL_SECONDS} ] || exit 1
-  sleep 1
+  t=0
+  while [ "$t" -lt {LOOKS_PER_SECOND} ]; do
+    sleep {look} 2>/dev/null || {{ sleep 1; break; }}
+    ps -A -o sid= -o stat= | awk -v s="$s" '$1 == s && $2 !~ /^Z/ {{ left = 1 }} END {{ exit !left }}' || break
+    t=$((t + 1))
+  done
 done"#
     )
 }
@@ -180,11 +195,14 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         };
+        // A round's `ps -A` goes on to the next round; a look between two
+        // rounds sees what the next round will.
         fake(
             "ps",
             r#"r=$(cat "$d/round" 2>/dev/null || echo 0)
-case "$1" in
-  -A) echo $((r + 1)) > "$d/round"; cat "$d/members.$r" 2>/dev/null ;;
+case "$*" in
+  "-A -o pid= -o sid= -o stat=") echo $((r + 1)) > "$d/round"; cat "$d/members.$r" 2>/dev/null ;;
+  "-A -o sid= -o stat=") cut -d ' ' -f 2- "$d/members.$r" 2>/dev/null ;;
   *) cat "$d/lstart.$r" 2>/dev/null || exit 1 ;;
 esac
 "#,
@@ -244,13 +262,54 @@ esac
     /// its arguments (`-s TERM 101`): `kill` is made a shell function that
     /// records them, so nothing is signalled.
     fn kills_by(script: &str, stdin: &str, members: &[Vec<u32>]) -> Vec<String> {
+        looked_by(script, stdin, members, "return 0").0
+    }
+
+    /// [`kills_by`], with `sleep` a shell function that records its
+    /// argument, then runs `sleep` (sh). Returns the kills and the
+    /// arguments `sleep` got.
+    fn looked_by(
+        script: &str,
+        stdin: &str,
+        members: &[Vec<u32>],
+        sleep: &str,
+    ) -> (Vec<String>, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("kills");
-        let script = format!("kill() {{ echo \"$*\" >> '{}'; }}\n{script}", log.display());
+        let (kills, sleeps) = (dir.path().join("kills"), dir.path().join("sleeps"));
+        let script = format!(
+            "kill() {{ echo \"$*\" >> '{}'; }}\nsleep() {{ echo \"$1\" >> '{}'; {sleep}; }}\n{script}",
+            kills.display(),
+            sleeps.display()
+        );
         let lstart = vec![Some(STARTED); members.len() + 1];
         run_faked(dir.path(), &script, stdin, &lstart, members);
-        let kills = std::fs::read_to_string(&log).unwrap_or_default();
-        kills.lines().map(String::from).collect()
+        let lines = |path: &Path| -> Vec<String> {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            text.lines().map(String::from).collect()
+        };
+        (lines(&kills), lines(&sleeps))
+    }
+
+    /// Regression: the kill loop looked whether the session was gone a
+    /// second after signalling it, so a cancelled command (the import's
+    /// `tar`, gone at SIGTERM) took a second to stop. It looks a tenth of
+    /// a second apart, and goes on to its next round as soon as no live
+    /// member is left; where `sleep` takes whole seconds only, a second
+    /// apart, as before.
+    #[test]
+    fn the_kill_loop_looks_again_a_tenth_of_a_second_after_signalling() {
+        let script = kill_session_script(4242);
+        let gone_at_once = [vec![101], vec![]];
+        let (kills, sleeps) = looked_by(&script, "", &gone_at_once, "return 0");
+        assert_eq!(kills, ["-s TERM 101"]);
+        assert_eq!(sleeps, ["0.1"]);
+        // Still there for a round: looked at all second long.
+        let gone_later = [vec![101], vec![101], vec![]];
+        let (_, sleeps) = looked_by(&script, "", &gone_later, "return 0");
+        assert_eq!(sleeps, vec!["0.1"; LOOKS_PER_SECOND as usize + 1]);
+        let whole = r#"case "$1" in *.*) return 1 ;; esac"#;
+        let (_, sleeps) = looked_by(&script, "", &gone_later, whole);
+        assert_eq!(sleeps, ["0.1", "1", "0.1", "1"]);
     }
 
     /// Regression: the kill loop sent SIGTERM to every member each second,

@@ -14,8 +14,10 @@
 //!   `fruix-session PID`; that line is consumed, never shown.
 //! - On cancellation a second channel runs a POSIX kill loop over that
 //!   session ([`super::kill`]; `ps -A -o pid= -o sid= -o stat=`), each
-//!   second: `SIGTERM` once to every live member (a fruix there cancels its
-//!   build at the first, and would give up its cleanup at a second), then,
+//!   second, or as soon as no live member is left (it looks
+//!   [`LOOKS_PER_SECOND`](super::kill::LOOKS_PER_SECOND) times a second):
+//!   `SIGTERM` once to every live member (a fruix there cancels its build
+//!   at the first, and would give up its cleanup at a second), then,
 //!   after [`TERM_SECONDS`](super::kill::TERM_SECONDS) seconds, `SIGKILL` to
 //!   every one left, until none is left (at most
 //!   [`KILL_SECONDS`](super::kill::KILL_SECONDS) seconds). The call returns

@@ -100,9 +100,9 @@ fn keep_first(first: &mut Result<()>, next: Result<()>) {
 
 #[async_trait]
 impl VmDriver for Bhyve {
-    async fn prepare(&self, vm: &Instance) -> Result<()> {
+    async fn prepare(&self, vm: &Instance, cancel: &CancellationToken) -> Result<()> {
         let (dataset, snapshot, _, _) = self.fields();
-        must(
+        must_until(
             &*self.host,
             &argv([
                 "zfs",
@@ -110,6 +110,7 @@ impl VmDriver for Bhyve {
                 &format!("{dataset}@{snapshot}"),
                 &self.clone_name(vm),
             ]),
+            cancel,
         )
         .await
         .map(drop)
@@ -410,7 +411,10 @@ mod tests {
     /// Boots a guest of `host` (prepared first); returns its driver.
     async fn booted(host: FreeBsd) -> (Bhyve, Arc<FreeBsd>) {
         let (driver, host) = driver(host);
-        driver.prepare(&instance()).await.unwrap();
+        driver
+            .prepare(&instance(), &CancellationToken::new())
+            .await
+            .unwrap();
         driver
             .boot(&instance(), &CancellationToken::new())
             .await
@@ -424,7 +428,10 @@ mod tests {
     #[tokio::test]
     async fn bhyve_boots_under_a_detached_daemon_with_its_console_on_stdio_into_the_file() {
         let (driver, host) = driver(FreeBsd::default());
-        driver.prepare(&instance()).await.unwrap();
+        driver
+            .prepare(&instance(), &CancellationToken::new())
+            .await
+            .unwrap();
         let endpoint = driver
             .boot(&instance(), &CancellationToken::new())
             .await
@@ -532,7 +539,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_guest_that_never_ran_is_torn_down_at_once() {
         let (driver, host) = driver(FreeBsd::default());
-        driver.prepare(&instance()).await.unwrap();
+        driver
+            .prepare(&instance(), &CancellationToken::new())
+            .await
+            .unwrap();
         let began = tokio::time::Instant::now();
         driver
             .stop(&instance(), Duration::from_secs(30))

@@ -44,8 +44,11 @@ pub struct Endpoint {
 /// undo a step that failed half-way, and tolerate having nothing to undo.
 #[async_trait]
 pub trait VmDriver: fmt::Debug + Send + Sync {
-    /// Makes the throw-away disk (a qcow2 overlay, a ZFS clone, a VM clone).
-    async fn prepare(&self, vm: &Instance) -> Result<()>;
+    /// Makes the throw-away disk (a qcow2 overlay, a ZFS clone, a VM
+    /// clone). When `cancel` fires first, [`Error::Cancelled`], returned at
+    /// once (a command under way stopped): what was made is the teardown's
+    /// to destroy.
+    async fn prepare(&self, vm: &Instance, cancel: &CancellationToken) -> Result<()>;
     /// Boots the guest; where its sshd will listen. When `cancel` fires
     /// first, [`Error::Cancelled`], returned at once (a command under way
     /// stopped): what was started is the teardown's to stop.
@@ -195,52 +198,74 @@ impl Host for LocalHost {
         argv: &[String],
         cancel: &CancellationToken,
     ) -> Result<Option<Output>> {
-        use tokio::io::AsyncReadExt;
-
-        let cannot_run = |e: std::io::Error| {
+        let mut command = tokio::process::Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        run_local_until(command, cancel, |e| {
             Error::system(format!(
                 "cannot run {}: {e}; is it installed (and on PATH)?",
                 argv[0]
             ))
-        };
-        let mut child = tokio::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(cannot_run)?;
-        let (mut out, mut err) = (
-            child.stdout.take().expect("piped stdout"),
-            child.stderr.take().expect("piped stderr"),
-        );
-        let finished = tokio::select! {
-            finished = async {
-                let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-                let (read_out, read_err) = tokio::join!(
-                    out.read_to_end(&mut stdout),
-                    err.read_to_end(&mut stderr)
-                );
-                read_out.and(read_err)?;
-                let status = child.wait().await?;
-                Ok::<_, std::io::Error>((status, stdout, stderr))
-            } => Some(finished),
-            () = cancel.cancelled() => None,
-        };
-        let Some(finished) = finished else {
-            // Killed and reaped before returning.
-            let _ = child.kill().await;
-            return Ok(None);
-        };
-        let (status, stdout, stderr) = finished
-            .map_err(|e| Error::system(format!("cannot read the output of {}: {e}", argv[0])))?;
-        Ok(Some(Output {
-            status: status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }))
+        })
+        .await
     }
+}
+
+/// Runs `command` on this machine to its end, stdin `/dev/null`, its
+/// output read whole, as [`LocalHost`] does: given up when `cancel` fires,
+/// then `None`, returned once the process is killed and reaped; never
+/// started once `cancel` has fired. `cannot_run` says why it could not be
+/// started (what to install).
+pub async fn run_local_until(
+    mut command: tokio::process::Command,
+    cancel: &CancellationToken,
+    cannot_run: impl FnOnce(std::io::Error) -> Error,
+) -> Result<Option<Output>> {
+    use tokio::io::AsyncReadExt;
+
+    if cancel.is_cancelled() {
+        return Ok(None);
+    }
+    let program = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(cannot_run)?;
+    let (mut out, mut err) = (
+        child.stdout.take().expect("piped stdout"),
+        child.stderr.take().expect("piped stderr"),
+    );
+    let finished = tokio::select! {
+        finished = async {
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            let (read_out, read_err) = tokio::join!(
+                out.read_to_end(&mut stdout),
+                err.read_to_end(&mut stderr)
+            );
+            read_out.and(read_err)?;
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((status, stdout, stderr))
+        } => Some(finished),
+        () = cancel.cancelled() => None,
+    };
+    let Some(finished) = finished else {
+        // Killed and reaped before returning.
+        let _ = child.kill().await;
+        return Ok(None);
+    };
+    let (status, stdout, stderr) =
+        finished.map_err(|e| Error::system(format!("cannot read the output of {program}: {e}")))?;
+    Ok(Some(Output {
+        status: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }))
 }
 
 /// Polls `check` every `every` until it holds or `limit` passes.

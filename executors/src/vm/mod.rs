@@ -60,9 +60,9 @@ pub struct Started {
 /// the guest's SSH endpoint): prepare, boot, `wait` for SSH. Records in
 /// `started` what needs undoing; call [`teardown`] after, always. A
 /// failure before the guest answers (not a cancellation) is
-/// [`Error::MachineUnavailable`]. When `cancel` fires while the guest
-/// boots, the boot ends at once ([`Error::Cancelled`]); `wait` and `build`
-/// are given it themselves.
+/// [`Error::MachineUnavailable`]. When `cancel` fires while the guest's
+/// disk is prepared or the guest boots, that step ends at once
+/// ([`Error::Cancelled`]); `wait` and `build` are given it themselves.
 pub async fn bring_up<W, WF, B, BF>(
     driver: &dyn VmDriver,
     vm: &Instance,
@@ -84,7 +84,7 @@ where
         e => Error::MachineUnavailable(Box::new(e)),
     };
     started.prepared = true;
-    let prepare = events.stage("vm-prepare", driver.prepare(vm));
+    let prepare = events.stage("vm-prepare", driver.prepare(vm, cancel));
     prepare.await.map_err(unavailable)?;
     started.booted = true;
     let endpoint = events.stage("vm-boot", driver.boot(vm, cancel));

@@ -24,7 +24,8 @@
 //! and is started again on a new one, [`QEMU_PORT_ATTEMPTS`] times in all.
 //! Any other early exit is left to the wait for SSH, which quotes QEMU's
 //! log. A cancellation while QEMU starts ends the boot at once; the QEMU
-//! started is kept for the teardown, which kills it.
+//! started is kept for the teardown, which kills it. One while `qemu-img`
+//! makes the overlay kills it and ends the preparing at once.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -38,7 +39,7 @@ use fruix_core::{Error, Result};
 use tokio_util::sync::CancellationToken;
 
 use super::console::{BoundedConsole, ConsoleCopy, LIVE_CONSOLE_MAX_BYTES};
-use super::driver::{memory, Endpoint, Instance, VmDriver};
+use super::driver::{memory, run_local_until, Endpoint, Instance, VmDriver};
 
 /// The QEMU system emulator run.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -398,21 +399,26 @@ async fn qmp_greeting(path: &Path) {
 
 #[async_trait]
 impl VmDriver for Qemu {
-    async fn prepare(&self, vm: &Instance) -> Result<()> {
+    /// Stops `qemu-img` at once when `cancel` fires (it may wait on a slow
+    /// base image).
+    async fn prepare(&self, vm: &Instance, cancel: &CancellationToken) -> Result<()> {
         let VmDriverSpec::Qemu {
             image: Some(image), ..
         } = &self.spec.driver
         else {
             return Ok(()); // an initramfs guest has no disk
         };
-        let out = tokio::process::Command::new("qemu-img")
+        let mut command = tokio::process::Command::new("qemu-img");
+        command
             .args(["create", "-f", "qcow2", "-F", "qcow2", "-b", image])
-            .arg(Self::overlay(vm))
-            .output()
-            .await
-            .map_err(|e| Error::system(format!("cannot run qemu-img: {e}; install qemu-utils")))?;
-        if !out.status.success() {
-            return Err(overlay_failed(image, &out.stderr));
+            .arg(Self::overlay(vm));
+        let out = run_local_until(command, cancel, |e| {
+            Error::system(format!("cannot run qemu-img: {e}; install qemu-utils"))
+        })
+        .await?
+        .ok_or(Error::Cancelled)?;
+        if !out.success() {
+            return Err(overlay_failed(image, out.stderr.as_bytes()));
         }
         Ok(())
     }

@@ -549,7 +549,10 @@ async fn xcpng_runs_a_whole_life_in_order_and_tears_down_after_each_failure() {
 #[tokio::test(start_paused = true)]
 async fn xcpng_forces_a_shutdown_only_once_the_clean_one_past_its_grace_is_stopped() {
     let (driver, recorder, _) = xcpng();
-    driver.prepare(&instance()).await.unwrap();
+    driver
+        .prepare(&instance(), &CancellationToken::new())
+        .await
+        .unwrap();
     recorder.hang(XE_STOP);
     let grace = Duration::from_secs(30);
     let began = tokio::time::Instant::now();
@@ -604,7 +607,10 @@ fn clean_shutdown_stopped_then_forced(recorder: &Recorder) {
 #[tokio::test]
 async fn xcpng_gives_up_the_clean_shutdown_at_once_on_a_cancellation() {
     let (driver, recorder, _) = xcpng();
-    driver.prepare(&instance()).await.unwrap();
+    driver
+        .prepare(&instance(), &CancellationToken::new())
+        .await
+        .unwrap();
     recorder.hang(XE_STOP);
     let cancel = CancellationToken::new();
     let vm = instance();
@@ -627,7 +633,10 @@ async fn xcpng_gives_up_the_clean_shutdown_at_once_on_a_cancellation() {
 #[tokio::test(start_paused = true)]
 async fn xcpng_without_grace_forces_the_shutdown_at_once() {
     let (driver, recorder, _) = xcpng();
-    driver.prepare(&instance()).await.unwrap();
+    driver
+        .prepare(&instance(), &CancellationToken::new())
+        .await
+        .unwrap();
     recorder.hang(XE_STOP);
     driver.stop(&instance(), Duration::ZERO).await.unwrap();
     assert_eq!(
@@ -642,7 +651,10 @@ async fn xcpng_without_grace_forces_the_shutdown_at_once() {
 async fn boot_cancelled_at<D: VmDriver>(new: fn() -> Recorded<D>, line: &str) -> Vec<String> {
     let (driver, recorder, _) = new();
     recorder.hang(line);
-    driver.prepare(&instance()).await.unwrap();
+    driver
+        .prepare(&instance(), &CancellationToken::new())
+        .await
+        .unwrap();
     let cancel = CancellationToken::new();
     let vm = instance();
     let running = || recorder.running.lock().unwrap().iter().any(|c| c == line);
@@ -675,6 +687,111 @@ async fn a_cancellation_while_a_guest_boots_stops_the_command_under_way() {
         boot_cancelled_at(xcpng, address).await,
         [XE_PREPARE, start, address, &format!("stopped: {address}")]
     );
+}
+
+/// Brings up a guest of a new driver from `new` whose command `line`
+/// (while its disk is prepared) hangs, firing Ctrl-C once that command
+/// runs: the bring-up must end at once, cancelled, the command stopped.
+/// Then tears down. Returns the plan.
+async fn prepare_cancelled_at<D: VmDriver>(new: fn() -> Recorded<D>, line: &str) -> Vec<String> {
+    let (driver, recorder, spec) = new();
+    recorder.hang(line);
+    let cancel = CancellationToken::new();
+    let (vm, mut started, events) = (instance(), Started::default(), EventSink::discard());
+    let up = bring_up(
+        &driver,
+        &vm,
+        &mut started,
+        &events,
+        &cancel,
+        |endpoint| async move { Ok(endpoint) },
+        |_| async { Ok(()) },
+    );
+    let running = || recorder.running.lock().unwrap().iter().any(|c| c == line);
+    let up = cancelled_when(up, running, &cancel, || {}).await;
+    assert!(matches!(up, Err(Error::Cancelled)), "{line}: {up:?}");
+    assert!(recorder.running.lock().unwrap().is_empty(), "{line}");
+    let torn = teardown_until(&driver, spec.shutdown_timeout, &vm, started, &cancel);
+    torn.await.unwrap();
+    recorder.plan()
+}
+
+/// Regression: preparing a guest's disk took no cancellation: Ctrl-C
+/// during a slow `xe vm-install` over SSH or `zfs clone` waited for the
+/// command (over SSH, it ran on), and the run was dropped only after the
+/// runner's grace. The command is stopped, the bring-up ends at once, and
+/// the teardown destroys what it may have made.
+#[tokio::test]
+async fn a_cancellation_while_a_guest_s_disk_is_prepared_stops_the_command_under_way() {
+    assert_eq!(
+        prepare_cancelled_at(bhyve, BHYVE_PREPARE).await,
+        expected(&[
+            &[BHYVE_PREPARE, &format!("stopped: {BHYVE_PREPARE}")],
+            &BHYVE_DESTROY
+        ])
+    );
+    // The guest's uuid never came back: it is looked for by its name.
+    assert_eq!(
+        prepare_cancelled_at(xcpng, XE_PREPARE).await,
+        [
+            XE_PREPARE,
+            &format!("stopped: {XE_PREPARE}"),
+            "xe vm-list name-label=fruix-20260405T213444Z --minimal"
+        ]
+    );
+}
+
+/// Regression: QEMU's `qemu-img`, making the overlay, took no
+/// cancellation either: one stuck reading its base image (here a FIFO
+/// nothing is written to) kept a cancelled run waiting. It is killed and
+/// reaped, and the preparing ends at once, cancelled.
+#[tokio::test]
+async fn a_cancellation_while_qemu_img_makes_the_overlay_kills_it_at_once() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.qcow2");
+    let fifo = rustix::fs::FileType::Fifo;
+    let mode = rustix::fs::Mode::from_raw_mode(0o600);
+    rustix::fs::mknodat(rustix::fs::CWD, &base, fifo, mode, 0).unwrap();
+    let spec = VmSpec {
+        driver: VmDriverSpec::Qemu {
+            image: Some(base.to_string_lossy().into_owned()),
+            kernel: None,
+            initrd: None,
+            append: None,
+            accel: Accel::Tcg,
+        },
+        ..kernel_only_qemu()
+    };
+    let driver = Qemu::new(spec);
+    let vm = Instance {
+        name: "fruix-20260405T213444Z".into(),
+        work_dir: dir.path().to_path_buf(),
+        console: dir.path().join("console.log"),
+    };
+    // Opening the FIFO to write succeeds once a reader has it open; kept
+    // open, it holds qemu-img reading.
+    let writer = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&base)
+    };
+    let held = std::sync::Mutex::new(None);
+    let reading = || {
+        let mut held = held.lock().unwrap();
+        if held.is_none() {
+            *held = writer().ok();
+        }
+        held.is_some()
+    };
+    let cancel = CancellationToken::new();
+    let prepared = cancelled_when(driver.prepare(&vm, &cancel), reading, &cancel, || {}).await;
+    assert!(matches!(prepared, Err(Error::Cancelled)), "{prepared:?}");
+    // No reader is left: qemu-img is gone.
+    let e = writer().unwrap_err();
+    let no_reader = rustix::io::Errno::NXIO.raw_os_error();
+    assert_eq!(e.raw_os_error(), Some(no_reader), "{e}");
 }
 
 #[test]
@@ -1058,7 +1175,7 @@ struct Booting {
 
 #[async_trait]
 impl VmDriver for Booting {
-    async fn prepare(&self, _vm: &Instance) -> Result<()> {
+    async fn prepare(&self, _vm: &Instance, _cancel: &CancellationToken) -> Result<()> {
         Ok(())
     }
     async fn boot(&self, _vm: &Instance, _cancel: &CancellationToken) -> Result<Endpoint> {
@@ -1182,8 +1299,8 @@ async fn two_runs_of_one_vm_executor_drive_two_guests() {
             ..instance()
         },
     );
-    a.prepare(&vm_a).await.unwrap();
-    b.prepare(&vm_b).await.unwrap();
+    a.prepare(&vm_a, &CancellationToken::new()).await.unwrap();
+    b.prepare(&vm_b, &CancellationToken::new()).await.unwrap();
     a.stop(&vm_a, Duration::ZERO).await.unwrap();
     a.destroy(&vm_a).await.unwrap();
     let plan = recorder.plan();

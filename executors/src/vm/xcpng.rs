@@ -202,8 +202,8 @@ pub fn address_of(networks: &str) -> Option<String> {
 
 #[async_trait]
 impl VmDriver for XcpNg {
-    async fn prepare(&self, vm: &Instance) -> Result<()> {
-        let out = must(
+    async fn prepare(&self, vm: &Instance, cancel: &CancellationToken) -> Result<()> {
+        let out = must_until(
             &Owned(self),
             &argv([
                 "xe",
@@ -211,6 +211,7 @@ impl VmDriver for XcpNg {
                 &format!("template={}", self.template()),
                 &format!("new-name-label={}", vm.name),
             ]),
+            cancel,
         )
         .await?;
         let uuid = out.trim().to_string();
@@ -401,7 +402,10 @@ mod tests {
     async fn the_guest_is_installed_from_the_template_not_cloned_as_one() {
         let (driver, recorder) = driver();
         recorder.answer("param-name=networks", printed("0/ip: 10.0.0.7"));
-        driver.prepare(&instance()).await.unwrap();
+        driver
+            .prepare(&instance(), &CancellationToken::new())
+            .await
+            .unwrap();
         driver
             .boot(&instance(), &CancellationToken::new())
             .await
@@ -416,7 +420,12 @@ mod tests {
         let (driver, recorder) = driver();
         recorder.hang(INSTALL);
         recorder.answer(LIST, printed("7c3e-uuid\n"));
-        give_up_while_running(&recorder, INSTALL, driver.prepare(&instance())).await;
+        give_up_while_running(
+            &recorder,
+            INSTALL,
+            driver.prepare(&instance(), &CancellationToken::new()),
+        )
+        .await;
         driver.destroy(&instance()).await.unwrap();
         assert_eq!(
             recorder.plan(),
@@ -436,7 +445,10 @@ mod tests {
     async fn a_start_given_up_on_is_stopped_before_the_forced_shutdown() {
         let (driver, recorder) = driver();
         recorder.hang(START);
-        driver.prepare(&instance()).await.unwrap();
+        driver
+            .prepare(&instance(), &CancellationToken::new())
+            .await
+            .unwrap();
         give_up_while_running(
             &recorder,
             START,
@@ -469,7 +481,10 @@ mod tests {
             .lock()
             .unwrap()
             .insert(0, ("xe vm-install".into(), printed("a b\\c\n"), true));
-        let e = driver.prepare(&instance()).await.unwrap_err();
+        let e = driver
+            .prepare(&instance(), &CancellationToken::new())
+            .await
+            .unwrap_err();
         assert!(
             e.to_string()
                 .contains(r#"xe vm-install printed "a b\\c", not a uuid"#),
