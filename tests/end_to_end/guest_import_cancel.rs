@@ -21,7 +21,7 @@ const PROMPTLY: Duration = Duration::from_secs(1);
 /// first, then send the first 100000 bytes of a real archive and hold (a
 /// shell waiting on a `sleep`), every process of the hold carrying
 /// `marker` in its environment; any other `tar` is the real one.
-fn holding_tar(sshd: &Sshd, marker: &Path, first: &str) {
+pub(crate) fn holding_tar(sshd: &Sshd, marker: &Path, first: &str) {
     let tar = require_tool("tar", "tar");
     sshd.guest_program(
         "tar",

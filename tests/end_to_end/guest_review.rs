@@ -248,30 +248,12 @@ fn a_failed_self_hosted_build_names_its_log_on_the_host() {
 /// like every remote command's: nothing of it is left in the guest.
 #[test]
 fn ctrl_c_during_the_import_leaves_nothing_running_in_the_guest() {
-    let tar = require_tool("tar", "tar");
     let sshd = Sshd::trusted_with_bin();
     let marker = sshd.dir.path().join("import-holding");
     // For the import, the first 100000 bytes of a real archive, then a
     // wait: the host is mid-import. Every process of the wait has the
     // marker in its environment.
-    sshd.guest_program(
-        "tar",
-        &format!(
-            r#"#!/bin/sh
-if [ "$*" = "-cf - ." ]; then
-  t=$(mktemp -d)
-  head -c 300000 /dev/zero > "$t/big"
-  {tar} -cf - -C "$t" big | head -c 100000
-  rm -rf "$t"
-  export FRUIX_TEST_HOLD={marker}
-  exec sh -c 'sleep 300 & wait'
-fi
-exec {tar} "$@"
-"#,
-            tar = tar.display(),
-            marker = marker.display()
-        ),
-    );
+    crate::guest_import_cancel::holding_tar(&sshd, &marker, "");
     let host = tempfile::tempdir().unwrap();
     let mut build = spawn_reading_stderr(&mut guest_build(
         &sshd,

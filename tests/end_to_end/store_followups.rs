@@ -16,18 +16,8 @@ use serde_json::{json, Value};
 
 use crate::util::{
     failed_with, fruix, json_error, object_names, promote_report, require_tool, run, run_json,
-    run_ok, sample_root, spawn_reading_stderr, store_import, verify_store,
+    run_ok, sample_root, spawn_reading_stderr, store_import, store_verify, verify_store,
 };
-
-/// `fruix store verify FLAGS --store STORE`.
-fn verify(store: &Path, flags: &[&str]) -> Command {
-    let mut cmd = fruix();
-    cmd.args(["store", "verify"])
-        .args(flags)
-        .arg("--store")
-        .arg(store);
-    cmd
-}
 
 /// The JSON report `out` printed, after checking that it exited `status`.
 fn report(out: &Output, status: i32) -> Value {
@@ -75,7 +65,7 @@ fn verify_reports_references_the_registry_lacks_and_repair_removes_nothing_for_t
         "reference": path_json(&world),
         "problem": "not-registered",
     }]);
-    let found = report(&run(&mut verify(&store, &["--json"])), 4);
+    let found = report(&run(&mut store_verify(&store, &["--json"])), 4);
     assert_eq!(found["references"], dangling, "{found:#}");
     assert_eq!(found["corrupt"], 0, "{found:#}");
     assert_eq!(
@@ -84,7 +74,7 @@ fn verify_reports_references_the_registry_lacks_and_repair_removes_nothing_for_t
         "{found:#}"
     );
 
-    let out = run(&mut verify(&store, &["--repair"]));
+    let out = run(&mut store_verify(&store, &["--repair"]));
     let stderr = failed_with(
         "a repair of a dangling reference",
         &out,
@@ -102,7 +92,7 @@ fn verify_reports_references_the_registry_lacks_and_repair_removes_nothing_for_t
         bundle.is_dir() && world.is_dir(),
         "a repair removed something"
     );
-    let repaired = report(&run(&mut verify(&store, &["--repair", "--json"])), 4);
+    let repaired = report(&run(&mut store_verify(&store, &["--repair", "--json"])), 4);
     assert_eq!(repaired["references"], dangling, "{repaired:#}");
 
     // Another run with the same artifacts registers world again; the first
@@ -115,9 +105,9 @@ fn verify_reports_references_the_registry_lacks_and_repair_removes_nothing_for_t
         "reference": path_json(&world),
         "problem": "not-recorded",
     }]);
-    let found = report(&run(&mut verify(&store, &["--json"])), 4);
+    let found = report(&run(&mut store_verify(&store, &["--json"])), 4);
     assert_eq!(found["references"], unrecorded, "{found:#}");
-    let repaired = report(&run(&mut verify(&store, &["--repair", "--json"])), 0);
+    let repaired = report(&run(&mut store_verify(&store, &["--repair", "--json"])), 0);
     assert_eq!(repaired["repair"]["recorded_references"], unrecorded);
     assert_eq!(repaired["repair"]["removed_objects"], json!([]));
     verify_store(&store);
@@ -149,15 +139,15 @@ fn ctrl_c_while_a_repair_waits_for_the_store_ends_the_wait_at_once() {
     // fruix command does.
     let user = fs::File::open(store.join(".lock")).unwrap();
     user.lock_shared().unwrap();
-    let mut repair = spawn_reading_stderr(&mut verify(&store, &["--repair", "--json"]));
+    let mut repair = spawn_reading_stderr(&mut store_verify(&store, &["--repair", "--json"]));
     repair.wait_for_line("fruix: waiting for the promotions");
     repair.signal(libc::SIGINT);
     let out = repair.finish(Duration::from_secs(30), "the repair");
     json_error(&out, 130, "the store was not changed");
     drop(user);
-    let found = report(&run(&mut verify(&store, &["--json"])), 4);
+    let found = report(&run(&mut store_verify(&store, &["--json"])), 4);
     assert_eq!(found["missing"], json!([path_json(&bundle)]), "{found:#}");
-    report(&run(&mut verify(&store, &["--repair", "--json"])), 0);
+    report(&run(&mut store_verify(&store, &["--repair", "--json"])), 0);
     verify_store(&store);
 }
 

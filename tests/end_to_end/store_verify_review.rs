@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use crate::race::{Gate, Inotify, LIMIT};
 use crate::util::{
     corrupt_counts, fixture_source, fruix, object_names, run, run_ok, run_with_deadline,
-    source_add, spawn_reading_stderr, store_and_state, Reading,
+    source_add, spawn_reading_stderr, store_and_state, store_verify, Reading,
 };
 
 /// Whether `name` in `STORE/.links` is a pool entry (not a temporary).
@@ -30,16 +30,6 @@ fn pool_entries(store: &Path) -> Vec<(PathBuf, u64)> {
         .filter(|e| is_pool_entry(&e.file_name().to_string_lossy()))
         .map(|e| (e.path(), e.metadata().unwrap().len()))
         .collect()
-}
-
-/// `fruix store verify FLAGS --store STORE`.
-fn verify(store: &Path, flags: &[&str]) -> std::process::Command {
-    let mut cmd = fruix();
-    cmd.args(["store", "verify"])
-        .args(flags)
-        .arg("--store")
-        .arg(store);
-    cmd
 }
 
 /// Waits for the next line of `gc`'s stderr that says it waits for the
@@ -102,7 +92,7 @@ fn verify_alongside_gc_reports_no_false_corruption() {
     let (entry, _) = pool_entries(&store).remove(0);
     // Verify is held opening a pool entry while a collection starts.
     let (gate, gc_rx) = gc_when_opened(&entry, dir.path());
-    let out = run_with_deadline(&mut verify(&store, &["--json"]), LIMIT);
+    let out = run_with_deadline(&mut store_verify(&store, &["--json"]), LIMIT);
     let report = gate.finish();
     assert!(report.attacked, "verify never read {}", entry.display());
     let (gc, waited) = gc_rx.recv().unwrap();
@@ -139,7 +129,7 @@ fn verify_repair_alongside_gc_neither_deadlocks_nor_fails() {
     fs::set_permissions(corrupt, fs::Permissions::from_mode(0o444)).unwrap();
     let (entry, _) = &entries[0];
     let (gate, gc_rx) = gc_when_opened(entry, dir.path());
-    let out = run_with_deadline(&mut verify(&store, &["--repair", "--json"]), LIMIT);
+    let out = run_with_deadline(&mut store_verify(&store, &["--repair", "--json"]), LIMIT);
     assert!(gate.finish().attacked);
     let (gc, waited) = gc_rx.recv().unwrap();
     let gc = gc.finish(LIMIT, "store gc");
@@ -272,7 +262,7 @@ fn verify_progress_counts_what_it_hashes_once() {
         &object.join(".references"),
         at("object end", stderr.clone(), tx),
     );
-    let mut cmd = verify(&store, &["--progress-every", "10ms"]);
+    let mut cmd = store_verify(&store, &["--progress-every", "10ms"]);
     // One worker: the pool is read in directory order.
     cmd.env("RAYON_NUM_THREADS", "1")
         .stdout(std::process::Stdio::null())
@@ -317,7 +307,7 @@ fn verify_json_gives_a_corrupt_file_its_real_path() {
     fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).unwrap();
     fs::set_permissions(&share, fs::Permissions::from_mode(0o555)).unwrap();
 
-    let out = run(&mut verify(&store, &["--json"]));
+    let out = run(&mut store_verify(&store, &["--json"]));
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let differences = &json["objects"][0]["differences"];
@@ -327,7 +317,7 @@ fn verify_json_gives_a_corrupt_file_its_real_path() {
         "{json}"
     );
 
-    let out = run(&mut verify(&store, &[]));
+    let out = run(&mut store_verify(&store, &[]));
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains('\u{1b}'), "{stdout}");

@@ -670,3 +670,13 @@ pub fn hold_gc_lock(store: &Path) -> std::fs::File {
     assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
     file
 }
+
+/// `fruix store verify FLAGS --store STORE`.
+pub fn store_verify(store: &Path, flags: &[&str]) -> Command {
+    let mut cmd = fruix();
+    cmd.args(["store", "verify"])
+        .args(flags)
+        .arg("--store")
+        .arg(store);
+    cmd
+}

@@ -220,6 +220,42 @@ fn progress_counts_every_file_and_byte_read() {
     );
 }
 
+/// A tree `DIR/tree` holding one 64 KiB file `f`; returns the tree and
+/// the file.
+fn one_file_tree(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = dir.join("tree");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("f"), vec![b'a'; 64 << 10]).unwrap();
+    let path = root.join("f");
+    (root, path)
+}
+
+/// Reads `file` on to its end, `size` bytes in, as a [`ReadFile`] does:
+/// what it read (its hash left zero).
+fn read_rest(file: &mut OpenFile<'_>, mut size: u64) -> Result<FileDigest> {
+    let mut buf = vec![0; 128 << 10];
+    loop {
+        let n = file.read_piece(&mut buf, size)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+    }
+    Ok(FileDigest {
+        size,
+        sha256: [0; 32],
+    })
+}
+
+/// What a walk of `root` that reads its files with `read` fails with.
+fn refused_walk(root: &Path, read: &ReadFile<'_>) -> String {
+    let options = WalkOptions {
+        read_file: Some(read),
+        ..WalkOptions::default()
+    };
+    walk(root, &options, |_| Ok(())).unwrap_err().to_string()
+}
+
 /// Regression: a file truncated, or rewritten in place, while the walk
 /// read it was taken whole (only growth was caught): its entry held a mix
 /// of old and new bytes. Either is refused as the tree changing, as tar's
@@ -231,14 +267,11 @@ fn a_file_written_while_it_is_read_is_refused() {
         ("rewritten in place", &[b'x'; 64 << 10][..]),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("tree");
-        fs::create_dir(&root).unwrap();
-        fs::write(root.join("f"), vec![b'a'; 64 << 10]).unwrap();
-        let path = root.join("f");
+        let (root, path) = one_file_tree(dir.path());
         // Written between two reads: after the first piece, before the end.
         let read = |file: &mut OpenFile<'_>| {
             let mut buf = vec![0; 4096];
-            let mut size = file.read_piece(&mut buf, 0)? as u64;
+            let size = file.read_piece(&mut buf, 0)? as u64;
             // Some time passes between the reads: the new mtime differs.
             let old = fs::metadata(&path).unwrap().modified().unwrap();
             loop {
@@ -247,26 +280,11 @@ fn a_file_written_while_it_is_read_is_refused() {
                     break;
                 }
             }
-            loop {
-                let n = file.read_piece(&mut buf, size)?;
-                if n == 0 {
-                    break;
-                }
-                size += n as u64;
-            }
-            Ok(FileDigest {
-                size,
-                sha256: [0; 32],
-            })
+            read_rest(file, size)
         };
-        let options = WalkOptions {
-            read_file: Some(&read),
-            ..WalkOptions::default()
-        };
-        let e = walk(&root, &options, |_| Ok(())).unwrap_err();
+        let e = refused_walk(&root, &read);
         assert!(
-            e.to_string()
-                .contains("was written while it was being read"),
+            e.contains("was written while it was being read"),
             "{what}: {e}"
         );
     }
@@ -287,10 +305,7 @@ fn a_file_that_grows_while_it_is_read_is_refused() {
         ("before its last byte", 4096, "grew while it was being read"),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("tree");
-        fs::create_dir(&root).unwrap();
-        fs::write(root.join("f"), vec![b'a'; 64 << 10]).unwrap();
-        let path = root.join("f");
+        let (root, path) = one_file_tree(dir.path());
         let read = |file: &mut OpenFile<'_>| {
             let mut buf = vec![0; first_piece];
             let mut size = 0u64;
@@ -299,24 +314,9 @@ fn a_file_that_grows_while_it_is_read_is_refused() {
             }
             let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
             std::io::Write::write_all(&mut f, b"more").unwrap();
-            let mut buf = vec![0; 128 << 10];
-            loop {
-                let n = file.read_piece(&mut buf, size)?;
-                if n == 0 {
-                    break;
-                }
-                size += n as u64;
-            }
-            Ok(FileDigest {
-                size,
-                sha256: [0; 32],
-            })
+            read_rest(file, size)
         };
-        let options = WalkOptions {
-            read_file: Some(&read),
-            ..WalkOptions::default()
-        };
-        let e = walk(&root, &options, |_| Ok(())).unwrap_err();
-        assert!(e.to_string().contains(says), "{what}: {e}");
+        let e = refused_walk(&root, &read);
+        assert!(e.contains(says), "{what}: {e}");
     }
 }
