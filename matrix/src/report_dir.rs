@@ -437,10 +437,24 @@ mod tests {
         let report = dir.path().join("linked");
         std::fs::create_dir(&report).unwrap();
         symlink(&victim, report.join("diffoscope")).unwrap();
-        symlink(&victim, report.join("results")).unwrap();
         create_report_dir(Some(&report), dir.path(), ReportDirUse::Whole).unwrap();
         assert_eq!(tree(&victim), before);
-        assert_eq!(tree(&report), ["diffoscope", "logs", "results"]);
+        assert_eq!(tree(&report), ["diffoscope", "logs"]);
+        // A `results` symlink, where a passed cell's link would be refused,
+        // is refused before anything is removed or written.
+        std::fs::remove_dir(report.join("logs")).unwrap();
+        symlink(&victim, report.join("results")).unwrap();
+        let refused = create_report_dir(Some(&report), dir.path(), ReportDirUse::Whole);
+        assert!(
+            matches!(
+                &refused,
+                Err(Error::Core(fruix_core::Error::UnsafePath { path, .. }))
+                    if *path == report.join("results")
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(tree(&victim), before);
+        assert_eq!(tree(&report), ["diffoscope", "results"]);
     }
 
     #[test]
