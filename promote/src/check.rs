@@ -322,7 +322,14 @@ pub fn check_object(
             },
             ..entry.clone()
         };
-        let what = entry_changes(&entry, &actual, Modes::Store);
+        let mut what = entry_changes(&entry, &actual, Modes::Store);
+        // The references are what the metadata implies, as promotion
+        // wrote them (the manifest line could be rewritten with them).
+        if name == crate::store::REFERENCES_FILE
+            && bytes != implied_references(&identity).as_bytes()
+        {
+            what.push("references not those its metadata implies".into());
+        }
         if !what.is_empty() {
             merge.push(Difference::Modified {
                 path: entry.manifest_path(),
@@ -335,6 +342,17 @@ pub fn check_object(
         differences: merge.differences,
         more_differences: merge.more,
     })
+}
+
+/// The `.references` text promotion writes for an object of `identity`:
+/// an artifact's source when that is a store path, a source's nothing.
+fn implied_references(identity: &Identity) -> String {
+    match identity {
+        Identity::Artifact(a) => {
+            crate::object::references_text(crate::bundle::store_references(&[&a.source_store.path]))
+        }
+        Identity::Source(_) => String::new(),
+    }
 }
 
 /// The merge of an object's walked tree with its stored manifest.

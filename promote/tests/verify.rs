@@ -413,3 +413,40 @@ fn a_bundle_s_closure_and_profile_in_this_store_are_registered_references() {
         );
     }
 }
+
+/// An artifact's `.references` rewritten together with its manifest line
+/// (so that the manifest agrees) is found: the references must be what
+/// the metadata implies, its source, as promotion writes them.
+#[test]
+fn references_rewritten_with_their_manifest_line_are_found() {
+    use sha2::Digest;
+    let dir = TestDir::new();
+    let (_store, _source, report) = promoted_from_a_source(&dir);
+    let world = report.artifacts["world"].store_path.clone();
+    assert!(verify_object(&world, None, None).ok);
+    let manifest = world.join(".fruix-manifest.mtree");
+    let old = fs::read_to_string(world.join(".references")).unwrap();
+    let line_of = |text: &str| {
+        format!(
+            "size={} sha256digest={}",
+            text.len(),
+            hex::encode(sha2::Sha256::digest(text.as_bytes()))
+        )
+    };
+    let forged = "";
+    let rewritten = fs::read_to_string(&manifest)
+        .unwrap()
+        .replace(&line_of(&old), &line_of(forged));
+    assert_ne!(rewritten, fs::read_to_string(&manifest).unwrap());
+    tamper(&world, || {
+        store_file(&world.join(".references"), forged);
+        store_file(&manifest, &rewritten);
+    });
+    let differences = verify_object(&world, None, None).differences;
+    assert!(
+        matches!(&differences[..], [Difference::Modified { path, what }]
+            if path == "./.references"
+                && what == &["references not those its metadata implies".to_string()]),
+        "{differences:?}"
+    );
+}
