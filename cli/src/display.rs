@@ -206,14 +206,15 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
     }
 }
 
-/// Says on stderr what a command waits for while the store's garbage
-/// collector lock is held: set on every store a command promotes into,
-/// imports into, exports from or collects ([`Store::on_lock_wait`]), so
-/// that a wait is not taken for a hang.
+/// Says on stderr what a command waits for while a lock of the store is
+/// held: set for every store the process opens ([`set_lock_notice`], in
+/// `main`), so that a wait is not taken for a hang. On stderr, which `store
+/// copy` shows of a remote `store serve` when it fails.
 ///
-/// [`Store::on_lock_wait`]: fruix_promote::Store::on_lock_wait
+/// [`set_lock_notice`]: fruix_promote::store::set_lock_notice
 pub fn lock_wait(waits_for: LockWait, lock: &Path) {
     let what = match waits_for {
+        LockWait::Repair => "the store's repair (`store verify --repair`) under way to end",
         LockWait::Collection => "the garbage collection (or `store delete`) under way to end",
         LockWait::Users => {
             "the promotions, imports, exports and verifications using the store to end"

@@ -1,5 +1,6 @@
 //! Store follow-ups: `store verify` on references the registry lacks, a
-//! repair's wait for the store given up at Ctrl-C, an import whose
+//! repair's wait for the store and a wait for a repair given up at Ctrl-C,
+//! an import whose
 //! registration fails leaving nothing behind however many objects it
 //! published, and a result root this user may not read being a failure of
 //! the system, not of the root.
@@ -149,6 +150,31 @@ fn ctrl_c_while_a_repair_waits_for_the_store_ends_the_wait_at_once() {
     assert_eq!(found["missing"], json!([path_json(&bundle)]), "{found:#}");
     report(&run(&mut store_verify(&store, &["--repair", "--json"])), 0);
     verify_store(&store);
+}
+
+/// Regression: a command opening the store while a repair holds it alone
+/// waited in flock(2), silently, and Ctrl-C did not end the wait. It says
+/// what it waits for, gives up at Ctrl-C (exit 130), and goes on once the
+/// repair ends.
+#[test]
+fn a_command_opening_the_store_during_a_repair_says_so_and_ctrl_c_ends_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+    // A repair holds the store's lock exclusively.
+    let repair = fs::File::open(store.join(".lock")).unwrap();
+    repair.lock().unwrap();
+    let waits = "fruix: waiting for the store's repair";
+    let mut cancelled = spawn_reading_stderr(&mut store_verify(&store, &["--json"]));
+    cancelled.wait_for_line(waits);
+    cancelled.signal(libc::SIGINT);
+    let out = cancelled.finish(Duration::from_secs(30), "the verification");
+    json_error(&out, 130, "cancelled");
+    let waiting = spawn_reading_stderr(&mut store_verify(&store, &["--json"]));
+    waiting.wait_for_line(waits);
+    drop(repair);
+    let out = waiting.finish(Duration::from_secs(30), "the verification");
+    assert_eq!(report(&out, 0)["corrupt"], json!(0), "{out:?}");
 }
 
 /// More new objects than an import publishes under its locks at once.

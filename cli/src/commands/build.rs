@@ -98,9 +98,6 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             )
         })?)
     };
-    if let Some(store) = &store {
-        store.on_lock_wait(crate::display::lock_wait);
-    }
     // Keeps the source object from collections until the build is promoted.
     let mut _temp_roots = None;
     // The source object built from, in this store: checked untouched after

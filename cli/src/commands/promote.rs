@@ -41,7 +41,6 @@ pub fn run(args: PromoteArgs) -> CliResult {
         .map_err(|e| CliError::new(exit::promotion(&e), e))?;
     // A store made for this promotion is removed again if it is refused.
     let store = Store::open_tentatively(&args.store.store).map_err(from_promote)?;
-    store.on_lock_wait(crate::display::lock_wait);
     let out_link = out_link(&args.out_link, &args.state.state_dir);
     let report = promote_with_progress(&root, &store, &output, out_link, &progress)
         .map_err(|e| exit::when_cancelled(e, "nothing was promoted"))?;

@@ -37,7 +37,6 @@ fn add(args: SourceAddArgs) -> CliResult {
     let dir = fruix_matrix::request::check_source(&args.dir).map_err(from_matrix)?;
     // A store made for this source is removed again if adding it fails.
     let store = Store::open_tentatively(&args.store.store).map_err(from_promote)?;
-    store.on_lock_wait(crate::display::lock_wait);
     // The state directory a build would use, were it in the tree.
     let state_dir = std::env::var_os("FRUIX_STATE_DIR")
         .filter(|v| !v.is_empty())

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use super::entries;
 use crate::error::Result;
@@ -90,6 +91,10 @@ fn wait_for(file: &File, path: &Path, mode: LockMode) -> Result<()> {
 /// hang.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockWait {
+    /// Opening the store waits for a repair (`store verify --repair`,
+    /// [`Store::exclusively`](super::Store::exclusively)), which holds it
+    /// alone, to end.
+    Repair,
     /// A promotion, import or export, or another collection, waits for a
     /// collection (or a `store delete`) to end.
     Collection,
@@ -98,6 +103,24 @@ pub enum LockWait {
     /// ([`Store::exclusively`](super::Store::exclusively)), for every other
     /// process using the store.
     Users,
+}
+
+/// The notice of every store of the process, unless a store has its own.
+static NOTICE: OnceLock<fn(LockWait, &Path)> = OnceLock::new();
+
+/// Sets, for the whole process and once (later calls change nothing), what
+/// a store calls before it waits for one of its locks, opening included: a
+/// command tells its user what it waits for. A store's own
+/// [`Store::on_lock_wait`](super::Store::on_lock_wait) takes precedence.
+pub fn set_lock_notice(notice: fn(LockWait, &Path)) {
+    let _ = NOTICE.set(notice);
+}
+
+/// Calls the process's notice ([`set_lock_notice`]), if any.
+pub(super) fn notice(waits_for: LockWait, lock: &Path) {
+    if let Some(notice) = NOTICE.get() {
+        notice(waits_for, lock);
+    }
 }
 
 /// How [`flock`] locks.

@@ -52,7 +52,7 @@ pub use self::layout::{
     SOURCE_RESERVED_NAMES,
 };
 use self::lock::{flock, lock_noting, LockMode};
-pub use self::lock::{Lock, LockWait};
+pub use self::lock::{set_lock_notice, Lock, LockWait};
 pub use self::promotion::{Promotion, TempObject};
 
 /// The garbage collector's lock file in [`META_DIR`].
@@ -308,7 +308,7 @@ impl Store {
             active: std::sync::RwLock::new(()),
             on_lock_wait: OnceLock::new(),
         };
-        flock(&store.lock, &lock_path, LockMode::Shared)?;
+        store.share_lock()?;
         Ok(store)
     }
 
@@ -337,8 +337,20 @@ impl Store {
         if flock(&store.lock, &lock_path, LockMode::TryExclusive)? {
             store.sweep()?;
         }
-        flock(&store.lock, &lock_path, LockMode::Shared)?;
+        store.share_lock()?;
         Ok(store)
+    }
+
+    /// Holds the store's `.lock` shared, waiting while another process
+    /// holds it alone (a repair, [`Store::exclusively`]) as every lock wait
+    /// of the store does: with a notice ([`LockWait::Repair`]), and giving
+    /// up with [`fruix_core::Error::Cancelled`] once the process is
+    /// interrupted.
+    fn share_lock(&self) -> Result<()> {
+        let path = self.root.join(".lock");
+        lock_noting(&self.lock, &path, LockMode::Shared, || {
+            self.notice_wait(LockWait::Repair, &path)
+        })
     }
 
     /// The store directory (absolute).
@@ -390,14 +402,16 @@ impl Store {
             }
         };
         let out = got.then(f);
-        flock(&self.lock, &path, LockMode::Shared)?;
+        // Another repair may take the store between the two locks.
+        self.share_lock()?;
         Ok(out)
     }
 
     /// Calls the notice set with [`Store::on_lock_wait`], if any.
     fn notice_wait(&self, waits_for: LockWait, lock: &Path) {
-        if let Some(notice) = self.on_lock_wait.get() {
-            notice(waits_for, lock);
+        match self.on_lock_wait.get() {
+            Some(notice) => notice(waits_for, lock),
+            None => lock::notice(waits_for, lock),
         }
     }
 

@@ -188,7 +188,6 @@ pub fn import_command(args: ImportArgs) -> CliResult {
     // A store made for the import goes again when the import is refused:
     // "the store was not changed" holds for a mistyped --store too.
     let store = Store::open_tentatively(&args.local.store.store).map_err(from_promote)?;
-    store.on_lock_wait(crate::display::lock_wait);
     let report = with_progress(mode, ("import", "files"), &progress, None, || {
         let options = ImportOptions {
             trust: &trust,

@@ -101,7 +101,6 @@ pub fn copy(args: CopyArgs) -> CliResult {
     // paths in the other store, checked before a store is made for them.
     if direction == "to" {
         let store = Store::open_for_reading(&args.local.store.store).map_err(from_promote)?;
-        store.on_lock_wait(crate::display::lock_wait);
         let names = object_names(&store, &args.paths)?;
         let report = copy_with(&args, direction, &target, &trust, &work, &store, names)?;
         return print_copied(args.json, &report);
@@ -122,7 +121,6 @@ pub fn copy(args: CopyArgs) -> CliResult {
     // A copy that fails (refused, or never connected) leaves no store it
     // made; one that copied keeps it, whatever printing its report does.
     let store = Store::open_tentatively(&args.local.store.store).map_err(from_promote)?;
-    store.on_lock_wait(crate::display::lock_wait);
     let report = copy_with(&args, direction, &target, &trust, &work, &store, names)?;
     store.keep();
     print_copied(args.json, &report)

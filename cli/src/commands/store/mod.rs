@@ -67,7 +67,6 @@ fn open(
         false => Store::open_for_reading(&store.store),
     }
     .map_err(from_promote)?;
-    store.on_lock_wait(display::lock_wait);
     Ok(store)
 }
 

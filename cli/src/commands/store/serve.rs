@@ -26,8 +26,6 @@ use crate::exit::{from_promote, CliError, CliResult, Status};
 pub fn serve(args: ServeArgs) -> CliResult {
     let trust = trust(&args.local.trust)?;
     let store = Store::open_directory(&args.local.store.store).map_err(from_promote)?;
-    // On stderr, which a copy shows when it fails.
-    store.on_lock_wait(crate::display::lock_wait);
     let options = ImportOptions::new(&trust);
     let limit = args.idle_timeout;
     let runtime = crate::runtime()?;

@@ -11,7 +11,7 @@ use fruix_promote::Store;
 
 use crate::args::{OutputArgs, VerifyArgs};
 use crate::defaults;
-use crate::display::{json_path, lock_wait, to_json, with_progress, Mode};
+use crate::display::{json_path, to_json, with_progress, Mode};
 use crate::exit::{from_promote, when_cancelled, CliError, CliResult, Status};
 
 pub fn verify(args: VerifyArgs) -> CliResult {
@@ -30,7 +30,6 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         false => Store::open_for_reading(&args.store.store),
     }
     .map_err(from_promote)?;
-    store.on_lock_wait(lock_wait);
     // The collector's lock, shared (as promotions and exports take it, and
     // as Nix's `verifyStore` takes the GC lock) while the store is read: no
     // collection or `store delete` removes an object or pool entry being
