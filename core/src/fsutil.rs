@@ -154,6 +154,12 @@ pub fn resolve_beneath(root: &Path, relative: &str) -> Result<PathBuf> {
                 path: path.clone(),
                 hint: "the result root does not contain it".into(),
             },
+            // What is denied is looking into the directory holding it
+            // (`root` itself, or one this loop inspected): named, rather
+            // than the entry that could not be looked at.
+            std::io::ErrorKind::PermissionDenied => {
+                Error::io("look into", path.parent().unwrap_or(root), e)
+            }
             _ => Error::io("inspect", &path, e),
         })?;
         let last = i + 1 == components.len();

@@ -306,13 +306,16 @@ fn promote_as_nobody(dir: &Path, root: &Path) -> Output {
 /// an artifact's directory) was refused as an invalid root (exit 4), while
 /// the same denial on one of its files was a system failure (exit 3). The
 /// root is not wrong; the user running fruix may not read it: exit 3,
-/// naming the path and the permissions, and nothing promoted.
+/// naming the path and the permissions, and nothing promoted. A directory
+/// it may not look into (`artifacts/`) is named itself, not the first
+/// entry beneath it that could not be inspected (`artifacts/world`).
 #[test]
 fn a_result_root_this_user_may_not_read_is_a_system_failure() {
     let dir = tempfile::tempdir().unwrap();
     for (name, unreadable, mode) in [
         ("metadata", "promotion.scm", 0o600),
         ("artifact", "artifacts/kernel", 0o700),
+        ("artifacts", "artifacts", 0o700),
     ] {
         let root = sample_root(dir.path(), name);
         let denied = root.join(unreadable);
@@ -324,7 +327,9 @@ fn a_result_root_this_user_may_not_read_is_a_system_failure() {
             3,
             &["Permission denied", "check the permissions"],
         );
-        assert!(stderr.contains(unreadable), "{name}: {stderr}");
+        // The directory denied is named, not something beneath it.
+        let named = format!("{}:", root.join(unreadable).display());
+        assert!(stderr.contains(&named), "{name}: {stderr}");
         json_error(&out, 3, unreadable);
         let error: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(error["error"]["kind"], "system-failure", "{name}: {error}");
