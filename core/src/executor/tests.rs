@@ -3,7 +3,7 @@ use super::runner::prepare_result_root;
 use super::*;
 use crate::error::Error;
 use crate::result_root::{ResultRoot, INCOMPLETE_MARKER};
-use crate::testing::write_sample_result_root;
+use crate::testing::{run_limited, write_sample_result_root};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -559,12 +559,10 @@ fn a_control_character_in_what_the_metadata_records_is_refused_up_front() {
 /// A run of `behaviour` under `limits`, its cleanups counted.
 async fn run_within(behaviour: &str, limits: RunLimits) -> (Result<ResultRoot>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let result = run_executor_within(
+    let result = run_limited(
         executor(behaviour),
         request(),
         &dir.path().join("root"),
-        EventSink::discard(),
-        CancellationToken::new(),
         limits,
     )
     .await;

@@ -409,6 +409,25 @@ pub fn run_context(
     }
 }
 
+/// Runs `executor` on `request` into `result_root` under `limits`, its
+/// events discarded, never cancelled but by a limit.
+pub async fn run_limited(
+    executor: std::sync::Arc<dyn crate::executor::Executor>,
+    request: crate::executor::BuildRequest,
+    result_root: &Path,
+    limits: crate::executor::RunLimits,
+) -> Result<crate::result_root::ResultRoot> {
+    crate::executor::run_executor_within(
+        executor,
+        request,
+        result_root,
+        crate::executor::EventSink::discard(),
+        Default::default(),
+        limits,
+    )
+    .await
+}
+
 /// Writes a valid result root at `root` (which must not exist or be empty) and
 /// returns its metadata, with tree signatures when `sign` is true.
 pub fn write_sample_result_root(

@@ -1,8 +1,7 @@
 //! Tests of external executors: stages, environment, exit classes, timeouts and cancellation.
 use super::*;
-use fruix_core::executor::{
-    run_executor, run_executor_within, BuildRequest, Event, EventSink, RunLimits,
-};
+use fruix_core::executor::{run_executor, BuildRequest, Event, EventSink, RunLimits};
+use fruix_core::testing::run_limited;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -324,15 +323,7 @@ async fn a_run_past_a_run_level_limit_tells_cleanup_timeout() {
         },
     ] {
         let (dir, ex) = build_then_cleanup("", "echo started; sleep 600");
-        let result = run_executor_within(
-            ex,
-            request(),
-            &dir.path().join("root"),
-            EventSink::discard(),
-            CancellationToken::new(),
-            limits,
-        )
-        .await;
+        let result = run_limited(ex, request(), &dir.path().join("root"), limits).await;
         assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
         assert_eq!(marker(dir.path()), "timeout\n", "{limits:?}");
     }

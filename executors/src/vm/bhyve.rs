@@ -261,6 +261,8 @@ mod tests {
     use fruix_core::{Error, Result};
     use tokio_util::sync::CancellationToken;
 
+    use crate::vm::driver::steps;
+
     use super::Bhyve;
     use crate::vm::driver::{Host, Instance, Output, VmDriver};
 
@@ -411,14 +413,7 @@ mod tests {
     /// Boots a guest of `host` (prepared first); returns its driver.
     async fn booted(host: FreeBsd) -> (Bhyve, Arc<FreeBsd>) {
         let (driver, host) = driver(host);
-        driver
-            .prepare(&instance(), &CancellationToken::new())
-            .await
-            .unwrap();
-        driver
-            .boot(&instance(), &CancellationToken::new())
-            .await
-            .unwrap();
+        steps::booted(&driver, &instance()).await;
         (driver, host)
     }
 
@@ -428,14 +423,7 @@ mod tests {
     #[tokio::test]
     async fn bhyve_boots_under_a_detached_daemon_with_its_console_on_stdio_into_the_file() {
         let (driver, host) = driver(FreeBsd::default());
-        driver
-            .prepare(&instance(), &CancellationToken::new())
-            .await
-            .unwrap();
-        let endpoint = driver
-            .boot(&instance(), &CancellationToken::new())
-            .await
-            .unwrap();
+        let endpoint = steps::booted(&driver, &instance()).await;
         assert_eq!((endpoint.host.as_str(), endpoint.port), ("10.0.0.2", 22));
         assert_eq!(host.plan(), [CLONE_CMD, LOAD, RUN]);
         assert!(driver.running(&instance()).await);
@@ -539,10 +527,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_guest_that_never_ran_is_torn_down_at_once() {
         let (driver, host) = driver(FreeBsd::default());
-        driver
-            .prepare(&instance(), &CancellationToken::new())
-            .await
-            .unwrap();
+        steps::prepared(&driver, &instance()).await;
         let began = tokio::time::Instant::now();
         driver
             .stop(&instance(), Duration::from_secs(30))

@@ -290,3 +290,21 @@ where
 pub fn memory(spec: &VmSpec) -> String {
     format!("{}M", spec.memory_mib)
 }
+
+/// The drivers' tests: steps that must succeed, with a token never fired.
+#[cfg(test)]
+pub(crate) mod steps {
+    use super::{Endpoint, Instance, VmDriver};
+    use tokio_util::sync::CancellationToken;
+
+    /// [`VmDriver::prepare`], which must succeed.
+    pub(crate) async fn prepared(driver: &impl VmDriver, vm: &Instance) {
+        driver.prepare(vm, &CancellationToken::new()).await.unwrap();
+    }
+
+    /// [`VmDriver::prepare`] then [`VmDriver::boot`], which must succeed.
+    pub(crate) async fn booted(driver: &impl VmDriver, vm: &Instance) -> Endpoint {
+        prepared(driver, vm).await;
+        driver.boot(vm, &CancellationToken::new()).await.unwrap()
+    }
+}

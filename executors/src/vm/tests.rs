@@ -13,7 +13,7 @@ use fruix_core::{Error, Result};
 use tokio_util::sync::CancellationToken;
 
 use super::bhyve::Bhyve;
-use super::driver::{Endpoint, Host, Instance, Output, VmDriver};
+use super::driver::{steps, Endpoint, Host, Instance, Output, VmDriver};
 use super::executor::{driver_for_run, guest_name, sweep_stale, KEPT_LOG_MAX_BYTES};
 use super::qemu::{command_line, overlay_failed, Qemu};
 use super::xcpng::{address_of, XcpNg};
@@ -549,10 +549,7 @@ async fn xcpng_runs_a_whole_life_in_order_and_tears_down_after_each_failure() {
 #[tokio::test(start_paused = true)]
 async fn xcpng_forces_a_shutdown_only_once_the_clean_one_past_its_grace_is_stopped() {
     let (driver, recorder, _) = xcpng();
-    driver
-        .prepare(&instance(), &CancellationToken::new())
-        .await
-        .unwrap();
+    steps::prepared(&driver, &instance()).await;
     recorder.hang(XE_STOP);
     let grace = Duration::from_secs(30);
     let began = tokio::time::Instant::now();
@@ -607,10 +604,7 @@ fn clean_shutdown_stopped_then_forced(recorder: &Recorder) {
 #[tokio::test]
 async fn xcpng_gives_up_the_clean_shutdown_at_once_on_a_cancellation() {
     let (driver, recorder, _) = xcpng();
-    driver
-        .prepare(&instance(), &CancellationToken::new())
-        .await
-        .unwrap();
+    steps::prepared(&driver, &instance()).await;
     recorder.hang(XE_STOP);
     let cancel = CancellationToken::new();
     let vm = instance();
@@ -633,10 +627,7 @@ async fn xcpng_gives_up_the_clean_shutdown_at_once_on_a_cancellation() {
 #[tokio::test(start_paused = true)]
 async fn xcpng_without_grace_forces_the_shutdown_at_once() {
     let (driver, recorder, _) = xcpng();
-    driver
-        .prepare(&instance(), &CancellationToken::new())
-        .await
-        .unwrap();
+    steps::prepared(&driver, &instance()).await;
     recorder.hang(XE_STOP);
     driver.stop(&instance(), Duration::ZERO).await.unwrap();
     assert_eq!(
@@ -651,10 +642,7 @@ async fn xcpng_without_grace_forces_the_shutdown_at_once() {
 async fn boot_cancelled_at<D: VmDriver>(new: fn() -> Recorded<D>, line: &str) -> Vec<String> {
     let (driver, recorder, _) = new();
     recorder.hang(line);
-    driver
-        .prepare(&instance(), &CancellationToken::new())
-        .await
-        .unwrap();
+    steps::prepared(&driver, &instance()).await;
     let cancel = CancellationToken::new();
     let vm = instance();
     let running = || recorder.running.lock().unwrap().iter().any(|c| c == line);

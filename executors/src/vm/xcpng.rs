@@ -344,6 +344,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::XcpNg;
+    use crate::vm::driver::steps;
     use crate::vm::driver::{Instance, VmDriver};
     use crate::vm::tests::{printed, Recorder};
 
@@ -402,14 +403,7 @@ mod tests {
     async fn the_guest_is_installed_from_the_template_not_cloned_as_one() {
         let (driver, recorder) = driver();
         recorder.answer("param-name=networks", printed("0/ip: 10.0.0.7"));
-        driver
-            .prepare(&instance(), &CancellationToken::new())
-            .await
-            .unwrap();
-        driver
-            .boot(&instance(), &CancellationToken::new())
-            .await
-            .unwrap();
+        steps::booted(&driver, &instance()).await;
         assert_eq!(recorder.plan()[..2], [INSTALL, START]);
     }
 
@@ -445,10 +439,7 @@ mod tests {
     async fn a_start_given_up_on_is_stopped_before_the_forced_shutdown() {
         let (driver, recorder) = driver();
         recorder.hang(START);
-        driver
-            .prepare(&instance(), &CancellationToken::new())
-            .await
-            .unwrap();
+        steps::prepared(&driver, &instance()).await;
         give_up_while_running(
             &recorder,
             START,
