@@ -583,6 +583,31 @@ async fn cancelled_when<T>(
     out
 }
 
+/// Brings up `vm` of `driver` (nothing to wait for, nothing to build),
+/// firing `cancel` once `seen` holds: the bring-up must end, cancelled.
+/// Returns what it started, for the teardown.
+async fn up_cancelled_when(
+    driver: &dyn VmDriver,
+    vm: &Instance,
+    seen: impl Fn() -> bool,
+    cancel: &CancellationToken,
+) -> Started {
+    let mut started = Started::default();
+    let events = EventSink::discard();
+    let up = bring_up(
+        driver,
+        vm,
+        &mut started,
+        &events,
+        cancel,
+        |endpoint| async move { Ok(endpoint) },
+        |_| async { Ok(()) },
+    );
+    let up = cancelled_when(up, seen, cancel, || {}).await;
+    assert!(matches!(up, Err(Error::Cancelled)), "{vm:?}: {up:?}");
+    started
+}
+
 /// Checks that `recorder`'s guest was made, its clean shutdown started and
 /// stopped, and only then a forced one run.
 fn clean_shutdown_stopped_then_forced(recorder: &Recorder) {
@@ -684,20 +709,9 @@ async fn a_cancellation_while_a_guest_boots_stops_the_command_under_way() {
 async fn prepare_cancelled_at<D: VmDriver>(new: fn() -> Recorded<D>, line: &str) -> Vec<String> {
     let (driver, recorder, spec) = new();
     recorder.hang(line);
-    let cancel = CancellationToken::new();
-    let (vm, mut started, events) = (instance(), Started::default(), EventSink::discard());
-    let up = bring_up(
-        &driver,
-        &vm,
-        &mut started,
-        &events,
-        &cancel,
-        |endpoint| async move { Ok(endpoint) },
-        |_| async { Ok(()) },
-    );
+    let (cancel, vm) = (CancellationToken::new(), instance());
     let running = || recorder.running.lock().unwrap().iter().any(|c| c == line);
-    let up = cancelled_when(up, running, &cancel, || {}).await;
-    assert!(matches!(up, Err(Error::Cancelled)), "{line}: {up:?}");
+    let started = up_cancelled_when(&driver, &vm, running, &cancel).await;
     assert!(recorder.running.lock().unwrap().is_empty(), "{line}");
     let torn = teardown_until(&driver, spec.shutdown_timeout, &vm, started, &cancel);
     torn.await.unwrap();
@@ -1127,19 +1141,8 @@ async fn a_cancellation_while_qemu_starts_ends_the_boot_at_once() {
         console: dir.path().join("console.log"),
     };
     let cancel = CancellationToken::new();
-    let (mut started, events) = (Started::default(), EventSink::discard());
-    let booting = bring_up(
-        &driver,
-        &vm,
-        &mut started,
-        &events,
-        &cancel,
-        |endpoint| async move { Ok(endpoint) },
-        |_| async { Ok(()) },
-    );
     // Ctrl-C once the emulator runs.
-    let outcome = cancelled_when(booting, || pid_file.exists(), &cancel, || {}).await;
-    assert!(matches!(outcome, Err(Error::Cancelled)), "{outcome:?}");
+    let started = up_cancelled_when(&driver, &vm, || pid_file.exists(), &cancel).await;
     let pid: u32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
