@@ -32,6 +32,16 @@ fn path_json(path: &Path) -> Value {
 }
 
 /// The store path `key` of a promotion's JSON report names.
+/// `store verify --json`'s `references`: `object`'s reference to
+/// `reference`, with `problem`.
+fn reference_problem(object: &Path, reference: &Path, problem: &str) -> Value {
+    json!([{
+        "object": path_json(object),
+        "reference": path_json(reference),
+        "problem": problem,
+    }])
+}
+
 fn store_path(report: &Value, key: &[&str]) -> PathBuf {
     let value = key.iter().fold(report, |v, k| &v[k]);
     PathBuf::from(value.as_str().unwrap())
@@ -61,11 +71,7 @@ fn verify_reports_references_the_registry_lacks_and_repair_removes_nothing_for_t
     fs::rename(&aside, &manifest).unwrap();
     fruix_promote::store::set_mtime(&world).unwrap();
 
-    let dangling = json!([{
-        "object": path_json(&bundle),
-        "reference": path_json(&world),
-        "problem": "not-registered",
-    }]);
+    let dangling = reference_problem(&bundle, &world, "not-registered");
     let found = report(&run(&mut store_verify(&store, &["--json"])), 4);
     assert_eq!(found["references"], dangling, "{found:#}");
     assert_eq!(found["corrupt"], 0, "{found:#}");
@@ -101,11 +107,7 @@ fn verify_reports_references_the_registry_lacks_and_repair_removes_nothing_for_t
     let again = dir.path().join("r2");
     write_sample_result_root(&again, "guest-self-hosted", "20260406T000000Z", true).unwrap();
     promote_report(&store, &again, &[]);
-    let unrecorded = json!([{
-        "object": path_json(&bundle),
-        "reference": path_json(&world),
-        "problem": "not-recorded",
-    }]);
+    let unrecorded = reference_problem(&bundle, &world, "not-recorded");
     let found = report(&run(&mut store_verify(&store, &["--json"])), 4);
     assert_eq!(found["references"], unrecorded, "{found:#}");
     let repaired = report(&run(&mut store_verify(&store, &["--repair", "--json"])), 0);
