@@ -31,7 +31,6 @@ fn path_json(path: &Path) -> Value {
     path.to_str().unwrap().into()
 }
 
-/// The store path `key` of a promotion's JSON report names.
 /// `store verify --json`'s `references`: `object`'s reference to
 /// `reference`, with `problem`.
 fn reference_problem(object: &Path, reference: &Path, problem: &str) -> Value {
@@ -42,6 +41,7 @@ fn reference_problem(object: &Path, reference: &Path, problem: &str) -> Value {
     }])
 }
 
+/// The store path `key` of a promotion's JSON report names.
 fn store_path(report: &Value, key: &[&str]) -> PathBuf {
     let value = key.iter().fold(report, |v, k| &v[k]);
     PathBuf::from(value.as_str().unwrap())
