@@ -288,13 +288,14 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
     // from its first pool entry until its objects are registered), and no
     // repair runs (it holds the store alone): each is what a killed process
     // left, no valid object. A root naming one keeps nothing, and is dead
-    // once it goes; promoting its result root again recreates it.
+    // once it goes; promoting its result root again recreates it. What is
+    // not named as an object is no leftover of fruix's: left alone.
     let unregistered: Vec<PathBuf> = object_paths(store)?
         .into_iter()
         .filter(|p| {
             p.file_name()
-                .map(|n| n.to_string_lossy())
-                .is_some_and(|n| !records.contains_key(n.as_ref()))
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !records.contains_key(n))
         })
         .collect();
     cancelled()?;

@@ -207,6 +207,9 @@ pub fn list(state_dir: &Path, store: &Path) -> Result<Vec<Root>> {
             let entry = entry.with_path("read", &d)?;
             let path = entry.path();
             let kind = entry.file_type().with_path("inspect", &path)?;
+            if d == dir && entry.file_name() == AUTO_DIR && !kind.is_dir() {
+                return Err(auto_not_a_directory(&path).into());
+            }
             if kind.is_dir() && depth < MAX_DEPTH {
                 todo.push((path, depth + 1));
             } else if kind.is_symlink() && d == dir.join(AUTO_DIR) {
@@ -285,26 +288,67 @@ pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<Path
 /// link by path; a caller making it otherwise (by descriptor) registers
 /// it with this.
 pub fn register_indirect(state_dir: &Path, link: &Path) -> fruix_core::Result<(PathBuf, bool)> {
-    let auto = state_dir.join(GCROOTS_DIR).join(AUTO_DIR);
-    std::fs::create_dir_all(&auto).with_path("create", &auto)?;
+    use rustix::fs::{renameat, statat, symlinkat, unlinkat, AtFlags};
+    let gcroots = state_dir.join(GCROOTS_DIR);
+    std::fs::create_dir_all(&gcroots).with_path("create", &gcroots)?;
+    let auto = gcroots.join(AUTO_DIR);
+    let dir = open_auto(&gcroots, &auto)?;
     let hash = hex::encode(&Sha256::digest(link.as_os_str().as_encoded_bytes())[..16]);
-    let entry = auto.join(hash);
-    let registered = entry.symlink_metadata().is_ok();
-    let temp = auto.join(format!(".tmp-{}", unique()));
-    let _ = std::fs::remove_file(&temp);
-    std::os::unix::fs::symlink(link, &temp).with_path("create symlink", &temp)?;
-    if let Err(e) = std::fs::rename(&temp, &entry) {
-        let _ = std::fs::remove_file(&temp);
-        return Err(fruix_core::Error::io("create symlink", &entry, e));
+    let entry = auto.join(&hash);
+    let registered = statat(&dir, hash.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok();
+    let temp = format!(".tmp-{}", unique());
+    let _ = unlinkat(&dir, temp.as_str(), AtFlags::empty());
+    symlinkat(link, &dir, temp.as_str())
+        .map_err(|e| fruix_core::Error::io("create symlink", auto.join(&temp), e.into()))?;
+    if let Err(e) = renameat(&dir, temp.as_str(), &dir, hash.as_str()) {
+        let _ = unlinkat(&dir, temp.as_str(), AtFlags::empty());
+        return Err(fruix_core::Error::io("create symlink", &entry, e.into()));
     }
     Ok((entry, registered))
+}
+
+/// Opens `gcroots/auto` (`auto`) in `gcroots`, made if missing, as a
+/// directory and following no symlink: [`list`] reads it the same way, so
+/// that no root is written where the collector does not look.
+fn open_auto(gcroots: &Path, auto: &Path) -> fruix_core::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::{mkdirat, openat, Mode, OFlags};
+    let parent = openat(
+        rustix::fs::CWD,
+        gcroots,
+        OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::RDONLY,
+        Mode::empty(),
+    )
+    .map_err(|e| fruix_core::Error::io("open", gcroots, e.into()))?;
+    match mkdirat(&parent, AUTO_DIR, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(fruix_core::Error::io("create", auto, e.into())),
+    }
+    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
+    openat(&parent, AUTO_DIR, flags, Mode::empty()).map_err(|e| match e {
+        rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP => auto_not_a_directory(auto),
+        e => fruix_core::Error::io("open", auto, e.into()),
+    })
+}
+
+/// A `gcroots/auto` that is not a directory of its own (a symlink, a
+/// file): refused, by those who write roots there and by the collector.
+fn auto_not_a_directory(auto: &Path) -> fruix_core::Error {
+    fruix_core::Error::io(
+        "open",
+        auto,
+        std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "it is not a directory (fruix follows no symlink there, so that no root is written \
+             where the collector does not look); make it a directory of its own",
+        ),
+    )
 }
 
 /// Makes `at` a symlink to `target`, atomically: made as `temp`, then
 /// renamed; `temp` is removed if the rename fails.
 fn symlink_atomically(target: &Path, temp: &Path, at: &Path) -> Result<()> {
     let _ = std::fs::remove_file(temp);
-    std::os::unix::fs::symlink(target, temp).with_path("create symlink", temp)?;
+    std::os::unix::fs::symlink(target, temp).with_path("create symlink", at)?;
     if let Err(e) = std::fs::rename(temp, at) {
         let _ = std::fs::remove_file(temp);
         return Err(fruix_core::Error::io("create symlink", at, e).into());
@@ -347,6 +391,34 @@ mod tests {
         add_indirect(&state, &link, &store.join(NAME)).unwrap();
         assert_eq!(std::fs::read_link(&link).unwrap(), store.join(NAME));
         assert_eq!(list(&state, &store).unwrap().len(), 1);
+    }
+
+    /// Regression: roots were written through a `gcroots/auto` that is a
+    /// symlink, while the collector took that symlink for another store's
+    /// direct root and never read them: it removed what they kept. Neither
+    /// follows it now: both refuse it, naming it.
+    #[test]
+    fn an_auto_directory_that_is_a_symlink_is_refused_by_writers_and_the_collector() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, store) = (dir.path().join("state"), dir.path().join("store"));
+        std::fs::create_dir_all(store.join(NAME)).unwrap();
+        std::fs::create_dir_all(state.join(GCROOTS_DIR)).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let auto = state.join(GCROOTS_DIR).join(AUTO_DIR);
+        std::os::unix::fs::symlink(&elsewhere, &auto).unwrap();
+        let refused = |e: crate::Error| {
+            let shown = e.to_string();
+            assert!(
+                shown.contains(&auto.display().to_string()) && shown.contains("not a directory"),
+                "{shown}"
+            );
+        };
+        let link = dir.path().join("result");
+        refused(add_indirect(&state, &link, &store.join(NAME)).unwrap_err());
+        assert!(link.symlink_metadata().is_err(), "no link made");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        refused(list(&state, &store).unwrap_err());
     }
 
     #[test]

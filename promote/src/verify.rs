@@ -90,19 +90,35 @@ fn real_path(manifest_path: &str) -> String {
     }
 }
 
-/// Every object directory in the store (hidden entries left out), sorted.
+/// Every entry of the store named as an object ([`is_object_name`]),
+/// sorted: the objects, and what killed processes left of them.
 pub fn object_paths(store: &Store) -> Result<Vec<PathBuf>> {
     object_paths_in(store.path())
 }
 
 /// [`object_paths`] of the store directory `store`.
 pub fn object_paths_in(store: &Path) -> Result<Vec<PathBuf>> {
+    entries_in(store, is_object_name)
+}
+
+/// The entries of the store that are not fruix's, sorted: neither hidden
+/// (the store's own `.links`, `.fruix`...) nor named as an object (a file
+/// or a link someone put there, a name that is not UTF-8). Nothing fruix
+/// does makes one, so no repair or collection removes one.
+pub fn foreign_paths(store: &Store) -> Result<Vec<PathBuf>> {
+    entries_in(store.path(), |name| {
+        !name.starts_with(b".") && !is_object_name(name)
+    })
+}
+
+/// The entries of `store` whose names `keep` takes, sorted.
+fn entries_in(store: &Path, keep: impl Fn(&[u8]) -> bool) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = fs::read_dir(store)
         .with_path("read", store)?
-        .flatten()
-        .filter(|e| !e.file_name().as_bytes().starts_with(b"."))
-        .map(|e| e.path())
-        .collect();
+        .map(|e| e.with_path("read", store))
+        .filter(|e| e.as_ref().map_or(true, |e| keep(e.file_name().as_bytes())))
+        .map(|e| e.map(|e| e.path()))
+        .collect::<fruix_core::Result<_>>()?;
     out.sort();
     Ok(out)
 }
@@ -355,6 +371,9 @@ pub struct RegistryCheck {
     /// before registering, or a leftover); `store gc` removes them.
     #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub unregistered: Vec<PathBuf>,
+    /// Entries that are not fruix's ([`foreign_paths`]): left alone.
+    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
+    pub foreign: Vec<PathBuf>,
     /// References of intact registered objects that the registry lacks, as
     /// [`check_references`] finds them once the objects are verified
     /// ([`check_registry`] leaves it empty).
@@ -364,9 +383,10 @@ pub struct RegistryCheck {
 /// Compares the registry with the store's object directories.
 pub fn check_registry(store: &Store) -> Result<RegistryCheck> {
     let registered: HashSet<String> = store.db().names()?.into_iter().collect();
+    // Object names are ASCII.
     let present: HashSet<String> = object_paths(store)?
         .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
         .collect();
     let mut check = RegistryCheck {
         missing: registered
@@ -378,6 +398,7 @@ pub fn check_registry(store: &Store) -> Result<RegistryCheck> {
             .map(|n| store.path().join(n))
             .collect(),
         references: Vec::new(),
+        foreign: foreign_paths(store)?,
     };
     check.missing.sort();
     check.unregistered.sort();

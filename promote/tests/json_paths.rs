@@ -171,7 +171,12 @@ fn list_info_and_verify_reports_show_a_path_that_is_not_utf8_escaped() {
     let registry = check_registry(&s.store).unwrap();
     assert_eq!(
         json_of(&registry),
-        json!({ "missing": [], "unregistered": [s.shown(&stray)], "references": [] })
+        json!({
+            "missing": [],
+            "unregistered": [s.shown(&stray)],
+            "foreign": [],
+            "references": []
+        })
     );
 }
 

@@ -42,6 +42,7 @@ mod promote_cli;
 mod race;
 mod readme;
 mod repair_interrupted;
+mod roots_review;
 mod signing;
 mod source_review;
 mod source_untouched;

@@ -41,7 +41,7 @@ pub enum Command {
     /// Native-build result roots: promote them into the store; self-hosted is the guest side of guest-self-hosted.
     #[command(name = "native-build", subcommand)]
     NativeBuild(NativeBuildCommand),
-    /// The store: verify, list, info, query, roots, gc, delete, generate-key, sign, export, import, copy, serve.
+    /// The store: verify, list, info, query, roots, add-root, gc, delete, generate-key, sign, export, import, copy, serve.
     #[command(subcommand)]
     Store(StoreCommand),
     /// Source trees as store objects, identified by their content.
@@ -458,6 +458,25 @@ mod tests {
         flags.sort();
         let operands = command.get_positionals().any(|a| a.get_id() != "file");
         (flags, operands)
+    }
+
+    /// Regression: `fruix store --help`'s summary left out `add-root`. It
+    /// names every store command, in `--help`'s order.
+    #[test]
+    fn the_store_summary_names_every_store_command() {
+        let cli = Cli::command();
+        let store = cli.find_subcommand("store").unwrap();
+        let about = store.get_about().unwrap().to_string();
+        let listed = about
+            .strip_prefix("The store: ")
+            .map(|l| l.trim_end_matches('.'))
+            .unwrap_or_else(|| panic!("{about}"));
+        let names: Vec<&str> = store
+            .get_subcommands()
+            .map(|c| c.get_name())
+            .filter(|n| *n != "help")
+            .collect();
+        assert_eq!(listed.split(", ").collect::<Vec<_>>(), names);
     }
 
     /// `matrix export` checks the arguments it hands on to run-cell and

@@ -329,7 +329,8 @@ pub struct AddRootArgs {
     pub path: PathBuf,
     /// The symlink to make to it, registered as an indirect root (as
     /// `--out-link` is); a symlink already there is replaced, anything
-    /// else is refused. Removing it later drops the root.
+    /// else is refused, as is a link in the store. Removing it later drops
+    /// the root.
     #[arg(value_name = "LINK")]
     pub link: PathBuf,
     #[command(flatten)]

@@ -25,7 +25,7 @@ pub fn run(args: PromoteArgs) -> CliResult {
         Some(&args.store.store),
         (!args.out_link.no_out_link).then_some(args.state.state_dir.as_path()),
     );
-    check_out_link(&args.out_link)?;
+    check_out_link(&args.out_link, &args.store.store)?;
     let key = signing_key(&args.out_link)?;
     // A root that is not there is a missing input (exit 2), not an invalid
     // root (exit 4).
@@ -52,18 +52,27 @@ pub fn run(args: PromoteArgs) -> CliResult {
     Ok(Status::Success)
 }
 
-/// Refuses, before anything is done, an out-link that could not be made:
-/// something other than a symlink is there.
-pub fn check_out_link(args: &OutLinkArgs) -> CliResult<()> {
+/// Refuses, before anything is done, an out-link that could not be made
+/// or would lie in the store `store` ([`check_root_link`]).
+pub fn check_out_link(args: &OutLinkArgs, store: &Path) -> CliResult<()> {
     if args.no_out_link {
         return Ok(());
     }
-    let link = &args.out_link;
+    let link = format!("--out-link {}", escape::path(&args.out_link));
+    check_root_link(&args.out_link, &link, store, ", or give --no-out-link")
+}
+
+/// Refuses (usage, 2), before anything is done, a root's link `link`
+/// (`named` so in messages) that could not be made, or would lie in the
+/// store `store`: something other than a symlink is there, its directory
+/// is missing, or its directory is in the store, which holds objects only
+/// (no collection keeps a link there, and one in an object changes it).
+/// `or` ends the advice.
+pub fn check_root_link(link: &Path, named: &str, store: &Path, or: &str) -> CliResult<()> {
     if let Ok(m) = link.symlink_metadata() {
         if !m.file_type().is_symlink() {
             return Err(CliError::usage(format!(
-                "--out-link {} exists and is not a symlink; choose another path, or give --no-out-link",
-                escape::path(link)
+                "{named} exists and is not a symlink; choose another path{or}"
             )));
         }
     }
@@ -73,10 +82,17 @@ pub fn check_out_link(args: &OutLinkArgs) -> CliResult<()> {
         .unwrap_or(Path::new("."));
     if !parent.is_dir() {
         return Err(CliError::usage(format!(
-            "--out-link {}: {} is not a directory; create it, choose another path, or give --no-out-link",
-            escape::path(link),
+            "{named}: {} is not a directory; create it, choose another path{or}",
             escape::path(parent)
         )));
+    }
+    if let (Ok(parent), Ok(store)) = (parent.canonicalize(), store.canonicalize()) {
+        if parent.starts_with(&store) {
+            return Err(CliError::usage(format!(
+                "{named} lies in the store {}, which holds store objects only; choose a path outside it{or}",
+                escape::path(&store)
+            )));
+        }
     }
     Ok(())
 }

@@ -260,6 +260,8 @@ fn print_paths(paths: &[PathBuf], json: bool) {
 /// runs may be missed by it, and its object removed.
 fn add_root(args: AddRootArgs) -> CliResult {
     let store = open(&args.at.store, Some(&args.at.state), args.json, false)?;
+    let named = format!("LINK {}", escape::path(&args.link));
+    crate::commands::promote::check_root_link(&args.link, &named, store.path(), "")?;
     let _gc = store.gc_lock(false).map_err(from_promote)?;
     let [name] =
         <[String; 1]>::try_from(object_names(&store, &[args.path])?).expect("one path, one name");

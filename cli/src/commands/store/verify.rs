@@ -98,6 +98,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
                 "pool": { "checked": pool.checked, "corrupt": to_json(&pool.corrupt)? },
                 "missing": paths(&registry.missing),
                 "unregistered": paths(&registry.unregistered),
+                "foreign": paths(&registry.foreign),
                 "references": to_json(&registry.references)?,
                 "repair": to_json(&repaired)?,
             })
@@ -136,6 +137,12 @@ pub fn verify(args: VerifyArgs) -> CliResult {
             if !args.quiet {
                 println!("unregistered {}", escape::path(p));
                 println!("  not a valid object (a promotion, import or repair was killed before it finished); `fruix store gc` removes it");
+            }
+        }
+        for p in &registry.foreign {
+            if !args.quiet {
+                println!("foreign {}", escape::path(p));
+                println!("  not named as a store object: not fruix's, which leaves it alone (no repair or collection removes it); remove it by hand if it is not wanted");
             }
         }
         if !args.quiet {

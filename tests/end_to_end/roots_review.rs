@@ -1,0 +1,197 @@
+//! Roots and what is not fruix's in a store, from a review: a root's link
+//! is never made in the store, a `gcroots/auto` that is a symlink is
+//! refused rather than written through, and `store gc` and `store verify
+//! --repair` leave alone the entries of a store that are not named as
+//! objects (reported by `store verify` as foreign).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::util::{
+    fruix, object_names, promote_linked, promote_report, run, run_failing, run_json, run_ok,
+    sample_root, store_verify,
+};
+
+/// `fruix store ARGS --store STORE --state-dir STATE`.
+fn store_command(store: &Path, state: &Path, args: &[&str]) -> Command {
+    let mut cmd = fruix();
+    cmd.arg("store")
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .arg("--state-dir")
+        .arg(state);
+    cmd
+}
+
+/// The strings of the JSON array `array`.
+fn texts(array: &Value) -> Vec<&str> {
+    let array = array
+        .as_array()
+        .unwrap_or_else(|| panic!("no array: {array}"));
+    array.iter().map(|v| v.as_str().unwrap()).collect()
+}
+
+/// `store add-root OBJECT LINK`.
+fn add_root(store: &Path, state: &Path, object: &Path, link: &Path) -> Command {
+    let mut cmd = store_command(store, state, &["add-root"]);
+    cmd.arg(object).arg(link);
+    cmd
+}
+
+/// Regression: `--out-link` and `store add-root` made their link in the
+/// store when asked to; `store gc` then removed it as an object, and the
+/// next collection what it kept. `add-root` over a plain file, or into a
+/// missing directory, exited 3 (naming a temporary) where the rule for
+/// output paths is 2. Each is refused, exit 2, before anything is done.
+#[test]
+fn a_root_s_link_is_never_made_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
+    let root = sample_root(dir.path(), "root");
+    let report = promote_report(&store, &root, &[]);
+    let bundle = PathBuf::from(report["result_store"].as_str().unwrap());
+    let before = object_names(&store);
+
+    let in_store = store.join("myresult");
+    run_failing(
+        &mut promote_linked(&store, &state, &in_store, &root, &[]),
+        2,
+        &["--out-link", "lies in the store", "--no-out-link"],
+    );
+    let in_object = bundle.join("link");
+    for link in [&in_store, &in_object] {
+        run_failing(
+            &mut add_root(&store, &state, &bundle, link),
+            2,
+            &["lies in the store"],
+        );
+        assert!(link.symlink_metadata().is_err(), "{}", link.display());
+    }
+    let file = dir.path().join("file");
+    fs::write(&file, "kept").unwrap();
+    run_failing(
+        &mut add_root(&store, &state, &bundle, &file),
+        2,
+        &["exists and is not a symlink"],
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), "kept");
+    let missing = dir.path().join("no-such-dir");
+    let stderr = run_failing(
+        &mut add_root(&store, &state, &bundle, &missing.join("l")),
+        2,
+        &["is not a directory"],
+    );
+    assert!(!stderr.contains("fruix-tmp"), "{stderr}");
+    assert_eq!(object_names(&store), before, "nothing promoted");
+    let roots = run_json(&mut store_command(&store, &state, &["roots", "--json"]));
+    assert_eq!(roots, json!([]), "no root registered");
+}
+
+/// Regression: with `gcroots/auto` a symlink, `store add-root` wrote its
+/// root through it, while `store gc` took it for another store's root and
+/// never read it: it removed everything. Both refuse it now (exit 3,
+/// naming it), and nothing is removed.
+#[test]
+fn a_gcroots_auto_that_is_a_symlink_is_refused_and_nothing_is_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
+    let report = promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+    let bundle = PathBuf::from(report["result_store"].as_str().unwrap());
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::create_dir_all(state.join("gcroots")).unwrap();
+    let auto = state.join("gcroots/auto");
+    std::os::unix::fs::symlink(&elsewhere, &auto).unwrap();
+    let before = object_names(&store);
+    let named = auto.display().to_string();
+    let link = dir.path().join("keep");
+    run_failing(
+        &mut add_root(&store, &state, &bundle, &link),
+        3,
+        &[&named, "not a directory"],
+    );
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    run_failing(
+        &mut store_command(&store, &state, &["gc"]),
+        3,
+        &[&named, "not a directory"],
+    );
+    assert_eq!(object_names(&store), before, "nothing collected");
+}
+
+/// Regression: `store gc` removed every entry of the store the registry
+/// does not name, a file or a link someone put there included (a link to
+/// a root's object, say), and `store verify` reported a directory whose
+/// name is not UTF-8 as a corrupt object, which `--repair` removed. What
+/// is not named as an object is not fruix's: `store verify` reports it as
+/// foreign (not an error), and neither a repair nor a collection removes
+/// it. An unregistered directory named as an object (what a killed
+/// promotion leaves) is still collected.
+#[test]
+fn gc_and_repair_leave_what_is_not_named_as_an_object_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
+    let link = dir.path().join("result");
+    run_ok(&mut promote_linked(
+        &store,
+        &state,
+        &link,
+        &sample_root(dir.path(), "root"),
+        &[],
+    ));
+    let objects = object_names(&store);
+    let readme = store.join("README.txt");
+    fs::write(&readme, "notes").unwrap();
+    let etc = store.join("etc");
+    std::os::unix::fs::symlink("/etc", &etc).unwrap();
+    let odd = store.join(OsStr::from_bytes(b"a\xff"));
+    fs::create_dir(&odd).unwrap();
+    let leftover = store.join(format!("{}-fruix-native-world-left", "0".repeat(40)));
+    fs::create_dir(&leftover).unwrap();
+
+    let verify = |flags: &[&str]| -> Value {
+        let out = run(&mut store_verify(&store, &[&["--json"], flags].concat()));
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let found = verify(&[]);
+    assert_eq!(found["corrupt"], 0, "{found:#}");
+    let mut foreign = vec![etc.clone(), readme.clone(), odd.clone()];
+    foreign.sort();
+    let shown: Vec<String> = foreign
+        .iter()
+        .map(|p| fruix_core::escape::path_text(p).into_owned())
+        .collect();
+    assert_eq!(texts(&found["foreign"]), shown, "{found:#}");
+    let unregistered = leftover.to_str().unwrap();
+    assert_eq!(texts(&found["unregistered"]), [unregistered]);
+    let text = run_ok(&mut store_verify(&store, &[]));
+    assert!(
+        text.contains("foreign ") && text.contains("a\\377"),
+        "{text}"
+    );
+
+    verify(&["--repair"]);
+    let gc = run_json(&mut store_command(&store, &state, &["gc", "--json"]));
+    let removed: Vec<&str> = gc["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(removed, [unregistered], "{gc:#}");
+    for p in &foreign {
+        assert!(p.symlink_metadata().is_ok(), "{} removed", p.display());
+    }
+    assert_eq!(fs::read_to_string(&readme).unwrap(), "notes");
+    let mut expected = objects;
+    expected.extend(["README.txt", "a\u{fffd}", "etc"].map(String::from));
+    expected.sort();
+    assert_eq!(object_names(&store), expected);
+}
