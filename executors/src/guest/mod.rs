@@ -9,7 +9,8 @@
 //! store path exists there (the error names it), build into a guest result
 //! root of their own in the guest's state directory, and import that result
 //! root into the host's ([`crate::import`], retried up to
-//! [`IMPORT_ATTEMPTS`] times on a dropped connection). The guest result root
+//! [`IMPORT_ATTEMPTS`] times on a dropped connection; a cancel ends the
+//! wait before another try, and the connecting, at once). The guest result root
 //! is `STATE/native-builds/RUN-ID/`, or, when another build has that name
 //! (hosts sharing a guest may start builds in the same second), the first
 //! free of `RUN-ID.1/`, `RUN-ID.2/`, ... up to `RUN-ID.999/`: the guest
@@ -311,15 +312,19 @@ impl GuestRun<'_> {
         Ok(())
     }
 
+    /// Connects to the guest; ends at once when the run is cancelled.
     async fn connect(&mut self, ctx: &RunContext) -> Result<Arc<SshSession>> {
-        let session = SshSession::connect(&self.executor.ssh, &ctx.events).await?;
+        let session = tokio::select! {
+            connected = SshSession::connect(&self.executor.ssh, &ctx.events) => connected?,
+            () = ctx.cancel.cancelled() => return Err(Error::Cancelled),
+        };
         self.session = Some(session.clone());
         Ok(session)
     }
 
     /// Imports the guest result root `remote`, reconnecting on a dropped
-    /// connection; the wait before another try ends at once when the run
-    /// is cancelled.
+    /// connection; the wait before another try, and the reconnection,
+    /// end at once when the run is cancelled.
     async fn import(
         &mut self,
         mut session: Arc<SshSession>,
@@ -340,6 +345,7 @@ impl GuestRun<'_> {
                     attempt += 1;
                     session = match self.connect(ctx).await {
                         Ok(s) => s,
+                        Err(Error::Cancelled) => return Err(Error::Cancelled),
                         Err(e) if attempt < IMPORT_ATTEMPTS => {
                             ctx.events.warn(format!("cannot reconnect: {e}"));
                             continue;

@@ -36,9 +36,17 @@
 //! [`crate::ssh::is_connection_lost`], so callers retry on a new connection;
 //! a refused archive is never taken for a dropped connection. Of the remote
 //! `tar`'s stderr only the last lines are kept, each cut at the session's
-//! line cap, and shown escaped. A cancelled import (Ctrl-C, a time limit)
-//! stops the remote `tar`'s whole session with the kill loop every remote
-//! command gets ([`crate::ssh::remote`]).
+//! line cap, and shown escaped.
+//!
+//! The remote `tar` is held at a gate ([`crate::ssh::gate`]) until its
+//! lifeline is armed: from the moment it runs, this host going away
+//! (killed, its connection dropped) stops its whole session in the guest,
+//! as for every remote command ([`crate::ssh::remote`]). A cancelled import
+//! (Ctrl-C, a time limit) stops that session with the kill loop; one
+//! cancelled before `tar` was let run returns at once, without waiting for
+//! its session id: held at its gate, it exits by itself, having run
+//! nothing. An import refused while `tar` still sends is stopped the same
+//! way.
 //!
 //! Then [`Staged::verify`] re-hashes every artifact tree (with the recorded
 //! special bits, which signatures cover) and compares it with the signature
@@ -75,7 +83,7 @@ use russh::ChannelMsg;
 
 pub use self::extract::{extract, host_mode, HOST_MODE_MASK};
 pub use self::limits::{Cap, ImportLimits};
-use crate::ssh::remote::{self, SessionLine, SESSION_WAIT};
+use crate::ssh::remote::SessionLine;
 use crate::ssh::{lost, shell_quote, SshSession};
 use fruix_core::bounded::{LineSplitter, Tail};
 
@@ -118,13 +126,14 @@ impl Read for ChannelReader {
 }
 
 /// The remote `tar`'s stderr: first the line saying its remote session
-/// ([`remote::wrap`]), kept to stop that session on cancellation, then its
+/// ([`crate::ssh::remote::wrap`]), whose verdict opens its gate, then its
 /// last [`STDERR_TAIL_LINES`] lines, each cut at the session's line cap.
 struct RemoteStderr {
     lines: LineSplitter,
     session_line: SessionLine,
-    /// The remote session id, once said.
-    sid: Option<u32>,
+    /// The first line's verdict, once read: the session id, or `None` when
+    /// it said none.
+    said: Option<Option<u32>>,
     tail: Tail,
 }
 
@@ -133,66 +142,36 @@ impl RemoteStderr {
         RemoteStderr {
             lines: LineSplitter::new(session.max_line_bytes(), Some(crate::ssh::LINE_CAP_KEY)),
             session_line: SessionLine::default(),
-            sid: None,
+            said: None,
             tail: Tail::new(STDERR_TAIL_LINES),
         }
     }
 
     fn push(&mut self, data: &[u8]) {
-        let (session_line, sid, tail) = (&mut self.session_line, &mut self.sid, &mut self.tail);
+        let (session_line, said, tail) = (&mut self.session_line, &mut self.said, &mut self.tail);
         self.lines
-            .push(data, |l| Self::line(session_line, sid, tail, l));
+            .push(data, |l| Self::line(session_line, said, tail, l));
     }
 
     fn finish(&mut self) {
-        let (session_line, sid, tail) = (&mut self.session_line, &mut self.sid, &mut self.tail);
+        let (session_line, said, tail) = (&mut self.session_line, &mut self.said, &mut self.tail);
         self.lines
-            .finish(|l| Self::line(session_line, sid, tail, l));
+            .finish(|l| Self::line(session_line, said, tail, l));
     }
 
-    fn line(session_line: &mut SessionLine, sid: &mut Option<u32>, tail: &mut Tail, line: &[u8]) {
+    fn line(
+        session_line: &mut SessionLine,
+        said: &mut Option<Option<u32>>,
+        tail: &mut Tail,
+        line: &[u8],
+    ) {
         let text = String::from_utf8_lossy(line);
-        match session_line.take(&text) {
-            Some(said) => *sid = said,
-            None => tail.push(&text),
+        let taken = session_line.take(&text);
+        said.get_or_insert(taken.flatten());
+        if taken.is_none() {
+            tail.push(&text);
         }
     }
-}
-
-/// Stops the import's remote command, cancelled, as every remote command
-/// is stopped ([`crate::ssh::remote`]): once its session id is known
-/// (waiting for it up to [`SESSION_WAIT`] if it was not said yet), the kill
-/// loop over its session runs while its output is drained (a full channel
-/// would stall the connection, and the kill loop's channel with it); then
-/// the channel is closed. Nothing of the command is left in the guest.
-async fn stop_remote(
-    session: &SshSession,
-    channel: &mut russh::Channel<russh::client::Msg>,
-    stderr: &mut RemoteStderr,
-) {
-    let give_up = tokio::time::Instant::now() + SESSION_WAIT;
-    let mut open = true;
-    while open && stderr.sid.is_none() {
-        tokio::select! {
-            msg = channel.wait() => match msg {
-                Some(ChannelMsg::ExtendedData { data, .. }) => stderr.push(&data),
-                Some(_) => {}
-                None => open = false,
-            },
-            () = tokio::time::sleep_until(give_up) => break,
-        }
-    }
-    if let Some(sid) = stderr.sid {
-        let kill = session.kill_session(sid);
-        tokio::pin!(kill);
-        loop {
-            tokio::select! {
-                () = &mut kill => break,
-                msg = channel.wait(), if open => open = msg.is_some(),
-            }
-        }
-    }
-    let _ = channel.close().await;
 }
 
 /// Creates the staging directory of an import into `host_root`: next to it,
@@ -221,7 +200,11 @@ pub async fn fetch(
 ) -> Result<Staged> {
     let dir = staging_dir(&ctx.result_root)?;
     let script = format!("cd {} && exec tar -cf - .", shell_quote(remote_root));
-    let mut channel = session.exec(remote::wrap(&script)).await?;
+    // Held at its gate, a `tar` whose start is cancelled runs nothing.
+    let (mut channel, mut gate) = tokio::select! {
+        started = session.exec_gated(&script) => started?,
+        () = ctx.cancel.cancelled() => return Err(Error::Cancelled),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
     let staging = dir.path().to_path_buf();
     let limits = *limits;
@@ -243,9 +226,13 @@ pub async fn fetch(
     loop {
         let msg = tokio::select! {
             msg = channel.wait() => msg,
+            () = gate.armed() => {
+                gate.open().await;
+                continue;
+            }
             () = ctx.cancel.cancelled() => {
                 drop(tx.take());
-                stop_remote(session, &mut channel, &mut stderr).await;
+                gate.stop(&mut channel).await;
                 let _ = extractor.await;
                 return Err(Error::Cancelled);
             }
@@ -268,17 +255,26 @@ pub async fn fetch(
                 };
                 if !sent {
                     extractor_stopped = true;
-                    drop(tx.take());
-                    let _ = channel.close().await;
                     break;
                 }
             }
-            Some(ChannelMsg::ExtendedData { data, .. }) => stderr.push(&data),
+            Some(ChannelMsg::ExtendedData { data, .. }) => {
+                stderr.push(&data);
+                if let Some(said) = stderr.said {
+                    gate.said(said);
+                }
+            }
             Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(exit_status),
             Some(ChannelMsg::ExitSignal { .. }) => exit = Some(u32::MAX),
             Some(_) => {}
             None => break,
         }
+    }
+    if extractor_stopped {
+        drop(tx.take());
+        gate.stop(&mut channel).await;
+    } else {
+        gate.release().await;
     }
     drop(tx);
     stderr.finish();

@@ -30,6 +30,7 @@
 //!   SSH setup is at fault, not the build. A connection that drops is
 //!   reported as such ([`is_connection_lost`] tells callers that may retry).
 
+pub(crate) mod gate;
 pub mod host_key;
 pub mod kill;
 pub mod remote;

@@ -25,6 +25,9 @@
 //!   is left.
 //!   A cancel that comes before the session id line was read waits for that
 //!   line (briefly), so a command cancelled as it starts is stopped too.
+//!   A command held at a gate until its lifeline is armed ([`super::gate`],
+//!   the import's `tar`) needs no such wait: a cancel before the gate opened
+//!   ends its stdin, and it exits at its gate, having run nothing.
 //! - The loop never signals another session that came to have the same id.
 //!   While any member of the session lives, its id cannot be given to a new
 //!   process (Linux keeps the `struct pid`; FreeBSD's `fork_findpid` checks
@@ -53,7 +56,8 @@
 //!   none is left behind. It is best effort: a guest whose sshd refuses
 //!   another session (`MaxSessions`) runs the command without one, and the
 //!   host going away between the command's start and its lifeline's leaves
-//!   the command running.
+//!   the command running (but for a gated command, which has not started
+//!   its script then).
 //! - The channel closing without an exit status (connection lost) is an
 //!   [`Error::ConnectionLost`], which [`super::is_connection_lost`] recognises.
 //! - Output is untrusted: a line longer than the session's cap
@@ -76,7 +80,7 @@ use super::{lost, shell_quote, SshSession, LINE_CAP_KEY};
 use fruix_core::bounded::{LineSplitter, Tail};
 
 /// How long a cancelled command may take to say its session id.
-pub(crate) const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many last lines of each stream [`SshSession::output`] keeps.
 pub const OUTPUT_TAIL_LINES: usize = 20;
