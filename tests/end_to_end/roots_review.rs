@@ -195,3 +195,24 @@ fn gc_and_repair_leave_what_is_not_named_as_an_object_alone() {
     expected.sort();
     assert_eq!(object_names(&store), expected);
 }
+
+/// A dangling direct root (a link in `gcroots/` to what is gone) was
+/// listed as `dead` like an indirect one, yet `store gc` never removes it
+/// (it is the user's link): `store roots` says so.
+#[test]
+fn a_dead_direct_root_is_said_to_be_left_by_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
+    promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+    fs::create_dir_all(state.join("gcroots")).unwrap();
+    let dangling = state.join("gcroots/old-profile");
+    std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).unwrap();
+    let listed = run_ok(&mut store_command(&store, &state, &["roots"]));
+    let line = format!(
+        "{}: dead (a direct root: `store gc` leaves it",
+        dangling.display()
+    );
+    assert!(listed.contains(&line), "{listed}");
+    run_ok(&mut store_command(&store, &state, &["gc"]));
+    assert!(dangling.symlink_metadata().is_ok(), "gc removed it");
+}

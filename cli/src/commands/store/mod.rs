@@ -306,7 +306,15 @@ fn show_roots(args: RootsArgs) -> CliResult {
                 escape::path(&r.link),
                 escape::path(&store.path().join(o))
             ),
-            None if r.is_dead() => println!("{}{how}: dead", escape::path(&r.link)),
+            None if r.is_dead() && r.indirect => {
+                println!("{}{how}: dead", escape::path(&r.link))
+            }
+            // A collection removes dead indirect roots only: a link in
+            // gcroots/ is the user's.
+            None if r.is_dead() => println!(
+                "{}: dead (a direct root: `store gc` leaves it; remove it by hand)",
+                escape::path(&r.link)
+            ),
             None => println!(
                 "{}{how} -> {}: keeps no object (its target is no store object)",
                 escape::path(&r.link),
