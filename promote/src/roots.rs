@@ -14,7 +14,8 @@
 //! store's business when its target lies in this store (however the store's
 //! path is spelt, or through a chain of links), or when it is dead: its
 //! link is gone, or its target no longer exists at all (a link into an
-//! object that a repair or a deletion removed included). A root whose target
+//! object that a repair or a deletion removed, or a loop of links,
+//! included). A root whose target
 //! exists outside this store belongs to another store: it is neither
 //! listed nor removed here.
 //!
@@ -142,15 +143,16 @@ fn locate(store: &Path, target: &Path) -> Place {
             Ok(rest) => in_store(store, rest),
             Err(_) => Place::Elsewhere,
         },
+        // A loop of links never leads anywhere: as dead as a dangling link.
         Err(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-            ) =>
+            ) || e.raw_os_error() == Some(libc::ELOOP) =>
         {
             Place::Gone
         }
-        // Unreadable, a loop of links...: it may well exist; keep it.
+        // Unreadable...: it may well exist; keep it.
         Err(_) => Place::Elsewhere,
     }
 }
@@ -437,6 +439,9 @@ mod tests {
         // not listed; a root whose target is gone is dead.
         std::os::unix::fs::symlink("/etc", gcroots.join("elsewhere")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("nowhere"), gcroots.join("dangling")).unwrap();
+        // Regression: a loop of links was taken for another store's root,
+        // and listed by none.
+        std::os::unix::fs::symlink("loop", gcroots.join("loop")).unwrap();
         let result = add_indirect(&state, &dir.path().join("result"), &store.join(NAME)).unwrap();
         let gone = add_indirect(&state, &dir.path().join("gone"), &store.join(NAME)).unwrap();
         std::fs::remove_file(&gone).unwrap();
@@ -453,6 +458,7 @@ mod tests {
             .collect();
         let mut expected = [
             (gcroots.join("dangling"), false, None),
+            (gcroots.join("loop"), false, None),
             (gcroots.join("profiles/p"), false, Some(NAME)),
             (result.clone(), true, Some(NAME)),
             (gone.clone(), true, None),
@@ -469,7 +475,12 @@ mod tests {
             .filter(|r| r.is_dead())
             .map(|r| r.link.as_path())
             .collect();
-        let mut expected_dead = [gcroots.join("dangling"), gone.clone(), removed.clone()];
+        let mut expected_dead = [
+            gcroots.join("dangling"),
+            gcroots.join("loop"),
+            gone.clone(),
+            removed.clone(),
+        ];
         expected_dead.sort();
         assert_eq!(
             dead,
@@ -480,7 +491,7 @@ mod tests {
         );
         // Replacing the out-link keeps one root for it.
         add_indirect(&state, &result, &store.join(NAME)).unwrap();
-        assert_eq!(list(&state, &store).unwrap().len(), 5);
+        assert_eq!(list(&state, &store).unwrap().len(), 6);
         // Links made at once from several threads (a matrix promotes cells
         // concurrently) all become roots.
         std::thread::scope(|s| {
@@ -490,7 +501,7 @@ mod tests {
                 s.spawn(move || add_indirect(state, &link, &store.join(NAME)).unwrap());
             }
         });
-        assert_eq!(list(&state, &store).unwrap().len(), 13);
+        assert_eq!(list(&state, &store).unwrap().len(), 14);
         // A file where the link would go is refused.
         std::fs::write(dir.path().join("file"), b"x").unwrap();
         assert!(add_indirect(&state, &dir.path().join("file"), &store.join(NAME)).is_err());
