@@ -18,11 +18,13 @@ use fruix_promote::attest;
 use fruix_promote::sign::PublicKey;
 use fruix_promote::{promote_validated, PromoteOptions, Store};
 
+use crate::host_slots::{self, HostSlot};
 use crate::plan::MatrixPlan;
 use crate::result_link::link_result;
 use crate::runner::{
     BoxFuture, CellError, CellRecord, CellRunner, Job, Promoted, PromotedArtifact,
 };
+use crate::schedule::Placement;
 
 /// How long a reachability probe of a machine may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,11 +44,41 @@ pub trait Observer: Send + Sync {
     fn attempt_ended(&self, cell: &str, failure: Option<&str>);
     /// Cell `cell` is finished (promotion included).
     fn cell_finished(&self, cell: &str, record: &CellRecord);
+    /// Cell `cell`'s attempt waits for a build slot on `machine`: the
+    /// other fruix processes of this host hold all of its `slots`
+    /// ([`crate::host_slots`]). By default, a [`Event::Warning`] of the
+    /// cell ([`waiting_for_slot`]).
+    fn waiting_for_slot(&self, cell: &str, machine: &str, slots: u32) {
+        let message = waiting_for_slot(machine, slots);
+        self.event(cell, &Event::Warning { message }, Phase::Build);
+    }
     /// The run's time limit passed: its running cells are being cancelled.
     fn time_limit_reached(&self, _limit: std::time::Duration) {}
     /// Cell `cell` failed for good, and fail-fast stops the run: its other
     /// running cells are being cancelled.
     fn fail_fast(&self, _cell: &str) {}
+}
+
+/// What says that an attempt waits for a build slot on `machine`, the
+/// other fruix processes of this host holding all of its `slots` that it
+/// does not (not escaped: as a [`Event::Warning`]'s message).
+pub fn waiting_for_slot(machine: &str, slots: u32) -> String {
+    let held = match slots {
+        1 => "its only slot (parallel-builds 1) is held by another fruix process".to_string(),
+        n => format!(
+            "all {n} of its slots (parallel-builds {n}) are held, some by other fruix processes"
+        ),
+    };
+    format!("waits for a build slot on {machine}: {held} with this state directory")
+}
+
+/// Appends `line` to the log at `path`, as far as it can be.
+fn append_to_log(path: &std::path::Path, line: &str) {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path);
+    let _ = log.and_then(|mut log| writeln!(log, "{line}"));
 }
 
 /// Runs cells with executors and promotes them.
@@ -208,6 +240,49 @@ impl Attempt {
 impl CellRunner for ExecutorRunner {
     /// The result root, and the machine that built it.
     type Built = (ResultRoot, String);
+
+    /// A slot of the attempt's machine (`STATE_DIR/matrix/slots`). A wait
+    /// is told to the observer and written to the cell's log; so is a
+    /// failure to take one, as the attempt's.
+    fn take_host_slot(&self, job: &Job) -> BoxFuture<Result<Option<HostSlot>, CellError>> {
+        let Placement::Machine(machine) = &job.start.placement else {
+            return Box::pin(async { Ok(None) });
+        };
+        let machines = self.plan.machines.as_ref();
+        let Some(slots) = machines.and_then(|m| Some(m.get(machine).ok()?.parallel_builds)) else {
+            return Box::pin(async { Ok(None) });
+        };
+        let machine = machine.clone();
+        let (observer, state_dir) = (self.observer.clone(), self.state_dir.clone());
+        let (cancel, log_path) = (job.cancel.clone(), self.log_path(job.start.cell));
+        let (id, n) = (
+            self.plan.cells[job.start.cell].id.clone(),
+            job.start.attempt,
+        );
+        Box::pin(async move {
+            let waiting = || {
+                observer.waiting_for_slot(&id, &machine, slots);
+                let says = fruix_core::escape::line(&waiting_for_slot(&machine, slots));
+                append_to_log(&log_path, &format!("=== {id}: attempt {n} {says}"));
+            };
+            match host_slots::take(&state_dir, &machine, slots, &cancel, waiting).await {
+                Ok(Some(slot)) => Ok(Some(slot)),
+                Ok(None) => Err(CellError {
+                    failure: Failure::Cancelled,
+                    message: "cancelled while it waited for a build slot".into(),
+                    machine_unavailable: false,
+                }),
+                Err(e) => {
+                    let e = cell_error(&e);
+                    append_to_log(&log_path, &format!("=== {id}: attempt {n}: {e}"));
+                    observer.attempt_started(&id, &machine, n);
+                    let line = format!("attempt {n} on {machine}: {e}");
+                    observer.attempt_ended(&id, Some(&line));
+                    Err(e)
+                }
+            }
+        })
+    }
 
     fn build(&self, job: Job) -> BoxFuture<Result<(ResultRoot, String), CellError>> {
         let log_path = self.log_path(job.start.cell);

@@ -17,7 +17,9 @@
 //!   parallel-builds slots, fastest free machine first, machines set aside
 //!   after they fail to connect, a global `max-parallel`, a slot limit for
 //!   local cells, retries of system failures on another machine, and
-//!   fail-fast. It is pure: a whole run can be simulated.
+//!   fail-fast. It is pure: a whole run can be simulated. [`host_slots`]
+//!   makes a machine's slots hold across the fruix processes of a host
+//!   that share a state directory (lock files).
 //! - [`runner`] is the concurrent loop over a [`runner::CellRunner`] (with
 //!   Ctrl-C and fail-fast cancellation); [`cell`] is the real runner, which
 //!   builds each attempt with its executor (found through the registry) and
@@ -56,6 +58,7 @@ mod export_args;
 mod export_buildbot;
 mod export_yaml;
 pub mod file;
+pub mod host_slots;
 pub mod plan;
 pub mod report;
 pub mod report_dir;

@@ -87,6 +87,7 @@ pub async fn run(
         time_limit_s: ran.time_limit.map(|t| t.as_secs_f64()),
         time_limit_reached: ran.time_limit_reached,
         machines_file: plan.machines.as_ref().map(|m| m.path.clone()),
+        pipeline_run: None,
         cells: ran.cells,
         agreement,
         machines_set_aside: ran.set_aside,

@@ -15,7 +15,11 @@
 //! - A [`TimeLimit`] on the whole run (`matrix run --time-limit`) stops it
 //!   the same way once it passes; the cells it cancels say so.
 //! - An attempt's slot is held from its start to its end; promotion of a
-//!   built cell runs after the slot is freed. A machine whose guest did not
+//!   built cell runs after the slot is freed. An attempt on a machine
+//!   first takes a slot of it shared with the other fruix processes of
+//!   this host ([`CellRunner::take_host_slot`]), waiting while they hold
+//!   every one: its time starts once it has one, and one stopped while it
+//!   waits never started. A machine whose guest did not
 //!   come up ([`CellError::machine_unavailable`]) is set aside; after any
 //!   other system failure on a machine the loop asks
 //!   [`CellRunner::reachable`], and a machine that no longer accepts
@@ -34,6 +38,7 @@ use fruix_core::{escape, Failure};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::host_slots::HostSlot;
 use crate::schedule::{AttemptOutcome, Dispatcher, Placement, Start, Step, Unusable, Verdict};
 
 /// A boxed future, as the runner's methods return them.
@@ -204,6 +209,16 @@ pub struct Job {
 pub trait CellRunner: Send + Sync + 'static {
     /// What a successful build leaves for promotion (a result root).
     type Built: Send + 'static;
+    /// Takes what the attempt `job` needs beyond its slot in the run's
+    /// pool, before its build and its time start: a slot of its machine
+    /// shared with the other fruix processes of this host
+    /// ([`crate::host_slots`]), waiting while they hold every one. The
+    /// slot is held until the build ends. `Ok(None)`: none is needed (the
+    /// default). An error of [`Failure::Cancelled`] says the run was
+    /// stopped while it waited: the attempt never started.
+    fn take_host_slot(&self, _job: &Job) -> BoxFuture<Result<Option<HostSlot>, CellError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Runs one attempt.
     fn build(&self, job: Job) -> BoxFuture<Result<Self::Built, CellError>>;
     /// Promotes what `build` made for `cell`.
@@ -263,6 +278,8 @@ enum Done<B> {
         cell: usize,
         result: Result<Promoted, CellError>,
     },
+    /// Cancelled while it waited for a host slot: it never started.
+    NotStarted { start: Start },
 }
 
 /// Ends the cells `waiting` that a stopped matrix will not start again: a
@@ -356,8 +373,21 @@ pub async fn run_cells<R: CellRunner>(
                     };
                     let runner = runner.clone();
                     tasks.spawn(async move {
+                        let slot = match runner.take_host_slot(&job).await {
+                            Err(e) if e.failure == Failure::Cancelled => {
+                                return Done::NotStarted { start };
+                            }
+                            slot => slot,
+                        };
                         let started = SystemTime::now();
-                        let result = runner.build(job).await;
+                        let result = match slot {
+                            Ok(slot) => {
+                                let result = runner.build(job).await;
+                                drop(slot);
+                                result
+                            }
+                            Err(e) => Err(e),
+                        };
                         let unusable = match (&result, &start.placement) {
                             (Err(e), Placement::Machine(_)) if e.machine_unavailable => {
                                 Some(Unusable::DidNotComeUp)
@@ -466,6 +496,14 @@ pub async fn run_cells<R: CellRunner>(
                         runner.cell_done(start.cell, record);
                     }
                 }
+            }
+            Done::NotStarted { start } => {
+                let cancelled = AttemptOutcome::Failed {
+                    failure: Failure::Cancelled,
+                    unusable: None,
+                };
+                dispatcher.finished(&start, cancelled);
+                end_retries(&*runner, &mut records, vec![start.cell]);
             }
             Done::Promoted { cell, result } => {
                 let record = &mut records[cell];
@@ -892,6 +930,81 @@ mod tests {
             };
             assert_eq!(records[2].status, last);
         }
+    }
+
+    /// Every attempt but cell 0's first waits for a host slot (another
+    /// process holds them all) until the run is cancelled; cell 0's first
+    /// attempt fails with a system failure, so its retry is one of them.
+    struct WaitsForHostSlots {
+        waiting: watch::Sender<u32>,
+    }
+
+    impl CellRunner for WaitsForHostSlots {
+        type Built = ();
+        fn take_host_slot(&self, job: &Job) -> BoxFuture<Result<Option<HostSlot>, CellError>> {
+            if (job.start.cell, job.start.attempt) == (0, 1) {
+                return Box::pin(async { Ok(None) });
+            }
+            let (cancel, waiting) = (job.cancel.clone(), self.waiting.clone());
+            Box::pin(async move {
+                waiting.send_modify(|n| *n += 1);
+                cancel.cancelled().await;
+                Err(CellError {
+                    failure: Failure::Cancelled,
+                    message: "cancelled while it waited for a build slot".into(),
+                    machine_unavailable: false,
+                })
+            })
+        }
+        fn build(&self, job: Job) -> BoxFuture<Result<(), CellError>> {
+            assert_eq!(
+                (job.start.cell, job.start.attempt),
+                (0, 1),
+                "only it has a slot"
+            );
+            Box::pin(async {
+                Err(CellError {
+                    failure: Failure::System,
+                    message: "connection lost".into(),
+                    machine_unavailable: false,
+                })
+            })
+        }
+        fn promote(&self, _cell: usize, _built: ()) -> BoxFuture<Result<Promoted, CellError>> {
+            Box::pin(async { Ok(Promoted::default()) })
+        }
+        fn reachable(&self, _machine: &str) -> BoxFuture<bool> {
+            Box::pin(async { true })
+        }
+    }
+
+    /// An attempt cancelled while it waits for a host slot never started:
+    /// a cell that never ran keeps no attempt (`never started`), and one
+    /// whose retry waited ends with its retry cancelled, its first attempt
+    /// kept.
+    #[tokio::test]
+    async fn an_attempt_cancelled_while_it_waits_for_a_host_slot_never_started() {
+        let runner = Arc::new(WaitsForHostSlots {
+            waiting: watch::Sender::new(0),
+        });
+        let cancel = CancellationToken::new();
+        let mut waiting = runner.waiting.subscribe();
+        let ctrl_c = cancel.clone();
+        tokio::spawn(async move {
+            waiting.wait_for(|n| *n == 2).await.unwrap();
+            ctrl_c.cancel();
+        });
+        let RunOutcome { records, .. } =
+            run_cells(runner, dispatcher(2, None, false), 2, cancel, None).await;
+        let retried = &records[0];
+        assert_eq!(retried.status, CellStatus::Cancelled, "{retried:?}");
+        assert_eq!(retried.attempts.len(), 1, "{retried:?}");
+        assert_eq!(
+            retried.summary(),
+            "cancelled: retry cancelled: attempt 1 on a failed with a system failure: connection lost"
+        );
+        assert!(records[1].attempts.is_empty(), "{records:?}");
+        assert_eq!(records[1].summary(), "cancelled: never started");
     }
 
     /// Cell 0 fails with a system failure once cell 1's build failure has

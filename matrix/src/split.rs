@@ -20,7 +20,8 @@
 //! A cell report may also name the CI pipeline run its job belonged to
 //! (`run-cell --pipeline-run ID`): `collect --pipeline-run ID` then takes
 //! only that run's reports, so that one an earlier run left in a reused
-//! workspace never stands for this run's (see `pipeline_run`).
+//! workspace never stands for this run's (see `pipeline_run`), and its
+//! `report.json` names the run it collected ([`Report::pipeline_run`]).
 //!
 //! Logs travel beside their report: `DIR/cell-ID.json` and
 //! `DIR/logs/ID.log`, as `run-cell --report-dir DIR` writes them. Collect
@@ -174,6 +175,7 @@ pub struct CollectSettings {
     /// Collect only the reports of this CI pipeline run: a report of
     /// another run (or of none) is set aside, its cell `missing` unless
     /// this run reported it. Without it, every report must be of one run.
+    /// The report names it ([`Report::pipeline_run`]).
     pub pipeline_run: Option<PipelineRun>,
 }
 
@@ -267,6 +269,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         time_limit_s: None,
         time_limit_reached: false,
         machines_file: None,
+        pipeline_run: settings.pipeline_run,
         cells: reports,
         agreement,
         machines_set_aside: set_aside,
@@ -770,6 +773,39 @@ mod tests {
             assert!(!e.to_string().contains('\u{1b}'), "{e}");
             assert!(!d.join("report").exists());
         }
+    }
+
+    /// Regression: the report of `collect --pipeline-run ID` did not say
+    /// which pipeline run it collected; it is `null` without one.
+    #[test]
+    fn the_report_says_which_pipeline_run_was_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (matrix, digest, cells) = local_and_mini_sh(d);
+        let run = PipelineRun::new("4242-1").unwrap();
+        let path = written(d, &cells[0], |r| {
+            r.matrix_digest = digest.clone();
+            r.pipeline_run = Some(run.clone());
+        });
+        let settings = CollectSettings {
+            pipeline_run: Some(run.clone()),
+            ..collecting(d, vec![path.clone()], None)
+        };
+        let finished = collect(&matrix, settings).unwrap();
+        assert_eq!(finished.report.pipeline_run, Some(run));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&finished.report_json).unwrap()).unwrap();
+        assert_eq!(json["pipeline_run"], "4242-1");
+        assert_eq!(finished.report.cells[0].status, CellStatus::Passed);
+
+        let other = tempfile::tempdir().unwrap();
+        let (matrix, digest, cells) = local_and_mini_sh(other.path());
+        let path = written(other.path(), &cells[0], |r| r.matrix_digest = digest);
+        let finished = collect(&matrix, collecting(other.path(), vec![path], None)).unwrap();
+        assert_eq!(finished.report.pipeline_run, None);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&finished.report_json).unwrap()).unwrap();
+        assert_eq!(json.get("pipeline_run"), Some(&serde_json::Value::Null));
     }
 
     /// Regression: a cell report named and also found below `--from` was

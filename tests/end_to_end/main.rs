@@ -34,6 +34,7 @@ mod layout;
 mod matrix;
 mod matrix_export;
 mod matrix_pipeline_run;
+mod matrix_slots;
 mod matrix_split;
 mod matrix_ssh;
 mod mtree;

@@ -48,6 +48,11 @@ fn a_passing_cell_report_an_earlier_pipeline_run_left_is_not_this_run_s() {
         .current_dir(m.dir.path()));
     assert_eq!(out.status.code(), Some(CELL_FAILURES), "{}", describe(&out));
     let report = read_json(&m.path("report/report.json"));
+    // Regression: neither report.json nor --json said which pipeline run
+    // was collected.
+    assert_eq!(report["pipeline_run"], "102", "{report:#}");
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["pipeline_run"], "102", "{printed:#}");
     let cell = |id: &str| crate::matrix::cell(&report, id).clone();
     assert_eq!(cell(a1)["status"], "passed", "{report:#}");
     let missing = cell(a2);
@@ -118,6 +123,11 @@ fn a_passing_cell_report_an_earlier_pipeline_run_left_is_not_this_run_s() {
     assert_eq!(out.status.code(), Some(CELL_FAILURES), "{}", describe(&out));
     let report = read_json(&m.path("report3/report.json"));
     assert_eq!(crate::matrix::cell(&report, a1)["status"], "passed");
+    assert_eq!(
+        report.get("pipeline_run"),
+        Some(&serde_json::Value::Null),
+        "no --pipeline-run: null, {report:#}"
+    );
     let out = run(collect(&m, "report4")
         .arg(&old)
         .args(["--pipeline-run", "102"]));

@@ -120,6 +120,7 @@ pub fn report(logs: &Path) -> Report {
         time_limit_s: None,
         time_limit_reached: false,
         machines_file: Some("/ci/machines.scm".into()),
+        pipeline_run: None,
         cells: vec![passed, failed, system, cancelled],
         agreement: vec![
             AgreementReport {

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::agreement::FileDifference;
 use crate::expand::Cell;
 use crate::runner::{CellRecord, CellStatus, PromotedArtifact};
+use crate::split::PipelineRun;
 use crate::{Error, Result};
 
 pub mod agreement;
@@ -48,6 +49,10 @@ pub struct Report {
     /// `machines.scm` in the report directory: every attempt read that
     /// copy, so an edit to the file during the run did not change it.
     pub machines_file: Option<PathBuf>,
+    /// The CI pipeline run whose cell reports `collect --pipeline-run ID`
+    /// took (reports of other runs were set aside); `null` when none was
+    /// given (and after `matrix run`).
+    pub pipeline_run: Option<PipelineRun>,
     /// Every cell of the matrix, in expansion order, also those that never
     /// started (and, after `collect`, those without a report: `missing`).
     pub cells: Vec<CellReport>,
@@ -510,6 +515,7 @@ mod tests {
         assert_eq!(v["max_parallel"], 4);
         assert_eq!(v["cancelled"], false);
         assert_eq!(v["machines_file"], "/ci/machines.scm");
+        assert_eq!(v.get("pipeline_run"), Some(&serde_json::Value::Null));
         let failed = &v["cells"][1];
         assert_eq!(failed["status"], "build-failure");
         assert_eq!(failed["make_flag"], serde_json::Value::Null);

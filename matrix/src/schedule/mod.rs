@@ -4,7 +4,12 @@
 //!
 //! - A machine never runs more cells than its `parallel-builds` slots; local
 //!   cells run on this host within `local-slots`; and no more than
-//!   `max-parallel` cells run at once, wherever they run.
+//!   `max-parallel` cells run at once, wherever they run. The pool counts
+//!   the cells of one run; a machine's slots also hold across the fruix
+//!   processes of this host that share a state directory: an attempt the
+//!   pool places on a machine also takes one of its slot files
+//!   ([`crate::host_slots`]), and waits there while other processes hold
+//!   them all (it does not move to another machine meanwhile).
 //! - A remote cell may run on the machines that build its target arch (a
 //!   machine with no `systems` builds any), or only on the machine it is
 //!   pinned to. Among those with a free slot, the fastest (`speed`) is

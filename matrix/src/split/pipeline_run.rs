@@ -6,7 +6,8 @@
 //! CI's `CI_PIPELINE_ID`, the build number of the Buildbot driver.
 //! `run-cell --pipeline-run ID` records it in the cell report
 //! ([`CellFile::pipeline_run`]), and `collect --pipeline-run ID` takes
-//! only the reports of that run: a report of another run (or of none) is
+//! only the reports of that run, and names it in its `report.json`
+//! ([`Report::pipeline_run`]): a report of another run (or of none) is
 //! set aside, and its cell, unless this run reported it, is `missing`
 //! with an error naming the file set aside. That is what keeps a workspace
 //! a self-hosted runner reuses from one pipeline run to the next from
@@ -21,6 +22,7 @@
 //! prints as it is; a report giving anything else is refused.
 //!
 //! [`collect`]: super::collect
+//! [`Report::pipeline_run`]: crate::report::Report::pipeline_run
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,174 @@
+//! A machine's `parallel-builds` slots hold across the `fruix matrix run`
+//! processes of one host sharing a state directory: with `parallel-builds
+//! 1`, a second run's cell waits, saying so, until the first run's build on
+//! the machine ends; Ctrl-C ends a run whose cell waits, promptly, the cell
+//! never started.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::matrix::describe;
+use crate::util::{fruix, spawn_reading_stderr, wait_until, Reading};
+
+/// A build that holds its slot until told: it marks `marks/started-CELL`,
+/// waits for `marks/release-CELL`, writes the four probe files, and marks
+/// `marks/ended-CELL` (CELL from its make flag `CELL=...`).
+const HOLD_SCRIPT: &str = r#"#!/bin/sh
+set -eu
+cell=$(printf '%s\n' "$FRUIX_MAKE_FLAGS" | sed -n 's/.*CELL=\([a-z0-9]*\).*/\1/p')
+marks=$FRUIX_EXECUTOR_DIR/marks
+: > "$marks/started-$cell"
+while [ ! -e "$marks/release-$cell" ]; do sleep 0.05; done
+a=$FRUIX_RESULT_ROOT/artifacts
+mkdir -p "$a/world/bin" "$a/kernel/boot/kernel" "$a/headers/usr/include/sys" "$a/bootloader/boot"
+echo sh > "$a/world/bin/sh"
+echo kernel > "$a/kernel/boot/kernel/kernel"
+echo param > "$a/headers/usr/include/sys/param.h"
+echo loader > "$a/bootloader/boot/loader"
+: > "$marks/ended-$cell"
+"#;
+
+/// The executor (declared remote: its cells take the machine's slots; it
+/// never connects to it), a machine of one slot, and one matrix file per
+/// cell, `CELL.scm`, in `d`.
+fn setup(d: &Path, cells: &[&str]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    std::fs::create_dir(d.join("marks")).unwrap();
+    std::fs::write(d.join("src/Makefile"), "buildworld:\n").unwrap();
+    std::fs::write(d.join("hold.sh"), HOLD_SCRIPT).unwrap();
+    std::fs::set_permissions(d.join("hold.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        d.join("executors.scm"),
+        r#"(fruix-executors
+  (format-version 1)
+  (executor
+    (name "slot-hold")
+    (version "1.0.0")
+    (description "holds its build until told (test fixture)")
+    (remote #t)
+    (config-key (name "machines") (description "the machines file"))
+    (config-key (name "machine") (description "the machine"))
+    (build (command "./hold.sh") (timeout 300))))
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("machines.scm"),
+        r#"(fruix-machines
+  (machine (name "solo") (host "127.0.0.1") (port 9) (user "root") (parallel-builds 1)))
+"#,
+    )
+    .unwrap();
+    for cell in cells {
+        std::fs::write(
+            d.join(format!("{cell}.scm")),
+            format!(
+                r#"(fruix-matrix
+  (format-version 1)
+  (source "src")
+  (freebsd-version "15.0-STABLE")
+  (machines-file "machines.scm")
+  (axes (executor "slot-hold") (make-flag "CELL={cell}"))
+  (jobs 1)
+  (source-date-epoch 1775420084))
+"#
+            ),
+        )
+        .unwrap();
+    }
+}
+
+/// `fruix matrix run CELL.scm` in `d`, into `report-CELL`, with the store
+/// and state directory every run there shares.
+fn matrix_run(d: &Path, cell: &str, report: &str) -> Command {
+    let mut cmd = fruix();
+    cmd.arg("--executors-file")
+        .arg(d.join("executors.scm"))
+        .args(["matrix", "run"])
+        .arg(d.join(format!("{cell}.scm")))
+        .arg("--store")
+        .arg(d.join("store"))
+        .arg("--state-dir")
+        .arg(d.join("state"))
+        .arg("--report-dir")
+        .arg(d.join(report));
+    cmd
+}
+
+/// The report `fruix matrix run` wrote into `d/report`.
+fn report(d: &Path, report: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(d.join(report).join("report.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Starts the run of cell `cell` into `report`; it is waiting for the slot
+/// once it says so, its build not started.
+fn waiting_run(d: &Path, cell: &str, report: &str) -> Reading {
+    let run = spawn_reading_stderr(&mut matrix_run(d, cell, report));
+    let line = run.wait_for_line("waits for a build slot on solo");
+    assert!(
+        line.contains(
+            "its only slot (parallel-builds 1) is held by another fruix process with this state directory"
+        ),
+        "{line}"
+    );
+    assert!(!d.join(format!("marks/started-{cell}")).exists());
+    run
+}
+
+/// Regression: two `matrix run` processes sharing a state directory each
+/// counted the slots of a machine in memory, so both built on a machine of
+/// `parallel-builds 1` at once. Now the second one's cell waits, saying
+/// so, until the first one's build ends (the machine's slot file is held
+/// for the build); Ctrl-C ends a run waiting so at once, its cell never
+/// started.
+#[test]
+fn a_machine_s_slots_hold_across_matrix_runs_sharing_a_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d, &["a", "b"]);
+    let first = spawn_reading_stderr(&mut matrix_run(d, "a", "report-a"));
+    wait_until("the first run's build holds the slot", || {
+        d.join("marks/started-a").exists()
+    });
+
+    // Ctrl-C while the cell waits: the run ends (exit 130), the cell never
+    // started.
+    let mut cancelled = waiting_run(d, "b", "report-cancelled");
+    cancelled.signal(libc::SIGINT);
+    let out = cancelled.finish(Duration::from_secs(30), "the cancelled run");
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    let r = report(d, "report-cancelled");
+    let cell = &r["cells"][0];
+    assert_eq!(cell["status"], "cancelled", "{r:#}");
+    assert_eq!(cell["attempts"], serde_json::json!([]), "{r:#}");
+    assert_eq!(cell["error"], "never started", "{r:#}");
+    assert!(!d.join("marks/started-b").exists());
+
+    // The second run waits until the first one's build ends.
+    let second = waiting_run(d, "b", "report-b");
+    std::fs::write(d.join("marks/release-a"), "").unwrap();
+    wait_until("the second run's build starts", || {
+        d.join("marks/started-b").exists()
+    });
+    assert!(
+        d.join("marks/ended-a").exists(),
+        "the second run's build started only once the first one's ended"
+    );
+    std::fs::write(d.join("marks/release-b"), "").unwrap();
+    for (run, name) in [(first, "report-a"), (second, "report-b")] {
+        let out = run.finish(Duration::from_secs(60), name);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        let r = report(d, name);
+        assert_eq!(r["cells"][0]["status"], "passed", "{r:#}");
+        assert_eq!(r["cells"][0]["machine"], "solo", "{r:#}");
+    }
+    let r = report(d, "report-b");
+    let log = std::fs::read_to_string(r["cells"][0]["log"].as_str().unwrap()).unwrap();
+    assert!(
+        log.contains("attempt 1 waits for a build slot on solo"),
+        "{log}"
+    );
+}
