@@ -149,7 +149,6 @@ impl Session {
         // A store made here is removed again if the report directory
         // cannot be made.
         let store = Store::open_tentatively(&store.store).map_err(from_promote)?;
-        store.on_lock_wait(crate::display::lock_wait);
         let report_dir =
             create_report_dir(report_dir, &state.state_dir, using).map_err(from_matrix)?;
         let store = Arc::new(store.keep());
