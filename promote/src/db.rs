@@ -12,12 +12,14 @@
 //! store written before the database existed is registered on first use by
 //! reading every object's metadata and `.references`.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{Error, Result};
+use crate::sign::MAX_SIGNATURES;
 use crate::verify::is_object_name;
 
 mod open;
@@ -153,7 +155,9 @@ impl Database {
 
     /// [`Database::register`], with `signatures` (object name, `name:BASE64`)
     /// of registered objects in the same transaction: an import that fails
-    /// registers neither, never objects without their signatures.
+    /// registers neither, never objects without their signatures. An object
+    /// keeps the signatures it has and gains these in order while it carries
+    /// fewer than [`MAX_SIGNATURES`]; the others are not recorded.
     pub fn register_signed(
         &mut self,
         objects: &[Registration],
@@ -282,9 +286,40 @@ impl Database {
         Ok(seen.into_iter().collect())
     }
 
-    /// Records `signature` (`name:BASE64`) of the registered object `name`.
-    pub fn add_signature(&mut self, name: &str, signature: &str) -> Result<()> {
-        self.write(|tx, path| insert_signature(tx, path, name, signature))
+    /// Records `signature` (`name:BASE64`) of the registered object `name`;
+    /// returns whether the object carries it now: not when it carries
+    /// [`MAX_SIGNATURES`] others (nothing is recorded).
+    pub fn add_signature(&mut self, name: &str, signature: &str) -> Result<bool> {
+        let signatures = [(name.to_string(), signature.to_string())];
+        Ok(self.add_signatures(&signatures)?.is_none())
+    }
+
+    /// Records `signatures` (object name, `name:BASE64`) of registered
+    /// objects in one transaction, all or none: when they would put an
+    /// object over [`MAX_SIGNATURES`], none is recorded and that object's
+    /// name is returned.
+    pub fn add_signatures(&mut self, signatures: &[(String, String)]) -> Result<Option<String>> {
+        let mut full = None;
+        self.write(|tx, path| {
+            // Per object: the signatures it carries, and how many of
+            // `signatures` are new to it.
+            let mut added: HashMap<&str, (usize, HashSet<&str>)> = HashMap::new();
+            for (name, signature) in signatures {
+                let (count, has) = carried(tx, path, name, signature)?;
+                let (carries, new) = added
+                    .entry(name.as_str())
+                    .or_insert((count, HashSet::new()));
+                if !has && new.insert(signature.as_str()) && *carries + new.len() > MAX_SIGNATURES {
+                    full = Some(name.clone());
+                    return Ok(());
+                }
+            }
+            for (name, signature) in signatures {
+                insert_signature(tx, path, name, signature)?;
+            }
+            Ok(())
+        })?;
+        Ok(full)
     }
 
     /// The signatures of object `name`, sorted.
@@ -332,8 +367,28 @@ impl Database {
     }
 }
 
-/// Registers `objects` inside `tx` (see [`Database::register`]).
-/// Records `signature` of the registered object `name` in `tx`.
+/// How many signatures object `name` carries in `tx`, and whether
+/// `signature` is one of them.
+fn carried(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    name: &str,
+    signature: &str,
+) -> Result<(usize, bool)> {
+    tx.prepare_cached(
+        "SELECT COUNT(*), COALESCE(MAX(s.signature = ?2), 0)
+         FROM signatures s JOIN objects o ON o.id = s.object WHERE o.name = ?1",
+    )
+    .and_then(|mut count| {
+        count.query_row(params![name, signature], |row| {
+            Ok((row.get::<_, i64>(0)? as usize, row.get::<_, bool>(1)?))
+        })
+    })
+    .map_err(|e| db_error(path, e))
+}
+
+/// Records `signature` of the registered object `name` in `tx`, unless the
+/// object carries [`MAX_SIGNATURES`] others.
 fn insert_signature(
     tx: &rusqlite::Transaction<'_>,
     path: &Path,
@@ -342,13 +397,15 @@ fn insert_signature(
 ) -> Result<()> {
     tx.prepare_cached(
         "INSERT OR IGNORE INTO signatures (object, signature)
-         SELECT id, ?2 FROM objects WHERE name = ?1",
+         SELECT o.id, ?2 FROM objects o WHERE o.name = ?1
+         AND (SELECT COUNT(*) FROM signatures s WHERE s.object = o.id) < ?3",
     )
-    .and_then(|mut insert| insert.execute(params![name, signature]))
+    .and_then(|mut insert| insert.execute(params![name, signature, MAX_SIGNATURES as i64]))
     .map_err(|e| db_error(path, e))?;
     Ok(())
 }
 
+/// Registers `objects` inside `tx` (see [`Database::register`]).
 fn insert(tx: &rusqlite::Transaction<'_>, path: &Path, objects: &[Registration]) -> Result<()> {
     let e = |e| db_error(path, e);
     let mut insert = tx
@@ -561,6 +618,55 @@ mod tests {
         db.register_signed(&[object(BUNDLE, Kind::Bundle, &[WORLD])], &signatures)
             .unwrap();
         assert_eq!(db.signatures(WORLD).unwrap(), ["k:sig"]);
+    }
+
+    /// Regression: nothing capped an object's signatures, and an export of
+    /// one signed by 65 keys was refused by every import.
+    #[test]
+    fn an_object_carries_at_most_the_signatures_an_import_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut db, _) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
+        let signature = |i: usize| format!("k{i}:sig");
+        db.register_signed(
+            &[
+                object(WORLD, Kind::Artifact, &[]),
+                object(W, Kind::Artifact, &[]),
+            ],
+            &(0..MAX_SIGNATURES - 1)
+                .map(|i| (WORLD.to_string(), signature(i)))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        // Two new ones for an object with room for one: neither, nor the
+        // other object's, in the same call.
+        let batch = [
+            (W.to_string(), signature(0)),
+            (WORLD.to_string(), signature(100)),
+            (WORLD.to_string(), signature(101)),
+        ];
+        assert_eq!(db.add_signatures(&batch).unwrap().as_deref(), Some(WORLD));
+        assert!(db.signatures(W).unwrap().is_empty());
+        assert_eq!(db.signatures(WORLD).unwrap().len(), MAX_SIGNATURES - 1);
+        // One it carries already, named twice, and a new one: room enough.
+        let batch = [
+            (WORLD.to_string(), signature(0)),
+            (WORLD.to_string(), signature(100)),
+            (WORLD.to_string(), signature(100)),
+        ];
+        assert_eq!(db.add_signatures(&batch).unwrap(), None);
+        assert_eq!(db.signatures(WORLD).unwrap().len(), MAX_SIGNATURES);
+        // Full: one it carries is still no error, a new one is refused.
+        assert!(db.add_signature(WORLD, &signature(0)).unwrap());
+        assert!(!db.add_signature(WORLD, &signature(101)).unwrap());
+        // An import's are recorded while there is room, the rest dropped.
+        let imported: Vec<_> = (200..210).map(|i| (W.to_string(), signature(i))).collect();
+        let more: Vec<_> = (300..310)
+            .map(|i| (WORLD.to_string(), signature(i)))
+            .collect();
+        db.register_signed(&[], &[imported, more].concat()).unwrap();
+        assert_eq!(db.signatures(W).unwrap().len(), 10);
+        assert_eq!(db.signatures(WORLD).unwrap().len(), MAX_SIGNATURES);
+        assert!(!db.signatures(WORLD).unwrap().contains(&signature(300)));
     }
 
     #[test]

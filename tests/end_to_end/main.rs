@@ -44,6 +44,7 @@ mod race;
 mod readme;
 mod repair_interrupted;
 mod roots_review;
+mod signature_review;
 mod signing;
 mod source_review;
 mod source_untouched;

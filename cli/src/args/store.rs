@@ -27,7 +27,7 @@ pub enum StoreCommand {
     Delete(DeleteArgs),
     /// Create an ed25519 key pair for signing objects (name:base64 files, as Nix's).
     GenerateKey(GenerateKeyArgs),
-    /// Sign objects with a secret key: their path, tree signature, size and references.
+    /// Sign objects with a secret key: their path, tree signature, size and references (at most 64 signatures an object).
     Sign(SignArgs),
     /// Write objects, with their metadata, references and signatures, as an archive.
     Export(ExportArgs),
@@ -131,7 +131,7 @@ pub struct TrustArgs {
     /// A trusted public key (NAME:BASE64, as `store generate-key` writes it); repeatable.
     #[arg(long = "trusted-key", value_name = "KEY")]
     pub trusted_keys: Vec<String>,
-    /// A file of trusted public keys, one per line (# starts a comment).
+    /// A file of trusted public keys, one per line (# at a line's start or after white space starts a comment).
     #[arg(long, value_name = "FILE", env = "FRUIX_TRUSTED_KEYS_FILE", default_value = crate::defaults::TRUSTED_KEYS_FILE)]
     pub trusted_keys_file: PathBuf,
     /// Accept objects without a signature by a trusted key (their content is still checked).
@@ -172,7 +172,7 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateKeyArgs {
-    /// The key's name, which signatures carry (e.g. builder-1.example.org-1).
+    /// The key's name, which signatures carry (e.g. builder-1.example.org-1): at most 935 bytes, without ':', white space or control characters.
     #[arg(long, value_name = "NAME")]
     pub name: String,
     /// Where to write the secret key (mode 0600; never overwritten).

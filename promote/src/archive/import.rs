@@ -12,7 +12,7 @@ use crate::bundle_tree::artifact_claim_mismatch;
 use crate::db::{ObjectRecord, Registration};
 use crate::error::{ArchiveProblem, Error, Result};
 use crate::object::{references_text, ObjectIdentity};
-use crate::sign::{fingerprint, verify};
+use crate::sign::{canonical_signatures, exact_path_text, fingerprint, verify};
 use crate::stage::build_object;
 use crate::store::{Store, TempObject, RESULT_METADATA_FILE};
 
@@ -106,8 +106,9 @@ fn import_objects(
             ),
         ));
     }
+    // The same bytes, a path that is not UTF-8 too (see [`exact_path_text`]).
+    let ours = exact_path_text(store.path());
     let from = reader.line(None)?;
-    let ours = store.path().to_string_lossy();
     match from.strip_prefix("store ") {
         Some(from) if from == ours => {}
         Some(from) => {
@@ -115,8 +116,9 @@ fn import_objects(
                 None,
                 ArchiveProblem::ForeignStore,
                 format!(
-                    "it holds objects of the store at {}, not of this one ({ours}): their names and references name that path, so they move only between stores at the same path",
-                    fruix_core::escape::text(from)
+                    "it holds objects of the store at {}, not of this one ({}): their names and references name that path, so they move only between stores at the same path",
+                    fruix_core::escape::text(from),
+                    fruix_core::escape::text(&ours)
                 ),
             ))
         }
@@ -435,11 +437,9 @@ impl<R: BufRead> Importer<'_, R> {
             size,
             &reference_paths,
         );
-        let trusted: Vec<String> = header
-            .signatures
-            .iter()
+        let trusted: Vec<String> = canonical_signatures(&header.signatures)
+            .into_iter()
             .filter(|s| verify(&print, s, &self.trust.keys))
-            .cloned()
             .collect();
         // An object the store has is not imported: nothing to refuse.
         if self.trust.check_signatures && trusted.is_empty() && !is_present {

@@ -26,7 +26,9 @@
 //! nothing it says is trusted:
 //!
 //! - every size is capped ([`ArchiveLimits`]): the whole stream, a header, a
-//!   line, entries per object, objects per archive, signatures per object;
+//!   line, entries per object, objects per archive, signatures per object
+//!   ([`MAX_SIGNATURES`], each within [`MAX_SIGNATURE_BYTES`]: what a store
+//!   lets its objects carry);
 //!   directories nest at most [`MAX_DEPTH`](fruix_core::manifest::MAX_DEPTH)
 //!   deep, as deep as a walk of the store (`store verify`) accepts;
 //! - names are object names of plain characters; paths are relative, in
@@ -43,7 +45,9 @@
 //!   tree's signature is computed from the lines and must be the one the
 //!   metadata commits to, and the metadata must hash to the object's name;
 //! - the archive must come from a store at this store's path (names and
-//!   references name it, as in Nix); `.references` must be canonical
+//!   references name it, as in Nix), the same bytes: the `store` line
+//!   spells a path that is not UTF-8 as fingerprints do ([`exact_path_text`]);
+//!   `.references` must be canonical
 //!   (sorted, unique) and be what the metadata implies (a bundle's
 //!   artifacts, source, closure and profile; an artifact's source when that
 //!   is a store path; a source's nothing), and each reference into the store must be valid in
@@ -51,7 +55,11 @@
 //! - each object must carry a signature of its fingerprint (computed here,
 //!   from this store's path, the computed tree signature and size, and the
 //!   references) by a trusted key, unless [`Trust::check_signatures`] is off.
-//!   Only signatures that verify with a trusted key are kept.
+//!   Only signatures that verify with a trusted key are kept, each in its
+//!   one spelling and once ([`canonical_signatures`]): a signature with
+//!   white space around it is none. A store that has the object keeps its
+//!   signatures and gains the archive's while it carries fewer than
+//!   [`MAX_SIGNATURES`].
 //!
 //! An archive is imported whole or not at all: its objects are built in
 //! temporary directories, every check passes before any is published, and
@@ -72,7 +80,9 @@ use fruix_core::manifest::{open_dir, open_file_beneath, EntryKind, Modes, Progre
 use crate::check::read_object_file;
 use crate::db::Kind;
 use crate::error::{Error, Result};
-use crate::sign::PublicKey;
+use crate::sign::{
+    canonical_signatures, exact_path_text, PublicKey, MAX_SIGNATURES, MAX_SIGNATURE_BYTES,
+};
 use crate::source_identity::SOURCE_METADATA_FILE;
 use crate::stage::ManifestLines;
 use crate::store::{
@@ -126,9 +136,6 @@ const END_ARCHIVE: &str = "end-archive";
 const END_TREE: &str = "end";
 /// Longest line read (a 4096-byte path and link target, fully escaped).
 const MAX_LINE: u64 = 64 << 10;
-/// Most signatures kept per object, and the longest one.
-const MAX_SIGNATURES: usize = 64;
-const MAX_SIGNATURE_BYTES: usize = 1024;
 
 /// Caps on what an archive may make the importer do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,7 +304,7 @@ pub fn export(
     let mut out = Counting::new(BufWriter::with_capacity(1 << 20, out));
     let w = |r: io::Result<()>| written(r, progress);
     w(writeln!(out, "{MAGIC}"))?;
-    w(writeln!(out, "store {}", store.path().display()))?;
+    w(writeln!(out, "store {}", exact_path_text(store.path())))?;
     let mut report = ExportReport::default();
     for name in names {
         crate::pipeline::check_cancelled(progress)?;
@@ -316,7 +323,9 @@ pub fn export(
             kind: record.kind.into(),
             metadata: read_object_file(&path, metadata_file)?,
             references: read_object_file(&path, REFERENCES_FILE)?,
-            signatures: store.db().signatures(name)?,
+            // Only what an import reads (a registry written before the caps
+            // may hold more, or other spellings).
+            signatures: canonical_signatures(&store.db().signatures(name)?),
         };
         let json = serde_json::to_string(&header).expect("a header serialises");
         w(writeln!(out, "object {}", json.len()))?;

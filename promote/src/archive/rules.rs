@@ -9,7 +9,7 @@ use crate::db::ObjectRecord;
 use crate::error::{ArchiveProblem, Error, Result};
 use crate::object::{object_hash, store_name, ObjectIdentity};
 use crate::register;
-use crate::sign::PublicKey;
+use crate::sign::{canonical_signatures, PublicKey};
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::store::{Store, OBJECT_METADATA_FILE, RESULT_METADATA_FILE};
 
@@ -78,7 +78,8 @@ pub(super) struct Claimed {
 }
 
 /// Why no signature of `name` was accepted.
-pub(super) fn untrusted(name: &str, signatures: &[String], keys: &[PublicKey]) -> Error {
+pub(super) fn untrusted(name: &str, texts: &[String], keys: &[PublicKey]) -> Error {
+    let signatures = canonical_signatures(texts);
     let signers: Vec<&str> = signatures
         .iter()
         .filter_map(|s| s.split_once(':').map(|(k, _)| k))
@@ -89,8 +90,10 @@ pub(super) fn untrusted(name: &str, signatures: &[String], keys: &[PublicKey]) -
         .map(|s| fruix_core::escape::text(s).to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let message = if signatures.is_empty() {
+    let message = if texts.is_empty() {
         "it is not signed; sign it where it was built, or import with --no-check-sigs".to_string()
+    } else if signatures.is_empty() {
+        "none of its signatures is in the form signatures are written in (NAME:BASE64 of 64 bytes, with nothing around it); sign it where it was built, or import with --no-check-sigs".to_string()
     } else if signers.iter().any(|s| keys.iter().any(|k| k.name == *s)) {
         format!("its signature by {named} does not verify: forged, or made for other content")
     } else {

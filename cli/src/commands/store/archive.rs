@@ -41,13 +41,15 @@ pub fn trust(args: &TrustArgs) -> CliResult<Trust> {
     match fruix_core::fsutil::read_optional_metadata_file(file) {
         Ok(Some(text)) => {
             for (n, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
+                let at = || format!("{}:{}", escape::path(file), n + 1);
+                let Some(key) = trusted_key_text(line)
+                    .map_err(|m| CliError::usage(format!("{}: {m}", at())))?
+                else {
                     continue;
-                }
-                keys.push(PublicKey::parse(line).map_err(|m| {
-                    CliError::usage(format!("{}:{}: {m}", escape::path(file), n + 1))
-                })?);
+                };
+                keys.push(
+                    PublicKey::parse(key).map_err(|m| CliError::usage(format!("{}: {m}", at())))?,
+                );
             }
         }
         Ok(None) if file == Path::new(defaults::TRUSTED_KEYS_FILE) => {}
@@ -67,6 +69,22 @@ pub fn trust(args: &TrustArgs) -> CliResult<Trust> {
         keys,
         check_signatures: !args.no_check_sigs,
     })
+}
+
+/// The key a trusted-keys file's `line` holds, or `None` when it holds
+/// none (empty, or a comment). A comment starts with `#` at the line's
+/// start or after white space: a key has no white space, but its name may
+/// hold `#`. Anything else after the key is refused.
+fn trusted_key_text(line: &str) -> Result<Option<&str>, String> {
+    let mut words = line.split_whitespace();
+    let key = words.next().filter(|w| !w.starts_with('#'));
+    match words.next() {
+        Some(after) if key.is_some() && !after.starts_with('#') => Err(format!(
+            "{} follows the key: give one key a line, then nothing or a # comment",
+            escape::quoted(after)
+        )),
+        _ => Ok(key),
+    }
 }
 
 fn mode(json: bool) -> Mode {

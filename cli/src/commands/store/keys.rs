@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use fruix_core::escape;
-use fruix_promote::sign::{sign_object, SecretKey};
+use fruix_promote::sign::{key_name_problem, sign_objects, SecretKey, MAX_KEY_NAME_BYTES};
 use fruix_promote::{PromotionReport, Store};
 
 use super::{object_names, open};
@@ -26,10 +26,10 @@ fn create_new(path: &Path, mode: u32) -> CliResult<std::fs::File> {
 }
 
 pub fn generate_key(args: GenerateKeyArgs) -> CliResult {
-    if !fruix_promote::sign::is_key_name(&args.name) {
+    if let Some(problem) = key_name_problem(&args.name) {
         return Err(CliError::usage(format!(
-            "--name {}: give a name without ':', white space or control characters",
-            fruix_core::escape::quoted(&args.name)
+            "--name {}: {problem}; give a name of at most {MAX_KEY_NAME_BYTES} bytes without ':', white space or control characters",
+            escape::quoted(&args.name)
         )));
     }
     // Regression: the same path for both said `File exists` of a file that
@@ -79,15 +79,27 @@ pub fn read_key(path: &Path) -> CliResult<SecretKey> {
     SecretKey::read(path).map_err(|e| CliError::new(Status::Usage, e))
 }
 
+/// Signs the objects `names` of `store` with `key`, all or none: an object
+/// that carries the most signatures an object may is refused (exit 2).
+fn sign_all(store: &Store, names: &[String], key: &SecretKey) -> CliResult<Vec<String>> {
+    sign_objects(store, names, key)
+        .map_err(from_promote)?
+        .map_err(|full| CliError::new(Status::Usage, full))
+}
+
 pub fn sign(args: SignArgs) -> CliResult {
     let key = read_key(&args.secret_key)?;
     let store = open(&args.objects.store, None, args.json, true)?;
-    let names = object_names(&store, &args.objects.paths)?;
-    let mut signed = Vec::new();
-    for name in names {
-        let signature = sign_object(&store, &name, &key).map_err(from_promote)?;
-        signed.push((store.path().join(&name), signature));
-    }
+    let mut names = object_names(&store, &args.objects.paths)?;
+    // Each object once, however often it is named.
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(name.clone()));
+    let signatures = sign_all(&store, &names, &key)?;
+    let signed: Vec<_> = names
+        .iter()
+        .map(|name| store.path().join(name))
+        .zip(signatures)
+        .collect();
     if args.json {
         let signed: Vec<_> = signed
             .iter()
@@ -104,9 +116,18 @@ pub fn sign(args: SignArgs) -> CliResult {
     Ok(Status::Success)
 }
 
-/// The key of `--sign-with`, read before anything is built.
+/// The key of `--sign-with`, read before anything is built. A key the
+/// environment names that cannot be read says so.
 pub fn signing_key(args: &OutLinkArgs) -> CliResult<Option<SecretKey>> {
-    args.sign_with.as_deref().map(read_key).transpose()
+    let Some(path) = args.sign_with.as_deref() else {
+        return Ok(None);
+    };
+    read_key(path)
+        .map(Some)
+        .map_err(|e| match args.sign_with_given {
+            true => e,
+            false => CliError::new(e.status, anyhow::anyhow!("FRUIX_SIGNING_KEY: {}", e.error)),
+        })
 }
 
 /// Signs what a promotion reported: its bundle's closure (the bundle, its
@@ -119,8 +140,6 @@ pub fn sign_promoted(store: &Store, report: &PromotionReport, key: &SecretKey) -
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let closure = store.db().closure(&[bundle]).map_err(from_promote)?;
-    for name in closure {
-        sign_object(store, &name, key).map_err(from_promote)?;
-    }
+    sign_all(store, &closure, key)?;
     Ok(())
 }
