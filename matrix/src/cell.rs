@@ -388,9 +388,9 @@ impl CellRunner for ExecutorRunner {
                 // which objects lack it.
                 let (signed_by, not_recorded) = match (&signed, &signer) {
                     (Some(signed), Some(key)) => {
-                        let differed = attest::record(&store, signed)?;
-                        let signed_by = differed.is_empty().then(|| key.name.clone());
-                        let paths = differed.iter().map(|n| store.path().join(n)).collect();
+                        let unsigned = attest::record(&store, signed)?;
+                        let signed_by = unsigned.is_empty().then(|| key.name.clone());
+                        let paths = unsigned.iter().map(|(n, _)| store.path().join(n)).collect();
                         (signed_by, paths)
                     }
                     _ => (None, Vec::new()),

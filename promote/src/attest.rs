@@ -221,17 +221,40 @@ pub struct Signed {
     pub signature: String,
 }
 
-/// Records checked signatures of promoted objects whose fingerprint in the
-/// registry is the one signed; returns the names of those that differed
-/// (left unsigned).
-pub fn record(store: &crate::Store, signed: &[Signed]) -> Result<Vec<String>> {
-    let mut differed = Vec::new();
-    for s in signed {
-        if crate::sign::object_fingerprint(store, &s.name)? == s.fingerprint {
-            store.db().add_signature(&s.name, &s.signature)?;
-        } else {
-            differed.push(s.name.clone());
+/// Why a checked signature of a promoted object was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRecorded {
+    /// The object's fingerprint in the registry is not the one signed (the
+    /// store held it already, with other references).
+    Differs,
+    /// The object carries [`MAX_SIGNATURES`](crate::sign::MAX_SIGNATURES)
+    /// others already.
+    Full,
+}
+
+impl NotRecorded {
+    /// Why, for a warning naming the object.
+    pub fn why(self) -> &'static str {
+        match self {
+            NotRecorded::Differs => {
+                "its references in this store are not those the build site signed"
+            }
+            NotRecorded::Full => "it carries as many signatures as an object may already",
         }
     }
-    Ok(differed)
+}
+
+/// Records checked signatures of promoted objects whose fingerprint in the
+/// registry is the one signed; returns the names of those left unsigned,
+/// with why.
+pub fn record(store: &crate::Store, signed: &[Signed]) -> Result<Vec<(String, NotRecorded)>> {
+    let mut unsigned = Vec::new();
+    for s in signed {
+        if crate::sign::object_fingerprint(store, &s.name)? != s.fingerprint {
+            unsigned.push((s.name.clone(), NotRecorded::Differs));
+        } else if !store.db().add_signature(&s.name, &s.signature)? {
+            unsigned.push((s.name.clone(), NotRecorded::Full));
+        }
+    }
+    Ok(unsigned)
 }

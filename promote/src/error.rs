@@ -182,8 +182,9 @@ pub enum Error {
     /// A key name that its `NAME:BASE64` files could not carry: empty, or
     /// with `:` or white space (see [`crate::sign::is_key_name`]).
     #[error(
-        "key name {}: give a name without ':', white space or control characters",
-        escape::quoted(name)
+        "key name {}: give a name of 1 to {} bytes without ':', white space or control characters",
+        escape::quoted(name),
+        crate::sign::MAX_KEY_NAME_BYTES
     )]
     InvalidKeyName {
         /// The name refused.

@@ -164,8 +164,12 @@ impl SecretKey {
         let pair: [u8; 64] = bytes
             .try_into()
             .map_err(|_| invalid_key(path, "the secret key is not 64 bytes".into()))?;
-        let key = SigningKey::from_keypair_bytes(&pair)
-            .map_err(|e| invalid_key(path, format!("the secret key is not a key pair: {e}")))?;
+        let key = SigningKey::from_keypair_bytes(&pair).map_err(|_| {
+            invalid_key(
+                path,
+                "the secret key is not a key pair: its public half is not its secret half's".into(),
+            )
+        })?;
         Ok(SecretKey {
             name: name.to_string(),
             key,

@@ -64,3 +64,48 @@ fn planned_fingerprints_are_those_of_the_promoted_objects_and_signatures_need_th
     );
     assert!(missing.to_string().contains("did not sign"), "{missing}");
 }
+
+/// Regression: a build site's signature of an object that carries
+/// [`MAX_SIGNATURES`] others already was dropped without a word. It is
+/// reported as not recorded, full, beside one whose references in this
+/// store differ from those signed.
+#[test]
+fn a_signature_not_recorded_says_why() {
+    use fruix_promote::attest::{NotRecorded, Signed};
+    use fruix_promote::sign::{sign_object, MAX_SIGNATURES};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    write_sample_result_root(&root, "guest-self-hosted", "20260405T213444Z", true).unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let report = promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+    let bundle = report.result_store.file_name().unwrap().to_str().unwrap();
+    let world = report.artifacts["world"].store_path.file_name().unwrap();
+    let world = world.to_str().unwrap();
+    for i in 0..MAX_SIGNATURES {
+        sign_object(
+            &store,
+            world,
+            &SecretKey::generate(&format!("k{i}")).unwrap(),
+        )
+        .unwrap();
+    }
+    let guest = SecretKey::generate("guest-1").unwrap();
+    let signed = |name: &str, fingerprint: String| Signed {
+        name: name.to_string(),
+        signature: guest.sign(&fingerprint),
+        fingerprint,
+    };
+    let checked = [
+        signed(world, object_fingerprint(&store, world).unwrap()),
+        signed(bundle, "not the bundle's fingerprint".into()),
+    ];
+    assert_eq!(
+        record(&store, &checked).unwrap(),
+        [
+            (world.to_string(), NotRecorded::Full),
+            (bundle.to_string(), NotRecorded::Differs),
+        ]
+    );
+    assert_eq!(store.db().signatures(world).unwrap().len(), MAX_SIGNATURES);
+    assert!(store.db().signatures(bundle).unwrap().is_empty());
+}

@@ -238,3 +238,33 @@ fn a_refused_import_leaves_an_empty_directory_empty() {
     let left: Vec<_> = std::fs::read_dir(&empty).unwrap().flatten().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Regression: `store import DIR` failed as a system failure (exit 3,
+/// "failed to read the archive: Is a directory"), and `store export
+/// --output -` wrote a file named `-`, while import reads standard input
+/// for `-`. Both are the caller's mistakes: exit 2, naming the path, and
+/// nothing made.
+#[test]
+fn an_archive_that_is_a_directory_and_an_output_named_dash_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let report = promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+    let bundle = report["result_store"].as_str().unwrap();
+    let before = snapshot(&store);
+    let into = dir.path().join("other");
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let out = run_with_deadline(
+        &mut store_import(&into, &folder, &[]),
+        Duration::from_secs(60),
+    );
+    let named = folder.display().to_string();
+    failed_with("a directory", &out, 2, &[&named, "is a directory"]);
+    assert!(!into.exists(), "no store made");
+    let work = tempfile::tempdir().unwrap();
+    let mut export = store_export(&store, Path::new("-"), &[], bundle);
+    let out = run_with_deadline(export.current_dir(work.path()), Duration::from_secs(60));
+    failed_with("--output -", &out, 2, &["--output -", "standard output"]);
+    assert!(!work.path().join("-").exists(), "a file named -");
+    assert_eq!(snapshot(&store), before);
+}

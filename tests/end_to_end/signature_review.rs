@@ -331,3 +331,28 @@ fn a_bad_key_from_the_environment_is_named() {
     let stderr = crate::util::failed_with("FRUIX_SIGNING_KEY", &out, 2, &["FRUIX_SIGNING_KEY"]);
     assert!(stderr.contains("not base64"), "{stderr}");
 }
+
+/// A secret key file other users may read was used without a word (the
+/// README says to keep it 0600, as `generate-key` makes it): signing goes
+/// on, with a warning naming the file, its mode and the fix.
+#[test]
+fn a_secret_key_others_may_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (bundle, _) = promoted(dir.path(), "root", &store);
+    let (key, _) = key_file(dir.path(), "builder-1");
+    let warns = |mode: u32| -> bool {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = run(&mut sign(&store, &key, &[&bundle]));
+        assert!(out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        stderr.contains(&format!(
+            "secret key {} may be read by other users (mode {mode:04o}); make it readable by its owner alone: chmod 600",
+            key.display()
+        ))
+    };
+    assert!(warns(0o644), "no warning for 0644");
+    assert!(warns(0o640), "no warning for 0640");
+    assert!(!warns(0o600), "a warning for 0600");
+}

@@ -9,7 +9,7 @@ use super::{ProgressArg, SshAuthArgs, StateDirArg, StoreArg};
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Re-hash objects and compare them with their manifests and signatures; check the registry.
+    /// Re-hash objects and compare them with their manifests and tree signatures; check the registry.
     Verify(VerifyArgs),
     /// List the valid objects: kind, artifact, version, executor, kernconf, run id, registration, size.
     List(ListArgs),

@@ -224,10 +224,11 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         CliError::new(e.status, anyhow::anyhow!("{}; {hint}", e.error))
     })?;
     if let Some(signed) = &guest_signed {
-        let differed = fruix_promote::attest::record(&store, signed).map_err(from_promote)?;
-        for name in differed {
+        let unsigned = fruix_promote::attest::record(&store, signed).map_err(from_promote)?;
+        for (name, why) in unsigned {
             eprintln!(
-                "fruix: warning: {name}: its references in this store are not those the build site signed; its signature was not recorded"
+                "fruix: warning: {name}: {}; its signature was not recorded",
+                why.why()
             );
         }
     }

@@ -96,6 +96,11 @@ fn mode(json: bool) -> Mode {
 }
 
 pub fn export_command(args: ExportArgs) -> CliResult {
+    if args.output.as_deref() == Some(Path::new("-")) {
+        return Err(CliError::usage(
+            "--output -: the archive goes to standard output without --output; give a file name",
+        ));
+    }
     let store = open(&args.objects.store, None, args.json, false)?;
     let names = object_names(&store, &args.objects.paths)?;
     let order = export_order(&store, &names, args.recursive).map_err(from_promote)?;
@@ -192,13 +197,22 @@ pub fn import_command(args: ImportArgs) -> CliResult {
     let trust = trust(&args.local.trust)?;
     let mode = mode(args.json);
     defaults::announce(mode, Some(&args.local.store.store), None);
-    let input: Box<dyn Read + Send> =
-        match args.archive.as_deref().filter(|p| *p != Path::new("-")) {
-            Some(path) => Box::new(std::fs::File::open(path).map_err(|e| {
-                CliError::usage(format!("cannot open {}: {e}", escape::path(path)))
-            })?),
-            None => Box::new(std::io::stdin()),
-        };
+    let input: Box<dyn Read + Send> = match args.archive.as_deref().filter(|p| *p != Path::new("-"))
+    {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .map_err(|e| CliError::usage(format!("cannot open {}: {e}", escape::path(path))))?;
+            // A directory opens, and only its first read fails.
+            if file.metadata().is_ok_and(|m| m.is_dir()) {
+                return Err(CliError::usage(format!(
+                    "{} is a directory; give an archive file (or - for standard input)",
+                    escape::path(path)
+                )));
+            }
+            Box::new(file)
+        }
+        None => Box::new(std::io::stdin()),
+    };
     // Cancelling stops the reading: the import then fails, cancelled, as
     // any failed import does, removing everything it wrote.
     let progress = Progress::default();

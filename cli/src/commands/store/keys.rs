@@ -76,7 +76,26 @@ pub fn generate_key(args: GenerateKeyArgs) -> CliResult {
 /// Reads a secret key named on the command line (exit 2 when it cannot be
 /// read: the caller's input).
 pub fn read_key(path: &Path) -> CliResult<SecretKey> {
-    SecretKey::read(path).map_err(|e| CliError::new(Status::Usage, e))
+    let key = SecretKey::read(path).map_err(|e| CliError::new(Status::Usage, e))?;
+    warn_if_readable_by_others(path);
+    Ok(key)
+}
+
+/// Warns when the secret key file at `path` may be read by other users
+/// than its owner (`generate-key` makes it 0600): signing goes on.
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = path.symlink_metadata() else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        eprintln!(
+            "fruix: warning: secret key {} may be read by other users (mode {mode:04o}); make it readable by its owner alone: chmod 600 {}",
+            escape::path(path),
+            escape::path(path)
+        );
+    }
 }
 
 /// Signs the objects `names` of `store` with `key`, all or none: an object
