@@ -12,25 +12,10 @@ use fruix_core::testing::conformance::processes_mentioning;
 
 use crate::ssh_import::build_with_helper;
 use crate::sshd::{guest_build, script, Sshd};
-use crate::util::{fixture_source, fruix, require_tool, spawn_reading_stderr, wait_with_deadline};
+use crate::util::{
+    fixture_source, fruix, require_tool, spawn_reading_stderr, wait_with_deadline, Leftovers,
+};
 use fruix_core::testing::wait_until;
-
-/// Kills (by process id) what is left of a build whose every process
-/// mentions `mark`, when a test fails before the build was stopped: a
-/// failing test leaves nothing running.
-struct Leftovers(PathBuf);
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        for found in processes_mentioning(&self.0) {
-            if let Some(pid) = found.split(':').next().and_then(|p| p.parse().ok()) {
-                // SAFETY: a process of this test's build, found by its
-                // unique mark.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
-}
 
 /// Waits until no process mentions `mark`: nothing of the build is left.
 fn nothing_left(mark: &Path) {

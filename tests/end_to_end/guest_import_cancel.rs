@@ -8,17 +8,22 @@
 //! second of the signal, whenever it comes, and leaves nothing behind: no
 //! process of it in the guest, no staging directory on the host; nor does
 //! a host killed, or a connection dropped, mid-import.
+//!
+//! Every other remote command (a host-initiated build's make steps, here)
+//! had the gaps the import's gate closed: a cancel before its session id
+//! was known waited up to 10 s, and a host gone before its lifeline was
+//! started left it running. It waits at the same gate now.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fruix_core::testing::conformance::processes_mentioning;
 use fruix_core::testing::entries_starting_with;
 
 use crate::sshd::{guest_build, Sshd};
-use crate::util::{require_tool, spawn_reading_stderr, wait_until, Reading};
+use crate::util::{require_tool, spawn_reading_stderr, wait_until, Leftovers, Reading};
 
-/// How soon after the signal a cancelled import must have ended.
+/// How soon after the signal a cancelled build must have ended.
 const PROMPTLY: Duration = Duration::from_secs(1);
 
 /// Makes the guest's `tar` of `sshd` run `first` (sh) for the import
@@ -80,6 +85,7 @@ fn import_holds(build: &Reading, host: &Path, marker: &Path) {
 fn ctrl_c_during_a_guest_import_ends_within_a_second_leaving_nothing() {
     let sshd = Sshd::trusted_with_bin();
     let marker = sshd.dir.path().join("import-holding");
+    let _leftovers = Leftovers(marker.clone());
     holding_tar(&sshd, &marker, "");
     let (host, build) = self_hosted_build(&sshd);
     import_holds(&build, host.path(), &marker);
@@ -94,6 +100,7 @@ fn ctrl_c_during_a_guest_import_ends_within_a_second_leaving_nothing() {
 fn ctrl_c_while_a_dropped_import_waits_to_be_tried_again_ends_it_at_once() {
     let sshd = Sshd::trusted_with_bin();
     let marker = sshd.dir.path().join("import-holding");
+    let _leftovers = Leftovers(marker.clone());
     // The first import's connection drops: its sshd process is killed.
     let first = dropping_first(&sshd, "");
     holding_tar(&sshd, &marker, &first);
@@ -121,6 +128,7 @@ fn dropping_first(sshd: &Sshd, then: &str) -> String {
 fn ctrl_c_while_a_dropped_import_reconnects_ends_it_at_once() {
     let sshd = Sshd::trusted_with_bin();
     let marker = sshd.dir.path().join("import-holding");
+    let _leftovers = Leftovers(marker.clone());
     // The first import stops the guest's sshd (it accepts no connection
     // any more), then drops its own connection.
     let listener = sshd.dir.path().join("sshd.pid");
@@ -157,6 +165,7 @@ fn waiting_to_be_accepted(port: u16) -> usize {
 fn a_guest_import_whose_host_is_killed_leaves_nothing_running_in_the_guest() {
     let sshd = Sshd::trusted_with_bin();
     let marker = sshd.dir.path().join("import-holding");
+    let _leftovers = Leftovers(marker.clone());
     holding_tar(&sshd, &marker, "");
     let (host, mut build) = self_hosted_build(&sshd);
     import_holds(&build, host.path(), &marker);
@@ -176,9 +185,11 @@ fn a_guest_import_whose_host_is_killed_leaves_nothing_running_in_the_guest() {
 fn a_dropped_import_leaves_nothing_of_its_tar_running_in_the_guest() {
     let sshd = Sshd::trusted_with_bin();
     let marker = sshd.dir.path().join("import-holding");
+    let _leftovers = Leftovers(marker.clone());
     // The first import's `tar` holds (with a mark of its own) once it has
     // dropped its connection.
     let dropped = sshd.dir.path().join("dropped-holding");
+    let _dropped_leftovers = Leftovers(dropped.clone());
     let first = format!(
         "if mkdir '{}' 2>/dev/null; then export FRUIX_TEST_HOLD='{}'; kill -9 \"$PPID\"; exec sh -c 'sleep 300 & wait'; fi",
         sshd.dir.path().join("import-dropped").display(),
@@ -206,30 +217,178 @@ fn ctrl_c_before_the_import_said_its_session_ends_it_at_once_running_nothing() {
         Sshd::trusted_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin BASH_ENV={dir}/bash-env");
     let dir = sshd.dir.path();
     let marker = dir.join("import-holding");
+    let _leftovers = Leftovers(marker.clone());
     let ran = dir.join("tar-ran");
     holding_tar(&sshd, &marker, &format!(": > '{}'", ran.display()));
-    let (pid_file, said) = (dir.join("import-shell.pid"), dir.join("import-stderr"));
-    std::fs::write(
-        dir.join("bash-env"),
-        format!(
-            "case \"$BASH_EXECUTION_STRING\" in *'tar -cf - .'*) echo $$ > '{}'; exec 2>> '{}' ;; esac\n",
-            pid_file.display(),
-            said.display()
-        ),
-    )
-    .unwrap();
+    let hidden = hide_session_line(&sshd, "tar -cf - .");
     let (host, build) = self_hosted_build(&sshd);
-    wait_until("the import's shell has said its session, to a file", || {
-        std::fs::read_to_string(&said).is_ok_and(|s| s.contains("fruix-session "))
-    });
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = hidden.said();
     interrupted_promptly(build, &marker, host.path());
     wait_until("the import's shell has exited", || gone(pid));
     assert!(!ran.exists(), "the guest's tar ran, the import cancelled");
+}
+
+/// Where the guest shell of a command sends its output instead of the
+/// host ([`hide_session_line`]), and where it writes its pid.
+struct HiddenSession {
+    pid_file: PathBuf,
+    output: PathBuf,
+}
+
+/// Makes the guest shell of each command of `sshd` whose command line
+/// holds `matching` write its pid to a file and send its stdout and stderr
+/// to another, through `BASH_ENV` (`sshd` started with
+/// `BASH_ENV={dir}/bash-env`), read by the login shell, bash, before it
+/// runs the command: the command's session line never reaches the host,
+/// and the command, writing to no pipe, outlives the host (as a silent one
+/// would: no SIGPIPE ends it).
+fn hide_session_line(sshd: &Sshd, matching: &str) -> HiddenSession {
+    let dir = sshd.dir.path();
+    let hidden = HiddenSession {
+        pid_file: dir.join("hidden-shell.pid"),
+        output: dir.join("hidden-output"),
+    };
+    std::fs::write(
+        dir.join("bash-env"),
+        format!(
+            "case \"$BASH_EXECUTION_STRING\" in *'{matching}'*) echo $$ > '{}'; exec >> '{}' 2>&1 ;; esac\n",
+            hidden.pid_file.display(),
+            hidden.output.display()
+        ),
+    )
+    .unwrap();
+    hidden
+}
+
+impl HiddenSession {
+    /// The shell's pid, once it has said its session (to its file).
+    fn said(&self) -> i32 {
+        wait_until(
+            "the command's shell has said its session, to a file",
+            || std::fs::read_to_string(&self.output).is_ok_and(|s| s.contains("fruix-session ")),
+        );
+        std::fs::read_to_string(&self.pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// A host-initiated build of the miniature tree in the guest of `sshd`,
+/// into run `r1` of a new host state, its stderr read as it comes: one
+/// job, its world build holding once it runs, making `mark`, whose path
+/// every make step's command line holds (`HOLD_BUILD=yes`).
+fn holding_host_initiated_build(sshd: &Sshd, mark: &Path) -> (tempfile::TempDir, Reading) {
+    let host = tempfile::tempdir().unwrap();
+    let mut cmd = guest_build(sshd, "host-initiated", host.path(), "r1");
+    cmd.args(["--jobs", "1", "--make-flag=HOLD_BUILD=yes"])
+        .arg(format!("--make-flag=HOLD_MARK={}", mark.display()));
+    (host, spawn_reading_stderr(&mut cmd))
+}
+
+/// A host-initiated build whose first make step's shell has said its
+/// session, to a file ([`hide_session_line`]): the host, never told it,
+/// holds it at its gate. Returns the guest state, the build, the step's
+/// shell, and the world build's mark.
+fn build_step_held_at_its_gate() -> (Sshd, tempfile::TempDir, Reading, i32, PathBuf) {
+    let sshd = Sshd::trusted_with("BASH_ENV={dir}/bash-env");
+    let mark = sshd.dir.path().join("world-build-ran");
+    let hidden = hide_session_line(&sshd, &mark.display().to_string());
+    let (host, build) = holding_host_initiated_build(&sshd, &mark);
+    let pid = hidden.said();
+    (sshd, host, build, pid, mark)
+}
+
+/// Waits until the shell `pid` of a held make step has exited and nothing
+/// mentioning `mark` is left running: the step never ran.
+fn the_step_never_ran(pid: i32, mark: &Path) {
+    wait_until("the step's shell has exited at its gate", || gone(pid));
+    wait_until("nothing of the step is left running in the guest", || {
+        processes_mentioning(mark).is_empty()
+    });
+    assert!(!mark.exists(), "the world build ran, its step held");
+}
+
+/// Regression: Ctrl-C before a remote command had said its session id
+/// waited up to 10 s for it, while the command ran (and went on running
+/// once the wait gave up: the host had nothing to stop it by); only the
+/// import's `tar` waited at a gate. Every remote command does now: Ctrl-C
+/// before the gate opened ends the build at once, and the guest's shell
+/// exits at its gate without running its make step.
+#[test]
+fn ctrl_c_before_a_build_step_said_its_session_ends_it_at_once_running_nothing() {
+    let (_sshd, _host, build, pid, mark) = build_step_held_at_its_gate();
+    let _leftovers = Leftovers(mark.clone());
+    ends_promptly(build);
+    the_step_never_ran(pid, &mark);
+}
+
+/// Regression: a host gone between a remote command's start and its
+/// lifeline's (here: before the command's session line, which never comes,
+/// reached it) left the command running in the guest, nothing there to
+/// stop it. Now the command runs only once its lifeline does: the host
+/// killed, sshd ends the held shell's stdin, and it exits at its gate
+/// without running its make step.
+#[test]
+fn a_host_killed_before_a_build_step_said_its_session_leaves_nothing_running() {
+    let (_sshd, _host, mut build, pid, mark) = build_step_held_at_its_gate();
+    let _leftovers = Leftovers(mark.clone());
+    build.signal(libc::SIGKILL);
+    let out = build.finish(Duration::from_secs(60), "the killed build");
+    assert_eq!(out.status.code(), None, "killed");
+    the_step_never_ran(pid, &mark);
+}
+
+/// A remote command cancelled at its gate (its session line hidden, so
+/// the host never opens it) has exited there once the cancel returns:
+/// promptly, without waiting for the session id, and leaving nothing
+/// running in the guest, not even its shell.
+#[test]
+fn a_remote_command_cancelled_at_its_gate_has_exited_there_when_the_cancel_returns() {
+    use fruix_core::executor::EventSink;
+    use fruix_executors::ssh::{SshOptions, SshSession, SshTarget};
+    let sshd = Sshd::trusted_with("BASH_ENV={dir}/bash-env");
+    let marker = sshd.dir.path().join("held-at-its-gate");
+    let _leftovers = Leftovers(marker.clone());
+    let hidden = hide_session_line(&sshd, &marker.display().to_string());
+    let options = SshOptions::with_key(
+        SshTarget::parse(&sshd.guest()).unwrap(),
+        sshd.identity(),
+        sshd.known_hosts(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let session = SshSession::connect(&options, &EventSink::discard())
+            .await
+            .unwrap();
+        let (cancel, events) = (
+            tokio_util::sync::CancellationToken::new(),
+            EventSink::discard(),
+        );
+        // The shell's command line names the marker; it waits for its sleep.
+        let script = format!("exec sh -c 'sleep 600 & wait' {}", marker.display());
+        let run = session.stream(&script, None, &cancel, &events, |_, _| {});
+        tokio::pin!(run);
+        let pid = tokio::select! {
+            r = &mut run => panic!("ended by itself: {r:?}"),
+            pid = tokio::task::spawn_blocking(move || hidden.said()) => pid.unwrap(),
+        };
+        let cancelled = Instant::now();
+        cancel.cancel();
+        assert_eq!(run.await.unwrap(), None);
+        let took = cancelled.elapsed();
+        assert!(
+            took < PROMPTLY,
+            "the cancel returned {took:?} after it came"
+        );
+        assert!(gone(pid), "the command's shell is still running");
+        let left = processes_mentioning(&marker);
+        assert!(left.is_empty(), "still running in the guest: {left:?}");
+    });
 }
 
 /// Whether process `pid` has exited (gone, or a zombie).
@@ -242,18 +401,23 @@ fn gone(pid: i32) -> bool {
 /// Sends SIGINT to `build`, mid-import into `host`: it must exit 130
 /// within [`PROMPTLY`], leaving no process carrying `marker` in the guest
 /// and no staging directory on the host.
-fn interrupted_promptly(mut build: Reading, marker: &Path, host: &Path) {
-    let signalled = Instant::now();
-    build.signal(libc::SIGINT);
-    let out = build.finish(Duration::from_secs(60), "the interrupted import");
-    let took = signalled.elapsed();
-    assert_eq!(out.status.code(), Some(130));
-    assert!(
-        took < PROMPTLY,
-        "the cancelled import ended {took:?} after the signal"
-    );
+fn interrupted_promptly(build: Reading, marker: &Path, host: &Path) {
+    ends_promptly(build);
     let left = processes_mentioning(marker);
     assert!(left.is_empty(), "still running in the guest: {left:?}");
     let staging = entries_starting_with(host, ".r1.import-");
     assert_eq!(staging, Vec::<std::path::PathBuf>::new());
+}
+
+/// Sends SIGINT to `build`: it must exit 130 within [`PROMPTLY`].
+fn ends_promptly(mut build: Reading) {
+    let signalled = Instant::now();
+    build.signal(libc::SIGINT);
+    let out = build.finish(Duration::from_secs(60), "the interrupted build");
+    let took = signalled.elapsed();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        took < PROMPTLY,
+        "the cancelled build ended {took:?} after the signal"
+    );
 }

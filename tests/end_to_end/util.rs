@@ -605,6 +605,23 @@ impl Drop for Reading {
     }
 }
 
+/// Kills (by process id) what is left of a build whose every process
+/// mentions `mark`, when a test fails before the build was stopped: a
+/// failing test leaves nothing running.
+pub struct Leftovers(pub PathBuf);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for found in fruix_core::testing::conformance::processes_mentioning(&self.0) {
+            if let Some(pid) = found.split(':').next().and_then(|p| p.parse().ok()) {
+                // SAFETY: a process of this test's build, found by its
+                // unique mark.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 /// Starts `cmd` with its stderr read a line at a time: the lines come on
 /// [`Reading::lines`] as they are written.
 pub fn spawn_reading_stderr(cmd: &mut Command) -> Reading {

@@ -39,9 +39,9 @@
 //! line cap, and shown escaped.
 //!
 //! The remote `tar` is held at a gate ([`crate::ssh::gate`]) until its
-//! lifeline is armed: from the moment it runs, this host going away
-//! (killed, its connection dropped) stops its whole session in the guest,
-//! as for every remote command ([`crate::ssh::remote`]). A cancelled import
+//! lifeline is armed, as every remote command is ([`crate::ssh::remote`]):
+//! from the moment it runs, this host going away (killed, its connection
+//! dropped) stops its whole session in the guest. A cancelled import
 //! (Ctrl-C, a time limit) stops that session with the kill loop; one
 //! cancelled before `tar` was let run returns at once, without waiting for
 //! its session id: held at its gate, it exits by itself, having run
@@ -131,9 +131,6 @@ impl Read for ChannelReader {
 struct RemoteStderr {
     lines: LineSplitter,
     session_line: SessionLine,
-    /// The first line's verdict, once read: the session id, or `None` when
-    /// it said none.
-    said: Option<Option<u32>>,
     tail: Tail,
 }
 
@@ -142,33 +139,23 @@ impl RemoteStderr {
         RemoteStderr {
             lines: LineSplitter::new(session.max_line_bytes(), Some(crate::ssh::LINE_CAP_KEY)),
             session_line: SessionLine::default(),
-            said: None,
             tail: Tail::new(STDERR_TAIL_LINES),
         }
     }
 
     fn push(&mut self, data: &[u8]) {
-        let (session_line, said, tail) = (&mut self.session_line, &mut self.said, &mut self.tail);
-        self.lines
-            .push(data, |l| Self::line(session_line, said, tail, l));
+        let (session_line, tail) = (&mut self.session_line, &mut self.tail);
+        self.lines.push(data, |l| Self::line(session_line, tail, l));
     }
 
     fn finish(&mut self) {
-        let (session_line, said, tail) = (&mut self.session_line, &mut self.said, &mut self.tail);
-        self.lines
-            .finish(|l| Self::line(session_line, said, tail, l));
+        let (session_line, tail) = (&mut self.session_line, &mut self.tail);
+        self.lines.finish(|l| Self::line(session_line, tail, l));
     }
 
-    fn line(
-        session_line: &mut SessionLine,
-        said: &mut Option<Option<u32>>,
-        tail: &mut Tail,
-        line: &[u8],
-    ) {
+    fn line(session_line: &mut SessionLine, tail: &mut Tail, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        let taken = session_line.take(&text);
-        said.get_or_insert(taken.flatten());
-        if taken.is_none() {
+        if session_line.take(&text).is_none() {
             tail.push(&text);
         }
     }
@@ -202,7 +189,7 @@ pub async fn fetch(
     let script = format!("cd {} && exec tar -cf - .", shell_quote(remote_root));
     // Held at its gate, a `tar` whose start is cancelled runs nothing.
     let (mut channel, mut gate) = tokio::select! {
-        started = session.exec_gated(&script) => started?,
+        started = session.exec_gated(&script, None::<&[u8]>) => started?,
         () = ctx.cancel.cancelled() => return Err(Error::Cancelled),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
@@ -226,10 +213,7 @@ pub async fn fetch(
     loop {
         let msg = tokio::select! {
             msg = channel.wait() => msg,
-            () = gate.armed() => {
-                gate.open().await;
-                continue;
-            }
+            () = gate.run() => continue,
             () = ctx.cancel.cancelled() => {
                 drop(tx.take());
                 gate.stop(&mut channel).await;
@@ -260,7 +244,7 @@ pub async fn fetch(
             }
             Some(ChannelMsg::ExtendedData { data, .. }) => {
                 stderr.push(&data);
-                if let Some(said) = stderr.said {
+                if let Some(said) = stderr.session_line.said() {
                     gate.said(said);
                 }
             }

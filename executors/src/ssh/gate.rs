@@ -1,6 +1,7 @@
 //! A remote command held at a gate until its lifeline is armed: nothing of
 //! its script runs before the guest can stop it without this host, so a
-//! cancel that comes before its session id is known ends at once.
+//! cancel that comes before its session id is known ends at once. Every
+//! remote command runs so ([`super::remote`], the import's `tar`).
 //!
 //! # Contract
 //!
@@ -8,25 +9,44 @@
 //!   does (its first stderr line says its session id); then the shell reads
 //!   one line of its stdin, and runs the script only when that line is
 //!   [`GO`]. When its stdin ends first, it exits having run nothing of it.
+//!   The shell's `read` takes exactly that line (it reads a pipe a byte at a
+//!   time): what follows it is the script's stdin.
 //! - The caller reads the command's output, and passes the verdict of its
 //!   first stderr line on ([`Gate::said`]): with a session id, the command's
-//!   lifeline ([`super::kill`]) is opened, and the gate opens
-//!   ([`Gate::armed`], then [`Gate::open`]) once it is (or could not be:
-//!   the guest's `MaxSessions`); without one, the gate opens at once and the
-//!   command runs without a lifeline. From the moment the script runs, this
-//!   host going away (killed, its connection dropped) stops its whole
-//!   session in the guest.
+//!   lifeline ([`super::kill`]) is opened, and the gate opens once it is (or
+//!   could not be: the guest's `MaxSessions`); without one, the gate opens
+//!   at once and the command runs without a lifeline. From the moment the
+//!   script runs, this host going away (killed, its connection dropped)
+//!   stops its whole session in the guest.
+//! - [`Gate::run`], polled alongside the output, opens the gate: it sends
+//!   [`GO`], then what the command's stdin is fed (read to its end while the
+//!   output is read: memory stays flat), then the stdin's end. A command
+//!   that ends without reading all of it (a guest refusing what it is sent)
+//!   leaves no sender waiting for window space: once it has ended, what
+//!   could not be sent no longer matters. Nor is a failure to send judged
+//!   there: the channel's end says whether the command ended or the
+//!   connection was lost.
 //! - [`Gate::stop`] stops the command from here. Once the gate is open, the
 //!   kill loop runs over its session, as for any cancelled remote command,
-//!   its output drained meanwhile. Before, the command's stdin is ended and
-//!   nothing is waited for: the shell, held at its gate, exits by itself
-//!   once it reads that end (its script never run), whether or not it has
-//!   said its session id yet. This host going away ends that stdin too.
+//!   its output drained meanwhile; a command that said no session id has
+//!   nothing to stop it by, and is left. Before, the command's stdin is
+//!   ended, and its session id is not waited for: the shell, held at its
+//!   gate, exits by itself once it reads that end (its script never run),
+//!   whether or not it has said its session id yet. Its channel's end, which
+//!   says it has, is waited for at most [`HELD_EXIT_WAIT`] (a round trip,
+//!   unless the shell has not reached its gate yet), so that no process of
+//!   the command is left once the call returns. This host going away ends
+//!   that stdin too.
 //! - [`Gate::release`] ends the lifeline once the command has ended by
 //!   itself (its channel read to its end).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use russh::client::Msg;
 use russh::{ChannelReadHalf, ChannelWriteHalf};
+use tokio::io::AsyncRead;
 
 use super::kill::Arming;
 use super::remote::wrap;
@@ -36,6 +56,9 @@ use fruix_core::Result;
 /// The line that lets a gated script run.
 const GO: &str = "go";
 
+/// How long a command stopped at its gate may take to exit there.
+const HELD_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The command line sent for `script` held at a gate (see the module docs).
 pub(crate) fn wrap_gated(script: &str) -> String {
     wrap(&format!(
@@ -43,29 +66,42 @@ pub(crate) fn wrap_gated(script: &str) -> String {
     ))
 }
 
+/// What a gated command's stdin is sent.
+enum Stdin<'a> {
+    /// The gate is closed; what follows [`GO`] once it opens, if anything.
+    Held(Option<Box<dyn AsyncRead + Unpin + Send + 'a>>),
+    /// The gate is open: [`GO`], what follows it and the end being sent.
+    Sending(Pin<Box<dyn Future<Output = ()> + Send + 'a>>),
+    /// All sent, or given up.
+    Sent,
+}
+
 /// A gated remote command's stdin and lifeline (see the module docs); its
 /// output is the caller's to read.
 pub(crate) struct Gate<'a> {
     session: &'a SshSession,
-    input: ChannelWriteHalf<Msg>,
+    input: Arc<ChannelWriteHalf<Msg>>,
     /// The session line's verdict, once the first stderr line was read.
     said: Option<Option<u32>>,
     lifeline: Arming<'a>,
-    /// Whether [`GO`] was sent.
-    open: bool,
+    stdin: Stdin<'a>,
 }
 
 impl SshSession {
-    /// Starts `script` held at a gate (see [`super::gate`]): its output to
-    /// read, and its gate.
-    pub(crate) async fn exec_gated(&self, script: &str) -> Result<(ChannelReadHalf, Gate<'_>)> {
+    /// Starts `script` held at a gate (see [`super::gate`]), its stdin to be
+    /// fed `stdin` once the gate opens: its output to read, and its gate.
+    pub(crate) async fn exec_gated<'a>(
+        &'a self,
+        script: &str,
+        stdin: Option<impl AsyncRead + Unpin + Send + 'a>,
+    ) -> Result<(ChannelReadHalf, Gate<'a>)> {
         let (output, input) = self.exec(wrap_gated(script)).await?.split();
         let gate = Gate {
             session: self,
-            input,
+            input: Arc::new(input),
             said: None,
             lifeline: Arming::Waiting,
-            open: false,
+            stdin: Stdin::Held(stdin.map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin + Send>)),
         };
         Ok((output, gate))
     }
@@ -84,23 +120,25 @@ impl<'a> Gate<'a> {
         }
     }
 
-    /// Ends once the gate may open: the lifeline opened, or there is none
-    /// to open. Never before the session line was read, nor once the gate
-    /// is open. Cancel-safe.
-    pub(crate) async fn armed(&mut self) {
-        if self.open || self.said.is_none() {
+    /// Opens the gate once it may (the lifeline opened, or there is none to
+    /// open), then sends the command's stdin (see the module docs). Ends
+    /// once all of it is sent, or could not be; never before, nor again
+    /// after. Cancel-safe.
+    pub(crate) async fn run(&mut self) {
+        if self.said.is_none() {
             return std::future::pending().await;
         }
         if matches!(self.lifeline, Arming::Opening(_)) {
             self.lifeline = Arming::Opened(self.lifeline.opened().await);
         }
-    }
-
-    /// Lets the script run: sends [`GO`], then ends its stdin.
-    pub(crate) async fn open(&mut self) {
-        self.open = true;
-        let _ = self.input.data(format!("{GO}\n").as_bytes()).await;
-        let _ = self.input.eof().await;
+        if let Stdin::Held(data) = &mut self.stdin {
+            self.stdin = Stdin::Sending(Box::pin(send(self.input.clone(), data.take())));
+        }
+        match &mut self.stdin {
+            Stdin::Sending(sending) => sending.await,
+            _ => return std::future::pending().await,
+        }
+        self.stdin = Stdin::Sent;
     }
 
     /// The command ended by itself: its lifeline exits, stopping nothing.
@@ -117,8 +155,11 @@ impl<'a> Gate<'a> {
             input,
             said,
             lifeline,
-            open,
+            stdin,
         } = self;
+        // Whatever is left of its stdin is not sent.
+        let open = !matches!(stdin, Stdin::Held(_));
+        drop(stdin);
         let stopping = async {
             match (open, said.flatten()) {
                 (true, Some(sid)) => session.kill_session(sid).await,
@@ -132,12 +173,32 @@ impl<'a> Gate<'a> {
             lifeline.release().await;
         };
         drain_while(output, stopping).await;
+        if !open {
+            let ended = async { while output.wait().await.is_some() {} };
+            let _ = tokio::time::timeout(HELD_EXIT_WAIT, ended).await;
+        }
         let _ = input.close().await;
     }
 }
 
+/// Sends [`GO`] on `input`, then `data`, then the end of the stream; stops
+/// at the first failure (see the module docs).
+async fn send(
+    input: Arc<ChannelWriteHalf<Msg>>,
+    data: Option<Box<dyn AsyncRead + Unpin + Send + '_>>,
+) {
+    let sent = async {
+        input.data(format!("{GO}\n").as_bytes()).await?;
+        if let Some(data) = data {
+            input.data(data).await?;
+        }
+        input.eof().await
+    };
+    let _ = sent.await;
+}
+
 /// Runs `work` while reading `output` to its end, what it says dropped.
-async fn drain_while(output: &mut ChannelReadHalf, work: impl std::future::Future<Output = ()>) {
+async fn drain_while(output: &mut ChannelReadHalf, work: impl Future<Output = ()>) {
     tokio::pin!(work);
     let mut open = true;
     loop {
@@ -152,12 +213,12 @@ async fn drain_while(output: &mut ChannelReadHalf, work: impl std::future::Futur
 mod tests {
     use super::*;
 
-    /// Runs [`wrap_gated`]`("echo ran")` under `sh`, fed `stdin`: its exit
+    /// Runs [`wrap_gated`]`(script)` under `sh`, fed `stdin`: its exit
     /// status and stdout.
-    fn gated(stdin: &str) -> (Option<i32>, String) {
+    fn gated(script: &str, stdin: &str) -> (Option<i32>, String) {
         use std::io::Write;
         let mut child = std::process::Command::new("sh")
-            .args(["-c", &wrap_gated("echo ran")])
+            .args(["-c", &wrap_gated(script)])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -177,9 +238,24 @@ mod tests {
     /// having run nothing.
     #[test]
     fn a_gated_script_runs_only_once_told_to_go() {
-        assert_eq!(gated("go\n"), (Some(0), "ran\n".into()));
+        assert_eq!(gated("echo ran", "go\n"), (Some(0), "ran\n".into()));
         for held in ["", "g", "go", "no\n"] {
-            assert_eq!(gated(held), (Some(1), String::new()), "{held:?}");
+            assert_eq!(
+                gated("echo ran", held),
+                (Some(1), String::new()),
+                "{held:?}"
+            );
         }
+    }
+
+    /// The gate takes exactly its line of stdin: the script reads what the
+    /// host sent after `go`, byte for byte (its own first line too).
+    #[test]
+    fn a_gated_script_reads_what_follows_go_on_its_stdin() {
+        let data = "go\nline two\n\nno newline at the end";
+        let sent = format!("go\n{data}");
+        assert_eq!(gated("cat", &sent), (Some(0), data.to_string()));
+        let first = "IFS= read -r line; printf '%s|' \"$line\"; cat";
+        assert_eq!(gated(first, &sent), (Some(0), format!("go|{}", &data[3..])));
     }
 }

@@ -88,10 +88,10 @@ done"#
 /// [`super::remote`]), until [`Arming::release`].
 pub(super) struct Lifeline(russh::Channel<russh::client::Msg>);
 
-/// A command's [`Lifeline`] as [`SshSession::stream`] gets it: opened once
-/// the command's session id is known, while the command's output is read
-/// (a channel left unread can stall the connection, and the opening with
-/// it).
+/// A command's [`Lifeline`] as its gate ([`super::gate`]) gets it: opened
+/// once the command's session id is known, while the command's output is
+/// read (a channel left unread can stall the connection, and the opening
+/// with it).
 pub(super) enum Arming<'a> {
     /// The session id is not known yet.
     Waiting,

@@ -23,11 +23,17 @@
 //!   [`KILL_SECONDS`](super::kill::KILL_SECONDS) seconds). The call returns
 //!   once the loop ended and the channel closed: no process of the command
 //!   is left.
-//!   A cancel that comes before the session id line was read waits for that
-//!   line (briefly), so a command cancelled as it starts is stopped too.
-//!   A command held at a gate until its lifeline is armed ([`super::gate`],
-//!   the import's `tar`) needs no such wait: a cancel before the gate opened
-//!   ends its stdin, and it exits at its gate, having run nothing.
+//!   Every command waits at a gate until its lifeline is armed
+//!   ([`super::gate`]): its shell says its session id, then runs the script
+//!   only once the host sends `go` on its stdin, followed by what the
+//!   command is fed (the source archive, the helper's request). A cancel
+//!   before the gate opened does not wait for the session id: it ends the
+//!   command's stdin, and the shell exits at its gate, having run nothing
+//!   (the call returns once it has, a round trip later). A command
+//!   cancelled before it was started is not started.
+//!   [`SshSession::stdio`] is the exception: it hands over the command's
+//!   streams as they are, with neither gate nor lifeline; its caller stops
+//!   it by its [`RemoteSessionId`].
 //! - The loop never signals another session that came to have the same id.
 //!   While any member of the session lives, its id cannot be given to a new
 //!   process (Linux keeps the `struct pid`; FreeBSD's `fork_findpid` checks
@@ -53,11 +59,13 @@
 //!   keeps what it left running, as before. The lifeline is opened while
 //!   the command's output is read, and the call returns once it has ended,
 //!   so a command uses two sessions of the guest's sshd while it runs, and
-//!   none is left behind. It is best effort: a guest whose sshd refuses
-//!   another session (`MaxSessions`) runs the command without one, and the
-//!   host going away between the command's start and its lifeline's leaves
-//!   the command running (but for a gated command, which has not started
-//!   its script then).
+//!   none is left behind. The script runs only once its lifeline does
+//!   (the gate), so there is no moment when the host going away would leave
+//!   it running: a shell held at its gate exits when sshd ends its stdin.
+//!   It is best effort: a guest whose sshd refuses another session
+//!   (`MaxSessions`) runs the command without one, as it does one whose
+//!   first stderr line did not say its session id (then a cancel has
+//!   nothing to stop it by either).
 //! - The channel closing without an exit status (connection lost) is an
 //!   [`Error::ConnectionLost`], which [`super::is_connection_lost`] recognises.
 //! - Output is untrusted: a line longer than the session's cap
@@ -75,12 +83,8 @@ use fruix_core::{Error, Result};
 use russh::ChannelMsg;
 use tokio_util::sync::CancellationToken;
 
-use super::kill::Arming;
 use super::{lost, shell_quote, SshSession, LINE_CAP_KEY};
 use fruix_core::bounded::{LineSplitter, Tail};
-
-/// How long a cancelled command may take to say its session id.
-const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many last lines of each stream [`SshSession::output`] keeps.
 pub const OUTPUT_TAIL_LINES: usize = 20;
@@ -93,7 +97,9 @@ const SESSION_PREFIX: &str = "fruix-session ";
 /// to stop.
 #[derive(Debug, Default)]
 pub(crate) struct SessionLine {
-    past_first: bool,
+    /// The first line's verdict, once read: the session id, or `None` when
+    /// that line said none.
+    said: Option<Option<u32>>,
 }
 
 impl SessionLine {
@@ -101,11 +107,20 @@ impl SessionLine {
     /// (consumed, never shown), holding the id if it parses; `None` when the
     /// line is the script's.
     pub(crate) fn take(&mut self, text: &str) -> Option<Option<u32>> {
-        if std::mem::replace(&mut self.past_first, true) {
+        if self.said.is_some() {
             return None;
         }
-        text.strip_prefix(SESSION_PREFIX)
-            .map(|pid| pid.trim().parse().ok())
+        let taken = text
+            .strip_prefix(SESSION_PREFIX)
+            .map(|pid| pid.trim().parse().ok());
+        self.said = Some(taken.flatten());
+        taken
+    }
+
+    /// The first stderr line's verdict, once it was read: the session id,
+    /// or `None` when it said none (it was the script's, or garbled).
+    pub(crate) fn said(&self) -> Option<Option<u32>> {
+        self.said
     }
 }
 
@@ -259,114 +274,58 @@ impl SshSession {
         self.stream_from(script, stdin, cancel, pace, on_line).await
     }
 
-    /// [`SshSession::stream`] with stdin streamed from `input`.
-    async fn stream_from(
-        &self,
+    /// [`SshSession::stream`] with stdin streamed from `stdin`. The command
+    /// waits at a gate until its lifeline is armed ([`super::gate`]), and is
+    /// fed `stdin` once it may run: a command cancelled before then ends at
+    /// once, having run nothing; one cancelled already is not started.
+    async fn stream_from<'a>(
+        &'a self,
         script: &str,
-        stdin: Option<impl tokio::io::AsyncRead + Unpin + Send>,
+        stdin: Option<impl tokio::io::AsyncRead + Unpin + Send + 'a>,
         cancel: &CancellationToken,
         pace: &EventSink,
         mut on_line: impl FnMut(Stream, &str) + Send,
     ) -> Result<Option<RemoteExit>> {
-        let channel = self.exec(wrap(script)).await?;
-        // Stdin is sent while the output is read: a command that ends
-        // without reading all of it (a guest refusing what it is sent) must
-        // not leave the sender waiting for window space forever. Once the
-        // command has ended, what could not be sent no longer matters.
-        let (mut channel, writer) = channel.split();
-        let sending = async {
-            if let Some(input) = stdin {
-                writer.data(input).await?;
-            }
-            writer.eof().await
-        };
-        tokio::pin!(sending);
-        let mut sent = false;
+        if cancel.is_cancelled() {
+            return Ok(None);
+        }
+        let (mut channel, mut gate) = self.exec_gated(script, stdin).await?;
         let (mut out, mut err) = (
             LineSplitter::new(self.max_line_bytes, Some(LINE_CAP_KEY)),
             LineSplitter::new(self.max_line_bytes, Some(LINE_CAP_KEY)),
         );
-        let mut session: Option<u32> = None;
         let mut session_line = SessionLine::default();
         let mut exit = None;
-        let mut emit = |stream: Stream, line: &[u8], session: &mut Option<u32>| {
+        let mut emit = |stream: Stream, line: &[u8], session_line: &mut SessionLine| {
             let text = fruix_core::escape::utf8_or_octal(line);
             let text = text.trim_end_matches('\r');
-            if stream == Stream::Stderr {
-                if let Some(pid) = session_line.take(text) {
-                    *session = pid;
-                    return;
-                }
+            if stream == Stream::Stderr && session_line.take(text).is_some() {
+                return;
             }
             on_line(stream, text);
         };
-        // Once cancelled, the session is stopped as soon as its id is known:
-        // a cancel that comes before the id line was read waits for it (up
-        // to SESSION_WAIT), rather than leaving the command running.
-        let mut cancelled_at: Option<tokio::time::Instant> = None;
-        let mut lifeline = Arming::Waiting;
         loop {
-            // Not for a command being stopped from here already.
-            if let (Arming::Waiting, Some(sid), None) = (&lifeline, session, cancelled_at) {
-                lifeline = Arming::Opening(Box::pin(self.lifeline(sid)));
-            }
-            if cancelled_at.is_some() {
-                if let Some(sid) = session {
-                    // The command's output is still taken while it is
-                    // stopped: a channel left full stalls the whole
-                    // connection, and with it the kill loop's channel.
-                    let kill = async {
-                        self.kill_session(sid).await;
-                        lifeline.release().await;
-                    };
-                    tokio::pin!(kill);
-                    let mut open = true;
-                    loop {
-                        tokio::select! {
-                            () = &mut kill => break,
-                            msg = channel.wait(), if open => open = msg.is_some(),
-                        }
-                    }
-                    let _ = writer.close().await;
-                    return Ok(None);
-                }
-            }
-            let give_up = cancelled_at.map(|t| t + SESSION_WAIT);
             let msg = tokio::select! {
-                // A failure to send is not judged here: the channel's end
-                // says whether the command ended (the rest of stdin was not
-                // wanted) or the connection was lost.
-                _ = &mut sending, if !sent => {
-                    sent = true;
-                    continue;
-                }
-                opened = lifeline.opened(), if matches!(lifeline, Arming::Opening(_)) => {
-                    lifeline = Arming::Opened(opened);
-                    continue;
-                }
-                // Both cancel-safe: a message is only taken once there is
-                // room (unless cancelled: the output is then drained).
+                () = gate.run() => continue,
+                // Cancel-safe: a message is only taken once there is room.
                 msg = async {
-                    if cancelled_at.is_none() {
-                        pace.room().await;
-                    }
+                    pace.room().await;
                     channel.wait().await
                 } => msg,
-                () = cancel.cancelled(), if cancelled_at.is_none() => {
-                    cancelled_at = Some(tokio::time::Instant::now());
-                    continue;
-                }
-                () = tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)), if give_up.is_some() => {
-                    let _ = writer.close().await;
+                () = cancel.cancelled() => {
+                    gate.stop(&mut channel).await;
                     return Ok(None);
                 }
             };
             match msg {
                 Some(ChannelMsg::Data { data }) => {
-                    out.push(&data, |l| emit(Stream::Stdout, l, &mut session))
+                    out.push(&data, |l| emit(Stream::Stdout, l, &mut session_line))
                 }
                 Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                    err.push(&data, |l| emit(Stream::Stderr, l, &mut session))
+                    err.push(&data, |l| emit(Stream::Stderr, l, &mut session_line));
+                    if let Some(said) = session_line.said() {
+                        gate.said(said);
+                    }
                 }
                 Some(ChannelMsg::ExitStatus { exit_status }) => {
                     exit = Some(RemoteExit::Code(exit_status))
@@ -378,12 +337,9 @@ impl SshSession {
                 None => break,
             }
         }
-        out.finish(|l| emit(Stream::Stdout, l, &mut session));
-        err.finish(|l| emit(Stream::Stderr, l, &mut session));
-        lifeline.release().await;
-        if cancelled_at.is_some() {
-            return Ok(None);
-        }
+        out.finish(|l| emit(Stream::Stdout, l, &mut session_line));
+        err.finish(|l| emit(Stream::Stderr, l, &mut session_line));
+        gate.release().await;
         match exit {
             Some(exit) => Ok(Some(exit)),
             None => Err(lost(
