@@ -216,18 +216,7 @@ mod tests {
     /// Runs [`wrap_gated`]`(script)` under `sh`, fed `stdin`: its exit
     /// status and stdout.
     fn gated(script: &str, stdin: &str) -> (Option<i32>, String) {
-        use std::io::Write;
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", &wrap_gated(script)])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.as_bytes()).unwrap();
-        drop(input);
-        let out = child.wait_with_output().unwrap();
+        let out = crate::ssh::sh_fed(&wrap_gated(script), None, stdin);
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert!(stderr.starts_with("fruix-session "), "{stderr}");
         (out.status.code(), String::from_utf8(out.stdout).unwrap())

@@ -177,7 +177,6 @@ mod tests {
         lstart: &[Option<&str>],
         members: &[Vec<u32>],
     ) {
-        use std::io::Write;
         use std::os::unix::fs::PermissionsExt;
         for (r, start) in lstart.iter().enumerate() {
             if let Some(start) = start {
@@ -208,18 +207,8 @@ esac
 "#,
         );
         fake("sleep", "exit 0\n");
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", script])
-            .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.as_bytes()).unwrap();
-        drop(input);
-        let out = child.wait_with_output().unwrap();
+        let path = format!("{}:/usr/bin:/bin", dir.display());
+        let out = crate::ssh::sh_fed(script, Some(path), stdin);
         assert!(out.status.success(), "{out:?}");
     }
 

@@ -363,6 +363,29 @@ pub fn load_identity(path: &Path, passphrase_env: Option<&str>) -> Result<Privat
 /// Quotes `s` for a POSIX shell (and for csh): one word.
 pub use fruix_freebsd::sh::quote as shell_quote;
 
+/// Runs `sh -c script` with `PATH` set to `path` when given, fed `stdin`
+/// (then its end): the tests of the scripts fruix runs in guests.
+#[cfg(test)]
+pub(crate) fn sh_fed(script: &str, path: Option<String>, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut command = Command::new("sh");
+    command.args(["-c", script]);
+    if let Some(path) = path {
+        command.env("PATH", path);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
