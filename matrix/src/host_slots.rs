@@ -54,7 +54,7 @@ pub struct HostSlot {
 /// The file name of slot `n` of machine `machine`: `NAME.N`, where NAME is
 /// the machine's name with every byte but ASCII letters, digits, `.`, `_`
 /// and `-` written `%XX`. A name that would take more than
-/// [`MAX_WRITTEN_NAME`] bytes so is `~sha256-HEX` instead (`~` is never
+/// `MAX_WRITTEN_NAME` (200) bytes so is `~sha256-HEX` instead (`~` is never
 /// written otherwise). Two machines never share a file name, and none is
 /// `.`, `..` or holds a `/`.
 pub fn slot_file_name(machine: &str, n: u32) -> String {

@@ -250,7 +250,7 @@ pub fn canonical_signatures(texts: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Whether `signature` (`name:BASE64`, exactly: see [`signature_parts`])
+/// Whether `signature` (`name:BASE64`, exactly: see `signature_parts`)
 /// is a valid signature of `fingerprint` by one of `trusted` (by name).
 pub fn verify(fingerprint: &str, signature: &str, trusted: &[PublicKey]) -> bool {
     let Some((name, bytes)) = signature_parts(signature) else {

@@ -38,7 +38,7 @@
 //! `tar`'s stderr only the last lines are kept, each cut at the session's
 //! line cap, and shown escaped.
 //!
-//! The remote `tar` is held at a gate ([`crate::ssh::gate`]) until its
+//! The remote `tar` is held at a gate (`ssh::gate`) until its
 //! lifeline is armed, as every remote command is ([`crate::ssh::remote`]):
 //! from the moment it runs, this host going away (killed, its connection
 //! dropped) stops its whole session in the guest. A cancelled import

@@ -24,7 +24,7 @@
 //!   once the loop ended and the channel closed: no process of the command
 //!   is left.
 //!   Every command waits at a gate until its lifeline is armed
-//!   ([`super::gate`]): its shell says its session id, then runs the script
+//!   (`ssh::gate`): its shell says its session id, then runs the script
 //!   only once the host sends `go` on its stdin, followed by what the
 //!   command is fed (the source archive, the helper's request). A cancel
 //!   before the gate opened does not wait for the session id: it ends the
@@ -275,7 +275,7 @@ impl SshSession {
     }
 
     /// [`SshSession::stream`] with stdin streamed from `stdin`. The command
-    /// waits at a gate until its lifeline is armed ([`super::gate`]), and is
+    /// waits at a gate until its lifeline is armed (`ssh::gate`), and is
     /// fed `stdin` once it may run: a command cancelled before then ends at
     /// once, having run nothing; one cancelled already is not started.
     async fn stream_from<'a>(
