@@ -426,7 +426,10 @@ pub fn check_registry(store: &Store) -> Result<RegistryCheck> {
 /// object never lacks its directory or one of its references.
 ///
 /// What went meanwhile (a collection that ran between the verification and
-/// the repair) is not removed again, nor listed. The caller must not hold
+/// the repair) is not removed again, nor listed; and each finding is
+/// checked again once the store is held (a corrupt object or pool entry
+/// read again, a missing object looked for): what a promotion or import
+/// made anew, sound, meanwhile stays. The caller must not hold
 /// the collector's lock ([`Store::gc_lock`]): a collection waiting for it
 /// holds the store, which the repair waits for.
 pub fn repair(
@@ -452,20 +455,28 @@ fn repair_alone(
     pool: &PoolVerification,
     registry: &RegistryCheck,
 ) -> Result<Repair> {
+    // What the verification found may have changed since, while the
+    // repair waited for the store: a collection removed it, and a promotion
+    // or import made it anew, sound. So each finding is checked again, now
+    // that no other process uses the store, and only what is still wrong
+    // goes (a corrupt object or pool entry is read again: they are few).
+    let still_corrupt: Vec<PathBuf> = objects
+        .iter()
+        .filter(|o| !o.ok && o.path.symlink_metadata().is_ok())
+        .filter(|o| !verify_object(&o.path, None, None).ok)
+        .map(|o| o.path.clone())
+        .collect();
     let mut db = store.db();
     let recorded_references = references::record_references(&mut db, &registry.references)?;
     let mut still_registered = Vec::new();
     for path in &registry.missing {
-        if db.get(&name_of(path).unwrap_or_default())?.is_some() {
+        let missing = path.symlink_metadata().is_err();
+        if missing && db.get(&name_of(path).unwrap_or_default())?.is_some() {
             still_registered.push(path.clone());
         }
     }
     let mut repair = Repair {
-        removed_objects: objects
-            .iter()
-            .filter(|o| !o.ok && o.path.symlink_metadata().is_ok())
-            .map(|o| o.path.clone())
-            .collect(),
+        removed_objects: still_corrupt,
         unregistered: still_registered,
         recorded_references,
         ..Repair::default()
@@ -544,10 +555,15 @@ fn repair_alone(
         }
     }
     for p in &pool.corrupt {
-        if let Some(name) = name_of(&p.path).filter(|n| store.pool().inode_of(n).is_some()) {
-            store.pool().remove(&name)?;
-            repair.removed_pool_entries.push(p.path.clone());
+        let Some(name) = name_of(&p.path).filter(|n| store.pool().inode_of(n).is_some()) else {
+            continue;
+        };
+        if store.pool().check_entry(&name).is_ok() {
+            // Made anew, sound, since it was found corrupt.
+            continue;
         }
+        store.pool().remove(&name)?;
+        repair.removed_pool_entries.push(p.path.clone());
     }
     Ok(repair)
 }

@@ -9,13 +9,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use fruix_core::testing::{entries_starting_with, TestDir};
 use serde_json::{json, Value};
 
 use crate::race::{Gate, LIMIT};
 use crate::util::{
-    fruix, promote_linked, run, run_json, run_ok, spawn_silenced, wait_with_deadline,
+    fruix, promote_linked, run, run_json, run_ok, spawn_reading_stderr, spawn_silenced,
+    wait_with_deadline,
 };
 
 /// The link the tests' promotions make: a root of the result bundle.
@@ -243,4 +245,51 @@ fn gc_removes_an_unregistered_directory_even_when_a_root_names_it() {
     verified_clean(&lab);
     let roots = run_json(&mut store_command(&lab, "roots", &["--json"]));
     assert_eq!(roots[0]["dead"], false, "{roots:#}");
+}
+
+/// Regression: a repair that waited for the store (another process using
+/// it) removed what its verification had found corrupt, by name, even
+/// when a collection had removed it meanwhile and a promotion had made it
+/// anew, sound: a rooted result bundle, its world object and a pool entry
+/// went. Each finding is checked again once the repair holds the store:
+/// nothing sound is removed.
+#[test]
+fn a_repair_removes_nothing_made_anew_sound_while_it_waited() {
+    let lab = TestDir::new();
+    let (root, report) = promoted(&lab);
+    let (world, bundle) = world_and_bundle(&report);
+    append(&world.join("etc/motd"), b"corrupt\n");
+    std::fs::remove_file(lab.join(LINK)).unwrap();
+    // Another process uses the store: the repair waits for it.
+    let user = std::fs::File::open(lab.store().join(".lock")).unwrap();
+    user.lock_shared().unwrap();
+    let repair = spawn_reading_stderr(&mut store_command(&lab, "verify", &["--repair", "--json"]));
+    repair.wait_for_line("fruix: waiting for the promotions");
+    // Meanwhile a collection removes the corrupt closure, no longer
+    // rooted, and a promotion makes it anew, sound and rooted.
+    run_ok(&mut store_command(&lab, "gc", &[]));
+    assert!(!world.exists() && !bundle.exists(), "collected");
+    run_json(&mut promote_command(&lab, &root));
+    assert!(world.exists() && bundle.exists(), "made anew");
+    drop(user);
+    let out = repair.finish(Duration::from_secs(60), "the repair");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for removed in [
+        "removed_objects",
+        "removed_bundles",
+        "removed_referrers",
+        "removed_pool_entries",
+        "unregistered",
+    ] {
+        assert_eq!(report["repair"][removed], json!([]), "{report:#}");
+    }
+    assert!(world.exists() && bundle.exists(), "a repair removed them");
+    verified_clean(&lab);
+    let roots = run_json(&mut store_command(&lab, "roots", &["--json"]));
+    assert_eq!(
+        roots[0]["object"],
+        json!(bundle.to_str().unwrap()),
+        "{roots:#}"
+    );
 }
