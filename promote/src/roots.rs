@@ -267,12 +267,13 @@ pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<Path
     }
     let (entry, registered) = register_indirect(state_dir, &link)?;
     let parent = link.parent().unwrap_or(Path::new("/"));
-    let temp = parent.join(format!(
-        ".{}.fruix-tmp-{}",
+    let prefix = format!(
+        ".{}.fruix-tmp-",
         link.file_name()
-            .map_or("result".into(), |n| n.to_string_lossy()),
-        unique()
-    ));
+            .map_or("result".into(), |n| n.to_string_lossy())
+    );
+    remove_dead_temporaries(parent, &prefix);
+    let temp = parent.join(format!("{prefix}{}", unique()));
     if let Err(e) = symlink_atomically(target, &temp, &link) {
         if !registered {
             let _ = std::fs::remove_file(&entry);
@@ -280,6 +281,33 @@ pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<Path
         return Err(e);
     }
     Ok(link)
+}
+
+/// Removes the symlinks in `dir` named `PREFIX<pid>-<n>` ([`unique`]) of a
+/// process no longer running: the temporaries of a link that a process
+/// killed before it renamed one into place left (nothing else removes
+/// them). Best effort: what cannot be read or removed stays.
+fn remove_dead_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<i32>().ok()))
+        else {
+            continue;
+        };
+        let gone = rustix::process::Pid::from_raw(pid).is_some_and(|pid| {
+            rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+        });
+        if gone && entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Registers the absolute path `link` as an indirect root in `state_dir`:
@@ -421,6 +449,39 @@ mod tests {
         assert!(link.symlink_metadata().is_err(), "no link made");
         assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
         refused(list(&state, &store).unwrap_err());
+    }
+
+    /// Regression: a link's temporary (`.result.fruix-tmp-PID-N`) that a
+    /// process killed before renaming it left stayed forever, pointing at
+    /// an object that a collection then removed. Making the link again
+    /// removes those of processes no longer running, and no other file.
+    #[test]
+    fn a_link_s_temporaries_left_by_killed_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, store) = (dir.path().join("state"), dir.path().join("store"));
+        std::fs::create_dir_all(store.join(NAME)).unwrap();
+        let path = |name: &str| dir.path().join(name);
+        // pid_max is at most 2^22: no process has this pid.
+        let dead = path(".result.fruix-tmp-4194305-0");
+        let alive = path(&format!(".result.fruix-tmp-{}-7", std::process::id()));
+        let other = path(".other.fruix-tmp-4194305-0");
+        for temp in [&dead, &alive, &other] {
+            std::os::unix::fs::symlink(store.join(NAME), temp).unwrap();
+        }
+        let file = path(".result.fruix-tmp-4194305-1");
+        std::fs::write(&file, "not a link").unwrap();
+        add_indirect(&state, &path("result"), &store.join(NAME)).unwrap();
+        assert!(
+            dead.symlink_metadata().is_err(),
+            "a dead process's temporary stayed"
+        );
+        for kept in [&alive, &other, &file] {
+            assert!(
+                kept.symlink_metadata().is_ok(),
+                "{} removed",
+                kept.display()
+            );
+        }
     }
 
     #[test]
