@@ -214,10 +214,15 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
 /// [`set_lock_notice`]: fruix_promote::store::set_lock_notice
 pub fn lock_wait(waits_for: LockWait, lock: &Path) {
     let what = match waits_for {
-        LockWait::Repair => "the store's repair (`store verify --repair`) under way to end",
+        LockWait::Repair => {
+            "the store's repair (`store verify --repair`), or another command's sweep of what killed commands left, to end"
+        }
         LockWait::Collection => "the garbage collection (or `store delete`) under way to end",
         LockWait::Users => {
             "the promotions, imports, exports and verifications using the store to end"
+        }
+        LockWait::SameObject => {
+            "another promotion, import or `source add` of the same object to end"
         }
     };
     eprintln!("fruix: waiting for {what} ({} is held)", escape::path(lock));

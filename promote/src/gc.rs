@@ -3,7 +3,8 @@
 //! A collection holds the store's GC lock exclusively, so no promotion runs
 //! meanwhile (promotions hold it shared from their first pool entry to
 //! their registration): nothing a promotion is about to link or reference
-//! can go. Then:
+//! can go. (A dry run, which removes nothing, holds it shared: see
+//! [`collect`].) Then:
 //!
 //! 1. the live objects are the closure of the roots (see [`crate::roots`])
 //!    through the registry's references;
@@ -49,7 +50,9 @@ use crate::verify::object_paths;
 pub struct GcOptions<'a> {
     /// The state directory holding `gcroots/` and `native-builds/`.
     pub state_dir: PathBuf,
-    /// Only say what would go.
+    /// Only say what would go, holding the GC lock shared: what a
+    /// promotion running meanwhile is about to register may be listed (see
+    /// [`collect`]).
     pub dry_run: bool,
     /// Stop once this many bytes (estimated from the objects' sizes) are
     /// freed.
@@ -232,6 +235,13 @@ fn collect_pool(
 }
 
 /// Collects garbage in `store` (see the module documentation).
+///
+/// A dry run ([`GcOptions::dry_run`]) removes nothing, and holds the GC
+/// lock shared, as promotions do: a user who may only read the store can
+/// run one, and stopping it (Ctrl-Z) stalls no promotion nor collection.
+/// Running beside promotions, it may list as removable an object that a
+/// promotion running at the same time is about to register (and count
+/// that promotion's hidden temporaries and new pool entries).
 pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
     let mut report = GcReport::default();
     collect_into(store, options, &mut report)?;
@@ -243,10 +253,11 @@ pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
 /// it stops before its next removal and fails with
 /// [`fruix_core::Error::Cancelled`]: the store is as a killed collection
 /// leaves it (see the module documentation), and `report` holds what was
-/// removed until then.
+/// removed until then. A dry run holds the GC lock shared (see
+/// [`collect`]).
 pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcReport) -> Result<()> {
     let cancelled = || check_cancelled(options.progress);
-    let _gc = store.gc_lock(true)?;
+    let _gc = store.gc_lock(!options.dry_run)?;
     let _reserve = (!options.dry_run).then(|| Reserve::release(store));
     let roots = roots::list(&options.state_dir, store.path())?;
     *report = GcReport {
@@ -254,7 +265,7 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
         ..GcReport::default()
     };
     let mut rooted = rooted(&roots);
-    rooted.extend(temp_roots::live(store.path())?);
+    rooted.extend(temp_roots::live(store.path(), !options.dry_run)?);
     let live: HashSet<String> = store.db().closure(&rooted)?.into_iter().collect();
     let records: BTreeMap<String, ObjectRecord> = store
         .db()
@@ -289,7 +300,9 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
     // repair runs (it holds the store alone): each is what a killed process
     // left, no valid object. A root naming one keeps nothing, and is dead
     // once it goes; promoting its result root again recreates it. What is
-    // not named as an object is no leftover of fruix's: left alone.
+    // not named as an object is no leftover of fruix's: left alone. (A dry
+    // run, under the shared lock, may list one a promotion is about to
+    // register.)
     let unregistered: Vec<PathBuf> = object_paths(store)?
         .into_iter()
         .filter(|p| {
@@ -442,7 +455,7 @@ pub fn delete(store: &Store, state_dir: &Path, names: &[String]) -> Result<Vec<P
     let _reserve = Reserve::release(store);
     let roots = roots::list(state_dir, store.path())?;
     let deleting: BTreeSet<String> = names.iter().cloned().collect();
-    let in_use = store.db().closure(&temp_roots::live(store.path())?)?;
+    let in_use = store.db().closure(&temp_roots::live(store.path(), true)?)?;
     if let Some(used) = in_use.iter().find(|n| deleting.contains(*n)) {
         return Err(Error::StillReferenced {
             object: store.path().join(used),

@@ -59,6 +59,7 @@ mod ssh_run_ids;
 mod ssh_source;
 mod sshd;
 mod store_archive;
+mod store_concurrency;
 mod store_copy;
 mod store_entries;
 mod store_followups;

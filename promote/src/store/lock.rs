@@ -15,14 +15,8 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Locks the store's own file at `path` (created if needed), waiting
-    /// for it.
-    pub(super) fn take(store: &Path, path: &Path, mode: LockMode) -> Result<Lock> {
-        Lock::take_noting(store, path, mode, || {})
-    }
-
-    /// [`Lock::take`] (shared or exclusive, waiting), calling `busy` first
-    /// when it has to wait.
+    /// Locks the store's own file at `path` (created if needed), shared or
+    /// exclusive, waiting for it, calling `busy` first when it has to wait.
     pub(super) fn take_noting(
         store: &Path,
         path: &Path,
@@ -85,15 +79,33 @@ fn wait_for(file: &File, path: &Path, mode: LockMode) -> Result<()> {
     }
 }
 
+/// Whether `path` names `file` still (the same device and inode; a symlink
+/// there is another file): a lock taken on a file that another process
+/// removed meanwhile locks nothing anyone else opens, and must be taken
+/// again on a new file (as Nix checks its temporary roots' file).
+pub(crate) fn names_file(path: &Path, file: &File) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file
+        .metadata()
+        .map_err(|e| fruix_core::Error::io("stat", path, e))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(named) => Ok(named.dev() == held.dev() && named.ino() == held.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(fruix_core::Error::io("stat", path, e).into()),
+    }
+}
+
 /// What a process waits for when a lock of the store is held (the garbage
-/// collector's, [`GC_LOCK_FILE`](super::GC_LOCK_FILE), or the store's own
-/// `.lock`): a notice for the user, who may otherwise take the wait for a
-/// hang.
+/// collector's, [`GC_LOCK_FILE`](super::GC_LOCK_FILE), the store's own
+/// `.lock`, or an object's): a notice for the user, who may otherwise take
+/// the wait for a hang.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockWait {
-    /// Opening the store waits for a repair (`store verify --repair`,
-    /// [`Store::exclusively`](super::Store::exclusively)), which holds it
-    /// alone, to end.
+    /// Opening the store waits for another process holding it alone to
+    /// end: a repair (`store verify --repair`,
+    /// [`Store::exclusively`](super::Store::exclusively)), or another
+    /// process's opening of the store sweeping what killed processes left
+    /// ([`Store::open`](super::Store::open)).
     Repair,
     /// A promotion, import or export, or another collection, waits for a
     /// collection (or a `store delete`) to end.
@@ -103,6 +115,10 @@ pub enum LockWait {
     /// ([`Store::exclusively`](super::Store::exclusively)), for every other
     /// process using the store.
     Users,
+    /// A promotion, import or `source add` waits for another one making
+    /// the same object ([`Store::lock_object`](super::Store::lock_object))
+    /// to end.
+    SameObject,
 }
 
 /// The notice of every store of the process, unless a store has its own.

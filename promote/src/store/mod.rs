@@ -51,6 +51,7 @@ pub use self::layout::{
     MANIFEST_FILE, OBJECT_METADATA_FILE, REFERENCES_FILE, RESERVED_NAMES, RESULT_METADATA_FILE,
     SOURCE_RESERVED_NAMES,
 };
+pub(crate) use self::lock::names_file;
 use self::lock::{flock, lock_noting, LockMode};
 pub use self::lock::{set_lock_notice, Lock, LockWait};
 pub use self::promotion::{Promotion, TempObject};
@@ -314,38 +315,67 @@ impl Store {
 
     fn open_at(root: &Path) -> Result<Store> {
         let root = fs::canonicalize(root).with_path("resolve store", root)?;
-        for dir in [LINKS_DIR, ".locks"] {
-            entries::own_dir(&root, &root.join(dir))?;
+        loop {
+            if let Some(store) = Self::open_once(&root)? {
+                return Ok(store);
+            }
         }
+    }
+
+    /// Opens the store at `root` (canonical) as [`Store::open_at`] does, or
+    /// `None` when a refused command that made the store (a [`MadeStore`]
+    /// dropped) removed it meanwhile: it is made again.
+    fn open_once(root: &Path) -> Result<Option<Store>> {
+        // Held shared before anything else is made: a dropped `MadeStore`
+        // removes the store only once it holds `.lock` alone, so never under
+        // an opening past this point. One that held it while this waited
+        // removed `.lock` last: this then holds a file nobody else opens.
         let lock_path = root.join(".lock");
-        let lock = entries::own_file(&root, &lock_path, entries::Access::Write)?;
+        let lock = entries::own_file(root, &lock_path, entries::Access::Write)?;
+        lock_noting(&lock, &lock_path, LockMode::Shared, || {
+            lock::notice(LockWait::Repair, &lock_path)
+        })?;
+        if !names_file(&lock_path, &lock)? {
+            return Ok(None);
+        }
+        for dir in [LINKS_DIR, ".locks"] {
+            entries::own_dir(root, &root.join(dir))?;
+        }
         let pool = Pool::open(root.join(LINKS_DIR))?;
         // A store written before the database is registered from its
         // objects when the database is created.
-        let (db, _) = Database::open(&root, || register::scan(&root))?;
+        let (db, _) = Database::open(root, || register::scan(root))?;
         let gc_lock = root.join(META_DIR).join(GC_LOCK_FILE);
-        entries::own_file(&root, &gc_lock, entries::Access::Write)?;
-        entries::reserve(&root);
+        entries::own_file(root, &gc_lock, entries::Access::Write)?;
+        entries::reserve(root);
         let store = Store {
-            root,
+            root: root.to_path_buf(),
             pool,
             lock,
             active: std::sync::RwLock::new(()),
             db: std::sync::Mutex::new(db),
             on_lock_wait: OnceLock::new(),
         };
+        // Alone, this process sweeps. Converting the flock is not atomic:
+        // when another process holds `.lock` too, the shared hold is lost
+        // until `share_lock` takes it again. A `MadeStore` dropped in that
+        // instant may find the store unused and remove it (only when it
+        // holds no more than opening makes, its pool empty): `.lock` then
+        // names no file of this one's, and the store is opened again. (A
+        // `MadeStore` that made the store's directory removes it whole:
+        // opening it again then fails, as for a missing directory.)
         if flock(&store.lock, &lock_path, LockMode::TryExclusive)? {
             store.sweep()?;
         }
         store.share_lock()?;
-        Ok(store)
+        Ok(names_file(&lock_path, &store.lock)?.then_some(store))
     }
 
     /// Holds the store's `.lock` shared, waiting while another process
-    /// holds it alone (a repair, [`Store::exclusively`]) as every lock wait
-    /// of the store does: with a notice ([`LockWait::Repair`]), and giving
-    /// up with [`fruix_core::Error::Cancelled`] once the process is
-    /// interrupted.
+    /// holds it alone (a repair, [`Store::exclusively`], or another
+    /// opening's sweep) as every lock wait of the store does: with a notice
+    /// ([`LockWait::Repair`]), and giving up with
+    /// [`fruix_core::Error::Cancelled`] once the process is interrupted.
     fn share_lock(&self) -> Result<()> {
         let path = self.root.join(".lock");
         lock_noting(&self.lock, &path, LockMode::Shared, || {
@@ -459,10 +489,14 @@ impl Store {
         let _ = self.on_lock_wait.set(notice);
     }
 
-    /// Locks object `name` exclusively, waiting for other promotions.
+    /// Locks object `name` exclusively, waiting for other promotions,
+    /// imports and `source add`s of it; a wait first calls the notice set
+    /// with [`Store::on_lock_wait`] ([`LockWait::SameObject`]).
     pub fn lock_object(&self, name: &str) -> Result<Lock> {
         let path = self.root.join(".locks").join(format!("{name}.lock"));
-        Lock::take(&self.root, &path, LockMode::Exclusive)
+        Lock::take_noting(&self.root, &path, LockMode::Exclusive, || {
+            self.notice_wait(LockWait::SameObject, &path)
+        })
     }
 
     /// A fresh temporary directory (mode 0700) for building object `name`.
@@ -572,6 +606,66 @@ mod tests {
         assert_eq!(listing(&empty), Vec::<String>::new());
         drop(Store::open_tentatively(&empty).unwrap().keep());
         assert_eq!(listing(&empty), store_entries(), "a kept store went");
+    }
+
+    /// The `.lock` files the process's lock notice was called for, and a
+    /// signal when it is.
+    static NOTICED: (std::sync::Mutex<Vec<PathBuf>>, std::sync::Condvar) =
+        (std::sync::Mutex::new(Vec::new()), std::sync::Condvar::new());
+
+    /// The process's lock notice in these tests: records the lock.
+    fn record_notice(_: LockWait, lock: &Path) {
+        NOTICED.0.lock().unwrap().push(lock.to_path_buf());
+        NOTICED.1.notify_all();
+    }
+
+    /// Waits (a minute at most) until the process's lock notice, set to
+    /// [`record_notice`], is called for `lock`: a process is about to wait
+    /// for it.
+    fn wait_for_notice(lock: &Path) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut noticed = NOTICED.0.lock().unwrap();
+        while !noticed.iter().any(|l| l == lock) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "no wait for {lock:?}");
+            noticed = NOTICED.1.wait_timeout(noticed, left).unwrap().0;
+        }
+    }
+
+    /// Regression: opening a store made its entries (`.links`, `.locks`,
+    /// the database) before it held `.lock` shared, so a refused command
+    /// that had made the store (a [`MadeStore`] dropped) could find it
+    /// unused and remove it under the opening. Now nothing is made before
+    /// the hold; and a store removed while the opening waited for `.lock`
+    /// (its remover held it alone) is made again, `.lock` included.
+    #[test]
+    fn opening_a_store_holds_its_lock_before_making_anything() {
+        set_lock_notice(record_notice);
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap().join("store");
+        fs::create_dir(&root).unwrap();
+        let lock_path = root.join(".lock");
+        // A dropped `MadeStore` that found the store unused holds it alone.
+        let remover = File::create(&lock_path).unwrap();
+        remover.lock().unwrap();
+        let opening = std::thread::spawn({
+            let root = root.clone();
+            move || Store::open(&root)
+        });
+        wait_for_notice(&lock_path);
+        assert_eq!(listing(&root), [".lock"], "made before holding .lock");
+        // It removes `.lock` last, then lets go.
+        fs::remove_file(&lock_path).unwrap();
+        drop(remover);
+        let store = opening.join().unwrap().unwrap();
+        assert_eq!(listing(&root), store_entries());
+        let other = File::open(&lock_path).unwrap();
+        assert!(
+            matches!(other.try_lock(), Err(fs::TryLockError::WouldBlock)),
+            "the store does not hold its .lock"
+        );
+        drop(store);
+        other.try_lock().unwrap();
     }
 
     /// What a tentative opening made stays while another process (here,

@@ -1,0 +1,134 @@
+//! Commands running at the same time on one store: a `store gc --dry-run`
+//! beside a promotion holding the collector's lock (it reads, so it does
+//! not wait; a real collection does), and a second promotion of an object
+//! another one is making (it says what it waits for, and Ctrl-C ends the
+//! wait).
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{
+    fruix, json_error, object_names, promote_command, promote_report, sample_root,
+    spawn_reading_stderr,
+};
+
+/// How long a command may take to end once nothing holds it.
+const ENDS: Duration = Duration::from_secs(60);
+
+/// What every notice of a lock wait starts with.
+const WAITING: &str = "fruix: waiting for ";
+
+/// `fruix store gc --json --store STORE --state-dir STATE ARGS`.
+fn gc(store: &Path, state: &Path, args: &[&str]) -> Command {
+    let mut cmd = fruix();
+    cmd.args(["store", "gc", "--json", "--store"])
+        .arg(store)
+        .arg("--state-dir")
+        .arg(state)
+        .args(args);
+    cmd
+}
+
+/// The JSON report `out` printed, after checking that it succeeded.
+fn report(out: &Output) -> Value {
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {out:?}"))
+}
+
+/// Runs `cmd` (`what`, for messages) to its end, failing as soon as it
+/// says that it waits for a lock.
+fn run_without_waiting(cmd: &mut Command, what: &str) -> Output {
+    let reading = spawn_reading_stderr(cmd);
+    loop {
+        match reading.lines.recv_timeout(ENDS) {
+            Ok(line) => assert!(!line.starts_with(WAITING), "{what} waited: {line}"),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => panic!("{what} did not end"),
+        }
+    }
+    reading.finish(ENDS, what)
+}
+
+/// The paths of the objects a `store gc --json` report lists.
+fn listed(report: &Value) -> Vec<&str> {
+    let objects = report["objects"].as_array().expect("objects");
+    let mut paths: Vec<&str> = objects
+        .iter()
+        .map(|o| o["path"].as_str().unwrap())
+        .collect();
+    paths.sort_unstable();
+    paths
+}
+
+/// Regression: `store gc --dry-run` took the collector's lock exclusively,
+/// so anyone who may read the store (and so run a dry run) could stall
+/// every promotion and collection by stopping one (Ctrl-Z). A dry run
+/// holds it shared: it goes on while a promotion holds it, and removes
+/// nothing; a real collection still waits, saying so.
+#[test]
+fn a_dry_run_of_gc_goes_on_while_a_promotion_holds_the_gc_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
+    // Unrooted (no out-link): all garbage.
+    promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+    let objects = object_names(&store);
+    assert!(!objects.is_empty());
+    // A promotion under way holds the collector's lock shared.
+    let promotion = File::open(store.join(".fruix/gc.lock")).unwrap();
+    promotion.lock_shared().unwrap();
+    let out = run_without_waiting(&mut gc(&store, &state, &["--dry-run"]), "the dry run");
+    let dry = report(&out);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(listed(&dry).len(), objects.len(), "{dry:#}");
+    assert_eq!(object_names(&store), objects, "the dry run removed");
+    let collection = spawn_reading_stderr(&mut gc(&store, &state, &[]));
+    collection.wait_for_line(
+        "fruix: waiting for the promotions, imports, exports and verifications using the store to end",
+    );
+    assert_eq!(object_names(&store), objects, "removed under a promotion");
+    drop(promotion);
+    let collected = report(&collection.finish(ENDS, "the collection"));
+    assert_eq!(listed(&collected), listed(&dry));
+    assert_eq!(object_names(&store), Vec::<String>::new());
+}
+
+/// What a promotion says while another one makes the same object.
+const SAME_OBJECT: &str =
+    "fruix: waiting for another promotion, import or `source add` of the same object to end";
+
+/// Regression: a promotion of an object another promotion (or an import)
+/// was making waited for its lock silently, and the wait looked like a
+/// hang. It says what it waits for, goes on once the other one ends, and
+/// gives up at Ctrl-C (exit 130, nothing promoted).
+#[test]
+fn a_promotion_waiting_for_the_same_object_says_so_and_ctrl_c_ends_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let root = sample_root(dir.path(), "root");
+    let first = promote_report(&store, &root, &[]);
+    let bundle = Path::new(first["result_store"].as_str().unwrap());
+    let name = bundle.file_name().unwrap().to_str().unwrap();
+    // Another promotion of the bundle holds its lock.
+    let other = fs::OpenOptions::new()
+        .write(true)
+        .open(store.join(".locks").join(format!("{name}.lock")))
+        .unwrap();
+    other.lock().unwrap();
+    let again = || promote_command(&store, &root, &["--json", "--no-out-link"]);
+    let mut cancelled = spawn_reading_stderr(&mut again());
+    cancelled.wait_for_line(SAME_OBJECT);
+    cancelled.signal(libc::SIGINT);
+    let out = cancelled.finish(ENDS, "the cancelled promotion");
+    json_error(&out, 130, "nothing was promoted");
+    let waiting = spawn_reading_stderr(&mut again());
+    let line = waiting.wait_for_line(SAME_OBJECT);
+    assert!(line.contains(name), "the lock is not named: {line}");
+    drop(other);
+    let second = report(&waiting.finish(ENDS, "the promotion"));
+    assert_eq!(second["result_store"], first["result_store"]);
+}
