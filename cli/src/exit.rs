@@ -112,6 +112,14 @@ pub fn from_promote(e: fruix_promote::Error) -> CliError {
     CliError::new(promote(&e), e)
 }
 
+/// Maps a promote error as [`from_promote`] does, with `hint` (what is
+/// left as it was) after the message of a cancellation
+/// ([`when_cancelled`]): for the waits before a command's work begins,
+/// such as opening the store while a repair holds it.
+pub fn from_promote_saying(hint: &'static str) -> impl Fn(fruix_promote::Error) -> CliError {
+    move |e| when_cancelled(from_promote(e), hint)
+}
+
 /// Wraps a matrix-crate error with its status.
 pub fn from_matrix(e: fruix_matrix::Error) -> CliError {
     CliError::new(e.exit_status(), e)

@@ -2,6 +2,8 @@
 //! runs (it cleans up and exits 130); a second, while that cleanup runs,
 //! kills the build steps still running here and exits at once with 130.
 
+use std::sync::{Arc, Mutex};
+
 use fruix_core::manifest::Progress;
 use tokio_util::sync::CancellationToken;
 
@@ -81,4 +83,48 @@ pub fn cancel_work(progress: &Progress, also: impl FnOnce() + Send + 'static) ->
         also();
         eprintln!("{CANCELLING}");
     })
+}
+
+/// Ends the lock waits of the command (see [`on_cancel`]) at the first
+/// SIGINT, SIGTERM or SIGHUP, for a command whose only long wait is for a
+/// lock another process holds (a collection, a repair): the wait gives up
+/// and the command fails as cancelled (exit 130), saying so as every
+/// failure is said. What it does once it holds its locks is short, and
+/// finishes.
+pub fn cancel_waits() -> CliResult<()> {
+    on_cancel(|| {})
+}
+
+/// The stretch of a command that the first SIGINT, SIGTERM or SIGHUP ends
+/// at once, exiting with the cancelled status and its message: work that
+/// may block where no cancellation reaches (a write to a pipe no one
+/// reads). Outside it the signal does what the command's handler does
+/// otherwise (ending its lock waits), and the command ends, cancelled, by
+/// itself. Whichever of the two ends the command says so, once.
+#[derive(Clone, Default)]
+pub struct ExitAtSignal(Arc<Mutex<Option<&'static str>>>);
+
+impl ExitAtSignal {
+    /// Runs `f`; a signal meanwhile ([`ExitAtSignal::exit_if_running`])
+    /// exits at once, saying `message`.
+    pub fn run<T>(&self, message: &'static str, f: impl FnOnce() -> T) -> T {
+        *self.state() = Some(message);
+        let out = f();
+        // Never returns when the signal thread took it first: it exits.
+        *self.state() = None;
+        out
+    }
+
+    /// For the signal handler: exits (holding the state, so that
+    /// [`ExitAtSignal::run`] cannot end meanwhile) if `run` runs.
+    pub fn exit_if_running(&self) {
+        let state = self.state();
+        if let Some(message) = *state {
+            crate::exit::exit_now(Status::Cancelled, message);
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Option<&'static str>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }

@@ -65,6 +65,7 @@ mod store_entries;
 mod store_followups;
 mod store_integrity;
 mod store_lifecycle;
+mod store_signals;
 mod store_verify_review;
 mod terminal;
 mod vm;

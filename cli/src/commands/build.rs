@@ -90,12 +90,13 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         None
     } else {
         Some(Store::open_tentatively(&args.store.store).map_err(|e| {
-            CliError::new(
-                e.exit_status(),
-                anyhow::anyhow!(
-                    "{e}; nothing was built: the store must be writable before a build starts"
-                ),
-            )
+            // Cancelled while it waited (for a repair of the store).
+            let status = e.exit_status();
+            let why = match status {
+                Status::Cancelled => "",
+                _ => ": the store must be writable before a build starts",
+            };
+            CliError::new(status, anyhow::anyhow!("{e}; nothing was built{why}"))
         })?)
     };
     // Keeps the source object from collections until the build is promoted.

@@ -20,7 +20,7 @@ use crate::args::{
 };
 use crate::defaults;
 use crate::display::{json_path, print_json, to_json, Mode};
-use crate::exit::{from_matrix, from_promote, CliResult, Status};
+use crate::exit::{from_matrix, CliResult, Status};
 use crate::live::Live;
 
 pub fn plan(args: MatrixPlanArgs, registry: &Registry) -> CliResult {
@@ -146,14 +146,17 @@ impl Session {
         let mode = Mode::unless_quiet(show.quiet);
         let (store, state) = (&with.store, &with.state);
         defaults::announce(mode, Some(&store.store), Some(&state.state_dir));
+        // Before the store is opened: a wait for its repair gives up at
+        // the first signal.
+        let cancel = CancellationToken::new();
+        crate::signals::watch_signals(cancel.clone())?;
         // A store made here is removed again if the report directory
         // cannot be made.
-        let store = Store::open_tentatively(&store.store).map_err(from_promote)?;
+        let store = Store::open_tentatively(&store.store)
+            .map_err(crate::exit::from_promote_saying("no cell was run"))?;
         let report_dir =
             create_report_dir(report_dir, &state.state_dir, using).map_err(from_matrix)?;
         let store = Arc::new(store.keep());
-        let cancel = CancellationToken::new();
-        crate::signals::watch_signals(cancel.clone())?;
         let live = Arc::new(Live::new(mode, show.verbose));
         Live::keep_saying_still_running(&live);
         tokio::spawn({

@@ -14,6 +14,9 @@ use crate::defaults;
 use crate::display::{print_json, with_progress, Mode};
 use crate::exit::{self, from_promote, CliError, CliResult, Status};
 
+/// What a cancelled promotion left.
+const NOT_PROMOTED: &str = "nothing was promoted";
+
 pub fn run(args: PromoteArgs) -> CliResult {
     // Ctrl-C, SIGTERM or SIGHUP stops the promotion, which then fails as
     // any does: what it made goes, and the result root stays as it was.
@@ -40,10 +43,11 @@ pub fn run(args: PromoteArgs) -> CliResult {
     let root = result_root::validate(&args.result_root)
         .map_err(|e| CliError::new(exit::promotion(&e), e))?;
     // A store made for this promotion is removed again if it is refused.
-    let store = Store::open_tentatively(&args.store.store).map_err(from_promote)?;
+    let store = Store::open_tentatively(&args.store.store)
+        .map_err(exit::from_promote_saying(NOT_PROMOTED))?;
     let out_link = out_link(&args.out_link, &args.state.state_dir);
     let report = promote_with_progress(&root, &store, &output, out_link, &progress)
-        .map_err(|e| exit::when_cancelled(e, "nothing was promoted"))?;
+        .map_err(|e| exit::when_cancelled(e, NOT_PROMOTED))?;
     let store = store.keep();
     if let Some(key) = &key {
         sign_promoted(&store, &report, key)?;

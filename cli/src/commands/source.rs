@@ -17,13 +17,16 @@ use fruix_promote::Store;
 use crate::args::{OutputArgs, SourceAddArgs, SourceCommand};
 use crate::defaults;
 use crate::display::{print_json, with_progress, Mode};
-use crate::exit::{from_matrix, from_promote, when_cancelled, CliError, CliResult, Status};
+use crate::exit::{from_matrix, from_promote, from_promote_saying, CliError, CliResult, Status};
 
 pub fn run(command: SourceCommand) -> CliResult {
     match command {
         SourceCommand::Add(args) => add(args),
     }
 }
+
+/// What a cancelled `source add` left.
+const NOT_ADDED: &str = "nothing was added";
 
 fn add(args: SourceAddArgs) -> CliResult {
     // Ctrl-C, SIGTERM or SIGHUP stops the reading, which then fails as any
@@ -36,7 +39,8 @@ fn add(args: SourceAddArgs) -> CliResult {
     check_name(&args.name)?;
     let dir = fruix_matrix::request::check_source(&args.dir).map_err(from_matrix)?;
     // A store made for this source is removed again if adding it fails.
-    let store = Store::open_tentatively(&args.store.store).map_err(from_promote)?;
+    let store =
+        Store::open_tentatively(&args.store.store).map_err(from_promote_saying(NOT_ADDED))?;
     // The state directory a build would use, were it in the tree.
     let state_dir = std::env::var_os("FRUIX_STATE_DIR")
         .filter(|v| !v.is_empty())
@@ -54,8 +58,7 @@ fn add(args: SourceAddArgs) -> CliResult {
             None,
         )
     })
-    .map_err(from_promote)
-    .map_err(|e| when_cancelled(e, "nothing was added"))?;
+    .map_err(from_promote_saying(NOT_ADDED))?;
     store.keep();
     note_left_out(mode, &dir, &added.left_out);
     let report = added.report;

@@ -6,11 +6,9 @@
 //! renamed there once complete); an import stops reading, which removes
 //! its temporaries and a store it made.
 
-use crate::signals::on_cancel;
 use std::io::{BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
 
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
@@ -22,7 +20,11 @@ use super::{object_names, open, print_moved};
 use crate::args::{ExportArgs, ImportArgs, OutputArgs, TrustArgs};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
-use crate::exit::{self, from_promote, CliError, CliResult, Status};
+use crate::exit::{self, from_promote, from_promote_saying, CliError, CliResult, Status};
+use crate::signals::ExitAtSignal;
+
+/// What a cancelled export to `--output` left.
+const NO_ARCHIVE: &str = "no archive was written";
 
 /// The keys `args` trust: every `--trusted-key`, and the keys file's lines.
 /// The default file may be absent; a file named otherwise must be readable.
@@ -101,40 +103,32 @@ pub fn export_command(args: ExportArgs) -> CliResult {
             "--output -: the archive goes to standard output without --output; give a file name",
         ));
     }
-    let store = open(&args.objects.store, None, args.json, false)?;
+    // Ctrl-C, SIGTERM or SIGHUP ends a wait for a lock, and stops an export
+    // to `--output` at its next object or file; one to standard output,
+    // whose write may block on a reader that stopped, exits at once.
+    let progress = Progress::default();
+    let to_stdout = ExitAtSignal::default();
+    {
+        let to_stdout = to_stdout.clone();
+        crate::signals::cancel_work(&progress, move || to_stdout.exit_if_running())?;
+    }
+    let nothing = match args.output {
+        Some(_) => NO_ARCHIVE,
+        None => "nothing was exported",
+    };
+    let store = open(&args.objects.store, None, args.json, false, nothing)?;
     let names = object_names(&store, &args.objects.paths)?;
     let order = export_order(&store, &names, args.recursive).map_err(from_promote)?;
-    let progress = Progress::default();
     let report = match &args.output {
         Some(path) => {
-            // `Some(None)` until the file is made, `None` once the export
-            // ended.
-            let output: Arc<Mutex<Option<Option<PartialFile>>>> = Arc::new(Mutex::new(Some(None)));
-            // Cancelled before the archive is complete: its temporary goes,
+            // Cancelled before the archive is complete, its temporary goes,
             // and nothing is left at the final name.
-            let cancelled = output.clone();
-            on_cancel(move || {
-                let mut output = cancelled.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(partial) = output.take() {
-                    if let Some(partial) = partial {
-                        partial.remove();
-                    }
-                    // Exits holding the lock: the export cannot finish now.
-                    crate::exit::exit_now(Status::Cancelled, "cancelled; no archive was written");
-                }
-            })?;
-            let file = {
-                let mut output = output.lock().unwrap_or_else(|e| e.into_inner());
-                let partial = PartialFile::create(path)?;
-                match partial.file.try_clone() {
-                    Ok(file) => {
-                        *output = Some(Some(partial));
-                        file
-                    }
-                    Err(e) => {
-                        partial.remove();
-                        return Err(exit::output_file("write", path, e, ""));
-                    }
+            let partial = PartialFile::create(path)?;
+            let file = match partial.file.try_clone() {
+                Ok(file) => file,
+                Err(e) => {
+                    partial.remove();
+                    return Err(exit::output_file("write", path, e, ""));
                 }
             };
             let written = with_progress(
@@ -144,12 +138,6 @@ pub fn export_command(args: ExportArgs) -> CliResult {
                 None,
                 || export(&store, &order, &file, Some(&progress)),
             );
-            let partial = output
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .flatten()
-                .expect("the output is there until the export ends");
             match written {
                 Ok(report) => {
                     partial.finish()?;
@@ -157,7 +145,7 @@ pub fn export_command(args: ExportArgs) -> CliResult {
                 }
                 Err(e) => {
                     partial.remove();
-                    return Err(from_promote(e));
+                    return Err(exit::when_cancelled(from_promote(e), NO_ARCHIVE));
                 }
             }
         }
@@ -168,17 +156,14 @@ pub fn export_command(args: ExportArgs) -> CliResult {
                 ));
             }
             // Nothing to clean up: what was written is the reader's.
-            on_cancel(|| {
-                crate::exit::exit_now(
-                    Status::Cancelled,
-                    "cancelled; the archive written is incomplete",
-                )
-            })?;
             let out = std::io::stdout().lock();
-            with_progress(mode(false), ("export", "files"), &progress, None, || {
-                export(&store, &order, out, Some(&progress))
-            })
-            .map_err(from_promote)?
+            to_stdout
+                .run("cancelled; the archive written is incomplete", || {
+                    with_progress(mode(false), ("export", "files"), &progress, None, || {
+                        export(&store, &order, out, Some(&progress))
+                    })
+                })
+                .map_err(from_promote)?
         }
     };
     // With the archive on stdout, nothing else goes there.
@@ -192,6 +177,9 @@ pub fn export_command(args: ExportArgs) -> CliResult {
     }
     Ok(Status::Success)
 }
+
+/// What a cancelled import left.
+const NOT_IMPORTED: &str = "nothing was imported, the store was not changed";
 
 pub fn import_command(args: ImportArgs) -> CliResult {
     let trust = trust(&args.local.trust)?;
@@ -219,7 +207,8 @@ pub fn import_command(args: ImportArgs) -> CliResult {
     let input = Feed::start(input, &progress)?;
     // A store made for the import goes again when the import is refused:
     // "the store was not changed" holds for a mistyped --store too.
-    let store = Store::open_tentatively(&args.local.store.store).map_err(from_promote)?;
+    let store = Store::open_tentatively(&args.local.store.store)
+        .map_err(from_promote_saying(NOT_IMPORTED))?;
     let report = with_progress(mode, ("import", "files"), &progress, None, || {
         let options = ImportOptions {
             trust: &trust,
@@ -229,9 +218,7 @@ pub fn import_command(args: ImportArgs) -> CliResult {
         };
         import(&store, BufReader::with_capacity(1 << 20, input), &options)
     });
-    let report = report
-        .map_err(from_promote)
-        .map_err(|e| exit::when_cancelled(e, "nothing was imported, the store was not changed"))?;
+    let report = report.map_err(from_promote_saying(NOT_IMPORTED))?;
     store.keep();
     let summary = format!(
         "imported {} object(s), {} already present",

@@ -23,7 +23,11 @@ use super::print_moved;
 use crate::args::{CopyArgs, OutputArgs, TrustArgs};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
-use crate::exit::{from_promote, CliError, CliResult, Status};
+use crate::exit::{from_promote, from_promote_saying, CliError, CliResult, Status};
+
+/// What a copy cancelled before it connected (waiting for a repair of this
+/// store) left.
+const NOT_COPIED: &str = "nothing was copied; neither store was changed";
 
 /// How long the other side may take to end after its input ended.
 const SERVE_END: Duration = Duration::from_secs(30);
@@ -100,7 +104,8 @@ pub fn copy(args: CopyArgs) -> CliResult {
     // For --to, the objects are ours; for --from, they are named by their
     // paths in the other store, checked before a store is made for them.
     if direction == "to" {
-        let store = Store::open_for_reading(&args.local.store.store).map_err(from_promote)?;
+        let store = Store::open_for_reading(&args.local.store.store)
+            .map_err(from_promote_saying(NOT_COPIED))?;
         let names = object_names(&store, &args.paths)?;
         let report = copy_with(&args, direction, &target, &trust, &work, &store, names)?;
         return print_copied(args.json, &report);
@@ -120,7 +125,8 @@ pub fn copy(args: CopyArgs) -> CliResult {
         .collect::<CliResult<Vec<_>>>()?;
     // A copy that fails (refused, or never connected) leaves no store it
     // made; one that copied keeps it, whatever printing its report does.
-    let store = Store::open_tentatively(&args.local.store.store).map_err(from_promote)?;
+    let store = Store::open_tentatively(&args.local.store.store)
+        .map_err(from_promote_saying(NOT_COPIED))?;
     let report = copy_with(&args, direction, &target, &trust, &work, &store, names)?;
     store.keep();
     print_copied(args.json, &report)

@@ -6,11 +6,11 @@ use indicatif::HumanBytes;
 
 use fruix_core::manifest::Progress;
 
-use super::{object_names, open, print_paths};
+use super::{object_names, open, print_paths, UNCHANGED};
 use crate::args::{DeleteArgs, GcArgs, OutputArgs};
 use crate::display::print_json;
 use crate::display::{with_progress, Mode};
-use crate::exit::{from_promote, when_cancelled, CliResult, Status};
+use crate::exit::{from_promote, from_promote_saying, when_cancelled, CliResult, Status};
 
 pub fn gc(args: GcArgs) -> CliResult {
     // Ctrl-C, SIGTERM or SIGHUP stops the collection between two removals:
@@ -23,6 +23,7 @@ pub fn gc(args: GcArgs) -> CliResult {
         Some(&args.at.state),
         args.json,
         !args.dry_run,
+        UNCHANGED,
     )?;
     let options = GcOptions {
         state_dir: args.at.state.state_dir.clone(),
@@ -50,6 +51,11 @@ pub fn gc(args: GcArgs) -> CliResult {
         if !args.json {
             print_removed(&report, args.quiet);
         }
+        // Cancelled before it removed anything (waiting for the
+        // promotions under way, say), it sums up nothing.
+        if removed_nothing(&report) {
+            return Err(when_cancelled(e, UNCHANGED));
+        }
         let hint = format!(
             "{}; the store is consistent: run `fruix store gc` again to finish",
             summary(&report)
@@ -68,6 +74,15 @@ pub fn gc(args: GcArgs) -> CliResult {
 fn print_report(r: &GcReport, quiet: bool) {
     print_removed(r, quiet);
     println!("{}", summary(r));
+}
+
+/// Whether the collection removed (or, a dry run, listed) nothing.
+fn removed_nothing(r: &GcReport) -> bool {
+    r.objects.is_empty()
+        && r.pool_entries == 0
+        && r.temporaries == 0
+        && r.dead_roots.is_empty()
+        && r.result_roots.is_empty()
 }
 
 /// Every removed path, unless `quiet`.
@@ -109,10 +124,16 @@ fn summary(r: &GcReport) -> String {
     )
 }
 
+/// `store delete`: waits for the collector's lock (exclusive), then
+/// deletes, which finishes once begun.
 pub fn delete(args: DeleteArgs) -> CliResult {
-    let store = open(&args.objects.store, Some(&args.state), args.json, true)?;
+    const NOT_DELETED: &str = "nothing was deleted";
+    crate::signals::cancel_waits()?;
+    let at = &args.objects.store;
+    let store = open(at, Some(&args.state), args.json, true, NOT_DELETED)?;
     let names = object_names(&store, &args.objects.paths)?;
-    let removed = delete_objects(&store, &args.state.state_dir, &names).map_err(from_promote)?;
+    let removed = delete_objects(&store, &args.state.state_dir, &names)
+        .map_err(from_promote_saying(NOT_DELETED))?;
     print_paths(&removed, args.json);
     Ok(Status::Success)
 }

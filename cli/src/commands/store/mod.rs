@@ -1,5 +1,13 @@
 //! `fruix store ...`: verify, list, info, query, roots, gc and delete; keys,
 //! archives, copy and serve in their own modules.
+//!
+//! Every command installs its Ctrl-C, SIGTERM and SIGHUP handling before it
+//! opens the store: a wait for a lock another process holds (a repair, a
+//! collection) gives up at the first signal, and the command fails as
+//! cancelled (exit 130), saying what it left as it was. Those that only
+//! read, or make one small change (`list`, `info`, `query`, `roots`,
+//! `add-root`, `delete`, `sign`), finish what they do once they hold
+//! their locks ([`crate::signals::cancel_waits`]).
 
 mod archive;
 mod copy;
@@ -24,7 +32,11 @@ use crate::args::{
 };
 use crate::defaults;
 use crate::display::{self, json_path, Mode};
-use crate::exit::{from_promote, CliResult, Status};
+use crate::exit::{from_promote, from_promote_saying, CliResult, Status};
+use crate::signals::cancel_waits;
+
+/// What a command cancelled before it changed anything says it left.
+const UNCHANGED: &str = "the store was not changed";
 
 pub fn run(command: StoreCommand) -> CliResult {
     match command {
@@ -48,12 +60,14 @@ pub fn run(command: StoreCommand) -> CliResult {
 /// Says which store (and state directory) is used, on a terminal, and
 /// opens the existing store: to change it when `writes`, else to read it
 /// (a store this user cannot write, such as the system store for a user,
-/// can still be read).
+/// can still be read). Cancelled while it waits (for a repair), it says
+/// `cancelled` what the command left as it was.
 fn open(
     store: &StoreArg,
     state: Option<&StateDirArg>,
     json: bool,
     writes: bool,
+    cancelled: &'static str,
 ) -> CliResult<Store> {
     let mode = Mode::from_output(&OutputArgs {
         json,
@@ -66,7 +80,7 @@ fn open(
         true => Store::open_existing(&store.store),
         false => Store::open_for_reading(&store.store),
     }
-    .map_err(from_promote)?;
+    .map_err(from_promote_saying(cancelled))?;
     Ok(store)
 }
 
@@ -105,7 +119,8 @@ fn registered(seconds: i64) -> String {
 }
 
 fn list(args: ListArgs) -> CliResult {
-    let store = open(&args.store, None, args.json, false)?;
+    cancel_waits()?;
+    let store = open(&args.store, None, args.json, false, UNCHANGED)?;
     let filter = Filter {
         kind: args.kind.map(Into::into),
         artifact: args.artifact,
@@ -173,7 +188,8 @@ fn list(args: ListArgs) -> CliResult {
 }
 
 fn show_info(args: InfoArgs) -> CliResult {
-    let store = open(&args.objects.store, None, args.json, false)?;
+    cancel_waits()?;
+    let store = open(&args.objects.store, None, args.json, false, UNCHANGED)?;
     let mut infos = Vec::new();
     for name in object_names(&store, &args.objects.paths)? {
         infos.push(info(&store, &name).map_err(from_promote)?);
@@ -227,7 +243,9 @@ fn show_info(args: InfoArgs) -> CliResult {
 }
 
 fn ask(args: QueryArgs) -> CliResult {
-    let store = open(&args.at.store, Some(&args.at.state), args.json, false)?;
+    cancel_waits()?;
+    let at = &args.at;
+    let store = open(&at.store, Some(&at.state), args.json, false, UNCHANGED)?;
     let name = resolve_valid(&store, &args.path).map_err(from_promote)?;
     let q = &args.question;
     let question = match (q.references, q.referrers, q.requisites) {
@@ -259,10 +277,13 @@ fn print_paths(paths: &[PathBuf], json: bool) {
 /// registered: a symlink made by hand in `gcroots/` while a collection
 /// runs may be missed by it, and its object removed.
 fn add_root(args: AddRootArgs) -> CliResult {
-    let store = open(&args.at.store, Some(&args.at.state), args.json, false)?;
+    const NO_ROOT: &str = "no root was added";
+    cancel_waits()?;
+    let at = &args.at;
+    let store = open(&at.store, Some(&at.state), args.json, false, NO_ROOT)?;
     let named = format!("LINK {}", escape::path(&args.link));
     crate::commands::promote::check_root_link(&args.link, &named, store.path(), "")?;
-    let _gc = store.gc_lock(false).map_err(from_promote)?;
+    let _gc = store.gc_lock(false).map_err(from_promote_saying(NO_ROOT))?;
     let [name] =
         <[String; 1]>::try_from(object_names(&store, &[args.path])?).expect("one path, one name");
     let object = store.path().join(&name);
@@ -280,7 +301,9 @@ fn add_root(args: AddRootArgs) -> CliResult {
 }
 
 fn show_roots(args: RootsArgs) -> CliResult {
-    let store = open(&args.at.store, Some(&args.at.state), args.json, false)?;
+    cancel_waits()?;
+    let at = &args.at;
+    let store = open(&at.store, Some(&at.state), args.json, false, UNCHANGED)?;
     let roots = roots::list(&args.at.state.state_dir, store.path()).map_err(from_promote)?;
     if args.json {
         let rows: Vec<serde_json::Value> = roots

@@ -16,16 +16,26 @@ use tokio_util::io::SyncIoBridge;
 use super::archive::trust;
 use super::idle::{IdleLimit, PolledReader};
 use crate::args::ServeArgs;
-use crate::exit::{from_promote, CliError, CliResult, Status};
+use crate::exit::{from_promote, from_promote_saying, CliError, CliResult, Status};
+use crate::signals::ExitAtSignal;
 
 /// Serves a store in an existing directory only (an empty one becomes
 /// one): a mistyped `--remote-store` of a copy makes no store over there. Once the client has neither sent nor taken a
 /// byte for `--idle-timeout` while the server waited on it, the request
 /// under way fails (an import keeps nothing), and so does the command: a
-/// timeout.
+/// timeout. Ctrl-C, SIGTERM or SIGHUP ends a wait for the store's repair
+/// (exit 130); once serving, whose reads and writes may wait on the client
+/// as long as the idle limit, it exits at once (what an import under way
+/// published stays unregistered, for `store gc`).
 pub fn serve(args: ServeArgs) -> CliResult {
     let trust = trust(&args.local.trust)?;
-    let store = Store::open_directory(&args.local.store.store).map_err(from_promote)?;
+    let serving = ExitAtSignal::default();
+    {
+        let serving = serving.clone();
+        crate::signals::on_cancel(move || serving.exit_if_running())?;
+    }
+    let store = Store::open_directory(&args.local.store.store)
+        .map_err(from_promote_saying(super::UNCHANGED))?;
     let options = ImportOptions::new(&trust);
     let limit = args.idle_timeout;
     let runtime = crate::runtime()?;
@@ -38,11 +48,16 @@ pub fn serve(args: ServeArgs) -> CliResult {
         let input = PolledReader::sharing(stdin.map_err(system)?, limit, &stalled);
         (input, SyncIoBridge::new(output), stalled)
     };
-    let served = serve_store(
-        &store,
-        BufReader::with_capacity(1 << 20, input),
-        BufWriter::with_capacity(1 << 20, output),
-        &options,
+    let served = serving.run(
+        "cancelled; the store keeps no object of an import under way",
+        || {
+            serve_store(
+                &store,
+                BufReader::with_capacity(1 << 20, input),
+                BufWriter::with_capacity(1 << 20, output),
+                &options,
+            )
+        },
     );
     // A write to stdout that never ended cannot be cancelled (Tokio makes
     // it on a thread of its own): not waited for.

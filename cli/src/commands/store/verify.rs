@@ -12,7 +12,7 @@ use fruix_promote::Store;
 use crate::args::{OutputArgs, VerifyArgs};
 use crate::defaults;
 use crate::display::{json_path, to_json, with_progress, Mode};
-use crate::exit::{from_promote, when_cancelled, CliError, CliResult, Status};
+use crate::exit::{from_promote, from_promote_saying, CliError, CliResult, Status};
 
 pub fn verify(args: VerifyArgs) -> CliResult {
     // Ctrl-C, SIGTERM or SIGHUP stops the check (a repair once it began
@@ -29,13 +29,15 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         true => Store::open_existing(&args.store.store),
         false => Store::open_for_reading(&args.store.store),
     }
-    .map_err(from_promote)?;
+    .map_err(from_promote_saying(super::UNCHANGED))?;
     // The collector's lock, shared (as promotions and exports take it, and
     // as Nix's `verifyStore` takes the GC lock) while the store is read: no
     // collection or `store delete` removes an object or pool entry being
     // read, which would look corrupt. Released before a repair, which waits
     // for every other process (a collection waiting for this lock among them).
-    let gc = store.gc_lock(false).map_err(from_promote)?;
+    let gc = store
+        .gc_lock(false)
+        .map_err(from_promote_saying(super::UNCHANGED))?;
     // The registry against the directories, when the whole store is checked.
     let mut registry = if args.paths.is_empty() {
         check_registry(&store).map_err(from_promote)?
@@ -64,8 +66,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         let results = verify_objects(&paths, Some(pool.verified(&store)), Some(&progress))?;
         Ok::<_, fruix_promote::Error>((results, pool))
     })
-    .map_err(from_promote)
-    .map_err(|e| when_cancelled(e, "the store was not changed"))?;
+    .map_err(from_promote_saying(super::UNCHANGED))?;
     // The references of the intact objects against the registry's.
     registry.references = check_references(&store, &results).map_err(from_promote)?;
     drop(gc);
@@ -79,8 +80,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
     let repaired = if args.repair && (corrupt > 0 || !pool.corrupt.is_empty() || unrecorded > 0) {
         Some(
             repair(&store, &results, &pool, &registry)
-                .map_err(from_promote)
-                .map_err(|e| when_cancelled(e, "the store was not changed"))?,
+                .map_err(from_promote_saying(super::UNCHANGED))?,
         )
     } else {
         None
@@ -136,7 +136,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         for p in &registry.unregistered {
             if !args.quiet {
                 println!("unregistered {}", escape::path(p));
-                println!("  not a valid object (a promotion, import or repair was killed before it finished); `fruix store gc` removes it");
+                println!("  not a valid object: a promotion or import under way (which registers it), or a promotion, import or repair killed before it finished (`fruix store gc` removes what it left)");
             }
         }
         for p in &registry.foreign {
