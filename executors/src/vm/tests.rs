@@ -743,13 +743,26 @@ async fn a_cancellation_while_a_guest_s_disk_is_prepared_stops_the_command_under
     );
 }
 
+/// The pid of the process whose command line names `path` and that is
+/// blocked opening a FIFO (Linux's `wait_for_partner`): a reader waiting
+/// for a writer that never comes.
+fn blocked_opening(path: &std::path::Path) -> Option<u32> {
+    let wanted = path.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let names = cmdline.windows(wanted.len()).any(|w| w == wanted);
+        let wchan = std::fs::read_to_string(entry.path().join("wchan")).ok()?;
+        (names && wchan == "wait_for_partner").then_some(pid)
+    })
+}
+
 /// Regression: QEMU's `qemu-img`, making the overlay, took no
-/// cancellation either: one stuck reading its base image (here a FIFO
-/// nothing is written to) kept a cancelled run waiting. It is killed and
-/// reaped, and the preparing ends at once, cancelled.
+/// cancellation either: one stuck opening its base image (here a FIFO no
+/// one writes to) kept a cancelled run waiting. It is killed and reaped,
+/// and the preparing ends at once, cancelled.
 #[tokio::test]
 async fn a_cancellation_while_qemu_img_makes_the_overlay_kills_it_at_once() {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base.qcow2");
     let fifo = rustix::fs::FileType::Fifo;
@@ -771,29 +784,22 @@ async fn a_cancellation_while_qemu_img_makes_the_overlay_kills_it_at_once() {
         work_dir: dir.path().to_path_buf(),
         console: dir.path().join("console.log"),
     };
-    // Opening the FIFO to write succeeds once a reader has it open; kept
-    // open, it holds qemu-img reading.
-    let writer = || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-            .open(&base)
-    };
-    let held = std::sync::Mutex::new(None);
-    let reading = || {
-        let mut held = held.lock().unwrap();
-        if held.is_none() {
-            *held = writer().ok();
-        }
-        held.is_some()
+    // qemu-img blocks opening the FIFO, as long as no one opens it to
+    // write (which would let it go on, and fail: a FIFO is no image).
+    let stuck = std::sync::Mutex::new(None);
+    let blocked = || {
+        let pid = blocked_opening(&base);
+        *stuck.lock().unwrap() = pid;
+        pid.is_some()
     };
     let cancel = CancellationToken::new();
-    let prepared = cancelled_when(driver.prepare(&vm, &cancel), reading, &cancel, || {}).await;
+    let prepared = cancelled_when(driver.prepare(&vm, &cancel), blocked, &cancel, || {}).await;
     assert!(matches!(prepared, Err(Error::Cancelled)), "{prepared:?}");
-    // No reader is left: qemu-img is gone.
-    let e = writer().unwrap_err();
-    let no_reader = rustix::io::Errno::NXIO.raw_os_error();
-    assert_eq!(e.raw_os_error(), Some(no_reader), "{e}");
+    let pid = stuck.lock().unwrap().expect("qemu-img was seen");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "qemu-img {pid} was not killed and reaped"
+    );
 }
 
 #[test]
