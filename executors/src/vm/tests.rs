@@ -748,13 +748,16 @@ async fn a_cancellation_while_a_guest_s_disk_is_prepared_stops_the_command_under
 /// for a writer that never comes.
 fn blocked_opening(path: &std::path::Path) -> Option<u32> {
     let wanted = path.as_os_str().as_encoded_bytes();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let names = cmdline.windows(wanted.len()).any(|w| w == wanted);
-        let wchan = std::fs::read_to_string(entry.path().join("wchan")).ok()?;
-        (names && wchan == "wait_for_partner").then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let names = cmdline.windows(wanted.len()).any(|w| w == wanted);
+            let wchan = std::fs::read_to_string(entry.path().join("wchan")).ok()?;
+            (names && wchan == "wait_for_partner").then_some(pid)
+        })
 }
 
 /// Regression: QEMU's `qemu-img`, making the overlay, took no
