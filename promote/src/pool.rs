@@ -191,8 +191,17 @@ impl Pool {
         Some((stat::dev(&st), stat::ino(&st)))
     }
 
-    fn has(&self, key: &str) -> bool {
-        rfs::statat(&self.dir, key, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    /// Whether the pool holds entry `key` of `size` bytes, as far as a
+    /// look at it can tell: a regular file with its key's mode and that
+    /// size. One visibly damaged (a mode changed, bytes added or cut) is
+    /// not reused: the caller puts a new one in its place, and the objects
+    /// that link the old one stay as corrupt as they are.
+    fn has(&self, key: &str, size: u64) -> bool {
+        rfs::statat(&self.dir, key, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            stat::file_type(&st) == FileType::RegularFile
+                && Some(stat::mode(&st)) == key_mode(key)
+                && u64::try_from(st.st_size).is_ok_and(|s| s == size)
+        })
     }
 
     /// Reads `file` once, hashing what it reads and writing the same bytes
@@ -278,7 +287,7 @@ impl Pool {
                 sha256: hasher.finalize().into(),
             };
             let key = key(&digest.sha256, store_mode);
-            if self.has(&key) {
+            if self.has(&key, size) {
                 // Already pooled: a temporary written so far is dropped (removed).
                 return Ok(digest);
             }

@@ -585,3 +585,51 @@ fn a_corrupt_object_error_counts_differences_beyond_those_it_lists() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+/// Regression: a promotion reused a pool entry by its name alone, so a
+/// visibly damaged one (bytes added, its mode changed) was linked into
+/// every new object with that content, corrupt from birth. Such an entry
+/// is replaced: the new object is sound, and the old object that links the
+/// damaged inode stays as corrupt as it was.
+#[test]
+fn a_visibly_damaged_pool_entry_is_replaced_not_reused() {
+    let f = TestDir::new();
+    let first = f.promoted();
+    let world = first.artifacts["world"].store_path.clone();
+    let motd = world.join("etc/motd");
+    let entry = {
+        let store = Store::open(&f.store()).unwrap();
+        let ino = fs::metadata(&motd).unwrap().ino();
+        fs::read_dir(store.path().join(".links"))
+            .unwrap()
+            .flatten()
+            .find(|e| e.metadata().unwrap().ino() == ino)
+            .unwrap()
+            .path()
+    };
+    fs::set_permissions(&entry, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut file = fs::OpenOptions::new().append(true).open(&entry).unwrap();
+    std::io::Write::write_all(&mut file, b"damage\n").unwrap();
+    drop(file);
+    assert!(
+        !verify_object(&world, None, None).ok,
+        "the first is corrupt"
+    );
+    // Another executor's build of the same tree: a new world object with
+    // the same files.
+    let other = f.root("r2", "guest-self-hosted", "20260405T213444Z", true);
+    let second = f.promote(&other).unwrap();
+    let new_world = &second.artifacts["world"].store_path;
+    assert_ne!(new_world, &world);
+    assert!(
+        verify_object(new_world, None, None).ok,
+        "the new one is sound"
+    );
+    let store = Store::open(&f.store()).unwrap();
+    let pool = verify_pool(&store, None, None).unwrap();
+    assert!(pool.corrupt.is_empty(), "{:?}", pool.corrupt);
+    assert!(
+        !verify_object(&world, None, None).ok,
+        "the first stays corrupt"
+    );
+}
