@@ -132,3 +132,46 @@ fn a_promotion_waiting_for_the_same_object_says_so_and_ctrl_c_ends_the_wait() {
     let second = report(&waiting.finish(ENDS, "the promotion"));
     assert_eq!(second["result_store"], first["result_store"]);
 }
+
+/// What a promotion says while a collection holds, or waits for, the
+/// collector's lock.
+const COLLECTION: &str =
+    "fruix: waiting for the garbage collection (or `store delete`) under way to end";
+
+/// Regression: flock(2) queues nobody, so a collection waiting for the
+/// promotions under way let every promotion that started meanwhile go
+/// first: under a steady stream of overlapping promotions (a CI machine) it
+/// never got in. A promotion that starts while a collection waits now waits
+/// for it, saying so, and runs once it has ended: the collection removes
+/// what was garbage when it started, and the promotion makes it anew.
+#[test]
+fn a_promotion_started_while_a_collection_waits_goes_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
+    let root = sample_root(dir.path(), "root");
+    // Unrooted (no out-link): all garbage.
+    promote_report(&store, &root, &[]);
+    let objects = object_names(&store);
+    assert!(!objects.is_empty());
+    // A promotion under way holds the collector's lock shared.
+    let promotion = File::open(store.join(".fruix/gc.lock")).unwrap();
+    promotion.lock_shared().unwrap();
+    let collection = spawn_reading_stderr(&mut gc(&store, &state, &[]));
+    collection.wait_for_line(
+        "fruix: waiting for the promotions, imports, exports and verifications using the store to end",
+    );
+    let mut again = promote_command(&store, &root, &["--json", "--no-out-link"]);
+    let later = spawn_reading_stderr(&mut again);
+    let line = later.wait_for_line(COLLECTION);
+    assert!(line.contains("gc.lock"), "the lock is not named: {line}");
+    assert_eq!(object_names(&store), objects, "removed under a promotion");
+    drop(promotion);
+    let collected = report(&collection.finish(ENDS, "the collection"));
+    assert_eq!(listed(&collected).len(), objects.len(), "{collected:#}");
+    report(&later.finish(ENDS, "the later promotion"));
+    assert_eq!(
+        object_names(&store),
+        objects,
+        "not made anew after the collection"
+    );
+}

@@ -1,9 +1,11 @@
 //! The store's advisory locks (flock(2)): taking them, and waiting for
 //! them in a way Ctrl-C ends ([`fruix_core::interrupt`]).
 
+use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::ErrorKind::NotFound;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use super::entries;
 use crate::error::Result;
@@ -11,7 +13,25 @@ use crate::error::Result;
 /// An advisory lock (flock) released on drop.
 #[derive(Debug)]
 pub struct Lock {
+    /// The locked file, when the hold is one of this process's shared holds
+    /// of it ([`SHARED_HOLDS`]).
+    shared: Option<FileId>,
     _file: File,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Before the file (a field) is closed.
+        if let Some(id) = self.shared {
+            let mut holds = shared_holds();
+            if let Some(n) = holds.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    holds.remove(&id);
+                }
+            }
+        }
+    }
 }
 
 impl Lock {
@@ -25,8 +45,108 @@ impl Lock {
     ) -> Result<Lock> {
         let file = entries::own_file(store, path, entries::Access::WriteOrRead)?;
         lock_noting(&file, path, mode, busy)?;
-        Ok(Lock { _file: file })
+        Ok(Lock {
+            shared: None,
+            _file: file,
+        })
     }
+
+    /// Locks the store's own file at `path` as [`Lock::take_noting`] does,
+    /// but fairly, through the file `turnstile` beside it: flock(2) queues
+    /// nobody, so an exclusive holder (a collection) waiting for a steady
+    /// stream of overlapping shared holders (promotions) could wait for
+    /// ever. It goes through the turnstile as a writer does in a
+    /// writer-preferring lock:
+    ///
+    /// - exclusively: the turnstile is held exclusively while the lock is
+    ///   waited for, so that no shared holder starts meanwhile; those under
+    ///   way end, and the exclusive hold comes next;
+    /// - shared: the turnstile is held shared while the lock is taken, so
+    ///   that a shared hold waits for an exclusive one already waiting.
+    ///
+    /// The turnstile is let go once the lock is held. A shared hold this
+    /// process takes while it holds the lock shared already (a matrix
+    /// promoting under its own hold, another cell) skips the turnstile:
+    /// waiting there for an exclusive holder that waits for this process
+    /// would never end. A turnstile missing in a store opened to read
+    /// (made by no writer since) is done without.
+    pub(super) fn take_fair(
+        store: &Path,
+        path: &Path,
+        turnstile: &Path,
+        mode: LockMode,
+        busy: impl FnOnce(),
+    ) -> Result<Lock> {
+        debug_assert!(mode != LockMode::TryExclusive, "a lock that waits");
+        let file = entries::own_file(store, path, entries::Access::WriteOrRead)?;
+        let shared = mode == LockMode::Shared;
+        let id = FileId::of(&file, path)?;
+        if shared {
+            let mut holds = shared_holds();
+            if let Some(n) = holds.get_mut(&id) {
+                // No other process holds it exclusively while this one holds
+                // it shared: taken at once.
+                if file.try_lock_shared().is_ok() {
+                    *n += 1;
+                    return Ok(Lock {
+                        shared: Some(id),
+                        _file: file,
+                    });
+                }
+            }
+        }
+        let mut busy = Some(busy);
+        let mut notice = || {
+            if let Some(busy) = busy.take() {
+                busy();
+            }
+        };
+        let gate = match entries::own_file(store, turnstile, entries::Access::WriteOrRead) {
+            Ok(gate) => Some(gate),
+            Err(_)
+                if turnstile
+                    .symlink_metadata()
+                    .is_err_and(|e| e.kind() == NotFound) =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(gate) = &gate {
+            lock_noting(gate, turnstile, mode, &mut notice)?;
+        }
+        lock_noting(&file, path, mode, &mut notice)?;
+        drop(gate);
+        if shared {
+            *shared_holds().entry(id).or_default() += 1;
+        }
+        Ok(Lock {
+            shared: shared.then_some(id),
+            _file: file,
+        })
+    }
+}
+
+/// A file's identity: its device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct FileId(u64, u64);
+
+impl FileId {
+    fn of(file: &File, path: &Path) -> Result<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file
+            .metadata()
+            .map_err(|e| fruix_core::Error::io("stat lock", path, e))?;
+        Ok(FileId(meta.dev(), meta.ino()))
+    }
+}
+
+/// How many shared holds of each file [`Lock::take_fair`] took this
+/// process holds.
+static SHARED_HOLDS: Mutex<BTreeMap<FileId, usize>> = Mutex::new(BTreeMap::new());
+
+fn shared_holds() -> std::sync::MutexGuard<'static, BTreeMap<FileId, usize>> {
+    SHARED_HOLDS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Locks `file` (`path`, for messages), shared or exclusive, waiting for

@@ -14,6 +14,8 @@
 //!                               references (see [`crate::db`])
 //! STORE/.fruix/gc.lock          shared by promotions, exclusive to the
 //!                               garbage collector
+//! STORE/.fruix/gc.turnstile     passed through on the way to gc.lock:
+//!                               a waiting collection goes first
 //! STORE/.fruix/temproots/PID-N  objects live processes use (see
 //!                               [`crate::temp_roots`])
 //! ```
@@ -58,6 +60,11 @@ pub use self::promotion::{Promotion, TempObject};
 
 /// The garbage collector's lock file in [`META_DIR`].
 pub const GC_LOCK_FILE: &str = "gc.lock";
+
+/// The file beside [`GC_LOCK_FILE`] that makes its waits fair: a waiting
+/// collection goes before the promotions that start after it (see
+/// [`Store::gc_lock`]).
+pub const GC_TURNSTILE_FILE: &str = "gc.turnstile";
 
 /// Modification time of every store file, directory and symlink (as in Nix).
 pub const STORE_MTIME: i64 = 1;
@@ -347,6 +354,8 @@ impl Store {
         let (db, _) = Database::open(root, || register::scan(root))?;
         let gc_lock = root.join(META_DIR).join(GC_LOCK_FILE);
         entries::own_file(root, &gc_lock, entries::Access::Write)?;
+        let turnstile = root.join(META_DIR).join(GC_TURNSTILE_FILE);
+        entries::own_file(root, &turnstile, entries::Access::Write)?;
         entries::reserve(root);
         let store = Store {
             root: root.to_path_buf(),
@@ -460,6 +469,10 @@ impl Store {
     /// shared for a promotion (which then never overlaps a collection).
     /// When it must wait for it, it first calls the notice set with
     /// [`Store::on_lock_wait`].
+    ///
+    /// Fairly: a collection waiting for the promotions under way goes
+    /// before those that start after it ([`GC_TURNSTILE_FILE`]), so a steady
+    /// stream of promotions never keeps it out.
     pub fn gc_lock(&self, exclusive: bool) -> Result<Lock> {
         let (mode, waits_for) = if exclusive {
             (LockMode::Exclusive, LockWait::Users)
@@ -467,7 +480,8 @@ impl Store {
             (LockMode::Shared, LockWait::Collection)
         };
         let path = self.root.join(META_DIR).join(GC_LOCK_FILE);
-        Lock::take_noting(&self.root, &path, mode, || {
+        let turnstile = self.root.join(META_DIR).join(GC_TURNSTILE_FILE);
+        Lock::take_fair(&self.root, &path, &turnstile, mode, || {
             // An exclusive holder is another collection: a shared lock
             // tried on a descriptor of its own says which it is.
             let held_exclusively = || {
@@ -666,6 +680,43 @@ mod tests {
         );
         drop(store);
         other.try_lock().unwrap();
+    }
+
+    /// A collection waiting for the collector's lock holds its turnstile:
+    /// a shared hold taken while this process holds none waits behind it
+    /// (a stream of promotions no longer keeps a collection out), but one
+    /// taken while this process holds the lock shared already goes on (the
+    /// collection waits for this process: waiting for it would never end;
+    /// a matrix promotes under its own hold).
+    #[test]
+    fn a_shared_gc_hold_waits_behind_a_waiting_collection_unless_nested() {
+        set_lock_notice(record_notice);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let meta = store.path().join(META_DIR);
+        let first = store.gc_lock(false).unwrap();
+        let collection = File::open(meta.join(GC_TURNSTILE_FILE)).unwrap();
+        collection.lock().unwrap();
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let store = &store;
+            s.spawn(move || tx.send(store.gc_lock(false).map(drop)));
+            let nested = rx.recv_timeout(std::time::Duration::from_secs(60));
+            collection.unlock().unwrap();
+            nested.expect("the nested hold waited").unwrap();
+        });
+        drop(first);
+        collection.lock().unwrap();
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| store.gc_lock(false).map(drop));
+            wait_for_notice(&meta.join(GC_LOCK_FILE));
+            assert!(
+                !waiting.is_finished(),
+                "it went past the waiting collection"
+            );
+            collection.unlock().unwrap();
+            waiting.join().unwrap().unwrap();
+        });
     }
 
     /// What a tentative opening made stays while another process (here,
