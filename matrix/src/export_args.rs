@@ -289,46 +289,23 @@ mod tests {
     /// written into every job's command.
     #[test]
     fn run_cell_arguments_every_job_would_refuse_are_refused() {
-        refused(
-            &RUN_CELL,
-            &["--report-dir=x"],
-            "--run-cell-arg \"--report-dir=x\": the export gives every run-cell job its --report-dir itself",
-        );
-        refused(&RUN_CELL, &["--cell", "x"], "its --cell itself");
-        refused(
-            &RUN_CELL,
-            &["--bogus"],
-            "\"--bogus\": is not a flag of fruix matrix run-cell; the export passes on --executors-file, --store, --state-dir, --machines, --quiet (-q), --verbose (-v), --progress-every, --json",
-        );
-        refused(&RUN_CELL, &["--stor", "/s"], "did you mean --store?");
-        refused(&RUN_CELL, &["-qv"], "is not a flag");
-        refused(&RUN_CELL, &["/frx/store"], "takes no operand");
-        refused(
-            &RUN_CELL,
-            &["--store"],
-            "needs a value: --run-cell-arg=--store=VALUE",
-        );
-        refused(&RUN_CELL, &["--store", "--json"], "needs a value");
-        refused(&RUN_CELL, &["--json=yes"], "--json takes no value");
-        refused(
-            &RUN_CELL,
-            &["--store=/a", "--store", "/b"],
-            "--store is given twice; run-cell takes it once",
-        );
-        refused(
-            &RUN_CELL,
-            &["-v", "--quiet"],
-            "--quiet and --verbose: run-cell takes one or the other",
-        );
-        refused(
-            &COLLECT,
-            &["--from=x"],
-            "every collect job its --from itself",
-        );
-        refused(
-            &COLLECT,
-            &["--diff", "diffoscope"],
-            "--collect-arg --diff needs --store too",
-        );
+        let refusals: &[(&JobCommand, &[&str], &str)] = &[
+            (&RUN_CELL, &["--report-dir=x"], "--run-cell-arg \"--report-dir=x\": the export gives every run-cell job its --report-dir itself"),
+            (&RUN_CELL, &["--cell", "x"], "its --cell itself"),
+            (&RUN_CELL, &["--bogus"], "\"--bogus\": is not a flag of fruix matrix run-cell; the export passes on --executors-file, --store, --state-dir, --machines, --quiet (-q), --verbose (-v), --progress-every, --json"),
+            (&RUN_CELL, &["--stor", "/s"], "did you mean --store?"),
+            (&RUN_CELL, &["-qv"], "is not a flag"),
+            (&RUN_CELL, &["/frx/store"], "takes no operand"),
+            (&RUN_CELL, &["--store"], "needs a value: --run-cell-arg=--store=VALUE"),
+            (&RUN_CELL, &["--store", "--json"], "needs a value"),
+            (&RUN_CELL, &["--json=yes"], "--json takes no value"),
+            (&RUN_CELL, &["--store=/a", "--store", "/b"], "--store is given twice; run-cell takes it once"),
+            (&RUN_CELL, &["-v", "--quiet"], "--quiet and --verbose: run-cell takes one or the other"),
+            (&COLLECT, &["--from=x"], "every collect job its --from itself"),
+            (&COLLECT, &["--diff", "diffoscope"], "--collect-arg --diff needs --store too"),
+        ];
+        for (job, args, says) in refusals {
+            refused(job, args, says);
+        }
     }
 }

@@ -9,7 +9,9 @@
 //! its `parallel-builds`, locked with `flock` ([`File::try_lock`]) from
 //! before its build starts until it ends. When every one is held, by
 //! another process, the attempt waits ([`take`]), looking again every
-//! [`POLL`], until one is free or the run is cancelled.
+//! [`POLL`], until one is free or the run is cancelled. `fruix build
+//! --machine NAME` takes one the same way for its build, so a build run
+//! beside a matrix does not overload the machine either.
 //!
 //! The lock is the file's: a process that dies lets go of its slots, and
 //! a slot file left behind is free. The files are opened with

@@ -340,56 +340,41 @@ mod tests {
 
     #[test]
     fn what_fruix_writes_at_the_top_of_a_report_directory_is_known() {
-        let file = FileType::RegularFile;
+        let (file, dir, link) = (
+            FileType::RegularFile,
+            FileType::Directory,
+            FileType::Symlink,
+        );
         for (name, kind, expected) in [
             ("report.json", file, TopEntry::File),
-            ("junit.xml", FileType::Symlink, TopEntry::File),
+            ("junit.xml", link, TopEntry::File),
             ("machines.scm", file, TopEntry::File),
             ("cell-local-GENERIC.json", file, TopEntry::File),
             ("cell-local.machines.scm", file, TopEntry::File),
             (".report.json.tmp-12-0abc", file, TopEntry::File),
             (".cell-local.json.tmp-12-0abc", file, TopEntry::File),
-            ("logs", FileType::Directory, TopEntry::Subdir(Subdir::Logs)),
-            ("results", FileType::Symlink, TopEntry::LinkedSubdir),
-            (
-                "diffoscope",
-                FileType::Directory,
-                TopEntry::Subdir(Subdir::Diffoscope),
-            ),
-            ("report.json", FileType::Directory, TopEntry::Foreign),
+            ("logs", dir, TopEntry::Subdir(Subdir::Logs)),
+            ("results", link, TopEntry::LinkedSubdir),
+            ("diffoscope", dir, TopEntry::Subdir(Subdir::Diffoscope)),
+            ("report.json", dir, TopEntry::Foreign),
             ("logs", file, TopEntry::Foreign),
             ("notes.txt", file, TopEntry::Foreign),
             (".notes.txt.tmp-1", file, TopEntry::Foreign),
             ("cell-local.txt", file, TopEntry::Foreign),
-            (".git", FileType::Directory, TopEntry::Foreign),
+            (".git", dir, TopEntry::Foreign),
         ] {
             assert_eq!(top_entry(name.as_ref(), kind), expected, "{name}");
         }
         for (subdir, name, kind, expected) in [
-            (Subdir::Logs, "local.log", FileType::RegularFile, true),
-            (
-                Subdir::Logs,
-                ".local.log.tmp-1-2",
-                FileType::RegularFile,
-                true,
-            ),
-            (Subdir::Logs, "notes.txt", FileType::RegularFile, false),
-            (Subdir::Logs, "old.log", FileType::Directory, false),
-            (Subdir::Results, "local", FileType::Symlink, true),
-            (
-                Subdir::Results,
-                ".local.fruix-tmp-1-2",
-                FileType::Symlink,
-                true,
-            ),
-            (Subdir::Results, "local", FileType::RegularFile, false),
-            (
-                Subdir::Diffoscope,
-                "world-a-vs-b-1.txt",
-                FileType::RegularFile,
-                true,
-            ),
-            (Subdir::Diffoscope, "notes.md", FileType::RegularFile, false),
+            (Subdir::Logs, "local.log", file, true),
+            (Subdir::Logs, ".local.log.tmp-1-2", file, true),
+            (Subdir::Logs, "notes.txt", file, false),
+            (Subdir::Logs, "old.log", dir, false),
+            (Subdir::Results, "local", link, true),
+            (Subdir::Results, ".local.fruix-tmp-1-2", link, true),
+            (Subdir::Results, "local", file, false),
+            (Subdir::Diffoscope, "world-a-vs-b-1.txt", file, true),
+            (Subdir::Diffoscope, "notes.md", file, false),
         ] {
             assert_eq!(subdir.wrote(name, kind), expected, "{subdir:?} {name}");
         }

@@ -541,17 +541,9 @@ pub async fn run_cells<R: CellRunner>(
 mod tests {
     #[test]
     fn a_cancellation_is_said_once() {
-        let cancelled = CellError {
-            failure: Failure::Cancelled,
-            message: "cancelled".into(),
-            machine_unavailable: false,
-        };
+        let cancelled = error(Failure::Cancelled, "cancelled");
         assert_eq!(cancelled.to_string(), "cancelled");
-        let lost = CellError {
-            failure: Failure::System,
-            message: "connection lost".into(),
-            machine_unavailable: false,
-        };
+        let lost = error(Failure::System, "connection lost");
         assert_eq!(lost.to_string(), "connection lost (system failure)");
     }
 
@@ -559,6 +551,16 @@ mod tests {
     use crate::schedule::fixtures::{machines, named};
     use crate::schedule::{Need, Pool};
     use tokio::sync::watch;
+
+    /// A failure of kind `failure` saying `message`, which does not say
+    /// its machine is unavailable.
+    fn error(failure: Failure, message: &str) -> CellError {
+        CellError {
+            failure,
+            message: message.into(),
+            machine_unavailable: false,
+        }
+    }
 
     /// What the fake builds are doing.
     #[derive(Debug, Clone, Copy, Default)]
@@ -609,11 +611,7 @@ mod tests {
                 let result = if hang {
                     job.cancel.cancelled().await;
                     tokio::time::sleep(cleanup).await;
-                    Err(CellError {
-                        failure: Failure::Cancelled,
-                        message: "cancelled".into(),
-                        machine_unavailable: false,
-                    })
+                    Err(error(Failure::Cancelled, "cancelled"))
                 } else {
                     // Let the other builds start before this one ends.
                     tokio::task::yield_now().await;
@@ -623,11 +621,7 @@ mod tests {
                             message: "connection refused".into(),
                             machine_unavailable: unbootable,
                         }),
-                        (_, true) => Err(CellError {
-                            failure: Failure::Build,
-                            message: "build step `buildworld` failed".into(),
-                            machine_unavailable: false,
-                        }),
+                        (_, true) => Err(error(Failure::Build, "build step `buildworld` failed")),
                         _ => Ok(()),
                     }
                 };
@@ -804,11 +798,6 @@ mod tests {
     impl CellRunner for RetryWaits {
         type Built = ();
         fn build(&self, job: Job) -> BoxFuture<Result<(), CellError>> {
-            let error = |failure, message: &str| CellError {
-                failure,
-                message: message.into(),
-                machine_unavailable: false,
-            };
             let ctrl_c = self.ctrl_c.clone();
             Box::pin(async move {
                 match (job.start.cell, ctrl_c) {
@@ -949,11 +938,10 @@ mod tests {
             Box::pin(async move {
                 waiting.send_modify(|n| *n += 1);
                 cancel.cancelled().await;
-                Err(CellError {
-                    failure: Failure::Cancelled,
-                    message: "cancelled while it waited for a build slot".into(),
-                    machine_unavailable: false,
-                })
+                Err(error(
+                    Failure::Cancelled,
+                    "cancelled while it waited for a build slot",
+                ))
             })
         }
         fn build(&self, job: Job) -> BoxFuture<Result<(), CellError>> {
@@ -962,13 +950,7 @@ mod tests {
                 (0, 1),
                 "only it has a slot"
             );
-            Box::pin(async {
-                Err(CellError {
-                    failure: Failure::System,
-                    message: "connection lost".into(),
-                    machine_unavailable: false,
-                })
-            })
+            Box::pin(async { Err(error(Failure::System, "connection lost")) })
         }
         fn promote(&self, _cell: usize, _built: ()) -> BoxFuture<Result<Promoted, CellError>> {
             Box::pin(async { Ok(Promoted::default()) })
@@ -1027,11 +1009,7 @@ mod tests {
                     }
                     _ => Failure::Build,
                 };
-                Err(CellError {
-                    failure,
-                    message: "connection lost".into(),
-                    machine_unavailable: false,
-                })
+                Err(error(failure, "connection lost"))
             })
         }
         fn promote(&self, _cell: usize, _built: ()) -> BoxFuture<Result<Promoted, CellError>> {

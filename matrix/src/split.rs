@@ -561,9 +561,8 @@ mod tests {
 
     #[test]
     fn a_cell_report_with_an_artifact_name_that_is_a_path_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, matrix, digest, cells) = local_and_mini_sh();
         let d = dir.path();
-        let (matrix, digest, cells) = local_and_mini_sh(d);
         std::fs::create_dir(d.join("report")).unwrap();
         let evil = d.join("x/evil").display().to_string();
         for name in [evil.as_str(), "../evil", "a/b", "..", ".x", ""] {
@@ -662,9 +661,8 @@ mod tests {
     /// nothing was found.
     #[test]
     fn a_symlinked_job_directory_is_named_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, matrix, digest, cells) = local_and_mini_sh();
         let d = dir.path();
-        let (matrix, digest, cells) = local_and_mini_sh(d);
         for (n, job) in ["jobs/local", "elsewhere/mini-sh"].iter().enumerate() {
             std::fs::create_dir_all(d.join(job)).unwrap();
             written(&d.join(job), &cells[n], |r| {
@@ -696,15 +694,16 @@ mod tests {
         assert!(e.to_string().contains(&says), "{e}");
     }
 
-    /// `DIR/matrix.scm` of cells `local` and `mini-sh`: its path, digest
-    /// and cells.
-    fn local_and_mini_sh(d: &Path) -> (PathBuf, String, Vec<Cell>) {
-        let matrix = d.join("matrix.scm");
+    /// A temporary directory holding `matrix.scm` of cells `local` and
+    /// `mini-sh`: the directory, and the matrix's path, digest and cells.
+    fn local_and_mini_sh() -> (tempfile::TempDir, PathBuf, String, Vec<Cell>) {
+        let dir = tempfile::tempdir().unwrap();
+        let matrix = dir.path().join("matrix.scm");
         let text =
             r#"(fruix-matrix (format-version 1) (source "s") (axes (executor "local" "mini-sh")))"#;
         std::fs::write(&matrix, text).unwrap();
         let file = MatrixFile::read(&matrix).unwrap();
-        (matrix, file.digest.clone(), cells(&file).unwrap())
+        (dir, matrix, file.digest.clone(), cells(&file).unwrap())
     }
 
     /// What [`collect`] of `reports` and `from` gets: the report directory
@@ -727,9 +726,8 @@ mod tests {
     /// when no report directory was given.
     #[test]
     fn nothing_to_collect_is_refused_before_anything_is_written() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, matrix, ..) = local_and_mini_sh();
         let d = dir.path();
-        let (matrix, ..) = local_and_mini_sh(d);
         std::fs::create_dir(d.join("empty")).unwrap();
         let before = tree(d);
         for from in [None, Some(d.join("empty"))] {
@@ -752,9 +750,8 @@ mod tests {
     /// it said is not shown raw.
     #[test]
     fn a_cell_report_naming_no_pipeline_run_id_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, matrix, digest, cells) = local_and_mini_sh();
         let d = dir.path();
-        let (matrix, digest, cells) = local_and_mini_sh(d);
         let path = written(d, &cells[0], |r| r.matrix_digest = digest.clone());
         let text = std::fs::read_to_string(&path).unwrap();
         let bad = text.replacen('{', "{\"pipeline_run\": \"a\\u001b[31mb\",", 1);
@@ -779,9 +776,8 @@ mod tests {
     /// which pipeline run it collected; it is `null` without one.
     #[test]
     fn the_report_says_which_pipeline_run_was_collected() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, matrix, digest, cells) = local_and_mini_sh();
         let d = dir.path();
-        let (matrix, digest, cells) = local_and_mini_sh(d);
         let run = PipelineRun::new("4242-1").unwrap();
         let path = written(d, &cells[0], |r| {
             r.matrix_digest = digest.clone();
@@ -798,8 +794,7 @@ mod tests {
         assert_eq!(json["pipeline_run"], "4242-1");
         assert_eq!(finished.report.cells[0].status, CellStatus::Passed);
 
-        let other = tempfile::tempdir().unwrap();
-        let (matrix, digest, cells) = local_and_mini_sh(other.path());
+        let (other, matrix, digest, cells) = local_and_mini_sh();
         let path = written(other.path(), &cells[0], |r| r.matrix_digest = digest);
         let finished = collect(&matrix, collecting(other.path(), vec![path], None)).unwrap();
         assert_eq!(finished.report.pipeline_run, None);
@@ -812,9 +807,8 @@ mod tests {
     /// refused as reported twice, by itself.
     #[test]
     fn a_report_named_and_found_below_from_is_collected_once() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, matrix, digest, cells) = local_and_mini_sh();
         let d = dir.path();
-        let (matrix, digest, cells) = local_and_mini_sh(d);
         std::fs::create_dir_all(d.join("cells/job")).unwrap();
         let report = written(&d.join("cells/job"), &cells[0], |r| {
             r.matrix_digest = digest.clone();

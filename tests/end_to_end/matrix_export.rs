@@ -661,7 +661,19 @@ fn a_real_buildbot_runs_the_exported_matrix_and_collect_gives_the_report_of_matr
         differ.is_empty(),
         "collect and matrix run differ: {differ:#?}"
     );
+    // Its junit.xml names the pipeline run too, each suite as a property;
+    // without it, it is matrix run's.
     let junit = std::fs::read_to_string(report_dir.join("junit.xml")).unwrap();
+    let naming_run = format!(
+        "<property name=\"pipeline_run\" value=\"{}\"/>",
+        run_number.to_str().unwrap()
+    );
+    assert_eq!(junit.matches(&naming_run).count(), 2, "{junit}");
+    let junit: String = junit
+        .lines()
+        .filter(|l| ![naming_run.as_str(), "<properties>", "</properties>"].contains(&l.trim()))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!(
         normalized_junit(&junit, &[(worker_report, "REPORT")]),
         normalized_junit(&m.junit(), &[(path_text(m.path("report")), "REPORT")]),

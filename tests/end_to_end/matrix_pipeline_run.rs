@@ -9,6 +9,19 @@ use crate::util::{failed_with, run};
 
 const USAGE: i32 = 2;
 
+/// The pipeline runs each suite of the report directory `report`'s
+/// `junit.xml` names (its `pipeline_run` properties), the file checked
+/// against the Jenkins schema.
+fn junit_pipeline_runs(m: &Matrix, report: &str) -> Vec<String> {
+    let path = m.path(&format!("{report}/junit.xml"));
+    validate_junit(&path);
+    let xml = std::fs::read_to_string(path).unwrap();
+    let property = "<property name=\"pipeline_run\" value=\"";
+    let runs = xml.split(property).skip(1);
+    runs.map(|rest| rest.split('"').next().unwrap().to_string())
+        .collect()
+}
+
 /// Runs cell `id` of `m` as pipeline run `pipeline_run`'s job: into the
 /// report directory `fruix-cells/ID`, where a GitLab CI collect job on the
 /// same runner finds it (`--from fruix-cells`).
@@ -64,7 +77,8 @@ fn a_passing_cell_report_an_earlier_pipeline_run_left_is_not_this_run_s() {
         ),
         "{missing:#}"
     );
-    validate_junit(&m.path("report/junit.xml"));
+    // Regression: junit.xml did not say it either.
+    assert_eq!(junit_pipeline_runs(&m, "report"), ["102", "102"]);
     let junit = std::fs::read_to_string(m.path("report/junit.xml")).unwrap();
     assert!(junit.contains("(pipeline run 101)"), "{junit}");
     assert!(stale.is_file(), "a report of another run is left as it is");
@@ -128,6 +142,7 @@ fn a_passing_cell_report_an_earlier_pipeline_run_left_is_not_this_run_s() {
         Some(&serde_json::Value::Null),
         "no --pipeline-run: null, {report:#}"
     );
+    assert!(junit_pipeline_runs(&m, "report3").is_empty());
     let out = run(collect(&m, "report4")
         .arg(&old)
         .args(["--pipeline-run", "102"]));

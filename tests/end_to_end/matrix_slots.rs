@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::matrix::describe;
-use crate::util::{fruix, spawn_reading_stderr, wait_until, Reading};
+use crate::util::{fruix, spawn_reading_stderr, store_and_state, wait_until, Reading};
 
 /// A build that holds its slot until told: it marks `marks/started-CELL`,
 /// waits for `marks/release-CELL`, writes the four probe files, and marks
@@ -88,10 +88,7 @@ fn matrix_run(d: &Path, cell: &str, report: &str) -> Command {
         .arg(d.join("executors.scm"))
         .args(["matrix", "run"])
         .arg(d.join(format!("{cell}.scm")))
-        .arg("--store")
-        .arg(d.join("store"))
-        .arg("--state-dir")
-        .arg(d.join("state"))
+        .args(store_and_state(d))
         .arg("--report-dir")
         .arg(d.join(report));
     cmd
@@ -103,10 +100,10 @@ fn report(d: &Path, report: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Starts the run of cell `cell` into `report`; it is waiting for the slot
-/// once it says so, its build not started.
-fn waiting_run(d: &Path, cell: &str, report: &str) -> Reading {
-    let run = spawn_reading_stderr(&mut matrix_run(d, cell, report));
+/// Starts `cmd` (in `d`), whose build marks `cell`: it is waiting for the
+/// slot of `solo` once it says so, its build not started.
+fn waiting(cmd: &mut Command, d: &Path, cell: &str) -> Reading {
+    let run = spawn_reading_stderr(cmd);
     let line = run.wait_for_line("waits for a build slot on solo");
     assert!(
         line.contains(
@@ -136,7 +133,7 @@ fn a_machine_s_slots_hold_across_matrix_runs_sharing_a_state_directory() {
 
     // Ctrl-C while the cell waits: the run ends (exit 130), the cell never
     // started.
-    let mut cancelled = waiting_run(d, "b", "report-cancelled");
+    let mut cancelled = waiting(&mut matrix_run(d, "b", "report-cancelled"), d, "b");
     cancelled.signal(libc::SIGINT);
     let out = cancelled.finish(Duration::from_secs(30), "the cancelled run");
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
@@ -148,7 +145,7 @@ fn a_machine_s_slots_hold_across_matrix_runs_sharing_a_state_directory() {
     assert!(!d.join("marks/started-b").exists());
 
     // The second run waits until the first one's build ends.
-    let second = waiting_run(d, "b", "report-b");
+    let second = waiting(&mut matrix_run(d, "b", "report-b"), d, "b");
     std::fs::write(d.join("marks/release-a"), "").unwrap();
     wait_until("the second run's build starts", || {
         d.join("marks/started-b").exists()
@@ -171,4 +168,86 @@ fn a_machine_s_slots_hold_across_matrix_runs_sharing_a_state_directory() {
         log.contains("attempt 1 waits for a build slot on solo"),
         "{log}"
     );
+}
+
+/// `fruix build --json` of the slot-hold executor on machine `solo`, its
+/// build marking `CELL`, with the store and state directory of the
+/// matrix runs in `d`.
+fn build_on_solo(d: &Path, cell: &str) -> Command {
+    let mut cmd = fruix();
+    cmd.arg("--executors-file")
+        .arg(d.join("executors.scm"))
+        .args(["build", "--executor", "slot-hold", "--source"])
+        .arg(d.join("src"))
+        .args(["--freebsd-version", "15.0-STABLE", "--jobs", "1"])
+        .arg("--make-flag")
+        .arg(format!("CELL={cell}"))
+        .arg("--machines")
+        .arg(d.join("machines.scm"))
+        .args(["--machine", "solo", "--no-out-link", "--json"])
+        .args(store_and_state(d));
+    cmd
+}
+
+/// The one JSON value `out` printed on stdout (`--json` prints nothing
+/// else there).
+fn json_stdout(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", describe(out)))
+}
+
+/// Regression: `fruix build --machine m` took none of m's slots, so a
+/// build run beside a `matrix run` (with the same state directory)
+/// overloaded m past its `parallel-builds`. Now it waits, saying so on
+/// stderr (under `--json`, stdout holds its JSON only), until the matrix
+/// run's build ends; Ctrl-C ends a build waiting so, never started.
+#[test]
+fn fruix_build_on_a_machine_waits_for_a_slot_a_matrix_run_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d, &["a"]);
+    let run = spawn_reading_stderr(&mut matrix_run(d, "a", "report-a"));
+    wait_until("the matrix run's build holds the slot", || {
+        d.join("marks/started-a").exists()
+    });
+
+    let run_dirs = || {
+        let runs = std::fs::read_dir(d.join("state/native-builds")).unwrap();
+        let mut names: Vec<_> = runs.map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        names
+    };
+    let before = run_dirs();
+    let mut cancelled = waiting(&mut build_on_solo(d, "c"), d, "c");
+    cancelled.signal(libc::SIGINT);
+    let out = cancelled.finish(Duration::from_secs(30), "the cancelled build");
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    let error = &json_stdout(&out)["error"]["message"];
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|m| m.contains("cancelled while it waited for a build slot on solo")),
+        "{}",
+        describe(&out)
+    );
+    assert!(!d.join("marks/started-c").exists());
+    assert_eq!(
+        run_dirs(),
+        before,
+        "the cancelled build made no result root"
+    );
+
+    let build = waiting(&mut build_on_solo(d, "b"), d, "b");
+    std::fs::write(d.join("marks/release-a"), "").unwrap();
+    wait_until("the build starts", || d.join("marks/started-b").exists());
+    assert!(
+        d.join("marks/ended-a").exists(),
+        "the build started only once the matrix run's build ended"
+    );
+    std::fs::write(d.join("marks/release-b"), "").unwrap();
+    let out = build.finish(Duration::from_secs(60), "the build");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(json_stdout(&out).is_object(), "{}", describe(&out));
+    let out = run.finish(Duration::from_secs(60), "the matrix run");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(report(d, "report-a")["cells"][0]["status"], "passed");
 }

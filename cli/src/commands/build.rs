@@ -1,5 +1,7 @@
 //! `fruix build`: run an executor, validate its result root, promote it.
 
+mod slot;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use fruix_core::escape;
 use fruix_core::executor::{
     run_executor_within, BuildRequest, EventSink, Executor, Registry, RunLimits,
 };
-use fruix_core::machines::Machines;
+use fruix_core::machines::{Machine, Machines};
 use fruix_core::manifest::Progress;
 use fruix_core::promotion::{BuildPolicy, SourceStore};
 use fruix_core::run_id::{allocate_run_dir, format_run_id};
@@ -67,10 +69,19 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     );
     refuse_ignored_flags(&args)?;
     let config = with_guest_flags(config_object(&args.config)?, &args.guest)?;
-    let signer = machine_signer(&config)?;
+    let machine = build_machine(&config)?;
+    let signer = match &machine {
+        Some((file, machine)) => machine_signer(file, machine)?,
+        None => None,
+    };
     let executor = registry
         .create(&args.executor, config)
         .map_err(|e| CliError::new(exit::before_run(&e), e))?;
+    // A remote executor builds on the machine: the build holds one of its
+    // slots, as a matrix's attempt on it does.
+    let slot_of = machine
+        .map(|(_, machine)| machine)
+        .filter(|_| executor.capabilities().remote);
     // Everything is checked before anything is created: the request, what
     // the executor can build, and the store it will be promoted into.
     let mut options = checked_options(&args, executor.as_ref())?;
@@ -128,6 +139,12 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         built_from = Some(PathBuf::from(&options.source.path));
         _temp_roots = Some(roots);
     }
+    // Its source added, the build waits for its machine's slot, if it has
+    // to, before it starts (its run id is that of its start).
+    let slot = match &slot_of {
+        Some(machine) => Some(slot::take(&args.state.state_dir, machine, &cancel).await?),
+        None => None,
+    };
     let plan = allocate(&args, options)?;
     // The build starts: its source object stays, whatever the build does.
     let store = store.map(MadeStore::keep).filter(|_| !args.no_promote);
@@ -147,6 +164,9 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         limits,
     )
     .await;
+    // The machine's slot is free again once the build ended: promotion
+    // runs on this host.
+    drop(slot);
     let _ = printer.await;
     display.store(false, Ordering::SeqCst);
     let untouched = match built_from {
@@ -252,9 +272,10 @@ fn refuse_ignored_flags(args: &BuildArgs) -> CliResult<()> {
     Ok(())
 }
 
-/// The machine (its name and public key) whose signatures a build on it
-/// must carry: the machines file's `signing-key` of the machine built on.
-fn machine_signer(config: &Value) -> CliResult<Option<(String, PublicKey)>> {
+/// The machine built on (`--machines FILE --machine NAME`, or the same
+/// keys given with `--config`), with the path of the machines file it was
+/// read from.
+fn build_machine(config: &Value) -> CliResult<Option<(PathBuf, Machine)>> {
     let (Some(file), Some(name)) = (
         config.get("machines").and_then(Value::as_str),
         config.get("machine").and_then(Value::as_str),
@@ -266,14 +287,20 @@ fn machine_signer(config: &Value) -> CliResult<Option<(String, PublicKey)>> {
     let machine = machines
         .get(name)
         .map_err(|e| CliError::new(exit::before_run(&e), e))?;
+    Ok(Some((machines.path.clone(), machine.clone())))
+}
+
+/// The machine (its name and public key) whose signatures a build on it
+/// must carry: the `signing-key` of `machine`, of machines file `file`.
+fn machine_signer(file: &Path, machine: &Machine) -> CliResult<Option<(String, PublicKey)>> {
     let Some(key) = &machine.signing_key else {
         return Ok(None);
     };
     let key = PublicKey::parse(key).map_err(|m| {
         CliError::usage(format!(
             "{}: machine {}: signing-key: {m}",
-            escape::path(&machines.path),
-            escape::quoted(name)
+            escape::path(file),
+            escape::quoted(&machine.name)
         ))
     })?;
     Ok(Some((machine.name.clone(), key)))

@@ -332,6 +332,21 @@ mod tests {
         (dir, store)
     }
 
+    /// A temporary store holding two worlds that differ in `./stamp` alone.
+    struct DivergingWorlds {
+        dir: tempfile::TempDir,
+        store: PathBuf,
+        w1: PathBuf,
+        w2: PathBuf,
+    }
+
+    fn diverging_worlds() -> DivergingWorlds {
+        let (dir, store) = temporary_store();
+        let w1 = object(&store, "w1", &[file("stamp", b"one")]);
+        let w2 = object(&store, "w2", &[file("stamp", b"two")]);
+        DivergingWorlds { dir, store, w1, w2 }
+    }
+
     /// A passed cell with `artifacts`: (name, store object, signature).
     fn passed(dir: &Path, id: &str, artifacts: &[(&str, &Path, &str)]) -> CellReport {
         let mut c = cell(id, CellStatus::Passed, dir);
@@ -441,9 +456,8 @@ mod tests {
 
     #[test]
     fn objects_outside_the_given_store_are_never_read() {
-        let (dir, store) = temporary_store();
+        let DivergingWorlds { dir, store, w1, .. } = diverging_worlds();
         let d = dir.path();
-        let w1 = object(&store, "w1", &[file("stamp", b"one")]);
         let elsewhere = object(d, "w2", &[file("stamp", b"two")]);
         let cells = [
             passed(d, "local-GENERIC", &[("world", &w1, "sha256:w1")]),
@@ -487,10 +501,8 @@ mod tests {
     /// a consumer can match, and `diffoscope` lists only diffoscope's runs.
     #[test]
     fn a_pair_whose_files_are_not_compared_says_why_apart_from_diffoscope() {
-        let (dir, store) = temporary_store();
+        let DivergingWorlds { dir, store, w1, w2 } = diverging_worlds();
         let d = dir.path();
-        let w1 = object(&store, "w1", &[file("stamp", b"one")]);
-        let w2 = object(&store, "w2", &[file("stamp", b"two")]);
         let elsewhere = object(d, "w3", &[file("stamp", b"three")]);
         let unreadable = store.join("w4");
         std::fs::create_dir(&unreadable).unwrap();
@@ -554,10 +566,8 @@ mod tests {
 
     #[test]
     fn diffoscope_never_writes_outside_the_report_directory() {
-        let (dir, store) = temporary_store();
+        let DivergingWorlds { dir, store, w1, w2 } = diverging_worlds();
         let d = dir.path();
-        let w1 = object(&store, "w1", &[file("stamp", b"one")]);
-        let w2 = object(&store, "w2", &[file("stamp", b"two")]);
         let evil = d.join("evil");
         let name = evil.to_str().unwrap();
         let cells = [

@@ -8,6 +8,8 @@
 //! error and the cell log's last lines, and `<system-out>` names the
 //! machine, the result bundle and the log. A second suite holds one test
 //! case per agreement check, failing on divergence with the differing files.
+//! Each suite of a report that names a pipeline run (`collect
+//! --pipeline-run ID`) has the property `pipeline_run`, its id.
 //!
 //! The Jenkins schema allows no attribute on `<skipped>` (the reason is its
 //! text: the cell's error, or what stopped it) and no `skipped` on
@@ -23,7 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use fruix_core::escape;
-use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Property, TestCase, TestCaseStatus, TestSuite};
 
 use super::{AgreementReport, CellReport, Report};
 use crate::runner::CellStatus;
@@ -197,18 +199,27 @@ fn agreement_case(a: &AgreementReport) -> TestCase {
     case
 }
 
-/// A suite started at `timestamp` on `hostname`, with `cases`; the skipped
+/// A suite of `report`'s run on `hostname`, with `cases`; the skipped
 /// ones are counted as `skipped`, as the Jenkins schema knows it, not as
-/// `disabled`.
+/// `disabled`. It names the report's pipeline run, if any, as its property
+/// `pipeline_run`.
 fn suite(
     name: &str,
     cases: impl IntoIterator<Item = TestCase>,
-    timestamp: chrono::DateTime<chrono::FixedOffset>,
+    report: &Report,
     hostname: &str,
 ) -> TestSuite {
     let mut suite = TestSuite::new(name);
     suite.add_test_cases(cases);
+    // A time no run gives (cell reports are checked, but a report is
+    // written whatever it holds) is the epoch, not a panic.
+    let timestamp = chrono::DateTime::from_timestamp_millis((report.started_at * 1000.0) as i64)
+        .unwrap_or_default()
+        .fixed_offset();
     suite.set_timestamp(timestamp);
+    if let Some(run) = &report.pipeline_run {
+        suite.add_property(Property::new("pipeline_run", run.as_str()));
+    }
     let skipped = suite
         .test_cases
         .iter()
@@ -227,23 +238,18 @@ fn suite(
 
 /// The JUnit report of `report`; `hostname` names this host.
 pub fn junit(report: &Report, hostname: &str) -> quick_junit::Report {
-    // A time no run gives (cell reports are checked, but a report is
-    // written whatever it holds) is the epoch, not a panic.
-    let timestamp = chrono::DateTime::from_timestamp_millis((report.started_at * 1000.0) as i64)
-        .unwrap_or_default()
-        .fixed_offset();
     let duration = seconds(report.duration_s);
     let mut cells = suite(
         "fruix matrix cells",
         report.cells.iter().map(cell_case),
-        timestamp,
+        report,
         hostname,
     );
     cells.set_time(duration);
     let agreement = suite(
         "fruix matrix agreement",
         report.agreement.iter().map(agreement_case),
-        timestamp,
+        report,
         hostname,
     );
     let mut junit = quick_junit::Report::new(xml_text(&format!(
@@ -261,6 +267,7 @@ mod tests {
     use super::*;
     use crate::report::fixtures;
     use crate::report::AttemptReport;
+    use crate::split::PipelineRun;
 
     /// The tail as it was, read from the whole log.
     fn whole_log_tail(path: &Path, n: usize) -> String {
@@ -491,6 +498,28 @@ mod tests {
             xml.contains("<skipped>fail-fast: cell local-MINIMAL did not pass</skipped>"),
             "{xml}"
         );
+    }
+
+    /// Regression: `junit.xml` did not say which pipeline run `collect
+    /// --pipeline-run` took, which `report.json` records.
+    #[test]
+    fn each_suite_names_the_pipeline_run_the_report_names() {
+        let properties = |back: &quick_junit::Report| -> Vec<Vec<(String, String)>> {
+            let pairs = |s: &TestSuite| {
+                let p = s.properties.iter();
+                p.map(|p| (p.name.to_string(), p.value.to_string()))
+                    .collect()
+            };
+            back.test_suites.iter().map(pairs).collect()
+        };
+        let (xml, back) = round_trip(|report| {
+            report.pipeline_run = Some(PipelineRun::new("4242-1").unwrap());
+        });
+        let named = vec![("pipeline_run".to_string(), "4242-1".to_string())];
+        assert_eq!(properties(&back), [named.clone(), named], "{xml}");
+        let (xml, back) = round_trip(|report| report.pipeline_run = None);
+        assert_eq!(properties(&back), [vec![], vec![]], "{xml}");
+        assert!(!xml.contains("<properties"), "{xml}");
     }
 
     #[test]

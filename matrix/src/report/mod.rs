@@ -51,7 +51,8 @@ pub struct Report {
     pub machines_file: Option<PathBuf>,
     /// The CI pipeline run whose cell reports `collect --pipeline-run ID`
     /// took (reports of other runs were set aside); `null` when none was
-    /// given (and after `matrix run`).
+    /// given (and after `matrix run`). `junit.xml` names it too, as the
+    /// property `pipeline_run` of each suite.
     pub pipeline_run: Option<PipelineRun>,
     /// Every cell of the matrix, in expansion order, also those that never
     /// started (and, after `collect`, those without a report: `missing`).

@@ -298,7 +298,31 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::fixtures::{local, named, pool, remote};
+    use crate::schedule::fixtures::{local, named, pinned_to, pool, remote};
+
+    /// A system failure of a machine that no longer accepts connections.
+    const UNREACHABLE: AttemptOutcome = AttemptOutcome::Failed {
+        failure: Failure::System,
+        unusable: Some(Unusable::Unreachable),
+    };
+
+    /// The one attempt `d` starts now; else fails, saying it expected
+    /// `expected`.
+    #[track_caller]
+    fn starts_one(d: &mut Dispatcher, expected: &str) -> Start {
+        let steps = d.dispatch();
+        let [Step::Start(start)] = steps.as_slice() else {
+            panic!("{expected}: {steps:?}");
+        };
+        start.clone()
+    }
+
+    /// Asserts that of `d`'s pool, `fast` alone is set aside, for `reason`.
+    #[track_caller]
+    fn only_fast_set_aside(d: &Dispatcher, reason: &str) {
+        let only_fast = [("fast".to_string(), reason.to_string())];
+        assert_eq!(d.pool().set_aside_machines(), only_fast);
+    }
 
     /// The attempts (with their tick), each cell's final outcome, and the
     /// cells cancelled by fail-fast.
@@ -356,10 +380,7 @@ mod tests {
 
     fn down(machine: &'static str) -> impl Fn(usize, &Placement) -> AttemptOutcome {
         move |_, p| match p {
-            Placement::Machine(m) if m == machine => AttemptOutcome::Failed {
-                failure: Failure::System,
-                unusable: Some(Unusable::Unreachable),
-            },
+            Placement::Machine(m) if m == machine => UNREACHABLE,
             _ => AttemptOutcome::Passed,
         }
     }
@@ -391,22 +412,9 @@ mod tests {
     #[test]
     fn a_machine_is_set_aside_naming_the_cell_by_its_id_escaped() {
         let mut d = Dispatcher::new(pool(None), vec![("a\n\x1b[2Jb".into(), remote())], 1, false);
-        let steps = d.dispatch();
-        let [Step::Start(start)] = steps.as_slice() else {
-            panic!("the cell starts: {steps:?}");
-        };
-        let outcome = AttemptOutcome::Failed {
-            failure: Failure::System,
-            unusable: Some(Unusable::Unreachable),
-        };
-        assert_eq!(d.finished(start, outcome), Verdict::Retry);
-        assert_eq!(
-            d.pool().set_aside_machines(),
-            [(
-                "fast".to_string(),
-                "unreachable after attempt 1 of cell a\\n\\033[2Jb".to_string()
-            )]
-        );
+        let start = starts_one(&mut d, "the cell starts");
+        assert_eq!(d.finished(&start, UNREACHABLE), Verdict::Retry);
+        only_fast_set_aside(&d, "unreachable after attempt 1 of cell a\\n\\033[2Jb");
     }
 
     #[test]
@@ -488,13 +496,7 @@ mod tests {
         // Tick 0: c0 on fast, c1 and c2 on slow. Tick 1: c0's retry and c3
         // take slow's slots; c4 has only fast left.
         assert_eq!(on_fast, [0, 4]);
-        assert_eq!(
-            d.pool().set_aside_machines(),
-            [(
-                "fast".to_string(),
-                "2 attempts in a row failed with a system failure on it: attempt 1 of cell c0, attempt 1 of cell c4: helper\\n/no/fruix: not found".to_string()
-            )]
-        );
+        only_fast_set_aside(&d, "2 attempts in a row failed with a system failure on it: attempt 1 of cell c0, attempt 1 of cell c4: helper\\n/no/fruix: not found");
     }
 
     /// Only system failures in a row count: a passed attempt or a build
@@ -503,10 +505,7 @@ mod tests {
     /// line.
     #[test]
     fn only_system_failures_in_a_row_set_a_machine_aside() {
-        let pinned = Need {
-            pinned: Some("fast".into()),
-            ..remote()
-        };
+        let pinned = pinned_to("fast");
         let mut d = Dispatcher::new(pool(None), named(vec![pinned; 6]), 0, false);
         let failed = |failure| AttemptOutcome::Failed {
             failure,
@@ -521,39 +520,20 @@ mod tests {
             failed(Failure::Cancelled),
         ];
         for outcome in outcomes {
-            let steps = d.dispatch();
-            let [Step::Start(start)] = steps.as_slice() else {
-                panic!("one cell at a time on fast: {steps:?}");
-            };
-            d.finished_with_error(start, outcome, Some("lost"));
+            let start = starts_one(&mut d, "one cell at a time on fast");
+            d.finished_with_error(&start, outcome, Some("lost"));
             assert!(d.pool().set_aside_machines().is_empty(), "{outcome:?}");
         }
         let mut d = Dispatcher::new(pool(None), named(vec![remote()]), 0, false);
-        let steps = d.dispatch();
-        let [Step::Start(start)] = steps.as_slice() else {
-            panic!("c0 starts: {steps:?}");
-        };
-        let unreachable = AttemptOutcome::Failed {
-            failure: Failure::System,
-            unusable: Some(Unusable::Unreachable),
-        };
+        let start = starts_one(&mut d, "c0 starts");
         let error = "ssh: connect to host h2 port 22: Connection refused\r\n\x1b[2J";
-        d.finished_with_error(start, unreachable, Some(error));
-        assert_eq!(
-            d.pool().set_aside_machines(),
-            [(
-                "fast".to_string(),
-                "unreachable after attempt 1 of cell c0: ssh: connect to host h2 port 22: Connection refused\\r\\n\\033[2J".to_string()
-            )]
-        );
+        d.finished_with_error(&start, UNREACHABLE, Some(error));
+        only_fast_set_aside(&d, "unreachable after attempt 1 of cell c0: ssh: connect to host h2 port 22: Connection refused\\r\\n\\033[2J");
     }
 
     #[test]
     fn a_cell_no_machine_can_take_fails_as_a_system_failure() {
-        let pinned = Need {
-            pinned: Some("fast".into()),
-            ..remote()
-        };
+        let pinned = pinned_to("fast");
         let (attempts, finals, _) = simulate(vec![pinned], 3, false, None, down("fast"));
         assert_eq!(
             attempts.len(),

@@ -99,4 +99,12 @@ pub(crate) mod fixtures {
             ..remote()
         }
     }
+
+    /// A remote cell pinned to `machine`.
+    pub fn pinned_to(machine: &str) -> Need {
+        Need {
+            pinned: Some(machine.into()),
+            ..remote()
+        }
+    }
 }

@@ -259,7 +259,7 @@ fn all_set_aside(eligible: &[&MachineSlots]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::fixtures::{local, machines, pool, remote};
+    use crate::schedule::fixtures::{local, machines, pinned_to, pool, remote};
 
     fn on(name: &str) -> Decision {
         Decision::Run(Placement::Machine(name.into()))
@@ -302,15 +302,8 @@ mod tests {
         assert!(
             matches!(only_arm.decide(&riscv, &[]), Decision::Never(m) if m.contains("builds riscv64"))
         );
-        let pinned = Need {
-            pinned: Some("slow".into()),
-            ..remote()
-        };
-        assert_eq!(p.decide(&pinned, &[]), on("slow"));
-        let unknown = Need {
-            pinned: Some("nowhere".into()),
-            ..remote()
-        };
+        assert_eq!(p.decide(&pinned_to("slow"), &[]), on("slow"));
+        let unknown = pinned_to("nowhere");
         assert!(matches!(p.decide(&unknown, &[]), Decision::Never(m) if m.contains("\"nowhere\"")));
     }
 
@@ -337,9 +330,8 @@ mod tests {
             "never the faster template"
         );
         let pinned = |machine: &str, boots_vms: bool| Need {
-            pinned: Some(machine.into()),
             boots_vms,
-            ..remote()
+            ..pinned_to(machine)
         };
         assert!(
             matches!(p.decide(&pinned("template", false), &[]), Decision::Never(m) if m.contains("virtual machine template")),

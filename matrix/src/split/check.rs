@@ -357,14 +357,17 @@ pub(super) mod tests {
         path
     }
 
-    #[test]
-    fn a_cell_report_must_match_the_matrix_and_its_cell() {
+    /// Reads and checks a report of [`matrix`]'s first cell, `local-GENERIC`,
+    /// that [`written`] wrote with `edit`.
+    fn check_edited(edit: impl FnOnce(&mut CellFile)) -> Result<CellFile, CellReportProblem> {
         let dir = tempfile::tempdir().unwrap();
         let cells = matrix();
-        let check = |edit: fn(&mut CellFile)| {
-            read_cell_report(&written(dir.path(), &cells[0], edit), "sha256:aa", &cells)
-        };
-        assert_eq!(check(|_| {}).unwrap().cell.id, "local-GENERIC");
+        read_cell_report(&written(dir.path(), &cells[0], edit), "sha256:aa", &cells)
+    }
+
+    #[test]
+    fn a_cell_report_must_match_the_matrix_and_its_cell() {
+        assert_eq!(check_edited(|_| {}).unwrap().cell.id, "local-GENERIC");
         let mismatch = |field| {
             Err(CellReportProblem::Mismatch {
                 cell: "local-GENERIC".into(),
@@ -372,31 +375,31 @@ pub(super) mod tests {
             })
         };
         assert_eq!(
-            check(|r| r.cell.kernconf = "MINIMAL".into()),
+            check_edited(|r| r.cell.kernconf = "MINIMAL".into()),
             mismatch("kernconf")
         );
         assert_eq!(
-            check(|r| r.cell.executor = "mini-sh".into()),
+            check_edited(|r| r.cell.executor = "mini-sh".into()),
             mismatch("executor")
         );
         assert_eq!(
-            check(|r| r.cell.make_flag = Some("X=1".into())),
+            check_edited(|r| r.cell.make_flag = Some("X=1".into())),
             mismatch("make-flag")
         );
         assert_eq!(
-            check(|r| r.cell.id = "\u{1b}[2Jx".into()),
+            check_edited(|r| r.cell.id = "\u{1b}[2Jx".into()),
             Err(CellReportProblem::UnknownCell("\"\\033[2Jx\"".into()))
         );
         assert!(matches!(
-            check(|r| r.matrix_digest = "sha256:bb".into()),
+            check_edited(|r| r.matrix_digest = "sha256:bb".into()),
             Err(CellReportProblem::OtherMatrix { .. })
         ));
         assert!(matches!(
-            check(|r| r.format_version = 2),
+            check_edited(|r| r.format_version = 2),
             Err(CellReportProblem::Corrupt(_))
         ));
         assert!(matches!(
-            check(|r| r.cell.status = CellStatus::Missing),
+            check_edited(|r| r.cell.status = CellStatus::Missing),
             Err(CellReportProblem::Corrupt(_))
         ));
     }
@@ -406,11 +409,6 @@ pub(super) mod tests {
     /// `junit.xml`.
     #[test]
     fn a_cell_report_whose_times_are_no_times_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let cells = matrix();
-        let check = |edit: &dyn Fn(&mut CellFile)| {
-            read_cell_report(&written(dir.path(), &cells[0], edit), "sha256:aa", &cells)
-        };
         let bad = |field: &str, value: f64| {
             Err(CellReportProblem::BadTime {
                 cell: "local-GENERIC".into(),
@@ -419,19 +417,19 @@ pub(super) mod tests {
             })
         };
         assert_eq!(
-            check(&|r| r.cell.duration_s = -1.0),
+            check_edited(|r| r.cell.duration_s = -1.0),
             bad("duration_s", -1.0)
         );
         assert_eq!(
-            check(&|r| r.cell.duration_s = 1e300),
+            check_edited(|r| r.cell.duration_s = 1e300),
             bad("duration_s", 1e300)
         );
         assert_eq!(
-            check(&|r| r.cell.started_at = Some(-5.0)),
+            check_edited(|r| r.cell.started_at = Some(-5.0)),
             bad("started_at", -5.0)
         );
         assert_eq!(
-            check(&|r| r.cell.finished_at = Some(MAX_UNIX_SECONDS * 2.0)),
+            check_edited(|r| r.cell.finished_at = Some(MAX_UNIX_SECONDS * 2.0)),
             bad("finished_at", MAX_UNIX_SECONDS * 2.0)
         );
         let attempt = AttemptReport {
@@ -439,10 +437,10 @@ pub(super) mod tests {
             ..attempt("local", CellStatus::Passed)
         };
         assert_eq!(
-            check(&|r| r.cell.attempts = vec![attempt.clone()]),
+            check_edited(|r| r.cell.attempts = vec![attempt.clone()]),
             bad("attempts[0].finished_at", -2.0)
         );
-        let fine = check(&|r| {
+        let fine = check_edited(|r| {
             r.cell.started_at = Some(0.0);
             r.cell.finished_at = Some(MAX_UNIX_SECONDS);
         });
@@ -454,63 +452,58 @@ pub(super) mod tests {
     /// before it started, and counted the cell as passed.
     #[test]
     fn a_cell_report_that_contradicts_itself_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let cells = matrix();
-        let check = |edit: &dyn Fn(&mut CellFile)| {
-            read_cell_report(&written(dir.path(), &cells[0], edit), "sha256:aa", &cells)
-        };
         let says = |message: &str| {
             Err(CellReportProblem::Inconsistent {
                 cell: "local-GENERIC".into(),
                 message: message.into(),
             })
         };
-        assert!(check(&|_| {}).is_ok());
+        assert!(check_edited(|_| {}).is_ok());
         assert_eq!(
-            check(&|r| r.cell.attempts.clear()),
+            check_edited(|r| r.cell.attempts.clear()),
             says("it is `passed` but lists no attempt")
         );
         assert_eq!(
-            check(&|r| r.cell.attempts[0].status = CellStatus::BuildFailure),
+            check_edited(|r| r.cell.attempts[0].status = CellStatus::BuildFailure),
             says("it is `passed` but its last attempt is `build-failure`")
         );
         assert_eq!(
-            check(&|r| {
+            check_edited(|r| {
                 let failed = attempt("local", CellStatus::SystemFailure);
                 r.cell.attempts.push(failed);
             }),
             says("it is `passed` but its last attempt is `system-failure`")
         );
         assert_eq!(
-            check(&|r| r.cell.error = Some("build step `buildworld` failed".into())),
+            check_edited(|r| r.cell.error = Some("build step `buildworld` failed".into())),
             says("it is `passed` but gives an `error`")
         );
         assert_eq!(
-            check(&|r| r.cell.finished_at = Some(0.5)),
+            check_edited(|r| r.cell.finished_at = Some(0.5)),
             says("`finished_at` (0.5) is before `started_at` (1)")
         );
         assert_eq!(
-            check(&|r| r.cell.attempts[0].started_at = 3.0),
+            check_edited(|r| r.cell.attempts[0].started_at = 3.0),
             says("`attempts[0].finished_at` (2) is before `attempts[0].started_at` (3)")
         );
         assert_eq!(
-            check(&|r| r.cell.machine = Some("m\u{1b}1".into())),
+            check_edited(|r| r.cell.machine = Some("m\u{1b}1".into())),
             says("its `machine` is \"m\\0331\" but its last attempt ran on \"local\"")
         );
         // A failed cell's last attempt may have passed (its promotion
         // failed); a cell that never started names no machine.
-        let promotion_failed = check(&|r| {
+        let promotion_failed = check_edited(|r| {
             r.cell.status = CellStatus::BuildFailure;
             r.cell.error = Some("promotion failed: disk full".into());
         });
         assert!(promotion_failed.is_ok(), "{promotion_failed:?}");
         let unstarted = CellReport::unstarted(
-            &cells[0],
+            &matrix()[0],
             CellStatus::Cancelled,
             Some("never started".into()),
         );
         let never_started = |machine: Option<&str>| {
-            check(&|r| {
+            check_edited(|r| {
                 r.cell = unstarted.clone();
                 r.cell.machine = machine.map(str::to_string);
             })
