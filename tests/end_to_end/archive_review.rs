@@ -13,8 +13,9 @@ use fruix_core::testing::{edit_header, object_at};
 use fruix_promote::object::{object_hash, ObjectIdentity};
 
 use crate::util::{
-    failed_with, fruix, promote_report, run_json, run_ok, run_with_deadline, sample_root, snapshot,
-    spawn_piped, store_export, store_import, verify_store, wait_with_deadline,
+    failed_with, fruix, promote_report, promoted_store, run_json, run_ok, run_with_deadline,
+    sample_root, snapshot, spawn_piped, store_export, store_import, verify_store,
+    wait_with_deadline,
 };
 
 /// Exports the closure of a sample result root's bundle (unsigned) from
@@ -247,8 +248,7 @@ fn a_refused_import_leaves_an_empty_directory_empty() {
 #[test]
 fn an_archive_that_is_a_directory_and_an_output_named_dash_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let report = promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+    let (store, report) = promoted_store(dir.path());
     let bundle = report["result_store"].as_str().unwrap();
     let before = snapshot(&store);
     let into = dir.path().join("other");

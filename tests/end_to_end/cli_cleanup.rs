@@ -13,7 +13,7 @@ use std::process::Command;
 
 use crate::matrix::{external_executors, Matrix};
 use crate::signing::key;
-use crate::sshd::{script, Sshd};
+use crate::sshd::{bind_mounted_fruix, Sshd};
 use crate::util::{
     fixture_build, fixture_build_into, fruix, key_values, listing, object_names, promote_report,
     require_tool, run_failing, run_json, run_ok, sample_root, ssh_store_copy, store_export,
@@ -104,15 +104,7 @@ fn store_copy_from_keeps_a_store_it_made_only_when_the_copy_succeeds() {
     std::fs::create_dir(&shadow).unwrap();
     std::fs::rename(dir.path().join("new"), shadow.join("new")).unwrap();
     let remote_program = dir.path().join("remote-fruix");
-    script(
-        &remote_program,
-        &format!(
-            "#!/bin/sh\nexec unshare --mount sh -c 'mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"' sh {shadow} {dir} {fruix} \"$@\"\n",
-            shadow = shadow.display(),
-            dir = dir.path().display(),
-            fruix = env!("CARGO_BIN_EXE_fruix"),
-        ),
-    );
+    bind_mounted_fruix(&remote_program, "", &shadow, dir.path());
     let (_, stranger) = key(dir.path(), "stranger");
     let copy = |store: &Path, trusted: &str| {
         let mut cmd = ssh_store_copy(

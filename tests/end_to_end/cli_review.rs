@@ -7,8 +7,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::ssh_import::build_with;
-use crate::sshd::{script, Sshd};
+use crate::ssh_import::{answering_helper, build_exiting};
+use crate::sshd::Sshd;
 use crate::util::{
     failed_with, fixture_build_into, fixture_source, fruix, key_values, listing, promote_command,
     promote_linked, run, run_json, run_ok, sample_root, source_add,
@@ -30,17 +30,9 @@ fn lines_starting<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
 #[test]
 fn a_guest_warning_cannot_forge_a_line_on_the_hosts_stderr() {
     let sshd = Sshd::trusted();
-    let helper = sshd.dir.path().join("forging-fruix");
-    script(
-        &helper,
-        &format!(
-            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec {fruix} --version; fi\ncat >/dev/null\nprintf '%s\\n' '{{\"v\":1,\"event\":{{\"event\":\"warning\",\"message\":\"harmless\\nfruix: error: FORGED by the guest\"}}}}'\nexit 3\n",
-            fruix = env!("CARGO_BIN_EXE_fruix")
-        ),
-    );
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = build_with(&sshd, host.path(), &helper);
-    assert_eq!(code, Some(3), "{stderr}");
+    let warning = r#"printf '%s\n' '{"v":1,"event":{"event":"warning","message":"harmless\nfruix: error: FORGED by the guest"}}'"#;
+    let helper = answering_helper(&sshd, "forging-fruix", &format!("{warning}\nexit 3"));
+    let stderr = build_exiting(&sshd, &helper, 3, "the forging helper");
     assert!(
         stderr.contains("in the guest: harmless\\nfruix: error: FORGED by the guest"),
         "the warning is shown, its newline escaped: {stderr}"

@@ -12,16 +12,22 @@ use std::time::Duration;
 
 use crate::sshd::Sshd;
 use crate::util::{
-    failed_with, fruix, into_full_disk, promote_report, run, run_failing, run_ok,
-    run_with_deadline, sample_root, ssh_store_copy, store_export, verify_store, wait_until,
+    failed_with, fruix, into_full_disk, promoted_store, run, run_failing, run_ok,
+    run_with_deadline, ssh_store_copy, store_export, verify_store, wait_until,
 };
 
 /// A store in `dir` holding the objects of a sample result root; the
 /// store's path and the bundle's.
 fn populated(dir: &Path) -> (PathBuf, String) {
-    let store = dir.join("store");
-    let report = promote_report(&store, &sample_root(dir, "root"), &[]);
+    let (store, report) = promoted_store(dir);
     (store, report["result_store"].as_str().unwrap().to_string())
+}
+
+/// A [`populated`] store in a new temporary directory, returned with it.
+fn populated_dir() -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, bundle) = populated(dir.path());
+    (dir, store, bundle)
 }
 
 /// Runs `cmd` with its standard output a pipe nobody reads: its read end
@@ -42,8 +48,7 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn a_stdout_that_cannot_be_written_is_a_system_failure_said_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = populated(dir.path());
+    let (_dir, store, _) = populated_dir();
     let list = || {
         let mut cmd = fruix();
         cmd.args(["store", "list", "--json", "--store"]).arg(&store);
@@ -138,8 +143,7 @@ fn a_refused_copy_from_leaves_no_store_behind() {
 
 #[test]
 fn copy_to_refuses_the_trust_flags_of_copy_from() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, bundle) = populated(dir.path());
+    let (dir, store, bundle) = populated_dir();
     let keys = dir.path().join("keys");
     std::fs::write(&keys, "").unwrap();
     let url = format!("ssh://root@127.0.0.1:{}", closed_port());
@@ -180,8 +184,7 @@ fn copy_to_refuses_the_trust_flags_of_copy_from() {
 
 #[test]
 fn a_refusal_by_the_other_store_says_once_that_it_was_not_changed() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, bundle) = populated(dir.path());
+    let (dir, store, bundle) = populated_dir();
     // The other side's store exists, at another path: the archive names
     // this store's path, and the other store refuses it.
     let other = dir.path().join("other");
@@ -231,8 +234,7 @@ fn terminate(child: &std::process::Child) {
 
 #[test]
 fn a_cancelled_export_leaves_no_archive_and_a_rerun_writes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, bundle) = populated(dir.path());
+    let (dir, store, bundle) = populated_dir();
     let target = dir.path().join("out.arc");
     let export = || store_export(&store, &target, &["--recursive"], &bundle);
     let lock = crate::util::hold_gc_lock(&store);
@@ -263,8 +265,7 @@ fn store_temporaries(store: &Path) -> usize {
 
 #[test]
 fn a_cancelled_import_removes_its_temporaries_and_the_store_it_made() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, bundle) = populated(dir.path());
+    let (dir, store, bundle) = populated_dir();
     let archive = dir.path().join("a.arc");
     run_ok(&mut store_export(
         &store,
@@ -310,8 +311,7 @@ fn a_cancelled_import_removes_its_temporaries_and_the_store_it_made() {
 
 #[test]
 fn output_files_that_cannot_be_made_exit_2_when_misnamed_else_3() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, bundle) = populated(dir.path());
+    let (dir, store, bundle) = populated_dir();
     let export = |to: &Path| store_export(&store, to, &[], &bundle);
     run_failing(&mut export(&dir.path().join("missing/x.arc")), 2, &[]);
     // Not a question of the name: a directory nobody may write in.
@@ -511,8 +511,7 @@ fn help_names_every_subcommand_and_generate_key_takes_json() {
 /// 1 MiB, its type checked before a byte is read.
 #[test]
 fn key_files_that_are_no_regular_files_or_too_large_are_refused_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, bundle) = populated(dir.path());
+    let (dir, store, bundle) = populated_dir();
     let fifo = dir.path().join("fifo");
     fruix_core::testing::mkfifo(&fifo).unwrap();
     let large = dir.path().join("large");

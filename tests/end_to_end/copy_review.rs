@@ -18,8 +18,8 @@ use fruix_promote::Store;
 
 use crate::sshd::{script, Sshd};
 use crate::util::{
-    failed_with, object_names, promote_report, run_ok, run_with_deadline, sample_root, snapshot,
-    ssh_store_copy, store_export, store_import,
+    failed_with, object_names, promoted_store, run_ok, run_with_deadline, snapshot, ssh_store_copy,
+    store_export, store_import,
 };
 
 /// A sample result root promoted into `dir/store` (unsigned), whose world
@@ -40,8 +40,7 @@ struct Exported {
 impl Exported {
     fn new() -> Exported {
         let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let report = promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+        let (store, report) = promoted_store(dir.path());
         let path = |a: &str| report["artifacts"][a]["store_path"].as_str().unwrap();
         let archive = |object: &str, flags: &[&str]| {
             let file = dir.path().join("exported");

@@ -53,6 +53,16 @@ exec {tar} "$@"
     );
 }
 
+/// A guest of [`Sshd::trusted_with_bin`], a marker for [`holding_tar`] in
+/// its directory, and what kills the processes carrying the marker when
+/// the test ends.
+fn guest_with_marker() -> (Sshd, PathBuf, Leftovers) {
+    let sshd = Sshd::trusted_with_bin();
+    let marker = sshd.dir.path().join("import-holding");
+    let leftovers = Leftovers(marker.clone());
+    (sshd, marker, leftovers)
+}
+
 /// A guest-self-hosted build of the miniature tree in the guest of `sshd`,
 /// into run `r1` of a new host state, its stderr read as it comes.
 fn self_hosted_build(sshd: &Sshd) -> (tempfile::TempDir, Reading) {
@@ -83,9 +93,7 @@ fn import_holds(build: &Reading, host: &Path, marker: &Path) {
 /// waiting): Ctrl-C ends it within [`PROMPTLY`] (it took a second or more).
 #[test]
 fn ctrl_c_during_a_guest_import_ends_within_a_second_leaving_nothing() {
-    let sshd = Sshd::trusted_with_bin();
-    let marker = sshd.dir.path().join("import-holding");
-    let _leftovers = Leftovers(marker.clone());
+    let (sshd, marker, _leftovers) = guest_with_marker();
     holding_tar(&sshd, &marker, "");
     let (host, build) = self_hosted_build(&sshd);
     import_holds(&build, host.path(), &marker);
@@ -98,9 +106,7 @@ fn ctrl_c_during_a_guest_import_ends_within_a_second_leaving_nothing() {
 /// It ends the wait at once now.
 #[test]
 fn ctrl_c_while_a_dropped_import_waits_to_be_tried_again_ends_it_at_once() {
-    let sshd = Sshd::trusted_with_bin();
-    let marker = sshd.dir.path().join("import-holding");
-    let _leftovers = Leftovers(marker.clone());
+    let (sshd, marker, _leftovers) = guest_with_marker();
     // The first import's connection drops: its sshd process is killed.
     let first = dropping_first(&sshd, "");
     holding_tar(&sshd, &marker, &first);
@@ -126,9 +132,7 @@ fn dropping_first(sshd: &Sshd, then: &str) -> String {
 /// period, had passed. It ends the reconnection at once now.
 #[test]
 fn ctrl_c_while_a_dropped_import_reconnects_ends_it_at_once() {
-    let sshd = Sshd::trusted_with_bin();
-    let marker = sshd.dir.path().join("import-holding");
-    let _leftovers = Leftovers(marker.clone());
+    let (sshd, marker, _leftovers) = guest_with_marker();
     // The first import stops the guest's sshd (it accepts no connection
     // any more), then drops its own connection.
     let listener = sshd.dir.path().join("sshd.pid");
@@ -163,9 +167,7 @@ fn waiting_to_be_accepted(port: u16) -> usize {
 /// loop), left it running in the guest. Now its lifeline stops it.
 #[test]
 fn a_guest_import_whose_host_is_killed_leaves_nothing_running_in_the_guest() {
-    let sshd = Sshd::trusted_with_bin();
-    let marker = sshd.dir.path().join("import-holding");
-    let _leftovers = Leftovers(marker.clone());
+    let (sshd, marker, _leftovers) = guest_with_marker();
     holding_tar(&sshd, &marker, "");
     let (host, mut build) = self_hosted_build(&sshd);
     import_holds(&build, host.path(), &marker);
@@ -183,9 +185,7 @@ fn a_guest_import_whose_host_is_killed_leaves_nothing_running_in_the_guest() {
 /// lifeline stops it.
 #[test]
 fn a_dropped_import_leaves_nothing_of_its_tar_running_in_the_guest() {
-    let sshd = Sshd::trusted_with_bin();
-    let marker = sshd.dir.path().join("import-holding");
-    let _leftovers = Leftovers(marker.clone());
+    let (sshd, marker, _leftovers) = guest_with_marker();
     // The first import's `tar` holds (with a mark of its own) once it has
     // dropped its connection.
     let dropped = sshd.dir.path().join("dropped-holding");

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use fruix_core::testing::conformance::processes_mentioning;
 
-use crate::ssh_import::{build_with, build_with_helper};
-use crate::sshd::{guest_build, script, Sshd};
+use crate::ssh_import::{answering_helper, build_exiting, build_with_helper};
+use crate::sshd::{guest_build, Sshd};
 use crate::util::{require_tool, run, run_with_deadline, spawn_reading_stderr, wait_until};
 
 /// Guest stderr that would recolour the terminal and forge an error line.
@@ -106,20 +106,6 @@ fn a_host_initiated_step_log_holds_no_raw_terminal_escapes() {
     assert!(!log.contains(['\u{1b}', '\u{7}']), "raw bytes: {log:?}");
 }
 
-/// A guest helper (for `build_with`) that answers `--version` as fruix
-/// does, reads the request, then runs `body`.
-fn helper(sshd: &Sshd, name: &str, body: &str) -> std::path::PathBuf {
-    let fruix = env!("CARGO_BIN_EXE_fruix");
-    let path = sshd.dir.path().join(name);
-    script(
-        &path,
-        &format!(
-            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec {fruix} --version; fi\ncat >/dev/null\n{body}\n"
-        ),
-    );
-    path
-}
-
 /// Regression: a guest helper that said its build was cancelled (in its
 /// outcome, or by exiting 130) made the host exit 130, as for its own
 /// Ctrl-C. Nobody cancelled it here: it is a system failure (exit 3),
@@ -135,14 +121,12 @@ fn a_guest_that_says_cancelled_is_a_system_failure_when_nobody_cancelled() {
         ("exit status", "exit 130"),
     ];
     for (what, body) in cases {
-        let helper = helper(
+        let helper = answering_helper(
             &sshd,
             &format!("cancelling-{}", what.replace(' ', "-")),
             body,
         );
-        let host = tempfile::tempdir().unwrap();
-        let (code, stderr) = build_with(&sshd, host.path(), &helper);
-        assert_eq!(code, Some(3), "{what}: {stderr}");
+        let stderr = build_exiting(&sshd, &helper, 3, what);
         assert!(
             stderr.contains("the guest cancelled the build, but nobody cancelled it here"),
             "{what}: {stderr}"
@@ -155,14 +139,12 @@ fn a_guest_that_says_cancelled_is_a_system_failure_when_nobody_cancelled() {
 #[test]
 fn a_guest_failure_status_is_escaped_once() {
     let sshd = Sshd::trusted();
-    let helper = helper(
+    let helper = answering_helper(
         &sshd,
         "coloured-status",
         r#"echo '{"v":1,"outcome":{"result":"failed","failure":"build","step":"buildworld","status":"exit \u001b[31m2","tail":[],"message":"x"}}'; exit 1"#,
     );
-    let host = tempfile::tempdir().unwrap();
-    let (code, stderr) = build_with(&sshd, host.path(), &helper);
-    assert_eq!(code, Some(1), "{stderr}");
+    let stderr = build_exiting(&sshd, &helper, 1, "the coloured status");
     assert!(
         stderr.contains(r"build step `buildworld` failed (in the guest: exit \033[31m2)"),
         "{stderr}"
@@ -191,14 +173,12 @@ fn a_protocol_line_with_extra_keys_is_refused() {
         ("no body", r#"{"v":1}"#),
     ];
     for (what, line) in cases {
-        let helper = helper(
+        let helper = answering_helper(
             &sshd,
             &format!("extra-{}", what.replace(' ', "-")),
             &format!("echo '{line}'"),
         );
-        let host = tempfile::tempdir().unwrap();
-        let (code, stderr) = build_with(&sshd, host.path(), &helper);
-        assert_eq!(code, Some(3), "{what}: {stderr}");
+        let stderr = build_exiting(&sshd, &helper, 3, what);
         assert!(stderr.contains("broke its protocol"), "{what}: {stderr}");
     }
 }
@@ -281,7 +261,7 @@ fn ctrl_c_during_the_import_leaves_nothing_running_in_the_guest() {
 fn a_helper_that_does_not_exit_after_its_outcome_is_stopped() {
     let sshd = Sshd::trusted();
     let marker = sshd.dir.path().join("after-outcome");
-    let helper = helper(
+    let helper = answering_helper(
         &sshd,
         "lingering",
         &format!(

@@ -15,11 +15,12 @@ use fruix_core::testing::conformance::processes_mentioning;
 use fruix_promote::Store;
 
 use crate::race::{Gate, LIMIT};
-use crate::sshd::{script, Sshd};
+use crate::sshd::{bind_mounted_fruix, Sshd};
 use crate::util::{
-    fixture_build, fixture_source, fruix, json_error, nothing_promoted, object_names,
-    promote_command, promote_report, require_tool, run_ok, sample_root, spawn_reading_stderr,
-    store_and_state, store_export, verify_store, wait_until, Reading, FIXTURE_BUILD_FLAGS,
+    fixture_build, fixture_source, fruix, json_error, nothing_promoted, object_names, on_store,
+    promote_command, promote_report, promoted_store, require_tool, run_ok, sample_root,
+    spawn_reading_stderr, store_and_state, store_export, store_verify, verify_store, wait_until,
+    Reading, FIXTURE_BUILD_FLAGS,
 };
 
 /// What fruix says once a signal cancelled a command without a live
@@ -90,6 +91,16 @@ impl Interrupt {
         let mut reading = spawn_reading_stderr(cmd);
         self.pid.send(reading.child().id()).unwrap();
         reading
+    }
+
+    /// [`Interrupt::release_once_cancelling`]; then `reading` (`what`)
+    /// must say `fruix: error: cancelled; SAYS`, end within [`ENDS`], and
+    /// print the JSON error of exit 130 whose message contains `says`.
+    fn cancelled(self, reading: Reading, what: &str, says: &str) {
+        self.release_once_cancelling(&reading);
+        reading.wait_for_line(&format!("fruix: error: cancelled; {says}"));
+        let out = reading.finish(ENDS, what);
+        json_error(&out, 130, says);
     }
 
     /// Waits for `reading` to say it is cancelling, then lets the open go
@@ -222,15 +233,37 @@ fn ctrl_c_while_a_build_adds_its_source_leaves_nothing() {
         .args(store_and_state(d))
         .args(FIXTURE_BUILD_FLAGS);
     let build = interrupt.spawn(&mut cmd);
-    interrupt.release_once_cancelling(&build);
-    build.wait_for_line("fruix: error: cancelled; nothing was built");
-    let out = build.finish(ENDS, "the build");
-    json_error(&out, 130, "nothing was built");
+    interrupt.cancelled(build, "the build", "nothing was built");
     assert!(
         !d.join("store").exists(),
         "the store the build made is gone"
     );
     assert!(!d.join("state/native-builds").exists(), "no run started");
+}
+
+/// The world's last file (of a result root's world, or of a world
+/// object): the others may be in the pool by the time it is opened.
+const LAST_WORLD_FILE: &str = "usr/include/sys/param.h";
+
+/// A new store in `dir` and the sample result root `dir/root`, whose
+/// promotion (`--json --no-out-link`) is started, to get `signal` at its
+/// open of the world's last file. Returns the store, the root, the
+/// interrupt and the promotion.
+fn promotion_interrupted(
+    dir: &Path,
+    signal: libc::c_int,
+) -> (PathBuf, PathBuf, Interrupt, Reading) {
+    let store = dir.join("store");
+    drop(Store::open(&store).unwrap());
+    let root = sample_root(dir, "root");
+    let file = root.join("artifacts/world").join(LAST_WORLD_FILE);
+    let interrupt = Interrupt::at_open(&file, signal);
+    let promote = interrupt.spawn(&mut promote_command(
+        &store,
+        &root,
+        &["--json", "--no-out-link"],
+    ));
+    (store, root, interrupt, promote)
 }
 
 /// Regression: `native-build promote` had no cancellation: a signal killed
@@ -239,21 +272,8 @@ fn ctrl_c_while_a_build_adds_its_source_leaves_nothing() {
 #[test]
 fn ctrl_c_while_promoting_leaves_no_temporary_and_no_pool_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    drop(Store::open(&store).unwrap());
-    let root = sample_root(dir.path(), "root");
-    // The world's last file: the others may be in the pool by then.
-    let file = root.join("artifacts/world/usr/include/sys/param.h");
-    let interrupt = Interrupt::at_open(&file, libc::SIGTERM);
-    let promote = interrupt.spawn(&mut promote_command(
-        &store,
-        &root,
-        &["--json", "--no-out-link"],
-    ));
-    interrupt.release_once_cancelling(&promote);
-    promote.wait_for_line("fruix: error: cancelled; nothing was promoted");
-    let out = promote.finish(ENDS, "the promotion");
-    json_error(&out, 130, "nothing was promoted");
+    let (store, root, interrupt, promote) = promotion_interrupted(dir.path(), libc::SIGTERM);
+    interrupt.cancelled(promote, "the promotion", "nothing was promoted");
     left_empty(&store);
     verify_store(&store);
     promote_report(&store, &root, &[]);
@@ -267,24 +287,9 @@ fn ctrl_c_while_adding_a_source_leaves_no_temporary_and_no_pool_entry() {
     drop(Store::open(&store).unwrap());
     let tree = own_source(dir.path());
     let interrupt = Interrupt::at_open(&tree.join(SOURCE_FILE), libc::SIGINT);
-    let mut cmd = fruix();
-    cmd.args(["source", "add", "--json", "--store"])
-        .arg(&store)
-        .arg(&tree);
-    let add = interrupt.spawn(&mut cmd);
-    interrupt.release_once_cancelling(&add);
-    add.wait_for_line("fruix: error: cancelled; nothing was added");
-    let out = add.finish(ENDS, "the source add");
-    json_error(&out, 130, "nothing was added");
+    let add = interrupt.spawn(on_store(&["source", "add"], &["--json"], &store).arg(&tree));
+    interrupt.cancelled(add, "the source add", "nothing was added");
     left_empty(&store);
-}
-
-/// A store holding the sample result root's objects (no root keeps them),
-/// and the promotion's JSON report.
-fn promoted_store(dir: &Path) -> (PathBuf, serde_json::Value) {
-    let store = dir.join("store");
-    let report = promote_report(&store, &sample_root(dir, "root"), &[]);
-    (store, report)
 }
 
 /// Regression: `store verify` had no cancellation. Cancelled now, it
@@ -301,14 +306,8 @@ fn ctrl_c_while_verifying_fails_as_cancelled_reporting_nothing() {
         .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .expect("a pool entry");
     let interrupt = Interrupt::at_open(&entry, libc::SIGINT);
-    let mut cmd = fruix();
-    cmd.args(["store", "verify", "--json", "--store"])
-        .arg(&store);
-    let verify = interrupt.spawn(&mut cmd);
-    interrupt.release_once_cancelling(&verify);
-    verify.wait_for_line("fruix: error: cancelled; the store was not changed");
-    let out = verify.finish(ENDS, "the verification");
-    json_error(&out, 130, "the store was not changed");
+    let verify = interrupt.spawn(&mut store_verify(&store, &["--json"]));
+    interrupt.cancelled(verify, "the verification", "the store was not changed");
     verify_store(&store);
 }
 
@@ -352,16 +351,7 @@ fn ctrl_c_while_collecting_stops_between_removals_and_says_what_went() {
 #[test]
 fn a_second_ctrl_c_under_json_prints_the_json_error() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    drop(Store::open(&store).unwrap());
-    let root = sample_root(dir.path(), "root");
-    let file = root.join("artifacts/world/usr/include/sys/param.h");
-    let interrupt = Interrupt::at_open(&file, libc::SIGINT);
-    let mut promote = interrupt.spawn(&mut promote_command(
-        &store,
-        &root,
-        &["--json", "--no-out-link"],
-    ));
+    let (_, _, interrupt, mut promote) = promotion_interrupted(dir.path(), libc::SIGINT);
     promote.wait_for_line(CANCELLING);
     signal_thread(promote.child().id(), libc::SIGINT);
     let out = promote.finish(ENDS, "the promotion");
@@ -461,15 +451,7 @@ impl TwoStores {
         let world = report["artifacts"]["world"]["store_path"].as_str().unwrap();
         let world = Path::new(world).file_name().unwrap().to_string_lossy();
         let remote_program = dir.path().join("remote-fruix");
-        script(
-            &remote_program,
-            &format!(
-                "#!/bin/sh\nexec unshare --mount sh -c 'mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"' sh {remote} {store} {fruix} \"$@\"\n",
-                remote = dir.path().join("remote").display(),
-                store = store.display(),
-                fruix = env!("CARGO_BIN_EXE_fruix"),
-            ),
-        );
+        bind_mounted_fruix(&remote_program, "", &dir.path().join("remote"), &store);
         let t = TwoStores {
             dir,
             sshd: Sshd::trusted(),
@@ -510,16 +492,14 @@ fn ctrl_c_while_copying_from_another_store_keeps_nothing_here() {
     let (t, world) = TwoStores::new("remote");
     // The other side opens it to send it, once the world's other files
     // are here.
-    let file = t
-        .path("remote")
-        .join(&world)
-        .join("usr/include/sys/param.h");
+    let file = t.path("remote").join(&world).join(LAST_WORLD_FILE);
     let interrupt = Interrupt::at_open(&file, libc::SIGINT);
     let copy = interrupt.spawn(&mut t.copy("--from", &world));
-    interrupt.release_once_cancelling(&copy);
-    copy.wait_for_line("fruix: error: cancelled; nothing was copied");
-    let out = copy.finish(ENDS, "the copy");
-    json_error(&out, 130, "this store was not changed");
+    interrupt.cancelled(
+        copy,
+        "the copy",
+        "nothing was copied; this store was not changed",
+    );
     left_empty(&t.path("store"));
 }
 
@@ -529,12 +509,9 @@ fn ctrl_c_while_copying_from_another_store_keeps_nothing_here() {
 #[test]
 fn ctrl_c_while_copying_to_another_store_leaves_nothing_there() {
     let (t, world) = TwoStores::new("store");
-    let file = t.path("store").join(&world).join("usr/include/sys/param.h");
+    let file = t.path("store").join(&world).join(LAST_WORLD_FILE);
     let interrupt = Interrupt::at_open(&file, libc::SIGINT);
     let copy = interrupt.spawn(&mut t.copy("--to", &world));
-    interrupt.release_once_cancelling(&copy);
-    copy.wait_for_line("fruix: error: cancelled; the other store keeps no partial object");
-    let out = copy.finish(ENDS, "the copy");
-    json_error(&out, 130, "the other store keeps no partial object");
+    interrupt.cancelled(copy, "the copy", "the other store keeps no partial object");
     left_empty(&t.path("remote"));
 }

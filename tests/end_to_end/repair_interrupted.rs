@@ -46,20 +46,30 @@ fn promote_command(lab: &TestDir, root: &Path) -> Command {
     )
 }
 
-/// A sample result root promoted into the lab's store, and the report.
-fn promoted(lab: &TestDir) -> (PathBuf, Value) {
+/// A new lab with a sample result root promoted into its store. Returns
+/// the lab, the root, and the world object and result bundle the
+/// promotion made.
+fn promoted_lab() -> (TestDir, PathBuf, PathBuf, PathBuf) {
+    let lab = TestDir::new();
     let root = lab.root("root", "local", "20260405T213444Z", false);
-    let report = run_json(&mut promote_command(lab, &root));
-    (root, report)
+    let report = promote(&lab, &root);
+    let path = |v: &Value| PathBuf::from(v.as_str().unwrap());
+    let world = path(&report["artifacts"]["world"]["store_path"]);
+    (lab, root, world, path(&report["result_store"]))
 }
 
-/// The world object and the result bundle of a promotion report.
-fn world_and_bundle(report: &Value) -> (PathBuf, PathBuf) {
-    let path = |v: &Value| PathBuf::from(v.as_str().unwrap());
-    (
-        path(&report["artifacts"]["world"]["store_path"]),
-        path(&report["result_store"]),
-    )
+/// Promotes `root`, which must succeed; returns the report.
+fn promote(lab: &TestDir, root: &Path) -> Value {
+    run_json(&mut promote_command(lab, root))
+}
+
+/// Promotes `root` again, which makes its world object anew; then the
+/// store must be clean ([`verified_clean`]). Returns the report.
+fn world_made_anew(lab: &TestDir, root: &Path) -> Value {
+    let again = promote(lab, root);
+    assert_eq!(again["artifacts"]["world"]["new"], true, "{again:#}");
+    verified_clean(lab);
+    again
 }
 
 /// Makes `path` writable by its owner (store directories and files are not).
@@ -132,9 +142,7 @@ fn repaired_keeping_copies(lab: &TestDir, world: &Path, bundle: &Path) -> (PathB
 /// each object to a hidden temporary before removing it.
 #[test]
 fn a_repair_killed_while_removing_an_object_leaves_no_part_of_it_under_its_name() {
-    let lab = TestDir::new();
-    let (root, report) = promoted(&lab);
-    let (world, _) = world_and_bundle(&report);
+    let (lab, root, world, _) = promoted_lab();
     // Unreadable metadata: verify finds the object inconsistent without
     // walking its tree, so the first to open its `usr` is the removal.
     append(&world.join(".fruix-native-build-object.scm"), b")");
@@ -156,9 +164,7 @@ fn a_repair_killed_while_removing_an_object_leaves_no_part_of_it_under_its_name(
     );
     // The next command alone in the store sweeps the temporary; the
     // promotion recreates what the repair removed.
-    let again = run_json(&mut promote_command(&lab, &root));
-    assert_eq!(again["artifacts"]["world"]["new"], true, "{again:#}");
-    verified_clean(&lab);
+    world_made_anew(&lab, &root);
 }
 
 /// Regression: an unregistered world object without its manifest (what a
@@ -167,9 +173,7 @@ fn a_repair_killed_while_removing_an_object_leaves_no_part_of_it_under_its_name(
 /// unregistered directory is no object: promotion replaces it.
 #[test]
 fn promotion_replaces_the_unregistered_leftovers_of_a_killed_repair() {
-    let lab = TestDir::new();
-    let (root, report) = promoted(&lab);
-    let (world, bundle) = world_and_bundle(&report);
+    let (lab, root, world, bundle) = promoted_lab();
     let (saved_world, saved_bundle) = repaired_keeping_copies(&lab, &world, &bundle);
     copy_tree(&saved_world, &world);
     remove_from(&world, ".fruix-manifest.mtree");
@@ -181,10 +185,8 @@ fn promotion_replaces_the_unregistered_leftovers_of_a_killed_repair() {
     let mut leftovers = vec![bundle.clone(), world.clone()];
     leftovers.sort();
     assert_eq!(verify["unregistered"], json!(leftovers), "{verify:#}");
-    let again = run_json(&mut promote_command(&lab, &root));
-    assert_eq!(again["artifacts"]["world"]["new"], true, "{again:#}");
+    let again = world_made_anew(&lab, &root);
     assert_eq!(again["result_new"], true, "{again:#}");
-    verified_clean(&lab);
 }
 
 /// Regression: a registered object missing its manifest failed the
@@ -193,9 +195,7 @@ fn promotion_replaces_the_unregistered_leftovers_of_a_killed_repair() {
 /// --repair`; promotion never replaces a registered object.
 #[test]
 fn a_registered_object_missing_its_manifest_is_inconsistent_not_a_system_failure() {
-    let lab = TestDir::new();
-    let (root, report) = promoted(&lab);
-    let (world, _) = world_and_bundle(&report);
+    let (lab, root, world, _) = promoted_lab();
     remove_from(&world, ".fruix-manifest.mtree");
     let out = run(&mut promote_command(&lab, &root));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -206,9 +206,7 @@ fn a_registered_object_missing_its_manifest_is_inconsistent_not_a_system_failure
     );
     assert!(world.is_dir(), "a registered object was replaced");
     run_ok(&mut store_command(&lab, "verify", &["--repair", "--quiet"]));
-    let again = run_json(&mut promote_command(&lab, &root));
-    assert_eq!(again["artifacts"]["world"]["new"], true, "{again:#}");
-    verified_clean(&lab);
+    world_made_anew(&lab, &root);
 }
 
 /// Regression: `store gc` kept an unregistered bundle (what a repair killed
@@ -218,9 +216,7 @@ fn a_registered_object_missing_its_manifest_is_inconsistent_not_a_system_failure
 /// is dead.
 #[test]
 fn gc_removes_an_unregistered_directory_even_when_a_root_names_it() {
-    let lab = TestDir::new();
-    let (root, report) = promoted(&lab);
-    let (world, bundle) = world_and_bundle(&report);
+    let (lab, root, world, bundle) = promoted_lab();
     let (_, saved_bundle) = repaired_keeping_copies(&lab, &world, &bundle);
     copy_tree(&saved_bundle, &bundle);
     remove_from(&bundle, "artifacts");
@@ -240,7 +236,7 @@ fn gc_removes_an_unregistered_directory_even_when_a_root_names_it() {
     assert!(!bundle.exists(), "gc kept the unregistered bundle");
     let roots = run_json(&mut store_command(&lab, "roots", &["--json"]));
     assert_eq!(roots[0]["dead"], true, "{roots:#}");
-    let again = run_json(&mut promote_command(&lab, &root));
+    let again = promote(&lab, &root);
     assert_eq!(again["result_new"], true, "{again:#}");
     verified_clean(&lab);
     let roots = run_json(&mut store_command(&lab, "roots", &["--json"]));
@@ -255,9 +251,7 @@ fn gc_removes_an_unregistered_directory_even_when_a_root_names_it() {
 /// nothing sound is removed.
 #[test]
 fn a_repair_removes_nothing_made_anew_sound_while_it_waited() {
-    let lab = TestDir::new();
-    let (root, report) = promoted(&lab);
-    let (world, bundle) = world_and_bundle(&report);
+    let (lab, root, world, bundle) = promoted_lab();
     append(&world.join("etc/motd"), b"corrupt\n");
     std::fs::remove_file(lab.join(LINK)).unwrap();
     // Another process uses the store: the repair waits for it.
@@ -269,7 +263,7 @@ fn a_repair_removes_nothing_made_anew_sound_while_it_waited() {
     // rooted, and a promotion makes it anew, sound and rooted.
     run_ok(&mut store_command(&lab, "gc", &[]));
     assert!(!world.exists() && !bundle.exists(), "collected");
-    run_json(&mut promote_command(&lab, &root));
+    promote(&lab, &root);
     assert!(world.exists() && bundle.exists(), "made anew");
     drop(user);
     let out = repair.finish(Duration::from_secs(60), "the repair");

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::util::{
     fruix, object_names, promote_linked, promote_report, run, run_failing, run_json, run_ok,
-    sample_root, store_verify,
+    sample_root, store_verify, strings_of,
 };
 
 /// `fruix store ARGS --store STORE --state-dir STATE`.
@@ -179,12 +179,7 @@ fn gc_and_repair_leave_what_is_not_named_as_an_object_alone() {
 
     verify(&["--repair"]);
     let gc = run_json(&mut store_command(&store, &state, &["gc", "--json"]));
-    let removed: Vec<&str> = gc["objects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["path"].as_str().unwrap())
-        .collect();
+    let removed = strings_of(&gc["objects"], "path");
     assert_eq!(removed, [unregistered], "{gc:#}");
     for p in &foreign {
         assert!(p.symlink_metadata().is_ok(), "{} removed", p.display());

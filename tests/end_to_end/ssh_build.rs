@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use fruix_core::testing::conformance::processes_mentioning;
 
+use crate::ssh_import::{answering_helper, build_exiting};
 use crate::sshd::{guest_build, guest_build_with, Sshd};
 use crate::util::{
     fixture_build, fixture_source, fruix, promote_command, require_tool, run, run_ok, wait_until,
@@ -288,7 +289,6 @@ fn ctrl_c_during_a_self_hosted_build_leaves_no_make_in_the_guest() {
 #[test]
 fn the_host_reads_the_helper_protocol_never_its_prose() {
     let sshd = Sshd::trusted();
-    let fruix_bin = env!("CARGO_BIN_EXE_fruix");
     let cases = [
         (
             "prose",
@@ -310,19 +310,9 @@ fn the_host_reads_the_helper_protocol_never_its_prose() {
         ),
     ];
     for (what, body, status, expected) in cases {
-        let helper = sshd
-            .dir
-            .path()
-            .join(format!("helper-{}", what.replace(' ', "-")));
-        crate::sshd::script(
-            &helper,
-            &format!(
-                "#!/bin/sh\nif [ \"$1\" = --version ]; then exec {fruix_bin} --version; fi\ncat >/dev/null\n{body}\n"
-            ),
-        );
-        let host = tempfile::tempdir().unwrap();
-        let (code, stderr) = crate::ssh_import::build_with(&sshd, host.path(), &helper);
-        assert_eq!(code, Some(status), "{what}: {stderr}");
+        let name = format!("helper-{}", what.replace(' ', "-"));
+        let helper = answering_helper(&sshd, &name, &body);
+        let stderr = build_exiting(&sshd, &helper, status, what);
         assert!(stderr.contains(expected), "{what}: {stderr}");
     }
 }

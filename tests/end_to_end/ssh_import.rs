@@ -6,13 +6,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use fruix_core::testing::raw_archive;
 use tempfile::TempDir;
 
-use crate::sshd::{guest_build, tampering_helper, Sshd};
+use crate::sshd::{guest_build, script, tampering_helper, Sshd};
 use crate::util::{run, snapshot};
 
 /// A guest-self-hosted [`guest_build`] into result root `r1` under `host`,
@@ -54,6 +54,29 @@ pub fn build_with_config(sshd: &Sshd, host: &Path, helper: &Path, config: &[&str
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A guest helper `name` (for [`build_with`]) that answers `--version` as
+/// fruix does, reads the request, then runs `body` (sh).
+pub fn answering_helper(sshd: &Sshd, name: &str, body: &str) -> PathBuf {
+    let fruix = env!("CARGO_BIN_EXE_fruix");
+    let path = sshd.dir.path().join(name);
+    script(
+        &path,
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec {fruix} --version; fi\ncat >/dev/null\n{body}\n"
+        ),
+    );
+    path
+}
+
+/// [`build_with`] `helper` into a new host state directory: the build
+/// (`what`) must exit `status`. Returns its stderr.
+pub fn build_exiting(sshd: &Sshd, helper: &Path, status: i32, what: &str) -> String {
+    let host = tempfile::tempdir().unwrap();
+    let (code, stderr) = build_with(sshd, host.path(), helper);
+    assert_eq!(code, Some(status), "{what}: {stderr}");
+    stderr
 }
 
 /// A guest-self-hosted build into `host` by a guest helper that runs

@@ -332,6 +332,22 @@ pub fn script(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Writes `program`, a fruix for a guest to serve a store with: it runs in a
+/// mount namespace of its own (`unshare --mount`) with the directory
+/// `mounted` bind-mounted over `over`, so that two stores share one path;
+/// `env` (`NAME=VALUE `, or empty) is set for it.
+pub fn bind_mounted_fruix(program: &Path, env: &str, mounted: &Path, over: &Path) {
+    script(
+        program,
+        &format!(
+            "#!/bin/sh\n{env}exec unshare --mount sh -c 'mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"' sh {mounted} {over} {fruix} \"$@\"\n",
+            mounted = mounted.display(),
+            over = over.display(),
+            fruix = env!("CARGO_BIN_EXE_fruix"),
+        ),
+    );
+}
+
 /// A guest helper that runs the real fruix, keeps its last protocol line
 /// (the outcome), runs `after` (a sh snippet with `$ROOT` set to the result
 /// root it built), then passes the outcome on.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::signing::{info, key, signed_by};
-use crate::sshd::{script, Sshd};
+use crate::sshd::{bind_mounted_fruix, script, Sshd};
 use crate::util::{
     failed_with, fixture_source, fruix, json_error, object_names, promote_report, require_tool,
     run, run_json, run_ok, run_with_deadline, sample_root, snapshot, spawn_silenced, wait_until,
@@ -42,15 +42,12 @@ impl TwoStores {
         std::fs::create_dir(dir.path().join("store")).unwrap();
         std::fs::create_dir(dir.path().join("remote")).unwrap();
         let remote_program = dir.path().join("remote-fruix");
-        script(
+        let keys = dir.path().join("trusted-keys");
+        bind_mounted_fruix(
             &remote_program,
-            &format!(
-                "#!/bin/sh\nFRUIX_TRUSTED_KEYS_FILE={keys} exec unshare --mount sh -c 'mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"' sh {remote} {store} {fruix} \"$@\"\n",
-                keys = dir.path().join("trusted-keys").display(),
-                remote = dir.path().join("remote").display(),
-                store = dir.path().join("store").display(),
-                fruix = env!("CARGO_BIN_EXE_fruix"),
-            ),
+            &format!("FRUIX_TRUSTED_KEYS_FILE={} ", keys.display()),
+            &dir.path().join("remote"),
+            &dir.path().join("store"),
         );
         TwoStores {
             dir,

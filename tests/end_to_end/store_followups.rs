@@ -16,8 +16,9 @@ use fruix_promote::{promote_native_build_result, PromoteOptions, Store};
 use serde_json::{json, Value};
 
 use crate::util::{
-    failed_with, fruix, json_error, object_names, promote_report, require_tool, run, run_json,
-    run_ok, sample_root, spawn_reading_stderr, store_import, store_verify, verify_store,
+    failed_with, fruix, json_error, object_names, promote_report, promoted_store, require_tool,
+    run, run_json, run_ok, sample_root, spawn_reading_stderr, store_import, store_verify,
+    verify_store,
 };
 
 /// The JSON report `out` printed, after checking that it exited `status`.
@@ -133,8 +134,7 @@ fn verify_reports_references_the_registry_lacks_and_repair_removes_nothing_for_t
 #[test]
 fn ctrl_c_while_a_repair_waits_for_the_store_ends_the_wait_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let promoted = promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+    let (store, promoted) = promoted_store(dir.path());
     // Registered, but gone: something to repair.
     let bundle = store_path(&promoted, &["result_store"]);
     fs::remove_dir_all(&bundle).unwrap();
@@ -161,8 +161,7 @@ fn ctrl_c_while_a_repair_waits_for_the_store_ends_the_wait_at_once() {
 #[test]
 fn a_command_opening_the_store_during_a_repair_says_so_and_ctrl_c_ends_the_wait() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+    let (store, _) = promoted_store(dir.path());
     // A repair holds the store's lock exclusively.
     let repair = fs::File::open(store.join(".lock")).unwrap();
     repair.lock().unwrap();

@@ -5,6 +5,7 @@
 //! what it left as it was. Never a sleep: the signal goes once the command
 //! said that it waits.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -109,14 +110,21 @@ impl Lab {
         cmd.arg(&self.bundle);
         cmd
     }
+
+    /// [`Lab::on_bundle`] without a state directory, then `OPTION PATH`
+    /// of the lab's file `name`.
+    fn on_bundle_with_file(&self, words: &[&str], option: &str, name: &str) -> Command {
+        let mut cmd = self.on_bundle(words, false);
+        cmd.arg(option).arg(self.path(name));
+        cmd
+    }
 }
 
-/// A command waiting for `held`, and what it must say (after `fruix:
+/// A command waiting for a held lock, and what it must say (after `fruix:
 /// error: `, and, given `--json` when `json`, as its JSON error's message)
 /// once a signal of `signals` ended the wait.
 struct Case {
     what: &'static str,
-    held: Held,
     command: fn(&Lab) -> Command,
     signals: &'static [libc::c_int],
     says: &'static str,
@@ -127,17 +135,34 @@ const ALL: &[libc::c_int] = &[libc::SIGTERM, libc::SIGHUP, libc::SIGINT];
 const TERM: &[libc::c_int] = &[libc::SIGTERM];
 const UNCHANGED: &str = "cancelled; the store was not changed";
 
+/// The usual [`Case`]: ended by SIGTERM, saying `says`, under `--json`.
+fn case(what: &'static str, command: fn(&Lab) -> Command, says: &'static str) -> Case {
+    Case {
+        what,
+        command,
+        signals: TERM,
+        says,
+        json: true,
+    }
+}
+
+/// `cmd`, then `args`.
+fn with_args<S: AsRef<OsStr>>(mut cmd: Command, args: impl IntoIterator<Item = S>) -> Command {
+    cmd.args(args);
+    cmd
+}
+
 /// Runs `case` once a signal: the failures, described.
-fn run_case(lab: &Lab, case: &Case) -> Vec<String> {
+fn run_case(lab: &Lab, held: Held, case: &Case) -> Vec<String> {
     let mut failures = Vec::new();
     for &signal in case.signals {
-        let lock = case.held.take(&lab.path("store"));
+        let lock = held.take(&lab.path("store"));
         let mut cmd = (case.command)(lab);
         if case.json {
             cmd.arg("--json");
         }
         let mut waiting = spawn_reading_stderr(cmd.stdin(Stdio::null()));
-        waiting.wait_for_line(case.held.notice());
+        waiting.wait_for_line(held.notice());
         waiting.signal(signal);
         let lines = std::mem::replace(&mut waiting.lines, std::sync::mpsc::channel().1);
         let out = waiting.finish(ENDS, case.what);
@@ -176,12 +201,13 @@ fn run_case(lab: &Lab, case: &Case) -> Vec<String> {
     failures
 }
 
-/// Runs every case; then the store must be as it was, with no root,
-/// archive or key file the cancelled commands would have made.
-fn run_cases(cases: &[Case]) {
+/// Runs every case, each waiting for `held`; then the store must be as it
+/// was, with no root, archive or key file the cancelled commands would have
+/// made.
+fn run_cases(held: Held, cases: &[Case]) {
     let lab = Lab::new();
     let objects = object_names(&lab.path("store"));
-    let failures: Vec<String> = cases.iter().flat_map(|c| run_case(&lab, c)).collect();
+    let failures: Vec<String> = cases.iter().flat_map(|c| run_case(&lab, held, c)).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert_eq!(object_names(&lab.path("store")), objects);
     for made in ["link", "out.arc", "report"] {
@@ -197,44 +223,44 @@ fn run_cases(cases: &[Case]) {
 /// (`kept 0 live object(s)`).
 #[test]
 fn a_signal_ends_a_wait_for_the_collector_s_lock_saying_what_was_left() {
-    run_cases(&[
-        Case {
-            what: "store add-root",
-            held: Held::Collection,
-            command: |l| {
-                let mut cmd = l.on_bundle(&["store", "add-root"], true);
-                cmd.arg(l.path("link"));
-                cmd
+    run_cases(
+        Held::Collection,
+        &[
+            Case {
+                signals: ALL,
+                ..case("store add-root", add_root, "cancelled; no root was added")
             },
-            signals: ALL,
-            says: "cancelled; no root was added",
-            json: true,
-        },
-        Case {
-            what: "store delete",
-            held: Held::Collection,
-            command: |l| l.on_bundle(&["store", "delete"], true),
-            signals: ALL,
-            says: "cancelled; nothing was deleted",
-            json: true,
-        },
-        Case {
-            what: "store verify",
-            held: Held::Collection,
-            command: |l| l.command(&["store", "verify"], false),
-            signals: &[libc::SIGINT],
-            says: UNCHANGED,
-            json: true,
-        },
-        Case {
-            what: "store gc",
-            held: Held::Collection,
-            command: |l| l.command(&["store", "gc"], true),
-            signals: TERM,
-            says: UNCHANGED,
-            json: true,
-        },
-    ]);
+            Case {
+                signals: ALL,
+                ..case("store delete", delete, "cancelled; nothing was deleted")
+            },
+            Case {
+                signals: &[libc::SIGINT],
+                ..case("store verify", verify, UNCHANGED)
+            },
+            case("store gc", gc, UNCHANGED),
+        ],
+    );
+}
+
+/// `store add-root` of the sample bundle at `link`.
+fn add_root(l: &Lab) -> Command {
+    with_args(l.on_bundle(&["store", "add-root"], true), [l.path("link")])
+}
+
+/// `store delete` of the sample bundle.
+fn delete(l: &Lab) -> Command {
+    l.on_bundle(&["store", "delete"], true)
+}
+
+/// `store verify`.
+fn verify(l: &Lab) -> Command {
+    l.command(&["store", "verify"], false)
+}
+
+/// `store gc`.
+fn gc(l: &Lab) -> Command {
+    l.command(&["store", "gc"], true)
 }
 
 /// Regression: the commands opening the store while a repair held it
@@ -245,188 +271,106 @@ fn a_signal_ends_a_wait_for_the_collector_s_lock_saying_what_was_left() {
 /// said only `cancelled`, or, gc, summed up a collection that never ran.
 #[test]
 fn a_signal_ends_a_wait_for_a_repair_saying_what_was_left() {
-    run_cases(&[
-        Case {
-            what: "store list",
-            held: Held::Repair,
-            command: |l| l.command(&["store", "list"], false),
-            signals: TERM,
-            says: UNCHANGED,
-            json: true,
-        },
-        Case {
-            what: "store roots",
-            held: Held::Repair,
-            command: |l| l.command(&["store", "roots"], true),
-            signals: TERM,
-            says: UNCHANGED,
-            json: true,
-        },
-        Case {
-            what: "store info",
-            held: Held::Repair,
-            command: |l| l.on_bundle(&["store", "info"], false),
-            signals: TERM,
-            says: UNCHANGED,
-            json: true,
-        },
-        Case {
-            what: "store query",
-            held: Held::Repair,
-            command: |l| l.on_bundle(&["store", "query", "--roots"], true),
-            signals: TERM,
-            says: UNCHANGED,
-            json: true,
-        },
-        Case {
-            what: "store delete",
-            held: Held::Repair,
-            command: |l| l.on_bundle(&["store", "delete"], true),
-            signals: TERM,
-            says: "cancelled; nothing was deleted",
-            json: true,
-        },
-        Case {
-            what: "store add-root",
-            held: Held::Repair,
-            command: |l| {
-                let mut cmd = l.on_bundle(&["store", "add-root"], true);
-                cmd.arg(l.path("link"));
-                cmd
+    run_cases(
+        Held::Repair,
+        &[
+            case(
+                "store list",
+                |l| l.command(&["store", "list"], false),
+                UNCHANGED,
+            ),
+            case(
+                "store roots",
+                |l| l.command(&["store", "roots"], true),
+                UNCHANGED,
+            ),
+            case(
+                "store info",
+                |l| l.on_bundle(&["store", "info"], false),
+                UNCHANGED,
+            ),
+            case(
+                "store query",
+                |l| l.on_bundle(&["store", "query", "--roots"], true),
+                UNCHANGED,
+            ),
+            case("store delete", delete, "cancelled; nothing was deleted"),
+            case("store add-root", add_root, "cancelled; no root was added"),
+            case(
+                "store sign",
+                |l| l.on_bundle_with_file(&["store", "sign"], "--secret-key", "key.sec"),
+                "cancelled; nothing was signed",
+            ),
+            case(
+                "store export --output",
+                |l| l.on_bundle_with_file(&["store", "export"], "--output", "out.arc"),
+                "cancelled; no archive was written",
+            ),
+            Case {
+                json: false,
+                ..case(
+                    "store export",
+                    |l| l.on_bundle(&["store", "export"], false),
+                    "cancelled; nothing was exported",
+                )
             },
-            signals: TERM,
-            says: "cancelled; no root was added",
-            json: true,
-        },
-        Case {
-            what: "store sign",
-            held: Held::Repair,
-            command: |l| {
-                let mut cmd = l.on_bundle(&["store", "sign"], false);
-                cmd.arg("--secret-key").arg(l.path("key.sec"));
-                cmd
+            case("store verify", verify, UNCHANGED),
+            case("store gc", gc, UNCHANGED),
+            case(
+                "store import",
+                |l| with_args(l.command(&["store", "import"], false), [l.path("archive")]),
+                "cancelled; nothing was imported, the store was not changed",
+            ),
+            case(
+                "store copy --to",
+                |l| {
+                    let args = ["--to", "ssh://nobody@127.0.0.1:9"];
+                    with_args(l.on_bundle(&["store", "copy"], false), args)
+                },
+                "cancelled; nothing was copied; neither store was changed",
+            ),
+            Case {
+                json: false,
+                ..case(
+                    "store serve",
+                    |l| l.command(&["store", "serve"], false),
+                    UNCHANGED,
+                )
             },
-            signals: TERM,
-            says: "cancelled; nothing was signed",
-            json: true,
-        },
-        Case {
-            what: "store export --output",
-            held: Held::Repair,
-            command: |l| {
-                let mut cmd = l.on_bundle(&["store", "export"], false);
-                cmd.arg("--output").arg(l.path("out.arc"));
-                cmd
-            },
-            signals: TERM,
-            says: "cancelled; no archive was written",
-            json: true,
-        },
-        Case {
-            what: "store export",
-            held: Held::Repair,
-            command: |l| l.on_bundle(&["store", "export"], false),
-            signals: TERM,
-            says: "cancelled; nothing was exported",
-            json: false,
-        },
-        Case {
-            what: "store verify",
-            held: Held::Repair,
-            command: |l| l.command(&["store", "verify"], false),
-            signals: TERM,
-            says: UNCHANGED,
-            json: true,
-        },
-        Case {
-            what: "store gc",
-            held: Held::Repair,
-            command: |l| l.command(&["store", "gc"], true),
-            signals: TERM,
-            says: UNCHANGED,
-            json: true,
-        },
-        Case {
-            what: "store import",
-            held: Held::Repair,
-            command: |l| {
-                let mut cmd = l.command(&["store", "import"], false);
-                cmd.arg(l.path("archive"));
-                cmd
-            },
-            signals: TERM,
-            says: "cancelled; nothing was imported, the store was not changed",
-            json: true,
-        },
-        Case {
-            what: "store copy --to",
-            held: Held::Repair,
-            command: |l| {
-                let mut cmd = l.on_bundle(&["store", "copy"], false);
-                cmd.args(["--to", "ssh://nobody@127.0.0.1:9"]);
-                cmd
-            },
-            signals: TERM,
-            says: "cancelled; nothing was copied; neither store was changed",
-            json: true,
-        },
-        Case {
-            what: "store serve",
-            held: Held::Repair,
-            command: |l| l.command(&["store", "serve"], false),
-            signals: TERM,
-            says: UNCHANGED,
-            json: false,
-        },
-        Case {
-            what: "native-build promote",
-            held: Held::Repair,
-            command: |l| {
-                let mut cmd = l.command(&["native-build", "promote", "--no-out-link"], false);
-                cmd.arg(l.path("again"));
-                cmd
-            },
-            signals: TERM,
-            says: "cancelled; nothing was promoted",
-            json: true,
-        },
-        Case {
-            what: "source add",
-            held: Held::Repair,
-            command: |l| {
-                let mut cmd = l.command(&["source", "add"], false);
-                cmd.arg(fixture_source());
-                cmd
-            },
-            signals: TERM,
-            says: "cancelled; nothing was added",
-            json: true,
-        },
-        Case {
-            what: "build",
-            held: Held::Repair,
-            command: |l| {
-                let mut cmd = fixture_build(fruix(), "local", l.dir.path(), "built");
-                cmd.arg("--no-out-link");
-                cmd
-            },
-            signals: TERM,
-            says: "cancelled; nothing was built",
-            json: true,
-        },
-        Case {
-            what: "matrix run",
-            held: Held::Repair,
-            command: |l| {
-                let mut cmd = l.command(&["matrix", "run"], true);
-                cmd.arg("--report-dir")
-                    .arg(l.path("report"))
-                    .arg(l.path("matrix.scm"));
-                cmd
-            },
-            signals: TERM,
-            says: "cancelled; no cell was run",
-            json: true,
-        },
-    ]);
+            case(
+                "native-build promote",
+                |l| {
+                    let words = ["native-build", "promote", "--no-out-link"];
+                    with_args(l.command(&words, false), [l.path("again")])
+                },
+                "cancelled; nothing was promoted",
+            ),
+            case(
+                "source add",
+                |l| with_args(l.command(&["source", "add"], false), [fixture_source()]),
+                "cancelled; nothing was added",
+            ),
+            case(
+                "build",
+                |l| {
+                    let build = fixture_build(fruix(), "local", l.dir.path(), "built");
+                    with_args(build, ["--no-out-link"])
+                },
+                "cancelled; nothing was built",
+            ),
+            case(
+                "matrix run",
+                |l| {
+                    let (report, matrix) = (l.path("report"), l.path("matrix.scm"));
+                    let args = [
+                        "--report-dir".as_ref(),
+                        report.as_os_str(),
+                        matrix.as_os_str(),
+                    ];
+                    with_args(l.command(&["matrix", "run"], true), args)
+                },
+                "cancelled; no cell was run",
+            ),
+        ],
+    );
 }

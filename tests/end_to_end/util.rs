@@ -88,12 +88,15 @@ pub fn fixture_build(cmd: Command, executor: &str, dir: &Path, name: &str) -> Co
 
 /// `fruix source add FLAGS --store STORE` of the miniature tree.
 pub fn source_add(store: &Path, flags: &[&str]) -> Command {
+    let mut cmd = on_store(&["source", "add"], flags, store);
+    cmd.arg(fixture_source());
+    cmd
+}
+
+/// `fruix WORDS FLAGS --store STORE`; the caller adds the operands.
+pub fn on_store(words: &[&str], flags: &[&str], store: &Path) -> Command {
     let mut cmd = fruix();
-    cmd.args(["source", "add"])
-        .args(flags)
-        .arg("--store")
-        .arg(store)
-        .arg(fixture_source());
+    cmd.args(words).args(flags).arg("--store").arg(store);
     cmd
 }
 
@@ -104,14 +107,8 @@ pub fn store_export(
     flags: &[&str],
     object: impl AsRef<OsStr>,
 ) -> Command {
-    let mut cmd = fruix();
-    cmd.args(["store", "export"])
-        .args(flags)
-        .arg("--store")
-        .arg(store)
-        .arg("--output")
-        .arg(archive)
-        .arg(object);
+    let mut cmd = on_store(&["store", "export"], flags, store);
+    cmd.arg("--output").arg(archive).arg(object);
     cmd
 }
 
@@ -180,11 +177,7 @@ fn promote_with_paths(
     root: &Path,
     options: &[&str],
 ) -> Command {
-    let mut cmd = fruix();
-    cmd.args(["native-build", "promote"])
-        .args(options)
-        .arg("--store")
-        .arg(store);
+    let mut cmd = on_store(&["native-build", "promote"], options, store);
     for (option, path) in paths {
         cmd.arg(option).arg(path);
     }
@@ -688,12 +681,15 @@ pub fn hold_gc_lock(store: &Path) -> std::fs::File {
     file
 }
 
+/// A store at `dir/store` holding the objects of the sample result root
+/// `dir/root` (no root keeps them), and the promotion's JSON report.
+pub fn promoted_store(dir: &Path) -> (PathBuf, serde_json::Value) {
+    let store = dir.join("store");
+    let report = promote_report(&store, &sample_root(dir, "root"), &[]);
+    (store, report)
+}
+
 /// `fruix store verify FLAGS --store STORE`.
 pub fn store_verify(store: &Path, flags: &[&str]) -> Command {
-    let mut cmd = fruix();
-    cmd.args(["store", "verify"])
-        .args(flags)
-        .arg("--store")
-        .arg(store);
-    cmd
+    on_store(&["store", "verify"], flags, store)
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use fruix_core::vm::VmSpec;
-use fruix_executors::vm::driver::{Instance, VmDriver};
+use fruix_executors::vm::driver::{Endpoint, Instance, VmDriver};
 use fruix_executors::vm::qemu::{PortPicker, Qemu, QEMU_PORT_ATTEMPTS};
 use fruix_executors::vm::{console_tail, teardown, wait_for_ssh, Started};
 use tokio_util::sync::CancellationToken;
@@ -293,14 +293,17 @@ fn system_failure_on(dir: &Path, vm: Vm) -> String {
     stderr
 }
 
+/// A host key no guest of the image has: pinned, the guest is refused.
+const WRONG_HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+
 #[test]
 fn a_wrong_pinned_host_key_is_refused_and_the_guest_is_torn_down() {
     let dir = tempfile::tempdir().unwrap();
-    let wrong = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
     let stderr = system_failure_on(
         dir.path(),
         Vm {
-            host_key: wrong.into(),
+            host_key: WRONG_HOST_KEY.into(),
             ..Vm::new("vm1")
         },
     );
@@ -430,11 +433,10 @@ fn ctrl_c_during_the_grace_period_stops_a_guest_ignoring_its_power_button_at_onc
     let dir = tempfile::tempdir().unwrap();
     // The build fails once the guest answers (a wrong pinned host key), and
     // the teardown gives it its whole shutdown timeout.
-    let wrong = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
     let file = machines(
         dir.path(),
         &[Vm {
-            host_key: wrong.into(),
+            host_key: WRONG_HOST_KEY.into(),
             initrd: initrd_ignoring_the_power_button(),
             shutdown_timeout: 120,
             ..Vm::new("deaf")
@@ -549,11 +551,10 @@ fn a_comma_in_the_result_root_s_directory_reaches_qemu_escaped() {
     std::fs::create_dir(&dir).unwrap();
     // The guest answers, and the build then stops at its wrong host key:
     // the guest booted with its disk, and was powered off through QMP.
-    let wrong = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
     let stderr = system_failure_on(
         &dir,
         Vm {
-            host_key: wrong.into(),
+            host_key: WRONG_HOST_KEY.into(),
             shutdown_timeout: 120,
             ..Vm::new("vm1").with_disk()
         },
@@ -832,12 +833,7 @@ async fn a_guest_flooding_its_console_keeps_it_within_its_cap_ending_with_its_la
     let (driver, spec, vm) = qemu_driver(dir.path(), chatty);
     let cap = 8 << 10;
     let driver = driver.with_console_limit(cap);
-    let cancel = CancellationToken::new();
-    let up = async {
-        let endpoint = driver.boot(&vm, &cancel).await?;
-        wait_for_ssh(&driver, &spec, &vm, endpoint, &cancel).await
-    };
-    let up = up.await;
+    let up = boot_until_ssh(&driver, &spec, &vm).await;
     let live = std::fs::read(&vm.console).unwrap();
     // The ACPI power button: the guest's own power-off is its last line.
     let torn = teardown(&driver, spec.shutdown_timeout, &vm, BOOTED).await;
@@ -877,6 +873,17 @@ async fn a_guest_flooding_its_console_keeps_it_within_its_cap_ending_with_its_la
     assert!(qemu_processes(dir.path()).is_empty());
 }
 
+/// Boots `vm` and waits for its sshd: the endpoint, or why not.
+async fn boot_until_ssh(
+    driver: &Qemu,
+    spec: &VmSpec,
+    vm: &Instance,
+) -> fruix_core::Result<Endpoint> {
+    let cancel = CancellationToken::new();
+    let endpoint = driver.boot(vm, &cancel).await?;
+    wait_for_ssh(driver, spec, vm, endpoint, &cancel).await
+}
+
 /// A port picker handing out `taken` for the first `times` attempts, then
 /// ports the kernel finds free; and the ports it handed out.
 fn picker(taken: u16, times: usize) -> (PortPicker, Arc<Mutex<Vec<u16>>>) {
@@ -908,12 +915,7 @@ async fn a_forwarded_port_taken_before_qemu_listens_is_replaced_by_another() {
     let (pick, picked) = picker(taken, 1);
     let (driver, spec, vm) = qemu_driver(dir.path(), Vm::new("vm1"));
     let driver = driver.with_ports(pick);
-    let cancel = CancellationToken::new();
-    let up = async {
-        let endpoint = driver.boot(&vm, &cancel).await?;
-        wait_for_ssh(&driver, &spec, &vm, endpoint, &cancel).await
-    };
-    let up = up.await;
+    let up = boot_until_ssh(&driver, &spec, &vm).await;
     let torn = teardown(&driver, Duration::ZERO, &vm, BOOTED).await;
     let endpoint = up.unwrap();
     torn.unwrap();
