@@ -195,21 +195,39 @@ pub fn resolve_beneath(root: &Path, relative: &str) -> Result<PathBuf> {
 /// An absent file is [`Error::NotFound`]; every refusal is
 /// [`Error::MetadataFile`] naming the path and the [`MetadataFileProblem`].
 pub fn read_metadata_file(path: &Path) -> Result<String> {
-    read_file_of_kind(path, "metadata file")
+    read_optional_metadata_file(path)?.ok_or_else(|| Error::NotFound {
+        path: path.to_path_buf(),
+        hint: "give the path of an existing metadata file".into(),
+    })
 }
 
-/// [`read_metadata_file`] for a file the user names as a `kind` (`matrix
-/// file`, say): an absent one is named so.
+/// Reads a file the user names as a `kind` (`matrix file`, a secret key
+/// file...) as [`read_metadata_file`] does, but through the symlinks its
+/// path goes through, the last included: the user chose the path (a key
+/// mounted from a Kubernetes secret is a symlink). What it reaches must
+/// still be a regular file (checked on the descriptor), of at most
+/// [`MAX_METADATA_BYTES`], never waited on. An absent one is named so.
 pub fn read_file_of_kind(path: &Path, kind: &str) -> Result<String> {
-    read_optional_metadata_file(path)?.ok_or_else(|| Error::NotFound {
+    read_optional_named_file(path)?.ok_or_else(|| Error::NotFound {
         path: path.to_path_buf(),
         hint: format!("give the path of an existing {kind}"),
     })
 }
 
+/// [`read_file_of_kind`] for an optional file: `None` when absent (or a
+/// symlink to nothing).
+pub fn read_optional_named_file(path: &Path) -> Result<Option<String>> {
+    utf8(path, read_regular_file(path, Follow::Yes)?)
+}
+
 /// Like [`read_metadata_file`], for optional files: `None` when absent.
 pub fn read_optional_metadata_file(path: &Path) -> Result<Option<String>> {
-    let Some(bytes) = read_optional_regular_file(path)? else {
+    utf8(path, read_optional_regular_file(path)?)
+}
+
+/// `bytes` of the file at `path` as text.
+fn utf8(path: &Path, bytes: Option<Vec<u8>>) -> Result<Option<String>> {
+    let Some(bytes) = bytes else {
         return Ok(None);
     };
     String::from_utf8(bytes)
@@ -226,15 +244,35 @@ pub fn read_optional_metadata_file(path: &Path) -> Result<Option<String>> {
 /// (a regular file of at most [`MAX_METADATA_BYTES`], never through a
 /// symlink, never blocking), but not necessarily UTF-8: `None` when absent.
 pub fn read_optional_regular_file(path: &Path) -> Result<Option<Vec<u8>>> {
+    read_regular_file(path, Follow::No)
+}
+
+/// Whether [`read_regular_file`] goes through a symlink.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    /// A file the user names: its path is theirs to choose.
+    Yes,
+    /// Anything else: a symlink is refused unread.
+    No,
+}
+
+/// The bytes of the regular file at `path` (at most
+/// [`MAX_METADATA_BYTES`], never blocking), `None` when absent; through a
+/// symlink only with [`Follow::Yes`].
+fn read_regular_file(path: &Path, follow: Follow) -> Result<Option<Vec<u8>>> {
     let refused = |problem| Error::MetadataFile {
         path: path.to_path_buf(),
         problem,
     };
-    // What lstat already shows is not a regular file is refused unopened:
+    // What (l)stat already shows is not a regular file is refused unopened:
     // opening a device can have effects (and fails on `nodev` mounts). The
     // fstat of the opened descriptor below stays the authority, for a file
     // swapped in between.
-    match fs::symlink_metadata(path) {
+    let looked = match follow {
+        Follow::Yes => fs::metadata(path),
+        Follow::No => fs::symlink_metadata(path),
+    };
+    match looked {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("inspect", path, e)),
         Ok(meta) => {
@@ -243,9 +281,13 @@ pub fn read_optional_regular_file(path: &Path) -> Result<Option<Vec<u8>>> {
             }
         }
     }
+    let nofollow = match follow {
+        Follow::Yes => 0,
+        Follow::No => libc::O_NOFOLLOW,
+    };
     let opened = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(nofollow | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path);
     let file = match opened {
         Ok(file) => file,
@@ -442,6 +484,57 @@ mod tests {
             "is a symlink; fruix never follows symlinks in metadata",
         );
         assert!(!message.contains("SECRET"), "{message}");
+    }
+
+    /// A file the user names (a key, a machines file) is read through the
+    /// symlinks of its path, as a Kubernetes secret's mount is made: before,
+    /// it was refused as metadata is. What it reaches is held to the same
+    /// rules: a FIFO is refused at once, a device unread, and a dangling
+    /// link is an absent file.
+    #[test]
+    fn a_named_file_is_read_through_symlinks_and_held_to_its_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("..data");
+        fs::create_dir(&data).unwrap();
+        fs::write(data.join("key"), "k:AAAA\n").unwrap();
+        let link = dir.path().join("key");
+        std::os::unix::fs::symlink("..data/key", &link).unwrap();
+        assert_eq!(
+            read_file_of_kind(&link, "secret key file").unwrap(),
+            "k:AAAA\n"
+        );
+        let fifo = dir.path().join("fifo");
+        crate::testing::mkfifo(&fifo).unwrap();
+        let through = |target: &Path, name: &str| {
+            let link = dir.path().join(name);
+            std::os::unix::fs::symlink(target, &link).unwrap();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || tx.send(read_file_of_kind(&link, "key file")));
+            match rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("it blocked")
+            {
+                Err(Error::MetadataFile { problem, .. }) => problem,
+                other => panic!("{name}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            through(&fifo, "to-fifo"),
+            MetadataFileProblem::NotRegular { kind: "FIFO" }
+        );
+        assert_eq!(
+            through(Path::new("/dev/zero"), "to-zero"),
+            MetadataFileProblem::NotRegular {
+                kind: "character device"
+            }
+        );
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink("nowhere", &dangling).unwrap();
+        assert_eq!(read_optional_named_file(&dangling).unwrap(), None);
+        assert!(matches!(
+            read_file_of_kind(&dangling, "key file"),
+            Err(Error::NotFound { .. })
+        ));
     }
 
     #[test]

@@ -106,6 +106,16 @@ pub enum Error {
         /// The path named as the store, which is not a directory.
         path: PathBuf,
     },
+    /// A store whose path is not UTF-8: what names its objects by path
+    /// (a result bundle's metadata, a build request) is text.
+    #[error(
+        "the store's path {} is not UTF-8: result bundles and build requests name store paths as text; choose a store path that is UTF-8",
+        escape::path(path)
+    )]
+    StorePathNotText {
+        /// The store's path.
+        path: PathBuf,
+    },
     /// The store's database failed (locked too long, disk full, corrupt),
     /// with what to do about it when SQLite's error code tells
     /// ([`database_advice`]).
@@ -315,6 +325,7 @@ impl Error {
             | Error::Database { .. }
             | Error::DatabaseUnreadable { .. } => (Failure::System, ExitStatus::SystemFailure),
             Error::NoStore { .. }
+            | Error::StorePathNotText { .. }
             | Error::NotAStoreObject { .. }
             | Error::NotInStore { .. }
             | Error::StoreObjectAsSource { .. }

@@ -213,12 +213,14 @@ fn collect_pool(
     };
     for name in names {
         check_cancelled(progress)?;
-        let Ok(st) = rfs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+        let Ok(st) = rfs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
         let (dev, ino, nlink) = identity(&st);
         let links = nlink.saturating_sub(going.get(&(dev, ino)).copied().unwrap_or(0));
-        if links == 1 && (dry_run || rfs::unlinkat(&dir, name.as_str(), AtFlags::empty()).is_ok()) {
+        if links == 1
+            && (dry_run || rfs::unlinkat(&dir, name.as_os_str(), AtFlags::empty()).is_ok())
+        {
             report.pool_entries += 1;
             report.pool_bytes += st.st_blocks as u64 * 512;
         }

@@ -17,10 +17,11 @@
 //! that a promotion that fails (or is killed) can have its entries removed
 //! again, when no object links them ([`Pool::remove_unlinked`]).
 
-use std::ffi::CStr;
+use std::ffi::{CStr, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufRead, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -186,8 +187,8 @@ impl Pool {
     }
 
     /// Device and inode number of entry `key`, if it exists.
-    pub fn inode_of(&self, key: &str) -> Option<(u64, u64)> {
-        let st = rfs::statat(&self.dir, key, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    pub fn inode_of(&self, key: impl AsRef<Path>) -> Option<(u64, u64)> {
+        let st = rfs::statat(&self.dir, key.as_ref(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
         Some((stat::dev(&st), stat::ino(&st)))
     }
 
@@ -357,25 +358,28 @@ impl Pool {
     }
 
     /// Removes entry (or stray file) `name`.
-    pub fn remove(&self, name: &str) -> Result<()> {
+    pub fn remove(&self, name: impl AsRef<Path>) -> Result<()> {
+        let name = name.as_ref();
         rfs::unlinkat(&self.dir, name, AtFlags::empty())
             .map_err(|e| fruix_core::Error::io("remove", self.path.join(name), e.into()).into())
     }
 
     /// Calls `f` with the pool's names (temporaries left out), `chunk` at a
-    /// time, in directory order: memory does not grow with the pool.
-    pub fn for_each_chunk(&self, chunk: usize, mut f: impl FnMut(&[String])) -> Result<()> {
+    /// time, in directory order: memory does not grow with the pool. Names
+    /// are as they are, byte for byte: a stray one that is not UTF-8 is
+    /// named (and removed by a repair) exactly.
+    pub fn for_each_chunk(&self, chunk: usize, mut f: impl FnMut(&[OsString])) -> Result<()> {
         // A fresh open of the directory: listings never share a position.
         let listing = rfs::Dir::read_from(&self.dir)
             .map_err(|e| fruix_core::Error::io("read", &self.path, e.into()))?;
         let mut names = Vec::with_capacity(chunk);
         for item in listing {
             let item = item.map_err(|e| fruix_core::Error::io("read", &self.path, e.into()))?;
-            let name = item.file_name().to_string_lossy();
-            if name == "." || name == ".." || name.starts_with(TEMP_PREFIX) {
+            let name = item.file_name().to_bytes();
+            if name == b"." || name == b".." || name.starts_with(TEMP_PREFIX.as_bytes()) {
                 continue;
             }
-            names.push(name.into_owned());
+            names.push(OsString::from_vec(name.to_vec()));
             if names.len() == chunk {
                 f(&names);
                 names.clear();
@@ -389,15 +393,19 @@ impl Pool {
 
     /// Checks one pool entry: a well-formed name, a regular file with the
     /// name's mode, and content that hashes to the name. Returns its size.
-    pub fn check_entry(&self, name: &str) -> std::result::Result<u64, PoolProblem> {
+    pub fn check_entry(&self, name: impl AsRef<OsStr>) -> std::result::Result<u64, PoolProblem> {
+        let name = Path::new(name.as_ref());
         let path = self.path.join(name);
         let problem = |message: String| PoolProblem {
             path: path.clone(),
             message,
         };
-        let mode = key_mode(name).ok_or_else(|| {
-            problem("is not a pool entry (its name is not <sha256>-<r|x>)".into())
-        })?;
+        let (key, mode) = name
+            .to_str()
+            .and_then(|k| Some((k, key_mode(k)?)))
+            .ok_or_else(|| {
+                problem("is not a pool entry (its name is not <sha256>-<r|x>)".into())
+            })?;
         let fd = rfs::openat(
             &self.dir,
             name,
@@ -433,7 +441,7 @@ impl Pool {
             Ok((<[u8; 32]>::from(hasher.finalize()), size))
         })?;
         let digest = hex::encode(sha256);
-        if !name.starts_with(&digest) {
+        if !key.starts_with(&digest) {
             return Err(problem(format!(
                 "content hashes to {digest}, not to its name: the file was changed after it entered the store"
             )));

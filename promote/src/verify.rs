@@ -16,7 +16,7 @@
 //! object the registry lacks (see [`ReferenceFault`]).
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -255,10 +255,12 @@ impl PoolVerification {
         }
     }
 
-    fn add(&mut self, name: &str, outcome: std::result::Result<u64, PoolProblem>) {
+    fn add(&mut self, name: &OsStr, outcome: std::result::Result<u64, PoolProblem>) {
         self.checked += 1;
         if let Err(problem) = outcome {
-            self.corrupt_names.insert(name.to_string());
+            // A name that is not UTF-8 is no entry's: no object links it.
+            self.corrupt_names
+                .insert(name.to_string_lossy().into_owned());
             self.corrupt.push(problem);
         }
     }
@@ -296,7 +298,7 @@ pub fn verify_pool(
 ) -> Result<PoolVerification> {
     let pool = store.pool();
     let mut verification = PoolVerification::default();
-    let check = |chunk: &[String], all: bool, v: &mut PoolVerification| -> Result<()> {
+    let check = |chunk: &[OsString], all: bool, v: &mut PoolVerification| -> Result<()> {
         let outcomes: Vec<_> = chunk
             .par_iter()
             .map(|name| {
@@ -318,6 +320,9 @@ pub fn verify_pool(
     };
     match names {
         Some(names) => names
+            .into_iter()
+            .map(OsString::from)
+            .collect::<Vec<_>>()
             .chunks(POOL_CHUNK)
             .try_for_each(|c| check(c, false, &mut verification))?,
         None => {
@@ -555,14 +560,18 @@ fn repair_alone(
         }
     }
     for p in &pool.corrupt {
-        let Some(name) = name_of(&p.path).filter(|n| store.pool().inode_of(n).is_some()) else {
+        let Some(name) = p
+            .path
+            .file_name()
+            .filter(|n| store.pool().inode_of(n).is_some())
+        else {
             continue;
         };
-        if store.pool().check_entry(&name).is_ok() {
+        if store.pool().check_entry(name).is_ok() {
             // Made anew, sound, since it was found corrupt.
             continue;
         }
-        store.pool().remove(&name)?;
+        store.pool().remove(name)?;
         repair.removed_pool_entries.push(p.path.clone());
     }
     Ok(repair)

@@ -2,57 +2,82 @@
 //! UTF-8, the path shown as fruix prints paths (the byte 0xff as `\377`,
 //! [`fruix_core::escape::path_text`]). serde refused such paths: `--json`
 //! exited 3, and `store serve` panicked greeting its client.
+//!
+//! A store's path, and so each of its objects' paths, is UTF-8: a store
+//! elsewhere is refused before anything is made
+//! ([`fruix_promote::Error::StorePathNotText`]). What is still read from
+//! the file system here, in `TMP/dir\xff`: the out-link, the state
+//! directory (its roots, its promoted result roots), the result root
+//! promoted and the source tree added, a root reaching the store through
+//! that directory, and an entry of the store that is not fruix's. The
+//! reports that name store objects only are checked through values built
+//! with paths in `TMP/dir\xff/store`, as a store there would name them;
+//! `store serve`'s greeting, which names the store alone (its type is
+//! private), is not checked here any more.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fruix_core::testing::{sorted_strings, TestDir};
-use fruix_promote::archive::{export, import, ArchiveLimits, ImportOptions, Trust};
+use fruix_core::testing::{sorted_strings, write_sample_result_root, TestDir};
+use fruix_core::ExitStatus;
+use fruix_promote::archive::{ExportReport, ImportReport};
 use fruix_promote::db::Filter;
 use fruix_promote::gc::{collect, GcOptions};
 use fruix_promote::pool::PoolProblem;
 use fruix_promote::query::{info, list_store};
 use fruix_promote::roots;
-use fruix_promote::serve::serve;
+use fruix_promote::source::SourceReport;
 use fruix_promote::verify::{
-    check_registry, object_paths, verify_objects, ReferenceFault, ReferenceProblem, Repair,
+    check_registry, object_paths, verify_objects, ReferenceFault, ReferenceProblem, RegistryCheck,
+    Repair,
 };
-use fruix_promote::{promote_native_build_result, OutLink, PromoteOptions, Store};
+use fruix_promote::{
+    promote_native_build_result, Error, OutLink, PromoteOptions, PromotionReport, Store,
+};
 use serde_json::{json, Value};
 
 mod common;
 
-/// A store in `TMP/dir\xff`, with the sample result root promoted into it
-/// (its out-link in `TMP/dir\xff` too) and a small source tree added.
-struct OddStore {
-    dir: TestDir,
+/// The run id of the result root promoted.
+const RUN_ID: &str = "20260405T213444Z";
+
+/// A store in `TMP/store`, into which the sample result root in the state
+/// directory `TMP/dir\xff/state` (`native-builds/RUN_ID`) was promoted,
+/// its out-link `TMP/dir\xff/result`, and to which the small source tree
+/// `TMP/dir\xff/src` was added.
+struct OddDir {
+    /// The temporary directory, removed with the fixture.
+    _dir: TestDir,
     store: Store,
     /// `TMP/dir\xff`.
     odd: PathBuf,
     /// How JSON shows `TMP/dir\xff`: `TMP/dir\377`.
     shown: String,
-    promotion: fruix_promote::PromotionReport,
-    source: fruix_promote::source::SourceReport,
+    /// The state directory, `TMP/dir\xff/state`.
+    state: PathBuf,
+    promotion: PromotionReport,
+    source: SourceReport,
 }
 
-impl OddStore {
-    fn new() -> OddStore {
+impl OddDir {
+    fn new() -> OddDir {
         let dir = TestDir::new();
         let odd = dir.join(OsStr::from_bytes(b"dir\xff"));
         std::fs::create_dir(&odd).unwrap();
-        let base = dir.path().to_str().expect("a UTF-8 temporary directory");
-        let shown = format!("{base}/dir\\377");
-        let store = Store::open(&odd.join("store")).unwrap();
-        let root = dir.root("root", "local", "20260405T213444Z", true);
+        let shown = format!("{}/dir\\377", text(dir.path()));
+        let store = Store::open(&dir.store()).unwrap();
+        let state = odd.join("state");
+        let root = state.join("native-builds").join(RUN_ID);
+        write_sample_result_root(&root, "local", RUN_ID, true).unwrap();
         let promotion = promote_native_build_result(
             &root,
             &store,
             &PromoteOptions {
                 progress: None,
                 out_link: Some(OutLink {
-                    state_dir: &dir.join("state"),
+                    state_dir: &state,
                     link: &odd.join("result"),
                 }),
             },
@@ -60,14 +85,15 @@ impl OddStore {
         .unwrap();
         let source = common::add_sample_source(
             &store,
-            &dir.join("src"),
+            &odd.join("src"),
             &[("Makefile", b"all:\n".as_slice(), 0o644)],
         );
-        OddStore {
-            dir,
+        OddDir {
+            _dir: dir,
             store,
             odd,
             shown,
+            state,
             promotion,
             source,
         }
@@ -76,7 +102,7 @@ impl OddStore {
     /// How JSON shows `path`, a path in `TMP/dir\xff`.
     fn shown(&self, path: &Path) -> String {
         let rest = path.strip_prefix(&self.odd).unwrap();
-        format!("{}/{}", self.shown, rest.to_str().unwrap())
+        format!("{}/{}", self.shown, text(rest))
     }
 
     /// How JSON shows each of `paths`.
@@ -84,7 +110,18 @@ impl OddStore {
         paths.iter().map(|p| self.shown(p)).collect()
     }
 
-    /// The names of the store's objects, sorted.
+    /// The path that the object at `path` would have in a store at
+    /// `TMP/dir\xff/store`, for reports built by hand.
+    fn elsewhere(&self, path: &Path) -> PathBuf {
+        self.odd.join("store").join(path.file_name().unwrap())
+    }
+
+    /// [`OddDir::elsewhere`] of each of `paths`.
+    fn elsewhere_all(&self, paths: &[PathBuf]) -> Vec<PathBuf> {
+        paths.iter().map(|p| self.elsewhere(p)).collect()
+    }
+
+    /// The paths of the store's objects, sorted.
     fn objects(&self) -> Vec<PathBuf> {
         let mut paths = object_paths(&self.store).unwrap();
         paths.sort();
@@ -92,65 +129,147 @@ impl OddStore {
     }
 }
 
+/// `path`, which is UTF-8, as text.
+fn text(path: &Path) -> &str {
+    path.to_str()
+        .unwrap_or_else(|| panic!("not UTF-8: {path:?}"))
+}
+
+/// Each of `paths`, which are UTF-8, as text.
+fn texts(paths: &[PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| text(p).to_string()).collect()
+}
+
 /// `value` as JSON, which must not fail.
 fn json_of(value: &impl serde::Serialize) -> Value {
     serde_json::to_value(value).unwrap_or_else(|e| panic!("cannot serialise: {e}"))
 }
 
+/// The `key` of each element of the JSON array `array`.
+fn each(array: &Value, key: &str) -> Value {
+    let array = array
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {array}"));
+    Value::Array(array.iter().map(|e| e[key].clone()).collect())
+}
+
+#[test]
+fn a_store_whose_path_is_not_utf8_is_refused_naming_it_escaped_and_nothing_made() {
+    let dir = TestDir::new();
+    let odd = dir.join(OsStr::from_bytes(b"dir\xff"));
+    let root = odd.join("store");
+    let shown = format!("{}/dir\\377/store", text(dir.path()));
+    let refused = |e: Option<Error>| {
+        let e = e.expect("the store is refused");
+        assert!(
+            matches!(&e, Error::StorePathNotText { path } if *path == root),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_status(), ExitStatus::Usage);
+        assert!(e.to_string().contains(&shown), "{e}");
+    };
+    refused(Store::open(&root).err());
+    refused(Store::open_tentatively(&root).err());
+    assert!(!odd.exists(), "made {odd:?}");
+    std::fs::create_dir_all(&root).unwrap();
+    let opens: [fn(&Path) -> fruix_promote::Result<Store>; 3] = [
+        Store::open_existing,
+        Store::open_directory,
+        Store::open_for_reading,
+    ];
+    for open in opens {
+        refused(open(&root).err());
+    }
+    let made: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(made, Vec::<PathBuf>::new());
+}
+
 #[test]
 fn promotion_and_source_reports_show_a_path_that_is_not_utf8_escaped() {
-    let s = OddStore::new();
+    let s = OddDir::new();
     let promoted = json_of(&s.promotion);
-    assert_eq!(
-        promoted["result_store"],
-        s.shown(&s.promotion.result_store),
-        "{promoted:#}"
-    );
     assert_eq!(
         promoted["out_link"],
         format!("{}/result", s.shown),
+        "{promoted:#}"
+    );
+    assert_eq!(
+        promoted["result_store"],
+        text(&s.promotion.result_store),
         "{promoted:#}"
     );
     assert!(!s.promotion.artifacts.is_empty());
     for (name, artifact) in &s.promotion.artifacts {
         assert_eq!(
             promoted["artifacts"][name]["store_path"],
-            s.shown(&artifact.store_path),
+            text(&artifact.store_path),
             "{promoted:#}"
         );
     }
-    let added = json_of(&s.source);
+    // Store paths, by hand.
+    let mut elsewhere = s.promotion.clone();
+    elsewhere.result_store = s.elsewhere(&elsewhere.result_store);
+    for artifact in elsewhere.artifacts.values_mut() {
+        artifact.store_path = s.elsewhere(&artifact.store_path);
+    }
+    let shown = json_of(&elsewhere);
     assert_eq!(
-        added["store_path"],
-        s.shown(&s.source.store_path),
-        "{added:#}"
+        shown["result_store"],
+        s.shown(&elsewhere.result_store),
+        "{shown:#}"
+    );
+    for (name, artifact) in &elsewhere.artifacts {
+        assert_eq!(
+            shown["artifacts"][name]["store_path"],
+            s.shown(&artifact.store_path),
+            "{shown:#}"
+        );
+    }
+
+    let added = json_of(&s.source);
+    assert_eq!(added["store_path"], text(&s.source.store_path), "{added:#}");
+    assert_eq!(added["new"], true, "{added:#}");
+    let mut elsewhere = s.source.clone();
+    elsewhere.store_path = s.elsewhere(&elsewhere.store_path);
+    let shown = json_of(&elsewhere);
+    assert_eq!(
+        shown["store_path"],
+        s.shown(&elsewhere.store_path),
+        "{shown:#}"
     );
 }
 
 #[test]
-fn list_info_and_verify_reports_show_a_path_that_is_not_utf8_escaped() {
-    let s = OddStore::new();
+fn list_info_verify_and_registry_reports_show_a_path_that_is_not_utf8_escaped() {
+    let s = OddDir::new();
     let objects = s.objects();
-    let listed = json_of(&list_store(&s.store, &Filter::default()).unwrap());
-    let paths: Vec<Value> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["path"].clone())
+    let listed = list_store(&s.store, &Filter::default()).unwrap();
+    assert_eq!(
+        sorted_strings(&each(&json_of(&listed), "path")),
+        texts(&objects)
+    );
+    let elsewhere: Vec<_> = listed
+        .into_iter()
+        .map(|mut l| {
+            l.path = s.elsewhere(&l.path);
+            l
+        })
         .collect();
-    assert_eq!(sorted_strings(&Value::Array(paths)), s.shown_all(&objects));
+    assert_eq!(
+        sorted_strings(&each(&json_of(&elsewhere), "path")),
+        s.shown_all(&s.elsewhere_all(&objects))
+    );
 
-    let bundle = s
-        .promotion
-        .result_store
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap();
-    let bundle_info = info(&s.store, bundle).unwrap();
+    let bundle = s.promotion.result_store.file_name().unwrap();
+    let mut bundle_info = info(&s.store, text(Path::new(bundle))).unwrap();
+    assert!(!bundle_info.references.is_empty());
+    bundle_info.path = s.elsewhere(&bundle_info.path);
+    bundle_info.references = s.elsewhere_all(&bundle_info.references);
     let shown = json_of(&bundle_info);
     assert_eq!(shown["path"], s.shown(&bundle_info.path), "{shown:#}");
-    assert!(!bundle_info.references.is_empty());
     assert_eq!(
         shown["references"],
         json!(s.shown_all(&bundle_info.references)),
@@ -158,42 +277,77 @@ fn list_info_and_verify_reports_show_a_path_that_is_not_utf8_escaped() {
     );
 
     let verified = verify_objects(&objects, None, None).unwrap();
-    let shown = json_of(&verified);
-    for (i, v) in verified.iter().enumerate() {
-        assert_eq!(shown[i]["path"], s.shown(&v.path), "{shown:#}");
-    }
-    // A directory that looks like an object but is not registered.
-    let stray = s
-        .store
-        .path()
-        .join(format!("{}-fruix-native-x-1-local", "0".repeat(40)));
-    std::fs::create_dir(&stray).unwrap();
+    assert_eq!(
+        sorted_strings(&each(&json_of(&verified), "path")),
+        texts(&objects)
+    );
+    let elsewhere: Vec<_> = verified
+        .into_iter()
+        .map(|mut v| {
+            v.path = s.elsewhere(&v.path);
+            v
+        })
+        .collect();
+    assert_eq!(
+        sorted_strings(&each(&json_of(&elsewhere), "path")),
+        s.shown_all(&s.elsewhere_all(&objects))
+    );
+
+    // A file someone put in the store, whose name is not UTF-8: foreign.
+    let foreign = s.store.path().join(OsStr::from_bytes(b"junk\xff"));
+    std::fs::write(&foreign, "").unwrap();
     let registry = check_registry(&s.store).unwrap();
     assert_eq!(
         json_of(&registry),
         json!({
             "missing": [],
-            "unregistered": [s.shown(&stray)],
-            "foreign": [],
+            "unregistered": [],
+            "foreign": [format!("{}/junk\\377", text(s.store.path()))],
             "references": []
+        })
+    );
+    // Store paths, by hand.
+    let elsewhere = s.elsewhere_all(&objects);
+    let registry = RegistryCheck {
+        missing: vec![elsewhere[0].clone()],
+        unregistered: vec![elsewhere[1].clone()],
+        foreign: Vec::new(),
+        references: vec![ReferenceProblem {
+            object: s.elsewhere(&s.promotion.result_store),
+            reference: elsewhere[0].clone(),
+            problem: ReferenceFault::NotRegistered,
+        }],
+    };
+    assert_eq!(
+        json_of(&registry),
+        json!({
+            "missing": [s.shown(&elsewhere[0])],
+            "unregistered": [s.shown(&elsewhere[1])],
+            "foreign": [],
+            "references": [{
+                "object": s.shown(&s.elsewhere(&s.promotion.result_store)),
+                "reference": s.shown(&elsewhere[0]),
+                "problem": "not-registered",
+            }],
         })
     );
 }
 
 #[test]
 fn repair_and_pool_reports_show_a_path_that_is_not_utf8_escaped() {
-    let s = OddStore::new();
-    let objects = s.objects();
-    let entry = s.store.path().join(".links").join("0".repeat(64));
+    let s = OddDir::new();
+    let objects = s.elsewhere_all(&s.objects());
+    let bundle = s.elsewhere(&s.promotion.result_store);
+    let entry = s.odd.join("store").join(".links").join("0".repeat(64));
     let reference = ReferenceProblem {
-        object: s.promotion.result_store.clone(),
+        object: bundle.clone(),
         reference: objects[0].clone(),
         problem: ReferenceFault::NotRecorded,
     };
     let repair = Repair {
         removed_objects: objects.clone(),
         removed_pool_entries: vec![entry.clone()],
-        removed_bundles: vec![s.promotion.result_store.clone()],
+        removed_bundles: vec![bundle.clone()],
         removed_referrers: objects.clone(),
         unregistered: objects.clone(),
         recorded_references: vec![reference],
@@ -204,11 +358,11 @@ fn repair_and_pool_reports_show_a_path_that_is_not_utf8_escaped() {
         json!({
             "removed_objects": each,
             "removed_pool_entries": [s.shown(&entry)],
-            "removed_bundles": [s.shown(&s.promotion.result_store)],
+            "removed_bundles": [s.shown(&bundle)],
             "removed_referrers": each,
             "unregistered": each,
             "recorded_references": [{
-                "object": s.shown(&s.promotion.result_store),
+                "object": s.shown(&bundle),
                 "reference": s.shown(&objects[0]),
                 "problem": "not-recorded",
             }],
@@ -225,85 +379,99 @@ fn repair_and_pool_reports_show_a_path_that_is_not_utf8_escaped() {
 }
 
 #[test]
-fn roots_and_gc_reports_show_a_path_that_is_not_utf8_escaped() {
-    let s = OddStore::new();
-    let state = s.dir.join("state");
+fn roots_and_gc_reports_show_links_and_result_roots_that_are_not_utf8_escaped() {
+    let s = OddDir::new();
     let link = s.odd.join("result");
-    let listed = roots::list(&state, s.store.path()).unwrap();
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    let root = json_of(&listed[0]);
-    assert_eq!(root["link"], s.shown(&link), "{root:#}");
+    let bundle = s.promotion.result_store.file_name().unwrap();
+    // A direct root reaching the bundle through `TMP/dir\xff/alias`, a
+    // link to the store.
+    let alias = s.odd.join("alias");
+    std::os::unix::fs::symlink(s.store.path(), &alias).unwrap();
+    let direct = s.state.join("gcroots").join("by-alias");
+    std::os::unix::fs::symlink(alias.join(bundle), &direct).unwrap();
+    let listed = roots::list(&s.state, s.store.path()).unwrap();
     assert_eq!(
-        root["target"],
-        s.shown(&s.promotion.result_store),
-        "{root:#}"
+        json_of(&listed),
+        json!([
+            {
+                "link": s.shown(&link),
+                "indirect": true,
+                "target": text(&s.promotion.result_store),
+                "object": text(Path::new(bundle)),
+                "dead": false,
+            },
+            {
+                "link": s.shown(&direct),
+                "indirect": false,
+                "target": s.shown(&alias.join(bundle)),
+                "object": text(Path::new(bundle)),
+                "dead": false,
+            },
+        ])
     );
-    // With its link gone, the root is dead; nothing keeps the objects.
+    // With both links gone, the out-link's root is dead, nothing keeps the
+    // objects, and the promoted result root goes.
     std::fs::remove_file(&link).unwrap();
+    std::fs::remove_file(&direct).unwrap();
     let report = collect(
         &s.store,
         &GcOptions {
-            state_dir: state,
+            state_dir: s.state.clone(),
             dry_run: true,
             max_freed: None,
-            keep_result_roots: true,
-            older_than: Duration::from_secs(3600),
+            keep_result_roots: false,
+            older_than: Duration::ZERO,
             progress: None,
         },
     )
     .unwrap();
     let shown = json_of(&report);
     assert_eq!(shown["dead_roots"], json!([s.shown(&link)]), "{shown:#}");
-    let removed: Vec<Value> = shown["objects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["path"].clone())
-        .collect();
+    let result_root = s.state.join("native-builds").join(RUN_ID);
     assert_eq!(
-        sorted_strings(&Value::Array(removed)),
-        s.shown_all(&s.objects())
+        shown["result_roots"],
+        json!([s.shown(&result_root)]),
+        "{shown:#}"
+    );
+    let objects = s.objects();
+    assert_eq!(
+        sorted_strings(&each(&shown["objects"], "path")),
+        texts(&objects)
+    );
+    // Store paths, by hand.
+    let mut elsewhere = report.clone();
+    for removed in &mut elsewhere.objects {
+        removed.path = s.elsewhere(&removed.path);
+    }
+    assert_eq!(
+        sorted_strings(&each(&json_of(&elsewhere)["objects"], "path")),
+        s.shown_all(&s.elsewhere_all(&objects))
     );
 }
 
 #[test]
-fn archive_reports_and_serve_show_a_path_that_is_not_utf8_escaped() {
-    let s = OddStore::new();
-    let objects = s.objects();
-    let names: Vec<String> = objects
-        .iter()
-        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
-        .collect();
-    let mut archive = Vec::new();
-    let exported = export(&s.store, &names, &mut archive, None).unwrap();
-    let shown = json_of(&exported);
-    assert_eq!(sorted_strings(&shown["objects"]), s.shown_all(&objects));
-    let trust = Trust {
-        keys: Vec::new(),
-        check_signatures: false,
+fn archive_reports_show_a_path_that_is_not_utf8_escaped() {
+    let s = OddDir::new();
+    let objects = s.elsewhere_all(&s.objects());
+    let exported = ExportReport {
+        objects: objects.clone(),
+        bytes: 1,
     };
-    let options = ImportOptions {
-        trust: &trust,
-        limits: ArchiveLimits::default(),
-        progress: None,
-        whole_input: true,
-    };
-    // Into the store it came from: every object is there already.
-    let imported = import(&s.store, archive.as_slice(), &options).unwrap();
-    let shown = json_of(&imported);
-    assert_eq!(sorted_strings(&shown["present"]), s.shown_all(&objects));
-    // `store serve` greets its client with the store's path.
-    let mut answer = Vec::new();
-    serve(
-        &s.store,
-        b"{\"op\":\"hello\",\"version\":1}\n".as_slice(),
-        &mut answer,
-        &options,
-    )
-    .unwrap();
-    let answer: Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(
-        answer,
-        json!({ "ok": { "version": 1, "store": format!("{}/store", s.shown) } })
+        json_of(&exported),
+        json!({ "objects": s.shown_all(&objects), "bytes": 1 })
+    );
+    let imported = ImportReport {
+        imported: vec![objects[0].clone()],
+        present: objects[1..].to_vec(),
+        bytes: 2,
+    };
+    assert_eq!(
+        json_of(&imported),
+        json!({
+            "imported": [s.shown(&objects[0])],
+            "present": s.shown_all(&objects[1..]),
+            "bytes": 2,
+        })
     );
 }

@@ -450,3 +450,35 @@ fn references_rewritten_with_their_manifest_line_are_found() {
         "{differences:?}"
     );
 }
+
+/// Regression: the pool's listing made names lossy, so a stray file in
+/// `.links` whose name is not UTF-8 was reported under another name
+/// (`x\u{fffd}`), and a repair, looking for that name, left the file and
+/// said it had removed what was corrupt. It is reported and removed by
+/// its own name, byte for byte; the sound entries stay.
+#[test]
+fn a_stray_pool_file_whose_name_is_not_utf8_is_named_and_removed_exactly() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TestDir::new();
+    let (store, _) = promoted(&dir);
+    let links = store.path().join(".links");
+    let stray = links.join(std::ffi::OsStr::from_bytes(b"x\xff"));
+    fs::write(&stray, "stray").unwrap();
+    let (objects, pool, registry) = verify_store(&store);
+    assert!(objects.iter().all(|o| o.ok), "{objects:?}");
+    let corrupt: Vec<&Path> = pool.corrupt.iter().map(|p| p.path.as_path()).collect();
+    assert_eq!(corrupt, [stray.as_path()], "{pool:?}");
+    let entries = fs::read_dir(&links).unwrap().count();
+    let repaired = repair(&store, &objects, &pool, &registry).unwrap();
+    assert_eq!(repaired.removed_pool_entries, vec![stray.clone()]);
+    assert!(
+        stray.symlink_metadata().is_err(),
+        "the stray file is still there"
+    );
+    assert_eq!(fs::read_dir(&links).unwrap().count(), entries - 1);
+    let (objects, pool, _) = verify_store(&store);
+    assert!(
+        objects.iter().all(|o| o.ok) && pool.corrupt.is_empty(),
+        "{pool:?}"
+    );
+}

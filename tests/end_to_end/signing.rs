@@ -199,3 +199,55 @@ fn a_result_signed_in_the_guest_is_promoted_with_the_machine_key_and_refused_wit
     assert!(stderr.contains("nothing was promoted"), "{stderr}");
     assert!(crate::util::nothing_promoted(&again.path().join("store")));
 }
+
+/// Regression: a key file, or a trusted keys file, reached through a
+/// symlink was refused as an untrusted metadata file is ("is a symlink"),
+/// though the user named it: a key mounted from a Kubernetes secret
+/// (`KEY -> ..data/KEY`) could not be used. Files the user names are read
+/// through the symlinks of their path; what they reach must still be a
+/// regular file.
+#[test]
+fn keys_mounted_as_symlinks_sign_and_are_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = key(dir.path(), "builder-1");
+    // As a Kubernetes secret volume lays its files out.
+    let mount = dir.path().join("mount");
+    std::fs::create_dir_all(mount.join("..data")).unwrap();
+    std::fs::rename(&secret, mount.join("..data/builder-1.sec")).unwrap();
+    std::fs::write(mount.join("..data/trusted-keys"), &public).unwrap();
+    let (linked_secret, linked_trust) = (mount.join("builder-1.sec"), mount.join("trusted-keys"));
+    std::os::unix::fs::symlink("..data/builder-1.sec", &linked_secret).unwrap();
+    std::os::unix::fs::symlink("..data/trusted-keys", &linked_trust).unwrap();
+    let store = dir.path().join("store");
+    let report = promote_report(
+        &store,
+        &sample_root(dir.path(), "root"),
+        &["--sign-with", linked_secret.to_str().unwrap()],
+    );
+    let world = report["artifacts"]["world"]["store_path"].as_str().unwrap();
+    assert!(signed_by(&info(&store, world), &public));
+    let archive = dir.path().join("archive");
+    run_ok(&mut crate::util::store_export(&store, &archive, &[], world));
+    // Into a store at the same path, which only a trusted key lets in.
+    std::fs::rename(&store, dir.path().join("original")).unwrap();
+    run_ok(
+        crate::util::store_import(&store, &archive, &[])
+            .arg("--trusted-keys-file")
+            .arg(&linked_trust),
+    );
+    assert!(signed_by(&info(&store, world), &public));
+    // What a link reaches is still held to a regular file: a FIFO is
+    // refused at once, never waited on.
+    let fifo = dir.path().join("fifo");
+    fruix_core::testing::mkfifo(&fifo).unwrap();
+    let to_fifo = dir.path().join("to-fifo");
+    std::os::unix::fs::symlink(&fifo, &to_fifo).unwrap();
+    let out = run(crate::util::store_import(&store, &archive, &[])
+        .arg("--trusted-keys-file")
+        .arg(&to_fifo));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is a FIFO, not a regular file"),
+        "{out:?}"
+    );
+}

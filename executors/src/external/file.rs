@@ -35,7 +35,7 @@ use std::time::Duration;
 use fruix_core::error::IoContext;
 use fruix_core::escape;
 use fruix_core::executor::{Capabilities, ConfigKey, ExecutorKind, Registry, RegistryEntry};
-use fruix_core::fsutil::read_metadata_file;
+use fruix_core::fsutil::read_file_of_kind;
 use fruix_core::promotion::{check_name, is_name};
 use fruix_core::sexp::{read_record, Record};
 use fruix_core::{Error, Result};
@@ -238,7 +238,7 @@ pub fn entry(spec: ExternalSpec) -> RegistryEntry {
 
 /// Reads the executors declared in `path`.
 pub fn read_file(path: &Path) -> Result<Vec<ExternalSpec>> {
-    let text = read_metadata_file(path).map_err(|e| match e {
+    let text = read_file_of_kind(path, "executors file").map_err(|e| match e {
         Error::NotFound { path, .. } => Error::NotFound {
             path,
             hint: "give the path of an executors file (see `Adding an executor` in the README)"

@@ -172,6 +172,19 @@ fn remove_store_entries(root: &Path) {
     let _ = fs::remove_file(root.join(".lock"));
 }
 
+/// Refuses a store whose path (made absolute, or resolved) is not UTF-8,
+/// before anything is made: [`Error::StorePathNotText`]. What names its
+/// objects by path as text (a result bundle's metadata, a build request)
+/// would name other paths, and `store verify` would find its bundles
+/// corrupt.
+fn text_path(root: &Path) -> Result<()> {
+    let absolute = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    match absolute.to_str() {
+        Some(_) => Ok(()),
+        None => Err(Error::StorePathNotText { path: absolute }),
+    }
+}
+
 /// Whether `dir` is a directory with nothing in it.
 fn is_empty_dir(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
@@ -199,6 +212,7 @@ impl Store {
     /// Opens (creating if needed) the store at `root`, and removes what
     /// killed processes left when no other process is using the store.
     pub fn open(root: &Path) -> Result<Store> {
+        text_path(root)?;
         fs::create_dir_all(root).map_err(|source| Error::StoreNotWritable {
             store: root.to_path_buf(),
             source,
@@ -214,6 +228,7 @@ impl Store {
     /// command leaves no new store behind. [`MadeStore::keep`] once the
     /// store holds what the command made.
     pub fn open_tentatively(root: &Path) -> Result<MadeStore> {
+        text_path(root)?;
         let not_writable = |source| Error::StoreNotWritable {
             store: root.to_path_buf(),
             source,
@@ -254,6 +269,7 @@ impl Store {
     /// opened as a store: one that was has its entries), is
     /// [`Error::NoStore`], and is left as it was.
     pub fn open_existing(root: &Path) -> Result<Store> {
+        text_path(root)?;
         match fs::metadata(root) {
             Ok(m) if m.is_dir() && !is_empty_dir(root) => Self::open_at(root),
             _ => Err(Error::NoStore {
@@ -267,6 +283,7 @@ impl Store {
     /// missing directory is [`Error::NoStore`]: a mistyped path makes
     /// nothing.
     pub fn open_directory(root: &Path) -> Result<Store> {
+        text_path(root)?;
         match fs::metadata(root) {
             Ok(m) if m.is_dir() => Self::open_at(root),
             _ => Err(Error::NoStore {
@@ -281,6 +298,7 @@ impl Store {
     /// read-only database, locks taken on files opened to read. Writing to
     /// such a store fails.
     pub fn open_for_reading(root: &Path) -> Result<Store> {
+        text_path(root)?;
         use rustix::fs::{access, Access};
         // What does not exist yet is made by a writer (in a store from
         // before the database).
@@ -306,6 +324,7 @@ impl Store {
 
     fn open_read_only(root: &Path) -> Result<Store> {
         let root = fs::canonicalize(root).with_path("resolve store", root)?;
+        text_path(&root)?;
         let lock_path = root.join(".lock");
         let lock = entries::own_file(&root, &lock_path, entries::Access::Read)?;
         let store = Store {
@@ -322,6 +341,7 @@ impl Store {
 
     fn open_at(root: &Path) -> Result<Store> {
         let root = fs::canonicalize(root).with_path("resolve store", root)?;
+        text_path(&root)?;
         loop {
             if let Some(store) = Self::open_once(&root)? {
                 return Ok(store);
@@ -680,6 +700,42 @@ mod tests {
         );
         drop(store);
         other.try_lock().unwrap();
+    }
+
+    /// Regression: a promotion into a store whose path is not UTF-8 wrote
+    /// its bundle's metadata with the path made lossy (U+FFFD for the odd
+    /// byte): `store verify` then called the bundle corrupt (its artifacts
+    /// "missing"), and `--repair` removed it; a build from a source object
+    /// there was given a path that did not exist. Such a store is refused
+    /// by every way of opening one, before anything is made; so is one
+    /// whose path only resolves to such a path (through a symlink).
+    #[test]
+    fn a_store_whose_path_is_not_utf8_is_refused_and_nothing_made() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"dir\xff"));
+        let root = odd.join("store");
+        let refused = |e: Error, path: &Path| {
+            assert!(
+                matches!(&e, Error::StorePathNotText { path: p } if p == path),
+                "{e:?}"
+            );
+            assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
+        };
+        refused(Store::open(&root).unwrap_err(), &root);
+        refused(Store::open_tentatively(&root).unwrap_err(), &root);
+        assert!(!odd.exists(), "made {odd:?}");
+        fs::create_dir_all(&root).unwrap();
+        refused(Store::open_existing(&root).unwrap_err(), &root);
+        refused(Store::open_directory(&root).unwrap_err(), &root);
+        refused(Store::open_for_reading(&root).unwrap_err(), &root);
+        assert_eq!(listing(&root), Vec::<String>::new());
+        // A UTF-8 path that resolves to it.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&root, &link).unwrap();
+        let resolved = fs::canonicalize(&root).unwrap();
+        refused(Store::open(&link).unwrap_err(), &resolved);
+        assert_eq!(listing(&root), Vec::<String>::new());
     }
 
     /// A collection waiting for the collector's lock holds its turnstile:

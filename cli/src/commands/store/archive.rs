@@ -38,9 +38,9 @@ pub fn trust(args: &TrustArgs) -> CliResult<Trust> {
         );
     }
     let file = &args.trusted_keys_file;
-    // Read as every file fruix is named is: a regular file, bounded, never
-    // through a symlink, never waiting on a FIFO.
-    match fruix_core::fsutil::read_optional_metadata_file(file) {
+    // Read as every file fruix is named is: a regular file (through the
+    // symlinks of its path), bounded, never waiting on a FIFO.
+    match fruix_core::fsutil::read_optional_named_file(file) {
         Ok(Some(text)) => {
             for (n, line) in text.lines().enumerate() {
                 let at = || format!("{}:{}", escape::path(file), n + 1);

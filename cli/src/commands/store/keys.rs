@@ -158,14 +158,28 @@ pub fn signing_key(args: &OutLinkArgs) -> CliResult<Option<SecretKey>> {
 
 /// Signs what a promotion reported: its bundle's closure (the bundle, its
 /// artifacts, and the source object they were built from), so that an
-/// export of it carries a signature for every object.
+/// export of it carries a signature for every object. A failure says that
+/// the promotion itself stands (the result promoted, and linked), unsigned:
+/// the closure is signed after it, and an object of it may be full of other
+/// keys' signatures.
 pub fn sign_promoted(store: &Store, report: &PromotionReport, key: &SecretKey) -> CliResult<()> {
     let bundle = report
         .result_store
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let closure = store.db().closure(&[bundle]).map_err(from_promote)?;
-    sign_all(store, &closure, key)?;
-    Ok(())
+    // The registry's guard goes before `sign_all` takes it again.
+    let closure = store.db().closure(&[bundle]).map_err(from_promote);
+    let signed = closure.and_then(|closure| sign_all(store, &closure, key));
+    signed.map(drop).map_err(|e| {
+        let linked = match &report.out_link {
+            Some(link) => format!(" and linked at {}", escape::path(link)),
+            None => String::new(),
+        };
+        let promoted = format!(
+            "the result was promoted as {}{linked}, but not signed",
+            escape::path(&report.result_store)
+        );
+        CliError::new(e.status, anyhow::anyhow!("{promoted}: {:#}", e.error))
+    })
 }
