@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use fruix_core::fsutil::read_optional_regular_file;
-use fruix_core::{Error, Result};
+use fruix_core::{escape, Error, Result};
 
 /// Makefile names BSD make looks for, in its order.
 pub const MAKEFILES: [&str; 3] = ["BSDmakefile", "makefile", "Makefile"];
@@ -21,7 +21,7 @@ pub fn absolute_source(path: &str) -> Result<PathBuf> {
         return Err(Error::InvalidRequest {
             message: format!(
                 "source path {} is relative; give the absolute path of the source tree",
-                source.display()
+                escape::path(&source)
             ),
         });
     }
@@ -36,13 +36,13 @@ pub fn check_source_tree(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
         return Err(invalid(format!(
             "source directory {} does not exist or is not a directory; give the path of a FreeBSD source tree",
-            dir.display()
+            escape::path(dir)
         )));
     }
     let no_makefile = || {
         invalid(format!(
             "source directory {} has no {}; it is not a FreeBSD source tree",
-            dir.display(),
+            escape::path(dir),
             MAKEFILES.join(", ")
         ))
     };
@@ -55,7 +55,7 @@ pub fn check_source_tree(dir: &Path) -> Result<()> {
         Err(e @ Error::MetadataFile { .. }) => {
             return Err(invalid(format!(
                 "{e}; {} is not a FreeBSD source tree",
-                dir.display()
+                escape::path(dir)
             )))
         }
         Err(e) => return Err(e),
@@ -66,8 +66,8 @@ pub fn check_source_tree(dir: &Path) -> Result<()> {
     {
         return Err(invalid(format!(
             "{} does not mention buildworld: {} is not a FreeBSD source tree",
-            makefile.display(),
-            dir.display()
+            escape::path(&makefile),
+            escape::path(dir)
         )));
     }
     Ok(())
@@ -188,6 +188,26 @@ mod tests {
     /// symlinks: a FIFO hung `source add`, and a symlink to a large file
     /// (or `/dev/zero`) took its size in memory. They are read as metadata
     /// is: regular files of at most 1 MiB, never followed, never blocking.
+    /// Regression: a source directory whose name is not UTF-8 (or holds a
+    /// control character) was named lossily, or raw, in the refusal: it is
+    /// named as fruix names every path, escaped (`\377`).
+    #[test]
+    fn a_refused_source_tree_is_named_escaped() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"src\xff\x1b"));
+        std::fs::create_dir(&odd).unwrap();
+        std::fs::write(odd.join("Makefile"), "all:\n").unwrap();
+        let text = check_source_tree(&odd).unwrap_err().to_string();
+        let shown = format!("{}/src\\377\\033", dir.path().display());
+        assert!(
+            text.contains(&format!(
+                "{shown}/Makefile does not mention buildworld: {shown} is not"
+            )),
+            "{text}"
+        );
+    }
+
     #[test]
     fn the_makefile_and_newvers_are_never_followed_blocked_on_or_read_past_a_cap() {
         let dir = tempfile::tempdir().unwrap();

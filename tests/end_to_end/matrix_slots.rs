@@ -41,17 +41,12 @@ fn setup(d: &Path, cells: &[&str]) {
     std::fs::set_permissions(d.join("hold.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(
         d.join("executors.scm"),
-        r#"(fruix-executors
-  (format-version 1)
-  (executor
-    (name "slot-hold")
-    (version "1.0.0")
-    (description "holds its build until told (test fixture)")
-    (remote #t)
-    (config-key (name "machines") (description "the machines file"))
-    (config-key (name "machine") (description "the machine"))
-    (build (command "./hold.sh") (timeout 300))))
-"#,
+        fruix_core::testing::remote_executor_file(
+            "slot-hold",
+            "holds its build until told (test fixture)",
+            "./hold.sh",
+            300,
+        ),
     )
     .unwrap();
     std::fs::write(

@@ -71,17 +71,12 @@ fn main() {
     fs::set_permissions(d.join("build.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     write(
         &d.join("executors.scm"),
-        r#"(fruix-executors
-  (format-version 1)
-  (executor
-    (name "bench-null")
-    (version "1.0.0")
-    (description "writes four probe files (matrix benchmark)")
-    (remote #t)
-    (config-key (name "machines") (description "the machines file"))
-    (config-key (name "machine") (description "the machine"))
-    (build (command "./build.sh") (timeout 60))))
-"#,
+        &fruix_core::testing::remote_executor_file(
+            "bench-null",
+            "writes four probe files (matrix benchmark)",
+            "./build.sh",
+            60,
+        ),
     );
     write(
         &d.join("machines.scm"),

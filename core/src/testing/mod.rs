@@ -277,6 +277,32 @@ pub fn sample_metadata(executor: &str, run_id: &str) -> PromotionMetadata {
     }
 }
 
+/// An executors file (`fruix-executors`) declaring one remote external
+/// executor `name` that runs `command` (timing out after `timeout_s`
+/// seconds), configured by the machines file and the machine a matrix or
+/// `fruix build --machine` passes it: the fixture of tests and benchmarks
+/// that schedule builds on machines without building.
+pub fn remote_executor_file(
+    name: &str,
+    description: &str,
+    command: &str,
+    timeout_s: u32,
+) -> String {
+    format!(
+        r#"(fruix-executors
+  (format-version 1)
+  (executor
+    (name "{name}")
+    (version "1.0.0")
+    (description "{description}")
+    (remote #t)
+    (config-key (name "machines") (description "the machines file"))
+    (config-key (name "machine") (description "the machine"))
+    (build (command "{command}") (timeout {timeout_s}))))
+"#
+    )
+}
+
 /// Writes each `(path, content, mode)` of `files` below `root`, in order,
 /// creating parent directories.
 pub fn write_files(root: &Path, files: &[(&str, &[u8], u32)]) -> Result<()> {

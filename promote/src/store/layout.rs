@@ -8,7 +8,7 @@ use std::path::Path;
 
 use fruix_core::error::IoContext;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pool::temp_name;
 
 fn c_path(path: &Path) -> std::ffi::CString {
@@ -132,4 +132,17 @@ pub fn disk_usage(path: &Path) -> u64 {
         .filter(|m| seen.insert((m.dev(), m.ino())))
         .map(|m| m.blocks() * 512)
         .sum()
+}
+
+/// Refuses a store whose path (made absolute, or resolved) is not UTF-8,
+/// before anything is made: [`Error::StorePathNotText`]. What names its
+/// objects by path as text (a result bundle's metadata, a build request)
+/// would name other paths, and `store verify` would find its bundles
+/// corrupt.
+pub(super) fn text_path(root: &Path) -> Result<()> {
+    let absolute = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    match absolute.to_str() {
+        Some(_) => Ok(()),
+        None => Err(Error::StorePathNotText { path: absolute }),
+    }
 }

@@ -48,6 +48,7 @@ mod layout;
 mod lock;
 mod promotion;
 
+use self::layout::text_path;
 pub use self::layout::{
     disk_usage, is_source_name, remove_tree, reserved_names, set_mode, set_mtime, sync_filesystem,
     MANIFEST_FILE, OBJECT_METADATA_FILE, REFERENCES_FILE, RESERVED_NAMES, RESULT_METADATA_FILE,
@@ -170,19 +171,6 @@ fn remove_store_entries(root: &Path) {
     }
     // Last: the lock the caller holds.
     let _ = fs::remove_file(root.join(".lock"));
-}
-
-/// Refuses a store whose path (made absolute, or resolved) is not UTF-8,
-/// before anything is made: [`Error::StorePathNotText`]. What names its
-/// objects by path as text (a result bundle's metadata, a build request)
-/// would name other paths, and `store verify` would find its bundles
-/// corrupt.
-fn text_path(root: &Path) -> Result<()> {
-    let absolute = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-    match absolute.to_str() {
-        Some(_) => Ok(()),
-        None => Err(Error::StorePathNotText { path: absolute }),
-    }
 }
 
 /// Whether `dir` is a directory with nothing in it.
