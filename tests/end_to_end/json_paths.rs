@@ -24,8 +24,9 @@ use fruix_core::testing::sorted_strings;
 use serde_json::{json, Value};
 
 use crate::util::{
-    failed_with, fixture_source, fruix, object_names, on_store, promote_command, promote_linked,
-    run_json, run_ok, run_with_deadline, sample_root, source_add, store_import,
+    failed_with, fixture_build_into, fixture_source, fruix, object_names, on_store,
+    promote_command, promote_linked, run_json, run_ok, run_with_deadline, sample_root, source_add,
+    store_import,
 };
 
 /// The run id of the sample result root.
@@ -124,6 +125,16 @@ fn every_command_refuses_a_store_whose_path_is_not_utf8_and_makes_nothing() {
     std::fs::write(&archive, "").unwrap();
     refuses_store(&mut source_add(&store, &["--json"]), &shown);
     refuses_store(&mut promote_command(&store, &root, &["--json"]), &shown);
+    // A build says nothing was built, and no more: the store is not one
+    // to make writable (it said so, as if it were).
+    let mut build = fixture_build_into(fruix(), "local", &store, &state);
+    refuses_store(build.arg("--json"), &shown);
+    let out = run_with_deadline(&mut build, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("choose a store path that is UTF-8; nothing was built\n"),
+        "{stderr}"
+    );
     refuses_store(
         &mut store_import(&store, &archive, &["--json", "--no-check-sigs"]),
         &shown,

@@ -101,10 +101,11 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         None
     } else {
         Some(Store::open_tentatively(&args.store.store).map_err(|e| {
-            // Cancelled while it waited (for a repair of the store).
+            // Cancelled while it waited (for a repair of the store), or a
+            // store refused for what it is (its path): no need to say more.
             let status = e.exit_status();
             let why = match status {
-                Status::Cancelled => "",
+                Status::Cancelled | Status::Usage => "",
                 _ => ": the store must be writable before a build starts",
             };
             CliError::new(status, anyhow::anyhow!("{e}; nothing was built{why}"))
