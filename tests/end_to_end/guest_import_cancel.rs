@@ -100,6 +100,30 @@ fn ctrl_c_during_a_guest_import_ends_within_a_second_leaving_nothing() {
     interrupted_promptly(build, &marker, host.path());
 }
 
+/// Regression: a guest whose login shell prints a banner on stderr as it
+/// starts (an rc file's `echo ... >&2`) ran every command without a
+/// lifeline: only the first stderr line could say the session id, and the
+/// banner's came first. Ctrl-C then had nothing to stop the import's `tar`
+/// by, and it was left running in the guest. The banner is shown, and the
+/// session line after it is still taken.
+#[test]
+fn a_login_shell_s_banner_does_not_cost_a_command_its_lifeline() {
+    let sshd =
+        Sshd::trusted_with("PATH={dir}/bin:/usr/local/bin:/usr/bin:/bin BASH_ENV={dir}/bash-env");
+    let dir = sshd.dir.path();
+    std::fs::write(
+        dir.join("bash-env"),
+        "echo 'Welcome to the build guest' >&2\n",
+    )
+    .unwrap();
+    let marker = dir.join("import-holding");
+    let _leftovers = Leftovers(marker.clone());
+    holding_tar(&sshd, &marker, "");
+    let (host, build) = self_hosted_build(&sshd);
+    import_holds(&build, host.path(), &marker);
+    interrupted_promptly(build, &marker, host.path());
+}
+
 /// Regression: the wait before an import whose connection dropped is tried
 /// again (1 s, then 2 s) did not look at Ctrl-C: the cancel took effect
 /// once it ended, a new connection was made and the new import stopped.

@@ -6,13 +6,13 @@
 //! # Contract
 //!
 //! - [`SshSession::exec_gated`] starts a script as [`super::remote::wrap`]
-//!   does (its first stderr line says its session id); then the shell reads
+//!   does (its stderr says its session id, after what the login shell prints); then the shell reads
 //!   one line of its stdin, and runs the script only when that line is
 //!   [`GO`]. When its stdin ends first, it exits having run nothing of it.
 //!   The shell's `read` takes exactly that line (it reads a pipe a byte at a
 //!   time): what follows it is the script's stdin.
 //! - The caller reads the command's output, and passes the verdict of its
-//!   first stderr line on ([`Gate::said`]): with a session id, the command's
+//!   session line on ([`Gate::said`]): with a session id, the command's
 //!   lifeline ([`super::kill`]) is opened, and the gate opens once it is (or
 //!   could not be: the guest's `MaxSessions`); without one, the gate opens
 //!   at once and the command runs without a lifeline. From the moment the
@@ -81,7 +81,7 @@ enum Stdin<'a> {
 pub(crate) struct Gate<'a> {
     session: &'a SshSession,
     input: Arc<ChannelWriteHalf<Msg>>,
-    /// The session line's verdict, once the first stderr line was read.
+    /// The session line's verdict, once known.
     said: Option<Option<u32>>,
     lifeline: Arming<'a>,
     stdin: Stdin<'a>,
@@ -108,7 +108,7 @@ impl SshSession {
 }
 
 impl<'a> Gate<'a> {
-    /// The verdict of the command's first stderr line: its session id, or
+    /// The verdict of the command's session line: its session id, or
     /// `None` when that line did not say one. Only the first call counts.
     pub(crate) fn said(&mut self, sid: Option<u32>) {
         if self.said.is_some() {

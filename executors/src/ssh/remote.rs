@@ -11,7 +11,9 @@
 //!   script's shell leads a session holding every process the command
 //!   starts, whatever process groups make creates inside it. Before running
 //!   the script the shell prints its pid (the session id) on stderr as
-//!   `fruix-session PID`; that line is consumed, never shown.
+//!   `fruix-session PID`; that line is consumed, never shown. What the
+//!   login shell prints before it (an rc file's banner, at most
+//!   `LINES_BEFORE_SESSION` lines) is passed on as the command's stderr.
 //! - On cancellation a second channel runs a POSIX kill loop over that
 //!   session ([`super::kill`]; `ps -A -o pid= -o sid= -o stat=`), each
 //!   second, or as soon as no live member is left (it looks
@@ -64,7 +66,7 @@
 //!   it running: a shell held at its gate exits when sshd ends its stdin.
 //!   It is best effort: a guest whose sshd refuses another session
 //!   (`MaxSessions`) runs the command without one, as it does one whose
-//!   first stderr line did not say its session id (then a cancel has
+//!   stderr did not say its session id among its first lines (then a cancel has
 //!   nothing to stop it by either).
 //! - The channel closing without an exit status (connection lost) is an
 //!   [`Error::ConnectionLost`], which [`super::is_connection_lost`] recognises.
@@ -91,21 +93,30 @@ pub const OUTPUT_TAIL_LINES: usize = 20;
 
 const SESSION_PREFIX: &str = "fruix-session ";
 
-/// Picks [`wrap`]'s `fruix-session PID` line out of a script's stderr. Only
-/// the first stderr line can be it: a later line of that shape is the
-/// script's own output, shown like any other, and never names the session
-/// to stop.
+/// How many stderr lines may come before [`wrap`]'s session line: what the
+/// user's login shell prints as it starts (a banner of its rc file, read
+/// before it runs the command line), passed on as the command's output.
+pub(crate) const LINES_BEFORE_SESSION: usize = 64;
+
+/// Picks [`wrap`]'s `fruix-session PID` line out of a script's stderr: the
+/// first line of that shape among the first [`LINES_BEFORE_SESSION`] + 1.
+/// The lines before it are the login shell's (nothing of the script runs
+/// before it: a gated command waits for its lifeline, and `wrap` prints it
+/// first), shown like any other. A later line of that shape is the
+/// script's own output, shown too, and never names the session to stop.
 #[derive(Debug, Default)]
 pub(crate) struct SessionLine {
-    /// The first line's verdict, once read: the session id, or `None` when
-    /// that line said none.
+    /// The verdict, once read: the session id, or `None` when the session
+    /// line was garbled or did not come in time.
     said: Option<Option<u32>>,
+    /// Lines seen before it.
+    before: usize,
 }
 
 impl SessionLine {
     /// For the next stderr line `text`: `Some` when it is the session line
     /// (consumed, never shown), holding the id if it parses; `None` when the
-    /// line is the script's.
+    /// line is the login shell's or the script's.
     pub(crate) fn take(&mut self, text: &str) -> Option<Option<u32>> {
         if self.said.is_some() {
             return None;
@@ -113,12 +124,16 @@ impl SessionLine {
         let taken = text
             .strip_prefix(SESSION_PREFIX)
             .map(|pid| pid.trim().parse().ok());
-        self.said = Some(taken.flatten());
+        match taken {
+            Some(id) => self.said = Some(id),
+            None if self.before == LINES_BEFORE_SESSION => self.said = Some(None),
+            None => self.before += 1,
+        }
         taken
     }
 
-    /// The first stderr line's verdict, once it was read: the session id,
-    /// or `None` when it said none (it was the script's, or garbled).
+    /// The verdict, once it is known: the session id, or `None` when no
+    /// session line came in time (or it was garbled).
     pub(crate) fn said(&self) -> Option<Option<u32>> {
         self.said
     }
@@ -365,12 +380,12 @@ pub struct RemoteStdio {
     /// lines, and the exit (`None` when the channel closed without one: the
     /// connection was lost).
     pub finished: tokio::task::JoinHandle<(Tail, Option<RemoteExit>)>,
-    /// The command's remote session id, once its first stderr line said it.
+    /// The command's remote session id, once its stderr said it.
     pub session: RemoteSessionId,
 }
 
 /// A remote command's session id (see the module docs), known once the
-/// command's first stderr line said it: what [`SshSession::kill_session`]
+/// command's stderr said it: what [`SshSession::kill_session`]
 /// stops when the command must not outlive the connection (one that does
 /// not answer will not end at end-of-file either).
 #[derive(Debug, Clone, Default)]
@@ -478,15 +493,28 @@ mod tests {
     }
 
     #[test]
-    fn only_the_first_stderr_line_can_be_the_session_line() {
+    fn the_session_line_is_the_first_of_its_shape_after_the_login_shell_s_lines() {
         let mut first = SessionLine::default();
         assert_eq!(first.take("fruix-session 42"), Some(Some(42)));
         assert_eq!(first.take("fruix-session 7"), None, "the script's own line");
         let mut garbled = SessionLine::default();
         assert_eq!(garbled.take("fruix-session x"), Some(None));
+        assert_eq!(garbled.said(), Some(None));
         assert_eq!(garbled.take("fruix-session 7"), None, "never a second id");
-        let mut late = SessionLine::default();
-        assert_eq!(late.take("an error first"), None);
-        assert_eq!(late.take("fruix-session 7"), None);
+        // A login shell's banner comes first: shown, and waited past.
+        let mut banner = SessionLine::default();
+        assert_eq!(banner.take("Welcome to the build guest"), None);
+        assert_eq!(banner.said(), None, "decided on a banner line");
+        assert_eq!(banner.take("fruix-session 7"), Some(Some(7)));
+        assert_eq!(banner.said(), Some(Some(7)));
+        // Only so many: then there is none.
+        let mut endless = SessionLine::default();
+        for _ in 0..LINES_BEFORE_SESSION {
+            assert_eq!(endless.take("banner"), None);
+            assert_eq!(endless.said(), None);
+        }
+        assert_eq!(endless.take("banner"), None);
+        assert_eq!(endless.said(), Some(None));
+        assert_eq!(endless.take("fruix-session 7"), None);
     }
 }
