@@ -213,11 +213,19 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
 ///
 /// [`set_lock_notice`]: fruix_promote::store::set_lock_notice
 pub fn lock_wait(waits_for: LockWait, lock: &Path) {
+    let queued;
     let what = match waits_for {
         LockWait::Repair => {
             "the store's repair (`store verify --repair`), or another command's sweep of what killed commands left, to end"
         }
         LockWait::Collection => "the garbage collection (or `store delete`) under way to end",
+        LockWait::QueuedCollection => {
+            queued = format!(
+                "the garbage collection (or `store delete`) waiting for the store's users to go first (at most {} s)",
+                fruix_promote::store::TURNSTILE_PATIENCE.as_secs()
+            );
+            &queued
+        }
         LockWait::Users => {
             "the promotions, imports, exports and verifications using the store to end"
         }

@@ -155,7 +155,8 @@ impl SecretKey {
 
     /// Reads a secret key file: a regular file of at most
     /// [`MAX_METADATA_BYTES`](fruix_core::fsutil::MAX_METADATA_BYTES),
-    /// never through a symlink, never waiting on a FIFO
+    /// reached through the symlinks of its path (the user named it), never
+    /// waiting on a FIFO
     /// ([`read_file_of_kind`](fruix_core::fsutil::read_file_of_kind)).
     pub fn read(path: &Path) -> Result<SecretKey> {
         let text = fruix_core::fsutil::read_file_of_kind(path, "secret key file")?;

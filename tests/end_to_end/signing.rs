@@ -219,11 +219,22 @@ fn keys_mounted_as_symlinks_sign_and_are_trusted() {
     std::os::unix::fs::symlink("..data/builder-1.sec", &linked_secret).unwrap();
     std::os::unix::fs::symlink("..data/trusted-keys", &linked_trust).unwrap();
     let store = dir.path().join("store");
-    let report = promote_report(
+    let mut promote = promote_command(
         &store,
         &sample_root(dir.path(), "root"),
-        &["--sign-with", linked_secret.to_str().unwrap()],
+        &[
+            "--json",
+            "--no-out-link",
+            "--sign-with",
+            linked_secret.to_str().unwrap(),
+        ],
     );
+    let out = run(&mut promote);
+    assert!(out.status.success(), "{out:?}");
+    // The key is 0600: the link's own mode (0777) is no reason to warn.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("may be read by other users"), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let world = report["artifacts"]["world"]["store_path"].as_str().unwrap();
     assert!(signed_by(&info(&store, world), &public));
     let archive = dir.path().join("archive");

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::ErrorKind::NotFound;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use super::entries;
 use crate::error::Result;
@@ -68,14 +69,21 @@ impl Lock {
     /// process takes while it holds the lock shared already (a matrix
     /// promoting under its own hold, another cell) skips the turnstile:
     /// waiting there for an exclusive holder that waits for this process
-    /// would never end. A turnstile missing in a store opened to read
-    /// (made by no writer since) is done without.
+    /// would never end. Nor does a shared hold wait there longer than
+    /// [`TURNSTILE_PATIENCE`]: the exclusive holder may wait for a process
+    /// that waits for this one (`store export | store import` on one
+    /// store), and it then goes on without the turnstile. A turnstile
+    /// missing in a store opened to read (made by no writer since) is done
+    /// without.
+    ///
+    /// `busy` is called before the first wait, told whether it is at the
+    /// turnstile (behind a waiting exclusive holder) or at the lock.
     pub(super) fn take_fair(
         store: &Path,
         path: &Path,
         turnstile: &Path,
         mode: LockMode,
-        busy: impl FnOnce(),
+        busy: impl FnOnce(bool),
     ) -> Result<Lock> {
         debug_assert!(mode != LockMode::TryExclusive, "a lock that waits");
         let file = entries::own_file(store, path, entries::Access::WriteOrRead)?;
@@ -96,9 +104,9 @@ impl Lock {
             }
         }
         let mut busy = Some(busy);
-        let mut notice = || {
+        let mut notice = |queued: bool| {
             if let Some(busy) = busy.take() {
-                busy();
+                busy(queued);
             }
         };
         let gate = match entries::own_file(store, turnstile, entries::Access::WriteOrRead) {
@@ -113,9 +121,10 @@ impl Lock {
             Err(e) => return Err(e),
         };
         if let Some(gate) = &gate {
-            lock_noting(gate, turnstile, mode, &mut notice)?;
+            let patience = shared.then_some(TURNSTILE_PATIENCE);
+            lock_within(gate, turnstile, mode, patience, || notice(true))?;
         }
-        lock_noting(&file, path, mode, &mut notice)?;
+        lock_noting(&file, path, mode, || notice(false))?;
         drop(gate);
         if shared {
             *shared_holds().entry(id).or_default() += 1;
@@ -158,12 +167,28 @@ pub(super) fn lock_noting(
     mode: LockMode,
     busy: impl FnOnce(),
 ) -> Result<()> {
+    lock_within(file, path, mode, None, busy).map(drop)
+}
+
+/// How long a shared hold of the collector's lock waits behind a waiting
+/// collection before it goes on without its turnstile ([`Lock::take_fair`]).
+pub const TURNSTILE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// [`lock_noting`], giving up after `patience` (when given): whether it
+/// locked `file`.
+fn lock_within(
+    file: &File,
+    path: &Path,
+    mode: LockMode,
+    patience: Option<Duration>,
+    busy: impl FnOnce(),
+) -> Result<bool> {
     debug_assert!(mode != LockMode::TryExclusive, "a lock that waits");
     match try_lock(file, mode) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         Err(std::fs::TryLockError::WouldBlock) => {
             busy();
-            wait_for(file, path, mode)
+            wait_for(file, path, mode, patience.map(|p| Instant::now() + p))
         }
         Err(std::fs::TryLockError::Error(e)) => Err(fruix_core::Error::io("lock", path, e).into()),
     }
@@ -178,19 +203,25 @@ fn try_lock(file: &File, mode: LockMode) -> std::result::Result<(), std::fs::Try
 }
 
 /// How often a wait for a lock another process holds looks again.
-const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+const LOCK_POLL: Duration = Duration::from_millis(50);
 
 /// Waits until `file` is locked (`mode`), giving up with
 /// [`fruix_core::Error::Cancelled`] once the process is interrupted
 /// ([`fruix_core::interrupt`]): a blocking flock(2) cannot be woken by
 /// the signal thread, so the lock is tried again every [`LOCK_POLL`].
-fn wait_for(file: &File, path: &Path, mode: LockMode) -> Result<()> {
+/// `false` once `until` has passed without it.
+fn wait_for(file: &File, path: &Path, mode: LockMode, until: Option<Instant>) -> Result<bool> {
     loop {
         if fruix_core::interrupt::requested() {
             return Err(fruix_core::Error::Cancelled.into());
         }
         match try_lock(file, mode) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock)
+                if until.is_some_and(|u| Instant::now() >= u) =>
+            {
+                return Ok(false)
+            }
             Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(LOCK_POLL),
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(fruix_core::Error::io("lock", path, e).into())
@@ -230,6 +261,11 @@ pub enum LockWait {
     /// A promotion, import or export, or another collection, waits for a
     /// collection (or a `store delete`) to end.
     Collection,
+    /// A promotion, import, export or verification waits behind a
+    /// collection (or a `store delete`) that waits for the store's users:
+    /// the waits are fair, so it goes first, unless it has not within
+    /// [`TURNSTILE_PATIENCE`].
+    QueuedCollection,
     /// A collection (or a `store delete`) waits for the promotions, imports
     /// and exports under way to end; a repair
     /// ([`Store::exclusively`](super::Store::exclusively)), for every other

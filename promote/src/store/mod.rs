@@ -56,7 +56,7 @@ pub use self::layout::{
 };
 pub(crate) use self::lock::names_file;
 use self::lock::{flock, lock_noting, LockMode};
-pub use self::lock::{set_lock_notice, Lock, LockWait};
+pub use self::lock::{set_lock_notice, Lock, LockWait, TURNSTILE_PATIENCE};
 pub use self::promotion::{Promotion, TempObject};
 
 /// The garbage collector's lock file in [`META_DIR`].
@@ -482,23 +482,26 @@ impl Store {
     /// before those that start after it ([`GC_TURNSTILE_FILE`]), so a steady
     /// stream of promotions never keeps it out.
     pub fn gc_lock(&self, exclusive: bool) -> Result<Lock> {
-        let (mode, waits_for) = if exclusive {
-            (LockMode::Exclusive, LockWait::Users)
-        } else {
-            (LockMode::Shared, LockWait::Collection)
+        let mode = match exclusive {
+            true => LockMode::Exclusive,
+            false => LockMode::Shared,
         };
         let path = self.root.join(META_DIR).join(GC_LOCK_FILE);
         let turnstile = self.root.join(META_DIR).join(GC_TURNSTILE_FILE);
-        Lock::take_fair(&self.root, &path, &turnstile, mode, || {
+        Lock::take_fair(&self.root, &path, &turnstile, mode, |queued| {
             // An exclusive holder is another collection: a shared lock
             // tried on a descriptor of its own says which it is.
             let held_exclusively = || {
                 entries::own_file(&self.root, &path, entries::Access::Read)
                     .is_ok_and(|f| matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
             };
-            let waits_for = match waits_for {
-                LockWait::Users if held_exclusively() => LockWait::Collection,
-                other => other,
+            let waits_for = match (exclusive, queued) {
+                (false, true) => LockWait::QueuedCollection,
+                (false, false) => LockWait::Collection,
+                // Behind another collection.
+                (true, true) => LockWait::Collection,
+                (true, false) if held_exclusively() => LockWait::Collection,
+                (true, false) => LockWait::Users,
             };
             self.notice_wait(waits_for, &path);
         })

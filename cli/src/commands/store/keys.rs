@@ -82,10 +82,12 @@ pub fn read_key(path: &Path) -> CliResult<SecretKey> {
 }
 
 /// Warns when the secret key file at `path` may be read by other users
-/// than its owner (`generate-key` makes it 0600): signing goes on.
+/// than its owner (`generate-key` makes it 0600): signing goes on. The
+/// mode is the file's, through the symlinks of its path (a link's own is
+/// always 0777).
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = path.symlink_metadata() else {
+    let Ok(meta) = path.metadata() else {
         return;
     };
     let mode = meta.permissions().mode() & 0o777;
