@@ -171,7 +171,7 @@ pub(super) fn lock_noting(
 }
 
 /// How long a shared hold of the collector's lock waits behind a waiting
-/// collection before it goes on without its turnstile ([`Lock::take_fair`]).
+/// collection before it goes on without its turnstile (see [`Store::gc_lock`](super::Store::gc_lock)).
 pub const TURNSTILE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// [`lock_noting`], giving up after `patience` (when given): whether it
