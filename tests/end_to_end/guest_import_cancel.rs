@@ -415,6 +415,52 @@ fn a_remote_command_cancelled_at_its_gate_has_exited_there_when_the_cancel_retur
     });
 }
 
+/// A remote command cancelled while its channel is being opened on a
+/// connection nobody answers any more (the guest's sshd stopped) ends at
+/// once, without waiting for the keepalives to give the connection up (a
+/// minute): it waited for the channel before.
+#[test]
+fn a_remote_command_cancelled_while_its_channel_opens_ends_at_once() {
+    use fruix_core::executor::EventSink;
+    use fruix_executors::ssh::{SshOptions, SshSession, SshTarget};
+    use std::future::Future;
+    let sshd = Sshd::trusted();
+    let options = SshOptions::with_key(
+        SshTarget::parse(&sshd.guest()).unwrap(),
+        sshd.identity(),
+        sshd.known_hosts(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let session = SshSession::connect(&options, &EventSink::discard())
+            .await
+            .unwrap();
+        sshd.signal_connections(libc::SIGSTOP);
+        let (cancel, events) = (
+            tokio_util::sync::CancellationToken::new(),
+            EventSink::discard(),
+        );
+        let run = session.stream("true", None, &cancel, &events, |_, _| {});
+        tokio::pin!(run);
+        // Polled once, it has asked for its channel: nobody will answer.
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx)));
+        assert!(first.await.is_pending(), "started without sshd");
+        let cancelled = Instant::now();
+        cancel.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(30), run).await;
+        let took = cancelled.elapsed();
+        sshd.signal_connections(libc::SIGCONT);
+        assert_eq!(ended.expect("the cancel was held").unwrap(), None);
+        assert!(
+            took < PROMPTLY,
+            "the cancel returned {took:?} after it came"
+        );
+    });
+}
+
 /// Whether process `pid` has exited (gone, or a zombie).
 fn gone(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

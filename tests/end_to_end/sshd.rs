@@ -250,6 +250,17 @@ impl Sshd {
         }
     }
 
+    /// Sends `signal` to the processes serving sshd's connections, sshd
+    /// itself left alone: `SIGSTOP` makes a guest whose connections stay
+    /// up but answer nothing (a paused machine), `SIGCONT` ends that.
+    pub fn signal_connections(&self, signal: i32) {
+        let child = self.child.as_ref().expect("sshd runs");
+        for pid in process_tree(child.id() as i32).into_iter().skip(1) {
+            // SAFETY: signalling a descendant of sshd (our child).
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
     /// Restarts with a new host key on the same port.
     pub fn restart_with_new_host_key(&mut self) {
         self.kill();

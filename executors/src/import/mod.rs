@@ -188,9 +188,9 @@ pub async fn fetch(
     let dir = staging_dir(&ctx.result_root)?;
     let script = format!("cd {} && exec tar -cf - .", shell_quote(remote_root));
     // Held at its gate, a `tar` whose start is cancelled runs nothing.
-    let (mut channel, mut gate) = tokio::select! {
-        started = session.exec_gated(&script, None::<&[u8]>) => started?,
-        () = ctx.cancel.cancelled() => return Err(Error::Cancelled),
+    let started = session.exec_gated(&script, None::<&[u8]>, &ctx.cancel);
+    let Some((mut channel, mut gate)) = started.await? else {
+        return Err(Error::Cancelled);
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
     let staging = dir.path().to_path_buf();

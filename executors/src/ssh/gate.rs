@@ -47,6 +47,7 @@ use std::sync::Arc;
 use russh::client::Msg;
 use russh::{ChannelReadHalf, ChannelWriteHalf};
 use tokio::io::AsyncRead;
+use tokio_util::sync::CancellationToken;
 
 use super::kill::Arming;
 use super::remote::wrap;
@@ -90,12 +91,18 @@ pub(crate) struct Gate<'a> {
 impl SshSession {
     /// Starts `script` held at a gate (see [`super::gate`]), its stdin to be
     /// fed `stdin` once the gate opens: its output to read, and its gate.
+    /// `None` when `cancel` fired before it was started
+    /// ([`SshSession::exec_until`]): nothing of it ran.
     pub(crate) async fn exec_gated<'a>(
         &'a self,
         script: &str,
         stdin: Option<impl AsyncRead + Unpin + Send + 'a>,
-    ) -> Result<(ChannelReadHalf, Gate<'a>)> {
-        let (output, input) = self.exec(wrap_gated(script)).await?.split();
+        cancel: &CancellationToken,
+    ) -> Result<Option<(ChannelReadHalf, Gate<'a>)>> {
+        let Some(channel) = self.exec_until(wrap_gated(script), cancel).await? else {
+            return Ok(None);
+        };
+        let (output, input) = channel.split();
         let gate = Gate {
             session: self,
             input: Arc::new(input),
@@ -103,7 +110,7 @@ impl SshSession {
             lifeline: Arming::Waiting,
             stdin: Stdin::Held(stdin.map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin + Send>)),
         };
-        Ok((output, gate))
+        Ok(Some((output, gate)))
     }
 }
 

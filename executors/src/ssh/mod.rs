@@ -44,6 +44,7 @@ use fruix_core::executor::EventSink;
 use fruix_core::{Error, Result};
 use russh::client;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
+use tokio_util::sync::CancellationToken;
 
 pub use self::host_key::{HostKeyPolicy, HostKeyVerifier};
 pub use self::remote::{RemoteExit, RemoteOutput, RemoteSessionId, RemoteStdio};
@@ -235,16 +236,50 @@ impl SshSession {
 
     /// Opens a session channel and starts `command` on it.
     pub(crate) async fn exec(&self, command: String) -> Result<russh::Channel<client::Msg>> {
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| lost(&self.target, e))?;
-        channel
-            .exec(true, command)
-            .await
-            .map_err(|e| lost(&self.target, e))?;
-        Ok(channel)
+        let never = CancellationToken::new();
+        let started = self.exec_until(command, &never).await?;
+        Ok(started.expect("never cancelled"))
+    }
+
+    /// [`SshSession::exec`], given up when `cancel` fires first (`None`):
+    /// a guest whose sshd stopped answering (its process stopped, its
+    /// machine paused) would otherwise hold a cancel until the keepalives
+    /// give up on the connection. A channel open by then is closed, its
+    /// stdin ended first: a command held at its gate (`ssh::gate`) exits
+    /// there, having run nothing.
+    pub(crate) async fn exec_until(
+        &self,
+        command: String,
+        cancel: &CancellationToken,
+    ) -> Result<Option<russh::Channel<client::Msg>>> {
+        let channel = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(None),
+            opened = self.handle.channel_open_session() => {
+                opened.map_err(|e| lost(&self.target, e))?
+            }
+        };
+        let started = tokio::select! {
+            biased;
+            () = cancel.cancelled() => None,
+            started = channel.exec(true, command) => Some(started),
+        };
+        match started {
+            Some(started) => {
+                started.map_err(|e| lost(&self.target, e))?;
+                Ok(Some(channel))
+            }
+            None => {
+                // Queued for the connection, never waited on for an answer
+                // (nor for long for room in the queue).
+                let closed = async {
+                    let _ = channel.eof().await;
+                    let _ = channel.close().await;
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+                Ok(None)
+            }
+        }
     }
 
     /// Closes the connection politely.

@@ -304,7 +304,9 @@ impl SshSession {
         if cancel.is_cancelled() {
             return Ok(None);
         }
-        let (mut channel, mut gate) = self.exec_gated(script, stdin).await?;
+        let Some((mut channel, mut gate)) = self.exec_gated(script, stdin, cancel).await? else {
+            return Ok(None);
+        };
         let (mut out, mut err) = (
             LineSplitter::new(self.max_line_bytes, Some(LINE_CAP_KEY)),
             LineSplitter::new(self.max_line_bytes, Some(LINE_CAP_KEY)),
