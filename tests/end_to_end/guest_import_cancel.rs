@@ -491,3 +491,40 @@ fn ends_promptly(mut build: Reading) {
         "the cancelled build ended {took:?} after the signal"
     );
 }
+
+/// Regression: Ctrl-C during a host-initiated build whose guest stopped
+/// answering (its sshd and build stopped: a paused machine) ended the
+/// build 75 s later: the kill loop waited 14 s for its channel, then the
+/// cleanup a minute for the keepalives. The kill loop's channel now has
+/// [`ANSWER_WAIT`] to open; then the build ends, warning that the guest's
+/// work directory is left, and the build's lifeline, left armed, stops it
+/// once the guest answers again.
+#[test]
+fn ctrl_c_while_the_guest_stopped_answering_ends_the_build_and_its_lifeline_stops_it_later() {
+    use fruix_executors::ssh::kill::ANSWER_WAIT;
+    let sshd = Sshd::trusted();
+    let mark = sshd.dir.path().join("world-build-ran");
+    let _leftovers = Leftovers(mark.clone());
+    let (_host, mut build) = holding_host_initiated_build(&sshd, &mark);
+    wait_until("the world build runs", || mark.exists());
+    sshd.signal_connections(libc::SIGSTOP);
+    let signalled = Instant::now();
+    build.signal(libc::SIGINT);
+    let warning = build.wait_for_line("stopped answering, so its work directory");
+    let out = build.finish(Duration::from_secs(120), "the interrupted build");
+    let took = signalled.elapsed();
+    assert!(!processes_mentioning(&mark).is_empty(), "no build was held");
+    sshd.signal_connections(libc::SIGCONT);
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        warning.contains("remove it once the guest answers"),
+        "{warning}"
+    );
+    assert!(
+        took < ANSWER_WAIT + Duration::from_secs(5),
+        "the cancelled build ended {took:?} after the signal"
+    );
+    wait_until("the lifeline stopped the build in the guest", || {
+        processes_mentioning(&mark).is_empty()
+    });
+}

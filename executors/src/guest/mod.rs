@@ -383,6 +383,15 @@ impl Run for GuestRun<'_> {
             let remove = format!("rm -rf {}", shell_quote(work));
             match session.output(&remove, None).await {
                 Ok(out) if out.exit.success() => {}
+                // A guest that stopped answering would hold a new
+                // connection for its connect timeout.
+                Err(_) if session.stopped_answering() => {
+                    return Err(Error::system(format!(
+                        "{} stopped answering, so its work directory {} is left; remove it once the guest answers again",
+                        session.target(),
+                        escape::text(work),
+                    )))
+                }
                 // The connection is gone: try once on a new one.
                 Err(e) if crate::ssh::is_connection_lost(&e) => {
                     let fresh = SshSession::connect(ssh, &ctx.events).await?;

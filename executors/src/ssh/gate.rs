@@ -177,7 +177,11 @@ impl<'a> Gate<'a> {
                     let _ = input.eof().await;
                 }
             }
-            lifeline.release().await;
+            // A guest that stopped answering was not stopped: its lifeline
+            // stays armed, to stop the command once the connection closes.
+            if !session.stopped_answering() {
+                lifeline.release().await;
+            }
         };
         drain_while(output, stopping).await;
         if !open {

@@ -2,8 +2,6 @@
 //! that cancellation runs on a second channel, and the lifeline that runs
 //! the same loop when this host is gone (see [`super::remote`]'s contract).
 
-use fruix_core::Error;
-
 use super::remote::under_sh;
 use super::SshSession;
 
@@ -12,6 +10,10 @@ pub const TERM_SECONDS: u32 = 5;
 
 /// Seconds after which the kill loop gives up.
 pub const KILL_SECONDS: u32 = 12;
+
+/// How long the channel of a kill loop may take to open before the guest
+/// is taken to have stopped answering ([`SshSession::stopped_answering`]).
+pub const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How many times, in the second between two rounds of the kill loop, it
 /// looks whether the session has a live member left: the next round (which
@@ -143,16 +145,22 @@ impl SshSession {
         Some(Lifeline(channel))
     }
 
-    /// Stops every process of remote session `sid`; waits for the kill loop.
+    /// Stops every process of remote session `sid`; waits for the kill
+    /// loop. A loop whose channel does not open within [`ANSWER_WAIT`] is
+    /// given up, and the guest taken to have stopped answering.
     pub async fn kill_session(&self, sid: u32) {
         let script = kill_session_script(sid);
-        let killed = async {
-            let mut channel = self.exec(under_sh(&script)).await?;
-            while channel.wait().await.is_some() {}
-            Ok::<(), Error>(())
+        let Ok(opened) = tokio::time::timeout(ANSWER_WAIT, self.exec(under_sh(&script))).await
+        else {
+            self.no_answer();
+            return;
+        };
+        let Ok(mut channel) = opened else {
+            return;
         };
         let limit = std::time::Duration::from_secs(u64::from(KILL_SECONDS) + 2);
-        let _ = tokio::time::timeout(limit, killed).await;
+        let _ =
+            tokio::time::timeout(limit, async { while channel.wait().await.is_some() {} }).await;
     }
 }
 

@@ -26,6 +26,14 @@
 //!   ([`SshSession::output`]) is stopped so after
 //!   [`SshOptions::command_timeout`]: a guest that answers keepalives but
 //!   whose command never ends (a hung disk) cannot hang the host.
+//! - A guest that stops answering (its sshd stopped, its machine paused)
+//!   holds a cancel for at most [`kill::ANSWER_WAIT`]: the channel of the
+//!   kill loop that stops a cancelled command must open by then, or the
+//!   session is taken to have stopped answering
+//!   ([`SshSession::stopped_answering`]). Its lifeline is then left armed,
+//!   to stop the command once the connection closes, and every later
+//!   command on the session fails at once as a lost connection, instead of
+//!   waiting for the keepalives to give the connection up (a minute).
 //! - Every failure here is [`Error::System`]: the machine, the network or its
 //!   SSH setup is at fault, not the build. A connection that drops is
 //!   reported as such ([`is_connection_lost`] tells callers that may retry).
@@ -37,6 +45,7 @@ pub mod remote;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -129,6 +138,8 @@ pub struct SshSession {
     target: SshTarget,
     max_line_bytes: usize,
     command_timeout: Duration,
+    /// Set once the guest did not answer within [`kill::ANSWER_WAIT`].
+    unanswered: AtomicBool,
 }
 
 impl fmt::Debug for SshSession {
@@ -216,6 +227,7 @@ impl SshSession {
             target,
             max_line_bytes: options.max_line_bytes,
             command_timeout: options.command_timeout,
+            unanswered: AtomicBool::new(false),
         })
     }
 
@@ -232,6 +244,19 @@ impl SshSession {
     /// The limit on one short command ([`SshOptions::command_timeout`]).
     pub fn command_timeout(&self) -> Duration {
         self.command_timeout
+    }
+
+    /// Whether the guest stopped answering: a cancelled command's kill loop
+    /// could not be started within [`kill::ANSWER_WAIT`] (see the module
+    /// docs). Every command started since failed at once; a new connection
+    /// would wait for its connect timeout.
+    pub fn stopped_answering(&self) -> bool {
+        self.unanswered.load(Ordering::Relaxed)
+    }
+
+    /// Takes the guest to have stopped answering.
+    pub(crate) fn no_answer(&self) {
+        self.unanswered.store(true, Ordering::Relaxed);
     }
 
     /// Opens a session channel and starts `command` on it.
@@ -252,6 +277,15 @@ impl SshSession {
         command: String,
         cancel: &CancellationToken,
     ) -> Result<Option<russh::Channel<client::Msg>>> {
+        if self.stopped_answering() {
+            return Err(lost(
+                &self.target,
+                format!(
+                    "it stopped answering (the channel to stop a cancelled command did not open within {} s)",
+                    kill::ANSWER_WAIT.as_secs()
+                ),
+            ));
+        }
         let channel = tokio::select! {
             biased;
             () = cancel.cancelled() => return Ok(None),
