@@ -13,6 +13,10 @@ pub struct CliError {
     /// The command already printed its result as JSON (a `store verify`
     /// report that found corruption): `--json` adds no error object.
     pub reported: bool,
+    /// Members added to the JSON error object besides `kind`,
+    /// `exit_status` and `message`: what the command did before it
+    /// failed (`promoted`, for a promotion that was not signed).
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl CliError {
@@ -21,7 +25,14 @@ impl CliError {
             status,
             error: error.into(),
             reported: false,
+            details: serde_json::Map::new(),
         }
+    }
+
+    /// Adds `key` to the JSON error object (see [`CliError::details`]).
+    pub fn with_detail(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.details.insert(key.to_string(), value);
+        self
     }
 
     /// Marks the error as already reported in the command's JSON result.
@@ -52,24 +63,34 @@ pub fn set_json(json: bool) {
 /// JSON object on stdout:
 /// `{"error":{"kind":"usage","exit_status":2,"message":"..."}}`.
 pub fn print_failure(status: Status, message: &str) {
+    print_failure_with(status, message, serde_json::Map::new());
+}
+
+/// [`print_failure`], with `details` added to the JSON error object.
+pub fn print_failure_with(
+    status: Status,
+    message: &str,
+    details: serde_json::Map<String, serde_json::Value>,
+) {
     eprintln!("fruix: error: {message}");
     if JSON.load(std::sync::atomic::Ordering::SeqCst) {
-        print_json_error(status, message);
+        print_json_error(status, message, details);
     }
 }
 
-/// The JSON error object of [`print_failure`].
-pub fn print_json_error(status: Status, message: &str) {
-    println!(
-        "{}",
-        serde_json::json!({
-            "error": {
-                "kind": status.name(),
-                "exit_status": status.code(),
-                "message": message.trim_end(),
-            }
-        })
-    );
+/// The JSON error object of [`print_failure`], with `details` besides its
+/// `kind`, `exit_status` and `message`.
+pub fn print_json_error(
+    status: Status,
+    message: &str,
+    details: serde_json::Map<String, serde_json::Value>,
+) {
+    let mut error = serde_json::Map::new();
+    error.insert("kind".into(), status.name().into());
+    error.insert("exit_status".into(), status.code().into());
+    error.insert("message".into(), message.trim_end().into());
+    error.extend(details);
+    println!("{}", serde_json::json!({ "error": error }));
 }
 
 /// Ends the process at once with `status`, saying `message` as every

@@ -77,6 +77,7 @@ fn main() -> ExitCode {
             status,
             error,
             reported,
+            details,
         }) => {
             if is_broken_pipe(&error) {
                 return Status::Success.into();
@@ -86,7 +87,7 @@ fn main() -> ExitCode {
             // terminal, leaving the messages' own line breaks.
             let message = escape::terminal(&error.to_string());
             match reported {
-                false => exit::print_failure(status, &message),
+                false => exit::print_failure_with(status, &message, details),
                 true => eprintln!("fruix: error: {message}"),
             }
             status
@@ -125,7 +126,7 @@ fn not_run(e: clap::Error) -> Status {
         let _ = refusal.error.print();
     }
     if std::env::args_os().any(|a| a == "--json") {
-        exit::print_json_error(Status::Usage, &refusal.text);
+        exit::print_json_error(Status::Usage, &refusal.text, serde_json::Map::new());
     }
     Status::Usage
 }

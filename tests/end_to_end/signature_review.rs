@@ -8,11 +8,12 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::signing::info;
 use crate::util::{
-    fruix, promote_command, promote_report, run, run_failing, run_json, run_ok, sample_root,
-    store_export, store_import,
+    failed_with, fruix, promote_command, promote_report, run, run_failing, run_json, run_ok,
+    run_with_deadline, sample_root, store_export, store_import,
 };
 use fruix_core::testing::edit_header;
 use fruix_promote::sign::SecretKey;
@@ -162,18 +163,37 @@ fn no_object_carries_more_signatures_than_an_import_accepts() {
     // A promotion's --sign-with is held to the same cap; the promotion
     // itself stands, and the message says so (it said only that the
     // object was full, as if nothing had been done).
-    run_failing(
-        &mut promote_command(
-            &store,
-            &sample_root(dir.path(), "again"),
-            &["--no-out-link", "--sign-with", last.to_str().unwrap()],
-        ),
+    let unsigned = |name: &str, flag: &str| {
+        let flags = ["--no-out-link", "--sign-with", last.to_str().unwrap(), flag];
+        run_with_deadline(
+            &mut promote_command(&store, &sample_root(dir.path(), name), &flags),
+            Duration::from_secs(60),
+        )
+    };
+    let out = unsigned("again", "--quiet");
+    failed_with(
+        "an unsigned promotion",
+        &out,
         2,
         &[
             &format!("the result was promoted as {bundle}, but not signed: "),
             &format!("{MOST_SIGNATURES} signatures"),
         ],
     );
+    // What was promoted is printed still (it was not: the error alone).
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("result_store={bundle}\n")),
+        "{stdout}"
+    );
+    // Under --json, the error object carries the promotion's report.
+    let out = unsigned("again-json", "--json");
+    assert_eq!(out.status.code(), Some(2));
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["error"]["kind"], "usage", "{said}");
+    let report = &said["error"]["promoted"];
+    assert_eq!(report["result_store"], bundle.as_str(), "{said}");
+    assert_eq!(report["artifacts"]["world"]["store_path"], world.as_str());
     assert_eq!(signatures(&store, &world).len(), MOST_SIGNATURES);
     // What the store signed, another store imports, with every signature.
     let archive = exported(dir.path(), &world, "archive");

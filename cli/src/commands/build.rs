@@ -29,10 +29,10 @@ use fruix_promote::source_identity::SOURCE_INFIX;
 
 use crate::args::{BuildArgs, GuestArgs};
 use crate::commands::promote::{
-    check_out_link, out_link, print_report, promote_later, promote_with_progress,
+    check_out_link, out_link, promote_later, promote_with_progress, sign_and_print,
 };
 use crate::commands::source::source_object;
-use crate::commands::store::keys::{sign_promoted, signing_key};
+use crate::commands::store::keys::signing_key;
 use crate::defaults;
 use crate::display::{json_path, show_events, Mode};
 use crate::exit::{self, from_matrix, from_promote, CliError, CliResult, Status};
@@ -254,10 +254,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             );
         }
     }
-    if let Some(key) = &key {
-        sign_promoted(&store, &report, key)?;
-    }
-    print_report(&report, &args.output)?;
+    sign_and_print(&store, &report, key.as_ref(), &args.output)?;
     Ok(Status::Success)
 }
 

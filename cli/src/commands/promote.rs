@@ -3,6 +3,7 @@
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_core::result_root::{self, ResultRoot};
+use fruix_promote::sign::SecretKey;
 use fruix_promote::{measure, promote_validated, OutLink, PromoteOptions, PromotionReport, Store};
 
 use std::path::Path;
@@ -49,11 +50,26 @@ pub fn run(args: PromoteArgs) -> CliResult {
     let report = promote_with_progress(&root, &store, &output, out_link, &progress)
         .map_err(|e| exit::when_cancelled(e, NOT_PROMOTED))?;
     let store = store.keep();
-    if let Some(key) = &key {
-        sign_promoted(&store, &report, key)?;
-    }
-    print_report(&report, &output)?;
+    sign_and_print(&store, &report, key.as_ref(), &output)?;
     Ok(Status::Success)
+}
+
+/// Signs what `report` promoted with `key`, if any ([`sign_promoted`]),
+/// then prints the report. A promotion that could not be signed still
+/// prints its report, but for `--json`, where the error object carries it.
+pub fn sign_and_print(
+    store: &Store,
+    report: &PromotionReport,
+    key: Option<&SecretKey>,
+    output: &OutputArgs,
+) -> CliResult<()> {
+    if let Some(Err(e)) = key.map(|key| sign_promoted(store, report, key)) {
+        if !output.json {
+            print_report(report, output)?;
+        }
+        return Err(e);
+    }
+    print_report(report, output)
 }
 
 /// Refuses, before anything is done, an out-link that could not be made

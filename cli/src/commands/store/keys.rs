@@ -163,7 +163,8 @@ pub fn signing_key(args: &OutLinkArgs) -> CliResult<Option<SecretKey>> {
 /// export of it carries a signature for every object. A failure says that
 /// the promotion itself stands (the result promoted, and linked), unsigned:
 /// the closure is signed after it, and an object of it may be full of other
-/// keys' signatures.
+/// keys' signatures. Under `--json` its error object carries the
+/// promotion's report as `promoted`.
 pub fn sign_promoted(store: &Store, report: &PromotionReport, key: &SecretKey) -> CliResult<()> {
     let bundle = report
         .result_store
@@ -182,6 +183,8 @@ pub fn sign_promoted(store: &Store, report: &PromotionReport, key: &SecretKey) -
             "the result was promoted as {}{linked}, but not signed",
             escape::path(&report.result_store)
         );
+        let report = serde_json::to_value(report).unwrap_or_default();
         CliError::new(e.status, anyhow::anyhow!("{promoted}: {:#}", e.error))
+            .with_detail("promoted", report)
     })
 }
