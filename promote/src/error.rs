@@ -116,6 +116,27 @@ pub enum Error {
         /// The store's path.
         path: PathBuf,
     },
+    /// A collection or deletion under a state directory that is not there:
+    /// no root would keep anything, and every object would go.
+    #[error(
+        "state directory {} is not there, so no root could keep anything in the store; give the --state-dir (or FRUIX_STATE_DIR) whose gcroots/ keep this store's objects, or make the directory if none does",
+        escape::path(state_dir)
+    )]
+    NoStateDir {
+        /// The state directory given.
+        state_dir: PathBuf,
+    },
+    /// A store whose path holds a control character (a line break, an
+    /// escape): promotion metadata refuses such store paths, so no result
+    /// could be promoted into it.
+    #[error(
+        "the store's path {} holds a control character, which no result bundle or build request may name; choose a store path without one",
+        escape::path(path)
+    )]
+    StorePathControl {
+        /// The store's path.
+        path: PathBuf,
+    },
     /// The store's database failed (locked too long, disk full, corrupt),
     /// with what to do about it when SQLite's error code tells
     /// ([`database_advice`]).
@@ -326,6 +347,8 @@ impl Error {
             | Error::DatabaseUnreadable { .. } => (Failure::System, ExitStatus::SystemFailure),
             Error::NoStore { .. }
             | Error::StorePathNotText { .. }
+            | Error::StorePathControl { .. }
+            | Error::NoStateDir { .. }
             | Error::NotAStoreObject { .. }
             | Error::NotInStore { .. }
             | Error::StoreObjectAsSource { .. }

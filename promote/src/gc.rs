@@ -7,7 +7,9 @@
 //! [`collect`].) Then:
 //!
 //! 1. the live objects are the closure of the roots (see [`crate::roots`])
-//!    through the registry's references;
+//!    through the registry's references (a state directory that is not
+//!    there is refused, as a mistyped `--state-dir`: its roots would keep
+//!    nothing);
 //! 2. every other registered object is dead, ordered referrers first (a
 //!    prefix of that order never leaves a reference dangling, which is how
 //!    `--max-freed` stops early), and directories the registry does not
@@ -259,6 +261,7 @@ pub fn collect(store: &Store, options: &GcOptions<'_>) -> Result<GcReport> {
 /// [`collect`]).
 pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcReport) -> Result<()> {
     let cancelled = || check_cancelled(options.progress);
+    state_dir_there(&options.state_dir)?;
     let _gc = store.gc_lock(!options.dry_run)?;
     let _reserve = (!options.dry_run).then(|| Reserve::release(store));
     let roots = roots::list(&options.state_dir, store.path())?;
@@ -449,10 +452,23 @@ fn collect_result_roots(
     Ok(())
 }
 
+/// Refuses, before the GC lock is waited for, a state directory that is
+/// not a directory ([`Error::NoStateDir`]): its roots could keep nothing,
+/// so a mistyped or forgotten `--state-dir` would let every object go.
+fn state_dir_there(state_dir: &Path) -> Result<()> {
+    match fs::metadata(state_dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        _ => Err(Error::NoStateDir {
+            state_dir: state_dir.to_path_buf(),
+        }),
+    }
+}
+
 /// Deletes the objects `names` (and nothing else): refused, with nothing
 /// deleted, when a root keeps one alive or an object not being deleted
 /// references one.
 pub fn delete(store: &Store, state_dir: &Path, names: &[String]) -> Result<Vec<PathBuf>> {
+    state_dir_there(state_dir)?;
     let _gc = store.gc_lock(true)?;
     let _reserve = Reserve::release(store);
     let roots = roots::list(state_dir, store.path())?;

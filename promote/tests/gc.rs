@@ -15,19 +15,74 @@ fn gc(store: &Store, state_dir: &Path) -> GcReport {
     gc_as(store, state_dir, false)
 }
 
+/// Collects `store` under `state_dir`, made (empty: no roots) if it is not
+/// there.
 fn gc_as(store: &Store, state_dir: &Path, dry_run: bool) -> GcReport {
-    collect(
-        store,
-        &GcOptions {
-            state_dir: state_dir.to_path_buf(),
-            dry_run,
-            max_freed: None,
-            keep_result_roots: true,
-            older_than: Duration::from_secs(7 * 24 * 3600),
-            progress: None,
+    fs::create_dir_all(state_dir).unwrap();
+    collect(store, &options(state_dir, dry_run)).unwrap()
+}
+
+fn options(state_dir: &Path, dry_run: bool) -> GcOptions<'static> {
+    GcOptions {
+        state_dir: state_dir.to_path_buf(),
+        dry_run,
+        max_freed: None,
+        keep_result_roots: true,
+        older_than: Duration::from_secs(7 * 24 * 3600),
+        progress: None,
+    }
+}
+
+/// Regression: a collection (or a deletion) under a state directory that
+/// is not there (a mistyped `--state-dir`, or a forgotten one whose default
+/// was never made) found no roots and removed every object, without a word.
+/// It is refused (exit 2), removing nothing, a dry run too.
+#[test]
+fn a_collection_under_a_state_directory_that_is_not_there_is_refused() {
+    let dir = TestDir::new();
+    let store = Store::open(&dir.store()).unwrap();
+    let state = dir.join("state");
+    let link = dir.join("result");
+    let report = promote_native_build_result(
+        &dir.root("r1", "local", "20260405T213444Z", true),
+        &store,
+        &PromoteOptions {
+            out_link: Some(OutLink {
+                link: &link,
+                state_dir: &state,
+            }),
+            ..Default::default()
         },
     )
-    .unwrap()
+    .unwrap();
+    let before = store.db().names().unwrap();
+    let missing = dir.join("no-such-state");
+    let file = dir.join("a-file");
+    fs::write(&file, "").unwrap();
+    for given in [&missing, &file] {
+        for dry_run in [false, true] {
+            let e = collect(&store, &options(given, dry_run)).unwrap_err();
+            assert!(
+                matches!(&e, fruix_promote::Error::NoStateDir { state_dir } if state_dir == given),
+                "{e:?}"
+            );
+            assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
+        }
+        let names = [report
+            .result_store
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()];
+        let e = fruix_promote::gc::delete(&store, given, &names).unwrap_err();
+        assert!(
+            matches!(e, fruix_promote::Error::NoStateDir { .. }),
+            "{e:?}"
+        );
+    }
+    assert!(report.result_store.is_dir(), "the bundle went");
+    assert_eq!(store.db().names().unwrap(), before);
 }
 
 #[test]

@@ -392,10 +392,8 @@ fn ctrl_c_while_waiting_for_a_lock_ends_the_wait_at_once() {
     shared.lock_shared().unwrap();
     let mut gc = spawn_reading_stderr(
         fruix()
-            .args(["store", "gc", "--json", "--store"])
-            .arg(&store)
-            .arg("--state-dir")
-            .arg(dir.path().join("state")),
+            .args(["store", "gc", "--json"])
+            .args(store_and_state(dir.path())),
     );
     gc.wait_for_line("fruix: waiting for the promotions");
     gc.signal(libc::SIGINT);

@@ -211,3 +211,37 @@ fn a_dead_direct_root_is_said_to_be_left_by_gc() {
     run_ok(&mut store_command(&store, &state, &["gc"]));
     assert!(dangling.symlink_metadata().is_ok(), "gc removed it");
 }
+
+/// Regression: `store gc` under a state directory that is not there (a
+/// mistyped `--state-dir`, or none given and the default never made)
+/// found no roots and removed every object, saying only what it removed.
+/// It is refused (exit 2, a JSON error), a dry run and `store delete`
+/// too, and the store keeps every object.
+#[test]
+fn gc_under_a_state_directory_that_is_not_there_is_refused_keeping_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
+    let root = sample_root(dir.path(), "root");
+    let link = dir.path().join("result");
+    run_ok(&mut promote_linked(&store, &state, &link, &root, &[]));
+    let objects = object_names(&store);
+    assert!(!objects.is_empty());
+    let bundle = fs::read_link(&link).unwrap();
+    let typo = dir.path().join("sate");
+    for args in [&["gc", "--json"][..], &["gc", "--dry-run", "--json"][..]] {
+        let out = run(&mut store_command(&store, &typo, args));
+        crate::util::json_error(&out, 2, "is not there, so no root could keep anything");
+    }
+    let mut delete = store_command(&store, &typo, &["delete", "--json"]);
+    crate::util::json_error(&run(delete.arg(&bundle)), 2, "--state-dir");
+    // None given, and the default (FRUIX_STATE_DIR here) never made.
+    let mut gc = fruix();
+    gc.env("FRUIX_STATE_DIR", dir.path().join("never-made"))
+        .args(["store", "gc", "--json", "--store"])
+        .arg(&store);
+    crate::util::json_error(&run(&mut gc), 2, "FRUIX_STATE_DIR");
+    assert_eq!(object_names(&store), objects);
+    // The right one collects, keeping what its root keeps.
+    run_ok(&mut store_command(&store, &state, &["gc", "--quiet"]));
+    assert_eq!(object_names(&store), objects);
+}

@@ -25,6 +25,7 @@ const WAITING: &str = "fruix: waiting for ";
 
 /// `fruix store gc --json --store STORE --state-dir STATE ARGS`.
 fn gc(store: &Path, state: &Path, args: &[&str]) -> Command {
+    std::fs::create_dir_all(state).unwrap();
     let mut cmd = fruix();
     cmd.args(["store", "gc", "--json", "--store"])
         .arg(store)

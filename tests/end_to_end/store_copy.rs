@@ -464,6 +464,7 @@ fn a_serve_whose_client_hangs_stops_at_its_idle_timeout() {
     assert!(written.len() < archive.len(), "{} bytes", written.len());
     // The lock is free: the collector runs (and takes the unrooted object).
     let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
     let mut gc = fruix();
     gc.args(["store", "gc", "--quiet", "--store"])
         .arg(&store)

@@ -175,6 +175,7 @@ fn gc_runs_on_a_full_disk_thanks_to_the_reserved_space() {
     fill(&small.path);
     let objects = object_names(&store);
     assert!(!objects.is_empty());
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
     let out = run(crate::util::fruix()
         .args(["store", "gc", "--json", "--store"])
         .arg(&store)

@@ -215,6 +215,7 @@ fn an_import_of_many_objects_whose_registration_fails_leaves_nothing() {
     );
     let objects = object_names(&store_dir);
     assert_eq!(objects.len(), MANY_ROOTS * 5);
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
     run_ok(
         fruix()
             .args(["store", "gc", "--store"])

@@ -47,6 +47,8 @@ impl Lab for TestDir {
         let mut cmd = fruix();
         cmd.args(["store", subcommand, "--store"]).arg(self.store());
         if ["query", "roots", "gc", "delete", "add-root"].contains(&subcommand) {
+            // Made: a collection refuses a state directory that is not there.
+            std::fs::create_dir_all(self.join("state")).unwrap();
             cmd.arg("--state-dir").arg(self.join("state"));
         }
         cmd.args(args);

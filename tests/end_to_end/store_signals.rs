@@ -99,6 +99,8 @@ impl Lab {
         let mut cmd = fruix();
         cmd.args(words).arg("--store").arg(self.path("store"));
         if state {
+            // Made: a collection refuses a state directory that is not there.
+            std::fs::create_dir_all(self.path("state")).unwrap();
             cmd.arg("--state-dir").arg(self.path("state"));
         }
         cmd

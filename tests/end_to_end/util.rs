@@ -48,8 +48,10 @@ pub fn fixture_source() -> PathBuf {
 }
 
 /// `--store DIR/store --state-dir DIR/state`: the store and state directory
-/// of a test's runs, both in `dir`.
+/// of a test's runs, both in `dir`, the state directory made (a collection
+/// refuses one that is not there).
 pub fn store_and_state(dir: &Path) -> [OsString; 4] {
+    std::fs::create_dir_all(dir.join("state")).expect("a state directory");
     [
         "--store".into(),
         dir.join("store").into(),

@@ -138,10 +138,14 @@ pub fn disk_usage(path: &Path) -> u64 {
 /// before anything is made: [`Error::StorePathNotText`]. What names its
 /// objects by path as text (a result bundle's metadata, a build request)
 /// would name other paths, and `store verify` would find its bundles
-/// corrupt.
+/// corrupt. Nor may it hold a control character
+/// ([`Error::StorePathControl`]), which that metadata refuses.
 pub(super) fn text_path(root: &Path) -> Result<()> {
     let absolute = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
     match absolute.to_str() {
+        Some(text) if text.chars().any(char::is_control) => {
+            Err(Error::StorePathControl { path: absolute })
+        }
         Some(_) => Ok(()),
         None => Err(Error::StorePathNotText { path: absolute }),
     }

@@ -727,6 +727,21 @@ mod tests {
         let resolved = fs::canonicalize(&root).unwrap();
         refused(Store::open(&link).unwrap_err(), &resolved);
         assert_eq!(listing(&root), Vec::<String>::new());
+        // UTF-8, but with a line break (or an escape): metadata refuses it.
+        for odd in ["line\nbreak", "esc\u{1b}[31m"] {
+            let root = dir.path().join(odd).join("store");
+            for e in [
+                Store::open(&root).unwrap_err(),
+                Store::open_tentatively(&root).unwrap_err(),
+            ] {
+                assert!(
+                    matches!(&e, Error::StorePathControl { path } if *path == root),
+                    "{e:?}"
+                );
+                assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
+            }
+            assert!(!dir.path().join(odd).exists(), "made {odd:?}");
+        }
     }
 
     /// A collection waiting for the collector's lock holds its turnstile:
