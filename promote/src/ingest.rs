@@ -61,6 +61,21 @@ pub(crate) struct Tree<'a> {
     pub(crate) reader: Option<u32>,
 }
 
+/// For whom the tree whose directory is open at `dir` is read
+/// ([`Tree::reader`]): when root reads another user's tree (a source tree,
+/// a result root), its owner, as `fstat` finds it on the descriptor (what
+/// that user could not read stays out of the store, which anyone may
+/// read); otherwise nobody in particular.
+pub(crate) fn reader_of(dir: &std::os::fd::OwnedFd) -> Result<Option<u32>> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(None);
+    }
+    let owner = rustix::fs::fstat(dir)
+        .map_err(|e| fruix_core::Error::system(format!("cannot inspect a tree's directory: {e}")))?
+        .st_uid;
+    Ok((owner != 0).then_some(owner))
+}
+
 /// Reads the tree open at `dir` once (see `pipeline::ingest_artifact`).
 pub(crate) fn ingest_tree(
     promotion: &Promotion<'_>,

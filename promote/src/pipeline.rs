@@ -28,7 +28,7 @@ use crate::bundle::{is_store_path, plan_bundle, prepare_bundle, store_references
 use crate::check::check_existing;
 use crate::db::Registration;
 use crate::error::{Error, Result};
-pub(crate) use crate::ingest::{ingest_tree, Ingested, Tree};
+pub(crate) use crate::ingest::{ingest_tree, reader_of, Ingested, Tree};
 use crate::object::{references_text, ObjectIdentity};
 use crate::register::{self, object_files_size};
 use crate::stage::build_artifact_object;
@@ -163,6 +163,10 @@ fn ingest_artifact(
 ) -> Result<Ingested> {
     let root_dir = open_dir(root.path())?;
     let dir = open_beneath(&root_dir, root.path(), &a.path)?;
+    // Root promoting a user's result root publishes only what that user
+    // could read (a hard link to another user's file, which FreeBSD lets
+    // a user make, is refused).
+    let reader = reader_of(&root_dir)?.or(reader_of(&dir)?);
     let display = root.path().join(&a.path);
     let extra = special_modes::for_artifact(special, &a.path);
     let tree = Tree {
@@ -173,7 +177,7 @@ fn ingest_artifact(
         probe: Some(&a.probe),
         exclude: None,
         leave_out_link: None,
-        reader: None,
+        reader,
     };
     let ingested = ingest_tree(promotion, dir, tree, progress)?;
     if let Some(declared) = &a.tree_signature {

@@ -30,7 +30,7 @@ use fruix_core::TreeSignature;
 use crate::check::{check_existing, check_object, Depth};
 use crate::db::Registration;
 use crate::error::Result;
-use crate::pipeline::{check_cancelled, ingest_tree, set_phase, Ingested, Tree};
+use crate::pipeline::{check_cancelled, ingest_tree, reader_of, set_phase, Ingested, Tree};
 pub use crate::source_identity::SourceFacts;
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::stage::build_object;
@@ -73,6 +73,7 @@ pub fn add_source(
 ) -> Result<SourceReport> {
     facts.check()?;
     let promotion = store.begin()?;
+    let opened = open_dir(dir)?;
     let tree = Tree {
         display: dir,
         manifest: promotion.work_dir().join("source.mtree"),
@@ -81,9 +82,9 @@ pub fn add_source(
         probe: None,
         exclude: Some(exclude),
         leave_out_link: Some(&|target| points_into_store(store, target)),
-        reader: reader_of(dir)?,
+        reader: reader_of(&opened)?,
     };
-    let ingested = ingest_tree(&promotion, open_dir(dir)?, tree, progress)?;
+    let ingested = ingest_tree(&promotion, opened, tree, progress)?;
     let tree_signature = if ingested.stripped.is_empty() {
         ingested.signature.clone()
     } else {
@@ -148,20 +149,6 @@ pub fn add_source(
         size: ingested.size,
         links_left_out: ingested.links_left_out,
     })
-}
-
-/// For whom the tree at `dir` is read: when root adds another user's
-/// tree, its owner (what that user could not read stays out of the
-/// store, which anyone may read); otherwise nobody in particular.
-fn reader_of(dir: &Path) -> Result<Option<u32>> {
-    use std::os::unix::fs::MetadataExt;
-    if !rustix::process::geteuid().is_root() {
-        return Ok(None);
-    }
-    let owner = std::fs::symlink_metadata(dir)
-        .map_err(|e| fruix_core::Error::io("inspect", dir, e))?
-        .uid();
-    Ok((owner != 0).then_some(owner))
 }
 
 /// The signature of a source tree some of whose directories carry

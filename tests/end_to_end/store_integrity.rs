@@ -473,3 +473,60 @@ fn a_registration_that_fails_takes_back_what_was_published() {
     crate::util::run_ok(&mut promote(&root, &store));
     assert_store_verifies(&store);
 }
+
+/// Regression: root promoting a user's result root read everything in it
+/// into the store, which anyone may read: a hard link to another user's
+/// private file (FreeBSD lets a user make one by default) was published
+/// world-readable (`source add` refused it already). A file neither the
+/// result root owner's nor readable by everyone is refused now (exit 4),
+/// naming it, its content never shown, nothing promoted; one readable by
+/// everyone is taken.
+#[test]
+fn root_promoting_a_user_s_result_root_refuses_a_file_its_owner_could_not_read() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test promotes another user's result root as root (run scripts/test.sh as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let root = dir.path().join("users-root");
+    write_sample_result_root(&root, "local", "20260405T213444Z", false).unwrap();
+    let secret = dir.path().join("secret");
+    fs::write(&secret, "root's secret\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::hard_link(&secret, root.join("artifacts/world/linked")).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "-h", "65534:65534"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    // The hard link's owner is the secret's: chown -R changed it too.
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&secret, Some(0), Some(0)).unwrap();
+    let store = dir.path().join("store");
+    let promote = || {
+        run(fruix()
+            .args([
+                "native-build",
+                "promote",
+                "--no-out-link",
+                "--quiet",
+                "--store",
+            ])
+            .arg(&store)
+            .arg(&root))
+    };
+    let out = promote();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for says in ["world/linked", "not readable by everyone", "user 65534"] {
+        assert!(stderr.contains(says), "{says}: {stderr}");
+    }
+    assert!(!stderr.contains("root's secret"), "{stderr}");
+    assert!(!store.exists(), "nothing was promoted, and no store made");
+    // Readable by everyone, it is no secret: taken.
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = promote();
+    assert!(out.status.success(), "{out:?}");
+}
