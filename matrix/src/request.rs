@@ -112,7 +112,11 @@ pub fn check_source(source: &Path) -> Result<PathBuf> {
             ),
         )
     })?;
-    check_source_tree(&dir).map_err(|e| invalid(&dir, e.to_string()))?;
+    // Its own words: no build request is at fault here (`source add`).
+    check_source_tree(&dir).map_err(|e| match e {
+        fruix_core::Error::InvalidRequest { message } => invalid(&dir, message),
+        e => invalid(&dir, e.to_string()),
+    })?;
     Ok(dir)
 }
 
@@ -205,6 +209,8 @@ mod tests {
         let other = tree("all:\n", None);
         let e = check_source(other.path()).unwrap_err();
         assert!(e.to_string().contains("does not mention buildworld"), "{e}");
+        // No build request is at fault (`source add` said there was).
+        assert!(!e.to_string().contains("build request"), "{e}");
         let e = check_source(&src.path().join("missing")).unwrap_err();
         assert!(matches!(e, Error::InvalidSource { .. }), "{e:?}");
         assert!(

@@ -241,6 +241,17 @@ fn gc_under_a_state_directory_that_is_not_there_is_refused_keeping_everything() 
         .arg(&store);
     crate::util::json_error(&run(&mut gc), 2, "FRUIX_STATE_DIR");
     assert_eq!(object_names(&store), objects);
+    // An empty state directory: `store roots` says it has none (it said
+    // nothing), stdout still the empty list.
+    let empty = dir.path().join("empty-state");
+    fs::create_dir(&empty).unwrap();
+    let out = run(&mut store_command(&store, &empty, &["roots"]));
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("no root in") && said.contains("empty-state/gcroots"),
+        "{said}"
+    );
     // The right one collects, keeping what its root keeps.
     run_ok(&mut store_command(&store, &state, &["gc", "--quiet"]));
     assert_eq!(object_names(&store), objects);

@@ -321,6 +321,13 @@ fn show_roots(args: RootsArgs) -> CliResult {
         display::print_json(&rows)?;
         return Ok(Status::Success);
     }
+    if roots.is_empty() {
+        // Said on stderr: stdout stays the list (empty) for scripts.
+        eprintln!(
+            "fruix: no root in {} names this store's objects: a collection would remove them all",
+            escape::path(&at.state.state_dir.join("gcroots"))
+        );
+    }
     for r in &roots {
         let how = if r.indirect { " (indirect)" } else { "" };
         match &r.object {
