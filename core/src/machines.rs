@@ -443,7 +443,7 @@ mod tests {
                 "\"/var/lib/fruix\"",
                 "\"var/lib/fruix\"",
                 "machine[0].state-dir",
-                2,
+                6,
                 "relative",
             ),
             (

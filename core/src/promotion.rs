@@ -581,9 +581,12 @@ mod tests {
                 "(executor \"guest-self-hosted\")",
                 "(executor \"a/../b\")",
                 "executor",
-                1,
+                3,
                 "not usable in a store name",
             ),
+            // A value refused once read is named at its own line (it was
+            // at the record's, line 1).
+            ("(run-id \"", "(run-id \"../", "run-id", 5, "run-id"),
             (
                 "-freebsd-source-default\"",
                 "-freebsd-source-default\n/frx/store/forged\"",

@@ -184,6 +184,8 @@ pub struct Record<'a> {
     /// Every field name asked for so far: the names this record knows, for
     /// suggesting one in place of an unknown field.
     asked: Vec<String>,
+    /// The line of each field read so far, for [`Record::invalid`].
+    read_at: Vec<(String, usize)>,
 }
 
 struct Field<'a> {
@@ -250,6 +252,7 @@ impl<'a> Record<'a> {
             line,
             fields,
             asked: Vec::new(),
+            read_at: Vec::new(),
         })
     }
 
@@ -271,10 +274,11 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// An [`Error::InvalidMetadata`] for `field`, at the record's line: a
-    /// value the reader refuses.
+    /// An [`Error::InvalidMetadata`] for `field`, at its line once read
+    /// (else at the record's): a value the reader refuses.
     pub fn invalid(&self, field: &str, message: impl Into<String>) -> Error {
-        self.error(field, None, message)
+        let line = self.read_at.iter().find(|(name, _)| name == field);
+        self.error(field, line.map(|(_, line)| *line), message)
     }
 
     /// Removes and returns every occurrence of `field`.
@@ -284,6 +288,9 @@ impl<'a> Record<'a> {
             .into_iter()
             .partition(|f| f.name == field);
         self.fields = kept;
+        if let Some(first) = taken.first() {
+            self.read_at.push((field.to_string(), first.line));
+        }
         taken
     }
 
