@@ -108,26 +108,50 @@ pub fn read_newvers(source: &Path) -> Result<Newvers> {
             "a FreeBSD source tree declares its version there; give the FreeBSD version explicitly"
                 .into(),
     })?;
-    let text = String::from_utf8_lossy(&bytes);
-    let var = |name: &str| {
-        text.lines().find_map(|l| {
-            l.trim()
-                .strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix('='))
-                .map(|v| v.trim().trim_matches('"').to_string())
-        })
+    let invalid = |name: &str, message: String| Error::InvalidMetadata {
+        path: path.clone(),
+        field: name.to_string(),
+        line: None,
+        message,
+    };
+    // Read as bytes: a value that is not UTF-8 is named escaped (`\377`),
+    // not made lossy.
+    let var = |name: &str| -> Result<Option<String>> {
+        let found = bytes.split(|b| *b == b'\n').find_map(|l| {
+            l.trim_ascii()
+                .strip_prefix(name.as_bytes())
+                .and_then(|rest| rest.strip_prefix(b"="))
+        });
+        let Some(value) = found else { return Ok(None) };
+        let value = value.trim_ascii();
+        let start = value.iter().position(|b| *b != b'"').unwrap_or(value.len());
+        let end = value
+            .iter()
+            .rposition(|b| *b != b'"')
+            .map_or(start, |i| i + 1);
+        let value = &value[start..end.max(start)];
+        match std::str::from_utf8(value) {
+            Ok(text) => Ok(Some(text.to_string())),
+            Err(_) => Err(invalid(
+                name,
+                format!(
+                    "{} is not UTF-8; give the FreeBSD version explicitly",
+                    escape::bytes(value)
+                ),
+            )),
+        }
     };
     let required = |name: &str| {
-        var(name).ok_or_else(|| Error::InvalidMetadata {
-            path: path.clone(),
-            field: name.to_string(),
-            line: None,
-            message: format!("no {name}= line; give the FreeBSD version explicitly"),
+        var(name)?.ok_or_else(|| {
+            invalid(
+                name,
+                format!("no {name}= line; give the FreeBSD version explicitly"),
+            )
         })
     };
     let (revision, branch) = (required("REVISION")?, required("BRANCH")?);
     Ok(Newvers {
-        name: var("TYPE").unwrap_or_else(|| "FreeBSD".into()),
+        name: var("TYPE")?.unwrap_or_else(|| "FreeBSD".into()),
         version: format!("{revision}-{branch}"),
     })
 }
@@ -280,6 +304,16 @@ mod tests {
             matches!(&e, Error::InvalidMetadata { field, .. } if field == "BRANCH"),
             "{e}"
         );
+        // A value that is not UTF-8 is named escaped (it was made lossy,
+        // U+FFFD), the field with it.
+        let bytes = b"REVISION=\"15.\xff\"\nBRANCH=\"STABLE\"\n";
+        std::fs::write(conf.join("newvers.sh"), bytes).unwrap();
+        let e = read_newvers(dir.path()).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidMetadata { field, .. } if field == "REVISION"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("15.\\377 is not UTF-8"), "{e}");
         assert_eq!(
             newvers("# comment\nREVISION=\"15.0\"\n  BRANCH=\"STABLE\"\n").unwrap(),
             Newvers {
