@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use fruix_core::testing::conformance::processes_mentioning;
 use fruix_core::testing::entries_starting_with;
 
+use crate::ssh_build::{connect, runtime};
 use crate::sshd::{guest_build, Sshd};
 use crate::util::{require_tool, spawn_reading_stderr, wait_until, Leftovers, Reading};
 
@@ -371,24 +372,12 @@ fn a_host_killed_before_a_build_step_said_its_session_leaves_nothing_running() {
 #[test]
 fn a_remote_command_cancelled_at_its_gate_has_exited_there_when_the_cancel_returns() {
     use fruix_core::executor::EventSink;
-    use fruix_executors::ssh::{SshOptions, SshSession, SshTarget};
     let sshd = Sshd::trusted_with("BASH_ENV={dir}/bash-env");
     let marker = sshd.dir.path().join("held-at-its-gate");
     let _leftovers = Leftovers(marker.clone());
     let hidden = hide_session_line(&sshd, &marker.display().to_string());
-    let options = SshOptions::with_key(
-        SshTarget::parse(&sshd.guest()).unwrap(),
-        sshd.identity(),
-        sshd.known_hosts(),
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let session = SshSession::connect(&options, &EventSink::discard())
-            .await
-            .unwrap();
+    runtime().block_on(async {
+        let session = connect(&sshd.ssh_options()).await;
         let (cancel, events) = (
             tokio_util::sync::CancellationToken::new(),
             EventSink::discard(),
@@ -422,22 +411,10 @@ fn a_remote_command_cancelled_at_its_gate_has_exited_there_when_the_cancel_retur
 #[test]
 fn a_remote_command_cancelled_while_its_channel_opens_ends_at_once() {
     use fruix_core::executor::EventSink;
-    use fruix_executors::ssh::{SshOptions, SshSession, SshTarget};
     use std::future::Future;
     let sshd = Sshd::trusted();
-    let options = SshOptions::with_key(
-        SshTarget::parse(&sshd.guest()).unwrap(),
-        sshd.identity(),
-        sshd.known_hosts(),
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let session = SshSession::connect(&options, &EventSink::discard())
-            .await
-            .unwrap();
+    runtime().block_on(async {
+        let session = connect(&sshd.ssh_options()).await;
         sshd.signal_connections(libc::SIGSTOP);
         let (cancel, events) = (
             tokio_util::sync::CancellationToken::new(),

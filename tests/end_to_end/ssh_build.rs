@@ -323,14 +323,9 @@ fn the_host_reads_the_helper_protocol_never_its_prose() {
 #[test]
 fn a_remote_command_cancelled_as_it_starts_leaves_nothing_running() {
     use fruix_core::executor::EventSink;
-    use fruix_executors::ssh::{SshOptions, SshTarget};
     let sshd = Sshd::trusted();
     let marker = sshd.dir.path().join("cancelled-as-it-starts");
-    let options = SshOptions::with_key(
-        SshTarget::parse(&sshd.guest()).unwrap(),
-        sshd.identity(),
-        sshd.known_hosts(),
-    );
+    let options = sshd.ssh_options();
     let runtime = runtime();
     let ended = runtime.block_on(async {
         let session = connect(&options).await;
@@ -354,15 +349,11 @@ fn a_remote_command_cancelled_as_it_starts_leaves_nothing_running() {
 #[test]
 fn a_short_command_that_never_ends_is_stopped_at_its_timeout() {
     use fruix_core::Error;
-    use fruix_executors::ssh::{SshOptions, SshTarget};
+    use fruix_executors::ssh::SshOptions;
     let sshd = Sshd::trusted();
     let options = SshOptions {
         command_timeout: Duration::from_secs(1),
-        ..SshOptions::with_key(
-            SshTarget::parse(&sshd.guest()).unwrap(),
-            sshd.identity(),
-            sshd.known_hosts(),
-        )
+        ..sshd.ssh_options()
     };
     let hung = |name: &str| {
         let marker = sshd.dir.path().join(name);
@@ -444,13 +435,9 @@ async fn held_at_the_bound<F: std::future::Future>(
 #[test]
 fn a_flooding_remote_command_is_held_at_the_event_bound_and_still_cancels() {
     use fruix_core::executor::{Event, EventSink, MAX_QUEUED_BYTES};
-    use fruix_executors::ssh::{RemoteExit, SshOptions, SshTarget};
+    use fruix_executors::ssh::RemoteExit;
     let sshd = Sshd::trusted();
-    let options = SshOptions::with_key(
-        SshTarget::parse(&sshd.guest()).unwrap(),
-        sshd.identity(),
-        sshd.known_hosts(),
-    );
+    let options = sshd.ssh_options();
     let lines = 4 * MAX_QUEUED_BYTES / 1024;
     // Numbered lines of about 1 KiB. The cancelled one then sleeps: only
     // the kill loop stops it (not the end of its channel, as for awk).
@@ -508,7 +495,7 @@ fn a_flooding_remote_command_is_held_at_the_event_bound_and_still_cancels() {
 }
 
 /// A runtime for the tests that drive an [`SshSession`] directly.
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -516,7 +503,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A session to the test guest `options` name.
-async fn connect(
+pub(crate) async fn connect(
     options: &fruix_executors::ssh::SshOptions,
 ) -> std::sync::Arc<fruix_executors::ssh::SshSession> {
     use fruix_core::executor::EventSink;

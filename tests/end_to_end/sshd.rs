@@ -250,6 +250,17 @@ impl Sshd {
         }
     }
 
+    /// The options of a session to this guest with its key, checking its
+    /// host key (trusted by [`Sshd::trust`]).
+    pub fn ssh_options(&self) -> fruix_executors::ssh::SshOptions {
+        use fruix_executors::ssh::{SshOptions, SshTarget};
+        SshOptions::with_key(
+            SshTarget::parse(&self.guest()).unwrap(),
+            self.identity(),
+            self.known_hosts(),
+        )
+    }
+
     /// Sends `signal` to the processes serving sshd's connections, sshd
     /// itself left alone: `SIGSTOP` makes a guest whose connections stay
     /// up but answer nothing (a paused machine), `SIGCONT` ends that.
