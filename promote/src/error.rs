@@ -100,6 +100,11 @@ pub enum Error {
         /// What fruix makes there: `directory` or `regular file`.
         expected: &'static str,
     },
+    /// Something else than a directory is where the store was named: the
+    /// path itself, or a directory above it (a regular file, a device, a
+    /// symlink to nothing).
+    #[error("store {0}; check --store (or FRUIX_STORE)")]
+    StoreNotDirectory(crate::store::NotADirectory),
     /// There is no store directory where one was named.
     #[error("no store at {}; check --store (or FRUIX_STORE)", escape::path(path))]
     NoStore {
@@ -346,6 +351,7 @@ impl Error {
             | Error::Database { .. }
             | Error::DatabaseUnreadable { .. } => (Failure::System, ExitStatus::SystemFailure),
             Error::NoStore { .. }
+            | Error::StoreNotDirectory(_)
             | Error::StorePathNotText { .. }
             | Error::StorePathControl { .. }
             | Error::NoStateDir { .. }

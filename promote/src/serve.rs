@@ -18,7 +18,19 @@
 //!
 //! The server imports with its own trusted keys, never the client's: a
 //! store decides whom it trusts. An import refused, or an archive that
-//! cannot be written, ends the session (the stream is no longer in step).
+//! cannot be written, ends the session (the stream is no longer in step),
+//! and so does a bad request, answered with its error.
+//!
+//! A server that cannot serve (no store at its path: a mistyped
+//! `--remote-store`) answers the hello with an error that says so
+//! (`"no_store":PATH`), and ends ([`refuse_session`]): the client reports
+//! that, typed, rather than a connection closed unanswered.
+//!
+//! Every message is bounded: a line is at most [`MAX_LINE`] bytes, and a
+//! list of names in a request or an answer at most [`MAX_NAMES`] long, so
+//! that neither side holds more than a few times [`MAX_LINE`] for one
+//! message, whatever the other sends. A line read is parsed straight into
+//! its request or answer, with no intermediate copy of its names.
 //!
 //! The client trusts the server's answers no more than its archives: a
 //! closure must name each object asked for once, and an exported archive
@@ -27,28 +39,128 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{export, export_order, import, ExportReport, ImportOptions, ImportReport};
+use crate::archive::{
+    export, export_order, import_for_copy, ExportReport, ImportOptions, ImportReport,
+};
 use crate::error::{ArchiveProblem, Error, Result};
 use crate::store::Store;
 
 /// The protocol's version.
 pub const VERSION: u32 = 1;
 
-/// Longest request line (a closure of 100,000 names fits).
-const MAX_REQUEST: u64 = 64 << 20;
+/// Longest line of the protocol, a request's or an answer's: a list of
+/// some 700,000 names (an object's name is 48 to 255 bytes, most under
+/// 100) fits.
+pub const MAX_LINE: u64 = 64 << 20;
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+/// Most names one request or answer may list: an archive's object cap
+/// ([`ArchiveLimits::max_objects`](crate::archive::ArchiveLimits)), since no
+/// copy moves more objects than one archive holds. A longer list is refused
+/// as it is read, so that a line of short names (`""`, three bytes each)
+/// cannot make the reader hold tens of millions of them.
+pub const MAX_NAMES: usize = 1_000_000;
+
+/// A request, as the client writes it (the server reads a [`RawRequest`]).
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
 enum Request {
     Hello { version: u32 },
     Valid { names: Vec<String> },
     Closure { names: Vec<String> },
     Import,
     Export { names: Vec<String> },
+}
+
+/// A request as the server reads it: a plain struct, parsed as it is read
+/// (an internally tagged enum would first copy the whole request into
+/// serde's buffer), then checked into a [`Request`] ([`parse_request`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    op: Op,
+    #[serde(default)]
+    version: Option<u32>,
+    #[serde(default, deserialize_with = "some_capped")]
+    names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Op {
+    Hello,
+    Valid,
+    Closure,
+    Import,
+    Export,
+}
+
+/// A request line read by the server, checked: each operation with exactly
+/// its fields.
+fn parse_request(line: &[u8]) -> Result<Request> {
+    let raw: RawRequest =
+        serde_json::from_slice(line).map_err(|e| protocol_error(format!("bad request: {e}")))?;
+    Ok(match (raw.op, raw.version, raw.names) {
+        (Op::Hello, Some(version), None) => Request::Hello { version },
+        (Op::Valid, None, Some(names)) => Request::Valid { names },
+        (Op::Closure, None, Some(names)) => Request::Closure { names },
+        (Op::Export, None, Some(names)) => Request::Export { names },
+        (Op::Import, None, None) => Request::Import,
+        (op, ..) => {
+            let (op, takes) = match op {
+                Op::Hello => ("hello", "`version`"),
+                Op::Import => ("import", "no other field"),
+                Op::Valid => ("valid", "`names`"),
+                Op::Closure => ("closure", "`names`"),
+                Op::Export => ("export", "`names`"),
+            };
+            return Err(protocol_error(format!(
+                "bad request: `{op}` takes {takes}, and nothing else"
+            )));
+        }
+    })
+}
+
+/// Deserialises a list of at most [`MAX_NAMES`] items, refusing a longer
+/// one as soon as its next item is read (for the name lists of requests
+/// and answers, and an import report's paths).
+pub(crate) fn capped<'de, D, T>(deserializer: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Capped<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Capped<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_NAMES} names")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if out.len() == MAX_NAMES {
+                    return Err(de::Error::custom(format!(
+                        "more than {MAX_NAMES} names in one message, the most the store protocol carries (an archive's object cap)"
+                    )));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_seq(Capped(PhantomData))
+}
+
+/// [`capped`], for an optional field.
+fn some_capped<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Vec<String>>, D::Error> {
+    capped(deserializer).map(Some)
 }
 
 /// A failure as the protocol carries it.
@@ -60,6 +172,12 @@ pub struct RemoteError {
     /// that is what failed (absent from answers of older servers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub absent: Option<String>,
+    /// The path the serving side was given as its store, where it has no
+    /// store (an error it answers the hello with, then ends: see
+    /// [`refuse_session`]); absent from answers of older servers. As
+    /// [`fruix_core::escape::path_text`] spells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_store: Option<String>,
     /// The serving side's error message. It comes from the other machine:
     /// escape it before showing it.
     pub message: String,
@@ -83,11 +201,13 @@ struct Hello {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Names {
+    #[serde(deserialize_with = "capped")]
     names: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Valid {
+    #[serde(deserialize_with = "capped")]
     valid: Vec<String>,
 }
 
@@ -141,6 +261,14 @@ fn answer_error(e: &Error) -> Answer<Empty> {
             }
             _ => None,
         },
+        no_store: match e {
+            Error::NoStore { path } => Some(fruix_core::escape::path_text(path).into_owned()),
+            // No store there either (a regular file where it is named).
+            Error::StoreNotDirectory(not) => {
+                Some(fruix_core::escape::path_text(&not.path).into_owned())
+            }
+            _ => None,
+        },
         message: match e {
             // The reason alone: the client says it was refused, and that
             // the store was not changed, once (see `remote`).
@@ -155,8 +283,29 @@ fn answer_error(e: &Error) -> Answer<Empty> {
     })
 }
 
+/// Answers the hello of a client that cannot be served with `e` (why the
+/// server cannot serve: [`Error::NoStore`] for a store path with no
+/// store): reads one line from `input`, and when it is a hello, writes the
+/// error on `output`, so that the client reports it, typed, rather than a
+/// connection closed unanswered (see the module docs). Anything else, or
+/// nothing, is not answered. The caller then ends.
+pub fn refuse_session(mut input: impl BufRead, mut output: impl Write, e: &Error) -> Result<()> {
+    let Some(line) = read_line(&mut input, MAX_HELLO)? else {
+        return Ok(());
+    };
+    match parse_request(&line) {
+        Ok(Request::Hello { .. }) => write_json(&mut output, &answer_error(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Longest hello [`refuse_session`] reads (one is some 30 bytes).
+const MAX_HELLO: u64 = 4 << 10;
+
 /// Serves `store` on `input` and `output` until the client closes `input`
-/// (see the module docs); imports check archives with `options`.
+/// (see the module docs); imports check archives with `options`. An
+/// import's refusals speak to the user of the `store copy --to` on the
+/// other side (the trusted keys that count are this store's).
 pub fn serve(
     store: &Store,
     mut input: impl BufRead,
@@ -167,9 +316,16 @@ pub fn serve(
         whole_input: false,
         ..*options
     };
-    while let Some(line) = read_line(&mut input, MAX_REQUEST)? {
-        let request: Request = serde_json::from_slice(&line)
-            .map_err(|e| protocol_error(format!("bad request: {e}")))?;
+    while let Some(line) = read_line(&mut input, MAX_LINE)? {
+        // The line is dropped once parsed: only the request is held.
+        let request = match parse_request(&line) {
+            Ok(request) => request,
+            Err(e) => {
+                write_json(&mut output, &answer_error(&e))?;
+                return Err(e);
+            }
+        };
+        drop(line);
         match request {
             Request::Hello { version } => {
                 if version != VERSION {
@@ -190,7 +346,8 @@ pub fn serve(
             Request::Valid { names } => {
                 let mut valid = Vec::new();
                 for name in names {
-                    if store.is_valid(&name)? {
+                    // What is no object name is in no store: not looked up.
+                    if crate::verify::is_object_name(name.as_bytes()) && store.is_valid(&name)? {
                         valid.push(name);
                     }
                 }
@@ -200,7 +357,7 @@ pub fn serve(
                 Ok(names) => write_json(&mut output, &Answer::Ok(Names { names }))?,
                 Err(e) => write_json(&mut output, &answer_error(&e))?,
             },
-            Request::Import => match import(store, &mut input, &options) {
+            Request::Import => match import_for_copy(store, &mut input, &options) {
                 Ok(report) => write_json(&mut output, &Answer::Ok(report))?,
                 Err(e) => {
                     write_json(&mut output, &answer_error(&e))?;
@@ -244,6 +401,9 @@ fn remote(e: RemoteError, store: Option<&Path>) -> Error {
         .absent
         .filter(|n| crate::verify::is_object_name(n.as_bytes()));
     match (e.problem, absent, store) {
+        _ if e.no_store.is_some() => Error::NoStore {
+            path: e.no_store.map(PathBuf::from).unwrap_or_default(),
+        },
         (Some(problem), _, _) => Error::ArchiveRefused {
             object: None,
             problem,
@@ -267,6 +427,8 @@ fn remote(e: RemoteError, store: Option<&Path>) -> Error {
 
 impl<R: BufRead, W: Write> Client<R, W> {
     /// Greets the server on `input` (its output) and `output` (its input).
+    /// A server with no store at the path it was given answers so:
+    /// [`Error::NoStore`] with that path, which is the other machine's.
     pub fn start(mut input: R, mut output: W) -> Result<Client<R, W>> {
         write_json(&mut output, &Request::Hello { version: VERSION })?;
         let hello: Hello = Self::read_answer(&mut input, None)?;
@@ -279,7 +441,7 @@ impl<R: BufRead, W: Write> Client<R, W> {
 
     /// The next answer; `store` is the serving store's path, once known.
     fn read_answer<T: for<'de> Deserialize<'de>>(input: &mut R, store: Option<&Path>) -> Result<T> {
-        let line = read_line(input, MAX_REQUEST)?.ok_or_else(|| {
+        let line = read_line(input, MAX_LINE)?.ok_or_else(|| {
             protocol_error(
                 "the other side closed the connection without answering (is fruix installed there, and on PATH? see --remote-program)",
             )
@@ -295,6 +457,16 @@ impl<R: BufRead, W: Write> Client<R, W> {
     }
 
     fn ask<T: for<'de> Deserialize<'de>>(&mut self, request: &Request) -> Result<T> {
+        if let Request::Valid { names } | Request::Closure { names } | Request::Export { names } =
+            request
+        {
+            if names.len() > MAX_NAMES {
+                return Err(protocol_error(format!(
+                    "{} objects in one request, more than the {MAX_NAMES} the store protocol carries (an archive's object cap); copy fewer at a time",
+                    names.len()
+                )));
+            }
+        }
         write_json(&mut self.output, request)?;
         Self::read_answer(&mut self.input, Some(&self.store))
     }

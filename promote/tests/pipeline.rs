@@ -539,21 +539,20 @@ fn store_list_names_artifact_version_executor_kernconf_run_and_size() {
     );
 }
 
+/// A store under a regular file is invalid input (it was "not writable",
+/// a system failure); one where no directory can be made at all is not
+/// writable. sysfs refuses every mkdir (EPERM), root's too, so neither
+/// case depends on who runs the test.
 #[test]
-fn unwritable_store_is_a_clear_error() {
+fn a_store_that_cannot_be_a_directory_or_be_made_is_a_clear_error() {
     let f = TestDir::new();
-    let ro = f.join("ro");
-    fs::create_dir(&ro).unwrap();
-    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
-    if unsafe { libc::geteuid() } == 0 {
-        // Root ignores permission bits; a file where the store should be still fails.
-        fs::write(f.join("file"), b"").unwrap();
-        let err = Store::open(&f.join("file/store")).unwrap_err().to_string();
-        assert!(err.contains("not writable"), "{err}");
-    } else {
-        let err = Store::open(&ro.join("store")).unwrap_err().to_string();
-        assert!(err.contains("not writable"), "{err}");
-    }
+    fs::write(f.join("file"), b"").unwrap();
+    let e = Store::open(&f.join("file/store")).unwrap_err();
+    assert!(matches!(e, Error::StoreNotDirectory(_)), "{e:?}");
+    assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
+    let e = Store::open(Path::new("/sys/fruix-test-store")).unwrap_err();
+    assert!(matches!(e, Error::StoreNotWritable { .. }), "{e:?}");
+    assert_eq!(e.exit_status(), fruix_core::ExitStatus::SystemFailure);
 }
 
 #[test]

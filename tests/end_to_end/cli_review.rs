@@ -231,12 +231,17 @@ fn printed_paths_cannot_forge_key_value_lines() {
         key_values(&out)["out_link"].ends_with("d\\nforged_link=/x"),
         "{out}"
     );
-    // source add prints the object's path escaped too (promotion refuses a
-    // store path with a control character, a source object does not).
-    let out = run_ok(&mut source_add(
-        &work.join("s\nforged_store=1"),
-        &["--quiet"],
-    ));
-    assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.contains("s\\nforged_store=1/"), "{out}");
+    // A store path with a control character is refused (exit 2) before
+    // anything is made, named escaped, nothing on stdout (source add took
+    // one, though no promotion could go into it).
+    let store = work.join("s\nforged_store=1");
+    let out = run(&mut source_add(&store, &["--quiet"]));
+    failed_with(
+        "a store path with a line break",
+        &out,
+        2,
+        &["s\\nforged_store=1", "control character"],
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(!store.exists());
 }

@@ -322,7 +322,8 @@ fn ctrl_c_while_collecting_stops_between_removals_and_says_what_went() {
     let bundle = PathBuf::from(report["result_store"].as_str().unwrap());
     let interrupt = Interrupt::at_open(&bundle, libc::SIGINT);
     let mut cmd = fruix();
-    cmd.args(["store", "gc"]).args(store_and_state(dir.path()));
+    cmd.args(["store", "gc"])
+        .args(crate::util::made_state(dir.path()));
     let gc = interrupt.spawn(&mut cmd);
     interrupt.release_once_cancelling(&gc);
     let error = gc.wait_for_line("fruix: error: cancelled; removed 1 object(s)");
@@ -339,7 +340,7 @@ fn ctrl_c_while_collecting_stops_between_removals_and_says_what_went() {
     run_ok(
         fruix()
             .args(["store", "gc"])
-            .args(store_and_state(dir.path())),
+            .args(crate::util::made_state(dir.path())),
     );
     assert_eq!(object_names(&store), Vec::<String>::new());
 }
@@ -393,7 +394,7 @@ fn ctrl_c_while_waiting_for_a_lock_ends_the_wait_at_once() {
     let mut gc = spawn_reading_stderr(
         fruix()
             .args(["store", "gc", "--json"])
-            .args(store_and_state(dir.path())),
+            .args(crate::util::made_state(dir.path())),
     );
     gc.wait_for_line("fruix: waiting for the promotions");
     gc.signal(libc::SIGINT);

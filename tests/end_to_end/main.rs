@@ -8,12 +8,14 @@
 
 mod util;
 
+mod archive_bounds;
 mod archive_review;
 mod bad_input;
 mod build_local;
 mod cli_args_review;
 mod cli_cleanup;
 mod cli_defects;
+mod cli_paths_review;
 mod cli_review;
 mod cli_review_b;
 mod copy_review;

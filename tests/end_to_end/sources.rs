@@ -205,7 +205,7 @@ fn a_running_build_keeps_its_source_from_collections() {
             fruix()
                 .args(["store"])
                 .args(extra)
-                .args(store_and_state(dir.path())),
+                .args(crate::util::made_state(dir.path())),
         )
     };
     assert!(gc(&["gc", "--quiet"]).status.success());
@@ -388,7 +388,7 @@ fn promoting_after_the_source_was_collected_is_refused_until_it_is_added_again()
     run_ok(
         fruix()
             .args(["store", "gc", "--quiet"])
-            .args(store_and_state(d)),
+            .args(crate::util::made_state(d)),
     );
     assert!(
         sources_in(&d.join("store")).is_empty(),

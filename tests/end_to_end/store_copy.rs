@@ -18,8 +18,8 @@ use crate::signing::{info, key, signed_by};
 use crate::sshd::{bind_mounted_fruix, script, Sshd};
 use crate::util::{
     failed_with, fixture_source, fruix, json_error, object_names, promote_report, require_tool,
-    run, run_json, run_ok, run_with_deadline, sample_root, snapshot, spawn_silenced, wait_until,
-    wait_with_deadline,
+    run, run_json, run_ok, run_with_deadline, sample_root, sample_root_of, snapshot,
+    spawn_silenced, wait_until, wait_with_deadline,
 };
 use fruix_core::testing::conformance::processes_mentioning;
 
@@ -500,4 +500,97 @@ fn a_serve_whose_client_hangs_stops_at_its_idle_timeout() {
         "{:?}",
         object_names(&store)
     );
+}
+
+/// Regression: a copy whose `--remote-store` names no store over there
+/// failed as a system failure (exit 3), "the other side closed the
+/// connection without answering (is fruix installed there...)", then the
+/// other side's "check --store". The other side answers its hello with a
+/// typed error now: a usage error (exit 2) naming the path on the other
+/// machine and `--remote-store`, whichever way the copy goes.
+#[test]
+fn a_remote_store_that_is_not_there_is_a_usage_error_naming_remote_store() {
+    let t = TwoStores::new();
+    let (bundle, _) = t.promoted(&sample_root(t.dir.path(), "root"));
+    let file = t.dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let here = snapshot(&t.store());
+    // Not there, or a regular file where it is named.
+    for (missing, direction) in [
+        (t.dir.path().join("nonexistent"), "--to"),
+        (t.dir.path().join("nonexistent"), "--from"),
+        (file.clone(), "--to"),
+        (file.join("store"), "--from"),
+    ] {
+        let out = run_with_deadline(
+            t.copy(direction, &[&bundle])
+                .arg("--remote-store")
+                .arg(&missing),
+            Duration::from_secs(60),
+        );
+        let says = format!(
+            "no store at {} on the other machine ({}); check --remote-store",
+            missing.display(),
+            t.sshd.guest()
+        );
+        json_error(&out, 2, &says);
+        let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(error["error"]["kind"], "usage", "{direction}: {error:#}");
+        let message = error["error"]["message"].as_str().unwrap();
+        for wrong in ["without answering", "check --store"] {
+            assert!(!message.contains(wrong), "{direction}: {message}");
+        }
+        assert!(!missing.exists() || missing == file, "{direction}");
+    }
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 0);
+    assert!(t.remote_objects().is_empty(), "{:?}", t.remote_objects());
+    assert_eq!(snapshot(&t.store()), here);
+}
+
+/// Regression: a `copy --to` the other side refused for want of a
+/// signature it trusts said "sign it where it was built, or import with
+/// --no-check-sigs", which `copy --to` refuses (exit 2). It points at the
+/// other machine's trusted keys now, which decide what it accepts.
+#[test]
+fn a_copy_to_refused_for_its_signatures_points_at_the_other_machine_s_trusted_keys() {
+    let t = TwoStores::new();
+    let root = sample_root(t.dir.path(), "root");
+    let unsigned = promote_report(&t.store(), &root, &[])["result_store"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (stranger, _) = key(t.dir.path(), "stranger");
+    let root = sample_root_of(t.dir.path(), "other-root", "local");
+    let strangers = promote_report(
+        &t.store(),
+        &root,
+        &["--sign-with", stranger.to_str().unwrap()],
+    )["result_store"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cases = [
+        ("unsigned", &unsigned, "it is not signed"),
+        (
+            "signed by a stranger",
+            &strangers,
+            "signed only by keys the other machine does not trust (stranger)",
+        ),
+    ];
+    for (what, bundle, says) in cases {
+        let out = run_with_deadline(
+            &mut t.copy("--to", &["--recursive", bundle]),
+            Duration::from_secs(60),
+        );
+        json_error(&out, 4, says);
+        let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("the other machine's trusted keys"),
+            "{what}: {message}"
+        );
+        assert!(!message.contains("--no-check-sigs"), "{what}: {message}");
+        assert!(!message.contains("--trusted-key"), "{what}: {message}");
+        assert!(t.remote_objects().is_empty(), "{what}");
+    }
 }

@@ -12,8 +12,8 @@ use std::sync::mpsc;
 
 use crate::race::{Gate, Inotify, LIMIT};
 use crate::util::{
-    corrupt_counts, fixture_source, fruix, object_names, run, run_ok, run_with_deadline,
-    source_add, spawn_reading_stderr, store_and_state, store_verify, Reading,
+    corrupt_counts, fixture_source, fruix, made_state, object_names, run, run_ok,
+    run_with_deadline, source_add, spawn_reading_stderr, store_verify, Reading,
 };
 
 /// Whether `name` in `STORE/.links` is a pool entry (not a temporary).
@@ -50,7 +50,7 @@ fn says_it_waits(gc: &Reading) -> bool {
 /// whether it waited, come on the receiver.
 fn gc_when_opened(entry: &Path, dir: &Path) -> (Gate, mpsc::Receiver<(Reading, bool)>) {
     let (tx, rx) = mpsc::channel();
-    let where_ = store_and_state(dir);
+    let where_ = made_state(dir);
     let gate = Gate::new(entry, move |_pid| {
         let gc = spawn_reading_stderr(fruix().args(["store", "gc", "--quiet"]).args(&where_));
         let waited = says_it_waits(&gc);

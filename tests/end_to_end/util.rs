@@ -47,11 +47,16 @@ pub fn fixture_source() -> PathBuf {
         .expect("tests/fixtures/freebsd-src-mini exists")
 }
 
-/// `--store DIR/store --state-dir DIR/state`: the store and state directory
-/// of a test's runs, both in `dir`, the state directory made (a collection
-/// refuses one that is not there).
-pub fn store_and_state(dir: &Path) -> [OsString; 4] {
+/// [`store_and_state`], the state directory made: a collection refuses one
+/// that is not there.
+pub fn made_state(dir: &Path) -> [OsString; 4] {
     std::fs::create_dir_all(dir.join("state")).expect("a state directory");
+    store_and_state(dir)
+}
+
+/// `--store DIR/store --state-dir DIR/state`: the store and state directory
+/// of a test's runs, both in `dir` (neither made: see [`made_state`]).
+pub fn store_and_state(dir: &Path) -> [OsString; 4] {
     [
         "--store".into(),
         dir.join("store").into(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use fruix_matrix::split::PipelineRun;
 
-use super::{parse_limit, ExecutorsFiles, ProgressArg, StateDirArg, StoreArg};
+use super::{directory, parse_limit, ExecutorsFiles, ProgressArg, StateDirArg, StoreArg};
 
 #[derive(Debug, Subcommand)]
 pub enum MatrixCommand {
@@ -97,7 +97,7 @@ pub struct MatrixRunCellArgs {
     /// Other cells' files there are kept: it may be shared with their jobs. This cell's files from
     /// an earlier run there are removed first, its results/ID link (a garbage collector root)
     /// included, so none outlives a run that fails.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = directory())]
     pub report_dir: Option<PathBuf>,
     /// The CI pipeline run this cell's job belongs to (GitLab CI's $CI_PIPELINE_ID, say), recorded
     /// in cell-ID.json: collect --pipeline-run ID then takes this run's reports only. 1 to 128
@@ -126,7 +126,7 @@ pub struct MatrixCollectArgs {
     #[arg(long, value_name = "DIR")]
     pub store: Option<PathBuf>,
     /// Where to write report.json, junit.xml and the cells' logs (default: STATE_DIR/matrix/RUN_ID).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = directory())]
     pub report_dir: Option<PathBuf>,
     #[command(flatten)]
     pub state: StateDirArg,
@@ -177,7 +177,7 @@ pub struct MatrixRunArgs {
     /// report directory (an earlier run's report): the run first removes all of it, the results/
     /// links included (their garbage collector roots then keep nothing), never following a symlink.
     /// One holding anything else is refused (exit 2), untouched.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = directory())]
     pub report_dir: Option<PathBuf>,
     /// At most N cells at once (overrides the file's max-parallel).
     #[arg(long, value_name = "N")]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod exits;
 mod matrix;
 mod parse;
 mod store;
@@ -15,6 +16,8 @@ pub use store::*;
 /// an immutable, content-identified store.
 #[derive(Debug, Parser)]
 #[command(name = "fruix", version, after_help = fruix_core::ExitStatus::help_table(), propagate_version = true)]
+// Each command's help ends with its exit statuses.
+#[command(mut_subcommands(exits::annotate))]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -94,7 +97,7 @@ pub struct CompletionsArgs {
 #[derive(Debug, Args)]
 pub struct ManArgs {
     /// Write fruix.1 and a page per command (fruix-build.1, fruix-store-verify.1, ...) into DIR.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = directory())]
     pub dir: Option<PathBuf>,
 }
 
@@ -142,9 +145,26 @@ pub struct StateDirArg {
         long,
         value_name = "DIR",
         env = "FRUIX_STATE_DIR",
-        default_value_os_t = crate::defaults::state_dir()
+        default_value_os_t = crate::defaults::state_dir(),
+        value_parser = directory()
     )]
     pub state_dir: PathBuf,
+}
+
+/// A directory fruix makes when it is missing (`--state-dir`,
+/// `--report-dir`, `man --dir`): refused (exit 2) when it, or a directory
+/// above it, is there as something else (a regular file, say), which no
+/// command could write into.
+pub fn directory() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PathBufValueParser::new().try_map(|path| {
+        match fruix_promote::store::not_a_directory(&path) {
+            None => Ok(path),
+            Some(found) => Err(format!(
+                "{found}; give a directory, or a path where one can be made"
+            )),
+        }
+    })
 }
 
 /// The `./result` link to a promoted bundle, registered as a root, and the
@@ -287,8 +307,8 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub store: StoreArg,
     /// Stop after the result root is built and validated; do not promote
-    /// (so no --out-link or --sign-with).
-    #[arg(long, conflicts_with = "out_link")]
+    /// (so no --out-link, --no-out-link or --sign-with).
+    #[arg(long, conflicts_with_all = ["out_link", "no_out_link"])]
     pub no_promote: bool,
     #[command(flatten)]
     pub out_link: OutLinkArgs,

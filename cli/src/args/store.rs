@@ -193,6 +193,10 @@ pub struct SignArgs {
     pub secret_key: PathBuf,
     #[command(flatten)]
     pub objects: ObjectsArg,
+    /// Sign the objects' closures: everything they reference, transitively (each object once),
+    /// as `store export -r` and `store copy -r` send them.
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
     /// Print the signatures as JSON.
     #[arg(long)]
     pub json: bool,
@@ -421,8 +425,9 @@ pub struct GcArgs {
     /// Keep promoted result roots in STATE_DIR/native-builds.
     #[arg(long)]
     pub keep_result_roots: bool,
-    /// Promoted result roots older than this are removed (e.g. 7d, 12h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
+    /// Promoted result roots older than this are removed (e.g. 7d, 12h); not with
+    /// --keep-result-roots, which removes none.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d", conflicts_with = "keep_result_roots")]
     pub older_than: Duration,
     /// Print the report as JSON.
     #[arg(long)]

@@ -45,7 +45,26 @@ pub fn man(args: ManArgs) -> CliResult {
 
 /// Writes the page of `command` and of each of its subcommands, recursively
 /// (`fruix.1`, `fruix-store.1`, `fruix-store-verify.1`, ...), into `dir`.
-fn write_pages(command: clap::Command, dir: &Path) -> std::io::Result<()> {
+fn write_pages(mut command: clap::Command, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    clap_mangen::generate_to(command, dir)
+    // As `clap_mangen::generate_to` does, but each page's source (the
+    // `.TH` line's fourth field) names its command as its title does
+    // (`fruix-store-verify 0.1.0`), not by its last word (`verify`).
+    command.build();
+    write_page(command, dir)
+}
+
+fn write_page(command: clap::Command, dir: &Path) -> std::io::Result<()> {
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_page(sub.clone(), dir)?;
+    }
+    let name = command
+        .get_display_name()
+        .unwrap_or_else(|| command.get_name())
+        .to_string();
+    let source = format!("{name} {}", command.get_version().unwrap_or_default());
+    clap_mangen::Man::new(command)
+        .source(source)
+        .generate_to(dir)
+        .map(drop)
 }

@@ -17,7 +17,7 @@ use crate::stage::build_object;
 use crate::store::{Store, TempObject, RESULT_METADATA_FILE};
 
 use super::publish::publish;
-use super::rules::{claimed, refuse, untrusted, valid_name, Capped};
+use super::rules::{claimed, refuse, valid_name, Audience, Capped};
 use super::*;
 
 /// One object ready to publish.
@@ -38,7 +38,16 @@ pub fn import(
     input: impl BufRead,
     options: &ImportOptions<'_>,
 ) -> Result<ImportReport> {
-    import_objects(store, input, options, None)
+    import_objects(store, input, options, None, Audience::Here)
+}
+
+/// [`import`] for `store serve`, its refusals said to a `store copy --to`.
+pub(crate) fn import_for_copy(
+    store: &Store,
+    input: impl BufRead,
+    options: &ImportOptions<'_>,
+) -> Result<ImportReport> {
+    import_objects(store, input, options, None, Audience::CopyTo)
 }
 
 impl ImportOptions<'_> {
@@ -55,16 +64,18 @@ impl ImportOptions<'_> {
         input: impl BufRead,
         expected: &BTreeSet<String>,
     ) -> Result<ImportReport> {
-        import_objects(store, input, self, Some(expected))
+        import_objects(store, input, self, Some(expected), Audience::Here)
     }
 }
 
-/// [`import`], of only the objects `expected` when it is given.
+/// [`import`], of only the objects `expected` when it is given, its
+/// refusals said to `audience`.
 fn import_objects(
     store: &Store,
     input: impl BufRead,
     options: &ImportOptions<'_>,
     expected: Option<&BTreeSet<String>>,
+    audience: Audience,
 ) -> Result<ImportReport> {
     if let Some(name) = expected.into_iter().flatten().find(|n| !valid_name(n)) {
         return Err(refuse(
@@ -93,6 +104,7 @@ fn import_objects(
         limits,
         trust,
         progress,
+        audience,
         line: Vec::new(),
     };
     let first = reader.line(None)?;
@@ -216,6 +228,8 @@ pub(super) struct Importer<'a, R> {
     pub(super) limits: &'a ArchiveLimits,
     pub(super) trust: &'a Trust,
     pub(super) progress: Option<&'a Progress>,
+    /// Whom a refusal speaks to.
+    pub(super) audience: Audience,
     pub(super) line: Vec<u8>,
 }
 
@@ -443,7 +457,7 @@ impl<R: BufRead> Importer<'_, R> {
             .collect();
         // An object the store has is not imported: nothing to refuse.
         if self.trust.check_signatures && trusted.is_empty() && !is_present {
-            return Err(untrusted(name, &header.signatures, &self.trust.keys));
+            return Err(self.untrusted(name, &header.signatures));
         }
         let Some(temp) = temp else {
             return Ok(Read1::Present(trusted));

@@ -95,6 +95,7 @@ mod rules;
 mod tree;
 
 pub use import::import;
+pub(crate) use import::import_for_copy;
 
 /// How [`import`] reads.
 #[derive(Debug, Clone, Copy)]
@@ -217,10 +218,17 @@ pub struct ExportReport {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImportReport {
     /// Objects the import added to the store.
-    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
+    #[serde(
+        serialize_with = "fruix_core::escape::serialize_paths",
+        deserialize_with = "crate::serve::capped"
+    )]
     pub imported: Vec<PathBuf>,
-    /// Objects the store already had (their bodies were read and dropped).
-    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
+    /// Objects the store already had (their bodies were read, hashed and
+    /// dropped).
+    #[serde(
+        serialize_with = "fruix_core::escape::serialize_paths",
+        deserialize_with = "crate::serve::capped"
+    )]
     pub present: Vec<PathBuf>,
     /// Bytes read.
     pub bytes: u64,

@@ -13,6 +13,7 @@ use crate::sign::{canonical_signatures, PublicKey};
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::store::{Store, OBJECT_METADATA_FILE, RESULT_METADATA_FILE};
 
+use super::import::Importer;
 use super::*;
 
 /// The archive stream, counted and capped at `max` bytes.
@@ -77,8 +78,29 @@ pub(super) struct Claimed {
     pub(super) bundle_references: Option<String>,
 }
 
-/// Why no signature of `name` was accepted.
-pub(super) fn untrusted(name: &str, texts: &[String], keys: &[PublicKey]) -> Error {
+/// Whom an import's refusals speak to: what they advise depends on where
+/// the archive came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Audience {
+    /// The user of this machine (`store import`, `store copy --from`), who
+    /// may trust keys or skip the signature check here.
+    Here,
+    /// The user of a `store copy --to` on another machine, whose copy this
+    /// store (served by `store serve`) checks with its own trusted keys:
+    /// that user can neither skip the check nor pass keys.
+    CopyTo,
+}
+
+impl<R> Importer<'_, R> {
+    /// Why none of the signatures `texts` of `name` was accepted, advising
+    /// the importer's audience.
+    pub(super) fn untrusted(&self, name: &str, texts: &[String]) -> Error {
+        untrusted(name, texts, &self.trust.keys, self.audience)
+    }
+}
+
+/// Why no signature of `name` was accepted by `keys`, advising `audience`.
+fn untrusted(name: &str, texts: &[String], keys: &[PublicKey], audience: Audience) -> Error {
     let signatures = canonical_signatures(texts);
     let signers: Vec<&str> = signatures
         .iter()
@@ -90,16 +112,25 @@ pub(super) fn untrusted(name: &str, texts: &[String], keys: &[PublicKey]) -> Err
         .map(|s| fruix_core::escape::text(s).to_string())
         .collect::<Vec<_>>()
         .join(", ");
+    let sign = match audience {
+        Audience::Here => "sign it where it was built, or import with --no-check-sigs",
+        Audience::CopyTo => "sign it where it was built, with a key in the other machine's trusted keys (a copy --to is checked with them, and cannot skip the check)",
+    };
     let message = if texts.is_empty() {
-        "it is not signed; sign it where it was built, or import with --no-check-sigs".to_string()
+        format!("it is not signed; {sign}")
     } else if signatures.is_empty() {
-        "none of its signatures is in the form signatures are written in (NAME:BASE64 of 64 bytes, with nothing around it); sign it where it was built, or import with --no-check-sigs".to_string()
+        format!("none of its signatures is in the form signatures are written in (NAME:BASE64 of 64 bytes, with nothing around it); {sign}")
     } else if signers.iter().any(|s| keys.iter().any(|k| k.name == *s)) {
         format!("its signature by {named} does not verify: forged, or made for other content")
     } else {
-        format!(
-            "it is signed only by keys this store does not trust ({named}); trust one with --trusted-key or in the trusted-keys file"
-        )
+        match audience {
+            Audience::Here => format!(
+                "it is signed only by keys this store does not trust ({named}); trust one with --trusted-key or in the trusted-keys file"
+            ),
+            Audience::CopyTo => format!(
+                "it is signed only by keys the other machine does not trust ({named}); add one to the other machine's trusted keys (its /etc/fruix/trusted-keys, or the file FRUIX_TRUSTED_KEYS_FILE names for its `store serve`)"
+            ),
+        }
     };
     refuse(Some(name), ArchiveProblem::Untrusted, message)
 }

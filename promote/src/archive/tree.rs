@@ -11,6 +11,7 @@ use fruix_core::error::IoContext;
 use fruix_core::manifest::{
     parse_line, path_order, Entry, EntryKind, ManifestBuilder, Modes, MAX_DEPTH, SPECIAL_BITS,
 };
+use sha2::{Digest, Sha256};
 
 use crate::error::{ArchiveProblem, Error, Result};
 use crate::pool::StreamError;
@@ -82,10 +83,13 @@ impl<R: BufRead> Importer<'_, R> {
                     .join(name)
                     .join(OsStr::from_bytes(&entry.path));
                 let got = match journal {
+                    // The store has the object: the bytes are dropped, but
+                    // hashed all the same, so that a tampered body refuses
+                    // the archive whatever the store holds.
                     None => {
-                        let copied =
-                            io::copy(&mut (&mut self.input).take(file_size), &mut io::sink())
-                                .map_err(|e| self.read_error(Some(name), e))?;
+                        let mut hasher = HashingSink(Sha256::new());
+                        let copied = io::copy(&mut (&mut self.input).take(file_size), &mut hasher)
+                            .map_err(|e| self.read_error(Some(name), e))?;
                         if copied != file_size {
                             return Err(refuse(
                                 Some(name),
@@ -93,7 +97,7 @@ impl<R: BufRead> Importer<'_, R> {
                                 "the archive ends in a file",
                             ));
                         }
-                        sha256
+                        hasher.0.finalize().into()
                     }
                     Some(journal) => {
                         let store_mode = entry.mode & !SPECIAL_BITS;
@@ -152,6 +156,20 @@ impl<R: BufRead> Importer<'_, R> {
             out.flush().with_path("write", manifest)?;
         }
         Ok((builder.finish().0, size))
+    }
+}
+
+/// A writer that only hashes what it is given: a file's body read from the
+/// archive and dropped (the store has its object).
+struct HashingSink(Sha256);
+
+impl Write for HashingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -43,11 +43,14 @@ use crate::error::{Error, Result};
 use crate::pool::{temp_name, Journal, Pool, LINKS_DIR, TEMP_PREFIX};
 use crate::register;
 
+mod directory;
 pub(crate) mod entries;
 mod layout;
 mod lock;
 mod promotion;
 
+use self::directory::{create_error, no_store};
+pub use self::directory::{not_a_directory, NotADirectory};
 use self::layout::text_path;
 pub use self::layout::{
     disk_usage, is_source_name, remove_tree, reserved_names, set_mode, set_mtime, sync_filesystem,
@@ -199,12 +202,11 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store at `root`, and removes what
     /// killed processes left when no other process is using the store.
+    /// Something else than a directory in the way (`root`, or a parent, a
+    /// regular file) is [`Error::StoreNotDirectory`].
     pub fn open(root: &Path) -> Result<Store> {
         text_path(root)?;
-        fs::create_dir_all(root).map_err(|source| Error::StoreNotWritable {
-            store: root.to_path_buf(),
-            source,
-        })?;
+        fs::create_dir_all(root).map_err(|e| create_error(root, e))?;
         Self::open_at(root)
     }
 
@@ -217,10 +219,6 @@ impl Store {
     /// store holds what the command made.
     pub fn open_tentatively(root: &Path) -> Result<MadeStore> {
         text_path(root)?;
-        let not_writable = |source| Error::StoreNotWritable {
-            store: root.to_path_buf(),
-            source,
-        };
         // Made one level at a time, so that a directory another process
         // made meanwhile is never taken for this one's.
         let missing: Vec<&Path> = root
@@ -239,11 +237,11 @@ impl Store {
                         .get_or_insert_with(|| Made::Directories(dir.to_path_buf()));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(not_writable(e)),
+                Err(e) => return Err(create_error(root, e)),
             }
         }
         // Whatever is left (a dangling symlink, say) fails as in `open`.
-        fs::create_dir_all(root).map_err(not_writable)?;
+        fs::create_dir_all(root).map_err(|e| create_error(root, e))?;
         // An empty directory given as the store gets one: it is taken back
         // as it was made, and the directory stays.
         if is_empty_dir(root) {
@@ -255,14 +253,13 @@ impl Store {
 
     /// Opens an existing store; a missing directory, or an empty one (never
     /// opened as a store: one that was has its entries), is
-    /// [`Error::NoStore`], and is left as it was.
+    /// [`Error::NoStore`], and is left as it was; anything else there,
+    /// [`Error::StoreNotDirectory`].
     pub fn open_existing(root: &Path) -> Result<Store> {
         text_path(root)?;
         match fs::metadata(root) {
             Ok(m) if m.is_dir() && !is_empty_dir(root) => Self::open_at(root),
-            _ => Err(Error::NoStore {
-                path: root.to_path_buf(),
-            }),
+            _ => Err(no_store(root)),
         }
     }
 
@@ -274,9 +271,7 @@ impl Store {
         text_path(root)?;
         match fs::metadata(root) {
             Ok(m) if m.is_dir() => Self::open_at(root),
-            _ => Err(Error::NoStore {
-                path: root.to_path_buf(),
-            }),
+            _ => Err(no_store(root)),
         }
     }
 
@@ -304,9 +299,7 @@ impl Store {
             }),
             Ok(m) if m.is_dir() && writable => Self::open_at(root),
             Ok(m) if m.is_dir() => Self::open_read_only(root),
-            _ => Err(Error::NoStore {
-                path: root.to_path_buf(),
-            }),
+            _ => Err(no_store(root)),
         }
     }
 

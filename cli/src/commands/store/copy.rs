@@ -46,6 +46,21 @@ struct CopyReport {
     bytes: u64,
 }
 
+/// How the copy itself failed.
+enum Failed {
+    /// As a store operation or the protocol fails.
+    Store(fruix_promote::Error),
+    /// The other side's `store serve` has no store at this path (the
+    /// other machine's): its answer to the hello said so.
+    NoRemoteStore(PathBuf),
+}
+
+impl From<fruix_promote::Error> for Failed {
+    fn from(e: fruix_promote::Error) -> Self {
+        Failed::Store(e)
+    }
+}
+
 /// `ssh://USER@HOST[:PORT]`.
 fn parse_url(url: &str) -> CliResult<SshTarget> {
     let rest = url.strip_prefix("ssh://").ok_or_else(|| {
@@ -201,8 +216,14 @@ fn copy_with(
         let trust = &trust;
         let remote = target.to_string();
         let stdin = &mut writer;
-        let copying = move || -> fruix_promote::Result<CopyReport> {
-            let mut client = Client::start(BufReader::with_capacity(1 << 20, reader), stdin)?;
+        let copying = move || -> Result<CopyReport, Failed> {
+            // The other side's answer to the hello: where it has no store,
+            // the path is the other machine's (`--remote-store`).
+            let mut client = Client::start(BufReader::with_capacity(1 << 20, reader), stdin)
+                .map_err(|e| match e {
+                    fruix_promote::Error::NoStore { path } => Failed::NoRemoteStore(path),
+                    e => Failed::Store(e),
+                })?;
             let (objects, sent, bytes) = if direction == "to" {
                 let order = export_order(store, &names, recursive)?;
                 let there: std::collections::HashSet<String> =
@@ -301,7 +322,7 @@ fn copy_with(
         // copy failed because the other side went silent.
         let outcome = outcome.map_err(|e| {
             if stalled {
-                idle_timeout(&command, target, idle_limit)
+                Failed::Store(idle_timeout(&command, target, idle_limit))
             } else {
                 e
             }
@@ -310,6 +331,17 @@ fn copy_with(
             return Err(cancelled_copy(direction));
         }
         outcome.map_err(|e| {
+            let e = match e {
+                Failed::Store(e) => e,
+                // The other side's own words (its stderr) speak of its
+                // `--store`: not shown.
+                Failed::NoRemoteStore(path) => {
+                    return CliError::usage(format!(
+                        "no store at {} on the other machine ({target}); check --remote-store (by default, the other store's path is this one's)",
+                        escape::path(&path)
+                    ))
+                }
+            };
             let status = e.exit_status();
             let mut message = e.to_string();
             // The other side's last stderr lines, one escaped line each.

@@ -119,9 +119,14 @@ pub fn sign(args: SignArgs) -> CliResult {
         "nothing was signed",
     )?;
     let mut names = object_names(&store, &args.objects.paths)?;
-    // Each object once, however often it is named.
+    // Each object once, however often it is named (as it is in a closure).
     let mut seen = std::collections::HashSet::new();
     names.retain(|name| seen.insert(name.clone()));
+    if args.recursive {
+        // The registry's guard goes before `sign_all` takes it again.
+        let closure = store.db().closure(&names).map_err(from_promote)?;
+        names = closure;
+    }
     let signatures = sign_all(&store, &names, &key)?;
     let signed: Vec<_> = names
         .iter()

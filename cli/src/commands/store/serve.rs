@@ -4,12 +4,12 @@
 //! SSH keepalives but hung cannot hold the store (and its garbage collector
 //! lock, mid-export or mid-import) forever.
 
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, IsTerminal};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use fruix_promote::archive::ImportOptions;
-use fruix_promote::serve::serve as serve_store;
+use fruix_promote::serve::{refuse_session, serve as serve_store};
 use fruix_promote::Store;
 use tokio_util::io::SyncIoBridge;
 
@@ -34,8 +34,20 @@ pub fn serve(args: ServeArgs) -> CliResult {
         let serving = serving.clone();
         crate::signals::on_cancel(move || serving.exit_if_running())?;
     }
-    let store = Store::open_directory(&args.local.store.store)
-        .map_err(from_promote_saying(super::UNCHANGED))?;
+    // A client waits for the answer to its hello: one that cannot be
+    // served is told why on the protocol (typed), not only on stderr. A
+    // terminal is no client: nothing is waited for.
+    let store = match Store::open_directory(&args.local.store.store) {
+        Ok(store) => store,
+        Err(e) => {
+            let stdin = std::io::stdin();
+            if !stdin.is_terminal() {
+                let answered = || refuse_session(stdin.lock(), std::io::stdout().lock(), &e);
+                let _ = serving.run("cancelled; no store was served", answered);
+            }
+            return Err(from_promote_saying(super::UNCHANGED)(e));
+        }
+    };
     let options = ImportOptions::new(&trust);
     let limit = args.idle_timeout;
     let runtime = crate::runtime()?;

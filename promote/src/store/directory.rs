@@ -1,0 +1,99 @@
+//! A path given as a directory (a store, a state directory, a report
+//! directory) that is not one, nor can become one: it, or a directory above
+//! it, is there as something else (a regular file, a device, a symlink to
+//! nothing). Told from file types and error kinds, never from messages.
+
+use std::fmt;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use fruix_core::escape;
+
+use crate::error::Error;
+
+/// A path that should be a directory, or where one should be made, and
+/// that cannot be: see [`not_a_directory`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotADirectory {
+    /// The path as given.
+    pub path: PathBuf,
+    /// What is in the way: `path` itself, or the first of its parents
+    /// that is there.
+    pub found: PathBuf,
+    /// What `found` is: `regular file`, `character device`, `dangling
+    /// symlink`...
+    pub kind: &'static str,
+}
+
+impl fmt::Display for NotADirectory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is not a directory", escape::path(&self.path))?;
+        if self.found == self.path {
+            write!(f, " (it is a {})", self.kind)
+        } else {
+            write!(f, " ({} is a {})", escape::path(&self.found), self.kind)
+        }
+    }
+}
+
+/// Why `path` is no directory and cannot be made one: the nearest of it
+/// and its parents that is there, when that is not a directory (symlinks
+/// followed; a symlink to nothing is in the way too). `None` when the
+/// nearest one there is a directory, or when what is there cannot be told
+/// (no permission to look): the caller's own error says that.
+pub fn not_a_directory(path: &Path) -> Option<NotADirectory> {
+    let in_the_way = |found: &Path, kind| {
+        Some(NotADirectory {
+            path: path.to_path_buf(),
+            found: found.to_path_buf(),
+            kind,
+        })
+    };
+    for found in path.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        match std::fs::metadata(found) {
+            Ok(m) if m.is_dir() => return None,
+            Ok(m) => return in_the_way(found, fruix_core::fsutil::file_type_name(m.file_type())),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let dangling =
+                    std::fs::symlink_metadata(found).is_ok_and(|m| m.file_type().is_symlink());
+                if dangling {
+                    return in_the_way(found, "dangling symlink");
+                }
+            }
+            // A parent is no directory: it is further up.
+            Err(e) if e.kind() == ErrorKind::NotADirectory => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// The error of making the store directory `root` (or a missing parent)
+/// that failed with `source`: [`Error::StoreNotDirectory`] when something
+/// other than a directory is in the way (`EEXIST`, `ENOTDIR`: the user's
+/// input), else [`Error::StoreNotWritable`].
+pub(super) fn create_error(root: &Path, source: std::io::Error) -> Error {
+    let in_the_way = matches!(
+        source.kind(),
+        ErrorKind::AlreadyExists | ErrorKind::NotADirectory
+    );
+    match not_a_directory(root).filter(|_| in_the_way) {
+        Some(found) => Error::StoreNotDirectory(found),
+        None => Error::StoreNotWritable {
+            store: root.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// The error of a store that is not there to open as it is (a command
+/// that only uses an existing store): [`Error::StoreNotDirectory`] when
+/// something other than a directory is there, else [`Error::NoStore`].
+pub(super) fn no_store(root: &Path) -> Error {
+    match not_a_directory(root) {
+        Some(found) => Error::StoreNotDirectory(found),
+        None => Error::NoStore {
+            path: root.to_path_buf(),
+        },
+    }
+}
