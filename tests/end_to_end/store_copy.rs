@@ -360,6 +360,39 @@ fn a_copy_whose_other_side_never_answers_stops_at_its_idle_timeout() {
     assert_eq!(snapshot(&t.store()), here);
 }
 
+/// Regression: a copy whose other side trickles (a byte every 0.2 s, never
+/// a whole answer) is never idle, so `--idle-timeout` never stopped it: it
+/// ran as long as the other side pleased. `--timeout` bounds the whole
+/// copy: a typed timeout (exit 3) naming it, the other side's program
+/// stopped, neither store changed.
+#[test]
+fn a_copy_whose_other_side_trickles_stops_at_its_timeout() {
+    let t = TwoStores::new();
+    let (bundle, _) = t.promoted(&sample_root(t.dir.path(), "root"));
+    let marker = t.dir.path().join("trickling-serve");
+    script(
+        &t.remote_program,
+        &format!(
+            "#!/bin/sh
+exec sh -c 'trap \"\" PIPE HUP; printf \"{{\\\"ok\\\":{{\\\"store\\\":\\\"\"; while :; do printf x; sleep 0.2; done' {}\n",
+            marker.display()
+        ),
+    );
+    let here = snapshot(&t.store());
+    for direction in ["--to", "--from"] {
+        let flags = ["--idle-timeout", "2", "--timeout", "3", &bundle];
+        let out = run_with_deadline(&mut t.copy(direction, &flags), Duration::from_secs(30));
+        json_error(&out, 3, "(--timeout) timed out after 3s");
+        let left = processes_mentioning(&marker);
+        assert!(
+            left.is_empty(),
+            "{direction}: still running there: {left:?}"
+        );
+    }
+    assert!(t.remote_objects().is_empty(), "{:?}", t.remote_objects());
+    assert_eq!(snapshot(&t.store()), here);
+}
+
 #[test]
 fn an_idle_timeout_of_0_is_refused() {
     let out = run(fruix().args([

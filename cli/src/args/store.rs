@@ -70,6 +70,12 @@ pub struct CopyArgs {
     /// timeout, exit 3.
     #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_idle_limit)]
     pub idle_timeout: Duration,
+    /// Stop the copy once it has taken DURATION in all (e.g. 2h; a bare
+    /// number is seconds), however the other side keeps it going (one that
+    /// sends a byte now and then is never idle): a timeout, exit 3, the
+    /// other side stopped. No limit unless given.
+    #[arg(long, value_name = "DURATION", value_parser = parse_idle_limit)]
+    pub timeout: Option<Duration>,
     /// This machine's store, and whom it trusts with what --from fetches:
     /// the trust flags are for --from only, and refused with --to (the other
     /// store decides whom it trusts); their help says so (`for_from_only`).

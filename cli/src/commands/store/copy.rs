@@ -4,6 +4,8 @@
 
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fruix_core::escape;
@@ -201,9 +203,33 @@ fn copy_with(
     );
     let idle_limit = args.idle_timeout;
     let report = crate::runtime()?.block_on(async {
+        // `--timeout` stops the copy as Ctrl-C does, but is a timeout.
+        let out_of_time = Arc::new(AtomicBool::new(false));
+        let _deadline = args.timeout.map(|limit| {
+            let (cancel_progress, cancel, out_of_time) = (
+                work.progress.canceller(),
+                work.cancel.clone(),
+                out_of_time.clone(),
+            );
+            AbortOnDrop(tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                out_of_time.store(true, Ordering::SeqCst);
+                cancel_progress();
+                cancel.cancel();
+            }))
+        });
+        let timed_out = || {
+            out_of_time
+                .load(Ordering::SeqCst)
+                .then(|| args.timeout.map(|limit| total_timeout(&command, target, limit)))
+                .flatten()
+        };
         let (session, stdio) = tokio::select! {
             started = connect(&options, &command) => started?,
-            () = work.cancel.cancelled() => return Err(cancelled_copy(direction)),
+            () = work.cancel.cancelled() => return Err(match timed_out() {
+                Some(e) => from_promote(e),
+                None => cancelled_copy(direction),
+            }),
         };
         let (stdout, stalled) = IdleLimit::new(stdio.stdout, idle_limit);
         let stdout = stdout.cancelled_by(&work.cancel);
@@ -286,12 +312,14 @@ fn copy_with(
             })
         };
         let outcome = tokio::task::block_in_place(copying);
-        let stalled = stalled.fired();
+        // Out of time, the copy is stopped as a silent one is.
+        let out_of_time = outcome.is_err() && timed_out().is_some();
+        let stalled = stalled.fired() || out_of_time;
         // Cancelled, the copy failed whatever error its stop became. An
         // import here kept nothing, and the other side, only exporting, is
         // stopped at once; one importing there is told the archive ended,
         // and is waited for while it drops what it received.
-        let cancelled = outcome.is_err() && progress.is_cancelled();
+        let cancelled = outcome.is_err() && progress.is_cancelled() && !out_of_time;
         let ended = if stalled || (cancelled && direction == "from") {
             // The other side does not answer, so it would not end at
             // end-of-file either (or, cancelled, it has nothing to keep):
@@ -320,12 +348,10 @@ fn copy_with(
         };
         // Whatever error the reader's timeout became on its way out, the
         // copy failed because the other side went silent.
-        let outcome = outcome.map_err(|e| {
-            if stalled {
-                Failed::Store(idle_timeout(&command, target, idle_limit))
-            } else {
-                e
-            }
+        let outcome = outcome.map_err(|e| match timed_out() {
+            Some(e) if out_of_time => Failed::Store(e),
+            _ if stalled => Failed::Store(idle_timeout(&command, target, idle_limit)),
+            _ => e,
         });
         if cancelled {
             return Err(cancelled_copy(direction));
@@ -396,6 +422,30 @@ fn cancelled_copy(direction: &str) -> CliError {
         _ => "the other store keeps no partial object",
     };
     crate::exit::when_cancelled(from_promote(fruix_core::Error::Cancelled.into()), left)
+}
+
+/// The failure of a copy that took `limit` (`--timeout`) in all: a
+/// timeout, a system failure, whatever the other side did meanwhile.
+fn total_timeout(command: &str, target: &SshTarget, limit: Duration) -> fruix_promote::Error {
+    fruix_core::Error::Timeout {
+        what: format!(
+            "copying with `{}` on {target} (--timeout)",
+            escape::text(command)
+        ),
+        limit,
+        detail: "; the other side was stopped and the connection closed (one that sends a byte now and then is never idle)".to_string(),
+        log: None,
+    }
+    .into()
+}
+
+/// A task aborted when this is dropped: the deadline of a copy that ended.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The failure of a copy whose other side neither sent nor took a byte for
