@@ -125,7 +125,7 @@ fn not_run(e: clap::Error) -> Status {
     } else {
         let _ = refusal.error.print();
     }
-    if std::env::args_os().any(|a| a == "--json") {
+    if args::refused_line_wants_json() {
         exit::print_json_error(Status::Usage, &refusal.text, serde_json::Map::new());
     }
     Status::Usage

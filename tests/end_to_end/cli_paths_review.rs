@@ -526,3 +526,26 @@ fn flags_that_would_be_ignored_together_are_refused() {
         );
     }
 }
+
+/// Regression: a refused command line printed a JSON error whenever a word
+/// of it was `--json`, even for a command that takes no `--json` (`store
+/// serve`, `completions`, `fruix` alone), whose stdout is then not JSON
+/// (serve's is its protocol). A command that takes `--json` and got it
+/// still gets its JSON error.
+#[test]
+fn a_refused_command_line_is_json_only_where_the_command_takes_json() {
+    let json = run(fruix().args(["store", "list", "--json", "--bogus"]));
+    assert_eq!(json.status.code(), Some(2), "{json:?}");
+    let said: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(said["error"]["kind"], "usage", "{said}");
+    for words in [
+        &["store", "serve", "--json"][..],
+        &["completions", "bash", "--json"][..],
+        &["--json"][..],
+    ] {
+        let out = run(fruix().args(words));
+        assert_eq!(out.status.code(), Some(2), "{words:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{words:?}: {out:?}");
+        assert!(!out.stderr.is_empty(), "{words:?}: {out:?}");
+    }
+}

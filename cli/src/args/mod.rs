@@ -9,7 +9,7 @@ mod matrix;
 mod parse;
 mod store;
 pub use matrix::*;
-pub use parse::{parse, refusal};
+pub use parse::{parse, refusal, refused_line_wants_json};
 pub use store::*;
 
 /// Fruix: native FreeBSD base builds through pluggable executors, promoted into

@@ -34,6 +34,23 @@ pub fn parse() -> Result<Cli, clap::Error> {
     Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
 }
 
+/// Whether a command line clap refused asked for JSON: the command it names
+/// takes `--json`, and got it as an option (not as another option's value,
+/// nor given to a command without one). Parsed again, leniently, to tell.
+pub fn refused_line_wants_json() -> bool {
+    let parsed = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(std::env::args_os());
+    let Ok(parsed) = parsed else {
+        return false;
+    };
+    let mut matches = &parsed;
+    while let Some((_, sub)) = matches.subcommand() {
+        matches = sub;
+    }
+    matches!(matches.try_get_one::<bool>("json"), Ok(Some(true)))
+}
+
 /// `command`, with help that leaves out the value of each environment
 /// variable fruix would not show as it is (help otherwise shows `[env:
 /// NAME=VALUE]`, a control character included).
