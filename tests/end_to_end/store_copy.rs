@@ -64,8 +64,15 @@ impl TwoStores {
 
     /// `fruix store copy --json --to|--from ... ARGS` with this server.
     fn copy(&self, direction: &str, args: &[&str]) -> Command {
+        let mut cmd = self.copy_plain(direction, args);
+        cmd.arg("--json");
+        cmd
+    }
+
+    /// [`TwoStores::copy`] without `--json`.
+    fn copy_plain(&self, direction: &str, args: &[&str]) -> Command {
         let mut cmd = fruix();
-        cmd.args(["store", "copy", "--json", direction])
+        cmd.args(["store", "copy", direction])
             .arg(format!("ssh://{}", self.sshd.guest()))
             .arg("--identity")
             .arg(self.sshd.identity())
@@ -185,6 +192,13 @@ fn a_copy_sends_only_what_the_other_store_lacks_and_a_second_sends_nothing() {
     );
     assert_eq!(strings(&fetched["sent"]).len(), 5, "{fetched:#}");
     assert!(signed_by(&info(&t.store(), &bundle), &t.public));
+    // Its summary says the bytes came (it said "sent").
+    let mut again = t.copy_plain("--from", &["--recursive", "--no-check-sigs", &bundle]);
+    let out = run(&mut again);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.contains("copied 0 of 5 object(s) from"), "{said}");
+    assert!(said.ends_with(", 0 bytes received\n"), "{said}");
     // Without trusting builder-1, nothing comes.
     std::fs::remove_dir_all(t.store()).unwrap();
     std::fs::create_dir(t.store()).unwrap();

@@ -465,8 +465,14 @@ fn idle_timeout(command: &str, target: &SshTarget, limit: Duration) -> fruix_pro
 
 /// Prints what a copy did: the objects sent, or its report as JSON.
 fn print_copied(json: bool, report: &CopyReport) -> CliResult {
+    // `sent` in the report (as the README names it) whichever way the
+    // objects went; the summary says which.
+    let crossed = match report.direction {
+        "from" => "received",
+        _ => "sent",
+    };
     let summary = format!(
-        "copied {} of {} object(s) {} {}, {} bytes sent",
+        "copied {} of {} object(s) {} {}, {} bytes {crossed}",
         report.sent.len(),
         report.objects,
         report.direction,
