@@ -31,7 +31,7 @@ use crate::bundle::{check_bundle_tree, read_bundle};
 use crate::check::{check_object, read_store_manifest, Depth, VerifiedPool};
 use crate::db::Kind;
 use crate::error::{Error, Result};
-use crate::pipeline::check_cancelled;
+use crate::pipeline::{check_cancelled, set_phase};
 use crate::pool::PoolProblem;
 use crate::store::{is_source_name, Store, RESULT_METADATA_FILE};
 
@@ -222,6 +222,7 @@ pub fn verify_objects(
     pool: Option<VerifiedPool<'_>>,
     progress: Option<&Progress>,
 ) -> Result<Vec<ObjectVerification>> {
+    set_phase(progress, "checking the objects");
     let verified = objects
         .par_iter()
         .map(|o| {
@@ -296,6 +297,7 @@ pub fn verify_pool(
     names: Option<Vec<String>>,
     progress: Option<&Progress>,
 ) -> Result<PoolVerification> {
+    set_phase(progress, "checking the pool");
     let pool = store.pool();
     let mut verification = PoolVerification::default();
     let check = |chunk: &[OsString], all: bool, v: &mut PoolVerification| -> Result<()> {

@@ -174,7 +174,7 @@ fn parse_progress(line: &str) -> (u64, f64) {
 /// that starts in `stderr` (a file) after byte `from` (its length when the
 /// hold began). The first such line may have been formatted before; the
 /// second was formatted after the first was written, while verify was held.
-fn progress_while_held(stderr: &Path, from: u64) -> (u64, f64) {
+fn progress_while_held(stderr: &Path, from: u64) -> (u64, f64, String) {
     let inotify = Inotify::new();
     inotify.watch(stderr, libc::IN_MODIFY);
     loop {
@@ -195,7 +195,8 @@ fn progress_while_held(stderr: &Path, from: u64) -> (u64, f64) {
             .filter(|l| l.ends_with('\n') && l.contains("==> verify: "))
             .collect();
         if let Some(line) = complete.get(1) {
-            return parse_progress(line);
+            let (files, bytes) = parse_progress(line);
+            return (files, bytes, line.to_string());
         }
         inotify.wait(|_| true);
     }
@@ -271,10 +272,14 @@ fn verify_progress_counts_what_it_hashes_once() {
     assert!(last_entry.finish().attacked && object_end.finish().attacked);
     assert!(status.success(), "{}", fs::read_to_string(&stderr).unwrap());
     let seen: std::collections::BTreeMap<_, _> = rx.iter().collect();
-    let (files, bytes) = seen["last entry"];
+    let (files, bytes, ref line) = seen["last entry"];
     assert_eq!(files, n - 1, "held at the last pool entry: {seen:?}");
+    // Each line says which phase it is in (the pool's and the objects'
+    // looked the same).
+    assert!(line.ends_with("; checking the pool\n"), "{line}");
     assert!(bytes > 0.0, "{seen:?}");
-    let (end_files, end_bytes) = seen["object end"];
+    let (end_files, end_bytes, ref line) = seen["object end"];
+    assert!(line.ends_with("; checking the objects\n"), "{line}");
     assert_eq!(end_files, n, "each pool entry counted once: {seen:?}");
     assert!(
         end_bytes <= pool_bytes as f64 * 1.01,
