@@ -429,7 +429,7 @@ impl MatrixPlan {
                     many => format!("machines {}", many.join(", ")),
                 }
             }
-            (None, false) => "this host".into(),
+            (None, false) => "local (this host)".into(),
         }
     }
 }
@@ -580,7 +580,7 @@ mod tests {
         let runs_on: Vec<String> = (0..4).map(|i| plan.placement_text(i)).collect();
         assert_eq!(
             runs_on,
-            ["this host", "this host", "machine m2", "machines m1, m2"]
+            ["local (this host)", "local (this host)", "machine m2", "machines m1, m2"]
         );
         assert_eq!(plan.need(2).pinned.as_deref(), Some("m2"));
         assert_eq!(plan.agreement_groups(), [vec![0, 2], vec![1, 3]]);
