@@ -612,6 +612,36 @@ mod tests {
         crate::testing::assert_mistakes_refused(&sample().to_scheme(), parse, &mistakes);
     }
 
+    /// Regression: a `#| ... |#` block comment, which Guile reads, was let
+    /// through by the scan and then refused by lexpr ("expected ident"). It
+    /// is read as white space now, nested and over lines; one never closed
+    /// is refused where it opens.
+    #[test]
+    fn block_comments_are_read_as_guile_reads_them() {
+        let text = sample().to_scheme();
+        let commented = text
+            .replace(
+                "(jobs 8)",
+                "(jobs 8) #| a (comment) #| nested |# é\n over lines |#",
+            )
+            .replace("(fruix-", "#|head|# (fruix-");
+        assert_ne!(commented, text);
+        assert_eq!(parse(&commented).unwrap(), sample());
+        // Lines are where they were: an error after a comment names its own.
+        let broken = commented.replace("(make-flags \"-DNO_ROOT\"", "(make-flags 1");
+        match parse(&broken) {
+            Err(Error::InvalidMetadata { line: Some(11), .. }) => {}
+            other => panic!("expected an error at line 11, got {other:?}"),
+        }
+        let unclosed = text.replace("(jobs 8)", "(jobs 8) #| never closed");
+        match parse(&unclosed) {
+            Err(e @ Error::Syntax { line: 10, .. }) => {
+                assert!(e.to_string().contains("never closed"), "{e}")
+            }
+            other => panic!("expected a syntax error at line 10, got {other:?}"),
+        }
+    }
+
     #[test]
     fn unknown_format_version_is_refused_by_number() {
         let text = sample()

@@ -77,12 +77,14 @@ pub fn read_record<T>(
             },
         });
     }
-    scan::check(path, text)?;
+    let comments = scan::check(path, text)?;
+    // Errors still speak of `text`, whose bytes and lines are the same.
+    let readable = scan::blank(text, &comments);
     // Not `from_str`: its reader finds each datum's line by counting from the
     // start of the text (lexpr expects positions only for errors, but spans
     // take one per datum), which made reading quadratic: 48 s for a machines
     // file of 1,500 machines. The `io::Read` reader counts as it goes.
-    let mut parser = lexpr::Parser::from_reader(text.as_bytes());
+    let mut parser = lexpr::Parser::from_reader(readable.as_bytes());
     let datum = match parser.next_datum() {
         Ok(Some(datum)) => datum,
         Ok(None) => {

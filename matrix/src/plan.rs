@@ -580,7 +580,12 @@ mod tests {
         let runs_on: Vec<String> = (0..4).map(|i| plan.placement_text(i)).collect();
         assert_eq!(
             runs_on,
-            ["local (this host)", "local (this host)", "machine m2", "machines m1, m2"]
+            [
+                "local (this host)",
+                "local (this host)",
+                "machine m2",
+                "machines m1, m2"
+            ]
         );
         assert_eq!(plan.need(2).pinned.as_deref(), Some("m2"));
         assert_eq!(plan.agreement_groups(), [vec![0, 2], vec![1, 3]]);

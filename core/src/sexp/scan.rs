@@ -22,9 +22,11 @@
 //!   block comments and the quote-like prefixes; atoms use only the
 //!   characters of Scheme identifiers and numbers.
 //!
-//! Strings (with their escapes), `;` comments, `#|...|#` block comments and
-//! character literals such as `#\(` are skipped exactly as lexpr reads them,
-//! so parentheses inside them are not structure.
+//! Strings (with their escapes), `;` comments and character literals such
+//! as `#\(` are skipped exactly as lexpr reads them, so parentheses inside
+//! them are not structure. `#|...|#` block comments (nested, as Guile reads
+//! them) are skipped too, and noted: lexpr does not read them, so
+//! [`blank`] makes them white space before it does.
 
 use std::path::Path;
 
@@ -52,7 +54,9 @@ pub const MAX_DATA: usize = 65_536;
 const SHOWN_BYTES: usize = 64;
 
 /// Checks `text` (the contents of `path`) against the limits above.
-pub fn check(path: &Path, text: &str) -> Result<()> {
+/// Returns the byte ranges of the text's `#|...|#` block comments, which
+/// lexpr does not read: [`blank`] makes them white space for it.
+pub fn check(path: &Path, text: &str) -> Result<Vec<(usize, usize)>> {
     let mut scanner = Scanner {
         text,
         bytes: text.as_bytes(),
@@ -62,13 +66,34 @@ pub fn check(path: &Path, text: &str) -> Result<()> {
         open: Vec::new(),
         cells: 0,
         data: 0,
+        comments: Vec::new(),
     };
     scanner.run().map_err(|(at, message)| Error::Syntax {
         path: path.to_path_buf(),
         line: at.line,
         column: super::char_column(text, at.line_start, at.pos),
         message,
-    })
+    })?;
+    Ok(scanner.comments)
+}
+
+/// `text` with the byte ranges `comments` made spaces, its line breaks
+/// kept: every line, and every byte, where it was (for lexpr, which does
+/// not read block comments; Guile does).
+pub fn blank<'t>(text: &'t str, comments: &[(usize, usize)]) -> std::borrow::Cow<'t, str> {
+    if comments.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut bytes = text.as_bytes().to_vec();
+    for &(start, end) in comments {
+        for b in &mut bytes[start..end] {
+            if *b != b'\n' {
+                *b = b' ';
+            }
+        }
+    }
+    // Whole characters were replaced, byte for byte, by ASCII.
+    std::borrow::Cow::Owned(String::from_utf8(bytes).expect("ASCII replaced whole characters"))
 }
 
 /// An open level: a list (or vector) waiting for its closing parenthesis, or
@@ -108,6 +133,8 @@ struct Scanner<'a> {
     /// The sum of those cells: how deep the next datum sits.
     cells: usize,
     data: usize,
+    /// The block comments met, as byte ranges.
+    comments: Vec<(usize, usize)>,
 }
 
 impl Scanner<'_> {
@@ -294,7 +321,7 @@ impl Scanner<'_> {
                 self.after_atom(self.pos)?;
                 self.complete();
             }
-            Some(b'|') => self.block_comment(),
+            Some(b'|') => self.block_comment()?,
             Some(b'\'' | b'`' | b',') => {
                 self.open(Level::Quote)?;
                 let splice = self.peek(1) == Some(b',') && self.peek(2) == Some(b'@');
@@ -338,9 +365,13 @@ impl Scanner<'_> {
         }
     }
 
-    /// Skips a `#| ... |#` block comment, which may nest. (lexpr refuses
-    /// them, so nothing inside is ever parsed.)
-    fn block_comment(&mut self) {
+    /// Skips a `#| ... |#` block comment, which may nest, noting where it
+    /// is: lexpr does not read them, so [`blank`] makes them white space
+    /// for it, and nothing inside is ever parsed. One never closed is
+    /// refused where it opens.
+    fn block_comment(&mut self) -> std::result::Result<(), Refusal> {
+        let start = self.pos;
+        let opened = self.at(start);
         self.bump(2);
         let mut depth = 1;
         while let Some(b) = self.peek(0) {
@@ -349,7 +380,8 @@ impl Scanner<'_> {
                     self.bump(2);
                     depth -= 1;
                     if depth == 0 {
-                        return;
+                        self.comments.push((start, self.pos));
+                        return Ok(());
                     }
                 }
                 (b'#', Some(b'|')) => {
@@ -359,6 +391,10 @@ impl Scanner<'_> {
                 _ => self.bump(1),
             }
         }
+        Err((
+            opened,
+            "a block comment `#|` is never closed by `|#`".into(),
+        ))
     }
 
     /// An atom (symbol, number, boolean): identifier characters up to a
@@ -452,7 +488,7 @@ mod tests {
     use super::*;
 
     fn scan(text: &str) -> Result<()> {
-        check(Path::new("m.scm"), text)
+        check(Path::new("m.scm"), text).map(drop)
     }
 
     fn refusal(text: &str) -> (usize, usize, String) {
