@@ -542,6 +542,15 @@ mod tests {
                 10,
                 "expected an integer",
             ),
+            // Out of range, it is said to be (it was "expected an integer,
+            // found 1e26", an integer).
+            (
+                "(jobs 8)",
+                "(jobs 99999999999999999999999999)",
+                "build-policy.jobs",
+                10,
+                "of at most 9223372036854775807",
+            ),
             (
                 "(kernconf",
                 "(kernelconf \"X\") (kernconf",

@@ -173,6 +173,10 @@ fn char_column(text: &str, line_start: usize, at: usize) -> usize {
     }
 }
 
+/// What an integer field holds, as its errors say: a number too large to
+/// be one (which the reader takes as a float, `1e26`) is named so.
+const INTEGER: &str = "an integer (of at most 9223372036854775807)";
+
 /// A record being read: `(head (name value...) ...)`.
 ///
 /// Each accessor consumes its field; [`Record::finish`] then refuses any field
@@ -426,14 +430,14 @@ impl<'a> Record<'a> {
         Ok(())
     }
 
-    /// A required field holding one integer.
+    /// A required field holding one integer (at most [`i64::MAX`]).
     pub fn integer(&mut self, field: &str) -> Result<i64> {
-        self.req_single(field, "an integer", Value::as_i64)
+        self.req_single(field, INTEGER, Value::as_i64)
     }
 
     /// An optional field holding one integer.
     pub fn opt_integer(&mut self, field: &str) -> Result<Option<i64>> {
-        self.opt_single(field, "an integer", Value::as_i64)
+        self.opt_single(field, INTEGER, Value::as_i64)
     }
 
     /// An optional integer field whose value fits `T` and is above zero
