@@ -214,7 +214,12 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_changi
         h["references"] = format!("{}\n", lines.join("\n")).into();
     });
     let cut = archive[..archive.len() / 2].to_vec();
-    let cases: [Case; 5] = [
+    // Metadata that does not read was refused naming a file in the store
+    // (where nothing of the object is), without "archive refused".
+    let unreadable = edit_header(&archive, "native-world", |h| {
+        h["metadata"] = "(fruix-native-build-object (format-version 1) (bogus 1))\n".into();
+    });
+    let cases: [Case; 6] = [
         (
             "a tampered byte",
             tampered,
@@ -240,6 +245,12 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_changi
             &["references are not sorted and unique"],
         ),
         ("an archive cut short", cut, &trusted, &["the archive ends"]),
+        (
+            "metadata that does not read",
+            unreadable,
+            &trusted,
+            &["archive refused at object", "its metadata is refused: "],
+        ),
     ];
     // An empty store (snapshots leave out what opening a store creates). A
     // refused import into a store path that does not exist leaves nothing
@@ -252,7 +263,11 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_changi
         std::fs::write(&file, &bytes).unwrap();
         let mut expected = expected.to_vec();
         expected.push("the store was not changed");
-        run_failing(&mut store_import(&store, &file, args), 4, &expected);
+        let stderr = run_failing(&mut store_import(&store, &file, args), 4, &expected);
+        assert!(
+            !stderr.contains(&format!("{}/", store.display())),
+            "{stderr}"
+        );
         assert_eq!(snapshot(&store), before, "{what} changed the store");
         let leftovers: Vec<_> = std::fs::read_dir(&store)
             .unwrap()

@@ -362,7 +362,7 @@ impl<R: BufRead> Importer<'_, R> {
         let name = header.name.as_str();
         let store = self.store;
         let references = self.references(name, &header.references, earlier)?;
-        let claimed = claimed(store, &header)?;
+        let claimed = claimed(&header)?;
         if header.signatures.len() > MAX_SIGNATURES
             || header
                 .signatures

@@ -11,7 +11,7 @@ use crate::object::{object_hash, store_name, ObjectIdentity};
 use crate::register;
 use crate::sign::{canonical_signatures, PublicKey};
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
-use crate::store::{Store, OBJECT_METADATA_FILE, RESULT_METADATA_FILE};
+use crate::store::{OBJECT_METADATA_FILE, RESULT_METADATA_FILE};
 
 use super::import::Importer;
 use super::*;
@@ -141,9 +141,18 @@ pub(super) fn valid_name(name: &str) -> bool {
 }
 
 /// What `header`'s metadata says; its name must be the one it gives.
-pub(super) fn claimed(store: &Store, header: &Header) -> Result<Claimed> {
+pub(super) fn claimed(header: &Header) -> Result<Claimed> {
     let name = header.name.as_str();
-    let path = store.path().join(name);
+    // Messages name the metadata where the archive has it: nothing of the
+    // object is in the store.
+    let path = Path::new(name);
+    let refused = |e: crate::Error| {
+        refuse(
+            Some(name),
+            ArchiveProblem::Malformed,
+            format!("its metadata is refused: {e}"),
+        )
+    };
     let inconsistent = |gives: String| {
         refuse(
             Some(name),
@@ -162,7 +171,8 @@ pub(super) fn claimed(store: &Store, header: &Header) -> Result<Claimed> {
     let (gives, claimed) = match header.kind {
         HeaderKind::Artifact => {
             let identity =
-                ObjectIdentity::from_text(&path.join(OBJECT_METADATA_FILE), &header.metadata)?;
+                ObjectIdentity::from_text(&path.join(OBJECT_METADATA_FILE), &header.metadata)
+                    .map_err(refused)?;
             let claimed = Claimed {
                 tree_signature: Some(identity.tree_signature.clone()),
                 stripped: identity.stripped_modes.iter().cloned().collect(),
@@ -175,7 +185,8 @@ pub(super) fn claimed(store: &Store, header: &Header) -> Result<Claimed> {
         }
         HeaderKind::Source => {
             let identity =
-                SourceIdentity::from_text(&path.join(SOURCE_METADATA_FILE), &header.metadata)?;
+                SourceIdentity::from_text(&path.join(SOURCE_METADATA_FILE), &header.metadata)
+                    .map_err(refused)?;
             let claimed = Claimed {
                 tree_signature: Some(identity.tree_signature.clone()),
                 ..plain(SOURCE_METADATA_FILE, register::source(name, &identity, 0))
@@ -183,7 +194,8 @@ pub(super) fn claimed(store: &Store, header: &Header) -> Result<Claimed> {
             (identity.store_name(), claimed)
         }
         HeaderKind::Bundle => {
-            let summary = read_bundle_text(&path.join(RESULT_METADATA_FILE), &header.metadata)?;
+            let summary = read_bundle_text(&path.join(RESULT_METADATA_FILE), &header.metadata)
+                .map_err(refused)?;
             let gives = store_name(
                 &object_hash(&header.metadata),
                 "native-build-result",

@@ -77,11 +77,9 @@ impl<R: BufRead> Importer<'_, R> {
                 sha256,
             } = entry.kind
             {
-                let display = self
-                    .store
-                    .path()
-                    .join(name)
-                    .join(OsStr::from_bytes(&entry.path));
+                // Named where the archive has it: nothing of the object is
+                // in the store.
+                let display = Path::new(name).join(OsStr::from_bytes(&entry.path));
                 let got = match journal {
                     // The store has the object: the bytes are dropped, but
                     // hashed all the same, so that a tampered body refuses
@@ -124,9 +122,10 @@ impl<R: BufRead> Importer<'_, R> {
                     return Err(refuse(
                         Some(name),
                         ArchiveProblem::Tampered,
+                        // Named in the object (nothing of it is in the store).
                         format!(
-                            "{} does not hash to what its line says (sha256 {}, not {})",
-                            fruix_core::escape::path(&display),
+                            "its file {} does not hash to what its line says (sha256 {}, not {})",
+                            fruix_core::escape::path(Path::new(OsStr::from_bytes(&entry.path))),
                             hex::encode(got),
                             hex::encode(sha256)
                         ),
