@@ -163,6 +163,21 @@ fn run_measured(
 /// million names), well under what one of 22 million names took.
 const MAX_RSS_KIB: i64 = 256 << 10;
 
+/// Checks that `what` ended refusing a message of too many names (exit 3),
+/// its peak memory under [`MAX_RSS_KIB`].
+fn refused_in_bounds(what: &str, ended: &Ended, stderr: &str) {
+    assert!(
+        ended.max_rss_kib < MAX_RSS_KIB,
+        "{what} held {} KiB: {stderr}",
+        ended.max_rss_kib
+    );
+    assert_eq!(ended.code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("more than 1000000 names in one message"),
+        "{stderr}"
+    );
+}
+
 /// Regression: one `valid` request of some 22 million `""` names, within
 /// the 64 MiB line cap, took `store serve` about 1.3 GB and minutes of CPU
 /// (each name parsed into serde's buffer, then a vector, then looked up).
@@ -185,16 +200,7 @@ fn a_request_of_millions_of_names_is_refused_promptly_in_bounded_memory() {
     let stdin = Stdio::from(File::open(&file).unwrap());
     let (ended, stdout, stderr) =
         run_measured(&mut serve, stdin, dir.path(), Duration::from_secs(60));
-    assert!(
-        ended.max_rss_kib < MAX_RSS_KIB,
-        "store serve held {} KiB: {stderr}",
-        ended.max_rss_kib
-    );
-    assert_eq!(ended.code, Some(3), "{stderr}");
-    assert!(
-        stderr.contains("more than 1000000 names in one message"),
-        "{stderr}"
-    );
+    refused_in_bounds("store serve", &ended, &stderr);
     // The hello answered, then the refusal, as an answer.
     let answers: Vec<serde_json::Value> = stdout
         .lines()
@@ -250,14 +256,5 @@ fn a_closure_answer_of_millions_of_names_is_refused_promptly_in_bounded_memory()
         dir.path(),
         Duration::from_secs(120),
     );
-    assert!(
-        ended.max_rss_kib < MAX_RSS_KIB,
-        "store copy held {} KiB: {stderr}",
-        ended.max_rss_kib
-    );
-    assert_eq!(ended.code, Some(3), "{stderr}");
-    assert!(
-        stderr.contains("more than 1000000 names in one message"),
-        "{stderr}"
-    );
+    refused_in_bounds("store copy", &ended, &stderr);
 }

@@ -427,13 +427,20 @@ fn cancelled_copy(direction: &str) -> CliError {
 /// The failure of a copy that took `limit` (`--timeout`) in all: a
 /// timeout, a system failure, whatever the other side did meanwhile.
 fn total_timeout(command: &str, target: &SshTarget, limit: Duration) -> fruix_promote::Error {
-    fruix_core::Error::Timeout {
-        what: format!(
-            "copying with `{}` on {target} (--timeout)",
-            escape::text(command)
-        ),
+    timed_out(
+        format!("copying with `{}` on {target} (--timeout)", escape::text(command)),
         limit,
-        detail: "; the other side was stopped and the connection closed (one that sends a byte now and then is never idle)".to_string(),
+        "the other side was stopped and the connection closed (one that sends a byte now and then is never idle)",
+    )
+}
+
+/// A copy's [`fruix_core::Error::Timeout`]: `what` took `limit`; `then`
+/// says what was done about it.
+fn timed_out(what: String, limit: Duration, then: &str) -> fruix_promote::Error {
+    fruix_core::Error::Timeout {
+        what,
+        limit,
+        detail: format!("; {then}"),
         log: None,
     }
     .into()
@@ -451,16 +458,11 @@ impl Drop for AbortOnDrop {
 /// The failure of a copy whose other side neither sent nor took a byte for
 /// `limit` while the copy waited on it: a timeout, a system failure.
 fn idle_timeout(command: &str, target: &SshTarget, limit: Duration) -> fruix_promote::Error {
-    fruix_core::Error::Timeout {
-        what: format!(
-            "waiting for `{}` on {target} to send or to take bytes",
-            escape::text(command)
-        ),
+    timed_out(
+        format!("waiting for `{}` on {target} to send or to take bytes", escape::text(command)),
         limit,
-        detail: "; nothing moved for that long, so the other side was stopped and the connection closed (a slow machine may need a longer --idle-timeout)".to_string(),
-        log: None,
-    }
-    .into()
+        "nothing moved for that long, so the other side was stopped and the connection closed (a slow machine may need a longer --idle-timeout)",
+    )
 }
 
 /// Prints what a copy did: the objects sent, or its report as JSON.
