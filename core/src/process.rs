@@ -170,10 +170,10 @@ pub async fn run_step(mut command: Command, step: &Step<'_>) -> Result<Finished>
         });
     }
     let mut log = StepLog::create(step).await?;
-    let mut child = spawn_retrying(&mut command)
+    let (mut child, mut group) = spawn_retrying(&mut command, &STEPS)
         .await
-        .map_err(|e| spawn_error(&program, step.hint, e))?;
-    let mut group = ProcessGroup::of(&child)?;
+        .map_err(|e| spawn_error(&program, step.hint, e))?
+        .ok_or(Error::Cancelled)??;
     let ending = pump(&mut child, &mut group, &mut log, step).await;
     let flushed = log.flush().await;
     let ending = ending?;
@@ -343,20 +343,54 @@ async fn paced<T>(events: &EventSink, read: impl std::future::Future<Output = T>
 struct ProcessGroup {
     pgid: libc::pid_t,
     armed: bool,
+    /// Where the group is noted while it runs.
+    steps: &'static Steps,
 }
 
-/// The groups of the steps running in this process that are not known to
-/// be gone: [`kill_running_steps`] kills them.
-static RUNNING: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
+/// The steps of a process ([`STEPS`]): a step is started and its group
+/// noted under one lock, so that [`Steps::kill_all`] finds every step
+/// started before it (one being started then included: it was noted only
+/// after its spawn returned), and none starts after it.
+struct Steps(std::sync::Mutex<Running>);
+
+struct Running {
+    /// The groups of the steps running that are not known to be gone.
+    groups: Vec<libc::pid_t>,
+    /// Set by [`Steps::kill_all`]: no step starts any more.
+    closed: bool,
+}
+
+impl Steps {
+    const fn new() -> Steps {
+        Steps(std::sync::Mutex::new(Running {
+            groups: Vec::new(),
+            closed: false,
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Kills every step still running, and lets no other step start.
+    fn kill_all(&self) {
+        let mut running = self.lock();
+        running.closed = true;
+        for &pgid in &running.groups {
+            signal_group(pgid, Signal::KILL);
+        }
+    }
+}
+
+/// The steps of this process.
+static STEPS: Steps = Steps::new();
 
 /// Kills (`SIGKILL`) the process group and session of every step still
-/// running in this process: for a process about to exit without its
-/// cleanup (a second Ctrl-C), which would otherwise leave them running.
+/// running in this process, and lets no other step start: for a process
+/// about to exit without its cleanup (a second Ctrl-C), which would
+/// otherwise leave them running.
 pub fn kill_running_steps() {
-    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for pgid in running {
-        signal_group(pgid, Signal::KILL);
-    }
+    STEPS.kill_all();
 }
 
 /// Sends `signal` to group `pgid` and to the processes of its session in
@@ -374,15 +408,18 @@ fn signal_group(pgid: libc::pid_t, signal: Signal) {
 }
 
 impl ProcessGroup {
-    fn of(child: &Child) -> Result<ProcessGroup> {
+    /// The group `child` leads, noted in `running`, the locked state of
+    /// `steps` (locked for the spawn).
+    fn of(child: &Child, steps: &'static Steps, running: &mut Running) -> Result<ProcessGroup> {
         let pid = child
             .id()
             .and_then(|id| libc::pid_t::try_from(id).ok())
             .ok_or_else(|| Error::system("a step exited before its process id could be read"))?;
-        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        running.groups.push(pid);
         Ok(ProcessGroup {
             pgid: pid,
             armed: true,
+            steps,
         })
     }
 
@@ -393,10 +430,7 @@ impl ProcessGroup {
     /// The group is gone: nothing is left to kill.
     fn disarm(&mut self) {
         self.armed = false;
-        RUNNING
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| *p != self.pgid);
+        self.steps.lock().groups.retain(|p| *p != self.pgid);
     }
 
     /// After the leader exited: kills what it left behind.
@@ -455,16 +489,31 @@ impl Drop for ProcessGroup {
 /// Starts `command`, again when exec(2) said `ETXTBSY`: a script written
 /// just before is busy while any process forked meanwhile (another thread's
 /// child, between its fork and its exec) still holds it open to write, for
-/// microseconds. At most [`SPAWN_TRIES`] times, 10 ms apart.
-async fn spawn_retrying(command: &mut Command) -> std::io::Result<tokio::process::Child> {
+/// microseconds. At most [`SPAWN_TRIES`] times, 10 ms apart. Started and
+/// noted in `steps` under its lock; `None` once [`Steps::kill_all`] ran
+/// (nothing started).
+async fn spawn_retrying(
+    command: &mut Command,
+    steps: &'static Steps,
+) -> std::io::Result<Option<Result<(Child, ProcessGroup)>>> {
     let mut tries = 1;
     loop {
-        match command.spawn() {
+        let spawned = {
+            let mut running = steps.lock();
+            if running.closed {
+                return Ok(None);
+            }
+            command.spawn().map(|child| {
+                let group = ProcessGroup::of(&child, steps, &mut running);
+                group.map(|group| (child, group))
+            })
+        };
+        match spawned {
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < SPAWN_TRIES => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            spawned => return spawned,
+            spawned => return spawned.map(Some),
         }
     }
 }

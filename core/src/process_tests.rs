@@ -552,9 +552,10 @@ async fn a_busy_script_is_tried_again_then_refused() {
     std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let started = std::time::Instant::now();
-    let e = spawn_retrying(&mut Command::new(&script))
-        .await
-        .unwrap_err();
+    let steps: &'static Steps = Box::leak(Box::new(Steps::new()));
+    let Err(e) = spawn_retrying(&mut Command::new(&script), steps).await else {
+        panic!("a busy script was started");
+    };
     assert_eq!(e.raw_os_error(), Some(libc::ETXTBSY), "{e}");
     assert!(
         started.elapsed() >= Duration::from_millis(10) * (SPAWN_TRIES - 1),
@@ -562,11 +563,48 @@ async fn a_busy_script_is_tried_again_then_refused() {
         started.elapsed()
     );
     drop(held);
-    let status = spawn_retrying(&mut Command::new(&script))
+    let (mut child, _group) = spawn_retrying(&mut Command::new(&script), steps)
         .await
         .unwrap()
-        .wait()
-        .await
+        .expect("started")
         .unwrap();
+    let status = child.wait().await.unwrap();
     assert!(status.success());
+}
+
+/// Regression: a second Ctrl-C's `kill_running_steps` killed only the
+/// steps noted so far, and a step's group was noted after its spawn
+/// returned: one being started then (a cleanup step) outlived fruix. A
+/// step is started and noted under one lock now, so once the steps are
+/// killed none starts any more (nothing of it runs), and every step noted
+/// before is killed. (Steps of their own: the process's are for good.)
+#[tokio::test]
+async fn once_the_steps_are_killed_none_starts_and_every_one_noted_is_killed() {
+    let steps: &'static Steps = Box::leak(Box::new(Steps::new()));
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = Command::new("sh");
+    // A group of its own, as every step's (`setsid`).
+    running.args(["-c", "exec sleep 600"]).process_group(0);
+    let (mut child, group) = spawn_retrying(&mut running, steps)
+        .await
+        .unwrap()
+        .expect("started")
+        .unwrap();
+    assert_eq!(steps.lock().groups, vec![group.pgid]);
+    steps.kill_all();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the step noted was not killed")
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let marker = dir.path().join("started");
+    let mut late = Command::new("sh");
+    late.arg("-c").arg(format!("touch {}", marker.display()));
+    assert!(spawn_retrying(&mut late, steps).await.unwrap().is_none());
+    assert!(
+        !marker.exists(),
+        "a step started after the steps were killed"
+    );
+    drop(group);
 }
