@@ -1,8 +1,10 @@
 //! Ctrl-C, SIGTERM and SIGHUP (the terminal closing): the first cancels what
 //! runs (it cleans up and exits 130); a second, while that cleanup runs,
-//! kills the build steps still running here and exits at once with 130.
+//! kills the build steps still running here, removes the files registered
+//! with [`RemovedAtFastExit`], and exits at once with 130.
 
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use fruix_core::manifest::Progress;
 use tokio_util::sync::CancellationToken;
@@ -55,10 +57,7 @@ pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
             next();
             // What the first signal asked to stop does not outlive us.
             fruix_core::process::kill_running_steps();
-            crate::exit::exit_now(
-                Status::Cancelled,
-                "cancelled again; exiting without finishing the cleanup",
-            );
+            fast_exit("cancelled again; exiting without finishing the cleanup");
         })
         .map_err(system)?;
     Ok(())
@@ -120,11 +119,86 @@ impl ExitAtSignal {
     pub fn exit_if_running(&self) {
         let state = self.state();
         if let Some(message) = *state {
-            crate::exit::exit_now(Status::Cancelled, message);
+            fast_exit(message);
         }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Option<&'static str>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The files a fast exit removes ([`RemovedAtFastExit`]): what each is,
+/// its path, and the id of its registration.
+struct FastExitFiles {
+    next: u64,
+    files: Vec<(u64, &'static str, PathBuf)>,
+}
+
+static FAST_EXIT_FILES: Mutex<FastExitFiles> = Mutex::new(FastExitFiles {
+    next: 0,
+    files: Vec::new(),
+});
+
+fn fast_exit_files() -> MutexGuard<'static, FastExitFiles> {
+    FAST_EXIT_FILES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A file outside the store that the command removes itself when it ends
+/// (an export's temporary beside its `--output`), and that a fast exit (a
+/// second signal, or the first during [`ExitAtSignal::run`]) removes on
+/// its way out, with one unlink: no sweep of the store would ever find
+/// it. Dropping this forgets the file (removing it stays its owner's
+/// work).
+#[must_use = "dropping it forgets the file at once"]
+pub struct RemovedAtFastExit {
+    id: u64,
+}
+
+impl RemovedAtFastExit {
+    /// Makes the file at `path` with `create`, and registers it, `what`
+    /// (`the unfinished archive`) naming it in the fast exit's message.
+    /// No fast exit comes between the two (it waits, or the file is never
+    /// made): a fast exit leaves no file it did not know of.
+    pub fn create<T>(
+        what: &'static str,
+        path: &Path,
+        create: impl FnOnce() -> std::io::Result<T>,
+    ) -> std::io::Result<(T, RemovedAtFastExit)> {
+        // Absolute, as what the process does next cannot change it.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut files = fast_exit_files();
+        let made = create()?;
+        let id = files.next;
+        files.next += 1;
+        files.files.push((id, what, absolute));
+        Ok((made, RemovedAtFastExit { id }))
+    }
+}
+
+impl Drop for RemovedAtFastExit {
+    fn drop(&mut self) {
+        fast_exit_files().files.retain(|(id, _, _)| *id != self.id);
+    }
+}
+
+/// Removes the files registered with [`RemovedAtFastExit`], then exits at
+/// once with the cancelled status, saying `message` and what became of
+/// each file (removed, or left and why). The list stays held until the
+/// process is gone: no file is made or forgotten meanwhile.
+fn fast_exit(message: &str) -> ! {
+    let files = fast_exit_files();
+    let mut said = message.to_string();
+    for (_, what, path) in &files.files {
+        let path_shown = fruix_core::escape::path(path);
+        match std::fs::remove_file(path) {
+            Ok(()) => said.push_str(&format!("; removed {what} {path_shown}")),
+            // Its owner removed it and was about to forget it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => said.push_str(&format!(
+                "; left {what} {path_shown} (cannot remove it: {e})"
+            )),
+        }
+    }
+    crate::exit::exit_now(Status::Cancelled, &said)
 }

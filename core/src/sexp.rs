@@ -77,9 +77,8 @@ pub fn read_record<T>(
             },
         });
     }
-    let comments = scan::check(path, text)?;
-    // Errors still speak of `text`, whose bytes and lines are the same.
-    let readable = scan::blank(text, &comments);
+    // Errors speak of `text`: `readable` has its bytes and lines.
+    let readable = scan::blank(text, &scan::check(path, text)?);
     // Not `from_str`: its reader finds each datum's line by counting from the
     // start of the text (lexpr expects positions only for errors, but spans
     // take one per datum), which made reading quadratic: 48 s for a machines
@@ -173,8 +172,7 @@ fn char_column(text: &str, line_start: usize, at: usize) -> usize {
     }
 }
 
-/// What an integer field holds, as its errors say: a number too large to
-/// be one (which the reader takes as a float, `1e26`) is named so.
+/// An integer field's value, as its errors say (lexpr reads a larger one as a float).
 const INTEGER: &str = "an integer (of at most 9223372036854775807)";
 
 /// A record being read: `(head (name value...) ...)`.
@@ -294,9 +292,8 @@ impl<'a> Record<'a> {
             .into_iter()
             .partition(|f| f.name == field);
         self.fields = kept;
-        if let Some(first) = taken.first() {
-            self.read_at.push((field.to_string(), first.line));
-        }
+        self.read_at
+            .extend(taken.first().map(|f| (field.to_string(), f.line)));
         taken
     }
 

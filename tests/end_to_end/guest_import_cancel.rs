@@ -101,6 +101,39 @@ fn ctrl_c_during_a_guest_import_ends_within_a_second_leaving_nothing() {
     interrupted_promptly(build, &marker, host.path());
 }
 
+/// Regression: Ctrl-C mid-import of a guest-self-hosted build left the
+/// guest's result root, complete, in the guest, though a cancelled run's
+/// root is never imported. Its cleanup removes it now, as the helper
+/// removes its own when the build is cancelled before it ends.
+#[test]
+fn ctrl_c_during_a_guest_import_removes_the_guest_result_root() {
+    let (sshd, marker, _leftovers) = guest_with_marker();
+    holding_tar(&sshd, &marker, "");
+    let (host, build) = self_hosted_build(&sshd);
+    import_holds(&build, host.path(), &marker);
+    let roots = sshd.state_dir().join("native-builds");
+    let listed = || {
+        let mut names: Vec<_> = std::fs::read_dir(&roots)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listed();
+    assert_eq!(
+        before.len(),
+        1,
+        "the guest result root imported: {before:?}"
+    );
+    interrupted_promptly(build, &marker, host.path());
+    assert_eq!(
+        listed(),
+        Vec::<std::ffi::OsString>::new(),
+        "left in the guest"
+    );
+}
+
 /// Regression: a guest whose login shell prints a banner on stderr as it
 /// starts (an rc file's `echo ... >&2`) ran every command without a
 /// lifeline: only the first stderr line could say the session id, and the
@@ -304,7 +337,10 @@ impl HiddenSession {
 /// into run `r1` of a new host state, its stderr read as it comes: one
 /// job, its world build holding once it runs, making `mark`, whose path
 /// every make step's command line holds (`HOLD_BUILD=yes`).
-fn holding_host_initiated_build(sshd: &Sshd, mark: &Path) -> (tempfile::TempDir, Reading) {
+pub(crate) fn holding_host_initiated_build(
+    sshd: &Sshd,
+    mark: &Path,
+) -> (tempfile::TempDir, Reading) {
     let host = tempfile::tempdir().unwrap();
     let mut cmd = guest_build(sshd, "host-initiated", host.path(), "r1");
     cmd.args(["--jobs", "1", "--make-flag=HOLD_BUILD=yes"])
@@ -474,7 +510,7 @@ fn ends_promptly(mut build: Reading) {
 /// build 75 s later: the kill loop waited 14 s for its channel, then the
 /// cleanup a minute for the keepalives. The kill loop's channel now has
 /// [`ANSWER_WAIT`] to open; then the build ends, warning that the guest's
-/// work directory is left, and the build's lifeline, left armed, stops it
+/// work directory (and the cancelled build's guest result root) is left, and the build's lifeline, left armed, stops it
 /// once the guest answers again.
 #[test]
 fn ctrl_c_while_the_guest_stopped_answering_ends_the_build_and_its_lifeline_stops_it_later() {
@@ -493,8 +529,13 @@ fn ctrl_c_while_the_guest_stopped_answering_ends_the_build_and_its_lifeline_stop
     assert!(!processes_mentioning(&mark).is_empty(), "no build was held");
     sshd.signal_connections(libc::SIGCONT);
     assert_eq!(out.status.code(), Some(130));
+    // The guest result root of the cancelled build is left too, and named.
     assert!(
-        warning.contains("remove it once the guest answers"),
+        warning.contains("and its result root ") && warning.contains("of the cancelled build"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("are left; remove them once the guest answers"),
         "{warning}"
     );
     assert!(

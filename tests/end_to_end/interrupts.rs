@@ -514,3 +514,113 @@ fn ctrl_c_while_copying_to_another_store_leaves_nothing_there() {
     interrupt.cancelled(copy, "the copy", "the other store keeps no partial object");
     left_empty(&t.path("remote"));
 }
+
+/// A pool entry of `store`: a file only reading an object's content opens.
+fn a_pool_entry(store: &Path) -> PathBuf {
+    std::fs::read_dir(store.join(".links"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .expect("a pool entry")
+}
+
+/// Regression: a second signal while a cancelled `store export --output`
+/// cleaned up exited at once, leaving the archive's temporary
+/// (`.NAME.tmp-PID-…`) beside the output for good, and naming it nowhere.
+/// The fast exit removes it now, and says so. The first signal comes while
+/// fruix opens an object's file for the archive, where a gate holds it
+/// until the second has come: the temporary is there then.
+#[test]
+fn a_second_signal_during_an_export_removes_its_temporary_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, report) = promoted_store(dir.path());
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let target = out_dir.join("b.nar");
+    let partial = || fruix_core::testing::entries_starting_with(&out_dir, ".b.nar.tmp-");
+    let (pid, target_pid) = mpsc::channel::<u32>();
+    let (went, go) = mpsc::channel::<()>();
+    let (seen, partial_then) = mpsc::channel::<Vec<PathBuf>>();
+    let gate = {
+        let partial_dir = out_dir.clone();
+        Gate::new(&a_pool_entry(&store), move |_opener| {
+            let pid = target_pid.recv_timeout(LIMIT).expect("the export started");
+            let made = fruix_core::testing::entries_starting_with(&partial_dir, ".b.nar.tmp-");
+            seen.send(made).unwrap();
+            signal_thread(pid, libc::SIGTERM);
+            let _ = go.recv_timeout(LIMIT);
+        })
+    };
+    let bundle = report["result_store"].as_str().unwrap();
+    let mut export = spawn_reading_stderr(&mut store_export(
+        &store,
+        &target,
+        &["--json", "--recursive"],
+        bundle,
+    ));
+    pid.send(export.child().id()).unwrap();
+    let made = partial_then.recv_timeout(LIMIT).expect("the gate opened");
+    assert_eq!(
+        made.len(),
+        1,
+        "the temporary is there at the open: {made:?}"
+    );
+    export.wait_for_line(CANCELLING);
+    signal_thread(export.child().id(), libc::SIGINT);
+    let out = export.finish(ENDS, "the export");
+    went.send(()).unwrap();
+    assert!(gate.finish().attacked, "the open never came");
+    assert_eq!(partial(), Vec::<PathBuf>::new(), "{out:?}");
+    assert!(!target.exists());
+    json_error(
+        &out,
+        130,
+        "cancelled again; exiting without finishing the cleanup; removed the unfinished archive",
+    );
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.ends_with(&made[0].display().to_string()),
+        "{message}"
+    );
+    verify_store(&store);
+}
+
+/// Regression: a cancelled `store gc --json` said what it removed only as
+/// counts in its error message. The JSON error object now holds
+/// `removed`, shaped as a whole collection's report: exactly the objects
+/// that are gone.
+#[test]
+fn a_cancelled_collection_under_json_lists_what_it_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, report) = promoted_store(dir.path());
+    let before = object_names(&store);
+    let bundle = PathBuf::from(report["result_store"].as_str().unwrap());
+    let interrupt = Interrupt::at_open(&bundle, libc::SIGINT);
+    let mut cmd = fruix();
+    cmd.args(["store", "gc", "--json"])
+        .args(crate::util::made_state(dir.path()));
+    let gc = interrupt.spawn(&mut cmd);
+    interrupt.release_once_cancelling(&gc);
+    let out = gc.finish(ENDS, "the collection");
+    json_error(&out, 130, "cancelled; removed 1 object(s)");
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let removed = &error["error"]["removed"];
+    let listed: Vec<String> = removed["objects"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no removed objects in {error:#}"))
+        .iter()
+        .map(|o| o["path"].as_str().unwrap().to_string())
+        .collect();
+    let after = object_names(&store);
+    let gone: Vec<String> = before
+        .iter()
+        .filter(|n| !after.contains(n))
+        .map(|n| store.join(n).display().to_string())
+        .collect();
+    assert_eq!(listed, gone, "{error:#}");
+    assert_eq!(gone, vec![bundle.display().to_string()]);
+    assert_eq!(removed["dry_run"], false, "{error:#}");
+    verify_store(&store);
+}

@@ -35,8 +35,9 @@ pub fn parse() -> Result<Cli, clap::Error> {
 }
 
 /// Whether a command line clap refused asked for JSON: the command it names
-/// takes `--json`, and got it as an option (not as another option's value,
-/// nor given to a command without one). Parsed again, leniently, to tell.
+/// takes `--json`, and `--json` is among its words (not given to a command
+/// without one, whose stdout is then not JSON). The command is found by
+/// parsing again, leniently: its name comes before anything refused.
 pub fn refused_line_wants_json() -> bool {
     let parsed = Cli::command()
         .ignore_errors(true)
@@ -44,11 +45,17 @@ pub fn refused_line_wants_json() -> bool {
     let Ok(parsed) = parsed else {
         return false;
     };
+    let mut command = Cli::command();
     let mut matches = &parsed;
-    while let Some((_, sub)) = matches.subcommand() {
+    while let Some((name, sub)) = matches.subcommand() {
+        let Some(found) = command.find_subcommand(name).cloned() else {
+            return false;
+        };
+        command = found;
         matches = sub;
     }
-    matches!(matches.try_get_one::<bool>("json"), Ok(Some(true)))
+    command.get_arguments().any(|a| a.get_id() == "json")
+        && std::env::args_os().any(|word| word == "--json")
 }
 
 /// `command`, with help that leaves out the value of each environment

@@ -185,7 +185,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             if let Err(written) = untouched {
                 eprintln!("fruix: warning: {written}");
             }
-            return Err(run_error(e));
+            return Err(kept_when_cancelled(run_error(e), &plan.result_root));
         }
     };
     let Some(store) = store else {
@@ -322,6 +322,33 @@ pub(crate) fn run_error(e: CoreError) -> CliError {
         _ => exit::before_run(&e),
     };
     CliError::new(status, e)
+}
+
+/// `e`, when it is the build's cancellation, saying what the build kept:
+/// its result root, still marked unfinished, and the root's `logs/` when
+/// there is one; under `--json` also as the error object's `result_root`
+/// and `logs`.
+fn kept_when_cancelled(e: CliError, root: &Path) -> CliError {
+    if e.status != Status::Cancelled || root.symlink_metadata().is_err() {
+        return e;
+    }
+    let logs = root.join("logs");
+    let logs = logs
+        .symlink_metadata()
+        .is_ok_and(|m| m.is_dir())
+        .then_some(logs);
+    let mut hint = format!(
+        "the result root {} was kept, marked unfinished (it cannot be promoted)",
+        escape::path(root)
+    );
+    if let Some(logs) = &logs {
+        hint.push_str(&format!("; its logs are in {}", escape::path(logs)));
+    }
+    let kept = exit::when_cancelled(e, hint).with_detail("result_root", json_path(root));
+    match &logs {
+        Some(logs) => kept.with_detail("logs", json_path(logs)),
+        None => kept,
+    }
 }
 
 /// Parses `KEY=VALUE` executor configuration into a JSON object. Values that

@@ -46,6 +46,7 @@ impl GuestRun<'_> {
         // The request is refused before anything is made in the guest.
         BuildPlan::check(request)?;
         let (root, host_name) = self.create_guest_root(&session, &request.run_id).await?;
+        self.guest_root = Some(root.clone());
         let work = format!("{root}.work");
         let layout = Layout {
             make,

@@ -43,7 +43,14 @@
 //!   (executor `host-initiated`, the guest's host name).
 //! - Cancellation stops the remote command's whole process tree
 //!   ([`crate::ssh::remote`]), the import's `tar` included; cleanup removes a host-initiated work
-//!   directory left in the guest.
+//!   directory left in the guest and, when the run was cancelled (Ctrl-C,
+//!   SIGTERM, fail-fast), the run's guest result root once the host knows
+//!   it (a cancelled run's root is never imported, so nothing needs it;
+//!   a failed or timed-out run's stays, for a look at what failed). A
+//!   lost connection is made again, once, for a work directory, never for
+//!   a cancelled run's root alone (a cancelled run ends promptly), nor
+//!   when the guest stopped answering: the cleanup then fails, naming
+//!   what it leaves there.
 //!
 //! The code follows these seams: `config.rs` (the configuration),
 //! `self_hosted.rs` and `host_initiated.rs` (the two ways of running),
@@ -260,6 +267,8 @@ impl Executor for GuestExecutor {
             executor: self,
             session: None,
             guest_work: None,
+            guest_root: None,
+            cancelled: false,
             source_dir: None,
         })
     }
@@ -272,6 +281,12 @@ pub(super) struct GuestRun<'a> {
     session: Option<Arc<SshSession>>,
     /// A host-initiated work directory still in the guest.
     guest_work: Option<String>,
+    /// The run's guest result root, once the host knows it (made by the
+    /// host-initiated mode, reported by the self-hosted helper): removed
+    /// by the cleanup of a cancelled run.
+    guest_root: Option<String>,
+    /// Whether the run ended cancelled ([`Run::ended`]).
+    cancelled: bool,
     /// Where the guest has the request's source object, once delivered.
     source_dir: Option<String>,
 }
@@ -373,52 +388,117 @@ impl Run for GuestRun<'_> {
         }
     }
 
+    fn ended(&mut self, result: &Result<()>) {
+        self.cancelled = matches!(result, Err(Error::Cancelled));
+    }
+
     async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
-        let ssh = &self.executor.ssh;
+        let mut left = Vec::new();
         if let Some(work) = &self.guest_work {
-            let session = match self.session.clone() {
-                Some(s) => s,
-                None => SshSession::connect(ssh, &ctx.events).await?,
-            };
-            let remove = format!("rm -rf {}", shell_quote(work));
-            match session.output(&remove, None).await {
-                Ok(out) if out.exit.success() => {}
-                // A guest that stopped answering would hold a new
-                // connection for its connect timeout.
-                Err(_) if session.stopped_answering() => {
-                    return Err(Error::system(format!(
-                        "{} stopped answering, so its work directory {} is left; remove it once the guest answers again",
-                        session.target(),
-                        escape::text(work),
-                    )))
-                }
-                // The connection is gone: try once on a new one.
-                Err(e) if crate::ssh::is_connection_lost(&e) => {
-                    let fresh = SshSession::connect(ssh, &ctx.events).await?;
-                    let removed = self
-                        .executor
-                        .check(&fresh, "remove the guest work directory", &remove)
-                        .await;
-                    fresh.disconnect().await;
-                    removed?;
-                }
-                // A timeout or a refusal would not go better a second time.
-                Ok(out) => {
-                    return Err(Error::system(format!(
-                        "cannot remove the guest work directory {} on {} ({}): {}",
-                        escape::text(work),
-                        session.target(),
-                        out.exit.describe(),
-                        escape::text(&out.stderr_text())
-                    )))
-                }
-                Err(e) => return Err(e),
-            }
+            left.push(Left::WorkDir(work.clone()));
+        }
+        if let Some(root) = self.guest_root.as_ref().filter(|_| self.cancelled) {
+            left.push(Left::ResultRoot(root.clone()));
+        }
+        if !left.is_empty() {
+            self.remove_in_guest(&left, ctx).await?;
         }
         if let Some(session) = self.session {
             session.disconnect().await;
         }
         Ok(())
+    }
+}
+
+/// What a run's cleanup removes from the guest.
+enum Left {
+    /// A host-initiated work directory (`ROOT.work`).
+    WorkDir(String),
+    /// The guest result root of a cancelled run.
+    ResultRoot(String),
+}
+
+impl Left {
+    fn path(&self) -> &str {
+        match self {
+            Left::WorkDir(p) | Left::ResultRoot(p) => p,
+        }
+    }
+}
+
+/// `left`, said in a sentence, each path after `owner`'s (`its`, `the
+/// guest`): `its work directory W and its result root R of the cancelled
+/// build`.
+fn describe(left: &[Left], owner: &str) -> String {
+    let said: Vec<String> = left
+        .iter()
+        .map(|l| match l {
+            Left::WorkDir(p) => format!("{owner} work directory {}", escape::text(p)),
+            Left::ResultRoot(p) => format!(
+                "{owner} result root {} of the cancelled build",
+                escape::text(p)
+            ),
+        })
+        .collect();
+    said.join(" and ")
+}
+
+impl GuestRun<'_> {
+    /// Removes `left` from the guest, on the run's connection (or, if it
+    /// dropped, once on a new one). A guest that stopped answering is not
+    /// connected to again (it would hold a new connection for its connect
+    /// timeout): the error names what is left there.
+    async fn remove_in_guest(&self, left: &[Left], ctx: &RunContext) -> Result<()> {
+        let ssh = &self.executor.ssh;
+        let session = match self.session.clone() {
+            Some(s) => s,
+            None => SshSession::connect(ssh, &ctx.events).await?,
+        };
+        let paths: Vec<String> = left.iter().map(|l| shell_quote(l.path())).collect();
+        let remove = format!("rm -rf {}", paths.join(" "));
+        let (is, them) = match left.len() {
+            1 => ("is", "it"),
+            _ => ("are", "them"),
+        };
+        let what = describe(left, "the guest");
+        match session.output(&remove, None).await {
+            Ok(out) if out.exit.success() => Ok(()),
+            Err(_) if session.stopped_answering() => Err(Error::system(format!(
+                "{} stopped answering, so {} {is} left; remove {them} once the guest answers again",
+                session.target(),
+                describe(left, "its"),
+            ))),
+            // The connection is gone, and only a cancelled run's result
+            // root is left: a new connection could wait for the guest's
+            // connect timeout, and a cancelled run ends promptly.
+            Err(e)
+                if crate::ssh::is_connection_lost(&e)
+                    && !left.iter().any(|l| matches!(l, Left::WorkDir(_))) =>
+            {
+                Err(Error::system(format!(
+                    "the connection to {} was lost ({e}), so {what} {is} left; remove {them} with rm -rf",
+                    session.target(),
+                )))
+            }
+            // The connection is gone: try once on a new one.
+            Err(e) if crate::ssh::is_connection_lost(&e) => {
+                let fresh = SshSession::connect(ssh, &ctx.events).await?;
+                let removed = self
+                    .executor
+                    .check(&fresh, &format!("remove {what}"), &remove)
+                    .await;
+                fresh.disconnect().await;
+                removed.map(drop)
+            }
+            // A timeout or a refusal would not go better a second time.
+            Ok(out) => Err(Error::system(format!(
+                "cannot remove {what} on {} ({}): {}",
+                session.target(),
+                out.exit.describe(),
+                escape::text(&out.stderr_text())
+            ))),
+            Err(e) => Err(e),
+        }
     }
 }
 

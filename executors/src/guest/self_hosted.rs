@@ -116,6 +116,7 @@ impl GuestRun<'_> {
         let root = self
             .executor
             .check_guest_root(&ctx.request.run_id, &result_root)?;
+        self.guest_root = Some(root.clone());
         let staged = ctx
             .events
             .stage("import", async {

@@ -163,6 +163,32 @@ fn unsafe_entry(path: &[u8], message: impl Into<String>) -> Error {
     }
 }
 
+/// The directory of a result root the host writes its own logs into.
+const LOGS_DIR: &str = "logs";
+
+/// Refuses entry `raw` (normalized: `path`) of type `kind` at the top of
+/// the result root when it is a symlink, or a `logs` that is not a
+/// directory: the host reads and writes names there (`logs/`,
+/// `.fruix-signatures`, `promotion.scm`), and a result root holds only
+/// files and directories at its top.
+fn check_top(raw: &[u8], path: &Path, kind: tar::EntryType) -> Result<()> {
+    if path.components().nth(1).is_some() {
+        return Ok(());
+    }
+    match kind {
+        tar::EntryType::Symlink => Err(unsafe_entry(
+            raw,
+            "a symlink at the top of a result root; only files and directories belong there",
+        )),
+        tar::EntryType::Directory => Ok(()),
+        _ if path == Path::new(LOGS_DIR) => Err(unsafe_entry(
+            raw,
+            "`logs` that is not a directory; a result root's logs are a directory",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A relative, normal path from archive bytes: `./` prefixes dropped,
 /// absolute paths, `..` and NUL bytes refused. `None` for the root itself.
 fn normalize(raw: &[u8]) -> Result<Option<PathBuf>> {
@@ -277,6 +303,7 @@ impl Extractor {
                 _ => Err(unsafe_entry(&raw, "the root itself is not a directory")),
             };
         };
+        check_top(&raw, &path, kind)?;
         match kind {
             tar::EntryType::Directory => self.dir(&raw, &path, mode),
             tar::EntryType::Regular | tar::EntryType::Continuous => {

@@ -16,6 +16,9 @@
 //!   with `O_CREAT | O_EXCL | O_NOFOLLOW`; symlinks are created verbatim and
 //!   never resolved; a hard link must name a regular file extracted before;
 //!   a path that appears twice is refused;
+//! - refuses a symlink at the top of the result root (a `logs` or a
+//!   `.fruix-signatures` pointing elsewhere: the host reads and writes
+//!   those names), and a `logs` that is not a directory;
 //! - never creates a setuid, setgid or sticky file or directory: those bits
 //!   are *neutralised* (stripped) and recorded in [`Staged::special_modes`];
 //! - treats the guest's modes as data: group and world write are stripped,

@@ -3,8 +3,8 @@
 //!
 //! Ctrl-C, SIGTERM or SIGHUP cancels either (exit 130): an export to `--output`
 //! removes its temporary (the archive is written beside its final name and
-//! renamed there once complete); an import stops reading, which removes
-//! its temporaries and a store it made.
+//! renamed there once complete), a second signal's fast exit too; an import
+//! stops reading, which removes its temporaries and a store it made.
 
 use std::io::{BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -17,11 +17,11 @@ use fruix_promote::sign::PublicKey;
 use fruix_promote::Store;
 
 use super::{object_names, open, print_moved};
-use crate::args::{ExportArgs, ImportArgs, OutputArgs, TrustArgs};
+use crate::args::{ExportArgs, ImportArgs, TrustArgs};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
 use crate::exit::{self, from_promote, from_promote_saying, CliError, CliResult, Status};
-use crate::signals::ExitAtSignal;
+use crate::signals::{ExitAtSignal, RemovedAtFastExit};
 
 /// What a cancelled export to `--output` left.
 const NO_ARCHIVE: &str = "no archive was written";
@@ -89,12 +89,10 @@ fn trusted_key_text(line: &str) -> Result<Option<&str>, String> {
     }
 }
 
-fn mode(json: bool) -> Mode {
-    Mode::from_output(&OutputArgs {
-        json,
-        quiet: json,
-        verbose: false,
-    })
+/// How exports and imports show their progress: under `--json` too (on
+/// stderr; stdout holds the JSON alone), as every command's.
+fn mode() -> Mode {
+    Mode::unless_quiet(false)
 }
 
 pub fn export_command(args: ExportArgs) -> CliResult {
@@ -116,7 +114,7 @@ pub fn export_command(args: ExportArgs) -> CliResult {
         Some(_) => NO_ARCHIVE,
         None => "nothing was exported",
     };
-    let store = open(&args.objects.store, None, args.json, false, nothing)?;
+    let store = open(&args.objects.store, None, false, nothing)?;
     let names = object_names(&store, &args.objects.paths)?;
     let order = export_order(&store, &names, args.recursive).map_err(from_promote)?;
     let report = match &args.output {
@@ -131,13 +129,9 @@ pub fn export_command(args: ExportArgs) -> CliResult {
                     return Err(exit::output_file("write", path, e, ""));
                 }
             };
-            let written = with_progress(
-                mode(args.json),
-                ("export", "files"),
-                &progress,
-                None,
-                || export(&store, &order, &file, Some(&progress)),
-            );
+            let written = with_progress(mode(), ("export", "files"), &progress, None, || {
+                export(&store, &order, &file, Some(&progress))
+            });
             match written {
                 Ok(report) => {
                     partial.finish()?;
@@ -159,7 +153,7 @@ pub fn export_command(args: ExportArgs) -> CliResult {
             let out = std::io::stdout().lock();
             to_stdout
                 .run("cancelled; the archive written is incomplete", || {
-                    with_progress(mode(false), ("export", "files"), &progress, None, || {
+                    with_progress(mode(), ("export", "files"), &progress, None, || {
                         export(&store, &order, out, Some(&progress))
                     })
                 })
@@ -183,7 +177,7 @@ const NOT_IMPORTED: &str = "nothing was imported, the store was not changed";
 
 pub fn import_command(args: ImportArgs) -> CliResult {
     let trust = trust(&args.local.trust)?;
-    let mode = mode(args.json);
+    let mode = mode();
     defaults::announce(mode, Some(&args.local.store.store), None);
     let input: Box<dyn Read + Send> = match args.archive.as_deref().filter(|p| *p != Path::new("-"))
     {
@@ -322,6 +316,9 @@ struct PartialFile {
     file: std::fs::File,
     temporary: PathBuf,
     target: PathBuf,
+    /// Registers the temporary, so that a fast exit (a second signal,
+    /// with no time for [`PartialFile::remove`]) removes it too.
+    _fast_exit: RemovedAtFastExit,
 }
 
 const NEVER_OVERWRITTEN: &str = "; archives are never overwritten";
@@ -350,15 +347,19 @@ impl PartialFile {
         temporary_name.push(format!(".tmp-{}-{nanos:08x}", std::process::id()));
         let temporary = target.with_file_name(temporary_name);
         // Exclusive: never through a link or over a file someone put there.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temporary)
+        let (file, fast_exit) =
+            RemovedAtFastExit::create("the unfinished archive", &temporary, || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&temporary)
+            })
             .map_err(|e| exit::output_file("create", target, e, NEVER_OVERWRITTEN))?;
         Ok(PartialFile {
             file,
             temporary,
             target: target.to_path_buf(),
+            _fast_exit: fast_exit,
         })
     }
 

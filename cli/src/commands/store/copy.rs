@@ -22,7 +22,7 @@ use super::archive::trust;
 use super::idle::IdleLimit;
 use super::object_names;
 use super::print_moved;
-use crate::args::{CopyArgs, OutputArgs, TrustArgs};
+use crate::args::{CopyArgs, TrustArgs};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, from_promote_saying, CliError, CliResult, Status};
@@ -107,11 +107,8 @@ pub fn copy(args: CopyArgs) -> CliResult {
         refuse_trust_flags(&args.local.trust)?;
         Default::default()
     };
-    let mode = Mode::from_output(&OutputArgs {
-        json: args.json,
-        quiet: args.json,
-        verbose: false,
-    });
+    // Progress goes to stderr under --json too: stdout holds the JSON alone.
+    let mode = Mode::unless_quiet(false);
     defaults::announce(mode, Some(&args.local.store.store), None);
     let work = Work {
         mode,

@@ -7,8 +7,8 @@ use indicatif::HumanBytes;
 use fruix_core::manifest::Progress;
 
 use super::{object_names, open, print_paths, UNCHANGED};
-use crate::args::{DeleteArgs, GcArgs, OutputArgs};
-use crate::display::print_json;
+use crate::args::{DeleteArgs, GcArgs};
+use crate::display::{print_json, to_json};
 use crate::display::{with_progress, Mode};
 use crate::exit::{from_promote, from_promote_saying, when_cancelled, CliResult, Status};
 
@@ -21,7 +21,6 @@ pub fn gc(args: GcArgs) -> CliResult {
     let store = open(
         &args.at.store,
         Some(&args.at.state),
-        args.json,
         !args.dry_run,
         UNCHANGED,
     )?;
@@ -33,11 +32,8 @@ pub fn gc(args: GcArgs) -> CliResult {
         older_than: args.older_than,
         progress: Some(&progress),
     };
-    let mode = Mode::from_output(&OutputArgs {
-        json: args.json,
-        quiet: args.quiet || args.json,
-        verbose: false,
-    });
+    // Progress goes to stderr under --json too: stdout holds the JSON alone.
+    let mode = Mode::unless_quiet(args.quiet);
     let mut report = GcReport::default();
     let collected = with_progress(mode, ("gc", "objects"), &progress, None, || {
         collect_into(&store, &options, &mut report)
@@ -47,7 +43,9 @@ pub fn gc(args: GcArgs) -> CliResult {
         if e.status != Status::Cancelled {
             return Err(e);
         }
-        // What went is said (under --json, in the error's message).
+        // What went is said: listed on stdout, or under --json in the
+        // error object (`removed`: the report of a whole collection, of
+        // what this one removed), with the summary in its message.
         if !args.json {
             print_removed(&report, args.quiet);
         }
@@ -60,7 +58,11 @@ pub fn gc(args: GcArgs) -> CliResult {
             "{}; the store is consistent: run `fruix store gc` again to finish",
             summary(&report)
         );
-        return Err(when_cancelled(e, hint));
+        let e = when_cancelled(e, hint);
+        return Err(match args.json {
+            true => e.with_detail("removed", to_json(&report)?),
+            false => e,
+        });
     }
     if args.json {
         print_json(&report)?;
@@ -130,7 +132,7 @@ pub fn delete(args: DeleteArgs) -> CliResult {
     const NOT_DELETED: &str = "nothing was deleted";
     crate::signals::cancel_waits()?;
     let at = &args.objects.store;
-    let store = open(at, Some(&args.state), args.json, true, NOT_DELETED)?;
+    let store = open(at, Some(&args.state), true, NOT_DELETED)?;
     let names = object_names(&store, &args.objects.paths)?;
     let removed = delete_objects(&store, &args.state.state_dir, &names)
         .map_err(from_promote_saying(NOT_DELETED))?;

@@ -111,13 +111,7 @@ fn sign_all(store: &Store, names: &[String], key: &SecretKey) -> CliResult<Vec<S
 pub fn sign(args: SignArgs) -> CliResult {
     let key = read_key(&args.secret_key)?;
     crate::signals::cancel_waits()?;
-    let store = open(
-        &args.objects.store,
-        None,
-        args.json,
-        true,
-        "nothing was signed",
-    )?;
+    let store = open(&args.objects.store, None, true, "nothing was signed")?;
     let mut names = object_names(&store, &args.objects.paths)?;
     // Each object once, however often it is named (as it is in a closure).
     let mut seen = std::collections::HashSet::new();

@@ -27,8 +27,7 @@ use fruix_promote::Store;
 use indicatif::HumanBytes;
 
 use crate::args::{
-    AddRootArgs, InfoArgs, ListArgs, OutputArgs, QueryArgs, RootsArgs, StateDirArg, StoreArg,
-    StoreCommand,
+    AddRootArgs, InfoArgs, ListArgs, QueryArgs, RootsArgs, StateDirArg, StoreArg, StoreCommand,
 };
 use crate::defaults;
 use crate::display::{self, json_path, Mode};
@@ -65,15 +64,11 @@ pub fn run(command: StoreCommand) -> CliResult {
 fn open(
     store: &StoreArg,
     state: Option<&StateDirArg>,
-    json: bool,
     writes: bool,
     cancelled: &'static str,
 ) -> CliResult<Store> {
-    let mode = Mode::from_output(&OutputArgs {
-        json,
-        quiet: json,
-        verbose: false,
-    });
+    // Said on a terminal under --json too, as by every command: on stderr.
+    let mode = Mode::unless_quiet(false);
     let state_dir = state.map(|s| s.state_dir.as_path());
     defaults::announce(mode, Some(&store.store), state_dir);
     let store = match writes {
@@ -120,7 +115,7 @@ fn registered(seconds: i64) -> String {
 
 fn list(args: ListArgs) -> CliResult {
     cancel_waits()?;
-    let store = open(&args.store, None, args.json, false, UNCHANGED)?;
+    let store = open(&args.store, None, false, UNCHANGED)?;
     let filter = Filter {
         kind: args.kind.map(Into::into),
         artifact: args.artifact,
@@ -189,7 +184,7 @@ fn list(args: ListArgs) -> CliResult {
 
 fn show_info(args: InfoArgs) -> CliResult {
     cancel_waits()?;
-    let store = open(&args.objects.store, None, args.json, false, UNCHANGED)?;
+    let store = open(&args.objects.store, None, false, UNCHANGED)?;
     let mut infos = Vec::new();
     for name in object_names(&store, &args.objects.paths)? {
         infos.push(info(&store, &name).map_err(from_promote)?);
@@ -245,7 +240,7 @@ fn show_info(args: InfoArgs) -> CliResult {
 fn ask(args: QueryArgs) -> CliResult {
     cancel_waits()?;
     let at = &args.at;
-    let store = open(&at.store, Some(&at.state), args.json, false, UNCHANGED)?;
+    let store = open(&at.store, Some(&at.state), false, UNCHANGED)?;
     let name = resolve_valid(&store, &args.path).map_err(from_promote)?;
     let q = &args.question;
     let question = match (q.references, q.referrers, q.requisites) {
@@ -280,7 +275,7 @@ fn add_root(args: AddRootArgs) -> CliResult {
     const NO_ROOT: &str = "no root was added";
     cancel_waits()?;
     let at = &args.at;
-    let store = open(&at.store, Some(&at.state), args.json, false, NO_ROOT)?;
+    let store = open(&at.store, Some(&at.state), false, NO_ROOT)?;
     let named = format!("LINK {}", escape::path(&args.link));
     crate::commands::promote::check_root_link(&args.link, &named, store.path(), "")?;
     let _gc = store.gc_lock(false).map_err(from_promote_saying(NO_ROOT))?;
@@ -303,7 +298,7 @@ fn add_root(args: AddRootArgs) -> CliResult {
 fn show_roots(args: RootsArgs) -> CliResult {
     cancel_waits()?;
     let at = &args.at;
-    let store = open(&at.store, Some(&at.state), args.json, false, UNCHANGED)?;
+    let store = open(&at.store, Some(&at.state), false, UNCHANGED)?;
     let roots = roots::list(&args.at.state.state_dir, store.path()).map_err(from_promote)?;
     if args.json {
         let rows: Vec<serde_json::Value> = roots

@@ -9,7 +9,7 @@ use fruix_promote::verify::{
 };
 use fruix_promote::Store;
 
-use crate::args::{OutputArgs, VerifyArgs};
+use crate::args::VerifyArgs;
 use crate::defaults;
 use crate::display::{json_path, to_json, with_progress, Mode};
 use crate::exit::{from_promote, from_promote_saying, CliError, CliResult, Status};
@@ -19,11 +19,8 @@ pub fn verify(args: VerifyArgs) -> CliResult {
     // finishes), which then fails as cancelled, having reported nothing.
     let progress = Progress::default();
     crate::signals::cancel_work(&progress, || {})?;
-    let mode = Mode::from_output(&OutputArgs {
-        json: args.json,
-        quiet: args.quiet || args.json,
-        verbose: false,
-    });
+    // Progress goes to stderr under --json too: stdout holds the JSON alone.
+    let mode = Mode::unless_quiet(args.quiet);
     defaults::announce(mode, Some(&args.store.store), None);
     let store = match args.repair {
         true => Store::open_existing(&args.store.store),

@@ -211,8 +211,8 @@ fn hostile_entries_are_refused_and_nothing_escapes() {
     refused(&[("fifo", T::Fifo, 0o644, b"", None)], "FIFO");
     refused(&[("null", T::Char, 0o644, b"", None)], "device");
     refused(
-        &[symlink("etc", ".."), file("etc/escaped", 0o644, b"x")],
-        "etc is a symlink in the archive but is used as a directory",
+        &[symlink("a/etc", ".."), file("a/etc/escaped", 0o644, b"x")],
+        "a/etc is a symlink in the archive but is used as a directory",
     );
     // One name twice, as files or as a file and a directory.
     let twice: [[RawEntry<'_>; 2]; 3] = [
@@ -229,16 +229,53 @@ fn hostile_entries_are_refused_and_nothing_escapes() {
         "not a regular file extracted before",
     );
     refused(
-        &[symlink("s", "/etc"), hard_link("l", 0o644, "s/passwd")],
+        &[symlink("a/s", "/etc"), hard_link("l", 0o644, "a/s/passwd")],
         "not a regular file extracted before",
     );
+}
+
+/// Regression: a `logs` that was a symlink (to `/etc`, say), or a file,
+/// and a `.fruix-signatures` symlink, were extracted and placed in the
+/// result root, though the host reads and writes those names. Nothing at
+/// the top of a result root may be a symlink, and `logs` is a directory.
+#[test]
+fn a_symlink_at_the_top_or_a_logs_that_is_no_directory_is_refused() {
+    for entries in [
+        vec![symlink("logs", "/etc")],
+        vec![
+            symlink("./logs", "/etc"),
+            file("promotion.scm", 0o644, b"x"),
+        ],
+        vec![symlink(".fruix-signatures", "/etc/passwd")],
+        vec![symlink("promotion.scm", "/etc/passwd")],
+        vec![symlink("artifacts", "/")],
+    ] {
+        refused(&entries, "a symlink at the top of a result root");
+    }
+    refused(
+        &[file("logs", 0o644, b"x")],
+        "`logs` that is not a directory",
+    );
+    refused(
+        &[file("f", 0o644, b"x"), hard_link("logs", 0o644, "f")],
+        "`logs` that is not a directory",
+    );
+    // Below the top, symlinks are data; a `logs` directory is a result
+    // root's own.
+    extracted(&[
+        directory("logs/", 0o755),
+        file("logs/buildworld.log", 0o644, b"x"),
+        symlink("logs/latest", "buildworld.log"),
+        file(".fruix-signatures", 0o644, b"x"),
+    ]);
+    extracted(&[file("logs/implied-parent.log", 0o644, b"x")]);
 }
 
 #[test]
 fn symlink_to_etc_passwd_used_as_a_directory_never_touches_it() {
     let before = fs::read("/etc/passwd").unwrap();
     refused(
-        &[symlink("p", "/etc/passwd"), file("p/x", 0o644, b"x")],
+        &[symlink("a/p", "/etc/passwd"), file("a/p/x", 0o644, b"x")],
         "used as a directory",
     );
     assert_eq!(fs::read("/etc/passwd").unwrap(), before);
@@ -336,15 +373,16 @@ fn an_over_long_component_is_refused_by_the_name_cap() {
 fn an_over_long_link_target_is_refused_by_the_link_cap() {
     let limits = ImportLimits::default();
     let target = long_path(4096);
-    let (dir, result) = run_bytes(&one_entry(&[], "l", Some(&target))[..], &limits);
+    // Below the top of the root: one at the top is refused whatever its target.
+    let (dir, result) = run_bytes(&one_entry(&[], "a/l", Some(&target))[..], &limits);
     let text = over(result, Cap::LinkBytes, &limits);
     assert!(text.contains("link target of 4096 bytes"), "{text}");
-    assert!(!dir.path().join("staging/l").exists());
+    assert!(!dir.path().join("staging/a/l").exists());
 
     let target = long_path(4095);
-    let (dir, result) = run_bytes(&one_entry(&[], "l", Some(&target))[..], &limits);
+    let (dir, result) = run_bytes(&one_entry(&[], "a/l", Some(&target))[..], &limits);
     result.unwrap();
-    let link = fs::read_link(dir.path().join("staging/l")).unwrap();
+    let link = fs::read_link(dir.path().join("staging/a/l")).unwrap();
     assert_eq!(link, Path::new(&target));
 }
 

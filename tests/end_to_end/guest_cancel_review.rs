@@ -1,0 +1,145 @@
+//! Regressions of a review of cancelled guest builds and of what a guest's
+//! result root may hold at its top.
+//!
+//! - A cancelled host-initiated build removed its guest work directory but
+//!   left its guest result root (`STATE/native-builds/RUN-ID`, still
+//!   marked unfinished) in the guest, though a cancelled run's root is
+//!   never imported; a guest-self-hosted build's helper removes its own.
+//! - The import placed a `logs` that was a symlink (to `/etc`), or a file,
+//!   and a `.fruix-signatures` symlink into the host's result root.
+//! - A build cancelled while it ran said only `cancelled`, never naming the
+//!   result root (and logs) it kept.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::guest_import_cancel::holding_host_initiated_build;
+use crate::ssh_import::import_refused;
+use crate::sshd::Sshd;
+use crate::util::{
+    fixture_build, fruix, require_tool, spawn_reading_stderr, wait_until, Leftovers,
+};
+
+/// How long a cancelled build may take to end.
+const ENDS: Duration = Duration::from_secs(120);
+
+/// The entries of the guest's `STATE/native-builds` of `sshd`.
+fn guest_roots(sshd: &Sshd) -> Vec<PathBuf> {
+    let dir = sshd.state_dir().join("native-builds");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Regression: Ctrl-C during a host-initiated build's world build left its
+/// guest result root (marked unfinished) in the guest; only the work
+/// directory next to it was removed. Both go now, and the host's message
+/// names the host result root it kept.
+#[test]
+fn a_cancelled_host_initiated_build_leaves_nothing_in_the_guest() {
+    let sshd = Sshd::trusted();
+    let mark = sshd.dir.path().join("world-build-ran");
+    let _leftovers = Leftovers(mark.clone());
+    let (host, mut build) = holding_host_initiated_build(&sshd, &mark);
+    wait_until("the world build runs", || mark.exists());
+    // The guest result root and its work directory are there while it runs.
+    assert_eq!(guest_roots(&sshd).len(), 2, "{:?}", guest_roots(&sshd));
+    build.signal(libc::SIGINT);
+    let said = build.wait_for_line("fruix: error: cancelled");
+    let out = build.finish(ENDS, "the interrupted build");
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert_eq!(
+        guest_roots(&sshd),
+        Vec::<PathBuf>::new(),
+        "left in the guest"
+    );
+    let kept = host.path().join("r1");
+    assert!(kept.join(".fruix-incomplete").is_file());
+    assert!(
+        said.contains(&format!("the result root {} was kept", kept.display())),
+        "{said}"
+    );
+}
+
+/// Regression: a guest result root whose `logs` was a symlink (here to
+/// `/etc`) was imported and placed in the host's result root. It is
+/// refused as a hostile entry, as a symlink used as a directory is.
+#[test]
+fn a_guest_result_root_whose_logs_is_a_symlink_is_refused() {
+    let sshd = Sshd::trusted();
+    let (host, stderr) = import_refused(
+        &sshd,
+        "rm -rf \"$ROOT/logs\" && ln -s /etc \"$ROOT/logs\"",
+        &[],
+    );
+    assert!(
+        stderr.contains("logs: guest archive entry refused: a symlink at the top of a result root"),
+        "{stderr}"
+    );
+    assert!(host.path().join("r1/logs").symlink_metadata().is_err());
+}
+
+/// Regression: as above, for a `logs` that is a file and for a
+/// `.fruix-signatures` symlink (the file a machine that signs at the build
+/// site writes, which promotion reads).
+#[test]
+fn a_guest_result_root_whose_logs_is_a_file_or_with_a_top_symlink_is_refused() {
+    let sshd = Sshd::trusted();
+    for (tamper, expected) in [
+        (
+            "rm -rf \"$ROOT/logs\" && echo x > \"$ROOT/logs\"",
+            "logs: guest archive entry refused: `logs` that is not a directory",
+        ),
+        (
+            "ln -s /etc/passwd \"$ROOT/.fruix-signatures\"",
+            ".fruix-signatures: guest archive entry refused: a symlink at the top",
+        ),
+    ] {
+        let (_host, stderr) = import_refused(&sshd, tamper, &[]);
+        assert!(stderr.contains(expected), "{tamper}: {stderr}");
+    }
+}
+
+/// Regression: a local build cancelled while make ran said only `fruix:
+/// error: cancelled` (and `"message":"cancelled"` under `--json`): the
+/// result root it kept, unfinished, and its logs were never named. Both
+/// are said now, and are members of the JSON error object.
+#[test]
+fn a_build_cancelled_while_make_runs_names_the_result_root_and_logs_it_kept() {
+    require_tool("bmake", "bmake");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mark = d.join("make-holds");
+    let _leftovers = Leftovers(mark.clone());
+    let mut cmd = fixture_build(fruix(), "local", d, "root");
+    cmd.args(["--json", "--jobs", "1", "--make-flag=HOLD_BUILD=yes"])
+        .arg(format!("--make-flag=HOLD_MARK={}", mark.display()));
+    let mut build = spawn_reading_stderr(&mut cmd);
+    wait_until("make runs", || mark.exists());
+    build.signal(libc::SIGINT);
+    let said = build.wait_for_line("fruix: error: cancelled");
+    let out = build.finish(ENDS, "the interrupted build");
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    let (root, logs) = (d.join("root"), d.join("root/logs"));
+    assert!(root.join(".fruix-incomplete").is_file());
+    assert!(logs.join("buildworld.log").is_file());
+    let expected = format!(
+        "cancelled; the result root {} was kept, marked unfinished (it cannot be promoted); its logs are in {}",
+        root.display(),
+        logs.display()
+    );
+    assert_eq!(said, format!("fruix: error: {expected}"));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = &json["error"];
+    assert_eq!(error["kind"], "cancelled", "{json}");
+    assert_eq!(error["message"], expected.as_str(), "{json}");
+    assert_eq!(error["result_root"], path_text(&root), "{json}");
+    assert_eq!(error["logs"], path_text(&logs), "{json}");
+}
+
+fn path_text(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
