@@ -122,7 +122,14 @@ fn say(bar: &Option<ProgressBar>, line: String) {
 /// stale line (or the terminal's `^C`) stays on screen. Without a
 /// terminal, a stage that printed nothing for [`every`] says it is still
 /// running ([`Heartbeat`]). Warnings are fruix's: `fruix: warning: ...`.
-pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: CancellationToken) {
+/// Returns the warnings (the first [`KEPT_WARNINGS`]), for a failure's JSON
+/// error (`warnings`): what a cleanup left, said only there otherwise.
+pub async fn show_events(
+    mut rx: EventReceiver,
+    output: OutputArgs,
+    cancel: CancellationToken,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
     let mode = Mode::from_output(&output);
     let mut bar: Option<ProgressBar> = None;
     let mut told = false;
@@ -197,14 +204,21 @@ pub async fn show_events(mut rx: EventReceiver, output: OutputArgs, cancel: Canc
                 say(&bar, format!("==> {ended}"));
             }
             (Event::Warning { message }, _) => {
-                say(&bar, format!("fruix: {}", warning_line(message)))
+                say(&bar, format!("fruix: {}", warning_line(message)));
+                if warnings.len() < KEPT_WARNINGS {
+                    warnings.push(message.clone());
+                }
             }
         }
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    warnings
 }
+
+/// How many of a build's warnings its JSON error repeats.
+pub const KEPT_WARNINGS: usize = 64;
 
 /// Says on stderr what a command waits for while a lock of the store is
 /// held: set for every store the process opens ([`set_lock_notice`], in

@@ -341,10 +341,20 @@ pub(crate) fn holding_host_initiated_build(
     sshd: &Sshd,
     mark: &Path,
 ) -> (tempfile::TempDir, Reading) {
+    holding_host_initiated_build_with(sshd, mark, &[])
+}
+
+/// [`holding_host_initiated_build`] with `extra` arguments.
+fn holding_host_initiated_build_with(
+    sshd: &Sshd,
+    mark: &Path,
+    extra: &[&str],
+) -> (tempfile::TempDir, Reading) {
     let host = tempfile::tempdir().unwrap();
     let mut cmd = guest_build(sshd, "host-initiated", host.path(), "r1");
     cmd.args(["--jobs", "1", "--make-flag=HOLD_BUILD=yes"])
-        .arg(format!("--make-flag=HOLD_MARK={}", mark.display()));
+        .arg(format!("--make-flag=HOLD_MARK={}", mark.display()))
+        .args(extra);
     (host, spawn_reading_stderr(&mut cmd))
 }
 
@@ -518,7 +528,7 @@ fn ctrl_c_while_the_guest_stopped_answering_ends_the_build_and_its_lifeline_stop
     let sshd = Sshd::trusted();
     let mark = sshd.dir.path().join("world-build-ran");
     let _leftovers = Leftovers(mark.clone());
-    let (_host, mut build) = holding_host_initiated_build(&sshd, &mark);
+    let (_host, mut build) = holding_host_initiated_build_with(&sshd, &mark, &["--json"]);
     wait_until("the world build runs", || mark.exists());
     sshd.signal_connections(libc::SIGSTOP);
     let signalled = Instant::now();
@@ -537,6 +547,16 @@ fn ctrl_c_while_the_guest_stopped_answering_ends_the_build_and_its_lifeline_stop
     assert!(
         warning.contains("are left; remove them once the guest answers"),
         "{warning}"
+    );
+    // Under --json the warning is in the error object too (it was on
+    // stderr only).
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = said["error"]["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.contains("stopped answering, so its work directory"))),
+        "{said}"
     );
     assert!(
         took < ANSWER_WAIT + Duration::from_secs(5),

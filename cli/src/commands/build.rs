@@ -168,7 +168,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     // The machine's slot is free again once the build ended: promotion
     // runs on this host.
     drop(slot);
-    let _ = printer.await;
+    let warnings = printer.await.unwrap_or_default();
     display.store(false, Ordering::SeqCst);
     let untouched = match built_from {
         Some(object) => tokio::task::spawn_blocking(move || check_source_untouched(&object))
@@ -185,7 +185,11 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             if let Err(written) = untouched {
                 eprintln!("fruix: warning: {written}");
             }
-            return Err(kept_when_cancelled(run_error(e), &plan.result_root));
+            let failed = kept_when_cancelled(run_error(e), &plan.result_root);
+            return Err(match warnings.is_empty() {
+                true => failed,
+                false => failed.with_detail("warnings", warnings.into()),
+            });
         }
     };
     let Some(store) = store else {
