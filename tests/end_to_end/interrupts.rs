@@ -516,7 +516,7 @@ fn ctrl_c_while_copying_to_another_store_leaves_nothing_there() {
 }
 
 /// A pool entry of `store`: a file only reading an object's content opens.
-fn a_pool_entry(store: &Path) -> PathBuf {
+pub(crate) fn a_pool_entry(store: &Path) -> PathBuf {
     std::fs::read_dir(store.join(".links"))
         .unwrap()
         .flatten()

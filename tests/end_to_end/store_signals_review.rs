@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::interrupts::a_pool_entry;
 use crate::race::{Gate, LIMIT};
 use crate::util::{
     fruix, made_state, on_store, promoted_store, run_ok, spawn_reading_stderr, store_export,
@@ -23,16 +24,6 @@ const ENDS: Duration = Duration::from_secs(120);
 /// The interval the commands are given: short, so that a line comes soon
 /// after the work is held.
 const EVERY: &[&str] = &["--json", "--progress-every", "10ms"];
-
-/// A pool entry of `store`: a file only reading an object's content opens.
-fn a_pool_entry(store: &Path) -> PathBuf {
-    std::fs::read_dir(store.join(".links"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
-        .expect("a pool entry")
-}
 
 /// Checks that `reading` ends with status 0 and one JSON document (an
 /// object) on its stdout.
