@@ -522,6 +522,8 @@ async fn spawn_retrying(
 const SPAWN_TRIES: u32 = 50;
 
 fn spawn_error(program: &str, hint: &str, e: std::io::Error) -> Error {
+    // A program named in an executors file may hold a line break.
+    let program = crate::escape::text(program);
     match e.kind() {
         std::io::ErrorKind::NotFound => Error::system(format!(
             "program `{program}` was not found (not in PATH, or no such file); {hint}"

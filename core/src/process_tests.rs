@@ -19,6 +19,23 @@ fn statuses_are_described_for_people() {
     assert_eq!(describe_status(killed), "killed by signal 9");
 }
 
+/// Regression: a program's line break or tab (an executors file allows
+/// them in a command) reached the message raw, one error read as two lines.
+#[test]
+fn a_program_that_cannot_start_is_named_escaped() {
+    let e = spawn_error(
+        "./a\nb\tc",
+        "check the build command",
+        std::io::Error::from(std::io::ErrorKind::NotFound),
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("program `./a\\nb\\tc` was not found"),
+        "{text}"
+    );
+    assert!(!text.contains('\n') && !text.contains('\t'), "{text}");
+}
+
 #[test]
 fn a_missing_program_names_itself_and_the_hint() {
     let e = spawn_error(

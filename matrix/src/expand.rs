@@ -108,8 +108,28 @@ pub fn expand<K: Ord + Clone>(
     product
 }
 
+/// The most cells a matrix may have, its axes' product and its include
+/// entries counted before anything is expanded (GitHub Actions runs at
+/// most 256 jobs of one matrix; a FreeBSD base build takes an hour).
+pub const MAX_CELLS: u64 = 4096;
+
 /// The cells of `file`, in expansion order, with their ids.
 pub fn cells(file: &MatrixFile) -> Result<Vec<Cell>> {
+    let most = file
+        .axes
+        .iter()
+        .fold(1u64, |n, (_, values)| n.saturating_mul(values.len() as u64))
+        .saturating_add(file.include.len() as u64);
+    if most > MAX_CELLS {
+        return Err(crate::Error::Core(Error::InvalidMetadata {
+            path: file.path.clone(),
+            field: "axes".into(),
+            line: None,
+            message: format!(
+                "the axes and include entries make up to {most} cells, more than {MAX_CELLS}; split the matrix, or give fewer values"
+            ),
+        }));
+    }
     let combinations = expand(&file.axes, &file.exclude, &file.include);
     if combinations.is_empty() {
         return Err(crate::Error::Core(Error::InvalidMetadata {
@@ -161,6 +181,10 @@ fn assign_ids(cells: &mut [Cell]) {
         .filter(|a| *a == Axis::Executor || cells.iter().any(|c| c.value(*a) != cells[0].value(*a)))
         .collect();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    // Every id given so far: a numbered one may be another cell's own
+    // (`-DA=b` and `-DA/b` both read `-DA_b`; the second, `-DA_b-2`, is
+    // the third's own id too), and is numbered on then.
+    let mut taken = std::collections::HashSet::new();
     for cell in cells.iter_mut() {
         let parts: Vec<String> = varying
             .iter()
@@ -170,7 +194,17 @@ fn assign_ids(cells: &mut [Cell]) {
         let base = parts.join("-");
         let n = seen.entry(base.clone()).or_insert(0);
         *n += 1;
-        cell.id = if *n == 1 { base } else { format!("{base}-{n}") };
+        let mut id = if *n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        while taken.contains(&id) {
+            *n += 1;
+            id = format!("{base}-{n}");
+        }
+        taken.insert(id.clone());
+        cell.id = id;
     }
 }
 
@@ -312,6 +346,38 @@ mod tests {
             ids,
             ["local-NONDETERMINISTIC_yes", "local-A_B", "local-A_B-2"]
         );
+        // Regression: a numbered id that is another cell's own was given
+        // twice (`-DA=b` and `-DA/b` both read `-DA_b`).
+        let cells = matrix(
+            r#"(fruix-matrix (format-version 1) (source "s")
+  (axes (executor "local") (make-flag "-DA=b" "-DA/b" "-DA_b-2")))"#,
+        )
+        .unwrap();
+        let ids: Vec<&str> = cells.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["local--DA_b", "local--DA_b-2", "local--DA_b-2-2"]);
+    }
+
+    /// Regression: a matrix of five axes of 100 values was expanded
+    /// whole (10^10 cells) before anything was checked: minutes, then an
+    /// allocation failure. Its size is refused before it is expanded.
+    #[test]
+    fn a_matrix_of_too_many_cells_is_refused_before_it_is_expanded() {
+        let values: Vec<String> = (0..100).map(|i| format!("\"v{i}\"")).collect();
+        let values = values.join(" ");
+        let text = format!(
+            r#"(fruix-matrix (format-version 1) (source "s")
+  (axes (executor {values}) (kernconf {values}) (target-arch {values}) (make-flag {values})))"#
+        );
+        let e = matrix(&text).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("up to 100000000 cells, more than 4096"),
+            "{e}"
+        );
+        // A small one expands.
+        let text = r#"(fruix-matrix (format-version 1) (source "s")
+  (axes (executor "local") (kernconf "A" "B") (make-flag "X")))"#;
+        assert_eq!(matrix(text).unwrap().len(), 2);
     }
 
     #[test]

@@ -313,12 +313,22 @@ fn read_executor(mut r: Record<'_>, path: &Path, dir: &Path) -> Result<ExternalS
         };
         // Arguments may be scripts (`"sh" "-c" "..."`) spanning lines.
         let mut argv = s.multiline_strings("command")?.unwrap_or_default();
-        let Some(program) = argv.first_mut() else {
+        let Some(program) = argv.first_mut().filter(|p| !p.is_empty()) else {
             return Err(s.invalid(
                 "command",
-                "missing or empty; give the program to run and its arguments",
+                "missing or empty (or its program is \"\"); give the program to run and its arguments",
             ));
         };
+        // Arguments may span lines; the program is one name.
+        if program.chars().any(char::is_control) {
+            return Err(s.invalid(
+                "command",
+                format!(
+                    "its program {} holds a control character; give a program name or path",
+                    fruix_core::escape::quoted(program)
+                ),
+            ));
+        }
         if program.contains('/') && !program.starts_with('/') {
             *program = dir.join(&*program).to_string_lossy().into_owned();
         }
@@ -534,6 +544,18 @@ mod tests {
                 "(command \"/usr/local/bin/vm-build\")",
                 "(command)",
                 "missing or empty",
+            ),
+            // Refused as its stage started, after the others had run.
+            (
+                "(command \"/usr/local/bin/vm-build\")",
+                "(command \"\")",
+                "its program is \"\"",
+            ),
+            // A program name that would break a message's line.
+            (
+                "(command \"/usr/local/bin/vm-build\")",
+                "(command \"/usr/local/bin/vm\\nbuild\")",
+                "its program \"/usr/local/bin/vm\\nbuild\" holds a control character",
             ),
             (
                 "(name \"vm_image\")",
