@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use fruix_core::manifest::Progress;
+use fruix_core::manifest::{Cancelled, Progress};
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::{CliError, CliResult, Status};
@@ -14,6 +14,20 @@ use crate::exit::{CliError, CliResult, Status};
 /// What a command without a live display says when a signal cancels it
 /// (a build's display says [`crate::display::CANCELLING`] instead).
 pub const CANCELLING: &str = "fruix: cancelling: stopping and cleaning up";
+
+/// What a command says when a signal comes once its work has committed
+/// ([`Progress::commit`]: a promotion publishing its objects): the work
+/// finishes, and the command ends as it would have.
+pub const TOO_LATE: &str =
+    "fruix: too late to cancel: the promotion is publishing its objects, and finishes";
+
+/// What a command says of the cancellation `cancelled`.
+pub fn cancelling(cancelled: Cancelled) -> &'static str {
+    match cancelled {
+        Cancelled::Stopping => CANCELLING,
+        Cancelled::TooLate => TOO_LATE,
+    }
+}
 
 /// Runs `on_signal`, on a thread of its own, at the first SIGINT, SIGTERM
 /// or SIGHUP from now on (the handlers are in place when this returns),
@@ -74,13 +88,13 @@ pub fn watch_signals(cancel: CancellationToken) -> CliResult<()> {
 /// loops fail with [`fruix_core::Error::Cancelled`], which removes what
 /// they made), then runs `also` (which wakes what waits), at the first
 /// SIGINT, SIGTERM or SIGHUP (see [`on_cancel`]), and says [`CANCELLING`]
-/// once both are done.
+/// once both are done, or [`TOO_LATE`] when the work had committed.
 pub fn cancel_work(progress: &Progress, also: impl FnOnce() + Send + 'static) -> CliResult<()> {
     let cancel = progress.canceller();
     on_cancel(move || {
-        cancel();
+        let cancelled = cancel();
         also();
-        eprintln!("{CANCELLING}");
+        eprintln!("{}", cancelling(cancelled));
     })
 }
 

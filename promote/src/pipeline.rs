@@ -428,7 +428,10 @@ pub fn promote_validated(
     if result_new {
         temps.push(prepare_bundle(store, &bundle, &reports)?);
     }
-    check_cancelled(options.progress)?;
+    // The point of no return: a cancellation from now on is too late.
+    if let Some(progress) = options.progress {
+        progress.commit()?;
+    }
     let published = store.publish(temps.into_iter().flatten().collect())?;
     // Valid once registered: every artifact (one that existed may have been
     // published by a promotion killed before registering it), then the

@@ -382,3 +382,98 @@ fn unreadable_file_is_named_and_changes_nothing() {
         .collect();
     assert!(objects.is_empty(), "{objects:?}");
 }
+
+/// A stdout for a child whose first write waits until the test reads: a
+/// pipe already full. Returns its reading end and its writing end.
+fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let fd = writer.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own; results checked.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    assert!(flags >= 0);
+    assert_eq!(
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) },
+        0
+    );
+    loop {
+        match writer.write(&[b' '; 4096]) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the pipe: {e}"),
+        }
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }, 0);
+    (reader, writer)
+}
+
+#[test]
+fn a_signal_once_the_promotion_has_committed_says_it_is_too_late_and_the_command_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample_root(dir.path(), "root");
+    for command in ["native-build promote", "build"] {
+        let at = dir.path().join(command.replace(' ', "-"));
+        fs::create_dir(&at).unwrap();
+        let (store, state, link) = (at.join("store"), at.join("state"), at.join("result"));
+        let mut cmd = match command {
+            "build" => {
+                let mut cmd = crate::util::fixture_build(fruix(), "local", &at, "build-root");
+                cmd.arg("--out-link").arg(&link);
+                cmd
+            }
+            _ => crate::util::promote_linked(&store, &state, &link, &root, &[]),
+        };
+        cmd.arg("--json");
+        signalled_once_committed(command, cmd, &at, &link);
+        verify_store(&store);
+    }
+}
+
+/// Runs `cmd`, a promoting command that makes the out-link `link` in
+/// `dir`, and sends it SIGTERM once the link is there (its objects
+/// published): it says it is too late, and succeeds.
+fn signalled_once_committed(what: &str, mut cmd: std::process::Command, dir: &Path, link: &Path) {
+    use crate::race::Inotify;
+    use std::io::{BufRead, Read};
+    // The out-link is made once the objects are published; the report is
+    // printed after it, into a full pipe: the command waits there,
+    // committed, until the test reads.
+    let inotify = Inotify::new();
+    let dir_wd = inotify.watch(dir, libc::IN_CREATE | libc::IN_MOVED_TO);
+    let (mut stdout, full) = full_pipe();
+    cmd.stdout(full).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let name = link.file_name().unwrap().as_encoded_bytes();
+    inotify.wait(|e| e.wd == dir_wd && e.name == name);
+    // SAFETY: signalling our own child, not yet reaped.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    crate::util::wait_for_line(&lines, "fruix: too late to cancel");
+    let reading = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        stdout.read_to_end(&mut all).unwrap();
+        all
+    });
+    let out = crate::util::wait_with_deadline(child, std::time::Duration::from_secs(60), what);
+    let after: Vec<String> = lines.try_iter().collect();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{what}: stderr after the signal: {after:?}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&reading.join().unwrap()).unwrap();
+    let result = report["result_store"].as_str().unwrap();
+    assert_eq!(fs::read_link(link).unwrap(), Path::new(result), "{what}");
+}

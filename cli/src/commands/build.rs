@@ -11,7 +11,7 @@ use fruix_core::executor::{
     run_executor_within, BuildRequest, EventSink, Executor, Registry, RunLimits,
 };
 use fruix_core::machines::{Machine, Machines};
-use fruix_core::manifest::Progress;
+use fruix_core::manifest::{Cancelled, Progress};
 use fruix_core::promotion::{BuildPolicy, SourceStore};
 use fruix_core::run_id::{allocate_run_dir, format_run_id};
 use fruix_core::Error as CoreError;
@@ -53,11 +53,12 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     {
         let (cancel, stop, display) = (cancel.clone(), work.canceller(), display.clone());
         crate::signals::on_cancel(move || {
-            stop();
+            let cancelled = stop();
             cancel.cancel();
-            // While the build runs, its display says so.
-            if !display.load(Ordering::SeqCst) {
-                eprintln!("{}", crate::signals::CANCELLING);
+            // While the build runs, its display says so; once the
+            // promotion has committed, it is too late.
+            if cancelled == Cancelled::TooLate || !display.load(Ordering::SeqCst) {
+                eprintln!("{}", crate::signals::cancelling(cancelled));
             }
         })?;
     }

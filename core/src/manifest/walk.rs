@@ -45,7 +45,7 @@ mod progress;
 use file::read_one;
 pub use file::{hash_file, with_buffer, FileDigest, OpenFile, ReadFile};
 use progress::check;
-pub use progress::Progress;
+pub use progress::{Cancelled, Progress};
 
 /// Deepest directory nesting a walk accepts below its root.
 pub const MAX_DEPTH: usize = 256;

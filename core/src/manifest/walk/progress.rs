@@ -4,7 +4,7 @@
 //! piece of a file read, so that its caller's own failure path (which
 //! removes what it had made) runs.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -18,10 +18,45 @@ pub struct Progress {
     /// File content bytes read so far, counted as each piece is read (a
     /// large file moves it before it is done).
     pub bytes: AtomicU64,
-    /// Set once the work is cancelled; shared by [`Progress::fresh_counters`].
-    cancelled: Arc<AtomicBool>,
+    /// [`RUNNING`], then [`CANCELLED`] or [`COMMITTED`], whichever came
+    /// first; shared by [`Progress::fresh_counters`].
+    state: Arc<AtomicU8>,
     /// What the work does once its reading is done, for a display.
     phase: Mutex<Option<&'static str>>,
+}
+
+/// The work runs: a cancellation stops it.
+const RUNNING: u8 = 0;
+/// The work was cancelled: it fails with [`Error::Cancelled`].
+const CANCELLED: u8 = 1;
+/// The work passed its point of no return ([`Progress::commit`]): it
+/// finishes.
+const COMMITTED: u8 = 2;
+
+/// What a cancellation did ([`Progress::cancel`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The work stops (now, or already had).
+    Stopping,
+    /// Too late: the work had committed ([`Progress::commit`]), and
+    /// finishes.
+    TooLate,
+}
+
+/// What the state `previous` (before a cancellation's attempt) makes of it.
+fn cancelled(previous: u8) -> Cancelled {
+    match previous {
+        COMMITTED => Cancelled::TooLate,
+        _ => Cancelled::Stopping,
+    }
+}
+
+/// Cancels the work whose state is `state`, unless it committed.
+fn cancel_state(state: &AtomicU8) -> Cancelled {
+    match state.compare_exchange(RUNNING, CANCELLED, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => Cancelled::Stopping,
+        Err(previous) => cancelled(previous),
+    }
 }
 
 impl Progress {
@@ -47,28 +82,47 @@ impl Progress {
     /// add) counts from zero, and one Ctrl-C cancels them all.
     pub fn fresh_counters(&self) -> Progress {
         Progress {
-            cancelled: Arc::clone(&self.cancelled),
+            state: Arc::clone(&self.state),
             ..Progress::default()
         }
     }
 
     /// Cancels the work: every walk counting on these counters (or on
     /// [`fresh_counters`](Progress::fresh_counters) of them) fails with
-    /// [`Error::Cancelled`] at its next entry or piece of a file.
-    pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
+    /// [`Error::Cancelled`] at its next entry or piece of a file. Once the
+    /// work has committed ([`Progress::commit`]) it is too late: nothing
+    /// changes, and this says so.
+    pub fn cancel(&self) -> Cancelled {
+        cancel_state(&self.state)
     }
 
     /// What [`Progress::cancel`] does, as a function that any thread (a
     /// signal handler's) may call later, once these counters are gone.
-    pub fn canceller(&self) -> impl Fn() + Send + Sync + 'static {
-        let cancelled = Arc::clone(&self.cancelled);
-        move || cancelled.store(true, Ordering::SeqCst)
+    pub fn canceller(&self) -> impl Fn() -> Cancelled + Send + Sync + 'static {
+        let state = Arc::clone(&self.state);
+        move || cancel_state(&state)
     }
 
     /// Whether the work was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
+        self.state.load(Ordering::SeqCst) == CANCELLED
+    }
+
+    /// Passes the work's point of no return (a promotion about to publish
+    /// its objects): [`Error::Cancelled`] if it was cancelled first;
+    /// otherwise a later cancellation is too late ([`Cancelled::TooLate`])
+    /// and the work finishes. The one check and mark is atomic: no
+    /// cancellation comes between them. It holds for every counter of
+    /// [`Progress::fresh_counters`], so only a command's last piece of work
+    /// commits.
+    pub fn commit(&self) -> Result<()> {
+        match self
+            .state
+            .compare_exchange(RUNNING, COMMITTED, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Err(CANCELLED) => Err(Error::Cancelled),
+            _ => Ok(()),
+        }
     }
 
     /// [`Error::Cancelled`] once the work was cancelled: the check at the
@@ -184,5 +238,21 @@ mod tests {
         assert!(matches!(e, Error::Cancelled), "{e}");
         assert_eq!(visited, [b"".to_vec(), b"a".to_vec()]);
         assert!(progress.check_cancelled().is_err());
+    }
+
+    #[test]
+    fn a_cancellation_after_the_commit_is_too_late_and_one_before_it_refuses_the_commit() {
+        let progress = Progress::default();
+        let cancel = progress.canceller();
+        progress.fresh_counters().commit().unwrap();
+        assert_eq!(cancel(), Cancelled::TooLate);
+        assert!(!progress.is_cancelled());
+        progress.check_cancelled().unwrap();
+
+        let progress = Progress::default();
+        assert_eq!(progress.cancel(), Cancelled::Stopping);
+        assert_eq!(progress.cancel(), Cancelled::Stopping);
+        assert!(matches!(progress.commit(), Err(Error::Cancelled)));
+        assert!(progress.is_cancelled());
     }
 }
