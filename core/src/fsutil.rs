@@ -340,23 +340,20 @@ fn is_symlink(path: &Path) -> bool {
 /// What a file type is called in messages: `directory`, `symlink`,
 /// `regular file`, `FIFO`...
 pub fn file_type_name(kind: fs::FileType) -> &'static str {
-    if kind.is_symlink() {
-        "symlink"
-    } else if kind.is_file() {
-        "regular file"
-    } else if kind.is_dir() {
-        "directory"
-    } else if kind.is_fifo() {
-        "FIFO"
-    } else if kind.is_char_device() {
-        "character device"
-    } else if kind.is_block_device() {
-        "block device"
-    } else if kind.is_socket() {
-        "socket"
-    } else {
-        "file of unknown type"
-    }
+    type Is = fn(&fs::FileType) -> bool;
+    const NAMES: [(Is, &str); 7] = [
+        (fs::FileType::is_symlink, "symlink"),
+        (fs::FileType::is_file, "regular file"),
+        (fs::FileType::is_dir, "directory"),
+        (FileTypeExt::is_fifo, "FIFO"),
+        (FileTypeExt::is_char_device, "character device"),
+        (FileTypeExt::is_block_device, "block device"),
+        (FileTypeExt::is_socket, "socket"),
+    ];
+    NAMES
+        .iter()
+        .find(|(is, _)| is(&kind))
+        .map_or("file of unknown type", |&(_, name)| name)
 }
 
 #[cfg(test)]
@@ -569,6 +566,28 @@ mod tests {
             MetadataFileProblem::NotRegular { kind: "directory" },
             "is a directory, not a regular file",
         );
+    }
+
+    #[test]
+    fn each_file_type_has_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let [file, fifo, link] = ["file", "fifo", "link"].map(|n| dir.path().join(n));
+        fs::write(&file, "").unwrap();
+        crate::testing::mkfifo(&fifo).unwrap();
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let socket = dir.path().join("socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        for (path, name) in [
+            (link.as_path(), "symlink"),
+            (&file, "regular file"),
+            (dir.path(), "directory"),
+            (&fifo, "FIFO"),
+            (Path::new("/dev/null"), "character device"),
+            (&socket, "socket"),
+        ] {
+            let kind = fs::symlink_metadata(path).unwrap().file_type();
+            assert_eq!(file_type_name(kind), name, "{path:?}");
+        }
     }
 
     #[test]

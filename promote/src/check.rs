@@ -549,22 +549,30 @@ fn hash_reader(file: &mut File, display: &Path) -> Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
 
     use fruix_core::testing::TestDir;
 
     use super::*;
-    use crate::{promote_native_build_result, PromoteOptions, Store};
+    use crate::{promote_native_build_result, PromoteOptions, PromotionReport, Store};
+
+    /// A result root promoted into a new store: the test directory
+    /// holding both, the root, the store and the promotion's report.
+    fn promoted() -> (TestDir, PathBuf, Store, PromotionReport) {
+        let dir = TestDir::new();
+        let root = dir.root("r1", "local", "20260405T213444Z", true);
+        let store = Store::open(&dir.store()).unwrap();
+        let report =
+            promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+        (dir, root, store, report)
+    }
 
     /// A bundle found in the store (left unregistered by a killed import,
     /// say) is checked as a bundle: read as an artifact, it failed for
     /// want of an artifact's metadata file, and could never be reused.
     #[test]
     fn a_bundle_found_in_the_store_is_checked_as_a_bundle() {
-        let dir = TestDir::new();
-        let root = dir.root("r1", "local", "20260405T213444Z", true);
-        let store = Store::open(&dir.store()).unwrap();
-        let report =
-            promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+        let (_dir, _, _store, report) = promoted();
         let bundle = &report.result_store;
         check_reusable(bundle).unwrap();
         for artifact in report.artifacts.values() {
@@ -584,11 +592,7 @@ mod tests {
     /// is no object: it goes, and promotion builds the object anew.
     #[test]
     fn an_object_missing_its_manifest_is_replaced_only_when_unregistered() {
-        let dir = TestDir::new();
-        let root = dir.root("r1", "local", "20260405T213444Z", true);
-        let store = Store::open(&dir.store()).unwrap();
-        let report =
-            promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+        let (_dir, root, store, report) = promoted();
         let world = &report.artifacts["world"].store_path;
         std::fs::set_permissions(world, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::remove_file(world.join(MANIFEST_FILE)).unwrap();

@@ -518,6 +518,14 @@ mod tests {
         }
     }
 
+    /// The registry's path in store `dir`, its directory made, for a
+    /// registry file written by hand.
+    fn registry_file(dir: &Path) -> PathBuf {
+        let meta = dir.join(META_DIR);
+        std::fs::create_dir_all(&meta).unwrap();
+        meta.join(DB_FILE)
+    }
+
     #[test]
     fn references_are_queried_both_ways_and_closed_over() {
         let dir = tempfile::tempdir().unwrap();
@@ -713,9 +721,7 @@ mod tests {
     #[test]
     fn a_version_1_database_migrates_forward_keeping_its_records() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = dir.path().join(META_DIR);
-        std::fs::create_dir_all(&meta).unwrap();
-        let conn = Connection::open(meta.join(DB_FILE)).unwrap();
+        let conn = Connection::open(registry_file(dir.path())).unwrap();
         conn.execute_batch(MIGRATIONS[0]).unwrap();
         conn.execute(
             "INSERT INTO objects (name, kind, size, registered_at) VALUES (?1, 'artifact', 1, 1)",
@@ -742,9 +748,7 @@ mod tests {
     #[test]
     fn database_errors_say_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = dir.path().join(META_DIR);
-        std::fs::create_dir_all(&meta).unwrap();
-        std::fs::write(meta.join(DB_FILE), vec![b'x'; 8192]).unwrap();
+        std::fs::write(registry_file(dir.path()), vec![b'x'; 8192]).unwrap();
         let err = Database::open(dir.path(), || Ok(Vec::new())).unwrap_err();
         let text = err.to_string();
         assert!(
@@ -792,15 +796,14 @@ mod tests {
     #[test]
     fn a_foreign_database_is_refused_and_left_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = dir.path().join(META_DIR);
-        std::fs::create_dir_all(&meta).unwrap();
-        let conn = Connection::open(meta.join(DB_FILE)).unwrap();
+        let file = registry_file(dir.path());
+        let conn = Connection::open(&file).unwrap();
         conn.execute_batch("CREATE TABLE theirs (x)").unwrap();
         drop(conn);
         let err = Database::open(dir.path(), || Ok(Vec::new())).unwrap_err();
         assert!(matches!(err, Error::DatabaseUnreadable { .. }), "{err:?}");
         assert!(err.to_string().contains("not a fruix registry"), "{err}");
-        let conn = Connection::open(meta.join(DB_FILE)).unwrap();
+        let conn = Connection::open(&file).unwrap();
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master")
             .unwrap()

@@ -393,6 +393,15 @@ mod tests {
     const NAME: &str =
         "0123456789abcdef0123456789abcdef01234567-fruix-native-build-result-15.0-STABLE-local";
 
+    /// A state directory (its `gcroots` made) and a store holding [`NAME`],
+    /// in `dir`.
+    fn state_and_store(dir: &Path) -> (PathBuf, PathBuf) {
+        let (state, store) = (dir.join("state"), dir.join("store"));
+        std::fs::create_dir_all(store.join(NAME)).unwrap();
+        std::fs::create_dir_all(state.join(GCROOTS_DIR)).unwrap();
+        (state, store)
+    }
+
     /// Regression: the link was made before its root was registered, so a
     /// state directory that could take no root (full, its `auto` not a
     /// directory) left `./result` pointing at an object no root kept, which
@@ -400,9 +409,7 @@ mod tests {
     #[test]
     fn a_root_that_cannot_be_registered_leaves_the_link_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
-        let (state, store) = (dir.path().join("state"), dir.path().join("store"));
-        std::fs::create_dir_all(store.join(NAME)).unwrap();
-        std::fs::create_dir_all(state.join(GCROOTS_DIR)).unwrap();
+        let (state, store) = state_and_store(dir.path());
         std::fs::write(state.join(GCROOTS_DIR).join(AUTO_DIR), "").unwrap();
         let link = dir.path().join("result");
         std::os::unix::fs::symlink("/old", &link).unwrap();
@@ -430,9 +437,7 @@ mod tests {
     #[test]
     fn an_auto_directory_that_is_a_symlink_is_refused_by_writers_and_the_collector() {
         let dir = tempfile::tempdir().unwrap();
-        let (state, store) = (dir.path().join("state"), dir.path().join("store"));
-        std::fs::create_dir_all(store.join(NAME)).unwrap();
-        std::fs::create_dir_all(state.join(GCROOTS_DIR)).unwrap();
+        let (state, store) = state_and_store(dir.path());
         let elsewhere = dir.path().join("elsewhere");
         std::fs::create_dir(&elsewhere).unwrap();
         let auto = state.join(GCROOTS_DIR).join(AUTO_DIR);
@@ -487,8 +492,7 @@ mod tests {
     #[test]
     fn direct_indirect_and_dead_roots_are_listed() {
         let dir = tempfile::tempdir().unwrap();
-        let (state, store) = (dir.path().join("state"), dir.path().join("store"));
-        std::fs::create_dir_all(store.join(NAME)).unwrap();
+        let (state, store) = state_and_store(dir.path());
         let gcroots = state.join(GCROOTS_DIR);
         std::fs::create_dir_all(gcroots.join("profiles")).unwrap();
         std::os::unix::fs::symlink(

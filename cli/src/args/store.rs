@@ -460,25 +460,39 @@ pub struct DeleteArgs {
 mod tests {
     use super::*;
 
+    /// Checks that `parse` reads each text of `accepted` as its number of
+    /// seconds, and refuses each of `refused`.
+    fn check_parser(
+        parse: fn(&str) -> Result<Duration, String>,
+        accepted: &[(&str, u64)],
+        refused: &[&str],
+    ) {
+        for (text, seconds) in accepted {
+            assert_eq!(parse(text), Ok(Duration::from_secs(*seconds)), "{text:?}");
+        }
+        for text in refused {
+            assert!(parse(text).is_err(), "{text:?}");
+        }
+    }
+
     #[test]
     fn a_limit_is_a_duration_longer_than_0() {
-        assert_eq!(parse_limit("90min"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_limit("2h"), Ok(Duration::from_secs(7200)));
-        for refused in ["0s", "0", "soon", "", "18446744073709551615s", "101years"] {
-            assert!(parse_limit(refused).is_err(), "{refused:?}");
-        }
+        check_parser(
+            parse_limit,
+            &[("90min", 5400), ("2h", 7200)],
+            &["0s", "0", "soon", "", "18446744073709551615s", "101years"],
+        );
     }
 
     /// `--idle-timeout` took bare seconds only, unlike every other time
     /// flag: it takes a duration, and still a bare number of seconds.
     #[test]
     fn an_idle_limit_is_a_duration_or_bare_seconds() {
-        assert_eq!(parse_idle_limit("600"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_idle_limit("10min"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_idle_limit("90s"), Ok(Duration::from_secs(90)));
-        for refused in ["0", "0s", "-1", "soon", "18446744073709551615", "101years"] {
-            assert!(parse_idle_limit(refused).is_err(), "{refused:?}");
-        }
+        check_parser(
+            parse_idle_limit,
+            &[("600", 600), ("10min", 600), ("90s", 90)],
+            &["0", "0s", "-1", "soon", "18446744073709551615", "101years"],
+        );
     }
 
     #[test]

@@ -160,9 +160,9 @@ pub(super) fn claimed(header: &Header) -> Result<Claimed> {
             format!("its metadata names it {gives}: the metadata or the name was changed"),
         )
     };
-    let plain = |metadata_file, record| Claimed {
+    let plain = |metadata_file, tree_signature, record| Claimed {
         metadata_file,
-        tree_signature: None,
+        tree_signature,
         stripped: HashMap::new(),
         record,
         bundle_artifacts: Vec::new(),
@@ -174,10 +174,10 @@ pub(super) fn claimed(header: &Header) -> Result<Claimed> {
                 ObjectIdentity::from_text(&path.join(OBJECT_METADATA_FILE), &header.metadata)
                     .map_err(refused)?;
             let claimed = Claimed {
-                tree_signature: Some(identity.tree_signature.clone()),
                 stripped: identity.stripped_modes.iter().cloned().collect(),
                 ..plain(
                     OBJECT_METADATA_FILE,
+                    Some(identity.tree_signature.clone()),
                     register::artifact(name, &identity, 0, None),
                 )
             };
@@ -187,10 +187,11 @@ pub(super) fn claimed(header: &Header) -> Result<Claimed> {
             let identity =
                 SourceIdentity::from_text(&path.join(SOURCE_METADATA_FILE), &header.metadata)
                     .map_err(refused)?;
-            let claimed = Claimed {
-                tree_signature: Some(identity.tree_signature.clone()),
-                ..plain(SOURCE_METADATA_FILE, register::source(name, &identity, 0))
-            };
+            let claimed = plain(
+                SOURCE_METADATA_FILE,
+                Some(identity.tree_signature.clone()),
+                register::source(name, &identity, 0),
+            );
             (identity.store_name(), claimed)
         }
         HeaderKind::Bundle => {
@@ -212,6 +213,7 @@ pub(super) fn claimed(header: &Header) -> Result<Claimed> {
                 bundle_references: Some(implied_references(&summary)),
                 ..plain(
                     RESULT_METADATA_FILE,
+                    None,
                     register::bundle_record(name, summary, 0),
                 )
             };

@@ -177,6 +177,16 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
+    /// What `err`, an [`Error::StoreEntry`], found and expected.
+    fn found_and_expected(err: &Error) -> (&'static str, &'static str) {
+        match err {
+            Error::StoreEntry {
+                found, expected, ..
+            } => (found, expected),
+            other => panic!("not a refused store entry: {other:?}"),
+        }
+    }
+
     #[test]
     fn a_symlinked_lock_file_is_refused_and_its_target_untouched() {
         let dir = tempfile::tempdir().unwrap();
@@ -184,26 +194,11 @@ mod tests {
         let link = dir.path().join(".lock");
         symlink(&target, &link).unwrap();
         let err = own_file(dir.path(), &link, Access::Write).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::StoreEntry {
-                    found: "symlink",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_eq!(found_and_expected(&err), ("symlink", "regular file"));
         assert!(!target.exists(), "the link was followed");
         // A dangling symlink to a directory is refused as a directory would be.
         let err = own_dir(dir.path(), &link).unwrap_err();
-        assert!(matches!(
-            err,
-            Error::StoreEntry {
-                found: "symlink",
-                ..
-            }
-        ));
+        assert_eq!(found_and_expected(&err), ("symlink", "directory"));
     }
 
     #[test]
@@ -212,28 +207,11 @@ mod tests {
         let path = dir.path().join("gc.lock");
         fs::create_dir(&path).unwrap();
         let err = own_file(dir.path(), &path, Access::WriteOrRead).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::StoreEntry {
-                    found: "directory",
-                    expected: "regular file",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_eq!(found_and_expected(&err), ("directory", "regular file"));
         let file = dir.path().join("file");
         fs::write(&file, "").unwrap();
         assert!(own_file(dir.path(), &file, Access::Read).is_ok());
         let err = own_dir(dir.path(), &file).unwrap_err();
-        assert!(matches!(
-            err,
-            Error::StoreEntry {
-                found: "regular file",
-                expected: "directory",
-                ..
-            }
-        ));
+        assert_eq!(found_and_expected(&err), ("regular file", "directory"));
     }
 }
