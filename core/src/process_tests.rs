@@ -19,16 +19,19 @@ fn statuses_are_described_for_people() {
     assert_eq!(describe_status(killed), "killed by signal 9");
 }
 
+/// The error of `program` not being found, with `hint`, and its message.
+fn not_found(program: &str, hint: &str) -> (Error, String) {
+    let not_found = std::io::Error::from(std::io::ErrorKind::NotFound);
+    let e = spawn_error(program, hint, not_found);
+    let text = e.to_string();
+    (e, text)
+}
+
 /// Regression: a program's line break or tab (an executors file allows
 /// them in a command) reached the message raw, one error read as two lines.
 #[test]
 fn a_program_that_cannot_start_is_named_escaped() {
-    let e = spawn_error(
-        "./a\nb\tc",
-        "check the build command",
-        std::io::Error::from(std::io::ErrorKind::NotFound),
-    );
-    let text = e.to_string();
+    let (_, text) = not_found("./a\nb\tc", "check the build command");
     assert!(
         text.contains("program `./a\\nb\\tc` was not found"),
         "{text}"
@@ -38,12 +41,7 @@ fn a_program_that_cannot_start_is_named_escaped() {
 
 #[test]
 fn a_missing_program_names_itself_and_the_hint() {
-    let e = spawn_error(
-        "bmake",
-        "set the executor's `make` configuration key",
-        std::io::Error::from(std::io::ErrorKind::NotFound),
-    );
-    let text = e.to_string();
+    let (e, text) = not_found("bmake", "set the executor's `make` configuration key");
     assert!(matches!(e, Error::System { .. }));
     assert!(
         text.contains("`bmake` was not found") && text.contains("`make` configuration key"),

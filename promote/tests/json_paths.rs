@@ -105,6 +105,13 @@ impl OddDir {
         format!("{}/{}", self.shown, text(rest))
     }
 
+    /// Asserts that `value`, a part of the JSON report `report`, is how
+    /// JSON shows `path`, a path in `TMP/dir\xff`.
+    #[track_caller]
+    fn assert_shown(&self, value: &Value, path: &Path, report: &Value) {
+        assert_eq!(*value, self.shown(path), "{report:#}");
+    }
+
     /// How JSON shows each of `paths`.
     fn shown_all(&self, paths: &[PathBuf]) -> Vec<String> {
         paths.iter().map(|p| self.shown(p)).collect()
@@ -119,6 +126,34 @@ impl OddDir {
     /// [`OddDir::elsewhere`] of each of `paths`.
     fn elsewhere_all(&self, paths: &[PathBuf]) -> Vec<PathBuf> {
         paths.iter().map(|p| self.elsewhere(p)).collect()
+    }
+
+    /// Checks the `path`s of `reports`, one for each of the store's
+    /// `objects`, as JSON shows them: as text; and, each moved to
+    /// [`OddDir::elsewhere`] through `path`, escaped.
+    #[track_caller]
+    fn check_object_paths<T: serde::Serialize>(
+        &self,
+        objects: &[PathBuf],
+        reports: Vec<T>,
+        path: fn(&mut T) -> &mut PathBuf,
+    ) {
+        assert_eq!(
+            sorted_strings(&each(&json_of(&reports), "path")),
+            texts(objects)
+        );
+        let elsewhere: Vec<T> = reports
+            .into_iter()
+            .map(|mut report| {
+                let at = path(&mut report);
+                *at = self.elsewhere(at);
+                report
+            })
+            .collect();
+        assert_eq!(
+            sorted_strings(&each(&json_of(&elsewhere), "path")),
+            self.shown_all(&self.elsewhere_all(objects))
+        );
     }
 
     /// The paths of the store's objects, sorted.
@@ -216,17 +251,10 @@ fn promotion_and_source_reports_show_a_path_that_is_not_utf8_escaped() {
         artifact.store_path = s.elsewhere(&artifact.store_path);
     }
     let shown = json_of(&elsewhere);
-    assert_eq!(
-        shown["result_store"],
-        s.shown(&elsewhere.result_store),
-        "{shown:#}"
-    );
+    s.assert_shown(&shown["result_store"], &elsewhere.result_store, &shown);
     for (name, artifact) in &elsewhere.artifacts {
-        assert_eq!(
-            shown["artifacts"][name]["store_path"],
-            s.shown(&artifact.store_path),
-            "{shown:#}"
-        );
+        let at = &shown["artifacts"][name]["store_path"];
+        s.assert_shown(at, &artifact.store_path, &shown);
     }
 
     let added = json_of(&s.source);
@@ -235,11 +263,7 @@ fn promotion_and_source_reports_show_a_path_that_is_not_utf8_escaped() {
     let mut elsewhere = s.source.clone();
     elsewhere.store_path = s.elsewhere(&elsewhere.store_path);
     let shown = json_of(&elsewhere);
-    assert_eq!(
-        shown["store_path"],
-        s.shown(&elsewhere.store_path),
-        "{shown:#}"
-    );
+    s.assert_shown(&shown["store_path"], &elsewhere.store_path, &shown);
 }
 
 #[test]
@@ -247,21 +271,7 @@ fn list_info_verify_and_registry_reports_show_a_path_that_is_not_utf8_escaped() 
     let s = OddDir::new();
     let objects = s.objects();
     let listed = list_store(&s.store, &Filter::default()).unwrap();
-    assert_eq!(
-        sorted_strings(&each(&json_of(&listed), "path")),
-        texts(&objects)
-    );
-    let elsewhere: Vec<_> = listed
-        .into_iter()
-        .map(|mut l| {
-            l.path = s.elsewhere(&l.path);
-            l
-        })
-        .collect();
-    assert_eq!(
-        sorted_strings(&each(&json_of(&elsewhere), "path")),
-        s.shown_all(&s.elsewhere_all(&objects))
-    );
+    s.check_object_paths(&objects, listed, |l| &mut l.path);
 
     let bundle = s.promotion.result_store.file_name().unwrap();
     let mut bundle_info = info(&s.store, text(Path::new(bundle))).unwrap();
@@ -269,7 +279,7 @@ fn list_info_verify_and_registry_reports_show_a_path_that_is_not_utf8_escaped() 
     bundle_info.path = s.elsewhere(&bundle_info.path);
     bundle_info.references = s.elsewhere_all(&bundle_info.references);
     let shown = json_of(&bundle_info);
-    assert_eq!(shown["path"], s.shown(&bundle_info.path), "{shown:#}");
+    s.assert_shown(&shown["path"], &bundle_info.path, &shown);
     assert_eq!(
         shown["references"],
         json!(s.shown_all(&bundle_info.references)),
@@ -277,21 +287,7 @@ fn list_info_verify_and_registry_reports_show_a_path_that_is_not_utf8_escaped() 
     );
 
     let verified = verify_objects(&objects, None, None).unwrap();
-    assert_eq!(
-        sorted_strings(&each(&json_of(&verified), "path")),
-        texts(&objects)
-    );
-    let elsewhere: Vec<_> = verified
-        .into_iter()
-        .map(|mut v| {
-            v.path = s.elsewhere(&v.path);
-            v
-        })
-        .collect();
-    assert_eq!(
-        sorted_strings(&each(&json_of(&elsewhere), "path")),
-        s.shown_all(&s.elsewhere_all(&objects))
-    );
+    s.check_object_paths(&objects, verified, |v| &mut v.path);
 
     // A file someone put in the store, whose name is not UTF-8: foreign.
     let foreign = s.store.path().join(OsStr::from_bytes(b"junk\xff"));

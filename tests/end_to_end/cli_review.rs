@@ -11,7 +11,7 @@ use crate::ssh_import::{answering_helper, build_exiting};
 use crate::sshd::Sshd;
 use crate::util::{
     failed_with, fixture_build_into, fixture_source, fruix, json_error, key_values, listing,
-    promote_command, promote_linked, run, run_json, run_ok, sample_root, source_add,
+    on_store, promote_command, promote_linked, run, run_json, run_ok, sample_root, source_add,
 };
 
 /// An empty scratch directory inside a new temporary directory.
@@ -115,9 +115,7 @@ fn json_output_shows_a_path_that_is_not_utf8_escaped_instead_of_panicking() {
         &["--quiet"],
     ));
     let roots = run_json(
-        fruix()
-            .args(["store", "roots", "--json", "--store"])
-            .arg(&store)
+        on_store(&["store", "roots"], &["--json"], &store)
             .arg("--state-dir")
             .arg(&state),
     );

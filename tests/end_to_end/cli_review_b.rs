@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::sshd::Sshd;
 use crate::util::{
     failed_with, fruix, into_full_disk, promoted_store, run, run_failing, run_ok,
-    run_with_deadline, ssh_store_copy, store_export, verify_store, wait_until,
+    run_with_deadline, spawn_writing_stdin, ssh_store_copy, store_export, verify_store, wait_until,
 };
 
 /// A store in `dir` holding the objects of a sample result root; the
@@ -280,16 +280,12 @@ fn a_cancelled_import_removes_its_temporaries_and_the_store_it_made() {
     // Into a store the import makes (it must go again), then into one that
     // exists (which keeps only what it had).
     for (target, made) in [(dir.path().join("new/store"), true), (other.clone(), false)] {
-        let mut child = fruix()
-            .args(["store", "import", "--no-check-sigs", "--store"])
-            .arg(&target)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (child, mut stdin) = spawn_writing_stdin(
+            fruix()
+                .args(["store", "import", "--no-check-sigs", "--store"])
+                .arg(&target),
+        );
         // The archive's first line, and then nothing: the import waits for more.
-        let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(first_line).unwrap();
         stdin.flush().unwrap();
         wait_until("the import starts", || store_temporaries(&target) > 0);
@@ -544,15 +540,11 @@ fn key_files_that_are_no_regular_files_or_too_large_are_refused_at_once() {
 #[test]
 fn the_self_hosted_helper_bounds_its_request() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = fruix()
-        .args(["native-build", "self-hosted", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (child, mut stdin) = spawn_writing_stdin(
+        fruix()
+            .args(["native-build", "self-hosted", "--state-dir"])
+            .arg(dir.path().join("state")),
+    );
     // The helper stops reading past the bound: a write it refuses is fine.
     let _ = stdin.write_all(&vec![b' '; (1 << 20) + 1]);
     drop(stdin);

@@ -16,9 +16,7 @@ use std::time::Duration;
 use crate::guest_import_cancel::holding_host_initiated_build;
 use crate::ssh_import::import_refused;
 use crate::sshd::Sshd;
-use crate::util::{
-    fixture_build, fruix, require_tool, spawn_reading_stderr, wait_until, Leftovers,
-};
+use crate::util::{held_local_build_cancelled, wait_until, Leftovers};
 
 /// How long a cancelled build may take to end.
 const ENDS: Duration = Duration::from_secs(120);
@@ -64,20 +62,24 @@ fn a_cancelled_host_initiated_build_leaves_nothing_in_the_guest() {
     );
 }
 
+/// A build in the guest of `sshd` whose result root `tamper` (sh) changes
+/// before it is imported: the import must be refused ([`import_refused`]),
+/// saying `expected`. Returns the host directory.
+fn refused_saying(sshd: &Sshd, tamper: &str, expected: &str) -> tempfile::TempDir {
+    let (host, stderr) = import_refused(sshd, tamper, &[]);
+    assert!(stderr.contains(expected), "{tamper}: {stderr}");
+    host
+}
+
 /// Regression: a guest result root whose `logs` was a symlink (here to
 /// `/etc`) was imported and placed in the host's result root. It is
 /// refused as a hostile entry, as a symlink used as a directory is.
 #[test]
 fn a_guest_result_root_whose_logs_is_a_symlink_is_refused() {
-    let sshd = Sshd::trusted();
-    let (host, stderr) = import_refused(
-        &sshd,
+    let host = refused_saying(
+        &Sshd::trusted(),
         "rm -rf \"$ROOT/logs\" && ln -s /etc \"$ROOT/logs\"",
-        &[],
-    );
-    assert!(
-        stderr.contains("logs: guest archive entry refused: a symlink at the top of a result root"),
-        "{stderr}"
+        "logs: guest archive entry refused: a symlink at the top of a result root",
     );
     assert!(host.path().join("r1/logs").symlink_metadata().is_err());
 }
@@ -98,8 +100,7 @@ fn a_guest_result_root_whose_logs_is_a_file_or_with_a_top_symlink_is_refused() {
             ".fruix-signatures: guest archive entry refused: a symlink at the top",
         ),
     ] {
-        let (_host, stderr) = import_refused(&sshd, tamper, &[]);
-        assert!(stderr.contains(expected), "{tamper}: {stderr}");
+        refused_saying(&sshd, tamper, expected);
     }
 }
 
@@ -109,20 +110,10 @@ fn a_guest_result_root_whose_logs_is_a_file_or_with_a_top_symlink_is_refused() {
 /// are said now, and are members of the JSON error object.
 #[test]
 fn a_build_cancelled_while_make_runs_names_the_result_root_and_logs_it_kept() {
-    require_tool("bmake", "bmake");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mark = d.join("make-holds");
-    let _leftovers = Leftovers(mark.clone());
-    let mut cmd = fixture_build(fruix(), "local", d, "root");
-    cmd.args(["--json", "--jobs", "1", "--make-flag=HOLD_BUILD=yes"])
-        .arg(format!("--make-flag=HOLD_MARK={}", mark.display()));
-    let mut build = spawn_reading_stderr(&mut cmd);
-    wait_until("make runs", || mark.exists());
-    build.signal(libc::SIGINT);
-    let said = build.wait_for_line("fruix: error: cancelled");
-    let out = build.finish(ENDS, "the interrupted build");
-    assert_eq!(out.status.code(), Some(130), "{said}");
+    let (_leftovers, said, out) =
+        held_local_build_cancelled(d, &["--json"], libc::SIGINT, "fruix: error: cancelled");
     let (root, logs) = (d.join("root"), d.join("root/logs"));
     assert!(root.join(".fruix-incomplete").is_file());
     assert!(logs.join("buildworld.log").is_file());

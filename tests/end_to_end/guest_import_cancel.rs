@@ -90,14 +90,22 @@ fn import_holds(build: &Reading, host: &Path, marker: &Path) {
     );
 }
 
+/// A guest-self-hosted build ([`self_hosted_build`]) whose import holds
+/// mid-way ([`holding_tar`] with `marker`, [`import_holds`]): the host
+/// state and the build.
+fn held_import(sshd: &Sshd, marker: &Path) -> (tempfile::TempDir, Reading) {
+    holding_tar(sshd, marker, "");
+    let (host, build) = self_hosted_build(sshd);
+    import_holds(&build, host.path(), marker);
+    (host, build)
+}
+
 /// The import held mid-way (data staged on the host, the guest's `tar`
 /// waiting): Ctrl-C ends it within [`PROMPTLY`] (it took a second or more).
 #[test]
 fn ctrl_c_during_a_guest_import_ends_within_a_second_leaving_nothing() {
     let (sshd, marker, _leftovers) = guest_with_marker();
-    holding_tar(&sshd, &marker, "");
-    let (host, build) = self_hosted_build(&sshd);
-    import_holds(&build, host.path(), &marker);
+    let (host, build) = held_import(&sshd, &marker);
     interrupted_promptly(build, &marker, host.path());
 }
 
@@ -108,9 +116,7 @@ fn ctrl_c_during_a_guest_import_ends_within_a_second_leaving_nothing() {
 #[test]
 fn ctrl_c_during_a_guest_import_removes_the_guest_result_root() {
     let (sshd, marker, _leftovers) = guest_with_marker();
-    holding_tar(&sshd, &marker, "");
-    let (host, build) = self_hosted_build(&sshd);
-    import_holds(&build, host.path(), &marker);
+    let (host, build) = held_import(&sshd, &marker);
     let roots = sshd.state_dir().join("native-builds");
     let listed = || {
         let mut names: Vec<_> = std::fs::read_dir(&roots)
@@ -152,9 +158,7 @@ fn a_login_shell_s_banner_does_not_cost_a_command_its_lifeline() {
     .unwrap();
     let marker = dir.join("import-holding");
     let _leftovers = Leftovers(marker.clone());
-    holding_tar(&sshd, &marker, "");
-    let (host, build) = self_hosted_build(&sshd);
-    import_holds(&build, host.path(), &marker);
+    let (host, build) = held_import(&sshd, &marker);
     interrupted_promptly(build, &marker, host.path());
 }
 
@@ -226,9 +230,7 @@ fn waiting_to_be_accepted(port: u16) -> usize {
 #[test]
 fn a_guest_import_whose_host_is_killed_leaves_nothing_running_in_the_guest() {
     let (sshd, marker, _leftovers) = guest_with_marker();
-    holding_tar(&sshd, &marker, "");
-    let (host, mut build) = self_hosted_build(&sshd);
-    import_holds(&build, host.path(), &marker);
+    let (_host, mut build) = held_import(&sshd, &marker);
     build.signal(libc::SIGKILL);
     let out = build.finish(Duration::from_secs(60), "the killed import");
     assert_eq!(out.status.code(), None, "killed");

@@ -17,10 +17,10 @@ use fruix_promote::Store;
 use crate::race::{Gate, LIMIT};
 use crate::sshd::{bind_mounted_fruix, Sshd};
 use crate::util::{
-    fixture_build, fixture_source, fruix, json_error, nothing_promoted, object_names, on_store,
-    promote_command, promote_report, promoted_store, require_tool, run_ok, sample_root,
-    spawn_reading_stderr, store_and_state, store_export, store_verify, verify_store, wait_until,
-    Reading, FIXTURE_BUILD_FLAGS,
+    fixture_build, fixture_source, fruix, held_local_build_cancelled, json_error, nothing_promoted,
+    object_names, on_store, promote_command, promote_report, promoted_store, require_tool, run_ok,
+    sample_root, spawn_reading_stderr, store_and_state, store_export, store_verify, verify_store,
+    wait_until, Reading, FIXTURE_BUILD_FLAGS,
 };
 
 /// What fruix says once a signal cancelled a command without a live
@@ -86,6 +86,14 @@ impl Interrupt {
         Interrupt { gate, pid, go }
     }
 
+    /// Starts `cmd`, which gets SIGINT at its first open of `path`: it
+    /// must be cancelled as [`Interrupt::cancelled`] says (`what`, `says`).
+    fn ctrl_c_at_open(path: &Path, cmd: &mut Command, what: &str, says: &str) {
+        let interrupt = Interrupt::at_open(path, libc::SIGINT);
+        let reading = interrupt.spawn(cmd);
+        interrupt.cancelled(reading, what, says);
+    }
+
     /// Starts `cmd`, the process the signal goes to.
     fn spawn(&self, cmd: &mut Command) -> Reading {
         let mut reading = spawn_reading_stderr(cmd);
@@ -123,11 +131,7 @@ fn temporaries(dir: &Path) -> Vec<PathBuf> {
 fn left_empty(store: &Path) {
     assert_eq!(object_names(store), Vec::<String>::new());
     assert_eq!(temporaries(store), Vec::<PathBuf>::new());
-    let pool: Vec<_> = std::fs::read_dir(store.join(".links"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let pool = pool_entries(store);
     assert!(pool.is_empty(), "pool entries left: {pool:?}");
 }
 
@@ -157,19 +161,9 @@ const WAITING_FOR_GC: &str = "fruix: waiting for the garbage collection";
 /// hangup and kept running. It cancels as SIGTERM does now.
 #[test]
 fn a_hangup_stops_a_build_and_its_make_as_sigterm_does() {
-    require_tool("bmake", "bmake");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mark = d.join("make-holds");
-    let mut cmd = fixture_build(fruix(), "local", d, "root");
-    cmd.args(["--jobs", "1", "--make-flag=HOLD_BUILD=yes"])
-        .arg(format!("--make-flag=HOLD_MARK={}", mark.display()));
-    let mut build = spawn_reading_stderr(&mut cmd);
-    wait_until("make runs", || mark.exists());
-    build.signal(libc::SIGHUP);
-    build.wait_for_line("fruix: cancelling");
-    let out = build.finish(ENDS, "the build");
-    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let (_leftovers, _, _) = held_local_build_cancelled(d, &[], libc::SIGHUP, "fruix: cancelling");
     let left = processes_mentioning(d);
     assert!(left.is_empty(), "still running: {left:?}");
     assert!(d.join("root/.fruix-incomplete").exists());
@@ -226,14 +220,13 @@ fn ctrl_c_while_a_build_adds_its_source_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let tree = own_source(d);
-    let interrupt = Interrupt::at_open(&tree.join(SOURCE_FILE), libc::SIGINT);
     let mut cmd = fruix();
     cmd.args(["build", "--executor", "local", "--json", "--source"])
         .arg(&tree)
         .args(store_and_state(d))
         .args(FIXTURE_BUILD_FLAGS);
-    let build = interrupt.spawn(&mut cmd);
-    interrupt.cancelled(build, "the build", "nothing was built");
+    let source_file = tree.join(SOURCE_FILE);
+    Interrupt::ctrl_c_at_open(&source_file, &mut cmd, "the build", "nothing was built");
     assert!(
         !d.join("store").exists(),
         "the store the build made is gone"
@@ -286,9 +279,15 @@ fn ctrl_c_while_adding_a_source_leaves_no_temporary_and_no_pool_entry() {
     let store = dir.path().join("store");
     drop(Store::open(&store).unwrap());
     let tree = own_source(dir.path());
-    let interrupt = Interrupt::at_open(&tree.join(SOURCE_FILE), libc::SIGINT);
-    let add = interrupt.spawn(on_store(&["source", "add"], &["--json"], &store).arg(&tree));
-    interrupt.cancelled(add, "the source add", "nothing was added");
+    let mut add = on_store(&["source", "add"], &["--json"], &store);
+    add.arg(&tree);
+    let source_file = tree.join(SOURCE_FILE);
+    Interrupt::ctrl_c_at_open(
+        &source_file,
+        &mut add,
+        "the source add",
+        "nothing was added",
+    );
     left_empty(&store);
 }
 
@@ -299,15 +298,9 @@ fn ctrl_c_while_adding_a_source_leaves_no_temporary_and_no_pool_entry() {
 fn ctrl_c_while_verifying_fails_as_cancelled_reporting_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = promoted_store(dir.path());
-    let entry = std::fs::read_dir(store.join(".links"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
-        .expect("a pool entry");
-    let interrupt = Interrupt::at_open(&entry, libc::SIGINT);
-    let verify = interrupt.spawn(&mut store_verify(&store, &["--json"]));
-    interrupt.cancelled(verify, "the verification", "the store was not changed");
+    let mut verify = store_verify(&store, &["--json"]);
+    let says = "the store was not changed";
+    Interrupt::ctrl_c_at_open(&a_pool_entry(&store), &mut verify, "the verification", says);
     verify_store(&store);
 }
 
@@ -488,18 +481,8 @@ impl TwoStores {
 /// Cancelled now, the import keeps nothing.
 #[test]
 fn ctrl_c_while_copying_from_another_store_keeps_nothing_here() {
-    let (t, world) = TwoStores::new("remote");
-    // The other side opens it to send it, once the world's other files
-    // are here.
-    let file = t.path("remote").join(&world).join(LAST_WORLD_FILE);
-    let interrupt = Interrupt::at_open(&file, libc::SIGINT);
-    let copy = interrupt.spawn(&mut t.copy("--from", &world));
-    interrupt.cancelled(
-        copy,
-        "the copy",
-        "nothing was copied; this store was not changed",
-    );
-    left_empty(&t.path("store"));
+    let says = "nothing was copied; this store was not changed";
+    ctrl_c_while_copying("remote", "--from", "store", says);
 }
 
 /// Regression: `store copy --to` had no cancellation either. Cancelled
@@ -507,20 +490,35 @@ fn ctrl_c_while_copying_from_another_store_keeps_nothing_here() {
 /// nothing of it.
 #[test]
 fn ctrl_c_while_copying_to_another_store_leaves_nothing_there() {
-    let (t, world) = TwoStores::new("store");
-    let file = t.path("store").join(&world).join(LAST_WORLD_FILE);
-    let interrupt = Interrupt::at_open(&file, libc::SIGINT);
-    let copy = interrupt.spawn(&mut t.copy("--to", &world));
-    interrupt.cancelled(copy, "the copy", "the other store keeps no partial object");
-    left_empty(&t.path("remote"));
+    let says = "the other store keeps no partial object";
+    ctrl_c_while_copying("store", "--to", "remote", says);
 }
 
-/// A pool entry of `store`: a file only reading an object's content opens.
-pub(crate) fn a_pool_entry(store: &Path) -> PathBuf {
+/// `store copy DIRECTION` of the world object from the store `sender` to the
+/// store `receiver` ([`TwoStores`]), which gets Ctrl-C as the sending side
+/// opens the world's last file to send it, once the world's other files
+/// are on the receiving side: the copy must be cancelled saying `says`
+/// ([`Interrupt::cancelled`]), and the receiver keep nothing of it.
+fn ctrl_c_while_copying(sender: &str, direction: &str, receiver: &str, says: &str) {
+    let (t, world) = TwoStores::new(sender);
+    let file = t.path(sender).join(&world).join(LAST_WORLD_FILE);
+    Interrupt::ctrl_c_at_open(&file, &mut t.copy(direction, &world), "the copy", says);
+    left_empty(&t.path(receiver));
+}
+
+/// Every entry of `store`'s pool, its temporaries too.
+fn pool_entries(store: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(store.join(".links"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .collect()
+}
+
+/// A pool entry of `store`: a file only reading an object's content opens.
+pub(crate) fn a_pool_entry(store: &Path) -> PathBuf {
+    pool_entries(store)
+        .into_iter()
         .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .expect("a pool entry")
 }

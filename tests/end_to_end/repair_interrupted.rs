@@ -102,6 +102,15 @@ fn remove_from(dir: &Path, name: &str) {
     }
 }
 
+/// Puts the copy `saved` back at `object`, but for `missing` (files or
+/// trees in it): as a repair killed half-way used to leave it.
+fn put_back_without(saved: &Path, object: &Path, missing: &[&str]) {
+    copy_tree(saved, object);
+    for name in missing {
+        remove_from(object, name);
+    }
+}
+
 /// `store verify --json` finds nothing corrupt, missing or unregistered,
 /// and the store holds no hidden temporary.
 fn verified_clean(lab: &TestDir) {
@@ -175,11 +184,8 @@ fn a_repair_killed_while_removing_an_object_leaves_no_part_of_it_under_its_name(
 fn promotion_replaces_the_unregistered_leftovers_of_a_killed_repair() {
     let (lab, root, world, bundle) = promoted_lab();
     let (saved_world, saved_bundle) = repaired_keeping_copies(&lab, &world, &bundle);
-    copy_tree(&saved_world, &world);
-    remove_from(&world, ".fruix-manifest.mtree");
-    remove_from(&world, "bin");
-    copy_tree(&saved_bundle, &bundle);
-    remove_from(&bundle, "artifacts");
+    put_back_without(&saved_world, &world, &[".fruix-manifest.mtree", "bin"]);
+    put_back_without(&saved_bundle, &bundle, &["artifacts"]);
     // Not valid: reported as unregistered, which is no error.
     let verify = run_json(&mut store_command(&lab, "verify", &["--json"]));
     let mut leftovers = vec![bundle.clone(), world.clone()];
@@ -218,8 +224,7 @@ fn a_registered_object_missing_its_manifest_is_inconsistent_not_a_system_failure
 fn gc_removes_an_unregistered_directory_even_when_a_root_names_it() {
     let (lab, root, world, bundle) = promoted_lab();
     let (_, saved_bundle) = repaired_keeping_copies(&lab, &world, &bundle);
-    copy_tree(&saved_bundle, &bundle);
-    remove_from(&bundle, "artifacts");
+    put_back_without(&saved_bundle, &bundle, &["artifacts"]);
     let roots = run_json(&mut store_command(&lab, "roots", &["--json"]));
     assert_eq!(
         roots[0]["dead"], false,

@@ -13,7 +13,10 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 use crate::sources::{checkout, git};
-use crate::util::{failed_with, fruix, require_tool, run, verify_store, FIXTURE_BUILD_FLAGS};
+use crate::util::{
+    dir_for_root_and_others, failed_with, fruix, on_store, require_tool, root_secret_linked_at,
+    run, verify_store, FIXTURE_BUILD_FLAGS,
+};
 
 /// Makes `tree` a git repository with everything in it committed; returns
 /// the commit.
@@ -22,6 +25,14 @@ fn commit_all(tree: &Path) -> String {
     git(tree, &["add", "-A"]);
     git(tree, &["commit", "-q", "-m", "import"]);
     git(tree, &["rev-parse", "HEAD"])
+}
+
+/// A copy of the miniature source tree at `dir/name` ([`checkout`]), made
+/// a git repository with everything committed: the tree and the commit.
+fn committed_checkout(dir: &Path, name: &str) -> (PathBuf, String) {
+    let tree = checkout(dir, name);
+    let commit = commit_all(&tree);
+    (tree, commit)
 }
 
 /// Runs `cmd`, which must succeed and print one JSON value on stdout;
@@ -76,8 +87,7 @@ fn notes(stderr: &str) -> Vec<&str> {
 fn building_from_inside_the_tree_leaves_fruix_s_own_output_out_of_the_source() {
     require_tool("bmake", "bmake");
     let dir = tempfile::tempdir().unwrap();
-    let tree = checkout(dir.path(), "s");
-    let commit = commit_all(&tree);
+    let (tree, commit) = committed_checkout(dir.path(), "s");
     let store = tree.join("frx-store");
     let build = || {
         json_and_stderr(
@@ -167,8 +177,7 @@ fn a_store_inside_the_tree_is_not_added_to_itself() {
 #[test]
 fn a_checkout_another_user_owns_has_its_facts_and_runs_none_of_its_code() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = checkout(dir.path(), "src");
-    let commit = commit_all(&tree);
+    let (tree, commit) = committed_checkout(dir.path(), "src");
     let ran = dir.path().join("ran");
     std::fs::write(tree.join(".git/info/attributes"), "* filter=evil\n").unwrap();
     let evil = format!("sh -c 'echo ran >> {}; cat'", ran.display());
@@ -177,13 +186,10 @@ fn a_checkout_another_user_owns_has_its_facts_and_runs_none_of_its_code() {
     // Written again with the same content: git status re-reads it.
     let makefile = std::fs::read(tree.join("Makefile")).unwrap();
     std::fs::write(tree.join("Makefile"), makefile).unwrap();
-    let mut add = fruix();
+    let mut add = on_store(&["source", "add"], &["--json"], &dir.path().join("store"));
     // git's own switch for "owned by someone else" (as `chown -R nobody`
     // makes it for root).
-    add.env("GIT_TEST_ASSUME_DIFFERENT_OWNER", "1")
-        .args(["source", "add", "--json", "--store"])
-        .arg(dir.path().join("store"))
-        .arg(&tree);
+    add.env("GIT_TEST_ASSUME_DIFFERENT_OWNER", "1").arg(&tree);
     let (added, _) = json_and_stderr(&mut add);
     assert!(!ran.exists(), "a filter ran: {:?}", std::fs::read(&ran));
     assert_eq!(added["commit"], commit);
@@ -195,20 +201,16 @@ fn a_checkout_another_user_owns_has_its_facts_and_runs_none_of_its_code() {
 #[test]
 fn git_s_environment_does_not_name_another_repository() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = checkout(dir.path(), "src");
-    let commit = commit_all(&tree);
+    let (tree, commit) = committed_checkout(dir.path(), "src");
     let other = dir.path().join("other");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("file"), "other\n").unwrap();
     let other_commit = commit_all(&other);
-    let (added, _) = json_and_stderr(
-        fruix()
-            .env("GIT_DIR", other.join(".git"))
-            .env("GIT_WORK_TREE", &other)
-            .args(["source", "add", "--json", "--store"])
-            .arg(dir.path().join("store"))
-            .arg(&tree),
-    );
+    let mut add = on_store(&["source", "add"], &["--json"], &dir.path().join("store"));
+    add.env("GIT_DIR", other.join(".git"))
+        .env("GIT_WORK_TREE", &other)
+        .arg(&tree);
+    let (added, _) = json_and_stderr(&mut add);
     assert_ne!(commit, other_commit);
     assert_eq!(added["commit"], commit);
     assert_eq!(added["dirty"], false);
@@ -337,12 +339,7 @@ fn a_matrix_run_from_inside_its_tree_keeps_one_source_object() {
 /// nothing added; one readable by everyone is taken.
 #[test]
 fn root_adding_a_user_s_tree_refuses_a_file_its_owner_could_not_read() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "this test adds another user's tree as root (run scripts/test.sh as root)"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = dir_for_root_and_others("adds another user's tree");
     let tree = checkout(dir.path(), "users");
     let status = Command::new("chown")
         .args(["-R", "65534:65534"])
@@ -350,10 +347,7 @@ fn root_adding_a_user_s_tree_refuses_a_file_its_owner_could_not_read() {
         .status()
         .unwrap();
     assert!(status.success());
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "root's\n").unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::hard_link(&secret, tree.join("bin/linked")).unwrap();
+    let secret = root_secret_linked_at(dir.path(), "root's\n", &tree.join("bin/linked"));
     let store = dir.path().join("store");
     let add = |tree: &Path| {
         let mut cmd = fruix();

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use fruix_core::testing::write_sample_result_root;
 
 use crate::race::{exchange, Gate, Inotify, SharedMapping};
-use crate::util::{corrupt_counts, fruix, key_values, run, run_ok, snapshot};
+use crate::util::{
+    corrupt_counts, dir_for_root_and_others, fruix, key_values, root_secret_linked_at, run, run_ok,
+    snapshot,
+};
 
 /// A promote command. Four worker threads whatever the machine, so that a
 /// thread held by a gate never stops the others.
@@ -483,18 +486,11 @@ fn a_registration_that_fails_takes_back_what_was_published() {
 /// everyone is taken.
 #[test]
 fn root_promoting_a_user_s_result_root_refuses_a_file_its_owner_could_not_read() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "this test promotes another user's result root as root (run scripts/test.sh as root)"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = dir_for_root_and_others("promotes another user's result root");
     let root = dir.path().join("users-root");
     write_sample_result_root(&root, "local", "20260405T213444Z", false).unwrap();
-    let secret = dir.path().join("secret");
-    fs::write(&secret, "root's secret\n").unwrap();
-    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
-    fs::hard_link(&secret, root.join("artifacts/world/linked")).unwrap();
+    let link = root.join("artifacts/world/linked");
+    let secret = root_secret_linked_at(dir.path(), "root's secret\n", &link);
     let chown = Command::new("chown")
         .args(["-R", "-h", "65534:65534"])
         .arg(&root)

@@ -2,7 +2,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -382,6 +382,14 @@ pub fn spawn_piped(cmd: &mut Command) -> Child {
     spawn_with(cmd, Stdio::piped)
 }
 
+/// Starts `cmd` with its stdin, stdout and stderr piped; returns it and
+/// its stdin, to write to.
+pub fn spawn_writing_stdin(cmd: &mut Command) -> (Child, ChildStdin) {
+    let mut child = spawn_piped(cmd.stdin(Stdio::piped()));
+    let stdin = child.stdin.take().expect("stdin is piped");
+    (child, stdin)
+}
+
 fn spawn_with(cmd: &mut Command, output: fn() -> Stdio) -> Child {
     cmd.stdout(output())
         .stderr(output())
@@ -605,6 +613,32 @@ impl Drop for Reading {
     }
 }
 
+/// A new directory every user may enter (mode 0755), for a test of what
+/// root does with another user's files, which must run as root: `does`
+/// says what it does ("adds another user's tree").
+pub fn dir_for_root_and_others(does: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test {does} as root (run scripts/test.sh as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Root's private file `dir/secret` (mode 0600) holding `text`, hard linked
+/// at `link` (as FreeBSD lets any user link another's file by default).
+/// Returns the secret's path.
+pub fn root_secret_linked_at(dir: &Path, text: &str, link: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = dir.join("secret");
+    std::fs::write(&secret, text).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::hard_link(&secret, link).unwrap();
+    secret
+}
+
 /// Kills (by process id) what is left of a build whose every process
 /// mentions `mark`, when a test fails before the build was stopped: a
 /// failing test leaves nothing running.
@@ -620,6 +654,35 @@ impl Drop for Leftovers {
             }
         }
     }
+}
+
+/// Starts a local build of the miniature tree into `dir/root` (one job,
+/// with `extra` arguments), holding in its make (`HOLD_BUILD=yes`) once it
+/// runs, then cancels it by `signal`: it must say `says` and exit 130
+/// within two minutes. Returns the line saying `says` and the build's
+/// output, with what kills what is left of the build (every make step's
+/// command line holds `dir/make-holds`) when it is dropped: keep it until
+/// the test has looked at what is left.
+pub fn held_local_build_cancelled(
+    dir: &Path,
+    extra: &[&str],
+    signal: libc::c_int,
+    says: &str,
+) -> (Leftovers, String, Output) {
+    require_tool("bmake", "bmake");
+    let mark = dir.join("make-holds");
+    let leftovers = Leftovers(mark.clone());
+    let mut cmd = fixture_build(fruix(), "local", dir, "root");
+    cmd.args(["--jobs", "1", "--make-flag=HOLD_BUILD=yes"])
+        .arg(format!("--make-flag=HOLD_MARK={}", mark.display()))
+        .args(extra);
+    let mut build = spawn_reading_stderr(&mut cmd);
+    wait_until("make runs", || mark.exists());
+    build.signal(signal);
+    let said = build.wait_for_line(says);
+    let out = build.finish(Duration::from_secs(120), "the interrupted build");
+    assert_eq!(out.status.code(), Some(130), "{said}\n{out:?}");
+    (leftovers, said, out)
 }
 
 /// Starts `cmd` with its stderr read a line at a time: the lines come on
