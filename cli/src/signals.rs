@@ -1,11 +1,13 @@
 //! Ctrl-C, SIGTERM and SIGHUP (the terminal closing): the first cancels what
 //! runs (it cleans up and exits 130); a second, while that cleanup runs,
 //! kills the build steps still running here, removes the files registered
-//! with [`RemovedAtFastExit`], and exits at once with 130.
+//! to be removed at a fast exit and names those left ([`fruix_core::at_exit`]),
+//! and exits at once with 130.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
+use fruix_core::at_exit::{self, Fate, Registered};
 use fruix_core::manifest::{Cancelled, Progress};
 use tokio_util::sync::CancellationToken;
 
@@ -142,77 +144,37 @@ impl ExitAtSignal {
     }
 }
 
-/// The files a fast exit removes ([`RemovedAtFastExit`]): what each is,
-/// its path, and the id of its registration.
-struct FastExitFiles {
-    next: u64,
-    files: Vec<(u64, &'static str, PathBuf)>,
-}
-
-static FAST_EXIT_FILES: Mutex<FastExitFiles> = Mutex::new(FastExitFiles {
-    next: 0,
-    files: Vec::new(),
-});
-
-fn fast_exit_files() -> MutexGuard<'static, FastExitFiles> {
-    FAST_EXIT_FILES.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A file outside the store that the command removes itself when it ends
-/// (an export's temporary beside its `--output`), and that a fast exit (a
-/// second signal, or the first during [`ExitAtSignal::run`]) removes on
-/// its way out, with one unlink: no sweep of the store would ever find
-/// it. Dropping this forgets the file (removing it stays its owner's
-/// work).
-#[must_use = "dropping it forgets the file at once"]
-pub struct RemovedAtFastExit {
-    id: u64,
-}
-
-impl RemovedAtFastExit {
-    /// Makes the file at `path` with `create`, and registers it, `what`
-    /// (`the unfinished archive`) naming it in the fast exit's message.
-    /// No fast exit comes between the two (it waits, or the file is never
-    /// made): a fast exit leaves no file it did not know of.
-    pub fn create<T>(
-        what: &'static str,
-        path: &Path,
-        create: impl FnOnce() -> std::io::Result<T>,
-    ) -> std::io::Result<(T, RemovedAtFastExit)> {
-        // Absolute, as what the process does next cannot change it.
-        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let mut files = fast_exit_files();
-        let made = create()?;
-        let id = files.next;
-        files.next += 1;
-        files.files.push((id, what, absolute));
-        Ok((made, RemovedAtFastExit { id }))
-    }
-}
-
-impl Drop for RemovedAtFastExit {
-    fn drop(&mut self) {
-        fast_exit_files().files.retain(|(id, _, _)| *id != self.id);
-    }
-}
-
-/// Removes the files registered with [`RemovedAtFastExit`], then exits at
-/// once with the cancelled status, saying `message` and what became of
-/// each file (removed, or left and why). The list stays held until the
-/// process is gone: no file is made or forgotten meanwhile.
+/// Removes the files registered to be removed at a fast exit
+/// ([`fruix_core::at_exit`]), then exits at once with the cancelled status,
+/// saying `message`, what became of each (removed, or left and why), and
+/// which of those registered to be left are there. The registry stays held
+/// until the process is gone: no file is made or forgotten meanwhile.
 fn fast_exit(message: &str) -> ! {
-    let files = fast_exit_files();
-    let mut said = message.to_string();
-    for (_, what, path) in &files.files {
-        let path_shown = fruix_core::escape::path(path);
-        match std::fs::remove_file(path) {
-            Ok(()) => said.push_str(&format!("; removed {what} {path_shown}")),
-            // Its owner removed it and was about to forget it.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => said.push_str(&format!(
-                "; left {what} {path_shown} (cannot remove it: {e})"
-            )),
+    let said = at_exit::with_registered(|files| {
+        let mut said = message.to_string();
+        for Registered { what, path, fate } in files {
+            said.push_str(&fast_exit_fate(what, path, *fate));
         }
-    }
+        said
+    });
     crate::exit::exit_now(Status::Cancelled, &said)
+}
+
+/// What a fast exit does with `path` (`what`), to be `fate`, and says of
+/// it: `; removed WHAT PATH`, `; left WHAT PATH`, or nothing when it is not
+/// there.
+fn fast_exit_fate(what: &str, path: &Path, fate: Fate) -> String {
+    let path_shown = fruix_core::escape::path(path);
+    match fate {
+        Fate::Removed => match std::fs::remove_file(path) {
+            Ok(()) => format!("; removed {what} {path_shown}"),
+            // Its owner removed it and was about to forget it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => format!("; left {what} {path_shown} (cannot remove it: {e})"),
+        },
+        Fate::Left => match path.symlink_metadata() {
+            Ok(_) => format!("; left {what} {path_shown}"),
+            Err(_) => String::new(),
+        },
+    }
 }

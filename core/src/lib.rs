@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod at_exit;
 pub mod bounded;
 pub mod collect;
 pub mod dir;

@@ -40,13 +40,14 @@ mod step;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use fruix_core::at_exit::AtExit;
 use fruix_core::collect::host_name;
 use fruix_core::executor::{Capabilities, Executor, Run, RunContext};
 use fruix_core::promotion::PromotionMetadata;
 use fruix_core::{Error, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
 use fruix_freebsd::source::{absolute_source, check_source_tree};
-use fruix_freebsd::work::{prepare_work_dir, work_dir_for};
+use fruix_freebsd::work::{prepare_work_dir, work_dir_for, WORK_DIR_AT_EXIT};
 use fruix_freebsd::{tree, BuildPlan, Layout, MakeStep};
 use tokio_util::sync::CancellationToken;
 
@@ -150,16 +151,22 @@ impl Executor for DriverExecutor {
     }
 
     fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
-        Box::new(DriverRun { executor: self })
+        Box::new(DriverRun {
+            executor: self,
+            _at_exit: None,
+        })
     }
 }
 
 /// One run of the build driver on this machine: the work directory follows
 /// from the run's result root (under `work_dir` when given), so the run
 /// needs no state of its own. Its cleanup removes the work directory.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct DriverRun<'a> {
     executor: &'a DriverExecutor,
+    /// The work directory, named by a fast exit until the run is dropped
+    /// (after its cleanup removed it).
+    _at_exit: Option<AtExit>,
 }
 
 impl DriverRun<'_> {
@@ -175,13 +182,15 @@ impl DriverRun<'_> {
 #[async_trait]
 impl Run for DriverRun<'_> {
     async fn build(&mut self, ctx: &RunContext) -> Result<()> {
+        let work_dir = self.work_dir(ctx)?;
+        self._at_exit = Some(AtExit::left(WORK_DIR_AT_EXIT, &work_dir));
         let driver = Driver {
             executor: self.executor.name.to_string(),
             executor_version: self.executor.version.to_string(),
             layout: Layout {
                 make: self.executor.make.clone(),
                 source_dir: absolute_source(ctx.request.source_dir())?,
-                work_dir: self.work_dir(ctx)?,
+                work_dir,
             },
         };
         driver.run(ctx).await.map(drop)

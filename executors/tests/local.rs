@@ -401,6 +401,15 @@ async fn cancelling_mid_build_stops_the_process_group_promptly() {
     let seen = group.clone();
     let cancelled_at = Arc::new(std::sync::Mutex::new(None));
     let when = cancelled_at.clone();
+    // While it runs, a fast exit (a second Ctrl-C) would name the work
+    // directory it leaves; once the run is over, it forgets it.
+    let work_dir = dir.path().canonicalize().unwrap().join("result.work");
+    let named = {
+        let work_dir = work_dir.clone();
+        move || fast_exit_names(&work_dir)
+    };
+    let named_while_running = Arc::new(std::sync::Mutex::new(None));
+    let was_named = named_while_running.clone();
     let run = run_watched(
         dir.path(),
         LocalConfig::default(),
@@ -411,6 +420,7 @@ async fn cancelling_mid_build_stops_the_process_group_promptly() {
                 && !trigger.is_cancelled()
             {
                 *seen.lock().unwrap() = groups_tagged(&watched_tag).first().copied();
+                *was_named.lock().unwrap() = Some(named());
                 *when.lock().unwrap() = Some(Instant::now());
                 trigger.cancel();
             }
@@ -442,7 +452,21 @@ async fn cancelling_mid_build_stops_the_process_group_promptly() {
         !run.work_dir().exists(),
         "cleanup removed the work directory"
     );
+    assert_eq!(*named_while_running.lock().unwrap(), Some(true));
+    assert!(!fast_exit_names(&work_dir));
     assert_events_in_order(&run.events);
+}
+
+/// Whether a fast exit now would name `work_dir` as the build's work
+/// directory it leaves.
+fn fast_exit_names(work_dir: &Path) -> bool {
+    fruix_core::at_exit::with_registered(|files| {
+        files.iter().any(|r| {
+            r.path == work_dir
+                && r.what == fruix_freebsd::work::WORK_DIR_AT_EXIT
+                && r.fate == fruix_core::at_exit::Fate::Left
+        })
+    })
 }
 
 #[tokio::test]

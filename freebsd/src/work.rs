@@ -19,6 +19,10 @@ pub const KERNEL_DESTDIR: &str = "kernel";
 /// The directories a work directory starts with.
 pub const WORK_SUBDIRS: [&str; 3] = [OBJ_DIR, WORLD_DESTDIR, KERNEL_DESTDIR];
 
+/// What a fast exit (a second Ctrl-C) calls a build's work directory that
+/// it leaves behind ([`fruix_core::at_exit`]).
+pub const WORK_DIR_AT_EXIT: &str = "the build's work directory";
+
 /// Where the work directory of the run into `result_root` goes.
 ///
 /// With no `parent`, next to the result root: `RESULT_ROOT.work` (same

@@ -516,6 +516,15 @@ fn a_second_signal_during_cleanup_exits_at_once() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(err.contains("cancelled again"), "{err}");
+    // It names what it leaves: the build's result root, unfinished.
+    let root = d.canonicalize().unwrap().join("root");
+    assert!(
+        err.contains(&format!(
+            "; left the build's result root, unfinished {}",
+            root.display()
+        )),
+        "{err}"
+    );
     // Regression: the cleanup stage fruix was running outlived it. What
     // runs is killed on the way out (SIGKILL: it cannot be waited for).
     let cleanup = std::fs::read_to_string(d.join("cleaning")).unwrap();

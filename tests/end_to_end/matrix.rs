@@ -900,6 +900,54 @@ fn a_results_symlink_in_the_report_directory_is_refused_and_not_written_through(
 /// cleanup that failed afterwards `FAILED`.
 #[test]
 fn a_cleanup_failing_after_ctrl_c_is_shown_failed_not_cancelled() {
+    let (m, mut cmd) = external_matrix("echo busy; exit 1");
+    let child = crate::util::spawn_piped(&mut cmd);
+    wait_until("the build runs", || m.path("building").exists());
+    // SAFETY: kill(2) on a process this test started, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = crate::util::wait_with_deadline(child, std::time::Duration::from_secs(120), "fruix");
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = |line: &str| stderr.lines().any(|l| l.starts_with(line));
+    assert!(said("==> rev: build cancelled in "), "{stderr}");
+    assert!(said("==> rev: cleanup FAILED in "), "{stderr}");
+    assert!(!stderr.contains("cleanup cancelled"), "{stderr}");
+}
+
+/// A second Ctrl-C while a cell's cleanup runs exits at once, naming the
+/// run's report directory it leaves unfinished.
+#[test]
+fn a_second_ctrl_c_names_the_unfinished_report_directory() {
+    let (m, mut cmd) = external_matrix(r#"touch "$FRUIX_CONFIG_DIR/cleaning"; exec sleep 600"#);
+    let child = crate::util::spawn_piped(&mut cmd);
+    let signal = || {
+        // SAFETY: kill(2) on a process this test started, not yet reaped.
+        assert_eq!(
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+            0
+        )
+    };
+    wait_until("the build runs", || m.path("building").exists());
+    signal();
+    wait_until("the cleanup runs", || m.path("cleaning").exists());
+    signal();
+    let out = crate::util::wait_with_deadline(child, std::time::Duration::from_secs(60), "fruix");
+    let report = m.dir.path().canonicalize().unwrap().join("report");
+    failed_with(
+        "a second Ctrl-C",
+        &out,
+        130,
+        &[&format!(
+            "cancelled again; exiting without finishing the cleanup; left the run's report directory, unfinished {}",
+            report.display()
+        )],
+    );
+}
+
+/// A matrix of one cell, built by the external executor `rev`, whose
+/// build marks `building` and holds, and whose cleanup runs `cleanup`;
+/// and the command that runs it (`--report-dir DIR/report`).
+fn external_matrix(cleanup: &str) -> (Matrix, std::process::Command) {
     let m = Matrix::new("  (axes (executor \"rev\"))\n  (config (rev (dir \"DIR\")))");
     let text = std::fs::read_to_string(m.path("matrix.scm")).unwrap();
     let dir = m.dir.path().display().to_string();
@@ -909,7 +957,7 @@ fn a_cleanup_failing_after_ctrl_c_is_shown_failed_not_cancelled() {
             "build.sh",
             r#"touch "$FRUIX_CONFIG_DIR/building"; exec sleep 600"#,
         ),
-        ("cleanup.sh", "echo busy; exit 1"),
+        ("cleanup.sh", cleanup),
     ] {
         crate::sshd::script(&m.path(name), &format!("#!/bin/sh\n{body}\n"));
     }
@@ -930,15 +978,5 @@ fn a_cleanup_failing_after_ctrl_c_is_shown_failed_not_cancelled() {
         .args(store_and_state(m.dir.path()))
         .arg("--report-dir")
         .arg(m.path("report"));
-    let child = crate::util::spawn_piped(&mut cmd);
-    wait_until("the build runs", || m.path("building").exists());
-    // SAFETY: kill(2) on a process this test started, not yet reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let out = crate::util::wait_with_deadline(child, std::time::Duration::from_secs(120), "fruix");
-    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let said = |line: &str| stderr.lines().any(|l| l.starts_with(line));
-    assert!(said("==> rev: build cancelled in "), "{stderr}");
-    assert!(said("==> rev: cleanup FAILED in "), "{stderr}");
-    assert!(!stderr.contains("cleanup cancelled"), "{stderr}");
+    (m, cmd)
 }

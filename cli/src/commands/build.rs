@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use fruix_core::at_exit::AtExit;
 use fruix_core::escape;
 use fruix_core::executor::{
     run_executor_within, BuildRequest, EventSink, Executor, Registry, RunLimits,
@@ -157,6 +158,8 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         timeout: args.timeout,
         max_silent: args.max_silent_time,
     };
+    // A fast exit (a second Ctrl-C during the build's cleanup) names it.
+    let at_exit = AtExit::left("the build's result root, unfinished", &plan.result_root);
     let outcome = run_executor_within(
         executor,
         plan.request.clone(),
@@ -166,6 +169,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         limits,
     )
     .await;
+    drop(at_exit);
     // The machine's slot is free again once the build ended: promotion
     // runs on this host.
     drop(slot);

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use fruix_core::at_exit::AtExit;
 use fruix_core::escape;
 use fruix_core::executor::Registry;
 use fruix_matrix::expand::Cell;
@@ -123,6 +124,7 @@ pub async fn run(args: MatrixRunArgs, registry: Registry) -> CliResult {
     let finished = fruix_matrix::run(Arc::new(plan), s.settings, s.live, s.cancel)
         .await
         .map_err(from_matrix)?;
+    drop(s.at_exit);
     print_finished(&finished, args.json)
 }
 
@@ -132,6 +134,9 @@ struct Session {
     settings: RunSettings,
     live: Arc<Live>,
     cancel: CancellationToken,
+    /// The report directory, named by a fast exit (a second Ctrl-C) until
+    /// the run has written its report.
+    at_exit: AtExit,
 }
 
 impl Session {
@@ -156,6 +161,7 @@ impl Session {
             .map_err(crate::exit::from_promote_saying("no cell was run"))?;
         let report_dir =
             create_report_dir(report_dir, &state.state_dir, using).map_err(from_matrix)?;
+        let at_exit = AtExit::left("the run's report directory, unfinished", &report_dir);
         let store = Arc::new(store.keep());
         let live = Arc::new(Live::new(mode, show.verbose));
         Live::keep_saying_still_running(&live);
@@ -177,6 +183,7 @@ impl Session {
             },
             live,
             cancel,
+            at_exit,
         })
     }
 }
@@ -214,6 +221,7 @@ pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult 
         fruix_matrix::split::run_cell(plan, s.settings, args.pipeline_run, s.live, s.cancel)
             .await
             .map_err(from_matrix)?;
+    drop(s.at_exit);
     let cell = &finished.report.cell;
     if args.json {
         let mut report = to_json(&finished.report)?;

@@ -46,6 +46,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use fruix_core::at_exit::AtExit;
 use fruix_core::collect::host_name;
 use fruix_core::error::IoContext;
 use fruix_core::executor::{
@@ -56,7 +57,7 @@ use fruix_core::{Error, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
 use fruix_freebsd::source::absolute_source;
 use fruix_freebsd::tree::remove_tree;
-use fruix_freebsd::work::{prepare_work_dir, work_dir_for};
+use fruix_freebsd::work::{prepare_work_dir, work_dir_for, WORK_DIR_AT_EXIT};
 use fruix_freebsd::BuildPlan;
 
 use crate::plan::{Invocation, Jail, Layout, Purpose};
@@ -286,6 +287,7 @@ impl Executor for JailExecutor {
         Box::new(JailRun {
             executor: self,
             acquired: Vec::new(),
+            _at_exit: None,
         })
     }
 }
@@ -295,11 +297,16 @@ struct JailRun<'a> {
     executor: &'a JailExecutor,
     /// In setup order.
     acquired: Vec<Invocation>,
+    /// The work directory, named by a fast exit until the run is dropped
+    /// (after its cleanup removed it, or kept it mounted).
+    _at_exit: Option<AtExit>,
 }
 
 #[async_trait]
 impl Run for JailRun<'_> {
     async fn build(&mut self, ctx: &RunContext) -> Result<()> {
+        let work_dir = self.executor.layout(ctx)?.build.work_dir;
+        self._at_exit = Some(AtExit::left(WORK_DIR_AT_EXIT, &work_dir));
         self.executor.build(ctx, &mut self.acquired).await
     }
 

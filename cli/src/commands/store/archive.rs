@@ -10,6 +10,7 @@ use std::io::{BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
 
+use fruix_core::at_exit::{AtExit, Fate};
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_promote::archive::{export, export_order, import, ArchiveLimits, ImportOptions, Trust};
@@ -21,7 +22,7 @@ use crate::args::{ExportArgs, ImportArgs, TrustArgs};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
 use crate::exit::{self, from_promote, from_promote_saying, CliError, CliResult, Status};
-use crate::signals::{ExitAtSignal, RemovedAtFastExit};
+use crate::signals::ExitAtSignal;
 
 /// What a cancelled export to `--output` left.
 const NO_ARCHIVE: &str = "no archive was written";
@@ -318,7 +319,7 @@ struct PartialFile {
     target: PathBuf,
     /// Registers the temporary, so that a fast exit (a second signal,
     /// with no time for [`PartialFile::remove`]) removes it too.
-    _fast_exit: RemovedAtFastExit,
+    _fast_exit: AtExit,
 }
 
 const NEVER_OVERWRITTEN: &str = "; archives are never overwritten";
@@ -348,7 +349,7 @@ impl PartialFile {
         let temporary = target.with_file_name(temporary_name);
         // Exclusive: never through a link or over a file someone put there.
         let (file, fast_exit) =
-            RemovedAtFastExit::create("the unfinished archive", &temporary, || {
+            AtExit::create("the unfinished archive", &temporary, Fate::Removed, || {
                 std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
