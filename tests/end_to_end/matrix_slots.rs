@@ -14,20 +14,18 @@ use crate::util::{fruix, spawn_reading_stderr, store_and_state, wait_until, Read
 /// A build that holds its slot until told: it marks `marks/started-CELL`,
 /// waits for `marks/release-CELL`, writes the four probe files, and marks
 /// `marks/ended-CELL` (CELL from its make flag `CELL=...`).
-const HOLD_SCRIPT: &str = r#"#!/bin/sh
+const HOLD_SCRIPT: &str = concat!(
+    r#"#!/bin/sh
 set -eu
 cell=$(printf '%s\n' "$FRUIX_MAKE_FLAGS" | sed -n 's/.*CELL=\([a-z0-9]*\).*/\1/p')
 marks=$FRUIX_EXECUTOR_DIR/marks
 : > "$marks/started-$cell"
 while [ ! -e "$marks/release-$cell" ]; do sleep 0.05; done
-a=$FRUIX_RESULT_ROOT/artifacts
-mkdir -p "$a/world/bin" "$a/kernel/boot/kernel" "$a/headers/usr/include/sys" "$a/bootloader/boot"
-echo sh > "$a/world/bin/sh"
-echo kernel > "$a/kernel/boot/kernel/kernel"
-echo param > "$a/headers/usr/include/sys/param.h"
-echo loader > "$a/bootloader/boot/loader"
-: > "$marks/ended-$cell"
-"#;
+"#,
+    include_str!("../fixtures/external/null-artifacts.sh"),
+    r#": > "$marks/ended-$cell"
+"#
+);
 
 /// The executor (declared remote: its cells take the machine's slots; it
 /// never connects to it), a machine of one slot, and one matrix file per

@@ -41,16 +41,10 @@ const HELP: &str = "usage: fruix-bench-matrix [--dir DIR] [--cells N] [--pool N]
 /// Slots: 2 machines x 2 parallel builds, and max-parallel.
 const SLOTS: f64 = 4.0;
 
-const BUILD_SCRIPT: &str = r#"#!/bin/sh
-# bench-null: the four base artifacts, one probe file each.
-set -eu
-a=$FRUIX_RESULT_ROOT/artifacts
-mkdir -p "$a/world/bin" "$a/kernel/boot/kernel" "$a/headers/usr/include/sys" "$a/bootloader/boot"
-echo sh > "$a/world/bin/sh"
-echo kernel > "$a/kernel/boot/kernel/kernel"
-echo param > "$a/headers/usr/include/sys/param.h"
-echo loader > "$a/bootloader/boot/loader"
-"#;
+const BUILD_SCRIPT: &str = concat!(
+    "#!/bin/sh\n# bench-null: the four base artifacts, one probe file each.\nset -eu\n",
+    include_str!("../../../tests/fixtures/external/null-artifacts.sh")
+);
 
 fn write(path: &Path, text: &str) {
     fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
