@@ -25,19 +25,19 @@ pub fn groups(cells: &[Cell], across: &[Axis]) -> Vec<Vec<usize>> {
             .map(|a| c.value(a).map(str::to_string))
             .collect()
     };
-    let mut groups: Vec<(Vec<Option<String>>, Vec<usize>)> = Vec::new();
+    // Groups in order of their first cell; each key found in one lookup
+    // (a matrix of thousands of cells, each its own group, stays linear).
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_key: HashMap<Vec<Option<String>>, usize> = HashMap::new();
     for (i, cell) in cells.iter().enumerate() {
-        let k = key(cell);
-        match groups.iter_mut().find(|(g, _)| *g == k) {
-            Some((_, members)) => members.push(i),
-            None => groups.push((k, vec![i])),
-        }
+        let group = *by_key.entry(key(cell)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[group].push(i);
     }
+    groups.retain(|m| m.len() > 1);
     groups
-        .into_iter()
-        .map(|(_, members)| members)
-        .filter(|m| m.len() > 1)
-        .collect()
 }
 
 /// One artifact compared across the passed cells of a group.
