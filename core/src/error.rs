@@ -116,7 +116,7 @@ impl std::fmt::Display for MetadataFileProblem {
             ),
             MetadataFileProblem::TooLarge { limit } => write!(
                 f,
-                "is larger than {limit} bytes ({} KiB), the limit for a metadata file; fruix never writes one that large: check where it came from",
+                "is larger than {limit} bytes ({} KiB), the most fruix reads of a metadata or configuration file: check where it came from",
                 limit / 1024
             ),
             MetadataFileProblem::NotUtf8 { offset } => write!(

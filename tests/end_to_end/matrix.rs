@@ -980,3 +980,20 @@ fn external_matrix(cleanup: &str) -> (Matrix, std::process::Command) {
         .arg(m.path("report"));
     (m, cmd)
 }
+
+/// Regression: a matrix file past the 1 MiB cap was refused saying "fruix
+/// never writes one that large", though a person writes matrix files.
+#[test]
+fn a_matrix_file_past_the_cap_is_refused_as_too_large_to_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("matrix.scm");
+    std::fs::write(&file, vec![b' '; (1 << 20) + 1]).unwrap();
+    let out = run(fruix().args(["matrix", "plan"]).arg(&file));
+    let said = failed_with(
+        "a matrix file of 1 MiB and a byte",
+        &out,
+        2,
+        &["is larger than 1048576 bytes (1024 KiB), the most fruix reads of a metadata or configuration file: check where it came from"],
+    );
+    assert!(!said.contains("never writes"), "{said}");
+}
