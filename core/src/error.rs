@@ -61,6 +61,8 @@ pub struct Problem {
     pub path: PathBuf,
     /// The promotion.scm field involved, if any (for example `artifacts.world.probe`).
     pub field: Option<String>,
+    /// The line of `path` the field is on, when known.
+    pub line: Option<usize>,
     /// What is wrong and what to do.
     pub message: String,
 }
@@ -72,7 +74,11 @@ impl std::fmt::Display for Problem {
             write!(f, "{}: ", escape::path(&self.path))?;
         }
         if let Some(field) = &self.field {
-            write!(f, "field `{}`: ", escape::text(field))?;
+            write!(f, "field `{}`", escape::text(field))?;
+            if let Some(line) = self.line {
+                write!(f, " (line {line})")?;
+            }
+            f.write_str(": ")?;
         }
         f.write_str(&self.message)
     }

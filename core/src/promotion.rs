@@ -148,13 +148,18 @@ pub struct PromotionMetadata {
 
 /// Checks a name used inside store file names (executor, version, artifact, run id).
 pub fn check_name(what: &str, value: &str) -> std::result::Result<(), String> {
-    if is_name(value, 64, b".-", |b| {
+    check_name_within(what, value, 64)
+}
+
+/// [`check_name`], for a name of at most `max` bytes.
+pub fn check_name_within(what: &str, value: &str, max: usize) -> std::result::Result<(), String> {
+    if is_name(value, max, b".-", |b| {
         b.is_ascii_alphanumeric() || b"._+-".contains(&b)
     }) {
         return Ok(());
     }
     Err(format!(
-        "{what} {} is not usable in a store name: use 1 to 64 characters from A-Z a-z 0-9 . _ + -, not starting with . or -",
+        "{what} {} is not usable in a store name: use 1 to {max} characters from A-Z a-z 0-9 . _ + -, not starting with . or -",
         escape::quoted(value)
     ))
 }

@@ -102,6 +102,7 @@ fn problem(path: impl Into<PathBuf>, field: Option<String>, message: impl Into<S
     Problem {
         path: path.into(),
         field,
+        line: None,
         message: message.into(),
     }
 }
@@ -113,14 +114,10 @@ fn problem_from_error(e: Error) -> Problem {
             field,
             line,
             message,
-        } => problem(
-            path,
-            Some(field),
-            match line {
-                Some(l) => format!("(line {l}) {message}"),
-                None => message,
-            },
-        ),
+        } => Problem {
+            line,
+            ..problem(path, Some(field), message)
+        },
         Error::Syntax {
             path,
             line,

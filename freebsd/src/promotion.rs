@@ -115,6 +115,7 @@ fn check_collected(root: &Path, request: &BuildRequest) -> Result<()> {
         .map(|(name, dir)| Problem {
             path: dir,
             field: None,
+            line: None,
             message: format!(
                 "is missing: collect did not put the requested artifact {name} there (each requested artifact goes at artifacts/NAME)"
             ),

@@ -54,10 +54,45 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh name for a temporary, unique in this process.
+/// The longest file name a store's filesystem takes (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+
+/// The longest `what` a temporary's name keeps whole: room is left for
+/// the prefix, a process id (10 digits) and a counter (20 digits).
+const TEMP_WHAT_MAX: usize = NAME_MAX - TEMP_PREFIX.len() - 2 - 10 - 20;
+
+/// A fresh name for a temporary, unique in this process:
+/// `.tmp-WHAT-PID-N`, WHAT cut short (at a character) where a whole one
+/// would make the name too long for a file (an object's name may take all
+/// of [`NAME_MAX`]).
 pub fn temp_name(what: &str) -> String {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let what = cut(what, TEMP_WHAT_MAX);
     format!("{TEMP_PREFIX}{what}-{}-{n}", std::process::id())
+}
+
+/// The longest start of `text` of at most `max` bytes that ends at a
+/// character.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The file name of object `name`'s lock (in `.locks`): `NAME.lock`, or,
+/// for a name too long for that, the SHA-256 of the name in hex, then
+/// `.lock`. One name always has the one lock file.
+pub fn lock_file_name(name: &str) -> String {
+    const SUFFIX: &str = ".lock";
+    match name.len() + SUFFIX.len() <= NAME_MAX {
+        true => format!("{name}{SUFFIX}"),
+        false => {
+            use sha2::Digest;
+            format!("{}{SUFFIX}", hex::encode(sha2::Sha256::digest(name)))
+        }
+    }
 }
 
 /// The pool key of content `sha256` stored with mode `store_mode`.
@@ -536,6 +571,25 @@ fn start_writeback(file: &File) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn temporary_and_lock_names_fit_in_a_file_name_whatever_the_object_s_name() {
+        for name in ["a".repeat(255), "é".repeat(127) + "a", "short".into()] {
+            let temp = temp_name(&name);
+            assert!(temp.len() <= NAME_MAX, "{temp}");
+            assert!(temp.starts_with(TEMP_PREFIX), "{temp}");
+            let lock = lock_file_name(&name);
+            assert!(lock.len() <= NAME_MAX, "{lock}");
+            assert_eq!(lock, lock_file_name(&name));
+        }
+        assert!(temp_name("short").starts_with(".tmp-short-"));
+        assert_eq!(lock_file_name("short"), "short.lock");
+        assert_ne!(
+            lock_file_name(&"a".repeat(255)),
+            lock_file_name(&"a".repeat(254))
+        );
+    }
+
     use super::*;
 
     #[test]

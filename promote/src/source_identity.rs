@@ -10,7 +10,7 @@ use std::path::Path;
 
 use lexpr::Value;
 
-use fruix_core::promotion::check_name;
+use fruix_core::promotion::{check_name, check_name_within};
 use fruix_core::sexp::{self, field, string_field, Writer};
 use fruix_core::TreeSignature;
 
@@ -23,6 +23,18 @@ pub const SOURCE_HEAD: &str = "fruix-source";
 pub const SOURCE_METADATA_FILE: &str = ".fruix-source.scm";
 /// What follows the hash in a source object's name.
 pub const SOURCE_INFIX: &str = "-freebsd-source-";
+
+/// The longest name a source object's store name leaves room for: a file
+/// name is at most 255 bytes, of which the hash and the infix take the
+/// rest.
+pub const MAX_SOURCE_NAME_BYTES: usize = 255 - 40 - SOURCE_INFIX.len();
+
+/// Refuses a source object's name its store name could not hold ([`check_name`]'s
+/// rule, up to [`MAX_SOURCE_NAME_BYTES`]); the message names it as
+/// `what`.
+pub fn check_source_name(what: &str, name: &str) -> std::result::Result<(), String> {
+    check_name_within(what, name, MAX_SOURCE_NAME_BYTES)
+}
 
 /// What a source tree is, besides its content.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -52,9 +64,13 @@ impl SourceFacts {
         }
     }
 
-    /// Refuses facts a source object must not record: a version that is
-    /// not a name a build accepts is [`Error::InvalidFreebsdVersion`].
+    /// Refuses facts a source object must not record: a name its store
+    /// name could not hold ([`check_source_name`]) is an invalid request,
+    /// and a version that is not a name a build accepts is
+    /// [`Error::InvalidFreebsdVersion`].
     pub fn check(&self) -> Result<()> {
+        check_source_name("source name", &self.name)
+            .map_err(|message| fruix_core::Error::InvalidRequest { message })?;
         check_name("FreeBSD version", &self.version).map_err(|message| {
             Error::InvalidFreebsdVersion {
                 version: self.version.clone(),

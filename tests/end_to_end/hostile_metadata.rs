@@ -218,3 +218,22 @@ fn hostile_file_name_is_escaped_in_the_error() {
         "the name forged an output line: {stderr:?}"
     );
 }
+
+/// Regression: a field refused in promotion.scm was named "field `F`:
+/// (line N) …", where every other file's errors say "field `F` (line N):
+/// …", as the README shows.
+#[test]
+fn a_refused_promotion_field_is_named_with_its_line_as_in_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample_root(dir.path(), "root");
+    let line = with_guest_host_name(&root, "\"builder-1\") (guest-host-name \"again\"");
+    let stderr = promote_refused(
+        "guest-host-name twice",
+        &dir.path().join("store"),
+        &root,
+        &[&format!(
+            "promotion.scm: field `guest-host-name` (line {line}): given more than once; give it once"
+        )],
+    );
+    assert!(!stderr.contains(": (line"), "{stderr}");
+}

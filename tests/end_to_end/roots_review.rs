@@ -85,7 +85,7 @@ fn a_root_s_link_is_never_made_in_the_store() {
     let stderr = run_failing(
         &mut add_root(&store, &state, &bundle, &missing.join("l")),
         2,
-        &["is not a directory"],
+        &["is not a directory; create it or choose another path"],
     );
     assert!(!stderr.contains("fruix-tmp"), "{stderr}");
     assert_eq!(object_names(&store), before, "nothing promoted");

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::util::{
-    fixture_source, fruix, json_error, require_tool, run_json, run_ok, run_with_deadline,
-    store_and_state, verify_store,
+    fixture_source, fruix, json_error, require_tool, run, run_json, run_ok, run_with_deadline,
+    source_add, store_and_state, verify_store,
 };
 
 /// A copy of the miniature FreeBSD tree at `dir/name`.
@@ -424,4 +424,31 @@ fn promoting_after_the_source_was_collected_is_refused_until_it_is_added_again()
             .any(|r| r == &added["store_path"]),
         "{references} {added}"
     );
+}
+
+/// Regression: a `--name` of 186 to 199 bytes passed its check, then failed
+/// (exit 3, "store … is not writable: File name too long"): the object's
+/// lock and temporary names were longer than a file name can be. And a
+/// name of characters a store name cannot have (`é`, a space) was added,
+/// making a store `store verify` then called inconsistent. Every name the
+/// check lets through is added now; the others are refused, as usage.
+#[test]
+fn a_source_name_is_what_a_store_name_can_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let longest = "a".repeat(199);
+    let report = run_json(&mut source_add(&store, &["--json", "--name", &longest]));
+    let path = report["store_path"].as_str().unwrap();
+    assert!(
+        path.ends_with(&format!("-freebsd-source-{longest}")),
+        "{path}"
+    );
+    assert_eq!(Path::new(path).file_name().unwrap().len(), 255);
+    verify_store(&store);
+    let rule = "is not usable in a store name: use 1 to 199 characters from A-Z a-z 0-9 . _ + -, not starting with . or -";
+    for name in [&"a".repeat(200), "été", "a b", ".hidden", "-x", "a/b"] {
+        let out = run(&mut source_add(&store, &[&format!("--name={name}")]));
+        crate::util::failed_with(name, &out, 2, &["--name ", rule]);
+    }
+    assert_eq!(crate::util::object_names(&store).len(), 1);
 }

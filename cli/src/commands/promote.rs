@@ -101,8 +101,12 @@ pub fn check_root_link(link: &Path, named: &str, store: &Path, or: &str) -> CliR
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     if !parent.is_dir() {
+        let advice = match or {
+            "" => "create it or choose another path".to_string(),
+            or => format!("create it, choose another path{or}"),
+        };
         return Err(CliError::usage(format!(
-            "{named}: {} is not a directory; create it, choose another path{or}",
+            "{named}: {} is not a directory; {advice}",
             escape::path(parent)
         )));
     }

@@ -10,7 +10,7 @@ use fruix_core::promotion::SourceStore;
 use fruix_matrix::sources::{
     add_source_dir, source_object_leaving_out, AddedSource, LeftOut, OwnOutput,
 };
-use fruix_promote::source_identity::SOURCE_INFIX;
+use fruix_promote::source_identity::check_source_name;
 use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::Store;
 
@@ -76,31 +76,10 @@ fn add(args: SourceAddArgs) -> CliResult {
     Ok(Status::Success)
 }
 
-/// The longest name a source object's name leaves room for: a file name
-/// is at most 255 bytes, of which the hash and the infix take the rest.
-const MAX_NAME_BYTES: usize = 255 - 40 - SOURCE_INFIX.len();
-
-/// Refuses, before anything is made, a `--name` the object's file name or
-/// its metadata could not hold: empty, with a `/`, longer than
-/// [`MAX_NAME_BYTES`], or with a control character (which the metadata
-/// field refuses) or a bidirectional-text control.
+/// Refuses, before anything is made, a `--name` the object's store name
+/// could not hold ([`check_source_name`]).
 fn check_name(name: &str) -> CliResult<()> {
-    let bad = |c: char| {
-        c == '/' || c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    let problem = if name.is_empty() {
-        "is empty"
-    } else if name.len() > MAX_NAME_BYTES {
-        "is too long"
-    } else if name.chars().any(bad) {
-        "holds a `/` or a control character"
-    } else {
-        return Ok(());
-    };
-    Err(CliError::usage(format!(
-        "--name {} {problem}: a source object's name is 1 to {MAX_NAME_BYTES} bytes without `/` or control characters",
-        escape::quoted(name)
-    )))
+    check_source_name("--name", name).map_err(CliError::usage)
 }
 
 /// Says on stderr, once and unless quiet, what fruix left out of the

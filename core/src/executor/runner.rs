@@ -123,6 +123,7 @@ pub async fn run_executor_within(
                 problems: vec![crate::error::Problem {
                     path: marker,
                     field: None,
+                    line: None,
                     message: format!(
                         "executor {} removed the unfinished marker, which only fruix removes once the root is validated",
                         executor.name()

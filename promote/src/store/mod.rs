@@ -40,7 +40,7 @@ use fruix_core::error::IoContext;
 
 use crate::db::{Database, DB_FILE, META_DIR};
 use crate::error::{Error, Result};
-use crate::pool::{temp_name, Journal, Pool, LINKS_DIR, TEMP_PREFIX};
+use crate::pool::{lock_file_name, temp_name, Journal, Pool, LINKS_DIR, TEMP_PREFIX};
 use crate::register;
 
 mod directory;
@@ -511,7 +511,7 @@ impl Store {
     /// imports and `source add`s of it; a wait first calls the notice set
     /// with [`Store::on_lock_wait`] ([`LockWait::SameObject`]).
     pub fn lock_object(&self, name: &str) -> Result<Lock> {
-        let path = self.root.join(".locks").join(format!("{name}.lock"));
+        let path = self.root.join(".locks").join(lock_file_name(name));
         Lock::take_noting(&self.root, &path, LockMode::Exclusive, || {
             self.notice_wait(LockWait::SameObject, &path)
         })
