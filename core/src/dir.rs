@@ -256,7 +256,7 @@ pub(crate) fn walk(
 
 /// Opens directory `name` of the open directory `parent`, refusing a
 /// symlink; `path` names it in messages.
-fn open_child(
+pub(crate) fn open_child(
     parent: BorrowedFd<'_>,
     name: &OsStr,
     path: &Path,

@@ -14,15 +14,14 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use fruix_core::manifest::{
-    entry_changes, open_dir, open_file_beneath, path_order, walk_fd, with_buffer, Difference,
-    Entry, EntryKind, ManifestBuilder, Modes, Progress, WalkOptions, Walked, SPECIAL_BITS,
+    entry_changes, open_dir, path_order, walk_fd, with_buffer, Difference, Entry, EntryKind,
+    FilesBeneath, ManifestBuilder, Modes, Progress, WalkOptions, Walked, SPECIAL_BITS,
 };
 
 use crate::bundle::check_bundle;
@@ -278,7 +277,7 @@ pub fn check_object(
         compare_content: hash_while_walking || pool.is_some(),
         pool,
         object,
-        object_dir: &object_dir,
+        files: FilesBeneath::new(&object_dir, object),
         progress,
         differences: Vec::new(),
         more: 0,
@@ -370,7 +369,8 @@ struct Merge<'a> {
     /// When set, the walk is structural and contents are settled here.
     pool: Option<VerifiedPool<'a>>,
     object: &'a Path,
-    object_dir: &'a OwnedFd,
+    /// The object's files, opened beneath its directory.
+    files: FilesBeneath<'a>,
     progress: Option<&'a Progress>,
     differences: Vec<Difference>,
     more: u64,
@@ -408,7 +408,7 @@ impl Merge<'_> {
     /// line is `expected`: the expected one when `w` is the sound pool
     /// entry's own inode, else the hash of its content (read through
     /// directory descriptors).
-    fn settle_content(&self, expected: &Entry, w: &Walked) -> Result<Option<Entry>> {
+    fn settle_content(&mut self, expected: &Entry, w: &Walked) -> Result<Option<Entry>> {
         let (Some(p), EntryKind::File { sha256: want, .. }, EntryKind::File { size, .. }) =
             (self.pool, &expected.kind, &w.entry.kind)
         else {
@@ -421,7 +421,7 @@ impl Merge<'_> {
         let sha256 = if linked {
             *want
         } else {
-            let mut file = open_file_beneath(self.object_dir, self.object, &w.entry.path)?;
+            let mut file = self.files.open(&w.entry.path)?;
             let sha256 = hash_reader(
                 &mut file,
                 &self.object.join(OsStr::from_bytes(&w.entry.path)),

@@ -298,3 +298,78 @@ fn tampered_forged_untrusted_reordered_and_cut_short_archives_are_refused_changi
     );
     run_ok(&mut store_import(&store, &file, &["--no-check-sigs"]));
 }
+
+/// Regression: an object holding a directory whose name is not UTF-8
+/// promoted and verified, but its export failed (exit 3, "failed to open
+/// …/d\u{fffd}": the directory was looked for under a lossy name), and so
+/// did `store verify` where a file in such a directory was not its pool
+/// entry's own inode. Both read it now; the export imports whole.
+#[test]
+fn an_object_with_a_directory_not_named_in_utf8_verifies_exports_and_imports() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fruix_core::testing::write_sample_result_root(
+        &root,
+        "guest-self-hosted",
+        "20260405T213444Z",
+        false,
+    )
+    .unwrap();
+    let odd = OsStr::from_bytes(b"d\xff");
+    std::fs::create_dir(root.join("artifacts/world").join(odd)).unwrap();
+    std::fs::write(root.join("artifacts/world").join(odd).join("f"), "odd\n").unwrap();
+    let store = dir.path().join("store");
+    let report = crate::util::promote_report(&store, &root, &[]);
+    let world = PathBuf::from(report["artifacts"]["world"]["store_path"].as_str().unwrap());
+    // The file a private copy, not the pool entry's inode: verify reads it.
+    let (in_store, copy) = (world.join(odd), dir.path().join("copy"));
+    let file = in_store.join("f");
+    std::fs::copy(&file, &copy).unwrap();
+    let mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let was = std::fs::symlink_metadata(&in_store)
+        .unwrap()
+        .permissions()
+        .mode();
+    let modified = std::fs::symlink_metadata(&file)
+        .unwrap()
+        .modified()
+        .unwrap();
+    mode(&in_store, 0o755);
+    std::fs::rename(&copy, &file).unwrap();
+    mode(&file, 0o444);
+    std::fs::File::open(&file)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    mode(&in_store, was);
+    let dir_modified = std::fs::symlink_metadata(&world)
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::File::open(&in_store)
+        .unwrap()
+        .set_modified(dir_modified)
+        .unwrap();
+    crate::util::verify_store(&store);
+    let archive = dir.path().join("archive");
+    run_ok(&mut store_export(
+        &store,
+        &archive,
+        &["--recursive"],
+        &world,
+    ));
+    let bytes = std::fs::read(&archive).unwrap();
+    assert!(
+        find_bytes(&bytes, b"./d\\377/f ").is_some(),
+        "the file's line"
+    );
+    std::fs::rename(&store, dir.path().join("original")).unwrap();
+    run_ok(&mut store_import(&store, &archive, &["--no-check-sigs"]));
+    assert_eq!(std::fs::read(world.join(odd).join("f")).unwrap(), b"odd\n");
+    crate::util::verify_store(&store);
+}

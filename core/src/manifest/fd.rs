@@ -28,37 +28,93 @@ pub fn open_beneath(root: &OwnedFd, root_path: &Path, relative: &str) -> Result<
     dir::walk(root.as_fd(), root_path, TreeKind::READ, relative, false).map(OwnedFd::from)
 }
 
-/// Opens regular file `relative` beneath the open directory `root`, no
-/// symlink followed on the way, its type checked on the descriptor.
-/// `root_path` names `root` in messages.
+/// Opens regular file `relative` (bytes: a name need not be UTF-8)
+/// beneath the open directory `root`, no symlink followed on the way, its
+/// type checked on the descriptor. `root_path` names `root` in messages.
+/// To open many files of one tree, [`FilesBeneath`] keeps the directories
+/// on the way open.
 pub fn open_file_beneath(root: &OwnedFd, root_path: &Path, relative: &[u8]) -> Result<File> {
-    let full = root_path.join(OsStr::from_bytes(relative));
-    let (parent, name) = match relative.iter().rposition(|b| *b == b'/') {
-        Some(i) => (
-            Some(open_beneath(
-                root,
-                root_path,
-                &String::from_utf8_lossy(&relative[..i]),
-            )?),
-            &relative[i + 1..],
-        ),
-        None => (None, relative),
-    };
-    let fd = rfs::openat(
-        parent.as_ref().unwrap_or(root),
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io("open", &full, e.into()))?;
-    let st = rfs::fstat(&fd).map_err(|e| Error::io("inspect", &full, e.into()))?;
-    if stat::file_type(&st) != FileType::RegularFile {
-        return Err(Error::UnsafePath {
-            path: full,
-            message: "is not a regular file".into(),
-        });
+    FilesBeneath::new(root, root_path).open(relative)
+}
+
+/// Opens regular files beneath one open directory, as
+/// [`open_file_beneath`] does, keeping open the directories on the way to
+/// the last one: files in a manifest's order (a directory's files
+/// together) cost one `openat` each, not one per directory above them.
+pub struct FilesBeneath<'a> {
+    root: &'a OwnedFd,
+    root_path: &'a Path,
+    /// The directories open, from `root` down: each one's name and
+    /// descriptor.
+    open: Vec<(Vec<u8>, OwnedFd)>,
+}
+
+impl<'a> FilesBeneath<'a> {
+    /// Opens files beneath `root`, which `root_path` names in messages.
+    pub fn new(root: &'a OwnedFd, root_path: &'a Path) -> Self {
+        FilesBeneath {
+            root,
+            root_path,
+            open: Vec::new(),
+        }
     }
-    Ok(File::from(fd))
+
+    /// Opens regular file `relative` (slash-separated components, bytes),
+    /// each directory on the way with `O_NOFOLLOW | O_DIRECTORY`, the file
+    /// with `O_NOFOLLOW` and its type checked on the descriptor.
+    pub fn open(&mut self, relative: &[u8]) -> Result<File> {
+        let full = self.root_path.join(OsStr::from_bytes(relative));
+        let (dirs, name) = match relative.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&relative[..i], &relative[i + 1..]),
+            None => (&b""[..], relative),
+        };
+        let dirs: Vec<&[u8]> = dirs
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+            .collect();
+        let kept = self
+            .open
+            .iter()
+            .zip(&dirs)
+            .take_while(|((open, _), dir)| open.as_slice() == **dir)
+            .count();
+        self.open.truncate(kept);
+        for dir in &dirs[kept..] {
+            let mut path = self.root_path.to_path_buf();
+            path.extend(self.open.iter().map(|(n, _)| OsStr::from_bytes(n)));
+            path.push(OsStr::from_bytes(dir));
+            if *dir == b".." {
+                return Err(Error::UnsafePath {
+                    path,
+                    message: "path leaves its root (`..`); give a path inside it".into(),
+                });
+            }
+            let parent = self.open.last().map_or(self.root, |(_, fd)| fd);
+            let fd = dir::open_child(
+                parent.as_fd(),
+                OsStr::from_bytes(dir),
+                &path,
+                TreeKind::READ,
+            )?;
+            self.open.push((dir.to_vec(), fd));
+        }
+        let parent = self.open.last().map_or(self.root, |(_, fd)| fd);
+        let fd = rfs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("open", &full, e.into()))?;
+        let st = rfs::fstat(&fd).map_err(|e| Error::io("inspect", &full, e.into()))?;
+        if stat::file_type(&st) != FileType::RegularFile {
+            return Err(Error::UnsafePath {
+                path: full,
+                message: "is not a regular file".into(),
+            });
+        }
+        Ok(File::from(fd))
+    }
 }
 
 /// The fields of a `stat` the walk uses, as fixed-width numbers (their C
@@ -112,5 +168,53 @@ pub fn changed(path: PathBuf, what: &str) -> Error {
         message: format!(
             "{what}: the tree changed while fruix was reading it; make sure nothing writes to it, then try again"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn read(file: File) -> String {
+        let mut text = String::new();
+        (&file).read_to_string(&mut text).unwrap();
+        text
+    }
+
+    #[test]
+    fn files_beneath_keeps_the_directories_on_the_way_open_and_follows_no_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path();
+        let odd = OsStr::from_bytes(b"d\xff");
+        for (path, text) in [
+            ("a/b/f1", "1"),
+            ("a/b/f2", "2"),
+            ("a/c/f3", "3"),
+            ("g", "4"),
+        ] {
+            std::fs::create_dir_all(top.join(path).parent().unwrap()).unwrap();
+            std::fs::write(top.join(path), text).unwrap();
+        }
+        std::fs::create_dir(top.join(odd)).unwrap();
+        std::fs::write(top.join(odd).join("f"), "odd").unwrap();
+        std::os::unix::fs::symlink(top.join("a"), top.join("link")).unwrap();
+        std::os::unix::fs::symlink(top.join("g"), top.join("a/flink")).unwrap();
+        let root = open_dir(top).unwrap();
+        let mut files = FilesBeneath::new(&root, top);
+        assert_eq!(read(files.open(b"a/b/f1").unwrap()), "1");
+        // `a/b` stays open: renamed away, its next file is still found
+        // through it, not by path again.
+        std::fs::rename(top.join("a/b"), top.join("a/moved")).unwrap();
+        assert_eq!(read(files.open(b"a/b/f2").unwrap()), "2");
+        assert_eq!(read(files.open(b"a/c/f3").unwrap()), "3");
+        assert_eq!(read(files.open(b"g").unwrap()), "4");
+        assert_eq!(read(files.open(b"d\xff/f").unwrap()), "odd");
+        // A link to a file is not opened (O_NOFOLLOW).
+        assert!(files.open(b"a/flink").is_err());
+        for refused in [&b"link/c/f3"[..], b"a/../g", b"a/c"] {
+            let e = files.open(refused).unwrap_err();
+            assert!(matches!(e, Error::UnsafePath { .. }), "{e}");
+        }
     }
 }

@@ -38,7 +38,7 @@ mod walk;
 
 pub use diff::{diff_entries, entry_changes, Difference};
 pub use encoding::{decode, encode_into};
-pub use fd::{changed, open_beneath, open_dir, open_file_beneath, stat};
+pub use fd::{changed, open_beneath, open_dir, open_file_beneath, stat, FilesBeneath};
 pub use walk::{
     hash_file, walk, walk_fd, with_buffer, Cancelled, Exclude, FileDigest, OpenFile, Progress,
     ReadFile, WalkOptions, Walked, MAX_DEPTH, MAX_PATH_BYTES, READ_BUFFER,

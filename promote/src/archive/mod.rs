@@ -75,7 +75,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use fruix_core::manifest::{open_dir, open_file_beneath, EntryKind, Modes, Progress};
+use fruix_core::manifest::{open_dir, EntryKind, FilesBeneath, Modes, Progress};
 
 use crate::check::read_object_file;
 use crate::db::Kind;
@@ -362,12 +362,16 @@ fn write_tree(
     progress: Option<&Progress>,
 ) -> Result<()> {
     let root = open_dir(object)?;
+    let mut files = FilesBeneath::new(&root, object);
     let mut lines = ManifestLines::open(&object.join(MANIFEST_FILE))?;
     let mut line = String::new();
     let w = |r: io::Result<()>| written(r, progress);
     while let Some((entry, _)) = lines.next_entry()? {
         crate::pipeline::check_cancelled(progress)?;
-        if [metadata_file, REFERENCES_FILE].contains(&&*String::from_utf8_lossy(&entry.path)) {
+        if [metadata_file, REFERENCES_FILE]
+            .map(str::as_bytes)
+            .contains(&&*entry.path)
+        {
             continue;
         }
         line.clear();
@@ -375,7 +379,7 @@ fn write_tree(
         w(out.write_all(line.as_bytes()))?;
         if let EntryKind::File { size, .. } = entry.kind {
             let display = object.join(OsStr::from_bytes(&entry.path));
-            let file = open_file_beneath(&root, object, &entry.path)?;
+            let file = files.open(&entry.path)?;
             let copied = io::copy(&mut (&file).take(size), out)
                 .map_err(|e| failed(e, progress, "export", &display))?;
             if copied != size {
