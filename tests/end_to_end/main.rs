@@ -73,4 +73,6 @@ mod store_signals_review;
 mod store_verify_review;
 mod terminal;
 mod vm;
+mod vm_stale;
+mod vm_wrapper;
 mod xcpng_master;

@@ -24,7 +24,7 @@ use crate::util::{
 
 /// The guest image, built by `scripts/vm-image.sh` (which returns at once
 /// when the image is there and of its current layout).
-fn image() -> PathBuf {
+pub(crate) fn image() -> PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE
         .get_or_init(|| crate::util::prepared("vm-image.sh", "target/vm-image"))
@@ -63,7 +63,7 @@ fn initrd_with_fruix() -> PathBuf {
 
 /// The image's initramfs with a guest that ignores the ACPI power button
 /// (its acpid's handler does nothing), so that only a hard stop ends it.
-fn initrd_ignoring_the_power_button() -> PathBuf {
+pub(crate) fn initrd_ignoring_the_power_button() -> PathBuf {
     static INITRD: OnceLock<PathBuf> = OnceLock::new();
     INITRD
         .get_or_init(|| {
@@ -119,25 +119,25 @@ fn initrd_with(stale: &str, name: &str, fill: impl FnOnce(&Path)) -> PathBuf {
 
 /// A VM machine of a test's machines file: the guest image booted under
 /// TCG with its kernel command line `append`, pinning `host_key`.
-struct Vm {
-    name: &'static str,
-    append: &'static str,
-    host_key: String,
-    boot_timeout: u32,
-    shutdown_timeout: u32,
+pub(crate) struct Vm {
+    pub(crate) name: &'static str,
+    pub(crate) append: &'static str,
+    pub(crate) host_key: String,
+    pub(crate) boot_timeout: u32,
+    pub(crate) shutdown_timeout: u32,
     /// The initramfs (the image's, or [`initrd_with_fruix`]).
-    initrd: PathBuf,
+    pub(crate) initrd: PathBuf,
     /// Whether the guest gets a throw-away overlay on the image's blank
     /// disk.
-    disk: bool,
-    parallel_builds: u32,
+    pub(crate) disk: bool,
+    pub(crate) parallel_builds: u32,
     /// The matrix scheduler tries faster machines first.
-    speed: f64,
+    pub(crate) speed: f64,
 }
 
 impl Vm {
     /// A guest that starts sshd, with the image's own initramfs.
-    fn new(name: &'static str) -> Vm {
+    pub(crate) fn new(name: &'static str) -> Vm {
         Vm {
             name,
             append: "console=ttyS0 quiet",
@@ -163,7 +163,7 @@ impl Vm {
     }
 
     /// A guest that never opens SSH.
-    fn silent(name: &'static str) -> Vm {
+    pub(crate) fn silent(name: &'static str) -> Vm {
         Vm {
             append: "console=ttyS0 quiet fruix.nossh",
             ..Vm::new(name)
@@ -206,7 +206,7 @@ impl Vm {
 }
 
 /// Writes `dir/machines.scm` holding `vms`.
-fn machines(dir: &Path, vms: &[Vm]) -> PathBuf {
+pub(crate) fn machines(dir: &Path, vms: &[Vm]) -> PathBuf {
     let file = dir.join("machines.scm");
     let records: String = vms.iter().map(Vm::record).collect();
     std::fs::write(&file, format!("(fruix-machines\n{records})\n")).unwrap();
@@ -224,7 +224,7 @@ fn host_key() -> String {
 
 /// `fruix build --executor vm` of the miniature tree on `machine`, with
 /// the image's emulator on PATH when it had to be unpacked.
-fn vm_build(dir: &Path, machines: &Path, machine: &str) -> Command {
+pub(crate) fn vm_build(dir: &Path, machines: &Path, machine: &str) -> Command {
     vm_build_into(dir, machines, machine, "root")
 }
 
@@ -267,7 +267,7 @@ fn start_on_silent_guest(dir: &Path, shutdown_timeout: u32) -> std::process::Chi
 
 /// The pids of qemu processes whose command line names `marker` (a test's
 /// own directory: its guests' console files are there).
-fn qemu_processes(marker: &Path) -> Vec<i32> {
+pub(crate) fn qemu_processes(marker: &Path) -> Vec<i32> {
     let marker = marker.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
         .unwrap()
@@ -294,7 +294,7 @@ fn system_failure_on(dir: &Path, vm: Vm) -> String {
 }
 
 /// A host key no guest of the image has: pinned, the guest is refused.
-const WRONG_HOST_KEY: &str =
+pub(crate) const WRONG_HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
 
 #[test]
@@ -342,7 +342,7 @@ fn a_guest_that_never_opens_ssh_fails_after_the_boot_timeout_quoting_its_console
 /// Waits until the console of the guest of a build in `dir` says its
 /// network is up: fruix is then waiting for SSH (the guest's files are
 /// beside the result root, in `.NAME.vm`).
-fn wait_for_the_guest_s_network(dir: &Path) {
+pub(crate) fn wait_for_the_guest_s_network(dir: &Path) {
     wait_until("the guest's network is up", || {
         std::fs::read_dir(dir).is_ok_and(|entries| {
             entries.flatten().any(|e| {
@@ -355,14 +355,14 @@ fn wait_for_the_guest_s_network(dir: &Path) {
 
 /// Sends `signal` to `pid`, a process this test started (fruix) or one
 /// its build started (found by [`qemu_processes`]).
-fn signal(pid: i32, signal: libc::c_int) {
+pub(crate) fn signal(pid: i32, signal: libc::c_int) {
     // SAFETY: kill(2) on a process of this test's own.
     unsafe { libc::kill(pid, signal) };
 }
 
 /// Waits up to `limit` for `child` to exit: its status, or `None` after
 /// killing it (and then every qemu process of `dir`) and reaping it.
-fn exit_within(
+pub(crate) fn exit_within(
     child: &mut std::process::Child,
     limit: Duration,
     dir: &Path,
@@ -781,7 +781,7 @@ fn work_dirs(dir: &Path) -> Vec<PathBuf> {
 
 /// The emulator for a QEMU driver run in this process: the image's when
 /// it had to be unpacked (see [`with_emulator`]), else the installed one.
-fn emulator() -> PathBuf {
+pub(crate) fn emulator() -> PathBuf {
     let unpacked = image().join("bin/qemu-system-x86_64");
     if unpacked.is_file() {
         return unpacked;

@@ -160,15 +160,28 @@ fn copy_range(from: &File, range: std::ops::Range<u64>, to: &mut File) -> io::Re
 
 /// The copying of one emulator's console socket into a [`BoundedConsole`],
 /// in a thread of its own (independent of any async runtime's being
-/// polled): it ends when the socket does, that is when the emulator has
-/// exited, and hands the console back.
+/// polled, and never joined: only [`ConsoleCopy::finish`] waits for it,
+/// within its limit): it ends when the socket does, that is when the
+/// emulator has exited, and hands the console back. Given up on (past
+/// `finish`'s limit, or dropped), it is ended by shutting the socket
+/// down, which wakes its read: a process still holding the other end (an
+/// emulator's child that outlived it) cannot keep it, or fruix, waiting.
 #[derive(Debug)]
-pub(super) struct ConsoleCopy(std::thread::JoinHandle<BoundedConsole>);
+pub(super) struct ConsoleCopy {
+    /// The copy's socket (another handle on it), to shut it down.
+    socket: UnixStream,
+    /// The console, once the copying has ended.
+    done: tokio::sync::oneshot::Receiver<BoundedConsole>,
+}
 
 impl ConsoleCopy {
     /// Starts copying what comes on `from` into `console`.
     pub(super) fn start(mut from: UnixStream, mut console: BoundedConsole) -> Result<Self> {
-        let thread = std::thread::Builder::new()
+        let cannot =
+            |e: io::Error| Error::system(format!("cannot start copying a guest's console: {e}"));
+        let socket = from.try_clone().map_err(cannot)?;
+        let (tx, done) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
             .name("fruix-vm-console".into())
             .spawn(move || {
                 let mut chunk = vec![0; 64 << 10];
@@ -182,21 +195,36 @@ impl ConsoleCopy {
                         Err(_) => break,
                     }
                 }
-                console
+                // Nobody may be waiting any more.
+                let _ = tx.send(console);
             })
-            .map_err(|e| Error::system(format!("cannot start copying a guest's console: {e}")))?;
-        Ok(ConsoleCopy(thread))
+            .map_err(cannot)?;
+        Ok(ConsoleCopy { socket, done })
     }
 
     /// Waits, at most `limit`, for the copying to end (its emulator gone):
-    /// the console, or `None` after `limit` (the thread is left to end by
-    /// itself).
-    pub(super) async fn finish(self, limit: Duration) -> Option<BoundedConsole> {
-        let joined = tokio::task::spawn_blocking(move || self.0.join());
-        match tokio::time::timeout(limit, joined).await {
-            Ok(Ok(Ok(console))) => Some(console),
-            _ => None,
+    /// the console. Past `limit`, the socket is shut down, which ends the
+    /// copying, and the console is what came until then (waited for, at
+    /// most `limit` again, for a write under way); `None` when even that
+    /// does not end in time (the thread ends by itself, never waited for).
+    pub(super) async fn finish(mut self, limit: Duration) -> Option<BoundedConsole> {
+        if let Ok(done) = tokio::time::timeout(limit, &mut self.done).await {
+            return done.ok();
         }
+        self.stop();
+        tokio::time::timeout(limit, &mut self.done).await.ok()?.ok()
+    }
+
+    /// Ends the copying: its read is woken, and sees the socket's end.
+    fn stop(&self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Drop for ConsoleCopy {
+    /// Ends the copying, if it has not ended.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -322,5 +350,38 @@ mod tests {
         let file = std::fs::read(&path).unwrap();
         assert!(file.len() <= 8 << 10);
         assert!(stream.ends_with(split_marker(&file).1));
+    }
+
+    /// Regression: a process that outlived the emulator (a wrapper's
+    /// child) kept the socket open: the copying thread read on for ever,
+    /// and the runtime waited, at its end, for the blocking task that
+    /// joined it, so fruix never exited. Past its limit, the copying is
+    /// ended, keeping what came, and nothing is left to wait for.
+    #[test]
+    fn a_console_copy_whose_socket_stays_open_is_ended_past_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let console = BoundedConsole::create(&path, 8 << 10).unwrap();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let copy = ConsoleCopy::start(ours, console).unwrap();
+        theirs.write_all(b"the last line\n").unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let console = runtime.block_on(copy.finish(Duration::from_millis(200)));
+        // Dropping the runtime waits for its blocking tasks: none are left.
+        let (tx, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(runtime);
+            let _ = tx.send(());
+        });
+        assert!(
+            dropped.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "the runtime waits for the copying"
+        );
+        assert_eq!(console.unwrap().received, 14);
+        assert_eq!(std::fs::read(&path).unwrap(), b"the last line\n");
+        drop(theirs);
     }
 }

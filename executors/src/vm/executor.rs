@@ -96,15 +96,21 @@ impl ExecutorConfig for VmConfig {
             Some(_) => "`identity`".to_string(),
             None => format!("the `private-key` of machine {}", escape::quoted(&name)),
         };
+        // The base image is a qcow2 image too: qemu-img makes an overlay
+        // of nothing else.
         let files = local_files(&spec)
             .into_iter()
             .map(|(field, path)| {
                 let what = format!("the `{field}` of machine {}", escape::quoted(&name));
-                (what, Path::new(path))
+                (what, Path::new(path), field == IMAGE)
             })
-            .chain(identity.map(|path| (key, path.as_path())));
-        for (what, path) in files {
-            regular_file(path).map_err(|problem| invalid(format!("{what} {problem}")))?;
+            .chain(identity.map(|path| (key, path.as_path(), false)));
+        for (what, path, image) in files {
+            let problem = |problem| invalid(format!("{what} {problem}"));
+            let file = regular_file(path).map_err(problem)?;
+            if image {
+                qcow2_image(&file, path).map_err(problem)?;
+            }
         }
         let mode = match config.inner.take().as_deref() {
             None | Some("guest-self-hosted") => Mode::SelfHosted,
@@ -191,6 +197,9 @@ pub(super) fn master_of(machine: &Machine) -> std::result::Result<Option<SshHost
     )))
 }
 
+/// The field of a QEMU record naming its base image.
+const IMAGE: &str = "image";
+
 /// The files of this machine a guest of `spec` is made from (QEMU's
 /// `image`, `kernel` and `initrd`), with their fields.
 fn local_files(spec: &VmSpec) -> Vec<(&'static str, &str)> {
@@ -203,24 +212,56 @@ fn local_files(spec: &VmSpec) -> Vec<(&'static str, &str)> {
     else {
         return Vec::new();
     };
-    [("image", image), ("kernel", kernel), ("initrd", initrd)]
+    [(IMAGE, image), ("kernel", kernel), ("initrd", initrd)]
         .into_iter()
         .filter_map(|(field, path)| Some((field, path.as_deref()?)))
         .collect()
 }
 
 /// What is wrong with `path` as a file to read: it must be a regular file
-/// (a symbolic link to one is) that this user can open.
-fn regular_file(path: &Path) -> std::result::Result<(), String> {
+/// (a symbolic link to one is) that this user can open. The file, opened
+/// without blocking.
+fn regular_file(path: &Path) -> std::result::Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let shown = escape::path(path);
+    let not_regular = || format!("{shown} is not a regular file");
+    // What stat shows is not a regular file is refused unopened (opening a
+    // device can have effects); the opened one's fstat is the authority.
     match std::fs::metadata(path) {
         Err(e) => return Err(format!("{shown} cannot be read: {e}")),
-        Ok(meta) if !meta.is_file() => return Err(format!("{shown} is not a regular file")),
+        Ok(meta) if !meta.is_file() => return Err(not_regular()),
         Ok(_) => {}
     }
-    std::fs::File::open(path)
-        .map(drop)
-        .map_err(|e| format!("{shown} cannot be read: {e}"))
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
+        .open(path)
+        .map_err(|e| format!("{shown} cannot be read: {e}"))?;
+    match file.metadata() {
+        Err(e) => Err(format!("{shown} cannot be read: {e}")),
+        Ok(meta) if !meta.is_file() => Err(not_regular()),
+        Ok(_) => Ok(file),
+    }
+}
+
+/// The first bytes of a qcow2 image.
+const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
+
+/// What is wrong with `file` (at `path`) as a guest's base image: QEMU's
+/// guest disk is a qcow2 overlay of it, which `qemu-img` makes of a qcow2
+/// image only.
+fn qcow2_image(mut file: &std::fs::File, path: &Path) -> std::result::Result<(), String> {
+    let shown = escape::path(path);
+    let mut magic = [0; 4];
+    match file.read_exact(&mut magic) {
+        Ok(()) if &magic == QCOW2_MAGIC => Ok(()),
+        Err(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+            Err(format!("{shown} cannot be read: {e}"))
+        }
+        _ => Err(format!(
+            "{shown} is not a qcow2 image (the guest's disk is a qcow2 overlay of it); convert it with `qemu-img convert -O qcow2`"
+        )),
+    }
 }
 
 /// The name of a run's guest: `fruix-RUN_ID-SUFFIX`, SUFFIX 16 hex digits
@@ -244,6 +285,29 @@ pub fn guest_name(run_id: &str) -> String {
         })
         .collect();
     format!("fruix-{run_id}-{:016x}", hasher.finish())
+}
+
+/// Deals with what [`workdir::sweep`] finds in `parent` (the result root's
+/// parent) for a VM run on machine `machine` of record `spec`, its driver's
+/// commands run on `host` (see [`sweep_stale`]): a directory left alone is
+/// named in a warning.
+pub(super) async fn sweep_beside(
+    parent: &Path,
+    (machine, spec, host): (&str, &VmSpec, &Arc<dyn Host>),
+    events: &EventSink,
+    cancel: &CancellationToken,
+) {
+    for found in workdir::sweep(parent) {
+        match found {
+            workdir::Found::Stale(stale) => {
+                sweep_stale(stale, machine, spec, host, events, cancel).await
+            }
+            workdir::Found::LeftAlone { path, why } => events.warn(format!(
+                "{}, named like the work directory of a VM run, is left alone: {why}",
+                escape::path(&path)
+            )),
+        }
+    }
 }
 
 /// Deals with the work directory `stale` of a run whose fruix was killed,
@@ -365,17 +429,8 @@ impl Run for VmRun<'_> {
         let run_id = &ctx.request.run_id;
         // What runs whose fruix was killed left beside this result root.
         if let Some(parent) = ctx.result_root.parent() {
-            for stale in workdir::sweep(parent) {
-                sweep_stale(
-                    stale,
-                    &e.machine,
-                    &e.spec,
-                    &e.host,
-                    &ctx.events,
-                    &ctx.cancel,
-                )
-                .await;
-            }
+            let run = (&*e.machine, &e.spec, &e.host);
+            sweep_beside(parent, run, &ctx.events, &ctx.cancel).await;
         }
         let guest = workdir::Guest {
             machine: e.machine.clone(),

@@ -1,5 +1,6 @@
 //! Builds in virtual machines whose whole life fruix owns: prepare a
-//! throw-away disk, boot, wait for the SSH banner (within the boot timeout),
+//! throw-away disk, boot, wait for the SSH banner (the boot timeout, from
+//! the start of the boot, bounds both: [`boot_deadline`]),
 //! run the inner mode over SSH with the guest's pinned host key, then,
 //! whatever happened, stop the guest (ACPI, then hard) and destroy the disk.
 //!
@@ -21,6 +22,7 @@ pub mod bhyve;
 pub mod console;
 pub mod driver;
 pub mod executor;
+mod group;
 pub mod master;
 pub mod qemu;
 pub mod workdir;
@@ -47,6 +49,24 @@ const BANNER_POLL: Duration = Duration::from_millis(200);
 /// How many of the console's last lines a boot failure quotes.
 const CONSOLE_TAIL_LINES: usize = 20;
 
+tokio::task_local! {
+    /// When the boot of the guest [`bring_up`] brings up began.
+    static BOOT_STARTED: tokio::time::Instant;
+}
+
+/// The one deadline of a guest's boot, up to its SSH banner: `timeout`
+/// (the machine's boot timeout) after the start of the boot, when called
+/// while [`bring_up`] boots a guest or waits for its SSH; else (a driver
+/// or a wait used alone) `timeout` from now. The QEMU driver's boot and
+/// [`wait_for_ssh_with_logs`] both end there, so a boot that takes part
+/// of the timeout leaves the wait only the rest.
+pub fn boot_deadline(timeout: Duration) -> tokio::time::Instant {
+    let started = BOOT_STARTED
+        .try_with(|started| *started)
+        .unwrap_or_else(|_| tokio::time::Instant::now());
+    started + timeout
+}
+
 /// What a guest's life has started so far: [`teardown`] undoes exactly that.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Started {
@@ -63,6 +83,7 @@ pub struct Started {
 /// [`Error::MachineUnavailable`]. When `cancel` fires while the guest's
 /// disk is prepared or the guest boots, that step ends at once
 /// ([`Error::Cancelled`]); `wait` and `build` are given it themselves.
+/// The boot and `wait` share one deadline ([`boot_deadline`]).
 pub async fn bring_up<W, WF, B, BF>(
     driver: &dyn VmDriver,
     vm: &Instance,
@@ -87,10 +108,12 @@ where
     let prepare = events.stage("vm-prepare", driver.prepare(vm, cancel));
     prepare.await.map_err(unavailable)?;
     started.booted = true;
-    let endpoint = events.stage("vm-boot", driver.boot(vm, cancel));
-    let endpoint = endpoint.await.map_err(unavailable)?;
-    let endpoint = events.stage("vm-ssh", wait(endpoint));
-    build(endpoint.await.map_err(unavailable)?).await
+    let booting = tokio::time::Instant::now();
+    let boot = events.stage("vm-boot", driver.boot(vm, cancel));
+    let endpoint = BOOT_STARTED.scope(booting, boot).await;
+    let wait = events.stage("vm-ssh", wait(endpoint.map_err(unavailable)?));
+    let endpoint = BOOT_STARTED.scope(booting, wait).await;
+    build(endpoint.map_err(unavailable)?).await
 }
 
 /// [`teardown_until`] that is never cancelled: the guest gets the whole
@@ -144,9 +167,11 @@ pub async fn wait_for_ssh(
 /// Waits until the guest's sshd says `SSH-` on `endpoint`: a connection
 /// alone proves nothing (QEMU's user networking accepts one before the
 /// guest listens). Fails when the guest stops (quoting the driver's own
-/// log too), when `cancel` fires, or after the boot timeout, quoting the
-/// console's last lines. The logs are named where they will be kept, in
-/// `logs` (`RESULT_ROOT/logs`), else where they are.
+/// log too), when `cancel` fires, or at the boot's deadline
+/// ([`boot_deadline`]: the boot timeout after the start of the boot, when
+/// [`bring_up`] calls it), quoting the console's last lines. The logs are
+/// named where they will be kept, in `logs` (`RESULT_ROOT/logs`), else
+/// where they are.
 pub async fn wait_for_ssh_with_logs(
     driver: &dyn VmDriver,
     spec: &VmSpec,
@@ -155,12 +180,22 @@ pub async fn wait_for_ssh_with_logs(
     logs: Option<&Path>,
     cancel: &CancellationToken,
 ) -> Result<Endpoint> {
-    let deadline = tokio::time::Instant::now() + spec.boot_timeout;
+    let deadline = boot_deadline(spec.boot_timeout);
+    let timed_out = || Error::Timeout {
+        what: format!(
+            "the SSH banner of guest {} ({}:{})",
+            vm.name, endpoint.host, endpoint.port
+        ),
+        limit: spec.boot_timeout,
+        detail: console_quote(vm, logs),
+        log: None,
+    };
     loop {
         let answered = tokio::select! {
             biased;
             () = cancel.cancelled() => return Err(Error::Cancelled),
             answered = banner(&endpoint) => answered,
+            () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
         };
         if answered {
             return Ok(endpoint);
@@ -178,20 +213,11 @@ pub async fn wait_for_ssh_with_logs(
                 console_quote(vm, logs)
             )));
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Timeout {
-                what: format!(
-                    "the SSH banner of guest {} ({}:{})",
-                    vm.name, endpoint.host, endpoint.port
-                ),
-                limit: spec.boot_timeout,
-                detail: console_quote(vm, logs),
-                log: None,
-            });
-        }
         tokio::select! {
-            () = tokio::time::sleep(BANNER_POLL) => {}
+            biased;
             () = cancel.cancelled() => return Err(Error::Cancelled),
+            () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
+            () = tokio::time::sleep(BANNER_POLL) => {}
         }
     }
 }
@@ -267,4 +293,122 @@ pub fn console_tail(path: &Path, n: usize) -> Vec<String> {
         .filter(|l| !l.trim().is_empty())
         .collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    //! The boot and the wait for SSH share one deadline.
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use fruix_core::vm::{Accel, VmDriverSpec};
+
+    /// A guest whose boot takes `boot` and whose sshd never answers.
+    #[derive(Debug)]
+    struct SlowBoot {
+        boot: Duration,
+        port: u16,
+    }
+
+    #[async_trait]
+    impl VmDriver for SlowBoot {
+        async fn prepare(&self, _vm: &Instance, _cancel: &CancellationToken) -> Result<()> {
+            Ok(())
+        }
+        async fn boot(&self, _vm: &Instance, _cancel: &CancellationToken) -> Result<Endpoint> {
+            tokio::time::sleep(self.boot).await;
+            Ok(Endpoint {
+                host: "127.0.0.1".into(),
+                port: self.port,
+            })
+        }
+        async fn running(&self, _vm: &Instance) -> bool {
+            true
+        }
+        async fn stop(&self, _vm: &Instance, _grace: Duration) -> Result<()> {
+            Ok(())
+        }
+        async fn destroy(&self, _vm: &Instance) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Regression: the boot was given the boot timeout, then the wait for
+    /// SSH the whole of it again: a guest whose QEMU never greeted ran
+    /// twice its boot timeout, failing "after" the boot timeout. The boot
+    /// timeout bounds both, from the start of the boot.
+    #[tokio::test(start_paused = true)]
+    async fn the_boot_timeout_bounds_the_boot_and_the_wait_for_ssh_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let vm = Instance {
+            name: "fruix-test".into(),
+            work_dir: dir.path().into(),
+            console: dir.path().join("console.log"),
+        };
+        let spec = VmSpec {
+            driver: VmDriverSpec::Qemu {
+                image: None,
+                kernel: Some("/vmlinuz".into()),
+                initrd: None,
+                append: None,
+                accel: Accel::Tcg,
+            },
+            memory_mib: 512,
+            cpus: 1,
+            boot_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(2),
+            host_key: String::new(),
+        };
+        // Nothing listens there: no banner, ever.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        for boot in [Duration::from_secs(4), Duration::from_secs(7)] {
+            let driver = SlowBoot { boot, port };
+            let cancel = CancellationToken::new();
+            let began = tokio::time::Instant::now();
+            let up = bring_up(
+                &driver,
+                &vm,
+                &mut Started::default(),
+                &EventSink::discard(),
+                &cancel,
+                |endpoint| wait_for_ssh(&driver, &spec, &vm, endpoint, &cancel),
+                |_| async { unreachable!("no banner") },
+            )
+            .await;
+            let took = began.elapsed();
+            let Err(Error::MachineUnavailable(e)) = up else {
+                panic!("{up:?}");
+            };
+            let Error::Timeout { limit, .. } = *e else {
+                panic!("{e:?}");
+            };
+            assert_eq!(limit, spec.boot_timeout);
+            let expected = boot.max(spec.boot_timeout);
+            assert!(
+                took >= expected && took < expected + BANNER_POLL,
+                "a boot of {boot:?}: {took:?} in all"
+            );
+        }
+    }
+
+    /// Alone (outside a bring-up), the wait's deadline is the boot timeout
+    /// from its own start.
+    #[tokio::test(start_paused = true)]
+    async fn outside_a_bring_up_the_deadline_is_from_now() {
+        let now = tokio::time::Instant::now();
+        assert_eq!(
+            boot_deadline(Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let within = BOOT_STARTED.scope(now, async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            boot_deadline(Duration::from_secs(5))
+        });
+        assert_eq!(within.await, now + Duration::from_secs(5));
+    }
 }

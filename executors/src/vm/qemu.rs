@@ -3,10 +3,13 @@
 //! child in its own process group, with user networking restricted to a
 //! forwarded SSH port on 127.0.0.1, and a QMP socket through which
 //! `system_powerdown` presses the ACPI power button. After the grace
-//! period, and whenever fruix lets go of it, the process is killed; on
-//! Linux and FreeBSD it also dies with fruix (`PR_SET_PDEATHSIG`,
+//! period, and whenever fruix lets go of it, its whole process group is
+//! killed: a `qemu-system-x86_64` that is a wrapper script running the
+//! real emulator without `exec` is stopped with it. On Linux and FreeBSD
+//! the process fruix started also dies with fruix (`PR_SET_PDEATHSIG`,
 //! `PROC_PDEATHSIG_CTL`), so even a fruix killed with SIGKILL leaves no
-//! guest running.
+//! guest running (an emulator run by such a wrapper is not covered: the
+//! kernel signals the wrapper alone).
 //!
 //! The serial console goes to a socket QEMU inherits (`-chardev
 //! socket,fd=N`, one end of a socket pair), and a thread of fruix's copies
@@ -14,7 +17,8 @@
 //! ([`console::LIVE_CONSOLE_MAX_BYTES`](super::console::LIVE_CONSOLE_MAX_BYTES),
 //! its last part kept): a guest flooding its console cannot fill this
 //! machine's disk. The thread ends when QEMU does; stopping the guest
-//! waits for it, so the console is whole when the cleanup keeps it.
+//! waits for it (at most 10 s, then ends it), so the console is whole
+//! when the cleanup keeps it.
 //!
 //! The forwarded port is one the kernel found free just before QEMU
 //! starts: another process can take it in between. QEMU is up once it
@@ -23,9 +27,13 @@
 //! its port is in use (binding it fails with `AddrInUse`) lost the port,
 //! and is started again on a new one, [`QEMU_PORT_ATTEMPTS`] times in all.
 //! Any other early exit is left to the wait for SSH, which quotes QEMU's
-//! log. A cancellation while QEMU starts ends the boot at once; the QEMU
-//! started is kept for the teardown, which kills it. One while `qemu-img`
-//! makes the overlay kills it and ends the preparing at once.
+//! log. The boot and the wait for SSH share one deadline, the boot timeout
+//! from the start of the boot ([`boot_deadline`](super::boot_deadline)): a
+//! QEMU that neither greets nor exits by then is left to that wait, which
+//! then fails at once. A cancellation while QEMU starts ends the boot at
+//! once; the QEMU started is kept for the teardown, which kills it. One
+//! while `qemu-img` makes the overlay kills it and ends the preparing at
+//! once.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -40,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::console::{BoundedConsole, ConsoleCopy, LIVE_CONSOLE_MAX_BYTES};
 use super::driver::{memory, run_local_until, Endpoint, Instance, VmDriver};
+use super::group::GroupLeader;
 
 /// The QEMU system emulator run.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -52,7 +61,8 @@ pub const QEMU_PORT_ATTEMPTS: usize = 5;
 const QMP_POLL: Duration = Duration::from_millis(50);
 
 /// How long, at most, the console's copying gets to end once its QEMU is
-/// gone (it ends at once: the socket closes with QEMU).
+/// gone (it ends at once: the socket closes with QEMU's processes); past
+/// that it is ended, keeping what came.
 const CONSOLE_DRAIN: Duration = Duration::from_secs(10);
 
 /// Picks the port of 127.0.0.1 that QEMU forwards to the guest's SSH, once
@@ -72,7 +82,7 @@ pub struct Qemu {
     emulator: PathBuf,
     console_max_bytes: u64,
     ports: PortPicker,
-    child: Mutex<Option<tokio::process::Child>>,
+    child: Mutex<Option<GroupLeader>>,
     console: Mutex<Option<Console>>,
 }
 
@@ -137,7 +147,7 @@ impl Qemu {
     #[cfg(test)]
     pub(super) fn with_child(spec: VmSpec, child: tokio::process::Child) -> Self {
         let qemu = Qemu::new(spec);
-        *qemu.child.lock().expect("child") = Some(child);
+        *qemu.child.lock().expect("child") = Some(GroupLeader::new(child));
         qemu
     }
 
@@ -156,7 +166,7 @@ impl Qemu {
 
     /// Starts QEMU for `vm` with SSH forwarded from `port` (`kvm`: whether
     /// to use KVM), its console copied into the console file.
-    async fn start(&self, vm: &Instance, port: u16, kvm: bool) -> Result<tokio::process::Child> {
+    async fn start(&self, vm: &Instance, port: u16, kvm: bool) -> Result<GroupLeader> {
         let console = match self.finish_console().await {
             Some(console) => console,
             None => BoundedConsole::create(&vm.console, self.console_max_bytes)?,
@@ -214,7 +224,7 @@ impl Qemu {
                 ))
             })?;
         drop(theirs);
-        Ok(child)
+        Ok(GroupLeader::new(child))
     }
 
     /// Waits for the copying of the last QEMU's console to end (it ends
@@ -353,7 +363,8 @@ fn port_in_use(port: u16) -> bool {
 /// How the start of a QEMU ended ([`got_up`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
-    /// It greeted on its QMP socket, or neither greeted nor exited in time.
+    /// It greeted on its QMP socket, or neither greeted nor exited by the
+    /// deadline.
     Up,
     /// It exited first.
     Exited,
@@ -363,21 +374,21 @@ enum Start {
 
 /// Whether the starting QEMU `child` got up, greeting on its QMP socket at
 /// `qmp` (which it does only past setting up its network), before it
-/// exited or `cancel` fired. A QEMU neither up nor gone within `limit`
-/// counts as up: nothing says it failed, and the wait for SSH takes it
-/// from there.
+/// exited or `cancel` fired. A QEMU neither up nor gone by `deadline` (the
+/// boot's) counts as up: nothing says it failed, and the wait for SSH,
+/// past the same deadline, fails at once quoting the console.
 async fn got_up(
-    child: &mut tokio::process::Child,
+    child: &mut GroupLeader,
     qmp: &Path,
-    limit: Duration,
+    deadline: tokio::time::Instant,
     cancel: &CancellationToken,
 ) -> Start {
     tokio::select! {
         biased;
         () = cancel.cancelled() => Start::Cancelled,
         () = qmp_greeting(qmp) => Start::Up,
-        _ = child.wait() => Start::Exited,
-        () = tokio::time::sleep(limit) => Start::Up,
+        () = child.wait() => Start::Exited,
+        () = tokio::time::sleep_until(deadline) => Start::Up,
     }
 }
 
@@ -434,6 +445,8 @@ impl VmDriver for Qemu {
             },
             _ => unreachable!("a qemu driver has a qemu spec"),
         };
+        // One deadline for every attempt, and for the wait for SSH after.
+        let deadline = super::boot_deadline(self.spec.boot_timeout);
         let mut taken = Vec::new();
         while taken.len() < QEMU_PORT_ATTEMPTS {
             if cancel.is_cancelled() {
@@ -441,7 +454,7 @@ impl VmDriver for Qemu {
             }
             let port = (self.ports)()?;
             let mut child = self.start(vm, port, kvm).await?;
-            let start = got_up(&mut child, &Self::qmp(vm), self.spec.boot_timeout, cancel).await;
+            let start = got_up(&mut child, &Self::qmp(vm), deadline, cancel).await;
             if start == Start::Exited && port_in_use(port) {
                 // Another process took the port before QEMU listened there.
                 taken.push(port.to_string());
@@ -465,9 +478,7 @@ impl VmDriver for Qemu {
 
     async fn running(&self, _vm: &Instance) -> bool {
         let mut child = self.child.lock().expect("child");
-        child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        child.as_mut().is_some_and(GroupLeader::running)
     }
 
     async fn stop(&self, vm: &Instance, grace: Duration) -> Result<()> {
@@ -487,18 +498,18 @@ impl VmDriver for Qemu {
             // cuts short. A qemu that does not answer on QMP (stopped, or
             // hung) is waited for no longer than that; without grace it is
             // not asked at all.
-            if matches!(child.try_wait(), Ok(None)) && !grace.is_zero() && !cancel.is_cancelled() {
+            if child.running() && !grace.is_zero() && !cancel.is_cancelled() {
                 let clean = async {
                     let _ = powerdown(&Self::qmp(vm)).await;
-                    let _ = child.wait().await;
+                    child.wait().await;
                 };
                 tokio::select! {
                     _ = tokio::time::timeout(grace, clean) => {}
                     () = cancel.cancelled() => {}
                 }
             }
-            // A no-op for a guest that is gone; killing also reaps it.
-            let _ = child.kill().await;
+            // Its whole process group: a wrapper's emulator too.
+            child.kill().await;
         }
         // QEMU is gone: the copying of its console ends, the file whole.
         if let Some(console) = self.finish_console().await {

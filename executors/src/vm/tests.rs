@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bhyve::Bhyve;
 use super::driver::{steps, Endpoint, Host, Instance, Output, VmDriver};
-use super::executor::{driver_for_run, guest_name, sweep_stale, KEPT_LOG_MAX_BYTES};
+use super::executor::{driver_for_run, guest_name, sweep_beside, KEPT_LOG_MAX_BYTES};
 use super::qemu::{command_line, overlay_failed, Qemu};
 use super::xcpng::{address_of, XcpNg};
 use super::{
@@ -1384,6 +1384,8 @@ fn missing_guest_files_are_configuration_errors_before_anything_boots() {
         file("base.qcow2"),
         file("id_ed25519"),
     );
+    // A qcow2 image starts so.
+    std::fs::write(&image, b"QFI\xfb\0\0\0\x03").unwrap();
     let machines = |kernel: &str, key: &str| {
         let path = dir.path().join("machines.scm");
         std::fs::write(
@@ -1442,6 +1444,18 @@ fn missing_guest_files_are_configuration_errors_before_anything_boots() {
     }
     // An identity given replaces the machine's key, which is not read.
     build(machines(&kernel, &missing), Some(&key)).unwrap();
+    // Regression: a base image that is not qcow2 (a raw disk) failed only
+    // once qemu-img could not make an overlay of it, as the machine's
+    // failure. It is refused before anything boots, and so is one too
+    // short to say.
+    for raw in [&[0u8; 512][..], b"QFI"] {
+        std::fs::write(&image, raw).unwrap();
+        refused(
+            machines(&kernel, &key),
+            None,
+            &format!("the `image` of machine \"q\" {image} is not a qcow2 image"),
+        );
+    }
 }
 
 /// A machines file in `dir` of one QEMU machine `q` booting an empty
@@ -1599,19 +1613,20 @@ async fn sweep_after_a_kill(
         name,
     };
     drop(workdir::create(&dir.join("r1"), &guest).unwrap());
+    sweep_as(dir, machine, (spec, recorder)).await
+}
+
+/// Sweeps `dir` as a run on machine `machine` of `spec` does, its commands
+/// recorded. The warnings.
+async fn sweep_as(
+    dir: &std::path::Path,
+    machine: &str,
+    (spec, recorder): (&VmSpec, &Arc<Recorder>),
+) -> Vec<String> {
     let host: Arc<dyn Host> = recorder.clone();
     let (events, mut received) = EventSink::channel();
-    for stale in workdir::sweep(dir) {
-        sweep_stale(
-            stale,
-            machine,
-            spec,
-            &host,
-            &events,
-            &CancellationToken::new(),
-        )
-        .await;
-    }
+    let run = (machine, spec, &host);
+    sweep_beside(dir, run, &events, &CancellationToken::new()).await;
     drop(events);
     let mut warnings = Vec::new();
     while let Ok(event) = received.try_recv() {
@@ -1693,19 +1708,20 @@ async fn a_killed_runs_xcpng_vm_is_uninstalled_by_name() {
 async fn a_sweep_leaves_what_it_cannot_tear_down() {
     let (_, recorder, spec) = bhyve();
     let dir = tempfile::tempdir().unwrap();
-    let other = ["bhyve-2", "bhyve", "fruix-r1-1"];
+    let other = ["bhyve-2", "bhyve", "fruix-r1-00000000000000c1"];
     let warnings = sweep_after_a_kill(dir.path(), other, "bhyve-1", (&spec, &recorder)).await;
     assert_eq!(recorder.plan(), Vec::<String>::new());
     assert!(dir.path().join(".r1.vm").is_dir());
     assert!(
-        warnings[0].contains("bhyve guest fruix-r1-1 may still run on machine bhyve-2"),
+        warnings[0]
+            .contains("bhyve guest fruix-r1-00000000000000c1 may still run on machine bhyve-2"),
         "{warnings:?}"
     );
 
     let dir = tempfile::tempdir().unwrap();
     recorder.answer("test -e ", failed(""));
     recorder.answer("zfs destroy", failed("dataset is busy"));
-    let ours = ["bhyve-1", "bhyve", "fruix-r1-2"];
+    let ours = ["bhyve-1", "bhyve", "fruix-r1-00000000000000c2"];
     let warnings = sweep_after_a_kill(dir.path(), ours, "bhyve-1", (&spec, &recorder)).await;
     assert!(dir.path().join(".r1.vm").is_dir(), "kept for the next run");
     assert!(
@@ -1716,10 +1732,94 @@ async fn a_sweep_leaves_what_it_cannot_tear_down() {
 
     let dir = tempfile::tempdir().unwrap();
     let before = recorder.plan().len();
-    let qemu = ["vm-linux", "qemu", "fruix-r1-3"];
+    let qemu = ["vm-linux", "qemu", "fruix-r1-00000000000000c3"];
     sweep_after_a_kill(dir.path(), qemu, "bhyve-1", (&spec, &recorder)).await;
     assert_eq!(recorder.plan().len(), before, "nothing to stop");
     assert!(!dir.path().join(".r1.vm").exists());
+}
+
+/// Regression: run as root, the sweep took directories another user
+/// planted beside the result root (in a directory of mode 1777) for work
+/// directories of killed runs: it removed them, and stopped and destroyed
+/// the guests they named, whatever the name (`prod-db`, on bhyve by
+/// `pkill -F` on a pid file of theirs). Only this user's own work
+/// directories are swept now, and only guests named as fruix names them
+/// are torn down; a directory of ours naming another guest is left alone,
+/// named in a warning.
+#[tokio::test]
+async fn a_sweep_tears_down_nothing_another_user_planted() {
+    use std::os::unix::fs::{lchown, PermissionsExt};
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test gives files to another user: run it as root (scripts/test.sh)"
+    );
+    let (_, recorder, spec) = bhyve();
+    recorder.answer("test -e ", failed(""));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let plant = |name: &str, guest: &str, owner: Option<u32>| {
+        let work = dir.path().join(name);
+        std::fs::create_dir(&work).unwrap();
+        for (file, text) in [(".lock", ""), ("precious", "x"), ("guest", guest)] {
+            std::fs::write(work.join(file), text).unwrap();
+            lchown(work.join(file), owner, owner).unwrap();
+        }
+        lchown(&work, owner, owner).unwrap();
+        work
+    };
+    let nobody = Some(65534);
+    let planted = [
+        plant(".other.vm", "m\nqemu\nnot-a-fruix-guest\n", nobody),
+        plant(".planted.vm", "bhyve-1\nbhyve\nprod-db\n", nobody),
+        plant(
+            ".theirs.vm",
+            "bhyve-1\nbhyve\nfruix-r1-00000000000000d1\n",
+            nobody,
+        ),
+    ];
+    let ours = plant(".ours.vm", "bhyve-1\nbhyve\nprod-db\n", None);
+    let warnings = sweep_as(dir.path(), "bhyve-1", (&spec, &recorder)).await;
+    assert_eq!(recorder.plan(), Vec::<String>::new(), "nothing stopped");
+    for work in planted.iter().chain([&ours]) {
+        assert!(work.join("precious").is_file(), "{}", work.display());
+    }
+    assert_eq!(
+        warnings,
+        [format!(
+            "{}, named like the work directory of a VM run, is left alone: its guest file names guest \"prod-db\", not a name fruix gives a guest",
+            ours.display()
+        )]
+    );
+    // A work directory of ours, of a killed run, is still swept.
+    std::fs::remove_dir_all(&ours).unwrap();
+    let name = "fruix-r2-00000000000000d2";
+    let warnings = sweep_after_a_kill(
+        dir.path(),
+        ["bhyve-1", "bhyve", name],
+        "bhyve-1",
+        (&spec, &recorder),
+    )
+    .await;
+    assert!(
+        recorder
+            .plan()
+            .iter()
+            .any(|line| line == &format!("bhyvectl --vm={name} --destroy")),
+        "{:?}",
+        recorder.plan()
+    );
+    assert!(
+        recorder.plan().iter().all(|line| !line.contains("prod-db")
+            && !line.contains("not-a-fruix-guest")
+            && !line.contains("d1")),
+        "{:?}",
+        recorder.plan()
+    );
+    assert!(!dir.path().join(".r1.vm").exists());
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    for work in planted {
+        assert!(work.join("precious").is_file(), "{}", work.display());
+    }
 }
 
 #[test]

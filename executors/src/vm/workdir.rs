@@ -18,12 +18,16 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use fruix_core::promotion::is_name;
-use fruix_core::{fsutil, Error, Result};
+use fruix_core::{escape, fsutil, Error, Result};
+use rustix::fs::{self as rfs, FileType, Mode, OFlags};
+use rustix::process::geteuid;
 
 /// The lock file inside a work directory.
 const LOCK: &str = ".lock";
@@ -73,6 +77,46 @@ impl Guest {
     }
 }
 
+/// The most bytes of a `guest` file a sweep reads: three names of at
+/// most 200 bytes, each ended by a newline.
+const MAX_GUEST_BYTES: u64 = 3 * 201;
+
+/// Whether `name` is one [`super::executor::guest_name`] makes:
+/// `fruix-RUN_ID-SUFFIX`, RUN_ID of `A-Z a-z 0-9 . _ -`, SUFFIX 16 hex
+/// digits. A sweep tears down no guest of another name.
+pub fn is_guest_name(name: &str) -> bool {
+    let Some((run_id, suffix)) = name
+        .strip_prefix("fruix-")
+        .and_then(|rest| rest.rsplit_once('-'))
+    else {
+        return false;
+    };
+    !run_id.is_empty()
+        && run_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && suffix.len() == 16
+        && suffix
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// What a sweep found: a work directory to deal with, or one left alone.
+#[derive(Debug)]
+pub enum Found {
+    /// A work directory of this user whose run's fruix died.
+    Stale(Stale),
+    /// A directory of this user named like a work directory, nobody
+    /// holding it, that the sweep leaves alone (it names no guest fruix
+    /// makes, or others may write to it): the caller warns about it.
+    LeftAlone {
+        /// The directory.
+        path: PathBuf,
+        /// Why it is left alone (anything read from it escaped).
+        why: String,
+    },
+}
+
 /// The work directory of a run whose fruix died, locked by the sweep that
 /// found it until [`Stale::remove`] or drop.
 #[derive(Debug)]
@@ -80,15 +124,28 @@ pub struct Stale {
     /// The directory.
     pub path: PathBuf,
     /// The guest it held, as its `guest` file says; `None` when that file
-    /// is missing (an older fruix made the directory) or unreadable.
+    /// is missing (an older fruix made the directory).
     pub guest: Option<Guest>,
+    /// The directory as the sweep checked it: only the directory still
+    /// there under its name is removed.
+    dir: OwnedFd,
     _lock: File,
 }
 
 impl Stale {
     /// Removes the directory, still holding its lock, so that no other
-    /// sweep takes it meanwhile.
+    /// sweep takes it meanwhile; unless its name now names another one.
     pub fn remove(self) -> Result<PathBuf> {
+        let inspect = |e: rustix::io::Errno| Error::io("inspect", &self.path, e.into());
+        let held = rfs::fstat(&self.dir).map_err(inspect)?;
+        let there = rfs::lstat(&self.path).map_err(inspect)?;
+        if (there.st_dev, there.st_ino) != (held.st_dev, held.st_ino) {
+            return Err(Error::io(
+                "remove",
+                &self.path,
+                std::io::Error::other("it was replaced since it was checked"),
+            ));
+        }
         std::fs::remove_dir_all(&self.path).map_err(|e| Error::io("remove", &self.path, e))?;
         Ok(self.path)
     }
@@ -104,8 +161,8 @@ pub struct WorkDir {
 }
 
 /// Makes and locks the work directory of the run whose result root is
-/// `result_root`, its `guest` file naming `guest`. One that exists already
-/// is an error.
+/// `result_root`, its `guest` file naming `guest`; only this user may
+/// write to it. One that exists already is an error.
 pub fn create(result_root: &Path, guest: &Guest) -> Result<WorkDir> {
     let name = result_root
         .file_name()
@@ -113,7 +170,10 @@ pub fn create(result_root: &Path, guest: &Guest) -> Result<WorkDir> {
         .to_string_lossy();
     let path = result_root.with_file_name(format!(".{name}.vm"));
     let staging = result_root.with_file_name(format!(".{name}.vm-new"));
-    std::fs::create_dir(&staging).map_err(|e| Error::io("create", &staging, e))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|e| Error::io("create", &staging, e))?;
     let locked = (|| {
         let lock_path = staging.join(LOCK);
         let lock = File::create_new(&lock_path).map_err(|e| Error::io("create", &lock_path, e))?;
@@ -140,36 +200,121 @@ pub fn create(result_root: &Path, guest: &Guest) -> Result<WorkDir> {
 
 /// The work directories in `parent` that no running fruix holds (their
 /// run's fruix was killed before its cleanup), each locked until the
-/// caller removes it (once its guest is torn down) or drops it. A
-/// directory without a lock file is left alone, and so is anything that is
-/// not a directory: nothing is followed.
-pub fn sweep(parent: &Path) -> Vec<Stale> {
+/// caller removes it (once its guest is torn down) or drops it.
+///
+/// `parent` may be writable by others (a sticky `/tmp`), so only what
+/// this user made is trusted: a directory named `.NAME.vm`, opened without
+/// following a link, owned by this user, whose `.lock` is a regular file
+/// of this user. Anything else is left alone unsaid (another user's, a
+/// symlink, a file), and so is every directory of a `parent` that any user
+/// may write to without its sticky bit (a directory's name there could be
+/// swapped after it is checked). Such a directory that others may write
+/// to, or whose `guest` file is not a regular file of this user naming a
+/// guest fruix makes ([`is_guest_name`]), is [`Found::LeftAlone`]: its
+/// guest is never torn down (nor bhyve's pid file in it read), its
+/// directory never removed.
+pub fn sweep(parent: &Path) -> Vec<Found> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(parent_fd) = rfs::open(parent, flags, Mode::empty()) else {
+        return Vec::new();
+    };
+    // Others may rename entries of a directory they may write to, unless
+    // it is sticky.
+    let swappable = rfs::fstat(&parent_fd).map_or(true, |st| {
+        let mode = Mode::from_raw_mode(st.st_mode);
+        mode.contains(Mode::WOTH) && !mode.contains(Mode::SVTX)
+    });
+    if swappable {
+        return Vec::new();
+    }
     let Ok(entries) = std::fs::read_dir(parent) else {
         return Vec::new();
     };
     entries
         .flatten()
-        .filter(|e| is_work_dir_name(&e.file_name()) && e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .filter_map(|dir| {
-            let lock = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(
-                    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
-                )
-                .open(dir.join(LOCK));
-            let lock = lock.ok()?;
-            let stale = lock.metadata().is_ok_and(|m| m.is_file()) && lock.try_lock().is_ok();
-            stale.then(|| Stale {
-                guest: fsutil::read_optional_regular_file(&dir.join(GUEST))
-                    .ok()
-                    .flatten()
-                    .and_then(|text| Guest::from_text(&text)),
-                path: dir,
-                _lock: lock,
-            })
-        })
+        .map(|e| e.file_name())
+        .filter(|name| is_work_dir_name(name))
+        .filter_map(|name| examine(&parent_fd, &parent.join(&name), &name))
         .collect()
+}
+
+/// [`sweep`]'s look at the entry `name` of `parent` (`path`).
+fn examine(parent: &OwnedFd, path: &Path, name: &OsStr) -> Option<Found> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = rfs::openat(parent, name, flags, Mode::empty()).ok()?;
+    let st = rfs::fstat(&dir).ok()?;
+    if st.st_uid != geteuid().as_raw() {
+        return None;
+    }
+    let left = |why: String| {
+        Some(Found::LeftAlone {
+            path: path.to_path_buf(),
+            why,
+        })
+    };
+    let lock = match open_own_file(&dir, LOCK) {
+        Ok(Some(lock)) => lock,
+        // Not a work directory of a fruix that locks them: left unsaid.
+        Ok(None) => return None,
+        Err(why) => return left(format!("its {LOCK} {why}")),
+    };
+    // Held: its run goes on.
+    lock.try_lock().ok()?;
+    if Mode::from_raw_mode(st.st_mode).intersects(Mode::WGRP | Mode::WOTH) {
+        return left("others may write to it".into());
+    }
+    let guest = match open_own_file(&dir, GUEST) {
+        Ok(None) => None,
+        Ok(Some(file)) => {
+            let mut text = Vec::new();
+            if let Err(e) = file.take(MAX_GUEST_BYTES + 1).read_to_end(&mut text) {
+                return left(format!("its {GUEST} file cannot be read: {e}"));
+            }
+            if text.len() as u64 > MAX_GUEST_BYTES {
+                return left(format!("its {GUEST} file is longer than a guest's names"));
+            }
+            let Some(guest) = Guest::from_text(&text) else {
+                return left(format!(
+                    "its {GUEST} file does not name a machine, a driver and a guest"
+                ));
+            };
+            if !is_guest_name(&guest.name) {
+                return left(format!(
+                    "its {GUEST} file names guest {}, not a name fruix gives a guest",
+                    escape::quoted(&guest.name)
+                ));
+            }
+            Some(guest)
+        }
+        Err(why) => return left(format!("its {GUEST} file {why}")),
+    };
+    Some(Found::Stale(Stale {
+        path: path.to_path_buf(),
+        guest,
+        dir,
+        _lock: lock,
+    }))
+}
+
+/// The file `name` in `dir`, opened without following a link or blocking,
+/// if it is a regular file of this user; `None` when there is none. Why
+/// it is refused otherwise.
+fn open_own_file(dir: &OwnedFd, name: &str) -> std::result::Result<Option<File>, String> {
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rfs::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(format!("cannot be opened as a regular file: {e}")),
+    };
+    let st = rfs::fstat(&fd).map_err(|e| format!("cannot be inspected: {e}"))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err("is not a regular file".into());
+    }
+    if st.st_uid != geteuid().as_raw() {
+        return Err("belongs to another user".into());
+    }
+    Ok(Some(File::from(fd)))
 }
 
 /// Whether `name` is a work directory's (`.NAME.vm`).
@@ -182,6 +327,9 @@ fn is_work_dir_name(name: &OsStr) -> bool {
 mod tests {
     use super::*;
 
+    const R1: &str = "fruix-r1-0123456789abcdef";
+    const R2: &str = "fruix-r2-00000000000000a0";
+
     fn guest(name: &str) -> Guest {
         Guest {
             machine: "bhyve-1".into(),
@@ -190,9 +338,32 @@ mod tests {
         }
     }
 
+    /// The stale directories among a sweep's findings; a directory left
+    /// alone fails the test.
+    fn stale(parent: &Path) -> Vec<Stale> {
+        sweep(parent)
+            .into_iter()
+            .map(|found| match found {
+                Found::Stale(stale) => stale,
+                Found::LeftAlone { path, why } => panic!("{} left alone: {why}", path.display()),
+            })
+            .collect()
+    }
+
+    /// The directories a sweep leaves alone, and why.
+    fn left_alone(parent: &Path) -> Vec<(PathBuf, String)> {
+        sweep(parent)
+            .into_iter()
+            .map(|found| match found {
+                Found::Stale(stale) => panic!("{} found stale", stale.path.display()),
+                Found::LeftAlone { path, why } => (path, why),
+            })
+            .collect()
+    }
+
     /// The sweep's findings, removed.
     fn swept(parent: &Path) -> Vec<(PathBuf, Option<Guest>)> {
-        sweep(parent)
+        stale(parent)
             .into_iter()
             .map(|stale| {
                 let guest = stale.guest.clone();
@@ -206,11 +377,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = |run: &str| dir.path().join(run);
         // A run whose fruix died: its directory and lock, nobody holding it.
-        let dead = create(&root("r1"), &guest("fruix-r1-0123456789abcdef")).unwrap();
+        let dead = create(&root("r1"), &guest(R1)).unwrap();
         let dead_path = dead.path.clone();
         drop(dead);
         // A running one.
-        let running = create(&root("r2"), &guest("fruix-r2-0")).unwrap();
+        let running = create(&root("r2"), &guest(R2)).unwrap();
         // One without a lock file (an older fruix), a file named like one,
         // and a symlink to a dead one's copy.
         let old = dir.path().join(".r3.vm");
@@ -221,10 +392,10 @@ mod tests {
         std::fs::write(target.join(LOCK), "").unwrap();
         std::os::unix::fs::symlink(&target, dir.path().join(".r5.vm")).unwrap();
         // Found and held: a second sweep meanwhile does not find it.
-        let found = sweep(dir.path());
+        let found = stale(dir.path());
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].path, dead_path);
-        assert_eq!(found[0].guest, Some(guest("fruix-r1-0123456789abcdef")));
+        assert_eq!(found[0].guest, Some(guest(R1)));
         assert!(sweep(dir.path()).is_empty(), "held by the first sweep");
         assert_eq!(
             found.into_iter().next().unwrap().remove().unwrap(),
@@ -236,49 +407,167 @@ mod tests {
         // Once its run ends, it goes too.
         let path = running.path.clone();
         drop(running);
-        assert_eq!(swept(dir.path()), vec![(path, Some(guest("fruix-r2-0")))]);
+        assert_eq!(swept(dir.path()), vec![(path, Some(guest(R2)))]);
     }
 
-    /// A `guest` file that is not three names (or not a regular file) names
-    /// no guest: its text would reach a driver's commands.
+    /// A `guest` file that is not three names (or not a regular file, or
+    /// not a guest name fruix gives) leaves its directory alone: its text
+    /// would reach a driver's commands. One that is missing (an older
+    /// fruix) names no guest.
     #[test]
-    fn a_guest_file_is_three_names_or_nothing() {
+    fn a_guest_file_is_three_names_or_its_directory_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let made = create(&dir.path().join("r1"), &guest("fruix-r1-1")).unwrap();
+        let made = create(&dir.path().join("r1"), &guest(R1)).unwrap();
         let file = made.path.join(GUEST);
         drop(made);
-        for (text, named) in [
-            ("bhyve-1\nbhyve\nfruix-r1-1\n", true),
-            ("bhyve-1\nbhyve\nfruix-r1-1", false),
-            ("bhyve-1\nbhyve\n-x\n", false),
-            ("bhyve-1\nbhyve\nfruix r1\n", false),
-            ("bhyve-1\nbhyve\nfruix;reboot\n", false),
-            ("bhyve-1\nfruix-r1-1\n", false),
-            ("a\nb\nc\nd\n", false),
-            ("", false),
+        for text in [
+            "bhyve-1\nbhyve\nfruix-r1-0123456789abcdef",
+            "bhyve-1\nbhyve\n-x\n",
+            "bhyve-1\nbhyve\nfruix r1\n",
+            "bhyve-1\nbhyve\nfruix;reboot\n",
+            "bhyve-1\nfruix-r1-0123456789abcdef\n",
+            "a\nb\nc\nd\n",
+            "",
+            // Names fruix never gives a guest.
+            "bhyve-1\nbhyve\nprod-db\n",
+            "bhyve-1\nbhyve\nfruix-r1-1\n",
+            "bhyve-1\nbhyve\nfruix--0123456789abcdef\n",
+            "bhyve-1\nbhyve\nfruix-r1-0123456789ABCDEF\n",
         ] {
             std::fs::write(&file, text).unwrap();
-            let found = sweep(dir.path());
-            assert_eq!(found.len(), 1, "{text:?}");
-            assert_eq!(found[0].guest.is_some(), named, "{text:?}");
+            let left = left_alone(dir.path());
+            assert_eq!(left.len(), 1, "{text:?}");
+            assert_eq!(left[0].0, dir.path().join(".r1.vm"), "{text:?}");
         }
+        std::fs::write(&file, "m\nqemu\nnot-a-fruix-guest\n").unwrap();
+        assert!(
+            left_alone(dir.path())[0]
+                .1
+                .ends_with("names guest \"not-a-fruix-guest\", not a name fruix gives a guest"),
+            "{:?}",
+            left_alone(dir.path())
+        );
+        std::fs::write(&file, "a\n".repeat(1000)).unwrap();
+        assert!(left_alone(dir.path())[0].1.contains("longer"));
         std::fs::remove_file(&file).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", &file).unwrap();
-        assert_eq!(sweep(dir.path())[0].guest, None, "never followed");
+        assert_eq!(left_alone(dir.path()).len(), 1, "never followed");
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(stale(dir.path())[0].guest, None, "an older fruix's");
     }
 
     #[test]
-    fn a_work_directory_is_made_once() {
+    fn only_guest_names_fruix_gives_are_guest_names() {
+        for _ in 0..8 {
+            let name = super::super::executor::guest_name("20260405T213444Z");
+            assert!(is_guest_name(&name), "{name}");
+        }
+        assert!(is_guest_name(&super::super::executor::guest_name(
+            "r+1 \u{e9}"
+        )));
+        for name in [
+            "prod-db",
+            "fruix-r1-1",
+            "fruix-0123456789abcdef",
+            "fruix-r 1-0123456789abcdef",
+            "fruix-r1-0123456789abcdeff",
+            "fruix-r1-0123456789abcdeg",
+            "xfruix-r1-0123456789abcdef",
+        ] {
+            assert!(!is_guest_name(name), "{name}");
+        }
+    }
+
+    /// Regression: a sweep as root took directories another user made in
+    /// a shared directory (mode 1777) for stale work directories, removed
+    /// them and tore down the guests they named. Only this user's own are
+    /// trusted, down to their `.lock` and `guest` files.
+    #[test]
+    fn a_sweep_trusts_only_this_user_s_own_work_directories() {
+        use std::os::unix::fs::{lchown, PermissionsExt};
+        assert!(
+            geteuid().is_root(),
+            "this test gives files to another user: run it as root (scripts/test.sh)"
+        );
+        let nobody = Some(65534);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let made = |run: &str| {
+            let work = create(&dir.path().join(run), &guest(R1)).unwrap();
+            let path = work.path.clone();
+            drop(work);
+            path
+        };
+        // Another user's directory, and its files.
+        let theirs = made("theirs");
+        for entry in [theirs.join(LOCK), theirs.join(GUEST), theirs.clone()] {
+            lchown(&entry, nobody, nobody).unwrap();
+        }
+        assert!(sweep(dir.path()).is_empty(), "another user's: unsaid");
+        // Ours, but another user's lock, or guest file.
+        let lock = made("lock");
+        lchown(lock.join(LOCK), nobody, nobody).unwrap();
+        let guest_file = made("guest");
+        lchown(guest_file.join(GUEST), nobody, nobody).unwrap();
+        // Ours, but others may write to it.
+        let open = made("open");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut left = left_alone(dir.path());
+        left.sort();
+        let expected = [
+            (&guest_file, "its guest file belongs to another user"),
+            (&lock, "its .lock belongs to another user"),
+            (&open, "others may write to it"),
+        ];
+        assert_eq!(left.len(), expected.len(), "{left:?}");
+        for ((path, why), (wanted, says)) in left.iter().zip(expected) {
+            assert_eq!((path, why.as_str()), (wanted, says));
+        }
+        assert!(theirs.join(GUEST).is_file() && lock.is_dir() && open.is_dir());
+        // Ours: still swept.
+        for path in [&lock, &guest_file, &open] {
+            std::fs::remove_dir_all(path).unwrap();
+        }
+        let ours = made("ours");
+        assert_eq!(swept(dir.path()), vec![(ours, Some(guest(R1)))]);
+        assert!(theirs.join(GUEST).is_file(), "theirs stays");
+        // A parent that anyone may rename entries of is not swept at all.
+        let path = made("r1");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(sweep(dir.path()).is_empty());
+        assert!(path.is_dir());
+    }
+
+    #[test]
+    fn a_work_directory_is_made_once_for_this_user_only() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("r1");
-        let made = create(&root, &guest("fruix-r1-1")).unwrap();
+        let made = create(&root, &guest(R1)).unwrap();
         assert_eq!(made.path, dir.path().join(".r1.vm"));
         assert_eq!(
             std::fs::read_to_string(made.path.join(GUEST)).unwrap(),
-            "bhyve-1\nbhyve\nfruix-r1-1\n"
+            format!("bhyve-1\nbhyve\n{R1}\n")
         );
-        let e = create(&root, &guest("fruix-r1-2")).unwrap_err();
+        let mode = made.path.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let e = create(&root, &guest(R2)).unwrap_err();
         assert!(e.to_string().contains(".r1.vm"), "{e}");
         assert!(!dir.path().join(".r1.vm-new").exists(), "nothing left");
+    }
+
+    /// A directory put in place of a stale one after the sweep checked it
+    /// is not removed.
+    #[test]
+    fn only_the_directory_the_sweep_checked_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(create(&dir.path().join("r1"), &guest(R1)).unwrap());
+        let found = stale(dir.path()).pop().unwrap();
+        std::fs::rename(&found.path, dir.path().join("moved")).unwrap();
+        std::fs::create_dir(&found.path).unwrap();
+        std::fs::write(found.path.join("precious"), "").unwrap();
+        let path = found.path.clone();
+        found.remove().unwrap_err();
+        assert!(path.join("precious").is_file());
     }
 }
