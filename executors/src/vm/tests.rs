@@ -1616,6 +1616,16 @@ async fn sweep_after_a_kill(
     sweep_as(dir, machine, (spec, recorder)).await
 }
 
+/// [`sweep_after_a_kill`] of a killed run whose bhyve guest `name` ran
+/// on `bhyve-1`, by a run there.
+async fn sweep_a_killed_bhyve_guest(
+    dir: &std::path::Path,
+    name: &str,
+    run: (&VmSpec, &Arc<Recorder>),
+) -> Vec<String> {
+    sweep_after_a_kill(dir, ["bhyve-1", "bhyve", name], "bhyve-1", run).await
+}
+
 /// Sweeps `dir` as a run on machine `machine` of `spec` does, its commands
 /// recorded. The warnings.
 async fn sweep_as(
@@ -1649,13 +1659,7 @@ async fn a_killed_runs_bhyve_guest_is_torn_down_by_the_next_run_on_its_machine()
     // The guest stops at the power button.
     recorder.answer("test -e ", failed(""));
     let name = "fruix-r1-00000000000000aa";
-    let warnings = sweep_after_a_kill(
-        dir.path(),
-        ["bhyve-1", "bhyve", name],
-        "bhyve-1",
-        (&spec, &recorder),
-    )
-    .await;
+    let warnings = sweep_a_killed_bhyve_guest(dir.path(), name, (&spec, &recorder)).await;
     let work = dir.path().join(".r1.vm");
     let pid_file = work.join("bhyve.pid").display().to_string();
     assert_eq!(
@@ -1793,13 +1797,7 @@ async fn a_sweep_tears_down_nothing_another_user_planted() {
     // A work directory of ours, of a killed run, is still swept.
     std::fs::remove_dir_all(&ours).unwrap();
     let name = "fruix-r2-00000000000000d2";
-    let warnings = sweep_after_a_kill(
-        dir.path(),
-        ["bhyve-1", "bhyve", name],
-        "bhyve-1",
-        (&spec, &recorder),
-    )
-    .await;
+    let warnings = sweep_a_killed_bhyve_guest(dir.path(), name, (&spec, &recorder)).await;
     assert!(
         recorder
             .plan()
