@@ -169,16 +169,12 @@ pub fn create(result_root: &Path, guest: &Guest) -> Result<WorkDir> {
         .unwrap_or_default()
         .to_string_lossy();
     let path = result_root.with_file_name(format!(".{name}.vm"));
-    let staging = result_root.with_file_name(format!(".{name}.vm-new"));
+    let staging = result_root.with_file_name(format!(".{name}{STAGING}"));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&staging)
         .map_err(|e| Error::io("create", &staging, e))?;
-    let locked = (|| {
-        let lock_path = staging.join(LOCK);
-        let lock = File::create_new(&lock_path).map_err(|e| Error::io("create", &lock_path, e))?;
-        lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
-        fsutil::write_atomic(&staging.join(GUEST), guest.to_text().as_bytes())?;
+    let locked = stage(&staging, guest).and_then(|lock| {
         if path.symlink_metadata().is_ok() {
             return Err(Error::io(
                 "create",
@@ -188,7 +184,7 @@ pub fn create(result_root: &Path, guest: &Guest) -> Result<WorkDir> {
         }
         std::fs::rename(&staging, &path).map_err(|e| Error::io("rename", &staging, e))?;
         Ok(lock)
-    })();
+    });
     match locked {
         Ok(lock) => Ok(WorkDir { path, _lock: lock }),
         Err(e) => {
@@ -198,12 +194,29 @@ pub fn create(result_root: &Path, guest: &Guest) -> Result<WorkDir> {
     }
 }
 
+/// The suffix of a work directory being made (`.NAME.vm-new`).
+const STAGING: &str = ".vm-new";
+
+/// Locks the work directory being made at `staging` (just made) and
+/// writes its `guest` file: what [`create`] does before it renames the
+/// directory. A fruix killed meanwhile leaves it, its lock not held, for
+/// a later [`sweep`] to remove (it never booted a guest).
+fn stage(staging: &Path, guest: &Guest) -> Result<File> {
+    let lock_path = staging.join(LOCK);
+    let lock = File::create_new(&lock_path).map_err(|e| Error::io("create", &lock_path, e))?;
+    lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
+    fsutil::write_atomic(&staging.join(GUEST), guest.to_text().as_bytes())?;
+    Ok(lock)
+}
+
 /// The work directories in `parent` that no running fruix holds (their
 /// run's fruix was killed before its cleanup), each locked until the
 /// caller removes it (once its guest is torn down) or drops it.
 ///
 /// `parent` may be writable by others (a sticky `/tmp`), so only what
-/// this user made is trusted: a directory named `.NAME.vm`, opened without
+/// this user made is trusted: a directory named `.NAME.vm` (or
+/// `.NAME.vm-new`, one whose fruix was killed while [`create`] made it:
+/// it names no guest, none was booted yet), opened without
 /// following a link, owned by this user, whose `.lock` is a regular file
 /// of this user. Anything else is left alone unsaid (another user's, a
 /// symlink, a file), and so is every directory of a `parent` that any user
@@ -233,13 +246,16 @@ pub fn sweep(parent: &Path) -> Vec<Found> {
     entries
         .flatten()
         .map(|e| e.file_name())
-        .filter(|name| is_work_dir_name(name))
-        .filter_map(|name| examine(&parent_fd, &parent.join(&name), &name))
+        .filter_map(|name| {
+            let staging = work_dir_kind(&name)?;
+            examine(&parent_fd, &parent.join(&name), &name, staging)
+        })
         .collect()
 }
 
-/// [`sweep`]'s look at the entry `name` of `parent` (`path`).
-fn examine(parent: &OwnedFd, path: &Path, name: &OsStr) -> Option<Found> {
+/// [`sweep`]'s look at the entry `name` of `parent` (`path`), a work
+/// directory being made if `staging`.
+fn examine(parent: &OwnedFd, path: &Path, name: &OsStr, staging: bool) -> Option<Found> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let dir = rfs::openat(parent, name, flags, Mode::empty()).ok()?;
     let st = rfs::fstat(&dir).ok()?;
@@ -263,7 +279,12 @@ fn examine(parent: &OwnedFd, path: &Path, name: &OsStr) -> Option<Found> {
     if Mode::from_raw_mode(st.st_mode).intersects(Mode::WGRP | Mode::WOTH) {
         return left("others may write to it".into());
     }
-    let guest = match open_own_file(&dir, GUEST) {
+    let guest = match staging {
+        // Killed before its guest was booted: nothing to tear down.
+        true => Ok(None),
+        false => open_own_file(&dir, GUEST),
+    };
+    let guest = match guest {
         Ok(None) => None,
         Ok(Some(file)) => {
             let mut text = Vec::new();
@@ -317,10 +338,14 @@ fn open_own_file(dir: &OwnedFd, name: &str) -> std::result::Result<Option<File>,
     Ok(Some(File::from(fd)))
 }
 
-/// Whether `name` is a work directory's (`.NAME.vm`).
-fn is_work_dir_name(name: &OsStr) -> bool {
-    let bytes = name.as_bytes();
-    bytes.len() >= ".x.vm".len() && bytes.starts_with(b".") && bytes.ends_with(b".vm")
+/// Whether `name` is a work directory's: `Some(false)` for `.NAME.vm`,
+/// `Some(true)` for one being made (`.NAME.vm-new`), else `None`.
+fn work_dir_kind(name: &OsStr) -> Option<bool> {
+    let bytes = name.as_bytes().strip_prefix(b".")?;
+    [(".vm", false), (STAGING, true)]
+        .into_iter()
+        .find(|(suffix, _)| bytes.len() > suffix.len() && bytes.ends_with(suffix.as_bytes()))
+        .map(|(_, staging)| staging)
 }
 
 #[cfg(test)]
@@ -554,6 +579,33 @@ mod tests {
         let e = create(&root, &guest(R2)).unwrap_err();
         assert!(e.to_string().contains(".r1.vm"), "{e}");
         assert!(!dir.path().join(".r1.vm-new").exists(), "nothing left");
+    }
+
+    /// Regression: a fruix killed while it made its work directory (after
+    /// locking `.NAME.vm-new`, before renaming it) left it, and every later
+    /// run with that result root failed ("File exists") until it was
+    /// removed by hand. The sweep removes it (it names no guest: none was
+    /// booted); one being made by a running fruix stays.
+    #[test]
+    fn a_work_directory_a_killed_fruix_was_making_is_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r1");
+        let staging = dir.path().join(".r1.vm-new");
+        std::fs::create_dir(&staging).unwrap();
+        let held = stage(&staging, &guest(R1)).unwrap();
+        assert!(sweep(dir.path()).is_empty(), "held: being made");
+        drop(held);
+        create(&root, &guest(R1)).unwrap_err();
+        assert_eq!(swept(dir.path()), vec![(staging.clone(), None)]);
+        let made = create(&root, &guest(R1)).unwrap();
+        assert_eq!(made.path, dir.path().join(".r1.vm"));
+        assert!(!staging.exists());
+        // Names that only look alike are not work directories.
+        for name in [".vm", ".vm-new", "r2.vm-new", ".r2.vm-new2"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join(LOCK), "").unwrap();
+        }
+        assert!(sweep(dir.path()).is_empty());
     }
 
     /// A directory put in place of a stale one after the sweep checked it
