@@ -630,6 +630,40 @@ mod tests {
         }
     }
 
+    /// Regression: `1e3` and `1.`, which Guile reads, passed the scan and
+    /// lexpr refused them with a bare "invalid number". Every number the
+    /// scan lets through is one lexpr reads, and the others are refused
+    /// saying what to write.
+    #[test]
+    fn numbers_are_read_or_refused_saying_what_to_write() {
+        for (text, value) in [
+            ("12", 12.0),
+            ("-3", -3.0),
+            ("+0.5", 0.5),
+            ("1.5e3", 1500.0),
+            ("-1.5E+3", -1500.0),
+            ("2.5e-1", 0.25),
+            ("007", 7.0),
+        ] {
+            let read = read(&format!("(fruix-x (a {text}))"), |r| r.opt_number("a"));
+            assert_eq!(read.unwrap(), Some(value), "{text}");
+        }
+        for text in ["1e3", "1E3", "-1e-3", "1.", "1.e3", "1.5e", "1.5e+"] {
+            match read(&format!("(fruix-x\n (a {text}))"), |r| r.opt_number("a")) {
+                Err(Error::Syntax {
+                    line: 2,
+                    column: 5,
+                    message,
+                    ..
+                }) => assert_eq!(
+                    message,
+                    format!("`{text}` is not a number fruix reads; write decimal numbers such as 12, -3, 0.5 or 1.5e3 (a point has digits on both sides, and an exponent follows a point: 1.0e3, not 1e3)")
+                ),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn deep_nesting_inside_a_string_is_just_a_string() {
         let deep = format!("{}{}", "(".repeat(100_000), "'".repeat(20_000));

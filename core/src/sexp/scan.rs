@@ -450,7 +450,7 @@ impl Scanner<'_> {
         Err((
             self.at(start),
             format!(
-                "`{}` is not a number; write decimal numbers such as 12, -3 or 1.5e3",
+                "`{}` is not a number fruix reads; write decimal numbers such as 12, -3, 0.5 or 1.5e3 (a point has digits on both sides, and an exponent follows a point: 1.0e3, not 1e3)",
                 escape::bytes(atom).cut_at(SHOWN_BYTES)
             ),
         ))
@@ -462,13 +462,21 @@ fn is_atom_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!$%&*/:<=>?@^_~.+-#".contains(&b)
 }
 
-/// `DIGITS[.DIGITS][(e|E)[+|-]DIGITS]`.
+/// `DIGITS[.DIGITS[(e|E)[+|-]DIGITS]]`: what lexpr reads as a number.
+/// Guile reads `1.` and `1e3` too, but lexpr does not (an exponent only
+/// follows a fraction), so the scan refuses them with a message saying
+/// what to write, not lexpr's bare "invalid number".
 fn is_decimal(s: &[u8]) -> bool {
     let digits = |s: &[u8]| s.iter().take_while(|b| b.is_ascii_digit()).count();
     let mut i = digits(s);
-    if s.get(i) == Some(&b'.') {
-        i += 1 + digits(&s[i + 1..]);
+    if s.get(i) != Some(&b'.') {
+        return i == s.len();
     }
+    let fraction = digits(&s[i + 1..]);
+    if fraction == 0 {
+        return false;
+    }
+    i += 1 + fraction;
     if matches!(s.get(i), Some(b'e' | b'E')) {
         i += 1;
         if matches!(s.get(i), Some(b'+' | b'-')) {
@@ -507,8 +515,10 @@ mod tests {
     fn fruix_files_pass() {
         let m = crate::testing::sample_metadata("local", "20260405T213444Z");
         scan(&m.to_scheme()).unwrap();
-        scan("(a (b 1 -2 +3 4.5 6e7 -8.9E+10 #t #f) [c] #(d) 'e `(f ,g ,@h) #\\( #\\space \"s\")")
-            .unwrap();
+        scan(
+            "(a (b 1 -2 +3 4.5 6.0e7 -8.9E+10 #t #f) [c] #(d) 'e `(f ,g ,@h) #\\( #\\space \"s\")",
+        )
+        .unwrap();
         scan("(x ; comment ((((\n #| block (((( #| nested |# |# y)").unwrap();
         scan("(format-version 1) (speed 1.0) (a.b c/d e:f <=> ...)").unwrap();
     }
@@ -612,6 +622,7 @@ mod tests {
             "(a b'c)",
             "(a 1-1-1)",
             "(a 12x)",
+            "(a 6e7)",
             "(a #true)",
             "(a #t#t)",
             "(a #x1F)",
