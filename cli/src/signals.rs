@@ -153,7 +153,7 @@ fn fast_exit(message: &str) -> ! {
     let said = at_exit::with_registered(|files| {
         let mut said = message.to_string();
         for Registered { what, path, fate } in files {
-            said.push_str(&fast_exit_fate(what, path, *fate));
+            said.push_str(&fast_exit_fate(what, path, fate));
         }
         said
     });
@@ -161,9 +161,9 @@ fn fast_exit(message: &str) -> ! {
 }
 
 /// What a fast exit does with `path` (`what`), to be `fate`, and says of
-/// it: `; removed WHAT PATH`, `; left WHAT PATH`, or nothing when it is not
-/// there.
-fn fast_exit_fate(what: &str, path: &Path, fate: Fate) -> String {
+/// it: `; removed WHAT PATH`, `; left WHAT PATH` (`... on MACHINE`), or
+/// nothing when it is not there.
+fn fast_exit_fate(what: &str, path: &Path, fate: &Fate) -> String {
     let path_shown = fruix_core::escape::path(path);
     match fate {
         Fate::Removed => match std::fs::remove_file(path) {
@@ -176,5 +176,9 @@ fn fast_exit_fate(what: &str, path: &Path, fate: Fate) -> String {
             Ok(_) => format!("; left {what} {path_shown}"),
             Err(_) => String::new(),
         },
+        Fate::LeftOn { machine } => {
+            let machine = fruix_core::escape::text(machine);
+            format!("; left {what} {path_shown} on {machine}")
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! What a process's fast exit (a second Ctrl-C, while the first one's
 //! cleanup runs) does with the files its work has made: it removes those
-//! registered [`Fate::Removed`] and names those registered [`Fate::Left`]
-//! that are still there, so that the user knows what to clean up by hand.
+//! registered [`Fate::Removed`], names those registered [`Fate::Left`]
+//! that are still there, and names those on another machine
+//! ([`Fate::LeftOn`], a guest's), so that the user knows what to clean up
+//! by hand.
 //!
 //! The registry is process-wide, as signals are: an executor registers its
 //! work directory here, and the command's signal handler reads it
@@ -11,22 +13,28 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 /// What a fast exit does with a registered file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fate {
     /// Removed with one unlink (a temporary file no sweep would find).
     Removed,
     /// Left as it is (a work directory, whose removal could take minutes),
     /// and named if it is there.
     Left,
+    /// On another machine (a guest's work directory): left, and named
+    /// with the machine, as a fast exit cannot look there.
+    LeftOn {
+        /// The machine, as its user sees it (`root@build1:22`).
+        machine: String,
+    },
 }
 
 /// One registered file: what it is (`the build's work directory`), its
-/// absolute path, and what a fast exit does with it.
+/// absolute path (on its machine), and what a fast exit does with it.
 #[derive(Debug, Clone)]
 pub struct Registered {
     /// What the file is, for the fast exit's message.
     pub what: &'static str,
-    /// Its absolute path.
+    /// Its absolute path (on the machine of a [`Fate::LeftOn`]).
     pub path: PathBuf,
     /// What a fast exit does with it.
     pub fate: Fate,
@@ -81,6 +89,19 @@ impl AtExit {
             fate: Fate::Left,
         })
     }
+
+    /// Registers `path` (absolute) on `machine`, another machine (a
+    /// guest), to be named by a fast exit as left there
+    /// ([`Fate::LeftOn`]).
+    pub fn left_on(what: &'static str, machine: impl std::fmt::Display, path: &str) -> AtExit {
+        registry().add(Registered {
+            what,
+            path: PathBuf::from(path),
+            fate: Fate::LeftOn {
+                machine: machine.to_string(),
+            },
+        })
+    }
 }
 
 impl Registry {
@@ -123,7 +144,7 @@ mod tests {
             files
                 .iter()
                 .filter(|r| r.path.starts_with(path))
-                .map(|r| (r.what, r.fate))
+                .map(|r| (r.what, r.fate.clone()))
                 .collect()
         })
     }
@@ -158,5 +179,19 @@ mod tests {
         assert_eq!(named(dir.path()), [("the temporary", Fate::Removed)]);
         drop(temporary);
         assert_eq!(named(dir.path()), []);
+        // A guest's path is its own: not made absolute here.
+        let guest = AtExit::left_on("the guest's", "root@b1:22", "/srv/r1.work");
+        let theirs = with_registered(|files| {
+            files
+                .iter()
+                .find(|r| r.what == "the guest's")
+                .map(|r| (r.path.clone(), r.fate.clone()))
+        });
+        let machine = "root@b1:22".to_string();
+        assert_eq!(
+            theirs,
+            Some(("/srv/r1.work".into(), Fate::LeftOn { machine }))
+        );
+        drop(guest);
     }
 }

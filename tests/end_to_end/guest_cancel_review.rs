@@ -9,6 +9,8 @@
 //!   and a `.fruix-signatures` symlink into the host's result root.
 //! - A build cancelled while it ran said only `cancelled`, never naming the
 //!   result root (and logs) it kept.
+//! - A second Ctrl-C during a guest build's cleanup named nothing it left
+//!   in the guest.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -133,4 +135,57 @@ fn a_build_cancelled_while_make_runs_names_the_result_root_and_logs_it_kept() {
 
 fn path_text(path: &Path) -> &str {
     path.to_str().unwrap()
+}
+
+/// Regression: a second Ctrl-C while a cancelled host-initiated build
+/// removed what it made in the guest (a fast exit) named nothing left
+/// there. It names the guest result root and work directory, with the
+/// guest, as a fast exit cannot look whether they are still there. The
+/// guest's `rm` of them holds (through `BASH_ENV`) once the test says so.
+#[test]
+fn a_second_ctrl_c_during_a_guest_cleanup_names_what_it_leaves_in_the_guest() {
+    let sshd = Sshd::trusted_with("BASH_ENV={dir}/bash-env");
+    let dir = sshd.dir.path();
+    let (hold, cleaning) = (dir.join("hold-cleanup"), dir.join("cleaning"));
+    std::fs::write(
+        dir.join("bash-env"),
+        format!(
+            "if [ -e '{}' ]; then case \"$BASH_EXECUTION_STRING\" in *'rm -rf '*) : > '{c}'; exec tail -f '{c}' ;; esac; fi\n",
+            hold.display(),
+            c = cleaning.display()
+        ),
+    )
+    .unwrap();
+    let mark = dir.join("world-build-ran");
+    let _leftovers = (Leftovers(mark.clone()), Leftovers(cleaning.clone()));
+    let (_host, mut build) = holding_host_initiated_build(&sshd, &mark);
+    wait_until("the world build runs", || mark.exists());
+    let in_guest = guest_roots(&sshd);
+    assert_eq!(in_guest.len(), 2, "{in_guest:?}");
+    std::fs::write(&hold, "").unwrap();
+    build.signal(libc::SIGINT);
+    wait_until("the cleanup's rm runs in the guest", || cleaning.exists());
+    build.signal(libc::SIGINT);
+    let said = build.wait_for_line("cancelled again");
+    let out = build.finish(ENDS, "the build cancelled twice");
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    let [root, work] = &in_guest[..] else {
+        unreachable!()
+    };
+    assert_eq!(
+        work.as_os_str(),
+        format!("{}.work", root.display()).as_str()
+    );
+    for (what, path) in [("result root", root), ("work directory", work)] {
+        let left = format!(
+            "; left the build's {what} in the guest {} on ",
+            path.display()
+        );
+        assert!(said.contains(&left), "{left:?} in {said}");
+    }
+    assert_eq!(
+        guest_roots(&sshd),
+        in_guest,
+        "the fast exit removes nothing"
+    );
 }

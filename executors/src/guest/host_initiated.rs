@@ -46,7 +46,7 @@ impl GuestRun<'_> {
         // The request is refused before anything is made in the guest.
         BuildPlan::check(request)?;
         let (root, host_name) = self.create_guest_root(&session, &request.run_id).await?;
-        self.guest_root = Some(root.clone());
+        self.guest_root_made(&session, &root);
         let work = format!("{root}.work");
         let layout = Layout {
             make,
@@ -54,7 +54,7 @@ impl GuestRun<'_> {
             work_dir: PathBuf::from(&work),
         };
         let plan = BuildPlan::new(request, &layout)?;
-        self.guest_work = Some(work.clone());
+        self.guest_work_made(&session, &work);
         let prepare = format!("set -e\n{}", sh::prepare_work_dir_script(&work));
         self.executor
             .check(&session, "prepare the guest work directory", &prepare)

@@ -70,6 +70,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use fruix_core::at_exit::AtExit;
 use fruix_core::executor::{BuildRequest, Capabilities, Executor, Run, RunContext, Stream};
 use fruix_core::{escape, run_id, Error, Result};
 
@@ -270,6 +271,7 @@ impl Executor for GuestExecutor {
             guest_root: None,
             cancelled: false,
             source_dir: None,
+            at_exit: Vec::new(),
         })
     }
 }
@@ -289,9 +291,30 @@ pub(super) struct GuestRun<'a> {
     cancelled: bool,
     /// Where the guest has the request's source object, once delivered.
     source_dir: Option<String>,
+    /// What a fast exit names as left in the guest (its result root and
+    /// work directory), while the run lives.
+    at_exit: Vec<AtExit>,
 }
 
 impl GuestRun<'_> {
+    /// Notes `root` as the run's guest result root, made in the guest of
+    /// `session`; a fast exit names it as left there.
+    pub(super) fn guest_root_made(&mut self, session: &SshSession, root: &str) {
+        self.guest_root = Some(root.to_string());
+        let what = "the build's result root in the guest";
+        self.at_exit
+            .push(AtExit::left_on(what, session.target(), root));
+    }
+
+    /// Notes `work` as the run's guest work directory, made in the guest
+    /// of `session`; a fast exit names it as left there.
+    pub(super) fn guest_work_made(&mut self, session: &SshSession, work: &str) {
+        self.guest_work = Some(work.to_string());
+        let what = "the build's work directory in the guest";
+        self.at_exit
+            .push(AtExit::left_on(what, session.target(), work));
+    }
+
     /// The request as the guest builds it: the source read from the
     /// guest's copy of the source object, when one was delivered.
     pub(super) fn request(&self, ctx: &RunContext) -> BuildRequest {
@@ -392,7 +415,7 @@ impl Run for GuestRun<'_> {
         self.cancelled = matches!(result, Err(Error::Cancelled));
     }
 
-    async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
+    async fn cleanup(mut self: Box<Self>, ctx: &RunContext) -> Result<()> {
         let mut left = Vec::new();
         if let Some(work) = &self.guest_work {
             left.push(Left::WorkDir(work.clone()));
@@ -403,6 +426,9 @@ impl Run for GuestRun<'_> {
         if !left.is_empty() {
             self.remove_in_guest(&left, ctx).await?;
         }
+        // What is left in the guest now is the build's (a result root
+        // imported or fetched): no fast exit names it.
+        self.at_exit.clear();
         if let Some(session) = self.session {
             session.disconnect().await;
         }

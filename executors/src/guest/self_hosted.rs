@@ -116,7 +116,7 @@ impl GuestRun<'_> {
         let root = self
             .executor
             .check_guest_root(&ctx.request.run_id, &result_root)?;
-        self.guest_root = Some(root.clone());
+        self.guest_root_made(&session, &root);
         let staged = ctx
             .events
             .stage("import", async {
