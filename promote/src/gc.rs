@@ -109,6 +109,9 @@ pub struct GcReport {
     pub result_roots: Vec<PathBuf>,
     /// Live objects kept.
     pub kept: usize,
+    /// Dead objects left because `--max-freed` was reached
+    /// ([`GcOptions::max_freed`]): the next collection removes them.
+    pub dead_left: usize,
 }
 
 /// The names the live roots point at: the objects they keep alive, those
@@ -296,6 +299,7 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
                 go
             })
             .count();
+        report.dead_left = order.len() - keep;
         order.truncate(keep);
     }
     // Directories the registry does not name, rooted or not. Under the

@@ -13,11 +13,14 @@
 //! `/var/lib/fruix`, whatever `--store` says), so a root is only this
 //! store's business when its target lies in this store (however the store's
 //! path is spelt, or through a chain of links), or when it is dead: its
-//! link is gone, or its target no longer exists at all (a link into an
-//! object that a repair or a deletion removed, or a loop of links,
-//! included). A root whose target
-//! exists outside this store belongs to another store: it is neither
-//! listed nor removed here.
+//! link is gone, or its target lies in this store, in an object no longer
+//! there (one a repair or a deletion removed). A root whose target exists
+//! outside this store belongs to another store: it is neither listed nor
+//! removed here. One whose target does not exist outside this store (a
+//! store on a disk not mounted now, a loop of links) **leads nowhere**:
+//! it is listed, as it may be this store's, but never removed, as it may
+//! be another's. Roots may be nested in directories of `gcroots/` at any
+//! depth.
 //!
 //! Links are read, never written through: a root names the store object its
 //! target lies in, or nothing.
@@ -35,8 +38,6 @@ use crate::verify::is_object_name;
 pub const GCROOTS_DIR: &str = "gcroots";
 /// The directory of indirect roots in [`GCROOTS_DIR`].
 pub const AUTO_DIR: &str = "auto";
-/// How deep direct roots may be nested in `gcroots/`.
-const MAX_DEPTH: usize = 8;
 
 /// One root.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -57,9 +58,13 @@ pub struct Root {
     /// For indirect roots, the entry in `gcroots/auto`.
     #[serde(skip)]
     pub auto_entry: Option<PathBuf>,
-    /// Whether its link is gone or its target no longer exists (see
-    /// [`Root::is_dead`]).
+    /// Whether its link is gone or its target lies in an object no longer
+    /// in this store (see [`Root::is_dead`]).
     dead: bool,
+    /// Whether its target does not exist, and not in this store (see
+    /// [`Root::leads_nowhere`]).
+    #[serde(rename = "leads_nowhere")]
+    nowhere: bool,
 }
 
 impl Root {
@@ -71,6 +76,14 @@ impl Root {
     /// `gcroots/auto` entries, its registration is left alone.
     pub fn is_dead(&self) -> bool {
         self.dead
+    }
+
+    /// Whether it leads nowhere: its target does not exist, and does not
+    /// lie in this store (a store on a disk not mounted now, a loop of
+    /// links). It keeps nothing alive here, but may be another store's
+    /// root: a collection never removes it.
+    pub fn leads_nowhere(&self) -> bool {
+        self.nowhere
     }
 }
 
@@ -107,11 +120,14 @@ fn in_store(store: &Path, rest: &Path) -> Place {
 enum Place {
     /// In this store: in the object named, or in no object.
     Store(Option<String>),
-    /// It no longer exists (a dangling link, or a link into an object no
-    /// longer in the store): the root is dead.
+    /// It lies in this store, in an object no longer there: the root is
+    /// dead.
     Gone,
+    /// It does not exist, and does not lie in this store (another store's,
+    /// perhaps not mounted now, or a loop of links): listed, never removed.
+    Nowhere,
     /// It exists outside this store (or cannot be told apart from such a
-    /// path): another store's root, left alone.
+    /// path: it cannot be read): another store's root, left alone.
     Elsewhere,
 }
 
@@ -138,23 +154,44 @@ fn locate(store: &Path, target: &Path) -> Place {
             }
         }
     }
-    match std::fs::canonicalize(target) {
-        Ok(resolved) => match resolved.strip_prefix(store) {
-            Ok(rest) => in_store(store, rest),
-            Err(_) => Place::Elsewhere,
-        },
-        // A loop of links never leads anywhere: as dead as a dangling link.
-        Err(e)
-            if matches!(
+    // A target that does not resolve (a link into a missing object, or
+    // into a store not mounted now) lies where its nearest ancestor that
+    // does resolve puts it.
+    let missing = match std::fs::canonicalize(target) {
+        Ok(resolved) => {
+            return match resolved.strip_prefix(store) {
+                Ok(rest) => in_store(store, rest),
+                Err(_) => Place::Elsewhere,
+            }
+        }
+        Err(e) => {
+            matches!(
                 e.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-            ) || e.raw_os_error() == Some(libc::ELOOP) =>
-        {
-            Place::Gone
+            ) || e.raw_os_error() == Some(libc::ELOOP)
         }
+    };
+    match resolved_prefix(target).map(|r| r.strip_prefix(store).map(Path::to_path_buf)) {
+        Some(Ok(rest)) => in_store(store, &rest),
+        _ if missing => Place::Nowhere,
         // Unreadable...: it may well exist; keep it.
-        Err(_) => Place::Elsewhere,
+        _ => Place::Elsewhere,
     }
+}
+
+/// `target`, which does not resolve, spelt from its nearest ancestor that
+/// does, resolved: `None` when what follows that ancestor goes up (`..`)
+/// and so cannot be told without resolving what is missing.
+fn resolved_prefix(target: &Path) -> Option<PathBuf> {
+    let (ancestor, resolved) = target
+        .ancestors()
+        .skip(1)
+        .find_map(|a| Some((a, std::fs::canonicalize(a).ok()?)))?;
+    let rest = target.strip_prefix(ancestor).ok()?;
+    let plain = rest
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    plain.then(|| resolved.join(rest))
 }
 
 /// Reads a symlink's target, made absolute against the link's directory.
@@ -175,9 +212,10 @@ fn root(
     target: Option<PathBuf>,
     auto_entry: Option<PathBuf>,
 ) -> Option<Root> {
-    let (object, dead) = match target.as_deref().map(|t| locate(store, t)) {
-        None | Some(Place::Gone) => (None, true),
-        Some(Place::Store(object)) => (object, false),
+    let (object, dead, nowhere) = match target.as_deref().map(|t| locate(store, t)) {
+        None | Some(Place::Gone) => (None, true, false),
+        Some(Place::Store(object)) => (object, false, false),
+        Some(Place::Nowhere) => (None, false, true),
         Some(Place::Elsewhere) => return None,
     };
     Some(Root {
@@ -187,19 +225,30 @@ fn root(
         object,
         auto_entry,
         dead,
+        nowhere,
     })
 }
 
 /// Every root in `state_dir` that is the business of the store at `store`
 /// (dead indirect ones included; see the module documentation); sorted by
-/// link.
+/// link. A state directory that is not there is refused
+/// ([`Error::NoStateDir`](crate::error::Error::NoStateDir)): its roots
+/// could keep nothing, so a mistyped `--state-dir` would make every
+/// object look unrooted.
 pub fn list(state_dir: &Path, store: &Path) -> Result<Vec<Root>> {
+    if !std::fs::metadata(state_dir).is_ok_and(|m| m.is_dir()) {
+        return Err(crate::error::Error::NoStateDir {
+            state_dir: state_dir.to_path_buf(),
+        });
+    }
     let store = std::fs::canonicalize(store).unwrap_or_else(|_| store.to_path_buf());
     // Absolute, so that every link listed is (a relative `--state-dir`).
     let dir = std::path::absolute(state_dir.join(GCROOTS_DIR)).with_path("resolve", state_dir)?;
     let mut roots = Vec::new();
-    let mut todo = vec![(dir.clone(), 0)];
-    while let Some((d, depth)) = todo.pop() {
+    // Only directories are entered, never a symlink to one: no loop, and
+    // a tree deeper than a path can name fails to read, loudly.
+    let mut todo = vec![dir.clone()];
+    while let Some(d) = todo.pop() {
         let entries = match std::fs::read_dir(&d) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -212,8 +261,8 @@ pub fn list(state_dir: &Path, store: &Path) -> Result<Vec<Root>> {
             if d == dir && entry.file_name() == AUTO_DIR && !kind.is_dir() {
                 return Err(auto_not_a_directory(&path).into());
             }
-            if kind.is_dir() && depth < MAX_DEPTH {
-                todo.push((path, depth + 1));
+            if kind.is_dir() {
+                todo.push(path);
             } else if kind.is_symlink() && d == dir.join(AUTO_DIR) {
                 let link = target_of(&path);
                 let target = link.as_deref().and_then(|l| {
@@ -501,11 +550,11 @@ mod tests {
         )
         .unwrap();
         // Another store's root (its target exists outside this store) is
-        // not listed; a root whose target is gone is dead.
+        // not listed; one whose target does not exist leads nowhere.
         std::os::unix::fs::symlink("/etc", gcroots.join("elsewhere")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("nowhere"), gcroots.join("dangling")).unwrap();
         // Regression: a loop of links was taken for another store's root,
-        // and listed by none.
+        // and listed by none. It leads nowhere.
         std::os::unix::fs::symlink("loop", gcroots.join("loop")).unwrap();
         let result = add_indirect(&state, &dir.path().join("result"), &store.join(NAME)).unwrap();
         let gone = add_indirect(&state, &dir.path().join("gone"), &store.join(NAME)).unwrap();
@@ -540,20 +589,13 @@ mod tests {
             .filter(|r| r.is_dead())
             .map(|r| r.link.as_path())
             .collect();
-        let mut expected_dead = [
-            gcroots.join("dangling"),
-            gcroots.join("loop"),
-            gone.clone(),
-            removed.clone(),
-        ];
-        expected_dead.sort();
-        assert_eq!(
-            dead,
-            expected_dead
-                .iter()
-                .map(PathBuf::as_path)
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(dead, [gone.as_path(), removed.as_path()]);
+        let nowhere: Vec<&Path> = roots
+            .iter()
+            .filter(|r| r.leads_nowhere())
+            .map(|r| r.link.as_path())
+            .collect();
+        assert_eq!(nowhere, [gcroots.join("dangling"), gcroots.join("loop")]);
         // Replacing the out-link keeps one root for it.
         add_indirect(&state, &result, &store.join(NAME)).unwrap();
         assert_eq!(list(&state, &store).unwrap().len(), 6);
@@ -570,6 +612,31 @@ mod tests {
         // A file where the link would go is refused.
         std::fs::write(dir.path().join("file"), b"x").unwrap();
         assert!(add_indirect(&state, &dir.path().join("file"), &store.join(NAME)).is_err());
+    }
+
+    /// Regression: a root nested more than 8 directories deep in
+    /// `gcroots/` was passed over unsaid, and a collection removed what it
+    /// kept. A state directory that is not there is refused: it has no
+    /// roots to keep anything.
+    #[test]
+    fn roots_are_found_at_any_depth_in_a_state_directory_that_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, store) = (dir.path().join("state"), dir.path().join("store"));
+        std::fs::create_dir_all(store.join(NAME)).unwrap();
+        let deep = (1..=40).fold(state.join(GCROOTS_DIR), |d, i| d.join(format!("p{i}")));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::os::unix::fs::symlink(store.join(NAME), deep.join("root")).unwrap();
+        let roots = list(&state, &store).unwrap();
+        let found: Vec<(&Path, Option<&str>)> = roots
+            .iter()
+            .map(|r| (r.link.as_path(), r.object.as_deref()))
+            .collect();
+        assert_eq!(found, [(deep.join("root").as_path(), Some(NAME))]);
+        let missing = dir.path().join("no-state");
+        match list(&missing, &store) {
+            Err(crate::error::Error::NoStateDir { state_dir }) => assert_eq!(state_dir, missing),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -596,14 +663,12 @@ mod tests {
         let alias = add_indirect(&state, &path("alias-result"), &path("alias").join(NAME)).unwrap();
         symlink(ours.join(NAME), path("result-1")).unwrap();
         let chain = add_indirect(&state, &path("chain-result"), &path("result-1")).unwrap();
-        // Dead for everyone: its target no longer exists at all.
+        // Leads nowhere for everyone: its target does not exist at all.
         let gone = add_indirect(&state, &path("gone-result"), &path("removed").join(NAME)).unwrap();
         let summary = |store: &Path| -> Vec<(PathBuf, Option<String>)> {
-            list(&state, store)
-                .unwrap()
-                .into_iter()
-                .map(|r| (r.link, r.object))
-                .collect()
+            let roots = list(&state, store).unwrap();
+            assert!(roots.iter().all(|r| !r.is_dead()), "{roots:?}");
+            roots.into_iter().map(|r| (r.link, r.object)).collect()
         };
         let mut expected = vec![
             (alias.clone(), Some(NAME.to_string())),
@@ -613,17 +678,36 @@ mod tests {
         expected.sort();
         assert_eq!(summary(&ours), expected);
         let mut expected = vec![
-            (their_result, Some(OTHER.to_string())),
+            (their_result.clone(), Some(OTHER.to_string())),
             (
                 state.join(GCROOTS_DIR).join("their-profile"),
                 Some(OTHER.to_string()),
             ),
-            (gone, None),
+            (gone.clone(), None),
         ];
         expected.sort();
         assert_eq!(summary(&theirs), expected);
-        // A store that holds neither sees only the dead root.
+        // A store that holds neither sees only the one leading nowhere.
         std::fs::create_dir_all(path("empty")).unwrap();
-        assert_eq!(summary(&path("empty")).len(), 1);
+        assert_eq!(summary(&path("empty")), [(gone.clone(), None)]);
+        // Regression: with their store away (a disk not mounted now), their
+        // roots were dead to ours, and a collection of ours removed their
+        // indirect one; the next collection of theirs removed its objects.
+        // They lead nowhere, and are never dead.
+        std::fs::rename(&theirs, path("theirs.away")).unwrap();
+        let roots = list(&state, &ours).unwrap();
+        let away: Vec<(&Path, bool, bool)> = roots
+            .iter()
+            .filter(|r| r.object.is_none())
+            .map(|r| (r.link.as_path(), r.is_dead(), r.leads_nowhere()))
+            .collect();
+        let profile = state.join(GCROOTS_DIR).join("their-profile");
+        let mut expected = vec![
+            (gone.as_path(), false, true),
+            (their_result.as_path(), false, true),
+            (profile.as_path(), false, true),
+        ];
+        expected.sort();
+        assert_eq!(away, expected);
     }
 }

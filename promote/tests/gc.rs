@@ -224,6 +224,38 @@ fn a_dry_run_reports_the_pool_entries_the_collection_removes() {
     assert_eq!(fs::read_dir(store.pool().path()).unwrap().count(), 0);
 }
 
+/// Regression: a collection that stopped at `--max-freed` said what it
+/// removed and the live objects it kept, not the dead ones it left: the
+/// report counts them (`dead_left`), and the next collection removes them.
+#[test]
+fn a_collection_past_max_freed_counts_the_dead_objects_it_left() {
+    let dir = TestDir::new();
+    let state = dir.join("state");
+    fs::create_dir_all(&state).unwrap();
+    let store = Store::open(&dir.store()).unwrap();
+    // No root: every object is dead.
+    promote_native_build_result(
+        &dir.root("r1", "local", "20260405T213444Z", true),
+        &store,
+        &PromoteOptions::default(),
+    )
+    .unwrap();
+    let dead = store.db().names().unwrap().len();
+    assert!(dead >= 2, "{dead}");
+    let first = collect(
+        &store,
+        &GcOptions {
+            max_freed: Some(1),
+            ..options(&state, false)
+        },
+    )
+    .unwrap();
+    assert_eq!(first.objects.len(), 1, "{first:?}");
+    assert_eq!(first.dead_left, dead - 1, "{first:?}");
+    let rest = gc(&store, &state);
+    assert_eq!((rest.objects.len(), rest.dead_left), (dead - 1, 0));
+}
+
 /// A store opened tentatively is removed, with the parents it made, unless
 /// kept; a store that existed is never removed.
 #[test]

@@ -395,6 +395,7 @@ fn roots_and_gc_reports_show_links_and_result_roots_that_are_not_utf8_escaped() 
                 "target": text(&s.promotion.result_store),
                 "object": text(Path::new(bundle)),
                 "dead": false,
+                "leads_nowhere": false,
             },
             {
                 "link": s.shown(&direct),
@@ -402,6 +403,7 @@ fn roots_and_gc_reports_show_links_and_result_roots_that_are_not_utf8_escaped() 
                 "target": s.shown(&alias.join(bundle)),
                 "object": text(Path::new(bundle)),
                 "dead": false,
+                "leads_nowhere": false,
             },
         ])
     );

@@ -241,6 +241,7 @@ fn promote_roots_query_and_gc_show_links_and_result_roots_that_are_not_utf8_esca
             "target": bundle_path,
             "object": bundle_path,
             "dead": false,
+            "leads_nowhere": false,
         })
     };
     let by_alias = json!({
@@ -249,6 +250,7 @@ fn promote_roots_query_and_gc_show_links_and_result_roots_that_are_not_utf8_esca
         "target": odd.shown(&alias.join(bundle)),
         "object": bundle_path,
         "dead": false,
+        "leads_nowhere": false,
     });
     assert_eq!(
         roots,

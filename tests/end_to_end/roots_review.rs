@@ -89,8 +89,7 @@ fn a_root_s_link_is_never_made_in_the_store() {
     );
     assert!(!stderr.contains("fruix-tmp"), "{stderr}");
     assert_eq!(object_names(&store), before, "nothing promoted");
-    let roots = run_json(&mut store_command(&store, &state, &["roots", "--json"]));
-    assert_eq!(roots, json!([]), "no root registered");
+    assert!(!state.exists(), "no root registered");
 }
 
 /// Regression: with `gcroots/auto` a symlink, `store add-root` wrote its
@@ -191,25 +190,137 @@ fn gc_and_repair_leave_what_is_not_named_as_an_object_alone() {
     assert_eq!(object_names(&store), expected);
 }
 
-/// A dangling direct root (a link in `gcroots/` to what is gone) was
-/// listed as `dead` like an indirect one, yet `store gc` never removes it
-/// (it is the user's link): `store roots` says so.
+/// Regression: a direct root (a link in `gcroots/`) whose object is gone
+/// was listed as `dead` like an indirect one, yet `store gc` never removes
+/// it (it is the user's link): `store roots` says so. One whose target
+/// does not exist outside the store leads nowhere (it may be another
+/// store's), and is left too.
 #[test]
 fn a_dead_direct_root_is_said_to_be_left_by_gc() {
     let dir = tempfile::tempdir().unwrap();
     let (store, state) = (dir.path().join("store"), dir.path().join("state"));
     promote_report(&store, &sample_root(dir.path(), "root"), &[]);
     fs::create_dir_all(state.join("gcroots")).unwrap();
-    let dangling = state.join("gcroots/old-profile");
-    std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).unwrap();
+    let dead = state.join("gcroots/old-profile");
+    let removed =
+        "0123456789abcdef0123456789abcdef01234567-fruix-native-build-result-15.0-STABLE-local";
+    std::os::unix::fs::symlink(store.join(removed), &dead).unwrap();
+    let nowhere = state.join("gcroots/elsewhere");
+    std::os::unix::fs::symlink(dir.path().join("gone"), &nowhere).unwrap();
     let listed = run_ok(&mut store_command(&store, &state, &["roots"]));
-    let line = format!(
-        "{}: dead (a direct root: `store gc` leaves it",
-        dangling.display()
-    );
-    assert!(listed.contains(&line), "{listed}");
+    for line in [
+        format!(
+            "{}: dead (a direct root: `store gc` leaves it",
+            dead.display()
+        ),
+        format!(
+            "{} -> {}: leads nowhere (its target does not exist; `store gc` leaves it",
+            nowhere.display(),
+            dir.path().join("gone").display()
+        ),
+    ] {
+        assert!(listed.contains(&line), "{line:?} in {listed}");
+    }
     run_ok(&mut store_command(&store, &state, &["gc"]));
-    assert!(dangling.symlink_metadata().is_ok(), "gc removed it");
+    assert!(dead.symlink_metadata().is_ok(), "gc removed it");
+    assert!(nowhere.symlink_metadata().is_ok(), "gc removed it");
+}
+
+/// Regression (review of the registry and its lifecycle): two stores
+/// shared a state directory (as root, always `/var/lib/fruix`), and with
+/// one away (its disk not mounted) a collection of the other removed its
+/// indirect root, its `./result` still there: the next collection of the
+/// first removed every object that root kept. The root leads nowhere for
+/// the other store (listed, never removed), and keeps its objects once
+/// its store is back.
+#[test]
+fn a_store_away_keeps_its_roots_in_a_shared_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let state = path("shared");
+    let (a, b) = (path("sA"), path("sB"));
+    let (result_a, result_b) = (path("resultA"), path("resultB"));
+    run_ok(&mut promote_linked(
+        &a,
+        &state,
+        &result_a,
+        &sample_root(dir.path(), "ra"),
+        &[],
+    ));
+    run_ok(&mut promote_linked(
+        &b,
+        &state,
+        &result_b,
+        &sample_root(dir.path(), "rb"),
+        &[],
+    ));
+    let kept = object_names(&a);
+    fs::rename(&a, path("sA.off")).unwrap();
+    let roots = run_json(&mut store_command(&b, &state, &["roots", "--json"]));
+    let away = roots
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["link"] == result_a.to_str().unwrap())
+        .unwrap_or_else(|| panic!("{roots}"));
+    assert_eq!(
+        (&away["dead"], &away["leads_nowhere"], &away["object"]),
+        (&json!(false), &json!(true), &Value::Null),
+        "{roots}"
+    );
+    let report = run_json(&mut store_command(&b, &state, &["gc", "--json"]));
+    assert_eq!(report["dead_roots"], json!([]), "{report}");
+    fs::rename(path("sA.off"), &a).unwrap();
+    run_ok(&mut store_command(&a, &state, &["gc", "--quiet"]));
+    assert_eq!(object_names(&a), kept, "store A lost what its root keeps");
+}
+
+/// Regression: a root nested more than 8 directories below `gcroots/` was
+/// passed over, and `store gc` removed what it kept.
+#[test]
+fn a_root_nested_deep_in_gcroots_keeps_its_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
+    let report = promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+    let bundle = PathBuf::from(report["result_store"].as_str().unwrap());
+    let kept = object_names(&store);
+    let deep = (1..=12).fold(state.join("gcroots"), |d, i| d.join(format!("p{i}")));
+    fs::create_dir_all(&deep).unwrap();
+    std::os::unix::fs::symlink(&bundle, deep.join("root")).unwrap();
+    run_ok(&mut store_command(&store, &state, &["gc", "--quiet"]));
+    assert_eq!(object_names(&store), kept);
+}
+
+/// Regression: `store add-root OBJECT STATE/gcroots/auto/NAME` succeeded;
+/// the next collection took the link for a dead registration and removed
+/// it, and the one after removed its objects. A link there (or an
+/// out-link) is refused, exit 2, before anything is done.
+#[test]
+fn a_root_s_link_is_never_made_where_roots_are_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
+    let root = sample_root(dir.path(), "root");
+    run_ok(&mut promote_linked(
+        &store,
+        &state,
+        &dir.path().join("result"),
+        &root,
+        &[],
+    ));
+    let bundle = fs::read_link(dir.path().join("result")).unwrap();
+    let auto = state.join("gcroots/auto");
+    let before = fs::read_dir(&auto).unwrap().count();
+    run_failing(
+        &mut add_root(&store, &state, &bundle, &auto.join("zzz")),
+        2,
+        &["lies in", "gcroots/auto, where fruix registers roots"],
+    );
+    run_failing(
+        &mut promote_linked(&store, &state, &auto.join("r"), &root, &[]),
+        2,
+        &["--out-link", "where fruix registers roots", "--no-out-link"],
+    );
+    assert_eq!(fs::read_dir(&auto).unwrap().count(), before);
 }
 
 /// Regression: `store gc` under a state directory that is not there (a
@@ -240,6 +351,13 @@ fn gc_under_a_state_directory_that_is_not_there_is_refused_keeping_everything() 
         .args(["store", "gc", "--json", "--store"])
         .arg(&store);
     crate::util::json_error(&run(&mut gc), 2, "FRUIX_STATE_DIR");
+    // Regression: listing the roots, or those keeping an object, under it
+    // said there were none (exit 0): every object looked unrooted.
+    let roots = run(&mut store_command(&store, &typo, &["roots", "--json"]));
+    crate::util::json_error(&roots, 2, "is not there, so no root could keep anything");
+    let mut query = store_command(&store, &typo, &["query", "--roots", "--json"]);
+    let query = run(query.arg(&bundle));
+    crate::util::json_error(&query, 2, "is not there, so no root could keep anything");
     assert_eq!(object_names(&store), objects);
     // An empty state directory: `store roots` says it has none (it said
     // nothing), stdout still the empty list.

@@ -90,7 +90,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     let key = if args.no_promote {
         None
     } else {
-        check_out_link(&args.out_link, &args.store.store)?;
+        check_out_link(&args.out_link, (&args.store.store, &args.state.state_dir))?;
         signing_key(&args.out_link)?
     };
     // A source this host has becomes a source object first (a guest

@@ -3,6 +3,7 @@
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_core::result_root::{self, ResultRoot};
+use fruix_promote::roots::{AUTO_DIR, GCROOTS_DIR};
 use fruix_promote::sign::SecretKey;
 use fruix_promote::{measure, promote_validated, OutLink, PromoteOptions, PromotionReport, Store};
 
@@ -29,7 +30,7 @@ pub fn run(args: PromoteArgs) -> CliResult {
         Some(&args.store.store),
         (!args.out_link.no_out_link).then_some(args.state.state_dir.as_path()),
     );
-    check_out_link(&args.out_link, &args.store.store)?;
+    check_out_link(&args.out_link, (&args.store.store, &args.state.state_dir))?;
     let key = signing_key(&args.out_link)?;
     // A root that is not there is a missing input (exit 2), not an invalid
     // root (exit 4).
@@ -73,22 +74,31 @@ pub fn sign_and_print(
 }
 
 /// Refuses, before anything is done, an out-link that could not be made
-/// or would lie in the store `store` ([`check_root_link`]).
-pub fn check_out_link(args: &OutLinkArgs, store: &Path) -> CliResult<()> {
+/// or would lie in the store or where roots are registered
+/// ([`check_root_link`]).
+pub fn check_out_link(args: &OutLinkArgs, place: (&Path, &Path)) -> CliResult<()> {
     if args.no_out_link {
         return Ok(());
     }
     let link = format!("--out-link {}", escape::path(&args.out_link));
-    check_root_link(&args.out_link, &link, store, ", or give --no-out-link")
+    check_root_link(&args.out_link, &link, place, ", or give --no-out-link")
 }
 
 /// Refuses (usage, 2), before anything is done, a root's link `link`
 /// (`named` so in messages) that could not be made, or would lie in the
-/// store `store`: something other than a symlink is there, its directory
-/// is missing, or its directory is in the store, which holds objects only
-/// (no collection keeps a link there, and one in an object changes it).
-/// `or` ends the advice.
-pub fn check_root_link(link: &Path, named: &str, store: &Path, or: &str) -> CliResult<()> {
+/// store or where roots are registered (`place`: the store and the state
+/// directory): something other than a symlink is there, its directory is
+/// missing, or its directory is in the store, which holds objects only (no
+/// collection keeps a link there, and one in an object changes it), or in
+/// `STATE_DIR/gcroots/auto` (the collector takes each symlink there for a
+/// registration, and removes this one as a dead root). `or` ends the
+/// advice.
+pub fn check_root_link(
+    link: &Path,
+    named: &str,
+    (store, state_dir): (&Path, &Path),
+    or: &str,
+) -> CliResult<()> {
     if let Ok(m) = link.symlink_metadata() {
         if !m.file_type().is_symlink() {
             return Err(CliError::usage(format!(
@@ -110,11 +120,21 @@ pub fn check_root_link(link: &Path, named: &str, store: &Path, or: &str) -> CliR
             escape::path(parent)
         )));
     }
-    if let (Ok(parent), Ok(store)) = (parent.canonicalize(), store.canonicalize()) {
+    let parent = parent.canonicalize();
+    if let (Ok(parent), Ok(store)) = (&parent, store.canonicalize()) {
         if parent.starts_with(&store) {
             return Err(CliError::usage(format!(
                 "{named} lies in the store {}, which holds store objects only; choose a path outside it{or}",
                 escape::path(&store)
+            )));
+        }
+    }
+    let auto = state_dir.join(GCROOTS_DIR).join(AUTO_DIR);
+    if let (Ok(parent), Ok(auto)) = (&parent, auto.canonicalize()) {
+        if parent.starts_with(&auto) {
+            return Err(CliError::usage(format!(
+                "{named} lies in {}, where fruix registers roots (a collection would take the link for a dead registration and remove it); choose a path outside it{or}",
+                escape::path(&auto)
             )));
         }
     }

@@ -123,7 +123,10 @@ fn summary(r: &GcReport) -> String {
         r.result_roots.len(),
         plural(r.result_roots.len(), "", "s"),
         r.kept
-    )
+    ) + &match r.dead_left {
+        0 => String::new(),
+        n => format!("; left {n} dead object(s) past --max-freed, for the next collection"),
+    }
 }
 
 /// `store delete`: waits for the collector's lock (exclusive), then

@@ -277,7 +277,8 @@ fn add_root(args: AddRootArgs) -> CliResult {
     let at = &args.at;
     let store = open(&at.store, Some(&at.state), false, NO_ROOT)?;
     let named = format!("LINK {}", escape::path(&args.link));
-    crate::commands::promote::check_root_link(&args.link, &named, store.path(), "")?;
+    let place = (store.path(), at.state.state_dir.as_path());
+    crate::commands::promote::check_root_link(&args.link, &named, place, "")?;
     let _gc = store.gc_lock(false).map_err(from_promote_saying(NO_ROOT))?;
     let [name] =
         <[String; 1]>::try_from(object_names(&store, &[args.path])?).expect("one path, one name");
@@ -310,6 +311,7 @@ fn show_roots(args: RootsArgs) -> CliResult {
                     "target": r.target.as_deref().map(json_path),
                     "object": r.object.as_ref().map(|o| json_path(&store.path().join(o))),
                     "dead": r.is_dead(),
+                    "leads_nowhere": r.leads_nowhere(),
                 })
             })
             .collect();
@@ -334,6 +336,15 @@ fn show_roots(args: RootsArgs) -> CliResult {
             None if r.is_dead() && r.indirect => {
                 println!("{}{how}: dead", escape::path(&r.link))
             }
+            // It may be another store's, whose disk is not mounted now.
+            None if r.leads_nowhere() => println!(
+                "{}{how} -> {}: leads nowhere (its target does not exist; `store gc` leaves it, as it may be another store's)",
+                escape::path(&r.link),
+                r.target
+                    .as_deref()
+                    .map(|t| escape::path(t).to_string())
+                    .unwrap_or_default()
+            ),
             // A collection removes dead indirect roots only: a link in
             // gcroots/ is the user's.
             None if r.is_dead() => println!(
