@@ -41,6 +41,15 @@ impl CliError {
         self
     }
 
+    /// The same failure (its status and JSON members kept), its message
+    /// followed by `; HINT`.
+    pub fn saying(self, hint: impl std::fmt::Display) -> Self {
+        CliError {
+            error: anyhow::anyhow!("{}; {hint}", self.error),
+            ..self
+        }
+    }
+
     /// A usage error with `message`.
     pub fn usage(message: impl std::fmt::Display) -> Self {
         CliError::new(Status::Usage, anyhow::anyhow!("{message}"))
@@ -106,7 +115,7 @@ pub fn exit_now(status: Status, message: &str) -> ! {
 /// message.
 pub fn when_cancelled(e: CliError, hint: impl std::fmt::Display) -> CliError {
     match e.status {
-        Status::Cancelled => CliError::new(e.status, anyhow::anyhow!("{}; {hint}", e.error)),
+        Status::Cancelled => e.saying(hint),
         _ => e,
     }
 }

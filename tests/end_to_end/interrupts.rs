@@ -200,6 +200,14 @@ fn ctrl_c_while_a_build_promotes_cancels_the_promotion_and_keeps_the_root() {
         130,
         "promote it later with: fruix native-build promote",
     );
+    // Regression: the kept root was only in the message; a cancelled
+    // build's JSON error names it (`result_root`), here too.
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        error["error"]["result_root"],
+        root.to_str().unwrap(),
+        "{error}"
+    );
     assert!(nothing_promoted(&store));
     assert_eq!(temporaries(&store), Vec::<PathBuf>::new());
     // The root is whole, and promotes.

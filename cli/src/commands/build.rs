@@ -252,7 +252,8 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
                 &kept
             )
         );
-        CliError::new(e.status, anyhow::anyhow!("{}; {hint}", e.error))
+        // Whole and promotable: named as a cancelled build's is.
+        e.saying(hint).with_detail("result_root", json_path(&kept))
     })?;
     if let Some(signed) = &guest_signed {
         let unsigned = fruix_promote::attest::record(&store, signed).map_err(from_promote)?;
