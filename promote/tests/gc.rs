@@ -22,6 +22,21 @@ fn gc_as(store: &Store, state_dir: &Path, dry_run: bool) -> GcReport {
     collect(store, &options(state_dir, dry_run)).unwrap()
 }
 
+/// A store holding one promoted result root's objects, none of them
+/// rooted (every object is dead), and its state directory (not made).
+fn unrooted_store() -> (TestDir, Store, PathBuf) {
+    let dir = TestDir::new();
+    let state = dir.join("state");
+    let store = Store::open(&dir.store()).unwrap();
+    promote_native_build_result(
+        &dir.root("r1", "local", "20260405T213444Z", true),
+        &store,
+        &PromoteOptions::default(),
+    )
+    .unwrap();
+    (dir, store, state)
+}
+
 fn options(state_dir: &Path, dry_run: bool) -> GcOptions<'static> {
     GcOptions {
         state_dir: state_dir.to_path_buf(),
@@ -185,16 +200,7 @@ fn an_indirect_root_into_the_store_at_no_object_keeps_nothing_but_is_kept() {
 
 #[test]
 fn a_dry_run_reports_the_pool_entries_the_collection_removes() {
-    let dir = TestDir::new();
-    let state = dir.join("state");
-    let store = Store::open(&dir.store()).unwrap();
-    // No root: every object is dead.
-    promote_native_build_result(
-        &dir.root("r1", "local", "20260405T213444Z", true),
-        &store,
-        &PromoteOptions::default(),
-    )
-    .unwrap();
+    let (dir, store, state) = unrooted_store();
     let mut entries: Vec<PathBuf> = fs::read_dir(store.pool().path())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -229,17 +235,8 @@ fn a_dry_run_reports_the_pool_entries_the_collection_removes() {
 /// report counts them (`dead_left`), and the next collection removes them.
 #[test]
 fn a_collection_past_max_freed_counts_the_dead_objects_it_left() {
-    let dir = TestDir::new();
-    let state = dir.join("state");
+    let (_dir, store, state) = unrooted_store();
     fs::create_dir_all(&state).unwrap();
-    let store = Store::open(&dir.store()).unwrap();
-    // No root: every object is dead.
-    promote_native_build_result(
-        &dir.root("r1", "local", "20260405T213444Z", true),
-        &store,
-        &PromoteOptions::default(),
-    )
-    .unwrap();
     let dead = store.db().names().unwrap().len();
     assert!(dead >= 2, "{dead}");
     let first = collect(

@@ -327,6 +327,8 @@ fn show_roots(args: RootsArgs) -> CliResult {
     }
     for r in &roots {
         let how = if r.indirect { " (indirect)" } else { "" };
+        let target = r.target.as_deref().map(escape::path);
+        let target = target.map(|t| t.to_string()).unwrap_or_default();
         match &r.object {
             Some(o) => println!(
                 "{}{how} -> {}",
@@ -338,12 +340,8 @@ fn show_roots(args: RootsArgs) -> CliResult {
             }
             // It may be another store's, whose disk is not mounted now.
             None if r.leads_nowhere() => println!(
-                "{}{how} -> {}: leads nowhere (its target does not exist; `store gc` leaves it, as it may be another store's)",
+                "{}{how} -> {target}: leads nowhere (its target does not exist; `store gc` leaves it, as it may be another store's)",
                 escape::path(&r.link),
-                r.target
-                    .as_deref()
-                    .map(|t| escape::path(t).to_string())
-                    .unwrap_or_default()
             ),
             // A collection removes dead indirect roots only: a link in
             // gcroots/ is the user's.
@@ -352,12 +350,8 @@ fn show_roots(args: RootsArgs) -> CliResult {
                 escape::path(&r.link)
             ),
             None => println!(
-                "{}{how} -> {}: keeps no object (its target is no store object)",
+                "{}{how} -> {target}: keeps no object (its target is no store object)",
                 escape::path(&r.link),
-                r.target
-                    .as_deref()
-                    .map(|t| escape::path(t).to_string())
-                    .unwrap_or_default()
             ),
         }
     }
