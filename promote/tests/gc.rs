@@ -200,7 +200,7 @@ fn an_indirect_root_into_the_store_at_no_object_keeps_nothing_but_is_kept() {
 
 #[test]
 fn a_dry_run_reports_the_pool_entries_the_collection_removes() {
-    let (dir, store, state) = unrooted_store();
+    let (_dir, store, state) = unrooted_store();
     let mut entries: Vec<PathBuf> = fs::read_dir(store.pool().path())
         .unwrap()
         .map(|e| e.unwrap().path())
