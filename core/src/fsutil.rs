@@ -207,11 +207,23 @@ pub fn read_metadata_file(path: &Path) -> Result<String> {
 /// mounted from a Kubernetes secret is a symlink). What it reaches must
 /// still be a regular file (checked on the descriptor), of at most
 /// [`MAX_METADATA_BYTES`], never waited on. An absent one is named so.
+///
+/// A path whose symlinks make a loop leads to no file either: it is
+/// [`Error::NotFound`] too, saying so (the user's input, not a failure of
+/// this host).
 pub fn read_file_of_kind(path: &Path, kind: &str) -> Result<String> {
-    read_optional_named_file(path)?.ok_or_else(|| Error::NotFound {
+    let missing = |why: &str| Error::NotFound {
         path: path.to_path_buf(),
-        hint: format!("give the path of an existing {kind}"),
-    })
+        hint: format!("{why}give the path of an existing {kind}"),
+    };
+    match read_optional_named_file(path) {
+        Ok(Some(text)) => Ok(text),
+        Ok(None) => Err(missing("")),
+        Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ELOOP) => Err(
+            missing("its symlinks make a loop (too many levels of symbolic links); "),
+        ),
+        Err(e) => Err(e),
+    }
 }
 
 /// [`read_file_of_kind`] for an optional file: `None` when absent (or a
@@ -532,6 +544,20 @@ mod tests {
             read_file_of_kind(&dangling, "key file"),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    /// A loop of symlinks named as a file is the user's input, like a
+    /// missing file: not a failure of this host.
+    #[test]
+    fn a_named_symlink_loop_is_a_missing_file_saying_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("loop1"), dir.path().join("loop2"));
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        let e = read_file_of_kind(&a, "matrix file").unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+        assert!(e.to_string().contains("symlinks make a loop"), "{e}");
+        assert!(e.to_string().contains("existing matrix file"), "{e}");
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //!    architecture are FreeBSD names) and checks the source directory
 //!    ([`check_source_tree`]), before anything runs. Otherwise
 //!    [`Error::InvalidRequest`].
-//! 2. Creates the work directory (removing a stale one left by a crashed run
-//!    for the same result root; [`fruix_freebsd::work`]).
+//! 2. Creates the work directory (replacing a stale one left by a crashed
+//!    run for the same result root, and refusing a directory there that
+//!    fruix did not make; [`fruix_freebsd::work::create_work_dir`]).
 //! 3. Runs the plan's make steps ([`fruix_freebsd::plan`] lists them with
 //!    their arguments and environment), each as a stage named after its
 //!    target, with the source directory as working directory and this
@@ -33,7 +34,8 @@
 //! 6. Removes the work directory; failing to is a warning, not an error.
 //!
 //! On failure or cancellation the work directory is left for the executor's
-//! cleanup to remove with [`remove_work_dir`].
+//! cleanup to remove with [`remove_work_dir`], which removes only a work
+//! directory of fruix's.
 
 mod step;
 
@@ -47,8 +49,8 @@ use fruix_core::promotion::PromotionMetadata;
 use fruix_core::{Error, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
 use fruix_freebsd::source::{absolute_source, check_source_tree};
-use fruix_freebsd::work::{prepare_work_dir, work_dir_for, WORK_DIR_AT_EXIT};
-use fruix_freebsd::{tree, BuildPlan, Layout, MakeStep};
+use fruix_freebsd::work::{self, prepare_work_dir, work_dir_for, WORK_DIR_AT_EXIT};
+use fruix_freebsd::{BuildPlan, Layout, MakeStep};
 use tokio_util::sync::CancellationToken;
 
 /// The make program used when none is configured: the base system's make on
@@ -197,7 +199,8 @@ impl Run for DriverRun<'_> {
     }
 
     async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
-        remove_work_dir(&self.work_dir(ctx)?).await
+        // One fruix did not make (refused by the build) is left as it is.
+        remove_work_dir(&self.work_dir(ctx)?).await.map(drop)
     }
 }
 
@@ -213,12 +216,14 @@ fn command(step: &MakeStep) -> tokio::process::Command {
     command
 }
 
-/// Removes a work directory and everything in it; a missing one is fine.
-/// Read-only directories (and, on FreeBSD, immutable file flags set by an
-/// install as root) do not stop it.
-pub async fn remove_work_dir(dir: &Path) -> Result<()> {
+/// Removes the work directory `dir` with everything in it when it is
+/// fruix's own; a missing one is fine, and one fruix did not make is left
+/// as it is: `false` ([`fruix_freebsd::work::remove_work_dir`]). Read-only
+/// directories (and, on FreeBSD, immutable file flags set by an install as
+/// root) do not stop it.
+pub async fn remove_work_dir(dir: &Path) -> Result<bool> {
     let dir: PathBuf = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || tree::remove_tree(&dir))
+    tokio::task::spawn_blocking(move || work::remove_work_dir(&dir))
         .await
         .map_err(join_error)?
 }

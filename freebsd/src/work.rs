@@ -1,10 +1,17 @@
 //! The work directory of a build: where it is, and what is in it (the object
 //! tree and the install trees, make's `MAKEOBJDIRPREFIX` and `DESTDIR`s).
 
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use fruix_core::dir::entries;
 use fruix_core::error::IoContext;
-use fruix_core::{Error, Result};
+use fruix_core::{escape, Error, Result};
+use rustix::fs::{self as rfs, FileType, Mode, OFlags};
+use rustix::io::Errno;
+use rustix::process::geteuid;
 use sha2::{Digest, Sha256};
 
 use crate::tree::remove_tree;
@@ -54,16 +61,136 @@ pub fn work_dir_for(result_root: &Path, run_id: &str, parent: Option<&Path>) -> 
     })
 }
 
-/// Makes `work` a fresh work directory holding [`WORK_SUBDIRS`]. Anything
-/// already there is a crashed run's leftover and is removed first.
-/// Blocking.
+/// The file fruix makes first in every work directory it creates, and
+/// looks for before it removes one. A directory at a work directory's path
+/// without it (a user's `RESULT_ROOT.work`) is never removed: fruix cannot
+/// tell it is its own.
+pub const WORK_MARKER: &str = ".fruix-work";
+
+/// Makes `work` a fresh work directory holding [`WORK_SUBDIRS`]
+/// ([`create_work_dir`]). Blocking.
 pub fn prepare_work_dir(work: &Path) -> Result<()> {
-    remove_tree(work)?;
+    create_work_dir(work)?;
     for sub in WORK_SUBDIRS {
         let dir = work.join(sub);
         std::fs::create_dir_all(&dir).with_path("create work directory", &dir)?;
     }
     Ok(())
+}
+
+/// Makes `work` a fresh, empty work directory holding only its
+/// [`WORK_MARKER`], written before anything else. What is already there is
+/// replaced when it is fruix's own (a killed run's leftover: marked, or an
+/// empty directory); anything else (a directory of the user's, a symlink, a
+/// file) is left as it is and refused with [`Error::InvalidRequest`] naming
+/// the path and what to do. Blocking.
+pub fn create_work_dir(work: &Path) -> Result<()> {
+    match examine(work)? {
+        Found::Absent => {}
+        Found::Own(id) => remove_own(work, id)?,
+        Found::Foreign(why) => {
+            return Err(Error::InvalidRequest {
+                message: format!(
+                    "work directory {} {why}: fruix did not make it (the work directories it makes hold {WORK_MARKER}), and it never removes what it cannot tell is its own; move it away (and remove the unfinished result root this run left), or give another --result-root",
+                    escape::path(work)
+                ),
+            })
+        }
+    }
+    if let Some(parent) = work.parent() {
+        std::fs::create_dir_all(parent).with_path("create", parent)?;
+    }
+    std::fs::create_dir(work).with_path("create work directory", work)?;
+    let marker = work.join(WORK_MARKER);
+    let marked = std::fs::File::create_new(&marker)
+        .and_then(|mut f| f.write_all(b"a work directory of fruix, removed after its run\n"));
+    if let Err(e) = marked {
+        let _ = std::fs::remove_dir(work);
+        return Err(Error::io("create", &marker, e));
+    }
+    Ok(())
+}
+
+/// Removes the work directory `work` with everything in it, when it is
+/// fruix's own (see [`create_work_dir`]); a missing one is fine. Returns
+/// whether nothing is left there: `false` when something fruix did not
+/// make is, left as it is. Read-only directories (and, on FreeBSD,
+/// immutable file flags set by an install as root) do not stop it.
+/// Blocking.
+pub fn remove_work_dir(work: &Path) -> Result<bool> {
+    match examine(work)? {
+        Found::Absent => Ok(true),
+        Found::Own(id) => remove_own(work, id).map(|()| true),
+        Found::Foreign(_) => Ok(false),
+    }
+}
+
+/// What is at a work directory's path.
+enum Found {
+    /// Nothing.
+    Absent,
+    /// A directory of fruix's: marked, or empty; its device and inode.
+    Own((u64, u64)),
+    /// Anything else: why it is not fruix's, read after its path.
+    Foreign(String),
+}
+
+/// Looks at `work` without following a symlink: the directory is opened
+/// with `O_NOFOLLOW`, and its marker looked for relative to that
+/// descriptor, also with `O_NOFOLLOW`: a regular file of this user.
+fn examine(work: &Path) -> Result<Found> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = match rfs::open(work, flags, Mode::empty()) {
+        Ok(dir) => dir,
+        Err(Errno::NOENT) => return Ok(Found::Absent),
+        Err(e) => {
+            let meta = std::fs::symlink_metadata(work).with_path("inspect", work)?;
+            if meta.is_dir() {
+                return Err(Error::io("open work directory", work, e.into()));
+            }
+            let kind = fruix_core::fsutil::file_type_name(meta.file_type());
+            return Ok(Found::Foreign(format!("is a {kind}")));
+        }
+    };
+    let st = rfs::fstat(&dir).map_err(|e| Error::io("inspect", work, e.into()))?;
+    let id = (st.st_dev as u64, st.st_ino as u64);
+    let marker_flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    match rfs::openat(&dir, WORK_MARKER, marker_flags, Mode::empty()) {
+        Ok(marker) => {
+            let m = rfs::fstat(&marker).map_err(|e| Error::io("inspect", work, e.into()))?;
+            let regular = FileType::from_raw_mode(m.st_mode) == FileType::RegularFile;
+            if regular && m.st_uid == geteuid().as_raw() {
+                return Ok(Found::Own(id));
+            }
+        }
+        Err(Errno::NOENT) if entries(dir.as_fd(), work)?.is_empty() => return Ok(Found::Own(id)),
+        Err(_) => {}
+    }
+    Ok(Found::Foreign(format!(
+        "holds files but no {WORK_MARKER} of this user's"
+    )))
+}
+
+/// Removes the work directory of fruix's at `work` (device and inode `id`),
+/// its marker last: a removal cut short leaves it still marked.
+fn remove_own(work: &Path, id: (u64, u64)) -> Result<()> {
+    let there = std::fs::symlink_metadata(work).with_path("inspect", work)?;
+    if (there.dev(), there.ino()) != id {
+        return Err(Error::io(
+            "remove work directory",
+            work,
+            std::io::Error::other("it was replaced since it was checked"),
+        ));
+    }
+    // A failure here (a directory made unreadable) is met again below, by
+    // the removal that copes with it, or reported with its reason.
+    for entry in std::fs::read_dir(work).into_iter().flatten().flatten() {
+        if entry.file_name() != WORK_MARKER {
+            let _ = fruix_core::remove::remove_tree(&entry.path());
+        }
+    }
+    remove_tree(work)
 }
 
 #[cfg(test)]
@@ -94,11 +221,78 @@ mod tests {
     fn preparing_replaces_a_stale_work_dir() {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("r.work");
+        prepare_work_dir(&work).unwrap();
         std::fs::create_dir_all(work.join("world/stale")).unwrap();
         prepare_work_dir(&work).unwrap();
         assert!(!work.join("world/stale").exists());
         for sub in WORK_SUBDIRS {
             assert!(work.join(sub).is_dir(), "{sub}");
         }
+        assert!(work.join(WORK_MARKER).is_file());
+        // One a killed fruix had only begun to make: empty.
+        std::fs::remove_dir_all(&work).unwrap();
+        std::fs::create_dir(&work).unwrap();
+        prepare_work_dir(&work).unwrap();
+        assert!(work.join(WORK_MARKER).is_file());
+    }
+
+    #[test]
+    fn a_work_dir_fruix_did_not_make_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("keep"), "mine").unwrap();
+        let users = |name: &str, make: &dyn Fn(&Path)| {
+            let work = dir.path().join(name);
+            make(&work);
+            let e = prepare_work_dir(&work).unwrap_err();
+            assert!(matches!(e, Error::InvalidRequest { .. }), "{name}: {e}");
+            let message = e.to_string();
+            assert!(message.contains(&format!("work directory {}", work.display())));
+            assert!(message.contains("move it away"), "{message}");
+            assert!(!remove_work_dir(&work).unwrap(), "{name} is kept");
+            assert!(work.symlink_metadata().is_ok(), "{name} is kept");
+            message
+        };
+        let message = users("thesis.work", &|w| {
+            std::fs::create_dir(w).unwrap();
+            std::fs::write(w.join("chapter1.tex"), "years of work").unwrap();
+        });
+        assert!(
+            message.contains("holds files but no .fruix-work"),
+            "{message}"
+        );
+        let message = users("link.work", &|w| {
+            std::os::unix::fs::symlink(&elsewhere, w).unwrap()
+        });
+        assert!(message.contains("is a symlink"), "{message}");
+        users("file.work", &|w| std::fs::write(w, "a file").unwrap());
+        // A marker that is a symlink is no marker, even to a marker.
+        let marked = dir.path().join("marked.work");
+        prepare_work_dir(&marked).unwrap();
+        users("fake.work", &|w| {
+            std::fs::create_dir(w).unwrap();
+            std::fs::write(w.join("keep"), "mine").unwrap();
+            std::os::unix::fs::symlink(marked.join(WORK_MARKER), w.join(WORK_MARKER)).unwrap();
+        });
+        assert_eq!(
+            std::fs::read_to_string(elsewhere.join("keep")).unwrap(),
+            "mine"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("thesis.work/chapter1.tex")).unwrap(),
+            "years of work"
+        );
+    }
+
+    #[test]
+    fn removing_takes_only_a_work_dir_of_fruix_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("r.work");
+        assert!(remove_work_dir(&work).unwrap(), "a missing one is fine");
+        prepare_work_dir(&work).unwrap();
+        std::fs::write(work.join("world/file"), "").unwrap();
+        assert!(remove_work_dir(&work).unwrap());
+        assert!(work.symlink_metadata().is_err());
     }
 }

@@ -28,6 +28,7 @@
 //! Command arguments may hold newlines and tabs (for `"sh" "-c"` scripts);
 //! no other string in the file may hold a control character.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -207,10 +208,17 @@ pub fn default_files() -> Vec<PathBuf> {
 
 /// Reads the default executors files that exist, then every file of
 /// `explicit` (which must exist), and adds their executors to `registry`.
-/// A name registered twice is an error naming both declarations.
+/// A file named twice (the same device and inode, through any path) is
+/// read once. A name registered twice is an error naming both declarations.
 pub fn register_files(registry: &mut Registry, explicit: &[PathBuf]) -> Result<()> {
     let defaults = default_files().into_iter().filter(|f| f.is_file());
+    let mut read = std::collections::HashSet::new();
     for file in defaults.chain(explicit.iter().cloned()) {
+        // What cannot be looked at is read, for its error.
+        let id = std::fs::metadata(&file).map(|m| (m.dev(), m.ino()));
+        if id.is_ok_and(|id| !read.insert(id)) {
+            continue;
+        }
         for spec in read_file(&file)? {
             registry.add(entry(spec))?;
         }
@@ -239,10 +247,9 @@ pub fn entry(spec: ExternalSpec) -> RegistryEntry {
 /// Reads the executors declared in `path`.
 pub fn read_file(path: &Path) -> Result<Vec<ExternalSpec>> {
     let text = read_file_of_kind(path, "executors file").map_err(|e| match e {
-        Error::NotFound { path, .. } => Error::NotFound {
+        Error::NotFound { path, hint } => Error::NotFound {
             path,
-            hint: "give the path of an executors file (see `Adding an executor` in the README)"
-                .into(),
+            hint: format!("{hint} (see `Adding an executor` in the README)"),
         },
         e => e,
     })?;
@@ -616,5 +623,15 @@ mod tests {
             ) && e.contains("executors.scm:15 (external)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_file_named_twice_is_read_once() {
+        let (dir, path) = full_file_with_second_named("other");
+        let link = dir.path().join("link.scm");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let mut registry = Registry::default();
+        register_files(&mut registry, &[path.clone(), link, path]).unwrap();
+        assert!(registry.get("other").is_ok());
     }
 }

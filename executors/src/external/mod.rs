@@ -5,7 +5,8 @@
 //! # Contract
 //!
 //! - A run creates the work directory `RESULT_ROOT.work` (next to the result
-//!   root; a stale one is removed first), writes the request there as JSON
+//!   root; a stale one of fruix's is replaced, anything else there refused:
+//!   [`create_work_dir`]), writes the request there as JSON
 //!   (`request.json`), then runs the executor's `prepare`, `build` and
 //!   `collect` commands in that order, each as an event stage of its name,
 //!   with the work directory as current directory, stdin `/dev/null`, its
@@ -14,7 +15,9 @@
 //! - Every stage gets this process's environment plus the variables listed in
 //!   [`ENVIRONMENT`] (the build request, paths, statuses) and one
 //!   `FRUIX_CONFIG_KEY` per configuration value (`--config key=value`; only
-//!   the keys the executor declares are accepted).
+//!   the keys the executor declares are accepted). Those variables, and any
+//!   other `FRUIX_CONFIG_*`, are first removed from what it inherits: a
+//!   stage sees only what this run set.
 //! - A stage's exit status decides: 0 goes on; the executor's build-failure
 //!   status (default 1) is a build failure ([`Error::Build`], exit status 1
 //!   of `fruix build`); its system-failure status (default 2), any other
@@ -28,11 +31,15 @@
 //!   ([`fruix_freebsd::promotion::write_promotion`]). What is at `FRUIX_RESULT_ROOT`
 //!   is then validated like any executor's output by
 //!   [`fruix_core::executor::run_executor`].
-//! - A run's cleanup ([`fruix_core::executor::Run::cleanup`]) runs the `cleanup` command once per run, whatever
-//!   happened (success, failure, timeout, cancellation), with `FRUIX_OUTCOME`
-//!   telling what did; it cannot be cancelled, but has its own timeout. Then
-//!   the work directory is removed. A failing cleanup is reported as a warning
-//!   by the runner and never hides the build's result.
+//! - A run's cleanup ([`fruix_core::executor::Run::cleanup`]) runs the
+//!   `cleanup` command once per run, whatever happened (success, failure,
+//!   timeout, cancellation), with `FRUIX_OUTCOME` telling what did; it
+//!   cannot be cancelled, but has its own timeout. Then the work directory
+//!   is removed, if it is still fruix's (a stage that removed its marker
+//!   leaves it, with a warning). A run that never had a work directory,
+//!   because something fruix did not make was in its place, runs no
+//!   cleanup. A failing cleanup is reported as a warning by the runner and
+//!   never hides the build's result.
 //! - `FRUIX_OUTCOME` says how the stages ended: `success` when prepare,
 //!   build and collect exited 0, whatever fruix then finds in the root they
 //!   left (judged after cleanup: missing artifacts, all listed, fail the run
@@ -61,7 +68,7 @@ use fruix_core::process::{describe_status, run_step, Ending, Finished, Step};
 use fruix_core::promotion::PROMOTION_FILE;
 use fruix_core::{Error, Failure, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
-use fruix_freebsd::work::work_dir_for;
+use fruix_freebsd::work::{create_work_dir, work_dir_for, WORK_MARKER};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -98,6 +105,14 @@ pub const ENVIRONMENT: [(&str, &str); 25] = [
     ("FRUIX_OUTCOME", "cleanup only: how the stages ended: success, build-failure, system-failure, timeout, cancelled or invalid"),
     ("FRUIX_CONFIG_KEY", "one per configuration value given with --config key=value (KEY upper-cased)"),
 ];
+
+/// Whether `name` is a variable fruix sets for stages: one of
+/// [`ENVIRONMENT`], or any `FRUIX_CONFIG_*`. Inherited, each is removed
+/// from a stage's environment before fruix sets this run's.
+fn is_stage_variable(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name.starts_with(b"FRUIX_CONFIG_") || ENVIRONMENT.iter().any(|(v, _)| v.as_bytes() == name)
+}
 
 /// How a run ended, for cleanup's `FRUIX_OUTCOME`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,9 +281,15 @@ impl ExternalExecutor {
         let name = stage.name();
         let log = self.log_file(stage, ctx)?;
         let mut process = Command::new(&command.argv[0]);
+        process.args(&command.argv[1..]).current_dir(work);
+        // A stage sees only what this run set of the variables fruix sets
+        // for stages, never a leftover of the shell that started fruix.
+        for (var, _) in std::env::vars_os() {
+            if is_stage_variable(&var) {
+                process.env_remove(var);
+            }
+        }
         process
-            .args(&command.argv[1..])
-            .current_dir(work)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("FRUIX_STAGE", name);
         let hint = format!(
@@ -365,13 +386,18 @@ impl ExternalExecutor {
         }
     }
 
-    /// Creates the run's work directory (a stale one is removed first) and
-    /// writes `request.json` there: the work directory and the environment
-    /// of the run's stages.
+    /// Creates the run's work directory (replacing a stale one of fruix's,
+    /// refusing anything else there: [`create_work_dir`]) and writes
+    /// `request.json` there: the work directory and the environment of the
+    /// run's stages.
     async fn prepare_work(&self, ctx: &RunContext) -> Result<Prepared> {
         let work = self.work_dir(ctx)?;
-        remove_work_dir(&work).await?;
-        std::fs::create_dir_all(&work).with_path("create work directory", &work)?;
+        let created = work.clone();
+        tokio::task::spawn_blocking(move || create_work_dir(&created))
+            .await
+            .map_err(|e| {
+                Error::system(format!("creating the work directory did not finish: {e}"))
+            })??;
         let request = work.join(REQUEST_FILE);
         let json = serde_json::to_vec_pretty(&ctx.request)
             .map_err(|e| Error::system(format!("cannot encode the request as JSON: {e}")))?;
@@ -518,16 +544,21 @@ impl Run for ExternalRun<'_> {
     async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
         let executor = self.executor;
         let outcome = self.outcome.unwrap_or(Outcome::SystemFailure);
-        let (work, mut env) = match self.prepared {
-            Some(Prepared { work, env }) => (work, env),
-            None => {
-                let work = executor.work_dir(ctx)?;
-                let env = executor.environment(ctx, &work)?;
-                (work, env)
-            }
+        let Prepared { work, mut env } = match self.prepared {
+            Some(prepared) => prepared,
+            None => match executor.prepare_work(ctx).await {
+                Ok(prepared) => prepared,
+                // Something fruix did not make is where the work directory
+                // goes: no stage ran, and the build said so.
+                Err(Error::InvalidRequest { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            },
         };
         let ran = async {
-            std::fs::create_dir_all(&work).with_path("create work directory", &work)?;
+            // A stage removed it: cleanup still runs in a work directory.
+            if work.symlink_metadata().is_err() {
+                create_work_dir(&work)?;
+            }
             env.push(("FRUIX_OUTCOME".into(), outcome.name().into()));
             // Cleanup is not cancellable: it is what runs after a cancel.
             let never = CancellationToken::new();
@@ -536,7 +567,14 @@ impl Run for ExternalRun<'_> {
                 .await
         }
         .await;
-        let removed = remove_work_dir(&work).await;
+        let removed = match remove_work_dir(&work).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::system(format!(
+                "the work directory {} was left in place: it no longer holds {WORK_MARKER} (a stage removed it, or replaced the directory), and fruix removes only what it can tell is its own",
+                fruix_core::escape::path(&work)
+            ))),
+            Err(e) => Err(e),
+        };
         ran.and(removed)
     }
 }

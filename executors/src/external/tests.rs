@@ -439,3 +439,58 @@ async fn a_stage_removing_the_result_root_does_not_stop_cleanup() {
     assert_eq!(marker(dir.path()), "system-failure\n");
     assert!(!dir.path().join("root.work").exists());
 }
+
+/// The warnings among `events`.
+fn warnings(events: &[Event]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Warning { message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Regression (data loss): a `ROOT.work` fruix did not make was removed
+/// with everything in it. It is refused as the request's input, kept, and
+/// no stage runs in it, cleanup included.
+#[tokio::test]
+async fn a_work_directory_fruix_did_not_make_is_kept_and_no_stage_runs() {
+    let (dir, ex) = build_then_cleanup("", "exit 0");
+    let work = dir.path().join("root.work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("thesis.tex"), "years of work").unwrap();
+    let (result, events) = run(ex, dir.path()).await;
+    let e = result.unwrap_err();
+    assert!(matches!(e, Error::InvalidRequest { .. }), "{e:?}");
+    assert!(e.to_string().contains("move it away"), "{e}");
+    assert_eq!(marker(dir.path()), "", "cleanup did not run");
+    assert_eq!(
+        std::fs::read_to_string(work.join("thesis.tex")).unwrap(),
+        "years of work"
+    );
+    assert_eq!(warnings(&events), Vec::<&str>::new());
+}
+
+/// A stage that removes its work directory's marker leaves a directory
+/// fruix can no longer tell is its own: kept, with a warning. One that
+/// removes the whole work directory still gets a cleanup, in a new one.
+#[tokio::test]
+async fn a_work_directory_a_stage_unmarked_is_kept_with_a_warning() {
+    let (dir, ex) = build_then_cleanup("", r#"rm "$FRUIX_WORK_DIR/.fruix-work"; exit 1"#);
+    let (result, events) = run(ex, dir.path()).await;
+    assert_eq!(result.unwrap_err().failure(), Failure::Build);
+    assert_eq!(marker(dir.path()), "build-failure\n");
+    let warned = warnings(&events);
+    assert!(
+        warned.len() == 1 && warned[0].contains("was left in place"),
+        "{warned:#?}"
+    );
+    assert!(dir.path().join("root.work").is_dir());
+    let (dir, ex) = build_then_cleanup("", r#"rm -rf "$FRUIX_WORK_DIR"; exit 1"#);
+    let (result, events) = run(ex, dir.path()).await;
+    assert_eq!(result.unwrap_err().failure(), Failure::Build);
+    assert_eq!(marker(dir.path()), "build-failure\n");
+    assert_eq!(warnings(&events), Vec::<&str>::new());
+    assert!(!dir.path().join("root.work").exists());
+}

@@ -24,7 +24,10 @@
 //!    jail's name as host name.
 //!
 //! The run's cleanup undoes what it set up, in reverse (`jail -r`,
-//! `umount`, `umount`), then removes the work directory.
+//! `umount`, `umount`), then removes the directories it created in the
+//! jail root as mount points (innermost first, each only if empty) and the
+//! work directory; when an undo command fails, it keeps them all (they may
+//! still be mounted).
 //!
 //! With `runner = "direct"` the same make invocations run on the host with
 //! no jail: no isolation at all. It exists for machines without jails
@@ -34,11 +37,13 @@
 //! # Configuration
 //!
 //! `runner` (`jail` or `direct`), `jail_root` (the jail's root directory, a
-//! FreeBSD userland with `usr/bin/make`; default [`DEFAULT_JAIL_ROOT`]) and
-//! `make` (default `make`, or `bmake` for a direct runner off FreeBSD).
+//! FreeBSD userland with `usr/bin/make`, never the host's `/`; default
+//! [`DEFAULT_JAIL_ROOT`]) and `make` (default `make`, or `bmake` for a
+//! direct runner off FreeBSD).
 
 #![warn(missing_docs)]
 
+pub mod mount_point;
 pub mod plan;
 pub mod runner;
 
@@ -53,11 +58,10 @@ use fruix_core::executor::{
     CancellationToken, Capabilities, Executor, ExecutorConfig, ExecutorKind, Run, RunContext,
 };
 use fruix_core::process::{describe_status, Ending, Finished, Step, TERM_GRACE};
-use fruix_core::{Error, Result};
+use fruix_core::{escape, Error, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
 use fruix_freebsd::source::absolute_source;
-use fruix_freebsd::tree::remove_tree;
-use fruix_freebsd::work::{prepare_work_dir, work_dir_for, WORK_DIR_AT_EXIT};
+use fruix_freebsd::work::{prepare_work_dir, remove_work_dir, work_dir_for, WORK_DIR_AT_EXIT};
 use fruix_freebsd::BuildPlan;
 
 use crate::plan::{Invocation, Jail, Layout, Purpose};
@@ -122,23 +126,17 @@ impl JailConfig {
             message,
         };
         let kind = self.runner.unwrap_or_default();
-        let jail_root =
-            match (kind, self.jail_root) {
-                (RunnerKind::Direct, Some(_)) => return Err(invalid(
+        let jail_root = match (kind, self.jail_root) {
+            (RunnerKind::Direct, Some(_)) => {
+                return Err(invalid(
                     "`jail_root` is only used with runner=jail; leave it out with runner=direct"
                         .into(),
-                )),
-                (RunnerKind::Direct, None) => None,
-                (RunnerKind::Jail, Some(root)) if !root.is_absolute() => {
-                    return Err(invalid(format!(
-                        "`jail_root` {} is relative; give the absolute root directory of the jail",
-                        root.display()
-                    )))
-                }
-                (RunnerKind::Jail, root) => {
-                    Some(root.unwrap_or_else(|| PathBuf::from(DEFAULT_JAIL_ROOT)))
-                }
-            };
+                ))
+            }
+            (RunnerKind::Direct, None) => None,
+            (RunnerKind::Jail, Some(root)) => Some(check_jail_root_value(root).map_err(invalid)?),
+            (RunnerKind::Jail, None) => Some(PathBuf::from(DEFAULT_JAIL_ROOT)),
+        };
         let make = match self.make {
             Some(m) if m.trim().is_empty() => {
                 return Err(invalid(
@@ -216,9 +214,8 @@ impl JailExecutor {
             .await
     }
 
-    /// Builds; the undo command of everything set up goes to `acquired`,
-    /// in setup order.
-    async fn build(&self, ctx: &RunContext, acquired: &mut Vec<Invocation>) -> Result<()> {
+    /// Builds; what it sets up goes to `acquired`, for the cleanup to undo.
+    async fn build(&self, ctx: &RunContext, acquired: &mut Acquired) -> Result<()> {
         let layout = self.layout(ctx)?;
         let plan = BuildPlan::new(&ctx.request, &layout.build)?;
         if let Some(jail) = &layout.jail {
@@ -227,13 +224,12 @@ impl JailExecutor {
         prepare_work_dir(&layout.build.work_dir)?;
         if let Some(jail) = &layout.jail {
             for path in [&layout.build.source_dir, &layout.build.work_dir] {
-                let point = jail.inside(path);
-                std::fs::create_dir_all(&point).with_path("create mount point", &point)?;
+                mount_point::create(&jail.root, path, &mut acquired.mount_points)?;
             }
         }
         for (up, down) in plan::setup(&layout) {
             self.exec(&up, ctx, &ctx.cancel).await?;
-            acquired.push(down);
+            acquired.undo.push(down);
         }
         for step in plan::make_steps(layout.jail.as_ref(), &plan) {
             self.exec(&step, ctx, &ctx.cancel).await?;
@@ -286,17 +282,27 @@ impl Executor for JailExecutor {
     fn start(&self, _ctx: &RunContext) -> Box<dyn Run + '_> {
         Box::new(JailRun {
             executor: self,
-            acquired: Vec::new(),
+            acquired: Acquired::default(),
             _at_exit: None,
         })
     }
 }
 
-/// One run of the jail executor: the undo commands of what it set up.
+/// What a run set up, for its cleanup to undo.
+#[derive(Debug, Default)]
+struct Acquired {
+    /// The undo command of each setup command that succeeded, in setup
+    /// order.
+    undo: Vec<Invocation>,
+    /// The directories the run created in the jail root as mount points,
+    /// outermost first ([`mount_point::create`]).
+    mount_points: Vec<PathBuf>,
+}
+
+/// One run of the jail executor: what it set up.
 struct JailRun<'a> {
     executor: &'a JailExecutor,
-    /// In setup order.
-    acquired: Vec<Invocation>,
+    acquired: Acquired,
     /// The work directory, named by a fast exit until the run is dropped
     /// (after its cleanup removed it, or kept it mounted).
     _at_exit: Option<AtExit>,
@@ -315,21 +321,26 @@ impl Run for JailRun<'_> {
         // Cleanup is what runs after a cancel: it is not cancellable itself.
         let never = CancellationToken::new();
         let mut first_error = None;
-        for invocation in self.acquired.iter().rev() {
+        for invocation in self.acquired.undo.iter().rev() {
             if let Err(e) = executor.exec(invocation, ctx, &never).await {
                 first_error.get_or_insert(e);
             }
         }
         if let Some(e) = first_error {
-            // The work directory may still be mounted in the jail: keep it.
+            // The work directory, and the mount points, may still be
+            // mounted in the jail: keep them.
             return Err(e);
         }
         let work = executor.layout(ctx)?.build.work_dir;
-        tokio::task::spawn_blocking(move || remove_tree(&work))
-            .await
-            .map_err(|e| {
-                Error::system(format!("removing the work directory did not finish: {e}"))
-            })?
+        let mount_points = self.acquired.mount_points;
+        tokio::task::spawn_blocking(move || {
+            let unmounted = mount_point::remove(&mount_points);
+            // One fruix did not make (refused by the build) is left as it is.
+            let removed = remove_work_dir(&work).map(drop);
+            unmounted.and(removed)
+        })
+        .await
+        .map_err(|e| Error::system(format!("removing the work directory did not finish: {e}")))?
     }
 }
 
@@ -349,14 +360,14 @@ fn judge(invocation: &Invocation, finished: Finished, log: &Path) -> Result<()> 
             Purpose::Setup => Err(Error::System {
                 message: format!(
                     "jail command `{}` failed with {}",
-                    invocation.line(),
+                    escape::text(&invocation.line()),
                     describe_status(status)
                 ),
                 log: Some(log_ref),
             }),
         },
         Ending::TimedOut(limit) => Err(Error::Timeout {
-            what: format!("`{}`", invocation.line()),
+            what: format!("`{}`", escape::text(&invocation.line())),
             limit,
             detail: String::new(),
             log: Some(log_ref),
@@ -376,14 +387,37 @@ async fn blocking(
     }
 }
 
+/// `jail_root` as configured, or why it cannot be one: empty, relative,
+/// or the host's root directory (which fruix would mount the source and
+/// the work directory over, and build in with no isolation).
+fn check_jail_root_value(root: PathBuf) -> Result<PathBuf, String> {
+    if root.as_os_str().is_empty() {
+        return Err(format!(
+            "`jail_root` is empty; give the absolute root directory of the jail, or leave the key out for {DEFAULT_JAIL_ROOT}"
+        ));
+    }
+    if !root.is_absolute() {
+        return Err(format!(
+            "`jail_root` {} is relative; give the absolute root directory of the jail",
+            escape::path(&root)
+        ));
+    }
+    if std::fs::canonicalize(&root).is_ok_and(|r| r == Path::new("/")) {
+        return Err(format!(
+            "`jail_root` {} is the host's root directory; give the root directory of a FreeBSD userland made for the jail (e.g. with `bsdinstall jail {DEFAULT_JAIL_ROOT}`), or configure runner=direct",
+            escape::path(&root)
+        ));
+    }
+    Ok(root)
+}
+
 fn check_jail_root(root: &Path) -> Result<()> {
     if root.join("usr/bin/make").is_file() {
         return Ok(());
     }
+    let root = escape::path(root);
     Err(Error::system(format!(
-        "jail root {} has no usr/bin/make; give a FreeBSD userland as `jail_root` (e.g. made with `bsdinstall jail {}`), or configure runner=direct",
-        root.display(),
-        root.display()
+        "jail root {root} has no usr/bin/make; give a FreeBSD userland as `jail_root` (e.g. made with `bsdinstall jail {root}`), or configure runner=direct"
     )))
 }
 
@@ -441,6 +475,28 @@ mod tests {
             .await
         }
 
+        /// What is in the jail root: only what the test made there when
+        /// the cleanup removed the mount points.
+        fn jail_listing(&self) -> Vec<PathBuf> {
+            let mut out = Vec::new();
+            let mut stack = vec![self.dir.path().join("jail")];
+            while let Some(dir) = stack.pop() {
+                for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                    if e.file_type().unwrap().is_dir() {
+                        stack.push(e.path());
+                    }
+                    out.push(
+                        e.path()
+                            .strip_prefix(self.dir.path())
+                            .unwrap()
+                            .to_path_buf(),
+                    );
+                }
+            }
+            out.sort();
+            out
+        }
+
         fn expected(&self) -> (String, String, String) {
             let base = self.dir.path().canonicalize().unwrap();
             let name = plan::jail_name("20260405T213444Z", &base.join("result"));
@@ -480,6 +536,31 @@ mod tests {
             !Path::new(&work).exists(),
             "cleanup removed the work directory"
         );
+        assert_eq!(
+            s.jail_listing(),
+            ["jail/usr", "jail/usr/bin", "jail/usr/bin/make"].map(PathBuf::from),
+            "cleanup removed the mount points it made"
+        );
+    }
+
+    #[tokio::test]
+    async fn mount_points_made_are_removed_when_the_first_mount_fails() {
+        let s = Setup::new(&["mount-source"]);
+        s.run().await.unwrap_err();
+        assert_eq!(s.runner.lines().len(), 1);
+        assert_eq!(
+            s.jail_listing(),
+            ["jail/usr", "jail/usr/bin", "jail/usr/bin/make"].map(PathBuf::from)
+        );
+    }
+
+    #[tokio::test]
+    async fn mount_points_are_kept_while_an_unmount_failed() {
+        let s = Setup::new(&["buildkernel", "unmount-work"]);
+        s.run().await.unwrap_err();
+        let (_, _, work) = s.expected();
+        let point = PathBuf::from("jail").join(work.strip_prefix('/').unwrap());
+        assert!(s.jail_listing().contains(&point), "{:?}", s.jail_listing());
     }
 
     #[tokio::test]
@@ -535,6 +616,16 @@ mod tests {
                 "only used with runner=jail",
             ),
             (json!({"make": " "}), "`make` is empty"),
+            (json!({"jail_root": ""}), "`jail_root` is empty;"),
+            (
+                json!({"jail_root": "j\n\u{1b}[31m"}),
+                "`jail_root` j\\n\\033[31m is relative",
+            ),
+            (json!({"jail_root": "/"}), "is the host's root directory"),
+            (
+                json!({"jail_root": "/usr/.."}),
+                "is the host's root directory",
+            ),
             (json!({"jails": 1}), "unknown field `jails`"),
         ] {
             let e = registry.create(NAME, config).unwrap_err();
