@@ -58,8 +58,11 @@ pub fn step_script(step: &MakeStep) -> String {
     script
 }
 
-/// Lines that make `work` a fresh work directory, as
-/// [`crate::work::prepare_work_dir`] does.
+/// Lines that make `work` a fresh work directory in a guest, removing
+/// whatever is there first. Unlike [`crate::work::prepare_work_dir`], no
+/// marker is checked: `work` is `ROOT.work` beside a guest result root that
+/// fruix has just made in its own state directory there (a run id unique
+/// to this run), never a path the user chose.
 pub fn prepare_work_dir_script(work: &str) -> String {
     let subdirs: Vec<String> = WORK_SUBDIRS
         .iter()
