@@ -56,23 +56,25 @@ impl<'a> StepLog<'a> {
     /// The step's log file, new: whatever is at its name (a symlink or a
     /// hard link a stage planted there, to a file fruix running as root
     /// would truncate) is removed, never written through, and the file is
-    /// made anew (`O_EXCL`, `O_NOFOLLOW`).
+    /// made anew (`O_EXCL`, `O_NOFOLLOW`). Anything else there (a FIFO, a
+    /// directory) is refused as [`Error::UnsafePath`], input (exit 4).
     pub(super) async fn create(step: &'a Step<'a>) -> Result<StepLog<'a>> {
         // Only a file or a link is replaced: a device, a FIFO or a
-        // directory at the name is refused, never removed.
+        // directory at the name is refused, never removed. It is what the
+        // run left (a stage's doing), the same at every try: input, not a
+        // failure of this host.
         match tokio::fs::symlink_metadata(step.log).await {
             Ok(m) if m.is_file() || m.is_symlink() => tokio::fs::remove_file(step.log)
                 .await
                 .with_path("replace log file", step.log)?,
             Ok(m) => {
-                return Err(Error::io(
-                    "replace log file",
-                    step.log,
-                    std::io::Error::other(format!(
-                        "it is a {}, not a log file; remove it",
+                return Err(Error::UnsafePath {
+                    path: step.log.to_path_buf(),
+                    message: format!(
+                        "is a {}, not a log file: fruix makes each step's log anew, and never writes into nor removes anything else there; remove it",
                         crate::fsutil::file_type_name(m.file_type())
-                    )),
-                ))
+                    ),
+                })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("replace log file", step.log, e)),
@@ -130,5 +132,49 @@ impl<'a> StepLog<'a> {
             .flush()
             .await
             .with_path("write log file", self.step.log)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Failure;
+    use crate::executor::EventSink;
+    use tokio_util::sync::CancellationToken;
+
+    /// Regression: a FIFO or a directory a stage left at a step's log
+    /// file was a failure of this host (exit 3, "a retry may succeed"),
+    /// though it fails the same way every time. It is what the run left,
+    /// refused as input (exit 4), and left where it is.
+    #[tokio::test]
+    async fn what_is_at_a_log_file_but_a_file_is_refused_as_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let (events, cancel) = (EventSink::discard(), CancellationToken::new());
+        for kind in ["FIFO", "directory"] {
+            let log = dir.path().join(format!("{kind}.log"));
+            match kind {
+                "FIFO" => crate::testing::mkfifo(&log).unwrap(),
+                _ => std::fs::create_dir(&log).unwrap(),
+            }
+            let step = Step {
+                stage: "collect",
+                log: &log,
+                events: &events,
+                cancel: &cancel,
+                timeout: None,
+                term_grace: crate::process::TERM_GRACE,
+                hint: "",
+            };
+            let Err(e) = StepLog::create(&step).await else {
+                panic!("{kind}: accepted");
+            };
+            assert_eq!(e.failure(), Failure::Input, "{kind}: {e}");
+            let expected = format!(
+                "{}: is a {kind}, not a log file: fruix makes each step's log anew, and never writes into nor removes anything else there; remove it",
+                log.display()
+            );
+            assert_eq!(e.to_string(), expected);
+            assert!(log.symlink_metadata().is_ok(), "{kind}: left where it is");
+        }
     }
 }

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! [`validate`] checks a result root and reports every problem it finds, each
-//! naming the file or field. It never follows a symlink: an artifact path that
+//! naming the file or field. Every artifact is a tree under `artifacts/` of
+//! its own: two at one path, one inside another's tree, and one elsewhere
+//! (`logs`) are refused. It never follows a symlink: an artifact path that
 //! resolves outside the root through one is refused. A root that still carries
 //! the [`INCOMPLETE_MARKER`] (an interrupted or failed run) never validates.
 //! A root that cannot be read (permission denied, an I/O error) is not
@@ -25,7 +27,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Failure, Problem, Result};
 use crate::escape;
 use crate::fsutil::resolve_beneath;
-use crate::promotion::{base_probes, PromotionMetadata, PROMOTION_FILE};
+use crate::promotion::{base_probes, ArtifactEntry, PromotionMetadata, PROMOTION_FILE};
 
 /// Marker file present in a result root while its run is unfinished.
 pub const INCOMPLETE_MARKER: &str = ".fruix-incomplete";
@@ -236,19 +238,8 @@ pub fn check(
 fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Problem>) -> Result<()> {
     for a in &m.artifacts {
         let field = |sub: &str| Some(format!("artifacts.{}.{sub}", a.name));
-        if let Some(other) = m
-            .artifacts
-            .iter()
-            .find(|o| o.name != a.name && a.path.starts_with(&format!("{}/", o.path)))
-        {
-            problems.push(problem(
-                root.join(&a.path),
-                field("path"),
-                format!(
-                    "lies inside artifact {}'s tree; artifact trees must not nest",
-                    other.name
-                ),
-            ));
+        if let Some(placed) = misplaced(a, m) {
+            problems.push(problem(root.join(&a.path), field("path"), placed));
             continue;
         }
         let dir = match resolve_beneath(root, &a.path) {
@@ -297,6 +288,39 @@ fn check_artifacts(root: &Path, m: &PromotionMetadata, problems: &mut Vec<Proble
     }
     check_undeclared(root, m, problems)
 }
+
+/// What is wrong with where artifact `a` of `m` is, if anything: every
+/// artifact is a tree under `artifacts/` (as the layout above shows) of
+/// its own, neither another's nor inside another's.
+fn misplaced(a: &ArtifactEntry, m: &PromotionMetadata) -> Option<String> {
+    if !a.path.starts_with(ARTIFACTS_DIR) {
+        return Some(format!(
+            "is not under {ARTIFACTS_DIR}; put every artifact's tree there ({ARTIFACTS_DIR}NAME)"
+        ));
+    }
+    // One elsewhere has its own problem, which says enough.
+    let mut others = m
+        .artifacts
+        .iter()
+        .filter(|o| o.name != a.name && o.path.starts_with(ARTIFACTS_DIR));
+    if let Some(same) = others.clone().find(|o| o.path == a.path) {
+        return Some(format!(
+            "is also artifact {}'s tree; each artifact has a tree of its own",
+            same.name
+        ));
+    }
+    others
+        .find(|o| a.path.starts_with(&format!("{}/", o.path)))
+        .map(|outer| {
+            format!(
+                "lies inside artifact {}'s tree; artifact trees must not nest",
+                outer.name
+            )
+        })
+}
+
+/// Where every artifact's tree is, relative to the result root.
+const ARTIFACTS_DIR: &str = "artifacts/";
 
 /// Directories under `artifacts/` that promotion.scm does not declare:
 /// listed through a descriptor (`artifacts` is never followed: one that
@@ -457,6 +481,60 @@ mod tests {
             last,
             "and 5 more problems, not listed: fix these, then look again"
         );
+    }
+
+    /// `root`'s promotion.scm with artifact `lib32` at `path` added (probe
+    /// `probe`), and the problems of the root found then.
+    fn problems_with_lib32_at(root: &Path, path: &str, probe: &str) -> Vec<Problem> {
+        let mut m = PromotionMetadata::read(&root.join(PROMOTION_FILE)).unwrap();
+        m.artifacts.push(crate::promotion::ArtifactEntry {
+            name: "lib32".into(),
+            path: path.into(),
+            probe: probe.into(),
+            tree_signature: None,
+        });
+        m.write_to(root).unwrap();
+        problems(root)
+    }
+
+    /// Regression: an artifact at the path of another was accepted (one
+    /// tree promoted twice, under two names), though one inside another's
+    /// tree was refused.
+    #[test]
+    fn two_artifacts_at_one_path_are_refused_like_nested_ones() {
+        let dir = sample();
+        let found = problems_with_lib32_at(dir.path(), "artifacts/world", "bin/sh");
+        let said: Vec<String> = found.iter().map(ToString::to_string).collect();
+        for (artifact, other) in [("lib32", "world"), ("world", "lib32")] {
+            let expected = format!(
+                "field `artifacts.{artifact}.path`: is also artifact {other}'s tree; each artifact has a tree of its own"
+            );
+            assert!(said.iter().any(|p| p.ends_with(&expected)), "{said:#?}");
+        }
+    }
+
+    /// Regression: an artifact outside `artifacts/` was accepted, even
+    /// `logs` (fruix's own logs promoted as an artifact).
+    #[test]
+    fn an_artifact_outside_artifacts_is_refused() {
+        for (path, probe) in [
+            ("logs", "build.log"),
+            ("lib32", "bin/sh"),
+            ("artifacts-old/lib32", "bin/sh"),
+            ("artifacts", "world/bin/sh"),
+        ] {
+            let dir = sample();
+            let tree = dir.path().join(path);
+            fs::create_dir_all(tree.join(probe).parent().unwrap()).unwrap();
+            fs::write(tree.join(probe), b"x").unwrap();
+            let found = problems_with_lib32_at(dir.path(), path, probe);
+            let expected = format!(
+                "{}: field `artifacts.lib32.path`: is not under artifacts/; put every artifact's tree there (artifacts/NAME)",
+                dir.path().join(path).display()
+            );
+            let said: Vec<String> = found.iter().map(ToString::to_string).collect();
+            assert_eq!(said, [expected], "{path}");
+        }
     }
 
     #[test]

@@ -13,11 +13,16 @@ use std::time::{Duration, Instant};
 
 use super::events::Activity;
 use super::{BuildRequest, EventSink, Executor, Run, RunContext};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::escape;
 use crate::promotion::{BuildPolicy, PromotionMetadata};
-use crate::result_root::{self, ResultRoot, INCOMPLETE_MARKER};
+use crate::result_root::{self, ResultRoot};
 use tokio_util::sync::CancellationToken;
+
+#[path = "runner_root.rs"]
+mod root;
+pub(super) use root::prepare_result_root;
+use root::{keep_unfinished, remove_marker};
 
 /// How long a cancelled executor gets to stop by itself before its run is dropped.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(15);
@@ -79,9 +84,24 @@ pub async fn run_executor_within(
         // A limit that passes stops the run as the caller's cancel would.
         cancel: cancel.child_token(),
     };
-    let name = executor.name();
-    let mut run = catching(|| executor.start(&ctx)).map_err(|caught| panicked(name, caught))?;
-    let outcome = build_within(run.as_mut(), &ctx, limits, &activity, name)
+    let result = run_prepared(executor.as_ref(), &ctx, limits, &activity).await;
+    if let Err(e) = &result {
+        keep_unfinished(e, &ctx, executor.name());
+    }
+    result
+}
+
+/// Runs `executor` in `ctx`, its result root prepared, to its validated
+/// result root (see [`run_executor`]).
+async fn run_prepared(
+    executor: &dyn Executor,
+    ctx: &RunContext,
+    limits: RunLimits,
+    activity: &Activity,
+) -> Result<ResultRoot> {
+    let (name, result_root) = (executor.name(), ctx.result_root.as_path());
+    let mut run = catching(|| executor.start(ctx)).map_err(|caught| panicked(name, caught))?;
+    let outcome = build_within(run.as_mut(), ctx, limits, activity, name)
         .await
         .map_err(|e| match e {
             // What the build was doing when it was stopped.
@@ -101,38 +121,14 @@ pub async fn run_executor_within(
     if let Err(caught) = catching(|| run.ended(&outcome)) {
         ctx.events.warn(panic_note(name, caught));
     }
-    cleanup(run, &ctx, name).await;
+    cleanup(run, ctx, name).await;
     outcome?;
     if ctx.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
     let root = result_root::validate_with(result_root, true)?;
-    check_agreement(
-        executor.as_ref(),
-        &ctx.request,
-        root.metadata(),
-        result_root,
-    )?;
-    let marker = result_root.join(INCOMPLETE_MARKER);
-    match std::fs::remove_file(&marker) {
-        // Only fruix takes it away, once the root is validated: an executor
-        // that did broke the contract (it was not a failure of this host).
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::InvalidResultRoot {
-                root: result_root.to_path_buf(),
-                problems: vec![crate::error::Problem {
-                    path: marker,
-                    field: None,
-                    line: None,
-                    message: format!(
-                        "executor {} removed the unfinished marker, which only fruix removes once the root is validated",
-                        executor.name()
-                    ),
-                }],
-            });
-        }
-        removed => removed.with_path("remove unfinished marker", &marker)?,
-    }
+    check_agreement(executor, &ctx.request, root.metadata(), result_root)?;
+    remove_marker(result_root, name)?;
     crate::fsutil::sync_dir(result_root)?;
     Ok(root)
 }
@@ -334,89 +330,6 @@ fn timed_out(what: &str, limit: Duration) -> Error {
         detail: "; it was stopped".to_string(),
         log: None,
     }
-}
-
-/// Creates the result root `root` (mode `0700`) and its unfinished marker.
-///
-/// An empty directory already at `root` is taken: run id allocation
-/// ([`crate::run_id::allocate_run_dir`]) makes one for each run. Anything
-/// else there is refused before anything is written: a non-empty
-/// directory or a file ([`Error::AlreadyExists`]), a symlink
-/// ([`Error::UnsafePath`]), whatever it points to, and a directory that
-/// another user owns ([`Error::UnsafePath`]), empty or not. The root is
-/// opened without following a symlink; its owner is checked, and its mode
-/// and the marker are set, through that descriptor, so a symlink planted
-/// meanwhile is never written through either.
-pub(super) fn prepare_result_root(root: &Path) -> Result<()> {
-    use rustix::fs::{self as rfs, Mode, OFlags};
-    use std::io::Write;
-    use std::os::unix::fs::DirBuilderExt;
-    if let Some(parent) = root.parent() {
-        std::fs::create_dir_all(parent).with_path("create parent of result root", parent)?;
-    }
-    let already = |root: &Path| Error::AlreadyExists {
-        path: root.to_path_buf(),
-        hint: "a result root is never overwritten; choose another --result-root or remove it"
-            .into(),
-    };
-    let created = match std::fs::DirBuilder::new().mode(0o700).create(root) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-        Err(e) => return Err(Error::io("create result root", root, e)),
-    };
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let dir = match rfs::open(root, flags, Mode::empty()) {
-        Ok(dir) => dir,
-        // What is there decides (Linux says ELOOP for a symlink, FreeBSD
-        // EMLINK, and both ENOTDIR for a file).
-        Err(e) => {
-            return Err(match std::fs::symlink_metadata(root) {
-                Ok(meta) if meta.file_type().is_symlink() => Error::UnsafePath {
-                    path: root.to_path_buf(),
-                    message: "is a symlink; a result root is never reached through one: choose another --result-root or remove it".into(),
-                },
-                Ok(meta) if !meta.is_dir() => already(root),
-                _ => Error::io("open result root", root, e.into()),
-            })
-        }
-    };
-    // Someone else's directory is never taken, even empty: its owner could
-    // change the root after fruix made it private (as root, fruix may open
-    // anyone's). What was opened decides, not the path.
-    let st = rfs::fstat(&dir).map_err(|e| Error::io("inspect result root", root, e.into()))?;
-    let (owner, me) = (st.st_uid, rustix::process::geteuid().as_raw());
-    if owner != me {
-        return Err(Error::UnsafePath {
-            path: root.to_path_buf(),
-            message: format!(
-                "is owned by uid {owner}, not by this user (uid {me}); a result root is never another user's directory: choose another --result-root or remove it"
-            ),
-        });
-    }
-    if !created {
-        let mut entries =
-            rfs::Dir::read_from(&dir).map_err(|e| Error::io("read result root", root, e.into()))?;
-        let mut empty = true;
-        while let Some(entry) = entries.read() {
-            let entry = entry.map_err(|e| Error::io("read result root", root, e.into()))?;
-            if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
-                empty = false;
-                break;
-            }
-        }
-        if !empty {
-            return Err(already(root));
-        }
-    }
-    // Only this user may change the root before it is promoted, whatever the umask.
-    rfs::fchmod(&dir, Mode::from(0o700)).map_err(|e| Error::io("set mode of", root, e.into()))?;
-    let marker = root.join(INCOMPLETE_MARKER);
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = rfs::openat(&dir, INCOMPLETE_MARKER, flags, Mode::from(0o644))
-        .map_err(|e| Error::io("write unfinished marker", &marker, e.into()))?;
-    std::fs::File::from(fd)
-        .write_all(b"this run has not finished; this result root cannot be promoted\n")
-        .with_path("write unfinished marker", &marker)
 }
 
 /// Checks that `promotion.scm` agrees with the request and the executor:

@@ -29,6 +29,16 @@ enum Behaviour {
     PanicInStart,
     /// Succeeds, then panics when told how its build ended.
     PanicInEnded,
+    /// Writes a valid root, removes the unfinished marker, then fails.
+    LoseMarkerThenFail,
+    /// Writes a valid root, removes the unfinished marker, says `hanging`,
+    /// then hangs until it is cancelled.
+    LoseMarkerThenHang,
+    /// Succeeds, but replaces the unfinished marker with a directory.
+    MarkerDirectory,
+    /// Writes a valid root, replaces the unfinished marker with a
+    /// directory, then fails.
+    MarkerDirectoryThenFail,
 }
 
 /// Configuration of the in-tree test executor.
@@ -36,8 +46,9 @@ enum Behaviour {
 #[serde(deny_unknown_fields)]
 struct TestConfig {
     /// succeed, fail-build, hang, wrong-run-id, chatter, remove-marker,
-    /// panic-in-build, panic-in-cleanup, fail-cleanup, panic-in-start or
-    /// panic-in-ended
+    /// panic-in-build, panic-in-cleanup, fail-cleanup, panic-in-start,
+    /// panic-in-ended, lose-marker-then-fail, lose-marker-then-hang,
+    /// marker-directory or marker-directory-then-fail
     behaviour: Behaviour,
 }
 
@@ -116,39 +127,42 @@ impl Run for TestRun {
                 }
                 match self.behaviour {
                     Behaviour::PanicInBuild => panic!("boom\u{1b}[31m in build"),
-                    Behaviour::Succeed
-                    | Behaviour::WrongRunId
-                    | Behaviour::Chatter
-                    | Behaviour::RemoveMarker
-                    | Behaviour::PanicInCleanup
-                    | Behaviour::FailCleanup
-                    | Behaviour::PanicInStart
-                    | Behaviour::PanicInEnded => {
-                        let run_id = match self.behaviour {
-                            Behaviour::WrongRunId => "19700101T000000Z",
-                            _ => ctx.request.run_id.as_str(),
-                        };
-                        let mut m =
-                            write_sample_result_root(&ctx.result_root, "core-test", run_id, true)?;
-                        m.build_policy = ctx.request.policy.clone();
-                        m.freebsd_base = ctx.request.freebsd_base.clone();
-                        if let Behaviour::RemoveMarker = self.behaviour {
-                            std::fs::remove_file(ctx.result_root.join(INCOMPLETE_MARKER)).unwrap();
-                        }
-                        m.write_to(&ctx.result_root)
-                    }
-                    Behaviour::FailBuild => Err(Error::Build {
-                        step: "buildworld".into(),
-                        status: Some("exit status 2".into()),
-                        log: crate::error::LogRef {
-                            path: None,
-                            tail: vec!["error".into()],
-                        },
-                    }),
+                    Behaviour::FailBuild => return Err(failed_build()),
                     Behaviour::Hang => {
+                        ctx.cancel.cancelled().await;
+                        return Err(Error::Cancelled);
+                    }
+                    _ => {}
+                }
+                let run_id = match self.behaviour {
+                    Behaviour::WrongRunId => "19700101T000000Z",
+                    _ => ctx.request.run_id.as_str(),
+                };
+                let mut m = write_sample_result_root(&ctx.result_root, "core-test", run_id, true)?;
+                m.build_policy = ctx.request.policy.clone();
+                m.freebsd_base = ctx.request.freebsd_base.clone();
+                m.write_to(&ctx.result_root)?;
+                let marker = ctx.result_root.join(INCOMPLETE_MARKER);
+                match self.behaviour {
+                    Behaviour::RemoveMarker
+                    | Behaviour::LoseMarkerThenFail
+                    | Behaviour::LoseMarkerThenHang => std::fs::remove_file(&marker).unwrap(),
+                    Behaviour::MarkerDirectory | Behaviour::MarkerDirectoryThenFail => {
+                        std::fs::remove_file(&marker).unwrap();
+                        std::fs::create_dir(&marker).unwrap();
+                    }
+                    _ => {}
+                }
+                match self.behaviour {
+                    Behaviour::LoseMarkerThenFail | Behaviour::MarkerDirectoryThenFail => {
+                        Err(failed_build())
+                    }
+                    Behaviour::LoseMarkerThenHang => {
+                        ctx.events.log("build", Stream::Stdout, "hanging");
                         ctx.cancel.cancelled().await;
                         Err(Error::Cancelled)
                     }
+                    _ => Ok(()),
                 }
             })
             .await
@@ -181,6 +195,18 @@ impl Run for TestRun {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+/// The build failure of the test executor.
+fn failed_build() -> Error {
+    Error::Build {
+        step: "buildworld".into(),
+        status: Some("exit status 2".into()),
+        log: crate::error::LogRef {
+            path: None,
+            tail: vec!["error".into()],
+        },
     }
 }
 
@@ -232,7 +258,7 @@ fn keys_and_capabilities_come_from_the_typed_config_without_one() {
         entry.config_keys,
         [ConfigKey {
             name: "behaviour".into(),
-            description: "succeed, fail-build, hang, wrong-run-id, chatter, remove-marker, panic-in-build, panic-in-cleanup, fail-cleanup, panic-in-start or panic-in-ended".into(),
+            description: "succeed, fail-build, hang, wrong-run-id, chatter, remove-marker, panic-in-build, panic-in-cleanup, fail-cleanup, panic-in-start, panic-in-ended, lose-marker-then-fail, lose-marker-then-hang, marker-directory or marker-directory-then-fail".into(),
         }]
     );
     assert!(entry.capabilities.cancellable);
@@ -637,6 +663,115 @@ async fn an_executor_that_removes_the_unfinished_marker_is_refused() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// The problems the validator finds in `root`, shown.
+fn validation_problems(root: &std::path::Path) -> Vec<String> {
+    match crate::result_root::validate(root) {
+        Err(Error::InvalidResultRoot { problems, .. }) => {
+            problems.iter().map(ToString::to_string).collect()
+        }
+        other => panic!("{}: {other:?}", root.display()),
+    }
+}
+
+/// Asserts that `root` is marked unfinished by a file, and that the
+/// marker is all that keeps it from validating.
+fn assert_marked_unfinished(root: &std::path::Path, case: &str) {
+    let marker = root.join(INCOMPLETE_MARKER);
+    assert!(marker.symlink_metadata().unwrap().is_file(), "{case}");
+    let problems = validation_problems(root);
+    assert_eq!(problems.len(), 1, "{case}: {problems:#?}");
+    assert!(
+        problems[0].contains("did not finish"),
+        "{case}: {problems:#?}"
+    );
+}
+
+/// Regression: a run that failed, was cancelled or timed out after its
+/// executor had removed the unfinished marker left a root without it:
+/// valid, and promotable by `fruix native-build promote`. The marker is
+/// put back.
+#[tokio::test]
+async fn a_failed_run_puts_back_the_unfinished_marker_its_executor_removed() {
+    let (result, _events, dir) = run("lose-marker-then-fail", CancellationToken::new()).await;
+    assert_eq!(result.unwrap_err().failure(), crate::Failure::Build);
+    assert_marked_unfinished(&dir.path().join("root"), "build failure");
+
+    let limits = RunLimits {
+        timeout: Some(std::time::Duration::from_millis(200)),
+        max_silent: None,
+    };
+    let (result, dir) = run_within("lose-marker-then-hang", limits).await;
+    assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+    assert_marked_unfinished(&dir.path().join("root"), "timeout");
+
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let (events, mut rx) = EventSink::channel();
+    // Cancelled once the marker is gone (the build says `hanging`).
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if matches!(&event, Event::Log { line, .. } if line == "hanging") {
+                trigger.cancel();
+            }
+        }
+    });
+    let root = dir.path().join("root");
+    let result = run_executor(
+        executor("lose-marker-then-hang"),
+        request(),
+        &root,
+        events,
+        cancel,
+    )
+    .await;
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    assert_marked_unfinished(&root, "cancelled");
+}
+
+/// Regression: an executor that replaced the unfinished marker with a
+/// directory made the runner fail to remove it, a failure of this host
+/// (exit 3). It broke the contract: the root is invalid, and stays
+/// marked (anything at the marker's name keeps it from validating).
+#[tokio::test]
+async fn an_executor_that_replaces_the_unfinished_marker_is_refused() {
+    let (result, events, dir) = run("marker-directory", CancellationToken::new()).await;
+    let root = dir.path().join("root");
+    match result {
+        Err(e @ Error::InvalidResultRoot { .. }) => {
+            assert_eq!(e.failure(), crate::Failure::Input);
+            let expected = format!(
+                "{}: executor core-test replaced the unfinished marker with a directory, which only fruix removes once the root is validated",
+                root.join(INCOMPLETE_MARKER).display()
+            );
+            assert!(e.to_string().contains(&expected), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The failure says it already.
+    assert!(warnings(&events).is_empty(), "{events:?}");
+    assert!(root.join(INCOMPLETE_MARKER).is_dir());
+    let problems = validation_problems(&root);
+    assert!(problems[0].contains("did not finish"), "{problems:#?}");
+}
+
+/// A failed run whose marker cannot be put back, because its executor
+/// left a directory there, says so; the build's failure stands, and the
+/// root does not validate.
+#[tokio::test]
+async fn a_failed_run_says_when_its_marker_cannot_be_put_back() {
+    let (result, events, dir) = run("marker-directory-then-fail", CancellationToken::new()).await;
+    assert_eq!(result.unwrap_err().failure(), crate::Failure::Build);
+    let root = dir.path().join("root");
+    let expected = format!(
+        "executor core-test left a directory at {}, where fruix keeps the result root's unfinished marker: fruix leaves it there, and the root cannot be promoted while anything is there",
+        root.join(INCOMPLETE_MARKER).display()
+    );
+    assert_eq!(warnings(&events), [expected.as_str()]);
+    let problems = validation_problems(&root);
+    assert!(problems[0].contains("did not finish"), "{problems:#?}");
 }
 
 /// Regression: a limit no clock can reach (`--timeout
