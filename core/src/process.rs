@@ -285,6 +285,14 @@ async fn pump(
             }
             // Once the leader exited, its status is the step's.
             () = &mut expired, if status.is_none() => {
+                // Said now: its grace may be long, and a cancel during it
+                // ends the step as cancelled.
+                step.events.warn(format!(
+                    "step {} timed out after {}s; stopping it (SIGTERM, then SIGKILL {}s later)",
+                    step.stage,
+                    step.timeout.unwrap_or_default().as_secs_f64(),
+                    step.term_grace.as_secs_f64()
+                ));
                 group.stop(child, step.term_grace).await;
                 return Ok(Ending::TimedOut(step.timeout.unwrap_or_default()));
             }

@@ -205,3 +205,29 @@ fn an_artifact_sharing_a_tree_or_outside_artifacts_is_refused() {
         &["field `artifacts.lib32.path`: is not under artifacts/; put every artifact's tree there (artifacts/NAME)"],
     );
 }
+
+/// Regression: a stage whose own timeout had passed, stuck in its long
+/// term-grace (it ignores SIGTERM) when Ctrl-C came, never ended: fruix
+/// dropped it once its cancel grace (15 s) had passed, and stderr showed
+/// `==> build` with no end line, and no word that it had timed out. It
+/// ends, cancelled, and its timeout was said when it passed.
+#[test]
+fn a_stage_in_its_term_grace_when_cancelled_ends_and_had_said_it_timed_out() {
+    let stages = Stages::new(
+        r#"(term-grace 1000) (build (command "./build.sh") (timeout 1))"#,
+        &[("build.sh", "trap '' TERM; echo building; exec sleep 600")],
+    );
+    let _leftovers = crate::util::Leftovers(stages.path("root"));
+    let mut build = crate::util::spawn_reading_stderr(&mut stages.command());
+    let said = build.wait_for_line("timed out after 1s; stopping it");
+    assert_eq!(
+        said,
+        "fruix: warning: step build timed out after 1s; stopping it (SIGTERM, then SIGKILL 1000s later)"
+    );
+    build.signal(libc::SIGINT);
+    let ended = build.wait_for_line("==> build ");
+    assert!(ended.starts_with("==> build cancelled in "), "{ended}");
+    let out = build.finish(std::time::Duration::from_secs(60), "the cancelled build");
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert_eq!(stages.outcomes(), ["cancelled"]);
+}

@@ -425,7 +425,10 @@ impl EventSink {
     }
 
     /// Runs `work` as stage `stage`: emits its start, then its end with the
-    /// outcome and elapsed time.
+    /// outcome and elapsed time. A stage whose future is dropped before
+    /// `work` ended (a build the runner drops once
+    /// [`CANCEL_GRACE`](crate::executor::CANCEL_GRACE) has passed) ends
+    /// too, failed: every stage that starts also ends.
     pub async fn stage<T, F>(&self, stage: &str, work: F) -> Result<T>
     where
         F: std::future::Future<Output = Result<T>>,
@@ -433,14 +436,45 @@ impl EventSink {
         self.emit(Event::StageStarted {
             stage: stage.to_string(),
         });
-        let started = Instant::now();
+        let mut open = OpenStage {
+            sink: self,
+            stage,
+            started: Instant::now(),
+            ended: false,
+        };
+        // Awaited, `work` is dropped before `open`: the stages it started
+        // end before this one.
         let result = work.await;
-        self.emit(Event::StageFinished {
-            stage: stage.to_string(),
-            ok: result.is_ok(),
-            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        });
+        open.end(result.is_ok());
         result
+    }
+}
+
+/// A stage of [`EventSink::stage`]: dropped before it ended, it ends failed.
+struct OpenStage<'a> {
+    sink: &'a EventSink,
+    stage: &'a str,
+    started: Instant,
+    ended: bool,
+}
+
+impl OpenStage<'_> {
+    /// Emits the stage's end, `ok` or not.
+    fn end(&mut self, ok: bool) {
+        self.ended = true;
+        self.sink.emit(Event::StageFinished {
+            stage: self.stage.to_string(),
+            ok,
+            elapsed_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+}
+
+impl Drop for OpenStage<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(false);
+        }
     }
 }
 

@@ -215,3 +215,34 @@ async fn events_of_a_cleanup_sink_and_its_clones_arrive_marked_as_cleanup() {
     .map(|(m, p)| (m.to_string(), p));
     assert_eq!(seen, expected);
 }
+
+/// Regression: a stage whose future was dropped before its work ended (a
+/// build the runner drops once its cancel grace has passed) never ended:
+/// `==> build` had no end line. It ends, failed, after the stages it
+/// started.
+#[test]
+fn a_stage_dropped_before_its_end_ends_failed_after_its_inner_stages() {
+    let (sink, mut rx) = EventSink::channel();
+    {
+        let inner = sink.stage("inner", std::future::pending::<Result<()>>());
+        let mut outer = std::pin::pin!(sink.stage("outer", inner));
+        assert!(poll_once(outer.as_mut()).is_pending());
+    }
+    let mut seen = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        seen.push(match event {
+            Event::StageStarted { stage } => format!("start {stage}"),
+            Event::StageFinished { stage, ok, .. } => format!("end {stage} {ok}"),
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(
+        seen,
+        [
+            "start outer",
+            "start inner",
+            "end inner false",
+            "end outer false"
+        ]
+    );
+}
