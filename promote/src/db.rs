@@ -22,7 +22,9 @@ use crate::error::{Error, Result};
 use crate::sign::MAX_SIGNATURES;
 use crate::verify::is_object_name;
 
+mod busy;
 mod open;
+mod schema;
 use fruix_core::escape;
 
 /// The store's metadata directory, which holds the database and the GC
@@ -32,7 +34,8 @@ pub const META_DIR: &str = ".fruix";
 pub const DB_FILE: &str = "db.sqlite";
 /// The schema this fruix writes.
 pub const SCHEMA_VERSION: i64 = 2;
-/// How long a writer waits for another process's transaction.
+/// How long a writer waits for another process's transaction, saying so
+/// ([`busy`]); the process's interrupt ends the wait before.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The schema, version by version: entry `i` migrates from `i` to `i + 1`.
@@ -132,8 +135,30 @@ pub struct Database {
     path: PathBuf,
 }
 
-/// A database error, naming the file.
+/// What to do about a registry fruix refuses as it is.
+const RESTORE: &str = "restore it from a backup, or move the store's `.fruix` directory away (the next command registers the store's objects anew from their metadata) and run `fruix store verify`";
+
+/// The refusal of the registry `path`, left as it is, for `why`: another
+/// program's database, or fruix's altered (a trigger added, a negative
+/// schema version).
+fn altered(path: &Path, why: &str) -> Error {
+    Error::DatabaseUnreadable {
+        path: path.to_path_buf(),
+        message: format!(
+            "{why}: it is not a fruix registry, or it was altered, and fruix left it as it is; {RESTORE}"
+        ),
+    }
+}
+
+/// A database error, naming the file; a wait for another process's
+/// transaction that the process's interrupt ended ([`busy`]) is a
+/// cancellation, as the store's other lock waits say it.
 fn db_error(path: &Path, e: rusqlite::Error) -> Error {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+        && fruix_core::interrupt::requested()
+    {
+        return fruix_core::Error::Cancelled.into();
+    }
     Error::Database {
         path: path.to_path_buf(),
         source: e,
@@ -163,7 +188,8 @@ impl Database {
         objects: &[Registration],
         signatures: &[(String, String)],
     ) -> Result<()> {
-        self.write(|tx, path| {
+        // Past the point of no return: the objects are in place.
+        self.write(busy::Interrupt::Ignored, |tx, path| {
             insert(tx, path, objects)?;
             for (name, signature) in signatures {
                 insert_signature(tx, path, name, signature)?;
@@ -172,20 +198,32 @@ impl Database {
         })
     }
 
-    /// Runs `f` in one write transaction (waiting for other writers),
-    /// committed when `f` succeeds.
+    /// Runs `f` in one write transaction, committed when `f` succeeds; a
+    /// wait for other writers ends at the process's interrupt as
+    /// `interrupt` says.
     fn write(
         &mut self,
+        interrupt: busy::Interrupt,
         f: impl FnOnce(&rusqlite::Transaction<'_>, &Path) -> Result<()>,
     ) -> Result<()> {
         let path = self.path.clone();
         let e = |e| db_error(&path, e);
-        let tx = self
+        let ignored = interrupt == busy::Interrupt::Ignored;
+        if ignored {
+            busy::install(&self.conn, interrupt).map_err(e)?;
+        }
+        let written = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        f(&tx, &path)?;
-        tx.commit().map_err(e)
+            .map_err(e)
+            .and_then(|tx| {
+                f(&tx, &path)?;
+                tx.commit().map_err(e)
+            });
+        if ignored {
+            busy::install(&self.conn, busy::Interrupt::EndsWait).map_err(e)?;
+        }
+        written
     }
 
     /// The first column of every row `sql` selects, as strings.
@@ -300,7 +338,7 @@ impl Database {
     /// name is returned.
     pub fn add_signatures(&mut self, signatures: &[(String, String)]) -> Result<Option<String>> {
         let mut full = None;
-        self.write(|tx, path| {
+        self.write(busy::Interrupt::EndsWait, |tx, path| {
             // Per object: the signatures it carries, and how many of
             // `signatures` are new to it.
             let mut added: HashMap<&str, (usize, HashSet<&str>)> = HashMap::new();
@@ -345,7 +383,7 @@ impl Database {
     /// reference only when they are among `names` too: removing a still
     /// referenced object is an error, and nothing is unregistered.
     pub fn unregister(&mut self, names: &[String]) -> Result<()> {
-        self.write(|tx, path| {
+        self.write(busy::Interrupt::EndsWait, |tx, path| {
             let e = |e| db_error(path, e);
             // Referrers first, so that no reference is left dangling.
             let mut unlink = tx
@@ -457,6 +495,46 @@ fn insert(tx: &rusqlite::Transaction<'_>, path: &Path, objects: &[Registration])
                     object: PathBuf::from(&o.record.name),
                     message: format!("references {reference}, which is not registered"),
                 });
+            }
+        }
+    }
+    kept(tx, path, objects)
+}
+
+/// Checks, in `tx`, that the registry kept what [`insert`] wrote of
+/// `objects`: each object, and each of its references. SQLite reports a
+/// row inserted even when a trigger deleted it at once, and a registration
+/// that claims what is not recorded would let a collection remove what an
+/// object references.
+fn kept(tx: &rusqlite::Transaction<'_>, path: &Path, objects: &[Registration]) -> Result<()> {
+    let e = |e| db_error(path, e);
+    let lost = |what: String| {
+        altered(
+            path,
+            &format!("it did not keep {what}, just recorded (nothing was recorded)"),
+        )
+    };
+    let mut recorded = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM refs JOIN objects a ON a.id = refs.referrer
+             JOIN objects b ON b.id = refs.reference WHERE a.name = ?1 AND b.name = ?2)",
+        )
+        .map_err(e)?;
+    for o in objects {
+        let name = &o.record.name;
+        if !registered(tx, name).map_err(e)? {
+            return Err(lost(format!("the object {}", escape::quoted(name))));
+        }
+        for reference in &o.references {
+            if !recorded
+                .query_row(params![name, reference], |r| r.get::<_, bool>(0))
+                .map_err(e)?
+            {
+                return Err(lost(format!(
+                    "the reference of {} to {}",
+                    escape::quoted(name),
+                    escape::quoted(reference)
+                )));
             }
         }
     }
@@ -773,7 +851,12 @@ mod tests {
                 None,
             ),
         );
-        assert!(!busy.to_string().contains("; "), "{busy}");
+        // Regression: a registry locked too long said so with no advice.
+        assert!(
+            busy.to_string()
+                .contains("; another process kept the registry locked"),
+            "{busy}"
+        );
     }
 
     #[test]
@@ -789,6 +872,54 @@ mod tests {
         // An older fruix, not a corrupt store: a system failure, as the
         // read-only path says it (it was exit 4, an inconsistent object).
         assert!(matches!(err, Error::DatabaseUnreadable { .. }), "{err:?}");
+    }
+
+    /// Regression: a negative schema version indexed the migrations, and
+    /// every store command panicked.
+    #[test]
+    fn a_negative_schema_version_is_refused_as_no_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Database::open(dir.path(), || Ok(Vec::new())).unwrap());
+        let file = dir.path().join(META_DIR).join(DB_FILE);
+        for version in [-1, i64::from(i32::MIN)] {
+            Connection::open(&file)
+                .unwrap()
+                .pragma_update(None, "user_version", version)
+                .unwrap();
+            for err in [
+                Database::open(dir.path(), || Ok(Vec::new())).unwrap_err(),
+                Database::open_read_only(dir.path()).unwrap_err(),
+            ] {
+                assert!(matches!(err, Error::DatabaseUnreadable { .. }), "{err:?}");
+                assert!(err.to_string().contains("not a fruix registry"), "{err}");
+            }
+        }
+    }
+
+    /// Regression: a database of another program at version 1 was
+    /// migrated (a `signatures` table added, its version set to 2) before
+    /// it failed; one of this fruix's version is refused too, and each is
+    /// left byte for byte as it was.
+    #[test]
+    fn a_foreign_database_with_a_version_is_refused_and_left_as_it_was() {
+        for version in [1, SCHEMA_VERSION] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = registry_file(dir.path());
+            Connection::open(&file)
+                .unwrap()
+                .execute_batch(&format!(
+                    "CREATE TABLE settings (k, v); PRAGMA user_version = {version};"
+                ))
+                .unwrap();
+            let before = std::fs::read(&file).unwrap();
+            let err = Database::open(dir.path(), || Ok(Vec::new())).unwrap_err();
+            assert!(matches!(err, Error::DatabaseUnreadable { .. }), "{err:?}");
+            assert!(err.to_string().contains("not a fruix registry"), "{err}");
+            assert!(
+                std::fs::read(&file).unwrap() == before,
+                "{version}: changed"
+            );
+        }
     }
 
     /// A database at version 0 with tables of its own is not a fruix
@@ -834,12 +965,19 @@ mod tests {
                 let _ = std::fs::remove_file(&file);
             }
         }
-        for _ in 0..2 {
+        let refused = || {
             let err = Database::open(dir.path(), || Ok(Vec::new())).unwrap_err();
             assert!(matches!(err, Error::DatabaseUnreadable { .. }), "{err:?}");
             assert!(err.to_string().contains("signatures"), "{err}");
-            std::fs::remove_file(meta.join(DB_FILE)).unwrap();
-        }
+        };
+        refused();
+        std::fs::remove_file(meta.join(DB_FILE)).unwrap();
+        refused();
+        // Regression: the refusal of a deleted one made an empty file.
+        assert!(
+            meta.join(DB_FILE).symlink_metadata().is_err(),
+            "the refusal made a registry file"
+        );
     }
 
     /// The registry and SQLite's files beside it are never opened through

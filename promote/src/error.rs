@@ -86,9 +86,10 @@ pub enum Error {
     /// is not what fruix makes there: a symlink (never followed) or another
     /// type.
     #[error(
-        "store {}: {} is a {found}, not a {expected}; fruix never follows a symlink among its store's own files: move it away (a symlinked `.fruix` or registry: move `.fruix` away, and the next command registers the store's objects anew)",
+        "store {}: {} is a {found}, not a {expected}; {}: move it away (when it is `.fruix` or the registry: move `.fruix` away, and the next command registers the store's objects anew)",
         escape::path(store),
-        escape::path(entry)
+        escape::path(entry),
+        store_entry_rule(found)
     )]
     StoreEntry {
         /// The store directory.
@@ -169,7 +170,7 @@ pub enum Error {
     },
     /// An object to delete is still referenced or rooted.
     #[error(
-        "{}: still in use by {}; delete that first (or let `fruix store gc` decide)",
+        "{}: still in use by {}, so nothing was deleted; it can be deleted once nothing uses it (its root removed, the objects referring to it deleted with it or before it, the build or promotion using it ended), or let `fruix store gc` decide",
         escape::path(object),
         escape::text(by)
     )]
@@ -181,7 +182,7 @@ pub enum Error {
         by: String,
     },
     /// A store object that is present but not registered (not valid).
-    #[error("{}: not a valid store object (it is not registered: a promotion, import or repair was killed before it finished); `fruix store gc` removes it", escape::path(path))]
+    #[error("{}: not a valid store object: it is not registered, either because a build, promotion, import or `source add` making it has not finished yet (wait for it to end), or because one was stopped before it finished (`fruix store gc` removes what it left)", escape::path(path))]
     NotValid {
         /// The object's path in the store.
         path: PathBuf,
@@ -290,11 +291,24 @@ pub enum ArchiveProblem {
     TooLarge,
 }
 
+/// What [`Error::StoreEntry`] says of fruix's rule for an entry that is a
+/// `found` (a [`fruix_core::fsutil::file_type_name`]): a symlink is never
+/// followed; anything else is not what fruix made.
+fn store_entry_rule(found: &str) -> &'static str {
+    match found {
+        "symlink" => "fruix never follows a symlink among its store's own files",
+        _ => "fruix did not make it, and uses no other kind of file in its place",
+    }
+}
+
 /// What to do about a database error, from SQLite's error code (never its
 /// message): `; ...` to follow it, or nothing.
 pub fn database_advice(e: &rusqlite::Error) -> &'static str {
     use rusqlite::ErrorCode;
     match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy) => {
+            "; another process kept the registry locked for as long as fruix waits (`fuser -v` on it names the processes that have it open): end its transaction (an open `sqlite3` session's, a fruix stopped with Ctrl-Z), then try again"
+        }
         Some(ErrorCode::DiskFull) => "; free space on that filesystem and try again",
         Some(ErrorCode::SystemIoFailure) => {
             "; the filesystem failed to read or write it (is it full, or failing?)"
@@ -372,5 +386,59 @@ impl Error {
                 (Failure::Input, ExitStatus::PromotionFailure)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `store delete` of an object a running promotion had not
+    /// registered yet said it `was killed before it finished`.
+    #[test]
+    fn an_unregistered_object_is_not_said_to_be_left_by_a_kill_alone() {
+        let text = Error::NotValid {
+            path: "/s/x".into(),
+        }
+        .to_string();
+        assert!(text.contains("has not finished yet"), "{text}");
+        assert!(!text.contains("was killed"), "{text}");
+    }
+
+    /// Regression: an object a running build keeps (a temporary root) was
+    /// to be deleted after `that`, the temporary root.
+    #[test]
+    fn an_object_in_use_is_not_deleted_after_what_uses_it_is_deleted() {
+        let text = Error::StillReferenced {
+            object: "/s/x".into(),
+            by: "a running build or promotion (a temporary root)".into(),
+        }
+        .to_string();
+        assert!(!text.contains("delete that first"), "{text}");
+        assert!(
+            text.contains("the build or promotion using it ended"),
+            "{text}"
+        );
+    }
+
+    /// Regression: a FIFO or a directory among the store's own files was
+    /// refused with fruix's rule for symlinks.
+    #[test]
+    fn a_store_entry_of_the_wrong_type_is_refused_for_what_it_is() {
+        let refused = |found| {
+            Error::StoreEntry {
+                store: "/s".into(),
+                entry: "/s/.fruix/db.sqlite".into(),
+                found,
+                expected: "regular file",
+            }
+            .to_string()
+        };
+        for found in ["FIFO", "directory"] {
+            let text = refused(found);
+            assert!(text.contains(&format!("is a {found}, not a regular file")));
+            assert!(!text.contains("symlink"), "{text}");
+        }
+        assert!(refused("symlink").contains("never follows a symlink"));
     }
 }

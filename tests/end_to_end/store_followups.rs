@@ -225,18 +225,40 @@ fn an_import_of_many_objects_whose_registration_fails_leaves_nothing() {
     );
     assert_eq!(object_names(&store_dir), Vec::<String>::new());
 
-    // The registry refuses every new object.
-    let db = rusqlite::Connection::open(store_dir.join(".fruix/db.sqlite")).unwrap();
+    // The registry refuses every new object: a trigger, added once the
+    // import has opened the registry (fruix refuses a registry carrying a
+    // trigger when it opens it), before the import reads its archive from
+    // stdin.
+    let db_path = store_dir.join(".fruix/db.sqlite");
+    let mut import = fruix();
+    import
+        .args(["store", "import", "--no-check-sigs", "--store"])
+        .arg(&store_dir)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = import.spawn().unwrap();
+    let fds = format!("/proc/{}/fd", child.id());
+    crate::util::wait_until("the import has opened the registry", || {
+        fs::read_dir(&fds)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t == db_path))
+    });
+    let db = rusqlite::Connection::open(&db_path).unwrap();
     db.execute_batch(
         "CREATE TRIGGER refuse BEFORE INSERT ON objects
          BEGIN SELECT RAISE(ABORT, 'the test refuses registering'); END;",
     )
     .unwrap();
-    let out = run(&mut store_import(
-        &store_dir,
-        &archive,
-        &["--no-check-sigs"],
-    ));
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&fs::read(&archive).unwrap()).unwrap();
+    }
+    let out = crate::util::wait_with_deadline(child, Duration::from_secs(120), "the import");
     failed_with(
         "a refused registration",
         &out,

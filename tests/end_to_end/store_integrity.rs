@@ -446,14 +446,16 @@ fn a_registry_naming_paths_outside_the_store_is_refused_and_nothing_goes() {
 /// Regression: a registration that failed (the registry full: SQLite says
 /// `database or disk is full`) after the objects were published left them
 /// in the store, unregistered, holding their pool entries, though the
-/// command failed. They are taken back: nothing is left but the store as
+/// promotion failed. They are taken back: nothing is left but the store as
 /// it was. A trigger makes the registry refuse every registration, as a
-/// full one does.
+/// full one does; it is added once the store is open (fruix refuses a
+/// registry carrying a trigger when it opens it).
 #[test]
 fn a_registration_that_fails_takes_back_what_was_published() {
-    let (_dir, root, store) = scratch(false);
+    let (_dir, root, store_dir) = scratch(false);
+    let store = fruix_promote::Store::open(&store_dir).unwrap();
     let refuse = |on: bool| {
-        let db = rusqlite::Connection::open(store.join(".fruix/db.sqlite")).unwrap();
+        let db = rusqlite::Connection::open(store_dir.join(".fruix/db.sqlite")).unwrap();
         db.execute_batch(if on {
             "CREATE TRIGGER full BEFORE INSERT ON objects BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;"
         } else {
@@ -462,19 +464,23 @@ fn a_registration_that_fails_takes_back_what_was_published() {
         .unwrap();
     };
     refuse(true);
-    let out = run(&mut promote(&root, &store));
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert_nothing_promoted(&store);
-    let out = run(fruix()
-        .args(["source", "add", "--store"])
-        .arg(&store)
-        .arg(crate::util::fixture_source()));
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert_nothing_promoted(&store);
-    // Once the registry takes them, the same commands succeed.
+    let options = fruix_promote::PromoteOptions::default();
+    let failed = fruix_promote::promote_native_build_result(&root, &store, &options).unwrap_err();
+    assert!(
+        failed.to_string().contains("database or disk is full"),
+        "{failed}"
+    );
+    assert_eq!(
+        failed.exit_status(),
+        fruix_core::ExitStatus::SystemFailure,
+        "{failed}"
+    );
+    assert_nothing_promoted(&store_dir);
+    // Once the registry takes them, the same promotion succeeds.
     refuse(false);
-    crate::util::run_ok(&mut promote(&root, &store));
-    assert_store_verifies(&store);
+    drop(store);
+    crate::util::run_ok(&mut promote(&root, &store_dir));
+    assert_store_verifies(&store_dir);
 }
 
 /// Regression: root promoting a user's result root read everything in it

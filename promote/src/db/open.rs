@@ -1,5 +1,9 @@
 //! Opening the registry: creating it, migrating its schema, switching it
 //! to WAL, and refusing what is not a fruix registry or not a regular file.
+//!
+//! Opening reads the schema version in a read transaction, which in WAL
+//! mode never waits for another process's writes: only a migration (or the
+//! registry's creation) takes the write lock, and checks again under it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,10 +11,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::{
-    db_error, insert, Database, Registration, BUSY_TIMEOUT, DB_FILE, META_DIR, MIGRATIONS,
-    SCHEMA_VERSION,
+    altered, busy, db_error, insert, schema, Database, Registration, DB_FILE, META_DIR, MIGRATIONS,
+    RESTORE, SCHEMA_VERSION,
 };
 use crate::error::{Error, Result};
+use crate::store::GC_LOCK_FILE;
 
 /// The database file of the store at `store`, once it and SQLite's files
 /// beside it are checked to be regular files where they exist (never
@@ -26,31 +31,81 @@ fn check_files(store: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Whether the store whose registry is `path` had one: its `gc.lock`, made
+/// right after the registry, is there.
+fn had_registry(path: &Path) -> bool {
+    let meta = path.parent().unwrap_or(Path::new("."));
+    meta.join(GC_LOCK_FILE).symlink_metadata().is_ok()
+}
+
+/// The refusal of the registry `path`, empty or missing in a store that
+/// had one ([`had_registry`]): a truncated or deleted registry is never
+/// silently rebuilt, losing its signatures and runs.
+fn gone(path: &Path) -> Error {
+    Error::DatabaseUnreadable {
+        path: path.to_path_buf(),
+        message: format!(
+            "it is empty, or was missing, though this store had a registry: its signatures, registration times and promoted runs are gone; {RESTORE}"
+        ),
+    }
+}
+
 /// Refuses to create the schema in a database at version 0 that is not
 /// new: one with tables (not a fruix registry), or an empty one in a
-/// store that had a registry (its `gc.lock`, made right after the
-/// registry, is there): a truncated or deleted registry is never
-/// silently rebuilt, losing its signatures and runs.
-fn check_new(tx: &rusqlite::Transaction<'_>, path: &Path) -> Result<()> {
-    let tables: i64 = tx
+/// store that had a registry ([`gone`]).
+fn check_new(conn: &Connection, path: &Path) -> Result<()> {
+    let tables: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
         .map_err(|e| db_error(path, e))?;
-    let meta = path.parent().unwrap_or(Path::new("."));
-    let message = if tables > 0 {
-        "it has tables but no schema version: it is not a fruix registry; move it away"
-    } else if meta
-        .join(crate::store::GC_LOCK_FILE)
-        .symlink_metadata()
-        .is_ok()
-    {
-        "it is empty, or was missing, though this store had a registry: its signatures, registration times and promoted runs are gone. Restore it from a backup, or move the store's `.fruix` directory away (the next command registers the store's objects anew from their metadata) and run `fruix store verify`"
-    } else {
-        return Ok(());
-    };
-    Err(Error::DatabaseUnreadable {
+    if tables > 0 {
+        return Err(Error::DatabaseUnreadable {
+            path: path.to_path_buf(),
+            message:
+                "it has tables but no schema version: it is not a fruix registry; move it away"
+                    .into(),
+        });
+    }
+    match had_registry(path) {
+        true => Err(gone(path)),
+        false => Ok(()),
+    }
+}
+
+/// The schema version `version` of the registry `path`, when it is one
+/// this fruix knows: never negative (no fruix wrote that: it is no
+/// registry), and not newer than this fruix's.
+fn known_version(path: &Path, version: i64) -> Result<usize> {
+    let refused = |message: String| Error::DatabaseUnreadable {
         path: path.to_path_buf(),
-        message: message.into(),
+        message,
+    };
+    if version > SCHEMA_VERSION {
+        // As an older fruix, not a corrupt store.
+        return Err(refused(format!(
+            "its schema version {version} is newer than this fruix's {SCHEMA_VERSION}; use a newer fruix"
+        )));
+    }
+    usize::try_from(version).map_err(|_| {
+        altered(
+            path,
+            &format!("its schema version {version} is none fruix ever writes"),
+        )
     })
+}
+
+/// The schema version of the registry `path`, open on `conn` (in a
+/// transaction), once its schema is checked to be the one this fruix
+/// makes at that version ([`schema::check`]; at version 0, [`check_new`]).
+fn examine(conn: &Connection, path: &Path) -> Result<usize> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| db_error(path, e))?;
+    let version = known_version(path, version)?;
+    match version {
+        0 => check_new(conn, path)?,
+        _ => schema::check(conn, path, version)?,
+    }
+    Ok(version)
 }
 
 impl Database {
@@ -66,8 +121,16 @@ impl Database {
         let dir = store.join(META_DIR);
         crate::store::entries::own_dir(store, &dir)?;
         let path = check_files(store)?;
-        let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-        let conn = Connection::open_with_flags(&path, flags).map_err(|e| db_error(&path, e))?;
+        // Created only in a store that never had one: a deleted registry's
+        // refusal leaves no empty file behind.
+        let had_one = had_registry(&path);
+        let mut flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        flags.set(OpenFlags::SQLITE_OPEN_CREATE, !had_one);
+        let conn = match Connection::open_with_flags(&path, flags) {
+            Ok(conn) => conn,
+            Err(_) if had_one && path.symlink_metadata().is_err() => return Err(gone(&path)),
+            Err(e) => return Err(db_error(&path, e)),
+        };
         let mut db = Database { conn, path };
         let created = db.setup(existing)?;
         db.persist_wal()?;
@@ -128,7 +191,7 @@ impl Database {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(&path, flags).map_err(e)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(e)?;
+        busy::install(&conn, busy::Interrupt::EndsWait).map_err(e)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|err| match err.sqlite_error_code() {
@@ -140,56 +203,62 @@ impl Database {
                 }
                 _ => db_error(&path, err),
             })?;
-        match version.cmp(&SCHEMA_VERSION) {
-            std::cmp::Ordering::Equal => Ok(Database { conn, path }),
-            std::cmp::Ordering::Less => Err(unreadable(&format!(
+        match known_version(&path, version)? {
+            version if version == SCHEMA_VERSION as usize => {
+                schema::check(&conn, &path, version)?;
+                Ok(Database { conn, path })
+            }
+            version => Err(unreadable(&format!(
                 "not migrate it from schema version {version} to this fruix's {SCHEMA_VERSION}"
             ))),
-            std::cmp::Ordering::Greater => Err(Error::DatabaseUnreadable {
-                path: path.clone(),
-                message: format!(
-                    "its schema version {version} is newer than this fruix's {SCHEMA_VERSION}; use a newer fruix"
-                ),
-            }),
         }
     }
 
-    /// WAL mode, foreign keys, the busy timeout, and the schema migrated to
-    /// [`SCHEMA_VERSION`]; `true` when the schema was created here.
+    /// WAL mode, foreign keys, the busy handler, and the schema checked and
+    /// migrated to [`SCHEMA_VERSION`]; `true` when the schema was created
+    /// here.
     fn setup(&mut self, existing: impl FnOnce() -> Result<Vec<Registration>>) -> Result<bool> {
         let path = self.path.clone();
         let e = |e| db_error(&path, e);
-        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(e)?;
+        busy::install(&self.conn, busy::Interrupt::EndsWait).map_err(e)?;
         self.conn
             .pragma_update(None, "foreign_keys", true)
             .map_err(e)?;
         self.conn
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(e)?;
+        // Read first: most openings change nothing, and a reader does not
+        // wait for another process's writes.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(e)?;
+        let version = examine(&tx, &path)?;
+        tx.commit().map_err(e)?;
+        let created = match version < SCHEMA_VERSION as usize {
+            true => self.migrate(existing)?,
+            false => false,
+        };
+        self.wal()?;
+        Ok(created)
+    }
+
+    /// Migrates the schema to [`SCHEMA_VERSION`] under the write lock,
+    /// checking it again there (another process may have migrated it
+    /// meanwhile); creating it, the store's `existing` objects registered,
+    /// at version 0. `true` when the schema was created here.
+    fn migrate(&mut self, existing: impl FnOnce() -> Result<Vec<Registration>>) -> Result<bool> {
+        let path = self.path.clone();
+        let e = |e| db_error(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(e)?;
-        let version: i64 = tx
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(e)?;
-        if version > SCHEMA_VERSION {
-            // As the read-only path says it: not a corrupt store, an
-            // older fruix.
-            return Err(Error::DatabaseUnreadable {
-                path: path.clone(),
-                message: format!(
-                    "its schema version {version} is newer than this fruix's {SCHEMA_VERSION}; use a newer fruix"
-                ),
-            });
-        }
-        if version == 0 {
-            check_new(&tx, &path)?;
-        }
-        for migration in &MIGRATIONS[version as usize..] {
+        let version = examine(&tx, &path)?;
+        for migration in &MIGRATIONS[version..] {
             tx.execute_batch(migration).map_err(e)?;
         }
-        if version < SCHEMA_VERSION {
+        if version < SCHEMA_VERSION as usize {
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(e)?;
         }
@@ -197,7 +266,6 @@ impl Database {
             insert(&tx, &path, &existing()?)?;
         }
         tx.commit().map_err(e)?;
-        self.wal()?;
         Ok(version == 0)
     }
 
@@ -213,7 +281,9 @@ impl Database {
             match mode {
                 Ok(_) => return Ok(()),
                 Err(rusqlite::Error::SqliteFailure(f, _))
-                    if f.code == rusqlite::ErrorCode::DatabaseBusy && tries < 1000 =>
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy
+                        && tries < 1000
+                        && !fruix_core::interrupt::requested() =>
                 {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(10));

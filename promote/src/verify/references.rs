@@ -118,3 +118,69 @@ pub(super) fn record_references(
     }
     Ok(recorded)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Kind, ObjectRecord, DB_FILE, META_DIR};
+
+    const BUNDLE: &str = "1111111111111111111111111111111111111111-fruix-bundle";
+    const WORLD: &str = "3333333333333333333333333333333333333333-fruix-world";
+
+    fn registration(name: &str, kind: Kind) -> Registration {
+        Registration {
+            record: ObjectRecord {
+                name: name.into(),
+                kind,
+                artifact: None,
+                tree_signature: None,
+                size: 1,
+                registered_at: 1,
+                executor: None,
+                run_id: None,
+                freebsd_version: None,
+                kernconf: None,
+            },
+            references: Vec::new(),
+        }
+    }
+
+    /// Regression: with a trigger that deletes every reference inserted
+    /// (added to the registry by another process once this one had it
+    /// open), `store verify --repair` listed the references it recorded,
+    /// though none was: the next verify found them missing again, and a
+    /// collection would remove what they keep.
+    #[test]
+    fn references_the_registry_does_not_keep_are_not_claimed_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut db, _) = Database::open(dir.path(), || Ok(Vec::new())).unwrap();
+        db.register(&[
+            registration(WORLD, Kind::Artifact),
+            registration(BUNDLE, Kind::Bundle),
+        ])
+        .unwrap();
+        rusqlite::Connection::open(dir.path().join(META_DIR).join(DB_FILE))
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER evil AFTER INSERT ON refs BEGIN
+                 DELETE FROM refs WHERE referrer = NEW.referrer AND reference = NEW.reference;
+                 END;",
+            )
+            .unwrap();
+        let problem = ReferenceProblem {
+            object: dir.path().join(BUNDLE),
+            reference: dir.path().join(WORLD),
+            problem: ReferenceFault::NotRecorded,
+        };
+        let err = record_references(&mut db, &[problem]).unwrap_err();
+        assert!(
+            matches!(err, crate::error::Error::DatabaseUnreadable { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("did not keep the reference"),
+            "{err}"
+        );
+        assert!(db.neighbours(BUNDLE, false).unwrap().is_empty());
+    }
+}
