@@ -5,16 +5,16 @@
 //! after [`BUSY_TIMEOUT`] otherwise.
 //!
 //! SQLite's own `busy_timeout` sleeps where nothing can wake it and says
-//! nothing; rusqlite's `busy_handler` takes a plain function, which could
-//! not name the registry. This handler is given the connection's own
-//! handle, whose file name SQLite knows.
+//! nothing. rusqlite's `busy_handler` takes a plain function: the registry
+//! it names is the one [`install`] last set the handler of on this thread
+//! (SQLite calls the handler on the thread whose statement waits, and each
+//! write transaction installs it first).
 
-use std::ffi::{c_int, c_void, CStr};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{ffi, Connection};
+use rusqlite::Connection;
 
 use super::BUSY_TIMEOUT;
 
@@ -24,6 +24,11 @@ const BUSY_POLL: Duration = Duration::from_millis(50);
 
 /// How many looks make [`BUSY_TIMEOUT`].
 const BUSY_LOOKS: u128 = BUSY_TIMEOUT.as_millis() / BUSY_POLL.as_millis();
+
+thread_local! {
+    /// The registry whose wait a handler on this thread says it waits for.
+    static REGISTRY: RefCell<PathBuf> = RefCell::default();
+}
 
 /// Whether a wait for the registry ends at the process's interrupt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,66 +47,40 @@ pub(super) enum Interrupt {
 /// [`on_busy`] or [`on_busy_to_the_end`], as `interrupt` says (instead of
 /// SQLite's silent timeout, which rusqlite sets).
 pub(super) fn install(conn: &Connection, interrupt: Interrupt) -> rusqlite::Result<()> {
-    let handler = match interrupt {
+    let path = conn.path().map(PathBuf::from).unwrap_or_default();
+    REGISTRY.with(|registry| *registry.borrow_mut() = path);
+    conn.busy_handler(Some(match interrupt {
         Interrupt::EndsWait => on_busy,
         Interrupt::Ignored => on_busy_to_the_end,
-    };
-    // SAFETY: the handle is this open connection's, used on this thread.
-    // The handler is given that same handle, which lives as long as the
-    // handler is installed (SQLite drops both when the connection closes).
-    let rc = unsafe {
-        let db = conn.handle();
-        ffi::sqlite3_busy_handler(db, Some(handler), db.cast())
-    };
-    match rc {
-        ffi::SQLITE_OK => Ok(()),
-        rc => Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None)),
-    }
+    }))
 }
 
-/// SQLite's busy handler of [`Interrupt::EndsWait`]: see [`wait`].
-unsafe extern "C" fn on_busy(db: *mut c_void, count: c_int) -> c_int {
-    // SAFETY: as SQLite calls it, with the handle `install` gave.
-    unsafe { wait(db, count, Interrupt::EndsWait) }
+/// The busy handler of [`Interrupt::EndsWait`]: see [`wait`].
+fn on_busy(count: i32) -> bool {
+    wait(count, Interrupt::EndsWait)
 }
 
-/// SQLite's busy handler of [`Interrupt::Ignored`]: see [`wait`].
-unsafe extern "C" fn on_busy_to_the_end(db: *mut c_void, count: c_int) -> c_int {
-    // SAFETY: as SQLite calls it, with the handle `install` gave.
-    unsafe { wait(db, count, Interrupt::Ignored) }
+/// The busy handler of [`Interrupt::Ignored`]: see [`wait`].
+fn on_busy_to_the_end(count: i32) -> bool {
+    wait(count, Interrupt::Ignored)
 }
 
-/// One call of a busy handler of the connection `db`: `count` is how many
-/// times it was called for this wait. Says that it waits at the first
-/// call, then looks again every [`BUSY_POLL`] (non-zero) until
-/// [`BUSY_TIMEOUT`] has passed, or the process is interrupted when
-/// `interrupt` ends the wait (zero: SQLite fails with `SQLITE_BUSY`, which
-/// [`super::db_error`] reports as a cancellation when interrupted). Never
-/// panics: it is called from C.
-///
-/// # Safety
-///
-/// `db` is the handle of the open connection whose statement waits.
-unsafe fn wait(db: *mut c_void, count: c_int, interrupt: Interrupt) -> c_int {
+/// One call of a busy handler: `count` is how many times it was called for
+/// this wait. Says that it waits at the first call, then looks again every
+/// [`BUSY_POLL`] (true) until [`BUSY_TIMEOUT`] has passed, or the process
+/// is interrupted when `interrupt` ends the wait (false: SQLite fails with
+/// `SQLITE_BUSY`, which [`super::db_error`] reports as a cancellation when
+/// interrupted).
+fn wait(count: i32, interrupt: Interrupt) -> bool {
     if count == 0 {
-        // SAFETY: the caller's; the name returned is valid while the
-        // connection is open.
-        let name = unsafe { ffi::sqlite3_db_filename(db.cast(), c"main".as_ptr()) };
-        let path = match name.is_null() {
-            true => Path::new(""),
-            // SAFETY: a non-null name is a NUL-terminated string.
-            false => Path::new(std::ffi::OsStr::from_bytes(
-                unsafe { CStr::from_ptr(name) }.to_bytes(),
-            )),
-        };
-        notice(path);
+        REGISTRY.with(|registry| notice(&registry.borrow()));
     }
     let interrupted = interrupt == Interrupt::EndsWait && fruix_core::interrupt::requested();
-    if interrupted || count as u128 >= BUSY_LOOKS {
-        return 0;
+    if interrupted || count.max(0) as u128 >= BUSY_LOOKS {
+        return false;
     }
     std::thread::sleep(BUSY_POLL);
-    1
+    true
 }
 
 /// Says on stderr, as the store's other lock waits do, that this process
