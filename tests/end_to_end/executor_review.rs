@@ -3,7 +3,7 @@
 //! told (`FRUIX_OUTCOME`), that it always runs, and how fruix words the
 //! lines about it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -48,25 +48,38 @@ impl Rev {
 
     /// `fruix build --executor rev` into result root `root`, with `extra`.
     fn build(&self, extra: &[&str]) -> Command {
-        let mut cmd = fruix();
-        cmd.env("XDG_CONFIG_HOME", self.path("config"))
-            .arg("--executors-file")
-            .arg(self.path("executors.scm"));
-        let mut cmd = fixture_build(cmd, "rev", self.dir.path(), "root");
-        cmd.arg("--config")
-            .arg(format!("dir={}", self.dir.path().display()))
-            .args(extra);
+        let mut cmd = test_executor_build(self.dir.path(), "rev");
+        cmd.args(extra);
         cmd
     }
 
     /// What cleanup was told, once per run.
     fn outcomes(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("outcomes"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        outcomes(self.dir.path())
     }
+}
+
+/// `fruix build --executor NAME` of the miniature tree into result root
+/// `dir/root`, NAME declared by `dir/executors.scm` (and no executors file
+/// of the user's), its configuration key `dir` the test's directory.
+pub(crate) fn test_executor_build(dir: &Path, name: &str) -> Command {
+    let mut cmd = fruix();
+    cmd.env("XDG_CONFIG_HOME", dir.join("config"))
+        .arg("--executors-file")
+        .arg(dir.join("executors.scm"));
+    let mut cmd = fixture_build(cmd, name, dir, "root");
+    cmd.arg("--config").arg(format!("dir={}", dir.display()));
+    cmd
+}
+
+/// What the cleanup of a [`test_executor_build`] in `dir` was told, once
+/// per run (the lines its cleanup appended to `dir/outcomes`).
+pub(crate) fn outcomes(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("outcomes"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn stderr(out: &Output) -> String {

@@ -6,9 +6,7 @@ use std::process::{Command, Output};
 
 use fruix_core::PromotionMetadata;
 
-use crate::util::{
-    fixture_build, fruix, promote_command, promote_refused, run, sample_root_of, PopulatedStore,
-};
+use crate::util::{promote_command, promote_refused, run, sample_root_of, PopulatedStore};
 
 /// The cleanup of every executor here: it appends `FRUIX_OUTCOME` to
 /// `outcomes` in the test's directory.
@@ -47,14 +45,7 @@ impl Stages {
 
     /// `fruix build --executor runner` into the result root `root`.
     fn command(&self) -> Command {
-        let mut cmd = fruix();
-        cmd.env("XDG_CONFIG_HOME", self.path("config"))
-            .arg("--executors-file")
-            .arg(self.path("executors.scm"));
-        let mut cmd = fixture_build(cmd, "runner", self.dir.path(), "root");
-        cmd.arg("--config")
-            .arg(format!("dir={}", self.dir.path().display()));
-        cmd
+        crate::executor_review::test_executor_build(self.dir.path(), "runner")
     }
 
     /// Runs [`Stages::command`].
@@ -64,11 +55,7 @@ impl Stages {
 
     /// What cleanup was told, once per run.
     fn outcomes(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("outcomes"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        crate::executor_review::outcomes(self.dir.path())
     }
 
     /// `fruix native-build promote` of the result root, into the test's

@@ -3,7 +3,7 @@ use super::runner::prepare_result_root;
 use super::*;
 use crate::error::Error;
 use crate::result_root::{ResultRoot, INCOMPLETE_MARKER};
-use crate::testing::{run_limited, write_sample_result_root};
+use crate::testing::{run_limited, warnings, write_sample_result_root};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -322,21 +322,28 @@ async fn build_failure_keeps_the_marker_and_runs_cleanup() {
     assert!(CLEANUPS.load(Ordering::SeqCst) > before);
 }
 
-#[tokio::test]
-async fn cancellation_stops_the_run_and_runs_cleanup() {
-    let before = CLEANUPS.load(Ordering::SeqCst);
+/// A sink, and a token cancelled once the run logs a line `at` takes: a
+/// cancel that waits on what the run does, not on a delay.
+fn cancelled_at(at: fn(&str) -> bool) -> (EventSink, CancellationToken) {
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
-    let dir = tempfile::tempdir().unwrap();
     let (events, mut rx) = EventSink::channel();
-    // Cancelled once the build is under way (its first log line), not after a delay.
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
-            if matches!(event, Event::Log { .. }) {
+            if matches!(&event, Event::Log { line, .. } if at(line)) {
                 trigger.cancel();
             }
         }
     });
+    (events, cancel)
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_run_and_runs_cleanup() {
+    let before = CLEANUPS.load(Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    // Cancelled once the build is under way (its first log line), not after a delay.
+    let (events, cancel) = cancelled_at(|_| true);
     let result = run_executor(
         executor("hang"),
         request(),
@@ -706,18 +713,9 @@ async fn a_failed_run_puts_back_the_unfinished_marker_its_executor_removed() {
     assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
     assert_marked_unfinished(&dir.path().join("root"), "timeout");
 
-    let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
     let dir = tempfile::tempdir().unwrap();
-    let (events, mut rx) = EventSink::channel();
     // Cancelled once the marker is gone (the build says `hanging`).
-    tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            if matches!(&event, Event::Log { line, .. } if line == "hanging") {
-                trigger.cancel();
-            }
-        }
-    });
+    let (events, cancel) = cancelled_at(|line| line == "hanging");
     let root = dir.path().join("root");
     let result = run_executor(
         executor("lose-marker-then-hang"),
@@ -863,17 +861,6 @@ async fn the_panic_hook_is_told_an_executor_s_panic_is_caught_and_where_it_was()
         "{e}"
     );
     assert!(!super::panic_is_caught(None), "after it");
-}
-
-/// The warnings a run sent.
-fn warnings(events: &[Event]) -> Vec<&str> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Warning { message } => Some(message.as_str()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A cleanup that panics is a cleanup failure: a warning, and the build's

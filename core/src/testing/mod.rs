@@ -222,6 +222,17 @@ pub const BASE_STEPS: [&str; 5] = [
     "installkernel",
 ];
 
+/// The warnings among a run's `events`, in order.
+pub fn warnings(events: &[crate::executor::Event]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            crate::executor::Event::Warning { message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The build request of [`sample_metadata`] (executor `executor`, run
 /// `20260405T213444Z`) for `artifacts`.
 pub fn sample_request(executor: &str, artifacts: Vec<String>) -> crate::executor::BuildRequest {

@@ -1,7 +1,7 @@
 //! Tests of external executors: stages, environment, exit classes, timeouts and cancellation.
 use super::*;
 use fruix_core::executor::{run_executor, BuildRequest, Event, EventSink, RunLimits};
-use fruix_core::testing::run_limited;
+use fruix_core::testing::{run_limited, warnings};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -438,17 +438,6 @@ async fn a_stage_removing_the_result_root_does_not_stop_cleanup() {
     assert!(result.is_err());
     assert_eq!(marker(dir.path()), "system-failure\n");
     assert!(!dir.path().join("root.work").exists());
-}
-
-/// The warnings among `events`.
-fn warnings(events: &[Event]) -> Vec<&str> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Warning { message } => Some(message.as_str()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Regression (data loss): a `ROOT.work` fruix did not make was removed
