@@ -91,7 +91,7 @@ pub fn create_work_dir(work: &Path) -> Result<()> {
         Found::Foreign(why) => {
             return Err(Error::InvalidRequest {
                 message: format!(
-                    "work directory {} {why}: fruix did not make it (the work directories it makes hold {WORK_MARKER}), and it never removes what it cannot tell is its own; move it away (and remove the unfinished result root this run left), or give another --result-root",
+                    "work directory {} {why}: fruix did not make it (the work directories it makes hold {WORK_MARKER}), and it never removes what it cannot tell is its own; move it away, or give another --result-root",
                     escape::path(work)
                 ),
             })

@@ -93,6 +93,9 @@ fn refused_keeping(out: &Output, root: &Path, file: &Path) {
         "years of work",
         "the user's file survives: {stderr}"
     );
+    // Regression: the refused run left the result root it had made, empty
+    // but for its unfinished marker, in the user's way.
+    assert!(root.symlink_metadata().is_err(), "{} left", root.display());
 }
 
 #[test]

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 #[path = "runner_root.rs"]
 mod root;
 pub(super) use root::prepare_result_root;
-use root::{keep_unfinished, remove_marker};
+use root::{keep_unfinished, remove_marker, remove_untouched};
 
 /// How long a cancelled executor gets to stop by itself before its run is dropped.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(15);
@@ -75,7 +75,7 @@ pub async fn run_executor_within(
 ) -> Result<ResultRoot> {
     request.check()?;
     executor.check_request(&request)?;
-    prepare_result_root(result_root)?;
+    let created = prepare_result_root(result_root)?;
     let (events, activity) = events.watched();
     let ctx = RunContext {
         request,
@@ -86,7 +86,13 @@ pub async fn run_executor_within(
     };
     let result = run_prepared(executor.as_ref(), &ctx, limits, &activity).await;
     if let Err(e) = &result {
-        keep_unfinished(e, &ctx, executor.name());
+        // A request the executor refused before it wrote anything (a
+        // work directory beside the root that is not fruix's) leaves no
+        // root it made behind.
+        let refused = created && matches!(e, Error::InvalidRequest { .. });
+        if !(refused && remove_untouched(result_root)) {
+            keep_unfinished(e, &ctx, executor.name());
+        }
     }
     result
 }

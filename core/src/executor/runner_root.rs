@@ -11,7 +11,8 @@ use crate::error::{Error, IoContext, Problem, Result};
 use crate::escape;
 use crate::result_root::{self, INCOMPLETE_MARKER};
 
-/// Creates the result root `root` (mode `0700`) and its unfinished marker.
+/// Creates the result root `root` (mode `0700`) and its unfinished marker;
+/// whether it made the directory (not one already there, empty).
 ///
 /// An empty directory already at `root` is taken: run id allocation
 /// ([`crate::run_id::allocate_run_dir`]) makes one for each run. Anything
@@ -22,7 +23,7 @@ use crate::result_root::{self, INCOMPLETE_MARKER};
 /// opened without following a symlink; its owner is checked, and its mode
 /// and the marker are set, through that descriptor, so a symlink planted
 /// meanwhile is never written through either.
-pub(in crate::executor) fn prepare_result_root(root: &Path) -> Result<()> {
+pub(in crate::executor) fn prepare_result_root(root: &Path) -> Result<bool> {
     use rustix::fs::{self as rfs, Mode, OFlags};
     use std::os::unix::fs::DirBuilderExt;
     if let Some(parent) = root.parent() {
@@ -85,7 +86,21 @@ pub(in crate::executor) fn prepare_result_root(root: &Path) -> Result<()> {
     // Only this user may change the root before it is promoted, whatever the umask.
     rfs::fchmod(&dir, Mode::from(0o700)).map_err(|e| Error::io("set mode of", root, e.into()))?;
     let marker = root.join(INCOMPLETE_MARKER);
-    write_marker(&dir).with_path("write unfinished marker", &marker)
+    write_marker(&dir).with_path("write unfinished marker", &marker)?;
+    Ok(created)
+}
+
+/// Removes the result root `root` this run made, when the run was refused
+/// before it wrote anything there (it holds its unfinished marker alone):
+/// a refused command leaves nothing behind. Whether it did.
+pub(super) fn remove_untouched(root: &Path) -> bool {
+    let only_marker = std::fs::read_dir(root).is_ok_and(|entries| {
+        let names: Vec<_> = entries.flatten().map(|e| e.file_name()).take(2).collect();
+        names == [INCOMPLETE_MARKER]
+    });
+    only_marker
+        && std::fs::remove_file(root.join(INCOMPLETE_MARKER)).is_ok()
+        && std::fs::remove_dir(root).is_ok()
 }
 
 /// Removes the unfinished marker of the validated result root `root`, as
