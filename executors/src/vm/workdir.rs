@@ -215,8 +215,8 @@ fn stage(staging: &Path, guest: &Guest) -> Result<File> {
 ///
 /// `parent` may be writable by others (a sticky `/tmp`), so only what
 /// this user made is trusted: a directory named `.NAME.vm` (or
-/// `.NAME.vm-new`, one whose fruix was killed while [`create`] made it:
-/// it names no guest, none was booted yet), opened without
+/// `.NAME.vm-new`, one whose fruix was killed while [`create`] made it,
+/// once its `guest` file is written: none was booted yet), opened without
 /// following a link, owned by this user, whose `.lock` is a regular file
 /// of this user. Anything else is left alone unsaid (another user's, a
 /// symlink, a file), and so is every directory of a `parent` that any user
@@ -279,12 +279,23 @@ fn examine(parent: &OwnedFd, path: &Path, name: &OsStr, staging: bool) -> Option
     if Mode::from_raw_mode(st.st_mode).intersects(Mode::WGRP | Mode::WOTH) {
         return left("others may write to it".into());
     }
-    let guest = match staging {
-        // Killed before its guest was booted: nothing to tear down.
-        true => Ok(None),
-        false => open_own_file(&dir, GUEST),
-    };
-    let guest = match guest {
+    if staging {
+        // Its `guest` file is written once its lock is held: without one,
+        // its fruix may be about to take the lock (another run beside this
+        // one, making its own), and it is left unsaid. With one, and the
+        // lock free, its fruix was killed before it booted a guest: nothing
+        // to tear down.
+        return match open_own_file(&dir, GUEST) {
+            Ok(Some(_)) => Some(Found::Stale(Stale {
+                path: path.to_path_buf(),
+                guest: None,
+                dir,
+                _lock: lock,
+            })),
+            _ => None,
+        };
+    }
+    let guest = match open_own_file(&dir, GUEST) {
         Ok(None) => None,
         Ok(Some(file)) => {
             let mut text = Vec::new();
@@ -592,6 +603,12 @@ mod tests {
         let root = dir.path().join("r1");
         let staging = dir.path().join(".r1.vm-new");
         std::fs::create_dir(&staging).unwrap();
+        // Regression: a sweep beside a run making its work directory, its
+        // lock file made but not locked yet, took it for a killed run's and
+        // removed it (the run failed: "failed to open directory").
+        std::fs::write(staging.join(LOCK), "").unwrap();
+        assert!(sweep(dir.path()).is_empty(), "no guest file: being made");
+        std::fs::remove_file(staging.join(LOCK)).unwrap();
         let held = stage(&staging, &guest(R1)).unwrap();
         assert!(sweep(dir.path()).is_empty(), "held: being made");
         drop(held);
