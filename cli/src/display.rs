@@ -246,6 +246,13 @@ pub fn lock_wait(waits_for: LockWait, lock: &Path) {
         LockWait::SameObject => {
             "another promotion, import or `source add` of the same object to end"
         }
+        LockWait::Registry => {
+            queued = format!(
+                "the store's registry, held by another process's transaction, to be free (at most {} s)",
+                fruix_promote::db::BUSY_TIMEOUT.as_secs()
+            );
+            &queued
+        }
     };
     eprintln!("fruix: waiting for {what} ({} is held)", escape::path(lock));
 }

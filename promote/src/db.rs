@@ -36,7 +36,7 @@ pub const DB_FILE: &str = "db.sqlite";
 pub const SCHEMA_VERSION: i64 = 2;
 /// How long a writer waits for another process's transaction, saying so
 /// ([`busy`]); the process's interrupt ends the wait before.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The schema, version by version: entry `i` migrates from `i` to `i + 1`.
 const MIGRATIONS: [&str; 2] = [
@@ -209,9 +209,10 @@ impl Database {
         let path = self.path.clone();
         let e = |e| db_error(&path, e);
         let ignored = interrupt == busy::Interrupt::Ignored;
-        if ignored {
-            busy::install(&self.conn, interrupt).map_err(e)?;
-        }
+        // Installed on this thread, which may not be the one that opened
+        // the registry: the handler names the registry it waits for from
+        // a thread-local.
+        busy::install(&self.conn, interrupt).map_err(e)?;
         let written = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -1,8 +1,9 @@
 //! Waiting for another process's transaction on the registry: said once
-//! on stderr, given up at the process's interrupt (the first Ctrl-C,
-//! SIGTERM or SIGHUP, [`fruix_core::interrupt`]) as every lock wait of the
-//! store is (but by a registration, which completes a publication), and
-//! after [`BUSY_TIMEOUT`] otherwise.
+//! (through the process's lock-wait notice, [`LockWait::Registry`]), given
+//! up at the process's interrupt (the first Ctrl-C, SIGTERM or SIGHUP,
+//! [`fruix_core::interrupt`]) as every lock wait of the store is (but by a
+//! registration, which completes a publication), and after
+//! [`BUSY_TIMEOUT`] otherwise.
 //!
 //! SQLite's own `busy_timeout` sleeps where nothing can wake it and says
 //! nothing. rusqlite's `busy_handler` takes a plain function: the registry
@@ -17,6 +18,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::BUSY_TIMEOUT;
+use crate::store::LockWait;
 
 /// How often a wait for the registry looks again (as the store's other
 /// lock waits do).
@@ -83,14 +85,10 @@ fn wait(count: i32, interrupt: Interrupt) -> bool {
     true
 }
 
-/// Says on stderr, as the store's other lock waits do, that this process
-/// waits for another one's transaction on the registry at `path`.
+/// Tells the process's lock-wait notice
+/// ([`set_lock_notice`](crate::store::set_lock_notice)) that this process
+/// waits for another one's transaction on the registry at `path`
+/// ([`LockWait::Registry`]), as the store's other lock waits do.
 fn notice(path: &Path) {
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "fruix: waiting for the store's registry, held by another process's transaction ({} is locked; at most {} s)",
-        fruix_core::escape::path(path),
-        BUSY_TIMEOUT.as_secs()
-    );
+    crate::store::notice_lock_wait(LockWait::Registry, path);
 }

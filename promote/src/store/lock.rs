@@ -275,6 +275,10 @@ pub enum LockWait {
     /// the same object ([`Store::lock_object`](super::Store::lock_object))
     /// to end.
     SameObject,
+    /// A command waits for another process's transaction on the store's
+    /// registry (its SQLite database) to end, at most
+    /// [`BUSY_TIMEOUT`](crate::db::BUSY_TIMEOUT).
+    Registry,
 }
 
 /// The notice of every store of the process, unless a store has its own.
@@ -289,7 +293,7 @@ pub fn set_lock_notice(notice: fn(LockWait, &Path)) {
 }
 
 /// Calls the process's notice ([`set_lock_notice`]), if any.
-pub(super) fn notice(waits_for: LockWait, lock: &Path) {
+pub(crate) fn notice(waits_for: LockWait, lock: &Path) {
     if let Some(notice) = NOTICE.get() {
         notice(waits_for, lock);
     }

@@ -58,6 +58,7 @@ pub use self::layout::{
     SOURCE_RESERVED_NAMES,
 };
 pub(crate) use self::lock::names_file;
+pub(crate) use self::lock::notice as notice_lock_wait;
 use self::lock::{flock, lock_noting, LockMode};
 pub use self::lock::{set_lock_notice, Lock, LockWait, TURNSTILE_PATIENCE};
 pub use self::promotion::{Promotion, TempObject};
@@ -626,14 +627,21 @@ mod tests {
         assert_eq!(listing(&empty), store_entries(), "a kept store went");
     }
 
-    /// The `.lock` files the process's lock notice was called for, and a
-    /// signal when it is.
-    static NOTICED: (std::sync::Mutex<Vec<PathBuf>>, std::sync::Condvar) =
-        (std::sync::Mutex::new(Vec::new()), std::sync::Condvar::new());
+    /// What the process's lock notice was called for (what was waited for,
+    /// and the lock), and a signal when it is.
+    #[allow(clippy::type_complexity)]
+    static NOTICED: (
+        std::sync::Mutex<Vec<(LockWait, PathBuf)>>,
+        std::sync::Condvar,
+    ) = (std::sync::Mutex::new(Vec::new()), std::sync::Condvar::new());
 
-    /// The process's lock notice in these tests: records the lock.
-    fn record_notice(_: LockWait, lock: &Path) {
-        NOTICED.0.lock().unwrap().push(lock.to_path_buf());
+    /// The process's lock notice in these tests: records the wait.
+    fn record_notice(waits_for: LockWait, lock: &Path) {
+        NOTICED
+            .0
+            .lock()
+            .unwrap()
+            .push((waits_for, lock.to_path_buf()));
         NOTICED.1.notify_all();
     }
 
@@ -641,13 +649,49 @@ mod tests {
     /// [`record_notice`], is called for `lock`: a process is about to wait
     /// for it.
     fn wait_for_notice(lock: &Path) {
+        wait_for_notice_that(|_, l| l == lock);
+    }
+
+    /// Waits (a minute at most) until the process's lock notice, set to
+    /// [`record_notice`], is called for a wait `noticed` accepts; what that
+    /// wait was for.
+    fn wait_for_notice_that(noticed: impl Fn(LockWait, &Path) -> bool) -> (LockWait, PathBuf) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let mut noticed = NOTICED.0.lock().unwrap();
-        while !noticed.iter().any(|l| l == lock) {
+        let mut seen = NOTICED.0.lock().unwrap();
+        loop {
+            if let Some(wait) = seen.iter().find(|(w, l)| noticed(*w, l)) {
+                return wait.clone();
+            }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            assert!(!left.is_zero(), "no wait for {lock:?}");
-            noticed = NOTICED.1.wait_timeout(noticed, left).unwrap().0;
+            assert!(!left.is_zero(), "no such wait: {seen:?}");
+            seen = NOTICED.1.wait_timeout(seen, left).unwrap().0;
         }
+    }
+
+    /// Regression: a write waiting for another process's transaction on
+    /// the registry printed a line of its own, which neither the CLI's
+    /// lock notice nor a library user could type or silence: it now tells
+    /// the process's notice, as every lock wait of the store does.
+    #[test]
+    fn a_write_waiting_for_the_registry_tells_the_lock_notice() {
+        set_lock_notice(record_notice);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let registry = store.db().path().to_path_buf();
+        let holder = rusqlite::Connection::open(&registry).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        std::thread::scope(|s| {
+            let writing = s.spawn(|| store.db().unregister(&["x".to_string()]));
+            let (waits_for, lock) =
+                wait_for_notice_that(|_, l| l.file_name() == registry.file_name());
+            holder.execute_batch("ROLLBACK").unwrap();
+            writing.join().unwrap().unwrap();
+            assert_eq!(waits_for, LockWait::Registry);
+            assert_eq!(
+                lock.canonicalize().unwrap(),
+                registry.canonicalize().unwrap()
+            );
+        });
     }
 
     /// Regression: opening a store made its entries (`.links`, `.locks`,
