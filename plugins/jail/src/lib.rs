@@ -331,10 +331,15 @@ impl Run for JailRun<'_> {
             // mounted in the jail: keep them.
             return Err(e);
         }
-        let work = executor.layout(ctx)?.build.work_dir;
+        let layout = executor.layout(ctx)?;
+        let work = layout.build.work_dir;
+        let jail_root = layout.jail.map(|jail| jail.root);
         let mount_points = self.acquired.mount_points;
         tokio::task::spawn_blocking(move || {
-            let unmounted = mount_point::remove(&mount_points);
+            let unmounted = match &jail_root {
+                Some(root) => mount_point::remove(root, &mount_points),
+                None => Ok(()),
+            };
             // One fruix did not make (refused by the build) is left as it is.
             let removed = remove_work_dir(&work).map(drop);
             unmounted.and(removed)
