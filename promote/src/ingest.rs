@@ -19,6 +19,7 @@ use fruix_core::TreeSignature;
 
 use crate::error::{Error, Result};
 use crate::store::Promotion;
+pub(crate) use crate::tree_reader::{owner_of, reader_of, Reader};
 
 /// One tree as read into the store's pool, its object not built yet.
 pub(crate) struct Ingested {
@@ -55,25 +56,11 @@ pub(crate) struct Tree<'a> {
     /// the store): found by the reading walk itself, with no walk of its
     /// own, and reported in [`Ingested::links_left_out`].
     pub(crate) leave_out_link: Option<&'a LinkTargetFilter<'a>>,
-    /// Read for this user: a file neither theirs nor readable by everyone
-    /// is refused (root adding a user's tree, in which a hard link to
-    /// another user's file would otherwise enter the world-readable store).
-    pub(crate) reader: Option<u32>,
-}
-
-/// For whom the tree whose directory is open at `dir` is read
-/// ([`Tree::reader`]): when root reads another user's tree (a source tree,
-/// a result root), its owner, as `fstat` finds it on the descriptor (what
-/// that user could not read stays out of the store, which anyone may
-/// read); otherwise nobody in particular.
-pub(crate) fn reader_of(dir: &std::os::fd::OwnedFd) -> Result<Option<u32>> {
-    if !rustix::process::geteuid().is_root() {
-        return Ok(None);
-    }
-    let owner = rustix::fs::fstat(dir)
-        .map_err(|e| fruix_core::Error::system(format!("cannot inspect a tree's directory: {e}")))?
-        .st_uid;
-    Ok((owner != 0).then_some(owner))
+    /// Read for this user: what they could not read is refused (root
+    /// adding a user's tree, in which a hard link to another user's file
+    /// would otherwise enter the world-readable store); see
+    /// [`crate::tree_reader`].
+    pub(crate) reader: Option<Reader>,
 }
 
 /// Reads the tree open at `dir` once (see `pipeline::ingest_artifact`).
@@ -99,16 +86,8 @@ pub(crate) fn ingest_tree(
     );
     let pool = promotion.store().pool();
     let read = |file: &mut OpenFile<'_>| {
-        if let Some(reader) = reader {
-            let (uid, bits) = file.owner;
-            if uid != reader && bits & 0o004 == 0 {
-                return Err(fruix_core::Error::UnsafePath {
-                    path: file.full_path(),
-                    message: format!(
-                        "belongs to user {uid} and is not readable by everyone, in a tree of user {reader}'s (a hard link to another user's file?): fruix, as root, adds only what the tree's owner could read; remove it, or make it readable"
-                    ),
-                });
-            }
+        if let Some(reader) = &reader {
+            reader.check(file, display)?;
         }
         pool.ingest(file, promotion.journal()).map_err(|e| match e {
             Error::Core(c) => c,

@@ -38,6 +38,7 @@ pub mod source_identity;
 pub mod stage;
 pub mod store;
 pub mod temp_roots;
+mod tree_reader;
 pub mod verify;
 
 pub use error::{Error, Result};

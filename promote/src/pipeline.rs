@@ -28,7 +28,7 @@ use crate::bundle::{is_store_path, plan_bundle, prepare_bundle, store_references
 use crate::check::check_existing;
 use crate::db::Registration;
 use crate::error::{Error, Result};
-pub(crate) use crate::ingest::{ingest_tree, reader_of, Ingested, Tree};
+pub(crate) use crate::ingest::{ingest_tree, owner_of, reader_of, Ingested, Reader, Tree};
 use crate::object::{references_text, ObjectIdentity};
 use crate::register::{self, object_files_size};
 use crate::stage::build_artifact_object;
@@ -166,7 +166,7 @@ fn ingest_artifact(
     // Root promoting a user's result root publishes only what that user
     // could read (a hard link to another user's file, which FreeBSD lets
     // a user make, is refused).
-    let reader = reader_of(&root_dir)?.or(reader_of(&dir)?);
+    let reader = Reader::for_user(owner_of(&root_dir)?.or(owner_of(&dir)?), &dir)?;
     let display = root.path().join(&a.path);
     let extra = special_modes::for_artifact(special, &a.path);
     let tree = Tree {

@@ -52,6 +52,7 @@ mod roots_review;
 mod runner_review;
 mod signature_review;
 mod signing;
+mod source_owner_review;
 mod source_review;
 mod source_untouched;
 mod sources;

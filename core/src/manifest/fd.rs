@@ -147,6 +147,10 @@ pub mod stat {
     pub fn uid(st: &Stat) -> u32 {
         st.st_uid as u32
     }
+    /// Group id.
+    pub fn gid(st: &Stat) -> u32 {
+        st.st_gid as u32
+    }
     /// Hard link count.
     pub fn nlink(st: &Stat) -> u64 {
         st.st_nlink as u64

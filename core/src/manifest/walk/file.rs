@@ -33,6 +33,8 @@ pub struct OpenFile<'a> {
     pub mode: u32,
     /// Its owner's user id, and its permission bits as they are on disk.
     pub owner: (u32, u32),
+    /// Its group id.
+    pub group: u32,
     pub(super) root: &'a Path,
     /// Counts bytes as they are read (a large file moves a display too).
     pub(super) progress: Option<&'a Progress>,
@@ -148,6 +150,7 @@ pub(super) fn read_one(
         size: stat::size(&stat),
         mode,
         owner: (stat::uid(&stat), stat::mode(&stat)),
+        group: stat::gid(&stat),
         root,
         progress: options.progress,
     };
