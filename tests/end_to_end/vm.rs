@@ -229,7 +229,7 @@ pub(crate) fn vm_build(dir: &Path, machines: &Path, machine: &str) -> Command {
 }
 
 /// [`vm_build`] with the result root `dir/name`.
-fn vm_build_into(dir: &Path, machines: &Path, machine: &str, name: &str) -> Command {
+pub(crate) fn vm_build_into(dir: &Path, machines: &Path, machine: &str, name: &str) -> Command {
     crate::util::require_tool("bmake", "bmake");
     let mut cmd = fixture_build(fruix(), "vm", dir, name);
     cmd.arg("--machines")

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::util::{spawn_piped, spawn_silenced};
+use crate::util::{run, spawn_piped, spawn_silenced, wait_until};
 use crate::vm::{
     emulator, exit_within, initrd_ignoring_the_power_button, machines, qemu_processes, signal,
-    vm_build, wait_for_the_guest_s_network, Vm, WRONG_HOST_KEY,
+    vm_build, vm_build_into, wait_for_the_guest_s_network, Vm, WRONG_HOST_KEY,
 };
 
 /// Writes `dir/bin/qemu-system-x86_64`, a shell script with `body`, and
@@ -94,6 +94,41 @@ fn ctrl_c_under_a_wrapper_that_does_not_exec_qemu_stops_qemu_and_fruix_exits() {
     assert_eq!(status.and_then(|s| s.code()), Some(130), "after {took:?}");
     assert!(took < Duration::from_secs(5), "teardown took {took:?}");
     assert_eq!(qemu_processes(dir.path()), Vec::<i32>::new());
+}
+
+/// Regression: a fruix killed with SIGKILL while its guest ran under a
+/// wrapper that does not `exec` QEMU left QEMU running for ever (the
+/// kernel's death signal reaches the wrapper alone), and the next run
+/// removed its work directory from under it. The next VM run beside it
+/// quits that QEMU through its QMP socket, then removes the directory.
+#[test]
+fn a_qemu_a_killed_fruix_left_under_a_wrapper_is_quit_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = || Vm {
+        boot_timeout: 600,
+        ..Vm::silent("silent")
+    };
+    let mut killed = spawn_silenced(&mut build_with_emulator(dir.path(), silent(), &wrapper()));
+    wait_for_the_guest_s_network(dir.path());
+    assert_eq!(qemu_processes(dir.path()).len(), 2);
+    signal(killed.id() as i32, libc::SIGKILL);
+    killed.wait().unwrap();
+    // The wrapper dies with fruix; the emulator it runs does not.
+    wait_until("the wrapper is gone", || {
+        qemu_processes(dir.path()).len() == 1
+    });
+    // The next run, into another result root beside it: its emulator
+    // fails at once, once the sweep is done.
+    let file = machines(dir.path(), &[silent()]);
+    let mut next = vm_build_into(dir.path(), &file, "silent", "next");
+    emulator_on_path(&mut next, dir.path(), "exit 1");
+    let out = run(&mut next);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("quit QEMU of guest fruix-"), "{stderr}");
+    wait_until("the QEMU left running is gone", || {
+        qemu_processes(dir.path()).is_empty()
+    });
 }
 
 /// The same wrapper, a guest ignoring its power button: the hard stop at

@@ -57,6 +57,12 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// the one it was given before it could listen there.
 pub const QEMU_PORT_ATTEMPTS: usize = 5;
 
+/// QEMU's QMP socket, in the instance's work directory.
+const QMP_SOCKET: &str = "qmp.sock";
+
+/// How long a QEMU left running gets to exit once told to `quit`.
+const QUIT_WAIT: Duration = Duration::from_secs(10);
+
 /// How often a starting QEMU's QMP socket is tried.
 const QMP_POLL: Duration = Duration::from_millis(50);
 
@@ -156,7 +162,7 @@ impl Qemu {
     }
 
     fn qmp(vm: &Instance) -> PathBuf {
-        vm.work_dir.join("qmp.sock")
+        vm.work_dir.join(QMP_SOCKET)
     }
 
     /// QEMU's own stdout and stderr.
@@ -547,4 +553,50 @@ async fn powerdown(path: &Path) -> std::io::Result<()> {
         .await?;
     lines.next_line().await?;
     Ok(())
+}
+
+/// Quits a QEMU still running from the work directory `work_dir` of a run
+/// whose fruix was killed: an emulator that a wrapper ran without `exec`,
+/// which the kernel's death signal did not reach (it reaches the wrapper
+/// alone). Through its QMP socket, which only that QEMU listens on, so no
+/// other process can be taken for it; then waits (at most [`QUIT_WAIT`])
+/// for it to close the connection as it exits. Whether one was running.
+pub(super) async fn quit_left_running(work_dir: &Path) -> std::io::Result<bool> {
+    use std::io::ErrorKind;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = match tokio::net::UnixStream::connect(work_dir.join(QMP_SOCKET)).await {
+        Ok(stream) => stream,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            return Ok(false)
+        }
+        Err(e) => return Err(e),
+    };
+    let quit = async {
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        lines.next_line().await?; // the greeting
+        write
+            .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+            .await?;
+        lines.next_line().await?;
+        write.write_all(b"{\"execute\":\"quit\"}\n").await?;
+        // Its answer, then the end of the connection as it exits (which
+        // may reset it).
+        loop {
+            match lines.next_line().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(true),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(true),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    tokio::time::timeout(QUIT_WAIT, quit)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                format!("it did not exit within {} s of `quit`", QUIT_WAIT.as_secs()),
+            ))
+        })
 }
