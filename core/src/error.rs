@@ -95,6 +95,9 @@ pub enum MetadataFileProblem {
         /// `directory`, `FIFO`, `character device`, `block device`,
         /// `socket`, `file of unknown type`.
         kind: &'static str,
+        /// What the user named it as (`secret key file`, `trusted keys
+        /// file`), read after "the"; `None` for metadata.
+        named: Option<&'static str>,
     },
     /// The file holds more than `limit` bytes.
     TooLarge {
@@ -116,9 +119,16 @@ impl std::fmt::Display for MetadataFileProblem {
                 f,
                 "is a symlink; fruix never follows symlinks in metadata: replace it with the file itself"
             ),
-            MetadataFileProblem::NotRegular { kind } => write!(
+            MetadataFileProblem::NotRegular { kind, named: None } => write!(
                 f,
                 "is a {kind}, not a regular file; metadata files are regular files: replace it"
+            ),
+            MetadataFileProblem::NotRegular {
+                kind,
+                named: Some(named),
+            } => write!(
+                f,
+                "is a {kind}, not a regular file; give the path of a regular file as the {named}"
             ),
             MetadataFileProblem::TooLarge { limit } => write!(
                 f,
@@ -127,7 +137,7 @@ impl std::fmt::Display for MetadataFileProblem {
             ),
             MetadataFileProblem::NotUtf8 { offset } => write!(
                 f,
-                "is not UTF-8 text (invalid byte at offset {offset}); metadata files are UTF-8: check where it came from"
+                "is not UTF-8 text (invalid byte at offset {offset}): check where it came from"
             ),
         }
     }

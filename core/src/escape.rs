@@ -10,9 +10,12 @@
 //! - a backslash is doubled, so that every escape below is unambiguous;
 //! - `\n`, `\t` and `\r` become those C escapes;
 //! - every other control character (U+0000–U+001F, DEL, the C1 controls
-//!   U+0080–U+009F), the bidirectional-text controls (U+202A–U+202E,
-//!   U+2066–U+2069, which reorder what a terminal shows) and each byte that
-//!   is not UTF-8 become `\ooo`, the octal value of each of their bytes;
+//!   U+0080–U+009F), every format character (Unicode general category Cf,
+//!   [`FORMAT_CHARACTERS`]: the bidirectional-text controls, which reorder
+//!   what a terminal shows, and invisible characters such as U+200B or
+//!   U+FEFF, which make one name look like another), the line and paragraph
+//!   separators U+2028 and U+2029, and each byte that is
+//!   not UTF-8 become `\ooo`, the octal value of each of their bytes;
 //! - more than [`MAX_SHOWN_BYTES`] bytes of input are cut at a character
 //!   boundary, and the output says how many bytes were left out.
 //!
@@ -203,10 +206,67 @@ pub fn serialize_paths<S: serde::Serializer>(
     serializer.collect_seq(paths.iter().map(|p| path_text(p)))
 }
 
-/// Control characters (C0, DEL, C1) and bidirectional-text controls.
-fn is_unsafe(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+/// Whether fruix escapes `c` when it prints it: a control character (C0,
+/// DEL, C1, [`char::is_control`]), a format character (Unicode general
+/// category Cf, [`FORMAT_CHARACTERS`]), or the line or paragraph separator
+/// (U+2028, U+2029), which some terminals and log viewers break a line at.
+/// A key name must hold none (`fruix_promote::sign::key_name_problem`).
+///
+/// ```
+/// use fruix_core::escape::is_unsafe;
+/// assert!(is_unsafe('\u{1b}') && is_unsafe('\u{202e}') && is_unsafe('\u{200e}'));
+/// assert!(is_unsafe('\u{2028}') && is_unsafe('\u{2029}'));
+/// assert!(!is_unsafe('a') && !is_unsafe('é') && !is_unsafe(' '));
+/// ```
+pub fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}')
+        || FORMAT_CHARACTERS
+            .binary_search_by(|&(first, last)| {
+                if last < c {
+                    std::cmp::Ordering::Less
+                } else if first > c {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+            .is_ok()
 }
+
+/// The format characters (general category Cf, Unicode 15.1), as sorted
+/// ranges: they are invisible or change how the text around them shows.
+/// Among them are every bidirectional-text control (Bidi_Control: the
+/// marks U+061C, U+200E, U+200F, the embeddings and overrides
+/// U+202A–U+202E, the isolates U+2066–U+2069), which reorder what a
+/// terminal shows, and the invisible characters that make one name look
+/// like another: the soft hyphen U+00AD, the zero-width space, non-joiner
+/// and joiner U+200B–U+200D, the word joiner and invisible operators
+/// U+2060–U+2064, and the byte order mark (zero-width no-break space)
+/// U+FEFF.
+pub const FORMAT_CHARACTERS: &[(char, char)] = &[
+    ('\u{ad}', '\u{ad}'),
+    ('\u{600}', '\u{605}'),
+    ('\u{61c}', '\u{61c}'),
+    ('\u{6dd}', '\u{6dd}'),
+    ('\u{70f}', '\u{70f}'),
+    ('\u{890}', '\u{891}'),
+    ('\u{8e2}', '\u{8e2}'),
+    ('\u{180e}', '\u{180e}'),
+    ('\u{200b}', '\u{200f}'),
+    ('\u{202a}', '\u{202e}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206f}'),
+    ('\u{feff}', '\u{feff}'),
+    ('\u{fff9}', '\u{fffb}'),
+    ('\u{110bd}', '\u{110bd}'),
+    ('\u{110cd}', '\u{110cd}'),
+    ('\u{13430}', '\u{1343f}'),
+    ('\u{1bca0}', '\u{1bca3}'),
+    ('\u{1d173}', '\u{1d17a}'),
+    ('\u{e0001}', '\u{e0001}'),
+    ('\u{e0020}', '\u{e007f}'),
+];
 
 /// The longest prefix of `b` of at most `limit` bytes that does not split a
 /// UTF-8 character (each byte that is not UTF-8 counts as one character).
@@ -249,6 +309,55 @@ mod tests {
             text("\u{202e}txt.exe").to_string(),
             "\\342\\200\\256txt.exe"
         );
+    }
+
+    /// Regression: the bidi marks (U+061C, U+200E, U+200F) and invisible
+    /// format characters printed raw, so that a key named `k1<U+200E>`
+    /// showed as `k1` in a refusal.
+    #[test]
+    fn bidi_marks_and_invisible_format_characters_are_octal() {
+        for (c, octal) in [
+            ('\u{61c}', "\\330\\234"),
+            ('\u{200e}', "\\342\\200\\216"),
+            ('\u{200f}', "\\342\\200\\217"),
+            ('\u{200b}', "\\342\\200\\213"),
+            ('\u{200d}', "\\342\\200\\215"),
+            ('\u{2060}', "\\342\\201\\240"),
+            ('\u{2064}', "\\342\\201\\244"),
+            ('\u{feff}', "\\357\\273\\277"),
+            ('\u{ad}', "\\302\\255"),
+            ('\u{e0001}', "\\363\\240\\200\\201"),
+            ('\u{2028}', "\\342\\200\\250"),
+            ('\u{2029}', "\\342\\200\\251"),
+        ] {
+            assert_eq!(text(&format!("k1{c}")).to_string(), format!("k1{octal}"));
+            assert_eq!(terminal(&format!("k1{c}\n")), format!("k1{octal}\n"));
+            assert_eq!(line(&format!("k1{c}")), format!("k1{octal}"));
+        }
+        // Their neighbours are printable, and stay.
+        for c in [
+            '\u{ac}',
+            '\u{ae}',
+            '\u{2010}',
+            '\u{2065}',
+            '\u{fefe}',
+            '\u{e0080}',
+        ] {
+            assert_eq!(text(&format!("k1{c}")).to_string(), format!("k1{c}"));
+        }
+    }
+
+    #[test]
+    fn the_format_character_ranges_are_sorted_and_apart() {
+        for (first, last) in FORMAT_CHARACTERS {
+            assert!(first <= last, "{first:?}..{last:?}");
+        }
+        for pair in FORMAT_CHARACTERS.windows(2) {
+            assert!(pair[0].1 < pair[1].0, "{pair:?}");
+        }
+        for (first, last) in FORMAT_CHARACTERS {
+            assert!(is_unsafe(*first) && is_unsafe(*last));
+        }
     }
 
     #[test]

@@ -210,14 +210,15 @@ pub fn read_metadata_file(path: &Path) -> Result<String> {
 ///
 /// A path whose symlinks make a loop leads to no file either: it is
 /// [`Error::NotFound`] too, saying so (the user's input, not a failure of
-/// this host).
-pub fn read_file_of_kind(path: &Path, kind: &str) -> Result<String> {
+/// this host). One that is not a regular file is refused naming `kind`
+/// ([`MetadataFileProblem::NotRegular`]), not as metadata.
+pub fn read_file_of_kind(path: &Path, kind: &'static str) -> Result<String> {
     let missing = |why: &str| Error::NotFound {
         path: path.to_path_buf(),
         hint: format!("{why}give the path of an existing {kind}"),
     };
-    match read_optional_named_file(path) {
-        Ok(Some(text)) => Ok(text),
+    match read_optional_file_of_kind(path, kind) {
+        Ok(Some(file)) => Ok(file.text),
         Ok(None) => Err(missing("")),
         Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ELOOP) => Err(
             missing("its symlinks make a loop (too many levels of symbolic links); "),
@@ -226,52 +227,66 @@ pub fn read_file_of_kind(path: &Path, kind: &str) -> Result<String> {
     }
 }
 
+/// A file the user named, as [`read_optional_file_of_kind`] read it.
+#[derive(Debug)]
+pub struct NamedFile {
+    /// Its text.
+    pub text: String,
+    /// The metadata (`fstat`) of the descriptor it was read through: its
+    /// owner and mode, checked without a second lookup of its path (which
+    /// a file swapped in between would pass).
+    pub metadata: fs::Metadata,
+}
+
 /// [`read_file_of_kind`] for an optional file: `None` when absent (or a
-/// symlink to nothing).
-pub fn read_optional_named_file(path: &Path) -> Result<Option<String>> {
-    utf8(path, read_regular_file(path, Follow::Yes)?)
+/// symlink to nothing), the file's text and metadata otherwise.
+pub fn read_optional_file_of_kind(path: &Path, kind: &'static str) -> Result<Option<NamedFile>> {
+    let Some((bytes, metadata)) = read_regular_file(path, Reading::Named(kind))? else {
+        return Ok(None);
+    };
+    let text = utf8(path, bytes)?;
+    Ok(Some(NamedFile { text, metadata }))
 }
 
 /// Like [`read_metadata_file`], for optional files: `None` when absent.
 pub fn read_optional_metadata_file(path: &Path) -> Result<Option<String>> {
-    utf8(path, read_optional_regular_file(path)?)
+    read_optional_regular_file(path)?
+        .map(|bytes| utf8(path, bytes))
+        .transpose()
 }
 
 /// `bytes` of the file at `path` as text.
-fn utf8(path: &Path, bytes: Option<Vec<u8>>) -> Result<Option<String>> {
-    let Some(bytes) = bytes else {
-        return Ok(None);
-    };
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|e| Error::MetadataFile {
-            path: path.to_path_buf(),
-            problem: MetadataFileProblem::NotUtf8 {
-                offset: e.utf8_error().valid_up_to(),
-            },
-        })
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| Error::MetadataFile {
+        path: path.to_path_buf(),
+        problem: MetadataFileProblem::NotUtf8 {
+            offset: e.utf8_error().valid_up_to(),
+        },
+    })
 }
 
 /// The bytes of the file at `path`, read as [`read_metadata_file`] reads
 /// (a regular file of at most [`MAX_METADATA_BYTES`], never through a
 /// symlink, never blocking), but not necessarily UTF-8: `None` when absent.
 pub fn read_optional_regular_file(path: &Path) -> Result<Option<Vec<u8>>> {
-    read_regular_file(path, Follow::No)
+    Ok(read_regular_file(path, Reading::Metadata)?.map(|(bytes, _)| bytes))
 }
 
-/// Whether [`read_regular_file`] goes through a symlink.
+/// What [`read_regular_file`] reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Follow {
-    /// A file the user names: its path is theirs to choose.
-    Yes,
-    /// Anything else: a symlink is refused unread.
-    No,
+enum Reading {
+    /// A file the user names as this kind (`secret key file`): its path is
+    /// theirs to choose, symlinks included, and a refusal names the kind.
+    Named(&'static str),
+    /// Anything else, metadata: a symlink is refused unread.
+    Metadata,
 }
 
 /// The bytes of the regular file at `path` (at most
-/// [`MAX_METADATA_BYTES`], never blocking), `None` when absent; through a
-/// symlink only with [`Follow::Yes`].
-fn read_regular_file(path: &Path, follow: Follow) -> Result<Option<Vec<u8>>> {
+/// [`MAX_METADATA_BYTES`], never blocking) and the metadata of the
+/// descriptor they were read through, `None` when absent; through a
+/// symlink only when [`Reading::Named`].
+fn read_regular_file(path: &Path, reading: Reading) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
     let refused = |problem| Error::MetadataFile {
         path: path.to_path_buf(),
         problem,
@@ -280,22 +295,22 @@ fn read_regular_file(path: &Path, follow: Follow) -> Result<Option<Vec<u8>>> {
     // opening a device can have effects (and fails on `nodev` mounts). The
     // fstat of the opened descriptor below stays the authority, for a file
     // swapped in between.
-    let looked = match follow {
-        Follow::Yes => fs::metadata(path),
-        Follow::No => fs::symlink_metadata(path),
+    let (looked, named) = match reading {
+        Reading::Named(kind) => (fs::metadata(path), Some(kind)),
+        Reading::Metadata => (fs::symlink_metadata(path), None),
     };
     match looked {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("inspect", path, e)),
         Ok(meta) => {
-            if let Some(problem) = unless_regular(meta.file_type()) {
+            if let Some(problem) = unless_regular(meta.file_type(), named) {
                 return Err(refused(problem));
             }
         }
     }
-    let nofollow = match follow {
-        Follow::Yes => 0,
-        Follow::No => libc::O_NOFOLLOW,
+    let nofollow = match reading {
+        Reading::Named(_) => 0,
+        Reading::Metadata => libc::O_NOFOLLOW,
     };
     let opened = OpenOptions::new()
         .read(true)
@@ -313,7 +328,7 @@ fn read_regular_file(path: &Path, follow: Follow) -> Result<Option<Vec<u8>>> {
         Err(e) => return Err(Error::io("open", path, e)),
     };
     let meta = file.metadata().with_path("inspect", path)?;
-    if let Some(problem) = unless_regular(meta.file_type()) {
+    if let Some(problem) = unless_regular(meta.file_type(), named) {
         return Err(refused(problem));
     }
     let too_large = MetadataFileProblem::TooLarge {
@@ -329,11 +344,12 @@ fn read_regular_file(path: &Path, follow: Follow) -> Result<Option<Vec<u8>>> {
     if bytes.len() > MAX_METADATA_BYTES {
         return Err(refused(too_large));
     }
-    Ok(Some(bytes))
+    Ok(Some((bytes, meta)))
 }
 
-/// Why a file of type `kind` is not read as metadata, if it is not a regular file.
-fn unless_regular(kind: fs::FileType) -> Option<MetadataFileProblem> {
+/// Why a file of type `kind` is not read, if it is not a regular file:
+/// as metadata, or (`named`) as the kind of file the user named.
+fn unless_regular(kind: fs::FileType, named: Option<&'static str>) -> Option<MetadataFileProblem> {
     if kind.is_file() {
         None
     } else if kind.is_symlink() {
@@ -341,6 +357,7 @@ fn unless_regular(kind: fs::FileType) -> Option<MetadataFileProblem> {
     } else {
         Some(MetadataFileProblem::NotRegular {
             kind: file_type_name(kind),
+            named,
         })
     }
 }
@@ -529,21 +546,62 @@ mod tests {
         };
         assert_eq!(
             through(&fifo, "to-fifo"),
-            MetadataFileProblem::NotRegular { kind: "FIFO" }
+            MetadataFileProblem::NotRegular {
+                kind: "FIFO",
+                named: Some("key file")
+            }
         );
         assert_eq!(
             through(Path::new("/dev/zero"), "to-zero"),
             MetadataFileProblem::NotRegular {
-                kind: "character device"
+                kind: "character device",
+                named: Some("key file")
             }
         );
         let dangling = dir.path().join("dangling");
         std::os::unix::fs::symlink("nowhere", &dangling).unwrap();
-        assert_eq!(read_optional_named_file(&dangling).unwrap(), None);
+        assert!(read_optional_file_of_kind(&dangling, "key file")
+            .unwrap()
+            .is_none());
         assert!(matches!(
             read_file_of_kind(&dangling, "key file"),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    /// Regression: a secret key file that was a FIFO or a directory was
+    /// refused saying "metadata files are regular files".
+    #[test]
+    fn a_named_file_that_is_not_regular_is_refused_as_its_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        crate::testing::mkfifo(&fifo).unwrap();
+        for path in [fifo.as_path(), dir.path()] {
+            let e = read_file_of_kind(path, "secret key file").unwrap_err();
+            let message = e.to_string();
+            assert!(
+                message.contains(
+                    "not a regular file; give the path of a regular file as the secret key file"
+                ),
+                "{message}"
+            );
+            assert!(!message.contains("metadata"), "{message}");
+        }
+    }
+
+    /// What a named file is read with is what it is: the metadata of the
+    /// descriptor its text came from.
+    #[test]
+    fn a_named_file_comes_with_its_metadata() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        fs::write(&path, "k:AAAA\n").unwrap();
+        let file = read_optional_file_of_kind(&path, "trusted keys file")
+            .unwrap()
+            .unwrap();
+        assert_eq!(file.text, "k:AAAA\n");
+        assert_eq!(file.metadata.ino(), fs::metadata(&path).unwrap().ino());
     }
 
     /// A loop of symlinks named as a file is the user's input, like a
@@ -572,8 +630,11 @@ mod tests {
             .expect("reading a FIFO must not block");
         assert_refused(
             refused,
-            MetadataFileProblem::NotRegular { kind: "FIFO" },
-            "is a FIFO, not a regular file",
+            MetadataFileProblem::NotRegular {
+                kind: "FIFO",
+                named: None,
+            },
+            "is a FIFO, not a regular file; metadata files are regular files",
         );
     }
 
@@ -583,13 +644,17 @@ mod tests {
             refusal(Path::new("/dev/zero")),
             MetadataFileProblem::NotRegular {
                 kind: "character device",
+                named: None,
             },
             "is a character device, not a regular file",
         );
         let dir = tempfile::tempdir().unwrap();
         assert_refused(
             refusal(dir.path()),
-            MetadataFileProblem::NotRegular { kind: "directory" },
+            MetadataFileProblem::NotRegular {
+                kind: "directory",
+                named: None,
+            },
             "is a directory, not a regular file",
         );
     }

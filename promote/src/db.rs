@@ -35,7 +35,7 @@ pub const DB_FILE: &str = "db.sqlite";
 /// The schema this fruix writes.
 pub const SCHEMA_VERSION: i64 = 2;
 /// How long a writer waits for another process's transaction, saying so
-/// ([`busy`]); the process's interrupt ends the wait before.
+/// (`busy`); the process's interrupt ends the wait before.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The schema, version by version: entry `i` migrates from `i` to `i + 1`.

@@ -64,7 +64,8 @@ pub enum KeyNameProblem {
         /// Its length in bytes.
         bytes: usize,
     },
-    /// The name holds `:`, white space or a control character.
+    /// The name holds `:`, white space, a control character or a format
+    /// character ([`escape::is_unsafe`]).
     Character,
 }
 
@@ -77,7 +78,10 @@ impl std::fmt::Display for KeyNameProblem {
                 "it is {bytes} bytes long, over the cap of {MAX_KEY_NAME_BYTES} (every signature carries the name, and an import reads signatures of at most {MAX_SIGNATURE_BYTES} bytes)"
             ),
             KeyNameProblem::Character => {
-                write!(f, "it holds ':', white space or a control character")
+                write!(
+                    f,
+                    "it holds ':', white space, a control character or an invisible or bidirectional-text format character"
+                )
             }
         }
     }
@@ -87,16 +91,13 @@ impl std::fmt::Display for KeyNameProblem {
 /// empty, must fit [`MAX_KEY_NAME_BYTES`] (every signature carries it, and
 /// must fit an import's cap), must have no `:` and no white space (the
 /// `NAME` of `NAME:BASE64` texts would not read back otherwise), and no
-/// control character (C0, DEL, C1) or bidirectional-text control
-/// (U+202A–U+202E, U+2066–U+2069): what prints a signature must not print
-/// those to a terminal.
+/// character fruix escapes when it prints ([`escape::is_unsafe`]): no
+/// control character (C0, DEL, C1) and no format character (Unicode
+/// general category Cf: the bidirectional-text controls and marks, and
+/// invisible characters such as U+200B or U+FEFF). A name printed in a
+/// refusal shows as it is, and no name looks like another.
 pub fn key_name_problem(name: &str) -> Option<KeyNameProblem> {
-    let bad = |c: char| {
-        c == ':'
-            || c.is_whitespace()
-            || c.is_control()
-            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
+    let bad = |c: char| c == ':' || c.is_whitespace() || escape::is_unsafe(c);
     if name.is_empty() {
         Some(KeyNameProblem::Empty)
     } else if name.len() > MAX_KEY_NAME_BYTES {
@@ -443,6 +444,39 @@ mod tests {
         std::fs::write(dir.path().join("secret"), key.to_text()).unwrap();
         let read = SecretKey::read(&dir.path().join("secret")).unwrap();
         assert_eq!(read.name, "builder-1.example.org");
+    }
+
+    /// Regression: a key name with a bidi mark (U+061C, U+200E, U+200F) or
+    /// an invisible format character was accepted, and a refusal naming it
+    /// looked like one naming the key without it.
+    #[test]
+    fn a_key_name_with_a_bidi_mark_or_an_invisible_character_is_refused() {
+        for c in [
+            '\u{61c}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{200b}',
+            '\u{200c}',
+            '\u{200d}',
+            '\u{2060}',
+            '\u{2064}',
+            '\u{feff}',
+            '\u{ad}',
+            '\u{e0001}',
+        ] {
+            let name = format!("k1{c}");
+            assert_eq!(
+                key_name_problem(&name),
+                Some(KeyNameProblem::Character),
+                "{name:?}"
+            );
+            let refused = SecretKey::generate(&name);
+            assert!(
+                matches!(&refused, Err(Error::InvalidKeyName { name: n }) if *n == name),
+                "{name:?}: {refused:?}"
+            );
+        }
+        assert!(is_key_name("k1-é✓"));
     }
 
     /// Regression: a key name of any length was accepted, and its

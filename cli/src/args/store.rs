@@ -178,7 +178,7 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateKeyArgs {
-    /// The key's name, which signatures carry (e.g. builder-1.example.org-1): at most 935 bytes, without ':', white space or control characters.
+    /// The key's name, which signatures carry (e.g. builder-1.example.org-1): at most 935 bytes, without ':', white space, or control, bidirectional-text or other invisible characters.
     #[arg(long, value_name = "NAME")]
     pub name: String,
     /// Where to write the secret key (mode 0600; never overwritten).

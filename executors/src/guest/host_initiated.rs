@@ -267,14 +267,11 @@ const MAX_HOST_NAME_BYTES: usize = 255;
 
 /// The guest's host name from what `uname -n` printed (`said`, the tail of
 /// its stdout): one line of 1 to [`MAX_HOST_NAME_BYTES`] bytes, without white
-/// space, control or bidirectional-text characters. It goes into
+/// space or a character fruix escapes ([`fruix_core::escape::is_unsafe`]:
+/// control, bidirectional-text and other invisible characters). It goes into
 /// `promotion.scm`, so anything else is refused rather than recorded.
 fn guest_host_name(said: &str, guest: &impl std::fmt::Display) -> Result<String> {
-    let bad = |c: char| {
-        c.is_whitespace()
-            || c.is_control()
-            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
+    let bad = |c: char| c.is_whitespace() || fruix_core::escape::is_unsafe(c);
     let name = said.trim_end_matches('\n');
     if name.is_empty() || name.len() > MAX_HOST_NAME_BYTES || name.chars().any(bad) {
         return Err(Error::system(format!(
@@ -364,6 +361,10 @@ mod tests {
             "tab\there".to_string(),
             "esc\u{1b}[2J".to_string(),
             "bidi\u{202e}".to_string(),
+            // Regression: a bidi mark or an invisible character was taken
+            // into promotion.scm (the check listed the overrides alone).
+            "mark\u{200e}".to_string(),
+            "zero\u{200b}width".to_string(),
             "h".repeat(MAX_HOST_NAME_BYTES + 1),
         ] {
             let e = guest_host_name(&bad, &"g").unwrap_err();

@@ -29,6 +29,10 @@ const NO_ARCHIVE: &str = "no archive was written";
 
 /// The keys `args` trust: every `--trusted-key`, and the keys file's lines.
 /// The default file may be absent; a file named otherwise must be readable.
+/// A file that others than its owner may write, or that neither this user
+/// nor root owns, is refused (exit 2), as OpenSSH's `StrictModes` refuses
+/// an `authorized_keys`: whoever may write it decides what this store
+/// trusts.
 pub fn trust(args: &TrustArgs) -> CliResult<Trust> {
     let mut keys = Vec::new();
     for key in &args.trusted_keys {
@@ -39,11 +43,22 @@ pub fn trust(args: &TrustArgs) -> CliResult<Trust> {
         );
     }
     let file = &args.trusted_keys_file;
+    let cannot = |verb: &str, why: String| {
+        CliError::usage(format!(
+            "cannot {verb} the trusted keys file {}: {why}",
+            escape::path(file)
+        ))
+    };
     // Read as every file fruix is named is: a regular file (through the
-    // symlinks of its path), bounded, never waiting on a FIFO.
-    match fruix_core::fsutil::read_optional_named_file(file) {
-        Ok(Some(text)) => {
-            for (n, line) in text.lines().enumerate() {
+    // symlinks of its path), bounded, never waiting on a FIFO. Its owner
+    // and mode are those of the descriptor read (fstat), not of a second
+    // lookup of its path.
+    match fruix_core::fsutil::read_optional_file_of_kind(file, "trusted keys file") {
+        Ok(Some(read)) => {
+            if let Some(why) = unsafe_owner_or_mode(file, &read.metadata) {
+                return Err(cannot("use", why));
+            }
+            for (n, line) in read.text.lines().enumerate() {
                 let at = || format!("{}:{}", escape::path(file), n + 1);
                 let Some(key) = trusted_key_text(line)
                     .map_err(|m| CliError::usage(format!("{}: {m}", at())))?
@@ -56,22 +71,52 @@ pub fn trust(args: &TrustArgs) -> CliResult<Trust> {
             }
         }
         Ok(None) if file == Path::new(defaults::TRUSTED_KEYS_FILE) => {}
-        Ok(None) => {
-            return Err(CliError::usage(format!(
-                "cannot read the trusted keys file {}: it does not exist",
-                escape::path(file)
-            )))
-        }
-        Err(e) => {
-            return Err(CliError::usage(format!(
-                "cannot read the trusted keys file: {e}"
-            )))
-        }
+        Ok(None) => return Err(cannot("read", "it does not exist".into())),
+        Err(e) => return Err(cannot("read", unreadable(e))),
     }
     Ok(Trust {
         keys,
         check_signatures: !args.no_check_sigs,
     })
+}
+
+/// Why a read of a trusted keys file failed, read after "cannot read the
+/// trusted keys file PATH: " (which names the file already).
+fn unreadable(e: fruix_core::Error) -> String {
+    match e {
+        fruix_core::Error::MetadataFile { problem, .. } => format!("it {problem}"),
+        fruix_core::Error::Io { action, source, .. } => format!("failed to {action} it: {source}"),
+        e => e.to_string(),
+    }
+}
+
+/// Why the trusted keys file `file`, whose descriptor's metadata is `meta`,
+/// must not be trusted, if it must not: another user than its owner may
+/// write it (its group or others), or its owner is neither this user nor
+/// root. Either could make this store trust any key.
+fn unsafe_owner_or_mode(file: &Path, meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode() & 0o7777;
+    let writers = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => "its group and by others",
+        (true, false) => "its group",
+        (false, true) => "others",
+        (false, false) => "",
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let owner = meta.uid();
+    if !writers.is_empty() {
+        Some(format!(
+            "it may be written by {writers} (mode {mode:04o}), who could make this store trust any key; make it writable by its owner alone: chmod go-w {}",
+            escape::path(file)
+        ))
+    } else if owner != me && owner != 0 {
+        Some(format!(
+            "it is owned by user {owner}, neither this user ({me}) nor root, who could make this store trust any key; use a file that this user or root owns (copy it, or chown it)"
+        ))
+    } else {
+        None
+    }
 }
 
 /// The key a trusted-keys file's `line` holds, or `None` when it holds

@@ -28,7 +28,7 @@ fn create_new(path: &Path, mode: u32) -> CliResult<std::fs::File> {
 pub fn generate_key(args: GenerateKeyArgs) -> CliResult {
     if let Some(problem) = key_name_problem(&args.name) {
         return Err(CliError::usage(format!(
-            "--name {}: {problem}; give a name of at most {MAX_KEY_NAME_BYTES} bytes without ':', white space or control characters",
+            "--name {}: {problem}; give a name of at most {MAX_KEY_NAME_BYTES} bytes without ':', white space, control or format characters (such as U+200E or U+FEFF)",
             escape::quoted(&args.name)
         )));
     }

@@ -1,0 +1,225 @@
+//! Regressions from a review of trust: a trusted keys file that others may
+//! write (or that another user owns) was used silently, a key file or
+//! trusted keys file that is a FIFO or a directory was called a "metadata
+//! file", and a key name could hold a bidi mark or an invisible character.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::signing::{info, key, signed_by};
+use crate::util::{
+    failed_with, fruix, json_error, promote_report, run, run_ok, sample_root, store_export,
+    store_import,
+};
+
+/// A store at `dir/store` holding nothing, and an archive `dir/archive` of
+/// a `world` artifact signed by the key whose public text is returned (its
+/// store moved away, so that the archive imports into `dir/store`).
+/// Returns the archive, the artifact's path and the public key.
+fn signed_archive(dir: &Path) -> (PathBuf, String, String) {
+    let (secret, public) = key(dir, "builder-1");
+    let store = dir.join("store");
+    let report = promote_report(
+        &store,
+        &sample_root(dir, "root"),
+        &["--sign-with", secret.to_str().unwrap()],
+    );
+    let world = report["artifacts"]["world"]["store_path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let archive = dir.join("archive");
+    run_ok(&mut store_export(&store, &archive, &[], &world));
+    std::fs::rename(&store, dir.join("original")).unwrap();
+    (archive, world, public)
+}
+
+/// Writes `text` to `path` with mode `mode` (whatever the umask).
+fn write_with_mode(path: &Path, text: &str, mode: u32) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Every command that reads a trusted keys file, given `trusted` by its
+/// flag: an import, a copy from another store (refused before it
+/// connects) and a serve (before it reads a request).
+fn commands_trusting(dir: &Path, archive: &Path, trusted: &Path) -> Vec<std::process::Command> {
+    let store = dir.join("store");
+    let flag = ["--trusted-keys-file", trusted.to_str().unwrap()];
+    let mut copy = fruix();
+    copy.args(["store", "copy", "--from", "ssh://nobody@127.0.0.1:1"])
+        .args(flag)
+        .arg("--store")
+        .arg(&store)
+        .arg("/frx/store/nothing");
+    let mut serve = fruix();
+    serve
+        .args(["store", "serve"])
+        .args(flag)
+        .arg("--store")
+        .arg(&store)
+        .stdin(std::process::Stdio::null());
+    vec![store_import(&store, archive, &flag), copy, serve]
+}
+
+/// Regression: a trusted keys file that its group or others may write was
+/// used silently (any local user who could write it got objects into the
+/// store). It is refused (exit 2) as OpenSSH's StrictModes refuses an
+/// `authorized_keys`, saying how to fix it, under `--json` too, and
+/// whether named by the flag or the environment.
+#[test]
+fn a_trusted_keys_file_others_may_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, world, public) = signed_archive(dir.path());
+    let trusted = dir.path().join("trusted-keys");
+    let store = dir.path().join("store");
+    for (mode, writers) in [
+        (0o666, "by its group and by others (mode 0666)"),
+        (0o620, "by its group (mode 0620)"),
+        (0o602, "by others (mode 0602)"),
+    ] {
+        write_with_mode(&trusted, &public, mode);
+        for mut command in commands_trusting(dir.path(), &archive, &trusted) {
+            let out = run(&mut command);
+            failed_with(
+                &format!("{command:?}"),
+                &out,
+                2,
+                &[
+                    &format!("cannot use the trusted keys file {}", trusted.display()),
+                    writers,
+                    &format!("chmod go-w {}", trusted.display()),
+                ],
+            );
+        }
+        let mut from_env = store_import(&store, &archive, &["--json"]);
+        from_env.env("FRUIX_TRUSTED_KEYS_FILE", &trusted);
+        json_error(&run(&mut from_env), 2, "chmod go-w");
+        assert!(!store.join(world.rsplit('/').next().unwrap()).exists());
+    }
+    // Writable by its owner alone, it is used.
+    write_with_mode(&trusted, &public, 0o644);
+    run_ok(&mut store_import(
+        &store,
+        &archive,
+        &["--trusted-keys-file", trusted.to_str().unwrap()],
+    ));
+    assert!(signed_by(&info(&store, &world), &public));
+}
+
+/// Regression: a trusted keys file owned by another user (neither the one
+/// running fruix nor root) was used. Run as root, as the other tests of
+/// another user's files are: root owns what it writes.
+#[test]
+fn a_trusted_keys_file_another_user_owns_is_refused() {
+    let dir = crate::util::dir_for_root_and_others("trusts another user's keys file");
+    let (archive, _, public) = signed_archive(dir.path());
+    let trusted = dir.path().join("trusted-keys");
+    write_with_mode(&trusted, &public, 0o644);
+    std::os::unix::fs::chown(&trusted, Some(12345), None).unwrap();
+    for mut command in commands_trusting(dir.path(), &archive, &trusted) {
+        let out = run(&mut command);
+        failed_with(
+            &format!("{command:?}"),
+            &out,
+            2,
+            &[
+                &format!("cannot use the trusted keys file {}", trusted.display()),
+                "owned by user 12345, neither this user (0) nor root",
+            ],
+        );
+    }
+    // Root's own is used.
+    std::os::unix::fs::chown(&trusted, Some(0), None).unwrap();
+    run_ok(&mut store_import(
+        &dir.path().join("store"),
+        &archive,
+        &["--trusted-keys-file", trusted.to_str().unwrap()],
+    ));
+}
+
+/// Regression: a secret key file or a trusted keys file that was a FIFO or
+/// a directory was refused saying "metadata files are regular files", and
+/// the trusted keys file's refusals read differently (`cannot read the
+/// trusted keys file PATH: it does not exist`, but `cannot read the trusted
+/// keys file: PATH: is a FIFO`).
+#[test]
+fn key_files_that_are_not_regular_are_named_for_what_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    fruix_core::testing::mkfifo(&fifo).unwrap();
+    let directory = dir.path().join("directory");
+    std::fs::create_dir(&directory).unwrap();
+    let store = dir.path().join("store");
+    for (path, kind) in [(&fifo, "FIFO"), (&directory, "directory")] {
+        let out = run(fruix()
+            .args(["store", "sign", "--store"])
+            .arg(&store)
+            .arg("--secret-key")
+            .arg(path)
+            .arg("/frx/store/nothing"));
+        let stderr = failed_with(
+            "a secret key file that is no file",
+            &out,
+            2,
+            &[&format!(
+                "is a {kind}, not a regular file; give the path of a regular file as the secret key file"
+            )],
+        );
+        assert!(!stderr.contains("metadata"), "{stderr}");
+        let out = run(&mut store_import(
+            &store,
+            Path::new("/dev/null"),
+            &["--trusted-keys-file", path.to_str().unwrap()],
+        ));
+        let stderr = failed_with(
+            "a trusted keys file that is no file",
+            &out,
+            2,
+            &[&format!(
+                "cannot read the trusted keys file {}: it is a {kind}, not a regular file; give the path of a regular file as the trusted keys file",
+                path.display()
+            )],
+        );
+        assert!(!stderr.contains("metadata"), "{stderr}");
+    }
+    let missing = dir.path().join("missing");
+    let out = run(&mut store_import(
+        &store,
+        Path::new("/dev/null"),
+        &["--json", "--trusted-keys-file", missing.to_str().unwrap()],
+    ));
+    json_error(
+        &out,
+        2,
+        &format!(
+            "cannot read the trusted keys file {}: it does not exist",
+            missing.display()
+        ),
+    );
+}
+
+/// Regression: a key name with a bidi mark (U+200E) or an invisible
+/// character (U+200B, U+FEFF) was accepted: a refusal naming the key then
+/// looked like one naming the key without it.
+#[test]
+fn a_key_name_with_a_bidi_mark_or_an_invisible_character_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, name) in ["k1\u{200e}", "k1\u{200b}", "k1\u{feff}", "k1\u{61c}"]
+        .iter()
+        .enumerate()
+    {
+        let (secret, public) = (
+            dir.path().join(format!("{n}.sec")),
+            dir.path().join(format!("{n}.pub")),
+        );
+        let out = run(fruix()
+            .args(["store", "generate-key", "--name", name, "--secret-key"])
+            .arg(&secret)
+            .arg("--public-key")
+            .arg(&public));
+        let stderr = failed_with(name, &out, 2, &["--name \"k1\\3", "format character"]);
+        assert!(!stderr.contains(name), "{stderr}");
+        assert!(!secret.exists() && !public.exists());
+    }
+}
