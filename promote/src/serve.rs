@@ -33,23 +33,30 @@
 //! its request or answer, with no intermediate copy of its names.
 //!
 //! The client trusts the server's answers no more than its archives: a
-//! closure must name each object asked for once, and an exported archive
-//! must hold exactly the objects asked for ([`Client::fetch`]), or it is
-//! refused and the store is not changed.
+//! closure must name each object asked for once, and only store objects,
+//! and an exported archive must hold exactly the objects asked for
+//! ([`Client::fetch`]), or it is refused and the store is not changed.
+//!
+//! The client ends a session by ending the server's input after its last
+//! request ([`ServingSide::end_input`]); the server then ends, sending
+//! nothing after its last answer (or archive), and exits 0. A session that
+//! does not end so fails ([`Client::finish`]); when its last request was an
+//! export, before anything of the archive is published.
 
-use std::collections::BTreeSet;
 use std::io::{self, BufRead, Write};
 use std::marker::PhantomData;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{
-    export, export_order, import_for_copy, ExportReport, ImportOptions, ImportReport,
-};
+use crate::archive::{export, export_order, import_for_copy, ImportOptions};
 use crate::error::{ArchiveProblem, Error, Result};
 use crate::store::Store;
+
+mod client;
+
+pub use client::{Client, ServingSide};
 
 /// The protocol's version.
 pub const VERSION: u32 = 1;
@@ -246,7 +253,11 @@ fn write_json(out: &mut impl Write, value: &impl Serialize) -> Result<()> {
     line.push(b'\n');
     out.write_all(&line)
         .and_then(|()| out.flush())
-        .map_err(|e| protocol_error(format!("cannot write: {e}")))
+        .map_err(cannot_write)
+}
+
+fn cannot_write(e: io::Error) -> Error {
+    protocol_error(format!("cannot write: {e}"))
 }
 
 fn answer_error(e: &Error) -> Answer<Empty> {
@@ -377,350 +388,9 @@ pub fn serve(
                     }
                 };
                 export(store, &order, &mut output, options.progress)?;
-                output
-                    .flush()
-                    .map_err(|e| protocol_error(format!("cannot write: {e}")))?;
+                output.flush().map_err(cannot_write)?;
             }
         }
     }
     Ok(())
-}
-
-/// The client side of a session with a serving store.
-pub struct Client<R, W> {
-    input: R,
-    output: W,
-    /// The serving store's path.
-    pub store: PathBuf,
-}
-
-/// What went wrong on the other side (the store at `store`, once known),
-/// as an error here.
-fn remote(e: RemoteError, store: Option<&Path>) -> Error {
-    let absent = e
-        .absent
-        .filter(|n| crate::verify::is_object_name(n.as_bytes()));
-    match (e.problem, absent, store) {
-        _ if e.no_store.is_some() => Error::NoStore {
-            path: e.no_store.map(PathBuf::from).unwrap_or_default(),
-        },
-        (Some(problem), _, _) => Error::ArchiveRefused {
-            object: None,
-            problem,
-            message: format!(
-                "the other store refused it: {}",
-                fruix_core::escape::text(&e.message)
-            ),
-        },
-        (None, Some(name), Some(store)) => Error::NotInStore {
-            path: store.join(name),
-            store: store.to_path_buf(),
-            remote: true,
-        },
-        _ => fruix_core::Error::system(format!(
-            "the other store: {}",
-            fruix_core::escape::text(&e.message)
-        ))
-        .into(),
-    }
-}
-
-impl<R: BufRead, W: Write> Client<R, W> {
-    /// Greets the server on `input` (its output) and `output` (its input).
-    /// A server with no store at the path it was given answers so:
-    /// [`Error::NoStore`] with that path, which is the other machine's.
-    pub fn start(mut input: R, mut output: W) -> Result<Client<R, W>> {
-        write_json(&mut output, &Request::Hello { version: VERSION })?;
-        let hello: Hello = Self::read_answer(&mut input, None)?;
-        Ok(Client {
-            input,
-            output,
-            store: hello.store,
-        })
-    }
-
-    /// The next answer; `store` is the serving store's path, once known.
-    fn read_answer<T: for<'de> Deserialize<'de>>(input: &mut R, store: Option<&Path>) -> Result<T> {
-        let line = read_line(input, MAX_LINE)?.ok_or_else(|| {
-            protocol_error(
-                "the other side closed the connection without answering (is fruix installed there, and on PATH? see --remote-program)",
-            )
-        })?;
-        match serde_json::from_slice::<Answer<T>>(&line) {
-            Ok(Answer::Ok(value)) => Ok(value),
-            Ok(Answer::Error(e)) => Err(remote(e, store)),
-            Err(e) => Err(protocol_error(format!(
-                "bad answer ({e}): {}",
-                String::from_utf8_lossy(&line[..line.len().min(200)])
-            ))),
-        }
-    }
-
-    fn ask<T: for<'de> Deserialize<'de>>(&mut self, request: &Request) -> Result<T> {
-        if let Request::Valid { names } | Request::Closure { names } | Request::Export { names } =
-            request
-        {
-            if names.len() > MAX_NAMES {
-                return Err(protocol_error(format!(
-                    "{} objects in one request, more than the {MAX_NAMES} the store protocol carries (an archive's object cap); copy fewer at a time",
-                    names.len()
-                )));
-            }
-        }
-        write_json(&mut self.output, request)?;
-        Self::read_answer(&mut self.input, Some(&self.store))
-    }
-
-    /// Those of `names` the other store holds.
-    pub fn valid(&mut self, names: &[String]) -> Result<Vec<String>> {
-        let valid: Valid = self.ask(&Request::Valid {
-            names: names.to_vec(),
-        })?;
-        Ok(valid.valid)
-    }
-
-    /// The closure of `names` in the other store, references first. An
-    /// answer that names an object twice, or leaves out one of `names`, is
-    /// refused ([`Error::ArchiveRefused`]); whether each is a store object
-    /// name is [`Client::fetch`]'s check.
-    pub fn closure(&mut self, names: &[String]) -> Result<Vec<String>> {
-        let closure: Names = self.ask(&Request::Closure {
-            names: names.to_vec(),
-        })?;
-        let mut seen = BTreeSet::new();
-        let twice = closure.names.iter().find(|n| !seen.insert(n.as_str()));
-        let left_out = names.iter().find(|n| !seen.contains(n.as_str()));
-        let fault = match (twice, left_out) {
-            (Some(name), _) => format!("names {} twice", fruix_core::escape::quoted(name)),
-            (None, Some(name)) => format!("leaves out {}", fruix_core::escape::quoted(name)),
-            (None, None) => return Ok(closure.names),
-        };
-        Err(Error::ArchiveRefused {
-            object: None,
-            problem: ArchiveProblem::Malformed,
-            message: format!("the other store's closure of the objects asked for {fault}"),
-        })
-    }
-
-    /// Sends `names` of `store` (references first) for the other store to
-    /// import. Returns what was written and what the other side imported.
-    pub fn send(
-        &mut self,
-        store: &Store,
-        names: &[String],
-        progress: Option<&fruix_core::manifest::Progress>,
-    ) -> Result<(ExportReport, ImportReport)> {
-        write_json(&mut self.output, &Request::Import)?;
-        let sent = export(store, names, &mut self.output, progress)?;
-        self.output
-            .flush()
-            .map_err(|e| protocol_error(format!("cannot write: {e}")))?;
-        let imported: ImportReport = Self::read_answer(&mut self.input, Some(&self.store))?;
-        Ok((sent, imported))
-    }
-
-    /// Fetches `names` from the other store (which sends references first) into
-    /// `store`, checked with `options`. The archive must hold exactly
-    /// `names` ([`ImportOptions::import_expected`]): one that lacks one, or
-    /// holds another object, is refused, and a name that is no store object
-    /// name refuses it before it is read; nothing else is ever published.
-    pub fn fetch(
-        &mut self,
-        store: &Store,
-        names: &[String],
-        options: &ImportOptions<'_>,
-    ) -> Result<ImportReport> {
-        let expected: BTreeSet<String> = names.iter().cloned().collect();
-        let _: Empty = self.ask(&Request::Export {
-            names: names.to_vec(),
-        })?;
-        let options = ImportOptions {
-            whole_input: false,
-            ..*options
-        };
-        options.import_expected(store, &mut self.input, &expected)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Cursor;
-
-    use fruix_core::testing::TestDir;
-
-    use super::*;
-    use crate::archive::Trust;
-    use crate::{promote_native_build_result, PromoteOptions};
-
-    /// A store's sample objects exported, then the store moved away, so
-    /// that `here` (a new, empty store at its path) lacks them all.
-    struct Exported {
-        dir: TestDir,
-        here: Store,
-        /// The sample world and kernel artifacts' names.
-        world: String,
-        kernel: String,
-        /// The archive of `[world]`, of `[kernel]`, and of both.
-        of_world: Vec<u8>,
-        of_kernel: Vec<u8>,
-        of_both: Vec<u8>,
-    }
-
-    impl Exported {
-        fn new() -> Exported {
-            let dir = TestDir::new();
-            let there = Store::open(&dir.store()).unwrap();
-            let root = dir.root("r1", "local", "20260405T213444Z", true);
-            let report =
-                promote_native_build_result(&root, &there, &PromoteOptions::default()).unwrap();
-            let name = |a: &str| {
-                let path = &report.artifacts[a].store_path;
-                path.file_name().unwrap().to_str().unwrap().to_string()
-            };
-            let (world, kernel) = (name("world"), name("kernel"));
-            let archive = |names: &[&String]| {
-                let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-                let mut out = Vec::new();
-                export(&there, &names, &mut out, None).unwrap();
-                out
-            };
-            let (of_world, of_kernel) = (archive(&[&world]), archive(&[&kernel]));
-            let of_both = archive(&[&world, &kernel]);
-            drop(there);
-            std::fs::rename(dir.store(), dir.join("there")).unwrap();
-            let here = Store::open(&dir.store()).unwrap();
-            Exported {
-                dir,
-                here,
-                world,
-                kernel,
-                of_world,
-                of_kernel,
-                of_both,
-            }
-        }
-
-        /// A client whose server answers `hello`, then `answers` (each a
-        /// whole answer: a JSON line, an export's followed by its archive).
-        fn client(&self, answers: &[&[u8]]) -> Client<Cursor<Vec<u8>>, Vec<u8>> {
-            let mut input = format!(
-                "{{\"ok\":{{\"version\":1,\"store\":{}}}}}\n",
-                serde_json::to_string(&self.dir.store()).unwrap()
-            )
-            .into_bytes();
-            input.extend(answers.concat());
-            Client::start(Cursor::new(input), Vec::new()).unwrap()
-        }
-
-        /// `names` fetched into `here` from a server answering `archive`,
-        /// without signature checks.
-        fn fetch(&self, names: &[&String], archive: &[u8]) -> Result<ImportReport> {
-            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            let mut client = self.client(&[b"{\"ok\":{}}\n", archive]);
-            let trust = Trust::default();
-            let options = ImportOptions::new(&trust);
-            client.fetch(&self.here, &names, &options)
-        }
-
-        /// The objects in `here`, by name (its entries not starting with `.`).
-        fn objects(&self) -> Vec<String> {
-            let mut out: Vec<String> = std::fs::read_dir(self.here.path())
-                .unwrap()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect();
-            out.sort();
-            out
-        }
-    }
-
-    /// The message of a refusal as malformed; panics on any other error.
-    fn malformed(e: Error) -> String {
-        match e {
-            Error::ArchiveRefused {
-                problem: ArchiveProblem::Malformed,
-                ..
-            } => e.to_string(),
-            other => panic!("not refused as malformed: {other}"),
-        }
-    }
-
-    /// Regression: a server could answer an export with an empty archive,
-    /// or with objects not asked for (which were imported), and the fetch
-    /// succeeded. The archive must hold exactly the objects asked for, or
-    /// nothing is published.
-    #[test]
-    fn a_fetch_publishes_the_objects_asked_for_and_nothing_else() {
-        let t = Exported::new();
-        let store = t.dir.store().display().to_string();
-        let empty = format!("fruix-archive 1\nstore {store}\nend-archive\n");
-        let world = &t.world;
-        let too_long = format!("{}{}", &world[..47], "x".repeat(1000));
-        let cases: [(&str, Vec<&String>, &[u8], &str); 5] = [
-            (
-                "an empty archive",
-                vec![world],
-                empty.as_bytes(),
-                "the object was asked for, but the archive ends without it",
-            ),
-            (
-                "another object",
-                vec![world],
-                &t.of_kernel,
-                "was not asked for",
-            ),
-            (
-                "one more object",
-                vec![world],
-                &t.of_both,
-                "was not asked for",
-            ),
-            (
-                "one object of two",
-                vec![world, &t.kernel],
-                &t.of_world,
-                "the archive ends without it",
-            ),
-            (
-                "a name no object has",
-                vec![world, &too_long],
-                &t.of_world,
-                "which is not a store object name",
-            ),
-        ];
-        for (what, names, archive, says) in cases {
-            let message = malformed(t.fetch(&names, archive).unwrap_err());
-            assert!(message.contains(says), "{what}: {message}");
-            assert!(t.objects().is_empty(), "{what}: {:?}", t.objects());
-            assert!(!t.here.is_valid(&t.kernel).unwrap(), "{what}");
-        }
-        let report = t.fetch(&[world], &t.of_world).unwrap();
-        assert_eq!(report.imported, [t.here.path().join(world)]);
-        assert_eq!(t.objects(), std::slice::from_ref(world));
-    }
-
-    /// Regression: a closure answer was taken as it came; one that leaves
-    /// out an object asked for made a copy fetch nothing and succeed.
-    #[test]
-    fn a_closure_that_leaves_out_an_object_asked_for_or_names_one_twice_is_refused() {
-        let t = Exported::new();
-        let asked = [t.world.clone()];
-        let answer = |names: &[&String]| format!("{{\"ok\":{{\"names\":{names:?}}}}}\n");
-        let cases = [
-            (answer(&[&t.kernel]), "leaves out"),
-            (answer(&[&t.world, &t.world]), "twice"),
-        ];
-        for (line, says) in cases {
-            let mut client = t.client(&[line.as_bytes()]);
-            let message = malformed(client.closure(&asked).unwrap_err());
-            assert!(message.contains(says), "{line}: {message}");
-        }
-        let line = answer(&[&t.kernel, &t.world]);
-        let mut client = t.client(&[line.as_bytes()]);
-        assert_eq!(
-            client.closure(&asked).unwrap(),
-            [t.kernel.clone(), t.world.clone()]
-        );
-    }
 }

@@ -163,7 +163,7 @@ fn a_copy_from_takes_exactly_the_objects_asked_for() {
                 closure(&["../../etc/passwd", &t.world]),
                 exported(&t.of_world),
             ],
-            says: "\"../../etc/passwd\" was asked for, which is not a store object name".into(),
+            says: "the other store's closure answer names \"../../etc/passwd\", which is not a store object name".into(),
         },
         Case {
             what: "a long name in a closure",
@@ -174,7 +174,7 @@ fn a_copy_from_takes_exactly_the_objects_asked_for() {
                 exported(&t.of_world),
             ],
             // Shown cut short.
-            says: "more bytes cut] was asked for, which is not a store object name".into(),
+            says: "more bytes cut], which is not a store object name".into(),
         },
     ];
     let copy = |program: &Path, recursive: bool| {

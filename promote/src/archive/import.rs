@@ -38,7 +38,7 @@ pub fn import(
     input: impl BufRead,
     options: &ImportOptions<'_>,
 ) -> Result<ImportReport> {
-    import_objects(store, input, options, None, Audience::Here)
+    import_objects(store, input, options, Audience::Here, None, || Ok(()))
 }
 
 /// [`import`] for `store serve`, its refusals said to a `store copy --to`.
@@ -47,7 +47,7 @@ pub(crate) fn import_for_copy(
     input: impl BufRead,
     options: &ImportOptions<'_>,
 ) -> Result<ImportReport> {
-    import_objects(store, input, options, None, Audience::CopyTo)
+    import_objects(store, input, options, Audience::CopyTo, None, || Ok(()))
 }
 
 impl ImportOptions<'_> {
@@ -55,27 +55,31 @@ impl ImportOptions<'_> {
     /// it must hold exactly the objects `expected` (those `store copy
     /// --from` asked the other store for): each object's name is checked as
     /// its header is read, so that an object not asked for, or one asked
-    /// for that the archive lacks, refuses it before anything is published.
-    /// A name in `expected` that is no store object name refuses it before
-    /// anything is read.
+    /// for that the archive lacks, refuses it before anything is published
+    /// (a name in `expected` that is no store object name, before anything
+    /// is read). Once the archive ended (with [`ImportOptions::whole_input`],
+    /// the input), an error of `ended` (its sender did not end cleanly)
+    /// fails the import, before anything is published.
     pub fn import_expected(
         &self,
         store: &Store,
         input: impl BufRead,
         expected: &BTreeSet<String>,
+        ended: impl FnOnce() -> Result<()>,
     ) -> Result<ImportReport> {
-        import_objects(store, input, self, Some(expected), Audience::Here)
+        import_objects(store, input, self, Audience::Here, Some(expected), ended)
     }
 }
 
-/// [`import`], of only the objects `expected` when it is given, its
-/// refusals said to `audience`.
+/// [`import`], its refusals said to `audience`, of only the objects
+/// `expected` when it is given, `ended` called before publishing.
 fn import_objects(
     store: &Store,
     input: impl BufRead,
     options: &ImportOptions<'_>,
-    expected: Option<&BTreeSet<String>>,
     audience: Audience,
+    expected: Option<&BTreeSet<String>>,
+    ended: impl FnOnce() -> Result<()>,
 ) -> Result<ImportReport> {
     if let Some(name) = expected.into_iter().flatten().find(|n| !valid_name(n)) {
         return Err(refuse(
@@ -199,19 +203,15 @@ fn import_objects(
             "the object was asked for, but the archive ends without it",
         ));
     }
-    if whole_input {
-        let more = match reader.input.fill_buf() {
-            Ok(rest) => !rest.is_empty(),
-            Err(e) => return Err(reader.read_error(None, e)),
-        };
-        if more {
-            return Err(refuse(
-                None,
-                ArchiveProblem::Malformed,
-                format!("data follows the archive's last line ({END_ARCHIVE})"),
-            ));
-        }
+    let more = whole_input.then(|| reader.input.fill_buf().map(|rest| !rest.is_empty()));
+    if more.transpose().map_err(|e| reader.read_error(None, e))? == Some(true) {
+        return Err(refuse(
+            None,
+            ArchiveProblem::Malformed,
+            format!("data follows the archive's last line ({END_ARCHIVE})"),
+        ));
     }
+    ended()?;
     let bytes = reader.input.read;
     publish(store, pending, present, promotion, bytes)
 }

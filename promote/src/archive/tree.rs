@@ -77,6 +77,19 @@ impl<R: BufRead> Importer<'_, R> {
                 sha256,
             } = entry.kind
             {
+                // Refused as its line is read: its bytes would not fit.
+                let room = self.input.max.saturating_sub(self.input.read);
+                if file_size > room {
+                    return Err(refuse(
+                        Some(name),
+                        ArchiveProblem::TooLarge,
+                        format!(
+                            "its file {} claims {file_size} bytes, over the archive's {}-byte cap ({room} bytes of it left)",
+                            fruix_core::escape::path(Path::new(OsStr::from_bytes(&entry.path))),
+                            self.input.max
+                        ),
+                    ));
+                }
                 // Named where the archive has it: nothing of the object is
                 // in the store.
                 let display = Path::new(name).join(OsStr::from_bytes(&entry.path));
@@ -408,6 +421,73 @@ mod tests {
     /// into the pool, it was an I/O error (exit 3).
     #[test]
     fn going_over_the_byte_cap_inside_a_file_refuses_the_archive_as_too_large() {
+        let (_dir, store, archive) = exported_sample();
+        let body = fruix_core::testing::find_bytes(&archive, b"\x7fELF").expect("a file's body");
+        let trust = Trust::default();
+        let options = ImportOptions {
+            trust: &trust,
+            limits: ArchiveLimits {
+                max_bytes: body as u64 + 3,
+                ..ArchiveLimits::default()
+            },
+            progress: None,
+            whole_input: true,
+        };
+        let e = import(&store, &archive[..], &options).unwrap_err();
+        assert!(too_large(&e), "{e}");
+    }
+
+    /// Regression: a file line claiming more bytes than the archive's byte
+    /// cap leaves was read until the input ended, then reported as an
+    /// archive cut short. It is refused as over the cap as soon as the line
+    /// is read: no read follows it.
+    #[test]
+    fn a_file_line_over_the_byte_cap_is_refused_before_its_bytes_are_read() {
+        let (_dir, store, archive) = exported_sample();
+        let text = String::from_utf8_lossy(&archive);
+        let file = text.find(" type=file ").expect("a file line");
+        let (start, end) = (
+            text[..file].rfind('\n').unwrap() + 1,
+            file + text[file..].find('\n').unwrap() + 1,
+        );
+        let line = &text[start..end];
+        let size = line.split(' ').find(|w| w.starts_with("size=")).unwrap();
+        let claimed = line.replace(size, "size=99999999999999");
+        let sent = [&archive[..start], claimed.as_bytes()].concat();
+        /// Fails every read: what the import must not need.
+        struct Unread;
+        impl Read for Unread {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("read past the file line"))
+            }
+        }
+        let input = io::BufReader::new(sent.as_slice().chain(Unread));
+        let trust = Trust::default();
+        let e = import(&store, input, &ImportOptions::new(&trust)).unwrap_err();
+        assert!(too_large(&e), "{e}");
+        assert!(
+            e.to_string()
+                .contains("claims 99999999999999 bytes, over the archive's 274877906944-byte cap"),
+            "{e}"
+        );
+    }
+
+    /// Whether `e` refuses an archive as too large, at an object.
+    fn too_large(e: &Error) -> bool {
+        matches!(
+            e,
+            Error::ArchiveRefused {
+                object: Some(_),
+                problem: ArchiveProblem::TooLarge,
+                ..
+            }
+        )
+    }
+
+    /// The sample result root's bundle promoted and exported with its
+    /// closure, then the store moved away: an empty store at its path, and
+    /// the archive.
+    fn exported_sample() -> (fruix_core::testing::TestDir, Store, Vec<u8>) {
         use crate::{promote_native_build_result, PromoteOptions};
         let dir = fruix_core::testing::TestDir::new();
         let root = dir.root("r1", "local", "20260405T213444Z", true);
@@ -421,28 +501,6 @@ mod tests {
         drop(store);
         std::fs::rename(dir.store(), dir.join("exported")).unwrap();
         let store = Store::open(&dir.store()).unwrap();
-        let body = fruix_core::testing::find_bytes(&archive, b"\x7fELF").expect("a file's body");
-        let trust = Trust::default();
-        let options = ImportOptions {
-            trust: &trust,
-            limits: ArchiveLimits {
-                max_bytes: body as u64 + 3,
-                ..ArchiveLimits::default()
-            },
-            progress: None,
-            whole_input: true,
-        };
-        let e = import(&store, &archive[..], &options).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::ArchiveRefused {
-                    object: Some(_),
-                    problem: ArchiveProblem::TooLarge,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        (dir, store, archive)
     }
 }

@@ -12,12 +12,16 @@ use fruix_core::escape;
 use fruix_core::executor::EventSink;
 use fruix_core::manifest::Progress;
 use fruix_core::ssh_target::SshTarget;
-use fruix_executors::ssh::{shell_quote, HostKeyPolicy, RemoteStdio, SshOptions, SshSession};
+use fruix_executors::ssh::{
+    shell_quote, HostKeyPolicy, RemoteExit, RemoteStdio, SshOptions, SshSession,
+};
 use fruix_promote::archive::{export_order, ArchiveLimits, ImportOptions, Trust};
 use fruix_promote::serve::Client;
 use fruix_promote::Store;
+use tokio_util::io::SyncIoBridge;
 use tokio_util::sync::CancellationToken;
 
+use self::serving::{Serving, SERVE_END};
 use super::archive::trust;
 use super::idle::IdleLimit;
 use super::object_names;
@@ -31,8 +35,7 @@ use crate::exit::{from_promote, from_promote_saying, CliError, CliResult, Status
 /// store) left.
 const NOT_COPIED: &str = "nothing was copied; neither store was changed";
 
-/// How long the other side may take to end after its input ended.
-const SERVE_END: Duration = Duration::from_secs(30);
+mod serving;
 
 /// What a copy did.
 #[derive(Debug, serde::Serialize)]
@@ -55,6 +58,13 @@ enum Failed {
     /// The other side's `store serve` has no store at this path (the
     /// other machine's): its answer to the hello said so.
     NoRemoteStore(PathBuf),
+    /// The session did not end cleanly after its last answer
+    /// ([`Client::finish`]), the other store having said that it imported
+    /// `imported` objects (`--to`; none for `--from`).
+    Unclean {
+        e: fruix_promote::Error,
+        imported: usize,
+    },
 }
 
 impl From<fruix_promote::Error> for Failed {
@@ -232,17 +242,26 @@ fn copy_with(
         let stdout = stdout.cancelled_by(&work.cancel);
         let stdin =
             IdleLimit::sharing(stdio.stdin, idle_limit, &stalled).cancelled_by(&work.cancel);
-        let reader = tokio_util::io::SyncIoBridge::new(stdout);
-        let mut writer = tokio_util::io::SyncIoBridge::new(stdin);
+        let reader = SyncIoBridge::new(stdout);
+        let mut serving = Serving {
+            stdin: SyncIoBridge::new(stdin),
+            input_ended: false,
+            finished: stdio.finished,
+            ended: None,
+            cancel: work.cancel.clone(),
+        };
         let recursive = args.recursive;
         let store = &store;
         let trust = &trust;
         let remote = target.to_string();
-        let stdin = &mut writer;
+        let serving_side = &mut serving;
+        // Each session ends with `finish` (or a fetch, which ends it): its
+        // last answer must be all the other side sends, and it must exit 0.
         let copying = move || -> Result<CopyReport, Failed> {
             // The other side's answer to the hello: where it has no store,
             // the path is the other machine's (`--remote-store`).
-            let mut client = Client::start(BufReader::with_capacity(1 << 20, reader), stdin)
+            let reader = BufReader::with_capacity(1 << 20, reader);
+            let mut client = Client::start(reader, serving_side)
                 .map_err(|e| match e {
                     fruix_promote::Error::NoStore { path } => Failed::NoRemoteStore(path),
                     e => Failed::Store(e),
@@ -265,6 +284,10 @@ fn copy_with(
                         })?;
                     (exported.objects, exported.bytes)
                 };
+                let imported = sent.len();
+                client
+                    .finish()
+                    .map_err(|e| Failed::Unclean { e, imported })?;
                 (order.len(), sent, bytes)
             } else {
                 let order = if recursive {
@@ -272,9 +295,8 @@ fn copy_with(
                 } else {
                     names.clone()
                 };
-                // A closure comes from the other side: `fetch` refuses a
-                // name in it that is no store object name, and publishes
-                // exactly the missing objects, or nothing.
+                // A closure comes from the other side, its names checked;
+                // `fetch` publishes exactly the missing objects, or nothing.
                 let mut missing = Vec::new();
                 for name in &order {
                     if !store.is_valid(name)? {
@@ -282,8 +304,14 @@ fn copy_with(
                     }
                 }
                 let (sent, bytes) = if missing.is_empty() {
+                    let imported = 0;
+                    client
+                        .finish()
+                        .map_err(|e| Failed::Unclean { e, imported })?;
                     (Vec::new(), 0)
                 } else {
+                    // Ends the session: nothing is published unless it
+                    // ends cleanly.
                     let options = ImportOptions {
                         trust,
                         limits: ArchiveLimits::default(),
@@ -299,7 +327,6 @@ fn copy_with(
                 };
                 (order.len(), sent, bytes)
             };
-            drop(client);
             Ok(CopyReport {
                 direction,
                 remote,
@@ -317,32 +344,41 @@ fn copy_with(
         // stopped at once; one importing there is told the archive ended,
         // and is waited for while it drops what it received.
         let cancelled = outcome.is_err() && progress.is_cancelled() && !out_of_time;
-        let ended = if stalled || (cancelled && direction == "from") {
-            // The other side does not answer, so it would not end at
-            // end-of-file either (or, cancelled, it has nothing to keep):
-            // its remote session is stopped (as a cancelled build's is) and
-            // the connection closed, not waited on.
-            if let Some(sid) = stdio.session.get() {
-                session.kill_session(sid).await;
+        let waited_out = matches!(serving.ended, Some(None));
+        let unclean = serving.unclean();
+        let ended = match serving.ended.take() {
+            // Waited for: it ended, cleanly or not (the copy failed then).
+            Some(Some(ended)) => {
+                session.disconnect().await;
+                Some(ended)
             }
-            session.disconnect().await;
-            tokio::time::timeout(SERVE_END, stdio.finished).await
-        } else {
-            // End-of-file ends the other side, whether it waits for a
-            // request or (after a refusal here) is still writing what
-            // nobody reads.
-            tokio::task::block_in_place(|| {
-                let _ = writer.flush();
-                let _ = writer.shutdown();
-            });
-            let ended = tokio::time::timeout(SERVE_END, stdio.finished).await;
-            session.disconnect().await;
-            ended
+            // It does not answer, so it would not end at end-of-file either
+            // (or, cancelled, it has nothing to keep; or it outlived its
+            // output): its remote session is stopped (as a cancelled
+            // build's is) and the connection closed, not waited on.
+            _ if stalled || waited_out || (cancelled && direction == "from") => {
+                if let Some(sid) = stdio.session.get() {
+                    session.kill_session(sid).await;
+                }
+                session.disconnect().await;
+                tokio::time::timeout(SERVE_END, serving.finished).await.ok().and_then(Result::ok)
+            }
+            _ => {
+                // End-of-file ends the other side, whether it waits for a
+                // request or (after a refusal here) is still writing what
+                // nobody reads.
+                if !serving.input_ended {
+                    tokio::task::block_in_place(|| {
+                        let _ = serving.stdin.flush();
+                        let _ = serving.stdin.shutdown();
+                    });
+                }
+                let ended = tokio::time::timeout(SERVE_END, serving.finished).await;
+                session.disconnect().await;
+                ended.ok().and_then(Result::ok)
+            }
         };
-        let (stderr, exit) = match ended {
-            Ok(Ok(ended)) => ended,
-            _ => Default::default(),
-        };
+        let (stderr, exit) = ended.unwrap_or_default();
         // Whatever error the reader's timeout became on its way out, the
         // copy failed because the other side went silent.
         let outcome = outcome.map_err(|e| match timed_out() {
@@ -353,9 +389,15 @@ fn copy_with(
         if cancelled {
             return Err(cancelled_copy(direction));
         }
+        // A fetch fails as the session does not end cleanly.
+        let outcome = outcome.map_err(|e| match e {
+            Failed::Store(e) if unclean => Failed::Unclean { e, imported: 0 },
+            e => e,
+        });
         outcome.map_err(|e| {
-            let e = match e {
-                Failed::Store(e) => e,
+            let (e, unclean) = match e {
+                Failed::Store(e) => (e, None),
+                Failed::Unclean { e, imported } => (e, Some(imported)),
                 // The other side's own words (its stderr) speak of its
                 // `--store`: not shown.
                 Failed::NoRemoteStore(path) => {
@@ -375,9 +417,21 @@ fn copy_with(
                 .chain(stderr.lines().map(escape::line))
                 .map(|l| format!("\n  {l}"))
                 .collect();
-            if !tail.is_empty() || exit.as_ref().is_some_and(|x| !x.success()) {
+            // An unclean end says how it ended, or that nothing said so.
+            let shown = match &exit {
+                Some(exit) => !exit.success(),
+                None => unclean.is_some(),
+            };
+            if !tail.is_empty() || shown {
                 let how = match (&exit, stalled) {
                     (_, true) => "had not ended when the connection was closed".to_string(),
+                    (_, false) if waited_out => format!(
+                        "had not ended {}s after its output did, so it was stopped",
+                        SERVE_END.as_secs()
+                    ),
+                    (Some(RemoteExit::Signal(signal)), false) => {
+                        format!("was killed by signal {signal}")
+                    }
                     (Some(exit), false) => format!("ended with {}", exit.describe()),
                     (None, false) => {
                         "ended with no exit status (the connection was lost)".to_string()
@@ -389,6 +443,17 @@ fn copy_with(
                     target,
                     if tail.is_empty() { "" } else { ":" },
                 ));
+            }
+            // What an unclean end left: the other store keeps what it said
+            // it imported; a fetch published nothing.
+            match unclean {
+                Some(0) if direction == "from" => {
+                    message.push_str("\nnothing was copied; this store was not changed")
+                }
+                Some(n) if n > 0 => message.push_str(&format!(
+                    "\nthe other store had answered that it imported {n} object(s), which it keeps; check them there with `fruix store verify`"
+                )),
+                _ => {}
             }
             CliError::new(status, anyhow::anyhow!(message))
         })
