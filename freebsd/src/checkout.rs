@@ -13,7 +13,9 @@
 //! - the tree is a safe directory for it (`safe.directory`), so that root
 //!   reads the facts of a checkout a user owns;
 //! - the repository's hooks, file-system monitor and filter drivers are
-//!   turned off.
+//!   turned off, and so are the settings that would hide a change from
+//!   `git status` (`core.fileMode`, `core.trustctime`...: see
+//!   `TRUST_NOTHING`).
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -45,6 +47,28 @@ const REPOSITORY_VARIABLES: [&str; 15] = [
     "GIT_REPLACE_REF_BASE",
     "GIT_SHALLOW_FILE",
     "GIT_WORK_TREE",
+];
+
+/// The checkout's settings that would let `git status` call a changed
+/// file unchanged, set back to git's defaults for fruix's own commands:
+/// - `core.fileMode`: false ignores a changed executable bit, which the
+///   source object stores;
+/// - `core.trustctime` and `core.checkStat`: false or `minimal` ignore the
+///   inode change time, the one time a rewrite that restores the
+///   modification time (`touch -r`) cannot set back;
+/// - `core.symlinks`: false takes a regular file holding a tracked link's
+///   target for the link;
+/// - `core.ignoreStat`: true marks the files git writes assume-unchanged,
+///   never looked at again (those already marked are compared anyway);
+/// - `core.untrackedCache`: a cache of untracked files that trusts
+///   directories' modification times, which anyone can set back.
+const TRUST_NOTHING: [(&str, &str); 6] = [
+    ("core.fileMode", "true"),
+    ("core.trustctime", "true"),
+    ("core.checkStat", "default"),
+    ("core.symlinks", "true"),
+    ("core.ignoreStat", "false"),
+    ("core.untrackedCache", "false"),
 ];
 
 /// A source directory's git facts; all empty for a directory that is not
@@ -94,6 +118,23 @@ impl Checkout {
                 || w.tracked_links.iter().any(|p| left_out(p)),
         )
     }
+
+    /// Whether `again`, git asked again about the same tree, says what
+    /// this answer said: the same commit, the same ignored paths and the
+    /// same changes, untracked paths `left_out` names aside (fruix's own
+    /// output, such as the out-link of a build that ended meanwhile).
+    pub fn says_the_same(&self, again: &Checkout, left_out: &dyn Fn(&[u8]) -> bool) -> bool {
+        let said = |c: &Checkout| {
+            let w = c.worktree.as_ref()?;
+            let untracked = w.untracked.iter().filter(|p| !left_out(p)).cloned();
+            Some((
+                w.changed,
+                w.tracked_links.clone(),
+                untracked.collect::<Vec<_>>(),
+            ))
+        };
+        self.commit == again.commit && self.ignored == again.ignored && said(self) == said(again)
+    }
 }
 
 /// git, asked about one tree (see the module documentation).
@@ -112,12 +153,14 @@ impl<'a> Git<'a> {
             ("safe.directory", dir.as_os_str()),
             ("core.fsmonitor", OsStr::new("false")),
             ("core.hooksPath", OsStr::new("/dev/null")),
-        ];
+        ]
+        .into_iter()
+        .chain(TRUST_NOTHING.map(|(key, value)| (key, OsStr::new(value))));
         Git {
             dir,
             overrides: overrides
                 .map(|(key, value)| (key.to_string(), value.to_os_string()))
-                .to_vec(),
+                .collect(),
         }
     }
 

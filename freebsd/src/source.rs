@@ -2,10 +2,16 @@
 //! `sys/conf/newvers.sh` says about the version, and FreeBSD's names for
 //! branches and targets.
 
+use std::ffi::OsStr;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use fruix_core::fsutil::read_optional_regular_file;
+use fruix_core::dir::{is_symlink_refusal, OpenDir, TreeKind};
+use fruix_core::error::{IoContext, MetadataFileProblem};
+use fruix_core::fsutil::MAX_METADATA_BYTES;
+use fruix_core::manifest::stat;
 use fruix_core::{escape, Error, Result};
+use rustix::fs::{FileType, Mode, OFlags};
 
 /// Makefile names BSD make looks for, in its order.
 pub const MAKEFILES: [&str; 3] = ["BSDmakefile", "makefile", "Makefile"];
@@ -46,10 +52,10 @@ pub fn check_source_tree(dir: &Path) -> Result<()> {
             MAKEFILES.join(", ")
         ))
     };
-    let makefile = find_makefile(dir)?.ok_or_else(no_makefile)?;
-    // Read as metadata is: a regular file of at most 1 MiB, never through
-    // a symlink, never blocking on a FIFO.
-    let text = match read_optional_regular_file(&makefile) {
+    let tree = OpenDir::open(dir, SOURCE_TREE)?;
+    let name = find_makefile(&tree)?.ok_or_else(no_makefile)?;
+    let makefile = dir.join(name);
+    let text = match read_file_beneath(&tree, name) {
         Ok(Some(text)) => text,
         Ok(None) => return Err(no_makefile()),
         Err(e @ Error::MetadataFile { .. }) => {
@@ -73,17 +79,82 @@ pub fn check_source_tree(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The makefile BSD make reads in `dir`, if any: the first of
-/// [`MAKEFILES`] there, whatever its type (it is not followed).
-fn find_makefile(dir: &Path) -> Result<Option<PathBuf>> {
-    for path in MAKEFILES.iter().map(|name| dir.join(name)) {
-        match std::fs::symlink_metadata(&path) {
-            Ok(_) => return Ok(Some(path)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("inspect", &path, e)),
+/// The makefile BSD make reads in the tree open at `tree`, if any: the
+/// first of [`MAKEFILES`] there, whatever its type (it is not followed).
+fn find_makefile(tree: &OpenDir) -> Result<Option<&'static str>> {
+    for name in MAKEFILES {
+        if tree.lstat(OsStr::new(name))?.is_some() {
+            return Ok(Some(name));
         }
     }
     Ok(None)
+}
+
+/// A source tree, as the refusal of a symlink on the way to a file read in
+/// it names it; a missing directory on the way is no file there.
+const SOURCE_TREE: TreeKind = TreeKind::named("a source tree").missing_hint("absent");
+
+/// The bytes of the file at `relative` (slash-separated) in the source tree
+/// open at `tree`, read as metadata is: a regular file of at most
+/// [`MAX_METADATA_BYTES`], never blocking on a FIFO, opened beneath the
+/// tree one component at a time, never through a symlink (a symlinked
+/// directory on the way is [`Error::UnsafePath`], a symlinked file
+/// [`Error::MetadataFile`]). `None` when it is not there.
+pub fn read_file_beneath(tree: &OpenDir, relative: &str) -> Result<Option<Vec<u8>>> {
+    let (parent, name) = relative.rsplit_once('/').unwrap_or(("", relative));
+    let path = tree.path().join(relative);
+    let parent = match tree.open_beneath(parent) {
+        Err(Error::NotFound { .. }) => return Ok(None),
+        opened => opened?,
+    };
+    let refused = |problem| Error::MetadataFile {
+        path: path.clone(),
+        problem,
+    };
+    // What lstat shows is not a regular file is refused unopened (opening
+    // a device can have effects); the descriptor's fstat stays the
+    // authority, for a file swapped in between.
+    match parent.lstat(OsStr::new(name))? {
+        None => return Ok(None),
+        Some(st) => not_regular(stat::file_type(&st)).map_or(Ok(()), |p| Err(refused(p)))?,
+    }
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = match rustix::fs::openat(&parent, name, flags | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) if is_symlink_refusal(e) => return Err(refused(MetadataFileProblem::Symlink)),
+        Err(e) => return Err(Error::io("open", &path, e.into())),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("inspect", &path, e.into()))?;
+    if let Some(problem) = not_regular(stat::file_type(&st)) {
+        return Err(refused(problem));
+    }
+    let limit = MAX_METADATA_BYTES;
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_path("read", &path)?;
+    if bytes.len() > limit {
+        return Err(refused(MetadataFileProblem::TooLarge { limit }));
+    }
+    Ok(Some(bytes))
+}
+
+/// Why a file of type `kind` is not read as metadata, if it is not a
+/// regular file.
+fn not_regular(kind: FileType) -> Option<MetadataFileProblem> {
+    let kind = match kind {
+        FileType::RegularFile => return None,
+        FileType::Symlink => return Some(MetadataFileProblem::Symlink),
+        FileType::Directory => "directory",
+        FileType::Fifo => "FIFO",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice => "character device",
+        FileType::BlockDevice => "block device",
+        _ => "file of unknown type",
+    };
+    Some(MetadataFileProblem::NotRegular { kind, named: None })
 }
 
 /// What `sys/conf/newvers.sh` declares.
@@ -96,20 +167,26 @@ pub struct Newvers {
 }
 
 /// Reads `TYPE`, `REVISION` and `BRANCH` from the source tree's
-/// [`NEWVERS`]. A file without `REVISION=` and `BRANCH=` lines is
-/// [`Error::InvalidMetadata`] naming the missing field.
+/// [`NEWVERS`], opened beneath the tree, never through a symlink
+/// ([`read_file_beneath`]). A file without `REVISION=` and `BRANCH=` lines
+/// is [`Error::InvalidMetadata`] naming the missing field.
 pub fn read_newvers(source: &Path) -> Result<Newvers> {
+    let tree = OpenDir::open(source, SOURCE_TREE)?;
     let path = source.join(NEWVERS);
-    // Bounded, never through a symlink, never blocking; a byte that is not
-    // UTF-8 cannot be in the lines read.
-    let bytes = read_optional_regular_file(&path)?.ok_or_else(|| Error::NotFound {
+    let bytes = read_file_beneath(&tree, NEWVERS)?.ok_or_else(|| Error::NotFound {
         path: path.clone(),
         hint:
             "a FreeBSD source tree declares its version there; give the FreeBSD version explicitly"
                 .into(),
     })?;
+    parse_newvers(&path, &bytes)
+}
+
+/// What the [`NEWVERS`] file named `path` in messages, whose contents are
+/// `bytes`, declares (see [`read_newvers`]).
+pub fn parse_newvers(path: &Path, bytes: &[u8]) -> Result<Newvers> {
     let invalid = |name: &str, message: String| Error::InvalidMetadata {
-        path: path.clone(),
+        path: path.to_path_buf(),
         field: name.to_string(),
         line: None,
         message,
@@ -285,6 +362,28 @@ mod tests {
             let e = read_newvers(&src).unwrap_err();
             assert!(matches!(e, Error::MetadataFile { .. }), "{what}: {e}");
             assert!(e.to_string().contains(says), "{what}: {e}");
+        }
+    }
+
+    /// Regression: `newvers.sh` was opened by path, `O_NOFOLLOW` on its
+    /// last component only: a `sys` or `conf` symlinked elsewhere gave the
+    /// version of a file the source object does not hold. Each directory
+    /// on the way is opened beneath the tree, never through a symlink.
+    #[test]
+    fn newvers_is_never_read_through_a_symlinked_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("conf")).unwrap();
+        let newvers = "REVISION=\"99.9\"\nBRANCH=\"STABLE\"\n";
+        std::fs::write(outside.join("conf/newvers.sh"), newvers).unwrap();
+        for (link, target) in [("sys", outside.clone()), ("sys/conf", outside.join("conf"))] {
+            let src = dir.path().join(link.replace('/', "-"));
+            std::fs::create_dir_all(src.join(link).parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(&target, src.join(link)).unwrap();
+            let e = read_newvers(&src).unwrap_err();
+            assert!(matches!(e, Error::UnsafePath { .. }), "{link}: {e}");
+            let says = format!("{}: is a symlink", src.join(link).display());
+            assert!(e.to_string().contains(&says), "{link}: {e}");
         }
     }
 

@@ -3,7 +3,9 @@
 //! dirtiness, and what is no part of the source left out: `.git`, ignored
 //! build output, and fruix's own output in the tree (see [`LeftOut`]).
 //! `fruix build`, `fruix source add` and every matrix use this, so that one
-//! tree is one source object wherever it was checked out.
+//! tree is one source object wherever it was checked out. What is said of
+//! the tree before it is read (git's answer, the version) is checked again
+//! against what was stored: a tree changed in between is refused.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -11,13 +13,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use fruix_core::escape;
-use fruix_core::manifest::Progress;
+use fruix_core::manifest::{changed, Progress};
 use fruix_core::promotion::SourceStore;
 use fruix_freebsd::checkout;
-use fruix_freebsd::source::{branch_of, read_newvers};
+use fruix_freebsd::source::{branch_of, parse_newvers, read_newvers, NEWVERS};
 use fruix_promote::check::Identity;
 use fruix_promote::query::resolve_valid;
-use fruix_promote::source::{add_source, is_link_into_store, SourceFacts, SourceReport};
+use fruix_promote::source::{
+    add_source_rechecked, is_link_into_store, LinksLeavingTree, SourceAdd, SourceFacts,
+    SourceReport, StoredTree,
+};
 use fruix_promote::store::{is_source_name, MANIFEST_FILE};
 use fruix_promote::temp_roots::TempRoots;
 use fruix_promote::verify::is_object_name;
@@ -126,6 +131,35 @@ fn relative_inside(dir: &Path, path: &Path, resolve: bool) -> Option<Vec<u8>> {
     (!relative.is_empty()).then(|| relative.to_vec())
 }
 
+/// Refuses (before anything is made) a store, or a directory of `own`
+/// (a state or report directory), that is the tree `dir` (canonical)
+/// itself: fruix would read its own output into the source, and could
+/// leave none of it out.
+pub fn check_outside_tree(dir: &Path, store: &Path, own: &[OwnOutput<'_>]) -> crate::Result<()> {
+    let dirs = own.iter().filter_map(|own| match own {
+        OwnOutput::StateDir(path) => Some((*path, "the state directory")),
+        OwnOutput::ReportDir(path) => Some((*path, "the report directory")),
+        OwnOutput::OutLink(_) => None,
+    });
+    let is_tree = |path: &Path| {
+        let path = std::path::absolute(path).and_then(|p| p.canonicalize());
+        path.is_ok_and(|p| p == dir)
+    };
+    for (path, what) in [(store, "the store")].into_iter().chain(dirs) {
+        if is_tree(path) {
+            return Err(crate::Error::InvalidSource {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "source tree {} is {what} ({}): fruix would read its own output into the source; give {what} a directory of its own (inside the tree, it is left out)",
+                    escape::path(dir),
+                    escape::path(path)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A source directory added to the store.
 #[derive(Debug, Clone)]
 pub struct AddedSource {
@@ -160,6 +194,12 @@ pub fn add_source_dir(
             store: store.path().to_path_buf(),
         });
     }
+    // Callers refuse it before they open the store (exit 2); this holds
+    // for every other.
+    check_outside_tree(dir, store.path(), own).map_err(|e| fruix_core::Error::InvalidRequest {
+        message: e.to_string(),
+    })?;
+    let read_version = version.is_none();
     let version = match version {
         Some(v) => v.to_string(),
         None => read_newvers(dir)?.version,
@@ -180,19 +220,64 @@ pub fn add_source_dir(
     let mut left_out = LeftOut::own(store, dir, own);
     let own_paths: Vec<Vec<u8>> = left_out.entries.iter().map(|(p, _)| p.clone()).collect();
     let git = checkout::inspect_leaving_out(dir, &own_paths)?;
+    let fruix_s = |path: &[u8]| left_out.contains(path) || is_link_into_store(store, dir, path);
     let facts = SourceFacts {
         name: name.to_string(),
         branch,
         version,
         commit: git.commit.clone(),
-        dirty: git.dirty(&|path| left_out.contains(path) || is_link_into_store(store, dir, path)),
+        dirty: git.dirty(&fruix_s),
     };
     let excluded = |path: &[u8]| left_out.contains(path) || git.excludes(path);
-    let report = add_source(store, dir, &facts, &excluded, progress, temp_roots)?;
+    // What was said before the walk must hold of what it stored: a tree
+    // changed in between (an editor saving, a `git pull`) is refused.
+    let recheck = |stored: &StoredTree<'_>| -> fruix_promote::Result<()> {
+        if read_version {
+            let path = dir.join(NEWVERS);
+            let stored = stored.read_file(NEWVERS)?;
+            let said = stored.map(|b| parse_newvers(&path, &b)).transpose()?;
+            if said.map(|n| n.version).as_ref() != Some(&facts.version) {
+                return Err(changed(path, "it declares another version now").into());
+            }
+        }
+        let again = checkout::inspect_leaving_out(dir, &own_paths)?;
+        if !git.says_the_same(&again, &fruix_s) {
+            let what =
+                "git says otherwise of it now (its commit, a changed, untracked or ignored file)";
+            return Err(changed(dir.to_path_buf(), what).into());
+        }
+        Ok(())
+    };
+    let add = SourceAdd {
+        exclude: &excluded,
+        progress,
+        temp_roots,
+        recheck: &recheck,
+    };
+    let report = add_source_rechecked(store, dir, &facts, &add)?;
     for link in &report.links_left_out {
         left_out.push(link.clone(), "a link into the store");
     }
     Ok(AddedSource { report, left_out })
+}
+
+impl AddedSource {
+    /// What fruix says of the symlinks of the source that lead out of it
+    /// (stored as they are), without its `fruix: warning: ` prefix; none
+    /// when there are none.
+    pub fn warning(&self, dir: &Path) -> Option<String> {
+        let LinksLeavingTree { count, first } = &self.report.links_leaving_tree;
+        let first = Path::new(OsStr::from_bytes(first.as_ref()?));
+        let (links, lead) = match count {
+            1 => ("symlink", "leads"),
+            _ => ("symlinks", "lead"),
+        };
+        Some(format!(
+            "source {}: {count} {links} {lead} out of the tree (absolute, or above its top), first {}: stored as they are, a build that reads through them reads what the source object does not hold",
+            escape::path(dir),
+            escape::path(first)
+        ))
+    }
 }
 
 /// [`source_object_leaving_out`] with nothing but the store and the links

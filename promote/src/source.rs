@@ -9,21 +9,26 @@
 //! output, fruix's own output in the tree): this crate knows nothing of
 //! FreeBSD or git. It leaves out the links into the store itself, as the
 //! one reading walk meets them ([`points_into_store`]), and says which it
-//! left out ([`SourceReport::links_left_out`]). A directory's mode is no part of a
+//! left out ([`SourceReport::links_left_out`]), and which links lead out
+//! of the tree, stored as they are ([`SourceReport::links_leaving_tree`]).
+//! The caller checks its facts against what was stored before the object
+//! is named ([`add_source_rechecked`]). A directory's mode is no part of a
 //! source: setuid, setgid and sticky bits are accepted on directories
 //! (a group-shared checkout's) and refused on files.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use fruix_core::error::IoContext;
+use fruix_core::error::{IoContext, MetadataFileProblem};
 use fruix_core::escape;
+use fruix_core::fsutil::read_optional_regular_file;
 use fruix_core::manifest::{
-    open_beneath, open_dir, parse_line, EntryKind, Exclude, ManifestBuilder, Progress,
+    encode_into, open_beneath, open_dir, parse_line, Entry, EntryKind, Exclude, ManifestBuilder,
+    Progress,
 };
 use fruix_core::TreeSignature;
 
@@ -31,6 +36,7 @@ use crate::check::{check_existing, check_object, Depth};
 use crate::db::Registration;
 use crate::error::Result;
 use crate::pipeline::{check_cancelled, ingest_tree, reader_of, set_phase, Ingested, Tree};
+use crate::pool::{key, Pool};
 pub use crate::source_identity::SourceFacts;
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::stage::build_object;
@@ -56,6 +62,22 @@ pub struct SourceReport {
     /// paths relative to the tree, in path order.
     #[serde(skip)]
     pub links_left_out: Vec<Vec<u8>>,
+    /// The symlinks of the object that lead out of it (stored as they are,
+    /// as Nix and Guix store them).
+    #[serde(skip)]
+    pub links_leaving_tree: LinksLeavingTree,
+}
+
+/// The symlinks of a source tree whose target lies outside the tree: an
+/// absolute target, or one whose `..` climb above the tree's top, through
+/// the tree's own links (`a -> b/..` where `b -> ../..`). A build reading
+/// through them reads what the object's identity does not cover.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinksLeavingTree {
+    /// How many there are.
+    pub count: u64,
+    /// The first, in path order, relative to the tree.
+    pub first: Option<Vec<u8>>,
 }
 
 /// Adds the tree at `dir` (leaving out the paths `exclude` names, and the
@@ -71,6 +93,47 @@ pub fn add_source(
     progress: Option<&Progress>,
     temp_roots: Option<&TempRoots>,
 ) -> Result<SourceReport> {
+    let add = SourceAdd {
+        exclude,
+        progress,
+        temp_roots,
+        recheck: &|_| Ok(()),
+    };
+    add_source_rechecked(store, dir, facts, &add)
+}
+
+/// Checks, once the tree is read and before its object is named, that
+/// `facts` hold of what was stored ([`StoredTree`]): a fact learnt before
+/// the walk (the git commit, a version read from a file) may no longer
+/// hold of a tree that changed since. An error refuses the add; nothing
+/// is left.
+pub type Recheck<'a> = dyn Fn(&StoredTree<'_>) -> Result<()> + 'a;
+
+/// How [`add_source_rechecked`] reads a tree, and what it checks after.
+pub struct SourceAdd<'a> {
+    /// The paths left out (ignored build output, fruix's own output).
+    pub exclude: &'a Exclude<'a>,
+    /// Counts (and cancels) the reading.
+    pub progress: Option<&'a Progress>,
+    /// Keeps the object while a build uses it.
+    pub temp_roots: Option<&'a TempRoots>,
+    /// Checks the facts against what was stored.
+    pub recheck: &'a Recheck<'a>,
+}
+
+/// [`add_source`], calling `add.recheck` once the tree is read.
+pub fn add_source_rechecked(
+    store: &Store,
+    dir: &Path,
+    facts: &SourceFacts,
+    add: &SourceAdd<'_>,
+) -> Result<SourceReport> {
+    let SourceAdd {
+        exclude,
+        progress,
+        temp_roots,
+        recheck,
+    } = *add;
     facts.check()?;
     let promotion = store.begin()?;
     let opened = open_dir(dir)?;
@@ -85,6 +148,13 @@ pub fn add_source(
         reader: reader_of(&opened)?,
     };
     let ingested = ingest_tree(&promotion, opened, tree, progress)?;
+    let stored = StoredTree {
+        display: dir,
+        manifest: &ingested.manifest,
+        pool: store.pool(),
+    };
+    recheck(&stored)?;
+    let links_leaving_tree = stored.links_leaving_tree()?;
     let tree_signature = if ingested.stripped.is_empty() {
         ingested.signature.clone()
     } else {
@@ -148,7 +218,146 @@ pub fn add_source(
         identity,
         size: ingested.size,
         links_left_out: ingested.links_left_out,
+        links_leaving_tree,
     })
+}
+
+/// A source tree as the one reading walk stored it, its object not named
+/// yet: what a [`Recheck`] checks the facts against.
+pub struct StoredTree<'a> {
+    /// Names the tree in messages.
+    display: &'a Path,
+    /// The manifest of what was stored (store modes).
+    manifest: &'a Path,
+    pool: &'a Pool,
+}
+
+impl StoredTree<'_> {
+    /// The entries of the manifest whose line `keep` accepts, parsed.
+    fn entries(&self, keep: &dyn Fn(&str) -> bool) -> Result<Vec<Entry>> {
+        let manifest = self.manifest;
+        let lines = BufReader::new(File::open(manifest).with_path("open", manifest)?);
+        let mut entries = Vec::new();
+        for line in lines.lines() {
+            let line = line.with_path("read", manifest)?;
+            if keep(&line) {
+                let entry = parse_line(&line).map_err(|m| {
+                    fruix_core::Error::system(format!("{}: {m}", escape::path(manifest)))
+                })?;
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The bytes stored of the file at `relative` (slash-separated) in the
+    /// tree, read from the pool (where no symlink is followed), as
+    /// metadata is read (at most 1 MiB); `None` when the walk stored
+    /// nothing there (a directory on the way was a symlink, which the walk
+    /// stores as it is). A symlink or directory stored there is
+    /// [`fruix_core::Error::MetadataFile`].
+    pub fn read_file(&self, relative: &str) -> Result<Option<Vec<u8>>> {
+        let mut named = String::from("./");
+        encode_into(relative.as_bytes(), &mut named);
+        named.push(' ');
+        let found = self.entries(&|line| line.starts_with(&named))?;
+        let Some(entry) = found.into_iter().next() else {
+            return Ok(None);
+        };
+        let path = self.display.join(relative);
+        let refused = |problem| fruix_core::Error::MetadataFile {
+            path: path.clone(),
+            problem,
+        };
+        let EntryKind::File { sha256, .. } = entry.kind else {
+            return Err(refused(match entry.kind {
+                EntryKind::Symlink { .. } => MetadataFileProblem::Symlink,
+                _ => MetadataFileProblem::NotRegular {
+                    kind: "directory",
+                    named: None,
+                },
+            })
+            .into());
+        };
+        let pooled = self.pool.path().join(key(&sha256, entry.mode));
+        Ok(Some(read_optional_regular_file(&pooled)?.ok_or_else(
+            || {
+                fruix_core::Error::system(format!(
+                    "{}: its content is missing from the pool ({})",
+                    escape::path(&path),
+                    escape::path(&pooled)
+                ))
+            },
+        )?))
+    }
+
+    /// The symlinks stored that lead out of the tree.
+    fn links_leaving_tree(&self) -> Result<LinksLeavingTree> {
+        let links = self.entries(&|line| line.contains(" type=link "))?;
+        let targets: HashMap<&[u8], &[u8]> = links
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Symlink { target } => Some((&e.path[..], &target[..])),
+                _ => None,
+            })
+            .collect();
+        let mut leaving = LinksLeavingTree::default();
+        for link in &links {
+            if leaves_tree(link.path.as_slice(), &targets) {
+                leaving.count += 1;
+                leaving.first.get_or_insert_with(|| link.path.clone());
+            }
+        }
+        Ok(leaving)
+    }
+}
+
+/// How many links [`leaves_tree`] follows before it takes a target for a
+/// loop, which leads nowhere (the kernel's own limit is about as many).
+const MAX_LINKS_FOLLOWED: usize = 40;
+
+/// Whether the symlink at `link` (relative to the tree) leads out of the
+/// tree whose symlinks are `targets` (by relative path): an absolute
+/// target, or `..` above the top, the tree's links on the way followed
+/// (each against the directory that holds it, as the kernel does).
+fn leaves_tree(link: &[u8], targets: &HashMap<&[u8], &[u8]>) -> bool {
+    let components = |path: &'_ [u8]| -> Vec<Vec<u8>> {
+        path.split(|b| *b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let mut dir = components(link);
+    dir.pop();
+    let mut pending = components(targets[link]);
+    pending.reverse();
+    let mut target = targets[link];
+    let mut followed = 0;
+    loop {
+        if target.starts_with(b"/") {
+            return true;
+        }
+        let Some(next) = pending.pop() else {
+            return false;
+        };
+        if next == b".." {
+            if dir.pop().is_none() {
+                return true;
+            }
+            continue;
+        }
+        dir.push(next);
+        let Some(&linked) = targets.get(&dir.join(&b'/')[..]) else {
+            continue;
+        };
+        followed += 1;
+        if followed > MAX_LINKS_FOLLOWED {
+            return false;
+        }
+        dir.pop();
+        pending.extend(components(linked).into_iter().rev());
+        target = linked;
+    }
 }
 
 /// The signature of a source tree some of whose directories carry
@@ -351,6 +560,31 @@ mod tests {
         assert!(store.is_valid(&name).unwrap());
         let check = check_object(&object, Depth::Content { pool: None }, None);
         assert!(check.unwrap().is_intact());
+    }
+
+    /// Links leading out of a tree are told by their targets, the tree's
+    /// own links on the way followed against the directory holding each.
+    #[test]
+    fn a_link_leaves_the_tree_when_absolute_or_above_its_top() {
+        let links: [(&[u8], &[u8]); 9] = [
+            (b"abs", b"/etc"),
+            (b"bin/up", b"../../x"),
+            (b"bin/ok", b"../Makefile"),
+            (b"bin/top", b".."),
+            (b"via", b"bin/up/y"),
+            (b"above", b"bin/top/.."),
+            (b"inside", b"bin/./ok"),
+            (b"loop", b"loop"),
+            (b"to-abs", b"abs"),
+        ];
+        let targets: HashMap<&[u8], &[u8]> = links.into_iter().collect();
+        let leaving: Vec<&[u8]> = links
+            .iter()
+            .map(|(link, _)| *link)
+            .filter(|link| leaves_tree(link, &targets))
+            .collect();
+        let expected: [&[u8]; 5] = [b"abs", b"bin/up", b"via", b"above", b"to-abs"];
+        assert_eq!(leaving, expected);
     }
 
     /// Out-links of earlier builds, whatever their names, are the links

@@ -25,7 +25,7 @@ use fruix_promote::Store;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use fruix_matrix::sources::{OwnOutput, DEFAULT_SOURCE_NAME};
+use fruix_matrix::sources::{check_outside_tree, OwnOutput, DEFAULT_SOURCE_NAME};
 use fruix_promote::source_identity::SOURCE_INFIX;
 
 use crate::args::{BuildArgs, GuestArgs};
@@ -99,6 +99,12 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     // is a path in the guest. A store made here is removed again if the
     // command is refused before the build starts.
     let local = args.guest_source.is_none();
+    // A source tree that is the store or the state directory is refused
+    // before the store is made in it (a missing tree is said below).
+    if let (true, Ok(tree)) = (local, std::fs::canonicalize(&options.source.path)) {
+        let own = [OwnOutput::StateDir(&args.state.state_dir)];
+        check_outside_tree(&tree, &args.store.store, &own).map_err(from_matrix)?;
+    }
     let store = if args.no_promote && !local {
         None
     } else {

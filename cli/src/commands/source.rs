@@ -8,7 +8,7 @@ use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_core::promotion::SourceStore;
 use fruix_matrix::sources::{
-    add_source_dir, source_object_leaving_out, AddedSource, LeftOut, OwnOutput,
+    add_source_dir, check_outside_tree, source_object_leaving_out, AddedSource, OwnOutput,
 };
 use fruix_promote::source_identity::check_source_name;
 use fruix_promote::temp_roots::TempRoots;
@@ -38,14 +38,15 @@ fn add(args: SourceAddArgs) -> CliResult {
     defaults::announce(mode, Some(&args.store.store), None);
     check_name(&args.name)?;
     let dir = fruix_matrix::request::check_source(&args.dir).map_err(from_matrix)?;
-    // A store made for this source is removed again if adding it fails.
-    let store =
-        Store::open_tentatively(&args.store.store).map_err(from_promote_saying(NOT_ADDED))?;
     // The state directory a build would use, were it in the tree.
     let state_dir = std::env::var_os("FRUIX_STATE_DIR")
         .filter(|v| !v.is_empty())
         .map_or_else(defaults::state_dir, PathBuf::from);
     let own = [OwnOutput::StateDir(&state_dir)];
+    check_outside_tree(&dir, &args.store.store, &own).map_err(from_matrix)?;
+    // A store made for this source is removed again if adding it fails.
+    let store =
+        Store::open_tentatively(&args.store.store).map_err(from_promote_saying(NOT_ADDED))?;
     let added = with_progress(mode, ("source", "files"), &progress, None, || {
         let version = args.freebsd_version.as_deref();
         add_source_dir(
@@ -60,7 +61,7 @@ fn add(args: SourceAddArgs) -> CliResult {
     })
     .map_err(from_promote_saying(NOT_ADDED))?;
     store.keep();
-    note_left_out(mode, &dir, &added.left_out);
+    note_added(mode, &dir, &added);
     let report = added.report;
     if output.json {
         print_json(&report)?;
@@ -83,11 +84,15 @@ fn check_name(name: &str) -> CliResult<()> {
 }
 
 /// Says on stderr, once and unless quiet, what fruix left out of the
-/// source tree `dir` as its own output (under `--json` too: stdout holds
-/// the JSON alone).
-fn note_left_out(mode: Mode, dir: &Path, left_out: &LeftOut) {
-    if let (Some(note), false) = (left_out.note(dir), mode == Mode::Quiet) {
+/// source tree `dir` as its own output, and (quiet too) the warning of
+/// symlinks that lead out of it ([`AddedSource::warning`]); under `--json`
+/// too: stdout holds the JSON alone.
+fn note_added(mode: Mode, dir: &Path, added: &AddedSource) {
+    if let (Some(note), false) = (added.left_out.note(dir), mode == Mode::Quiet) {
         eprintln!("fruix: note: {note}");
+    }
+    if let Some(warning) = added.warning(dir) {
+        eprintln!("fruix: warning: {warning}");
     }
 }
 
@@ -106,12 +111,13 @@ pub fn source_object(
     temp_roots: &TempRoots,
     progress: &Progress,
 ) -> CliResult<SourceStore> {
+    check_outside_tree(source, store.path(), own).map_err(from_matrix)?;
     let (used, added) = with_progress(mode, ("source", "files"), progress, None, || {
         source_object_leaving_out(store, source, version, own, Some(progress), temp_roots)
     })
     .map_err(from_promote)?;
     if let Some(added) = &added {
-        note_left_out(mode, source, &added.left_out);
+        note_added(mode, source, added);
     }
     if let (Some(AddedSource { report, .. }), false) = (added, mode == Mode::Quiet) {
         eprintln!(
