@@ -126,7 +126,7 @@ fn not_run(e: clap::Error) -> Status {
         let _ = refusal.error.print();
     }
     if args::refused_line_wants_json() {
-        exit::print_json_error(Status::Usage, &refusal.text, serde_json::Map::new());
+        exit::print_json_error(Status::Usage, refusal.message(), serde_json::Map::new());
     }
     Status::Usage
 }

@@ -185,6 +185,48 @@ fn no_github_expression(option: &'static str, word: &str) -> Result<()> {
     })
 }
 
+/// Refuses a runner tag of `file` (at `matrix`) that the engine of
+/// `format` would expand before it picks a runner: `${{` in a GitHub
+/// Actions `runs-on`, `$` (a CI/CD variable) in GitLab CI `tags`. What it
+/// expands to (a pull request's title, say) would choose the runner.
+/// Buildbot's are worker names, Python data that nothing expands.
+fn no_engine_expression_in_tags(file: &MatrixFile, format: Format, matrix: &Path) -> Result<()> {
+    let (marker, engine, syntax, place, example) = match format {
+        Format::GithubActions => (
+            "${{",
+            "GitHub Actions",
+            "`${{ ... }}`",
+            "`runs-on`",
+            "a pull request's title",
+        ),
+        Format::GitlabCi => (
+            "$",
+            "GitLab CI",
+            "CI/CD variables (`$NAME`)",
+            "`tags`",
+            "a merge request's title",
+        ),
+        Format::Buildbot => return Ok(()),
+    };
+    let tags = &file.runner_tags;
+    let all = tags.machines.values().chain(tags.cells.values());
+    let Some(tag) = std::iter::once(&tags.default)
+        .chain(all)
+        .flatten()
+        .find(|t| t.contains(marker))
+    else {
+        return Ok(());
+    };
+    Err(Error::InvalidOption {
+        option: "runner-tags",
+        message: format!(
+            "of {} gives the tag {}: {engine} expands {syntax} in a job's {place}, so the tag would be what it expands to ({example}, say), which picks the runner; give the tag itself",
+            matrix.display(),
+            fruix_core::escape::quoted(tag)
+        ),
+    })
+}
+
 impl Default for ExportOptions {
     fn default() -> Self {
         ExportOptions {
@@ -318,6 +360,7 @@ pub fn export(matrix: &Path, format: Format, options: &ExportOptions) -> Result<
             matrix.display()
         )));
     }
+    no_engine_expression_in_tags(&file, format, matrix)?;
     if format == Format::Buildbot && file.runner_tags.default.is_empty() {
         return Err(Error::InvalidOption {
             option: "runner-tags",
@@ -758,6 +801,61 @@ mod tests {
             refused.starts_with("FILE \"ci/${{ x }}.scm\": GitHub Actions expands"),
             "{refused}"
         );
+    }
+
+    /// Regression: `(runner-tags (default "self-hosted" "${{ github.token
+    /// }}"))` went to `runs-on`, which GitHub evaluates: a tag of a pull
+    /// request's title would let its author pick the runner. GitLab CI
+    /// expands its variables in `tags` the same way.
+    #[test]
+    fn a_runner_tag_the_engine_would_expand_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let matrix = dir.path().join("matrix.scm");
+        let write = |tags: &str| {
+            let text = format!(
+                "(fruix-matrix (format-version 1) (source \"src\") (axes (executor \"local\")) (runner-tags {tags}))"
+            );
+            std::fs::write(&matrix, text).unwrap();
+        };
+        let title = "${{ github.event.pull_request.title }}";
+        for tags in [
+            format!("(default \"self-hosted\" \"{title}\")"),
+            format!("(default \"w1\") (cell \"local\" \"x{title}\")"),
+        ] {
+            write(&tags);
+            let e = export(&matrix, Format::GithubActions, &ExportOptions::default()).unwrap_err();
+            assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage, "exit 2");
+            let refused = e.to_string();
+            assert!(
+                refused.starts_with(&format!(
+                    "runner-tags of {} gives the tag \"",
+                    matrix.display()
+                )) && refused.contains(&format!(
+                    "{title}\": GitHub Actions expands `${{{{ ... }}}}` in a job's `runs-on`"
+                )),
+                "{refused}"
+            );
+            let e = export(&matrix, Format::GitlabCi, &ExportOptions::default()).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains(": GitLab CI expands CI/CD variables (`$NAME`) in a job's `tags`"),
+                "{e}"
+            );
+            // Worker names are Python data: nothing expands them.
+            assert!(export(&matrix, Format::Buildbot, &ExportOptions::default()).is_ok());
+        }
+        write("(default \"w1\" \"$CI_MERGE_REQUEST_TITLE\")");
+        let e = export(&matrix, Format::GitlabCi, &ExportOptions::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("gives the tag \"$CI_MERGE_REQUEST_TITLE\": GitLab CI expands"),
+            "{e}"
+        );
+        assert!(export(&matrix, Format::GithubActions, &ExportOptions::default()).is_ok());
+        write("(default \"self-hosted\" \"freebsd\")");
+        for format in [Format::GithubActions, Format::GitlabCi, Format::Buildbot] {
+            assert!(export(&matrix, format, &ExportOptions::default()).is_ok());
+        }
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct Finished {
     pub report_json: PathBuf,
     /// The path of `junit.xml`, beside `report.json`.
     pub junit_xml: PathBuf,
+    /// What went wrong without stopping it, each to show as a warning
+    /// (escaped): `collect`'s logs it could not copy.
+    pub warnings: Vec<String>,
 }
 
 /// The name of a run's copy of its machines file in its report directory
@@ -97,6 +100,7 @@ pub async fn run(
         report,
         report_json,
         junit_xml,
+        warnings: Vec::new(),
     })
 }
 

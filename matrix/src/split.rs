@@ -51,11 +51,13 @@ use crate::{Error, Result};
 
 mod check;
 mod pipeline_run;
+mod store_check;
 
 use check::{check_cell_file, read_cell_file};
 pub use check::{CellReportProblem, MAX_UNIX_SECONDS};
 use pipeline_run::Runs;
 pub use pipeline_run::{PipelineRun, MAX_PIPELINE_RUN_LEN};
+use store_check::check_against_store;
 
 /// The `format` of a cell report.
 pub const CELL_REPORT_FORMAT: &str = "fruix-matrix-cell";
@@ -159,7 +161,8 @@ pub struct CollectSettings {
     /// every cell left `missing`).
     pub from: Option<PathBuf>,
     /// The store holding the cells' objects, for the file-level diff of
-    /// diverging artifacts.
+    /// diverging artifacts. What a report says of an object directly in
+    /// it is checked against the object (see `store_check`).
     pub store: Option<PathBuf>,
     /// Where `report.json`, `junit.xml` and the logs go: this directory,
     /// or a new `STATE_DIR/matrix/RUN_ID` when `None`. It is made only once
@@ -202,7 +205,10 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         if !runs.of_this_run(&path, &report).map_err(refused)? {
             continue;
         }
-        check_cell_file(&report, digest, &expected).map_err(refused)?;
+        check_cell_file(&report, digest, &expected, file.strategy.retries).map_err(refused)?;
+        if let Some(store) = &settings.store {
+            check_against_store(&report.cell, store).map_err(refused)?;
+        }
         let index = expected
             .iter()
             .position(|c| c.id == report.cell.id)
@@ -224,6 +230,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         ReportDirUse::Shared,
     )?;
     let logs = report_dir.join("logs");
+    let mut warnings = Vec::new();
     let mut set_aside: Vec<SetAside> = Vec::new();
     let mut reports = Vec::new();
     for (i, cell) in expected.iter().enumerate() {
@@ -237,9 +244,17 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
             }
         }
         let mut c = report.cell;
-        c.log = c
-            .log
-            .and_then(|_| copy_log(&path, &c.id, &logs, MAX_COPIED_LOG));
+        c.log = match c.log {
+            None => None,
+            Some(_) => copy_log(&path, &c.id, &logs, MAX_COPIED_LOG).unwrap_or_else(|why| {
+                warnings.push(format!(
+                    "{}: the log of cell {} is not copied: {why}",
+                    escape::path(&path),
+                    c.id
+                ));
+                None
+            }),
+        };
         reports.push(c);
     }
     let started = reports
@@ -279,6 +294,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         report,
         report_json,
         junit_xml,
+        warnings,
     })
 }
 
@@ -411,25 +427,47 @@ fn find_cell_reports(dir: &Path, depth: usize, listing: &mut Listing) -> Result<
 pub const MAX_COPIED_LOG: u64 = 256 << 20;
 
 /// Copies the log of cell `id` that travels beside its report
-/// (`DIR/logs/ID.log`) into `logs`, at most `max` bytes of it (its tail);
-/// its new path, or `None` when there is none, or it cannot be copied
-/// (nothing is left behind then). Below `DIR`, nothing is followed: `logs`
-/// and the log are opened relative to their parent's descriptor with
-/// `O_NOFOLLOW`, and the log's type is checked on its descriptor (a
-/// symlink, a FIFO or a device is no log).
-fn copy_log(report: &Path, id: &str, logs: &Path, max: u64) -> Option<PathBuf> {
+/// (`DIR/logs/ID.log`) into `logs`, at most `max` bytes of it (its tail):
+/// its new path, or `None` when there is none (no `logs/ID.log`). Below
+/// `DIR`, nothing is followed: `logs` and the log are opened relative to
+/// their parent's descriptor with `O_NOFOLLOW`, and the log's type is
+/// checked on its descriptor. A log that is there but is not copied (a
+/// symlink, a FIFO or a device is no log; a copy that fails leaves
+/// nothing behind) is an error saying why, its path escaped.
+fn copy_log(report: &Path, id: &str, logs: &Path, max: u64) -> Result<Option<PathBuf>, String> {
     use std::io::{Read, Seek, SeekFrom, Write};
-    let dir = report.parent()?;
+    let dir = report.parent().unwrap_or(Path::new("."));
     let name = format!("{id}.log");
-    let top = std::os::fd::OwnedFd::from(OpenDir::open(dir, TreeKind::READ).ok()?);
-    let mut file = open_file_beneath(&top, dir, format!("logs/{name}").as_bytes()).ok()?;
+    let relative = format!("logs/{name}");
+    let opened = OpenDir::open(dir, TreeKind::READ)
+        .map(std::os::fd::OwnedFd::from)
+        .and_then(|top| open_file_beneath(&top, dir, relative.as_bytes()));
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(fruix_core::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(None)
+        }
+        Err(fruix_core::Error::Io { source, path, .. })
+            if source.raw_os_error() == Some(libc::ELOOP) =>
+        {
+            return Err(format!(
+                "{} is a symlink, which is never followed",
+                escape::path(&path)
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let target = logs.join(&name);
     // The cell ran into the report directory collect writes to: its log
     // is already there.
     if dir.join("logs").join(&name) == target {
-        return Some(target);
+        return Ok(Some(target));
     }
-    let metadata = file.metadata().ok()?;
+    let cannot =
+        |e: &dyn std::fmt::Display| format!("cannot copy it to {}: {e}", escape::path(&target));
+    let metadata = file.metadata().map_err(|e| cannot(&e))?;
     let left_out = metadata.len().saturating_sub(max);
     // Written beside and renamed over: a `logs/ID.log` already there (a
     // symlink among unpacked artifacts, say) is replaced, never written
@@ -444,8 +482,8 @@ fn copy_log(report: &Path, id: &str, logs: &Path, max: u64) -> Option<PathBuf> {
         }
         std::io::copy(&mut (&mut file).take(max), out).map(drop)
     })
-    .ok()?;
-    Some(target)
+    .map_err(|e| cannot(&e))?;
+    Ok(Some(target))
 }
 
 /// The report of a cell no report (of the pipeline run collected) was
@@ -477,10 +515,13 @@ mod tests {
         let log: String = (0..100).map(|i| format!("line {i}\n")).collect();
         std::fs::write(from.join("logs/c1.log"), &log).unwrap();
 
-        let whole = copy_log(&report, "c1", &to, log.len() as u64).unwrap();
+        assert_eq!(copy_log(&report, "c0", &to, 16), Ok(None), "no log");
+        let whole = copy_log(&report, "c1", &to, log.len() as u64)
+            .unwrap()
+            .unwrap();
         assert_eq!(std::fs::read_to_string(&whole).unwrap(), log);
 
-        let cut = copy_log(&report, "c1", &to, 16).unwrap();
+        let cut = copy_log(&report, "c1", &to, 16).unwrap().unwrap();
         let left_out = log.len() - 16;
         assert_eq!(
             std::fs::read_to_string(&cut).unwrap(),
@@ -490,11 +531,18 @@ mod tests {
             )
         );
 
-        // A log that is a symlink is not followed, and nothing is written.
+        // A log that is a symlink is not followed, and nothing is written:
+        // the error says why.
         std::fs::remove_file(&cut).unwrap();
         std::fs::remove_file(from.join("logs/c1.log")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", from.join("logs/c1.log")).unwrap();
-        assert_eq!(copy_log(&report, "c1", &to, 16), None);
+        assert_eq!(
+            copy_log(&report, "c1", &to, 16),
+            Err(format!(
+                "{} is a symlink, which is never followed",
+                from.join("logs/c1.log").display()
+            ))
+        );
         assert!(!cut.exists());
 
         // A symlink where the copy goes is replaced, not written through.
@@ -503,7 +551,7 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "keep").unwrap();
         std::os::unix::fs::symlink(&victim, &cut).unwrap();
-        assert_eq!(copy_log(&report, "c1", &to, 1 << 20), Some(cut.clone()));
+        assert_eq!(copy_log(&report, "c1", &to, 1 << 20), Ok(Some(cut.clone())));
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         assert_eq!(std::fs::read_to_string(&cut).unwrap(), log);
 
@@ -515,20 +563,42 @@ mod tests {
         let hostile = dir.path().join("hostile");
         std::fs::create_dir(&hostile).unwrap();
         std::os::unix::fs::symlink(&secret, hostile.join("logs")).unwrap();
-        assert_eq!(
-            copy_log(&hostile.join("cell-c2.json"), "c2", &to, 1 << 20),
-            None
-        );
+        let refused = copy_log(&hostile.join("cell-c2.json"), "c2", &to, 1 << 20).unwrap_err();
+        assert!(refused.contains("is a symlink"), "{refused}");
         assert!(!to.join("c2.log").exists());
         // A FIFO is no log, and is not waited on.
         std::fs::remove_file(hostile.join("logs")).unwrap();
         std::fs::create_dir(hostile.join("logs")).unwrap();
         fruix_core::testing::mkfifo(&hostile.join("logs/c2.log")).unwrap();
-        assert_eq!(
-            copy_log(&hostile.join("cell-c2.json"), "c2", &to, 1 << 20),
-            None
-        );
+        let refused = copy_log(&hostile.join("cell-c2.json"), "c2", &to, 1 << 20).unwrap_err();
+        assert!(refused.ends_with("is not a regular file"), "{refused}");
         assert!(!to.join("c2.log").exists());
+    }
+
+    /// Regression: a log beside its cell report that is a symlink was not
+    /// copied, the cell's `log` became null, and nothing said why.
+    #[test]
+    fn a_log_that_is_not_copied_is_warned_about() {
+        let (dir, matrix, digest, cells) = local_and_mini_sh();
+        let d = dir.path();
+        let job = d.join("job\u{1b}[31m");
+        std::fs::create_dir_all(job.join("logs")).unwrap();
+        let report = written(&job, &cells[0], |r| {
+            r.matrix_digest = digest.clone();
+            r.cell.log = Some("/runner/logs/local.log".into());
+        });
+        std::os::unix::fs::symlink("/etc/passwd", job.join("logs/local.log")).unwrap();
+        let finished = collect(&matrix, collecting(d, vec![report], None)).unwrap();
+        assert_eq!(finished.report.cells[0].log, None);
+        let shown = escape::path(&job).to_string();
+        assert!(shown.ends_with("job\\033[31m"), "{shown}");
+        assert_eq!(
+            finished.warnings,
+            [format!(
+                "{shown}/cell-local.json: the log of cell local is not copied: {shown}/logs/local.log is a symlink, which is never followed"
+            )]
+        );
+        assert!(!d.join("report/logs/local.log").exists());
     }
 
     #[test]

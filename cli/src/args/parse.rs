@@ -95,6 +95,17 @@ pub struct Refusal {
     pub plain: bool,
 }
 
+impl Refusal {
+    /// The message proper, for the `--json` error: the first paragraph of
+    /// [`Refusal::text`] (what is refused, and why), without clap's
+    /// `error: `, usage, tips and `For more information` line.
+    pub fn message(&self) -> &str {
+        let text = self.text.trim_start();
+        let text = text.strip_prefix("error: ").unwrap_or(text);
+        text.split("\n\n").next().unwrap_or(text).trim_end()
+    }
+}
+
 /// `error` (a refused command line, not help or the version) made safe to
 /// show.
 pub fn refusal(mut error: clap::Error) -> Refusal {

@@ -188,8 +188,12 @@ impl Session {
     }
 }
 
-/// Prints a whole report (the table, or `--json`); the status it ends with.
+/// Prints a whole report (the table, or `--json`), and its warnings on
+/// stderr; the status it ends with.
 fn print_finished(finished: &Finished, json: bool) -> CliResult {
+    for warning in &finished.warnings {
+        eprintln!("fruix: warning: {warning}");
+    }
     if json {
         let mut report = to_json(&finished.report)?;
         report["report_json"] = json_path(&finished.report_json);

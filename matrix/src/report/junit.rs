@@ -35,7 +35,9 @@ pub const TAIL_LINES: usize = 30;
 
 /// `text` without the characters XML 1.0 never allows and quick-junit
 /// keeps (U+FFFE, U+FFFF), which become U+FFFD; quick-junit itself drops
-/// control characters and ANSI escapes.
+/// control characters and ANSI escapes. What a report says is escaped
+/// before ([`escape::line`], as the table shows it), so that none is
+/// dropped unseen.
 fn xml_text(text: &str) -> String {
     text.replace(['\u{fffe}', '\u{ffff}'], "\u{fffd}")
 }
@@ -78,21 +80,23 @@ fn read_end(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A failed cell's failure or error: its error, then its log's last lines.
+/// A failed cell's failure or error: its error (escaped as the table
+/// shows it: one line, control characters as `\ooo`), then its log's last
+/// lines.
 fn non_success(c: &CellReport, kind: NonSuccessKind, ty: &str) -> TestCaseStatus {
-    let error = c.error.as_deref().unwrap_or_default();
+    let error = escape::line(c.error.as_deref().unwrap_or_default());
     let body = match &c.log {
         Some(log) => format!(
             "{error}\n--- last lines of {} ---\n{}",
-            log.display(),
+            escape::path(log),
             tail(log, TAIL_LINES)
         ),
-        None => error.to_string(),
+        None => error.clone(),
     };
     let mut status = TestCaseStatus::non_success(kind);
     status
         .set_type(ty)
-        .set_message(xml_text(error))
+        .set_message(xml_text(&error))
         .set_description(xml_text(&body));
     status
 }
@@ -102,7 +106,7 @@ fn non_success(c: &CellReport, kind: NonSuccessKind, ty: &str) -> TestCaseStatus
 /// cell without one, Ctrl-C or SIGTERM.
 fn why_cancelled(c: &CellReport) -> String {
     match (&c.error, c.attempts.last()) {
-        (Some(error), _) => error.clone(),
+        (Some(error), _) => escape::line(error),
         (None, Some(a)) => format!(
             "cancelled while attempt {} ran on {} (Ctrl-C or SIGTERM)",
             a.attempt,
@@ -165,7 +169,10 @@ fn agreement_case(a: &AgreementReport) -> TestCase {
     } else {
         let mut body = String::new();
         for (cell, sig) in &a.signatures {
-            let _ = writeln!(body, "{cell}: {}", sig.as_deref().unwrap_or("(missing)"));
+            let sig = sig
+                .as_deref()
+                .map_or("(missing)".into(), |s| escape::text(s).to_string());
+            let _ = writeln!(body, "{cell}: {sig}");
         }
         for d in &a.differences {
             let _ = writeln!(
@@ -532,17 +539,48 @@ mod tests {
         assert!(!xml.contains("<skipped message"), "{xml}");
     }
 
+    /// Regression: a cell's error lost its control characters in
+    /// junit.xml (`boom RED`), where the table shows them escaped (`boom
+    /// \001\002\033[31mRED`).
     #[test]
-    fn control_characters_and_noncharacters_never_reach_the_xml() {
+    fn control_characters_are_escaped_as_the_table_shows_them() {
+        let error = "boom \u{1}\u{2}\u{1b}[31mRED\nnext \u{fffe} <&>\"";
         let (xml, back) = round_trip(|report| {
-            report.cells[1].error = Some("\u{1b}[31mred\u{1b}[0m \u{7} \u{fffe} <&>\"".into());
+            report.cells[1].error = Some(error.into());
+            report.cells[3].error = Some(error.into());
         });
-        assert!(!xml.contains(['\u{1b}', '\u{7}', '\u{fffe}']), "{xml:?}");
-        let TestCaseStatus::NonSuccess { message, .. } = &back.test_suites[0].test_cases[1].status
+        assert!(!xml.contains(['\u{1}', '\u{1b}', '\u{fffe}']), "{xml:?}");
+        // As the table shows it, U+FFFE (which XML never allows) aside.
+        let table = super::super::table::cell_error(&back_cell(error));
+        let in_table = r#"boom \001\002\033[31mRED\nnext "#.to_string() + "\u{fffe} <&>\"";
+        assert!(table.contains(&in_table), "{table}");
+        let shown = in_table.replace('\u{fffe}', "\u{fffd}");
+        let cases = &back.test_suites[0].test_cases;
+        let TestCaseStatus::NonSuccess {
+            message,
+            description,
+            ..
+        } = &cases[1].status
         else {
             panic!("{xml}");
         };
-        assert_eq!(message.as_ref().unwrap().as_str(), "red  \u{fffd} <&>\"");
+        assert_eq!(message.as_ref().unwrap().as_str(), shown);
+        let description = description.as_ref().unwrap().as_str();
+        assert!(
+            description.starts_with(&format!("{shown}\n--- last lines of ")),
+            "{description}"
+        );
+        let TestCaseStatus::Skipped { description, .. } = &cases[3].status else {
+            panic!("{xml}");
+        };
+        assert_eq!(description.as_ref().unwrap().as_str(), shown);
+    }
+
+    /// A failed cell whose error is `error`.
+    fn back_cell(error: &str) -> CellReport {
+        let mut c = fixtures::cell("local-MINIMAL", CellStatus::BuildFailure, Path::new("/l"));
+        c.error = Some(error.into());
+        c
     }
 
     #[test]

@@ -88,12 +88,24 @@ pub enum CellReportProblem {
     },
     /// The cell says two things no run says together: `passed` without a
     /// passed last attempt, or with an error; an end before its start; a
-    /// `machine` that is not where its last attempt ran.
+    /// `machine` that is not where its last attempt ran; attempts numbered
+    /// out of order, or more than the matrix's `retries` allow.
     #[error("its cell {cell} contradicts itself: {message}")]
     Inconsistent {
         /// The cell's id (one of the matrix's).
         cell: String,
         /// What contradicts what, naming the fields (values escaped).
+        message: String,
+    },
+    /// An artifact the cell names in the store `collect --store` was given
+    /// is not what the report says: no store object's name, or an object
+    /// of another artifact or tree signature (see `store_check`).
+    #[error("its cell {cell} contradicts the store: {message}")]
+    ContradictsStore {
+        /// The cell's id (one of the matrix's).
+        cell: String,
+        /// The artifact, its store path, and what the store says of it
+        /// against what the report says (values escaped).
         message: String,
     },
 }
@@ -123,11 +135,13 @@ pub(super) fn read_cell_file(path: &Path) -> Result<CellFile, CellReportProblem>
     Ok(report)
 }
 
-/// Checks cell report `report` against the matrix's `digest` and `cells`.
+/// Checks cell report `report` against the matrix's `digest`, `cells` and
+/// `retries`.
 pub(super) fn check_cell_file(
     report: &CellFile,
     digest: &str,
     cells: &[Cell],
+    retries: u32,
 ) -> Result<(), CellReportProblem> {
     if report.matrix_digest != digest {
         return Err(CellReportProblem::OtherMatrix {
@@ -149,6 +163,7 @@ pub(super) fn check_cell_file(
         ));
     }
     check_times(c)?;
+    check_attempts(c, retries)?;
     check_consistency(c, cell)?;
     // Artifact names become file names (diffoscope's output): each must be
     // a name promotion accepts, as a cell that really ran reports it.
@@ -230,6 +245,36 @@ fn check_times(c: &CellReport) -> Result<(), CellReportProblem> {
     Ok(())
 }
 
+/// Checks that cell report `c` numbers its attempts as a run does: 1, 2...
+/// in order, at most `retries` + 1 of them (a run retries only that often).
+fn check_attempts(c: &CellReport, retries: u32) -> Result<(), CellReportProblem> {
+    let most = retries as usize + 1;
+    if c.attempts.len() > most {
+        return Err(inconsistent(
+            c,
+            format!(
+                "it lists {} attempts, but the matrix's `retries` ({retries}) allows {most} at most",
+                c.attempts.len()
+            ),
+        ));
+    }
+    let out_of_order = c
+        .attempts
+        .iter()
+        .enumerate()
+        .find(|(i, a)| a.attempt as usize != i + 1);
+    if let Some((i, a)) = out_of_order {
+        return Err(inconsistent(
+            c,
+            format!(
+                "`attempts[{i}].attempt` is {}, but a run numbers its attempts 1, 2... in order",
+                a.attempt
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that cell report `c` (of the matrix's `cell`) says what a run
 /// says together: a `passed` cell's last attempt passed and it has no
 /// error; its `machine` is where its last attempt ran (the pinned machine,
@@ -294,15 +339,16 @@ pub(super) mod tests {
     use crate::report::AttemptReport;
 
     /// Reads and checks the cell report at `path` against the matrix's
-    /// `digest` and `cells`, as [`collect`](crate::split::collect) does a
-    /// report of the pipeline run it collects.
+    /// `digest` and `cells` (of `retries` 1, the default), as
+    /// [`collect`](crate::split::collect) does a report of the pipeline
+    /// run it collects.
     pub(crate) fn read_cell_report(
         path: &Path,
         digest: &str,
         cells: &[Cell],
     ) -> Result<CellFile, CellReportProblem> {
         let report = read_cell_file(path)?;
-        check_cell_file(&report, digest, cells)?;
+        check_cell_file(&report, digest, cells, 1)?;
         Ok(report)
     }
 
@@ -469,7 +515,10 @@ pub(super) mod tests {
         );
         assert_eq!(
             check_edited(|r| {
-                let failed = attempt("local", CellStatus::SystemFailure);
+                let failed = AttemptReport {
+                    attempt: 2,
+                    ..attempt("local", CellStatus::SystemFailure)
+                };
                 r.cell.attempts.push(failed);
             }),
             says("it is `passed` but its last attempt is `system-failure`")
@@ -515,6 +564,63 @@ pub(super) mod tests {
         );
     }
 
+    /// Regression: a cell report whose only attempt was numbered 99 (of a
+    /// matrix of `retries` 1) was collected, as was one listing more
+    /// attempts than a run makes.
+    #[test]
+    fn a_cell_report_whose_attempts_no_run_numbers_so_is_refused() {
+        let says = |message: &str| {
+            Err(CellReportProblem::Inconsistent {
+                cell: "local-GENERIC".into(),
+                message: message.into(),
+            })
+        };
+        let numbered = |numbers: &[u32]| {
+            check_edited(|r| {
+                r.cell.attempts = numbers
+                    .iter()
+                    .map(|n| AttemptReport {
+                        attempt: *n,
+                        ..attempt("local", CellStatus::SystemFailure)
+                    })
+                    .collect();
+                r.cell.attempts.last_mut().unwrap().status = CellStatus::Passed;
+            })
+        };
+        assert!(numbered(&[1]).is_ok());
+        assert!(numbered(&[1, 2]).is_ok(), "retries 1: two attempts");
+        assert_eq!(
+            numbered(&[99]),
+            says("`attempts[0].attempt` is 99, but a run numbers its attempts 1, 2... in order")
+        );
+        assert_eq!(
+            numbered(&[0]),
+            says("`attempts[0].attempt` is 0, but a run numbers its attempts 1, 2... in order")
+        );
+        assert_eq!(
+            numbered(&[2, 1]),
+            says("`attempts[0].attempt` is 2, but a run numbers its attempts 1, 2... in order")
+        );
+        assert_eq!(
+            numbered(&[1, 2, 3]),
+            says("it lists 3 attempts, but the matrix's `retries` (1) allows 2 at most")
+        );
+        // A matrix that retries more takes more.
+        let dir = tempfile::tempdir().unwrap();
+        let cells = matrix();
+        let path = written(dir.path(), &cells[0], |r| {
+            r.cell.attempts = (1..=3)
+                .map(|n| AttemptReport {
+                    attempt: n,
+                    ..attempt("local", CellStatus::Passed)
+                })
+                .collect();
+        });
+        let report = read_cell_file(&path).unwrap();
+        assert!(check_cell_file(&report, "sha256:aa", &cells, 2).is_ok());
+        assert!(check_cell_file(&report, "sha256:aa", &cells, 1).is_err());
+    }
+
     #[test]
     fn a_pinned_cell_s_report_must_name_its_machine() {
         let file = crate::testing::pinned_matrix();
@@ -525,9 +631,12 @@ pub(super) mod tests {
         let check = |cell: &Cell, machine: Option<&str>, attempts: &[&str]| {
             let path = written(dir.path(), cell, |r| {
                 r.cell.machine = machine.map(str::to_string);
-                r.cell.attempts = attempts
-                    .iter()
-                    .map(|m| attempt(m, CellStatus::Passed))
+                r.cell.attempts = (1..)
+                    .zip(attempts)
+                    .map(|(n, m)| AttemptReport {
+                        attempt: n,
+                        ..attempt(m, CellStatus::Passed)
+                    })
                     .collect();
                 if attempts.is_empty() {
                     r.cell.status = CellStatus::Cancelled;
