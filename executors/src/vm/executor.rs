@@ -315,7 +315,7 @@ pub(super) async fn sweep_beside(
 /// on `host`): a guest of this machine that it names is torn down at once
 /// (a bhyve guest and an XCP-ng VM outlive fruix), then the directory is
 /// removed; a QEMU guest died with its fruix, but for one a wrapper ran
-/// without `exec` ([`super::qemu::quit_left_running`]). A bhyve or XCP-ng guest of
+/// without `exec` ([`super::qmp::quit_left_running`]). A bhyve or XCP-ng guest of
 /// another machine is left, with the directory, to a run on that machine.
 /// Each outcome is a warning: the build goes on.
 pub(super) async fn sweep_stale(
@@ -330,7 +330,7 @@ pub(super) async fn sweep_stale(
     let left = "the work directory of a VM run whose fruix was killed, is left";
     if let Some(guest) = stale.guest.clone() {
         if guest.driver == "qemu" {
-            match super::qemu::quit_left_running(&stale.path).await {
+            match super::qmp::quit_left_running(&stale.path).await {
                 Ok(false) => {}
                 Ok(true) => events.warn(format!(
                     "quit QEMU of guest {}, left running by a VM run whose fruix was killed (its emulator ran under a wrapper that the kernel's death signal alone reached)",

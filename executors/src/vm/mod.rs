@@ -25,6 +25,7 @@ pub mod executor;
 mod group;
 pub mod master;
 pub mod qemu;
+mod qmp;
 pub mod workdir;
 pub mod xcpng;
 

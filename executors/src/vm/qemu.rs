@@ -49,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use super::console::{BoundedConsole, ConsoleCopy, LIVE_CONSOLE_MAX_BYTES};
 use super::driver::{memory, run_local_until, Endpoint, Instance, VmDriver};
 use super::group::GroupLeader;
+use super::qmp;
 
 /// The QEMU system emulator run.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -56,15 +57,6 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// How many times QEMU is started on a new port when another process took
 /// the one it was given before it could listen there.
 pub const QEMU_PORT_ATTEMPTS: usize = 5;
-
-/// QEMU's QMP socket, in the instance's work directory.
-const QMP_SOCKET: &str = "qmp.sock";
-
-/// How long a QEMU left running gets to exit once told to `quit`.
-const QUIT_WAIT: Duration = Duration::from_secs(10);
-
-/// How often a starting QEMU's QMP socket is tried.
-const QMP_POLL: Duration = Duration::from_millis(50);
 
 /// How long, at most, the console's copying gets to end once its QEMU is
 /// gone (it ends at once: the socket closes with QEMU's processes); past
@@ -162,7 +154,7 @@ impl Qemu {
     }
 
     fn qmp(vm: &Instance) -> PathBuf {
-        vm.work_dir.join(QMP_SOCKET)
+        vm.work_dir.join(qmp::SOCKET)
     }
 
     /// QEMU's own stdout and stderr.
@@ -392,25 +384,9 @@ async fn got_up(
     tokio::select! {
         biased;
         () = cancel.cancelled() => Start::Cancelled,
-        () = qmp_greeting(qmp) => Start::Up,
+        () = qmp::greeting(qmp) => Start::Up,
         () = child.wait() => Start::Exited,
         () = tokio::time::sleep_until(deadline) => Start::Up,
-    }
-}
-
-/// Ends once QEMU greets on the QMP socket at `path` (the socket exists
-/// before QEMU listens there, and may be a dead one's until it does).
-async fn qmp_greeting(path: &Path) {
-    use tokio::io::AsyncReadExt;
-    loop {
-        if let Ok(mut stream) = tokio::net::UnixStream::connect(path).await {
-            let mut first = [0u8; 1];
-            if matches!(stream.read(&mut first).await, Ok(1)) {
-                return;
-            }
-            // Closed before a greeting: that QEMU is exiting.
-        }
-        tokio::time::sleep(QMP_POLL).await;
     }
 }
 
@@ -506,7 +482,7 @@ impl VmDriver for Qemu {
             // not asked at all.
             if child.running() && !grace.is_zero() && !cancel.is_cancelled() {
                 let clean = async {
-                    let _ = powerdown(&Self::qmp(vm)).await;
+                    let _ = qmp::powerdown(&Self::qmp(vm)).await;
                     child.wait().await;
                 };
                 tokio::select! {
@@ -535,68 +511,4 @@ impl VmDriver for Qemu {
     fn own_log(&self, vm: &Instance) -> Option<PathBuf> {
         Some(Self::log(vm))
     }
-}
-
-/// Sends `system_powerdown` on the QMP socket at `path`.
-async fn powerdown(path: &Path) -> std::io::Result<()> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let stream = tokio::net::UnixStream::connect(path).await?;
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    lines.next_line().await?; // the greeting
-    write
-        .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
-        .await?;
-    lines.next_line().await?;
-    write
-        .write_all(b"{\"execute\":\"system_powerdown\"}\n")
-        .await?;
-    lines.next_line().await?;
-    Ok(())
-}
-
-/// Quits a QEMU still running from the work directory `work_dir` of a run
-/// whose fruix was killed: an emulator that a wrapper ran without `exec`,
-/// which the kernel's death signal did not reach (it reaches the wrapper
-/// alone). Through its QMP socket, which only that QEMU listens on, so no
-/// other process can be taken for it; then waits (at most [`QUIT_WAIT`])
-/// for it to close the connection as it exits. Whether one was running.
-pub(super) async fn quit_left_running(work_dir: &Path) -> std::io::Result<bool> {
-    use std::io::ErrorKind;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let stream = match tokio::net::UnixStream::connect(work_dir.join(QMP_SOCKET)).await {
-        Ok(stream) => stream,
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
-            return Ok(false)
-        }
-        Err(e) => return Err(e),
-    };
-    let quit = async {
-        let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read).lines();
-        lines.next_line().await?; // the greeting
-        write
-            .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
-            .await?;
-        lines.next_line().await?;
-        write.write_all(b"{\"execute\":\"quit\"}\n").await?;
-        // Its answer, then the end of the connection as it exits (which
-        // may reset it).
-        loop {
-            match lines.next_line().await {
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(true),
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(true),
-                Err(e) => return Err(e),
-            }
-        }
-    };
-    tokio::time::timeout(QUIT_WAIT, quit)
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                ErrorKind::TimedOut,
-                format!("it did not exit within {} s of `quit`", QUIT_WAIT.as_secs()),
-            ))
-        })
 }
