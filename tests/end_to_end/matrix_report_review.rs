@@ -104,6 +104,46 @@ fn collect_with_a_store_refuses_a_report_the_store_contradicts() {
     );
 }
 
+/// Regression: a cell report pointing its artifact at another cell's
+/// object of that artifact, with that object's true tree signature, made
+/// the two cells agree: the object's kernel configuration is the other
+/// cell's, and the report is refused (exit 2).
+#[test]
+fn collect_with_a_store_refuses_another_cell_s_object_for_an_artifact() {
+    let m = Matrix::new(
+        r#"  (axes (executor "local") (kernconf "GENERIC" "MINIMAL") (make-flag "NONDETERMINISTIC=yes"))"#,
+    );
+    let ids = ["local-GENERIC", "local-MINIMAL"];
+    for id in ids {
+        let out = run_cell_with(&m, id, "store", "jobs", &["--quiet"]);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    }
+    std::fs::create_dir(m.path("forged")).unwrap();
+    let generic = read_json(&m.path("jobs/cell-local-GENERIC.json"));
+    write_json(&m.path("forged/cell-local-GENERIC.json"), &generic);
+    let mut forged = read_json(&m.path("jobs/cell-local-MINIMAL.json"));
+    let theirs = generic["cell"]["artifacts"]["world"].clone();
+    assert_ne!(
+        forged["cell"]["artifacts"]["world"], theirs,
+        "the worlds differ"
+    );
+    forged["cell"]["artifacts"]["world"] = theirs.clone();
+    write_json(&m.path("forged/cell-local-MINIMAL.json"), &forged);
+    let out = run(collect(&m, "forged-out")
+        .arg("--from")
+        .arg(m.path("forged"))
+        .arg("--store")
+        .arg(m.path("store")));
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let says = format!(
+        "its cell local-MINIMAL contradicts the store: its artifact \"world\" is {}, which was built with kernconf \"GENERIC\"",
+        theirs["store_path"].as_str().unwrap()
+    );
+    assert!(stderr.contains(&says), "{stderr}");
+    assert!(!m.path("forged-out").exists(), "nothing is written");
+}
+
 /// Regression: a log beside its cell report that was a symlink was not
 /// copied, and the collected report's `log` was null without a word.
 #[test]

@@ -17,7 +17,8 @@ use crate::report::CellReport;
 /// Checks each artifact of cell report `c` that names an entry of `store`
 /// (its path's parent): the entry must have a store object's name, and an
 /// object of the store there must be the artifact object the report says
-/// it is, of its tree signature. An artifact elsewhere is not read (the
+/// it is, built for its kernel configuration and target architecture, of
+/// its tree signature. An artifact elsewhere is not read (the
 /// agreement says so, `not-in-store`), nor one this store lacks (each
 /// runner may have a store of its own): neither can be checked here.
 pub(super) fn check_against_store(c: &CellReport, store: &Path) -> Result<(), CellReportProblem> {
@@ -68,6 +69,22 @@ pub(super) fn check_against_store(c: &CellReport, store: &Path) -> Result<(), Ce
             return Err(refused(format!(
                 "which is the artifact {}",
                 escape::quoted(&identity.artifact).cut_at(80)
+            )));
+        }
+        // Another cell's object of the same artifact, with its own true
+        // signature, would make the two cells agree: what the object was
+        // built for must be this cell's kernel configuration and target.
+        let built = (
+            &identity.build_policy.kernconf,
+            &identity.freebsd_base.target_arch,
+        );
+        if built != (&c.kernconf, &c.target_arch) {
+            return Err(refused(format!(
+                "which was built with kernconf {} for {}, not this cell's {} for {}",
+                escape::quoted(built.0).cut_at(80),
+                escape::quoted(built.1).cut_at(80),
+                escape::quoted(&c.kernconf).cut_at(80),
+                escape::quoted(&c.target_arch).cut_at(80)
             )));
         }
         if identity.tree_signature.as_str() != a.tree_signature {
