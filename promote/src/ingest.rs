@@ -6,6 +6,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -87,12 +88,16 @@ pub(crate) fn ingest_tree(
     let pool = promotion.store().pool();
     let read = |file: &mut OpenFile<'_>| {
         if let Some(reader) = &reader {
-            reader.check(file, display)?;
+            reader.check(file)?;
         }
         pool.ingest(file, promotion.journal()).map_err(|e| match e {
             Error::Core(c) => c,
             other => fruix_core::Error::system(other.to_string()),
         })
+    };
+    let check_dir = |fd: BorrowedFd<'_>, st: &rustix::fs::Stat, path: &[u8]| match &reader {
+        Some(reader) => reader.check_dir(fd, st, path, display),
+        None => Ok(()),
     };
     let mut builder = ManifestBuilder::new();
     let (mut stripped, mut probe_sha256, mut line) = (Vec::new(), None, String::new());
@@ -105,6 +110,7 @@ pub(crate) fn ingest_tree(
             extra_modes,
             read_file: Some(&read),
             exclude,
+            check_dir: Some(&check_dir),
             ..WalkOptions::default()
         },
         |w| {

@@ -166,7 +166,7 @@ fn ingest_artifact(
     // Root promoting a user's result root publishes only what that user
     // could read (a hard link to another user's file, which FreeBSD lets
     // a user make, is refused).
-    let reader = Reader::for_user(owner_of(&root_dir)?.or(owner_of(&dir)?), &dir)?;
+    let reader = Reader::for_user(owner_of(&root_dir)?.or(owner_of(&dir)?));
     let display = root.path().join(&a.path);
     let extra = special_modes::for_artifact(special, &a.path);
     let tree = Tree {

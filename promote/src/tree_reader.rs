@@ -12,39 +12,33 @@
 //! must let the owner through (its search bit, by the same rule). What the
 //! owner owns is theirs to read (they may change its mode).
 //!
-//! The directories on the way are opened one at a time beneath the tree,
-//! never through a symlink, and each answer is kept, so a directory is
-//! looked at once however many files it holds.
+//! Directories are checked as the walk reads them, on the very descriptor
+//! it lists them through ([`Reader::check_dir`]): a directory swapped for
+//! another between a check and the read cannot pass one for the other. A
+//! directory of someone else's the owner cannot list and enter ends the
+//! walk, whatever it holds. An entry of someone else's carrying an access
+//! ACL (Linux's `system.posix_acl_access`) is refused too: fruix does not
+//! evaluate ACLs, which may grant or deny what the mode bits say.
 
-use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::Mutex;
 
-use fruix_core::dir::{dir_flags, is_symlink_refusal};
 use fruix_core::manifest::stat;
 use fruix_core::manifest::OpenFile;
-use rustix::fs::{self as rfs, Mode};
+use rustix::fs as rfs;
 
 /// Read permission, in the "other" position of a mode.
 const READ: u32 = 0o4;
-/// Search permission (of a directory), in the "other" position of a mode.
-const SEARCH: u32 = 0o1;
+/// Permission to list and enter a directory, in the "other" position of a
+/// mode.
+const LIST_AND_ENTER: u32 = 0o5;
 
-/// A user for whom a tree is read: their id and groups, and what is known
-/// of the tree's directories.
+/// A user for whom a tree is read: their id and groups.
 pub(crate) struct Reader {
     uid: u32,
     /// The user's groups (their primary group included), from the user
     /// database; none when the user has no entry there.
     groups: Vec<u32>,
-    /// The top directory of the tree, as the walk reads it.
-    tree: OwnedFd,
-    /// Whether the user can reach each directory looked at (path relative
-    /// to the tree), or why not.
-    dirs: Mutex<HashMap<Vec<u8>, Result<(), String>>>,
 }
 
 /// The owner of the directory open at `dir`, when this process is root and
@@ -61,41 +55,34 @@ pub(crate) fn owner_of(dir: &OwnedFd) -> fruix_core::Result<Option<u32>> {
 
 /// The [`Reader`] of the tree open at `tree`, for its owner ([`owner_of`]).
 pub(crate) fn reader_of(tree: &OwnedFd) -> fruix_core::Result<Option<Reader>> {
-    Reader::for_user(owner_of(tree)?, tree)
+    Ok(Reader::for_user(owner_of(tree)?))
 }
 
 impl Reader {
-    /// Reads the tree open at `tree` for user `uid`, if any.
-    pub(crate) fn for_user(uid: Option<u32>, tree: &OwnedFd) -> fruix_core::Result<Option<Reader>> {
-        let Some(uid) = uid else {
-            return Ok(None);
-        };
-        let tree = tree
-            .try_clone()
-            .map_err(|e| fruix_core::Error::system(format!("cannot open a tree again: {e}")))?;
-        Ok(Some(Reader {
+    /// Reads a tree for user `uid`, if any.
+    pub(crate) fn for_user(uid: Option<u32>) -> Option<Reader> {
+        uid.map(|uid| Reader {
             uid,
             groups: groups_of(uid),
-            tree,
-            dirs: Mutex::new(HashMap::new()),
-        }))
+        })
     }
 
-    /// Whether this user may do `what` ([`READ`], [`SEARCH`]) to an entry
-    /// of user `uid` and group `gid` with permission bits `mode`: the first
+    /// Whether this user may do all of `what` ([`READ`],
+    /// [`LIST_AND_ENTER`]) to an entry of user `uid` and group `gid` with permission bits `mode`: the first
     /// class the user is in decides, as the kernel does. Their own entries
     /// are theirs.
     fn may(&self, uid: u32, gid: u32, mode: u32, what: u32) -> bool {
-        match () {
-            _ if uid == self.uid => true,
-            _ if self.groups.contains(&gid) => mode & (what << 3) != 0,
-            _ => mode & what != 0,
-        }
+        let class = match () {
+            _ if uid == self.uid => return true,
+            _ if self.groups.contains(&gid) => mode >> 3,
+            _ => mode,
+        };
+        class & what == what
     }
 
-    /// Refuses `file` (of the tree at `display`) unless this user could
-    /// read it: see the module's description.
-    pub(crate) fn check(&self, file: &OpenFile<'_>, display: &Path) -> fruix_core::Result<()> {
+    /// Refuses `file` unless this user could read it: see the module's
+    /// description.
+    pub(crate) fn check(&self, file: &OpenFile<'_>) -> fruix_core::Result<()> {
         let (uid, mode) = file.owner;
         let refuse = |message: String| fruix_core::Error::UnsafePath {
             path: file.full_path(),
@@ -107,70 +94,66 @@ impl Reader {
                 file.group, self.uid
             )));
         }
-        let parent = match file.path.iter().rposition(|&b| b == b'/') {
-            Some(end) => &file.path[..end],
-            None => return Ok(()),
-        };
-        self.reach(parent, display).map_err(refuse)
+        self.refuse_acl(file.file.as_fd(), uid).map_err(refuse)
     }
 
-    /// Whether this user can reach directory `dir` (relative to the tree,
-    /// not empty): every directory on the way lets them through.
-    fn reach(&self, dir: &[u8], display: &Path) -> Result<(), String> {
-        let mut known = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(answer) = known.get(dir) {
-            return answer.clone();
+    /// Refuses directory `path` (relative to the tree at `display`), open
+    /// at `dir` with status `st`, unless this user could list and enter it:
+    /// see the module's description. Called by the walk
+    /// ([`fruix_core::manifest::CheckDir`]) before it reads the directory.
+    pub(crate) fn check_dir(
+        &self,
+        dir: BorrowedFd<'_>,
+        st: &rfs::Stat,
+        path: &[u8],
+        display: &Path,
+    ) -> fruix_core::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let (uid, gid, mode) = (stat::uid(st), stat::gid(st), stat::mode(st));
+        let refuse = |message: String| fruix_core::Error::UnsafePath {
+            path: display.join(std::ffi::OsStr::from_bytes(path)),
+            message,
+        };
+        if !self.may(uid, gid, mode, LIST_AND_ENTER) {
+            return Err(refuse(format!(
+                "is a directory of user {uid} and group {gid}, mode {mode:04o}, which user {} cannot list and enter: fruix, as root, adds only what the tree's owner could read; remove it, or let the owner in",
+                self.uid
+            )));
         }
-        let mut current: Option<OwnedFd> = None;
-        let mut answer = Ok(());
-        let mut end = 0;
-        for component in dir.split(|&b| b == b'/') {
-            end += component.len();
-            let path = &dir[..end];
-            end += 1;
-            let name = OsStr::from_bytes(component);
-            let parent = current.as_ref().map_or(self.tree.as_fd(), |d| d.as_fd());
-            let opened = rfs::openat(parent, name, dir_flags(), Mode::empty());
-            let shown =
-                || fruix_core::escape::path(&display.join(OsStr::from_bytes(path))).to_string();
-            let fd = match opened {
-                Ok(fd) => fd,
-                Err(e) if is_symlink_refusal(e) => {
-                    answer = Err(format!("is below {}, now a symlink", shown()));
-                    break;
-                }
-                Err(e) => {
-                    answer = Err(format!("is below {}, which cannot be opened: {e}", shown()));
-                    break;
-                }
-            };
-            if let Some(earlier) = known.get(path) {
-                answer = earlier.clone();
-                if answer.is_err() {
-                    break;
-                }
-            } else {
-                let st = rfs::fstat(&fd).map_err(|e| format!("cannot inspect {}: {e}", shown()))?;
-                let (uid, gid, mode) = (stat::uid(&st), stat::gid(&st), stat::mode(&st));
-                let through = match self.may(uid, gid, mode, SEARCH) {
-                    true => Ok(()),
-                    false => Err(format!(
-                        "is below {}, a directory of user {uid} and group {gid}, mode {mode:04o}, which user {} cannot enter: fruix, as root, adds only what the tree's owner could read; remove it, or let the owner in",
-                        shown(),
-                        self.uid
-                    )),
-                };
-                known.insert(path.to_vec(), through.clone());
-                if through.is_err() {
-                    answer = through;
-                    break;
-                }
-            }
-            current = Some(fd);
-        }
-        known.insert(dir.to_vec(), answer.clone());
-        answer
+        self.refuse_acl(dir, uid).map_err(refuse)
     }
+
+    /// Why an entry of user `uid` open at `fd` is refused for the access
+    /// ACL it carries, if it does and is not this user's: fruix does not
+    /// evaluate ACLs (Linux; elsewhere the mode bits alone are read).
+    fn refuse_acl(&self, fd: BorrowedFd<'_>, uid: u32) -> Result<(), String> {
+        if uid == self.uid || !has_access_acl(fd) {
+            return Ok(());
+        }
+        Err(format!(
+            "belongs to user {uid} and carries an access ACL, which fruix does not evaluate (it may grant or deny user {} what the mode says): fruix, as root, adds only what the tree's owner could read; remove the ACL (setfacl -b), or make the owner its owner",
+            self.uid
+        ))
+    }
+}
+
+/// Whether the entry open at `fd` carries an access ACL beyond its mode
+/// bits (Linux: the `system.posix_acl_access` attribute, which the kernel
+/// keeps only for an ACL the mode cannot say).
+#[cfg(target_os = "linux")]
+fn has_access_acl(fd: BorrowedFd<'_>) -> bool {
+    let mut value = [0u8; 0];
+    match rfs::fgetxattr(fd, "system.posix_acl_access", &mut value) {
+        Ok(_) | Err(rustix::io::Errno::RANGE) => true,
+        // No such attribute, or a file system without ACLs.
+        Err(_) => false,
+    }
+}
+
+/// Whether the entry open at `fd` carries an access ACL: not read here.
+#[cfg(not(target_os = "linux"))]
+fn has_access_acl(_fd: BorrowedFd<'_>) -> bool {
+    false
 }
 
 /// The groups of user `uid` (their primary group first), from the user

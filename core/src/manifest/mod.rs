@@ -40,8 +40,8 @@ pub use diff::{diff_entries, entry_changes, Difference};
 pub use encoding::{decode, encode_into};
 pub use fd::{changed, open_beneath, open_dir, open_file_beneath, stat, FilesBeneath};
 pub use walk::{
-    hash_file, walk, walk_fd, with_buffer, Cancelled, Exclude, FileDigest, OpenFile, Progress,
-    ReadFile, WalkOptions, Walked, MAX_DEPTH, MAX_PATH_BYTES, READ_BUFFER,
+    hash_file, walk, walk_fd, with_buffer, Cancelled, CheckDir, Exclude, FileDigest, OpenFile,
+    Progress, ReadFile, WalkOptions, Walked, MAX_DEPTH, MAX_PATH_BYTES, READ_BUFFER,
 };
 
 /// The first line of every fruix manifest.

@@ -27,7 +27,7 @@
 //! fails with [`Error::Cancelled`] at its next entry or piece of a file.
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,6 +66,12 @@ pub const READ_BUFFER: usize = 256 << 10;
 /// Which entries a walk leaves out, by path relative to its root.
 pub type Exclude<'a> = dyn Fn(&[u8]) -> bool + Sync + 'a;
 
+/// Checks each directory the walk reads, the root included, before it is
+/// read: given the very descriptor the walk lists it through, its status
+/// (from `fstat` on that descriptor), and its path relative to the root.
+/// An error ends the walk.
+pub type CheckDir<'a> = dyn Fn(BorrowedFd<'_>, &rfs::Stat, &[u8]) -> Result<()> + Sync + 'a;
+
 /// An entry as walked.
 #[derive(Debug, Clone)]
 pub struct Walked {
@@ -95,6 +101,8 @@ pub struct WalkOptions<'a> {
     /// Entries to leave out, by path relative to the root (a directory left
     /// out is not descended into): untracked build output of a source tree.
     pub exclude: Option<&'a Exclude<'a>>,
+    /// Checks each directory before it is read ([`CheckDir`]).
+    pub check_dir: Option<&'a CheckDir<'a>>,
 }
 
 /// Walks the tree at `root` in path order and calls `visit` for every entry,
@@ -178,6 +186,9 @@ struct Producer<'a> {
 impl<'a> Producer<'a> {
     fn start(dir: OwnedFd, root: &'a Path, options: &'a WalkOptions<'a>) -> Result<Self> {
         let stat = rfs::fstat(&dir).map_err(|e| Error::io("inspect", root, e.into()))?;
+        if let Some(check) = options.check_dir {
+            check(dir.as_fd(), &stat, b"")?;
+        }
         let mut producer = Producer {
             root,
             options,
@@ -353,6 +364,9 @@ impl<'a> Producer<'a> {
                 )?;
                 let stat = rfs::fstat(&fd)
                     .map_err(|e| Error::io("inspect", self.full(&path), e.into()))?;
+                if let Some(check) = self.options.check_dir {
+                    check(fd.as_fd(), &stat, &path)?;
+                }
                 let walked = self.dir_entry(path.clone(), &stat);
                 self.push_dir(fd, path, depth + 1)?;
                 Ok(Some(Pending::Ready(walked)))
