@@ -102,7 +102,8 @@ fn a_copy_from_a_peer_that_does_not_end_cleanly_after_the_archive_imports_nothin
             "bytes after the archive",
             "printf 'EXTRA BYTES\\n'",
             4,
-            &["data follows the archive's last line (end-archive)"],
+            // The bytes are shown (a remote shell's goodbye shows as itself).
+            &["data follows the archive's last line (end-archive): \"EXTRA BYTES\\n\""],
         ),
         (
             "exit status 9 after the archive",

@@ -17,7 +17,7 @@ use crate::stage::build_object;
 use crate::store::{Store, TempObject, RESULT_METADATA_FILE};
 
 use super::publish::publish;
-use super::rules::{claimed, refuse, valid_name, Audience, Capped};
+use super::rules::{claimed, refuse, trailing, valid_name, Audience, Capped};
 use super::*;
 
 /// One object ready to publish.
@@ -203,13 +203,10 @@ fn import_objects(
             "the object was asked for, but the archive ends without it",
         ));
     }
-    let more = whole_input.then(|| reader.input.fill_buf().map(|rest| !rest.is_empty()));
-    if more.transpose().map_err(|e| reader.read_error(None, e))? == Some(true) {
-        return Err(refuse(
-            None,
-            ArchiveProblem::Malformed,
-            format!("data follows the archive's last line ({END_ARCHIVE})"),
-        ));
+    let more = whole_input.then(|| reader.input.fill_buf().map(trailing));
+    let more = more.transpose().map_err(|e| reader.read_error(None, e))?;
+    if let Some(said) = more.flatten() {
+        return Err(refuse(None, ArchiveProblem::Malformed, said));
     }
     ended()?;
     let bytes = reader.input.read;

@@ -135,6 +135,21 @@ fn untrusted(name: &str, texts: &[String], keys: &[PublicKey], audience: Audienc
     refuse(Some(name), ArchiveProblem::Untrusted, message)
 }
 
+/// The refusal of what follows an archive's last line (`rest`), quoting
+/// its first bytes escaped (a remote shell's goodbye shows as itself);
+/// `None` when nothing follows.
+pub(super) fn trailing(rest: &[u8]) -> Option<String> {
+    const SHOWN: usize = 64;
+    let shown = String::from_utf8_lossy(&rest[..rest.len().min(SHOWN)]);
+    let more = if rest.len() > SHOWN { " ..." } else { "" };
+    (!rest.is_empty()).then(|| {
+        format!(
+            "data follows the archive's last line ({END_ARCHIVE}): {}{more}",
+            fruix_core::escape::quoted(&shown)
+        )
+    })
+}
+
 /// Whether `name` is a store object name (of plain characters).
 pub(super) fn valid_name(name: &str) -> bool {
     crate::verify::is_object_name(name.as_bytes())
