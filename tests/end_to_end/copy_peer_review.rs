@@ -183,6 +183,16 @@ fn a_copy_to_a_peer_that_does_not_end_cleanly_after_its_answer_fails() {
         let name = t.world.file_name().unwrap().to_str().unwrap();
         assert_eq!(object_names(&t.dir.path().join(&there)), [name], "{what}");
     }
+    // Regression: one slow to exit, past the idle timeout, failed the copy
+    // without saying that the other store keeps what it imported.
+    let program = t.serving("slow", "there-slow", "sleep 60");
+    let out = t.copy("--to", &program, &["--idle-timeout", "2"]);
+    let stderr = failed_with("slow to exit", &out, 3, &["timed out"]);
+    assert!(
+        stderr
+            .contains("the other store had answered that it imported 1 object(s), which it keeps"),
+        "{stderr}"
+    );
     let honest = t.serving("honest", "there-honest", "");
     let out = t.copy("--to", &honest, &[]);
     assert!(out.status.success(), "{out:?}");

@@ -381,10 +381,20 @@ fn copy_with(
         let (stderr, exit) = ended.unwrap_or_default();
         // Whatever error the reader's timeout became on its way out, the
         // copy failed because the other side went silent.
-        let outcome = outcome.map_err(|e| match timed_out() {
-            Some(e) if out_of_time => Failed::Store(e),
-            _ if stalled => Failed::Store(idle_timeout(&command, target, idle_limit)),
-            _ => e,
+        // What the other store said it imported stays said.
+        let outcome = outcome.map_err(|e| {
+            let timeout = match timed_out() {
+                Some(t) if out_of_time => t,
+                _ if stalled => idle_timeout(&command, target, idle_limit),
+                _ => return e,
+            };
+            match e {
+                Failed::Unclean { imported, .. } => Failed::Unclean {
+                    e: timeout,
+                    imported,
+                },
+                _ => Failed::Store(timeout),
+            }
         });
         if cancelled {
             return Err(cancelled_copy(direction));
