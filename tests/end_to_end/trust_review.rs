@@ -62,6 +62,19 @@ fn commands_trusting(dir: &Path, archive: &Path, trusted: &Path) -> Vec<std::pro
     vec![store_import(&store, archive, &flag), copy, serve]
 }
 
+/// Each command of [`commands_trusting`] `trusted` refuses it (exit 2),
+/// saying it cannot use it and `why`.
+fn each_refuses(dir: &Path, archive: &Path, trusted: &Path, why: &[&str]) {
+    let cannot = format!("cannot use the trusted keys file {}", trusted.display());
+    let says: Vec<&str> = [cannot.as_str()]
+        .into_iter()
+        .chain(why.iter().copied())
+        .collect();
+    for mut command in commands_trusting(dir, archive, trusted) {
+        failed_with(&format!("{command:?}"), &run(&mut command), 2, &says);
+    }
+}
+
 /// Regression: a trusted keys file that its group or others may write was
 /// used silently (any local user who could write it got objects into the
 /// store). It is refused (exit 2) as OpenSSH's StrictModes refuses an
@@ -79,19 +92,8 @@ fn a_trusted_keys_file_others_may_write_is_refused() {
         (0o602, "by others (mode 0602)"),
     ] {
         write_with_mode(&trusted, &public, mode);
-        for mut command in commands_trusting(dir.path(), &archive, &trusted) {
-            let out = run(&mut command);
-            failed_with(
-                &format!("{command:?}"),
-                &out,
-                2,
-                &[
-                    &format!("cannot use the trusted keys file {}", trusted.display()),
-                    writers,
-                    &format!("chmod go-w {}", trusted.display()),
-                ],
-            );
-        }
+        let fix = format!("chmod go-w {}", trusted.display());
+        each_refuses(dir.path(), &archive, &trusted, &[writers, &fix]);
         let mut from_env = store_import(&store, &archive, &["--json"]);
         from_env.env("FRUIX_TRUSTED_KEYS_FILE", &trusted);
         json_error(&run(&mut from_env), 2, "chmod go-w");
@@ -117,18 +119,8 @@ fn a_trusted_keys_file_another_user_owns_is_refused() {
     let trusted = dir.path().join("trusted-keys");
     write_with_mode(&trusted, &public, 0o644);
     std::os::unix::fs::chown(&trusted, Some(12345), None).unwrap();
-    for mut command in commands_trusting(dir.path(), &archive, &trusted) {
-        let out = run(&mut command);
-        failed_with(
-            &format!("{command:?}"),
-            &out,
-            2,
-            &[
-                &format!("cannot use the trusted keys file {}", trusted.display()),
-                "owned by user 12345, neither this user (0) nor root",
-            ],
-        );
-    }
+    let owner = "owned by user 12345, neither this user (0) nor root";
+    each_refuses(dir.path(), &archive, &trusted, &[owner]);
     // Root's own is used.
     std::os::unix::fs::chown(&trusted, Some(0), None).unwrap();
     run_ok(&mut store_import(
