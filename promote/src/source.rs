@@ -293,8 +293,9 @@ impl StoredTree<'_> {
 
     /// The symlinks stored that lead out of the tree.
     fn links_leaving_tree(&self) -> Result<LinksLeavingTree> {
-        let links = self.entries(&|line| line.contains(" type=link "))?;
-        let targets: HashMap<&[u8], &[u8]> = links
+        // Every entry, parsed: its kind, not its line's text, says a link.
+        let entries = self.entries(&|_| true)?;
+        let targets: HashMap<&[u8], &[u8]> = entries
             .iter()
             .filter_map(|e| match &e.kind {
                 EntryKind::Symlink { target } => Some((&e.path[..], &target[..])),
@@ -302,7 +303,7 @@ impl StoredTree<'_> {
             })
             .collect();
         let mut leaving = LinksLeavingTree::default();
-        for link in &links {
+        for link in entries.iter().filter(|e| targets.contains_key(&e.path[..])) {
             if leaves_tree(link.path.as_slice(), &targets) {
                 leaving.count += 1;
                 leaving.first.get_or_insert_with(|| link.path.clone());
