@@ -130,6 +130,52 @@ fn a_trusted_keys_file_another_user_owns_is_refused() {
     ));
 }
 
+/// Regression: a trusted keys file in a directory another user may write
+/// (or owns) was used, though that user could put another file in its
+/// place between fruix's check of the file and its read. Such a directory
+/// on the file's resolved path is refused (exit 2) as the file itself
+/// would be; a sticky one (`/tmp`'s `1777`) is safe, and a symlink in an
+/// unsafe directory to a file in a safe one is judged by where it leads.
+#[test]
+fn a_trusted_keys_file_in_a_directory_others_may_write_is_refused() {
+    let dir =
+        crate::util::dir_for_root_and_others("trusts a keys file in another user's directory");
+    let (archive, world, public) = signed_archive(dir.path());
+    let store = dir.path().join("store");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let trusted = keys.join("trusted-keys");
+    write_with_mode(&trusted, &public, 0o644);
+    let mode =
+        |mode: u32| std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(mode)).unwrap();
+    let named = format!("its directory {}", keys.display());
+    for writable in [0o777, 0o775, 0o757] {
+        mode(writable);
+        let fix = format!("chmod go-w {}", keys.display());
+        let shown = format!("(mode {writable:04o})");
+        each_refuses(dir.path(), &archive, &trusted, &[&named, &shown, &fix]);
+    }
+    mode(0o755);
+    std::os::unix::fs::chown(&keys, Some(12345), None).unwrap();
+    let owner = "is owned by user 12345, neither this user (0) nor root";
+    each_refuses(dir.path(), &archive, &trusted, &[&named, owner]);
+    std::os::unix::fs::chown(&keys, Some(0), None).unwrap();
+    assert!(!store.join(world.rsplit('/').next().unwrap()).exists());
+    // Reached through a symlink in a directory anyone may write, the file
+    // is judged by the directories it is in; a sticky one is safe.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink(&trusted, shared.join("link")).unwrap();
+    mode(0o1777);
+    run_ok(&mut store_import(
+        &store,
+        &archive,
+        &["--trusted-keys-file", shared.join("link").to_str().unwrap()],
+    ));
+    assert!(signed_by(&info(&store, &world), &public));
+}
+
 /// Regression: a secret key file or a trusted keys file that was a FIFO or
 /// a directory was refused saying "metadata files are regular files", and
 /// the trusted keys file's refusals read differently (`cannot read the

@@ -53,7 +53,17 @@ pub fn trust(args: &TrustArgs) -> CliResult<Trust> {
     // symlinks of its path), bounded, never waiting on a FIFO. Its owner
     // and mode are those of the descriptor read (fstat), not of a second
     // lookup of its path.
-    match fruix_core::fsutil::read_optional_file_of_kind(file, "trusted keys file") {
+    // Its directories are those of its path with every symlink resolved:
+    // a directory another user may write could swap the file under the
+    // check (OpenSSH's StrictModes looks at them too). The resolved path is
+    // the one read, so a symlink on the way swapped after the check
+    // changes nothing.
+    let real = std::fs::canonicalize(file).ok();
+    if let Some(why) = real.as_deref().and_then(unsafe_directory) {
+        return Err(cannot("use", why));
+    }
+    let read = real.as_deref().unwrap_or(file);
+    match fruix_core::fsutil::read_optional_file_of_kind(read, "trusted keys file") {
         Ok(Some(read)) => {
             if let Some(why) = unsafe_owner_or_mode(file, &read.metadata) {
                 return Err(cannot("use", why));
@@ -117,6 +127,36 @@ fn unsafe_owner_or_mode(file: &Path, meta: &std::fs::Metadata) -> Option<String>
     } else {
         None
     }
+}
+
+/// Why the directories holding `real` (a path without symlinks) make a
+/// trusted keys file there unsafe, if they do: one that neither this user
+/// nor root owns, or that its group or others may write without the
+/// sticky bit (`/tmp`'s `1777` is safe: others cannot replace what they do
+/// not own there). Whoever controls such a directory could put another
+/// file in the keys file's place.
+fn unsafe_directory(real: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    real.ancestors().skip(1).find_map(|dir| {
+        let meta = std::fs::symlink_metadata(dir).ok()?;
+        let mode = meta.mode() & 0o7777;
+        let owner = meta.uid();
+        if owner != me && owner != 0 {
+            Some(format!(
+                "its directory {} is owned by user {owner}, neither this user ({me}) nor root, who could put another file in its place; keep it in a directory this user or root owns",
+                escape::path(dir)
+            ))
+        } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            Some(format!(
+                "its directory {} may be written by others than its owner (mode {mode:04o}), who could put another file in its place; chmod go-w {}",
+                escape::path(dir),
+                escape::path(dir)
+            ))
+        } else {
+            None
+        }
+    })
 }
 
 /// The key a trusted-keys file's `line` holds, or `None` when it holds
