@@ -18,6 +18,8 @@ mod cli_defects;
 mod cli_paths_review;
 mod cli_review;
 mod cli_review_b;
+mod cli_surface_review;
+mod config_escape_review;
 mod copy_peer_review;
 mod copy_review;
 mod docs;
