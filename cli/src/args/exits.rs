@@ -30,7 +30,8 @@ const MATRIX: &[ExitStatus] = &[
     Divergence,
     Cancelled,
 ];
-/// `matrix run-cell`: as its cell would have ended as a build of its own.
+/// `matrix run-cell`: its cell's status (a result refused when validated or
+/// promoted is a build failure there).
 const CELL: &[ExitStatus] = &[Success, BuildFailure, Usage, SystemFailure, Cancelled];
 
 /// The statuses of the command at `path` (`["store", "verify"]`), and what

@@ -240,7 +240,8 @@ pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult 
             escape::path(&finished.path)
         );
     }
-    // The status the cell would have had as a build of its own.
+    // The cell's status: a result refused when validated or promoted is a
+    // build failure there (retrying will not help), where a build exits 4.
     Ok(match cell.status {
         CellStatus::Passed => Status::Success,
         CellStatus::BuildFailure => Status::BuildFailure,
