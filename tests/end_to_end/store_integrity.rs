@@ -15,8 +15,8 @@ use fruix_core::testing::write_sample_result_root;
 
 use crate::race::{exchange, Gate, Inotify, SharedMapping};
 use crate::util::{
-    corrupt_counts, dir_for_root_and_others, fruix, key_values, root_secret_linked_at, run, run_ok,
-    snapshot,
+    corrupt_counts, dir_for_root_and_others, fruix, key_values, listing, root_secret_linked_at,
+    run, run_ok, snapshot,
 };
 
 /// A promote command. Four worker threads whatever the machine, so that a
@@ -366,8 +366,14 @@ fn verify_refuses_what_is_not_a_store_object() {
     // `.lock`, `.locks`) by any command that only reads one, export
     // included; it was no store, as a missing one is none. (`store serve`,
     // into which a client copies, makes one in an empty directory.)
+    // Regression: so was a directory holding other things (`~` or `/tmp`
+    // given as the store): only one holding `.fruix` or a store object
+    // (a store from before the database) is a store.
     let empty = dir.path().join("empty");
     fs::create_dir(&empty).unwrap();
+    let home = dir.path().join("home");
+    fs::create_dir_all(home.join("sub")).unwrap();
+    fs::write(home.join(".profile"), "x").unwrap();
     let name = "/0000000000000000000000000000000000000000-fruix-x";
     let output = dir.path().join("out.nar");
     let reads: [&[&str]; 6] = [
@@ -378,20 +384,33 @@ fn verify_refuses_what_is_not_a_store_object() {
         &["query", "--references", name],
         &["export", "-o", output.to_str().unwrap(), name],
     ];
-    for args in reads {
+    let link = dir.path().join("link");
+    let writes: [&[&str]; 2] = [
+        &["delete", name],
+        &["add-root", name, link.to_str().unwrap()],
+    ];
+    for (args, at) in reads
+        .iter()
+        .chain(&writes)
+        .flat_map(|a| [(a, &empty), (a, &home)])
+    {
+        let before = listing(at);
         let out = run(fruix()
             .arg("store")
-            .args(args)
+            .args(*args)
             .arg("--store")
-            .arg(&empty)
+            .arg(at)
             .stdin(Stdio::null()));
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(out.status.code(), Some(2), "{args:?} {at:?}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("no store at"), "{args:?}: {stderr}");
-        let left: Vec<_> = fs::read_dir(&empty).unwrap().flatten().collect();
-        assert!(left.is_empty(), "{args:?} left {left:?}");
+        assert!(stderr.contains("no store at"), "{args:?} {at:?}: {stderr}");
+        assert_eq!(listing(at), before, "{args:?} made entries in {at:?}");
     }
-    assert!(!output.exists());
+    assert!(!output.exists() && !link.exists());
+    // A store from before the database (objects, no `.fruix`) is one.
+    let legacy = dir.path().join("legacy");
+    fs::create_dir_all(legacy.join(world.file_name().unwrap())).unwrap();
+    run_ok(fruix().args(["store", "list", "--store"]).arg(&legacy));
     // An object named through a relative path is one.
     run_ok(
         fruix()

@@ -182,6 +182,24 @@ fn is_empty_dir(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
 }
 
+/// Whether the directory `dir` holds a store: its `.fruix`, or (a store
+/// from before the database) its `.links` or an entry named as a store
+/// object. Another
+/// directory (`~`, `/tmp`, a mistyped path) is none, and a command that
+/// only reads a store makes nothing there. The listing stops at the first
+/// entry that shows it; an unreadable directory is left to the open, which
+/// says why.
+fn holds_a_store(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    match fs::read_dir(dir) {
+        Ok(entries) => entries.flatten().any(|e| {
+            let name = e.file_name();
+            name == META_DIR || name == LINKS_DIR || crate::verify::is_object_name(name.as_bytes())
+        }),
+        Err(_) => true,
+    }
+}
+
 /// An open store directory.
 #[derive(Debug)]
 pub struct Store {
@@ -252,26 +270,28 @@ impl Store {
         Ok(made)
     }
 
-    /// Opens an existing store; a missing directory, or an empty one (never
-    /// opened as a store: one that was has its entries), is
-    /// [`Error::NoStore`], and is left as it was; anything else there,
-    /// [`Error::StoreNotDirectory`].
+    /// Opens an existing store; a missing directory, or one that holds no
+    /// store (empty, or holding neither `.fruix` nor a store object: `~`
+    /// mistyped as the store), is [`Error::NoStore`], and is left as it
+    /// was; anything else there, [`Error::StoreNotDirectory`].
     pub fn open_existing(root: &Path) -> Result<Store> {
         text_path(root)?;
         match fs::metadata(root) {
-            Ok(m) if m.is_dir() && !is_empty_dir(root) => Self::open_at(root),
+            Ok(m) if m.is_dir() && holds_a_store(root) => Self::open_at(root),
             _ => Err(no_store(root)),
         }
     }
 
     /// Opens the store in the existing directory `root`, making one there
     /// when it is empty: `store serve`, into which a client copies. A
-    /// missing directory is [`Error::NoStore`]: a mistyped path makes
-    /// nothing.
+    /// missing directory, or one that holds other things but no store, is
+    /// [`Error::NoStore`]: a mistyped path makes nothing.
     pub fn open_directory(root: &Path) -> Result<Store> {
         text_path(root)?;
         match fs::metadata(root) {
-            Ok(m) if m.is_dir() => Self::open_at(root),
+            Ok(m) if m.is_dir() && (is_empty_dir(root) || holds_a_store(root)) => {
+                Self::open_at(root)
+            }
             _ => Err(no_store(root)),
         }
     }
@@ -295,7 +315,7 @@ impl Store {
             && may_write(&meta)
             && may_write(&meta.join(DB_FILE));
         match fs::metadata(root) {
-            Ok(m) if m.is_dir() && is_empty_dir(root) => Err(Error::NoStore {
+            Ok(m) if m.is_dir() && !holds_a_store(root) => Err(Error::NoStore {
                 path: root.to_path_buf(),
             }),
             Ok(m) if m.is_dir() && writable => Self::open_at(root),
