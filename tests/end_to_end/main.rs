@@ -51,6 +51,7 @@ mod promote_cli;
 mod race;
 mod readme;
 mod registry_review;
+mod repair_adopt_review;
 mod repair_interrupted;
 mod roots_review;
 mod runner_review;
