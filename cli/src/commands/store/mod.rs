@@ -107,10 +107,18 @@ fn print_moved(
     Ok(())
 }
 
-/// A registration time as RFC 3339 (UTC, seconds).
+/// A registration time as RFC 3339 (UTC, seconds). The registry is read
+/// as untrusted: a time RFC 3339 cannot write (after the year 9999) is
+/// shown as its number of seconds, never a panic.
 fn registered(seconds: i64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.max(0) as u64);
-    humantime::format_rfc3339_seconds(time).to_string()
+    use std::fmt::Write;
+    let time =
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds.max(0) as u64));
+    let mut text = String::new();
+    match time.map(|t| write!(text, "{}", humantime::format_rfc3339_seconds(t))) {
+        Some(Ok(())) => text,
+        _ => format!("{seconds} s after 1970-01-01T00:00:00Z"),
+    }
 }
 
 fn list(args: ListArgs) -> CliResult {
@@ -356,4 +364,25 @@ fn show_roots(args: RootsArgs) -> CliResult {
         }
     }
     Ok(Status::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a registration time after the year 9999 (a registry
+    /// from elsewhere, or edited) made `store list` and `store info`
+    /// panic (exit 101): humantime's RFC 3339 display fails there.
+    #[test]
+    fn a_registration_time_rfc_3339_cannot_write_is_shown_as_seconds() {
+        assert_eq!(registered(0), "1970-01-01T00:00:00Z");
+        assert_eq!(registered(253402300799), "9999-12-31T23:59:59Z");
+        for seconds in [253402300800, i64::MAX] {
+            assert_eq!(
+                registered(seconds),
+                format!("{seconds} s after 1970-01-01T00:00:00Z")
+            );
+        }
+        assert_eq!(registered(-5), "1970-01-01T00:00:00Z");
+    }
 }
