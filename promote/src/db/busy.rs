@@ -27,6 +27,13 @@ const BUSY_POLL: Duration = Duration::from_millis(50);
 /// How many looks make [`BUSY_TIMEOUT`].
 const BUSY_LOOKS: u128 = BUSY_TIMEOUT.as_millis() / BUSY_POLL.as_millis();
 
+/// How many looks (a second) pass before a wait says so. SQLite is busy
+/// for a moment, without any transaction of another process, while
+/// another connection opens the registry (its WAL recovery) or closes it
+/// last (its checkpoint): a reader waits through that silently, and only
+/// a wait that lasts, for another process's transaction, is said.
+const QUIET_LOOKS: i32 = (1000 / BUSY_POLL.as_millis()) as i32;
+
 thread_local! {
     /// The registry whose wait a handler on this thread says it waits for.
     static REGISTRY: RefCell<PathBuf> = RefCell::default();
@@ -68,13 +75,14 @@ fn on_busy_to_the_end(count: i32) -> bool {
 }
 
 /// One call of a busy handler: `count` is how many times it was called for
-/// this wait. Says that it waits at the first call, then looks again every
+/// this wait. Says that it waits once it has for [`QUIET_LOOKS`] looks
+/// (see [`says_it_waits`]), and looks again every
 /// [`BUSY_POLL`] (true) until [`BUSY_TIMEOUT`] has passed, or the process
 /// is interrupted when `interrupt` ends the wait (false: SQLite fails with
 /// `SQLITE_BUSY`, which [`super::db_error`] reports as a cancellation when
 /// interrupted).
 fn wait(count: i32, interrupt: Interrupt) -> bool {
-    if count == 0 {
+    if says_it_waits(count) {
         REGISTRY.with(|registry| notice(&registry.borrow()));
     }
     let interrupted = interrupt == Interrupt::EndsWait && fruix_core::interrupt::requested();
@@ -85,10 +93,39 @@ fn wait(count: i32, interrupt: Interrupt) -> bool {
     true
 }
 
+/// Whether the busy handler's call `count` of a wait is the one that says
+/// it waits: once, after [`QUIET_LOOKS`] looks.
+fn says_it_waits(count: i32) -> bool {
+    count == QUIET_LOOKS
+}
+
 /// Tells the process's lock-wait notice
 /// ([`set_lock_notice`](crate::store::set_lock_notice)) that this process
 /// waits for another one's transaction on the registry at `path`
 /// ([`LockWait::Registry`]), as the store's other lock waits do.
 fn notice(path: &Path) {
     crate::store::notice_lock_wait(LockWait::Registry, path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: readers said `waiting for the store's registry, held by
+    /// another process's transaction` at SQLite's first busy call, which
+    /// comes while another connection merely opens or closes the registry
+    /// (no transaction at all). The notice waits for a second of looks,
+    /// and is said once.
+    #[test]
+    fn a_wait_says_so_once_after_a_second_not_at_the_first_busy_call() {
+        let said: Vec<i32> = (0..BUSY_LOOKS as i32)
+            .filter(|&c| says_it_waits(c))
+            .collect();
+        assert_eq!(said, [QUIET_LOOKS]);
+        assert_eq!(
+            Duration::from_millis(50) * QUIET_LOOKS as u32,
+            Duration::from_secs(1)
+        );
+        assert!((QUIET_LOOKS as u128) < BUSY_LOOKS);
+    }
 }
