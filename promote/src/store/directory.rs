@@ -97,3 +97,27 @@ pub(super) fn no_store(root: &Path) -> Error {
         },
     }
 }
+
+/// Whether `dir` is a directory with nothing in it.
+pub(super) fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// Whether the directory `dir` holds a store: its `.fruix`, or (a store
+/// from before the database) its `.links` or an entry named as a store
+/// object. Another directory (`~`, `/tmp`, a mistyped path) is none, and
+/// a command that only reads a store makes nothing there. The listing stops at the first
+/// entry that shows it; an unreadable directory is left to the open, which
+/// says why.
+pub(super) fn holds_a_store(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.flatten().any(|e| {
+            let name = e.file_name();
+            name == crate::db::META_DIR
+                || name == crate::pool::LINKS_DIR
+                || crate::verify::is_object_name(name.as_bytes())
+        }),
+        Err(_) => true,
+    }
+}

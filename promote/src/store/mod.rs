@@ -49,7 +49,7 @@ mod layout;
 mod lock;
 mod promotion;
 
-use self::directory::{create_error, no_store};
+use self::directory::{create_error, holds_a_store, is_empty_dir, no_store};
 pub use self::directory::{not_a_directory, NotADirectory};
 use self::layout::text_path;
 pub use self::layout::{
@@ -178,28 +178,6 @@ fn remove_store_entries(root: &Path) {
 }
 
 /// Whether `dir` is a directory with nothing in it.
-fn is_empty_dir(dir: &Path) -> bool {
-    fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
-}
-
-/// Whether the directory `dir` holds a store: its `.fruix`, or (a store
-/// from before the database) its `.links` or an entry named as a store
-/// object. Another
-/// directory (`~`, `/tmp`, a mistyped path) is none, and a command that
-/// only reads a store makes nothing there. The listing stops at the first
-/// entry that shows it; an unreadable directory is left to the open, which
-/// says why.
-fn holds_a_store(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    match fs::read_dir(dir) {
-        Ok(entries) => entries.flatten().any(|e| {
-            let name = e.file_name();
-            name == META_DIR || name == LINKS_DIR || crate::verify::is_object_name(name.as_bytes())
-        }),
-        Err(_) => true,
-    }
-}
-
 /// An open store directory.
 #[derive(Debug)]
 pub struct Store {
