@@ -7,10 +7,11 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshTarget {
     /// The user to log in as. [`SshTarget::parse`] requires it non-empty,
-    /// without `@`, `:`, space or `/`.
+    /// without `@`, `:`, space, `/` or a character [`unprintable`] names.
     pub user: String,
     /// Host name or address, an IPv6 address without its brackets.
-    /// [`SshTarget::parse`] requires it non-empty, without `@`, space or `/`.
+    /// [`SshTarget::parse`] requires a host name or IP address ([`is_host`]),
+    /// and names a character [`unprintable`] finds in it.
     pub host: String,
     /// TCP port; [`SshTarget::parse`] gives 22 when the text has none and
     /// refuses 0.
@@ -27,6 +28,9 @@ impl SshTarget {
             )
         };
         let (user, rest) = text.split_once('@').ok_or_else(|| bad("no user@"))?;
+        if let Some(problem) = unprintable("user name", user) {
+            return Err(bad(&problem));
+        }
         if user.is_empty() || user.contains(['@', ':', ' ', '/']) {
             return Err(bad("bad user name"));
         }
@@ -45,6 +49,9 @@ impl SshTarget {
                 _ => (rest, None),
             }
         };
+        if let Some(problem) = unprintable("host", host) {
+            return Err(bad(&problem));
+        }
         if !is_host(host) {
             return Err(bad("the host is not a host name or IP address"));
         }
@@ -62,6 +69,20 @@ impl SshTarget {
             port,
         })
     }
+}
+
+/// What is wrong with `text`, the `what` of an SSH target, when it holds a
+/// character fruix escapes when it prints it ([`crate::escape::is_unsafe`]:
+/// a control character, a format character such as a bidi control): the
+/// first such character, named escaped (`the user name holds \n, ...`).
+/// ssh could not log in as such a user, and every message naming the
+/// target would have to show it escaped.
+pub fn unprintable(what: &str, text: &str) -> Option<String> {
+    let c = text.chars().find(|&c| crate::escape::is_unsafe(c))?;
+    Some(format!(
+        "the {what} holds {}, a control or format character",
+        crate::escape::text(c.encode_utf8(&mut [0; 4]))
+    ))
 }
 
 /// Whether `text` is a host alone, as a machines file and the `ssh` command
@@ -88,12 +109,20 @@ pub fn is_host(text: &str) -> bool {
             .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// `user@host:port` (`user@[host]:port` for an IPv6 address), the user
+/// and host escaped ([`crate::escape::text`]): a target made without
+/// [`SshTarget::parse`] (from a machines file, a VM's endpoint) is shown
+/// safely too.
 impl fmt::Display for SshTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (user, host) = (
+            crate::escape::text(&self.user),
+            crate::escape::text(&self.host),
+        );
         if self.host.contains(':') {
-            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
+            write!(f, "{user}@[{host}]:{}", self.port)
         } else {
-            write!(f, "{}@{}:{}", self.user, self.host, self.port)
+            write!(f, "{user}@{host}:{}", self.port)
         }
     }
 }
@@ -126,5 +155,38 @@ mod tests {
         ] {
             assert!(SshTarget::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Regression: a control character in the user (newline, tab, ESC,
+    /// DEL) passed, and `cannot connect to a` + newline + `b@host:22` could
+    /// forge an output line.
+    #[test]
+    fn unprintable_characters_are_refused_by_their_escaped_form() {
+        for (text, says) in [
+            (
+                "a\nb@host",
+                "the user name holds \\n, a control or format character",
+            ),
+            ("a\tb@host", "the user name holds \\t,"),
+            ("a\u{1b}[2Jb@host", "the user name holds \\033,"),
+            ("a\u{7f}@host", "the user name holds \\177,"),
+            ("a\u{202e}b@host", "the user name holds \\342\\200\\256,"),
+            ("a@ho\nst", "the host holds \\n,"),
+            ("a@[::1\u{200b}]:22", "the host holds \\342\\200\\213,"),
+        ] {
+            let e = SshTarget::parse(text).unwrap_err();
+            assert!(e.contains(says), "{text:?}: {e}");
+            assert!(!e.contains(['\n', '\u{1b}', '\u{202e}']), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_target_shows_its_user_and_host_escaped() {
+        let t = SshTarget {
+            user: "a\nb\u{202e}".into(),
+            host: "h".into(),
+            port: 22,
+        };
+        assert_eq!(t.to_string(), "a\\nb\\342\\200\\256@h:22");
     }
 }

@@ -77,7 +77,7 @@ impl LocalConfig {
             if !dir.is_absolute() {
                 return Err(invalid(format!(
                     "`work_dir` {} is relative; give an absolute directory",
-                    dir.display()
+                    fruix_core::escape::path(dir)
                 )));
             }
         }

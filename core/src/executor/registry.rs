@@ -1,6 +1,8 @@
 //! The registry of executors: compiled-in registrations (through `inventory`)
 //! and executors added at run time, found by name.
 
+mod config_value;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -279,6 +281,8 @@ impl Registry {
 
 /// Deserializes an executor's config object into its config struct, naming the
 /// executor in errors (unknown keys are refused by `deny_unknown_fields`).
+/// The error's message quotes each key or value it names escaped and cut
+/// ([`crate::escape`]), never as serde would.
 pub fn parse_config<T: serde::de::DeserializeOwned>(
     executor: &str,
     config: serde_json::Value,
@@ -288,7 +292,7 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
     } else {
         config
     };
-    serde_json::from_value(config).map_err(|e| Error::InvalidConfig {
+    config_value::from_value(config).map_err(|e| Error::InvalidConfig {
         executor: executor.to_string(),
         message: e.to_string(),
     })

@@ -74,8 +74,8 @@ impl BuildRequest {
         }
         if self.policy.kernconf.is_empty() || self.policy.kernconf.contains(['/', ' ']) {
             return Err(invalid(format!(
-                "kernconf {:?} is not a kernel configuration name",
-                self.policy.kernconf
+                "kernconf {} is not a kernel configuration name",
+                crate::escape::quoted(&self.policy.kernconf)
             )));
         }
         // What promotion.scm records verbatim is refused now, not after the

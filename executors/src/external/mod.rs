@@ -66,7 +66,7 @@ use fruix_core::executor::{
 };
 use fruix_core::process::{describe_status, run_step, Ending, Finished, Step};
 use fruix_core::promotion::PROMOTION_FILE;
-use fruix_core::{Error, Failure, Result};
+use fruix_core::{escape, Error, Failure, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
 use fruix_freebsd::work::{create_work_dir, work_dir_for, WORK_MARKER};
 use tokio::process::Command;
@@ -170,14 +170,20 @@ impl ExternalExecutor {
         let object = match config {
             serde_json::Value::Null => Default::default(),
             serde_json::Value::Object(o) => o,
-            other => return Err(invalid(format!("expected an object of keys, got {other}"))),
+            other => {
+                return Err(invalid(format!(
+                    "expected an object of keys, got {}",
+                    escape::text(&other.to_string())
+                )))
+            }
         };
         let mut vars = Vec::with_capacity(object.len());
         for (key, value) in object {
             if !spec.config_keys.iter().any(|k| k.name == key) {
                 let known: Vec<_> = spec.config_keys.iter().map(|k| k.name.as_str()).collect();
                 return Err(invalid(format!(
-                    "unknown key `{key}`; this executor declares: {}",
+                    "unknown key `{}`; this executor declares: {}",
+                    escape::text(&key),
                     if known.is_empty() {
                         "none".to_string()
                     } else {
@@ -190,7 +196,8 @@ impl ExternalExecutor {
                 v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string(),
                 other => {
                     return Err(invalid(format!(
-                        "`{key}` must be a string, number or boolean, got {other}"
+                        "`{key}` must be a string, number or boolean, got {}",
+                        escape::text(&other.to_string())
                     )))
                 }
             };

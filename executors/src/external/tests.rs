@@ -255,6 +255,35 @@ async fn unknown_configuration_keys_are_refused_naming_the_declared_ones() {
     );
 }
 
+/// Regression: the refused key and value were printed as they were (a
+/// newline in a key forged a `fruix: error:` line) and never cut.
+#[test]
+fn refused_configuration_keys_and_values_are_shown_escaped_and_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("executors.scm");
+    std::fs::write(&path, r#"(fruix-executors (format-version 1) (executor (name "t") (version "1") (description "d") (config-key (name "image") (description "i")) (build (command "true"))))"#).unwrap();
+    let spec = Arc::new(file::read_file(&path).unwrap().remove(0));
+    let refused = |config| {
+        ExternalExecutor::new(spec.clone(), config)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = refused(serde_json::json!({"x\nfruix: error: FORGED\u{202e}": 1}));
+    assert!(
+        e.contains("unknown key `x\\nfruix: error: FORGED\\342\\200\\256`;"),
+        "{e}"
+    );
+    let e = refused(serde_json::json!({"image": ["\u{202e}", "y".repeat(3000)]}));
+    assert!(e.contains("got [\"\\342\\200\\256\",\"yyy"), "{e}");
+    assert!(e.ends_with("…[1986 more bytes cut]"), "{e}");
+    let e = refused(serde_json::json!("\u{202e}"));
+    assert!(
+        e.contains("expected an object of keys, got \"\\342\\200\\256\""),
+        "{e}"
+    );
+    assert!(!e.contains(['\n', '\u{202e}']), "{e}");
+}
+
 #[test]
 fn every_documented_variable_is_set() {
     let dir = tempfile::tempdir().unwrap();

@@ -216,10 +216,9 @@ impl SshSession {
         let tried = authenticate(&mut handle, options).await?;
         if !tried.0 {
             return Err(Error::system(format!(
-                "{target} refused authentication as user {} with {}; add the public key to ~{}/.ssh/authorized_keys on the guest, or give the right key with --identity",
-                target.user,
+                "{target} refused authentication as user {user} with {}; add the public key to ~{user}/.ssh/authorized_keys on the guest, or give the right key with --identity",
                 if tried.1.is_empty() { "no key (none configured, no ssh-agent, no default key)".to_string() } else { tried.1.join(", ") },
-                target.user
+                user = fruix_core::escape::text(&target.user),
             )));
         }
         Ok(SshSession {
@@ -403,7 +402,7 @@ async fn try_key(
 fn describe_key(path: &Path, key: &PrivateKey) -> String {
     format!(
         "key {} ({} {})",
-        path.display(),
+        fruix_core::escape::path(path),
         key.algorithm(),
         key.public_key().fingerprint(HashAlg::Sha256)
     )
@@ -421,11 +420,12 @@ pub fn load_identity(path: &Path, passphrase_env: Option<&str>) -> Result<Privat
             (russh::keys::Error::IO(io), _) => io.to_string(),
             // A wrong passphrase shows up as a failed decryption.
             (_, Some(var)) if passphrase.is_some() => format!(
-                "{e}: is the passphrase in environment variable {var} the key's? (an OpenSSH or PEM ed25519, ECDSA or RSA private key is expected)"
+                "{e}: is the passphrase in environment variable {} the key's? (an OpenSSH or PEM ed25519, ECDSA or RSA private key is expected)",
+                fruix_core::escape::text(var)
             ),
             _ => format!("{e}; give an OpenSSH or PEM ed25519, ECDSA or RSA private key"),
         };
-        Error::system(format!("cannot use identity {}: {hint}", path.display()))
+        Error::system(format!("cannot use identity {}: {hint}", fruix_core::escape::path(path)))
     })
 }
 
