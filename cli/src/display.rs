@@ -93,15 +93,20 @@ pub fn draw_target() -> ProgressDrawTarget {
     ProgressDrawTarget::term_like_with_hz(Box::new(Narrowed(Term::stderr())), 20)
 }
 
-fn spinner() -> ProgressBar {
+/// The live line of a stage: `template`'s, with `stage` as its prefix.
+/// Both are set before the line is first drawn (by its steady tick), so it
+/// never shows without its stage's name.
+fn spinner(template: &str, stage: String) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(None, draw_target());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix:.bold} [{elapsed}] {wide_msg}")
-            .expect("static template is valid"),
-    );
+    bar.set_style(ProgressStyle::with_template(template).expect("static template is valid"));
+    bar.set_prefix(stage);
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
 }
+
+/// The live line of a build's stage: its name, its elapsed time and its
+/// last log line (or bytes so far).
+const STAGE: &str = "{spinner} {prefix:.bold} [{elapsed}] {wide_msg}";
 
 /// What is said when Ctrl-C, SIGTERM or SIGHUP arrives.
 pub const CANCELLING: &str = "fruix: cancelling: stopping the build and cleaning up";
@@ -115,7 +120,11 @@ fn say(bar: &Option<ProgressBar>, line: String) {
     }
 }
 
-/// Prints events until the channel closes. Once `cancel` fires, says so
+/// Prints events until the channel closes. On a terminal, the stage
+/// running shows on a live line, which goes when it ends; every stage ends
+/// with a line of its own (`==> STAGE done in 1.5s`), as the work fruix
+/// does itself does ([`with_progress`]). Without a terminal, a stage's
+/// start and end are each a line. Once `cancel` fires, says so
 /// above the live line, and a stage of the build that then fails is shown
 /// `cancelled`, not `FAILED` (a stage of the cleanup, which is never
 /// cancelled, stays `FAILED`); the live line is cleared at the end, so no
@@ -131,7 +140,9 @@ pub async fn show_events(
 ) -> Vec<String> {
     let mut warnings = Vec::new();
     let mode = Mode::from_output(&output);
+    // On a terminal: the live line, and the stage it shows.
     let mut bar: Option<ProgressBar> = None;
+    let mut shown = String::new();
     let mut told = false;
     let mut heartbeat = Heartbeat::new(Instant::now());
     let every = every().filter(|_| mode == Mode::Plain);
@@ -167,11 +178,11 @@ pub async fn show_events(
         match (&event, mode) {
             (_, Mode::Quiet) => {}
             (Event::StageStarted { stage }, Mode::Terminal) => {
-                let b = bar.take().unwrap_or_else(spinner);
-                b.set_prefix(escape::line(stage));
-                b.reset_elapsed();
-                b.set_message("");
-                bar = Some(b);
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                shown = stage.clone();
+                bar = Some(spinner(STAGE, escape::line(stage)));
             }
             (Event::StageStarted { stage }, Mode::Plain) => eprintln!("{}", started_line(stage)),
             (Event::Log { line, .. }, _) => {
@@ -201,6 +212,13 @@ pub async fn show_events(
                 // Cleanup is never cancelled: a stage of it failed by itself.
                 let cancelling = cancel.is_cancelled() && phase == Phase::Build;
                 let ended = stage_ended(stage, *ok, cancelling, *elapsed_ms);
+                // The live line of a stage that ended goes with it: no
+                // stale stage stays on screen until the next one starts.
+                if *stage == shown {
+                    if let Some(b) = bar.take() {
+                        b.finish_and_clear();
+                    }
+                }
                 say(&bar, format!("==> {ended}"));
             }
             (Event::Warning { message }, _) => {
@@ -339,15 +357,17 @@ pub type Totals<'a> = dyn Fn(&AtomicBool) -> Option<(u64, u64)> + Sync + 'a;
 /// and bytes `progress` counts, with their rate. `totals`, when given,
 /// measures what `work` will read (items, bytes) beside it; once known, the
 /// line becomes a bar with the time left. Its flag is set when `work` ends:
-/// it should stop then. Without a terminal, a line with the counts so far
-/// every [`every`].
-pub fn with_progress<T>(
+/// it should stop then. The live line goes when `work` ends, and a line
+/// says how it ended, as a build's stage's does: `==> LABEL done in 1.5s`
+/// (`FAILED`, or `cancelled` once `progress` was cancelled). Without a
+/// terminal, a line with the counts so far every [`every`].
+pub fn with_progress<T, E>(
     mode: Mode,
     (label, unit): (&str, &str),
     progress: &Progress,
     totals: Option<&Totals<'_>>,
-    work: impl FnOnce() -> T,
-) -> T {
+    work: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
     match (mode, every()) {
         (Mode::Terminal, _) => {}
         (Mode::Plain, Some(every)) => {
@@ -355,14 +375,13 @@ pub fn with_progress<T>(
         }
         _ => return work(),
     }
-    let bar = spinner();
-    bar.set_style(ProgressStyle::with_template(COUNTING).expect("static template is valid"));
-    bar.set_prefix(label.to_string());
+    let started = Instant::now();
+    let bar = spinner(COUNTING, label.to_string());
     let measured = std::sync::OnceLock::new();
     let measuring_stop = AtomicBool::new(false);
     // Dropped when the work is done, which ends the refresh at once.
     let (done, refresh) = std::sync::mpsc::channel::<()>();
-    std::thread::scope(|s| {
+    let result = std::thread::scope(|s| {
         if let Some(totals) = totals {
             s.spawn(|| {
                 if let Some(t) = totals(&measuring_stop) {
@@ -398,9 +417,14 @@ pub fn with_progress<T>(
         let result = work();
         measuring_stop.store(true, Ordering::Relaxed);
         drop(done);
-        bar.finish_and_clear();
         result
-    })
+    });
+    // Cleared once nothing updates it any more.
+    bar.finish_and_clear();
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let ended = stage_ended(label, result.is_ok(), progress.is_cancelled(), elapsed_ms);
+    eprintln!("==> {ended}");
+    result
 }
 
 /// [`with_progress`] without a terminal: every `every`, a line with the

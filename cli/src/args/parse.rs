@@ -1,8 +1,9 @@
 //! Reading the command line, and making what clap says when it refuses one
 //! safe to show: every value it echoes escaped as fruix escapes values (see
 //! `fruix_core::escape`), and a bad value from an environment variable
-//! blamed on the variable, not on the flag it stands for. Help leaves out
-//! an environment variable's value that would need escaping.
+//! blamed on the variable, not on the flag it stands for. An empty
+//! environment variable is unset. Help leaves out an environment
+//! variable's value that would need escaping.
 
 use clap::builder::{StyledStr, Styles};
 use clap::error::{ContextKind, ContextValue};
@@ -16,7 +17,7 @@ use super::Cli;
 /// escape sequences in them are the arguments', which [`refusal`] escapes
 /// instead of letting them be stripped.
 pub fn parse() -> Result<Cli, clap::Error> {
-    let mut command = hide_unsafe_environment(Cli::command());
+    let mut command = environment_as_read(Cli::command());
     if hostile_arguments() {
         command = command.styles(Styles::plain());
     }
@@ -58,27 +59,26 @@ pub fn refused_line_wants_json() -> bool {
         && std::env::args_os().any(|word| word == "--json")
 }
 
-/// `command`, with help that leaves out the value of each environment
-/// variable fruix would not show as it is (help otherwise shows `[env:
-/// NAME=VALUE]`, a control character included).
-fn hide_unsafe_environment(command: clap::Command) -> clap::Command {
+/// `command`, reading the environment as fruix does. An empty variable is
+/// unset (CI templates export empty ones): its option keeps its default,
+/// rather than being refused as given no value. Help leaves out the value
+/// of each variable fruix would not show as it is (help otherwise shows
+/// `[env: NAME=VALUE]`, a control character included).
+fn environment_as_read(command: clap::Command) -> clap::Command {
     let subcommands: Vec<String> = command
         .get_subcommands()
         .map(|c| c.get_name().to_string())
         .collect();
     let command = command.mut_args(|arg| {
-        let unsafe_value = arg
-            .get_env()
-            .and_then(std::env::var_os)
-            .is_some_and(|v| needs_escaping(&v.to_string_lossy()));
-        if unsafe_value {
-            arg.hide_env_values(true)
-        } else {
-            arg
+        let value = arg.get_env().and_then(std::env::var_os);
+        match value {
+            Some(v) if v.is_empty() => arg.env(None::<&'static str>),
+            Some(v) if needs_escaping(&v.to_string_lossy()) => arg.hide_env_values(true),
+            _ => arg,
         }
     });
     subcommands.iter().fold(command, |command, name| {
-        command.mut_subcommand(name, hide_unsafe_environment)
+        command.mut_subcommand(name, environment_as_read)
     })
 }
 
@@ -208,7 +208,7 @@ fn environment_variable(error: &clap::Error) -> Option<String> {
     command.build();
     let from_variable = |arg: &Arg| {
         let name = arg.get_env()?;
-        let set = std::env::var_os(name)?;
+        let set = std::env::var_os(name).filter(|v| !v.is_empty())?;
         let refused = arg.to_string() == *flag
             && set.to_string_lossy() == *value
             && !arg.get_long().is_some_and(given);

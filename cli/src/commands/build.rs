@@ -9,7 +9,7 @@ use std::sync::Arc;
 use fruix_core::at_exit::AtExit;
 use fruix_core::escape;
 use fruix_core::executor::{
-    run_executor_within, BuildRequest, EventSink, Executor, Registry, RunLimits,
+    run_executor_within, BuildRequest, EventSink, Executor, Registry, RegistryEntry, RunLimits,
 };
 use fruix_core::machines::{Machine, Machines};
 use fruix_core::manifest::{Cancelled, Progress};
@@ -70,7 +70,13 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             .then_some(args.state.state_dir.as_path()),
     );
     refuse_ignored_flags(&args)?;
-    let config = with_guest_flags(config_object(&args.config)?, &args.guest)?;
+    // What the executor takes is known without a configuration: a guest
+    // flag it does not take is refused before anything is read for it (the
+    // machines file of --machines).
+    let entry = registry
+        .get(&args.executor)
+        .map_err(|e| CliError::new(exit::before_run(&e), e))?;
+    let config = with_guest_flags(config_object(&args.config)?, &args.guest, entry)?;
     let machine = build_machine(&config)?;
     let signer = match &machine {
         Some((file, machine)) => machine_signer(file, machine)?,
@@ -396,11 +402,14 @@ fn config_object(pairs: &[String]) -> CliResult<serde_json::Value> {
 }
 
 /// Adds the guest flags (`--guest`, `--identity`, ...) to the executor
-/// configuration under their key names; a key also given with `--config`
-/// and a different value is a usage error.
+/// configuration under their key names. A flag whose key `executor` does
+/// not take (any of them, for an executor that builds on this host), or a
+/// key also given with `--config` and a different value, is a usage error
+/// naming the flag.
 fn with_guest_flags(
     mut config: serde_json::Value,
     guest: &GuestArgs,
+    executor: &RegistryEntry,
 ) -> CliResult<serde_json::Value> {
     use serde_json::Value;
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| Value::from(p.to_string_lossy()));
@@ -425,6 +434,7 @@ fn with_guest_flags(
         .expect("config_object returns an object");
     for (key, value) in flags {
         let Some(value) = value else { continue };
+        refuse_untaken_flag(key, executor)?;
         match map.get(key) {
             Some(given) if *given != value => {
                 return Err(CliError::usage(format!(
@@ -438,6 +448,30 @@ fn with_guest_flags(
         }
     }
     Ok(config)
+}
+
+/// Refuses the guest flag of configuration key `key` when `executor` does
+/// not take that key (see `fruix executors describe`).
+fn refuse_untaken_flag(key: &str, executor: &RegistryEntry) -> CliResult<()> {
+    if executor.config_keys.iter().any(|k| k.name == key) {
+        return Ok(());
+    }
+    let flag = key.replace('_', "-");
+    let name = escape::text(&executor.name);
+    Err(CliError::usage(if executor.capabilities.remote {
+        format!("--{flag}: `{key}` is not a key of {name}; see `fruix executors describe {name}`")
+    } else {
+        let keys: Vec<String> = executor
+            .config_keys
+            .iter()
+            .map(|k| escape::text(&k.name).to_string())
+            .collect();
+        let keys = match keys.is_empty() {
+            true => "none".to_string(),
+            false => keys.join(", "),
+        };
+        format!("--{flag}: executor `{name}` builds on this host and connects to no guest (its keys: {keys})")
+    }))
 }
 
 /// The build options of `args`, checked (with a provisional run id) against
@@ -581,6 +615,29 @@ mod tests {
         assert_eq!(float, serde_json::json!({ "ratio": 1e20 }));
     }
 
+    /// An executor taking `keys`, remote or not, that makes nothing.
+    fn executor(remote: bool, keys: &[&str]) -> RegistryEntry {
+        RegistryEntry {
+            name: "x".into(),
+            description: String::new(),
+            version: String::new(),
+            origin: String::new(),
+            kind: fruix_core::executor::ExecutorKind::BuiltIn,
+            capabilities: fruix_core::executor::Capabilities {
+                remote,
+                ..fruix_core::executor::Capabilities::local()
+            },
+            config_keys: keys
+                .iter()
+                .map(|k| fruix_core::executor::ConfigKey {
+                    name: k.to_string(),
+                    description: String::new(),
+                })
+                .collect(),
+            factory: Arc::new(|_| Err(CoreError::system("makes nothing"))),
+        }
+    }
+
     #[test]
     fn guest_flags_become_config_keys_and_conflicts_are_refused() {
         let guest = GuestArgs {
@@ -592,18 +649,51 @@ mod tests {
             },
             ..Default::default()
         };
+        let ssh = executor(true, &["accept_new_host_key", "guest", "known_hosts"]);
         let v = with_guest_flags(
             config_object(&["guest=root@127.0.0.1:2222".into()]).unwrap(),
             &guest,
+            &ssh,
         )
         .unwrap();
         assert_eq!(
             v,
             serde_json::json!({ "guest": "root@127.0.0.1:2222", "known_hosts": "/k", "accept_new_host_key": true })
         );
-        let e = with_guest_flags(config_object(&["guest=other@h".into()]).unwrap(), &guest)
-            .unwrap_err();
+        let e = with_guest_flags(
+            config_object(&["guest=other@h".into()]).unwrap(),
+            &guest,
+            &ssh,
+        )
+        .unwrap_err();
         assert_eq!(e.status, Status::Usage);
         assert!(e.error.to_string().contains("conflicts"), "{}", e.error);
+    }
+
+    /// Regression: a guest flag given to an executor that does not take
+    /// its key was refused by the executor's configuration parser, which
+    /// named the key (`unknown field `known_hosts``), not the flag.
+    #[test]
+    fn a_guest_flag_the_executor_does_not_take_is_refused_by_its_name() {
+        let guest = GuestArgs {
+            auth: SshAuthArgs {
+                known_hosts: Some("/k".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let refused = |executor: &RegistryEntry| {
+            let e = with_guest_flags(config_object(&[]).unwrap(), &guest, executor).unwrap_err();
+            assert_eq!(e.status, Status::Usage);
+            e.error.to_string()
+        };
+        assert_eq!(
+            refused(&executor(false, &["make", "work_dir"])),
+            "--known-hosts: executor `x` builds on this host and connects to no guest (its keys: make, work_dir)"
+        );
+        assert_eq!(
+            refused(&executor(true, &["guest"])),
+            "--known-hosts: `known_hosts` is not a key of x; see `fruix executors describe x`"
+        );
     }
 }
