@@ -24,16 +24,18 @@ use fruix_core::manifest::{
     FilesBeneath, ManifestBuilder, Modes, Progress, WalkOptions, Walked, SPECIAL_BITS,
 };
 
-use crate::bundle::check_bundle;
 use crate::error::{Error, Result};
 use crate::object::ObjectIdentity;
 use crate::pool::{key, Pool};
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
 use crate::stage::{read_small_at, ManifestLines};
 use crate::store::{
-    is_source_name, reserved_names, Store, MANIFEST_FILE, OBJECT_METADATA_FILE,
-    RESULT_METADATA_FILE, STORE_MTIME,
+    is_source_name, reserved_names, MANIFEST_FILE, OBJECT_METADATA_FILE, STORE_MTIME,
 };
+
+mod found;
+
+pub use found::{check_existing, check_reusable};
 
 /// Differences kept per object; more are only counted.
 pub const MAX_DIFFERENCES: usize = 1000;
@@ -181,58 +183,6 @@ fn missing_file(e: Error, object: &Path, name: &str) -> Error {
 fn open_manifest(object: &Path) -> Result<ManifestLines> {
     ManifestLines::open(&object.join(MANIFEST_FILE))
         .map_err(|e| missing_file(e, object, MANIFEST_FILE))
-}
-
-/// Whether `e`, from checking an object, says that the object is not what
-/// its name and manifest say (corrupt, inconsistent, unreadable or unsafe
-/// metadata), rather than that the system failed to read it or the work
-/// was cancelled.
-fn is_object_fault(e: &Error) -> bool {
-    match e {
-        Error::Corrupt { .. } | Error::Inconsistent { .. } => true,
-        Error::Core(c) => c.failure() == fruix_core::Failure::Input,
-        _ => false,
-    }
-}
-
-/// Checks what a promotion (or an import, or a source add) finds under an
-/// object's name before it reuses it, under the object's lock: `true` when
-/// an intact object is there to reuse ([`check_reusable`]), `false` when
-/// nothing is there.
-///
-/// A directory the registry does not name that fails its check (what a
-/// promotion, an import or a repair killed half-way left) is no object:
-/// nothing refers to it as valid, so it is removed
-/// ([`Store::remove_object`]) and `false` returned, for the caller to build
-/// the object anew. A registered object that fails is the check's error
-/// (say, [`Error::Corrupt`]): it is never replaced here, but reported, for
-/// `store verify --repair`.
-pub fn check_existing(store: &Store, object: &Path) -> Result<bool> {
-    if object.symlink_metadata().is_err() {
-        return Ok(false);
-    }
-    let Err(e) = check_reusable(object) else {
-        return Ok(true);
-    };
-    let name = object.file_name().unwrap_or_default().to_string_lossy();
-    if !is_object_fault(&e) || store.is_valid(&name)? {
-        return Err(e);
-    }
-    store.remove_object(object, "promote")?;
-    Ok(false)
-}
-
-/// Checks an object that is already in the store before it is reused (by
-/// a promotion, an import or a source add that finds it there): a corrupt
-/// one is [`Error::Corrupt`], never silently reused. An object holding a
-/// bundle's metadata file is checked as a result bundle
-/// ([`check_bundle`]), as `store verify` tells them apart.
-pub fn check_reusable(object: &Path) -> Result<()> {
-    if object.join(RESULT_METADATA_FILE).symlink_metadata().is_ok() {
-        return check_bundle(object);
-    }
-    let check = check_object(object, Depth::Structure, None)?;
-    Error::corrupt_unless_intact(object, check.differences, check.more_differences)
 }
 
 /// Checks `object` against its metadata and manifest, to `depth`.
@@ -544,75 +494,4 @@ fn hash_reader(file: &mut File, display: &Path) -> Result<[u8; 32]> {
             }
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-    use std::path::PathBuf;
-
-    use fruix_core::testing::TestDir;
-
-    use super::*;
-    use crate::{promote_native_build_result, PromoteOptions, PromotionReport, Store};
-
-    /// A result root promoted into a new store: the test directory
-    /// holding both, the root, the store and the promotion's report.
-    fn promoted() -> (TestDir, PathBuf, Store, PromotionReport) {
-        let dir = TestDir::new();
-        let root = dir.root("r1", "local", "20260405T213444Z", true);
-        let store = Store::open(&dir.store()).unwrap();
-        let report =
-            promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
-        (dir, root, store, report)
-    }
-
-    /// A bundle found in the store (left unregistered by a killed import,
-    /// say) is checked as a bundle: read as an artifact, it failed for
-    /// want of an artifact's metadata file, and could never be reused.
-    #[test]
-    fn a_bundle_found_in_the_store_is_checked_as_a_bundle() {
-        let (_dir, _, _store, report) = promoted();
-        let bundle = &report.result_store;
-        check_reusable(bundle).unwrap();
-        for artifact in report.artifacts.values() {
-            check_reusable(&artifact.store_path).unwrap();
-        }
-        // Never silently reused when it holds what a bundle does not.
-        std::fs::set_permissions(bundle, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(bundle.join("extra"), "x").unwrap();
-        let e = check_reusable(bundle).unwrap_err();
-        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
-    }
-
-    /// Regression: an object missing its manifest (as a repair killed
-    /// half-way left one) failed its check with an I/O error, a system
-    /// failure, and a promotion finding it unregistered failed every time.
-    /// Registered, it is inconsistent (exit 4) and stays; unregistered, it
-    /// is no object: it goes, and promotion builds the object anew.
-    #[test]
-    fn an_object_missing_its_manifest_is_replaced_only_when_unregistered() {
-        let (_dir, root, store, report) = promoted();
-        let world = &report.artifacts["world"].store_path;
-        std::fs::set_permissions(world, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::remove_file(world.join(MANIFEST_FILE)).unwrap();
-        let e = check_existing(&store, world).unwrap_err();
-        assert!(matches!(e, Error::Inconsistent { .. }), "{e}");
-        assert_eq!(e.exit_status(), fruix_core::ExitStatus::PromotionFailure);
-        assert!(
-            e.to_string().contains(".fruix-manifest.mtree is missing"),
-            "{e}"
-        );
-        assert!(world.is_dir(), "a registered object was removed");
-        // As a repair leaves them: unregistered, referrers with what they refer to.
-        let names = [&report.result_store, world]
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned());
-        store.db().unregister(&names).unwrap();
-        assert!(!check_existing(&store, world).unwrap());
-        assert!(world.symlink_metadata().is_err(), "the leftover stayed");
-        let again = promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
-        assert!(again.artifacts["world"].new);
-        assert!(check_existing(&store, world).unwrap());
-        assert!(store.is_valid(&names[1]).unwrap());
-    }
 }

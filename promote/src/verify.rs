@@ -27,7 +27,7 @@ use fruix_core::error::IoContext;
 use fruix_core::escape;
 use fruix_core::manifest::{decode, Difference, EntryKind, Progress, SPECIAL_BITS};
 
-use crate::bundle::{check_bundle_tree, read_bundle};
+use crate::bundle::check_bundle_tree;
 use crate::check::{check_object, read_store_manifest, Depth, VerifiedPool};
 use crate::db::Kind;
 use crate::error::{Error, Result};
@@ -36,8 +36,10 @@ use crate::pool::PoolProblem;
 use crate::store::{is_source_name, Store, RESULT_METADATA_FILE};
 
 mod references;
+mod repair;
 
 pub use references::{check_references, ReferenceFault, ReferenceProblem};
+pub use repair::{repair, Repair};
 
 /// The outcome of verifying one object.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -341,33 +343,6 @@ pub fn verify_pool(
     Ok(verification)
 }
 
-/// What [`repair`] removed.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Repair {
-    /// Objects removed because their verification failed.
-    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
-    pub removed_objects: Vec<PathBuf>,
-    /// Corrupt pool entries removed (`STORE/.links/NAME`).
-    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
-    pub removed_pool_entries: Vec<PathBuf>,
-    /// Result bundles removed because they name (or the registry says they
-    /// refer to) an object that was removed or is missing.
-    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
-    pub removed_bundles: Vec<PathBuf>,
-    /// Other intact objects removed because they refer, directly or through
-    /// other removed objects, to an object that was removed or is missing
-    /// (the artifacts built from a corrupt source object): a valid object's
-    /// references are always valid.
-    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
-    pub removed_referrers: Vec<PathBuf>,
-    /// Registered objects that were missing, unregistered.
-    #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
-    pub unregistered: Vec<PathBuf>,
-    /// References between valid objects the registry lacked, recorded
-    /// ([`ReferenceFault::NotRecorded`]).
-    pub recorded_references: Vec<ReferenceProblem>,
-}
-
 /// Where the registry and the store's directories disagree.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RegistryCheck {
@@ -412,169 +387,7 @@ pub fn check_registry(store: &Store) -> Result<RegistryCheck> {
     Ok(check)
 }
 
-/// Removes the corrupt objects and pool entries found by a verification,
-/// then every registered object that refers, directly or not, to a removed
-/// or missing object, and every result bundle whose artifact objects are not
-/// all present. Runs while no other process or promotion uses the store (it
-/// waits for them, giving up with [`fruix_core::Error::Cancelled`] once the
-/// process is interrupted: see [`Store::exclusively`]).
-///
-/// First, the references `registry` found not recorded between objects
-/// still valid are recorded ([`ReferenceFault::NotRecorded`]), so that
-/// their referrers go with what they refer to. A reference to an object the
-/// registry lacks ([`ReferenceFault::NotRegistered`]) removes nothing.
-///
-/// The registry forgets all of them (and the missing objects) in one
-/// transaction before any directory is removed: when that fails, nothing is
-/// removed. Then each directory is renamed to a hidden temporary and
-/// removed ([`Store::remove_object`]), so a repair killed at any point
-/// leaves no part of an object under an object's name; one that cannot be
-/// renamed is left unregistered, not valid, for `store gc`. A registered
-/// object never lacks its directory or one of its references.
-///
-/// What went meanwhile (a collection that ran between the verification and
-/// the repair) is not removed again, nor listed; and each finding is
-/// checked again once the store is held (a corrupt object or pool entry
-/// read again, a missing object looked for): what a promotion or import
-/// made anew, sound, meanwhile stays. The caller must not hold
-/// the collector's lock ([`Store::gc_lock`]): a collection waiting for it
-/// holds the store, which the repair waits for.
-pub fn repair(
-    store: &Store,
-    objects: &[ObjectVerification],
-    pool: &PoolVerification,
-    registry: &RegistryCheck,
-) -> Result<Repair> {
-    store
-        .exclusively(true, || repair_alone(store, objects, pool, registry))?
-        .expect("waited for the store")
-}
-
 /// The name of the object at `path`.
 fn name_of(path: &Path) -> Option<String> {
     path.file_name().map(|n| n.to_string_lossy().into_owned())
-}
-
-/// [`repair`], while the store is held exclusively.
-fn repair_alone(
-    store: &Store,
-    objects: &[ObjectVerification],
-    pool: &PoolVerification,
-    registry: &RegistryCheck,
-) -> Result<Repair> {
-    // What the verification found may have changed since, while the
-    // repair waited for the store: a collection removed it, and a promotion
-    // or import made it anew, sound. So each finding is checked again, now
-    // that no other process uses the store, and only what is still wrong
-    // goes (a corrupt object or pool entry is read again: they are few).
-    let still_corrupt: Vec<PathBuf> = objects
-        .iter()
-        .filter(|o| !o.ok && o.path.symlink_metadata().is_ok())
-        .filter(|o| !verify_object(&o.path, None, None).ok)
-        .map(|o| o.path.clone())
-        .collect();
-    let mut db = store.db();
-    let recorded_references = references::record_references(&mut db, &registry.references)?;
-    let mut still_registered = Vec::new();
-    for path in &registry.missing {
-        let missing = path.symlink_metadata().is_err();
-        if missing && db.get(&name_of(path).unwrap_or_default())?.is_some() {
-            still_registered.push(path.clone());
-        }
-    }
-    let mut repair = Repair {
-        removed_objects: still_corrupt,
-        unregistered: still_registered,
-        recorded_references,
-        ..Repair::default()
-    };
-    // What goes: the corrupt and the missing objects, then, until nothing
-    // more is added, every registered referrer of what goes and every
-    // bundle naming an artifact that is gone or goes.
-    let mut going: HashSet<String> = repair
-        .removed_objects
-        .iter()
-        .chain(&repair.unregistered)
-        .filter_map(|p| name_of(p))
-        .collect();
-    let mut todo: Vec<String> = going.iter().cloned().collect();
-    loop {
-        while let Some(name) = todo.pop() {
-            for referrer in db.neighbours(&name, true)? {
-                if !going.insert(referrer.clone()) {
-                    continue;
-                }
-                let path = store.path().join(&referrer);
-                match db.get(&referrer)?.map(|r| r.kind) {
-                    Some(Kind::Bundle) => repair.removed_bundles.push(path),
-                    _ => repair.removed_referrers.push(path),
-                }
-                todo.push(referrer);
-            }
-        }
-        for bundle in object_paths(store)? {
-            let Some(name) = name_of(&bundle) else {
-                continue;
-            };
-            if going.contains(&name)
-                || bundle
-                    .join(RESULT_METADATA_FILE)
-                    .symlink_metadata()
-                    .is_err()
-            {
-                continue;
-            }
-            let complete = read_bundle(&bundle).is_ok_and(|b| {
-                b.artifacts.iter().all(|a| {
-                    let artifact = Path::new(&a.store_path);
-                    name_of(artifact).is_some_and(|n| !going.contains(&n))
-                        && artifact.symlink_metadata().is_ok()
-                })
-            });
-            if !complete {
-                going.insert(name.clone());
-                repair.removed_bundles.push(bundle);
-                todo.push(name);
-            }
-        }
-        if todo.is_empty() {
-            break;
-        }
-    }
-    // Unregistered first, all in one transaction (referrers with what they
-    // refer to): a failure here leaves every object registered and in place.
-    let mut names: Vec<String> = going.into_iter().collect();
-    names.sort();
-    db.unregister(&names)?;
-    drop(db);
-    // Each renamed away first, whole: a repair killed meanwhile leaves
-    // hidden temporaries (removed by the next sweep or collection), never
-    // part of an object under an object's name. One that cannot be renamed
-    // stays, unregistered, for `store gc`.
-    for list in [
-        &mut repair.removed_objects,
-        &mut repair.removed_bundles,
-        &mut repair.removed_referrers,
-    ] {
-        list.sort();
-        for path in list.iter() {
-            let _ = store.remove_object(path, "repair");
-        }
-    }
-    for p in &pool.corrupt {
-        let Some(name) = p
-            .path
-            .file_name()
-            .filter(|n| store.pool().inode_of(n).is_some())
-        else {
-            continue;
-        };
-        if store.pool().check_entry(name).is_ok() {
-            // Made anew, sound, since it was found corrupt.
-            continue;
-        }
-        store.pool().remove(name)?;
-        repair.removed_pool_entries.push(p.path.clone());
-    }
-    Ok(repair)
 }

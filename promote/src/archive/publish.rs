@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::check::check_reusable;
+use crate::check::check_existing;
 use crate::db::Registration;
 use crate::error::Result;
 use crate::store::Store;
@@ -156,10 +156,10 @@ fn publish_batch(
     let mut temps = Vec::new();
     for p in batch {
         let path = store.path().join(&p.name);
-        if path.symlink_metadata().is_ok() {
-            // Published meanwhile (or left by a killed promotion): reuse it
-            // only if it is intact.
-            check_reusable(&path)?;
+        // Published meanwhile (or left by a killed promotion, import or
+        // repair): reused only if intact, an unregistered one read in full
+        // and replaced when it fails (see `check_existing`).
+        if check_existing(store, &path)? {
             report.present.push(path);
         } else {
             temps.push((p.temp, p.name.clone()));
