@@ -306,7 +306,8 @@ pub enum Error {
         /// The executor's registered name.
         executor: String,
         /// What is wrong: serde's message for an unknown key or a mistyped
-        /// value, or the executor's own check.
+        /// value, rebuilt with the key or value escaped and cut, or the
+        /// executor's own check.
         message: String,
     },
     /// The build request is not acceptable.

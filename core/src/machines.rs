@@ -240,6 +240,14 @@ fn read_machine(mut r: Record<'_>, names: &mut HashMap<String, usize>) -> Result
             format!("{} is not a user name", escape::quoted(&user)),
         ));
     }
+    // As a `USER@HOST` given on the command line: no user could log in
+    // under a name holding a newline or a bidi control.
+    if let Some(why) = crate::ssh_target::unprintable("user name", &user) {
+        return Err(r.invalid(
+            "user",
+            format!("{} is not a user name: {why}", escape::quoted(&user)),
+        ));
+    }
     let private_key = absolute(&mut r, "private-key")?.map(PathBuf::from);
     let host_key = r.opt_string("host-key")?;
     if let Some(key) = &host_key {
@@ -473,6 +481,16 @@ mod tests {
                 "machine[0].port",
                 2,
                 "expected an integer",
+            ),
+            // Regression: a user name holding a bidi control was taken
+            // (control characters were refused already), though no user
+            // could log in under it.
+            (
+                "(user \"fruix\")",
+                "(user \"fr\u{202e}uix\")",
+                "machine[1].user",
+                8,
+                "the user name holds \\342\\200\\256, a control or format character",
             ),
         ];
         crate::testing::assert_mistakes_refused(EXAMPLE, parse, &mistakes);
