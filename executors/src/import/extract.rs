@@ -13,11 +13,11 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use fruix_core::error::IoContext;
@@ -26,6 +26,7 @@ use fruix_core::{Error, Result};
 
 use super::limits::{excerpt, Cap, ImportLimits};
 use super::tree::{Kind, Node, Tree};
+use paths::{check_top, normalize, strip_nul, unsafe_entry};
 
 /// The most of a guest's permission bits ever applied on the host: group and
 /// world write are stripped. (Setuid, setgid and sticky bits are recorded
@@ -91,6 +92,13 @@ pub const MAX_SPECIAL_ENTRIES: usize = 4096;
 /// Extracts a tar stream under the rules in the module docs.
 struct Extractor {
     root: PathBuf,
+    /// `root`, open: every entry is made relative to it (`mkdirat`,
+    /// `openat`, `symlinkat`, `linkat`), so an entry's path counts against
+    /// `PATH_MAX` alone, not with the staging directory's path before it
+    /// (an entry within `import_max_path_bytes` is never "File name too
+    /// long"). The tree of names keeps every directory on the way one that
+    /// this extraction made: no component is a symlink.
+    root_fd: std::os::fd::OwnedFd,
     limits: ImportLimits,
     tree: Tree,
     /// Entries counted against `import_max_entries`.
@@ -109,8 +117,19 @@ pub fn extract(
     limits: &ImportLimits,
 ) -> Result<BTreeMap<PathBuf, u32>> {
     let read = Rc::new(Cell::new(0));
+    let root_fd = rustix::fs::open(
+        root,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(io::Error::from)
+    .with_path("open", root)?;
     let mut x = Extractor {
         root: root.to_path_buf(),
+        root_fd,
         limits: *limits,
         tree: Tree::default(),
         entries: 0,
@@ -152,80 +171,8 @@ pub fn extract(
 fn bad_archive(root: &Path, what: impl std::fmt::Display) -> Error {
     Error::system(format!(
         "the guest's archive of its result root is unreadable ({what}) while extracting into {}",
-        root.display()
+        fruix_core::escape::path(root)
     ))
-}
-
-fn unsafe_entry(path: &[u8], message: impl Into<String>) -> Error {
-    Error::UnsafePath {
-        path: PathBuf::from(OsStr::from_bytes(path)),
-        message: format!("guest archive entry refused: {}", message.into()),
-    }
-}
-
-/// The directory of a result root the host writes its own logs into.
-const LOGS_DIR: &str = "logs";
-
-/// Refuses entry `raw` (normalized: `path`) of type `kind` at the top of
-/// the result root when it is a symlink, or a `logs` that is not a
-/// directory: the host reads and writes names there (`logs/`,
-/// `.fruix-signatures`, `promotion.scm`), and a result root holds only
-/// files and directories at its top.
-fn check_top(raw: &[u8], path: &Path, kind: tar::EntryType) -> Result<()> {
-    if path.components().nth(1).is_some() {
-        return Ok(());
-    }
-    match kind {
-        tar::EntryType::Symlink => Err(unsafe_entry(
-            raw,
-            "a symlink at the top of a result root; only files and directories belong there",
-        )),
-        tar::EntryType::Directory => Ok(()),
-        _ if path == Path::new(LOGS_DIR) => Err(unsafe_entry(
-            raw,
-            "`logs` that is not a directory; a result root's logs are a directory",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// A relative, normal path from archive bytes: `./` prefixes dropped,
-/// absolute paths, `..` and NUL bytes refused. `None` for the root itself.
-fn normalize(raw: &[u8]) -> Result<Option<PathBuf>> {
-    if raw.starts_with(b"/") {
-        return Err(unsafe_entry(
-            raw,
-            "absolute path; a result root archive holds relative paths only",
-        ));
-    }
-    if raw.contains(&0) {
-        return Err(unsafe_entry(raw, "a NUL byte in a path"));
-    }
-    let mut out = PathBuf::new();
-    for component in Path::new(OsStr::from_bytes(raw)).components() {
-        match component {
-            Component::Normal(name) => out.push(name),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                return Err(unsafe_entry(
-                    raw,
-                    "`..` component; it could write outside the staging directory",
-                ))
-            }
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(unsafe_entry(raw, "absolute path"))
-            }
-        }
-    }
-    Ok((!out.as_os_str().is_empty()).then_some(out))
-}
-
-/// `bytes` without the NUL bytes a GNU long name or link ends with.
-fn strip_nul(mut bytes: Vec<u8>) -> Vec<u8> {
-    while bytes.last() == Some(&0) {
-        bytes.pop();
-    }
-    bytes
 }
 
 impl Extractor {
@@ -495,12 +442,10 @@ impl Extractor {
 
     /// Creates directory `path` with the host mode of `mode`; returns that.
     fn make_dir(&mut self, path: &Path, mode: u32) -> Result<u32> {
-        let full = self.root.join(path);
-        fs::DirBuilder::new()
-            .mode(DIR_OWNER_BITS)
-            .create(&full)
-            .with_path("create directory", &full)?;
-        set_dir_mode(&full, host_mode(true, mode))
+        rustix::fs::mkdirat(&self.root_fd, path, DIR_OWNER_BITS.into())
+            .map_err(io::Error::from)
+            .with_path("create directory", self.root.join(path))?;
+        set_dir_mode(&self.root_fd, &self.root, path, host_mode(true, mode))
     }
 
     fn dir(&mut self, raw: &[u8], path: &Path, mode: u32) -> Result<()> {
@@ -513,7 +458,7 @@ impl Extractor {
             // may be new.
             Some(node) if node.kind == Kind::Dir => {
                 if node.mode != wanted {
-                    node.mode = set_dir_mode(&self.root.join(path), wanted)?;
+                    node.mode = set_dir_mode(&self.root_fd, &self.root, path, wanted)?;
                 }
                 Ok(())
             }
@@ -530,13 +475,16 @@ impl Extractor {
         self.claim(raw, path, Kind::File)?;
         self.note_special(raw, path, mode)?;
         let full = self.root.join(path);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&full)
-            .with_path("create", &full)?;
+        use rustix::fs::OFlags;
+        let mut file = rustix::fs::openat(
+            &self.root_fd,
+            path,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            0o600.into(),
+        )
+        .map(fs::File::from)
+        .map_err(io::Error::from)
+        .with_path("create", &full)?;
         self.each_chunk(data, |chunk| {
             file.write_all(chunk).with_path("write", &full)
         })?;
@@ -552,9 +500,9 @@ impl Extractor {
             return Err(unsafe_entry(raw, "a NUL byte in a symlink's target"));
         }
         self.claim(raw, path, Kind::Symlink)?;
-        let full = self.root.join(path);
-        std::os::unix::fs::symlink(OsStr::from_bytes(target), &full)
-            .with_path("create symlink", &full)
+        rustix::fs::symlinkat(OsStr::from_bytes(target), &self.root_fd, path)
+            .map_err(io::Error::from)
+            .with_path("create symlink", self.root.join(path))
     }
 
     fn hard_link(&mut self, raw: &[u8], path: &Path, target: &[u8]) -> Result<()> {
@@ -574,14 +522,19 @@ impl Extractor {
         // it with them (chpass, chfn, chsh... are one setuid file).
         let bits = self.special.get(&target).copied().unwrap_or(0);
         self.note_special(raw, path, bits)?;
-        let (from, to) = (self.root.join(&target), self.root.join(path));
-        fs::hard_link(&from, &to).with_path("create hard link", &to)
+        let at = &self.root_fd;
+        rustix::fs::linkat(at, &target, at, path, rustix::fs::AtFlags::empty())
+            .map_err(io::Error::from)
+            .with_path("create hard link", self.root.join(path))
     }
 }
 
-/// Sets directory `full`'s permission bits to `mode`; returns `mode`.
-fn set_dir_mode(full: &Path, mode: u32) -> Result<u32> {
-    fs::set_permissions(full, fs::Permissions::from_mode(mode)).with_path("set mode of", full)?;
+/// Sets the permission bits of directory `path`, beneath `root` (open as
+/// `at`), to `mode`; returns `mode`.
+fn set_dir_mode(at: &std::os::fd::OwnedFd, root: &Path, path: &Path, mode: u32) -> Result<u32> {
+    rustix::fs::chmodat(at, path, mode.into(), rustix::fs::AtFlags::empty())
+        .map_err(io::Error::from)
+        .with_path("set mode of", root.join(path))?;
     Ok(mode)
 }
 
@@ -590,5 +543,6 @@ fn file_name(path: &Path) -> &[u8] {
     path.file_name().map(OsStr::as_bytes).unwrap_or_default()
 }
 
+mod paths;
 #[cfg(test)]
 mod tests;

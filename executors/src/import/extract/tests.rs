@@ -1,7 +1,7 @@
 //! Unit tests of the extraction: crafted tar streams, hostile ones included.
 
 use super::*;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 
 use fruix_core::testing::{raw_archive, RawEntry};
 
@@ -343,6 +343,42 @@ fn an_over_long_name_is_refused_by_the_path_cap() {
     result.unwrap();
     let extracted = dir.path().join("staging").join(&path);
     assert_eq!(fs::read(extracted).unwrap(), b"x");
+}
+
+/// Regression: entries were made at the staging directory's path joined
+/// with theirs, so an entry within the path cap failed "File name too
+/// long" (a system failure, which a matrix retries elsewhere) once the
+/// two passed `PATH_MAX`. Each is made relative to the staging
+/// directory's descriptor: a file, a symlink and a hard link at paths of
+/// the cap's length are extracted beneath a staging directory whose own
+/// path is long.
+#[test]
+fn an_entry_as_long_as_the_path_cap_is_extracted_beneath_a_long_staging_path() {
+    let limits = ImportLimits::default();
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("s".repeat(200)).join("t".repeat(200));
+    fs::create_dir_all(&staging).unwrap();
+    let max = limits.max_path_bytes as usize;
+    let (file, link, symlink) = (long_path(max), long_path(max - 1), long_path(max - 2));
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_data(&mut header(T::Regular, 0o644, 1), &file, &b"x"[..])
+        .unwrap();
+    b.append_link(&mut header(T::Link, 0o644, 0), &link, &file)
+        .unwrap();
+    b.append_link(&mut header(T::Symlink, 0o777, 0), &symlink, "target")
+        .unwrap();
+    let archive = b.into_inner().unwrap();
+    extract(&archive[..], &staging, &limits).unwrap();
+    let at = rustix::fs::open(&staging, rustix::fs::OFlags::DIRECTORY, 0.into()).unwrap();
+    let stat =
+        |path: &str| rustix::fs::statat(&at, path, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    let (f, l, s) = (stat(&file), stat(&link), stat(&symlink));
+    assert_eq!((f.st_size, f.st_nlink), (1, 2));
+    assert_eq!((l.st_ino, l.st_dev), (f.st_ino, f.st_dev));
+    assert_eq!(
+        rustix::fs::FileType::from_raw_mode(s.st_mode),
+        rustix::fs::FileType::Symlink
+    );
 }
 
 #[test]
