@@ -40,7 +40,10 @@ fn quote_path(path: &Path) -> String {
 }
 
 /// The script of one make step: into the source tree, the step's
-/// environment, then `exec` make (so that stopping the script stops make).
+/// environment, then make; once make has exited, whatever it left running
+/// in the script's session is stopped ([`leftover_kill`]), and the script
+/// exits with make's status. (A cancel stops the whole session, the
+/// script's shell with make.)
 pub fn step_script(step: &MakeStep) -> String {
     let mut script = format!("cd {} || exit 1\n", quote_path(&step.working_dir));
     for var in &step.env_removed {
@@ -49,13 +52,68 @@ pub fn step_script(step: &MakeStep) -> String {
     for (var, value) in step.env_text() {
         script.push_str(&format!("{var}={}; export {var}\n", quote(&value)));
     }
-    script.push_str(&format!("exec {}", quote(&step.program)));
+    script.push_str(&quote(&step.program));
     for arg in step.args_text() {
         script.push(' ');
         script.push_str(&quote(&arg));
     }
-    script.push('\n');
+    // A make killed by a signal kills the script by it too, so that the
+    // step's end reads as make's did ("killed by signal TERM").
+    script.push_str(&format!(
+        "\nfruix_status=$?\n{}{}exit \"$fruix_status\"\n",
+        leftover_kill(),
+        "if [ \"$fruix_status\" -gt 128 ] && [ \"$fruix_status\" -lt 160 ]; then kill -$((fruix_status - 128)) $$; fi\n"
+    ));
     script
+}
+
+/// Seconds a process a step's make left running has to exit after
+/// `SIGTERM` before it gets `SIGKILL`.
+pub const LEFTOVER_TERM_SECONDS: u32 = 2;
+
+/// Seconds after which [`leftover_kill`] gives up.
+pub const LEFTOVER_KILL_SECONDS: u32 = 10;
+
+/// The lines that stop whatever the step's make left running (the build
+/// contract: when a step's make exits, whatever it left running is
+/// killed), run by the step's shell once make has exited. Only a shell
+/// that leads its session does it (sshd starts each command in a session
+/// of its own): every other live member of that session but the shell and
+/// what it started itself (this loop's `ps`, `awk`, `sleep`; make, once
+/// exited, is no parent of what it left) gets `SIGTERM`
+/// once, and those left after [`LEFTOVER_TERM_SECONDS`] get `SIGKILL`,
+/// until none is left; it looks ten times a second (once a second where
+/// `sleep` takes whole seconds only).
+pub fn leftover_kill() -> String {
+    let (term, give_up) = (LEFTOVER_TERM_SECONDS * 10, LEFTOVER_KILL_SECONDS * 10);
+    format!(
+        r#"fruix_left() {{
+  ps -A -o pid= -o ppid= -o sid= -o stat= 2>/dev/null | awk -v me="$$" '
+    {{ up[$1] = $2; sid[$1] = $3; st[$1] = $4 }}
+    END {{
+      for (p in sid) {{
+        if (sid[p] != me || st[p] ~ /^Z/) continue
+        q = p; n = 0
+        while (q != me && (q in up) && n < 1000) {{ q = up[q]; n++ }}
+        if (q != me) print p
+      }}
+    }}'
+}}
+if [ "$(ps -o sid= -p "$$" 2>/dev/null | tr -d ' ')" = "$$" ]; then
+  fruix_tenths=0
+  while fruix_pids=$(fruix_left); [ -n "$fruix_pids" ]; do
+    if [ "$fruix_tenths" -eq 0 ]; then
+      kill -s TERM $fruix_pids 2>/dev/null
+    elif [ "$fruix_tenths" -ge {term} ]; then
+      kill -s KILL $fruix_pids 2>/dev/null
+    fi
+    [ "$fruix_tenths" -lt {give_up} ] || break
+    if sleep 0.1 2>/dev/null; then fruix_tenths=$((fruix_tenths + 1))
+    else sleep 1; fruix_tenths=$((fruix_tenths + 10)); fi
+  done
+fi
+"#
+    )
 }
 
 /// Lines that make `work` a fresh work directory in a guest, removing
@@ -201,10 +259,81 @@ mod tests {
             env_set: vec![("SRCCONF", "/dev/null".into())],
             env_removed: vec!["MAKEFLAGS"],
         };
-        assert_eq!(
-            step_script(&step),
-            "cd /usr/src || exit 1\nunset MAKEFLAGS\nSRCCONF=/dev/null; export SRCCONF\nexec bmake installworld DESTDIR=/w/world 'X=a b'\n"
+        let script = step_script(&step);
+        assert!(
+            script.starts_with(
+                "cd /usr/src || exit 1\nunset MAKEFLAGS\nSRCCONF=/dev/null; export SRCCONF\nbmake installworld DESTDIR=/w/world 'X=a b'\nfruix_status=$?\n"
+            ),
+            "{script}"
         );
+        assert!(script.ends_with("exit \"$fruix_status\"\n"), "{script}");
+    }
+
+    /// Regression: a step's make that left a process running (one that
+    /// ignores SIGTERM, holding the step's output) kept the step from
+    /// ending. Its script, leading a session of its own as under sshd,
+    /// exits with make's status and leaves nothing running.
+    /// A make killed by a signal: the script, no longer `exec`ing make,
+    /// ends by the same signal, not with the shell's status 128 + N.
+    #[test]
+    fn a_step_script_ends_by_the_signal_that_killed_make() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().unwrap();
+        let make = dir.path().join("make");
+        std::fs::write(&make, "#!/bin/sh\nkill -s TERM $$\n").unwrap();
+        std::fs::set_permissions(&make, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let step = MakeStep {
+            target: "buildworld",
+            program: make.to_str().unwrap().into(),
+            args: vec![],
+            working_dir: dir.path().into(),
+            env_set: vec![],
+            env_removed: vec![],
+        };
+        let out = Command::new("/bin/sh")
+            .args(["-c", &step_script(&step)])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("sh runs");
+        assert_eq!(out.status.signal(), Some(15), "{out:?}");
+    }
+
+    #[test]
+    fn a_step_script_stops_what_make_left_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir
+            .path()
+            .join(format!("fruix-leftover-{}", std::process::id()));
+        std::fs::copy("/bin/sleep", &marker).unwrap();
+        let marker = marker.to_str().unwrap();
+        let make = dir.path().join("make");
+        std::fs::write(
+            &make,
+            format!("#!/bin/sh\n(trap '' TERM HUP; exec {marker} 60) &\nexit 3\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&make, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let step = MakeStep {
+            target: "buildworld",
+            program: make.to_str().unwrap().into(),
+            args: vec!["buildworld".into()],
+            working_dir: dir.path().into(),
+            env_set: vec![],
+            env_removed: vec![],
+        };
+        let started = std::time::Instant::now();
+        let out = Command::new("setsid")
+            .args(["-w", "/bin/sh", "-c", &step_script(&step)])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("setsid runs");
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let waited = started.elapsed();
+        assert!(waited.as_secs() < 30, "waited {waited:?} on the leftover");
+        let left = Command::new("pgrep").args(["-f", marker]).output().unwrap();
+        assert!(left.stdout.is_empty(), "left running: {left:?}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use fruix_core::{Error, Result};
 
 use super::{GuestExecutor, Mode};
 use crate::import::{Cap, ImportLimits};
+use crate::ssh::remote::MIN_LINE_BYTES;
 use crate::ssh::{
     HostKeyPolicy, SshOptions, SshTarget, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_LINE_BYTES,
@@ -96,7 +97,8 @@ pub struct GuestConfig {
     /// import (default 1048576, 1 MiB)
     pub import_max_header_bytes: Option<u64>,
     /// longer lines of guest output are cut, saying so (default 1048576,
-    /// 1 MiB)
+    /// 1 MiB; at least 24, the longest line fruix reads from every remote
+    /// command)
     pub output_max_line_bytes: Option<u64>,
     /// how to build in the guest the vm executor boots: guest-self-hosted
     /// (default; the result is signed in the guest) or host-initiated
@@ -281,8 +283,14 @@ impl GuestConfig {
                 None => {}
             }
         }
+        // A cap that would cut the `fruix-session PID` line left every
+        // remote command waiting for it, to its timeout.
         let max_line_bytes = match self.output_max_line_bytes {
-            Some(0) => return Err(invalid("`output_max_line_bytes` must be at least 1".into())),
+            Some(v) if v < MIN_LINE_BYTES as u64 => {
+                return Err(invalid(format!(
+                    "`output_max_line_bytes` must be at least {MIN_LINE_BYTES} (the longest line fruix itself reads from a remote command)"
+                )))
+            }
             Some(v) => usize::try_from(v).unwrap_or(usize::MAX),
             None => DEFAULT_MAX_LINE_BYTES,
         };
@@ -353,7 +361,13 @@ mod tests {
             ),
             (
                 json!({"guest": "a@b", "output_max_line_bytes": 0}),
-                "`output_max_line_bytes` must be at least 1",
+                "`output_max_line_bytes` must be at least 24",
+            ),
+            // Regression: a cap that cut the session line was taken, and
+            // every remote command then waited for its timeout.
+            (
+                json!({"guest": "a@b", "output_max_line_bytes": 10}),
+                "`output_max_line_bytes` must be at least 24",
             ),
         ] {
             let e = registry
@@ -402,7 +416,7 @@ mod tests {
 
         let config = json!({"guest": "a@b", "import_max_bytes": 1024, "import_max_entries": 7,
             "import_max_path_bytes": 6, "import_max_name_bytes": 5, "import_max_link_bytes": 4,
-            "import_max_header_bytes": 3, "output_max_line_bytes": 2});
+            "import_max_header_bytes": 3, "output_max_line_bytes": 24});
         let config: GuestConfig = parse_config("guest-self-hosted", config).unwrap();
         let e = config.build(Mode::SelfHosted).unwrap();
         let expected = ImportLimits {
@@ -414,7 +428,7 @@ mod tests {
             max_header_bytes: 3,
         };
         assert_eq!(e.limits, expected);
-        assert_eq!(e.ssh.max_line_bytes, 2);
+        assert_eq!(e.ssh.max_line_bytes, 24);
     }
 
     #[test]

@@ -58,7 +58,7 @@
 //!   if its stdin ends before this host said `done`. The host says so once
 //!   the command has ended, or has been stopped from here; when the host is
 //!   gone, sshd closes the lifeline's stdin. A command that ends by itself
-//!   keeps what it left running, as before. The lifeline is opened while
+//!   keeps what it left running, unless that holds its output (see below). The lifeline is opened while
 //!   the command's output is read, and the call returns once it has ended,
 //!   so a command uses two sessions of the guest's sshd while it runs, and
 //!   none is left behind. The script runs only once its lifeline does
@@ -68,6 +68,11 @@
 //!   (`MaxSessions`) runs the command without one, as it does one whose
 //!   stderr did not say its session id among its first lines (then a cancel has
 //!   nothing to stop it by either).
+//! - A command has ended once its shell has exited: output still coming
+//!   [`EXIT_GRACE`] after its exit status is a leftover's, which is then
+//!   stopped as on cancellation, and the exit status returned. (A build
+//!   step's script stops what its make left running itself:
+//!   [`fruix_freebsd::sh::step_script`].)
 //! - The channel closing without an exit status (connection lost) is an
 //!   [`Error::ConnectionLost`], which [`super::is_connection_lost`] recognises.
 //! - Output is untrusted: a line longer than the session's cap
@@ -92,6 +97,18 @@ use fruix_core::bounded::{LineSplitter, Tail};
 pub const OUTPUT_TAIL_LINES: usize = 20;
 
 const SESSION_PREFIX: &str = "fruix-session ";
+
+/// The smallest line cap a session may have
+/// ([`super::SshOptions::max_line_bytes`]): the longest `fruix-session PID`
+/// line, which a smaller cap would cut before it is read. Stderr is never
+/// cut shorter, whatever the cap.
+pub const MIN_LINE_BYTES: usize = SESSION_PREFIX.len() + 10;
+
+/// How long a command's output may go on once its shell has exited (its
+/// exit status came): what is still holding the channel open then is a
+/// process the command left running, which is stopped (its session's kill
+/// loop; one that left the session is out of reach) and read no further.
+pub const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many stderr lines may come before [`wrap`]'s session line: what the
 /// user's login shell prints as it starts (a banner of its rc file, read
@@ -309,10 +326,11 @@ impl SshSession {
         };
         let (mut out, mut err) = (
             LineSplitter::new(self.max_line_bytes, Some(LINE_CAP_KEY)),
-            LineSplitter::new(self.max_line_bytes, Some(LINE_CAP_KEY)),
+            LineSplitter::new(self.max_line_bytes.max(MIN_LINE_BYTES), Some(LINE_CAP_KEY)),
         );
         let mut session_line = SessionLine::default();
         let mut exit = None;
+        let mut exited_at = None;
         let mut emit = |stream: Stream, line: &[u8], session_line: &mut SessionLine| {
             let text = fruix_core::escape::utf8_or_octal(line);
             let text = text.trim_end_matches('\r');
@@ -321,9 +339,16 @@ impl SshSession {
             }
             on_line(stream, text);
         };
-        loop {
+        let lingering = loop {
+            let linger = async {
+                match exited_at {
+                    Some(at) => tokio::time::sleep_until(at + EXIT_GRACE).await,
+                    None => std::future::pending().await,
+                }
+            };
             let msg = tokio::select! {
                 () = gate.run() => continue,
+                () = linger => break true,
                 // Cancel-safe: a message is only taken once there is room.
                 msg = async {
                     pace.room().await;
@@ -345,18 +370,23 @@ impl SshSession {
                     }
                 }
                 Some(ChannelMsg::ExitStatus { exit_status }) => {
-                    exit = Some(RemoteExit::Code(exit_status))
+                    exit = Some(RemoteExit::Code(exit_status));
+                    exited_at = Some(tokio::time::Instant::now());
                 }
                 Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                    exit = Some(RemoteExit::Signal(signal_label(&signal_name)))
+                    exit = Some(RemoteExit::Signal(signal_label(&signal_name)));
+                    exited_at = Some(tokio::time::Instant::now());
                 }
                 Some(_) => {}
-                None => break,
+                None => break false,
             }
-        }
+        };
         out.finish(|l| emit(Stream::Stdout, l, &mut session_line));
         err.finish(|l| emit(Stream::Stderr, l, &mut session_line));
-        gate.release().await;
+        match lingering {
+            true => gate.stop(&mut channel).await,
+            false => gate.release().await,
+        }
         match exit {
             Some(exit) => Ok(Some(exit)),
             None => Err(lost(
@@ -419,7 +449,7 @@ impl SshSession {
             let mut out = Some(ours);
             let (mut tail, mut err) = (
                 Tail::new(OUTPUT_TAIL_LINES),
-                LineSplitter::new(max_line, Some(LINE_CAP_KEY)),
+                LineSplitter::new(max_line.max(MIN_LINE_BYTES), Some(LINE_CAP_KEY)),
             );
             let mut session_line = SessionLine::default();
             let mut keep = |line: &[u8], tail: &mut Tail| {
