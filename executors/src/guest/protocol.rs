@@ -196,25 +196,37 @@ impl Message {
         Message { v: self.v, body }
     }
 
-    /// Parses one line, refusing anything but a message of [`VERSION`]
-    /// (another version is named as such, whatever its keys).
-    pub fn parse(line: &str) -> Result<Message, String> {
+    /// Parses one line, the helper's bytes as they came (never text made
+    /// of them), refusing anything but a message of [`VERSION`] (another
+    /// version is named as such, whatever its keys); a line that is not
+    /// UTF-8 is refused as such, and quoted escaped.
+    pub fn parse(line: impl AsRef<[u8]>) -> Result<Message, String> {
         #[derive(serde::Deserialize)]
         struct Versioned {
             v: u32,
         }
-        match serde_json::from_str(line) {
+        let line = line.as_ref();
+        let refused = |why: &dyn std::fmt::Display| {
+            format!(
+                "not a protocol message ({why}): {}",
+                escape::bytes(line).cut_at(200)
+            )
+        };
+        // The guest's raw bytes, never text made of them: a line that is
+        // not UTF-8 is refused as such.
+        if let Err(e) = std::str::from_utf8(line) {
+            return Err(refused(&format_args!(
+                "not UTF-8 at byte {}",
+                e.valid_up_to()
+            )));
+        }
+        match serde_json::from_slice(line) {
             Ok(Versioned { v }) if v != VERSION => return Err(format!(
                 "protocol version {v} (this fruix speaks {VERSION}); install the same fruix in the guest"
             )),
             _ => {}
         }
-        serde_json::from_str(line).map_err(|e| {
-            format!(
-                "not a protocol message ({e}): {}",
-                escape::text(line).cut_at(200)
-            )
-        })
+        serde_json::from_slice(line).map_err(|e| refused(&e))
     }
 }
 
@@ -446,5 +458,26 @@ mod tests {
         assert!(Message::parse("build step `buildworld` failed")
             .unwrap_err()
             .contains("not a protocol message"));
+    }
+
+    /// Regression: the guest's raw bytes were turned into text (`\377`)
+    /// before parsing, so a line that was not UTF-8 was refused for an
+    /// "invalid escape" it never had, and quoted escaped twice (`\\377`).
+    #[test]
+    fn a_line_that_is_not_utf8_is_refused_as_such_and_quoted_escaped_once() {
+        let line =
+            b"{\"v\":1,\"event\":{\"event\":\"log\",\"stage\":\"s\",\"stream\":\"stdout\",\"line\":\"ok \xff\xfe\x1b[31m\"}}";
+        let at = line.iter().position(|b| *b == 0xff).unwrap();
+        let refused = Message::parse(line).unwrap_err();
+        assert!(
+            refused.starts_with(&format!(
+                "not a protocol message (not UTF-8 at byte {at}): "
+            )),
+            "{refused}"
+        );
+        assert!(
+            refused.ends_with(r#""line":"ok \377\376\033[31m"}}"#),
+            "{refused}"
+        );
     }
 }

@@ -12,12 +12,20 @@
 //! always one file, at most the cap, and replaced by a rename, so a reader
 //! never sees a half-written one. The guest's bytes are copied as they
 //! come, never interpreted; whoever shows them escapes them.
+//!
+//! A write that fails (a full disk) loses those bytes, never the copying,
+//! but it is not forgotten: the console remembers the first failure, typed
+//! ([`io::ErrorKind`]), and its last bytes in memory, so that a boot
+//! failure says the console could not be saved, and quotes its last lines
+//! from there, instead of saying the guest printed nothing
+//! ([`ConsoleSaving::lost`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fruix_core::{Error, Result};
@@ -34,6 +42,95 @@ pub const MIN_CONSOLE_MAX_BYTES: u64 = 4 << 10;
 /// line longer than this is cut where the part begins.
 const LINE_START_SEARCH: u64 = 4 << 10;
 
+/// How much of a console's end is kept in memory, to quote when its file
+/// could not be written: as much as a console's tail is read from its file
+/// ([`super::console_tail`]).
+const IN_MEMORY_BYTES: usize = 64 << 10;
+
+/// How many of a console's last lines a [`ConsoleLost`] holds.
+const LOST_LINES: usize = 20;
+
+/// How a console's file is being written, shared by the console and
+/// whoever asks (the driver, while the copying thread writes): the first
+/// write that failed, and the console's last bytes.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleSaving(Arc<Mutex<Saving>>);
+
+#[derive(Debug, Default)]
+struct Saving {
+    /// The first write that failed: its error's kind and message.
+    failure: Option<(io::ErrorKind, String)>,
+    /// The console's last [`IN_MEMORY_BYTES`] bytes.
+    last: std::collections::VecDeque<u8>,
+}
+
+/// A console whose file lost bytes: why, and what the guest printed last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleLost {
+    /// The kind of the first write's error (`StorageFull` for a full
+    /// disk).
+    pub kind: io::ErrorKind,
+    /// Its message (`No space left on device (os error 28)`).
+    pub error: String,
+    /// The console's last lines (at most [`LOST_LINES`]; blank ones
+    /// left out), not escaped.
+    pub last_lines: Vec<String>,
+}
+
+impl ConsoleSaving {
+    /// Notes that `bytes` came, and whether writing them failed.
+    fn record(&self, bytes: &[u8], written: &io::Result<()>) {
+        let mut saving = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = &bytes[bytes.len().saturating_sub(IN_MEMORY_BYTES)..];
+        let over = (saving.last.len() + bytes.len()).saturating_sub(IN_MEMORY_BYTES);
+        saving.last.drain(..over);
+        saving.last.extend(bytes);
+        if let (Err(e), None) = (written, &saving.failure) {
+            saving.failure = Some((e.kind(), e.to_string()));
+        }
+    }
+
+    /// `None` while every write of the console went to its file; else the
+    /// first failure and the console's last lines, from memory.
+    pub fn lost(&self) -> Option<ConsoleLost> {
+        let saving = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (kind, error) = saving.failure.clone()?;
+        let (front, back) = saving.last.as_slices();
+        let text = String::from_utf8_lossy(&[front, back].concat()).into_owned();
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        Some(ConsoleLost {
+            kind,
+            error,
+            last_lines: lines[lines.len().saturating_sub(LOST_LINES)..].to_vec(),
+        })
+    }
+}
+
+impl ConsoleLost {
+    /// `; its console could not be saved: ERROR`, then `; it ends with:`
+    /// and its last lines, escaped, or `; the guest printed nothing`: what
+    /// a boot failure says of such a console.
+    pub fn quote(&self) -> String {
+        let said = format!(
+            "; its console could not be saved: {}",
+            fruix_core::escape::text(&self.error)
+        );
+        if self.last_lines.is_empty() {
+            return said + "; the guest printed nothing";
+        }
+        let lines: Vec<String> = self
+            .last_lines
+            .iter()
+            .map(|l| format!("  {}", fruix_core::escape::text(l)))
+            .collect();
+        format!("{said}; it ends with:\n{}", lines.join("\n"))
+    }
+}
+
 /// A console file that never grows past its cap (see the module docs).
 #[derive(Debug)]
 pub struct BoundedConsole {
@@ -45,6 +142,8 @@ pub struct BoundedConsole {
     max_bytes: u64,
     /// How many bytes were given to it in all.
     received: u64,
+    /// Whether its writes failed, and its last bytes.
+    saving: ConsoleSaving,
 }
 
 impl BoundedConsole {
@@ -59,13 +158,27 @@ impl BoundedConsole {
             len: 0,
             max_bytes: max_bytes.max(MIN_CONSOLE_MAX_BYTES),
             received: 0,
+            saving: ConsoleSaving::default(),
         })
     }
 
+    /// How its file is being written: a handle that stays current while a
+    /// [`ConsoleCopy`] writes it.
+    pub fn saving(&self) -> ConsoleSaving {
+        self.saving.clone()
+    }
+
     /// Appends `bytes`, first cutting the file to its last part when they
-    /// would take it past the cap. On an error the bytes may be lost, and
-    /// the file is still within its cap.
+    /// would take it past the cap. On an error the bytes may be lost (they
+    /// are kept in memory, see [`ConsoleSaving`]), and the file is still
+    /// within its cap.
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let written = self.write_file(bytes);
+        self.saving.record(bytes, &written);
+        written
+    }
+
+    fn write_file(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.received = self.received.saturating_add(bytes.len() as u64);
         if self.len.saturating_add(bytes.len() as u64) > self.max_bytes {
             return self.cut_and_write(bytes);
@@ -189,7 +302,8 @@ impl ConsoleCopy {
                     match from.read(&mut chunk) {
                         Ok(0) => break,
                         // A write that fails loses those bytes, never the
-                        // copying: the emulator's writes must not block.
+                        // copying: the emulator's writes must not block
+                        // (the console remembers it: `ConsoleSaving`).
                         Ok(n) => drop(console.write(&chunk[..n])),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => break,
@@ -383,5 +497,86 @@ mod tests {
         assert_eq!(console.unwrap().received, 14);
         assert_eq!(std::fs::read(&path).unwrap(), b"the last line\n");
         drop(theirs);
+    }
+
+    /// A console on `/dev/full`, where every write fails as on a full
+    /// disk.
+    fn on_a_full_disk() -> BoundedConsole {
+        BoundedConsole::create(Path::new("/dev/full"), 8 << 10).unwrap()
+    }
+
+    /// Regression: on a full disk the console's writes failed unseen, and
+    /// a boot failure said the guest's console was empty. The failure is
+    /// remembered, typed, with the console's last lines, from memory.
+    #[test]
+    fn a_console_that_cannot_be_written_remembers_why_and_its_last_lines() {
+        let mut console = on_a_full_disk();
+        let saving = console.saving();
+        assert_eq!(saving.lost(), None, "nothing lost yet");
+        let error = console.write(b"booting\r\n\nlogin: \x1b[31m").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        let lost = saving.lost().expect("the failure is remembered");
+        assert_eq!(lost.kind, io::ErrorKind::StorageFull);
+        assert_eq!(lost.error, error.to_string());
+        assert_eq!(lost.last_lines, ["booting", "login: \x1b[31m"]);
+        assert_eq!(
+            lost.quote(),
+            format!(
+                "; its console could not be saved: {error}; it ends with:\n  booting\n  login: \\033[31m"
+            )
+        );
+    }
+
+    /// The console's last bytes in memory are bounded, and the last lines
+    /// are the console's last ones, written or not.
+    #[test]
+    fn a_lost_console_keeps_only_its_last_lines_in_memory() {
+        let mut console = on_a_full_disk();
+        let stream = numbered_lines(10 * IN_MEMORY_BYTES);
+        for chunk in stream.chunks(4093) {
+            let _ = console.write(chunk);
+        }
+        let saving = console.saving();
+        assert!(saving.0.lock().unwrap().last.len() <= IN_MEMORY_BYTES);
+        let lost = saving.lost().unwrap();
+        let all: Vec<String> = String::from_utf8(stream)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(lost.last_lines, all[all.len() - LOST_LINES..]);
+    }
+
+    /// A console that says nothing on a full disk says so: not "empty"
+    /// alone, which would blame the guest.
+    #[test]
+    fn a_lost_console_with_no_lines_says_the_guest_printed_nothing() {
+        let mut console = on_a_full_disk();
+        console.write(b"\r\n").unwrap_err();
+        let lost = console.saving().lost().unwrap();
+        assert!(lost.last_lines.is_empty());
+        assert!(
+            lost.quote()
+                .starts_with("; its console could not be saved: ")
+                && lost.quote().ends_with("; the guest printed nothing"),
+            "{}",
+            lost.quote()
+        );
+    }
+
+    /// The copying thread's failures are seen through the handle taken
+    /// before it started.
+    #[tokio::test]
+    async fn a_console_copy_s_failed_writes_are_seen_through_its_saving() {
+        let console = on_a_full_disk();
+        let saving = console.saving();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let copy = ConsoleCopy::start(ours, console).unwrap();
+        theirs.write_all(b"the last line\n").unwrap();
+        drop(theirs);
+        copy.finish(Duration::from_secs(30)).await.unwrap();
+        let lost = saving.lost().expect("the copy's failure is remembered");
+        assert_eq!(lost.kind, io::ErrorKind::StorageFull);
+        assert_eq!(lost.last_lines, ["the last line"]);
     }
 }

@@ -88,6 +88,11 @@ pub trait VmDriver: fmt::Debug + Send + Sync {
     fn own_log(&self, _vm: &Instance) -> Option<PathBuf> {
         None
     }
+    /// The guest's console, when the driver copies it and could not write
+    /// all of it to its file (a full disk): why, and its last lines.
+    fn console_lost(&self) -> Option<super::console::ConsoleLost> {
+        None
+    }
 }
 
 /// A finished command.

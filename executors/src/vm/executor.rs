@@ -86,7 +86,7 @@ impl ExecutorConfig for VmConfig {
         let Some(spec) = machine.vm.clone() else {
             return Err(invalid(format!(
                 "machine {name} of {} is not a virtual machine: give it a (vm (driver ...) ...) record, or build on it with guest-self-hosted or host-initiated",
-                file.display()
+                escape::path(&file)
             )));
         };
         // Files that would be found missing only after the guest booted
@@ -589,4 +589,37 @@ fn escaped_tail(source: &Path, max_bytes: usize) -> Result<(VecDeque<u8>, bool)>
     }
     lines.finish(&mut keep);
     Ok((tail, cut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the `--machines` path was printed raw (`display()`), so
+    /// a path with a terminal escape or a newline wrote it to the terminal.
+    #[test]
+    fn a_machines_path_is_escaped_in_the_not_a_vm_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m\x1b[31m\nachines");
+        std::fs::write(
+            &file,
+            "(fruix-machines\n  (machine (name \"plain\") (host \"127.0.0.1\") (user \"root\")))\n",
+        )
+        .unwrap();
+        let config = VmConfig(GuestConfig {
+            machines: Some(file.clone()),
+            machine: Some("plain".into()),
+            ..GuestConfig::default()
+        });
+        let message = config.build().unwrap_err().to_string();
+        assert!(message.contains("is not a virtual machine"), "{message}");
+        assert!(
+            message.contains(&escape::path(&file).to_string()),
+            "{message}"
+        );
+        assert!(
+            !message.contains('\x1b') && !message.contains('\n'),
+            "{message}"
+        );
+    }
 }

@@ -188,7 +188,7 @@ pub async fn wait_for_ssh_with_logs(
             vm.name, endpoint.host, endpoint.port
         ),
         limit: spec.boot_timeout,
-        detail: console_quote(vm, logs),
+        detail: console_quote(driver, vm, logs),
         log: None,
     };
     loop {
@@ -211,7 +211,7 @@ pub async fn wait_for_ssh_with_logs(
             return Err(Error::system(format!(
                 "guest {} stopped while booting{own_log}{}",
                 vm.name,
-                console_quote(vm, logs)
+                console_quote(driver, vm, logs)
             )));
         }
         tokio::select! {
@@ -252,8 +252,13 @@ fn shown(path: &Path, logs: Option<&Path>) -> std::path::PathBuf {
 }
 
 /// `; its console (LOGS/console.log) ends with:\n...` (escaped), or `; its
-/// console is empty`; the console is named as `shown` names it.
-pub fn console_quote(vm: &Instance, logs: Option<&Path>) -> String {
+/// console is empty`; the console is named as `shown` names it. A console
+/// `driver` could not write to its file (a full disk) is said so instead,
+/// and quoted from memory ([`console::ConsoleLost::quote`]).
+pub fn console_quote(driver: &dyn VmDriver, vm: &Instance, logs: Option<&Path>) -> String {
+    if let Some(lost) = driver.console_lost() {
+        return lost.quote();
+    }
     match log_quote("console", &vm.console, &shown(&vm.console, logs)) {
         quote if quote.is_empty() => "; its console is empty".into(),
         quote => quote,

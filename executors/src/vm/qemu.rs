@@ -46,7 +46,7 @@ use fruix_core::vm::{Accel, VmDriverSpec, VmSpec};
 use fruix_core::{Error, Result};
 use tokio_util::sync::CancellationToken;
 
-use super::console::{BoundedConsole, ConsoleCopy, LIVE_CONSOLE_MAX_BYTES};
+use super::console::{BoundedConsole, ConsoleCopy, ConsoleSaving, LIVE_CONSOLE_MAX_BYTES};
 use super::driver::{memory, run_local_until, Endpoint, Instance, VmDriver};
 use super::group::GroupLeader;
 use super::qmp;
@@ -82,6 +82,8 @@ pub struct Qemu {
     ports: PortPicker,
     child: Mutex<Option<GroupLeader>>,
     console: Mutex<Option<Console>>,
+    /// How the console's file is being written (see [`ConsoleSaving`]).
+    saving: Mutex<Option<ConsoleSaving>>,
 }
 
 /// The console file, between QEMU processes or while one writes to it.
@@ -115,6 +117,7 @@ impl Qemu {
             ports: Box::new(free_port),
             child: Mutex::new(None),
             console: Mutex::new(None),
+            saving: Mutex::new(None),
         }
     }
 
@@ -175,6 +178,7 @@ impl Qemu {
                 vm.name
             ))
         })?;
+        *self.saving.lock().expect("saving") = Some(console.saving());
         let copy = ConsoleCopy::start(ours, console)?;
         *self.console.lock().expect("console") = Some(Console::Copying(copy));
         let console_fd = theirs.as_raw_fd();
@@ -510,5 +514,9 @@ impl VmDriver for Qemu {
 
     fn own_log(&self, vm: &Instance) -> Option<PathBuf> {
         Some(Self::log(vm))
+    }
+
+    fn console_lost(&self) -> Option<super::console::ConsoleLost> {
+        self.saving.lock().expect("saving").as_ref()?.lost()
     }
 }

@@ -850,10 +850,14 @@ fn a_boot_failure_quotes_the_last_console_lines_escaped() {
     let mut vm = instance();
     vm.console = dir.path().join("console.log");
     let logs = std::path::Path::new("/results/r1/logs");
-    assert_eq!(console_quote(&vm, Some(logs)), "; its console is empty");
+    let driver = Qemu::new(kernel_only_qemu());
+    assert_eq!(
+        console_quote(&driver, &vm, Some(logs)),
+        "; its console is empty"
+    );
     let lines: String = (0..30).map(|i| format!("line {i}\r\n")).collect();
     std::fs::write(&vm.console, format!("{lines}Kernel panic\x1b[31m\n")).unwrap();
-    let quote = console_quote(&vm, Some(logs));
+    let quote = console_quote(&driver, &vm, Some(logs));
     assert!(
         quote.contains("line 29") && !quote.contains("line 10\n"),
         "{quote}"
