@@ -58,10 +58,10 @@
 //!   if its stdin ends before this host said `done`. The host says so once
 //!   the command has ended, or has been stopped from here; when the host is
 //!   gone, sshd closes the lifeline's stdin. A command that ends by itself
-//!   keeps what it left running, unless that holds its output (see below). The lifeline is opened while
-//!   the command's output is read, and the call returns once it has ended,
-//!   so a command uses two sessions of the guest's sshd while it runs, and
-//!   none is left behind. The script runs only once its lifeline does
+//!   keeps what it left running, unless that holds its output (see
+//!   below). The lifeline is opened while the command's output is read,
+//!   and the call returns once it has ended, so a command uses two
+//!   sessions of the guest's sshd while it runs, and none is left behind. The script runs only once its lifeline does
 //!   (the gate), so there is no moment when the host going away would leave
 //!   it running: a shell held at its gate exits when sshd ends its stdin.
 //!   It is best effort: a guest whose sshd refuses another session
