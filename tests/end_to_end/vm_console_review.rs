@@ -42,14 +42,15 @@ impl Drop for SmallTmpfs {
 /// lines. It says the console could not be saved, why, and quotes the
 /// console's last lines from memory.
 #[test]
-
 fn a_console_on_a_full_disk_is_said_unsaved_and_quoted_from_memory() {
     let dir = tempfile::tempdir().unwrap();
     let full = SmallTmpfs::mount(&dir.path().join("full"), "8k");
     let file = machines(
         dir.path(),
         &[Vm {
-            boot_timeout: 15,
+            // Long enough for a loaded machine's guest to print its line
+            // (`quiet`: it prints nothing before it) well before it.
+            boot_timeout: 60,
             ..Vm::silent("silent")
         }],
     );

@@ -48,7 +48,7 @@ const LINE_START_SEARCH: u64 = 4 << 10;
 const IN_MEMORY_BYTES: usize = 64 << 10;
 
 /// How many of a console's last lines a [`ConsoleLost`] holds.
-const LOST_LINES: usize = 20;
+pub const LOST_LINES: usize = 20;
 
 /// How a console's file is being written, shared by the console and
 /// whoever asks (the driver, while the copying thread writes): the first
@@ -163,7 +163,7 @@ impl BoundedConsole {
     }
 
     /// How its file is being written: a handle that stays current while a
-    /// [`ConsoleCopy`] writes it.
+    /// console copy writes it.
     pub fn saving(&self) -> ConsoleSaving {
         self.saving.clone()
     }
