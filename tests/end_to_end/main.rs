@@ -42,6 +42,7 @@ mod json_paths;
 mod layout;
 mod matrix;
 mod matrix_export;
+mod matrix_hostile_review;
 mod matrix_pipeline_run;
 mod matrix_report_review;
 mod matrix_slots;
