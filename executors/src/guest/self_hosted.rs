@@ -67,7 +67,8 @@ impl GuestRun<'_> {
             ));
         }
         // The helper's stdout is the protocol (JSON Lines, see
-        // [`super::protocol`]); its stderr is shown as log lines. Its exit is
+        // [`super::protocol`]), parsed from the bytes that came; its stderr
+        // is shown as log lines. Its exit is
         // judged inside the stage, so that a failed guest build ends its
         // stage as failed.
         let result_root = ctx
@@ -79,7 +80,7 @@ impl GuestRun<'_> {
                 // exited within OUTCOME_GRACE of its outcome.
                 let stop = ctx.cancel.child_token();
                 let exit = {
-                    let run = session.stream(
+                    let run = session.stream_bytes(
                         &script,
                         Some(&request),
                         &stop,
@@ -162,19 +163,23 @@ impl<'a> Listener<'a> {
         self.ctx.events.log(STAGE, stream, line);
     }
 
-    fn line(&mut self, stream: Stream, line: &str) {
+    /// Takes the helper's line `line`, as the bytes that came: a protocol
+    /// message on stdout (never text made of it, so that what is shown of a
+    /// refused line is escaped once), a log line on stderr.
+    fn line(&mut self, stream: Stream, line: &[u8]) {
         let ctx = self.ctx;
         let events = &ctx.events;
         if stream == Stream::Stderr {
-            self.stderr.push(line);
-            self.show(stream, line);
+            let text = escape::utf8_or_octal(line);
+            self.stderr.push(&text);
+            self.show(stream, &text);
             return;
         }
         let message = Message::parse(line).and_then(|m| match self.outcome {
             // The outcome is the last message, and comes once.
             Some(_) => Err(format!(
                 "a message after its outcome: {}",
-                escape::text(line).cut_at(200)
+                escape::bytes(line).cut_at(200)
             )),
             None => Ok(m),
         });
@@ -384,6 +389,17 @@ mod tests {
         exit: &RemoteExit,
         cancelled: bool,
     ) -> (Result<String>, Option<String>) {
+        let lines: Vec<Vec<u8>> = lines.iter().map(|m| m.to_line().into_bytes()).collect();
+        heard_bytes(&lines, stderr, exit, cancelled)
+    }
+
+    /// [`heard_all`], the helper's stdout lines given as their bytes.
+    fn heard_bytes(
+        lines: &[Vec<u8>],
+        stderr: &[&str],
+        exit: &RemoteExit,
+        cancelled: bool,
+    ) -> (Result<String>, Option<String>) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir(&root).unwrap();
@@ -397,10 +413,10 @@ mod tests {
         }
         let mut listener = Listener::new(&ctx).unwrap();
         for line in stderr {
-            listener.line(Stream::Stderr, line);
+            listener.line(Stream::Stderr, line.as_bytes());
         }
-        for m in lines {
-            listener.line(Stream::Stdout, &m.to_line());
+        for line in lines {
+            listener.line(Stream::Stdout, line);
         }
         let result = listener.finish(Some(exit));
         let log = std::fs::read_to_string(root.join("logs/guest-build.log")).ok();
@@ -474,6 +490,27 @@ mod tests {
         let (result, log) = heard_all(&[succeeded], &["a line"], &RemoteExit::Code(0), false);
         assert_eq!(result.unwrap(), "/r");
         assert_eq!(log, None);
+    }
+
+    /// Regression: the helper's stdout lines were turned into text (`\377`)
+    /// before they were parsed, so a line that was not UTF-8 was refused for
+    /// an "invalid escape" it never had, and shown escaped twice (`\\377`).
+    #[test]
+    fn a_protocol_line_that_is_not_utf8_is_refused_as_such_and_escaped_once() {
+        let line = b"{\"v\":1,\"event\":{\"event\":\"warning\",\"message\":\"ok \xff\"}}";
+        let at = line.iter().position(|b| *b == 0xff).unwrap();
+        let (result, _) = heard_bytes(&[line.to_vec()], &[], &RemoteExit::Code(0), false);
+        let e = result.unwrap_err();
+        assert!(matches!(e, Error::System { .. }), "{e:?}");
+        let e = e.to_string();
+        assert!(
+            e.contains(&format!(
+                "broke its protocol (protocol {VERSION}): not a protocol message (not UTF-8 at byte {at}): "
+            )),
+            "{e}"
+        );
+        assert!(e.contains(r#""message":"ok \377"}}"#), "{e}");
+        assert!(!e.contains(r"\\377"), "escaped twice: {e}");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! Extended headers (pax `x`, GNU long name and long link) are read here,
 //! each up to `import_max_header_bytes`, rather than by the tar crate, which
-//! would read any size into memory. Everything extracted is indexed in a
+//! would read any size into memory; pax records are read by their length
+//! (module `pax`), so a name may hold a newline. Everything extracted is indexed in a
 //! tree of names (module `tree`), so an entry costs one map probe per
 //! component of its path whatever came before it: extraction is linear in
 //! the size of the archive, and a directory declared again and again costs
@@ -312,19 +313,17 @@ impl Extractor {
     ) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
         let header = entry.header();
         let (mut path, mut link) = (None, None);
-        for field in tar::PaxExtensions::new(extensions.pax.as_deref().unwrap_or_default()) {
-            let field = field.map_err(|e| bad_archive(&self.root, e))?;
-            match field.key_bytes() {
-                b"path" => path = Some(field.value_bytes().to_vec()),
-                b"linkpath" => link = Some(field.value_bytes().to_vec()),
-                b"size"
-                    if field.value().ok().and_then(|v| v.parse().ok()) != Some(entry.size()) =>
-                {
+        for record in pax::records(extensions.pax.as_deref().unwrap_or_default()) {
+            let pax::Record { key, value } = record.map_err(|e| bad_archive(&self.root, e))?;
+            match key {
+                b"path" => path = Some(value.to_vec()),
+                b"linkpath" => link = Some(value.to_vec()),
+                b"size" if decimal(value) != Some(entry.size()) => {
                     return Err(unsafe_entry(
                         &header.path_bytes(),
                         format!(
                             "its pax size {} differs from its header's size {}",
-                            excerpt(field.value_bytes()),
+                            excerpt(value),
                             entry.size()
                         ),
                     ))
@@ -538,11 +537,17 @@ fn set_dir_mode(at: &std::os::fd::OwnedFd, root: &Path, path: &Path, mode: u32) 
     Ok(mode)
 }
 
+/// The number `value` writes in decimal, if it is one.
+fn decimal(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 /// The last component of a normalized, non-empty path.
 fn file_name(path: &Path) -> &[u8] {
     path.file_name().map(OsStr::as_bytes).unwrap_or_default()
 }
 
 mod paths;
+mod pax;
 #[cfg(test)]
 mod tests;

@@ -80,8 +80,13 @@
 //!   `output_max_line_bytes`) is cut, saying so ([`fruix_core::bounded`]), and
 //!   [`SshSession::output`] keeps only the last [`OUTPUT_TAIL_LINES`] lines of
 //!   each stream: no command's output is held whole in memory. Nor are its
-//!   lines: [`SshSession::stream`] reads no further while the events it
-//!   feeds wait unread ([`EventSink::room`]).
+//!   lines: [`SshSession::stream_bytes`] reads no further while the events
+//!   it feeds wait unread ([`EventSink::room`]).
+//! - Lines are handed over as the bytes that came ([`SshSession::stream_bytes`],
+//!   for a protocol spoken on stdout, which must be parsed from them), or
+//!   as text with each byte that is not UTF-8 shown as `\ooo`
+//!   ([`SshSession::stream`], [`fruix_core::escape::utf8_or_octal`]), to be
+//!   shown; either way without the `\r` of a `\r\n` line end.
 
 use std::sync::{Arc, OnceLock};
 
@@ -256,9 +261,12 @@ impl SshSession {
         let stop = cancel.child_token();
         let pace = EventSink::discard();
         let (exit, timed_out) = {
-            let run = self.stream_from(script, input, &stop, &pace, |stream, line| match stream {
-                Stream::Stdout => stdout.push(line),
-                Stream::Stderr => stderr.push(line),
+            let run = self.stream_from(script, input, &stop, &pace, |stream, line| {
+                let line = fruix_core::escape::utf8_or_octal(line);
+                match stream {
+                    Stream::Stdout => stdout.push(&line),
+                    Stream::Stderr => stderr.push(&line),
+                }
             });
             tokio::pin!(run);
             let deadline = async {
@@ -292,16 +300,36 @@ impl SshSession {
     }
 
     /// Runs `script`, feeding it `stdin`, calling `on_line` for every line of
-    /// its stdout and stderr as they arrive. `None` when `cancel` fired (the
-    /// remote session is then stopped, see the module docs). `on_line` feeds
-    /// `pace`: nothing more is read while `pace` has no room.
+    /// its stdout and stderr as they arrive, as text: each byte that is not
+    /// UTF-8 shown as `\ooo` ([`fruix_core::escape::utf8_or_octal`]), for
+    /// lines that are shown. `None` when `cancel` fired (the remote session
+    /// is then stopped, see the module docs). `on_line` feeds `pace`:
+    /// nothing more is read while `pace` has no room.
     pub async fn stream(
         &self,
         script: &str,
         stdin: Option<&[u8]>,
         cancel: &CancellationToken,
         pace: &EventSink,
-        on_line: impl FnMut(Stream, &str) + Send,
+        mut on_line: impl FnMut(Stream, &str) + Send,
+    ) -> Result<Option<RemoteExit>> {
+        self.stream_bytes(script, stdin, cancel, pace, |stream, line| {
+            on_line(stream, &fruix_core::escape::utf8_or_octal(line))
+        })
+        .await
+    }
+
+    /// [`SshSession::stream`], `on_line` getting each line as the bytes
+    /// that came (cut at the session's line cap, without its `\r\n` or
+    /// `\n`): for a protocol spoken on the command's stdout, parsed from
+    /// its bytes, never from text made of them.
+    pub async fn stream_bytes(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        cancel: &CancellationToken,
+        pace: &EventSink,
+        on_line: impl FnMut(Stream, &[u8]) + Send,
     ) -> Result<Option<RemoteExit>> {
         self.stream_from(script, stdin, cancel, pace, on_line).await
     }
@@ -316,7 +344,7 @@ impl SshSession {
         stdin: Option<impl tokio::io::AsyncRead + Unpin + Send + 'a>,
         cancel: &CancellationToken,
         pace: &EventSink,
-        mut on_line: impl FnMut(Stream, &str) + Send,
+        mut on_line: impl FnMut(Stream, &[u8]) + Send,
     ) -> Result<Option<RemoteExit>> {
         if cancel.is_cancelled() {
             return Ok(None);
@@ -332,12 +360,15 @@ impl SshSession {
         let mut exit = None;
         let mut exited_at = None;
         let mut emit = |stream: Stream, line: &[u8], session_line: &mut SessionLine| {
-            let text = fruix_core::escape::utf8_or_octal(line);
-            let text = text.trim_end_matches('\r');
-            if stream == Stream::Stderr && session_line.take(text).is_some() {
+            let line = without_cr(line);
+            if stream == Stream::Stderr
+                && session_line
+                    .take(&fruix_core::escape::utf8_or_octal(line))
+                    .is_some()
+            {
                 return;
             }
-            on_line(stream, text);
+            on_line(stream, line);
         };
         let lingering = loop {
             let linger = async {
@@ -453,14 +484,14 @@ impl SshSession {
             );
             let mut session_line = SessionLine::default();
             let mut keep = |line: &[u8], tail: &mut Tail| {
-                let text = fruix_core::escape::utf8_or_octal(line);
+                let text = fruix_core::escape::utf8_or_octal(without_cr(line));
                 match session_line.take(&text) {
                     Some(sid) => {
                         if let Some(sid) = sid {
                             let _ = said.set(sid);
                         }
                     }
-                    None => tail.push(text.trim_end_matches('\r')),
+                    None => tail.push(&text),
                 }
             };
             let mut exit = None;
@@ -498,6 +529,14 @@ impl SshSession {
     }
 }
 
+/// `line` without the `\r`s it ends with (a `\r\n` line end).
+fn without_cr(mut line: &[u8]) -> &[u8] {
+    while let Some(rest) = line.strip_suffix(b"\r") {
+        line = rest;
+    }
+    line
+}
+
 fn signal_label(sig: &russh::Sig) -> String {
     match sig {
         russh::Sig::Custom(name) => name.clone(),
@@ -522,6 +561,13 @@ mod tests {
             stderr.starts_with(SESSION_PREFIX) && stderr.ends_with("\nerr\n"),
             "{stderr}"
         );
+    }
+
+    #[test]
+    fn a_line_is_handed_over_without_its_carriage_returns_and_bytes_kept() {
+        assert_eq!(without_cr(b"a\xff\r\r"), b"a\xff");
+        assert_eq!(without_cr(b"\ra\rb"), b"\ra\rb");
+        assert_eq!(without_cr(b""), b"");
     }
 
     #[test]

@@ -396,6 +396,26 @@ fn a_pax_path_counts_against_the_same_caps() {
     assert!(!dir.path().join("staging/short").exists());
 }
 
+/// Regression: pax records were split at newlines (the tar crate's
+/// `PaxExtensions`), so a `path` or `linkpath` holding one was refused as a
+/// "malformed pax extension". Records are read by their length: such a
+/// name is extracted like any other.
+#[test]
+fn a_pax_path_or_link_with_a_newline_is_extracted() {
+    let limits = ImportLimits::default();
+    let archive = one_entry(&[("path", b"dir/a\nb")], "short", None);
+    let (dir, result) = run_bytes(&archive[..], &limits);
+    result.unwrap();
+    assert_eq!(fs::read(dir.path().join("staging/dir/a\nb")).unwrap(), b"x");
+    assert!(!dir.path().join("staging/short").exists());
+
+    let archive = one_entry(&[("linkpath", b"to\nthere")], "dir/l", Some("t"));
+    let (dir, result) = run_bytes(&archive[..], &limits);
+    result.unwrap();
+    let link = fs::read_link(dir.path().join("staging/dir/l")).unwrap();
+    assert_eq!(link, Path::new("to\nthere"));
+}
+
 #[test]
 fn an_over_long_component_is_refused_by_the_name_cap() {
     let limits = ImportLimits::default();
@@ -452,6 +472,22 @@ fn malformed_extended_headers_are_refused() {
         let e = result.unwrap_err().to_string();
         assert!(e.contains(expected), "{e}");
     }
+
+    // A pax record whose length runs past its header: refused as the
+    // archive's fault, before any entry is made.
+    let mut b = tar::Builder::new(Vec::new());
+    let record = b"99 path=a\n";
+    let mut h = header(T::XHeader, 0o644, record.len() as u64);
+    h.set_cksum();
+    b.append(&h, &record[..]).unwrap();
+    b.append_data(&mut header(T::Regular, 0o644, 1), "f", &b"x"[..])
+        .unwrap();
+    let (dir, result) = run_bytes(&b.into_inner().unwrap()[..], &limits);
+    let e = result.unwrap_err();
+    assert!(matches!(e, Error::System { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(e.contains("(malformed pax extension: the record at byte 0 says it is longer than the 10 bytes left in the header)"), "{e}");
+    assert!(!dir.path().join("staging/f").exists());
 
     // An extended header with nothing after it.
     let mut b = tar::Builder::new(Vec::new());
