@@ -157,7 +157,7 @@ impl RemoteStderr {
     }
 
     fn line(session_line: &mut SessionLine, tail: &mut Tail, line: &[u8]) {
-        let text = String::from_utf8_lossy(line);
+        let text = fruix_core::escape::utf8_or_octal(line);
         if session_line.take(&text).is_none() {
             tail.push(&text);
         }
@@ -428,6 +428,16 @@ impl Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the remote `tar`'s stderr was made text with
+    /// `from_utf8_lossy`, so a byte that is not UTF-8 (a name `tar` quotes
+    /// in its complaint) was lost to U+FFFD; it is shown as `\ooo`.
+    #[test]
+    fn a_tar_stderr_byte_that_is_not_utf8_is_kept_as_octal() {
+        let (mut session_line, mut tail) = (SessionLine::default(), Tail::new(4));
+        RemoteStderr::line(&mut session_line, &mut tail, b"tar: a\xffb: Cannot open");
+        assert_eq!(tail.last(), Some("tar: a\\377b: Cannot open"));
+    }
 
     /// A staged root holding `artifacts/world/bin/su` (its setuid bit
     /// stripped and recorded), and whatever `plant` adds.
