@@ -175,15 +175,10 @@ impl Observer for Live {
     }
 
     fn attempt_started(&self, id: &str, machine: &str, attempt: u32) {
-        let retry = if attempt > 1 {
-            format!(" (attempt {attempt})")
-        } else {
-            String::new()
-        };
         match self.mode {
             Mode::Quiet => {}
             Mode::Plain => {
-                eprintln!("==> {id}: started on {machine}{retry}");
+                eprintln!("{}", started_line(id, machine, attempt));
                 if every().is_some() {
                     let heartbeat = Heartbeat::new(Instant::now());
                     let mut heartbeats = self.heartbeats.lock().expect("live view lock");
@@ -196,7 +191,8 @@ impl Observer for Live {
                     ProgressStyle::with_template("{spinner} {prefix:.bold} [{elapsed}] {wide_msg}")
                         .expect("static template is valid"),
                 );
-                bar.set_prefix(format!("{id} @{machine}{retry}"));
+                let machine = escape::text(machine);
+                bar.set_prefix(format!("{id} @{machine}{}", retry(attempt)));
                 bar.enable_steady_tick(Duration::from_millis(120));
                 self.bars
                     .lock()
@@ -242,6 +238,22 @@ impl Observer for Live {
     }
 }
 
+/// ` (attempt N)` after a retried attempt's machine; nothing for the first.
+fn retry(attempt: u32) -> String {
+    if attempt > 1 {
+        format!(" (attempt {attempt})")
+    } else {
+        String::new()
+    }
+}
+
+/// The plain live view's line for cell `id`'s attempt `attempt` starting
+/// on `machine` (a machines file's name, escaped).
+fn started_line(id: &str, machine: &str, attempt: u32) -> String {
+    let machine = escape::text(machine);
+    format!("==> {id}: started on {machine}{}", retry(attempt))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +295,16 @@ mod tests {
             quiet.printed("c1", &failed("cleanup"), Phase::Cleanup),
             None
         );
+    }
+
+    /// Regression: a machine name's format characters (U+202E reverses
+    /// what follows it) were printed raw in `==> CELL: started on MACHINE`.
+    #[test]
+    fn a_machine_name_is_escaped_where_a_cell_starts() {
+        assert_eq!(
+            started_line("c1", "m\u{202e}1", 2),
+            "==> c1: started on m\\342\\200\\2561 (attempt 2)"
+        );
+        assert_eq!(started_line("c1", "m1", 1), "==> c1: started on m1");
     }
 }

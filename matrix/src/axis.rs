@@ -62,8 +62,10 @@ impl Axis {
 pub type MatrixEntry = Vec<(Axis, String)>;
 
 /// Checks one axis value: not empty, and (but for make flags) without
-/// slashes or blanks, since values name cells and files.
+/// slashes or blanks, since values name cells and files; and without a
+/// format character ([`check_shown`]).
 pub(crate) fn check_value(axis: Axis, value: &str) -> std::result::Result<(), String> {
+    check_shown(axis.name(), value)?;
     let bad = match axis {
         _ if value.is_empty() => true,
         Axis::Kernconf | Axis::Executor | Axis::TargetArch | Axis::Machine => {
@@ -79,5 +81,21 @@ pub(crate) fn check_value(axis: Axis, value: &str) -> std::result::Result<(), St
         ))
     } else {
         Ok(())
+    }
+}
+
+/// Refuses a value of matrix file field `what` that holds a character
+/// [`escape`] would show as `\ooo` (the reader refuses control
+/// characters already; this adds the format characters, such as U+202E,
+/// which reorders what a terminal shows, and U+2028/U+2029): the plan,
+/// the live view and the reports show these values.
+pub(crate) fn check_shown(what: &str, value: &str) -> std::result::Result<(), String> {
+    match value.chars().find(|c| escape::is_unsafe(*c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "{} is not a valid {what}: it holds the invisible character U+{:04X}, which would change how the plan and reports show it; remove it",
+            escape::quoted(value),
+            u32::from(c)
+        )),
     }
 }

@@ -18,8 +18,10 @@ use fruix_promote::attest;
 use fruix_promote::sign::PublicKey;
 use fruix_promote::{promote_validated, PromoteOptions, Store};
 
+use crate::cell_log;
 use crate::host_slots::{self, HostSlot};
 use crate::plan::MatrixPlan;
+use crate::report_dir::ReportDir;
 use crate::result_link::link_result;
 use crate::runner::{
     BoxFuture, CellError, CellRecord, CellRunner, Job, Promoted, PromotedArtifact,
@@ -72,15 +74,6 @@ pub fn waiting_for_slot(machine: &str, slots: u32) -> String {
     format!("waits for a build slot on {machine}: {held} with this state directory")
 }
 
-/// Appends `line` to the log at `path`, as far as it can be.
-fn append_to_log(path: &std::path::Path, line: &str) {
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path);
-    let _ = log.and_then(|mut log| writeln!(log, "{line}"));
-}
-
 /// Runs cells with executors and promotes them.
 pub struct ExecutorRunner {
     /// The checked matrix: the cells, their build requests and executor
@@ -96,13 +89,11 @@ pub struct ExecutorRunner {
     /// `STATE_DIR/native-builds/RUN_ID`, and the `results/` links are
     /// registered as garbage-collector roots under its `gcroots/auto/`.
     pub state_dir: PathBuf,
-    /// Where the cells' logs go: `logs_dir/ID.log`
-    /// ([`ExecutorRunner::log_path`]), every attempt appended
-    /// (`REPORT_DIR/logs`).
-    pub logs_dir: PathBuf,
-    /// The report directory, where each passed cell's bundle is linked:
-    /// `results/ID` ([`link_result`]).
-    pub report_dir: PathBuf,
+    /// The report directory, locked for the run: the cells' logs go to
+    /// its `logs/ID.log` ([`ExecutorRunner::log_path`], opened by
+    /// [`cell_log::open`]), every attempt appended, and each passed cell's
+    /// bundle is linked at `results/ID` ([`link_result`]).
+    pub report_dir: Arc<ReportDir>,
     /// Told of every attempt, event and finished cell.
     pub observer: Arc<dyn Observer>,
 }
@@ -110,7 +101,8 @@ pub struct ExecutorRunner {
 impl ExecutorRunner {
     /// The log file of cell `i`.
     pub fn log_path(&self, i: usize) -> PathBuf {
-        self.logs_dir.join(format!("{}.log", self.plan.cells[i].id))
+        let logs = self.report_dir.logs();
+        logs.child(cell_log::name(&self.plan.cells[i].id).as_ref())
     }
 }
 
@@ -254,7 +246,7 @@ impl CellRunner for ExecutorRunner {
         };
         let machine = machine.clone();
         let (observer, state_dir) = (self.observer.clone(), self.state_dir.clone());
-        let (cancel, log_path) = (job.cancel.clone(), self.log_path(job.start.cell));
+        let (cancel, report_dir) = (job.cancel.clone(), self.report_dir.clone());
         let (id, n) = (
             self.plan.cells[job.start.cell].id.clone(),
             job.start.attempt,
@@ -263,7 +255,8 @@ impl CellRunner for ExecutorRunner {
             let waiting = || {
                 observer.waiting_for_slot(&id, &machine, slots);
                 let says = fruix_core::escape::line(&waiting_for_slot(&machine, slots));
-                append_to_log(&log_path, &format!("=== {id}: attempt {n} {says}"));
+                let line = format!("=== {id}: attempt {n} {says}");
+                cell_log::append(report_dir.logs(), &id, &line);
             };
             match host_slots::take(&state_dir, &machine, slots, &cancel, waiting).await {
                 Ok(Some(slot)) => Ok(Some(slot)),
@@ -274,7 +267,8 @@ impl CellRunner for ExecutorRunner {
                 }),
                 Err(e) => {
                     let e = cell_error(&e);
-                    append_to_log(&log_path, &format!("=== {id}: attempt {n}: {e}"));
+                    let line = format!("=== {id}: attempt {n}: {e}");
+                    cell_log::append(report_dir.logs(), &id, &line);
                     observer.attempt_started(&id, &machine, n);
                     let line = format!("attempt {n} on {machine}: {e}");
                     observer.attempt_ended(&id, Some(&line));
@@ -285,7 +279,7 @@ impl CellRunner for ExecutorRunner {
     }
 
     fn build(&self, job: Job) -> BoxFuture<Result<(ResultRoot, String), CellError>> {
-        let log_path = self.log_path(job.start.cell);
+        let report_dir = self.report_dir.clone();
         // A cell built here from this store's source object must leave it
         // as it was (a remote cell's copy is the machine's own).
         let built_from = match (self.plan.remote[job.start.cell], &self.plan.source_object) {
@@ -304,16 +298,7 @@ impl CellRunner for ExecutorRunner {
         Box::pin(async move {
             let (id, n) = (&attempt.id, attempt.job.start.attempt);
             attempt.observer.attempt_started(id, &attempt.machine, n);
-            let mut log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .map_err(|e| {
-                    system(format!(
-                        "cannot open log {}: {e}",
-                        fruix_core::escape::path(&log_path)
-                    ))
-                })?;
+            let mut log = cell_log::open(report_dir.logs(), id).map_err(|e| cell_error(&e))?;
             let mut outcome = attempt.run(&mut log).await;
             if let Some(object) = built_from {
                 let untouched = tokio::task::spawn_blocking(move || {
@@ -380,7 +365,7 @@ impl CellRunner for ExecutorRunner {
                 // root: no collection comes between.
                 let gc = store.gc_lock(false)?;
                 let report = promote_validated(&root, &store, &PromoteOptions::default())?;
-                link_result(&report_dir, &state_dir, &id, &report.result_store)?;
+                link_result(report_dir.path(), &state_dir, &id, &report.result_store)?;
                 drop(gc);
                 // An object the store already held with other references
                 // than those the machine signed keeps no signature of it:
@@ -592,15 +577,18 @@ mod tests {
             })
             .unwrap();
         let plan = MatrixPlan::load(&dir.join("matrix.scm"), None, None, &registry).unwrap();
-        let logs_dir = dir.join("report/logs");
-        std::fs::create_dir_all(&logs_dir).unwrap();
+        let report_dir = crate::create_report_dir(
+            Some(&dir.join("report")),
+            &dir.join("state"),
+            crate::ReportDirUse::Whole,
+        )
+        .unwrap();
         ExecutorRunner {
             plan: Arc::new(plan),
             registry,
             store: Arc::new(Store::open(&dir.join("store")).unwrap()),
             state_dir: dir.join("state"),
-            logs_dir,
-            report_dir: dir.join("report"),
+            report_dir: Arc::new(report_dir),
             observer,
         }
     }

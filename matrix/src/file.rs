@@ -52,7 +52,7 @@ use lexpr::Value;
 use fruix_core::sexp::{self, shown, Record};
 use fruix_core::{escape, Error};
 
-use crate::axis::{check_value, Axis, MatrixEntry};
+use crate::axis::{check_shown, check_value, Axis, MatrixEntry};
 
 /// What the readers of this module return: core metadata errors, which
 /// [`crate::Error::Core`] wraps.
@@ -213,7 +213,7 @@ impl MatrixFile {
             };
             let agree_across = read_agree_across(r)?;
             let build = BuildSettings {
-                make_flags: r.strings("make-flags")?.unwrap_or_default(),
+                make_flags: shown_strings(r, "make-flags")?,
                 jobs: positive(r, "jobs")?,
                 source_date_epoch: r.opt_integer("source-date-epoch")?,
                 freebsd_version: r.opt_string("freebsd-version")?,
@@ -462,7 +462,7 @@ fn read_runner_tags(r: &mut Record<'_>) -> Result<RunnerTags> {
             .iter()
             .map(|t| {
                 t.as_str()
-                    .filter(|t| !t.is_empty() && !t.chars().any(char::is_control))
+                    .filter(|t| !t.is_empty() && check_shown("tag", t).is_ok())
                     .map(str::to_string)
             })
             .collect();
@@ -534,6 +534,16 @@ fn config_pair(item: &Value) -> std::result::Result<(String, serde_json::Value),
         },
     };
     Ok((key, value))
+}
+
+/// The strings of optional field `field`, none holding a format character
+/// ([`check_shown`]).
+fn shown_strings(r: &mut Record<'_>, field: &str) -> Result<Vec<String>> {
+    let strings = r.strings(field)?.unwrap_or_default();
+    for s in &strings {
+        check_shown(field, s).map_err(|m| r.error(field, None, m))?;
+    }
+    Ok(strings)
 }
 
 /// The example matrix file, shared by the matrix tests.
@@ -740,6 +750,59 @@ mod tests {
             ),
         ];
         fruix_core::testing::assert_mistakes_refused(EXAMPLE, parse, &mistakes);
+    }
+
+    /// Regression: a format character (U+202E, which reverses what a
+    /// terminal shows after it) in a kernconf or make flag was printed raw
+    /// by `matrix plan`, the live view and junit.xml. Such characters are
+    /// refused where control characters are.
+    #[test]
+    fn format_characters_are_refused_in_what_cells_show() {
+        let mistakes = [
+            (
+                "(kernconf \"GENERIC\" \"MINIMAL\")",
+                "(kernconf \"GENERIC\" \"MIN\u{202e}IMAL\")",
+                "axes.kernconf",
+                6,
+            ),
+            (
+                "(kernconf \"GENERIC\" \"MINIMAL\")",
+                "(kernconf \"GENERIC\") (make-flag \"A=\u{200f}b\")",
+                "axes.make-flag",
+                6,
+            ),
+            (
+                "(machine \"builder-2\")",
+                "(machine \"builder\u{2066}-2\")",
+                "include[0]",
+                8,
+            ),
+            (
+                "(retries 1)",
+                "(retries 1) (make-flags \"-DA\u{202e}\")",
+                "make-flags",
+                11,
+            ),
+            (
+                "(retries 1)",
+                "(retries 1) (runner-tags (default \"a\u{feff}\"))",
+                "runner-tags",
+                11,
+            ),
+        ];
+        for (replace, with, field, line) in mistakes {
+            let text = EXAMPLE.replace(replace, with);
+            let e = parse(&text).unwrap_err();
+            let shown = e.to_string();
+            assert!(shown.contains(field), "{with}: {shown}");
+            assert!(
+                !shown.chars().any(fruix_core::escape::is_unsafe),
+                "{shown:?}"
+            );
+            if field != "make-flags" {
+                assert!(shown.contains(&format!("line {line}")), "{with}: {shown}");
+            }
+        }
     }
 
     #[test]

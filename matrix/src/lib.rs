@@ -51,6 +51,7 @@
 pub mod agreement;
 pub mod axis;
 pub mod cell;
+pub mod cell_log;
 pub mod error;
 pub mod expand;
 pub mod export;
@@ -75,5 +76,5 @@ mod testing;
 pub use error::{Error, Result};
 pub use plan::MatrixPlan;
 pub use report::{Outcome, Report};
-pub use report_dir::{create_report_dir, ReportDirUse};
+pub use report_dir::{create_report_dir, ReportDir, ReportDirUse};
 pub use run::{run, Finished, RunSettings};

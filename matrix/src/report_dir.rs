@@ -20,6 +20,11 @@
 //! ([`ReportDirUse::Shared`]): a cell run removes its own cell's entries
 //! only ([`clear_cell`]), and `collect` removes nothing.
 //!
+//! A command holds its report directory locked while it uses it
+//! ([`ReportDir`]): `matrix run` exclusively, `run-cell` and `collect`
+//! shared, so that a second run cannot remove what a running one writes,
+//! while the cell jobs of one pipeline still share their directory.
+//!
 //! Removing a `results/ID` link kills its root, as removing `./result`
 //! does: it keeps nothing alive any more, and the next `store gc` removes
 //! its registration.
@@ -66,36 +71,68 @@ pub enum ReportDirUse {
     Shared,
 }
 
+/// A report directory in use: its absolute path, its `logs/` open, and
+/// the lock that keeps it to this command while the value lives.
+///
+/// The lock is an advisory `flock(2)` on the report directory itself (no
+/// file is added to it): exclusive for [`ReportDirUse::Whole`] (`matrix
+/// run`, which removes what an earlier run wrote), shared for
+/// [`ReportDirUse::Shared`] (`run-cell` jobs and `collect`, which share the
+/// directory with one another). A command that cannot take it is refused
+/// at once, before anything in the directory is written or removed.
+#[derive(Debug)]
+pub struct ReportDir {
+    path: PathBuf,
+    /// `logs/`, opened beneath the report directory without following a
+    /// symlink: every cell's log is opened relative to it
+    /// ([`crate::cell_log`]), so that a `logs` swapped for a symlink while
+    /// the run goes on sends nothing elsewhere.
+    logs: OpenDir,
+    /// The report directory, open and locked.
+    _locked: OpenDir,
+}
+
+impl ReportDir {
+    /// The report directory's absolute path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its `logs/`, open.
+    pub fn logs(&self) -> &OpenDir {
+        &self.logs
+    }
+}
+
 /// Creates the report directory, `report_dir` or else a new
-/// `STATE_DIR/matrix/RUN_ID`, with its `logs/`; returns its absolute path.
-/// For a [`ReportDirUse::Whole`] run, an existing `report_dir` is first
-/// cleared of an earlier run's report, or refused when it holds anything
-/// fruix does not write.
+/// `STATE_DIR/matrix/RUN_ID`, with its `logs/`, and locks it for `using`
+/// ([`ReportDir`]). For a [`ReportDirUse::Whole`] run, an existing
+/// `report_dir` is then cleared of an earlier run's report, or refused when
+/// it holds anything fruix does not write.
 pub fn create_report_dir(
     report_dir: Option<&Path>,
     state_dir: &Path,
     using: ReportDirUse,
-) -> Result<PathBuf> {
+) -> Result<ReportDir> {
     let dir = match report_dir {
         Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
         None => allocate_run_dir(&state_dir.join("matrix"))?.1,
     };
-    // A `results` where no passed cell could be linked is refused before
-    // anything is written or removed.
-    if dir.exists() {
-        crate::result_link::check_results_dir(&dir)?;
-    }
-    if using == ReportDirUse::Whole && dir.exists() {
-        clear_earlier_run(&dir)?;
-    }
-    let logs = dir.join(LOGS_DIR);
-    std::fs::create_dir_all(&logs).map_err(|source| Error::Report {
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Report {
         action: "create report directory",
-        path: logs.clone(),
+        path: dir.clone(),
         source,
     })?;
-    // Logs are copied into it: a `logs` that is a symlink (among unpacked
-    // CI artifacts, say) would send them elsewhere.
+    let locked = lock(&dir, using)?;
+    // A `results` where no passed cell could be linked is refused before
+    // anything is written or removed.
+    crate::result_link::check_results_dir(&dir)?;
+    if using == ReportDirUse::Whole {
+        clear_earlier_run(&dir)?;
+    }
+    // Logs are written and copied into it: a `logs` that is a symlink
+    // (among unpacked CI artifacts, say) would send them elsewhere.
+    let logs = dir.join(LOGS_DIR);
     if std::fs::symlink_metadata(&logs).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(fruix_core::Error::UnsafePath {
             path: logs,
@@ -104,7 +141,39 @@ pub fn create_report_dir(
         }
         .into());
     }
-    Ok(dir)
+    let logs = locked.create_beneath(LOGS_DIR)?;
+    Ok(ReportDir {
+        path: dir,
+        logs,
+        _locked: locked,
+    })
+}
+
+/// Opens report directory `dir` and locks it for `using` (see
+/// [`ReportDir`]); one that another command holds is refused
+/// ([`Error::InvalidOption`]).
+fn lock(dir: &Path, using: ReportDirUse) -> Result<OpenDir> {
+    use rustix::fs::FlockOperation;
+    let top = open_report_dir(dir)?;
+    let operation = match using {
+        ReportDirUse::Whole => FlockOperation::NonBlockingLockExclusive,
+        ReportDirUse::Shared => FlockOperation::NonBlockingLockShared,
+    };
+    match rustix::fs::flock(&top, operation) {
+        Ok(()) => Ok(top),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::InvalidOption {
+            option: "--report-dir",
+            message: format!(
+                "{} is in use by another fruix matrix command (a `matrix run` has its report directory to itself; `run-cell` and `collect` share one only with each other); wait for it to finish, or give another directory",
+                escape::path(dir)
+            ),
+        }),
+        Err(e) => Err(Error::Report {
+            action: "lock report directory",
+            path: dir.to_path_buf(),
+            source: e.into(),
+        }),
+    }
 }
 
 /// Removes what fruix wrote in report directory `dir` for cell `id`:
@@ -404,7 +473,7 @@ mod tests {
         std::fs::create_dir(report.join("logs/subdir.log")).unwrap();
         let before = tree(&victim);
         let made = create_report_dir(Some(&report), dir.path(), ReportDirUse::Whole).unwrap();
-        assert_eq!(made, report);
+        assert_eq!(made.path(), report);
         assert_eq!(
             tree(&report),
             [
@@ -492,5 +561,35 @@ mod tests {
             tree(report),
             ["cell-b.json", "logs", "logs/b.log", "results", "results/b"]
         );
+    }
+
+    /// Regression: two runs into one report directory corrupted each
+    /// other, the second's cleanup removing the first's logs and result
+    /// links. A run has the directory to itself; cell runs and `collect`
+    /// share it with one another only.
+    #[test]
+    fn a_report_directory_in_use_is_refused_to_a_whole_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("report");
+        let create = |using| create_report_dir(Some(&report), dir.path(), using);
+        let refused = |e: Error| {
+            assert!(
+                matches!(&e, Error::InvalidOption { option: "--report-dir", message }
+                    if message.contains("in use by another fruix matrix command")),
+                "{e}"
+            );
+        };
+        let run = create(ReportDirUse::Whole).unwrap();
+        write(&report, &["report.json", "logs/a.log"]);
+        refused(create(ReportDirUse::Whole).unwrap_err());
+        refused(create(ReportDirUse::Shared).unwrap_err());
+        assert_eq!(tree(&report), ["logs", "logs/a.log", "report.json"]);
+        drop(run);
+        let cell = create(ReportDirUse::Shared).unwrap();
+        let other_cell = create(ReportDirUse::Shared).unwrap();
+        refused(create(ReportDirUse::Whole).unwrap_err());
+        drop((cell, other_cell));
+        create(ReportDirUse::Whole).unwrap();
+        assert_eq!(tree(&report), ["logs"]);
     }
 }

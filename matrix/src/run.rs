@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cell::{ExecutorRunner, Observer};
 use crate::plan::MatrixPlan;
 use crate::report::{agreement, cell_reports, unix, CellReport, Report, SetAside};
-use crate::report_dir::{clear_cell, LOGS_DIR};
+use crate::report_dir::{clear_cell, ReportDir};
 use crate::runner::{run_cells, TimeLimit};
 use crate::{Error, Result};
 
@@ -25,8 +25,9 @@ pub struct RunSettings {
     pub store: Arc<Store>,
     /// Result roots go to `STATE_DIR/native-builds/RUN_ID`.
     pub state_dir: PathBuf,
-    /// From [`create_report_dir`](crate::create_report_dir).
-    pub report_dir: PathBuf,
+    /// From [`create_report_dir`](crate::create_report_dir), locked until
+    /// the run has written its report.
+    pub report_dir: Arc<ReportDir>,
     /// Compare the first differing files of diverging artifacts with
     /// diffoscope.
     pub diffoscope: bool,
@@ -64,7 +65,10 @@ pub async fn run(
     observer: Arc<dyn Observer>,
     cancel: CancellationToken,
 ) -> Result<Finished> {
-    let (diffoscope, report_dir) = (settings.diffoscope, settings.report_dir.clone());
+    let diffoscope = settings.diffoscope;
+    // Held (the report directory locked) until the report is written.
+    let locked = settings.report_dir.clone();
+    let report_dir = locked.path();
     let store = settings.store.path().to_path_buf();
     let ran = execute(
         plan.clone(),
@@ -79,7 +83,7 @@ pub async fn run(
         &ran.cells,
         Some(&store),
         diffoscope,
-        &report_dir,
+        report_dir,
     );
     let report = Report {
         matrix: std::path::absolute(&plan.file.path).unwrap_or(plan.file.path.clone()),
@@ -95,7 +99,8 @@ pub async fn run(
         agreement,
         machines_set_aside: ran.set_aside,
     };
-    let (report_json, junit_xml) = report.write(&report_dir)?;
+    let (report_json, junit_xml) = report.write(report_dir)?;
+    drop(locked);
     Ok(Finished {
         report,
         report_json,
@@ -128,10 +133,10 @@ pub(crate) async fn execute(
     // A cell run again keeps nothing of its earlier run: not its log, nor
     // the result link of a pass it may not repeat.
     for cell in &plan.cells {
-        clear_cell(&settings.report_dir, &cell.id)?;
+        clear_cell(settings.report_dir.path(), &cell.id)?;
     }
     let mut plan = Arc::unwrap_or_clone(plan);
-    plan.copy_machines(&settings.report_dir.join(machines_copy))?;
+    plan.copy_machines(&settings.report_dir.path().join(machines_copy))?;
     // Cells build one source object, added once: they compare like with
     // like, whatever directory the matrix names, and a guest executor sends
     // it to its machine (unless the file names a `remote-source` there). A
@@ -142,7 +147,8 @@ pub(crate) async fn execute(
     if uses_object && plan.source_object.is_none() {
         let (store, source) = (settings.store.clone(), plan.source.clone());
         // A matrix run from inside its tree leaves out its own output.
-        let (state_dir, report_dir) = (settings.state_dir.clone(), settings.report_dir.clone());
+        let state_dir = settings.state_dir.clone();
+        let report_dir = settings.report_dir.path().to_path_buf();
         // The version the cells record (the file's `freebsd-version`, else
         // `newvers.sh`), as `fruix build --freebsd-version` gives it.
         let version = plan.freebsd_base.version.clone();
@@ -176,7 +182,6 @@ pub(crate) async fn execute(
         registry: settings.registry,
         store: settings.store,
         state_dir: settings.state_dir,
-        logs_dir: settings.report_dir.join(LOGS_DIR),
         report_dir: settings.report_dir.clone(),
         observer,
     });

@@ -126,7 +126,8 @@ pub async fn run_cell(
     cancel: CancellationToken,
 ) -> Result<CellFinished> {
     let digest = plan.file.digest.clone();
-    let report_dir = settings.report_dir.clone();
+    // Held (the report directory locked) until the cell report is written.
+    let locked = settings.report_dir.clone();
     let matrix = std::path::absolute(&plan.file.path).unwrap_or(plan.file.path.clone());
     let copy = machines_copy_name(&plan.cells[0].id);
     let ran = execute(Arc::new(plan), settings, observer, cancel.clone(), &copy).await?;
@@ -145,9 +146,10 @@ pub async fn run_cell(
         machines_set_aside: ran.set_aside,
         cell,
     };
-    let path = report_dir.join(cell_file_name(&report.cell.id));
+    let path = locked.path().join(cell_file_name(&report.cell.id));
     let text = serde_json::to_string_pretty(&report).expect("cell reports serialize") + "\n";
     write_atomic(&path, text.as_bytes())?;
+    drop(locked);
     Ok(CellFinished { report, path })
 }
 
@@ -224,11 +226,12 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         }
         found.insert(index, (path, report));
     }
-    let report_dir = create_report_dir(
+    let locked = create_report_dir(
         settings.report_dir.as_deref(),
         &settings.state_dir,
         ReportDirUse::Shared,
     )?;
+    let report_dir = locked.path();
     let logs = report_dir.join("logs");
     let mut warnings = Vec::new();
     let mut set_aside: Vec<SetAside> = Vec::new();
@@ -270,7 +273,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         &reports,
         settings.store.as_deref(),
         settings.diffoscope,
-        &report_dir,
+        report_dir,
     );
     let report = Report {
         matrix: std::path::absolute(&file.path).unwrap_or(file.path.clone()),
@@ -289,7 +292,8 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         agreement,
         machines_set_aside: set_aside,
     };
-    let (report_json, junit_xml) = report.write(&report_dir)?;
+    let (report_json, junit_xml) = report.write(report_dir)?;
+    drop(locked);
     Ok(Finished {
         report,
         report_json,

@@ -37,7 +37,7 @@ pub struct MatrixExportArgs {
     /// The CI engine.
     #[arg(long, value_name = "ENGINE", value_enum)]
     pub format: ExportFormat,
-    /// Write the pipeline to FILE instead of stdout.
+    /// Write the pipeline to FILE instead of stdout (- is stdout): a temporary renamed over it, so a FILE there must be a regular file or a symlink to one (the link is replaced); anything else is refused.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// The fruix program on the runners.
@@ -96,7 +96,8 @@ pub struct MatrixRunCellArgs {
     /// Where to write cell-ID.json and the cell's log, logs/ID.log (default: STATE_DIR/matrix/RUN_ID).
     /// Other cells' files there are kept: it may be shared with their jobs. This cell's files from
     /// an earlier run there are removed first, its results/ID link (a garbage collector root)
-    /// included, so none outlives a run that fails.
+    /// included, so none outlives a run that fails. Held locked, shared with other run-cell jobs and
+    /// collect: one a `matrix run` uses is refused (exit 2).
     #[arg(long, value_name = "DIR", value_parser = directory())]
     pub report_dir: Option<PathBuf>,
     /// The CI pipeline run this cell's job belongs to (GitLab CI's $CI_PIPELINE_ID, say), recorded
@@ -176,7 +177,8 @@ pub struct MatrixRunArgs {
     /// STATE_DIR/matrix/RUN_ID). A directory already there may hold only what fruix writes in a
     /// report directory (an earlier run's report): the run first removes all of it, the results/
     /// links included (their garbage collector roots then keep nothing), never following a symlink.
-    /// One holding anything else is refused (exit 2), untouched.
+    /// One holding anything else is refused (exit 2), untouched. The run holds it locked: one
+    /// another fruix matrix command uses (a run, run-cell jobs, collect) is refused (exit 2).
     #[arg(long, value_name = "DIR", value_parser = directory())]
     pub report_dir: Option<PathBuf>,
     /// At most N cells at once (overrides the file's max-parallel).

@@ -52,15 +52,18 @@ pub fn plan(args: MatrixPlanArgs, registry: &Registry) -> CliResult {
         return Ok(Status::Success);
     }
     let width = plan.cells.iter().map(|c| c.id.len()).max().unwrap_or(0);
+    // Each value escaped: a machines file's names may hold what the matrix
+    // file may not (a format character, say).
     for (i, c) in plan.cells.iter().enumerate() {
         let flags = plan.build_options(i).policy.make_flags.join(" ");
         println!(
-            "{:width$}  {} {} {} [{flags}] on {}",
+            "{:width$}  {} {} {} [{}] on {}",
             c.id,
-            c.executor,
-            c.kernconf,
-            c.target_arch,
-            plan.placement_text(i)
+            escape::text(&c.executor),
+            escape::text(&c.kernconf),
+            escape::text(&c.target_arch),
+            escape::text(&flags),
+            escape::text(&plan.placement_text(i))
         );
     }
     for g in &groups {
@@ -161,7 +164,7 @@ impl Session {
             .map_err(crate::exit::from_promote_saying("no cell was run"))?;
         let report_dir =
             create_report_dir(report_dir, &state.state_dir, using).map_err(from_matrix)?;
-        let at_exit = AtExit::left("the run's report directory, unfinished", &report_dir);
+        let at_exit = AtExit::left("the run's report directory, unfinished", report_dir.path());
         let store = Arc::new(store.keep());
         let live = Arc::new(Live::new(mode, show.verbose));
         Live::keep_saying_still_running(&live);
@@ -177,7 +180,7 @@ impl Session {
                 registry,
                 store,
                 state_dir: state.state_dir.clone(),
-                report_dir,
+                report_dir: Arc::new(report_dir),
                 diffoscope: false,
                 time_limit: None,
             },
@@ -294,10 +297,86 @@ pub fn export(args: MatrixExportArgs) -> CliResult {
         );
     }
     let text = export(&args.file, format, &options).map_err(from_matrix)?;
-    match &args.output {
-        Some(path) => fruix_core::fsutil::write_atomic(path, text.as_bytes())
-            .map_err(|e| from_matrix(e.into()))?,
-        None => print!("{text}"),
+    match args.output.as_deref() {
+        Some(path) if path.as_os_str() != "-" => write_pipeline(path, &text)?,
+        _ => print!("{text}"),
     }
     Ok(Status::Success)
+}
+
+/// Writes pipeline `text` to `path` atomically: a temporary renamed over
+/// its name. What is there already is replaced only when it is a regular
+/// file, or a symlink to one (the link itself is replaced, never written
+/// through); anything else (a device, a FIFO, a directory, a symlink to
+/// one of those or to nothing) is refused (usage, 2) and left alone.
+fn write_pipeline(path: &std::path::Path, text: &str) -> Result<(), crate::exit::CliError> {
+    use rustix::fs::{statat, AtFlags, FileType};
+    use std::os::fd::AsFd;
+    let refuse = |what: &str| {
+        crate::exit::CliError::new(
+            Status::Usage,
+            anyhow::anyhow!(
+                "refusing to write the pipeline to {}: {what}, which fruix replaces only when it is a regular file; give a file's path, or - for standard output",
+                escape::path(path)
+            ),
+        )
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().ok_or_else(|| refuse("it names no file"))?;
+    let dir_fd = std::fs::File::open(dir)
+        .map_err(|e| crate::exit::output_file("open the directory of", path, e, ""))?;
+    let kind =
+        |flags| statat(dir_fd.as_fd(), name, flags).map(|st| FileType::from_raw_mode(st.st_mode));
+    match kind(AtFlags::SYMLINK_NOFOLLOW) {
+        Err(rustix::io::Errno::NOENT) | Ok(FileType::RegularFile) => {}
+        Ok(FileType::Symlink) => {
+            match kind(AtFlags::empty()) {
+                Ok(FileType::RegularFile) if !through_procfs(path) => {}
+                Ok(FileType::RegularFile) => return Err(refuse(
+                    "it is a symlink into /proc (another process's open file, as /dev/stdout is)",
+                )),
+                Ok(_) => return Err(refuse("it is a symlink to something other than a file")),
+                Err(e) => {
+                    return Err(refuse(&format!(
+                        "it is a symlink that cannot be followed ({e})"
+                    )))
+                }
+            }
+        }
+        Ok(_) => return Err(refuse("it is not a regular file")),
+        Err(e) => return Err(crate::exit::output_file("inspect", path, e.into(), "")),
+    }
+    fruix_core::fsutil::write_atomic_at(dir_fd.as_fd(), dir, name, |file| {
+        std::io::Write::write_all(file, text.as_bytes())
+    })
+    .map_err(|e| from_matrix(e.into()))
+}
+
+/// Whether following the symlink at `path` leads through procfs (such as
+/// `/dev/stdout`, a link to `/proc/self/fd/1`): what is there is an open
+/// file of a process, and a rename over the link's name would replace a
+/// system's link, never write to that file. Too many links is refused
+/// alike.
+fn through_procfs(path: &std::path::Path) -> bool {
+    #[cfg(target_os = "linux")]
+    let on_procfs = |dir: &std::path::Path| {
+        rustix::fs::statfs(dir).is_ok_and(|fs| fs.f_type == rustix::fs::PROC_SUPER_MAGIC)
+    };
+    #[cfg(not(target_os = "linux"))]
+    let on_procfs = |_: &std::path::Path| false;
+    let mut hop = path.to_path_buf();
+    for _ in 0..40 {
+        let Ok(target) = std::fs::read_link(&hop) else {
+            return false;
+        };
+        let dir = hop.parent().unwrap_or(std::path::Path::new("/"));
+        hop = dir.join(target);
+        if hop.parent().is_some_and(on_procfs) {
+            return true;
+        }
+    }
+    true
 }

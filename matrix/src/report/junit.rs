@@ -82,7 +82,7 @@ fn read_end(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 
 /// A failed cell's failure or error: its error (escaped as the table
 /// shows it: one line, control characters as `\ooo`), then its log's last
-/// lines.
+/// lines, each escaped alike.
 fn non_success(c: &CellReport, kind: NonSuccessKind, ty: &str) -> TestCaseStatus {
     let error = escape::line(c.error.as_deref().unwrap_or_default());
     let body = match &c.log {
@@ -90,6 +90,10 @@ fn non_success(c: &CellReport, kind: NonSuccessKind, ty: &str) -> TestCaseStatus
             "{error}\n--- last lines of {} ---\n{}",
             escape::path(log),
             tail(log, TAIL_LINES)
+                .lines()
+                .map(escape::line)
+                .collect::<Vec<_>>()
+                .join("\n")
         ),
         None => error.clone(),
     };
@@ -574,6 +578,28 @@ mod tests {
             panic!("{xml}");
         };
         assert_eq!(description.as_ref().unwrap().as_str(), shown);
+    }
+
+    /// Regression: the log tail in junit.xml silently lost its control
+    /// characters and ANSI escapes (quick-junit drops them), and showed
+    /// format characters raw, where the error beside it shows them as
+    /// `\ooo`.
+    #[test]
+    fn a_log_tail_is_escaped_as_the_error_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("local-MINIMAL.log");
+        std::fs::write(&log, "cc \u{1b}[31mred\u{202e}txt.c\nfailed\n").unwrap();
+        let (xml, back) = round_trip(|report| report.cells[1].log = Some(log.clone()));
+        let TestCaseStatus::NonSuccess { description, .. } =
+            &back.test_suites[0].test_cases[1].status
+        else {
+            panic!("{xml}");
+        };
+        let description = description.as_ref().unwrap().as_str();
+        assert!(
+            description.ends_with("cc \\033[31mred\\342\\200\\256txt.c\nfailed"),
+            "{description:?}"
+        );
     }
 
     /// A failed cell whose error is `error`.
