@@ -314,6 +314,9 @@ pub fn source_object_leaving_out(
         // The GC lock, shared, while the object is checked and kept.
         let _gc = store.gc_lock(false)?;
         let name = resolve_valid(store, source)?;
+        // A corrupt object (a file changed since it was added) is said to
+        // be so now, not blamed on the build after it ran.
+        fruix_promote::check::check_reusable(source)?;
         temp_roots.add(&name)?;
         let commit = match Identity::read(source)? {
             Identity::Source(s) => s.facts.commit,

@@ -95,3 +95,40 @@ fn a_matrix_cell_that_writes_into_its_source_object_fails_as_a_build_failure() {
     );
     assert!(cell["result_store"].is_null(), "{report:#}");
 }
+
+/// Regression: a source object changed after it was added (bit rot, a hand
+/// edit) was built from, and the build was then blamed for writing into it
+/// (exit 1) after it had run. It is refused before the build starts, as the
+/// corrupt object it is (exit 4, with the repair to run).
+#[test]
+fn a_corrupt_source_object_is_refused_before_the_build_starts() {
+    use std::os::unix::fs::PermissionsExt;
+    require_tool("bmake", "bmake");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let added = run(&mut crate::util::source_add(&d.join("store"), &["--quiet"]));
+    assert!(added.status.success(), "{added:?}");
+    let object = PathBuf::from(String::from_utf8(added.stdout).unwrap().trim());
+    let file = object.join("usr.bin/uname/uname.c");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut text = std::fs::read(&file).unwrap();
+    text.extend_from_slice(b"/* bit rot */\n");
+    std::fs::write(&file, text).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let mut build = fixture_build(fruix(), "local", d, "root");
+    // The build's source is the object, not the tree it was added from.
+    let at = build
+        .get_args()
+        .position(|a| a == "--source")
+        .expect("fixture_build gives --source");
+    let mut args: Vec<std::ffi::OsString> = build.get_args().map(|a| a.to_owned()).collect();
+    args[at + 1] = object.clone().into_os_string();
+    let mut cmd = fruix();
+    cmd.args(args).args(["--json", "--no-out-link"]);
+    let out = run(&mut cmd);
+    json_error(&out, 4, "usr.bin/uname/uname.c");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fruix store verify --repair"), "{stderr}");
+    assert!(!stderr.contains("the build wrote into"), "{stderr}");
+    assert!(!d.join("root").exists(), "the build ran");
+}
