@@ -20,6 +20,7 @@ mod cli_review;
 mod cli_review_b;
 mod cli_surface_review;
 mod config_escape_review;
+mod copy_hostile_review;
 mod copy_peer_review;
 mod copy_review;
 mod docs;
