@@ -14,6 +14,7 @@ use fruix_core::escape;
 use fruix_core::executor::{Event, EventReceiver, Phase};
 use fruix_core::manifest::Progress;
 use fruix_promote::store::LockWait;
+use fruix_promote::warning::Warning;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use tokio_util::sync::CancellationToken;
 
@@ -183,6 +184,7 @@ pub async fn show_events(
                 }
                 shown = stage.clone();
                 bar = Some(spinner(STAGE, escape::line(stage)));
+                set_live(bar.as_ref());
             }
             (Event::StageStarted { stage }, Mode::Plain) => eprintln!("{}", started_line(stage)),
             (Event::Log { line, .. }, _) => {
@@ -216,6 +218,7 @@ pub async fn show_events(
                 // stale stage stays on screen until the next one starts.
                 if *stage == shown {
                     if let Some(b) = bar.take() {
+                        set_live(None);
                         b.finish_and_clear();
                     }
                 }
@@ -230,6 +233,7 @@ pub async fn show_events(
         }
     }
     if let Some(b) = bar {
+        set_live(None);
         b.finish_and_clear();
     }
     warnings
@@ -272,7 +276,38 @@ pub fn lock_wait(waits_for: LockWait, lock: &Path) {
             &queued
         }
     };
-    eprintln!("fruix: waiting for {what} ({} is held)", escape::path(lock));
+    notice(&format!(
+        "fruix: waiting for {what} ({} is held)",
+        escape::path(lock)
+    ));
+}
+
+/// Says on stderr a warning of the store's (a leftover it removes): set for
+/// the process ([`set_warning_hook`], in `main`), above the live line.
+///
+/// [`set_warning_hook`]: fruix_promote::warning::set_warning_hook
+pub fn store_warning(warning: &Warning) {
+    // Its text is one line already, its paths escaped.
+    notice(&format!("fruix: warning: {warning}"));
+}
+
+/// The live line on screen, if any ([`with_progress`]'s, or a build
+/// stage's in [`show_events`]): a notice prints above it.
+static LIVE: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Makes `bar` the live line a notice prints above (none: `None`).
+fn set_live(bar: Option<&ProgressBar>) {
+    *LIVE.lock().unwrap_or_else(|e| e.into_inner()) = bar.cloned();
+}
+
+/// Prints `line` on stderr, as a line of its own: above the live line when
+/// one shows (cleared, then drawn again below it), so the two never mix.
+pub fn notice(line: &str) {
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match live {
+        Some(bar) => bar.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
 }
 
 /// `path` as a JSON string ([`escape::path_text`]): its text when it is
@@ -377,6 +412,7 @@ pub fn with_progress<T, E>(
     }
     let started = Instant::now();
     let bar = spinner(COUNTING, label.to_string());
+    set_live(Some(&bar));
     let measured = std::sync::OnceLock::new();
     let measuring_stop = AtomicBool::new(false);
     // Dropped when the work is done, which ends the refresh at once.
@@ -420,6 +456,7 @@ pub fn with_progress<T, E>(
         result
     });
     // Cleared once nothing updates it any more.
+    set_live(None);
     bar.finish_and_clear();
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let ended = stage_ended(label, result.is_ok(), progress.is_cancelled(), elapsed_ms);

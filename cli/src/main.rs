@@ -71,6 +71,7 @@ fn main() -> ExitCode {
     exit::set_json(wants_json(&cli.command));
     heartbeat::set_every(progress_arg(&cli.command).and_then(ProgressArg::every));
     fruix_promote::store::set_lock_notice(display::lock_wait);
+    fruix_promote::warning::set_warning_hook(display::store_warning);
     let status = match run(cli) {
         Ok(status) => status,
         Err(CliError {

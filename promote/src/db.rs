@@ -24,8 +24,10 @@ use crate::verify::is_object_name;
 
 mod busy;
 mod open;
+mod row;
 mod schema;
 use fruix_core::escape;
+use row::{record, COLUMNS};
 
 /// The store's metadata directory, which holds the database and the GC
 /// lock.
@@ -88,8 +90,14 @@ pub struct ObjectRecord {
     /// The tree signature (`sha256:` and 64 hex digits) of an artifact or
     /// source; `None` for bundles.
     pub tree_signature: Option<String>,
-    /// Bytes of content (the sum of its files' sizes).
+    /// Bytes of content (the sum of its files' sizes); 0 when the
+    /// registry holds no size ([`ObjectRecord::invalid_size`]).
     pub size: u64,
+    /// What the registry holds in place of a size that no size can be (a
+    /// negative number, or no integer: a hand edit), as text; `None` for a
+    /// size. `store verify` reports it, and `--repair` rewrites it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_size: Option<String>,
     /// When it was registered (Unix seconds).
     pub registered_at: i64,
     /// The executor that built it, for artifacts and bundles.
@@ -102,6 +110,13 @@ pub struct ObjectRecord {
     /// The kernel configuration of the build policy (`GENERIC`), for
     /// artifacts and bundles.
     pub kernconf: Option<String>,
+}
+
+impl ObjectRecord {
+    /// The object's size, unless the registry's is invalid.
+    pub fn valid_size(&self) -> Option<u64> {
+        self.invalid_size.is_none().then_some(self.size)
+    }
 }
 
 /// An object to register, with the names of the objects it references.
@@ -462,7 +477,7 @@ fn insert(tx: &rusqlite::Transaction<'_>, path: &Path, objects: &[Registration])
                 r.kind.as_str(),
                 r.artifact,
                 r.tree_signature,
-                r.size as i64,
+                i64::try_from(r.size).ok(),
                 r.registered_at,
                 r.executor,
                 r.run_id,
@@ -551,24 +566,6 @@ fn registered(tx: &rusqlite::Transaction<'_>, name: &str) -> rusqlite::Result<bo
     )
 }
 
-/// The columns [`record`] reads, in order.
-const COLUMNS: &str = "name, kind, artifact, tree_signature, size, registered_at, executor, run_id, freebsd_version, kernconf";
-
-fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRecord> {
-    Ok(ObjectRecord {
-        name: r.get(0)?,
-        kind: Kind::parse(&r.get::<_, String>(1)?),
-        artifact: r.get(2)?,
-        tree_signature: r.get(3)?,
-        size: r.get::<_, i64>(4)? as u64,
-        registered_at: r.get(5)?,
-        executor: r.get(6)?,
-        run_id: r.get(7)?,
-        freebsd_version: r.get(8)?,
-        kernconf: r.get(9)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,6 +584,7 @@ mod tests {
                 artifact: (kind == Kind::Artifact).then(|| "world".into()),
                 tree_signature: None,
                 size: 10,
+                invalid_size: None,
                 registered_at: 1,
                 executor: Some("local".into()),
                 run_id: Some("r1".into()),

@@ -112,6 +112,17 @@ pub enum Error {
         /// The path named as the store, which is not a directory.
         path: PathBuf,
     },
+    /// A directory named as the store that holds other things but no
+    /// store (`~`, `/tmp`): a store is made only in a missing or empty
+    /// directory, and nothing was made in this one.
+    #[error(
+        "store {} is a directory that holds other things but no store (no .fruix, .links or store object), and was left as it was; check --store (or FRUIX_STORE): a store is made only in a missing or empty directory",
+        escape::path(path)
+    )]
+    NotAStoreDirectory {
+        /// The directory named as the store.
+        path: PathBuf,
+    },
     /// A store whose path is not UTF-8: what names its objects by path
     /// (a result bundle's metadata, a build request) is text.
     #[error(
@@ -365,6 +376,7 @@ impl Error {
             | Error::Database { .. }
             | Error::DatabaseUnreadable { .. } => (Failure::System, ExitStatus::SystemFailure),
             Error::NoStore { .. }
+            | Error::NotAStoreDirectory { .. }
             | Error::StoreNotDirectory(_)
             | Error::StorePathNotText { .. }
             | Error::StorePathControl { .. }

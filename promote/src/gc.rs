@@ -78,7 +78,7 @@ pub struct Removed {
     /// `None` for a directory the registry did not name.
     pub kind: Option<Kind>,
     /// Bytes of content, as the registry records them; 0 for a directory
-    /// the registry did not name.
+    /// the registry did not name, or a record whose size is invalid.
     pub size: u64,
 }
 
@@ -156,6 +156,12 @@ fn referrers_first(store: &Store, dead: &BTreeSet<String>) -> Result<Vec<String>
         }
     }
     Ok(out)
+}
+
+/// The bytes `record` says its object holds: 0 when its size is invalid
+/// (a hand edit, which `store verify` reports), so it counts for nothing.
+fn size_of(record: &ObjectRecord) -> u64 {
+    record.valid_size().unwrap_or(0)
 }
 
 /// Removes object directory `path`: renamed to a hidden temporary first,
@@ -295,7 +301,7 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
             .iter()
             .take_while(|n| {
                 let go = freed < max;
-                freed += records[*n].size;
+                freed += size_of(&records[*n]);
                 go
             })
             .count();
@@ -334,14 +340,14 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
         } else {
             remove_object(store, &path)?;
         }
-        report.object_bytes += records[name].size;
+        report.object_bytes += size_of(&records[name]);
         if let Some(p) = options.progress {
-            p.add(records[name].size);
+            p.add(size_of(&records[name]));
         }
         report.objects.push(Removed {
             path,
             kind: Some(records[name].kind),
-            size: records[name].size,
+            size: size_of(&records[name]),
         });
     }
     let stop_early = options

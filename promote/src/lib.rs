@@ -12,7 +12,8 @@
 //! garbage collection, [`query`] for questions about objects, [`source`]
 //! and [`source_identity`] for source objects, [`sign`] for signatures, and
 //! [`archive`] and [`serve`] for moving objects between stores, and
-//! [`attest`] for signatures made where a result was built.
+//! [`attest`] for signatures made where a result was built; [`warning`]
+//! carries the store's warnings to the command using it.
 
 #![warn(missing_docs)]
 
@@ -40,6 +41,7 @@ pub mod store;
 pub mod temp_roots;
 mod tree_reader;
 pub mod verify;
+pub mod warning;
 
 pub use error::{Error, Result};
 pub use pipeline::{

@@ -74,8 +74,9 @@ pub struct Info {
     /// What the registry records about it.
     #[serde(flatten)]
     pub record: ObjectRecord,
-    /// Its size and that of everything it references, transitively.
-    pub closure_size: u64,
+    /// Its size and that of everything it references, transitively;
+    /// `None` when one of those sizes is invalid in the registry.
+    pub closure_size: Option<u64>,
     /// The store paths of the objects it references directly, sorted.
     #[serde(serialize_with = "fruix_core::escape::serialize_paths")]
     pub references: Vec<PathBuf>,
@@ -95,9 +96,11 @@ pub fn info(store: &Store, name: &str) -> Result<Info> {
     let record = db.get(name)?.ok_or_else(|| Error::NotValid {
         path: store.path().join(name),
     })?;
-    let mut closure_size = 0;
+    // Unknown when a size in the closure is invalid.
+    let mut closure_size = Some(0u64);
     for n in db.closure(&[name.to_string()])? {
-        closure_size += db.get(&n)?.map_or(0, |r| r.size);
+        let size = db.get(&n)?.map_or(Some(0), |r| r.valid_size());
+        closure_size = closure_size.zip(size).map(|(a, b)| a.saturating_add(b));
     }
     let references = db
         .neighbours(name, false)?

@@ -47,6 +47,7 @@ fn record(name: &str, kind: Kind, size: u64) -> ObjectRecord {
         artifact: None,
         tree_signature: None,
         size,
+        invalid_size: None,
         registered_at: now(),
         executor: None,
         run_id: None,
@@ -133,7 +134,7 @@ pub(crate) fn scan(store: &Path) -> Result<Vec<Registration>> {
 }
 
 /// One object's registration, read from the object.
-fn read_registration(store: &Path, path: &Path, name: &str) -> Result<Registration> {
+pub(crate) fn read_registration(store: &Path, path: &Path, name: &str) -> Result<Registration> {
     let references_text = read_object_file(path, REFERENCES_FILE)?;
     let references = names_in_store(store, references_text.lines());
     let record = if path.join(RESULT_METADATA_FILE).symlink_metadata().is_ok() {

@@ -315,10 +315,14 @@ pub fn object_fingerprint(store: &Store, name: &str) -> Result<String> {
         .into_iter()
         .map(|n| store.path().join(n))
         .collect();
+    let size = record.valid_size().ok_or_else(|| Error::Inconsistent {
+        object: store.path().join(name),
+        message: "the registry's size of it is invalid (not a number of bytes); run `fruix store verify --repair`, which rewrites its record from the object".into(),
+    })?;
     Ok(fingerprint(
         &store.path().join(name),
         record.tree_signature.as_deref(),
-        record.size,
+        size,
         &references,
     ))
 }

@@ -13,7 +13,10 @@
 //! intact object's `.references` names are checked against those the
 //! registry records ([`check_references`]): repairing records those it
 //! lacks between valid objects, and removes nothing for a reference to an
-//! object the registry lacks (see [`ReferenceFault`]).
+//! object the registry lacks (see [`ReferenceFault`]). Each intact
+//! object's registry record is checked against the object
+//! ([`check_records`]): repairing rewrites a record that disagrees from
+//! the object, which its name vouches for.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -35,9 +38,11 @@ use crate::pipeline::{check_cancelled, set_phase};
 use crate::pool::PoolProblem;
 use crate::store::{is_source_name, Store, RESULT_METADATA_FILE};
 
+mod records;
 mod references;
 mod repair;
 
+pub use records::{check_records, rewrite_records, RecordField, RecordMismatch};
 pub use references::{check_references, ReferenceFault, ReferenceProblem};
 pub use repair::{repair, Repair};
 

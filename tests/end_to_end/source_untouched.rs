@@ -115,7 +115,7 @@ fn a_corrupt_source_object_is_refused_before_the_build_starts() {
     text.extend_from_slice(b"/* bit rot */\n");
     std::fs::write(&file, text).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
-    let mut build = fixture_build(fruix(), "local", d, "root");
+    let build = fixture_build(fruix(), "local", d, "root");
     // The build's source is the object, not the tree it was added from.
     let at = build
         .get_args()

@@ -462,6 +462,7 @@ impl<R: BufRead> Importer<'_, R> {
         let registration = Registration {
             record: ObjectRecord {
                 size,
+                invalid_size: None,
                 ..claimed.record
             },
             references,

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use fruix_core::escape;
 use fruix_core::manifest::{Difference, EntryKind, SPECIAL_BITS};
 
 use super::{check_object, read_store_manifest, Depth};
@@ -49,7 +48,8 @@ fn is_object_fault(e: &Error) -> bool {
 /// the caller computed from what it read: so it is checked against the
 /// very manifest the caller computed. Only such leftovers pay this read,
 /// never an object found registered. One that fails is removed
-/// ([`Store::remove_object`]), saying so on stderr, and `false` returned,
+/// ([`Store::remove_object`]), saying so
+/// ([`crate::warning::Warning::LeftoverRemoved`]), and `false` returned,
 /// for the caller to build the object anew; unless a pool entry that
 /// building it would link is corrupt too (`corrupt_pool_entries`): the
 /// new object would hold the same corrupt content, so the leftover is left
@@ -73,11 +73,10 @@ pub fn check_existing(store: &Store, object: &Path) -> Result<bool> {
             return Err(e);
         }
     }
-    eprintln!(
-        "fruix: warning: {} is not registered (what a repair, promotion or import killed half-way left, or a hand edit) and does not hold what its name says ({}): removing it, to make the object anew",
-        escape::path(object),
-        escape::line(&what_is_wrong(&e))
-    );
+    crate::warning::warn(crate::warning::Warning::LeftoverRemoved {
+        object: object.to_path_buf(),
+        problem: what_is_wrong(&e),
+    });
     store.remove_object(object, "promote")?;
     Ok(false)
 }

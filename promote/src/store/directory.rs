@@ -103,6 +103,29 @@ pub(super) fn is_empty_dir(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
 }
 
+/// Whether a writer may make (or open) a store in `root`: it is missing,
+/// not a directory (the opening then says what is in the way), or a
+/// directory that holds a store ([`holds_a_store`]) or nothing but what
+/// opening a store makes there (empty, or left holding a `.lock` by a
+/// store taken back) and a file system's `lost+found` (a file system made
+/// for the store). Any other directory (`~`, `/tmp`, a mistyped path) is
+/// [`Error::NotAStoreDirectory`], and nothing is made in it.
+pub(super) fn may_hold_a_store(root: &Path) -> Result<(), Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    let ours = |name: &[u8]| {
+        name == b"lost+found" || super::STORE_ENTRIES.iter().any(|n| n.as_bytes() == name)
+    };
+    if entries.flatten().all(|e| ours(e.file_name().as_bytes())) || holds_a_store(root) {
+        return Ok(());
+    }
+    Err(Error::NotAStoreDirectory {
+        path: root.to_path_buf(),
+    })
+}
+
 /// Whether the directory `dir` holds a store: its `.fruix`, or (a store
 /// from before the database) its `.links` or an entry named as a store
 /// object. Another directory (`~`, `/tmp`, a mistyped path) is none, and

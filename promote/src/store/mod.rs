@@ -49,7 +49,7 @@ mod layout;
 mod lock;
 mod promotion;
 
-use self::directory::{create_error, holds_a_store, is_empty_dir, no_store};
+use self::directory::{create_error, holds_a_store, is_empty_dir, may_hold_a_store, no_store};
 pub use self::directory::{not_a_directory, NotADirectory};
 use self::layout::text_path;
 pub use self::layout::{
@@ -177,7 +177,6 @@ fn remove_store_entries(root: &Path) {
     let _ = fs::remove_file(root.join(".lock"));
 }
 
-/// Whether `dir` is a directory with nothing in it.
 /// An open store directory.
 #[derive(Debug)]
 pub struct Store {
@@ -200,9 +199,11 @@ impl Store {
     /// Opens (creating if needed) the store at `root`, and removes what
     /// killed processes left when no other process is using the store.
     /// Something else than a directory in the way (`root`, or a parent, a
-    /// regular file) is [`Error::StoreNotDirectory`].
+    /// regular file) is [`Error::StoreNotDirectory`]; a directory that
+    /// holds other things but no store, [`Error::NotAStoreDirectory`].
     pub fn open(root: &Path) -> Result<Store> {
         text_path(root)?;
+        may_hold_a_store(root)?;
         fs::create_dir_all(root).map_err(|e| create_error(root, e))?;
         Self::open_at(root)
     }
@@ -216,6 +217,7 @@ impl Store {
     /// store holds what the command made.
     pub fn open_tentatively(root: &Path) -> Result<MadeStore> {
         text_path(root)?;
+        may_hold_a_store(root)?;
         // Made one level at a time, so that a directory another process
         // made meanwhile is never taken for this one's.
         let missing: Vec<&Path> = root
@@ -814,6 +816,33 @@ mod tests {
             collection.unlock().unwrap();
             waiting.join().unwrap().unwrap();
         });
+    }
+
+    /// Regression: a writer given a directory holding other things but no
+    /// store (`~`) made a store among them. Both ways of opening one to
+    /// write refuse it, typed, as invalid input, and leave it as it was; a
+    /// directory holding only a file system's `lost+found` gets a store.
+    #[test]
+    fn a_writer_refuses_a_directory_that_holds_no_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        fs::create_dir(&home).unwrap();
+        fs::write(home.join("notes.txt"), "mine").unwrap();
+        for e in [
+            Store::open(&home).unwrap_err(),
+            Store::open_tentatively(&home).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&e, Error::NotAStoreDirectory { path } if *path == home),
+                "{e:?}"
+            );
+            assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
+        }
+        assert_eq!(listing(&home), ["notes.txt"]);
+        let mount = dir.path().join("mount");
+        fs::create_dir_all(mount.join("lost+found")).unwrap();
+        drop(Store::open_tentatively(&mount).unwrap().keep());
+        drop(Store::open(&mount).unwrap());
     }
 
     /// What a tentative opening made stays while another process (here,

@@ -135,6 +135,7 @@ mod tests {
                 artifact: None,
                 tree_signature: None,
                 size: 1,
+                invalid_size: None,
                 registered_at: 1,
                 executor: None,
                 run_id: None,

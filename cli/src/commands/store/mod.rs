@@ -165,7 +165,10 @@ fn list(args: ListArgs) -> CliResult {
                 dash(&r.kernconf),
                 dash(&r.run_id),
                 registered(r.registered_at),
-                HumanBytes(r.size).to_string(),
+                match &r.invalid_size {
+                    Some(held) => invalid_size(held),
+                    None => HumanBytes(r.size).to_string(),
+                },
                 escape::path(&o.path).to_string(),
             ]
         })
@@ -190,6 +193,28 @@ fn list(args: ListArgs) -> CliResult {
     Ok(Status::Success)
 }
 
+/// What `store list` and `info` show for `held`, what the registry holds
+/// in place of a size (negative, or not a number: a hand edit).
+fn invalid_size(held: &str) -> String {
+    format!(
+        "invalid ({} in the registry; run `fruix store verify`)",
+        escape::line(held)
+    )
+}
+
+/// `size` as `store info` shows it: `1.5 KiB (1536 bytes)`; unknown
+/// (`None`) as [`invalid_size`] of what the registry holds (`held`), if
+/// it is the object's own.
+fn size_shown(size: Option<u64>, held: &Option<String>) -> String {
+    match (size, held) {
+        (Some(s), _) => format!("{} ({s} bytes)", HumanBytes(s)),
+        (None, Some(held)) => invalid_size(held),
+        (None, None) => {
+            "unknown: a size in the closure is invalid (run `fruix store verify`)".into()
+        }
+    }
+}
+
 fn show_info(args: InfoArgs) -> CliResult {
     cancel_waits()?;
     let store = open(&args.objects.store, None, false, UNCHANGED)?;
@@ -210,18 +235,8 @@ fn show_info(args: InfoArgs) -> CliResult {
         let fields = [
             ("kind", Some(r.kind.as_str().to_string())),
             ("artifact", r.artifact.clone()),
-            (
-                "size",
-                Some(format!("{} ({} bytes)", HumanBytes(r.size), r.size)),
-            ),
-            (
-                "closure size",
-                Some(format!(
-                    "{} ({} bytes)",
-                    HumanBytes(o.closure_size),
-                    o.closure_size
-                )),
-            ),
+            ("size", Some(size_shown(r.valid_size(), &r.invalid_size))),
+            ("closure size", Some(size_shown(o.closure_size, &None))),
             ("tree signature", r.tree_signature.clone()),
             ("registered", Some(registered(r.registered_at))),
             ("executor", r.executor.clone()),

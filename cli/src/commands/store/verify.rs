@@ -4,8 +4,9 @@
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_promote::verify::{
-    check_references, check_registry, object_paths, pool_keys, repair, resolve_object,
-    verify_objects, verify_pool, ReferenceFault, ReferenceProblem, RegistryCheck,
+    check_records, check_references, check_registry, object_paths, pool_keys, repair,
+    resolve_object, rewrite_records, verify_objects, verify_pool, RecordMismatch, ReferenceFault,
+    ReferenceProblem, RegistryCheck,
 };
 use fruix_promote::Store;
 
@@ -66,6 +67,8 @@ pub fn verify(args: VerifyArgs) -> CliResult {
     .map_err(from_promote_saying(super::UNCHANGED))?;
     // The references of the intact objects against the registry's.
     registry.references = check_references(&store, &results).map_err(from_promote)?;
+    // The registry's record of each intact object against the object.
+    let records = check_records(&store, &results).map_err(from_promote)?;
     drop(gc);
     let corrupt = results.iter().filter(|r| !r.ok).count() + registry.missing.len();
     let dangling = registry
@@ -74,6 +77,13 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         .filter(|r| r.problem == ReferenceFault::NotRegistered)
         .count();
     let unrecorded = registry.references.len() - dangling;
+    let mismatched = records.len();
+    // A record that disagrees with its intact object is rewritten from it
+    // (the object's name vouches for it), before the rest of the repair.
+    let rewritten = match args.repair {
+        true => rewrite_records(&store, &records).map_err(from_promote_saying(super::UNCHANGED))?,
+        false => Vec::new(),
+    };
     let repaired = if args.repair && (corrupt > 0 || !pool.corrupt.is_empty() || unrecorded > 0) {
         Some(
             repair(&store, &results, &pool, &registry)
@@ -97,7 +107,8 @@ pub fn verify(args: VerifyArgs) -> CliResult {
                 "unregistered": paths(&registry.unregistered),
                 "foreign": paths(&registry.foreign),
                 "references": to_json(&registry.references)?,
-                "repair": to_json(&repaired)?,
+                "records": to_json(&records)?,
+                "repair": repair_json(repaired.as_ref(), &rewritten)?,
             })
         );
     } else {
@@ -130,6 +141,10 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         for r in &registry.references {
             print_reference(r);
         }
+        for m in &records {
+            println!("MISMATCH {}", escape::path(&m.object));
+            println!("  the registry's {}", record_field(m));
+        }
         for p in &registry.unregistered {
             if !args.quiet {
                 println!("unregistered {}", escape::path(p));
@@ -153,6 +168,16 @@ pub fn verify(args: VerifyArgs) -> CliResult {
                     0 => String::new(),
                     n => format!("; {n} reference(s) the registry lacks"),
                 }
+            );
+            if mismatched > 0 {
+                println!("{mismatched} registry record field(s) disagree with their objects");
+            }
+        }
+        for m in &rewritten {
+            println!(
+                "rewrote the registry's {} of {} from the object",
+                m.field.as_str(),
+                escape::path(&m.object)
             );
         }
         if let Some(r) = &repaired {
@@ -194,6 +219,16 @@ pub fn verify(args: VerifyArgs) -> CliResult {
     if unrecorded > 0 && !args.repair {
         problems.push(format!("{unrecorded} reference(s) between valid objects that the registry does not record; run `fruix store verify --repair` to record them"));
     }
+    if mismatched > rewritten.len() {
+        let fields: std::collections::BTreeSet<&str> =
+            records.iter().map(|m| m.field.as_str()).collect();
+        let fields: Vec<&str> = fields.into_iter().collect();
+        problems.push(format!(
+            "{} registry record field(s) ({}) that disagree with their intact objects; run `fruix store verify --repair` to rewrite them from the objects",
+            mismatched - rewritten.len(),
+            fields.join(", ")
+        ));
+    }
     if dangling > 0 {
         problems.push(format!("{dangling} reference(s) to objects the registry lacks, which `--repair` removes nothing for: make each object referenced valid again (promote its result root again, add its source tree again with `fruix source add`, or import or copy it), or, if its referrer is not needed, remove the referrer with `fruix store delete`"));
     }
@@ -221,4 +256,35 @@ fn print_reference(r: &ReferenceProblem) {
     };
     println!("{label} {}", escape::path(&r.object));
     println!("  references {}, {lacks}", escape::path(&r.reference));
+}
+
+/// What the registry records in `m`'s field, and what the object says.
+fn record_field(m: &RecordMismatch) -> String {
+    let shown = |v: &Option<String>| match v {
+        Some(v) => escape::quoted(v).to_string(),
+        None => "nothing".to_string(),
+    };
+    format!(
+        "{} is {}, the object's {}",
+        m.field.as_str(),
+        shown(&m.registered),
+        shown(&m.actual)
+    )
+}
+
+/// The repair's JSON report: what [`repair`] did (all empty when it had
+/// nothing to remove), and the records it rewrote (`rewritten_records`);
+/// `null` without `--repair`.
+fn repair_json(
+    repaired: Option<&fruix_promote::verify::Repair>,
+    rewritten: &[RecordMismatch],
+) -> CliResult<serde_json::Value> {
+    let mut json = match (repaired, rewritten.is_empty()) {
+        (None, true) => return Ok(serde_json::Value::Null),
+        (r, _) => to_json(&r.cloned().unwrap_or_default())?,
+    };
+    if let Some(report) = json.as_object_mut() {
+        report.insert("rewritten_records".into(), to_json(&rewritten)?);
+    }
+    Ok(json)
 }
