@@ -261,3 +261,39 @@ fn a_key_name_with_a_bidi_mark_or_an_invisible_character_is_refused() {
         assert!(!secret.exists() && !public.exists());
     }
 }
+
+/// Regression: an object signed by no key this store trusts was refused
+/// only after its whole body had been read and written into the store's
+/// staging (an untrusted peer could make a store read and write up to the
+/// archive cap first). Refused at its header now: an archive cut off just
+/// after it is refused as untrusted, not as ending in the middle.
+#[test]
+fn an_object_no_trusted_key_signed_is_refused_before_its_body_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, _, builder) = signed_archive(dir.path());
+    let (_, other) = key(dir.path(), "someone-else");
+    let bytes = std::fs::read(&archive).unwrap();
+    let at = bytes
+        .windows(b"\"signatures\"".len())
+        .position(|w| w == b"\"signatures\"")
+        .expect("the archive holds an object header");
+    let header_end = at + bytes[at..].iter().position(|b| *b == b'\n').unwrap() + 1;
+    assert!(bytes.len() > header_end + 16, "the object has a body");
+    let cut = dir.path().join("cut");
+    std::fs::write(&cut, &bytes[..header_end + 16]).unwrap();
+    let store = dir.path().join("store");
+    let out = run(&mut store_import(
+        &store,
+        &cut,
+        &["--json", "--trusted-key", &other],
+    ));
+    json_error(&out, 4, "signed only by keys this store does not trust");
+    // Trusting its signer, the same cut archive is read on, and found to
+    // end in the middle of the object.
+    let out = run(&mut store_import(
+        &store,
+        &cut,
+        &["--json", "--trusted-key", &builder],
+    ));
+    json_error(&out, 4, "in the middle");
+}

@@ -373,6 +373,17 @@ impl<R: BufRead> Importer<'_, R> {
             ));
         }
         let is_present = store.is_valid(name)?;
+        // An object that must be signed, and none of whose signatures names
+        // a trusted key, is refused before its body is read: an untrusted
+        // peer cannot make this store read and write it first. (A
+        // signature naming a trusted key is verified once the body gave
+        // the object's size, which the fingerprint holds.)
+        if self.trust.check_signatures
+            && !is_present
+            && !names_a_trusted_key(&header.signatures, &self.trust.keys)
+        {
+            return Err(self.untrusted(name, &header.signatures));
+        }
         let (size, temp) = match header.kind {
             HeaderKind::Bundle => {
                 if claimed.bundle_references.as_ref() != Some(&header.references) {
@@ -595,4 +606,13 @@ fn implied_references(store: &Store, header: &Header) -> Result<String> {
         }
         HeaderKind::Source | HeaderKind::Bundle => String::new(),
     })
+}
+
+/// Whether one of the signatures `texts` is by a key named like one of
+/// `keys` (its bytes not yet checked).
+fn names_a_trusted_key(texts: &[String], keys: &[crate::sign::PublicKey]) -> bool {
+    canonical_signatures(texts)
+        .iter()
+        .filter_map(|s| s.split_once(':').map(|(name, _)| name))
+        .any(|name| keys.iter().any(|k| k.name == name))
 }
