@@ -192,6 +192,7 @@ pub fn add_source_dir(
         return Err(fruix_promote::Error::StoreObjectAsSource {
             path: dir.to_path_buf(),
             store: store.path().to_path_buf(),
+            here: dir.parent() == Some(store.path()),
         });
     }
     // Callers refuse it before they open the store (exit 2); this holds

@@ -211,13 +211,19 @@ pub enum Error {
         remote: bool,
     },
     /// A directory given as a source tree is a store object: of another
-    /// store, or one of this store that is no source object.
-    #[error("{}: is a store object, not a source tree; give the source tree it was added from, or a source object of this store {} (`fruix store copy` brings one from another store)", escape::path(path), escape::path(store))]
+    /// store, or one of this store (a source object needs no adding).
+    #[error("{}: is a store object, not a source tree; {}", escape::path(path), if *here {
+        format!("it is in this store already: build from it as it is (`fruix build --source {}`)", escape::path(path))
+    } else {
+        format!("give the source tree it was added from, or a source object of this store {} (`fruix store copy` brings one from another store)", escape::path(store))
+    })]
     StoreObjectAsSource {
         /// The directory given.
         path: PathBuf,
         /// The store the source was to be added to.
         store: PathBuf,
+        /// Whether `path` is an object of that store.
+        here: bool,
     },
     /// A path given as a store object is not one.
     #[error("{}: not a store object (a store object is a directory directly in the store {}, named <hash>-fruix-... or <hash>-freebsd-source-...); check the path", escape::path(path), escape::path(store))]

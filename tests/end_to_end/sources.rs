@@ -270,6 +270,30 @@ fn another_store_s_source_object_is_refused_as_a_source_saying_what_to_give() {
     assert!(!elsewhere.join("store").exists(), "no store was made");
 }
 
+/// Regression: `source add` of a source object of its own store told the
+/// user to give "a source object of this store", what they had given. It
+/// says the object is there already, and how to build from it.
+#[test]
+fn adding_a_source_object_of_this_store_says_it_is_there_already() {
+    let dir = tempfile::tempdir().unwrap();
+    let object = add(dir.path(), &checkout(dir.path(), "src"))["store_path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = crate::util::run(
+        fruix()
+            .args(["source", "add", &object, "--store"])
+            .arg(dir.path().join("store")),
+    );
+    let expected = [
+        "it is in this store already",
+        &format!("fruix build --source {object}"),
+    ];
+    crate::util::failed_with("source add", &out, 2, &expected);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("fruix store copy"), "{stderr}");
+}
+
 #[test]
 fn a_matrix_source_may_be_a_source_object() {
     let dir = tempfile::tempdir().unwrap();
