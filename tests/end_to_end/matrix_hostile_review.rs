@@ -11,10 +11,10 @@ use crate::matrix::{describe, Matrix};
 use crate::util::{failed_with, fruix, run, store_and_state, wait_until};
 
 /// `fruix matrix export matrix.scm --format gitlab-ci -o OUTPUT` in `m`'s
-/// directory.
-fn export_to(m: &Matrix, output: &str) -> Output {
-    run(fruix()
-        .current_dir(m.dir.path())
+/// directory, not run.
+fn export_command(m: &Matrix, output: &str) -> std::process::Command {
+    let mut cmd = fruix();
+    cmd.current_dir(m.dir.path())
         .args([
             "matrix",
             "export",
@@ -23,7 +23,13 @@ fn export_to(m: &Matrix, output: &str) -> Output {
             "gitlab-ci",
             "-o",
         ])
-        .arg(output))
+        .arg(output);
+    cmd
+}
+
+/// [`export_command`], run.
+fn export_to(m: &Matrix, output: &str) -> Output {
+    run(&mut export_command(m, output))
 }
 
 /// Whether `path` is a FIFO (not following a symlink).
@@ -64,17 +70,7 @@ fn export_output_refuses_what_is_not_a_regular_file() {
     // A symlink into /proc is refused even when the open file it names is
     // a regular file (as /dev/stdout is, redirected to a file).
     let stdout_file = std::fs::File::create(m.path("stdout")).unwrap();
-    let out = fruix()
-        .current_dir(m.dir.path())
-        .args([
-            "matrix",
-            "export",
-            "matrix.scm",
-            "--format",
-            "gitlab-ci",
-            "-o",
-        ])
-        .arg("to-proc")
+    let out = export_command(&m, "to-proc")
         .stdout(stdout_file)
         .output()
         .unwrap();
