@@ -65,8 +65,11 @@ pub enum KeyNameProblem {
         bytes: usize,
     },
     /// The name holds `:`, white space, a control character or a format
-    /// character ([`escape::is_unsafe`]).
-    Character,
+    /// character ([`escape::is_unsafe`]): `found`, the first such.
+    Character {
+        /// The first character the name may not hold.
+        found: char,
+    },
 }
 
 impl std::fmt::Display for KeyNameProblem {
@@ -77,12 +80,26 @@ impl std::fmt::Display for KeyNameProblem {
                 f,
                 "it is {bytes} bytes long, over the cap of {MAX_KEY_NAME_BYTES} (every signature carries the name, and an import reads signatures of at most {MAX_SIGNATURE_BYTES} bytes)"
             ),
-            KeyNameProblem::Character => {
-                write!(
-                    f,
-                    "it holds ':', white space, a control character or an invisible or bidirectional-text format character"
-                )
-            }
+            KeyNameProblem::Character { found: ':' } => write!(
+                f,
+                "it holds ':', which ends a name in the NAME:BASE64 texts of keys and signatures"
+            ),
+            KeyNameProblem::Character { found } if found.is_control() => write!(
+                f,
+                "it holds the control character {} (U+{:04X})",
+                escape::text(&found.to_string()),
+                u32::from(*found)
+            ),
+            KeyNameProblem::Character { found } if found.is_whitespace() => write!(
+                f,
+                "it holds white space (U+{:04X}), which ends a name in a trusted keys file",
+                u32::from(*found)
+            ),
+            KeyNameProblem::Character { found } => write!(
+                f,
+                "it holds U+{:04X}, an invisible or bidirectional-text format character (a name must show as it is)",
+                u32::from(*found)
+            ),
         }
     }
 }
@@ -102,8 +119,8 @@ pub fn key_name_problem(name: &str) -> Option<KeyNameProblem> {
         Some(KeyNameProblem::Empty)
     } else if name.len() > MAX_KEY_NAME_BYTES {
         Some(KeyNameProblem::TooLong { bytes: name.len() })
-    } else if name.contains(bad) {
-        Some(KeyNameProblem::Character)
+    } else if let Some(found) = name.chars().find(|c| bad(*c)) {
+        Some(KeyNameProblem::Character { found })
     } else {
         None
     }
@@ -471,7 +488,7 @@ mod tests {
             let name = format!("k1{c}");
             assert_eq!(
                 key_name_problem(&name),
-                Some(KeyNameProblem::Character),
+                Some(KeyNameProblem::Character { found: c }),
                 "{name:?}"
             );
             let refused = SecretKey::generate(&name);
@@ -481,6 +498,29 @@ mod tests {
             );
         }
         assert!(is_key_name("k1-é✓"));
+    }
+
+    /// Regression: a refused key name was told every rule at once ("it
+    /// holds ':', white space, a control character or ..."), not the one
+    /// it breaks.
+    #[test]
+    fn a_refused_key_name_is_told_the_rule_it_breaks() {
+        for (name, says) in [
+            ("a:b", "it holds ':', which ends a name"),
+            ("a b", "it holds white space (U+0020)"),
+            ("a\u{a0}b", "it holds white space (U+00A0)"),
+            (
+                "a\u{1b}[31m",
+                "it holds the control character \\033 (U+001B)",
+            ),
+            (
+                "a\u{202e}b",
+                "it holds U+202E, an invisible or bidirectional-text",
+            ),
+        ] {
+            let problem = key_name_problem(name).unwrap().to_string();
+            assert!(problem.starts_with(says), "{name:?}: {problem}");
+        }
     }
 
     /// Regression: a key name of any length was accepted, and its

@@ -221,3 +221,51 @@ fn verify_reports_and_repairs_a_registry_record_that_disagrees_with_its_object()
     assert!(info[0]["size"].as_u64().is_some_and(|s| s > 0), "{info:#}");
     assert_eq!(info[0].get("invalid_size"), None, "{info:#}");
 }
+
+/// Regression: `store verify PATH` checked a directory the registry does
+/// not name as if it were valid (`ok`, exit 0), which `store gc` then
+/// removes, and refused a registered object whose directory is gone as
+/// not in the store (exit 2). Named objects are reported as a whole-store
+/// check reports them: `unregistered` (not checked, not an error) and
+/// `MISSING` (exit 4).
+#[test]
+fn verify_reports_a_named_object_as_the_whole_store_check_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let report = promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+    let world = report["artifacts"]["world"]["store_path"].clone();
+    let kernel = report["artifacts"]["kernel"]["store_path"].clone();
+    // The world unregistered (its bundle first, which references it).
+    let db = rusqlite::Connection::open(store.join(".fruix/db.sqlite")).unwrap();
+    for object in [&report["result_store"], &world] {
+        let deleted = db
+            .execute("DELETE FROM objects WHERE name = ?1", [name_at(object)])
+            .unwrap();
+        assert_eq!(deleted, 1);
+    }
+    drop(db);
+    let out = run(&mut crate::util::store_verify(
+        &store,
+        &["--json", world.as_str().unwrap()],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["unregistered"], serde_json::json!([world]), "{json:#}");
+    assert_eq!(json["checked"], 0, "{json:#}");
+    // A registered object whose directory is gone.
+    let gone = PathBuf::from(kernel.as_str().unwrap());
+    let writable = Command::new("chmod")
+        .arg("-R")
+        .arg("u+w")
+        .arg(&gone)
+        .status();
+    assert!(writable.unwrap().success());
+    std::fs::remove_dir_all(&gone).unwrap();
+    let out = run(&mut crate::util::store_verify(
+        &store,
+        &["--json", kernel.as_str().unwrap()],
+    ));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["missing"], serde_json::json!([kernel]), "{json:#}");
+}

@@ -15,6 +15,33 @@ use crate::defaults;
 use crate::display::{json_path, to_json, with_progress, Mode};
 use crate::exit::{from_promote, from_promote_saying, CliError, CliResult, Status};
 
+/// The objects named by `paths` to check, each as a whole-store check
+/// sees it: one the registry does not name is no valid object, reported
+/// in `registry.unregistered` and not checked; a registered one whose
+/// directory is gone goes to `registry.missing`.
+fn named_objects(
+    store: &Store,
+    paths: &[std::path::PathBuf],
+    registry: &mut RegistryCheck,
+) -> fruix_promote::Result<Vec<std::path::PathBuf>> {
+    let registered = |object: &std::path::Path| match object.file_name() {
+        Some(name) => store.is_valid(&name.to_string_lossy()),
+        None => Ok(false),
+    };
+    let mut objects = Vec::new();
+    for path in paths {
+        match resolve_object(store, path) {
+            Ok(object) if registered(&object)? => objects.push(object),
+            Ok(object) => registry.unregistered.push(object),
+            Err(fruix_promote::Error::NotInStore { path, .. }) if registered(&path)? => {
+                registry.missing.push(path)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(objects)
+}
+
 pub fn verify(args: VerifyArgs) -> CliResult {
     // Ctrl-C, SIGTERM or SIGHUP stops the check (a repair once it began
     // finishes), which then fails as cancelled, having reported nothing.
@@ -50,11 +77,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
             .filter(|p| !registry.unregistered.contains(p))
             .collect()
     } else {
-        args.paths
-            .iter()
-            .map(|p| resolve_object(&store, p))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(from_promote)?
+        named_objects(&store, &args.paths, &mut registry).map_err(from_promote)?
     };
     // The pool first (every entry, or those the named objects link), then
     // the objects, whose files linked to sound pool entries are not read again.
