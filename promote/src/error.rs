@@ -16,7 +16,7 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] fruix_core::Error),
     /// An existing store object no longer matches its manifest.
-    #[error("{}: store object is corrupt ({} difference(s): {}); run `fruix store verify --repair`, then promote again", escape::path(object), differences.len() as u64 + more_differences, differences.iter().take(5).map(|d| escape::text(&d.to_string()).to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("{}: store object is corrupt ({} difference(s): {}); run `fruix store verify --repair` (it removes the object), then try again", escape::path(object), differences.len() as u64 + more_differences, differences.iter().take(5).map(|d| escape::text(&d.to_string()).to_string()).collect::<Vec<_>>().join("; "))]
     Corrupt {
         /// The object's path in the store.
         object: PathBuf,

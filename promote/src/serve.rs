@@ -5,8 +5,10 @@
 //!
 //! Requests and answers are single JSON lines. An answer is `{"ok":...}` or
 //! `{"error":{"problem":...,"message":...}}`; an error about a name the
-//! store does not hold also names it (`"absent":NAME`), so that the client
-//! reports it as such (not as a failure of the other side):
+//! store does not hold also names it (`"absent":NAME`), and so does one
+//! about an object it registers but whose directory is gone
+//! (`"inconsistent":NAME`), so that the client reports it as such (not as
+//! a failure of the other side):
 //!
 //! | request | answer |
 //! | --- | --- |
@@ -82,6 +84,19 @@ enum Request {
     Closure { names: Vec<String> },
     Import,
     Export { names: Vec<String> },
+}
+
+impl Request {
+    /// The request's `op`, as the protocol spells it.
+    fn op(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::Valid { .. } => "valid",
+            Request::Closure { .. } => "closure",
+            Request::Import => "import",
+            Request::Export { .. } => "export",
+        }
+    }
 }
 
 /// A request as the server reads it: a plain struct, parsed as it is read
@@ -185,6 +200,12 @@ pub struct RemoteError {
     /// [`fruix_core::escape::path_text`] spells it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_store: Option<String>,
+    /// The object the serving store registers but finds inconsistent (its
+    /// directory gone), when that is what failed: the client reports it
+    /// as `store verify` does, not as a failure of the other side. Absent
+    /// from answers of older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconsistent: Option<String>,
     /// The serving side's error message. It comes from the other machine:
     /// escape it before showing it.
     pub message: String,
@@ -280,7 +301,15 @@ fn answer_error(e: &Error) -> Answer<Empty> {
             }
             _ => None,
         },
+        inconsistent: match e {
+            Error::Inconsistent { object, .. } => {
+                object.file_name().map(|n| n.to_string_lossy().into_owned())
+            }
+            _ => None,
+        },
         message: match e {
+            // The client names the object, in the store over there.
+            Error::Inconsistent { message, .. } => message.clone(),
             // The reason alone: the client says it was refused, and that
             // the store was not changed, once (see `remote`).
             Error::ArchiveRefused {

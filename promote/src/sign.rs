@@ -119,10 +119,9 @@ pub fn key_name_problem(name: &str) -> Option<KeyNameProblem> {
         Some(KeyNameProblem::Empty)
     } else if name.len() > MAX_KEY_NAME_BYTES {
         Some(KeyNameProblem::TooLong { bytes: name.len() })
-    } else if let Some(found) = name.chars().find(|c| bad(*c)) {
-        Some(KeyNameProblem::Character { found })
     } else {
-        None
+        let found = name.chars().find(|c| bad(*c))?;
+        Some(KeyNameProblem::Character { found })
     }
 }
 

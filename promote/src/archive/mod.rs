@@ -71,7 +71,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -89,6 +89,7 @@ use crate::store::{
     Store, MANIFEST_FILE, OBJECT_METADATA_FILE, REFERENCES_FILE, RESULT_METADATA_FILE,
 };
 
+mod hashing;
 mod import;
 mod publish;
 mod rules;
@@ -292,7 +293,44 @@ pub fn export_order(store: &Store, names: &[String], recursive: bool) -> Result<
             }
         }
     }
+    check_present(store, &order)?;
     Ok(order)
+}
+
+/// Checks that each of `names` (registered objects of `store`) is a
+/// directory in the store (never followed), before anything of an archive
+/// is written: one registered whose directory is gone is
+/// [`Error::Inconsistent`], as `store verify` finds it, not an I/O failure
+/// after the archive's first objects.
+fn check_present(store: &Store, names: &[String]) -> Result<()> {
+    for name in names {
+        let object = store.path().join(name);
+        match object.symlink_metadata() {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(not_present(
+                    object,
+                    "its directory is gone: something else is in its place",
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(not_present(object, "its directory is gone"))
+            }
+            Err(e) => return Err(fruix_core::Error::io("inspect", &object, e).into()),
+        }
+    }
+    Ok(())
+}
+
+/// [`Error::Inconsistent`] for `object`, registered, whose directory is not
+/// there as `gone` says.
+fn not_present(object: PathBuf, gone: &str) -> Error {
+    Error::Inconsistent {
+        object,
+        message: format!(
+            "registered, but {gone}; run `fruix store verify --repair`, then export or copy again"
+        ),
+    }
 }
 
 /// Writes the objects `names` of `store` (in [`export_order`]) to `out`.
@@ -309,7 +347,9 @@ pub fn export(
     // Shared with promotions, exclusive to the collector: nothing exported
     // is collected meanwhile.
     let _gc = store.gc_lock(false)?;
+    check_present(store, names)?;
     let mut out = Counting::new(BufWriter::with_capacity(1 << 20, out));
+    let mut buffer = Vec::new();
     let w = |r: io::Result<()>| written(r, progress);
     w(writeln!(out, "{MAGIC}"))?;
     w(writeln!(out, "store {}", exact_path_text(store.path())))?;
@@ -339,7 +379,7 @@ pub fn export(
         w(writeln!(out, "object {}", json.len()))?;
         w(writeln!(out, "{json}"))?;
         if record.kind != Kind::Bundle {
-            write_tree(&mut out, &path, metadata_file, progress)?;
+            write_tree(&mut out, &path, metadata_file, &mut buffer, progress)?;
             w(writeln!(out, "{END_TREE}"))?;
         }
         report.objects.push(path);
@@ -354,11 +394,15 @@ pub fn export(
 
 /// Writes the tree of `object` from its stored manifest: each line, and
 /// after a file's line the file's bytes (opened beneath the object, never
-/// followed). A file that is not the size its line says fails the export.
+/// followed), hashed as they are written ([`hashing::copy_hashed`], through
+/// `buffer`). A file that is not the size its line says, or does not hash
+/// to its digest, fails the export ([`Error::Corrupt`]) once its bytes are
+/// written: the archive is never ended, so that its reader refuses it.
 fn write_tree(
     out: &mut impl Write,
     object: &Path,
     metadata_file: &str,
+    buffer: &mut Vec<u8>,
     progress: Option<&Progress>,
 ) -> Result<()> {
     let root = open_dir(object)?;
@@ -377,24 +421,41 @@ fn write_tree(
         line.clear();
         entry.render(Modes::Store, &mut line);
         w(out.write_all(line.as_bytes()))?;
-        if let EntryKind::File { size, .. } = entry.kind {
+        if let EntryKind::File { size, sha256 } = entry.kind {
             let display = object.join(OsStr::from_bytes(&entry.path));
             let file = files.open(&entry.path)?;
-            let copied = io::copy(&mut (&file).take(size), out)
-                .map_err(|e| failed(e, progress, "export", &display))?;
-            if copied != size {
-                return Err(Error::Corrupt {
-                    object: object.to_path_buf(),
-                    differences: vec![fruix_core::manifest::Difference::Modified {
-                        path: entry.manifest_path(),
-                        what: vec![format!("size {copied}, manifest says {size}")],
-                    }],
-                    more_differences: 0,
-                });
-            }
-            if let Some(p) = progress {
-                p.add(size);
-            }
+            let (copied, digest) =
+                hashing::copy_hashed(&file, size, out, buffer, &display, progress)?;
+            // A file grown since it was stored has more than its line says.
+            let now = if copied < size {
+                copied
+            } else {
+                file.metadata()
+                    .map_err(|e| failed(e, progress, "export", &display))?
+                    .len()
+            };
+            let what = if now != size {
+                format!("size {now}, manifest says {size}")
+            } else if digest != sha256 {
+                format!(
+                    "sha256 {}, manifest says {}",
+                    hex::encode(digest),
+                    hex::encode(sha256)
+                )
+            } else {
+                if let Some(p) = progress {
+                    p.add(size);
+                }
+                continue;
+            };
+            return Err(Error::Corrupt {
+                object: object.to_path_buf(),
+                differences: vec![fruix_core::manifest::Difference::Modified {
+                    path: entry.manifest_path(),
+                    what: vec![what],
+                }],
+                more_differences: 0,
+            });
         }
     }
     Ok(())
@@ -434,5 +495,124 @@ impl<W: Write> Write for Counting<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use fruix_core::testing::TestDir;
+
+    use super::*;
+    use crate::{promote_native_build_result, PromoteOptions};
+
+    /// The sample result root promoted: its store, and the world
+    /// artifact's name.
+    fn promoted() -> (TestDir, Store, String) {
+        let dir = TestDir::new();
+        let root = dir.root("r1", "local", "20260405T213444Z", true);
+        let store = Store::open(&dir.store()).unwrap();
+        let report =
+            promote_native_build_result(&root, &store, &PromoteOptions::default()).unwrap();
+        let world = &report.artifacts["world"].store_path;
+        let name = world.file_name().unwrap().to_str().unwrap().to_string();
+        (dir, store, name)
+    }
+
+    /// The first regular file of `object`'s tree (not its metadata).
+    fn a_file(object: &Path) -> PathBuf {
+        walkdir::WalkDir::new(object)
+            .sort_by_file_name()
+            .into_iter()
+            .flatten()
+            .filter(|e| e.depth() > 1 && e.file_type().is_file())
+            .map(|e| e.into_path())
+            .next()
+            .expect("a file in the object's tree")
+    }
+
+    /// Rewrites `file` (read-only in the store) with `change`.
+    fn tamper(file: &Path, change: impl FnOnce(&mut Vec<u8>)) {
+        let mut bytes = std::fs::read(file).unwrap();
+        change(&mut bytes);
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // In place: the pool's link to it changes too, as a user's would.
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(file)
+            .unwrap();
+        out.write_all(&bytes).unwrap();
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
+
+    /// The differences of an [`Error::Corrupt`] about `object`; panics on
+    /// any other error.
+    fn corrupt(e: Error, object: &Path) -> Vec<String> {
+        match e {
+            Error::Corrupt {
+                object: found,
+                differences,
+                ..
+            } if found == object => differences.iter().map(|d| d.to_string()).collect(),
+            other => panic!("not corrupt at {}: {other}", object.display()),
+        }
+    }
+
+    /// Regression: a file grown since it was stored was exported cut to
+    /// its recorded size, and one changed in place (same size) with its
+    /// new bytes and its old digest: the export succeeded. Each file's
+    /// bytes are hashed as they are written, and its size checked exactly.
+    #[test]
+    fn a_file_that_changed_since_it_was_stored_fails_the_export() {
+        type Change = fn(&mut Vec<u8>);
+        let cases: [(&str, Change, &str); 3] = [
+            ("grown", |b| b.extend_from_slice(b"more"), "size"),
+            ("changed in place", |b| b[0] ^= 1, "sha256"),
+            ("shrunk", |b| b.truncate(b.len() - 1), "size"),
+        ];
+        for (what, change, says) in cases {
+            let (_dir, store, name) = promoted();
+            let object = store.path().join(&name);
+            let file = a_file(&object);
+            tamper(&file, change);
+            let e = export(&store, &[name], &mut Vec::new(), None).unwrap_err();
+            assert_eq!(
+                e.exit_status(),
+                fruix_core::ExitStatus::PromotionFailure,
+                "{what}"
+            );
+            let differences = corrupt(e, &object);
+            let shown = format!("./{}", file.strip_prefix(&object).unwrap().display());
+            assert!(
+                differences.len() == 1 && differences[0].contains(&shown),
+                "{what}: {differences:?}"
+            );
+            assert!(differences[0].contains(says), "{what}: {differences:?}");
+        }
+    }
+
+    /// Regression: an object registered but whose directory is gone failed
+    /// the export as an I/O error (exit 3), after the archive's first
+    /// bytes were written. It is found before anything is written, as
+    /// `store verify` finds it: registered, its directory gone (exit 4).
+    #[test]
+    fn a_registered_object_whose_directory_is_gone_fails_before_anything_is_written() {
+        let (dir, store, name) = promoted();
+        let object = store.path().join(&name);
+        std::fs::rename(&object, dir.join("gone")).unwrap();
+        let e = export_order(&store, std::slice::from_ref(&name), true).unwrap_err();
+        assert_eq!(
+            e.exit_status(),
+            fruix_core::ExitStatus::PromotionFailure,
+            "{e}"
+        );
+        assert!(e.to_string().contains("its directory is gone"), "{e}");
+        assert!(e.to_string().contains("fruix store verify --repair"), "{e}");
+        let mut out = Vec::new();
+        let e = export(&store, &[name], &mut out, None).unwrap_err();
+        assert!(e.to_string().contains("its directory is gone"), "{e}");
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
     }
 }

@@ -208,14 +208,14 @@ pub(super) fn check_entry(
         {
             return Err(format!(
                 "{} is not a plain relative path",
-                fruix_core::escape::text(&entry.manifest_path())
+                entry.manifest_path()
             ));
         }
     }
     if path_order(previous, &entry.path) != std::cmp::Ordering::Less {
         return Err(format!(
             "{} is out of order or repeated",
-            fruix_core::escape::text(&entry.manifest_path())
+            entry.manifest_path()
         ));
     }
     if [metadata_file, REFERENCES_FILE, MANIFEST_FILE]
@@ -224,7 +224,7 @@ pub(super) fn check_entry(
     {
         return Err(format!(
             "{} uses a name reserved for the object's metadata",
-            fruix_core::escape::text(&entry.manifest_path())
+            entry.manifest_path()
         ));
     }
     if entry.path.len() > 4095 {
@@ -235,19 +235,19 @@ pub(super) fn check_entry(
         if target.is_empty() {
             return Err(format!(
                 "the symlink {} has an empty target",
-                fruix_core::escape::text(&entry.manifest_path())
+                entry.manifest_path()
             ));
         }
         if target.contains(&0) {
             return Err(format!(
                 "the symlink {} has a target with a NUL byte",
-                fruix_core::escape::text(&entry.manifest_path())
+                entry.manifest_path()
             ));
         }
         if target.len() > MAX_LINK_TARGET {
             return Err(format!(
                 "the symlink {} has a target longer than {MAX_LINK_TARGET} bytes",
-                fruix_core::escape::text(&entry.manifest_path())
+                entry.manifest_path()
             ));
         }
     }
@@ -285,7 +285,7 @@ pub(super) fn check_parent(
     if open.last().map(Vec::as_slice) != Some(parent) {
         return Err(format!(
             "{} comes without its directory: no directory line for ./{} precedes it",
-            fruix_core::escape::text(&entry.manifest_path()),
+            entry.manifest_path(),
             fruix_core::escape::text(&String::from_utf8_lossy(parent))
         ));
     }
@@ -344,7 +344,7 @@ pub(super) fn check_mode(
     }
     Err(format!(
         "{} has mode {:04o}, which is no store mode{}",
-        fruix_core::escape::text(&path),
+        path,
         entry.mode,
         if special != 0 {
             " (its setuid, setgid or sticky bits are not the ones its metadata lists as stripped)"
@@ -379,6 +379,14 @@ mod tests {
         }
         assert!(refused("bin").ends_with("is out of order or repeated"));
         assert!(check_entry(&dir("zzz/bin"), Some(b"zzz"), "m").is_ok());
+    }
+
+    /// Regression: a path was escaped twice (`./\\033\\13331mREADM`): its
+    /// manifest spelling is already plain ASCII, and is shown as it is.
+    #[test]
+    fn a_path_is_named_as_its_manifest_line_spells_it() {
+        let e = check_entry(&dir("\x1b[31mREADM"), Some(b"zzz"), "m").unwrap_err();
+        assert_eq!(e, "./\\033\\13331mREADM is out of order or repeated");
     }
 
     /// Directories nested as deep as a walk of the store accepts, and one

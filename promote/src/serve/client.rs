@@ -49,34 +49,43 @@ pub struct Client<R, W> {
 }
 
 /// What went wrong on the other side (the store at `store`, once known),
-/// as an error here.
+/// as an error here. Its message, escaped over there, is shown as it came,
+/// only made safe for a terminal ([`shown`]): never escaped twice.
 fn remote(e: RemoteError, store: Option<&Path>) -> Error {
-    let absent = e
-        .absent
-        .filter(|n| crate::verify::is_object_name(n.as_bytes()));
-    match (e.problem, absent, store) {
+    let named = |n: Option<String>| n.filter(|n| crate::verify::is_object_name(n.as_bytes()));
+    let absent = named(e.absent);
+    let inconsistent = named(e.inconsistent);
+    match (e.problem, absent, inconsistent, store) {
         _ if e.no_store.is_some() => Error::NoStore {
             path: e.no_store.map(PathBuf::from).unwrap_or_default(),
         },
-        (Some(problem), _, _) => Error::ArchiveRefused {
+        (Some(problem), ..) => Error::ArchiveRefused {
             object: None,
             problem,
-            message: format!(
-                "the other store refused it: {}",
-                fruix_core::escape::text(&e.message)
-            ),
+            message: format!("the other store refused it: {}", shown(&e.message)),
         },
-        (None, Some(name), Some(store)) => Error::NotInStore {
+        (None, Some(name), _, Some(store)) => Error::NotInStore {
             path: store.join(name),
             store: store.to_path_buf(),
             remote: true,
         },
-        _ => fruix_core::Error::system(format!(
-            "the other store: {}",
-            fruix_core::escape::text(&e.message)
-        ))
-        .into(),
+        (None, None, Some(name), Some(store)) => Error::Inconsistent {
+            object: store.join(name),
+            message: format!("in the store on the other machine: {}", shown(&e.message)),
+        },
+        _ => fruix_core::Error::system(format!("the other store: {}", shown(&e.message))).into(),
     }
+}
+
+/// `message`, from the other side (which escaped what it names), safe for
+/// a terminal and cut to [`fruix_core::escape::MAX_SHOWN_BYTES`].
+fn shown(message: &str) -> String {
+    let mut end = message.len().min(fruix_core::escape::MAX_SHOWN_BYTES);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = if end < message.len() { "…" } else { "" };
+    format!("{}{cut}", fruix_core::escape::line(&message[..end]))
 }
 
 impl<R: BufRead, W: ServingSide> Client<R, W> {
@@ -85,7 +94,7 @@ impl<R: BufRead, W: ServingSide> Client<R, W> {
     /// [`Error::NoStore`] with that path, which is the other machine's.
     pub fn start(mut input: R, mut output: W) -> Result<Client<R, W>> {
         write_json(&mut output, &Request::Hello { version: VERSION })?;
-        let hello: Hello = Self::read_answer(&mut input, None)?;
+        let hello: Hello = Self::read_answer(&mut input, None, "hello")?;
         Ok(Client {
             input,
             output,
@@ -93,12 +102,18 @@ impl<R: BufRead, W: ServingSide> Client<R, W> {
         })
     }
 
-    /// The next answer; `store` is the serving store's path, once known.
-    fn read_answer<T: for<'de> Deserialize<'de>>(input: &mut R, store: Option<&Path>) -> Result<T> {
+    /// The next answer, to the request `op`; `store` is the serving
+    /// store's path, once known (once the hello is answered).
+    fn read_answer<T: for<'de> Deserialize<'de>>(
+        input: &mut R,
+        store: Option<&Path>,
+        op: &str,
+    ) -> Result<T> {
         let line = read_line(input, MAX_LINE)?.ok_or_else(|| {
-            protocol_error(
-                "the other side closed the connection without answering (is fruix installed there, and on PATH? see --remote-program)",
-            )
+            protocol_error(match store {
+                None => "the other side closed the connection without answering (is fruix installed there, and on PATH? see --remote-program)".to_string(),
+                Some(_) => format!("the other side closed the connection in the middle of the session ({op})"),
+            })
         })?;
         match serde_json::from_slice::<Answer<T>>(&line) {
             Ok(Answer::Ok(value)) => Ok(value),
@@ -122,7 +137,7 @@ impl<R: BufRead, W: ServingSide> Client<R, W> {
             }
         }
         write_json(&mut self.output, request)?;
-        Self::read_answer(&mut self.input, Some(&self.store))
+        Self::read_answer(&mut self.input, Some(&self.store), request.op())
     }
 
     /// Those of `names` the other store holds.
@@ -172,7 +187,8 @@ impl<R: BufRead, W: ServingSide> Client<R, W> {
         write_json(&mut self.output, &Request::Import)?;
         let sent = export(store, names, &mut self.output, progress)?;
         self.output.flush().map_err(cannot_write)?;
-        let imported: ImportReport = Self::read_answer(&mut self.input, Some(&self.store))?;
+        let imported: ImportReport =
+            Self::read_answer(&mut self.input, Some(&self.store), Request::Import.op())?;
         Ok((sent, imported))
     }
 
@@ -506,5 +522,74 @@ mod tests {
             client.closure(&asked).unwrap(),
             [t.kernel.clone(), t.world.clone()]
         );
+    }
+
+    /// Regression: every answer missing was blamed on fruix missing over
+    /// there ("is fruix installed there, and on PATH?"), even after the
+    /// hello was answered. Only a hello unanswered is; later, the session
+    /// ended in its middle, at the request named.
+    #[test]
+    fn only_an_unanswered_hello_asks_whether_fruix_is_installed_there() {
+        let t = Exported::new();
+        let unanswered = Client::start(Cursor::new(Vec::new()), t.client(&[], Ok(())).output);
+        let e = unanswered
+            .err()
+            .expect("a hello unanswered fails")
+            .to_string();
+        assert!(e.contains("is fruix installed there"), "{e}");
+        let mut client = t.client(&[], Ok(()));
+        let e = client.valid(std::slice::from_ref(&t.world)).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("the other side closed the connection in the middle of the session (valid)"),
+            "{e}"
+        );
+        assert!(!e.contains("is fruix installed"), "{e}");
+    }
+
+    /// Regression: the other side's message, escaped there, was escaped
+    /// again here (`nl\\nx` for `nl\nx`). It is shown as it came, only
+    /// made safe for a terminal.
+    #[test]
+    fn the_other_side_s_message_is_not_escaped_twice() {
+        let t = Exported::new();
+        let answer =
+            "{\"error\":{\"problem\":null,\"message\":\"store /s/nl\\\\nx: bad \\u001b[31m\"}}\n";
+        let mut client = t.client(&[answer.as_bytes()], Ok(()));
+        let e = client
+            .valid(std::slice::from_ref(&t.world))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store /s/nl\\nx: bad \\033[31m"), "{e}");
+        assert!(!e.contains("nl\\\\nx"), "{e}");
+    }
+
+    /// Regression: an object the other store registers but whose directory
+    /// is gone failed a fetch as an archive cut short (the other side
+    /// answered the export, then failed to send it). It answers the export
+    /// so (`inconsistent`), and the fetch fails as `store verify` finds it
+    /// (exit 4), naming the object over there.
+    #[test]
+    fn an_object_gone_over_there_is_reported_as_inconsistent() {
+        let t = Exported::new();
+        let answer = format!(
+            "{{\"error\":{{\"problem\":null,\"inconsistent\":\"{}\",\"message\":\"registered, but its directory is gone\"}}}}\n",
+            t.world
+        );
+        let mut client = t.client(&[answer.as_bytes()], Ok(()));
+        let trust = Trust::default();
+        let e = client
+            .fetch(
+                &t.here,
+                std::slice::from_ref(&t.world),
+                &ImportOptions::new(&trust),
+            )
+            .unwrap_err();
+        match &e {
+            Error::Inconsistent { object, .. } => assert_eq!(*object, t.dir.store().join(&t.world)),
+            other => panic!("not inconsistent: {other}"),
+        }
+        assert!(e.to_string().contains("on the other machine"), "{e}");
+        assert!(t.objects().is_empty(), "{:?}", t.objects());
     }
 }

@@ -58,6 +58,11 @@ enum Failed {
     /// The other side's `store serve` has no store at this path (the
     /// other machine's): its answer to the hello said so.
     NoRemoteStore(PathBuf),
+    /// The other side's `store serve` serves a store at this path (the
+    /// other machine's), not at this store's: its objects' names and
+    /// references name this store's path, so neither store would take
+    /// the other's.
+    OtherStore(PathBuf),
     /// The session did not end cleanly after its last answer
     /// ([`Client::finish`]), the other store having said that it imported
     /// `imported` objects (`--to`; none for `--from`).
@@ -203,6 +208,14 @@ fn copy_with(
             escape::path(&remote_store)
         ))
     })?;
+    // As a local `--store` is: no result bundle or build request could
+    // name such a store.
+    if remote_text.chars().any(char::is_control) {
+        return Err(CliError::usage(format!(
+            "the other store's path {} holds a control character, which no result bundle or build request may name; give --remote-store without one",
+            escape::path(&remote_store)
+        )));
+    }
     let command = format!(
         "{} store serve --store {}",
         args.remote_program,
@@ -266,6 +279,11 @@ fn copy_with(
                     fruix_promote::Error::NoStore { path } => Failed::NoRemoteStore(path),
                     e => Failed::Store(e),
                 })?;
+            // Before anything is sent: an archive of one store is refused
+            // by a store at another path, only once it has all crossed.
+            if client.store != store.path() {
+                return Err(Failed::OtherStore(client.store.clone()));
+            }
             let (objects, sent, bytes) = if direction == "to" {
                 let order = export_order(store, &names, recursive)?;
                 let there: std::collections::HashSet<String> =
@@ -410,6 +428,14 @@ fn copy_with(
                 Failed::Unclean { e, imported } => (e, Some(imported)),
                 // The other side's own words (its stderr) speak of its
                 // `--store`: not shown.
+                Failed::OtherStore(path) => {
+                    return CliError::usage(format!(
+                        "the other machine ({target}) serves the store at {}, not one at this store's path {}: a store only takes objects of a store at its own path (their names and references name it), so nothing was copied; give --remote-store the path of a store at {} there (by default, this store's path)",
+                        escape::path(&path),
+                        escape::path(store.path()),
+                        escape::path(store.path()),
+                    ))
+                }
                 Failed::NoRemoteStore(path) => {
                     return CliError::usage(format!(
                         "no store at {} on the other machine ({target}); check --remote-store (by default, the other store's path is this one's)",
