@@ -28,6 +28,7 @@
 //! copies each log it finds there into its own report directory.
 
 use std::collections::{BTreeMap, HashSet};
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,7 +36,7 @@ use std::time::SystemTime;
 
 use fruix_core::dir::{OpenDir, TreeKind};
 use fruix_core::escape;
-use fruix_core::fsutil::{write_atomic, write_atomic_with};
+use fruix_core::fsutil::{write_atomic, write_atomic_at};
 use fruix_core::manifest::open_file_beneath;
 use tokio_util::sync::CancellationToken;
 
@@ -232,7 +233,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         ReportDirUse::Shared,
     )?;
     let report_dir = locked.path();
-    let logs = report_dir.join("logs");
+    let logs = locked.logs();
     let mut warnings = Vec::new();
     let mut set_aside: Vec<SetAside> = Vec::new();
     let mut reports = Vec::new();
@@ -249,7 +250,7 @@ pub fn collect(matrix: &Path, settings: CollectSettings) -> Result<Finished> {
         let mut c = report.cell;
         c.log = match c.log {
             None => None,
-            Some(_) => copy_log(&path, &c.id, &logs, MAX_COPIED_LOG).unwrap_or_else(|why| {
+            Some(_) => copy_log(&path, &c.id, logs, MAX_COPIED_LOG).unwrap_or_else(|why| {
                 warnings.push(format!(
                     "{}: the log of cell {} is not copied: {why}",
                     escape::path(&path),
@@ -431,14 +432,16 @@ fn find_cell_reports(dir: &Path, depth: usize, listing: &mut Listing) -> Result<
 pub const MAX_COPIED_LOG: u64 = 256 << 20;
 
 /// Copies the log of cell `id` that travels beside its report
-/// (`DIR/logs/ID.log`) into `logs`, at most `max` bytes of it (its tail):
-/// its new path, or `None` when there is none (no `logs/ID.log`). Below
-/// `DIR`, nothing is followed: `logs` and the log are opened relative to
-/// their parent's descriptor with `O_NOFOLLOW`, and the log's type is
-/// checked on its descriptor. A log that is there but is not copied (a
-/// symlink, a FIFO or a device is no log; a copy that fails leaves
-/// nothing behind) is an error saying why, its path escaped.
-fn copy_log(report: &Path, id: &str, logs: &Path, max: u64) -> Result<Option<PathBuf>, String> {
+/// (`DIR/logs/ID.log`) into the open directory `logs` (the report
+/// directory's, held since the collect took its lock: swapping it for a
+/// symlink meanwhile sends nothing elsewhere), at most `max` bytes of it
+/// (its tail): its new path, or `None` when there is none (no
+/// `logs/ID.log`). Below `DIR`, nothing is followed: `logs` and the log are
+/// opened relative to their parent's descriptor with `O_NOFOLLOW`, and the
+/// log's type is checked on its descriptor. A log that is there but is not
+/// copied (a symlink, a FIFO or a device is no log; a copy that fails
+/// leaves nothing behind) is an error saying why, its path escaped.
+fn copy_log(report: &Path, id: &str, logs: &OpenDir, max: u64) -> Result<Option<PathBuf>, String> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let dir = report.parent().unwrap_or(Path::new("."));
     let name = format!("{id}.log");
@@ -463,7 +466,7 @@ fn copy_log(report: &Path, id: &str, logs: &Path, max: u64) -> Result<Option<Pat
         }
         Err(e) => return Err(e.to_string()),
     };
-    let target = logs.join(&name);
+    let target = logs.child(name.as_ref());
     // The cell ran into the report directory collect writes to: its log
     // is already there.
     if dir.join("logs").join(&name) == target {
@@ -476,7 +479,7 @@ fn copy_log(report: &Path, id: &str, logs: &Path, max: u64) -> Result<Option<Pat
     // Written beside and renamed over: a `logs/ID.log` already there (a
     // symlink among unpacked artifacts, say) is replaced, never written
     // through; a failed copy leaves nothing.
-    write_atomic_with(&target, |out| {
+    write_atomic_at(logs.as_fd(), logs.path(), name.as_ref(), |out| {
         if left_out > 0 {
             file.seek(SeekFrom::Start(left_out))?;
             writeln!(
@@ -509,12 +512,34 @@ mod tests {
     use super::check::tests::{matrix, read_cell_report, written};
     use super::*;
 
+    /// Regression: collect copied logs into `REPORT/logs` by path, so a
+    /// `logs` swapped for a symlink while it ran had them written
+    /// elsewhere. They go into the `logs/` it opened.
+    #[test]
+    fn a_log_is_copied_into_the_logs_directory_held_not_one_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("cells");
+        std::fs::create_dir_all(from.join("logs")).unwrap();
+        std::fs::write(from.join("logs/c1.log"), "the log\n").unwrap();
+        let (logs, elsewhere) = (dir.path().join("logs"), dir.path().join("elsewhere"));
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::create_dir(&elsewhere).unwrap();
+        let held = OpenDir::open(&logs, TreeKind::named("logs")).unwrap();
+        std::fs::rename(&logs, dir.path().join("logs.old")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &logs).unwrap();
+        copy_log(&from.join("cell-c1.json"), "c1", &held, 1 << 20).unwrap();
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        let copied = dir.path().join("logs.old/c1.log");
+        assert_eq!(std::fs::read_to_string(copied).unwrap(), "the log\n");
+    }
+
     #[test]
     fn a_copied_log_keeps_its_tail_within_the_cap() {
         let dir = tempfile::tempdir().unwrap();
         let (from, to) = (dir.path().join("cells"), dir.path().join("report"));
         std::fs::create_dir_all(from.join("logs")).unwrap();
         std::fs::create_dir(&to).unwrap();
+        let to = OpenDir::open(&to, TreeKind::named("logs")).unwrap();
         let report = from.join("cell-c1.json");
         let log: String = (0..100).map(|i| format!("line {i}\n")).collect();
         std::fs::write(from.join("logs/c1.log"), &log).unwrap();
@@ -569,14 +594,14 @@ mod tests {
         std::os::unix::fs::symlink(&secret, hostile.join("logs")).unwrap();
         let refused = copy_log(&hostile.join("cell-c2.json"), "c2", &to, 1 << 20).unwrap_err();
         assert!(refused.contains("is a symlink"), "{refused}");
-        assert!(!to.join("c2.log").exists());
+        assert!(!to.child("c2.log".as_ref()).exists());
         // A FIFO is no log, and is not waited on.
         std::fs::remove_file(hostile.join("logs")).unwrap();
         std::fs::create_dir(hostile.join("logs")).unwrap();
         fruix_core::testing::mkfifo(&hostile.join("logs/c2.log")).unwrap();
         let refused = copy_log(&hostile.join("cell-c2.json"), "c2", &to, 1 << 20).unwrap_err();
         assert!(refused.ends_with("is not a regular file"), "{refused}");
-        assert!(!to.join("c2.log").exists());
+        assert!(!to.child("c2.log".as_ref()).exists());
     }
 
     /// Regression: a log beside its cell report that is a symlink was not
