@@ -7,17 +7,20 @@ use std::path::{Path, PathBuf};
 
 use fruix_core::manifest::Progress;
 
-use crate::bundle::{build_bundle_object, read_bundle_text, store_references};
+use crate::bundle::{build_bundle_object, read_bundle_text};
 use crate::bundle_tree::artifact_claim_mismatch;
 use crate::db::{ObjectRecord, Registration};
 use crate::error::{ArchiveProblem, Error, Result};
-use crate::object::{references_text, ObjectIdentity};
+use crate::object::references_text;
 use crate::sign::{canonical_signatures, exact_path_text, fingerprint, verify};
 use crate::stage::build_object;
 use crate::store::{Store, TempObject, RESULT_METADATA_FILE};
 
 use super::publish::publish;
-use super::rules::{claimed, refuse, trailing, valid_name, Audience, Capped};
+use super::rules::{
+    claimed, implied_object_references, names_a_trusted_key, refuse, trailing, valid_name,
+    Audience, Capped,
+};
 use super::*;
 
 /// One object ready to publish.
@@ -411,7 +414,7 @@ impl<R: BufRead> Importer<'_, R> {
             HeaderKind::Artifact | HeaderKind::Source => {
                 // Lines outside the store are no registered reference, so
                 // they are not in the fingerprint: the metadata must fix them.
-                if implied_references(store, &header)? != header.references {
+                if implied_object_references(store, &header)? != header.references {
                     return Err(refuse(
                         Some(name),
                         ArchiveProblem::Tampered,
@@ -591,28 +594,4 @@ impl<R: BufRead> Importer<'_, R> {
         }
         Ok(())
     }
-}
-
-/// The `.references` text of an artifact or source whose header is
-/// `header` (its metadata already read by `claimed`), as promotion writes
-/// it: an artifact's source path when that is a store path, a source's
-/// nothing.
-fn implied_references(store: &Store, header: &Header) -> Result<String> {
-    Ok(match header.kind {
-        HeaderKind::Artifact => {
-            let path = store.path().join(&header.name).join(OBJECT_METADATA_FILE);
-            let identity = ObjectIdentity::from_text(&path, &header.metadata)?;
-            references_text(store_references(&[&identity.source_store.path]))
-        }
-        HeaderKind::Source | HeaderKind::Bundle => String::new(),
-    })
-}
-
-/// Whether one of the signatures `texts` is by a key named like one of
-/// `keys` (its bytes not yet checked).
-fn names_a_trusted_key(texts: &[String], keys: &[crate::sign::PublicKey]) -> bool {
-    canonical_signatures(texts)
-        .iter()
-        .filter_map(|s| s.split_once(':').map(|(name, _)| name))
-        .any(|name| keys.iter().any(|k| k.name == name))
 }

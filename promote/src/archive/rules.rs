@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read};
 
-use crate::bundle::{implied_references, read_bundle_text};
+use crate::bundle::{implied_references, read_bundle_text, store_references};
 use crate::db::ObjectRecord;
 use crate::error::{ArchiveProblem, Error, Result};
-use crate::object::{object_hash, store_name, ObjectIdentity};
+use crate::object::{object_hash, references_text, store_name, ObjectIdentity};
 use crate::register;
 use crate::sign::{canonical_signatures, PublicKey};
 use crate::source_identity::{SourceIdentity, SOURCE_METADATA_FILE};
@@ -248,4 +248,28 @@ pub(super) fn claimed(header: &Header) -> Result<Claimed> {
         ));
     }
     Ok(claimed)
+}
+
+/// The `.references` text of an artifact or source whose header is
+/// `header` (its metadata already read by `claimed`), as promotion writes
+/// it: an artifact's source path when that is a store path, a source's
+/// nothing.
+pub(super) fn implied_object_references(store: &Store, header: &Header) -> Result<String> {
+    Ok(match header.kind {
+        HeaderKind::Artifact => {
+            let path = store.path().join(&header.name).join(OBJECT_METADATA_FILE);
+            let identity = ObjectIdentity::from_text(&path, &header.metadata)?;
+            references_text(store_references(&[&identity.source_store.path]))
+        }
+        HeaderKind::Source | HeaderKind::Bundle => String::new(),
+    })
+}
+
+/// Whether one of the signatures `texts` is by a key named like one of
+/// `keys` (its bytes not yet checked).
+pub(super) fn names_a_trusted_key(texts: &[String], keys: &[PublicKey]) -> bool {
+    canonical_signatures(texts)
+        .iter()
+        .filter_map(|s| s.split_once(':').map(|(name, _)| name))
+        .any(|name| keys.iter().any(|k| k.name == name))
 }
