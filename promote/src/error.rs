@@ -116,7 +116,7 @@ pub enum Error {
     /// store (`~`, `/tmp`): a store is made only in a missing or empty
     /// directory, and nothing was made in this one.
     #[error(
-        "store {} is a directory that holds other things but no store (no .fruix, .links or store object), and was left as it was; check --store (or FRUIX_STORE): a store is made only in a missing or empty directory",
+        "store {} is a directory that holds other things but no store (no .fruix, .links or store object), and was left as it was; check --store (or FRUIX_STORE): a store is made only in a missing or empty directory (or one holding only a new file system's lost+found, .snap or .zfs)",
         escape::path(path)
     )]
     NotAStoreDirectory {

@@ -150,7 +150,9 @@ pub fn is_object_name(name: &[u8]) -> bool {
 /// Resolves `path` (as a user gave it) to a store object of `store`: a real
 /// directory directly in the store with an object's name. Anything else
 /// (`/etc`, a subdirectory of an object, a misspelt name) is
-/// [`Error::NotAStoreObject`].
+/// [`Error::NotAStoreObject`]; an object's name that is not there is
+/// [`Error::NotInStore`], or [`Error::Inconsistent`] when the registry
+/// names it (its directory is gone).
 pub fn resolve_object(store: &Store, path: &Path) -> Result<PathBuf> {
     let not_object = || Error::NotAStoreObject {
         path: path.to_path_buf(),
@@ -168,6 +170,18 @@ pub fn resolve_object(store: &Store, path: &Path) -> Result<PathBuf> {
     }
     match fs::symlink_metadata(&object) {
         Ok(m) if m.is_dir() => Ok(object),
+        // Registered, but its directory is gone: the store is damaged, as
+        // `store verify` reports it, whichever command names it.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && store.is_valid(&name.to_string_lossy())? =>
+        {
+            Err(Error::Inconsistent {
+                object,
+                message: "registered, but its directory is gone; run `fruix store verify --repair`"
+                    .into(),
+            })
+        }
         // Named as an object of this store is, but not there (deleted,
         // collected): say so, rather than what an object's name is.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotInStore {

@@ -268,4 +268,14 @@ fn verify_reports_a_named_object_as_the_whole_store_check_does() {
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["missing"], serde_json::json!([kernel]), "{json:#}");
+    // Any command naming it says the same, not "not in the store" (exit 2).
+    let archive = dir.path().join("archive");
+    let kernel = kernel.as_str().unwrap();
+    let mut info = on_store(&["store", "info"], &["--json"], &store);
+    info.arg(kernel);
+    for mut cmd in [info, store_export(&store, &archive, &["--json"], kernel)] {
+        let out = run(&mut cmd);
+        json_error(&out, 4, "registered, but its directory is gone");
+    }
+    assert!(!archive.exists());
 }

@@ -107,16 +107,25 @@ pub(super) fn is_empty_dir(dir: &Path) -> bool {
 /// not a directory (the opening then says what is in the way), or a
 /// directory that holds a store ([`holds_a_store`]) or nothing but what
 /// opening a store makes there (empty, or left holding a `.lock` by a
-/// store taken back) and a file system's `lost+found` (a file system made
-/// for the store). Any other directory (`~`, `/tmp`, a mistyped path) is
+/// store taken back) and what a file system made for the store holds at
+/// its root ([`FILE_SYSTEM_ENTRIES`]). Any other directory (`~`, `/tmp`, a mistyped path) is
 /// [`Error::NotAStoreDirectory`], and nothing is made in it.
+/// What a new file system holds at its root, which a store may be made
+/// beside: `lost+found` (ext4, UFS made by some tools), `.snap` (FreeBSD's
+/// `newfs` makes it on every UFS file system) and `.zfs` (ZFS with
+/// `snapdir=visible`).
+pub(super) const FILE_SYSTEM_ENTRIES: [&str; 3] = ["lost+found", ".snap", ".zfs"];
+
 pub(super) fn may_hold_a_store(root: &Path) -> Result<(), Error> {
     use std::os::unix::ffi::OsStrExt;
     let Ok(entries) = std::fs::read_dir(root) else {
         return Ok(());
     };
     let ours = |name: &[u8]| {
-        name == b"lost+found" || super::STORE_ENTRIES.iter().any(|n| n.as_bytes() == name)
+        FILE_SYSTEM_ENTRIES
+            .iter()
+            .chain(super::STORE_ENTRIES.iter())
+            .any(|n| n.as_bytes() == name)
     };
     if entries.flatten().all(|e| ours(e.file_name().as_bytes())) || holds_a_store(root) {
         return Ok(());

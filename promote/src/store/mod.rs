@@ -821,7 +821,8 @@ mod tests {
     /// Regression: a writer given a directory holding other things but no
     /// store (`~`) made a store among them. Both ways of opening one to
     /// write refuse it, typed, as invalid input, and leave it as it was; a
-    /// directory holding only a file system's `lost+found` gets a store.
+    /// directory holding only what a new file system holds (`lost+found`,
+    /// FreeBSD UFS's `.snap`, ZFS's `.zfs`) gets a store.
     #[test]
     fn a_writer_refuses_a_directory_that_holds_no_store() {
         let dir = tempfile::tempdir().unwrap();
@@ -839,10 +840,12 @@ mod tests {
             assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
         }
         assert_eq!(listing(&home), ["notes.txt"]);
-        let mount = dir.path().join("mount");
-        fs::create_dir_all(mount.join("lost+found")).unwrap();
-        drop(Store::open_tentatively(&mount).unwrap().keep());
-        drop(Store::open(&mount).unwrap());
+        for entry in ["lost+found", ".snap", ".zfs"] {
+            let mount = dir.path().join(format!("mount-{entry}"));
+            fs::create_dir_all(mount.join(entry)).unwrap();
+            drop(Store::open_tentatively(&mount).unwrap().keep());
+            drop(Store::open(&mount).unwrap());
+        }
     }
 
     /// What a tentative opening made stays while another process (here,

@@ -33,9 +33,8 @@ fn named_objects(
         match resolve_object(store, path) {
             Ok(object) if registered(&object)? => objects.push(object),
             Ok(object) => registry.unregistered.push(object),
-            Err(fruix_promote::Error::NotInStore { path, .. }) if registered(&path)? => {
-                registry.missing.push(path)
-            }
+            // Registered, its directory gone.
+            Err(fruix_promote::Error::Inconsistent { object, .. }) => registry.missing.push(object),
             Err(e) => return Err(e),
         }
     }
