@@ -184,28 +184,27 @@ fn copy_to_refuses_the_trust_flags_of_copy_from() {
 
 #[test]
 fn a_refusal_by_the_other_store_says_once_that_it_was_not_changed() {
+    crate::util::require_tool("unshare", "util-linux");
     let (dir, store, bundle) = populated_dir();
-    // The other side's store exists, at another path: the archive names
-    // this store's path, and the other store refuses it.
-    let other = dir.path().join("other");
-    std::fs::create_dir(&other).unwrap();
+    // The other side's store is at this store's path (an empty directory
+    // mounted over this test's, in a mount namespace of its own), and
+    // refuses the archive: the bundle alone (no --recursive), whose
+    // artifacts it lacks.
+    let shadow = dir.path().join("shadow");
+    std::fs::create_dir_all(shadow.join("store")).unwrap();
+    let program = dir.path().join("remote-fruix");
+    crate::sshd::bind_mounted_fruix(&program, "", &shadow, dir.path());
     let sshd = Sshd::trusted();
-    let out = run(ssh_store_copy(
-        &sshd,
-        &["--json"],
-        "--to",
-        Path::new(env!("CARGO_BIN_EXE_fruix")),
-        &other,
-        &store,
-    )
-    .arg(&bundle));
+    let out =
+        run(ssh_store_copy(&sshd, &["--json"], "--to", &program, &store, &store).arg(&bundle));
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let message = error["error"]["message"].as_str().unwrap();
     // The error's own sentence says it once; the lines after it are the
     // other side's stderr, quoted.
     let sentence = message.lines().next().unwrap();
-    assert!(sentence.contains("not of this one"), "{message}");
+    assert!(sentence.contains("the other store refused it"), "{message}");
+    assert!(sentence.contains("--recursive"), "{message}");
     assert_eq!(
         sentence.matches("the store was not changed").count(),
         1,

@@ -7,7 +7,6 @@
 //! (`unshare --mount`), in which the served fruix runs: both sides see one
 //! path and two stores, as two machines would.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -244,20 +243,13 @@ fn a_killed_copy_leaves_no_partial_object_on_the_other_side() {
     child.kill().unwrap();
     child.wait().unwrap();
     // The other side sees the connection end in the middle of the archive,
-    // and removes everything it had written.
+    // and removes everything it had written; having imported nothing into
+    // the store it made in the empty directory, it takes that back too: no
+    // object, pool entry or temporary is left, nor any store.
+    let remote = t.dir.path().join("remote");
     wait_until("the other side cleans up", || {
-        pool_temporaries(&pool).0 == 0 && temporaries(&t.dir.path().join("remote")) == 0
+        std::fs::read_dir(&remote).is_ok_and(|mut d| d.next().is_none())
     });
-    assert!(t.remote_objects().is_empty(), "{:?}", t.remote_objects());
-    let verify: Value = serde_json::from_str(&t.remote(&["store", "verify", "--json"])).unwrap();
-    assert_eq!(verify["objects"].as_array().unwrap().len(), 0, "{verify:#}");
-    // The pool holds no entry that no object links.
-    let orphans: Vec<_> = std::fs::read_dir(&pool)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.metadata().unwrap().nlink() < 2)
-        .collect();
-    assert!(orphans.is_empty(), "{orphans:?}");
 }
 
 /// How many `.tmp-*` files the pool holds, and their bytes.
@@ -267,15 +259,6 @@ fn pool_temporaries(pool: &Path) -> (usize, u64) {
         .fold((0, 0), |(n, bytes), e| {
             (n + 1, bytes + e.metadata().map(|m| m.len()).unwrap_or(0))
         })
-}
-
-/// How many `.tmp-*` entries (objects being built, work directories) `dir` holds.
-fn temporaries(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
-        .count()
 }
 
 #[test]

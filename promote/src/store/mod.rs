@@ -267,10 +267,17 @@ impl Store {
     /// missing directory, or one that holds other things but no store, is
     /// [`Error::NoStore`]: a mistyped path makes nothing.
     pub fn open_directory(root: &Path) -> Result<Store> {
+        Self::open_directory_tentatively(root).map(MadeStore::keep)
+    }
+
+    /// [`Store::open_directory`], remembering the store it made in an empty
+    /// directory ([`Store::open_tentatively`]): `store serve`, whose store
+    /// goes again when the session imported nothing into it.
+    pub fn open_directory_tentatively(root: &Path) -> Result<MadeStore> {
         text_path(root)?;
         match fs::metadata(root) {
             Ok(m) if m.is_dir() && (is_empty_dir(root) || holds_a_store(root)) => {
-                Self::open_at(root)
+                Self::open_tentatively(root)
             }
             _ => Err(no_store(root)),
         }

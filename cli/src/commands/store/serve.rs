@@ -37,7 +37,9 @@ pub fn serve(args: ServeArgs) -> CliResult {
     // A client waits for the answer to its hello: one that cannot be
     // served is told why on the protocol (typed), not only on stderr. A
     // terminal is no client: nothing is waited for.
-    let store = match Store::open_directory(&args.local.store.store) {
+    // A store made in an empty directory goes again unless the session
+    // imported into it (a copy refused after its hello leaves none).
+    let store = match Store::open_directory_tentatively(&args.local.store.store) {
         Ok(store) => store,
         Err(e) => {
             let stdin = std::io::stdin();
