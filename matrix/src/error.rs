@@ -31,6 +31,14 @@ pub enum Error {
         /// What is wrong with its value; the message shows it after the option.
         message: String,
     },
+    /// The report directory is locked by another `fruix matrix` command: a
+    /// `run` has it to itself, `run-cell` and `collect` share it only with
+    /// one another.
+    #[error("--report-dir {} is in use by another fruix matrix command (a `matrix run` has its report directory to itself; `run-cell` and `collect` share one only with each other); wait for it to finish, or give another directory", fruix_core::escape::path(path))]
+    ReportDirInUse {
+        /// The report directory.
+        path: PathBuf,
+    },
     /// The source tree is missing, or is not a FreeBSD source tree. The
     /// message names the path and what to do.
     #[error("{message}")]
@@ -129,6 +137,7 @@ impl Error {
         match self {
             Error::Core(e) => e.failure(),
             Error::InvalidOption { .. }
+            | Error::ReportDirInUse { .. }
             | Error::InvalidSource { .. }
             | Error::UnknownVersion { .. }
             | Error::MachinesPath { .. }

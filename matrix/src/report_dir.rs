@@ -161,12 +161,8 @@ fn lock(dir: &Path, using: ReportDirUse) -> Result<OpenDir> {
     };
     match rustix::fs::flock(&top, operation) {
         Ok(()) => Ok(top),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::InvalidOption {
-            option: "--report-dir",
-            message: format!(
-                "{} is in use by another fruix matrix command (a `matrix run` has its report directory to itself; `run-cell` and `collect` share one only with each other); wait for it to finish, or give another directory",
-                escape::path(dir)
-            ),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::ReportDirInUse {
+            path: dir.to_path_buf(),
         }),
         Err(e) => Err(Error::Report {
             action: "lock report directory",
@@ -574,8 +570,7 @@ mod tests {
         let create = |using| create_report_dir(Some(&report), dir.path(), using);
         let refused = |e: Error| {
             assert!(
-                matches!(&e, Error::InvalidOption { option: "--report-dir", message }
-                    if message.contains("in use by another fruix matrix command")),
+                matches!(&e, Error::ReportDirInUse { path } if *path == report),
                 "{e}"
             );
         };
