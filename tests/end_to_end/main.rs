@@ -76,6 +76,7 @@ mod ssh_import_limits;
 mod ssh_run_ids;
 mod ssh_source;
 mod sshd;
+mod state_dir_paths;
 mod store_archive;
 mod store_concurrency;
 mod store_copy;

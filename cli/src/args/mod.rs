@@ -154,16 +154,21 @@ pub struct StateDirArg {
 /// A directory fruix makes when it is missing (`--state-dir`,
 /// `--report-dir`, `man --dir`): refused (exit 2) when it, or a directory
 /// above it, is there as something else (a regular file, say), which no
-/// command could write into.
+/// command could write into. A relative one is made absolute against the
+/// working directory, so that every path fruix prints beneath it (a result
+/// root `store gc` removed, a build's full log, a matrix report) can be used
+/// from anywhere.
 pub fn directory() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
     use clap::builder::TypedValueParser;
     clap::builder::PathBufValueParser::new().try_map(|path| {
-        match fruix_promote::store::not_a_directory(&path) {
-            None => Ok(path),
-            Some(found) => Err(format!(
+        if let Some(found) = fruix_promote::store::not_a_directory(&path) {
+            return Err(format!(
                 "{found}; give a directory, or a path where one can be made"
-            )),
+            ));
         }
+        std::path::absolute(&path).map_err(|e| {
+            format!("{}: cannot make it absolute: {e}", fruix_core::escape::path(&path))
+        })
     })
 }
 
