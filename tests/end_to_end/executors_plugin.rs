@@ -125,7 +125,8 @@ fn the_vm_executor_needs_a_machine_that_is_a_virtual_machine() {
     let out = build("vm1", &["--known-hosts", "/k"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("`known_hosts` is not a key of vm"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--known-hosts: executor `vm` takes no `known_hosts` (its keys: "),
         "{out:?}"
     );
     assert!(crate::util::nothing_promoted(&dir.store()));

@@ -167,7 +167,10 @@ pub fn directory() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
             ));
         }
         std::path::absolute(&path).map_err(|e| {
-            format!("{}: cannot make it absolute: {e}", fruix_core::escape::path(&path))
+            format!(
+                "{}: cannot make it absolute: {e}",
+                fruix_core::escape::path(&path)
+            )
         })
     })
 }

@@ -458,18 +458,18 @@ fn refuse_untaken_flag(key: &str, executor: &RegistryEntry) -> CliResult<()> {
     }
     let flag = key.replace('_', "-");
     let name = escape::text(&executor.name);
+    let keys: Vec<String> = executor
+        .config_keys
+        .iter()
+        .map(|k| escape::text(&k.name).to_string())
+        .collect();
+    let keys = match keys.is_empty() {
+        true => "none".to_string(),
+        false => keys.join(", "),
+    };
     Err(CliError::usage(if executor.capabilities.remote {
-        format!("--{flag}: `{key}` is not a key of {name}; see `fruix executors describe {name}`")
+        format!("--{flag}: executor `{name}` takes no `{key}` (its keys: {keys}); see `fruix executors describe {name}`")
     } else {
-        let keys: Vec<String> = executor
-            .config_keys
-            .iter()
-            .map(|k| escape::text(&k.name).to_string())
-            .collect();
-        let keys = match keys.is_empty() {
-            true => "none".to_string(),
-            false => keys.join(", "),
-        };
         format!("--{flag}: executor `{name}` builds on this host and connects to no guest (its keys: {keys})")
     }))
 }
@@ -693,7 +693,7 @@ mod tests {
         );
         assert_eq!(
             refused(&executor(true, &["guest"])),
-            "--known-hosts: `known_hosts` is not a key of x; see `fruix executors describe x`"
+            "--known-hosts: executor `x` takes no `known_hosts` (its keys: guest); see `fruix executors describe x`"
         );
     }
 }
