@@ -85,7 +85,8 @@ impl ExecutorConfig for VmConfig {
         let machine = machines.get(&name)?.clone();
         let Some(spec) = machine.vm.clone() else {
             return Err(invalid(format!(
-                "machine {name} of {} is not a virtual machine: give it a (vm (driver ...) ...) record, or build on it with guest-self-hosted or host-initiated",
+                "machine {} of {} is not a virtual machine: give it a (vm (driver ...) ...) record, or build on it with guest-self-hosted or host-initiated",
+                escape::text(&name),
                 escape::path(&file)
             )));
         };
