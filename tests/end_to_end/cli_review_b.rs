@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::sshd::Sshd;
 use crate::util::{
-    failed_with, fruix, into_full_disk, promoted_store, run, run_failing, run_ok,
+    failed_with, fruix, generate_key, into_full_disk, promoted_store, run, run_failing, run_ok,
     run_with_deadline, spawn_writing_stdin, ssh_store_copy, store_export, verify_store, wait_until,
 };
 
@@ -319,14 +319,7 @@ fn output_files_that_cannot_be_made_exit_2_when_misnamed_else_3() {
         2,
         &[": it already exists; archives are never overwritten"],
     );
-    let generate = |secret: &Path, public: &Path| {
-        let mut cmd = fruix();
-        cmd.args(["store", "generate-key", "--name", "k", "--secret-key"])
-            .arg(secret)
-            .arg("--public-key")
-            .arg(public);
-        cmd
-    };
+    let generate = |secret: &Path, public: &Path| generate_key("k", secret, public);
     let err = run_failing(
         &mut generate(&dir.path().join("missing/s"), &dir.path().join("p")),
         2,
@@ -356,14 +349,7 @@ fn output_files_that_cannot_be_made_exit_2_when_misnamed_else_3() {
 fn a_key_whose_public_half_cannot_be_written_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("k.sec");
-    let generate = |public: &Path| {
-        let mut cmd = fruix();
-        cmd.args(["store", "generate-key", "--name", "k", "--secret-key"])
-            .arg(&secret)
-            .arg("--public-key")
-            .arg(public);
-        cmd
-    };
+    let generate = |public: &Path| generate_key("k", &secret, public);
     run_failing(&mut generate(&dir.path().join("missing/k.pub")), 2, &[]);
     assert!(!secret.exists(), "the secret key was left behind");
     // A public key file that exists: refused, and the secret key goes too.
@@ -394,11 +380,7 @@ fn key_names_with_control_or_bidi_characters_are_refused() {
     {
         let secret = dir.path().join(format!("{n}.sec"));
         let err = run_failing(
-            fruix()
-                .args(["store", "generate-key", "--name", name, "--secret-key"])
-                .arg(&secret)
-                .arg("--public-key")
-                .arg(dir.path().join(format!("{n}.pub"))),
+            &mut generate_key(name, &secret, &dir.path().join(format!("{n}.pub"))),
             2,
             &["--name"],
         );
@@ -412,13 +394,11 @@ fn key_names_with_control_or_bidi_characters_are_refused() {
     // rather than signing with it and printing it raw.
     let (store, bundle) = populated(dir.path());
     let good = dir.path().join("good.sec");
-    run_ok(
-        fruix()
-            .args(["store", "generate-key", "--name", "good", "--secret-key"])
-            .arg(&good)
-            .arg("--public-key")
-            .arg(dir.path().join("good.pub")),
-    );
+    run_ok(&mut generate_key(
+        "good",
+        &good,
+        &dir.path().join("good.pub"),
+    ));
     let text = std::fs::read_to_string(&good).unwrap();
     let forged = dir.path().join("forged.sec");
     std::fs::write(&forged, text.replacen("good", "go\u{1b}[2Jod", 1)).unwrap();

@@ -8,7 +8,7 @@
 use fruix_core::testing::{TestDir, BASE_STEPS};
 
 use crate::executors_external::ExecutorBuild;
-use crate::util::{key_values, run_failing, run_ok};
+use crate::util::{failed_with, key_values, run_failing, run_ok};
 
 #[test]
 fn jail_plugin_builds_and_promotes_the_miniature_tree() {
@@ -107,27 +107,24 @@ fn the_vm_executor_needs_a_machine_that_is_a_virtual_machine() {
         cmd.args(extra);
         crate::util::run(&mut cmd)
     };
-    let out = build("plain", &[]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("machine plain of"),
-        "{out:?}"
+    failed_with(
+        "a machine that is no VM",
+        &build("plain", &[]),
+        2,
+        &["machine plain of", "is not a virtual machine"],
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a virtual machine"));
-    let out = build("vm1", &["--config", "inner=chroot"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("`inner` \"chroot\" is not guest-self-hosted or host-initiated"),
-        "{out:?}"
+    failed_with(
+        "inner=chroot",
+        &build("vm1", &["--config", "inner=chroot"]),
+        2,
+        &["`inner` \"chroot\" is not guest-self-hosted or host-initiated"],
     );
     // A guest key of the SSH executors is not one of vm's.
-    let out = build("vm1", &["--known-hosts", "/k"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("--known-hosts: executor `vm` takes no `known_hosts` (its keys: "),
-        "{out:?}"
+    failed_with(
+        "--known-hosts",
+        &build("vm1", &["--known-hosts", "/k"]),
+        2,
+        &["--known-hosts: executor `vm` takes no `known_hosts` (its keys: "],
     );
     assert!(crate::util::nothing_promoted(&dir.store()));
 }

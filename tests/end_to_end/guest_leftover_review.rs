@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fruix_core::testing::conformance::processes_mentioning;
 
-use crate::ssh_import::{answering_helper, build_with_helper};
+use crate::ssh_import::{answering_helper, build_exiting_within};
 use crate::sshd::{guest_build, Sshd};
 use crate::util::{require_tool, run_with_deadline, wait_until};
 
@@ -64,13 +64,7 @@ fn a_helper_s_leftover_does_not_hold_the_build_past_its_exit() {
             marker.display()
         ),
     );
-    let host = tempfile::tempdir().unwrap();
-    let out = run_with_deadline(
-        &mut build_with_helper(&sshd, host.path(), &helper),
-        Duration::from_secs(120),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    build_exiting_within(&sshd, &helper, 3, Duration::from_secs(120));
     wait_until("what the helper left running is gone", || {
         processes_mentioning(&marker).is_empty()
     });

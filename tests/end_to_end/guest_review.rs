@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use fruix_core::testing::conformance::processes_mentioning;
 
-use crate::ssh_import::{answering_helper, build_exiting, build_with_helper};
+use crate::ssh_import::{answering_helper, build_exiting, build_exiting_within};
 use crate::sshd::{guest_build, Sshd};
-use crate::util::{require_tool, run, run_with_deadline, spawn_reading_stderr, wait_until};
+use crate::util::{require_tool, run, spawn_reading_stderr, wait_until};
 
 /// Guest stderr that would recolour the terminal and forge an error line.
 const FORGING: &str = r"printf 'mkdir: \033[31mRED\nfruix: error: forged line\n' >&2";
@@ -271,13 +271,7 @@ exec sh -c 'sleep 600 & wait'"#,
             marker.display()
         ),
     );
-    let host = tempfile::tempdir().unwrap();
-    let out = run_with_deadline(
-        &mut build_with_helper(&sshd, host.path(), &helper),
-        Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = build_exiting_within(&sshd, &helper, 1, Duration::from_secs(60));
     assert!(
         stderr.contains("the guest helper did not exit within 10s of saying how its build ended; it was stopped"),
         "{stderr}"

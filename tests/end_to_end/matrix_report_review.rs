@@ -4,6 +4,7 @@
 //! plain message in the `--json` error.
 
 use std::path::Path;
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -22,6 +23,33 @@ fn write_json(path: &Path, value: &Value) {
     std::fs::write(path, serde_json::to_string_pretty(value).unwrap()).unwrap();
 }
 
+/// Runs each of the cells `ids` of `m` quietly, reporting into `jobs` and
+/// promoting into `store`: each must succeed.
+fn cells_run(m: &Matrix, ids: &[&str]) {
+    for id in ids {
+        let out = run_cell_with(m, id, "store", "jobs", &["--quiet"]);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    }
+}
+
+/// `matrix collect` of `m` into `dir` of the cell reports in `from`,
+/// checked against the matrix's store.
+fn collected(m: &Matrix, dir: &str, from: &str) -> Output {
+    run(collect(m, dir)
+        .arg("--from")
+        .arg(m.path(from))
+        .arg("--store")
+        .arg(m.path("store")))
+}
+
+/// [`collected`] into `dir` of the reports in `forged`, which must be
+/// refused as a usage error; its stderr.
+fn forged_refused(m: &Matrix, dir: &str) -> String {
+    let out = collected(m, dir, "forged");
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Regression: with `--store`, a cell report edited to give another cell's
 /// tree signature for its own object made a real divergence (exit 6) an
 /// agreement (exit 0); and an artifact at `STORE/.fruix` was compared as a
@@ -30,18 +58,8 @@ fn write_json(path: &Path, value: &Value) {
 fn collect_with_a_store_refuses_a_report_the_store_contradicts() {
     let m =
         Matrix::new(r#"  (axes (executor "local" "mini-sh") (make-flag "NONDETERMINISTIC=yes"))"#);
-    for id in ["local", "mini-sh"] {
-        let out = run_cell_with(&m, id, "store", "jobs", &["--quiet"]);
-        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    }
-    let collected = |dir: &str, from: &str| {
-        run(collect(&m, dir)
-            .arg("--from")
-            .arg(m.path(from))
-            .arg("--store")
-            .arg(m.path("store")))
-    };
-    let out = collected("honest", "jobs");
+    cells_run(&m, &["local", "mini-sh"]);
+    let out = collected(&m, "honest", "jobs");
     assert_eq!(out.status.code(), Some(DIVERGENCE), "{}", describe(&out));
 
     let local = read_json(&m.path("jobs/cell-local.json"));
@@ -60,9 +78,7 @@ fn collect_with_a_store_refuses_a_report_the_store_contradicts() {
     let object = world["store_path"].as_str().unwrap().to_string();
     world["tree_signature"] = theirs.clone();
     write_json(&forged_report, &forged);
-    let out = collected("forged-out", "forged");
-    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = forged_refused(&m, "forged-out");
     let says = format!(
         "its cell mini-sh contradicts the store: its artifact \"world\" is {object}, whose tree signature is {}, but the report gives {}",
         own.as_str().unwrap(),
@@ -78,9 +94,7 @@ fn collect_with_a_store_refuses_a_report_the_store_contradicts() {
     forged["cell"]["artifacts"]["world"]["store_path"] = not_an_object.to_str().unwrap().into();
     forged["cell"]["artifacts"]["world"]["tree_signature"] = own.clone();
     write_json(&forged_report, &forged);
-    let out = collected("fruix-out", "forged");
-    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = forged_refused(&m, "fruix-out");
     let says = format!(
         "its artifact \"world\" is {}, which is in the store {} but no store object's name",
         not_an_object.display(),
@@ -94,9 +108,7 @@ fn collect_with_a_store_refuses_a_report_the_store_contradicts() {
     let kernel = local["cell"]["artifacts"]["kernel"].clone();
     forged["cell"]["artifacts"]["world"] = kernel;
     write_json(&forged_report, &forged);
-    let out = collected("kernel-out", "forged");
-    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = forged_refused(&m, "kernel-out");
     assert!(
         stderr.contains("its artifact \"world\" is ")
             && stderr.contains(", which is the artifact \"kernel\""),
@@ -113,11 +125,7 @@ fn collect_with_a_store_refuses_another_cell_s_object_for_an_artifact() {
     let m = Matrix::new(
         r#"  (axes (executor "local") (kernconf "GENERIC" "MINIMAL") (make-flag "NONDETERMINISTIC=yes"))"#,
     );
-    let ids = ["local-GENERIC", "local-MINIMAL"];
-    for id in ids {
-        let out = run_cell_with(&m, id, "store", "jobs", &["--quiet"]);
-        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    }
+    cells_run(&m, &["local-GENERIC", "local-MINIMAL"]);
     std::fs::create_dir(m.path("forged")).unwrap();
     let generic = read_json(&m.path("jobs/cell-local-GENERIC.json"));
     write_json(&m.path("forged/cell-local-GENERIC.json"), &generic);
@@ -129,13 +137,7 @@ fn collect_with_a_store_refuses_another_cell_s_object_for_an_artifact() {
     );
     forged["cell"]["artifacts"]["world"] = theirs.clone();
     write_json(&m.path("forged/cell-local-MINIMAL.json"), &forged);
-    let out = run(collect(&m, "forged-out")
-        .arg("--from")
-        .arg(m.path("forged"))
-        .arg("--store")
-        .arg(m.path("store")));
-    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = forged_refused(&m, "forged-out");
     let says = format!(
         "its cell local-MINIMAL contradicts the store: its artifact \"world\" is {}, which was built with kernconf \"GENERIC\"",
         theirs["store_path"].as_str().unwrap()
@@ -149,8 +151,7 @@ fn collect_with_a_store_refuses_another_cell_s_object_for_an_artifact() {
 #[test]
 fn a_symlinked_log_is_not_copied_and_collect_says_why() {
     let m = Matrix::new(r#"  (axes (executor "local"))"#);
-    let out = run_cell_with(&m, "local", "store", "jobs", &["--quiet"]);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    cells_run(&m, &["local"]);
     let log = m.path("jobs/logs/local.log");
     std::fs::remove_file(&log).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", &log).unwrap();

@@ -44,6 +44,18 @@ fn add_root(store: &Path, state: &Path, object: &Path, link: &Path) -> Command {
     cmd
 }
 
+/// Promotes the sample result root, written at `dir/NAME`, into `store`,
+/// kept by the root `link` registered in `state`.
+fn promote_sample_linked(dir: &Path, name: &str, store: &Path, state: &Path, link: &Path) {
+    run_ok(&mut promote_linked(
+        store,
+        state,
+        link,
+        &sample_root(dir, name),
+        &[],
+    ));
+}
+
 /// Regression: `--out-link` and `store add-root` made their link in the
 /// store when asked to; `store gc` then removed it as an object, and the
 /// next collection what it kept. `add-root` over a plain file, or into a
@@ -137,13 +149,7 @@ fn gc_and_repair_leave_what_is_not_named_as_an_object_alone() {
     let dir = tempfile::tempdir().unwrap();
     let (store, state) = (dir.path().join("store"), dir.path().join("state"));
     let link = dir.path().join("result");
-    run_ok(&mut promote_linked(
-        &store,
-        &state,
-        &link,
-        &sample_root(dir.path(), "root"),
-        &[],
-    ));
+    promote_sample_linked(dir.path(), "root", &store, &state, &link);
     let objects = object_names(&store);
     let readme = store.join("README.txt");
     fs::write(&readme, "notes").unwrap();
@@ -240,20 +246,8 @@ fn a_store_away_keeps_its_roots_in_a_shared_state_directory() {
     let state = path("shared");
     let (a, b) = (path("sA"), path("sB"));
     let (result_a, result_b) = (path("resultA"), path("resultB"));
-    run_ok(&mut promote_linked(
-        &a,
-        &state,
-        &result_a,
-        &sample_root(dir.path(), "ra"),
-        &[],
-    ));
-    run_ok(&mut promote_linked(
-        &b,
-        &state,
-        &result_b,
-        &sample_root(dir.path(), "rb"),
-        &[],
-    ));
+    promote_sample_linked(dir.path(), "ra", &a, &state, &result_a);
+    promote_sample_linked(dir.path(), "rb", &b, &state, &result_b);
     let kept = object_names(&a);
     fs::rename(&a, path("sA.off")).unwrap();
     let roots = run_json(&mut store_command(&b, &state, &["roots", "--json"]));
@@ -332,9 +326,8 @@ fn a_root_s_link_is_never_made_where_roots_are_registered() {
 fn gc_under_a_state_directory_that_is_not_there_is_refused_keeping_everything() {
     let dir = tempfile::tempdir().unwrap();
     let (store, state) = (dir.path().join("store"), dir.path().join("state"));
-    let root = sample_root(dir.path(), "root");
     let link = dir.path().join("result");
-    run_ok(&mut promote_linked(&store, &state, &link, &root, &[]));
+    promote_sample_linked(dir.path(), "root", &store, &state, &link);
     let objects = object_names(&store);
     assert!(!objects.is_empty());
     let bundle = fs::read_link(&link).unwrap();

@@ -86,6 +86,11 @@ fn add(dir: &Path, source: &Path) -> Value {
     json_on(dir, ["source", "add"], source)
 }
 
+/// [`add`]: the store path of the source object it made.
+fn added_object(dir: &Path, source: &Path) -> String {
+    add(dir, source)["store_path"].as_str().unwrap().to_string()
+}
+
 fn info(dir: &Path, path: &str) -> Value {
     json_on(dir, ["store", "info"], path)[0].clone()
 }
@@ -228,10 +233,7 @@ fn a_source_directory_named_with_control_characters_builds() {
     let dir = tempfile::tempdir().unwrap();
     let tree = checkout(dir.path(), "src\nnl\u{1b}[31mred");
     let report = build(dir.path(), &tree, "result");
-    let object = add(dir.path(), &tree)["store_path"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let object = added_object(dir.path(), &tree);
     let metadata = std::fs::read_to_string(
         Path::new(report["result_store"].as_str().unwrap()).join(".fruix-native-build-result.scm"),
     )
@@ -248,10 +250,7 @@ fn a_source_directory_named_with_control_characters_builds() {
 #[test]
 fn another_store_s_source_object_is_refused_as_a_source_saying_what_to_give() {
     let dir = tempfile::tempdir().unwrap();
-    let object = add(dir.path(), &checkout(dir.path(), "src"))["store_path"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let object = added_object(dir.path(), &checkout(dir.path(), "src"));
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
     let expected = ["is a store object, not a source tree", "fruix store copy"];
@@ -276,10 +275,7 @@ fn another_store_s_source_object_is_refused_as_a_source_saying_what_to_give() {
 #[test]
 fn adding_a_source_object_of_this_store_says_it_is_there_already() {
     let dir = tempfile::tempdir().unwrap();
-    let object = add(dir.path(), &checkout(dir.path(), "src"))["store_path"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let object = added_object(dir.path(), &checkout(dir.path(), "src"));
     let out = crate::util::run(
         fruix()
             .args(["source", "add", &object, "--store"])

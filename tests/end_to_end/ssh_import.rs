@@ -8,12 +8,13 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use fruix_core::testing::raw_archive;
 use tempfile::TempDir;
 
 use crate::sshd::{guest_build, script, tampering_helper, Sshd};
-use crate::util::{run, snapshot};
+use crate::util::{run, run_with_deadline, snapshot};
 
 /// A guest-self-hosted [`guest_build`] into result root `r1` under `host`,
 /// with `helper` as the guest's fruix. Its guest state directory is one of
@@ -76,6 +77,16 @@ pub fn build_exiting(sshd: &Sshd, helper: &Path, status: i32, what: &str) -> Str
     let host = tempfile::tempdir().unwrap();
     let (code, stderr) = build_with(sshd, host.path(), helper);
     assert_eq!(code, Some(status), "{what}: {stderr}");
+    stderr
+}
+
+/// [`build_exiting`], killed unless it ends within `deadline`: for a helper
+/// that may leave the build waiting.
+pub fn build_exiting_within(sshd: &Sshd, helper: &Path, status: i32, deadline: Duration) -> String {
+    let host = tempfile::tempdir().unwrap();
+    let out = run_with_deadline(&mut build_with_helper(sshd, host.path(), helper), deadline);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(status), "{stderr}");
     stderr
 }
 

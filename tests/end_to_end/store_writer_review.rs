@@ -244,12 +244,16 @@ fn verify_reports_a_named_object_as_the_whole_store_check_does() {
         assert_eq!(deleted, 1);
     }
     drop(db);
-    let out = run(&mut crate::util::store_verify(
-        &store,
-        &["--json", world.as_str().unwrap()],
-    ));
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // `store verify --json OBJECT`, which must exit `status`: its report.
+    let verified = |object: &serde_json::Value, status: i32| {
+        let out = run(&mut store_verify(
+            &store,
+            &["--json", object.as_str().unwrap()],
+        ));
+        assert_eq!(out.status.code(), Some(status), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let json = verified(&world, 0);
     assert_eq!(json["unregistered"], serde_json::json!([world]), "{json:#}");
     assert_eq!(json["checked"], 0, "{json:#}");
     // A registered object whose directory is gone.
@@ -261,12 +265,7 @@ fn verify_reports_a_named_object_as_the_whole_store_check_does() {
         .status();
     assert!(writable.unwrap().success());
     std::fs::remove_dir_all(&gone).unwrap();
-    let out = run(&mut crate::util::store_verify(
-        &store,
-        &["--json", kernel.as_str().unwrap()],
-    ));
-    assert_eq!(out.status.code(), Some(4), "{out:?}");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = verified(&kernel, 4);
     assert_eq!(json["missing"], serde_json::json!([kernel]), "{json:#}");
     // Any command naming it says the same, not "not in the store" (exit 2).
     let archive = dir.path().join("archive");

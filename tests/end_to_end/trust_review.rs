@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use crate::signing::{info, key, signed_by};
 use crate::util::{
-    failed_with, fruix, json_error, promote_report, run, run_ok, sample_root, store_export,
-    store_import,
+    failed_with, fruix, generate_key, json_error, promote_report, run, run_ok, sample_root,
+    store_export, store_import,
 };
 
 /// A store at `dir/store` holding nothing, and an archive `dir/archive` of
@@ -251,11 +251,7 @@ fn a_key_name_with_a_bidi_mark_or_an_invisible_character_is_refused() {
             dir.path().join(format!("{n}.sec")),
             dir.path().join(format!("{n}.pub")),
         );
-        let out = run(fruix()
-            .args(["store", "generate-key", "--name", name, "--secret-key"])
-            .arg(&secret)
-            .arg("--public-key")
-            .arg(&public));
+        let out = run(&mut generate_key(name, &secret, &public));
         let stderr = failed_with(name, &out, 2, &["--name \"k1\\3", "format character"]);
         assert!(!stderr.contains(name), "{stderr}");
         assert!(!secret.exists() && !public.exists());

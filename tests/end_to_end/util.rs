@@ -119,6 +119,17 @@ pub fn store_export(
     cmd
 }
 
+/// `fruix store generate-key --name NAME --secret-key SECRET --public-key
+/// PUBLIC`.
+pub fn generate_key(name: &str, secret: &Path, public: &Path) -> Command {
+    let mut cmd = fruix();
+    cmd.args(["store", "generate-key", "--name", name, "--secret-key"])
+        .arg(secret)
+        .arg("--public-key")
+        .arg(public);
+    cmd
+}
+
 /// `fruix store copy FLAGS DIRECTION` (`--to` or `--from`) `sshd`'s guest,
 /// whose store `remote_store` `remote_program` serves there, `--store
 /// STORE`; the caller adds the objects.

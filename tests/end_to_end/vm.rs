@@ -385,6 +385,17 @@ pub(crate) fn exit_within(
     None
 }
 
+/// Sends SIGINT to `child`, a build on a guest of `dir`: it must exit 130
+/// within 5 s (waited for up to `limit`, see [`exit_within`]).
+pub(crate) fn cancelled_at_once(child: &mut std::process::Child, limit: Duration, dir: &Path) {
+    signal(child.id() as i32, libc::SIGINT);
+    let signalled = Instant::now();
+    let status = exit_within(child, limit, dir);
+    let took = signalled.elapsed();
+    assert_eq!(status.and_then(|s| s.code()), Some(130), "after {took:?}");
+    assert!(took < Duration::from_secs(5), "teardown took {took:?}");
+}
+
 #[test]
 fn ctrl_c_while_the_guest_boots_leaves_no_qemu_process_within_five_seconds() {
     let dir = tempfile::tempdir().unwrap();
@@ -392,16 +403,8 @@ fn ctrl_c_while_the_guest_boots_leaves_no_qemu_process_within_five_seconds() {
     let mut child = start_on_silent_guest(dir.path(), 120);
     wait_for_the_guest_s_network(dir.path());
     assert!(!qemu_processes(dir.path()).is_empty(), "the guest runs");
-    signal(child.id() as i32, libc::SIGINT);
-    let signalled = Instant::now();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "cancelled");
+    cancelled_at_once(&mut child, Duration::from_secs(30), dir.path());
     assert!(qemu_processes(dir.path()).is_empty());
-    assert!(
-        signalled.elapsed() < Duration::from_secs(5),
-        "teardown took {:?}",
-        signalled.elapsed()
-    );
 }
 
 /// Regression: after Ctrl-C the teardown still awaited QEMU's answer to
@@ -416,12 +419,7 @@ fn ctrl_c_against_a_qemu_that_never_answers_stops_it_at_once() {
     let guests = qemu_processes(dir.path());
     assert_eq!(guests.len(), 1, "{guests:?}");
     signal(guests[0], libc::SIGSTOP);
-    signal(child.id() as i32, libc::SIGINT);
-    let signalled = Instant::now();
-    let status = exit_within(&mut child, Duration::from_secs(30), dir.path());
-    let took = signalled.elapsed();
-    assert_eq!(status.and_then(|s| s.code()), Some(130), "after {took:?}");
-    assert!(took < Duration::from_secs(5), "teardown took {took:?}");
+    cancelled_at_once(&mut child, Duration::from_secs(30), dir.path());
     assert!(qemu_processes(dir.path()).is_empty());
 }
 

@@ -9,12 +9,13 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::util::{run, spawn_piped, spawn_silenced, wait_until};
 use crate::vm::{
-    emulator, exit_within, initrd_ignoring_the_power_button, machines, qemu_processes, signal,
-    vm_build, vm_build_into, wait_for_the_guest_s_network, Vm, WRONG_HOST_KEY,
+    cancelled_at_once, emulator, exit_within, initrd_ignoring_the_power_button, machines,
+    qemu_processes, signal, vm_build, vm_build_into, wait_for_the_guest_s_network, Vm,
+    WRONG_HOST_KEY,
 };
 
 /// Writes `dir/bin/qemu-system-x86_64`, a shell script with `body`, and
@@ -87,12 +88,7 @@ fn ctrl_c_under_a_wrapper_that_does_not_exec_qemu_stops_qemu_and_fruix_exits() {
     wait_for_the_guest_s_network(dir.path());
     // The wrapper and the emulator it runs.
     assert_eq!(qemu_processes(dir.path()).len(), 2);
-    signal(child.id() as i32, libc::SIGINT);
-    let signalled = Instant::now();
-    let status = exit_within(&mut child, Duration::from_secs(60), dir.path());
-    let took = signalled.elapsed();
-    assert_eq!(status.and_then(|s| s.code()), Some(130), "after {took:?}");
-    assert!(took < Duration::from_secs(5), "teardown took {took:?}");
+    cancelled_at_once(&mut child, Duration::from_secs(60), dir.path());
     assert_eq!(qemu_processes(dir.path()), Vec::<i32>::new());
 }
 
