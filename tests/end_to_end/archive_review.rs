@@ -13,9 +13,9 @@ use fruix_core::testing::{edit_header, object_at};
 use fruix_promote::object::{object_hash, ObjectIdentity};
 
 use crate::util::{
-    failed_with, fruix, promote_report, promoted_store, run_json, run_ok, run_with_deadline,
-    sample_root, snapshot, spawn_piped, store_export, store_import, verify_store,
-    wait_with_deadline,
+    failed_with, fruix, json_error, promote_report, promoted_store, run_json, run_ok,
+    run_with_deadline, sample_root, snapshot, spawn_piped, store_export, store_import,
+    verify_store, wait_with_deadline,
 };
 
 /// Exports the closure of a sample result root's bundle (unsigned) from
@@ -241,16 +241,11 @@ fn a_refused_import_leaves_an_empty_directory_empty() {
 }
 
 /// Regression: `store import DIR` failed as a system failure (exit 3,
-/// "failed to read the archive: Is a directory"), and `store export
-/// --output -` wrote a file named `-`, while import reads standard input
-/// for `-`. Both are the caller's mistakes: exit 2, naming the path, and
-/// nothing made.
+/// "failed to read the archive: Is a directory"): it is the caller's
+/// mistake, exit 2, naming the path, and nothing made.
 #[test]
-fn an_archive_that_is_a_directory_and_an_output_named_dash_are_refused() {
+fn an_archive_that_is_a_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, report) = promoted_store(dir.path());
-    let bundle = report["result_store"].as_str().unwrap();
-    let before = snapshot(&store);
     let into = dir.path().join("other");
     let folder = dir.path().join("folder");
     std::fs::create_dir(&folder).unwrap();
@@ -261,10 +256,41 @@ fn an_archive_that_is_a_directory_and_an_output_named_dash_are_refused() {
     let named = folder.display().to_string();
     failed_with("a directory", &out, 2, &[&named, "is a directory"]);
     assert!(!into.exists(), "no store made");
+}
+
+/// Regression: `store export --output -` first wrote a file named `-`,
+/// then was refused, while `store import -` reads standard input and
+/// `matrix export -o -` writes standard output. It is standard output: the
+/// same archive as without `--output`, and no file named `-`. With
+/// `--json`, whose report goes to standard output too, it is refused (exit
+/// 2), nothing written.
+#[test]
+fn an_export_to_output_dash_goes_to_standard_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, report) = promoted_store(dir.path());
+    let bundle = report["result_store"].as_str().unwrap();
+    let before = snapshot(&store);
     let work = tempfile::tempdir().unwrap();
-    let mut export = store_export(&store, Path::new("-"), &[], bundle);
-    let out = run_with_deadline(export.current_dir(work.path()), Duration::from_secs(60));
-    failed_with("--output -", &out, 2, &["--output -", "standard output"]);
+    let exported = |flags: &[&str]| {
+        let mut export = fruix();
+        export
+            .current_dir(work.path())
+            .args(["store", "export", "-r", "--store"])
+            .arg(&store)
+            .args(flags)
+            .arg(bundle);
+        run_with_deadline(&mut export, Duration::from_secs(60))
+    };
+    let plain = exported(&[]);
+    assert!(plain.status.success(), "{plain:?}");
+    let dash = exported(&["--output", "-"]);
+    assert!(dash.status.success(), "{dash:?}");
+    assert!(!dash.stdout.is_empty());
+    assert_eq!(dash.stdout, plain.stdout, "the same archive");
+    assert!(!work.path().join("-").exists(), "a file named -");
+    let out = exported(&["-o", "-", "--json"]);
+    failed_with("--json -o -", &out, 2, &["--json", "--output -"]);
+    json_error(&out, 2, "--json with --output -");
     assert!(!work.path().join("-").exists(), "a file named -");
     assert_eq!(snapshot(&store), before);
 }

@@ -152,10 +152,11 @@ pub struct ExportArgs {
     /// Export the objects' closures: everything they reference, transitively.
     #[arg(long, short = 'r')]
     pub recursive: bool,
-    /// Write the archive to FILE (created; never overwritten) instead of standard output.
+    /// Write the archive to FILE (created; never overwritten) instead of standard output (`-`:
+    /// standard output).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Print what was exported as JSON (needs --output).
+    /// Print what was exported as JSON (needs --output FILE).
     #[arg(long, requires = "output")]
     pub json: bool,
     #[command(flatten)]

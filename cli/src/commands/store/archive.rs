@@ -182,11 +182,19 @@ fn mode() -> Mode {
 }
 
 pub fn export_command(args: ExportArgs) -> CliResult {
-    if args.output.as_deref() == Some(Path::new("-")) {
-        return Err(CliError::usage(
-            "--output -: the archive goes to standard output without --output; give a file name",
-        ));
-    }
+    // `-` is standard output, as `store import -` reads standard input and
+    // `matrix export -o -` writes standard output: never a file named `-`.
+    let output = match args.output {
+        Some(path) if path == Path::new("-") => {
+            if args.json {
+                return Err(CliError::usage(
+                    "--json with --output -: the JSON report would go to standard output, with the archive; give --output a file name",
+                ));
+            }
+            None
+        }
+        output => output,
+    };
     // Ctrl-C, SIGTERM or SIGHUP ends a wait for a lock, and stops an export
     // to `--output` at its next object or file; one to standard output,
     // whose write may block on a reader that stopped, exits at once.
@@ -196,14 +204,14 @@ pub fn export_command(args: ExportArgs) -> CliResult {
         let to_stdout = to_stdout.clone();
         crate::signals::cancel_work(&progress, move || to_stdout.exit_if_running())?;
     }
-    let nothing = match args.output {
+    let nothing = match output {
         Some(_) => NO_ARCHIVE,
         None => "nothing was exported",
     };
     let store = open(&args.objects.store, None, false, nothing)?;
     let names = object_names(&store, &args.objects.paths)?;
     let order = export_order(&store, &names, args.recursive).map_err(from_promote)?;
-    let report = match &args.output {
+    let report = match &output {
         Some(path) => {
             // Cancelled before the archive is complete, its temporary goes,
             // and nothing is left at the final name.
@@ -247,7 +255,7 @@ pub fn export_command(args: ExportArgs) -> CliResult {
         }
     };
     // With the archive on stdout, nothing else goes there.
-    if args.output.is_some() {
+    if output.is_some() {
         let summary = format!(
             "exported {} object(s), {} bytes",
             report.objects.len(),
