@@ -280,16 +280,7 @@ fn a_state_report_or_man_directory_that_is_no_directory_is_invalid_input() {
 /// `fruix store generate-key` of a key named `name` into `dir`; the secret
 /// key's path and the public key.
 fn key(dir: &Path, name: &str) -> (PathBuf, String) {
-    let secret = dir.join(format!("{name}.sec"));
-    let public = dir.join(format!("{name}.pub"));
-    run_ok(
-        fruix()
-            .args(["store", "generate-key", "--name", name, "--secret-key"])
-            .arg(&secret)
-            .arg("--public-key")
-            .arg(&public),
-    );
-    let public = std::fs::read_to_string(&public).unwrap();
+    let (secret, public) = crate::signing::key(dir, name);
     (secret, public.trim().to_string())
 }
 

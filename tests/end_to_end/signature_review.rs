@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::signing::info;
 use crate::util::{
-    failed_with, fruix, promote_command, promote_report, run, run_failing, run_json, run_ok,
-    run_with_deadline, sample_root, store_export, store_import,
+    failed_with, fruix, generate_key, promote_command, promote_report, run, run_failing, run_json,
+    run_ok, run_with_deadline, sample_root, store_export, store_import,
 };
 use fruix_core::testing::edit_header;
 use fruix_promote::sign::SecretKey;
@@ -86,14 +86,7 @@ fn exported(dir: &Path, path: &str, name: &str) -> PathBuf {
 fn a_key_name_too_long_for_an_importable_signature_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (secret, public) = (dir.path().join("x.sec"), dir.path().join("x.pub"));
-    let generate = |name: &str| {
-        let mut cmd = fruix();
-        cmd.args(["store", "generate-key", "--name", name, "--secret-key"])
-            .arg(&secret)
-            .arg("--public-key")
-            .arg(&public);
-        cmd
-    };
+    let generate = |name: &str| generate_key(name, &secret, &public);
     let long = "a".repeat(LONGEST_KEY_NAME + 1);
     run_failing(
         &mut generate(&long),

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use fruix_promote::sign::{fingerprint, verify, PublicKey};
 use serde_json::Value;
 
-use crate::util::{fruix, promote_command, promote_report, run, run_json, run_ok, sample_root};
+use crate::util::{
+    fruix, generate_key, promote_command, promote_report, run, run_json, run_ok, sample_root,
+};
 
 /// A key pair `name` in `dir`: (secret key file, public key text).
 pub fn key(dir: &Path, name: &str) -> (PathBuf, String) {
@@ -16,13 +18,7 @@ pub fn key(dir: &Path, name: &str) -> (PathBuf, String) {
         dir.join(format!("{name}.sec")),
         dir.join(format!("{name}.pub")),
     );
-    let printed = run_ok(
-        fruix()
-            .args(["store", "generate-key", "--name", name, "--secret-key"])
-            .arg(&secret)
-            .arg("--public-key")
-            .arg(&public),
-    );
+    let printed = run_ok(&mut generate_key(name, &secret, &public));
     assert_eq!(printed, std::fs::read_to_string(&public).unwrap());
     assert_eq!(
         std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
@@ -64,11 +60,7 @@ fn promote_signs_with_its_key_and_store_sign_adds_signatures() {
     let (secret, public) = key(dir.path(), "builder-1");
     let (_, other) = key(dir.path(), "builder-2");
     // Keys are never overwritten.
-    let again = run(fruix()
-        .args(["store", "generate-key", "--name", "x", "--secret-key"])
-        .arg(&secret)
-        .arg("--public-key")
-        .arg(dir.path().join("x.pub")));
+    let again = run(&mut generate_key("x", &secret, &dir.path().join("x.pub")));
     assert_eq!(again.status.code(), Some(2), "{again:?}");
     let store = dir.path().join("store");
     let root = sample_root(dir.path(), "root");
