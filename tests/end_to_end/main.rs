@@ -7,7 +7,6 @@
 //! (`scripts/test.sh` installs them all).
 
 mod util;
-
 mod archive_bounds;
 mod archive_review;
 mod bad_input;
@@ -40,6 +39,7 @@ mod hostile_metadata;
 mod import_path_review;
 mod interrupts;
 mod json_paths;
+mod json_sweep_review;
 mod layout;
 mod matrix;
 mod matrix_export;
