@@ -282,7 +282,7 @@ pub struct BuildArgs {
     /// TARGET to build for (default: derived from --target-arch).
     #[arg(long, value_name = "T")]
     pub target: Option<String>,
-    /// Parallel make jobs, at least 1 (default: the number of CPUs of the machine that builds).
+    /// Parallel make jobs, 1 to 4096 (default: the number of CPUs of the machine that builds).
     #[arg(long, short, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub jobs: Option<u32>,
     /// Extra make argument, repeatable (e.g. -DNO_ROOT, WITH_REPRODUCIBLE_BUILD=yes).

@@ -211,8 +211,8 @@ pub struct SignArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Objects to verify (default: every object in the store). The pool is
-    /// verified in every case.
+    /// Objects to verify (default: every object in the store, and every pool
+    /// entry; with PATHs, the pool entries those objects link).
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Remove what is corrupt: objects, pool entries, and the result bundles
