@@ -120,13 +120,14 @@ fn not_run(e: clap::Error) -> Status {
         stdout_written(e.print());
         return Status::Success;
     }
+    let wants_json = args::refused_line_wants_json(&e);
     let refusal = args::refusal(e);
     if refusal.plain {
         eprintln!("{}", refusal.text.trim_end());
     } else {
         let _ = refusal.error.print();
     }
-    if args::refused_line_wants_json() {
+    if wants_json {
         exit::print_json_error(Status::Usage, refusal.message(), serde_json::Map::new());
     }
     Status::Usage

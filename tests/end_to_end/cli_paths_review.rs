@@ -520,6 +520,26 @@ fn flags_that_would_be_ignored_together_are_refused() {
     }
 }
 
+/// Regression: `store lst --json` (a misspelt subcommand) and `store list
+/// --json=true` (a value for the flag) printed nothing on stdout: a script
+/// reading the JSON got nothing to parse. Each gets its JSON usage error:
+/// a subcommand that is none counts as one of its siblings, which take
+/// `--json`; a command line without `--json` still gets none.
+#[test]
+fn a_misspelt_subcommand_or_a_json_value_still_gets_a_json_error() {
+    for (words, says) in [
+        (&["store", "lst", "--json"][..], "'lst'"),
+        (&["executors", "lst", "--json"][..], "'lst'"),
+        (&["store", "list", "--json=true"][..], "'true'"),
+    ] {
+        let out = run(fruix().args(words));
+        refused(&format!("{words:?}"), &out, true, &[says]);
+    }
+    let out = run(fruix().args(["store", "lst"]));
+    refused("store lst", &out, false, &["'lst'"]);
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
+
 /// Regression: a refused command line printed a JSON error whenever a word
 /// of it was `--json`, even for a command that takes no `--json` (`store
 /// serve`, `completions`, `fruix` alone), whose stdout is then not JSON

@@ -36,10 +36,22 @@ pub fn parse() -> Result<Cli, clap::Error> {
 }
 
 /// Whether a command line clap refused asked for JSON: the command it names
-/// takes `--json`, and `--json` is among its words (not given to a command
-/// without one, whose stdout is then not JSON). The command is found by
-/// parsing again, leniently: its name comes before anything refused.
-pub fn refused_line_wants_json() -> bool {
+/// takes `--json`, and `--json` (or `--json=VALUE`, which a flag refuses)
+/// is among its words (not given to a command without one, whose stdout is
+/// then not JSON). The command is found by parsing again, leniently: its
+/// name comes before anything refused. A subcommand that is not one
+/// (`store lst --json`, `error`'s kind says) counts as one of its siblings
+/// that takes `--json`.
+pub fn refused_line_wants_json(error: &clap::Error) -> bool {
+    let asked = std::env::args_os().skip(1).any(|word| {
+        let word = word.as_encoded_bytes();
+        word == b"--json" || word.starts_with(b"--json=")
+    });
+    let unknown = error.kind() == clap::error::ErrorKind::InvalidSubcommand;
+    asked && refused_command_takes_json(unknown)
+}
+
+fn refused_command_takes_json(or_a_sibling: bool) -> bool {
     let parsed = Cli::command()
         .ignore_errors(true)
         .try_get_matches_from(std::env::args_os());
@@ -55,8 +67,8 @@ pub fn refused_line_wants_json() -> bool {
         command = found;
         matches = sub;
     }
-    command.get_arguments().any(|a| a.get_id() == "json")
-        && std::env::args_os().any(|word| word == "--json")
+    let takes_json = |c: &clap::Command| c.get_arguments().any(|a| a.get_id() == "json");
+    takes_json(&command) || (or_a_sibling && command.get_subcommands().any(takes_json))
 }
 
 /// `command`, reading the environment as fruix does. An empty variable is
