@@ -8,14 +8,16 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::Duration;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
+use crate::signing::key;
 use crate::sshd::{bind_mounted_fruix, script, Sshd};
 use crate::util::{
-    failed_with, listing, object_names, promoted_store, require_tool, run_with_deadline,
-    ssh_store_copy, store_export,
+    failed_with, fixture_source, listing, object_names, on_store, promoted_store, require_tool,
+    run_json, run_ok, run_with_deadline, ssh_store_copy, store_export,
 };
+use fruix_core::testing::conformance::processes_mentioning;
 
 /// A store at `dir/store` holding the sample objects, and an SSH server to
 /// copy them through.
@@ -49,6 +51,11 @@ impl Peer {
     /// A `--remote-program` serving the store `dir/there` (made empty when
     /// missing) at this store's path, without signature checks.
     fn serving(&self, there: &str) -> PathBuf {
+        self.serving_with(there, "--no-check-sigs")
+    }
+
+    /// [`Peer::serving`], `store serve` given `flags` (shell words).
+    fn serving_with(&self, there: &str, flags: &str) -> PathBuf {
         let there = self.dir.path().join(there);
         std::fs::create_dir_all(&there).unwrap();
         let fruix = self.dir.path().join(format!("{}-fruix", there.display()));
@@ -56,7 +63,7 @@ impl Peer {
         let program = self.dir.path().join(format!("{}-serve", there.display()));
         script(
             &program,
-            &format!("#!/bin/sh\n{} \"$@\" --no-check-sigs\n", fruix.display()),
+            &format!("#!/bin/sh\n{} \"$@\" {flags}\n", fruix.display()),
         );
         program
     }
@@ -272,4 +279,65 @@ fn a_peer_that_ends_after_the_hello_ends_the_session_in_its_middle() {
         &["the other side closed the connection in the middle of the session (valid)"],
     );
     assert!(!stderr.contains("is fruix installed"), "{stderr}");
+}
+
+/// `bytes` bytes no compression shrinks (xorshift64, seeded by `seed`).
+fn incompressible(bytes: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut data = Vec::with_capacity(bytes + 8);
+    while data.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(bytes);
+    data
+}
+
+/// Regression: `copy --to` a store that refused a large archive (an
+/// unsigned object, the other side checking signatures) waited for the
+/// whole idle timeout, then failed as a timeout (exit 3): the other side
+/// had ended, but what was still to be sent waited for SSH window space
+/// it would never give. The copy fails now as refused (exit 4), the
+/// other side's words shown once, as soon as that side has ended, and
+/// nothing is left there.
+#[test]
+fn a_copy_to_refused_in_the_middle_of_a_large_archive_fails_at_once() {
+    let t = Peer::new();
+    // A source object whose archive outgrows what the connection and the
+    // other side's pipes hold unread (SSH windows of a few MiB).
+    let tree = t.dir.path().join("large-source");
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(fixture_source())
+            .arg(&tree),
+    );
+    std::fs::write(tree.join("large"), incompressible(4 << 20, 7)).unwrap();
+    let flags = ["--json", "--name", "large"];
+    let added = run_json(on_store(&["source", "add"], &flags, &t.store()).arg(&tree));
+    let large = PathBuf::from(added["store_path"].as_str().unwrap());
+    let (_, public) = key(t.dir.path(), "builder-1");
+    let flags = format!("--trusted-key {}", public.trim());
+    let program = t.serving_with("there", &flags);
+    let idle = Duration::from_secs(30);
+    let started = Instant::now();
+    let out = t.copy(
+        "--to",
+        &program,
+        &t.store(),
+        &["--idle-timeout", "30s"],
+        &large,
+    );
+    let took = started.elapsed();
+    let stderr = failed_with("refused", &out, 4, &["archive refused", "it is not signed"]);
+    assert!(took < idle / 2, "took {took:?}: {stderr}");
+    assert_eq!(stderr.matches("it is not signed").count(), 1, "{stderr}");
+    assert!(!stderr.contains("timed out"), "{stderr}");
+    let there = t.dir.path().join("there");
+    assert_eq!(object_names(&there), Vec::<String>::new());
+    fruix_core::testing::wait_until("no process serving the other store", || {
+        processes_mentioning(&there).is_empty()
+    });
 }

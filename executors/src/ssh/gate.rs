@@ -25,7 +25,8 @@
 //!   leaves no sender waiting for window space: once it has ended, what
 //!   could not be sent no longer matters. Nor is a failure to send judged
 //!   there: the channel's end says whether the command ended or the
-//!   connection was lost.
+//!   connection was lost. [`feed`] is that sender, and
+//!   [`SshSession::stdio`]'s stdin is sent by it too ([`fed_while`]).
 //! - [`Gate::stop`] stops the command from here. Once the gate is open, the
 //!   kill loop runs over its session, as for any cancelled remote command,
 //!   its output drained meanwhile; a command that said no session id has
@@ -198,14 +199,48 @@ async fn send(
     input: Arc<ChannelWriteHalf<Msg>>,
     data: Option<Box<dyn AsyncRead + Unpin + Send + '_>>,
 ) {
-    let sent = async {
-        input.data(format!("{GO}\n").as_bytes()).await?;
-        if let Some(data) = data {
-            input.data(data).await?;
-        }
-        input.eof().await
+    use tokio::io::AsyncReadExt;
+    let go = format!("{GO}\n").into_bytes();
+    let _ = match data {
+        Some(data) => feed(&input, go.as_slice().chain(data)).await,
+        None => feed(&input, go.as_slice()).await,
     };
-    let _ = sent.await;
+}
+
+/// How much of a command's stdin is read at once, to be sent in packets as
+/// large as the channel takes.
+const FEED_BUFFER: usize = 256 << 10;
+
+/// Sends `data` on `input` to its end, then the end of the stream; stops
+/// at the first failure. Polled only while the channel is open (see the
+/// module docs): a command that ended leaves it waiting for window space
+/// it will never get, and it is dropped.
+async fn feed(
+    input: &ChannelWriteHalf<Msg>,
+    data: impl AsyncRead + Unpin,
+) -> std::result::Result<(), russh::Error> {
+    let mut data = tokio::io::BufReader::with_capacity(FEED_BUFFER, data);
+    tokio::io::copy_buf(&mut data, &mut input.make_writer()).await?;
+    input.eof().await
+}
+
+/// Runs `reading` (a channel read to its end) while [`feed`] sends `data`
+/// on the channel's `input`: the sending is dropped once the reading ends,
+/// whatever it still waits for, so the channel's end ends both.
+pub(super) async fn fed_while<T>(
+    input: &ChannelWriteHalf<Msg>,
+    data: impl AsyncRead + Unpin,
+    reading: impl Future<Output = T>,
+) -> T {
+    let sending = feed(input, data);
+    tokio::pin!(sending, reading);
+    let mut sent = false;
+    loop {
+        tokio::select! {
+            ended = &mut reading => return ended,
+            _ = &mut sending, if !sent => sent = true,
+        }
+    }
 }
 
 /// Runs `work` while reading `output` to its end, what it says dropped.

@@ -35,7 +35,9 @@
 //!   cancelled before it was started is not started.
 //!   [`SshSession::stdio`] is the exception: it hands over the command's
 //!   streams as they are, with neither gate nor lifeline; its caller stops
-//!   it by its [`RemoteSessionId`].
+//!   it by its [`RemoteSessionId`]. Its stdin is sent as a gated
+//!   command's is, though: once the command ended, nothing waits for room
+//!   to send the rest of it.
 //! - The loop never signals another session that came to have the same id.
 //!   While any member of the session lives, its id cannot be given to a new
 //!   process (Linux keeps the `struct pid`; FreeBSD's `fork_findpid` checks
@@ -436,8 +438,10 @@ pub struct RemoteStdio {
     /// The command's stdout, byte for byte (neither split into lines nor
     /// capped); end-of-file once the remote side closes it.
     pub stdout: tokio::io::DuplexStream,
-    /// The command's stdin, written under SSH flow control; shutting it
-    /// down sends end-of-file.
+    /// The command's stdin, written under SSH flow control (through a
+    /// buffer of the same size as stdout's); shutting it down sends
+    /// end-of-file. Once the channel closed, a write fails
+    /// ([`std::io::ErrorKind::BrokenPipe`]) instead of waiting for room.
     pub stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
     /// Ends when the channel closes: stderr's last [`OUTPUT_TAIL_LINES`]
     /// lines, and the exit (`None` when the channel closed without one: the
@@ -468,15 +472,17 @@ impl SshSession {
     pub async fn stdio(&self, script: &str, buffer: usize) -> Result<RemoteStdio> {
         let channel = self.exec(wrap(script)).await?;
         let (mut read, write) = channel.split();
-        let stdin = Box::pin(write.make_writer());
+        // Sent as a gated command's stdin is (`ssh::gate`): a command that
+        // ended without reading it all leaves no writer waiting for window
+        // space, which its end never gives: once the channel ended, a write
+        // fails (the other end of this pipe is gone).
+        let (stdin, fed) = tokio::io::duplex(buffer);
         let (ours, stdout) = tokio::io::duplex(buffer);
         let max_line = self.max_line_bytes;
         let session = RemoteSessionId::default();
         let said = session.0.clone();
         let finished = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
-            // The write half lives as long as the channel is read.
-            let _write = write;
             let mut out = Some(ours);
             let (mut tail, mut err) = (
                 Tail::new(OUTPUT_TAIL_LINES),
@@ -495,34 +501,37 @@ impl SshSession {
                 }
             };
             let mut exit = None;
-            while let Some(msg) = read.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => {
-                        if let Some(o) = &mut out {
-                            if o.write_all(&data).await.is_err() {
-                                out = None; // the reader is gone
+            let reading = async {
+                while let Some(msg) = read.wait().await {
+                    match msg {
+                        ChannelMsg::Data { data } => {
+                            if let Some(o) = &mut out {
+                                if o.write_all(&data).await.is_err() {
+                                    out = None; // the reader is gone
+                                }
                             }
                         }
+                        ChannelMsg::ExtendedData { data, ext: 1 } => {
+                            err.push(&data, |l| keep(l, &mut tail));
+                        }
+                        ChannelMsg::Eof => out = None,
+                        ChannelMsg::ExitStatus { exit_status } => {
+                            exit = Some(RemoteExit::Code(exit_status));
+                        }
+                        ChannelMsg::ExitSignal { signal_name, .. } => {
+                            exit = Some(RemoteExit::Signal(signal_label(&signal_name)));
+                        }
+                        _ => {}
                     }
-                    ChannelMsg::ExtendedData { data, ext: 1 } => {
-                        err.push(&data, |l| keep(l, &mut tail));
-                    }
-                    ChannelMsg::Eof => out = None,
-                    ChannelMsg::ExitStatus { exit_status } => {
-                        exit = Some(RemoteExit::Code(exit_status));
-                    }
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        exit = Some(RemoteExit::Signal(signal_label(&signal_name)));
-                    }
-                    _ => {}
                 }
-            }
+            };
+            super::gate::fed_while(&write, fed, reading).await;
             err.finish(|l| keep(l, &mut tail));
             (tail, exit)
         });
         Ok(RemoteStdio {
             stdout,
-            stdin,
+            stdin: Box::pin(stdin),
             finished,
             session,
         })

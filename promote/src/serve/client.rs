@@ -40,12 +40,34 @@ impl ServingSide for &std::os::unix::net::UnixStream {
     }
 }
 
+/// A writer that remembers whether a write or flush to it failed: the
+/// other side gone, rather than what was being written failing here.
+struct Watched<W> {
+    inner: W,
+    failed: bool,
+}
+
+impl<W: Write> Write for Watched<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf);
+        self.failed |= written.is_err();
+        written
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = self.inner.flush();
+        self.failed |= flushed.is_err();
+        flushed
+    }
+}
+
 /// The client side of a session with a serving store.
 pub struct Client<R, W> {
     input: R,
     output: W,
     /// The serving store's path.
     pub store: PathBuf,
+    /// Whether the other side answered a request with an error.
+    answered_error: bool,
 }
 
 /// What went wrong on the other side (the store at `store`, once known),
@@ -88,27 +110,40 @@ fn shown(message: &str) -> String {
     format!("{}{cut}", fruix_core::escape::line(&message[..end]))
 }
 
+impl<R, W> Client<R, W> {
+    /// Whether the other side answered a request with an error: the error
+    /// a call returned is then the other side's own words (which it may
+    /// also have said on its stderr), not something that failed here.
+    pub fn answered_error(&self) -> bool {
+        self.answered_error
+    }
+}
+
 impl<R: BufRead, W: ServingSide> Client<R, W> {
     /// Greets the server on `input` (its output) and `output` (its input).
     /// A server with no store at the path it was given answers so:
     /// [`Error::NoStore`] with that path, which is the other machine's.
     pub fn start(mut input: R, mut output: W) -> Result<Client<R, W>> {
-        write_json(&mut output, &Request::Hello { version: VERSION })?;
-        let hello: Hello = Self::read_answer(&mut input, None, "hello")?;
+        if let Err(e) = write_json(&mut output, &Request::Hello { version: VERSION }) {
+            return Err(Self::not_taken(&mut input, None, "hello", e).0);
+        }
+        let hello: Hello = Self::read_answer(&mut input, None, "hello")??;
         Ok(Client {
             input,
             output,
             store: hello.store,
+            answered_error: false,
         })
     }
 
     /// The next answer, to the request `op`; `store` is the serving
-    /// store's path, once known (once the hello is answered).
+    /// store's path, once known (once the hello is answered). The inner
+    /// error is the other side's answer; the outer one, no answer read.
     fn read_answer<T: for<'de> Deserialize<'de>>(
         input: &mut R,
         store: Option<&Path>,
         op: &str,
-    ) -> Result<T> {
+    ) -> Result<Result<T>> {
         let line = read_line(input, MAX_LINE)?.ok_or_else(|| {
             protocol_error(match store {
                 None => "the other side closed the connection without answering (is fruix installed there, and on PATH? see --remote-program)".to_string(),
@@ -116,8 +151,8 @@ impl<R: BufRead, W: ServingSide> Client<R, W> {
             })
         })?;
         match serde_json::from_slice::<Answer<T>>(&line) {
-            Ok(Answer::Ok(value)) => Ok(value),
-            Ok(Answer::Error(e)) => Err(remote(e, store)),
+            Ok(Answer::Ok(value)) => Ok(Ok(value)),
+            Ok(Answer::Error(e)) => Ok(Err(remote(e, store))),
             Err(e) => Err(protocol_error(format!(
                 "bad answer ({e}): {}",
                 String::from_utf8_lossy(&line[..line.len().min(200)])
@@ -136,8 +171,18 @@ impl<R: BufRead, W: ServingSide> Client<R, W> {
                 )));
             }
         }
-        write_json(&mut self.output, request)?;
-        Self::read_answer(&mut self.input, Some(&self.store), request.op())
+        if let Err(e) = write_json(&mut self.output, request) {
+            return Err(self.unwritten(request.op(), e));
+        }
+        self.answer(request.op())
+    }
+
+    /// The next answer, to the request `op` (as [`Client::read_answer`]),
+    /// noting an error answer ([`Client::answered_error`]).
+    fn answer<T: for<'de> Deserialize<'de>>(&mut self, op: &str) -> Result<T> {
+        let answer = Self::read_answer(&mut self.input, Some(&self.store), op)?;
+        self.answered_error |= answer.is_err();
+        answer
     }
 
     /// Those of `names` the other store holds.
@@ -184,12 +229,43 @@ impl<R: BufRead, W: ServingSide> Client<R, W> {
         names: &[String],
         progress: Option<&fruix_core::manifest::Progress>,
     ) -> Result<(ExportReport, ImportReport)> {
-        write_json(&mut self.output, &Request::Import)?;
-        let sent = export(store, names, &mut self.output, progress)?;
-        self.output.flush().map_err(cannot_write)?;
-        let imported: ImportReport =
-            Self::read_answer(&mut self.input, Some(&self.store), Request::Import.op())?;
+        let op = Request::Import.op();
+        if let Err(e) = write_json(&mut self.output, &Request::Import) {
+            return Err(self.unwritten(op, e));
+        }
+        let mut output = Watched {
+            inner: &mut self.output,
+            failed: false,
+        };
+        let sent = export(store, names, &mut output, progress)
+            .and_then(|sent| output.flush().map_err(cannot_write).map(|()| sent));
+        let sent = match sent {
+            Ok(sent) => sent,
+            // Not the archive's failing here: the other side's.
+            Err(e) if output.failed => return Err(self.unwritten(op, e)),
+            Err(e) => return Err(e),
+        };
+        let imported: ImportReport = self.answer(op)?;
         Ok((sent, imported))
+    }
+
+    /// What the request `op`, which the other side did not take (the
+    /// write `e` failed: it ended, or stopped reading), fails with: its
+    /// answer's error (why it did not), or how it ended, once read; else
+    /// `e`. Whether it answered with an error goes with it.
+    fn not_taken(input: &mut R, store: Option<&Path>, op: &str, e: Error) -> (Error, bool) {
+        match Self::read_answer::<serde::de::IgnoredAny>(input, store, op) {
+            Ok(Err(answered)) => (answered, true),
+            Ok(Ok(_)) => (e, false),
+            Err(ended) => (ended, false),
+        }
+    }
+
+    /// [`Client::not_taken`] once the session started.
+    fn unwritten(&mut self, op: &str, e: Error) -> Error {
+        let (e, answered) = Self::not_taken(&mut self.input, Some(&self.store), op, e);
+        self.answered_error |= answered;
+        e
     }
 
     /// Fetches `names` from the other store (which sends references first) into
@@ -314,6 +390,7 @@ mod tests {
             input.extend(answers.concat());
             let server = Server {
                 requests: Vec::new(),
+                takes: usize::MAX,
                 input_ended: false,
                 ends,
             };
@@ -362,13 +439,19 @@ mod tests {
     /// written, and whether it was ended), and how it ends.
     struct Server {
         requests: Vec<u8>,
+        /// How many bytes it reads before it ends: a write past them fails.
+        takes: usize,
         input_ended: bool,
         ends: Ends,
     }
 
     impl Write for Server {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.requests.write(buf)
+            let room = self.takes.saturating_sub(self.requests.len());
+            if room == 0 {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            self.requests.write(&buf[..buf.len().min(room)])
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
@@ -591,5 +674,48 @@ mod tests {
         }
         assert!(e.to_string().contains("on the other machine"), "{e}");
         assert!(t.objects().is_empty(), "{:?}", t.objects());
+    }
+
+    /// Regression: a server that refused an import before it read all of
+    /// its archive (then ended: the rest could not be written) failed the
+    /// send as a failed write. Its answer is the error now, said to be its
+    /// own; one that ended without answering ended the session in its
+    /// middle.
+    #[test]
+    fn an_import_refused_before_its_archive_was_all_written_fails_as_answered() {
+        let t = Exported::new();
+        let there = Store::open(&t.dir.join("there")).unwrap();
+        let refused = Error::ArchiveRefused {
+            object: None,
+            problem: ArchiveProblem::Untrusted,
+            message: "it is not signed".into(),
+        };
+        let mut answer = serde_json::to_vec(&answer_error(&refused)).unwrap();
+        answer.push(b'\n');
+        let names = [t.world.clone()];
+        let answers: [&[&[u8]]; 2] = [&[&answer], &[]];
+        for (n, answers) in answers.into_iter().enumerate() {
+            let mut client = t.client(answers, Ok(()));
+            client.output.takes = client.output.requests.len() + 100;
+            let e = client.send(&there, &names, None).unwrap_err();
+            assert_eq!(client.answered_error(), n == 0, "{e}");
+            match n {
+                0 => assert!(
+                    matches!(
+                        e,
+                        Error::ArchiveRefused {
+                            problem: ArchiveProblem::Untrusted,
+                            ..
+                        }
+                    ),
+                    "{e}"
+                ),
+                _ => assert!(
+                    e.to_string()
+                        .contains("in the middle of the session (import)"),
+                    "{e}"
+                ),
+            }
+        }
     }
 }

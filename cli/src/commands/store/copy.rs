@@ -55,6 +55,9 @@ struct CopyReport {
 enum Failed {
     /// As a store operation or the protocol fails.
     Store(fruix_promote::Error),
+    /// The other side answered a request with this error: its own words,
+    /// which its stderr repeats (not shown again).
+    Answered(fruix_promote::Error),
     /// The other side's `store serve` has no store at this path (the
     /// other machine's): its answer to the hello said so.
     NoRemoteStore(PathBuf),
@@ -70,6 +73,14 @@ enum Failed {
         e: fruix_promote::Error,
         imported: usize,
     },
+}
+
+/// `e`, from a request to `client`: the other side's when it answered it.
+fn answered<R, W>(client: &Client<R, W>, e: fruix_promote::Error) -> Failed {
+    match client.answered_error() {
+        true => Failed::Answered(e),
+        false => Failed::Store(e),
+    }
 }
 
 impl From<fruix_promote::Error> for Failed {
@@ -286,8 +297,8 @@ fn copy_with(
             }
             let (objects, sent, bytes) = if direction == "to" {
                 let order = export_order(store, &names, recursive)?;
-                let there: std::collections::HashSet<String> =
-                    client.valid(&order)?.into_iter().collect();
+                let valid = client.valid(&order).map_err(|e| answered(&client, e))?;
+                let there: std::collections::HashSet<String> = valid.into_iter().collect();
                 let missing: Vec<String> = order
                     .iter()
                     .filter(|n| !there.contains(*n))
@@ -299,7 +310,8 @@ fn copy_with(
                     let (exported, _) =
                         with_progress(mode, ("copy", "files"), progress, None, || {
                             client.send(store, &missing, Some(progress))
-                        })?;
+                        })
+                        .map_err(|e| answered(&client, e))?;
                     (exported.objects, exported.bytes)
                 };
                 let imported = sent.len();
@@ -309,7 +321,7 @@ fn copy_with(
                 (order.len(), sent, bytes)
             } else {
                 let order = if recursive {
-                    client.closure(&names)?
+                    client.closure(&names).map_err(|e| answered(&client, e))?
                 } else {
                     names.clone()
                 };
@@ -338,7 +350,8 @@ fn copy_with(
                     };
                     let imported = with_progress(mode, ("copy", "files"), progress, None, || {
                         client.fetch(store, &missing, &options)
-                    })?;
+                    })
+                    .map_err(|e| answered(&client, e))?;
                     let mut sent = imported.imported;
                     sent.extend(imported.present);
                     (sent, imported.bytes)
@@ -423,9 +436,12 @@ fn copy_with(
             e => e,
         });
         outcome.map_err(|e| {
-            let (e, unclean) = match e {
-                Failed::Store(e) => (e, None),
-                Failed::Unclean { e, imported } => (e, Some(imported)),
+            // An error the other side answered is its own words: its
+            // stderr, which says them again, is not shown.
+            let (e, unclean, answered) = match e {
+                Failed::Store(e) => (e, None, false),
+                Failed::Answered(e) => (e, None, true),
+                Failed::Unclean { e, imported } => (e, Some(imported), false),
                 // The other side's own words (its stderr) speak of its
                 // `--store`: not shown.
                 Failed::OtherStore(path) => {
@@ -458,7 +474,7 @@ fn copy_with(
                 Some(exit) => !exit.success(),
                 None => unclean.is_some(),
             };
-            if !tail.is_empty() || shown {
+            if !answered && (!tail.is_empty() || shown) {
                 let how = match (&exit, stalled) {
                     (_, true) => "had not ended when the connection was closed".to_string(),
                     (_, false) if waited_out => format!(
