@@ -6,7 +6,6 @@
 //! A missing tool fails the test that needs it, naming the package to install
 //! (`scripts/test.sh` installs them all).
 
-mod util;
 mod archive_bounds;
 mod archive_review;
 mod bad_input;
@@ -90,6 +89,7 @@ mod store_verify_review;
 mod store_writer_review;
 mod terminal;
 mod trust_review;
+mod util;
 mod vm;
 mod vm_console_review;
 mod vm_stale;
