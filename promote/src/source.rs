@@ -235,19 +235,26 @@ pub struct StoredTree<'a> {
 impl StoredTree<'_> {
     /// The entries of the manifest whose line `keep` accepts, parsed.
     fn entries(&self, keep: &dyn Fn(&str) -> bool) -> Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        self.each_entry(keep, &mut |entry| entries.push(entry))?;
+        Ok(entries)
+    }
+
+    /// Hands `take` each entry whose manifest line `keep` keeps, parsed, as
+    /// the manifest is read: memory is one line's, whatever the tree's size.
+    fn each_entry(&self, keep: &dyn Fn(&str) -> bool, take: &mut dyn FnMut(Entry)) -> Result<()> {
         let manifest = self.manifest;
         let lines = BufReader::new(File::open(manifest).with_path("open", manifest)?);
-        let mut entries = Vec::new();
         for line in lines.lines() {
             let line = line.with_path("read", manifest)?;
             if keep(&line) {
                 let entry = parse_line(&line).map_err(|m| {
                     fruix_core::Error::system(format!("{}: {m}", escape::path(manifest)))
                 })?;
-                entries.push(entry);
+                take(entry);
             }
         }
-        Ok(entries)
+        Ok(())
     }
 
     /// The bytes stored of the file at `relative` (slash-separated) in the
@@ -293,20 +300,23 @@ impl StoredTree<'_> {
 
     /// The symlinks stored that lead out of the tree.
     fn links_leaving_tree(&self) -> Result<LinksLeavingTree> {
-        // Every entry, parsed: its kind, not its line's text, says a link.
-        let entries = self.entries(&|_| true)?;
-        let targets: HashMap<&[u8], &[u8]> = entries
+        // Every entry parsed, the links alone kept (memory grows with the
+        // links, not the tree): its kind, not its line's text, says a link.
+        let mut links = Vec::new();
+        self.each_entry(&|_| true, &mut |entry| {
+            if let EntryKind::Symlink { target } = entry.kind {
+                links.push((entry.path, target));
+            }
+        })?;
+        let targets: HashMap<&[u8], &[u8]> = links
             .iter()
-            .filter_map(|e| match &e.kind {
-                EntryKind::Symlink { target } => Some((&e.path[..], &target[..])),
-                _ => None,
-            })
+            .map(|(path, target)| (&path[..], &target[..]))
             .collect();
         let mut leaving = LinksLeavingTree::default();
-        for link in entries.iter().filter(|e| targets.contains_key(&e.path[..])) {
-            if leaves_tree(link.path.as_slice(), &targets) {
+        for (path, _) in &links {
+            if leaves_tree(path, &targets) {
                 leaving.count += 1;
-                leaving.first.get_or_insert_with(|| link.path.clone());
+                leaving.first.get_or_insert_with(|| path.clone());
             }
         }
         Ok(leaving)
