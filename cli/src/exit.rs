@@ -62,20 +62,16 @@ impl CliError {
 static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Says whether the command prints its results, a failure included, as
-/// JSON (see [`print_failure`]).
+/// JSON (see [`print_failure_with`]).
 pub fn set_json(json: bool) {
     JSON.store(json, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// A failure, as every command says it: `fruix: error: MESSAGE` on stderr
 /// (`message` already escaped for the terminal), and under `--json` one
-/// JSON object on stdout:
-/// `{"error":{"kind":"usage","exit_status":2,"message":"..."}}`.
-pub fn print_failure(status: Status, message: &str) {
-    print_failure_with(status, message, serde_json::Map::new());
-}
-
-/// [`print_failure`], with `details` added to the JSON error object.
+/// JSON object on stdout,
+/// `{"error":{"kind":"usage","exit_status":2,"message":"..."}}`, with
+/// `details` added to it (what the command did before it failed).
 pub fn print_failure_with(
     status: Status,
     message: &str,
@@ -87,7 +83,7 @@ pub fn print_failure_with(
     }
 }
 
-/// The JSON error object of [`print_failure`], with `details` besides its
+/// The JSON error object of [`print_failure_with`], with `details` besides its
 /// `kind`, `exit_status` and `message`.
 pub fn print_json_error(
     status: Status,
@@ -103,10 +99,14 @@ pub fn print_json_error(
 }
 
 /// Ends the process at once with `status`, saying `message` as every
-/// failure is said ([`print_failure`]): from the signal thread, when what
-/// runs cannot be waited for.
-pub fn exit_now(status: Status, message: &str) -> ! {
-    print_failure(status, message);
+/// failure is said ([`print_failure_with`], with `details`): from the
+/// signal thread, when what runs cannot be waited for.
+pub fn exit_now(
+    status: Status,
+    message: &str,
+    details: serde_json::Map<String, serde_json::Value>,
+) -> ! {
+    print_failure_with(status, message, details);
     std::process::exit(status.code().into())
 }
 
@@ -136,6 +136,44 @@ pub fn promote(e: &fruix_promote::Error) -> Status {
 }
 
 pub type CliResult<T = Status> = Result<T, CliError>;
+
+/// Maps a failed run to its status, printing the log tail of a failed step
+/// or command (build or system failure alike).
+pub fn run_error(e: CoreError) -> CliError {
+    if let Some(tail) = e.log().map(|l| &l.tail).filter(|t| !t.is_empty()) {
+        eprintln!("--- last {} log lines ---", tail.len());
+        for line in tail {
+            eprintln!("{}", fruix_core::escape::line(line));
+        }
+        eprintln!("---");
+    }
+    // A request or configuration an executor refuses (its private key file
+    // too) is the caller's input (2); other bad input met during a run is
+    // a result root that does not validate (4).
+    let status = match (&e, e.failure()) {
+        (
+            CoreError::InvalidRequest { .. }
+            | CoreError::InvalidConfig { .. }
+            | CoreError::InvalidIdentity { .. },
+            _,
+        ) => Status::Usage,
+        (_, fruix_core::Failure::Input) => Status::PromotionFailure,
+        _ => before_run(&e),
+    };
+    CliError::new(status, e)
+}
+
+/// A build's source refused
+/// ([`fruix_matrix::request::check_source_in_store`]): one that the store
+/// holds inconsistently (its directory gone) is said as the `store`
+/// commands say it, with their status (4); anything else as the matrix
+/// says it.
+pub fn source_refused(e: fruix_matrix::Error) -> CliError {
+    match e {
+        fruix_matrix::Error::Source(e) => from_promote(*e),
+        e => from_matrix(e),
+    }
+}
 
 /// Wraps a promote error with its status.
 pub fn from_promote(e: fruix_promote::Error) -> CliError {

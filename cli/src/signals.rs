@@ -2,7 +2,8 @@
 //! runs (it cleans up and exits 130); a second, while that cleanup runs,
 //! kills the build steps still running here, removes the files registered
 //! to be removed at a fast exit and names those left ([`fruix_core::at_exit`]),
-//! and exits at once with 130.
+//! and exits at once with 130, its JSON error carrying what the command
+//! registered for it ([`DetailsAtFastExit`]: a build's `result_root`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -157,7 +158,41 @@ fn fast_exit(message: &str) -> ! {
         }
         said
     });
-    crate::exit::exit_now(Status::Cancelled, &said)
+    let details = fast_exit_details().as_ref().map(|d| d());
+    crate::exit::exit_now(Status::Cancelled, &said, details.unwrap_or_default())
+}
+
+/// Members of the JSON error object, made when a fast exit says them.
+type Details = Box<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send>;
+
+/// What a fast exit adds to its JSON error object ([`DetailsAtFastExit`]).
+static FAST_EXIT_DETAILS: Mutex<Option<Details>> = Mutex::new(None);
+
+fn fast_exit_details() -> std::sync::MutexGuard<'static, Option<Details>> {
+    FAST_EXIT_DETAILS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// While held, a fast exit (a second signal) adds the members that its
+/// function makes then to its JSON error object: those the command's own
+/// failure would have had (a cancelled build's `result_root` and `logs`).
+/// One command holds one at a time.
+#[must_use = "dropping it forgets the details at once"]
+pub struct DetailsAtFastExit(());
+
+impl DetailsAtFastExit {
+    /// Makes `details` what a fast exit adds, until this is dropped.
+    pub fn new(
+        details: impl Fn() -> serde_json::Map<String, serde_json::Value> + Send + 'static,
+    ) -> Self {
+        *fast_exit_details() = Some(Box::new(details));
+        DetailsAtFastExit(())
+    }
+}
+
+impl Drop for DetailsAtFastExit {
+    fn drop(&mut self) {
+        *fast_exit_details() = None;
+    }
 }
 
 /// What a fast exit does with `path` (`what`), to be `fate`, and says of

@@ -310,6 +310,18 @@ pub enum Error {
         /// executor's own check.
         message: String,
     },
+    /// A private key file the caller named (an SSH identity: `--identity`,
+    /// the `identity` configuration key, a machine's `private-key`) cannot
+    /// be used: it is not there, not a regular file, not a private key, or
+    /// encrypted without its passphrase. Nothing was sent with it; the
+    /// caller's to fix, as a configuration is.
+    #[error("cannot use identity {} (the private key file of --identity, the `identity` configuration key or a machine's `private-key`): {problem}", escape::path(path))]
+    InvalidIdentity {
+        /// The key file, as given.
+        path: PathBuf,
+        /// What is wrong with it and what to give instead.
+        problem: String,
+    },
     /// The build request is not acceptable.
     #[error("invalid build request: {message}")]
     InvalidRequest {
@@ -454,6 +466,7 @@ impl Error {
             | Error::UnknownExecutor { .. }
             | Error::DuplicateExecutor { .. }
             | Error::InvalidConfig { .. }
+            | Error::InvalidIdentity { .. }
             | Error::InvalidRequest { .. }
             | Error::LimitExceeded { .. }
             | Error::UnknownMachine { .. } => Failure::Input,

@@ -16,6 +16,7 @@ use fruix_core::executor::{base_artifacts, BuildRequest};
 use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
 use fruix_freebsd::source::check_source_tree;
 pub use fruix_freebsd::source::{branch_of, target_of};
+use fruix_promote::verify::resolve_object;
 
 use crate::{Error, Result};
 
@@ -118,6 +119,29 @@ pub fn check_source(source: &Path) -> Result<PathBuf> {
         e => invalid(&dir, e.to_string()),
     })?;
     Ok(dir)
+}
+
+/// [`check_source`] of a source given for a build into the store at
+/// `store`: one naming an object the store registers but whose directory
+/// is gone is the store's inconsistency, said as every command that names
+/// such an object says it ([`resolve_object`]'s
+/// [`fruix_promote::Error::Inconsistent`], in [`Error::Source`]), not a
+/// missing tree. The store is read only for a source refused.
+pub fn check_source_in_store(source: &Path, store: &Path) -> Result<PathBuf> {
+    check_source(source).map_err(|e| match gone_object(source, store) {
+        Some(gone) => Error::Source(Box::new(gone)),
+        None => e,
+    })
+}
+
+/// The inconsistency of `source`, when it names an object of the store at
+/// `store` that the store registers but whose directory is gone.
+fn gone_object(source: &Path, store: &Path) -> Option<fruix_promote::Error> {
+    let store = fruix_promote::Store::open_for_reading(store).ok()?;
+    match resolve_object(&store, source) {
+        Err(e @ fruix_promote::Error::Inconsistent { .. }) => Some(e),
+        _ => None,
+    }
 }
 
 /// The FreeBSD name and version (`REVISION-BRANCH`) the source's

@@ -100,7 +100,7 @@ fn encrypted_key_takes_its_passphrase_from_the_named_variable() {
             .env("FRUIX_TEST_PASSPHRASE", "wrong");
     });
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("FRUIX_TEST_PASSPHRASE") || stderr.contains("passphrase"),
         "{stderr}"

@@ -15,8 +15,9 @@ use fruix_core::machines::{Machine, Machines};
 use fruix_core::manifest::{Cancelled, Progress};
 use fruix_core::promotion::{BuildPolicy, SourceStore};
 use fruix_core::run_id::{allocate_run_dir, format_run_id};
-use fruix_core::Error as CoreError;
-use fruix_matrix::request::{check_source, default_jobs, freebsd_base, with_arch, BuildOptions};
+use fruix_matrix::request::{
+    check_source_in_store, default_jobs, freebsd_base, with_arch, BuildOptions,
+};
 use fruix_promote::sign::PublicKey;
 use fruix_promote::source::check_source_untouched;
 use fruix_promote::store::MadeStore;
@@ -36,7 +37,8 @@ use crate::commands::source::source_object;
 use crate::commands::store::keys::signing_key;
 use crate::defaults;
 use crate::display::{json_path, show_events, Mode};
-use crate::exit::{self, from_matrix, from_promote, CliError, CliResult, Status};
+pub(crate) use crate::exit::run_error;
+use crate::exit::{self, from_matrix, from_promote, source_refused, CliError, CliResult, Status};
 
 /// Validated `fruix build` arguments, ready to construct the request.
 struct BuildPlan {
@@ -172,6 +174,8 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
     };
     // A fast exit (a second Ctrl-C during the build's cleanup) names it.
     let at_exit = AtExit::left("the build's result root, unfinished", &plan.result_root);
+    let root = plan.result_root.clone();
+    let details = crate::signals::DetailsAtFastExit::new(move || kept_details(&root));
     let outcome = run_executor_within(
         executor,
         plan.request.clone(),
@@ -181,7 +185,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         limits,
     )
     .await;
-    drop(at_exit);
+    drop((at_exit, details));
     // The machine's slot is free again once the build ended: promotion
     // runs on this host.
     drop(slot);
@@ -326,51 +330,42 @@ fn machine_signer(file: &Path, machine: &Machine) -> CliResult<Option<(String, P
     Ok(Some((machine.name.clone(), key)))
 }
 
-/// Maps a failed run to its status, printing the log tail of a failed step
-/// or command (build or system failure alike).
-pub(crate) fn run_error(e: CoreError) -> CliError {
-    if let Some(tail) = e.log().map(|l| &l.tail).filter(|t| !t.is_empty()) {
-        eprintln!("--- last {} log lines ---", tail.len());
-        for line in tail {
-            eprintln!("{}", escape::line(line));
-        }
-        eprintln!("---");
-    }
-    // A request an executor refuses is the caller's input (2); other bad
-    // input met during a run is a result root that does not validate (4).
-    let status = match (&e, e.failure()) {
-        (CoreError::InvalidRequest { .. } | CoreError::InvalidConfig { .. }, _) => Status::Usage,
-        (_, fruix_core::Failure::Input) => Status::PromotionFailure,
-        _ => exit::before_run(&e),
-    };
-    CliError::new(status, e)
-}
-
 /// `e`, when it is the build's cancellation, saying what the build kept:
 /// its result root, still marked unfinished, and the root's `logs/` when
 /// there is one; under `--json` also as the error object's `result_root`
-/// and `logs`.
+/// and `logs` ([`kept_details`]).
 fn kept_when_cancelled(e: CliError, root: &Path) -> CliError {
-    if e.status != Status::Cancelled || root.symlink_metadata().is_err() {
+    let kept = kept_details(root);
+    if e.status != Status::Cancelled || kept.is_empty() {
         return e;
     }
-    let logs = root.join("logs");
-    let logs = logs
-        .symlink_metadata()
-        .is_ok_and(|m| m.is_dir())
-        .then_some(logs);
     let mut hint = format!(
         "the result root {} was kept, marked unfinished (it cannot be promoted)",
         escape::path(root)
     );
-    if let Some(logs) = &logs {
-        hint.push_str(&format!("; its logs are in {}", escape::path(logs)));
+    if kept.contains_key("logs") {
+        let logs = root.join("logs");
+        hint.push_str(&format!("; its logs are in {}", escape::path(&logs)));
     }
-    let kept = exit::when_cancelled(e, hint).with_detail("result_root", json_path(root));
-    match &logs {
-        Some(logs) => kept.with_detail("logs", json_path(logs)),
-        None => kept,
+    let mut e = exit::when_cancelled(e, hint);
+    e.details.extend(kept);
+    e
+}
+
+/// What a cancelled build kept, as its JSON error object names it (a
+/// second signal's fast exit too): `result_root` when the result root is
+/// there, and `logs` when it has a `logs/` directory.
+fn kept_details(root: &Path) -> serde_json::Map<String, Value> {
+    let mut kept = serde_json::Map::new();
+    if root.symlink_metadata().is_err() {
+        return kept;
     }
+    kept.insert("result_root".into(), json_path(root));
+    let logs = root.join("logs");
+    if logs.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        kept.insert("logs".into(), json_path(&logs));
+    }
+    kept
 }
 
 /// Parses `KEY=VALUE` executor configuration into a JSON object. Values that
@@ -500,8 +495,9 @@ fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<Build
             )))
         }
         (_, Some(guest)) => PathBuf::from(guest),
-        (Some(source), None) => check_source(source).map_err(from_matrix).map_err(|e| {
-            if remote {
+        (Some(source), None) => check_source_in_store(source, &args.store.store).map_err(|e| {
+            let e = source_refused(e);
+            if remote && e.status == Status::Usage {
                 CliError::new(
                     e.status,
                     anyhow::anyhow!(
@@ -634,7 +630,7 @@ mod tests {
                     description: String::new(),
                 })
                 .collect(),
-            factory: Arc::new(|_| Err(CoreError::system("makes nothing"))),
+            factory: Arc::new(|_| Err(fruix_core::Error::system("makes nothing"))),
         }
     }
 

@@ -34,9 +34,13 @@
 //!   to stop the command once the connection closes, and every later
 //!   command on the session fails at once as a lost connection, instead of
 //!   waiting for the keepalives to give the connection up (a minute).
-//! - Every failure here is [`Error::System`]: the machine, the network or its
-//!   SSH setup is at fault, not the build. A connection that drops is
-//!   reported as such ([`is_connection_lost`] tells callers that may retry).
+//! - Every failure here is a system failure ([`Error::System`] and its
+//!   kin): the machine, the network or its SSH setup is at fault, not the
+//!   build. A connection that drops is reported as such
+//!   ([`is_connection_lost`] tells callers that may retry). The exception
+//!   is the caller's own: a configured private key file that cannot be
+//!   used (absent, no key, encrypted without its passphrase) is
+//!   [`Error::InvalidIdentity`], a configuration error never retried.
 
 pub(crate) mod gate;
 pub mod host_key;
@@ -408,25 +412,56 @@ fn describe_key(path: &Path, key: &PrivateKey) -> String {
     )
 }
 
-/// Loads a private key file, decrypting it with the passphrase in `env`.
+/// What a refused identity is named as when it is not a regular file
+/// ([`fruix_core::fsutil::read_file_of_kind`]).
+const IDENTITY_FILE: &str = "private key file (an OpenSSH or PEM ed25519, ECDSA or RSA key)";
+
+/// Loads the private key file `path`, decrypting it with the passphrase in
+/// environment variable `passphrase_env`. It is read as the key files a
+/// user names are ([`fruix_core::fsutil::read_file_of_kind`]: through its
+/// symlinks, never waiting on a FIFO, within the metadata cap).
+///
+/// A file that cannot be used as given (absent, not a regular file, no
+/// private key, encrypted without its passphrase or with another) is the
+/// caller's to fix: [`Error::InvalidIdentity`]. A read that fails on this
+/// host (an I/O error, no permission) stays a system failure
+/// ([`Error::Io`]).
 pub fn load_identity(path: &Path, passphrase_env: Option<&str>) -> Result<PrivateKey> {
+    let refused = |problem: String| Error::InvalidIdentity {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let text = match fruix_core::fsutil::read_file_of_kind(path, IDENTITY_FILE) {
+        Ok(text) => text,
+        Err(Error::NotFound { hint, .. }) => return Err(refused(format!("not found; {hint}"))),
+        Err(Error::MetadataFile { problem, .. }) => return Err(refused(problem.to_string())),
+        Err(e) => return Err(e),
+    };
     let passphrase = passphrase_env.and_then(|v| std::env::var(v).ok());
-    russh::keys::load_secret_key(path, passphrase.as_deref()).map_err(|e| {
-        let hint = match (&e, passphrase_env) {
-            (russh::keys::Error::KeyIsEncrypted, Some(var)) => format!(
-                "it is encrypted and environment variable {var} does not hold its passphrase"
-            ),
-            (russh::keys::Error::KeyIsEncrypted, None) => "it is encrypted; put its passphrase in an environment variable and name it with the `passphrase_env` configuration key".to_string(),
-            (russh::keys::Error::IO(io), _) => io.to_string(),
-            // A wrong passphrase shows up as a failed decryption.
-            (_, Some(var)) if passphrase.is_some() => format!(
-                "{e}: is the passphrase in environment variable {} the key's? (an OpenSSH or PEM ed25519, ECDSA or RSA private key is expected)",
-                fruix_core::escape::text(var)
-            ),
-            _ => format!("{e}; give an OpenSSH or PEM ed25519, ECDSA or RSA private key"),
-        };
-        Error::system(format!("cannot use identity {}: {hint}", fruix_core::escape::path(path)))
+    russh::keys::decode_secret_key(&text, passphrase.as_deref()).map_err(|e| match e {
+        // Decoding reads nothing more, but its error type could say so.
+        russh::keys::Error::IO(io) => Error::io("read", path, io),
+        e => refused(no_key(&e, passphrase_env, passphrase.is_some())),
     })
+}
+
+/// Why a key file that decoding refused (`e`) cannot be used, and what to
+/// give: `passphrase_env` names the passphrase's variable, which holds
+/// one when `given`.
+fn no_key(e: &russh::keys::Error, passphrase_env: Option<&str>, given: bool) -> String {
+    let var = passphrase_env.map(fruix_core::escape::text);
+    let said = fruix_core::escape::text(&e.to_string()).to_string();
+    match (e, var) {
+        (russh::keys::Error::KeyIsEncrypted, Some(var)) => format!(
+            "it is encrypted and environment variable {var} does not hold its passphrase"
+        ),
+        (russh::keys::Error::KeyIsEncrypted, None) => "it is encrypted; put its passphrase in an environment variable and name it with the `passphrase_env` configuration key".to_string(),
+        // A wrong passphrase shows up as a failed decryption.
+        (_, Some(var)) if given => format!(
+            "{said}: is the passphrase in environment variable {var} the key's? (an OpenSSH or PEM ed25519, ECDSA or RSA private key is expected)"
+        ),
+        _ => format!("{said}; give an OpenSSH or PEM ed25519, ECDSA or RSA private key"),
+    }
 }
 
 /// Quotes `s` for a POSIX shell (and for csh): one word.
@@ -485,7 +520,9 @@ mod tests {
             .status()
             .expect("ssh-keygen (Debian package openssh-client) is needed");
         assert!(status.success());
-        let e = load_identity(&key, None).unwrap_err().to_string();
+        let e = load_identity(&key, None).unwrap_err();
+        assert!(matches!(e, Error::InvalidIdentity { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(
             e.contains("encrypted") && e.contains("passphrase_env"),
             "{e}"
@@ -496,5 +533,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("FRUIX_TEST_NO_SUCH_VAR"), "{e}");
+        std::env::set_var("FRUIX_TEST_PASSPHRASE_UNIT_WRONG", "wrong");
+        let e = load_identity(&key, Some("FRUIX_TEST_PASSPHRASE_UNIT_WRONG")).unwrap_err();
+        assert!(matches!(e, Error::InvalidIdentity { .. }), "{e:?}");
+        assert!(e.to_string().contains("the key's?"), "{e}");
+    }
+
+    /// Regression: an identity that is missing, a directory or no key was
+    /// a system failure (retried, its machine set aside); it is the
+    /// caller's configuration, named escaped. A read that fails on this
+    /// host is not.
+    #[test]
+    fn an_unusable_identity_is_the_callers_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk\nkey");
+        std::fs::write(&junk, "not a key\n").unwrap();
+        let cases = [
+            (
+                dir.path().join("missing\nkey"),
+                "not found; give the path of an existing private key file",
+            ),
+            (
+                dir.path().to_path_buf(),
+                "is a directory, not a regular file",
+            ),
+            (
+                junk,
+                "give an OpenSSH or PEM ed25519, ECDSA or RSA private key",
+            ),
+        ];
+        for (path, says) in cases {
+            let e = load_identity(&path, None).unwrap_err();
+            assert!(matches!(e, Error::InvalidIdentity { .. }), "{e:?}");
+            assert_eq!(e.failure(), fruix_core::Failure::Input);
+            let e = e.to_string();
+            assert!(e.contains(says) && !e.contains('\n'), "{e}");
+            assert!(
+                e.contains("--identity") && e.contains("`private-key`"),
+                "{e}"
+            );
+        }
+        // A regular file whose read fails (EIO): this host's failure.
+        let e = load_identity(Path::new("/proc/self/mem"), None).unwrap_err();
+        assert_eq!(e.failure(), fruix_core::Failure::System, "{e:?}");
     }
 }
