@@ -14,27 +14,34 @@
 //! `~/.bashrc`: the account's shell setup is the same cost for both sides
 //! but is not what is measured.
 //!
-//! Usage: `cargo build --release && target/release/fruix-bench-import [--dir DIR] [--scale F]`
+//! Both sides start after `sync`, and they alternate which goes first.
+//!
+//! Usage: `cargo build --release && target/release/fruix-bench-import [--dir DIR] [--scale F] [--keep]`
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fruix_bench::args::{self, fresh};
-use fruix_bench::sshd::{self, start_sshd};
-use fruix_bench::{head_to_head, print_ratio, tree};
+use fruix_bench::args::{self, fresh, Scale};
+use fruix_bench::sshd::{self, run_ok, start_sshd};
+use fruix_bench::{head_to_head, print_ratio, require, tree};
 use fruix_core::executor::EventSink;
 use fruix_core::testing::{fixture_request, run_context};
 use fruix_executors::import;
 use fruix_executors::ssh::{SshOptions, SshSession, SshTarget};
 
 const HELP: &str = "\
-usage: fruix-bench-import [--dir DIR] [--scale F]
+usage: fruix-bench-import [--dir DIR] [--scale F] [--keep]
 
-  --dir DIR    where the result root, the keys and the copies go; emptied
-               first, removed at the end (default /var/tmp/fruix-bench-import)
+  --dir DIR    where the result root, the keys and the copies go: a new or
+               empty directory, or one an earlier run made (it holds a
+               .fruix-bench), which is emptied first and removed at the
+               end unless --keep (default /var/tmp/fruix-bench-import)
   --scale F    the result root's size, relative to a FreeBSD base (default 1:
-               about 26,000 files, 0.9 GB)";
+               about 26,000 files, 0.9 GB)
+  --keep       keep DIR at the end
+  --help       print this help";
 
 async fn fruix_import(options: &SshOptions, root: &Path, dest: &Path) -> Duration {
     let request = fixture_request(Path::new("/usr/src"), &[]);
@@ -55,28 +62,29 @@ async fn fruix_import(options: &SshOptions, root: &Path, dest: &Path) -> Duratio
 }
 
 fn main() {
-    let mut dir = PathBuf::from("/var/tmp/fruix-bench-import");
-    let mut scale = 1.0;
-    let parsed = args::parse(HELP, (&["--dir", "--scale"], &[]), |flag, value| {
-        match flag {
-            "--dir" => dir = PathBuf::from(value.unwrap_or_default()),
-            _ => scale = args::number(flag, value)?,
-        }
-        Ok(())
-    });
-    args::exit_unless_parsed(HELP, parsed);
-    let work = fresh(&dir);
+    let mut scale = Scale(1.0);
+    let scratch = args::scratch(
+        HELP,
+        PathBuf::from("/var/tmp/fruix-bench-import"),
+        &mut [("--scale", &mut scale)],
+    );
+    require("ssh", "openssh-client");
+    require("tar", "tar");
+    let work = args::claim(&scratch.dir);
     let root = work.join("guest-root");
-    let (files, bytes) = tree::generate(&root, scale);
+    let (files, bytes) = tree::generate(&root, scale.0);
     println!("result root: {files} files, {:.2} GB", bytes as f64 / 1e9);
-    let keys = fresh(&work.join("ssh"));
-    let (mut sshd, port) = start_sshd(&keys);
+    let sshd = start_sshd(&fresh(&work.join("ssh")));
     let target = SshTarget {
         user: sshd::user(),
         host: "127.0.0.1".into(),
-        port,
+        port: sshd.port,
     };
-    let options = SshOptions::with_key(target, keys.join("id_ed25519"), keys.join("known_hosts"));
+    let options = SshOptions::with_key(
+        target,
+        sshd.keys.join("id_ed25519"),
+        sshd.keys.join("known_hosts"),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,15 +95,16 @@ fn main() {
         ("fruix import", || {
             let dest = fresh(&work.join("fruix-dest")).join("root");
             fs::create_dir(&dest).unwrap();
+            run_ok(&mut Command::new("sync"));
             runtime.block_on(fruix_import(&options, &root, &dest))
         }),
         ("ssh tar | tar -xf", || {
             let dest = fresh(&work.join("ssh-dest"));
-            sshd::tar_pipe(&keys, port, &root, &dest)
+            run_ok(&mut Command::new("sync"));
+            sshd::tar_pipe(&sshd, &root, &dest)
         }),
     );
-    let _ = sshd.kill();
-    let _ = sshd.wait();
-    print_ratio(("fruix", best.0), ("openssh", best.1), 1.3);
-    let _ = fs::remove_dir_all(&work);
+    drop(sshd);
+    print_ratio(("fruix", best.0), ("openssh", best.1), 1.3, scale.caveat());
+    scratch.finish();
 }

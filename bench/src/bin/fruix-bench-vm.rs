@@ -35,7 +35,11 @@ use fruix_executors::vm::qemu::{Qemu, QEMU};
 use fruix_executors::vm::{teardown, wait_for_ssh, Started};
 use tokio_util::sync::CancellationToken;
 
-const HELP: &str = "usage: fruix-bench-vm [--image DIR] [--inner guest-self-hosted|host-initiated] [--runs R] [--accel tcg|kvm|auto] [--dir DIR] [--keep]";
+const HELP: &str = "usage: fruix-bench-vm [--image DIR] [--inner guest-self-hosted|host-initiated] [--runs R] [--accel tcg|kvm|auto] [--dir DIR] [--keep]
+
+  --dir DIR    the scratch directory: a new or empty directory, or one an
+               earlier run made (it holds a .fruix-bench), which is emptied
+               first and removed at the end unless --keep";
 
 /// The guest's shutdown timeout: long, so that only an ACPI power-off the
 /// guest acts on ends it in the time measured.
@@ -159,7 +163,8 @@ fn machines(o: &Options, initrd: &Path, port: Option<u16>) -> PathBuf {
 /// result root `name`.
 fn build(o: &Options, file: &Path, executor: &str, machine: &str, name: &str) -> Command {
     let mut cmd = fruix();
-    cmd.args(["build", "--executor", executor, "--source"])
+    // No `./result` in the caller's directory.
+    cmd.args(["build", "--no-out-link", "--executor", executor, "--source"])
         .arg(workspace().join("tests/fixtures/freebsd-src-mini"))
         .arg("--store")
         .arg(o.dir.join("store"))
@@ -210,8 +215,7 @@ fn main() {
             unreachable!("exit_unless_parsed exits on an error")
         }
     };
-    args::remove(&o.dir);
-    fs::create_dir_all(&o.dir).unwrap();
+    args::claim(&o.dir);
     let initrd = initrd_with_fruix(&o);
     let file = machines(&o, &initrd, None);
 

@@ -15,18 +15,20 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
 
-use fruix_bench::tree;
+use fruix_bench::args::{self, Scale};
+use fruix_bench::measure::{self, measure};
+use fruix_bench::{require, tree, verdict};
 
 const HELP: &str = "\
 usage: fruix-bench [--dir DIR] [--scale F | --files N] [--runs R] [--keep]
 
-  --dir DIR    where the result root and every command's output go; emptied
-               first, removed at the end unless --keep is given (default
+  --dir DIR    where the result root and every command's output go: a new
+               or empty directory, or one an earlier run made (it holds a
+               .fruix-bench), which is emptied first and removed at the
+               end unless --keep is given (default
                /dev/shm/fruix-bench when /dev/shm exists, else
                $TMPDIR/fruix-bench; the targets are stated for tmpfs)
   --scale F    scale the FreeBSD-base-sized tree's file count (default 1.0:
@@ -39,10 +41,8 @@ usage: fruix-bench [--dir DIR] [--scale F | --files N] [--runs R] [--keep]
   --help       print this help
 
 Internal: `fruix-bench --measure-child PROGRAM [ARG...]` runs one command
-and prints its wall time in seconds and its peak RSS in KiB (see `measure`).";
-
-/// The hidden mode in which the bench re-executes itself to run one command.
-const MEASURE_CHILD: &str = "--measure-child";
+and prints its wall time in seconds and its peak RSS in KiB (see
+`fruix_bench::measure`).";
 
 // The table's rows, in order.
 const CP: &str = "cp -a";
@@ -66,7 +66,7 @@ const GROUPS: [Group; 4] = [Group::Copy, Group::NixAdd, Group::NixHash, Group::F
 
 /// The tree to measure.
 enum Shape {
-    Base { scale: f64 },
+    Base { scale: Scale },
     SmallFiles { count: u64 },
 }
 
@@ -93,9 +93,8 @@ struct Bench {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(MEASURE_CHILD) {
-        return measure_child(&args[1..]);
+    if let Some(code) = measure::intercept() {
+        return code;
     }
     let options = parse();
     run(options);
@@ -105,19 +104,13 @@ fn main() -> ExitCode {
 /// Parses the arguments: `--help` prints the help and exits 0, a bad
 /// argument says what is wrong and exits 2.
 fn parse() -> Options {
-    let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
     let mut options = Options {
-        dir: base.join("fruix-bench"),
-        shape: Shape::Base { scale: 1.0 },
+        dir: args::default_dir("fruix-bench"),
+        shape: Shape::Base { scale: Scale(1.0) },
         runs: 3,
         keep: false,
     };
-    let parsed = fruix_bench::args::parse(
+    let parsed = args::parse(
         HELP,
         (
             &["--dir", "--scale", "--files", "--runs"],
@@ -127,15 +120,15 @@ fn parse() -> Options {
             match flag {
                 "--dir" => options.dir = PathBuf::from(value.unwrap_or_default()),
                 "--scale" => {
-                    let scale = fruix_bench::args::number(flag, value)?;
+                    let scale = args::number(flag, value)?;
                     options.shape = Shape::Base { scale };
                 }
                 "--files" => {
-                    let count = fruix_bench::args::number(flag, value)?;
+                    let count = args::number(flag, value)?;
                     options.shape = Shape::SmallFiles { count };
                 }
                 "--runs" => {
-                    options.runs = fruix_bench::args::number(flag, value)?;
+                    options.runs = args::number(flag, value)?;
                     if options.runs == 0 {
                         return Err("--runs takes a count of at least 1".into());
                     }
@@ -146,25 +139,24 @@ fn parse() -> Options {
             Ok(())
         },
     );
-    fruix_bench::args::exit_unless_parsed(HELP, parsed);
+    args::exit_unless_parsed(HELP, parsed);
     options
 }
 
 fn run(options: Options) {
-    require("nix-store");
-    require("nix-hash");
+    require("nix-store", "nix-bin");
+    require("nix-hash", "nix-bin");
     let fruix = std::env::current_exe().unwrap().with_file_name("fruix");
     assert!(
         fruix.is_file(),
         "{} not found: build it first (cargo build --release -p fruix --bin fruix --bin fruix-bench)",
         fruix.display()
     );
-    let dir = &options.dir;
-    fruix_promote::store::remove_tree(dir);
+    let dir = &args::claim(&options.dir);
     let root = dir.join("result-root");
     fs::create_dir_all(&root).unwrap();
     let (files, bytes) = match options.shape {
-        Shape::Base { scale } => tree::generate(&root, scale),
+        Shape::Base { scale } => tree::generate(&root, scale.0),
         Shape::SmallFiles { count } => tree::generate_small_files(&root, count),
     };
     tree::write_promotion(&root);
@@ -172,7 +164,7 @@ fn run(options: Options) {
         "tree: {files} files, {:.2} GB, in {} ({})",
         bytes as f64 / 1e9,
         dir.display(),
-        filesystem(dir)
+        fruix_bench::on_tmpfs(dir).map_or_else(|not| not, |()| "tmpfs".into())
     );
     let mut bench = Bench {
         fruix,
@@ -181,7 +173,7 @@ fn run(options: Options) {
         best: HashMap::new(),
     };
     bench.warm_up();
-    let (_, floor_kib) = measure(&Command::new("true"));
+    let floor_kib = measure::floor_kib();
     for run in 0..options.runs {
         // Rotate the order, so that no command always runs first or after
         // the same neighbour.
@@ -191,37 +183,17 @@ fn run(options: Options) {
     }
     println!(
         "{} runs, alternating: seconds are the fastest run's, peak MiB the highest \
-         (never below {:.1} MiB, the measuring process's own; see `measure`)\n",
+         (never below {:.1} MiB, the measuring process's own; see `fruix_bench::measure`)\n",
         options.runs,
         floor_kib as f64 / 1024.0
     );
-    bench.report(matches!(options.shape, Shape::SmallFiles { .. }));
+    let caveat = match options.shape {
+        Shape::Base { scale } => scale.caveat(),
+        Shape::SmallFiles { .. } => Some("stated for the base tree"),
+    };
+    bench.report(caveat);
     if !options.keep {
         fruix_promote::store::remove_tree(dir);
-    }
-}
-
-/// Fails loudly when a peer command is missing, naming the Debian package.
-fn require(tool: &str) {
-    if let Err(e) = Command::new(tool).arg("--version").output() {
-        panic!("{tool}: {e}: install the Debian package nix-bin (apt-get install nix-bin)");
-    }
-}
-
-/// Names the filesystem `dir` is on: tmpfs, or its statfs type.
-fn filesystem(dir: &Path) -> String {
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
-    // SAFETY: an all-zero statfs is a valid value for statfs to fill in.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a valid out-pointer.
-    assert_eq!(unsafe { libc::statfs(path.as_ptr(), &mut stat) }, 0);
-    if stat.f_type == libc::TMPFS_MAGIC {
-        "tmpfs".into()
-    } else {
-        format!(
-            "not tmpfs: f_type {:#x}; the targets are stated for tmpfs",
-            stat.f_type
-        )
     }
 }
 
@@ -279,9 +251,10 @@ impl Bench {
     }
 
     /// Prints the table and each target's verdict. The time ratios' targets
-    /// are stated for the base tree: for `--files` they are printed for
-    /// information only. The memory target holds for every tree.
-    fn report(&self, small_files: bool) {
+    /// are stated for the base tree at scale 1: for any other (`caveat`
+    /// says why) they are printed for information only. The memory target
+    /// holds for every tree.
+    fn report(&self, caveat: Option<&str>) {
         println!("{:<32} {:>9} {:>9}", "command", "seconds", "peak MiB");
         for label in ROWS {
             let best = self.best[label];
@@ -292,85 +265,18 @@ impl Bench {
         let ratio = |a: &str, b: &str| self.best[a].seconds / self.best[b].seconds;
         let (cp, nix_add) = (ratio(FRESH, CP), ratio(FRESH, NIX_ADD));
         let (again, verify) = (ratio(AGAIN, NIX_HASH), ratio(VERIFY, NIX_HASH));
-        let verdict = |met: bool, applies: bool| match (applies, met) {
-            (true, true) => "ok",
-            (true, false) => "MISSED",
-            (false, true) => "would be ok; stated for the base tree",
-            (false, false) => "would miss; stated for the base tree",
-        };
         for (name, value, limit) in [
             ("fresh promote / cp -a", cp, 1.15),
             ("fresh promote / nix-store --add", nix_add, 0.6),
             ("re-promote / nix-hash", again, 0.8),
             ("verify / nix-hash", verify, 1.0),
         ] {
-            let verdict = verdict(value <= limit, !small_files);
+            let verdict = verdict(value <= limit, caveat);
             println!("ratio {name:<32} {value:>6.3}  (target <= {limit:.2}: {verdict})");
         }
         let peak_mb = self.best[FRESH].peak_kib as f64 * 1024.0 / 1e6;
-        let verdict = verdict(peak_mb < 100.0, true);
+        let verdict = verdict(peak_mb < 100.0, None);
         let name = "peak RSS of fresh promote, MB";
         println!("{name:<38} {peak_mb:>6.1}   (target < 100: {verdict})");
     }
-}
-
-/// Runs `cmd` and returns its wall time (seconds) and peak RSS (KiB).
-///
-/// Linux's `ru_maxrss` (from `wait4`) is not the child's own peak: a
-/// child inherits its parent's high-water mark through `fork` (the
-/// memory descriptor is copied with it) and `exec` folds the old memory's
-/// peak into it (with `posix_spawn`, the parent's own memory). Spawned
-/// from this process, after it generated the tree, every command would
-/// show the bench's peak. Reading `VmHWM` at exit does not work either:
-/// a zombie's `/proc/PID/status` (after `waitid(WNOWAIT)`) has no `Vm*`
-/// lines, and at a ptrace exit stop (`PTRACE_O_TRACEEXIT`) of the main
-/// thread `VmHWM` read 16 kB when another thread had called
-/// `exit_group` (tried on Linux 6.18). So the bench re-executes
-/// itself (`--measure-child`): a fresh exec that starts small, spawns
-/// the command and reports its `wait4` time and `ru_maxrss`. The command's
-/// peak is then exact whenever it exceeds that small process's own peak
-/// (printed as the floor, measured on `true`).
-fn measure(cmd: &Command) -> (f64, u64) {
-    // Leave no dirty data of a previous command to flush on this one's time.
-    let _ = Command::new("sync").status();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .arg(MEASURE_CHILD)
-        .arg(cmd.get_program())
-        .args(cmd.get_args())
-        // Never a Nix daemon: nix-store runs on its private store.
-        .env_remove("NIX_REMOTE")
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{cmd:?} failed");
-    let text = String::from_utf8(output.stdout).unwrap();
-    let (seconds, kib) = text.trim().split_once(' ').unwrap();
-    (seconds.parse().unwrap(), kib.parse().unwrap())
-}
-
-/// `--measure-child PROGRAM [ARG...]`: runs the command with its output
-/// discarded, then prints its wall time in seconds and peak RSS in KiB.
-// The child is reaped by wait4 (for its rusage), not by `Child::wait`.
-#[allow(clippy::zombie_processes)]
-fn measure_child(argv: &[String]) -> ExitCode {
-    let started = Instant::now();
-    let child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for our own child with valid out-pointers.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(rc, pid, "wait4 failed");
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        eprintln!("{argv:?} failed (wait status {status:#x})");
-        return ExitCode::FAILURE;
-    }
-    println!("{seconds} {}", usage.ru_maxrss);
-    ExitCode::SUCCESS
 }
