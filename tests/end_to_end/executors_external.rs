@@ -480,12 +480,10 @@ fn list_and_describe_show_every_kind_of_executor() {
     );
 }
 
-#[test]
-fn a_second_signal_during_cleanup_exits_at_once() {
-    // The first Ctrl-C or SIGTERM cancels and cleans up; a second one,
-    // while a slow cleanup runs, is a person who wants out now.
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A build (result root `d/root`) by an external executor in `d` whose
+/// build and cleanup stages each say they run (`d/building`, `d/cleaning`,
+/// each a file written whole, holding the stage's pid), then wait.
+pub(crate) fn slow_cleanup_build(d: &Path) -> Command {
     let stage = |name: &str, what: &str| {
         crate::sshd::script(
             &d.join(name),
@@ -503,6 +501,16 @@ fn a_second_signal_during_cleanup_exits_at_once() {
     cmd.arg("--executors-file").arg(d.join("executors.scm"));
     let mut cmd = fixture_build(cmd, "slow-cleanup", d, "root");
     cmd.arg("--config").arg(format!("dir={}", d.display()));
+    cmd
+}
+
+#[test]
+fn a_second_signal_during_cleanup_exits_at_once() {
+    // The first Ctrl-C or SIGTERM cancels and cleans up; a second one,
+    // while a slow cleanup runs, is a person who wants out now.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut cmd = slow_cleanup_build(d);
     let child = crate::util::spawn_piped(&mut cmd);
     let signal = |pid: u32| {
         // SAFETY: kill(2) on a process this test started.

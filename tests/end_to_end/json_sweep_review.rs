@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::matrix::{describe, Matrix};
 use crate::sshd::Sshd;
 use crate::util::{
-    fixture_build, fixture_source, fruix, run, run_ok, run_with_deadline, source_add, wait_until,
+    fixture_source, fruix, run, run_ok, run_with_deadline, source_add, wait_until,
     wait_with_deadline, FIXTURE_BUILD_FLAGS,
 };
 
@@ -199,24 +199,8 @@ fn a_build_from_a_source_object_whose_directory_is_gone_says_the_store_is_incons
 fn a_second_ctrl_c_keeps_the_result_root_in_the_json_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Each stage says it runs (a file written whole), then waits.
-    for (name, what) in [("build.sh", "building"), ("cleanup.sh", "cleaning")] {
-        crate::sshd::script(
-            &d.join(name),
-            &format!("#!/bin/sh\necho $$ > \"$FRUIX_CONFIG_DIR/{what}.tmp\"\nmv \"$FRUIX_CONFIG_DIR/{what}.tmp\" \"$FRUIX_CONFIG_DIR/{what}\"\nexec sleep 600\n"),
-        );
-    }
-    std::fs::write(
-        d.join("executors.scm"),
-        "(fruix-executors (format-version 1)\n  (executor (name \"slow-cleanup\") (version \"1\") (description \"its cleanup takes long (test)\")\n    (config-key (name \"dir\") (description \"where the stages say they run\"))\n    (build (command \"./build.sh\")) (cleanup (command \"./cleanup.sh\"))))\n",
-    )
-    .unwrap();
-    let mut cmd = fruix();
-    cmd.arg("--executors-file").arg(d.join("executors.scm"));
-    let mut cmd = fixture_build(cmd, "slow-cleanup", d, "root");
-    cmd.arg("--json")
-        .arg("--config")
-        .arg(format!("dir={}", d.display()));
+    let mut cmd = crate::executors_external::slow_cleanup_build(d);
+    cmd.arg("--json");
     let child = crate::util::spawn_piped(&mut cmd);
     let interrupt = |pid: u32| {
         // SAFETY: kill(2) on a process this test started.
