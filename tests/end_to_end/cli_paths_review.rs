@@ -524,7 +524,8 @@ fn flags_that_would_be_ignored_together_are_refused() {
 /// --json=true` (a value for the flag) printed nothing on stdout: a script
 /// reading the JSON got nothing to parse. Each gets its JSON usage error:
 /// a subcommand that is none counts as one of its siblings, which take
-/// `--json`; a command line without `--json` still gets none.
+/// `--json`; a command line without `--json` still gets none, nor does a
+/// word that is no command of fruix itself (`help`'s words included).
 #[test]
 fn a_misspelt_subcommand_or_a_json_value_still_gets_a_json_error() {
     for (words, says) in [
@@ -535,9 +536,16 @@ fn a_misspelt_subcommand_or_a_json_value_still_gets_a_json_error() {
         let out = run(fruix().args(words));
         refused(&format!("{words:?}"), &out, true, &[says]);
     }
-    let out = run(fruix().args(["store", "lst"]));
-    refused("store lst", &out, false, &["'lst'"]);
-    assert!(out.stdout.is_empty(), "{out:?}");
+    for words in [
+        &["store", "lst"][..],
+        &["bogus", "--json"],
+        &["help", "--json"],
+        &["help", "stor", "--json"],
+    ] {
+        let out = run(fruix().args(words));
+        refused(&format!("{words:?}"), &out, false, &[]);
+        assert!(out.stdout.is_empty(), "{words:?}: {out:?}");
+    }
 }
 
 /// Regression: a refused command line printed a JSON error whenever a word

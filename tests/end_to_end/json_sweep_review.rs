@@ -192,6 +192,53 @@ fn a_build_from_a_source_object_whose_directory_is_gone_says_the_store_is_incons
     assert_eq!(info.status.code(), Some(4), "{}", describe(&info));
 }
 
+/// Regression: the check above opened the store for every refused source,
+/// a misspelt directory anywhere included, and so waited while another
+/// command held the store's lock (a repair, a sweep), writing the store's
+/// own files on the way. Only a source missing where an object of the
+/// store would be is looked up: a misspelt one is refused at once (exit
+/// 2), the store's lock held meanwhile.
+#[test]
+fn a_misspelt_source_is_refused_without_waiting_for_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    run_ok(&mut source_add(&store, &["--quiet"]));
+    let held = dir.path().join("held");
+    // Killed and reaped however the test ends.
+    struct Holder(std::process::Child);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = Holder(
+        std::process::Command::new(crate::util::require_tool("flock", "util-linux"))
+            .arg("-x")
+            .arg(store.join(".lock"))
+            .arg("-c")
+            .arg(format!("touch '{}' && exec sleep 600", held.display()))
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the store's lock is held", || held.exists());
+    let mut build = fruix();
+    build
+        .args(["build", "--json", "--executor", "local", "--source"])
+        .arg(dir.path().join("misspelt"))
+        .arg("--store")
+        .arg(&store)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--no-out-link");
+    let out = run_with_deadline(&mut build, Duration::from_secs(120));
+    drop(holder);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("misspelt"), "{stderr}");
+    assert!(!stderr.contains("waiting for"), "{stderr}");
+}
+
 /// Regression: a second Ctrl-C during a build's cleanup, under `--json`,
 /// named the result root it left only in the error's message: the error
 /// object had no `result_root`, which the first Ctrl-C's has.

@@ -41,7 +41,8 @@ pub fn parse() -> Result<Cli, clap::Error> {
 /// then not JSON). The command is found by parsing again, leniently: its
 /// name comes before anything refused. A subcommand that is not one
 /// (`store lst --json`, `error`'s kind says) counts as one of its siblings
-/// that takes `--json`.
+/// that takes `--json`; a word that is no command of fruix itself (`fruix
+/// bogus`, `fruix help stor`) does not.
 pub fn refused_line_wants_json(error: &clap::Error) -> bool {
     let asked = std::env::args_os().skip(1).any(|word| {
         let word = word.as_encoded_bytes();
@@ -60,15 +61,21 @@ fn refused_command_takes_json(or_a_sibling: bool) -> bool {
     };
     let mut command = Cli::command();
     let mut matches = &parsed;
+    let mut below_the_root = false;
     while let Some((name, sub)) = matches.subcommand() {
         let Some(found) = command.find_subcommand(name).cloned() else {
             return false;
         };
         command = found;
         matches = sub;
+        below_the_root = true;
     }
+    // A word that is no command of fruix itself (`fruix bogus`, `fruix
+    // help stor`: help's words are read by the root) names no family of
+    // commands whose output is JSON.
     let takes_json = |c: &clap::Command| c.get_arguments().any(|a| a.get_id() == "json");
-    takes_json(&command) || (or_a_sibling && command.get_subcommands().any(takes_json))
+    takes_json(&command)
+        || (or_a_sibling && below_the_root && command.get_subcommands().any(takes_json))
 }
 
 /// `command`, reading the environment as fruix does. An empty variable is

@@ -427,6 +427,8 @@ const IDENTITY_FILE: &str = "private key file (an OpenSSH or PEM ed25519, ECDSA 
 /// host (an I/O error, no permission) stays a system failure
 /// ([`Error::Io`]).
 pub fn load_identity(path: &Path, passphrase_env: Option<&str>) -> Result<PrivateKey> {
+    const IDENTITY_READ: &str =
+        "read the SSH private key file (--identity, `identity` or a machine's `private-key`)";
     let refused = |problem: String| Error::InvalidIdentity {
         path: path.to_path_buf(),
         problem,
@@ -435,12 +437,14 @@ pub fn load_identity(path: &Path, passphrase_env: Option<&str>) -> Result<Privat
         Ok(text) => text,
         Err(Error::NotFound { hint, .. }) => return Err(refused(format!("not found; {hint}"))),
         Err(Error::MetadataFile { problem, .. }) => return Err(refused(problem.to_string())),
+        // Said as the key file's, as the caller's faults with it are.
+        Err(Error::Io { source, .. }) => return Err(Error::io(IDENTITY_READ, path, source)),
         Err(e) => return Err(e),
     };
     let passphrase = passphrase_env.and_then(|v| std::env::var(v).ok());
     russh::keys::decode_secret_key(&text, passphrase.as_deref()).map_err(|e| match e {
         // Decoding reads nothing more, but its error type could say so.
-        russh::keys::Error::IO(io) => Error::io("read", path, io),
+        russh::keys::Error::IO(io) => Error::io(IDENTITY_READ, path, io),
         e => refused(no_key(&e, passphrase_env, passphrase.is_some())),
     })
 }
@@ -576,5 +580,11 @@ mod tests {
         // A regular file whose read fails (EIO): this host's failure.
         let e = load_identity(Path::new("/proc/self/mem"), None).unwrap_err();
         assert_eq!(e.failure(), fruix_core::Failure::System, "{e:?}");
+        // Said as the key file's.
+        assert!(
+            e.to_string()
+                .starts_with("failed to read the SSH private key file (--identity, "),
+            "{e}"
+        );
     }
 }
