@@ -178,6 +178,9 @@ fn a_build_from_a_source_object_whose_directory_is_gone_says_the_store_is_incons
     let out = run_with_deadline(&mut build, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"]["kind"], "promotion-failure", "{json:#}");
+    assert_eq!(json["error"]["exit_status"], 4, "{json:#}");
+    // What the user is told: the store's state, and the repair.
     let message = json["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("store object is inconsistent: registered, but its directory is gone")
