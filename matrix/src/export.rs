@@ -290,7 +290,7 @@ pub fn cell_job_limit(file: &MatrixFile) -> Option<u64> {
 fn limit_note(file: &MatrixFile) -> String {
     match cell_job_limit(file) {
         Some(limit) => {
-            let attempts = match file.strategy.retries + 1 {
+            let attempts = match u64::from(file.strategy.retries) + 1 {
                 1 => "its attempt".to_string(),
                 n => format!("{n} attempts"),
             };
@@ -597,6 +597,14 @@ mod tests {
             "(fruix-matrix (format-version 1) (source \"src\") (axes (executor \"local\")) {fields})"
         );
         MatrixFile::parse(Path::new("/m/matrix.scm"), &text).unwrap()
+    }
+
+    /// Regression: the header's count of attempts added 1 to a `u32`, so
+    /// the most retries a matrix file takes panicked the export.
+    #[test]
+    fn the_most_retries_are_counted_without_overflow() {
+        let note = limit_note(&matrix("(timeout 60) (retries 4294967295)"));
+        assert!(note.contains("4294967296 attempts"), "{note}");
     }
 
     #[test]

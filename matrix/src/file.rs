@@ -49,6 +49,7 @@ use std::path::{Path, PathBuf};
 
 use lexpr::Value;
 
+use fruix_core::executor::MAX_JOBS;
 use fruix_core::sexp::{self, shown, Record};
 use fruix_core::{escape, Error};
 
@@ -214,7 +215,7 @@ impl MatrixFile {
             let agree_across = read_agree_across(r)?;
             let build = BuildSettings {
                 make_flags: shown_strings(r, "make-flags")?,
-                jobs: positive(r, "jobs")?,
+                jobs: jobs(r)?,
                 source_date_epoch: r.opt_integer("source-date-epoch")?,
                 freebsd_version: r.opt_string("freebsd-version")?,
                 freebsd_branch: r.opt_string("freebsd-branch")?,
@@ -277,6 +278,19 @@ fn count<T: TryFrom<i64> + PartialOrd + Default>(
 
 fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
     count(r, field, true)
+}
+
+/// `jobs`: 1 to [`MAX_JOBS`], as `fruix build --jobs` takes.
+fn jobs(r: &mut Record<'_>) -> Result<Option<u32>> {
+    let line = r.field_line("jobs");
+    match positive(r, "jobs")? {
+        Some(n) if n > MAX_JOBS => Err(r.error(
+            "jobs",
+            line,
+            format!("{n} is more make jobs than a build takes; give 1 to {MAX_JOBS}"),
+        )),
+        jobs => Ok(jobs),
+    }
 }
 
 fn read_axes(r: &mut Record<'_>) -> Result<Vec<(Axis, Vec<String>)>> {
@@ -726,6 +740,13 @@ mod tests {
                 "axes.kernconf",
                 6,
                 "not a valid kernconf",
+            ),
+            (
+                "(retries 1)",
+                "(retries 1) (jobs 4097)",
+                "jobs",
+                11,
+                "give 1 to 4096",
             ),
             (
                 "(retries 1)",

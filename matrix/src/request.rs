@@ -16,7 +16,7 @@ use fruix_core::executor::{base_artifacts, BuildRequest};
 use fruix_core::promotion::{BuildPolicy, FreebsdBase, SourceStore};
 use fruix_freebsd::source::check_source_tree;
 pub use fruix_freebsd::source::{branch_of, target_of};
-use fruix_promote::verify::{is_object_name, resolve_object};
+use fruix_promote::verify::gone_object;
 
 use crate::{Error, Result};
 
@@ -124,38 +124,16 @@ pub fn check_source(source: &Path) -> Result<PathBuf> {
 /// [`check_source`] of a source given for a build into the store at
 /// `store`: one naming an object the store registers but whose directory
 /// is gone is the store's inconsistency, said as every command that names
-/// such an object says it ([`resolve_object`]'s
+/// such an object says it ([`gone_object`]'s
 /// [`fruix_promote::Error::Inconsistent`], in [`Error::Source`]), not a
 /// missing tree. The store is opened only for a refused source that is
 /// missing where an object of it would be, never for any other mistake (a
 /// misspelt directory is refused at once, even while the store is locked).
 pub fn check_source_in_store(source: &Path, store: &Path) -> Result<PathBuf> {
-    check_source(source).map_err(|e| match gone_object(source, store) {
+    check_source(source).map_err(|e| match gone_object(store, source) {
         Some(gone) => Error::Source(Box::new(gone)),
         None => e,
     })
-}
-
-/// The inconsistency of `source`, when it names an object of the store at
-/// `store` that the store registers but whose directory is gone.
-fn gone_object(source: &Path, store: &Path) -> Option<fruix_promote::Error> {
-    let name = source.file_name()?;
-    let parent = match source.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let where_objects_are =
-        std::fs::canonicalize(parent).ok()? == std::fs::canonicalize(store).ok()?;
-    let missing =
-        std::fs::symlink_metadata(source).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
-    if !where_objects_are || !missing || !is_object_name(name.as_encoded_bytes()) {
-        return None;
-    }
-    let store = fruix_promote::Store::open_for_reading(store).ok()?;
-    match resolve_object(&store, source) {
-        Err(e @ fruix_promote::Error::Inconsistent { .. }) => Some(e),
-        _ => None,
-    }
 }
 
 /// The FreeBSD name and version (`REVISION-BRANCH`) the source's

@@ -147,6 +147,37 @@ pub fn is_object_name(name: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._+".contains(b))
 }
 
+/// Where `path` (as a user gave it) stands if it is where an object of the
+/// store at `store` (a resolved path, as [`Store::path`] is) would be: its
+/// parent, resolved, is the store, and its name is an object's
+/// ([`is_object_name`]). `None` for anything else. Nothing beneath the
+/// store is looked at, so this never waits for the store.
+pub fn object_place(store: &Path, path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let parent = fs::canonicalize(parent).ok()?;
+    (parent == store && is_object_name(name.as_bytes())).then(|| parent.join(name))
+}
+
+/// [`Error::Inconsistent`] when `path` is where an object of the store at
+/// `store` would be ([`object_place`]), is missing, and the store registers
+/// it: its directory is gone. The store is opened (for reading) only then,
+/// so a path that is no object's never waits on the store's lock.
+pub fn gone_object(store: &Path, path: &Path) -> Option<Error> {
+    let object = object_place(&fs::canonicalize(store).ok()?, path)?;
+    if !fs::symlink_metadata(&object).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return None;
+    }
+    let store = Store::open_for_reading(store).ok()?;
+    match resolve_object(&store, path) {
+        Err(e @ Error::Inconsistent { .. }) => Some(e),
+        _ => None,
+    }
+}
+
 /// Resolves `path` (as a user gave it) to a store object of `store`: a real
 /// directory directly in the store with an object's name. Anything else
 /// (`/etc`, a subdirectory of an object, a misspelt name) is
@@ -158,16 +189,8 @@ pub fn resolve_object(store: &Store, path: &Path) -> Result<PathBuf> {
         path: path.to_path_buf(),
         store: store.path().to_path_buf(),
     };
+    let object = object_place(store.path(), path).ok_or_else(not_object)?;
     let name = path.file_name().ok_or_else(not_object)?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let parent = fs::canonicalize(parent).map_err(|_| not_object())?;
-    let object = parent.join(name);
-    if parent != store.path() || !is_object_name(name.as_bytes()) {
-        return Err(not_object());
-    }
     match fs::symlink_metadata(&object) {
         Ok(m) if m.is_dir() => Ok(object),
         // Registered, but its directory is gone: the store is damaged, as

@@ -283,7 +283,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "T")]
     pub target: Option<String>,
     /// Parallel make jobs, 1 to 4096 (default: the number of CPUs of the machine that builds).
-    #[arg(long, short, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, short, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(fruix_core::executor::MAX_JOBS)))]
     pub jobs: Option<u32>,
     /// Extra make argument, repeatable (e.g. -DNO_ROOT, WITH_REPRODUCIBLE_BUILD=yes).
     #[arg(long = "make-flag", value_name = "F", allow_hyphen_values = true)]

@@ -58,7 +58,7 @@ pub use registry::{
     config_keys, parse_config, ConfigKey, ExecutorConfig, ExecutorKind, ExecutorRegistration,
     Registry, RegistryEntry,
 };
-pub use request::{base_artifacts, default_jobs, BuildRequest};
+pub use request::{base_artifacts, default_jobs, BuildRequest, MAX_JOBS};
 pub use runner::{
     check_agreement, panic_is_caught, run_executor, run_executor_within, RunLimits, CANCEL_GRACE,
     MAX_LIMIT,

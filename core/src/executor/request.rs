@@ -3,6 +3,10 @@
 use crate::error::{Error, Result};
 use crate::promotion::{check_name, BuildPolicy, FreebsdBase, SourceStore};
 
+/// The most make jobs a build takes (`make -jN`): `fruix build --jobs` and
+/// a matrix file's `jobs` refuse more.
+pub const MAX_JOBS: u32 = 4096;
+
 /// The number of make jobs when none is given: the number of CPUs this
 /// process may use.
 pub fn default_jobs() -> u32 {

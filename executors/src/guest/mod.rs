@@ -241,12 +241,12 @@ fn checked(session: &SshSession, what: &str, out: RemoteOutput) -> Result<String
 /// Whether `path` is a source object on this host: named
 /// `<40 hex digits>-freebsd-source-...`, holding `.fruix-source.scm`.
 fn is_source_object(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+    let Some(name) = path.file_name().map(|n| n.as_encoded_bytes()) else {
         return false;
     };
     name.len() > 40
-        && name[..40].bytes().all(|b| b.is_ascii_hexdigit())
-        && name[40..].starts_with("-freebsd-source-")
+        && name[..40].iter().all(|b| b.is_ascii_hexdigit())
+        && name[40..].starts_with(b"-freebsd-source-")
         && path.join(".fruix-source.scm").is_file()
 }
 
@@ -533,6 +533,24 @@ mod tests {
     use super::*;
     use fruix_core::Registry;
     use serde_json::json;
+
+    /// Regression: the name was cut at byte 40 as text, so a path with a
+    /// character of several bytes there panicked the executor.
+    #[test]
+    fn a_name_cut_inside_a_character_is_no_source_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("{}\u{e9}-freebsd-source-x", "a".repeat(39));
+        let path = dir.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join(".fruix-source.scm"), "").unwrap();
+        assert!(!is_source_object(&path));
+        let object = dir
+            .path()
+            .join(format!("{}-freebsd-source-x", "a".repeat(40)));
+        std::fs::create_dir(&object).unwrap();
+        std::fs::write(object.join(".fruix-source.scm"), "").unwrap();
+        assert!(is_source_object(&object));
+    }
 
     #[test]
     fn only_a_root_of_the_run_in_the_state_directory_is_imported() {
