@@ -105,7 +105,8 @@ fn main() -> ExitCode {
 fn quiet_caught_panics() {
     let rust_s = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !fruix_core::executor::panic_is_caught(info.location()) {
+        let starting_runtime = STARTING_RUNTIME.get();
+        if !fruix_core::executor::panic_is_caught(info.location()) && !starting_runtime {
             rust_s(info);
         }
     }));
@@ -324,9 +325,49 @@ fn run(cli: Cli) -> Result<Status, CliError> {
     }
 }
 
+/// The async runtime of the commands that run builds ([`starting_runtime`]).
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(Status::SystemFailure, e))
+    starting_runtime(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    })
+}
+
+/// Runs `start`, which starts a tokio runtime or its signal handling:
+/// that takes threads and file descriptors (an event loop, a socket pair
+/// for signals), and a failure says so, a system failure. tokio panics
+/// when it cannot make its signal handling's socket pair (out of file
+/// descriptors): that panic is said as such a failure too, not as a crash.
+pub(crate) fn starting_runtime<T>(
+    start: impl FnOnce() -> std::io::Result<T>,
+) -> Result<T, CliError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        CliError::new(
+            Status::SystemFailure,
+            anyhow::anyhow!(
+                "cannot start the async runtime (its threads, event loop and signal handling): {e}"
+            ),
+        )
+    };
+    STARTING_RUNTIME.set(true);
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(start));
+    STARTING_RUNTIME.set(false);
+    match started {
+        Ok(started) => started.map_err(|e| failed(&e)),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("it panicked");
+            Err(failed(&fruix_core::escape::line(message)))
+        }
+    }
+}
+
+thread_local! {
+    /// [`starting_runtime`] is starting a runtime on this thread: a panic then is
+    /// caught and said as its failure (see `quiet_caught_panics`).
+    static STARTING_RUNTIME: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

@@ -41,18 +41,19 @@ pub fn cancelling(cancelled: Cancelled) -> &'static str {
 pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let system = |e: std::io::Error| CliError::new(Status::SystemFailure, e);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(system)?;
-    let (mut int, mut term, mut hup) = {
+    // Out of file descriptors, tokio fails (or panics) here: said as the
+    // runtime's failure to start, never a bare error or a crash.
+    let (runtime, mut int, mut term, mut hup) = crate::starting_runtime(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
         let _entered = runtime.enter();
-        (
-            signal(SignalKind::interrupt()).map_err(system)?,
-            signal(SignalKind::terminate()).map_err(system)?,
-            signal(SignalKind::hangup()).map_err(system)?,
-        )
-    };
+        let int = signal(SignalKind::interrupt())?;
+        let term = signal(SignalKind::terminate())?;
+        let hup = signal(SignalKind::hangup())?;
+        drop(_entered);
+        Ok((runtime, int, term, hup))
+    })?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

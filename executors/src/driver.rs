@@ -17,7 +17,10 @@
 //!    [`Error::InvalidRequest`].
 //! 2. Creates the work directory (replacing a stale one left by a crashed
 //!    run for the same result root, and refusing a directory there that
-//!    fruix did not make; [`fruix_freebsd::work::create_work_dir`]).
+//!    fruix did not make; [`fruix_freebsd::work::create_work_dir`]), held
+//!    by this process until its cleanup removed it, so that a later
+//!    build or collection removes it once this process is gone
+//!    ([`fruix_freebsd::work::prepare_held_work_dir`]).
 //! 3. Runs the plan's make steps ([`fruix_freebsd::plan`] lists them with
 //!    their arguments and environment), each as a stage named after its
 //!    target, with the source directory as working directory and this
@@ -49,7 +52,9 @@ use fruix_core::promotion::PromotionMetadata;
 use fruix_core::{Error, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
 use fruix_freebsd::source::{absolute_source, check_source_tree};
-use fruix_freebsd::work::{self, prepare_work_dir, work_dir_for, WORK_DIR_AT_EXIT};
+use fruix_freebsd::work::{
+    self, prepare_held_work_dir, work_dir_for, HeldWorkDir, WORK_DIR_AT_EXIT,
+};
 use fruix_freebsd::{BuildPlan, Layout, MakeStep};
 use tokio_util::sync::CancellationToken;
 
@@ -77,12 +82,17 @@ pub struct Driver {
 
 impl Driver {
     /// Runs the build described in the module docs and returns the metadata
-    /// it wrote to `promotion.scm`.
-    pub async fn run(&self, ctx: &RunContext) -> Result<PromotionMetadata> {
+    /// it wrote to `promotion.scm`. The hold on the work directory goes to
+    /// `held`, for the caller to keep until the directory is removed.
+    pub async fn run(
+        &self,
+        ctx: &RunContext,
+        held: &mut Option<HeldWorkDir>,
+    ) -> Result<PromotionMetadata> {
         let plan = BuildPlan::new(&ctx.request, &self.layout)?;
         check_source_tree(&self.layout.source_dir)?;
         let work = self.layout.work_dir.clone();
-        blocking(&ctx.cancel, move || prepare_work_dir(&work)).await?;
+        *held = Some(blocking(&ctx.cancel, move || prepare_held_work_dir(&work)).await?);
         let logs = ctx.logs_dir()?;
         for step in &plan.steps {
             let log = logs.join(format!("{}.log", step.target));
@@ -156,6 +166,7 @@ impl Executor for DriverExecutor {
         Box::new(DriverRun {
             executor: self,
             _at_exit: None,
+            held: None,
         })
     }
 }
@@ -169,6 +180,9 @@ struct DriverRun<'a> {
     /// The work directory, named by a fast exit until the run is dropped
     /// (after its cleanup removed it).
     _at_exit: Option<AtExit>,
+    /// The hold on the work directory, kept until the run is dropped
+    /// (after its cleanup removed it).
+    held: Option<HeldWorkDir>,
 }
 
 impl DriverRun<'_> {
@@ -195,7 +209,7 @@ impl Run for DriverRun<'_> {
                 work_dir,
             },
         };
-        driver.run(ctx).await.map(drop)
+        driver.run(ctx, &mut self.held).await.map(drop)
     }
 
     async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {

@@ -1,8 +1,9 @@
 //! The work directory of a build: where it is, and what is in it (the object
 //! tree and the install trees, make's `MAKEOBJDIRPREFIX` and `DESTDIR`s).
 
+use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -111,6 +112,109 @@ pub fn create_work_dir(work: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The file a run holds an exclusive `flock` on for its whole life, in a
+/// work directory it made with [`prepare_held_work_dir`]. A work
+/// directory holding it whose lock nobody holds is a leftover of a run no
+/// longer running (killed): [`remove_dead_work_dirs`] removes it. One
+/// without it (made by [`create_work_dir`] alone) is never taken for dead.
+pub const RUN_LOCK: &str = ".fruix-run";
+
+/// A run's hold on its work directory ([`RUN_LOCK`]), released when
+/// dropped (or when the process ends, however it ends): keep it until the
+/// work directory is removed.
+#[derive(Debug)]
+pub struct HeldWorkDir {
+    _lock: std::fs::File,
+}
+
+/// [`prepare_work_dir`], held by this process ([`HeldWorkDir`]) until the
+/// hold is dropped: no [`remove_dead_work_dirs`] removes it meanwhile, and
+/// every one after does once this process is gone. Blocking.
+pub fn prepare_held_work_dir(work: &Path) -> Result<HeldWorkDir> {
+    create_work_dir(work)?;
+    let held = hold(work)?;
+    for sub in WORK_SUBDIRS {
+        let dir = work.join(sub);
+        std::fs::create_dir_all(&dir).with_path("create work directory", &dir)?;
+    }
+    Ok(held)
+}
+
+/// Takes the hold on the fresh work directory `work`: its [`RUN_LOCK`] is
+/// made under a temporary name and locked before it is renamed into
+/// place, so no sweep ever finds it unlocked while this process lives.
+fn hold(work: &Path) -> Result<HeldWorkDir> {
+    let io = |e: Errno| Error::io("lock work directory", work, e.into());
+    let dir = rfs::open(work, dir_flags(), Mode::empty()).map_err(io)?;
+    let temp = format!("{RUN_LOCK}.{}", std::process::id());
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let lock = rfs::openat(&dir, temp.as_str(), flags, Mode::from_raw_mode(0o600)).map_err(io)?;
+    let locked = rfs::flock(&lock, rfs::FlockOperation::NonBlockingLockExclusive)
+        .and_then(|()| rfs::renameat(&dir, temp.as_str(), &dir, RUN_LOCK));
+    if let Err(e) = locked {
+        let _ = rfs::unlinkat(&dir, temp.as_str(), rfs::AtFlags::empty());
+        return Err(io(e));
+    }
+    Ok(HeldWorkDir {
+        _lock: std::fs::File::from(lock),
+    })
+}
+
+/// Removes the work directories in `parent` (a state directory's
+/// `native-builds`) of runs no longer running: each a directory of this
+/// user's, marked ([`WORK_MARKER`]), holding a [`RUN_LOCK`] that this
+/// process could lock (its run is gone: killed, or ended by a fast exit).
+/// Nothing in `parent` is followed: each is opened beneath its descriptor with
+/// `O_NOFOLLOW`, and removed only while it is still the directory checked,
+/// its lock held. With `dry_run`, only lists them. Returns their paths,
+/// sorted; one that cannot be removed is left, unlisted. A missing
+/// `parent` holds none. Blocking.
+pub fn remove_dead_work_dirs(parent: &Path, dry_run: bool) -> Result<Vec<PathBuf>> {
+    // `parent` itself is the user's to place (a symlink to another disk).
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let dir = match rfs::open(parent, flags, Mode::empty()) {
+        Ok(dir) => dir,
+        Err(Errno::NOENT) => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("open", parent, e.into())),
+    };
+    let mut removed = Vec::new();
+    for name in entries(dir.as_fd(), parent)? {
+        let work = parent.join(&name);
+        let Some((id, _lock)) = dead_run(dir.as_fd(), &name) else {
+            continue;
+        };
+        if !matches!(examine(&work), Ok(Found::Own(own)) if own == id) {
+            continue;
+        }
+        if dry_run || remove_own(&work, id).is_ok() {
+            removed.push(work);
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// The device and inode of the directory `name` in `parent`, with its
+/// [`RUN_LOCK`] locked, when that is a regular file of this user's that no
+/// live run holds.
+fn dead_run(parent: BorrowedFd<'_>, name: &OsStr) -> Option<((u64, u64), OwnedFd)> {
+    let work = rfs::openat(parent, name, dir_flags(), Mode::empty()).ok()?;
+    let st = rfs::fstat(&work).ok()?;
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let lock = rfs::openat(&work, RUN_LOCK, flags, Mode::empty()).ok()?;
+    let l = rfs::fstat(&lock).ok()?;
+    let own = FileType::from_raw_mode(l.st_mode) == FileType::RegularFile
+        && l.st_uid == geteuid().as_raw();
+    let free = own && rfs::flock(&lock, rfs::FlockOperation::NonBlockingLockExclusive).is_ok();
+    free.then_some(((st.st_dev as u64, st.st_ino as u64), lock))
+}
+
+/// How a work directory is opened: a directory, never through a symlink.
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
 /// Removes the work directory `work` with everything in it, when it is
 /// fruix's own (see [`create_work_dir`]); a missing one is fine. Returns
 /// whether nothing is left there: `false` when something fruix did not
@@ -139,8 +243,7 @@ enum Found {
 /// with `O_NOFOLLOW`, and its marker looked for relative to that
 /// descriptor, also with `O_NOFOLLOW`: a regular file of this user.
 fn examine(work: &Path) -> Result<Found> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let dir = match rfs::open(work, flags, Mode::empty()) {
+    let dir = match rfs::open(work, dir_flags(), Mode::empty()) {
         Ok(dir) => dir,
         Err(Errno::NOENT) => return Ok(Found::Absent),
         Err(e) => {
@@ -283,6 +386,42 @@ mod tests {
             std::fs::read_to_string(dir.path().join("thesis.work/chapter1.tex")).unwrap(),
             "years of work"
         );
+    }
+
+    /// Regression: the work directory of a killed run stayed forever.
+    /// Swept, one no process holds goes; one held, one never held (made
+    /// by [`create_work_dir`] alone, as other executors do), and one
+    /// whose lock is a symlink stay.
+    #[test]
+    fn only_the_work_dirs_of_runs_no_longer_running_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let builds = dir.path().join("native-builds");
+        let held = prepare_held_work_dir(&builds.join("live.work")).unwrap();
+        drop(prepare_held_work_dir(&builds.join("killed.work")).unwrap());
+        prepare_work_dir(&builds.join("unheld.work")).unwrap();
+        let faked = builds.join("faked.work");
+        prepare_work_dir(&faked).unwrap();
+        std::os::unix::fs::symlink(
+            builds.join("killed.work").join(RUN_LOCK),
+            faked.join(RUN_LOCK),
+        )
+        .unwrap();
+        let listed = remove_dead_work_dirs(&builds, true).unwrap();
+        assert_eq!(listed, [builds.join("killed.work")]);
+        assert!(builds.join("killed.work").is_dir(), "a dry run removed it");
+        assert_eq!(remove_dead_work_dirs(&builds, false).unwrap(), listed);
+        assert!(builds.join("killed.work").symlink_metadata().is_err());
+        for kept in ["live.work", "unheld.work", "faked.work"] {
+            assert!(builds.join(kept).join(OBJ_DIR).is_dir(), "{kept} went");
+        }
+        drop(held);
+        assert_eq!(
+            remove_dead_work_dirs(&builds, false).unwrap(),
+            [builds.join("live.work")]
+        );
+        assert!(remove_dead_work_dirs(&dir.path().join("none"), false)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

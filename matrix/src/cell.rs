@@ -5,7 +5,6 @@
 //! cell is promoted into the store. An [`Observer`] hears of every attempt
 //! and event, for a live view.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use fruix_promote::attest;
 use fruix_promote::sign::PublicKey;
 use fruix_promote::{promote_validated, PromoteOptions, Store};
 
-use crate::cell_log;
+use crate::cell_log::{self, CellLog, LogFailure};
 use crate::host_slots::{self, HostSlot};
 use crate::plan::MatrixPlan;
 use crate::report_dir::ReportDir;
@@ -96,6 +95,9 @@ pub struct ExecutorRunner {
     pub report_dir: Arc<ReportDir>,
     /// Told of every attempt, event and finished cell.
     pub observer: Arc<dyn Observer>,
+    /// The first cell log that could not be written (its cell failed):
+    /// the run fails with it once its report is written.
+    pub log_failure: LogFailure,
 }
 
 impl ExecutorRunner {
@@ -123,12 +125,13 @@ fn cell_error(e: &Error) -> CellError {
     }
 }
 
-/// Writes `event` to a cell's log file (progress is not logged).
-fn log_event(log: &mut impl Write, event: &Event) {
+/// Writes `event` to a cell's log file (progress is not logged); `false`
+/// once the log cannot be written.
+fn log_event(log: &mut CellLog, event: &Event) -> bool {
     let line = match event {
         Event::StageStarted { stage } => format!("==> {stage}"),
         Event::Log { line, .. } => line.clone(),
-        Event::Progress { .. } => return,
+        Event::Progress { .. } => return true,
         Event::StageFinished {
             stage,
             ok,
@@ -140,7 +143,7 @@ fn log_event(log: &mut impl Write, event: &Event) {
         ),
         Event::Warning { message } => format!("warning: {message}"),
     };
-    let _ = writeln!(log, "{line}");
+    log.line(&line)
 }
 
 /// The next event already queued in `rx`, with its phase; `None` when none
@@ -162,8 +165,9 @@ struct Attempt {
 
 impl Attempt {
     /// Runs the cell's executor into a fresh result root, logging its
-    /// events to `log` and telling the observer.
-    async fn run(&self, log: &mut std::fs::File) -> Result<ResultRoot, CellError> {
+    /// events to `log` and telling the observer. A log that cannot be
+    /// written cancels the build, and fails the attempt with its error.
+    async fn run(&self, log: &mut CellLog) -> Result<ResultRoot, CellError> {
         let i = self.job.start.cell;
         let config = self.plan.executor_config(i, &self.job.start.placement);
         let executor = self
@@ -176,14 +180,17 @@ impl Attempt {
             })?;
         let (run_id, root) =
             allocate_run_dir(&self.state_dir.join("native-builds")).map_err(|e| cell_error(&e))?;
-        let _ = writeln!(
-            log,
+        log.line(&format!(
             "=== {}: attempt {} on {}: run id {run_id}, result root {}",
             self.id,
             self.job.start.attempt,
             self.machine,
             fruix_core::escape::path(&root)
-        );
+        ));
+        let cancel = self.job.cancel.child_token();
+        if log.failure().is_some() {
+            cancel.cancel();
+        }
         let (events, mut rx) = EventSink::channel();
         let request = self.plan.request(i, run_id);
         let run = run_executor_within(
@@ -191,13 +198,15 @@ impl Attempt {
             request,
             &root,
             events,
-            self.job.cancel.clone(),
+            cancel.clone(),
             self.plan.limits(),
         );
         tokio::pin!(run);
-        let pass_on = |log: &mut std::fs::File, (event, phase): (Event, Phase)| {
+        let pass_on = |log: &mut CellLog, (event, phase): (Event, Phase)| {
             self.observer.event(&self.id, &event, phase);
-            log_event(log, &event);
+            if !log_event(log, &event) {
+                cancel.cancel();
+            }
         };
         // Drain events while the executor runs; the channel closes when it
         // returns. Events still queued then (sent in the poll that returned,
@@ -217,15 +226,18 @@ impl Attempt {
                 }
             }
         };
-        result.map_err(|e| {
+        if let Err(e) = &result {
             if let Some(tail) = e.log().map(|l| &l.tail).filter(|t| !t.is_empty()) {
-                let _ = writeln!(log, "--- last {} log lines ---", tail.len());
+                log.line(&format!("--- last {} log lines ---", tail.len()));
                 for line in tail {
-                    let _ = writeln!(log, "{line}");
+                    log.line(line);
                 }
             }
-            cell_error(&e)
-        })
+        }
+        match log.failure() {
+            Some(e) => Err(cell_error(&e)),
+            None => result.map_err(|e| cell_error(&e)),
+        }
     }
 }
 
@@ -247,6 +259,7 @@ impl CellRunner for ExecutorRunner {
         let machine = machine.clone();
         let (observer, state_dir) = (self.observer.clone(), self.state_dir.clone());
         let (cancel, report_dir) = (job.cancel.clone(), self.report_dir.clone());
+        let log_failure = self.log_failure.clone();
         let (id, n) = (
             self.plan.cells[job.start.cell].id.clone(),
             job.start.attempt,
@@ -256,7 +269,9 @@ impl CellRunner for ExecutorRunner {
                 observer.waiting_for_slot(&id, &machine, slots);
                 let says = fruix_core::escape::line(&waiting_for_slot(&machine, slots));
                 let line = format!("=== {id}: attempt {n} {says}");
-                cell_log::append(report_dir.logs(), &id, &line);
+                if let Err(e) = cell_log::append(report_dir.logs(), &id, &line) {
+                    log_failure.note(e);
+                }
             };
             match host_slots::take(&state_dir, &machine, slots, &cancel, waiting).await {
                 Ok(Some(slot)) => Ok(Some(slot)),
@@ -268,7 +283,9 @@ impl CellRunner for ExecutorRunner {
                 Err(e) => {
                     let e = cell_error(&e);
                     let line = format!("=== {id}: attempt {n}: {e}");
-                    cell_log::append(report_dir.logs(), &id, &line);
+                    if let Err(e) = cell_log::append(report_dir.logs(), &id, &line) {
+                        log_failure.note(e);
+                    }
                     observer.attempt_started(&id, &machine, n);
                     let line = format!("attempt {n} on {machine}: {e}");
                     observer.attempt_ended(&id, Some(&line));
@@ -279,7 +296,7 @@ impl CellRunner for ExecutorRunner {
     }
 
     fn build(&self, job: Job) -> BoxFuture<Result<(ResultRoot, String), CellError>> {
-        let report_dir = self.report_dir.clone();
+        let (report_dir, log_failure) = (self.report_dir.clone(), self.log_failure.clone());
         // A cell built here from this store's source object must leave it
         // as it was (a remote cell's copy is the machine's own).
         let built_from = match (self.plan.remote[job.start.cell], &self.plan.source_object) {
@@ -298,7 +315,7 @@ impl CellRunner for ExecutorRunner {
         Box::pin(async move {
             let (id, n) = (&attempt.id, attempt.job.start.attempt);
             attempt.observer.attempt_started(id, &attempt.machine, n);
-            let mut log = cell_log::open(report_dir.logs(), id).map_err(|e| cell_error(&e))?;
+            let mut log = CellLog::open(report_dir.logs(), id).map_err(|e| cell_error(&e))?;
             let mut outcome = attempt.run(&mut log).await;
             if let Some(object) = built_from {
                 let untouched = tokio::task::spawn_blocking(move || {
@@ -307,7 +324,7 @@ impl CellRunner for ExecutorRunner {
                 .await
                 .map_err(|e| system(format!("checking the source object failed: {e}")))?;
                 if let Err(e) = untouched {
-                    let _ = writeln!(log, "fruix: {e}");
+                    log.line(&format!("fruix: {e}"));
                     if outcome.is_ok() {
                         outcome = Err(CellError {
                             failure: e.failure(),
@@ -317,12 +334,17 @@ impl CellRunner for ExecutorRunner {
                     }
                 }
             }
-            let ending = match &outcome {
+            let ending = |outcome: &Result<ResultRoot, CellError>| match outcome {
                 Ok(_) => "built".to_string(),
                 Err(e) => e.to_string(),
             };
-            let _ = writeln!(log, "=== {id}: attempt {n}: {ending}");
-            let line = format!("attempt {n} on {}: {ending}", attempt.machine);
+            log.line(&format!("=== {id}: attempt {n}: {}", ending(&outcome)));
+            // A log cut short fails the attempt, whatever the build did.
+            if let Some(e) = log.failure() {
+                outcome = Err(cell_error(&e));
+                log_failure.note(e);
+            }
+            let line = format!("attempt {n} on {}: {}", attempt.machine, ending(&outcome));
             attempt
                 .observer
                 .attempt_ended(id, outcome.is_err().then_some(line.as_str()));
@@ -590,6 +612,7 @@ mod tests {
             state_dir: dir.join("state"),
             report_dir: Arc::new(report_dir),
             observer,
+            log_failure: LogFailure::default(),
         }
     }
 

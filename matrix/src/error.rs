@@ -127,6 +127,25 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A cell's log could not be written (a full disk, say): its cell
+    /// failed, as a system failure, and the run fails with it once its
+    /// report is written (when it can be).
+    #[error("{source}; its cell failed (system failure), {}", report_said(report))]
+    CellLog {
+        /// The write that failed ([`fruix_core::Error::Io`]).
+        source: Box<fruix_core::Error>,
+        /// The report written (`report.json`, or a cell report), or why
+        /// it could not be.
+        report: std::result::Result<PathBuf, String>,
+    },
+}
+
+/// What [`Error::CellLog`] says of the report.
+fn report_said(report: &std::result::Result<PathBuf, String>) -> String {
+    match report {
+        Ok(path) => format!("as the report {} says", fruix_core::escape::path(path)),
+        Err(e) => format!("and the report could not be written either: {e}"),
+    }
 }
 
 impl Error {
@@ -145,7 +164,7 @@ impl Error {
             | Error::InvalidCell { .. }
             | Error::CellSetup { .. }
             | Error::CellReport { .. } => Failure::Input,
-            Error::Report { .. } => Failure::System,
+            Error::Report { .. } | Error::CellLog { .. } => Failure::System,
             Error::Source(e) => e.failure(),
         }
     }

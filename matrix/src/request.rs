@@ -104,18 +104,27 @@ pub fn check_source(source: &Path) -> Result<PathBuf> {
         path: path.to_path_buf(),
         message,
     };
-    let dir = std::fs::canonicalize(source).map_err(|e| {
-        invalid(
-            source,
-            format!(
-                "source {}: {e}; give an existing FreeBSD source tree",
-                fruix_core::escape::path(source)
-            ),
-        )
+    // A path that leads nowhere is the caller's; a failure of this host
+    // (too many open files, no memory) is not.
+    let dir = std::fs::canonicalize(source).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EACCES | libc::ENAMETOOLONG) => {
+            invalid(
+                source,
+                format!(
+                    "source {}: {e}; give an existing FreeBSD source tree",
+                    fruix_core::escape::path(source)
+                ),
+            )
+        }
+        _ => Error::Core(fruix_core::Error::io("resolve", source, e)),
     })?;
-    // Its own words: no build request is at fault here (`source add`).
+    // Its own words: no build request is at fault here (`source add`). Only
+    // the tree's own faults are the caller's: an I/O failure of this host
+    // while reading it (too many open files, an I/O error) stays a system
+    // failure.
     check_source_tree(&dir).map_err(|e| match e {
         fruix_core::Error::InvalidRequest { message } => invalid(&dir, message),
+        e if e.failure() == fruix_core::Failure::System => Error::Core(e),
         e => invalid(&dir, e.to_string()),
     })?;
     Ok(dir)

@@ -99,7 +99,8 @@ pub async fn run(
         agreement,
         machines_set_aside: ran.set_aside,
     };
-    let (report_json, junit_xml) = report.write(report_dir)?;
+    let written = report.write(report_dir);
+    let (report_json, junit_xml) = failed_log(ran.log_failure, written)?;
     drop(locked);
     Ok(Finished {
         report,
@@ -116,6 +117,28 @@ pub(crate) struct Ran {
     pub set_aside: Vec<SetAside>,
     pub time_limit: Option<std::time::Duration>,
     pub time_limit_reached: bool,
+    /// The first cell log that could not be written: the run fails with
+    /// it ([`failed_log`]).
+    pub log_failure: Option<fruix_core::Error>,
+}
+
+/// What writing a run's report gave, `written` (its first element the
+/// report's path), unless a cell log could not be written (`log_failure`):
+/// then an [`Error::CellLog`], saying where the report is, or why it is
+/// not.
+pub(crate) fn failed_log<T: AsRef<std::path::Path>, U>(
+    log_failure: Option<fruix_core::Error>,
+    written: Result<(T, U)>,
+) -> Result<(T, U)> {
+    match log_failure {
+        None => written,
+        Some(e) => Err(Error::CellLog {
+            source: Box::new(e),
+            report: written
+                .map(|(path, _)| path.as_ref().to_path_buf())
+                .map_err(|e| e.to_string()),
+        }),
+    }
 }
 
 /// Runs every cell of `plan` and promotes each passed one: the part of a
@@ -184,6 +207,7 @@ pub(crate) async fn execute(
         state_dir: settings.state_dir,
         report_dir: settings.report_dir.clone(),
         observer,
+        log_failure: Default::default(),
     });
     let started = SystemTime::now();
     let outcome = run_cells(
@@ -205,5 +229,6 @@ pub(crate) async fn execute(
             .collect(),
         time_limit: time_limit.map(|t| t.limit),
         time_limit_reached: outcome.time_limit_reached,
+        log_failure: runner.log_failure.take(),
     })
 }

@@ -149,7 +149,10 @@ pub async fn run_cell(
     };
     let path = locked.path().join(cell_file_name(&report.cell.id));
     let text = serde_json::to_string_pretty(&report).expect("cell reports serialize") + "\n";
-    write_atomic(&path, text.as_bytes())?;
+    let written = write_atomic(&path, text.as_bytes())
+        .map(|()| (path, ()))
+        .map_err(Error::from);
+    let (path, ()) = crate::run::failed_log(ran.log_failure, written)?;
     drop(locked);
     Ok(CellFinished { report, path })
 }

@@ -24,6 +24,7 @@ use crate::verify::is_object_name;
 
 mod busy;
 mod open;
+use open::db_error;
 mod row;
 mod schema;
 use fruix_core::escape;
@@ -162,21 +163,6 @@ fn altered(path: &Path, why: &str) -> Error {
         message: format!(
             "{why}: it is not a fruix registry, or it was altered, and fruix left it as it is; {RESTORE}"
         ),
-    }
-}
-
-/// A database error, naming the file; a wait for another process's
-/// transaction that the process's interrupt ended ([`busy`]) is a
-/// cancellation, as the store's other lock waits say it.
-fn db_error(path: &Path, e: rusqlite::Error) -> Error {
-    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
-        && fruix_core::interrupt::requested()
-    {
-        return fruix_core::Error::Cancelled.into();
-    }
-    Error::Database {
-        path: path.to_path_buf(),
-        source: e,
     }
 }
 

@@ -69,10 +69,15 @@ pub enum Error {
         /// `store object is inconsistent: `.
         message: String,
     },
-    /// The store directory cannot be written.
+    /// The store directory cannot be written: this user lacks permission
+    /// (`EACCES`, `EPERM`), or its filesystem is mounted read-only
+    /// (`EROFS`). Any other failure to write it (out of file descriptors,
+    /// memory, space) is no such refusal, and names its path
+    /// ([`Error::store_write`]).
     #[error(
-        "store {} is not writable: {source}; choose another --store or fix its permissions",
-        escape::path(store)
+        "store {} is not writable: {source}; {}",
+        escape::path(store),
+        not_writable_advice(source)
     )]
     StoreNotWritable {
         /// The store directory.
@@ -110,6 +115,19 @@ pub enum Error {
     #[error("no store at {}; check --store (or FRUIX_STORE)", escape::path(path))]
     NoStore {
         /// The path named as the store, which is not a directory.
+        path: PathBuf,
+    },
+    /// A store directory holding no more than what making a store begins
+    /// with (`.fruix` without its registry, `.lock`, `.locks`, an empty
+    /// `.links`): a command that was making it failed or was killed. A
+    /// command that only uses a store refuses it and writes nothing; a
+    /// command that adds to the store completes it.
+    #[error(
+        "store {} is incomplete: it holds only what a command making it left when it failed or was killed (no registry, no pool entry, no object), and was left as it was; check --store (or FRUIX_STORE), then remove that directory or run a command that adds to the store (it completes it)",
+        escape::path(path)
+    )]
+    IncompleteStore {
+        /// The directory named as the store.
         path: PathBuf,
     },
     /// A directory named as the store that holds other things but no
@@ -318,6 +336,26 @@ fn store_entry_rule(found: &str) -> &'static str {
     }
 }
 
+/// Whether `e` refuses a write for want of permission (`EACCES`, `EPERM`)
+/// or on a filesystem mounted read-only (`EROFS`): told from its error
+/// number, never its text.
+pub(crate) fn is_write_refusal(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EACCES | libc::EPERM | libc::EROFS)
+    )
+}
+
+/// What to do about a store [`Error::StoreNotWritable`] for `source`.
+fn not_writable_advice(source: &std::io::Error) -> &'static str {
+    match source.raw_os_error() {
+        Some(libc::EROFS) => {
+            "its filesystem is mounted read-only: choose another --store, or mount it read-write"
+        }
+        _ => "choose another --store or fix its permissions",
+    }
+}
+
 /// What to do about a database error, from SQLite's error code (never its
 /// message): `; ...` to follow it, or nothing.
 pub fn database_advice(e: &rusqlite::Error) -> &'static str {
@@ -330,8 +368,10 @@ pub fn database_advice(e: &rusqlite::Error) -> &'static str {
         Some(ErrorCode::SystemIoFailure) => {
             "; the filesystem failed to read or write it (is it full, or failing?)"
         }
+        // A refusal by permissions or a read-only filesystem is told apart
+        // before (`db_error`): what is left is the system's.
         Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
-            "; check that this user may read and write it, and the directory it is in"
+            "; its permissions let this user read and write it, so the system failed to open it (is the process out of file descriptors, or the system out of memory?)"
         }
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
             "; the registry is damaged: move the store's .fruix directory away, and the next store command registers the store's objects anew from what is in the store (their registration times, signatures and promoted runs are lost), then run `fruix store verify`"
@@ -341,6 +381,26 @@ pub fn database_advice(e: &rusqlite::Error) -> &'static str {
 }
 
 impl Error {
+    /// The error of writing (`action`: `create`, `open`) the store's own
+    /// entry `path` in the store `store`, which failed with `source`:
+    /// [`Error::StoreNotWritable`] when it is refused for permission or a
+    /// read-only filesystem ([`is_write_refusal`]), else what it is (out of
+    /// file descriptors, memory, space), naming `path`: a system failure.
+    pub(crate) fn store_write(
+        store: &std::path::Path,
+        action: &'static str,
+        path: &std::path::Path,
+        source: std::io::Error,
+    ) -> Error {
+        match is_write_refusal(&source) {
+            true => Error::StoreNotWritable {
+                store: store.to_path_buf(),
+                source,
+            },
+            false => fruix_core::Error::io(action, path, source).into(),
+        }
+    }
+
     /// `Ok` when a check of `object` found no `differences` (listed, and
     /// `more_differences` beyond them), else [`Error::Corrupt`].
     pub fn corrupt_unless_intact(
@@ -382,6 +442,7 @@ impl Error {
             | Error::Database { .. }
             | Error::DatabaseUnreadable { .. } => (Failure::System, ExitStatus::SystemFailure),
             Error::NoStore { .. }
+            | Error::IncompleteStore { .. }
             | Error::NotAStoreDirectory { .. }
             | Error::StoreNotDirectory(_)
             | Error::StorePathNotText { .. }
@@ -437,6 +498,35 @@ mod tests {
             text.contains("the build or promotion using it ended"),
             "{text}"
         );
+    }
+
+    /// Regression: any failure to write the store's own files was "not
+    /// writable ... fix its permissions", running out of file descriptors
+    /// too, and a read-only filesystem was a matter of permissions. Only
+    /// `EACCES`/`EPERM` are, `EROFS` is said for what it is, and anything
+    /// else names its path, a system failure.
+    #[test]
+    fn only_a_refusal_to_write_is_said_to_be_one() {
+        let said = |errno| {
+            let source = std::io::Error::from_raw_os_error(errno);
+            let e = Error::store_write("/s".as_ref(), "open", "/s/.lock".as_ref(), source);
+            assert_eq!(e.exit_status(), fruix_core::ExitStatus::SystemFailure);
+            e.to_string()
+        };
+        for errno in [libc::EACCES, libc::EPERM] {
+            assert!(
+                said(errno).contains("fix its permissions"),
+                "{}",
+                said(errno)
+            );
+        }
+        assert!(said(libc::EROFS).contains("mounted read-only"));
+        assert!(!said(libc::EROFS).contains("permissions"));
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM] {
+            let text = said(errno);
+            assert!(text.starts_with("failed to open /s/.lock: "), "{text}");
+            assert!(!text.contains("writable"), "{text}");
+        }
     }
 
     /// Regression: a FIFO or a directory among the store's own files was

@@ -428,6 +428,19 @@ pub fn promote_validated(
     if result_new {
         temps.push(prepare_bundle(store, &bundle, &reports)?);
     }
+    // The bundle's root is made before anything is published, under
+    // temporary names: a state directory (or the link's directory) that
+    // cannot take it, full, fails the promotion with nothing published.
+    // Renaming them into place once the objects are registered takes no
+    // room.
+    let pending_root = options
+        .out_link
+        .as_ref()
+        .map(|o| {
+            let bundle_path = store.path().join(&bundle.name);
+            crate::roots::prepare_indirect(o.state_dir, o.link, &bundle_path)
+        })
+        .transpose()?;
     // The point of no return: a cancellation from now on is too late.
     if let Some(progress) = options.progress {
         progress.commit()?;
@@ -469,14 +482,9 @@ pub fn promote_validated(
     }
     // Still under the GC lock: the bundle is rooted before any collection
     // can see it unrooted.
-    let out_link = match &options.out_link {
-        Some(o) => Some(crate::roots::add_indirect(
-            o.state_dir,
-            o.link,
-            &store.path().join(&bundle.name),
-        )?),
-        None => None,
-    };
+    let out_link = pending_root
+        .map(crate::roots::PendingRoot::finish)
+        .transpose()?;
     promotion.succeed(some_existed);
     let result_store = store.path().join(&bundle.name);
     let artifacts: BTreeMap<String, ArtifactReport> =

@@ -34,6 +34,9 @@ use fruix_core::manifest::{stat, with_buffer, FileDigest, OpenFile, SPECIAL_BITS
 use crate::error::Result;
 use crate::store::STORE_MTIME;
 
+mod remove;
+use remove::remove_at;
+
 /// Where [`Pool::link_into`] puts an entry: `name` in directory `parent`,
 /// with `display` naming it in messages.
 #[derive(Debug, Clone, Copy)]
@@ -392,11 +395,13 @@ impl Pool {
             .count()
     }
 
-    /// Removes entry (or stray file) `name`.
+    /// Removes entry (or stray file) `name`; a directory there (no entry
+    /// is one) goes with all it holds, removed beneath the pool's descriptor
+    /// without following a symlink ([`remove_at`]).
     pub fn remove(&self, name: impl AsRef<Path>) -> Result<()> {
         let name = name.as_ref();
-        rfs::unlinkat(&self.dir, name, AtFlags::empty())
-            .map_err(|e| fruix_core::Error::io("remove", self.path.join(name), e.into()).into())
+        remove_at(self.dir.as_fd(), name, 0)
+            .map_err(|e| fruix_core::Error::io("remove", self.path.join(name), e).into())
     }
 
     /// Calls `f` with the pool's names (temporaries left out), `chunk` at a
@@ -528,7 +533,17 @@ impl<'p> PoolTemp<'p> {
         finish_file(self.file.as_fd(), store_mode, &display)?;
         start_writeback(&self.file);
         journal.record(key)?;
-        rfs::renameat(&self.pool.dir, self.name.as_str(), &self.pool.dir, key).map_err(|e| {
+        let rename = || rfs::renameat(&self.pool.dir, self.name.as_str(), &self.pool.dir, key);
+        let renamed = match rename() {
+            // A directory is where the entry goes: no entry is one, and a
+            // damaged entry is replaced (`has`), so it goes first.
+            Err(rustix::io::Errno::ISDIR) => {
+                self.pool.remove(key)?;
+                rename()
+            }
+            other => other,
+        };
+        renamed.map_err(|e| {
             fruix_core::Error::io("add to the store pool", self.pool.path.join(key), e.into())
         })?;
         self.name.clear();
@@ -591,6 +606,43 @@ mod tests {
     }
 
     use super::*;
+
+    /// A directory where the pool entry `key` of `content` goes, holding
+    /// a read-only directory and a symlink to `outside`.
+    fn directory_at_entry(pool: &Path, content: &[u8], outside: &Path) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let key = key(&Sha256::digest(content).into(), 0o444);
+        let sub = pool.join(&key).join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("file"), "x").unwrap();
+        std::os::unix::fs::symlink(outside, pool.join(&key).join("link")).unwrap();
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o555)).unwrap();
+        key
+    }
+
+    /// Regression: a directory at a pool entry's name could not be
+    /// removed (`store verify --repair`: "Is a directory"), nor replaced
+    /// by a promotion needing that entry. Both now remove it, beneath the
+    /// pool's descriptor, never following a symlink in it.
+    #[test]
+    fn a_directory_at_an_entry_s_name_is_removed_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool_dir, outside) = (dir.path().join("pool"), dir.path().join("outside"));
+        std::fs::create_dir_all(&pool_dir).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("kept"), "mine").unwrap();
+        let pool = Pool::open(pool_dir.clone()).unwrap();
+        let key = directory_at_entry(&pool_dir, b"one", &outside);
+        pool.remove(&key).unwrap();
+        assert!(pool_dir.join(&key).symlink_metadata().is_err());
+        let key = directory_at_entry(&pool_dir, b"two", &outside);
+        let journal = Journal::create(dir.path().join("journal")).unwrap();
+        let display = Path::new("two");
+        let digest = pool.ingest_stream(&mut &b"two"[..], 3, 0o444, &journal, display);
+        assert_eq!(digest.map(|d| d.size).ok(), Some(3));
+        assert_eq!(pool.check_entry(&key), Ok(3));
+        assert_eq!(std::fs::read(outside.join("kept")).unwrap(), b"mine");
+    }
 
     #[test]
     fn keys_name_content_and_exec_bit() {

@@ -294,12 +294,32 @@ fn unique() -> String {
 
 /// Makes `link` a symlink to `target` (replacing a symlink already there,
 /// atomically; anything else there is an error) and registers it as an
-/// indirect root in `state_dir`. `link` is made absolute first. The root
-/// is registered before the link is made: a failure (a full state
-/// directory) leaves the link as it was, never pointing at an object that
-/// no root keeps; a link that cannot be made takes back a registration
-/// this call made.
+/// indirect root in `state_dir`: [`prepare_indirect`], then
+/// [`PendingRoot::finish`].
 pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<PathBuf> {
+    prepare_indirect(state_dir, link, target)?.finish()
+}
+
+/// An indirect root being added ([`prepare_indirect`]): its registration
+/// in `gcroots/auto/` and its link, each made under a temporary name,
+/// which [`PendingRoot::finish`] renames into place. Dropped unfinished,
+/// both temporaries go: the state directory and the link are as they were.
+#[derive(Debug)]
+pub struct PendingRoot {
+    registration: PendingRegistration,
+    /// The link, absolute.
+    link: PathBuf,
+    /// The link's temporary; `None` once renamed.
+    link_temp: Option<PathBuf>,
+}
+
+/// Makes everything the root of `link` to `target` needs in `state_dir`
+/// and beside `link` (which is made absolute first), under temporary
+/// names: what can fail for want of room (a full state directory, one
+/// with no free inode) fails here, before the caller does what the root
+/// must keep (publishing the object it names). `target` need not exist
+/// yet. Something other than a symlink at `link` is refused.
+pub fn prepare_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<PendingRoot> {
     let link = std::path::absolute(link).with_path("resolve", link)?;
     if let Ok(m) = link.symlink_metadata() {
         if !m.file_type().is_symlink() {
@@ -314,7 +334,7 @@ pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<Path
             .into());
         }
     }
-    let (entry, registered) = register_indirect(state_dir, &link)?;
+    let registration = prepare_registration(state_dir, &link)?;
     let parent = link.parent().unwrap_or(Path::new("/"));
     let prefix = format!(
         ".{}.fruix-tmp-",
@@ -323,13 +343,40 @@ pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<Path
     );
     remove_dead_temporaries(parent, &prefix);
     let temp = parent.join(format!("{prefix}{}", unique()));
-    if let Err(e) = symlink_atomically(target, &temp, &link) {
-        if !registered {
-            let _ = std::fs::remove_file(&entry);
+    let _ = std::fs::remove_file(&temp);
+    std::os::unix::fs::symlink(target, &temp).with_path("create symlink", &link)?;
+    Ok(PendingRoot {
+        registration,
+        link,
+        link_temp: Some(temp),
+    })
+}
+
+impl PendingRoot {
+    /// Registers the root, then makes its link (renaming each temporary
+    /// into place, which takes no room): a failure leaves the link as it
+    /// was, never pointing at an object that no root keeps, and takes
+    /// back a registration this root made. Returns the link.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        self.registration.commit()?;
+        let temp = self.link_temp.take().expect("finished once");
+        if let Err(e) = std::fs::rename(&temp, &self.link) {
+            let _ = std::fs::remove_file(&temp);
+            if !self.registration.registered {
+                let _ = std::fs::remove_file(&self.registration.entry);
+            }
+            return Err(fruix_core::Error::io("create symlink", &self.link, e).into());
         }
-        return Err(e);
+        Ok(self.link.clone())
     }
-    Ok(link)
+}
+
+impl Drop for PendingRoot {
+    fn drop(&mut self) {
+        if let Some(temp) = self.link_temp.take() {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
 }
 
 /// Removes the symlinks in `dir` named `PREFIX<pid>-<n>` ([`unique`]) of a
@@ -367,23 +414,79 @@ fn remove_dead_temporaries(dir: &Path, prefix: &str) {
 /// link by path; a caller making it otherwise (by descriptor) registers
 /// it with this.
 pub fn register_indirect(state_dir: &Path, link: &Path) -> fruix_core::Result<(PathBuf, bool)> {
-    use rustix::fs::{renameat, statat, symlinkat, unlinkat, AtFlags};
+    let mut registration = prepare_registration(state_dir, link)?;
+    registration.commit()?;
+    Ok((registration.entry.clone(), registration.registered))
+}
+
+/// The entry of an indirect root in `gcroots/auto/`, made under a
+/// temporary name ([`prepare_registration`]) and renamed into place by
+/// [`PendingRegistration::commit`]; dropped uncommitted, the temporary
+/// goes.
+#[derive(Debug)]
+struct PendingRegistration {
+    /// `gcroots/auto`.
+    dir: rustix::fd::OwnedFd,
+    /// `gcroots/auto/HASH`.
+    entry: PathBuf,
+    /// HASH.
+    hash: String,
+    /// The temporary's name in `dir`; `None` once committed.
+    temp: Option<String>,
+    /// Whether the entry was there before.
+    registered: bool,
+}
+
+/// Makes the entry registering the absolute path `link` in `state_dir`,
+/// under a temporary name in `gcroots/auto/`.
+fn prepare_registration(state_dir: &Path, link: &Path) -> fruix_core::Result<PendingRegistration> {
+    use rustix::fs::{statat, symlinkat, unlinkat, AtFlags};
     let gcroots = state_dir.join(GCROOTS_DIR);
     std::fs::create_dir_all(&gcroots).with_path("create", &gcroots)?;
     let auto = gcroots.join(AUTO_DIR);
     let dir = open_auto(&gcroots, &auto)?;
     let hash = hex::encode(&Sha256::digest(link.as_os_str().as_encoded_bytes())[..16]);
-    let entry = auto.join(&hash);
     let registered = statat(&dir, hash.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok();
     let temp = format!(".tmp-{}", unique());
     let _ = unlinkat(&dir, temp.as_str(), AtFlags::empty());
     symlinkat(link, &dir, temp.as_str())
         .map_err(|e| fruix_core::Error::io("create symlink", auto.join(&temp), e.into()))?;
-    if let Err(e) = renameat(&dir, temp.as_str(), &dir, hash.as_str()) {
-        let _ = unlinkat(&dir, temp.as_str(), AtFlags::empty());
-        return Err(fruix_core::Error::io("create symlink", &entry, e.into()));
+    Ok(PendingRegistration {
+        dir,
+        entry: auto.join(&hash),
+        hash,
+        temp: Some(temp),
+        registered,
+    })
+}
+
+impl PendingRegistration {
+    /// Renames the entry into place (the temporary is removed if that
+    /// fails).
+    fn commit(&mut self) -> fruix_core::Result<()> {
+        let Some(temp) = self.temp.take() else {
+            return Ok(());
+        };
+        if let Err(e) =
+            rustix::fs::renameat(&self.dir, temp.as_str(), &self.dir, self.hash.as_str())
+        {
+            let _ = rustix::fs::unlinkat(&self.dir, temp.as_str(), rustix::fs::AtFlags::empty());
+            return Err(fruix_core::Error::io(
+                "create symlink",
+                &self.entry,
+                e.into(),
+            ));
+        }
+        Ok(())
     }
-    Ok((entry, registered))
+}
+
+impl Drop for PendingRegistration {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = rustix::fs::unlinkat(&self.dir, temp.as_str(), rustix::fs::AtFlags::empty());
+        }
+    }
 }
 
 /// Opens `gcroots/auto` (`auto`) in `gcroots`, made if missing, as a
@@ -421,18 +524,6 @@ fn auto_not_a_directory(auto: &Path) -> fruix_core::Error {
              where the collector does not look); make it a directory of its own",
         ),
     )
-}
-
-/// Makes `at` a symlink to `target`, atomically: made as `temp`, then
-/// renamed; `temp` is removed if the rename fails.
-fn symlink_atomically(target: &Path, temp: &Path, at: &Path) -> Result<()> {
-    let _ = std::fs::remove_file(temp);
-    std::os::unix::fs::symlink(target, temp).with_path("create symlink", at)?;
-    if let Err(e) = std::fs::rename(temp, at) {
-        let _ = std::fs::remove_file(temp);
-        return Err(fruix_core::Error::io("create symlink", at, e).into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -477,6 +568,30 @@ mod tests {
         add_indirect(&state, &link, &store.join(NAME)).unwrap();
         assert_eq!(std::fs::read_link(&link).unwrap(), store.join(NAME));
         assert_eq!(list(&state, &store).unwrap().len(), 1);
+    }
+
+    /// Regression: a promotion made its root after it had published its
+    /// objects, and one that could not (a full state directory) failed
+    /// with them published. A root is prepared first now: dropped
+    /// unfinished, it leaves the state directory and the link as they
+    /// were; finished, it is registered and linked.
+    #[test]
+    fn a_root_prepared_then_dropped_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, store) = state_and_store(dir.path());
+        let link = dir.path().join("result");
+        std::os::unix::fs::symlink("/old", &link).unwrap();
+        let before = std::fs::read_dir(dir.path()).unwrap().count();
+        drop(prepare_indirect(&state, &link, &store.join(NAME)).unwrap());
+        let auto = state.join(GCROOTS_DIR).join(AUTO_DIR);
+        assert_eq!(std::fs::read_dir(&auto).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), before);
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("/old"));
+        let pending = prepare_indirect(&state, &link, &store.join(NAME)).unwrap();
+        assert_eq!(pending.finish().unwrap(), link);
+        assert_eq!(std::fs::read_link(&link).unwrap(), store.join(NAME));
+        assert_eq!(std::fs::read_dir(&auto).unwrap().count(), 1);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), before);
     }
 
     /// Regression: roots were written through a `gcroots/auto` that is a

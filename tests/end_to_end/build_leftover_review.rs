@@ -1,1 +1,227 @@
-//! placeholder
+//! Regressions of the review of what failed and killed builds and
+//! promotions leave behind: a promotion whose root cannot be made, a store
+//! a failed build made, and the work directories of killed builds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::*;
+
+/// Mounts a tmpfs of 1 MiB with `inodes` inodes at `path`, unmounted on
+/// drop.
+fn tmpfs_with_inodes(path: PathBuf, inodes: u32) -> SmallFilesystem {
+    std::fs::create_dir_all(&path).unwrap();
+    let options = format!("size=1m,nr_inodes={inodes}");
+    let out = run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+        .arg(&path));
+    assert!(
+        out.status.success(),
+        "this test mounts a small tmpfs and needs root (run scripts/test.sh as root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    SmallFilesystem { path }
+}
+
+/// Creates empty files in `dir` until no inode is left.
+fn use_every_inode(dir: &Path) {
+    for n in 0.. {
+        if let Err(e) = std::fs::write(dir.join(format!("filler-{n}")), "") {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+            return;
+        }
+    }
+}
+
+/// Regression: a promotion whose garbage-collector root could not be made
+/// (a state directory with no free inode) failed with exit status 3 after
+/// it had published and registered its objects, saying nothing of them.
+/// The root is made before anything is published now: the failure leaves
+/// the store as it was, and the same promotion succeeds once there is
+/// room.
+#[test]
+fn a_root_that_cannot_be_made_fails_the_promotion_before_anything_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample_root(dir.path(), "root");
+    let (store, link) = (dir.path().join("store"), dir.path().join("result"));
+    // A store that was there: one the promotion made goes whole anyway.
+    run_ok(&mut source_add(&store, &[]));
+    let before = object_names(&store);
+    let state = tmpfs_with_inodes(dir.path().join("state"), 8);
+    std::fs::create_dir_all(state.path.join("gcroots/auto")).unwrap();
+    use_every_inode(&state.path);
+    let mut promote = promote_linked(&store, &state.path, &link, &root, &["--json"]);
+    let out = run(&mut promote);
+    json_error(&out, 3, "No space left on device");
+    assert_eq!(object_names(&store), before, "{out:?}");
+    assert!(link.symlink_metadata().is_err(), "no link made");
+    assert_eq!(
+        std::fs::read_dir(state.path.join("gcroots/auto"))
+            .unwrap()
+            .count(),
+        0,
+        "no registration, no temporary"
+    );
+    for filler in std::fs::read_dir(&state.path).unwrap().flatten() {
+        if filler.file_name().to_string_lossy().starts_with("filler-") {
+            std::fs::remove_file(filler.path()).unwrap();
+        }
+    }
+    let report = run_json(&mut promote);
+    assert_eq!(report["out_link"], link.to_str().unwrap(), "{report:#}");
+    assert!(object_names(&store).len() > before.len());
+    verify_store(&store);
+}
+
+/// Regression: a build refused after it added its source (a
+/// `RESULT_ROOT.work` of the user's; a result root that cannot be made)
+/// kept the store it had made, holding the source object.
+#[test]
+fn a_build_that_fails_before_it_builds_removes_the_store_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(dir.path().join("mine.work")).unwrap();
+    std::fs::write(dir.path().join("mine.work/f"), "keep").unwrap();
+    let mut build = fixture_build(fruix(), "local", dir.path(), "mine");
+    let out = run(build.arg("--json"));
+    json_error(&out, 2, "holds files but no .fruix-work");
+    assert!(!store.exists(), "the store the build made stayed");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("mine.work/f")).unwrap(),
+        "keep"
+    );
+    let read_only = SmallFilesystem::mount(dir.path().join("ro"), "1m");
+    let remount = run(Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&read_only.path));
+    assert!(remount.status.success(), "{remount:?}");
+    let mut build = fixture_build(fruix(), "local", dir.path(), "ro/r");
+    let out = run(build.arg("--json"));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(!store.exists(), "the store the build made stayed");
+}
+
+/// A make program that, on its first run, says so (the file `started`
+/// in `dir`) and waits for a word on the FIFO `dir/go`: `go` runs bmake,
+/// anything else fails.
+fn held_make(dir: &Path) -> PathBuf {
+    let bmake = require_tool("bmake", "bmake");
+    let fifo = dir.join("go");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let script = dir.join("held-make");
+    let started = dir.join("started");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ ! -e '{s}' ]; then\n  : > '{s}'\n  read word < '{f}'\n  [ \"$word\" = go ] || exit 1\nfi\nexec '{b}' \"$@\"\n",
+            s = started.display(),
+            f = fifo.display(),
+            b = bmake.display()
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&script, permissions).unwrap();
+    script
+}
+
+/// A build into the state directory of `dir`, held before its first make
+/// step ([`held_make`]) until `dir/go` is written; returned once it is
+/// held, with its work directory.
+fn held_build(dir: &Path) -> (std::process::Child, PathBuf) {
+    let make = held_make(dir);
+    let mut cmd = fixture_build_into(fruix(), "local", &dir.join("store"), &dir.join("state"));
+    cmd.args(FIXTURE_BUILD_FLAGS)
+        .arg("--no-out-link")
+        .arg("--config")
+        .arg(format!("make={}", make.display()));
+    let mut child = spawn_silenced(&mut cmd);
+    wait_until("the build runs its first make step", || {
+        assert!(child.try_wait().unwrap().is_none(), "the build ended");
+        dir.join("started").exists()
+    });
+    (child, work_dirs(&dir.join("state")).remove(0))
+}
+
+/// The work directories in `STATE/native-builds`.
+fn work_dirs(state: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(state.join("native-builds"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "work"))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Kills (SIGKILL) the held build `child`, then lets its held make step
+/// end, failing.
+fn kill_held(mut child: std::process::Child, dir: &Path) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::write(dir.join("go"), "stop\n").unwrap();
+}
+
+/// `fruix store gc --json` (with `flags`) on the store and state directory
+/// of `dir`.
+fn gc(dir: &Path, flags: &[&str]) -> serde_json::Value {
+    let mut cmd = fruix();
+    cmd.args(["store", "gc", "--json"])
+        .args(flags)
+        .args(store_and_state(dir));
+    run_json(&mut cmd)
+}
+
+/// Regression: the work directory of a build killed with SIGKILL stayed in
+/// `STATE/native-builds` forever. A collection removes it now, and says
+/// so; that of a build still running it leaves.
+#[test]
+fn a_collection_removes_the_work_directory_of_a_killed_build_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, work) = held_build(dir.path());
+    let report = gc(dir.path(), &[]);
+    assert_eq!(report["work_dirs"], serde_json::json!([]), "{report:#}");
+    assert!(
+        work.join("obj").is_dir(),
+        "a live build's work directory went"
+    );
+    kill_held(child, dir.path());
+    let listed = gc(dir.path(), &["--dry-run"]);
+    assert_eq!(
+        listed["work_dirs"],
+        serde_json::json!([work.to_str().unwrap()]),
+        "{listed:#}"
+    );
+    assert!(work.is_dir(), "a dry run removed it");
+    let report = gc(dir.path(), &[]);
+    assert_eq!(
+        report["work_dirs"],
+        serde_json::json!([work.to_str().unwrap()]),
+        "{report:#}"
+    );
+    assert!(
+        work.symlink_metadata().is_err(),
+        "the work directory stayed"
+    );
+}
+
+/// Regression: the next build kept the work directory of a build killed
+/// with SIGKILL; it removes it now, before it starts.
+#[test]
+fn the_next_build_removes_the_work_directory_of_a_killed_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, work) = held_build(dir.path());
+    kill_held(child, dir.path());
+    assert!(work.is_dir());
+    let mut next = fixture_build_into(
+        fruix(),
+        "local",
+        &dir.path().join("store"),
+        &dir.path().join("state"),
+    );
+    run_ok(next.args(FIXTURE_BUILD_FLAGS).arg("--no-out-link"));
+    assert_eq!(work_dirs(&dir.path().join("state")), Vec::<PathBuf>::new());
+}

@@ -234,11 +234,17 @@ fn promotion_killed_at_any_point_leaves_no_partial_object() {
         child.kill().unwrap();
         let _ = child.wait();
         // Every visible object is complete: verify finds nothing wrong.
+        // Killed at its start, the promotion may leave a store it had only
+        // begun to make (no registry): verify refuses that as incomplete
+        // (exit 2) and writes nothing into it.
         let out = run(fruix()
             .args(["store", "verify", "--quiet", "--store"])
             .arg(&store));
+        let incomplete_at_start = matches!(at, KillAt::Start)
+            && out.status.code() == Some(2)
+            && !store.join(".fruix/db.sqlite").exists();
         assert!(
-            out.status.success(),
+            out.status.success() || incomplete_at_start,
             "after SIGKILL at {at:?}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)

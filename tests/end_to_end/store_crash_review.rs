@@ -1,1 +1,338 @@
-//! placeholder
+//! Regressions of the review of what killed and failing store writers
+//! leave, and of how the next command takes it: the sweep after a killed
+//! writer leaves no pool entry that no object links; a store made by a
+//! command that ran out of file descriptors goes again, and no such system
+//! failure is blamed on permissions; an incomplete store is refused by a
+//! reader, not silently made whole; a store on a read-only filesystem is
+//! said to be that; a directory at a pool entry's name is repaired and
+//! replaced; and a `.fruix/temproots` that is not a directory fails `store
+//! verify` as it fails the commands that use it.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::util::*;
+
+/// `dir`'s names that start with `.tmp-`.
+fn temporaries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect()
+}
+
+/// The pool entries of `store` that no object links (one link).
+fn unlinked_pool_entries(store: &Path) -> Vec<String> {
+    std::fs::read_dir(store.join(".links"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.metadata().unwrap().nlink() == 1)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Copies the tree `from` to `to`, every regular file given `trailer` at
+/// its end: a source tree whose every file is new to a store.
+fn copy_with_trailer(from: &Path, to: &Path, trailer: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_with_trailer(&source, &target, trailer);
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source).unwrap(), &target).unwrap();
+        } else {
+            let mut bytes = std::fs::read(&source).unwrap();
+            bytes.extend_from_slice(trailer.as_bytes());
+            std::fs::write(&target, bytes).unwrap();
+        }
+    }
+}
+
+/// Regression: after a `source add` killed (SIGKILL) while it built its
+/// object, the next command's sweep removed the temporaries but kept the
+/// pool entries the killed promotion made whenever it read the journal
+/// before the half-built object (the entries still had two links), and
+/// `store verify` then called the store fine. The kill comes once the
+/// half-built object (its creation seen by inotify) holds most of the
+/// tree; every round's tree is new content, and the store directory's
+/// order of its temporaries (named after the process) differs by round.
+#[test]
+fn a_source_add_killed_while_building_leaves_no_unlinked_pool_entry() {
+    use crate::race::Inotify;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    run_ok(&mut source_add(&store, &["--quiet"]));
+    for round in 0..6 {
+        let tree = dir.path().join(format!("tree-{round}"));
+        copy_with_trailer(&fixture_source(), &tree, &format!("\n# round {round}\n"));
+        let inotify = Inotify::new();
+        let created = inotify.watch(&store, libc::IN_CREATE);
+        let mut add = on_store(&["source", "add"], &["--quiet"], &store);
+        let mut child = spawn_silenced(add.arg(&tree));
+        let is_object = |e: &crate::race::Event| {
+            let name = String::from_utf8_lossy(&e.name).into_owned();
+            e.wd == created && name.starts_with(".tmp-") && name.contains("-freebsd-source-")
+        };
+        let events = inotify.wait(is_object);
+        let name = events.iter().find(|e| is_object(e)).unwrap().name.clone();
+        let object = store.join(String::from_utf8(name).unwrap());
+        // Its tree is linked in path order: `tools` comes last but one.
+        while !object.join("tools").exists() && child.try_wait().unwrap().is_none() {
+            std::thread::yield_now();
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+        // The next command, alone in the store, sweeps.
+        run_ok(&mut on_store(&["store", "verify"], &["--quiet"], &store));
+        assert_eq!(
+            unlinked_pool_entries(&store),
+            Vec::<String>::new(),
+            "round {round}"
+        );
+        assert_eq!(temporaries(&store), Vec::<String>::new());
+        assert_eq!(temporaries(&store.join(".links")), Vec::<String>::new());
+    }
+}
+
+/// `cmd` run with at most `files` open file descriptors (`ulimit -n`).
+fn with_file_limit(cmd: &Command, files: u32) -> Output {
+    let mut limited = Command::new("sh");
+    limited
+        .arg("-c")
+        .arg("ulimit -n \"$1\" && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(files.to_string())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(cwd) = cmd.get_current_dir() {
+        limited.current_dir(cwd);
+    }
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => limited.env(key, value),
+            None => limited.env_remove(key),
+        };
+    }
+    run(&mut limited)
+}
+
+/// Regression: a promotion into a new store that ran out of file
+/// descriptors while opening its registry (`ulimit -n 12`) left the store
+/// it made (`.fruix`, `.lock`, `.links`, `.locks`, no registry), and
+/// running out elsewhere said the store "is not writable ... fix its
+/// permissions" or "check that this user may read and write it". At every
+/// limit, the promotion succeeds or fails as a system failure (3) that
+/// names no permission, leaving no store.
+#[test]
+fn a_promotion_out_of_file_descriptors_leaves_no_store_and_blames_no_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample_root(dir.path(), "root");
+    let state = dir.path().join("state");
+    let mut outcomes = Vec::new();
+    // Below 9, the process fails before it parses its arguments.
+    for files in 9..=40 {
+        let store = dir.path().join(format!("store-{files}"));
+        let state = state.to_str().unwrap();
+        let options = ["--json", "--no-out-link", "--state-dir", state];
+        let cmd = promote_command(&store, &root, &options);
+        let out = with_file_limit(&cmd, files);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        let failed = !out.status.success();
+        outcomes.push((files, out.status.code(), failed && store.exists(), said));
+    }
+    let wrong: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, code, store_left, said)| {
+            !matches!(code, Some(0 | 3))
+                || *store_left
+                || said.contains("permissions")
+                || said.contains("may read and write")
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert!(
+        outcomes.iter().any(|(_, code, _, _)| *code == Some(3)),
+        "no limit made the promotion fail: {outcomes:#?}"
+    );
+}
+
+/// What a command making a store leaves when it fails or is killed before
+/// its registry: `.fruix` (empty), `.lock`, `.links` and `.locks`.
+fn incomplete_store(store: &Path) {
+    for dir in [".fruix", ".links", ".locks"] {
+        std::fs::create_dir_all(store.join(dir)).unwrap();
+    }
+    std::fs::write(store.join(".lock"), "").unwrap();
+}
+
+/// Regression: a store left incomplete (no registry, no pool entry, no
+/// object) was taken by `store verify` and `store list` for an empty store
+/// (exit 0), and made whole by them. Commands that only use a store refuse
+/// it now, as invalid input, leaving it as it was; a promotion completes it.
+#[test]
+fn an_incomplete_store_is_refused_by_readers_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    incomplete_store(&store);
+    let before = snapshot(&store);
+    for words in [
+        &["store", "list"][..],
+        &["store", "verify"],
+        &["store", "verify", "--repair"],
+        &["store", "roots"],
+    ] {
+        let out = run(&mut on_store(words, &["--json"], &store));
+        json_error(&out, 2, "is incomplete");
+        assert_eq!(snapshot(&store), before, "{words:?} changed it");
+    }
+    let root = sample_root(dir.path(), "root");
+    run_ok(&mut promote_command(
+        &store,
+        &root,
+        &["--quiet", "--no-out-link"],
+    ));
+    run_ok(&mut on_store(&["store", "verify"], &["--quiet"], &store));
+}
+
+/// Regression: a store on a filesystem mounted read-only (its `-shm` file
+/// gone) was refused by readers saying "this user may only read it ... run
+/// any fruix store command on the store once as its owner", which root
+/// already is; a writer said "fix its permissions". Both now say the
+/// filesystem is mounted read-only.
+#[test]
+fn a_store_on_a_read_only_filesystem_is_said_to_be_on_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = SmallFilesystem::mount(dir.path().join("ro"), "4m");
+    let store = mount.path.join("store");
+    let root = sample_root(dir.path(), "root");
+    run_ok(&mut promote_command(
+        &store,
+        &root,
+        &["--quiet", "--no-out-link"],
+    ));
+    std::fs::remove_file(store.join(".fruix/db.sqlite-shm")).unwrap();
+    let remount = run(Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mount.path));
+    assert!(remount.status.success(), "{remount:?}");
+    let out = run(&mut on_store(&["store", "list"], &["--json"], &store));
+    json_error(&out, 3, "mounted read-only");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("as its owner"),
+        "{out:?}"
+    );
+    let other = sample_root(dir.path(), "other");
+    let out = run(&mut promote_command(
+        &store,
+        &other,
+        &["--json", "--no-out-link"],
+    ));
+    json_error(&out, 3, "mounted read-only");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("permissions"),
+        "{out:?}"
+    );
+}
+
+/// The pool key of `content` stored read-only (`<sha256>-r`).
+fn read_only_key(content: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{}-r", hex::encode(sha2::Sha256::digest(content)))
+}
+
+/// A directory, holding a read-only directory and a symlink to `outside`,
+/// made at `store`'s pool entry `key`.
+fn directory_at_entry(store: &Path, key: &str, outside: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let entry = store.join(".links").join(key);
+    let _ = std::fs::remove_file(&entry);
+    std::fs::create_dir_all(entry.join("sub")).unwrap();
+    std::os::unix::fs::symlink(outside, entry.join("link")).unwrap();
+    std::fs::set_permissions(entry.join("sub"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    entry
+}
+
+/// Regression: a directory at a pool entry's name could not be removed by
+/// `store verify --repair` ("failed to remove ...: Is a directory"), and a
+/// promotion needing that entry failed. The repair removes it (never
+/// through the symlink in it), and a promotion replaces it.
+#[test]
+fn a_directory_at_a_pool_entry_is_repaired_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("kept"), "mine").unwrap();
+    let store = dir.path().join("store");
+    let root = sample_root(dir.path(), "root");
+    run_ok(&mut promote_command(
+        &store,
+        &root,
+        &["--quiet", "--no-out-link"],
+    ));
+    let motd = read_only_key(b"FreeBSD 15.0-STABLE\n");
+    let entry = directory_at_entry(&store, &motd, &outside);
+    let out = run(&mut on_store(&["store", "verify"], &["--json"], &store));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let corrupt = &report["pool"]["corrupt"][0];
+    assert_eq!(corrupt["path"], entry.to_str().unwrap(), "{report:#}");
+    run_ok(on_store(&["store", "verify"], &["--quiet"], &store).arg("--repair"));
+    assert!(entry.symlink_metadata().is_err(), "the directory stayed");
+    assert_eq!(std::fs::read(outside.join("kept")).unwrap(), b"mine");
+    // A new store, whose first promotion needs that entry.
+    let fresh = dir.path().join("fresh");
+    let other = dir.path().join("other");
+    fruix_core::testing::write_sample_result_root(&other, "local", "20260405T213444Z", false)
+        .unwrap();
+    std::fs::write(other.join("artifacts/world/etc/motd"), "other\n").unwrap();
+    run_ok(&mut promote_command(
+        &fresh,
+        &other,
+        &["--quiet", "--no-out-link"],
+    ));
+    let entry = directory_at_entry(&fresh, &motd, &outside);
+    run_ok(&mut promote_command(
+        &fresh,
+        &root,
+        &["--quiet", "--no-out-link"],
+    ));
+    assert!(entry.metadata().unwrap().is_file(), "not replaced");
+    run_ok(&mut on_store(&["store", "verify"], &["--quiet"], &fresh));
+    assert_eq!(std::fs::read(outside.join("kept")).unwrap(), b"mine");
+}
+
+/// Regression: `store verify` exited 0 on a store whose
+/// `.fruix/temproots` is a regular file, while a build and `store gc` then
+/// failed with exit status 3. Every command now refuses it the same way.
+#[test]
+fn a_temproots_that_is_no_directory_fails_verify_as_it_fails_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let root = sample_root(dir.path(), "root");
+    run_ok(&mut promote_command(
+        &store,
+        &root,
+        &["--quiet", "--no-out-link"],
+    ));
+    let temp_roots = store.join(".fruix/temproots");
+    let _ = std::fs::remove_dir_all(&temp_roots);
+    std::fs::write(&temp_roots, "").unwrap();
+    for words in [&["store", "verify"][..], &["store", "list"]] {
+        let out = run(&mut on_store(words, &["--json"], &store));
+        json_error(&out, 3, "temproots is a regular file, not a directory");
+    }
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("gcroots")).unwrap();
+    let flags = ["--json", "--state-dir", state.to_str().unwrap()];
+    let mut gc = on_store(&["store", "gc"], &flags, &store);
+    json_error(
+        &run(&mut gc),
+        3,
+        "temproots is a regular file, not a directory",
+    );
+}

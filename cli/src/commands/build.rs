@@ -1,5 +1,6 @@
 //! `fruix build`: run an executor, validate its result root, promote it.
 
+mod config;
 mod slot;
 
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use fruix_core::at_exit::AtExit;
 use fruix_core::escape;
 use fruix_core::executor::{
-    run_executor_within, BuildRequest, EventSink, Executor, Registry, RegistryEntry, RunLimits,
+    run_executor_within, BuildRequest, EventSink, Executor, Registry, RunLimits,
 };
 use fruix_core::machines::{Machine, Machines};
 use fruix_core::manifest::{Cancelled, Progress};
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use fruix_matrix::sources::{check_outside_tree, OwnOutput, DEFAULT_SOURCE_NAME};
 use fruix_promote::source_identity::SOURCE_INFIX;
 
-use crate::args::{BuildArgs, GuestArgs};
+use crate::args::BuildArgs;
 use crate::commands::promote::{
     check_out_link, out_link, promote_later, promote_with_progress, sign_and_print,
 };
@@ -39,6 +40,7 @@ use crate::defaults;
 use crate::display::{json_path, show_events, Mode};
 pub(crate) use crate::exit::run_error;
 use crate::exit::{self, from_matrix, from_promote, source_refused, CliError, CliResult, Status};
+use config::{config_object, with_guest_flags};
 
 /// Validated `fruix build` arguments, ready to construct the request.
 struct BuildPlan {
@@ -163,8 +165,6 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         None => None,
     };
     let plan = allocate(&args, options)?;
-    // The build starts: its source object stays, whatever the build does.
-    let store = store.map(MadeStore::keep).filter(|_| !args.no_promote);
     let (events, rx) = EventSink::channel();
     display.store(true, Ordering::SeqCst);
     let printer = tokio::spawn(show_events(rx, args.output, cancel.clone()));
@@ -197,6 +197,9 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             .map_err(|e| CliError::new(Status::SystemFailure, e))?,
         None => Ok(()),
     };
+    // A store this command made is kept once the build succeeded (its
+    // result root names the source object in it), and removed on every
+    // failure before: `store` drops unkept on every return until here.
     let root = match (outcome, untouched) {
         (Ok(_), Err(e)) => return Err(from_promote(e)),
         (Ok(root), Ok(())) => root,
@@ -213,6 +216,7 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             });
         }
     };
+    let store = store.map(MadeStore::keep).filter(|_| !args.no_promote);
     let Some(store) = store else {
         if args.output.json {
             println!(
@@ -368,107 +372,6 @@ fn kept_details(root: &Path) -> serde_json::Map<String, Value> {
     kept
 }
 
-/// Parses `KEY=VALUE` executor configuration into a JSON object. Values that
-/// read as JSON numbers or booleans stay typed; everything else is a string.
-fn config_object(pairs: &[String]) -> CliResult<serde_json::Value> {
-    let mut map = serde_json::Map::new();
-    for pair in pairs {
-        let (key, value) = pair.split_once('=').ok_or_else(|| {
-            CliError::usage(format!(
-                "--config {}: expected KEY=VALUE",
-                escape::quoted(pair)
-            ))
-        })?;
-        let value = match serde_json::from_str::<serde_json::Value>(value) {
-            // Regression: an integer past 64 bits read as a float, and the
-            // executor said it expected an integer, not a float.
-            Ok(serde_json::Value::Number(n)) if n.is_f64() && !value.contains(['.', 'e', 'E']) => {
-                return Err(CliError::usage(format!(
-                    "--config {}: the number is out of range",
-                    escape::quoted(pair)
-                )));
-            }
-            Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v,
-            _ => serde_json::Value::String(value.to_string()),
-        };
-        map.insert(key.replace('-', "_"), value);
-    }
-    Ok(serde_json::Value::Object(map))
-}
-
-/// Adds the guest flags (`--guest`, `--identity`, ...) to the executor
-/// configuration under their key names. A flag whose key `executor` does
-/// not take (any of them, for an executor that builds on this host), or a
-/// key also given with `--config` and a different value, is a usage error
-/// naming the flag.
-fn with_guest_flags(
-    mut config: serde_json::Value,
-    guest: &GuestArgs,
-    executor: &RegistryEntry,
-) -> CliResult<serde_json::Value> {
-    use serde_json::Value;
-    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| Value::from(p.to_string_lossy()));
-    let flags = [
-        ("guest", guest.guest.clone().map(Value::from)),
-        ("identity", path(&guest.auth.identity)),
-        ("known_hosts", path(&guest.auth.known_hosts)),
-        (
-            "guest_state_dir",
-            guest.guest_state_dir.clone().map(Value::from),
-        ),
-        ("guest_helper", guest.guest_helper.clone().map(Value::from)),
-        ("machines", path(&guest.machines)),
-        ("machine", guest.machine.clone().map(Value::from)),
-        (
-            "accept_new_host_key",
-            guest.auth.accept_new_host_key.then_some(Value::Bool(true)),
-        ),
-    ];
-    let map = config
-        .as_object_mut()
-        .expect("config_object returns an object");
-    for (key, value) in flags {
-        let Some(value) = value else { continue };
-        refuse_untaken_flag(key, executor)?;
-        match map.get(key) {
-            Some(given) if *given != value => {
-                return Err(CliError::usage(format!(
-                    "--{} {value} conflicts with --config {key}={given}; give it once",
-                    key.replace('_', "-")
-                )))
-            }
-            _ => {
-                map.insert(key.to_string(), value);
-            }
-        }
-    }
-    Ok(config)
-}
-
-/// Refuses the guest flag of configuration key `key` when `executor` does
-/// not take that key (see `fruix executors describe`).
-fn refuse_untaken_flag(key: &str, executor: &RegistryEntry) -> CliResult<()> {
-    if executor.config_keys.iter().any(|k| k.name == key) {
-        return Ok(());
-    }
-    let flag = key.replace('_', "-");
-    let name = escape::text(&executor.name);
-    let keys: Vec<String> = executor
-        .config_keys
-        .iter()
-        .map(|k| escape::text(&k.name).to_string())
-        .collect();
-    let keys = match keys.is_empty() {
-        true => "none".to_string(),
-        false => keys.join(", "),
-    };
-    Err(CliError::usage(if executor.capabilities.remote {
-        format!("--{flag}: executor `{name}` takes no `{key}` (its keys: {keys}); see `fruix executors describe {name}`")
-    } else {
-        format!("--{flag}: executor `{name}` builds on this host and connects to no guest (its keys: {keys})")
-    }))
-}
-
 /// The build options of `args`, checked (with a provisional run id) against
 /// the request rules and what `executor` can build. `--source` is a tree on
 /// this host (a guest executor is sent its source object); `--guest-source`
@@ -567,11 +470,17 @@ fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<Build
 }
 
 /// The run's id and result root (a new run directory, or `--result-root`).
+/// A new run directory's parent is swept of dead runs' work directories.
 fn allocate(args: &BuildArgs, options: BuildOptions) -> CliResult<BuildPlan> {
     let (run_id, result_root) = match &args.result_root {
         Some(root) => (format_run_id(std::time::SystemTime::now()), root.clone()),
-        None => allocate_run_dir(&args.state.state_dir.join("native-builds"))
-            .map_err(|e| CliError::new(exit::before_run(&e), e))?,
+        None => {
+            let builds = args.state.state_dir.join("native-builds");
+            // The work directories that builds no longer running (killed)
+            // left there go first; one that cannot is left to a collection.
+            let _ = fruix_freebsd::work::remove_dead_work_dirs(&builds, false);
+            allocate_run_dir(&builds).map_err(|e| CliError::new(exit::before_run(&e), e))?
+        }
     };
     // Absolute, as every path fruix prints or records is.
     let result_root = std::path::absolute(&result_root).map_err(|e| {
@@ -584,112 +493,4 @@ fn allocate(args: &BuildArgs, options: BuildOptions) -> CliResult<BuildPlan> {
         request: options.request(run_id),
         result_root,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::args::SshAuthArgs;
-
-    #[test]
-    fn config_values_keep_numbers_and_booleans() {
-        let v = config_object(&[
-            "make=bmake".into(),
-            "keep-work=true".into(),
-            "jobs=3".into(),
-        ])
-        .unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({ "make": "bmake", "keep_work": true, "jobs": 3 })
-        );
-        assert!(config_object(&["novalue".into()]).is_err());
-        let e = config_object(&["timeout=99999999999999999999".into()]).unwrap_err();
-        assert_eq!(e.status, Status::Usage);
-        assert!(e.error.to_string().contains("out of range"), "{e:?}");
-        let float = config_object(&["ratio=1e20".into()]).unwrap();
-        assert_eq!(float, serde_json::json!({ "ratio": 1e20 }));
-    }
-
-    /// An executor taking `keys`, remote or not, that makes nothing.
-    fn executor(remote: bool, keys: &[&str]) -> RegistryEntry {
-        RegistryEntry {
-            name: "x".into(),
-            description: String::new(),
-            version: String::new(),
-            origin: String::new(),
-            kind: fruix_core::executor::ExecutorKind::BuiltIn,
-            capabilities: fruix_core::executor::Capabilities {
-                remote,
-                ..fruix_core::executor::Capabilities::local()
-            },
-            config_keys: keys
-                .iter()
-                .map(|k| fruix_core::executor::ConfigKey {
-                    name: k.to_string(),
-                    description: String::new(),
-                })
-                .collect(),
-            factory: Arc::new(|_| Err(fruix_core::Error::system("makes nothing"))),
-        }
-    }
-
-    #[test]
-    fn guest_flags_become_config_keys_and_conflicts_are_refused() {
-        let guest = GuestArgs {
-            guest: Some("root@127.0.0.1:2222".into()),
-            auth: SshAuthArgs {
-                known_hosts: Some("/k".into()),
-                accept_new_host_key: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let ssh = executor(true, &["accept_new_host_key", "guest", "known_hosts"]);
-        let v = with_guest_flags(
-            config_object(&["guest=root@127.0.0.1:2222".into()]).unwrap(),
-            &guest,
-            &ssh,
-        )
-        .unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({ "guest": "root@127.0.0.1:2222", "known_hosts": "/k", "accept_new_host_key": true })
-        );
-        let e = with_guest_flags(
-            config_object(&["guest=other@h".into()]).unwrap(),
-            &guest,
-            &ssh,
-        )
-        .unwrap_err();
-        assert_eq!(e.status, Status::Usage);
-        assert!(e.error.to_string().contains("conflicts"), "{}", e.error);
-    }
-
-    /// Regression: a guest flag given to an executor that does not take
-    /// its key was refused by the executor's configuration parser, which
-    /// named the key (`unknown field `known_hosts``), not the flag.
-    #[test]
-    fn a_guest_flag_the_executor_does_not_take_is_refused_by_its_name() {
-        let guest = GuestArgs {
-            auth: SshAuthArgs {
-                known_hosts: Some("/k".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let refused = |executor: &RegistryEntry| {
-            let e = with_guest_flags(config_object(&[]).unwrap(), &guest, executor).unwrap_err();
-            assert_eq!(e.status, Status::Usage);
-            e.error.to_string()
-        };
-        assert_eq!(
-            refused(&executor(false, &["make", "work_dir"])),
-            "--known-hosts: executor `x` builds on this host and connects to no guest (its keys: make, work_dir)"
-        );
-        assert_eq!(
-            refused(&executor(true, &["guest"])),
-            "--known-hosts: executor `x` takes no `known_hosts` (its keys: guest); see `fruix executors describe x`"
-        );
-    }
 }

@@ -4,14 +4,15 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::AsFd;
-use std::path::Path;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 use fruix_core::dir::{OpenDir, TreeKind};
 use fruix_core::error::IoContext;
 use fruix_core::escape;
 use fruix_core::fsutil::write_atomic_at;
+use rustix::fs::{statat, unlinkat, AtFlags, FileType};
 
 use crate::args::{Cli, CompletionsArgs, ManArgs};
 use crate::exit::{CliError, CliResult, Status};
@@ -40,12 +41,7 @@ pub fn man(args: ManArgs) -> CliResult {
         }
         Some(dir) => {
             let pages = render_pages(command).map_err(system)?;
-            write_pages(&pages, dir).map_err(|e| {
-                CliError::new(
-                    Status::SystemFailure,
-                    anyhow::anyhow!("cannot write man pages into {}: {e}", escape::path(dir)),
-                )
-            })?;
+            write_pages(&pages, dir)?;
         }
     }
     Ok(Status::Success)
@@ -83,6 +79,13 @@ fn render_pages(mut command: clap::Command) -> std::io::Result<Vec<Page>> {
 
 /// Writes `pages` into `dir`, made when missing.
 ///
+/// On failure (a full disk, say) what this run wrote is removed again: the
+/// pages it made, and `dir` and the parents it made; a page it wrote over
+/// one already there cannot be taken back, and is kept. The error comes
+/// with what was undone ([`Written::undo`]), a system failure. Before writing, the
+/// temporaries a killed `fruix man --dir` left for these pages are removed
+/// ([`remove_leftovers`]).
+///
 /// `dir` is opened once (a symlink naming it is followed: the user chose
 /// it), and each page is written beneath that descriptor as
 /// [`write_atomic_at`] writes: into a new temporary (`O_CREAT | O_EXCL |
@@ -91,13 +94,158 @@ fn render_pages(mut command: clap::Command) -> std::io::Result<Vec<Page>> {
 /// included (dangling or not), is replaced as install(1) replaces it, never
 /// written through: a link planted in a directory others may write
 /// (`/tmp/man1`) cannot make fruix overwrite the file it points to.
-fn write_pages(pages: &[Page], dir: &Path) -> fruix_core::Result<()> {
-    std::fs::create_dir_all(dir).with_path("create", dir)?;
-    let open = OpenDir::open(dir, TreeKind::named("a man page directory"))?;
-    for (name, page) in pages {
-        write_atomic_at(open.as_fd(), dir, OsStr::new(name), |file| {
-            file.write_all(page)
-        })?;
+fn write_pages(pages: &[Page], dir: &Path) -> Result<(), CliError> {
+    let mut written = Written {
+        made_dirs: missing_dirs(dir),
+        made_pages: Vec::new(),
+        replaced: 0,
+    };
+    let result: fruix_core::Result<()> = (|| {
+        std::fs::create_dir_all(dir).with_path("create", dir)?;
+        let open = OpenDir::open(dir, TreeKind::named("a man page directory"))?;
+        remove_leftovers(open.as_fd(), pages);
+        for (name, page) in pages {
+            let existed = statat(open.as_fd(), name.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok();
+            write_atomic_at(open.as_fd(), dir, OsStr::new(name), |file| {
+                file.write_all(page)
+            })?;
+            match existed {
+                true => written.replaced += 1,
+                false => written.made_pages.push(name.clone()),
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => Err(CliError::new(
+            Status::SystemFailure,
+            anyhow::anyhow!(
+                "cannot write man pages into {}: {e}; {}",
+                escape::path(dir),
+                written.undo(dir)
+            ),
+        )),
     }
-    Ok(())
+}
+
+/// What [`write_pages`] wrote so far.
+struct Written {
+    /// `dir` and the parents of it that were missing, deepest first.
+    made_dirs: Vec<PathBuf>,
+    /// The pages made where there was none.
+    made_pages: Vec<String>,
+    /// How many pages were written over one already there.
+    replaced: usize,
+}
+
+impl Written {
+    /// Removes what was made, and says what it did.
+    fn undo(&self, dir: &Path) -> String {
+        let mut left = Vec::new();
+        let removed = self
+            .made_pages
+            .iter()
+            .filter(|name| match std::fs::remove_file(dir.join(name)) {
+                Ok(()) => true,
+                Err(_) => {
+                    left.push(escape::text(name).to_string());
+                    false
+                }
+            })
+            .count();
+        let mut said = vec![format!("removed the {removed} page(s) this run had made")];
+        if !left.is_empty() {
+            said.push(format!("could not remove {}", left.join(", ")));
+        }
+        if self.replaced > 0 {
+            said.push(format!(
+                "the {} page(s) it wrote over ones already there keep the new text",
+                self.replaced
+            ));
+        }
+        for made in &self.made_dirs {
+            match std::fs::remove_dir(made) {
+                Ok(()) => said.push(format!("removed {}, which it made", escape::path(made))),
+                Err(_) if !made.exists() => {}
+                Err(e) => said.push(format!(
+                    "could not remove {}, which it made: {e}",
+                    escape::path(made)
+                )),
+            }
+        }
+        said.join("; ")
+    }
+}
+
+/// `dir` and those of its parents that do not exist, deepest first: what
+/// `create_dir_all(dir)` would make.
+fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    absolute
+        .ancestors()
+        .take_while(|d| std::fs::symlink_metadata(d).is_err())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Removes from `dir` the temporaries [`write_atomic_at`] made for
+/// `pages` that a `fruix man --dir` killed before it renamed them left:
+/// regular files named exactly `.PAGE.tmp-PID-HEX` for one of `pages`,
+/// whose process `PID` is gone. Nothing else is touched, and a failure
+/// to remove one is left to the next run.
+fn remove_leftovers(dir: BorrowedFd<'_>, pages: &[Page]) {
+    let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_bytes();
+        let Some(pid) = pages.iter().find_map(|(page, _)| leftover_pid(name, page)) else {
+            continue;
+        };
+        let gone = rustix::process::Pid::from_raw(pid)
+            .is_some_and(|p| rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH));
+        let regular = statat(dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile);
+        if gone && regular {
+            let _ = unlinkat(dir, entry.file_name(), AtFlags::empty());
+        }
+    }
+}
+
+/// The process id in `name` when it is a temporary of page `page` as
+/// [`write_atomic_at`] names them: `.PAGE.tmp-PID-HEX` (PID decimal, HEX
+/// at least 9 lowercase hex digits).
+fn leftover_pid(name: &[u8], page: &str) -> Option<i32> {
+    let rest = name.strip_prefix(b".")?.strip_prefix(page.as_bytes())?;
+    let rest = std::str::from_utf8(rest.strip_prefix(b".tmp-")?).ok()?;
+    let (pid, hex) = rest.split_once('-')?;
+    let hex_ok = hex.len() >= 9 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let pid_ok = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    (hex_ok && pid_ok).then(|| pid.parse().ok())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leftover_pid;
+
+    #[test]
+    fn only_a_temporary_of_the_page_is_a_leftover() {
+        let page = "fruix-store.1";
+        assert_eq!(
+            leftover_pid(b".fruix-store.1.tmp-5052-15aee50d12", page),
+            Some(5052)
+        );
+        for name in [
+            "fruix-store.1",
+            ".fruix-store.1.tmp-5052-15aee50d",
+            ".fruix-store.1.tmp-5052-15AEE50D12",
+            ".fruix-store.1.tmp--15aee50d12",
+            ".fruix-store.1.tmp-50x2-15aee50d12",
+            ".fruix-store.10.tmp-5052-15aee50d12",
+            ".fruix-store.1.tmp-5052-15aee50d12.keep",
+        ] {
+            assert_eq!(leftover_pid(name.as_bytes(), page), None, "{name}");
+        }
+    }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::{
-    altered, busy, db_error, insert, schema, Database, Registration, DB_FILE, META_DIR, MIGRATIONS,
-    RESTORE, SCHEMA_VERSION,
+    altered, busy, insert, schema, Database, Registration, DB_FILE, META_DIR, MIGRATIONS, RESTORE,
+    SCHEMA_VERSION,
 };
 use crate::error::{Error, Result};
 use crate::store::GC_LOCK_FILE;
@@ -108,6 +108,75 @@ fn examine(conn: &Connection, path: &Path) -> Result<usize> {
     Ok(version)
 }
 
+/// A database error, naming the file; a wait for another process's
+/// transaction that the process's interrupt ended ([`busy`]) is a
+/// cancellation, as the store's other lock waits say it.
+pub(super) fn db_error(path: &Path, e: rusqlite::Error) -> Error {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+        && fruix_core::interrupt::requested()
+    {
+        return fruix_core::Error::Cancelled.into();
+    }
+    use rusqlite::ErrorCode;
+    let cannot_open = matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly)
+    );
+    if let Some(refused) = cannot_open.then(|| open_refusal(path, true)).flatten() {
+        let store = path.parent().and_then(Path::parent).unwrap_or(path);
+        return Error::store_write(store, "open", path, refused);
+    }
+    Error::Database {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Why the registry `path` cannot be opened, asked of the system once
+/// SQLite could not open it (SQLite says only that it could not): this
+/// user's access to it, to read and (`write`) write it (to the directory it is made in, when it is not
+/// there), then an opening of it as SQLite's (the system out of file
+/// descriptors or memory refuses that one too). `None` when both succeed.
+fn open_refusal(path: &Path, write: bool) -> Option<std::io::Error> {
+    use rustix::fs::{Access, Mode, OFlags};
+    let (target, flags) = match path.symlink_metadata() {
+        Ok(_) if write => (path, OFlags::RDWR),
+        Ok(_) => (path, OFlags::RDONLY),
+        Err(_) => (path.parent()?, OFlags::RDONLY | OFlags::DIRECTORY),
+    };
+    let access = match write {
+        true => Access::READ_OK | Access::WRITE_OK,
+        false => Access::READ_OK,
+    };
+    if let Err(e) = rustix::fs::access(target, access) {
+        return Some(e.into());
+    }
+    let opened = rustix::fs::open(
+        target,
+        flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    );
+    opened.err().map(Into::into)
+}
+
+/// Whether the filesystem of `store` is mounted read-only: nobody, its
+/// owner or root, may write it there.
+fn is_mounted_read_only(store: &Path) -> bool {
+    rustix::fs::statvfs(store)
+        .is_ok_and(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+}
+
+/// The error of opening the registry `path` to read it only (a store this
+/// user may only read), which failed with `e`: what the system says of
+/// reading it when it refuses ([`open_refusal`]), else as [`db_error`].
+fn db_read_error(path: &Path, e: rusqlite::Error) -> Error {
+    let cannot_open = e.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen);
+    match cannot_open.then(|| open_refusal(path, false)).flatten() {
+        Some(refused) => fruix_core::Error::io("open", path, refused).into(),
+        None => db_error(path, e),
+    }
+}
+
 impl Database {
     /// Opens (creating and migrating as needed) the database of the store
     /// at `store`. When this call creates it, `existing` gives the objects
@@ -173,12 +242,18 @@ impl Database {
     pub fn open_read_only(store: &Path) -> Result<Database> {
         crate::store::entries::check(store, &store.join(META_DIR), true)?;
         let path = check_files(store)?;
+        let read_only_mount = is_mounted_read_only(store);
         let unreadable = |why: &str| {
             Error::DatabaseUnreadable {
             path: path.clone(),
-            message: format!(
-                "this user may only read it, {why}; run any fruix store command on the store once as its owner"
-            ),
+            message: match read_only_mount {
+                true => format!(
+                    "its filesystem is mounted read-only, so fruix may only read it, {why}; mount it read-write and run any fruix store command on the store once"
+                ),
+                false => format!(
+                    "this user may only read it, {why}; run any fruix store command on the store once as its owner"
+                ),
+            },
         }
         };
         if !path.is_file() {
@@ -190,7 +265,8 @@ impl Database {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-        let conn = Connection::open_with_flags(&path, flags).map_err(e)?;
+        let conn =
+            Connection::open_with_flags(&path, flags).map_err(|err| db_read_error(&path, err))?;
         busy::install(&conn, busy::Interrupt::EndsWait).map_err(e)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))

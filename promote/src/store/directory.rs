@@ -71,7 +71,7 @@ pub fn not_a_directory(path: &Path) -> Option<NotADirectory> {
 /// The error of making the store directory `root` (or a missing parent)
 /// that failed with `source`: [`Error::StoreNotDirectory`] when something
 /// other than a directory is in the way (`EEXIST`, `ENOTDIR`: the user's
-/// input), else [`Error::StoreNotWritable`].
+/// input), else [`Error::store_write`]'s error.
 pub(super) fn create_error(root: &Path, source: std::io::Error) -> Error {
     let in_the_way = matches!(
         source.kind(),
@@ -79,10 +79,7 @@ pub(super) fn create_error(root: &Path, source: std::io::Error) -> Error {
     );
     match not_a_directory(root).filter(|_| in_the_way) {
         Some(found) => Error::StoreNotDirectory(found),
-        None => Error::StoreNotWritable {
-            store: root.to_path_buf(),
-            source,
-        },
+        None => Error::store_write(root, "create", root, source),
     }
 }
 
@@ -152,4 +149,40 @@ pub(super) fn holds_a_store(dir: &Path) -> bool {
         }),
         Err(_) => true,
     }
+}
+
+/// Whether the directory `dir` holds a store that was never made whole
+/// ([`Error::IncompleteStore`]): nothing but what opening a store makes
+/// (and what a new file system holds), its pool empty, and no registry
+/// (nor the collector's lock made with it: a store whose registry went is
+/// refused for that), and no other process using it (one is making it).
+pub(super) fn is_incomplete_store(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let meta = dir.join(crate::db::META_DIR);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let only_what_opening_makes = entries.flatten().all(|e| {
+        FILE_SYSTEM_ENTRIES
+            .iter()
+            .chain(super::STORE_ENTRIES.iter())
+            .any(|n| n.as_bytes() == e.file_name().as_bytes())
+    });
+    let missing = |p: &Path| {
+        p.symlink_metadata()
+            .is_err_and(|e| e.kind() == ErrorKind::NotFound)
+    };
+    let pool_empty = match std::fs::read_dir(dir.join(crate::pool::LINKS_DIR)) {
+        Ok(mut pool) => pool.next().is_none(),
+        Err(e) => e.kind() == ErrorKind::NotFound,
+    };
+    // Another process holding `.lock` is making it now.
+    let lock = dir.join(".lock");
+    let in_use = super::entries::own_file(dir, &lock, super::entries::Access::Read)
+        .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+    only_what_opening_makes
+        && pool_empty
+        && missing(&meta.join(crate::db::DB_FILE))
+        && missing(&meta.join(super::GC_LOCK_FILE))
+        && !in_use
 }

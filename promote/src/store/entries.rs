@@ -45,6 +45,15 @@ pub(crate) fn check(store: &Path, path: &Path, dir: bool) -> Result<()> {
     }
 }
 
+/// Checks the store's own entries a command makes only when it needs them
+/// (`.fruix/temproots`): one that is not what fruix makes there is refused
+/// on opening the store, by every command alike ([`Error::StoreEntry`]),
+/// not only by those that use it (a build, a collection).
+pub(crate) fn check_occasional(store: &Path) -> Result<()> {
+    let temp_roots = store.join(META_DIR).join(crate::temp_roots::TEMP_ROOTS_DIR);
+    check(store, &temp_roots, true)
+}
+
 /// Makes the store's own directory `path` (its parent exists and was
 /// checked) unless it is there, and checks that it is a directory, not a
 /// symlink to one.
@@ -52,10 +61,7 @@ pub(crate) fn own_dir(store: &Path, path: &Path) -> Result<()> {
     match fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check(store, path, true),
-        Err(source) => Err(Error::StoreNotWritable {
-            store: store.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(Error::store_write(store, "create", path, source)),
     }
 }
 
@@ -101,10 +107,7 @@ pub(crate) fn own_file(store: &Path, path: &Path, access: Access) -> Result<File
     let file = file.map_err(|source| match check(store, path, false) {
         Err(foreign) => foreign,
         Ok(()) if access == Access::Read => fruix_core::Error::io("open", path, source).into(),
-        Ok(()) => Error::StoreNotWritable {
-            store: store.to_path_buf(),
-            source,
-        },
+        Ok(()) => Error::store_write(store, "open", path, source),
     })?;
     let is_file = file
         .metadata()

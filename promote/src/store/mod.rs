@@ -31,7 +31,6 @@
 //! directory ([`Store::open`]).
 
 use std::fs::{self, File};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -40,16 +39,20 @@ use fruix_core::error::IoContext;
 
 use crate::db::{Database, DB_FILE, META_DIR};
 use crate::error::{Error, Result};
-use crate::pool::{lock_file_name, temp_name, Journal, Pool, LINKS_DIR, TEMP_PREFIX};
+use crate::pool::{lock_file_name, temp_name, Pool, LINKS_DIR};
 use crate::register;
 
 mod directory;
 pub(crate) mod entries;
 mod layout;
 mod lock;
+mod made;
 mod promotion;
+mod sweep;
 
-use self::directory::{create_error, holds_a_store, is_empty_dir, may_hold_a_store, no_store};
+use self::directory::{
+    create_error, holds_a_store, is_empty_dir, is_incomplete_store, may_hold_a_store, no_store,
+};
 pub use self::directory::{not_a_directory, NotADirectory};
 use self::layout::text_path;
 pub use self::layout::{
@@ -61,7 +64,16 @@ pub(crate) use self::lock::names_file;
 pub(crate) use self::lock::notice as notice_lock_wait;
 use self::lock::{flock, lock_noting, LockMode};
 pub use self::lock::{set_lock_notice, Lock, LockWait, TURNSTILE_PATIENCE};
+pub use self::made::MadeStore;
+use self::made::{Made, STORE_ENTRIES};
 pub use self::promotion::{Promotion, TempObject};
+
+/// [`Error::IncompleteStore`] for the store directory `root`.
+fn incomplete(root: &Path) -> Error {
+    Error::IncompleteStore {
+        path: root.to_path_buf(),
+    }
+}
 
 /// The garbage collector's lock file in [`META_DIR`].
 pub const GC_LOCK_FILE: &str = "gc.lock";
@@ -79,103 +91,6 @@ pub const DEFAULT_STORE: &str = "/frx/store";
 
 /// Name of a promotion's journal inside its work directory.
 const JOURNAL_FILE: &str = "journal";
-
-/// A store [`Store::open_tentatively`] opened: it derefs to the [`Store`].
-/// Dropped without [`MadeStore::keep`], it removes what opening the store
-/// made (nothing when the store existed), unless another process uses the
-/// store by then.
-#[derive(Debug)]
-pub struct MadeStore {
-    /// The store's directory, as given.
-    root: PathBuf,
-    /// `None` only while opening, and once kept.
-    store: Option<Store>,
-    /// What opening the store made; `None` when the store was there.
-    made: Option<Made>,
-}
-
-/// What [`Store::open_tentatively`] made, which a [`MadeStore`] dropped
-/// unkept removes.
-#[derive(Debug)]
-enum Made {
-    /// The store's directory and its missing parents, from this topmost one.
-    Directories(PathBuf),
-    /// The store, in the existing directory that was empty: what opening a
-    /// store puts there ([`STORE_ENTRIES`]), the directory left as it was.
-    Entries,
-}
-
-/// What opening a store creates in its directory.
-const STORE_ENTRIES: [&str; 4] = [LINKS_DIR, ".locks", ".lock", META_DIR];
-
-impl MadeStore {
-    /// Keeps the store, made or not: the command succeeded.
-    pub fn keep(mut self) -> Store {
-        self.made = None;
-        self.store.take().expect("an open store until kept")
-    }
-
-    /// Whether opening the store made its directory.
-    pub fn is_new(&self) -> bool {
-        matches!(self.made, Some(Made::Directories(_)))
-    }
-}
-
-impl std::ops::Deref for MadeStore {
-    type Target = Store;
-    fn deref(&self) -> &Store {
-        self.store.as_ref().expect("an open store until kept")
-    }
-}
-
-impl Drop for MadeStore {
-    fn drop(&mut self) {
-        // Closed first: its locks and database are in what is removed.
-        drop(self.store.take());
-        let Some(made) = self.made.take() else {
-            return;
-        };
-        // Every process using the store holds its `.lock` shared: while
-        // one does (another command that found the store made), it stays.
-        let lock_path = self.root.join(".lock");
-        let lock = entries::own_file(&self.root, &lock_path, entries::Access::Read).ok();
-        if let Some(lock) = &lock {
-            if !flock(lock, &lock_path, LockMode::TryExclusive).unwrap_or(false) {
-                return;
-            }
-        }
-        match made {
-            Made::Directories(top) => {
-                let _ = fs::remove_dir_all(top);
-            }
-            Made::Entries => remove_store_entries(&self.root),
-        }
-    }
-}
-
-/// Removes what opening a store put in the directory `root`, when that is
-/// all it holds (its pool empty): anything else was put there since, and
-/// the store stays. The caller holds the store's lock exclusively, if it
-/// has one.
-fn remove_store_entries(root: &Path) {
-    let Ok(entries) = fs::read_dir(root) else {
-        return;
-    };
-    let only_the_store = entries.flatten().all(|e| {
-        STORE_ENTRIES
-            .iter()
-            .any(|n| e.file_name().as_bytes() == n.as_bytes())
-    });
-    let pool_empty = fs::read_dir(root.join(LINKS_DIR)).is_ok_and(|mut d| d.next().is_none());
-    if !only_the_store || !pool_empty {
-        return;
-    }
-    for dir in [LINKS_DIR, ".locks", META_DIR] {
-        let _ = fs::remove_dir_all(root.join(dir));
-    }
-    // Last: the lock the caller holds.
-    let _ = fs::remove_file(root.join(".lock"));
-}
 
 /// An open store directory.
 #[derive(Debug)]
@@ -253,10 +168,15 @@ impl Store {
     /// Opens an existing store; a missing directory, or one that holds no
     /// store (empty, or holding neither `.fruix` nor a store object: `~`
     /// mistyped as the store), is [`Error::NoStore`], and is left as it
-    /// was; anything else there, [`Error::StoreNotDirectory`].
+    /// was; anything else there, [`Error::StoreNotDirectory`]. A store a
+    /// command was making when it failed or was killed (no registry, no
+    /// pool entry, no object) is [`Error::IncompleteStore`], left as it is.
     pub fn open_existing(root: &Path) -> Result<Store> {
         text_path(root)?;
         match fs::metadata(root) {
+            Ok(m) if m.is_dir() && holds_a_store(root) && is_incomplete_store(root) => {
+                Err(incomplete(root))
+            }
             Ok(m) if m.is_dir() && holds_a_store(root) => Self::open_at(root),
             _ => Err(no_store(root)),
         }
@@ -287,7 +207,8 @@ impl Store {
     /// this user may write it; otherwise (the system store, as another user;
     /// a read-only file system) without writing anything: no sweep, a
     /// read-only database, locks taken on files opened to read. Writing to
-    /// such a store fails.
+    /// such a store fails. An incomplete store is refused as by
+    /// [`Store::open_existing`].
     pub fn open_for_reading(root: &Path) -> Result<Store> {
         text_path(root)?;
         use rustix::fs::{access, Access};
@@ -305,6 +226,7 @@ impl Store {
             Ok(m) if m.is_dir() && !holds_a_store(root) => Err(Error::NoStore {
                 path: root.to_path_buf(),
             }),
+            Ok(m) if m.is_dir() && is_incomplete_store(root) => Err(incomplete(root)),
             Ok(m) if m.is_dir() && writable => Self::open_at(root),
             Ok(m) if m.is_dir() => Self::open_read_only(root),
             _ => Err(no_store(root)),
@@ -316,6 +238,7 @@ impl Store {
         text_path(&root)?;
         let lock_path = root.join(".lock");
         let lock = entries::own_file(&root, &lock_path, entries::Access::Read)?;
+        entries::check_occasional(&root)?;
         let store = Store {
             pool: Pool::open(root.join(LINKS_DIR))?,
             db: std::sync::Mutex::new(Database::open_read_only(&root)?),
@@ -361,6 +284,7 @@ impl Store {
         // A store written before the database is registered from its
         // objects when the database is created.
         let (db, _) = Database::open(root, || register::scan(root))?;
+        entries::check_occasional(root)?;
         let gc_lock = root.join(META_DIR).join(GC_LOCK_FILE);
         entries::own_file(root, &gc_lock, entries::Access::Write)?;
         let turnstile = root.join(META_DIR).join(GC_TURNSTILE_FILE);
@@ -562,34 +486,6 @@ impl Store {
         }
         fruix_core::fsutil::sync_dir(&self.root)?;
         Ok(published)
-    }
-
-    /// Removes what dead processes left: temporary objects, pool temporaries,
-    /// and the pool entries of promotions that never finished (from their
-    /// journals), unless an object links them. The caller holds the store
-    /// exclusively.
-    fn sweep(&self) -> Result<()> {
-        for dir in [self.root.clone(), self.root.join(LINKS_DIR)] {
-            for entry in fs::read_dir(&dir).with_path("read", &dir)?.flatten() {
-                if !entry
-                    .file_name()
-                    .as_bytes()
-                    .starts_with(TEMP_PREFIX.as_bytes())
-                {
-                    continue;
-                }
-                let path = entry.path();
-                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    if let Ok(keys) = Journal::read(&path.join(JOURNAL_FILE)) {
-                        self.pool.remove_unlinked(&keys);
-                    }
-                    remove_tree(&path);
-                } else {
-                    let _ = fs::remove_file(&path);
-                }
-            }
-        }
-        Ok(())
     }
 }
 

@@ -12,15 +12,14 @@ use fruix_core::escape;
 use fruix_core::executor::EventSink;
 use fruix_core::manifest::Progress;
 use fruix_core::ssh_target::SshTarget;
-use fruix_executors::ssh::{
-    shell_quote, HostKeyPolicy, RemoteExit, RemoteStdio, SshOptions, SshSession,
-};
+use fruix_executors::ssh::{shell_quote, HostKeyPolicy, RemoteStdio, SshOptions, SshSession};
 use fruix_promote::archive::{export_order, ArchiveLimits, ImportOptions, Trust};
 use fruix_promote::serve::Client;
 use fruix_promote::Store;
 use tokio_util::io::SyncIoBridge;
 use tokio_util::sync::CancellationToken;
 
+use self::failure::{answered, Failed, RemoteEnd};
 use self::serving::{Serving, SERVE_END};
 use super::archive::trust;
 use super::idle::IdleLimit;
@@ -35,6 +34,7 @@ use crate::exit::{from_promote, from_promote_saying, CliError, CliResult, Status
 /// store) left.
 const NOT_COPIED: &str = "nothing was copied; neither store was changed";
 
+mod failure;
 mod serving;
 
 /// What a copy did.
@@ -49,44 +49,6 @@ struct CopyReport {
     sent: Vec<PathBuf>,
     /// Bytes of archive sent over the connection.
     bytes: u64,
-}
-
-/// How the copy itself failed.
-enum Failed {
-    /// As a store operation or the protocol fails.
-    Store(fruix_promote::Error),
-    /// The other side answered a request with this error: its own words,
-    /// which its stderr repeats (not shown again).
-    Answered(fruix_promote::Error),
-    /// The other side's `store serve` has no store at this path (the
-    /// other machine's): its answer to the hello said so.
-    NoRemoteStore(PathBuf),
-    /// The other side's `store serve` serves a store at this path (the
-    /// other machine's), not at this store's: its objects' names and
-    /// references name this store's path, so neither store would take
-    /// the other's.
-    OtherStore(PathBuf),
-    /// The session did not end cleanly after its last answer
-    /// ([`Client::finish`]), the other store having said that it imported
-    /// `imported` objects (`--to`; none for `--from`).
-    Unclean {
-        e: fruix_promote::Error,
-        imported: usize,
-    },
-}
-
-/// `e`, from a request to `client`: the other side's when it answered it.
-fn answered<R, W>(client: &Client<R, W>, e: fruix_promote::Error) -> Failed {
-    match client.answered_error() {
-        true => Failed::Answered(e),
-        false => Failed::Store(e),
-    }
-}
-
-impl From<fruix_promote::Error> for Failed {
-    fn from(e: fruix_promote::Error) -> Self {
-        Failed::Store(e)
-    }
 }
 
 /// `ssh://USER@HOST[:PORT]`.
@@ -252,7 +214,10 @@ fn copy_with(
         let timed_out = || {
             out_of_time
                 .load(Ordering::SeqCst)
-                .then(|| args.timeout.map(|limit| total_timeout(&command, target, limit)))
+                .then(|| {
+                    args.timeout
+                        .map(|limit| total_timeout(&command, target, limit))
+                })
                 .flatten()
         };
         let (session, stdio) = tokio::select! {
@@ -285,11 +250,10 @@ fn copy_with(
             // The other side's answer to the hello: where it has no store,
             // the path is the other machine's (`--remote-store`).
             let reader = BufReader::with_capacity(1 << 20, reader);
-            let mut client = Client::start(reader, serving_side)
-                .map_err(|e| match e {
-                    fruix_promote::Error::NoStore { path } => Failed::NoRemoteStore(path),
-                    e => Failed::Store(e),
-                })?;
+            let mut client = Client::start(reader, serving_side).map_err(|e| match e {
+                fruix_promote::Error::NoStore { path } => Failed::NoRemoteStore(path),
+                e => Failed::Store(e),
+            })?;
             // Before anything is sent: an archive of one store is refused
             // by a store at another path, only once it has all crossed.
             if client.store != store.path() {
@@ -392,7 +356,10 @@ fn copy_with(
                     session.kill_session(sid).await;
                 }
                 session.disconnect().await;
-                tokio::time::timeout(SERVE_END, serving.finished).await.ok().and_then(Result::ok)
+                tokio::time::timeout(SERVE_END, serving.finished)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
             }
             _ => {
                 // End-of-file ends the other side, whether it waits for a
@@ -409,7 +376,6 @@ fn copy_with(
                 ended.ok().and_then(Result::ok)
             }
         };
-        let (stderr, exit) = ended.unwrap_or_default();
         // Whatever error the reader's timeout became on its way out, the
         // copy failed because the other side went silent.
         // What the other store said it imported stays said.
@@ -435,80 +401,18 @@ fn copy_with(
             Failed::Store(e) if unclean => Failed::Unclean { e, imported: 0 },
             e => e,
         });
-        outcome.map_err(|e| {
-            // An error the other side answered is its own words: its
-            // stderr, which says them again, is not shown.
-            let (e, unclean, answered) = match e {
-                Failed::Store(e) => (e, None, false),
-                Failed::Answered(e) => (e, None, true),
-                Failed::Unclean { e, imported } => (e, Some(imported), false),
-                // The other side's own words (its stderr) speak of its
-                // `--store`: not shown.
-                Failed::OtherStore(path) => {
-                    return CliError::usage(format!(
-                        "the other machine ({target}) serves the store at {}, not one at this store's path {}: a store only takes objects of a store at its own path (their names and references name it), so nothing was copied; give --remote-store the path of a store at {} there (by default, this store's path)",
-                        escape::path(&path),
-                        escape::path(store.path()),
-                        escape::path(store.path()),
-                    ))
-                }
-                Failed::NoRemoteStore(path) => {
-                    return CliError::usage(format!(
-                        "no store at {} on the other machine ({target}); check --remote-store (by default, the other store's path is this one's)",
-                        escape::path(&path)
-                    ))
-                }
-            };
-            let status = e.exit_status();
-            let mut message = e.to_string();
-            // The other side's last stderr lines, one escaped line each.
-            let dropped = (stderr.dropped() > 0)
-                .then(|| format!("[earlier lines dropped: {}]", stderr.dropped()));
-            let tail: String = dropped
-                .into_iter()
-                .chain(stderr.lines().map(escape::line))
-                .map(|l| format!("\n  {l}"))
-                .collect();
-            // An unclean end says how it ended, or that nothing said so.
-            let shown = match &exit {
-                Some(exit) => !exit.success(),
-                None => unclean.is_some(),
-            };
-            if !answered && (!tail.is_empty() || shown) {
-                let how = match (&exit, stalled) {
-                    (_, true) => "had not ended when the connection was closed".to_string(),
-                    (_, false) if waited_out => format!(
-                        "had not ended {}s after its output did, so it was stopped",
-                        SERVE_END.as_secs()
-                    ),
-                    (Some(RemoteExit::Signal(signal)), false) => {
-                        format!("was killed by signal {signal}")
-                    }
-                    (Some(exit), false) => format!("ended with {}", exit.describe()),
-                    (None, false) => {
-                        "ended with no exit status (the connection was lost)".to_string()
-                    }
-                };
-                message.push_str(&format!(
-                    "\n`{}` on {} {how}{}{tail}",
-                    escape::text(&command),
-                    target,
-                    if tail.is_empty() { "" } else { ":" },
-                ));
-            }
-            // What an unclean end left: the other store keeps what it said
-            // it imported; a fetch published nothing.
-            match unclean {
-                Some(0) if direction == "from" => {
-                    message.push_str("\nnothing was copied; this store was not changed")
-                }
-                Some(n) if n > 0 => message.push_str(&format!(
-                    "\nthe other store had answered that it imported {n} object(s), which it keeps; check them there with `fruix store verify`"
-                )),
-                _ => {}
-            }
-            CliError::new(status, anyhow::anyhow!(message))
-        })
+        let (stderr, exit) = ended.unwrap_or_default();
+        let end = RemoteEnd {
+            command: &command,
+            target,
+            store: store.path(),
+            direction,
+            stderr,
+            exit,
+            stalled,
+            waited_out,
+        };
+        outcome.map_err(|e| end.error(e))
     })?;
     Ok(report)
 }

@@ -1,5 +1,7 @@
 //! `fruix store gc` and `fruix store delete`.
 
+use std::path::PathBuf;
+
 use fruix_core::escape;
 use fruix_promote::gc::{collect_into, delete as delete_objects, GcOptions, GcReport};
 use indicatif::HumanBytes;
@@ -64,18 +66,61 @@ pub fn gc(args: GcArgs) -> CliResult {
             false => e,
         });
     }
+    // The work directories of builds no longer running (killed): the
+    // build contract's, not the store's, so swept here beside it.
+    let builds = args.at.state.state_dir.join("native-builds");
+    let collected = Collected {
+        work_dirs: fruix_freebsd::work::remove_dead_work_dirs(&builds, args.dry_run)
+            .map_err(|e| from_promote(e.into()))?,
+        report,
+    };
     if args.json {
-        print_json(&report)?;
+        print_json(&collected)?;
     } else {
-        print_report(&report, args.quiet);
+        print_report(&collected, args.quiet);
     }
     Ok(Status::Success)
 }
 
+/// What `store gc` reports: the store's collection, and the work
+/// directories of runs no longer running it removed (or would) from
+/// `STATE_DIR/native-builds` (see
+/// [`fruix_freebsd::work::remove_dead_work_dirs`]).
+#[derive(serde::Serialize)]
+struct Collected {
+    #[serde(flatten)]
+    report: GcReport,
+    #[serde(serialize_with = "escape::serialize_paths")]
+    work_dirs: Vec<PathBuf>,
+}
+
 /// Every removed path (unless `quiet`), then one summary line.
-fn print_report(r: &GcReport, quiet: bool) {
-    print_removed(r, quiet);
-    println!("{}", summary(r));
+fn print_report(c: &Collected, quiet: bool) {
+    print_removed(&c.report, quiet);
+    if !quiet {
+        let verb = if c.report.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        for p in &c.work_dirs {
+            println!("{verb} work directory {}", escape::path(p));
+        }
+    }
+    let mut line = summary(&c.report);
+    if !c.work_dirs.is_empty() {
+        let n = c.work_dirs.len();
+        line += &format!(
+            "; {} {n} work director{} of builds no longer running",
+            if c.report.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            if n == 1 { "y" } else { "ies" }
+        );
+    }
+    println!("{line}");
 }
 
 /// Whether the collection removed (or, a dry run, listed) nothing.

@@ -1,0 +1,144 @@
+//! A store a command opened tentatively ([`MadeStore`]): what opening it
+//! made goes again when the command fails.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::lock::{flock, LockMode};
+use super::{entries, Store};
+use crate::db::META_DIR;
+use crate::pool::LINKS_DIR;
+
+/// A store [`Store::open_tentatively`] opened: it derefs to the [`Store`].
+/// Dropped without [`MadeStore::keep`], it removes what opening the store
+/// made (nothing when the store existed), unless another process uses the
+/// store by then.
+#[derive(Debug)]
+pub struct MadeStore {
+    /// The store's directory, as given.
+    pub(super) root: PathBuf,
+    /// `None` only while opening, and once kept.
+    pub(super) store: Option<Store>,
+    /// What opening the store made; `None` when the store was there.
+    pub(super) made: Option<Made>,
+}
+
+/// What [`Store::open_tentatively`] made, which a [`MadeStore`] dropped
+/// unkept removes.
+#[derive(Debug)]
+pub(super) enum Made {
+    /// The store's directory and its missing parents, from this topmost one.
+    Directories(PathBuf),
+    /// The store, in the existing directory that was empty: what opening a
+    /// store puts there ([`STORE_ENTRIES`]), the directory left as it was.
+    Entries,
+}
+
+/// What opening a store creates in its directory.
+pub(super) const STORE_ENTRIES: [&str; 4] = [LINKS_DIR, ".locks", ".lock", META_DIR];
+
+impl MadeStore {
+    /// Keeps the store, made or not: the command succeeded.
+    pub fn keep(mut self) -> Store {
+        self.made = None;
+        self.store.take().expect("an open store until kept")
+    }
+
+    /// Whether opening the store made its directory.
+    pub fn is_new(&self) -> bool {
+        matches!(self.made, Some(Made::Directories(_)))
+    }
+}
+
+impl std::ops::Deref for MadeStore {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        self.store.as_ref().expect("an open store until kept")
+    }
+}
+
+impl Drop for MadeStore {
+    fn drop(&mut self) {
+        // Closed first: its locks and database are in what is removed.
+        drop(self.store.take());
+        let Some(made) = self.made.take() else {
+            return;
+        };
+        // Every process using the store holds its `.lock` shared: while
+        // one does (another command that found the store made), it stays.
+        let lock_path = self.root.join(".lock");
+        let lock = entries::own_file(&self.root, &lock_path, entries::Access::Read).ok();
+        if let Some(lock) = &lock {
+            if !flock(lock, &lock_path, LockMode::TryExclusive).unwrap_or(false) {
+                return;
+            }
+        }
+        match made {
+            Made::Directories(top) => {
+                let _ = remove_made(&top);
+            }
+            Made::Entries => remove_store_entries(&self.root),
+        }
+    }
+}
+
+/// Removes what opening a store put in the directory `root`, when that is
+/// all it holds (its pool empty): anything else was put there since, and
+/// the store stays. The caller holds the store's lock exclusively, if it
+/// has one.
+fn remove_store_entries(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    let only_the_store = entries.flatten().all(|e| {
+        STORE_ENTRIES
+            .iter()
+            .any(|n| e.file_name().as_bytes() == n.as_bytes())
+    });
+    let pool_empty = fs::read_dir(root.join(LINKS_DIR)).is_ok_and(|mut d| d.next().is_none());
+    if !only_the_store || !pool_empty {
+        return;
+    }
+    for dir in [LINKS_DIR, ".locks", META_DIR] {
+        let _ = remove_made(&root.join(dir));
+    }
+    // Last: the lock the caller holds.
+    let _ = fs::remove_file(root.join(".lock"));
+}
+
+/// Removes the tree `path` that opening a store made, as
+/// [`fruix_core::remove::remove_tree`] does; when that fails (a process out
+/// of file descriptors: the opening failed for want of one, and removing a
+/// tree holds one per level), again holding one descriptor at a time.
+fn remove_made(path: &Path) -> io::Result<()> {
+    fruix_core::remove::remove_tree(path).or_else(|_| remove_one_level_at_a_time(path))
+}
+
+/// Removes `path` and what it holds, opening one directory at a time and
+/// never following a symlink: a directory's names are read (its descriptor
+/// closed) before what it holds is removed.
+fn remove_one_level_at_a_time(path: &Path) -> io::Result<()> {
+    use rustix::fs::{Dir, Mode, OFlags};
+    let names: Vec<Vec<u8>> = match rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Dir::new(fd)?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_bytes().to_vec()))
+            .filter(|n| n.as_slice() != b"." && n.as_slice() != b"..")
+            .collect(),
+        // Not a directory (or a symlink): unlinked itself.
+        Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+            return fs::remove_file(path);
+        }
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for name in names {
+        remove_one_level_at_a_time(&path.join(std::ffi::OsStr::from_bytes(&name)))?;
+    }
+    fs::remove_dir(path)
+}
