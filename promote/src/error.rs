@@ -73,7 +73,7 @@ pub enum Error {
     /// (`EACCES`, `EPERM`), or its filesystem is mounted read-only
     /// (`EROFS`). Any other failure to write it (out of file descriptors,
     /// memory, space) is no such refusal, and names its path
-    /// ([`Error::store_write`]).
+    /// (`Error::store_write`).
     #[error(
         "store {} is not writable: {source}; {}",
         escape::path(store),

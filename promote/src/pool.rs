@@ -397,7 +397,7 @@ impl Pool {
 
     /// Removes entry (or stray file) `name`; a directory there (no entry
     /// is one) goes with all it holds, removed beneath the pool's descriptor
-    /// without following a symlink ([`remove_at`]).
+    /// without following a symlink (`remove_at`).
     pub fn remove(&self, name: impl AsRef<Path>) -> Result<()> {
         let name = name.as_ref();
         remove_at(self.dir.as_fd(), name, 0)

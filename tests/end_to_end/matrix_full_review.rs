@@ -139,6 +139,41 @@ fn man_dir_on_a_full_disk_removes_what_it_wrote() {
     );
 }
 
+/// Regression: `man --dir x/../keep_empty/sub` on a full disk counted
+/// every ancestor missing from the path as written (`x/..`,
+/// `x/../keep_empty`) as one it had made, so removed `keep_empty`, which
+/// was there before, and tried to remove the working directory. Now it
+/// removes only the directories its own mkdir made (`sub` and `x`),
+/// deepest first.
+#[test]
+fn man_dir_through_dot_dot_removes_only_the_directories_it_made() {
+    let top = tempfile::tempdir().unwrap();
+    let small = SmallFilesystem::mount(top.path().join("fs"), "64k");
+    std::fs::create_dir(small.path.join("keep_empty")).unwrap();
+    let out = run(fruix()
+        .current_dir(&small.path)
+        .args(["man", "--dir", "x/../keep_empty/sub"]));
+    assert_eq!(
+        out.status.code(),
+        Some(SYSTEM_FAILURE),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(names(&small.path), ["keep_empty"], "{}", describe(&out));
+    assert_eq!(names(&small.path.join("keep_empty")), Vec::<String>::new());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    for made in ["x/../keep_empty/sub", "x"] {
+        let made = small.path.join(made);
+        assert!(
+            stderr.contains(&format!("removed {}, which it made", made.display())),
+            "{}: {stderr}",
+            made.display()
+        );
+    }
+    assert_eq!(stderr.matches("which it made").count(), 2, "{stderr}");
+}
+
 /// Regression: a `fruix man --dir` killed while it wrote left
 /// `.PAGE.tmp-PID-HEX` temporaries that no later run removed. The next
 /// run removes those of its own pages whose process is gone, and nothing

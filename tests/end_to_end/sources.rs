@@ -186,9 +186,6 @@ fn a_running_build_keeps_its_source_from_collections() {
     let dir = tempfile::tempdir().unwrap();
     let tree = checkout(dir.path(), "src");
     let store = dir.path().join("store");
-    // The store is there before the build: one the build made would go
-    // with it when it is interrupted (before its build succeeded).
-    add(dir.path(), &tree);
     let mut child = fruix()
         .args(["build", "--executor", "local", "--verbose", "--source"])
         .arg(&tree)

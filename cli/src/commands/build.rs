@@ -165,6 +165,10 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         None => None,
     };
     let plan = allocate(&args, options)?;
+    // The build starts: its source object stays, whatever the build does
+    // (a store this command made is removed only when it was refused
+    // before, while the store holds nothing else).
+    let store = store.map(MadeStore::keep).filter(|_| !args.no_promote);
     let (events, rx) = EventSink::channel();
     display.store(true, Ordering::SeqCst);
     let printer = tokio::spawn(show_events(rx, args.output, cancel.clone()));
@@ -197,9 +201,6 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             .map_err(|e| CliError::new(Status::SystemFailure, e))?,
         None => Ok(()),
     };
-    // A store this command made is kept once the build succeeded (its
-    // result root names the source object in it), and removed on every
-    // failure before: `store` drops unkept on every return until here.
     let root = match (outcome, untouched) {
         (Ok(_), Err(e)) => return Err(from_promote(e)),
         (Ok(root), Ok(())) => root,
@@ -216,7 +217,6 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             });
         }
     };
-    let store = store.map(MadeStore::keep).filter(|_| !args.no_promote);
     let Some(store) = store else {
         if args.output.json {
             println!(
@@ -474,13 +474,8 @@ fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<Build
 fn allocate(args: &BuildArgs, options: BuildOptions) -> CliResult<BuildPlan> {
     let (run_id, result_root) = match &args.result_root {
         Some(root) => (format_run_id(std::time::SystemTime::now()), root.clone()),
-        None => {
-            let builds = args.state.state_dir.join("native-builds");
-            // The work directories that builds no longer running (killed)
-            // left there go first; one that cannot is left to a collection.
-            let _ = fruix_freebsd::work::remove_dead_work_dirs(&builds, false);
-            allocate_run_dir(&builds).map_err(|e| CliError::new(exit::before_run(&e), e))?
-        }
+        None => allocate_run_dir(&args.state.state_dir.join("native-builds"))
+            .map_err(|e| CliError::new(exit::before_run(&e), e))?,
     };
     // Absolute, as every path fruix prints or records is.
     let result_root = std::path::absolute(&result_root).map_err(|e| {

@@ -2,17 +2,17 @@
 //! man pages, generated from the same clap definitions as `--help`, so they
 //! can never disagree with it.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 
 use clap::CommandFactory;
-use fruix_core::dir::{OpenDir, TreeKind};
 use fruix_core::error::IoContext;
 use fruix_core::escape;
 use fruix_core::fsutil::write_atomic_at;
-use rustix::fs::{statat, unlinkat, AtFlags, FileType};
+use rustix::fs::{mkdirat, openat, statat, unlinkat, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::args::{Cli, CompletionsArgs, ManArgs};
 use crate::exit::{CliError, CliResult, Status};
@@ -77,81 +77,95 @@ fn render_pages(mut command: clap::Command) -> std::io::Result<Vec<Page>> {
     Ok(pages)
 }
 
-/// Writes `pages` into `dir`, made when missing.
+/// Writes `pages` into `dir`, made when missing ([`open_making`]).
 ///
 /// On failure (a full disk, say) what this run wrote is removed again: the
-/// pages it made, and `dir` and the parents it made; a page it wrote over
-/// one already there cannot be taken back, and is kept. The error comes
-/// with what was undone ([`Written::undo`]), a system failure. Before writing, the
-/// temporaries a killed `fruix man --dir` left for these pages are removed
-/// ([`remove_leftovers`]).
+/// pages it made, and the directories its own mkdir made; a page it wrote
+/// over one already there cannot be taken back, and is kept. The error
+/// comes with what was undone ([`Written::undo`]), a system failure. Before
+/// writing, the temporaries a killed `fruix man --dir` left for these pages
+/// are removed ([`remove_leftovers`]).
 ///
-/// `dir` is opened once (a symlink naming it is followed: the user chose
-/// it), and each page is written beneath that descriptor as
-/// [`write_atomic_at`] writes: into a new temporary (`O_CREAT | O_EXCL |
-/// O_NOFOLLOW`), renamed over the page's name, the temporary removed if
-/// that fails. An entry already there under the page's name, a symlink
-/// included (dangling or not), is replaced as install(1) replaces it, never
-/// written through: a link planted in a directory others may write
-/// (`/tmp/man1`) cannot make fruix overwrite the file it points to.
+/// Each page is written beneath `dir`'s descriptor as [`write_atomic_at`]
+/// writes: into a new temporary (`O_CREAT | O_EXCL | O_NOFOLLOW`), renamed
+/// over the page's name, the temporary removed if that fails. An entry
+/// already there under the page's name, a symlink included (dangling or
+/// not), is replaced as install(1) replaces it, never written through: a
+/// link planted in a directory others may write (`/tmp/man1`) cannot make
+/// fruix overwrite the file it points to.
 fn write_pages(pages: &[Page], dir: &Path) -> Result<(), CliError> {
-    let mut written = Written {
-        made_dirs: missing_dirs(dir),
-        made_pages: Vec::new(),
-        replaced: 0,
-    };
-    let result: fruix_core::Result<()> = (|| {
-        std::fs::create_dir_all(dir).with_path("create", dir)?;
-        let open = OpenDir::open(dir, TreeKind::named("a man page directory"))?;
-        remove_leftovers(open.as_fd(), pages);
-        for (name, page) in pages {
-            let existed = statat(open.as_fd(), name.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok();
-            write_atomic_at(open.as_fd(), dir, OsStr::new(name), |file| {
-                file.write_all(page)
-            })?;
-            match existed {
-                true => written.replaced += 1,
-                false => written.made_pages.push(name.clone()),
-            }
-        }
-        Ok(())
-    })();
-    match result {
+    let mut written = Written::default();
+    match write_into(pages, dir, &mut written) {
         Ok(()) => Ok(()),
         Err(e) => Err(CliError::new(
             Status::SystemFailure,
             anyhow::anyhow!(
                 "cannot write man pages into {}: {e}; {}",
                 escape::path(dir),
-                written.undo(dir)
+                written.undo()
             ),
         )),
     }
 }
 
+/// [`write_pages`]' work, recording in `written` what it made.
+fn write_into(pages: &[Page], dir: &Path, written: &mut Written) -> fruix_core::Result<()> {
+    let open = written
+        .dir
+        .insert(open_making(dir, &mut written.made_dirs)?);
+    remove_leftovers(open.as_fd(), pages);
+    for (name, page) in pages {
+        let existed = statat(open.as_fd(), name.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok();
+        write_atomic_at(open.as_fd(), dir, OsStr::new(name), |file| {
+            file.write_all(page)
+        })?;
+        match existed {
+            true => written.replaced += 1,
+            false => written.made_pages.push(name.clone()),
+        }
+    }
+    Ok(())
+}
+
 /// What [`write_pages`] wrote so far.
+#[derive(Default)]
 struct Written {
-    /// `dir` and the parents of it that were missing, deepest first.
-    made_dirs: Vec<PathBuf>,
+    /// The directories this run made, in the order it made them.
+    made_dirs: Vec<MadeDir>,
+    /// The man page directory, once open.
+    dir: Option<OwnedFd>,
     /// The pages made where there was none.
     made_pages: Vec<String>,
     /// How many pages were written over one already there.
     replaced: usize,
 }
 
+/// A directory this run's mkdir made: the directory it was made in, open,
+/// its name there, and the path naming it in messages.
+struct MadeDir {
+    parent: OwnedFd,
+    name: OsString,
+    path: PathBuf,
+}
+
 impl Written {
-    /// Removes what was made, and says what it did.
-    fn undo(&self, dir: &Path) -> String {
+    /// Removes what was made, beneath the descriptors it was made in, and
+    /// says what it did: the pages, then the directories deepest first,
+    /// each with rmdir (one no longer empty stays, and is said).
+    fn undo(&self) -> String {
         let mut left = Vec::new();
         let removed = self
             .made_pages
             .iter()
-            .filter(|name| match std::fs::remove_file(dir.join(name)) {
-                Ok(()) => true,
-                Err(_) => {
+            .filter(|name| {
+                let gone = self
+                    .dir
+                    .as_ref()
+                    .is_some_and(|dir| unlinkat(dir, name.as_str(), AtFlags::empty()).is_ok());
+                if !gone {
                     left.push(escape::text(name).to_string());
-                    false
                 }
+                gone
             })
             .count();
         let mut said = vec![format!("removed the {removed} page(s) this run had made")];
@@ -164,13 +178,14 @@ impl Written {
                 self.replaced
             ));
         }
-        for made in &self.made_dirs {
-            match std::fs::remove_dir(made) {
-                Ok(()) => said.push(format!("removed {}, which it made", escape::path(made))),
-                Err(_) if !made.exists() => {}
+        for made in self.made_dirs.iter().rev() {
+            let path = escape::path(&made.path);
+            match unlinkat(&made.parent, made.name.as_os_str(), AtFlags::REMOVEDIR) {
+                Ok(()) => said.push(format!("removed {path}, which it made")),
+                Err(Errno::NOENT) => {}
                 Err(e) => said.push(format!(
-                    "could not remove {}, which it made: {e}",
-                    escape::path(made)
+                    "could not remove {path}, which it made: {}",
+                    std::io::Error::from(e)
                 )),
             }
         }
@@ -178,15 +193,49 @@ impl Written {
     }
 }
 
-/// `dir` and those of its parents that do not exist, deepest first: what
-/// `create_dir_all(dir)` would make.
-fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
-    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    absolute
-        .ancestors()
-        .take_while(|d| std::fs::symlink_metadata(d).is_err())
-        .map(Path::to_path_buf)
-        .collect()
+/// Opens directory `dir`, making it and its missing parents as `mkdir -p`
+/// does, but one component at a time beneath the directory before it, and
+/// records in `made` each one whose mkdir succeeded. A component there
+/// already (`EEXIST`), and `.` and `..` however the path spells them
+/// (`x/../keep`), were not made by this run and are never taken back. A
+/// symlink on the way to a directory that was there is followed (the user
+/// chose the path); one where this run just made a directory is refused.
+fn open_making(dir: &Path, made: &mut Vec<MadeDir>) -> fruix_core::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let start = if dir.has_root() { "/" } else { "." };
+    let mut current = rustix::fs::open(start, flags, Mode::empty())
+        .map_err(std::io::Error::from)
+        .with_path("open", start)?;
+    let mut path = PathBuf::new();
+    for component in dir.components() {
+        path.push(component);
+        let (name, fresh) = match component {
+            Component::Normal(name) => match mkdirat(&current, name, Mode::from_raw_mode(0o777)) {
+                Ok(()) => (name, true),
+                Err(Errno::EXIST) => (name, false),
+                Err(e) => return Err(std::io::Error::from(e)).with_path("create", &path),
+            },
+            Component::ParentDir => (OsStr::new(".."), false),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => continue,
+        };
+        let next_flags = if fresh {
+            flags | OFlags::NOFOLLOW
+        } else {
+            flags
+        };
+        let next = openat(&current, name, next_flags, Mode::empty())
+            .map_err(std::io::Error::from)
+            .with_path("open", &path)?;
+        let parent = std::mem::replace(&mut current, next);
+        if fresh {
+            made.push(MadeDir {
+                parent,
+                name: name.to_os_string(),
+                path: path.clone(),
+            });
+        }
+    }
+    Ok(current)
 }
 
 /// Removes from `dir` the temporaries [`write_atomic_at`] made for

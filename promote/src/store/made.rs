@@ -29,8 +29,9 @@ pub struct MadeStore {
 /// unkept removes.
 #[derive(Debug)]
 pub(super) enum Made {
-    /// The store's directory and its missing parents, from this topmost one.
-    Directories(PathBuf),
+    /// The directories opening made, the topmost first (the store's
+    /// directory last, when it made that).
+    Directories(Vec<PathBuf>),
     /// The store, in the existing directory that was empty: what opening a
     /// store puts there ([`STORE_ENTRIES`]), the directory left as it was.
     Entries,
@@ -76,8 +77,19 @@ impl Drop for MadeStore {
             }
         }
         match made {
-            Made::Directories(top) => {
-                let _ = remove_made(&top);
+            Made::Directories(dirs) => {
+                // The store's directory, made by this command, goes whole;
+                // of the parents it made, each only while empty: what
+                // others put there since (a state directory beside the
+                // store, a user's files) stays.
+                if dirs.last() == Some(&self.root) && remove_made(&self.root).is_err() {
+                    return;
+                }
+                for dir in dirs.iter().rev().filter(|d| **d != self.root) {
+                    if fs::remove_dir(dir).is_err() {
+                        return;
+                    }
+                }
             }
             Made::Entries => remove_store_entries(&self.root),
         }

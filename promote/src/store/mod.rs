@@ -146,10 +146,10 @@ impl Store {
         };
         for dir in missing.into_iter().rev() {
             match fs::create_dir(dir) {
-                Ok(()) => {
-                    made.made
-                        .get_or_insert_with(|| Made::Directories(dir.to_path_buf()));
-                }
+                Ok(()) => match &mut made.made {
+                    Some(Made::Directories(dirs)) => dirs.push(dir.to_path_buf()),
+                    _ => made.made = Some(Made::Directories(vec![dir.to_path_buf()])),
+                },
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(create_error(root, e)),
             }
@@ -775,5 +775,33 @@ mod tests {
         let mut expected = store_entries();
         expected.push("note".into());
         assert_eq!(listing(&other), expected, "what was made went with more");
+    }
+
+    /// Regression: a store made in missing parents went with the topmost
+    /// parent it made, whole: a state directory made beside the store
+    /// since, or a user's files put there, went with it. The store goes;
+    /// each parent it made only while empty, and nothing it did not make
+    /// (a path through `..`) is taken for made.
+    #[test]
+    fn a_store_made_in_missing_parents_takes_back_only_what_it_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("home/.local");
+        let store = top.join("share/fruix/store");
+        let made = Store::open_tentatively(&store).unwrap();
+        fs::create_dir_all(top.join("share/fruix/state/logs")).unwrap();
+        fs::write(top.join("mine"), "keep").unwrap();
+        drop(made);
+        assert!(store.symlink_metadata().is_err(), "the store stayed");
+        assert_eq!(listing(&top.join("share/fruix")), ["state"]);
+        assert_eq!(fs::read(top.join("mine")).unwrap(), b"keep");
+        // Alone, what it made goes, up to the topmost directory it made.
+        drop(Store::open_tentatively(&top.join("share/other/store")).unwrap());
+        assert!(top.join("share/other").symlink_metadata().is_err());
+        // `kept` was there: reached through `..`, it is not made.
+        let kept = dir.path().join("kept");
+        fs::create_dir(&kept).unwrap();
+        drop(Store::open_tentatively(&dir.path().join("x/../kept/store")).unwrap());
+        assert!(kept.is_dir(), "a directory that was there went");
+        assert!(dir.path().join("x").symlink_metadata().is_err());
     }
 }

@@ -68,10 +68,21 @@ pub fn gc(args: GcArgs) -> CliResult {
     }
     // The work directories of builds no longer running (killed): the
     // build contract's, not the store's, so swept here beside it.
+    // One that cannot be looked at is a warning: the collection is done.
     let builds = args.at.state.state_dir.join("native-builds");
+    let (work_dirs, warnings) =
+        match fruix_freebsd::work::remove_dead_work_dirs(&builds, args.dry_run) {
+            Ok(dirs) => (dirs, Vec::new()),
+            Err(e) => {
+                let warning =
+                    format!("the work directories of killed builds were not looked for: {e}");
+                eprintln!("fruix: warning: {warning}");
+                (Vec::new(), vec![warning])
+            }
+        };
     let collected = Collected {
-        work_dirs: fruix_freebsd::work::remove_dead_work_dirs(&builds, args.dry_run)
-            .map_err(|e| from_promote(e.into()))?,
+        work_dirs,
+        warnings,
         report,
     };
     if args.json {
@@ -92,6 +103,9 @@ struct Collected {
     report: GcReport,
     #[serde(serialize_with = "escape::serialize_paths")]
     work_dirs: Vec<PathBuf>,
+    /// What could not be done beside the collection (said on stderr too).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 /// Every removed path (unless `quiet`), then one summary line.
