@@ -190,6 +190,10 @@ fn an_incomplete_store_is_refused_by_readers_and_left_as_it_was() {
         json_error(&out, 2, "is incomplete");
         assert_eq!(snapshot(&store), before, "{words:?} changed it");
     }
+    // A store named relative is said absolute, as other store errors say it.
+    let out =
+        run(on_store(&["store", "list"], &["--json"], Path::new("store")).current_dir(dir.path()));
+    json_error(&out, 2, &format!("store {} is incomplete", store.display()));
     let root = sample_root(dir.path(), "root");
     run_ok(&mut promote_command(
         &store,

@@ -68,10 +68,11 @@ pub use self::made::MadeStore;
 use self::made::{Made, STORE_ENTRIES};
 pub use self::promotion::{Promotion, TempObject};
 
-/// [`Error::IncompleteStore`] for the store directory `root`.
+/// [`Error::IncompleteStore`] for the store directory `root`, named
+/// absolute, as other store errors name it.
 fn incomplete(root: &Path) -> Error {
     Error::IncompleteStore {
-        path: root.to_path_buf(),
+        path: std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()),
     }
 }
 
