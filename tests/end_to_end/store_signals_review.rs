@@ -38,14 +38,22 @@ fn one_json_document(reading: Reading, what: &str) -> serde_json::Value {
 }
 
 /// Runs `cmd` (`what`) with its first open of `path` held until a line
-/// `==> LABEL: ` has come on stderr; then checks its stdout.
+/// `==> LABEL: ` has come on stderr while it was held; then checks its
+/// stdout. Lines printed before the open (a slow start on a busy machine
+/// runs past the interval) are passed over: the line must come while the
+/// command is held, whatever the machine's speed.
 fn shows_progress_while_held(path: &Path, label: &str, cmd: &mut Command, what: &str) {
+    let (opened, wait_opened) = mpsc::channel::<()>();
     let (seen, wait_seen) = mpsc::channel::<()>();
     let gate = Gate::new(path, move |_opener| {
+        let _ = opened.send(());
         // Held until the line came (or the test failed).
         let _ = wait_seen.recv_timeout(LIMIT);
     });
     let reading = spawn_reading_stderr(cmd);
+    let held = wait_opened.recv_timeout(LIMIT);
+    assert!(held.is_ok(), "{what}: the open never came");
+    while reading.lines.try_recv().is_ok() {}
     let line = reading.wait_for_line(&format!("==> {label}: "));
     assert!(line.starts_with(&format!("==> {label}: ")), "{line}");
     seen.send(()).unwrap();

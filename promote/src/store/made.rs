@@ -4,12 +4,13 @@
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::lock::{flock, LockMode};
 use super::{entries, Store};
 use crate::db::META_DIR;
-use crate::pool::LINKS_DIR;
+use crate::pool::{LINKS_DIR, TEMP_PREFIX};
 
 /// A store [`Store::open_tentatively`] opened: it derefs to the [`Store`].
 /// Dropped without [`MadeStore::keep`], it removes what opening the store
@@ -31,10 +32,35 @@ pub struct MadeStore {
 pub(super) enum Made {
     /// The directories opening made, the topmost first (the store's
     /// directory last, when it made that).
-    Directories(Vec<PathBuf>),
+    Directories(Vec<MadeDir>),
     /// The store, in the existing directory that was empty: what opening a
     /// store puts there ([`STORE_ENTRIES`]), the directory left as it was.
     Entries,
+}
+
+/// A directory opening a store made: its path, and which directory that
+/// was (device and inode), so that a path through a symlink switched
+/// since, naming another, is never taken for it.
+#[derive(Debug)]
+pub(super) struct MadeDir {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl MadeDir {
+    /// The directory just made at `path`.
+    pub(super) fn new(path: &Path) -> io::Result<MadeDir> {
+        let m = fs::symlink_metadata(path)?;
+        Ok(MadeDir {
+            path: path.to_path_buf(),
+            id: (m.dev(), m.ino()),
+        })
+    }
+
+    /// Whether `path` still names the directory made.
+    fn is_still_there(&self) -> bool {
+        fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_dir() && (m.dev(), m.ino()) == self.id)
+    }
 }
 
 /// What opening a store creates in its directory.
@@ -78,46 +104,75 @@ impl Drop for MadeStore {
         }
         match made {
             Made::Directories(dirs) => {
-                // The store's directory, made by this command, goes whole;
-                // of the parents it made, each only while empty: what
-                // others put there since (a state directory beside the
-                // store, a user's files) stays.
-                if dirs.last() == Some(&self.root) && remove_made(&self.root).is_err() {
-                    return;
+                // Only what this command made, while it holds nothing
+                // else: the store's directory when it holds no more than
+                // what opening put there (another command may have added
+                // to the store since), then each parent made, while empty
+                // (a state directory beside the store, a user's files,
+                // stay). Each only while its path still names the
+                // directory made.
+                let (store, parents) = match dirs.split_last() {
+                    Some((last, parents)) if last.path == self.root => (Some(last), parents),
+                    _ => (None, &dirs[..]),
+                };
+                if let Some(store) = store {
+                    if !store.is_still_there()
+                        || !remove_store_entries(&self.root)
+                        || fs::remove_dir(&self.root).is_err()
+                    {
+                        return;
+                    }
                 }
-                for dir in dirs.iter().rev().filter(|d| **d != self.root) {
-                    if fs::remove_dir(dir).is_err() {
+                for dir in parents.iter().rev() {
+                    if !dir.is_still_there() || fs::remove_dir(&dir.path).is_err() {
                         return;
                     }
                 }
             }
-            Made::Entries => remove_store_entries(&self.root),
+            Made::Entries => {
+                remove_store_entries(&self.root);
+            }
         }
     }
 }
 
 /// Removes what opening a store put in the directory `root`, when that is
-/// all it holds (its pool empty): anything else was put there since, and
-/// the store stays. The caller holds the store's lock exclusively, if it
-/// has one.
-fn remove_store_entries(root: &Path) {
+/// all it holds (its pool empty) but for temporaries (`.tmp-*`: the
+/// caller's own, left when it ran out of descriptors, say; no other
+/// process uses the store): anything else was put there since, and the
+/// store stays. The caller holds the store's lock exclusively, if it has
+/// one. Whether it removed them (`root` is then as it was before).
+fn remove_store_entries(root: &Path) -> bool {
     let Ok(entries) = fs::read_dir(root) else {
-        return;
+        return false;
     };
-    let only_the_store = entries.flatten().all(|e| {
-        STORE_ENTRIES
+    let is_temporary = |name: &[u8]| name.starts_with(TEMP_PREFIX.as_bytes());
+    let mut temporaries = Vec::new();
+    let mut only_the_store = true;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if is_temporary(name.as_bytes()) {
+            temporaries.push(e.path());
+        } else if !STORE_ENTRIES
             .iter()
-            .any(|n| e.file_name().as_bytes() == n.as_bytes())
-    });
+            .any(|n| name.as_bytes() == n.as_bytes())
+        {
+            only_the_store = false;
+        }
+    }
     let pool_empty = fs::read_dir(root.join(LINKS_DIR)).is_ok_and(|mut d| d.next().is_none());
     if !only_the_store || !pool_empty {
-        return;
+        return false;
+    }
+    let mut removed = true;
+    for path in temporaries {
+        removed &= remove_made(&path).is_ok();
     }
     for dir in [LINKS_DIR, ".locks", META_DIR] {
-        let _ = remove_made(&root.join(dir));
+        removed &= remove_made(&root.join(dir)).is_ok();
     }
     // Last: the lock the caller holds.
-    let _ = fs::remove_file(root.join(".lock"));
+    removed & fs::remove_file(root.join(".lock")).is_ok()
 }
 
 /// Removes the tree `path` that opening a store made, as

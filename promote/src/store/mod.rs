@@ -147,14 +147,23 @@ impl Store {
         };
         for dir in missing.into_iter().rev() {
             match fs::create_dir(dir) {
-                Ok(()) => match &mut made.made {
-                    Some(Made::Directories(dirs)) => dirs.push(dir.to_path_buf()),
-                    _ => made.made = Some(Made::Directories(vec![dir.to_path_buf()])),
-                },
+                Ok(()) => {
+                    // Which directory it made: a path through a symlink
+                    // switched before the failure names another.
+                    let made_dir = made::MadeDir::new(dir).map_err(|e| create_error(root, e))?;
+                    match &mut made.made {
+                        Some(Made::Directories(dirs)) => dirs.push(made_dir),
+                        _ => made.made = Some(Made::Directories(vec![made_dir])),
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(create_error(root, e)),
             }
         }
+        // Through `..` after a missing parent (`new/..`), the store's
+        // directory may be one that was there: it is checked as one given
+        // directly is, now that it can be reached.
+        may_hold_a_store(root)?;
         // Whatever is left (a dangling symlink, say) fails as in `open`.
         fs::create_dir_all(root).map_err(|e| create_error(root, e))?;
         // An empty directory given as the store gets one: it is taken back
@@ -804,5 +813,44 @@ mod tests {
         drop(Store::open_tentatively(&dir.path().join("x/../kept/store")).unwrap());
         assert!(kept.is_dir(), "a directory that was there went");
         assert!(dir.path().join("x").symlink_metadata().is_err());
+    }
+
+    /// Regression: a store a failed command made went whole once no other
+    /// process held it, with what another command had added meanwhile;
+    /// and the path, through a symlink switched since, could name another
+    /// directory, which went instead. A store holding more than opening
+    /// put there stays, and a path no longer naming the directory made is
+    /// left alone.
+    #[test]
+    fn a_made_store_stays_with_more_in_it_and_a_switched_path_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("new/store");
+        let made = Store::open_tentatively(&store).unwrap();
+        // Another command added to it and ended.
+        fs::write(store.join(LINKS_DIR).join("entry"), "").unwrap();
+        drop(made);
+        assert!(
+            store.join(LINKS_DIR).join("entry").exists(),
+            "the store went"
+        );
+        // A symlink on the path switched to another directory meanwhile.
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        fs::create_dir_all(&one).unwrap();
+        fs::create_dir_all(two.join("new/store")).unwrap();
+        fs::write(two.join("new/store/thesis"), "mine").unwrap();
+        let link = dir.path().join("current");
+        std::os::unix::fs::symlink("one", &link).unwrap();
+        let made = Store::open_tentatively(&link.join("new/store")).unwrap();
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("two", &link).unwrap();
+        drop(made);
+        assert_eq!(fs::read(two.join("new/store/thesis")).unwrap(), b"mine");
+        // `new/..` reaches a directory that holds other things: refused,
+        // as that directory given directly is, and `new` taken back.
+        let mine = dir.path().join("mine");
+        fs::create_dir(&mine).unwrap();
+        fs::write(mine.join("file"), "").unwrap();
+        assert!(Store::open_tentatively(&mine.join("new/..")).is_err());
+        assert_eq!(listing(&mine), ["file"]);
     }
 }
