@@ -47,6 +47,7 @@ mod matrix_export;
 mod matrix_full_review;
 mod matrix_hostile_review;
 mod matrix_pipeline_run;
+mod matrix_plan_review;
 mod matrix_report_review;
 mod matrix_slots;
 mod matrix_split;
