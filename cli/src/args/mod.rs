@@ -288,11 +288,12 @@ pub struct BuildArgs {
     /// Extra make argument, repeatable (e.g. -DNO_ROOT, WITH_REPRODUCIBLE_BUILD=yes).
     #[arg(long = "make-flag", value_name = "F", allow_hyphen_values = true)]
     pub make_flags: Vec<String>,
-    /// Stop the build once it has run this long (e.g. 2h, 90min): a timeout, exit 3.
+    /// Stop the build once it has run this long (e.g. 2h, 90min; a bare number is seconds): a
+    /// timeout, exit 3.
     #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
     pub timeout: Option<std::time::Duration>,
     /// Stop the build once it has said nothing for this long (no log line, no progress; a
-    /// hung make), e.g. 30min: a timeout, exit 3.
+    /// hung make), e.g. 30min (a bare number is seconds): a timeout, exit 3.
     #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
     pub max_silent_time: Option<std::time::Duration>,
     /// SOURCE_DATE_EPOCH for the build (default: $SOURCE_DATE_EPOCH, if set).

@@ -68,13 +68,13 @@ pub struct CopyArgs {
     /// DURATION (e.g. 10min, 90s; a bare number is seconds) while the copy
     /// waits on it (a hung `store serve`, alive for SSH keepalives): a
     /// timeout, exit 3.
-    #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_idle_limit)]
+    #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_limit)]
     pub idle_timeout: Duration,
     /// Stop the copy once it has taken DURATION in all (e.g. 2h; a bare
     /// number is seconds), however the other side keeps it going (one that
     /// sends a byte now and then is never idle): a timeout, exit 3, the
     /// other side stopped. No limit unless given.
-    #[arg(long, value_name = "DURATION", value_parser = parse_idle_limit)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
     pub timeout: Option<Duration>,
     /// This machine's store, and whom it trusts with what --from fetches:
     /// the trust flags are for --from only, and refused with --to (the other
@@ -118,7 +118,7 @@ pub struct ServeArgs {
     /// DURATION (e.g. 10min, 90s; a bare number is seconds) while the server
     /// waits on it (a client alive for SSH keepalives but hung, holding the
     /// store): a timeout, exit 3.
-    #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_idle_limit)]
+    #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_limit)]
     pub idle_timeout: Duration,
 }
 
@@ -394,9 +394,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
-/// A time limit: a duration ([`parse_duration`]) longer than 0.
+/// A time limit (`--timeout`, `--max-silent-time`, `--idle-timeout`): a
+/// duration ([`parse_duration`]) or a bare number of seconds, as a matrix
+/// file's `timeout` is, longer than 0.
 pub fn parse_limit(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
+    let limit = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => parse_duration(text)?,
+    };
+    match limit {
         limit if limit.is_zero() => Err(format!(
             "{} is no time at all: a limit is longer than 0 (e.g. 2h, 30min)",
             fruix_core::escape::quoted(text)
@@ -407,15 +413,6 @@ pub fn parse_limit(text: &str) -> Result<Duration, String> {
             fruix_core::escape::quoted(text)
         )),
         limit => Ok(limit),
-    }
-}
-
-/// An idle limit (`--idle-timeout`): a limit ([`parse_limit`]), or a bare
-/// number of seconds, as it was first given.
-pub fn parse_idle_limit(text: &str) -> Result<Duration, String> {
-    match text.parse::<u64>() {
-        Ok(seconds) => parse_limit(&format!("{seconds}s")),
-        Err(_) => parse_limit(text),
     }
 }
 
@@ -476,23 +473,24 @@ mod tests {
         }
     }
 
+    /// `--idle-timeout` took bare seconds only, and `build --timeout` none
+    /// (unlike a matrix file's `timeout`): every limit takes a duration or
+    /// a bare number of seconds, longer than 0.
     #[test]
-    fn a_limit_is_a_duration_longer_than_0() {
+    fn a_limit_is_a_duration_or_bare_seconds_longer_than_0() {
         check_parser(
             parse_limit,
-            &[("90min", 5400), ("2h", 7200)],
-            &["0s", "0", "soon", "", "18446744073709551615s", "101years"],
-        );
-    }
-
-    /// `--idle-timeout` took bare seconds only, unlike every other time
-    /// flag: it takes a duration, and still a bare number of seconds.
-    #[test]
-    fn an_idle_limit_is_a_duration_or_bare_seconds() {
-        check_parser(
-            parse_idle_limit,
-            &[("600", 600), ("10min", 600), ("90s", 90)],
-            &["0", "0s", "-1", "soon", "18446744073709551615", "101years"],
+            &[("90min", 5400), ("2h", 7200), ("600", 600), ("90s", 90)],
+            &[
+                "0",
+                "0s",
+                "-1",
+                "soon",
+                "",
+                "18446744073709551615",
+                "18446744073709551615s",
+                "101years",
+            ],
         );
     }
 

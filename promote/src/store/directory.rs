@@ -70,12 +70,13 @@ pub fn not_a_directory(path: &Path) -> Option<NotADirectory> {
 
 /// The error of making the store directory `root` (or a missing parent)
 /// that failed with `source`: [`Error::StoreNotDirectory`] when something
-/// other than a directory is in the way (`EEXIST`, `ENOTDIR`: the user's
-/// input), else [`Error::store_write`]'s error.
+/// other than a directory is in the way (`EEXIST`, `ENOTDIR`, or `ENOENT`
+/// under a symlink to nothing: the user's input), else
+/// [`Error::store_write`]'s error.
 pub(super) fn create_error(root: &Path, source: std::io::Error) -> Error {
     let in_the_way = matches!(
         source.kind(),
-        ErrorKind::AlreadyExists | ErrorKind::NotADirectory
+        ErrorKind::AlreadyExists | ErrorKind::NotADirectory | ErrorKind::NotFound
     );
     match not_a_directory(root).filter(|_| in_the_way) {
         Some(found) => Error::StoreNotDirectory(found),

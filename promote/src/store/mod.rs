@@ -792,6 +792,30 @@ mod tests {
     /// since, or a user's files put there, went with it. The store goes;
     /// each parent it made only while empty, and nothing it did not make
     /// (a path through `..`) is taken for made.
+    /// Regression: a store under a symlink to nothing (`link/store`) made
+    /// a writer fail with exit 3, "failed to create …: No such file or
+    /// directory", where a reader said what is in the way (exit 2).
+    #[test]
+    fn a_store_under_a_symlink_to_nothing_is_no_directory_to_a_writer_too() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("nowhere", dir.path().join("link")).unwrap();
+        let root = dir.path().join("link/store");
+        for e in [
+            Store::open(&root).unwrap_err(),
+            Store::open_tentatively(&root).map(|_| ()).unwrap_err(),
+            Store::open_existing(&root).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&e, Error::StoreNotDirectory(found)
+                    if found.found == dir.path().join("link") && found.kind == "dangling symlink"),
+                "{e:?}"
+            );
+            assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
+        }
+        assert_eq!(listing(dir.path()), ["link"]);
+        assert!(!dir.path().join("nowhere").exists());
+    }
+
     #[test]
     fn a_store_made_in_missing_parents_takes_back_only_what_it_made() {
         let dir = tempfile::tempdir().unwrap();
