@@ -11,6 +11,7 @@ use clap::CommandFactory;
 use fruix_core::error::IoContext;
 use fruix_core::escape;
 use fruix_core::fsutil::write_atomic_at;
+use fruix_core::manifest::stat;
 use rustix::fs::{mkdirat, openat, statat, unlinkat, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -116,12 +117,14 @@ fn write_into(pages: &[Page], dir: &Path, written: &mut Written) -> fruix_core::
     remove_leftovers(open.as_fd(), pages);
     for (name, page) in pages {
         let existed = statat(open.as_fd(), name.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok();
+        let mut file_id = None;
         write_atomic_at(open.as_fd(), dir, OsStr::new(name), |file| {
+            file_id = Some(FileId::of(file.as_fd()).map_err(std::io::Error::from)?);
             file.write_all(page)
         })?;
-        match existed {
-            true => written.replaced += 1,
-            false => written.made_pages.push(name.clone()),
+        match (existed, file_id) {
+            (false, Some(id)) => written.made_pages.push((name.clone(), id)),
+            _ => written.replaced += 1,
         }
     }
     Ok(())
@@ -134,10 +137,26 @@ struct Written {
     made_dirs: Vec<MadeDir>,
     /// The man page directory, once open.
     dir: Option<OwnedFd>,
-    /// The pages made where there was none.
-    made_pages: Vec<String>,
+    /// The pages made where there was none, with the file each was when
+    /// written.
+    made_pages: Vec<(String, FileId)>,
     /// How many pages were written over one already there.
     replaced: usize,
+}
+
+/// Which file an entry names: its device and inode number.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileId(u64, u64);
+
+impl FileId {
+    fn of(fd: BorrowedFd<'_>) -> rustix::io::Result<FileId> {
+        rustix::fs::fstat(fd).map(|st| FileId(stat::dev(&st), stat::ino(&st)))
+    }
+
+    fn at(dir: BorrowedFd<'_>, name: &str) -> Option<FileId> {
+        let st = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        Some(FileId(stat::dev(&st), stat::ino(&st)))
+    }
 }
 
 /// A directory this run's mkdir made: the directory it was made in, open,
@@ -151,19 +170,26 @@ struct MadeDir {
 impl Written {
     /// Removes what was made, beneath the descriptors it was made in, and
     /// says what it did: the pages, then the directories deepest first,
-    /// each with rmdir (one no longer empty stays, and is said).
+    /// each with rmdir (one no longer empty stays, and is said). A page is
+    /// removed only while its name still names the file this run wrote: one
+    /// another run (or the user) put there since stays.
     fn undo(&self) -> String {
-        let mut left = Vec::new();
+        let (mut left, mut since) = (Vec::new(), Vec::new());
         let removed = self
             .made_pages
             .iter()
-            .filter(|name| {
-                let gone = self
-                    .dir
-                    .as_ref()
-                    .is_some_and(|dir| unlinkat(dir, name.as_str(), AtFlags::empty()).is_ok());
+            .filter(|(name, id)| {
+                let Some(dir) = self.dir.as_ref() else {
+                    return false;
+                };
+                let shown = escape::text(name).to_string();
+                if FileId::at(dir.as_fd(), name) != Some(*id) {
+                    since.push(shown);
+                    return false;
+                }
+                let gone = unlinkat(dir, name.as_str(), AtFlags::empty()).is_ok();
                 if !gone {
-                    left.push(escape::text(name).to_string());
+                    left.push(shown);
                 }
                 gone
             })
@@ -171,6 +197,12 @@ impl Written {
         let mut said = vec![format!("removed the {removed} page(s) this run had made")];
         if !left.is_empty() {
             said.push(format!("could not remove {}", left.join(", ")));
+        }
+        if !since.is_empty() {
+            said.push(format!(
+                "kept {}, replaced since by another",
+                since.join(", ")
+            ));
         }
         if self.replaced > 0 {
             said.push(format!(
@@ -276,7 +308,32 @@ fn leftover_pid(name: &[u8], page: &str) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::leftover_pid;
+    use super::*;
+
+    /// Regression: the undo removed a page it had made by name, so a page
+    /// another `fruix man --dir` (or the user) put there since went too.
+    #[test]
+    fn an_undo_removes_only_the_pages_still_as_this_run_wrote_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("man1");
+        let pages: Vec<Page> = ["a.1", "b.1"]
+            .map(|n| (n.to_string(), b"page\n".to_vec()))
+            .to_vec();
+        let mut written = Written::default();
+        write_into(&pages, &dir, &mut written).unwrap();
+        std::fs::write(tmp.path().join("other"), "another run's page\n").unwrap();
+        std::fs::rename(tmp.path().join("other"), dir.join("a.1")).unwrap();
+        let said = written.undo();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("a.1")).unwrap(),
+            "another run's page\n"
+        );
+        assert!(!dir.join("b.1").exists(), "{said}");
+        assert!(said.contains("kept a.1, replaced since"), "{said}");
+        assert!(said.contains("removed the 1 page(s)"), "{said}");
+        // The directory it made holds another's page now: it stays.
+        assert!(dir.is_dir(), "{said}");
+    }
 
     #[test]
     fn only_a_temporary_of_the_page_is_a_leftover() {
