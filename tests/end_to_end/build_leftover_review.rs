@@ -7,22 +7,6 @@ use std::process::Command;
 
 use crate::util::*;
 
-/// Mounts a tmpfs of 1 MiB with `inodes` inodes at `path`, unmounted on
-/// drop.
-fn tmpfs_with_inodes(path: PathBuf, inodes: u32) -> SmallFilesystem {
-    std::fs::create_dir_all(&path).unwrap();
-    let options = format!("size=1m,nr_inodes={inodes}");
-    let out = run(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
-        .arg(&path));
-    assert!(
-        out.status.success(),
-        "this test mounts a small tmpfs and needs root (run scripts/test.sh as root): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    SmallFilesystem { path }
-}
-
 /// Creates empty files in `dir` until no inode is left.
 fn use_every_inode(dir: &Path) {
     for n in 0.. {
@@ -47,7 +31,8 @@ fn a_root_that_cannot_be_made_fails_the_promotion_before_anything_is_published()
     // A store that was there: one the promotion made goes whole anyway.
     run_ok(&mut source_add(&store, &[]));
     let before = object_names(&store);
-    let state = tmpfs_with_inodes(dir.path().join("state"), 8);
+    let state =
+        SmallFilesystem::mount_with_options(dir.path().join("state"), "size=1m,nr_inodes=8");
     std::fs::create_dir_all(state.path.join("gcroots/auto")).unwrap();
     use_every_inode(&state.path);
     let mut promote = promote_linked(&store, &state.path, &link, &root, &["--json"]);

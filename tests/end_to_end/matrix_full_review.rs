@@ -5,6 +5,7 @@
 //! killed one's temporaries are removed by the next), and running out of
 //! file descriptors is a system failure that says what was being done.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -89,6 +90,19 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Runs `CMD man --dir DIR`, which must fail as a system failure; returns
+/// its output.
+fn man_dir_failing(mut cmd: Command, dir: impl AsRef<OsStr>) -> Output {
+    let out = run(cmd.args(["man", "--dir"]).arg(dir));
+    assert_eq!(
+        out.status.code(),
+        Some(SYSTEM_FAILURE),
+        "{}",
+        describe(&out)
+    );
+    out
+}
+
 /// Regression: `man --dir` on a full disk left the pages it had written,
 /// and the directory it had made, and said nothing of them. Now it removes
 /// what it made, and says so.
@@ -98,13 +112,7 @@ fn man_dir_on_a_full_disk_removes_what_it_wrote() {
     // 33 pages of a block each do not fit in 64k.
     let small = SmallFilesystem::mount(top.path().join("fs"), "64k");
     let made = small.path.join("made/man1");
-    let out = run(fruix().args(["man", "--dir"]).arg(&made));
-    assert_eq!(
-        out.status.code(),
-        Some(SYSTEM_FAILURE),
-        "{}",
-        describe(&out)
-    );
+    let out = man_dir_failing(fruix(), &made);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("No space left on device"), "{stderr}");
     assert!(stderr.contains("page(s) this run had made"), "{stderr}");
@@ -125,13 +133,7 @@ fn man_dir_on_a_full_disk_removes_what_it_wrote() {
     let there = small.path.join("there");
     std::fs::create_dir(&there).unwrap();
     std::fs::write(there.join("notes"), "mine\n").unwrap();
-    let out = run(fruix().args(["man", "--dir"]).arg(&there));
-    assert_eq!(
-        out.status.code(),
-        Some(SYSTEM_FAILURE),
-        "{}",
-        describe(&out)
-    );
+    man_dir_failing(fruix(), &there);
     assert_eq!(names(&there), ["notes"]);
     assert_eq!(
         std::fs::read_to_string(there.join("notes")).unwrap(),
@@ -150,15 +152,9 @@ fn man_dir_through_dot_dot_removes_only_the_directories_it_made() {
     let top = tempfile::tempdir().unwrap();
     let small = SmallFilesystem::mount(top.path().join("fs"), "64k");
     std::fs::create_dir(small.path.join("keep_empty")).unwrap();
-    let out = run(fruix()
-        .current_dir(&small.path)
-        .args(["man", "--dir", "x/../keep_empty/sub"]));
-    assert_eq!(
-        out.status.code(),
-        Some(SYSTEM_FAILURE),
-        "{}",
-        describe(&out)
-    );
+    let mut in_fs = fruix();
+    in_fs.current_dir(&small.path);
+    let out = man_dir_failing(in_fs, "x/../keep_empty/sub");
     assert_eq!(names(&small.path), ["keep_empty"], "{}", describe(&out));
     assert_eq!(names(&small.path.join("keep_empty")), Vec::<String>::new());
     let stderr = String::from_utf8_lossy(&out.stderr);

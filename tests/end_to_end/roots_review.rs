@@ -13,8 +13,8 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use crate::util::{
-    fruix, object_names, promote_linked, promote_report, run, run_failing, run_json, run_ok,
-    sample_root, store_verify, strings_of,
+    fruix, object_names, promote_linked, promote_report, promoted_store, run, run_failing,
+    run_json, run_ok, sample_root, store_verify, strings_of,
 };
 
 /// `fruix store ARGS --store STORE --state-dir STATE`.
@@ -54,6 +54,25 @@ fn promote_sample_linked(dir: &Path, name: &str, store: &Path, state: &Path, lin
         &sample_root(dir, name),
         &[],
     ));
+}
+
+/// [`promote_sample_linked`] `dir/root` into `dir/store`, kept by the root
+/// `dir/result` registered in `dir/state`; returns the store, the state
+/// directory and the link.
+fn linked_sample(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (store, state) = (dir.join("store"), dir.join("state"));
+    let link = dir.join("result");
+    promote_sample_linked(dir, "root", &store, &state, &link);
+    (store, state, link)
+}
+
+/// [`promoted_store`]: the sample result root `dir/root` promoted into
+/// `dir/store`, no root keeping it; returns the store, the state directory
+/// `dir/state` (not made) and the result bundle's path.
+fn unrooted_sample(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (store, report) = promoted_store(dir);
+    let bundle = PathBuf::from(report["result_store"].as_str().unwrap());
+    (store, dir.join("state"), bundle)
 }
 
 /// Regression: `--out-link` and `store add-root` made their link in the
@@ -111,9 +130,7 @@ fn a_root_s_link_is_never_made_in_the_store() {
 #[test]
 fn a_gcroots_auto_that_is_a_symlink_is_refused_and_nothing_is_collected() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
-    let report = promote_report(&store, &sample_root(dir.path(), "root"), &[]);
-    let bundle = PathBuf::from(report["result_store"].as_str().unwrap());
+    let (store, state, bundle) = unrooted_sample(dir.path());
     let elsewhere = dir.path().join("elsewhere");
     fs::create_dir_all(&elsewhere).unwrap();
     fs::create_dir_all(state.join("gcroots")).unwrap();
@@ -147,9 +164,7 @@ fn a_gcroots_auto_that_is_a_symlink_is_refused_and_nothing_is_collected() {
 #[test]
 fn gc_and_repair_leave_what_is_not_named_as_an_object_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
-    let link = dir.path().join("result");
-    promote_sample_linked(dir.path(), "root", &store, &state, &link);
+    let (store, state, _) = linked_sample(dir.path());
     let objects = object_names(&store);
     let readme = store.join("README.txt");
     fs::write(&readme, "notes").unwrap();
@@ -204,8 +219,7 @@ fn gc_and_repair_leave_what_is_not_named_as_an_object_alone() {
 #[test]
 fn a_dead_direct_root_is_said_to_be_left_by_gc() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
-    promote_report(&store, &sample_root(dir.path(), "root"), &[]);
+    let (store, state, _) = unrooted_sample(dir.path());
     fs::create_dir_all(state.join("gcroots")).unwrap();
     let dead = state.join("gcroots/old-profile");
     let removed =
@@ -274,9 +288,7 @@ fn a_store_away_keeps_its_roots_in_a_shared_state_directory() {
 #[test]
 fn a_root_nested_deep_in_gcroots_keeps_its_objects() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
-    let report = promote_report(&store, &sample_root(dir.path(), "root"), &[]);
-    let bundle = PathBuf::from(report["result_store"].as_str().unwrap());
+    let (store, state, bundle) = unrooted_sample(dir.path());
     let kept = object_names(&store);
     let deep = (1..=12).fold(state.join("gcroots"), |d, i| d.join(format!("p{i}")));
     fs::create_dir_all(&deep).unwrap();
@@ -325,9 +337,7 @@ fn a_root_s_link_is_never_made_where_roots_are_registered() {
 #[test]
 fn gc_under_a_state_directory_that_is_not_there_is_refused_keeping_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
-    let link = dir.path().join("result");
-    promote_sample_linked(dir.path(), "root", &store, &state, &link);
+    let (store, state, link) = linked_sample(dir.path());
     let objects = object_names(&store);
     assert!(!objects.is_empty());
     let bundle = fs::read_link(&link).unwrap();

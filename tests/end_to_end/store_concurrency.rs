@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::util::{
-    fruix, json_error, object_names, promote_command, promote_report, sample_root,
+    fruix, json_error, object_names, promote_command, promote_report, promoted_sample, sample_root,
     spawn_reading_stderr,
 };
 
@@ -109,9 +109,7 @@ const SAME_OBJECT: &str =
 #[test]
 fn a_promotion_waiting_for_the_same_object_says_so_and_ctrl_c_ends_the_wait() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let root = sample_root(dir.path(), "root");
-    let first = promote_report(&store, &root, &[]);
+    let (store, root, first) = promoted_sample(dir.path());
     let bundle = Path::new(first["result_store"].as_str().unwrap());
     let name = bundle.file_name().unwrap().to_str().unwrap();
     // Another promotion of the bundle holds its lock.

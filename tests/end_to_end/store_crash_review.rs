@@ -195,11 +195,7 @@ fn an_incomplete_store_is_refused_by_readers_and_left_as_it_was() {
         run(on_store(&["store", "list"], &["--json"], Path::new("store")).current_dir(dir.path()));
     json_error(&out, 2, &format!("store {} is incomplete", store.display()));
     let root = sample_root(dir.path(), "root");
-    run_ok(&mut promote_command(
-        &store,
-        &root,
-        &["--quiet", "--no-out-link"],
-    ));
+    promote_quietly(&store, &root);
     run_ok(&mut on_store(&["store", "verify"], &["--quiet"], &store));
 }
 
@@ -214,11 +210,7 @@ fn a_store_on_a_read_only_filesystem_is_said_to_be_on_one() {
     let mount = SmallFilesystem::mount(dir.path().join("ro"), "4m");
     let store = mount.path.join("store");
     let root = sample_root(dir.path(), "root");
-    run_ok(&mut promote_command(
-        &store,
-        &root,
-        &["--quiet", "--no-out-link"],
-    ));
+    promote_quietly(&store, &root);
     std::fs::remove_file(store.join(".fruix/db.sqlite-shm")).unwrap();
     let remount = run(Command::new("mount")
         .args(["-o", "remount,ro"])
@@ -273,11 +265,7 @@ fn a_directory_at_a_pool_entry_is_repaired_and_replaced() {
     std::fs::write(outside.join("kept"), "mine").unwrap();
     let store = dir.path().join("store");
     let root = sample_root(dir.path(), "root");
-    run_ok(&mut promote_command(
-        &store,
-        &root,
-        &["--quiet", "--no-out-link"],
-    ));
+    promote_quietly(&store, &root);
     let motd = read_only_key(b"FreeBSD 15.0-STABLE\n");
     let entry = directory_at_entry(&store, &motd, &outside);
     let out = run(&mut on_store(&["store", "verify"], &["--json"], &store));
@@ -294,17 +282,9 @@ fn a_directory_at_a_pool_entry_is_repaired_and_replaced() {
     fruix_core::testing::write_sample_result_root(&other, "local", "20260405T213444Z", false)
         .unwrap();
     std::fs::write(other.join("artifacts/world/etc/motd"), "other\n").unwrap();
-    run_ok(&mut promote_command(
-        &fresh,
-        &other,
-        &["--quiet", "--no-out-link"],
-    ));
+    promote_quietly(&fresh, &other);
     let entry = directory_at_entry(&fresh, &motd, &outside);
-    run_ok(&mut promote_command(
-        &fresh,
-        &root,
-        &["--quiet", "--no-out-link"],
-    ));
+    promote_quietly(&fresh, &root);
     assert!(entry.metadata().unwrap().is_file(), "not replaced");
     run_ok(&mut on_store(&["store", "verify"], &["--quiet"], &fresh));
     assert_eq!(std::fs::read(outside.join("kept")).unwrap(), b"mine");
@@ -318,11 +298,7 @@ fn a_temproots_that_is_no_directory_fails_verify_as_it_fails_gc() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let root = sample_root(dir.path(), "root");
-    run_ok(&mut promote_command(
-        &store,
-        &root,
-        &["--quiet", "--no-out-link"],
-    ));
+    promote_quietly(&store, &root);
     let temp_roots = store.join(".fruix/temproots");
     let _ = std::fs::remove_dir_all(&temp_roots);
     std::fs::write(&temp_roots, "").unwrap();

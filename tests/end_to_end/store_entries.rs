@@ -8,7 +8,9 @@
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use crate::util::{json_error, object_names, promote_command, run, run_ok, sample_root};
+use crate::util::{
+    json_error, object_names, promote_command, promote_quietly, run, run_ok, sample_root,
+};
 
 /// A store holding [`sample_root`]'s objects, in a fresh directory.
 fn populated() -> (tempfile::TempDir, PathBuf) {
@@ -164,11 +166,7 @@ fn gc_runs_on_a_full_disk_thanks_to_the_reserved_space() {
     let small = crate::util::SmallFilesystem::mount(dir.path().join("small"), "24m");
     let store = small.path.join("store");
     let root = sample_root(dir.path(), "root");
-    run_ok(&mut promote_command(
-        &store,
-        &root,
-        &["--quiet", "--no-out-link"],
-    ));
+    promote_quietly(&store, &root);
     let reserved = store.join(".fruix/reserved");
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
     assert_eq!(size(&reserved), Some(8 << 20), "the reserve is made");

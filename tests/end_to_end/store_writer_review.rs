@@ -88,9 +88,7 @@ fn a_writer_refuses_a_directory_that_holds_no_store() {
 fn a_removed_leftover_is_warned_of_once_on_stderr() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let root = sample_root(dir.path(), "root");
-    let report = promote_report(&store, &root, &[]);
+    let (store, root, report) = promoted_sample(dir.path());
     let world = PathBuf::from(report["artifacts"]["world"]["store_path"].as_str().unwrap());
     let bundle = report["result_store"].as_str().unwrap();
     // What a repair killed once it unregistered the world leaves, changed:

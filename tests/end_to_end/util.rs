@@ -210,6 +210,16 @@ pub fn promote_report(store: &Path, root: &Path, options: &[&str]) -> serde_json
     run_json(&mut promote_command(store, root, &options))
 }
 
+/// Promotes `root` into `store` with `--quiet --no-out-link`, which must
+/// succeed.
+pub fn promote_quietly(store: &Path, root: &Path) {
+    run_ok(&mut promote_command(
+        store,
+        root,
+        &["--quiet", "--no-out-link"],
+    ));
+}
+
 /// Writes the sample result root of `fruix_core::testing` (executor
 /// guest-self-hosted, signed) at `dir/name`.
 pub fn sample_root(dir: &Path, name: &str) -> PathBuf {
@@ -520,14 +530,21 @@ pub struct SmallFilesystem {
 }
 
 impl SmallFilesystem {
+    /// A tmpfs of `size` (as tmpfs's `size=` takes it) at `path`.
     pub fn mount(path: PathBuf, size: &str) -> Self {
+        Self::mount_with_options(path, &format!("size={size}"))
+    }
+
+    /// A tmpfs mounted at `path` with the tmpfs options `options`
+    /// (`size=1m,nr_inodes=8`, say).
+    pub fn mount_with_options(path: PathBuf, options: &str) -> Self {
         std::fs::create_dir_all(&path).unwrap();
         let out = run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(&path));
         assert!(
             out.status.success(),
-            "this test mounts a small tmpfs to fill the disk and needs root (run scripts/test.sh as root): {}",
+            "this test mounts a small tmpfs to fill it and needs root (run scripts/test.sh as root): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         SmallFilesystem { path }
@@ -765,9 +782,31 @@ pub fn hold_gc_lock(store: &Path) -> std::fs::File {
 /// A store at `dir/store` holding the objects of the sample result root
 /// `dir/root` (no root keeps them), and the promotion's JSON report.
 pub fn promoted_store(dir: &Path) -> (PathBuf, serde_json::Value) {
-    let store = dir.join("store");
-    let report = promote_report(&store, &sample_root(dir, "root"), &[]);
+    let (store, _, report) = promoted_sample(dir);
     (store, report)
+}
+
+/// [`promoted_store`], with the sample result root's path too, to promote
+/// it again: the store, the root, and the promotion's JSON report.
+pub fn promoted_sample(dir: &Path) -> (PathBuf, PathBuf, serde_json::Value) {
+    let store = dir.join("store");
+    let root = sample_root(dir, "root");
+    let report = promote_report(&store, &root, &[]);
+    (store, root, report)
+}
+
+/// Runs `store generate-key --name NAME` into a new directory, which must
+/// be refused (exit 2, each of `expected` in stderr) leaving no key file
+/// there; returns stderr.
+pub fn key_name_refused(name: &str, expected: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = (dir.path().join("k.sec"), dir.path().join("k.pub"));
+    let stderr = run_failing(&mut generate_key(name, &secret, &public), 2, expected);
+    assert!(
+        !secret.exists() && !public.exists(),
+        "{name:?}: a key file made"
+    );
+    stderr
 }
 
 /// `fruix store verify FLAGS --store STORE`.
