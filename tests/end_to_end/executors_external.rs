@@ -533,6 +533,16 @@ fn a_second_signal_during_cleanup_exits_at_once() {
         )),
         "{err}"
     );
+    // Regression: its work directory, left too, went unnamed.
+    let work = root.with_file_name("root.work");
+    assert!(work.join(".fruix-work").is_file(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "; left the build's work directory {}",
+            work.display()
+        )),
+        "{err}"
+    );
     // Regression: the cleanup stage fruix was running outlived it. What
     // runs is killed on the way out (SIGKILL: it cannot be waited for).
     let cleanup = std::fs::read_to_string(d.join("cleaning")).unwrap();

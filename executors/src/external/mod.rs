@@ -59,6 +59,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use fruix_core::at_exit::AtExit;
 use fruix_core::collect::host_name;
 use fruix_core::error::{IoContext, LogRef};
 use fruix_core::executor::{
@@ -68,7 +69,7 @@ use fruix_core::process::{describe_status, run_step, Ending, Finished, Step};
 use fruix_core::promotion::PROMOTION_FILE;
 use fruix_core::{escape, Error, Failure, Result};
 use fruix_freebsd::promotion::{write_promotion, Builder};
-use fruix_freebsd::work::{create_work_dir, work_dir_for, WORK_MARKER};
+use fruix_freebsd::work::{create_work_dir, work_dir_for, WORK_DIR_AT_EXIT, WORK_MARKER};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -399,6 +400,7 @@ impl ExternalExecutor {
     /// run's stages.
     async fn prepare_work(&self, ctx: &RunContext) -> Result<Prepared> {
         let work = self.work_dir(ctx)?;
+        let at_exit = AtExit::left(WORK_DIR_AT_EXIT, &work);
         let created = work.clone();
         tokio::task::spawn_blocking(move || create_work_dir(&created))
             .await
@@ -410,7 +412,11 @@ impl ExternalExecutor {
             .map_err(|e| Error::system(format!("cannot encode the request as JSON: {e}")))?;
         std::fs::write(&request, json).with_path("write request file", &request)?;
         let env = self.environment(ctx, &work)?;
-        Ok(Prepared { work, env })
+        Ok(Prepared {
+            work,
+            env,
+            _at_exit: at_exit,
+        })
     }
 
     /// Writes `promotion.scm` (stage `sign`) when collect did not. A
@@ -491,6 +497,9 @@ impl Executor for ExternalExecutor {
 struct Prepared {
     work: PathBuf,
     env: Vec<(String, String)>,
+    /// The work directory, named by a fast exit (a second Ctrl-C) that
+    /// leaves it, until the run's cleanup has removed it.
+    _at_exit: AtExit,
 }
 
 /// One run of an external executor: its work directory and environment,
@@ -551,7 +560,11 @@ impl Run for ExternalRun<'_> {
     async fn cleanup(self: Box<Self>, ctx: &RunContext) -> Result<()> {
         let executor = self.executor;
         let outcome = self.outcome.unwrap_or(Outcome::SystemFailure);
-        let Prepared { work, mut env } = match self.prepared {
+        let Prepared {
+            work,
+            mut env,
+            _at_exit,
+        } = match self.prepared {
             Some(prepared) => prepared,
             None => match executor.prepare_work(ctx).await {
                 Ok(prepared) => prepared,
