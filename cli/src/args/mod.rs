@@ -68,7 +68,16 @@ pub enum SourceCommand {
     Add(SourceAddArgs),
 }
 
+/// `--json` and `--quiet` are those of [`SummaryArgs`], with help that
+/// says what `source add` prints: a store path, not key=value lines.
 #[derive(Debug, Args)]
+#[command(mut_arg("json", |a| a.help(
+    "Print the source object as one JSON object (its store path, whether it is new, its identity \
+     and size) instead of its store path alone"
+)))]
+#[command(mut_arg("quiet", |a| a.help(
+    "Print no progress and no notes: the store path (and a warning, if any) alone"
+)))]
 pub struct SourceAddArgs {
     /// The source tree (a git checkout's commit and dirtiness are recorded).
     #[arg(value_name = "DIR")]
@@ -101,7 +110,8 @@ pub struct ManArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// How much a promotion prints (no build log: promote runs no build).
+/// How much a promotion prints (no build log: promote runs no build);
+/// `source add` says its own help for them.
 #[derive(Debug, Args, Clone, Copy)]
 pub struct SummaryArgs {
     /// Print the summary as one JSON object instead of key=value lines.
@@ -333,8 +343,9 @@ pub struct BuildArgs {
 #[derive(Debug, Args)]
 pub struct ProgressArg {
     /// Without a terminal, say how far along long work is (a stage still running, files and bytes
-    /// so far) once nothing was printed for this long (e.g. 10min; 0: never).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = crate::heartbeat::PROGRESS_EVERY, env = "FRUIX_PROGRESS_EVERY")]
+    /// so far) once nothing was printed for this long (e.g. 10min; a bare number is seconds; 0:
+    /// never).
+    #[arg(long, value_name = "DURATION", value_parser = parse_progress_every, default_value = crate::heartbeat::PROGRESS_EVERY, env = "FRUIX_PROGRESS_EVERY")]
     pub progress_every: std::time::Duration,
 }
 

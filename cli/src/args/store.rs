@@ -85,7 +85,19 @@ pub struct CopyArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub quiet: QuietArg,
+    #[command(flatten)]
     pub progress: ProgressArg,
+}
+
+/// `--quiet` of the commands that move objects (`store export`, `import`
+/// and `copy`): as `verify`'s and `gc`'s, no progress.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct QuietArg {
+    /// Print no progress, and on a terminal no line naming the store (what was moved, and the
+    /// summary line, are still printed).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// A flag of `store copy` whose help gets "(with --from only)", when it is
@@ -160,6 +172,8 @@ pub struct ExportArgs {
     #[arg(long, requires = "output")]
     pub json: bool,
     #[command(flatten)]
+    pub quiet: QuietArg,
+    #[command(flatten)]
     pub progress: ProgressArg,
 }
 
@@ -170,11 +184,13 @@ pub struct ImportArgs {
     pub archive: Option<PathBuf>,
     #[command(flatten)]
     pub local: StoreTrust,
-    #[command(flatten)]
-    pub progress: ProgressArg,
     /// Print what was imported as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub quiet: QuietArg,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 #[derive(Debug, Args)]
@@ -300,7 +316,12 @@ pub struct QuestionArgs {
     pub roots: bool,
 }
 
+/// Its `--state-dir` is read by `--roots` only, and its help says so. It
+/// is taken with the other questions, and unused: scripts (the README's
+/// example, fruix-bench-store) name the store and state directory alike
+/// for every store command, as `FRUIX_STATE_DIR` does.
 #[derive(Debug, Args)]
+#[command(mut_arg("state_dir", for_roots_only))]
 pub struct QueryArgs {
     #[command(flatten)]
     pub question: QuestionArgs,
@@ -312,6 +333,12 @@ pub struct QueryArgs {
     /// Print a JSON array of paths.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `store query --state-dir`, whose help says it is for `--roots` only.
+fn for_roots_only(flag: clap::Arg) -> clap::Arg {
+    let help = flag.get_help().map(ToString::to_string).unwrap_or_default();
+    flag.help(format!("{help} (with --roots only)"))
 }
 
 /// A store, and the state directory holding the roots that keep its
@@ -351,18 +378,19 @@ pub struct AddRootArgs {
     pub json: bool,
 }
 
-/// A size: bytes, or with a K, M, G or T suffix (powers of 1024).
+/// A size: digits, then nothing or `B` (bytes), or K, M, G or T (either
+/// case; powers of 1024) alone or as `KB` or `KiB`. Nothing else: not a
+/// megabit's `Mb`, nor white space.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => t.split_at(i),
-        None => (t, ""),
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let (prefix, suffix) = match unit.chars().next() {
+        Some(c) if c != 'B' => unit.split_at(c.len_utf8()),
+        _ => ("", unit),
     };
-    let shift = match unit
-        .trim_end_matches(['B', 'b', 'i'])
-        .to_ascii_uppercase()
-        .as_str()
-    {
+    let shift = match prefix.to_ascii_uppercase().as_str() {
         "" => 0,
         "K" => 10,
         "M" => 20,
@@ -370,38 +398,75 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "T" => 40,
         _ => return Err(not_a_size(text)),
     };
+    match (shift, suffix) {
+        (_, "" | "B") | (10.., "iB") => {}
+        _ => return Err(not_a_size(text)),
+    }
+    if digits.is_empty() {
+        return Err(not_a_size(text));
+    }
     digits
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| not_a_size(text))
+        .ok_or_else(|| {
+            format!(
+                "{} is more bytes than a size can be (16 EiB at the most)",
+                fruix_core::escape::quoted(text)
+            )
+        })
 }
 
 fn not_a_size(text: &str) -> String {
     format!(
-        "{} is not a size (e.g. 500M, 10G)",
+        "{} is not a size: give bytes (e.g. 1048576, or 1048576B), or a number with K, M, G or T (powers of 1024), alone or as KB or KiB (e.g. 500M, 10GiB)",
         fruix_core::escape::quoted(text)
     )
 }
 
-/// A duration such as `7d`, `12h` or `30min`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// A duration such as `7d`, `12h` or `30min`; refused, its message gives
+/// `examples` (those of its flag).
+fn parse_duration(text: &str, examples: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| {
         format!(
-            "{} is not a duration (e.g. 7d, 12h): {e}",
+            "{} is not a duration (e.g. {examples}): {e}",
             fruix_core::escape::quoted(text)
         )
     })
 }
 
+/// A duration or a bare number of seconds; refused, its message gives
+/// `examples`.
+fn parse_seconds_or_duration(text: &str, examples: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => parse_duration(text, examples),
+    }
+}
+
+/// `--progress-every`: a duration or a bare number of seconds, as every
+/// time limit ([`parse_limit`]); 0 is never.
+pub fn parse_progress_every(text: &str) -> Result<Duration, String> {
+    parse_seconds_or_duration(text, "10min, 90s; a bare number is seconds; 0: never")
+}
+
+/// `store gc --older-than`: an age, with its unit. A bare number is
+/// refused: `7` could be days or seconds.
+pub fn parse_age(text: &str) -> Result<Duration, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{} has no unit: days (7d) or seconds (7s)? Give one, e.g. 7d, 12h",
+            fruix_core::escape::quoted(text)
+        ));
+    }
+    parse_duration(text, "7d, 12h")
+}
+
 /// A time limit (`--timeout`, `--max-silent-time`, `--idle-timeout`): a
-/// duration ([`parse_duration`]) or a bare number of seconds, as a matrix
-/// file's `timeout` is, longer than 0.
+/// duration or a bare number of seconds, as a matrix file's `timeout` is,
+/// longer than 0.
 pub fn parse_limit(text: &str) -> Result<Duration, String> {
-    let limit = match text.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => parse_duration(text)?,
-    };
+    let limit = parse_seconds_or_duration(text, "2h, 30min; a bare number is seconds")?;
     match limit {
         limit if limit.is_zero() => Err(format!(
             "{} is no time at all: a limit is longer than 0 (e.g. 2h, 30min)",
@@ -423,15 +488,16 @@ pub struct GcArgs {
     /// List what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Stop once about SIZE bytes of objects are freed (e.g. 500M, 10G).
+    /// Stop once about SIZE bytes of objects are freed: bytes, or with K, M, G or T (powers of
+    /// 1024), alone or as KB or KiB (e.g. 500M, 10GiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_freed: Option<u64>,
     /// Keep promoted result roots in STATE_DIR/native-builds.
     #[arg(long)]
     pub keep_result_roots: bool,
-    /// Promoted result roots older than this are removed (e.g. 7d, 12h); not with
-    /// --keep-result-roots, which removes none.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d", conflicts_with = "keep_result_roots")]
+    /// Promoted result roots older than this are removed (e.g. 7d, 12h: a unit is needed); not
+    /// with --keep-result-roots, which removes none.
+    #[arg(long, value_name = "DURATION", value_parser = parse_age, default_value = "7d", conflicts_with = "keep_result_roots")]
     pub older_than: Duration,
     /// Print the report as JSON.
     #[arg(long)]
@@ -507,6 +573,11 @@ mod tests {
             Cli::try_parse_from(words).map(|c| c.progress.every())
         };
         assert_eq!(every(&["--progress-every", "0"]).unwrap(), None);
+        // Regression: a bare number was refused ("time unit needed").
+        assert_eq!(
+            every(&["--progress-every", "30"]).unwrap(),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(
             every(&["--progress-every=90s"]).unwrap(),
             Some(Duration::from_secs(90))
@@ -516,7 +587,29 @@ mod tests {
         let cli = <Cli as clap::CommandFactory>::command();
         let arg = cli.get_arguments().find(|a| a.get_id() == "progress_every");
         let default = arg.unwrap().get_default_values()[0].to_str().unwrap();
-        assert_eq!(parse_duration(default), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_progress_every(default), Ok(Duration::from_secs(300)));
+    }
+
+    /// `--older-than` keeps its unit: a bare number could be days or
+    /// seconds, and is refused saying so.
+    #[test]
+    fn an_age_needs_a_unit() {
+        check_parser(
+            parse_age,
+            &[("7d", 7 * 86400), ("12h", 12 * 3600), ("0s", 0)],
+            &["7", "0", "", "soon"],
+        );
+        assert!(parse_age("7").unwrap_err().contains("no unit"));
+    }
+
+    /// Each flag's refusal gives examples of its own: not gc's `7d` for a
+    /// limit or an interval.
+    #[test]
+    fn a_refused_duration_gives_its_flag_s_examples() {
+        assert!(parse_age("x").unwrap_err().contains("e.g. 7d, 12h"));
+        assert!(parse_limit("x").unwrap_err().contains("e.g. 2h, 30min"));
+        assert!(parse_progress_every("x").unwrap_err().contains("0: never"));
+        assert!(!parse_progress_every("x").unwrap_err().contains("7d"));
     }
 
     #[test]
@@ -525,7 +618,24 @@ mod tests {
         assert_eq!(parse_size("10K"), Ok(10 << 10));
         assert_eq!(parse_size("3GiB"), Ok(3 << 30));
         assert_eq!(parse_size("1t"), Ok(1 << 40));
+        assert_eq!(parse_size("512B"), Ok(512));
+        assert_eq!(parse_size("10KB"), Ok(10 << 10));
+        assert_eq!(parse_size("2mib"), Err(not_a_size("2mib")));
+        assert_eq!(parse_size("2miB"), Ok(2 << 20));
         assert!(parse_size("ten").is_err());
         assert!(parse_size("99999999999T").is_err(), "overflow");
+        assert!(parse_size("99999999999999999999").is_err(), "overflow");
+    }
+
+    /// Regression: every trailing B, b and i was trimmed, so that these
+    /// were taken.
+    #[test]
+    fn a_size_with_any_other_suffix_is_refused() {
+        for text in [
+            "5ibi", "1bbb", "1KiiB", "1Mb", "1b", "1iB", "1i", "1Ki", "1kb", "1BB", "M", "B", "",
+            " 1M", "1M ", "1 M", "1KiBB", "1X", "1é",
+        ] {
+            assert!(parse_size(text).is_err(), "{text:?}");
+        }
     }
 }

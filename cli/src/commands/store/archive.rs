@@ -17,8 +17,8 @@ use fruix_promote::archive::{export, export_order, import, ArchiveLimits, Import
 use fruix_promote::sign::PublicKey;
 use fruix_promote::Store;
 
-use super::{object_names, open, print_moved};
-use crate::args::{ExportArgs, ImportArgs, TrustArgs};
+use super::{object_names, open_as, print_moved};
+use crate::args::{ExportArgs, ImportArgs, QuietArg, TrustArgs};
 use crate::defaults;
 use crate::display::{with_progress, Mode};
 use crate::exit::{self, from_promote, from_promote_saying, CliError, CliResult, Status};
@@ -176,9 +176,10 @@ fn trusted_key_text(line: &str) -> Result<Option<&str>, String> {
 }
 
 /// How exports and imports show their progress: under `--json` too (on
-/// stderr; stdout holds the JSON alone), as every command's.
-fn mode() -> Mode {
-    Mode::unless_quiet(false)
+/// stderr; stdout holds the JSON alone), as every command's; none when
+/// `--quiet`.
+fn mode(quiet: QuietArg) -> Mode {
+    Mode::unless_quiet(quiet.quiet)
 }
 
 pub fn export_command(args: ExportArgs) -> CliResult {
@@ -208,7 +209,8 @@ pub fn export_command(args: ExportArgs) -> CliResult {
         Some(_) => NO_ARCHIVE,
         None => "nothing was exported",
     };
-    let store = open(&args.objects.store, None, false, nothing)?;
+    let mode = mode(args.quiet);
+    let store = open_as(mode, &args.objects.store, None, false, nothing)?;
     let names = object_names(&store, &args.objects.paths)?;
     let order = export_order(&store, &names, args.recursive).map_err(from_promote)?;
     let report = match &output {
@@ -223,7 +225,7 @@ pub fn export_command(args: ExportArgs) -> CliResult {
                     return Err(exit::output_file("write", path, e, ""));
                 }
             };
-            let written = with_progress(mode(), ("export", "files"), &progress, None, || {
+            let written = with_progress(mode, ("export", "files"), &progress, None, || {
                 export(&store, &order, &file, Some(&progress))
             });
             match written {
@@ -247,7 +249,7 @@ pub fn export_command(args: ExportArgs) -> CliResult {
             let out = std::io::stdout().lock();
             to_stdout
                 .run("cancelled; the archive written is incomplete", || {
-                    with_progress(mode(), ("export", "files"), &progress, None, || {
+                    with_progress(mode, ("export", "files"), &progress, None, || {
                         export(&store, &order, out, Some(&progress))
                     })
                 })
@@ -271,7 +273,7 @@ const NOT_IMPORTED: &str = "nothing was imported, the store was not changed";
 
 pub fn import_command(args: ImportArgs) -> CliResult {
     let trust = trust(&args.local.trust)?;
-    let mode = mode();
+    let mode = mode(args.quiet);
     defaults::announce(mode, Some(&args.local.store.store), None);
     let input: Box<dyn Read + Send> = match args.archive.as_deref().filter(|p| *p != Path::new("-"))
     {

@@ -96,7 +96,7 @@ pub fn copy(args: CopyArgs) -> CliResult {
         Default::default()
     };
     // Progress goes to stderr under --json too: stdout holds the JSON alone.
-    let mode = Mode::unless_quiet(false);
+    let mode = Mode::unless_quiet(args.quiet.quiet);
     defaults::announce(mode, Some(&args.local.store.store), None);
     let work = Work {
         mode,

@@ -8,7 +8,7 @@ use indicatif::HumanBytes;
 
 use fruix_core::manifest::Progress;
 
-use super::{object_names, open, print_paths, UNCHANGED};
+use super::{object_names, open, open_as, print_paths, UNCHANGED};
 use crate::args::{DeleteArgs, GcArgs};
 use crate::display::{print_json, to_json};
 use crate::display::{with_progress, Mode};
@@ -19,8 +19,12 @@ pub fn gc(args: GcArgs) -> CliResult {
     // what it removed is said, and the store stays consistent.
     let progress = Progress::default();
     crate::signals::cancel_work(&progress, || {})?;
+    // Progress goes to stderr under --json too: stdout holds the JSON alone.
+    // Quiet, it names no store either, as `store verify -q` names none.
+    let mode = Mode::unless_quiet(args.quiet);
     // A dry run only reads: a user who may only read the store may run it.
-    let store = open(
+    let store = open_as(
+        mode,
         &args.at.store,
         Some(&args.at.state),
         !args.dry_run,
@@ -34,8 +38,6 @@ pub fn gc(args: GcArgs) -> CliResult {
         older_than: args.older_than,
         progress: Some(&progress),
     };
-    // Progress goes to stderr under --json too: stdout holds the JSON alone.
-    let mode = Mode::unless_quiet(args.quiet);
     let mut report = GcReport::default();
     let collected = with_progress(mode, ("gc", "objects"), &progress, None, || {
         collect_into(&store, &options, &mut report)

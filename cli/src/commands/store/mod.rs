@@ -68,7 +68,18 @@ fn open(
     cancelled: &'static str,
 ) -> CliResult<Store> {
     // Said on a terminal under --json too, as by every command: on stderr.
-    let mode = Mode::unless_quiet(false);
+    open_as(Mode::unless_quiet(false), store, state, writes, cancelled)
+}
+
+/// [`open`], saying which store as `mode` says things: nothing when quiet
+/// (`store gc -q`, `store export -q`), as `store verify -q` says nothing.
+fn open_as(
+    mode: Mode,
+    store: &StoreArg,
+    state: Option<&StateDirArg>,
+    writes: bool,
+    cancelled: &'static str,
+) -> CliResult<Store> {
     let state_dir = state.map(|s| s.state_dir.as_path());
     defaults::announce(mode, Some(&store.store), state_dir);
     let store = match writes {
