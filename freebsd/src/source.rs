@@ -259,6 +259,37 @@ pub fn target_of(arch: &str) -> &str {
     }
 }
 
+/// The `TARGET_ARCH` FreeBSD's Makefile builds for a `TARGET` given alone:
+/// arm64 -> aarch64, arm -> armv7, riscv -> riscv64; any other (amd64,
+/// i386, powerpc) its own name.
+pub fn arch_of(target: &str) -> &str {
+    match target {
+        "arm64" => "aarch64",
+        "arm" => "armv7",
+        "riscv" => "riscv64",
+        other => other,
+    }
+}
+
+/// Whether `target` and `target_arch` go together ([`target_of`]): a
+/// mismatch (`TARGET=arm64 TARGET_ARCH=amd64`) is refused by FreeBSD's
+/// make only once the build runs; this says so before, with what each
+/// goes with.
+pub fn check_target_pair(target: &str, target_arch: &str) -> Result<(), String> {
+    match target_of(target_arch) == target {
+        true => Ok(()),
+        false => Err(format!(
+            "TARGET {} does not go with TARGET_ARCH {}: TARGET {} builds {} by default, and TARGET_ARCH {} is built by TARGET {}; give a matching --target-arch, or leave --target out",
+            escape::quoted(target),
+            escape::quoted(target_arch),
+            escape::quoted(target),
+            escape::quoted(arch_of(target)),
+            escape::quoted(target_arch),
+            escape::quoted(target_of(target_arch)),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,5 +465,14 @@ mod tests {
         assert_eq!(target_of("amd64"), "amd64");
         assert_eq!(target_of("aarch64"), "arm64");
         assert_eq!(target_of("powerpc64le"), "powerpc");
+        for target in ["amd64", "i386", "arm64", "arm", "riscv", "powerpc"] {
+            assert_eq!(target_of(arch_of(target)), target, "{target}");
+            assert_eq!(check_target_pair(target, arch_of(target)), Ok(()));
+        }
+        assert_eq!(arch_of("arm64"), "aarch64");
+        assert_eq!(arch_of("riscv"), "riscv64");
+        assert_eq!(check_target_pair("powerpc", "powerpc64le"), Ok(()));
+        let e = check_target_pair("arm64", "amd64").unwrap_err();
+        assert!(e.contains("\"arm64\" builds \"aarch64\""), "{e}");
     }
 }

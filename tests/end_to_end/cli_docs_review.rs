@@ -299,3 +299,42 @@ fn store_query_says_its_state_dir_is_for_roots_only() {
     // --roots reads it: one that is not there is refused.
     run_failing(&mut query("--roots"), 2, &["is not there"]);
 }
+
+/// Regression: `--target arm64` alone built for TARGET_ARCH amd64 (the
+/// default whatever `--target` said): the source was added, make ran, and
+/// FreeBSD's make failed it as a build failure (exit 1, "Unknown target
+/// arm64:amd64"). A `--target` alone now builds what FreeBSD builds for it,
+/// and one that does not go with `--target-arch` is refused before anything
+/// is made.
+#[test]
+fn a_target_alone_builds_its_arch_and_a_mismatched_pair_is_refused_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut mismatched = crate::util::fixture_build(fruix(), "local", d, "mismatched");
+    mismatched.args([
+        "--target",
+        "arm64",
+        "--target-arch",
+        "amd64",
+        "--no-promote",
+    ]);
+    let err = run_failing(
+        &mut mismatched,
+        2,
+        &[
+            "TARGET \"arm64\" does not go with TARGET_ARCH \"amd64\"",
+            "\"aarch64\"",
+        ],
+    );
+    for made in ["store", "state", "mismatched"] {
+        assert!(!d.join(made).exists(), "{made} was made: {err}");
+    }
+    let mut alone = crate::util::fixture_build(fruix(), "local", d, "alone");
+    alone.args(["--target", "arm64", "--no-promote", "--quiet"]);
+    run_ok(&mut alone);
+    let promotion = std::fs::read_to_string(d.join("alone/promotion.scm")).unwrap();
+    assert!(
+        promotion.contains("(target \"arm64\") (target-arch \"aarch64\")"),
+        "{promotion}"
+    );
+}

@@ -286,10 +286,12 @@ pub struct BuildArgs {
     /// Kernel configuration.
     #[arg(long, value_name = "K", default_value = "GENERIC")]
     pub kernconf: String,
-    /// TARGET_ARCH to build for.
-    #[arg(long, value_name = "A", default_value = "amd64")]
-    pub target_arch: String,
-    /// TARGET to build for (default: derived from --target-arch).
+    /// TARGET_ARCH to build for (default: what --target builds by default, e.g. aarch64 for
+    /// arm64; amd64 without --target).
+    #[arg(long, value_name = "A")]
+    pub target_arch: Option<String>,
+    /// TARGET to build for (default: derived from --target-arch); one that does not build
+    /// --target-arch is refused.
     #[arg(long, value_name = "T")]
     pub target: Option<String>,
     /// Parallel make jobs, 1 to 4096 (default: the number of CPUs of the machine that builds).

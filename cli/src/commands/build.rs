@@ -27,6 +27,8 @@ use fruix_promote::Store;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use fruix_freebsd::source::{arch_of, check_target_pair};
+use fruix_matrix::expand::DEFAULT_TARGET_ARCH;
 use fruix_matrix::sources::{check_outside_tree, OwnOutput, DEFAULT_SOURCE_NAME};
 use fruix_promote::source_identity::SOURCE_INFIX;
 
@@ -372,12 +374,29 @@ fn kept_details(root: &Path) -> serde_json::Map<String, Value> {
     kept
 }
 
+/// The `TARGET_ARCH` of `args`: `--target-arch`, else what `--target`
+/// builds when given alone (`arm64`: `aarch64`), else
+/// [`DEFAULT_TARGET_ARCH`]. A `--target` that does not build it is refused
+/// (FreeBSD's make would refuse it only once the build ran).
+fn target_arch(args: &BuildArgs) -> CliResult<String> {
+    let arch = match (&args.target_arch, &args.target) {
+        (Some(arch), _) => arch.as_str(),
+        (None, Some(target)) => arch_of(target),
+        (None, None) => DEFAULT_TARGET_ARCH,
+    };
+    if let Some(target) = &args.target {
+        check_target_pair(target, arch).map_err(CliError::usage)?;
+    }
+    Ok(arch.to_string())
+}
+
 /// The build options of `args`, checked (with a provisional run id) against
 /// the request rules and what `executor` can build. `--source` is a tree on
 /// this host (a guest executor is sent its source object); `--guest-source`
 /// is a checkout in the guest, for a guest executor only.
 fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<BuildOptions> {
     let remote = executor.capabilities().remote;
+    let target_arch = target_arch(args)?;
     let source = match (&args.source, &args.guest_source) {
         (_, Some(guest)) if !remote => {
             return Err(CliError::usage(format!(
@@ -423,7 +442,7 @@ fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<Build
     .map_err(from_matrix)?;
     let jobs = args.jobs.unwrap_or_else(default_jobs);
     let options = BuildOptions {
-        freebsd_base: with_arch(&base, &args.target_arch, args.target.as_deref()),
+        freebsd_base: with_arch(&base, &target_arch, args.target.as_deref()),
         source: SourceStore {
             tree_signature: None,
             path: source.to_string_lossy().into_owned(),
