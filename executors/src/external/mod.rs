@@ -400,7 +400,7 @@ impl ExternalExecutor {
     /// run's stages.
     async fn prepare_work(&self, ctx: &RunContext) -> Result<Prepared> {
         let work = self.work_dir(ctx)?;
-        let at_exit = AtExit::left(WORK_DIR_AT_EXIT, &work);
+        let _left = AtExit::left(WORK_DIR_AT_EXIT, &work);
         let created = work.clone();
         tokio::task::spawn_blocking(move || create_work_dir(&created))
             .await
@@ -412,11 +412,7 @@ impl ExternalExecutor {
             .map_err(|e| Error::system(format!("cannot encode the request as JSON: {e}")))?;
         std::fs::write(&request, json).with_path("write request file", &request)?;
         let env = self.environment(ctx, &work)?;
-        Ok(Prepared {
-            work,
-            env,
-            _at_exit: at_exit,
-        })
+        Ok(Prepared { work, env, _left })
     }
 
     /// Writes `promotion.scm` (stage `sign`) when collect did not. A
@@ -499,7 +495,7 @@ struct Prepared {
     env: Vec<(String, String)>,
     /// The work directory, named by a fast exit (a second Ctrl-C) that
     /// leaves it, until the run's cleanup has removed it.
-    _at_exit: AtExit,
+    _left: AtExit,
 }
 
 /// One run of an external executor: its work directory and environment,
@@ -563,7 +559,7 @@ impl Run for ExternalRun<'_> {
         let Prepared {
             work,
             mut env,
-            _at_exit,
+            _left,
         } = match self.prepared {
             Some(prepared) => prepared,
             None => match executor.prepare_work(ctx).await {
