@@ -338,3 +338,20 @@ fn a_target_alone_builds_its_arch_and_a_mismatched_pair_is_refused_first() {
         "{promotion}"
     );
 }
+
+/// Regression: a subcommand's `-V` named it as clap does its man page
+/// (`fruix-store-list 0.1.0`): every `--version` is fruix's own.
+#[test]
+fn every_version_flag_says_fruix_s_version() {
+    let version = run_ok(fruix().arg("--version"));
+    assert!(version.starts_with("fruix "), "{version}");
+    for words in [
+        &["store", "list", "-V"][..],
+        &["store", "list", "--version"],
+        &["matrix", "run", "--version"],
+        &["build", "-V"],
+        &["native-build", "promote", "--version"],
+    ] {
+        assert_eq!(run_ok(fruix().args(words)), version, "{words:?}");
+    }
+}

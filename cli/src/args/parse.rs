@@ -31,7 +31,17 @@ pub fn parse() -> Result<Cli, clap::Error> {
     {
         command = command.bin_name(escape::text(&name.to_string_lossy()).to_string());
     }
-    let mut matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    let mut matches = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .map_err(|e| match e.kind() {
+            // A subcommand's `--version` is fruix's: clap would call it
+            // by the subcommand's display name (`fruix-store-list 0.1.0`).
+            clap::error::ErrorKind::DisplayVersion => Cli::command()
+                .try_get_matches_from(["fruix", "--version"])
+                .err()
+                .unwrap_or(e),
+            _ => e,
+        })?;
     Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
 }
 
