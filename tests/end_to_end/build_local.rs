@@ -269,6 +269,19 @@ fn a_build_past_its_time_limit_is_stopped_as_a_timeout() {
         json_error(&out, 3, says[0]);
         let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(error["error"]["kind"], "system-failure", "{error:#}");
+        // Regression: unlike a cancelled build's, its error named neither
+        // the root it kept nor its logs.
+        let root = b.dir.path().join(name);
+        assert_eq!(error["error"]["result_root"], root.to_str().unwrap());
+        assert_eq!(error["error"]["logs"], root.join("logs").to_str().unwrap());
+        let kept = format!(
+            "the result root {} was kept, marked unfinished",
+            root.display()
+        );
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains(&kept),
+            "{error:#}"
+        );
         let log = b.dir.path().join(name).join("logs/buildworld.log");
         let full_log = format!("; full log: {}", log.display());
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -355,3 +355,26 @@ fn every_version_flag_says_fruix_s_version() {
         assert_eq!(run_ok(fruix().args(words)), version, "{words:?}");
     }
 }
+
+/// Regression: a build that failed (a step's exit status) printed a JSON
+/// error naming neither the result root it kept nor its logs, which a
+/// cancelled build's names: a CI job had to parse the message for them.
+#[test]
+fn a_failed_build_s_json_error_names_the_root_and_logs_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut build = crate::util::fixture_build(fruix(), "local", d, "root");
+    build.args(["--kernconf", "NO-SUCH-CONFIG", "--no-promote", "--json"]);
+    let out = crate::util::run(&mut build);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"]["kind"], "build-failure", "{error:#}");
+    let root = d.join("root");
+    assert_eq!(
+        error["error"]["result_root"],
+        root.to_str().unwrap(),
+        "{error:#}"
+    );
+    assert_eq!(error["error"]["logs"], root.join("logs").to_str().unwrap());
+    assert!(root.join("logs/buildkernel.log").is_file());
+}

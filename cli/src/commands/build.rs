@@ -212,7 +212,8 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
             if let Err(written) = untouched {
                 eprintln!("fruix: warning: {written}");
             }
-            let failed = kept_when_cancelled(run_error(e), &plan.result_root);
+            let stopped = matches!(e, fruix_core::Error::Timeout { .. });
+            let failed = with_what_was_kept(run_error(e), &plan.result_root, stopped);
             return Err(match warnings.is_empty() {
                 true => failed,
                 false => failed.with_detail("warnings", warnings.into()),
@@ -340,9 +341,18 @@ fn machine_signer(file: &Path, machine: &Machine) -> CliResult<Option<(String, P
 /// its result root, still marked unfinished, and the root's `logs/` when
 /// there is one; under `--json` also as the error object's `result_root`
 /// and `logs` ([`kept_details`]).
-fn kept_when_cancelled(e: CliError, root: &Path) -> CliError {
+/// A failed run's error with what it kept: its JSON error names the result
+/// root and its logs ([`kept_details`]) however the build failed (a CI job
+/// collects them); a cancelled or `timed_out` build's message says too that
+/// the root was kept, unfinished.
+fn with_what_was_kept(e: CliError, root: &Path, timed_out: bool) -> CliError {
     let kept = kept_details(root);
-    if e.status != Status::Cancelled || kept.is_empty() {
+    if kept.is_empty() {
+        return e;
+    }
+    if e.status != Status::Cancelled && !timed_out {
+        let mut e = e;
+        e.details.extend(kept);
         return e;
     }
     let mut hint = format!(
@@ -353,7 +363,10 @@ fn kept_when_cancelled(e: CliError, root: &Path) -> CliError {
         let logs = root.join("logs");
         hint.push_str(&format!("; its logs are in {}", escape::path(&logs)));
     }
-    let mut e = exit::when_cancelled(e, hint);
+    let mut e = match timed_out {
+        true => e.saying(hint),
+        false => exit::when_cancelled(e, hint),
+    };
     e.details.extend(kept);
     e
 }
