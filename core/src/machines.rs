@@ -30,6 +30,10 @@
 //!   `parallel-builds` or `speed`, relative `private-key` or `state-dir`
 //!   paths and two machines with one name are refused, each error
 //!   naming the field (`machine[1].port`) and its line.
+//! - Reading does not look at the files a machine names on this host:
+//!   [`Machines::check_private_keys`] does, for the machines a caller will
+//!   use (`fruix matrix plan` and `run` check those of the machines their
+//!   cells may run on, before any cell starts).
 //! - A machine with a `(vm ...)` record is a virtual machine template (see
 //!   [`crate::vm`]): it has no `host` or `port` (the `vm` executor boots a
 //!   guest for each build and finds its address), so its
@@ -41,7 +45,7 @@
 //! The SSH executors read it for `--machines FILE --machine NAME`; the matrix
 //! scheduler reads it to spread builds over machines.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -72,6 +76,8 @@ pub struct Machine {
     pub target: SshTarget,
     /// The private key to authenticate with (absolute path on this machine).
     pub private_key: Option<PathBuf>,
+    /// The line of its `private-key` field, when given.
+    pub private_key_line: Option<usize>,
     /// The machine's pinned host key (`ssh-ed25519 AAAA...`); when given it is
     /// the only key accepted, and known_hosts is not consulted.
     pub host_key: Option<String>,
@@ -180,6 +186,79 @@ impl Machines {
     }
 }
 
+/// What a machine's `private-key` is named as when it is not a regular
+/// file ([`crate::fsutil::read_file_of_kind`]).
+const PRIVATE_KEY_FILE: &str = "SSH private key file";
+
+impl Machines {
+    /// Checks the `private-key` of each machine that `used` selects: it
+    /// must open, as this user, as a regular file that the SSH executors
+    /// can read (at most [`MAX_METADATA_BYTES`](crate::fsutil::MAX_METADATA_BYTES),
+    /// UTF-8 text), so that a misspelt path is found before any build,
+    /// not when a build reaches that machine. It is read as they read it
+    /// ([`crate::fsutil::read_file_of_kind`]: through its symlinks, which
+    /// ssh follows too, never waiting on a FIFO) and its contents are
+    /// dropped unseen. Each path is checked once, in file order.
+    ///
+    /// A key that is missing, not a regular file, too large or not text,
+    /// or that this user may not open (the path or the file's permissions
+    /// are the configuration's to fix), is [`Error::InvalidMetadata`] of
+    /// field `machine[I].private-key`, naming the machine and the path.
+    /// Any other failure to read it (an I/O error, no descriptor left) is
+    /// this host's: [`Error::Io`], a system failure.
+    pub fn check_private_keys(&self, used: impl Fn(&Machine) -> bool) -> Result<()> {
+        let mut checked: HashSet<&Path> = HashSet::new();
+        for (i, machine) in self.machines.iter().enumerate() {
+            let Some(key) = machine.private_key.as_deref() else {
+                continue;
+            };
+            if !used(machine) || !checked.insert(key) {
+                continue;
+            }
+            if let Some(problem) = private_key_problem(key)? {
+                return Err(Error::InvalidMetadata {
+                    path: self.path.clone(),
+                    field: format!("machine[{i}].private-key"),
+                    line: machine.private_key_line,
+                    message: format!(
+                        "machine {}: {} {problem}",
+                        escape::quoted(&machine.name),
+                        escape::path(key)
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the private key file at `path` cannot be used by this user, if it
+/// cannot ([`Machines::check_private_keys`]); a failure of this host is an
+/// error.
+fn private_key_problem(path: &Path) -> Result<Option<String>> {
+    let problem = match crate::fsutil::read_optional_file_of_kind(path, PRIVATE_KEY_FILE) {
+        // Read to check it as the executors will, then dropped.
+        Ok(Some(_)) => return Ok(None),
+        Ok(None) => "does not exist (or is a symlink to nothing); give the path of the private key this user logs in to the machine with".to_string(),
+        Err(Error::MetadataFile { problem, .. }) => problem.to_string(),
+        Err(Error::Io { source, .. }) if named_wrong(&source) => format!(
+            "cannot be opened: {source}; fix the path, or the permissions that keep this user from reading it"
+        ),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(problem))
+}
+
+/// Whether `e`, met looking up or opening a file the user named, is the
+/// name's fault (its symlinks loop, a component is no directory, too long,
+/// this user may not open it), not this host's.
+fn named_wrong(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ELOOP | libc::ENOTDIR | libc::ENAMETOOLONG | libc::EACCES | libc::EPERM)
+    )
+}
+
 impl Machine {
     /// Where its sshd listens ([`Machine::target`]), or `None` for a
     /// virtual machine template, which has no address until a guest is
@@ -248,6 +327,7 @@ fn read_machine(mut r: Record<'_>, names: &mut HashMap<String, usize>) -> Result
             format!("{} is not a user name: {why}", escape::quoted(&user)),
         ));
     }
+    let private_key_line = r.field_line("private-key");
     let private_key = absolute(&mut r, "private-key")?.map(PathBuf::from);
     let host_key = r.opt_string("host-key")?;
     if let Some(key) = &host_key {
@@ -298,6 +378,7 @@ fn read_machine(mut r: Record<'_>, names: &mut HashMap<String, usize>) -> Result
         name,
         target: SshTarget { user, host, port },
         private_key,
+        private_key_line,
         host_key,
         systems,
         parallel_builds,
@@ -632,6 +713,124 @@ mod tests {
         assert!(
             message.contains("twice") && message.contains("line 2"),
             "{message}"
+        );
+    }
+
+    /// A pool of `m1` (key `keys/m1`), `m2` (key `keys/m2`) and `m3`
+    /// (key `keys/m1` too), read from `dir/machines.scm`.
+    fn pool_with_keys(dir: &Path) -> Machines {
+        let text = format!(
+            r#"(fruix-machines
+  (machine (name "m1") (host "h1") (user "u")
+           (private-key {:?}))
+  (machine (name "m2") (host "h2") (user "u") (private-key {:?}))
+  (machine (name "m3") (host "h3") (user "u") (private-key {:?}))
+  (machine (name "m4") (host "h4") (user "u")))"#,
+            dir.join("keys/m1"),
+            dir.join("keys/m2"),
+            dir.join("keys/m1"),
+        );
+        Machines::parse(&dir.join("machines.scm"), &text).unwrap()
+    }
+
+    /// The error of checking the keys of the machines named `used`.
+    fn key_refused(machines: &Machines, used: &[&str]) -> (String, Option<usize>, String) {
+        crate::testing::invalid_metadata(
+            machines.check_private_keys(|m| used.contains(&m.name.as_str())),
+        )
+    }
+
+    /// Regression: a misspelt `private-key` was found only when a build
+    /// reached its machine, hours into a matrix. The keys of the machines
+    /// used are checked up front, naming the machine, its field and line.
+    #[test]
+    fn a_used_machine_s_private_key_must_open_as_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let machines = pool_with_keys(dir.path());
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        // Missing.
+        let (field, line, message) = key_refused(&machines, &["m2", "m4"]);
+        assert_eq!((field.as_str(), line), ("machine[1].private-key", Some(4)));
+        let key = dir.path().join("keys/m2");
+        assert!(
+            message.starts_with(&format!("machine \"m2\": {} does not exist", key.display())),
+            "{message}"
+        );
+        // A symlink to a regular file is a key, as ssh takes it.
+        std::fs::write(dir.path().join("keys/m2.real"), "a key\n").unwrap();
+        std::os::unix::fs::symlink("m2.real", &key).unwrap();
+        machines.check_private_keys(|m| m.name == "m2").unwrap();
+        // Machines not used, and machines without a key, are not checked.
+        machines
+            .check_private_keys(|m| m.name != "m1" && m.name != "m3")
+            .unwrap();
+        // A directory, a FIFO (refused without waiting for a writer), a
+        // path through a file: m1's, said once for m3 too.
+        let m1 = dir.path().join("keys/m1");
+        std::fs::create_dir(&m1).unwrap();
+        let (field, line, message) = key_refused(&machines, &["m3", "m1"]);
+        assert_eq!((field.as_str(), line), ("machine[0].private-key", Some(3)));
+        assert!(
+            message.contains("is a directory, not a regular file"),
+            "{message}"
+        );
+        std::fs::remove_dir(&m1).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &m1,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let (_, _, message) = key_refused(&machines, &["m3"]);
+        assert!(
+            message.contains("is a FIFO, not a regular file"),
+            "{message}"
+        );
+        std::fs::remove_file(&m1).unwrap();
+        std::fs::write(&m1, "a key\n").unwrap();
+        machines.check_private_keys(|_| true).unwrap();
+    }
+
+    /// A key path whose symlinks loop, or that goes through a file, names
+    /// no key: the configuration's mistake, never a system failure.
+    #[test]
+    fn a_private_key_path_that_leads_nowhere_is_the_configuration_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let machines = pool_with_keys(dir.path());
+        std::fs::write(dir.path().join("keys"), "a file, not a directory").unwrap();
+        let (field, _, message) = key_refused(&machines, &["m1"]);
+        assert_eq!(field, "machine[0].private-key");
+        assert!(
+            message.contains("cannot be opened: Not a directory"),
+            "{message}"
+        );
+        std::fs::remove_file(dir.path().join("keys")).unwrap();
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        std::os::unix::fs::symlink("m1", dir.path().join("keys/m1")).unwrap();
+        let (_, _, message) = key_refused(&machines, &["m1"]);
+        assert!(message.contains("symbolic links"), "{message}");
+    }
+
+    /// A key's name is shown escaped, as every name from a file is.
+    #[test]
+    fn a_private_key_s_name_is_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id\u{202e}x");
+        let text = format!(
+            "(fruix-machines (machine (name \"m\u{202e}1\") (host \"h\") (user \"u\") (private-key \"{}\")))",
+            key.display()
+        );
+        let machines = Machines::parse(&dir.path().join("machines.scm"), &text).unwrap();
+        let e = machines.check_private_keys(|_| true).unwrap_err();
+        assert_eq!(e.failure(), crate::Failure::Input);
+        let shown = e.to_string();
+        assert!(!shown.chars().any(escape::is_unsafe), "{shown:?}");
+        assert!(shown.contains("machine \"m\\342\\200\\2561\""), "{shown}");
+        assert!(
+            shown.contains("id\\342\\200\\256x does not exist"),
+            "{shown}"
         );
     }
 

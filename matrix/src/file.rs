@@ -24,7 +24,8 @@
 //!   entries, each a list of `(axis "value")` pairs.
 //! - Optional fields and their defaults: `max-parallel` (unlimited),
 //!   `local-slots` (1: local cells running at once), `fail-fast` (`#t`, as in
-//!   GitHub Actions), `retries` (1: extra attempts after a system failure),
+//!   GitHub Actions), `retries` (1: extra attempts after a system failure;
+//!   at most [`MAX_RETRIES`]),
 //!   `agree-across` (`"executor" "machine"`: cells differing only along these
 //!   axes must give the same artifacts), `make-flags` (given to every cell,
 //!   before its `make-flag`), `jobs` (the number of CPUs), `timeout` and
@@ -116,7 +117,8 @@ pub struct Strategy {
     pub local_slots: u32,
     /// Whether the first failure stops starting cells (default `#t`).
     pub fail_fast: bool,
-    /// How many times a cell's system failure is retried (default 1).
+    /// How many times a cell's system failure is retried (default 1, at
+    /// most [`MAX_RETRIES`]).
     pub retries: u32,
 }
 
@@ -210,12 +212,19 @@ impl MatrixFile {
                 max_parallel: positive(r, "max-parallel")?,
                 local_slots: positive(r, "local-slots")?.unwrap_or(1),
                 fail_fast: r.opt_bool("fail-fast")?.unwrap_or(true),
-                retries: count(r, "retries", false)?.unwrap_or(1),
+                retries: capped(
+                    r,
+                    "retries",
+                    false,
+                    MAX_RETRIES,
+                    "retries than a cell takes",
+                )?
+                .unwrap_or(1),
             };
             let agree_across = read_agree_across(r)?;
             let build = BuildSettings {
                 make_flags: shown_strings(r, "make-flags")?,
-                jobs: jobs(r)?,
+                jobs: capped(r, "jobs", true, MAX_JOBS, "make jobs than a build takes")?,
                 source_date_epoch: r.opt_integer("source-date-epoch")?,
                 freebsd_version: r.opt_string("freebsd-version")?,
                 freebsd_branch: r.opt_string("freebsd-branch")?,
@@ -280,16 +289,31 @@ fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
     count(r, field, true)
 }
 
-/// `jobs`: 1 to [`MAX_JOBS`], as `fruix build --jobs` takes.
-fn jobs(r: &mut Record<'_>) -> Result<Option<u32>> {
-    let line = r.field_line("jobs");
-    match positive(r, "jobs")? {
-        Some(n) if n > MAX_JOBS => Err(r.error(
-            "jobs",
+/// The most `retries` a matrix file takes. Each retry is one more attempt
+/// of a cell after a system failure, run after the one before: a failure
+/// that recurs (a pool that cannot be reached) holds a run for every one,
+/// so a larger count only makes a failing run longer.
+pub const MAX_RETRIES: u32 = 100;
+
+/// An optional count `field` of at most `max` (`jobs`: 1 to [`MAX_JOBS`], as
+/// `fruix build --jobs` takes; `retries`: 0 to [`MAX_RETRIES`]), positive
+/// when `positive`; a larger value is refused saying it is more `what`
+/// (`make jobs than a build takes`).
+fn capped(
+    r: &mut Record<'_>,
+    field: &str,
+    positive: bool,
+    max: u32,
+    what: &str,
+) -> Result<Option<u32>> {
+    let line = r.field_line(field);
+    match count(r, field, positive)? {
+        Some(n) if n > max => Err(r.error(
+            field,
             line,
-            format!("{n} is more make jobs than a build takes; give 1 to {MAX_JOBS}"),
+            format!("{n} is more {what}; give {} to {max}", u32::from(positive)),
         )),
-        jobs => Ok(jobs),
+        n => Ok(n),
     }
 }
 
@@ -747,6 +771,13 @@ mod tests {
                 "jobs",
                 11,
                 "give 1 to 4096",
+            ),
+            (
+                "(retries 1)",
+                "(retries 101)",
+                "retries",
+                11,
+                "101 is more retries than a cell takes; give 0 to 100",
             ),
             (
                 "(retries 1)",

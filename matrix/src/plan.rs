@@ -5,8 +5,10 @@
 //! (as [`Error`]s of [`Failure::Input`](fruix_core::Failure::Input), or the
 //! core's own class): an unreadable matrix or machines file, a missing
 //! source, an unknown executor, bad executor configuration, a pinned machine
-//! that is not in the machines file, remote cells without a machines file.
+//! that is not in the machines file, remote cells without a machines file,
+//! a machine a cell may run on whose private key is not there.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +30,12 @@ use crate::{Error, Result};
 /// runs on the pool when its executor's capabilities say it builds remotely
 /// ([`Capabilities::remote`](fruix_core::executor::Capabilities::remote)).
 pub const MACHINE_KEYS: [&str; 2] = ["machines", "machine"];
+
+/// The configuration key through which the SSH executors (`host-initiated`,
+/// `guest-self-hosted`, `vm`) take a private key over the `private-key` of
+/// the machine they build on: a cell whose executor's `config` sets it
+/// uses no machine's key ([`MatrixPlan::check_private_keys`]).
+pub const IDENTITY_KEY: &str = "identity";
 
 /// Refuses a `config` of `file` that sets a key the scheduler sets
 /// ([`MACHINE_KEYS`]).
@@ -88,8 +96,36 @@ pub struct MatrixPlan {
 
 impl MatrixPlan {
     /// Reads and checks the matrix at `path`; `machines` and `max_parallel`
-    /// override the file's.
+    /// override the file's. The private key of every machine a cell may
+    /// run on must be there ([`MatrixPlan::check_private_keys`]).
     pub fn load(
+        path: &Path,
+        machines: Option<&Path>,
+        max_parallel: Option<u32>,
+        registry: &Registry,
+    ) -> Result<MatrixPlan> {
+        let plan = Self::load_without_keys(path, machines, max_parallel, registry)?;
+        plan.check_private_keys()?;
+        Ok(plan)
+    }
+
+    /// [`MatrixPlan::load`] for `matrix run-cell`: the plan of cell `id`
+    /// alone, checked as a whole, but for the private keys of the machines
+    /// only that cell may run on (a CI runner need not hold the keys of
+    /// machines other jobs build on).
+    pub fn load_cell(
+        path: &Path,
+        machines: Option<&Path>,
+        registry: &Registry,
+        id: &str,
+    ) -> Result<MatrixPlan> {
+        let plan = Self::load_without_keys(path, machines, None, registry)?.only(id)?;
+        plan.check_private_keys()?;
+        Ok(plan)
+    }
+
+    /// [`MatrixPlan::load`] without the check of the machines' private keys.
+    fn load_without_keys(
         path: &Path,
         machines: Option<&Path>,
         max_parallel: Option<u32>,
@@ -207,6 +243,29 @@ impl MatrixPlan {
         Ok(())
     }
 
+    /// Refuses a machine a cell may run on ([`Pool::machines_for`]) whose
+    /// `private-key` cannot be opened as a regular file by this user
+    /// ([`Machines::check_private_keys`]): found at a cell's first attempt
+    /// on it, hours into a run, it would fail only there. A cell whose
+    /// executor configuration gives its own key ([`IDENTITY_KEY`]) uses
+    /// none of its machines' keys.
+    pub fn check_private_keys(&self) -> Result<()> {
+        let Some(machines) = &self.machines else {
+            return Ok(());
+        };
+        let pool = self.pool();
+        let needs: Vec<Need> = (0..self.cells.len())
+            .filter(|i| {
+                !self
+                    .config_of(*i)
+                    .is_some_and(|c| c.contains_key(IDENTITY_KEY))
+            })
+            .map(|i| self.need(i))
+            .collect();
+        let used: HashSet<&str> = needs.iter().flat_map(|n| pool.machines_for(n)).collect();
+        Ok(machines.check_private_keys(|m| used.contains(m.name.as_str()))?)
+    }
+
     /// The public signing key of machine `name`, if it signs its results.
     pub fn signing_key(&self, name: &str) -> Option<&str> {
         self.machines
@@ -308,13 +367,7 @@ impl MatrixPlan {
 
     /// The executor configuration of cell `i` at `placement`.
     pub fn executor_config(&self, i: usize, placement: &Placement) -> serde_json::Value {
-        let cell = &self.cells[i];
-        let mut config = self
-            .file
-            .config
-            .get(&cell.executor)
-            .cloned()
-            .unwrap_or_default();
+        let mut config = self.config_of(i).cloned().unwrap_or_default();
         if let (Placement::Machine(name), Some(machines)) = (placement, &self.machines) {
             let file = self.machines_copy.as_ref().unwrap_or(&machines.path);
             config.insert(
@@ -324,6 +377,11 @@ impl MatrixPlan {
             config.insert("machine".into(), name.clone().into());
         }
         serde_json::Value::Object(config)
+    }
+
+    /// The matrix file's `config` of cell `i`'s executor, if it has one.
+    fn config_of(&self, i: usize) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.file.config.get(&self.cells[i].executor)
     }
 
     /// The build request of cell `i` with run id `run_id`.
@@ -386,7 +444,7 @@ impl MatrixPlan {
     }
 
     /// This plan with only its cell `id` (for `matrix run-cell`).
-    pub fn only(mut self, id: &str) -> Result<MatrixPlan> {
+    fn only(mut self, id: &str) -> Result<MatrixPlan> {
         let Some(i) = self.cells.iter().position(|c| c.id == id) else {
             let ids: Vec<&str> = self.cells.iter().map(|c| c.id.as_str()).collect();
             return Err(Error::InvalidOption {
@@ -452,7 +510,7 @@ mod tests {
         let mut registry = Registry::default();
         for (name, keys) in [
             ("local", &["make"][..]),
-            ("remote", &["machines", "machine"]),
+            ("remote", &["machines", "machine", "identity"]),
         ] {
             registry
                 .add(RegistryEntry {
@@ -800,5 +858,105 @@ mod tests {
         let e =
             MatrixPlan::load(&dir.path().join("matrix.scm"), None, None, &registry()).unwrap_err();
         assert!(matches!(e, Error::InvalidSource { .. }), "{e:?}");
+    }
+
+    /// [`setup`] with m1's `private-key` at `keys/m1-misspelt` (absent)
+    /// and m2's at `keys/m2`, a symlink to a regular file.
+    fn setup_with_keys(body: &str) -> tempfile::TempDir {
+        let dir = setup(body);
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        std::fs::write(keys.join("m2.real"), "a key\n").unwrap();
+        std::os::unix::fs::symlink("m2.real", keys.join("m2")).unwrap();
+        std::fs::write(
+            dir.path().join("machines.scm"),
+            format!(
+                r#"(fruix-machines
+  (machine (name "m1") (host "h1") (user "u") (systems "amd64") (parallel-builds 2) (speed 2.0)
+           (private-key {:?}))
+  (machine (name "m2") (host "h2") (user "u") (private-key {:?})))"#,
+                keys.join("m1-misspelt"),
+                keys.join("m2")
+            ),
+        )
+        .unwrap();
+        dir
+    }
+
+    /// Regression: a machine's misspelt `private-key` was found only when
+    /// a cell ran on it, after other cells were built: `matrix plan` took
+    /// it. It is refused when the plan is loaded, as the configuration's
+    /// mistake, naming the machine, its field and the path.
+    #[test]
+    fn a_used_machine_s_missing_private_key_is_refused_before_anything_runs() {
+        let dir =
+            setup_with_keys(r#"(machines-file "machines.scm") (axes (executor "local" "remote"))"#);
+        let machines = dir.path().join("machines.scm");
+        let e =
+            MatrixPlan::load(&dir.path().join("matrix.scm"), None, None, &registry()).unwrap_err();
+        assert_eq!(e.failure(), Failure::Input, "{e:?}");
+        let Error::Core(fruix_core::Error::InvalidMetadata {
+            path,
+            field,
+            line,
+            message,
+        }) = &e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(
+            (path, field.as_str(), *line),
+            (&machines, "machine[0].private-key", Some(3))
+        );
+        let key = dir.path().join("keys/m1-misspelt");
+        assert!(
+            message.starts_with(&format!("machine \"m1\": {} does not exist", key.display())),
+            "{message}"
+        );
+    }
+
+    /// Only the machines a cell may run on have their keys checked: a
+    /// machine that builds none of the cells' arches, or that no cell is
+    /// pinned to, or whose cells' executor is given another key
+    /// (`identity`), may name a key this host lacks.
+    #[test]
+    fn a_machine_no_cell_uses_may_lack_its_private_key() {
+        for body in [
+            r#"(axes (executor "remote") (target-arch "aarch64"))"#,
+            r#"(axes (executor "remote") (machine "m2"))"#,
+            r#"(axes (executor "local"))"#,
+            r#"(axes (executor "remote")) (config (remote (identity "/elsewhere")))"#,
+        ] {
+            let dir = setup_with_keys(&format!("(machines-file \"machines.scm\") {body}"));
+            MatrixPlan::load(&dir.path().join("matrix.scm"), None, None, &registry())
+                .unwrap_or_else(|e| panic!("{body}: {e}"));
+        }
+    }
+
+    /// `run-cell` checks the keys of its own cell's machines only: a CI
+    /// runner need not hold the keys of machines other jobs build on.
+    #[test]
+    fn run_cell_checks_the_keys_of_its_cell_s_machines_only() {
+        let dir = setup_with_keys(
+            r#"(machines-file "machines.scm") (axes (executor "remote") (machine "m1" "m2"))"#,
+        );
+        let load = |cell: &str| {
+            MatrixPlan::load_cell(&dir.path().join("matrix.scm"), None, &registry(), cell)
+        };
+        assert_eq!(load("remote-m2").unwrap().cells[0].id, "remote-m2");
+        let e = load("remote-m1").unwrap_err();
+        assert!(e.to_string().contains("machine[0].private-key"), "{e}");
+        assert_eq!(e.failure(), Failure::Input);
+        let e = load("remote-m3").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidOption {
+                    option: "--cell",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 }

@@ -113,7 +113,9 @@ fn a_guest_build_with_an_unusable_identity_is_a_usage_error() {
 /// Regression: a machines file whose `private-key` was misspelt made each
 /// attempt of a matrix cell fail as a system failure: the cell was
 /// retried, and its machine set aside. It is the configuration's mistake:
-/// one attempt, no machine set aside.
+/// one attempt, no machine set aside. (A missing key is now refused before
+/// any cell runs, see matrix_plan_review; a file that is no key is found
+/// only when it is decoded, by the attempt.)
 #[test]
 fn a_misspelt_private_key_is_not_retried_nor_sets_the_machine_aside() {
     let sshd = Sshd::start();
@@ -124,6 +126,7 @@ fn a_misspelt_private_key_is_not_retried_nor_sets_the_machine_aside() {
     let key = sshd.identity().display().to_string();
     let text = std::fs::read_to_string(&machines).unwrap();
     assert!(text.contains(&key), "{text}");
+    std::fs::write(format!("{key}-misspelt"), "not a key\n").unwrap();
     std::fs::write(&machines, text.replace(&key, &format!("{key}-misspelt"))).unwrap();
     let out = m.run(&[]);
     assert_eq!(out.status.code(), Some(5), "{}", describe(&out));

@@ -562,11 +562,15 @@ fn a_pool_of_fifteen_hundred_machines_is_read() {
     let m = Matrix::new(
         "  (machines-file \"machines.scm\")\n  (axes (executor \"host-initiated\") (machine \"m-1\" \"m-1500\"))",
     );
+    // The plan checks that the keys of the machines its cells use open.
+    let key = m.path("id_ed25519");
+    std::fs::write(&key, "a key\n").unwrap();
     let machine = |i: usize| {
         format!(
-            "  (machine (name \"m-{i}\") (host \"10.0.{}.{}\") (port 22) (user \"root\")\n    (private-key \"/root/.ssh/id_ed25519\") (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i}\")\n    (systems \"amd64\") (parallel-builds 2) (speed 1.0) (state-dir \"/var/lib/fruix\")\n    (helper \"/usr/local/bin/fruix\") (store \"/frx/store\"))\n",
+            "  (machine (name \"m-{i}\") (host \"10.0.{}.{}\") (port 22) (user \"root\")\n    (private-key {:?}) (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i}\")\n    (systems \"amd64\") (parallel-builds 2) (speed 1.0) (state-dir \"/var/lib/fruix\")\n    (helper \"/usr/local/bin/fruix\") (store \"/frx/store\"))\n",
             i / 250,
-            i % 250
+            i % 250,
+            key.display().to_string()
         )
     };
     let machines: String = (1..=1500).map(machine).collect();

@@ -247,9 +247,12 @@ fn format_characters_are_refused_in_a_matrix_file_and_escaped_in_the_plan() {
     assert!(!stderr.contains('\u{202e}'), "{stderr}");
     let m =
         Matrix::new("  (machines-file \"machines.scm\")\n  (axes (executor \"host-initiated\"))");
+    // The plan checks that the key of the machine its cell uses opens.
+    let key = m.path("id_ed25519");
+    std::fs::write(&key, "a key\n").unwrap();
     std::fs::write(
         m.path("machines.scm"),
-        "(fruix-machines\n  (machine (name \"m\u{202e}1\") (host \"10.0.0.1\") (user \"root\")\n    (private-key \"/root/.ssh/id_ed25519\") (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIm1\")))\n",
+        format!("(fruix-machines\n  (machine (name \"m\u{202e}1\") (host \"10.0.0.1\") (user \"root\")\n    (private-key {:?}) (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIm1\")))\n", key.display().to_string()),
     )
     .unwrap();
     let out = run(fruix().args(["matrix", "plan"]).arg(m.path("matrix.scm")));

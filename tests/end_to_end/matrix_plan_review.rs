@@ -1,1 +1,115 @@
-//! placeholder
+//! What a review of `fruix matrix plan` as a configuration check found: a
+//! machine's misspelt `private-key` is refused by `plan` and by `run`
+//! before any cell starts (exit 2, naming the machine and the path), not
+//! found hours into a run when a cell reaches that machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::matrix::{describe, Matrix};
+use crate::util::{fruix, run};
+
+const USAGE: i32 = 2;
+
+/// A matrix of a local cell and a host-initiated one, on a machines file
+/// of one machine, `builder-1`, whose `private-key` is `key` (never
+/// connected to: nothing here reaches it).
+fn matrix_with_key(key: &str) -> Matrix {
+    let m = Matrix::new(
+        "  (machines-file \"machines.scm\")\n  (axes (executor \"local\" \"host-initiated\"))\n  (fail-fast #f)",
+    );
+    std::fs::write(
+        m.path("machines.scm"),
+        format!(
+            "(fruix-machines\n  (machine (name \"builder-1\") (host \"127.0.0.1\") (port 9) (user \"root\")\n    (private-key \"{key}\")\n    (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\")))\n"
+        ),
+    )
+    .unwrap();
+    m
+}
+
+/// The key a user meant, `id_ed25519` in `dir` (a symlink to a regular
+/// file, as a mounted secret may be), and the path they wrote instead:
+/// the same with an invisible U+202E at its end.
+fn keys(dir: &Path) -> (PathBuf, String) {
+    std::fs::write(dir.join("secret"), "never shown\n").unwrap();
+    let key = dir.join("id_ed25519");
+    std::os::unix::fs::symlink("secret", &key).unwrap();
+    let misspelt = format!("{}\u{202e}", key.display());
+    (key, misspelt)
+}
+
+/// What the refusal of the misspelt key says: the machine, its field,
+/// and the path escaped.
+fn names_the_machine_and_key(message: &str, key: &Path) {
+    assert!(
+        message.contains(&format!(
+            "field `machine[0].private-key` (line 3): machine \"builder-1\": {}\\342\\200\\256 does not exist",
+            key.display()
+        )),
+        "{message}"
+    );
+    assert!(!message.contains('\u{202e}'), "{message}");
+    assert!(!message.contains("never shown"), "{message}");
+}
+
+/// The JSON error of `out`, which must have exited with the usage status.
+fn usage_error(out: &Output) -> Value {
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(out));
+    let json: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", describe(out)));
+    assert_eq!(json["error"]["kind"], "usage", "{json:#}");
+    assert_eq!(json["error"]["exit_status"], USAGE, "{json:#}");
+    json["error"].clone()
+}
+
+/// Regression: `matrix plan` of a matrix whose machine's `private-key`
+/// was misspelt succeeded; the key was found missing only when a cell ran
+/// on the machine. The plan refuses it (exit 2), naming the machine and
+/// the path, as a JSON error with `--json`; the key spelt right plans.
+#[test]
+fn plan_refuses_a_misspelt_private_key_and_names_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, misspelt) = keys(dir.path());
+    let m = matrix_with_key(&misspelt);
+    let plan = |json: &[&str]| {
+        run(fruix()
+            .args(["matrix", "plan"])
+            .args(json)
+            .arg(m.path("matrix.scm")))
+    };
+    let out = plan(&[]);
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    names_the_machine_and_key(&stderr, &key);
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+
+    let error = usage_error(&plan(&["--json"]));
+    names_the_machine_and_key(error["message"].as_str().unwrap(), &key);
+
+    let good = matrix_with_key(&key.display().to_string());
+    let plan = good.plan(&mut fruix());
+    assert_eq!(plan["cells"][1]["runs_on"], "machine builder-1", "{plan:#}");
+}
+
+/// Regression: `matrix run` with that misspelt key built the local cell
+/// first, and failed only the cell that reached the machine. It refuses
+/// the matrix before any cell starts: no report directory, no store, no
+/// cell log.
+#[test]
+fn run_refuses_a_misspelt_private_key_before_building_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, misspelt) = keys(dir.path());
+    let m = matrix_with_key(&misspelt);
+    let error = usage_error(&m.run(&["--json"]));
+    names_the_machine_and_key(error["message"].as_str().unwrap(), &key);
+    for made in ["report", "store", "state"] {
+        assert!(!m.path(made).exists(), "{made} was made: {error:#}");
+    }
+    let out = m.run(&[]);
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+    names_the_machine_and_key(&String::from_utf8_lossy(&out.stderr), &key);
+    assert!(!m.path("report/logs/local.log").exists());
+}

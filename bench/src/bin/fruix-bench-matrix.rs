@@ -165,12 +165,16 @@ fn main() {
 /// Times `fruix matrix plan` over a pool of `machines` machines against
 /// Guile reading the machines file.
 fn read_a_pool(d: &Path, machines: usize) {
+    // The plan checks that the key of the machine its cell uses opens.
+    let key = d.join("pool-key");
+    write(&key, "a key\n");
     let machine = |i: usize| {
         format!(
-            "  (machine (name \"m-{i}\") (host \"10.{}.{}.{}\") (port 22) (user \"root\")\n    (private-key \"/root/.ssh/id_ed25519\") (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i}\")\n    (systems \"amd64\") (parallel-builds 2) (speed 1.0) (state-dir \"/var/lib/fruix\")\n    (helper \"/usr/local/bin/fruix\") (store \"/frx/store\"))\n",
+            "  (machine (name \"m-{i}\") (host \"10.{}.{}.{}\") (port 22) (user \"root\")\n    (private-key {:?}) (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i}\")\n    (systems \"amd64\") (parallel-builds 2) (speed 1.0) (state-dir \"/var/lib/fruix\")\n    (helper \"/usr/local/bin/fruix\") (store \"/frx/store\"))\n",
             i / 65536,
             i / 256 % 256,
-            i % 256
+            i % 256,
+            key.display().to_string()
         )
     };
     let text: String = (1..=machines).map(machine).collect();

@@ -219,9 +219,13 @@ fn print_finished(finished: &Finished, json: bool) -> CliResult {
 }
 
 pub async fn run_cell(args: MatrixRunCellArgs, registry: Registry) -> CliResult {
-    let plan = MatrixPlan::load(&args.file, args.with.machines.as_deref(), None, &registry)
-        .and_then(|plan| plan.only(&args.cell))
-        .map_err(from_matrix)?;
+    let plan = MatrixPlan::load_cell(
+        &args.file,
+        args.with.machines.as_deref(),
+        &registry,
+        &args.cell,
+    )
+    .map_err(from_matrix)?;
     let report_dir = (args.report_dir.as_deref(), ReportDirUse::Shared);
     let s = Session::start(&args.with, report_dir, &args.show, registry)?;
     let finished =

@@ -115,13 +115,7 @@ impl Pool {
                 Decision::Wait
             };
         }
-        let eligible: Vec<&MachineSlots> = self
-            .machines
-            .iter()
-            .filter(|m| need.pinned.as_ref().is_none_or(|p| *p == m.name))
-            .filter(|m| m.systems.is_empty() || m.systems.contains(&need.target_arch))
-            .filter(|m| m.vm == need.boots_vms)
-            .collect();
+        let eligible: Vec<&MachineSlots> = self.eligible(need).collect();
         if eligible.is_empty() {
             let kind = if need.boots_vms {
                 "is a virtual machine template"
@@ -165,6 +159,27 @@ impl Pool {
             })
             .map(|(_, m)| Decision::Run(Placement::Machine(m.name.clone())))
             .unwrap_or(Decision::Wait)
+    }
+
+    /// The machines a remote cell with `need` may ever run on, set aside
+    /// or not: the one it is pinned to, or those that build its target
+    /// arch, of the kind its executor needs (a virtual machine template
+    /// or an address).
+    fn eligible<'a>(&'a self, need: &'a Need) -> impl Iterator<Item = &'a MachineSlots> {
+        self.machines
+            .iter()
+            .filter(|m| need.pinned.as_ref().is_none_or(|p| *p == m.name))
+            .filter(|m| m.systems.is_empty() || m.systems.contains(&need.target_arch))
+            .filter(|m| m.vm == need.boots_vms)
+    }
+
+    /// The names of the machines a cell with `need` may ever run on, in
+    /// file order; none for a local cell.
+    pub fn machines_for<'a>(&'a self, need: &'a Need) -> impl Iterator<Item = &'a str> {
+        need.remote
+            .then(|| self.eligible(need).map(|m| m.name.as_str()))
+            .into_iter()
+            .flatten()
     }
 
     fn has_room(&self) -> bool {
