@@ -290,12 +290,12 @@ pub fn cell_job_limit(file: &MatrixFile) -> Option<u64> {
 fn limit_note(file: &MatrixFile) -> String {
     match cell_job_limit(file) {
         Some(limit) => {
-            let attempts = match u64::from(file.strategy.retries) + 1 {
-                1 => "its attempt".to_string(),
-                n => format!("{n} attempts"),
+            let (attempts, each) = match u64::from(file.strategy.retries) + 1 {
+                1 => ("one attempt".to_string(), "with"),
+                n => (format!("{n} attempts"), "each with"),
             };
             format!(
-                "Each cell job may take {} minutes: {attempts} of the matrix's timeout ({} s), each with {} more minutes to set up, promote and clean up.",
+                "Each cell job may take {} minutes: {attempts} of the matrix's timeout ({} s), {each} {} more minutes to set up, promote and clean up.",
                 limit.div_ceil(60),
                 file.build.timeout.unwrap_or_default(),
                 ATTEMPT_SLACK_SECS / 60
@@ -625,7 +625,7 @@ mod tests {
         let note = limit_note(&matrix("(timeout 90) (retries 0)"));
         assert!(
             note.starts_with(
-                "Each cell job may take 12 minutes: its attempt of the matrix's timeout (90 s)"
+                "Each cell job may take 12 minutes: one attempt of the matrix's timeout (90 s), with 10 more minutes"
             ),
             "{note}"
         );

@@ -113,3 +113,24 @@ fn run_refuses_a_misspelt_private_key_before_building_anything() {
     names_the_machine_and_key(&String::from_utf8_lossy(&out.stderr), &key);
     assert!(!m.path("report/logs/local.log").exists());
 }
+
+/// Regression: the plan of one cell said "1 cells", and `--max-parallel 0`
+/// was refused by fruix after clap took it, unlike `build --jobs 0` (clap's
+/// "invalid value", as every out-of-range count is).
+#[test]
+fn one_cell_is_said_as_one_and_max_parallel_0_is_refused_by_the_parser() {
+    let m = Matrix::new("  (axes (executor \"local\"))");
+    let out = run(fruix().args(["matrix", "plan"]).arg(m.path("matrix.scm")));
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\n1 cell; max-parallel"), "{text}");
+    let out = run(fruix()
+        .args(["matrix", "run", "--max-parallel", "0"])
+        .arg(m.path("matrix.scm")));
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid value '0' for '--max-parallel <N>'"),
+        "{err}"
+    );
+}

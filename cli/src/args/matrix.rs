@@ -181,8 +181,8 @@ pub struct MatrixRunArgs {
     /// another fruix matrix command uses (a run, run-cell jobs, collect) is refused (exit 2).
     #[arg(long, value_name = "DIR", value_parser = directory())]
     pub report_dir: Option<PathBuf>,
-    /// At most N cells at once (overrides the file's max-parallel).
-    #[arg(long, value_name = "N")]
+    /// At most N cells at once, 1 or more (overrides the file's max-parallel).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_parallel: Option<u32>,
     /// Stop the run once it has taken this long (e.g. 5h): running cells are cancelled and
     /// cleaned up, waiting ones never start, and the report is still written (exit 5). Set it

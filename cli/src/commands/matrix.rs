@@ -71,8 +71,9 @@ pub fn plan(args: MatrixPlanArgs, registry: &Registry) -> CliResult {
         println!("must agree: {}", ids.join(", "));
     }
     println!(
-        "{} cells; max-parallel {}; fail-fast {}; retries {}; jobs {}",
+        "{} cell{}; max-parallel {}; fail-fast {}; retries {}; jobs {}",
         plan.cells.len(),
+        if plan.cells.len() == 1 { "" } else { "s" },
         plan.file
             .strategy
             .max_parallel
