@@ -121,7 +121,10 @@ mod tests {
     fn bad_configuration_is_refused_with_the_reason() {
         let registry = Registry::compiled().unwrap();
         for (config, expected) in [
-            (json!({"jobs": 4}), "unknown field `jobs`"),
+            (
+                json!({"jobs": 4}),
+                "unknown key `jobs`; the keys of local are `make`, `work_dir`",
+            ),
             (json!({"make": ""}), "`make` is empty"),
             (json!({"work_dir": "tmp"}), "`work_dir` tmp is relative"),
         ] {

@@ -64,7 +64,7 @@ fn an_unknown_configuration_key_is_shown_escaped() {
     refused(
         build("local", &["-c", &key]),
         2,
-        "unknown field `x\\nfruix: error: FORGED`, expected `make` or `work_dir`",
+        "unknown key `x\\nfruix: error: FORGED`; the keys of local are `make`, `work_dir`",
     );
 }
 
@@ -75,7 +75,7 @@ fn a_long_configuration_key_is_cut() {
     let stderr = refused(
         build("local", &["-c", &key]),
         2,
-        "…[1976 more bytes cut]`, expected",
+        "…[1976 more bytes cut]`; the keys of local are",
     );
     assert!(stderr.len() < 1300, "{stderr}");
 }

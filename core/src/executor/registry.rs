@@ -106,7 +106,7 @@ pub fn config_keys<C: schemars::JsonSchema>() -> Vec<ConfigKey> {
 }
 
 fn factory<C: ExecutorConfig>(config: serde_json::Value) -> Result<Arc<dyn Executor>> {
-    parse_config::<C>(C::NAME, config)?.build()
+    parse_config_of::<C>(C::NAME, config, Some(&C::keys))?.build()
 }
 
 /// A compiled-in registration, submitted with `inventory` by
@@ -287,13 +287,41 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
     executor: &str,
     config: serde_json::Value,
 ) -> Result<T> {
+    parse_config_of(executor, config, None)
+}
+
+/// [`parse_config`]; a key that is no field of `T` is said with the keys
+/// the executor takes (`keys`, its [`ExecutorConfig::keys`]), not with
+/// every field of `T`: a struct shared by executors has fields one of them
+/// refuses.
+fn parse_config_of<T: serde::de::DeserializeOwned>(
+    executor: &str,
+    config: serde_json::Value,
+    keys: Option<&dyn Fn() -> Vec<ConfigKey>>,
+) -> Result<T> {
     let config = if config.is_null() {
         serde_json::Value::Object(Default::default())
     } else {
         config
     };
-    config_value::from_value(config).map_err(|e| Error::InvalidConfig {
-        executor: executor.to_string(),
-        message: e.to_string(),
+    config_value::from_value(config).map_err(|e| {
+        let message = match (e.unknown_key(), keys) {
+            (Some(key), Some(keys)) => {
+                let names: Vec<String> = keys().into_iter().map(|k| format!("`{}`", k.name)).collect();
+                format!(
+                    "unknown key `{}`; the keys of {executor} are {} (see `fruix executors describe {executor}`)",
+                    crate::escape::text(key),
+                    match names.is_empty() {
+                        true => "none".to_string(),
+                        false => names.join(", "),
+                    }
+                )
+            }
+            _ => e.to_string(),
+        };
+        Error::InvalidConfig {
+            executor: executor.to_string(),
+            message,
+        }
     })
 }

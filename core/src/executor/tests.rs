@@ -284,7 +284,11 @@ fn unknown_config_key_is_refused() {
             serde_json::json!({ "behaviour": "succeed", "colour": "red" }),
         )
         .unwrap_err();
-    assert!(err.to_string().contains("unknown field `colour`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("unknown key `colour`; the keys of core-test are `behaviour`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -323,6 +323,44 @@ mod tests {
     use fruix_core::Registry;
     use serde_json::json;
 
+    /// Regression: an unknown key was answered with every field of the
+    /// shared guest configuration, keys the executor then refuses among
+    /// them (`inner`, and the other mode's).
+    #[test]
+    fn an_unknown_key_is_answered_with_the_executor_s_own_keys() {
+        let registry = Registry::compiled().unwrap();
+        for (executor, refused) in [
+            (
+                "host-initiated",
+                ["inner", "guest_helper", "guest_signing_key"],
+            ),
+            ("guest-self-hosted", ["inner", "make", "make"]),
+            ("vm", ["guest", "known_hosts", "accept_new_host_key"]),
+        ] {
+            let e = registry
+                .create(executor, json!({"host_key": "x"}))
+                .unwrap_err()
+                .to_string();
+            let keys: Vec<String> = registry
+                .get(executor)
+                .unwrap()
+                .config_keys
+                .iter()
+                .map(|k| format!("`{}`", k.name))
+                .collect();
+            assert!(
+                e.contains(&format!(
+                    "unknown key `host_key`; the keys of {executor} are {} (see",
+                    keys.join(", ")
+                )),
+                "{e}"
+            );
+            for key in refused {
+                assert!(!e.contains(&format!("`{key}`")), "{executor}: {e}");
+            }
+        }
+    }
+
     #[test]
     fn bad_configuration_names_the_problem() {
         let registry = Registry::compiled().unwrap();
@@ -331,7 +369,7 @@ mod tests {
             (json!({"guest": "nouser"}), "user@host"),
             (
                 json!({"guest": "a@b", "colour": 1}),
-                "unknown field `colour`",
+                "unknown key `colour`; the keys of host-initiated are `accept_new_host_key`",
             ),
             (
                 json!({"guest": "a@b", "guest_state_dir": "var"}),

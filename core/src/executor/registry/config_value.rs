@@ -20,9 +20,21 @@ pub(super) fn from_value<T: de::DeserializeOwned>(config: Value) -> Result<T, Co
 }
 
 /// Why a configuration does not fit its struct: a message whose quoted
-/// values are escaped (see the module documentation).
+/// values are escaped (see the module documentation), and the key that is
+/// none of the struct's, when that is why.
 #[derive(Debug)]
-pub(super) struct ConfigError(String);
+pub(super) struct ConfigError(String, Option<String>);
+
+impl ConfigError {
+    fn message(message: String) -> Self {
+        ConfigError(message, None)
+    }
+
+    /// The key given that is no field of the struct, as given.
+    pub(super) fn unknown_key(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
+}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -36,25 +48,25 @@ impl de::Error for ConfigError {
     /// A message serde or a `Deserialize` impl wrote, which may hold a value
     /// as is: escaped whole.
     fn custom<M: fmt::Display>(message: M) -> Self {
-        ConfigError(escape::text(&message.to_string()).to_string())
+        ConfigError::message(escape::text(&message.to_string()).to_string())
     }
 
     fn invalid_type(unexpected: Unexpected<'_>, expected: &dyn de::Expected) -> Self {
-        ConfigError(format!(
+        ConfigError::message(format!(
             "invalid type: {}, expected {expected}",
             Shown(unexpected)
         ))
     }
 
     fn invalid_value(unexpected: Unexpected<'_>, expected: &dyn de::Expected) -> Self {
-        ConfigError(format!(
+        ConfigError::message(format!(
             "invalid value: {}, expected {expected}",
             Shown(unexpected)
         ))
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        ConfigError(format!(
+        ConfigError::message(format!(
             "unknown variant `{}`, {}",
             escape::text(variant),
             OneOf("variants", expected)
@@ -62,11 +74,14 @@ impl de::Error for ConfigError {
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        ConfigError(format!(
-            "unknown field `{}`, {}",
-            escape::text(field),
-            OneOf("fields", expected)
-        ))
+        ConfigError(
+            format!(
+                "unknown field `{}`, {}",
+                escape::text(field),
+                OneOf("fields", expected)
+            ),
+            Some(field.to_string()),
+        )
     }
 }
 
