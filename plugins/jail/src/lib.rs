@@ -631,7 +631,10 @@ mod tests {
                 json!({"jail_root": "/usr/.."}),
                 "is the host's root directory",
             ),
-            (json!({"jails": 1}), "unknown key `jails`; the keys of jail are"),
+            (
+                json!({"jails": 1}),
+                "unknown key `jails`; the keys of jail are",
+            ),
         ] {
             let e = registry.create(NAME, config).unwrap_err();
             assert!(e.to_string().contains(expected), "{e}");
