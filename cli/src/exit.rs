@@ -148,13 +148,14 @@ pub fn run_error(e: CoreError) -> CliError {
         eprintln!("---");
     }
     // A request or configuration an executor refuses (its private key file
-    // too) is the caller's input (2); other bad input met during a run is
-    // a result root that does not validate (4).
+    // and its host keys too) is the caller's input (2); other bad input met
+    // during a run is a result root that does not validate (4).
     let status = match (&e, e.failure()) {
         (
             CoreError::InvalidRequest { .. }
             | CoreError::InvalidConfig { .. }
-            | CoreError::InvalidIdentity { .. },
+            | CoreError::InvalidIdentity { .. }
+            | CoreError::HostKey { .. },
             _,
         ) => Status::Usage,
         (_, fruix_core::Failure::Input) => Status::PromotionFailure,

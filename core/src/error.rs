@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 use crate::escape;
 
+mod host_key;
+
+pub use self::host_key::{HostKeyProblem, OfferedKey, RecordedKey};
+
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -322,6 +326,20 @@ pub enum Error {
         /// What is wrong with it and what to give instead.
         problem: String,
     },
+    /// An SSH host key was refused, or could not be checked, by the
+    /// caller's known_hosts file or pinned key: an unknown, changed or
+    /// revoked key, a certificate, a pinned key or known_hosts file that
+    /// cannot be read as one. Nothing was sent; the caller's to fix, as a
+    /// configuration is (never retried, no machine set aside). A failure of
+    /// this host to read or write the file stays [`Error::Io`].
+    #[error("SSH host key of {}: {problem}", escape::text(host))]
+    HostKey {
+        /// The host as known_hosts names it: `host`, or `[host]:port` off
+        /// port 22.
+        host: String,
+        /// What is wrong, and what to do (boxed: it is large, and rare).
+        problem: Box<HostKeyProblem>,
+    },
     /// The build request is not acceptable.
     #[error("invalid build request: {message}")]
     InvalidRequest {
@@ -467,6 +485,7 @@ impl Error {
             | Error::DuplicateExecutor { .. }
             | Error::InvalidConfig { .. }
             | Error::InvalidIdentity { .. }
+            | Error::HostKey { .. }
             | Error::InvalidRequest { .. }
             | Error::LimitExceeded { .. }
             | Error::UnknownMachine { .. } => Failure::Input,

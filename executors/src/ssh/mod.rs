@@ -37,10 +37,12 @@
 //! - Every failure here is a system failure ([`Error::System`] and its
 //!   kin): the machine, the network or its SSH setup is at fault, not the
 //!   build. A connection that drops is reported as such
-//!   ([`is_connection_lost`] tells callers that may retry). The exception
-//!   is the caller's own: a configured private key file that cannot be
+//!   ([`is_connection_lost`] tells callers that may retry). The exceptions
+//!   are the caller's own: a configured private key file that cannot be
 //!   used (absent, no key, encrypted without its passphrase) is
-//!   [`Error::InvalidIdentity`], a configuration error never retried.
+//!   [`Error::InvalidIdentity`], and a host key refused by the caller's
+//!   known_hosts file or pinned key (or either not being one) is
+//!   [`Error::HostKey`] ([`host_key`]): configuration errors, never retried.
 
 pub(crate) mod gate;
 pub mod host_key;
