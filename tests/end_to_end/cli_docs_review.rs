@@ -192,6 +192,16 @@ fn progress_every_takes_bare_seconds_from_the_flag_and_the_variable() {
     assert!(!err.contains("7d"), "{err}");
 }
 
+/// `fruix store gc --dry-run FLAGS` of the store and state directory
+/// [`promoted_store`] made in `dir`.
+fn gc_dry_run(dir: &Path, flags: &[&str]) -> Command {
+    let mut cmd = fruix();
+    cmd.args(["store", "gc", "--dry-run"])
+        .args(flags)
+        .args(made_state(dir));
+    cmd
+}
+
 /// `store gc --older-than` keeps its unit (a bare `7` could be days or
 /// seconds), and its refusal says so; a duration with none, with its own
 /// examples.
@@ -200,12 +210,7 @@ fn older_than_refuses_a_bare_number_saying_a_unit_is_needed() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = promoted_store(dir.path());
     let objects = object_names(&store);
-    let gc = |older: &str| {
-        let mut cmd = fruix();
-        cmd.args(["store", "gc", "--dry-run", "--older-than", older])
-            .args(made_state(dir.path()));
-        cmd
-    };
+    let gc = |older: &str| gc_dry_run(dir.path(), &["--older-than", older]);
     run_failing(
         &mut gc("7"),
         2,
@@ -225,12 +230,7 @@ fn max_freed_takes_exactly_bytes_or_k_m_g_t_alone_or_as_kb_or_kib() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = promoted_store(dir.path());
     let objects = object_names(&store);
-    let gc = |size: &str| {
-        let mut cmd = fruix();
-        cmd.args(["store", "gc", "--dry-run", "-q", "--max-freed", size])
-            .args(made_state(dir.path()));
-        cmd
-    };
+    let gc = |size: &str| gc_dry_run(dir.path(), &["-q", "--max-freed", size]);
     for refused in [
         "5ibi", "1bbb", "1KiiB", "1Mb", "1iB", "1i", "1kb", "1Ki", "M", "1 M",
     ] {
