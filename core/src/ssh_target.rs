@@ -19,15 +19,21 @@ pub struct SshTarget {
 }
 
 impl SshTarget {
-    /// Parses `user@host[:port]` (IPv6 addresses in brackets: `user@[::1]:22`).
+    /// Parses `user@host[:port]` (IPv6 addresses in brackets: `user@[::1]:22`),
+    /// also written as a URL, `ssh://user@host[:port][/]`, as `store copy`
+    /// takes it.
     pub fn parse(text: &str) -> std::result::Result<SshTarget, String> {
         let bad = |why: &str| {
             format!(
-                "{} is not user@host[:port]: {why}",
+                "{} is not [ssh://]user@host[:port]: {why}",
                 crate::escape::quoted(text)
             )
         };
-        let (user, rest) = text.split_once('@').ok_or_else(|| bad("no user@"))?;
+        let target = match text.strip_prefix("ssh://") {
+            Some(url) => url.strip_suffix('/').unwrap_or(url),
+            None => text,
+        };
+        let (user, rest) = target.split_once('@').ok_or_else(|| bad("no user@"))?;
         if let Some(problem) = unprintable("user name", user) {
             return Err(bad(&problem));
         }
@@ -139,6 +145,12 @@ mod tests {
             ("root", "127.0.0.1", 2222)
         );
         assert_eq!(SshTarget::parse("fruix@builder").unwrap().port, 22);
+        // Regression: `--guest ssh://root@h:22` was "bad user name", while
+        // `store copy` takes only that form.
+        for url in ["ssh://root@127.0.0.1:2222", "ssh://root@127.0.0.1:2222/"] {
+            assert_eq!(SshTarget::parse(url), Ok(t.clone()), "{url}");
+        }
+        assert!(SshTarget::parse("ssh://ssh://root@h").is_err());
         let v6 = SshTarget::parse("root@[::1]:2200").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 2200));
         assert_eq!(v6.to_string(), "root@[::1]:2200");

@@ -166,7 +166,7 @@ fn an_ssh_user_with_a_control_character_is_refused() {
         refused(
             args,
             2,
-            &format!("is not user@host[:port]: the user name holds {named}, a control or format character"),
+            &format!("is not [ssh://]user@host[:port]: the user name holds {named}, a control or format character"),
         );
     }
     assert!(!scratch.path().join("store").exists());

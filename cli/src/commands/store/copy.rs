@@ -53,13 +53,13 @@ struct CopyReport {
 
 /// `ssh://USER@HOST[:PORT]`.
 fn parse_url(url: &str) -> CliResult<SshTarget> {
-    let rest = url.strip_prefix("ssh://").ok_or_else(|| {
-        CliError::usage(format!(
+    if !url.starts_with("ssh://") {
+        return Err(CliError::usage(format!(
             "{}: give the other machine as ssh://USER@HOST[:PORT]",
             escape::quoted(url)
-        ))
-    })?;
-    SshTarget::parse(rest.trim_end_matches('/')).map_err(CliError::usage)
+        )));
+    }
+    SshTarget::parse(url).map_err(CliError::usage)
 }
 
 /// How a copy shows what crosses, and how it is cancelled.
