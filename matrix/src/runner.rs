@@ -64,7 +64,9 @@ impl std::fmt::Display for CellError {
         let kind = match self.failure {
             Failure::Build => "build failure",
             Failure::System => "system failure",
-            Failure::Input => "invalid result",
+            // A result root that does not validate, or the caller's
+            // configuration (a host key, a private key) refused.
+            Failure::Input => "invalid input",
             // A cancellation has no cause beyond itself: said once.
             Failure::Cancelled => return f.write_str("cancelled"),
         };
@@ -545,6 +547,10 @@ mod tests {
         assert_eq!(cancelled.to_string(), "cancelled");
         let lost = error(Failure::System, "connection lost");
         assert_eq!(lost.to_string(), "connection lost (system failure)");
+        // Regression: a host key refused (the configuration's) was said
+        // to be an "invalid result".
+        let refused = error(Failure::Input, "host key refused");
+        assert_eq!(refused.to_string(), "host key refused (invalid input)");
     }
 
     use super::*;
