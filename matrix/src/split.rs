@@ -115,7 +115,7 @@ pub struct CellFinished {
     pub path: PathBuf,
 }
 
-/// Runs the one cell of `plan` (see [`MatrixPlan::only`]) as a whole run
+/// Runs the one cell of `plan` (see [`MatrixPlan::load_cell`]) as a whole run
 /// would (same executor setup, retries and log), and writes its report
 /// `cell-ID.json` into the report directory, naming `pipeline_run`, the
 /// CI pipeline run its job belongs to, when given.
