@@ -478,14 +478,14 @@ mod tests {
                 "\"xcp-master.example\"",
                 "machine[1].vm.master",
                 11,
-                "not user@host[:port]",
+                "not [ssh://]user@host[:port]",
             ),
             (
                 "\"root@xcp-master.example:2222\"",
                 "\"root@xcp-master.example:0\"",
                 "machine[1].vm.master",
                 11,
-                "not user@host[:port]",
+                "not [ssh://]user@host[:port]",
             ),
             (
                 "\"freebsd-15-approved\"",

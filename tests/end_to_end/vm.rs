@@ -284,11 +284,24 @@ pub(crate) fn qemu_processes(marker: &Path) -> Vec<i32> {
 /// Builds on `vm` in `dir`, which must fail as a system failure (exit 3)
 /// leaving no qemu process; returns its stderr.
 fn system_failure_on(dir: &Path, vm: Vm) -> String {
+    failure_on(dir, vm, 3)
+}
+
+/// Builds on `vm` in `dir`, whose pinned host key the guest does not have:
+/// the build must be refused as the caller's configuration (exit 2, not a
+/// system failure to retry), leaving no qemu process; returns its stderr.
+fn refused_host_key_on(dir: &Path, vm: Vm) -> String {
+    failure_on(dir, vm, 2)
+}
+
+/// Builds on `vm` in `dir`, which must fail with exit status `status`
+/// leaving no qemu process; returns its stderr.
+fn failure_on(dir: &Path, vm: Vm, status: i32) -> String {
     let name = vm.name;
     let file = machines(dir, &[vm]);
     let out = run(&mut vm_build(dir, &file, name));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(out.status.code(), Some(status), "{stderr}");
     assert!(qemu_processes(dir).is_empty());
     stderr
 }
@@ -300,7 +313,7 @@ pub(crate) const WRONG_HOST_KEY: &str =
 #[test]
 fn a_wrong_pinned_host_key_is_refused_and_the_guest_is_torn_down() {
     let dir = tempfile::tempdir().unwrap();
-    let stderr = system_failure_on(
+    let stderr = refused_host_key_on(
         dir.path(),
         Vm {
             host_key: WRONG_HOST_KEY.into(),
@@ -552,7 +565,7 @@ fn a_comma_in_the_result_root_s_directory_reaches_qemu_escaped() {
     std::fs::create_dir(&dir).unwrap();
     // The guest answers, and the build then stops at its wrong host key:
     // the guest booted with its disk, and was powered off through QMP.
-    let stderr = system_failure_on(
+    let stderr = refused_host_key_on(
         &dir,
         Vm {
             host_key: WRONG_HOST_KEY.into(),
