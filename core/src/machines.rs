@@ -28,8 +28,10 @@
 //!   or a host name alone ([`crate::ssh_target::is_host`]: no `user@`, no
 //!   `:port`, no leading `-`), a port outside 1..=65535, a non-positive
 //!   `parallel-builds` or `speed`, relative `private-key` or `state-dir`
-//!   paths and two machines with one name are refused, each error
-//!   naming the field (`machine[1].port`) and its line.
+//!   paths, a `host-key` that is no OpenSSH public key of a type fruix
+//!   connects with (ed25519, ecdsa, rsa) and two machines with one name
+//!   are refused, each error naming the field (`machine[1].port`) and its
+//!   line.
 //! - Reading does not look at the files a machine names on this host:
 //!   [`Machines::check_private_keys`] does, for the machines a caller will
 //!   use (`fruix matrix plan` and `run` check those of the machines their
@@ -331,12 +333,13 @@ fn read_machine(mut r: Record<'_>, names: &mut HashMap<String, usize>) -> Result
     let private_key = absolute(&mut r, "private-key")?.map(PathBuf::from);
     let host_key = r.opt_string("host-key")?;
     if let Some(key) = &host_key {
-        if key.split_whitespace().count() < 2 {
+        if let Some(why) = host_key_problem(key) {
             return Err(r.invalid(
                 "host-key",
                 format!(
-                    "{} is not a public key; give it as in known_hosts: \"ssh-ed25519 AAAA...\"",
-                    escape::quoted(key)
+                    "pinned host-key {} is not a public key ({}); give it as in known_hosts: \"ssh-ed25519 AAAA...\"",
+                    escape::quoted(key),
+                    escape::text(&why)
                 ),
             ));
         }
@@ -391,6 +394,30 @@ fn read_machine(mut r: Record<'_>, names: &mut HashMap<String, usize>) -> Result
         vm,
         line,
     })
+}
+
+/// Why `text` is no OpenSSH public key (`TYPE BASE64 [COMMENT]`, as in
+/// known_hosts) of a type fruix connects with (ed25519, ecdsa, rsa):
+/// `None` when it is one. Its encoding is checked (base64, the type named
+/// inside it, that type's fields, nothing after them), as the SSH
+/// connection will read it; whether the server holds it is the
+/// connection's to find.
+fn host_key_problem(text: &str) -> Option<String> {
+    let mut words = text.split_whitespace();
+    let (Some(kind), Some(base64)) = (words.next(), words.next()) else {
+        return Some("not TYPE BASE64: a key type, then the key".into());
+    };
+    match ssh_key::PublicKey::from_openssh(&format!("{kind} {base64}")) {
+        Err(e) => Some(e.to_string()),
+        Ok(key) => match key.key_data() {
+            ssh_key::public::KeyData::Ed25519(_)
+            | ssh_key::public::KeyData::Ecdsa(_)
+            | ssh_key::public::KeyData::Rsa(_) => None,
+            _ => Some(format!(
+                "{kind} is not a key type fruix connects with (ssh-ed25519, ecdsa-sha2-nistp256, -nistp384, -nistp521, ssh-rsa)"
+            )),
+        },
+    }
 }
 
 /// The optional `field` of `r`, which must be an absolute path.
@@ -832,6 +859,72 @@ mod tests {
             shown.contains("id\\342\\200\\256x does not exist"),
             "{shown}"
         );
+    }
+
+    /// Regression: a pinned `host-key` that is no key (`"ssh-ed25519
+    /// notakey"`) was read, and refused only when a build connected; it is
+    /// refused when the file is read, naming the field and its line.
+    #[test]
+    fn a_host_key_that_is_no_key_is_refused_when_read() {
+        let real =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+        let refused = [
+            "ssh-ed25519",
+            "ssh-ed25519 notakey",
+            "ssh-ed25519 AAAAkey",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5",
+            // The fake keys tests pinned: not base64 of a whole key.
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIm1",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI7",
+            // A type other than the key's own.
+            "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ",
+            // A key of a type fruix does not connect with.
+            "x-unknown AAAACXgtdW5rbm93bgAAAAR0ZXN0",
+            "notakey",
+        ];
+        for key in refused {
+            let text = EXAMPLE.replace(real, key);
+            let (field, line, message) = field_error(&text);
+            assert_eq!(
+                (field.as_str(), line),
+                ("machine[0].host-key", Some(4)),
+                "{key}: {message}"
+            );
+            assert!(
+                message.contains(&format!(
+                    "pinned host-key {} is not a public key",
+                    escape::quoted(key)
+                )),
+                "{key}: {message}"
+            );
+        }
+    }
+
+    /// A real key of each type fruix connects with is read, comment or
+    /// not; so is the form the tests pin as a key unique to a number.
+    #[test]
+    fn a_host_key_of_each_type_is_read() {
+        let real =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+        let keys = [
+            real.to_string(),
+            format!("{real} root@builder-1"),
+            "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBHz8pYUeFa2ueU1gRqTZgBB8/dfRVSJryLbTwFxHQxUBRNsYg7qTMFeXTsAQjHgZasJTgGFq2ThM6Pq0MQQ5spA=".into(),
+            "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBKfSa5nSfArjCNpDreeT8fgWsUI+vmWMohSFX3i+agtDW/L/Iox6pv8TbvAzrRro2sDMS3Aus8v4PxxRUl+ZAGeDu2vUsrfAXRnlWIGlVMvfwCDYGYIA1b0vUYyO9n+97Q==".into(),
+            "ecdsa-sha2-nistp521 AAAAE2VjZHNhLXNoYTItbmlzdHA1MjEAAAAIbmlzdHA1MjEAAACFBADac/tVpxegJxiU5Ymgxb5qTChrFO/UkgC9I2AuWOSygH2bBoL74nuJ4S5CL40sbqV27C6Df3OWpjgb2FtTYZENsAE3aHvYah3uo/yR2XwC3rCh9WlIsBsO+hlegMZ8J/3kAF46Y3uRL6A40qud32xGT46rTfTeoFNwKuqHCCnFCwwCoQ==".into(),
+            "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQClYX6rOIj7YqHLtlnGYZ/Z4v07V7EMhGdIIvfXaWK+B0ozfCmwRPIm6GDWxMZwSslxgao3kpSEOP0UP3uuFECxdpO0TeuFQA148XBSvNGePhrI+pkeTJEr3TMjYFE1eD7LoW37cVPksXNhuXBT0T7iSvdNvsqhdazlwY/ghsRev9zWoJspnClXgdCRTOMPuOL80+8xs4mJ1N9xsu/ehbQzjhUR0f79O2H+u4jcsfWmty2E0Osbokyt+mYimohDV20+lp87Nl03E8HG/ya11BA3BthvS5H5TK49kd3oe1oi2TlRKsnrq6A5/W0Oz/Ono45S+GcbEyxtfDqEbgoZyOlf".into(),
+            // The fixtures' form: `AAAAI`, one of `A`..`P`, 42 more.
+            format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA{:0>42}", 0),
+            format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA{:0>42}", 123_456),
+            format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP{}", "z".repeat(42)),
+        ];
+        for key in keys {
+            let m = parse(&EXAMPLE.replace(real, &key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(
+                m.get("builder-1").unwrap().host_key.as_deref(),
+                Some(key.as_str())
+            );
+        }
     }
 
     #[test]

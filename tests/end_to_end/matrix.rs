@@ -567,7 +567,7 @@ fn a_pool_of_fifteen_hundred_machines_is_read() {
     std::fs::write(&key, "a key\n").unwrap();
     let machine = |i: usize| {
         format!(
-            "  (machine (name \"m-{i}\") (host \"10.0.{}.{}\") (port 22) (user \"root\")\n    (private-key {:?}) (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i}\")\n    (systems \"amd64\") (parallel-builds 2) (speed 1.0) (state-dir \"/var/lib/fruix\")\n    (helper \"/usr/local/bin/fruix\") (store \"/frx/store\"))\n",
+            "  (machine (name \"m-{i}\") (host \"10.0.{}.{}\") (port 22) (user \"root\")\n    (private-key {:?}) (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA{i:0>42}\")\n    (systems \"amd64\") (parallel-builds 2) (speed 1.0) (state-dir \"/var/lib/fruix\")\n    (helper \"/usr/local/bin/fruix\") (store \"/frx/store\"))\n",
             i / 250,
             i % 250,
             key.display().to_string()

@@ -399,7 +399,7 @@ fn cell_jobs_upload_their_report_machines_copy_and_log_never_the_build() {
     );
     std::fs::write(
         m.path("machines.scm"),
-        "(fruix-machines\n  (machine (name \"m1\") (host \"10.0.0.1\") (user \"root\")\n    (private-key \"/root/.ssh/id_ed25519\") (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIm1\")))\n",
+        "(fruix-machines\n  (machine (name \"m1\") (host \"10.0.0.1\") (user \"root\")\n    (private-key \"/root/.ssh/id_ed25519\") (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA000000000000000000000000000000000000000001\")))\n",
     )
     .unwrap();
     let store = format!("--run-cell-arg={}", path_text(m.path("store")));

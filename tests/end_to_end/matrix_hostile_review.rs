@@ -252,7 +252,7 @@ fn format_characters_are_refused_in_a_matrix_file_and_escaped_in_the_plan() {
     std::fs::write(&key, "a key\n").unwrap();
     std::fs::write(
         m.path("machines.scm"),
-        format!("(fruix-machines\n  (machine (name \"m\u{202e}1\") (host \"10.0.0.1\") (user \"root\")\n    (private-key {:?}) (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIm1\")))\n", key.display().to_string()),
+        format!("(fruix-machines\n  (machine (name \"m\u{202e}1\") (host \"10.0.0.1\") (user \"root\")\n    (private-key {:?}) (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA000000000000000000000000000000000000000001\")))\n", key.display().to_string()),
     )
     .unwrap();
     let out = run(fruix().args(["matrix", "plan"]).arg(m.path("matrix.scm")));

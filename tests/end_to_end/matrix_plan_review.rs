@@ -134,3 +134,39 @@ fn one_cell_is_said_as_one_and_max_parallel_0_is_refused_by_the_parser() {
         "{err}"
     );
 }
+
+/// Regression: `matrix plan` of a machines file whose machine's pinned
+/// `host-key` is no key (`"ssh-ed25519 notakey"`) succeeded; the key was
+/// refused only when a build connected, after other cells ran. The
+/// machines file is refused when read (exit 2), naming the field and its
+/// line.
+#[test]
+fn plan_refuses_a_host_key_that_is_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = keys(dir.path());
+    let m = matrix_with_key(&key.display().to_string());
+    let machines = m.path("machines.scm");
+    let text = std::fs::read_to_string(&machines).unwrap();
+    let real = "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    std::fs::write(&machines, text.replace(real, "notakey")).unwrap();
+    let plan = |json: &[&str]| {
+        run(fruix()
+            .args(["matrix", "plan"])
+            .args(json)
+            .arg(m.path("matrix.scm")))
+    };
+    let out = plan(&[]);
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("field `machine[0].host-key` (line 4)")
+            && stderr.contains("\"ssh-ed25519 notakey\" is not a public key"),
+        "{stderr}"
+    );
+    let error = usage_error(&plan(&["--json"]));
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("field `machine[0].host-key` (line 4)"),
+        "{error:#}"
+    );
+}

@@ -170,7 +170,7 @@ fn read_a_pool(d: &Path, machines: usize) {
     write(&key, "a key\n");
     let machine = |i: usize| {
         format!(
-            "  (machine (name \"m-{i}\") (host \"10.{}.{}.{}\") (port 22) (user \"root\")\n    (private-key {:?}) (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i}\")\n    (systems \"amd64\") (parallel-builds 2) (speed 1.0) (state-dir \"/var/lib/fruix\")\n    (helper \"/usr/local/bin/fruix\") (store \"/frx/store\"))\n",
+            "  (machine (name \"m-{i}\") (host \"10.{}.{}.{}\") (port 22) (user \"root\")\n    (private-key {:?}) (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA{i:0>42}\")\n    (systems \"amd64\") (parallel-builds 2) (speed 1.0) (state-dir \"/var/lib/fruix\")\n    (helper \"/usr/local/bin/fruix\") (store \"/frx/store\"))\n",
             i / 65536,
             i / 256 % 256,
             i % 256,
