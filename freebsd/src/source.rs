@@ -403,11 +403,7 @@ mod tests {
     #[test]
     fn newvers_is_never_read_through_a_symlinked_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let outside = dir.path().join("outside");
-        std::fs::create_dir_all(outside.join("conf")).unwrap();
-        let newvers = "REVISION=\"99.9\"\nBRANCH=\"STABLE\"\n";
-        std::fs::write(outside.join("conf/newvers.sh"), newvers).unwrap();
-        for (link, target) in [("sys", outside.clone()), ("sys/conf", outside.join("conf"))] {
+        for (link, target) in fruix_core::testing::newvers_outside(dir.path()) {
             let src = dir.path().join(link.replace('/', "-"));
             std::fs::create_dir_all(src.join(link).parent().unwrap()).unwrap();
             std::os::unix::fs::symlink(&target, src.join(link)).unwrap();

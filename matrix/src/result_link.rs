@@ -105,20 +105,12 @@ fn unique() -> String {
 mod tests {
     use std::os::unix::fs::symlink;
 
+    use fruix_core::testing::sorted_names as names;
+
     use super::*;
 
     const NAME: &str =
         "0123456789abcdef0123456789abcdef01234567-fruix-native-build-result-15.0-STABLE-local";
-
-    /// The names in `dir`, sorted.
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
 
     /// A report directory, a state directory, a store holding a bundle
     /// and a victim directory, in `d`.

@@ -6,9 +6,9 @@
 //! file descriptors is a system failure that says what was being done.
 
 use std::ffi::OsStr;
-use std::path::Path;
 use std::process::{Command, Output};
 
+use fruix_core::testing::sorted_names as names;
 use serde_json::Value;
 
 use crate::matrix::{cell, describe, Matrix};
@@ -78,16 +78,6 @@ fn a_cell_log_on_a_full_disk_fails_the_cell_and_the_run() {
         message(&error).contains("the report could not be written either"),
         "{error:#}"
     );
-}
-
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// Runs `CMD man --dir DIR`, which must fail as a system failure; returns

@@ -55,6 +55,22 @@ fn names_the_machine_and_key(message: &str, key: &Path) {
     assert!(!message.contains("never shown"), "{message}");
 }
 
+/// `matrix plan` of `m`, refused as the caller's input (exit 2, nothing
+/// on stdout): its stderr, then its JSON error under `--json`.
+fn refused_plan(m: &Matrix) -> (String, Value) {
+    let plan = |json: &[&str]| {
+        run(fruix()
+            .args(["matrix", "plan"])
+            .args(json)
+            .arg(m.path("matrix.scm")))
+    };
+    let out = plan(&[]);
+    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (stderr, usage_error(&plan(&["--json"])))
+}
+
 /// The JSON error of `out`, which must have exited with the usage status.
 fn usage_error(out: &Output) -> Value {
     assert_eq!(out.status.code(), Some(USAGE), "{}", describe(out));
@@ -73,20 +89,8 @@ fn usage_error(out: &Output) -> Value {
 fn plan_refuses_a_misspelt_private_key_and_names_the_machine() {
     let dir = tempfile::tempdir().unwrap();
     let (key, misspelt) = keys(dir.path());
-    let m = matrix_with_key(&misspelt);
-    let plan = |json: &[&str]| {
-        run(fruix()
-            .args(["matrix", "plan"])
-            .args(json)
-            .arg(m.path("matrix.scm")))
-    };
-    let out = plan(&[]);
-    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (stderr, error) = refused_plan(&matrix_with_key(&misspelt));
     names_the_machine_and_key(&stderr, &key);
-    assert!(out.stdout.is_empty(), "{}", describe(&out));
-
-    let error = usage_error(&plan(&["--json"]));
     names_the_machine_and_key(error["message"].as_str().unwrap(), &key);
 
     let good = matrix_with_key(&key.display().to_string());
@@ -149,21 +153,12 @@ fn plan_refuses_a_host_key_that_is_no_key() {
     let text = std::fs::read_to_string(&machines).unwrap();
     let real = "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
     std::fs::write(&machines, text.replace(real, "notakey")).unwrap();
-    let plan = |json: &[&str]| {
-        run(fruix()
-            .args(["matrix", "plan"])
-            .args(json)
-            .arg(m.path("matrix.scm")))
-    };
-    let out = plan(&[]);
-    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (stderr, error) = refused_plan(&m);
     assert!(
         stderr.contains("field `machine[0].host-key` (line 4)")
             && stderr.contains("\"ssh-ed25519 notakey\" is not a public key"),
         "{stderr}"
     );
-    let error = usage_error(&plan(&["--json"]));
     let message = error["message"].as_str().unwrap();
     assert!(
         message.contains("field `machine[0].host-key` (line 4)"),

@@ -19,7 +19,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 use crate::sources::{checkout, git};
-use crate::util::{fruix, json_error, require_tool, run, verify_store};
+use crate::util::{fruix, json_error, listing, require_tool, run, verify_store};
 
 /// `git add -A` and a commit in the repository `tree` made.
 fn commit_all(tree: &Path) {
@@ -74,22 +74,6 @@ fn added(out: &Output) -> (Value, String) {
     assert!(out.status.success(), "{out:?}");
     let json = serde_json::from_slice(&out.stdout).unwrap();
     (json, String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// Every path under `dir`, sorted.
-fn listing(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            }
-            out.push(e.path());
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Regression: git was asked (commit, status, ignored files) before the
@@ -156,11 +140,7 @@ fn newvers_changed_before_the_walk_is_refused_not_recorded_stale() {
 #[test]
 fn newvers_through_a_symlinked_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let outside = dir.path().join("outside");
-    std::fs::create_dir_all(outside.join("conf")).unwrap();
-    let newvers = "REVISION=\"99.9\"\nBRANCH=\"STABLE\"\n";
-    std::fs::write(outside.join("conf/newvers.sh"), newvers).unwrap();
-    for (link, target) in [("sys", outside.clone()), ("sys/conf", outside.join("conf"))] {
+    for (link, target) in fruix_core::testing::newvers_outside(dir.path()) {
         let tree = checkout(dir.path(), &link.replace('/', "-"));
         std::fs::remove_dir_all(tree.join(link)).unwrap();
         std::os::unix::fs::symlink(&target, tree.join(link)).unwrap();

@@ -135,6 +135,31 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// A `newvers.sh` of version 99.9 in `DIR/outside/conf`, outside any
+/// source tree, and the two ways a tree may symlink to it: its `sys`
+/// linked to `outside`, or its `sys/conf` linked to `outside/conf`
+/// (link, target). Neither may give a tree that version.
+pub fn newvers_outside(dir: &Path) -> [(&'static str, PathBuf); 2] {
+    let outside = dir.join("outside");
+    fs::create_dir_all(outside.join("conf")).unwrap();
+    let newvers = "REVISION=\"99.9\"\nBRANCH=\"STABLE\"\n";
+    fs::write(outside.join("conf/newvers.sh"), newvers).unwrap();
+    [("sys", outside.clone()), ("sys/conf", outside.join("conf"))]
+}
+
+/// The names in `dir`, sorted. Panics when `dir` cannot be read.
+pub fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|e| {
+            let e = e.unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+            e.file_name().to_string_lossy().into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// The entries of `dir` whose names start with `prefix` (temporaries a
 /// failure must not leave behind), sorted; none when `dir` does not exist.
 /// Panics when `dir` cannot be read otherwise.
@@ -211,6 +236,19 @@ impl TestDir {
         path
     }
 }
+
+/// A well-formed ed25519 public key, as known_hosts writes it, that no
+/// test's guest or sshd holds (made once with ssh-keygen, its secret key
+/// thrown away): what a fixture pins where a key must be read but is never
+/// matched against a server.
+pub const PINNED_HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFUOoRX4j9il/gNQNi5YLDOpS08JHT29RaMjx4+UnYud";
+
+/// A second such key, not [`PINNED_HOST_KEY`]: what a fixture pins for an
+/// XCP-ng pool master (`master-host-key`), so the master's pin and the
+/// guest's are told apart.
+pub const PINNED_MASTER_HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJK3cCEXdLs6qcLXBUYSfudgcpsY7NtKiECj6/R72gYS";
 
 /// The make steps of a build of the four base artifacts, in the order they
 /// run, each logged to `logs/STEP.log`.

@@ -501,18 +501,9 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use fruix_core::testing::sorted_names as listing;
 
-    /// The names in `dir`, sorted.
-    fn listing(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use super::*;
 
     /// What opening a store puts in its directory, sorted.
     fn store_entries() -> Vec<String> {
