@@ -56,6 +56,8 @@ mod matrix_split;
 mod matrix_ssh;
 mod mtree;
 mod nix_hash;
+mod nonroot_review;
+mod owner_review;
 mod promote_cli;
 mod protocol_bytes_review;
 mod race;
