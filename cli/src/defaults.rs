@@ -2,7 +2,8 @@
 //! `FRUIX_STORE` / `FRUIX_STATE_DIR` names them: `/frx/store` and
 //! `/var/lib/fruix` for root, `$XDG_DATA_HOME/fruix/store` and
 //! `$XDG_DATA_HOME/fruix/state` (`$XDG_DATA_HOME` defaulting to
-//! `~/.local/share`) for everyone else, who could not write the former.
+//! `~/.local/share`, `~` being `$HOME`, else the user's home in the
+//! password database) for everyone else, who could not write the former.
 //! On a terminal, a command says once, first, which ones it uses.
 
 use std::ffi::OsString;
@@ -33,7 +34,8 @@ fn default_dir(root_default: &str, name: &str) -> PathBuf {
     if rustix::process::geteuid().is_root() {
         return PathBuf::from(root_default);
     }
-    data_home(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME"))
+    let home = fruix_core::fsutil::home_dir().map(OsString::from);
+    data_home(std::env::var_os("XDG_DATA_HOME"), home)
         .map_or_else(|| PathBuf::from(root_default), |d| d.join(name))
 }
 

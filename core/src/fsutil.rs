@@ -14,6 +14,14 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use crate::error::{Error, IoContext, MetadataFileProblem, Result};
 
+/// This user's home directory: `$HOME` when it is set and not empty, else
+/// the home the password database gives the effective user (as OpenSSH
+/// and most tools find it under `env -i`, cron or a systemd unit); only an
+/// absolute one, else `None`.
+pub fn home_dir() -> Option<PathBuf> {
+    std::env::home_dir().filter(|home| home.is_absolute())
+}
+
 /// The largest metadata file fruix reads (`promotion.scm`, special modes,
 /// machines, executors and matrix files, object metadata): 1 MiB, far more
 /// than any of them needs.

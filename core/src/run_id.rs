@@ -14,6 +14,30 @@ pub fn format_run_id(time: SystemTime) -> String {
     rfc.chars().filter(|c| *c != '-' && *c != ':').collect()
 }
 
+/// Checks, creating nothing, that [`allocate_run_dir`] may make a run
+/// directory in `parent`: the nearest of it and its ancestors that is there
+/// must be a directory this user may write and search. Fails as
+/// [`allocate_run_dir`] would (`create state directory`), so that a command
+/// refuses before it makes anything else (a store, a source object).
+pub fn check_run_dir_parent(parent: &Path) -> Result<()> {
+    use rustix::fs::Access;
+    let refused = |e: std::io::Error| Err(Error::io("create state directory", parent, e));
+    for found in parent.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        match std::fs::metadata(found) {
+            Ok(m) if !m.is_dir() => {
+                return refused(std::io::Error::from(std::io::ErrorKind::NotADirectory));
+            }
+            Ok(_) => {
+                return rustix::fs::access(found, Access::WRITE_OK | Access::EXEC_OK)
+                    .or_else(|e| refused(e.into()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return refused(e),
+        }
+    }
+    Ok(())
+}
+
 /// Creates a fresh directory `parent/<run-id>` and returns the run id and path.
 ///
 /// The run id is the current UTC second; when a directory for that second

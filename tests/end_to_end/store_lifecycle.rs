@@ -511,20 +511,15 @@ fn promotions_racing_collections_never_lose_a_rooted_object() {
 }
 
 /// `fruix ARGS` run as the unprivileged user `nobody` (through setpriv),
-/// from a copy of the binary in `lab` (the build's own directory may be
-/// private to root), with its home there too.
+/// in `lab/bin`, with its home there too.
 fn as_nobody(lab: &TestDir, args: &[&str]) -> Command {
     use std::os::unix::fs::PermissionsExt;
     let bin = lab.join("bin");
-    let fruix = bin.join("fruix");
-    if !fruix.exists() {
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_fruix"), &fruix).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut cmd = Command::new(require_tool("setpriv", "util-linux"));
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&fruix)
+        .arg(crate::util::fruix_for_others())
         .args(args)
         .current_dir(&bin)
         .env("HOME", &bin)

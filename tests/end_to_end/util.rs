@@ -813,3 +813,25 @@ pub fn key_name_refused(name: &str, expected: &[&str]) -> String {
 pub fn store_verify(store: &Path, flags: &[&str]) -> Command {
     on_store(&["store", "verify"], flags, store)
 }
+
+/// The fruix binary, for a test that runs it as another user: it must be
+/// reachable by every user (each directory above it searchable by others,
+/// itself executable by them), as the build's own target directory is
+/// under a checkout made with the usual umask. Never a copy: a copy being
+/// written while another test forks is busy (`ETXTBSY`) when run.
+pub fn fruix_for_others() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = Path::new(env!("CARGO_BIN_EXE_fruix"));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+    let unreachable: Vec<&Path> = bin
+        .ancestors()
+        .skip(1)
+        .filter(|dir| !dir.as_os_str().is_empty() && mode(dir) & 0o001 == 0)
+        .collect();
+    assert!(
+        unreachable.is_empty() && mode(bin) & 0o001 != 0,
+        "this test runs {} as another user, who cannot reach it past {unreachable:?}: build in a target directory other users can enter",
+        bin.display()
+    );
+    bin.to_path_buf()
+}

@@ -117,6 +117,13 @@ pub async fn run(args: BuildArgs, registry: &Registry) -> CliResult {
         let own = [OwnOutput::StateDir(&args.state.state_dir)];
         check_outside_tree(&tree, &args.store.store, &own).map_err(from_matrix)?;
     }
+    // A run directory the state directory cannot take is refused before
+    // the store and the source object are made (`allocate` makes it).
+    if args.result_root.is_none() {
+        let runs = args.state.state_dir.join("native-builds");
+        fruix_core::run_id::check_run_dir_parent(&runs)
+            .map_err(|e| CliError::new(exit::before_run(&e), e))?;
+    }
     let store = if args.no_promote && !local {
         None
     } else {

@@ -192,14 +192,15 @@ impl Stages {
 }
 
 /// The executors files read when present, in order: [`SYSTEM_EXECUTORS_FILE`],
-/// then `$XDG_CONFIG_HOME/fruix/executors.scm` (`$HOME/.config` when
-/// `XDG_CONFIG_HOME` is unset or empty).
+/// then `$XDG_CONFIG_HOME/fruix/executors.scm` (`~/.config` when
+/// `XDG_CONFIG_HOME` is unset or empty, `~` as
+/// [`fruix_core::fsutil::home_dir`] finds it).
 pub fn default_files() -> Vec<PathBuf> {
     let mut files = vec![PathBuf::from(SYSTEM_EXECUTORS_FILE)];
     let config_home = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config")));
+        .or_else(|| fruix_core::fsutil::home_dir().map(|h| h.join(".config")));
     if let Some(dir) = config_home {
         files.push(dir.join("fruix/executors.scm"));
     }

@@ -58,8 +58,7 @@ impl HostKeyPolicy {
     /// The known_hosts file `path`, or `~/.ssh/known_hosts`.
     pub fn known_hosts(path: Option<PathBuf>, accept_new: bool) -> HostKeyPolicy {
         let path = path.unwrap_or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
+            fruix_core::fsutil::home_dir()
                 .unwrap_or_else(|| PathBuf::from("/"))
                 .join(".ssh/known_hosts")
         });

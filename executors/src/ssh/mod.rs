@@ -371,7 +371,7 @@ async fn authenticate(
             }
         }
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let home = fruix_core::fsutil::home_dir();
     for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
         let Some(path) = home.as_ref().map(|h| h.join(".ssh").join(name)) else {
             break;

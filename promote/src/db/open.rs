@@ -256,10 +256,17 @@ impl Database {
             },
         }
         };
-        if !path.is_file() {
-            return Err(unreadable(
-                "and there is none yet (the store was written before fruix kept one)",
-            ));
+        // Only a registry that is not there is "none yet": one this user
+        // may not reach (`.fruix` without search permission) is said as the
+        // system refuses it.
+        match path.symlink_metadata() {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(unreadable(
+                    "and there is none yet (the store was written before fruix kept one)",
+                ));
+            }
+            Err(e) => return Err(fruix_core::Error::io("open", &path, e).into()),
         }
         let e = |e| db_error(&path, e);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
