@@ -21,6 +21,7 @@ pub mod escape;
 pub mod executor;
 pub mod exit_status;
 pub mod fsutil;
+pub mod host_key_text;
 pub mod interrupt;
 pub mod machines;
 pub mod manifest;

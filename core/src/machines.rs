@@ -29,7 +29,8 @@
 //!   `:port`, no leading `-`), a port outside 1..=65535, a non-positive
 //!   `parallel-builds` or `speed`, relative `private-key` or `state-dir`
 //!   paths, a `host-key` that is no OpenSSH public key of a type fruix
-//!   connects with (ed25519, ecdsa, rsa) and two machines with one name
+//!   connects with (ed25519, ecdsa, rsa; read by [`crate::host_key_text`],
+//!   as a `(vm ...)` record's keys are) and two machines with one name
 //!   are refused, each error naming the field (`machine[1].port`) and its
 //!   line.
 //! - Reading does not look at the files a machine names on this host:
@@ -333,15 +334,8 @@ fn read_machine(mut r: Record<'_>, names: &mut HashMap<String, usize>) -> Result
     let private_key = absolute(&mut r, "private-key")?.map(PathBuf::from);
     let host_key = r.opt_string("host-key")?;
     if let Some(key) = &host_key {
-        if let Some(why) = host_key_problem(key) {
-            return Err(r.invalid(
-                "host-key",
-                format!(
-                    "pinned host-key {} is not a public key ({}); give it as in known_hosts: \"ssh-ed25519 AAAA...\"",
-                    escape::quoted(key),
-                    escape::text(&why)
-                ),
-            ));
+        if let Some(refusal) = crate::host_key_text::refusal("host-key", key) {
+            return Err(r.invalid("host-key", refusal));
         }
     }
     let systems = r.strings("systems")?.unwrap_or_default();
@@ -394,30 +388,6 @@ fn read_machine(mut r: Record<'_>, names: &mut HashMap<String, usize>) -> Result
         vm,
         line,
     })
-}
-
-/// Why `text` is no OpenSSH public key (`TYPE BASE64 [COMMENT]`, as in
-/// known_hosts) of a type fruix connects with (ed25519, ecdsa, rsa):
-/// `None` when it is one. Its encoding is checked (base64, the type named
-/// inside it, that type's fields, nothing after them), as the SSH
-/// connection will read it; whether the server holds it is the
-/// connection's to find.
-fn host_key_problem(text: &str) -> Option<String> {
-    let mut words = text.split_whitespace();
-    let (Some(kind), Some(base64)) = (words.next(), words.next()) else {
-        return Some("not TYPE BASE64: a key type, then the key".into());
-    };
-    match ssh_key::PublicKey::from_openssh(&format!("{kind} {base64}")) {
-        Err(e) => Some(e.to_string()),
-        Ok(key) => match key.key_data() {
-            ssh_key::public::KeyData::Ed25519(_)
-            | ssh_key::public::KeyData::Ecdsa(_)
-            | ssh_key::public::KeyData::Rsa(_) => None,
-            _ => Some(format!(
-                "{kind} is not a key type fruix connects with (ssh-ed25519, ecdsa-sha2-nistp256, -nistp384, -nistp521, ssh-rsa)"
-            )),
-        },
-    }
 }
 
 /// The optional `field` of `r`, which must be an absolute path.
@@ -659,17 +629,20 @@ mod tests {
 
     #[test]
     fn a_virtual_machine_template_is_read_for_each_driver() {
+        use crate::testing::PINNED_HOST_KEY;
         use crate::vm::{Accel, VmDriverSpec};
-        let text = r#"(fruix-machines
+        let text = &format!(
+            r#"(fruix-machines
   (machine (name "vm1") (user "root")
            (vm (driver qemu) (kernel "/vm/vmlinuz") (initrd "/vm/initrd") (memory 768) (cpus 2)
-               (accel auto) (boot-timeout 60) (host-key "ssh-ed25519 AAAAkey")))
+               (accel auto) (boot-timeout 60) (host-key "{PINNED_HOST_KEY}")))
   (machine (name "vm2") (user "root")
            (vm (driver bhyve) (dataset "zroot/vm/fbsd") (snapshot "approved") (address "10.0.0.2")
-               (host-key "ssh-ed25519 AAAAkey")))
+               (host-key "{PINNED_HOST_KEY}")))
   (machine (name "vm3") (user "root")
            (vm (driver xcp-ng) (master "root@xcp.example") (template "fbsd-15")
-               (host-key "ssh-ed25519 AAAAkey"))))"#;
+               (host-key "{PINNED_HOST_KEY}"))))"#
+        );
         let m = parse(text).unwrap();
         let vm1 = m.get("vm1").unwrap().vm.clone().unwrap();
         assert_eq!((vm1.memory_mib, vm1.cpus), (768, 2));

@@ -33,7 +33,11 @@
 //! then `~/.ssh/id_*`: never the machine's `private-key`, which is the
 //! guest's), and `master-host-key` pins the master's host key (else it must
 //! be in `~/.ssh/known_hosts`). Each of these is checked when the file is
-//! read, and a refusal names the field and its line.
+//! read, and a refusal names the field and its line: `host-key` and
+//! `master-host-key` must be OpenSSH public keys of a type fruix connects
+//! with (ed25519, ecdsa, rsa), read by [`crate::host_key_text`] as a
+//! machine's `host-key` is, so a key that is no key is refused before any
+//! guest boots.
 
 use std::time::Duration;
 
@@ -147,8 +151,8 @@ pub enum Accel {
 pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
     let driver = r.name("driver")?;
     let host_key = r.string("host-key")?;
-    if let Some(problem) = public_key_problem(&host_key) {
-        return Err(r.invalid("host-key", problem));
+    if let Some(refusal) = crate::host_key_text::refusal("host-key", &host_key) {
+        return Err(r.invalid("host-key", refusal));
     }
     let memory_mib = at_most(&mut r, "memory", MAX_MEMORY_MIB, "a size in MiB")?.unwrap_or(512);
     let cpus = at_most(&mut r, "cpus", MAX_CPUS, "a CPU count")?.unwrap_or(1);
@@ -235,7 +239,9 @@ pub fn read_vm(mut r: Record<'_>) -> Result<VmSpec> {
                     .then(|| format!("{} is relative; give an absolute path", escape::quoted(v)))
             })?
             .map(std::path::PathBuf::from),
-            master_host_key: opt_checked(&mut r, "master-host-key", public_key_problem)?,
+            master_host_key: opt_checked(&mut r, "master-host-key", |key| {
+                crate::host_key_text::refusal("master-host-key", key)
+            })?,
         },
         other => {
             return Err(r.invalid(
@@ -343,17 +349,6 @@ fn tap_problem(tap: &str) -> Option<String> {
     })
 }
 
-/// What is wrong with `key` as an SSH public key written as in known_hosts
-/// (`ssh-ed25519 AAAA...`): it must have at least a type and a key.
-fn public_key_problem(key: &str) -> Option<String> {
-    (key.split_whitespace().count() < 2).then(|| {
-        format!(
-            "{} is not a public key; give it as in known_hosts: \"ssh-ed25519 AAAA...\"",
-            escape::quoted(key)
-        )
-    })
-}
-
 /// What is wrong with `address` as the guest's address, where fruix
 /// connects to port 22: an IP address, or a host name of dot-separated
 /// labels of letters, digits, `-` and `_`, none starting with `-`.
@@ -403,26 +398,31 @@ fn positive(r: &mut Record<'_>, field: &str) -> Result<Option<u32>> {
 mod tests {
     use super::VmDriverSpec;
     use crate::machines::Machines;
+    use crate::testing::{PINNED_HOST_KEY, PINNED_MASTER_HOST_KEY};
     use std::path::{Path, PathBuf};
 
     /// A machine of each driver, one field a line.
-    const VALID: &str = r#"(fruix-machines
+    fn valid() -> String {
+        format!(
+            r#"(fruix-machines
   (machine (name "b") (user "root")
     (vm (driver bhyve)
         (dataset "zroot/vm/freebsd-15")
         (snapshot "approved")
         (tap "tap0")
         (address "10.0.0.2")
-        (host-key "ssh-ed25519 AAAAkey")))
+        (host-key "{PINNED_HOST_KEY}")))
   (machine (name "x") (user "root")
     (vm (driver xcp-ng)
         (master "root@xcp-master.example:2222")
         (template "freebsd-15-approved")
-        (host-key "ssh-ed25519 AAAAkey")))
+        (host-key "{PINNED_HOST_KEY}")))
   (machine (name "q") (user "root")
     (vm (driver qemu)
         (image "/vm/base.qcow2")
-        (host-key "ssh-ed25519 AAAAkey"))))"#;
+        (host-key "{PINNED_HOST_KEY}"))))"#
+        )
+    }
 
     fn parse(text: &str) -> crate::Result<Machines> {
         Machines::parse(Path::new("machines.scm"), text)
@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn the_valid_drivers_read() {
-        let m = parse(VALID).unwrap();
+        let m = parse(&valid()).unwrap();
         let names: Vec<_> = m
             .machines
             .iter()
@@ -446,7 +446,7 @@ mod tests {
             ("\"approved\"", "\"approved:2026-04-05\""),
             ("\"root@xcp-master.example:2222\"", "\"root@[fd00::1]:22\""),
         ] {
-            parse(&VALID.replace(replace, with)).unwrap_or_else(|e| panic!("{with}: {e}"));
+            parse(&valid().replace(replace, with)).unwrap_or_else(|e| panic!("{with}: {e}"));
         }
     }
 
@@ -565,7 +565,7 @@ mod tests {
                 "not a host name or IP address",
             ),
         ];
-        crate::testing::assert_mistakes_refused(VALID, parse, &mistakes);
+        crate::testing::assert_mistakes_refused(&valid(), parse, &mistakes);
     }
 
     /// Regression: `(memory 4294967295)` and `(cpus 100000)` were read, and
@@ -574,7 +574,7 @@ mod tests {
     /// was said to be "not a positive number".
     #[test]
     fn memory_and_cpus_past_their_bounds_are_out_of_range_when_read() {
-        let valid = VALID.replace(
+        let valid = valid().replace(
             "(image \"/vm/base.qcow2\")",
             "(image \"/vm/base.qcow2\")\n        (memory 1024)\n        (cpus 2)",
         );
@@ -631,14 +631,18 @@ mod tests {
 
     /// An XCP-ng machine whose pool master has a key and host key of its
     /// own, one field a line.
-    const XCP_NG: &str = r#"(fruix-machines
+    fn xcp_ng() -> String {
+        format!(
+            r#"(fruix-machines
   (machine (name "x") (user "root") (private-key "/root/.ssh/guest")
     (vm (driver xcp-ng)
         (master "root@xcp-master.example")
         (template "freebsd-15-approved")
         (master-key "/root/.ssh/xcp-master")
-        (master-host-key "ssh-ed25519 AAAAmaster")
-        (host-key "ssh-ed25519 AAAAguest"))))"#;
+        (master-host-key "{PINNED_MASTER_HOST_KEY}")
+        (host-key "{PINNED_HOST_KEY}"))))"#
+        )
+    }
 
     /// The `master-key` and `master-host-key` of the one XCP-ng machine of
     /// `text`.
@@ -660,16 +664,20 @@ mod tests {
     #[test]
     fn an_xcp_ng_master_has_its_own_key_and_host_key_checked_when_read() {
         assert_eq!(
-            master_keys(XCP_NG),
+            master_keys(&xcp_ng()),
             (
                 Some(PathBuf::from("/root/.ssh/xcp-master")),
-                Some("ssh-ed25519 AAAAmaster".to_string())
+                Some(PINNED_MASTER_HOST_KEY.to_string())
             )
         );
-        let without = XCP_NG
+        let without = xcp_ng()
             .replace("(master-key \"/root/.ssh/xcp-master\")", "")
-            .replace("(master-host-key \"ssh-ed25519 AAAAmaster\")", "");
+            .replace(
+                &format!("(master-host-key \"{PINNED_MASTER_HOST_KEY}\")"),
+                "",
+            );
         assert_eq!(master_keys(&without), (None, None));
+        let master_host_key = format!("\"{PINNED_MASTER_HOST_KEY}\"");
         let mistakes = [
             (
                 "\"/root/.ssh/xcp-master\"",
@@ -679,16 +687,16 @@ mod tests {
                 "relative; give an absolute path",
             ),
             (
-                "\"ssh-ed25519 AAAAmaster\"",
+                master_host_key.as_str(),
                 "\"AAAAmaster\"",
                 "machine[0].vm.master-host-key",
                 7,
                 "not a public key",
             ),
         ];
-        crate::testing::assert_mistakes_refused(XCP_NG, parse, &mistakes);
+        crate::testing::assert_mistakes_refused(&xcp_ng(), parse, &mistakes);
         // The master's fields belong to XCP-ng alone.
-        let qemu = VALID.replace(
+        let qemu = valid().replace(
             "(image \"/vm/base.qcow2\")",
             "(image \"/vm/base.qcow2\") (master-key \"/root/.ssh/xcp-master\")",
         );
@@ -697,5 +705,93 @@ mod tests {
             e.contains("master-key") && e.contains("unknown field"),
             "{e}"
         );
+    }
+
+    /// Keys that are no key of a type fruix connects with, each refused
+    /// when read wherever a key is pinned.
+    const NO_KEYS: [&str; 6] = [
+        "ssh-ed25519 notakey",
+        "ssh-ed25519 AAAAkey",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5",
+        // A type other than the key's own.
+        "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIFUOoRX4j9il/gNQNi5YLDOpS08JHT29RaMjx4+UnYud",
+        // A key of a type fruix does not connect with.
+        "x-unknown AAAACXgtdW5rbm93bgAAAAR0ZXN0",
+        "notakey",
+    ];
+
+    /// `text` with its `n`th (from 0) `from` made `to`.
+    fn replace_nth(text: &str, from: &str, to: &str, n: usize) -> String {
+        let (at, _) = text.match_indices(from).nth(n).expect("no such occurrence");
+        format!("{}{to}{}", &text[..at], &text[at + from.len()..])
+    }
+
+    /// Regression: a `(vm ...)` record's `host-key` (of every driver) and
+    /// an XCP-ng `master-host-key` were only checked to be two words, so
+    /// `"ssh-ed25519 notakey"` was read and refused only when fruix
+    /// connected, after booting the guest. They are parsed as a machine's
+    /// `host-key` is, and refused when read, naming the field and line.
+    #[test]
+    fn a_vm_host_key_or_master_host_key_that_is_no_key_is_refused_when_read() {
+        let guest = format!("\"{PINNED_HOST_KEY}\"");
+        let master = format!("\"{PINNED_MASTER_HOST_KEY}\"");
+        for bad in NO_KEYS {
+            let quoted = format!("{:?}", bad);
+            for (n, field, line) in [
+                (0, "machine[0].vm.host-key", 8),
+                (1, "machine[1].vm.host-key", 13),
+                (2, "machine[2].vm.host-key", 17),
+            ] {
+                let text = replace_nth(&valid(), &guest, &quoted, n);
+                let (got_field, got_line, message) = crate::testing::invalid_metadata(parse(&text));
+                assert_eq!(
+                    (got_field.as_str(), got_line),
+                    (field, Some(line)),
+                    "{message}"
+                );
+                assert!(
+                    message.contains(&format!(
+                        "pinned host-key {} is not a public key",
+                        crate::escape::quoted(bad)
+                    )),
+                    "{message}"
+                );
+            }
+            let refused = format!(
+                "pinned master-host-key {} is not a public key",
+                crate::escape::quoted(bad)
+            );
+            let mistakes = [(
+                master.as_str(),
+                quoted.as_str(),
+                "machine[0].vm.master-host-key",
+                7,
+                refused.as_str(),
+            )];
+            crate::testing::assert_mistakes_refused(&xcp_ng(), parse, &mistakes);
+        }
+    }
+
+    /// A key of each type fruix connects with, comment or not, is read as
+    /// a `(vm ...)` record's `host-key` and as a `master-host-key`.
+    #[test]
+    fn a_vm_host_key_and_master_host_key_of_each_type_are_read() {
+        let keys = [
+            PINNED_HOST_KEY.to_string(),
+            format!("{PINNED_HOST_KEY} root@vm1"),
+            "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBHz8pYUeFa2ueU1gRqTZgBB8/dfRVSJryLbTwFxHQxUBRNsYg7qTMFeXTsAQjHgZasJTgGFq2ThM6Pq0MQQ5spA=".into(),
+            "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBKfSa5nSfArjCNpDreeT8fgWsUI+vmWMohSFX3i+agtDW/L/Iox6pv8TbvAzrRro2sDMS3Aus8v4PxxRUl+ZAGeDu2vUsrfAXRnlWIGlVMvfwCDYGYIA1b0vUYyO9n+97Q==".into(),
+            "ecdsa-sha2-nistp521 AAAAE2VjZHNhLXNoYTItbmlzdHA1MjEAAAAIbmlzdHA1MjEAAACFBADac/tVpxegJxiU5Ymgxb5qTChrFO/UkgC9I2AuWOSygH2bBoL74nuJ4S5CL40sbqV27C6Df3OWpjgb2FtTYZENsAE3aHvYah3uo/yR2XwC3rCh9WlIsBsO+hlegMZ8J/3kAF46Y3uRL6A40qud32xGT46rTfTeoFNwKuqHCCnFCwwCoQ==".into(),
+            "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQClYX6rOIj7YqHLtlnGYZ/Z4v07V7EMhGdIIvfXaWK+B0ozfCmwRPIm6GDWxMZwSslxgao3kpSEOP0UP3uuFECxdpO0TeuFQA148XBSvNGePhrI+pkeTJEr3TMjYFE1eD7LoW37cVPksXNhuXBT0T7iSvdNvsqhdazlwY/ghsRev9zWoJspnClXgdCRTOMPuOL80+8xs4mJ1N9xsu/ehbQzjhUR0f79O2H+u4jcsfWmty2E0Osbokyt+mYimohDV20+lp87Nl03E8HG/ya11BA3BthvS5H5TK49kd3oe1oi2TlRKsnrq6A5/W0Oz/Ono45S+GcbEyxtfDqEbgoZyOlf".into(),
+        ];
+        for key in keys {
+            let m = parse(&valid().replace(PINNED_HOST_KEY, &key))
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            for machine in &m.machines {
+                assert_eq!(machine.vm.as_ref().unwrap().host_key, key);
+            }
+            let text = xcp_ng().replace(PINNED_MASTER_HOST_KEY, &key);
+            assert_eq!(master_keys(&text).1.as_deref(), Some(key.as_str()));
+        }
     }
 }

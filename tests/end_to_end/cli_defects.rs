@@ -322,14 +322,12 @@ fn a_user_other_than_root_gets_a_store_in_their_data_home() {
     const NOBODY: u32 = 65534;
     let dir = tempfile::tempdir().unwrap();
     let root = crate::util::sample_root(dir.path(), "root");
-    // A copy of fruix that the unprivileged user can reach.
-    let bin = dir.path().join("fruix");
-    std::fs::copy(env!("CARGO_BIN_EXE_fruix"), &bin).unwrap();
+    let bin = crate::util::fruix_for_others();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     // The result root stays root's (its owner is part of its signature);
     // the user only needs to read it.
-    for path in [dir.path(), &data, &bin] {
+    for path in [dir.path(), &data] {
         std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
     }
     let promote = |xdg: Option<&Path>| {
@@ -440,7 +438,10 @@ fn a_guest_executor_refuses_a_virtual_machine_template_as_its_machine() {
     let machines = write_file(
         dir.path(),
         "machines.scm",
-        "(fruix-machines (machine (name \"vm1\") (user \"root\")\n  (vm (driver qemu) (kernel \"/vm/vmlinuz\") (host-key \"ssh-ed25519 AAAAkey\"))))\n",
+        &format!(
+            "(fruix-machines (machine (name \"vm1\") (user \"root\")\n  (vm (driver qemu) (kernel \"/vm/vmlinuz\") (host-key \"{}\"))))\n",
+            fruix_core::testing::PINNED_HOST_KEY
+        ),
     );
     let before = listing(dir.path());
     for executor in ["host-initiated", "guest-self-hosted"] {

@@ -97,7 +97,7 @@ fn the_vm_executor_needs_a_machine_that_is_a_virtual_machine() {
     let (kernel, initrd) = (dir.write("vmlinuz", ""), dir.write("initrd", ""));
     let machines = dir.write(
         "machines.scm",
-        format!("(fruix-machines\n  (machine (name \"plain\") (host \"127.0.0.1\") (user \"root\"))\n  (machine (name \"vm1\") (user \"root\")\n    (vm (driver qemu) (kernel {:?}) (initrd {:?}) (host-key \"ssh-ed25519 AAAAkey\"))))\n", kernel.display().to_string(), initrd.display().to_string()),
+        format!("(fruix-machines\n  (machine (name \"plain\") (host \"127.0.0.1\") (user \"root\"))\n  (machine (name \"vm1\") (user \"root\")\n    (vm (driver qemu) (kernel {:?}) (initrd {:?}) (host-key \"{}\"))))\n", kernel.display().to_string(), initrd.display().to_string(), fruix_core::testing::PINNED_HOST_KEY),
     );
     let build = |machine: &str, extra: &[&str]| {
         let mut cmd = crate::util::fixture_build(crate::util::fruix(), "vm", dir.path(), "root");

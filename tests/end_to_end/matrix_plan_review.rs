@@ -165,3 +165,53 @@ fn plan_refuses_a_host_key_that_is_no_key() {
         "{error:#}"
     );
 }
+
+/// A matrix of a local cell and a `vm` one, on a machines file of one VM
+/// machine, `vm1`, whose `(vm ...)` record pins `host_key` on line 4
+/// (its kernel an empty file: no guest is ever booted here).
+fn matrix_with_vm_host_key(host_key: &str) -> Matrix {
+    let m = Matrix::new(
+        "  (machines-file \"machines.scm\")\n  (axes (executor \"local\" \"vm\"))\n  (fail-fast #f)",
+    );
+    let kernel = m.path("vmlinuz");
+    std::fs::write(&kernel, "").unwrap();
+    std::fs::write(
+        m.path("machines.scm"),
+        format!(
+            "(fruix-machines\n  (machine (name \"vm1\") (user \"root\")\n    (vm (driver qemu) (kernel {:?})\n        (host-key {host_key:?}))))\n",
+            kernel.display().to_string()
+        ),
+    )
+    .unwrap();
+    m
+}
+
+/// Regression: `matrix plan` of a machines file whose VM machine's
+/// pinned `host-key` is no key (`"ssh-ed25519 notakey"`) succeeded: a
+/// `(vm ...)` record's key was only checked to be two words, and refused
+/// when fruix connected to the guest it had booted. It is parsed as a
+/// machine's `host-key` is, and refused when the file is read (exit 2),
+/// naming the field and its line; `matrix run` makes nothing. The same
+/// file with a well-formed key plans.
+#[test]
+fn plan_refuses_a_vm_host_key_that_is_no_key() {
+    let m = matrix_with_vm_host_key("ssh-ed25519 notakey");
+    let (stderr, error) = refused_plan(&m);
+    let says = "field `machine[0].vm.host-key` (line 4): pinned host-key \"ssh-ed25519 notakey\" is not a public key";
+    assert!(stderr.contains(says), "{stderr}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains(says), "{error:#}");
+
+    let error = usage_error(&m.run(&["--json"]));
+    assert!(
+        error["message"].as_str().unwrap().contains(says),
+        "{error:#}"
+    );
+    for made in ["report", "store", "state"] {
+        assert!(!m.path(made).exists(), "{made} was made: {error:#}");
+    }
+
+    let good = matrix_with_vm_host_key(fruix_core::testing::PINNED_HOST_KEY);
+    let plan = good.plan(&mut fruix());
+    assert_eq!(plan["cells"][1]["runs_on"], "machine vm1", "{plan:#}");
+}

@@ -20,7 +20,8 @@ fn machines(dir: &Path, image: Option<&Path>) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "(fruix-machines (machine (name \"m\") (user \"root\") (private-key {key:?})\n  (vm (driver qemu) (kernel {kernel:?}){image} (boot-timeout 5) (host-key \"ssh-ed25519 AAAAkey\"))))\n"
+            "(fruix-machines (machine (name \"m\") (user \"root\") (private-key {key:?})\n  (vm (driver qemu) (kernel {kernel:?}){image} (boot-timeout 5) (host-key {:?}))))\n",
+            fruix_core::testing::PINNED_HOST_KEY
         ),
     )
     .unwrap();

@@ -477,8 +477,11 @@ mod tests {
         let dir = TestDir::new();
         let file = dir.write(
             "machines.scm",
-            r#"(fruix-machines (machine (name "vm1") (user "root")
-                 (vm (driver qemu) (kernel "/vm/vmlinuz") (host-key "ssh-ed25519 AAAAkey"))))"#,
+            format!(
+                r#"(fruix-machines (machine (name "vm1") (user "root")
+                 (vm (driver qemu) (kernel "/vm/vmlinuz") (host-key "{}"))))"#,
+                fruix_core::testing::PINNED_HOST_KEY
+            ),
         );
         for mode in [Mode::SelfHosted, Mode::HostInitiated] {
             let config = GuestConfig {
@@ -517,5 +520,77 @@ mod tests {
         assert!(matches!(e.ssh.host_keys, HostKeyPolicy::Pinned(_)));
         assert_eq!(e.guest_roots_dir(), "/srv/fruix/native-builds");
         assert_eq!(e.helper, "/usr/local/bin/fruix");
+    }
+
+    /// Regression: a guest executor's pinned key comes from its machine's
+    /// `host-key` (`machines` with `machine`; a `(vm ...)` record's for
+    /// the `vm` executor). A `(vm ...)` record's that was no key
+    /// (`"ssh-ed25519 notakey"`) was taken, and refused only when fruix
+    /// connected, after booting the guest. Every pinned key is parsed when
+    /// the configuration is, refused as the machines file's invalid field
+    /// (exit 2), naming it and its line.
+    #[test]
+    fn a_pinned_key_that_is_no_key_is_refused_when_the_configuration_is_parsed() {
+        let registry = Registry::compiled().unwrap();
+        let dir = TestDir::new();
+        let key = dir.write("id_ed25519", "never read\n");
+        for (executor, machine, field, line) in [
+            (
+                "host-initiated",
+                r#"(machine (name "m") (host "10.0.0.5") (user "root")
+                     (host-key "ssh-ed25519 notakey"))"#,
+                "machine[0].host-key",
+                3,
+            ),
+            (
+                "guest-self-hosted",
+                r#"(machine (name "m") (host "10.0.0.5") (user "root")
+                     (host-key "ssh-ed25519 notakey"))"#,
+                "machine[0].host-key",
+                3,
+            ),
+            (
+                "vm",
+                r#"(machine (name "m") (user "root")
+                     (vm (driver qemu) (kernel "/vm/vmlinuz") (host-key "ssh-ed25519 notakey")))"#,
+                "machine[0].vm.host-key",
+                3,
+            ),
+            (
+                "vm",
+                r#"(machine (name "m") (user "root")
+                     (vm (driver xcp-ng) (master "root@xcp.example") (template "t")
+                         (master-host-key "ssh-ed25519 notakey") (host-key "GUEST")))"#,
+                "machine[0].vm.master-host-key",
+                4,
+            ),
+        ] {
+            // The guest's key is well formed where another key is not.
+            let machine = machine.replace("GUEST", fruix_core::testing::PINNED_HOST_KEY);
+            let file = dir.write("machines.scm", format!("(fruix-machines\n  {machine})"));
+            let e = registry
+                .create(
+                    executor,
+                    json!({"machines": file, "machine": "m", "identity": key}),
+                )
+                .map(|_| ())
+                .unwrap_err();
+            assert_eq!(e.failure(), fruix_core::Failure::Input, "{e}");
+            match &e {
+                Error::InvalidMetadata {
+                    field: got,
+                    line: got_line,
+                    message,
+                    ..
+                } => {
+                    assert_eq!((got.as_str(), *got_line), (field, Some(line)), "{e}");
+                    assert!(
+                        message.contains("\"ssh-ed25519 notakey\" is not a public key"),
+                        "{e}"
+                    );
+                }
+                other => panic!("{executor}: not the machines file's field error: {other:?}"),
+            }
+        }
     }
 }

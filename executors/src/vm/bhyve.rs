@@ -392,7 +392,7 @@ mod tests {
             cpus: 2,
             boot_timeout: Duration::from_secs(120),
             shutdown_timeout: Duration::from_secs(30),
-            host_key: "ssh-ed25519 AAAAkey".into(),
+            host_key: fruix_core::testing::PINNED_HOST_KEY.into(),
         };
         let driver = Bhyve {
             spec,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fruix_core::executor::EventSink;
+use fruix_core::testing::{PINNED_HOST_KEY, PINNED_MASTER_HOST_KEY};
 use fruix_core::vm::{Accel, VmDriverSpec, VmSpec};
 use fruix_core::{Error, Result};
 use tokio_util::sync::CancellationToken;
@@ -162,7 +163,7 @@ fn spec(driver: VmDriverSpec) -> VmSpec {
         cpus: 2,
         boot_timeout: Duration::from_secs(2),
         shutdown_timeout: Duration::from_millis(10),
-        host_key: "ssh-ed25519 AAAAkey".into(),
+        host_key: PINNED_HOST_KEY.into(),
     }
 }
 
@@ -1332,16 +1333,18 @@ fn the_xcp_ng_master_is_reached_with_its_own_key_and_host_key() {
     use crate::ssh::HostKeyPolicy;
     use fruix_core::machines::Machines;
 
-    let file = r#"(fruix-machines
+    let file = &format!(
+        r#"(fruix-machines
   (machine (name "x") (user "root") (private-key "/keys/guest")
     (vm (driver xcp-ng) (master "admin@xcp-master.example:2222") (template "freebsd-15-approved")
-        (master-key "/keys/master") (master-host-key "ssh-ed25519 AAAAmaster")
-        (host-key "ssh-ed25519 AAAAguest")))
+        (master-key "/keys/master") (master-host-key "{PINNED_MASTER_HOST_KEY}")
+        (host-key "{PINNED_HOST_KEY}")))
   (machine (name "plain") (user "root") (private-key "/keys/guest")
     (vm (driver xcp-ng) (master "root@xcp-master.example") (template "freebsd-15-approved")
-        (host-key "ssh-ed25519 AAAAguest")))
+        (host-key "{PINNED_HOST_KEY}")))
   (machine (name "q") (user "root") (private-key "/keys/guest")
-    (vm (driver qemu) (image "/vm/base.qcow2") (host-key "ssh-ed25519 AAAAguest"))))"#;
+    (vm (driver qemu) (image "/vm/base.qcow2") (host-key "{PINNED_HOST_KEY}"))))"#
+    );
     let machines = Machines::parse(std::path::Path::new("machines.scm"), file).unwrap();
     let master = |name: &str| super::executor::master_of(machines.get(name).unwrap()).unwrap();
 
@@ -1351,7 +1354,7 @@ fn the_xcp_ng_master_is_reached_with_its_own_key_and_host_key() {
     assert_eq!(options.identity, Some(PathBuf::from("/keys/master")));
     assert_eq!(
         options.host_keys,
-        HostKeyPolicy::Pinned("ssh-ed25519 AAAAmaster".into())
+        HostKeyPolicy::Pinned(PINNED_MASTER_HOST_KEY.into())
     );
 
     // Without them: the agent's keys, then ~/.ssh/id_* (never the guest's
@@ -1395,7 +1398,7 @@ fn missing_guest_files_are_configuration_errors_before_anything_boots() {
         std::fs::write(
             &path,
             format!(
-                "(fruix-machines (machine (name \"q\") (user \"root\") (private-key {key:?})\n  (vm (driver qemu) (kernel {kernel:?}) (initrd {initrd:?}) (image {image:?}) (host-key \"ssh-ed25519 AAAAkey\"))))"
+                "(fruix-machines (machine (name \"q\") (user \"root\") (private-key {key:?})\n  (vm (driver qemu) (kernel {kernel:?}) (initrd {initrd:?}) (image {image:?}) (host-key \"{PINNED_HOST_KEY}\"))))"
             ),
         )
         .unwrap();
@@ -1471,8 +1474,9 @@ fn kernel_only_machines(dir: &std::path::Path) -> PathBuf {
     std::fs::write(
         &machines,
         format!(
-            "(fruix-machines (machine (name \"q\") (user \"root\")\n  (vm (driver qemu) (kernel {:?}) (host-key \"ssh-ed25519 AAAAkey\"))))",
-            kernel.display().to_string()
+            "(fruix-machines (machine (name \"q\") (user \"root\")\n  (vm (driver qemu) (kernel {:?}) (host-key \"{}\"))))",
+            kernel.display().to_string(),
+            PINNED_HOST_KEY
         ),
     )
     .unwrap();

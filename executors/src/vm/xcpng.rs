@@ -367,7 +367,7 @@ mod tests {
             cpus: 2,
             boot_timeout: Duration::from_secs(120),
             shutdown_timeout: Duration::from_secs(30),
-            host_key: "ssh-ed25519 AAAAkey".into(),
+            host_key: fruix_core::testing::PINNED_HOST_KEY.into(),
         };
         (XcpNg::new(spec, recorder.clone()), recorder)
     }

@@ -325,12 +325,13 @@ mod tests {
     #[test]
     fn vm_cells_take_vm_templates_and_other_remote_cells_machines_with_an_address() {
         let p = Pool::new(
-            &machines(
+            &machines(&format!(
                 r#"(fruix-machines
   (machine (name "template") (user "root") (speed 9.0)
-           (vm (driver qemu) (kernel "/vm/vmlinuz") (host-key "ssh-ed25519 AAAAkey")))
+           (vm (driver qemu) (kernel "/vm/vmlinuz") (host-key "{}")))
   (machine (name "real") (host "h1") (user "root")))"#,
-            ),
+                fruix_core::testing::PINNED_HOST_KEY
+            )),
             1,
             None,
         );
