@@ -9,7 +9,8 @@ use std::path::Path;
 
 use fruix_core::error::IoContext;
 use fruix_core::manifest::{
-    parse_line, path_order, Entry, EntryKind, ManifestBuilder, Modes, MAX_DEPTH, SPECIAL_BITS,
+    parse_line, path_order, Entry, EntryKind, ManifestBuilder, Modes, MAX_DEPTH, MAX_PATH_BYTES,
+    SPECIAL_BITS,
 };
 use sha2::{Digest, Sha256};
 
@@ -227,8 +228,14 @@ pub(super) fn check_entry(
             entry.manifest_path()
         ));
     }
-    if entry.path.len() > 4095 {
-        return Err("a path is longer than 4095 bytes".into());
+    // The cap of the walk that promoted and verifies the object: one it
+    // took, export gave and import refused could never be copied.
+    if entry.path.len() > MAX_PATH_BYTES {
+        let shown: String = entry.manifest_path().chars().take(64).collect();
+        return Err(format!(
+            "{shown}... is a path longer than {MAX_PATH_BYTES} bytes ({} bytes)",
+            entry.path.len()
+        ));
     }
     if let EntryKind::Symlink { target } = &entry.kind {
         // No system creates one: it would fail only as the object is built.
@@ -406,6 +413,34 @@ mod tests {
         check_parent(&dir(&path), &mut open).unwrap();
         let e = check_depth(&open).unwrap_err();
         assert!(e.contains("nested deeper than 256 directories"), "{e}");
+    }
+
+    /// Regression: import refused a path of exactly 4096 bytes, which the
+    /// walk that promoted, verified and exported the object took: such an
+    /// object could never be copied. The caps are the same now.
+    #[test]
+    fn a_path_as_long_as_a_walk_takes_is_taken_and_one_longer_is_refused() {
+        // 16 directories of 250-byte names, then a file name filling it up.
+        let file = |len: usize| Entry {
+            path: format!(
+                "{}{}",
+                format!("{}/", "a".repeat(250)).repeat(16),
+                "z".repeat(len - 4016)
+            )
+            .into_bytes(),
+            mode: 0o444,
+            kind: EntryKind::File {
+                size: 0,
+                sha256: [0; 32],
+            },
+        };
+        check_entry(&file(MAX_PATH_BYTES), Some(b""), "m").unwrap();
+        let e = check_entry(&file(MAX_PATH_BYTES + 1), Some(b""), "m").unwrap_err();
+        assert!(
+            e.ends_with("is a path longer than 4096 bytes (4097 bytes)"),
+            "{e}"
+        );
+        assert!(e.len() < 200, "the path is cut: {e}");
     }
 
     /// No system creates a symlink with an empty target: refused before
