@@ -332,3 +332,122 @@ fn verify_json_gives_a_corrupt_file_its_real_path() {
         "a file name forged a line: {stdout}"
     );
 }
+
+/// `verify --json` showed two different corrupt files alike: one named
+/// `\377x` (a backslash, then `377x`: valid UTF-8) and one named with the
+/// byte 0xff then `x` (not UTF-8) both had the `path` `"./\\377x"`. Each
+/// difference also gives its `manifest_path`, the entry's path as the
+/// object's manifest spells it, which tells them apart.
+#[test]
+fn verify_json_tells_apart_files_whose_paths_show_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let world = root.join("artifacts/world");
+    fs::create_dir_all(&world).unwrap();
+    let names: [&[u8]; 2] = [b"\\377x", b"\xffx"];
+    for name in names {
+        fs::write(world.join(std::ffi::OsStr::from_bytes(name)), b"fine\n").unwrap();
+    }
+    // The sample's files beside these two, all signed.
+    fruix_core::testing::write_sample_result_root(&root, "local", "20260405T213444Z", true)
+        .unwrap();
+    let store = dir.path().join("store");
+    crate::util::promote_quietly(&store, &root);
+    let object = object_names(&store)
+        .into_iter()
+        .map(|n| store.join(n))
+        .find(|o| o.join(std::ffi::OsStr::from_bytes(names[1])).exists())
+        .expect("the world object holds both files");
+    fs::set_permissions(&object, fs::Permissions::from_mode(0o755)).unwrap();
+    for name in names {
+        let file = object.join(std::ffi::OsStr::from_bytes(name));
+        fs::remove_file(&file).unwrap();
+        fs::write(&file, b"changed\n").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    fs::set_permissions(&object, fs::Permissions::from_mode(0o555)).unwrap();
+
+    let out = run(&mut store_verify(&store, &["--json"]));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let corrupt: Vec<&serde_json::Value> = json["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["ok"] == false)
+        .collect();
+    assert_eq!(corrupt.len(), 1, "{json}");
+    let differences = corrupt[0]["differences"].as_array().unwrap();
+    let mut shown: Vec<(&str, &str)> = differences
+        .iter()
+        .map(|d| {
+            assert_eq!(d["change"], "modified", "{json}");
+            (
+                d["manifest_path"].as_str().unwrap_or("(none)"),
+                d["path"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        [("./\\134377x", "./\\377x"), ("./\\377x", "./\\377x")],
+        "{json}"
+    );
+}
+
+/// The names of an object's metadata files, which no artifact may hold at
+/// its top.
+const METADATA_NAMES: [&str; 3] = [
+    ".references",
+    ".fruix-manifest.mtree",
+    ".fruix-native-build-object.scm",
+];
+
+/// The names of an object's metadata are reserved at the top of an
+/// artifact only: there promote refuses them (exit 4, naming the file), as
+/// verify would take such a file for the object's own metadata; in a
+/// subdirectory they are ordinary files, promoted, and verified as such.
+#[test]
+fn metadata_names_are_refused_at_an_artifacts_top_only() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in METADATA_NAMES {
+        let root = dir.path().join(format!("top{name}"));
+        let world = root.join("artifacts/world");
+        fs::create_dir_all(&world).unwrap();
+        fs::write(world.join(name), b"not metadata\n").unwrap();
+        fruix_core::testing::write_sample_result_root(&root, "local", "20260405T213444Z", true)
+            .unwrap();
+        let store = dir.path().join(format!("store{name}"));
+        let stderr = crate::util::promote_refused(
+            name,
+            &store,
+            &root,
+            &[name, "uses a name reserved for store object metadata"],
+        );
+        assert!(stderr.contains("artifacts/world/"), "{stderr}");
+    }
+
+    let root = dir.path().join("sub");
+    let world = root.join("artifacts/world");
+    fs::create_dir_all(world.join("sub")).unwrap();
+    for name in METADATA_NAMES {
+        fs::write(world.join("sub").join(name), name).unwrap();
+    }
+    fruix_core::testing::write_sample_result_root(&root, "local", "20260405T213444Z", true)
+        .unwrap();
+    let store = dir.path().join("store");
+    crate::util::promote_quietly(&store, &root);
+    let object = object_names(&store)
+        .into_iter()
+        .map(|n| store.join(n))
+        .find(|o| o.join("sub").is_dir())
+        .expect("the world object holds sub/");
+    for name in METADATA_NAMES {
+        assert_eq!(
+            fs::read_to_string(object.join("sub").join(name)).unwrap(),
+            name
+        );
+    }
+    crate::util::verify_store(&store);
+}

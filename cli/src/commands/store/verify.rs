@@ -5,8 +5,8 @@ use fruix_core::escape;
 use fruix_core::manifest::Progress;
 use fruix_promote::verify::{
     check_records, check_references, check_registry, object_paths, pool_keys, repair,
-    resolve_object, rewrite_records, verify_objects, verify_pool, RecordMismatch, ReferenceFault,
-    ReferenceProblem, RegistryCheck,
+    resolve_object, rewrite_records, verify_objects, verify_pool, ObjectVerification,
+    RecordMismatch, ReferenceFault, ReferenceProblem, RegistryCheck,
 };
 use fruix_promote::Store;
 
@@ -121,7 +121,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         println!(
             "{}",
             serde_json::json!({
-                "objects": to_json(&results)?,
+                "objects": objects_json(&results)?,
                 "checked": results.len(),
                 "corrupt": corrupt,
                 "pool": { "checked": pool.checked, "corrupt": to_json(&pool.corrupt)? },
@@ -292,6 +292,23 @@ fn record_field(m: &RecordMismatch) -> String {
         shown(&m.registered),
         shown(&m.actual)
     )
+}
+
+/// The objects' JSON report: each difference's `path` is the file's own
+/// path (as JSON shows paths), and its `manifest_path` the entry's path as
+/// the object's `.fruix-manifest.mtree` spells it (mtree-encoded, ASCII,
+/// what the text output shows), which tells apart two files whose paths
+/// JSON would show alike (`\377x`, valid UTF-8, and the byte 0xff then `x`).
+fn objects_json(results: &[ObjectVerification]) -> CliResult<serde_json::Value> {
+    let mut json = to_json(&results)?;
+    let objects = json.as_array_mut().into_iter().flatten().zip(results);
+    for (object, result) in objects {
+        let shown = object["differences"].as_array_mut().into_iter().flatten();
+        for (shown, difference) in shown.zip(&result.differences) {
+            shown["manifest_path"] = difference.path().into();
+        }
+    }
+    Ok(json)
 }
 
 /// The repair's JSON report: what [`repair`] did (all empty when it had
