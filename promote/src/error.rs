@@ -210,6 +210,40 @@ pub enum Error {
         /// object that references it, or a running build or promotion.
         by: String,
     },
+    /// A store object (or a hidden temporary) that this process may not
+    /// remove: another user owns it, and this process is not root (its
+    /// read-only directories are only their owner's to open up again). It
+    /// is left as it was, under its name.
+    #[error(
+        "{}: owned by uid {owner}, not by this user (uid {user}), who may not remove it; run the command as uid {owner} or as root",
+        escape::path(object)
+    )]
+    NotOwner {
+        /// The object's (or temporary's) path in the store.
+        object: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// This process's effective uid.
+        user: u32,
+    },
+    /// A file of the store pool could not be hard linked into an object
+    /// (`EPERM`) because another user owns it: `fs.protected_hardlinks`
+    /// (Linux) forbids linking another user's file.
+    #[error(
+        "failed to link from the store pool {}: its entry {} is owned by uid {owner}, not by this user (uid {user}): the store holds files of another user, which fs.protected_hardlinks forbids linking; run the command as uid {owner} or as root, or give the store to this user (`chown -R {user} STORE`)",
+        escape::path(destination),
+        escape::path(entry)
+    )]
+    ForeignPoolEntry {
+        /// The pool entry, `STORE/.links/NAME`.
+        entry: PathBuf,
+        /// Where it was to be linked.
+        destination: PathBuf,
+        /// The entry's owner's uid.
+        owner: u32,
+        /// This process's effective uid.
+        user: u32,
+    },
     /// A store object that is present but not registered (not valid).
     #[error("{}: not a valid store object: it is not registered, either because a build, promotion, import or `source add` making it has not finished yet (wait for it to end), or because one was stopped before it finished (`fruix store gc` removes what it left)", escape::path(path))]
     NotValid {
@@ -440,7 +474,9 @@ impl Error {
             Error::StoreNotWritable { .. }
             | Error::StoreEntry { .. }
             | Error::Database { .. }
-            | Error::DatabaseUnreadable { .. } => (Failure::System, ExitStatus::SystemFailure),
+            | Error::DatabaseUnreadable { .. }
+            | Error::NotOwner { .. }
+            | Error::ForeignPoolEntry { .. } => (Failure::System, ExitStatus::SystemFailure),
             Error::NoStore { .. }
             | Error::IncompleteStore { .. }
             | Error::NotAStoreDirectory { .. }

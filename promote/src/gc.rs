@@ -82,6 +82,38 @@ pub struct Removed {
     pub size: u64,
 }
 
+/// An object or temporary a collection left, because this process could
+/// not remove it (another user's: [`Error::NotOwner`]; a removal that
+/// failed), or because an object left so references it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refused {
+    /// Its path in the store.
+    #[serde(serialize_with = "fruix_core::escape::serialize_path")]
+    pub path: PathBuf,
+    /// Whether it is a hidden temporary, not an object.
+    pub temporary: bool,
+    /// Its owner's uid, when it is left as another user's.
+    pub owner: Option<u32>,
+    /// Why it is left, as a message says it (naming it).
+    pub reason: String,
+}
+
+impl Refused {
+    pub(crate) fn new(path: PathBuf, temporary: bool, why: &Error) -> Refused {
+        let owner = match why {
+            Error::NotOwner { owner, .. } => Some(*owner),
+            _ => None,
+        };
+        let reason = why.to_string();
+        Refused {
+            path,
+            temporary,
+            owner,
+            reason,
+        }
+    }
+}
+
 /// What a collection removed (or, with `dry_run`, would remove).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GcReport {
@@ -112,6 +144,10 @@ pub struct GcReport {
     /// Dead objects left because `--max-freed` was reached
     /// ([`GcOptions::max_freed`]): the next collection removes them.
     pub dead_left: usize,
+    /// What could not be removed: neither removed nor counted; still
+    /// registered if it was. A dry run lists none: it lists what is
+    /// garbage, whoever may remove it.
+    pub refused: Vec<Refused>,
 }
 
 /// The names the live roots point at: the objects they keep alive, those
@@ -238,9 +274,17 @@ fn collect_pool(
     }
     for entry in fs::read_dir(path).with_path("read", path)?.flatten() {
         if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            report.temporaries += 1;
-            if !dry_run {
-                let _ = fs::remove_file(entry.path());
+            let path = entry.path();
+            match dry_run {
+                true => report.temporaries += 1,
+                false => match fs::remove_file(&path) {
+                    Ok(()) => report.temporaries += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        let e = fruix_core::Error::io("remove", &path, e).into();
+                        report.refused.push(Refused::new(path, true, &e));
+                    }
+                },
             }
         }
     }
@@ -326,6 +370,11 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
                 .is_some_and(|n| !records.contains_key(n))
         })
         .collect();
+    // A dry run lists what is garbage, whoever may remove it.
+    let order = match options.dry_run {
+        true => order,
+        false => store.removable(order, &mut report.refused)?,
+    };
     cancelled()?;
     if !options.dry_run {
         store.db().unregister(&order)?;
@@ -358,6 +407,9 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
             cancelled()?;
             if options.dry_run {
                 going.push(path.clone());
+            } else if let Err(e) = store.may_remove(&path) {
+                report.refused.push(Refused::new(path, false, &e));
+                continue;
             } else {
                 remove_object(store, &path)?;
             }
@@ -368,7 +420,7 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
             });
         }
         cancelled()?;
-        let temporaries = collect_temporaries(store, options.dry_run)?;
+        let temporaries = collect_temporaries(store, options.dry_run, &mut report.refused)?;
         report.temporaries += temporaries.len();
         if options.dry_run {
             going.extend(temporaries);
@@ -412,18 +464,31 @@ impl Drop for Reserve<'_> {
 
 /// Removes the store's hidden temporaries: under the exclusive GC lock no
 /// promotion runs, so every one was left by a killed process. Returns
-/// their paths.
-fn collect_temporaries(store: &Store, dry_run: bool) -> Result<Vec<PathBuf>> {
+/// the paths of those removed (or, a dry run, that would be); those it may
+/// not or could not remove go to `refused`.
+fn collect_temporaries(
+    store: &Store,
+    dry_run: bool,
+    refused: &mut Vec<Refused>,
+) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(store.path())
         .with_path("read", store.path())?
         .flatten()
     {
         if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            if !dry_run {
-                remove_tree(&entry.path());
+            let path = entry.path();
+            let removed = match dry_run {
+                true => Ok(()),
+                false => store.may_remove(&path).and_then(|()| {
+                    fruix_core::remove::remove_tree(&path)
+                        .map_err(|e| fruix_core::Error::io("remove", &path, e).into())
+                }),
+            };
+            match removed {
+                Ok(()) => out.push(path),
+                Err(e) => refused.push(Refused::new(path, true, &e)),
             }
-            out.push(entry.path());
         }
     }
     Ok(out)
@@ -514,6 +579,9 @@ pub fn delete(store: &Store, state_dir: &Path, names: &[String]) -> Result<Vec<P
         }
     }
     let order = referrers_first(store, &deleting)?;
+    for name in &order {
+        store.may_remove(&store.path().join(name))?;
+    }
     store.db().unregister(&order)?;
     let mut out = Vec::new();
     for name in order {

@@ -34,6 +34,7 @@ use fruix_core::manifest::{stat, with_buffer, FileDigest, OpenFile, SPECIAL_BITS
 use crate::error::Result;
 use crate::store::STORE_MTIME;
 
+mod foreign;
 mod remove;
 use remove::remove_at;
 
@@ -354,9 +355,7 @@ impl Pool {
                     .into(),
             }
             .into()),
-            Err(e) => {
-                Err(fruix_core::Error::io("link from the store pool", to.display, e.into()).into())
-            }
+            Err(e) => Err(self.link_failed(key, to, e)),
         }
     }
 

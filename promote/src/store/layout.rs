@@ -11,6 +11,8 @@ use fruix_core::error::IoContext;
 use crate::error::{Error, Result};
 use crate::pool::temp_name;
 
+mod owner;
+
 fn c_path(path: &Path) -> std::ffi::CString {
     std::ffi::CString::new(path.as_os_str().as_bytes()).expect("paths have no NUL byte")
 }
@@ -60,11 +62,13 @@ impl super::Store {
     /// and whole, then removed ([`remove_tree`]). A process killed meanwhile
     /// leaves only that temporary, which the next sweep ([`Store::open`]
     /// alone in the store) or `store gc` removes: never part of an object
-    /// under an object's name. An object already gone is fine; one that
-    /// cannot be renamed stays as it was, and the error says why.
+    /// under an object's name. An object already gone is fine; one this
+    /// process may not remove (another user's: [`Self::may_remove`]), or
+    /// that cannot be renamed, stays as it was, and the error says why.
     ///
     /// [`Store::open`]: super::Store::open
     pub fn remove_object(&self, path: &Path, what: &str) -> Result<()> {
+        self.may_remove(path)?;
         let name = path
             .file_name()
             .map_or("object".into(), |n| n.to_string_lossy());

@@ -12,7 +12,7 @@ use super::{object_names, open, open_as, print_paths, UNCHANGED};
 use crate::args::{DeleteArgs, GcArgs};
 use crate::display::{print_json, to_json};
 use crate::display::{with_progress, Mode};
-use crate::exit::{from_promote, from_promote_saying, when_cancelled, CliResult, Status};
+use crate::exit::{from_promote, from_promote_saying, when_cancelled, CliError, CliResult, Status};
 
 pub fn gc(args: GcArgs) -> CliResult {
     // Ctrl-C, SIGTERM or SIGHUP stops the collection between two removals:
@@ -42,6 +42,7 @@ pub fn gc(args: GcArgs) -> CliResult {
     let collected = with_progress(mode, ("gc", "objects"), &progress, None, || {
         collect_into(&store, &options, &mut report)
     });
+    warn_refused(&report);
     if let Err(e) = collected {
         let e = from_promote(e);
         if e.status != Status::Cancelled {
@@ -92,7 +93,30 @@ pub fn gc(args: GcArgs) -> CliResult {
     } else {
         print_report(&collected, args.quiet);
     }
-    Ok(Status::Success)
+    // A collection that left garbage it could not remove failed to
+    // collect it all (a dry run leaves nothing: see GcReport::refused).
+    match collected.report.refused.len() {
+        0 => Ok(Status::Success),
+        n => {
+            let e = CliError::new(
+                Status::SystemFailure,
+                anyhow::anyhow!(
+                    "left {n} object(s) or temporar(ies) it could not remove (each said above, with why); the rest was collected"
+                ),
+            );
+            Err(if args.json { e.reported() } else { e })
+        }
+    }
+}
+
+/// Says on stderr each object or temporary the collection left, and why.
+fn warn_refused(r: &GcReport) {
+    for left in &r.refused {
+        eprintln!(
+            "fruix: warning: not removed: {}",
+            escape::terminal(&left.reason)
+        );
+    }
 }
 
 /// What `store gc` reports: the store's collection, and the work
@@ -187,6 +211,9 @@ fn summary(r: &GcReport) -> String {
     ) + &match r.dead_left {
         0 => String::new(),
         n => format!("; left {n} dead object(s) past --max-freed, for the next collection"),
+    } + &match r.refused.len() {
+        0 => String::new(),
+        n => format!("; left {n} object(s) or temporar(ies) it may not or could not remove"),
     }
 }
 
