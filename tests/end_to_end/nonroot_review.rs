@@ -4,28 +4,12 @@
 //! and a build whose state directory the user may not write made a store
 //! and a source object before it failed.
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
 use crate::util::{
-    dir_for_root_and_others, fixture_source, fruix_for_others, promote_quietly, run, sample_root,
+    as_nobody, dir_for_root_and_others, fixture_source, promote_quietly, run, sample_root,
+    stderr_of_exit, NOBODY,
 };
-
-/// The unprivileged user the tests run fruix as (`nobody`).
-const NOBODY: u32 = 65534;
-
-/// A fruix command run as [`NOBODY`] in `dir`, with nothing of this
-/// process's environment but `PATH`.
-fn as_nobody(dir: &Path) -> Command {
-    let mut cmd = Command::new(fruix_for_others());
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .uid(NOBODY)
-        .gid(NOBODY);
-    cmd
-}
 
 /// The home directory the password database gives [`NOBODY`].
 fn nobody_home() -> PathBuf {
@@ -38,13 +22,6 @@ fn nobody_home() -> PathBuf {
     PathBuf::from(entry[5])
 }
 
-/// `out`'s stderr, after checking that it exited with `status`.
-fn failed(out: &Output, status: i32) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(status), "{stderr}");
-    stderr
-}
-
 /// Regression: without `HOME`, a user other than root got root's store,
 /// `/frx/store` ("no store at /frx/store", or a write refused there).
 /// `~` is then the user's home in the password database, as it is for
@@ -54,7 +31,7 @@ fn a_user_without_home_gets_the_home_of_the_password_database() {
     let dir = dir_for_root_and_others("runs fruix as nobody");
     let expected = nobody_home().join(".local/share/fruix/store");
     let out = run(as_nobody(dir.path()).args(["store", "list"]));
-    let stderr = failed(&out, 2);
+    let stderr = stderr_of_exit(&out, 2);
     assert!(
         stderr.contains(&format!("no store at {}", expected.display())),
         "{stderr}"
@@ -62,7 +39,7 @@ fn a_user_without_home_gets_the_home_of_the_password_database() {
     let out = run(as_nobody(dir.path())
         .args(["store", "list"])
         .env("HOME", ""));
-    let stderr = failed(&out, 2);
+    let stderr = stderr_of_exit(&out, 2);
     assert!(
         stderr.contains(&format!("no store at {}", expected.display())),
         "an empty HOME is unset: {stderr}"
@@ -83,7 +60,7 @@ fn a_registry_the_user_may_not_reach_is_said_as_refused() {
     let out = run(as_nobody(dir.path())
         .args(["store", "list", "--store"])
         .arg(&store));
-    let stderr = failed(&out, 3);
+    let stderr = stderr_of_exit(&out, 3);
     assert!(stderr.contains("Permission denied"), "{stderr}");
     assert!(!stderr.contains("there is none yet"), "{stderr}");
 }
@@ -108,7 +85,7 @@ fn a_build_whose_state_directory_is_not_writable_makes_no_store() {
         .arg(&store)
         .arg("--state-dir")
         .arg(&state);
-    let stderr = failed(&run(&mut cmd), 3);
+    let stderr = stderr_of_exit(&run(&mut cmd), 3);
     let says = format!(
         "failed to create state directory {}",
         state.join("native-builds").display()

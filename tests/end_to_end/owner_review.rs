@@ -4,36 +4,13 @@
 //! linking a pool entry root made failed with a bare "Operation not
 //! permitted".
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 
 use crate::util::{
-    dir_for_root_and_others, fixture_source, fruix_for_others, object_names, run, run_ok,
-    sample_root, snapshot, source_add,
+    as_nobody, dir_for_root_and_others, fixture_source, object_names, run, run_ok, sample_root,
+    snapshot, source_add, stderr_of_exit, NOBODY,
 };
-
-/// The unprivileged user the tests run fruix as (`nobody`).
-const NOBODY: u32 = 65534;
-
-/// A fruix command run as [`NOBODY`] in `dir`, with nothing of this
-/// process's environment but `PATH`.
-fn as_nobody(dir: &Path) -> Command {
-    let mut cmd = Command::new(fruix_for_others());
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .uid(NOBODY)
-        .gid(NOBODY);
-    cmd
-}
-
-/// `out`'s stderr, after checking that it exited with `status`.
-fn exited(out: &Output, status: i32) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(status), "{stderr}");
-    stderr
-}
 
 /// A store and a state directory of [`NOBODY`]'s (in `dir`, theirs too)
 /// holding nobody's objects of the sample result root, no root keeping
@@ -67,7 +44,7 @@ impl SharedStore {
             ])
             .arg(&store)
             .arg(&root));
-        exited(&out, 0);
+        stderr_of_exit(&out, 0);
         let nobodys = object_names(&store);
         assert!(!nobodys.is_empty());
         let path = run_ok(&mut source_add(&store, &["--quiet", "--name", "rootsrc"]));
@@ -126,7 +103,7 @@ impl SharedStore {
 fn a_users_collection_leaves_roots_object_and_says_so() {
     let s = SharedStore::new();
     let out = run(&mut s.nobody_with_state(&["store", "gc", "--json"]));
-    let stderr = exited(&out, 3);
+    let stderr = stderr_of_exit(&out, 3);
     let roots = s.roots.to_str().unwrap();
     assert!(stderr.contains(roots), "{stderr}");
     assert!(stderr.contains("owned by uid 0"), "{stderr}");
@@ -150,10 +127,10 @@ fn a_users_collection_leaves_roots_object_and_says_so() {
     assert_eq!(s.temporaries(), Vec::<String>::new());
     let listed = run_ok(&mut s.nobody(&["store", "list"]));
     assert!(listed.contains(&s.roots_name()), "{listed}");
-    exited(&run(&mut s.nobody(&["store", "verify", "--quiet"])), 0);
+    stderr_of_exit(&run(&mut s.nobody(&["store", "verify", "--quiet"])), 0);
     // The next collection says the same, and counts no temporary.
     let out = run(&mut s.nobody_with_state(&["store", "gc"]));
-    let stderr = exited(&out, 3);
+    let stderr = stderr_of_exit(&out, 3);
     assert!(stderr.contains(roots), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("removed 0 object(s)"), "{stdout}");
@@ -174,7 +151,7 @@ fn a_temporary_the_user_cannot_remove_is_said_not_counted() {
     std::fs::write(left.join("file"), "root's").unwrap();
     std::fs::set_permissions(&left, std::fs::Permissions::from_mode(0o555)).unwrap();
     let out = run(&mut s.nobody_with_state(&["store", "gc", "--json"]));
-    let stderr = exited(&out, 3);
+    let stderr = stderr_of_exit(&out, 3);
     assert!(stderr.contains(left.to_str().unwrap()), "{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let temporary = crate::util::element_with(&report["refused"], "path", left.to_str().unwrap());
@@ -192,7 +169,7 @@ fn a_users_delete_of_roots_object_changes_nothing() {
     let s = SharedStore::new();
     let before = snapshot(&s.store);
     let out = run(s.nobody_with_state(&["store", "delete"]).arg(&s.roots));
-    let stderr = exited(&out, 3);
+    let stderr = stderr_of_exit(&out, 3);
     assert!(stderr.contains(s.roots.to_str().unwrap()), "{stderr}");
     assert!(stderr.contains("owned by uid 0"), "{stderr}");
     assert_eq!(snapshot(&s.store), before);
@@ -216,7 +193,7 @@ fn a_pool_entry_of_roots_is_named_when_it_cannot_be_linked() {
     let out = run(s
         .nobody(&["source", "add", "--quiet", "--name", "mine"])
         .arg(fixture_source()));
-    let stderr = exited(&out, 3);
+    let stderr = stderr_of_exit(&out, 3);
     let pool = s.store.join(".links");
     assert!(
         stderr.contains(&format!("its entry {}/", pool.display())),
@@ -237,7 +214,7 @@ fn roots_collection_removes_every_users_objects() {
         .arg(&s.store)
         .arg("--state-dir")
         .arg(&s.state));
-    exited(&out, 0);
+    stderr_of_exit(&out, 0);
     assert_eq!(object_names(&s.store), Vec::<String>::new());
     assert_eq!(s.temporaries(), Vec::<String>::new());
 }

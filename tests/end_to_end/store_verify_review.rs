@@ -305,12 +305,7 @@ fn verify_json_gives_a_corrupt_file_its_real_path() {
     let store = dir.path().join("store");
     let object = add_source(&store, &src);
     let share = object.join("share");
-    fs::set_permissions(&share, fs::Permissions::from_mode(0o755)).unwrap();
-    let file = share.join(std::ffi::OsStr::from_bytes(name));
-    fs::remove_file(&file).unwrap();
-    fs::write(&file, b"changed\n").unwrap();
-    fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).unwrap();
-    fs::set_permissions(&share, fs::Permissions::from_mode(0o555)).unwrap();
+    rewrite_in(&share, &[name]);
 
     let out = run(&mut store_verify(&store, &["--json"]));
     assert_eq!(out.status.code(), Some(4), "{out:?}");
@@ -331,6 +326,20 @@ fn verify_json_gives_a_corrupt_file_its_real_path() {
         stdout.lines().all(|l| !l.starts_with("name")),
         "a file name forged a line: {stdout}"
     );
+}
+
+/// Replaces each file `names` in the store directory `dir` with one
+/// holding `changed` (a new inode: the pool's entry stays sound), as
+/// store modes leave it; only the object's manifest can tell.
+fn rewrite_in(dir: &Path, names: &[&[u8]]) {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    for name in names {
+        let file = dir.join(std::ffi::OsStr::from_bytes(name));
+        fs::remove_file(&file).unwrap();
+        fs::write(&file, b"changed\n").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).unwrap();
 }
 
 /// `verify --json` showed two different corrupt files alike: one named
@@ -358,14 +367,7 @@ fn verify_json_tells_apart_files_whose_paths_show_alike() {
         .map(|n| store.join(n))
         .find(|o| o.join(std::ffi::OsStr::from_bytes(names[1])).exists())
         .expect("the world object holds both files");
-    fs::set_permissions(&object, fs::Permissions::from_mode(0o755)).unwrap();
-    for name in names {
-        let file = object.join(std::ffi::OsStr::from_bytes(name));
-        fs::remove_file(&file).unwrap();
-        fs::write(&file, b"changed\n").unwrap();
-        fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).unwrap();
-    }
-    fs::set_permissions(&object, fs::Permissions::from_mode(0o555)).unwrap();
+    rewrite_in(&object, &names);
 
     let out = run(&mut store_verify(&store, &["--json"]));
     assert_eq!(out.status.code(), Some(4), "{out:?}");

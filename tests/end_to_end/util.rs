@@ -835,3 +835,26 @@ pub fn fruix_for_others() -> PathBuf {
     );
     bin.to_path_buf()
 }
+
+/// The unprivileged user tests run fruix as (`nobody`).
+pub const NOBODY: u32 = 65534;
+
+/// A fruix command run as [`NOBODY`] in `dir`, with nothing of this
+/// process's environment but `PATH`.
+pub fn as_nobody(dir: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(fruix_for_others());
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .uid(NOBODY)
+        .gid(NOBODY);
+    cmd
+}
+
+/// `out`'s stderr, after checking that it exited with `status`.
+pub fn stderr_of_exit(out: &Output, status: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(status), "{stderr}");
+    stderr
+}
