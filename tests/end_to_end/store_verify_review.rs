@@ -4,6 +4,7 @@
 //! `--json` paths given in the manifest's mtree encoding. Races and
 //! progress are observed deterministically (see [`crate::race`]).
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -297,11 +298,7 @@ fn verify_json_gives_a_corrupt_file_its_real_path() {
     let src = dir.path().join("src");
     copy_fixture(&src);
     let name = b"evil\x1b[2J\nname";
-    fs::write(
-        src.join("share").join(std::ffi::OsStr::from_bytes(name)),
-        b"fine\n",
-    )
-    .unwrap();
+    fs::write(src.join("share").join(OsStr::from_bytes(name)), b"fine\n").unwrap();
     let store = dir.path().join("store");
     let object = add_source(&store, &src);
     let share = object.join("share");
@@ -328,13 +325,28 @@ fn verify_json_gives_a_corrupt_file_its_real_path() {
     );
 }
 
+/// The sample result root written into `root` beside the files a test put
+/// in its world, all signed, promoted into `dir/store`: the store, and the
+/// object holding `holds` at its top.
+fn promoted_with(dir: &Path, root: &Path, holds: &OsStr) -> (PathBuf, PathBuf) {
+    fruix_core::testing::write_sample_result_root(root, "local", "20260405T213444Z", true).unwrap();
+    let store = dir.join("store");
+    crate::util::promote_quietly(&store, root);
+    let object = object_names(&store)
+        .into_iter()
+        .map(|n| store.join(n))
+        .find(|o| o.join(holds).symlink_metadata().is_ok())
+        .unwrap_or_else(|| panic!("no object holds {holds:?}"));
+    (store, object)
+}
+
 /// Replaces each file `names` in the store directory `dir` with one
 /// holding `changed` (a new inode: the pool's entry stays sound), as
 /// store modes leave it; only the object's manifest can tell.
 fn rewrite_in(dir: &Path, names: &[&[u8]]) {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     for name in names {
-        let file = dir.join(std::ffi::OsStr::from_bytes(name));
+        let file = dir.join(OsStr::from_bytes(name));
         fs::remove_file(&file).unwrap();
         fs::write(&file, b"changed\n").unwrap();
         fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).unwrap();
@@ -355,18 +367,9 @@ fn verify_json_tells_apart_files_whose_paths_show_alike() {
     fs::create_dir_all(&world).unwrap();
     let names: [&[u8]; 2] = [b"\\377x", b"\xffx"];
     for name in names {
-        fs::write(world.join(std::ffi::OsStr::from_bytes(name)), b"fine\n").unwrap();
+        fs::write(world.join(OsStr::from_bytes(name)), b"fine\n").unwrap();
     }
-    // The sample's files beside these two, all signed.
-    fruix_core::testing::write_sample_result_root(&root, "local", "20260405T213444Z", true)
-        .unwrap();
-    let store = dir.path().join("store");
-    crate::util::promote_quietly(&store, &root);
-    let object = object_names(&store)
-        .into_iter()
-        .map(|n| store.join(n))
-        .find(|o| o.join(std::ffi::OsStr::from_bytes(names[1])).exists())
-        .expect("the world object holds both files");
+    let (store, object) = promoted_with(dir.path(), &root, OsStr::from_bytes(names[1]));
     rewrite_in(&object, &names);
 
     let out = run(&mut store_verify(&store, &["--json"]));
@@ -436,15 +439,7 @@ fn metadata_names_are_refused_at_an_artifacts_top_only() {
     for name in METADATA_NAMES {
         fs::write(world.join("sub").join(name), name).unwrap();
     }
-    fruix_core::testing::write_sample_result_root(&root, "local", "20260405T213444Z", true)
-        .unwrap();
-    let store = dir.path().join("store");
-    crate::util::promote_quietly(&store, &root);
-    let object = object_names(&store)
-        .into_iter()
-        .map(|n| store.join(n))
-        .find(|o| o.join("sub").is_dir())
-        .expect("the world object holds sub/");
+    let (store, object) = promoted_with(dir.path(), &root, OsStr::new("sub"));
     for name in METADATA_NAMES {
         assert_eq!(
             fs::read_to_string(object.join("sub").join(name)).unwrap(),
