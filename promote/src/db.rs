@@ -405,6 +405,16 @@ impl Database {
             Ok(())
         })
     }
+
+    /// Copies the registry's write-ahead log into the database and
+    /// truncates it (`PRAGMA wal_checkpoint(TRUNCATE)`), giving back the
+    /// room it grew to: before the collector's reserve is made again, on a
+    /// nearly full disk. A reader in the way leaves the log as it is.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| db_error(&self.path, e))
+    }
 }
 
 /// How many signatures object `name` carries in `tx`, and whether

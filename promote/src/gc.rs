@@ -43,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::check_cancelled;
 use crate::pool::TEMP_PREFIX;
 use crate::roots::{self, Root};
+use crate::store::entries::Reserve;
 use crate::store::{remove_tree, Store};
 use crate::temp_roots;
 use crate::verify::object_paths;
@@ -440,26 +441,6 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
         collect_result_roots(&promoted, options, &mut report.result_roots)?;
     }
     Ok(())
-}
-
-/// The store's reserved space ([`RESERVED_FILE`]), released while a
-/// collection or a deletion runs (on a full disk, SQLite needs that room
-/// to record what goes), and made again when it ends, if there is room.
-///
-/// [`RESERVED_FILE`]: crate::store::entries::RESERVED_FILE
-struct Reserve<'a>(&'a Store);
-
-impl<'a> Reserve<'a> {
-    fn release(store: &'a Store) -> Reserve<'a> {
-        crate::store::entries::release_reserve(store.path());
-        Reserve(store)
-    }
-}
-
-impl Drop for Reserve<'_> {
-    fn drop(&mut self) {
-        crate::store::entries::reserve(self.0.path());
-    }
 }
 
 /// Removes the store's hidden temporaries: under the exclusive GC lock no

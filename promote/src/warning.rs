@@ -25,6 +25,17 @@ pub enum Warning {
         /// What is wrong with it.
         problem: String,
     },
+    /// The space kept for the garbage collector (`STORE/.fruix/reserved`)
+    /// could not be made whole again when a collection, a deletion or a
+    /// repair ended: the disk is nearly full. What it holds stays.
+    ReserveShort {
+        /// The reserve's file.
+        file: PathBuf,
+        /// The bytes it holds.
+        held: u64,
+        /// The bytes it is meant to hold.
+        wanted: u64,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -35,6 +46,13 @@ impl fmt::Display for Warning {
                 "{} is not registered (what a repair, promotion or import killed half-way left, or a hand edit) and does not hold what its name says ({}): removing it, to make the object anew",
                 escape::path(object),
                 escape::line(problem)
+            ),
+            Warning::ReserveShort { file, held, wanted } => write!(
+                f,
+                "{} holds {} KiB of the {} KiB kept so that store gc, store delete and store verify --repair have room: the disk is nearly full; free space (a later command makes the rest once there is room)",
+                escape::path(file),
+                held >> 10,
+                wanted >> 10
             ),
         }
     }
@@ -86,5 +104,23 @@ mod tests {
         let shown = warning.to_string();
         assert!(!shown.contains('\n'), "{shown}");
         assert!(shown.contains("removing it"), "{shown}");
+    }
+
+    /// A reserve short of its size says what it holds, of how much, and
+    /// why (the disk nearly full), on one line.
+    #[test]
+    fn a_short_reserve_says_what_it_holds() {
+        let shown = Warning::ReserveShort {
+            file: PathBuf::from("/store/.fruix/reserved"),
+            held: 7 << 20,
+            wanted: 8 << 20,
+        }
+        .to_string();
+        assert!(
+            shown.starts_with("/store/.fruix/reserved holds 7168 KiB of the 8192 KiB"),
+            "{shown}"
+        );
+        assert!(shown.contains("the disk is nearly full"), "{shown}");
+        assert!(!shown.contains('\n'), "{shown}");
     }
 }

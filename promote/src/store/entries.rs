@@ -9,8 +9,10 @@ use std::fs::{self, File};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use super::Store;
 use crate::db::META_DIR;
 use crate::error::{Error, Result};
+use crate::warning::{warn, Warning};
 
 /// The file in `STORE/.fruix` that keeps [`RESERVED_BYTES`] of disk space
 /// for the garbage collector, which removes it first: on a full disk,
@@ -120,51 +122,108 @@ pub(crate) fn own_file(store: &Path, path: &Path, access: Access) -> Result<File
     Ok(file)
 }
 
-/// Makes [`RESERVED_FILE`] hold [`RESERVED_BYTES`] of allocated space
-/// (not a sparse file), when the filesystem has the room; otherwise
-/// removes what it could not fill. Never fails: it is a reserve.
-pub(crate) fn reserve(store: &Path) {
+/// The steps [`reserve`] grows [`RESERVED_FILE`] by: on a disk without
+/// room for all of [`RESERVED_BYTES`], it keeps the steps it could make.
+const RESERVE_STEP: u64 = 1 << 20;
+
+/// Makes [`RESERVED_FILE`] hold as much of [`RESERVED_BYTES`] of allocated
+/// space (not a sparse file) as the filesystem has room for, growing what
+/// it holds a [`RESERVE_STEP`] at a time; what it holds is never removed:
+/// a partial reserve is still room for the collector. Returns the bytes it
+/// holds (0 when it cannot be opened). Never fails: it is a reserve.
+pub(crate) fn reserve(store: &Path) -> u64 {
     let path = store.join(META_DIR).join(RESERVED_FILE);
     let Ok(file) = own_file(store, &path, Access::Write) else {
-        return;
+        return 0;
     };
-    let allocated = |m: &fs::Metadata| {
-        use std::os::unix::fs::MetadataExt;
-        m.len() == RESERVED_BYTES && m.blocks() * 512 >= RESERVED_BYTES
-    };
-    if file.metadata().is_ok_and(|m| allocated(&m)) {
-        return;
+    if file.metadata().is_ok_and(|m| m.len() > RESERVED_BYTES) {
+        let _ = file.set_len(RESERVED_BYTES);
     }
-    let made = match rustix::fs::fallocate(
-        &file,
-        rustix::fs::FallocateFlags::empty(),
-        0,
-        RESERVED_BYTES,
-    ) {
-        Err(rustix::io::Errno::OPNOTSUPP) => write_zeros(&file),
-        other => other.map_err(std::io::Error::from),
-    };
-    if made.is_err() {
-        drop(file);
-        let _ = fs::remove_file(&path);
+    if held(&file) < RESERVED_BYTES {
+        grow(&file);
+    }
+    held(&file)
+}
+
+/// The bytes of allocated space `file` holds within its length.
+fn held(file: &File) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata()
+        .map_or(0, |m| (m.blocks() * 512).min(m.len()))
+}
+
+/// Allocates [`RESERVED_BYTES`] for `file` a [`RESERVE_STEP`] at a time
+/// (what is allocated already costs nothing), stopping at the first step
+/// the filesystem has no room for.
+fn grow(file: &File) {
+    for start in (0..RESERVED_BYTES).step_by(RESERVE_STEP as usize) {
+        let step = rustix::fs::fallocate(
+            file,
+            rustix::fs::FallocateFlags::empty(),
+            start,
+            RESERVE_STEP,
+        );
+        match step {
+            Ok(()) => {}
+            Err(rustix::io::Errno::OPNOTSUPP) => return write_zeros(file),
+            Err(_) => return,
+        }
     }
 }
 
-/// Writes [`RESERVED_BYTES`] of zeros into `file`, from its start: a
-/// reserve where `fallocate` is not supported.
-fn write_zeros(mut file: &File) -> std::io::Result<()> {
-    use std::io::{Seek, Write};
-    file.seek(std::io::SeekFrom::Start(0))?;
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..RESERVED_BYTES / zeros.len() as u64 {
-        file.write_all(&zeros)?;
+/// Writes [`RESERVED_BYTES`] of zeros into `file`, from its start, a
+/// [`RESERVE_STEP`] at a time, stopping at the first step that fails (what
+/// was written stays): a reserve where `fallocate` is not supported.
+fn write_zeros(file: &File) {
+    use std::os::unix::fs::FileExt;
+    let zeros = vec![0u8; RESERVE_STEP as usize];
+    for start in (0..RESERVED_BYTES).step_by(RESERVE_STEP as usize) {
+        if file
+            .write_all_at(&zeros, start)
+            .and_then(|()| file.sync_data())
+            .is_err()
+        {
+            return;
+        }
     }
-    file.sync_data()
 }
 
 /// Removes [`RESERVED_FILE`]: a collection's first step, for its room.
-pub(crate) fn release_reserve(store: &Path) {
+fn release_reserve(store: &Path) {
     let _ = fs::remove_file(store.join(META_DIR).join(RESERVED_FILE));
+}
+
+/// The store's reserved space ([`RESERVED_FILE`]), released while a
+/// collection, a deletion or a repair runs (on a full disk, SQLite needs
+/// that room to record what goes), and made again when it ends, as far as
+/// there is room: the registry's write-ahead log, grown meanwhile, is
+/// checkpointed first, to give its room back. A reserve it could not make
+/// whole is said once ([`Warning::ReserveShort`]).
+pub(crate) struct Reserve<'a>(&'a Store);
+
+impl<'a> Reserve<'a> {
+    /// Removes `store`'s reserve, until the guard is dropped.
+    pub(crate) fn release(store: &'a Store) -> Reserve<'a> {
+        release_reserve(store.path());
+        Reserve(store)
+    }
+}
+
+impl Drop for Reserve<'_> {
+    fn drop(&mut self) {
+        // Not when this thread holds the registry (never waited for).
+        if let Ok(db) = self.0.db.try_lock() {
+            let _ = db.checkpoint();
+        }
+        let held = reserve(self.0.path());
+        if held < RESERVED_BYTES {
+            warn(Warning::ReserveShort {
+                file: self.0.path().join(META_DIR).join(RESERVED_FILE),
+                held,
+                wanted: RESERVED_BYTES,
+            });
+        }
+    }
 }
 
 /// Whether `e` says this user may not write there.
@@ -202,6 +261,58 @@ mod tests {
         // A dangling symlink to a directory is refused as a directory would be.
         let err = own_dir(dir.path(), &link).unwrap_err();
         assert_eq!(found_and_expected(&err), ("symlink", "directory"));
+    }
+
+    /// A store directory with its `.fruix`, and the path of its reserve.
+    fn reserve_in(dir: &Path) -> std::path::PathBuf {
+        fs::create_dir(dir.join(META_DIR)).unwrap();
+        dir.join(META_DIR).join(RESERVED_FILE)
+    }
+
+    /// The bytes `path` has allocated within its length.
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(path).unwrap();
+        (m.blocks() * 512).min(m.len())
+    }
+
+    /// Regression: a reserve that was not whole was removed when it could
+    /// not be made whole at once. It is grown in place (the same file,
+    /// what it held kept), and one longer than the reserve is cut.
+    #[test]
+    fn a_partial_reserve_is_grown_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = reserve_in(dir.path());
+        fs::write(&path, vec![7u8; 2 * RESERVE_STEP as usize]).unwrap();
+        let inode = fs::metadata(&path).unwrap().ino();
+        assert_eq!(reserve(dir.path()), RESERVED_BYTES);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode, "replaced");
+        assert_eq!(fs::metadata(&path).unwrap().len(), RESERVED_BYTES);
+        assert_eq!(allocated(&path), RESERVED_BYTES);
+        assert_eq!(fs::read(&path).unwrap()[0], 7, "what it held was rewritten");
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(RESERVED_BYTES + 1)
+            .unwrap();
+        assert_eq!(reserve(dir.path()), RESERVED_BYTES);
+        assert_eq!(fs::metadata(&path).unwrap().len(), RESERVED_BYTES);
+    }
+
+    /// Where `fallocate` is not supported, zeros written step by step make
+    /// the reserve whole, over a sparse file as over a short one.
+    #[test]
+    fn zeros_written_make_the_reserve_where_fallocate_is_not_supported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = reserve_in(dir.path());
+        let file = fs::File::create(&path).unwrap();
+        file.set_len(RESERVED_BYTES).unwrap();
+        write_zeros(&file);
+        assert_eq!(fs::metadata(&path).unwrap().len(), RESERVED_BYTES);
+        assert_eq!(allocated(&path), RESERVED_BYTES);
+        assert_eq!(held(&file), RESERVED_BYTES);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::{
 use crate::bundle::read_bundle;
 use crate::db::Kind;
 use crate::error::Result;
+use crate::store::entries::Reserve;
 use crate::store::{Store, RESULT_METADATA_FILE};
 
 /// What [`repair`] removed.
@@ -93,6 +94,8 @@ fn repair_alone(
     pool: &PoolVerification,
     registry: &RegistryCheck,
 ) -> Result<Repair> {
+    // Made again when the repair ends (after `db` below is dropped).
+    let _reserve = Reserve::release(store);
     // What the verification found may have changed since, while the
     // repair waited for the store: a collection removed it, and a promotion
     // or import made it anew, sound. So each finding is checked again, now
