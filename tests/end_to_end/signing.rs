@@ -254,3 +254,31 @@ fn keys_mounted_as_symlinks_sign_and_are_trusted() {
         "{out:?}"
     );
 }
+
+/// Regression: `store generate-key` whose standard output could not be
+/// written (`> /dev/full`) exited 3 but kept both key files, though the
+/// public key was never printed, and the same command run again was
+/// refused ("it already exists"). It fails (3) leaving neither file, with
+/// or without `--json`; the same command then succeeds.
+#[test]
+fn generate_key_that_cannot_print_leaves_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = (dir.path().join("z1.sec"), dir.path().join("z1.pub"));
+    for json in [false, true] {
+        let mut cmd = generate_key("z1", &secret, &public);
+        if json {
+            cmd.arg("--json");
+        }
+        let full = std::fs::File::create("/dev/full").unwrap();
+        let out = run(cmd.stdout(std::process::Stdio::from(full)));
+        assert_eq!(out.status.code(), Some(3), "--json {json}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("No space left on device"),
+            "{out:?}"
+        );
+        assert!(!secret.exists(), "--json {json}: the secret key stayed");
+        assert!(!public.exists(), "--json {json}: the public key stayed");
+    }
+    let printed = run_ok(&mut generate_key("z1", &secret, &public));
+    assert_eq!(printed, std::fs::read_to_string(&public).unwrap());
+}

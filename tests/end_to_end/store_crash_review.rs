@@ -316,3 +316,119 @@ fn a_temproots_that_is_no_directory_fails_verify_as_it_fails_gc() {
         "temproots is a regular file, not a directory",
     );
 }
+
+/// A promotion of a sample root into `small/store`, a tmpfs of at most
+/// `inodes` inodes (`root` and the state directory and out-link are
+/// outside it), run with `--json`.
+fn promote_on_few_inodes(dir: &Path, root: &Path, inodes: u32) -> (SmallFilesystem, Output) {
+    let small = SmallFilesystem::mount_with_options(
+        dir.join(format!("small-{inodes}")),
+        &format!("size=20m,nr_inodes={inodes}"),
+    );
+    let store = small.path.join("store");
+    let (state, link) = (dir.join("state"), dir.join("res"));
+    let out = run(&mut promote_linked(
+        &store,
+        &state,
+        &link,
+        root,
+        &["--json"],
+    ));
+    (small, out)
+}
+
+/// Regression: a promotion that ran out of inodes while making a new
+/// store's skeleton (`.lock`, `.links`, made when the store is opened) left
+/// the store's directory (and `.lock`) behind, where one failing later left
+/// nothing. It fails as a system failure (3) leaving the filesystem as it
+/// was; with room, the same promotion succeeds.
+#[test]
+fn a_promotion_out_of_inodes_making_the_store_leaves_no_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample_root(dir.path(), "root");
+    // The tmpfs's root takes one inode; the store's directory another.
+    for inodes in [2, 3] {
+        let (small, out) = promote_on_few_inodes(dir.path(), &root, inodes);
+        assert_eq!(out.status.code(), Some(3), "nr_inodes={inodes}: {out:?}");
+        assert_eq!(
+            listing(&small.path),
+            Vec::<PathBuf>::new(),
+            "nr_inodes={inodes}: {out:?}"
+        );
+        // With room, the same promotion succeeds.
+        let remount = run(Command::new("mount")
+            .args(["-o", "remount,nr_inodes=10000"])
+            .arg(&small.path));
+        assert!(remount.status.success(), "{remount:?}");
+        let store = small.path.join("store");
+        let (state, link) = (dir.path().join("state"), dir.path().join("res"));
+        run_ok(&mut promote_linked(
+            &store,
+            &state,
+            &link,
+            &root,
+            &["--quiet"],
+        ));
+        verify_store(&store);
+        std::fs::remove_file(&link).unwrap();
+    }
+}
+
+/// Regression: a promotion that ran out of inodes while it created the
+/// store's registry was said to fail for want of file descriptors or
+/// memory ("its permissions let this user read and write it, so the system
+/// failed to open it"): it now says the device has no space (SQLite's
+/// system error number, ENOSPC), still a system failure (3).
+#[test]
+fn running_out_of_inodes_making_the_registry_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample_root(dir.path(), "root");
+    for inodes in 6..=8 {
+        let (_small, out) = promote_on_few_inodes(dir.path(), &root, inodes);
+        json_error(&out, 3, "No space left on device");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !said.contains("file descriptors") && !said.contains("memory"),
+            "nr_inodes={inodes}: {said}"
+        );
+    }
+}
+
+/// Regression: `store export --output FILE` on a full disk said "failed to
+/// write the archive: No space left on device", naming no file. It names
+/// the file given (escaped), fails as a system failure (3), and leaves
+/// nothing on the full disk; with room, the same export succeeds.
+#[test]
+fn an_export_to_a_full_disk_names_its_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let root = sample_root(dir.path(), "root");
+    let report = promote_report(&store, &root, &[]);
+    let bundle = report["result_store"].as_str().unwrap();
+    let small = SmallFilesystem::mount(dir.path().join("small"), "8k");
+    // A name that escaping changes: it is said as escaped.
+    let archive = small.path.join("a\tb.arc");
+    let out = run(&mut store_export(
+        &store,
+        &archive,
+        &["--json", "--recursive"],
+        bundle,
+    ));
+    json_error(
+        &out,
+        3,
+        &format!(
+            "failed to write {}: No space left on device",
+            fruix_core::escape::path(&archive)
+        ),
+    );
+    assert_eq!(listing(&small.path), Vec::<PathBuf>::new());
+    drop(small);
+    run_ok(&mut store_export(
+        &store,
+        &archive,
+        &["--quiet", "--recursive"],
+        bundle,
+    ));
+    assert!(std::fs::metadata(&archive).unwrap().len() > 8 << 10);
+}

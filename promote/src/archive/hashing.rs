@@ -23,22 +23,25 @@ const IN_FLIGHT: usize = 4;
 /// (most of a source tree's) as they are copied, on this one.
 const HASHED_APART_FROM: u64 = 4 << 20;
 
-/// Copies at most `size` bytes of `file` (named `display`) to `out`;
-/// returns how many it copied (fewer when the file is shorter) and their
-/// SHA-256. `buffer` is [`CHUNK`] bytes, reused from file to file.
+/// Copies at most `size` bytes of `file` (named `display`) to `out` (the
+/// archive `archive`, which a failed write names); returns how many it
+/// copied (fewer when the file is shorter) and their SHA-256. `buffer` is
+/// [`CHUNK`] bytes, reused from file to file.
 pub(super) fn copy_hashed(
     file: &File,
     size: u64,
     out: &mut impl Write,
     buffer: &mut Vec<u8>,
     display: &Path,
+    archive: &Path,
     progress: Option<&Progress>,
 ) -> Result<(u64, [u8; 32])> {
     buffer.resize(CHUNK, 0);
     if size < HASHED_APART_FROM {
         let mut hasher = Sha256::new();
-        let copied = copy_chunks(file, size, out, buffer, display, progress, |chunk| {
-            hasher.update(chunk)
+        let copied = copy_chunks(file, size, buffer, display, progress, |chunk| {
+            hasher.update(chunk);
+            written(out.write_all(chunk), archive, progress)
         })?;
         return Ok((copied, hasher.finalize().into()));
     }
@@ -73,7 +76,7 @@ pub(super) fn copy_hashed(
                 if n == 0 {
                     break;
                 }
-                written(out.write_all(&chunk[..n]), progress)?;
+                written(out.write_all(&chunk[..n]), archive, progress)?;
                 copied += n as u64;
                 to_hasher
                     .send((chunk, n))
@@ -87,16 +90,15 @@ pub(super) fn copy_hashed(
     })
 }
 
-/// Copies at most `size` bytes of `file` to `out` through `buffer`, each
-/// chunk given to `hash` as well; returns how many it copied.
+/// Reads at most `size` bytes of `file` through `buffer`, each chunk given
+/// to `take` (which hashes and writes it); returns how many it read.
 fn copy_chunks(
     file: &File,
     size: u64,
-    out: &mut impl Write,
     buffer: &mut [u8],
     display: &Path,
     progress: Option<&Progress>,
-    mut hash: impl FnMut(&[u8]),
+    mut take: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<u64> {
     let mut copied = 0u64;
     while copied < size {
@@ -105,8 +107,7 @@ fn copy_chunks(
         if n == 0 {
             break;
         }
-        hash(&buffer[..n]);
-        written(out.write_all(&buffer[..n]), progress)?;
+        take(&buffer[..n])?;
         copied += n as u64;
     }
     Ok(copied)
@@ -146,7 +147,7 @@ mod tests {
                 let file = File::open(&path).unwrap();
                 let (mut out, mut buffer) = (Vec::new(), Vec::new());
                 let (copied, digest) =
-                    copy_hashed(&file, size, &mut out, &mut buffer, &path, None).unwrap();
+                    copy_hashed(&file, size, &mut out, &mut buffer, &path, &path, None).unwrap();
                 let expected = &bytes[..(size as usize).min(len)];
                 assert_eq!(copied, expected.len() as u64, "{len}/{size}");
                 assert!(out == expected, "{len}/{size}");

@@ -337,11 +337,24 @@ fn not_present(object: PathBuf, gone: &str) -> Error {
 /// Cancelled through `progress` ([`Progress::cancel`]), it fails with
 /// [`fruix_core::Error::Cancelled`] at its next object or tree entry, or
 /// at a failed write (a writer that stops for the cancellation), and never
-/// ends the archive.
+/// ends the archive. A failed write is said of "the archive"; one to a
+/// file is said of that file with [`export_to_file`].
 pub fn export(
     store: &Store,
     names: &[String],
     out: impl Write,
+    progress: Option<&Progress>,
+) -> Result<ExportReport> {
+    export_to_file(store, names, out, Path::new("the archive"), progress)
+}
+
+/// [`export`] to `out`, the file `archive`: a failed write names it
+/// (`store export --output FILE` on a full disk).
+pub fn export_to_file(
+    store: &Store,
+    names: &[String],
+    out: impl Write,
+    archive: &Path,
     progress: Option<&Progress>,
 ) -> Result<ExportReport> {
     // Shared with promotions, exclusive to the collector: nothing exported
@@ -350,7 +363,7 @@ pub fn export(
     check_present(store, names)?;
     let mut out = Counting::new(BufWriter::with_capacity(1 << 20, out));
     let mut buffer = Vec::new();
-    let w = |r: io::Result<()>| written(r, progress);
+    let w = |r: io::Result<()>| written(r, archive, progress);
     w(writeln!(out, "{MAGIC}"))?;
     w(writeln!(out, "store {}", exact_path_text(store.path())))?;
     let mut report = ExportReport::default();
@@ -379,7 +392,14 @@ pub fn export(
         w(writeln!(out, "object {}", json.len()))?;
         w(writeln!(out, "{json}"))?;
         if record.kind != Kind::Bundle {
-            write_tree(&mut out, &path, metadata_file, &mut buffer, progress)?;
+            write_tree(
+                &mut out,
+                &path,
+                metadata_file,
+                archive,
+                &mut buffer,
+                progress,
+            )?;
             w(writeln!(out, "{END_TREE}"))?;
         }
         report.objects.push(path);
@@ -392,7 +412,8 @@ pub fn export(
     Ok(report)
 }
 
-/// Writes the tree of `object` from its stored manifest: each line, and
+/// Writes the tree of `object` to `out` (the archive `archive`, which a
+/// failed write names) from its stored manifest: each line, and
 /// after a file's line the file's bytes (opened beneath the object, never
 /// followed), hashed as they are written ([`hashing::copy_hashed`], through
 /// `buffer`). A file that is not the size its line says, or does not hash
@@ -402,6 +423,7 @@ fn write_tree(
     out: &mut impl Write,
     object: &Path,
     metadata_file: &str,
+    archive: &Path,
     buffer: &mut Vec<u8>,
     progress: Option<&Progress>,
 ) -> Result<()> {
@@ -409,7 +431,7 @@ fn write_tree(
     let mut files = FilesBeneath::new(&root, object);
     let mut lines = ManifestLines::open(&object.join(MANIFEST_FILE))?;
     let mut line = String::new();
-    let w = |r: io::Result<()>| written(r, progress);
+    let w = |r: io::Result<()>| written(r, archive, progress);
     while let Some((entry, _)) = lines.next_entry()? {
         crate::pipeline::check_cancelled(progress)?;
         if [metadata_file, REFERENCES_FILE]
@@ -425,7 +447,7 @@ fn write_tree(
             let display = object.join(OsStr::from_bytes(&entry.path));
             let file = files.open(&entry.path)?;
             let (copied, digest) =
-                hashing::copy_hashed(&file, size, out, buffer, &display, progress)?;
+                hashing::copy_hashed(&file, size, out, buffer, &display, archive, progress)?;
             // A file grown since it was stored has more than its line says.
             let now = if copied < size {
                 copied
@@ -461,9 +483,9 @@ fn write_tree(
     Ok(())
 }
 
-/// The outcome of a write of the archive (see [`failed`]).
-fn written(r: io::Result<()>, progress: Option<&Progress>) -> Result<()> {
-    r.map_err(|e| failed(e, progress, "write", Path::new("the archive")))
+/// The outcome of a write of the archive `archive` (see [`failed`]).
+fn written(r: io::Result<()>, archive: &Path, progress: Option<&Progress>) -> Result<()> {
+    r.map_err(|e| failed(e, progress, "write", archive))
 }
 
 /// What the failure `e` of `action` on `path` is: the export cancelled

@@ -5,6 +5,7 @@
 //! mode never waits for another process's writes: only a migration (or the
 //! registry's creation) takes the write lock, and checks again under it.
 
+use std::ffi::c_int;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -132,6 +133,95 @@ pub(super) fn db_error(path: &Path, e: rusqlite::Error) -> Error {
     }
 }
 
+/// [`db_error`] for `e`, which SQLite met while the system's last error
+/// number it saw was `errno` (`sqlite3_system_errno`): a file SQLite could
+/// not open (the registry, its journal or WAL) is said as the system's
+/// error, decided from that number (no space or inodes left on the device,
+/// out of file descriptors or memory), which SQLite's message leaves out.
+pub(super) fn db_system_error(path: &Path, e: rusqlite::Error, errno: c_int) -> Error {
+    let cannot_open = e.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen);
+    if let Some(source) = cannot_open.then(|| open_cause(path, errno)).flatten() {
+        let store = path.parent().and_then(Path::parent).unwrap_or(path);
+        return Error::store_write(store, "open", path, source);
+    }
+    db_error(path, e)
+}
+
+/// Why SQLite could not open a file of the registry `path` (it, its
+/// journal or WAL), from the system's last error number it saw, `errno`.
+/// SQLite tries a file it failed to open for writing again to read it
+/// only, so one it could not create is said missing (`ENOENT`): the
+/// filesystem's free inodes and blocks then tell whether it was full
+/// (`ENOSPC`). `None` when neither tells.
+fn open_cause(path: &Path, errno: c_int) -> Option<std::io::Error> {
+    match errno {
+        0 | libc::ENOENT => {
+            let dir = path.parent()?;
+            let full = rustix::fs::statvfs(dir).is_ok_and(|s| s.f_favail == 0 || s.f_bavail == 0);
+            full.then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
+        }
+        errno => Some(std::io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// The system's last error number SQLite saw on the connection `db`
+/// (`sqlite3_system_errno`): it tells why SQLite could not open a file.
+///
+/// # Safety
+///
+/// `db` is an open connection's handle (or null), used on this thread.
+unsafe fn system_errno(db: *mut rusqlite::ffi::sqlite3) -> c_int {
+    match db.is_null() {
+        true => 0,
+        // SAFETY: as the caller promises.
+        false => unsafe { rusqlite::ffi::sqlite3_system_errno(db) },
+    }
+}
+
+/// The registry `path` opened with `flags`, as
+/// [`Connection::open_with_flags`] opens it; when SQLite cannot, its error
+/// and the system's error number it saw ([`system_errno`]), which
+/// rusqlite's opening drops with the connection.
+fn connect(
+    path: &Path,
+    flags: OpenFlags,
+) -> std::result::Result<Connection, (rusqlite::Error, c_int)> {
+    use rusqlite::ffi;
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| (rusqlite::Error::NulError(e), 0))?;
+    let flags = flags | OpenFlags::SQLITE_OPEN_EXRESCODE;
+    let mut db: *mut ffi::sqlite3 = std::ptr::null_mut();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call,
+    // `db` a place for the handle; a null VFS is the default one.
+    let rc =
+        unsafe { ffi::sqlite3_open_v2(c_path.as_ptr(), &mut db, flags.bits(), std::ptr::null()) };
+    if rc == ffi::SQLITE_OK {
+        // SAFETY: `db` is the connection just opened, handed over once: the
+        // `Connection` closes it.
+        return unsafe { Connection::from_handle_owned(db) }.map_err(|e| (e, 0));
+    }
+    // SAFETY: `db` is null or the handle SQLite gave for its failure,
+    // which is read here, then closed once (closing null does nothing).
+    let (errno, message) = unsafe {
+        let errno = system_errno(db);
+        let message = match db.is_null() {
+            true => None,
+            false => Some(
+                std::ffi::CStr::from_ptr(ffi::sqlite3_errmsg(db))
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+        };
+        ffi::sqlite3_close(db);
+        (errno, message)
+    };
+    Err((
+        rusqlite::Error::SqliteFailure(ffi::Error::new(rc), message),
+        errno,
+    ))
+}
+
 /// Why the registry `path` cannot be opened, asked of the system once
 /// SQLite could not open it (SQLite says only that it could not): this
 /// user's access to it, to read and (`write`) write it (to the directory it is made in, when it is not
@@ -195,15 +285,29 @@ impl Database {
         let had_one = had_registry(&path);
         let mut flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         flags.set(OpenFlags::SQLITE_OPEN_CREATE, !had_one);
-        let conn = match Connection::open_with_flags(&path, flags) {
+        let conn = match connect(&path, flags) {
             Ok(conn) => conn,
             Err(_) if had_one && path.symlink_metadata().is_err() => return Err(gone(&path)),
-            Err(e) => return Err(db_error(&path, e)),
+            Err((e, errno)) => return Err(db_system_error(&path, e, errno)),
         };
         let mut db = Database { conn, path };
-        let created = db.setup(existing)?;
-        db.persist_wal()?;
+        let created = db.setup(existing).map_err(|e| db.opening_error(e))?;
+        db.persist_wal().map_err(|e| db.opening_error(e))?;
         Ok((db, created))
+    }
+
+    /// `e`, an error of opening this registry: one SQLite met on the
+    /// connection (a journal or WAL it could not create, say) is said as
+    /// [`db_system_error`] says it, from the system's error number it saw.
+    fn opening_error(&self, e: Error) -> Error {
+        match e {
+            Error::Database { path, source } => {
+                // SAFETY: this open connection's handle, used on this thread.
+                let errno = unsafe { system_errno(self.conn.handle()) };
+                db_system_error(&path, source, errno)
+            }
+            other => other,
+        }
     }
 
     /// Keeps the `-wal` and `-shm` files when the last connection closes

@@ -136,8 +136,9 @@ impl Drop for MadeStore {
     }
 }
 
-/// Removes what opening a store put in the directory `root`, when that is
-/// all it holds (its pool empty) but for temporaries (`.tmp-*`: the
+/// Removes what opening a store put in the directory `root` (some of it
+/// only, when opening failed while making it: out of inodes), when that
+/// is all it holds (its pool empty) but for temporaries (`.tmp-*`: the
 /// caller's own, left when it ran out of descriptors, say; no other
 /// process uses the store): anything else was put there since, and the
 /// store stays. The caller holds the store's lock exclusively, if it has
@@ -160,7 +161,11 @@ fn remove_store_entries(root: &Path) -> bool {
             only_the_store = false;
         }
     }
-    let pool_empty = fs::read_dir(root.join(LINKS_DIR)).is_ok_and(|mut d| d.next().is_none());
+    // A pool not made (opening ran out of inodes before) holds nothing.
+    let pool_empty = match fs::read_dir(root.join(LINKS_DIR)) {
+        Ok(mut d) => d.next().is_none(),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    };
     if !only_the_store || !pool_empty {
         return false;
     }
@@ -171,8 +176,17 @@ fn remove_store_entries(root: &Path) -> bool {
     for dir in [LINKS_DIR, ".locks", META_DIR] {
         removed &= remove_made(&root.join(dir)).is_ok();
     }
-    // Last: the lock the caller holds.
-    removed & fs::remove_file(root.join(".lock")).is_ok()
+    // Last: the lock the caller holds (none when opening failed to make
+    // it).
+    removed & not_found_is_fine(fs::remove_file(root.join(".lock"))).is_ok()
+}
+
+/// `result`, a removal's, where what was to be removed was never made.
+fn not_found_is_fine(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// Removes the tree `path` that opening a store made, as

@@ -13,7 +13,9 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use fruix_core::at_exit::{AtExit, Fate};
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
-use fruix_promote::archive::{export, export_order, import, ArchiveLimits, ImportOptions, Trust};
+use fruix_promote::archive::{
+    export, export_order, export_to_file, import, ArchiveLimits, ImportOptions, Trust,
+};
 use fruix_promote::sign::PublicKey;
 use fruix_promote::Store;
 
@@ -226,7 +228,8 @@ pub fn export_command(args: ExportArgs) -> CliResult {
                 }
             };
             let written = with_progress(mode, ("export", "files"), &progress, None, || {
-                export(&store, &order, &file, Some(&progress))
+                // A failed write (a full disk) names the file.
+                export_to_file(&store, &order, &file, path, Some(&progress))
             });
             match written {
                 Ok(report) => {

@@ -11,7 +11,7 @@ use fruix_promote::{PromotionReport, Store};
 
 use super::{object_names, open};
 use crate::args::{GenerateKeyArgs, OutLinkArgs, SignArgs};
-use crate::display::print_json;
+use crate::display::{print_json, to_json};
 use crate::exit::{self, from_promote, CliError, CliResult, Status};
 
 /// Creates a new file at `path` with `mode`; an existing file is never
@@ -46,31 +46,77 @@ pub fn generate_key(args: GenerateKeyArgs) -> CliResult {
     // what this made: a refused key leaves no half of itself behind (a
     // rerun would be refused, "never overwritten").
     let secret = create_new(&args.secret_key, 0o600)?;
-    let written = create_new(&args.public_key, 0o644).and_then(|public| {
-        let write = |mut file: &std::fs::File, path: &Path, text: String| {
-            file.write_all(text.as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| exit::output_file("write", path, e, ""))
-        };
-        write(&secret, &args.secret_key, key.to_text())
-            .and_then(|()| write(&public, &args.public_key, key.public_text()))
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&args.public_key);
-            })
-    });
+    let public = match create_new(&args.public_key, 0o644) {
+        Ok(public) => public,
+        Err(e) => {
+            remove_made(&secret, &args.secret_key);
+            return Err(e);
+        }
+    };
+    let made = [(&secret, &args.secret_key), (&public, &args.public_key)];
+    let remove_both = || made.iter().for_each(|(file, path)| remove_made(file, path));
+    let write = |mut file: &std::fs::File, path: &Path, text: String| {
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| exit::output_file("write", path, e, ""))
+    };
+    let written = write(&secret, &args.secret_key, key.to_text())
+        .and_then(|()| write(&public, &args.public_key, key.public_text()));
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&args.secret_key);
+        remove_both();
         return Err(e);
     }
-    if args.json {
-        print_json(&serde_json::json!({
-            "name": key.name,
-            "public_key": key.public_text().trim_end(),
-        }))?;
-    } else {
-        print!("{}", key.public_text());
+    let text = match args.json {
+        true => {
+            let report = serde_json::json!({
+                "name": key.name,
+                "public_key": key.public_text().trim_end(),
+            });
+            format!("{}\n", to_json(&report)?)
+        }
+        false => key.public_text(),
+    };
+    // The public key never printed (stdout on a full disk), the command
+    // fails, and leaves no key: run again, it is not refused for the files
+    // it made. A reader that went away (a closed pipe) is no failure.
+    match print_unbuffered(&text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            remove_both();
+            Err(CliError::new(
+                Status::SystemFailure,
+                anyhow::anyhow!(
+                    "cannot write the public key to standard output: {e}; {} and {} were removed",
+                    escape::path(&args.secret_key),
+                    escape::path(&args.public_key)
+                ),
+            ))
+        }
+        _ => Ok(Status::Success),
     }
-    Ok(Status::Success)
+}
+
+/// Writes `text` to standard output at once, past its buffer (flushed
+/// first): a failure is this write's, and leaves nothing buffered for the
+/// exit's flush to fail on again.
+fn print_unbuffered(text: &str) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    let mut buffered = stdout.lock();
+    buffered.flush()?;
+    let fd = buffered.as_fd().try_clone_to_owned()?;
+    std::fs::File::from(fd).write_all(text.as_bytes())
+}
+
+/// Removes the file `path` this command created as `file`: only while
+/// `path` still names that file (its device and inode), never another put
+/// there since.
+fn remove_made(file: &std::fs::File, path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let made = file.metadata().map(id).ok();
+    if made.is_some() && path.symlink_metadata().map(id).ok() == made {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Reads a secret key named on the command line (exit 2 when it cannot be
