@@ -432,3 +432,167 @@ fn an_export_to_a_full_disk_names_its_output_file() {
     ));
     assert!(std::fs::metadata(&archive).unwrap().len() > 8 << 10);
 }
+
+/// Writes the file `path` in 4 KiB chunks until its filesystem is full
+/// (ENOSPC), as `dd if=/dev/zero of=PATH bs=4k` does.
+fn fill_up(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 4096];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => panic!("filling {}: nothing written", path.display()),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+}
+
+/// The allocated bytes of `store`'s `.fruix/reserved` (st_blocks * 512),
+/// which must exist.
+fn reserve_held(store: &Path) -> u64 {
+    let reserved = store.join(".fruix/reserved");
+    let meta = std::fs::symlink_metadata(&reserved)
+        .unwrap_or_else(|e| panic!("the reserve {} is gone: {e}", reserved.display()));
+    meta.blocks() * 512
+}
+
+/// A store `small/s` on a 12 MiB tmpfs holding two promotions of
+/// different content, each with an out-link (`r1`, `r2`, outside it), the
+/// second's removed: returns the store, the state directory, and the
+/// second's result bundle, which no root keeps.
+fn two_promotions_one_unrooted(dir: &Path, small: &SmallFilesystem) -> (PathBuf, PathBuf, PathBuf) {
+    let store = small.path.join("s");
+    let state = dir.join("st");
+    let first = sample_root(dir, "rr1");
+    let second = dir.join("rr2");
+    fruix_core::testing::write_sample_result_root(&second, "local", "20260405T213444Z", false)
+        .unwrap();
+    std::fs::write(second.join("artifacts/world/etc/motd"), "other\n").unwrap();
+    for (root, link) in [(&first, "r1"), (&second, "r2")] {
+        run_ok(&mut promote_linked(
+            &store,
+            &state,
+            &dir.join(link),
+            root,
+            &["--quiet"],
+        ));
+    }
+    let bundle = std::fs::read_link(dir.join("r2")).unwrap();
+    std::fs::remove_file(dir.join("r2")).unwrap();
+    (store, state, bundle)
+}
+
+/// After `removing` (a deletion of the unrooted bundle, `delete_bundle`,
+/// or a bounded collection) ran on a full disk, the reserve must still hold room, and it must be said when it is
+/// not whole; the disk filled again by something else, `store gc` must
+/// then still succeed, removing what no root keeps.
+fn reserve_survives(dir: &Path, removing: &[&str], delete_bundle: bool) {
+    let small = SmallFilesystem::mount(dir.join("m"), "12m");
+    let (store, state, bundle) = two_promotions_one_unrooted(dir, &small);
+    assert_eq!(reserve_held(&store), 8 << 20, "the reserve is made");
+    fill_up(&small.path.join("filler"));
+    let flags = ["--state-dir", state.to_str().unwrap()];
+    let mut cmd = on_store(removing, &flags, &store);
+    cmd.args(delete_bundle.then_some(&bundle));
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let held = reserve_held(&store);
+    assert!(held > 0, "the reserve holds nothing");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        held == 8 << 20 || stderr.contains("the disk is nearly full"),
+        "a partial reserve ({held} bytes) not said: {stderr}"
+    );
+    fill_up(&small.path.join("filler3"));
+    let gc = run_json(&mut on_store(
+        &["store", "gc"],
+        &["--json", "--state-dir", state.to_str().unwrap()],
+        &store,
+    ));
+    assert!(
+        !gc["objects"].as_array().unwrap().is_empty(),
+        "nothing collected: {gc:#}"
+    );
+    assert!(bundle.symlink_metadata().is_err(), "the bundle stayed");
+    assert!(reserve_held(&store) > 0, "the reserve holds nothing");
+    verify_store(&store);
+}
+
+/// Regression: a `store delete` on a full disk freed less than the
+/// registry's write-ahead log grew, so the 8 MiB reserve no longer fit and
+/// was removed without a word; once something else filled the disk, the
+/// next `store gc` failed (exit 3, "database or disk is full"). The
+/// reserve keeps what it could make (the log checkpointed first), and
+/// says when it is not whole.
+#[test]
+fn a_deletion_on_a_full_disk_keeps_room_for_the_next_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    // The unrooted bundle is deleted: gc then removes the rest of its run.
+    reserve_survives(dir.path(), &["store", "delete"], true);
+}
+
+/// Regression: as [`a_deletion_on_a_full_disk_keeps_room_for_the_next_collection`],
+/// with `store gc --max-freed 1`, which stops after one object.
+#[test]
+fn a_bounded_collection_on_a_full_disk_keeps_room_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    reserve_survives(dir.path(), &["store", "gc", "--max-freed", "1"], false);
+}
+
+/// Regression: `store verify --repair` on a full disk failed (exit 3,
+/// "database or disk is full") though 8 MiB were reserved: it removes
+/// objects as a collection does, and now releases the reserve first as
+/// it does, and makes it again when it ends.
+#[test]
+fn a_repair_on_a_full_disk_uses_the_reserve() {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let small = SmallFilesystem::mount(dir.path().join("m"), "12m");
+    let store = small.path.join("s");
+    promote_quietly(&store, &sample_root(dir.path(), "root"));
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(store.join(".links"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.metadata().unwrap().len() > 0)
+        .collect();
+    entries.sort();
+    let entry = entries.first().expect("a pool entry with content").clone();
+    let mode = entry.metadata().unwrap().permissions().mode();
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode | 0o200)).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&entry)
+        .unwrap();
+    let first = std::fs::read(&entry).unwrap()[0];
+    file.write_all_at(&[first ^ 0xff], 0).unwrap();
+    drop(file);
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).unwrap();
+    assert_eq!(reserve_held(&store), 8 << 20, "the reserve is made");
+    fill_up(&small.path.join("filler"));
+    let out = run(&mut on_store(
+        &["store", "verify", "--repair"],
+        &["--json"],
+        &store,
+    ));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let repair = &report["repair"];
+    assert_eq!(
+        repair["removed_pool_entries"],
+        serde_json::json!([entry.to_str().unwrap()]),
+        "{report:#}"
+    );
+    assert!(
+        !repair["removed_objects"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    assert!(
+        entry.symlink_metadata().is_err(),
+        "the corrupt entry stayed"
+    );
+    assert!(reserve_held(&store) > 0, "the reserve holds nothing");
+    verify_store(&store);
+}
