@@ -596,3 +596,33 @@ fn a_repair_on_a_full_disk_uses_the_reserve() {
     assert!(reserve_held(&store) > 0, "the reserve holds nothing");
     verify_store(&store);
 }
+
+/// The bytes free for this user on the filesystem of `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let s = rustix::fs::statvfs(path).unwrap();
+    s.f_bavail * s.f_frsize
+}
+
+/// Opening a store on a nearly full disk, with less room than the reserve
+/// needs, must not grow the reserve into that room: a promotion that fits
+/// there would then fail for want of it. A command that opens the store
+/// makes the reserve whole, or leaves it as it was.
+#[test]
+fn opening_a_store_never_takes_a_nearly_full_disk_s_last_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = SmallFilesystem::mount(dir.path().join("small"), "12m");
+    let store = small.path.join("s");
+    promote_quietly(&store, &sample_root(dir.path(), "rr1"));
+    // No reserve (as in a store made before fruix kept one), and a disk
+    // full but for 2 MiB.
+    std::fs::remove_file(store.join(".fruix/reserved")).unwrap();
+    let room = small.path.join("room");
+    std::fs::write(&room, vec![1u8; 2 << 20]).unwrap();
+    fill_up(&small.path.join("fill"));
+    std::fs::remove_file(&room).unwrap();
+    let free = free_bytes(&small.path);
+    assert!(free >= 2 << 20, "{free}");
+    run_ok(&mut on_store(&["store", "list"], &[], &store));
+    assert_eq!(reserve_held(&store), 0, "the reserve took the last room");
+    assert_eq!(free_bytes(&small.path), free);
+}

@@ -126,21 +126,36 @@ pub(crate) fn own_file(store: &Path, path: &Path, access: Access) -> Result<File
 /// room for all of [`RESERVED_BYTES`], it keeps the steps it could make.
 const RESERVE_STEP: u64 = 1 << 20;
 
-/// Makes [`RESERVED_FILE`] hold as much of [`RESERVED_BYTES`] of allocated
-/// space (not a sparse file) as the filesystem has room for, growing what
-/// it holds a [`RESERVE_STEP`] at a time; what it holds is never removed:
-/// a partial reserve is still room for the collector. Returns the bytes it
-/// holds (0 when it cannot be opened). Never fails: it is a reserve.
-pub(crate) fn reserve(store: &Path) -> u64 {
+/// Makes [`RESERVED_FILE`] hold [`RESERVED_BYTES`] of allocated space
+/// (not a sparse file), growing what it holds a [`RESERVE_STEP`] at a
+/// time. What it held is never removed: a partial reserve is still room
+/// for the collector. When the filesystem has no room to make it whole, it
+/// keeps no more than it held before or `keep` bytes (rounded up to a
+/// step), whichever is more, giving the rest back: opening a store
+/// (`keep` 0) never takes a nearly full disk's last room, and a collection
+/// that released the reserve makes again what it released. Returns the
+/// bytes it holds (0 when it cannot be opened). Never fails: it is a
+/// reserve.
+pub(crate) fn reserve(store: &Path, keep: u64) -> u64 {
     let path = store.join(META_DIR).join(RESERVED_FILE);
     let Ok(file) = own_file(store, &path, Access::Write) else {
         return 0;
     };
-    if file.metadata().is_ok_and(|m| m.len() > RESERVED_BYTES) {
+    let length = |file: &File| file.metadata().map_or(0, |m| m.len());
+    if length(&file) > RESERVED_BYTES {
         let _ = file.set_len(RESERVED_BYTES);
     }
     if held(&file) < RESERVED_BYTES {
+        let before = length(&file);
         grow(&file);
+        if held(&file) < RESERVED_BYTES {
+            let limit = before
+                .max(keep.next_multiple_of(RESERVE_STEP))
+                .min(RESERVED_BYTES);
+            if length(&file) > limit {
+                let _ = file.set_len(limit);
+            }
+        }
     }
     held(&file)
 }
@@ -199,26 +214,38 @@ fn release_reserve(store: &Path) {
 /// there is room: the registry's write-ahead log, grown meanwhile, is
 /// checkpointed first, to give its room back. A reserve it could not make
 /// whole is said once ([`Warning::ReserveShort`]).
-pub(crate) struct Reserve<'a>(&'a Store);
+pub(crate) struct Reserve<'a> {
+    store: &'a Store,
+    /// What the reserve held when it was released.
+    released: u64,
+}
 
 impl<'a> Reserve<'a> {
     /// Removes `store`'s reserve, until the guard is dropped.
     pub(crate) fn release(store: &'a Store) -> Reserve<'a> {
+        let path = store.path().join(META_DIR).join(RESERVED_FILE);
+        let released = fs::symlink_metadata(&path)
+            .ok()
+            .filter(fs::Metadata::is_file)
+            .map_or(0, |m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.blocks() * 512).min(m.len())
+            });
         release_reserve(store.path());
-        Reserve(store)
+        Reserve { store, released }
     }
 }
 
 impl Drop for Reserve<'_> {
     fn drop(&mut self) {
         // Not when this thread holds the registry (never waited for).
-        if let Ok(db) = self.0.db.try_lock() {
+        if let Ok(db) = self.store.db.try_lock() {
             let _ = db.checkpoint();
         }
-        let held = reserve(self.0.path());
-        if held < RESERVED_BYTES {
+        let held = reserve(self.store.path(), self.released);
+        if held < RESERVED_BYTES && held < self.released {
             warn(Warning::ReserveShort {
-                file: self.0.path().join(META_DIR).join(RESERVED_FILE),
+                file: self.store.path().join(META_DIR).join(RESERVED_FILE),
                 held,
                 wanted: RESERVED_BYTES,
             });
@@ -286,7 +313,7 @@ mod tests {
         let path = reserve_in(dir.path());
         fs::write(&path, vec![7u8; 2 * RESERVE_STEP as usize]).unwrap();
         let inode = fs::metadata(&path).unwrap().ino();
-        assert_eq!(reserve(dir.path()), RESERVED_BYTES);
+        assert_eq!(reserve(dir.path(), 0), RESERVED_BYTES);
         assert_eq!(fs::metadata(&path).unwrap().ino(), inode, "replaced");
         assert_eq!(fs::metadata(&path).unwrap().len(), RESERVED_BYTES);
         assert_eq!(allocated(&path), RESERVED_BYTES);
@@ -297,7 +324,7 @@ mod tests {
             .unwrap()
             .set_len(RESERVED_BYTES + 1)
             .unwrap();
-        assert_eq!(reserve(dir.path()), RESERVED_BYTES);
+        assert_eq!(reserve(dir.path(), 0), RESERVED_BYTES);
         assert_eq!(fs::metadata(&path).unwrap().len(), RESERVED_BYTES);
     }
 

@@ -299,7 +299,7 @@ impl Store {
         entries::own_file(root, &gc_lock, entries::Access::Write)?;
         let turnstile = root.join(META_DIR).join(GC_TURNSTILE_FILE);
         entries::own_file(root, &turnstile, entries::Access::Write)?;
-        entries::reserve(root);
+        entries::reserve(root, 0);
         let store = Store {
             root: root.to_path_buf(),
             pool,
