@@ -11,7 +11,8 @@ use crate::ssh_import::{answering_helper, build_exiting};
 use crate::sshd::Sshd;
 use crate::util::{
     failed_with, fixture_build_into, fixture_source, fruix, json_error, key_values, listing,
-    on_store, promote_command, promote_linked, run, run_json, run_ok, sample_root, source_add,
+    on_store, promote_command, promote_linked_quietly, run, run_json, run_ok, sample_root,
+    source_add,
 };
 
 /// An empty scratch directory inside a new temporary directory.
@@ -107,13 +108,7 @@ fn json_output_shows_a_path_that_is_not_utf8_escaped_instead_of_panicking() {
     let root = sample_root(&work, "root");
     let odd = non_utf8_dir(&work);
     let link = odd.join("result");
-    run_ok(&mut promote_linked(
-        &store,
-        &state,
-        &link,
-        &root,
-        &["--quiet"],
-    ));
+    promote_linked_quietly(&store, &state, &link, &root);
     let roots = run_json(
         on_store(&["store", "roots"], &["--json"], &store)
             .arg("--state-dir")
@@ -217,13 +212,12 @@ fn printed_paths_cannot_forge_key_value_lines() {
     let root = sample_root(&work, "root");
     let link_dir = work.join("d\nforged_link=");
     std::fs::create_dir(&link_dir).unwrap();
-    let out = run_ok(&mut promote_linked(
+    let out = promote_linked_quietly(
         &work.join("store"),
         &work.join("state"),
         &link_dir.join("x"),
         &root,
-        &["--quiet"],
-    ));
+    );
     assert_eq!(lines_starting(&out, "forged"), Vec::<&str>::new(), "{out}");
     assert!(
         key_values(&out)["out_link"].ends_with("d\\nforged_link=/x"),

@@ -362,13 +362,7 @@ fn a_promotion_out_of_inodes_making_the_store_leaves_no_store() {
         assert!(remount.status.success(), "{remount:?}");
         let store = small.path.join("store");
         let (state, link) = (dir.path().join("state"), dir.path().join("res"));
-        run_ok(&mut promote_linked(
-            &store,
-            &state,
-            &link,
-            &root,
-            &["--quiet"],
-        ));
+        promote_linked_quietly(&store, &state, &link, &root);
         verify_store(&store);
         std::fs::remove_file(&link).unwrap();
     }
@@ -471,13 +465,7 @@ fn two_promotions_one_unrooted(dir: &Path, small: &SmallFilesystem) -> (PathBuf,
         .unwrap();
     std::fs::write(second.join("artifacts/world/etc/motd"), "other\n").unwrap();
     for (root, link) in [(&first, "r1"), (&second, "r2")] {
-        run_ok(&mut promote_linked(
-            &store,
-            &state,
-            &dir.join(link),
-            root,
-            &["--quiet"],
-        ));
+        promote_linked_quietly(&store, &state, &dir.join(link), root);
     }
     let bundle = std::fs::read_link(dir.join("r2")).unwrap();
     std::fs::remove_file(dir.join("r2")).unwrap();

@@ -187,6 +187,12 @@ pub fn promote_linked(
     promote_with_paths(store, &paths, root, options)
 }
 
+/// [`promote_linked`] with `--quiet`, which must succeed; returns its
+/// stdout.
+pub fn promote_linked_quietly(store: &Path, state: &Path, link: &Path, root: &Path) -> String {
+    run_ok(&mut promote_linked(store, state, link, root, &["--quiet"]))
+}
+
 /// `fruix native-build promote OPTIONS --store STORE`, each of `paths` (an
 /// option and its path), then `ROOT`.
 fn promote_with_paths(
