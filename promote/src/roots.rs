@@ -9,6 +9,9 @@
 //!   root: it is then **dead**, listed as such, and removed by the next
 //!   collection.
 //!
+//! A link made as a root ([`add_indirect`]) in `gcroots/` is a direct
+//! root, as in Nix: not registered too, which listed it twice.
+//!
 //! Several stores may share one state directory (as root it is always
 //! `/var/lib/fruix`, whatever `--store` says), so a root is only this
 //! store's business when its target lies in this store (however the store's
@@ -294,19 +297,23 @@ fn unique() -> String {
 
 /// Makes `link` a symlink to `target` (replacing a symlink already there,
 /// atomically; anything else there is an error) and registers it as an
-/// indirect root in `state_dir`: [`prepare_indirect`], then
-/// [`PendingRoot::finish`].
+/// indirect root in `state_dir`, unless it lies in `gcroots/`, where it is
+/// a direct root: [`prepare_indirect`], then [`PendingRoot::finish`].
 pub fn add_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<PathBuf> {
     prepare_indirect(state_dir, link, target)?.finish()
 }
 
-/// An indirect root being added ([`prepare_indirect`]): its registration
-/// in `gcroots/auto/` and its link, each made under a temporary name,
-/// which [`PendingRoot::finish`] renames into place. Dropped unfinished,
-/// both temporaries go: the state directory and the link are as they were.
+/// A root being added ([`prepare_indirect`]): its registration in
+/// `gcroots/auto/` (none for a direct root, whose link lies in `gcroots/`)
+/// and its link, each made under a temporary name, which
+/// [`PendingRoot::finish`] renames into place. Dropped unfinished, both
+/// temporaries go: the state directory and the link are as they were.
 #[derive(Debug)]
 pub struct PendingRoot {
-    registration: PendingRegistration,
+    /// `None` for a direct root.
+    registration: Option<PendingRegistration>,
+    /// The state directory.
+    state_dir: PathBuf,
     /// The link, absolute.
     link: PathBuf,
     /// The link's temporary; `None` once renamed.
@@ -318,7 +325,9 @@ pub struct PendingRoot {
 /// names: what can fail for want of room (a full state directory, one
 /// with no free inode) fails here, before the caller does what the root
 /// must keep (publishing the object it names). `target` need not exist
-/// yet. Something other than a symlink at `link` is refused.
+/// yet. Something other than a symlink at `link` is refused. A `link`
+/// whose directory lies in `gcroots/` is a direct root: nothing is
+/// registered for it ([`PendingRoot::is_indirect`]).
 pub fn prepare_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<PendingRoot> {
     let link = std::path::absolute(link).with_path("resolve", link)?;
     if let Ok(m) = link.symlink_metadata() {
@@ -334,7 +343,10 @@ pub fn prepare_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<
             .into());
         }
     }
-    let registration = prepare_registration(state_dir, &link)?;
+    let registration = match in_gcroots(state_dir, &link) {
+        true => None,
+        false => Some(prepare_registration(state_dir, &link)?),
+    };
     let parent = link.parent().unwrap_or(Path::new("/"));
     let prefix = format!(
         ".{}.fruix-tmp-",
@@ -347,28 +359,86 @@ pub fn prepare_indirect(state_dir: &Path, link: &Path, target: &Path) -> Result<
     std::os::unix::fs::symlink(target, &temp).with_path("create symlink", &link)?;
     Ok(PendingRoot {
         registration,
+        state_dir: state_dir.to_path_buf(),
         link,
         link_temp: Some(temp),
     })
 }
 
 impl PendingRoot {
+    /// Whether it is an indirect root (registered in `gcroots/auto/`), not
+    /// a direct one (its link in `gcroots/`).
+    pub fn is_indirect(&self) -> bool {
+        self.registration.is_some()
+    }
+
     /// Registers the root, then makes its link (renaming each temporary
     /// into place, which takes no room): a failure leaves the link as it
     /// was, never pointing at an object that no root keeps, and takes
-    /// back a registration this root made. Returns the link.
+    /// back a registration this root made. A direct root, once linked,
+    /// drops the registration an earlier fruix made for its link. Returns
+    /// the link.
     pub fn finish(mut self) -> Result<PathBuf> {
-        self.registration.commit()?;
+        if let Some(registration) = &mut self.registration {
+            registration.commit()?;
+        }
         let temp = self.link_temp.take().expect("finished once");
         if let Err(e) = std::fs::rename(&temp, &self.link) {
             let _ = std::fs::remove_file(&temp);
-            if !self.registration.registered {
-                let _ = std::fs::remove_file(&self.registration.entry);
+            if let Some(registration) = self.registration.as_ref().filter(|r| !r.registered) {
+                let _ = std::fs::remove_file(&registration.entry);
             }
             return Err(fruix_core::Error::io("create symlink", &self.link, e).into());
         }
+        if self.registration.is_none() {
+            unregister(&self.state_dir, &self.link);
+        }
         Ok(self.link.clone())
     }
+}
+
+/// Whether the absolute path `link` makes a direct root in `state_dir`:
+/// its directory, resolved, lies in `gcroots/` (resolved: [`list`] reads
+/// it through a symlink, and enters the directories below it), but not in
+/// `gcroots/auto/`, whose entries are registrations.
+fn in_gcroots(state_dir: &Path, link: &Path) -> bool {
+    let gcroots = std::fs::canonicalize(state_dir.join(GCROOTS_DIR));
+    let parent = link.parent().map(std::fs::canonicalize);
+    match (gcroots, parent) {
+        (Ok(gcroots), Some(Ok(parent))) => {
+            parent.starts_with(&gcroots) && !parent.starts_with(gcroots.join(AUTO_DIR))
+        }
+        _ => false,
+    }
+}
+
+/// Removes the entry in `gcroots/auto/` registering the absolute path
+/// `link`, a direct root now (an earlier fruix registered links in
+/// `gcroots/` too, listing each root twice). Best effort, following no
+/// symlink to `auto`, and only an entry naming `link`.
+fn unregister(state_dir: &Path, link: &Path) {
+    use rustix::fs::{openat, readlinkat, unlinkat, AtFlags, Mode, OFlags};
+    let gcroots = state_dir.join(GCROOTS_DIR);
+    let flags = OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::RDONLY;
+    let Ok(parent) = openat(rustix::fs::CWD, &gcroots, flags, Mode::empty()) else {
+        return;
+    };
+    let Ok(dir) = openat(&parent, AUTO_DIR, flags | OFlags::NOFOLLOW, Mode::empty()) else {
+        return;
+    };
+    let name = registration_name(link);
+    let names_link = readlinkat(&dir, name.as_str(), Vec::new())
+        .is_ok_and(|target| target.as_bytes() == link.as_os_str().as_encoded_bytes());
+    if names_link {
+        let _ = unlinkat(&dir, name.as_str(), AtFlags::empty());
+    }
+}
+
+/// The name in `gcroots/auto/` of the entry registering the absolute path
+/// `link`: named after the path, so that a link registered again replaces
+/// its entry.
+fn registration_name(link: &Path) -> String {
+    hex::encode(&Sha256::digest(link.as_os_str().as_encoded_bytes())[..16])
 }
 
 impl Drop for PendingRoot {
@@ -445,7 +515,7 @@ fn prepare_registration(state_dir: &Path, link: &Path) -> fruix_core::Result<Pen
     std::fs::create_dir_all(&gcroots).with_path("create", &gcroots)?;
     let auto = gcroots.join(AUTO_DIR);
     let dir = open_auto(&gcroots, &auto)?;
-    let hash = hex::encode(&Sha256::digest(link.as_os_str().as_encoded_bytes())[..16]);
+    let hash = registration_name(link);
     let registered = statat(&dir, hash.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok();
     let temp = format!(".tmp-{}", unique());
     let _ = unlinkat(&dir, temp.as_str(), AtFlags::empty());
@@ -592,6 +662,52 @@ mod tests {
         assert_eq!(std::fs::read_link(&link).unwrap(), store.join(NAME));
         assert_eq!(std::fs::read_dir(&auto).unwrap().count(), 1);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), before);
+    }
+
+    /// Regression: a link made in `gcroots/` was registered in `auto/`
+    /// too, and listed twice. It is a direct root (at any depth); one in a
+    /// directory a symlink in `gcroots/` leads to outside it is not, and
+    /// is registered.
+    #[test]
+    fn a_link_in_gcroots_is_a_direct_root_registered_nowhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, store) = state_and_store(dir.path());
+        let gcroots = state.join(GCROOTS_DIR);
+        std::fs::create_dir_all(gcroots.join("profiles")).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, gcroots.join("out")).unwrap();
+        let direct = [gcroots.join("mine"), gcroots.join("profiles/p")];
+        for link in &direct {
+            let pending = prepare_indirect(&state, link, &store.join(NAME)).unwrap();
+            assert!(!pending.is_indirect(), "{}", link.display());
+            assert_eq!(pending.finish().unwrap(), *link);
+        }
+        let auto = gcroots.join(AUTO_DIR);
+        assert!(!auto.exists(), "registered");
+        let through = gcroots.join("out/r");
+        let pending = prepare_indirect(&state, &through, &store.join(NAME)).unwrap();
+        assert!(pending.is_indirect());
+        pending.finish().unwrap();
+        let roots = list(&state, &store).unwrap();
+        let summary: Vec<(&Path, bool)> = roots
+            .iter()
+            .map(|r| (r.link.as_path(), r.indirect))
+            .collect();
+        let expected = [
+            (direct[0].as_path(), false),
+            (through.as_path(), true),
+            (direct[1].as_path(), false),
+        ];
+        assert_eq!(summary, expected);
+        // A registration an earlier fruix made for a direct root's link
+        // goes when the link is made again; another entry stays.
+        let (stale, other) = (auto.join(registration_name(&direct[0])), auto.join("x"));
+        std::os::unix::fs::symlink(&direct[0], &stale).unwrap();
+        std::os::unix::fs::symlink(&direct[1], &other).unwrap();
+        add_indirect(&state, &direct[0], &store.join(NAME)).unwrap();
+        assert!(stale.symlink_metadata().is_err(), "stale registration kept");
+        assert!(other.symlink_metadata().is_ok());
     }
 
     /// Regression: roots were written through a `gcroots/auto` that is a

@@ -2,7 +2,8 @@
 //! is never made in the store, a `gcroots/auto` that is a symlink is
 //! refused rather than written through, and `store gc` and `store verify
 //! --repair` leave alone the entries of a store that are not named as
-//! objects (reported by `store verify` as foreign).
+//! objects (reported by `store verify` as foreign), and a link made in
+//! `gcroots/` is a direct root, listed once.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -327,6 +328,109 @@ fn a_root_s_link_is_never_made_where_roots_are_registered() {
         &["--out-link", "where fruix registers roots", "--no-out-link"],
     );
     assert_eq!(fs::read_dir(&auto).unwrap().count(), before);
+}
+
+/// The entries of `STATE/gcroots/auto` (none when it is not there).
+fn auto_entries(state: &Path) -> Vec<PathBuf> {
+    match fs::read_dir(state.join("gcroots/auto")) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// `store roots --json`, as (link, indirect, object) rows.
+fn listed_roots(store: &Path, state: &Path) -> Vec<(String, bool, String)> {
+    let roots = run_json(&mut store_command(store, state, &["roots", "--json"]));
+    let rows = roots.as_array().unwrap_or_else(|| panic!("{roots}"));
+    rows.iter()
+        .map(|r| {
+            (
+                r["link"].as_str().unwrap().to_string(),
+                r["indirect"].as_bool().unwrap(),
+                r["object"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Regression: `store add-root OBJECT STATE/gcroots/NAME` made the link
+/// and also registered it in `gcroots/auto`, so `store roots` listed the
+/// one root twice (direct, and indirect through `auto`). A link in
+/// `gcroots/` (at any depth) is a direct root, as in Nix: made, not
+/// registered, listed once, and `store gc` keeps what it keeps. Adding it again drops a registration an
+/// earlier fruix made for it.
+#[test]
+fn a_root_added_in_gcroots_is_direct_and_listed_once() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state, bundle) = unrooted_sample(dir.path());
+    let kept = object_names(&store);
+    let gcroots = std::path::absolute(state.join("gcroots")).unwrap();
+    fs::create_dir_all(gcroots.join("profiles")).unwrap();
+    let (mine, nested) = (gcroots.join("myroot"), gcroots.join("profiles/p"));
+    // The registration an earlier fruix made for `mine`, named after its
+    // path.
+    fs::create_dir_all(gcroots.join("auto")).unwrap();
+    let hash = hex::encode(&sha2::Sha256::digest(mine.as_os_str().as_bytes())[..16]);
+    std::os::unix::fs::symlink(&mine, gcroots.join("auto").join(hash)).unwrap();
+    for link in [&mine, &nested] {
+        let mut cmd = add_root(&store, &state, &bundle, link);
+        let added = run_json(cmd.arg("--json"));
+        let expected = json!({
+            "link": link.to_str().unwrap(),
+            "object": bundle.to_str().unwrap(),
+        });
+        assert_eq!(added, expected);
+        assert_eq!(fs::read_link(link).unwrap(), bundle);
+    }
+    let object = bundle.to_str().unwrap().to_string();
+    let expected = vec![
+        (mine.to_str().unwrap().to_string(), false, object.clone()),
+        (nested.to_str().unwrap().to_string(), false, object.clone()),
+    ];
+    assert_eq!(listed_roots(&store, &state), expected);
+    assert_eq!(auto_entries(&state), Vec::<PathBuf>::new());
+    // Text output keeps its shape.
+    let said = run_ok(&mut add_root(&store, &state, &bundle, &mine));
+    assert_eq!(
+        said,
+        format!("{} -> {}\n", mine.display(), bundle.display())
+    );
+    assert_eq!(listed_roots(&store, &state), expected);
+    run_ok(&mut store_command(&store, &state, &["gc", "--quiet"]));
+    assert_eq!(object_names(&store), kept);
+    // A link elsewhere is still registered, and indirect.
+    let result = dir.path().join("result");
+    run_ok(&mut add_root(&store, &state, &bundle, &result));
+    assert_eq!(auto_entries(&state).len(), 1);
+    let listed = listed_roots(&store, &state);
+    assert!(listed.contains(&(result.to_str().unwrap().to_string(), true, object)));
+    assert_eq!(listed.len(), 3);
+}
+
+/// Regression: `native-build promote --out-link STATE/gcroots/NAME` (and
+/// `build`, through the same promotion) registered its link in
+/// `gcroots/auto` too, listing the root twice. It is a direct root.
+#[test]
+fn an_out_link_in_gcroots_is_a_direct_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = (dir.path().join("store"), dir.path().join("state"));
+    let gcroots = std::path::absolute(state.join("gcroots")).unwrap();
+    fs::create_dir_all(&gcroots).unwrap();
+    let link = gcroots.join("result");
+    promote_sample_linked(dir.path(), "root", &store, &state, &link);
+    let kept = object_names(&store);
+    let bundle = fs::read_link(&link).unwrap();
+    let expected = vec![(
+        link.to_str().unwrap().to_string(),
+        false,
+        bundle.to_str().unwrap().to_string(),
+    )];
+    assert_eq!(listed_roots(&store, &state), expected);
+    assert_eq!(auto_entries(&state), Vec::<PathBuf>::new());
+    run_ok(&mut store_command(&store, &state, &["gc", "--quiet"]));
+    assert_eq!(object_names(&store), kept);
 }
 
 /// Regression: `store gc` under a state directory that is not there (a

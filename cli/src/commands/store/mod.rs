@@ -317,6 +317,7 @@ fn add_root(args: AddRootArgs) -> CliResult {
     let [name] =
         <[String; 1]>::try_from(object_names(&store, &[args.path])?).expect("one path, one name");
     let object = store.path().join(&name);
+    // A link in `gcroots/` is a direct root: nothing is registered for it.
     let link =
         roots::add_indirect(&args.at.state.state_dir, &args.link, &object).map_err(from_promote)?;
     if args.json {
