@@ -83,7 +83,7 @@ impl ExitStatus {
                 "build failure: a build step failed (its name, last log lines and log path are printed)"
             }
             ExitStatus::Usage => {
-                "invalid input or usage: bad arguments, unknown executor, missing source, not a store object"
+                "invalid input or usage: bad arguments, unknown executor, not a store object, another version"
             }
             ExitStatus::SystemFailure => {
                 "system failure: machine unreachable, connection lost, timeout, disk full, store not writable"

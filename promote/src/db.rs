@@ -653,29 +653,16 @@ mod tests {
         assert!(none.contains("there is none yet"), "{none}");
         drop(Database::open(dir.path(), || Ok(Vec::new())).unwrap());
         let path = dir.path().join(META_DIR).join(DB_FILE);
-        for (version, expected) in [
-            (
-                SCHEMA_VERSION - 1,
-                format!(
-                    "not migrate it from schema version {} to this fruix's {SCHEMA_VERSION}",
-                    SCHEMA_VERSION - 1
-                ),
-            ),
-            (
-                SCHEMA_VERSION + 1,
-                format!(
-                    "schema version {} is newer than this fruix's {SCHEMA_VERSION}; use a newer fruix",
-                    SCHEMA_VERSION + 1
-                ),
-            ),
-        ] {
-            Connection::open(&path)
-                .unwrap()
-                .pragma_update(None, "user_version", version)
-                .unwrap();
-            let text = says(Database::open_read_only(dir.path()).unwrap_err());
-            assert!(text.contains(&expected), "{text}");
-        }
+        // (A newer version is refused as such: `a_newer_schema_is_refused`.)
+        let older = SCHEMA_VERSION - 1;
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", older)
+            .unwrap();
+        let text = says(Database::open_read_only(dir.path()).unwrap_err());
+        let expected =
+            format!("not migrate it from schema version {older} to this fruix's {SCHEMA_VERSION}");
+        assert!(text.contains(&expected), "{text}");
     }
 
     #[test]
@@ -862,11 +849,21 @@ mod tests {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         drop(conn);
-        let err = Database::open(dir.path(), || Ok(Vec::new())).unwrap_err();
-        assert!(err.to_string().contains("use a newer fruix"), "{err}");
-        // An older fruix, not a corrupt store: a system failure, as the
-        // read-only path says it (it was exit 4, an inconsistent object).
-        assert!(matches!(err, Error::DatabaseUnreadable { .. }), "{err:?}");
+        for err in [
+            Database::open(dir.path(), || Ok(Vec::new())).unwrap_err(),
+            Database::open_read_only(dir.path()).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("or a newer one"), "{err}");
+            // An older fruix, not a corrupt store (it was exit 4, an
+            // inconsistent object), nor a failure a retry gets past (it
+            // was exit 3): the caller's choice of fruix, exit 2.
+            let found = (SCHEMA_VERSION + 1) as u64;
+            assert!(
+                matches!(err, Error::Version { of: crate::error::Versioned::Registry, found: f, place: Some(_) } if f == found),
+                "{err:?}"
+            );
+            assert_eq!(err.exit_status(), fruix_core::ExitStatus::Usage);
+        }
     }
 
     /// Regression: a negative schema version indexed the migrations, and

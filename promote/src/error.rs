@@ -324,6 +324,21 @@ pub enum Error {
         /// with no signature that verifies with the key.
         message: String,
     },
+    /// A store, an archive, or the other side of a copy speaks a version
+    /// of one of fruix's formats that this fruix does not: no retry gets
+    /// past it, only a fruix that speaks it (`fruix --version` lists the
+    /// versions each speaks). Nothing was changed.
+    #[error("{}", version_message(*of, *found, place.as_deref()))]
+    Version {
+        /// Which format.
+        of: Versioned,
+        /// The version found: the registry's, the other side's, the
+        /// archive's.
+        found: u64,
+        /// The registry file, or the archive read from (`None`: standard
+        /// input, or the other side of a copy).
+        place: Option<PathBuf>,
+    },
     /// An archive (`store import`, `store copy`) was refused; the store did
     /// not change.
     #[error("archive refused{}: {message}; the store was not changed", object.as_deref().map(|o| format!(" at object {}", escape::text(o))).unwrap_or_default())]
@@ -338,6 +353,56 @@ pub enum Error {
         /// What was wrong, for people.
         message: String,
     },
+}
+
+/// A format of fruix's that has a version ([`Error::Version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versioned {
+    /// A store's registry schema ([`crate::db::SCHEMA_VERSION`]), newer
+    /// than this fruix's (an older one is migrated).
+    Registry,
+    /// The store protocol ([`crate::serve::VERSION`]) that the `fruix store
+    /// serve` on the other machine speaks, as `store copy` finds it.
+    ServingSide,
+    /// The store protocol that the client of a `fruix store serve` (a
+    /// `store copy` on the other machine) speaks, as the server finds it.
+    CopyingSide,
+    /// An archive's format ([`crate::archive::FORMAT_VERSION`]).
+    Archive,
+}
+
+impl Versioned {
+    /// The version of the format this fruix speaks.
+    pub fn ours(self) -> u64 {
+        match self {
+            Versioned::Registry => crate::db::SCHEMA_VERSION as u64,
+            Versioned::ServingSide | Versioned::CopyingSide => u64::from(crate::serve::VERSION),
+            Versioned::Archive => u64::from(crate::archive::FORMAT_VERSION),
+        }
+    }
+}
+
+/// What [`Error::Version`] says: what was found where, and what to do.
+fn version_message(of: Versioned, found: u64, place: Option<&std::path::Path>) -> String {
+    let ours = of.ours();
+    let this = format!("this fruix ({}) version {ours}", env!("CARGO_PKG_VERSION"));
+    let same = "`fruix --version` lists the versions a fruix speaks";
+    match of {
+        Versioned::Registry => format!(
+            "store database {}: its schema version {found} is newer than {this}; use the fruix that made it, or a newer one ({same})",
+            place.map(escape::path).map(|p| p.to_string()).unwrap_or_default()
+        ),
+        Versioned::ServingSide => format!(
+            "the `fruix store serve` on the other machine speaks store protocol version {found}, {this}; run a fruix that speaks one protocol on both machines ({same}), naming the other machine's with --remote-program when it is not the `fruix` on its PATH; nothing was copied"
+        ),
+        Versioned::CopyingSide => format!(
+            "the client (a `fruix store copy` on the other machine) speaks store protocol version {found}, {this}; run a fruix that speaks one protocol on both machines ({same}); nothing was copied"
+        ),
+        Versioned::Archive => format!(
+            "archive{}: format version {found}, {this}; import it with a fruix that reads that version ({same}), or export it again with this one; the store was not changed",
+            place.map(|p| format!(" {}", escape::path(p))).unwrap_or_default()
+        ),
+    }
 }
 
 /// Why an archive was refused.
@@ -492,7 +557,8 @@ impl Error {
             | Error::InvalidFreebsdVersion { .. }
             | Error::NotValid { .. }
             | Error::SourceGone { .. }
-            | Error::ReferenceGone { .. } => (Failure::Input, ExitStatus::Usage),
+            | Error::ReferenceGone { .. }
+            | Error::Version { .. } => (Failure::Input, ExitStatus::Usage),
             Error::Corrupt { .. } | Error::Inconsistent { .. } => {
                 (Failure::System, ExitStatus::PromotionFailure)
             }

@@ -23,6 +23,10 @@
 //! cannot be written, ends the session (the stream is no longer in step),
 //! and so does a bad request, answered with its error.
 //!
+//! A client whose hello names another protocol version is answered with
+//! an error that carries the server's (`"version":N`), and the session
+//! ends: each side then says which versions met ([`Error::Version`]).
+//!
 //! A server that cannot serve (no store at its path: a mistyped
 //! `--remote-store`) answers the hello with an error that says so
 //! (`"no_store":PATH`), and ends ([`refuse_session`]): the client reports
@@ -53,7 +57,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{export, export_order, import_for_copy, ImportOptions};
-use crate::error::{ArchiveProblem, Error, Result};
+use crate::error::{ArchiveProblem, Error, Result, Versioned};
 use crate::store::Store;
 
 mod client;
@@ -206,6 +210,11 @@ pub struct RemoteError {
     /// from answers of older servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inconsistent: Option<String>,
+    /// The store protocol version the serving side speaks, when it refused
+    /// the client's hello for speaking another ([`Error::Version`]): the
+    /// client says so, typed. Absent from answers of older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
     /// The serving side's error message. It comes from the other machine:
     /// escape it before showing it.
     pub message: String,
@@ -307,6 +316,13 @@ fn answer_error(e: &Error) -> Answer<Empty> {
             }
             _ => None,
         },
+        version: match e {
+            Error::Version {
+                of: Versioned::CopyingSide,
+                ..
+            } => Some(VERSION),
+            _ => None,
+        },
         message: match e {
             // The client names the object, in the store over there.
             Error::Inconsistent { message, .. } => message.clone(),
@@ -369,9 +385,11 @@ pub fn serve(
         match request {
             Request::Hello { version } => {
                 if version != VERSION {
-                    let e = protocol_error(format!(
-                        "the client speaks version {version}, this fruix version {VERSION}"
-                    ));
+                    let e = Error::Version {
+                        of: Versioned::CopyingSide,
+                        found: u64::from(version),
+                        place: None,
+                    };
                     write_json(&mut output, &answer_error(&e))?;
                     return Err(e);
                 }

@@ -214,6 +214,41 @@ fn every_runnable_readme_example_exits_as_the_readme_says() {
     );
 }
 
+/// `fruix --version` prints what the README shows after its example: the
+/// commit this checkout is at, and every format's version as listed.
+#[test]
+fn the_readme_shows_what_fruix_version_prints() {
+    require_tool("git", "git");
+    let blocks = readme_blocks();
+    let example = blocks
+        .iter()
+        .position(|b| b.info == "sh" && b.text == "fruix --version\n")
+        .expect("README.md runs `fruix --version`");
+    let shown = &blocks[example + 1];
+    assert_eq!(shown.info, "text", "README.md:{}", shown.line);
+    let printed = run_ok(fruix().arg("--version"));
+    let head = run_ok(
+        std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+    );
+    let first = format!(
+        "fruix {} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        head.trim()
+    );
+    let mut lines = printed.lines();
+    assert_eq!(lines.next(), Some(first.as_str()), "{printed}");
+    // (The blocks are read with their lines' indentation cut.)
+    let rest: Vec<&str> = lines.map(str::trim_start).collect();
+    let shown_rest: Vec<&str> = shown.text.lines().skip(1).collect();
+    assert_eq!(rest, shown_rest, "README.md:{}", shown.line);
+    assert!(
+        rest.iter().any(|l| l.contains("store protocol")),
+        "{printed}"
+    );
+}
+
 #[test]
 fn every_readme_block_says_what_it_holds() {
     for block in readme_blocks() {

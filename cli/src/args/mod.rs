@@ -8,6 +8,7 @@ mod exits;
 mod matrix;
 mod parse;
 mod store;
+mod version;
 pub use matrix::*;
 pub use parse::{parse, refusal, refused_line_wants_json};
 pub use store::*;
@@ -15,7 +16,7 @@ pub use store::*;
 /// Fruix: native FreeBSD base builds through pluggable executors, promoted into
 /// an immutable, content-identified store.
 #[derive(Debug, Parser)]
-#[command(name = "fruix", version, after_help = fruix_core::ExitStatus::help_table(), propagate_version = true)]
+#[command(name = "fruix", version, long_version = version::long(), after_help = fruix_core::ExitStatus::help_table(), propagate_version = true)]
 // Each command's help ends with its exit statuses.
 #[command(mut_subcommands(exits::annotate))]
 pub struct Cli {

@@ -18,8 +18,8 @@ use crate::store::{Store, TempObject, RESULT_METADATA_FILE};
 
 use super::publish::publish;
 use super::rules::{
-    claimed, implied_object_references, names_a_trusted_key, refuse, trailing, valid_name,
-    Audience, Capped,
+    check_first_line, claimed, implied_object_references, names_a_trusted_key, refuse, trailing,
+    valid_name, Audience, Capped,
 };
 use super::*;
 
@@ -114,17 +114,7 @@ fn import_objects(
         audience,
         line: Vec::new(),
     };
-    let first = reader.line(None)?;
-    if first != MAGIC {
-        return Err(refuse(
-            None,
-            ArchiveProblem::Malformed,
-            format!(
-                "it does not start with {MAGIC:?} (found {}): not a fruix archive, or another version",
-                fruix_core::escape::quoted(&first)
-            ),
-        ));
-    }
+    check_first_line(&reader.line(None)?)?;
     // The same bytes, a path that is not UTF-8 too (see [`exact_path_text`]).
     let ours = exact_path_text(store.path());
     let from = reader.line(None)?;

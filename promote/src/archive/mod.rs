@@ -130,8 +130,13 @@ impl<'a> ImportOptions<'a> {
     }
 }
 
-/// The first line of every archive.
+/// The version of the archive format this fruix writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The first line of every archive: `fruix-archive` and
+/// [`FORMAT_VERSION`].
 pub const MAGIC: &str = "fruix-archive 1";
+/// The first line of an archive of any version, before the version.
+const MAGIC_WORD: &str = "fruix-archive ";
 /// The line that ends an archive.
 const END_ARCHIVE: &str = "end-archive";
 /// The line that ends an object's tree.
@@ -580,6 +585,58 @@ mod tests {
             } if found == object => differences.iter().map(|d| d.to_string()).collect(),
             other => panic!("not corrupt at {}: {other}", object.display()),
         }
+    }
+
+    /// Regression: an archive of another format version was refused as
+    /// malformed input (exit 4), "not a fruix archive, or another
+    /// version". It is said to be of another version (exit 2), typed;
+    /// what only looks like one (`01`, `x`) is still no archive.
+    #[test]
+    fn an_archive_of_another_format_version_is_said_to_be_one() {
+        assert_eq!(MAGIC, format!("{MAGIC_WORD}{FORMAT_VERSION}"));
+        let (dir, store, world) = promoted();
+        let mut archive = Vec::new();
+        export(&store, std::slice::from_ref(&world), &mut archive, None).unwrap();
+        let rest = &archive[MAGIC.len()..];
+        let trust = crate::archive::Trust::default();
+        let options = ImportOptions::new(&trust);
+        let with_first = |first: &str| [first.as_bytes(), rest].concat();
+        let other = FORMAT_VERSION + 1;
+        drop(store);
+        std::fs::rename(dir.store(), dir.join("there")).unwrap();
+        let here = Store::open(&dir.store()).unwrap();
+        let e = import(
+            &here,
+            &with_first(&format!("{MAGIC_WORD}{other}"))[..],
+            &options,
+        );
+        let e = e.unwrap_err();
+        assert!(
+            matches!(e, Error::Version { of: crate::error::Versioned::Archive, found, place: None } if found == u64::from(other)),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
+        assert!(e.to_string().contains("the store was not changed"), "{e}");
+        for first in [
+            "fruix-archive 01",
+            "fruix-archive x",
+            "fruix-archive ",
+            "tar",
+        ] {
+            let e = import(&here, &with_first(first)[..], &options).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::ArchiveRefused {
+                        problem: crate::error::ArchiveProblem::Malformed,
+                        ..
+                    }
+                ),
+                "{first}: {e:?}"
+            );
+        }
+        let e = import(&here, &with_first(MAGIC)[..], &options);
+        assert_eq!(e.unwrap().imported.len(), 1);
     }
 
     /// Regression: a file grown since it was stored was exported cut to

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read};
 
+use super::{FORMAT_VERSION, MAGIC, MAGIC_WORD};
 use crate::bundle::{implied_references, read_bundle_text, store_references};
 use crate::db::ObjectRecord;
 use crate::error::{ArchiveProblem, Error, Result};
@@ -63,6 +64,32 @@ pub(super) fn refuse(
         object: object.map(str::to_string),
         problem,
         message: message.into(),
+    }
+}
+
+/// Checks an archive's first line, `first`: [`MAGIC`]. One of another
+/// version of the format is said as such ([`Error::Version`]), not as a
+/// stream that is no archive.
+pub(super) fn check_first_line(first: &str) -> Result<()> {
+    let version = first
+        .strip_prefix(MAGIC_WORD)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<u64>().ok());
+    match version {
+        _ if first == MAGIC => Ok(()),
+        Some(found) if found != u64::from(FORMAT_VERSION) => Err(Error::Version {
+            of: crate::error::Versioned::Archive,
+            found,
+            place: None,
+        }),
+        _ => Err(refuse(
+            None,
+            ArchiveProblem::Malformed,
+            format!(
+                "it does not start with {MAGIC:?} (found {}): not a fruix archive",
+                fruix_core::escape::quoted(first)
+            ),
+        )),
     }
 }
 

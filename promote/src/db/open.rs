@@ -76,15 +76,13 @@ fn check_new(conn: &Connection, path: &Path) -> Result<()> {
 /// this fruix knows: never negative (no fruix wrote that: it is no
 /// registry), and not newer than this fruix's.
 fn known_version(path: &Path, version: i64) -> Result<usize> {
-    let refused = |message: String| Error::DatabaseUnreadable {
-        path: path.to_path_buf(),
-        message,
-    };
     if version > SCHEMA_VERSION {
         // As an older fruix, not a corrupt store.
-        return Err(refused(format!(
-            "its schema version {version} is newer than this fruix's {SCHEMA_VERSION}; use a newer fruix"
-        )));
+        return Err(Error::Version {
+            of: crate::error::Versioned::Registry,
+            found: version as u64,
+            place: Some(path.to_path_buf()),
+        });
     }
     usize::try_from(version).map_err(|_| {
         altered(

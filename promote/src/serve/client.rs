@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::archive::{export, ExportReport, ImportOptions, ImportReport};
-use crate::error::{ArchiveProblem, Error, Result};
+use crate::error::{ArchiveProblem, Error, Result, Versioned};
 use crate::store::Store;
 
 /// What the client writes its requests on (the server's input), and how it
@@ -78,6 +78,11 @@ fn remote(e: RemoteError, store: Option<&Path>) -> Error {
     let absent = named(e.absent);
     let inconsistent = named(e.inconsistent);
     match (e.problem, absent, inconsistent, store) {
+        _ if e.version.is_some_and(|v| v != VERSION) => Error::Version {
+            of: Versioned::ServingSide,
+            found: e.version.map(u64::from).unwrap_or_default(),
+            place: None,
+        },
         _ if e.no_store.is_some() => Error::NoStore {
             path: e.no_store.map(PathBuf::from).unwrap_or_default(),
         },
@@ -128,6 +133,14 @@ impl<R: BufRead, W: ServingSide> Client<R, W> {
             return Err(Self::not_taken(&mut input, None, "hello", e).0);
         }
         let hello: Hello = Self::read_answer(&mut input, None, "hello")??;
+        // A server that answers in another version is not spoken to.
+        if hello.version != VERSION {
+            return Err(Error::Version {
+                of: Versioned::ServingSide,
+                found: u64::from(hello.version),
+                place: None,
+            });
+        }
         Ok(Client {
             input,
             output,
@@ -628,6 +641,63 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("is fruix installed"), "{e}");
+    }
+
+    /// Regression: a server of another protocol version was reported as
+    /// `the other store: system failure: store protocol: the client speaks
+    /// version 1, this fruix version 2` (exit 3), naming neither side nor
+    /// what to do; and one that answered the hello in another version was
+    /// spoken to. Both are the caller's choice of fruix (exit 2), said
+    /// from the typed version.
+    #[test]
+    fn a_server_of_another_protocol_version_is_said_to_be_one() {
+        let t = Exported::new();
+        let other = VERSION + 1;
+        let answered = format!("{{\"ok\":{{\"version\":{other},\"store\":\"/s\"}}}}\n");
+        let refused =
+            format!("{{\"error\":{{\"problem\":null,\"version\":{other},\"message\":\"no\"}}}}\n");
+        for answer in [answered, refused] {
+            let server = t.client(&[], Ok(())).output;
+            let e = Client::start(Cursor::new(answer.into_bytes()), server)
+                .err()
+                .expect("another version is refused");
+            assert!(
+                matches!(e, Error::Version { of: Versioned::ServingSide, found, place: None } if found == u64::from(other)),
+                "{e:?}"
+            );
+            assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
+            let text = e.to_string();
+            let said = format!("speaks store protocol version {other}, this fruix");
+            assert!(text.contains(&said), "{text}");
+            assert!(text.contains("--remote-program"), "{text}");
+        }
+    }
+
+    /// The server's side of it: a hello of another version is answered
+    /// with this side's version, typed, and the session ends (exit 2).
+    #[test]
+    fn a_client_of_another_protocol_version_is_answered_with_this_one() {
+        let t = Exported::new();
+        let other = VERSION + 1;
+        let hello = format!("{{\"op\":\"hello\",\"version\":{other}}}\n");
+        let mut answer = Vec::new();
+        let trust = Trust::default();
+        let options = ImportOptions::new(&trust);
+        let e = serve(
+            &t.here,
+            Cursor::new(hello.into_bytes()),
+            &mut answer,
+            &options,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, Error::Version { of: Versioned::CopyingSide, found, .. } if found == u64::from(other)),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
+        assert!(e.to_string().contains("the client"), "{e}");
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(answer["error"]["version"], VERSION, "{answer}");
     }
 
     /// Regression: the other side's message, escaped there, was escaped
