@@ -99,6 +99,7 @@ mod store_writer_review;
 mod terminal;
 mod trust_review;
 mod util;
+mod version_review;
 mod vm;
 mod vm_console_review;
 mod vm_stale;
