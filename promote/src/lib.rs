@@ -45,7 +45,7 @@ pub mod warning;
 
 pub use error::{Error, Result};
 pub use pipeline::{
-    measure, promote_native_build_result, promote_validated, ArtifactReport, OutLink,
+    measure, measure_tree, promote_native_build_result, promote_validated, ArtifactReport, OutLink,
     PromoteOptions, PromotionReport,
 };
 pub use store::Store;

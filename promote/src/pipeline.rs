@@ -271,25 +271,46 @@ fn prepare_artifact(
 /// [`fruix_core::Error::Cancelled`].
 pub fn measure(root: &ResultRoot, stop: &AtomicBool) -> Result<(u64, u64)> {
     let root_dir = open_dir(root.path())?;
-    let (mut files, mut bytes) = (0, 0);
+    let mut totals = (0, 0);
     for a in &root.metadata().artifacts {
         let dir = open_beneath(&root_dir, root.path(), &a.path)?;
-        let options = WalkOptions {
-            skip_digests: true,
-            ..WalkOptions::default()
-        };
-        walk_fd(dir, &root.path().join(&a.path), &options, |w| {
-            if stop.load(Ordering::Relaxed) {
-                return Err(fruix_core::Error::Cancelled);
-            }
-            if let EntryKind::File { size, .. } = &w.entry.kind {
-                files += 1;
-                bytes += size;
-            }
-            Ok(())
-        })?;
+        measure_into(dir, &root.path().join(&a.path), stop, &mut totals)?;
     }
-    Ok((files, bytes))
+    Ok(totals)
+}
+
+/// [`measure`] for a source tree, `dir`: how many regular files `source
+/// add` will read in it, and their bytes (an estimate, as for a
+/// promotion).
+pub fn measure_tree(dir: &Path, stop: &AtomicBool) -> Result<(u64, u64)> {
+    let mut totals = (0, 0);
+    measure_into(open_dir(dir)?, dir, stop, &mut totals)?;
+    Ok(totals)
+}
+
+/// Adds the regular files under `dir` (open on `fd`), and their bytes, to
+/// `totals`: a structural walk, no file opened.
+fn measure_into(
+    fd: std::os::fd::OwnedFd,
+    dir: &Path,
+    stop: &AtomicBool,
+    (files, bytes): &mut (u64, u64),
+) -> Result<()> {
+    let options = WalkOptions {
+        skip_digests: true,
+        ..WalkOptions::default()
+    };
+    walk_fd(fd, dir, &options, |w| {
+        if stop.load(Ordering::Relaxed) {
+            return Err(fruix_core::Error::Cancelled);
+        }
+        if let EntryKind::File { size, .. } = &w.entry.kind {
+            *files += 1;
+            *bytes += size;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// [`fruix_core::Error::Cancelled`] once the work `progress` counts was

@@ -340,6 +340,30 @@ fn measuring_counts_the_files_and_stops_when_told() {
     }
 }
 
+/// The same for a source tree (`source add`'s display), which it walks
+/// without following a symlink.
+#[test]
+fn measuring_a_tree_counts_its_files_and_stops_when_told() {
+    use std::sync::atomic::AtomicBool;
+    let f = TestDir::new();
+    let tree = f.sample();
+    std::os::unix::fs::symlink("/etc", tree.join("etc-link")).unwrap();
+    let (files, bytes) = fruix_promote::measure_tree(&tree, &AtomicBool::new(false)).unwrap();
+    let mut expected = (0, 0);
+    for e in walkdir::WalkDir::new(&tree) {
+        let meta = e.unwrap().into_path().symlink_metadata().unwrap();
+        if meta.is_file() {
+            expected = (expected.0 + 1, expected.1 + meta.len());
+        }
+    }
+    assert!(files > 0);
+    assert_eq!((files, bytes), expected);
+    match fruix_promote::measure_tree(&tree, &AtomicBool::new(true)) {
+        Err(Error::Core(fruix_core::Error::Cancelled)) => {}
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+}
+
 #[test]
 fn reserved_names_are_refused() {
     let f = TestDir::new();

@@ -3,6 +3,7 @@
 //! artifacts' identity names the source by content, not by where it sat.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use fruix_core::escape;
 use fruix_core::manifest::Progress;
@@ -47,7 +48,9 @@ fn add(args: SourceAddArgs) -> CliResult {
     // A store made for this source is removed again if adding it fails.
     let store =
         Store::open_tentatively(&args.store.store).map_err(from_promote_saying(NOT_ADDED))?;
-    let added = with_progress(mode, ("source", "files"), &progress, None, || {
+    // The totals are only for the display (as a promotion's).
+    let totals = |stop: &AtomicBool| fruix_promote::measure_tree(&dir, stop).ok();
+    let added = with_progress(mode, ("source", "files"), &progress, Some(&totals), || {
         let version = args.freebsd_version.as_deref();
         add_source_dir(
             &store,
@@ -112,7 +115,8 @@ pub fn source_object(
     progress: &Progress,
 ) -> CliResult<SourceStore> {
     check_outside_tree(source, store.path(), own).map_err(from_matrix)?;
-    let (used, added) = with_progress(mode, ("source", "files"), progress, None, || {
+    let totals = |stop: &AtomicBool| fruix_promote::measure_tree(source, stop).ok();
+    let (used, added) = with_progress(mode, ("source", "files"), progress, Some(&totals), || {
         source_object_leaving_out(store, source, version, own, Some(progress), temp_roots)
     })
     .map_err(from_promote)?;
