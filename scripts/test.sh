@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(guile-3.0 mtree-netbsd nix-bin openssh-server openssh-client bmake gcc make libxml2-utils tmux groff-base git busybox-static dropbear-bin cpio procps perl-base util-linux acl)
+packages=(guile-3.0 mtree-netbsd nix-bin openssh-server openssh-client bmake gcc make libxml2-utils tmux groff-base git busybox-static dropbear-bin cpio procps perl-base util-linux acl faketime)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use fruix_core::executor::Registry;
 use fruix_promote::temp_roots::TempRoots;
@@ -12,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cell::{ExecutorRunner, Observer};
 use crate::plan::MatrixPlan;
-use crate::report::{agreement, cell_reports, unix, CellReport, Report, SetAside};
+use crate::report::{agreement, cell_reports, CellReport, Report, RunClock, SetAside};
 use crate::report_dir::{clear_cell, ReportDir};
 use crate::runner::{run_cells, TimeLimit};
 use crate::{Error, Result};
@@ -87,8 +86,8 @@ pub async fn run(
     );
     let report = Report {
         matrix: std::path::absolute(&plan.file.path).unwrap_or(plan.file.path.clone()),
-        started_at: unix(ran.started),
-        duration_s: ran.started.elapsed().unwrap_or_default().as_secs_f64(),
+        started_at: ran.clock.unix(ran.clock.at),
+        duration_s: ran.clock.elapsed_s(),
         max_parallel: plan.file.strategy.max_parallel,
         cancelled: cancel.is_cancelled(),
         time_limit_s: ran.time_limit.map(|t| t.as_secs_f64()),
@@ -112,7 +111,8 @@ pub async fn run(
 
 /// What running a plan's cells gave.
 pub(crate) struct Ran {
-    pub started: SystemTime,
+    /// The run's clock, read as its cells started to run.
+    pub clock: RunClock,
     pub cells: Vec<CellReport>,
     pub set_aside: Vec<SetAside>,
     pub time_limit: Option<std::time::Duration>,
@@ -209,7 +209,7 @@ pub(crate) async fn execute(
         observer,
         log_failure: Default::default(),
     });
-    let started = SystemTime::now();
+    let clock = RunClock::now();
     let outcome = run_cells(
         runner.clone(),
         plan.dispatcher(),
@@ -218,9 +218,11 @@ pub(crate) async fn execute(
         time_limit,
     )
     .await;
-    let cells = cell_reports(&plan.cells, &outcome.records, |i| runner.log_path(i));
+    let cells = cell_reports(&plan.cells, &outcome.records, &clock, |i| {
+        runner.log_path(i)
+    });
     Ok(Ran {
-        started,
+        clock,
         cells,
         set_aside: outcome
             .set_aside

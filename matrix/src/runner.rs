@@ -32,7 +32,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use fruix_core::{escape, Failure};
 use tokio::task::JoinSet;
@@ -148,10 +148,11 @@ pub struct AttemptRecord {
     pub attempt: u32,
     /// The machine's name, or `local`.
     pub machine: String,
-    /// When the attempt started.
-    pub started: SystemTime,
+    /// When the attempt started, on the monotonic clock (a report gives it
+    /// in wall time, [`crate::report::RunClock`]).
+    pub started: Instant,
     /// When its build ended (promotion is not included).
-    pub finished: SystemTime,
+    pub finished: Instant,
     /// How its build ended; [`CellStatus::Passed`] says nothing of promotion.
     pub status: CellStatus,
     /// The error's message; `None` when the build passed.
@@ -170,8 +171,8 @@ pub struct CellRecord {
     pub promoted: Option<Promoted>,
     /// Why the cell failed, when it did.
     pub error: Option<String>,
-    /// When the cell ended (promotion included).
-    pub finished: Option<SystemTime>,
+    /// When the cell ended (promotion included), on the monotonic clock.
+    pub finished: Option<Instant>,
 }
 
 impl CellRecord {
@@ -272,7 +273,7 @@ impl TimeLimit {
 enum Done<B> {
     Built {
         start: Start,
-        started: SystemTime,
+        started: Instant,
         result: Result<B, CellError>,
         unusable: Option<Unusable>,
     },
@@ -312,7 +313,7 @@ fn retry_cancelled(record: &mut CellRecord) {
         ),
         None => "retry cancelled".into(),
     });
-    record.finished = Some(SystemTime::now());
+    record.finished = Some(Instant::now());
 }
 
 /// What a matrix run gives.
@@ -381,7 +382,7 @@ pub async fn run_cells<R: CellRunner>(
                             }
                             slot => slot,
                         };
-                        let started = SystemTime::now();
+                        let started = Instant::now();
                         let result = match slot {
                             Ok(slot) => {
                                 let result = runner.build(job).await;
@@ -411,7 +412,7 @@ pub async fn run_cells<R: CellRunner>(
                     let record = &mut records[cell];
                     record.status = CellStatus::SystemFailure;
                     record.error = Some(format!("cannot run: {reason}"));
-                    record.finished = Some(SystemTime::now());
+                    record.finished = Some(Instant::now());
                     runner.cell_done(cell, record);
                 }
             }
@@ -465,7 +466,7 @@ pub async fn run_cells<R: CellRunner>(
                     attempt: start.attempt,
                     machine: start.placement.name().to_string(),
                     started,
-                    finished: SystemTime::now(),
+                    finished: Instant::now(),
                     status: match &result {
                         Ok(_) => CellStatus::Passed,
                         Err(e) => CellStatus::of(e.failure),
@@ -494,7 +495,7 @@ pub async fn run_cells<R: CellRunner>(
                             Failure::Cancelled => stop_reason.clone(),
                             _ => Some(e.message),
                         };
-                        record.finished = Some(SystemTime::now());
+                        record.finished = Some(Instant::now());
                         runner.cell_done(start.cell, record);
                     }
                 }
@@ -520,7 +521,7 @@ pub async fn run_cells<R: CellRunner>(
                         record.error = Some(format!("promotion failed: {}", e.message));
                     }
                 }
-                record.finished = Some(SystemTime::now());
+                record.finished = Some(Instant::now());
                 runner.cell_done(cell, record);
             }
         }
@@ -859,7 +860,7 @@ mod tests {
                 ctrl_c: ctrl_c.then(|| cancel.clone()),
                 done: Default::default(),
             });
-            let before = SystemTime::now();
+            let clock = crate::report::RunClock::now();
             let RunOutcome {
                 records, set_aside, ..
             } = run_cells(runner.clone(), dispatcher, 3, cancel, None).await;
@@ -897,12 +898,13 @@ mod tests {
                     machine: None,
                 }],
                 &records[..1],
+                &clock,
                 |_| "c0.log".into(),
             )[0];
             assert!(
                 report
                     .started_at
-                    .is_some_and(|s| s >= crate::report::unix(before))
+                    .is_some_and(|s| s >= crate::report::unix(clock.wall))
                     && report.finished_at >= report.started_at,
                 "{report:?}"
             );

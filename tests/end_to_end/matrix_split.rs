@@ -599,3 +599,58 @@ fn run_cell_exits_as_the_cell_would_and_refuses_an_unknown_cell() {
         "{stderr}"
     );
 }
+
+/// Regression: a cell's times came from the wall clock, so that one
+/// stepped back while the cell built (NTP, an operator) made run-cell
+/// write a passed cell that ended before it started, with `duration_s`
+/// 0, which collect refused as contradicting itself (exit 2). Durations
+/// are measured on the monotonic clock now, and every time is the start
+/// plus what it measured. libfaketime steps the wall clock (only) back an
+/// hour once the cell's build holds (its make has made `go.holding`).
+#[test]
+fn a_wall_clock_stepped_back_while_a_cell_builds_leaves_its_report_consistent() {
+    let libfaketime = Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1");
+    assert!(
+        libfaketime.is_file(),
+        "{} is missing: install faketime",
+        libfaketime.display()
+    );
+    let m = Matrix::new(r#"  (axes (executor "local") (make-flag "HOLD_UNTIL=DIR/go"))"#);
+    let text = std::fs::read_to_string(m.path("matrix.scm")).unwrap();
+    let dir = m.dir.path().display().to_string();
+    std::fs::write(m.path("matrix.scm"), text.replace("DIR", &dir)).unwrap();
+    let plan = m.plan(&mut fruix());
+    let id = plan["cells"][0]["id"].as_str().unwrap().to_string();
+    let offset = m.path("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let mut cmd = run_cell_command(&m, &id, "store", "job");
+    cmd.env("LD_PRELOAD", libfaketime)
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .stdin(std::process::Stdio::null());
+    let cell = spawn_reading_stderr(&mut cmd);
+    crate::util::wait_until("the cell's build holds", || m.path("go.holding").exists());
+    std::fs::write(&offset, "-3600\n").unwrap();
+    std::fs::write(m.path("go"), "").unwrap();
+    let out = cell.finish(Duration::from_secs(300), "run-cell");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report = read_json(&m.path(&format!("job/cell-{id}.json")));
+    let c = &report["cell"];
+    let time = |v: &Value| v.as_f64().unwrap_or_else(|| panic!("{c:#}"));
+    let (started, finished) = (time(&c["started_at"]), time(&c["finished_at"]));
+    let attempt = &c["attempts"][0];
+    assert!(started <= finished, "{c:#}");
+    assert!(
+        time(&attempt["started_at"]) <= time(&attempt["finished_at"]),
+        "{c:#}"
+    );
+    assert!(time(&c["duration_s"]) > 0.0, "{c:#}");
+    assert!(
+        (finished - started - time(&c["duration_s"])).abs() < 0.01,
+        "{c:#}"
+    );
+    // collect takes it.
+    let out = run(collect(&m, "collected").arg(m.path(&format!("job/cell-{id}.json"))));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::agreement::FileDifference;
 use crate::expand::Cell;
@@ -342,18 +342,66 @@ fn write_error(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
-/// Unix time in seconds.
+/// Unix time in seconds (0 for a time before 1970).
 pub fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64()
 }
 
+/// A run's clock: the wall clock, read once when the run starts, and the
+/// monotonic clock ([`Instant`]), read then and whenever something starts
+/// or ends. Every time a report gives is the start's wall time plus the
+/// monotonic time since ([`RunClock::unix`]), and every duration is
+/// measured on the monotonic clock: the wall clock stepped back or forth
+/// while the run went on (NTP, an operator) changes neither, and no end
+/// comes before its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunClock {
+    /// The wall clock when the run started.
+    pub wall: SystemTime,
+    /// The monotonic clock then.
+    pub at: Instant,
+}
+
+impl RunClock {
+    /// The clocks, read now.
+    pub fn now() -> RunClock {
+        RunClock {
+            wall: SystemTime::now(),
+            at: Instant::now(),
+        }
+    }
+
+    /// `t` in Unix time, seconds: the start's wall time plus `t`'s
+    /// monotonic time since the start (none for a `t` before it).
+    pub fn unix(&self, t: Instant) -> f64 {
+        unix_after(self.wall, t.saturating_duration_since(self.at))
+    }
+
+    /// Seconds from the start until now, on the monotonic clock.
+    pub fn elapsed_s(&self) -> f64 {
+        self.at.elapsed().as_secs_f64()
+    }
+}
+
+/// `wall` plus `elapsed`, in Unix time: seconds (0 for a time before
+/// 1970). Never less for a longer `elapsed`, whatever the wall clock did
+/// meanwhile.
+pub fn unix_after(wall: SystemTime, elapsed: Duration) -> f64 {
+    wall.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(elapsed)
+        .as_secs_f64()
+}
+
 /// The per-cell part of the report: `cells` with their `records` (in
-/// matrix order), and `log(i)` the log file of cell `i`.
+/// matrix order), their times read on `clock`, and `log(i)` the log file
+/// of cell `i`.
 pub fn cell_reports(
     cells: &[Cell],
     records: &[CellRecord],
+    clock: &RunClock,
     log: impl Fn(usize) -> PathBuf,
 ) -> Vec<CellReport> {
     cells
@@ -371,19 +419,19 @@ pub fn cell_reports(
                     .or_else(|| cell.machine.clone()),
                 status: r.status,
                 duration_s: match (started, r.finished) {
-                    (Some(s), Some(f)) => f.duration_since(s).unwrap_or_default().as_secs_f64(),
+                    (Some(s), Some(f)) => f.saturating_duration_since(s).as_secs_f64(),
                     _ => 0.0,
                 },
-                started_at: started.map(unix),
-                finished_at: r.finished.map(unix),
+                started_at: started.map(|t| clock.unix(t)),
+                finished_at: r.finished.map(|t| clock.unix(t)),
                 attempts: r
                     .attempts
                     .iter()
                     .map(|a| AttemptReport {
                         attempt: a.attempt,
                         machine: a.machine.clone(),
-                        started_at: unix(a.started),
-                        finished_at: unix(a.finished),
+                        started_at: clock.unix(a.started),
+                        finished_at: clock.unix(a.finished),
                         status: a.status,
                         error: a.error.clone(),
                     })
@@ -409,19 +457,30 @@ mod tests {
     use crate::expand::cells;
     use crate::runner::{AttemptRecord, Promoted};
 
-    fn at(secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(secs)
+    /// A clock whose run started at the Unix epoch, so that a time `at`
+    /// gives is its seconds since.
+    fn epoch_clock() -> RunClock {
+        RunClock {
+            wall: UNIX_EPOCH,
+            at: Instant::now(),
+        }
+    }
+
+    /// `secs` seconds after the start of [`epoch_clock`]'s run `clock`.
+    fn at(clock: &RunClock, secs: u64) -> Instant {
+        clock.at + Duration::from_secs(secs)
     }
 
     #[test]
     fn cell_reports_follow_the_records() {
         let file = crate::testing::pinned_matrix();
         let cells = cells(&file).unwrap();
+        let clock = &epoch_clock();
         let attempt = |n, machine: &str, status| AttemptRecord {
             attempt: n,
             machine: machine.into(),
-            started: at(100 * u64::from(n)),
-            finished: at(100 * u64::from(n) + 10),
+            started: at(clock, 100 * u64::from(n)),
+            finished: at(clock, 100 * u64::from(n) + 10),
             status,
             error: (status != CellStatus::Passed).then(|| "connection lost".into()),
         };
@@ -446,11 +505,11 @@ mod tests {
                 ],
                 promoted: Some(promoted),
                 error: None,
-                finished: Some(at(215)),
+                finished: Some(at(clock, 215)),
             },
             CellRecord::default(),
         ];
-        let reports = cell_reports(&cells, &records, |i| format!("/logs/{i}.log").into());
+        let reports = cell_reports(&cells, &records, clock, |i| format!("/logs/{i}.log").into());
         let (retried, never) = (&reports[0], &reports[1]);
         assert_eq!(retried.id, "remote");
         assert_eq!(retried.machine.as_deref(), Some("m2"), "the last attempt's");
@@ -485,6 +544,74 @@ mod tests {
         let json = serde_json::to_value(never).unwrap();
         assert!(json.get("signatures_not_recorded").is_none(), "{json}");
         assert_eq!(serde_json::from_value::<CellReport>(json).unwrap(), *never);
+    }
+
+    /// The times of a cell report are the run's start in wall time plus
+    /// what the monotonic clock measured since: whatever the wall clock
+    /// read when the run started (even before 1970) and did afterwards
+    /// (the report never reads it again), no end comes before its start,
+    /// and the duration is the one measured.
+    #[test]
+    fn a_cell_reports_times_never_contradict_themselves() {
+        let file = crate::testing::pinned_matrix();
+        let cells = cells(&file).unwrap();
+        let started = Instant::now();
+        let record = |first: Duration, took: Duration| CellRecord {
+            status: CellStatus::Passed,
+            attempts: vec![AttemptRecord {
+                attempt: 1,
+                machine: "m1".into(),
+                started: started + first,
+                finished: started + first + took,
+                status: CellStatus::Passed,
+                error: None,
+            }],
+            promoted: None,
+            error: None,
+            finished: Some(started + first + took + Duration::from_millis(250)),
+        };
+        let walls = [
+            UNIX_EPOCH + Duration::from_secs(1_775_424_884),
+            UNIX_EPOCH + Duration::from_nanos(1_775_424_884_999_999_999),
+            UNIX_EPOCH,
+            UNIX_EPOCH - Duration::from_secs(3600),
+        ];
+        let spans = [
+            (Duration::ZERO, Duration::ZERO),
+            (Duration::from_nanos(1), Duration::from_nanos(1)),
+            (Duration::from_secs(7), Duration::from_millis(3_500)),
+        ];
+        for wall in walls {
+            let clock = RunClock { wall, at: started };
+            for (first, took) in spans {
+                let r = &cell_reports(&cells, &[record(first, took)], &clock, |_| "l".into())[0];
+                let (s, f) = (r.started_at.unwrap(), r.finished_at.unwrap());
+                let a = &r.attempts[0];
+                assert!(s <= f && a.started_at <= a.finished_at, "{r:?}");
+                assert_eq!(a.started_at, s, "{r:?}");
+                assert!(a.finished_at <= f, "{r:?}");
+                let measured = (took + Duration::from_millis(250)).as_secs_f64();
+                assert_eq!(r.duration_s, measured, "{r:?}");
+                assert_eq!(s, unix_after(wall, first), "{r:?}");
+                assert!((f - s - measured).abs() < 1e-6, "{r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_time_after_a_start_is_never_before_it() {
+        let wall = UNIX_EPOCH + Duration::from_nanos(1_775_424_884_123_456_789);
+        let mut last = unix_after(wall, Duration::ZERO);
+        for nanos in [1, 2, 999, 1_000_000, 999_999_999, 86_400_000_000_000] {
+            let t = unix_after(wall, Duration::from_nanos(nanos));
+            assert!(t >= last, "{nanos}: {t} < {last}");
+            last = t;
+        }
+        assert_eq!(
+            unix_after(UNIX_EPOCH - Duration::from_secs(1), Duration::ZERO),
+            0.0
+        );
+        assert_eq!(unix_after(UNIX_EPOCH, Duration::from_secs(5)), 5.0);
     }
 
     #[test]
