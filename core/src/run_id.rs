@@ -8,10 +8,30 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, IoContext, Result};
 
-/// Formats `time` as a run id (`YYYYMMDDTHHMMSSZ`, UTC).
-pub fn format_run_id(time: SystemTime) -> String {
+/// The last second a run id can name, 9999-12-31T23:59:59Z, in Unix time:
+/// a run id's year has four digits.
+pub const LAST_RUN_ID_SECOND: u64 = 253_402_300_799;
+
+/// Formats `time` as a run id (`YYYYMMDDTHHMMSSZ`, UTC). A time before
+/// 1970 or after the year 9999 (a system clock set wrong: `time` is the
+/// clock's, or a few seconds after) names no run: a system failure
+/// ([`Error::System`]) that says to set the clock.
+pub fn format_run_id(time: SystemTime) -> Result<String> {
+    let out_of_range = |when: &str| {
+        Error::system(format!(
+            "the system clock is out of range: it reads a time {when}, and a run is named \
+             by its UTC time from 1970 to the year 9999; set the system clock"
+        ))
+    };
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Err(_) => return Err(out_of_range("before 1970")),
+        Ok(since) if since.as_secs() > LAST_RUN_ID_SECOND => {
+            return Err(out_of_range("after the year 9999"));
+        }
+        Ok(_) => {}
+    }
     let rfc = humantime::format_rfc3339_seconds(time).to_string();
-    rfc.chars().filter(|c| *c != '-' && *c != ':').collect()
+    Ok(rfc.chars().filter(|c| *c != '-' && *c != ':').collect())
 }
 
 /// Checks, creating nothing, that [`allocate_run_dir`] may make a run
@@ -47,7 +67,7 @@ pub fn allocate_run_dir(parent: &Path) -> Result<(String, PathBuf)> {
     std::fs::create_dir_all(parent).with_path("create state directory", parent)?;
     let now = SystemTime::now();
     for offset in 0..3600 {
-        let id = format_run_id(now + Duration::from_secs(offset));
+        let id = format_run_id(now + Duration::from_secs(offset))?;
         let path = parent.join(&id);
         match std::fs::create_dir(&path) {
             Ok(()) => return Ok((id, path)),
@@ -128,7 +148,35 @@ mod tests {
     #[test]
     fn run_id_is_a_utc_timestamp() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_775_424_884);
-        assert_eq!(format_run_id(t), "20260405T213444Z");
+        assert_eq!(format_run_id(t).unwrap(), "20260405T213444Z");
+    }
+
+    /// A clock before 1970 or after the year 9999 is refused, a system
+    /// failure, rather than panicking (humantime's formatting does).
+    #[test]
+    fn a_time_no_run_id_can_name_is_a_system_failure() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        let last = epoch + Duration::from_secs(LAST_RUN_ID_SECOND);
+        assert_eq!(format_run_id(epoch).unwrap(), "19700101T000000Z");
+        assert_eq!(format_run_id(last).unwrap(), "99991231T235959Z");
+        let last_nanosecond = last + Duration::from_nanos(999_999_999);
+        assert_eq!(format_run_id(last_nanosecond).unwrap(), "99991231T235959Z");
+        for (time, when) in [
+            (epoch - Duration::from_nanos(1), "before 1970"),
+            (
+                epoch - Duration::from_secs(86_400 * 365 * 30),
+                "before 1970",
+            ),
+            (last + Duration::from_secs(1), "after the year 9999"),
+            (
+                epoch + Duration::from_secs(261_000_000_000),
+                "after the year 9999",
+            ),
+        ] {
+            let e = format_run_id(time).unwrap_err();
+            assert!(matches!(e, Error::System { .. }), "{time:?}: {e:?}");
+            assert!(e.to_string().contains(when), "{time:?}: {e}");
+        }
     }
 
     #[test]

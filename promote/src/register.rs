@@ -15,7 +15,12 @@ use crate::source_identity::SourceIdentity;
 use crate::store::{REFERENCES_FILE, RESULT_METADATA_FILE};
 use crate::verify::is_object_name;
 
-/// Now, in Unix seconds.
+/// Now, in Unix seconds. A system clock before 1970 gives 0: what is
+/// registered then is recorded, silently, as registered at the epoch (the
+/// registry's schema is left as it is). `fruix build` and `matrix run`
+/// refuse such a clock before they promote anything, as it names no run
+/// ([`fruix_core::run_id::format_run_id`]); other commands that register
+/// (`store add`, an import) do not.
 pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -27,7 +27,7 @@ fn take_run_ids_of_the_next_minutes(sshd: &Sshd) -> Vec<String> {
     let now = SystemTime::now() - Duration::from_secs(5);
     (0..600)
         .map(|s| {
-            let run_id = format_run_id(now + Duration::from_secs(s));
+            let run_id = format_run_id(now + Duration::from_secs(s)).unwrap();
             std::fs::create_dir(dir.join(&run_id)).unwrap();
             std::fs::write(dir.join(&run_id).join(OTHER_HOST), "").unwrap();
             run_id

@@ -490,7 +490,9 @@ fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<Build
     // A source on this host is built as its source object, whose path
     // (the store's, and an object's name) is what the request will name:
     // the directory's own name, which no metadata records, is not checked.
-    let mut provisional = options.request(format_run_id(std::time::SystemTime::now()));
+    let run_id = format_run_id(std::time::SystemTime::now())
+        .map_err(|e| CliError::new(exit::before_run(&e), e))?;
+    let mut provisional = options.request(run_id);
     if args.guest_source.is_none() {
         provisional.source.path = std::path::absolute(&args.store.store)
             .unwrap_or_else(|_| args.store.store.clone())
@@ -512,7 +514,11 @@ fn checked_options(args: &BuildArgs, executor: &dyn Executor) -> CliResult<Build
 /// A new run directory's parent is swept of dead runs' work directories.
 fn allocate(args: &BuildArgs, options: BuildOptions) -> CliResult<BuildPlan> {
     let (run_id, result_root) = match &args.result_root {
-        Some(root) => (format_run_id(std::time::SystemTime::now()), root.clone()),
+        Some(root) => (
+            format_run_id(std::time::SystemTime::now())
+                .map_err(|e| CliError::new(exit::before_run(&e), e))?,
+            root.clone(),
+        ),
         None => allocate_run_dir(&args.state.state_dir.join("native-builds"))
             .map_err(|e| CliError::new(exit::before_run(&e), e))?,
     };
