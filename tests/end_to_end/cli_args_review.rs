@@ -272,3 +272,47 @@ fn the_self_hosted_helper_does_not_call_valid_json_invalid_json() {
         "{outcome}"
     );
 }
+
+/// Regression: `SOURCE_DATE_EPOCH` took any i64, from `--source-date-epoch`
+/// or the environment; a negative one, or one past the year 9999, failed
+/// late inside make. The reproducible-builds specification wants a
+/// non-negative integer: anything else is refused as the arguments are
+/// read (exit 2), before a store or state directory is made.
+#[test]
+fn a_source_date_epoch_that_is_negative_or_past_the_year_9999_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, store) = (dir.path().join("state"), dir.path().join("store"));
+    let build = || {
+        let mut cmd = fruix();
+        cmd.args(["build", "--executor", "local", "--source"])
+            .arg(crate::util::fixture_source())
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--store")
+            .arg(&store)
+            .env_remove("SOURCE_DATE_EPOCH");
+        cmd
+    };
+    for value in ["-1", "253402300800", &i64::MAX.to_string(), "+5", "1e3"] {
+        for from_env in [false, true] {
+            let mut cmd = build();
+            if from_env {
+                cmd.env("SOURCE_DATE_EPOCH", value);
+            } else {
+                cmd.args(["--source-date-epoch", value]);
+            }
+            let err = run_failing(
+                &mut cmd,
+                2,
+                &["SOURCE_DATE_EPOCH", "from 0 to 253402300799"],
+            );
+            assert!(err.contains(&format!("'{value}'")), "{value}: {err}");
+            assert!(!state.exists() && !store.exists(), "{value}: made nothing");
+        }
+    }
+    // `--source-date-epoch=-1`, too.
+    let mut cmd = build();
+    cmd.arg("--source-date-epoch=-1");
+    run_failing(&mut cmd, 2, &["SOURCE_DATE_EPOCH", "'-1'"]);
+    assert!(!state.exists() && !store.exists(), "made nothing");
+}

@@ -309,8 +309,9 @@ pub struct BuildArgs {
     /// hung make), e.g. 30min (a bare number is seconds): a timeout, exit 3.
     #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
     pub max_silent_time: Option<std::time::Duration>,
-    /// SOURCE_DATE_EPOCH for the build (default: $SOURCE_DATE_EPOCH, if set).
-    #[arg(long, value_name = "SECONDS", env = "SOURCE_DATE_EPOCH")]
+    /// SOURCE_DATE_EPOCH for the build, seconds from 0 to 253402300799 (the end of the year
+    /// 9999) (default: $SOURCE_DATE_EPOCH, if set).
+    #[arg(long, value_name = "SECONDS", env = "SOURCE_DATE_EPOCH", allow_negative_numbers = true, value_parser = parse_source_date_epoch)]
     pub source_date_epoch: Option<i64>,
     /// FreeBSD version, e.g. 15.0-STABLE (default: read from the source's sys/conf/newvers.sh).
     #[arg(long, value_name = "VERSION")]
@@ -466,6 +467,25 @@ pub enum ExecutorsCommand {
     },
 }
 
+/// The largest `SOURCE_DATE_EPOCH` taken: 9999-12-31T23:59:59Z, the last
+/// second `date` and make's tools print with a four-digit year.
+const MAX_SOURCE_DATE_EPOCH: i64 = 253_402_300_799;
+
+/// A `SOURCE_DATE_EPOCH` (`--source-date-epoch` or the environment): a
+/// non-negative integer, as the reproducible-builds specification says,
+/// no later than [`MAX_SOURCE_DATE_EPOCH`]. Refused as the arguments are
+/// read, rather than late inside make.
+fn parse_source_date_epoch(value: &str) -> Result<i64, String> {
+    let decimal = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    match value.parse::<i64>() {
+        Ok(n) if decimal && n <= MAX_SOURCE_DATE_EPOCH => Ok(n),
+        _ => Err(format!(
+            "SOURCE_DATE_EPOCH must be a whole number of seconds from 0 to \
+             {MAX_SOURCE_DATE_EPOCH} (the end of the year 9999)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{ArgAction, CommandFactory, Parser};
@@ -593,6 +613,28 @@ mod tests {
                     job.check(&args)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_source_date_epoch_is_a_decimal_from_0_to_the_end_of_the_year_9999() {
+        for (value, taken) in [
+            ("0", Some(0)),
+            ("1775424884", Some(1_775_424_884)),
+            ("253402300799", Some(super::MAX_SOURCE_DATE_EPOCH)),
+            ("253402300800", None),
+            ("-1", None),
+            ("+5", None),
+            (" 5", None),
+            ("", None),
+            ("9223372036854775807", None),
+            ("99999999999999999999", None),
+        ] {
+            assert_eq!(
+                super::parse_source_date_epoch(value).ok(),
+                taken,
+                "{value:?}"
+            );
         }
     }
 }
