@@ -25,7 +25,8 @@ pub fn formats() -> [(&'static str, u64); 8] {
             fruix_core::promotion::FORMAT_VERSION as u64,
         ),
         (
-            "guest build protocol (native-build self-hosted)",
+            // As the host reads it from a guest helper's `--version`.
+            fruix_executors::guest::GUEST_PROTOCOL_LINE.trim_end_matches(':'),
             u64::from(fruix_executors::guest::protocol::VERSION),
         ),
         (

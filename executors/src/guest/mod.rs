@@ -63,6 +63,7 @@ mod in_guest;
 mod log;
 pub mod protocol;
 mod self_hosted;
+pub use self_hosted::GUEST_PROTOCOL_LINE;
 mod source;
 
 use std::path::Path;

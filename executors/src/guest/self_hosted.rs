@@ -327,7 +327,11 @@ fn naming_log(e: Error, log: PathBuf) -> Error {
 /// The stage the guest's build runs in, on the host.
 const STAGE: &str = "guest-build";
 
-/// Checks the output of `HELPER --version` (`fruix X.Y.Z`).
+/// Checks the output of `HELPER --version`: `fruix X.Y.Z`, maybe followed
+/// by ` (commit C)`, then (from fruix of December 2026 on) a line per
+/// format, among them the guest build protocol's version, which must be
+/// this host's ([`super::protocol::VERSION`]). A helper that does not list
+/// it is older, and its protocol is checked as it speaks.
 fn check_helper_version(
     helper: &str,
     target: &SshTarget,
@@ -347,8 +351,20 @@ fn check_helper_version(
         .lines()
         .next()
         .and_then(|l| l.strip_prefix("fruix "))
-        .map(str::trim);
+        .and_then(|v| v.split_whitespace().next());
+    let protocol = stdout.lines().find_map(|l| {
+        let n = l.trim_start().strip_prefix(GUEST_PROTOCOL_LINE)?;
+        n.trim().parse::<u32>().ok()
+    });
     match version {
+        Some(_) if protocol.is_some_and(|p| p != super::protocol::VERSION) => {
+            Err(Error::system(format!(
+                "the guest helper `{helper}` on {target} speaks guest build protocol version {}, this fruix version {}; install in the guest a fruix that speaks version {} (`fruix --version` lists it), or give its path with --guest-helper",
+                protocol.unwrap_or_default(),
+                super::protocol::VERSION,
+                super::protocol::VERSION
+            )))
+        }
         Some(v) if version_at_least(v, MIN_HELPER_VERSION) => Ok(()),
         Some(v) => Err(Error::system(format!(
             "the guest helper `{helper}` on {target} is fruix {}, older than {MIN_HELPER_VERSION}; {install}",
@@ -360,6 +376,10 @@ fn check_helper_version(
         ))),
     }
 }
+
+/// How `fruix --version` begins the line of the guest build protocol's
+/// version (`cli/src/args/version.rs` writes it).
+pub const GUEST_PROTOCOL_LINE: &str = "guest build protocol (native-build self-hosted):";
 
 /// Whether dotted version `v` is at least `min` (numeric parts compared).
 fn version_at_least(v: &str, min: &str) -> bool {
@@ -549,6 +569,27 @@ mod tests {
         let ok = RemoteExit::Code(0);
         check_helper_version("fruix", &t, &ok, "fruix 0.1.0\n", "").unwrap();
         check_helper_version("fruix", &t, &ok, "fruix 1.2.0", "").unwrap();
+        // Regression: the commit `--version` names after the version made
+        // every helper "older than 0.1.0".
+        let listed = |protocol: u32| {
+            format!(
+                "fruix 0.1.0 (commit 0123456789ab)\nformats:\n  {GUEST_PROTOCOL_LINE} {protocol}\n"
+            )
+        };
+        check_helper_version(
+            "fruix",
+            &t,
+            &ok,
+            &listed(super::super::protocol::VERSION),
+            "",
+        )
+        .unwrap();
+        let other = super::super::protocol::VERSION + 1;
+        let e = check_helper_version("fruix", &t, &ok, &listed(other), "")
+            .unwrap_err()
+            .to_string();
+        let said = format!("speaks guest build protocol version {other}, this fruix version");
+        assert!(e.contains(&said), "{e}");
         let e = check_helper_version("fruix", &t, &ok, "fruix 0.0.9", "")
             .unwrap_err()
             .to_string();
