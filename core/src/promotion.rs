@@ -96,6 +96,19 @@ pub struct BuildPolicy {
     pub source_date_epoch: Option<i64>,
 }
 
+/// The latest `SOURCE_DATE_EPOCH` a build takes: the last second of the
+/// year 9999 (`date` and make handle no later one). The earliest is 0, as
+/// the reproducible-builds specification wants a non-negative integer.
+pub const MAX_SOURCE_DATE_EPOCH: i64 = 253_402_300_799;
+
+/// What is said of `SOURCE_DATE_EPOCH` `value` out of its range (0 to
+/// [`MAX_SOURCE_DATE_EPOCH`]).
+pub fn source_date_epoch_range(value: impl std::fmt::Display) -> String {
+    format!(
+        "SOURCE_DATE_EPOCH {value} is out of range: give a whole number of seconds from 0 to {MAX_SOURCE_DATE_EPOCH} (the end of the year 9999)"
+    )
+}
+
 /// One artifact of a result root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactEntry {

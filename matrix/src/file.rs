@@ -51,6 +51,7 @@ use std::path::{Path, PathBuf};
 use lexpr::Value;
 
 use fruix_core::executor::MAX_JOBS;
+use fruix_core::promotion::{source_date_epoch_range, MAX_SOURCE_DATE_EPOCH};
 use fruix_core::sexp::{self, shown, Record};
 use fruix_core::{escape, Error};
 
@@ -225,7 +226,7 @@ impl MatrixFile {
             let build = BuildSettings {
                 make_flags: shown_strings(r, "make-flags")?,
                 jobs: capped(r, "jobs", true, MAX_JOBS, "make jobs than a build takes")?,
-                source_date_epoch: r.opt_integer("source-date-epoch")?,
+                source_date_epoch: source_date_epoch(r)?,
                 freebsd_version: r.opt_string("freebsd-version")?,
                 freebsd_branch: r.opt_string("freebsd-branch")?,
                 timeout: positive(r, "timeout")?,
@@ -314,6 +315,17 @@ fn capped(
             format!("{n} is more {what}; give {} to {max}", u32::from(positive)),
         )),
         n => Ok(n),
+    }
+}
+
+/// `(source-date-epoch N)`: 0 to [`MAX_SOURCE_DATE_EPOCH`], as a build takes.
+fn source_date_epoch(r: &mut Record<'_>) -> Result<Option<i64>> {
+    let line = r.field_line("source-date-epoch");
+    match r.opt_integer("source-date-epoch")? {
+        Some(e) if !(0..=MAX_SOURCE_DATE_EPOCH).contains(&e) => {
+            Err(r.error("source-date-epoch", line, source_date_epoch_range(e)))
+        }
+        e => Ok(e),
     }
 }
 
@@ -659,6 +671,24 @@ mod tests {
         );
         assert_eq!((m.build.timeout, m.build.max_silent_time), (None, None));
         assert!(m.axes.is_empty() && m.include.is_empty());
+    }
+
+    /// Regression: any integer was taken, -1 and 2^63-1 too, and the
+    /// builds failed late inside make.
+    #[test]
+    fn a_source_date_epoch_out_of_its_range_is_refused() {
+        let with = |e: &str| {
+            parse(&format!(
+                r#"(fruix-matrix (format-version 1) (source "s") (source-date-epoch {e}))"#
+            ))
+        };
+        for e in ["-1", "253402300800", "9223372036854775807"] {
+            let err = with(e).unwrap_err().to_string();
+            assert!(err.contains("out of range"), "{e}: {err}");
+        }
+        for (e, n) in [("0", 0), ("253402300799", MAX_SOURCE_DATE_EPOCH)] {
+            assert_eq!(with(e).unwrap().build.source_date_epoch, Some(n));
+        }
     }
 
     #[test]

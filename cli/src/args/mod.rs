@@ -467,9 +467,7 @@ pub enum ExecutorsCommand {
     },
 }
 
-/// The largest `SOURCE_DATE_EPOCH` taken: 9999-12-31T23:59:59Z, the last
-/// second `date` and make's tools print with a four-digit year.
-const MAX_SOURCE_DATE_EPOCH: i64 = 253_402_300_799;
+use fruix_core::promotion::MAX_SOURCE_DATE_EPOCH;
 
 /// A `SOURCE_DATE_EPOCH` (`--source-date-epoch` or the environment): a
 /// non-negative integer, as the reproducible-builds specification says,

@@ -1,7 +1,10 @@
 //! What to build: the build request every executor gets.
 
 use crate::error::{Error, Result};
-use crate::promotion::{check_name, BuildPolicy, FreebsdBase, SourceStore};
+use crate::promotion::{
+    check_name, source_date_epoch_range, BuildPolicy, FreebsdBase, SourceStore,
+    MAX_SOURCE_DATE_EPOCH,
+};
 
 /// The most make jobs a build takes (`make -jN`): `fruix build --jobs` and
 /// a matrix file's `jobs` refuse more.
@@ -75,6 +78,11 @@ impl BuildRequest {
         }
         if self.policy.jobs == 0 {
             return Err(invalid("jobs must be at least 1".into()));
+        }
+        if let Some(e) = self.policy.source_date_epoch {
+            if !(0..=MAX_SOURCE_DATE_EPOCH).contains(&e) {
+                return Err(invalid(source_date_epoch_range(e)));
+            }
         }
         if self.policy.kernconf.is_empty() || self.policy.kernconf.contains(['/', ' ']) {
             return Err(invalid(format!(

@@ -593,6 +593,31 @@ fn a_control_character_in_what_the_metadata_records_is_refused_up_front() {
     }
 }
 
+/// A request's `SOURCE_DATE_EPOCH` (from a matrix, an external caller) is
+/// checked as the command line's is: 0 to the end of the year 9999.
+#[test]
+fn a_source_date_epoch_out_of_its_range_is_refused_up_front() {
+    use crate::promotion::MAX_SOURCE_DATE_EPOCH;
+    for (e, ok) in [
+        (0, true),
+        (MAX_SOURCE_DATE_EPOCH, true),
+        (-1, false),
+        (MAX_SOURCE_DATE_EPOCH + 1, false),
+        (i64::MAX, false),
+    ] {
+        let mut r = request();
+        r.policy.source_date_epoch = Some(e);
+        match r.check() {
+            Ok(()) => assert!(ok, "{e} taken"),
+            Err(Error::InvalidRequest { message }) => {
+                assert!(!ok, "{e}: {message}");
+                assert!(message.contains("out of range"), "{message}");
+            }
+            other => panic!("{e}: {other:?}"),
+        }
+    }
+}
+
 /// A run of `behaviour` under `limits`, its cleanups counted.
 async fn run_within(behaviour: &str, limits: RunLimits) -> (Result<ResultRoot>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
