@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use fruix_core::promotion::MAX_SOURCE_DATE_EPOCH;
 
 mod exits;
 mod matrix;
@@ -466,8 +467,6 @@ pub enum ExecutorsCommand {
         executors: ExecutorsFiles,
     },
 }
-
-use fruix_core::promotion::MAX_SOURCE_DATE_EPOCH;
 
 /// A `SOURCE_DATE_EPOCH` (`--source-date-epoch` or the environment): a
 /// non-negative integer, as the reproducible-builds specification says,
