@@ -18,8 +18,11 @@
 //! 3. the dead are unregistered in one transaction, then each directory is
 //!    renamed to a hidden temporary (it disappears at once) and removed;
 //! 4. pool entries no object links any more, temporaries of killed
-//!    promotions, dead indirect roots, and promoted result roots older than
-//!    a limit go too.
+//!    promotions, dead indirect roots, and the result roots of this store's
+//!    promoted runs older than a limit go too: a root is its promoted
+//!    run's when what it records describes a bundle of this store, never
+//!    by its name, and one unfinished (a build running) never goes (see
+//!    [`result_roots`], which finds them before anything is unregistered).
 //!
 //! Killed at any point, it leaves a store that `store verify` accepts:
 //! every registered object is whole, and what is left over (unregistered
@@ -31,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
@@ -44,9 +47,11 @@ use crate::pipeline::check_cancelled;
 use crate::pool::TEMP_PREFIX;
 use crate::roots::{self, Root};
 use crate::store::entries::Reserve;
-use crate::store::{remove_tree, Store};
+use crate::store::Store;
 use crate::temp_roots;
 use crate::verify::object_paths;
+
+pub mod result_roots;
 
 /// What a collection may do.
 #[derive(Debug, Clone)]
@@ -333,7 +338,9 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
         .map(|r| (r.name.clone(), r))
         .collect();
     report.kept = live.iter().filter(|n| records.contains_key(*n)).count();
-    let promoted = store.db().promoted_runs()?;
+    // Before anything is unregistered: a root is told by its bundle, and
+    // marked (even those kept) for when its bundle is gone.
+    let promoted_roots = result_roots::promoted(store, &records, options)?;
     let dead: BTreeSet<String> = records
         .keys()
         .filter(|n| !live.contains(*n))
@@ -438,7 +445,7 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
         }
     }
     if !options.keep_result_roots {
-        collect_result_roots(&promoted, options, &mut report.result_roots)?;
+        result_roots::collect(&promoted_roots, options, &mut report.result_roots)?;
     }
     Ok(())
 }
@@ -473,39 +480,6 @@ fn collect_temporaries(
         }
     }
     Ok(out)
-}
-
-/// Removes the result roots in `STATE_DIR/native-builds/` whose run was
-/// `promoted` (a bundle of the run was registered) and that are older than
-/// `options.older_than`, adding their paths to `removed` (sorted, once
-/// all are). Cancelled through `options.progress`, it stops before the
-/// next one.
-fn collect_result_roots(
-    promoted: &HashSet<String>,
-    options: &GcOptions<'_>,
-    removed: &mut Vec<PathBuf>,
-) -> Result<()> {
-    let dir = options.state_dir.join("native-builds");
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Ok(());
-    };
-    let now = SystemTime::now();
-    for entry in entries.flatten() {
-        check_cancelled(options.progress)?;
-        let run_id = entry.file_name().to_string_lossy().into_owned();
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= options.older_than);
-        if promoted.contains(&run_id) && old && entry.file_type().is_ok_and(|t| t.is_dir()) {
-            if !options.dry_run {
-                remove_tree(&entry.path());
-            }
-            removed.push(entry.path());
-        }
-    }
-    removed.sort();
-    Ok(())
 }
 
 /// Refuses, before the GC lock is waited for, a state directory that is

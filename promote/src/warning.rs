@@ -36,6 +36,17 @@ pub enum Warning {
         /// The bytes it is meant to hold.
         wanted: u64,
     },
+    /// A promoted result root that `store gc` would collect was modified
+    /// after now, by this system's clock (a clock set back, or a root
+    /// copied from a machine whose clock is ahead): its age is taken as 0,
+    /// so only `--older-than 0s` removes it until the clock passes that
+    /// time.
+    ResultRootInFuture {
+        /// The result root.
+        root: PathBuf,
+        /// How far after now it was modified.
+        ahead: std::time::Duration,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -53,6 +64,12 @@ impl fmt::Display for Warning {
                 escape::path(file),
                 held >> 10,
                 wanted >> 10
+            ),
+            Warning::ResultRootInFuture { root, ahead } => write!(
+                f,
+                "the result root {} was modified {} s after now by this system's clock (set back, or the root copied from a machine ahead): its age is taken as 0 s, so only --older-than 0s removes it until the clock passes that time (`touch` it to date it now)",
+                escape::path(root),
+                ahead.as_secs().max(1)
             ),
         }
     }
@@ -121,6 +138,20 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("the disk is nearly full"), "{shown}");
+        assert!(!shown.contains('\n'), "{shown}");
+    }
+
+    /// A root modified in the future says where, how far ahead, and what
+    /// the collection makes of it, on one line.
+    #[test]
+    fn a_root_in_the_future_says_its_age_counts_as_0() {
+        let shown = Warning::ResultRootInFuture {
+            root: PathBuf::from("/state/native-builds/odd\nname"),
+            ahead: std::time::Duration::from_secs(90),
+        }
+        .to_string();
+        assert!(shown.contains("modified 90 s after now"), "{shown}");
+        assert!(shown.contains("its age is taken as 0 s"), "{shown}");
         assert!(!shown.contains('\n'), "{shown}");
     }
 }

@@ -278,3 +278,175 @@ fn a_tentatively_opened_store_is_removed_unless_kept() {
         "an existing store was removed"
     );
 }
+
+/// The run id of the result roots of the tests below.
+const RUN: &str = "20260405T213444Z";
+
+/// A collection of `store` under `state` (made) that removes the promoted
+/// result roots older than `older_than`.
+fn gc_roots(store: &Store, state: &Path, older_than: Duration, dry_run: bool) -> GcReport {
+    fs::create_dir_all(state).unwrap();
+    let options = GcOptions {
+        keep_result_roots: false,
+        older_than,
+        ..options(state, dry_run)
+    };
+    collect(store, &options).unwrap()
+}
+
+/// A signed sample result root of run [`RUN`] in `STATE/native-builds/NAME`,
+/// its world holding one more file with `unique` when given (other
+/// artifacts: another run's, of the same run id).
+fn state_root(state: &Path, name: &str, unique: Option<&str>) -> PathBuf {
+    let root = state.join("native-builds").join(name);
+    if let Some(unique) = unique {
+        fs::create_dir_all(root.join("artifacts/world/etc")).unwrap();
+        fs::write(root.join("artifacts/world/etc/unique"), unique).unwrap();
+    }
+    fruix_core::testing::write_sample_result_root(&root, "local", RUN, true).unwrap();
+    root
+}
+
+/// `from` copied to `to` (a result root: directories and regular files).
+fn copy_root(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.unwrap();
+        let target = to.join(entry.path().strip_prefix(from).unwrap());
+        if entry.file_type().is_dir() {
+            fs::create_dir_all(&target).unwrap();
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Promotes `root` into `store`, linking nothing: nothing roots the
+/// bundle.
+fn promote_unrooted(root: &Path, store: &Store) -> PathBuf {
+    promote_native_build_result(root, store, &PromoteOptions::default())
+        .unwrap()
+        .result_store
+}
+
+/// Regression: a collection took every directory of `STATE/native-builds`
+/// named as a run the store promoted for that run's root, though run ids
+/// are unique within one state directory only: the root of another run
+/// with the same id, in another state directory sharing the store, went.
+/// A root goes when it describes a bundle of the store, whatever its name.
+#[test]
+fn a_root_of_another_run_with_a_promoted_run_id_is_kept() {
+    let dir = TestDir::new();
+    let store = Store::open(&dir.store()).unwrap();
+    let (sx, sy) = (dir.join("sX"), dir.join("sY"));
+    let promoted = state_root(&sx, RUN, None);
+    promote_unrooted(&promoted, &store);
+    // Same run id, same run fields, other artifacts.
+    let other = state_root(&sy, RUN, Some("only this run has this"));
+    // A root of the promoted run, elsewhere, named as another run.
+    let renamed = dir.join("sZ/native-builds/20260405T213445Z");
+    copy_root(&promoted, &renamed);
+
+    let dry = gc_roots(&store, &sy, Duration::ZERO, true);
+    assert!(dry.result_roots.is_empty(), "{dry:?}");
+    let collected = gc_roots(&store, &dir.join("sZ"), Duration::ZERO, true);
+    assert_eq!(collected.result_roots, vec![renamed]);
+    let collected = gc_roots(&store, &sx, Duration::ZERO, false);
+    assert_eq!(collected.result_roots, vec![promoted.clone()]);
+    assert!(!promoted.exists());
+    let collected = gc_roots(&store, &sy, Duration::ZERO, false);
+    assert!(collected.result_roots.is_empty(), "{collected:?}");
+    assert!(other.join("promotion.scm").is_file());
+}
+
+/// Regression: a root marked unfinished (a build running, failed or
+/// interrupted) was collected when its name was a promoted run's, and a
+/// running build lost its root. Such a root is never collected, nor one
+/// whose work directory's run lock a process holds; the same root,
+/// finished, is.
+#[test]
+fn an_unfinished_root_is_never_collected() {
+    use fruix_core::result_root::INCOMPLETE_MARKER;
+    use fruix_promote::gc::result_roots::RUN_LOCK;
+    let dir = TestDir::new();
+    let store = Store::open(&dir.store()).unwrap();
+    let state = dir.join("state");
+    let root = state_root(&state, RUN, None);
+    promote_unrooted(&root, &store);
+    let marked = state.join("native-builds/marked");
+    copy_root(&root, &marked);
+    fs::write(marked.join(INCOMPLETE_MARKER), "").unwrap();
+    fs::create_dir_all(state.join("native-builds/RUN.work")).unwrap();
+    let locked = state.join("native-builds/RUN");
+    copy_root(&root, &locked);
+    let lock = fs::File::create(state.join("native-builds/RUN.work").join(RUN_LOCK)).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+
+    let collected = gc_roots(&store, &state, Duration::ZERO, true);
+    assert_eq!(collected.result_roots, vec![root.clone()]);
+    drop(lock);
+    let collected = gc_roots(&store, &state, Duration::ZERO, false);
+    assert_eq!(collected.result_roots, vec![root, locked]);
+    assert!(marked.join("promotion.scm").is_file());
+}
+
+/// What the warning hook of this test binary was told.
+static TOLD: std::sync::Mutex<Vec<fruix_promote::warning::Warning>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn record(warning: &fruix_promote::warning::Warning) {
+    TOLD.lock().unwrap().push(warning.clone());
+}
+
+/// Regression: a promoted root modified in the future (a clock set back)
+/// was never collected, and nothing said so. Its age is taken as 0, with
+/// a warning: only `--older-than 0s` removes it.
+#[test]
+fn a_root_modified_in_the_future_counts_as_new_with_a_warning() {
+    use fruix_promote::warning::Warning;
+    fruix_promote::warning::set_warning_hook(record);
+    let dir = TestDir::new();
+    let store = Store::open(&dir.store()).unwrap();
+    let state = dir.join("state");
+    let root = state_root(&state, RUN, None);
+    promote_unrooted(&root, &store);
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    fs::File::open(&root).unwrap().set_modified(later).unwrap();
+
+    let kept = gc_roots(&store, &state, Duration::from_secs(1), true);
+    assert!(kept.result_roots.is_empty(), "{kept:?}");
+    let told: Vec<Warning> = TOLD.lock().unwrap().clone();
+    let ahead = told.iter().find_map(|w| match w {
+        Warning::ResultRootInFuture { root: r, ahead } if *r == root => Some(*ahead),
+        _ => None,
+    });
+    let ahead = ahead.unwrap_or_else(|| panic!("no warning in {told:?}"));
+    assert!(ahead > Duration::from_secs(3000), "{ahead:?}");
+    let collected = gc_roots(&store, &state, Duration::ZERO, false);
+    assert_eq!(collected.result_roots, vec![root]);
+}
+
+/// A root young enough to stay is marked with its bundle by the collection
+/// that removes the bundle: a later one removes it though the bundle is
+/// gone. A copy of it that no collection of its state directory marked
+/// cannot be told from another run's any more, and stays.
+#[test]
+fn a_root_outlives_its_bundle_and_still_goes() {
+    let dir = TestDir::new();
+    let store = Store::open(&dir.store()).unwrap();
+    let state = dir.join("state");
+    let root = state_root(&state, RUN, None);
+    let bundle = promote_unrooted(&root, &store);
+    let unmarked = dir.join("other/native-builds").join(RUN);
+    copy_root(&root, &unmarked);
+
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let first = gc_roots(&store, &state, week, false);
+    assert!(first.objects.iter().any(|o| o.path == bundle), "{first:?}");
+    assert!(first.result_roots.is_empty(), "{first:?}");
+    assert!(!bundle.exists());
+    let second = gc_roots(&store, &state, Duration::ZERO, false);
+    assert_eq!(second.result_roots, vec![root]);
+    let other = gc_roots(&store, &dir.join("other"), Duration::ZERO, false);
+    assert!(other.result_roots.is_empty(), "{other:?}");
+    assert!(unmarked.join("promotion.scm").is_file());
+}

@@ -31,6 +31,7 @@ mod executors_external;
 mod executors_plugin;
 mod ext_review;
 mod freebsd_version;
+mod gc_roots_review;
 mod guest_cancel_review;
 mod guest_gone;
 mod guest_import_cancel;

@@ -417,9 +417,11 @@ fn gc_killed_at_any_point_leaves_a_store_verify_accepts() {
             );
             lab.promote(&root, None);
         }
-        // A promoted result root, old enough to go.
+        // B's promoted result root, in the state directory, old enough to
+        // go (a root is told by the bundle it describes, not by its name).
         let results = lab.join("state/native-builds/20260102T000000Z");
-        std::fs::create_dir_all(results.join("artifacts")).unwrap();
+        std::fs::create_dir_all(results.parent().unwrap()).unwrap();
+        std::fs::rename(lab.join("b"), &results).unwrap();
         let inotify = Inotify::new();
         let meta = inotify.watch(&lab.store().join(".fruix"), libc::IN_MODIFY);
         let store = inotify.watch(&lab.store(), libc::IN_MOVED_TO);
