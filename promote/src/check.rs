@@ -456,15 +456,27 @@ impl Merge<'_> {
 /// Every tree entry of `object`'s stored manifest (its metadata files left
 /// out), in path order.
 pub fn read_store_manifest(object: &Path) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for_each_store_entry(object, |entry| {
+        entries.push(entry);
+        Ok(())
+    })?;
+    Ok(entries)
+}
+
+/// Calls `f` with each tree entry of `object`'s stored manifest (its
+/// metadata files left out), in path order, read line by line: memory does
+/// not grow with the manifest. Stops at the first error, `f`'s or the
+/// manifest's.
+pub fn for_each_store_entry(object: &Path, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
     let mut lines = open_manifest(object)?;
     let reserved = reserved_names(object);
-    let mut entries = Vec::new();
     while let Some((entry, _)) = lines.next_entry()? {
         if !reserved.iter().any(|n| entry.path == n.as_bytes()) {
-            entries.push(entry);
+            f(entry)?;
         }
     }
-    Ok(entries)
+    Ok(())
 }
 
 /// The total size of the files in `object`'s stored manifest (its metadata

@@ -28,20 +28,22 @@ use rayon::prelude::*;
 
 use fruix_core::error::IoContext;
 use fruix_core::escape;
-use fruix_core::manifest::{decode, Difference, EntryKind, Progress, SPECIAL_BITS};
+use fruix_core::manifest::{decode, Difference, Progress};
 
 use crate::bundle::check_bundle_tree;
-use crate::check::{check_object, read_store_manifest, Depth, VerifiedPool};
+use crate::check::{check_object, Depth, VerifiedPool};
 use crate::db::Kind;
 use crate::error::{Error, Result};
 use crate::pipeline::{check_cancelled, set_phase};
 use crate::pool::PoolProblem;
 use crate::store::{is_source_name, Store, RESULT_METADATA_FILE};
 
+mod keys;
 mod records;
 mod references;
 mod repair;
 
+pub use keys::{pool_keys, PoolKeys};
 pub use records::{check_records, rewrite_records, RecordField, RecordMismatch};
 pub use references::{check_references, ReferenceFault, ReferenceProblem};
 pub use repair::{repair, Repair};
@@ -311,34 +313,19 @@ impl PoolVerification {
     }
 }
 
-/// The pool entries the files of `objects` link to (objects whose manifest
-/// cannot be read are left to [`verify_object`] to report).
-pub fn pool_keys(objects: &[PathBuf]) -> Vec<String> {
-    let mut keys = std::collections::BTreeSet::new();
-    for object in objects {
-        if let Ok(entries) = read_store_manifest(object) {
-            for e in entries {
-                if let EntryKind::File { sha256, .. } = e.kind {
-                    keys.insert(crate::pool::key(&sha256, e.mode & !SPECIAL_BITS));
-                }
-            }
-        }
-    }
-    keys.into_iter().collect()
-}
-
 /// Entries re-hashed together; the pool is listed a chunk at a time, so
 /// memory does not grow with it.
 const POOL_CHUNK: usize = 4096;
 
-/// Re-hashes pool entries concurrently: `names`, or every entry when `None`.
+/// Re-hashes pool entries concurrently: `names` (read back a chunk at a
+/// time, sorted, each once), or every entry when `None`.
 /// A named entry that is missing is not a problem here (its objects report it).
 /// Each sound entry is counted on `progress` as soon as it is hashed.
 /// Cancelled through `progress` ([`Progress::cancel`]), it fails with
 /// [`fruix_core::Error::Cancelled`] before its next entry.
 pub fn verify_pool(
     store: &Store,
-    names: Option<Vec<String>>,
+    names: Option<PoolKeys>,
     progress: Option<&Progress>,
 ) -> Result<PoolVerification> {
     set_phase(progress, "checking the pool");
@@ -365,12 +352,7 @@ pub fn verify_pool(
         Ok(())
     };
     match names {
-        Some(names) => names
-            .into_iter()
-            .map(OsString::from)
-            .collect::<Vec<_>>()
-            .chunks(POOL_CHUNK)
-            .try_for_each(|c| check(c, false, &mut verification))?,
+        Some(names) => names.for_each_chunk(POOL_CHUNK, |c| check(c, false, &mut verification))?,
         None => {
             // The listing goes on to its end; a cancelled one checks no more.
             let mut checked = Ok(());

@@ -100,6 +100,7 @@ mod store_writer_review;
 mod terminal;
 mod trust_review;
 mod util;
+mod verify_scale_review;
 mod version_review;
 mod vm;
 mod vm_console_review;

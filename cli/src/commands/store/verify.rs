@@ -18,7 +18,9 @@ use crate::exit::{from_promote, from_promote_saying, CliError, CliResult, Status
 /// The objects named by `paths` to check, each as a whole-store check
 /// sees it: one the registry does not name is no valid object, reported
 /// in `registry.unregistered` and not checked; a registered one whose
-/// directory is gone goes to `registry.missing`.
+/// directory is gone goes to `registry.missing`. An object named again
+/// (however spelt: `paths` are resolved first) is checked and reported
+/// once, where it is first named.
 fn named_objects(
     store: &Store,
     paths: &[std::path::PathBuf],
@@ -29,8 +31,18 @@ fn named_objects(
         None => Ok(false),
     };
     let mut objects = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for path in paths {
-        match resolve_object(store, path) {
+        let object = resolve_object(store, path);
+        let resolved = match &object {
+            Ok(object) => object,
+            Err(fruix_promote::Error::Inconsistent { object, .. }) => object,
+            Err(_) => path,
+        };
+        if !seen.insert(resolved.clone()) {
+            continue;
+        }
+        match object {
             Ok(object) if registered(&object)? => objects.push(object),
             Ok(object) => registry.unregistered.push(object),
             // Registered, its directory gone.
@@ -80,8 +92,9 @@ pub fn verify(args: VerifyArgs) -> CliResult {
     };
     // The pool first (every entry, or those the named objects link), then
     // the objects, whose files linked to sound pool entries are not read again.
-    let keys = (!args.paths.is_empty()).then(|| pool_keys(&paths));
     let (results, pool) = with_progress(mode, ("verify", "files"), &progress, None, || {
+        // Gathered in bounded memory, however many files the objects hold.
+        let keys = (!args.paths.is_empty()).then(|| pool_keys(&paths));
         let pool = verify_pool(&store, keys, Some(&progress))?;
         let results = verify_objects(&paths, Some(pool.verified(&store)), Some(&progress))?;
         Ok::<_, fruix_promote::Error>((results, pool))
