@@ -30,13 +30,10 @@
 //! next collection removes. Cancelled (Ctrl-C; see [`collect_into`]), it
 //! stops between two removals, leaving the same, and says what it removed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use fruix_core::error::IoContext;
 use fruix_core::manifest::Progress;
@@ -52,6 +49,9 @@ use crate::temp_roots;
 use crate::verify::object_paths;
 
 pub mod result_roots;
+mod sweep;
+
+use sweep::{collect_pool, GoingLinks};
 
 /// What a collection may do.
 #[derive(Debug, Clone)]
@@ -212,91 +212,6 @@ fn remove_object(store: &Store, path: &Path) -> Result<()> {
     store.remove_object(path, "gc")
 }
 
-/// How many links to each file (by device and inode) the directories
-/// `going` hold: what removing them would unlink. Links are never followed.
-fn links_in(going: &[PathBuf]) -> HashMap<(u64, u64), u64> {
-    let mut links = HashMap::new();
-    for dir in going {
-        let files = walkdir::WalkDir::new(dir)
-            .follow_links(false)
-            .follow_root_links(false)
-            .into_iter()
-            .flatten()
-            .filter(|e| e.file_type().is_file());
-        for m in files.filter_map(|e| e.metadata().ok()) {
-            if m.nlink() > 1 {
-                *links.entry((m.dev(), m.ino())).or_insert(0) += 1;
-            }
-        }
-    }
-    links
-}
-
-/// A file's device, inode and link count, as `u64` whatever the platform's
-/// types.
-#[allow(clippy::unnecessary_cast)] // u64 on some platforms only
-fn identity(st: &rfs::Stat) -> (u64, u64, u64) {
-    (st.st_dev as u64, st.st_ino as u64, st.st_nlink as u64)
-}
-
-/// Removes the pool entries no object links (link count 1), and the pool's
-/// temporaries, counting them (entries, their bytes on disk, temporaries)
-/// in `report`. A `dry_run` removes nothing and counts the entries that
-/// would be left with no other link once the directories `going` (what the
-/// collection would remove) are gone. Cancelled through `progress`, it
-/// stops before its next entry.
-fn collect_pool(
-    store: &Store,
-    dry_run: bool,
-    going: &[PathBuf],
-    progress: Option<&Progress>,
-    report: &mut GcReport,
-) -> Result<()> {
-    let path = store.pool().path();
-    let dir = rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-        .map_err(|e| fruix_core::Error::io("open", path, e.into()))?;
-    let mut names = Vec::new();
-    store
-        .pool()
-        .for_each_chunk(4096, |chunk| names.extend_from_slice(chunk))?;
-    let going = if dry_run {
-        links_in(going)
-    } else {
-        HashMap::new()
-    };
-    for name in names {
-        check_cancelled(progress)?;
-        let Ok(st) = rfs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) else {
-            continue;
-        };
-        let (dev, ino, nlink) = identity(&st);
-        let links = nlink.saturating_sub(going.get(&(dev, ino)).copied().unwrap_or(0));
-        if links == 1
-            && (dry_run || rfs::unlinkat(&dir, name.as_os_str(), AtFlags::empty()).is_ok())
-        {
-            report.pool_entries += 1;
-            report.pool_bytes += st.st_blocks as u64 * 512;
-        }
-    }
-    for entry in fs::read_dir(path).with_path("read", path)?.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            let path = entry.path();
-            match dry_run {
-                true => report.temporaries += 1,
-                false => match fs::remove_file(&path) {
-                    Ok(()) => report.temporaries += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        let e = fruix_core::Error::io("remove", &path, e).into();
-                        report.refused.push(Refused::new(path, true, &e));
-                    }
-                },
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Collects garbage in `store` (see the module documentation).
 ///
 /// A dry run ([`GcOptions::dry_run`]) removes nothing, and holds the GC
@@ -434,6 +349,10 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
             going.extend(temporaries);
         }
     }
+    let going = match options.dry_run {
+        true => GoingLinks::of(&going, options.progress)?,
+        false => GoingLinks::default(),
+    };
     collect_pool(store, options.dry_run, &going, options.progress, report)?;
     cancelled()?;
     for root in roots.iter().filter(|r| r.is_dead() && r.indirect) {
@@ -544,6 +463,12 @@ pub fn delete(store: &Store, state_dir: &Path, names: &[String]) -> Result<Vec<P
         remove_object(store, &path)?;
         out.push(path);
     }
-    collect_pool(store, false, &[], None, &mut GcReport::default())?;
+    collect_pool(
+        store,
+        false,
+        &GoingLinks::default(),
+        None,
+        &mut GcReport::default(),
+    )?;
     Ok(out)
 }

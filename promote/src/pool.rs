@@ -408,6 +408,18 @@ impl Pool {
     /// are as they are, byte for byte: a stray one that is not UTF-8 is
     /// named (and removed by a repair) exactly.
     pub fn for_each_chunk(&self, chunk: usize, mut f: impl FnMut(&[OsString])) -> Result<()> {
+        self.try_for_each_chunk(chunk, |c| {
+            f(c);
+            Ok(())
+        })
+    }
+
+    /// [`Pool::for_each_chunk`], stopping at the first chunk `f` fails.
+    pub fn try_for_each_chunk(
+        &self,
+        chunk: usize,
+        mut f: impl FnMut(&[OsString]) -> Result<()>,
+    ) -> Result<()> {
         // A fresh open of the directory: listings never share a position.
         let listing = rfs::Dir::read_from(&self.dir)
             .map_err(|e| fruix_core::Error::io("read", &self.path, e.into()))?;
@@ -420,14 +432,14 @@ impl Pool {
             }
             names.push(OsString::from_vec(name.to_vec()));
             if names.len() == chunk {
-                f(&names);
+                f(&names)?;
                 names.clear();
             }
         }
-        if !names.is_empty() {
-            f(&names);
+        match names.is_empty() {
+            true => Ok(()),
+            false => f(&names),
         }
-        Ok(())
     }
 
     /// Checks one pool entry: a well-formed name, a regular file with the
