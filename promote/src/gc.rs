@@ -350,7 +350,7 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
         }
     }
     let going = match options.dry_run {
-        true => GoingLinks::of(&going, options.progress)?,
+        true => GoingLinks::of(store, &going, options.progress)?,
         false => GoingLinks::default(),
     };
     collect_pool(store, options.dry_run, &going, options.progress, report)?;

@@ -23,28 +23,43 @@ use crate::store::Store;
 pub(super) const CHUNK: usize = 4096;
 
 /// The links that the directories a dry run would remove hold to files
-/// with more than one link, by device and inode: what removing them would
-/// unlink. Sorted, one element a link, so a file's count is the length of
-/// its run.
+/// with more than one link: what removing them would unlink. Kept sorted,
+/// one element a link, so a file's count is the length of its run: the
+/// inodes of those on the pool's device (any pool entry's), 8 bytes each,
+/// and the device and inode of any other (none, but where something is
+/// mounted in an object).
 ///
 /// This is the one part of a dry run whose memory grows, and it grows with
-/// what would be removed, never with the pool: 16 bytes for each link to a
+/// what would be removed, never with the pool: 8 bytes for each link to a
 /// multiply-linked file in those directories. A pool entry would go when
-/// every link to it but its own is among them, and which of a file's links
-/// is the pool's can only be told from the pool's side (a name in the pool
-/// is its content's hash, not something the file says), so the two sides
-/// have to meet: the pool is listed a chunk at a time, and each entry
-/// looked up here.
+/// every link to it but its own is among them; whether it is cannot be
+/// told from the pool's side (its other links may be anywhere), and which
+/// of a file's links is the pool's cannot be told from the objects' side
+/// (an entry's name is its content's hash, which a directory left by a
+/// killed process need not match), so the two sides meet here: the pool
+/// is listed a chunk at a time, and each entry looked up in these.
 #[derive(Debug, Default)]
 pub(super) struct GoingLinks {
-    ids: Vec<(u64, u64)>,
+    dev: u64,
+    inodes: Vec<u64>,
+    others: Vec<(u64, u64)>,
 }
 
 impl GoingLinks {
-    /// The links in directories `going`; links are never followed.
-    /// Cancelled through `progress`, it stops before its next directory.
-    pub(super) fn of(going: &[PathBuf], progress: Option<&Progress>) -> Result<GoingLinks> {
-        let mut ids = Vec::new();
+    /// The links in directories `going` (links are never followed) to
+    /// files `store`'s pool may hold. Cancelled through `progress`, it
+    /// stops before its next directory.
+    pub(super) fn of(
+        store: &Store,
+        going: &[PathBuf],
+        progress: Option<&Progress>,
+    ) -> Result<GoingLinks> {
+        let pool = store.pool().path();
+        let dev = fs::metadata(pool).with_path("stat", pool)?.dev();
+        let mut links = GoingLinks {
+            dev,
+            ..GoingLinks::default()
+        };
         for dir in going {
             check_cancelled(progress)?;
             let files = walkdir::WalkDir::new(dir)
@@ -54,21 +69,29 @@ impl GoingLinks {
                 .flatten()
                 .filter(|e| e.file_type().is_file());
             for m in files.filter_map(|e| e.metadata().ok()) {
-                if m.nlink() > 1 {
-                    ids.push((m.dev(), m.ino()));
+                match (m.nlink() > 1, m.dev() == dev) {
+                    (false, _) => {}
+                    (true, true) => links.inodes.push(m.ino()),
+                    (true, false) => links.others.push((m.dev(), m.ino())),
                 }
             }
         }
-        ids.sort_unstable();
-        ids.shrink_to_fit();
-        Ok(GoingLinks { ids })
+        links.inodes.sort_unstable();
+        links.inodes.shrink_to_fit();
+        links.others.sort_unstable();
+        Ok(links)
     }
 
     /// How many of the links are to the file `id` (device and inode).
     fn count(&self, id: (u64, u64)) -> u64 {
-        let from = self.ids.partition_point(|i| *i < id);
-        let to = self.ids.partition_point(|i| *i <= id);
-        (to - from) as u64
+        fn run<T: Ord>(sorted: &[T], x: &T) -> u64 {
+            let from = sorted.partition_point(|i| i < x);
+            (sorted[from..].partition_point(|i| i <= x)) as u64
+        }
+        match id.0 == self.dev {
+            true => run(&self.inodes, &id.1),
+            false => run(&self.others, &id),
+        }
     }
 }
 
@@ -251,7 +274,7 @@ mod tests {
             let expected = whole_list(&store, dry_run, &going);
             let (store, going) = pool_of_every_kind(&swept);
             let links = match dry_run {
-                true => GoingLinks::of(&going, None).unwrap(),
+                true => GoingLinks::of(&store, &going, None).unwrap(),
                 false => {
                     going.iter().for_each(|d| fs::remove_dir_all(d).unwrap());
                     GoingLinks::default()
@@ -309,5 +332,21 @@ mod tests {
         );
         assert_eq!((chunks, report.pool_entries), (1, 0));
         assert_eq!(fs::read_dir(store.pool().path()).unwrap().count(), 25);
+    }
+
+    /// A file's links are counted by device and inode, those on the
+    /// pool's device as those elsewhere (a mount in an object).
+    #[test]
+    fn links_are_counted_by_device_and_inode() {
+        let links = GoingLinks {
+            dev: 1,
+            inodes: vec![5, 5, 7],
+            others: vec![(2, 5), (2, 9), (2, 9)],
+        };
+        let counts: Vec<u64> = [(1, 5), (1, 7), (1, 6), (1, 9), (2, 5), (2, 9), (3, 5)]
+            .into_iter()
+            .map(|id| links.count(id))
+            .collect();
+        assert_eq!(counts, [2, 1, 0, 0, 1, 2, 0]);
     }
 }
