@@ -61,7 +61,7 @@ fn a_root_that_cannot_be_made_fails_the_promotion_before_anything_is_published()
 /// A make program that, on its first run, says so (the file `started`
 /// in `dir`) and waits for a word on the FIFO `dir/go`: `go` runs bmake,
 /// anything else fails.
-fn held_make(dir: &Path) -> PathBuf {
+pub fn held_make(dir: &Path) -> PathBuf {
     let bmake = require_tool("bmake", "bmake");
     let fifo = dir.join("go");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();

@@ -143,32 +143,6 @@ fn a_failed_builds_root_named_as_a_promoted_run_is_kept() {
     assert_eq!(still, left);
 }
 
-/// A make program that, on its first run, says so (the file `started`
-/// in `dir`) and waits for a word on the FIFO `dir/go`: `go` runs bmake,
-/// anything else fails.
-fn held_make(dir: &Path) -> PathBuf {
-    let bmake = require_tool("bmake", "bmake");
-    let fifo = dir.join("go");
-    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
-    assert!(made.success());
-    let script = dir.join("held-make");
-    let started = dir.join("started");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nif [ ! -e '{s}' ]; then\n  : > '{s}'\n  read word < '{f}'\n  [ \"$word\" = go ] || exit 1\nfi\nexec '{b}' \"$@\"\n",
-            s = started.display(),
-            f = fifo.display(),
-            b = bmake.display()
-        ),
-    )
-    .unwrap();
-    let mut permissions = std::fs::metadata(&script).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&script, permissions).unwrap();
-    script
-}
-
 /// Regression: a collection removed the root of a build still running,
 /// named as a run that another state directory sharing the store promoted,
 /// and the build died (exit 3). A running build's root, marked unfinished
@@ -179,7 +153,7 @@ fn a_running_builds_root_is_never_collected() {
     let dir = dir.path();
     let (_, run_id) = promoted_run(dir);
     let running = dir.join("sY/native-builds").join(&run_id);
-    let make = held_make(dir);
+    let make = crate::build_leftover_review::held_make(dir);
     let mut cmd = build(dir, "sY", &["--no-out-link", "--config"]);
     cmd.arg(format!("make={}", make.display()))
         .arg("--result-root")
