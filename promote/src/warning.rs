@@ -47,6 +47,15 @@ pub enum Warning {
         /// How far after now it was modified.
         ahead: std::time::Duration,
     },
+    /// A promoted result root that `store gc` collects could not be
+    /// removed (an immutable or foreign directory, a filesystem error): it
+    /// is left, and not counted as removed.
+    ResultRootLeft {
+        /// The result root.
+        root: PathBuf,
+        /// Why it could not be removed.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -70,6 +79,12 @@ impl fmt::Display for Warning {
                 "the result root {} was modified {} s after now by this system's clock (set back, or the root copied from a machine ahead): its age is taken as 0 s, so only --older-than 0s removes it until the clock passes that time (`touch` it to date it now)",
                 escape::path(root),
                 ahead.as_secs().max(1)
+            ),
+            Warning::ResultRootLeft { root, reason } => write!(
+                f,
+                "the result root {} could not be removed ({}): it is left, and the next store gc tries again",
+                escape::path(root),
+                escape::line(reason)
             ),
         }
     }

@@ -352,19 +352,18 @@ fn check_helper_version(
         .next()
         .and_then(|l| l.strip_prefix("fruix "))
         .and_then(|v| v.split_whitespace().next());
+    // Listed, it must be exactly this host's version (anything else, a
+    // word that is no number included, is another protocol).
+    let ours = super::protocol::VERSION.to_string();
     let protocol = stdout.lines().find_map(|l| {
         let n = l.trim_start().strip_prefix(GUEST_PROTOCOL_LINE)?;
-        n.trim().parse::<u32>().ok()
+        Some(n.trim())
     });
     match version {
-        Some(_) if protocol.is_some_and(|p| p != super::protocol::VERSION) => {
-            Err(Error::system(format!(
-                "the guest helper `{helper}` on {target} speaks guest build protocol version {}, this fruix version {}; install in the guest a fruix that speaks version {} (`fruix --version` lists it), or give its path with --guest-helper",
-                protocol.unwrap_or_default(),
-                super::protocol::VERSION,
-                super::protocol::VERSION
-            )))
-        }
+        Some(_) if protocol.is_some_and(|p| p != ours) => Err(Error::system(format!(
+            "the guest helper `{helper}` on {target} speaks guest build protocol version {}, this fruix version {ours}; install in the guest a fruix that speaks version {ours} (`fruix --version` lists it), or give its path with --guest-helper",
+            escape::quoted(protocol.unwrap_or_default())
+        ))),
         Some(v) if version_at_least(v, MIN_HELPER_VERSION) => Ok(()),
         Some(v) => Err(Error::system(format!(
             "the guest helper `{helper}` on {target} is fruix {}, older than {MIN_HELPER_VERSION}; {install}",
@@ -588,8 +587,14 @@ mod tests {
         let e = check_helper_version("fruix", &t, &ok, &listed(other), "")
             .unwrap_err()
             .to_string();
-        let said = format!("speaks guest build protocol version {other}, this fruix version");
+        let said = format!("speaks guest build protocol version \"{other}\", this fruix version");
         assert!(e.contains(&said), "{e}");
+        let listed_as =
+            |word: &str| format!("fruix 0.1.0\nformats:\n  {GUEST_PROTOCOL_LINE} {word}\n");
+        for word in ["1 (beta)", "4294967297", "x"] {
+            let e = check_helper_version("fruix", &t, &ok, &listed_as(word), "");
+            assert!(e.is_err(), "{word}");
+        }
         let e = check_helper_version("fruix", &t, &ok, "fruix 0.0.9", "")
             .unwrap_err()
             .to_string();

@@ -36,9 +36,8 @@
 //! ([`Warning::ResultRootInFuture`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -54,7 +53,7 @@ use crate::check::read_object_file;
 use crate::db::{Kind, ObjectRecord};
 use crate::error::Result;
 use crate::pipeline::check_cancelled;
-use crate::store::{remove_tree, Store, RESULT_METADATA_FILE};
+use crate::store::{Store, RESULT_METADATA_FILE};
 use crate::verify::is_object_name;
 use crate::warning::{warn, Warning};
 
@@ -148,7 +147,13 @@ pub(super) fn collect(
             continue;
         }
         if !options.dry_run {
-            remove_tree(root);
+            if let Err(e) = fruix_core::remove::remove_tree(root) {
+                warn(Warning::ResultRootLeft {
+                    root: root.clone(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
         }
         removed.push(root.clone());
     }
@@ -204,42 +209,62 @@ fn describes(bundle: &Path, m: &PromotionMetadata) -> bool {
 }
 
 /// Writes `bundle`'s path into `root`'s [`MARK`], unless it holds it
-/// already. Never through a symlink; a root it cannot write to is left
-/// unmarked (its bundle gone, it is then kept).
+/// already: into a new file beside it, renamed over it, so that whatever
+/// the root held under that name (a hard link to another file, a FIFO, a
+/// symlink) is replaced, never written through or waited on. Relative to
+/// the root's directory, opened without following a symlink. A root it
+/// cannot write to is left unmarked (its bundle gone, it is then kept).
 fn mark(root: &Path, bundle: &Path) {
     let text = format!("{}\n", bundle.display());
-    let path = root.join(MARK);
-    if read_mark(&path).as_deref() == Some(text.as_str()) {
+    let Ok(dir) = open_root(root) else {
+        return;
+    };
+    if read_mark(&dir).as_deref() == Some(text.as_str()) {
         return;
     }
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .and_then(|mut f| f.write_all(text.as_bytes()));
+    let temp = format!("{MARK}.tmp-{}", std::process::id());
+    // A temporary an earlier collection left (killed) goes first.
+    let _ = rfs::unlinkat(&dir, temp.as_str(), rfs::AtFlags::empty());
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let written = rfs::openat(&dir, temp.as_str(), flags, Mode::from(0o644))
+        .map_err(std::io::Error::from)
+        .and_then(|fd| File::from(fd).write_all(text.as_bytes()))
+        .and_then(|()| {
+            rfs::renameat(&dir, temp.as_str(), &dir, MARK).map_err(std::io::Error::from)
+        });
     if written.is_err() {
-        let _ = fs::remove_file(&path);
+        let _ = rfs::unlinkat(&dir, temp.as_str(), rfs::AtFlags::empty());
     }
 }
 
-/// The text of the mark at `path`: a regular file of at most 4 KiB, never
-/// followed.
-fn read_mark(path: &Path) -> Option<String> {
-    let meta = fs::symlink_metadata(path).ok()?;
+/// The result root `root`, opened as a directory without following a
+/// symlink.
+fn open_root(root: &Path) -> rustix::io::Result<std::os::fd::OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rfs::openat(rfs::CWD, root, flags, Mode::empty())
+}
+
+/// The text of the mark in the root open on `dir`: a regular file of at
+/// most 4 KiB, never followed nor waited on (a FIFO is opened without
+/// blocking, and refused by its type).
+fn read_mark(dir: &std::os::fd::OwnedFd) -> Option<String> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rfs::openat(dir, MARK, flags, Mode::empty()).ok()?;
+    let file = File::from(fd);
+    let meta = file.metadata().ok()?;
     if !meta.is_file() || meta.len() > 4096 {
         return None;
     }
-    fs::read_to_string(path).ok()
+    let mut text = String::new();
+    file.take(4097).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Whether `root`'s [`MARK`] names an object of `store` that is no longer
 /// registered (not in `records`): a bundle a collection found the root
 /// describes, collected since.
 fn marked_gone(root: &Path, store: &Store, records: &BTreeMap<String, ObjectRecord>) -> bool {
-    let Some(text) = read_mark(&root.join(MARK)) else {
+    let Some(text) = open_root(root).ok().and_then(|dir| read_mark(&dir)) else {
         return false;
     };
     let Some(path) = text.strip_suffix('\n').map(Path::new) else {
@@ -313,5 +338,46 @@ mod tests {
         assert!(unfinished(&root));
         drop(lock);
         assert!(!unfinished(&root));
+    }
+    /// Regression: the mark was opened for writing in place, so a root
+    /// holding a hard link under its name (to a pool entry, to any file of
+    /// the filesystem) had that file overwritten by a collection run as
+    /// root, and a FIFO under its name hung the collection, holding the
+    /// store's lock, until it was killed. The mark is written beside and
+    /// renamed over whatever was there.
+    #[test]
+    fn a_mark_replaces_what_the_root_held_under_its_name_never_writing_through_it() {
+        let dir = TestDir::new();
+        let root = dir.join("run");
+        fs::create_dir_all(&root).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, b"not yours\n").unwrap();
+        fs::hard_link(&victim, root.join(MARK)).unwrap();
+        let bundle = dir.store().join("b");
+        mark(&root, &bundle);
+        assert_eq!(fs::read(&victim).unwrap(), b"not yours\n");
+        let text = format!("{}\n", bundle.display());
+        assert_eq!(fs::read_to_string(root.join(MARK)).unwrap(), text);
+        fs::remove_file(root.join(MARK)).unwrap();
+        rustix::fs::mknodat(
+            rfs::CWD,
+            root.join(MARK),
+            rfs::FileType::Fifo,
+            Mode::from(0o644),
+            0,
+        )
+        .unwrap();
+        let (done, marked) = std::sync::mpsc::channel();
+        let (r, b) = (root.clone(), bundle.clone());
+        std::thread::spawn(move || {
+            mark(&r, &b);
+            let _ = done.send(());
+        });
+        marked
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("marking a root holding a FIFO returns");
+        assert_eq!(fs::read_to_string(root.join(MARK)).unwrap(), text);
+        let names = fruix_core::testing::sorted_names(&root);
+        assert_eq!(names, [MARK], "no temporary is left");
     }
 }
