@@ -48,8 +48,8 @@ pub enum Warning {
         ahead: std::time::Duration,
     },
     /// A promoted result root that `store gc` collects could not be
-    /// removed (an immutable or foreign directory, a filesystem error): it
-    /// is left, and not counted as removed.
+    /// removed (an immutable directory, a mount point in it, a filesystem
+    /// error): what is left of it stays, and it is not counted as removed.
     ResultRootLeft {
         /// The result root.
         root: PathBuf,
@@ -82,7 +82,7 @@ impl fmt::Display for Warning {
             ),
             Warning::ResultRootLeft { root, reason } => write!(
                 f,
-                "the result root {} could not be removed ({}): it is left, and the next store gc tries again",
+                "the result root {} could not be removed ({}): what is left of it stays; remove it by hand",
                 escape::path(root),
                 escape::line(reason)
             ),

@@ -174,3 +174,33 @@ fn a_running_builds_root_is_never_collected() {
     assert!(running.join("promotion.scm").exists());
     assert!(!running.join(".fruix-incomplete").exists());
 }
+
+/// Regression: a promoted root that could not be removed (here, a
+/// filesystem mounted in it) was reported as removed, exit 0, and nothing
+/// said it was still there. It is said (a warning naming it), and left
+/// out of `result_roots`.
+#[test]
+fn a_root_that_cannot_be_removed_is_said_and_not_counted() {
+    require_tool("unshare", "util-linux");
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = promoted_run(dir.path());
+    let mounted = root.join("logs");
+    assert!(mounted.is_dir());
+    let script = "mount -t tmpfs none \"$1\" && shift && exec \"$@\"";
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(&mounted)
+        .arg(env!("CARGO_BIN_EXE_fruix"))
+        .args(["store", "gc", "--json", "--older-than", "0s", "--store"])
+        .arg(dir.path().join("store"))
+        .arg("--state-dir")
+        .arg(dir.path().join("sX"));
+    let out = run(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["result_roots"], json!([]), "{report:#}");
+    let said = format!("the result root {} could not be removed", root.display());
+    assert!(stderr.contains(&said), "{stderr}");
+    assert!(root.is_dir(), "{}", root.display());
+}
