@@ -67,6 +67,16 @@ pub struct PoolKeys {
     widest_merge: usize,
 }
 
+/// A failure to `action` the unnamed temporary file the keys are sorted
+/// through: it names the directory and `TMPDIR`, which chooses it.
+fn temp_failed(action: &str, e: std::io::Error) -> Error {
+    fruix_core::Error::system(format!(
+        "failed to {action} a temporary file in {} (TMPDIR) to sort the pool entries of the objects named: {e}; set TMPDIR to a writable directory with room",
+        fruix_core::escape::path(&std::env::temp_dir())
+    ))
+    .into()
+}
+
 /// The pool entries the files of `objects` link to (objects whose manifest
 /// cannot be read to its end are left to [`super::verify_object`] to
 /// report: they link none here, as when their manifests were read whole).
@@ -158,8 +168,7 @@ impl PoolKeys {
     /// A run written at the end of the temporary file, made if need be.
     fn writer(&mut self) -> Result<RunWriter<'_>> {
         if self.file.is_none() {
-            let file = tempfile::tempfile()
-                .map_err(|e| fruix_core::Error::io("create", std::env::temp_dir(), e))?;
+            let file = tempfile::tempfile().map_err(|e| temp_failed("make", e))?;
             self.file = Some(file);
         }
         Ok(RunWriter {
@@ -258,7 +267,7 @@ impl RunWriter<'_> {
     fn flush(&mut self) -> Result<()> {
         self.file
             .write_all_at(&self.buffer, *self.end)
-            .map_err(|e| fruix_core::Error::io("write", std::env::temp_dir(), e))?;
+            .map_err(|e| temp_failed("write", e))?;
         *self.end += self.buffer.len() as u64;
         self.buffer.clear();
         Ok(())
@@ -292,7 +301,7 @@ impl RunReader<'_> {
             let offset = self.run.start + self.next * KEY_LEN as u64;
             self.file
                 .read_exact_at(&mut bytes, offset)
-                .map_err(|e| fruix_core::Error::io("read", std::env::temp_dir(), e))?;
+                .map_err(|e| temp_failed("read", e))?;
             self.block.clear();
             for key in bytes.chunks_exact(KEY_LEN) {
                 self.block.push(key.try_into().expect("KEY_LEN bytes"));
@@ -467,5 +476,19 @@ mod tests {
             .map(|p| (p.path.clone(), p.message.clone()))
             .collect();
         assert_eq!((found.checked, found_problems), (checked, problems));
+    }
+    /// Regression: a TMPDIR that cannot take the temporary file was said as
+    /// `failed to create /nonexistent-dir`, naming neither the temporary
+    /// file nor TMPDIR. (A system failure: exit 3.)
+    #[test]
+    fn a_temporary_file_that_cannot_be_made_names_tmpdir() {
+        let e = temp_failed("make", std::io::Error::from_raw_os_error(libc::ENOENT));
+        let text = e.to_string();
+        assert!(text.contains("a temporary file in"), "{text}");
+        assert!(
+            text.contains("(TMPDIR)") && text.contains("set TMPDIR"),
+            "{text}"
+        );
+        assert_eq!(e.exit_status(), fruix_core::ExitStatus::SystemFailure);
     }
 }
