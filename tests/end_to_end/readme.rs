@@ -215,7 +215,8 @@ fn every_runnable_readme_example_exits_as_the_readme_says() {
 }
 
 /// `fruix --version` prints what the README shows after its example: the
-/// commit this checkout is at, and every format's version as listed.
+/// commit this checkout is at (`-dirty` when its sources differ), and every
+/// format's version as listed.
 #[test]
 fn the_readme_shows_what_fruix_version_prints() {
     require_tool("git", "git");
@@ -232,8 +233,22 @@ fn the_readme_shows_what_fruix_version_prints() {
             .args(["rev-parse", "--short=12", "HEAD"])
             .current_dir(env!("CARGO_MANIFEST_DIR")),
     );
+    // `-dirty` when the sources the binary is built from (as `cli/build.rs`
+    // lists them) differ from the commit.
+    let changes = run_ok(
+        std::process::Command::new("git")
+            .args(["status", "--porcelain", "--"])
+            .args(["Cargo.toml", "Cargo.lock", "core", "freebsd", "promote"])
+            .args(["executors", "matrix", "cli", "plugins"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+    );
+    let dirty = if changes.trim().is_empty() {
+        ""
+    } else {
+        "-dirty"
+    };
     let first = format!(
-        "fruix {} (commit {})",
+        "fruix {} (commit {}{dirty})",
         env!("CARGO_PKG_VERSION"),
         head.trim()
     );
