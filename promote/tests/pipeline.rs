@@ -317,6 +317,25 @@ fn identity_fruix_could_not_read_back_is_never_written() {
 
 /// The progress display's measuring walk counts what a promotion reads, and
 /// stops at its first entry once told to (the promotion ended first).
+/// Adds the count and the size of the regular files below `dir` (walked
+/// without following a symlink) to `totals`.
+fn add_regular_files(dir: &Path, totals: &mut (u64, u64)) {
+    for e in walkdir::WalkDir::new(dir) {
+        let meta = e.unwrap().into_path().symlink_metadata().unwrap();
+        if meta.is_file() {
+            *totals = (totals.0 + 1, totals.1 + meta.len());
+        }
+    }
+}
+
+/// Checks that a measure told to stop before it began was cancelled.
+fn assert_cancelled(measured: fruix_promote::Result<(u64, u64)>) {
+    match measured {
+        Err(Error::Core(fruix_core::Error::Cancelled)) => {}
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+}
+
 #[test]
 fn measuring_counts_the_files_and_stops_when_told() {
     use std::sync::atomic::AtomicBool;
@@ -325,19 +344,11 @@ fn measuring_counts_the_files_and_stops_when_told() {
     let (files, bytes) = fruix_promote::measure(&root, &AtomicBool::new(false)).unwrap();
     let mut expected = (0, 0);
     for a in &root.metadata().artifacts {
-        for e in walkdir::WalkDir::new(root.path().join(&a.path)) {
-            let meta = e.unwrap().into_path().symlink_metadata().unwrap();
-            if meta.is_file() {
-                expected = (expected.0 + 1, expected.1 + meta.len());
-            }
-        }
+        add_regular_files(&root.path().join(&a.path), &mut expected);
     }
     assert!(files > 0);
     assert_eq!((files, bytes), expected);
-    match fruix_promote::measure(&root, &AtomicBool::new(true)) {
-        Err(Error::Core(fruix_core::Error::Cancelled)) => {}
-        other => panic!("expected Cancelled, got {other:?}"),
-    }
+    assert_cancelled(fruix_promote::measure(&root, &AtomicBool::new(true)));
 }
 
 /// The same for a source tree (`source add`'s display), which it walks
@@ -350,18 +361,10 @@ fn measuring_a_tree_counts_its_files_and_stops_when_told() {
     std::os::unix::fs::symlink("/etc", tree.join("etc-link")).unwrap();
     let (files, bytes) = fruix_promote::measure_tree(&tree, &AtomicBool::new(false)).unwrap();
     let mut expected = (0, 0);
-    for e in walkdir::WalkDir::new(&tree) {
-        let meta = e.unwrap().into_path().symlink_metadata().unwrap();
-        if meta.is_file() {
-            expected = (expected.0 + 1, expected.1 + meta.len());
-        }
-    }
+    add_regular_files(&tree, &mut expected);
     assert!(files > 0);
     assert_eq!((files, bytes), expected);
-    match fruix_promote::measure_tree(&tree, &AtomicBool::new(true)) {
-        Err(Error::Core(fruix_core::Error::Cancelled)) => {}
-        other => panic!("expected Cancelled, got {other:?}"),
-    }
+    assert_cancelled(fruix_promote::measure_tree(&tree, &AtomicBool::new(true)));
 }
 
 #[test]
