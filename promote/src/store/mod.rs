@@ -512,6 +512,15 @@ mod tests {
         names
     }
 
+    /// What each way of opening a store to write (`open`, `open_tentatively`)
+    /// says of `root`, which it must refuse.
+    fn writers_refusals(root: &Path) -> [Error; 2] {
+        [
+            Store::open(root).unwrap_err(),
+            Store::open_tentatively(root).unwrap_err(),
+        ]
+    }
+
     /// A store opened tentatively in an existing empty directory left its
     /// database, pool, locks and lock file there when dropped unkept (a
     /// refused import said "the store was not changed"): they go, and the
@@ -654,8 +663,9 @@ mod tests {
             );
             assert_eq!(e.exit_status(), fruix_core::ExitStatus::Usage);
         };
-        refused(Store::open(&root).unwrap_err(), &root);
-        refused(Store::open_tentatively(&root).unwrap_err(), &root);
+        for e in writers_refusals(&root) {
+            refused(e, &root);
+        }
         assert!(!odd.exists(), "made {odd:?}");
         fs::create_dir_all(&root).unwrap();
         refused(Store::open_existing(&root).unwrap_err(), &root);
@@ -671,10 +681,7 @@ mod tests {
         // UTF-8, but with a line break (or an escape): metadata refuses it.
         for odd in ["line\nbreak", "esc\u{1b}[31m"] {
             let root = dir.path().join(odd).join("store");
-            for e in [
-                Store::open(&root).unwrap_err(),
-                Store::open_tentatively(&root).unwrap_err(),
-            ] {
+            for e in writers_refusals(&root) {
                 assert!(
                     matches!(&e, Error::StorePathControl { path } if *path == root),
                     "{e:?}"
@@ -733,10 +740,7 @@ mod tests {
         let home = dir.path().join("home");
         fs::create_dir(&home).unwrap();
         fs::write(home.join("notes.txt"), "mine").unwrap();
-        for e in [
-            Store::open(&home).unwrap_err(),
-            Store::open_tentatively(&home).unwrap_err(),
-        ] {
+        for e in writers_refusals(&home) {
             assert!(
                 matches!(&e, Error::NotAStoreDirectory { path } if *path == home),
                 "{e:?}"
