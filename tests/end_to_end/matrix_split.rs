@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::matrix::{describe, external_executors, names_in, Matrix};
-use crate::util::{element_with, failed_with, fruix, run, spawn_reading_stderr};
+use crate::util::{element_with, failed_with, fruix, run, spawn_reading_stderr, strings_of};
 
 const DIVERGENCE: i32 = 6;
 const MATRIX_FAILURE: i32 = 5;
@@ -246,13 +246,11 @@ fn a_divergence_is_shown_file_by_file_when_the_store_holds_the_cells_objects() {
     assert_eq!(out.status.code(), Some(DIVERGENCE), "{}", describe(&out));
     let with = world(&read_json(&m.path("with-store/report.json")));
     assert_eq!(with["agree"], false);
-    let paths: Vec<&str> = with["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(paths, ["./usr/share/misc/build-stamp"], "{with:#}");
+    assert_eq!(
+        strings_of(&with["differences"], "path"),
+        ["./usr/share/misc/build-stamp"],
+        "{with:#}"
+    );
     // Without: the divergence, and why the files are not compared.
     let out = run(collect(&m, "without-store")
         .arg("--from")
