@@ -293,26 +293,24 @@ fn help_offers_only_what_a_command_uses() {
         );
     }
     for jobs in ["0", "99999999999"] {
-        let out = run(fruix().args([
-            "build",
-            "--executor",
-            "local",
-            "--source",
-            ".",
-            "--jobs",
-            jobs,
-        ]));
-        assert_eq!(out.status.code(), Some(2), "{out:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("is not in 1..=4096"),
-            "{out:?}"
+        run_failing(
+            fruix().args([
+                "build",
+                "--executor",
+                "local",
+                "--source",
+                ".",
+                "--jobs",
+                jobs,
+            ]),
+            2,
+            &["is not in 1..=4096"],
         );
     }
-    let out = run(fruix().args(["build", "--executor", "locl", "--source", "."]));
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("did you mean `local`?"),
-        "{out:?}"
+    run_failing(
+        fruix().args(["build", "--executor", "locl", "--source", "."]),
+        2,
+        &["did you mean `local`?"],
     );
 }
 

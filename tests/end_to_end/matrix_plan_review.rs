@@ -9,7 +9,7 @@ use std::process::Output;
 use serde_json::Value;
 
 use crate::matrix::{describe, Matrix};
-use crate::util::{fruix, run};
+use crate::util::{fruix, run, run_failing};
 
 const USAGE: i32 = 2;
 
@@ -128,14 +128,12 @@ fn one_cell_is_said_as_one_and_max_parallel_0_is_refused_by_the_parser() {
     assert!(out.status.success(), "{}", describe(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\n1 cell; max-parallel"), "{text}");
-    let out = run(fruix()
-        .args(["matrix", "run", "--max-parallel", "0"])
-        .arg(m.path("matrix.scm")));
-    assert_eq!(out.status.code(), Some(USAGE), "{}", describe(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("invalid value '0' for '--max-parallel <N>'"),
-        "{err}"
+    run_failing(
+        fruix()
+            .args(["matrix", "run", "--max-parallel", "0"])
+            .arg(m.path("matrix.scm")),
+        USAGE,
+        &["invalid value '0' for '--max-parallel <N>'"],
     );
 }
 

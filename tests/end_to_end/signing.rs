@@ -9,7 +9,8 @@ use fruix_promote::sign::{fingerprint, verify, PublicKey};
 use serde_json::Value;
 
 use crate::util::{
-    fruix, generate_key, promote_command, promote_report, run, run_json, run_ok, sample_root,
+    fruix, generate_key, promote_command, promote_report, run, run_failing, run_json, run_ok,
+    sample_root,
 };
 
 /// A key pair `name` in `dir`: (secret key file, public key text).
@@ -245,13 +246,12 @@ fn keys_mounted_as_symlinks_sign_and_are_trusted() {
     fruix_core::testing::mkfifo(&fifo).unwrap();
     let to_fifo = dir.path().join("to-fifo");
     std::os::unix::fs::symlink(&fifo, &to_fifo).unwrap();
-    let out = run(crate::util::store_import(&store, &archive, &[])
-        .arg("--trusted-keys-file")
-        .arg(&to_fifo));
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("is a FIFO, not a regular file"),
-        "{out:?}"
+    run_failing(
+        crate::util::store_import(&store, &archive, &[])
+            .arg("--trusted-keys-file")
+            .arg(&to_fifo),
+        2,
+        &["is a FIFO, not a regular file"],
     );
 }
 
