@@ -3,6 +3,7 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use fruix_core::manifest::Difference;
 use fruix_core::testing::TestDir;
@@ -328,9 +329,17 @@ fn add_regular_files(dir: &Path, totals: &mut (u64, u64)) {
     }
 }
 
-/// Checks that a measure told to stop before it began was cancelled.
-fn assert_cancelled(measured: fruix_promote::Result<(u64, u64)>) {
-    match measured {
+/// Checks that `measure` counts `expected` (some files) when not told to
+/// stop, and is cancelled when told to before it begins.
+#[track_caller]
+fn assert_measures(
+    measure: impl Fn(&AtomicBool) -> fruix_promote::Result<(u64, u64)>,
+    expected: (u64, u64),
+) {
+    let (files, bytes) = measure(&AtomicBool::new(false)).unwrap();
+    assert!(files > 0);
+    assert_eq!((files, bytes), expected);
+    match measure(&AtomicBool::new(true)) {
         Err(Error::Core(fruix_core::Error::Cancelled)) => {}
         other => panic!("expected Cancelled, got {other:?}"),
     }
@@ -338,33 +347,25 @@ fn assert_cancelled(measured: fruix_promote::Result<(u64, u64)>) {
 
 #[test]
 fn measuring_counts_the_files_and_stops_when_told() {
-    use std::sync::atomic::AtomicBool;
     let f = TestDir::new();
     let root = fruix_core::result_root::validate(&f.sample()).unwrap();
-    let (files, bytes) = fruix_promote::measure(&root, &AtomicBool::new(false)).unwrap();
     let mut expected = (0, 0);
     for a in &root.metadata().artifacts {
         add_regular_files(&root.path().join(&a.path), &mut expected);
     }
-    assert!(files > 0);
-    assert_eq!((files, bytes), expected);
-    assert_cancelled(fruix_promote::measure(&root, &AtomicBool::new(true)));
+    assert_measures(|stop| fruix_promote::measure(&root, stop), expected);
 }
 
 /// The same for a source tree (`source add`'s display), which it walks
 /// without following a symlink.
 #[test]
 fn measuring_a_tree_counts_its_files_and_stops_when_told() {
-    use std::sync::atomic::AtomicBool;
     let f = TestDir::new();
     let tree = f.sample();
     std::os::unix::fs::symlink("/etc", tree.join("etc-link")).unwrap();
-    let (files, bytes) = fruix_promote::measure_tree(&tree, &AtomicBool::new(false)).unwrap();
     let mut expected = (0, 0);
     add_regular_files(&tree, &mut expected);
-    assert!(files > 0);
-    assert_eq!((files, bytes), expected);
-    assert_cancelled(fruix_promote::measure_tree(&tree, &AtomicBool::new(true)));
+    assert_measures(|stop| fruix_promote::measure_tree(&tree, stop), expected);
 }
 
 #[test]
