@@ -9,7 +9,7 @@ use std::process::Command;
 
 use crate::util::{
     as_nobody, dir_for_root_and_others, fixture_source, object_names, run, run_ok, sample_root,
-    snapshot, source_add, stderr_of_exit, strings_of, NOBODY,
+    snapshot, source_add, stderr_of_exit, NOBODY,
 };
 
 /// A store and a state directory of [`NOBODY`]'s (in `dir`, theirs too)
@@ -114,7 +114,7 @@ fn a_users_collection_leaves_roots_object_and_says_so() {
     assert_eq!(refused[0]["path"], roots, "{report}");
     assert_eq!(refused[0]["owner"], 0, "{report}");
     assert_eq!(refused[0]["temporary"], false, "{report}");
-    let removed = strings_of(&report["objects"], "path");
+    let removed = crate::util::strings_of(&report["objects"], "path");
     assert!(!removed.contains(&roots), "{report}");
     assert_eq!(removed.len(), s.nobodys.len(), "{report}");
     assert_eq!(report["temporaries"], 0, "{report}");
