@@ -442,18 +442,12 @@ async fn a_stage_replacing_logs_with_a_symlink_does_not_stop_cleanup() {
         ),
         "the cleanup's output is shown: {events:#?}"
     );
-    let warnings: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Warning { message } => Some(message.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    let warned = warnings(&events);
+    assert_eq!(warned.len(), 1, "{warned:#?}");
     assert!(
-        warnings[0].starts_with("the log of the cleanup of executor `t` is not kept:")
-            && warnings[0].contains("logs: is not a directory"),
-        "{warnings:#?}"
+        warned[0].starts_with("the log of the cleanup of executor `t` is not kept:")
+            && warned[0].contains("logs: is not a directory"),
+        "{warned:#?}"
     );
     assert!(!dir.path().join("root.work").exists());
 }
