@@ -20,16 +20,24 @@ fn build(dir: &Path, state: &str, extra: &[&str]) -> Command {
     cmd
 }
 
-/// The run directories (not work directories) in `STATE/native-builds`.
-fn run_dirs(dir: &Path, state: &str) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir.join(state).join("native-builds"))
-        .unwrap()
+/// The entries of the directory `dir` (not below them), sorted.
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_none_or(|e| e != "work"))
         .collect();
-    dirs.sort();
-    dirs
+    paths.sort();
+    paths
+}
+
+/// The run directories (not work directories) in `STATE/native-builds`,
+/// sorted.
+fn run_dirs(dir: &Path, state: &str) -> Vec<PathBuf> {
+    entries(&dir.join(state).join("native-builds"))
+        .into_iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "work"))
+        .collect()
 }
 
 /// A promoted build (no out link: nothing roots its bundle) in state
@@ -124,23 +132,11 @@ fn a_failed_builds_root_named_as_a_promoted_run_is_kept() {
     let out = run(cmd.arg("--result-root").arg(&failed));
     assert!(!out.status.success(), "{out:?}");
     assert!(failed.join(".fruix-incomplete").exists(), "{out:?}");
-    let left: Vec<PathBuf> = std::fs::read_dir(&failed)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let left = entries(&failed);
 
     let collected = gc(dir, "sY", &[]);
     assert_eq!(collected["result_roots"], json!([]), "{collected:#}");
-    let mut still: Vec<PathBuf> = std::fs::read_dir(&failed)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    still.sort();
-    let mut left = left;
-    left.sort();
-    assert_eq!(still, left);
+    assert_eq!(entries(&failed), left);
 }
 
 /// Regression: a collection removed the root of a build still running,
