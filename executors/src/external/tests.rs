@@ -55,9 +55,19 @@ async fn run(
     executor: Arc<dyn Executor>,
     dir: &Path,
 ) -> (Result<fruix_core::ResultRoot>, Vec<Event>) {
+    run_request(executor, request(), dir).await
+}
+
+/// Runs `executor` on `request` into `dir/root`, uncancelled: its result
+/// and every event it sent.
+async fn run_request(
+    executor: Arc<dyn Executor>,
+    request: BuildRequest,
+    dir: &Path,
+) -> (Result<fruix_core::ResultRoot>, Vec<Event>) {
     let (sink, mut rx) = EventSink::channel();
     let cancel = CancellationToken::new();
-    let result = run_executor(executor, request(), &dir.join("root"), sink, cancel).await;
+    let result = run_executor(executor, request, &dir.join("root"), sink, cancel).await;
     let mut events = Vec::new();
     while let Ok(e) = rx.try_recv() {
         events.push(e);
@@ -320,14 +330,7 @@ async fn make_flags_with_white_space_are_refused() {
     let ex = executor(dir.path(), r#"(build (command "true"))"#, &[]);
     let mut bad = request();
     bad.policy.make_flags = vec!["CFLAGS=-O2 -g".into()];
-    let result = run_executor(
-        ex,
-        bad,
-        &dir.path().join("root"),
-        EventSink::discard(),
-        CancellationToken::new(),
-    )
-    .await;
+    let (result, _) = run_request(ex, bad, dir.path()).await;
     let e = result.unwrap_err();
     assert!(
         matches!(e, Error::InvalidRequest { .. }) && e.to_string().contains("CFLAGS=-O2 -g"),
@@ -374,14 +377,7 @@ async fn a_collect_that_collects_nothing_lists_every_missing_artifact() {
     );
     let mut request = request();
     request.artifacts = fruix_core::executor::base_artifacts();
-    let result = run_executor(
-        ex,
-        request,
-        &dir.path().join("root"),
-        EventSink::discard(),
-        CancellationToken::new(),
-    )
-    .await;
+    let (result, _) = run_request(ex, request, dir.path()).await;
     let e = result.unwrap_err();
     let Error::InvalidResultRoot { problems, .. } = &e else {
         panic!("{e:?}")
