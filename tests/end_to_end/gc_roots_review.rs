@@ -50,6 +50,19 @@ fn promoted_run(dir: &Path) -> (PathBuf, String) {
     (roots[0].clone(), run_id)
 }
 
+/// A run promoted in state directory `sX` of `dir` ([`promoted_run`]), and
+/// a build in `sY` (no out link) running `make` into a result root named
+/// as that run: the root's path and the build, not started.
+fn build_into_namesake(dir: &Path, make: &Path) -> (PathBuf, Command) {
+    let (_, run_id) = promoted_run(dir);
+    let root = dir.join("sY/native-builds").join(&run_id);
+    let mut cmd = build(dir, "sY", &["--no-out-link", "--config"]);
+    cmd.arg(format!("make={}", make.display()))
+        .arg("--result-root")
+        .arg(&root);
+    (root, cmd)
+}
+
 /// `fruix store gc --json --older-than 0s` (and `flags`) on the store of
 /// `dir` with state directory `state`.
 fn gc(dir: &Path, state: &str, flags: &[&str]) -> Value {
@@ -124,12 +137,9 @@ fn a_root_named_as_a_run_another_state_directory_promoted_is_kept() {
 fn a_failed_builds_root_named_as_a_promoted_run_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let (_, run_id) = promoted_run(dir);
-    let failed = dir.join("sY/native-builds").join(&run_id);
     let fail = require_tool("false", "coreutils");
-    let mut cmd = build(dir, "sY", &["--no-out-link", "--config"]);
-    cmd.arg(format!("make={}", fail.display()));
-    let out = run(cmd.arg("--result-root").arg(&failed));
+    let (failed, mut cmd) = build_into_namesake(dir, &fail);
+    let out = run(&mut cmd);
     assert!(!out.status.success(), "{out:?}");
     assert!(failed.join(".fruix-incomplete").exists(), "{out:?}");
     let left = entries(&failed);
@@ -147,13 +157,8 @@ fn a_failed_builds_root_named_as_a_promoted_run_is_kept() {
 fn a_running_builds_root_is_never_collected() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let (_, run_id) = promoted_run(dir);
-    let running = dir.join("sY/native-builds").join(&run_id);
     let make = crate::build_leftover_review::held_make(dir);
-    let mut cmd = build(dir, "sY", &["--no-out-link", "--config"]);
-    cmd.arg(format!("make={}", make.display()))
-        .arg("--result-root")
-        .arg(&running);
+    let (running, mut cmd) = build_into_namesake(dir, &make);
     let mut child = spawn_silenced(&mut cmd);
     wait_until("the build runs its first make step", || {
         assert!(child.try_wait().unwrap().is_none(), "the build ended");
