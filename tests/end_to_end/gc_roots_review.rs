@@ -76,6 +76,14 @@ fn gc(dir: &Path, state: &str, flags: &[&str]) -> Value {
     run_json(&mut cmd)
 }
 
+/// Runs [`gc`] and checks that it removed (or would remove) no result
+/// root.
+#[track_caller]
+fn gc_removes_no_root(dir: &Path, state: &str, flags: &[&str]) {
+    let collected = gc(dir, state, flags);
+    assert_eq!(collected["result_roots"], json!([]), "{collected:#}");
+}
+
 /// The logs a build left in `root`.
 fn logs(root: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(root.join("logs"))
@@ -112,8 +120,7 @@ fn a_root_named_as_a_run_another_state_directory_promoted_is_kept() {
     assert!(!other_logs.is_empty(), "{other:?}");
 
     // Its run's bundle registered, the other root is not its root.
-    let dry = gc(dir, "sY", &["--dry-run"]);
-    assert_eq!(dry["result_roots"], json!([]), "{dry:#}");
+    gc_removes_no_root(dir, "sY", &["--dry-run"]);
     // The promoted root goes under its own state directory (its bundle,
     // rooted nowhere, too).
     let collected = gc(dir, "sX", &[]);
@@ -124,8 +131,7 @@ fn a_root_named_as_a_run_another_state_directory_promoted_is_kept() {
     );
     assert!(!promoted.exists());
     // With the promoted run's bundle gone, the other root still stays.
-    let collected = gc(dir, "sY", &[]);
-    assert_eq!(collected["result_roots"], json!([]), "{collected:#}");
+    gc_removes_no_root(dir, "sY", &[]);
     assert_eq!(logs(&other), other_logs);
 }
 
@@ -144,8 +150,7 @@ fn a_failed_builds_root_named_as_a_promoted_run_is_kept() {
     assert!(failed.join(".fruix-incomplete").exists(), "{out:?}");
     let left = entries(&failed);
 
-    let collected = gc(dir, "sY", &[]);
-    assert_eq!(collected["result_roots"], json!([]), "{collected:#}");
+    gc_removes_no_root(dir, "sY", &[]);
     assert_eq!(entries(&failed), left);
 }
 
@@ -166,8 +171,7 @@ fn a_running_builds_root_is_never_collected() {
     });
     assert!(running.join(".fruix-incomplete").exists());
 
-    let collected = gc(dir, "sY", &[]);
-    assert_eq!(collected["result_roots"], json!([]), "{collected:#}");
+    gc_removes_no_root(dir, "sY", &[]);
     assert!(running.join(".fruix-incomplete").exists());
     std::fs::write(dir.join("go"), "go\n").unwrap();
     let status = child.wait().unwrap();
