@@ -8,11 +8,19 @@
 //! relative to its parent with `O_NOFOLLOW`, so a symlink planted anywhere in
 //! it (its top included: a symlink named like an object in the store) never
 //! lets a mode or flag change reach outside it; then it is removed again.
+//!
+//! A tree with a file system mounted at or below it (a bind mount an
+//! administrator left in a result root or a store object) is refused before
+//! anything is removed ([`MountedInside`], an [`std::io::ErrorKind::ResourceBusy`]
+//! error): removing it would empty what is mounted there, like `rm -rf`
+//! without `--one-file-system`. The mount table is read at the start
+//! ([`mounted_inside`]); a directory found on another device while modes
+//! are made writable is left as it is.
 
 use std::ffi::OsStr;
 use std::fs;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 
@@ -31,13 +39,127 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
     if !meta.is_dir() {
         return not_found_is_fine(fs::remove_file(path));
     }
+    refuse_mounts(path)?;
     if fs::remove_dir_all(path).is_ok() {
         return Ok(());
     }
     if let Some(dir) = open_dir_at(rfs::CWD, path.as_os_str()) {
-        make_writable(&dir, 0);
+        use std::os::unix::fs::MetadataExt;
+        make_writable(&dir, meta.dev(), 0);
     }
     not_found_is_fine(fs::remove_dir_all(path))
+}
+
+/// A file system is mounted at `mount`, in the tree `tree` that was to be
+/// removed: nothing of it was (see the [module](self) documentation).
+#[derive(Debug)]
+pub struct MountedInside {
+    /// The tree that was to be removed.
+    pub tree: PathBuf,
+    /// Where in it a file system is mounted.
+    pub mount: PathBuf,
+}
+
+impl std::fmt::Display for MountedInside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a file system is mounted at {}, in {}: nothing of it was removed (unmount it first)",
+            crate::escape::path(&self.mount),
+            crate::escape::path(&self.tree)
+        )
+    }
+}
+
+impl std::error::Error for MountedInside {}
+
+/// Fails with [`MountedInside`] (kind [`std::io::ErrorKind::ResourceBusy`])
+/// when a file system is mounted at or below the directory `path`.
+pub fn refuse_mounts(path: &Path) -> std::io::Result<()> {
+    match mounted_inside(path)? {
+        None => Ok(()),
+        Some(mount) => Err(std::io::Error::new(
+            std::io::ErrorKind::ResourceBusy,
+            MountedInside {
+                tree: path.to_path_buf(),
+                mount,
+            },
+        )),
+    }
+}
+
+/// The first mount point (of this process's mount table) at or below the
+/// directory `path`, if any. `path` is resolved first (its parents may be
+/// symlinks, as `/tmp` is on some systems; it is a directory itself).
+pub fn mounted_inside(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    let tree = fs::canonicalize(path)?;
+    Ok(mount_points()?.into_iter().find(|m| m.starts_with(&tree)))
+}
+
+/// Every mount point in this process's mount table (`/proc/self/mountinfo`).
+#[cfg(target_os = "linux")]
+fn mount_points() -> std::io::Result<Vec<PathBuf>> {
+    let table = fs::read("/proc/self/mountinfo")?;
+    Ok(table
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(unescape_octal)
+        .collect())
+}
+
+/// A mount point as `/proc/self/mountinfo` writes it: space, tab, newline
+/// and backslash as `\NNN` (octal).
+#[cfg(target_os = "linux")]
+fn unescape_octal(field: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let code = field
+            .get(i + 1..i + 4)
+            .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match code {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Every mount point in the system's mount table (`getmntinfo(3)`).
+#[cfg(target_os = "freebsd")]
+fn mount_points() -> std::io::Result<Vec<PathBuf>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut table: *mut libc::statfs = std::ptr::null_mut();
+    // SAFETY: getmntinfo stores into `table` a pointer to `n` entries it
+    // owns (valid until the next call on this thread), read at once here.
+    let n = unsafe { libc::getmntinfo(&mut table, libc::MNT_NOWAIT) };
+    if n <= 0 || table.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above: `n` initialised entries at `table`.
+    let entries = unsafe { std::slice::from_raw_parts(table, n as usize) };
+    Ok(entries
+        .iter()
+        .map(|e| {
+            // SAFETY: f_mntonname is NUL-terminated within its array.
+            let name = unsafe { std::ffi::CStr::from_ptr(e.f_mntonname.as_ptr()) };
+            PathBuf::from(OsStr::from_bytes(name.to_bytes()))
+        })
+        .collect())
+}
+
+/// Other systems: no mount table is read (the device check while modes
+/// are made writable still holds).
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+fn mount_points() -> std::io::Result<Vec<PathBuf>> {
+    Ok(Vec::new())
 }
 
 fn not_found_is_fine(result: std::io::Result<()>) -> std::io::Result<()> {
@@ -48,8 +170,12 @@ fn not_found_is_fine(result: std::io::Result<()>) -> std::io::Result<()> {
 }
 
 /// Makes the open directory `dir` (at `depth`) and every directory below
-/// it writable and searchable by its owner.
-fn make_writable(dir: &OwnedFd, depth: usize) {
+/// it writable and searchable by its owner; one on a device other than
+/// `dev` (a file system mounted since the mount table was read) is left.
+fn make_writable(dir: &OwnedFd, dev: u64, depth: usize) {
+    if rfs::fstat(dir).map_or(true, |st| st.st_dev as u64 != dev) {
+        return;
+    }
     clear_flags(dir.as_fd(), None);
     let _ = rfs::fchmod(dir, Mode::from_raw_mode(0o700));
     if depth >= MAX_DEPTH {
@@ -72,7 +198,7 @@ fn make_writable(dir: &OwnedFd, depth: usize) {
     for name in subdirs {
         use std::os::unix::ffi::OsStrExt;
         if let Some(sub) = open_dir_at(dir.as_fd(), OsStr::from_bytes(name.as_bytes())) {
-            make_writable(&sub, depth + 1);
+            make_writable(&sub, dev, depth + 1);
         }
     }
 }
@@ -148,6 +274,27 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn mount_points_are_read_unescaped_and_found_at_or_below_a_tree() {
+        assert_eq!(
+            unescape_octal(b"/mnt/a\\040b\\134c\\011"),
+            PathBuf::from("/mnt/a b\\c\t")
+        );
+        // Not three octal digits: kept as written.
+        assert_eq!(unescape_octal(b"/x\\09"), PathBuf::from("/x\\09"));
+        // /proc is mounted in every Linux mount table the tests run in.
+        let proc_fs = Some(PathBuf::from("/proc"));
+        assert_eq!(mounted_inside(Path::new("/proc")).unwrap(), proc_fs);
+        assert_eq!(mounted_inside(Path::new("/proc/../proc")).unwrap(), proc_fs);
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(mounted_inside(dir.path()).unwrap(), None);
+        let e = refuse_mounts(Path::new("/proc")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy);
+        let inner = e.get_ref().and_then(|e| e.downcast_ref::<MountedInside>());
+        assert_eq!(inner.map(|m| m.mount.as_path()), Some(Path::new("/proc")));
     }
 
     #[test]

@@ -55,6 +55,7 @@ mod matrix_report_review;
 mod matrix_slots;
 mod matrix_split;
 mod matrix_ssh;
+mod mount_review;
 mod mtree;
 mod nix_hash;
 mod nonroot_review;

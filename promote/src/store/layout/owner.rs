@@ -1,6 +1,7 @@
 //! Whether this process may remove a store object: another user's is
 //! refused unless this process is root, since only an object's owner (or
-//! root) may make its read-only directories writable again to empty them.
+//! root) may make its read-only directories writable again to empty them;
+//! and one with a file system mounted in it is refused to everyone.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +19,15 @@ impl crate::store::Store {
     /// ([`Error::NotOwner`]). The owner is read on the directory's own
     /// descriptor, opened beneath its parent without following a symlink.
     /// What is gone, or no directory (a symlink, a file), is left to the
-    /// removal, which unlinks it.
+    /// removal, which unlinks it. A directory with a file system mounted at
+    /// or below it is refused to root too
+    /// ([`fruix_core::remove::MountedInside`]): removing it would empty
+    /// what is mounted there.
     pub fn may_remove(&self, path: &Path) -> Result<()> {
+        if fs_is_dir(path) {
+            fruix_core::remove::refuse_mounts(path)
+                .map_err(|e| fruix_core::Error::io("remove", path, e))?;
+        }
         let user = rustix::process::geteuid();
         if user.is_root() {
             return Ok(());
@@ -99,4 +107,9 @@ fn owner_of(parent: &Path, name: &Path) -> Option<u32> {
         Err(_) => return None,
     };
     Some(st.st_uid)
+}
+
+/// Whether `path` is a directory itself (not through a symlink).
+fn fs_is_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }

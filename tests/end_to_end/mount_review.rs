@@ -1,0 +1,126 @@
+//! Regressions of the review of what removals do to a file system mounted
+//! inside what they remove: `store gc` emptied a directory bind-mounted in
+//! a result root or a store object (it removed through the mount point, as
+//! `rm -rf` without `--one-file-system` does), and made it mode 0700. A
+//! tree with a mount in it is refused now, with nothing of it removed.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::*;
+
+/// Makes `cmd` run in a mount namespace of its own (private: nothing
+/// leaks to the machine's), with each `(source, target)` of `binds`
+/// bind-mounted there first. Needs root (the tests run as root).
+fn with_bind_mounts(cmd: &mut Command, binds: &[(&Path, &Path)]) {
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
+    let binds: Vec<(CString, CString)> = binds.iter().map(|(s, t)| (c(s), c(t))).collect();
+    // SAFETY: between fork and exec the closure makes only system calls
+    // (unshare, mount) on strings made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |r: libc::c_int| match r {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            let none = std::ptr::null();
+            check(libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            for (source, target) in &binds {
+                let flags = libc::MS_BIND;
+                check(libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    none,
+                    flags,
+                    none.cast(),
+                ))?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The first directory below `dir` (depth first, sorted).
+fn some_directory_below(dir: &Path) -> PathBuf {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.symlink_metadata().is_ok_and(|m| m.is_dir()))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no directory in {}", dir.display()))
+}
+
+/// A directory of one file, `precious`, to bind-mount somewhere.
+fn precious(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::create_dir(&p).unwrap();
+    std::fs::write(p.join("precious"), name).unwrap();
+    p
+}
+
+#[test]
+fn gc_refuses_a_result_root_and_an_object_with_a_file_system_mounted_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (store, state) = (d.join("store"), d.join("state"));
+    // A promoted build that nothing roots: its objects and result root are
+    // all garbage.
+    let mut build = fixture_build_into(fruix(), "local", &store, &state);
+    build
+        .args(FIXTURE_BUILD_FLAGS)
+        .args(["--quiet", "--no-out-link"]);
+    run_ok(&mut build);
+    let runs = std::fs::read_dir(state.join("native-builds")).unwrap();
+    let roots: Vec<PathBuf> = runs
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_none())
+        .collect();
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    let in_root = some_directory_below(&roots[0].join("artifacts"));
+    let object = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("-native-world-"))
+        .expect("the world object");
+    let in_object = some_directory_below(&object);
+    let (a, b) = (precious(d, "a"), precious(d, "b"));
+    let mut gc = fruix();
+    gc.args(["store", "gc", "--json", "--older-than", "0s", "--store"])
+        .arg(&store)
+        .arg("--state-dir")
+        .arg(&state);
+    with_bind_mounts(&mut gc, &[(&a, &in_root), (&b, &in_object)]);
+    let out = gc.output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // What is mounted is untouched: its file there, its mode as it was.
+    for (mounted, name) in [(&a, "a"), (&b, "b")] {
+        let kept = std::fs::read_to_string(mounted.join("precious"));
+        assert_eq!(kept.ok().as_deref(), Some(name), "{report}\n{err}");
+    }
+    // Neither tree was touched, and the failure says why, naming the
+    // mount point.
+    assert!(roots[0].join("promotion.scm").is_file(), "{report}\n{err}");
+    assert!(object.is_dir(), "{report}\n{err}");
+    let says = |p: &Path| format!("a file system is mounted at {}", p.display());
+    assert!(report.contains(&says(&in_object)), "{report}\n{err}");
+    assert!(err.contains(&says(&in_root)), "{report}\n{err}");
+    assert_eq!(out.status.code(), Some(3), "{report}\n{err}");
+}
