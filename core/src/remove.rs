@@ -173,6 +173,8 @@ fn not_found_is_fine(result: std::io::Result<()>) -> std::io::Result<()> {
 /// it writable and searchable by its owner; one on a device other than
 /// `dev` (a file system mounted since the mount table was read) is left.
 fn make_writable(dir: &OwnedFd, dev: u64, depth: usize) {
+    // `dev_t` is not `u64` on every system.
+    #[allow(clippy::unnecessary_cast)]
     if rfs::fstat(dir).map_or(true, |st| st.st_dev as u64 != dev) {
         return;
     }
