@@ -176,6 +176,12 @@ pub async fn run_step(mut command: Command, step: &Step<'_>) -> Result<Finished>
         .ok_or(Error::Cancelled)??;
     let ending = pump(&mut child, &mut group, &mut log, step).await;
     let flushed = log.flush().await;
+    if STEPS.lock().closed {
+        // Killed by a fast exit ([`kill_running_steps`]): the process is
+        // exiting, naming what it leaves; what would run after the step
+        // (removing its work directory, say) must not race that report.
+        return std::future::pending().await;
+    }
     let ending = ending?;
     flushed?;
     Ok(Finished {
@@ -394,7 +400,8 @@ impl Steps {
 static STEPS: Steps = Steps::new();
 
 /// Kills (`SIGKILL`) the process group and session of every step still
-/// running in this process, and lets no other step start: for a process
+/// running in this process, and lets no other step start; a step it ends
+/// never returns to its caller ([`run_step`] waits forever): for a process
 /// about to exit without its cleanup (a second Ctrl-C), which would
 /// otherwise leave them running.
 pub fn kill_running_steps() {
