@@ -418,15 +418,17 @@ pub fn with_progress<T, E>(
     // Dropped when the work is done, which ends the refresh at once.
     let (done, refresh) = std::sync::mpsc::channel::<()>();
     let result = std::thread::scope(|s| {
+        // A thread that cannot start (a limit on threads) leaves the line
+        // without its total, or not refreshed: the work runs all the same.
         if let Some(totals) = totals {
-            s.spawn(|| {
+            let _ = std::thread::Builder::new().spawn_scoped(s, || {
                 if let Some(t) = totals(&measuring_stop) {
                     let _ = measured.set(t);
                 }
             });
         }
         let (bar, measured) = (&bar, &measured);
-        s.spawn(move || {
+        let _ = std::thread::Builder::new().spawn_scoped(s, move || {
             let mut bar_shown = false;
             loop {
                 let total = measured.get().copied();
@@ -475,7 +477,8 @@ fn with_progress_lines<T>(
     let started = Instant::now();
     let (done, ended) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
-        s.spawn(move || {
+        // No thread for them (a limit on threads): no progress lines.
+        let _ = std::thread::Builder::new().spawn_scoped(s, move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = ended.recv_timeout(every) {
                 eprintln!(
                     "==> {}",

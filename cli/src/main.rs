@@ -295,6 +295,9 @@ fn run(cli: Cli) -> Result<Status, CliError> {
         | Command::Completions(_)
         | Command::Man(_) => {}
     }
+    if !matches!(cli.command, Command::Completions(_) | Command::Man(_)) {
+        fruix_core::threads::start_pool().map_err(|e| CliError::new(Status::SystemFailure, e))?;
+    }
     match cli.command {
         Command::Build(args) => {
             let registry = registry(&files)?;
@@ -326,9 +329,16 @@ fn run(cli: Cli) -> Result<Status, CliError> {
 }
 
 /// The async runtime of the commands that run builds ([`starting_runtime`]).
+/// Its workers (one per CPU) are checked to be able to start first
+/// ([`fruix_core::threads::can_start`]): tokio hangs when one cannot.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The workers, and one for the blocking work they hand off.
+    fruix_core::threads::can_start(workers + 1, "the async runtime")
+        .map_err(|e| CliError::new(Status::SystemFailure, e))?;
     starting_runtime(|| {
         tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
             .enable_all()
             .build()
     })

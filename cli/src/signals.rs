@@ -43,11 +43,16 @@ pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
     let system = |e: std::io::Error| CliError::new(Status::SystemFailure, e);
     // Out of file descriptors, tokio fails (or panics) here: said as the
     // runtime's failure to start, never a bare error or a crash.
+    // Its thread and the cancellation's.
+    fruix_core::threads::can_start(2, "the signal handling")
+        .map_err(|e| CliError::new(Status::SystemFailure, e))?;
     let (runtime, mut int, mut term, mut hup) = crate::starting_runtime(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()?;
-        let _entered = runtime.enter();
+        let runtime = Background(Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()?,
+        ));
+        let _entered = runtime.get().enter();
         let int = signal(SignalKind::interrupt())?;
         let term = signal(SignalKind::terminate())?;
         let hup = signal(SignalKind::hangup())?;
@@ -58,7 +63,7 @@ pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
         .name("signals".into())
         .spawn(move || {
             let mut next = || {
-                runtime.block_on(async {
+                runtime.get().block_on(async {
                     tokio::select! {
                         _ = int.recv() => {}
                         _ = term.recv() => {}
@@ -71,7 +76,18 @@ pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
             fruix_core::interrupt::request();
             // The cleanup may take a while (a guest torn down): a second
             // signal is watched for meanwhile.
-            std::thread::spawn(on_signal);
+            let on_signal = Arc::new(Mutex::new(Some(on_signal)));
+            let taken = Arc::clone(&on_signal);
+            let take = move || taken.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let spawned = std::thread::Builder::new()
+                .name("cancel".into())
+                .spawn(move || take().map(|f| f()));
+            if spawned.is_err() {
+                // No thread for it (a limit reached since): it runs here,
+                // and a second signal is watched for once it is done.
+                let f = on_signal.lock().unwrap_or_else(|e| e.into_inner()).take();
+                f.map(|f| f());
+            }
             next();
             // What the first signal asked to stop does not outlive us.
             fruix_core::process::kill_running_steps();
@@ -79,6 +95,26 @@ pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
         })
         .map_err(system)?;
     Ok(())
+}
+
+/// A runtime that may be dropped anywhere, an async context included
+/// (where dropping a tokio runtime panics): it is shut down without
+/// waiting. The signal handling's, which a failure to start its thread
+/// drops inside a build's runtime.
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Background {
+    fn get(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("taken only when dropped")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Cancels `cancel` at the first SIGINT, SIGTERM or SIGHUP (see

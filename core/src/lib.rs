@@ -35,6 +35,7 @@ pub mod special_modes;
 pub mod ssh_target;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod threads;
 pub mod vm;
 
 pub use error::{Error, Failure, LogRef, MetadataFileProblem, Problem, Result};

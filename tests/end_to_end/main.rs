@@ -45,6 +45,7 @@ mod interrupts;
 mod json_paths;
 mod json_sweep_review;
 mod layout;
+mod limits_review;
 mod matrix;
 mod matrix_export;
 mod matrix_full_review;
