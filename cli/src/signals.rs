@@ -86,7 +86,9 @@ pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
                 // No thread for it (a limit reached since): it runs here,
                 // and a second signal is watched for once it is done.
                 let f = on_signal.lock().unwrap_or_else(|e| e.into_inner()).take();
-                f.map(|f| f());
+                if let Some(f) = f {
+                    f();
+                }
             }
             next();
             // What the first signal asked to stop does not outlive us.
