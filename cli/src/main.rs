@@ -61,6 +61,7 @@ use exit::{CliError, Status};
 
 fn main() -> ExitCode {
     quiet_caught_panics();
+    fruix_core::process::files_too_large_are_errors();
     fruix_executors::link();
     #[cfg(feature = "jail")]
     fruix_executor_jail::link();

@@ -521,6 +521,13 @@ fn io_hint(e: &io::Error) -> &'static str {
             "; check the permissions, or run as a user who may access it"
         }
         Some(libc::EROFS) => "; the filesystem is read-only: choose a writable location",
+        Some(libc::EFBIG) => {
+            "; the file is larger than the limit on file sizes (ulimit -f) or the filesystem allows"
+        }
+        Some(libc::EMFILE) => {
+            "; this process has too many files open: raise the limit on open files (ulimit -n)"
+        }
+        Some(libc::ENFILE) => "; the system has too many files open: try again later",
         _ => "",
     }
 }

@@ -161,9 +161,13 @@ pub async fn run_step(mut command: Command, step: &Step<'_>) -> Result<Finished>
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: setsid(2) is async-signal-safe and only changes the child.
+    // SAFETY: setsid(2) and signal(2) are async-signal-safe and only
+    // change the child.
     unsafe {
         command.pre_exec(|| {
+            // fruix ignores SIGXFSZ (a write past `ulimit -f` is an error it
+            // reports); a step gets the default its tools expect.
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
             rustix::process::setsid()
                 .map(drop)
                 .map_err(std::io::Error::from)
@@ -398,6 +402,19 @@ impl Steps {
 
 /// The steps of this process.
 static STEPS: Steps = Steps::new();
+
+/// Makes a write past the limit on file sizes (`ulimit -f`,
+/// `RLIMIT_FSIZE`) fail with `EFBIG`, for fruix to report as the system
+/// failure it is (with JSON under `--json`, and what was being written
+/// removed), instead of `SIGXFSZ` killing the process (exit 153, nothing
+/// said, temporaries left). For `main`, before any thread starts; the
+/// steps [`run_step`] runs get the default back.
+pub fn files_too_large_are_errors() {
+    // SAFETY: signal(2) setting SIG_IGN, which no Rust code relies on.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
 
 /// Kills (`SIGKILL`) the process group and session of every step still
 /// running in this process, and lets no other step start; a step it ends

@@ -3,9 +3,12 @@
 //! `fruix build` hung for ever while tokio's runtime started (2 or 3), or
 //! crashed (exit 101) where rayon's pool or the signal handling's thread
 //! could not start (4 to 6). Each is a system failure now (exit 3), said
-//! in JSON under `--json`, naming the limit.
+//! in JSON under `--json`, naming the limit. So is a write past the
+//! limit on file sizes (`ulimit -f`), which `SIGXFSZ` ended (exit 153).
 
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::util::*;
@@ -37,19 +40,7 @@ fn a_build_with_too_few_threads_allowed_is_a_system_failure_naming_the_limit() {
         .arg("--state-dir")
         .arg(work.join(format!("state{limit}")))
         .args(FIXTURE_BUILD_FLAGS);
-        // SAFETY: setrlimit(2) only, between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
-                match libc::setrlimit(libc::RLIMIT_NPROC, &lim) {
-                    0 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                }
-            });
-        }
+        limited(&mut cmd, libc::RLIMIT_NPROC, limit);
         let child = spawn_piped(&mut cmd);
         let what = format!("a build allowed {limit} threads");
         let out = wait_with_deadline(child, Duration::from_secs(60), &what);
@@ -62,4 +53,75 @@ fn a_build_with_too_few_threads_allowed_is_a_system_failure_naming_the_limit() {
         let message = json["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("(ulimit -u)"), "{what}: {json:#}");
     }
+}
+
+/// Runs `cmd` with `resource` limited to `limit` (soft and hard).
+fn limited(cmd: &mut Command, resource: libc::__rlimit_resource_t, limit: u64) {
+    // SAFETY: setrlimit(2) only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            match libc::setrlimit(resource, &lim) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+}
+
+#[test]
+fn an_export_past_the_file_size_limit_is_a_system_failure_leaving_nothing() {
+    // Regression: SIGXFSZ killed every command writing past `ulimit -f`
+    // (exit 153, no JSON), and an export left its temporary.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (store, state) = (d.join("store"), d.join("state"));
+    let mut build = fixture_build_into(fruix(), "local", &store, &state);
+    build
+        .args(FIXTURE_BUILD_FLAGS)
+        .args(["--quiet", "--no-out-link"]);
+    run_ok(&mut build);
+    let world = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("-native-world-"))
+        .expect("the world object");
+    let export = |out: &Path| {
+        let mut cmd = fruix();
+        cmd.args(["store", "export", "--json", "--store"])
+            .arg(&store)
+            .arg("-o")
+            .arg(out)
+            .arg(&world);
+        cmd
+    };
+    let whole = run_json(&mut export(&d.join("whole.nar")));
+    let bytes = whole["bytes"].as_u64().unwrap();
+    // The store's database files are read and written too: the limit
+    // must leave them be.
+    let db_bytes = std::fs::read_dir(store.join(".fruix"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("db."))
+        .map(|e| e.metadata().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(db_bytes < bytes / 2, "{db_bytes} {bytes}");
+    let out_dir = d.join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let mut cmd = export(&out_dir.join("x.nar"));
+    limited(&mut cmd, libc::RLIMIT_FSIZE, bytes / 2);
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {err}"));
+    assert_eq!(json["error"]["kind"], "system-failure", "{json:#}");
+    let message = json["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("(ulimit -f)"), "{json:#}");
+    assert_eq!(listing(&out_dir), Vec::<PathBuf>::new(), "{err}");
 }
