@@ -60,6 +60,7 @@ mod mount_review;
 mod mtree;
 mod nix_hash;
 mod nonroot_review;
+mod out_link_review;
 mod owner_review;
 mod promote_cli;
 mod protocol_bytes_review;

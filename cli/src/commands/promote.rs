@@ -88,7 +88,8 @@ pub fn check_out_link(args: &OutLinkArgs, place: (&Path, &Path)) -> CliResult<()
 /// (`named` so in messages) that could not be made, or would lie in the
 /// store or where roots are registered (`place`: the store and the state
 /// directory): something other than a symlink is there, its directory is
-/// missing, or its directory is in the store, which holds objects only (no
+/// missing, gone (a relative link in a removed current directory) or not
+/// writable by this user, or its directory is in the store, which holds objects only (no
 /// collection keeps a link there, and one in an object changes it), or in
 /// `STATE_DIR/gcroots/auto` (the collector takes each symlink there for a
 /// registration, and removes this one as a dead root). `or` ends the
@@ -118,6 +119,19 @@ pub fn check_root_link(
         return Err(CliError::usage(format!(
             "{named}: {} is not a directory; {advice}",
             escape::path(parent)
+        )));
+    }
+    if link.is_relative() && std::env::current_dir().is_err() {
+        return Err(CliError::usage(format!(
+            "{named}: the current directory is gone (removed since fruix was started in it); change to an existing directory or give an absolute path{or}"
+        )));
+    }
+    use rustix::fs::{access, Access};
+    if let Err(e) = access(parent, Access::WRITE_OK | Access::EXEC_OK) {
+        return Err(CliError::usage(format!(
+            "{named}: the link cannot be made in {} ({}); choose another path{or}",
+            escape::path(parent),
+            std::io::Error::from(e)
         )));
     }
     let parent = parent.canonicalize();
