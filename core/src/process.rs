@@ -70,6 +70,8 @@ mod table;
 
 #[path = "process_output.rs"]
 mod output;
+#[path = "process_space.rs"]
+mod space;
 use output::{Output, StepLog};
 pub use table::group_is_gone;
 use table::{live_members, pipe_holders, Killed};
@@ -195,7 +197,9 @@ pub async fn run_step(mut command: Command, step: &Step<'_>) -> Result<Finished>
 }
 
 /// Runs a build step of `ctx`'s run: a non-zero exit is [`Error::Build`]
-/// (step, status, log path, last lines), cancellation [`Error::Cancelled`].
+/// (step, status, log path, last lines), or [`Error::System`] when a file
+/// system it writes to is then nearly full (`process_space.rs`);
+/// cancellation is [`Error::Cancelled`].
 pub async fn run_build_step(
     command: Command,
     stage: &str,
@@ -212,15 +216,26 @@ pub async fn run_build_step(
         term_grace: TERM_GRACE,
         hint,
     };
+    let places = space::places(&command, &ctx.result_root);
     let finished = run_step(command, &step).await?;
     match finished.ending {
         Ending::Cancelled => Err(Error::Cancelled),
         Ending::Exited(status) if status.success() => Ok(()),
-        Ending::Exited(status) => Err(Error::Build {
-            step: stage.to_string(),
-            status: Some(describe_status(status)),
-            log: finished.log_ref(log),
-        }),
+        Ending::Exited(status) => match space::nearly_full(&places) {
+            // Out of room: free space and retry, a system failure.
+            Some(full) => Err(Error::System {
+                message: format!(
+                    "build step `{stage}` failed ({}) while {full}; free space there and try again",
+                    describe_status(status)
+                ),
+                log: Some(finished.log_ref(log)),
+            }),
+            None => Err(Error::Build {
+                step: stage.to_string(),
+                status: Some(describe_status(status)),
+                log: finished.log_ref(log),
+            }),
+        },
         Ending::TimedOut(limit) => Err(Error::Timeout {
             what: format!("step {stage}"),
             limit,

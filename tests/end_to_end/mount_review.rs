@@ -3,6 +3,9 @@
 //! a result root or a store object (it removed through the mount point, as
 //! `rm -rf` without `--one-file-system` does), and made it mode 0700. A
 //! tree with a mount in it is refused now, with nothing of it removed.
+//! And a build step (make) failing on a full file system was a build
+//! failure (exit 1); it is a system failure now (exit 3: free space, then
+//! retry), judged from the file system, a real tmpfs here.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -48,6 +51,91 @@ fn with_bind_mounts(cmd: &mut Command, binds: &[(&Path, &Path)]) {
             Ok(())
         });
     }
+}
+
+/// Makes `cmd` run in a mount namespace of its own (private) with a tmpfs
+/// of `size` mounted at `target`.
+fn with_tmpfs(cmd: &mut Command, target: &Path, size: &str) {
+    let target = CString::new(target.as_os_str().as_bytes()).unwrap();
+    let options = CString::new(format!("size={size}")).unwrap();
+    // SAFETY: as in `with_bind_mounts`: system calls on strings made
+    // before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |r: libc::c_int| match r {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            let none = std::ptr::null();
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            check(libc::mount(none, c"/".as_ptr(), none, private, none.cast()))?;
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            ))
+        });
+    }
+}
+
+#[test]
+fn a_step_failing_on_a_nearly_full_file_system_is_a_system_failure() {
+    require_tool("stat", "coreutils");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = d.join("state");
+    std::fs::create_dir(&state).unwrap();
+    // A make that fills the file system of the state directory (the
+    // result root's and the work directory's) to 4 MiB short of full, as
+    // a compiler would, then fails; and one that only fails.
+    let filling = d.join("filling-make");
+    crate::sshd::script(
+        &filling,
+        &format!(
+            "#!/bin/sh
+set -e
+free=$(stat -f -c '%a * %S' {s} | xargs expr)
+head -c $((free - 4194304)) /dev/zero > {s}/filler
+echo 'cc: No space left on device' >&2
+exit 2
+",
+            s = state.display()
+        ),
+    );
+    let failing = d.join("failing-make");
+    crate::sshd::script(
+        &failing,
+        "#!/bin/sh
+echo 'cc: error: no such member' >&2
+exit 2
+",
+    );
+    let build = |make: &Path| {
+        let mut cmd = fixture_build_into(fruix(), "local", &d.join("store"), &state);
+        cmd.args(FIXTURE_BUILD_FLAGS)
+            .args(["--json", "--no-out-link", "--config"])
+            .arg(format!("make={}", make.display()));
+        with_tmpfs(&mut cmd, &state, "64m");
+        cmd.output().unwrap()
+    };
+    let out = build(&filling);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {err}"));
+    assert_eq!(out.status.code(), Some(3), "{json:#}\n{err}");
+    assert_eq!(json["error"]["kind"], "system-failure", "{json:#}");
+    let message = json["error"]["message"].as_str().unwrap_or_default();
+    let says = "build step `buildworld` failed (exit status 2) while the file system holding";
+    assert!(message.contains(says), "{json:#}");
+    assert!(message.contains("is nearly full"), "{json:#}");
+    // The same failure with room to spare is the build's.
+    let out = build(&failing);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{json:#}");
+    assert_eq!(json["error"]["kind"], "build-failure", "{json:#}");
 }
 
 /// The first directory below `dir` (depth first, sorted).
