@@ -371,7 +371,13 @@ fn unreadable_file_is_named_and_changes_nothing() {
     let out = run(std::process::Command::new(setpriv)
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
         .arg(env!("CARGO_BIN_EXE_fruix"))
-        .args(["native-build", "promote", "--quiet", "--no-out-link", "--store"])
+        .args([
+            "native-build",
+            "promote",
+            "--quiet",
+            "--no-out-link",
+            "--store",
+        ])
         .arg(&store)
         .arg(&root));
     let stderr = String::from_utf8_lossy(&out.stderr);
