@@ -358,7 +358,16 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
     for root in roots.iter().filter(|r| r.is_dead() && r.indirect) {
         if let Some(entry) = &root.auto_entry {
             if !options.dry_run {
-                let _ = fs::remove_file(entry);
+                match fs::remove_file(entry) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        crate::warning::warn(crate::warning::Warning::DeadRootLeft {
+                            entry: entry.clone(),
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                    _ => {}
+                }
             }
             report.dead_roots.push(root.link.clone());
         }

@@ -56,6 +56,15 @@ pub enum Warning {
         /// Why it could not be removed.
         reason: String,
     },
+    /// The registration of a dead root (`STATE_DIR/gcroots/auto/NAME`,
+    /// whose link is gone) that `store gc` removes could not be removed: it
+    /// stays, and is not counted as removed.
+    DeadRootLeft {
+        /// The registration.
+        entry: PathBuf,
+        /// Why it could not be removed.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -82,8 +91,14 @@ impl fmt::Display for Warning {
             ),
             Warning::ResultRootLeft { root, reason } => write!(
                 f,
-                "the result root {} could not be removed ({}): what is left of it stays; remove it by hand",
+                "the result root {} could not be removed ({}): it stays (what is left of it), and is not counted as removed",
                 escape::path(root),
+                escape::line(reason)
+            ),
+            Warning::DeadRootLeft { entry, reason } => write!(
+                f,
+                "the dead root's registration {} could not be removed ({}): it stays, and is not counted as removed",
+                escape::path(entry),
                 escape::line(reason)
             ),
         }

@@ -5,7 +5,8 @@
 //! tree with a mount in it is refused now, with nothing of it removed.
 //! And a build step (make) failing on a full file system was a build
 //! failure (exit 1); it is a system failure now (exit 3: free space, then
-//! retry), judged from the file system, a real tmpfs here.
+//! retry), judged from the file system, a real tmpfs here. A dead root's
+//! registration on a read-only mount was reported removed.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -136,6 +137,57 @@ exit 2
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(1), "{json:#}");
     assert_eq!(json["error"]["kind"], "build-failure", "{json:#}");
+}
+
+#[test]
+fn a_dead_root_registration_that_cannot_be_removed_is_not_counted_as_removed() {
+    // Regression: `store gc` listed a dead root as removed whatever
+    // unlinking its registration did.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (store, state) = (d.join("store"), d.join("state"));
+    let link = d.join("result");
+    let mut build = fixture_build_into(fruix(), "local", &store, &state);
+    build
+        .args(FIXTURE_BUILD_FLAGS)
+        .arg("--quiet")
+        .arg("--out-link")
+        .arg(&link);
+    run_ok(&mut build);
+    std::fs::remove_file(&link).unwrap();
+    let auto = state.join("gcroots/auto");
+    let registered = listing(&auto);
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    let mut gc = fruix();
+    gc.args(["store", "gc", "--json", "--older-than", "0s", "--store"])
+        .arg(&store)
+        .arg("--state-dir")
+        .arg(&state);
+    // `gcroots/auto` read-only, in the namespace gc runs in.
+    with_bind_mounts(&mut gc, &[(&auto, &auto)]);
+    let target = CString::new(auto.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mount(2) only, after the bind mount the earlier hook made.
+    unsafe {
+        gc.pre_exec(move || {
+            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+            let none = std::ptr::null();
+            match libc::mount(none, target.as_ptr(), none, flags, none.cast()) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let out = gc.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {err}"));
+    assert_eq!(report["dead_roots"], serde_json::json!([]), "{report:#}");
+    assert_eq!(listing(&auto), registered, "{err}");
+    let says = format!(
+        "the dead root's registration {} could not be removed (Read-only file system",
+        registered[0].display()
+    );
+    assert!(err.contains(&says), "{err}");
 }
 
 /// The first directory below `dir` (depth first, sorted).
