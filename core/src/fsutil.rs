@@ -14,12 +14,43 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use crate::error::{Error, IoContext, MetadataFileProblem, Result};
 
-/// This user's home directory: `$HOME` when it is set and not empty, else
+/// This user's home directory: `$HOME` when it is set and absolute, else
 /// the home the password database gives the effective user (as OpenSSH
-/// and most tools find it under `env -i`, cron or a systemd unit); only an
-/// absolute one, else `None`.
+/// and most tools find it under `env -i`, cron or a systemd unit; a
+/// relative or empty `$HOME` is passed over too, where it sent a user's
+/// store to root's `/frx/store`); only an absolute one, else `None`.
 pub fn home_dir() -> Option<PathBuf> {
-    std::env::home_dir().filter(|home| home.is_absolute())
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|home| home.is_absolute())
+        .or_else(password_home)
+        .filter(|home| home.is_absolute())
+}
+
+/// The effective user's home in the password database (`getpwuid_r`).
+fn password_home() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: an all-zero `passwd` is a valid value to be overwritten.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to a live local of the size given; the
+    // strings `entry` then points to lie in `buf`, read before it goes.
+    let status = unsafe {
+        libc::getpwuid_r(
+            libc::geteuid(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if status != 0 || found.is_null() || entry.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: `pw_dir` is a NUL-terminated string in `buf`.
+    let dir = unsafe { std::ffi::CStr::from_ptr(entry.pw_dir) };
+    Some(PathBuf::from(OsStr::from_bytes(dir.to_bytes())))
 }
 
 /// The largest metadata file fruix reads (`promotion.scm`, special modes,

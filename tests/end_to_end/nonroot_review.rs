@@ -36,14 +36,18 @@ fn a_user_without_home_gets_the_home_of_the_password_database() {
         stderr.contains(&format!("no store at {}", expected.display())),
         "{stderr}"
     );
-    let out = run(as_nobody(dir.path())
-        .args(["store", "list"])
-        .env("HOME", ""));
-    let stderr = stderr_of_exit(&out, 2);
-    assert!(
-        stderr.contains(&format!("no store at {}", expected.display())),
-        "an empty HOME is unset: {stderr}"
-    );
+    // An empty HOME, or (regression: it gave root's store) a relative
+    // one, is as good as none.
+    for home in ["", "relative/home"] {
+        let out = run(as_nobody(dir.path())
+            .args(["store", "list"])
+            .env("HOME", home));
+        let stderr = stderr_of_exit(&out, 2);
+        assert!(
+            stderr.contains(&format!("no store at {}", expected.display())),
+            "HOME={home:?} is unset: {stderr}"
+        );
+    }
 }
 
 /// Regression: a store whose `.fruix` the user may not enter was said to
