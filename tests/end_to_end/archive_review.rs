@@ -2,7 +2,8 @@
 //! left in the store unregistered is checked as a bundle and reused (and two
 //! imports of one archive both succeed); a tree nested deeper than a walk
 //! accepts, an empty symlink target and a bundle listing one artifact twice
-//! are refused; a refused import leaves an empty directory empty.
+//! are refused; a refused import leaves an empty directory empty. Empty
+//! standard input, or a directory as standard input, is said as such.
 
 use std::path::Path;
 use std::process::Output;
@@ -293,4 +294,29 @@ fn an_export_to_output_dash_goes_to_standard_output() {
     json_error(&out, 2, "--json with --output -");
     assert!(!work.path().join("-").exists(), "a file named -");
     assert_eq!(snapshot(&store), before);
+}
+
+/// Regression: an import of empty standard input said the archive "ends
+/// after 0 bytes, in the middle of it"; one whose standard input is a
+/// directory (`< DIR`) was a system failure (exit 3, "Is a directory").
+#[test]
+fn an_import_of_no_input_or_of_a_directory_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let import = |stdin: std::fs::File| {
+        let mut cmd = fruix();
+        cmd.args(["store", "import", "--json", "--store"])
+            .arg(&store)
+            .stdin(stdin);
+        cmd.output().unwrap()
+    };
+    let out = import(std::fs::File::open("/dev/null").unwrap());
+    json_error(&out, 4, "the archive is empty (no input");
+    let out = import(std::fs::File::open(dir.path()).unwrap());
+    json_error(
+        &out,
+        2,
+        "standard input is a directory; give an archive file",
+    );
+    assert!(!store.exists(), "a store was left");
 }

@@ -242,10 +242,11 @@ impl<R: BufRead> Importer<'_, R> {
             return Err(refuse(
                 object,
                 ArchiveProblem::Truncated,
-                format!(
-                    "the archive ends after {} bytes, in the middle of it",
-                    self.input.read
-                ),
+                match self.input.read {
+                    0 => "the archive is empty (no input: a fruix archive starts with its header line)"
+                        .to_string(),
+                    n => format!("the archive ends after {n} bytes, in the middle of it"),
+                },
             ));
         }
         String::from_utf8(std::mem::take(&mut self.line)).map_err(|_| {

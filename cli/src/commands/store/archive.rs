@@ -7,6 +7,7 @@
 //! stops reading, which removes its temporaries and a store it made.
 
 use std::io::{BufReader, IsTerminal, Read};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
 
@@ -292,7 +293,19 @@ pub fn import_command(args: ImportArgs) -> CliResult {
             }
             Box::new(file)
         }
-        None => Box::new(std::io::stdin()),
+        None => {
+            // A directory given as standard input (`< DIR`) opens too.
+            let stdin = std::io::stdin();
+            let is_dir = rustix::fs::fstat(stdin.as_fd()).is_ok_and(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+            });
+            if is_dir {
+                return Err(CliError::usage(
+                    "standard input is a directory; give an archive file (fruix store import ARCHIVE, or < ARCHIVE)",
+                ));
+            }
+            Box::new(stdin)
+        }
     };
     // Cancelling stops the reading: the import then fails, cancelled, as
     // any failed import does, removing everything it wrote.
