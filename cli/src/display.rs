@@ -37,11 +37,15 @@ impl Mode {
         Mode::unless_quiet(output.quiet)
     }
 
-    /// [`Mode::Quiet`] when `quiet`, else as standard error is.
+    /// [`Mode::Quiet`] when `quiet`, else as standard error is: a
+    /// terminal that can redraw a line (`TERM` set, and not `dumb`: an
+    /// editor's shell buffer, say) gets the live line, any other stderr
+    /// plain lines.
     pub fn unless_quiet(quiet: bool) -> Mode {
+        let redraws = std::env::var_os("TERM").is_some_and(|t| !t.is_empty() && t != "dumb");
         if quiet {
             Mode::Quiet
-        } else if std::io::stderr().is_terminal() {
+        } else if redraws && std::io::stderr().is_terminal() {
             Mode::Terminal
         } else {
             Mode::Plain

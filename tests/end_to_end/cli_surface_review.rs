@@ -227,3 +227,19 @@ fn an_empty_environment_variable_is_as_unset() {
     let (empty, _) = empty_and_unset("FRUIX_PROGRESS_EVERY", &verify);
     assert!(empty.status.success(), "{empty:?}");
 }
+
+/// Regression: on a terminal that cannot redraw a line (`TERM=dumb`, an
+/// editor's shell buffer), a build drew its live line all the same
+/// (`ESC[2K`, a spinner). It says plain lines there now.
+#[test]
+fn a_dumb_terminal_gets_plain_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = fixture_build(fruix(), "local", dir.path(), "root");
+    let mut dumb = Command::new("env");
+    dumb.arg("TERM=dumb")
+        .arg(build.get_program())
+        .args(build.get_args());
+    let screen = String::from_utf8_lossy(&on_a_terminal(&dumb, dir.path())).into_owned();
+    assert!(screen.contains("==> buildworld done in"), "{screen}");
+    assert!(!screen.contains('\u{1b}'), "{screen:?}");
+}
