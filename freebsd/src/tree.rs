@@ -242,7 +242,10 @@ impl Copier<'_> {
         // What the file held when it was opened: one that keeps growing
         // cannot keep the copy going.
         let mut from = File::from(fd).take(stat::size(st));
-        std::io::copy(&mut from, &mut out).with_path("copy", src.path)?;
+        // `io::copy` (copy_file_range where it can) does not say which side
+        // failed: a full, over-limit or read-only destination is said of
+        // the copy being written, anything else of the file copied.
+        std::io::copy(&mut from, &mut out).map_err(|e| copy_error(e, src.path, &full))?;
         self.keep_owner_and_mode(out.as_fd(), st, &full)?;
         if stat::nlink(st) > 1 {
             self.links.insert(key, dst.path.to_path_buf());
@@ -291,6 +294,18 @@ pub fn remove_tree(dir: &Path) -> Result<()> {
     fruix_core::remove::remove_tree(dir).with_path("remove work directory", dir)
 }
 
+/// The failure of copying the file `src` to `dst`, said of the side that
+/// failed: a full, over-limit or read-only destination of `dst` being
+/// written, anything else of `src` (`io::copy`, copy_file_range where it
+/// can, does not say which).
+fn copy_error(e: std::io::Error, src: &Path, dst: &Path) -> Error {
+    use rustix::io::Errno;
+    match Errno::from_io_error(&e) {
+        Some(Errno::NOSPC | Errno::DQUOT | Errno::FBIG | Errno::ROFS) => Error::io("write", dst, e),
+        _ => Error::io("copy", src, e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +328,22 @@ mod tests {
         fs::write(root.join("ro/sub/f"), "f").unwrap();
         fs::set_permissions(root.join("ro/sub"), Permissions::from_mode(0o555)).unwrap();
         fs::set_permissions(root.join("ro"), Permissions::from_mode(0o555)).unwrap();
+    }
+
+    #[test]
+    fn a_failed_copy_names_the_side_that_failed() {
+        let (src, dst) = (Path::new("/src/f"), Path::new("/dst/f"));
+        let errno = std::io::Error::from_raw_os_error;
+        let full = copy_error(errno(rustix::io::Errno::NOSPC.raw_os_error()), src, dst);
+        assert!(
+            full.to_string().starts_with("failed to write /dst/f:"),
+            "{full}"
+        );
+        let bad = copy_error(errno(rustix::io::Errno::IO.raw_os_error()), src, dst);
+        assert!(
+            bad.to_string().starts_with("failed to copy /src/f:"),
+            "{bad}"
+        );
     }
 
     #[test]
