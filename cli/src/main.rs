@@ -357,7 +357,7 @@ pub(crate) fn starting_runtime<T>(
         CliError::new(
             Status::SystemFailure,
             anyhow::anyhow!(
-                "cannot start the async runtime (its threads, event loop and signal handling): {e}"
+                "cannot start the async runtime (its threads, event loop and signal handling): {e}; the limits on open files (ulimit -n) and on processes and threads (ulimit -u) may be too low"
             ),
         )
     };

@@ -40,7 +40,12 @@ pub fn cancelling(cancelled: Cancelled) -> &'static str {
 /// Ctrl-C again wants out.
 pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let system = |e: std::io::Error| CliError::new(Status::SystemFailure, e);
+    let system = |e: std::io::Error| {
+        CliError::new(
+            Status::SystemFailure,
+            anyhow::anyhow!("cannot start the thread that watches for Ctrl-C and SIGTERM: {e}; the limit on processes and threads (ulimit -u) may be too low"),
+        )
+    };
     // Out of file descriptors, tokio fails (or panics) here: said as the
     // runtime's failure to start, never a bare error or a crash.
     // Its thread and the cancellation's.
