@@ -78,18 +78,8 @@ fn an_export_past_the_file_size_limit_is_a_system_failure_leaving_nothing() {
     // (exit 153, no JSON), and an export left its temporary.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (store, state) = (d.join("store"), d.join("state"));
-    let mut build = fixture_build_into(fruix(), "local", &store, &state);
-    build
-        .args(FIXTURE_BUILD_FLAGS)
-        .args(["--quiet", "--no-out-link"]);
-    run_ok(&mut build);
-    let world = std::fs::read_dir(&store)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains("-native-world-"))
-        .expect("the world object");
+    let (store, _) = crate::mount_review::unrooted_build(d);
+    let world = crate::mount_review::world_object(&store);
     let export = |out: &Path| {
         let mut cmd = fruix();
         cmd.args(["store", "export", "--json", "--store"])

@@ -16,12 +16,36 @@ use std::process::Command;
 
 use crate::util::*;
 
+/// A mount(2) call: `source`, `target`, file system type, flags and data.
+struct Mount {
+    source: Option<CString>,
+    target: CString,
+    fstype: Option<CString>,
+    flags: libc::c_ulong,
+    data: Option<CString>,
+}
+
+/// `path` as a C string.
+fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+/// A bind mount of `source` at `target`.
+fn bind(source: &Path, target: &Path) -> Mount {
+    Mount {
+        source: Some(c_path(source)),
+        target: c_path(target),
+        fstype: None,
+        flags: libc::MS_BIND,
+        data: None,
+    }
+}
+
 /// Makes `cmd` run in a mount namespace of its own (private: nothing
-/// leaks to the machine's), with each `(source, target)` of `binds`
-/// bind-mounted there first. Needs root (the tests run as root).
-fn with_bind_mounts(cmd: &mut Command, binds: &[(&Path, &Path)]) {
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
-    let binds: Vec<(CString, CString)> = binds.iter().map(|(s, t)| (c(s), c(t))).collect();
+/// leaks to the machine's), with `mounts` made there first, in order.
+/// Needs root (the tests run as root).
+fn in_mount_namespace(cmd: &mut Command, mounts: Vec<Mount>) {
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
     // SAFETY: between fork and exec the closure makes only system calls
     // (unshare, mount) on strings made before the fork.
     unsafe {
@@ -31,22 +55,16 @@ fn with_bind_mounts(cmd: &mut Command, binds: &[(&Path, &Path)]) {
                 _ => Err(std::io::Error::last_os_error()),
             };
             check(libc::unshare(libc::CLONE_NEWNS))?;
-            let none = std::ptr::null();
-            check(libc::mount(
-                none,
-                c"/".as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ))?;
-            for (source, target) in &binds {
-                let flags = libc::MS_BIND;
+            let (none, private) = (std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE);
+            check(libc::mount(none, c"/".as_ptr(), none, private, none.cast()))?;
+            for m in &mounts {
+                let data = ptr(&m.data).cast();
                 check(libc::mount(
-                    source.as_ptr(),
-                    target.as_ptr(),
-                    none,
-                    flags,
-                    none.cast(),
+                    ptr(&m.source),
+                    m.target.as_ptr(),
+                    ptr(&m.fstype),
+                    m.flags,
+                    data,
                 ))?;
             }
             Ok(())
@@ -54,32 +72,27 @@ fn with_bind_mounts(cmd: &mut Command, binds: &[(&Path, &Path)]) {
     }
 }
 
-/// Makes `cmd` run in a mount namespace of its own (private) with a tmpfs
-/// of `size` mounted at `target`.
-fn with_tmpfs(cmd: &mut Command, target: &Path, size: &str) {
-    let target = CString::new(target.as_os_str().as_bytes()).unwrap();
-    let options = CString::new(format!("size={size}")).unwrap();
-    // SAFETY: as in `with_bind_mounts`: system calls on strings made
-    // before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let check = |r: libc::c_int| match r {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            };
-            check(libc::unshare(libc::CLONE_NEWNS))?;
-            let none = std::ptr::null();
-            let private = libc::MS_REC | libc::MS_PRIVATE;
-            check(libc::mount(none, c"/".as_ptr(), none, private, none.cast()))?;
-            check(libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                options.as_ptr().cast(),
-            ))
-        });
-    }
+/// A build of the miniature tree by `local` into `dir/store` and
+/// `dir/state`, promoted, with no out link (nothing roots it: its objects
+/// and result root are all garbage); the store and state directory.
+pub(crate) fn unrooted_build(dir: &Path) -> (PathBuf, PathBuf) {
+    let (store, state) = (dir.join("store"), dir.join("state"));
+    let mut build = fixture_build_into(fruix(), "local", &store, &state);
+    build
+        .args(FIXTURE_BUILD_FLAGS)
+        .args(["--quiet", "--no-out-link"]);
+    run_ok(&mut build);
+    (store, state)
+}
+
+/// The world artifact's object in `store`.
+pub(crate) fn world_object(store: &Path) -> PathBuf {
+    std::fs::read_dir(store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("-native-world-"))
+        .expect("the world object")
 }
 
 #[test]
@@ -119,7 +132,14 @@ exit 2
         cmd.args(FIXTURE_BUILD_FLAGS)
             .args(["--json", "--no-out-link", "--config"])
             .arg(format!("make={}", make.display()));
-        with_tmpfs(&mut cmd, &state, "64m");
+        let tmpfs = Mount {
+            source: Some(CString::from(c"tmpfs")),
+            target: c_path(&state),
+            fstype: Some(CString::from(c"tmpfs")),
+            flags: 0,
+            data: Some(CString::from(c"size=64m")),
+        };
+        in_mount_namespace(&mut cmd, vec![tmpfs]);
         cmd.output().unwrap()
     };
     let out = build(&filling);
@@ -164,19 +184,12 @@ fn a_dead_root_registration_that_cannot_be_removed_is_not_counted_as_removed() {
         .arg("--state-dir")
         .arg(&state);
     // `gcroots/auto` read-only, in the namespace gc runs in.
-    with_bind_mounts(&mut gc, &[(&auto, &auto)]);
-    let target = CString::new(auto.as_os_str().as_bytes()).unwrap();
-    // SAFETY: mount(2) only, after the bind mount the earlier hook made.
-    unsafe {
-        gc.pre_exec(move || {
-            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
-            let none = std::ptr::null();
-            match libc::mount(none, target.as_ptr(), none, flags, none.cast()) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
-        });
-    }
+    let read_only = Mount {
+        flags: libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+        source: None,
+        ..bind(&auto, &auto)
+    };
+    in_mount_namespace(&mut gc, vec![bind(&auto, &auto), read_only]);
     let out = gc.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     let report: serde_json::Value =
@@ -217,14 +230,7 @@ fn precious(dir: &Path, name: &str) -> PathBuf {
 fn gc_refuses_a_result_root_and_an_object_with_a_file_system_mounted_inside() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (store, state) = (d.join("store"), d.join("state"));
-    // A promoted build that nothing roots: its objects and result root are
-    // all garbage.
-    let mut build = fixture_build_into(fruix(), "local", &store, &state);
-    build
-        .args(FIXTURE_BUILD_FLAGS)
-        .args(["--quiet", "--no-out-link"]);
-    run_ok(&mut build);
+    let (store, state) = unrooted_build(d);
     let runs = std::fs::read_dir(state.join("native-builds")).unwrap();
     let roots: Vec<PathBuf> = runs
         .flatten()
@@ -233,12 +239,7 @@ fn gc_refuses_a_result_root_and_an_object_with_a_file_system_mounted_inside() {
         .collect();
     assert_eq!(roots.len(), 1, "{roots:?}");
     let in_root = some_directory_below(&roots[0].join("artifacts"));
-    let object = std::fs::read_dir(&store)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains("-native-world-"))
-        .expect("the world object");
+    let object = world_object(&store);
     let in_object = some_directory_below(&object);
     let (a, b) = (precious(d, "a"), precious(d, "b"));
     let mut gc = fruix();
@@ -246,7 +247,7 @@ fn gc_refuses_a_result_root_and_an_object_with_a_file_system_mounted_inside() {
         .arg(&store)
         .arg("--state-dir")
         .arg(&state);
-    with_bind_mounts(&mut gc, &[(&a, &in_root), (&b, &in_object)]);
+    in_mount_namespace(&mut gc, vec![bind(&a, &in_root), bind(&b, &in_object)]);
     let out = gc.output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);

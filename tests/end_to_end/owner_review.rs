@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use crate::util::{
-    as_nobody, dir_for_root_and_others, fixture_source, object_names, run, run_ok, sample_root,
-    snapshot, source_add, stderr_of_exit, NOBODY,
+    as_nobody, dir_for_root_and_others, fixture_source, object_names, promote_as_nobody, run,
+    run_ok, sample_root, snapshot, source_add, stderr_of_exit, NOBODY,
 };
 
 /// A store and a state directory of [`NOBODY`]'s (in `dir`, theirs too)
@@ -34,16 +34,7 @@ impl SharedStore {
             std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
         }
         let root = sample_root(dir.path(), "root");
-        let out = run(as_nobody(dir.path())
-            .args([
-                "native-build",
-                "promote",
-                "--quiet",
-                "--no-out-link",
-                "--store",
-            ])
-            .arg(&store)
-            .arg(&root));
+        let out = promote_as_nobody(dir.path(), &store, &root);
         stderr_of_exit(&out, 0);
         let nobodys = object_names(&store);
         assert!(!nobodys.is_empty());

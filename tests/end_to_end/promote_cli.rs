@@ -357,7 +357,6 @@ fn disk_full_midway_removes_temporaries_and_publishes_nothing() {
 #[test]
 fn unreadable_file_is_named_and_changes_nothing() {
     // Root reads every file whatever its mode, so the promotion runs as `nobody`.
-    let setpriv = crate::util::require_tool("setpriv", "util-linux");
     let dir = tempfile::tempdir().unwrap();
     let root = sample_root(dir.path(), "root");
     let secret = root.join("artifacts/world/etc/motd");
@@ -368,18 +367,7 @@ fn unreadable_file_is_named_and_changes_nothing() {
     let store = dir.path().join("store");
     fs::create_dir(&store).unwrap();
     fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let out = run(std::process::Command::new(setpriv)
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_fruix"))
-        .args([
-            "native-build",
-            "promote",
-            "--quiet",
-            "--no-out-link",
-            "--store",
-        ])
-        .arg(&store)
-        .arg(&root));
+    let out = crate::util::promote_as_nobody(dir.path(), &store, &root);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(

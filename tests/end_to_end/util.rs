@@ -858,6 +858,21 @@ pub fn as_nobody(dir: &Path) -> Command {
     cmd
 }
 
+/// `fruix native-build promote --quiet --no-out-link` of `root` into
+/// `store`, run as [`NOBODY`] in `dir` ([`as_nobody`]).
+pub fn promote_as_nobody(dir: &Path, store: &Path, root: &Path) -> Output {
+    run(as_nobody(dir)
+        .args([
+            "native-build",
+            "promote",
+            "--quiet",
+            "--no-out-link",
+            "--store",
+        ])
+        .arg(store)
+        .arg(root))
+}
+
 /// `out`'s stderr, after checking that it exited with `status`.
 pub fn stderr_of_exit(out: &Output, status: i32) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
