@@ -528,6 +528,9 @@ fn io_hint(e: &io::Error) -> &'static str {
             "; this process has too many files open: raise the limit on open files (ulimit -n)"
         }
         Some(libc::ENFILE) => "; the system has too many files open: try again later",
+        Some(libc::EXDEV) => {
+            "; a hard link or rename cannot cross file systems: keep the store (its .links included) on one file system, with nothing mounted inside it"
+        }
         _ => "",
     }
 }
@@ -541,5 +544,22 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn with_path(self, action: &'static str, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| Error::io(action, path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_errors_name_the_limit_or_the_file_system_to_look_at() {
+        let said = |errno: i32| {
+            Error::io("write", "/s/f", io::Error::from_raw_os_error(errno)).to_string()
+        };
+        assert!(said(libc::EFBIG).ends_with("(ulimit -f) or the filesystem allows"));
+        assert!(said(libc::EMFILE).ends_with("raise the limit on open files (ulimit -n)"));
+        assert!(said(libc::EXDEV).contains("cannot cross file systems"));
+        assert!(said(libc::ENOSPC).ends_with("free space on that filesystem and try again"));
+        assert!(said(libc::EIO).ends_with("Input/output error (os error 5)"));
     }
 }
