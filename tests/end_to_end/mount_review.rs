@@ -41,6 +41,17 @@ fn bind(source: &Path, target: &Path) -> Mount {
     }
 }
 
+/// A tmpfs of `size` at `target`.
+fn tmpfs(target: &Path, size: &str) -> Mount {
+    Mount {
+        source: Some(CString::from(c"tmpfs")),
+        target: c_path(target),
+        fstype: Some(CString::from(c"tmpfs")),
+        flags: 0,
+        data: Some(CString::new(format!("size={size}")).unwrap()),
+    }
+}
+
 /// Makes `cmd` run in a mount namespace of its own (private: nothing
 /// leaks to the machine's), with `mounts` made there first, in order.
 /// Needs root (the tests run as root).
@@ -132,14 +143,7 @@ exit 2
         cmd.args(FIXTURE_BUILD_FLAGS)
             .args(["--json", "--no-out-link", "--config"])
             .arg(format!("make={}", make.display()));
-        let tmpfs = Mount {
-            source: Some(CString::from(c"tmpfs")),
-            target: c_path(&state),
-            fstype: Some(CString::from(c"tmpfs")),
-            flags: 0,
-            data: Some(CString::from(c"size=64m")),
-        };
-        in_mount_namespace(&mut cmd, vec![tmpfs]);
+        in_mount_namespace(&mut cmd, vec![tmpfs(&state, "64m")]);
         cmd.output().unwrap()
     };
     let out = build(&filling);
@@ -264,4 +268,23 @@ fn gc_refuses_a_result_root_and_an_object_with_a_file_system_mounted_inside() {
     assert!(report.contains(&says(&in_object)), "{report}\n{err}");
     assert!(err.contains(&says(&in_root)), "{report}\n{err}");
     assert_eq!(out.status.code(), Some(3), "{report}\n{err}");
+}
+
+/// Regression: a store whose file system filled up while its registry was
+/// written said SQLite's "disk I/O error"; the file system is asked, and
+/// it says no space is left.
+#[test]
+fn a_registry_write_on_a_full_file_system_says_no_space_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let mut add = fruix();
+    add.args(["source", "add", "--json", "--store"])
+        .arg(&store)
+        .arg(fixture_source());
+    in_mount_namespace(&mut add, vec![tmpfs(&store, "64k")]);
+    let out = add.output().unwrap();
+    json_error(&out, 3, "No space left on device");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!said.contains("disk I/O error"), "{said}");
 }

@@ -125,10 +125,27 @@ pub(super) fn db_error(path: &Path, e: rusqlite::Error) -> Error {
         let store = path.parent().and_then(Path::parent).unwrap_or(path);
         return Error::store_write(store, "open", path, refused);
     }
+    // SQLite says "disk I/O error" for a write the file system refused
+    // for want of room: the file system tells.
+    if e.sqlite_error_code() == Some(ErrorCode::SystemIoFailure) && nearly_full(path) {
+        let store = path.parent().and_then(Path::parent).unwrap_or(path);
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        return Error::store_write(store, "write", path, full);
+    }
     Error::Database {
         path: path.to_path_buf(),
         source: e,
     }
+}
+
+/// Whether the file system of the registry `path` has less than 1 MiB or
+/// 16 inodes left for this user: room a write (its journal) may lack.
+fn nearly_full(path: &Path) -> bool {
+    let Some(st) = path.parent().and_then(|dir| rustix::fs::statvfs(dir).ok()) else {
+        return false;
+    };
+    let bytes = st.f_bavail.saturating_mul(st.f_frsize);
+    (st.f_blocks > 0 && bytes < 1 << 20) || (st.f_files > 0 && st.f_favail < 16)
 }
 
 /// [`db_error`] for `e`, which SQLite met while the system's last error
