@@ -57,7 +57,9 @@ pub const MAX_PATH_BYTES: usize = 4096;
 const BATCH_ENTRIES: usize = 1024;
 /// File bytes per batch.
 const BATCH_BYTES: u64 = 128 << 20;
-/// Directories opened per batch (each holds a descriptor until its files are read).
+/// Directories opened per batch (each holds a descriptor until its files
+/// are read): three batches are in flight (listed, read, visited), so a
+/// walk holds up to three times this many (the README's caps table).
 const BATCH_DIRS: usize = 128;
 
 /// Size of the per-thread read buffer.
