@@ -53,6 +53,27 @@ fn password_home() -> Option<PathBuf> {
     Some(PathBuf::from(OsStr::from_bytes(dir.to_bytes())))
 }
 
+/// The room this user has left on the file system holding `path`: bytes
+/// (root's count includes the blocks reserved for root) and inodes
+/// (`None` for a file system that counts none, as tmpfs without
+/// `nr_inodes`). `None` when it cannot be asked (`statvfs`).
+pub fn room_left(path: &Path) -> Option<(u64, Option<u64>)> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    let blocks = match rustix::process::geteuid().is_root() {
+        true => st.f_bfree,
+        false => st.f_bavail,
+    };
+    let inodes = (st.f_files > 0).then_some(st.f_favail);
+    Some((blocks.saturating_mul(st.f_frsize), inodes))
+}
+
+/// Whether the file system holding `path` has less than `bytes` or
+/// `inodes` left for this user ([`room_left`]): a write that failed there
+/// may have failed for want of room.
+pub fn short_of_room(path: &Path, bytes: u64, inodes: u64) -> bool {
+    room_left(path).is_some_and(|(b, i)| b < bytes || i.is_some_and(|i| i < inodes))
+}
+
 /// The largest metadata file fruix reads (`promotion.scm`, special modes,
 /// machines, executors and matrix files, object metadata): 1 MiB, far more
 /// than any of them needs.
@@ -427,6 +448,20 @@ pub fn file_type_name(kind: fs::FileType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_is_short_only_below_what_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(room_left(dir.path()).is_some());
+        assert!(!short_of_room(dir.path(), 0, 0));
+        assert!(short_of_room(dir.path(), u64::MAX, 0));
+        assert!(room_left(&dir.path().join("missing")).is_none());
+        assert!(!short_of_room(
+            &dir.path().join("missing"),
+            u64::MAX,
+            u64::MAX
+        ));
+    }
     use std::sync::mpsc;
     use std::time::Duration;
 

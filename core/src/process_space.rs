@@ -38,23 +38,16 @@ pub(super) fn places(command: &Command, result_root: &Path) -> Vec<PathBuf> {
 /// The first of `places` on a file system that is (nearly) full, said for
 /// a message: `the file system holding PATH is nearly full (...)`.
 pub(super) fn nearly_full(places: &[PathBuf]) -> Option<String> {
-    let root = rustix::process::geteuid().is_root();
     places.iter().find_map(|place| {
-        let st = rustix::fs::statvfs(place).ok()?;
-        // Root may use the blocks reserved for it; others may not.
-        let blocks = if root { st.f_bfree } else { st.f_bavail };
-        let bytes = blocks.saturating_mul(st.f_frsize);
-        // A file system without an inode count (tmpfs without `nr_inodes`)
-        // says 0 of 0.
-        let inodes_short = st.f_files > 0 && st.f_favail < NEARLY_FULL_INODES;
-        let bytes_short = st.f_blocks > 0 && bytes < NEARLY_FULL_BYTES;
-        (bytes_short || inodes_short).then(|| {
-            format!(
-                "the file system holding {} is nearly full ({} KiB free, {} inodes free)",
-                crate::escape::path(place),
-                bytes / 1024,
-                st.f_favail
-            )
-        })
+        if !crate::fsutil::short_of_room(place, NEARLY_FULL_BYTES, NEARLY_FULL_INODES) {
+            return None;
+        }
+        let (bytes, inodes) = crate::fsutil::room_left(place)?;
+        let inodes = inodes.map_or(String::new(), |i| format!(", {i} inodes free"));
+        Some(format!(
+            "the file system holding {} is nearly full ({} KiB free{inodes})",
+            crate::escape::path(place),
+            bytes / 1024
+        ))
     })
 }

@@ -141,11 +141,8 @@ pub(super) fn db_error(path: &Path, e: rusqlite::Error) -> Error {
 /// Whether the file system of the registry `path` has less than 1 MiB or
 /// 16 inodes left for this user: room a write (its journal) may lack.
 fn nearly_full(path: &Path) -> bool {
-    let Some(st) = path.parent().and_then(|dir| rustix::fs::statvfs(dir).ok()) else {
-        return false;
-    };
-    let bytes = st.f_bavail.saturating_mul(st.f_frsize);
-    (st.f_blocks > 0 && bytes < 1 << 20) || (st.f_files > 0 && st.f_favail < 16)
+    path.parent()
+        .is_some_and(|dir| fruix_core::fsutil::short_of_room(dir, 1 << 20, 16))
 }
 
 /// [`db_error`] for `e`, which SQLite met while the system's last error
@@ -172,7 +169,7 @@ fn open_cause(path: &Path, errno: c_int) -> Option<std::io::Error> {
     match errno {
         0 | libc::ENOENT => {
             let dir = path.parent()?;
-            let full = rustix::fs::statvfs(dir).is_ok_and(|s| s.f_favail == 0 || s.f_bavail == 0);
+            let full = fruix_core::fsutil::short_of_room(dir, 1, 1);
             full.then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
         }
         errno => Some(std::io::Error::from_raw_os_error(errno)),
