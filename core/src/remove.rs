@@ -13,9 +13,10 @@
 //! administrator left in a result root or a store object) is refused before
 //! anything is removed ([`MountedInside`], an [`std::io::ErrorKind::ResourceBusy`]
 //! error): removing it would empty what is mounted there, like `rm -rf`
-//! without `--one-file-system`. The mount table is read at the start
-//! ([`mounted_inside`]); a directory found on another device while modes
-//! are made writable is left as it is.
+//! without `--one-file-system`. The mount table is asked at the start
+//! ([`mounted_inside`]; on Linux it is kept, and read again only once the
+//! kernel marks it changed); a directory found on another device while
+//! modes are made writable is left as it is.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -93,18 +94,61 @@ pub fn refuse_mounts(path: &Path) -> std::io::Result<()> {
 /// symlinks, as `/tmp` is on some systems; it is a directory itself).
 pub fn mounted_inside(path: &Path) -> std::io::Result<Option<PathBuf>> {
     let tree = fs::canonicalize(path)?;
-    Ok(mount_points()?.into_iter().find(|m| m.starts_with(&tree)))
+    Ok(mount_points()?
+        .iter()
+        .find(|m| m.starts_with(&tree))
+        .cloned())
 }
 
 /// Every mount point in this process's mount table (`/proc/self/mountinfo`).
+///
+/// The table is read once and kept, with `/proc/self/mountinfo` open: the
+/// kernel marks that open file when the table changes (a mount or an
+/// unmount since it was last asked; `poll` reports `POLLPRI` and clears
+/// the mark), as libmount's monitor uses it. The table is read again only
+/// then, so `store gc` removing many objects asks a `poll` per object, not
+/// a read of the whole table. The mark is asked before the table is read,
+/// so no change between the two is ever missed.
 #[cfg(target_os = "linux")]
-fn mount_points() -> std::io::Result<Vec<PathBuf>> {
-    let table = fs::read("/proc/self/mountinfo")?;
-    Ok(table
-        .split(|&b| b == b'\n')
-        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
-        .map(unescape_octal)
-        .collect())
+fn mount_points() -> std::io::Result<std::sync::Arc<Vec<PathBuf>>> {
+    use std::io::{Read, Seek};
+    use std::sync::{Arc, Mutex, PoisonError};
+    /// The open table and the mount points last read from it.
+    static KEPT: Mutex<Option<(fs::File, Arc<Vec<PathBuf>>)>> = Mutex::new(None);
+    let mut kept = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut file = match kept.take() {
+        Some((file, points)) if !changed(&file) => {
+            *kept = Some((file, points.clone()));
+            return Ok(points);
+        }
+        Some((file, _)) => file,
+        None => fs::File::open("/proc/self/mountinfo")?,
+    };
+    let mut table = Vec::new();
+    file.rewind()?;
+    file.read_to_end(&mut table)?;
+    let points: Arc<Vec<PathBuf>> = Arc::new(
+        table
+            .split(|&b| b == b'\n')
+            .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+            .map(unescape_octal)
+            .collect(),
+    );
+    *kept = Some((file, points.clone()));
+    Ok(points)
+}
+
+/// Whether the mount table changed since `table` (an open
+/// `/proc/self/mountinfo`) was last asked; an error counts as a change.
+#[cfg(target_os = "linux")]
+fn changed(table: &fs::File) -> bool {
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds = [PollFd::new(table, PollFlags::PRI)];
+    match rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())) {
+        Ok(0) => false,
+        Ok(_) => !fds[0].revents().is_empty(),
+        Err(_) => true,
+    }
 }
 
 /// A mount point as `/proc/self/mountinfo` writes it: space, tab, newline
@@ -134,7 +178,7 @@ fn unescape_octal(field: &[u8]) -> PathBuf {
 
 /// Every mount point in the system's mount table (`getmntinfo(3)`).
 #[cfg(target_os = "freebsd")]
-fn mount_points() -> std::io::Result<Vec<PathBuf>> {
+fn mount_points() -> std::io::Result<std::sync::Arc<Vec<PathBuf>>> {
     use std::os::unix::ffi::OsStrExt;
     let mut table: *mut libc::statfs = std::ptr::null_mut();
     // SAFETY: getmntinfo stores into `table` a pointer to `n` entries it
@@ -145,21 +189,23 @@ fn mount_points() -> std::io::Result<Vec<PathBuf>> {
     }
     // SAFETY: as above: `n` initialised entries at `table`.
     let entries = unsafe { std::slice::from_raw_parts(table, n as usize) };
-    Ok(entries
-        .iter()
-        .map(|e| {
-            // SAFETY: f_mntonname is NUL-terminated within its array.
-            let name = unsafe { std::ffi::CStr::from_ptr(e.f_mntonname.as_ptr()) };
-            PathBuf::from(OsStr::from_bytes(name.to_bytes()))
-        })
-        .collect())
+    Ok(std::sync::Arc::new(
+        entries
+            .iter()
+            .map(|e| {
+                // SAFETY: f_mntonname is NUL-terminated within its array.
+                let name = unsafe { std::ffi::CStr::from_ptr(e.f_mntonname.as_ptr()) };
+                PathBuf::from(OsStr::from_bytes(name.to_bytes()))
+            })
+            .collect(),
+    ))
 }
 
 /// Other systems: no mount table is read (the device check while modes
 /// are made writable still holds).
 #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-fn mount_points() -> std::io::Result<Vec<PathBuf>> {
-    Ok(Vec::new())
+fn mount_points() -> std::io::Result<std::sync::Arc<Vec<PathBuf>>> {
+    Ok(Default::default())
 }
 
 fn not_found_is_fine(result: std::io::Result<()>) -> std::io::Result<()> {
@@ -297,6 +343,84 @@ mod tests {
         assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy);
         let inner = e.get_ref().and_then(|e| e.downcast_ref::<MountedInside>());
         assert_eq!(inner.map(|m| m.mount.as_path()), Some(Path::new("/proc")));
+    }
+
+    /// Set in the environment of the test binary run again by
+    /// [`the_kept_mount_table_follows_a_mount_and_an_unmount`].
+    #[cfg(target_os = "linux")]
+    const OWN_NAMESPACE: &str = "FRUIX_TEST_OWN_MOUNT_NAMESPACE";
+
+    /// The mount table [`mount_points`] keeps is read again after a mount
+    /// and after an unmount. Runs [`mounts_seen_as_they_change`] in this
+    /// test binary again, in a mount namespace of its own (private, so no
+    /// mount reaches the machine's); needs root, as the tests run.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_kept_mount_table_follows_a_mount_and_an_unmount() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args(["--exact", "remove::tests::mounts_seen_as_they_change"])
+            .args(["--ignored", "--test-threads", "1"])
+            .env(OWN_NAMESPACE, "1");
+        // SAFETY: between fork and exec only system calls are made, on
+        // C strings that are static.
+        unsafe {
+            child.pre_exec(|| {
+                let none = std::ptr::null();
+                let flags = libc::MS_REC | libc::MS_PRIVATE;
+                match libc::unshare(libc::CLONE_NEWNS) == 0
+                    && libc::mount(none, c"/".as_ptr(), none, flags, none.cast()) == 0
+                {
+                    true => Ok(()),
+                    false => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+        let out = child
+            .output()
+            .expect("run the test binary in a mount namespace (as root)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Run by [`the_kept_mount_table_follows_a_mount_and_an_unmount`] only:
+    /// mounts a tmpfs, so it refuses to run outside a namespace of its own.
+    #[cfg(target_os = "linux")]
+    #[test]
+    #[ignore = "run in a mount namespace of its own by the_kept_mount_table_follows_a_mount_and_an_unmount"]
+    fn mounts_seen_as_they_change() {
+        assert!(
+            std::env::var_os(OWN_NAMESPACE).is_some(),
+            "run in a namespace of its own only"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let sub = fs::canonicalize(dir.path()).unwrap().join("sub");
+        fs::create_dir(&sub).unwrap();
+        let target = std::ffi::CString::new(sub.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(mounted_inside(dir.path()).unwrap(), None);
+        // SAFETY: C strings valid for the call.
+        let mounted = unsafe {
+            let none = std::ptr::null();
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                none,
+            )
+        };
+        assert_eq!(mounted, 0, "{}", std::io::Error::last_os_error());
+        assert_eq!(mounted_inside(dir.path()).unwrap(), Some(sub.clone()));
+        assert_eq!(mounted_inside(dir.path()).unwrap(), Some(sub.clone()));
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::umount(target.as_ptr()) }, 0);
+        assert_eq!(mounted_inside(dir.path()).unwrap(), None);
     }
 
     #[test]
