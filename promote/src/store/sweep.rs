@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use fruix_core::error::IoContext;
 
@@ -21,39 +22,55 @@ impl Store {
     /// promotion's half-built object links the entries its journal names,
     /// which would be kept while it is there (two links) and left unlinked
     /// once it went. So the outcome never depends on the directory's order.
+    ///
+    /// The pool (`.links`, the store's largest directory: an entry for
+    /// every distinct content) is listed only when the store's directory
+    /// held a temporary. A pool temporary is made only within a promotion,
+    /// whose work directory stays in the store's directory until every
+    /// pool temporary of it is gone, so a killed one leaves both; opening a
+    /// store in use is then not slowed by the size of its pool. (A pool
+    /// temporary left otherwise, one whose removal failed, goes with the
+    /// next `store gc`.)
     pub(super) fn sweep(&self) -> Result<()> {
         let mut journaled = Vec::new();
-        for dir in [self.root.clone(), self.root.join(LINKS_DIR)] {
-            for entry in fs::read_dir(&dir).with_path("read", &dir)?.flatten() {
-                if !entry
-                    .file_name()
-                    .as_bytes()
-                    .starts_with(TEMP_PREFIX.as_bytes())
-                {
-                    continue;
-                }
-                let path = entry.path();
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    if let Ok(keys) = Journal::read(&path.join(JOURNAL_FILE)) {
-                        journaled.extend(keys);
-                    }
-                    remove_tree(&path);
-                } else {
-                    let _ = fs::remove_file(&path);
-                }
-            }
+        if self.sweep_dir(&self.root, &mut journaled)? {
+            self.sweep_dir(&self.root.join(LINKS_DIR), &mut journaled)?;
         }
         journaled.sort_unstable();
         journaled.dedup();
         self.pool.remove_unlinked(&journaled);
         Ok(())
     }
+
+    /// Removes the temporaries in `dir`, adding the keys of the journals
+    /// among them to `journaled`. Whether there was any.
+    fn sweep_dir(&self, dir: &Path, journaled: &mut Vec<String>) -> Result<bool> {
+        let mut found = false;
+        for entry in fs::read_dir(dir).with_path("read", dir)?.flatten() {
+            if !entry
+                .file_name()
+                .as_bytes()
+                .starts_with(TEMP_PREFIX.as_bytes())
+            {
+                continue;
+            }
+            found = true;
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if let Ok(keys) = Journal::read(&path.join(JOURNAL_FILE)) {
+                    journaled.extend(keys);
+                }
+                remove_tree(&path);
+            } else {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        Ok(found)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::pool::key;
 
@@ -79,6 +96,31 @@ mod tests {
                 key
             })
             .collect()
+    }
+
+    /// A killed promotion's pool temporary goes with its work directory at
+    /// the next opening; a pool temporary with no temporary in the store's
+    /// directory is not looked for there (the pool is not listed), and goes
+    /// with `store gc`.
+    #[test]
+    fn the_pool_is_swept_only_after_a_promotion_was_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        drop(Store::open(&root).unwrap());
+        let pool_temp = root.join(LINKS_DIR).join(".tmp-pool-1-0");
+        fs::write(&pool_temp, b"half").unwrap();
+        drop(Store::open(&root).unwrap());
+        assert!(
+            pool_temp.exists(),
+            "the pool was listed with nothing killed"
+        );
+        fs::create_dir(root.join(".tmp-promote-1-1")).unwrap();
+        drop(Store::open(&root).unwrap());
+        assert!(
+            !pool_temp.exists(),
+            "a killed promotion's pool temporary was left"
+        );
+        assert!(!root.join(".tmp-promote-1-1").exists());
     }
 
     /// Regression: the sweep after killed promotions applied each journal
