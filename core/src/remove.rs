@@ -14,8 +14,8 @@
 //! anything is removed ([`MountedInside`], an [`std::io::ErrorKind::ResourceBusy`]
 //! error): removing it would empty what is mounted there, like `rm -rf`
 //! without `--one-file-system`. The mount table is asked at the start
-//! ([`mounted_inside`]; on Linux it is kept, and read again only once the
-//! kernel marks it changed); a directory found on another device while
+//! ([`mounted_inside`]; [`keep_mount_table`] keeps it for many removals in
+//! a row); a directory found on another device while
 //! modes are made writable is left as it is.
 
 use std::ffi::OsStr;
@@ -100,22 +100,61 @@ pub fn mounted_inside(path: &Path) -> std::io::Result<Option<PathBuf>> {
         .cloned())
 }
 
-/// Every mount point in this process's mount table (`/proc/self/mountinfo`).
-///
-/// The table is read once and kept, with `/proc/self/mountinfo` open: the
-/// kernel marks that open file when the table changes (a mount or an
-/// unmount since it was last asked; `poll` reports `POLLPRI` and clears
-/// the mark), as libmount's monitor uses it. The table is read again only
-/// then, so `store gc` removing many objects asks a `poll` per object, not
-/// a read of the whole table. The mark is asked before the table is read,
-/// so no change between the two is ever missed.
+/// Keeps the mount table while it lives, for many removals in a row
+/// (`store gc`): on Linux `/proc/self/mountinfo` stays open, and the table
+/// read from it is used again until the kernel marks that open file
+/// changed (a mount or an unmount since it was last asked: `poll` reports
+/// `POLLPRI` and clears the mark, as libmount's monitor uses it). The mark
+/// is asked before the table is read again, so no change is ever missed.
+/// Without one, the table is read (and closed) at every removal: a process
+/// near its limit of open files keeps that descriptor free.
+#[must_use = "the table is kept only while this lives"]
+pub struct KeptMountTable(());
+
+/// How many [`KeptMountTable`]s live.
+#[cfg(target_os = "linux")]
+static KEEPERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The open table and the mount points last read from it, while a
+/// [`KeptMountTable`] lives.
+#[cfg(target_os = "linux")]
+type Kept = std::sync::Mutex<Option<(fs::File, std::sync::Arc<Vec<PathBuf>>)>>;
+
+#[cfg(target_os = "linux")]
+static KEPT: Kept = std::sync::Mutex::new(None);
+
+/// Keeps the mount table until the returned value is dropped (see
+/// [`KeptMountTable`]).
+pub fn keep_mount_table() -> KeptMountTable {
+    #[cfg(target_os = "linux")]
+    KEEPERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    KeptMountTable(())
+}
+
+impl Drop for KeptMountTable {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let mut kept = KEPT
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if KEEPERS.fetch_sub(1, SeqCst) == 1 {
+                *kept = None;
+            }
+        }
+    }
+}
+
+/// Every mount point in this process's mount table (`/proc/self/mountinfo`),
+/// read again only when it changed while a [`KeptMountTable`] lives.
 #[cfg(target_os = "linux")]
 fn mount_points() -> std::io::Result<std::sync::Arc<Vec<PathBuf>>> {
     use std::io::{Read, Seek};
-    use std::sync::{Arc, Mutex, PoisonError};
-    /// The open table and the mount points last read from it.
-    static KEPT: Mutex<Option<(fs::File, Arc<Vec<PathBuf>>)>> = Mutex::new(None);
-    let mut kept = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut kept = KEPT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut file = match kept.take() {
         Some((file, points)) if !changed(&file) => {
             *kept = Some((file, points.clone()));
@@ -127,14 +166,16 @@ fn mount_points() -> std::io::Result<std::sync::Arc<Vec<PathBuf>>> {
     let mut table = Vec::new();
     file.rewind()?;
     file.read_to_end(&mut table)?;
-    let points: Arc<Vec<PathBuf>> = Arc::new(
+    let points: std::sync::Arc<Vec<PathBuf>> = std::sync::Arc::new(
         table
             .split(|&b| b == b'\n')
             .filter_map(|line| line.split(|&b| b == b' ').nth(4))
             .map(unescape_octal)
             .collect(),
     );
-    *kept = Some((file, points.clone()));
+    if KEEPERS.load(SeqCst) > 0 {
+        *kept = Some((file, points.clone()));
+    }
     Ok(points)
 }
 
@@ -403,7 +444,9 @@ mod tests {
         let sub = fs::canonicalize(dir.path()).unwrap().join("sub");
         fs::create_dir(&sub).unwrap();
         let target = std::ffi::CString::new(sub.as_os_str().as_encoded_bytes()).unwrap();
+        let kept = keep_mount_table();
         assert_eq!(mounted_inside(dir.path()).unwrap(), None);
+        assert!(KEPT.lock().unwrap().is_some(), "the table is not kept");
         // SAFETY: C strings valid for the call.
         let mounted = unsafe {
             let none = std::ptr::null();
@@ -421,6 +464,13 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { libc::umount(target.as_ptr()) }, 0);
         assert_eq!(mounted_inside(dir.path()).unwrap(), None);
+        drop(kept);
+        assert!(
+            KEPT.lock().unwrap().is_none(),
+            "the table outlived its keeper"
+        );
+        assert_eq!(mounted_inside(dir.path()).unwrap(), None);
+        assert!(KEPT.lock().unwrap().is_none(), "kept with no keeper");
     }
 
     #[test]

@@ -238,6 +238,8 @@ pub fn collect_into(store: &Store, options: &GcOptions<'_>, report: &mut GcRepor
     state_dir_there(&options.state_dir)?;
     let _gc = store.gc_lock(!options.dry_run)?;
     let _reserve = (!options.dry_run).then(|| Reserve::release(store));
+    // Each removal asks it: read once, then again only when it changes.
+    let _mounts = fruix_core::remove::keep_mount_table();
     let roots = roots::list(&options.state_dir, store.path())?;
     *report = GcReport {
         dry_run: options.dry_run,
@@ -429,6 +431,7 @@ pub fn delete(store: &Store, state_dir: &Path, names: &[String]) -> Result<Vec<P
     state_dir_there(state_dir)?;
     let _gc = store.gc_lock(true)?;
     let _reserve = Reserve::release(store);
+    let _mounts = fruix_core::remove::keep_mount_table();
     let roots = roots::list(state_dir, store.path())?;
     let deleting: BTreeSet<String> = names.iter().cloned().collect();
     let in_use = store.db().closure(&temp_roots::live(store.path(), true)?)?;
