@@ -37,8 +37,8 @@ use crate::store::STORE_MTIME;
 mod foreign;
 mod remove;
 mod temp;
-use temp::PoolTemp;
 use remove::remove_at;
+use temp::PoolTemp;
 
 /// Where [`Pool::link_into`] puts an entry: `name` in directory `parent`,
 /// with `display` naming it in messages.
@@ -340,7 +340,7 @@ impl Pool {
                 }
                 None => PoolTemp::create(self, &buf[..filled])?,
             };
-            temp.publish(&key, store_mode, journal)?;
+            temp.publish(&key, size, store_mode, journal)?;
             Ok(digest)
         })
     }
