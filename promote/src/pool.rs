@@ -353,7 +353,7 @@ impl Pool {
             Err(rustix::io::Errno::MLINK) => self.copy_into(key, to),
             Err(rustix::io::Errno::NOENT) => Err(fruix_core::Error::NotFound {
                 path: self.path.join(key),
-                hint: "the store pool lost this entry while it was being used; promote again"
+                hint: "the store pool lost this entry while it was being used (removed by hand?); run the command again"
                     .into(),
             }
             .into()),
