@@ -222,6 +222,7 @@ impl Database {
                 f(&tx, &path)?;
                 tx.commit().map_err(e)
             });
+        let written = written.map_err(|e| self.system_error(e));
         if ignored {
             busy::install(&self.conn, busy::Interrupt::EndsWait).map_err(e)?;
         }

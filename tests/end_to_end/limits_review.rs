@@ -4,7 +4,8 @@
 //! crashed (exit 101) where rayon's pool or the signal handling's thread
 //! could not start (4 to 6). Each is a system failure now (exit 3), said
 //! in JSON under `--json`, naming the limit. So is a write past the
-//! limit on file sizes (`ulimit -f`), which `SIGXFSZ` ended (exit 153).
+//! limit on file sizes (`ulimit -f`), which `SIGXFSZ` ended (exit 153),
+//! the registry's included (SQLite's "disk I/O error").
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -114,4 +115,32 @@ fn an_export_past_the_file_size_limit_is_a_system_failure_leaving_nothing() {
     let message = json["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("(ulimit -f)"), "{json:#}");
     assert_eq!(listing(&out_dir), Vec::<PathBuf>::new(), "{err}");
+}
+
+/// Regression: a registry that could not be written past `ulimit -f` (its
+/// shared-memory file resized to 32 KiB, its log grown) was "disk I/O
+/// error; ... is it full, or failing?", though SQLite saw `EFBIG`. The
+/// system's error it saw is said now, naming the limit; nothing is
+/// published, and the store verifies.
+#[test]
+fn a_registry_past_the_file_size_limit_names_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let first = sample_root_of(dir.path(), "first", "local");
+    run_ok(&mut promote_command(&store, &first, &["--no-out-link"]));
+    let before = object_names(&store);
+    let second = sample_root_of(dir.path(), "second", "guest-self-hosted");
+    let mut cmd = promote_command(&store, &second, &["--no-out-link", "--json"]);
+    limited(&mut cmd, libc::RLIMIT_FSIZE, 8 * 1024);
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {err}"));
+    assert_eq!(json["error"]["kind"], "system-failure", "{json:#}");
+    let message = json["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("db.sqlite"), "{json:#}");
+    assert!(message.contains("(ulimit -f)"), "{json:#}");
+    assert_eq!(object_names(&store), before);
+    verify_store(&store);
 }

@@ -154,14 +154,32 @@ fn nearly_full(path: &Path) -> bool {
 /// number it saw was `errno` (`sqlite3_system_errno`): a file SQLite could
 /// not open (the registry, its journal or WAL) is said as the system's
 /// error, decided from that number (no space or inodes left on the device,
-/// out of file descriptors or memory), which SQLite's message leaves out.
+/// out of file descriptors or memory), which SQLite's message leaves out;
+/// so is a read or write it calls a "disk I/O error" ([`io_cause`]).
 pub(super) fn db_system_error(path: &Path, e: rusqlite::Error, errno: c_int) -> Error {
-    let cannot_open = e.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen);
-    if let Some(source) = cannot_open.then(|| open_cause(path, errno)).flatten() {
+    let (action, cause) = match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::CannotOpen) => ("open", open_cause(path, errno)),
+        Some(rusqlite::ErrorCode::SystemIoFailure) => ("write", io_cause(errno)),
+        _ => ("open", None),
+    };
+    if let Some(source) = cause {
         let store = path.parent().and_then(Path::parent).unwrap_or(path);
-        return Error::store_write(store, "open", path, source);
+        return Error::store_write(store, action, path, source);
     }
     db_error(path, e)
+}
+
+/// The system's error behind a "disk I/O error" of SQLite, from the last
+/// error number it saw, `errno`, when that is one a write (or the resizing
+/// of its shared-memory file) meets: no space or quota left, past the file
+/// size limit (`ulimit -f`), a read-only or failing device. `None` for any
+/// other number, which may be left from another call.
+fn io_cause(errno: c_int) -> Option<std::io::Error> {
+    matches!(
+        errno,
+        libc::ENOSPC | libc::EDQUOT | libc::EFBIG | libc::EIO | libc::EROFS
+    )
+    .then(|| std::io::Error::from_raw_os_error(errno))
 }
 
 /// Why SQLite could not open a file of the registry `path` (it, its
@@ -308,15 +326,16 @@ impl Database {
             Err((e, errno)) => return Err(db_system_error(&path, e, errno)),
         };
         let mut db = Database { conn, path };
-        let created = db.setup(existing).map_err(|e| db.opening_error(e))?;
-        db.persist_wal().map_err(|e| db.opening_error(e))?;
+        let created = db.setup(existing).map_err(|e| db.system_error(e))?;
+        db.persist_wal().map_err(|e| db.system_error(e))?;
         Ok((db, created))
     }
 
-    /// `e`, an error of opening this registry: one SQLite met on the
-    /// connection (a journal or WAL it could not create, say) is said as
-    /// [`db_system_error`] says it, from the system's error number it saw.
-    fn opening_error(&self, e: Error) -> Error {
+    /// `e`, an error of opening or writing this registry: one SQLite met
+    /// on the connection (a journal or WAL it could not create, a write
+    /// past the file size limit, say) is said as [`db_system_error`] says
+    /// it, from the system's error number it saw.
+    pub(super) fn system_error(&self, e: Error) -> Error {
         match e {
             Error::Database { path, source } => {
                 // SAFETY: this open connection's handle, used on this thread.
