@@ -1,5 +1,6 @@
 //! Ctrl-C, SIGTERM and SIGHUP (the terminal closing): the first cancels what
-//! runs (it cleans up and exits 130); a second, while that cleanup runs,
+//! runs (it cleans up and exits 130); a second (not the copy a parent such
+//! as `timeout` forwards of the first), while that cleanup runs,
 //! kills the build steps still running here, removes the files registered
 //! to be removed at a fast exit and names those left ([`fruix_core::at_exit`]),
 //! and exits at once with 130, its JSON error carrying what the command
@@ -37,46 +38,29 @@ pub fn cancelling(cancelled: Cancelled) -> &'static str {
 /// instead of letting the signal kill the process with nothing cleaned up.
 /// A second signal after it exits at once with the cancelled status (said
 /// as every failure is, in JSON too under `--json`): a person pressing
-/// Ctrl-C again wants out.
+/// Ctrl-C again wants out. But the copy a parent forwards of the same
+/// signal ([`forwarded_copy`]: `timeout`, which gets a Ctrl-C or a CI's
+/// SIGTERM to the process group too, passes it on) is not a second one.
 pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
-    use tokio::signal::unix::{signal, SignalKind};
     let system = |e: std::io::Error| {
         CliError::new(
             Status::SystemFailure,
             anyhow::anyhow!("cannot start the thread that watches for Ctrl-C and SIGTERM: {e}; the limit on processes and threads (ulimit -u) may be too low"),
         )
     };
-    // Out of file descriptors, tokio fails (or panics) here: said as the
-    // runtime's failure to start, never a bare error or a crash.
     // Its thread and the cancellation's.
     fruix_core::threads::can_start(2, "the signal handling")
         .map_err(|e| CliError::new(Status::SystemFailure, e))?;
-    let (runtime, mut int, mut term, mut hup) = crate::starting_runtime(|| {
-        let runtime = Background(Some(
-            tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()?,
-        ));
-        let _entered = runtime.get().enter();
-        let int = signal(SignalKind::interrupt())?;
-        let term = signal(SignalKind::terminate())?;
-        let hup = signal(SignalKind::hangup())?;
-        drop(_entered);
-        Ok((runtime, int, term, hup))
+    let mut next = received().map_err(|e| {
+        CliError::new(
+            Status::SystemFailure,
+            anyhow::anyhow!("cannot watch for Ctrl-C and SIGTERM: {e}"),
+        )
     })?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut next = || {
-                runtime.get().block_on(async {
-                    tokio::select! {
-                        _ = int.recv() => {}
-                        _ = term.recv() => {}
-                        _ = hup.recv() => {}
-                    }
-                })
-            };
-            next();
+            let first = next();
             // Waits for another process's lock give up.
             fruix_core::interrupt::request();
             // The cleanup may take a while (a guest torn down): a second
@@ -95,7 +79,11 @@ pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
                     f();
                 }
             }
-            next();
+            let again = next();
+            let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+            if forwarded_copy(first, again, parent) {
+                next();
+            }
             // What the first signal asked to stop does not outlive us.
             fruix_core::process::kill_running_steps();
             fast_exit("cancelled again; exiting without finishing the cleanup");
@@ -104,24 +92,72 @@ pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
     Ok(())
 }
 
-/// A runtime that may be dropped anywhere, an async context included
-/// (where dropping a tokio runtime panics): it is shut down without
-/// waiting. The signal handling's, which a failure to start its thread
-/// drops inside a build's runtime.
-struct Background(Option<tokio::runtime::Runtime>);
-
-impl Background {
-    fn get(&self) -> &tokio::runtime::Runtime {
-        self.0.as_ref().expect("taken only when dropped")
-    }
+/// A signal as its handler saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Received {
+    /// SIGINT, SIGTERM or SIGHUP.
+    signal: i32,
+    /// The process that sent it (`si_pid`); 0 when the kernel did (a
+    /// terminal's Ctrl-C).
+    sender: i32,
 }
 
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
+/// Whether `again`, received after `first`, is the same cancellation
+/// twice: the same signal, one of them sent by this process's parent
+/// `parent` and the other not. A Ctrl-C reaches the whole foreground
+/// process group, a wrapper such as `timeout` in it included, which
+/// passes its copy on; so does a CI's SIGTERM to the group. One copy is
+/// taken as that; two signals from the same sender, or of two kinds, are
+/// a second request.
+fn forwarded_copy(first: Received, again: Received, parent: i32) -> bool {
+    again.signal == first.signal && (first.sender == parent) != (again.sender == parent)
+}
+
+/// Puts handlers for SIGINT, SIGTERM and SIGHUP in place (through
+/// `signal-hook-registry`, which tokio's signal streams share), each
+/// writing what it received into a pipe, and returns what blocks for the
+/// next of them, in the order they came.
+fn received() -> std::io::Result<impl FnMut() -> Received> {
+    use std::io::Read;
+    use std::os::fd::IntoRawFd;
+    let (mut reader, writer) = std::io::pipe()?;
+    // A handler never blocks: a full pipe (8,192 signals unread) drops one.
+    rustix::fs::fcntl_setfl(&writer, rustix::fs::OFlags::NONBLOCK)?;
+    // Open for the process's life: a handler may run any time.
+    let writer = writer.into_raw_fd();
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the action makes one write(2), which is
+        // async-signal-safe, of bytes on its stack, to a descriptor never
+        // closed; reading `si_pid` of SIGINT, SIGTERM and SIGHUP (sent by
+        // kill(2) or the kernel) is what the field is for. The registry
+        // keeps errno as it was.
+        unsafe {
+            signal_hook_registry::register_sigaction(signal, move |info| {
+                let sender = info.si_pid();
+                let mut record = [0u8; 8];
+                record[..4].copy_from_slice(&signal.to_ne_bytes());
+                record[4..].copy_from_slice(&sender.to_ne_bytes());
+                libc::write(writer, record.as_ptr().cast(), record.len());
+            })?;
         }
     }
+    Ok(move || {
+        let mut record = [0u8; 8];
+        loop {
+            match reader.read_exact(&mut record) {
+                Ok(()) => {
+                    let [a, b, c, d, e, f, g, h] = record;
+                    return Received {
+                        signal: i32::from_ne_bytes([a, b, c, d]),
+                        sender: i32::from_ne_bytes([e, f, g, h]),
+                    };
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // The write end is never closed: no end, nor error, comes.
+                Err(_) => std::thread::park(),
+            }
+        }
+    })
 }
 
 /// Cancels `cancel` at the first SIGINT, SIGTERM or SIGHUP (see
@@ -259,5 +295,32 @@ fn fast_exit_fate(what: &str, path: &Path, fate: &Fate) -> String {
             let machine = fruix_core::escape::text(machine);
             format!("; left {what} {path_shown} on {machine}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARENT: i32 = 4242;
+
+    fn got(signal: i32, sender: i32) -> Received {
+        Received { signal, sender }
+    }
+
+    /// A Ctrl-C reaches fruix from the kernel and again through a
+    /// `timeout` wrapping it (its parent), in either order: one
+    /// cancellation. A second Ctrl-C, a signal of another kind, or two
+    /// from the same sender (a test, a person's `kill`) are two.
+    #[test]
+    fn a_parents_copy_of_the_same_signal_is_no_second_one() {
+        let (int, term) = (libc::SIGINT, libc::SIGTERM);
+        assert!(forwarded_copy(got(int, 0), got(int, PARENT), PARENT));
+        assert!(forwarded_copy(got(int, PARENT), got(int, 0), PARENT));
+        assert!(forwarded_copy(got(term, 77), got(term, PARENT), PARENT));
+        assert!(!forwarded_copy(got(int, 0), got(int, 0), PARENT));
+        assert!(!forwarded_copy(got(int, PARENT), got(int, PARENT), PARENT));
+        assert!(!forwarded_copy(got(int, 0), got(term, PARENT), PARENT));
+        assert!(!forwarded_copy(got(int, 77), got(int, 78), PARENT));
     }
 }

@@ -71,6 +71,7 @@ mod repair_adopt_review;
 mod repair_interrupted;
 mod roots_review;
 mod runner_review;
+mod signal_forward_review;
 mod signature_review;
 mod signing;
 mod source_owner_review;
