@@ -153,7 +153,7 @@ impl Journal {
         Ok(Journal { file, path })
     }
 
-    fn record(&self, key: &str) -> Result<()> {
+    pub(crate) fn record(&self, key: &str) -> Result<()> {
         (&self.file)
             .write_all(format!("{key}\n").as_bytes())
             .with_path("write", &self.path)
@@ -380,6 +380,17 @@ impl Pool {
         let (mut source, mut target) = (File::from(source), File::from(target));
         io::copy(&mut source, &mut target).with_path("copy", to.display)?;
         finish_file(target.as_fd(), mode, to.display)
+    }
+
+    /// Whether every entry among `keys` is there and linked by an object
+    /// (a link count above 1).
+    pub fn all_linked(&self, keys: &[String]) -> bool {
+        keys.iter().all(|key| {
+            matches!(
+                rfs::statat(&self.dir, key.as_str(), AtFlags::SYMLINK_NOFOLLOW),
+                Ok(st) if stat::nlink(&st) > 1
+            )
+        })
     }
 
     /// Removes the entries among `keys` that no object links (link count 1).

@@ -24,6 +24,7 @@ impl Store {
             work,
             journal,
             succeeded: false,
+            published: false,
         })
     }
 }
@@ -43,6 +44,8 @@ pub struct Promotion<'s> {
     work: TempObject,
     journal: Journal,
     succeeded: bool,
+    /// [`Promotion::succeed`] was called: its objects are published.
+    published: bool,
 }
 
 impl<'s> Promotion<'s> {
@@ -66,6 +69,7 @@ impl<'s> Promotion<'s> {
     /// the journal's unlinked entries are still removed.
     pub fn succeed(mut self, check_pool: bool) {
         self.succeeded = !check_pool;
+        self.published = true;
     }
 
     fn remove_created_entries(&mut self) -> bool {
@@ -73,10 +77,14 @@ impl<'s> Promotion<'s> {
         let Ok(keys) = Journal::read(self.journal.path()) else {
             return false;
         };
-        if keys.is_empty() {
+        let pool = self.store.pool();
+        // Published, with every entry it made linked by an object (another
+        // promotion's too, that made the same object first): nothing to
+        // remove, and no journal to leave for a sweep while the store is
+        // in use.
+        if keys.is_empty() || (self.published && pool.all_linked(&keys)) {
             return true;
         }
-        let pool = self.store.pool();
         matches!(
             self.store
                 .exclusively(false, || pool.remove_unlinked(&keys)),
@@ -122,6 +130,57 @@ impl Drop for TempObject {
     fn drop(&mut self) {
         if let Some(path) = self.path.take() {
             remove_tree(&path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::pool::{key, LINKS_DIR, TEMP_PREFIX};
+
+    /// The store's temporaries (`.tmp-*`).
+    fn temporaries(root: &Path) -> Vec<PathBuf> {
+        fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Regression of the matrix review: a published promotion whose
+    /// journal named entries (a `source add` that found the object made
+    /// meanwhile by another job) left its work directory whenever another
+    /// process used the store, though an object linked every entry. It
+    /// goes now; a journal naming an entry no object links still stays,
+    /// for the sweep.
+    #[test]
+    fn a_published_promotion_leaves_no_journal_when_every_entry_is_linked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store = Store::open(&root).unwrap();
+        // Another holder of the store: nothing is removed exclusively.
+        let _other = Store::open(&root).unwrap();
+        let object = root.join("0000000000000000000000000000000-fruix-test");
+        fs::create_dir(&object).unwrap();
+        for (n, linked) in [(1u8, true), (2, false)] {
+            let key = key(&[n; 32], 0o444);
+            let entry = root.join(LINKS_DIR).join(&key);
+            fs::write(&entry, [n]).unwrap();
+            fs::set_permissions(&entry, fs::Permissions::from_mode(0o444)).unwrap();
+            if linked {
+                fs::hard_link(&entry, object.join(n.to_string())).unwrap();
+            }
+            let promotion = store.begin().unwrap();
+            promotion.journal().record(&key).unwrap();
+            let work = promotion.work_dir().to_path_buf();
+            promotion.succeed(true);
+            assert_eq!(work.exists(), !linked, "linked: {linked}");
+            assert_eq!(temporaries(&root).len(), usize::from(!linked));
         }
     }
 }
