@@ -250,6 +250,15 @@ pub enum Error {
         /// The object's path in the store.
         path: PathBuf,
     },
+    /// An object an export (or a copy) listed was removed from the store
+    /// before it was written: a `store gc` or `store delete` ran between
+    /// the two (the listing holds no lock). Running the command again
+    /// lists what is there then.
+    #[error("{}: removed from the store by a `store gc` or `store delete` that ran since this command listed it; run the command again", escape::path(object))]
+    RemovedMeanwhile {
+        /// The object's path in the store.
+        object: PathBuf,
+    },
     /// A store holds no (valid) object by that name: a misspelt path, or an
     /// object only another store has. `remote` when that store is the
     /// other side of a copy.
@@ -541,6 +550,7 @@ impl Error {
             | Error::Database { .. }
             | Error::DatabaseUnreadable { .. }
             | Error::NotOwner { .. }
+            | Error::RemovedMeanwhile { .. }
             | Error::ForeignPoolEntry { .. } => (Failure::System, ExitStatus::SystemFailure),
             Error::NoStore { .. }
             | Error::IncompleteStore { .. }

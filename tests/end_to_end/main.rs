@@ -67,6 +67,7 @@ mod protocol_bytes_review;
 mod race;
 mod readme;
 mod registry_review;
+mod removed_meanwhile_review;
 mod repair_adopt_review;
 mod repair_interrupted;
 mod roots_review;

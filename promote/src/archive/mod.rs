@@ -306,23 +306,21 @@ pub fn export_order(store: &Store, names: &[String], recursive: bool) -> Result<
 /// directory in the store (never followed), before anything of an archive
 /// is written: one registered whose directory is gone is
 /// [`Error::Inconsistent`], as `store verify` finds it, not an I/O failure
-/// after the archive's first objects.
+/// after the archive's first objects; one no longer registered was
+/// collected or deleted since it was listed ([`Error::RemovedMeanwhile`]).
 fn check_present(store: &Store, names: &[String]) -> Result<()> {
     for name in names {
         let object = store.path().join(name);
-        match object.symlink_metadata() {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(not_present(
-                    object,
-                    "its directory is gone: something else is in its place",
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(not_present(object, "its directory is gone"))
-            }
+        let gone = match object.symlink_metadata() {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => "its directory is gone: something else is in its place",
+            Err(e) if e.kind() == io::ErrorKind::NotFound => "its directory is gone",
             Err(e) => return Err(fruix_core::Error::io("inspect", &object, e).into()),
+        };
+        if store.db().get(name)?.is_none() {
+            return Err(Error::RemovedMeanwhile { object });
         }
+        return Err(not_present(object, gone));
     }
     Ok(())
 }
