@@ -51,7 +51,7 @@ fn an_export_of_an_object_collected_after_it_was_listed_says_so() {
         .to_owned();
     // The export lists its objects, then waits for the collector's lock.
     let lock = hold_gc_lock(&store);
-    let mut export = spawn_reading_stderr(
+    let export = spawn_reading_stderr(
         fruix()
             .args(["store", "export", "--json", "--store"])
             .arg(&store)
