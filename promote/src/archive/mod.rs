@@ -298,6 +298,8 @@ pub fn export_order(store: &Store, names: &[String], recursive: bool) -> Result<
             }
         }
     }
+    // The registry is asked again there (what a collection removed).
+    drop(db);
     check_present(store, &order)?;
     Ok(order)
 }
