@@ -372,6 +372,9 @@ pub fn serve(
         whole_input: false,
         ..*options
     };
+    // What this session answered is there, kept from collections until it
+    // ends (see `answered`).
+    let mut roots = None;
     while let Some(line) = read_line(&mut input, MAX_LINE)? {
         // The line is dropped once parsed: only the request is held.
         let request = match parse_request(&line) {
@@ -402,19 +405,26 @@ pub fn serve(
                 )?;
             }
             Request::Valid { names } => {
-                let mut valid = Vec::new();
-                for name in names {
-                    // What is no object name is in no store: not looked up.
-                    if crate::verify::is_object_name(name.as_bytes()) && store.is_valid(&name)? {
-                        valid.push(name);
+                let valid = answered(store, &mut roots, || {
+                    let mut valid = Vec::new();
+                    for name in names {
+                        // What is no object name is in no store: not looked up.
+                        if crate::verify::is_object_name(name.as_bytes())
+                            && store.is_valid(&name)?
+                        {
+                            valid.push(name);
+                        }
                     }
-                }
+                    Ok(valid)
+                })?;
                 write_json(&mut output, &Answer::Ok(Valid { valid }))?;
             }
-            Request::Closure { names } => match export_order(store, &names, true) {
-                Ok(names) => write_json(&mut output, &Answer::Ok(Names { names }))?,
-                Err(e) => write_json(&mut output, &answer_error(&e))?,
-            },
+            Request::Closure { names } => {
+                match answered(store, &mut roots, || export_order(store, &names, true)) {
+                    Ok(names) => write_json(&mut output, &Answer::Ok(Names { names }))?,
+                    Err(e) => write_json(&mut output, &answer_error(&e))?,
+                }
+            }
             Request::Import => match import_for_copy(store, &mut input, &options) {
                 Ok(report) => write_json(&mut output, &Answer::Ok(report))?,
                 Err(e) => {
@@ -440,4 +450,37 @@ pub fn serve(
         }
     }
     Ok(())
+}
+
+/// The objects `find` names (what a `valid` or `closure` answer says the
+/// store holds), found under the GC lock (shared) and added to this
+/// session's temporary roots (`roots`, made at the first): a collection
+/// (or `store delete`) between the answer and the import or export that
+/// relies on it keeps them, as Nix's daemon keeps the paths it answers
+/// for. A store this user may not write (a `--from` export of another
+/// user's store) keeps no roots: its objects are then as a `store export`
+/// finds them ([`Error::RemovedMeanwhile`]).
+fn answered(
+    store: &Store,
+    roots: &mut Option<crate::temp_roots::TempRoots>,
+    find: impl FnOnce() -> Result<Vec<String>>,
+) -> Result<Vec<String>> {
+    let _gc = store.gc_lock(false)?;
+    let names = find()?;
+    if names.is_empty() {
+        return Ok(names);
+    }
+    let made = match roots.take() {
+        Some(made) => Some(made),
+        None => match crate::temp_roots::TempRoots::create(store.path()) {
+            Ok(made) => Some(made),
+            Err(Error::StoreNotWritable { .. }) => None,
+            Err(e) => return Err(e),
+        },
+    };
+    if let Some(made) = made {
+        made.add_all(&names)?;
+        *roots = Some(made);
+    }
+    Ok(names)
 }

@@ -61,7 +61,8 @@ impl TempRoots {
                 Ok(file) => file,
                 // Left by a dead process that had this pid: the next name.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(fruix_core::Error::io("create", &path, e).into()),
+                // A store this user may not write: [`Error::StoreNotWritable`].
+                Err(e) => return Err(crate::Error::store_write(store, "create", &path, e)),
             };
             before_lock(&path);
             file.lock().with_path("lock", &path)?;
@@ -78,8 +79,20 @@ impl TempRoots {
 
     /// Adds object `name`. The caller holds the GC lock (shared).
     pub fn add(&self, name: &str) -> Result<()> {
+        self.add_all(std::slice::from_ref(&name))
+    }
+
+    /// Adds the objects `names`, flushed to disk once. The caller holds
+    /// the GC lock (shared).
+    pub fn add_all(&self, names: &[impl AsRef<str>]) -> Result<()> {
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        writeln!(file, "{name}").with_path("write", &self.path)?;
+        let mut text = String::new();
+        for name in names {
+            text.push_str(name.as_ref());
+            text.push('\n');
+        }
+        file.write_all(text.as_bytes())
+            .with_path("write", &self.path)?;
         file.sync_data().with_path("write", &self.path)?;
         Ok(())
     }
