@@ -137,7 +137,6 @@ fn what_a_serve_session_answered_is_kept_from_collections_until_it_ends() {
         object_names(&store)
     };
     assert_eq!(gc("during the session").len(), 5);
-    drop(ask);
     drop(input);
     let out = wait_with_deadline(serve, Duration::from_secs(60), "store serve");
     assert!(out.status.success(), "{out:?}");
