@@ -161,13 +161,7 @@ fn a_build_from_a_source_object_whose_directory_is_gone_says_the_store_is_incons
     let added: serde_json::Value = serde_json::from_str(&added).unwrap();
     let object = PathBuf::from(added["store_path"].as_str().unwrap());
     assert!(object.is_dir(), "{added:#}");
-    run_ok(
-        std::process::Command::new("chmod")
-            .arg("-R")
-            .arg("u+w")
-            .arg(&object),
-    );
-    std::fs::remove_dir_all(&object).unwrap();
+    fruix_core::remove::remove_tree(&object).unwrap();
     let mut build = fruix();
     build
         .args(["build", "--json", "--executor", "local", "--source"])

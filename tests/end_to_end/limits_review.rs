@@ -106,15 +106,8 @@ fn an_export_past_the_file_size_limit_is_a_system_failure_leaving_nothing() {
     std::fs::create_dir(&out_dir).unwrap();
     let mut cmd = export(&out_dir.join("x.nar"));
     limited(&mut cmd, libc::RLIMIT_FSIZE, bytes / 2);
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {err}"));
-    assert_eq!(json["error"]["kind"], "system-failure", "{json:#}");
-    let message = json["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("(ulimit -f)"), "{json:#}");
-    assert_eq!(listing(&out_dir), Vec::<PathBuf>::new(), "{err}");
+    let message = system_failure_naming(&mut cmd, "(ulimit -f)");
+    assert_eq!(listing(&out_dir), Vec::<PathBuf>::new(), "{message}");
 }
 
 /// Regression: a registry that could not be written past `ulimit -f` (its
@@ -132,6 +125,15 @@ fn a_registry_past_the_file_size_limit_names_the_limit() {
     let second = sample_root_of(dir.path(), "second", "guest-self-hosted");
     let mut cmd = promote_command(&store, &second, &["--no-out-link", "--json"]);
     limited(&mut cmd, libc::RLIMIT_FSIZE, 8 * 1024);
+    let message = system_failure_naming(&mut cmd, "(ulimit -f)");
+    assert!(message.contains("db.sqlite"), "{message}");
+    assert_eq!(object_names(&store), before);
+    verify_store(&store);
+}
+
+/// Runs `cmd` (under `--json`), which must fail as a system failure (3),
+/// said in JSON, its message naming `limit`; returns the message.
+fn system_failure_naming(cmd: &mut Command, limit: &str) -> String {
     let out = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
@@ -139,8 +141,6 @@ fn a_registry_past_the_file_size_limit_names_the_limit() {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {err}"));
     assert_eq!(json["error"]["kind"], "system-failure", "{json:#}");
     let message = json["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("db.sqlite"), "{json:#}");
-    assert!(message.contains("(ulimit -f)"), "{json:#}");
-    assert_eq!(object_names(&store), before);
-    verify_store(&store);
+    assert!(message.contains(limit), "{json:#}");
+    message.to_owned()
 }

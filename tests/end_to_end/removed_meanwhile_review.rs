@@ -27,14 +27,7 @@ fn collect_by_hand(store: &Path, name: &str) {
         conn.execute(&sql, [name]).unwrap();
     }
     drop(conn);
-    let object = store.join(name);
-    run_ok(
-        std::process::Command::new("chmod")
-            .arg("-R")
-            .arg("u+w")
-            .arg(&object),
-    );
-    std::fs::remove_dir_all(&object).unwrap();
+    fruix_core::remove::remove_tree(&store.join(name)).unwrap();
 }
 
 #[test]

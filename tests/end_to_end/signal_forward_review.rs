@@ -6,7 +6,6 @@
 //! parent forwards is one cancellation now, cleaned up as the first is.
 
 use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::util::*;
@@ -23,19 +22,7 @@ fn a_ctrl_c_that_timeout_passes_on_too_is_one_cancellation() {
         .args(FIXTURE_BUILD_FLAGS)
         .args(["--no-out-link", "--json", "--config"])
         .arg(format!("make={}", make.display()));
-    let mut cmd = Command::new(timeout);
-    cmd.args(["--foreground", "600"])
-        .arg(build.get_program())
-        .args(build.get_args());
-    if let Some(cwd) = build.get_current_dir() {
-        cmd.current_dir(cwd);
-    }
-    for (key, value) in build.get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
+    let mut cmd = run_through(timeout, &["--foreground", "600"], &build);
     // SAFETY: setsid(2) only, between fork and exec: `timeout` and fruix
     // get a process group of their own, as a terminal's foreground job.
     unsafe {

@@ -101,24 +101,9 @@ fn a_source_add_killed_while_building_leaves_no_unlinked_pool_entry() {
 
 /// `cmd` run with at most `files` open file descriptors (`ulimit -n`).
 fn with_file_limit(cmd: &Command, files: u32) -> Output {
-    let mut limited = Command::new("sh");
-    limited
-        .arg("-c")
-        .arg("ulimit -n \"$1\" && shift && exec \"$@\"")
-        .arg("sh")
-        .arg(files.to_string())
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    if let Some(cwd) = cmd.get_current_dir() {
-        limited.current_dir(cwd);
-    }
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(value) => limited.env(key, value),
-            None => limited.env_remove(key),
-        };
-    }
-    run(&mut limited)
+    let limit = files.to_string();
+    let script = "ulimit -n \"$1\" && shift && exec \"$@\"";
+    run(&mut run_through("sh", &["-c", script, "sh", &limit], cmd))
 }
 
 /// Regression: a promotion into a new store that ran out of file

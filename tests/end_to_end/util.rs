@@ -239,6 +239,27 @@ pub fn sample_root_of(dir: &Path, name: &str, executor: &str) -> PathBuf {
     root
 }
 
+/// `cmd` run through `program` with `args` before it (`timeout 600`,
+/// `sh -c SCRIPT sh`): its program and arguments after them, its working
+/// directory and environment carried over.
+pub fn run_through(program: impl AsRef<std::ffi::OsStr>, args: &[&str], cmd: &Command) -> Command {
+    let mut wrapped = Command::new(program);
+    wrapped
+        .args(args)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(cwd) = cmd.get_current_dir() {
+        wrapped.current_dir(cwd);
+    }
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
 /// Runs `fruix store verify --quiet` on `store`, which must pass.
 pub fn verify_store(store: &Path) {
     run_ok(
