@@ -80,7 +80,8 @@ pub fn on_cancel(on_signal: impl FnOnce() + Send + 'static) -> CliResult<()> {
                 }
             }
             let again = next();
-            let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+            // No parent (pid 1 in a container): -1, which no sender is.
+            let parent = rustix::process::getppid().map_or(-1, |p| p.as_raw_nonzero().get());
             if forwarded_copy(first, again, parent) {
                 next();
             }
